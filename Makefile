@@ -1,0 +1,65 @@
+# rlhf.c build. `make` builds the library, programs and tests; `make test` runs every test;
+# `make DEBUG=1 test` does the same under AddressSanitizer + UndefinedBehaviorSanitizer
+# (separate build folder); `make bench` runs the benchmarks.
+CC      ?= gcc
+ARCH    ?= -march=native
+WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2
+CFLAGS  := -std=gnu11 $(WARN) -g -fopenmp -Icommon $(ARCH)
+LDLIBS  := -lopenblas -lsqlite3 -lyaml -lpcre2-8 -lm
+ifeq ($(DEBUG),1)
+  BUILD   := build-debug
+  CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+else
+  BUILD   := build
+  CFLAGS  += -O2
+endif
+CFLAGS += $(EXTRA_CFLAGS)
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+LIB        := $(BUILD)/libcommon.a
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC  := $(wildcard bench/bench_*.c)
+BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+PROG_DIRS  := sft reward ppo pipelines
+PROG_BIN   := $(foreach d,$(PROG_DIRS),$(if $(wildcard $(d)/main.c),$(BUILD)/bin/$(if $(filter pipelines,$(d)),rlhf,$(d))))
+
+.PHONY: all test bench clean deps
+all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN)
+
+$(BUILD)/%.o: %.c $(wildcard common/*.h) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testlib.o $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/bin/rlhf: $(wildcard pipelines/*.c) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(wildcard pipelines/*.c) $(LIB) -o $@ $(LDLIBS)
+
+$(BUILD)/bin/%: $(wildcard %/*.c) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(wildcard $*/*.c) $(LIB) -o $@ $(LDLIBS)
+
+# Installs the Debian packages we build against when they are missing (see scripts/deps.sh).
+deps:
+	@sh scripts/deps.sh build
+
+test: all
+	@sh tests/run_tests.sh $(BUILD)
+
+bench: all
+	@sh bench/run_bench.sh $(BUILD)
+
+clean:
+	rm -rf build build-debug

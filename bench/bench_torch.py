@@ -1,0 +1,239 @@
+"""PyTorch side of the speed benchmarks: the same GPT-2 as the C engine, in float32 on the CPU.
+
+One configuration per process, so that peak memory (ru_maxrss) belongs to that configuration:
+
+  /usr/bin/python3 bench/bench_torch.py --mode train --preset gpt2  --B 4  --T 256  [--steps 5]
+  /usr/bin/python3 bench/bench_torch.py --mode train --preset small --B 16 --T 128  [--steps 20]
+  /usr/bin/python3 bench/bench_torch.py --mode generate --preset gpt2 --B 8 [--sampling greedy]
+
+train:    one step = forward + masked mean cross-entropy over all B*T tokens + backward +
+          AdamW (weight decay 0.1 on matrices, 0 on biases/LayerNorm); 2 warmup steps, then
+          the mean over --steps. tokens_per_s = B*T / step_s.
+generate: random prompts of --prompt (16) tokens, --new (64) new tokens each, greedy or
+          multinomial sampling, KV cache preallocated per layer, under torch.no_grad().
+          The timed region includes the prefill; step_s is that whole time and
+          tokens_per_s = B*new / step_s. T is reported as prompt + new (the final length).
+          One short untimed warmup generation (B=1) comes first.
+
+Prints exactly one JSON line on stdout:
+  {"impl":"pytorch","mode":..,"preset":..,"B":..,"T":..,"threads":..,"tokens_per_s":..,
+   "step_s":..,"peak_rss_mb":..} (generate adds "prompt_len", "new_tokens", "sampling").
+Progress notes go to stderr.
+
+The model is the hand-written GPT-2 of tests/ref/gpt2_ref.py in its fast eager form:
+nn.Linear (addmm), F.layer_norm, F.gelu(approximate="tanh"), attention written by hand
+(torch 1.13 has no F.scaled_dot_product_attention), tied LM head, N(0, 0.02) init
+(c_proj weights scaled by 1/sqrt(2L) as in GPT-2), no dropout.
+"""
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PRESETS = {
+    #          layers, heads, channels, vocab, max positions
+    "gpt2":  dict(L=12, NH=12, C=768, V=50257, maxT=1024),
+    "small": dict(L=4, NH=4, C=256, V=8192, maxT=256),
+}
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, C, NH):
+        super().__init__()
+        self.NH, self.hd = NH, C // NH
+        self.ln_1 = nn.LayerNorm(C, eps=1e-5)
+        self.c_attn = nn.Linear(C, 3 * C)
+        self.attn_proj = nn.Linear(C, C)
+        self.ln_2 = nn.LayerNorm(C, eps=1e-5)
+        self.c_fc = nn.Linear(C, 4 * C)
+        self.mlp_proj = nn.Linear(4 * C, C)
+
+    def _heads(self, t, B, T):
+        """(B,T,C) -> (B,NH,T,hd): head h is the contiguous slice [h*hd, (h+1)*hd)."""
+        return t.view(B, T, self.NH, self.hd).transpose(1, 2)
+
+    def _attend(self, q, k, v, mask):
+        """Softmax(q k^T / sqrt(hd) + mask) v, written by hand."""
+        att = torch.matmul(q, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(self.hd))
+        if mask is not None:
+            att = att.masked_fill(mask, float("-inf"))
+        return torch.matmul(torch.softmax(att, dim=-1), v)
+
+    def forward(self, x, mask, cache=None, pos=0):
+        """x (B,T,C). mask: bool (T, T_total) True where attention is forbidden, or None.
+        cache: optional (k_buf, v_buf) each (B,NH,maxT,hd); the new k,v are written at
+        [pos, pos+T) and attention runs over [0, pos+T)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=-1)
+        q, k, v = self._heads(q, B, T), self._heads(k, B, T), self._heads(v, B, T)
+        if cache is not None:
+            k_buf, v_buf = cache
+            k_buf[:, :, pos:pos + T] = k
+            v_buf[:, :, pos:pos + T] = v
+            k, v = k_buf[:, :, :pos + T], v_buf[:, :, :pos + T]
+        y = self._attend(q, k, v, mask).transpose(1, 2).reshape(B, T, C)
+        x = x + self.attn_proj(y)
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class GPT2(nn.Module):
+    def __init__(self, L, NH, C, V, maxT):
+        super().__init__()
+        self.cfg = dict(L=L, NH=NH, C=C, V=V, maxT=maxT)
+        self.wte = nn.Embedding(V, C)
+        self.wpe = nn.Embedding(maxT, C)
+        self.h = nn.ModuleList(Block(C, NH) for _ in range(L))
+        self.ln_f = nn.LayerNorm(C, eps=1e-5)
+        self._init(L)
+
+    @torch.no_grad()
+    def _init(self, L):
+        """GPT-2 style: weights N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)), biases 0."""
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif "ln_" in name:
+                p.fill_(1.0)
+            else:
+                std = 0.02 / math.sqrt(2 * L) if name.endswith("proj.weight") else 0.02
+                p.normal_(0.0, std)
+
+    def hidden(self, idx, caches=None, pos=0):
+        """ln_f of the last layer's output for tokens idx (B,T) placed at positions [pos, pos+T)."""
+        B, T = idx.shape
+        x = self.wte(idx) + self.wpe(torch.arange(pos, pos + T))
+        # causal mask over the visible keys [0, pos+T); a single new token sees everything
+        mask = None
+        if T > 1:
+            mask = torch.ones(T, pos + T, dtype=torch.bool).triu_(pos + 1)
+        for l, block in enumerate(self.h):
+            x = block(x, mask, None if caches is None else caches[l], pos)
+        return self.ln_f(x)
+
+    def logits(self, h):
+        """Tied LM head."""
+        return F.linear(h, self.wte.weight)
+
+
+def train_bench(model, B, T, steps, warmup=2):
+    V = model.cfg["V"]
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+    try:
+        opt = torch.optim.AdamW(groups, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, foreach=True)
+    except TypeError:   # older torch without the foreach switch
+        opt = torch.optim.AdamW(groups, lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, V, (B, T), generator=g)
+    targets = torch.randint(0, V, (B, T), generator=g)
+    mask = torch.ones(B, T)                       # loss over all tokens, but still masked
+    mask_norm = mask / mask.sum()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model.logits(model.hidden(tokens))
+        ce = F.cross_entropy(logits.view(-1, V), targets.view(-1), reduction="none")
+        loss = (ce * mask_norm.view(-1)).sum()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        loss = step()
+        print(f"warmup {i}: loss {loss:.4f} {time.perf_counter() - t0:.3f}s", file=sys.stderr)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        loss = step()
+    step_s = (time.perf_counter() - t0) / steps
+    print(f"{steps} steps: last loss {loss:.4f}, {step_s:.3f}s/step", file=sys.stderr)
+    return step_s, B * T / step_s
+
+
+@torch.no_grad()
+def generate(model, prompts, n_new, sampling, g):
+    """Prefill the prompt, then n_new single-token steps with a preallocated KV cache."""
+    cfg = model.cfg
+    B, P = prompts.shape
+    total = P + n_new
+    assert total <= cfg["maxT"]
+    hd = cfg["C"] // cfg["NH"]
+    caches = [(torch.empty(B, cfg["NH"], total, hd), torch.empty(B, cfg["NH"], total, hd))
+              for _ in range(cfg["L"])]
+    out = torch.empty(B, n_new, dtype=torch.long)
+    h = model.hidden(prompts, caches, 0)[:, -1]          # only the last position's logits
+    pos = P
+    for i in range(n_new):
+        logits = model.logits(h)                          # (B,V)
+        if sampling == "greedy":
+            nxt = logits.argmax(-1)
+        else:
+            nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=g).squeeze(1)
+        out[:, i] = nxt
+        if i + 1 < n_new:                                 # the last token needs no forward
+            h = model.hidden(nxt.unsqueeze(1), caches, pos)[:, -1]
+            pos += 1
+    return out
+
+
+def generate_bench(model, B, prompt_len, n_new, sampling):
+    g = torch.Generator().manual_seed(0)
+    V = model.cfg["V"]
+    generate(model, torch.randint(0, V, (1, prompt_len), generator=g), 4, sampling, g)   # warmup
+    prompts = torch.randint(0, V, (B, prompt_len), generator=g)
+    t0 = time.perf_counter()
+    out = generate(model, prompts, n_new, sampling, g)
+    dt = time.perf_counter() - t0
+    print(f"generated {tuple(out.shape)} in {dt:.3f}s", file=sys.stderr)
+    return dt, B * n_new / dt
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["train", "generate"], required=True)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="gpt2")
+    ap.add_argument("--B", type=int, default=None, help="batch (train gpt2: 4, small: 16; generate: 1)")
+    ap.add_argument("--T", type=int, default=None, help="train sequence length (gpt2: 256, small: 128)")
+    ap.add_argument("--steps", type=int, default=None, help="timed train steps (gpt2: 5, small: 20)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt", type=int, default=16, help="generate: prompt length")
+    ap.add_argument("--new", type=int, default=64, help="generate: new tokens per sequence")
+    ap.add_argument("--sampling", choices=["greedy", "multinomial"], default="greedy")
+    ap.add_argument("--seed", type=int, default=1234)
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    torch.set_grad_enabled(a.mode == "train")
+    is_gpt2 = a.preset == "gpt2"
+    model = GPT2(**PRESETS[a.preset])
+    if a.mode == "train":
+        B = a.B or (4 if is_gpt2 else 16)
+        T = a.T or (256 if is_gpt2 else 128)
+        steps = a.steps or (5 if is_gpt2 else 20)
+        model.train()
+        step_s, tps = train_bench(model, B, T, steps)
+        extra = {}
+    else:
+        B, T = a.B or 1, a.prompt + a.new
+        model.eval()
+        step_s, tps = generate_bench(model, B, a.prompt, a.new, a.sampling)
+        extra = {"prompt_len": a.prompt, "new_tokens": a.new, "sampling": a.sampling}
+    rec = {"impl": "pytorch", "mode": a.mode, "preset": a.preset, "B": B, "T": T,
+           "threads": a.threads, "tokens_per_s": round(tps, 3), "step_s": round(step_s, 6),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    rec.update(extra)
+    print(json.dumps(rec), flush=True)
+
+
+if __name__ == "__main__":
+    main()

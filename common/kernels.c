@@ -1,0 +1,306 @@
+// Forward/backward kernels of GPT-2. See kernels.h for the legend and conventions.
+#include "kernels.h"
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+// Splits C columns into chunks so reductions over rows parallelise without races.
+#define COL_CHUNK 64
+
+void encoder_forward(float *out, const int32_t *tokens, const int32_t *pos, const float *wte,
+                     const float *wpe, int64_t N, int C) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *te = wte + (int64_t)tokens[i] * C;
+        const float *pe = wpe + (int64_t)pos[i] * C;
+        float *o = out + i * C;
+        for (int c = 0; c < C; c++) o[c] = te[c] + pe[c];
+    }
+}
+
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                      const int32_t *pos, int64_t N, int C, int V, int maxT) {
+    (void)V; (void)maxT;
+    // Several rows can share a token or a position: each thread owns a slice of channels.
+    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
+    #pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nchunk; ch++) {
+        int c0 = ch * COL_CHUNK, c1 = c0 + COL_CHUNK < C ? c0 + COL_CHUNK : C;
+        for (int64_t i = 0; i < N; i++) {
+            const float *d = dout + i * C;
+            float *te = dwte + (int64_t)tokens[i] * C, *pe = dwpe + (int64_t)pos[i] * C;
+            for (int c = c0; c < c1; c++) { te[c] += d[c]; pe[c] += d[c]; }
+        }
+    }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int64_t N, int C, float eps) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *x = inp + i * C;
+        float s = 0.0f;
+        #pragma omp simd reduction(+:s)
+        for (int c = 0; c < C; c++) s += x[c];
+        float m = s / C;
+        float v = 0.0f;
+        #pragma omp simd reduction(+:v)
+        for (int c = 0; c < C; c++) { float d = x[c] - m; v += d * d; }
+        float r = 1.0f / sqrtf(v / C + eps);
+        float *o = out + i * C;
+        #pragma omp simd
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * weight[c] + bias[c];
+        mean[i] = m;
+        rstd[i] = r;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean, const float *rstd,
+                        int64_t N, int C) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *d = dout + i * C, *x = inp + i * C;
+        float m = mean[i], r = rstd[i];
+        // dnorm = dout*weight; dx = r * (dnorm - mean(dnorm) - xhat * mean(dnorm*xhat))
+        float sum_dn = 0.0f, sum_dnx = 0.0f;
+        #pragma omp simd reduction(+:sum_dn, sum_dnx)
+        for (int c = 0; c < C; c++) {
+            float dn = d[c] * weight[c];
+            sum_dn += dn;
+            sum_dnx += dn * (x[c] - m) * r;
+        }
+        sum_dn /= C; sum_dnx /= C;
+        float *di = dinp + i * C;
+        #pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float xh = (x[c] - m) * r;
+            di[c] += r * (d[c] * weight[c] - sum_dn - xh * sum_dnx);
+        }
+    }
+    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
+    #pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nchunk; ch++) {
+        int c0 = ch * COL_CHUNK, c1 = c0 + COL_CHUNK < C ? c0 + COL_CHUNK : C;
+        float dw[COL_CHUNK] = {0}, db[COL_CHUNK] = {0};
+        for (int64_t i = 0; i < N; i++) {
+            const float *d = dout + i * C, *x = inp + i * C;
+            float m = mean[i], r = rstd[i];
+            for (int c = c0; c < c1; c++) {
+                dw[c - c0] += d[c] * (x[c] - m) * r;
+                db[c - c0] += d[c];
+            }
+        }
+        for (int c = c0; c < c1; c++) { dweight[c] += dw[c - c0]; dbias[c] += db[c - c0]; }
+    }
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int64_t N, int C, int OC, int beta_one) {
+    if (bias) {
+        #pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N; i++) {
+            float *o = out + i * OC;
+            if (beta_one) { for (int j = 0; j < OC; j++) o[j] += bias[j]; }
+            else          { memcpy(o, bias, (size_t)OC * sizeof(float)); }
+        }
+    }
+    float beta = (bias || beta_one) ? 1.0f : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, OC, C, 1.0f, inp, C,
+                weight, OC, beta, out, OC);
+}
+
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC) {
+    if (dinp)   // dinp (N,C) += dout (N,OC) @ weight^T (OC,C)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, C, OC, 1.0f, dout, OC,
+                    weight, OC, 1.0f, dinp, C);
+    // dweight (C,OC) += inp^T (C,N) @ dout (N,OC)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (blasint)N, 1.0f, inp, C, dout, OC,
+                1.0f, dweight, OC);
+    if (dbias) {
+        int nchunk = (OC + COL_CHUNK - 1) / COL_CHUNK;
+        #pragma omp parallel for schedule(static)
+        for (int ch = 0; ch < nchunk; ch++) {
+            int c0 = ch * COL_CHUNK, c1 = c0 + COL_CHUNK < OC ? c0 + COL_CHUNK : OC;
+            float acc[COL_CHUNK] = {0};
+            for (int64_t i = 0; i < N; i++) {
+                const float *d = dout + i * OC;
+                for (int c = c0; c < c1; c++) acc[c - c0] += d[c];
+            }
+            for (int c = c0; c < c1; c++) dbias[c] += acc[c - c0];
+        }
+    }
+}
+
+// Attention is the only layer that mixes information across time. For each query row t of
+// sequence b and head h: p = softmax(q_t . k_s / sqrt(hd), s <= t); y_t = sum_s p_s v_s.
+void attention_forward(float *out, float *att, const float *qkv, const int64_t *off,
+                       const int64_t *att_off, int B, int C, int NH) {
+    int hd = C / NH;
+    float scale = 1.0f / sqrtf((float)hd);
+    int64_t C3 = 3 * (int64_t)C;
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            int64_t r0 = off[b], len = off[b + 1] - off[b];
+            for (int64_t t = 0; t < len; t++) {
+                const float *q = qkv + (r0 + t) * C3 + h * hd;
+                float *p = att + att_off[b] + ((int64_t)h * len + t) * len;
+                float mx = -INFINITY;
+                for (int64_t s = 0; s <= t; s++) {
+                    const float *k = qkv + (r0 + s) * C3 + C + h * hd;
+                    float dot = 0.0f;
+                    #pragma omp simd reduction(+:dot)
+                    for (int i = 0; i < hd; i++) dot += q[i] * k[i];
+                    dot *= scale;
+                    p[s] = dot;
+                    if (dot > mx) mx = dot;
+                }
+                float sum = 0.0f;
+                for (int64_t s = 0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
+                float inv = 1.0f / sum;
+                for (int64_t s = 0; s <= t; s++) p[s] *= inv;
+                for (int64_t s = t + 1; s < len; s++) p[s] = 0.0f;
+                float *y = out + (r0 + t) * C + h * hd;
+                for (int i = 0; i < hd; i++) y[i] = 0.0f;
+                for (int64_t s = 0; s <= t; s++) {
+                    const float *v = qkv + (r0 + s) * C3 + 2 * C + h * hd;
+                    float ps = p[s];
+                    #pragma omp simd
+                    for (int i = 0; i < hd; i++) y[i] += ps * v[i];
+                }
+            }
+        }
+    }
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                        const int64_t *off, const int64_t *att_off, int B, int C, int NH) {
+    int hd = C / NH;
+    float scale = 1.0f / sqrtf((float)hd);
+    int64_t C3 = 3 * (int64_t)C;
+    // Each (b,h) touches only its own slices of dqkv, so they run in parallel without races.
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            int64_t r0 = off[b], len = off[b + 1] - off[b];
+            for (int64_t t = 0; t < len; t++) {
+                const float *p = att + att_off[b] + ((int64_t)h * len + t) * len;
+                const float *dy = dout + (r0 + t) * C + h * hd;
+                const float *q = qkv + (r0 + t) * C3 + h * hd;
+                float *dq = dqkv + (r0 + t) * C3 + h * hd;
+                // dp_s = dy . v_s and dv_s += p_s dy; then the softmax backward
+                // ds_s = p_s (dp_s - sum_s' p_s' dp_s'), into dq_t and dk_s.
+                float dp[t + 1];
+                float dpsum = 0.0f;
+                for (int64_t s = 0; s <= t; s++) {
+                    const float *v = qkv + (r0 + s) * C3 + 2 * C + h * hd;
+                    float *dv = dqkv + (r0 + s) * C3 + 2 * C + h * hd;
+                    float dot = 0.0f, ps = p[s];
+                    #pragma omp simd reduction(+:dot)
+                    for (int i = 0; i < hd; i++) { dot += dy[i] * v[i]; dv[i] += ps * dy[i]; }
+                    dp[s] = dot;
+                    dpsum += ps * dot;
+                }
+                for (int64_t s = 0; s <= t; s++) {
+                    const float *k = qkv + (r0 + s) * C3 + C + h * hd;
+                    float *dk = dqkv + (r0 + s) * C3 + C + h * hd;
+                    float ds = p[s] * (dp[s] - dpsum) * scale;
+                    #pragma omp simd
+                    for (int i = 0; i < hd; i++) { dq[i] += ds * k[i]; dk[i] += ds * q[i]; }
+                }
+            }
+        }
+    }
+}
+
+#define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
+
+void gelu_forward(float *out, const float *inp, int64_t n) {
+    #pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n) {
+    #pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float u = GELU_SCALE * (x + 0.044715f * x * x * x);
+        float th = tanhf(u);
+        float sech2 = 1.0f - th * th;
+        float g = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += g * dout[i];
+    }
+}
+
+void logprob_forward(float *logp, float *entropy, float *lse, const float *logits,
+                     const int32_t *target, int64_t M, int V) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < M; r++) {
+        const float *x = logits + r * V;
+        float mx = -INFINITY;
+        for (int i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+        float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < V; i++) sum += expf(x[i] - mx);
+        float l = mx + logf(sum);
+        lse[r] = l;
+        logp[r] = target[r] >= 0 ? x[target[r]] - l : 0.0f;
+        if (entropy) {  // H = lse - sum p x
+            float px = 0.0f;
+            #pragma omp simd reduction(+:px)
+            for (int i = 0; i < V; i++) px += expf(x[i] - l) * x[i];
+            entropy[r] = l - px;
+        }
+    }
+}
+
+void logprob_backward(float *logits, const float *lse, const int32_t *target, const float *dlogp,
+                      int64_t M, int V) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < M; r++) {
+        float *x = logits + r * V;
+        float g = dlogp[r];
+        if (target[r] < 0 || g == 0.0f) { memset(x, 0, (size_t)V * sizeof(float)); continue; }
+        float l = lse[r];
+        // d logp / d x_i = [i == target] - softmax_i
+        #pragma omp simd
+        for (int i = 0; i < V; i++) x[i] = -g * expf(x[i] - l);
+        x[target[r]] += g;
+    }
+}
+
+void score_forward(float *out, const float *inp, const float *w, int64_t N, int C) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *x = inp + i * C;
+        float s = 0.0f;
+        #pragma omp simd reduction(+:s)
+        for (int c = 0; c < C; c++) s += x[c] * w[c];
+        out[i] = s;
+    }
+}
+
+void score_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                    int64_t N, int C) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        float g = dout[i];
+        float *d = dinp + i * C;
+        for (int c = 0; c < C; c++) d[c] += g * w[c];
+    }
+    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
+    #pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nchunk; ch++) {
+        int c0 = ch * COL_CHUNK, c1 = c0 + COL_CHUNK < C ? c0 + COL_CHUNK : C;
+        for (int64_t i = 0; i < N; i++) {
+            float g = dout[i];
+            const float *x = inp + i * C;
+            for (int c = c0; c < c1; c++) dw[c] += g * x[c];
+        }
+    }
+}

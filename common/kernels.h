@@ -1,0 +1,59 @@
+// The transformer's kernels, each a pure `_forward`/`_backward` pair over caller-owned buffers.
+// Legend: N rows (packed real tokens of a batch), C channels, OC output channels, V vocabulary,
+// NH heads, hd = C/NH head size, B sequences, T longest sequence of the batch.
+// Conventions: no kernel allocates; each parallelises with OpenMP inside and must not be called
+// from inside another parallel region; `_backward` ADDS into every gradient it writes (+=), so
+// residual branches and tied weights need no special case. Matrices are row-major; weights use the
+// Hugging Face GPT-2 (Conv1D) layout [in, out].
+#ifndef KERNELS_H
+#define KERNELS_H
+#include <stdint.h>
+
+// out (N,C) = wte[token] + wpe[pos]
+void encoder_forward(float *out, const int32_t *tokens, const int32_t *pos, const float *wte,
+                     const float *wpe, int64_t N, int C);
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                      const int32_t *pos, int64_t N, int C, int V, int maxT);
+
+// out (N,C) = (inp - mean) * rstd * weight + bias; mean, rstd (N) saved for backward
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int64_t N, int C, float eps);
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean, const float *rstd,
+                        int64_t N, int C);
+
+// out (N,OC) = beta_one ? out + inp @ weight + bias : inp @ weight + bias.
+// inp (N,C), weight (C,OC), bias (OC) or NULL. beta_one lets a residual add fuse into the product.
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int64_t N, int C, int OC, int beta_one);
+// dinp (N,C) or NULL, dweight (C,OC), dbias (OC) or NULL, dout (N,OC)
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC);
+
+// Causal self-attention over packed sequences: sequence b occupies rows off[b] .. off[b+1]-1.
+// qkv (N,3C) holds [q | k | v]; out (N,C); att holds each (b,h)'s softmax rows, sequence b's
+// block of NH*len*len floats starting at att_off[b] (att_off (B) prefix sums of NH*len^2).
+void attention_forward(float *out, float *att, const float *qkv, const int64_t *off,
+                       const int64_t *att_off, int B, int C, int NH);
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                        const int64_t *off, const int64_t *att_off, int B, int C, int NH);
+
+// GELU, tanh approximation (GPT-2's)
+void gelu_forward(float *out, const float *inp, int64_t n);
+void gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n);
+
+// Token log-probabilities from logits, one row at a time, never more than the rows given.
+// logits (M,V) in place; lse (M) saved; target (M) with -1 = none; logp (M) = logits[target]-lse
+// (0 where no target); entropy (M) or NULL.
+void logprob_forward(float *logp, float *entropy, float *lse, const float *logits,
+                     const int32_t *target, int64_t M, int V);
+// Turns logits (M,V) into d(sum dlogp*logp)/dlogits in place (a row whose dlogp is 0 or target
+// is -1 becomes 0). This is the fused softmax-cross-entropy backward: CE = -logp.
+void logprob_backward(float *logits_to_dlogits, const float *lse, const int32_t *target,
+                      const float *dlogp, int64_t M, int V);
+
+// Scalar head: out (N) = inp (N,C) . w (C)
+void score_forward(float *out, const float *inp, const float *w, int64_t N, int C);
+void score_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                    int64_t N, int C);
+#endif

@@ -1,0 +1,143 @@
+// GPT-2: the blueprint (ModelConfig), the weights (one allocation carved into named tensors by a
+// size table, with gradients and AdamW moments laid out the same way), and the wave of
+// activations (allocated once at init for the largest batch, never inside a step).
+//
+// Batches are right-padded (B,T) arrays with a length per sequence; inside, the real tokens are
+// packed into N = sum(lengths) rows, so padding costs nothing and cannot leak into results.
+// Heads: the tied LM head (logits over the vocabulary, computed only for the rows that need them)
+// and a scalar head `score.weight` (reward model: read at the last real token; value model: every
+// token). Ownership: a Model owns all its buffers; model_free releases them.
+#ifndef MODEL_H
+#define MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int max_seq_len;   // n_positions: rows of wpe, the longest sequence the model can see
+    int vocab_size;    // V
+    int n_layer;       // L
+    int n_head;        // NH
+    int n_embd;        // C
+    float ln_eps;      // layer_norm_epsilon (GPT-2: 1e-5)
+    int lm_head;       // 1: tied LM head used (policy, SFT); 0: no unembedding (reward/value)
+    int score_head;    // 1: scalar head score.weight (1,C) exists
+} ModelConfig;
+
+enum {
+    P_WTE, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B,
+    P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB, P_SCOREW, MODEL_NUM_PARAMS
+};
+
+typedef struct {
+    float *wte;       // (V, C)
+    float *wpe;       // (maxT, C)
+    float *ln1w;      // (L, C)
+    float *ln1b;      // (L, C)
+    float *qkvw;      // (L, C, 3C)
+    float *qkvb;      // (L, 3C)
+    float *attprojw;  // (L, C, C)
+    float *attprojb;  // (L, C)
+    float *ln2w;      // (L, C)
+    float *ln2b;      // (L, C)
+    float *fcw;       // (L, C, 4C)
+    float *fcb;       // (L, 4C)
+    float *fcprojw;   // (L, 4C, C)
+    float *fcprojb;   // (L, C)
+    float *lnfw;      // (C)
+    float *lnfb;      // (C)
+    float *scorew;    // (C), or size 0 without a score head
+} ModelParams;
+
+typedef struct {
+    int B, T;                 // batch size and padded length
+    const int32_t *tokens;    // (B,T)
+    const int32_t *lengths;   // (B): real tokens of each row, 1..T
+    const int32_t *targets;   // (B,T) next-token targets or NULL; -1 = no target here
+    const float *weights;     // (B,T) loss weight per token or NULL (= 1 where targets >= 0).
+                              // The loss is sum w * CE: the caller normalises (e.g. 1/#tokens).
+} ModelBatch;
+
+// forward flags
+#define MODEL_LOGITS_ALL 1    // LM head on every real position (else only where a loss needs it)
+#define MODEL_ENTROPY    2    // also per-token entropy of the LM head's distribution
+
+typedef struct {
+    ModelConfig config;
+    int max_B, max_T;         // the largest batch chosen at init
+    int trainable;            // gradients, moments and per-layer activations exist
+    size_t param_sizes[MODEL_NUM_PARAMS];
+    size_t num_params;
+    float *params_memory;  ModelParams params;
+    float *grads_memory;   ModelParams grads;     // NULL unless trainable
+    float *m_memory, *v_memory;                   // AdamW moments, NULL unless trainable
+    // activations (packed rows; Nmax = max_B * max_T)
+    float *acts_memory;
+    size_t acts_floats;
+    float *resid;      // (L+1, N, C) inputs of each layer and of ln_f (2 when not trainable)
+    float *resmid;     // (L, N, C) residual after attention
+    float *ln1, *ln1_mean, *ln1_rstd;   // (L,N,C), (L,N), (L,N)
+    float *qkv;        // (L, N, 3C)
+    float *att;        // (L, B*NH*T*T) softmax rows
+    float *atty;       // (L, N, C)
+    float *ln2, *ln2_mean, *ln2_rstd;   // (L,N,C), (L,N), (L,N)
+    float *fch, *fch_gelu;              // (L, N, 4C) each
+    float *lnf, *lnf_mean, *lnf_rstd;   // (N,C), (N), (N)
+    float *head_in;    // (N, C) ln_f rows gathered for the LM head
+    float *logits;     // (N, V) logits of the head rows (d-logits after backward)
+    float *lse;        // (N) log-sum-exp per head row
+    float *head_logp;  // (N) log-prob of the target per head row
+    float *head_ent;   // (N) entropy per head row
+    float *values;     // (N) scalar head per row
+    // backward scratch, one layer's worth (reused down the stack)
+    float *dresid, *dln, *datty, *dqkv, *dfch, *dfch_gelu, *dhead_in, *head_dlogp;
+    // batch bookkeeping
+    int32_t *row_tok, *row_pos, *row_tgt, *row_seq;   // (N) token, position, target, sequence
+    int32_t *head_tgt;     // (N) target of each LM-head row
+    int64_t *off;          // (B+1) first row of each sequence
+    int64_t *att_off;      // (B) start of each sequence's attention block
+    int32_t *head_rows;    // (N) packed row of each LM-head row
+    int64_t N, M;          // packed rows and LM-head rows of the current batch
+    int cur_B, cur_T;
+    float loss;            // sum w * CE of the last forward (0 without targets)
+    int has_lm_out;        // last forward computed the LM head (cleared once backward used it)
+    int has_entropy;       // last forward computed entropies
+} Model;
+
+// Returns 0 or -1 with a message naming the problem.
+int  model_config_validate(const ModelConfig *c, char *err, size_t errlen);
+// Allocates weights (zeroed), and for trainable models gradients, moments and activations for
+// batches up to max_B x max_T. Prints the memory budget to stderr when verbose. Returns 0 or -1.
+int  model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainable, int verbose,
+                char *err, size_t errlen);
+void model_free(Model *m);
+// GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2L), LN weights 1.
+void model_init_weights(Model *m, uint64_t seed);
+size_t model_memory_bytes(const ModelConfig *c, int max_B, int max_T, int trainable);
+
+// Forward pass; returns 0 or -1 (bad batch: sizes, lengths, token ids) with a message.
+int  model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t errlen);
+// Backward of  sum_{targets} dlogp*logp  +  sum dvalues*values  after model_forward on the
+// same batch. dlogp (B,T) or NULL (NULL means the LM loss: dlogp = -w); dvalues (B,T) or NULL.
+// Gradients accumulate into m->grads (call model_zero_grad between optimizer steps).
+void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const float *dvalues);
+void model_zero_grad(Model *m);
+
+// Results of the last forward, in the caller's (B,T) layout (0 at padding / where not computed).
+void model_get_logp(const Model *m, float *out);       // log p(target) per position
+void model_get_entropy(const Model *m, float *out);    // needs MODEL_ENTROPY
+void model_get_values(const Model *m, float *out);     // scalar head per position
+// Logits row of (b, t) after a forward that computed it, else NULL.
+const float *model_logits_at(const Model *m, int b, int t);
+
+// Per-tensor view with Hugging Face GPT-2 names ("h.3.attn.c_attn.weight"): index 0 .. count-1.
+typedef struct {
+    char name[64];
+    int ndim;
+    int64_t shape[2];
+    float *data;       // into params
+    float *grad;       // into grads or NULL
+    int decay;         // AdamW weight decay applies (matrices)
+} ModelTensor;
+int  model_tensor_count(const Model *m);
+void model_tensor(const Model *m, int i, ModelTensor *t);
+#endif

@@ -1,0 +1,122 @@
+// tokenizer: GPT-2 byte-level BPE (encode, decode, load, save) and a small BPE trainer.
+//
+// The tokenizer is byte-exact with GPT-2 on GPT-2's own vocab.json + merges.txt (shipped in
+// data/gpt2/): text is split by GPT-2's pre-tokenizer pattern
+//     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// (PCRE2, UTF + UCP, JIT when available), each piece's UTF-8 bytes are BPE-merged by rank exactly
+// as GPT-2's encoder.py does (lowest-ranked adjacent pair first, all its occurrences left to
+// right), and every token is the byte string it stands for. Any vocabulary in the same format
+// works, whatever its size (e.g. one made by tok_train).
+//
+// Vocabulary rules checked at load time: token ids are 0..V-1 without gaps or duplicates, every
+// token string is in GPT-2's byte-to-unicode alphabet, each of the 256 single bytes has a token
+// (so any byte string can be encoded), every merge's two parts and its result are tokens, and no
+// merge appears twice. Tokens written "<|...|>" are special tokens (GPT-2 has one: <|endoftext|>,
+// id 50256); tok_add_special registers more.
+//
+// Bytes that are not valid UTF-8 (PCRE2 needs valid UTF-8): the text is cut at each invalid byte;
+// the valid runs are pre-tokenized as usual and each invalid byte is a piece of its own, i.e. its
+// single-byte token. So decode(encode(x)) == x for every byte string x, and valid UTF-8 text is
+// encoded exactly as GPT-2 does. (A byte is invalid when it does not start, or is not part of, a
+// well-formed UTF-8 sequence: overlong forms, surrogates and code points above U+10FFFF included.)
+//
+// Special tokens inside text are ordinary text unless TOK_ALLOW_SPECIAL is passed: then each
+// occurrence of a special token's text becomes its id, and the text between is encoded as usual.
+// Without the flag "<|endoftext|>" encodes as GPT-2 (and the npm gpt-3-encoder) do:
+// "<|", "endoftext", "|>" -> 27 91 437 1659 5239 91 29.
+//
+// Whitespace (\s) follows PCRE2's UCP definition: tab, LF, VT, FF, CR and the Unicode separators
+// (Z*). GPT-2's Python `regex` and JavaScript differ slightly from it and from each other on the
+// rare characters U+0085 and U+FEFF next to spaces; see tests/ref/tokenizer_ref.js.
+//
+// Ownership: a Tokenizer is made by tok_load / tok_train and freed by tok_free. tok_encode and
+// tok_decode append to caller-owned growable buffers (TokIds, TokBytes), which the caller frees
+// with tok_ids_free / tok_bytes_free (zero-initialise them before first use). Strings returned by
+// tok_token belong to the Tokenizer. A loaded Tokenizer is read-only in tok_encode/tok_decode, so
+// one Tokenizer may be used by many threads at once; tok_add_special modifies it.
+//
+// Errors: functions that can fail on input return TOK_OK (0) or a negative TokStatus and write a
+// one-line message naming the file (and line) and the problem into err[TOK_ERR_LEN] (err may be
+// NULL). Out-of-memory aborts with file:line. Nothing here uses global state.
+#ifndef TOKENIZER_H
+#define TOKENIZER_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define TOK_ERR_LEN 256
+
+typedef enum {
+    TOK_OK = 0,
+    TOK_ERR_IO = -1,       // a file cannot be opened, read or written
+    TOK_ERR_FORMAT = -2,   // a file's contents are invalid (message says where and what)
+    TOK_ERR_ARG = -3,      // a bad argument (unknown id, bad option value, ...)
+    TOK_ERR_REGEX = -4,    // PCRE2 failed (compile or match-limit error)
+} TokStatus;
+
+// Flags for tok_encode.
+#define TOK_ALLOW_SPECIAL 1u   // recognise special tokens' text (e.g. "<|endoftext|>") in the input
+
+typedef struct Tokenizer Tokenizer;
+
+// Growable buffers the caller owns. Zero-initialise ({0}); encode/decode append; free with
+// tok_ids_free / tok_bytes_free (which leave them empty and reusable). Set n = 0 to reuse.
+typedef struct {
+    int32_t *ids;   // [n] token ids
+    size_t n, cap;
+} TokIds;
+typedef struct {
+    char *data;     // [n] bytes, followed by a NUL that is not counted in n
+    size_t n, cap;
+} TokBytes;
+void tok_ids_free(TokIds *v);
+void tok_bytes_free(TokBytes *b);
+
+// Loads dir/vocab.json + dir/merges.txt, or else the older names dir/encoder.json + dir/vocab.bpe.
+// On success *out owns a new Tokenizer (free with tok_free); on error *out is NULL.
+int tok_load(Tokenizer **out, const char *dir, char *err);
+// Same with explicit paths.
+int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err);
+void tok_free(Tokenizer *t);   // NULL is fine
+
+// Writes dir/vocab.json (ids in order, non-ASCII as \uXXXX like GPT-2's encoder.json) and
+// dir/merges.txt ("#version: 0.2" then "a b" per merge in rank order). Each file is written to a
+// temporary name, fsynced and renamed, so a failure leaves any previous file intact.
+int tok_save(const Tokenizer *t, const char *dir, char *err);
+
+int64_t tok_vocab_size(const Tokenizer *t);   // V: ids are 0..V-1
+int64_t tok_n_merges(const Tokenizer *t);
+int32_t tok_eot(const Tokenizer *t);          // id of <|endoftext|>, or -1 when there is none
+int     tok_is_special(const Tokenizer *t, int32_t id);
+// The bytes of token `id` (not NUL-terminated; *len set), or NULL when id is out of range.
+const char *tok_token(const Tokenizer *t, int32_t id, size_t *len);
+// The id whose bytes are exactly text[0..len), or -1.
+int32_t tok_find(const Tokenizer *t, const void *text, size_t len);
+
+// Registers text[0..len) as a special token. If it is already a token that id is reused,
+// otherwise it gets the next id (the vocabulary grows by one). *id (may be NULL) receives it.
+int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err);
+
+// Appends the ids of text[0..len) (any bytes) to *out. flags: 0 or TOK_ALLOW_SPECIAL.
+int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags, TokIds *out,
+               char *err);
+// Appends the bytes of ids[0..n) to *out; TOK_ERR_ARG (nothing appended) on an id outside 0..V-1.
+int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err);
+
+// BPE training. Text files are read as bytes, cut at "<|endoftext|>" (a document separator, never
+// learned) and pre-tokenized exactly as tok_encode does; merges are then learned greedily: at each
+// step the adjacent pair with the highest count over all pieces is merged. Ties are broken by the
+// smaller first id, then the smaller second id (ids: bytes 0..255 in GPT-2's order, merges in the
+// order learned), so training is deterministic. The vocabulary is the 256 byte tokens (GPT-2's
+// ids), then one token per merge, then <|endoftext|> as the last id.
+typedef struct {
+    int64_t vocab_size;     // wanted V >= 257: 256 bytes + (V - 257) merges + <|endoftext|>
+    int64_t min_frequency;  // stop when the best pair is seen fewer times than this (>= 1)
+    int64_t max_bytes;      // read at most this many bytes of text over all files (0: no limit)
+} TokTrainOptions;
+// Trains on the files paths[0..n_paths). When the text has too few distinct pairs the vocabulary
+// is smaller than asked (tok_vocab_size tells). Writes out_dir/vocab.json + merges.txt when
+// out_dir is not NULL (the directory must exist); returns the Tokenizer in *out when out is not
+// NULL (free with tok_free).
+int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *opt,
+              const char *out_dir, Tokenizer **out, char *err);
+#endif

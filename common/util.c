@@ -1,0 +1,58 @@
+#include "util.h"
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void util_die(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "fatal: %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    exit(2);
+}
+
+void *util_malloc(size_t size, const char *file, int line) {
+    void *p = malloc(size ? size : 1);
+    if (!p) util_die(file, line, "out of memory allocating %zu bytes", size);
+    return p;
+}
+
+void *util_calloc(size_t n, size_t size, const char *file, int line) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) util_die(file, line, "out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+void *util_aligned_alloc(size_t size, const char *file, int line) {
+    void *p = NULL;
+    size_t rounded = (size + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64)) util_die(file, line, "out of memory allocating %zu bytes", size);
+    memset(p, 0, rounded);
+    return p;
+}
+
+int util_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+double util_time_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void util_format_bytes(char *buf, size_t n, double bytes) {
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024.0 && u < 4) { bytes /= 1024.0; u++; }
+    snprintf(buf, n, u ? "%.2f %s" : "%.0f %s", bytes, unit[u]);
+}

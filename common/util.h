@@ -1,0 +1,26 @@
+// Checked wrappers for resource and programmer errors, and small helpers shared by every module.
+// Resource failures (out of memory, an unwritable file we created) print file:line and exit:
+// there is nothing sensible to continue with. Bad *user input* never goes through here: it is
+// returned as a status with a message so that callers and tests can handle it.
+#ifndef UTIL_H
+#define UTIL_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+void *util_malloc(size_t size, const char *file, int line);
+void *util_calloc(size_t n, size_t size, const char *file, int line);
+void *util_aligned_alloc(size_t size, const char *file, int line);  // 64-byte aligned, zeroed
+void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 3, 4)));
+
+#define MALLOC_CHECK(size)      util_malloc((size), __FILE__, __LINE__)
+#define CALLOC_CHECK(n, size)   util_calloc((n), (size), __FILE__, __LINE__)
+#define ALIGNED_CHECK(size)     util_aligned_alloc((size), __FILE__, __LINE__)
+#define DIE(...)                util_die(__FILE__, __LINE__, __VA_ARGS__)
+
+// Formats a message into err (which may be NULL) and returns -1, for `return util_err(...)`.
+int util_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+double util_time_s(void);                  // monotonic seconds
+void   util_format_bytes(char *buf, size_t n, double bytes);  // "1.23 GiB"
+#endif

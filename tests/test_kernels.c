@@ -1,0 +1,240 @@
+// Finite-difference checks of every kernel pair in common/kernels.c: for a random projection
+// r of the output, L = sum r*out; the backward's gradient of L must match central differences
+// (computed in float, accumulated in double) within the stated tolerance.
+#include "kernels.h"
+#include "rng.h"
+#include "testlib.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef double (*LossFn)(void *ctx);
+
+static float *randn(Rng *r, int64_t n, float std) {
+    float *x = malloc((size_t)n * sizeof(float));
+    rng_fill_normal(r, x, n, 0.0f, std);
+    return x;
+}
+static float *zeros(int64_t n) { return calloc((size_t)n, sizeof(float)); }
+static double dot(const float *a, const float *b, int64_t n) {
+    double s = 0; for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i]; return s;
+}
+
+// Compares analytic gradient g of x against central differences of f, on all elements (or a
+// spread of 200 when larger). |fd - g| <= atol + rtol*|fd|.
+static void fd_check(const char *what, LossFn f, void *ctx, float *x, const float *g, int64_t n,
+                     float h, double atol, double rtol) {
+    int64_t step = n > 200 ? n / 200 : 1;
+    int bad = 0;
+    for (int64_t i = 0; i < n; i += step) {
+        float keep = x[i];
+        x[i] = keep + h; double lp = f(ctx);
+        x[i] = keep - h; double lm = f(ctx);
+        x[i] = keep;
+        double fd = (lp - lm) / (2.0 * h);
+        if (!(fabs(fd - g[i]) <= atol + rtol * fabs(fd))) {
+            if (bad++ < 3) test_fail_at(__FILE__, __LINE__, "%s[%lld]: analytic %.6g vs finite-difference %.6g", what, (long long)i, g[i], fd);
+        }
+    }
+}
+
+// ---- layernorm
+typedef struct { float *out, *mean, *rstd, *inp, *w, *b, *r; int N, C; } LnCtx;
+static double ln_loss(void *p) {
+    LnCtx *c = p;
+    layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->w, c->b, c->N, c->C, 1e-5f);
+    return dot(c->out, c->r, (int64_t)c->N * c->C);
+}
+static void test_layernorm(void) {
+    Rng rng; rng_init(&rng, 1);
+    int N = 5, C = 37;  // odd width: no vector-width assumptions
+    LnCtx c = {zeros(N * C), zeros(N), zeros(N), randn(&rng, N * C, 1.0f), randn(&rng, C, 1.0f),
+               randn(&rng, C, 1.0f), randn(&rng, N * C, 1.0f), N, C};
+    float *din = zeros(N * C), *dw = zeros(C), *db = zeros(C);
+    ln_loss(&c);
+    layernorm_backward(din, dw, db, c.r, c.inp, c.w, c.mean, c.rstd, N, C);
+    // a hand-computed row: x = (1,2,3), w = 1, b = 0 -> mean 2, var 2/3
+    float x3[3] = {1, 2, 3}, w3[3] = {1, 1, 1}, b3[3] = {0, 0, 0}, o3[3], m3, r3;
+    layernorm_forward(o3, &m3, &r3, x3, w3, b3, 1, 3, 0.0f);
+    float want[3] = {-1.2247449f, 0.0f, 1.2247449f};
+    CHECK_CLOSE(o3, want, 3, 1e-5, 1e-5, "layernorm hand case");
+    fd_check("layernorm dinp", ln_loss, &c, c.inp, din, N * C, 1e-2f, 2e-3, 1e-2);
+    fd_check("layernorm dweight", ln_loss, &c, c.w, dw, C, 1e-2f, 2e-3, 1e-2);
+    fd_check("layernorm dbias", ln_loss, &c, c.b, db, C, 1e-2f, 2e-3, 1e-2);
+    // accumulation: a second backward doubles the gradients
+    float *dw2 = malloc(C * sizeof(float)); memcpy(dw2, dw, C * sizeof(float));
+    layernorm_backward(din, dw, db, c.r, c.inp, c.w, c.mean, c.rstd, N, C);
+    for (int i = 0; i < C; i++) dw2[i] *= 2;
+    CHECK_CLOSE(dw, dw2, C, 1e-5, 1e-5, "layernorm backward accumulates");
+    free(c.out); free(c.mean); free(c.rstd); free(c.inp); free(c.w); free(c.b); free(c.r);
+    free(din); free(dw); free(db); free(dw2);
+}
+
+// ---- matmul
+typedef struct { float *out, *inp, *w, *b, *r; int N, C, OC; } MmCtx;
+static double mm_loss(void *p) {
+    MmCtx *c = p;
+    matmul_forward(c->out, c->inp, c->w, c->b, c->N, c->C, c->OC, 0);
+    return dot(c->out, c->r, (int64_t)c->N * c->OC);
+}
+static void test_matmul(void) {
+    Rng rng; rng_init(&rng, 2);
+    int N = 7, C = 13, OC = 67;
+    MmCtx c = {zeros(N * OC), randn(&rng, N * C, 1), randn(&rng, C * OC, 1), randn(&rng, OC, 1), randn(&rng, N * OC, 1), N, C, OC};
+    float *din = zeros(N * C), *dw = zeros(C * OC), *db = zeros(OC);
+    mm_loss(&c);
+    // reference product in double
+    int bad = 0;
+    for (int i = 0; i < N; i++) for (int j = 0; j < OC; j++) {
+        double s = c.b[j];
+        for (int k = 0; k < C; k++) s += (double)c.inp[i * C + k] * c.w[k * OC + j];
+        if (fabs(s - c.out[i * OC + j]) > 1e-4 * (1 + fabs(s))) bad++;
+    }
+    CHECK_MSG(bad == 0, "matmul_forward differs from the naive product in %d places", bad);
+    matmul_backward(din, dw, db, c.r, c.inp, c.w, N, C, OC);
+    fd_check("matmul dinp", mm_loss, &c, c.inp, din, N * C, 1e-2f, 1e-2, 1e-2);
+    fd_check("matmul dweight", mm_loss, &c, c.w, dw, C * OC, 1e-2f, 1e-2, 1e-2);
+    fd_check("matmul dbias", mm_loss, &c, c.b, db, OC, 1e-2f, 1e-2, 1e-2);
+    // beta_one adds into out
+    mm_loss(&c);   // the finite differences left out at a perturbed point
+    float *o2 = malloc((size_t)N * OC * sizeof(float));
+    for (int i = 0; i < N * OC; i++) o2[i] = 1.0f;
+    matmul_forward(o2, c.inp, c.w, c.b, N, C, OC, 1);
+    for (int i = 0; i < N * OC; i++) o2[i] -= 1.0f;
+    CHECK_CLOSE(o2, c.out, N * OC, 1e-4, 1e-5, "matmul beta_one residual add");
+    free(o2); free(c.out); free(c.inp); free(c.w); free(c.b); free(c.r); free(din); free(dw); free(db);
+}
+
+// ---- attention over packed sequences of different lengths
+typedef struct { float *out, *att, *qkv, *r; int64_t *off, *att_off; int B, C, NH, N; } AttCtx;
+static double att_loss(void *p) {
+    AttCtx *c = p;
+    attention_forward(c->out, c->att, c->qkv, c->off, c->att_off, c->B, c->C, c->NH);
+    return dot(c->out, c->r, (int64_t)c->N * c->C);
+}
+static void test_attention(void) {
+    Rng rng; rng_init(&rng, 3);
+    int B = 3, C = 15, NH = 3;   // odd head count, head size 5
+    int lens[3] = {5, 1, 3};
+    int64_t off[4] = {0}, att_off[3];
+    int64_t A = 0;
+    for (int b = 0; b < B; b++) { off[b + 1] = off[b] + lens[b]; att_off[b] = A; A += (int64_t)NH * lens[b] * lens[b]; }
+    int N = (int)off[B];
+    AttCtx c = {zeros(N * C), zeros(A), randn(&rng, N * 3 * C, 1), randn(&rng, N * C, 1), off, att_off, B, C, NH, N};
+    float *dqkv = zeros(N * 3 * C);
+    att_loss(&c);
+    // reference: naive causal attention in double
+    int hd = C / NH, bad = 0;
+    for (int b = 0; b < B; b++) for (int h = 0; h < NH; h++) for (int t = 0; t < lens[b]; t++) {
+        double sc[8], mx = -1e30, sum = 0;
+        for (int s = 0; s <= t; s++) {
+            double d = 0;
+            for (int i = 0; i < hd; i++) d += (double)c.qkv[(off[b] + t) * 3 * C + h * hd + i] * c.qkv[(off[b] + s) * 3 * C + C + h * hd + i];
+            sc[s] = d / sqrt(hd); if (sc[s] > mx) mx = sc[s];
+        }
+        for (int s = 0; s <= t; s++) { sc[s] = exp(sc[s] - mx); sum += sc[s]; }
+        for (int i = 0; i < hd; i++) {
+            double y = 0;
+            for (int s = 0; s <= t; s++) y += sc[s] / sum * c.qkv[(off[b] + s) * 3 * C + 2 * C + h * hd + i];
+            if (fabs(y - c.out[(off[b] + t) * C + h * hd + i]) > 1e-5 * (1 + fabs(y))) bad++;
+        }
+    }
+    CHECK_MSG(bad == 0, "attention_forward differs from the naive reference in %d places", bad);
+    attention_backward(dqkv, c.r, c.qkv, c.att, off, att_off, B, C, NH);
+    fd_check("attention dqkv", att_loss, &c, c.qkv, dqkv, N * 3 * C, 1e-2f, 2e-3, 1e-2);
+    free(c.out); free(c.att); free(c.qkv); free(c.r); free(dqkv);
+}
+
+// ---- gelu
+typedef struct { float *out, *inp, *r; int n; } GeluCtx;
+static double gelu_loss(void *p) { GeluCtx *c = p; gelu_forward(c->out, c->inp, c->n); return dot(c->out, c->r, c->n); }
+static void test_gelu(void) {
+    Rng rng; rng_init(&rng, 4);
+    int n = 301;
+    GeluCtx c = {zeros(n), randn(&rng, n, 2.0f), randn(&rng, n, 1), n};
+    float *din = zeros(n);
+    gelu_loss(&c);
+    float x[3] = {0.0f, 1.0f, -2.0f}, y[3];
+    gelu_forward(y, x, 3);
+    float want[3] = {0.0f, 0.8411920f, -0.0454023f};   // 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+    CHECK_CLOSE(y, want, 3, 1e-6, 1e-5, "gelu hand values");
+    gelu_backward(din, c.inp, c.r, n);
+    fd_check("gelu dinp", gelu_loss, &c, c.inp, din, n, 1e-3f, 1e-3, 1e-2);
+    free(c.out); free(c.inp); free(c.r); free(din);
+}
+
+// ---- encoder
+typedef struct { float *out, *wte, *wpe, *r; int32_t *tok, *pos; int N, C; } EncCtx;
+static double enc_loss(void *p) { EncCtx *c = p; encoder_forward(c->out, c->tok, c->pos, c->wte, c->wpe, c->N, c->C); return dot(c->out, c->r, (int64_t)c->N * c->C); }
+static void test_encoder(void) {
+    Rng rng; rng_init(&rng, 5);
+    int V = 11, maxT = 6, N = 9, C = 7;
+    int32_t tok[9] = {3, 3, 10, 0, 5, 3, 7, 7, 1}, pos[9] = {0, 1, 2, 0, 1, 0, 1, 2, 3};  // repeats
+    EncCtx c = {zeros(N * C), randn(&rng, V * C, 1), randn(&rng, maxT * C, 1), randn(&rng, N * C, 1), tok, pos, N, C};
+    float *dwte = zeros(V * C), *dwpe = zeros(maxT * C);
+    enc_loss(&c);
+    encoder_backward(dwte, dwpe, c.r, tok, pos, N, C, V, maxT);
+    fd_check("encoder dwte", enc_loss, &c, c.wte, dwte, V * C, 1e-2f, 1e-3, 1e-2);
+    fd_check("encoder dwpe", enc_loss, &c, c.wpe, dwpe, maxT * C, 1e-2f, 1e-3, 1e-2);
+    free(c.out); free(c.wte); free(c.wpe); free(c.r); free(dwte); free(dwpe);
+}
+
+// ---- fused log-prob / cross-entropy
+typedef struct { float *logits, *logp, *lse, *ent, *dlogp; int32_t *tgt; int M, V; } LpCtx;
+static double lp_loss(void *p) {
+    LpCtx *c = p;
+    logprob_forward(c->logp, c->ent, c->lse, c->logits, c->tgt, c->M, c->V);
+    return dot(c->logp, c->dlogp, c->M);
+}
+static void test_logprob(void) {
+    Rng rng; rng_init(&rng, 6);
+    int M = 4, V = 97;
+    int32_t tgt[4] = {5, -1, 96, 0};
+    LpCtx c = {randn(&rng, M * V, 3.0f), zeros(M), zeros(M), zeros(M), randn(&rng, M, 1), tgt, M, V};
+    c.dlogp[1] = 0.7f;   // no target there: must contribute nothing
+    lp_loss(&c);
+    // reference in double: log softmax and entropy
+    for (int r = 0; r < M; r++) {
+        double mx = -1e30, s = 0, ent = 0;
+        for (int i = 0; i < V; i++) if (c.logits[r * V + i] > mx) mx = c.logits[r * V + i];
+        for (int i = 0; i < V; i++) s += exp(c.logits[r * V + i] - mx);
+        double lse = mx + log(s);
+        for (int i = 0; i < V; i++) { double lp = c.logits[r * V + i] - lse; ent -= exp(lp) * lp; }
+        float want_lp = tgt[r] >= 0 ? (float)(c.logits[r * V + tgt[r]] - lse) : 0.0f, want_ent = (float)ent;
+        CHECK_CLOSE(&c.logp[r], &want_lp, 1, 1e-5, 1e-5, "log-prob vs double reference");
+        CHECK_CLOSE(&c.ent[r], &want_ent, 1, 1e-5, 1e-4, "entropy vs double reference");
+    }
+    float *g = malloc((size_t)M * V * sizeof(float));
+    memcpy(g, c.logits, (size_t)M * V * sizeof(float));
+    logprob_backward(g, c.lse, tgt, c.dlogp, M, V);
+    fd_check("logprob dlogits", lp_loss, &c, c.logits, g, M * V, 1e-2f, 1e-3, 1e-2);
+    for (int i = 0; i < V; i++) CHECK(g[V + i] == 0.0f);   // target -1 row is all zero
+    free(c.logits); free(c.logp); free(c.lse); free(c.ent); free(c.dlogp); free(g);
+}
+
+// ---- scalar head
+typedef struct { float *out, *inp, *w, *r; int N, C; } ScCtx;
+static double sc_loss(void *p) { ScCtx *c = p; score_forward(c->out, c->inp, c->w, c->N, c->C); return dot(c->out, c->r, c->N); }
+static void test_score(void) {
+    Rng rng; rng_init(&rng, 7);
+    int N = 6, C = 19;
+    ScCtx c = {zeros(N), randn(&rng, N * C, 1), randn(&rng, C, 1), randn(&rng, N, 1), N, C};
+    float *din = zeros(N * C), *dw = zeros(C);
+    sc_loss(&c);
+    score_backward(din, dw, c.r, c.inp, c.w, N, C);
+    fd_check("score dinp", sc_loss, &c, c.inp, din, N * C, 1e-2f, 1e-3, 1e-2);
+    fd_check("score dw", sc_loss, &c, c.w, dw, C, 1e-2f, 1e-3, 1e-2);
+    free(c.out); free(c.inp); free(c.w); free(c.r); free(din); free(dw);
+}
+
+int main(void) {
+    test_case("kernels: layernorm forward/backward vs finite differences", test_layernorm);
+    test_case("kernels: matmul forward/backward vs naive product and finite differences", test_matmul);
+    test_case("kernels: causal attention over packed lengths vs naive and finite differences", test_attention);
+    test_case("kernels: gelu forward/backward", test_gelu);
+    test_case("kernels: encoder forward/backward with repeated tokens", test_encoder);
+    test_case("kernels: fused log-prob/cross-entropy and entropy", test_logprob);
+    test_case("kernels: scalar head forward/backward", test_score);
+    return test_summary();
+}

@@ -1,0 +1,40 @@
+// A tiny test harness: each test binary registers cases with test_case(), checks numbers with
+// test_close_*, and ends with test_summary() which prints "N passed, N failed" and returns the
+// exit status. A case fails if any check inside it fails; failures print file:line and values.
+#ifndef TESTLIB_H
+#define TESTLIB_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef void (*TestFn)(void);
+
+void test_case(const char *name, TestFn fn);   // runs fn now, records pass/fail
+int  test_summary(void);                       // prints the closing line; 0 when all passed
+void test_fail_at(const char *file, int line, const char *fmt, ...);
+
+#define CHECK(cond) do { if (!(cond)) test_fail_at(__FILE__, __LINE__, "check failed: %s", #cond); } while (0)
+#define CHECK_MSG(cond, ...) do { if (!(cond)) test_fail_at(__FILE__, __LINE__, __VA_ARGS__); } while (0)
+// |a-b| <= atol + rtol*|b| for every element; prints the worst element on failure.
+#define CHECK_CLOSE(a, b, n, atol, rtol, what) \
+    test_check_close(__FILE__, __LINE__, (a), (b), (n), (atol), (rtol), (what))
+int test_check_close(const char *file, int line, const float *a, const float *b, size_t n,
+                     double atol, double rtol, const char *what);
+
+// Named-tensor fixture files written by tests/ref/*.py (format in tests/ref/fixture.py).
+typedef struct {
+    char name[128];
+    int dtype;           // 0 = float32, 1 = int32
+    int ndim;
+    int64_t dims[8];
+    int64_t numel;
+    void *data;          // owned by the Fixture
+} FixtureTensor;
+typedef struct {
+    FixtureTensor *t;
+    int n;
+} Fixture;
+int  fixture_load(Fixture *f, const char *path);        // 0 on success
+const FixtureTensor *fixture_get(const Fixture *f, const char *name);  // NULL if absent
+void fixture_free(Fixture *f);
+const char *test_data_dir(void);  // folder of the repo's tests/ (env RLHF_TEST_DIR or "tests")
+#endif
