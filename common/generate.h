@@ -1,0 +1,50 @@
+// Incremental decoding with a KV cache: each sequence of a batch has its own cached length, so
+// prompts of different lengths prefill in one packed pass and then decode one token per step.
+// A KVCache owns its keys/values and the step activations (allocated once in kv_init, for
+// max_B sequences of up to max_T positions, at most max_rows new tokens per call); kv_free
+// releases them. The model is only read.
+#ifndef GENERATE_H
+#define GENERATE_H
+#include "model.h"
+#include "sampler.h"
+
+typedef struct {
+    int max_B, max_T, max_rows;
+    int L, NH, C, V;
+    float *k, *v;          // (L, max_B, NH, max_T, hd)
+    int32_t *len;          // (max_B) positions cached per sequence
+    float *memory;
+    float *x, *ln, *mean, *rstd, *qkv, *atty, *fch, *fchg, *head_in;  // step activations
+    float *logits;         // (max_B, V) logits at each sequence's newest position
+    float *head_logits;    // (max_B, V) scratch: packed rows of the last call
+    int32_t *row_tok, *row_pos, *row_seq;  // (max_rows)
+    int32_t *chunk_tok;    // (max_rows) prompt chunk being prefilled
+    int32_t *last_row;     // (max_B) row of each sequence's newest token, -1 if none this call
+} KVCache;
+
+int  kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, char *err, size_t errlen);
+void kv_free(KVCache *kv);
+void kv_reset(KVCache *kv);   // forget every sequence
+// Appends n_new[b] tokens (tokens (B, Tc) row-major, the first n_new[b] of row b) to sequence b
+// of the cache and runs them through the model. Afterwards kv->logits (B, V) holds, for each b
+// with n_new[b] > 0, the logits at its newest position; if all_logits is not NULL it also
+// receives every new row's logits in packed order ((sum n_new), V). Returns 0 or -1.
+int  kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t *n_new, int B, int Tc,
+                float *all_logits, char *err, size_t errlen);
+
+typedef struct {
+    int max_new_tokens;     // stop after this many new tokens
+    int eot_id;             // stop a sequence at this token (kept in the output); -1: none
+    SamplerConfig sampler;
+} GenConfig;
+
+// Called for every new token as soon as it is chosen (streaming); may be NULL.
+typedef void (*GenCallback)(void *user, int b, int32_t token);
+
+// Generates continuations for B prompts (prompts (B, Tp) right-padded, prompt_lens (B)).
+// out (B, max_new_tokens) receives the new tokens, out_lens (B) their count (the end token
+// included when it was produced). Returns 0 or -1 with a message (prompt too long, ...).
+int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rng,
+                 const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
+                 int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen);
+#endif
