@@ -3,7 +3,6 @@
 #include "generate.h"
 #include "kernels.h"
 #include "util.h"
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,12 +133,12 @@ int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->lnfw, p->lnfb, R, C, c->ln_eps);
     for (int b = 0; b < B; b++) kv->len[b] += n_new[b];
     if (all_logits)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)R, V, C, 1.0f, kv->ln, C, p->wte, C, 0.0f, all_logits, V);
+        logits_forward(all_logits, kv->ln, p->wte, R, V, C);
     // logits at each sequence's newest position only: the rest are not needed to sample
     int nb = 0;
     for (int b = 0; b < B; b++)
         if (kv->last_row[b] >= 0) memcpy(kv->head_in + (size_t)nb++ * C, kv->ln + (size_t)kv->last_row[b] * C, (size_t)C * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, V, C, 1.0f, kv->head_in, C, p->wte, C, 0.0f, kv->head_logits, V);
+    logits_forward(kv->head_logits, kv->head_in, p->wte, nb, V, C);
     // each sequence's slot is written only when it had new tokens: earlier logits survive
     for (int b = 0, j = 0; b < B; b++)
         if (kv->last_row[b] >= 0) memcpy(kv->logits + (size_t)b * V, kv->head_logits + (size_t)j++ * V, (size_t)V * sizeof(float));

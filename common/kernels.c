@@ -2,10 +2,32 @@
 #include "kernels.h"
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 // Splits C columns into chunks so reductions over rows parallelise without races.
 #define COL_CHUNK 64
+
+// expf without a library call, so that loops over it vectorise (glibc's vector expf is only
+// declared under -ffast-math, which we do not use: it breaks NaN checks). Cody-Waite range
+// reduction and Cephes' degree-5 polynomial: within 2 ulp of expf on [-87, 88]; NaN stays NaN.
+static inline float exp_fast(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } scale;
+    scale.i = ((int32_t)n + 127) << 23;
+    return y * scale.f;
+}
+
 
 void encoder_forward(float *out, const int32_t *tokens, const int32_t *pos, const float *wte,
                      const float *wpe, int64_t N, int C) {
@@ -95,8 +117,40 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
     }
 }
 
+// Few rows (decoding): sgemm would pack the whole weight for a handful of rows, tripling the
+// memory traffic of a product that is bound by streaming the weight. This streams it once:
+// each thread owns a block of output columns and keeps its rows' accumulators in L1.
+#define SMALL_ROWS 8
+static void matmul_forward_small(float *out, const float *inp, const float *weight, const float *bias,
+                                 int64_t N, int C, int OC, int beta_one) {
+    int nt = omp_get_max_threads();
+    int per = (OC + nt - 1) / nt, split = 1;
+    while ((per + split - 1) / split > 512) split++;       // accumulators: N x 512 floats at most
+    int blk = (((per + split - 1) / split) + 15) & ~15;
+    int nblk = (OC + blk - 1) / blk;
+    #pragma omp parallel for schedule(static)
+    for (int cb = 0; cb < nblk; cb++) {
+        int c0 = cb * blk, w = OC - c0 < blk ? OC - c0 : blk;
+        float acc[SMALL_ROWS * 512];
+        for (int64_t m = 0; m < N; m++)
+            for (int j = 0; j < w; j++)
+                acc[m * blk + j] = (beta_one ? out[m * OC + c0 + j] : 0.0f) + (bias ? bias[c0 + j] : 0.0f);
+        for (int k = 0; k < C; k++) {
+            const float *wr = weight + (size_t)k * OC + c0;
+            for (int64_t m = 0; m < N; m++) {
+                float a = inp[m * C + k];
+                float *ac = acc + m * blk;
+                #pragma omp simd
+                for (int j = 0; j < w; j++) ac[j] += a * wr[j];
+            }
+        }
+        for (int64_t m = 0; m < N; m++) memcpy(out + m * OC + c0, acc + m * blk, (size_t)w * sizeof(float));
+    }
+}
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
+    if (N <= SMALL_ROWS) { matmul_forward_small(out, inp, weight, bias, N, C, OC, beta_one); return; }
     if (bias) {
         #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; i++) {
@@ -108,6 +162,26 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
     float beta = (bias || beta_one) ? 1.0f : 0.0f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, OC, C, 1.0f, inp, C,
                 weight, OC, beta, out, OC);
+}
+
+void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C) {
+    if (M > SMALL_ROWS) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, V, C, 1.0f, inp, C, wte, C,
+                    0.0f, out, V);
+        return;
+    }
+    // few rows: stream the embedding once, a dot product per (vocabulary row, input row)
+    #pragma omp parallel for schedule(static)
+    for (int v = 0; v < V; v++) {
+        const float *w = wte + (size_t)v * C;
+        for (int64_t m = 0; m < M; m++) {
+            const float *x = inp + m * C;
+            float s = 0.0f;
+            #pragma omp simd reduction(+:s)
+            for (int c = 0; c < C; c++) s += x[c] * w[c];
+            out[m * V + v] = s;
+        }
+    }
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
@@ -158,7 +232,7 @@ void attention_forward(float *out, float *att, const float *qkv, const int64_t *
                     if (dot > mx) mx = dot;
                 }
                 float sum = 0.0f;
-                for (int64_t s = 0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
+                for (int64_t s = 0; s <= t; s++) { p[s] = exp_fast(p[s] - mx); sum += p[s]; }
                 float inv = 1.0f / sum;
                 for (int64_t s = 0; s <= t; s++) p[s] *= inv;
                 for (int64_t s = t + 1; s < len; s++) p[s] = 0.0f;
@@ -221,7 +295,8 @@ void gelu_forward(float *out, const float *inp, int64_t n) {
     #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+        // 0.5x(1 + tanh u) = x * sigmoid(2u): no cancellation for negative x
+        out[i] = x / (1.0f + exp_fast(-2.0f * GELU_SCALE * (x + 0.044715f * x * x * x)));
     }
 }
 
@@ -230,9 +305,9 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n) 
     for (int64_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-        float th = tanhf(u);
-        float sech2 = 1.0f - th * th;
-        float g = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        // with s = sigmoid(2u): 0.5(1 + tanh u) = s and 1 - tanh^2 u = 4 s (1 - s)
+        float sg = 1.0f / (1.0f + exp_fast(-2.0f * u));
+        float g = sg + 2.0f * x * sg * (1.0f - sg) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] += g * dout[i];
     }
 }
@@ -243,17 +318,18 @@ void logprob_forward(float *logp, float *entropy, float *lse, const float *logit
     for (int64_t r = 0; r < M; r++) {
         const float *x = logits + r * V;
         float mx = -INFINITY;
+        #pragma omp simd reduction(max:mx)
         for (int i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
         float sum = 0.0f;
         #pragma omp simd reduction(+:sum)
-        for (int i = 0; i < V; i++) sum += expf(x[i] - mx);
+        for (int i = 0; i < V; i++) sum += exp_fast(x[i] - mx);
         float l = mx + logf(sum);
         lse[r] = l;
         logp[r] = target[r] >= 0 ? x[target[r]] - l : 0.0f;
         if (entropy) {  // H = lse - sum p x
             float px = 0.0f;
             #pragma omp simd reduction(+:px)
-            for (int i = 0; i < V; i++) px += expf(x[i] - l) * x[i];
+            for (int i = 0; i < V; i++) px += exp_fast(x[i] - l) * x[i];
             entropy[r] = l - px;
         }
     }
@@ -269,7 +345,7 @@ void logprob_backward(float *logits, const float *lse, const int32_t *target, co
         float l = lse[r];
         // d logp / d x_i = [i == target] - softmax_i
         #pragma omp simd
-        for (int i = 0; i < V; i++) x[i] = -g * expf(x[i] - l);
+        for (int i = 0; i < V; i++) x[i] = -g * exp_fast(x[i] - l);
         x[target[r]] += g;
     }
 }

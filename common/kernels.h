@@ -26,6 +26,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // inp (N,C), weight (C,OC), bias (OC) or NULL. beta_one lets a residual add fuse into the product.
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
+// LM head: out (M,V) = inp (M,C) @ wte^T, wte (V,C)
+void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C);
 // dinp (N,C) or NULL, dweight (C,OC), dbias (OC) or NULL, dout (N,OC)
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC);

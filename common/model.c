@@ -251,8 +251,7 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
         }
         m->M = M;
         if (M > 0) {  // logits (M,V) = head_in (M,C) @ wte^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, V, C, 1.0f, m->head_in, C,
-                        p->wte, C, 0.0f, m->logits, V);
+            logits_forward(m->logits, m->head_in, p->wte, M, V, C);
             logprob_forward(m->head_logp, (flags & MODEL_ENTROPY) ? m->head_ent : NULL, m->lse,
                             m->logits, m->head_tgt, M, V);
         }

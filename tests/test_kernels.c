@@ -78,9 +78,10 @@ static double mm_loss(void *p) {
     matmul_forward(c->out, c->inp, c->w, c->b, c->N, c->C, c->OC, 0);
     return dot(c->out, c->r, (int64_t)c->N * c->OC);
 }
-static void test_matmul(void) {
+// N = 7 takes the few-rows kernel (decoding), N = 37 the sgemm path.
+static void test_matmul_n(int N) {
     Rng rng; rng_init(&rng, 2);
-    int N = 7, C = 13, OC = 67;
+    int C = 13, OC = 67;
     MmCtx c = {zeros(N * OC), randn(&rng, N * C, 1), randn(&rng, C * OC, 1), randn(&rng, OC, 1), randn(&rng, N * OC, 1), N, C, OC};
     float *din = zeros(N * C), *dw = zeros(C * OC), *db = zeros(OC);
     mm_loss(&c);
@@ -104,6 +105,26 @@ static void test_matmul(void) {
     for (int i = 0; i < N * OC; i++) o2[i] -= 1.0f;
     CHECK_CLOSE(o2, c.out, N * OC, 1e-4, 1e-5, "matmul beta_one residual add");
     free(o2); free(c.out); free(c.inp); free(c.w); free(c.b); free(c.r); free(din); free(dw); free(db);
+}
+static void test_matmul(void) { test_matmul_n(7); test_matmul_n(37); }
+
+// LM head product against a naive reference, for the few-rows and the sgemm path
+static void test_logits(void) {
+    Rng rng; rng_init(&rng, 9);
+    int V = 101, C = 21;
+    float *wte = randn(&rng, V * C, 1);
+    for (int M = 1; M <= 40; M += 39) {
+        float *x = randn(&rng, M * C, 1), *out = zeros(M * V), *want = zeros(M * V);
+        for (int m = 0; m < M; m++) for (int v = 0; v < V; v++) {
+            double sum = 0;
+            for (int k = 0; k < C; k++) sum += (double)x[m * C + k] * wte[v * C + k];
+            want[m * V + v] = (float)sum;
+        }
+        logits_forward(out, x, wte, M, V, C);
+        CHECK_CLOSE(out, want, (size_t)M * V, 1e-4, 1e-4, M == 1 ? "logits, one row" : "logits, 40 rows");
+        free(x); free(out); free(want);
+    }
+    free(wte);
 }
 
 // ---- attention over packed sequences of different lengths
@@ -155,10 +176,12 @@ static void test_gelu(void) {
     GeluCtx c = {zeros(n), randn(&rng, n, 2.0f), randn(&rng, n, 1), n};
     float *din = zeros(n);
     gelu_loss(&c);
-    float x[3] = {0.0f, 1.0f, -2.0f}, y[3];
-    gelu_forward(y, x, 3);
-    float want[3] = {0.0f, 0.8411920f, -0.0454023f};   // 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
-    CHECK_CLOSE(y, want, 3, 1e-6, 1e-5, "gelu hand values");
+    float x[7] = {0.0f, 1.0f, -2.0f, 0.001f, 10.0f, -10.0f, -3.0f}, y[7];
+    gelu_forward(y, x, 7);
+    // 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))), computed in double
+    float want[7];
+    for (int i = 0; i < 7; i++) want[i] = (float)(0.5 * x[i] * (1.0 + tanh(0.7978845608028654 * (x[i] + 0.044715 * (double)x[i] * x[i] * x[i]))));
+    CHECK_CLOSE(y, want, 7, 1e-7, 2e-6, "gelu vs double reference, including saturation");
     gelu_backward(din, c.inp, c.r, n);
     fd_check("gelu dinp", gelu_loss, &c, c.inp, din, n, 1e-3f, 1e-3, 1e-2);
     free(c.out); free(c.inp); free(c.r); free(din);
@@ -231,6 +254,7 @@ static void test_score(void) {
 int main(void) {
     test_case("kernels: layernorm forward/backward vs finite differences", test_layernorm);
     test_case("kernels: matmul forward/backward vs naive product and finite differences", test_matmul);
+    test_case("kernels: LM-head logits for few and many rows", test_logits);
     test_case("kernels: causal attention over packed lengths vs naive and finite differences", test_attention);
     test_case("kernels: gelu forward/backward", test_gelu);
     test_case("kernels: encoder forward/backward with repeated tokens", test_encoder);

@@ -1,0 +1,144 @@
+// The C side of the engine benchmarks; bench/run_bench.sh runs it beside bench/bench_torch.py
+// with the same shapes and threads and prints the ratios. One configuration per process so that
+// peak memory belongs to it. Prints one JSON line (same keys as bench_torch.py, plus FLOP
+// figures for training):
+//   bench_model --mode sgemm                      sgemm ceiling (GFLOP/s) at 2048^3
+//   bench_model --mode train --preset gpt2 --B 4 --T 256 [--steps 5]
+//   bench_model --mode generate --preset gpt2 --B 8 [--prompt 16 --new 64]
+#include "generate.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "util.h"
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+static int preset(const char *name, ModelConfig *c) {
+    memset(c, 0, sizeof(*c));
+    c->ln_eps = 1e-5f; c->lm_head = 1;
+    if (!strcmp(name, "gpt2"))  { c->n_layer = 12; c->n_head = 12; c->n_embd = 768; c->vocab_size = 50257; c->max_seq_len = 1024; return 0; }
+    if (!strcmp(name, "small")) { c->n_layer = 4;  c->n_head = 4;  c->n_embd = 256; c->vocab_size = 8192;  c->max_seq_len = 256;  return 0; }
+    return -1;
+}
+
+// sgemm ceiling: the best of a few square products large enough to reach OpenBLAS's peak.
+static double sgemm_ceiling(void) {
+    int n = 2048;
+    float *a = ALIGNED_CHECK((size_t)n * n * 4), *b = ALIGNED_CHECK((size_t)n * n * 4), *c = ALIGNED_CHECK((size_t)n * n * 4);
+    Rng r; rng_init(&r, 1);
+    rng_fill_normal(&r, a, (int64_t)n * n, 0, 1); rng_fill_normal(&r, b, (int64_t)n * n, 0, 1);
+    double best = 0;
+    for (int it = 0; it < 4; it++) {
+        double t0 = util_time_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double dt = util_time_s() - t0;
+        double g = 2.0 * n * n * (double)n / dt / 1e9;
+        if (it > 0 && g > best) best = g;
+    }
+    free(a); free(b); free(c);
+    return best;
+}
+
+// FLOPs of one training step (forward + backward = 3x forward; attention counted causally).
+static double train_flops(const ModelConfig *c, int B, int T) {
+    double C = c->n_embd, L = c->n_layer, V = c->vocab_size, tok = (double)B * T;
+    double per_tok = 2.0 * L * (3 * C * C + C * C + 4 * C * C + 4 * C * C) + 2.0 * C * V;
+    double attn = 2.0 * 2.0 * L * C * (double)B * T * (T + 1) / 2.0;
+    return 3.0 * (per_tok * tok + attn);
+}
+
+int main(int argc, char **argv) {
+    const char *mode = NULL, *pname = "gpt2";
+    int B = -1, T = -1, steps = -1, prompt = 16, new_tok = 64;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--mode") && i + 1 < argc) mode = argv[++i];
+        else if (!strcmp(argv[i], "--preset") && i + 1 < argc) pname = argv[++i];
+        else if (!strcmp(argv[i], "--B") && i + 1 < argc) B = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--T") && i + 1 < argc) T = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--new") && i + 1 < argc) new_tok = atoi(argv[++i]);
+        else { fprintf(stderr, "usage: %s --mode sgemm|train|generate [--preset gpt2|small] [--B N] [--T N] [--steps N] [--prompt N] [--new N]\n", argv[0]); return 2; }
+    }
+    if (!mode) { fprintf(stderr, "bench_model: --mode is required\n"); return 2; }
+    int threads = omp_get_max_threads();
+    if (!strcmp(mode, "sgemm")) {
+        printf("{\"impl\":\"openblas\",\"mode\":\"sgemm\",\"threads\":%d,\"gflops\":%.1f}\n", threads, sgemm_ceiling());
+        return 0;
+    }
+    ModelConfig c;
+    if (preset(pname, &c)) { fprintf(stderr, "bench_model: unknown preset %s\n", pname); return 2; }
+    char err[256];
+    Model m;
+    if (!strcmp(mode, "train")) {
+        int small = !strcmp(pname, "small");
+        if (B < 0) B = small ? 16 : 4;
+        if (T < 0) T = small ? 128 : 256;
+        if (steps < 0) steps = small ? 20 : 5;
+        if (model_init(&m, &c, B, T, 1, 1, err, sizeof err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
+        model_init_weights(&m, 1234);
+        int32_t *tok = MALLOC_CHECK((size_t)B * T * 4), *tgt = MALLOC_CHECK((size_t)B * T * 4), *len = MALLOC_CHECK((size_t)B * 4);
+        float *w = MALLOC_CHECK((size_t)B * T * 4);
+        Rng r; rng_init(&r, 1);
+        for (int i = 0; i < B * T; i++) { tok[i] = (int32_t)rng_below(&r, (uint64_t)c.vocab_size); tgt[i] = (int32_t)rng_below(&r, (uint64_t)c.vocab_size); w[i] = 1.0f / (B * T); }
+        for (int i = 0; i < B; i++) len[i] = T;
+        ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len, .targets = tgt, .weights = w};
+        AdamWConfig oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
+        double total = 0;
+        for (int s = 0; s < steps + 2; s++) {
+            double t0 = util_time_s();
+            if (model_forward(&m, &b, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+            model_zero_grad(&m);
+            model_backward(&m, &b, NULL, NULL);
+            optim_adamw_step(&m, &oc, oc.lr, s + 1);
+            double dt = util_time_s() - t0;
+            if (s >= 2) total += dt;   // 2 warmup steps, as the PyTorch side
+            fprintf(stderr, "step %d: loss %.4f, %.3f s\n", s, m.loss, dt);
+        }
+        double step_s = total / steps, fl = train_flops(&c, B, T);
+        printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
+               "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
+               pname, B, T, threads, B * T / step_s, step_s, fl / step_s / 1e9, peak_rss_mb());
+        free(tok); free(tgt); free(len); free(w);
+    } else if (!strcmp(mode, "generate")) {
+        if (B < 0) B = 1;
+        int maxT = prompt + new_tok;
+        if (model_init(&m, &c, 1, 1, 0, 1, err, sizeof err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
+        model_init_weights(&m, 1234);
+        KVCache kv;
+        if (kv_init(&kv, &m, B, maxT, B * prompt, err, sizeof err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
+        Sampler s;
+        sampler_init(&s, c.vocab_size);
+        int32_t *pr = MALLOC_CHECK((size_t)B * prompt * 4), *pl = MALLOC_CHECK((size_t)B * 4);
+        int32_t *out = MALLOC_CHECK((size_t)B * new_tok * 4), *ol = MALLOC_CHECK((size_t)B * 4);
+        Rng r; rng_init(&r, 1);
+        for (int i = 0; i < B * prompt; i++) pr[i] = (int32_t)rng_below(&r, (uint64_t)c.vocab_size);
+        for (int i = 0; i < B; i++) pl[i] = prompt;
+        GenConfig g = {.max_new_tokens = new_tok, .eot_id = -1, .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
+        GenConfig warm = g; warm.max_new_tokens = 4;
+        if (gen_generate(&m, &kv, &s, &warm, &r, pr, pl, 1, prompt, out, ol, NULL, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+        double t0 = util_time_s();
+        if (gen_generate(&m, &kv, &s, &g, &r, pr, pl, B, prompt, out, ol, NULL, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+        double dt = util_time_s() - t0;
+        printf("{\"impl\":\"rlhf.c\",\"mode\":\"generate\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
+               "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,\"prompt_len\":%d,\"new_tokens\":%d}\n",
+               pname, B, maxT, threads, (double)B * new_tok / dt, dt, peak_rss_mb(), prompt, new_tok);
+        kv_free(&kv); sampler_free(&s);
+        free(pr); free(pl); free(out); free(ol);
+    } else {
+        fprintf(stderr, "bench_model: unknown mode %s\n", mode);
+        return 2;
+    }
+    model_free(&m);
+    return 0;
+}
