@@ -5,7 +5,7 @@ CC      ?= gcc
 ARCH    ?= -march=native
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2
 CFLAGS  := -std=gnu11 $(WARN) -g -fopenmp -Icommon $(ARCH)
-LDLIBS  := -lopenblas -lsqlite3 -lyaml -lpcre2-8 -lm
+LDLIBS  := -lopenblas -lsqlite3 -lyaml -lpcre2-8 -lcjson -lm
 ifeq ($(DEBUG),1)
   BUILD   := build-debug
   CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -23,13 +23,13 @@ TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC  := $(wildcard bench/bench_*.c)
 BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-PROG_DIRS  := sft reward ppo pipelines
-PROG_BIN   := $(foreach d,$(PROG_DIRS),$(if $(wildcard $(d)/main.c),$(BUILD)/bin/$(if $(filter pipelines,$(d)),rlhf,$(d))))
+# programs: every folder with a main.c builds one binary (pipelines/ builds `rlhf`)
+PROG_BIN   := $(BUILD)/bin/rlhf $(foreach d,sft reward ppo,$(if $(wildcard $(d)/main.c),$(BUILD)/bin/$(d)))
 
 .PHONY: all test bench clean deps
 all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN)
 
-$(BUILD)/%.o: %.c $(wildcard common/*.h) | deps
+$(BUILD)/%.o: %.c $(wildcard common/*.h) $(wildcard pipelines/*.h) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -43,13 +43,14 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testlib.o $(LIB)
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/bin/rlhf: $(wildcard pipelines/*.c) $(LIB)
+$(BUILD)/bin/rlhf: $(patsubst %.c,$(BUILD)/%.o,$(wildcard pipelines/*.c)) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) $(wildcard pipelines/*.c) $(LIB) -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/bin/%: $(wildcard %/*.c) $(LIB)
+.SECONDEXPANSION:
+$(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard $$*/*.c)) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) $(wildcard $*/*.c) $(LIB) -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # Installs the Debian packages we build against when they are missing (see scripts/deps.sh).
 deps:

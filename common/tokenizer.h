@@ -8,26 +8,30 @@
 // right), and every token is the byte string it stands for. Any vocabulary in the same format
 // works, whatever its size (e.g. one made by tok_train).
 //
+// Files: vocab.json and merges.txt of at most 64 MiB each (GPT-2's are 1 MB and 0.5 MB).
 // Vocabulary rules checked at load time: token ids are 0..V-1 without gaps or duplicates, every
 // token string is in GPT-2's byte-to-unicode alphabet, each of the 256 single bytes has a token
 // (so any byte string can be encoded), every merge's two parts and its result are tokens, and no
-// merge appears twice. Tokens written "<|...|>" are special tokens (GPT-2 has one: <|endoftext|>,
-// id 50256); tok_add_special registers more.
+// merge appears twice. Tokens written "<|name|>" (name of [A-Za-z0-9_]) are special tokens
+// (GPT-2 has one: <|endoftext|>, id 50256); tok_add_special registers more.
 //
 // Bytes that are not valid UTF-8 (PCRE2 needs valid UTF-8): the text is cut at each invalid byte;
 // the valid runs are pre-tokenized as usual and each invalid byte is a piece of its own, i.e. its
-// single-byte token. So decode(encode(x)) == x for every byte string x, and valid UTF-8 text is
-// encoded exactly as GPT-2 does. (A byte is invalid when it does not start, or is not part of, a
-// well-formed UTF-8 sequence: overlong forms, surrogates and code points above U+10FFFF included.)
+// single-byte token (each valid run is matched as if it were the whole text, so the pattern's
+// lookahead ends at the cut). So decode(encode(x)) == x for every byte string x, and valid UTF-8
+// text is encoded exactly as GPT-2 does. (A byte is invalid when it does not start, or is not
+// part of, a well-formed UTF-8 sequence: overlong forms, surrogates and code points above
+// U+10FFFF included.)
 //
 // Special tokens inside text are ordinary text unless TOK_ALLOW_SPECIAL is passed: then each
 // occurrence of a special token's text becomes its id, and the text between is encoded as usual.
 // Without the flag "<|endoftext|>" encodes as GPT-2 (and the npm gpt-3-encoder) do:
 // "<|", "endoftext", "|>" -> 27 91 437 1659 5239 91 29.
 //
-// Whitespace (\s) follows PCRE2's UCP definition: tab, LF, VT, FF, CR and the Unicode separators
-// (Z*). GPT-2's Python `regex` and JavaScript differ slightly from it and from each other on the
-// rare characters U+0085 and U+FEFF next to spaces; see tests/ref/tokenizer_ref.js.
+// Whitespace (\s) is PCRE2 10.42's UCP \s: Unicode White_Space (U+0085 included, U+FEFF not),
+// as in GPT-2's Python `regex` and OpenAI's tiktoken, plus U+180E. JavaScript's \s (so the npm
+// gpt-3-encoder) lacks U+0085 and has U+FEFF; these rare characters next to a space are the only
+// known differences (tests/test_tokenizer.c, test_whitespace_choice).
 //
 // Ownership: a Tokenizer is made by tok_load / tok_train and freed by tok_free. tok_encode and
 // tok_decode append to caller-owned growable buffers (TokIds, TokBytes), which the caller frees
@@ -96,7 +100,8 @@ int32_t tok_find(const Tokenizer *t, const void *text, size_t len);
 // otherwise it gets the next id (the vocabulary grows by one). *id (may be NULL) receives it.
 int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err);
 
-// Appends the ids of text[0..len) (any bytes) to *out. flags: 0 or TOK_ALLOW_SPECIAL.
+// Appends the ids of text[0..len) (any bytes) to *out. flags: 0 or TOK_ALLOW_SPECIAL. Fails
+// only when PCRE2 does (TOK_ERR_REGEX, nothing appended).
 int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags, TokIds *out,
                char *err);
 // Appends the bytes of ids[0..n) to *out; TOK_ERR_ARG (nothing appended) on an id outside 0..V-1.
@@ -104,13 +109,16 @@ int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, 
 
 // BPE training. Text files are read as bytes, cut at "<|endoftext|>" (a document separator, never
 // learned) and pre-tokenized exactly as tok_encode does; merges are then learned greedily: at each
-// step the adjacent pair with the highest count over all pieces is merged. Ties are broken by the
-// smaller first id, then the smaller second id (ids: bytes 0..255 in GPT-2's order, merges in the
-// order learned), so training is deterministic. The vocabulary is the 256 byte tokens (GPT-2's
-// ids), then one token per merge, then <|endoftext|> as the last id.
+// step the adjacent pair with the highest count over all pieces (every adjacent occurrence,
+// overlapping ones too, times the piece's frequency) is merged, all its occurrences left to right.
+// Ties are broken by the smaller first id, then the smaller second id (ids: bytes 0..255 in
+// GPT-2's order, merges in the order learned), so training is deterministic. The vocabulary is
+// the 256 byte tokens (GPT-2's ids), then one token per merge, then <|endoftext|> as the last id;
+// a merge whose bytes are already a token reuses that id (so merges may outnumber V - 257).
+// Text files: at most 4 GiB each, read whole.
 typedef struct {
     int64_t vocab_size;     // wanted V >= 257: 256 bytes + (V - 257) merges + <|endoftext|>
-    int64_t min_frequency;  // stop when the best pair is seen fewer times than this (>= 1)
+    int64_t min_frequency;  // stop when the best pair is seen fewer times than this (0: 2)
     int64_t max_bytes;      // read at most this many bytes of text over all files (0: no limit)
 } TokTrainOptions;
 // Trains on the files paths[0..n_paths). When the text has too few distinct pairs the vocabulary

@@ -2,6 +2,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <time.h>
 
 void util_die(const char *file, int line, const char *fmt, ...) {
@@ -55,4 +57,21 @@ void util_format_bytes(char *buf, size_t n, double bytes) {
     int u = 0;
     while (bytes >= 1024.0 && u < 4) { bytes /= 1024.0; u++; }
     snprintf(buf, n, u ? "%.2f %s" : "%.0f %s", bytes, unit[u]);
+}
+
+int util_mkdir_p(const char *path, char *err, size_t errlen) {
+    size_t n = strlen(path);
+    if (n == 0 || n >= 4096) return util_err(err, errlen, "bad directory path '%s'", path);
+    char buf[4096];
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        char keep = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, 0777) && errno != EEXIST) return util_err(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
+        buf[i] = keep;
+    }
+    struct stat st;
+    if (stat(path, &st) || !S_ISDIR(st.st_mode)) return util_err(err, errlen, "%s is not a directory", path);
+    return 0;
 }

@@ -21,6 +21,8 @@ void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((
 // Formats a message into err (which may be NULL) and returns -1, for `return util_err(...)`.
 int util_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+// Creates path and its missing parents (like mkdir -p); 0 or -1 with a message.
+int    util_mkdir_p(const char *path, char *err, size_t errlen);
 double util_time_s(void);                  // monotonic seconds
 void   util_format_bytes(char *buf, size_t n, double bytes);  // "1.23 GiB"
 #endif

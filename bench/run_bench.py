@@ -1,0 +1,89 @@
+"""Runs every benchmark of rlhf.c next to its reference, in this one script, on this machine.
+
+  /usr/bin/python3 bench/run_bench.py [--build build] [--threads 2] [--quick] [--only NAME,...]
+
+Engine figures: bench_model (C) and bench_torch.py (PyTorch, the same GPT-2, same threads and
+shapes) run back to back, one configuration per process so that peak memory belongs to it; the
+ratio is ours / PyTorch. The sgemm ceiling is measured by bench_model itself. Tokenizer figures
+come from bench/tokenizer.sh. Everything is printed as a table and written to
+bench/results.json (one object per figure: name, value, unit, ref_name, ref_value, ratio).
+Benchmarks never fail on time: they print figures.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_json(cmd, env):
+    out = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True, check=True).stdout
+    lines = [l for l in out.splitlines() if l.startswith("{")]
+    return json.loads(lines[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run, noisier figures)")
+    ap.add_argument("--only", default="", help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,tokenizer")
+    a = ap.parse_args()
+    only = set(filter(None, a.only.split(",")))
+    want = lambda n: not only or n in only
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
+    cbin = os.path.join(a.build, "bench", "bench_model")
+    torch = [sys.executable, "bench/bench_torch.py", "--threads", str(a.threads)]
+    results = []
+
+    def add(name, value, unit, ref_name, ref_value):
+        ratio = value / ref_value if ref_value else None
+        results.append(dict(name=name, value=round(value, 3), unit=unit, ref_name=ref_name,
+                            ref_value=round(ref_value, 3) if ref_value is not None else None,
+                            ratio=round(ratio, 3) if ratio is not None else None))
+        rs = f"{ratio:6.2f}x" if ratio is not None else "      "
+        rv = f"{ref_value:10.1f}" if ref_value is not None else " " * 10
+        print(f"{name:34s} {value:10.1f} {unit:9s} {ref_name:22s} {rv}  {rs}", flush=True)
+
+    print(f"{'figure':34s} {'rlhf.c':>10s} {'unit':9s} {'reference':22s} {'ref':>10s}  ratio")
+    ceiling = None
+    if want("sgemm") or want("train_gpt2") or want("train_small"):
+        ceiling = run_json([cbin, "--mode", "sgemm"], env)["gflops"]
+        add("sgemm ceiling (2048^3)", ceiling, "GFLOP/s", "-", None)
+    for name, preset, B, T, steps in (("train_gpt2", "gpt2", 4, 256, 2 if a.quick else 5),
+                                      ("train_small", "small", 16, 128, 5 if a.quick else 20)):
+        if not want(name):
+            continue
+        args = ["--mode", "train", "--preset", preset, "--B", str(B), "--T", str(T), "--steps", str(steps)]
+        c = run_json([cbin] + args, env)
+        t = run_json(torch + args, env)
+        tag = f"train {preset} B={B} T={T}"
+        add(f"{tag} tokens/s", c["tokens_per_s"], "tok/s", "pytorch", t["tokens_per_s"])
+        add(f"{tag} GFLOP/s", c["gflops"], "GFLOP/s", "sgemm ceiling", ceiling)
+        add(f"{tag} peak RSS", c["peak_rss_mb"], "MiB", "pytorch", t["peak_rss_mb"])
+    for B in (1, 8, 64):
+        if not want(f"gen{B}"):
+            continue
+        args = ["--mode", "generate", "--preset", "gpt2", "--B", str(B)]
+        c = run_json([cbin] + args, env)
+        t = run_json(torch + args, env)
+        add(f"generate gpt2 B={B} tokens/s", c["tokens_per_s"], "tok/s", "pytorch", t["tokens_per_s"])
+        add(f"generate gpt2 B={B} peak RSS", c["peak_rss_mb"], "MiB", "pytorch", t["peak_rss_mb"])
+    if want("tokenizer") and os.path.exists(os.path.join(ROOT, "bench", "tokenizer.sh")):
+        out = subprocess.run(["sh", "bench/tokenizer.sh", a.build], cwd=ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
+        for line in out.splitlines():
+            if line.startswith("RESULT "):
+                r = json.loads(line[len("RESULT "):])
+                add(r["name"], r["value"], r["unit"], r.get("ref_name") or "-", r.get("ref_value"))
+    with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    print("wrote bench/results.json")
+
+
+if __name__ == "__main__":
+    main()

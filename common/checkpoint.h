@@ -1,0 +1,130 @@
+// Checkpoints: directories a Hugging Face user recognises, written atomically, read defensively.
+//
+// Layout of a checkpoint directory DIR:
+//   config.json                 GPT2Config keys: model_type "gpt2", architectures, n_layer,
+//                               n_head, n_embd, n_positions, n_ctx, vocab_size,
+//                               layer_norm_epsilon, activation_function "gelu_new",
+//                               num_labels 1 with a score head, bos/eos_token_id when known
+//   model.safetensors           the weights, F32, HF GPT-2 names as save_pretrained writes them:
+//                               "transformer.<name>" for the transformer ("transformer.h.3.attn.
+//                               c_attn.weight", Conv1D layout [in, out], exactly the shapes
+//                               model_tensor() reports) and bare "score.weight" (1,C) for the
+//                               scalar head. The tied lm_head.weight is not stored (as in HF).
+//   vocab.json, merges.txt      copied verbatim from a tokenizer directory, when one is given
+//   trainer_state.safetensors   AdamW moments "m.<name>" / "v.<name>" (bare names), F32
+//   trainer_state.json          {"format": "rlhf.c trainer state", "version": 1, "step": S,
+//                                "rng": ["u64", "u64", "u64", "u64"],      (decimal strings)
+//                                "ints": {"name": "int64", ...},           (decimal strings)
+//                                "floats": {"name": number, ...}}          (17 significant digits)
+// architectures: ["GPT2LMHeadModel"] for an LM, ["GPT2ForSequenceClassification"] for a reward or
+// value model, both (in that order) for a model with both heads. Loading maps them back to
+// ModelConfig.lm_head / score_head ("GPT2Model" counts as an LM: its head is the tied wte).
+//
+// Loading accepts what Hugging Face writes: "transformer."-prefixed or bare names (the public
+// gpt2 files use bare ones; one file may not hold both spellings of a tensor); F32, F16 and BF16
+// data (converted to float32); lm_head.weight is checked to equal wte.weight (an untied head is an
+// error) and the h.N.attn.bias / h.N.attn.masked_bias buffers of old exports are ignored. Any
+// other tensor is an error, as is any tensor of the model that the file lacks (named). The whole
+// safetensors header is validated before a byte of data is used: header length vs file size,
+// JSON syntax, every dtype, every shape, data_offsets inside the data area, sizes equal to
+// numel * dtype size, no two tensors overlapping, no name twice. Files are memory-mapped
+// read-only; nothing is allocated from a size a file claims.
+//
+// Atomic save (DIR is the checkpoint path, P its parent directory; one writer per DIR at a time):
+//   1. ckpt_recover(DIR) (below); DIR, if it exists, must be a directory holding config.json
+//      (or empty): anything else is refused rather than replaced
+//   2. write every file into a fresh sibling DIR.tmp.<pid>.<n>; fsync each file and the directory
+//   3. if DIR exists: rename(DIR, DIR.old); fsync(P)
+//   4. rename(DIR.tmp.<pid>.<n>, DIR); fsync(P)
+//   5. remove DIR.old (its config.json last, then the directory); fsync(P)
+// A crash leaves one of these states:
+//   before 3      DIR is the old checkpoint (or absent before the first save); DIR.tmp.* garbage
+//   between 3, 4  DIR is absent and DIR.old is the complete old checkpoint
+//   after 4       DIR is the complete new checkpoint; DIR.old (maybe half removed) is garbage
+// Reader rule, implemented by every ckpt_load_* function: if DIR exists, read DIR; otherwise, if
+// DIR.old exists, read DIR.old (the complete previous checkpoint; CkptInfo.from_old says so).
+// DIR.tmp.* is never read. Loaders do not modify the file system; ckpt_recover (which ckpt_save
+// runs first) repairs it: renames DIR.old back to DIR when DIR is absent, else removes DIR.old,
+// and removes DIR.tmp.* leftovers. When saving fails (disk full, unwritable parent, ...), the
+// temporary directory is removed, the old checkpoint is left as it was and -1 is returned.
+//
+// Errors: every function that reads files or user input returns 0, or -1 with a one-line message
+// naming the file and the problem in err (err may be NULL). Nothing here exits on bad input or
+// keeps global state. Out-of-memory aborts with file:line (util.h).
+// Ownership: the caller owns every struct passed in; nothing returned needs freeing. Loaders
+// write only into the buffers of the Model / structs they are given.
+#ifndef CHECKPOINT_H
+#define CHECKPOINT_H
+#include "model.h"
+#include "rng.h"
+#include <stddef.h>
+#include <stdint.h>
+
+#define CKPT_NAME_MAX    64    // longest trainer-state entry name, terminator included
+#define CKPT_MAX_ENTRIES 64    // ints and floats each
+
+// What config.json and the directory say besides the ModelConfig.
+typedef struct {
+    int bos_token_id, eos_token_id;  // -1 when config.json has none
+    int has_tokenizer;               // vocab.json and merges.txt are present
+    int has_trainer_state;           // trainer_state.json and trainer_state.safetensors present
+    int from_old;                    // DIR was absent: read DIR.old (see the reader rule)
+} CkptInfo;
+
+// Exact-resume state besides the weights and moments: the optimizer step, the RNG, and named
+// caller values (data cursors as int64, controller state such as the KL beta as double).
+typedef struct {
+    int64_t step;                    // optimizer steps taken, 0 .. 2^53
+    Rng rng;
+    int n_ints;
+    struct { char name[CKPT_NAME_MAX]; int64_t value; } ints[CKPT_MAX_ENTRIES];
+    int n_floats;
+    struct { char name[CKPT_NAME_MAX]; double value; } floats[CKPT_MAX_ENTRIES];  // finite
+} CkptTrainerState;
+
+typedef struct {
+    const char *tokenizer_dir;       // copy its vocab.json + merges.txt; NULL: no tokenizer files
+    int has_token_ids;               // write bos_token_id / eos_token_id into config.json
+    int bos_token_id, eos_token_id;
+    const CkptTrainerState *state;   // also write the trainer state (needs a trainable Model,
+                                     // whose m_memory / v_memory are saved); NULL: weights only
+} CkptSaveOptions;
+
+// ckpt_load_weights flags
+#define CKPT_ALLOW_MISSING_SCORE 1   // model has a score head, file may lack score.weight: then
+                                     // the caller initialises it (reward model from an SFT model)
+#define CKPT_IGNORE_SCORE        2   // file has score.weight, model has no score head: skip it
+
+// Writes DIR atomically (see above). opt may be NULL (weights and config only). Returns 0 / -1.
+int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char *err, size_t errlen);
+
+// Reads config.json into *c (lm_head / score_head from architectures) and, when info is not
+// NULL, *info. The caller may change lm_head / score_head before model_init.
+int ckpt_load_config(const char *dir, ModelConfig *c, CkptInfo *info, char *err, size_t errlen);
+// Reads model.safetensors into m->params. m's config must match config.json (layers, heads,
+// width, vocabulary, positions, epsilon); flags as above. Other buffers of m are untouched.
+int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t errlen);
+// Convenience: ckpt_load_config + model_init(max_B, max_T, trainable) + ckpt_load_weights.
+// On error m is left freed (nothing to release).
+int ckpt_load_model(const char *dir, Model *m, int max_B, int max_T, int trainable, int flags,
+                    char *err, size_t errlen);
+// Reads trainer_state.json into *st and, when m is not NULL, the moments into m->m_memory and
+// m->v_memory (m must be trainable and have the checkpoint's tensors). Returns -1 when the
+// checkpoint has no trainer state.
+int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, char *err, size_t errlen);
+
+// Repairs DIR after an interrupted save (see the reader rule). 0 also when nothing was to do.
+int ckpt_recover(const char *dir, char *err, size_t errlen);
+
+// Trainer-state entries. set: adds or replaces (-1 when the name is empty, too long or the table
+// is full, or the float is not finite). get: -1 with a message naming the entry when absent.
+void ckpt_state_init(CkptTrainerState *st);   // zeroes everything
+int  ckpt_state_set_int(CkptTrainerState *st, const char *name, int64_t value, char *err, size_t errlen);
+int  ckpt_state_set_float(CkptTrainerState *st, const char *name, double value, char *err, size_t errlen);
+int  ckpt_state_get_int(const CkptTrainerState *st, const char *name, int64_t *value, char *err, size_t errlen);
+int  ckpt_state_get_float(const CkptTrainerState *st, const char *name, double *value, char *err, size_t errlen);
+
+// IEEE half and bfloat16 to float32 (exact; NaN stays NaN, subnormals included).
+float ckpt_f16_to_f32(uint16_t h);
+float ckpt_bf16_to_f32(uint16_t b);
+#endif

@@ -1,0 +1,397 @@
+// rlhf init | info | eval | generate: bring a model in, look at it, use it.
+#include "checkpoint.h"
+#include "cli.h"
+#include "commands.h"
+#include "generate.h"
+#include "model.h"
+#include "tokenizer.h"
+#include "util.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); return 1; } while (0)
+
+typedef struct { const char *name; int L, NH, C, ctx; } Preset;
+static const Preset presets[] = {
+    {"tiny", 2, 2, 64, 256}, {"small", 4, 4, 256, 256}, {"gpt2", 12, 12, 768, 1024}, {"gpt2-medium", 24, 16, 1024, 1024},
+};
+
+static const char *init_usage =
+    "usage: rlhf init --preset tiny|small|gpt2|gpt2-medium --out DIR [options]\n"
+    "  --tokenizer DIR     copy vocab.json + merges.txt from DIR (sets the vocabulary size)\n"
+    "  --vocab-size N      vocabulary size (default: the tokenizer's, else 50257)\n"
+    "  --n-layer N --n-head N --n-embd N --n-positions N   override the preset\n"
+    "  --score-head        add the scalar head score.weight (reward / value model)\n"
+    "  --no-lm-head        reward / value model without the LM head (needs --score-head)\n"
+    "  --seed S            initialisation seed (default 1234)\n"
+    "presets: tiny L2 H2 C64 ctx256 | small L4 H4 C256 ctx256 | gpt2 L12 H12 C768 ctx1024 |\n"
+    "         gpt2-medium L24 H16 C1024 ctx1024\n";
+
+int cmd_init(int argc, char **argv) {
+    const char *preset = NULL, *out = NULL, *tokdir = NULL;
+    int64_t vocab = 0, L = 0, NH = 0, C = 0, ctx = 0, seed = 1234;
+    int score = 0, nolm = 0;
+    char err[512];
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (cmd_is_help(a)) { fputs(init_usage, stdout); return 0; }
+        else if (!strcmp(a, "--preset") && v) { preset = v; i++; }
+        else if (!strcmp(a, "--out") && v) { out = v; i++; }
+        else if (!strcmp(a, "--tokenizer") && v) { tokdir = v; i++; }
+        else if (!strcmp(a, "--vocab-size") && v) { rc = cli_int(a, v, 1, 1 << 24, &vocab, err, sizeof err); i++; }
+        else if (!strcmp(a, "--n-layer") && v) { rc = cli_int(a, v, 1, 1024, &L, err, sizeof err); i++; }
+        else if (!strcmp(a, "--n-head") && v) { rc = cli_int(a, v, 1, 65536, &NH, err, sizeof err); i++; }
+        else if (!strcmp(a, "--n-embd") && v) { rc = cli_int(a, v, 1, 65536, &C, err, sizeof err); i++; }
+        else if (!strcmp(a, "--n-positions") && v) { rc = cli_int(a, v, 1, 1 << 20, &ctx, err, sizeof err); i++; }
+        else if (!strcmp(a, "--seed") && v) { rc = cli_int(a, v, 0, INT64_MAX, &seed, err, sizeof err); i++; }
+        else if (!strcmp(a, "--score-head")) score = 1;
+        else if (!strcmp(a, "--no-lm-head")) nolm = 1;
+        else { fprintf(stderr, "rlhf init: unexpected argument '%s'\n%s", a, init_usage); return 2; }
+        if (rc) { fprintf(stderr, "rlhf init: %s\n", err); return 2; }
+    }
+    if (!preset || !out) { fprintf(stderr, "rlhf init: --preset and --out are required\n%s", init_usage); return 2; }
+    const Preset *p = NULL;
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) if (!strcmp(presets[i].name, preset)) p = &presets[i];
+    if (!p) { fprintf(stderr, "rlhf init: unknown preset '%s' (tiny, small, gpt2, gpt2-medium)\n", preset); return 2; }
+    int eot = -1;
+    if (tokdir) {
+        Tokenizer *t;
+        if (tok_load(&t, tokdir, err)) FAIL("rlhf init: %s", err);
+        int64_t tv = tok_vocab_size(t);
+        eot = tok_eot(t);
+        tok_free(t);
+        if (vocab && vocab < tv) FAIL("rlhf init: --vocab-size %lld is smaller than the tokenizer's %lld tokens", (long long)vocab, (long long)tv);
+        if (!vocab) vocab = tv;
+    }
+    ModelConfig c = {.max_seq_len = (int)(ctx ? ctx : p->ctx), .vocab_size = (int)(vocab ? vocab : 50257),
+                     .n_layer = (int)(L ? L : p->L), .n_head = (int)(NH ? NH : p->NH), .n_embd = (int)(C ? C : p->C),
+                     .ln_eps = 1e-5f, .lm_head = !nolm, .score_head = score};
+    Model m;
+    if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf init: %s", err);
+    model_init_weights(&m, (uint64_t)seed);
+    CkptSaveOptions so = {.tokenizer_dir = tokdir, .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
+    int rc = ckpt_save(out, &m, &so, err, sizeof err);
+    if (!rc) fprintf(stderr, "rlhf init: %s: %zu parameters (L%d H%d C%d ctx%d V%d) written\n", out, m.num_params,
+                     c.n_layer, c.n_head, c.n_embd, c.max_seq_len, c.vocab_size);
+    model_free(&m);
+    if (rc) FAIL("rlhf init: %s", err);
+    return 0;
+}
+
+static const char *info_usage =
+    "usage: rlhf info CKPT [--batch B] [--seq T]\n"
+    "Prints the config, the parameter count and the memory needed to train (weights, gradients,\n"
+    "AdamW moments, activations at B x T) and to sample (weights, KV cache for B x T).\n"
+    "Defaults: B = 8, T = the model's context.\n";
+
+int cmd_info(int argc, char **argv) {
+    const char *dir = NULL;
+    int64_t B = 8, T = 0;
+    char err[512];
+    for (int i = 0; i < argc; i++) {
+        int rc = 0;
+        if (cmd_is_help(argv[i])) { fputs(info_usage, stdout); return 0; }
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) rc = cli_int("--batch", argv[++i], 1, 1 << 20, &B, err, sizeof err);
+        else if (!strcmp(argv[i], "--seq") && i + 1 < argc) rc = cli_int("--seq", argv[++i], 1, 1 << 20, &T, err, sizeof err);
+        else if (argv[i][0] != '-' && !dir) dir = argv[i];
+        else { fprintf(stderr, "rlhf info: unexpected argument '%s'\n%s", argv[i], info_usage); return 2; }
+        if (rc) { fprintf(stderr, "rlhf info: %s\n", err); return 2; }
+    }
+    if (!dir) { fprintf(stderr, "rlhf info: missing CKPT\n%s", info_usage); return 2; }
+    ModelConfig c;
+    CkptInfo ci;
+    if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf info: %s", err);
+    if (!T) T = c.max_seq_len;
+    if (T > c.max_seq_len) FAIL("rlhf info: --seq %lld exceeds the context of %d", (long long)T, c.max_seq_len);
+    double V = c.vocab_size, Cc = c.n_embd, Lc = c.n_layer;
+    double nparams = V * Cc + (double)c.max_seq_len * Cc + Lc * (12 * Cc * Cc + 13 * Cc) + 2 * Cc + (c.score_head ? Cc : 0);
+    char a[32], b[32], w[32];
+    util_format_bytes(a, sizeof a, (double)model_memory_bytes(&c, (int)B, (int)T, 1));
+    double kv = 2.0 * Lc * (double)B * (double)T * Cc * 4;
+    util_format_bytes(b, sizeof b, nparams * 4 + kv + (double)B * V * 8);
+    util_format_bytes(w, sizeof w, nparams * 4);
+    printf("checkpoint   %s%s\n", dir, ci.from_old ? " (read from the .old copy of an interrupted save)" : "");
+    printf("model        GPT-2, %d layers, %d heads, %d channels, context %d, vocabulary %d\n",
+           c.n_layer, c.n_head, c.n_embd, c.max_seq_len, c.vocab_size);
+    printf("heads        %s%s%s\n", c.lm_head ? "LM (tied)" : "", c.lm_head && c.score_head ? " + " : "", c.score_head ? "scalar score" : "");
+    printf("parameters   %.0f (%s in fp32)\n", nparams, w);
+    printf("tokenizer    %s\n", ci.has_tokenizer ? "vocab.json + merges.txt" : "none (pass --tokenizer where needed)");
+    if (ci.eos_token_id >= 0) printf("eos token    %d\n", ci.eos_token_id);
+    if (ci.has_trainer_state) {
+        CkptTrainerState st;
+        if (!ckpt_load_trainer_state(dir, NULL, &st, err, sizeof err)) printf("trainer      step %lld (resumable)\n", (long long)st.step);
+    }
+    printf("memory       train at B=%lld T=%lld: %s; sample at B=%lld T=%lld: %s\n", (long long)B, (long long)T, a, (long long)B, (long long)T, b);
+    return 0;
+}
+
+// Loads the tokenizer of a checkpoint, or the one named explicitly.
+static int load_tokenizer(Tokenizer **t, const char *ckpt, const char *explicit_dir, char *err) {
+    return tok_load(t, explicit_dir ? explicit_dir : ckpt, err);
+}
+
+static const char *eval_usage =
+    "usage: rlhf eval CKPT (--text FILE | --ids FILE) [--tokenizer DIR] [--batch B]\n"
+    "Mean next-token cross-entropy over the whole input, in consecutive windows of the model's\n"
+    "context (every token after the first is predicted once). Prints 'loss <value>' and\n"
+    "'perplexity <value>'. --ids takes whitespace-separated token ids; --text is tokenized with\n"
+    "the checkpoint's tokenizer (or --tokenizer DIR). FILE '-' reads stdin.\n";
+
+int cmd_eval(int argc, char **argv) {
+    const char *dir = NULL, *text = NULL, *idsf = NULL, *tokdir = NULL;
+    int64_t batch = 4;
+    char err[512];
+    for (int i = 0; i < argc; i++) {
+        if (cmd_is_help(argv[i])) { fputs(eval_usage, stdout); return 0; }
+        else if (!strcmp(argv[i], "--text") && i + 1 < argc) text = argv[++i];
+        else if (!strcmp(argv[i], "--ids") && i + 1 < argc) idsf = argv[++i];
+        else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokdir = argv[++i];
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+            if (cli_int("--batch", argv[++i], 1, 4096, &batch, err, sizeof err)) { fprintf(stderr, "rlhf eval: %s\n", err); return 2; }
+        } else if (argv[i][0] != '-' && !dir) dir = argv[i];
+        else { fprintf(stderr, "rlhf eval: unexpected argument '%s'\n%s", argv[i], eval_usage); return 2; }
+    }
+    if (!dir || (!text == !idsf)) { fprintf(stderr, "rlhf eval: needs CKPT and exactly one of --text / --ids\n%s", eval_usage); return 2; }
+    ModelConfig c;
+    CkptInfo ci;
+    if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf eval: %s", err);
+    if (!c.lm_head) FAIL("rlhf eval: %s is a reward/value model without an LM head", dir);
+    char *data; size_t len;
+    if (cli_read_file(text ? text : idsf, &data, &len, err, sizeof err)) FAIL("rlhf eval: %s", err);
+    int32_t *ids = NULL; size_t n = 0;
+    if (idsf) {
+        int rc = cli_parse_ids(idsf, data, c.vocab_size - 1, &ids, &n, err, sizeof err);
+        free(data);
+        if (rc) FAIL("rlhf eval: %s", err);
+    } else {
+        Tokenizer *t;
+        char terr[TOK_ERR_LEN];
+        if (load_tokenizer(&t, dir, tokdir, terr)) { free(data); FAIL("rlhf eval: %s", terr); }
+        TokIds ti = {0};
+        int rc = tok_encode(t, data, len, 0, &ti, terr);
+        free(data);
+        int64_t tv = tok_vocab_size(t);
+        tok_free(t);
+        if (rc) { tok_ids_free(&ti); FAIL("rlhf eval: %s", terr); }
+        if (tv > c.vocab_size) { tok_ids_free(&ti); FAIL("rlhf eval: the tokenizer has %lld tokens, the model only %d", (long long)tv, c.vocab_size); }
+        ids = ti.ids; n = ti.n;
+    }
+    if (n < 2) { free(ids); FAIL("rlhf eval: need at least 2 tokens (got %zu)", n); }
+    int64_t W = (int64_t)n - 1 < c.max_seq_len ? (int64_t)n - 1 : c.max_seq_len;
+    int64_t nwin = ((int64_t)n - 1 + W - 1) / W;
+    if (batch > nwin) batch = nwin;
+    Model m;
+    c.score_head = 0;
+    if (model_init(&m, &c, (int)batch, (int)W, 0, 0, err, sizeof err) ||
+        ckpt_load_weights(dir, &m, CKPT_IGNORE_SCORE, err, sizeof err)) { free(ids); model_free(&m); FAIL("rlhf eval: %s", err); }
+    int32_t *tok = CALLOC_CHECK((size_t)(batch * W), sizeof(int32_t)), *tgt = CALLOC_CHECK((size_t)(batch * W), sizeof(int32_t));
+    int32_t *lens = CALLOC_CHECK((size_t)batch, sizeof(int32_t));
+    double total = 0;
+    CliProgress pr;
+    cli_progress_start(&pr, stderr, "eval", nwin);
+    for (int64_t w0 = 0; w0 < nwin; w0 += batch) {
+        int nb = (int)(nwin - w0 < batch ? nwin - w0 : batch);
+        for (int b = 0; b < nb; b++) {
+            int64_t s = (w0 + b) * W, l = (int64_t)n - 1 - s < W ? (int64_t)n - 1 - s : W;
+            lens[b] = (int32_t)l;
+            for (int64_t t = 0; t < l; t++) { tok[b * W + t] = ids[s + t]; tgt[b * W + t] = ids[s + t + 1]; }
+        }
+        ModelBatch mb = {.B = nb, .T = (int)W, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
+        if (model_forward(&m, &mb, 0, err, sizeof err)) { fprintf(stderr, "rlhf eval: %s\n", err); total = NAN; break; }
+        total += m.loss;
+        if (nwin > batch) cli_progress_update(&pr, w0 + nb, "");
+    }
+    if (nwin > batch) cli_progress_end(&pr);
+    double loss = total / (double)(n - 1);
+    fprintf(stderr, "rlhf eval: %zu tokens, %lld window(s) of up to %lld\n", n, (long long)nwin, (long long)W);
+    printf("loss %.6f\nperplexity %.6f\n", loss, exp(loss));
+    free(tok); free(tgt); free(lens); free(ids);
+    model_free(&m);
+    return isfinite(loss) ? 0 : 1;
+}
+
+static const char *gen_usage =
+    "usage: rlhf generate CKPT (--prompt TEXT | --prompts FILE) [options]\n"
+    "  --max-new N         new tokens per prompt (default 64)\n"
+    "  --temperature T     sampling temperature (default 1; 0 = greedy)\n"
+    "  --greedy            same as --temperature 0\n"
+    "  --top-k K           keep the K most likely tokens (default 0 = all)\n"
+    "  --top-p P           nucleus sampling mass (default 1 = all)\n"
+    "  --seed S            sampling seed (default 1234)\n"
+    "  --batch B           prompts decoded together with --prompts (default 8)\n"
+    "  --no-stop           do not stop at the end token\n"
+    "  --tokenizer DIR     tokenizer files if the checkpoint has none\n"
+    "--prompt streams the continuation to stdout as it is sampled. --prompts FILE reads one\n"
+    "prompt per line (a line starting with '{' is JSON with a \"prompt\" string) and prints one\n"
+    "JSON line {\"prompt\", \"completion\"} per prompt.\n";
+
+typedef struct { const Tokenizer *t; int32_t eot; } StreamCtx;
+
+static void stream_cb(void *u, int b, int32_t tok) {
+    StreamCtx *s = u;
+    (void)b;
+    if (tok == s->eot) return;
+    size_t len;
+    const char *bytes = tok_token(s->t, tok, &len);
+    if (bytes) { fwrite(bytes, 1, len, stdout); fflush(stdout); }
+}
+
+// Replaces bytes that are not valid UTF-8 with U+FFFD so that the JSON output stays valid.
+static char *utf8_clean(const char *s, size_t n) {
+    char *o = MALLOC_CHECK(3 * n + 1), *q = o;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        int ok = k > 0 && i + k <= n && c != 0;
+        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] >> 6) == 2;
+        if (ok && k == 2) ok = c >= 0xC2;
+        if (ok && k == 3) { unsigned cp = ((c & 15u) << 12) | (((unsigned char)s[i + 1] & 63u) << 6) | ((unsigned char)s[i + 2] & 63u); ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF); }
+        if (ok && k == 4) { unsigned cp = ((c & 7u) << 18) | (((unsigned char)s[i + 1] & 63u) << 12); ok = cp >= 0x10000 && cp <= 0x10FFFF; }
+        if (ok) { memcpy(q, s + i, k); q += k; i += k; }
+        else { memcpy(q, "\xEF\xBF\xBD", 3); q += 3; i++; }
+    }
+    *q = 0;
+    return o;
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *dir = NULL, *prompt = NULL, *pfile = NULL, *tokdir = NULL;
+    int64_t max_new = 64, topk = 0, seed = 1234, batch = 8;
+    double temp = 1.0, topp = 1.0;
+    int nostop = 0;
+    char err[512];
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (cmd_is_help(a)) { fputs(gen_usage, stdout); return 0; }
+        else if (!strcmp(a, "--prompt") && v) { prompt = v; i++; }
+        else if (!strcmp(a, "--prompts") && v) { pfile = v; i++; }
+        else if (!strcmp(a, "--tokenizer") && v) { tokdir = v; i++; }
+        else if (!strcmp(a, "--max-new") && v) { rc = cli_int(a, v, 1, 1 << 20, &max_new, err, sizeof err); i++; }
+        else if (!strcmp(a, "--top-k") && v) { rc = cli_int(a, v, 0, 1 << 24, &topk, err, sizeof err); i++; }
+        else if (!strcmp(a, "--seed") && v) { rc = cli_int(a, v, 0, INT64_MAX, &seed, err, sizeof err); i++; }
+        else if (!strcmp(a, "--batch") && v) { rc = cli_int(a, v, 1, 4096, &batch, err, sizeof err); i++; }
+        else if (!strcmp(a, "--temperature") && v) { rc = cli_float(a, v, 0, 100, &temp, err, sizeof err); i++; }
+        else if (!strcmp(a, "--top-p") && v) { rc = cli_float(a, v, 0, 1, &topp, err, sizeof err); i++; }
+        else if (!strcmp(a, "--greedy")) temp = 0;
+        else if (!strcmp(a, "--no-stop")) nostop = 1;
+        else if (a[0] != '-' && !dir) dir = a;
+        else { fprintf(stderr, "rlhf generate: unexpected argument '%s'\n%s", a, gen_usage); return 2; }
+        if (rc) { fprintf(stderr, "rlhf generate: %s\n", err); return 2; }
+    }
+    if (!dir || (!prompt == !pfile)) { fprintf(stderr, "rlhf generate: needs CKPT and exactly one of --prompt / --prompts\n%s", gen_usage); return 2; }
+    ModelConfig c;
+    CkptInfo ci;
+    if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf generate: %s", err);
+    if (!c.lm_head) FAIL("rlhf generate: %s is a reward/value model without an LM head", dir);
+    Tokenizer *t;
+    char terr[TOK_ERR_LEN];
+    if (load_tokenizer(&t, dir, tokdir, terr)) FAIL("rlhf generate: %s", terr);
+    if (tok_vocab_size(t) > c.vocab_size) { tok_free(t); FAIL("rlhf generate: the tokenizer has more tokens than the model's vocabulary"); }
+    // prompts
+    char **texts = NULL;
+    size_t np = 0;
+    char *data = NULL;
+    if (prompt) {
+        texts = MALLOC_CHECK(sizeof(char *));
+        texts[np++] = strdup(prompt);
+    } else {
+        size_t len;
+        if (cli_read_file(pfile, &data, &len, err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
+        texts = MALLOC_CHECK((len / 1 + 2) * sizeof(char *));
+        int64_t line = 0;
+        for (char *s = data; s && *s;) {
+            char *nl = strchr(s, '\n');
+            if (nl) *nl = 0;
+            line++;
+            if (*s == '{') {
+                cJSON *j = cJSON_Parse(s);
+                cJSON *pj = j ? cJSON_GetObjectItemCaseSensitive(j, "prompt") : NULL;
+                if (!cJSON_IsString(pj)) {
+                    cJSON_Delete(j);
+                    for (size_t i = 0; i < np; i++) free(texts[i]);
+                    free(texts); free(data); tok_free(t);
+                    FAIL("rlhf generate: %s:%lld: not a JSON object with a \"prompt\" string", pfile, (long long)line);
+                }
+                texts[np++] = strdup(pj->valuestring);
+                cJSON_Delete(j);
+            } else if (*s) texts[np++] = strdup(s);
+            s = nl ? nl + 1 : NULL;
+        }
+        if (np == 0) { free(texts); free(data); tok_free(t); FAIL("rlhf generate: %s holds no prompts", pfile); }
+    }
+    free(data);
+    int32_t eot = nostop ? -1 : (ci.eos_token_id >= 0 ? ci.eos_token_id : tok_eot(t));
+    if (batch > (int64_t)np) batch = (int64_t)np;
+    // tokenize every prompt and find the longest
+    TokIds *pids = CALLOC_CHECK(np, sizeof(TokIds));
+    int64_t maxlen = 0;
+    int rc = 0;
+    for (size_t i = 0; i < np && !rc; i++) {
+        if (tok_encode(t, texts[i], strlen(texts[i]), 0, &pids[i], terr)) { fprintf(stderr, "rlhf generate: %s\n", terr); rc = 1; break; }
+        if (pids[i].n == 0) { fprintf(stderr, "rlhf generate: prompt %zu is empty\n", i + 1); rc = 1; break; }
+        if ((int64_t)pids[i].n + max_new > c.max_seq_len) {
+            fprintf(stderr, "rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the context of %d\n",
+                    i + 1, pids[i].n, (long long)max_new, c.max_seq_len);
+            rc = 1; break;
+        }
+        if ((int64_t)pids[i].n > maxlen) maxlen = (int64_t)pids[i].n;
+    }
+    Model m = {0};
+    KVCache kv = {0};
+    Sampler s = {0};
+    if (!rc) {
+        c.score_head = 0;
+        if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err) || ckpt_load_weights(dir, &m, CKPT_IGNORE_SCORE, err, sizeof err) ||
+            kv_init(&kv, &m, (int)batch, (int)(maxlen + max_new), (int)(batch * (maxlen < 256 ? maxlen : 256)), err, sizeof err)) {
+            fprintf(stderr, "rlhf generate: %s\n", err); rc = 1;
+        }
+    }
+    if (!rc) {
+        sampler_init(&s, c.vocab_size);
+        Rng rng;
+        rng_init(&rng, (uint64_t)seed);
+        GenConfig g = {.max_new_tokens = (int)max_new, .eot_id = eot,
+                       .sampler = {.temperature = (float)temp, .top_k = (int)topk, .top_p = (float)topp}};
+        int32_t *pr = MALLOC_CHECK((size_t)(batch * maxlen) * sizeof(int32_t)), *pl = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
+        int32_t *out = MALLOC_CHECK((size_t)(batch * max_new) * sizeof(int32_t)), *ol = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
+        StreamCtx sc = {t, eot};
+        for (size_t p0 = 0; p0 < np && !rc; p0 += (size_t)batch) {
+            int nb = (int)(np - p0 < (size_t)batch ? np - p0 : (size_t)batch);
+            int64_t tp = 0;
+            for (int b = 0; b < nb; b++) {
+                pl[b] = (int32_t)pids[p0 + b].n;
+                if (pl[b] > tp) tp = pl[b];
+            }
+            for (int b = 0; b < nb; b++) memcpy(pr + b * tp, pids[p0 + b].ids, (size_t)pl[b] * sizeof(int32_t));
+            if (gen_generate(&m, &kv, &s, &g, &rng, pr, pl, nb, (int)tp, out, ol, prompt ? stream_cb : NULL, &sc, err, sizeof err)) {
+                fprintf(stderr, "rlhf generate: %s\n", err); rc = 1; break;
+            }
+            if (prompt) { printf("\n"); continue; }
+            for (int b = 0; b < nb; b++) {
+                int n = ol[b];
+                if (n > 0 && out[b * max_new + n - 1] == eot) n--;
+                TokBytes tb = {0};
+                tok_decode(t, out + b * max_new, (size_t)n, &tb, terr);
+                char *cp = utf8_clean(texts[p0 + b], strlen(texts[p0 + b])), *cc = utf8_clean(tb.data ? tb.data : "", tb.n);
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "prompt", cp);
+                cJSON_AddStringToObject(o, "completion", cc);
+                char *js = cJSON_PrintUnformatted(o);
+                printf("%s\n", js);
+                cJSON_free(js); cJSON_Delete(o); free(cp); free(cc);
+                tok_bytes_free(&tb);
+            }
+            fflush(stdout);
+        }
+        free(pr); free(pl); free(out); free(ol);
+    }
+    for (size_t i = 0; i < np; i++) { free(texts[i]); tok_ids_free(&pids[i]); }
+    free(texts); free(pids);
+    sampler_free(&s); kv_free(&kv); model_free(&m); tok_free(t);
+    return rc;
+}

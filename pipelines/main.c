@@ -1,0 +1,28 @@
+// rlhf: the tool around the engine. Subcommands bring a model in (init, a checkpoint), look at
+// it (info), use it (generate, eval) and handle tokenizers; `rlhf run` will run pipelines.
+#include "commands.h"
+#include <stdio.h>
+#include <string.h>
+
+static const char *usage =
+    "usage: rlhf COMMAND [ARGS]   (rlhf COMMAND --help for each)\n"
+    "\n"
+    "  init       --preset tiny|small|gpt2|gpt2-medium --out DIR   random initialisation\n"
+    "  info       CKPT                         config, parameters, memory to train and sample\n"
+    "  generate   CKPT --prompt TEXT|--prompts FILE   sample continuations (streamed)\n"
+    "  eval       CKPT --text FILE|--ids FILE  mean next-token loss and perplexity\n"
+    "  tokenizer  encode|decode|train ...      GPT-2 byte-level BPE tools\n";
+
+int cmd_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h") || !strcmp(a, "help"); }
+
+int main(int argc, char **argv) {
+    if (argc < 2 || cmd_is_help(argv[1])) { fputs(usage, argc < 2 ? stderr : stdout); return argc < 2 ? 2 : 0; }
+    const char *c = argv[1];
+    if (!strcmp(c, "init")) return cmd_init(argc - 2, argv + 2);
+    if (!strcmp(c, "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(c, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(c, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(c, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
+    fprintf(stderr, "rlhf: unknown command '%s'\n%s", c, usage);
+    return 2;
+}
