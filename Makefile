@@ -26,7 +26,7 @@ BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # programs: every folder with a main.c builds one binary (pipelines/ builds `rlhf`)
 PROG_BIN   := $(BUILD)/bin/rlhf $(foreach d,sft reward ppo,$(if $(wildcard $(d)/main.c),$(BUILD)/bin/$(d)))
 
-.PHONY: all test bench clean deps
+.PHONY: all test bench clean deps demo
 all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c $(wildcard common/*.h) $(wildcard pipelines/*.h) | deps
@@ -56,11 +56,18 @@ $(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard $$*/*.c)) $(LIB)
 deps:
 	@sh scripts/deps.sh build
 
-test: all
+# Tests need the reference tools too (python3-torch for the interop checks).
+test:
+	@sh scripts/deps.sh test
+	@$(MAKE) --no-print-directory all
 	@sh tests/run_tests.sh $(BUILD)
 
 bench: all
 	@sh bench/run_bench.sh $(BUILD)
+
+# The main job: see scripts/demo.sh.
+demo: all
+	@sh scripts/demo.sh $(BUILD)
 
 clean:
 	rm -rf build build-debug

@@ -3,11 +3,14 @@
 # Each binary prints "ok"/"FAIL" per case and its own "N passed, N failed" line.
 BUILD=${1:-build}
 total_pass=0; total_fail=0
-for t in "$BUILD"/tests/test_*; do
+for t in "$BUILD"/tests/test_* tests/test_*.sh; do
     case "$t" in *.o|*.d) continue;; esac
-    [ -x "$t" ] || continue
+    case "$t" in
+        *.sh) run="sh $t";;
+        *) [ -x "$t" ] || continue; run="$t";;
+    esac
     echo "== $(basename "$t")"
-    out=$("$t" 2>&1); rc=$?
+    out=$(BUILD="$BUILD" $run 2>&1); rc=$?
     printf '%s\n' "$out" | grep -v '^[0-9]* passed, [0-9]* failed$'
     line=$(printf '%s\n' "$out" | grep '^[0-9]* passed, [0-9]* failed$' | tail -1)
     if [ -z "$line" ]; then
