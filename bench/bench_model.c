@@ -95,7 +95,9 @@ int main(int argc, char **argv) {
         ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len, .targets = tgt, .weights = w};
         AdamWConfig oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
         double total = 0;
+        long flt0 = 0;
         for (int s = 0; s < steps + 2; s++) {
+            if (s == 2) { struct rusage ru; getrusage(RUSAGE_SELF, &ru); flt0 = ru.ru_minflt; }
             double t0 = util_time_s();
             if (model_forward(&m, &b, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
             model_zero_grad(&m);
@@ -105,6 +107,9 @@ int main(int argc, char **argv) {
             if (s >= 2) total += dt;   // 2 warmup steps, as the PyTorch side
             fprintf(stderr, "step %d: loss %.4f, %.3f s\n", s, m.loss, dt);
         }
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        fprintf(stderr, "page faults per timed step: %.0f\n", (double)(ru.ru_minflt - flt0) / steps);
         double step_s = total / steps, fl = train_flops(&c, B, T);
         printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
                "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",

@@ -11,10 +11,12 @@
 // expf without a library call, so that loops over it vectorise (glibc's vector expf is only
 // declared under -ffast-math, which we do not use: it breaks NaN checks). Cody-Waite range
 // reduction and Cephes' degree-5 polynomial: within 2 ulp of expf on [-87, 88]; NaN stays NaN.
+// exp_fast(-inf) is a tiny positive number (~1e-38), not 0: fine for softmax sums.
 static inline float exp_fast(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    // n = round(x / ln 2) by the 1.5 * 2^23 trick: no floorf call, so the loop vectorises
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -209,14 +211,66 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 
 // Attention is the only layer that mixes information across time. For each query row t of
 // sequence b and head h: p = softmax(q_t . k_s / sqrt(hd), s <= t); y_t = sum_s p_s v_s.
+// Sequences of at least ATT_GEMM_MIN tokens go through sgemm per (sequence, head): it computes
+// the masked upper triangle too, but at several times the speed of the hand loop, which short
+// sequences (PPO responses, tests) keep because sgemm's per-call cost would dominate there.
+#define ATT_GEMM_MIN 64
+
+static int att_uses_gemm(const int64_t *off, int b) { return off[b + 1] - off[b] >= ATT_GEMM_MIN; }
+
+// In place: causal softmax of the scaled scores of every row of the (b,h) blocks taking the
+// sgemm path (the hand path normalises its own rows).
+static void att_softmax_rows(float *att, const int64_t *off, const int64_t *att_off, int B, int NH) {
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            if (!att_uses_gemm(off, b)) continue;
+            int64_t len = off[b + 1] - off[b];
+            for (int64_t t = 0; t < len; t++) {
+                float *p = att + att_off[b] + ((int64_t)h * len + t) * len;
+                float mx = -INFINITY, sum = 0.0f;
+                for (int64_t s = 0; s <= t; s++) mx = p[s] > mx ? p[s] : mx;
+                #pragma omp simd reduction(+:sum)
+                for (int64_t s = 0; s <= t; s++) { p[s] = exp_fast(p[s] - mx); sum += p[s]; }
+                float inv = 1.0f / sum;
+                #pragma omp simd
+                for (int64_t s = 0; s <= t; s++) p[s] *= inv;
+                for (int64_t s = t + 1; s < len; s++) p[s] = 0.0f;
+            }
+        }
+    }
+}
+
 void attention_forward(float *out, float *att, const float *qkv, const int64_t *off,
                        const int64_t *att_off, int B, int C, int NH) {
     int hd = C / NH;
     float scale = 1.0f / sqrtf((float)hd);
     int64_t C3 = 3 * (int64_t)C;
+    int any_gemm = 0;
+    for (int b = 0; b < B; b++) {
+        if (!att_uses_gemm(off, b)) continue;
+        any_gemm = 1;
+        int64_t r0 = off[b], len = off[b + 1] - off[b];
+        for (int h = 0; h < NH; h++)   // S (len,len) = scale * Q K^T
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)len, (blasint)len, hd, scale,
+                        qkv + r0 * C3 + h * hd, (blasint)C3, qkv + r0 * C3 + C + h * hd, (blasint)C3, 0.0f,
+                        att + att_off[b] + (int64_t)h * len * len, (blasint)len);
+    }
+    if (any_gemm) {
+        att_softmax_rows(att, off, att_off, B, NH);
+        for (int b = 0; b < B; b++) {
+            if (!att_uses_gemm(off, b)) continue;
+            int64_t r0 = off[b], len = off[b + 1] - off[b];
+            for (int h = 0; h < NH; h++)   // Y (len,hd) = P V
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)len, hd, (blasint)len, 1.0f,
+                            att + att_off[b] + (int64_t)h * len * len, (blasint)len,
+                            qkv + r0 * C3 + 2 * C + h * hd, (blasint)C3, 0.0f, out + r0 * C + h * hd, C);
+        }
+    }
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
+            if (att_uses_gemm(off, b)) continue;
             int64_t r0 = off[b], len = off[b + 1] - off[b];
             for (int64_t t = 0; t < len; t++) {
                 const float *q = qkv + (r0 + t) * C3 + h * hd;
@@ -249,15 +303,64 @@ void attention_forward(float *out, float *att, const float *qkv, const int64_t *
     }
 }
 
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
                         const int64_t *off, const int64_t *att_off, int B, int C, int NH) {
     int hd = C / NH;
     float scale = 1.0f / sqrtf((float)hd);
     int64_t C3 = 3 * (int64_t)C;
-    // Each (b,h) touches only its own slices of dqkv, so they run in parallel without races.
+    // sgemm path: dP = dY V^T, dV += P^T dY, dS = P (dP - rowsum(P dP)) * scale, dQ += dS K,
+    // dK += dS^T Q. dP and dS live in scratch, laid out like att.
+    int any_gemm = 0;
+    for (int b = 0; b < B; b++) {
+        if (!att_uses_gemm(off, b)) continue;
+        any_gemm = 1;
+        int64_t r0 = off[b], len = off[b + 1] - off[b];
+        for (int h = 0; h < NH; h++) {
+            const float *P = att + att_off[b] + (int64_t)h * len * len;
+            float *dP = scratch + att_off[b] + (int64_t)h * len * len;
+            const float *dy = dout + r0 * C + h * hd, *v = qkv + r0 * C3 + 2 * C + h * hd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)len, (blasint)len, hd, 1.0f,
+                        dy, C, v, (blasint)C3, 0.0f, dP, (blasint)len);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)len, hd, (blasint)len, 1.0f,
+                        P, (blasint)len, dy, C, 1.0f, dqkv + r0 * C3 + 2 * C + h * hd, (blasint)C3);
+        }
+    }
+    if (any_gemm) {
+        #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < NH; h++) {
+                if (!att_uses_gemm(off, b)) continue;
+                int64_t len = off[b + 1] - off[b];
+                for (int64_t t = 0; t < len; t++) {
+                    const float *p = att + att_off[b] + ((int64_t)h * len + t) * len;
+                    float *d = scratch + att_off[b] + ((int64_t)h * len + t) * len;
+                    float dot = 0.0f;
+                    #pragma omp simd reduction(+:dot)
+                    for (int64_t s = 0; s <= t; s++) dot += p[s] * d[s];
+                    #pragma omp simd
+                    for (int64_t s = 0; s <= t; s++) d[s] = p[s] * (d[s] - dot) * scale;
+                    for (int64_t s = t + 1; s < len; s++) d[s] = 0.0f;
+                }
+            }
+        }
+        for (int b = 0; b < B; b++) {
+            if (!att_uses_gemm(off, b)) continue;
+            int64_t r0 = off[b], len = off[b + 1] - off[b];
+            for (int h = 0; h < NH; h++) {
+                const float *dS = scratch + att_off[b] + (int64_t)h * len * len;
+                const float *q = qkv + r0 * C3 + h * hd, *k = qkv + r0 * C3 + C + h * hd;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)len, hd, (blasint)len, 1.0f,
+                            dS, (blasint)len, k, (blasint)C3, 1.0f, dqkv + r0 * C3 + h * hd, (blasint)C3);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)len, hd, (blasint)len, 1.0f,
+                            dS, (blasint)len, q, (blasint)C3, 1.0f, dqkv + r0 * C3 + C + h * hd, (blasint)C3);
+            }
+        }
+    }
+    // Hand path: each (b,h) touches only its own slices of dqkv, so they run in parallel.
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
+            if (att_uses_gemm(off, b)) continue;
             int64_t r0 = off[b], len = off[b + 1] - off[b];
             for (int64_t t = 0; t < len; t++) {
                 const float *p = att + att_off[b] + ((int64_t)h * len + t) * len;
@@ -266,7 +369,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                 float *dq = dqkv + (r0 + t) * C3 + h * hd;
                 // dp_s = dy . v_s and dv_s += p_s dy; then the softmax backward
                 // ds_s = p_s (dp_s - sum_s' p_s' dp_s'), into dq_t and dk_s.
-                float dp[t + 1];
+                float *dp = scratch + att_off[b] + ((int64_t)h * len + t) * len;
                 float dpsum = 0.0f;
                 for (int64_t s = 0; s <= t; s++) {
                     const float *v = qkv + (r0 + s) * C3 + 2 * C + h * hd;

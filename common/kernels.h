@@ -37,7 +37,8 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 // block of NH*len*len floats starting at att_off[b] (att_off (B) prefix sums of NH*len^2).
 void attention_forward(float *out, float *att, const float *qkv, const int64_t *off,
                        const int64_t *att_off, int B, int C, int NH);
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+// scratch: as large as att (d-scores).
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
                         const int64_t *off, const int64_t *att_off, int B, int C, int NH);
 
 // GELU, tanh approximation (GPT-2's)

@@ -75,6 +75,7 @@ static int act_table(Model *m, const ModelConfig *c, int max_B, int max_T, int t
     SLOT(dresid, tr * N * C);  SLOT(dln, tr * N * C);  SLOT(datty, tr * N * C);
     SLOT(dqkv, tr * N * 3 * C);  SLOT(dfch, tr * N * 4 * C);  SLOT(dfch_gelu, tr * N * 4 * C);
     SLOT(dhead_in, tr * lm * N * C);  SLOT(head_dlogp, tr * N);
+    SLOT(datt, tr * (size_t)max_B * NH * max_T * max_T);
 #undef SLOT
     return k;
 }
@@ -329,7 +330,7 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
         memset(m->datty, 0, NC * sizeof(float));
         matmul_backward(m->datty, g->attprojw + lc * C, g->attprojb + lc, m->dresid, atty, p->attprojw + lc * C, N, C, C);
         memset(m->dqkv, 0, 3 * NC * sizeof(float));
-        attention_backward(m->dqkv, m->datty, qkv, att, m->off, m->att_off, B, C, NH);
+        attention_backward(m->dqkv, m->datt, m->datty, qkv, att, m->off, m->att_off, B, C, NH);
         memset(m->dln, 0, NC * sizeof(float));
         matmul_backward(m->dln, g->qkvw + lc * 3 * C, g->qkvb + lc * 3, m->dqkv, ln1, p->qkvw + lc * 3 * C, N, C, 3 * C);
         layernorm_backward(m->dresid, g->ln1w + lc, g->ln1b + lc, m->dln, x, p->ln1w + lc, ln1m, ln1r, N, C);

@@ -90,6 +90,7 @@ typedef struct {
     float *values;     // (N) scalar head per row
     // backward scratch, one layer's worth (reused down the stack)
     float *dresid, *dln, *datty, *dqkv, *dfch, *dfch_gelu, *dhead_in, *head_dlogp;
+    float *datt;       // (B*NH*T*T) attention score gradients
     // batch bookkeeping
     int32_t *row_tok, *row_pos, *row_tgt, *row_seq;   // (N) token, position, target, sequence
     int32_t *head_tgt;     // (N) target of each LM-head row

@@ -134,10 +134,10 @@ static double att_loss(void *p) {
     attention_forward(c->out, c->att, c->qkv, c->off, c->att_off, c->B, c->C, c->NH);
     return dot(c->out, c->r, (int64_t)c->N * c->C);
 }
-static void test_attention(void) {
+// Short sequences take the hand loop; one of >= 64 tokens takes the sgemm path.
+static void test_attention_lens(const int *lens) {
     Rng rng; rng_init(&rng, 3);
     int B = 3, C = 15, NH = 3;   // odd head count, head size 5
-    int lens[3] = {5, 1, 3};
     int64_t off[4] = {0}, att_off[3];
     int64_t A = 0;
     for (int b = 0; b < B; b++) { off[b + 1] = off[b] + lens[b]; att_off[b] = A; A += (int64_t)NH * lens[b] * lens[b]; }
@@ -148,7 +148,7 @@ static void test_attention(void) {
     // reference: naive causal attention in double
     int hd = C / NH, bad = 0;
     for (int b = 0; b < B; b++) for (int h = 0; h < NH; h++) for (int t = 0; t < lens[b]; t++) {
-        double sc[8], mx = -1e30, sum = 0;
+        double sc[128], mx = -1e30, sum = 0;
         for (int s = 0; s <= t; s++) {
             double d = 0;
             for (int i = 0; i < hd; i++) d += (double)c.qkv[(off[b] + t) * 3 * C + h * hd + i] * c.qkv[(off[b] + s) * 3 * C + C + h * hd + i];
@@ -162,9 +162,16 @@ static void test_attention(void) {
         }
     }
     CHECK_MSG(bad == 0, "attention_forward differs from the naive reference in %d places", bad);
-    attention_backward(dqkv, c.r, c.qkv, c.att, off, att_off, B, C, NH);
+    float *scratch = zeros(A);
+    attention_backward(dqkv, scratch, c.r, c.qkv, c.att, off, att_off, B, C, NH);
+    free(scratch);
     fd_check("attention dqkv", att_loss, &c, c.qkv, dqkv, N * 3 * C, 1e-2f, 2e-3, 1e-2);
     free(c.out); free(c.att); free(c.qkv); free(c.r); free(dqkv);
+}
+static void test_attention(void) {
+    int short_lens[3] = {5, 1, 3}, mixed[3] = {70, 1, 66};
+    test_attention_lens(short_lens);
+    test_attention_lens(mixed);
 }
 
 // ---- gelu
