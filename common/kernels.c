@@ -120,39 +120,76 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 }
 
 // Few rows (decoding): sgemm would pack the whole weight for a handful of rows, tripling the
-// memory traffic of a product that is bound by streaming the weight. This streams it once:
-// each thread owns a block of output columns and keeps its rows' accumulators in L1.
+// memory traffic of a product that is bound by streaming the weight. These kernels stream it
+// once. One row: each thread owns a block of output columns, accumulators in L1. Two to eight
+// rows: a register tile of 8 rows x 16 columns (GCC vector extension: one zmm, or two ymm, per
+// row) walks down the weight, so each weight element is loaded once for all rows.
 #define SMALL_ROWS 8
-static void matmul_forward_small(float *out, const float *inp, const float *weight, const float *bias,
-                                 int64_t N, int C, int OC, int beta_one) {
+#define SMALL_MAX_C 4096   // widest input the tile kernel transposes on the stack (128 KiB)
+typedef float v16f __attribute__((vector_size(64)));
+static inline v16f v16_load(const float *p) { v16f v; memcpy(&v, p, sizeof v); return v; }
+
+static void matmul_forward_row(float *out, const float *inp, const float *weight, const float *bias,
+                               int C, int OC, int beta_one) {
     int nt = omp_get_max_threads();
     int per = (OC + nt - 1) / nt, split = 1;
-    while ((per + split - 1) / split > 512) split++;       // accumulators: N x 512 floats at most
+    while ((per + split - 1) / split > 2048) split++;
     int blk = (((per + split - 1) / split) + 15) & ~15;
     int nblk = (OC + blk - 1) / blk;
     #pragma omp parallel for schedule(static)
     for (int cb = 0; cb < nblk; cb++) {
         int c0 = cb * blk, w = OC - c0 < blk ? OC - c0 : blk;
-        float acc[SMALL_ROWS * 512];
-        for (int64_t m = 0; m < N; m++)
-            for (int j = 0; j < w; j++)
-                acc[m * blk + j] = (beta_one ? out[m * OC + c0 + j] : 0.0f) + (bias ? bias[c0 + j] : 0.0f);
+        float acc[2048];
+        for (int j = 0; j < w; j++) acc[j] = (beta_one ? out[c0 + j] : 0.0f) + (bias ? bias[c0 + j] : 0.0f);
         for (int k = 0; k < C; k++) {
             const float *wr = weight + (size_t)k * OC + c0;
+            float a = inp[k];
+            #pragma omp simd
+            for (int j = 0; j < w; j++) acc[j] += a * wr[j];
+        }
+        memcpy(out + c0, acc, (size_t)w * sizeof(float));
+    }
+}
+
+static void matmul_forward_tile8(float *out, const float *inp, const float *weight, const float *bias,
+                                 int64_t N, int C, int OC, int beta_one) {
+    int ntile = (OC + 15) / 16;
+    #pragma omp parallel
+    {
+        float xt[8 * SMALL_MAX_C];   // the inputs transposed to (C, 8), unused rows zero
+        for (int k = 0; k < C; k++)
+            for (int m = 0; m < 8; m++) xt[k * 8 + m] = m < N ? inp[(int64_t)m * C + k] : 0.0f;
+        #pragma omp for schedule(static)
+        for (int tile = 0; tile < ntile; tile++) {
+            int j0 = tile * 16, w = OC - j0 < 16 ? OC - j0 : 16;
+            v16f acc[8] = {{0}};
+            if (w == 16) {
+                v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+                for (int k = 0; k < C; k++) {
+                    v16f wv = v16_load(weight + (size_t)k * OC + j0);
+                    const float *a = xt + k * 8;
+                    a0 += a[0] * wv; a1 += a[1] * wv; a2 += a[2] * wv; a3 += a[3] * wv;
+                    a4 += a[4] * wv; a5 += a[5] * wv; a6 += a[6] * wv; a7 += a[7] * wv;
+                }
+                acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
+            } else {   // the last, narrower column strip
+                for (int k = 0; k < C; k++)
+                    for (int m = 0; m < N; m++)
+                        for (int jj = 0; jj < w; jj++) acc[m][jj] += xt[k * 8 + m] * weight[(size_t)k * OC + j0 + jj];
+            }
             for (int64_t m = 0; m < N; m++) {
-                float a = inp[m * C + k];
-                float *ac = acc + m * blk;
-                #pragma omp simd
-                for (int j = 0; j < w; j++) ac[j] += a * wr[j];
+                float *o = out + m * OC + j0;
+                for (int jj = 0; jj < w; jj++)
+                    o[jj] = (beta_one ? o[jj] : 0.0f) + (bias ? bias[j0 + jj] : 0.0f) + acc[m][jj];
             }
         }
-        for (int64_t m = 0; m < N; m++) memcpy(out + m * OC + c0, acc + m * blk, (size_t)w * sizeof(float));
     }
 }
 
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
-    if (N <= SMALL_ROWS) { matmul_forward_small(out, inp, weight, bias, N, C, OC, beta_one); return; }
+    if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
+    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) { matmul_forward_tile8(out, inp, weight, bias, N, C, OC, beta_one); return; }
     if (bias) {
         #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; i++) {
@@ -172,16 +209,24 @@ void logits_forward(float *out, const float *inp, const float *wte, int64_t M, i
                     0.0f, out, V);
         return;
     }
-    // few rows: stream the embedding once, a dot product per (vocabulary row, input row)
+    // few rows: stream the embedding once; 16-wide partial sums per (vocabulary row, input row),
+    // two vocabulary rows at a time so each input chunk loaded from L1 feeds two products
+    int C16 = C & ~15;
+    int npair = (V + 1) / 2;
     #pragma omp parallel for schedule(static)
-    for (int v = 0; v < V; v++) {
-        const float *w = wte + (size_t)v * C;
-        for (int64_t m = 0; m < M; m++) {
-            const float *x = inp + m * C;
-            float s = 0.0f;
-            #pragma omp simd reduction(+:s)
-            for (int c = 0; c < C; c++) s += x[c] * w[c];
-            out[m * V + v] = s;
+    for (int pr = 0; pr < npair; pr++) {
+        int v0 = 2 * pr, nv = v0 + 1 < V ? 2 : 1;
+        for (int vi = 0; vi < nv; vi++) {
+            const float *w = wte + (size_t)(v0 + vi) * C;
+            for (int64_t m = 0; m < M; m++) {
+                const float *x = inp + m * C;
+                v16f acc = {0};
+                for (int c = 0; c < C16; c += 16) acc += v16_load(x + c) * v16_load(w + c);
+                float sum = 0.0f;
+                for (int i = 0; i < 16; i++) sum += acc[i];
+                for (int c = C16; c < C; c++) sum += x[c] * w[c];
+                out[m * V + v0 + vi] = sum;
+            }
         }
     }
 }

@@ -173,6 +173,34 @@ static void test_padding_invariance(void) {
     model_free(&m); model_free(&one);
 }
 
+// Per-token log-probabilities and entropies (PPO's inputs) agree with the logits, in double.
+static void test_logp_entropy(void) {
+    Model m;
+    make_model(&m, 0, 0);
+    ModelBatch b = fixture_batch(1);
+    char err[256];
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL | MODEL_ENTROPY, err, sizeof err) == 0);
+    float *lp = malloc((size_t)B * T * sizeof(float)), *ent = malloc((size_t)B * T * sizeof(float));
+    model_get_logp(&m, lp);
+    model_get_entropy(&m, ent);
+    for (int bi = 0; bi < B; bi++)
+        for (int t = 0; t < T; t++) {
+            if (t >= lengths[bi]) { CHECK(lp[bi * T + t] == 0.0f && ent[bi * T + t] == 0.0f); continue; }
+            const float *x = model_logits_at(&m, bi, t);
+            double mx = -1e30, z = 0, h = 0;
+            for (int v = 0; v < V; v++) mx = fmax(mx, x[v]);
+            for (int v = 0; v < V; v++) z += exp(x[v] - mx);
+            double lse = mx + log(z);
+            for (int v = 0; v < V; v++) h -= exp(x[v] - lse) * (x[v] - lse);
+            int tg = targets[bi * T + t];
+            float want_lp = tg >= 0 ? (float)(x[tg] - lse) : 0.0f, want_h = (float)h;
+            CHECK_CLOSE(&lp[bi * T + t], &want_lp, 1, 1e-5, 1e-5, "log p(target)");
+            CHECK_CLOSE(&ent[bi * T + t], &want_h, 1, 1e-5, 1e-5, "entropy");
+        }
+    free(lp); free(ent);
+    model_free(&m);
+}
+
 static void run_step(Model *m, int threads, float *grads_out) {
     omp_set_num_threads(threads);
     ModelBatch b = fixture_batch(1);
@@ -246,6 +274,7 @@ int main(void) {
     test_case("model: scalar head values and gradients vs PyTorch", test_scalar_head);
     test_case("model: 10 AdamW steps (clip, decay on matrices) vs PyTorch", test_adamw);
     test_case("model: padded batch equals each sequence alone", test_padding_invariance);
+    test_case("model: per-token log-probs and entropies", test_logp_entropy);
     test_case("model: 1 and 2 OpenMP threads agree", test_threads_agree);
     test_case("model: bad configurations and batches are errors", test_bad_configs);
     fixture_free(&fx);
