@@ -49,6 +49,15 @@ static double sgemm_ceiling(void) {
     return best;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 // FLOPs of one training step (forward + backward = 3x forward; attention counted causally).
 static double train_flops(const ModelConfig *c, int B, int T) {
     double C = c->n_embd, L = c->n_layer, V = c->vocab_size, tok = (double)B * T;
@@ -85,8 +94,10 @@ int main(int argc, char **argv) {
         if (B < 0) B = small ? 16 : 4;
         if (T < 0) T = small ? 128 : 256;
         if (steps < 0) steps = small ? 20 : 5;
+        double ti = util_time_s();
         if (model_init(&m, &c, B, T, 1, 1, err, sizeof err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
         model_init_weights(&m, 1234);
+        fprintf(stderr, "init: %.2f s\n", util_time_s() - ti);
         int32_t *tok = MALLOC_CHECK((size_t)B * T * 4), *tgt = MALLOC_CHECK((size_t)B * T * 4), *len = MALLOC_CHECK((size_t)B * 4);
         float *w = MALLOC_CHECK((size_t)B * T * 4);
         Rng r; rng_init(&r, 1);
@@ -94,7 +105,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < B; i++) len[i] = T;
         ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len, .targets = tgt, .weights = w};
         AdamWConfig oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
-        double total = 0;
+        double *times = MALLOC_CHECK((size_t)(steps + 2) * sizeof(double));
         long flt0 = 0;
         for (int s = 0; s < steps + 2; s++) {
             if (s == 2) { struct rusage ru; getrusage(RUSAGE_SELF, &ru); flt0 = ru.ru_minflt; }
@@ -104,13 +115,15 @@ int main(int argc, char **argv) {
             model_backward(&m, &b, NULL, NULL);
             optim_adamw_step(&m, &oc, oc.lr, s + 1);
             double dt = util_time_s() - t0;
-            if (s >= 2) total += dt;   // 2 warmup steps, as the PyTorch side
+            times[s] = dt;
             fprintf(stderr, "step %d: loss %.4f, %.3f s\n", s, m.loss, dt);
         }
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         fprintf(stderr, "page faults per timed step: %.0f\n", (double)(ru.ru_minflt - flt0) / steps);
-        double step_s = total / steps, fl = train_flops(&c, B, T);
+        // the median of the timed steps: robust to a stray slow step on a shared machine
+        double step_s = median(times + 2, steps), fl = train_flops(&c, B, T);
+        free(times);
         printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
                "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
                pname, B, T, threads, B * T / step_s, step_s, fl / step_s / 1e9, peak_rss_mb());

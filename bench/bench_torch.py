@@ -8,7 +8,7 @@ One configuration per process, so that peak memory (ru_maxrss) belongs to that c
 
 train:    one step = forward + masked mean cross-entropy over all B*T tokens + backward +
           AdamW (weight decay 0.1 on matrices, 0 on biases/LayerNorm); 2 warmup steps, then
-          the mean over --steps. tokens_per_s = B*T / step_s.
+          the median over --steps. tokens_per_s = B*T / step_s.
 generate: random prompts of --prompt (16) tokens, --new (64) new tokens each, greedy or
           multinomial sampling, KV cache preallocated per layer, under torch.no_grad().
           The timed region includes the prefill; step_s is that whole time and
@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import resource
+import statistics
 import sys
 import time
 
@@ -151,11 +152,14 @@ def train_bench(model, B, T, steps, warmup=2):
         t0 = time.perf_counter()
         loss = step()
         print(f"warmup {i}: loss {loss:.4f} {time.perf_counter() - t0:.3f}s", file=sys.stderr)
-    t0 = time.perf_counter()
+    times = []
     for i in range(steps):
+        t0 = time.perf_counter()
         loss = step()
-    step_s = (time.perf_counter() - t0) / steps
-    print(f"{steps} steps: last loss {loss:.4f}, {step_s:.3f}s/step", file=sys.stderr)
+        times.append(time.perf_counter() - t0)
+    # the median step, as bench_model.c reports: robust to a stray slow step on a shared machine
+    step_s = statistics.median(times)
+    print(f"{steps} steps: last loss {loss:.4f}, median {step_s:.3f}s/step", file=sys.stderr)
     return step_s, B * T / step_s
 
 

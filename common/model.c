@@ -154,19 +154,18 @@ void model_free(Model *m) {
 }
 
 void model_init_weights(Model *m, uint64_t seed) {
-    Rng rng;
-    rng_init(&rng, seed);
     const ModelConfig *c = &m->config;
     ModelParams *p = &m->params;
     memset(m->params_memory, 0, m->num_params * sizeof(float));
     float proj_std = 0.02f / sqrtf(2.0f * c->n_layer);
-    rng_fill_normal(&rng, p->wte, (int64_t)m->param_sizes[P_WTE], 0.0f, 0.02f);
-    rng_fill_normal(&rng, p->wpe, (int64_t)m->param_sizes[P_WPE], 0.0f, 0.01f);
-    rng_fill_normal(&rng, p->qkvw, (int64_t)m->param_sizes[P_QKVW], 0.0f, 0.02f);
-    rng_fill_normal(&rng, p->attprojw, (int64_t)m->param_sizes[P_ATTPROJW], 0.0f, proj_std);
-    rng_fill_normal(&rng, p->fcw, (int64_t)m->param_sizes[P_FCW], 0.0f, 0.02f);
-    rng_fill_normal(&rng, p->fcprojw, (int64_t)m->param_sizes[P_FCPROJW], 0.0f, proj_std);
-    if (c->score_head) rng_fill_normal(&rng, p->scorew, (int64_t)m->param_sizes[P_SCOREW], 0.0f, 0.02f);
+    // one stream per tensor: adding a head does not change the other tensors' values
+    rng_fill_normal_chunked(seed, P_WTE, p->wte, (int64_t)m->param_sizes[P_WTE], 0.0f, 0.02f);
+    rng_fill_normal_chunked(seed, P_WPE, p->wpe, (int64_t)m->param_sizes[P_WPE], 0.0f, 0.01f);
+    rng_fill_normal_chunked(seed, P_QKVW, p->qkvw, (int64_t)m->param_sizes[P_QKVW], 0.0f, 0.02f);
+    rng_fill_normal_chunked(seed, P_ATTPROJW, p->attprojw, (int64_t)m->param_sizes[P_ATTPROJW], 0.0f, proj_std);
+    rng_fill_normal_chunked(seed, P_FCW, p->fcw, (int64_t)m->param_sizes[P_FCW], 0.0f, 0.02f);
+    rng_fill_normal_chunked(seed, P_FCPROJW, p->fcprojw, (int64_t)m->param_sizes[P_FCPROJW], 0.0f, proj_std);
+    if (c->score_head) rng_fill_normal_chunked(seed, P_SCOREW, p->scorew, (int64_t)m->param_sizes[P_SCOREW], 0.0f, 0.02f);
     for (size_t i = 0; i < m->param_sizes[P_LN1W]; i++) { p->ln1w[i] = 1.0f; p->ln2w[i] = 1.0f; }
     for (int i = 0; i < c->n_embd; i++) p->lnfw[i] = 1.0f;
 }

@@ -13,12 +13,23 @@ float lr_at(const LrSchedule *s, float peak, int64_t step) {
     return floor + (peak - floor) * 0.5f * (float)(1.0 + cos(M_PI * frac));
 }
 
+// Summed in 1024 fixed chunks, then the chunks in order: an OpenMP reduction would combine the
+// threads' partial sums in arrival order, and the last bit of the norm (hence of the clipped
+// update) would change from run to run, breaking bit-exact resume.
+#define NORM_CHUNKS 1024
 float optim_grad_norm(const Model *m) {
-    double s = 0.0;
+    double part[NORM_CHUNKS];
     const float *g = m->grads_memory;
-    int64_t n = (int64_t)m->num_params;
-    #pragma omp parallel for reduction(+:s) schedule(static)
-    for (int64_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    int64_t n = (int64_t)m->num_params, per = (n + NORM_CHUNKS - 1) / NORM_CHUNKS;
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < NORM_CHUNKS; c++) {
+        int64_t i0 = c * per, i1 = i0 + per < n ? i0 + per : n;
+        double s = 0.0;
+        for (int64_t i = i0; i < i1; i++) s += (double)g[i] * g[i];
+        part[c] = s;
+    }
+    double s = 0.0;
+    for (int c = 0; c < NORM_CHUNKS; c++) s += part[c];
     return (float)sqrt(s);
 }
 

@@ -54,3 +54,16 @@ void rng_fill_normal(Rng *r, float *x, int64_t n, float mean, float std) {
     }
     if (i < n) x[i] = mean + std * rng_normal(r);
 }
+
+#define RNG_CHUNK 65536
+void rng_fill_normal_chunked(uint64_t seed, uint64_t stream, float *x, int64_t n, float mean, float std) {
+    int64_t nchunk = (n + RNG_CHUNK - 1) / RNG_CHUNK;
+    #pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < nchunk; c++) {
+        uint64_t mix = seed ^ (0x9e3779b97f4a7c15ULL * (stream + 1));
+        Rng r;
+        rng_init(&r, splitmix64(&mix) ^ (uint64_t)c);
+        int64_t i0 = c * RNG_CHUNK, len = n - i0 < RNG_CHUNK ? n - i0 : RNG_CHUNK;
+        rng_fill_normal(&r, x + i0, len, mean, std);
+    }
+}

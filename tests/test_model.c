@@ -226,6 +226,29 @@ static void test_threads_agree(void) {
     model_free(&m);
 }
 
+// Exact resume depends on it: the same steps with the same thread count give the same bits.
+static void test_bitwise_repeatable(void) {
+    float *runs[2];
+    for (int r = 0; r < 2; r++) {
+        Model m;
+        make_model(&m, 0, 1);
+        ModelBatch b = fixture_batch(1);
+        AdamWConfig oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
+        char err[256];
+        for (int step = 1; step <= 3; step++) {
+            model_forward(&m, &b, 0, err, sizeof err);
+            model_zero_grad(&m);
+            model_backward(&m, &b, NULL, NULL);
+            optim_adamw_step(&m, &oc, oc.lr, step);
+        }
+        runs[r] = malloc(m.num_params * sizeof(float));
+        memcpy(runs[r], m.params_memory, m.num_params * sizeof(float));
+        if (r == 1) CHECK(memcmp(runs[0], runs[1], m.num_params * sizeof(float)) == 0);
+        model_free(&m);
+    }
+    free(runs[0]); free(runs[1]);
+}
+
 static void test_bad_configs(void) {
     char err[256];
     Model m;
@@ -276,6 +299,7 @@ int main(void) {
     test_case("model: padded batch equals each sequence alone", test_padding_invariance);
     test_case("model: per-token log-probs and entropies", test_logp_entropy);
     test_case("model: 1 and 2 OpenMP threads agree", test_threads_agree);
+    test_case("model: training steps are bitwise repeatable", test_bitwise_repeatable);
     test_case("model: bad configurations and batches are errors", test_bad_configs);
     fixture_free(&fx);
     return test_summary();
