@@ -1,0 +1,489 @@
+// sft: supervised fine-tuning (InstructGPT step 1) on prompt/response or chat demonstrations,
+// and plain-text pretraining (SFT without a prompt mask). Reads like a recipe: parse the config,
+// load the model and the data, loop (step, log, evaluate, save), record everything in the
+// workspace database. Killed at any moment, the same command resumes from the last checkpoint and
+// ends with the same weights as an uninterrupted run (same thread count).
+#include "checkpoint.h"
+#include "cli.h"
+#include "config.h"
+#include "dataset.h"
+#include "generate.h"
+#include "model.h"
+#include "optim.h"
+#include "store.h"
+#include "tokfile.h"
+#include "tokenizer.h"
+#include "util.h"
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const ConfigEntry SFT_SCHEMA[] = {
+    CONFIG_ENTRY("model.init", CONFIG_STRING, "", "checkpoint to start from (required)"),
+    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "", "tokenizer directory when model.init has none"),
+    CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory: last/ and best/ checkpoints (required)"),
+    CONFIG_ENTRY("workspace", CONFIG_STRING, "", "workspace database (default: OUT.DIR/workspace.db)", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("data.format", CONFIG_ENUM, "jsonl", "jsonl: prompt/response or chat lines; db: the workspace's demonstrations; text: plain-text pretraining",
+                 .choices = "jsonl|db|text"),
+    CONFIG_ENTRY("data.train", CONFIG_LIST, NULL, "training files (jsonl or text)"),
+    CONFIG_ENTRY("data.valid", CONFIG_LIST, NULL, "held-out files (default: a share of data.train, see valid_percent)"),
+    CONFIG_ENTRY("data.valid_percent", CONFIG_DOUBLE, "5", "share of jsonl/db examples held out when data.valid is empty", .min = "0", .max = "50"),
+    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE, "prompt rendering; exactly one {prompt}"),
+    CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX, "text before each response"),
+    CONFIG_ENTRY("data.truncation", CONFIG_ENUM, "error", "examples longer than the context", .choices = "error|truncate_prompt_left|drop"),
+    CONFIG_ENTRY("data.train_on_all", CONFIG_BOOL, "false", "loss on prompt tokens too"),
+    CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8", "sequences per micro-batch", .min = "1", .max = "65536"),
+    CONFIG_ENTRY("train.grad_accum", CONFIG_INT, "1", "micro-batches per optimizer step", .min = "1", .max = "65536"),
+    CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0", "positions per sequence (0: the model's context)", .min = "0"),
+    CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", "passes over the training data (when train.steps is 0)", .min = "1"),
+    CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0"),
+    CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "1e-4", "peak learning rate", .min = "0", .max = "10"),
+    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "cosine", "learning-rate schedule after warmup", .choices = "cosine|constant"),
+    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup steps", .min = "0"),
+    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
+    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip (0: off)", .min = "0"),
+    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "data order and sampling seed", .min = "0"),
+    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("eval.every", CONFIG_INT, "100", "evaluate every N steps (and at the end)", .min = "1"),
+    CONFIG_ENTRY("eval.max_batches", CONFIG_INT, "0", "held-out batches per evaluation (0: all)", .min = "0"),
+    CONFIG_ENTRY("eval.prompts", CONFIG_LIST, NULL, "prompts sampled (greedy) and logged at each evaluation", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("eval.max_new", CONFIG_INT, "32", "new tokens per evaluation prompt", .min = "1", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("save.every", CONFIG_INT, "0", "save last/ every N steps (0: at each evaluation)", .min = "0", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("log.every", CONFIG_INT, "10", "log a line every N steps when not on a terminal", .min = "1", .flags = CONFIG_NO_HASH),
+    {0}};
+
+static const char *usage =
+    "usage: sft -c CONFIG.yaml [--set KEY=VALUE ...] [--print-config]\n"
+    "Supervised fine-tuning on demonstrations (data.format jsonl or db) or plain-text pretraining\n"
+    "(data.format text). Writes OUT.DIR/last (resumable) and OUT.DIR/best (lowest held-out loss),\n"
+    "and records the run and its metrics in the workspace database. Rerun the same command after\n"
+    "an interruption to resume. Keys:\n";
+
+// The one piece of process state: set by SIGINT/SIGTERM, read by the loop, which then saves and
+// stops cleanly. A signal handler can reach nothing else.
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) { (void)sig; stop_requested = 1; }
+
+typedef struct {
+    // configuration
+    Config *cfg;
+    char hash[CONFIG_HASH_HEX];
+    const char *out_dir;
+    char last_dir[4096], best_dir[4096], db_path[4096];
+    int text;                  // plain-text pretraining
+    int B, T, accum;
+    int64_t total_steps;
+    // state
+    Model model;
+    Tokenizer *tok;
+    Store *db;
+    int64_t run_id;
+    Dataset *ds;
+    DatasetIter *train_it;
+    TokFile tf_train, tf_valid;
+    TokfileIter tf_it;
+    int has_valid;
+    DataBatch *micro;          // (accum) micro-batches
+    int64_t step;              // optimizer steps done
+    double best_val;
+    Rng rng;
+} Sft;
+
+#define FAILF(...) do { fprintf(stderr, "sft: " __VA_ARGS__); fputc('\n', stderr); return -1; } while (0)
+
+static uint64_t hex_u64(const char *h) { return strtoull(h, NULL, 16); }
+
+typedef struct { Dataset *ds; char *err; size_t errlen; } DemoCtx;
+
+static int add_demo(const StoreDemonstration *d, void *ctx) {
+    DemoCtx *c = ctx;
+    // the database's test split is never trained on; its valid split is the held-out set
+    DatasetSplit sp = !strcmp(d->split, "train") ? DATASET_SPLIT_TRAIN : !strcmp(d->split, "valid") ? DATASET_SPLIT_VALID : -1;
+    if ((int)sp < 0) return 0;
+    return dataset_add_pair(c->ds, d->prompt, d->response, "workspace", d->id, sp, c->err, c->errlen) ? -1 : 0;
+}
+
+static int load_data(Sft *s, char *err, size_t errlen) {
+    const char *fmt = config_get_string(s->cfg, "data.format");
+    const char *const *train, *const *valid;
+    int64_t ntrain = config_get_list(s->cfg, "data.train", &train), nvalid = config_get_list(s->cfg, "data.valid", &valid);
+    if (!strcmp(fmt, "text")) {
+        s->text = 1;
+        if (ntrain == 0) return util_err(err, errlen, "data.train: no text files given");
+        char path[4200];
+        snprintf(path, sizeof path, "%s/train.tok", s->out_dir);
+        struct stat st;
+        if (stat(path, &st)) {   // tokenized once, then memory-mapped on every run
+            TokfileStats ts;
+            fprintf(stderr, "sft: tokenizing %lld text file(s) into %s\n", (long long)ntrain, path);
+            if (tokfile_write_text(path, s->tok, train, (size_t)ntrain, NULL, &ts, err, errlen)) return -1;
+        }
+        if (tokfile_open(&s->tf_train, path, s->tok, s->model.config.vocab_size, err, errlen)) return -1;
+        TokfileIterOptions o = {.batch_size = s->B, .seq_len = s->T, .order = TOKFILE_SHUFFLED,
+                                .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
+        if (tokfile_iter_init(&s->tf_it, &s->tf_train, &o, err, errlen)) return -1;
+        if (nvalid > 0) {
+            snprintf(path, sizeof path, "%s/valid.tok", s->out_dir);
+            if (stat(path, &st) && tokfile_write_text(path, s->tok, valid, (size_t)nvalid, NULL, NULL, err, errlen)) return -1;
+            if (tokfile_open(&s->tf_valid, path, s->tok, s->model.config.vocab_size, err, errlen)) return -1;
+            s->has_valid = 1;
+        }
+        int64_t per_step = (int64_t)s->B * s->accum;
+        if (!s->total_steps)
+            s->total_steps = (config_get_int(s->cfg, "train.epochs") * tokfile_iter_windows(&s->tf_it) + per_step - 1) / per_step;
+        return 0;
+    }
+    DatasetOptions o = {.prompt_template = config_get_string(s->cfg, "data.prompt_template"),
+                        .response_prefix = config_get_string(s->cfg, "data.response_prefix"),
+                        .max_tokens = s->T, .train_on_all = config_get_bool(s->cfg, "data.train_on_all"),
+                        .valid_percent = nvalid > 0 ? 0.0 : config_get_double(s->cfg, "data.valid_percent")};
+    if (dataset_truncation_parse(config_get_string(s->cfg, "data.truncation"), &o.truncation, err, errlen) ||
+        dataset_create(&s->ds, s->tok, &o, err, errlen)) return -1;
+    if (!strcmp(fmt, "jsonl")) {
+        if (ntrain == 0) return util_err(err, errlen, "data.train: no JSONL files given");
+        for (int64_t i = 0; i < ntrain; i++)
+            if (dataset_load_jsonl(s->ds, train[i], DATASET_SPLIT_AUTO, err, errlen)) return -1;
+        for (int64_t i = 0; i < nvalid; i++)
+            if (dataset_load_jsonl(s->ds, valid[i], DATASET_SPLIT_VALID, err, errlen)) return -1;
+    } else {   // db: the workspace's demonstrations, with the database's own split
+        DemoCtx dc = {s->ds, err, errlen};
+        if (store_each_demonstration(s->db, NULL, add_demo, &dc, err, errlen)) return -1;
+    }
+    DatasetStats st;
+    dataset_stats(s->ds, &st);
+    if (st.n_train == 0) return util_err(err, errlen, "the data set has no training examples");
+    fprintf(stderr, "sft: %lld examples (%lld train, %lld held out), %lld tokens, longest %d%s\n",
+            (long long)st.n_examples, (long long)st.n_train, (long long)st.n_valid, (long long)st.n_tokens, st.max_len,
+            st.n_dropped ? " (some dropped: too long)" : "");
+    s->has_valid = st.n_valid > 0;
+    DatasetIterOptions io = {.batch_size = s->B, .bucket_batches = 50, .shuffle = 1, .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
+    if (dataset_iter_create(&s->train_it, s->ds, DATASET_SPLIT_TRAIN, &io, err, errlen)) return -1;
+    if (!s->total_steps)
+        s->total_steps = (config_get_int(s->cfg, "train.epochs") * dataset_iter_batches_per_epoch(s->train_it) + s->accum - 1) / s->accum;
+    return 0;
+}
+
+// Mean next-token loss over the held-out data (all of it, or eval.max_batches batches).
+static double eval_loss(Sft *s) {
+    int64_t maxb = config_get_int(s->cfg, "eval.max_batches");
+    double total = 0;
+    int64_t ntok = 0;
+    char err[512];
+    DataBatch *b = &s->micro[0];
+    if (s->text) {
+        TokfileIterOptions o = {.batch_size = s->B, .seq_len = s->T, .order = TOKFILE_SEQUENTIAL};
+        TokfileIter it;
+        if (tokfile_iter_init(&it, &s->tf_valid, &o, err, sizeof err)) { fprintf(stderr, "sft: valid: %s\n", err); return NAN; }
+        int64_t n = (tokfile_iter_windows(&it) + s->B - 1) / s->B;
+        if (maxb && n > maxb) n = maxb;
+        for (int64_t i = 0; i < n; i++) {
+            tokfile_iter_next(&it, b, 1.0f);
+            ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
+            if (model_forward(&s->model, &mb, 0, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); return NAN; }
+            total += s->model.loss;
+            ntok += b->n_targets;
+        }
+    } else {
+        DatasetIterOptions io = {.batch_size = s->B, .bucket_batches = 1, .shuffle = 0};
+        DatasetIter *it;
+        if (dataset_iter_create(&it, s->ds, DATASET_SPLIT_VALID, &io, err, sizeof err)) { fprintf(stderr, "sft: valid: %s\n", err); return NAN; }
+        int64_t n = dataset_iter_batches_per_epoch(it);
+        if (maxb && n > maxb) n = maxb;
+        for (int64_t i = 0; i < n; i++) {
+            dataset_iter_next(it, b, 1.0f);
+            ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
+            if (model_forward(&s->model, &mb, 0, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); dataset_iter_free(it); return NAN; }
+            total += s->model.loss;
+            ntok += b->n_targets;
+        }
+        dataset_iter_free(it);
+    }
+    return ntok ? total / (double)ntok : NAN;
+}
+
+// Greedy samples of the fixed evaluation prompts, so that progress can be read, not just plotted.
+static void eval_samples(Sft *s) {
+    const char *const *prompts;
+    int64_t np = config_get_list(s->cfg, "eval.prompts", &prompts);
+    if (np == 0 || s->text) return;
+    int max_new = (int)config_get_int(s->cfg, "eval.max_new");
+    char err[512];
+    KVCache kv;
+    Sampler sm;
+    if (kv_init(&kv, &s->model, 1, s->model.config.max_seq_len, s->model.config.max_seq_len, err, sizeof err)) return;
+    sampler_init(&sm, s->model.config.vocab_size);
+    GenConfig g = {.max_new_tokens = max_new, .eot_id = tok_eot(s->tok), .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
+    Rng r;
+    rng_init(&r, 0);
+    for (int64_t i = 0; i < np; i++) {
+        TokIds ids = {0};
+        int32_t out[4096], ol = 0;
+        if (dataset_encode_prompt(s->ds, prompts[i], &ids, err, sizeof err) == 0 && (int64_t)ids.n + max_new <= s->model.config.max_seq_len && max_new <= 4096) {
+            int32_t len = (int32_t)ids.n;
+            if (gen_generate(&s->model, &kv, &sm, &g, &r, ids.ids, &len, 1, len, out, &ol, NULL, NULL, err, sizeof err) == 0) {
+                if (ol > 0 && out[ol - 1] == g.eot_id) ol--;
+                TokBytes tb = {0};
+                tok_decode(s->tok, out, (size_t)ol, &tb, err);
+                fprintf(stderr, "sft: sample %lld: %s ->%s\n", (long long)i + 1, prompts[i], tb.data ? tb.data : "");
+                tok_bytes_free(&tb);
+            }
+        }
+        tok_ids_free(&ids);
+    }
+    sampler_free(&sm);
+    kv_free(&kv);
+}
+
+static int save_last(Sft *s, char *err, size_t errlen) {
+    CkptTrainerState st;
+    ckpt_state_init(&st);
+    st.step = s->step;
+    st.rng = s->rng;
+    DataCursor cur;
+    if (s->text) tokfile_iter_cursor(&s->tf_it, &cur); else dataset_iter_cursor(s->train_it, &cur);
+    if (data_cursor_save(&cur, &st, "train", err, errlen) ||
+        ckpt_state_set_int(&st, "config_hash", (int64_t)hex_u64(s->hash), err, errlen) ||
+        ckpt_state_set_int(&st, "run_id", s->run_id, err, errlen) ||
+        (isfinite(s->best_val) && ckpt_state_set_float(&st, "best_val_loss", s->best_val, err, errlen)))
+        return -1;
+    CkptSaveOptions so = {.tokenizer_dir = NULL, .state = &st, .has_token_ids = tok_eot(s->tok) >= 0,
+                          .bos_token_id = tok_eot(s->tok), .eos_token_id = tok_eot(s->tok)};
+    so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0] ? config_get_string(s->cfg, "model.tokenizer")
+                                                                        : config_get_string(s->cfg, "model.init");
+    if (ckpt_save(s->last_dir, &s->model, &so, err, errlen)) return -1;
+    return store_set_run_checkpoint(s->db, s->run_id, s->last_dir, err, errlen);
+}
+
+static int save_best(Sft *s, char *err, size_t errlen) {
+    CkptSaveOptions so = {.has_token_ids = tok_eot(s->tok) >= 0, .bos_token_id = tok_eot(s->tok), .eos_token_id = tok_eot(s->tok)};
+    so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0] ? config_get_string(s->cfg, "model.tokenizer")
+                                                                        : config_get_string(s->cfg, "model.init");
+    return ckpt_save(s->best_dir, &s->model, &so, err, errlen);
+}
+
+// Resume when OUT.DIR/last holds a trainer state of this config; -1 on a mismatch (the user
+// must choose another out.dir or train.resume=false), 1 when resumed, 0 for a fresh start.
+static int try_resume(Sft *s, CkptTrainerState *st, char *err, size_t errlen) {
+    if (!config_get_bool(s->cfg, "train.resume")) return 0;
+    ModelConfig c;
+    CkptInfo info;
+    if (ckpt_load_config(s->last_dir, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
+    if (ckpt_load_trainer_state(s->last_dir, NULL, st, err, errlen)) return -1;
+    int64_t h;
+    if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) || (uint64_t)h != hex_u64(s->hash))
+        return util_err(err, errlen, "%s holds a run with another configuration: use another out.dir, or --set train.resume=false to start over", s->last_dir);
+    return 1;
+}
+
+static int setup(Sft *s, char *err, size_t errlen) {
+    s->out_dir = config_get_string(s->cfg, "out.dir");
+    const char *init = config_get_string(s->cfg, "model.init");
+    if (!s->out_dir[0]) return util_err(err, errlen, "out.dir is required");
+    if (!init[0]) return util_err(err, errlen, "model.init is required (a checkpoint; `rlhf init` makes one)");
+    if (util_mkdir_p(s->out_dir, err, errlen)) return -1;
+    snprintf(s->last_dir, sizeof s->last_dir, "%s/last", s->out_dir);
+    snprintf(s->best_dir, sizeof s->best_dir, "%s/best", s->out_dir);
+    const char *ws = config_get_string(s->cfg, "workspace");
+    if (ws[0]) snprintf(s->db_path, sizeof s->db_path, "%s", ws);
+    else snprintf(s->db_path, sizeof s->db_path, "%s/workspace.db", s->out_dir);
+    config_hash(s->cfg, s->hash);
+    s->B = (int)config_get_int(s->cfg, "train.batch_size");
+    s->accum = (int)config_get_int(s->cfg, "train.grad_accum");
+    s->total_steps = config_get_int(s->cfg, "train.steps");
+    s->best_val = INFINITY;
+    int64_t th = config_get_int(s->cfg, "train.threads");
+    if (th > 0) omp_set_num_threads((int)th);
+    if (store_open(&s->db, s->db_path, err, errlen) || store_reap_runs(s->db, NULL, err, errlen)) return -1;
+
+    CkptTrainerState st;
+    int resumed = try_resume(s, &st, err, errlen);
+    if (resumed < 0) return -1;
+    const char *from = resumed ? s->last_dir : init;
+    ModelConfig c;
+    if (ckpt_load_config(from, &c, NULL, err, errlen)) return -1;
+    if (!c.lm_head) return util_err(err, errlen, "%s has no LM head: sft needs a language model", from);
+    c.score_head = 0;
+    int64_t T = config_get_int(s->cfg, "train.seq_len");
+    if (T == 0) T = c.max_seq_len;
+    if (T > c.max_seq_len) return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T, c.max_seq_len);
+    s->T = (int)T;
+    if (model_init(&s->model, &c, s->B, s->T, 1, 1, err, errlen) ||
+        ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen)) return -1;
+    const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
+    char terr[TOK_ERR_LEN];
+    if (tok_load(&s->tok, tokdir[0] ? tokdir : init, terr)) return util_err(err, errlen, "%s", terr);
+    if (tok_vocab_size(s->tok) > c.vocab_size)
+        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the model's vocabulary %d", (long long)tok_vocab_size(s->tok), c.vocab_size);
+    if (load_data(s, err, errlen)) return -1;
+    s->micro = CALLOC_CHECK((size_t)s->accum, sizeof(DataBatch));
+    for (int a = 0; a < s->accum; a++) data_batch_init(&s->micro[a], s->B, s->T);
+
+    char *dump = config_dump_string(s->cfg);
+    if (resumed) {
+        DataCursor cur;
+        if (ckpt_load_trainer_state(s->last_dir, &s->model, &st, err, errlen) ||
+            data_cursor_load(&cur, &st, "train", err, errlen) ||
+            (s->text ? tokfile_iter_seek(&s->tf_it, &cur, err, errlen) : dataset_iter_seek(s->train_it, &cur, err, errlen)) ||
+            ckpt_state_get_int(&st, "run_id", &s->run_id, err, errlen)) { free(dump); return -1; }
+        s->step = st.step;
+        s->rng = st.rng;
+        double bv;
+        if (ckpt_state_get_float(&st, "best_val_loss", &bv, NULL, 0) == 0) s->best_val = bv;
+        StoreRun r;
+        if (store_get_run(s->db, s->run_id, &r, NULL, 0) == 0) store_run_free(&r);
+        else {   // the database was replaced: record the run anew
+            StoreRunInfo ri = {.stage = "sft", .program = "sft", .config = dump, .config_hash = s->hash, .checkpoint = s->last_dir};
+            if (store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
+        }
+        if (store_set_run_status(s->db, s->run_id, STORE_RUN_RUNNING, 0, err, errlen)) { free(dump); return -1; }
+        fprintf(stderr, "sft: resuming run %lld at step %lld of %lld from %s\n", (long long)s->run_id, (long long)s->step,
+                (long long)s->total_steps, s->last_dir);
+    } else {
+        rng_init(&s->rng, (uint64_t)config_get_int(s->cfg, "train.seed"));
+        StoreRunInfo ri = {.stage = "sft", .program = "sft", .config = dump, .config_hash = s->hash};
+        if (store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
+    }
+    free(dump);
+    return 0;
+}
+
+static void teardown(Sft *s) {
+    if (s->micro) for (int a = 0; a < s->accum; a++) data_batch_free(&s->micro[a]);
+    free(s->micro);
+    dataset_iter_free(s->train_it);
+    dataset_free(s->ds);
+    tokfile_close(&s->tf_train);
+    tokfile_close(&s->tf_valid);
+    tok_free(s->tok);
+    model_free(&s->model);
+    store_close(s->db);
+    config_free(s->cfg);
+}
+
+static int train(Sft *s, char *err, size_t errlen) {
+    AdamWConfig oc = {.lr = (float)config_get_double(s->cfg, "train.lr"), .beta1 = (float)config_get_double(s->cfg, "train.beta1"),
+                      .beta2 = (float)config_get_double(s->cfg, "train.beta2"), .eps = (float)config_get_double(s->cfg, "train.eps"),
+                      .weight_decay = (float)config_get_double(s->cfg, "train.weight_decay"),
+                      .grad_clip = (float)config_get_double(s->cfg, "train.grad_clip")};
+    LrSchedule sch = {.kind = !strcmp(config_get_string(s->cfg, "train.schedule"), "constant") ? LR_CONSTANT : LR_COSINE,
+                      .warmup_steps = config_get_int(s->cfg, "train.warmup_steps"), .total_steps = s->total_steps,
+                      .min_lr_frac = (float)config_get_double(s->cfg, "train.min_lr_frac")};
+    int64_t eval_every = config_get_int(s->cfg, "eval.every"), save_every = config_get_int(s->cfg, "save.every");
+    int64_t log_every = config_get_int(s->cfg, "log.every");
+    if (!save_every) save_every = eval_every;
+    CliProgress pr;
+    cli_progress_start(&pr, stderr, "sft", s->total_steps);
+    double t_start = util_time_s();
+    int64_t tokens_since = 0, first_step = s->step;
+    while (s->step < s->total_steps && !stop_requested) {
+        double t0 = util_time_s();
+        // one optimizer step: accum micro-batches, the loss a mean over all their target tokens
+        int64_t ntgt = 0;
+        for (int a = 0; a < s->accum; a++) {
+            if (s->text) tokfile_iter_next(&s->tf_it, &s->micro[a], 1.0f);
+            else dataset_iter_next(s->train_it, &s->micro[a], 1.0f);
+        }
+        ntgt = data_batch_normalise(s->micro, s->accum);
+        model_zero_grad(&s->model);
+        double loss = 0;
+        for (int a = 0; a < s->accum; a++) {
+            DataBatch *b = &s->micro[a];
+            ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
+            if (model_forward(&s->model, &mb, 0, err, errlen)) return -1;
+            model_backward(&s->model, &mb, NULL, NULL);
+            loss += s->model.loss;
+            tokens_since += b->n_targets;
+        }
+        float lr = lr_at(&sch, oc.lr, s->step);
+        float norm = optim_adamw_step(&s->model, &oc, lr, s->step + 1);
+        s->step++;
+        if (!isfinite(loss) || !isfinite(norm))
+            return util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); lower train.lr",
+                            (long long)s->step, loss, (double)norm);
+        double dt = util_time_s() - t0;
+        if (store_add_metric(s->db, s->run_id, s->step, "train/loss", loss, err, errlen) ||
+            store_add_metric(s->db, s->run_id, s->step, "train/lr", lr, err, errlen) ||
+            store_add_metric(s->db, s->run_id, s->step, "train/grad_norm", norm, err, errlen) ||
+            store_add_metric(s->db, s->run_id, s->step, "train/tokens_per_s", (double)ntgt / dt, err, errlen)) return -1;
+        char extra[128];
+        double el = util_time_s() - t_start;
+        snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", loss, lr, el > 0 ? tokens_since / el : 0.0);
+        if (pr.tty) cli_progress_update(&pr, s->step, extra);
+        else if (s->step % log_every == 0 || s->step == s->total_steps || s->step == first_step + 1)
+            fprintf(stderr, "sft: step %lld/%lld %s\n", (long long)s->step, (long long)s->total_steps, extra);
+        int last = s->step == s->total_steps;
+        if ((s->step % eval_every == 0 || last) && s->has_valid) {
+            double vl = eval_loss(s);
+            if (pr.tty) cli_progress_end(&pr);
+            fprintf(stderr, "sft: step %lld: held-out loss %.4f%s\n", (long long)s->step, vl, vl < s->best_val ? " (best)" : "");
+            if (store_add_metric(s->db, s->run_id, s->step, "valid/loss", vl, err, errlen)) return -1;
+            if (vl < s->best_val) {
+                s->best_val = vl;
+                if (save_best(s, err, errlen)) return -1;
+            }
+            eval_samples(s);
+        }
+        if (s->step % save_every == 0 || last) {
+            if (save_last(s, err, errlen)) return -1;
+        }
+    }
+    if (pr.tty) cli_progress_end(&pr);
+    if (stop_requested) {
+        if (save_last(s, err, errlen)) return -1;
+        fprintf(stderr, "sft: interrupted at step %lld; saved %s (rerun the same command to resume)\n", (long long)s->step, s->last_dir);
+        return 1;
+    }
+    if (!s->has_valid && save_best(s, err, errlen)) return -1;   // without held-out data, best = last
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    Sft s;
+    memset(&s, 0, sizeof s);
+    char err[1024];
+    if (config_new(&s.cfg, SFT_SCHEMA, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); return 2; }
+    const char *cfile = NULL;
+    int print = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(usage, stdout); config_help(s.cfg, stdout); config_free(s.cfg); return 0; }
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) cfile = argv[++i];
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc) { i++; continue; }   // applied after the file
+        else if (!strcmp(argv[i], "--print-config")) print = 1;
+        else { fprintf(stderr, "sft: unexpected argument '%s'\n%s", argv[i], usage); config_free(s.cfg); return 2; }
+    }
+    if (cfile && config_load_file(s.cfg, cfile, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); config_free(s.cfg); return 1; }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--set") && i + 1 < argc && config_set(s.cfg, argv[++i], err, sizeof err)) {
+            fprintf(stderr, "sft: %s\n", err); config_free(s.cfg); return 1;
+        }
+    if (print) { config_dump(s.cfg, stdout); config_free(s.cfg); return 0; }
+    if (!cfile && argc == 1) { fputs(usage, stderr); config_free(s.cfg); return 2; }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    int rc = setup(&s, err, sizeof err);
+    if (rc == 0) {
+        fprintf(stderr, "sft: run %lld, %lld steps of %d x %d sequences of up to %d tokens, config %s\n", (long long)s.run_id,
+                (long long)s.total_steps, s.accum, s.B, s.T, s.hash);
+        rc = train(&s, err, sizeof err);
+    }
+    if (rc < 0) fprintf(stderr, "sft: %s\n", err);
+    if (s.db && s.run_id) {
+        StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
+        char e2[512];
+        if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2)) fprintf(stderr, "sft: %s\n", e2);
+    }
+    if (rc == 0) fprintf(stderr, "sft: done: %s (last), %s (best)\n", s.last_dir, s.best_dir);
+    teardown(&s);
+    return rc == 0 ? 0 : rc > 0 ? 130 : 1;
+}
