@@ -7,6 +7,7 @@ int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 // true when argv[i] asks for help
 int cmd_is_help(const char *a);
 #endif

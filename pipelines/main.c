@@ -7,6 +7,7 @@
 static const char *usage =
     "usage: rlhf COMMAND [ARGS]   (rlhf COMMAND --help for each)\n"
     "\n"
+    "  run        PIPELINE.yaml [--from S] [--only S] [--dry-run] [--force]   run a pipeline\n"
     "  init       --preset tiny|small|gpt2|gpt2-medium --out DIR   random initialisation\n"
     "  info       CKPT                         config, parameters, memory to train and sample\n"
     "  generate   CKPT --prompt TEXT|--prompts FILE   sample continuations (streamed)\n"
@@ -23,6 +24,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(c, "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(c, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
+    if (!strcmp(c, "run")) return cmd_run(argc - 2, argv + 2);
     fprintf(stderr, "rlhf: unknown command '%s'\n%s", c, usage);
     return 2;
 }

@@ -1,0 +1,142 @@
+#!/bin/sh
+# The pipeline runner: validation errors point at the right line and column; a tiny pipeline
+# runs end to end; a second run skips every stage; an edited input reruns what depends on it;
+# killed in the middle of a stage, the same command resumes and finishes with the same weights.
+BUILD=${BUILD:-build}
+R="$PWD/$BUILD/bin/rlhf"
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+pass=0; fail=0
+ok()  { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -4; }
+cd "$W" || exit 1
+i=0; : > train.jsonl; : > corpus.txt
+while [ $i -lt 200 ]; do
+    a=$((i * 7 % 19)); b=$((i * 11 % 17))
+    printf '{"prompt": "What is %d plus %d?", "response": "%d"}\n' $a $b $((a + b)) >> train.jsonl
+    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
+    i=$((i + 1))
+done
+cat > tiny.yaml <<'YAML'
+workspace: ws
+seed: 7
+vars:
+  corpus: corpus.txt
+stages:
+  - name: tokenizer
+    run: rlhf tokenizer train
+    args: [--vocab-size, "300", --out, "${tokenizer.out}", "${vars.corpus}"]
+  - name: base
+    run: rlhf init
+    needs: [tokenizer]
+    args: [--preset, tiny, --n-positions, "32", --tokenizer, "${tokenizer.out}", --seed, "${seed}", --out, "${base.out}"]
+  - name: sft
+    run: sft
+    needs: [base]
+    settings:
+      model.init: ${base.out}
+      data: {format: jsonl, train: [train.jsonl]}
+      train: {batch_size: 8, steps: 40, lr: 3e-3}
+      eval.every: 20
+YAML
+
+# validation: each broken file's message names file:line:column
+check_err() {   # name, expected "line:col", pattern, yaml text
+    printf '%s\n' "$4" > broken.yaml
+    "$R" run broken.yaml > out 2> err; rc=$?
+    if [ $rc -ne 0 ] && grep -q "broken.yaml:$2: .*$3" err && [ ! -d wsb ]; then ok "validation: $1"; else bad "validation: $1 (exit $rc)"; fi
+}
+check_err "unknown top-level key" "2:1" "unknown key 'stagez'" 'workspace: wsb
+stagez: []'
+check_err "unknown stage key" "4:5" "unknown stage key 'rn'" 'workspace: wsb
+stages:
+  - name: a
+    rn: sft'
+check_err "stage without a name" "3:5" "needs a name" 'workspace: wsb
+stages:
+  - run: sft'
+check_err "bad seed" "2:7" "seed must be" 'workspace: wsb
+seed: many
+stages: [{name: a, run: sft}]'
+check_err "unknown program" "4:10" "unknown program" 'workspace: wsb
+stages:
+  - name: a
+    run: train-everything'
+check_err "needs an unknown stage" "5:13" "needs .zz." 'workspace: wsb
+stages:
+  - name: a
+    run: rlhf info
+    needs: [zz]'
+check_err "a cycle" "[0-9]*:[0-9]*" "cycle: .*a -> b -> a\|cycle: .*b -> a -> b" 'workspace: wsb
+stages:
+  - {name: a, run: rlhf info, needs: [b]}
+  - {name: b, run: rlhf info, needs: [a]}'
+check_err "reference to a stage not needed" "4:38" "does not need 'a'" 'workspace: wsb
+stages:
+  - {name: a, run: rlhf info}
+  - {name: b, run: rlhf info, args: ["${a.out}"]}'
+check_err "unknown variable" "3:38" "unknown variable" 'workspace: wsb
+stages:
+  - {name: a, run: rlhf info, args: ["${vars.nope}"]}'
+check_err "a setting the program does not know" "6:7" "trian" 'workspace: wsb
+stages:
+  - name: s
+    run: sft
+    settings:
+      trian.lr: 0.1'
+check_err "a setting of the wrong type" "6:15" "train.lr" 'workspace: wsb
+stages:
+  - name: s
+    run: sft
+    settings:
+      train: {lr: fast}'
+check_err "YAML syntax" "[34]:[0-9]*" "YAML" 'workspace: wsb
+stages:
+  - {name: a, run: [unclosed'
+check_err "settings on an args-only program" "3:[0-9]*" "takes args, not settings" 'workspace: wsb
+stages:
+  - {name: a, run: rlhf info, settings: {x: 1}}'
+
+# a dry run validates and plans without running anything
+"$R" run tiny.yaml --dry-run > out 2> err && grep -q "^sft *run" out && [ ! -d ws/sft ] && ok "--dry-run prints the plan and runs nothing" || bad "--dry-run"
+
+# end to end, then a second run skips everything
+"$R" run tiny.yaml > out 2> err && [ -f ws/sft/last/model.safetensors ] && grep -q "sft *ran" err && ok "tiny pipeline runs end to end" || bad "pipeline run"
+"$R" run tiny.yaml > out 2> err && [ "$(grep -c '^  [a-z]* *skipped' err)" -eq 3 ] && ok "second run skips every stage" || bad "second run"
+python3 - ws/workspace.db > out 2>&1 <<'PY' && ok "runs recorded: pipeline runs and one done run per stage with its fingerprint" || bad "pipeline runs in the db: $(cat out)"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+for st in ("tokenizer", "base", "sft"):
+    rows = db.execute("select status, config_hash from runs where stage=?", ("pipeline/" + st,)).fetchall()
+    assert len(rows) == 1 and rows[0][0] == "done" and len(rows[0][1]) == 16, (st, rows)
+assert db.execute("select count(*) from runs where stage='pipeline' and status='done'").fetchone()[0] == 2
+PY
+# an edited input file reruns the stages that depend on it, and only those
+printf '{"prompt": "What is 1 plus 1?", "response": "2"}\n' >> train.jsonl
+"$R" run tiny.yaml > out 2> err && grep -q "tokenizer *skipped" err && grep -q "sft *ran" err && ok "an edited data file reruns its stage only" || bad "edited input"
+# --only and --from
+"$R" run tiny.yaml --only base --force > out 2> err && grep -q "base *ran" err && grep -q "tokenizer *skipped" err && ok "--only --force reruns one stage" || bad "--only"
+"$R" run tiny.yaml --from nope > out 2> err; [ $? -eq 2 ] && grep -q "no such stage" err && ok "--from an unknown stage is a usage error" || bad "--from unknown"
+
+# kill in the middle of the sft stage; the same command resumes and finishes
+sed 's/workspace: ws/workspace: wk/; s/steps: 40/steps: 400/; s/eval.every: 20/eval.every: 100/' tiny.yaml > long.yaml
+printf '      save.every: 9\n' >> long.yaml
+sed 's/workspace: wk/workspace: wfull/' long.yaml > full.yaml
+"$R" run full.yaml > /dev/null 2>&1
+killed=0
+for delay in 1.5 2.5 1.0 3.5; do
+    rm -rf wk
+    "$R" run long.yaml > /dev/null 2>&1 &
+    pid=$!
+    sleep $delay
+    if [ -d wk/sft/last ] && kill -9 $pid 2>/dev/null; then pkill -9 -f "out.dir=wk/sft" 2>/dev/null; killed=1; wait $pid 2>/dev/null; break; fi
+    wait $pid 2>/dev/null
+done
+"$R" run long.yaml > out 2> err
+if [ $killed -eq 1 ] && grep -q "sft (resuming)" err && grep -q "sft *ran" err &&
+   cmp -s wk/sft/last/model.safetensors wfull/sft/last/model.safetensors; then
+    ok "killed mid-stage: the rerun resumes the stage and ends with the same weights"
+else bad "kill and resume (killed=$killed)"; fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
