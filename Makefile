@@ -6,7 +6,12 @@ ARCH    ?= -march=native
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2
 CFLAGS  := -std=gnu11 $(WARN) -g -fopenmp -Icommon $(ARCH)
 LDLIBS  := -lopenblas -lsqlite3 -lyaml -lpcre2-8 -lcjson -lm
-ifeq ($(DEBUG),1)
+ifeq ($(MPI),1)
+  # data parallelism across processes: mpicc, and the -DRLHF_MPI half of common/dist.c
+  CC      := mpicc
+  BUILD   := build-mpi
+  CFLAGS  += -O2 -DRLHF_MPI
+else ifeq ($(DEBUG),1)
   BUILD   := build-debug
   CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS += -fsanitize=address,undefined
@@ -70,4 +75,4 @@ demo: all
 	@sh scripts/demo.sh $(BUILD)
 
 clean:
-	rm -rf build build-debug
+	rm -rf build build-debug build-mpi

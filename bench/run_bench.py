@@ -30,7 +30,7 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run, noisier figures)")
-    ap.add_argument("--only", default="", help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,tokenizer")
+    ap.add_argument("--only", default="", help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,tokenizer,mpi,reward,ppo")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     want = lambda n: not only or n in only
@@ -72,8 +72,13 @@ def main():
         t = run_json(torch + args, env)
         add(f"generate gpt2 B={B} tokens/s", c["tokens_per_s"], "tok/s", "pytorch", t["tokens_per_s"])
         add(f"generate gpt2 B={B} peak RSS", c["peak_rss_mb"], "MiB", "pytorch", t["peak_rss_mb"])
-    if want("tokenizer") and os.path.exists(os.path.join(ROOT, "bench", "tokenizer.sh")):
-        out = subprocess.run(["sh", "bench/tokenizer.sh", a.build], cwd=ROOT, env=env, text=True,
+    # scripts that print RESULT lines: the tokenizer against JavaScript tokenizers, SFT on 1 and 2
+    # MPI ranks, and the stage programs' own benchmarks when present
+    for name, script in (("tokenizer", "bench/tokenizer.sh"), ("mpi", "bench/mpi.sh"),
+                         ("reward", "bench/reward.sh"), ("ppo", "bench/ppo.sh")):
+        if not want(name) or not os.path.exists(os.path.join(ROOT, script)):
+            continue
+        out = subprocess.run(["sh", script, a.build], cwd=ROOT, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
         for line in out.splitlines():
             if line.startswith("RESULT "):

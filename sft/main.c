@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "config.h"
 #include "dataset.h"
+#include "dist.h"
 #include "generate.h"
 #include "model.h"
 #include "optim.h"
@@ -76,6 +77,7 @@ static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 
 typedef struct {
+    Dist dist;                 // rank 0 writes; every rank computes its share of each step
     // configuration
     Config *cfg;
     char hash[CONFIG_HASH_HEX];
@@ -126,16 +128,21 @@ static int load_data(Sft *s, char *err, size_t errlen) {
         struct stat st;
         if (stat(path, &st)) {   // tokenized once, then memory-mapped on every run
             TokfileStats ts;
-            fprintf(stderr, "sft: tokenizing %lld text file(s) into %s\n", (long long)ntrain, path);
-            if (tokfile_write_text(path, s->tok, train, (size_t)ntrain, NULL, &ts, err, errlen)) return -1;
+            // rank 0 writes the token file; the others wait for it
+            if (dist_main(&s->dist)) {
+                fprintf(stderr, "sft: tokenizing %lld text file(s) into %s\n", (long long)ntrain, path);
+                if (tokfile_write_text(path, s->tok, train, (size_t)ntrain, NULL, &ts, err, errlen)) return -1;
+            }
         }
+        dist_barrier(&s->dist);
         if (tokfile_open(&s->tf_train, path, s->tok, s->model.config.vocab_size, err, errlen)) return -1;
         TokfileIterOptions o = {.batch_size = s->B, .seq_len = s->T, .order = TOKFILE_SHUFFLED,
                                 .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
         if (tokfile_iter_init(&s->tf_it, &s->tf_train, &o, err, errlen)) return -1;
         if (nvalid > 0) {
             snprintf(path, sizeof path, "%s/valid.tok", s->out_dir);
-            if (stat(path, &st) && tokfile_write_text(path, s->tok, valid, (size_t)nvalid, NULL, NULL, err, errlen)) return -1;
+            if (stat(path, &st) && dist_main(&s->dist) && tokfile_write_text(path, s->tok, valid, (size_t)nvalid, NULL, NULL, err, errlen)) return -1;
+            dist_barrier(&s->dist);
             if (tokfile_open(&s->tf_valid, path, s->tok, s->model.config.vocab_size, err, errlen)) return -1;
             s->has_valid = 1;
         }
@@ -163,7 +170,8 @@ static int load_data(Sft *s, char *err, size_t errlen) {
     DatasetStats st;
     dataset_stats(s->ds, &st);
     if (st.n_train == 0) return util_err(err, errlen, "the data set has no training examples");
-    fprintf(stderr, "sft: %lld examples (%lld train, %lld held out), %lld tokens, longest %d%s\n",
+    if (dist_main(&s->dist))
+        fprintf(stderr, "sft: %lld examples (%lld train, %lld held out), %lld tokens, longest %d%s\n",
             (long long)st.n_examples, (long long)st.n_train, (long long)st.n_valid, (long long)st.n_tokens, st.max_len,
             st.n_dropped ? " (some dropped: too long)" : "");
     s->has_valid = st.n_valid > 0;
@@ -246,6 +254,9 @@ static void eval_samples(Sft *s) {
 }
 
 static int save_last(Sft *s, char *err, size_t errlen) {
+    if (!dist_identical(&s->dist, s->model.params_memory, (int64_t)(s->model.num_params * sizeof(float))))
+        return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)s->step);
+    if (!dist_main(&s->dist)) return 0;
     CkptTrainerState st;
     ckpt_state_init(&st);
     st.step = s->step;
@@ -266,6 +277,7 @@ static int save_last(Sft *s, char *err, size_t errlen) {
 }
 
 static int save_best(Sft *s, char *err, size_t errlen) {
+    if (!dist_main(&s->dist)) return 0;
     CkptSaveOptions so = {.has_token_ids = tok_eot(s->tok) >= 0, .bos_token_id = tok_eot(s->tok), .eos_token_id = tok_eot(s->tok)};
     so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0] ? config_get_string(s->cfg, "model.tokenizer")
                                                                         : config_get_string(s->cfg, "model.init");
@@ -304,7 +316,10 @@ static int setup(Sft *s, char *err, size_t errlen) {
     s->best_val = INFINITY;
     int64_t th = config_get_int(s->cfg, "train.threads");
     if (th > 0) omp_set_num_threads((int)th);
-    if (store_open(&s->db, s->db_path, err, errlen) || store_reap_runs(s->db, NULL, err, errlen)) return -1;
+    if (s->accum % s->dist.size)
+        return util_err(err, errlen, "train.grad_accum (%d) must be a multiple of the number of ranks (%d): each rank takes an equal share of every step",
+                        s->accum, s->dist.size);
+    if (dist_main(&s->dist) && (store_open(&s->db, s->db_path, err, errlen) || store_reap_runs(s->db, NULL, err, errlen))) return -1;
 
     CkptTrainerState st;
     int resumed = try_resume(s, &st, err, errlen);
@@ -318,7 +333,7 @@ static int setup(Sft *s, char *err, size_t errlen) {
     if (T == 0) T = c.max_seq_len;
     if (T > c.max_seq_len) return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T, c.max_seq_len);
     s->T = (int)T;
-    if (model_init(&s->model, &c, s->B, s->T, 1, 1, err, errlen) ||
+    if (model_init(&s->model, &c, s->B, s->T, 1, dist_main(&s->dist), err, errlen) ||
         ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen)) return -1;
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
     char terr[TOK_ERR_LEN];
@@ -340,19 +355,21 @@ static int setup(Sft *s, char *err, size_t errlen) {
         s->rng = st.rng;
         double bv;
         if (ckpt_state_get_float(&st, "best_val_loss", &bv, NULL, 0) == 0) s->best_val = bv;
-        StoreRun r;
-        if (store_get_run(s->db, s->run_id, &r, NULL, 0) == 0) store_run_free(&r);
-        else {   // the database was replaced: record the run anew
-            StoreRunInfo ri = {.stage = "sft", .program = "sft", .config = dump, .config_hash = s->hash, .checkpoint = s->last_dir};
-            if (store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
+        if (s->db) {
+            StoreRun r;
+            if (store_get_run(s->db, s->run_id, &r, NULL, 0) == 0) store_run_free(&r);
+            else {   // the database was replaced: record the run anew
+                StoreRunInfo ri = {.stage = "sft", .program = "sft", .config = dump, .config_hash = s->hash, .checkpoint = s->last_dir};
+                if (store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
+            }
+            if (store_set_run_status(s->db, s->run_id, STORE_RUN_RUNNING, 0, err, errlen)) { free(dump); return -1; }
+            fprintf(stderr, "sft: resuming run %lld at step %lld of %lld from %s\n", (long long)s->run_id, (long long)s->step,
+                    (long long)s->total_steps, s->last_dir);
         }
-        if (store_set_run_status(s->db, s->run_id, STORE_RUN_RUNNING, 0, err, errlen)) { free(dump); return -1; }
-        fprintf(stderr, "sft: resuming run %lld at step %lld of %lld from %s\n", (long long)s->run_id, (long long)s->step,
-                (long long)s->total_steps, s->last_dir);
     } else {
         rng_init(&s->rng, (uint64_t)config_get_int(s->cfg, "train.seed"));
         StoreRunInfo ri = {.stage = "sft", .program = "sft", .config = dump, .config_hash = s->hash};
-        if (store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
+        if (s->db && store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
     }
     free(dump);
     return 0;
@@ -388,22 +405,31 @@ static int train(Sft *s, char *err, size_t errlen) {
     int64_t tokens_since = 0, first_step = s->step;
     while (s->step < s->total_steps && !stop_requested) {
         double t0 = util_time_s();
-        // one optimizer step: accum micro-batches, the loss a mean over all their target tokens
+        // one optimizer step: accum micro-batches, the loss a mean over all their target tokens.
+        // Every rank reads every micro-batch (cheap) so that all agree on the normaliser and the
+        // data order; rank r computes micro-batches r, r + size, ...; one allreduce sums them.
         int64_t ntgt = 0;
         for (int a = 0; a < s->accum; a++) {
             if (s->text) tokfile_iter_next(&s->tf_it, &s->micro[a], 1.0f);
             else dataset_iter_next(s->train_it, &s->micro[a], 1.0f);
         }
         ntgt = data_batch_normalise(s->micro, s->accum);
+        tokens_since += ntgt;
         model_zero_grad(&s->model);
         double loss = 0;
-        for (int a = 0; a < s->accum; a++) {
+        for (int a = s->dist.rank; a < s->accum; a += s->dist.size) {
             DataBatch *b = &s->micro[a];
             ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
             if (model_forward(&s->model, &mb, 0, err, errlen)) return -1;
             model_backward(&s->model, &mb, NULL, NULL);
             loss += s->model.loss;
-            tokens_since += b->n_targets;
+        }
+        if (s->dist.size > 1) {
+            dist_allreduce_sum(&s->dist, s->model.grads_memory, (int64_t)s->model.num_params);
+            double red[2] = {loss, (double)stop_requested};   // a signal seen by any rank stops all
+            dist_allreduce_sum_double(&s->dist, red, 2);
+            loss = red[0];
+            if (red[1] > 0) stop_requested = 1;
         }
         float lr = lr_at(&sch, oc.lr, s->step);
         float norm = optim_adamw_step(&s->model, &oc, lr, s->step + 1);
@@ -412,18 +438,20 @@ static int train(Sft *s, char *err, size_t errlen) {
             return util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); lower train.lr",
                             (long long)s->step, loss, (double)norm);
         double dt = util_time_s() - t0;
-        if (store_add_metric(s->db, s->run_id, s->step, "train/loss", loss, err, errlen) ||
+        if (s->db && (store_add_metric(s->db, s->run_id, s->step, "train/loss", loss, err, errlen) ||
             store_add_metric(s->db, s->run_id, s->step, "train/lr", lr, err, errlen) ||
             store_add_metric(s->db, s->run_id, s->step, "train/grad_norm", norm, err, errlen) ||
-            store_add_metric(s->db, s->run_id, s->step, "train/tokens_per_s", (double)ntgt / dt, err, errlen)) return -1;
+            store_add_metric(s->db, s->run_id, s->step, "train/tokens_per_s", (double)ntgt / dt, err, errlen) ||
+            (s->dist.size > 1 && store_add_metric(s->db, s->run_id, s->step, "train/allreduce_s", s->dist.allreduce_s, err, errlen)))) return -1;
         char extra[128];
         double el = util_time_s() - t_start;
         snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", loss, lr, el > 0 ? tokens_since / el : 0.0);
-        if (pr.tty) cli_progress_update(&pr, s->step, extra);
+        if (!dist_main(&s->dist)) {}
+        else if (pr.tty) cli_progress_update(&pr, s->step, extra);
         else if (s->step % log_every == 0 || s->step == s->total_steps || s->step == first_step + 1)
             fprintf(stderr, "sft: step %lld/%lld %s\n", (long long)s->step, (long long)s->total_steps, extra);
         int last = s->step == s->total_steps;
-        if ((s->step % eval_every == 0 || last) && s->has_valid) {
+        if ((s->step % eval_every == 0 || last) && s->has_valid && dist_main(&s->dist)) {
             double vl = eval_loss(s);
             if (pr.tty) cli_progress_end(&pr);
             fprintf(stderr, "sft: step %lld: held-out loss %.4f%s\n", (long long)s->step, vl, vl < s->best_val ? " (best)" : "");
@@ -438,10 +466,14 @@ static int train(Sft *s, char *err, size_t errlen) {
             if (save_last(s, err, errlen)) return -1;
         }
     }
-    if (pr.tty) cli_progress_end(&pr);
+    if (pr.tty && dist_main(&s->dist)) cli_progress_end(&pr);
+    double el = util_time_s() - t_start;
+    if (dist_main(&s->dist) && s->step > first_step)
+        fprintf(stderr, "sft: trained %lld steps, %lld target tokens in %.2f s: %.1f tokens/s\n", (long long)(s->step - first_step),
+                (long long)tokens_since, el, el > 0 ? (double)tokens_since / el : 0.0);
     if (stop_requested) {
         if (save_last(s, err, errlen)) return -1;
-        fprintf(stderr, "sft: interrupted at step %lld; saved %s (rerun the same command to resume)\n", (long long)s->step, s->last_dir);
+        if (dist_main(&s->dist)) fprintf(stderr, "sft: interrupted at step %lld; saved %s (rerun the same command to resume)\n", (long long)s->step, s->last_dir);
         return 1;
     }
     if (!s->has_valid && save_best(s, err, errlen)) return -1;   // without held-out data, best = last
@@ -451,6 +483,7 @@ static int train(Sft *s, char *err, size_t errlen) {
 int main(int argc, char **argv) {
     Sft s;
     memset(&s, 0, sizeof s);
+    dist_init(&s.dist, &argc, &argv);
     char err[1024];
     if (config_new(&s.cfg, SFT_SCHEMA, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); return 2; }
     const char *cfile = NULL;
@@ -467,23 +500,33 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--set") && i + 1 < argc && config_set(s.cfg, argv[++i], err, sizeof err)) {
             fprintf(stderr, "sft: %s\n", err); config_free(s.cfg); return 1;
         }
-    if (print) { config_dump(s.cfg, stdout); config_free(s.cfg); return 0; }
-    if (!cfile && argc == 1) { fputs(usage, stderr); config_free(s.cfg); return 2; }
+    if (print) { config_dump(s.cfg, stdout); config_free(s.cfg); dist_finalize(&s.dist); return 0; }
+    if (!cfile && argc == 1) { fputs(usage, stderr); config_free(s.cfg); dist_finalize(&s.dist); return 2; }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     int rc = setup(&s, err, sizeof err);
-    if (rc == 0) {
+    if (rc == 0 && dist_main(&s.dist)) {
+        if (s.dist.size > 1) fprintf(stderr, "sft: %d ranks, each computing %d of the %d micro-batches of every step\n", s.dist.size, s.accum / s.dist.size, s.accum);
         fprintf(stderr, "sft: run %lld, %lld steps of %d x %d sequences of up to %d tokens, config %s\n", (long long)s.run_id,
                 (long long)s.total_steps, s.accum, s.B, s.T, s.hash);
-        rc = train(&s, err, sizeof err);
     }
-    if (rc < 0) fprintf(stderr, "sft: %s\n", err);
+    if (rc == 0) rc = train(&s, err, sizeof err);
+    if (rc < 0) {
+        if (s.dist.size > 1) fprintf(stderr, "sft: rank %d: %s; stopping every rank\n", s.dist.rank, err);
+        else fprintf(stderr, "sft: %s\n", err);
+    }
     if (s.db && s.run_id) {
         StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
         char e2[512];
         if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2)) fprintf(stderr, "sft: %s\n", e2);
     }
-    if (rc == 0) fprintf(stderr, "sft: done: %s (last), %s (best)\n", s.last_dir, s.best_dir);
+    if (rc == 0 && dist_main(&s.dist)) {
+        if (s.dist.size > 1) fprintf(stderr, "sft: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
+                                      s.dist.size, s.dist.allreduce_s, s.step ? s.dist.allreduce_s / (double)s.step : 0.0);
+        fprintf(stderr, "sft: done: %s (last), %s (best)\n", s.last_dir, s.best_dir);
+    }
     teardown(&s);
+    if (rc < 0 && s.dist.size > 1) dist_abort(&s.dist, 1);   // the others may wait in an allreduce
+    dist_finalize(&s.dist);
     return rc == 0 ? 0 : rc > 0 ? 130 : 1;
 }

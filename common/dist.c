@@ -1,0 +1,88 @@
+#include "dist.h"
+#include "util.h"
+#include <stdlib.h>
+#ifdef RLHF_MPI
+#include <mpi.h>
+#endif
+
+void dist_init(Dist *d, int *argc, char ***argv) {
+    d->rank = 0; d->size = 1; d->mpi = 0; d->allreduce_s = 0;
+#ifdef RLHF_MPI
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited && MPI_Init(argc, argv) != MPI_SUCCESS) DIE("MPI_Init failed");
+    MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+    d->mpi = 1;
+#else
+    (void)argc; (void)argv;
+#endif
+}
+
+void dist_finalize(Dist *d) {
+#ifdef RLHF_MPI
+    if (d->mpi) MPI_Finalize();
+#endif
+    d->mpi = 0;
+}
+
+// MPI counts are int: large buffers go in chunks.
+#define DIST_CHUNK ((int64_t)1 << 30)
+
+void dist_allreduce_sum(Dist *d, float *x, int64_t n) {
+    if (d->size == 1) return;
+#ifdef RLHF_MPI
+    double t0 = util_time_s();
+    for (int64_t i = 0; i < n; i += DIST_CHUNK) {
+        int cnt = (int)(n - i < DIST_CHUNK ? n - i : DIST_CHUNK);
+        if (MPI_Allreduce(MPI_IN_PLACE, x + i, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+    }
+    d->allreduce_s += util_time_s() - t0;
+#else
+    (void)x; (void)n;
+#endif
+}
+
+void dist_allreduce_sum_double(Dist *d, double *x, int64_t n) {
+    if (d->size == 1) return;
+#ifdef RLHF_MPI
+    for (int64_t i = 0; i < n; i += DIST_CHUNK) {
+        int cnt = (int)(n - i < DIST_CHUNK ? n - i : DIST_CHUNK);
+        if (MPI_Allreduce(MPI_IN_PLACE, x + i, cnt, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+    }
+#else
+    (void)x; (void)n;
+#endif
+}
+
+void dist_barrier(Dist *d) {
+#ifdef RLHF_MPI
+    if (d->size > 1) MPI_Barrier(MPI_COMM_WORLD);
+#else
+    (void)d;
+#endif
+}
+
+void dist_abort(Dist *d, int code) {
+#ifdef RLHF_MPI
+    if (d->mpi && d->size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+#else
+    (void)d;
+#endif
+    exit(code);
+}
+
+int dist_identical(Dist *d, const void *x, int64_t bytes) {
+    if (d->size == 1) return 1;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const unsigned char *c = x;
+    for (int64_t i = 0; i < bytes; i++) { h ^= c[i]; h *= 0x100000001b3ULL; }
+#ifdef RLHF_MPI
+    uint64_t lo = h, hi = h;
+    MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    return lo == hi;
+#else
+    return 1;
+#endif
+}

@@ -1,0 +1,29 @@
+// Data parallelism across processes with MPI (Open MPI from Debian). Built with MPI when compiled
+// with -DRLHF_MPI (`make MPI=1`, into build-mpi/); without it the same API is a single process,
+// so the programs have one code path. Every rank runs the same program on the same data order;
+// each takes its share of every optimizer step's micro-batches, and one allreduce over the flat
+// gradient buffer per step makes every rank's gradient the global one. Rank 0 alone writes
+// checkpoints, database rows and the progress display.
+// Ownership: a Dist is a value; dist_finalize ends MPI. No global state beyond MPI's own.
+#ifndef DIST_H
+#define DIST_H
+#include <stdint.h>
+
+typedef struct {
+    int rank, size;
+    int mpi;              // MPI was initialised (an MPI build)
+    double allreduce_s;   // seconds spent in allreduces so far
+} Dist;
+
+void dist_init(Dist *d, int *argc, char ***argv);
+void dist_finalize(Dist *d);
+static inline int dist_main(const Dist *d) { return d->rank == 0; }
+// In place, over all ranks: x = sum_r x_r (also for n > INT_MAX).
+void dist_allreduce_sum(Dist *d, float *x, int64_t n);
+void dist_allreduce_sum_double(Dist *d, double *x, int64_t n);
+void dist_barrier(Dist *d);
+// Stops every rank (a failure on one rank must not leave the others waiting in an allreduce).
+void dist_abort(Dist *d, int code) __attribute__((noreturn));
+// 1 when x holds the same bytes on every rank (a 64-bit hash compared across ranks).
+int dist_identical(Dist *d, const void *x, int64_t bytes);
+#endif
