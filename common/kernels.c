@@ -31,6 +31,25 @@ static inline float exp_fast(float x) {
 }
 
 
+#define VEC_CHUNK 16384
+void vec_zero(float *x, int64_t n) {
+    int64_t nchunk = (n + VEC_CHUNK - 1) / VEC_CHUNK;
+    #pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < nchunk; c++) {
+        int64_t i0 = c * VEC_CHUNK, len = n - i0 < VEC_CHUNK ? n - i0 : VEC_CHUNK;
+        memset(x + i0, 0, (size_t)len * sizeof(float));
+    }
+}
+
+void vec_copy(float *dst, const float *src, int64_t n) {
+    int64_t nchunk = (n + VEC_CHUNK - 1) / VEC_CHUNK;
+    #pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < nchunk; c++) {
+        int64_t i0 = c * VEC_CHUNK, len = n - i0 < VEC_CHUNK ? n - i0 : VEC_CHUNK;
+        memcpy(dst + i0, src + i0, (size_t)len * sizeof(float));
+    }
+}
+
 void encoder_forward(float *out, const int32_t *tokens, const int32_t *pos, const float *wte,
                      const float *wpe, int64_t N, int C) {
     #pragma omp parallel for schedule(static)

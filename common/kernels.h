@@ -9,6 +9,11 @@
 #define KERNELS_H
 #include <stdint.h>
 
+// Buffer helpers, parallel: a large memset or memcpy on one thread leaves the other cores
+// spinning at the next barrier.
+void vec_zero(float *x, int64_t n);
+void vec_copy(float *dst, const float *src, int64_t n);
+
 // out (N,C) = wte[token] + wpe[pos]
 void encoder_forward(float *out, const int32_t *tokens, const int32_t *pos, const float *wte,
                      const float *wpe, int64_t N, int C);

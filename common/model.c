@@ -171,7 +171,7 @@ void model_init_weights(Model *m, uint64_t seed) {
 }
 
 void model_zero_grad(Model *m) {
-    if (m->grads_memory) memset(m->grads_memory, 0, m->num_params * sizeof(float));
+    if (m->grads_memory) vec_zero(m->grads_memory, (int64_t)m->num_params);
 }
 
 // Per-layer activation pointers: trainable models keep every layer for backward; inference-only
@@ -226,12 +226,12 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
         layernorm_forward(ln1, ln1m, ln1r, x, p->ln1w + lc, p->ln1b + lc, N, C, c->ln_eps);
         matmul_forward(qkv, ln1, p->qkvw + lc * 3 * C, p->qkvb + lc * 3, N, C, 3 * C, 0);
         attention_forward(atty, att, qkv, m->off, m->att_off, B, C, NH);
-        memcpy(rm, x, NC * sizeof(float));   // residual fused into the projection's sgemm
+        vec_copy(rm, x, (int64_t)NC);   // residual fused into the projection's sgemm
         matmul_forward(rm, atty, p->attprojw + lc * C, p->attprojb + lc, N, C, C, 1);
         layernorm_forward(ln2, ln2m, ln2r, rm, p->ln2w + lc, p->ln2b + lc, N, C, c->ln_eps);
         matmul_forward(fch, ln2, p->fcw + lc * 4 * C, p->fcb + lc * 4, N, C, 4 * C, 0);
         gelu_forward(fchg, fch, (int64_t)N * 4 * C);
-        memcpy(xo, rm, NC * sizeof(float));
+        vec_copy(xo, rm, (int64_t)NC);
         matmul_forward(xo, fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, N, 4 * C, C, 1);
     }
     layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, resid_at(m, L, NC), p->lnfw, p->lnfb, N, C, c->ln_eps);
@@ -245,11 +245,13 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
             if ((flags & MODEL_LOGITS_ALL) || (m->row_tgt[r] >= 0 && w != 0.0f)) {
                 m->head_rows[M] = (int32_t)r;
                 m->head_tgt[M] = m->row_tgt[r];
-                memcpy(m->head_in + (size_t)M * C, m->lnf + (size_t)r * C, (size_t)C * sizeof(float));
                 M++;
             }
         }
         m->M = M;
+        #pragma omp parallel for schedule(static)
+        for (int64_t j = 0; j < M; j++)
+            memcpy(m->head_in + (size_t)j * C, m->lnf + (size_t)m->head_rows[j] * C, (size_t)C * sizeof(float));
         if (M > 0) {  // logits (M,V) = head_in (M,C) @ wte^T
             logits_forward(m->logits, m->head_in, p->wte, M, V, C);
             logprob_forward(m->head_logp, (flags & MODEL_ENTROPY) ? m->head_ent : NULL, m->lse,
@@ -281,7 +283,7 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
     ModelParams *g = &m->grads;
 
     // gradient w.r.t. the ln_f output accumulates in dln
-    memset(m->dln, 0, NC * sizeof(float));
+    vec_zero(m->dln, (int64_t)(NC));
     if (m->has_lm_out && M > 0) {
         for (int64_t j = 0; j < M; j++) {
             int64_t r = m->head_rows[j];
@@ -295,6 +297,7 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
                     p->wte, C, 0.0f, m->dhead_in, C);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, (blasint)M, 1.0f, m->logits, V,
                     m->head_in, C, 1.0f, g->wte, C);
+        #pragma omp parallel for schedule(static)   // head rows are distinct: no two write one row
         for (int64_t j = 0; j < M; j++) {
             float *d = m->dln + (size_t)m->head_rows[j] * C;
             const float *s = m->dhead_in + (size_t)j * C;
@@ -307,7 +310,7 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
         for (int64_t r = 0; r < N; r++) dv[r] = dvalues[(size_t)m->row_seq[r] * T + m->row_pos[r]];
         score_backward(m->dln, g->scorew, dv, m->lnf, p->scorew, N, C);
     }
-    memset(m->dresid, 0, NC * sizeof(float));
+    vec_zero(m->dresid, (int64_t)(NC));
     layernorm_backward(m->dresid, g->lnfw, g->lnfb, m->dln, resid_at(m, L, NC), p->lnfw, m->lnf_mean, m->lnf_rstd, N, C);
     for (int l = L - 1; l >= 0; l--) {
         size_t lc = (size_t)l * C;
@@ -318,19 +321,19 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
         float *ln2 = LAYER(ln2, l, NC), *ln2m = LAYER(ln2_mean, l, N), *ln2r = LAYER(ln2_rstd, l, N);
         float *fch = LAYER(fch, l, 4 * NC), *fchg = LAYER(fch_gelu, l, 4 * NC);
         // MLP: resid[l+1] = rm + gelu(ln2(rm) @ fcw + fcb) @ fcprojw + fcprojb
-        memset(m->dfch_gelu, 0, 4 * NC * sizeof(float));
+        vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
         matmul_backward(m->dfch_gelu, g->fcprojw + lc * 4 * C, g->fcprojb + lc, m->dresid, fchg, p->fcprojw + lc * 4 * C, N, 4 * C, C);
-        memset(m->dfch, 0, 4 * NC * sizeof(float));
+        vec_zero(m->dfch, (int64_t)(4 * NC));
         gelu_backward(m->dfch, fch, m->dfch_gelu, (int64_t)N * 4 * C);
-        memset(m->dln, 0, NC * sizeof(float));
+        vec_zero(m->dln, (int64_t)(NC));
         matmul_backward(m->dln, g->fcw + lc * 4 * C, g->fcb + lc * 4, m->dfch, ln2, p->fcw + lc * 4 * C, N, C, 4 * C);
         layernorm_backward(m->dresid, g->ln2w + lc, g->ln2b + lc, m->dln, rm, p->ln2w + lc, ln2m, ln2r, N, C);
         // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
-        memset(m->datty, 0, NC * sizeof(float));
+        vec_zero(m->datty, (int64_t)(NC));
         matmul_backward(m->datty, g->attprojw + lc * C, g->attprojb + lc, m->dresid, atty, p->attprojw + lc * C, N, C, C);
-        memset(m->dqkv, 0, 3 * NC * sizeof(float));
+        vec_zero(m->dqkv, (int64_t)(3 * NC));
         attention_backward(m->dqkv, m->datt, m->datty, qkv, att, m->off, m->att_off, B, C, NH);
-        memset(m->dln, 0, NC * sizeof(float));
+        vec_zero(m->dln, (int64_t)(NC));
         matmul_backward(m->dln, g->qkvw + lc * 3 * C, g->qkvb + lc * 3, m->dqkv, ln1, p->qkvw + lc * 3 * C, N, C, 3 * C);
         layernorm_backward(m->dresid, g->ln1w + lc, g->ln1b + lc, m->dln, x, p->ln1w + lc, ln1m, ln1r, N, C);
     }
