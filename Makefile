@@ -26,13 +26,17 @@ COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libcommon.a
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# fuzz targets, also built with a plain driver that replays their corpus in `make test`
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_SRC   := $(filter-out tests/fuzz/fuzz_driver.c,$(FUZZ_SRC))
+FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCH_SRC  := $(wildcard bench/bench_*.c)
 BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # programs: every folder with a main.c builds one binary (pipelines/ builds `rlhf`)
 PROG_BIN   := $(BUILD)/bin/rlhf $(foreach d,sft reward ppo,$(if $(wildcard $(d)/main.c),$(BUILD)/bin/$(d)))
 
-.PHONY: all test bench clean deps demo
-all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN)
+.PHONY: all test bench clean deps demo fuzz
+all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN) $(FUZZ_BIN)
 
 $(BUILD)/%.o: %.c $(wildcard common/*.h) $(wildcard pipelines/*.h) | deps
 	@mkdir -p $(dir $@)
@@ -43,6 +47,10 @@ $(LIB): $(COMMON_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testlib.o $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(LIB)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
@@ -70,9 +78,13 @@ test:
 bench: all
 	@sh bench/run_bench.sh $(BUILD)
 
+# libFuzzer (clang) on every parser of outside input, FUZZ_SECONDS each (tests/fuzz/run_fuzz.sh).
+fuzz:
+	@sh tests/fuzz/run_fuzz.sh
+
 # The main job: see scripts/demo.sh.
 demo: all
 	@sh scripts/demo.sh $(BUILD)
 
 clean:
-	rm -rf build build-debug build-mpi
+	rm -rf build build-debug build-mpi build-fuzz

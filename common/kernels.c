@@ -146,7 +146,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 #define SMALL_ROWS 8
 #define SMALL_MAX_C 4096   // widest input the tile kernel transposes on the stack (128 KiB)
 typedef float v16f __attribute__((vector_size(64)));
-static inline v16f v16_load(const float *p) { v16f v; memcpy(&v, p, sizeof v); return v; }
+// an unaligned load, as a macro: returning a vector by value trips -Wpsabi on non-AVX-512 builds
+#define V16_LOAD(dst, p) memcpy(&(dst), (p), sizeof(v16f))
 
 static void matmul_forward_row(float *out, const float *inp, const float *weight, const float *bias,
                                int C, int OC, int beta_one) {
@@ -185,7 +186,8 @@ static void matmul_forward_tile8(float *out, const float *inp, const float *weig
             if (w == 16) {
                 v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
                 for (int k = 0; k < C; k++) {
-                    v16f wv = v16_load(weight + (size_t)k * OC + j0);
+                    v16f wv;
+                    V16_LOAD(wv, weight + (size_t)k * OC + j0);
                     const float *a = xt + k * 8;
                     a0 += a[0] * wv; a1 += a[1] * wv; a2 += a[2] * wv; a3 += a[3] * wv;
                     a4 += a[4] * wv; a5 += a[5] * wv; a6 += a[6] * wv; a7 += a[7] * wv;
@@ -240,7 +242,12 @@ void logits_forward(float *out, const float *inp, const float *wte, int64_t M, i
             for (int64_t m = 0; m < M; m++) {
                 const float *x = inp + m * C;
                 v16f acc = {0};
-                for (int c = 0; c < C16; c += 16) acc += v16_load(x + c) * v16_load(w + c);
+                for (int c = 0; c < C16; c += 16) {
+                    v16f xv, wv;
+                    V16_LOAD(xv, x + c);
+                    V16_LOAD(wv, w + c);
+                    acc += xv * wv;
+                }
                 float sum = 0.0f;
                 for (int i = 0; i < 16; i++) sum += acc[i];
                 for (int c = C16; c < C; c++) sum += x[c] * w[c];
