@@ -4,7 +4,7 @@
 CC      ?= gcc
 ARCH    ?= -march=native
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2
-CFLAGS  := -std=gnu11 $(WARN) -g -fopenmp -Icommon $(ARCH)
+CFLAGS  := -std=gnu11 $(WARN) -g -fopenmp -Icommon -Ipipelines $(ARCH)
 LDLIBS  := -lopenblas -lsqlite3 -lyaml -lpcre2-8 -lcjson -lm
 ifeq ($(MPI),1)
   # data parallelism across processes: mpicc, and the -DRLHF_MPI half of common/dist.c
@@ -49,7 +49,7 @@ $(LIB): $(COMMON_OBJ)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testlib.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(LIB)
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(BUILD)/pipelines/pipeline.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 

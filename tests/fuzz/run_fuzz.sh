@@ -10,9 +10,9 @@ ONLY=${FUZZ_TARGETS:-}
 command -v clang >/dev/null || { echo "fuzz: clang is missing; as root: apt-get install -y clang libclang-rt-14-dev" >&2; exit 1; }
 OUT=build-fuzz
 mkdir -p "$OUT/obj" "$OUT/corpus"
-CFLAGS="-std=gnu11 -g -O1 -fopenmp=libgomp -Icommon -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+CFLAGS="-std=gnu11 -g -O1 -fopenmp=libgomp -Icommon -Ipipelines -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 objs=""
-for c in common/*.c; do
+for c in common/*.c pipelines/pipeline.c; do
     o="$OUT/obj/$(basename "$c" .c).o"
     if [ ! -f "$o" ] || [ "$c" -nt "$o" ]; then clang $CFLAGS -fsanitize=fuzzer-no-link -c "$c" -o "$o" || exit 1; fi
     objs="$objs $o"
