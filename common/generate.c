@@ -194,3 +194,11 @@ int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rn
     }
     return 0;
 }
+
+size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows) {
+    // the same sizes as kv_init: cache, step activations, logits, then the int32 bookkeeping
+    size_t C = (size_t)c->n_embd, R = (size_t)max_rows;
+    size_t cache = (size_t)c->n_layer * max_B * max_T * C;
+    size_t floats = 2 * cache + R * (C + C + 1 + 1 + 3 * C + C + 4 * C + 4 * C) + (size_t)max_B * (C + 2 * (size_t)c->vocab_size);
+    return floats * sizeof(float) + ((size_t)max_B * 2 + 4 * R) * sizeof(int32_t);
+}

@@ -47,4 +47,7 @@ typedef void (*GenCallback)(void *user, int b, int32_t token);
 int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rng,
                  const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
                  int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen);
+
+// Bytes kv_init allocates for these sizes (for memory plans printed before allocating).
+size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows);
 #endif

@@ -1457,3 +1457,27 @@ int store_add_import(Store *s, const char *path, const char *hash, const char *k
     if (id) *id = sqlite3_last_insert_rowid(s->db);
     return 0;
 }
+
+int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int64_t *n, char *err, size_t errlen) {
+    if (n) *n = 0;
+    sqlite3_stmt *st = prepare(s, "DELETE FROM rollouts WHERE run_id = ?1 AND iteration > ?2", err, errlen);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, after_iteration);
+    int rc = sqlite3_step(st);
+    int ret = rc == SQLITE_DONE ? 0 : fail(s, err, errlen, "delete rollouts");
+    if (ret == 0 && n) *n = sqlite3_changes64(s->db);
+    sqlite3_finalize(st);
+    return ret;
+}
+
+int store_claim_prompt_id(Store *s, int64_t labeler_id, int64_t prompt_id, double lease_s, char *err, size_t errlen) {
+    if (labeler_exists(s, labeler_id, "claim prompt", err, errlen)) return -1;
+    if (prompt_exists(s, prompt_id, "claim prompt", err, errlen)) return -1;
+    sqlite3_stmt *put = q(s, Q_CLAIM_PUT, err, errlen);
+    if (!put) return -1;
+    double now = now_s();
+    sqlite3_bind_int64(put, 1, prompt_id); sqlite3_bind_int64(put, 2, labeler_id);
+    sqlite3_bind_double(put, 3, now); sqlite3_bind_double(put, 4, now + (lease_s > 0 ? lease_s : 3600));
+    return step_write(s, put, "claim prompt", err, errlen);
+}

@@ -351,4 +351,15 @@ int store_find_import(Store *s, const char *hash, int64_t *id, char *err, size_t
 // import with the same hash is an error naming the earlier file.
 int store_add_import(Store *s, const char *path, const char *hash, const char *kind, int64_t rows,
                      int64_t *id, char *err, size_t errlen);
+
+// Deletes a run's rollouts of the iterations after `after_iteration` (a resumed PPO run redoes
+// the iterations after its checkpoint and stores their rollouts again). *n (may be NULL)
+// receives how many rows were deleted.
+int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int64_t *n, char *err, size_t errlen);
+
+// Claims one given prompt for labeler_id for lease_s seconds (<= 0: 3600), refreshing its own
+// claim, without the overlap rule of store_claim_prompt: for a labeler going back to a prompt
+// (`reward label`'s undo deletes the ranking and claims its prompt in one transaction, so that no
+// other labeler takes it meanwhile).
+int store_claim_prompt_id(Store *s, int64_t labeler_id, int64_t prompt_id, double lease_s, char *err, size_t errlen);
 #endif

@@ -59,11 +59,14 @@ sed 's/epochs: 4/epochs: 12/; s/dir: run/dir: full/' sft.yaml > long.yaml
 printf 'save: {every: 7}\n' >> long.yaml
 "$B/sft" -c long.yaml > /dev/null 2>&1
 sed 's/dir: full/dir: killed/' long.yaml > killed.yaml
+# kill once a first checkpoint exists, at a random later moment (possibly mid-save)
 killed=0
-for delay in 0.4 0.7 0.25 1.0; do
+for delay in 0.1 0.3 0.05 0.2; do
     rm -rf killed
     "$B/sft" -c killed.yaml > /dev/null 2>&1 &
     pid=$!
+    t=0
+    while [ ! -d killed/last ] && [ $t -lt 600 ] && kill -0 $pid 2>/dev/null; do sleep 0.05; t=$((t + 1)); done
     sleep $delay
     if kill -9 $pid 2>/dev/null; then killed=1; wait $pid 2>/dev/null; break; fi
     wait $pid 2>/dev/null

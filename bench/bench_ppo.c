@@ -1,0 +1,294 @@
+// One PPO-ptx iteration of the real `ppo` program, split into its phases, beside the engine's own
+// generation on the same checkpoint and shapes. Not a test: it prints figures and never fails on
+// time.
+//
+//   bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--B 8] [--prompt 16] [--new 64]
+//             [--iterations 3] [--repeats 3] [--tokenizer data/gpt2] [--keep]
+//
+// Per preset (small: L4 H4 C256 V8192 ctx256; gpt2: L12 H12 C768 V50257 ctx1024) it writes, in a
+// temporary directory, a randomly initialised policy (the "SFT" model), a reward model with a
+// score head, B identical prompts of about --prompt tokens (template "{prompt}") and some
+// pretraining text, runs `ppo` for --iterations iterations (rollout batch B = one minibatch, one
+// epoch, --new new tokens, ptx.batch_size B windows of the rollout length, ptx.coef 27.8) and
+// reads each iteration's timings from the run's workspace database: generation, the four scoring
+// passes (policy, reference, value, reward) and training (policy + value forward/backward, and
+// the pretraining batches), each with tokens/s; a figure is the median over the iterations after
+// the first. "tokens" are positions through the pass (for training: through forward + backward). The reference for generation is gen_generate
+// called directly (KV cache of the same size, the same sampler settings, the same prompt ids) on
+// the same checkpoint, timed here after a warm-up, median of --repeats runs: the ratio shows what
+// the program adds around the engine.
+//
+// Output: one line per figure,
+//   RESULT {"name":..,"value":..,"unit":..,"ref_name":..,"ref_value":..,"ratio":..}
+// (ref_name, ref_value and ratio are null when there is no reference). OMP_NUM_THREADS sets the
+// threads, for the program and the reference alike.
+#include "checkpoint.h"
+#include "dataset.h"
+#include "generate.h"
+#include "model.h"
+#include "rng.h"
+#include "store.h"
+#include "tokenizer.h"
+#include "util.h"
+#include <limits.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct { const char *name; int L, NH, C, V, ctx; } Preset;
+static const Preset PRESETS[] = {{"small", 4, 4, 256, 8192, 256}, {"gpt2", 12, 12, 768, 50257, 1024}};
+
+typedef struct {
+    int B, prompt, new_tok, iterations, repeats, keep;
+    const char *ppo, *gpt2_tok;
+} Opts;
+
+static int write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) { fprintf(stderr, "bench_ppo: cannot write %s\n", path); return -1; }
+    fputs(text, f);
+    fclose(f);
+    return 0;
+}
+
+static void result(const char *name, double v, const char *unit, const char *ref_name, double ref) {
+    if (ref_name && ref > 0)
+        printf("RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":\"%s\",\"ref_value\":%.3f,\"ratio\":%.3f}\n",
+               name, v, unit, ref_name, ref, v / ref);
+    else
+        printf("RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":null,\"ref_value\":null,\"ratio\":null}\n", name, v, unit);
+    fflush(stdout);
+}
+
+#define MAX_IT 64
+typedef struct { const char *names[16]; double vals[MAX_IT][16]; int n; } MetricPick;
+static int pick_metric(const StoreMetric *m, void *ctx) {
+    MetricPick *p = ctx;
+    if (m->step < 1 || m->step > MAX_IT) return 0;
+    for (int i = 0; i < p->n; i++) if (!strcmp(m->name, p->names[i])) p->vals[m->step - 1][i] = m->value;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int bench_preset(const Preset *p, const Opts *o) {
+    char dir[] = "/tmp/bench_ppo.XXXXXX", path[4200], err[1024], cmd[9000];
+    if (!mkdtemp(dir)) { perror("bench_ppo: mkdtemp"); return -1; }
+    fprintf(stderr, "bench_ppo: %s in %s\n", p->name, dir);
+    // tokenizer: GPT-2's for the gpt2 preset; a small trained one (V <= 8192) for small
+    char tokdir[4200];
+    Tokenizer *tok = NULL;
+    char terr[TOK_ERR_LEN];
+    // text used for the tokenizer, the prompts and the pretraining mix
+    char *text = MALLOC_CHECK(1 << 20);
+    size_t tl = 0;
+    static const char *words[] = {"the", "model", "learns", "to", "answer", "questions", "about", "numbers", "and", "words",
+                                  "with", "a", "small", "reward", "for", "each", "good", "reply"};
+    Rng r;
+    rng_init(&r, 7);
+    for (int line = 0; line < 2000; line++) {
+        for (int w = 0; w < 12; w++) tl += (size_t)snprintf(text + tl, 64, "%s%s", w ? " " : "", words[rng_below(&r, 18)]);
+        text[tl++] = '\n';
+    }
+    text[tl] = 0;
+    snprintf(path, sizeof path, "%s/corpus.txt", dir);
+    if (write_text(path, text)) return -1;
+    if (!strcmp(p->name, "gpt2")) {
+        if (!realpath(o->gpt2_tok, tokdir)) { fprintf(stderr, "bench_ppo: tokenizer %s not found (--tokenizer)\n", o->gpt2_tok); return -1; }
+    } else {
+        snprintf(tokdir, sizeof tokdir, "%s/tok", dir);
+        if (util_mkdir_p(tokdir, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+        const char *paths[1] = {path};
+        TokTrainOptions to = {.vocab_size = 512};
+        if (tok_train(paths, 1, &to, tokdir, NULL, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return -1; }
+    }
+    if (tok_load(&tok, tokdir, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return -1; }
+    int eot = tok_eot(tok);
+    // policy (an LM) and reward model (score head), random weights
+    ModelConfig c = {.max_seq_len = p->ctx, .vocab_size = p->V, .n_layer = p->L, .n_head = p->NH, .n_embd = p->C,
+                     .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
+    Model m;
+    CkptSaveOptions so = {.tokenizer_dir = tokdir, .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
+    if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    model_init_weights(&m, 1234);
+    snprintf(path, sizeof path, "%s/sft", dir);
+    if (ckpt_save(path, &m, &so, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    model_free(&m);
+    ModelConfig rc = c;
+    rc.lm_head = 0; rc.score_head = 1;
+    if (model_init(&m, &rc, 1, 1, 0, 0, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    model_init_weights(&m, 4321);
+    snprintf(path, sizeof path, "%s/rm", dir);
+    if (ckpt_save(path, &m, &so, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    model_free(&m);
+    // the prompt: words until it encodes to --prompt tokens
+    char prompt[4096] = "";
+    size_t pl = 0;
+    TokIds ids = {0};
+    for (int w = 0; w < 2000 && (int)ids.n < o->prompt; w++) {
+        pl += (size_t)snprintf(prompt + pl, sizeof prompt - pl, "%s%s", w ? " " : "", words[w % 18]);
+        ids.n = 0;
+        tok_encode(tok, prompt, pl, 0, &ids, terr);
+    }
+    snprintf(path, sizeof path, "%s/prompts.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < o->B; i++) fprintf(f, "{\"prompt\": \"%s\"}\n", prompt);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/ppo.yaml", dir);
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "model: {policy: sft, reward: rm}\nout: {dir: run}\n"
+             "data: {prompts: [prompts.jsonl], prompt_template: \"{prompt}\"}\n"
+             "rollout: {batch_size: %d, max_new_tokens: %d}\nppo: {minibatch_size: %d, epochs: 1}\n"
+             "ptx: {coef: 27.8, data: [corpus.txt], batch_size: %d}\n"
+             "train: {iterations: %d, policy_lr: 1e-5, value_lr: 1e-5}\nsave: {every: 1000}\n",
+             o->B, o->new_tok, o->B, o->B, o->iterations);
+    if (write_text(path, yaml)) return -1;
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' -c ppo.yaml > ppo.log 2>&1", dir, o->ppo);
+    double t0 = util_time_s();
+    int rc_ppo = system(cmd);
+    double wall = util_time_s() - t0;
+    if (rc_ppo != 0) { fprintf(stderr, "bench_ppo: ppo failed (see %s/ppo.log)\n", dir); return -1; }
+    // the last iteration's figures
+    snprintf(path, sizeof path, "%s/run/workspace.db", dir);
+    Store *db;
+    StoreRun run;
+    static MetricPick mp;
+    mp = (MetricPick){.names = {"time/generate_s", "count/gen_tokens", "time/score_policy_s", "time/score_reference_s",
+                                                      "time/score_value_s", "time/score_reward_s", "count/sequence_tokens", "count/reward_tokens",
+                                                      "time/train_ppo_s", "count/train_ppo_tokens", "time/train_ptx_s", "count/train_ptx_tokens",
+                                      "time/train_policy_s", "time/train_value_s", "time/train_optim_s"}, .n = 15};
+    if (store_open(&db, path, err, sizeof err) || store_find_last_run(db, "ppo", NULL, -1, &run, err, sizeof err) ||
+        store_each_metric(db, run.id, NULL, pick_metric, &mp, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    store_run_free(&run);
+    store_close(db);
+    // the engine's own generation on the same checkpoint, prompt ids and cache sizes
+    DatasetOptions dopt = {.prompt_template = "{prompt}", .response_prefix = "", .max_tokens = p->ctx};
+    Dataset *ds;
+    TokIds pids = {0};
+    if (dataset_create(&ds, tok, &dopt, err, sizeof err) || dataset_encode_prompt(ds, prompt, &pids, err, sizeof err)) {
+        fprintf(stderr, "bench_ppo: %s\n", err); return -1;
+    }
+    int Tp = (int)pids.n, Tseq = Tp + o->new_tok, max_rows = o->B * Tp > 4096 ? (o->B > 4096 ? o->B : 4096) : o->B * Tp;
+    snprintf(path, sizeof path, "%s/sft", dir);
+    KVCache kv;
+    Sampler s;
+    if (ckpt_load_model(path, &m, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err) ||
+        kv_init(&kv, &m, o->B, Tseq, max_rows, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    sampler_init(&s, m.config.vocab_size);
+    int32_t *pr = MALLOC_CHECK((size_t)o->B * Tp * 4), *plen = MALLOC_CHECK((size_t)o->B * 4);
+    int32_t *out = MALLOC_CHECK((size_t)o->B * o->new_tok * 4), *olen = MALLOC_CHECK((size_t)o->B * 4);
+    for (int i = 0; i < o->B; i++) { memcpy(pr + (size_t)i * Tp, pids.ids, (size_t)Tp * 4); plen[i] = Tp; }
+    GenConfig g = {.max_new_tokens = o->new_tok, .eot_id = eot, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    GenConfig warm = g;
+    warm.max_new_tokens = 4;
+    Rng gr;
+    rng_init(&gr, 1234);
+    if (gen_generate(&m, &kv, &s, &warm, &gr, pr, plen, o->B, Tp, out, olen, NULL, NULL, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    double rates[16];
+    int nrep = o->repeats < 16 ? o->repeats : 16;
+    for (int k = 0; k < nrep; k++) {
+        double g0 = util_time_s();
+        if (gen_generate(&m, &kv, &s, &g, &gr, pr, plen, o->B, Tp, out, olen, NULL, NULL, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+        double dt = util_time_s() - g0;
+        int64_t ntok = 0;
+        for (int i = 0; i < o->B; i++) ntok += olen[i];
+        rates[k] = (double)ntok / dt;
+    }
+    qsort(rates, (size_t)nrep, sizeof(double), cmp_double);
+    double engine = nrep % 2 ? rates[nrep / 2] : 0.5 * (rates[nrep / 2 - 1] + rates[nrep / 2]);
+    char name[256];
+    const char *P = p->name;
+    int threads = omp_get_max_threads();
+    fprintf(stderr, "bench_ppo: %s: B=%d prompt %d + %d new tokens, %d threads; ppo wall %.1f s for %d iterations\n", P, o->B, Tp,
+            o->new_tok, threads, wall, o->iterations);
+    // each figure: the median over the iterations after the first (the first touches fresh memory)
+    int first = o->iterations > 1 ? 1 : 0, nit = o->iterations - first;
+    enum { NF = 12 };
+    double fig[NF][MAX_IT];
+    for (int k = 0; k < nit; k++) {
+        const double *v = mp.vals[first + k];
+        double sc = v[2] + v[3] + v[4] + v[5];
+        fig[0][k] = v[0] > 0 ? v[1] / v[0] : 0;
+        fig[1][k] = v[2] > 0 ? v[6] / v[2] : 0;
+        fig[2][k] = v[3] > 0 ? v[6] / v[3] : 0;
+        fig[3][k] = v[4] > 0 ? v[6] / v[4] : 0;
+        fig[4][k] = v[5] > 0 ? v[7] / v[5] : 0;
+        fig[5][k] = sc > 0 ? (3 * v[6] + v[7]) / sc : 0;
+        fig[6][k] = v[8] > 0 ? v[9] / v[8] : 0;
+        fig[7][k] = v[10] > 0 ? v[11] / v[10] : 0;
+        fig[8][k] = v[12] > 0 ? v[9] / v[12] : 0;
+        fig[9][k] = v[13] > 0 ? v[9] / v[13] : 0;
+        fig[10][k] = v[14];
+        fig[11][k] = v[0] + sc + v[8] + v[10];
+    }
+    static const char *what[NF] = {"generation", "scoring: policy", "scoring: reference", "scoring: value", "scoring: reward",
+                                   "scoring: all four", "training: policy+value (incl. AdamW)", "training: ptx",
+                                   "training: policy fwd+bwd", "training: value fwd+bwd", "training: AdamW+EMA", "iteration"};
+    for (int q = 0; q < NF; q++) {
+        qsort(fig[q], (size_t)nit, sizeof(double), cmp_double);
+        double med = nit % 2 ? fig[q][nit / 2] : 0.5 * (fig[q][nit / 2 - 1] + fig[q][nit / 2]);
+        snprintf(name, sizeof name, "ppo %s B=%d %s", P, o->B, what[q]);
+        result(name, med, q >= 10 ? "s" : "tok/s", q == 0 ? "gen_generate (engine)" : NULL, q == 0 ? engine : 0);
+    }
+    free(pr); free(plen); free(out); free(olen); free(text);
+    tok_ids_free(&pids); tok_ids_free(&ids);
+    dataset_free(ds);
+    sampler_free(&s);
+    kv_free(&kv);
+    model_free(&m);
+    tok_free(tok);
+    if (!o->keep) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0) fprintf(stderr, "bench_ppo: could not remove %s\n", dir);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    Opts o = {.B = 8, .prompt = 16, .new_tok = 64, .iterations = 3, .repeats = 3, .gpt2_tok = "data/gpt2"};
+    const char *preset = "all";
+    char ppo[PATH_MAX];
+    ppo[0] = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--preset") && v) { preset = v; i++; }
+        else if (!strcmp(a, "--ppo") && v) { snprintf(ppo, sizeof ppo, "%s", v); i++; }
+        else if (!strcmp(a, "--B") && v) { o.B = atoi(v); i++; }
+        else if (!strcmp(a, "--prompt") && v) { o.prompt = atoi(v); i++; }
+        else if (!strcmp(a, "--new") && v) { o.new_tok = atoi(v); i++; }
+        else if (!strcmp(a, "--iterations") && v) { o.iterations = atoi(v); i++; }
+        else if (!strcmp(a, "--repeats") && v) { o.repeats = atoi(v); i++; }
+        else if (!strcmp(a, "--tokenizer") && v) { o.gpt2_tok = v; i++; }
+        else if (!strcmp(a, "--keep")) o.keep = 1;
+        else {
+            fprintf(stderr, "usage: bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--B 8] [--prompt 16] [--new 64] "
+                            "[--iterations 3] [--repeats 3] [--tokenizer data/gpt2] [--keep]\n");
+            return 2;
+        }
+    }
+    if (o.B < 1 || o.prompt < 1 || o.new_tok < 1 || o.iterations < 1 || o.iterations > MAX_IT || o.repeats < 1) { fprintf(stderr, "bench_ppo: sizes must be positive\n"); return 2; }
+    if (!ppo[0]) {   // build/bench/bench_ppo -> build/bin/ppo
+        char self[PATH_MAX];
+        snprintf(self, sizeof self, "%s", argv[0]);
+        char *slash = strrchr(self, '/');
+        if (slash) *slash = 0; else snprintf(self, sizeof self, ".");
+        snprintf(ppo, sizeof ppo, "%.4000s/../bin/ppo", self);
+    }
+    char abs_ppo[PATH_MAX];
+    if (!realpath(ppo, abs_ppo) || access(abs_ppo, X_OK)) { fprintf(stderr, "bench_ppo: no ppo program at %s (--ppo PATH)\n", ppo); return 2; }
+    o.ppo = abs_ppo;
+    int rc = 0, any = 0;
+    for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++) {
+        if (strcmp(preset, "all") && strcmp(preset, PRESETS[i].name)) continue;
+        any = 1;
+        if (bench_preset(&PRESETS[i], &o)) rc = 1;
+    }
+    if (!any) { fprintf(stderr, "bench_ppo: unknown preset %s (small, gpt2, all)\n", preset); return 2; }
+    return rc;
+}

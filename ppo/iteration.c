@@ -1,0 +1,436 @@
+// One PPO-ptx iteration, in this order:
+//   1. prompts    the next R prompts of the shuffled prompt order (a new order every epoch)
+//   2. generate   responses with the KV cache (gen_generate), generation_batch prompts at a time,
+//                 sampling from the policy (rollout.temperature / top_k / top_p), stopping at the
+//                 end token or after max_new_tokens
+//   3. order      the first epoch's minibatch order (a shuffle of the R rollouts, from the run's Rng)
+//   4. score      in those minibatches: the policy (log-probs of the response tokens, entropy),
+//                 the reference (log-probs), the value model (V at every response position) and
+//                 the reward model (its score at the last token of prompt + response). Scoring in
+//                 the same batches the first update uses makes that update's ratio exactly 1.
+//   5. advantages score shaped (missing-end penalty, clip); per-token reward -beta*(logp - ref)
+//                 plus the score at the last token; GAE (gamma, lambda); returns = A + V;
+//                 advantages whitened over the iteration's response tokens
+//   6. update     ppo.epochs passes, each over R/mb minibatches (epochs after the first reshuffle):
+//                 policy forward -> clipped surrogate and its d/dlogp -> backward; value forward
+//                 -> clipped value loss and its d/dv -> backward; then ptx.batch_size pretraining
+//                 windows (in chunks of at most mb) with weights ptx.coef / (their tokens), whose
+//                 LM loss backward accumulates into the same policy gradients; then one AdamW step
+//                 for each model (and the EMA of the policy). A NaN or Inf in a loss, a ratio or
+//                 a gradient norm skips the minibatch (no step); ppo.max_bad_minibatches in a row
+//                 stop the run.
+//   7. KL         the adaptive controller (if on) updates beta from the iteration's mean KL.
+#include "trainer.h"
+#include "util.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ppo_prompt_order(Ppo *s) {
+    Rng r;
+    rng_init(&r, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, s->prompt_seed), (uint64_t)s->prompt_epoch)));
+    for (int64_t i = 0; i < s->n_prompts; i++) s->order[i] = i;
+    for (int64_t i = s->n_prompts - 1; i > 0; i--) {
+        int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1), t = s->order[i];
+        s->order[i] = s->order[j];
+        s->order[j] = t;
+    }
+}
+
+static int64_t next_prompt(Ppo *s) {
+    if (s->prompt_index >= s->n_prompts) {
+        s->prompt_epoch++;
+        s->prompt_index = 0;
+        ppo_prompt_order(s);
+    }
+    return s->order[s->prompt_index++];
+}
+
+static void shuffle(int32_t *p, int n, Rng *r) {
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)rng_below(r, (uint64_t)i + 1);
+        int32_t t = p[i]; p[i] = p[j]; p[j] = t;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. generation
+
+static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
+    double t0 = util_time_s();
+    int eot = s->gen.eot_id;
+    memset(s->mask, 0, (size_t)s->R * s->Tpos);
+    for (int c0 = 0; c0 < s->R; c0 += s->gen_B) {
+        int n = s->R - c0 < s->gen_B ? s->R - c0 : s->gen_B, Tp = 0;
+        for (int i = 0; i < n; i++) {
+            int len = s->prompts[s->pidx[c0 + i]].len;
+            if (len > Tp) Tp = len;
+        }
+        for (int i = 0; i < n; i++) {
+            const PpoPrompt *p = &s->prompts[s->pidx[c0 + i]];
+            int32_t *row = s->g_prompts + (size_t)i * Tp;
+            memcpy(row, p->ids, (size_t)p->len * sizeof(int32_t));
+            for (int t = p->len; t < Tp; t++) row[t] = 0;
+            s->g_plen[i] = p->len;
+        }
+        if (gen_generate(&s->policy, &s->kv, &s->sampler, &s->gen, &s->rng, s->g_prompts, s->g_plen, n, Tp,
+                         s->g_out, s->g_olen, NULL, NULL, err, errlen)) return -1;
+        for (int i = 0; i < n; i++) {
+            int b = c0 + i, pl = s->g_plen[i], rl = s->g_olen[i];
+            int32_t *row = s->seq + (size_t)b * s->Tseq;
+            memcpy(row, s->g_prompts + (size_t)i * Tp, (size_t)pl * sizeof(int32_t));
+            memcpy(row + pl, s->g_out + (size_t)i * s->max_new, (size_t)rl * sizeof(int32_t));
+            s->plen[b] = pl;
+            s->rlen[b] = rl;
+            s->ended[b] = rl > 0 && eot >= 0 && row[pl + rl - 1] == eot;
+            memset(s->mask + (size_t)b * s->Tpos + pl - 1, 1, (size_t)rl);
+            st->gen_tokens += rl;
+            st->seq_tokens += pl + rl - 1;
+        }
+    }
+    st->t_gen = util_time_s() - t0;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// batches
+
+// The policy/value batch of rollouts idx[0..n): prompt + response without the last token, targets
+// (the next token) on the response positions only. Returns T, the batch's padded length.
+static int batch_policy(Ppo *s, const int32_t *idx, int n, ModelBatch *b) {
+    int T = 0;
+    for (int i = 0; i < n; i++) {
+        int len = s->plen[idx[i]] + s->rlen[idx[i]] - 1;
+        s->b_len[i] = len;
+        if (len > T) T = len;
+    }
+    for (int i = 0; i < n; i++) {
+        const int32_t *row = s->seq + (size_t)idx[i] * s->Tseq;
+        int len = s->b_len[i], first = s->plen[idx[i]] - 1;
+        for (int t = 0; t < T; t++) {
+            s->b_tok[(size_t)i * T + t] = t < len ? row[t] : 0;
+            s->b_tgt[(size_t)i * T + t] = t < len && t >= first ? row[t + 1] : -1;
+        }
+    }
+    *b = (ModelBatch){.B = n, .T = T, .tokens = s->b_tok, .lengths = s->b_len, .targets = s->b_tgt, .weights = NULL};
+    return T;
+}
+
+// The reward batch: whole sequences (prompt + response), no targets.
+static int batch_reward(Ppo *s, const int32_t *idx, int n, ModelBatch *b) {
+    int T = 0;
+    for (int i = 0; i < n; i++) {
+        s->b_len[i] = s->plen[idx[i]] + s->rlen[idx[i]];
+        if (s->b_len[i] > T) T = s->b_len[i];
+    }
+    for (int i = 0; i < n; i++) {
+        const int32_t *row = s->seq + (size_t)idx[i] * s->Tseq;
+        for (int t = 0; t < T; t++) s->b_tok[(size_t)i * T + t] = t < s->b_len[i] ? row[t] : 0;
+    }
+    *b = (ModelBatch){.B = n, .T = T, .tokens = s->b_tok, .lengths = s->b_len, .targets = NULL, .weights = NULL};
+    return T;
+}
+
+// (R, Tpos) rollout array <-> (n, T) minibatch array
+static void gather(const Ppo *s, const float *src, const int32_t *idx, int n, int T, float *dst) {
+    for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * T, src + (size_t)idx[i] * s->Tpos, (size_t)T * sizeof(float));
+}
+static void scatter(const Ppo *s, float *dst, const int32_t *idx, int n, int T, const float *src) {
+    for (int i = 0; i < n; i++) memcpy(dst + (size_t)idx[i] * s->Tpos, src + (size_t)i * T, (size_t)T * sizeof(float));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. scoring
+
+static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
+    char e[512];
+    for (int k = 0; k < s->R / s->mb; k++) {
+        const int32_t *idx = s->perm + (size_t)k * s->mb;
+        int n = s->mb;
+        ModelBatch b;
+        int T = batch_policy(s, idx, n, &b);
+        double t0 = util_time_s();
+        if (model_forward(&s->policy, &b, MODEL_ENTROPY, e, sizeof e)) return util_err(err, errlen, "policy: %s", e);
+        model_get_logp(&s->policy, s->b_x);
+        scatter(s, s->old_logp, idx, n, T, s->b_x);
+        model_get_entropy(&s->policy, s->b_x);
+        scatter(s, s->entropy, idx, n, T, s->b_x);
+        double t1 = util_time_s();
+        if (model_forward(&s->ref, &b, 0, e, sizeof e)) return util_err(err, errlen, "reference: %s", e);
+        model_get_logp(&s->ref, s->b_x);
+        scatter(s, s->ref_logp, idx, n, T, s->b_x);
+        double t2 = util_time_s();
+        ModelBatch vb = b;
+        vb.targets = NULL;
+        if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
+        model_get_values(&s->value, s->b_x);
+        scatter(s, s->old_values, idx, n, T, s->b_x);
+        double t3 = util_time_s();
+        ModelBatch rb;
+        int Tr = batch_reward(s, idx, n, &rb);
+        if (model_forward(&s->reward, &rb, 0, e, sizeof e)) return util_err(err, errlen, "reward: %s", e);
+        model_get_values(&s->reward, s->b_x);
+        for (int i = 0; i < n; i++) s->score[idx[i]] = s->b_x[(size_t)i * Tr + s->b_len[i] - 1];
+        double t4 = util_time_s();
+        st->t_policy += t1 - t0;
+        st->t_ref += t2 - t1;
+        st->t_value += t3 - t2;
+        st->t_reward += t4 - t3;
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. rewards and advantages
+
+static void advantages(Ppo *s, PpoStats *st) {
+    float beta = (float)s->kl.beta;
+    double ssum = 0, ssq = 0, ent = 0;
+    int64_t ntok = 0;
+    st->beta = s->kl.beta;
+    for (int b = 0; b < s->R; b++) {
+        size_t o = (size_t)b * s->Tpos + s->plen[b] - 1;
+        int n = s->rlen[b];
+        s->shaped[b] = ppo_shape_score(s->score[b], s->ended[b], s->eos_penalty, s->score_clip);
+        double nonscore = ppo_rewards(s->old_logp + o, s->ref_logp + o, n, beta, s->shaped[b], s->rewards + o);
+        double k1 = 0, k3 = 0;
+        for (int t = 0; t < n; t++) {
+            k1 += ppo_kl_k1(s->old_logp[o + t], s->ref_logp[o + t]);
+            k3 += ppo_kl_k3(s->old_logp[o + t], s->ref_logp[o + t]);
+            ent += s->entropy[o + t];
+        }
+        ntok += n;
+        ppo_gae(s->rewards + o, s->old_values + o, n, s->gamma, s->lam, s->adv + o, s->ret + o);
+        st->kl += k1;
+        st->kl_k3 += k3;
+        st->nonscore += nonscore;
+        st->reward += nonscore + s->shaped[b];
+        st->resp_len += n;
+        st->end_rate += s->ended[b];
+        ssum += s->score[b];
+        ssq += (double)s->score[b] * s->score[b];
+    }
+    double R = s->R;
+    st->score = ssum / R;
+    st->score_std = R > 1 ? sqrt(fmax(0.0, (ssq - ssum * ssum / R) / (R - 1))) : 0.0;
+    st->kl /= R; st->kl_k3 /= R; st->nonscore /= R; st->reward /= R; st->resp_len /= R; st->end_rate /= R;
+    st->entropy = ntok ? ent / (double)ntok : 0.0;
+    int64_t RT = (int64_t)s->R * s->Tpos;
+    st->explained_var = ppo_explained_variance(s->old_values, s->ret, s->mask, RT);
+    if (s->whiten) ppo_whiten(s->adv, s->mask, RT, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. one minibatch update: 0 stepped, 1 skipped (why says why), -1 error
+
+static int update(Ppo *s, const int32_t *idx, int first, PpoStats *st, char *why, size_t whylen, char *err, size_t errlen) {
+    int n = s->mb;
+    char e[512];
+    ModelBatch b;
+    int T = batch_policy(s, idx, n, &b);
+    int64_t NT = (int64_t)n * T, ntok = 0;
+    for (int i = 0; i < n; i++) ntok += s->rlen[idx[i]];
+    for (int64_t j = 0; j < NT; j++) s->b_w[j] = s->b_tgt[j] >= 0 ? (float)(1.0 / (double)ntok) : 0.0f;
+
+    double t0 = util_time_s();
+    model_zero_grad(&s->policy);
+    // policy: clipped surrogate
+    if (model_forward(&s->policy, &b, 0, e, sizeof e)) return util_err(err, errlen, "policy: %s", e);
+    model_get_logp(&s->policy, s->b_x);
+    gather(s, s->old_logp, idx, n, T, s->b_o);
+    gather(s, s->adv, idx, n, T, s->b_a);
+    PpoPolicyStats ps;
+    ppo_policy_loss(s->b_x, s->b_o, s->b_a, s->b_w, NT, s->clip, s->b_d, &ps);
+    if (s->nan_from > 0 && s->iteration + 1 >= s->nan_from) { ps.loss = NAN; ps.n_nonfinite++; }   // fault injection
+    if (first) st->first_ratio_dev = ps.max_ratio_dev;
+    if (ps.n_nonfinite || !isfinite(ps.loss)) {
+        snprintf(why, whylen, "policy loss %g: %lld of %lld ratios or loss terms are NaN/Inf", ps.loss, (long long)ps.n_nonfinite, (long long)ps.n_tokens);
+        return 1;
+    }
+    model_backward(&s->policy, &b, s->b_d, NULL);
+    double tv = util_time_s();
+    // value: clipped regression to the returns
+    model_zero_grad(&s->value);
+    ModelBatch vb = b;
+    vb.targets = NULL;
+    if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
+    model_get_values(&s->value, s->b_x);
+    gather(s, s->old_values, idx, n, T, s->b_o);
+    gather(s, s->ret, idx, n, T, s->b_a);
+    PpoValueStats vs;
+    ppo_value_loss(s->b_x, s->b_o, s->b_a, s->b_w, NT, s->value_clip, s->b_d, &vs);
+    if (vs.n_nonfinite || !isfinite(vs.loss)) {
+        snprintf(why, whylen, "value loss %g: %lld of %lld terms are NaN/Inf", vs.loss, (long long)vs.n_nonfinite, (long long)vs.n_tokens);
+        return 1;
+    }
+    model_backward(&s->value, &vb, NULL, s->b_d);
+    double t1 = util_time_s();
+    // pretraining mix: LM loss * ptx.coef, accumulated into the same policy gradients
+    double ptx = 0.0;
+    if (s->has_ptx) {
+        float w = (float)((double)s->ptx_coef / ((double)s->ptx_B * s->ptx_T));
+        for (int c = 0; c < s->ptx_B / s->ptx_chunk; c++) {
+            tokfile_iter_next(&s->ptx_it, &s->ptx_batch, w);
+            ModelBatch pb = data_batch_model(&s->ptx_batch);
+            if (model_forward(&s->policy, &pb, 0, e, sizeof e)) return util_err(err, errlen, "ptx: %s", e);
+            if (!isfinite(s->policy.loss)) { snprintf(why, whylen, "pretraining loss %g", (double)s->policy.loss); return 1; }
+            ptx += s->policy.loss;
+            model_backward(&s->policy, &pb, NULL, NULL);
+        }
+        st->ptx_tokens += (int64_t)s->ptx_B * s->ptx_T;
+    }
+    double t2 = util_time_s();
+    float gp = optim_grad_norm(&s->policy), gv = optim_grad_norm(&s->value);
+    if (!isfinite(gp) || !isfinite(gv)) {
+        snprintf(why, whylen, "gradient norm not finite (policy %g, value %g)", (double)gp, (double)gv);
+        return 1;
+    }
+    float lr = lr_at(&s->sched, s->opt_policy.lr, s->policy_steps);
+    optim_adamw_step(&s->policy, &s->opt_policy, lr, ++s->policy_steps);
+    float lrv = lr_at(&s->sched, s->opt_value.lr, s->value_steps);
+    optim_adamw_step(&s->value, &s->opt_value, lrv, ++s->value_steps);
+    if (s->has_ema) ppo_ema_update(s->ema.params_memory, s->policy.params_memory, (int64_t)s->policy.num_params, s->ema_decay);
+    double t3 = util_time_s();
+    st->t_train_ppo += (t1 - t0) + (t3 - t2);
+    st->t_up_policy += tv - t0;
+    st->t_up_value += t1 - tv;
+    st->t_up_optim += t3 - t2;
+    st->t_train_ptx += t2 - t1;
+    for (int i = 0; i < n; i++) st->ppo_tokens += s->plen[idx[i]] + s->rlen[idx[i]] - 1;
+    st->policy_loss += ps.loss;
+    st->clip_frac += ps.clip_frac;
+    st->approx_kl += ps.approx_kl;
+    st->ratio_mean += ps.ratio_mean;
+    st->value_loss += vs.loss;
+    st->value_clip_frac += vs.clip_frac;
+    st->ptx_loss += s->has_ptx ? ptx / s->ptx_coef : 0.0;
+    st->grad_norm += gp;
+    st->value_grad_norm += gv;
+    st->minibatches++;
+    return 0;
+}
+
+int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
+    memset(st, 0, sizeof *st);
+    int64_t it = s->iteration + 1;
+    for (int b = 0; b < s->R; b++) s->pidx[b] = next_prompt(s);
+    if (generate(s, st, err, errlen)) return -1;
+    for (int b = 0; b < s->R; b++) s->perm[b] = b;
+    shuffle(s->perm, s->R, &s->rng);
+    if (score(s, st, err, errlen)) return -1;
+    advantages(s, st);
+    int nmb = s->R / s->mb;
+    for (int ep = 0; ep < s->epochs; ep++) {
+        if (ep > 0) shuffle(s->perm, s->R, &s->rng);
+        for (int k = 0; k < nmb; k++) {
+            char why[256];
+            int rc = update(s, s->perm + (size_t)k * s->mb, ep == 0 && k == 0, st, why, sizeof why, err, errlen);
+            if (rc < 0) return -1;
+            if (rc == 0) { s->bad_streak = 0; continue; }
+            st->skipped++;
+            s->bad_streak++;
+            fprintf(stderr, "ppo: warning: iteration %lld, epoch %d, minibatch %d skipped: %s\n", (long long)it, ep + 1, k + 1, why);
+            if (s->bad_streak >= s->max_bad) {
+                util_err(err, errlen, "iteration %lld: %lld minibatches in a row had a NaN or Inf (last: %s)",
+                         (long long)it, (long long)s->bad_streak, why);
+                return 1;
+            }
+        }
+    }
+    if (st->minibatches > 0) {
+        double m = (double)st->minibatches;
+        st->policy_loss /= m; st->clip_frac /= m; st->approx_kl /= m; st->ratio_mean /= m;
+        st->value_loss /= m; st->value_clip_frac /= m; st->ptx_loss /= m;
+        st->grad_norm /= m; st->value_grad_norm /= m;
+    } else {
+        st->policy_loss = st->clip_frac = st->approx_kl = st->ratio_mean = NAN;
+        st->value_loss = st->value_clip_frac = st->ptx_loss = st->grad_norm = st->value_grad_norm = NAN;
+    }
+    if (!s->has_ptx) st->ptx_loss = NAN;
+    ppo_kl_update(&s->kl, st->kl, s->R);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// recording
+
+// Length of the valid UTF-8 sequence at p[0..n) (1..4), or 0 when p[0] does not start one.
+static int utf8_seq(const unsigned char *p, size_t n) {
+    unsigned c = p[0];
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || (size_t)len > n) return 0;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    for (int i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+// A response as text for the store: UTF-8, with every byte that is not part of valid UTF-8 (a
+// sampled sequence of byte-level tokens can cut a character) and every NUL replaced by U+FFFD,
+// so that the rollouts table reads cleanly from any SQL client.
+static char *decode(const Tokenizer *tok, const int32_t *ids, int n) {
+    TokBytes tb = {0};
+    char terr[TOK_ERR_LEN];
+    tok_decode(tok, ids, (size_t)n, &tb, terr);
+    char *out = MALLOC_CHECK(3 * tb.n + 1);
+    size_t k = 0;
+    const unsigned char *p = (const unsigned char *)tb.data;
+    for (size_t i = 0; i < tb.n;) {
+        int len = p[i] ? utf8_seq(p + i, tb.n - i) : 0;
+        if (len) { memcpy(out + k, p + i, (size_t)len); k += (size_t)len; i += (size_t)len; continue; }
+        out[k++] = (char)0xEF; out[k++] = (char)0xBF; out[k++] = (char)0xBD;
+        i++;
+    }
+    out[k] = 0;
+    tok_bytes_free(&tb);
+    return out;
+}
+
+int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
+    int64_t it = s->iteration;
+    if (store_begin(s->db, err, errlen)) return -1;
+    for (int b = 0; b < s->R; b++) {
+        const PpoPrompt *p = &s->prompts[s->pidx[b]];
+        size_t o = (size_t)b * s->Tpos + s->plen[b] - 1;
+        double kl = 0.0;
+        for (int t = 0; t < s->rlen[b]; t++) kl += ppo_kl_k1(s->old_logp[o + t], s->ref_logp[o + t]);
+        double nonscore = -st->beta * kl;
+        char *resp = decode(s->tok, s->seq + (size_t)b * s->Tseq + s->plen[b], s->rlen[b] - (s->ended[b] ? 1 : 0));
+        StoreRollout r = {.run_id = s->run_id, .iteration = it, .prompt_id = p->prompt_id, .prompt = p->text, .response = resp,
+                          .score = s->score[b], .reward = s->shaped[b] + nonscore, .kl = kl,
+                          .response_tokens = s->rlen[b], .ended = s->ended[b]};
+        int rc = store_add_rollout(s->db, &r, NULL, err, errlen);
+        free(resp);
+        if (rc) { store_rollback(s->db, NULL, 0); return -1; }
+    }
+    double tscore = st->t_policy + st->t_ref + st->t_value + st->t_reward, ttrain = st->t_train_ppo + st->t_train_ptx;
+    struct { const char *name; double v; } m[] = {
+        {"ppo/score", st->score}, {"ppo/score_std", st->score_std}, {"ppo/reward", st->reward},
+        {"ppo/kl", st->kl}, {"ppo/kl_k3", st->kl_k3}, {"ppo/non_score_reward", st->nonscore}, {"ppo/beta", st->beta},
+        {"ppo/entropy", st->entropy}, {"ppo/response_len", st->resp_len}, {"ppo/end_rate", st->end_rate},
+        {"ppo/policy_loss", st->policy_loss}, {"ppo/clip_frac", st->clip_frac}, {"ppo/approx_kl", st->approx_kl},
+        {"ppo/ratio_mean", st->ratio_mean}, {"ppo/first_ratio_dev", st->first_ratio_dev},
+        {"ppo/value_loss", st->value_loss}, {"ppo/value_clip_frac", st->value_clip_frac},
+        {"ppo/explained_variance", st->explained_var}, {"ppo/ptx_loss", st->ptx_loss},
+        {"ppo/grad_norm", st->grad_norm}, {"ppo/value_grad_norm", st->value_grad_norm},
+        {"ppo/skipped_minibatches", (double)st->skipped},
+        {"speed/gen_tokens_per_s", st->t_gen > 0 ? st->gen_tokens / st->t_gen : NAN},
+        {"speed/score_tokens_per_s", tscore > 0 ? 4.0 * st->seq_tokens / tscore : NAN},
+        {"speed/train_tokens_per_s", ttrain > 0 ? (st->ppo_tokens + st->ptx_tokens) / ttrain : NAN},
+        {"time/generate_s", st->t_gen}, {"time/score_policy_s", st->t_policy}, {"time/score_reference_s", st->t_ref},
+        {"time/score_value_s", st->t_value}, {"time/score_reward_s", st->t_reward},
+        {"time/train_ppo_s", st->t_train_ppo}, {"time/train_ptx_s", st->t_train_ptx},
+        {"time/train_policy_s", st->t_up_policy}, {"time/train_value_s", st->t_up_value}, {"time/train_optim_s", st->t_up_optim},
+        {"count/gen_tokens", (double)st->gen_tokens}, {"count/sequence_tokens", (double)st->seq_tokens},
+        {"count/reward_tokens", (double)(st->seq_tokens + s->R)},
+        {"count/train_ppo_tokens", (double)st->ppo_tokens}, {"count/train_ptx_tokens", (double)st->ptx_tokens},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (store_add_metric(s->db, s->run_id, it, m[i].name, m[i].v, err, errlen)) { store_rollback(s->db, NULL, 0); return -1; }
+    return store_commit(s->db, err, errlen);
+}

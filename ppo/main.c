@@ -1,0 +1,179 @@
+// ppo: InstructGPT step 3. Optimises the policy (from the SFT checkpoint) against the reward
+// model with PPO, a per-token KL penalty to the frozen SFT model and, mixed into the same
+// gradients, the language-model loss on pretraining text (PPO-ptx). Reads like a recipe: parse
+// the config, set up the four models and the data, loop over iterations (rollouts, scoring,
+// updates; see iteration.c), log to the terminal and the workspace database, save. Killed at any
+// moment, the same command resumes from OUT.DIR/last and ends with the same weights as an
+// uninterrupted run (same thread count).
+#include "cli.h"
+#include "trainer.h"
+#include "util.h"
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const ConfigEntry PPO_SCHEMA[] = {
+    CONFIG_ENTRY("model.policy", CONFIG_STRING, "", "the SFT checkpoint the policy starts from (required)"),
+    CONFIG_ENTRY("model.reference", CONFIG_STRING, "", "frozen reference for the KL penalty (default: model.policy)"),
+    CONFIG_ENTRY("model.reward", CONFIG_STRING, "", "the reward model checkpoint (required)"),
+    CONFIG_ENTRY("model.value", CONFIG_STRING, "", "where the value model starts (default: model.reward)"),
+    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "", "tokenizer directory (default: model.policy's)"),
+    CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory: last/ (resumable) and policy/ (the result) (required)"),
+    CONFIG_ENTRY("workspace", CONFIG_STRING, "", "workspace database (default: OUT.DIR/workspace.db)", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("data.format", CONFIG_ENUM, "jsonl", "jsonl: {\"prompt\": ...} lines in data.prompts; db: the workspace's prompts", .choices = "jsonl|db"),
+    CONFIG_ENTRY("data.prompts", CONFIG_LIST, NULL, "prompt files (JSONL)"),
+    CONFIG_ENTRY("data.split", CONFIG_ENUM, "train", "the workspace split used with data.format db", .choices = "train|valid|test"),
+    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE, "prompt rendering (as in SFT); exactly one {prompt}"),
+    CONFIG_ENTRY("data.max_prompt_tokens", CONFIG_INT, "0", "longest prompt (0: the context minus rollout.max_new_tokens)", .min = "0"),
+    CONFIG_ENTRY("data.truncation", CONFIG_ENUM, "drop", "prompts longer than that: drop, keep the last tokens (left), or error",
+                 .choices = "drop|left|error"),
+    CONFIG_ENTRY("rollout.batch_size", CONFIG_INT, "64", "episodes (prompts) per iteration", .min = "1", .max = "1048576"),
+    CONFIG_ENTRY("rollout.generation_batch", CONFIG_INT, "0", "prompts generated at once (0: the whole rollout batch; bounds the KV cache)", .min = "0", .max = "1048576"),
+    CONFIG_ENTRY("rollout.max_new_tokens", CONFIG_INT, "64", "longest response", .min = "1", .max = "1048576"),
+    CONFIG_ENTRY("rollout.temperature", CONFIG_DOUBLE, "1.0", "sampling temperature (InstructGPT: 1)", .min = "0", .max = "100"),
+    CONFIG_ENTRY("rollout.top_k", CONFIG_INT, "0", "sample from the k most likely tokens (0: all)", .min = "0"),
+    CONFIG_ENTRY("rollout.top_p", CONFIG_DOUBLE, "1.0", "nucleus sampling mass (1: all)", .min = "0", .max = "1"),
+    CONFIG_ENTRY("reward.missing_eos_penalty", CONFIG_DOUBLE, "0", "subtracted from the score of a response without the end token (0: off)"),
+    CONFIG_ENTRY("reward.clip", CONFIG_DOUBLE, "0", "clip scores to [-clip, clip] (0: off)", .min = "0"),
+    CONFIG_ENTRY("kl.beta", CONFIG_DOUBLE, "0.02", "KL penalty coefficient (the start value with the adaptive controller)", .min = "0", .max = "1000"),
+    CONFIG_ENTRY("kl.controller", CONFIG_ENUM, "fixed", "fixed beta, or adaptive toward kl.target (Ziegler et al. 2019)", .choices = "fixed|adaptive"),
+    CONFIG_ENTRY("kl.target", CONFIG_DOUBLE, "6.0", "adaptive: target KL per episode (nats)", .min = "0"),
+    CONFIG_ENTRY("kl.horizon", CONFIG_DOUBLE, "10000", "adaptive: episodes over which beta moves", .min = "1"),
+    CONFIG_ENTRY("ppo.epochs", CONFIG_INT, "4", "passes over each rollout batch", .min = "1", .max = "1000"),
+    CONFIG_ENTRY("ppo.minibatch_size", CONFIG_INT, "8", "episodes per update (divides rollout.batch_size)", .min = "1", .max = "65536"),
+    CONFIG_ENTRY("ppo.clip", CONFIG_DOUBLE, "0.2", "ratio clip epsilon", .min = "0", .max = "10"),
+    CONFIG_ENTRY("ppo.value_clip", CONFIG_DOUBLE, "0.2", "value clip range around the rollout's values (0: unclipped)", .min = "0"),
+    CONFIG_ENTRY("ppo.gamma", CONFIG_DOUBLE, "1.0", "discount", .min = "0", .max = "1"),
+    CONFIG_ENTRY("ppo.lambda", CONFIG_DOUBLE, "0.95", "GAE lambda", .min = "0", .max = "1"),
+    CONFIG_ENTRY("ppo.whiten_advantages", CONFIG_BOOL, "true", "whiten advantages over each rollout batch"),
+    CONFIG_ENTRY("ppo.max_bad_minibatches", CONFIG_INT, "3", "NaN/Inf minibatches in a row before the run stops", .min = "1"),
+    CONFIG_ENTRY("ptx.coef", CONFIG_DOUBLE, "27.8", "pretraining LM loss weight (InstructGPT's gamma; 0: plain PPO)", .min = "0"),
+    CONFIG_ENTRY("ptx.data", CONFIG_LIST, NULL, "pretraining text files (tokenized once into OUT.DIR/ptx.tok)"),
+    CONFIG_ENTRY("ptx.tokens", CONFIG_STRING, "", "an existing token file instead of ptx.data"),
+    CONFIG_ENTRY("ptx.batch_size", CONFIG_INT, "0", "pretraining windows per minibatch (0: 8 x ppo.minibatch_size, as InstructGPT)", .min = "0", .max = "1048576"),
+    CONFIG_ENTRY("ptx.seq_len", CONFIG_INT, "0", "tokens per pretraining window (0: the longest rollout)", .min = "0"),
+    CONFIG_ENTRY("train.iterations", CONFIG_INT, "100", "PPO iterations (rollout batches)", .min = "1"),
+    CONFIG_ENTRY("train.policy_lr", CONFIG_DOUBLE, "1e-5", "policy learning rate", .min = "0", .max = "10"),
+    CONFIG_ENTRY("train.value_lr", CONFIG_DOUBLE, "1e-5", "value model learning rate", .min = "0", .max = "10"),
+    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "constant", "learning-rate schedule after warmup", .choices = "constant|cosine"),
+    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup (optimizer steps)", .min = "0"),
+    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
+    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip per model (0: off)", .min = "0"),
+    CONFIG_ENTRY("train.ema", CONFIG_DOUBLE, "0", "EMA decay of the policy weights, saved as the result (0: off; InstructGPT 0.992)", .min = "0", .max = "0.999999"),
+    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "prompt order, sampling and minibatch seed", .min = "0"),
+    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("save.every", CONFIG_INT, "10", "save OUT.DIR/last every N iterations (and at the end)", .min = "1", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("log.every", CONFIG_INT, "1", "print a line every N iterations", .min = "1", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("memory.limit_gb", CONFIG_DOUBLE, "0", "refuse a memory plan above this (0: MemAvailable)", .min = "0", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("debug.nan_from_iteration", CONFIG_INT, "0", "tests: make every policy loss NaN from this iteration on (0: off)", .min = "0", .flags = CONFIG_NO_HASH),
+    {0}};
+
+static const char *usage =
+    "usage: ppo -c CONFIG.yaml [--set KEY=VALUE ...] [--print-config]\n"
+    "PPO-ptx (InstructGPT step 3): optimises model.policy against model.reward with a per-token KL\n"
+    "penalty to the SFT model and the pretraining LM loss mixed in. Writes OUT.DIR/last (resumable:\n"
+    "rerun the same command after an interruption) and OUT.DIR/policy (the result), and records the\n"
+    "run, its metrics and every rollout in the workspace database. Keys:\n";
+
+volatile sig_atomic_t ppo_stop_requested;
+
+// First signal: finish the iteration, save, stop. Second: stop at once (OUT.DIR/last stays the
+// last complete checkpoint).
+static void on_signal(int sig) {
+    (void)sig;
+    if (ppo_stop_requested) _exit(130);
+    ppo_stop_requested = 1;
+    static const char msg[] = "\nppo: stopping after this iteration (a second signal stops at once)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+}
+
+static void log_line(const Ppo *s, const PpoStats *st) {
+    double ttrain = st->t_train_ppo + st->t_train_ptx;
+    fprintf(stderr, "ppo: iter %lld/%lld score %.4f kl %.4f (k3 %.4f) nsr %.4f beta %.4g ent %.3f len %.1f end %.2f | pg %.4f clip %.3f "
+            "akl %.2e vf %.4f ev %.3f ptx %.4f | gen %.0f tok/s train %.0f tok/s%s\n",
+            (long long)s->iteration, (long long)s->iterations, st->score, st->kl, st->kl_k3, st->nonscore, st->beta, st->entropy, st->resp_len,
+            st->end_rate, st->policy_loss, st->clip_frac, st->approx_kl, st->value_loss, st->explained_var, st->ptx_loss,
+            st->t_gen > 0 ? st->gen_tokens / st->t_gen : 0.0, ttrain > 0 ? (st->ppo_tokens + st->ptx_tokens) / ttrain : 0.0,
+            st->skipped ? " (minibatches skipped)" : "");
+}
+
+static int train(Ppo *s, char *err, size_t errlen) {
+    int64_t save_every = config_get_int(s->cfg, "save.every"), log_every = config_get_int(s->cfg, "log.every");
+    while (s->iteration < s->iterations && !ppo_stop_requested) {
+        PpoStats st;
+        int rc = ppo_iteration(s, &st, err, errlen);
+        if (rc < 0) return -1;
+        if (rc == 1) {   // the NaN/Inf guard gave up: nothing of this iteration is saved
+            char why[2048], e2[512];
+            snprintf(why, sizeof why, "%s", err);
+            if (ppo_restore_last(s, e2, sizeof e2) == 0)
+                return util_err(err, errlen, "%s; stopped and restored the last good checkpoint %s (iteration %lld), which this "
+                                "run did not change. Lower train.policy_lr / train.value_lr or check the reward model; to continue from "
+                                "it with other settings, start a new out.dir with model.policy=%s/policy", why, s->last_dir,
+                                (long long)s->iteration, s->last_dir);
+            return util_err(err, errlen, "%s; stopped. No checkpoint had been saved yet (nothing written); lower train.policy_lr / "
+                            "train.value_lr or check the reward model", why);
+        }
+        s->iteration++;
+        if (ppo_record(s, &st, err, errlen)) return -1;
+        if (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1) log_line(s, &st);
+        if (s->iteration % save_every == 0 || s->iteration == s->iterations || ppo_stop_requested)
+            if (ppo_save_last(s, err, errlen)) return -1;
+    }
+    if (ppo_stop_requested && s->iteration < s->iterations) {
+        if (s->saved_iteration != s->iteration && ppo_save_last(s, err, errlen)) return -1;
+        fprintf(stderr, "ppo: interrupted at iteration %lld; saved %s (rerun the same command to resume)\n", (long long)s->iteration, s->last_dir);
+        return 1;
+    }
+    return ppo_save_final(s, err, errlen);
+}
+
+int main(int argc, char **argv) {
+    Ppo s;
+    memset(&s, 0, sizeof s);
+    char err[2048];
+    if (config_new(&s.cfg, PPO_SCHEMA, err, sizeof err)) { fprintf(stderr, "ppo: %s\n", err); return 2; }
+    const char *cfile = NULL;
+    int print = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(usage, stdout); config_help(s.cfg, stdout); config_free(s.cfg); return 0; }
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) cfile = argv[++i];
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc) { i++; continue; }   // applied after the file
+        else if (!strcmp(argv[i], "--print-config")) print = 1;
+        else { fprintf(stderr, "ppo: unexpected argument '%s'\n%s", argv[i], usage); config_free(s.cfg); return 2; }
+    }
+    if (cfile && config_load_file(s.cfg, cfile, err, sizeof err)) { fprintf(stderr, "ppo: %s\n", err); config_free(s.cfg); return 1; }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--set") && i + 1 < argc && config_set(s.cfg, argv[++i], err, sizeof err)) {
+            fprintf(stderr, "ppo: %s\n", err); config_free(s.cfg); return 1;
+        }
+    if (print) { config_dump(s.cfg, stdout); config_free(s.cfg); return 0; }
+    if (!cfile && argc == 1) { fputs(usage, stderr); config_free(s.cfg); return 2; }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    int rc = ppo_setup(&s, err, sizeof err);
+    if (rc == 0) {
+        fprintf(stderr, "ppo: run %lld, %lld iterations of %d episodes (%d epochs of %d minibatches), responses up to %d tokens, "
+                "ptx %s, config %s\n", (long long)s.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb, s.max_new,
+                s.has_ptx ? "on" : "off", s.hash);
+        rc = train(&s, err, sizeof err);
+    }
+    if (rc < 0) fprintf(stderr, "ppo: %s\n", err);
+    if (s.db && s.run_id) {
+        StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
+        char e2[512];
+        if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2)) fprintf(stderr, "ppo: %s\n", e2);
+    }
+    if (rc == 0) fprintf(stderr, "ppo: done: %s (the policy%s), %s (resumable state)\n", s.final_dir, s.has_ema ? ", EMA weights" : "", s.last_dir);
+    ppo_teardown(&s);
+    return rc == 0 ? 0 : rc > 0 ? 130 : 1;
+}

@@ -1,0 +1,129 @@
+// The ppo program's state and its three parts: setup.c (configuration, models, data, memory plan,
+// checkpoints and resume), iteration.c (one PPO-ptx iteration: rollouts, scoring, advantages,
+// minibatch updates) and main.c (the recipe: parse, set up, loop, log, save).
+//
+// Letters: R rollouts per iteration (rollout.batch_size), mb sequences per minibatch, Tseq the
+// longest prompt + response (tokens), Tpos = Tseq - 1 the positions the policy sees (the last
+// token is only a target). Per-token rollout arrays are (R, Tpos) with row stride Tpos: response
+// token j of rollout b is predicted at position plen[b] - 1 + j.
+#ifndef PPO_TRAINER_H
+#define PPO_TRAINER_H
+#include "checkpoint.h"
+#include "config.h"
+#include "data.h"
+#include "dataset.h"
+#include "generate.h"
+#include "model.h"
+#include "optim.h"
+#include "ppo.h"
+#include "sampler.h"
+#include "store.h"
+#include "tokfile.h"
+#include "tokenizer.h"
+#include <signal.h>
+#include <stdint.h>
+
+typedef struct {
+    int32_t *ids;           // rendered prompt tokens (prompt template applied)
+    int32_t len;
+    int64_t prompt_id;      // the workspace's prompt row, 0 when it has none
+    char *text;             // the prompt as given
+} PpoPrompt;
+
+// What one iteration measured: means over its rollouts, response tokens or minibatches.
+typedef struct {
+    double score, score_std;        // raw reward-model score of the responses
+    double reward;                  // shaped score + non-score reward, per episode
+    double kl, kl_k3;               // sum over a response of log pi - log pi_ref (k1), and of k3
+    double nonscore;                // sum over a response of -beta (log pi - log pi_ref)
+    double beta;                    // the KL coefficient used for this iteration's rewards
+    double entropy;                 // policy entropy per response token
+    double resp_len, end_rate;      // response tokens; share that ended with the end token
+    double policy_loss, clip_frac, approx_kl, ratio_mean;
+    double value_loss, value_clip_frac, explained_var;
+    double ptx_loss;                // mean LM loss (per token, before ptx.coef) of the ptx batches
+    double first_ratio_dev;         // max |ratio - 1| on the iteration's first minibatch (0 expected)
+    double grad_norm, value_grad_norm;
+    double t_gen, t_policy, t_ref, t_value, t_reward;   // generation, the four scoring passes
+    double t_train_ppo, t_train_ptx;  // update: policy + value (with the optimizer steps), pretraining
+    double t_up_policy, t_up_value, t_up_optim;         // t_train_ppo split: forward+backward each, AdamW + EMA
+    int64_t gen_tokens;             // tokens generated
+    int64_t seq_tokens;             // policy positions of the rollouts (one scoring pass)
+    int64_t ppo_tokens, ptx_tokens; // positions through training forward+backward
+    int64_t minibatches, skipped;
+} PpoStats;
+
+typedef struct Ppo {
+    // configuration
+    Config *cfg;
+    char hash[CONFIG_HASH_HEX];
+    const char *out_dir;
+    char last_dir[4096], final_dir[4096], db_path[4096], tok_dir[4096];
+    int R, gen_B, mb, epochs, max_new, Tp, Tseq, Tpos;
+    int64_t iterations;
+    float clip, value_clip, gamma, lam, ema_decay;
+    float eos_penalty, score_clip;
+    int whiten, max_bad;
+    int64_t nan_from;               // debug.nan_from_iteration (fault injection for tests)
+    GenConfig gen;
+    AdamWConfig opt_policy, opt_value;
+    LrSchedule sched;
+    // models and tools
+    Model policy, ref, reward, value, ema;
+    int has_ema;
+    KVCache kv;
+    Sampler sampler;
+    Tokenizer *tok;
+    Dataset *ds;                    // prompt rendering only (the SFT template)
+    Store *db;
+    int64_t run_id;
+    // prompts: shuffled per epoch by an Rng seeded from (seed, epoch)
+    PpoPrompt *prompts;
+    int64_t n_prompts, prompt_epoch, prompt_index;
+    int64_t *order;                 // (n_prompts) this epoch's order
+    uint64_t prompt_seed, prompt_fp;
+    // pretraining mix
+    int has_ptx;
+    float ptx_coef;
+    int ptx_B, ptx_T, ptx_chunk;
+    TokFile ptx_file;
+    TokfileIter ptx_it;
+    DataBatch ptx_batch;
+    // training state (saved in checkpoints)
+    PpoKlController kl;
+    Rng rng;
+    int64_t iteration, policy_steps, value_steps;
+    int64_t bad_streak;             // minibatches skipped in a row (NaN / Inf guard)
+    int64_t saved_iteration;        // iteration of OUT.DIR/last (-1: none yet)
+    // rollout buffers
+    int32_t *seq;                   // (R, Tseq) prompt + response tokens
+    int32_t *plen, *rlen, *ended;   // (R)
+    int64_t *pidx;                  // (R) prompt index
+    float *score, *shaped;          // (R) raw and shaped reward-model score
+    float *old_logp, *ref_logp, *old_values, *rewards, *adv, *ret, *entropy;   // (R, Tpos)
+    uint8_t *mask;                  // (R, Tpos) 1 on response positions
+    int32_t *perm;                  // (R) minibatch order of the current epoch
+    // minibatch scratch (mb rows)
+    int32_t *b_tok, *b_tgt, *b_len; // (mb, Tseq)
+    float *b_x, *b_o, *b_a, *b_w, *b_d;   // (mb, Tseq): new and old values, advantages, weights, gradients
+    // generation scratch
+    int32_t *g_prompts, *g_plen, *g_out, *g_olen;
+} Ppo;
+
+// Set by SIGINT/SIGTERM (main.c): finish the iteration, save, stop.
+extern volatile sig_atomic_t ppo_stop_requested;
+
+// setup.c
+int  ppo_setup(Ppo *s, char *err, size_t errlen);
+void ppo_teardown(Ppo *s);
+int  ppo_save_last(Ppo *s, char *err, size_t errlen);    // OUT.DIR/last: policy, value, ema, state
+int  ppo_save_final(Ppo *s, char *err, size_t errlen);   // OUT.DIR/policy: the trained policy (EMA if on)
+// After the NaN guard gave up: reloads the policy and value weights of OUT.DIR/last into memory
+// (the state to continue from) and says which iteration that is. -1 when there is none.
+int  ppo_restore_last(Ppo *s, char *err, size_t errlen);
+
+// iteration.c: one iteration. 0 done; 1 stopped by the NaN/Inf guard (err says why); -1 error.
+int  ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen);
+// Stores the iteration's rollouts and metrics in one transaction.
+int  ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen);
+#endif
