@@ -1,0 +1,217 @@
+// reward: the K-wise ranking loss, ranking parsing, reward-model scoring and bias folding. See
+// reward.h for the definitions.
+#include "reward.h"
+#include "util.h"
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------------------------------------
+// The K-wise loss
+// ---------------------------------------------------------------------------------------------
+
+int64_t reward_num_pairs(const int *ranks, int k) {
+    int64_t n = 0;
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) n += ranks[i] < ranks[j];
+    return n;
+}
+
+// log sigmoid(d) = -softplus(-d), without overflow for large |d|.
+static double log_sigmoid(double d) { return d >= 0 ? -log1p(exp(-d)) : d - log1p(exp(d)); }
+static double sigmoid(double d) { return d >= 0 ? 1.0 / (1.0 + exp(-d)) : exp(d) / (1.0 + exp(d)); }
+
+double reward_kwise_loss(const float *r, const int *ranks, int k, float *dr, int64_t *n_pairs) {
+    int64_t P = reward_num_pairs(ranks, k);
+    if (n_pairs) *n_pairs = P;
+    if (dr) memset(dr, 0, (size_t)k * sizeof(float));
+    if (P == 0) return 0.0;
+    double loss = 0.0, g[REWARD_MAX_K] = {0};
+    if (k > REWARD_MAX_K) DIE("reward_kwise_loss: k = %d exceeds REWARD_MAX_K", k);
+    for (int w = 0; w < k; w++)
+        for (int l = 0; l < k; l++) {
+            if (ranks[w] >= ranks[l]) continue;   // w strictly better than l
+            double d = (double)r[w] - (double)r[l];
+            loss -= log_sigmoid(d);
+            // d/dd [-log sigmoid(d)] = -(1 - sigmoid(d)) = -sigmoid(-d)
+            double s = sigmoid(-d);
+            g[w] -= s;
+            g[l] += s;
+        }
+    if (dr)
+        for (int i = 0; i < k; i++) dr[i] = (float)(g[i] / (double)P);
+    return loss / (double)P;
+}
+
+int64_t reward_pair_stats(const float *r, const int *ranks, int k, double *correct, double *margin) {
+    int64_t n = 0;
+    for (int w = 0; w < k; w++)
+        for (int l = 0; l < k; l++) {
+            if (ranks[w] >= ranks[l]) continue;
+            n++;
+            *correct += r[w] > r[l] ? 1.0 : r[w] == r[l] ? 0.5 : 0.0;
+            *margin += (double)r[w] - (double)r[l];
+        }
+    return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rankings as text
+// ---------------------------------------------------------------------------------------------
+
+// Replaces ranks by their dense ranks (the distinct values in order become 1, 2, ...).
+static void densify(int *ranks, int k) {
+    int out[REWARD_MAX_K];
+    for (int i = 0; i < k; i++) {
+        int below = 0;   // distinct values smaller than ranks[i]
+        for (int j = 0; j < k; j++) {
+            if (ranks[j] >= ranks[i]) continue;
+            int first = 1;
+            for (int q = 0; q < j; q++) if (ranks[q] == ranks[j]) { first = 0; break; }
+            below += first;
+        }
+        out[i] = below + 1;
+    }
+    memcpy(ranks, out, (size_t)k * sizeof(int));
+}
+
+static int parse_json_ranks(const char *text, int k, int *ranks, char *err, size_t errlen) {
+    cJSON *a = cJSON_Parse(text);
+    int rc = -1;
+    if (!a || !cJSON_IsArray(a)) { util_err(err, errlen, "ranking '%.80s': not a JSON array of ranks", text); goto done; }
+    if (cJSON_GetArraySize(a) != k) {
+        util_err(err, errlen, "ranking '%.80s': %d ranks for %d completions", text, cJSON_GetArraySize(a), k);
+        goto done;
+    }
+    int i = 0;
+    for (cJSON *e = a->child; e; e = e->next, i++) {
+        double v = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+        if (!(v >= 1 && v <= k) || v != floor(v)) {
+            util_err(err, errlen, "ranking '%.80s': rank %d is not an integer in 1..%d", text, i + 1, k);
+            goto done;
+        }
+        ranks[i] = (int)v;
+    }
+    densify(ranks, k);
+    rc = 0;
+done:
+    cJSON_Delete(a);
+    return rc;
+}
+
+int reward_parse_ranking(const char *text, int k, int *ranks, char *err, size_t errlen) {
+    if (k < 2 || k > REWARD_MAX_K) return util_err(err, errlen, "a ranking needs 2..%d completions, got %d", REWARD_MAX_K, k);
+    const char *p = text;
+    while (isspace((unsigned char)*p)) p++;
+    if (!*p) return util_err(err, errlen, "empty ranking (expected e.g. 2>1=3 or [2,1,3])");
+    if (*p == '[') return parse_json_ranks(p, k, ranks, err, errlen);
+    for (int i = 0; i < k; i++) ranks[i] = 0;
+    int group = 1, seen = 0;
+    for (;;) {
+        while (isspace((unsigned char)*p)) p++;
+        if (!isdigit((unsigned char)*p))
+            return util_err(err, errlen, "ranking '%.80s': expected a completion number at '%.20s'", text, *p ? p : "(end)");
+        long v = 0;
+        while (isdigit((unsigned char)*p)) { if (v < 100000) v = v * 10 + (*p - '0'); p++; }
+        if (v < 1 || v > k) return util_err(err, errlen, "ranking '%.80s': %ld is not a completion number in 1..%d", text, v, k);
+        if (ranks[v - 1]) return util_err(err, errlen, "ranking '%.80s': completion %ld appears twice", text, v);
+        ranks[v - 1] = group;
+        seen++;
+        while (isspace((unsigned char)*p)) p++;
+        if (!*p) break;
+        if (*p == '>') group++;
+        else if (*p != '=') return util_err(err, errlen, "ranking '%.80s': expected '>' or '=' at '%.20s'", text, p);
+        p++;
+    }
+    if (seen != k) {
+        char miss[256] = "";
+        size_t o = 0;
+        for (int i = 0; i < k && o + 8 < sizeof miss; i++)
+            if (!ranks[i]) o += (size_t)snprintf(miss + o, sizeof miss - o, "%s%d", o ? ", " : "", i + 1);
+        return util_err(err, errlen, "ranking '%.80s': every completion 1..%d must be ranked; missing %s", text, k, miss);
+    }
+    densify(ranks, k);
+    return 0;
+}
+
+void reward_format_ranking(const int *ranks, int k, char *buf, size_t n) {
+    size_t o = 0;
+    int prev = 0;
+    if (n) buf[0] = 0;
+    // items by rank, then by number
+    for (int r = 1; r <= k; r++)
+        for (int i = 0; i < k; i++) {
+            if (ranks[i] != r) continue;
+            const char *sep = o == 0 ? "" : r == prev ? "=" : ">";
+            int w = snprintf(buf + o, o < n ? n - o : 0, "%s%d", sep, i + 1);
+            if (w > 0) o += (size_t)w;
+            prev = r;
+        }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering and scoring
+// ---------------------------------------------------------------------------------------------
+
+int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_prefix,
+                  const char *prompt, const char *response, int max_len, TokIds *out,
+                  int *truncated, char *err, size_t errlen) {
+    if (truncated) *truncated = 0;
+    if (max_len <= 0) return util_err(err, errlen, "reward_encode: max_len %d", max_len);
+    int32_t eot = tok_eot(tok);
+    if (eot < 0) return util_err(err, errlen, "the tokenizer has no <|endoftext|> token");
+    TokIds ids = {0};
+    if (dataset_encode_prompt(ds, prompt, &ids, err, errlen)) { tok_ids_free(&ids); return -1; }
+    size_t lp = strlen(response_prefix), lr = strlen(response);
+    char *text = MALLOC_CHECK(lp + lr + 1);
+    memcpy(text, response_prefix, lp);
+    memcpy(text + lp, response, lr + 1);
+    char terr[TOK_ERR_LEN];
+    int rc = tok_encode(tok, text, lp + lr, 0, &ids, terr);
+    free(text);
+    if (rc) { tok_ids_free(&ids); return util_err(err, errlen, "response: %s", terr); }
+    size_t n = ids.n + 1, start = n > (size_t)max_len ? n - (size_t)max_len : 0;
+    if (truncated) *truncated = start > 0;
+    for (size_t i = start; i < n; i++) {
+        int32_t t = i < ids.n ? ids.ids[i] : eot;
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? 2 * out->cap : 64;
+            int32_t *g = realloc(out->ids, cap * sizeof(int32_t));
+            if (!g) DIE("out of memory encoding a response");
+            out->ids = g; out->cap = cap;
+        }
+        out->ids[out->n++] = t;
+    }
+    tok_ids_free(&ids);
+    return 0;
+}
+
+int reward_forward(Model *m, const ModelBatch *b, float *values, float *scores, char *err, size_t errlen) {
+    if (!m->config.score_head) return util_err(err, errlen, "the model has no score head (score.weight): not a reward model");
+    if (model_forward(m, b, 0, err, errlen)) return -1;
+    model_get_values(m, values);
+    for (int i = 0; i < b->B; i++) scores[i] = values[(size_t)i * b->T + b->lengths[i] - 1];
+    return 0;
+}
+
+void reward_backward(Model *m, const ModelBatch *b, const float *dscores, float *dvalues) {
+    memset(dvalues, 0, (size_t)b->B * b->T * sizeof(float));
+    for (int i = 0; i < b->B; i++) dvalues[(size_t)i * b->T + b->lengths[i] - 1] = dscores[i];
+    model_backward(m, b, NULL, dvalues);
+}
+
+int reward_fold_bias(Model *m, double c, char *err, size_t errlen) {
+    const ModelConfig *cf = &m->config;
+    if (!cf->score_head || cf->lm_head)
+        return util_err(err, errlen, "folding a bias into ln_f needs a model with a score head and no LM head");
+    int C = cf->n_embd;
+    const float *w = m->params.scorew;
+    double ww = 0;
+    for (int i = 0; i < C; i++) ww += (double)w[i] * w[i];
+    if (!(ww > 0)) return util_err(err, errlen, "score.weight is zero: a bias cannot be folded into ln_f.bias");
+    for (int i = 0; i < C; i++) m->params.lnfb[i] += (float)(c * w[i] / ww);
+    return 0;
+}

@@ -1,0 +1,70 @@
+// reward: what a reward model does with the engine, shared by the `reward` program and PPO.
+//
+//   - The K-wise ranking loss of InstructGPT (Ouyang et al. 2022, eq. 1) for one ranking of k
+//     completions of a prompt with scores r[0..k) and ranks (1 = best, equal ranks = ties):
+//
+//         loss = -1/P * sum over pairs (w, l) with rank_w < rank_l of log sigmoid(r_w - r_l)
+//
+//     P = number of such (non-tied) pairs; tied pairs are dropped (C(k,2) pairs without ties).
+//     So the loss of a ranking is the mean of its pairwise losses, and one ranking is one batch
+//     element however large k is. A pure forward/backward pair on plain arrays (no model).
+//   - Rankings as people type them: "2>4>1=3" (1-based item numbers, best first, '=' ties) or a
+//     JSON array of ranks ("[3, 1, 3, 2]": the rank of each item); parsed into dense ranks.
+//   - Scores from a model with a score head: the scalar head read at the last real token of
+//     each sequence, its backward (the gradient only at that token), and folding a constant into
+//     the scores exactly through ln_f.bias (the model has no LM head, so ln_f's output feeds only
+//     the score: score = w . ln_f(x), and ln_f.bias += c * w / |w|^2 adds exactly c).
+//   - The rendering of (prompt, response) for a reward model: the prompt segment exactly as SFT
+//     renders it (dataset_encode_prompt: the prompt template), then encode(response_prefix +
+//     response), then <|endoftext|> by id. Too long: the last max_len tokens are kept, so the
+//     end of the response (where the score is read) is always seen.
+//
+// Errors: 0, or -1 with a one-line message in err (err may be NULL). No global state.
+#ifndef REWARD_H
+#define REWARD_H
+#include "dataset.h"
+#include "model.h"
+#include "tokenizer.h"
+#include <stddef.h>
+#include <stdint.h>
+
+#define REWARD_MAX_K 64   // most completions in one ranking
+
+// Non-tied pairs of a ranking of k items.
+int64_t reward_num_pairs(const int *ranks, int k);
+
+// Forward and backward of the K-wise loss of one ranking. r (k) scores, ranks (k). Returns the
+// loss (0 when no pair is untied); when dr is not NULL it is overwritten with d loss / d r (k).
+// *n_pairs (may be NULL) receives P. Computed in double with a stable log sigmoid.
+double reward_kwise_loss(const float *r, const int *ranks, int k, float *dr, int64_t *n_pairs);
+
+// Pair statistics of one ranking: *correct += pairs with r_w > r_l (1/2 for r_w == r_l),
+// *margin += sum of r_w - r_l, over non-tied pairs; returns their number.
+int64_t reward_pair_stats(const float *r, const int *ranks, int k, double *correct, double *margin);
+
+// Parses a ranking of k items (2 <= k <= REWARD_MAX_K) into ranks (k), dense (1, 2, ... with no
+// gaps; equal = tie). Accepted: "2>4>1=3" (every item 1..k exactly once, spaces allowed) or a
+// JSON array of k integer ranks in 1..k ("[2,1,3,1]"). Messages say what is wrong.
+int reward_parse_ranking(const char *text, int k, int *ranks, char *err, size_t errlen);
+// Formats ranks (k) as "2>4>1=3" into buf (n bytes).
+void reward_format_ranking(const int *ranks, int k, char *buf, size_t n);
+
+// Appends the tokens of (prompt, response) as described above; keeps only the last max_len
+// (> 0) of them. *truncated (may be NULL) is set to 1 when tokens were dropped, else 0. The
+// prompt must be valid UTF-8; the response may be any bytes.
+int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_prefix,
+                  const char *prompt, const char *response, int max_len, TokIds *out,
+                  int *truncated, char *err, size_t errlen);
+
+// Forward of a model with a score head: scores (B) = the scalar head at position lengths[b]-1.
+// values (B*T) is caller scratch (model_get_values). 0 or -1 (bad batch) with a message.
+int reward_forward(Model *m, const ModelBatch *b, float *values, float *scores, char *err, size_t errlen);
+// Backward of sum_b dscores[b] * scores[b] after reward_forward on the same batch (gradients
+// accumulate). dvalues (B*T) is caller scratch.
+void reward_backward(Model *m, const ModelBatch *b, const float *dscores, float *dvalues);
+
+// Adds c to every score the model computes, exactly: ln_f.bias += c * w / |w|^2 (w =
+// score.weight). Needs a model with a score head and no LM head (else ln_f feeds the logits too);
+// -1 when w is zero.
+int reward_fold_bias(Model *m, double c, char *err, size_t errlen);
+#endif

@@ -1,0 +1,283 @@
+// reward import: rankings from JSONL files into the workspace database, one transaction per file.
+//
+// One JSON object per line (blank lines skipped; CRLF and a UTF-8 byte order mark accepted):
+//   pairwise   {"prompt": P, "chosen": A, "rejected": B}                   -> ranking A > B
+//   HH         {"chosen": TRANSCRIPT, "rejected": TRANSCRIPT}               (Anthropic HH-RLHF)
+//              each transcript is cut at its last "\n\nAssistant:"; the parts before must be equal
+//              and become the prompt (a leading "\n\nHuman: " removed, so that the default
+//              template "Human: {prompt}\n\nAssistant:" renders the conversation as it was), the
+//              parts after are the responses (one leading space removed: the response prefix
+//              " " puts it back)
+//   K-wise     {"prompt": P, "completions": [C1, ..., Ck], "ranking": R}   2 <= k <= 64
+//              R: the rank of each completion ([2, 1, 3, 1]: 1 = best, equal = tie) or the typed
+//              form "2>4>1=3" (completion numbers, best first)
+// Optional keys on any line: "labeler" (default: --labeler, else the file's base name), "split"
+// (train|valid|test; default: --split, else by the prompt's hash), "comment", "model" (what
+// produced the completions; default --model, else ''). Other keys are ignored.
+// A line whose chosen and rejected are the same text compares nothing: it is skipped and counted.
+// Any bad line (JSON, UTF-8, a missing or mistyped key, a bad ranking, a NUL character) is an
+// error "FILE:LINE: ..." and nothing of that file is stored.
+#include "cli.h"
+#include "cmd.h"
+#include "reward.h"
+#include "util.h"
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    Store *s;
+    const ImportOptions *o;
+    const char *path, *source, *labeler;
+    int64_t labeler_id;       // of the default labeler
+    int64_t lineno;
+    char *err;
+    size_t errlen;
+} Ctx;
+
+#define LINE_ERR(c, ...) line_err((c), __VA_ARGS__)
+__attribute__((format(printf, 2, 3))) static int line_err(Ctx *c, const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return util_err(c->err, c->errlen, "%s:%lld: %s", c->path, (long long)c->lineno, msg);
+}
+
+// A JSON string may hold \u0000, which a C string cannot: find it in the raw line.
+static int has_nul_escape(const char *line) {
+    for (const char *p = line; *p; p++)
+        if (*p == '\\') {
+            if (p[1] == 'u' && !strncmp(p + 2, "0000", 4)) return 1;
+            if (p[1]) p++;
+        }
+    return 0;
+}
+
+// The string value of key, or NULL when absent (*bad = 1 when present but not a string).
+static const char *get_str(Ctx *c, const cJSON *o, const char *key, int required, int *bad) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) {
+        if (required) { LINE_ERR(c, "missing key \"%s\"", key); *bad = 1; }
+        return NULL;
+    }
+    if (!cJSON_IsString(v)) { LINE_ERR(c, "\"%s\" must be a string", key); *bad = 1; return NULL; }
+    size_t n = strlen(v->valuestring);
+    if (rm_utf8_valid_len(v->valuestring, n) != n) { LINE_ERR(c, "\"%s\" is not valid UTF-8", key); *bad = 1; return NULL; }
+    return v->valuestring;
+}
+
+// HH transcript: prompt and response of one side. Returns malloc'd prompt and a pointer into t.
+static int split_hh(Ctx *c, const char *t, const char *side, char **prompt, const char **resp) {
+    const char *mark = "\n\nAssistant:", *last = NULL;
+    for (const char *p = strstr(t, mark); p; p = strstr(p + 1, mark)) last = p;
+    if (!last) return LINE_ERR(c, "\"%s\" has no \"\\n\\nAssistant:\" turn (an Anthropic HH transcript was expected)", side);
+    const char *start = t;
+    if (!strncmp(start, "\n\nHuman: ", 9)) start += 9;
+    else if (!strncmp(start, "Human: ", 7)) start += 7;
+    size_t n = start <= last ? (size_t)(last - start) : 0;
+    *prompt = MALLOC_CHECK(n + 1);
+    memcpy(*prompt, start, n);
+    (*prompt)[n] = 0;
+    *resp = last + strlen(mark);
+    if (**resp == ' ') (*resp)++;
+    return 0;
+}
+
+static int import_line(Ctx *c, const char *line, ImportResult *res) {
+    const char *eptr = NULL;
+    cJSON *o = cJSON_ParseWithOpts(line, &eptr, 1);
+    if (!o) return LINE_ERR(c, "bad JSON at column %lld", (long long)(eptr && eptr >= line ? eptr - line + 1 : 1));
+    int rc = -1, bad = 0, k = 0;
+    char *hh_prompt = NULL, *hh_prompt2 = NULL, *rtext = NULL;
+    const char *texts[REWARD_MAX_K];
+    int ranks[REWARD_MAX_K];
+    if (!cJSON_IsObject(o)) { LINE_ERR(c, "expected a JSON object"); goto done; }
+    if (has_nul_escape(line)) { LINE_ERR(c, "a string holds a NUL character (\\u0000)"); goto done; }
+    for (const cJSON *a = o->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (!strcmp(a->string, b->string)) { LINE_ERR(c, "duplicate key \"%s\"", a->string); goto done; }
+    const char *prompt = get_str(c, o, "prompt", 0, &bad);
+    const char *labeler = get_str(c, o, "labeler", 0, &bad), *split = get_str(c, o, "split", 0, &bad);
+    const char *comment = get_str(c, o, "comment", 0, &bad), *model = get_str(c, o, "model", 0, &bad);
+    if (bad) goto done;
+    if (labeler && !*labeler) { LINE_ERR(c, "\"labeler\" is empty"); goto done; }
+    if (split && !store_split_valid(split)) { LINE_ERR(c, "\"split\" is '%.40s'; expected train, valid or test", split); goto done; }
+    const cJSON *comps = cJSON_GetObjectItemCaseSensitive(o, "completions");
+    if (comps) {   // K-wise
+        if (!prompt) { get_str(c, o, "prompt", 1, &bad); goto done; }
+        if (!cJSON_IsArray(comps)) { LINE_ERR(c, "\"completions\" must be an array of strings"); goto done; }
+        k = cJSON_GetArraySize(comps);
+        if (k < 2 || k > REWARD_MAX_K) { LINE_ERR(c, "\"completions\" has %d items; a ranking needs 2..%d", k, REWARD_MAX_K); goto done; }
+        int i = 0;
+        for (const cJSON *e = comps->child; e; e = e->next, i++) {
+            size_t n;
+            if (!cJSON_IsString(e)) { LINE_ERR(c, "completion %d is not a string", i + 1); goto done; }
+            n = strlen(e->valuestring);
+            if (rm_utf8_valid_len(e->valuestring, n) != n) { LINE_ERR(c, "completion %d is not valid UTF-8", i + 1); goto done; }
+            texts[i] = e->valuestring;
+        }
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "ranking");
+        if (!r) { LINE_ERR(c, "missing key \"ranking\""); goto done; }
+        if (cJSON_IsString(r)) rtext = strdup(r->valuestring);
+        else if (cJSON_IsArray(r)) rtext = cJSON_PrintUnformatted(r);
+        else { LINE_ERR(c, "\"ranking\" must be an array of ranks or a string like \"2>1=3\""); goto done; }
+        if (!rtext) DIE("out of memory");
+        char perr[512];
+        if (reward_parse_ranking(rtext, k, ranks, perr, sizeof perr)) { LINE_ERR(c, "%s", perr); goto done; }
+    } else {
+        if (!cJSON_GetObjectItemCaseSensitive(o, "chosen") || !cJSON_GetObjectItemCaseSensitive(o, "rejected")) {
+            LINE_ERR(c, "expected {\"prompt\", \"chosen\", \"rejected\"}, {\"chosen\", \"rejected\"} (HH) or {\"prompt\", \"completions\", \"ranking\"}");
+            goto done;
+        }
+        const char *ch = get_str(c, o, "chosen", 1, &bad), *rj = bad ? NULL : get_str(c, o, "rejected", 1, &bad);
+        if (bad) goto done;
+        if (prompt) { texts[0] = ch; texts[1] = rj; }
+        else {
+            if (split_hh(c, ch, "chosen", &hh_prompt, &texts[0]) || split_hh(c, rj, "rejected", &hh_prompt2, &texts[1])) goto done;
+            if (strcmp(hh_prompt, hh_prompt2)) { LINE_ERR(c, "chosen and rejected differ before their last \"\\n\\nAssistant:\" (not one conversation)"); goto done; }
+            prompt = hh_prompt;
+        }
+        if (!strcmp(texts[0], texts[1])) { res->skipped++; rc = 0; goto done; }
+        k = 2; ranks[0] = 1; ranks[1] = 2;
+    }
+    if (!split) split = c->o->split ? c->o->split : store_split_for_text(prompt, c->o->valid_frac, c->o->test_frac);
+    if (!model) model = c->o->model;
+    char serr[768];
+    int64_t pid, lid = c->labeler_id, cid[REWARD_MAX_K];
+    if (store_add_prompt(c->s, prompt, split, c->source, &pid, serr, sizeof serr)) { LINE_ERR(c, "%s", serr); goto done; }
+    if (labeler && strcmp(labeler, c->labeler) && store_add_labeler(c->s, labeler, &lid, serr, sizeof serr)) { LINE_ERR(c, "%s", serr); goto done; }
+    StoreRankItem items[REWARD_MAX_K];
+    for (int i = 0; i < k; i++) {
+        if (store_add_completion(c->s, pid, texts[i], model, &cid[i], serr, sizeof serr)) { LINE_ERR(c, "%s", serr); goto done; }
+        for (int j = 0; j < i; j++)
+            if (cid[j] == cid[i]) { LINE_ERR(c, "completions %d and %d are the same text", j + 1, i + 1); goto done; }
+        items[i].completion_id = cid[i];
+        items[i].rank = ranks[i];
+    }
+    if (store_add_ranking(c->s, pid, lid, items, k, comment, NULL, serr, sizeof serr)) { LINE_ERR(c, "%s", serr); goto done; }
+    res->rankings++;
+    rc = 0;
+done:
+    free(hh_prompt);
+    free(hh_prompt2);
+    free(rtext);
+    cJSON_Delete(o);
+    return rc;
+}
+
+int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportResult *res, char *err, size_t errlen) {
+    memset(res, 0, sizeof *res);
+    char hash[STORE_HASH_HEX];
+    if (store_hash_file(path, hash, err, errlen)) return -1;
+    if (store_find_import(s, hash, &res->import_id, err, errlen)) return -1;
+    if (res->import_id) { res->already = 1; return 0; }
+    FILE *f = fopen(path, "rb");
+    if (!f) return util_err(err, errlen, "%s: %s", path, strerror(errno));
+    Ctx c = {.s = s, .o = o, .path = path, .err = err, .errlen = errlen};
+    c.source = o->source ? o->source : rm_basename(path);
+    c.labeler = o->labeler ? o->labeler : rm_basename(path);
+    if (store_begin(s, err, errlen)) { fclose(f); return -1; }
+    int rc = -1;
+    if (store_add_labeler(s, c.labeler, &c.labeler_id, err, errlen)) goto done;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    while ((got = getline(&line, &cap, f)) >= 0) {
+        c.lineno++;
+        size_t n = (size_t)got;
+        if (memchr(line, 0, n)) { line_err(&c, "a NUL byte in the line"); free(line); goto done; }
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        char *p = line;
+        if (c.lineno == 1 && !strncmp(p, "\xEF\xBB\xBF", 3)) p += 3;
+        const char *q = p;
+        while (*q == ' ' || *q == '\t') q++;
+        if (!*q) continue;
+        res->lines++;
+        if (import_line(&c, p, res)) { free(line); goto done; }
+    }
+    free(line);
+    if (ferror(f)) { util_err(err, errlen, "%s: read error", path); goto done; }
+    if (res->rankings == 0) {
+        util_err(err, errlen, "%s: no rankings in the file%s", path, res->skipped ? " (every pair compares a text with itself)" : "");
+        goto done;
+    }
+    if (store_add_import(s, path, hash, "rankings", res->rankings, &res->import_id, err, errlen) || store_commit(s, err, errlen)) goto done;
+    rc = 0;
+done:
+    fclose(f);
+    if (rc) store_rollback(s, NULL, 0);
+    return rc;
+}
+
+static const char *import_usage =
+    "usage: reward import --workspace DB [options] FILE.jsonl...\n"
+    "Adds the rankings of each file to the workspace, one transaction per file: a bad line is an\n"
+    "error FILE:LINE and nothing of that file is stored; a file imported before (same contents,\n"
+    "any name) adds nothing. Line formats:\n"
+    "  {\"prompt\": P, \"chosen\": A, \"rejected\": B}                 a pair: A better than B\n"
+    "  {\"chosen\": T1, \"rejected\": T2}                             Anthropic HH transcripts, cut at the\n"
+    "                                                              last \"\\n\\nAssistant:\"\n"
+    "  {\"prompt\": P, \"completions\": [..], \"ranking\": [2,1,3,1]}  K-wise: the rank of each completion\n"
+    "                                                              (1 best, equal = tie), or \"2>4>1=3\"\n"
+    "  optional keys: \"labeler\", \"split\" (train|valid|test), \"comment\", \"model\"\n"
+    "options:\n"
+    "  --workspace DB        the workspace database (created when absent)\n"
+    "  --labeler NAME        labeler of lines without \"labeler\" (default: the file's name)\n"
+    "  --source NAME         the prompts' source (default: the file's name)\n"
+    "  --model NAME          what produced the completions (default: '')\n"
+    "  --split S             put every new prompt in split S (train, valid or test)\n"
+    "  --valid-percent P     else: share of new prompts held out, by a hash of the prompt (default 5)\n"
+    "  --test-percent P      and put in the test split (default 0)\n";
+
+int cmd_import(int argc, char **argv) {
+    const char *ws = NULL;
+    ImportOptions o = {.valid_frac = 0.05};
+    double vp = 5, tp = 0;
+    char err[1024];
+    int nfiles = 0;
+    const char **files = CALLOC_CHECK((size_t)argc + 1, sizeof(char *));
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cmd_is_help(a)) { fputs(import_usage, stdout); free(files); return 0; }
+        int opt = 1;
+        if (!strcmp(a, "--workspace") && v) ws = v;
+        else if (!strcmp(a, "--labeler") && v) o.labeler = v;
+        else if (!strcmp(a, "--source") && v) o.source = v;
+        else if (!strcmp(a, "--model") && v) o.model = v;
+        else if (!strcmp(a, "--split") && v) o.split = v;
+        else if (!strcmp(a, "--valid-percent") && v) { if (cli_float(a, v, 0, 100, &vp, err, sizeof err)) goto bad; }
+        else if (!strcmp(a, "--test-percent") && v) { if (cli_float(a, v, 0, 100, &tp, err, sizeof err)) goto bad; }
+        else if (a[0] == '-' && a[1]) { fprintf(stderr, "reward import: unknown option '%s'%s\n%s", a, v || a[1] != '-' ? "" : " (or it needs a value)", import_usage); free(files); return 2; }
+        else { files[nfiles++] = a; opt = 0; }
+        if (opt) i++;
+    }
+    if (!ws || !nfiles) { fprintf(stderr, "reward import: --workspace and at least one FILE are required\n%s", import_usage); free(files); return 2; }
+    if (o.split && !store_split_valid(o.split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", o.split); goto bad; }
+    if (vp + tp > 100) { snprintf(err, sizeof err, "--valid-percent + --test-percent exceed 100"); goto bad; }
+    if (o.labeler && !*o.labeler) { snprintf(err, sizeof err, "--labeler is empty"); goto bad; }
+    o.valid_frac = vp / 100; o.test_frac = tp / 100;
+    Store *s;
+    if (store_open(&s, ws, err, sizeof err)) goto bad;
+    int rc = 0;
+    for (int i = 0; i < nfiles; i++) {
+        ImportResult r;
+        if (rm_import_file(s, files[i], &o, &r, err, sizeof err)) { fprintf(stderr, "reward import: %s (nothing from this file was stored)\n", err); rc = 1; break; }
+        if (r.already) fprintf(stderr, "reward import: %s: already imported (import %lld); nothing added\n", files[i], (long long)r.import_id);
+        else fprintf(stderr, "reward import: %s: %lld rankings from %lld lines (import %lld)\n", files[i], (long long)r.rankings,
+                     (long long)r.lines, (long long)r.import_id);
+        if (!r.already && r.skipped)
+            fprintf(stderr, "reward import: %s: %lld pairs skipped: chosen and rejected are the same text\n", files[i], (long long)r.skipped);
+    }
+    store_close(s);
+    free(files);
+    return rc;
+bad:
+    fprintf(stderr, "reward import: %s\n", err);
+    free(files);
+    return 1;
+}

@@ -1,0 +1,518 @@
+// reward inspect: what a reward model thinks of a workspace. The score distribution (with a
+// histogram drawn in the terminal), pairwise accuracy against the stored rankings (overall, by
+// K, by split, by source, by labeler), agreement between labelers where their rankings overlap,
+// the top and bottom completions, the pairs the model gets most confidently wrong, and
+// calibration (the model's P(preferred) = sigmoid(r_a - r_b) in buckets against how often the
+// labelers agreed). Scores already stored for the model are reused; the missing ones are computed
+// and stored (reward_scores), so a second inspect is fast. --json prints one JSON object instead.
+#include "cli.h"
+#include "cmd.h"
+#include "reward.h"
+#include "util.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { int64_t id; double score; } IdScore;
+static int by_id(const void *a, const void *b) {
+    int64_t x = ((const IdScore *)a)->id, y = ((const IdScore *)b)->id;
+    return (x > y) - (x < y);
+}
+
+typedef struct { IdScore *v; int64_t n, cap; } ScoreMap;
+static int collect_score(const StoreRewardScore *r, void *ctx) {
+    ScoreMap *m = ctx;
+    if (m->n == m->cap) {
+        m->cap = m->cap ? 2 * m->cap : 256;
+        m->v = realloc(m->v, (size_t)m->cap * sizeof(IdScore));
+        if (!m->v) DIE("out of memory");
+    }
+    m->v[m->n++] = (IdScore){r->completion_id, r->score};
+    return 0;
+}
+static const IdScore *score_find(const ScoreMap *m, int64_t id) {
+    IdScore key = {id, 0};
+    return m->n ? bsearch(&key, m->v, (size_t)m->n, sizeof(IdScore), by_id) : NULL;
+}
+
+// Accuracy per group (a K, a split, a source, a labeler, a pair of labelers).
+typedef struct { char name[128]; int64_t pairs; double correct, margin; } Group;
+typedef struct { Group *g; int n, cap; } Groups;
+static Group *group(Groups *gs, const char *name) {
+    for (int i = 0; i < gs->n; i++) if (!strcmp(gs->g[i].name, name)) return &gs->g[i];
+    if (gs->n == gs->cap) {
+        gs->cap = gs->cap ? 2 * gs->cap : 8;
+        gs->g = realloc(gs->g, (size_t)gs->cap * sizeof(Group));
+        if (!gs->g) DIE("out of memory");
+    }
+    Group *g = &gs->g[gs->n++];
+    memset(g, 0, sizeof *g);
+    snprintf(g->name, sizeof g->name, "%s", name);
+    return g;
+}
+
+// A ranking with its scores, kept for the agreement between labelers.
+typedef struct {
+    int64_t id, prompt_id, labeler_id;
+    char *labeler;
+    int k;
+    int64_t cid[REWARD_MAX_K];
+    int rank[REWARD_MAX_K];
+} Ranked;
+
+typedef struct { int64_t ranking_id, prompt_id, win, lose; double rw, rl; char *labeler; } Mistake;
+
+#define CAL_BUCKETS 5   // model confidence 0.5-0.6, ..., 0.9-1.0
+
+typedef struct {
+    const ScoreMap *sm;
+    Group all;
+    Groups by_k, by_split, by_source, by_labeler;
+    Ranked *r; int64_t nr, capr;
+    Mistake *mis; int64_t nmis, capmis;
+    int64_t cal_n[CAL_BUCKETS];
+    double cal_p[CAL_BUCKETS], cal_obs[CAL_BUCKETS];
+    int64_t unscored;          // rankings with a completion that has no score (split filter)
+} Acc;
+
+static void add_pair(Group *g, double c, double m) { g->pairs++; g->correct += c; g->margin += m; }
+
+static int visit_ranking(const StoreRanking *r, void *ctx) {
+    Acc *a = ctx;
+    if (r->k > REWARD_MAX_K) return 0;
+    double s[REWARD_MAX_K];
+    for (int i = 0; i < r->k; i++) {
+        const IdScore *f = score_find(a->sm, r->items[i].completion_id);
+        if (!f) { a->unscored++; return 0; }
+        s[i] = f->score;
+    }
+    if (a->nr == a->capr) {
+        a->capr = a->capr ? 2 * a->capr : 256;
+        a->r = realloc(a->r, (size_t)a->capr * sizeof(Ranked));
+        if (!a->r) DIE("out of memory");
+    }
+    Ranked *rk = &a->r[a->nr++];
+    rk->id = r->id; rk->prompt_id = r->prompt_id; rk->labeler_id = r->labeler_id; rk->k = r->k;
+    rk->labeler = strdup(r->labeler);
+    if (!rk->labeler) DIE("out of memory");
+    char kname[32];
+    snprintf(kname, sizeof kname, "%d", r->k);
+    Group *gk = group(&a->by_k, kname), *gs = group(&a->by_split, r->split), *gsrc = group(&a->by_source, r->source),
+          *gl = group(&a->by_labeler, r->labeler);
+    for (int i = 0; i < r->k; i++) { rk->cid[i] = r->items[i].completion_id; rk->rank[i] = r->items[i].rank; }
+    for (int w = 0; w < r->k; w++)
+        for (int l = 0; l < r->k; l++) {
+            if (r->items[w].rank >= r->items[l].rank) continue;
+            double d = s[w] - s[l], c = d > 0 ? 1.0 : d == 0 ? 0.5 : 0.0;
+            add_pair(&a->all, c, d); add_pair(gk, c, d); add_pair(gs, c, d); add_pair(gsrc, c, d); add_pair(gl, c, d);
+            // calibration: the model's confidence in its own preference, against the labeler
+            double p = 1.0 / (1.0 + exp(-fabs(d)));
+            int b = (int)((p - 0.5) * 2 * CAL_BUCKETS);
+            if (b >= CAL_BUCKETS) b = CAL_BUCKETS - 1;
+            a->cal_n[b]++; a->cal_p[b] += p; a->cal_obs[b] += c;
+            if (d < 0) {
+                if (a->nmis == a->capmis) {
+                    a->capmis = a->capmis ? 2 * a->capmis : 256;
+                    a->mis = realloc(a->mis, (size_t)a->capmis * sizeof(Mistake));
+                    if (!a->mis) DIE("out of memory");
+                }
+                a->mis[a->nmis++] = (Mistake){r->id, r->prompt_id, r->items[w].completion_id, r->items[l].completion_id, s[w], s[l], rk->labeler};
+            }
+        }
+    return 0;
+}
+
+static int by_margin(const void *a, const void *b) {   // most negative r_w - r_l first
+    const Mistake *x = a, *y = b;
+    double dx = x->rw - x->rl, dy = y->rw - y->rl;
+    return dx < dy ? -1 : dx > dy ? 1 : (x->ranking_id > y->ranking_id) - (x->ranking_id < y->ranking_id);
+}
+static int by_prompt(const void *a, const void *b) {
+    const Ranked *x = a, *y = b;
+    return x->prompt_id != y->prompt_id ? (x->prompt_id > y->prompt_id) - (x->prompt_id < y->prompt_id) : (x->id > y->id) - (x->id < y->id);
+}
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// Agreement of two labelers on one prompt: pairs of completions both ranked, untied by both.
+static void agree(const Ranked *x, const Ranked *y, Groups *pairs, Group *all) {
+    const Ranked *a = strcmp(x->labeler, y->labeler) <= 0 ? x : y, *b = a == x ? y : x;
+    char name[128];
+    snprintf(name, sizeof name, "%.60s / %.60s", a->labeler, b->labeler);
+    Group *g = group(pairs, name);
+    for (int i = 0; i < a->k; i++)
+        for (int j = i + 1; j < a->k; j++) {
+            int bi = -1, bj = -1;
+            for (int q = 0; q < b->k; q++) { if (b->cid[q] == a->cid[i]) bi = q; if (b->cid[q] == a->cid[j]) bj = q; }
+            if (bi < 0 || bj < 0) continue;
+            int da = a->rank[i] - a->rank[j], db = b->rank[bi] - b->rank[bj];
+            if (!da || !db) continue;
+            double c = (da < 0) == (db < 0);
+            add_pair(g, c, 0); add_pair(all, c, 0);
+        }
+}
+
+static double quantile(const double *sorted, int64_t n, double q) {
+    if (n == 0) return NAN;
+    double pos = q * (double)(n - 1);
+    int64_t i = (int64_t)floor(pos);
+    double f = pos - (double)i;
+    return i + 1 < n ? sorted[i] * (1 - f) + sorted[i + 1] * f : sorted[i];
+}
+
+static cJSON *group_json(const Group *g) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "pairs", (double)g->pairs);
+    if (g->pairs) cJSON_AddNumberToObject(o, "accuracy", g->correct / g->pairs);
+    else cJSON_AddNullToObject(o, "accuracy");
+    if (g->pairs) cJSON_AddNumberToObject(o, "mean_margin", g->margin / g->pairs);
+    else cJSON_AddNullToObject(o, "mean_margin");
+    return o;
+}
+static cJSON *groups_json(const Groups *gs) {
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; i < gs->n; i++) cJSON_AddItemToObject(o, gs->g[i].name, group_json(&gs->g[i]));
+    return o;
+}
+static void print_groups(const char *title, const Groups *gs) {
+    if (gs->n == 0) return;
+    printf("  by %s:\n", title);
+    for (int i = 0; i < gs->n; i++)
+        printf("    %-28.28s %8lld pairs  accuracy %.4f  mean margin %+.3f\n", gs->g[i].name, (long long)gs->g[i].pairs,
+               gs->g[i].pairs ? gs->g[i].correct / gs->g[i].pairs : NAN, gs->g[i].pairs ? gs->g[i].margin / gs->g[i].pairs : NAN);
+}
+static int cmp_group_name(const void *a, const void *b) {
+    const Group *x = a, *y = b;
+    // numbers (K) in numeric order, names alphabetically
+    long nx = strtol(x->name, NULL, 10), ny = strtol(y->name, NULL, 10);
+    if (nx && ny && nx != ny) return (nx > ny) - (nx < ny);
+    return strcmp(x->name, y->name);
+}
+static void sort_groups(Groups *gs) { if (gs->n) qsort(gs->g, (size_t)gs->n, sizeof(Group), cmp_group_name); }
+
+// A line of text for the terminal: one line, at most w characters (UTF-8 aware, roughly).
+static void print_short(const char *label, const char *s, int w) {
+    char *c = rm_text_clean(s, 1);
+    int chars = 0;
+    size_t i = 0;
+    for (; c[i] && chars < w; i++) if (((unsigned char)c[i] & 0xC0) != 0x80) chars++;
+    while (c[i] && ((unsigned char)c[i] & 0xC0) == 0x80) i++;
+    printf("%s%.*s%s\n", label, (int)i, c, c[i] ? "..." : "");
+    free(c);
+}
+
+typedef struct { double s; int64_t i; } ScoreIdx;
+static int by_score_desc(const void *a, const void *b) {
+    const ScoreIdx *x = a, *y = b;
+    return x->s != y->s ? (x->s < y->s) - (x->s > y->s) : (x->i > y->i) - (x->i < y->i);
+}
+
+// Index of completion id in the list (sorted by id), or -1.
+static int64_t comp_index(const CompList *l, int64_t id) {
+    int64_t lo = 0, hi = l->n - 1;
+    while (lo <= hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (l->cid[mid] == id) return mid;
+        if (l->cid[mid] < id) lo = mid + 1; else hi = mid - 1;
+    }
+    return -1;
+}
+
+static cJSON *comp_json(const CompList *l, int64_t i, double score) {
+    cJSON *o = cJSON_CreateObject();
+    char *p = rm_text_clean(l->prompt[i], 0), *t = rm_text_clean(l->text[i], 0);
+    cJSON_AddNumberToObject(o, "completion_id", (double)l->cid[i]);
+    cJSON_AddNumberToObject(o, "prompt_id", (double)l->pid[i]);
+    cJSON_AddNumberToObject(o, "score", score);
+    cJSON_AddStringToObject(o, "prompt", p);
+    cJSON_AddStringToObject(o, "completion", t);
+    free(p); free(t);
+    return o;
+}
+
+static const char *inspect_usage =
+    "usage: reward inspect CKPT --workspace DB [options]\n"
+    "What the reward model in CKPT thinks of the workspace: score distribution and histogram,\n"
+    "accuracy against the stored rankings (overall, by K, split, source and labeler), agreement\n"
+    "between labelers where rankings overlap, top and bottom completions, the most confident\n"
+    "mistakes, and calibration. Missing scores are computed and stored (as `reward score`).\n"
+    "  --json                one JSON object on stdout instead of the report\n"
+    "  --top N               completions and mistakes listed (default 5)\n"
+    "  --bins N              histogram bins (default 20)\n"
+    "  --split S             only prompts of split S (train, valid, test)\n"
+    "  --name NAME           the model's name in the database (default: CKPT's absolute path)\n"
+    "  --batch N             sequences per forward pass (default 16)\n"
+    "  --tokenizer DIR / --prompt-template T / --response-prefix P   as for `reward score`\n"
+    "  --threads N           OpenMP threads\n";
+
+int cmd_inspect(int argc, char **argv) {
+    const char *ckpt = NULL, *ws = NULL, *split = NULL, *name = NULL, *tokdir = NULL, *tmpl = NULL, *prefix = NULL;
+    int json = 0;
+    int64_t top = 5, bins = 20, B = 16, threads = 0;
+    char err[1024];
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cmd_is_help(a)) { fputs(inspect_usage, stdout); return 0; }
+        if (!strcmp(a, "--json")) { json = 1; continue; }
+        if (a[0] != '-' || !a[1]) {
+            if (ckpt) { fprintf(stderr, "reward inspect: unexpected argument '%s'\n%s", a, inspect_usage); return 2; }
+            ckpt = a;
+            continue;
+        }
+        if (!v) { fprintf(stderr, "reward inspect: unknown option '%s' (or it needs a value)\n%s", a, inspect_usage); return 2; }
+        if (!strcmp(a, "--workspace")) ws = v;
+        else if (!strcmp(a, "--split")) split = v;
+        else if (!strcmp(a, "--name")) name = v;
+        else if (!strcmp(a, "--tokenizer")) tokdir = v;
+        else if (!strcmp(a, "--prompt-template")) tmpl = v;
+        else if (!strcmp(a, "--response-prefix")) prefix = v;
+        else if (!strcmp(a, "--top")) { if (cli_int(a, v, 0, 100000, &top, err, sizeof err)) goto bad; }
+        else if (!strcmp(a, "--bins")) { if (cli_int(a, v, 1, 1000, &bins, err, sizeof err)) goto bad; }
+        else if (!strcmp(a, "--batch")) { if (cli_int(a, v, 1, 4096, &B, err, sizeof err)) goto bad; }
+        else if (!strcmp(a, "--threads")) { if (cli_int(a, v, 0, 4096, &threads, err, sizeof err)) goto bad; }
+        else { fprintf(stderr, "reward inspect: unknown option '%s'\n%s", a, inspect_usage); return 2; }
+        i++;
+    }
+    if (!ckpt || !ws) { fprintf(stderr, "reward inspect: CKPT and --workspace are required\n%s", inspect_usage); return 2; }
+    if (split && !store_split_valid(split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", split); goto bad; }
+    if (threads > 0) omp_set_num_threads((int)threads);
+
+    int rc = 1;
+    RmScorer sc;
+    memset(&sc, 0, sizeof sc);
+    Store *st = NULL;
+    CompList all = {0}, todo = {0};
+    ScoreMap sm = {0};
+    Acc acc;
+    memset(&acc, 0, sizeof acc);
+    Groups agree_pairs = {0};
+    Group agree_all = {0};
+    double *vals = NULL, *fresh = NULL, *sorted = NULL;
+    int64_t *hist = NULL;
+    ScoreIdx *order = NULL;
+    char mname[4096];
+    rm_model_name(ckpt, name, mname, sizeof mname);
+    if (rm_scorer_open(&sc, ckpt, tokdir, tmpl, prefix, (int)B, err, sizeof err)) goto out;
+    sc.verbose = !json;
+    if (store_open(&st, ws, err, sizeof err)) goto out;
+    // scores: the stored ones, then the missing ones computed and stored
+    if (rm_list_completions(st, split, mname, &todo, err, sizeof err)) goto out;
+    if (todo.n) {
+        fresh = MALLOC_CHECK((size_t)todo.n * sizeof(double));
+        if (!json) fprintf(stderr, "reward inspect: scoring %lld completions that have no score from this model yet\n", (long long)todo.n);
+        if (rm_score_texts(&sc, todo.n, (const char *const *)todo.prompt, (const char *const *)todo.text, fresh, NULL, err, sizeof err)) goto out;
+        if (store_begin(st, err, sizeof err)) goto out;
+        for (int64_t i = 0; i < todo.n; i++)
+            if (store_set_reward_score(st, mname, todo.cid[i], fresh[i], err, sizeof err)) { store_rollback(st, NULL, 0); goto out; }
+        if (store_commit(st, err, sizeof err)) goto out;
+    }
+    if (store_each_reward_score(st, mname, collect_score, &sm, err, sizeof err)) goto out;
+    if (sm.n) qsort(sm.v, (size_t)sm.n, sizeof(IdScore), by_id);
+    if (rm_list_completions(st, split, NULL, &all, err, sizeof err)) goto out;
+    size_t n1 = (size_t)(all.n ? all.n : 1);
+    vals = MALLOC_CHECK(n1 * sizeof(double));
+    sorted = MALLOC_CHECK(n1 * sizeof(double));
+    order = MALLOC_CHECK(n1 * sizeof(ScoreIdx));
+    hist = CALLOC_CHECK((size_t)bins, sizeof(int64_t));
+    for (int64_t i = 0; i < all.n; i++) {
+        const IdScore *f = score_find(&sm, all.cid[i]);
+        vals[i] = sorted[i] = f ? f->score : 0.0;
+        order[i] = (ScoreIdx){vals[i], i};
+    }
+    // the distribution
+    if (all.n) qsort(sorted, (size_t)all.n, sizeof(double), cmp_double);
+    if (all.n) qsort(order, (size_t)all.n, sizeof(ScoreIdx), by_score_desc);
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < all.n; i++) sum += vals[i];
+    double mean = all.n ? sum / all.n : NAN;
+    for (int64_t i = 0; i < all.n; i++) sq += (vals[i] - mean) * (vals[i] - mean);
+    double sd = all.n ? sqrt(sq / all.n) : NAN, lo = all.n ? sorted[0] : NAN, hi = all.n ? sorted[all.n - 1] : NAN;
+    double width = all.n && hi > lo ? (hi - lo) / (double)bins : 1.0;
+    for (int64_t i = 0; i < all.n; i++) {
+        int64_t b = hi > lo ? (int64_t)((vals[i] - lo) / width) : 0;
+        hist[b >= bins ? bins - 1 : b < 0 ? 0 : b]++;
+    }
+    static const double QS[] = {0.05, 0.25, 0.5, 0.75, 0.95};
+    static const char *QN[] = {"p05", "p25", "p50", "p75", "p95"};
+    // accuracy against the rankings
+    acc.sm = &sm;
+    snprintf(acc.all.name, sizeof acc.all.name, "all");
+    if (store_each_ranking(st, split, visit_ranking, &acc, err, sizeof err)) goto out;
+    sort_groups(&acc.by_k); sort_groups(&acc.by_split); sort_groups(&acc.by_source); sort_groups(&acc.by_labeler);
+    if (acc.nmis) qsort(acc.mis, (size_t)acc.nmis, sizeof(Mistake), by_margin);
+    // agreement: rankings of one prompt by different labelers
+    if (acc.nr) qsort(acc.r, (size_t)acc.nr, sizeof(Ranked), by_prompt);
+    for (int64_t i = 0; i < acc.nr;) {
+        int64_t j = i;
+        while (j < acc.nr && acc.r[j].prompt_id == acc.r[i].prompt_id) j++;
+        for (int64_t x = i; x < j; x++)
+            for (int64_t y = x + 1; y < j; y++)
+                if (acc.r[x].labeler_id != acc.r[y].labeler_id) agree(&acc.r[x], &acc.r[y], &agree_pairs, &agree_all);
+        i = j;
+    }
+    sort_groups(&agree_pairs);
+    int64_t ntop = top < all.n ? top : all.n, nmis = top < acc.nmis ? top : acc.nmis;
+
+    if (json) {
+        cJSON *J = cJSON_CreateObject(), *S = cJSON_CreateObject(), *Q = cJSON_CreateObject(), *H = cJSON_CreateArray();
+        cJSON_AddStringToObject(J, "model", mname);
+        cJSON_AddStringToObject(J, "workspace", ws);
+        if (split) cJSON_AddStringToObject(J, "split", split); else cJSON_AddNullToObject(J, "split");
+        cJSON_AddNumberToObject(S, "count", (double)all.n);
+        if (all.n) {
+            cJSON_AddNumberToObject(S, "mean", mean); cJSON_AddNumberToObject(S, "std", sd);
+            cJSON_AddNumberToObject(S, "min", lo); cJSON_AddNumberToObject(S, "max", hi);
+            for (int q = 0; q < 5; q++) cJSON_AddNumberToObject(Q, QN[q], quantile(sorted, all.n, QS[q]));
+            for (int64_t b = 0; b < bins; b++) {
+                cJSON *h = cJSON_CreateObject();
+                cJSON_AddNumberToObject(h, "lo", lo + b * width);
+                cJSON_AddNumberToObject(h, "hi", b == bins - 1 ? hi : lo + (b + 1) * width);
+                cJSON_AddNumberToObject(h, "count", (double)hist[b]);
+                cJSON_AddItemToArray(H, h);
+            }
+        }
+        cJSON_AddItemToObject(S, "quantiles", Q);
+        cJSON_AddItemToObject(S, "histogram", H);
+        cJSON_AddItemToObject(J, "scores", S);
+        cJSON *A = cJSON_CreateObject();
+        cJSON_AddNumberToObject(A, "rankings", (double)acc.nr);
+        cJSON_AddItemToObject(A, "overall", group_json(&acc.all));
+        cJSON_AddItemToObject(A, "by_k", groups_json(&acc.by_k));
+        cJSON_AddItemToObject(A, "by_split", groups_json(&acc.by_split));
+        cJSON_AddItemToObject(A, "by_source", groups_json(&acc.by_source));
+        cJSON_AddItemToObject(A, "by_labeler", groups_json(&acc.by_labeler));
+        cJSON_AddItemToObject(J, "accuracy", A);
+        cJSON *G = cJSON_CreateObject(), *GP = cJSON_CreateArray();
+        cJSON_AddNumberToObject(G, "pairs", (double)agree_all.pairs);
+        if (agree_all.pairs) cJSON_AddNumberToObject(G, "agreement", agree_all.correct / agree_all.pairs);
+        else cJSON_AddNullToObject(G, "agreement");
+        for (int i = 0; i < agree_pairs.n; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "labelers", agree_pairs.g[i].name);
+            cJSON_AddNumberToObject(o, "pairs", (double)agree_pairs.g[i].pairs);
+            cJSON_AddNumberToObject(o, "agreement", agree_pairs.g[i].correct / agree_pairs.g[i].pairs);
+            cJSON_AddItemToArray(GP, o);
+        }
+        cJSON_AddItemToObject(G, "by_pair", GP);
+        cJSON_AddItemToObject(J, "agreement", G);
+        cJSON *T = cJSON_CreateArray(), *Bo = cJSON_CreateArray(), *M = cJSON_CreateArray(), *C = cJSON_CreateArray();
+        for (int64_t i = 0; i < ntop; i++) {
+            cJSON_AddItemToArray(T, comp_json(&all, order[i].i, order[i].s));
+            cJSON_AddItemToArray(Bo, comp_json(&all, order[all.n - 1 - i].i, order[all.n - 1 - i].s));
+        }
+        cJSON_AddItemToObject(J, "top", T);
+        cJSON_AddItemToObject(J, "bottom", Bo);
+        for (int64_t i = 0; i < nmis; i++) {
+            const Mistake *m = &acc.mis[i];
+            int64_t wi = comp_index(&all, m->win), li = comp_index(&all, m->lose);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "ranking_id", (double)m->ranking_id);
+            cJSON_AddNumberToObject(o, "prompt_id", (double)m->prompt_id);
+            cJSON_AddStringToObject(o, "labeler", m->labeler);
+            cJSON_AddNumberToObject(o, "p_chosen", 1.0 / (1.0 + exp(-(m->rw - m->rl))));
+            if (wi >= 0 && li >= 0) {
+                char *p = rm_text_clean(all.prompt[wi], 0);
+                cJSON_AddStringToObject(o, "prompt", p);
+                free(p);
+                cJSON_AddItemToObject(o, "chosen", comp_json(&all, wi, m->rw));
+                cJSON_AddItemToObject(o, "rejected", comp_json(&all, li, m->rl));
+            }
+            cJSON_AddItemToArray(M, o);
+        }
+        cJSON_AddItemToObject(J, "confident_mistakes", M);
+        for (int b = 0; b < CAL_BUCKETS; b++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "lo", 0.5 + 0.5 * b / CAL_BUCKETS);
+            cJSON_AddNumberToObject(o, "hi", 0.5 + 0.5 * (b + 1) / CAL_BUCKETS);
+            cJSON_AddNumberToObject(o, "pairs", (double)acc.cal_n[b]);
+            if (acc.cal_n[b]) {
+                cJSON_AddNumberToObject(o, "predicted", acc.cal_p[b] / acc.cal_n[b]);
+                cJSON_AddNumberToObject(o, "observed", acc.cal_obs[b] / acc.cal_n[b]);
+            } else { cJSON_AddNullToObject(o, "predicted"); cJSON_AddNullToObject(o, "observed"); }
+            cJSON_AddItemToArray(C, o);
+        }
+        cJSON_AddItemToObject(J, "calibration", C);
+        char *text = cJSON_Print(J);
+        if (!text) DIE("out of memory");
+        puts(text);
+        free(text);
+        cJSON_Delete(J);
+    } else {
+        printf("reward model  %s\nworkspace     %s%s%s\n\n", mname, ws, split ? ", split " : "", split ? split : "");
+        printf("scores of %lld completions\n", (long long)all.n);
+        if (all.n) {
+            printf("  mean %+.4f  std %.4f  min %+.4f  max %+.4f\n  quantiles", mean, sd, lo, hi);
+            for (int q = 0; q < 5; q++) printf("  %s %+.4f", QN[q], quantile(sorted, all.n, QS[q]));
+            printf("\n");
+            int64_t most = 1;
+            for (int64_t b = 0; b < bins; b++) if (hist[b] > most) most = hist[b];
+            for (int64_t b = 0; b < bins; b++) {
+                int w = (int)((hist[b] * 50 + most - 1) / most);
+                printf("  [%+8.3f, %+8.3f%c %-50.*s %lld\n", lo + b * width, b == bins - 1 ? hi : lo + (b + 1) * width, b == bins - 1 ? ']' : ')',
+                       w, "##################################################", (long long)hist[b]);
+            }
+        }
+        printf("\naccuracy against %lld rankings (%lld pairs; ties dropped)%s\n", (long long)acc.nr, (long long)acc.all.pairs,
+               acc.unscored ? " -- some rankings skipped: completions without a score" : "");
+        if (acc.all.pairs) {
+            printf("  overall %.4f  mean margin (chosen - rejected) %+.4f\n", acc.all.correct / acc.all.pairs, acc.all.margin / acc.all.pairs);
+            print_groups("K", &acc.by_k); print_groups("split", &acc.by_split);
+            print_groups("source", &acc.by_source); print_groups("labeler", &acc.by_labeler);
+        }
+        printf("\nlabeler agreement where rankings overlap\n");
+        if (agree_all.pairs) {
+            printf("  overall %.4f over %lld pairs\n", agree_all.correct / agree_all.pairs, (long long)agree_all.pairs);
+            for (int i = 0; i < agree_pairs.n; i++)
+                printf("    %-44.44s %8lld pairs  agreement %.4f\n", agree_pairs.g[i].name, (long long)agree_pairs.g[i].pairs,
+                       agree_pairs.g[i].correct / agree_pairs.g[i].pairs);
+        } else printf("  none: no two labelers ranked the same completions of a prompt\n");
+        printf("\ncalibration: the model's P(its preferred completion is better) against the labelers\n");
+        for (int b = 0; b < CAL_BUCKETS; b++)
+            if (acc.cal_n[b]) printf("  %.1f-%.1f  %8lld pairs  predicted %.3f  observed %.3f\n", 0.5 + 0.5 * b / CAL_BUCKETS,
+                                     0.5 + 0.5 * (b + 1) / CAL_BUCKETS, (long long)acc.cal_n[b], acc.cal_p[b] / acc.cal_n[b],
+                                     acc.cal_obs[b] / acc.cal_n[b]);
+        for (int part = 0; part < 2 && ntop; part++) {
+            printf("\n%s %lld completions\n", part ? "bottom" : "top", (long long)ntop);
+            for (int64_t i = 0; i < ntop; i++) {
+                const ScoreIdx *o = &order[part ? all.n - 1 - i : i];
+                char label[96];
+                snprintf(label, sizeof label, "  %+9.4f  completion %lld  prompt: ", o->s, (long long)all.cid[o->i]);
+                print_short(label, all.prompt[o->i], 60);
+                print_short("                     completion: ", all.text[o->i], 60);
+            }
+        }
+        printf("\nmost confident mistakes (%lld of %lld pairs ranked the other way by the model)\n", (long long)nmis, (long long)acc.nmis);
+        for (int64_t i = 0; i < nmis; i++) {
+            const Mistake *m = &acc.mis[i];
+            int64_t wi = comp_index(&all, m->win), li = comp_index(&all, m->lose);
+            char label[160];
+            snprintf(label, sizeof label, "  P(chosen) %.3f  ranking %lld by %.40s  prompt: ", 1.0 / (1.0 + exp(-(m->rw - m->rl))),
+                     (long long)m->ranking_id, m->labeler);
+            if (wi < 0 || li < 0) continue;
+            print_short(label, all.prompt[wi], 50);
+            snprintf(label, sizeof label, "      chosen   %+9.4f: ", m->rw);
+            print_short(label, all.text[wi], 70);
+            snprintf(label, sizeof label, "      rejected %+9.4f: ", m->rl);
+            print_short(label, all.text[li], 70);
+        }
+    }
+    rc = 0;
+out:
+    if (rc) fprintf(stderr, "reward inspect: %s\n", err);
+    for (int64_t i = 0; i < acc.nr; i++) free(acc.r[i].labeler);
+    free(acc.r); free(acc.mis);
+    free(acc.by_k.g); free(acc.by_split.g); free(acc.by_source.g); free(acc.by_labeler.g); free(agree_pairs.g);
+    free(sm.v); free(vals); free(fresh); free(sorted); free(order); free(hist);
+    rm_comp_list_free(&all); rm_comp_list_free(&todo);
+    store_close(st);
+    rm_scorer_close(&sc);
+    return rc;
+bad:
+    fprintf(stderr, "reward inspect: %s\n", err);
+    return 1;
+}

@@ -1,0 +1,536 @@
+// reward label: rankings from a person at the terminal, or from a judge program.
+//
+// The loop: claim the next prompt that needs a ranking (store_claim_prompt: two labelers at once
+// never get the same prompt unless --overlap asks for it), gather its completions (the ones in
+// the workspace, or K sampled on the spot from --policy and stored with model = that path), show
+// them numbered, read a ranking and commit it at once (one transaction per ranking: a session
+// killed at any moment loses nothing already entered).
+//
+// Interactive (no --judge): reads lines from standard input: a ranking "2>4>1=3" (optionally
+// followed by "# comment"), "s" skip (never shown to this labeler again), "u" undo the last
+// ranking of this session (deleted, and its prompt comes back), "q" quit (end of input too).
+//
+// --judge CMD: CMD runs once, through /bin/sh, for the whole session; for each prompt one JSON
+// line {"prompt_id": N, "prompt": P, "completions": [C1, ...]} goes to its standard input (plus
+// "ended": [true, false, ...] when the completions were sampled just now: which stopped at the
+// end token rather than at --max-new) and it
+// answers with one line: a ranking ("2>4>1=3" or a JSON array of ranks [2,1,3,1]), a JSON object
+// {"ranking": ..., "comment": ...}, or "skip". Texts are sent as valid UTF-8 (invalid bytes as
+// U+FFFD). A judge that exits or answers nonsense stops the session with an error (the rankings
+// stored so far stay).
+#include "checkpoint.h"
+#include "cli.h"
+#include "cmd.h"
+#include "data.h"
+#include "generate.h"
+#include "reward.h"
+#include "util.h"
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct {
+    Store *db;
+    const char *db_path, *labeler;
+    int64_t labeler_id;
+    StoreClaimOptions co;
+    int64_t limit;
+    // --policy: K completions sampled on the spot
+    const char *policy;
+    Model pol;
+    int has_policy;
+    Tokenizer *tok;
+    Dataset *ds;
+    KVCache kv;
+    Sampler sm;
+    GenConfig g;
+    int k;
+    uint64_t seed;
+    const char *prefix;
+    // --judge: one process for the session
+    const char *judge;
+    pid_t jpid;
+    FILE *jin, *jout;
+    // this session
+    int64_t *undo_rank, *undo_prompt;
+    int nundo, capundo;
+    int64_t ranked, skipped;
+} Label;
+
+typedef struct {
+    int n;
+    int64_t id[REWARD_MAX_K];
+    char *text[REWARD_MAX_K];
+    signed char ended[REWARD_MAX_K];   // sampled just now: 1 stopped at the end token, 0 cut off; -1 unknown
+    int more;                 // the prompt has more completions than REWARD_MAX_K
+} Comps;
+
+static void comps_free(Comps *c) {
+    for (int i = 0; i < c->n; i++) free(c->text[i]);
+    memset(c, 0, sizeof *c);
+}
+
+typedef struct { Comps *c; const char *model; } CompCtx;
+static int collect(const StoreCompletion *sc, void *ctx) {
+    CompCtx *x = ctx;
+    if (x->model && strcmp(sc->model, x->model)) return 0;
+    if (x->c->n == REWARD_MAX_K) { x->c->more = 1; return 1; }
+    x->c->id[x->c->n] = sc->id;
+    x->c->ended[x->c->n] = -1;
+    x->c->text[x->c->n] = strdup(sc->text);
+    if (!x->c->text[x->c->n]) DIE("out of memory");
+    x->c->n++;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// completions
+
+// K samples of the policy for the prompt, stored as completions with model = the policy's path.
+// ended[b] (K) receives whether sample b stopped at the end token; cids[b] its completion id.
+static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t *cids, signed char *ended, char *err, size_t errlen) {
+    TokIds ids = {0};
+    if (dataset_encode_prompt(L->ds, prompt, &ids, err, errlen)) { tok_ids_free(&ids); return -1; }
+    int ctx = L->pol.config.max_seq_len, Tp = (int)ids.n;
+    GenConfig g = L->g;
+    if (Tp + g.max_new_tokens > ctx) g.max_new_tokens = ctx - Tp;
+    if (g.max_new_tokens <= 0) {
+        tok_ids_free(&ids);
+        return util_err(err, errlen, "prompt %lld has %d tokens: no room left in the policy's context of %d", (long long)pid, Tp, ctx);
+    }
+    int K = L->k;
+    int32_t *prompts = MALLOC_CHECK((size_t)K * Tp * sizeof(int32_t)), *lens = MALLOC_CHECK((size_t)K * sizeof(int32_t));
+    int32_t *out = MALLOC_CHECK((size_t)K * g.max_new_tokens * sizeof(int32_t)), *olen = MALLOC_CHECK((size_t)K * sizeof(int32_t));
+    for (int b = 0; b < K; b++) { memcpy(prompts + (size_t)b * Tp, ids.ids, (size_t)Tp * sizeof(int32_t)); lens[b] = Tp; }
+    Rng r;   // the same prompt gets the same samples whenever it is labeled
+    rng_init(&r, data_hash_u64(data_hash_u64(DATA_HASH_INIT, L->seed), (uint64_t)pid));
+    int rc = gen_generate(&L->pol, &L->kv, &L->sm, &g, &r, prompts, lens, K, Tp, out, olen, NULL, NULL, err, errlen);
+    size_t lp = strlen(L->prefix);
+    for (int b = 0; rc == 0 && b < K; b++) {
+        int n = olen[b];
+        ended[b] = n > 0 && out[(size_t)b * g.max_new_tokens + n - 1] == g.eot_id;
+        if (ended[b]) n--;
+        TokBytes tb = {0};
+        char terr[TOK_ERR_LEN];
+        if (tok_decode(L->tok, out + (size_t)b * g.max_new_tokens, (size_t)n, &tb, terr)) { rc = util_err(err, errlen, "%s", terr); break; }
+        const char *text = tb.data ? tb.data : "";
+        if (lp && !strncmp(text, L->prefix, lp)) text += lp;   // the prefix belongs to the rendering
+        rc = store_add_completion(L->db, pid, text, L->policy, &cids[b], err, errlen);
+        tok_bytes_free(&tb);
+    }
+    free(prompts); free(lens); free(out); free(olen);
+    tok_ids_free(&ids);
+    return rc;
+}
+
+// The completions to rank for a prompt: with --policy, the policy's (sampled now when it has
+// fewer than two there); else every completion of the prompt.
+static int gather(Label *L, int64_t pid, const char *prompt, Comps *c, char *err, size_t errlen) {
+    memset(c, 0, sizeof *c);
+    CompCtx x = {c, L->policy};
+    if (store_each_completion(L->db, pid, NULL, collect, &x, err, errlen) < 0) return -1;
+    if (L->policy && c->n < 2) {
+        comps_free(c);
+        int64_t ids[REWARD_MAX_K];
+        signed char ended[REWARD_MAX_K];
+        if (sample_completions(L, pid, prompt, ids, ended, err, errlen)) return -1;
+        x.c = c;
+        if (store_each_completion(L->db, pid, NULL, collect, &x, err, errlen) < 0) return -1;
+        for (int i = 0; i < c->n; i++)
+            for (int b = 0; b < L->k; b++)
+                if (ids[b] == c->id[i]) c->ended[i] = ended[b];
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the judge
+
+static int judge_start(Label *L, char *err, size_t errlen) {
+    int in[2], out[2];
+    if (pipe(in) || pipe(out)) return util_err(err, errlen, "pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return util_err(err, errlen, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[0]); close(in[1]); close(out[0]); close(out[1]);
+        execl("/bin/sh", "sh", "-c", L->judge, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    fcntl(in[1], F_SETFD, FD_CLOEXEC);
+    fcntl(out[0], F_SETFD, FD_CLOEXEC);
+    L->jpid = pid;
+    L->jin = fdopen(in[1], "w");
+    L->jout = fdopen(out[0], "r");
+    if (!L->jin || !L->jout) DIE("fdopen: %s", strerror(errno));
+    return 0;
+}
+
+// Closes the judge's input and waits for it (a judge still running 5 s after its input ended gets
+// SIGTERM); returns its exit status (-1: killed by a signal).
+static int judge_stop(Label *L) {
+    if (!L->jpid) return 0;
+    if (L->jin) fclose(L->jin);
+    if (L->jout) fclose(L->jout);
+    L->jin = L->jout = NULL;
+    int st = 0;
+    pid_t got = 0;
+    for (int i = 0; i < 500 && (got = waitpid(L->jpid, &st, WNOHANG)) == 0; i++) usleep(10000);
+    if (got == 0) {
+        fprintf(stderr, "reward label: the judge did not exit when its input ended: terminating it\n");
+        kill(L->jpid, SIGTERM);
+        while (waitpid(L->jpid, &st, 0) < 0 && errno == EINTR) {}
+    }
+    L->jpid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// Sends the prompt and reads the reply line into *reply (malloc'd, without the newline).
+static int judge_ask(Label *L, int64_t pid, const char *prompt, const Comps *c, char **reply, char *err, size_t errlen) {
+    cJSON *o = cJSON_CreateObject(), *arr = cJSON_CreateArray();
+    char *p = rm_text_clean(prompt, 0);
+    cJSON_AddNumberToObject(o, "prompt_id", (double)pid);
+    cJSON_AddStringToObject(o, "prompt", p);
+    free(p);
+    for (int i = 0; i < c->n; i++) {
+        char *t = rm_text_clean(c->text[i], 0);
+        cJSON_AddItemToArray(arr, cJSON_CreateString(t));
+        free(t);
+    }
+    cJSON_AddItemToObject(o, "completions", arr);
+    int known = 1;   // "ended" only when it is known for every completion (sampled just now)
+    for (int i = 0; i < c->n; i++) known &= c->ended[i] >= 0;
+    if (known) {
+        cJSON *e = cJSON_CreateArray();
+        for (int i = 0; i < c->n; i++) cJSON_AddItemToArray(e, cJSON_CreateBool(c->ended[i]));
+        cJSON_AddItemToObject(o, "ended", e);
+    }
+    char *line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!line) DIE("out of memory");
+    int bad = fputs(line, L->jin) < 0 || fputc('\n', L->jin) < 0 || fflush(L->jin) != 0;
+    free(line);
+    if (bad) return util_err(err, errlen, "the judge (%s) stopped reading (prompt %lld): %s", L->judge, (long long)pid, strerror(errno));
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&buf, &cap, L->jout);
+    if (n < 0) {
+        free(buf);
+        return util_err(err, errlen, "the judge (%s) exited without answering prompt %lld", L->judge, (long long)pid);
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
+    *reply = buf;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// one prompt
+
+static void show(Label *L, int64_t pid, const StorePrompt *p, const Comps *c) {
+    char *t = rm_text_clean(p->text, 0);
+    printf("\n---- prompt %lld (%s) -- %lld ranked, %lld skipped this session ----\n%s\n\n", (long long)pid, p->split,
+           (long long)L->ranked, (long long)L->skipped, t);
+    free(t);
+    for (int i = 0; i < c->n; i++) {
+        char *x = rm_text_clean(c->text[i], 0);
+        printf("[%d] ", i + 1);
+        for (const char *q = x; *q; q++) {
+            putchar(*q);
+            if (*q == '\n') fputs("    ", stdout);
+        }
+        if (c->ended[i] == 0) fputs("  (cut off: no end token within --max-new)", stdout);
+        putchar('\n');
+        free(x);
+    }
+    if (c->more) printf("(only the first %d completions of this prompt are shown)\n", REWARD_MAX_K);
+}
+
+static int push_undo(Label *L, int64_t rid, int64_t pid) {
+    if (L->nundo == L->capundo) {
+        L->capundo = L->capundo ? 2 * L->capundo : 16;
+        L->undo_rank = realloc(L->undo_rank, (size_t)L->capundo * sizeof(int64_t));
+        L->undo_prompt = realloc(L->undo_prompt, (size_t)L->capundo * sizeof(int64_t));
+        if (!L->undo_rank || !L->undo_prompt) DIE("out of memory");
+    }
+    L->undo_rank[L->nundo] = rid;
+    L->undo_prompt[L->nundo++] = pid;
+    return 0;
+}
+
+static int commit(Label *L, int64_t pid, const Comps *c, const int *ranks, const char *comment, int64_t *rid, char *err, size_t errlen) {
+    StoreRankItem items[REWARD_MAX_K];
+    for (int i = 0; i < c->n; i++) { items[i].completion_id = c->id[i]; items[i].rank = ranks[i]; }
+    if (store_add_ranking(L->db, pid, L->labeler_id, items, c->n, comment, rid, err, errlen)) return -1;
+    push_undo(L, *rid, pid);
+    L->ranked++;
+    return 0;
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
+    return s;
+}
+
+enum { NEXT = 0, QUIT = 1 };
+
+// Interactive: reads commands until the prompt is ranked, skipped or the session ends.
+static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t errlen) {
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = NEXT;
+    for (;;) {
+        printf("rank (e.g. 2>1=3), s skip, u undo, q quit> ");
+        fflush(stdout);
+        ssize_t n = getline(&line, &cap, stdin);
+        if (n < 0) { putchar('\n'); rc = QUIT; break; }
+        char *comment = strchr(line, '#');
+        if (comment) *comment++ = 0;
+        char *cmd = trim(line);
+        if (comment) comment = trim(comment);
+        if (!*cmd) continue;
+        if (!strcmp(cmd, "q") || !strcmp(cmd, "quit")) { rc = QUIT; break; }
+        if (!strcmp(cmd, "?") || !strcmp(cmd, "h") || !strcmp(cmd, "help")) {
+            printf("Rank the completions best first: 2>1>3; '=' marks a tie (2>1=3); '# text' adds a comment.\n"
+                   "s: skip this prompt (you will not see it again)  u: undo your last ranking  q: quit\n"
+                   "Each ranking is saved the moment you press Enter.\n");
+            continue;
+        }
+        if (!strcmp(cmd, "s") || !strcmp(cmd, "skip")) {
+            if (store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen)) { rc = -1; break; }
+            L->skipped++;
+            printf("skipped prompt %lld\n", (long long)pid);
+            break;
+        }
+        if (!strcmp(cmd, "u") || !strcmp(cmd, "undo")) {
+            if (!L->nundo) { printf("nothing to undo in this session\n"); continue; }
+            int64_t rid = L->undo_rank[L->nundo - 1], upid = L->undo_prompt[L->nundo - 1];
+            // delete and claim back in one transaction: nobody else can take the prompt meanwhile
+            if (store_begin(L->db, err, errlen)) { rc = -1; break; }
+            if (store_delete_ranking(L->db, rid, err, errlen) ||
+                store_claim_prompt_id(L->db, L->labeler_id, upid, L->co.lease_s, err, errlen) || store_commit(L->db, err, errlen)) {
+                store_rollback(L->db, NULL, 0);
+                rc = -1;
+                break;
+            }
+            L->nundo--;
+            L->ranked--;
+            printf("undone: ranking %lld of prompt %lld; it comes back\n", (long long)rid, (long long)upid);
+            break;   // this prompt stays claimed: both come back, the lower id first
+        }
+        int ranks[REWARD_MAX_K];
+        char perr[512];
+        if (reward_parse_ranking(cmd, c->n, ranks, perr, sizeof perr)) { printf("%s\n", perr); continue; }
+        int64_t rid;
+        if (commit(L, pid, c, ranks, comment, &rid, err, errlen)) { rc = -1; break; }
+        char f[512];
+        reward_format_ranking(ranks, c->n, f, sizeof f);
+        printf("saved: %s (ranking %lld)\n", f, (long long)rid);
+        break;
+    }
+    fflush(stdout);
+    free(line);
+    return rc;
+}
+
+static int ask_judge(Label *L, int64_t pid, const char *prompt, const Comps *c, char *err, size_t errlen) {
+    char *reply = NULL;
+    if (judge_ask(L, pid, prompt, c, &reply, err, errlen)) return -1;
+    char *r = trim(reply), *rtext = NULL;
+    const char *comment = NULL;
+    cJSON *o = NULL;
+    int rc = -1, ranks[REWARD_MAX_K];
+    char perr[512];
+    if (!strcmp(r, "skip") || !strcmp(r, "s")) {
+        if (store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen) == 0) { L->skipped++; rc = NEXT; }
+        goto done;
+    }
+    if (r[0] == '{') {
+        o = cJSON_Parse(r);
+        const cJSON *jr = o ? cJSON_GetObjectItemCaseSensitive(o, "ranking") : NULL, *jc = o ? cJSON_GetObjectItemCaseSensitive(o, "comment") : NULL;
+        if (cJSON_IsString(jr)) rtext = strdup(jr->valuestring);
+        else if (cJSON_IsArray(jr)) rtext = cJSON_PrintUnformatted(jr);
+        if (!rtext) { util_err(err, errlen, "the judge's answer for prompt %lld is not a ranking: '%.200s'", (long long)pid, r); goto done; }
+        if (cJSON_IsString(jc)) comment = jc->valuestring;
+    }
+    if (reward_parse_ranking(rtext ? rtext : r, c->n, ranks, perr, sizeof perr)) {
+        util_err(err, errlen, "the judge's answer for prompt %lld: %s", (long long)pid, perr);
+        goto done;
+    }
+    int64_t rid;
+    if (commit(L, pid, c, ranks, comment, &rid, err, errlen)) goto done;
+    rc = NEXT;
+done:
+    cJSON_Delete(o);
+    free(rtext);
+    free(reply);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the session
+
+static int session(Label *L, char *err, size_t errlen) {
+    int interactive = !L->judge;
+    if (interactive)
+        printf("Labeling as %s in %s. Rank the completions best first (2>1=3); s skip, u undo, q quit, ? help.\n"
+               "Each ranking is saved the moment you press Enter.\n", L->labeler, L->db_path);
+    for (;;) {
+        if (L->limit && L->ranked >= L->limit) break;
+        int64_t pid;
+        if (store_claim_prompt(L->db, L->labeler_id, &L->co, &pid, err, errlen)) return -1;
+        if (!pid) {
+            if (interactive) printf("nothing left to label\n");
+            break;
+        }
+        StorePrompt p = {0};
+        Comps c;
+        if (store_get_prompt(L->db, pid, &p, err, errlen)) return -1;
+        if (gather(L, pid, p.text, &c, err, errlen)) {
+            // a prompt the policy cannot answer (too long, not UTF-8): not this labeler's to rank
+            fprintf(stderr, "reward label: prompt %lld skipped: %s\n", (long long)pid, err);
+            comps_free(&c);
+            store_prompt_free(&p);
+            if (!L->policy || store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen)) return -1;
+            L->skipped++;
+            continue;
+        }
+        int rc;
+        if (c.n < 2) {
+            fprintf(stderr, "reward label: prompt %lld has fewer than 2 distinct completions: skipped\n", (long long)pid);
+            rc = store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen) ? -1 : NEXT;
+            L->skipped++;
+        } else if (interactive) {
+            show(L, pid, &p, &c);
+            rc = ask_person(L, pid, &c, err, errlen);
+        } else rc = ask_judge(L, pid, p.text, &c, err, errlen);
+        comps_free(&c);
+        store_prompt_free(&p);
+        if (rc != NEXT) {
+            // give the prompt back so that another session can take it at once
+            char e2[512];
+            if (store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2) && rc >= 0) { snprintf(err, errlen, "%s", e2); return -1; }
+            if (rc < 0) return -1;
+            break;
+        }
+    }
+    return 0;
+}
+
+static const char *label_usage =
+    "usage: reward label --workspace DB --labeler NAME [options]\n"
+    "Shows the prompts that need rankings with their completions, numbered, and stores the ranking\n"
+    "typed for each (best first: 2>4>1=3, '=' for ties, '# text' adds a comment; s skip, u undo the\n"
+    "last ranking, q quit). Each ranking is committed the moment it is entered. Several labelers may\n"
+    "work on one workspace at once: they never get the same prompt unless --overlap asks for it.\n"
+    "  --judge CMD           rank with a program instead of a person: CMD (run once, by /bin/sh) gets\n"
+    "                        one JSON line {\"prompt_id\", \"prompt\", \"completions\": [...]} per prompt on\n"
+    "                        stdin and answers one line: 2>1=3, [2,1,3,1], {\"ranking\": .., \"comment\": ..}\n"
+    "                        or skip\n"
+    "  --policy CKPT         sample --k completions of each prompt from CKPT (stored, model = CKPT);\n"
+    "                        without it, the prompts' completions in the workspace are ranked\n"
+    "    --k K               completions per prompt (default 4)\n"
+    "    --max-new N         new tokens per completion (default 64)\n"
+    "    --temperature T     (default 1)   --top-k K (default 0 = all)   --top-p P (default 1)\n"
+    "    --seed S            sampling seed (default 1234; a prompt always gets the same samples)\n"
+    "    --tokenizer DIR     tokenizer files when CKPT has none\n"
+    "    --prompt-template T / --response-prefix P   rendering (defaults as SFT)\n"
+    "  --overlap N           labelers wanted per prompt (default 1; 2+ measures agreement)\n"
+    "  --split S             only prompts of split S (train, valid, test)\n"
+    "  --limit N             stop after N rankings\n"
+    "  --lease SECONDS       how long a shown prompt is kept from other labelers (default 3600)\n";
+
+int cmd_label(int argc, char **argv) {
+    Label L;
+    memset(&L, 0, sizeof L);
+    L.k = 4;
+    L.seed = 1234;
+    L.g = (GenConfig){.max_new_tokens = 64, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    const char *tokdir = NULL, *tmpl = NULL;
+    L.prefix = DATASET_DEFAULT_RESPONSE_PREFIX;
+    int64_t v64;
+    double vd;
+    char err[1024];
+    int rc = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cmd_is_help(a)) { fputs(label_usage, stdout); return 0; }
+        if (!v) { fprintf(stderr, "reward label: %s '%s'%s\n%s", a[0] == '-' ? "unknown option" : "unexpected argument", a,
+                          a[0] == '-' ? " (or it needs a value)" : "", label_usage); return 2; }
+        if (!strcmp(a, "--workspace")) L.db_path = v;
+        else if (!strcmp(a, "--labeler")) L.labeler = v;
+        else if (!strcmp(a, "--judge")) L.judge = v;
+        else if (!strcmp(a, "--policy")) L.policy = v;
+        else if (!strcmp(a, "--tokenizer")) tokdir = v;
+        else if (!strcmp(a, "--prompt-template")) tmpl = v;
+        else if (!strcmp(a, "--response-prefix")) L.prefix = v;
+        else if (!strcmp(a, "--split")) L.co.split = v;
+        else if (!strcmp(a, "--k")) { if (cli_int(a, v, 2, REWARD_MAX_K, &v64, err, sizeof err)) goto bad; L.k = (int)v64; }
+        else if (!strcmp(a, "--max-new")) { if (cli_int(a, v, 1, 1 << 20, &v64, err, sizeof err)) goto bad; L.g.max_new_tokens = (int)v64; }
+        else if (!strcmp(a, "--temperature")) { if (cli_float(a, v, 0, 100, &vd, err, sizeof err)) goto bad; L.g.sampler.temperature = (float)vd; }
+        else if (!strcmp(a, "--top-k")) { if (cli_int(a, v, 0, 1 << 30, &v64, err, sizeof err)) goto bad; L.g.sampler.top_k = (int)v64; }
+        else if (!strcmp(a, "--top-p")) { if (cli_float(a, v, 0, 1, &vd, err, sizeof err)) goto bad; L.g.sampler.top_p = (float)vd; }
+        else if (!strcmp(a, "--seed")) { if (cli_int(a, v, 0, INT64_MAX, &v64, err, sizeof err)) goto bad; L.seed = (uint64_t)v64; }
+        else if (!strcmp(a, "--overlap")) { if (cli_int(a, v, 1, 1000, &v64, err, sizeof err)) goto bad; L.co.overlap = (int)v64; }
+        else if (!strcmp(a, "--limit")) { if (cli_int(a, v, 1, INT64_MAX, &L.limit, err, sizeof err)) goto bad; }
+        else if (!strcmp(a, "--lease")) { if (cli_float(a, v, 1, 1e9, &L.co.lease_s, err, sizeof err)) goto bad; }
+        else { fprintf(stderr, "reward label: unknown option '%s'\n%s", a, label_usage); return 2; }
+        i++;
+    }
+    if (!L.db_path || !L.labeler) { fprintf(stderr, "reward label: --workspace and --labeler are required\n%s", label_usage); return 2; }
+    if (!*L.labeler) { snprintf(err, sizeof err, "--labeler is empty"); goto bad; }
+    if (L.co.split && !store_split_valid(L.co.split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", L.co.split); goto bad; }
+    if (L.judge && !*L.judge) { snprintf(err, sizeof err, "--judge is empty"); goto bad; }
+    L.co.min_completions = L.policy ? 0 : 2;
+    signal(SIGPIPE, SIG_IGN);   // a judge that dies shows up as a write error, not a silent exit
+    // the judge first, while this process holds no database and no model
+    if (L.judge && judge_start(&L, err, sizeof err)) goto bad;
+    if (store_open(&L.db, L.db_path, err, sizeof err) || store_add_labeler(L.db, L.labeler, &L.labeler_id, err, sizeof err)) goto out;
+    if (L.policy) {
+        if (ckpt_load_model(L.policy, &L.pol, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err)) goto out;
+        L.has_policy = 1;
+        if (!L.pol.config.lm_head) { snprintf(err, sizeof err, "%s has no LM head: --policy needs a language model", L.policy); goto out; }
+        char terr[TOK_ERR_LEN];
+        if (tok_load(&L.tok, tokdir ? tokdir : L.policy, terr)) { snprintf(err, sizeof err, "%s", terr); goto out; }
+        DatasetOptions o = {.prompt_template = tmpl, .response_prefix = L.prefix, .max_tokens = L.pol.config.max_seq_len};
+        if (dataset_create(&L.ds, L.tok, &o, err, sizeof err)) goto out;
+        if (kv_init(&L.kv, &L.pol, L.k, L.pol.config.max_seq_len, L.k * 64, err, sizeof err)) goto out;
+        sampler_init(&L.sm, L.pol.config.vocab_size);
+        L.g.eot_id = tok_eot(L.tok);
+    }
+    if (session(&L, err, sizeof err) == 0) rc = 0;
+out:
+    if (rc) fprintf(stderr, "reward label: %s\n", err);
+    if (L.judge) {
+        int js = judge_stop(&L);
+        if (js != 0 && rc == 0) fprintf(stderr, "reward label: warning: the judge exited with status %d\n", js);
+    }
+    fprintf(stderr, "reward label: %lld rankings saved, %lld prompts skipped in this session\n", (long long)L.ranked, (long long)L.skipped);
+    if (L.has_policy) {
+        kv_free(&L.kv);
+        sampler_free(&L.sm);
+        model_free(&L.pol);
+    }
+    dataset_free(L.ds);
+    tok_free(L.tok);
+    free(L.undo_rank);
+    free(L.undo_prompt);
+    store_close(L.db);
+    return rc;
+bad:
+    fprintf(stderr, "reward label: %s\n", err);
+    if (L.judge) judge_stop(&L);
+    return 1;
+}

@@ -1,0 +1,701 @@
+// reward train: the reward model (InstructGPT step 2). Reads like a recipe: parse the config,
+// load the SFT model with a scalar head in place of the unembedding, load the workspace's
+// rankings (train split to learn, valid split to measure), loop (step, log, evaluate, save), then
+// shift the scores so that the demonstrations score 0 on average and write the final model.
+//
+// One optimizer step takes train.batch_size rankings. A ranking of K completions is K sequences
+// in one forward pass (micro-batches pack whole rankings, up to train.micro_batch sequences) and
+// one batch element: its loss is the mean over its non-tied pairs of -log sigmoid(r_w - r_l)
+// (reward.h), and the step's loss is the mean over its rankings. The ranking order of epoch e is
+// a shuffle seeded by (train.seed, e), so step s always sees the same rankings: resuming needs
+// only the step count. The rankings used are fixed when the run starts (ranking ids up to the
+// highest one then; their fingerprint is checked on resume), so labeling may go on meanwhile.
+//
+// Outputs: OUT.DIR/last (resumable: weights as trained, AdamW moments, step, the bias in
+// trainer_state.json as reward_bias) and OUT.DIR/final (the reward model: last's weights with
+// the bias folded exactly into ln_f.bias; a plain Hugging Face GPT2ForSequenceClassification).
+// Killed at any moment, the same command resumes and ends with the same weights.
+#include "checkpoint.h"
+#include "cli.h"
+#include "cmd.h"
+#include "config.h"
+#include "data.h"
+#include "dataset.h"
+#include "model.h"
+#include "optim.h"
+#include "reward.h"
+#include "store.h"
+#include "tokenizer.h"
+#include "util.h"
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const ConfigEntry RM_SCHEMA[] = {
+    CONFIG_ENTRY("model.init", CONFIG_STRING, "", "SFT checkpoint to start from (required); its LM head is dropped"),
+    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "", "tokenizer directory when model.init has none"),
+    CONFIG_ENTRY("model.score_init", CONFIG_ENUM, "normal", "score.weight when model.init has none: normal = N(0, 1/sqrt(C)), or zeros",
+                 .choices = "normal|zeros"),
+    CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory: last/ (resumable) and final/ (the reward model) (required)"),
+    CONFIG_ENTRY("workspace", CONFIG_STRING, "", "workspace database with the rankings (default: OUT.DIR/workspace.db)", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("data.import", CONFIG_LIST, NULL, "JSONL ranking files imported into the workspace first (as `reward import`; a file imported before adds nothing)"),
+    CONFIG_ENTRY("data.valid_percent", CONFIG_DOUBLE, "5", "share of newly imported prompts put in the valid split", .min = "0", .max = "50"),
+    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE, "prompt rendering (as SFT); exactly one {prompt}"),
+    CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX, "text before each response (as SFT)"),
+    CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8", "rankings per optimizer step (InstructGPT: 64)", .min = "1", .max = "65536"),
+    CONFIG_ENTRY("train.micro_batch", CONFIG_INT, "16", "sequences per forward pass (whole rankings; at least the largest K)", .min = "1", .max = "65536"),
+    CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0", "tokens per sequence, longer ones keep their end (0: the longest, up to the context)", .min = "0"),
+    CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", "passes over the rankings when train.steps is 0 (InstructGPT: 1; more overfit)", .min = "1"),
+    CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0"),
+    CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "1e-5", "peak learning rate", .min = "0", .max = "10"),
+    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "cosine", "learning-rate schedule after warmup", .choices = "cosine|constant"),
+    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup steps", .min = "0"),
+    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
+    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
+    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip (0: off)", .min = "0"),
+    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "ranking order and score-head initialisation seed", .min = "0"),
+    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("eval.every", CONFIG_INT, "50", "held-out evaluation every N steps (and at the end)", .min = "1"),
+    CONFIG_ENTRY("eval.max_rankings", CONFIG_INT, "0", "held-out rankings per evaluation (0: all)", .min = "0"),
+    CONFIG_ENTRY("bias.source", CONFIG_ENUM, "auto", "what scores 0 on average after training: demonstrations, the training completions, "
+                 "none, or auto (demonstrations when the workspace has some)", .choices = "auto|demonstrations|completions|none"),
+    CONFIG_ENTRY("bias.max_examples", CONFIG_INT, "2000", "at most this many examples (the first by id) for the bias", .min = "1"),
+    CONFIG_ENTRY("save.every", CONFIG_INT, "0", "save last/ every N steps (0: at each evaluation)", .min = "0", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("log.every", CONFIG_INT, "10", "log a line every N steps when not on a terminal", .min = "1", .flags = CONFIG_NO_HASH),
+    {0}};
+
+static const char *usage =
+    "usage: reward train -c CONFIG.yaml [--set KEY=VALUE ...] [--print-config]\n"
+    "Trains a reward model from an SFT checkpoint on the workspace's rankings (train split; the\n"
+    "valid split is held out). Writes OUT.DIR/last (resumable) and OUT.DIR/final (the reward model,\n"
+    "its scores shifted so that the demonstrations score 0 on average), and records the run and its\n"
+    "metrics in the workspace. Rerun the same command after an interruption to resume. Keys:\n";
+
+// The one piece of process state: set by SIGINT/SIGTERM, read by the loop, which then saves and
+// stops cleanly.
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) { (void)sig; stop_requested = 1; }
+
+// Rankings tokenized: ranking i has items [first, first+k); item j's tokens are toks[off, off+len).
+typedef struct { int64_t id; int k; int64_t first, pairs; } RmRank;
+typedef struct { int64_t off; int32_t len; int rank; } RmItem;
+typedef struct {
+    RmRank *r;  int64_t n, cap;
+    RmItem *it; int64_t ni, capi;
+    TokIds toks;
+    int64_t n_tied;          // rankings without a single non-tied pair (skipped)
+    int64_t pairs;           // non-tied pairs in all
+    int max_k, max_len;
+    uint64_t hash;           // fingerprint of ids, completions, ranks and tokens
+} RmSet;
+
+typedef struct {
+    Config *cfg;
+    char hash[CONFIG_HASH_HEX];
+    const char *out_dir, *tokdir;
+    char last_dir[4096], final_dir[4096], db_path[4096];
+    int bs, micro, T, max_rows;
+    int64_t total_steps;
+    Model model;
+    Tokenizer *tok;
+    Dataset *ds;             // prompt rendering
+    Store *db;
+    int64_t run_id;
+    int64_t max_ranking_id;  // rankings used: ids up to this one
+    RmSet train, valid;
+    int64_t step;
+    Rng rng;
+    int64_t *perm, perm_epoch;
+    int32_t *tokens, *lengths;   // (max_rows, T), (max_rows): one micro-batch
+    float *values, *dvalues, *scores, *dscores;
+    double bias;
+    int has_bias;
+} Rm;
+
+static uint64_t hex_u64(const char *h) { return strtoull(h, NULL, 16); }
+
+static void set_free(RmSet *s) {
+    free(s->r); free(s->it); tok_ids_free(&s->toks);
+    memset(s, 0, sizeof *s);
+}
+
+// Appends one item (its tokens already appended to s->toks from off on).
+static void set_push_item(RmSet *s, int64_t off, int rank) {
+    if (s->ni == s->capi) {
+        s->capi = s->capi ? 2 * s->capi : 256;
+        s->it = realloc(s->it, (size_t)s->capi * sizeof(RmItem));
+        if (!s->it) DIE("out of memory loading rankings");
+    }
+    int32_t len = (int32_t)((int64_t)s->toks.n - off);
+    s->it[s->ni++] = (RmItem){off, len, rank};
+    if (len > s->max_len) s->max_len = len;
+}
+
+typedef struct { Rm *rm; RmSet *set; char *err; size_t errlen; } LoadCtx;
+
+static int load_ranking(const StoreRanking *r, void *ctx) {
+    LoadCtx *c = ctx;
+    Rm *rm = c->rm;
+    RmSet *s = c->set;
+    if (r->id > rm->max_ranking_id) return 0;   // added after this run started
+    if (r->k > REWARD_MAX_K)
+        return util_err(c->err, c->errlen, "%s: ranking %lld has %d completions, more than %d", rm->db_path, (long long)r->id, r->k, REWARD_MAX_K);
+    int ranks[REWARD_MAX_K];
+    for (int i = 0; i < r->k; i++) ranks[i] = r->items[i].rank;
+    int64_t pairs = reward_num_pairs(ranks, r->k);
+    if (pairs == 0) { s->n_tied++; return 0; }
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 256;
+        s->r = realloc(s->r, (size_t)s->cap * sizeof(RmRank));
+        if (!s->r) DIE("out of memory loading rankings");
+    }
+    s->r[s->n++] = (RmRank){r->id, r->k, s->ni, pairs};
+    s->pairs += pairs;
+    if (r->k > s->max_k) s->max_k = r->k;
+    s->hash = data_hash_u64(data_hash_u64(s->hash, (uint64_t)r->id), (uint64_t)r->k);
+    const char *prefix = config_get_string(rm->cfg, "data.response_prefix");
+    for (int i = 0; i < r->k; i++) {
+        int64_t off = (int64_t)s->toks.n;
+        char e[512];
+        if (reward_encode(rm->ds, rm->tok, prefix, r->prompt, r->items[i].text, rm->model.config.max_seq_len, &s->toks, NULL, e, sizeof e))
+            return util_err(c->err, c->errlen, "%s: ranking %lld (prompt %lld): %s", rm->db_path, (long long)r->id, (long long)r->prompt_id, e);
+        set_push_item(s, off, ranks[i]);
+        s->hash = data_hash_u64(data_hash_u64(s->hash, (uint64_t)r->items[i].completion_id), (uint64_t)ranks[i]);
+        s->hash = data_hash_bytes(s->hash, s->toks.ids + off, (size_t)(s->toks.n - (size_t)off) * sizeof(int32_t));
+    }
+    return 0;
+}
+
+static int load_split(Rm *rm, const char *split, RmSet *set, char *err, size_t errlen) {
+    memset(set, 0, sizeof *set);
+    set->hash = DATA_HASH_INIT;
+    LoadCtx c = {rm, set, err, errlen};
+    int rc = store_each_ranking(rm->db, split, load_ranking, &c, err, errlen);
+    return rc ? -1 : 0;
+}
+
+static int query_max_ranking_id(Rm *rm, int64_t *out, char *err, size_t errlen) {
+    sqlite3_stmt *st = NULL;
+    sqlite3 *db = store_sqlite(rm->db);
+    *out = 0;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM rankings", -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        util_err(err, errlen, "%s: reading rankings: %s", rm->db_path, sqlite3_errmsg(db));
+        sqlite3_finalize(st);
+        return -1;
+    }
+    *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+// Ranking index at global position p (epoch p / n, a fixed shuffle per epoch).
+static int64_t ranking_at(Rm *rm, int64_t p) {
+    int64_t n = rm->train.n, e = p / n, i = p % n;
+    if (e != rm->perm_epoch) {
+        Rng r;
+        rng_init(&r, data_hash_u64(data_hash_u64(DATA_HASH_INIT, (uint64_t)config_get_int(rm->cfg, "train.seed")), (uint64_t)e));
+        for (int64_t j = 0; j < n; j++) rm->perm[j] = j;
+        for (int64_t j = n - 1; j > 0; j--) {
+            int64_t q = (int64_t)rng_below(&r, (uint64_t)j + 1), t = rm->perm[j];
+            rm->perm[j] = rm->perm[q]; rm->perm[q] = t;
+        }
+        rm->perm_epoch = e;
+    }
+    return rm->perm[i];
+}
+
+// Fills the micro-batch with the items of rankings idx[0..nr) (their sequences' last T tokens).
+static ModelBatch fill_batch(Rm *rm, const RmSet *s, const int64_t *idx, int nr) {
+    int B = 0, T = 1;
+    for (int j = 0; j < nr; j++) {
+        const RmRank *r = &s->r[idx[j]];
+        for (int i = 0; i < r->k; i++) {
+            int len = s->it[r->first + i].len;
+            if (len > rm->T) len = rm->T;
+            if (len > T) T = len;
+        }
+    }
+    for (int j = 0; j < nr; j++) {
+        const RmRank *r = &s->r[idx[j]];
+        for (int i = 0; i < r->k; i++, B++) {
+            const RmItem *it = &s->it[r->first + i];
+            int len = it->len > rm->T ? rm->T : it->len;
+            int32_t *row = rm->tokens + (size_t)B * T;
+            memcpy(row, s->toks.ids + it->off + (it->len - len), (size_t)len * sizeof(int32_t));
+            memset(row + len, 0, (size_t)(T - len) * sizeof(int32_t));
+            rm->lengths[B] = len;
+        }
+    }
+    return (ModelBatch){.B = B, .T = T, .tokens = rm->tokens, .lengths = rm->lengths};
+}
+
+typedef struct {
+    double loss;             // sum over rankings
+    int64_t rankings, pairs;
+    double correct, margin;
+    int64_t pairs_k[REWARD_MAX_K + 1];
+    double correct_k[REWARD_MAX_K + 1];
+} Stats;
+
+static void stats_add(Stats *st, const RmSet *s, const RmRank *r, const float *scores, double loss) {
+    int ranks[REWARD_MAX_K];
+    for (int i = 0; i < r->k; i++) ranks[i] = s->it[r->first + i].rank;
+    double c = 0, m = 0;
+    int64_t p = reward_pair_stats(scores, ranks, r->k, &c, &m);
+    st->loss += loss; st->rankings++; st->pairs += p; st->correct += c; st->margin += m;
+    st->pairs_k[r->k] += p; st->correct_k[r->k] += c;
+}
+
+// Runs the rankings idx[0..nr) of set s in micro-batches. With grad_scale > 0 also the backward of
+// grad_scale * (sum of their losses). Adds to *st.
+static int run_rankings(Rm *rm, const RmSet *s, const int64_t *idx, int64_t nr, double grad_scale, Stats *st,
+                        char *err, size_t errlen) {
+    int64_t j0 = 0;
+    while (j0 < nr) {
+        int rows = 0, cnt = 0;
+        while (j0 + cnt < nr && rows + s->r[idx[j0 + cnt]].k <= rm->max_rows) rows += s->r[idx[j0 + cnt++]].k;
+        if (cnt == 0)
+            return util_err(err, errlen, "ranking %lld has %d completions, more than a batch of %d", (long long)s->r[idx[j0]].id,
+                            s->r[idx[j0]].k, rm->max_rows);
+        ModelBatch mb = fill_batch(rm, s, idx + j0, cnt);
+        if (reward_forward(&rm->model, &mb, rm->values, rm->scores, err, errlen)) return -1;
+        int row = 0;
+        for (int j = 0; j < cnt; j++) {
+            const RmRank *r = &s->r[idx[j0 + j]];
+            int ranks[REWARD_MAX_K];
+            for (int i = 0; i < r->k; i++) ranks[i] = s->it[r->first + i].rank;
+            double loss = reward_kwise_loss(rm->scores + row, ranks, r->k, rm->dscores + row, NULL);
+            for (int i = 0; i < r->k; i++) rm->dscores[row + i] *= (float)grad_scale;
+            stats_add(st, s, r, rm->scores + row, loss);
+            row += r->k;
+        }
+        if (grad_scale > 0) reward_backward(&rm->model, &mb, rm->dscores, rm->dvalues);
+        j0 += cnt;
+    }
+    return 0;
+}
+
+static int evaluate(Rm *rm, const RmSet *s, Stats *st, char *err, size_t errlen) {
+    memset(st, 0, sizeof *st);
+    int64_t n = s->n, maxr = config_get_int(rm->cfg, "eval.max_rankings");
+    if (maxr && n > maxr) n = maxr;
+    int64_t *idx = MALLOC_CHECK((size_t)(n ? n : 1) * sizeof(int64_t));
+    for (int64_t i = 0; i < n; i++) idx[i] = i;
+    int rc = run_rankings(rm, s, idx, n, 0.0, st, err, errlen);
+    free(idx);
+    return rc;
+}
+
+static int log_stats(Rm *rm, const char *prefix, const Stats *st, int64_t step, char *err, size_t errlen) {
+    char name[64];
+    double acc = st->pairs ? st->correct / st->pairs : NAN;
+    snprintf(name, sizeof name, "%s/loss", prefix);
+    if (store_add_metric(rm->db, rm->run_id, step, name, st->rankings ? st->loss / st->rankings : NAN, err, errlen)) return -1;
+    snprintf(name, sizeof name, "%s/accuracy", prefix);
+    if (store_add_metric(rm->db, rm->run_id, step, name, acc, err, errlen)) return -1;
+    snprintf(name, sizeof name, "%s/margin", prefix);
+    if (store_add_metric(rm->db, rm->run_id, step, name, st->pairs ? st->margin / st->pairs : NAN, err, errlen)) return -1;
+    for (int k = 2; k <= REWARD_MAX_K; k++) {
+        if (!st->pairs_k[k]) continue;
+        snprintf(name, sizeof name, "%s/accuracy_k%d", prefix, k);
+        if (store_add_metric(rm->db, rm->run_id, step, name, st->correct_k[k] / st->pairs_k[k], err, errlen)) return -1;
+    }
+    return 0;
+}
+
+static void print_stats(const char *what, const Stats *st, int64_t step) {
+    char byk[512] = "";
+    size_t o = 0;
+    int kinds = 0;
+    for (int k = 2; k <= REWARD_MAX_K; k++) kinds += st->pairs_k[k] > 0;
+    if (kinds > 1)
+        for (int k = 2; k <= REWARD_MAX_K && o + 32 < sizeof byk; k++)
+            if (st->pairs_k[k]) o += (size_t)snprintf(byk + o, sizeof byk - o, " K=%d %.3f", k, st->correct_k[k] / st->pairs_k[k]);
+    fprintf(stderr, "reward: step %lld: %s loss %.4f accuracy %.4f margin %.3f (%lld rankings, %lld pairs)%s%s\n", (long long)step, what,
+            st->rankings ? st->loss / st->rankings : NAN, st->pairs ? st->correct / st->pairs : NAN,
+            st->pairs ? st->margin / st->pairs : NAN, (long long)st->rankings, (long long)st->pairs, kinds > 1 ? "; by K:" : "", byk);
+}
+
+static const char *tokenizer_dir(Rm *rm) {
+    const char *t = config_get_string(rm->cfg, "model.tokenizer");
+    return t[0] ? t : config_get_string(rm->cfg, "model.init");
+}
+
+static int save_last(Rm *rm, char *err, size_t errlen) {
+    CkptTrainerState st;
+    ckpt_state_init(&st);
+    st.step = rm->step;
+    st.rng = rm->rng;
+    if (ckpt_state_set_int(&st, "config_hash", (int64_t)hex_u64(rm->hash), err, errlen) ||
+        ckpt_state_set_int(&st, "run_id", rm->run_id, err, errlen) ||
+        ckpt_state_set_int(&st, "data.max_ranking_id", rm->max_ranking_id, err, errlen) ||
+        ckpt_state_set_int(&st, "data.fingerprint", (int64_t)rm->train.hash, err, errlen) ||
+        ckpt_state_set_int(&st, "data.train_rankings", rm->train.n, err, errlen) ||
+        (rm->has_bias && ckpt_state_set_float(&st, "reward_bias", rm->bias, err, errlen)))
+        return -1;
+    int32_t eot = tok_eot(rm->tok);
+    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm), .state = &st, .has_token_ids = eot >= 0,
+                          .bos_token_id = eot, .eos_token_id = eot};
+    return ckpt_save(rm->last_dir, &rm->model, &so, err, errlen);
+}
+
+// Resume when OUT.DIR/last holds a trainer state of this config: 1 resumed, 0 fresh, -1 refused.
+static int try_resume(Rm *rm, CkptTrainerState *st, char *err, size_t errlen) {
+    if (!config_get_bool(rm->cfg, "train.resume")) return 0;
+    ModelConfig c;
+    CkptInfo info;
+    if (ckpt_load_config(rm->last_dir, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
+    if (ckpt_load_trainer_state(rm->last_dir, NULL, st, err, errlen)) return -1;
+    int64_t h;
+    if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) || (uint64_t)h != hex_u64(rm->hash))
+        return util_err(err, errlen, "%s holds a run with another configuration: use another out.dir, or --set train.resume=false to start over", rm->last_dir);
+    return 1;
+}
+
+static int import_files(Rm *rm, char *err, size_t errlen) {
+    const char *const *files;
+    int64_t n = config_get_list(rm->cfg, "data.import", &files);
+    ImportOptions o = {.valid_frac = config_get_double(rm->cfg, "data.valid_percent") / 100.0};
+    for (int64_t i = 0; i < n; i++) {
+        ImportResult r;
+        if (rm_import_file(rm->db, files[i], &o, &r, err, errlen)) return -1;
+        if (!r.already) fprintf(stderr, "reward: imported %lld rankings from %s\n", (long long)r.rankings, files[i]);
+    }
+    return 0;
+}
+
+static int setup(Rm *rm, char *err, size_t errlen) {
+    rm->out_dir = config_get_string(rm->cfg, "out.dir");
+    const char *init = config_get_string(rm->cfg, "model.init");
+    if (!rm->out_dir[0]) return util_err(err, errlen, "out.dir is required");
+    if (!init[0]) return util_err(err, errlen, "model.init is required (an SFT checkpoint)");
+    if (util_mkdir_p(rm->out_dir, err, errlen)) return -1;
+    snprintf(rm->last_dir, sizeof rm->last_dir, "%s/last", rm->out_dir);
+    snprintf(rm->final_dir, sizeof rm->final_dir, "%s/final", rm->out_dir);
+    const char *ws = config_get_string(rm->cfg, "workspace");
+    if (ws[0]) snprintf(rm->db_path, sizeof rm->db_path, "%s", ws);
+    else snprintf(rm->db_path, sizeof rm->db_path, "%s/workspace.db", rm->out_dir);
+    config_hash(rm->cfg, rm->hash);
+    rm->bs = (int)config_get_int(rm->cfg, "train.batch_size");
+    rm->micro = (int)config_get_int(rm->cfg, "train.micro_batch");
+    rm->total_steps = config_get_int(rm->cfg, "train.steps");
+    rm->perm_epoch = -1;
+    int64_t th = config_get_int(rm->cfg, "train.threads");
+    if (th > 0) omp_set_num_threads((int)th);
+    if (store_open(&rm->db, rm->db_path, err, errlen) || store_reap_runs(rm->db, NULL, err, errlen)) return -1;
+    if (import_files(rm, err, errlen)) return -1;
+
+    CkptTrainerState st;
+    int resumed = try_resume(rm, &st, err, errlen);
+    if (resumed < 0) return -1;
+    const char *from = resumed ? rm->last_dir : init;
+    ModelConfig c;
+    if (ckpt_load_config(from, &c, NULL, err, errlen)) return -1;
+    int had_score = c.score_head;
+    c.lm_head = 0;      // the unembedding is removed: ln_f's output feeds only the score
+    c.score_head = 1;
+    char terr[TOK_ERR_LEN];
+    if (tok_load(&rm->tok, tokenizer_dir(rm), terr)) return util_err(err, errlen, "%s", terr);
+    if (tok_vocab_size(rm->tok) > c.vocab_size)
+        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the model's vocabulary %d", (long long)tok_vocab_size(rm->tok), c.vocab_size);
+    DatasetOptions dopt = {.prompt_template = config_get_string(rm->cfg, "data.prompt_template"),
+                           .response_prefix = config_get_string(rm->cfg, "data.response_prefix"), .max_tokens = c.max_seq_len};
+    if (dataset_create(&rm->ds, rm->tok, &dopt, err, errlen)) return -1;
+
+    // the rankings: fixed at the first start
+    if (resumed) {
+        if (ckpt_state_get_int(&st, "data.max_ranking_id", &rm->max_ranking_id, err, errlen)) return -1;
+    } else if (query_max_ranking_id(rm, &rm->max_ranking_id, err, errlen)) return -1;
+    rm->model.config = c;   // read by the loader (context length)
+    if (load_split(rm, "train", &rm->train, err, errlen) || load_split(rm, "valid", &rm->valid, err, errlen)) return -1;
+    if (rm->train.n == 0)
+        return util_err(err, errlen, "%s has no training rankings (rankings of prompts in the train split with at least one untied pair)%s",
+                        rm->db_path, rm->train.n_tied ? "; every ranking there is all ties" : "");
+    if (resumed) {
+        int64_t fp;
+        if (ckpt_state_get_int(&st, "data.fingerprint", &fp, err, errlen)) return -1;
+        if ((uint64_t)fp != rm->train.hash)
+            return util_err(err, errlen, "the training rankings in %s changed since this run started (deleted or edited): "
+                            "--set train.resume=false to start over", rm->db_path);
+    }
+    int max_len = rm->train.max_len > rm->valid.max_len ? rm->train.max_len : rm->valid.max_len;
+    int64_t T = config_get_int(rm->cfg, "train.seq_len");
+    if (T == 0) T = max_len;
+    if (T > c.max_seq_len) return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T, c.max_seq_len);
+    rm->T = (int)T;
+    int max_k = rm->train.max_k > rm->valid.max_k ? rm->train.max_k : rm->valid.max_k;
+    rm->max_rows = rm->micro > max_k ? rm->micro : max_k;
+    if (!rm->total_steps) rm->total_steps = (config_get_int(rm->cfg, "train.epochs") * rm->train.n + rm->bs - 1) / rm->bs;
+
+    if (model_init(&rm->model, &c, rm->max_rows, rm->T, 1, 1, err, errlen)) return -1;
+    if (ckpt_load_weights(from, &rm->model, resumed ? 0 : CKPT_ALLOW_MISSING_SCORE, err, errlen)) return -1;
+    if (!resumed && !had_score && !strcmp(config_get_string(rm->cfg, "model.score_init"), "normal")) {
+        Rng r;
+        rng_init(&r, data_hash_u64(DATA_HASH_INIT, (uint64_t)config_get_int(rm->cfg, "train.seed")));
+        rng_fill_normal(&r, rm->model.params.scorew, c.n_embd, 0.0f, 1.0f / sqrtf((float)c.n_embd));
+    } else if (!resumed && !had_score) memset(rm->model.params.scorew, 0, (size_t)c.n_embd * sizeof(float));
+    size_t rows = (size_t)rm->max_rows;
+    rm->tokens = CALLOC_CHECK(rows * (size_t)rm->T, sizeof(int32_t));
+    rm->lengths = CALLOC_CHECK(rows, sizeof(int32_t));
+    rm->values = CALLOC_CHECK(rows * (size_t)rm->T, sizeof(float));
+    rm->dvalues = CALLOC_CHECK(rows * (size_t)rm->T, sizeof(float));
+    rm->scores = CALLOC_CHECK(rows, sizeof(float));
+    rm->dscores = CALLOC_CHECK(rows, sizeof(float));
+    rm->perm = CALLOC_CHECK((size_t)rm->train.n, sizeof(int64_t));
+
+    char *dump = config_dump_string(rm->cfg);
+    int rc = 0;
+    if (resumed) {
+        if (ckpt_load_trainer_state(rm->last_dir, &rm->model, &st, err, errlen) ||
+            ckpt_state_get_int(&st, "run_id", &rm->run_id, err, errlen)) { rc = -1; goto out; }
+        rm->step = st.step;
+        rm->rng = st.rng;
+        StoreRun r;
+        if (store_get_run(rm->db, rm->run_id, &r, NULL, 0) == 0) store_run_free(&r);
+        else {   // the database was replaced: record the run anew
+            StoreRunInfo ri = {.stage = "reward", .program = "reward train", .config = dump, .config_hash = rm->hash, .checkpoint = rm->last_dir};
+            if (store_add_run(rm->db, &ri, &rm->run_id, err, errlen)) { rc = -1; goto out; }
+        }
+        if (store_set_run_status(rm->db, rm->run_id, STORE_RUN_RUNNING, 0, err, errlen)) { rc = -1; goto out; }
+        fprintf(stderr, "reward: resuming run %lld at step %lld of %lld from %s\n", (long long)rm->run_id, (long long)rm->step,
+                (long long)rm->total_steps, rm->last_dir);
+    } else {
+        rng_init(&rm->rng, (uint64_t)config_get_int(rm->cfg, "train.seed"));
+        StoreRunInfo ri = {.stage = "reward", .program = "reward train", .config = dump, .config_hash = rm->hash};
+        if (store_add_run(rm->db, &ri, &rm->run_id, err, errlen)) { rc = -1; goto out; }
+    }
+    int64_t ntr = 0;
+    for (int64_t i = 0; i < rm->train.ni; i++) ntr += rm->train.it[i].len > rm->T;
+    fprintf(stderr, "reward: %lld training rankings (%lld pairs, K up to %d), %lld held out (%lld pairs)%s%s\n",
+            (long long)rm->train.n, (long long)rm->train.pairs, rm->train.max_k, (long long)rm->valid.n, (long long)rm->valid.pairs,
+            rm->train.n_tied + rm->valid.n_tied ? "; rankings that are all ties skipped" : "",
+            ntr ? "; some sequences longer than train.seq_len keep their end" : "");
+    if (rm->valid.n == 0) fprintf(stderr, "reward: warning: no held-out rankings (no prompts in the valid split): no held-out accuracy\n");
+out:
+    free(dump);
+    return rc;
+}
+
+static void teardown(Rm *rm) {
+    set_free(&rm->train);
+    set_free(&rm->valid);
+    free(rm->perm); free(rm->tokens); free(rm->lengths); free(rm->values); free(rm->dvalues); free(rm->scores); free(rm->dscores);
+    dataset_free(rm->ds);
+    tok_free(rm->tok);
+    model_free(&rm->model);
+    store_close(rm->db);
+    config_free(rm->cfg);
+}
+
+// Mean score of the bias examples under the current weights: demonstrations, or the completions
+// of the training rankings. *n receives how many were scored (0: none, no bias).
+typedef struct { Rm *rm; RmSet *set; int64_t max; char *err; size_t errlen; } DemoCtx;
+static int add_demo(const StoreDemonstration *d, void *ctx) {
+    DemoCtx *c = ctx;
+    if (c->set->ni >= c->max) return 1;
+    int64_t off = (int64_t)c->set->toks.n;
+    char e[512];
+    if (reward_encode(c->rm->ds, c->rm->tok, config_get_string(c->rm->cfg, "data.response_prefix"), d->prompt, d->response,
+                      c->rm->model.config.max_seq_len, &c->set->toks, NULL, e, sizeof e))
+        return util_err(c->err, c->errlen, "%s: demonstration %lld: %s", c->rm->db_path, (long long)d->id, e);
+    set_push_item(c->set, off, 1);
+    return 0;
+}
+
+static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char *err, size_t errlen) {
+    const char *src = config_get_string(rm->cfg, "bias.source");
+    int64_t maxn = config_get_int(rm->cfg, "bias.max_examples");
+    *n = 0; *mean = 0;
+    if (!strcmp(src, "none")) return 0;
+    RmSet demos = {0};
+    const RmSet *s = &demos;
+    if (!strcmp(src, "auto") || !strcmp(src, "demonstrations")) {
+        DemoCtx c = {rm, &demos, maxn, err, errlen};
+        if (store_each_demonstration(rm->db, NULL, add_demo, &c, err, errlen) < 0) { set_free(&demos); return -1; }
+        *what = "demonstrations";
+        if (demos.ni == 0 && !strcmp(src, "demonstrations")) {
+            set_free(&demos);
+            return util_err(err, errlen, "bias.source is demonstrations but %s has none", rm->db_path);
+        }
+    }
+    if (demos.ni == 0) { s = &rm->train; *what = "training completions"; }
+    int64_t cnt = s->ni < maxn ? s->ni : maxn;
+    double sum = 0;
+    for (int64_t i0 = 0; i0 < cnt; i0 += rm->max_rows) {
+        int b = (int)(cnt - i0 < rm->max_rows ? cnt - i0 : rm->max_rows), T = 1;
+        for (int j = 0; j < b; j++) { int l = s->it[i0 + j].len > rm->T ? rm->T : s->it[i0 + j].len; if (l > T) T = l; }
+        for (int j = 0; j < b; j++) {
+            const RmItem *it = &s->it[i0 + j];
+            int len = it->len > rm->T ? rm->T : it->len;
+            int32_t *row = rm->tokens + (size_t)j * T;
+            memcpy(row, s->toks.ids + it->off + (it->len - len), (size_t)len * sizeof(int32_t));
+            memset(row + len, 0, (size_t)(T - len) * sizeof(int32_t));
+            rm->lengths[j] = len;
+        }
+        ModelBatch mb = {.B = b, .T = T, .tokens = rm->tokens, .lengths = rm->lengths};
+        if (reward_forward(&rm->model, &mb, rm->values, rm->scores, err, errlen)) { set_free(&demos); return -1; }
+        for (int j = 0; j < b; j++) sum += rm->scores[j];
+    }
+    set_free(&demos);
+    *n = cnt;
+    *mean = cnt ? sum / (double)cnt : 0.0;
+    return 0;
+}
+
+static int finish(Rm *rm, char *err, size_t errlen) {
+    // held-out test split, when there is one
+    RmSet test;
+    if (load_split(rm, "test", &test, err, errlen)) { set_free(&test); return -1; }
+    if (test.n) {
+        if (test.max_k > rm->max_rows) {
+            fprintf(stderr, "reward: test rankings with K=%d exceed the batch (%d): not evaluated\n", test.max_k, rm->max_rows);
+        } else {
+            Stats st;
+            if (evaluate(rm, &test, &st, err, errlen) || log_stats(rm, "test", &st, rm->step, err, errlen)) { set_free(&test); return -1; }
+            print_stats("test", &st, rm->step);
+        }
+    }
+    set_free(&test);
+    // the bias: demonstrations (or the training completions) score 0 on average
+    const char *what = "";
+    double mean;
+    int64_t n;
+    if (mean_score(rm, &what, &mean, &n, err, errlen)) return -1;
+    rm->bias = n ? -mean : 0.0;
+    rm->has_bias = 1;
+    if (save_last(rm, err, errlen)) return -1;
+    if (n) {
+        if (reward_fold_bias(&rm->model, rm->bias, err, errlen)) return -1;
+        fprintf(stderr, "reward: bias %+.6f folded into ln_f.bias: the %lld %s had mean score %.6f\n", rm->bias, (long long)n, what, mean);
+    } else fprintf(stderr, "reward: no bias applied (bias.source %s)\n", config_get_string(rm->cfg, "bias.source"));
+    if (store_add_metric(rm->db, rm->run_id, rm->step, "final/bias", rm->bias, err, errlen) ||
+        store_add_metric(rm->db, rm->run_id, rm->step, "final/bias_examples", (double)n, err, errlen)) return -1;
+    int32_t eot = tok_eot(rm->tok);
+    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm), .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
+    if (ckpt_save(rm->final_dir, &rm->model, &so, err, errlen)) return -1;
+    if (n) {   // the check: the same examples now score 0 on average (up to float rounding)
+        double after;
+        int64_t n2;
+        if (mean_score(rm, &what, &after, &n2, err, errlen)) return -1;
+        fprintf(stderr, "reward: after the bias the %s score %.6f on average\n", what, after);
+    }
+    return store_set_run_checkpoint(rm->db, rm->run_id, rm->final_dir, err, errlen);
+}
+
+static int train(Rm *rm, char *err, size_t errlen) {
+    Config *cfg = rm->cfg;
+    AdamWConfig oc = {.lr = (float)config_get_double(cfg, "train.lr"), .beta1 = (float)config_get_double(cfg, "train.beta1"),
+                      .beta2 = (float)config_get_double(cfg, "train.beta2"), .eps = (float)config_get_double(cfg, "train.eps"),
+                      .weight_decay = (float)config_get_double(cfg, "train.weight_decay"),
+                      .grad_clip = (float)config_get_double(cfg, "train.grad_clip")};
+    LrSchedule sch = {.kind = !strcmp(config_get_string(cfg, "train.schedule"), "constant") ? LR_CONSTANT : LR_COSINE,
+                      .warmup_steps = config_get_int(cfg, "train.warmup_steps"), .total_steps = rm->total_steps,
+                      .min_lr_frac = (float)config_get_double(cfg, "train.min_lr_frac")};
+    int64_t eval_every = config_get_int(cfg, "eval.every"), save_every = config_get_int(cfg, "save.every");
+    int64_t log_every = config_get_int(cfg, "log.every");
+    if (!save_every) save_every = eval_every;
+    CliProgress pr;
+    cli_progress_start(&pr, stderr, "reward", rm->total_steps);
+    double t_start = util_time_s();
+    int64_t pairs_since = 0, first_step = rm->step;
+    int64_t *idx = MALLOC_CHECK((size_t)rm->bs * sizeof(int64_t));
+    int rc = 0;
+    while (rm->step < rm->total_steps && !stop_requested) {
+        double t0 = util_time_s();
+        for (int j = 0; j < rm->bs; j++) idx[j] = ranking_at(rm, rm->step * rm->bs + j);
+        model_zero_grad(&rm->model);
+        Stats st = {0};
+        // the step's loss is the mean over its rankings: each ranking's gradient scaled by 1/bs
+        if (run_rankings(rm, &rm->train, idx, rm->bs, 1.0 / rm->bs, &st, err, errlen)) { rc = -1; break; }
+        double loss = st.loss / st.rankings, acc = st.pairs ? st.correct / st.pairs : NAN;
+        float lr = lr_at(&sch, oc.lr, rm->step);
+        float norm = optim_adamw_step(&rm->model, &oc, lr, rm->step + 1);
+        rm->step++;
+        if (!isfinite(loss) || !isfinite(norm)) {
+            rc = util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); lower train.lr",
+                          (long long)rm->step, loss, (double)norm);
+            break;
+        }
+        double dt = util_time_s() - t0;
+        pairs_since += st.pairs;
+        if (store_add_metric(rm->db, rm->run_id, rm->step, "train/loss", loss, err, errlen) ||
+            store_add_metric(rm->db, rm->run_id, rm->step, "train/accuracy", acc, err, errlen) ||
+            store_add_metric(rm->db, rm->run_id, rm->step, "train/margin", st.pairs ? st.margin / st.pairs : NAN, err, errlen) ||
+            store_add_metric(rm->db, rm->run_id, rm->step, "train/lr", lr, err, errlen) ||
+            store_add_metric(rm->db, rm->run_id, rm->step, "train/grad_norm", norm, err, errlen) ||
+            store_add_metric(rm->db, rm->run_id, rm->step, "train/comparisons_per_s", (double)st.pairs / dt, err, errlen)) { rc = -1; break; }
+        char extra[160];
+        double el = util_time_s() - t_start;
+        snprintf(extra, sizeof extra, "loss %.4f acc %.3f lr %.2e %.0f comparisons/s", loss, acc, lr, el > 0 ? pairs_since / el : 0.0);
+        if (pr.tty) cli_progress_update(&pr, rm->step, extra);
+        else if (rm->step % log_every == 0 || rm->step == rm->total_steps || rm->step == first_step + 1)
+            fprintf(stderr, "reward: step %lld/%lld %s\n", (long long)rm->step, (long long)rm->total_steps, extra);
+        int last = rm->step == rm->total_steps;
+        if ((rm->step % eval_every == 0 || last) && rm->valid.n) {
+            Stats vs;
+            if (evaluate(rm, &rm->valid, &vs, err, errlen) || log_stats(rm, "valid", &vs, rm->step, err, errlen)) { rc = -1; break; }
+            if (pr.tty) cli_progress_end(&pr);
+            print_stats("held-out", &vs, rm->step);
+        }
+        // the last step's save comes after the bias (finish), with the bias in the trainer state
+        if (rm->step % save_every == 0 && !last && save_last(rm, err, errlen)) { rc = -1; break; }
+    }
+    free(idx);
+    if (pr.tty) cli_progress_end(&pr);
+    if (rc) return rc;
+    if (stop_requested) {
+        if (save_last(rm, err, errlen)) return -1;
+        fprintf(stderr, "reward: interrupted at step %lld; saved %s (rerun the same command to resume)\n", (long long)rm->step, rm->last_dir);
+        return 1;
+    }
+    return finish(rm, err, errlen);
+}
+
+int cmd_train(int argc, char **argv) {
+    Rm rm;
+    memset(&rm, 0, sizeof rm);
+    char err[1024];
+    if (config_new(&rm.cfg, RM_SCHEMA, err, sizeof err)) { fprintf(stderr, "reward train: %s\n", err); return 2; }
+    const char *cfile = NULL;
+    int print = 0;
+    for (int i = 0; i < argc; i++) {
+        if (cmd_is_help(argv[i])) { fputs(usage, stdout); config_help(rm.cfg, stdout); config_free(rm.cfg); return 0; }
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) cfile = argv[++i];
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc) { i++; continue; }   // applied after the file
+        else if (!strcmp(argv[i], "--print-config")) print = 1;
+        else { fprintf(stderr, "reward train: unexpected argument '%s'\n%s", argv[i], usage); config_free(rm.cfg); return 2; }
+    }
+    if (cfile && config_load_file(rm.cfg, cfile, err, sizeof err)) { fprintf(stderr, "reward train: %s\n", err); config_free(rm.cfg); return 1; }
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--set") && i + 1 < argc && config_set(rm.cfg, argv[++i], err, sizeof err)) {
+            fprintf(stderr, "reward train: %s\n", err); config_free(rm.cfg); return 1;
+        }
+    if (print) { config_dump(rm.cfg, stdout); config_free(rm.cfg); return 0; }
+    if (!cfile && argc == 0) { fputs(usage, stderr); config_free(rm.cfg); return 2; }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    int rc = setup(&rm, err, sizeof err);
+    if (rc == 0) {
+        fprintf(stderr, "reward: run %lld, %lld steps of %d rankings (micro-batches of up to %d sequences of up to %d tokens), config %s\n",
+                (long long)rm.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T, rm.hash);
+        rc = train(&rm, err, sizeof err);
+    }
+    if (rc < 0) fprintf(stderr, "reward train: %s\n", err);
+    if (rm.db && rm.run_id) {
+        StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
+        char e2[512];
+        if (store_set_run_status(rm.db, rm.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2)) fprintf(stderr, "reward train: %s\n", e2);
+    }
+    if (rc == 0) fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n", rm.final_dir, rm.last_dir);
+    teardown(&rm);
+    return rc == 0 ? 0 : rc > 0 ? 130 : 1;
+}
