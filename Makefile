@@ -38,7 +38,7 @@ PROG_BIN   := $(BUILD)/bin/rlhf $(foreach d,sft reward ppo,$(if $(wildcard $(d)/
 .PHONY: all test bench clean deps demo fuzz
 all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN) $(FUZZ_BIN)
 
-$(BUILD)/%.o: %.c $(wildcard common/*.h) $(wildcard pipelines/*.h) | deps
+$(BUILD)/%.o: %.c $(wildcard common/*.h) $(wildcard pipelines/*.h) $(wildcard reward/*.h) $(wildcard ppo/*.h) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -35,6 +35,8 @@ typedef struct {
     int64_t import_id;
     int64_t rankings;        // rankings added
     int64_t skipped;         // pair lines whose chosen and rejected are the same text
+    int64_t prompts;         // prompt-only lines: prompts to label or to use in PPO
+    int64_t demonstrations;  // {"prompt", "response"} lines: demonstrations (the reward bias)
     int64_t lines;           // non-blank lines read
 } ImportResult;
 

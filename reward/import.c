@@ -11,6 +11,10 @@
 //   K-wise     {"prompt": P, "completions": [C1, ..., Ck], "ranking": R}   2 <= k <= 64
 //              R: the rank of each completion ([2, 1, 3, 1]: 1 = best, equal = tie) or the typed
 //              form "2>4>1=3" (completion numbers, best first)
+//   prompt     {"prompt": P}                                 -> a prompt without completions, for
+//              `reward label` (which samples completions) and PPO (data.format db)
+//   demo       {"prompt": P, "response": R}                  -> a prompt and its demonstration (SFT
+//              data): the bias that makes demonstrations score 0 uses them
 // Optional keys on any line: "labeler" (default: --labeler, else the file's base name), "split"
 // (train|valid|test; default: --split, else by the prompt's hash), "comment", "model" (what
 // produced the completions; default --model, else ''). Other keys are ignored.
@@ -129,9 +133,23 @@ static int import_line(Ctx *c, const char *line, ImportResult *res) {
         if (!rtext) DIE("out of memory");
         char perr[512];
         if (reward_parse_ranking(rtext, k, ranks, perr, sizeof perr)) { LINE_ERR(c, "%s", perr); goto done; }
+    } else if (prompt && !cJSON_GetObjectItemCaseSensitive(o, "chosen") && !cJSON_GetObjectItemCaseSensitive(o, "rejected")) {
+        // a prompt alone, or a prompt with its demonstration
+        const char *resp = get_str(c, o, "response", 0, &bad);
+        if (bad) goto done;
+        if (!split) split = c->o->split ? c->o->split : store_split_for_text(prompt, c->o->valid_frac, c->o->test_frac);
+        char perr2[768];
+        int64_t pid2, did;
+        if (store_add_prompt(c->s, prompt, split, c->source, &pid2, perr2, sizeof perr2)) { LINE_ERR(c, "%s", perr2); goto done; }
+        if (resp) {
+            if (store_add_demonstration(c->s, pid2, resp, c->source, &did, perr2, sizeof perr2)) { LINE_ERR(c, "%s", perr2); goto done; }
+            res->demonstrations++;
+        } else res->prompts++;
+        rc = 0;
+        goto done;
     } else {
         if (!cJSON_GetObjectItemCaseSensitive(o, "chosen") || !cJSON_GetObjectItemCaseSensitive(o, "rejected")) {
-            LINE_ERR(c, "expected {\"prompt\", \"chosen\", \"rejected\"}, {\"chosen\", \"rejected\"} (HH) or {\"prompt\", \"completions\", \"ranking\"}");
+            LINE_ERR(c, "expected {\"prompt\", \"chosen\", \"rejected\"}, {\"chosen\", \"rejected\"} (HH), {\"prompt\", \"completions\", \"ranking\"}, {\"prompt\"} or {\"prompt\", \"response\"}");
             goto done;
         }
         const char *ch = get_str(c, o, "chosen", 1, &bad), *rj = bad ? NULL : get_str(c, o, "rejected", 1, &bad);
@@ -202,11 +220,12 @@ int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportRes
     }
     free(line);
     if (ferror(f)) { util_err(err, errlen, "%s: read error", path); goto done; }
-    if (res->rankings == 0) {
-        util_err(err, errlen, "%s: no rankings in the file%s", path, res->skipped ? " (every pair compares a text with itself)" : "");
+    if (res->rankings == 0 && res->prompts == 0 && res->demonstrations == 0) {
+        util_err(err, errlen, "%s: no rankings, prompts or demonstrations in the file%s", path, res->skipped ? " (every pair compares a text with itself)" : "");
         goto done;
     }
-    if (store_add_import(s, path, hash, "rankings", res->rankings, &res->import_id, err, errlen) || store_commit(s, err, errlen)) goto done;
+    if (store_add_import(s, path, hash, "rankings", res->rankings + res->prompts + res->demonstrations, &res->import_id, err, errlen) ||
+        store_commit(s, err, errlen)) goto done;
     rc = 0;
 done:
     fclose(f);
@@ -268,8 +287,8 @@ int cmd_import(int argc, char **argv) {
         ImportResult r;
         if (rm_import_file(s, files[i], &o, &r, err, sizeof err)) { fprintf(stderr, "reward import: %s (nothing from this file was stored)\n", err); rc = 1; break; }
         if (r.already) fprintf(stderr, "reward import: %s: already imported (import %lld); nothing added\n", files[i], (long long)r.import_id);
-        else fprintf(stderr, "reward import: %s: %lld rankings from %lld lines (import %lld)\n", files[i], (long long)r.rankings,
-                     (long long)r.lines, (long long)r.import_id);
+        else fprintf(stderr, "reward import: %s: %lld rankings, %lld prompts, %lld demonstrations from %lld lines (import %lld)\n", files[i],
+                     (long long)r.rankings, (long long)r.prompts, (long long)r.demonstrations, (long long)r.lines, (long long)r.import_id);
         if (!r.already && r.skipped)
             fprintf(stderr, "reward import: %s: %lld pairs skipped: chosen and rejected are the same text\n", files[i], (long long)r.skipped);
     }

@@ -128,7 +128,7 @@ done <<'EOF'
 {"chosen": "no assistant turn", "rejected": "x"}|Assistant
 {"prompt": "p", "chosen": 1, "rejected": "c"}|must be a string
 {"prompt": "p", "chosen": "a", "chosen": "b", "rejected": "c"}|duplicate key
-{"prompt": "p"}|expected {"prompt", "chosen", "rejected"}
+{"prompt": "p", "chosen": "a"}|expected {"prompt", "chosen", "rejected"}
 [1, 2]|expected a JSON object
 {"prompt": "p", "chosen": "a", "rejected": "b",|bad JSON at column
 EOF
@@ -522,5 +522,10 @@ expect_fail "score --batch 0" 1 "--batch" "$B/reward" score run/final --input de
 expect_fail "inspect without --workspace" 2 "required" "$B/reward" inspect run/final
 expect_fail "inspect with a model that has no score head" 1 "no score head" "$B/reward" inspect base --workspace ws.db
 expect_fail "inspect --top -1" 1 "--top" "$B/reward" inspect run/final --workspace ws.db --top -1
+# prompt-only and {"prompt", "response"} lines: prompts to label and demonstrations for the bias
+printf '{"prompt": "Label me"}\n{"prompt": "Teach me", "response": "like this"}\n' > pd.jsonl
+"$B/reward" import --workspace pd.db pd.jsonl > out 2> err && grep -q "0 rankings, 1 prompts, 1 demonstrations" err &&
+    [ "$(python3 -c "import sqlite3; d = sqlite3.connect('pd.db'); print(d.execute('select count(*) from prompts').fetchone()[0], d.execute('select count(*) from demonstrations').fetchone()[0])")" = "2 1" ] &&
+    ok "import: prompt-only and demonstration lines" || bad "import: prompt-only and demonstration lines"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
