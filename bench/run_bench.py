@@ -30,7 +30,7 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run, noisier figures)")
-    ap.add_argument("--only", default="", help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,tokenizer,mpi,reward,ppo")
+    ap.add_argument("--only", default="", help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,tokenizer,mpi,sft,reward,ppo")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     want = lambda n: not only or n in only
@@ -74,11 +74,15 @@ def main():
         add(f"generate gpt2 B={B} peak RSS", c["peak_rss_mb"], "MiB", "pytorch", t["peak_rss_mb"])
     # scripts that print RESULT lines: the tokenizer against JavaScript tokenizers, SFT on 1 and 2
     # MPI ranks, and the stage programs' own benchmarks when present
-    for name, script in (("tokenizer", "bench/tokenizer.sh"), ("mpi", "bench/mpi.sh"),
-                         ("reward", "bench/reward.sh"), ("ppo", "bench/ppo.sh")):
-        if not want(name) or not os.path.exists(os.path.join(ROOT, script)):
+    ppo_bin = os.path.join(a.build, "bench", "bench_ppo")
+    for name, cmd in (("tokenizer", ["sh", "bench/tokenizer.sh", a.build]),
+                      ("mpi", ["sh", "bench/mpi.sh", a.build]),
+                      ("sft", ["sh", "bench/sft.sh", a.build]),
+                      ("reward", ["sh", "bench/bench_reward.sh", a.build] + (["--quick"] if a.quick else [])),
+                      ("ppo", [ppo_bin, "--preset", "small"] + (["--iterations", "2", "--repeats", "1"] if a.quick else []))):
+        if not want(name) or not os.path.exists(os.path.join(ROOT, cmd[1] if cmd[0] == "sh" else cmd[0])):
             continue
-        out = subprocess.run(["sh", script, a.build], cwd=ROOT, env=env, text=True,
+        out = subprocess.run(cmd, cwd=ROOT, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
         for line in out.splitlines():
             if line.startswith("RESULT "):

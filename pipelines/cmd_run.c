@@ -177,7 +177,8 @@ static const char *run_usage =
     "  --set K=V      override: workspace=DIR, seed=N, launcher=CMD, vars.NAME=V, or\n"
     "                 STAGE.KEY=VALUE (a setting of a config stage)\n"
     "Pipeline file keys: workspace, seed, launcher, vars, stages; stage keys: name, run, needs,\n"
-    "settings, args, out, launcher. References: ${workspace}, ${seed}, ${vars.NAME}, ${STAGE.out}.\n";
+    "settings, args, out, launcher. References: ${workspace}, ${seed}, ${bin} (the programs'\n"
+    "directory), ${vars.NAME}, ${STAGE.out}.\n";
 
 static volatile sig_atomic_t run_interrupted;
 static void on_run_signal(int sig) { (void)sig; run_interrupted = 1; }
@@ -221,11 +222,14 @@ int cmd_run(int argc, char **argv) {
     if (from && (sel_from = pipeline_stage_index(p, from)) < 0) { fprintf(stderr, "rlhf run: --from %s: no such stage\n", from); rc = 2; goto out; }
     if (only && (sel_only = pipeline_stage_index(p, only)) < 0) { fprintf(stderr, "rlhf run: --only %s: no such stage\n", only); rc = 2; goto out; }
     char err[1024];
-    if (util_mkdir_p(p->workspace.text, err, sizeof err)) { fprintf(stderr, "rlhf run: %s\n", err); goto out; }
     char logs[PATH_MAX], dbpath[PATH_MAX];
     snprintf(logs, sizeof logs, "%s/logs", p->workspace.text);
     snprintf(dbpath, sizeof dbpath, "%s/workspace.db", p->workspace.text);
-    if (util_mkdir_p(logs, err, sizeof err) || store_open(&db, dbpath, err, sizeof err) || store_reap_runs(db, NULL, err, sizeof err)) {
+    struct stat dbst;
+    if (dry && stat(dbpath, &dbst) != 0) {
+        db = NULL;   // a dry run creates nothing: without a workspace every stage would run
+    } else if (util_mkdir_p(p->workspace.text, err, sizeof err) || (!dry && util_mkdir_p(logs, err, sizeof err)) ||
+               store_open(&db, dbpath, err, sizeof err) || (!dry && store_reap_runs(db, NULL, err, sizeof err))) {
         fprintf(stderr, "rlhf run: %s\n", err); goto out;
     }
     // position in the run order of the --from stage
@@ -244,10 +248,11 @@ int cmd_run(int argc, char **argv) {
         if (fingerprint(p, st)) { fprintf(stderr, "rlhf run: %s\n", p->err); rc = 1; break; }
         int selected = sel_only >= 0 ? p->order[k] == sel_only : k >= (from_pos < 0 ? 0 : from_pos);
         StoreRun last;
+        memset(&last, 0, sizeof last);
         snprintf(st->label, sizeof st->label, "pipeline/%s", st->name.text);
-        if (store_find_last_run(db, st->label, st->fingerprint, STORE_RUN_DONE, &last, err, sizeof err)) { fprintf(stderr, "rlhf run: %s\n", err); rc = 1; break; }
+        if (db && store_find_last_run(db, st->label, st->fingerprint, STORE_RUN_DONE, &last, err, sizeof err)) { fprintf(stderr, "rlhf run: %s\n", err); rc = 1; break; }
         int done_before = last.id != 0;
-        store_run_free(&last);
+        if (db) store_run_free(&last);
         char outbuf[PATH_MAX];
         const char *out = pipeline_stage_out(p, st, outbuf, sizeof outbuf);
         struct stat sb;

@@ -1,20 +1,9 @@
 #!/bin/sh
-# The main job (`make demo`). Until the pipeline runner lands (pipelines/demo.yaml), it shows
-# the engine end to end on the shipped GPT-2 tokenizer: a small model is initialised, inspected,
-# evaluated on text and sampled from. Everything goes to a workspace folder (default demo-ws/).
+# The main job (`make demo`): the whole InstructGPT recipe on the offline demo task family,
+# `rlhf run pipelines/demo.yaml`, into the workspace demo-ws/ (rerun: finished stages are
+# skipped, an interrupted one resumes). Threads wait passively: the demo's models are tiny, and
+# spinning OpenMP threads slow them down badly on a machine where anything else runs.
 set -e
 BUILD=${1:-build}
-WS=${DEMO_WS:-demo-ws}
-R="$BUILD/bin/rlhf"
-mkdir -p "$WS"
-echo "== rlhf init: a small GPT-2 with the GPT-2 tokenizer"
-"$R" init --preset small --tokenizer data/gpt2 --seed 1234 --out "$WS/base"
-echo "== rlhf info"
-"$R" info "$WS/base" --batch 8 --seq 256
-echo "== rlhf eval on the tokenizer's licence text (a random model: loss ~ log 50257 = 10.8)"
-"$R" eval "$WS/base" --text data/gpt2/README.md
-echo "== rlhf generate (random weights: random text)"
-"$R" generate "$WS/base" --prompt "Human: What is 2+2?
-
-Assistant:" --max-new 16 --seed 1
-echo "== done; the workspace is in $WS/"
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+exec "$BUILD/bin/rlhf" run pipelines/demo.yaml ${DEMO_ARGS:-}

@@ -9,6 +9,7 @@ trap 'rm -rf "$W"' EXIT
 pass=0; fail=0
 ok()  { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -4; }
+ROOTDIR=$PWD
 cd "$W" || exit 1
 i=0; : > train.jsonl; : > corpus.txt
 while [ $i -lt 200 ]; do
@@ -138,5 +139,11 @@ if [ $killed -eq 1 ] && grep -q "sft (resuming)" err && grep -q "sft *ran" err &
    cmp -s wk/sft/last/model.safetensors wfull/sft/last/model.safetensors; then
     ok "killed mid-stage: the rerun resumes the stage and ends with the same weights"
 else bad "kill and resume (killed=$killed)"; fi
+# the shipped pipelines validate (their programs check every setting) without running anything
+cd "$ROOTDIR" || exit 1
+for f in pipelines/demo.yaml pipelines/instructgpt-gpt2.yaml; do
+    "$R" run "$f" --dry-run --set workspace="$W/dry" > "$W/out" 2> "$W/err" && [ "$(grep -c ' run ' "$W/out")" -ge 4 ] && [ ! -d "$W/dry/logs" ] &&
+        ok "$f validates with --dry-run" || bad "$f --dry-run"
+done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
