@@ -12,7 +12,10 @@ static const char *usage =
     "  info       CKPT                         config, parameters, memory to train and sample\n"
     "  generate   CKPT --prompt TEXT|--prompts FILE   sample continuations (streamed)\n"
     "  eval       CKPT --text FILE|--ids FILE  mean next-token loss and perplexity\n"
-    "  tokenizer  encode|decode|train ...      GPT-2 byte-level BPE tools\n";
+    "  tokenizer  encode|decode|train ...      GPT-2 byte-level BPE tools\n"
+    "  data       demo --out DIR               generate the demo data set (offline, deterministic)\n"
+    "  judge      [--noise P] [--seed S]       rank completions read from stdin (reward label --judge)\n"
+    "  eval-policy --a CKPT --b CKPT --prompts FILE   win rate, reward, KL, accuracy, alignment tax\n";
 
 int cmd_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h") || !strcmp(a, "help"); }
 
@@ -25,6 +28,9 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(c, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
     if (!strcmp(c, "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(c, "data")) return cmd_data(argc - 2, argv + 2);
+    if (!strcmp(c, "judge")) return cmd_judge(argc - 2, argv + 2);
+    if (!strcmp(c, "eval-policy")) return cmd_eval_policy(argc - 2, argv + 2);
     fprintf(stderr, "rlhf: unknown command '%s'\n%s", c, usage);
     return 2;
 }

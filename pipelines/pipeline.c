@@ -239,6 +239,7 @@ static char *expand(Pipeline *p, int si, const Str *s) {
             char val_buf[PATH_MAX + 64];
             const char *val = NULL;
             if (!strcmp(ref, "workspace")) val = p->workspace.text;
+            else if (!strcmp(ref, "bin")) val = p->bindir;   // the programs' directory (e.g. for a judge command)
             else if (!strcmp(ref, "seed")) { snprintf(val_buf, sizeof val_buf, "%lld", (long long)p->seed); val = val_buf; }
             else if (!strncmp(ref, "vars.", 5)) {
                 for (int i = 0; i < p->n_vars; i++) if (!strcmp(p->var_keys[i].text, ref + 5)) val = p->var_vals[i].text;
@@ -246,7 +247,7 @@ static char *expand(Pipeline *p, int si, const Str *s) {
             } else {
                 char *dot = strrchr(ref, '.');
                 if (!dot || strcmp(dot, ".out")) {
-                    pipeline_error(p, s->line, s->col, "unknown reference '${%s}' (workspace, seed, vars.NAME or STAGE.out)", ref);
+                    pipeline_error(p, s->line, s->col, "unknown reference '${%s}' (workspace, seed, bin, vars.NAME or STAGE.out)", ref);
                     free(out); return NULL;
                 }
                 *dot = 0;
