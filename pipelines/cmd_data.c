@@ -46,7 +46,7 @@ static const char *data_usage =
     "  --n-prompts N     PPO prompts (default 1000)\n"
     "  --n-eval N        evaluation prompts (default 200)\n"
     "  --mix C,V,R,W     percent of demonstrations that are concise, verbose, rambling, wrong\n"
-    "                    (default 40,42,12,6: imperfect on purpose, for RLHF to improve)\n";
+    "                    (default 20,55,20,5: imperfect on purpose, for RLHF to improve)\n";
 
 typedef struct {
     uint64_t *keys;    // open addressing, 0 = empty
@@ -230,7 +230,7 @@ static int parse_mix(const char *s, int *mix, char *err, size_t errlen) {
 static int cmd_data_demo(int argc, char **argv) {
     const char *out = NULL;
     int64_t seed = 1, n_pre = 6000, n_sft = 3000, n_rm = 300, n_ppo = 1000, n_eval = 200;
-    int mix[TASK_NUM_STYLES] = {40, 42, 12, 6};
+    int mix[TASK_NUM_STYLES] = {20, 55, 20, 5};
     char err[512];
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
