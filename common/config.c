@@ -1052,3 +1052,29 @@ void config_help(const Config *c, FILE *out) {
         free(d.p);
     }
 }
+
+int config_parse_args(Config *c, int argc, char **argv, const char *prog, const char *usage) {
+    const char *cfile = NULL;
+    int print = 0;
+    char err[2048];
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") || !strcmp(argv[i], "help")) {
+            fputs(usage, stdout);
+            config_help(c, stdout);
+            return 0;
+        }
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) cfile = argv[++i];
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc) i++;   // applied after the file
+        else if (!strcmp(argv[i], "--print-config")) print = 1;
+        else { fprintf(stderr, "%s: unexpected argument '%s'\n%s", prog, argv[i], usage); return 2; }
+    }
+    if (argc == 0) { fputs(usage, stderr); return 2; }
+    if (cfile && config_load_file(c, cfile, err, sizeof err)) { fprintf(stderr, "%s: %s\n", prog, err); return 1; }
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--set") && i + 1 < argc && config_set(c, argv[++i], err, sizeof err)) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return 1;
+        }
+    if (print) { config_dump(c, stdout); return 0; }
+    return -1;
+}

@@ -132,4 +132,11 @@ int   config_dump(const Config *c, FILE *out);                     // 0, or -1 o
 void  config_hash(const Config *c, char hex[CONFIG_HASH_HEX]);
 // Every key with its type, default, bounds or choices, and help; one line each, schema order.
 void  config_help(const Config *c, FILE *out);
+
+// The command line of a config program (sft, reward train, ppo): -c FILE, then every
+// --set KEY=VALUE in order, --print-config, --help/-h. argv[0 .. argc) are the arguments (no
+// program name). Returns -1 when the program should go on, else the exit status to return: 0
+// after --help (usage + config_help on stdout) or --print-config (the dump), 1 for a bad file or
+// override, 2 for a usage error or no arguments at all. Messages on stderr start with `prog`.
+int config_parse_args(Config *c, int argc, char **argv, const char *prog, const char *usage);
 #endif

@@ -665,22 +665,8 @@ int cmd_train(int argc, char **argv) {
     memset(&rm, 0, sizeof rm);
     char err[1024];
     if (config_new(&rm.cfg, RM_SCHEMA, err, sizeof err)) { fprintf(stderr, "reward train: %s\n", err); return 2; }
-    const char *cfile = NULL;
-    int print = 0;
-    for (int i = 0; i < argc; i++) {
-        if (cmd_is_help(argv[i])) { fputs(usage, stdout); config_help(rm.cfg, stdout); config_free(rm.cfg); return 0; }
-        else if (!strcmp(argv[i], "-c") && i + 1 < argc) cfile = argv[++i];
-        else if (!strcmp(argv[i], "--set") && i + 1 < argc) { i++; continue; }   // applied after the file
-        else if (!strcmp(argv[i], "--print-config")) print = 1;
-        else { fprintf(stderr, "reward train: unexpected argument '%s'\n%s", argv[i], usage); config_free(rm.cfg); return 2; }
-    }
-    if (cfile && config_load_file(rm.cfg, cfile, err, sizeof err)) { fprintf(stderr, "reward train: %s\n", err); config_free(rm.cfg); return 1; }
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--set") && i + 1 < argc && config_set(rm.cfg, argv[++i], err, sizeof err)) {
-            fprintf(stderr, "reward train: %s\n", err); config_free(rm.cfg); return 1;
-        }
-    if (print) { config_dump(rm.cfg, stdout); config_free(rm.cfg); return 0; }
-    if (!cfile && argc == 0) { fputs(usage, stderr); config_free(rm.cfg); return 2; }
+    int early = config_parse_args(rm.cfg, argc, argv, "reward train", usage);
+    if (early >= 0) { config_free(rm.cfg); return early; }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     int rc = setup(&rm, err, sizeof err);

@@ -486,22 +486,8 @@ int main(int argc, char **argv) {
     dist_init(&s.dist, &argc, &argv);
     char err[1024];
     if (config_new(&s.cfg, SFT_SCHEMA, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); return 2; }
-    const char *cfile = NULL;
-    int print = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(usage, stdout); config_help(s.cfg, stdout); config_free(s.cfg); return 0; }
-        else if (!strcmp(argv[i], "-c") && i + 1 < argc) cfile = argv[++i];
-        else if (!strcmp(argv[i], "--set") && i + 1 < argc) { i++; continue; }   // applied after the file
-        else if (!strcmp(argv[i], "--print-config")) print = 1;
-        else { fprintf(stderr, "sft: unexpected argument '%s'\n%s", argv[i], usage); config_free(s.cfg); return 2; }
-    }
-    if (cfile && config_load_file(s.cfg, cfile, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); config_free(s.cfg); return 1; }
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--set") && i + 1 < argc && config_set(s.cfg, argv[++i], err, sizeof err)) {
-            fprintf(stderr, "sft: %s\n", err); config_free(s.cfg); return 1;
-        }
-    if (print) { config_dump(s.cfg, stdout); config_free(s.cfg); dist_finalize(&s.dist); return 0; }
-    if (!cfile && argc == 1) { fputs(usage, stderr); config_free(s.cfg); dist_finalize(&s.dist); return 2; }
+    int early = config_parse_args(s.cfg, argc - 1, argv + 1, "sft", usage);
+    if (early >= 0) { config_free(s.cfg); dist_finalize(&s.dist); return early; }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     int rc = setup(&s, err, sizeof err);
