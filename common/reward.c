@@ -152,6 +152,54 @@ void reward_format_ranking(const int *ranks, int k, char *buf, size_t n) {
         }
 }
 
+// Copy of s[0..n) (malloc'd), without leading and trailing white space when trim.
+static char *copy_text(const char *s, size_t n, int trim) {
+    while (trim && n && isspace((unsigned char)*s)) { s++; n--; }
+    while (trim && n && isspace((unsigned char)s[n - 1])) n--;
+    char *t = MALLOC_CHECK(n + 1);
+    memcpy(t, s, n);
+    t[n] = 0;
+    return t;
+}
+
+void reward_answer_free(RewardAnswer *a) {
+    free(a->comment);
+    memset(a, 0, sizeof *a);
+}
+
+int reward_parse_answer(const char *line, int k, int judge, RewardAnswer *a, char *err, size_t errlen) {
+    memset(a, 0, sizeof *a);
+    const char *hash = judge ? NULL : strchr(line, '#');   // a person's "# comment"
+    char *cmd = copy_text(line, hash ? (size_t)(hash - line) : strlen(line), 1), *rtext = NULL;
+    cJSON *o = NULL;
+    int rc = 0;
+    if (!*cmd) a->kind = REWARD_ANSWER_NONE;
+    else if (!strcmp(cmd, "s") || !strcmp(cmd, "skip")) a->kind = REWARD_ANSWER_SKIP;
+    else if (!judge && (!strcmp(cmd, "u") || !strcmp(cmd, "undo"))) a->kind = REWARD_ANSWER_UNDO;
+    else if (!judge && (!strcmp(cmd, "q") || !strcmp(cmd, "quit"))) a->kind = REWARD_ANSWER_QUIT;
+    else if (!judge && (!strcmp(cmd, "?") || !strcmp(cmd, "h") || !strcmp(cmd, "help"))) a->kind = REWARD_ANSWER_HELP;
+    else {
+        const char *comment = NULL;
+        if (judge && cmd[0] == '{') {
+            o = cJSON_Parse(cmd);
+            const cJSON *jr = cJSON_GetObjectItemCaseSensitive(o, "ranking"), *jc = cJSON_GetObjectItemCaseSensitive(o, "comment");
+            if (cJSON_IsString(jr)) rtext = strdup(jr->valuestring);
+            else if (cJSON_IsArray(jr)) rtext = cJSON_PrintUnformatted(jr);
+            if (!rtext) { rc = util_err(err, errlen, "not a ranking: '%.200s'", cmd); goto done; }
+            if (cJSON_IsString(jc)) comment = jc->valuestring;
+        } else if (hash) comment = hash + 1;
+        if (reward_parse_ranking(rtext ? rtext : cmd, k, a->ranks, err, errlen)) { rc = -1; goto done; }
+        a->kind = REWARD_ANSWER_RANKING;
+        if (comment) a->comment = copy_text(comment, strlen(comment), !judge);
+    }
+done:
+    if (rc) reward_answer_free(a);
+    cJSON_Delete(o);
+    free(rtext);
+    free(cmd);
+    return rc;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rendering and scoring
 // ---------------------------------------------------------------------------------------------

@@ -49,6 +49,28 @@ int reward_parse_ranking(const char *text, int k, int *ranks, char *err, size_t 
 // Formats ranks (k) as "2>4>1=3" into buf (n bytes).
 void reward_format_ranking(const int *ranks, int k, char *buf, size_t n);
 
+// One answer of a labeler for a prompt of k completions, as `reward label` reads it.
+typedef enum {
+    REWARD_ANSWER_NONE,      // a blank line (ask again)
+    REWARD_ANSWER_RANKING,   // ranks and comment are set
+    REWARD_ANSWER_SKIP,      // "s", "skip"
+    REWARD_ANSWER_UNDO,      // "u", "undo" (people only)
+    REWARD_ANSWER_QUIT,      // "q", "quit" (people only)
+    REWARD_ANSWER_HELP,      // "?", "h", "help" (people only)
+} RewardAnswerKind;
+typedef struct {
+    RewardAnswerKind kind;
+    int ranks[REWARD_MAX_K];  // (k) dense ranks, for REWARD_ANSWER_RANKING
+    char *comment;            // malloc'd copy, or NULL; reward_answer_free releases it
+} RewardAnswer;
+
+// Parses one line a person typed (judge = 0: a ranking optionally followed by "# comment", or a
+// command: s, u, q, ?) or one line a judge program answered (judge = 1: a ranking, a JSON array
+// of ranks, {"ranking": .., "comment": ..}, or "skip"). Pure: no terminal, no database. 0, or -1
+// with a one-line message saying what is wrong with the line (a is then zeroed).
+int reward_parse_answer(const char *line, int k, int judge, RewardAnswer *a, char *err, size_t errlen);
+void reward_answer_free(RewardAnswer *a);
+
 // Appends the tokens of (prompt, response) as described above; keeps only the last max_len
 // (> 0) of them. *truncated (may be NULL) is set to 1 when tokens were dropped, else 0. The
 // prompt must be valid UTF-8; the response may be any bytes.

@@ -42,6 +42,10 @@ int util_err(char *err, size_t errlen, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
+        // one line, whatever the quoted input held: control characters become '?' (line breaks
+        // and tabs a space), so a message is always a single line on the terminal and in logs
+        for (unsigned char *p = (unsigned char *)err; *p; p++)
+            if (*p < 0x20 || *p == 0x7F) *p = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : '?';
     }
     return -1;
 }

@@ -19,6 +19,7 @@ void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((
 #define DIE(...)                util_die(__FILE__, __LINE__, __VA_ARGS__)
 
 // Formats a message into err (which may be NULL) and returns -1, for `return util_err(...)`.
+// The message is one line: control characters in it (from quoted input) become ' ' or '?'.
 int util_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 // Creates path and its missing parents (like mkdir -p); 0 or -1 with a message.

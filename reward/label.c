@@ -277,13 +277,6 @@ static int commit(Label *L, int64_t pid, const Comps *c, const int *ranks, const
     return 0;
 }
 
-static char *trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
-    size_t n = strlen(s);
-    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
-    return s;
-}
-
 enum { NEXT = 0, QUIT = 1 };
 
 // Interactive: reads commands until the prompt is ranked, skipped or the session ends.
@@ -296,25 +289,24 @@ static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t e
         fflush(stdout);
         ssize_t n = getline(&line, &cap, stdin);
         if (n < 0) { putchar('\n'); rc = QUIT; break; }
-        char *comment = strchr(line, '#');
-        if (comment) *comment++ = 0;
-        char *cmd = trim(line);
-        if (comment) comment = trim(comment);
-        if (!*cmd) continue;
-        if (!strcmp(cmd, "q") || !strcmp(cmd, "quit")) { rc = QUIT; break; }
-        if (!strcmp(cmd, "?") || !strcmp(cmd, "h") || !strcmp(cmd, "help")) {
+        RewardAnswer a;
+        char perr[512];
+        if (reward_parse_answer(line, c->n, 0, &a, perr, sizeof perr)) { printf("%s\n", perr); continue; }
+        if (a.kind == REWARD_ANSWER_NONE) continue;
+        if (a.kind == REWARD_ANSWER_QUIT) { rc = QUIT; break; }
+        if (a.kind == REWARD_ANSWER_HELP) {
             printf("Rank the completions best first: 2>1>3; '=' marks a tie (2>1=3); '# text' adds a comment.\n"
                    "s: skip this prompt (you will not see it again)  u: undo your last ranking  q: quit\n"
                    "Each ranking is saved the moment you press Enter.\n");
             continue;
         }
-        if (!strcmp(cmd, "s") || !strcmp(cmd, "skip")) {
+        if (a.kind == REWARD_ANSWER_SKIP) {
             if (store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen)) { rc = -1; break; }
             L->skipped++;
             printf("skipped prompt %lld\n", (long long)pid);
             break;
         }
-        if (!strcmp(cmd, "u") || !strcmp(cmd, "undo")) {
+        if (a.kind == REWARD_ANSWER_UNDO) {
             if (!L->nundo) { printf("nothing to undo in this session\n"); continue; }
             int64_t rid = L->undo_rank[L->nundo - 1], upid = L->undo_prompt[L->nundo - 1];
             // delete and claim back in one transaction: nobody else can take the prompt meanwhile
@@ -330,14 +322,15 @@ static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t e
             printf("undone: ranking %lld of prompt %lld; it comes back\n", (long long)rid, (long long)upid);
             break;   // this prompt stays claimed: both come back, the lower id first
         }
-        int ranks[REWARD_MAX_K];
-        char perr[512];
-        if (reward_parse_ranking(cmd, c->n, ranks, perr, sizeof perr)) { printf("%s\n", perr); continue; }
         int64_t rid;
-        if (commit(L, pid, c, ranks, comment, &rid, err, errlen)) { rc = -1; break; }
-        char f[512];
-        reward_format_ranking(ranks, c->n, f, sizeof f);
-        printf("saved: %s (ranking %lld)\n", f, (long long)rid);
+        int crc = commit(L, pid, c, a.ranks, a.comment, &rid, err, errlen);
+        if (crc == 0) {
+            char f[512];
+            reward_format_ranking(a.ranks, c->n, f, sizeof f);
+            printf("saved: %s (ranking %lld)\n", f, (long long)rid);
+        }
+        reward_answer_free(&a);
+        if (crc) rc = -1;
         break;
     }
     fflush(stdout);
@@ -348,33 +341,18 @@ static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t e
 static int ask_judge(Label *L, int64_t pid, const char *prompt, const Comps *c, char *err, size_t errlen) {
     char *reply = NULL;
     if (judge_ask(L, pid, prompt, c, &reply, err, errlen)) return -1;
-    char *r = trim(reply), *rtext = NULL;
-    const char *comment = NULL;
-    cJSON *o = NULL;
-    int rc = -1, ranks[REWARD_MAX_K];
+    RewardAnswer a;
     char perr[512];
-    if (!strcmp(r, "skip") || !strcmp(r, "s")) {
+    int rc = -1;
+    if (reward_parse_answer(reply, c->n, 1, &a, perr, sizeof perr)) util_err(err, errlen, "the judge's answer for prompt %lld: %s", (long long)pid, perr);
+    else if (a.kind == REWARD_ANSWER_NONE) util_err(err, errlen, "the judge's answer for prompt %lld is an empty line", (long long)pid);
+    else if (a.kind == REWARD_ANSWER_SKIP) {
         if (store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen) == 0) { L->skipped++; rc = NEXT; }
-        goto done;
+    } else {
+        int64_t rid;
+        if (commit(L, pid, c, a.ranks, a.comment, &rid, err, errlen) == 0) rc = NEXT;
     }
-    if (r[0] == '{') {
-        o = cJSON_Parse(r);
-        const cJSON *jr = o ? cJSON_GetObjectItemCaseSensitive(o, "ranking") : NULL, *jc = o ? cJSON_GetObjectItemCaseSensitive(o, "comment") : NULL;
-        if (cJSON_IsString(jr)) rtext = strdup(jr->valuestring);
-        else if (cJSON_IsArray(jr)) rtext = cJSON_PrintUnformatted(jr);
-        if (!rtext) { util_err(err, errlen, "the judge's answer for prompt %lld is not a ranking: '%.200s'", (long long)pid, r); goto done; }
-        if (cJSON_IsString(jc)) comment = jc->valuestring;
-    }
-    if (reward_parse_ranking(rtext ? rtext : r, c->n, ranks, perr, sizeof perr)) {
-        util_err(err, errlen, "the judge's answer for prompt %lld: %s", (long long)pid, perr);
-        goto done;
-    }
-    int64_t rid;
-    if (commit(L, pid, c, ranks, comment, &rid, err, errlen)) goto done;
-    rc = NEXT;
-done:
-    cJSON_Delete(o);
-    free(rtext);
+    reward_answer_free(&a);
     free(reply);
     return rc;
 }

@@ -17,8 +17,6 @@ static const char *usage =
     "  inspect  CKPT --workspace DB [--json]        scores, accuracy against the rankings, agreement,\n"
     "                                               calibration, the most confident mistakes\n";
 
-int cmd_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
-
 int main(int argc, char **argv) {
     if (argc < 2) { fputs(usage, stderr); return 2; }
     const char *c = argv[1];

@@ -1,4 +1,4 @@
-// Small text helpers of the reward program: UTF-8 checks and cleaning for the terminal and JSON.
+// Small helpers of the reward program: UTF-8 checks and cleaning for the terminal and JSON, help flags.
 #include "cmd.h"
 #include "util.h"
 #include <string.h>
@@ -59,3 +59,5 @@ const char *rm_basename(const char *path) {
     const char *b = strrchr(path, '/');
     return b && b[1] ? b + 1 : path;
 }
+
+int cmd_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }

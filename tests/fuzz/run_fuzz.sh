@@ -12,7 +12,7 @@ OUT=build-fuzz
 mkdir -p "$OUT/obj" "$OUT/corpus"
 CFLAGS="-std=gnu11 -g -O1 -fopenmp=libgomp -Icommon -Ipipelines -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 objs=""
-for c in common/*.c pipelines/pipeline.c; do
+for c in common/*.c pipelines/pipeline.c reward/import.c reward/text.c; do
     o="$OUT/obj/$(basename "$c" .c).o"
     if [ ! -f "$o" ] || [ "$c" -nt "$o" ]; then clang $CFLAGS -fsanitize=fuzzer-no-link -c "$c" -o "$o" || exit 1; fi
     objs="$objs $o"
