@@ -55,6 +55,48 @@ void dist_allreduce_sum_double(Dist *d, double *x, int64_t n) {
 #endif
 }
 
+void dist_allreduce_max_double(Dist *d, double *x, int64_t n) {
+    if (d->size == 1) return;
+#ifdef RLHF_MPI
+    for (int64_t i = 0; i < n; i += DIST_CHUNK) {
+        int cnt = (int)(n - i < DIST_CHUNK ? n - i : DIST_CHUNK);
+        if (MPI_Allreduce(MPI_IN_PLACE, x + i, cnt, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+    }
+#else
+    (void)x; (void)n;
+#endif
+}
+
+void dist_allgather(Dist *d, void *x, int64_t bytes) {
+    if (d->size == 1) return;
+#ifdef RLHF_MPI
+    // MPI counts are int: blocks over 2 GiB go as one broadcast per rank, in chunks
+    if (bytes <= INT32_MAX) {
+        if (MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, (int)bytes, MPI_BYTE, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+        return;
+    }
+    for (int r = 0; r < d->size; r++)
+        for (int64_t o = 0; o < bytes; o += DIST_CHUNK) {
+            int cnt = (int)(bytes - o < DIST_CHUNK ? bytes - o : DIST_CHUNK);
+            if (MPI_Bcast((char *)x + (int64_t)r * bytes + o, cnt, MPI_BYTE, r, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+        }
+#else
+    (void)x; (void)bytes;
+#endif
+}
+
+void dist_broadcast(Dist *d, void *x, int64_t bytes) {
+    if (d->size == 1) return;
+#ifdef RLHF_MPI
+    for (int64_t o = 0; o < bytes; o += DIST_CHUNK) {
+        int cnt = (int)(bytes - o < DIST_CHUNK ? bytes - o : DIST_CHUNK);
+        if (MPI_Bcast((char *)x + o, cnt, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+    }
+#else
+    (void)x; (void)bytes;
+#endif
+}
+
 void dist_barrier(Dist *d) {
 #ifdef RLHF_MPI
     if (d->size > 1) MPI_Barrier(MPI_COMM_WORLD);

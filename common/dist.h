@@ -21,6 +21,14 @@ static inline int dist_main(const Dist *d) { return d->rank == 0; }
 // In place, over all ranks: x = sum_r x_r (also for n > INT_MAX).
 void dist_allreduce_sum(Dist *d, float *x, int64_t n);
 void dist_allreduce_sum_double(Dist *d, double *x, int64_t n);
+// In place, over all ranks: x = max_r x_r.
+void dist_allreduce_max_double(Dist *d, double *x, int64_t n);
+// In place: x holds size blocks of `bytes` bytes; rank r's block r is sent to every rank, so all
+// end with every rank's block (rollouts generated in shares, gathered for scoring and storing).
+void dist_allgather(Dist *d, void *x, int64_t bytes);
+// In place: rank 0's bytes of x to every rank (values only rank 0 may decide, such as what it
+// read from a database that others may be writing to meanwhile).
+void dist_broadcast(Dist *d, void *x, int64_t bytes);
 void dist_barrier(Dist *d);
 // Stops every rank (a failure on one rank must not leave the others waiting in an allreduce).
 void dist_abort(Dist *d, int code) __attribute__((noreturn));

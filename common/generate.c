@@ -145,9 +145,10 @@ int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t
     return 0;
 }
 
-int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rng,
-                 const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
-                 int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen) {
+// rng_stride 0: one generator for the whole batch; 1: rng[b] for sequence b.
+static int generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rng, int rng_stride,
+                    const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
+                    int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen) {
     if (B > kv->max_B) return util_err(err, errlen, "batch of %d prompts exceeds the KV cache's %d", B, kv->max_B);
     if (g->max_new_tokens < 0) return util_err(err, errlen, "max_new_tokens must be >= 0");
     for (int b = 0; b < B; b++) {
@@ -183,7 +184,7 @@ int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rn
         for (int b = 0; b < B; b++) {
             nn[b] = 0;
             if (done[b]) continue;
-            int32_t t = sampler_sample(s, &g->sampler, kv->logits + (size_t)b * kv->V, rng);
+            int32_t t = sampler_sample(s, &g->sampler, kv->logits + (size_t)b * kv->V, rng + (size_t)b * rng_stride);
             out[(size_t)b * g->max_new_tokens + out_lens[b]++] = t;
             if (cb) cb(user, b, t);
             if (t == g->eot_id || out_lens[b] == g->max_new_tokens) { done[b] = 1; continue; }
@@ -193,6 +194,18 @@ int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rn
         if (kv_forward(m, kv, cur, nn, B, 1, NULL, err, errlen)) return -1;
     }
     return 0;
+}
+
+int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rng,
+                 const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
+                 int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen) {
+    return generate(m, kv, s, g, rng, 0, prompts, prompt_lens, B, Tp, out, out_lens, cb, user, err, errlen);
+}
+
+int gen_generate_each(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
+                      const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
+                      int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen) {
+    return generate(m, kv, s, g, rngs, 1, prompts, prompt_lens, B, Tp, out, out_lens, cb, user, err, errlen);
 }
 
 size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows) {

@@ -48,6 +48,14 @@ int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rn
                  const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
                  int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen);
 
+// As gen_generate, but sequence b samples from its own generator rngs[b] (B of them), so that
+// its tokens do not depend on the other sequences of the batch: a batch cut into pieces (smaller
+// generation batches, or shares on several processes) samples the same text, up to the float
+// rounding of the logits, which differs with the batch's shape.
+int gen_generate_each(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
+                      const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
+                      int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen);
+
 // Bytes kv_init allocates for these sizes (for memory plans printed before allocating).
 size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows);
 #endif

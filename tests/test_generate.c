@@ -123,6 +123,39 @@ static void test_generate_determinism_and_chunking(void) {
     model_free(&m); model_free(&full);
 }
 
+// One stream per sequence: a batch cut in two samples the same tokens (the logits of a smaller
+// batch may differ by rounding, which can move a draw across a boundary only with tiny
+// probability; these seeds do not).
+static void test_generate_each_streams(void) {
+    enum { B = 3, TP = 6, NEW = 10 };
+    Model m; tiny_model(&m, B, 20);
+    int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 9, 10, 11, 0, 0, 0};
+    int32_t plen[B] = {6, 2, 3};
+    int32_t out1[B * NEW], out2[B * NEW], ol1[B], ol2[B];
+    GenConfig g = {.max_new_tokens = NEW, .eot_id = -1, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    char err[256];
+    KVCache kv;
+    Sampler s;
+    sampler_init(&s, 61);
+    CHECK(kv_init(&kv, &m, B, 20, 64, err, sizeof err) == 0);
+    Rng r[B];
+    for (int b = 0; b < B; b++) rng_init(&r[b], 1000 + (uint64_t)b);
+    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out1, ol1, NULL, NULL, err, sizeof err) == 0);
+    // the first sequence alone, then the last two, each with its own stream as before
+    for (int b = 0; b < B; b++) rng_init(&r[b], 1000 + (uint64_t)b);
+    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, 1, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
+    CHECK(gen_generate_each(&m, &kv, &s, &g, r + 1, prompts + TP, plen + 1, 2, TP, out2 + NEW, ol2 + 1, NULL, NULL, err, sizeof err) == 0);
+    CHECK(memcmp(out1, out2, sizeof out1) == 0 && memcmp(ol1, ol2, sizeof ol1) == 0);
+    // the streams matter: another seed for sequence 1 changes its tokens and only those
+    for (int b = 0; b < B; b++) rng_init(&r[b], 1000 + (uint64_t)b);
+    rng_init(&r[1], 7);
+    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
+    CHECK(memcmp(out1, out2, NEW * sizeof(int32_t)) == 0 && memcmp(out1 + NEW, out2 + NEW, NEW * sizeof(int32_t)) != 0 &&
+          memcmp(out1 + 2 * NEW, out2 + 2 * NEW, NEW * sizeof(int32_t)) == 0);
+    kv_free(&kv); sampler_free(&s);
+    model_free(&m);
+}
+
 static void test_sampler_rules(void) {
     enum { V = 7 };
     float logits[V] = {1.0f, 3.0f, 0.5f, 2.0f, -1.0f, 2.9f, 0.0f};
@@ -162,6 +195,7 @@ static void test_sampler_rules(void) {
 int main(void) {
     test_case("generate: KV-cache prefill and incremental logits equal the full forward", test_incremental_equals_full);
     test_case("generate: seeds, chunked prefill, greedy vs full forward, end token, errors", test_generate_determinism_and_chunking);
+    test_case("generate: one sampling stream per sequence, the same tokens in a batch cut in two", test_generate_each_streams);
     test_case("sampler: greedy, top-k, top-p, temperature frequencies", test_sampler_rules);
     return test_summary();
 }
