@@ -15,12 +15,20 @@
 // trainer_state.json as reward_bias) and OUT.DIR/final (the reward model: last's weights with
 // the bias folded exactly into ln_f.bias; a plain Hugging Face GPT2ForSequenceClassification).
 // Killed at any moment, the same command resumes and ends with the same weights.
+//
+// Under MPI (make MPI=1, mpirun -np N reward train ...) every rank loads the same rankings and
+// takes a contiguous share of each step's rankings (whole rankings, all their completions); one
+// allreduce over the flat gradient buffer per step sums the shares, and the step's statistics
+// (loss, accuracy, ...) are summed too, so each rank holds one process's result for the same
+// global batch. Held-out evaluation and the bias are split the same way. Rank 0 alone writes the
+// database, the checkpoints and the progress display.
 #include "checkpoint.h"
 #include "cli.h"
 #include "cmd.h"
 #include "config.h"
 #include "data.h"
 #include "dataset.h"
+#include "dist.h"
 #include "model.h"
 #include "optim.h"
 #include "reward.h"
@@ -98,6 +106,7 @@ typedef struct {
 } RmSet;
 
 typedef struct {
+    Dist dist;               // rank 0 writes; every rank computes its share of each step
     Config *cfg;
     char hash[CONFIG_HASH_HEX];
     const char *out_dir, *tokdir;
@@ -255,6 +264,26 @@ static void stats_add(Stats *st, const RmSet *s, const RmRank *r, const float *s
     st->pairs_k[r->k] += p; st->correct_k[r->k] += c;
 }
 
+// Sums the ranks' statistics (and their stop flags) so that every rank holds the global ones.
+static void stats_reduce(Dist *d, Stats *st, int *stop) {
+    if (d->size == 1) return;
+    enum { K1 = REWARD_MAX_K + 1 };
+    double x[6 + 2 * K1];
+    x[0] = st->loss; x[1] = (double)st->rankings; x[2] = (double)st->pairs; x[3] = st->correct; x[4] = st->margin;
+    x[5] = stop ? *stop : 0;
+    for (int k = 0; k < K1; k++) { x[6 + k] = (double)st->pairs_k[k]; x[6 + K1 + k] = st->correct_k[k]; }
+    dist_allreduce_sum_double(d, x, 6 + 2 * K1);
+    st->loss = x[0]; st->rankings = (int64_t)x[1]; st->pairs = (int64_t)x[2]; st->correct = x[3]; st->margin = x[4];
+    if (stop) *stop = x[5] > 0;
+    for (int k = 0; k < K1; k++) { st->pairs_k[k] = (int64_t)x[6 + k]; st->correct_k[k] = x[6 + K1 + k]; }
+}
+
+// This rank's share [*lo, *hi) of n items: contiguous, sizes differ by at most one.
+static void dist_share(const Dist *d, int64_t n, int64_t *lo, int64_t *hi) {
+    *lo = n * d->rank / d->size;
+    *hi = n * (d->rank + 1) / d->size;
+}
+
 // Runs the rankings idx[0..nr) of set s in micro-batches. With grad_scale > 0 also the backward of
 // grad_scale * (sum of their losses). Adds to *st.
 static int run_rankings(Rm *rm, const RmSet *s, const int64_t *idx, int64_t nr, double grad_scale, Stats *st,
@@ -286,16 +315,19 @@ static int run_rankings(Rm *rm, const RmSet *s, const int64_t *idx, int64_t nr, 
 
 static int evaluate(Rm *rm, const RmSet *s, Stats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
-    int64_t n = s->n, maxr = config_get_int(rm->cfg, "eval.max_rankings");
+    int64_t n = s->n, maxr = config_get_int(rm->cfg, "eval.max_rankings"), lo, hi;
     if (maxr && n > maxr) n = maxr;
-    int64_t *idx = MALLOC_CHECK((size_t)(n ? n : 1) * sizeof(int64_t));
-    for (int64_t i = 0; i < n; i++) idx[i] = i;
-    int rc = run_rankings(rm, s, idx, n, 0.0, st, err, errlen);
+    dist_share(&rm->dist, n, &lo, &hi);   // each rank scores its share; the sums are reduced
+    int64_t *idx = MALLOC_CHECK((size_t)(hi > lo ? hi - lo : 1) * sizeof(int64_t));
+    for (int64_t i = lo; i < hi; i++) idx[i - lo] = i;
+    int rc = run_rankings(rm, s, idx, hi - lo, 0.0, st, err, errlen);
     free(idx);
+    if (rc == 0) stats_reduce(&rm->dist, st, NULL);
     return rc;
 }
 
 static int log_stats(Rm *rm, const char *prefix, const Stats *st, int64_t step, char *err, size_t errlen) {
+    if (!dist_main(&rm->dist)) return 0;
     char name[64];
     double acc = st->pairs ? st->correct / st->pairs : NAN;
     snprintf(name, sizeof name, "%s/loss", prefix);
@@ -331,6 +363,9 @@ static const char *tokenizer_dir(Rm *rm) {
 }
 
 static int save_last(Rm *rm, char *err, size_t errlen) {
+    if (!dist_identical(&rm->dist, rm->model.params_memory, (int64_t)(rm->model.num_params * sizeof(float))))
+        return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)rm->step);
+    if (!dist_main(&rm->dist)) return 0;
     CkptTrainerState st;
     ckpt_state_init(&st);
     st.step = rm->step;
@@ -365,7 +400,7 @@ static int import_files(Rm *rm, char *err, size_t errlen) {
     const char *const *files;
     int64_t n = config_get_list(rm->cfg, "data.import", &files);
     ImportOptions o = {.valid_frac = config_get_double(rm->cfg, "data.valid_percent") / 100.0};
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n && dist_main(&rm->dist); i++) {
         ImportResult r;
         if (rm_import_file(rm->db, files[i], &o, &r, err, errlen)) return -1;
         if (!r.already) fprintf(stderr, "reward: imported %lld rankings from %s\n", (long long)r.rankings, files[i]);
@@ -391,8 +426,11 @@ static int setup(Rm *rm, char *err, size_t errlen) {
     rm->perm_epoch = -1;
     int64_t th = config_get_int(rm->cfg, "train.threads");
     if (th > 0) omp_set_num_threads((int)th);
-    if (store_open(&rm->db, rm->db_path, err, errlen) || store_reap_runs(rm->db, NULL, err, errlen)) return -1;
-    if (import_files(rm, err, errlen)) return -1;
+    // rank 0 opens (and migrates) the workspace and imports; then the others open it to read
+    if (dist_main(&rm->dist) && (store_open(&rm->db, rm->db_path, err, errlen) || store_reap_runs(rm->db, NULL, err, errlen) ||
+                                 import_files(rm, err, errlen))) return -1;
+    dist_barrier(&rm->dist);
+    if (!dist_main(&rm->dist) && store_open(&rm->db, rm->db_path, err, errlen)) return -1;
 
     CkptTrainerState st;
     int resumed = try_resume(rm, &st, err, errlen);
@@ -414,9 +452,13 @@ static int setup(Rm *rm, char *err, size_t errlen) {
     // the rankings: fixed at the first start
     if (resumed) {
         if (ckpt_state_get_int(&st, "data.max_ranking_id", &rm->max_ranking_id, err, errlen)) return -1;
-    } else if (query_max_ranking_id(rm, &rm->max_ranking_id, err, errlen)) return -1;
+    } else if (dist_main(&rm->dist) && query_max_ranking_id(rm, &rm->max_ranking_id, err, errlen)) return -1;
+    // rank 0's view: labeling may add rankings while the ranks read
+    if (!resumed) dist_broadcast(&rm->dist, &rm->max_ranking_id, sizeof rm->max_ranking_id);
     rm->model.config = c;   // read by the loader (context length)
     if (load_split(rm, "train", &rm->train, err, errlen) || load_split(rm, "valid", &rm->valid, err, errlen)) return -1;
+    if (!dist_identical(&rm->dist, &rm->train.hash, sizeof rm->train.hash))
+        return util_err(err, errlen, "the ranks read different training rankings from %s", rm->db_path);
     if (rm->train.n == 0)
         return util_err(err, errlen, "%s has no training rankings (rankings of prompts in the train split with at least one untied pair)%s",
                         rm->db_path, rm->train.n_tied ? "; every ranking there is all ties" : "");
@@ -436,7 +478,7 @@ static int setup(Rm *rm, char *err, size_t errlen) {
     rm->max_rows = rm->micro > max_k ? rm->micro : max_k;
     if (!rm->total_steps) rm->total_steps = (config_get_int(rm->cfg, "train.epochs") * rm->train.n + rm->bs - 1) / rm->bs;
 
-    if (model_init(&rm->model, &c, rm->max_rows, rm->T, 1, 1, err, errlen)) return -1;
+    if (model_init(&rm->model, &c, rm->max_rows, rm->T, 1, dist_main(&rm->dist), err, errlen)) return -1;
     if (ckpt_load_weights(from, &rm->model, resumed ? 0 : CKPT_ALLOW_MISSING_SCORE, err, errlen)) return -1;
     if (!resumed && !had_score && !strcmp(config_get_string(rm->cfg, "model.score_init"), "normal")) {
         Rng r;
@@ -459,6 +501,7 @@ static int setup(Rm *rm, char *err, size_t errlen) {
             ckpt_state_get_int(&st, "run_id", &rm->run_id, err, errlen)) { rc = -1; goto out; }
         rm->step = st.step;
         rm->rng = st.rng;
+        if (!dist_main(&rm->dist)) goto out;
         StoreRun r;
         if (store_get_run(rm->db, rm->run_id, &r, NULL, 0) == 0) store_run_free(&r);
         else {   // the database was replaced: record the run anew
@@ -470,6 +513,7 @@ static int setup(Rm *rm, char *err, size_t errlen) {
                 (long long)rm->total_steps, rm->last_dir);
     } else {
         rng_init(&rm->rng, (uint64_t)config_get_int(rm->cfg, "train.seed"));
+        if (!dist_main(&rm->dist)) goto out;
         StoreRunInfo ri = {.stage = "reward", .program = "reward train", .config = dump, .config_hash = rm->hash};
         if (store_add_run(rm->db, &ri, &rm->run_id, err, errlen)) { rc = -1; goto out; }
     }
@@ -528,10 +572,11 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
         }
     }
     if (demos.ni == 0) { s = &rm->train; *what = "training completions"; }
-    int64_t cnt = s->ni < maxn ? s->ni : maxn;
+    int64_t cnt = s->ni < maxn ? s->ni : maxn, lo, hi;
+    dist_share(&rm->dist, cnt, &lo, &hi);   // each rank scores its share; the sum is reduced
     double sum = 0;
-    for (int64_t i0 = 0; i0 < cnt; i0 += rm->max_rows) {
-        int b = (int)(cnt - i0 < rm->max_rows ? cnt - i0 : rm->max_rows), T = 1;
+    for (int64_t i0 = lo; i0 < hi; i0 += rm->max_rows) {
+        int b = (int)(hi - i0 < rm->max_rows ? hi - i0 : rm->max_rows), T = 1;
         for (int j = 0; j < b; j++) { int l = s->it[i0 + j].len > rm->T ? rm->T : s->it[i0 + j].len; if (l > T) T = l; }
         for (int j = 0; j < b; j++) {
             const RmItem *it = &s->it[i0 + j];
@@ -546,22 +591,24 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
         for (int j = 0; j < b; j++) sum += rm->scores[j];
     }
     set_free(&demos);
+    dist_allreduce_sum_double(&rm->dist, &sum, 1);
     *n = cnt;
     *mean = cnt ? sum / (double)cnt : 0.0;
     return 0;
 }
 
 static int finish(Rm *rm, char *err, size_t errlen) {
+    int main_rank = dist_main(&rm->dist);
     // held-out test split, when there is one
     RmSet test;
     if (load_split(rm, "test", &test, err, errlen)) { set_free(&test); return -1; }
     if (test.n) {
         if (test.max_k > rm->max_rows) {
-            fprintf(stderr, "reward: test rankings with K=%d exceed the batch (%d): not evaluated\n", test.max_k, rm->max_rows);
+            if (main_rank) fprintf(stderr, "reward: test rankings with K=%d exceed the batch (%d): not evaluated\n", test.max_k, rm->max_rows);
         } else {
             Stats st;
             if (evaluate(rm, &test, &st, err, errlen) || log_stats(rm, "test", &st, rm->step, err, errlen)) { set_free(&test); return -1; }
-            print_stats("test", &st, rm->step);
+            if (main_rank) print_stats("test", &st, rm->step);
         }
     }
     set_free(&test);
@@ -575,20 +622,20 @@ static int finish(Rm *rm, char *err, size_t errlen) {
     if (save_last(rm, err, errlen)) return -1;
     if (n) {
         if (reward_fold_bias(&rm->model, rm->bias, err, errlen)) return -1;
-        fprintf(stderr, "reward: bias %+.6f folded into ln_f.bias: the %lld %s had mean score %.6f\n", rm->bias, (long long)n, what, mean);
-    } else fprintf(stderr, "reward: no bias applied (bias.source %s)\n", config_get_string(rm->cfg, "bias.source"));
-    if (store_add_metric(rm->db, rm->run_id, rm->step, "final/bias", rm->bias, err, errlen) ||
-        store_add_metric(rm->db, rm->run_id, rm->step, "final/bias_examples", (double)n, err, errlen)) return -1;
+        if (main_rank) fprintf(stderr, "reward: bias %+.6f folded into ln_f.bias: the %lld %s had mean score %.6f\n", rm->bias, (long long)n, what, mean);
+    } else if (main_rank) fprintf(stderr, "reward: no bias applied (bias.source %s)\n", config_get_string(rm->cfg, "bias.source"));
+    if (main_rank && (store_add_metric(rm->db, rm->run_id, rm->step, "final/bias", rm->bias, err, errlen) ||
+                      store_add_metric(rm->db, rm->run_id, rm->step, "final/bias_examples", (double)n, err, errlen))) return -1;
     int32_t eot = tok_eot(rm->tok);
     CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm), .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
-    if (ckpt_save(rm->final_dir, &rm->model, &so, err, errlen)) return -1;
+    if (main_rank && ckpt_save(rm->final_dir, &rm->model, &so, err, errlen)) return -1;
     if (n) {   // the check: the same examples now score 0 on average (up to float rounding)
         double after;
         int64_t n2;
         if (mean_score(rm, &what, &after, &n2, err, errlen)) return -1;
-        fprintf(stderr, "reward: after the bias the %s score %.6f on average\n", what, after);
+        if (main_rank) fprintf(stderr, "reward: after the bias the %s score %.6f on average\n", what, after);
     }
-    return store_set_run_checkpoint(rm->db, rm->run_id, rm->final_dir, err, errlen);
+    return main_rank ? store_set_run_checkpoint(rm->db, rm->run_id, rm->final_dir, err, errlen) : 0;
 }
 
 static int train(Rm *rm, char *err, size_t errlen) {
@@ -606,16 +653,29 @@ static int train(Rm *rm, char *err, size_t errlen) {
     CliProgress pr;
     cli_progress_start(&pr, stderr, "reward", rm->total_steps);
     double t_start = util_time_s();
-    int64_t pairs_since = 0, first_step = rm->step;
-    int64_t *idx = MALLOC_CHECK((size_t)rm->bs * sizeof(int64_t));
-    int rc = 0;
-    while (rm->step < rm->total_steps && !stop_requested) {
+    int64_t pairs_since = 0, tokens_since = 0, first_step = rm->step;
+    int64_t *idx = MALLOC_CHECK((size_t)rm->bs * sizeof(int64_t)), lo, hi;
+    int rc = 0, main_rank = dist_main(&rm->dist);
+    // the ranks agree on stopping: a signal seen by any rank stops all after the same step
+    int stop = rm->dist.size == 1 && stop_requested;
+    dist_share(&rm->dist, rm->bs, &lo, &hi);
+    while (rm->step < rm->total_steps && !stop) {
         double t0 = util_time_s();
-        for (int j = 0; j < rm->bs; j++) idx[j] = ranking_at(rm, rm->step * rm->bs + j);
+        for (int j = 0; j < rm->bs; j++) {
+            idx[j] = ranking_at(rm, rm->step * rm->bs + j);
+            const RmRank *r = &rm->train.r[idx[j]];   // tokens through the model (global: every rank knows them)
+            for (int i = 0; i < r->k; i++) tokens_since += rm->train.it[r->first + i].len < rm->T ? rm->train.it[r->first + i].len : rm->T;
+        }
         model_zero_grad(&rm->model);
         Stats st = {0};
-        // the step's loss is the mean over its rankings: each ranking's gradient scaled by 1/bs
-        if (run_rankings(rm, &rm->train, idx, rm->bs, 1.0 / rm->bs, &st, err, errlen)) { rc = -1; break; }
+        // the step's loss is the mean over its rankings: each ranking's gradient scaled by 1/bs;
+        // this rank computes rankings [lo, hi) of the step, one allreduce sums the shares
+        if (run_rankings(rm, &rm->train, idx + lo, hi - lo, 1.0 / rm->bs, &st, err, errlen)) { rc = -1; break; }
+        stop = stop_requested;
+        if (rm->dist.size > 1) {
+            dist_allreduce_sum(&rm->dist, rm->model.grads_memory, (int64_t)rm->model.num_params);
+            stats_reduce(&rm->dist, &st, &stop);
+        }
         double loss = st.loss / st.rankings, acc = st.pairs ? st.correct / st.pairs : NAN;
         float lr = lr_at(&sch, oc.lr, rm->step);
         float norm = optim_adamw_step(&rm->model, &oc, lr, rm->step + 1);
@@ -627,34 +687,40 @@ static int train(Rm *rm, char *err, size_t errlen) {
         }
         double dt = util_time_s() - t0;
         pairs_since += st.pairs;
-        if (store_add_metric(rm->db, rm->run_id, rm->step, "train/loss", loss, err, errlen) ||
+        if (main_rank && (store_add_metric(rm->db, rm->run_id, rm->step, "train/loss", loss, err, errlen) ||
             store_add_metric(rm->db, rm->run_id, rm->step, "train/accuracy", acc, err, errlen) ||
             store_add_metric(rm->db, rm->run_id, rm->step, "train/margin", st.pairs ? st.margin / st.pairs : NAN, err, errlen) ||
             store_add_metric(rm->db, rm->run_id, rm->step, "train/lr", lr, err, errlen) ||
             store_add_metric(rm->db, rm->run_id, rm->step, "train/grad_norm", norm, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/comparisons_per_s", (double)st.pairs / dt, err, errlen)) { rc = -1; break; }
+            store_add_metric(rm->db, rm->run_id, rm->step, "train/comparisons_per_s", (double)st.pairs / dt, err, errlen) ||
+            (rm->dist.size > 1 && store_add_metric(rm->db, rm->run_id, rm->step, "train/allreduce_s", rm->dist.allreduce_s, err, errlen)))) { rc = -1; break; }
         char extra[160];
         double el = util_time_s() - t_start;
         snprintf(extra, sizeof extra, "loss %.4f acc %.3f lr %.2e %.0f comparisons/s", loss, acc, lr, el > 0 ? pairs_since / el : 0.0);
-        if (pr.tty) cli_progress_update(&pr, rm->step, extra);
+        if (!main_rank) {}
+        else if (pr.tty) cli_progress_update(&pr, rm->step, extra);
         else if (rm->step % log_every == 0 || rm->step == rm->total_steps || rm->step == first_step + 1)
             fprintf(stderr, "reward: step %lld/%lld %s\n", (long long)rm->step, (long long)rm->total_steps, extra);
         int last = rm->step == rm->total_steps;
         if ((rm->step % eval_every == 0 || last) && rm->valid.n) {
             Stats vs;
             if (evaluate(rm, &rm->valid, &vs, err, errlen) || log_stats(rm, "valid", &vs, rm->step, err, errlen)) { rc = -1; break; }
-            if (pr.tty) cli_progress_end(&pr);
-            print_stats("held-out", &vs, rm->step);
+            if (pr.tty && main_rank) cli_progress_end(&pr);
+            if (main_rank) print_stats("held-out", &vs, rm->step);
         }
         // the last step's save comes after the bias (finish), with the bias in the trainer state
         if (rm->step % save_every == 0 && !last && save_last(rm, err, errlen)) { rc = -1; break; }
     }
     free(idx);
-    if (pr.tty) cli_progress_end(&pr);
+    if (pr.tty && main_rank) cli_progress_end(&pr);
     if (rc) return rc;
-    if (stop_requested) {
+    double el = util_time_s() - t_start;
+    if (main_rank && rm->step > first_step)
+        fprintf(stderr, "reward: trained %lld steps, %lld tokens in %.2f s: %.1f tokens/s\n", (long long)(rm->step - first_step),
+                (long long)tokens_since, el, el > 0 ? (double)tokens_since / el : 0.0);
+    if (stop) {
         if (save_last(rm, err, errlen)) return -1;
-        fprintf(stderr, "reward: interrupted at step %lld; saved %s (rerun the same command to resume)\n", (long long)rm->step, rm->last_dir);
+        if (main_rank) fprintf(stderr, "reward: interrupted at step %lld; saved %s (rerun the same command to resume)\n", (long long)rm->step, rm->last_dir);
         return 1;
     }
     return finish(rm, err, errlen);
@@ -663,25 +729,39 @@ static int train(Rm *rm, char *err, size_t errlen) {
 int cmd_train(int argc, char **argv) {
     Rm rm;
     memset(&rm, 0, sizeof rm);
+    dist_init(&rm.dist, &argc, &argv);
     char err[1024];
-    if (config_new(&rm.cfg, RM_SCHEMA, err, sizeof err)) { fprintf(stderr, "reward train: %s\n", err); return 2; }
+    if (config_new(&rm.cfg, RM_SCHEMA, err, sizeof err)) { fprintf(stderr, "reward train: %s\n", err); dist_abort(&rm.dist, 2); }
     int early = config_parse_args(rm.cfg, argc, argv, "reward train", usage);
-    if (early >= 0) { config_free(rm.cfg); return early; }
+    if (early >= 0) { config_free(rm.cfg); dist_finalize(&rm.dist); return early; }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    int rc = setup(&rm, err, sizeof err);
+    int rc = setup(&rm, err, sizeof err), main_rank = dist_main(&rm.dist);
     if (rc == 0) {
-        fprintf(stderr, "reward: run %lld, %lld steps of %d rankings (micro-batches of up to %d sequences of up to %d tokens), config %s\n",
-                (long long)rm.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T, rm.hash);
+        if (main_rank && rm.dist.size > 1)
+            fprintf(stderr, "reward: %d ranks, each computing %s%d of the %d rankings of every step\n", rm.dist.size,
+                    rm.bs % rm.dist.size ? "up to " : "", (rm.bs + rm.dist.size - 1) / rm.dist.size, rm.bs);
+        if (main_rank)
+            fprintf(stderr, "reward: run %lld, %lld steps of %d rankings (micro-batches of up to %d sequences of up to %d tokens), config %s\n",
+                    (long long)rm.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T, rm.hash);
         rc = train(&rm, err, sizeof err);
     }
-    if (rc < 0) fprintf(stderr, "reward train: %s\n", err);
-    if (rm.db && rm.run_id) {
+    if (rc < 0) {
+        if (rm.dist.size > 1) fprintf(stderr, "reward train: rank %d: %s; stopping every rank\n", rm.dist.rank, err);
+        else fprintf(stderr, "reward train: %s\n", err);
+    }
+    if (main_rank && rm.db && rm.run_id) {
         StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
         char e2[512];
         if (store_set_run_status(rm.db, rm.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2)) fprintf(stderr, "reward train: %s\n", e2);
     }
-    if (rc == 0) fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n", rm.final_dir, rm.last_dir);
+    if (rc == 0 && main_rank) {
+        if (rm.dist.size > 1) fprintf(stderr, "reward: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
+                                      rm.dist.size, rm.dist.allreduce_s, rm.step ? rm.dist.allreduce_s / (double)rm.step : 0.0);
+        fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n", rm.final_dir, rm.last_dir);
+    }
     teardown(&rm);
+    if (rc < 0 && rm.dist.size > 1) dist_abort(&rm.dist, 1);   // the others may wait in an allreduce
+    dist_finalize(&rm.dist);
     return rc == 0 ? 0 : rc > 0 ? 130 : 1;
 }
