@@ -1,8 +1,10 @@
 // One PPO-ptx iteration, in this order:
 //   1. prompts    the next R prompts of the shuffled prompt order (a new order every epoch)
-//   2. generate   responses with the KV cache (gen_generate), generation_batch prompts at a time,
-//                 sampling from the policy (rollout.temperature / top_k / top_p), stopping at the
-//                 end token or after max_new_tokens
+//   2. generate   responses with the KV cache (gen_generate_each), generation_batch prompts at a
+//                 time, sampling from the policy (rollout.temperature / top_k / top_p), stopping at
+//                 the end token or after max_new_tokens. Rollout b samples from its own stream,
+//                 seeded by (a draw from the run's Rng, b): its text does not depend on how the
+//                 batch is cut (generation_batch, or the ranks' shares under MPI)
 //   3. order      the first epoch's minibatch order (a shuffle of the R rollouts, from the run's Rng)
 //   4. score      in those minibatches: the policy (log-probs of the response tokens, entropy),
 //                 the reference (log-probs), the value model (V at every response position) and
@@ -60,9 +62,11 @@ static void shuffle(int32_t *p, int n, Rng *r) {
 static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     double t0 = util_time_s();
     int eot = s->gen.eot_id;
-    memset(s->mask, 0, (size_t)s->R * s->Tpos);
-    for (int c0 = 0; c0 < s->R; c0 += s->gen_B) {
-        int n = s->R - c0 < s->gen_B ? s->R - c0 : s->gen_B, Tp = 0;
+    uint64_t seed = rng_u64(&s->rng);   // every rank draws the same
+    // this rank's rollouts: a contiguous share (all of them in one process)
+    int lo = (int)((int64_t)s->R * s->dist.rank / s->dist.size), hi = (int)((int64_t)s->R * (s->dist.rank + 1) / s->dist.size);
+    for (int c0 = lo; c0 < hi; c0 += s->gen_B) {
+        int n = hi - c0 < s->gen_B ? hi - c0 : s->gen_B, Tp = 0;
         for (int i = 0; i < n; i++) {
             int len = s->prompts[s->pidx[c0 + i]].len;
             if (len > Tp) Tp = len;
@@ -73,9 +77,10 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             memcpy(row, p->ids, (size_t)p->len * sizeof(int32_t));
             for (int t = p->len; t < Tp; t++) row[t] = 0;
             s->g_plen[i] = p->len;
+            rng_init(&s->g_rng[i], data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, seed), (uint64_t)(c0 + i))));
         }
-        if (gen_generate(&s->policy, &s->kv, &s->sampler, &s->gen, &s->rng, s->g_prompts, s->g_plen, n, Tp,
-                         s->g_out, s->g_olen, NULL, NULL, err, errlen)) return -1;
+        if (gen_generate_each(&s->policy, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts, s->g_plen, n, Tp,
+                              s->g_out, s->g_olen, NULL, NULL, err, errlen)) return -1;
         for (int i = 0; i < n; i++) {
             int b = c0 + i, pl = s->g_plen[i], rl = s->g_olen[i];
             int32_t *row = s->seq + (size_t)b * s->Tseq;
@@ -84,12 +89,21 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             s->plen[b] = pl;
             s->rlen[b] = rl;
             s->ended[b] = rl > 0 && eot >= 0 && row[pl + rl - 1] == eot;
-            memset(s->mask + (size_t)b * s->Tpos + pl - 1, 1, (size_t)rl);
-            st->gen_tokens += rl;
-            st->seq_tokens += pl + rl - 1;
         }
     }
     st->t_gen = util_time_s() - t0;
+    // every rank gets every rank's rollouts (equal shares: N divides R)
+    int64_t share = s->R / s->dist.size;
+    dist_allgather(&s->dist, s->seq, share * s->Tseq * (int64_t)sizeof(int32_t));
+    dist_allgather(&s->dist, s->plen, share * (int64_t)sizeof(int32_t));
+    dist_allgather(&s->dist, s->rlen, share * (int64_t)sizeof(int32_t));
+    dist_allgather(&s->dist, s->ended, share * (int64_t)sizeof(int32_t));
+    memset(s->mask, 0, (size_t)s->R * s->Tpos);
+    for (int b = 0; b < s->R; b++) {
+        memset(s->mask + (size_t)b * s->Tpos + s->plen[b] - 1, 1, (size_t)s->rlen[b]);
+        st->gen_tokens += s->rlen[b];
+        st->seq_tokens += s->plen[b] + s->rlen[b] - 1;
+    }
     return 0;
 }
 
@@ -145,9 +159,16 @@ static void scatter(const Ppo *s, float *dst, const int32_t *idx, int n, int T, 
 
 static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     char e[512];
+    size_t RT = (size_t)s->R * s->Tpos;
+    if (s->dist.size > 1) {   // each row is written by one rank, the others add zeros
+        float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
+        for (int i = 0; i < 4; i++) memset(f[i], 0, RT * sizeof(float));
+        memset(s->score, 0, (size_t)s->R * sizeof(float));
+    }
     for (int k = 0; k < s->R / s->mb; k++) {
-        const int32_t *idx = s->perm + (size_t)k * s->mb;
-        int n = s->mb;
+        // this rank's rows of minibatch k: the rows it will train on in the first epoch
+        const int32_t *idx = s->perm + (size_t)k * s->mb + (size_t)s->dist.rank * s->mbl;
+        int n = s->mbl;
         ModelBatch b;
         int T = batch_policy(s, idx, n, &b);
         double t0 = util_time_s();
@@ -177,6 +198,11 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         st->t_ref += t2 - t1;
         st->t_value += t3 - t2;
         st->t_reward += t4 - t3;
+    }
+    if (s->dist.size > 1) {   // gathered by summing: x + 0 is exact
+        float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
+        for (int i = 0; i < 4; i++) dist_allreduce_sum(&s->dist, f[i], (int64_t)RT);
+        dist_allreduce_sum(&s->dist, s->score, s->R);
     }
     return 0;
 }
@@ -224,17 +250,26 @@ static void advantages(Ppo *s, PpoStats *st) {
 // ---------------------------------------------------------------------------------------------
 // 6. one minibatch update: 0 stepped, 1 skipped (why says why), -1 error
 
-static int update(Ppo *s, const int32_t *idx, int first, PpoStats *st, char *why, size_t whylen, char *err, size_t errlen) {
-    int n = s->mb;
+static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *why, size_t whylen, char *err, size_t errlen) {
+    // idx_mb: the minibatch's mb rows; this rank computes its mbl of them, weighted by the whole
+    // minibatch's token count, so that the ranks' gradients add up to one process's
+    const int32_t *idx = idx_mb + (size_t)s->dist.rank * s->mbl;
+    int n = s->mbl;
     char e[512];
     ModelBatch b;
     int T = batch_policy(s, idx, n, &b);
-    int64_t NT = (int64_t)n * T, ntok = 0;
-    for (int i = 0; i < n; i++) ntok += s->rlen[idx[i]];
+    int64_t NT = (int64_t)n * T, ntok = 0, mbtok = 0;
+    for (int i = 0; i < s->mb; i++) ntok += s->rlen[idx_mb[i]];
+    for (int i = 0; i < s->mb; i++) mbtok += s->plen[idx_mb[i]] + s->rlen[idx_mb[i]] - 1;
     for (int64_t j = 0; j < NT; j++) s->b_w[j] = s->b_tgt[j] >= 0 ? (float)(1.0 / (double)ntok) : 0.0f;
+    // A NaN or Inf found by any rank skips the minibatch on all: each rank does its share (what
+    // it can), then one small reduction of flags and statistics decides.
+    enum { BAD_POLICY, BAD_VALUE, BAD_PTX, P_LOSS, P_CLIP, P_AKL, P_RATIO, P_NTOK, P_NONFIN, V_LOSS, V_CLIP, V_NTOK, V_NONFIN, PTX, NRED };
+    double red[NRED] = {0};
 
     double t0 = util_time_s();
     model_zero_grad(&s->policy);
+    model_zero_grad(&s->value);
     // policy: clipped surrogate
     if (model_forward(&s->policy, &b, 0, e, sizeof e)) return util_err(err, errlen, "policy: %s", e);
     model_get_logp(&s->policy, s->b_x);
@@ -243,44 +278,64 @@ static int update(Ppo *s, const int32_t *idx, int first, PpoStats *st, char *why
     PpoPolicyStats ps;
     ppo_policy_loss(s->b_x, s->b_o, s->b_a, s->b_w, NT, s->clip, s->b_d, &ps);
     if (s->nan_from > 0 && s->iteration + 1 >= s->nan_from) { ps.loss = NAN; ps.n_nonfinite++; }   // fault injection
-    if (first) st->first_ratio_dev = ps.max_ratio_dev;
-    if (ps.n_nonfinite || !isfinite(ps.loss)) {
-        snprintf(why, whylen, "policy loss %g: %lld of %lld ratios or loss terms are NaN/Inf", ps.loss, (long long)ps.n_nonfinite, (long long)ps.n_tokens);
-        return 1;
-    }
-    model_backward(&s->policy, &b, s->b_d, NULL);
+    red[P_LOSS] = ps.loss; red[P_NTOK] = (double)ps.n_tokens; red[P_NONFIN] = (double)ps.n_nonfinite;
+    // the ratios' means weighted by this rank's tokens: the sums over ranks are the minibatch's
+    red[P_CLIP] = ps.clip_frac * ps.n_tokens; red[P_AKL] = ps.approx_kl * ps.n_tokens; red[P_RATIO] = ps.ratio_mean * ps.n_tokens;
+    red[BAD_POLICY] = ps.n_nonfinite || !isfinite(ps.loss);
+    if (!red[BAD_POLICY]) model_backward(&s->policy, &b, s->b_d, NULL);
     double tv = util_time_s();
     // value: clipped regression to the returns
-    model_zero_grad(&s->value);
-    ModelBatch vb = b;
-    vb.targets = NULL;
-    if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
-    model_get_values(&s->value, s->b_x);
-    gather(s, s->old_values, idx, n, T, s->b_o);
-    gather(s, s->ret, idx, n, T, s->b_a);
-    PpoValueStats vs;
-    ppo_value_loss(s->b_x, s->b_o, s->b_a, s->b_w, NT, s->value_clip, s->b_d, &vs);
-    if (vs.n_nonfinite || !isfinite(vs.loss)) {
-        snprintf(why, whylen, "value loss %g: %lld of %lld terms are NaN/Inf", vs.loss, (long long)vs.n_nonfinite, (long long)vs.n_tokens);
-        return 1;
+    if (!red[BAD_POLICY]) {
+        ModelBatch vb = b;
+        vb.targets = NULL;
+        if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
+        model_get_values(&s->value, s->b_x);
+        gather(s, s->old_values, idx, n, T, s->b_o);
+        gather(s, s->ret, idx, n, T, s->b_a);
+        PpoValueStats vs;
+        ppo_value_loss(s->b_x, s->b_o, s->b_a, s->b_w, NT, s->value_clip, s->b_d, &vs);
+        red[V_LOSS] = vs.loss; red[V_CLIP] = vs.clip_frac * vs.n_tokens; red[V_NTOK] = (double)vs.n_tokens; red[V_NONFIN] = (double)vs.n_nonfinite;
+        red[BAD_VALUE] = vs.n_nonfinite || !isfinite(vs.loss);
+        if (!red[BAD_VALUE]) model_backward(&s->value, &vb, NULL, s->b_d);
     }
-    model_backward(&s->value, &vb, NULL, s->b_d);
     double t1 = util_time_s();
-    // pretraining mix: LM loss * ptx.coef, accumulated into the same policy gradients
-    double ptx = 0.0;
+    // pretraining mix: LM loss * ptx.coef, accumulated into the same policy gradients; chunk c
+    // on rank c mod N, every rank reading every chunk so that the data cursors stay equal
     if (s->has_ptx) {
         float w = (float)((double)s->ptx_coef / ((double)s->ptx_B * s->ptx_T));
         for (int c = 0; c < s->ptx_B / s->ptx_chunk; c++) {
             tokfile_iter_next(&s->ptx_it, &s->ptx_batch, w);
+            if (c % s->dist.size != s->dist.rank || red[BAD_POLICY] || red[BAD_VALUE] || red[BAD_PTX]) continue;
             ModelBatch pb = data_batch_model(&s->ptx_batch);
             if (model_forward(&s->policy, &pb, 0, e, sizeof e)) return util_err(err, errlen, "ptx: %s", e);
-            if (!isfinite(s->policy.loss)) { snprintf(why, whylen, "pretraining loss %g", (double)s->policy.loss); return 1; }
-            ptx += s->policy.loss;
+            red[PTX] += s->policy.loss;
+            if (!isfinite(s->policy.loss)) { red[BAD_PTX] = 1; continue; }
             model_backward(&s->policy, &pb, NULL, NULL);
         }
-        st->ptx_tokens += (int64_t)s->ptx_B * s->ptx_T;
     }
     double t2 = util_time_s();
+    dist_allreduce_sum_double(&s->dist, red, NRED);
+    if (first) {
+        double dev = ps.max_ratio_dev;
+        dist_allreduce_max_double(&s->dist, &dev, 1);
+        st->first_ratio_dev = dev;
+    }
+    if (red[BAD_POLICY]) {
+        snprintf(why, whylen, "policy loss %g: %lld of %lld ratios or loss terms are NaN/Inf", red[P_LOSS], (long long)red[P_NONFIN], (long long)red[P_NTOK]);
+        return 1;
+    }
+    if (red[BAD_VALUE]) {
+        snprintf(why, whylen, "value loss %g: %lld of %lld terms are NaN/Inf", red[V_LOSS], (long long)red[V_NONFIN], (long long)red[V_NTOK]);
+        return 1;
+    }
+    if (red[BAD_PTX]) { snprintf(why, whylen, "pretraining loss %g", red[PTX]); return 1; }
+    if (s->dist.size > 1) {   // one allreduce per model and optimizer step
+        double ta = util_time_s();
+        dist_allreduce_sum(&s->dist, s->policy.grads_memory, (int64_t)s->policy.num_params);
+        dist_allreduce_sum(&s->dist, s->value.grads_memory, (int64_t)s->value.num_params);
+        st->t_allreduce += util_time_s() - ta;
+    }
+    double t2b = util_time_s();
     float gp = optim_grad_norm(&s->policy), gv = optim_grad_norm(&s->value);
     if (!isfinite(gp) || !isfinite(gv)) {
         snprintf(why, whylen, "gradient norm not finite (policy %g, value %g)", (double)gp, (double)gv);
@@ -295,16 +350,17 @@ static int update(Ppo *s, const int32_t *idx, int first, PpoStats *st, char *why
     st->t_train_ppo += (t1 - t0) + (t3 - t2);
     st->t_up_policy += tv - t0;
     st->t_up_value += t1 - tv;
-    st->t_up_optim += t3 - t2;
+    st->t_up_optim += t3 - t2b;
     st->t_train_ptx += t2 - t1;
-    for (int i = 0; i < n; i++) st->ppo_tokens += s->plen[idx[i]] + s->rlen[idx[i]] - 1;
-    st->policy_loss += ps.loss;
-    st->clip_frac += ps.clip_frac;
-    st->approx_kl += ps.approx_kl;
-    st->ratio_mean += ps.ratio_mean;
-    st->value_loss += vs.loss;
-    st->value_clip_frac += vs.clip_frac;
-    st->ptx_loss += s->has_ptx ? ptx / s->ptx_coef : 0.0;
+    st->ppo_tokens += mbtok;
+    if (s->has_ptx) st->ptx_tokens += (int64_t)s->ptx_B * s->ptx_T;
+    st->policy_loss += red[P_LOSS];
+    st->clip_frac += red[P_NTOK] > 0 ? red[P_CLIP] / red[P_NTOK] : 0.0;
+    st->approx_kl += red[P_NTOK] > 0 ? red[P_AKL] / red[P_NTOK] : 0.0;
+    st->ratio_mean += red[P_NTOK] > 0 ? red[P_RATIO] / red[P_NTOK] : 0.0;
+    st->value_loss += red[V_LOSS];
+    st->value_clip_frac += red[V_NTOK] > 0 ? red[V_CLIP] / red[V_NTOK] : 0.0;
+    st->ptx_loss += s->has_ptx ? red[PTX] / s->ptx_coef : 0.0;
     st->grad_norm += gp;
     st->value_grad_norm += gv;
     st->minibatches++;
@@ -330,7 +386,8 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             if (rc == 0) { s->bad_streak = 0; continue; }
             st->skipped++;
             s->bad_streak++;
-            fprintf(stderr, "ppo: warning: iteration %lld, epoch %d, minibatch %d skipped: %s\n", (long long)it, ep + 1, k + 1, why);
+            if (dist_main(&s->dist))
+                fprintf(stderr, "ppo: warning: iteration %lld, epoch %d, minibatch %d skipped: %s\n", (long long)it, ep + 1, k + 1, why);
             if (s->bad_streak >= s->max_bad) {
                 util_err(err, errlen, "iteration %lld: %lld minibatches in a row had a NaN or Inf (last: %s)",
                          (long long)it, (long long)s->bad_streak, why);
@@ -425,7 +482,7 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
         {"time/generate_s", st->t_gen}, {"time/score_policy_s", st->t_policy}, {"time/score_reference_s", st->t_ref},
         {"time/score_value_s", st->t_value}, {"time/score_reward_s", st->t_reward},
         {"time/train_ppo_s", st->t_train_ppo}, {"time/train_ptx_s", st->t_train_ptx},
-        {"time/train_policy_s", st->t_up_policy}, {"time/train_value_s", st->t_up_value}, {"time/train_optim_s", st->t_up_optim},
+        {"time/allreduce_s", st->t_allreduce}, {"time/train_policy_s", st->t_up_policy}, {"time/train_value_s", st->t_up_value}, {"time/train_optim_s", st->t_up_optim},
         {"count/gen_tokens", (double)st->gen_tokens}, {"count/sequence_tokens", (double)st->seq_tokens},
         {"count/reward_tokens", (double)(st->seq_tokens + s->R)},
         {"count/train_ppo_tokens", (double)st->ppo_tokens}, {"count/train_ptx_tokens", (double)st->ptx_tokens},

@@ -5,6 +5,10 @@
 // updates; see iteration.c), log to the terminal and the workspace database, save. Killed at any
 // moment, the same command resumes from OUT.DIR/last and ends with the same weights as an
 // uninterrupted run (same thread count).
+//
+// Under MPI (make MPI=1; mpirun -np N ppo ...) the ranks share every iteration's work (see
+// trainer.h) and end with one process's result for the same rollout batch; rank 0 alone writes
+// the checkpoints, the database rows and the progress lines; a rank that fails stops them all.
 #include "cli.h"
 #include "trainer.h"
 #include "util.h"
@@ -108,7 +112,12 @@ static void log_line(const Ppo *s, const PpoStats *st) {
 
 static int train(Ppo *s, char *err, size_t errlen) {
     int64_t save_every = config_get_int(s->cfg, "save.every"), log_every = config_get_int(s->cfg, "log.every");
-    while (s->iteration < s->iterations && !ppo_stop_requested) {
+    int main_rank = dist_main(&s->dist);
+    // the ranks agree on stopping: a signal seen by any rank stops all after the same iteration
+    int stop = s->dist.size == 1 && ppo_stop_requested;
+    double t_start = util_time_s();
+    int64_t first = s->iteration, tokens = 0;
+    while (s->iteration < s->iterations && !stop) {
         PpoStats st;
         int rc = ppo_iteration(s, &st, err, errlen);
         if (rc < 0) return -1;
@@ -124,14 +133,25 @@ static int train(Ppo *s, char *err, size_t errlen) {
                             "train.value_lr or check the reward model", why);
         }
         s->iteration++;
-        if (ppo_record(s, &st, err, errlen)) return -1;
-        if (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1) log_line(s, &st);
-        if (s->iteration % save_every == 0 || s->iteration == s->iterations || ppo_stop_requested)
+        double flag = ppo_stop_requested;
+        dist_allreduce_sum_double(&s->dist, &flag, 1);
+        stop = flag > 0;
+        // tokens through the models: generated, scored (policy, reference, value, reward), trained
+        tokens += st.gen_tokens + 4 * st.seq_tokens + s->R + 2 * st.ppo_tokens + st.ptx_tokens;
+        s->t_allreduce += st.t_allreduce;
+        s->run_steps += st.minibatches;
+        if (main_rank && ppo_record(s, &st, err, errlen)) return -1;
+        if (main_rank && (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1)) log_line(s, &st);
+        if (s->iteration % save_every == 0 || s->iteration == s->iterations || stop)
             if (ppo_save_last(s, err, errlen)) return -1;
     }
-    if (ppo_stop_requested && s->iteration < s->iterations) {
+    double el = util_time_s() - t_start;
+    if (main_rank && s->iteration > first)
+        fprintf(stderr, "ppo: trained %lld iterations, %lld tokens in %.2f s: %.1f tokens/s\n", (long long)(s->iteration - first),
+                (long long)tokens, el, el > 0 ? (double)tokens / el : 0.0);
+    if (stop && s->iteration < s->iterations) {
         if (s->saved_iteration != s->iteration && ppo_save_last(s, err, errlen)) return -1;
-        fprintf(stderr, "ppo: interrupted at iteration %lld; saved %s (rerun the same command to resume)\n", (long long)s->iteration, s->last_dir);
+        if (main_rank) fprintf(stderr, "ppo: interrupted at iteration %lld; saved %s (rerun the same command to resume)\n", (long long)s->iteration, s->last_dir);
         return 1;
     }
     return ppo_save_final(s, err, errlen);
@@ -140,26 +160,42 @@ static int train(Ppo *s, char *err, size_t errlen) {
 int main(int argc, char **argv) {
     Ppo s;
     memset(&s, 0, sizeof s);
+    dist_init(&s.dist, &argc, &argv);
     char err[2048];
-    if (config_new(&s.cfg, PPO_SCHEMA, err, sizeof err)) { fprintf(stderr, "ppo: %s\n", err); return 2; }
+    if (config_new(&s.cfg, PPO_SCHEMA, err, sizeof err)) { fprintf(stderr, "ppo: %s\n", err); dist_abort(&s.dist, 2); }
     int early = config_parse_args(s.cfg, argc - 1, argv + 1, "ppo", usage);
-    if (early >= 0) { config_free(s.cfg); return early; }
+    if (early >= 0) { config_free(s.cfg); dist_finalize(&s.dist); return early; }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    int rc = ppo_setup(&s, err, sizeof err);
+    int rc = ppo_setup(&s, err, sizeof err), main_rank = dist_main(&s.dist);
     if (rc == 0) {
-        fprintf(stderr, "ppo: run %lld, %lld iterations of %d episodes (%d epochs of %d minibatches), responses up to %d tokens, "
-                "ptx %s, config %s\n", (long long)s.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb, s.max_new,
-                s.has_ptx ? "on" : "off", s.hash);
+        if (main_rank && s.dist.size > 1)
+            fprintf(stderr, "ppo: %d ranks, each generating %d of the %d rollouts and computing %d of the %d episodes of every minibatch\n",
+                    s.dist.size, s.R / s.dist.size, s.R, s.mbl, s.mb);
+        if (main_rank)
+            fprintf(stderr, "ppo: run %lld, %lld iterations of %d episodes (%d epochs of %d minibatches), responses up to %d tokens, "
+                    "ptx %s, config %s\n", (long long)s.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb, s.max_new,
+                    s.has_ptx ? "on" : "off", s.hash);
         rc = train(&s, err, sizeof err);
     }
-    if (rc < 0) fprintf(stderr, "ppo: %s\n", err);
-    if (s.db && s.run_id) {
+    if (rc < 0) {
+        if (s.dist.size > 1) fprintf(stderr, "ppo: rank %d: %s; stopping every rank\n", s.dist.rank, err);
+        else fprintf(stderr, "ppo: %s\n", err);
+    }
+    if (main_rank && s.db && s.run_id) {
         StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
         char e2[512];
         if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2)) fprintf(stderr, "ppo: %s\n", e2);
     }
-    if (rc == 0) fprintf(stderr, "ppo: done: %s (the policy%s), %s (resumable state)\n", s.final_dir, s.has_ema ? ", EMA weights" : "", s.last_dir);
+    if (rc == 0 && main_rank) {
+        if (s.dist.size > 1)
+            fprintf(stderr, "ppo: %d ranks, weights identical on every rank at every save; %.3f s in gradient allreduces (%.4f s per step), "
+                    "%.3f s in all allreduces\n", s.dist.size, s.t_allreduce, s.run_steps ? s.t_allreduce / (double)s.run_steps : 0.0,
+                    s.dist.allreduce_s);
+        fprintf(stderr, "ppo: done: %s (the policy%s), %s (resumable state)\n", s.final_dir, s.has_ema ? ", EMA weights" : "", s.last_dir);
+    }
     ppo_teardown(&s);
+    if (rc < 0 && s.dist.size > 1) dist_abort(&s.dist, 1);   // the others may wait in an allreduce
+    dist_finalize(&s.dist);
     return rc == 0 ? 0 : rc > 0 ? 130 : 1;
 }

@@ -218,7 +218,8 @@ static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
         fp = data_hash_bytes(fp, s->prompts[i].ids, (size_t)s->prompts[i].len * sizeof(int32_t));
     }
     s->prompt_fp = data_hash_mix(fp);
-    fprintf(stderr, "ppo: %lld prompts, longest %d tokens; %lld dropped and %lld cut on the left as longer than %d\n",
+    if (dist_main(&s->dist))
+        fprintf(stderr, "ppo: %lld prompts, longest %d tokens; %lld dropped and %lld cut on the left as longer than %d\n",
             (long long)s->n_prompts, s->Tp, (long long)c.n_dropped, (long long)c.n_cut, c.Tlimit);
     s->order = MALLOC_CHECK((size_t)s->n_prompts * sizeof(int64_t));
     return 0;
@@ -240,10 +241,11 @@ static int load_ptx(Ppo *s, char *err, size_t errlen) {
     char path[4200];
     if (nf > 0) {
         snprintf(path, sizeof path, "%s/ptx.tok", s->out_dir);
-        if (!exists(path)) {   // tokenized once, then memory-mapped on every run
+        if (dist_main(&s->dist) && !exists(path)) {   // tokenized once (by rank 0), then memory-mapped on every run
             fprintf(stderr, "ppo: tokenizing %lld pretraining file(s) into %s\n", (long long)nf, path);
             if (tokfile_write_text(path, s->tok, files, (size_t)nf, NULL, NULL, err, errlen)) return -1;
         }
+        dist_barrier(&s->dist);
         tokpath = path;
     }
     if (tokfile_open(&s->ptx_file, tokpath, s->tok, s->policy.config.vocab_size, err, errlen)) return -1;
@@ -287,14 +289,14 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     PlanRow rows[8];
     int n = 0;
 #define ROW(w, b, ...) do { rows[n].what = (w); rows[n].bytes = (b); snprintf(rows[n].detail, sizeof rows[n].detail, __VA_ARGS__); n++; } while (0)
-    ROW("policy", model_memory_bytes(pc, s->mb, pT, 1), "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mb, pT);
-    ROW("reference", model_memory_bytes(rc, s->mb, s->Tpos, 0), "frozen: weights, one layer of activations for %d x %d", s->mb, s->Tpos);
-    ROW("reward", model_memory_bytes(wc, s->mb, s->Tseq, 0), "frozen, score head: weights, one layer of activations for %d x %d", s->mb, s->Tseq);
-    ROW("value", model_memory_bytes(vc, s->mb, s->Tpos, 1), "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mb, s->Tpos);
+    ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1), "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
+    ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0), "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
+    ROW("reward", model_memory_bytes(wc, s->mbl, s->Tseq, 0), "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Tseq);
+    ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1), "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl, s->Tpos);
     if (s->has_ema) ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)", (double)s->ema_decay);
     ROW("kv cache", kv_memory_bytes(pc, s->gen_B, s->Tseq, max_rows), "generation: %d sequences x %d positions", s->gen_B, s->Tseq);
     size_t R = (size_t)s->R, rollout = R * s->Tseq * 4 + R * s->Tpos * (7 * 4 + 1) + R * 40 +
-                                       (size_t)s->mb * s->Tseq * (3 * 4 + 5 * 4) +
+                                       (size_t)s->mbl * s->Tseq * (3 * 4 + 5 * 4) +
                                        (size_t)s->gen_B * ((size_t)s->Tp + s->max_new + 2) * 4 + (size_t)pc->vocab_size * 8 +
                                        (size_t)s->ptx_chunk * s->ptx_T * 20;
     ROW("buffers", rollout, "%d rollouts, minibatch, generation and ptx batches", s->R);
@@ -305,14 +307,17 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     int from_config = lim > 0;
     if (!from_config) lim = mem_available();
     char b[32], t[32], l[32];
-    fprintf(stderr, "ppo: memory plan (%d rollouts of up to %d tokens, minibatch %d, generation batch %d):\n", s->R, s->Tseq, s->mb, s->gen_B);
-    for (int i = 0; i < n; i++) {
-        util_format_bytes(b, sizeof b, (double)rows[i].bytes);
-        fprintf(stderr, "ppo:   %-10s %10s  %s\n", rows[i].what, b, rows[i].detail);
-    }
     util_format_bytes(t, sizeof t, (double)total);
     util_format_bytes(l, sizeof l, lim);
-    fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable)" : "(unknown: not checked)");
+    if (dist_main(&s->dist)) {
+        fprintf(stderr, "ppo: memory plan (%d rollouts of up to %d tokens, minibatch %d, generation batch %d)%s:\n", s->R, s->Tseq, s->mb, s->gen_B,
+                s->dist.size > 1 ? ", per rank" : "");
+        for (int i = 0; i < n; i++) {
+            util_format_bytes(b, sizeof b, (double)rows[i].bytes);
+            fprintf(stderr, "ppo:   %-10s %10s  %s\n", rows[i].what, b, rows[i].detail);
+        }
+    }
+    if (dist_main(&s->dist)) fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable)" : "(unknown: not checked)");
     if (lim > 0 && (double)total > lim)
         return util_err(err, errlen, "the memory plan needs %s but only %s is %s: lower ppo.minibatch_size (activations of all four models), "
                         "rollout.generation_batch (KV cache), rollout.max_new_tokens or data.max_prompt_tokens (sequence length)%s, "
@@ -345,7 +350,17 @@ static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char
     return 0;
 }
 
+// 1 when the policy, value and EMA weights are the same bytes on every rank.
+static int ranks_identical(Ppo *s) {
+    int same = dist_identical(&s->dist, s->policy.params_memory, (int64_t)(s->policy.num_params * sizeof(float)));
+    same &= dist_identical(&s->dist, s->value.params_memory, (int64_t)(s->value.num_params * sizeof(float)));
+    if (s->has_ema) same &= dist_identical(&s->dist, s->ema.params_memory, (int64_t)(s->ema.num_params * sizeof(float)));
+    return same;
+}
+
 int ppo_save_last(Ppo *s, char *err, size_t errlen) {
+    if (!ranks_identical(s)) return util_err(err, errlen, "iteration %lld: the ranks' weights differ", (long long)s->iteration);
+    if (!dist_main(&s->dist)) { s->saved_iteration = s->iteration; return 0; }
     char tmp[4200], old[4200], p[4300], e2[256];
     if (group_recover(s, err, errlen)) return -1;
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", s->last_dir, (long)getpid());
@@ -388,6 +403,8 @@ fail:
 }
 
 int ppo_save_final(Ppo *s, char *err, size_t errlen) {
+    if (!ranks_identical(s)) return util_err(err, errlen, "the ranks' final weights differ");
+    if (!dist_main(&s->dist)) return 0;
     int eot = tok_eot(s->tok);
     CkptSaveOptions so = {.tokenizer_dir = s->tok_dir, .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
     if (ckpt_save(s->final_dir, s->has_ema ? &s->ema : &s->policy, &so, err, errlen)) return -1;
@@ -428,9 +445,11 @@ static void read_settings(Ppo *s) {
     Config *c = s->cfg;
     s->R = (int)config_get_int(c, "rollout.batch_size");
     s->gen_B = (int)config_get_int(c, "rollout.generation_batch");
-    if (s->gen_B == 0 || s->gen_B > s->R) s->gen_B = s->R;
+    if (s->gen_B == 0 || s->gen_B > s->R / s->dist.size) s->gen_B = s->R / s->dist.size;   // each rank generates R/N
+    if (s->gen_B < 1) s->gen_B = 1;
     s->max_new = (int)config_get_int(c, "rollout.max_new_tokens");
     s->mb = (int)config_get_int(c, "ppo.minibatch_size");
+    s->mbl = s->mb / s->dist.size;
     s->epochs = (int)config_get_int(c, "ppo.epochs");
     s->iterations = config_get_int(c, "train.iterations");
     s->clip = (float)config_get_double(c, "ppo.clip");
@@ -466,7 +485,7 @@ static void read_settings(Ppo *s) {
 }
 
 static void alloc_buffers(Ppo *s) {
-    size_t R = (size_t)s->R, RT = R * (size_t)s->Tpos, M = (size_t)s->mb * s->Tseq;
+    size_t R = (size_t)s->R, RT = R * (size_t)s->Tpos, M = (size_t)s->mbl * s->Tseq;
     s->seq = CALLOC_CHECK(R * s->Tseq, sizeof(int32_t));
     s->plen = CALLOC_CHECK(R, sizeof(int32_t));
     s->rlen = CALLOC_CHECK(R, sizeof(int32_t));
@@ -480,13 +499,14 @@ static void alloc_buffers(Ppo *s) {
     s->perm = CALLOC_CHECK(R, sizeof(int32_t));
     s->b_tok = CALLOC_CHECK(M, sizeof(int32_t));
     s->b_tgt = CALLOC_CHECK(M, sizeof(int32_t));
-    s->b_len = CALLOC_CHECK((size_t)s->mb, sizeof(int32_t));
+    s->b_len = CALLOC_CHECK((size_t)s->mbl, sizeof(int32_t));
     float **g[5] = {&s->b_x, &s->b_o, &s->b_a, &s->b_w, &s->b_d};
     for (int i = 0; i < 5; i++) *g[i] = CALLOC_CHECK(M, sizeof(float));
     s->g_prompts = CALLOC_CHECK((size_t)s->gen_B * s->Tp, sizeof(int32_t));
     s->g_plen = CALLOC_CHECK((size_t)s->gen_B, sizeof(int32_t));
     s->g_out = CALLOC_CHECK((size_t)s->gen_B * s->max_new, sizeof(int32_t));
     s->g_olen = CALLOC_CHECK((size_t)s->gen_B, sizeof(int32_t));
+    s->g_rng = CALLOC_CHECK((size_t)s->gen_B, sizeof(Rng));
 }
 
 int ppo_setup(Ppo *s, char *err, size_t errlen) {
@@ -512,10 +532,16 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     s->saved_iteration = -1;
     if (s->R % s->mb)
         return util_err(err, errlen, "rollout.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)", s->R, s->mb);
+    if (s->mb % s->dist.size)
+        return util_err(err, errlen, "ppo.minibatch_size (%d) must be a multiple of the number of ranks (%d): each rank takes an equal share of every minibatch",
+                        s->mb, s->dist.size);
     int64_t th = config_get_int(cfg, "train.threads");
     if (th > 0) omp_set_num_threads((int)th);
-    if (store_open(&s->db, s->db_path, err, errlen) || store_reap_runs(s->db, NULL, err, errlen)) return -1;
-    if (group_recover(s, err, errlen)) return -1;
+    // rank 0 opens (and migrates) the workspace and repairs OUT.DIR/last; then the others read
+    if (dist_main(&s->dist) && (store_open(&s->db, s->db_path, err, errlen) || store_reap_runs(s->db, NULL, err, errlen) ||
+                                group_recover(s, err, errlen))) return -1;
+    dist_barrier(&s->dist);
+    if (!dist_main(&s->dist) && store_open(&s->db, s->db_path, err, errlen)) return -1;
 
     CkptTrainerState st;
     int resumed = try_resume(s, &st, err, errlen);
@@ -529,7 +555,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     char terr[TOK_ERR_LEN];
     if (tok_load(&s->tok, s->tok_dir, terr)) return util_err(err, errlen, "tokenizer: %s", terr);
     s->gen.eot_id = tok_eot(s->tok);
-    if (s->gen.eot_id < 0) fprintf(stderr, "ppo: warning: the tokenizer has no <|endoftext|>: responses always run to rollout.max_new_tokens\n");
+    if (s->gen.eot_id < 0 && dist_main(&s->dist)) fprintf(stderr, "ppo: warning: the tokenizer has no <|endoftext|>: responses always run to rollout.max_new_tokens\n");
 
     ModelConfig pc, rc, wc, vc;
     if (role_config("model.policy", pol_from, 1, &pc, err, errlen) || role_config("model.reference", ref, 1, &rc, err, errlen) ||
@@ -546,19 +572,22 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     if (tok_vocab_size(s->tok) > pc.vocab_size)
         return util_err(err, errlen, "the tokenizer has %lld tokens, more than the models' vocabulary %d", (long long)tok_vocab_size(s->tok), pc.vocab_size);
     if (load_prompts(s, context, err, errlen)) return -1;
+    if (!dist_identical(&s->dist, &s->prompt_fp, sizeof s->prompt_fp))
+        return util_err(err, errlen, "the ranks read different prompts (data.format db: was the workspace changed meanwhile?)");
     s->Tseq = s->Tp + s->max_new;
     s->Tpos = s->Tseq - 1;
     if (s->Tpos < 1) s->Tpos = 1;
 
-    // pretraining batches: ptx.batch_size windows per minibatch, in chunks of at most mb rows
+    // pretraining batches: ptx.batch_size windows per minibatch, in chunks of at most mbl rows
     s->ptx_T = (int)config_get_int(cfg, "ptx.seq_len");
     if (s->ptx_T == 0) s->ptx_T = s->Tpos;
     if (s->ptx_T > pc.max_seq_len) return util_err(err, errlen, "ptx.seq_len %d exceeds the policy's context %d", s->ptx_T, pc.max_seq_len);
     s->ptx_B = (int)config_get_int(cfg, "ptx.batch_size");
     if (s->ptx_B == 0) s->ptx_B = 8 * s->mb;   // InstructGPT: 8x as much pretraining data as episodes
-    s->ptx_chunk = s->ptx_B < s->mb ? s->ptx_B : s->mb;
+    s->ptx_chunk = s->ptx_B < s->mbl ? s->ptx_B : s->mbl;
     if (s->ptx_B % s->ptx_chunk)
-        return util_err(err, errlen, "ptx.batch_size (%d) must be a multiple of ppo.minibatch_size (%d) when larger", s->ptx_B, s->mb);
+        return util_err(err, errlen, "ptx.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)%s when larger", s->ptx_B, s->mb,
+                        s->dist.size > 1 ? " divided by the number of ranks" : "");
     if (config_get_double(cfg, "ptx.coef") == 0.0) { s->ptx_T = 0; s->ptx_chunk = 0; }   // plain PPO
 
     int max_rows = s->gen_B * s->Tp;
@@ -567,10 +596,10 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
 
     int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
     char e[1024];
-    if (model_init(&s->policy, &pc, s->mb, pT, 1, 0, e, sizeof e)) return util_err(err, errlen, "model.policy: %s", e);
-    if (model_init(&s->ref, &rc, s->mb, s->Tpos, 0, 0, e, sizeof e)) return util_err(err, errlen, "model.reference: %s", e);
-    if (model_init(&s->reward, &wc, s->mb, s->Tseq, 0, 0, e, sizeof e)) return util_err(err, errlen, "model.reward: %s", e);
-    if (model_init(&s->value, &vc, s->mb, s->Tpos, 1, 0, e, sizeof e)) return util_err(err, errlen, "model.value: %s", e);
+    if (model_init(&s->policy, &pc, s->mbl, pT, 1, 0, e, sizeof e)) return util_err(err, errlen, "model.policy: %s", e);
+    if (model_init(&s->ref, &rc, s->mbl, s->Tpos, 0, 0, e, sizeof e)) return util_err(err, errlen, "model.reference: %s", e);
+    if (model_init(&s->reward, &wc, s->mbl, s->Tseq, 0, 0, e, sizeof e)) return util_err(err, errlen, "model.reward: %s", e);
+    if (model_init(&s->value, &vc, s->mbl, s->Tpos, 1, 0, e, sizeof e)) return util_err(err, errlen, "model.value: %s", e);
     if (load_role("model.policy", pol_from, &s->policy, CKPT_IGNORE_SCORE, err, errlen) ||
         load_role("model.reference", ref, &s->ref, CKPT_IGNORE_SCORE, err, errlen) ||
         load_role("model.reward", rew, &s->reward, 0, err, errlen) ||
@@ -615,6 +644,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
         s->rng = st.rng;
         s->kl.beta = beta;
         s->saved_iteration = s->iteration;
+        if (!dist_main(&s->dist)) goto done;
         StoreRun r;
         if (store_get_run(s->db, s->run_id, &r, NULL, 0) == 0) store_run_free(&r);
         else {   // the database was replaced: record the run anew
@@ -630,8 +660,9 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     } else {
         rng_init(&s->rng, (uint64_t)config_get_int(cfg, "train.seed"));
         StoreRunInfo ri = {.stage = "ppo", .program = "ppo", .config = dump, .config_hash = s->hash};
-        rcode = store_add_run(s->db, &ri, &s->run_id, err, errlen);
+        if (dist_main(&s->dist)) rcode = store_add_run(s->db, &ri, &s->run_id, err, errlen);
     }
+done:
     free(dump);
     if (rcode) return -1;
     ppo_prompt_order(s);
@@ -644,7 +675,7 @@ void ppo_teardown(Ppo *s) {
     free(s->order);
     void *bufs[] = {s->seq, s->plen, s->rlen, s->ended, s->pidx, s->score, s->shaped, s->old_logp, s->ref_logp, s->old_values,
                     s->rewards, s->adv, s->ret, s->entropy, s->mask, s->perm, s->b_tok, s->b_tgt, s->b_len, s->b_x, s->b_o,
-                    s->b_a, s->b_w, s->b_d, s->g_prompts, s->g_plen, s->g_out, s->g_olen};
+                    s->b_a, s->b_w, s->b_d, s->g_prompts, s->g_plen, s->g_out, s->g_olen, s->g_rng};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     data_batch_free(&s->ptx_batch);
     tokfile_close(&s->ptx_file);

@@ -6,12 +6,19 @@
 // longest prompt + response (tokens), Tpos = Tseq - 1 the positions the policy sees (the last
 // token is only a target). Per-token rollout arrays are (R, Tpos) with row stride Tpos: response
 // token j of rollout b is predicted at position plen[b] - 1 + j.
+//
+// Under MPI (mpirun -np N ppo ...; N divides ppo.minibatch_size) rank r generates rollouts
+// [r R/N, (r+1) R/N) and they are gathered, so that every rank holds the whole rollout batch;
+// scoring and every update take rank r's mbl = mb/N rows of each minibatch (the same rows in
+// scoring and in the first update) and the pretraining chunks r, r+N, ...; one allreduce per
+// model and optimizer step sums the gradients. Rank 0 alone writes.
 #ifndef PPO_TRAINER_H
 #define PPO_TRAINER_H
 #include "checkpoint.h"
 #include "config.h"
 #include "data.h"
 #include "dataset.h"
+#include "dist.h"
 #include "generate.h"
 #include "model.h"
 #include "optim.h"
@@ -47,6 +54,7 @@ typedef struct {
     double t_gen, t_policy, t_ref, t_value, t_reward;   // generation, the four scoring passes
     double t_train_ppo, t_train_ptx;  // update: policy + value (with the optimizer steps), pretraining
     double t_up_policy, t_up_value, t_up_optim;         // t_train_ppo split: forward+backward each, AdamW + EMA
+    double t_allreduce;             // in t_train_ppo: the gradient allreduces (MPI)
     int64_t gen_tokens;             // tokens generated
     int64_t seq_tokens;             // policy positions of the rollouts (one scoring pass)
     int64_t ppo_tokens, ptx_tokens; // positions through training forward+backward
@@ -54,12 +62,14 @@ typedef struct {
 } PpoStats;
 
 typedef struct Ppo {
+    Dist dist;                      // rank 0 writes; every rank computes its share
     // configuration
     Config *cfg;
     char hash[CONFIG_HASH_HEX];
     const char *out_dir;
     char last_dir[4096], final_dir[4096], db_path[4096], tok_dir[4096];
     int R, gen_B, mb, epochs, max_new, Tp, Tseq, Tpos;
+    int mbl;                        // rows of each minibatch this rank computes (mb / ranks)
     int64_t iterations;
     float clip, value_clip, gamma, lam, ema_decay;
     float eos_penalty, score_clip;
@@ -95,6 +105,8 @@ typedef struct Ppo {
     int64_t iteration, policy_steps, value_steps;
     int64_t bad_streak;             // minibatches skipped in a row (NaN / Inf guard)
     int64_t saved_iteration;        // iteration of OUT.DIR/last (-1: none yet)
+    double t_allreduce;             // seconds in gradient allreduces this run (MPI)
+    int64_t run_steps;              // optimizer steps this run (not counting those before a resume)
     // rollout buffers
     int32_t *seq;                   // (R, Tseq) prompt + response tokens
     int32_t *plen, *rlen, *ended;   // (R)
@@ -108,6 +120,7 @@ typedef struct Ppo {
     float *b_x, *b_o, *b_a, *b_w, *b_d;   // (mb, Tseq): new and old values, advantages, weights, gradients
     // generation scratch
     int32_t *g_prompts, *g_plen, *g_out, *g_olen;
+    Rng *g_rng;                     // (gen_B) one sampling stream per rollout
 } Ppo;
 
 // Set by SIGINT/SIGTERM (main.c): finish the iteration, save, stop.
