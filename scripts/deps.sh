@@ -6,7 +6,7 @@
 # As root it installs what is missing; otherwise it prints the exact apt-get line and fails.
 set -e
 want="gcc make pkg-config libopenblas-openmp-dev libsqlite3-dev libyaml-dev libpcre2-dev libcjson-dev"
-if [ "$1" = "test" ] || [ "$1" = "bench" ]; then want="$want python3 python3-torch valgrind libopenmpi-dev openmpi-bin"; fi
+if [ "$1" = "test" ] || [ "$1" = "bench" ]; then want="$want python3 python3-torch valgrind sqlite3 libopenmpi-dev openmpi-bin"; fi
 if [ "$1" = "bench" ]; then want="$want nodejs npm"; fi
 missing=""
 for p in $want; do

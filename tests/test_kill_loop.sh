@@ -1,0 +1,158 @@
+#!/bin/sh
+# Crash safety: SIGKILL at pseudo-random moments (a fixed seed, so a failure can be replayed), many
+# times over, during
+#   1. checkpoint writing (sft saving every step): after every kill the last checkpoint loads
+#      (`rlhf info`), and the run finished afterwards ends bit-identical to an uninterrupted one;
+#   2. database writes (`reward import` of 2000-ranking files): after every kill the database
+#      passes PRAGMA integrity_check and holds every file whose import reported success, each
+#      whole (a file is all or nothing), and importing everything again completes the set;
+#   3. pipeline stages (`rlhf run`, the runner and its stage killed together): rerun until it
+#      finishes, the final weights equal those of an uninterrupted run.
+# KILL_SEED changes the moments (default 1); KILL_ROUNDS the number of kills per part.
+BUILD=${BUILD:-build}
+B="$PWD/$BUILD/bin"
+SEED=${KILL_SEED:-1}
+ROUNDS=${KILL_ROUNDS:-8}
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+pass=0; fail=0
+ok()  { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -6; }
+# delays LO HI T N SALT: N moments in [LO*T, HI*T) seconds, T the duration of an uninterrupted run
+# (so that the kills land inside the work on a fast machine as on a slow one); the same moments
+# for the same seed and salt
+delays() { awk -v lo="$1" -v hi="$2" -v t="$3" -v n="$4" -v s="$SEED" -v salt="$5" 'BEGIN { srand(s * 1000 + salt); for (i = 0; i < n; i++) printf "%.3f\n", t * (lo + (hi - lo) * rand()) }'; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+sql() { sqlite3 -batch "$1" "$2"; }   # the sqlite3 shell (scripts/deps.sh test installs it)
+# runs a command in its own process group, kills the whole group with SIGKILL after DELAY
+# seconds; prints the exit status (137 when it was killed, its own status when it ended first)
+run_and_kill() {
+    delay=$1; shift
+    setsid "$@" > /dev/null 2> "$W/killed.err" &
+    pid=$!
+    sleep "$delay"
+    kill -9 -"$pid" 2>/dev/null   # the group: a stage and the runner alike
+    wait "$pid"
+}
+cd "$W" || exit 1
+i=0; : > corpus.txt; : > train.jsonl
+while [ $i -lt 200 ]; do
+    a=$((i * 7 % 19)); b=$((i * 11 % 17))
+    printf '{"prompt": "What is %d plus %d?", "response": "%d"}\n' $a $b $((a + b)) >> train.jsonl
+    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
+    i=$((i + 1))
+done
+"$B/rlhf" tokenizer train --vocab-size 300 --out tok corpus.txt 2> err || bad "setup: tokenizer"
+"$B/rlhf" init --preset tiny --n-positions 32 --tokenizer tok --seed 5 --out base 2> err || bad "setup: base model"
+
+# ---------------------------------------------------------------------------------------------
+# 1. checkpoint writing: sft saves every step, so most moments fall in or near a save
+cat > sft.yaml <<'YAML'
+model: {init: base}
+out: {dir: full}
+data: {format: jsonl, train: [train.jsonl]}
+train: {batch_size: 8, steps: 50, lr: 3e-3}
+eval: {every: 1000}
+save: {every: 1}
+YAML
+t0=$(now)
+"$B/sft" -c sft.yaml > /dev/null 2> err || bad "uninterrupted sft"
+T=$(since "$t0")
+sed 's/dir: full/dir: killed/' sft.yaml > killed.yaml
+kills=0; loadable=0; unloadable=""
+for d in $(delays 0.02 0.12 "$T" "$ROUNDS" 1); do
+    rc=$(run_and_kill "$d" "$B/sft" -c killed.yaml 2>/dev/null; echo $?)
+    [ "$rc" = 137 ] && kills=$((kills + 1))
+    [ -d killed/last ] || [ -d killed/last.old ] || continue   # killed before its first save
+    if "$B/rlhf" info killed/last > out 2> err && grep -q "^trainer *step" out; then loadable=$((loadable + 1))
+    else unloadable="$unloadable $d"; cp err err.keep; fi
+done
+[ -n "$unloadable" ] && cp err.keep err
+[ $kills -ge 3 ] && [ $loadable -ge 3 ] && [ -z "$unloadable" ] &&
+    ok "sft killed $kills times (seed $SEED, moments up to $(echo "$T" | awk '{ printf "%.1f", 0.12 * $1 }') s): the last checkpoint loaded every time ($loadable checks)" ||
+    bad "checkpoint after kill: $kills kills, $loadable loadable, unloadable after delays:$unloadable"
+"$B/sft" -c killed.yaml > /dev/null 2> err &&
+    cmp -s full/last/model.safetensors killed/last/model.safetensors && cmp -s full/last/trainer_state.safetensors killed/last/trainer_state.safetensors &&
+    ok "after the kills the run finishes bit-identical to the uninterrupted one" || bad "sft resume after repeated kills"
+
+# ---------------------------------------------------------------------------------------------
+# 2. database writes: reward import of large files, killed at random moments
+python3 - <<'PY'
+import json, random
+r = random.Random(3)
+w = "the a river stone cloud apple green quiet fast slow house light dark tree bird song".split()
+for f in range(6):
+    with open(f"r{f}.jsonl", "w") as o:
+        for i in range(2000):
+            comps = [" ".join(r.choice(w) for _ in range(5)) + f" {j}" for j in range(4)]
+            o.write(json.dumps({"prompt": f"file {f} prompt {i} {r.choice(w)} ' \" ; --", "completions": comps,
+                                "ranking": [1, 2, 3, 3], "labeler": "l%d" % (i % 3)}) + "\n")
+PY
+t0=$(now)
+"$B/reward" import --workspace scratch.db r0.jsonl > /dev/null 2> err || bad "uninterrupted import"
+T=$(since "$t0")
+reported=""; kills=0; broken=""; n=0
+for d in $(delays 0.05 0.95 "$T" "$ROUNDS" 2); do
+    f=r$((n % 6)).jsonl; n=$((n + 1))
+    rc=$(run_and_kill "$d" "$B/reward" import --workspace ws.db "$f" 2>/dev/null; echo $?)
+    if [ "$rc" = 0 ]; then reported="$reported $f"; elif [ "$rc" = 137 ]; then kills=$((kills + 1)); else broken="$broken $f:exit$rc"; fi
+    [ -f ws.db ] || continue
+    chk=$(sql ws.db "pragma integrity_check")
+    [ "$chk" = ok ] || broken="$broken integrity:$chk"
+    # every import recorded is whole, and every reported success is recorded
+    imp=$(sql ws.db "select count(*) from imports"); rk=$(sql ws.db "select count(*) from rankings")
+    [ "$rk" = $((imp * 2000)) ] || broken="$broken rankings:$rk/imports:$imp"
+    for g in $reported; do
+        [ "$(sql ws.db "select count(*) from imports where path = '$g'")" -ge 1 ] || broken="$broken lost:$g"
+    done
+done
+[ $kills -ge 3 ] && [ -z "$broken" ] &&
+    ok "reward import killed $kills times: integrity ok, every reported import whole, no partial file ($(echo $reported | wc -w) reported)" ||
+    bad "database after kills: $kills kills, problems:$broken"
+"$B/reward" import --workspace ws.db r0.jsonl r1.jsonl r2.jsonl r3.jsonl r4.jsonl r5.jsonl > /dev/null 2> err &&
+    [ "$(sql ws.db "select count(*) from rankings")" = 12000 ] && [ "$(sql ws.db "select count(*) from imports")" = 6 ] &&
+    [ "$(sql ws.db "select count(*) from ranking_items")" = 48000 ] && [ "$(sql ws.db "pragma integrity_check")" = ok ] &&
+    ok "importing everything again completes the set: 12000 rankings, 6 imports, integrity ok" || bad "re-import after kills"
+
+# ---------------------------------------------------------------------------------------------
+# 3. pipeline stages: the runner and its stage killed together, rerun until it finishes
+cat > pipe.yaml <<'YAML'
+workspace: wp
+seed: 7
+stages:
+  - name: tokenizer
+    run: rlhf tokenizer train
+    args: [--vocab-size, "300", --out, "${tokenizer.out}", corpus.txt]
+  - name: base
+    run: rlhf init
+    needs: [tokenizer]
+    args: [--preset, tiny, --n-positions, "32", --tokenizer, "${tokenizer.out}", --seed, "${seed}", --out, "${base.out}"]
+  - name: sft
+    run: sft
+    needs: [base]
+    settings:
+      model.init: ${base.out}
+      data: {format: jsonl, train: [train.jsonl]}
+      train: {batch_size: 8, steps: 400, lr: 3e-3}
+      eval.every: 100
+      save.every: 5
+YAML
+sed 's/workspace: wp/workspace: wfull/' pipe.yaml > pipefull.yaml
+t0=$(now)
+"$B/rlhf" run pipefull.yaml > /dev/null 2> err || bad "uninterrupted pipeline"
+T=$(since "$t0")
+kills=0; runs=0; done_=0
+for d in $(delays 0.02 0.12 "$T" "$ROUNDS" 3); do
+    runs=$((runs + 1))
+    rc=$(run_and_kill "$d" "$B/rlhf" run pipe.yaml 2>/dev/null; echo $?)
+    if [ "$rc" = 137 ]; then kills=$((kills + 1)); elif [ "$rc" = 0 ]; then done_=1; break; else cp killed.err err; break; fi
+done
+"$B/rlhf" run pipe.yaml > out 2> err; rc=$?
+[ $kills -ge 3 ] && [ $rc -eq 0 ] && cmp -s wp/sft/last/model.safetensors wfull/sft/last/model.safetensors &&
+    cmp -s wp/base/model.safetensors wfull/base/model.safetensors && [ "$(sql wp/workspace.db "pragma integrity_check")" = ok ] &&
+    ok "rlhf run killed $kills times at random moments, then finished: the same weights as an uninterrupted run, integrity ok" ||
+    bad "pipeline after kills ($kills kills, final exit $rc, finished early: $done_)"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
