@@ -282,32 +282,75 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 
 // Attention is the only layer that mixes information across time. For each query row t of
 // sequence b and head h: p = softmax(q_t . k_s / sqrt(hd), s <= t); y_t = sum_s p_s v_s.
-// Sequences of at least ATT_GEMM_MIN tokens go through sgemm per (sequence, head): it computes
-// the masked upper triangle too, but at several times the speed of the hand loop, which short
-// sequences (PPO responses, tests) keep because sgemm's per-call cost would dominate there.
+// Every (sequence, head) pair is independent, so the pairs run in parallel, one thread each.
+// Sequences of at least ATT_GEMM_MIN tokens go through single-threaded sgemm (OpenBLAS runs on
+// the calling thread inside a parallel region) on blocks of ATT_BLOCK query rows, each against
+// only the keys up to its last row: the masked triangle is skipped except within the diagonal
+// block (5/8 of the full square at T=256 instead of all of it), and a (sequence, head) pair's
+// scores stay in cache between the two products. Short sequences (PPO responses, tests) keep the
+// hand loop, where sgemm's per-call cost would dominate.
 #define ATT_GEMM_MIN 64
+#define ATT_BLOCK 64
 
-static int att_uses_gemm(const int64_t *off, int b) { return off[b + 1] - off[b] >= ATT_GEMM_MIN; }
+// Causal softmax of rows r0 .. r0+nr-1 of one (sequence, head) score matrix p (len, len):
+// row t is normalised over s <= t and zeroed beyond.
+static void att_softmax_block(float *p, int64_t r0, int64_t nr, int64_t len) {
+    for (int64_t t = r0; t < r0 + nr; t++) {
+        float *row = p + t * len;
+        float mx = -INFINITY, sum = 0.0f;
+        for (int64_t s = 0; s <= t; s++) mx = row[s] > mx ? row[s] : mx;
+        #pragma omp simd reduction(+:sum)
+        for (int64_t s = 0; s <= t; s++) { row[s] = exp_fast(row[s] - mx); sum += row[s]; }
+        float inv = 1.0f / sum;
+        #pragma omp simd
+        for (int64_t s = 0; s <= t; s++) row[s] *= inv;
+        for (int64_t s = t + 1; s < len; s++) row[s] = 0.0f;
+    }
+}
 
-// In place: causal softmax of the scaled scores of every row of the (b,h) blocks taking the
-// sgemm path (the hand path normalises its own rows).
-static void att_softmax_rows(float *att, const int64_t *off, const int64_t *att_off, int B, int NH) {
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            if (!att_uses_gemm(off, b)) continue;
-            int64_t len = off[b + 1] - off[b];
-            for (int64_t t = 0; t < len; t++) {
-                float *p = att + att_off[b] + ((int64_t)h * len + t) * len;
-                float mx = -INFINITY, sum = 0.0f;
-                for (int64_t s = 0; s <= t; s++) mx = p[s] > mx ? p[s] : mx;
-                #pragma omp simd reduction(+:sum)
-                for (int64_t s = 0; s <= t; s++) { p[s] = exp_fast(p[s] - mx); sum += p[s]; }
-                float inv = 1.0f / sum;
-                #pragma omp simd
-                for (int64_t s = 0; s <= t; s++) p[s] *= inv;
-                for (int64_t s = t + 1; s < len; s++) p[s] = 0.0f;
-            }
+// One (sequence, head) through sgemm. q, k, v (len, hd) with row stride C3; y (len, hd) with row
+// stride C; p (len, len).
+static void att_forward_gemm(float *y, float *p, const float *q, const float *k, const float *v,
+                             int64_t len, int hd, int64_t C3, int64_t C, float scale) {
+    for (int64_t r0 = 0; r0 < len; r0 += ATT_BLOCK) {
+        int64_t nr = len - r0 < ATT_BLOCK ? len - r0 : ATT_BLOCK, kn = r0 + nr;
+        // S (nr, kn) = scale * Q[r0:] K[:kn]^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nr, (blasint)kn, hd, scale,
+                    q + r0 * C3, (blasint)C3, k, (blasint)C3, 0.0f, p + r0 * len, (blasint)len);
+        att_softmax_block(p, r0, nr, len);
+        // Y[r0:] (nr, hd) = P (nr, kn) V[:kn]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)nr, hd, (blasint)kn, 1.0f,
+                    p + r0 * len, (blasint)len, v, (blasint)C3, 0.0f, y + r0 * C, (blasint)C);
+    }
+}
+
+// One (sequence, head) by hand: scores, softmax and the weighted sum of values, row by row.
+static void att_forward_loop(float *y, float *p, const float *q, const float *k, const float *v,
+                             int64_t len, int hd, int64_t C3, int64_t C, float scale) {
+    for (int64_t t = 0; t < len; t++) {
+        const float *qt = q + t * C3;
+        float *pt = p + t * len, *yt = y + t * C;
+        float mx = -INFINITY;
+        for (int64_t s = 0; s <= t; s++) {
+            const float *ks = k + s * C3;
+            float dot = 0.0f;
+            #pragma omp simd reduction(+:dot)
+            for (int i = 0; i < hd; i++) dot += qt[i] * ks[i];
+            dot *= scale;
+            pt[s] = dot;
+            if (dot > mx) mx = dot;
+        }
+        float sum = 0.0f;
+        for (int64_t s = 0; s <= t; s++) { pt[s] = exp_fast(pt[s] - mx); sum += pt[s]; }
+        float inv = 1.0f / sum;
+        for (int64_t s = 0; s <= t; s++) pt[s] *= inv;
+        for (int64_t s = t + 1; s < len; s++) pt[s] = 0.0f;
+        for (int i = 0; i < hd; i++) yt[i] = 0.0f;
+        for (int64_t s = 0; s <= t; s++) {
+            const float *vs = v + s * C3;
+            float ps = pt[s];
+            #pragma omp simd
+            for (int i = 0; i < hd; i++) yt[i] += ps * vs[i];
         }
     }
 }
@@ -317,59 +360,73 @@ void attention_forward(float *out, float *att, const float *qkv, const int64_t *
     int hd = C / NH;
     float scale = 1.0f / sqrtf((float)hd);
     int64_t C3 = 3 * (int64_t)C;
-    int any_gemm = 0;
-    for (int b = 0; b < B; b++) {
-        if (!att_uses_gemm(off, b)) continue;
-        any_gemm = 1;
-        int64_t r0 = off[b], len = off[b + 1] - off[b];
-        for (int h = 0; h < NH; h++)   // S (len,len) = scale * Q K^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)len, (blasint)len, hd, scale,
-                        qkv + r0 * C3 + h * hd, (blasint)C3, qkv + r0 * C3 + C + h * hd, (blasint)C3, 0.0f,
-                        att + att_off[b] + (int64_t)h * len * len, (blasint)len);
-    }
-    if (any_gemm) {
-        att_softmax_rows(att, off, att_off, B, NH);
-        for (int b = 0; b < B; b++) {
-            if (!att_uses_gemm(off, b)) continue;
-            int64_t r0 = off[b], len = off[b + 1] - off[b];
-            for (int h = 0; h < NH; h++)   // Y (len,hd) = P V
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)len, hd, (blasint)len, 1.0f,
-                            att + att_off[b] + (int64_t)h * len * len, (blasint)len,
-                            qkv + r0 * C3 + 2 * C + h * hd, (blasint)C3, 0.0f, out + r0 * C + h * hd, C);
-        }
-    }
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
-            if (att_uses_gemm(off, b)) continue;
             int64_t r0 = off[b], len = off[b + 1] - off[b];
-            for (int64_t t = 0; t < len; t++) {
-                const float *q = qkv + (r0 + t) * C3 + h * hd;
-                float *p = att + att_off[b] + ((int64_t)h * len + t) * len;
-                float mx = -INFINITY;
-                for (int64_t s = 0; s <= t; s++) {
-                    const float *k = qkv + (r0 + s) * C3 + C + h * hd;
-                    float dot = 0.0f;
-                    #pragma omp simd reduction(+:dot)
-                    for (int i = 0; i < hd; i++) dot += q[i] * k[i];
-                    dot *= scale;
-                    p[s] = dot;
-                    if (dot > mx) mx = dot;
-                }
-                float sum = 0.0f;
-                for (int64_t s = 0; s <= t; s++) { p[s] = exp_fast(p[s] - mx); sum += p[s]; }
-                float inv = 1.0f / sum;
-                for (int64_t s = 0; s <= t; s++) p[s] *= inv;
-                for (int64_t s = t + 1; s < len; s++) p[s] = 0.0f;
-                float *y = out + (r0 + t) * C + h * hd;
-                for (int i = 0; i < hd; i++) y[i] = 0.0f;
-                for (int64_t s = 0; s <= t; s++) {
-                    const float *v = qkv + (r0 + s) * C3 + 2 * C + h * hd;
-                    float ps = p[s];
-                    #pragma omp simd
-                    for (int i = 0; i < hd; i++) y[i] += ps * v[i];
-                }
-            }
+            const float *q = qkv + r0 * C3 + h * hd;
+            float *p = att + att_off[b] + (int64_t)h * len * len, *y = out + r0 * C + h * hd;
+            if (len >= ATT_GEMM_MIN) att_forward_gemm(y, p, q, q + C, q + 2 * C, len, hd, C3, C, scale);
+            else att_forward_loop(y, p, q, q + C, q + 2 * C, len, hd, C3, C, scale);
+        }
+    }
+}
+
+// Backward of one (sequence, head) through sgemm, block by block of query rows:
+// dP = dY V^T, dV += P^T dY, dS = P (dP - rowsum(P dP)) * scale, dQ += dS K, dK += dS^T Q.
+// d (len, len) holds dP then dS of the block. q, k, v, dq, dk, dv have row stride C3; dy has C.
+static void att_backward_gemm(float *dq, float *dk, float *dv, float *d, const float *dy,
+                              const float *q, const float *k, const float *v, const float *p,
+                              int64_t len, int hd, int64_t C3, int64_t C, float scale) {
+    for (int64_t r0 = 0; r0 < len; r0 += ATT_BLOCK) {
+        int64_t nr = len - r0 < ATT_BLOCK ? len - r0 : ATT_BLOCK, kn = r0 + nr;
+        const float *pb = p + r0 * len, *dyb = dy + r0 * C;
+        float *db = d + r0 * len;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nr, (blasint)kn, hd, 1.0f,
+                    dyb, (blasint)C, v, (blasint)C3, 0.0f, db, (blasint)len);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)kn, hd, (blasint)nr, 1.0f,
+                    pb, (blasint)len, dyb, (blasint)C, 1.0f, dv, (blasint)C3);
+        for (int64_t i = 0; i < nr; i++) {
+            int64_t t = r0 + i;
+            const float *pr = pb + i * len;
+            float *dr = db + i * len, dot = 0.0f;
+            #pragma omp simd reduction(+:dot)
+            for (int64_t s = 0; s <= t; s++) dot += pr[s] * dr[s];
+            #pragma omp simd
+            for (int64_t s = 0; s <= t; s++) dr[s] = pr[s] * (dr[s] - dot) * scale;
+            for (int64_t s = t + 1; s < kn; s++) dr[s] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)nr, hd, (blasint)kn, 1.0f,
+                    db, (blasint)len, k, (blasint)C3, 1.0f, dq + r0 * C3, (blasint)C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)kn, hd, (blasint)nr, 1.0f,
+                    db, (blasint)len, q + r0 * C3, (blasint)C3, 1.0f, dk, (blasint)C3);
+    }
+}
+
+// Backward of one (sequence, head) by hand, row by row: dp_s = dy . v_s and dv_s += p_s dy;
+// then the softmax backward ds_s = p_s (dp_s - sum_s' p_s' dp_s'), into dq_t and dk_s.
+static void att_backward_loop(float *dq, float *dk, float *dv, float *d, const float *dy,
+                              const float *q, const float *k, const float *v, const float *p,
+                              int64_t len, int hd, int64_t C3, int64_t C, float scale) {
+    for (int64_t t = 0; t < len; t++) {
+        const float *pt = p + t * len, *dyt = dy + t * C, *qt = q + t * C3;
+        float *dqt = dq + t * C3, *dp = d + t * len;
+        float dpsum = 0.0f;
+        for (int64_t s = 0; s <= t; s++) {
+            const float *vs = v + s * C3;
+            float *dvs = dv + s * C3;
+            float dot = 0.0f, ps = pt[s];
+            #pragma omp simd reduction(+:dot)
+            for (int i = 0; i < hd; i++) { dot += dyt[i] * vs[i]; dvs[i] += ps * dyt[i]; }
+            dp[s] = dot;
+            dpsum += ps * dot;
+        }
+        for (int64_t s = 0; s <= t; s++) {
+            const float *ks = k + s * C3;
+            float *dks = dk + s * C3;
+            float ds = pt[s] * (dp[s] - dpsum) * scale;
+            #pragma omp simd
+            for (int i = 0; i < hd; i++) { dqt[i] += ds * ks[i]; dks[i] += ds * qt[i]; }
         }
     }
 }
@@ -379,86 +436,17 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
     int hd = C / NH;
     float scale = 1.0f / sqrtf((float)hd);
     int64_t C3 = 3 * (int64_t)C;
-    // sgemm path: dP = dY V^T, dV += P^T dY, dS = P (dP - rowsum(P dP)) * scale, dQ += dS K,
-    // dK += dS^T Q. dP and dS live in scratch, laid out like att.
-    int any_gemm = 0;
-    for (int b = 0; b < B; b++) {
-        if (!att_uses_gemm(off, b)) continue;
-        any_gemm = 1;
-        int64_t r0 = off[b], len = off[b + 1] - off[b];
-        for (int h = 0; h < NH; h++) {
-            const float *P = att + att_off[b] + (int64_t)h * len * len;
-            float *dP = scratch + att_off[b] + (int64_t)h * len * len;
-            const float *dy = dout + r0 * C + h * hd, *v = qkv + r0 * C3 + 2 * C + h * hd;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)len, (blasint)len, hd, 1.0f,
-                        dy, C, v, (blasint)C3, 0.0f, dP, (blasint)len);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)len, hd, (blasint)len, 1.0f,
-                        P, (blasint)len, dy, C, 1.0f, dqkv + r0 * C3 + 2 * C + h * hd, (blasint)C3);
-        }
-    }
-    if (any_gemm) {
-        #pragma omp parallel for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++) {
-            for (int h = 0; h < NH; h++) {
-                if (!att_uses_gemm(off, b)) continue;
-                int64_t len = off[b + 1] - off[b];
-                for (int64_t t = 0; t < len; t++) {
-                    const float *p = att + att_off[b] + ((int64_t)h * len + t) * len;
-                    float *d = scratch + att_off[b] + ((int64_t)h * len + t) * len;
-                    float dot = 0.0f;
-                    #pragma omp simd reduction(+:dot)
-                    for (int64_t s = 0; s <= t; s++) dot += p[s] * d[s];
-                    #pragma omp simd
-                    for (int64_t s = 0; s <= t; s++) d[s] = p[s] * (d[s] - dot) * scale;
-                    for (int64_t s = t + 1; s < len; s++) d[s] = 0.0f;
-                }
-            }
-        }
-        for (int b = 0; b < B; b++) {
-            if (!att_uses_gemm(off, b)) continue;
-            int64_t r0 = off[b], len = off[b + 1] - off[b];
-            for (int h = 0; h < NH; h++) {
-                const float *dS = scratch + att_off[b] + (int64_t)h * len * len;
-                const float *q = qkv + r0 * C3 + h * hd, *k = qkv + r0 * C3 + C + h * hd;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)len, hd, (blasint)len, 1.0f,
-                            dS, (blasint)len, k, (blasint)C3, 1.0f, dqkv + r0 * C3 + h * hd, (blasint)C3);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)len, hd, (blasint)len, 1.0f,
-                            dS, (blasint)len, q, (blasint)C3, 1.0f, dqkv + r0 * C3 + C + h * hd, (blasint)C3);
-            }
-        }
-    }
-    // Hand path: each (b,h) touches only its own slices of dqkv, so they run in parallel.
+    // each (b,h) touches only its own slices of dqkv and scratch, so the pairs run in parallel
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
-            if (att_uses_gemm(off, b)) continue;
-            int64_t r0 = off[b], len = off[b + 1] - off[b];
-            for (int64_t t = 0; t < len; t++) {
-                const float *p = att + att_off[b] + ((int64_t)h * len + t) * len;
-                const float *dy = dout + (r0 + t) * C + h * hd;
-                const float *q = qkv + (r0 + t) * C3 + h * hd;
-                float *dq = dqkv + (r0 + t) * C3 + h * hd;
-                // dp_s = dy . v_s and dv_s += p_s dy; then the softmax backward
-                // ds_s = p_s (dp_s - sum_s' p_s' dp_s'), into dq_t and dk_s.
-                float *dp = scratch + att_off[b] + ((int64_t)h * len + t) * len;
-                float dpsum = 0.0f;
-                for (int64_t s = 0; s <= t; s++) {
-                    const float *v = qkv + (r0 + s) * C3 + 2 * C + h * hd;
-                    float *dv = dqkv + (r0 + s) * C3 + 2 * C + h * hd;
-                    float dot = 0.0f, ps = p[s];
-                    #pragma omp simd reduction(+:dot)
-                    for (int i = 0; i < hd; i++) { dot += dy[i] * v[i]; dv[i] += ps * dy[i]; }
-                    dp[s] = dot;
-                    dpsum += ps * dot;
-                }
-                for (int64_t s = 0; s <= t; s++) {
-                    const float *k = qkv + (r0 + s) * C3 + C + h * hd;
-                    float *dk = dqkv + (r0 + s) * C3 + C + h * hd;
-                    float ds = p[s] * (dp[s] - dpsum) * scale;
-                    #pragma omp simd
-                    for (int i = 0; i < hd; i++) { dq[i] += ds * k[i]; dk[i] += ds * q[i]; }
-                }
-            }
+            int64_t r0 = off[b], len = off[b + 1] - off[b], a = att_off[b] + (int64_t)h * len * len;
+            const float *q = qkv + r0 * C3 + h * hd, *dy = dout + r0 * C + h * hd;
+            float *dq = dqkv + r0 * C3 + h * hd;
+            if (len >= ATT_GEMM_MIN)
+                att_backward_gemm(dq, dq + C, dq + 2 * C, scratch + a, dy, q, q + C, q + 2 * C, att + a, len, hd, C3, C, scale);
+            else
+                att_backward_loop(dq, dq + C, dq + 2 * C, scratch + a, dy, q, q + C, q + 2 * C, att + a, len, hd, C3, C, scale);
         }
     }
 }

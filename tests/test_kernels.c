@@ -136,7 +136,8 @@ static double att_loss(void *p) {
     attention_forward(c->out, c->att, c->qkv, c->off, c->att_off, c->B, c->C, c->NH);
     return dot(c->out, c->r, (int64_t)c->N * c->C);
 }
-// Short sequences take the hand loop; one of >= 64 tokens takes the sgemm path.
+// Short sequences take the hand loop; one of >= 64 tokens takes the sgemm path, in blocks of 64
+// query rows (130: two full blocks and a partial one; 64: exactly one).
 static void test_attention_lens(const int *lens) {
     Rng rng; rng_init(&rng, 3);
     int B = 3, C = 15, NH = 3;   // odd head count, head size 5
@@ -150,7 +151,7 @@ static void test_attention_lens(const int *lens) {
     // reference: naive causal attention in double
     int hd = C / NH, bad = 0;
     for (int b = 0; b < B; b++) for (int h = 0; h < NH; h++) for (int t = 0; t < lens[b]; t++) {
-        double sc[128], mx = -1e30, sum = 0;
+        double sc[256], mx = -1e30, sum = 0;
         for (int s = 0; s <= t; s++) {
             double d = 0;
             for (int i = 0; i < hd; i++) d += (double)c.qkv[(off[b] + t) * 3 * C + h * hd + i] * c.qkv[(off[b] + s) * 3 * C + C + h * hd + i];
@@ -171,9 +172,10 @@ static void test_attention_lens(const int *lens) {
     free(c.out); free(c.att); free(c.qkv); free(c.r); free(dqkv);
 }
 static void test_attention(void) {
-    int short_lens[3] = {5, 1, 3}, mixed[3] = {70, 1, 66};
+    int short_lens[3] = {5, 1, 3}, mixed[3] = {70, 1, 66}, blocks[3] = {130, 64, 2};
     test_attention_lens(short_lens);
     test_attention_lens(mixed);
+    test_attention_lens(blocks);
 }
 
 // ---- gelu
