@@ -5,6 +5,7 @@
 #include "rng.h"
 #include "testlib.h"
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,32 @@ static void test_matmul_n(int N) {
     free(o2); free(c.out); free(c.inp); free(c.w); free(c.b); free(c.r); free(din); free(dw); free(db);
 }
 static void test_matmul(void) { test_matmul_n(1); test_matmul_n(3); test_matmul_n(8); test_matmul_n(37); }
+
+// The one-row (decoding) product walks the weight in chunks of 64 input rows and strips of 4096
+// output columns: 150 inputs make two full chunks and a partial one, 4100 outputs a second strip
+// of 4. The chunks are summed in order, so 1 and 2 threads give the same bits.
+static void test_matmul_row_chunks(void) {
+    Rng rng; rng_init(&rng, 21);
+    int C = 150, OC = 4100;
+    float *x = randn(&rng, C, 1), *w = randn(&rng, (int64_t)C * OC, 1), *b = randn(&rng, OC, 1);
+    float *o1 = zeros(OC), *o2 = zeros(OC);
+    int bad = 0, nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    matmul_forward(o1, x, w, b, 1, C, OC, 0);
+    omp_set_num_threads(2);
+    for (int j = 0; j < OC; j++) o2[j] = 0.5f;
+    matmul_forward(o2, x, w, b, 1, C, OC, 1);
+    for (int j = 0; j < OC; j++) {
+        double s = b[j];
+        for (int k = 0; k < C; k++) s += (double)x[k] * w[(int64_t)k * OC + j];
+        if (fabs(s - o1[j]) > 1e-4 * (1 + fabs(s)) || fabs(s + 0.5 - o2[j]) > 1e-4 * (1 + fabs(s))) bad++;
+    }
+    CHECK_MSG(bad == 0, "one-row matmul differs from the naive product in %d places", bad);
+    matmul_forward(o2, x, w, b, 1, C, OC, 0);
+    omp_set_num_threads(nt);
+    CHECK_MSG(memcmp(o1, o2, (size_t)OC * sizeof(float)) == 0, "one-row matmul: 1 and 2 threads differ");
+    free(x); free(w); free(b); free(o1); free(o2);
+}
 
 // LM head product against a naive reference, for the few-rows and the sgemm path
 static void test_logits(void) {
@@ -265,6 +292,7 @@ static void test_score(void) {
 int main(void) {
     test_case("kernels: layernorm forward/backward vs finite differences", test_layernorm);
     test_case("kernels: matmul forward/backward vs naive product and finite differences", test_matmul);
+    test_case("kernels: one-row matmul over several chunks and strips, independent of threads", test_matmul_row_chunks);
     test_case("kernels: LM-head logits for few and many rows", test_logits);
     test_case("kernels: causal attention over packed lengths vs naive and finite differences", test_attention);
     test_case("kernels: gelu forward/backward", test_gelu);
