@@ -7,6 +7,12 @@
 
 // Splits C columns into chunks so reductions over rows parallelise without races.
 #define COL_CHUNK 64
+// Sums over rows (bias and layernorm gradients) take fixed chunks of ROW_CHUNK rows, each read as
+// one contiguous block, and add the chunks' partial sums in chunk order: the result does not
+// depend on the thread count. Columns go in strips whose partial sums fit in L1.
+#define ROW_CHUNK 64
+#define ROW_STRIP 4096
+#define LN_STRIP 2048
 
 // expf without a library call, so that loops over it vectorise (glibc's vector expf is only
 // declared under -ffast-math, which we do not use: it breaks NaN checks). Cody-Waite range
@@ -121,20 +127,23 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             di[c] += r * (d[c] * weight[c] - sum_dn - xh * sum_dnx);
         }
     }
-    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
-    #pragma omp parallel for schedule(static)
-    for (int ch = 0; ch < nchunk; ch++) {
-        int c0 = ch * COL_CHUNK, c1 = c0 + COL_CHUNK < C ? c0 + COL_CHUNK : C;
-        float dw[COL_CHUNK] = {0}, db[COL_CHUNK] = {0};
-        for (int64_t i = 0; i < N; i++) {
-            const float *d = dout + i * C, *x = inp + i * C;
+    // dweight, dbias: sums over rows, in fixed chunks of rows added in chunk order (as colsum_add)
+    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+    int nstrip = (C + LN_STRIP - 1) / LN_STRIP;
+    #pragma omp parallel for ordered schedule(static, 1)
+    for (int64_t it = 0; it < nstrip * nch; it++) {
+        int64_t ch = it % nch, i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
+        int c0 = (int)(it / nch) * LN_STRIP, w = C - c0 < LN_STRIP ? C - c0 : LN_STRIP;
+        float dw[LN_STRIP], db[LN_STRIP];
+        for (int c = 0; c < w; c++) { dw[c] = 0.0f; db[c] = 0.0f; }
+        for (int64_t i = i0; i < i1; i++) {
+            const float *d = dout + i * C + c0, *x = inp + i * C + c0;
             float m = mean[i], r = rstd[i];
-            for (int c = c0; c < c1; c++) {
-                dw[c - c0] += d[c] * (x[c] - m) * r;
-                db[c - c0] += d[c];
-            }
+            #pragma omp simd
+            for (int c = 0; c < w; c++) { dw[c] += d[c] * (x[c] - m) * r; db[c] += d[c]; }
         }
-        for (int c = c0; c < c1; c++) { dweight[c] += dw[c - c0]; dbias[c] += db[c - c0]; }
+        #pragma omp ordered
+        for (int c = 0; c < w; c++) { dweight[c0 + c] += dw[c]; dbias[c0 + c] += db[c]; }
     }
 }
 
@@ -148,8 +157,6 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // weight, so each weight element is loaded once for all rows.
 #define SMALL_ROWS 8
 #define SMALL_MAX_C 4096   // widest input the tile kernel transposes on the stack (128 KiB)
-#define ROW_CHUNK 64       // input rows per chunk of the one-row kernel
-#define ROW_STRIP 4096     // output columns per pass of the one-row kernel (16 KiB partial sums)
 typedef float v16f __attribute__((vector_size(64)));
 // an unaligned load, as a macro: returning a vector by value trips -Wpsabi on non-AVX-512 builds
 #define V16_LOAD(dst, p) memcpy(&(dst), (p), sizeof(v16f))
@@ -271,6 +278,26 @@ void logits_forward(float *out, const float *inp, const float *wte, int64_t M, i
     }
 }
 
+// dst (OC) += sum over the N rows of src (N, OC)
+static void colsum_add(float *dst, const float *src, int64_t N, int OC) {
+    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+    int nstrip = (OC + ROW_STRIP - 1) / ROW_STRIP;
+    #pragma omp parallel for ordered schedule(static, 1)
+    for (int64_t it = 0; it < nstrip * nch; it++) {
+        int64_t ch = it % nch, i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
+        int j0 = (int)(it / nch) * ROW_STRIP, w = OC - j0 < ROW_STRIP ? OC - j0 : ROW_STRIP;
+        float acc[ROW_STRIP];
+        for (int j = 0; j < w; j++) acc[j] = 0.0f;
+        for (int64_t i = i0; i < i1; i++) {
+            const float *r = src + i * OC + j0;
+            #pragma omp simd
+            for (int j = 0; j < w; j++) acc[j] += r[j];
+        }
+        #pragma omp ordered
+        for (int j = 0; j < w; j++) dst[j0 + j] += acc[j];
+    }
+}
+
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC) {
     if (dinp)   // dinp (N,C) += dout (N,OC) @ weight^T (OC,C)
@@ -279,19 +306,7 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
     // dweight (C,OC) += inp^T (C,N) @ dout (N,OC)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (blasint)N, 1.0f, inp, C, dout, OC,
                 1.0f, dweight, OC);
-    if (dbias) {
-        int nchunk = (OC + COL_CHUNK - 1) / COL_CHUNK;
-        #pragma omp parallel for schedule(static)
-        for (int ch = 0; ch < nchunk; ch++) {
-            int c0 = ch * COL_CHUNK, c1 = c0 + COL_CHUNK < OC ? c0 + COL_CHUNK : OC;
-            float acc[COL_CHUNK] = {0};
-            for (int64_t i = 0; i < N; i++) {
-                const float *d = dout + i * OC;
-                for (int c = c0; c < c1; c++) acc[c - c0] += d[c];
-            }
-            for (int c = c0; c < c1; c++) dbias[c] += acc[c - c0];
-        }
-    }
+    if (dbias) colsum_add(dbias, dout, N, OC);
 }
 
 // Attention is the only layer that mixes information across time. For each query row t of

@@ -47,9 +47,10 @@ static double ln_loss(void *p) {
     layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->w, c->b, c->N, c->C, 1e-5f);
     return dot(c->out, c->r, (int64_t)c->N * c->C);
 }
-static void test_layernorm(void) {
+// N = 150: the row sums behind dweight and dbias take chunks of 64 rows (two full, one partial)
+static void test_layernorm_n(int N) {
     Rng rng; rng_init(&rng, 1);
-    int N = 5, C = 37;  // odd width: no vector-width assumptions
+    int C = 37;  // odd width: no vector-width assumptions
     LnCtx c = {zeros(N * C), zeros(N), zeros(N), randn(&rng, N * C, 1.0f), randn(&rng, C, 1.0f),
                randn(&rng, C, 1.0f), randn(&rng, N * C, 1.0f), N, C};
     float *din = zeros(N * C), *dw = zeros(C), *db = zeros(C);
@@ -71,6 +72,7 @@ static void test_layernorm(void) {
     free(c.out); free(c.mean); free(c.rstd); free(c.inp); free(c.w); free(c.b); free(c.r);
     free(din); free(dw); free(db); free(dw2);
 }
+static void test_layernorm(void) { test_layernorm_n(5); test_layernorm_n(150); }
 
 // ---- matmul
 typedef struct { float *out, *inp, *w, *b, *r; int N, C, OC; } MmCtx;
@@ -107,7 +109,7 @@ static void test_matmul_n(int N) {
     CHECK_CLOSE(o2, c.out, N * OC, 1e-4, 1e-5, "matmul beta_one residual add");
     free(o2); free(c.out); free(c.inp); free(c.w); free(c.b); free(c.r); free(din); free(dw); free(db);
 }
-static void test_matmul(void) { test_matmul_n(1); test_matmul_n(3); test_matmul_n(8); test_matmul_n(37); }
+static void test_matmul(void) { test_matmul_n(1); test_matmul_n(3); test_matmul_n(8); test_matmul_n(37); test_matmul_n(150); }
 
 // The one-row (decoding) product walks the weight in chunks of 64 input rows and strips of 4096
 // output columns: 150 inputs make two full chunks and a partial one, 4100 outputs a second strip
