@@ -124,9 +124,13 @@ int main(int argc, char **argv) {
         // the median of the timed steps: robust to a stray slow step on a shared machine
         double step_s = median(times + 2, steps), fl = train_flops(&c, B, T);
         free(times);
+        double rss = peak_rss_mb();
+        // the ceiling again, in this process right after the steps: on a shared machine the load
+        // changes between processes, and the fraction should compare like with like
+        double ceil_now = sgemm_ceiling();
         printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
-               "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
-               pname, B, T, threads, B * T / step_s, step_s, fl / step_s / 1e9, peak_rss_mb());
+               "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
+               pname, B, T, threads, B * T / step_s, step_s, fl / step_s / 1e9, ceil_now, rss);
         free(tok); free(tgt); free(len); free(w);
     } else if (!strcmp(mode, "generate")) {
         if (B < 0) B = 1;
