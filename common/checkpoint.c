@@ -1070,6 +1070,14 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
         ModelTensor t;
         model_tensor(m, i, &t);
         st_read_f32(&f, src[i], t.data);
+        // a NaN or Inf weight would poison every output: refuse it here, naming the tensor
+        int64_t cnt = t.shape[0] * (t.ndim == 2 ? t.shape[1] : 1);
+        for (int64_t j = 0; j < cnt; j++)
+            if (!isfinite(t.data[j])) {
+                util_err(err, errlen, "%s: tensor %s holds %s at element %lld (a diverged or corrupt checkpoint)", p,
+                         src[i]->name, isnan(t.data[j]) ? "NaN" : "Inf", (long long)j);
+                goto done;
+            }
     }
     rc = 0;
 done:

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE   // memrchr, qsort_r
 #include "config.h"
 #include "util.h"
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <math.h>
@@ -1053,6 +1054,21 @@ void config_help(const Config *c, FILE *out) {
     }
 }
 
+// 1 when the file holds nothing but blank lines and comments (0 when it cannot be read: the
+// loader says why).
+static int file_is_blank(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int ch, blank = 1, comment = 0;
+    while (blank && (ch = fgetc(f)) != EOF) {
+        if (ch == '\n') comment = 0;
+        else if (ch == '#') comment = 1;
+        else if (!comment && !isspace(ch)) blank = 0;
+    }
+    fclose(f);
+    return blank;
+}
+
 int config_parse_args(Config *c, int argc, char **argv, const char *prog, const char *usage) {
     const char *cfile = NULL;
     int print = 0;
@@ -1070,6 +1086,8 @@ int config_parse_args(Config *c, int argc, char **argv, const char *prog, const 
     }
     if (argc == 0) { fputs(usage, stderr); return 2; }
     if (cfile && config_load_file(c, cfile, err, sizeof err)) { fprintf(stderr, "%s: %s\n", prog, err); return 1; }
+    // an empty file is a mistake (a wrong path, a file cut short), not a request for the defaults
+    if (cfile && file_is_blank(cfile)) { fprintf(stderr, "%s: %s: the configuration file is empty\n", prog, cfile); return 1; }
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "--set") && i + 1 < argc && config_set(c, argv[++i], err, sizeof err)) {
             fprintf(stderr, "%s: %s\n", prog, err);

@@ -85,7 +85,8 @@ int cmd_init(int argc, char **argv) {
 static const char *info_usage =
     "usage: rlhf info CKPT [--batch B] [--seq T]\n"
     "Prints the config, the parameter count and the memory needed to train (weights, gradients,\n"
-    "AdamW moments, activations at B x T) and to sample (weights, KV cache for B x T).\n"
+    "AdamW moments, activations at B x T) and to sample (weights, KV cache for B x T), after\n"
+    "loading the weights (every dtype, shape and value checked: a checkpoint info accepts loads).\n"
     "Defaults: B = 8, T = the model's context.\n";
 
 int cmd_info(int argc, char **argv) {
@@ -107,6 +108,10 @@ int cmd_info(int argc, char **argv) {
     if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf info: %s", err);
     if (!T) T = c.max_seq_len;
     if (T > c.max_seq_len) FAIL("rlhf info: --seq %lld exceeds the context of %d", (long long)T, c.max_seq_len);
+    // the weights too: info on a checkpoint says it loads (every dtype, shape, offset, finite value)
+    Model m;
+    if (ckpt_load_model(dir, &m, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf info: %s", err);
+    model_free(&m);
     double V = c.vocab_size, Cc = c.n_embd, Lc = c.n_layer;
     double nparams = V * Cc + (double)c.max_seq_len * Cc + Lc * (12 * Cc * Cc + 13 * Cc) + 2 * Cc + (c.score_head ? Cc : 0);
     char a[32], b[32], w[32];

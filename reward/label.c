@@ -441,7 +441,7 @@ int cmd_label(int argc, char **argv) {
     int64_t v64;
     double vd;
     char err[1024];
-    int rc = 1;
+    int rc = 1, started = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (cmd_is_help(a)) { fputs(label_usage, stdout); return 0; }
@@ -488,14 +488,16 @@ int cmd_label(int argc, char **argv) {
         sampler_init(&L.sm, L.pol.config.vocab_size);
         L.g.eot_id = tok_eot(L.tok);
     }
+    started = 1;
     if (session(&L, err, sizeof err) == 0) rc = 0;
 out:
-    if (rc) fprintf(stderr, "reward label: %s\n", err);
     if (L.judge) {
         int js = judge_stop(&L);
         if (js != 0 && rc == 0) fprintf(stderr, "reward label: warning: the judge exited with status %d\n", js);
     }
-    fprintf(stderr, "reward label: %lld rankings saved, %lld prompts skipped in this session\n", (long long)L.ranked, (long long)L.skipped);
+    if (started)
+        fprintf(stderr, "reward label: %lld rankings saved, %lld prompts skipped in this session\n", (long long)L.ranked, (long long)L.skipped);
+    if (rc) fprintf(stderr, "reward label: %s\n", err);   // the error last: one line, what went wrong
     if (L.has_policy) {
         kv_free(&L.kv);
         sampler_free(&L.sm);

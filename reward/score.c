@@ -274,7 +274,8 @@ static int score_file(RmScorer *sc, const char *path, char *err, size_t errlen) 
         objs[n] = o; pr[n] = jp->valuestring; rs[n] = jc->valuestring;
         n++;
     }
-    double *scores = MALLOC_CHECK((size_t)(n ? n : 1) * sizeof(double));
+    if (n == 0) { util_err(err, errlen, "%s: no lines to score (expected {\"prompt\", \"completion\"} lines)", name); goto done; }
+    double *scores = MALLOC_CHECK((size_t)n * sizeof(double));
     int64_t ntr;
     if (rm_score_texts(sc, n, pr, rs, scores, &ntr, err, errlen)) { free(scores); goto done; }
     for (int64_t i = 0; i < n; i++) {
