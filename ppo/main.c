@@ -160,6 +160,7 @@ static int train(Ppo *s, char *err, size_t errlen) {
 int main(int argc, char **argv) {
     Ppo s;
     memset(&s, 0, sizeof s);
+    signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     dist_init(&s.dist, &argc, &argv);
     char err[2048];
     if (config_new(&s.cfg, PPO_SCHEMA, err, sizeof err)) { fprintf(stderr, "ppo: %s\n", err); dist_abort(&s.dist, 2); }
@@ -185,7 +186,8 @@ int main(int argc, char **argv) {
     if (main_rank && s.db && s.run_id) {
         StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
         char e2[512];
-        if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2)) fprintf(stderr, "ppo: %s\n", e2);
+        // after a failure its own message is the one to read (often the same cause, e.g. a full disk)
+        if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2) && rc >= 0) fprintf(stderr, "ppo: %s\n", e2);
     }
     if (rc == 0 && main_rank) {
         if (s.dist.size > 1)

@@ -3,6 +3,7 @@
 // unembedding replaced by a scalar head) learns to predict them; then it scores completions and
 // can be inspected. One subcommand per job: import, label, train, score, inspect.
 #include "cmd.h"
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@ static const char *usage =
     "                                               calibration, the most confident mistakes\n";
 
 int main(int argc, char **argv) {
+    signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     if (argc < 2) { fputs(usage, stderr); return 2; }
     const char *c = argv[1];
     if (cmd_is_help(c) || !strcmp(c, "help")) { fputs(usage, stdout); return 0; }

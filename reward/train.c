@@ -753,7 +753,8 @@ int cmd_train(int argc, char **argv) {
     if (main_rank && rm.db && rm.run_id) {
         StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
         char e2[512];
-        if (store_set_run_status(rm.db, rm.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2)) fprintf(stderr, "reward train: %s\n", e2);
+        // after a failure its own message is the one to read (often the same cause, e.g. a full disk)
+        if (store_set_run_status(rm.db, rm.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2) && rc >= 0) fprintf(stderr, "reward train: %s\n", e2);
     }
     if (rc == 0 && main_rank) {
         if (rm.dist.size > 1) fprintf(stderr, "reward: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",

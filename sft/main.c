@@ -483,6 +483,7 @@ static int train(Sft *s, char *err, size_t errlen) {
 int main(int argc, char **argv) {
     Sft s;
     memset(&s, 0, sizeof s);
+    signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     dist_init(&s.dist, &argc, &argv);
     char err[1024];
     if (config_new(&s.cfg, SFT_SCHEMA, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); return 2; }
@@ -504,7 +505,8 @@ int main(int argc, char **argv) {
     if (s.db && s.run_id) {
         StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
         char e2[512];
-        if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2)) fprintf(stderr, "sft: %s\n", e2);
+        // after a failure its own message is the one to read (often the same cause, e.g. a full disk)
+        if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2) && rc >= 0) fprintf(stderr, "sft: %s\n", e2);
     }
     if (rc == 0 && dist_main(&s.dist)) {
         if (s.dist.size > 1) fprintf(stderr, "sft: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",

@@ -35,7 +35,7 @@ DB=""
 cell() {
     row=$1; prog=$2; want=$3; pat=$4; shift 4
     [ -n "$DB" ] && sqlite3 -batch "$DB" .dump 2>/dev/null | sort > db.before
-    if [ "$1" = ro ]; then "$@" > out 2> err; else timeout 120 "$@" > out 2> err; fi; rc=$?
+    case $1 in ro|fsize) "$@" > out 2> err;; *) timeout 120 "$@" > out 2> err;; esac; rc=$?
     why=""
     if [ "$want" = error ]; then
         last=$(tail -n 1 err)
@@ -220,6 +220,30 @@ cell "read-only workspace" "rlhf run" error "rodir/wsp" ro rodir "$B/rlhf" run p
 cell "read-only workspace" "rlhf info" works "" ro rodir "$B/rlhf" info rodir/lm
 cell "read-only workspace" "rlhf eval" works "" ro rodir "$B/rlhf" eval rodir/lm --text corpus.txt
 cell "read-only workspace" "rlhf generate" works "" ro rodir "$B/rlhf" generate rodir/lm --prompt hi --max-new 2
+
+# a full disk: a file-size limit (ulimit -f, 512-byte blocks; 340 lets the databases grow and stops
+# the 180 KB trainer state) makes writes fail with EFBIG (the
+# programs ignore SIGXFSZ); the database keeps what it held, the old checkpoint stays
+python3 - <<'PY'
+import json
+with open("big.jsonl", "w") as f:
+    for i in range(2000):
+        f.write(json.dumps({"prompt": f"big prompt {i}", "completions": [f"a {i} " * 20, f"b {i} " * 20], "ranking": [1, 2]}) + "\n")
+PY
+fsize() { lim=$1; shift; sh -c 'ulimit -f "$0" && exec timeout 120 "$@"' "$lim" "$@"; }
+cp ws.db fs.db; DB=fs.db
+lim=$(( $(wc -c < fs.db) / 512 + 40 ))
+cell "disk full (file-size limit)" "reward import" error "fs.db" fsize $lim "$B/reward" import --workspace fs.db big.jsonl
+DB=""
+[ "$(sqlite3 fs.db "pragma integrity_check")" = ok ] && ok "disk full: the database passes integrity_check" || bad "disk full: integrity"
+cell "disk full (file-size limit)" "sft" error "o-fs" fsize 340 "$B/sft" -c sft.yaml --set out.dir=o-fs
+cp ws.db rfs.db
+cell "disk full (file-size limit)" "reward train" error "o-rfs\|rfs.db" fsize 340 "$B/reward" train -c rm.yaml --set out.dir=o-rfs --set workspace=rfs.db
+cell "disk full (file-size limit)" "rlhf init" error "i-fs" fsize 60 "$B/rlhf" init --preset tiny --tokenizer tok --out i-fs
+"$B/sft" -c sft.yaml --set out.dir=o-prev > /dev/null 2>&1 && cp o-prev/last/model.safetensors prev.safetensors
+cell "disk full (file-size limit)" "sft (saving over a checkpoint)" error "o-prev" fsize 340 "$B/sft" -c sft.yaml --set out.dir=o-prev --set train.steps=4 --set train.resume=false
+"$B/rlhf" info o-prev/last > /dev/null 2> err && cmp -s prev.safetensors o-prev/last/model.safetensors &&
+    ok "disk full: the previous checkpoint is intact and loads" || bad "disk full: the previous checkpoint"
 
 # SQL metacharacters in prompts, completions and labeler names: stored verbatim, and they work
 python3 - <<'PY'
