@@ -40,9 +40,9 @@ cell() {
     if [ "$want" = error ]; then
         last=$(tail -n 1 err)
         [ $rc -eq 1 ] || why="exit $rc"
-        printf '%s\n' "$last" | grep -q -- "$pat" || why="$why; last line does not name '$pat'"
-        [ "$(grep -c -- "$pat" err)" -le 1 ] || why="$why; more than one line names '$pat'"
-        grep -q "usage:\|Sanitizer\|runtime error\|Segmentation\|Assertion\|dumped" err && why="$why; crash or usage text"
+        printf '%s\n' "$last" | grep -aq -- "$pat" || why="$why; last line does not name '$pat'"
+        [ "$(grep -ac -- "$pat" err)" -le 1 ] || why="$why; more than one line names '$pat'"
+        grep -aq "usage:\|Sanitizer\|runtime error\|Segmentation\|Assertion\|dumped" err && why="$why; crash or usage text"
     else
         [ $rc -eq 0 ] || why="exit $rc"
     fi
@@ -143,6 +143,11 @@ for k in empty garbage truncated; do
     [ $k = truncated ] && cell "$row" "sft (data)" error "truncated.jsonl" "$B/sft" -c sft.yaml --set data.train=truncated.jsonl --set out.dir=o-$k
     cp ws.db w-$k.db; DB=w-$k.db
     cell "$row" "reward import" error "$k.jsonl" "$B/reward" import --workspace w-$k.db $k.jsonl
+    # what a judge program answers: an empty line, garbage, a ranking cut short ("1>2" of 3)
+    case $k in empty) a='echo';; garbage) a='cat garbage.txt; echo';; truncated) a='echo "1>2"';; esac
+    printf 'read -r line; %s; cat > /dev/null\n' "$a" > answers-$k.sh
+    j="sh answers-$k.sh"
+    cell "$row" "reward label (judge's answer)" error "judge" "$B/reward" label --workspace w-$k.db --labeler j-$k --policy lm --k 3 --max-new 3 --judge "$j"
     cell "$row" "reward train (config)" error "$y" "$B/reward" train -c $y
     cell "$row" "reward score (input)" error "$k.jsonl" "$B/reward" score rm --input $k.jsonl
     cell "$row" "ppo (config)" error "$y" "$B/ppo" -c $y
@@ -150,6 +155,8 @@ for k in empty garbage truncated; do
     DB=""
     cell "$row" "rlhf init (tokenizer)" error "tok-$k" "$B/rlhf" init --preset tiny --tokenizer tok-$k --out i-$k
     cell "$row" "rlhf tokenizer (vocabulary)" error "tok-$k" "$B/rlhf" tokenizer encode tok-$k --text corpus.txt
+    # any bytes are text to a byte-level tokenizer: they encode and decode back exactly
+    [ $k = garbage ] && cell "$row" "rlhf tokenizer (text)" works "" sh -c '"$0" tokenizer encode tok --text garbage.txt > ids && "$0" tokenizer decode tok --ids ids > back && cmp garbage.txt back' "$B/rlhf"
     cell "$row" "rlhf info" error "lm-$k" "$B/rlhf" info lm-$k
     cell "$row" "rlhf eval" error "lm-$k" "$B/rlhf" eval lm-$k --text corpus.txt
     cell "$row" "rlhf generate" error "lm-$k" "$B/rlhf" generate lm-$k --prompt hi --max-new 2
