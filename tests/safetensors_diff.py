@@ -1,10 +1,14 @@
 """Prints the largest absolute difference between the F32 tensors of two safetensors files.
-Standard library only (used by the shell tests): python3 tests/safetensors_diff.py [--no-key-bias] A B
+Standard library only (used by the shell tests):
+    python3 tests/safetensors_diff.py [--no-key-bias] [--skip NAME]... A B
 
---no-key-bias leaves out the key third of every attn.c_attn.bias: adding a constant to every key
-of a query's scores leaves the softmax unchanged, so their gradient is 0 in exact arithmetic and
-rounding noise alone, which AdamW turns into steps of up to the learning rate; two runs that sum
-the same gradients in another order (several processes) differ there by noise."""
+Options leave out weights whose gradient is 0 in exact arithmetic and rounding noise alone, which
+AdamW turns into steps of up to the learning rate, so that two runs summing the same gradients in
+another order (several processes) differ there by noise:
+  --no-key-bias  the key third of every attn.c_attn.bias (a constant added to every key score of a
+                 query leaves its softmax unchanged)
+  --skip NAME    the tensor NAME (e.g. transformer.ln_f.bias of a reward model: the ranking loss
+                 depends only on score differences, and ln_f.bias moves every score alike)"""
 import json
 import struct
 import sys
@@ -26,9 +30,15 @@ def load(path):
     return out
 
 
-args = sys.argv[1:]
-skip = "--no-key-bias" in args
-args = [x for x in args if x != "--no-key-bias"]
+args, skip, names = sys.argv[1:], False, set()
+while args and args[0].startswith("--"):
+    if args[0] == "--no-key-bias":
+        skip, args = True, args[1:]
+    elif args[0] == "--skip" and len(args) > 1:
+        names.add(args[1])
+        args = args[2:]
+    else:
+        sys.exit(f"unknown option {args[0]}")
 a, b = load(args[0]), load(args[1])
 if sorted(a) != sorted(b):
     sys.exit("the files hold different tensors")
@@ -42,4 +52,4 @@ def diffs(k):
     return d
 
 
-print(max(max(diffs(k)) for k in a))
+print(max(max(diffs(k)) for k in a if k not in names))
