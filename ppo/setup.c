@@ -316,8 +316,8 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
             util_format_bytes(b, sizeof b, (double)rows[i].bytes);
             fprintf(stderr, "ppo:   %-10s %10s  %s\n", rows[i].what, b, rows[i].detail);
         }
+        fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable)" : "(unknown: not checked)");
     }
-    if (dist_main(&s->dist)) fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable)" : "(unknown: not checked)");
     if (lim > 0 && (double)total > lim)
         return util_err(err, errlen, "the memory plan needs %s but only %s is %s: lower ppo.minibatch_size (activations of all four models), "
                         "rollout.generation_batch (KV cache), rollout.max_new_tokens or data.max_prompt_tokens (sequence length)%s, "
