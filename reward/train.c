@@ -279,7 +279,7 @@ static void stats_reduce(Dist *d, Stats *st, int *stop) {
 }
 
 // This rank's share [*lo, *hi) of n items: contiguous, sizes differ by at most one.
-static void dist_share(const Dist *d, int64_t n, int64_t *lo, int64_t *hi) {
+static void rank_share(const Dist *d, int64_t n, int64_t *lo, int64_t *hi) {
     *lo = n * d->rank / d->size;
     *hi = n * (d->rank + 1) / d->size;
 }
@@ -317,7 +317,7 @@ static int evaluate(Rm *rm, const RmSet *s, Stats *st, char *err, size_t errlen)
     memset(st, 0, sizeof *st);
     int64_t n = s->n, maxr = config_get_int(rm->cfg, "eval.max_rankings"), lo, hi;
     if (maxr && n > maxr) n = maxr;
-    dist_share(&rm->dist, n, &lo, &hi);   // each rank scores its share; the sums are reduced
+    rank_share(&rm->dist, n, &lo, &hi);   // each rank scores its share; the sums are reduced
     int64_t *idx = MALLOC_CHECK((size_t)(hi > lo ? hi - lo : 1) * sizeof(int64_t));
     for (int64_t i = lo; i < hi; i++) idx[i - lo] = i;
     int rc = run_rankings(rm, s, idx, hi - lo, 0.0, st, err, errlen);
@@ -573,7 +573,7 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
     }
     if (demos.ni == 0) { s = &rm->train; *what = "training completions"; }
     int64_t cnt = s->ni < maxn ? s->ni : maxn, lo, hi;
-    dist_share(&rm->dist, cnt, &lo, &hi);   // each rank scores its share; the sum is reduced
+    rank_share(&rm->dist, cnt, &lo, &hi);   // each rank scores its share; the sum is reduced
     double sum = 0;
     for (int64_t i0 = lo; i0 < hi; i0 += rm->max_rows) {
         int b = (int)(hi - i0 < rm->max_rows ? hi - i0 : rm->max_rows), T = 1;
@@ -658,7 +658,7 @@ static int train(Rm *rm, char *err, size_t errlen) {
     int rc = 0, main_rank = dist_main(&rm->dist);
     // the ranks agree on stopping: a signal seen by any rank stops all after the same step
     int stop = rm->dist.size == 1 && stop_requested;
-    dist_share(&rm->dist, rm->bs, &lo, &hi);
+    rank_share(&rm->dist, rm->bs, &lo, &hi);
     while (rm->step < rm->total_steps && !stop) {
         double t0 = util_time_s();
         for (int j = 0; j < rm->bs; j++) {
