@@ -94,7 +94,7 @@ t0=$(now)
 "$B/reward" import --workspace scratch.db r0.jsonl > /dev/null 2> err || bad "uninterrupted import"
 T=$(since "$t0")
 reported=""; kills=0; broken=""; n=0
-for d in $(delays 0.05 0.95 "$T" "$ROUNDS" 2); do
+for d in $(delays 0.05 1.2 "$T" $((ROUNDS + 4)) 2); do   # some kills land after the commit
     f=r$((n % 6)).jsonl; n=$((n + 1))
     rc=$(run_and_kill "$d" "$B/reward" import --workspace ws.db "$f" 2>/dev/null; echo $?)
     if [ "$rc" = 0 ]; then reported="$reported $f"; elif [ "$rc" = 137 ]; then kills=$((kills + 1)); else broken="$broken $f:exit$rc"; fi
