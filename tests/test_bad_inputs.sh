@@ -7,6 +7,7 @@
 # the input; a database given to the program must keep every row it held (compared as a
 # sorted .dump before and after). MATRIX_OUT=FILE writes the matrix (row, program, result).
 BUILD=${BUILD:-build}
+TESTS="$PWD/tests"
 B="$PWD/$BUILD/bin"
 W=$(mktemp -d)
 trap 'chmod -R u+w "$W" 2>/dev/null; rm -rf "$W"' EXIT
@@ -63,15 +64,8 @@ cell() {
 
 # ---------------------------------------------------------------------------------------------
 # good inputs: a tokenizer, a language model, a reward model, a workspace with rankings
-i=0; : > corpus.txt; : > demos.jsonl; : > rank.jsonl; : > prompts.jsonl
-while [ $i -lt 24 ]; do
-    a=$((i * 7 % 19)); b=$((i * 11 % 17))
-    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
-    printf '{"prompt": "What is %d plus %d?", "response": "%d"}\n' $a $b $((a + b)) >> demos.jsonl
-    printf '{"prompt": "What is %d plus %d?", "completions": ["%d", "%d", "no"], "ranking": "1>2>3"}\n' $a $b $((a + b)) $((a + b + 1)) >> rank.jsonl
-    printf '{"prompt": "Add %d and %d"}\n' $a $b >> prompts.jsonl
-    i=$((i + 1))
-done
+. "$TESTS/tiny_data.sh"
+tiny_data 24
 "$B/rlhf" tokenizer train --vocab-size 280 --out tok corpus.txt 2> err &&
 "$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 --out lm 2> err &&
 "$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 6 --score-head --no-lm-head --out rm 2> err &&

@@ -28,15 +28,8 @@ W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 cd "$W" || exit 1
-i=0; : > corpus.txt; : > demos.jsonl; : > rank.jsonl; : > prompts.jsonl
-while [ $i -lt 12 ]; do
-    a=$((i * 7 % 19)); b=$((i * 11 % 17))
-    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
-    printf '{"prompt": "What is %d plus %d?", "response": "%d"}\n' $a $b $((a + b)) >> demos.jsonl
-    printf '{"prompt": "What is %d plus %d?", "completions": ["%d", "%d", "no"], "ranking": "1>2>3"}\n' $a $b $((a + b)) $((a + b + 1)) >> rank.jsonl
-    printf '{"prompt": "Add %d and %d"}\n' $a $b >> prompts.jsonl
-    i=$((i + 1))
-done
+. "$ROOT/tests/tiny_data.sh"
+tiny_data 12
 cat > sft.yaml <<'YAML'
 model: {init: base}
 out: {dir: sft}
