@@ -698,6 +698,11 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
                       (long long)id, show(sb, key, strlen(key)));
             break;
         }
+        // a token must stand for at least one byte (cJSON also ends a key at an escaped NUL)
+        if (!key[0]) {
+            st = fail(err, TOK_ERR_FORMAT, "%s: token id %lld is the empty string", path, (long long)id);
+            break;
+        }
         order[id] = (int32_t)k;
         start[k] = (int64_t)all.n;
         long bad;
@@ -720,7 +725,7 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
         for (int64_t id = 0; id < n; id++) {
             int64_t f = order[id];
             t->off[id] = o;
-            memcpy(t->bytes + o, all.data + start[f], (size_t)(start[f + 1] - start[f]));
+            if (start[f + 1] > start[f]) memcpy(t->bytes + o, all.data + start[f], (size_t)(start[f + 1] - start[f]));
             o += start[f + 1] - start[f];
         }
         t->off[n] = o;

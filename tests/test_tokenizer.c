@@ -573,6 +573,10 @@ static void test_load_errors(void) {
     expect_load_error("array", "[1, 2]", 6, gm, TOK_ERR_FORMAT, "vocab.json", "expected a JSON object");
     expect_load_error("empty_object", "{}", 2, gm, TOK_ERR_FORMAT, "vocab.json", "0 tokens");
     expect_load_error("garbage_after", "{\"a\": 0} x", 10, gm, TOK_ERR_FORMAT, "vocab.json", "after the JSON");
+    // an empty token, also what a raw NUL byte at the start of a key becomes in cJSON (found by
+    // fuzz_tokenizer: it reached memcpy from a NULL buffer)
+    expect_load_error("empty_token", "{\"\": 0}", 7, gm, TOK_ERR_FORMAT, "vocab.json", "empty string");
+    expect_load_error("nul_token", "{\"\0x\": 0}", 9, gm, TOK_ERR_FORMAT, "vocab.json", "empty string");
     // 100000 nested arrays: cJSON stops at its nesting limit (no stack overflow)
     size_t depth = 100000;
     char *deep = malloc(2 * depth);
