@@ -1,5 +1,6 @@
 #include "dist.h"
 #include "util.h"
+#include <stdio.h>
 #include <stdlib.h>
 #ifdef RLHF_MPI
 #include <mpi.h>
@@ -26,6 +27,11 @@ void dist_init(Dist *d, int *argc, char ***argv) {
 #else
     (void)argc; (void)argv;
 #endif
+}
+
+void dist_report_error(const Dist *d, const char *prog, const char *msg) {
+    if (d->size > 1) fprintf(stderr, "%s: rank %d: %s; stopping every rank\n", prog, d->rank, msg);
+    else fprintf(stderr, "%s: %s\n", prog, msg);
 }
 
 void dist_finalize(Dist *d) {

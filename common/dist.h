@@ -30,6 +30,9 @@ void dist_allgather(Dist *d, void *x, int64_t bytes);
 // read from a database that others may be writing to meanwhile).
 void dist_broadcast(Dist *d, void *x, int64_t bytes);
 void dist_barrier(Dist *d);
+// Prints a rank's failure as "PROG: message", or with several ranks "PROG: rank N: message;
+// stopping every rank" (then call dist_abort once the rank's own files are closed).
+void dist_report_error(const Dist *d, const char *prog, const char *msg);
 // Stops every rank (a failure on one rank must not leave the others waiting in an allreduce).
 void dist_abort(Dist *d, int code) __attribute__((noreturn));
 // 1 when x holds the same bytes on every rank (a 64-bit hash compared across ranks).

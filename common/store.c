@@ -1199,6 +1199,16 @@ int store_add_run(Store *s, const StoreRunInfo *info, int64_t *id, char *err, si
     return 0;
 }
 
+int store_finish_run(Store *s, int64_t run_id, int rc, const char *prog) {
+    int code = rc == 0 ? 0 : rc > 0 ? 130 : 1;
+    if (s && run_id) {
+        StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
+        char err[512];
+        if (store_set_run_status(s, run_id, st, code, err, sizeof err) && rc >= 0) fprintf(stderr, "%s: %s\n", prog, err);
+    }
+    return code;
+}
+
 int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus status, int exit_code, char *err, size_t errlen) {
     if ((unsigned)status >= 4) return util_err(err, errlen, "%s: set run status: unknown status %d", s->path, (int)status);
     sqlite3_stmt *st = q(s, status == STORE_RUN_RUNNING ? Q_RUN_RESUME : Q_RUN_FINISH, err, errlen);

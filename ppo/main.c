@@ -179,16 +179,8 @@ int main(int argc, char **argv) {
                     s.has_ptx ? "on" : "off", s.hash);
         rc = train(&s, err, sizeof err);
     }
-    if (rc < 0) {
-        if (s.dist.size > 1) fprintf(stderr, "ppo: rank %d: %s; stopping every rank\n", s.dist.rank, err);
-        else fprintf(stderr, "ppo: %s\n", err);
-    }
-    if (main_rank && s.db && s.run_id) {
-        StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
-        char e2[512];
-        // after a failure its own message is the one to read (often the same cause, e.g. a full disk)
-        if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2) && rc >= 0) fprintf(stderr, "ppo: %s\n", e2);
-    }
+    if (rc < 0) dist_report_error(&s.dist, "ppo", err);
+    int code = store_finish_run(main_rank ? s.db : NULL, s.run_id, rc, "ppo");
     if (rc == 0 && main_rank) {
         if (s.dist.size > 1)
             fprintf(stderr, "ppo: %d ranks, weights identical on every rank at every save; %.3f s in gradient allreduces (%.4f s per step), "
@@ -199,5 +191,5 @@ int main(int argc, char **argv) {
     ppo_teardown(&s);
     if (rc < 0 && s.dist.size > 1) dist_abort(&s.dist, 1);   // the others may wait in an allreduce
     dist_finalize(&s.dist);
-    return rc == 0 ? 0 : rc > 0 ? 130 : 1;
+    return code;
 }

@@ -746,16 +746,8 @@ int cmd_train(int argc, char **argv) {
                     (long long)rm.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T, rm.hash);
         rc = train(&rm, err, sizeof err);
     }
-    if (rc < 0) {
-        if (rm.dist.size > 1) fprintf(stderr, "reward train: rank %d: %s; stopping every rank\n", rm.dist.rank, err);
-        else fprintf(stderr, "reward train: %s\n", err);
-    }
-    if (main_rank && rm.db && rm.run_id) {
-        StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
-        char e2[512];
-        // after a failure its own message is the one to read (often the same cause, e.g. a full disk)
-        if (store_set_run_status(rm.db, rm.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2) && rc >= 0) fprintf(stderr, "reward train: %s\n", e2);
-    }
+    if (rc < 0) dist_report_error(&rm.dist, "reward train", err);
+    int code = store_finish_run(main_rank ? rm.db : NULL, rm.run_id, rc, "reward train");
     if (rc == 0 && main_rank) {
         if (rm.dist.size > 1) fprintf(stderr, "reward: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
                                       rm.dist.size, rm.dist.allreduce_s, rm.step ? rm.dist.allreduce_s / (double)rm.step : 0.0);
@@ -764,5 +756,5 @@ int cmd_train(int argc, char **argv) {
     teardown(&rm);
     if (rc < 0 && rm.dist.size > 1) dist_abort(&rm.dist, 1);   // the others may wait in an allreduce
     dist_finalize(&rm.dist);
-    return rc == 0 ? 0 : rc > 0 ? 130 : 1;
+    return code;
 }

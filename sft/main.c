@@ -498,16 +498,8 @@ int main(int argc, char **argv) {
                 (long long)s.total_steps, s.accum, s.B, s.T, s.hash);
     }
     if (rc == 0) rc = train(&s, err, sizeof err);
-    if (rc < 0) {
-        if (s.dist.size > 1) fprintf(stderr, "sft: rank %d: %s; stopping every rank\n", s.dist.rank, err);
-        else fprintf(stderr, "sft: %s\n", err);
-    }
-    if (s.db && s.run_id) {
-        StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
-        char e2[512];
-        // after a failure its own message is the one to read (often the same cause, e.g. a full disk)
-        if (store_set_run_status(s.db, s.run_id, st, rc == 0 ? 0 : rc > 0 ? 130 : 1, e2, sizeof e2) && rc >= 0) fprintf(stderr, "sft: %s\n", e2);
-    }
+    if (rc < 0) dist_report_error(&s.dist, "sft", err);
+    int code = store_finish_run(s.db, s.run_id, rc, "sft");
     if (rc == 0 && dist_main(&s.dist)) {
         if (s.dist.size > 1) fprintf(stderr, "sft: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
                                       s.dist.size, s.dist.allreduce_s, s.step ? s.dist.allreduce_s / (double)s.step : 0.0);
@@ -516,5 +508,5 @@ int main(int argc, char **argv) {
     teardown(&s);
     if (rc < 0 && s.dist.size > 1) dist_abort(&s.dist, 1);   // the others may wait in an allreduce
     dist_finalize(&s.dist);
-    return rc == 0 ? 0 : rc > 0 ? 130 : 1;
+    return code;
 }
