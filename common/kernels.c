@@ -322,8 +322,10 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 #define ATT_BLOCK 64
 
 // Causal softmax of rows r0 .. r0+nr-1 of one (sequence, head) score matrix p (len, len):
-// row t is normalised over s <= t and zeroed beyond.
+// row t is normalised over s <= t and zeroed from t+1 to the block's last key kn-1, the columns
+// the products read (nothing reads p beyond them).
 static void att_softmax_block(float *p, int64_t r0, int64_t nr, int64_t len) {
+    int64_t kn = r0 + nr;
     for (int64_t t = r0; t < r0 + nr; t++) {
         float *row = p + t * len;
         float mx = -INFINITY, sum = 0.0f;
@@ -333,7 +335,7 @@ static void att_softmax_block(float *p, int64_t r0, int64_t nr, int64_t len) {
         float inv = 1.0f / sum;
         #pragma omp simd
         for (int64_t s = 0; s <= t; s++) row[s] *= inv;
-        for (int64_t s = t + 1; s < len; s++) row[s] = 0.0f;
+        for (int64_t s = t + 1; s < kn; s++) row[s] = 0.0f;
     }
 }
 
