@@ -364,6 +364,11 @@ static int parse_flow_list(const char *text, size_t n, Value *v, char *msg, size
             break;
         }
         int ok;
+        if (state == 3 && ev.type == YAML_SCALAR_EVENT && v->n_items >= CONFIG_MAX_ITEMS) {
+            yaml_event_delete(&ev);
+            util_err(msg, msglen, "more than %d items in the list", CONFIG_MAX_ITEMS);
+            break;
+        }
         if (state == 3 && ev.type == YAML_SCALAR_EVENT) {
             ok = !ev.data.scalar.anchor && !ev.data.scalar.tag && !memchr(ev.data.scalar.value, 0, ev.data.scalar.length);
             if (ok) list_push(v, (const char *)ev.data.scalar.value, ev.data.scalar.length);
@@ -704,6 +709,8 @@ static int load_leaf(Loader *L, int idx, yaml_event_t *ev) {
             bad = lerr(L, it.start_mark, "%s: expected a list of strings, got %s inside the list", e->key, event_kind(&it));
         if (!bad && memchr(it.data.scalar.value, 0, it.data.scalar.length))
             bad = lerr(L, it.start_mark, "%s: the value contains a NUL character", e->key);
+        if (!bad && v.n_items >= CONFIG_MAX_ITEMS)
+            bad = lerr(L, it.start_mark, "%s: more than %d items in the list", e->key, CONFIG_MAX_ITEMS);
         if (!bad) {
             int null = it.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
                        is_null_text((const char *)it.data.scalar.value, it.data.scalar.length);
@@ -717,8 +724,9 @@ static int load_leaf(Loader *L, int idx, yaml_event_t *ev) {
 }
 
 // Reads the pairs of a mapping whose MAPPING_START was consumed; prefix is its dotted path ("" at
-// the top). Recursion only follows schema sections, so its depth is bounded by the schema's.
-static int load_mapping(Loader *L, const char *prefix) {
+// the top), depth its nesting (1 at the top). Recursion only follows schema sections, so its
+// depth is bounded by the schema's; CONFIG_MAX_DEPTH bounds it whatever the schema.
+static int load_mapping(Loader *L, const char *prefix, int depth) {
     for (;;) {
         yaml_event_t kev, vev;
         if (next_event(L, &kev)) return -1;
@@ -750,7 +758,9 @@ static int load_mapping(Loader *L, const char *prefix) {
         if (!rc) {
             rc = check_node(L, &vev);
             if (!rc && idx >= 0) rc = load_leaf(L, idx, &vev);
-            else if (!rc && vev.type == YAML_MAPPING_START_EVENT) rc = load_mapping(L, full);
+            else if (!rc && vev.type == YAML_MAPPING_START_EVENT && depth >= CONFIG_MAX_DEPTH)
+                rc = lerr(L, vev.start_mark, "%s: nesting deeper than %d levels", full, CONFIG_MAX_DEPTH);
+            else if (!rc && vev.type == YAML_MAPPING_START_EVENT) rc = load_mapping(L, full, depth + 1);
             else if (!rc && !(vev.type == YAML_SCALAR_EVENT && vev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
                               is_null_text((const char *)vev.data.scalar.value, vev.data.scalar.length))) {
                 char keys[400];
@@ -785,7 +795,7 @@ static int load_stream(Loader *L) {
         yaml_event_delete(&ev);
         if (next_event(L, &ev)) return -1;
         int rc = check_node(L, &ev);
-        if (!rc && ev.type == YAML_MAPPING_START_EVENT) rc = load_mapping(L, "");
+        if (!rc && ev.type == YAML_MAPPING_START_EVENT) rc = load_mapping(L, "", 1);
         else if (!rc && !(ev.type == YAML_SCALAR_EVENT && ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
                           is_null_text((const char *)ev.data.scalar.value, ev.data.scalar.length)))
             rc = lerr(L, ev.start_mark, "the top level must be a mapping of keys, got %s", event_kind(&ev));

@@ -37,7 +37,8 @@
 // unknown keys (with "did you mean 'x'?" when a key is close), wrong types ("train.lr: expected a
 // number, got 'abc'"), values out of range, duplicate keys (with where the first one is), a value
 // where a section is expected and the reverse, anchors, aliases and tags (not supported), more
-// than one document, NUL characters in a scalar, files over CONFIG_MAX_FILE bytes. A load that
+// than one document, NUL characters in a scalar, files over CONFIG_MAX_FILE bytes, sections nested
+// deeper than CONFIG_MAX_DEPTH, lists of more than CONFIG_MAX_ITEMS items. A load that
 // fails changes nothing: values are applied only when the whole file is valid.
 //
 // Overrides (`--set KEY=VALUE`, one per call of config_set): VALUE is taken verbatim for string
@@ -68,6 +69,8 @@
 
 #define CONFIG_MAX_FILE  (16 << 20)  // largest YAML file accepted (bytes)
 #define CONFIG_MAX_KEY   128         // longest dotted key, terminator included
+#define CONFIG_MAX_DEPTH 16          // deepest nesting of sections in a file
+#define CONFIG_MAX_ITEMS 65536       // most items in one list
 #define CONFIG_HASH_HEX  17          // 16 hex digits + NUL
 
 typedef enum {

@@ -1,14 +1,18 @@
 // rlhf run: executes a pipeline file (YAML) stage by stage. The whole file is validated first
-// (keys, types, references, cycles, and each stage's settings by the stage's own program); then
-// each stage runs as a child process of the same binaries, its output streamed to the terminal
-// and to WORKSPACE/logs/STAGE.log, its run recorded in the workspace database. A stage whose
-// command, inputs and upstream stages are unchanged and that finished before is skipped; an
-// interrupted stage is run again with the same command, and the programs resume from their last
-// checkpoint. The first failure stops the pipeline with a summary.
+// (keys, types, references, cycles, output paths, and each stage's settings by the stage's own
+// program); then, holding the workspace's lock, each stage runs as a child process of the same
+// binaries in its own process group, its output streamed to the terminal and to
+// WORKSPACE/logs/STAGE.log, its run recorded in the workspace database. A stage whose command,
+// inputs and upstream stages are unchanged and that finished before is skipped; an interrupted
+// stage is run again with the same command, and the programs resume from their last checkpoint.
+// An output directory is removed only when the runner made it (its marker file is in it).
+// SIGINT, SIGTERM and SIGHUP are passed on to the running stage, and the runner exits 128+signal
+// once the stage has. The first failure stops the pipeline with a summary.
 #include "commands.h"
 #include "pipeline.h"
 #include "store.h"
 #include "util.h"
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -17,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 static void fnv(uint64_t *h, const void *data, size_t n) {
@@ -47,7 +53,8 @@ static int validate_settings(Pipeline *p) {
             int dn = open("/dev/null", O_WRONLY);
             if (dn >= 0) dup2(dn, 1);
             close(pipefd[0]);
-            char *argv[3 * MAX_ITEMS + 20];
+            char **argv = calloc((size_t)st->argc + 2, sizeof(char *));
+            if (!argv) _exit(127);
             int a = 0;
             for (int i = 0; i < st->argc; i++) argv[a++] = st->argv[i];
             argv[a++] = "--print-config";
@@ -76,10 +83,15 @@ static int validate_settings(Pipeline *p) {
     return 0;
 }
 
-static int hash_if_input(Pipeline *p, const char *path, uint64_t *h) {
-    size_t wl = strlen(p->workspace.text);
+// A file named on the command line counts when it exists and lies outside the workspace, both
+// paths resolved (a name that merely starts like the workspace's is outside it).
+static int hash_if_input(Pipeline *p, const char *ws_real, const char *path, uint64_t *h) {
     struct stat sb;
-    if (!strncmp(path, p->workspace.text, wl) || stat(path, &sb) || !S_ISREG(sb.st_mode)) return 0;
+    if (stat(path, &sb) || !S_ISREG(sb.st_mode)) return 0;
+    char *real = realpath(path, NULL);
+    int inside = !real || pipeline_path_within(real, ws_real);
+    free(real);
+    if (inside) return 0;
     char hex[STORE_HASH_HEX];
     if (store_hash_file(path, hex, p->err, sizeof p->err)) return -1;
     fnv(h, hex, 64);
@@ -89,7 +101,7 @@ static int hash_if_input(Pipeline *p, const char *path, uint64_t *h) {
 // The stage's fingerprint: its command, its upstream stages' fingerprints, and the contents of
 // the files it names outside the workspace (so an edited data file reruns the stage). Values of
 // --set KEY=VALUE count, and so do the items of a flow list ["a", "b"].
-static int fingerprint(Pipeline *p, Stage *st) {
+static int fingerprint(Pipeline *p, const char *ws_real, Stage *st) {
     uint64_t h = 0xcbf29ce484222325ULL;
     fnv(&h, st->program, strlen(st->program) + 1);
     for (int i = 1; i < st->argc; i++) fnv(&h, st->argv[i], strlen(st->argv[i]) + 1);
@@ -97,13 +109,13 @@ static int fingerprint(Pipeline *p, Stage *st) {
     for (int i = 1; i < st->argc; i++) {
         const char *v = st->argv[i];
         if (i > 1 && !strcmp(st->argv[i - 1], "--set") && strchr(v, '=')) v = strchr(v, '=') + 1;
-        if (v[0] != '[') { if (hash_if_input(p, v, &h)) return -1; continue; }
+        if (v[0] != '[') { if (hash_if_input(p, ws_real, v, &h)) return -1; continue; }
         char *copy = xstrdup(v + 1), *save = NULL;
         for (char *t = strtok_r(copy, ",]", &save); t; t = strtok_r(NULL, ",]", &save)) {
             while (*t == ' ' || *t == '"') t++;
             size_t n = strlen(t);
             while (n && (t[n - 1] == ' ' || t[n - 1] == '"')) t[--n] = 0;
-            if (hash_if_input(p, t, &h)) { free(copy); return -1; }
+            if (hash_if_input(p, ws_real, t, &h)) { free(copy); return -1; }
         }
         free(copy);
     }
@@ -120,30 +132,62 @@ static void print_cmd(FILE *f, const Stage *st, const char *launcher) {
     }
 }
 
-// Runs the stage's command, streaming its output to the terminal and the log. Returns the exit
-// status (128+signal when killed).
+// What the signal handler shares with the runner: the signal received (0: none), the running
+// stage's process group (0: none) and whether the signal reached it.
+static volatile sig_atomic_t run_signal, stage_pgid, signal_forwarded;
+
+static void on_run_signal(int sig) {
+    int saved = errno;
+    run_signal = sig;
+    if (stage_pgid > 0 && kill(-(pid_t)stage_pgid, sig) == 0) signal_forwarded = 1;
+    errno = saved;
+}
+
+// SIGINT, SIGTERM and SIGHUP go to on_run_signal, without SA_RESTART: a read of the stage's
+// output returns EINTR and the loop goes on.
+static void run_catch_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_run_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+// Runs the stage's command in its own process group (which gets the terminal when the runner has
+// it, so a labeler typing rankings still can), streaming its output to the terminal and the log.
+// Returns the exit status (128+signal when killed).
 static int run_stage(Pipeline *p, Stage *st, const char *launcher) {
-    snprintf(st->log, sizeof st->log, "%s/logs/%s.log", p->workspace.text, st->name.text);
-    int logfd = open(st->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    snprintf(st->log, sizeof st->log, "%s/%s/%s.log", p->workspace.text, PIPELINE_LOGS, st->name.text);
+    int logfd = open(st->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int pipefd[2];
     if (logfd < 0 || pipe(pipefd)) { fprintf(stderr, "rlhf run: cannot open %s: %s\n", st->log, strerror(errno)); if (logfd >= 0) close(logfd); return 1; }
-    char *argv[3 * MAX_ITEMS + 64];
-    int a = 0;
     char *lcopy = launcher && launcher[0] ? xstrdup(launcher) : NULL;
-    if (lcopy) for (char *tok = strtok(lcopy, " \t"); tok && a < 32; tok = strtok(NULL, " \t")) argv[a++] = tok;
+    char **argv = CALLOC_CHECK((lcopy ? strlen(lcopy) / 2 + 1 : 0) + (size_t)st->argc + 1, sizeof(char *));
+    int a = 0;
+    if (lcopy) for (char *tok = strtok(lcopy, " \t"); tok; tok = strtok(NULL, " \t")) argv[a++] = tok;
     for (int i = 0; i < st->argc; i++) argv[a++] = st->argv[i];
     argv[a] = NULL;
+    int tty = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
     fflush(stdout); fflush(stderr);
     pid_t pid = fork();
-    if (pid < 0) { fprintf(stderr, "rlhf run: fork: %s\n", strerror(errno)); free(lcopy); close(logfd); return 1; }
+    if (pid < 0) { fprintf(stderr, "rlhf run: fork: %s\n", strerror(errno)); free(lcopy); free(argv); close(logfd); return 1; }
     if (pid == 0) {
+        setpgid(0, 0);
+        if (tty) { signal(SIGTTOU, SIG_IGN); tcsetpgrp(STDIN_FILENO, getpid()); }
+        signal(SIGTTOU, SIG_DFL);
         dup2(pipefd[1], 1);
         dup2(pipefd[1], 2);
-        close(pipefd[0]); close(pipefd[1]); close(logfd);
+        close(pipefd[0]); close(pipefd[1]);
         execvp(argv[0], argv);
         fprintf(stderr, "rlhf run: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
+    setpgid(pid, pid);   // both sides set it: whichever runs first, the group exists before a kill
+    stage_pgid = pid;
+    if (run_signal && !signal_forwarded && kill(-pid, run_signal) == 0) signal_forwarded = 1;   // came before the group did
+    if (tty) { signal(SIGTTOU, SIG_IGN); tcsetpgrp(STDIN_FILENO, pid); }
     close(pipefd[1]);
     char buf[8192];
     ssize_t r;
@@ -157,8 +201,11 @@ static int run_stage(Pipeline *p, Stage *st, const char *launcher) {
     close(pipefd[0]);
     close(logfd);
     free(lcopy);
-    int status;
+    free(argv);
+    int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    stage_pgid = 0;
+    if (tty) { tcsetpgrp(STDIN_FILENO, getpgrp()); signal(SIGTTOU, SIG_DFL); }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -180,55 +227,205 @@ static const char *run_usage =
     "settings, args, out, launcher. References: ${workspace}, ${seed}, ${bin} (the programs'\n"
     "directory), ${vars.NAME}, ${STAGE.out}.\n";
 
-static volatile sig_atomic_t run_interrupted;
-static void on_run_signal(int sig) { (void)sig; run_interrupted = 1; }
 
 static int remove_tree(const char *path) {
     pid_t pid = fork();
     if (pid == 0) { execlp("rm", "rm", "-rf", "--", path, (char *)NULL); _exit(127); }
     int status;
-    if (pid < 0 || waitpid(pid, &status, 0) < 0) return -1;
+    if (pid < 0) return -1;
+    while (waitpid(pid, &status, 0) < 0) if (errno != EINTR) return -1;
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+// What a name directly in the workspace is to the runner: NULL when nothing.
+static const char *reserved_entry(const char *name, size_t n) {
+    static const char *const names[][2] = {
+        {PIPELINE_LOGS, "the workspace's logs directory (every stage's log)"},
+        {PIPELINE_DB, "the workspace database"}, {PIPELINE_DB "-wal", "the workspace database's log"},
+        {PIPELINE_DB "-shm", "the workspace database's shared memory"},
+        {PIPELINE_DB "-journal", "the workspace database's journal"}, {PIPELINE_LOCK, "the runner's lock file"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i][0]) == n && !strncmp(name, names[i][0], n)) return names[i][1];
+    return NULL;
+}
+
+// Every stage's output path, resolved, must lie strictly inside the workspace, away from what the
+// runner keeps there (logs, database, lock) and apart from every other stage's output: the runner
+// removes an output directory before running its stage afresh. Sets each stage's out_real.
+static int check_outputs(Pipeline *p, const char *ws_real) {
+    size_t wl = strlen(ws_real);
+    for (int s = 0; s < p->n_stages; s++) {
+        Stage *st = &p->stages[s];
+        const char *o = st->out.text;
+        free(st->out_real);
+        st->out_real = pipeline_resolve_path(o);
+        if (!st->out_real) return pipeline_error(p, st->out.line, st->out.col, "stage '%s': cannot resolve out '%s': %s", st->name.text, o, strerror(errno));
+        const char *r = st->out_real;
+        if (!pipeline_path_within(r, ws_real))
+            return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out '%s' (%s) is outside the workspace %s; a stage's output must be inside it",
+                                  st->name.text, o, r, ws_real);
+        if (!strcmp(r, ws_real))
+            return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out '%s' is the workspace itself; a stage's output must be a directory inside it",
+                                  st->name.text, o);
+        const char *first = r + wl + (wl > 1);   // its first component inside the workspace
+        const char *what = reserved_entry(first, strcspn(first, "/"));
+        if (what) return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out '%s' is or is inside %s", st->name.text, o, what);
+        for (int j = 0; j < s; j++) {
+            const Stage *other = &p->stages[j];
+            if (pipeline_path_within(r, other->out_real) || pipeline_path_within(other->out_real, r))
+                return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out '%s' overlaps stage '%s''s output %s (line %d); each stage needs its own",
+                                      st->name.text, o, other->name.text, other->out.text, other->out.line);
+        }
+    }
+    return 0;
+}
+
+// The marker the runner leaves in an output directory it made: it removes no other directory.
+static int has_marker(const char *dir) {
+    char path[PATH_MAX];
+    struct stat sb;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, PIPELINE_MARKER) >= sizeof path) return 0;
+    return lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static void write_marker(const Stage *st) {
+    struct stat sb;
+    if (lstat(st->out_real, &sb) || !S_ISDIR(sb.st_mode) || has_marker(st->out_real)) return;
+    char path[PATH_MAX];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", st->out_real, PIPELINE_MARKER) >= sizeof path) return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) { fprintf(stderr, "rlhf run: cannot write %s: %s (rlhf run will not remove this directory)\n", path, strerror(errno)); return; }
+    dprintf(fd, "Made by rlhf run for stage '%s'; rlhf run removes this directory before running the stage afresh.\n", st->name.text);
+    close(fd);
+}
+
+static int dir_is_empty(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(d))) if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
+    closedir(d);
+    return empty;
+}
+
+// Takes WORKSPACE/.rlhf-run.lock (flock, held until the process ends) and writes our pid in it.
+// 0; -1 with a message (naming the holder's pid) when another runner holds it.
+static int lock_workspace(const char *ws, int *fd_out, char *err, size_t errlen) {
+    char path[PATH_MAX];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", ws, PIPELINE_LOCK) >= sizeof path) return util_err(err, errlen, "%s: path too long", ws);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return util_err(err, errlen, "cannot open the workspace lock %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        int en = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        if (en != EWOULDBLOCK) return util_err(err, errlen, "cannot lock %s: %s", path, strerror(en));
+        return util_err(err, errlen, "workspace %s is in use by another rlhf run (pid %s); wait for it to end or stop it",
+                        ws, pid[0] ? pid : "unknown");
+    }
+    char line[32];
+    int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, line, (size_t)n, 0) != n) { /* the lock holds without the pid */ }
+    *fd_out = fd;
+    return 0;
+}
+
+// "12.3 s", "4 min 05 s", "2 h 03 min"
+static void fmt_duration(char *buf, size_t n, double s) {
+    if (s < 120) snprintf(buf, n, "%.1f s", s);
+    else if (s < 7200) snprintf(buf, n, "%d min %02d s", (int)(s / 60), (int)s % 60);
+    else snprintf(buf, n, "%d h %02d min", (int)(s / 3600), (int)(s / 60) % 60);
+}
+
+typedef struct { double *t; int n, cap; } Durations;
+
+static int collect_duration(const StoreRun *r, void *ctx) {
+    Durations *d = ctx;
+    if (r->status != STORE_RUN_DONE || r->finished <= r->started) return 0;
+    if (d->n == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 16;
+        double *t = realloc(d->t, (size_t)d->cap * sizeof(double));
+        if (!t) DIE("out of memory");
+        d->t = t;
+    }
+    d->t[d->n++] = r->finished - r->started;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+// The median time of the stage's finished runs in this workspace (any configuration); 0 when none.
+static double expected_seconds(Store *db, const char *label, int *runs) {
+    Durations d = {0};
+    char err[256];
+    *runs = 0;
+    if (store_each_run(db, label, collect_duration, &d, err, sizeof err) || d.n == 0) { free(d.t); return 0; }
+    qsort(d.t, (size_t)d.n, sizeof(double), cmp_double);
+    double m = d.n % 2 ? d.t[d.n / 2] : (d.t[d.n / 2 - 1] + d.t[d.n / 2]) / 2;
+    *runs = d.n;
+    free(d.t);
+    return m;
+}
+
+// How many stages the selection (--only, --from, or all) holds.
+static int selected_count(const Pipeline *p, int sel_only, int from_pos) {
+    if (sel_only >= 0) return 1;
+    return p->n_stages - (from_pos < 0 ? 0 : from_pos);
 }
 
 int cmd_run(int argc, char **argv) {
     const char *file = NULL, *from = NULL, *only = NULL;
     int dry = 0, force = 0;
-    const char *sets[MAX_ITEMS];
+    const char **sets = CALLOC_CHECK((size_t)argc + 1, sizeof(char *));
     int nsets = 0;
     for (int i = 0; i < argc; i++) {
-        if (cmd_is_help(argv[i])) { fputs(run_usage, stdout); return 0; }
+        if (cmd_is_help(argv[i])) { fputs(run_usage, stdout); free(sets); return 0; }
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--dry-run")) dry = 1;
         else if (!strcmp(argv[i], "--force")) force = 1;
-        else if (!strcmp(argv[i], "--set") && i + 1 < argc && nsets < MAX_ITEMS) sets[nsets++] = argv[++i];
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc) sets[nsets++] = argv[++i];
         else if (argv[i][0] != '-' && !file) file = argv[i];
-        else { fprintf(stderr, "rlhf run: unexpected argument '%s'\n%s", argv[i], run_usage); return 2; }
+        else { fprintf(stderr, "rlhf run: unexpected argument '%s'\n%s", argv[i], run_usage); free(sets); return 2; }
     }
-    if (!file) { fprintf(stderr, "rlhf run: missing PIPELINE.yaml\n%s", run_usage); return 2; }
-    if (from && only) { fprintf(stderr, "rlhf run: --from and --only exclude each other\n"); return 2; }
+    if (!file) { fprintf(stderr, "rlhf run: missing PIPELINE.yaml\n%s", run_usage); free(sets); return 2; }
+    if (from && only) { fprintf(stderr, "rlhf run: --from and --only exclude each other\n"); free(sets); return 2; }
     Pipeline *p = CALLOC_CHECK(1, sizeof(Pipeline));
     p->file = file;
     p->seed = 1234;
     ssize_t bl = readlink("/proc/self/exe", p->bindir, sizeof p->bindir - 1);
-    if (bl <= 0) { fprintf(stderr, "rlhf run: cannot find the program directory\n"); free(p); return 1; }
+    if (bl <= 0) { fprintf(stderr, "rlhf run: cannot find the program directory\n"); free(p); free(sets); return 1; }
     p->bindir[bl] = 0;
     *strrchr(p->bindir, '/') = 0;
-    int rc = 1;
+    int rc = 1, lock_fd = -1;
     Store *db = NULL;
-    if (pipeline_load(p, file, sets, nsets) || validate_settings(p)) { fprintf(stderr, "rlhf run: %s\n", p->err); goto out; }
+    char *ws_real = NULL;
+    if (pipeline_load(p, file, sets, nsets)) { fprintf(stderr, "rlhf run: %s\n", p->err); goto out; }
+    ws_real = pipeline_resolve_path(p->workspace.text);
+    if (!ws_real) {
+        fprintf(stderr, "rlhf run: %s:%d:%d: workspace '%s': %s\n", file, p->workspace.line, p->workspace.col, p->workspace.text, strerror(errno));
+        goto out;
+    }
+    if (check_outputs(p, ws_real) || validate_settings(p)) { fprintf(stderr, "rlhf run: %s\n", p->err); goto out; }
     int sel_from = -1, sel_only = -1;
     if (from && (sel_from = pipeline_stage_index(p, from)) < 0) { fprintf(stderr, "rlhf run: --from %s: no such stage\n", from); rc = 2; goto out; }
     if (only && (sel_only = pipeline_stage_index(p, only)) < 0) { fprintf(stderr, "rlhf run: --only %s: no such stage\n", only); rc = 2; goto out; }
     char err[1024];
     char logs[PATH_MAX], dbpath[PATH_MAX];
-    snprintf(logs, sizeof logs, "%s/logs", p->workspace.text);
-    snprintf(dbpath, sizeof dbpath, "%s/workspace.db", p->workspace.text);
+    snprintf(logs, sizeof logs, "%s/%s", p->workspace.text, PIPELINE_LOGS);
+    snprintf(dbpath, sizeof dbpath, "%s/%s", p->workspace.text, PIPELINE_DB);
     struct stat dbst;
     if (dry && stat(dbpath, &dbst) != 0) {
         db = NULL;   // a dry run creates nothing: without a workspace every stage would run
     } else if (util_mkdir_p(p->workspace.text, err, sizeof err) || (!dry && util_mkdir_p(logs, err, sizeof err)) ||
+               (!dry && lock_workspace(p->workspace.text, &lock_fd, err, sizeof err)) ||
                store_open(&db, dbpath, err, sizeof err) || (!dry && store_reap_runs(db, NULL, err, sizeof err))) {
         fprintf(stderr, "rlhf run: %s\n", err); goto out;
     }
@@ -239,13 +436,14 @@ int cmd_run(int argc, char **argv) {
     if (!dry) {
         StoreRunInfo ri = {.stage = "pipeline", .name = file, .program = "rlhf run"};
         if (store_add_run(db, &ri, &pipe_run, err, sizeof err)) { fprintf(stderr, "rlhf run: %s\n", err); goto out; }
-        signal(SIGINT, on_run_signal);
-        signal(SIGTERM, on_run_signal);
+        run_catch_signals();
     }
     rc = 0;
+    int n_sel = selected_count(p, sel_only, from_pos), k_sel = 0, interrupted = 0;
     for (int k = 0; k < p->n_stages; k++) {
         Stage *st = &p->stages[p->order[k]];
-        if (fingerprint(p, st)) { fprintf(stderr, "rlhf run: %s\n", p->err); rc = 1; break; }
+        if (run_signal) { interrupted = 1; rc = 128 + run_signal; break; }
+        if (fingerprint(p, ws_real, st)) { fprintf(stderr, "rlhf run: %s\n", p->err); rc = 1; break; }
         int selected = sel_only >= 0 ? p->order[k] == sel_only : k >= (from_pos < 0 ? 0 : from_pos);
         StoreRun last;
         memset(&last, 0, sizeof last);
@@ -253,10 +451,9 @@ int cmd_run(int argc, char **argv) {
         if (db && store_find_last_run(db, st->label, st->fingerprint, STORE_RUN_DONE, &last, err, sizeof err)) { fprintf(stderr, "rlhf run: %s\n", err); rc = 1; break; }
         int done_before = last.id != 0;
         if (db) store_run_free(&last);
-        char outbuf[PATH_MAX];
-        const char *out = pipeline_stage_out(p, st, outbuf, sizeof outbuf);
+        const char *out = st->out.text;
         struct stat sb;
-        int out_exists = stat(out, &sb) == 0;
+        int out_exists = lstat(st->out_real, &sb) == 0, out_is_dir = out_exists && S_ISDIR(sb.st_mode);
         const char *launcher = st->launcher.text ? st->launcher.text : p->launcher.text;
         if (!selected) {
             // a stage outside the selection matters only when a selected stage needs it
@@ -264,7 +461,7 @@ int cmd_run(int argc, char **argv) {
             for (int j = 0; j < p->n_stages; j++) {
                 int sel_j = sel_only >= 0 ? j == sel_only : 0;
                 for (int kk = (from_pos < 0 ? 0 : from_pos); sel_only < 0 && kk < p->n_stages; kk++) sel_j |= p->order[kk] == j;
-                if (sel_j && pipeline_depends_on(p, j, p->order[k], 0)) needed = 1;
+                if (sel_j && pipeline_depends_on(p, j, p->order[k])) needed = 1;
             }
             if (needed && !done_before) {
                 if (dry) { st->outcome = "needed"; continue; }
@@ -274,6 +471,7 @@ int cmd_run(int argc, char **argv) {
             st->outcome = needed ? "skipped" : "not selected";
             continue;
         }
+        k_sel++;
         int skip = done_before && out_exists && !force;
         if (dry) {
             printf("%-14s %-8s ", st->name.text, skip ? "skip" : "run");
@@ -283,23 +481,37 @@ int cmd_run(int argc, char **argv) {
             continue;
         }
         if (skip) {
-            fprintf(stderr, "rlhf run: %s: unchanged since its last run, skipped\n", st->name.text);
+            fprintf(stderr, "rlhf run: stage %d of %d: %s: unchanged since its last run, skipped\n", k_sel, n_sel, st->name.text);
             st->outcome = "skipped";
             continue;
         }
         // an interrupted run of this very configuration is continued, not started over; any
         // other run starts from a clean output directory (stale outputs of an older
-        // configuration must not be resumed)
+        // configuration must not be resumed), which the runner removes only when it made it
         StoreRun prev;
         int64_t run_id = 0;
         if (store_find_last_run(db, st->label, st->fingerprint, -1, &prev, err, sizeof err) == 0) {
             if (prev.id && (prev.status == STORE_RUN_INTERRUPTED || prev.status == STORE_RUN_RUNNING) && !force) run_id = prev.id;
             store_run_free(&prev);
         }
-        size_t wl = strlen(p->workspace.text);
-        if (!run_id && out_exists && !strncmp(out, p->workspace.text, wl) && out[wl] == '/' && remove_tree(out)) {
-            fprintf(stderr, "rlhf run: cannot remove %s\n", out); rc = 1; break;
+        int owned = !out_exists || run_id || (out_is_dir && (has_marker(st->out_real) || dir_is_empty(st->out_real)));
+        if (!run_id && out_is_dir) {
+            if (!owned) {
+                fprintf(stderr, "rlhf run: stage '%s': its output %s exists and was not made by rlhf run (no %s in it); "
+                                "move it away or give the stage another out\n", st->name.text, out, PIPELINE_MARKER);
+                rc = 1; break;
+            }
+            if (!dir_is_empty(st->out_real) && remove_tree(st->out_real)) { fprintf(stderr, "rlhf run: cannot remove %s\n", out); rc = 1; break; }
         }
+        int prev_runs = 0;
+        double expect = expected_seconds(db, st->label, &prev_runs);
+        char when[128] = "";
+        if (prev_runs) {
+            char d[32];
+            fmt_duration(d, sizeof d, expect);
+            snprintf(when, sizeof when, " (expected %s: the median of %d earlier run%s)", d, prev_runs, prev_runs > 1 ? "s" : "");
+        }
+        fprintf(stderr, "rlhf run: stage %d of %d: %s%s%s\n", k_sel, n_sel, st->name.text, run_id ? " (resuming)" : "", when);
         fprintf(stderr, "rlhf run: == %s%s: ", st->name.text, run_id ? " (resuming)" : "");
         print_cmd(stderr, st, launcher);
         fprintf(stderr, "\n");
@@ -318,16 +530,25 @@ int cmd_run(int argc, char **argv) {
         double t0 = util_time_s();
         int code = run_stage(p, st, launcher);
         st->seconds = util_time_s() - t0;
-        StoreRunStatus rs = code == 0 ? STORE_RUN_DONE : (code == 130 || run_interrupted) ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
+        if (owned) write_marker(st);
+        // interrupted: a signal to the runner (passed on), or the stage's own exit on one (the
+        // terminal's Ctrl-C reaches the stage's group directly)
+        int by_signal = run_signal || (code == 128 + SIGINT || code == 128 + SIGTERM || code == 128 + SIGHUP);
+        StoreRunStatus rs = code == 0 ? STORE_RUN_DONE : by_signal ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
         if (store_set_run_status(db, run_id, rs, code, err, sizeof err)) fprintf(stderr, "rlhf run: %s\n", err);
+        char took[32];
+        fmt_duration(took, sizeof took, st->seconds);
         if (code != 0) {
             st->outcome = rs == STORE_RUN_INTERRUPTED ? "interrupted" : "failed";
-            fprintf(stderr, "rlhf run: stage '%s' %s (exit %d); its log: %s\n", st->name.text, st->outcome, code, st->log);
-            rc = rs == STORE_RUN_INTERRUPTED ? 130 : 1;
+            fprintf(stderr, "rlhf run: stage %d of %d: %s %s after %s (exit %d); its log: %s\n", k_sel, n_sel, st->name.text, st->outcome,
+                    took, code, st->log);
+            if (rs == STORE_RUN_INTERRUPTED) { interrupted = 1; rc = run_signal ? 128 + run_signal : code; }
+            else rc = 1;
             break;
         }
         st->outcome = "ran";
-        if (run_interrupted) { rc = 130; break; }
+        fprintf(stderr, "rlhf run: stage %d of %d: %s finished in %s\n", k_sel, n_sel, st->name.text, took);
+        if (run_signal) { interrupted = 1; rc = 128 + run_signal; break; }
     }
     if (!dry) {
         fprintf(stderr, "\nrlhf run: summary of %s (workspace %s)\n", file, p->workspace.text);
@@ -337,12 +558,17 @@ int cmd_run(int argc, char **argv) {
             if (st->seconds > 0) fprintf(stderr, " %8.1f s   %s", st->seconds, st->log);
             fprintf(stderr, "\n");
         }
-        if (store_set_run_status(db, pipe_run, rc == 0 ? STORE_RUN_DONE : rc == 130 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED, rc, err, sizeof err))
+        if (store_set_run_status(db, pipe_run, rc == 0 ? STORE_RUN_DONE : interrupted ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED, rc, err, sizeof err))
             fprintf(stderr, "rlhf run: %s\n", err);
+        if (interrupted) fprintf(stderr, "rlhf run: interrupted%s%s; the same command resumes\n", run_signal ? " by " : "",
+                                 run_signal ? strsignal(run_signal) : "");
     }
 out:
     store_close(db);
+    if (lock_fd >= 0) close(lock_fd);   // releases the lock
     pipeline_free(p);
     free(p);
+    free(ws_real);
+    free(sets);
     return rc;
 }

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 int pipeline_error(Pipeline *p, int line, int col, const char *fmt, ...) {
@@ -24,6 +26,27 @@ static char *xstrdup(const char *s) {
     return d;
 }
 
+// Makes room for one more element in *arr (of *cap, n used); doubling.
+static void *grow(void *arr, int *cap, int n, size_t size) {
+    if (n < *cap) return arr;
+    int c = *cap ? 2 * *cap : 8;
+    void *a = realloc(arr, (size_t)c * size);
+    if (!a) DIE("out of memory");
+    *cap = c;
+    return a;
+}
+
+static int mark_line(const yaml_node_t *n) { return (int)n->start_mark.line + 1; }
+static int mark_col(const yaml_node_t *n) { return (int)n->start_mark.column + 1; }
+
+// a, b and c in one new string
+static char *join3(const char *a, const char *b, const char *c) {
+    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+    char *s = MALLOC_CHECK(la + lb + lc + 1);
+    memcpy(s, a, la); memcpy(s + la, b, lb); memcpy(s + la + lb, c, lc + 1);
+    return s;
+}
+
 static Str str_of(yaml_node_t *n) {
     Str s = {xstrdup((const char *)n->data.scalar.value), (int)n->start_mark.line + 1, (int)n->start_mark.column + 1};
     return s;
@@ -35,8 +58,10 @@ static int expect(Pipeline *p, yaml_node_t *n, yaml_node_type_t t, const char *w
     return pipeline_error(p, (int)n->start_mark.line + 1, (int)n->start_mark.column + 1, "%s must be %s, not %s", what, names[t], names[n->type]);
 }
 
+#define PIPELINE_MAX_NAME 100   // a stage name's length: its label "pipeline/NAME" must fit
+
 static int valid_name(const char *s) {
-    if (!*s) return 0;
+    if (!*s || strlen(s) > PIPELINE_MAX_NAME) return 0;
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-')) return 0;
     return 1;
@@ -49,13 +74,17 @@ static int parse_settings(Pipeline *p, Stage *st, yaml_document_t *d, yaml_node_
         yaml_node_t *k = yaml_document_get_node(d, pr->key), *v = yaml_document_get_node(d, pr->value);
         if (expect(p, k, YAML_SCALAR_NODE, "a settings key")) return -1;
         char key[512];
-        snprintf(key, sizeof key, "%s%s%s", prefix, prefix[0] ? "." : "", (const char *)k->data.scalar.value);
+        if ((size_t)snprintf(key, sizeof key, "%s%s%s", prefix, prefix[0] ? "." : "", (const char *)k->data.scalar.value) >= sizeof key)
+            return pipeline_error(p, mark_line(k), mark_col(k), "a settings key longer than %d characters", (int)sizeof key - 1);
         if (v->type == YAML_MAPPING_NODE) { if (parse_settings(p, st, d, v, key)) return -1; continue; }
-        if (st->n_settings == MAX_ITEMS) return pipeline_error(p, (int)k->start_mark.line + 1, 1, "too many settings");
+        if (st->n_settings == PIPELINE_MAX_ITEMS)
+            return pipeline_error(p, mark_line(k), mark_col(k), "too many settings (more than %d in one stage)", PIPELINE_MAX_ITEMS);
         for (int i = 0; i < st->n_settings; i++)
             if (!strcmp(st->settings[i].key, key))
                 return pipeline_error(p, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1, "setting '%s' given twice (first at line %d)", key, st->settings[i].line);
+        st->settings = grow(st->settings, &st->cap_settings, st->n_settings, sizeof *st->settings);
         Setting *s = &st->settings[st->n_settings++];
+        s->value = NULL;
         s->key = xstrdup(key);
         s->line = (int)k->start_mark.line + 1; s->col = (int)k->start_mark.column + 1;
         if (v->type == YAML_SCALAR_NODE) s->value = xstrdup((const char *)v->data.scalar.value);
@@ -82,24 +111,27 @@ static int parse_settings(Pipeline *p, Stage *st, yaml_document_t *d, yaml_node_
     return 0;
 }
 
-static int parse_list(Pipeline *p, yaml_document_t *d, yaml_node_t *n, Str *out, int *count, const char *what) {
-    if (n->type == YAML_SCALAR_NODE) { out[0] = str_of(n); *count = 1; return 0; }   // one item
+// A list of scalars (or one scalar, a list of one) into a new array *out of *count items.
+static int parse_list(Pipeline *p, yaml_document_t *d, yaml_node_t *n, Str **out, int *count, const char *what) {
+    if (n->type == YAML_SCALAR_NODE) { *out = CALLOC_CHECK(1, sizeof(Str)); (*out)[0] = str_of(n); *count = 1; return 0; }
     // *count follows the items stored, so that an error part-way leaves nothing unfreed
     if (expect(p, n, YAML_SEQUENCE_NODE, what)) return -1;
+    ptrdiff_t items = n->data.sequence.items.top - n->data.sequence.items.start;
+    if (items > PIPELINE_MAX_ITEMS)
+        return pipeline_error(p, mark_line(n), mark_col(n), "too many items in %s (%lld, at most %d)", what, (long long)items, PIPELINE_MAX_ITEMS);
+    *out = CALLOC_CHECK((size_t)items + 1, sizeof(Str));
     *count = 0;
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
         yaml_node_t *e = yaml_document_get_node(d, *it);
         if (expect(p, e, YAML_SCALAR_NODE, what)) return -1;
-        if (*count == MAX_ITEMS) return pipeline_error(p, (int)e->start_mark.line + 1, 1, "too many items in %s", what);
-        out[(*count)++] = str_of(e);
+        (*out)[(*count)++] = str_of(e);
     }
     return 0;
 }
 
 static int parse_stage(Pipeline *p, yaml_document_t *d, yaml_node_t *n) {
     if (expect(p, n, YAML_MAPPING_NODE, "a stage")) return -1;
-    if (p->n_stages == MAX_STAGES) return pipeline_error(p, (int)n->start_mark.line + 1, 1, "too many stages");
-    Stage *st = &p->stages[p->n_stages++];
+    Stage *st = &p->stages[p->n_stages++];   // allocated for every item of `stages`
     memset(st, 0, sizeof *st);
     st->line = (int)n->start_mark.line + 1; st->col = (int)n->start_mark.column + 1;
     st->outcome = "not run";
@@ -119,15 +151,20 @@ static int parse_stage(Pipeline *p, yaml_document_t *d, yaml_node_t *n) {
             int bit = key[0] == 'n' ? 1 : key[0] == 'a' ? 2 : 4;
             if (seen & bit) return pipeline_error(p, kl, kc, "stage key '%s' given twice", key);
             seen |= bit;
-            if (bit == 1 && parse_list(p, d, v, st->needs, &st->n_needs, "needs")) return -1;
-            if (bit == 2 && parse_list(p, d, v, st->args, &st->n_args, "args")) return -1;
+            if (bit == 1 && parse_list(p, d, v, &st->needs, &st->n_needs, "needs")) return -1;
+            if (bit == 2 && parse_list(p, d, v, &st->args, &st->n_args, "args")) return -1;
             if (bit == 4 && parse_settings(p, st, d, v, "")) return -1;
         } else {
             return pipeline_error(p, kl, kc, "unknown stage key '%s' (name, run, needs, settings, args, out, launcher)", key);
         }
     }
     if (!st->name.text) return pipeline_error(p, st->line, st->col, "a stage needs a name");
-    if (!valid_name(st->name.text)) return pipeline_error(p, st->name.line, st->name.col, "stage name '%s' must use a-z, 0-9, '_' and '-'", st->name.text);
+    if (!valid_name(st->name.text))
+        return pipeline_error(p, st->name.line, st->name.col, "stage name '%s' must use a-z, 0-9, '_' and '-' (at most %d of them)",
+                              st->name.text, PIPELINE_MAX_NAME);
+    // WORKSPACE/logs holds every stage's log; ${vars.out} would read as a variable
+    if (!strcmp(st->name.text, PIPELINE_LOGS) || !strcmp(st->name.text, "vars"))
+        return pipeline_error(p, st->name.line, st->name.col, "stage name '%s' is reserved (the runner uses it); choose another", st->name.text);
     if (!st->run.text) return pipeline_error(p, st->line, st->col, "stage '%s' needs 'run' (sft, ppo, reward SUBCOMMAND or rlhf SUBCOMMAND)", st->name.text);
     for (int i = 0; i < p->n_stages - 1; i++)
         if (!strcmp(p->stages[i].name.text, st->name.text))
@@ -135,19 +172,154 @@ static int parse_stage(Pipeline *p, yaml_document_t *d, yaml_node_t *n) {
     return 0;
 }
 
-static int parse_file(Pipeline *p, const char *path) {
+static void add_var(Pipeline *p, Str key, Str val) {
+    int cap = p->cap_vars;
+    p->var_keys = grow(p->var_keys, &cap, p->n_vars, sizeof(Str));
+    cap = p->cap_vars;
+    p->var_vals = grow(p->var_vals, &cap, p->n_vars, sizeof(Str));
+    p->cap_vars = cap;
+    p->var_keys[p->n_vars] = key;
+    p->var_vals[p->n_vars++] = val;
+}
+
+// Reads the whole file (at most PIPELINE_MAX_FILE bytes) into a new buffer.
+static unsigned char *read_file(Pipeline *p, const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) { snprintf(p->err, sizeof p->err, "%s: %s", path, strerror(errno)); return -1; }
+    if (!f) { snprintf(p->err, sizeof p->err, "%s: %s", path, strerror(errno)); return NULL; }
+    size_t cap = 4096, n = 0;
+    unsigned char *buf = MALLOC_CHECK(cap);
+    for (;;) {
+        if (n == cap) {
+            cap *= 2;
+            unsigned char *b = realloc(buf, cap);
+            if (!b) DIE("out of memory");
+            buf = b;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (n > PIPELINE_MAX_FILE) { snprintf(p->err, sizeof p->err, "%s: larger than %d bytes; not a pipeline file", path, PIPELINE_MAX_FILE); break; }
+        if (r == 0) {
+            if (ferror(f)) snprintf(p->err, sizeof p->err, "%s: %s", path, strerror(errno));
+            else { fclose(f); *len = n; return buf; }
+            break;
+        }
+    }
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+// One anchor (&name) seen so far: how many nodes an alias to it repeats, and how deep it nests.
+typedef struct { char *name; int64_t size; int height, open; } Anchor;
+// One open mapping or list: the node count when it began, its deepest child, its anchor (or -1).
+typedef struct { int64_t start; int child_height, anchor; } OpenNode;
+
+#define EV_LINE(ev) ((int)(ev)->start_mark.line + 1)
+#define EV_COL(ev)  ((int)(ev)->start_mark.column + 1)
+
+// Walks the events of the file's first document before it is loaded: nesting deeper than
+// PIPELINE_MAX_DEPTH, more than PIPELINE_MAX_NODES nodes once every alias is expanded, and an
+// alias inside the node it names (a cycle) are errors at the event that crosses the limit, so
+// neither the loader nor the walks over the tree meet them. Cost: one pass, linear in the text.
+static int check_limits(Pipeline *p, const unsigned char *text, size_t n) {
+    yaml_parser_t ps;
+    yaml_event_t ev;
+    if (!yaml_parser_initialize(&ps)) DIE("out of memory (libyaml)");
+    yaml_parser_set_input_string(&ps, text, n);
+    OpenNode open[PIPELINE_MAX_DEPTH + 1];
+    int depth = 0, n_anchors = 0, cap_anchors = 0, rc = 0, done = 0;
+    Anchor *anchors = NULL;
+    int64_t total = 0;   // nodes so far, aliases expanded
+    while (!done && !rc) {
+        if (!yaml_parser_parse(&ps, &ev)) {
+            rc = pipeline_error(p, (int)ps.problem_mark.line + 1, (int)ps.problem_mark.column + 1, "YAML: %s%s%s",
+                                ps.problem ? ps.problem : "syntax error", ps.context ? " " : "", ps.context ? ps.context : "");
+            break;
+        }
+        const yaml_char_t *anchor = NULL;
+        int height = -1;   // of a node that ends here
+        switch (ev.type) {
+        case YAML_SCALAR_EVENT:
+            total++;
+            height = 0;
+            anchor = ev.data.scalar.anchor;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor : ev.data.mapping_start.anchor;
+            if (depth == PIPELINE_MAX_DEPTH) { rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "nesting deeper than %d levels (mappings and lists)", PIPELINE_MAX_DEPTH); break; }
+            open[depth] = (OpenNode){total, 0, -1};
+            total++;
+            if (anchor) {
+                anchors = grow(anchors, &cap_anchors, n_anchors, sizeof *anchors);
+                anchors[n_anchors] = (Anchor){xstrdup((const char *)anchor), 0, 0, 1};
+                open[depth].anchor = n_anchors++;
+                anchor = NULL;
+            }
+            depth++;
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT: {
+            OpenNode *o = &open[--depth];
+            height = o->child_height + 1;
+            if (o->anchor >= 0) {
+                Anchor *a = &anchors[o->anchor];
+                a->size = total - o->start; a->height = height; a->open = 0;
+            }
+            break;
+        }
+        case YAML_ALIAS_EVENT: {
+            const char *name = (const char *)ev.data.alias.anchor;
+            int i = n_anchors - 1;
+            while (i >= 0 && strcmp(anchors[i].name, name)) i--;   // the latest definition counts
+            if (i < 0) { rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "alias '*%s' names no anchor defined before it", name); break; }
+            if (anchors[i].open) { rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "alias '*%s' is inside the node it names (a cycle)", name); break; }
+            if (depth + anchors[i].height > PIPELINE_MAX_DEPTH) {
+                rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "alias '*%s' makes the nesting deeper than %d levels", name, PIPELINE_MAX_DEPTH);
+                break;
+            }
+            total += anchors[i].size;
+            height = anchors[i].height;
+            break;
+        }
+        case YAML_DOCUMENT_END_EVENT:
+        case YAML_STREAM_END_EVENT:
+            done = 1;   // the loader reads the first document only
+            break;
+        default:
+            break;
+        }
+        if (!rc && total > PIPELINE_MAX_NODES)
+            rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "more than %d YAML nodes (each alias counts as every node it repeats)",
+                                PIPELINE_MAX_NODES);
+        if (!rc && anchor) {   // a scalar's anchor
+            anchors = grow(anchors, &cap_anchors, n_anchors, sizeof *anchors);
+            anchors[n_anchors++] = (Anchor){xstrdup((const char *)anchor), 1, 0, 0};
+        }
+        if (!rc && height >= 0 && depth > 0 && open[depth - 1].child_height < height) open[depth - 1].child_height = height;
+        yaml_event_delete(&ev);
+    }
+    for (int i = 0; i < n_anchors; i++) free(anchors[i].name);
+    free(anchors);
+    yaml_parser_delete(&ps);
+    return rc;
+}
+
+static int parse_file(Pipeline *p, const char *path) {
+    size_t len = 0;
+    unsigned char *text = read_file(p, path, &len);
+    if (!text) return -1;
+    if (check_limits(p, text, len)) { free(text); return -1; }
     yaml_parser_t parser;
     yaml_document_t d;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
+    if (!yaml_parser_initialize(&parser)) DIE("out of memory (libyaml)");
+    yaml_parser_set_input_string(&parser, text, len);
     int rc = -1;
     if (!yaml_parser_load(&parser, &d)) {
         pipeline_error(p, (int)parser.problem_mark.line + 1, (int)parser.problem_mark.column + 1, "YAML: %s%s%s",
              parser.problem ? parser.problem : "syntax error", parser.context ? " " : "", parser.context ? parser.context : "");
         yaml_parser_delete(&parser);
-        fclose(f);
+        free(text);
         return -1;
     }
     yaml_node_t *root = yaml_document_get_root_node(&d);
@@ -182,9 +354,8 @@ static int parse_file(Pipeline *p, const char *path) {
             for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
                 yaml_node_t *vk = yaml_document_get_node(&d, q->key), *vv = yaml_document_get_node(&d, q->value);
                 if (expect(p, vk, YAML_SCALAR_NODE, "a vars key") || expect(p, vv, YAML_SCALAR_NODE, "a vars value")) goto done;
-                if (p->n_vars == MAX_ITEMS) { pipeline_error(p, kl, kc, "too many vars"); goto done; }
-                p->var_keys[p->n_vars] = str_of(vk);
-                p->var_vals[p->n_vars++] = str_of(vv);
+                if (p->n_vars == PIPELINE_MAX_ITEMS) { pipeline_error(p, kl, kc, "too many vars (more than %d)", PIPELINE_MAX_ITEMS); goto done; }
+                add_var(p, str_of(vk), str_of(vv));
             }
         } else if (!strcmp(key, "stages")) {
             if (expect(p, v, YAML_SEQUENCE_NODE, "stages")) goto done;
@@ -196,13 +367,19 @@ static int parse_file(Pipeline *p, const char *path) {
     }
     if (!p->workspace.text) { pipeline_error(p, 1, 1, "the pipeline needs 'workspace' (a directory)"); goto done; }
     if (!stages || stages->data.sequence.items.start == stages->data.sequence.items.top) { pipeline_error(p, 1, 1, "the pipeline needs a non-empty 'stages' list"); goto done; }
+    ptrdiff_t n_items = stages->data.sequence.items.top - stages->data.sequence.items.start;
+    if (n_items > PIPELINE_MAX_STAGES) {
+        pipeline_error(p, mark_line(stages), mark_col(stages), "too many stages (%lld, at most %d)", (long long)n_items, PIPELINE_MAX_STAGES);
+        goto done;
+    }
+    p->stages = CALLOC_CHECK((size_t)n_items, sizeof(Stage));
     for (yaml_node_item_t *it = stages->data.sequence.items.start; it < stages->data.sequence.items.top; it++)
         if (parse_stage(p, &d, yaml_document_get_node(&d, *it))) goto done;
     rc = 0;
 done:
     yaml_document_delete(&d);
     yaml_parser_delete(&parser);
-    fclose(f);
+    free(text);
     return rc;
 }
 
@@ -211,13 +388,25 @@ int pipeline_stage_index(const Pipeline *p, const char *name) {
     return -1;
 }
 
-// Is stage `dep` among the stages `s` needs, directly or through others?
-int pipeline_depends_on(const Pipeline *p, int s, int dep, int depth) {
-    if (depth > MAX_STAGES) return 0;
-    const Stage *st = &p->stages[s];
-    for (int i = 0; i < st->n_needs; i++)
-        if (st->need_idx[i] == dep || pipeline_depends_on(p, st->need_idx[i], dep, depth + 1)) return 1;
-    return 0;
+// Is stage `dep` among the stages `s` needs, directly or through others? A walk that visits
+// each stage once (a diamond-shaped graph has exponentially many paths).
+int pipeline_depends_on(const Pipeline *p, int s, int dep) {
+    char *seen = CALLOC_CHECK((size_t)p->n_stages + 1, 1);
+    int *todo = CALLOC_CHECK((size_t)p->n_stages + 1, sizeof(int));
+    int n = 0, found = 0;
+    todo[n++] = s;
+    seen[s] = 1;
+    while (n && !found) {
+        const Stage *st = &p->stages[todo[--n]];
+        for (int i = 0; i < st->n_needs && st->need_idx; i++) {
+            int d = st->need_idx[i];
+            if (d == dep) { found = 1; break; }
+            if (!seen[d]) { seen[d] = 1; todo[n++] = d; }
+        }
+    }
+    free(seen);
+    free(todo);
+    return found;
 }
 
 const char *pipeline_stage_out(const Pipeline *p, const Stage *st, char *buf, size_t n) {
@@ -253,7 +442,7 @@ static char *expand(Pipeline *p, int si, const Str *s) {
                 *dot = 0;
                 int d = pipeline_stage_index(p, ref);
                 if (d < 0) { pipeline_error(p, s->line, s->col, "'${%s.out}' names no stage", ref); free(out); return NULL; }
-                if (si >= 0 && d != si && !pipeline_depends_on(p, si, d, 0)) {
+                if (si >= 0 && d != si && !pipeline_depends_on(p, si, d)) {
                     pipeline_error(p, s->line, s->col, "stage '%s' uses '${%s.out}' but does not need '%s' (add it to needs)", p->stages[si].name.text, ref, ref);
                     free(out); return NULL;
                 }
@@ -274,8 +463,9 @@ static char *expand(Pipeline *p, int si, const Str *s) {
 }
 
 static int topo_sort(Pipeline *p) {
-    int state[MAX_STAGES] = {0}, n = 0;   // 0 new, 1 on the stack, 2 done
-    int stack[MAX_STAGES], it[MAX_STAGES];
+    int state[PIPELINE_MAX_STAGES] = {0}, n = 0;   // 0 new, 1 on the stack, 2 done
+    int stack[PIPELINE_MAX_STAGES], it[PIPELINE_MAX_STAGES];
+    p->order = CALLOC_CHECK((size_t)p->n_stages + 1, sizeof(int));
     for (int root = 0; root < p->n_stages; root++) {
         if (state[root]) continue;
         int sp = 0;
@@ -310,6 +500,7 @@ static int topo_sort(Pipeline *p) {
 static int resolve(Pipeline *p) {
     for (int s = 0; s < p->n_stages; s++) {
         Stage *st = &p->stages[s];
+        st->need_idx = CALLOC_CHECK((size_t)st->n_needs + 1, sizeof(int));
         for (int i = 0; i < st->n_needs; i++) {
             int d = pipeline_stage_index(p, st->needs[i].text);
             if (d < 0) return pipeline_error(p, st->needs[i].line, st->needs[i].col, "stage '%s' needs '%s', which is not a stage", st->name.text, st->needs[i].text);
@@ -319,57 +510,68 @@ static int resolve(Pipeline *p) {
     }
     if (topo_sort(p)) return -1;
     char *ws = p->workspace.text;
+    // outputs: the default ones first, then the given ones in dependency order, so that a
+    // ${STAGE.out} in an out always reads a final path
     for (int s = 0; s < p->n_stages; s++) {
         Stage *st = &p->stages[s];
-        if (st->out.text) {
-            char *o = expand(p, s, &st->out);
-            if (!o) return -1;
-            free(st->out.text);
-            st->out.text = o;
-        }
+        if (!st->out.text) st->out = (Str){join3(ws, "/", st->name.text), st->name.line, st->name.col};
+        else st->out_given = 1;
+    }
+    for (int k = 0; k < p->n_stages; k++) {
+        int s = p->order[k];
+        Stage *st = &p->stages[s];
+        if (!st->out_given) continue;
+        char self[PIPELINE_MAX_NAME + 8];
+        snprintf(self, sizeof self, "${%s.out}", st->name.text);
+        if (strstr(st->out.text, self)) return pipeline_error(p, st->out.line, st->out.col, "stage '%s': its out refers to itself", st->name.text);
+        char *o = expand(p, s, &st->out);
+        if (!o) return -1;
+        if (!o[0]) { free(o); return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out is empty", st->name.text); }
+        free(st->out.text);
+        st->out.text = o;
     }
     for (int s = 0; s < p->n_stages; s++) {
         Stage *st = &p->stages[s];
         char outbuf[PATH_MAX];
         const char *out = pipeline_stage_out(p, st, outbuf, sizeof outbuf);
         // the program: sft | ppo | reward SUB | rlhf SUB...
-        char *words[16];
-        int nw = 0;
         char *runcopy = xstrdup(st->run.text);
-        for (char *tok = strtok(runcopy, " \t"); tok && nw < 16; tok = strtok(NULL, " \t")) words[nw++] = tok;
+        char **words = CALLOC_CHECK(strlen(runcopy) / 2 + 2, sizeof(char *));   // every other character a word at most
+        int nw = 0;
+        for (char *tok = strtok(runcopy, " \t"); tok; tok = strtok(NULL, " \t")) words[nw++] = tok;
         if (nw == 0 || !(!strcmp(words[0], "sft") || !strcmp(words[0], "ppo") || !strcmp(words[0], "reward") || !strcmp(words[0], "rlhf"))) {
-            free(runcopy);
+            free(runcopy); free(words);
             return pipeline_error(p, st->run.line, st->run.col, "stage '%s': unknown program '%s' (sft, ppo, reward SUBCOMMAND, rlhf SUBCOMMAND)", st->name.text, st->run.text);
         }
         if ((!strcmp(words[0], "reward") || !strcmp(words[0], "rlhf")) && nw < 2) {
-            free(runcopy);
-            return pipeline_error(p, st->run.line, st->run.col, "stage '%s': '%s' needs a subcommand", st->name.text, words[0]);
+            pipeline_error(p, st->run.line, st->run.col, "stage '%s': '%s' needs a subcommand", st->name.text, words[0]);
+            free(runcopy); free(words);
+            return -1;
         }
         if (!strcmp(words[0], "rlhf") && !strcmp(words[1], "run")) {
-            free(runcopy);
+            free(runcopy); free(words);
             return pipeline_error(p, st->run.line, st->run.col, "stage '%s': a pipeline cannot run a pipeline", st->name.text);
         }
         st->program = xstrdup(words[0]);
         st->config_program = !strcmp(words[0], "sft") || !strcmp(words[0], "ppo") || (!strcmp(words[0], "reward") && (!strcmp(words[1], "train")));
         if (st->n_settings && !st->config_program) {
-            free(runcopy);
+            free(runcopy); free(words);
             return pipeline_error(p, st->settings[0].line, st->settings[0].col, "stage '%s': '%s' takes args, not settings", st->name.text, st->run.text);
         }
         int a = 0;   // st->argc follows a, so an error part-way leaves nothing unfreed
-        char bin[PATH_MAX + 16];
-        snprintf(bin, sizeof bin, "%s/%s", p->bindir, words[0]);
-        { st->argv[a++] = xstrdup(bin); st->argc = a; }
+        // the program's words, out.dir and workspace, each setting as --set K=V, the args, NULL
+        st->argv = CALLOC_CHECK((size_t)nw + 5 + 2 * (size_t)st->n_settings + (size_t)st->n_args, sizeof(char *));
+        { st->argv[a++] = join3(p->bindir, "/", words[0]); st->argc = a; }
         for (int i = 1; i < nw; i++) { st->argv[a++] = xstrdup(words[i]); st->argc = a; }
-        free(runcopy);
+        free(runcopy); free(words);
         if (st->config_program) {
             int has_out = 0, has_ws = 0;
             for (int i = 0; i < st->n_settings; i++) {
                 has_out |= !strcmp(st->settings[i].key, "out.dir");
                 has_ws |= !strcmp(st->settings[i].key, "workspace");
             }
-            char kv[PATH_MAX + 64];
-            if (!has_out) { snprintf(kv, sizeof kv, "out.dir=%s", out); { st->argv[a++] = xstrdup("--set"); st->argc = a; } { st->argv[a++] = xstrdup(kv); st->argc = a; } }
-            if (!has_ws) { snprintf(kv, sizeof kv, "workspace=%s/workspace.db", ws); { st->argv[a++] = xstrdup("--set"); st->argc = a; } { st->argv[a++] = xstrdup(kv); st->argc = a; } }
+            if (!has_out) { { st->argv[a++] = xstrdup("--set"); st->argc = a; } { st->argv[a++] = join3("out.dir=", out, ""); st->argc = a; } }
+            if (!has_ws) { { st->argv[a++] = xstrdup("--set"); st->argc = a; } { st->argv[a++] = join3("workspace=", ws, "/" PIPELINE_DB); st->argc = a; } }
             for (int i = 0; i < st->n_settings; i++) {
                 Str v = {st->settings[i].value, st->settings[i].line, st->settings[i].col};
                 char *ev = expand(p, s, &v);
@@ -397,6 +599,7 @@ static int apply_override(Pipeline *p, const char *kv) {
     const char *eq = strchr(kv, '=');
     if (!eq) { snprintf(p->err, sizeof p->err, "--set %s: expected KEY=VALUE", kv); return -1; }
     char key[512];
+    if (eq - kv >= (ptrdiff_t)sizeof key) { snprintf(p->err, sizeof p->err, "--set: a key longer than %d characters", (int)sizeof key - 1); return -1; }
     snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
     const char *val = eq + 1;
     Str v = {xstrdup(val), 0, 0};
@@ -412,9 +615,8 @@ static int apply_override(Pipeline *p, const char *kv) {
     }
     if (!strncmp(key, "vars.", 5)) {
         for (int i = 0; i < p->n_vars; i++) if (!strcmp(p->var_keys[i].text, key + 5)) { free(p->var_vals[i].text); p->var_vals[i] = v; return 0; }
-        if (p->n_vars == MAX_ITEMS) { free(v.text); snprintf(p->err, sizeof p->err, "--set %s: too many vars", key); return -1; }
-        p->var_keys[p->n_vars] = (Str){xstrdup(key + 5), 0, 0};
-        p->var_vals[p->n_vars++] = v;
+        if (p->n_vars == PIPELINE_MAX_ITEMS) { free(v.text); snprintf(p->err, sizeof p->err, "--set %s: too many vars (more than %d)", key, PIPELINE_MAX_ITEMS); return -1; }
+        add_var(p, (Str){xstrdup(key + 5), 0, 0}, v);
         return 0;
     }
     char *dot = strchr(key, '.');
@@ -424,7 +626,8 @@ static int apply_override(Pipeline *p, const char *kv) {
     Stage *st = &p->stages[s];
     for (int i = 0; i < st->n_settings; i++)
         if (!strcmp(st->settings[i].key, dot + 1)) { free(st->settings[i].value); st->settings[i].value = v.text; return 0; }
-    if (st->n_settings == MAX_ITEMS) { free(v.text); snprintf(p->err, sizeof p->err, "--set: too many settings"); return -1; }
+    if (st->n_settings == PIPELINE_MAX_ITEMS) { free(v.text); snprintf(p->err, sizeof p->err, "--set %s: too many settings (more than %d)", key, PIPELINE_MAX_ITEMS); return -1; }
+    st->settings = grow(st->settings, &st->cap_settings, st->n_settings, sizeof *st->settings);
     st->settings[st->n_settings++] = (Setting){xstrdup(dot + 1), v.text, st->line, st->col};
     return 0;
 }
@@ -432,6 +635,7 @@ static int apply_override(Pipeline *p, const char *kv) {
 void pipeline_free(Pipeline *p) {
     free(p->workspace.text); free(p->launcher.text);
     for (int i = 0; i < p->n_vars; i++) { free(p->var_keys[i].text); free(p->var_vals[i].text); }
+    free(p->var_keys); free(p->var_vals);
     for (int s = 0; s < p->n_stages; s++) {
         Stage *st = &p->stages[s];
         free(st->name.text); free(st->run.text); free(st->out.text); free(st->launcher.text); free(st->program);
@@ -439,9 +643,71 @@ void pipeline_free(Pipeline *p) {
         for (int i = 0; i < st->n_args; i++) free(st->args[i].text);
         for (int i = 0; i < st->n_settings; i++) { free(st->settings[i].key); free(st->settings[i].value); }
         for (int i = 0; i < st->argc; i++) free(st->argv[i]);
+        free(st->needs); free(st->args); free(st->settings); free(st->argv); free(st->need_idx); free(st->out_real);
     }
+    free(p->stages); free(p->order);
+    p->stages = NULL; p->order = NULL; p->var_keys = p->var_vals = NULL;
+    p->n_stages = p->n_vars = 0;
 }
 
+// Appends name to the resolved directory path in *cur (len bytes used of cap), as a component.
+static int path_push(char **cur, size_t *len, size_t *cap, const char *name, size_t n) {
+    if (*len + n + 2 > *cap) {
+        *cap = (*len + n + 2) * 2;
+        char *c = realloc(*cur, *cap);
+        if (!c) DIE("out of memory");
+        *cur = c;
+    }
+    if (*len > 1 || (*cur)[0] != '/') (*cur)[(*len)++] = '/';
+    memcpy(*cur + *len, name, n);
+    *len += n;
+    (*cur)[*len] = 0;
+    return 0;
+}
+
+char *pipeline_resolve_path(const char *path) {
+    if (!path || !path[0]) { errno = ENOENT; return NULL; }
+    char *cur;
+    if (path[0] == '/') cur = xstrdup("/");
+    else if (!(cur = realpath(".", NULL))) return NULL;
+    size_t len = strlen(cur), cap = len + 1;
+    int exists = 1;   // cur exists (and is resolved); once a component is missing, the rest is text
+    for (const char *c = path; *c;) {
+        while (*c == '/') c++;
+        const char *e = c;
+        while (*e && *e != '/') e++;
+        size_t n = (size_t)(e - c);
+        if (n == 0 || (n == 1 && c[0] == '.')) { c = e; continue; }
+        if (n == 2 && c[0] == '.' && c[1] == '.') {   // cur has no links in it: its parent is its text's
+            char *slash = strrchr(cur, '/');
+            len = slash == cur ? 1 : (size_t)(slash - cur);
+            cur[len] = 0;
+            struct stat sb;
+            exists = lstat(cur, &sb) == 0;
+            c = e;
+            continue;
+        }
+        path_push(&cur, &len, &cap, c, n);
+        struct stat sb;
+        if (exists && lstat(cur, &sb) == 0) {
+            char *r = realpath(cur, NULL);   // a link followed to its end
+            if (!r) { int en = errno; free(cur); errno = en; return NULL; }
+            free(cur);
+            cur = r;
+            len = strlen(cur); cap = len + 1;
+        } else {
+            exists = 0;
+        }
+        c = e;
+    }
+    return cur;
+}
+
+int pipeline_path_within(const char *inner, const char *outer) {
+    size_t n = strlen(outer);
+    if (n == 1 && outer[0] == '/') return inner[0] == '/';
+    return !strncmp(inner, outer, n) && (inner[n] == 0 || inner[n] == '/');
+}
 
 int pipeline_load(Pipeline *p, const char *path, const char *const *overrides, int n_overrides) {
     p->file = path;

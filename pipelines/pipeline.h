@@ -1,15 +1,26 @@
 // Pipeline files: parsing (libyaml), references, dependency order and each stage's command line.
 // pipeline_load has no side effects (it reads one file) so that it can be fuzzed; validation of a
-// stage's settings by its program, fingerprints and execution live in cmd_run.c.
-// Ownership: a Pipeline owns every string in it; pipeline_free releases them.
+// stage's settings by its program, output paths, fingerprints and execution live in cmd_run.c.
+// Ownership: a Pipeline owns every string and array in it; pipeline_free releases them. Every
+// array is allocated to the size the file asks for, within the limits below.
 #ifndef PIPELINE_H
 #define PIPELINE_H
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define MAX_STAGES 256
-#define MAX_ITEMS 512
+// Limits on what one pipeline file may ask for; each one exceeded is a file:line:column error.
+#define PIPELINE_MAX_STAGES 256          // stages in one file
+#define PIPELINE_MAX_ITEMS  4096         // needs, args, settings of one stage; vars
+#define PIPELINE_MAX_DEPTH  64           // nesting of mappings and lists, aliases expanded
+#define PIPELINE_MAX_NODES  100000       // YAML nodes, an alias counting as every node it repeats
+#define PIPELINE_MAX_FILE   (16 << 20)   // bytes of the pipeline file
+
+// Names the runner uses inside a workspace: no stage may be named so, no `out` may point there.
+#define PIPELINE_LOGS       "logs"
+#define PIPELINE_DB         "workspace.db"
+#define PIPELINE_LOCK       ".rlhf-run.lock"      // the runner's advisory lock (flock), its pid
+#define PIPELINE_MARKER     ".rlhf-run-output"    // in each output directory the runner made
 
 typedef struct {
     char *key, *value;   // dotted key; value as a --set would take it (lists in flow style)
@@ -22,22 +33,24 @@ typedef struct {
 } Str;
 
 typedef struct {
-    Str name, run, out, launcher;
+    Str name, run, out, launcher;  // out: as given, or WORKSPACE/NAME at the name's line:column
+    int out_given;
     int line, col;               // of the stage's mapping
-    Str needs[MAX_ITEMS];
+    Str *needs;
     int n_needs;
-    Setting settings[MAX_ITEMS];
-    int n_settings;
-    Str args[MAX_ITEMS];
+    Setting *settings;
+    int n_settings, cap_settings;
+    Str *args;
     int n_args;
     // resolved
     char *program;               // sft | ppo | reward | rlhf
     int config_program;          // takes --set KEY=VALUE
-    char *argv[3 * MAX_ITEMS + 16];
+    char **argv;                 // argc entries and a NULL
     int argc;
-    int need_idx[MAX_ITEMS];
+    int *need_idx;               // n_needs entries
     char fingerprint[17];
     char label[128];             // its runs in the database: "pipeline/NAME"
+    char *out_real;              // cmd_run: the output path resolved (see pipeline_resolve_path)
     // outcome
     const char *outcome;         // "ran", "skipped", "failed", "interrupted", "not run"
     double seconds;
@@ -49,11 +62,11 @@ typedef struct {
     Str workspace, launcher;
     int64_t seed;
     int has_seed;
-    Str var_keys[MAX_ITEMS], var_vals[MAX_ITEMS];
-    int n_vars;
-    Stage stages[MAX_STAGES];
+    Str *var_keys, *var_vals;
+    int n_vars, cap_vars;
+    Stage *stages;
     int n_stages;
-    int order[MAX_STAGES];       // topological order
+    int *order;                  // n_stages entries: topological order
     char bindir[PATH_MAX];
     char err[2048];
 } Pipeline;
@@ -66,8 +79,15 @@ void pipeline_free(Pipeline *p);
 // Formats "file:line:column: message" into p->err and returns -1.
 int  pipeline_error(Pipeline *p, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 int  pipeline_stage_index(const Pipeline *p, const char *name);
-int  pipeline_depends_on(const Pipeline *p, int s, int dep, int depth);
+int  pipeline_depends_on(const Pipeline *p, int s, int dep);   // s needs dep, directly or not
 const char *pipeline_stage_out(const Pipeline *p, const Stage *st, char *buf, size_t n);
-
+// The absolute path that path names once its missing directories are created: the deepest part
+// that exists resolved by realpath (symbolic links followed, `..` applied), the rest appended
+// with `.` and `..` applied to the text. Returns a new string, or NULL with errno set (a dangling
+// link, a name too long, an unreadable directory).
+char *pipeline_resolve_path(const char *path);
+// Whether resolved path `inner` is `outer` or lies under it (a whole-component comparison, so
+// "/a/bc" is not under "/a/b").
+int  pipeline_path_within(const char *inner, const char *outer);
 
 #endif

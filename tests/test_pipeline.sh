@@ -1,6 +1,7 @@
 #!/bin/sh
 # The pipeline runner: validation errors point at the right line and column; a tiny pipeline
-# runs end to end; a second run skips every stage; an edited input reruns what depends on it;
+# runs end to end, saying "stage k of N" and each stage's time (expected from its earlier runs);
+# a second run skips every stage; an edited input reruns what depends on it;
 # killed in the middle of a stage, the same command resumes and finishes with the same weights.
 BUILD=${BUILD:-build}
 R="$PWD/$BUILD/bin/rlhf"
@@ -103,7 +104,10 @@ stages:
 
 # end to end, then a second run skips everything
 "$R" run tiny.yaml > out 2> err && [ -f ws/sft/last/model.safetensors ] && grep -q "sft *ran" err && ok "tiny pipeline runs end to end" || bad "pipeline run"
+grep -q "^rlhf run: stage 1 of 3: tokenizer$" err && grep -q "^rlhf run: stage 3 of 3: sft$" err &&
+    grep -q "^rlhf run: stage 3 of 3: sft finished in [0-9][0-9. minhs]*$" err && ok "progress: stage k of N, and each stage's time" || bad "progress lines"
 "$R" run tiny.yaml > out 2> err && [ "$(grep -c '^  [a-z]* *skipped' err)" -eq 3 ] && ok "second run skips every stage" || bad "second run"
+grep -q "^rlhf run: stage 2 of 3: base: unchanged since its last run, skipped$" err && ok "progress: a skipped stage says so" || bad "progress of a skipped stage"
 python3 - ws/workspace.db > out 2>&1 <<'PY' && ok "runs recorded: pipeline runs and one done run per stage with its fingerprint" || bad "pipeline runs in the db: $(cat out)"
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -118,6 +122,8 @@ printf '{"prompt": "What is 1 plus 1?", "response": "2"}\n' >> train.jsonl
 "$R" run tiny.yaml > out 2> err && grep -q "tokenizer *skipped" err && grep -q "sft *ran" err && ok "an edited data file reruns its stage only" || bad "edited input"
 # --only and --from
 "$R" run tiny.yaml --only base --force > out 2> err && grep -q "base *ran" err && grep -q "tokenizer *skipped" err && ok "--only --force reruns one stage" || bad "--only"
+grep -q "^rlhf run: stage 1 of 1: base (expected [0-9][0-9. minhs]*: the median of 1 earlier run)$" err &&
+    ok "progress: a stage that ran before shows its expected time" || bad "expected time"
 "$R" run tiny.yaml --from nope > out 2> err; [ $? -eq 2 ] && grep -q "no such stage" err && ok "--from an unknown stage is a usage error" || bad "--from unknown"
 
 # kill in the middle of the sft stage; the same command resumes and finishes
@@ -126,14 +132,14 @@ printf '      save.every: 9\n' >> long.yaml
 sed 's/workspace: wk/workspace: wfull/' long.yaml > full.yaml
 "$R" run full.yaml > /dev/null 2>&1
 killed=0
-for delay in 1.5 2.5 1.0 3.5; do
-    rm -rf wk
-    "$R" run long.yaml > /dev/null 2>&1 &
-    pid=$!
-    sleep $delay
-    if [ -d wk/sft/last ] && kill -9 $pid 2>/dev/null; then pkill -9 -f "out.dir=wk/sft" 2>/dev/null; killed=1; wait $pid 2>/dev/null; break; fi
-    wait $pid 2>/dev/null
-done
+rm -rf wk
+"$R" run long.yaml > /dev/null 2>&1 &
+pid=$!
+# as soon as the first checkpoint is saved (however busy the machine), kill -9 the runner and its
+# stage (in a process group of its own)
+n=0; while [ ! -f wk/sft/last/model.safetensors ] && kill -0 $pid 2>/dev/null && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done
+if [ -f wk/sft/last/model.safetensors ] && kill -9 $pid 2>/dev/null; then pkill -9 -f "out.dir=wk/sft" 2>/dev/null; killed=1; fi
+wait $pid 2>/dev/null
 "$R" run long.yaml > out 2> err
 if [ $killed -eq 1 ] && grep -q "sft (resuming)" err && grep -q "sft *ran" err &&
    cmp -s wk/sft/last/model.safetensors wfull/sft/last/model.safetensors; then

@@ -1,9 +1,11 @@
 #!/bin/sh
 # make fuzz: builds each tests/fuzz/fuzz_*.c with clang's libFuzzer + ASan + UBSan into
 # build-fuzz/ and runs it for FUZZ_SECONDS (default 60) from its seed corpus
-# (tests/fuzz/corpus/TARGET). New interesting inputs go to build-fuzz/corpus/TARGET; a crash is
-# saved as build-fuzz/crash-TARGET-* and fails the run: copy it into tests/fuzz/corpus/TARGET so
-# that `make test` replays it from then on. Prints one line per target.
+# (tests/fuzz/corpus/TARGET), with its dictionary (tests/fuzz/TARGET.dict; the YAML parsers share
+# tests/fuzz/yaml.dict: anchors, aliases, deep nesting, the pipeline keys). New interesting
+# inputs go to build-fuzz/corpus/TARGET; a crash is saved as build-fuzz/crash-TARGET-* and fails
+# the run: copy it into tests/fuzz/corpus/TARGET so that `make test` replays it from then on.
+# Prints one line per target.
 set -u
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 ONLY=${FUZZ_TARGETS:-}
@@ -26,7 +28,11 @@ for src in tests/fuzz/fuzz_*.c; do
     clang $CFLAGS -fsanitize=fuzzer "$src" $objs -o "$OUT/$t" $LIBS || exit 1
     mkdir -p "$OUT/corpus/$t"
     log="$OUT/$t.log"
-    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 OMP_NUM_THREADS=1 "$OUT/$t" -max_total_time="$SECONDS_EACH" \
+    # a target's dictionary: tests/fuzz/TARGET.dict, or the YAML one for the YAML parsers
+    dict=""
+    [ -f "tests/fuzz/$t.dict" ] && dict="-dict=tests/fuzz/$t.dict"
+    case "$t" in fuzz_pipeline|fuzz_config) dict="-dict=tests/fuzz/yaml.dict";; esac
+    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 OMP_NUM_THREADS=1 "$OUT/$t" $dict -max_total_time="$SECONDS_EACH" \
         -rss_limit_mb=2048 -max_len=65536 -timeout=10 -artifact_prefix="$OUT/crash-$t-" "$OUT/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1
     rc=$?
     runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1)
