@@ -219,13 +219,16 @@ static const char *run_usage =
     "  --only STAGE   run STAGE alone (the stages it needs must have finished)\n"
     "  --dry-run      validate and print the plan without running anything\n"
     "  --force        run the selected stages even when they could be skipped; they start over\n"
-    "                 (a stage that runs afresh has its output directory in the workspace\n"
-    "                 removed first; only an interrupted run of the same configuration resumes)\n"
+    "                 (a stage that runs afresh has its output directory removed first when\n"
+    "                 rlhf run made it; only an interrupted run of the same configuration resumes)\n"
     "  --set K=V      override: workspace=DIR, seed=N, launcher=CMD, vars.NAME=V, or\n"
     "                 STAGE.KEY=VALUE (a setting of a config stage)\n"
     "Pipeline file keys: workspace, seed, launcher, vars, stages; stage keys: name, run, needs,\n"
     "settings, args, out, launcher. References: ${workspace}, ${seed}, ${bin} (the programs'\n"
-    "directory), ${vars.NAME}, ${STAGE.out}.\n";
+    "directory), ${vars.NAME}, ${STAGE.out}. A stage's out must lie inside the workspace, apart\n"
+    "from logs/, the database and other stages' outputs; stages may not be named logs or vars.\n"
+    "One runner per workspace (a lock); SIGINT, SIGTERM and SIGHUP are passed to the running\n"
+    "stage, and the runner exits 128+signal once it has stopped.\n";
 
 
 static int remove_tree(const char *path) {
@@ -309,12 +312,14 @@ static int dir_is_empty(const char *dir) {
     return empty;
 }
 
-// Takes WORKSPACE/.rlhf-run.lock (flock, held until the process ends) and writes our pid in it.
-// 0; -1 with a message (naming the holder's pid) when another runner holds it.
+// Takes WORKSPACE/.rlhf-run.lock (flock) and writes our pid in it. The descriptor is inherited by
+// the stages (no close-on-exec), so a stage left running by a runner killed with SIGKILL still
+// holds the lock and no second runner starts that stage beside it. 0; -1 with a message naming
+// the holder's pid when another runner (or a stage of one) holds it.
 static int lock_workspace(const char *ws, int *fd_out, char *err, size_t errlen) {
     char path[PATH_MAX];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", ws, PIPELINE_LOCK) >= sizeof path) return util_err(err, errlen, "%s: path too long", ws);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW, 0644);
     if (fd < 0) return util_err(err, errlen, "cannot open the workspace lock %s: %s", path, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB)) {
         int en = errno;
@@ -324,6 +329,10 @@ static int lock_workspace(const char *ws, int *fd_out, char *err, size_t errlen)
         pid[strcspn(pid, "\n")] = 0;
         close(fd);
         if (en != EWOULDBLOCK) return util_err(err, errlen, "cannot lock %s: %s", path, strerror(en));
+        long holder = atol(pid);
+        if (holder > 0 && kill((pid_t)holder, 0) && errno == ESRCH)
+            return util_err(err, errlen, "workspace %s is in use: rlhf run (pid %ld) has ended but a stage it started still runs; "
+                            "wait for it to end or stop it", ws, holder);
         return util_err(err, errlen, "workspace %s is in use by another rlhf run (pid %s); wait for it to end or stop it",
                         ws, pid[0] ? pid : "unknown");
     }

@@ -125,6 +125,21 @@ timeout 60 "$R" run f9v.yaml --dry-run > out 2> err; rc=$?
 [ $rc -eq 1 ] && grep -q "f9v.yaml:2:[0-9]*: nesting deeper than 64" err && [ $(($(date +%s) - start)) -lt 10 ] &&
     ok "F9: vars nested 200,000 deep refused within seconds" || bad "F9 vars (exit $rc)"
 
+# the same three in the configuration files of sft, reward train and ppo: one line, exit 1
+printf 'train: &x\n  lr: *x\n' > cfg-cycle.yaml
+python3 -c '
+print("l0: &l0 {}")
+for n in range(1, 30): print("l%d: &l%d {%s}" % (n, n, ", ".join("k%d: *l%d" % (k, n - 1) for k in range(10))))' > cfg-laughs.yaml
+python3 -c 'd = 20000; print("train: " + "{a: " * d + "1" + "}" * d)' > cfg-deep.yaml
+cfg_bad=0
+for f in cfg-cycle cfg-laughs cfg-deep; do
+    for prog in sft "reward train" ppo; do
+        timeout 60 "${R%/rlhf}/"$prog -c $f.yaml > out 2> err; rc=$?
+        [ $rc -eq 1 ] && [ "$(wc -l < err)" -eq 1 ] && grep -q "$f.yaml:[0-9]*:[0-9]*: " err || { cfg_bad=$((cfg_bad + 1)); echo "    $prog $f: exit $rc: $(tail -1 err)"; }
+    done
+done
+[ $cfg_bad -eq 0 ] && ok "configs: an alias cycle, a billion laughs, nesting 20,000 deep: one line each, exit 1" || bad "configs ($cfg_bad)"
+
 # an output directory the runner did not make is never removed
 mkdir -p ws/mine && echo "my notes" > ws/mine/notes.txt
 sed 's/name: tok/name: mine/; s/tok.out/mine.out/' good.yaml > mine.yaml
@@ -160,6 +175,17 @@ if [ "$code" = 1 ] && grep -q "in use by another rlhf run (pid $runner)" err && 
     ok "N1: a second runner on a busy workspace stops at once, naming the holder's pid"
 else bad "N1 (second runner: $code)"; fi
 kill_marked; kill "$second" 2>/dev/null
+wait_gone $runner 300   # the first runner ends once its stage has: the lock is free again
+# ...and so does one whose runner was killed with SIGKILL while its stage still runs
+start_judge
+kill -9 $runner; wait $runner 2>/dev/null
+"$R" run judge.yaml <&3 > out 2> err &
+second=$!; bg_pids="$bg_pids $second"
+wait_gone $second 50
+if [ "$code" = 1 ] && grep -q "pid $runner) has ended but a stage it started still runs" err && [ "$(pids_with "98712[3]" | wc -l)" -eq 1 ]; then
+    ok "N1: a stage left running by a killed runner still holds the workspace"
+else bad "N1 after SIGKILL (second runner: $code)"; fi
+kill_marked; kill "$second" 2>/dev/null; wait_gone "$second" 300
 
 # F10 (runner half), N2: each signal reaches the stage's process group; the runner waits for it,
 # marks the stage and its own run interrupted and exits 128+signal

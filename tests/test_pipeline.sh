@@ -127,7 +127,7 @@ grep -q "^rlhf run: stage 1 of 1: base (expected [0-9][0-9. minhs]*: the median 
 "$R" run tiny.yaml --from nope > out 2> err; [ $? -eq 2 ] && grep -q "no such stage" err && ok "--from an unknown stage is a usage error" || bad "--from unknown"
 
 # kill in the middle of the sft stage; the same command resumes and finishes
-sed 's/workspace: ws/workspace: wk/; s/steps: 40/steps: 400/; s/eval.every: 20/eval.every: 100/' tiny.yaml > long.yaml
+sed 's/workspace: ws/workspace: wk/; s/steps: 40/steps: 100/; s/eval.every: 20/eval.every: 50/' tiny.yaml > long.yaml
 printf '      save.every: 9\n' >> long.yaml
 sed 's/workspace: wk/workspace: wfull/' long.yaml > full.yaml
 "$R" run full.yaml > /dev/null 2>&1
