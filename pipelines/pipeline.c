@@ -391,6 +391,7 @@ int pipeline_stage_index(const Pipeline *p, const char *name) {
 // Is stage `dep` among the stages `s` needs, directly or through others? A walk that visits
 // each stage once (a diamond-shaped graph has exponentially many paths).
 int pipeline_depends_on(const Pipeline *p, int s, int dep) {
+    if (p->reach) return p->reach[(size_t)s * (size_t)p->n_stages + (size_t)dep];
     char *seen = CALLOC_CHECK((size_t)p->n_stages + 1, 1);
     int *todo = CALLOC_CHECK((size_t)p->n_stages + 1, sizeof(int));
     int n = 0, found = 0;
@@ -509,6 +510,21 @@ static int resolve(Pipeline *p) {
         }
     }
     if (topo_sort(p)) return -1;
+    // which stages each one needs, directly or not: in dependency order, each row is the union of
+    // its needs' rows (n^2 bytes; a reference or a selection asks it in constant time)
+    size_t ns = (size_t)p->n_stages;
+    char *reach = CALLOC_CHECK(ns * ns + 1, 1);
+    for (int k = 0; k < p->n_stages; k++) {
+        size_t s = (size_t)p->order[k];
+        const Stage *st = &p->stages[s];
+        for (int i = 0; i < st->n_needs; i++) {
+            size_t d = (size_t)st->need_idx[i];
+            if (reach[s * ns + d]) continue;
+            reach[s * ns + d] = 1;
+            for (size_t j = 0; j < ns; j++) reach[s * ns + j] |= reach[d * ns + j];
+        }
+    }
+    p->reach = reach;
     char *ws = p->workspace.text;
     // outputs: the default ones first, then the given ones in dependency order, so that a
     // ${STAGE.out} in an out always reads a final path
@@ -645,8 +661,8 @@ void pipeline_free(Pipeline *p) {
         for (int i = 0; i < st->argc; i++) free(st->argv[i]);
         free(st->needs); free(st->args); free(st->settings); free(st->argv); free(st->need_idx); free(st->out_real);
     }
-    free(p->stages); free(p->order);
-    p->stages = NULL; p->order = NULL; p->var_keys = p->var_vals = NULL;
+    free(p->stages); free(p->order); free(p->reach);
+    p->stages = NULL; p->order = NULL; p->reach = NULL; p->var_keys = p->var_vals = NULL;
     p->n_stages = p->n_vars = 0;
 }
 

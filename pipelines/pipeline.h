@@ -67,6 +67,7 @@ typedef struct {
     Stage *stages;
     int n_stages;
     int *order;                  // n_stages entries: topological order
+    char *reach;                 // n_stages^2: reach[s * n_stages + d] when s needs d, directly or not
     char bindir[PATH_MAX];
     char err[2048];
 } Pipeline;

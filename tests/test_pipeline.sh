@@ -140,6 +140,8 @@ pid=$!
 n=0; while [ ! -f wk/sft/last/model.safetensors ] && kill -0 $pid 2>/dev/null && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done
 if [ -f wk/sft/last/model.safetensors ] && kill -9 $pid 2>/dev/null; then pkill -9 -f "out.dir=wk/sft" 2>/dev/null; killed=1; fi
 wait $pid 2>/dev/null
+# the stage holds the workspace's lock until it has gone (the pattern does not match this grep)
+n=0; while grep -lq "out.dir=wk/sf[t]" /proc/[0-9]*/cmdline 2>/dev/null && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
 "$R" run long.yaml > out 2> err
 if [ $killed -eq 1 ] && grep -q "sft (resuming)" err && grep -q "sft *ran" err &&
    cmp -s wk/sft/last/model.safetensors wfull/sft/last/model.safetensors; then
