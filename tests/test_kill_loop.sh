@@ -26,15 +26,28 @@ delays() { awk -v lo="$1" -v hi="$2" -v t="$3" -v n="$4" -v s="$SEED" -v salt="$
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 sql() { sqlite3 -batch "$1" "$2"; }   # the sqlite3 shell (scripts/deps.sh test installs it)
-# runs a command in its own process group, kills the whole group with SIGKILL after DELAY
-# seconds; prints the exit status (137 when it was killed, its own status when it ended first)
+# runs a command in a session of its own, kills every process of that session with SIGKILL after
+# DELAY seconds (`rlhf run` starts each stage in a process group of its own, in the same session)
+# and waits until they have all gone; prints the exit status (137 when it was killed, its own
+# status when it ended first)
+session_pids() {   # the processes of session $1, from /proc (stat's 6th field, after "pid (comm)")
+    for f in /proc/[0-9]*/stat; do
+        { read -r line < "$f"; } 2>/dev/null || continue
+        set -- "$1" ${line##*) }
+        [ "$5" = "$1" ] && { f=${f#/proc/}; echo "${f%/stat}"; }
+    done
+}
 run_and_kill() {
     delay=$1; shift
     setsid "$@" > /dev/null 2> "$W/killed.err" &
     pid=$!
     sleep "$delay"
-    kill -9 -"$pid" 2>/dev/null   # the group: a stage and the runner alike
+    kill -9 -"$pid" 2>/dev/null   # the runner's group at once, then every stage's
+    for p in $(session_pids "$pid"); do kill -9 "$p" 2>/dev/null; done
     wait "$pid"
+    rc=$?
+    n=0; while [ -n "$(session_pids "$pid")" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+    return $rc
 }
 cd "$W" || exit 1
 i=0; : > corpus.txt; : > train.jsonl
