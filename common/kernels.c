@@ -208,8 +208,8 @@ static void matmul_forward_row(float *out, const float *inp, const float *weight
     }
 }
 
-// Two to eight rows: a register tile of 8 rows x FEW_TW columns (16 accumulators with AVX-512:
-// 8 rows x 2 vectors) over the inputs transposed to (C, 8), so each weight element is loaded once
+// Two to eight rows: a register tile of 8 rows x FEW_TW columns (16 accumulators with AVX-512,
+// 8 rows x 2 vectors; 8 with AVX2's 16 registers) over the inputs transposed to (C, 8), so each weight element is loaded once
 // for all rows. Each thread owns a contiguous range of column tiles. The weight is read in chunks
 // of FEW_KC input rows: within a chunk the tiles of a super-block of FEW_SUPER columns follow one
 // another, so every weight row of the chunk is read as one contiguous run per super-block (up to
@@ -219,7 +219,8 @@ static void matmul_forward_row(float *out, const float *inp, const float *weight
 // super-block wait in acc (8 x FEW_SUPER floats, L1) between chunks. Every output is the sum
 // over k in increasing order started from 0, then out + bias + sum: the result depends neither
 // on the thread count nor on N (unused rows of the tile are zero).
-#define FEW_TW (2 * VW)
+#define FEW_NV (VW == 16 ? 2 : 1)   // vectors per tile row: 16 accumulators of 32, or 8 of 16
+#define FEW_TW (FEW_NV * VW)
 #define FEW_KC 16
 #define FEW_SUPER 512
 
@@ -227,29 +228,29 @@ static void matmul_forward_row(float *out, const float *inp, const float *weight
 // pf: the tile's first row in the next chunk (NULL in the last chunk), fetched ahead
 static inline void few_tile(float *acc, const float *xt, const float *weight, int64_t OC, int k0,
                             int k1, int j, const float *pf) {
-    vnat a[8][2];
+    vnat a[8][FEW_NV];
     #pragma GCC unroll 8
-    for (int m = 0; m < 8; m++) {
-        VN_LOAD(a[m][0], acc + m * FEW_SUPER);
-        VN_LOAD(a[m][1], acc + m * FEW_SUPER + VW);
-    }
+    for (int m = 0; m < 8; m++)
+        #pragma GCC unroll 2
+        for (int v = 0; v < FEW_NV; v++) VN_LOAD(a[m][v], acc + m * FEW_SUPER + v * VW);
     for (int k = k0; k < k1; k++) {
         const float *wr = weight + (size_t)k * OC + j, *x = xt + k * 8;
         if (pf) {   // the same columns of the next chunk's rows, into L2
             __builtin_prefetch(pf + (size_t)(k - k0) * OC, 0, 2);
-            __builtin_prefetch(pf + (size_t)(k - k0) * OC + VW, 0, 2);
+            if (FEW_TW > 16) __builtin_prefetch(pf + (size_t)(k - k0) * OC + 16, 0, 2);
         }
-        vnat w0, w1;
-        VN_LOAD(w0, wr);
-        VN_LOAD(w1, wr + VW);
+        vnat w[FEW_NV];
+        #pragma GCC unroll 2
+        for (int v = 0; v < FEW_NV; v++) VN_LOAD(w[v], wr + v * VW);
         #pragma GCC unroll 8
-        for (int m = 0; m < 8; m++) { a[m][0] += x[m] * w0; a[m][1] += x[m] * w1; }
+        for (int m = 0; m < 8; m++)
+            #pragma GCC unroll 2
+            for (int v = 0; v < FEW_NV; v++) a[m][v] += x[m] * w[v];
     }
     #pragma GCC unroll 8
-    for (int m = 0; m < 8; m++) {
-        VN_STORE(acc + m * FEW_SUPER, a[m][0]);
-        VN_STORE(acc + m * FEW_SUPER + VW, a[m][1]);
-    }
+    for (int m = 0; m < 8; m++)
+        #pragma GCC unroll 2
+        for (int v = 0; v < FEW_NV; v++) VN_STORE(acc + m * FEW_SUPER + v * VW, a[m][v]);
 }
 
 static void matmul_forward_few(float *out, const float *inp, const float *weight, const float *bias,
