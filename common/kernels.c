@@ -323,32 +323,19 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 // neither on M nor on the thread count.
 #define LG_M 4
 #define LG_VB 32
-typedef float v8f __attribute__((vector_size(32)));
-typedef float v4f __attribute__((vector_size(16)));
-// The lanes of a vector summed by halves (a fixed tree): lane i + lane i+8, then i + i+4, then
-// (0 + 2) + (1 + 3). A macro: a function would take the vector by address (keeping the
-// accumulator in memory through the loop) or by value (-Wpsabi without AVX-512). Compilers
-// without __builtin_shufflevector (GCC before 12) sum the same tree lane by lane.
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+// The lanes of a vector summed. With 16 lanes (AVX-512): one after the other from lane 0, the
+// order the one-row kernel and the earlier few-rows kernel used, so decoding at 2-8 rows gives
+// the same bits as before (sampled text and every figure computed from it stay as they were).
+// With 8 lanes (AVX2) the partial sums differ from those anyway: a fixed tree, lane i + lane
+// i+4, then (0 + 2) + (1 + 3). A macro: a function would take the vector by address (keeping the
+// accumulator in memory through the loop) or by value (-Wpsabi without AVX-512).
 #if VW == 16
-#define VN_HALF8(v) (__builtin_shufflevector((v), (v), 0, 1, 2, 3, 4, 5, 6, 7) + \
-                     __builtin_shufflevector((v), (v), 8, 9, 10, 11, 12, 13, 14, 15))
+#define VN_SUM(v) ({ vnat t_ = (v); float s_ = 0.0f;                                 \
+                     for (int i_ = 0; i_ < 16; i_++) s_ += t_[i_];                     \
+                     s_; })
 #else
-#define VN_HALF8(v) (v)
-#endif
-#define VN_SUM(v) ({ v8f h8_ = VN_HALF8(v);                                        \
-                     v4f s4_ = __builtin_shufflevector(h8_, h8_, 0, 1, 2, 3) +     \
-                               __builtin_shufflevector(h8_, h8_, 4, 5, 6, 7);      \
-                     (s4_[0] + s4_[2]) + (s4_[1] + s4_[3]); })
-#else
-#if VW == 16
-#define VN_LANE8(t, i) ((t)[i] + (t)[(i) + 8])
-#else
-#define VN_LANE8(t, i) ((t)[i])
-#endif
 #define VN_SUM(v) ({ vnat t_ = (v); float s_[4];                                     \
-                     for (int i_ = 0; i_ < 4; i_++)                                    \
-                         s_[i_] = VN_LANE8(t_, i_) + VN_LANE8(t_, i_ + 4);            \
+                     for (int i_ = 0; i_ < 4; i_++) s_[i_] = t_[i_] + t_[i_ + 4];       \
                      (s_[0] + s_[2]) + (s_[1] + s_[3]); })
 #endif
 
