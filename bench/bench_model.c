@@ -5,7 +5,11 @@
 //   bench_model --mode sgemm                      sgemm ceiling (GFLOP/s) at 2048^3
 //   bench_model --mode train --preset gpt2 --B 4 --T 256 [--steps 5]
 //   bench_model --mode generate --preset gpt2 --B 8 [--prompt 16 --new 64]
+//   bench_model --mode decode --preset gpt2 --B 8  the decoding step's kernels alone: the layer
+//       products and the LM head at B rows, as GB/s of weights streamed, beside a plain parallel
+//       read of the same bytes (the memory bandwidth they are bound by), in the same process
 #include "generate.h"
+#include "kernels.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -66,6 +70,57 @@ static double train_flops(const ModelConfig *c, int B, int T) {
     return 3.0 * (per_tok * tok + attn);
 }
 
+// Sums every float of x (n) in parallel: the read bandwidth the decoding kernels compare with.
+static float read_all(const float *x, int64_t n) {
+    float total = 0.0f;
+    #pragma omp parallel for reduction(+:total) schedule(static)
+    for (int64_t c = 0; c < (n + 4095) / 4096; c++) {
+        int64_t i0 = c * 4096, i1 = i0 + 4096 < n ? i0 + 4096 : n;
+        float s = 0.0f;
+        #pragma omp simd reduction(+:s)
+        for (int64_t i = i0; i < i1; i++) s += x[i];
+        total += s;
+    }
+    return total;
+}
+
+// The decoding step's weight-bound kernels at B rows: the 4 products of every layer, then the LM
+// head. Best of 5 after a warm-up; GB/s of weights read.
+static void bench_decode(const Model *m, int B) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *p = &m->params;
+    int64_t C = c->n_embd, L = c->n_layer, V = c->vocab_size;
+    float *x = ALIGNED_CHECK((size_t)B * 4 * C * sizeof(float)), *y = ALIGNED_CHECK((size_t)B * 4 * C * sizeof(float));
+    float *lg = ALIGNED_CHECK((size_t)B * V * sizeof(float));
+    for (int64_t i = 0; i < B * 4 * C; i++) x[i] = 0.01f * (float)(i % 97);
+    double best_mm = 1e30, best_lg = 1e30, best_rd = 1e30;
+    volatile float sink = 0.0f;
+    for (int it = 0; it < 6; it++) {
+        double t0 = util_time_s();
+        for (int64_t l = 0; l < L; l++) {
+            matmul_forward(y, x, p->qkvw + l * C * 3 * C, p->qkvb + l * 3 * C, B, (int)C, (int)(3 * C), 0);
+            matmul_forward(y, x, p->attprojw + l * C * C, p->attprojb + l * C, B, (int)C, (int)C, 1);
+            matmul_forward(y, x, p->fcw + l * C * 4 * C, p->fcb + l * 4 * C, B, (int)C, (int)(4 * C), 0);
+            matmul_forward(y, x, p->fcprojw + l * 4 * C * C, p->fcprojb + l * C, B, (int)(4 * C), (int)C, 1);
+        }
+        double t1 = util_time_s();
+        logits_forward(lg, x, p->wte, B, (int)V, (int)C);
+        double t2 = util_time_s();
+        sink += read_all(p->qkvw, (int64_t)(p->lnfw - p->qkvw));   // the layers' weights, in memory order
+        double t3 = util_time_s();
+        if (it == 0) continue;
+        if (t1 - t0 < best_mm) best_mm = t1 - t0;
+        if (t2 - t1 < best_lg) best_lg = t2 - t1;
+        if (t3 - t2 < best_rd) best_rd = t3 - t2;
+    }
+    double mm_bytes = 12.0 * C * C * L * 4, lg_bytes = (double)V * C * 4;
+    double rd_bytes = (double)(p->lnfw - p->qkvw) * 4;
+    printf("{\"impl\":\"rlhf.c\",\"mode\":\"decode\",\"B\":%d,\"threads\":%d,\"layers_ms\":%.2f,\"layers_gb_s\":%.1f,"
+           "\"lm_head_ms\":%.2f,\"lm_head_gb_s\":%.1f,\"read_gb_s\":%.1f}\n", B, omp_get_max_threads(),
+           best_mm * 1e3, mm_bytes / best_mm / 1e9, best_lg * 1e3, lg_bytes / best_lg / 1e9, rd_bytes / best_rd / 1e9);
+    free(x); free(y); free(lg);
+}
+
 int main(int argc, char **argv) {
     const char *mode = NULL, *pname = "gpt2";
     int B = -1, T = -1, steps = -1, prompt = 16, new_tok = 64;
@@ -77,7 +132,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--new") && i + 1 < argc) new_tok = atoi(argv[++i]);
-        else { fprintf(stderr, "usage: %s --mode sgemm|train|generate [--preset gpt2|small] [--B N] [--T N] [--steps N] [--prompt N] [--new N]\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s --mode sgemm|train|generate|decode [--preset gpt2|small] [--B N] [--T N] [--steps N] [--prompt N] [--new N]\n", argv[0]); return 2; }
     }
     if (!mode) { fprintf(stderr, "bench_model: --mode is required\n"); return 2; }
     int threads = omp_get_max_threads();
@@ -132,6 +187,11 @@ int main(int argc, char **argv) {
                "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
                pname, B, T, threads, B * T / step_s, step_s, fl / step_s / 1e9, ceil_now, rss);
         free(tok); free(tgt); free(len); free(w);
+    } else if (!strcmp(mode, "decode")) {
+        if (B < 0) B = 8;
+        if (model_init(&m, &c, 1, 1, 0, 1, err, sizeof err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
+        model_init_weights(&m, 1234);
+        bench_decode(&m, B);
     } else if (!strcmp(mode, "generate")) {
         if (B < 0) B = 1;
         int maxT = prompt + new_tok;

@@ -152,14 +152,30 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // once. One row: the weight is cut into chunks of ROW_CHUNK consecutive input rows, each one
 // contiguous block of memory (one stream for the prefetcher; column blocks gave C short runs and
 // ~1.4x less bandwidth); the chunks run in parallel and their partial sums are added in chunk
-// order, so the result does not depend on the thread count. Two to eight rows: a register tile
-// of 8 rows x 16 columns (GCC vector extension: one zmm, or two ymm, per row) walks down the
-// weight, so each weight element is loaded once for all rows.
+// order, so the result does not depend on the thread count. Two to eight rows: see
+// matmul_forward_few below.
 #define SMALL_ROWS 8
-#define SMALL_MAX_C 4096   // widest input the tile kernel transposes on the stack (128 KiB)
+#define SMALL_MAX_C 4096   // widest input the few-rows kernel transposes on the stack (128 KiB)
 typedef float v16f __attribute__((vector_size(64)));
 // an unaligned load, as a macro: returning a vector by value trips -Wpsabi on non-AVX-512 builds
 #define V16_LOAD(dst, p) memcpy(&(dst), (p), sizeof(v16f))
+// The machine's own vector (16 floats with AVX-512, 8 otherwise): register tiles are sized in
+// these, so that an AVX2 build does not spill a tile meant for 32 registers into 16.
+#ifdef __AVX512F__
+#define VW 16
+#else
+#define VW 8
+#endif
+typedef float vnat __attribute__((vector_size(VW * sizeof(float))));
+#define VN_LOAD(dst, p) memcpy(&(dst), (p), sizeof(vnat))
+#define VN_STORE(p, src) memcpy((p), &(src), sizeof(vnat))
+// Holds a loaded vector in a register: otherwise GCC may fold its load into every FMA that uses
+// it, and a tile meant to load each vector once loads it once per FMA.
+#if defined(__x86_64__) && defined(__AVX__)
+#define VN_KEEP(v) __asm__("" : "+v"(v))
+#else
+#define VN_KEEP(v) ((void)0)
+#endif
 
 static void matmul_forward_row(float *out, const float *inp, const float *weight, const float *bias,
                                int C, int OC, int beta_one) {
@@ -192,37 +208,85 @@ static void matmul_forward_row(float *out, const float *inp, const float *weight
     }
 }
 
-static void matmul_forward_tile8(float *out, const float *inp, const float *weight, const float *bias,
-                                 int64_t N, int C, int OC, int beta_one) {
-    int ntile = (OC + 15) / 16;
+// Two to eight rows: a register tile of 8 rows x FEW_TW columns (16 accumulators with AVX-512,
+// 8 rows x 2 vectors; 8 with AVX2's 16 registers) over the inputs transposed to (C, 8), so each weight element is loaded once
+// for all rows. Each thread owns a contiguous range of column tiles. The weight is read in chunks
+// of FEW_KC input rows: within a chunk the tiles of a super-block of FEW_SUPER columns follow one
+// another, so every weight row of the chunk is read as one contiguous run per super-block (up to
+// 2 KiB) and FEW_KC runs advance side by side, which the hardware prefetchers follow. (Walking
+// one 64-byte tile down all C rows read one line per row, a page or more apart: no prefetcher or
+// TLB follows that, and the product ran well below the memory bandwidth.) The partial sums of a
+// super-block wait in acc (8 x FEW_SUPER floats, L1) between chunks. Every output is the sum
+// over k in increasing order started from 0, then out + bias + sum: the result depends neither
+// on the thread count nor on N (unused rows of the tile are zero).
+#define FEW_NV (VW == 16 ? 2 : 1)   // vectors per tile row: 16 accumulators of 32, or 8 of 16
+#define FEW_TW (FEW_NV * VW)
+#define FEW_KC 16
+#define FEW_SUPER 512
+
+// acc (8, FEW_SUPER) columns j..j+FEW_TW-1 += xt rows k0..k1-1 times the weight's tile at column j
+// pf: the tile's first row in the next chunk (NULL in the last chunk), fetched ahead
+static inline void few_tile(float *acc, const float *xt, const float *weight, int64_t OC, int k0,
+                            int k1, int j, const float *pf) {
+    vnat a[8][FEW_NV];
+    #pragma GCC unroll 8
+    for (int m = 0; m < 8; m++)
+        #pragma GCC unroll 2
+        for (int v = 0; v < FEW_NV; v++) VN_LOAD(a[m][v], acc + m * FEW_SUPER + v * VW);
+    for (int k = k0; k < k1; k++) {
+        const float *wr = weight + (size_t)k * OC + j, *x = xt + k * 8;
+        if (pf) {   // the same columns of the next chunk's rows, into L2
+            __builtin_prefetch(pf + (size_t)(k - k0) * OC, 0, 2);
+            if (FEW_TW > 16) __builtin_prefetch(pf + (size_t)(k - k0) * OC + 16, 0, 2);
+        }
+        vnat w[FEW_NV];
+        #pragma GCC unroll 2
+        for (int v = 0; v < FEW_NV; v++) VN_LOAD(w[v], wr + v * VW);
+        #pragma GCC unroll 8
+        for (int m = 0; m < 8; m++)
+            #pragma GCC unroll 2
+            for (int v = 0; v < FEW_NV; v++) a[m][v] += x[m] * w[v];
+    }
+    #pragma GCC unroll 8
+    for (int m = 0; m < 8; m++)
+        #pragma GCC unroll 2
+        for (int v = 0; v < FEW_NV; v++) VN_STORE(acc + m * FEW_SUPER + v * VW, a[m][v]);
+}
+
+static void matmul_forward_few(float *out, const float *inp, const float *weight, const float *bias,
+                               int64_t N, int C, int OC, int beta_one) {
+    int ntile = (OC + FEW_TW - 1) / FEW_TW;
     #pragma omp parallel
     {
         float xt[8 * SMALL_MAX_C];   // the inputs transposed to (C, 8), unused rows zero
+        float acc[8 * FEW_SUPER] __attribute__((aligned(64)));
         for (int k = 0; k < C; k++)
             for (int m = 0; m < 8; m++) xt[k * 8 + m] = m < N ? inp[(int64_t)m * C + k] : 0.0f;
-        #pragma omp for schedule(static)
-        for (int tile = 0; tile < ntile; tile++) {
-            int j0 = tile * 16, w = OC - j0 < 16 ? OC - j0 : 16;
-            v16f acc[8] = {{0}};
-            if (w == 16) {
-                v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-                for (int k = 0; k < C; k++) {
-                    v16f wv;
-                    V16_LOAD(wv, weight + (size_t)k * OC + j0);
-                    const float *a = xt + k * 8;
-                    a0 += a[0] * wv; a1 += a[1] * wv; a2 += a[2] * wv; a3 += a[3] * wv;
-                    a4 += a[4] * wv; a5 += a[5] * wv; a6 += a[6] * wv; a7 += a[7] * wv;
+        int nt = omp_get_num_threads(), th = omp_get_thread_num();
+        int t0 = (int)((int64_t)ntile * th / nt), t1 = (int)((int64_t)ntile * (th + 1) / nt);
+        for (int s0 = t0; s0 < t1; s0 += FEW_SUPER / FEW_TW) {
+            int s1 = s0 + FEW_SUPER / FEW_TW < t1 ? s0 + FEW_SUPER / FEW_TW : t1;
+            int j0 = s0 * FEW_TW, j1 = s1 * FEW_TW < OC ? s1 * FEW_TW : OC;
+            memset(acc, 0, sizeof acc);
+            for (int k0 = 0; k0 < C; k0 += FEW_KC) {
+                int k1 = k0 + FEW_KC < C ? k0 + FEW_KC : C;
+                for (int j = j0; j < j1; j += FEW_TW) {
+                    if (j + FEW_TW <= OC) {
+                        const float *pf = k1 + FEW_KC <= C ? weight + (size_t)k1 * OC + j : NULL;
+                        few_tile(acc + (j - j0), xt, weight, OC, k0, k1, j, pf);
+                        continue;
+                    }
+                    for (int k = k0; k < k1; k++)   // the last, narrower tile
+                        for (int m = 0; m < 8; m++)
+                            for (int jj = j; jj < OC; jj++)
+                                acc[m * FEW_SUPER + jj - j0] += xt[k * 8 + m] * weight[(size_t)k * OC + jj];
                 }
-                acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = a4; acc[5] = a5; acc[6] = a6; acc[7] = a7;
-            } else {   // the last, narrower column strip
-                for (int k = 0; k < C; k++)
-                    for (int m = 0; m < N; m++)
-                        for (int jj = 0; jj < w; jj++) acc[m][jj] += xt[k * 8 + m] * weight[(size_t)k * OC + j0 + jj];
             }
             for (int64_t m = 0; m < N; m++) {
-                float *o = out + m * OC + j0;
-                for (int jj = 0; jj < w; jj++)
-                    o[jj] = (beta_one ? o[jj] : 0.0f) + (bias ? bias[j0 + jj] : 0.0f) + acc[m][jj];
+                float *o = out + m * OC;
+                const float *a = acc + m * FEW_SUPER;
+                for (int j = j0; j < j1; j++)
+                    o[j] = (beta_one ? o[j] : 0.0f) + (bias ? bias[j] : 0.0f) + a[j - j0];
             }
         }
     }
@@ -231,7 +295,7 @@ static void matmul_forward_tile8(float *out, const float *inp, const float *weig
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
     if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
-    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) { matmul_forward_tile8(out, inp, weight, bias, N, C, OC, beta_one); return; }
+    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) { matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one); return; }
     if (bias) {
         #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; i++) {
@@ -245,14 +309,37 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
                 weight, OC, beta, out, OC);
 }
 
-void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C) {
-    if (M > SMALL_ROWS) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, V, C, 1.0f, inp, C, wte, C,
-                    0.0f, out, V);
-        return;
-    }
-    // few rows: stream the embedding once; 16-wide partial sums per (vocabulary row, input row),
-    // two vocabulary rows at a time so each input chunk loaded from L1 feeds two products
+// Few rows (decoding): the embedding is streamed once, in order, each vocabulary row read from
+// memory once and reused from L1 for every input row. M = 1 (B = 1 decoding): 16-wide partial
+// sums per vocabulary row, two rows at a time. 2 <= M <= 8: blocks of LG_VB vocabulary rows,
+// each read from memory by the first pass over LG_M input rows and from L2 by the second; a pass
+// keeps one vector of partial sums per input row (5 registers with the loaded ones, AVX2 holds
+// them), so each step loads one embedding vector for LG_M independent FMAs. (One accumulator per
+// (row, input) made every FMA wait for the one before: bound by its latency, and at B = 8 the LM
+// head took a third of a decoding step. All 8 input rows in one pass, 24 KiB at C = 768, left
+// too little of L1 for the streamed rows: 2x slower.) Every output (v, m) is summed the same way
+// wherever it sits: lane-wise over C in order, the lanes by a fixed tree, then the tail; rows of
+// a pass beyond M repeat the last one and are not stored. So for M >= 2 the result depends
+// neither on M nor on the thread count.
+#define LG_M 4
+#define LG_VB 32
+// The lanes of a vector summed. With 16 lanes (AVX-512): one after the other from lane 0, the
+// order the one-row kernel and the earlier few-rows kernel used, so decoding at 2-8 rows gives
+// the same bits as before (sampled text and every figure computed from it stay as they were).
+// With 8 lanes (AVX2) the partial sums differ from those anyway: a fixed tree, lane i + lane
+// i+4, then (0 + 2) + (1 + 3). A macro: a function would take the vector by address (keeping the
+// accumulator in memory through the loop) or by value (-Wpsabi without AVX-512).
+#if VW == 16
+#define VN_SUM(v) ({ vnat t_ = (v); float s_ = 0.0f;                                 \
+                     for (int i_ = 0; i_ < 16; i_++) s_ += t_[i_];                     \
+                     s_; })
+#else
+#define VN_SUM(v) ({ vnat t_ = (v); float s_[4];                                     \
+                     for (int i_ = 0; i_ < 4; i_++) s_[i_] = t_[i_] + t_[i_ + 4];       \
+                     (s_[0] + s_[2]) + (s_[1] + s_[3]); })
+#endif
+
+static void logits_one_row(float *out, const float *x, const float *wte, int V, int C) {
     int C16 = C & ~15;
     int npair = (V + 1) / 2;
     #pragma omp parallel for schedule(static)
@@ -260,19 +347,52 @@ void logits_forward(float *out, const float *inp, const float *wte, int64_t M, i
         int v0 = 2 * pr, nv = v0 + 1 < V ? 2 : 1;
         for (int vi = 0; vi < nv; vi++) {
             const float *w = wte + (size_t)(v0 + vi) * C;
-            for (int64_t m = 0; m < M; m++) {
-                const float *x = inp + m * C;
-                v16f acc = {0};
-                for (int c = 0; c < C16; c += 16) {
-                    v16f xv, wv;
-                    V16_LOAD(xv, x + c);
-                    V16_LOAD(wv, w + c);
-                    acc += xv * wv;
+            v16f acc = {0};
+            for (int c = 0; c < C16; c += 16) {
+                v16f xv, wv;
+                V16_LOAD(xv, x + c);
+                V16_LOAD(wv, w + c);
+                acc += xv * wv;
+            }
+            float sum = 0.0f;
+            for (int i = 0; i < 16; i++) sum += acc[i];
+            for (int c = C16; c < C; c++) sum += x[c] * w[c];
+            out[v0 + vi] = sum;
+        }
+    }
+}
+
+void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C) {
+    if (M > SMALL_ROWS) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, V, C, 1.0f, inp, C, wte, C,
+                    0.0f, out, V);
+        return;
+    }
+    if (M == 1) { logits_one_row(out, inp, wte, V, C); return; }
+    int CV = C - C % VW;
+    int nblk = (V + LG_VB - 1) / LG_VB;
+    #pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        int v0 = blk * LG_VB, v1 = v0 + LG_VB < V ? v0 + LG_VB : V;
+        for (int64_t m0 = 0; m0 < M; m0 += LG_M) {
+            const float *x[LG_M];
+            for (int i = 0; i < LG_M; i++) x[i] = inp + (m0 + i < M ? m0 + i : M - 1) * C;
+            for (int v = v0; v < v1; v++) {
+                const float *w = wte + (size_t)v * C;
+                vnat a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+                for (int c = 0; c < CV; c += VW) {
+                    vnat wv, x0, x1, x2, x3;
+                    VN_LOAD(wv, w + c);
+                    VN_KEEP(wv);
+                    VN_LOAD(x0, x[0] + c); VN_LOAD(x1, x[1] + c);
+                    VN_LOAD(x2, x[2] + c); VN_LOAD(x3, x[3] + c);
+                    a0 += wv * x0; a1 += wv * x1; a2 += wv * x2; a3 += wv * x3;
                 }
-                float sum = 0.0f;
-                for (int i = 0; i < 16; i++) sum += acc[i];
-                for (int c = C16; c < C; c++) sum += x[c] * w[c];
-                out[m * V + v0 + vi] = sum;
+                float sum[LG_M] = {VN_SUM(a0), VN_SUM(a1), VN_SUM(a2), VN_SUM(a3)};
+                for (int k = 0; k < LG_M && m0 + k < M; k++) {
+                    for (int c = CV; c < C; c++) sum[k] += x[k][c] * w[c];
+                    out[(m0 + k) * V + v] = sum[k];
+                }
             }
         }
     }

@@ -137,28 +137,68 @@ static void test_matmul_row_chunks(void) {
     free(x); free(w); free(b); free(o1); free(o2);
 }
 
-// LM head product against a naive reference, for the few-rows and the sgemm path
+// The few-rows (decoding) product: 150 inputs make 9 chunks of 16 and a partial one, 1100 outputs
+// three super-blocks of 512 columns and a tail narrower than a tile. Against the product in
+// double; each output is summed in one fixed order, so 1 and 2 threads give the same bits, and
+// so do the first rows of a 3-row and an 8-row product.
+static void test_matmul_few(void) {
+    Rng rng; rng_init(&rng, 23);
+    int C = 150, OC = 1100, nt = omp_get_max_threads();
+    float *x = randn(&rng, 8 * C, 1), *w = randn(&rng, (int64_t)C * OC, 1), *b = randn(&rng, OC, 1);
+    float *o8 = zeros(8 * OC), *o8b = zeros(8 * OC), *o3 = zeros(3 * OC), *o2 = zeros(2 * OC);
+    omp_set_num_threads(2);
+    matmul_forward(o8, x, w, b, 8, C, OC, 0);
+    matmul_forward(o3, x, w, b, 3, C, OC, 0);
+    for (int j = 0; j < 2 * OC; j++) o2[j] = 0.5f;
+    matmul_forward(o2, x, w, NULL, 2, C, OC, 1);
+    omp_set_num_threads(1);
+    matmul_forward(o8b, x, w, b, 8, C, OC, 0);
+    omp_set_num_threads(nt);
+    int bad = 0;
+    for (int i = 0; i < 8; i++) for (int j = 0; j < OC; j++) {
+        double s = 0;
+        for (int k = 0; k < C; k++) s += (double)x[i * C + k] * w[(int64_t)k * OC + j];
+        double tol = 1e-4 * (1 + fabs(s));
+        if (fabs(s + b[j] - o8[i * OC + j]) > tol) bad++;
+        if (i < 2 && fabs(s + 0.5 - o2[i * OC + j]) > tol) bad++;
+    }
+    CHECK_MSG(bad == 0, "few-rows matmul differs from the naive product in %d places", bad);
+    CHECK_MSG(memcmp(o8, o8b, (size_t)8 * OC * sizeof(float)) == 0, "few-rows matmul: 1 and 2 threads differ");
+    CHECK_MSG(memcmp(o8, o3, (size_t)3 * OC * sizeof(float)) == 0, "few-rows matmul: 3 and 8 rows differ");
+    free(x); free(w); free(b); free(o8); free(o8b); free(o3); free(o2);
+}
+
+// LM head product against a naive reference, for the one-row, few-rows and sgemm paths: 101
+// vocabulary rows make three blocks of 32 and a partial one, 50 channels a tail narrower than a
+// vector. The few-rows path gives the same bits for any row count and thread count.
 static void test_logits(void) {
     Rng rng; rng_init(&rng, 9);
-    int V = 101, C = 21;
-    float *wte = randn(&rng, V * C, 1);
-    int Ms[3] = {1, 5, 40};
-    for (int mi = 0; mi < 3; mi++) {
-        int M = Ms[mi];
-        float *x = randn(&rng, M * C, 1), *out = zeros(M * V), *want = zeros(M * V);
+    int V = 101, C = 50, nt = omp_get_max_threads();
+    float *wte = randn(&rng, V * C, 1), *x = randn(&rng, 40 * C, 1), *out8 = zeros(8 * V);
+    int Ms[5] = {8, 1, 2, 5, 40};
+    for (int mi = 0; mi < 5; mi++) {
+        int M = Ms[mi];   // the first M rows of x
+        float *out = zeros(M * V), *want = zeros(M * V);
         for (int m = 0; m < M; m++) for (int v = 0; v < V; v++) {
             double sum = 0;
             for (int k = 0; k < C; k++) sum += (double)x[m * C + k] * wte[v * C + k];
             want[m * V + v] = (float)sum;
         }
+        omp_set_num_threads(mi % 2 ? 1 : 2);
         logits_forward(out, x, wte, M, V, C);
-        CHECK_CLOSE(out, want, (size_t)M * V, 1e-4, 1e-4, M <= 8 ? "logits, few rows" : "logits, 40 rows");
-        free(x); free(out); free(want);
+        omp_set_num_threads(nt);
+        char what[64];
+        snprintf(what, sizeof what, "logits, %d rows", M);
+        CHECK_CLOSE(out, want, (size_t)M * V, 1e-4, 1e-4, what);
+        if (M == 8) memcpy(out8, out, (size_t)8 * V * sizeof(float));
+        else if (M >= 2 && M < 8)
+            CHECK_MSG(memcmp(out, out8, (size_t)M * V * sizeof(float)) == 0,
+                      "logits: %d rows on 1 thread differ from the first rows of 8 on 2", M);
+        free(out); free(want);
     }
-    free(wte);
+    free(wte); free(x); free(out8);
 }
 
-// ---- attention over packed sequences of different lengths
 typedef struct { float *out, *att, *qkv, *r; int64_t *off, *att_off; int B, C, NH, N; } AttCtx;
 static double att_loss(void *p) {
     AttCtx *c = p;
@@ -295,7 +335,8 @@ int main(void) {
     test_case("kernels: layernorm forward/backward vs finite differences", test_layernorm);
     test_case("kernels: matmul forward/backward vs naive product and finite differences", test_matmul);
     test_case("kernels: one-row matmul over several chunks and strips, independent of threads", test_matmul_row_chunks);
-    test_case("kernels: LM-head logits for few and many rows", test_logits);
+    test_case("kernels: few-rows matmul over chunks, super-blocks and a tail, independent of threads and rows", test_matmul_few);
+    test_case("kernels: LM-head logits for one, few and many rows", test_logits);
     test_case("kernels: causal attention over packed lengths vs naive and finite differences", test_attention);
     test_case("kernels: gelu forward/backward", test_gelu);
     test_case("kernels: encoder forward/backward with repeated tokens", test_encoder);
