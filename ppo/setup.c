@@ -79,16 +79,6 @@ static int group_recover(Ppo *s, char *err, size_t errlen) {
     return rc;
 }
 
-static double mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    double kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024.0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // prompts
@@ -305,7 +295,7 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     for (int i = 0; i < n; i++) total += rows[i].bytes;
     double lim = config_get_double(s->cfg, "memory.limit_gb") * 1073741824.0;
     int from_config = lim > 0;
-    if (!from_config) lim = mem_available();
+    if (!from_config) lim = util_mem_available();
     char b[32], t[32], l[32];
     util_format_bytes(t, sizeof t, (double)total);
     util_format_bytes(l, sizeof l, lim);
@@ -316,7 +306,7 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
             util_format_bytes(b, sizeof b, (double)rows[i].bytes);
             fprintf(stderr, "ppo:   %-10s %10s  %s\n", rows[i].what, b, rows[i].detail);
         }
-        fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable)" : "(unknown: not checked)");
+        fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable, ulimit -v)" : "(unknown: not checked)");
     }
     if (lim > 0 && (double)total > lim)
         return util_err(err, errlen, "the memory plan needs %s but only %s is %s: lower ppo.minibatch_size (activations of all four models), "
@@ -617,6 +607,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
 
     char *dump = config_dump_string(cfg);
     int rcode = 0;
+    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
     if (resumed) {
         CkptTrainerState vst;
         int64_t fp;
