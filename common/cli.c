@@ -29,24 +29,106 @@ int cli_float(const char *opt, const char *s, double min, double max, double *ou
     return 0;
 }
 
-int cli_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen) {
+static int64_t cli_env_bytes(const char *name, int64_t def) {
+    const char *v = getenv(name);
+    if (!v || !*v) return def;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    double mul = *end == 'K' || *end == 'k' ? 1024.0 : *end == 'M' || *end == 'm' ? 1048576.0 : *end == 'G' || *end == 'g' ? 1073741824.0 : 1.0;
+    if (mul > 1) end++;
+    if (errno || *end || !(x >= 1) || x * mul > 9e18) return def;
+    return (int64_t)(x * mul);
+}
+
+int64_t cli_max_file_bytes(void) { return cli_env_bytes("RLHF_MAX_FILE_BYTES", (int64_t)4 << 30); }
+int64_t cli_max_line_bytes(void) { return cli_env_bytes("RLHF_MAX_LINE_BYTES", (int64_t)16 << 20); }
+
+static int cli_too_large(const char *path, int64_t line, int is_line, char *err, size_t errlen) {
+    char b[32];
+    util_format_bytes(b, sizeof b, (double)(is_line ? cli_max_line_bytes() : cli_max_file_bytes()));
+    if (is_line)
+        return util_err(err, errlen, "%s:%lld: a line longer than %s (RLHF_MAX_LINE_BYTES): not a text file of lines, or an endless "
+                        "input", path, (long long)line, b);
+    return util_err(err, errlen, "%s: more than %s (RLHF_MAX_FILE_BYTES): too large, or an endless input", path, b);
+}
+
+static int cli_read_bounded(const char *path, int lines, char **data, size_t *len, char *err, size_t errlen) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) return util_err(err, errlen, "%s: %s", path, strerror(errno));
+    int64_t maxf = cli_max_file_bytes(), maxl = cli_max_line_bytes(), line = 1, line_start = 0;
     size_t cap = 1 << 16, n = 0;
-    char *buf = MALLOC_CHECK(cap);
-    for (;;) {
-        if (n + 1 >= cap) { cap *= 2; char *nb = realloc(buf, cap); if (!nb) DIE("out of memory reading %s", path); buf = nb; }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
+    char *buf = malloc(cap);
+    int rc = 0;
+    if (!buf) rc = util_err(err, errlen, "%s: out of memory", path);
+    while (!rc) {
+        if (n + 1 >= cap) {
+            if ((int64_t)n >= maxf) { rc = cli_too_large(path, line, 0, err, errlen); break; }
+            size_t nc = cap * 2;
+            char *nb = realloc(buf, nc);
+            if (!nb) {
+                char b[32];
+                util_format_bytes(b, sizeof b, (double)n);
+                rc = util_err(err, errlen, "%s: out of memory after reading %s (lower RLHF_MAX_FILE_BYTES, or give more memory)", path, b);
+                break;
+            }
+            buf = nb; cap = nc;
+        }
+        size_t want = cap - n - 1;
+        if ((int64_t)(n + want) > maxf + 1) want = (size_t)(maxf + 1 - (int64_t)n);
+        size_t got = fread(buf + n, 1, want, f);
+        if (lines) {
+            for (size_t i = n; i < n + got; i++)
+                if (buf[i] == '\n') { line++; line_start = (int64_t)i + 1; }
+            if ((int64_t)(n + got) - line_start > maxl) { rc = cli_too_large(path, line, 1, err, errlen); break; }
+        }
         n += got;
+        if ((int64_t)n > maxf) { rc = cli_too_large(path, line, 0, err, errlen); break; }
         if (got == 0) break;
     }
-    int bad = ferror(f);
+    if (!rc && ferror(f)) rc = util_err(err, errlen, "%s: read error", path);
     if (f != stdin) fclose(f);
-    if (bad) { free(buf); return util_err(err, errlen, "%s: read error", path); }
+    if (rc) { free(buf); return -1; }
     buf[n] = 0;
     *data = buf; *len = n;
     return 0;
 }
+
+int cli_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen) {
+    return cli_read_bounded(path, 0, data, len, err, errlen);
+}
+
+int cli_read_lines_file(const char *path, char **data, size_t *len, char *err, size_t errlen) {
+    return cli_read_bounded(path, 1, data, len, err, errlen);
+}
+
+int64_t cli_getline(CliLines *l, FILE *f, const char *path, char *err, size_t errlen) {
+    int64_t maxf = cli_max_file_bytes(), maxl = cli_max_line_bytes();
+    size_t n = 0;
+    l->line++;
+    for (;;) {
+        int c = getc_unlocked(f);
+        if (c == EOF) {
+            if (ferror(f)) return util_err(err, errlen, "%s:%lld: read error: %s", path, (long long)l->line, strerror(errno)) - 1;
+            if (n == 0) return -1;
+            break;
+        }
+        if (n + 2 > l->cap) {
+            if ((int64_t)n >= maxl) return cli_too_large(path, l->line, 1, err, errlen) - 1;
+            size_t nc = l->cap ? 2 * l->cap : 256;
+            char *nb = realloc(l->buf, nc);
+            if (!nb) return util_err(err, errlen, "%s:%lld: out of memory reading a line of %zu bytes", path, (long long)l->line, n) - 1;
+            l->buf = nb; l->cap = nc;
+        }
+        l->buf[n++] = (char)c;
+        if (++l->total > maxf) return cli_too_large(path, l->line, 0, err, errlen) - 1;
+        if (c == '\n') break;
+    }
+    l->buf[n] = 0;
+    return (int64_t)n;
+}
+
+void cli_lines_free(CliLines *l) { free(l->buf); memset(l, 0, sizeof *l); }
 
 int cli_parse_ids(const char *name, const char *text, int64_t max_id, int32_t **ids, size_t *n,
                   char *err, size_t errlen) {

@@ -9,8 +9,22 @@
 
 int cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out, char *err, size_t errlen);
 int cli_float(const char *opt, const char *s, double min, double max, double *out, char *err, size_t errlen);
-// Reads all of path ("-" = stdin) into a malloc'd buffer (NUL-terminated, *len bytes) or -1.
+// Input bounds: the most bytes read from one input file (RLHF_MAX_FILE_BYTES, default 4 GiB)
+// and in one line of a line-oriented file (RLHF_MAX_LINE_BYTES, default 16 MiB). An endless
+// input (/dev/zero, a FIFO) or one too large for memory ends in one clear message naming the
+// file and the setting, exit 1, never an abort. Values: bytes, with an optional K, M or G suffix.
+int64_t cli_max_file_bytes(void);
+int64_t cli_max_line_bytes(void);
+// Reads all of path ("-" = stdin) into a malloc'd buffer (NUL-terminated, *len bytes) or -1:
+// at most cli_max_file_bytes(); with lines set, no line longer than cli_max_line_bytes().
 int cli_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen);
+int cli_read_lines_file(const char *path, char **data, size_t *len, char *err, size_t errlen);
+// getline with the bounds above: the length of the next line (with its '\n'; NUL bytes kept) in
+// *buf, -1 at the end of the file, -2 with a message naming path and the line (too long, file too
+// large, out of memory, read error). *total counts the bytes read so far (start it at 0).
+typedef struct { char *buf; size_t cap; int64_t total, line; } CliLines;
+int64_t cli_getline(CliLines *l, FILE *f, const char *path, char *err, size_t errlen);
+void cli_lines_free(CliLines *l);
 // Parses whitespace-separated integers in [0, max_id] into a malloc'd array; -1 with the
 // offending token's line on error.
 int cli_parse_ids(const char *name, const char *text, int64_t max_id, int32_t **ids, size_t *n,

@@ -110,7 +110,7 @@ static char *utf8_clean(const char *s) {
 static int load_prompts(Eval *e) {
     char *data, err[512];
     size_t len;
-    if (cli_read_file(e->prompts_path, &data, &len, err, sizeof err)) EFAIL("%s", err);
+    if (cli_read_lines_file(e->prompts_path, &data, &len, err, sizeof err)) EFAIL("%s", err);
     size_t cap = 64;
     e->prompts = MALLOC_CHECK(cap * sizeof(char *));
     int64_t line = 0;

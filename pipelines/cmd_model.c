@@ -306,7 +306,7 @@ int cmd_generate(int argc, char **argv) {
         texts[np++] = strdup(prompt);
     } else {
         size_t len;
-        if (cli_read_file(pfile, &data, &len, err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
+        if (cli_read_lines_file(pfile, &data, &len, err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
         texts = MALLOC_CHECK((len / 1 + 2) * sizeof(char *));
         int64_t line = 0;
         for (char *s = data; s && *s;) {

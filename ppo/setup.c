@@ -126,7 +126,7 @@ static int add_prompt(PromptCtx *c, const char *text, int64_t prompt_id, const c
 static int load_jsonl_prompts(PromptCtx *c, const char *path) {
     char *data;
     size_t len;
-    if (cli_read_file(path, &data, &len, c->err, c->errlen)) return -1;
+    if (cli_read_lines_file(path, &data, &len, c->err, c->errlen)) return -1;
     size_t i = 0;
     if (len >= 3 && (unsigned char)data[0] == 0xEF && (unsigned char)data[1] == 0xBB && (unsigned char)data[2] == 0xBF) i = 3;
     int line = 0, rc = 0;
@@ -501,6 +501,8 @@ static void alloc_buffers(Ppo *s) {
 
 int ppo_setup(Ppo *s, char *err, size_t errlen) {
     Config *cfg = s->cfg;
+    if (optim_adamw_validate(config_get_double(cfg, "train.beta1"), config_get_double(cfg, "train.beta2"),
+                             config_get_double(cfg, "train.eps"), err, errlen)) return -1;
     s->out_dir = config_get_string(cfg, "out.dir");
     const char *pol = config_get_string(cfg, "model.policy"), *ref = config_get_string(cfg, "model.reference");
     const char *rew = config_get_string(cfg, "model.reward"), *val = config_get_string(cfg, "model.value");

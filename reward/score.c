@@ -226,7 +226,7 @@ int rm_model_name(const char *ckpt, const char *name, char *out, size_t n) {
 static int score_file(RmScorer *sc, const char *path, char *err, size_t errlen) {
     char *data;
     size_t len;
-    if (cli_read_file(path, &data, &len, err, errlen)) return -1;
+    if (cli_read_lines_file(path, &data, &len, err, errlen)) return -1;
     const char *name = strcmp(path, "-") ? path : "stdin";
     int64_t n = 0, cap = 0;
     cJSON **objs = NULL;

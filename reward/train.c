@@ -405,6 +405,8 @@ static int import_files(Rm *rm, char *err, size_t errlen) {
 }
 
 static int setup(Rm *rm, char *err, size_t errlen) {
+    if (optim_adamw_validate(config_get_double(rm->cfg, "train.beta1"), config_get_double(rm->cfg, "train.beta2"),
+                             config_get_double(rm->cfg, "train.eps"), err, errlen)) return -1;
     rm->out_dir = config_get_string(rm->cfg, "out.dir");
     const char *init = config_get_string(rm->cfg, "model.init");
     if (!rm->out_dir[0]) return util_err(err, errlen, "out.dir is required");

@@ -311,6 +311,8 @@ static int try_resume(Sft *s, CkptTrainerState *st, char *err, size_t errlen) {
 }
 
 static int setup(Sft *s, char *err, size_t errlen) {
+    if (optim_adamw_validate(config_get_double(s->cfg, "train.beta1"), config_get_double(s->cfg, "train.beta2"),
+                             config_get_double(s->cfg, "train.eps"), err, errlen)) return -1;
     s->out_dir = config_get_string(s->cfg, "out.dir");
     const char *init = config_get_string(s->cfg, "model.init");
     if (!s->out_dir[0]) return util_err(err, errlen, "out.dir is required");
