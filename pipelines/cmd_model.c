@@ -112,6 +112,14 @@ int cmd_info(int argc, char **argv) {
     Model m;
     if (ckpt_load_model(dir, &m, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf info: %s", err);
     model_free(&m);
+    if (ci.has_tokenizer) {   // refuse what the programs refuse: a tokenizer that does not fit the model
+        Tokenizer *t;
+        char terr[TOK_ERR_LEN];
+        if (tok_load(&t, dir, terr)) { FAIL("rlhf info: %s", terr); }
+        int bad = ckpt_check_tokenizer(dir, c.vocab_size, dir, tok_vocab_size(t), err, sizeof err);
+        tok_free(t);
+        if (bad) { FAIL("rlhf info: %s", err); }
+    }
     double V = c.vocab_size, Cc = c.n_embd, Lc = c.n_layer;
     double nparams = V * Cc + (double)c.max_seq_len * Cc + Lc * (12 * Cc * Cc + 13 * Cc) + 2 * Cc + (c.score_head ? Cc : 0);
     char a[32], b[32], w[32];
@@ -182,7 +190,7 @@ int cmd_eval(int argc, char **argv) {
         int64_t tv = tok_vocab_size(t);
         tok_free(t);
         if (rc) { tok_ids_free(&ti); FAIL("rlhf eval: %s", terr); }
-        if (tv > c.vocab_size) { tok_ids_free(&ti); FAIL("rlhf eval: the tokenizer has %lld tokens, the model only %d", (long long)tv, c.vocab_size); }
+        if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tv, err, sizeof err)) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
         ids = ti.ids; n = ti.n;
     }
     if (n < 2) { free(ids); FAIL("rlhf eval: need at least 2 tokens (got %zu)", n); }
@@ -296,7 +304,7 @@ int cmd_generate(int argc, char **argv) {
     Tokenizer *t;
     char terr[TOK_ERR_LEN];
     if (load_tokenizer(&t, dir, tokdir, terr)) FAIL("rlhf generate: %s", terr);
-    if (tok_vocab_size(t) > c.vocab_size) { tok_free(t); FAIL("rlhf generate: the tokenizer has more tokens than the model's vocabulary"); }
+    if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tok_vocab_size(t), err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
     // prompts
     char **texts = NULL;
     size_t np = 0;

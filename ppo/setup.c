@@ -561,8 +561,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
                             names[i], cs[i]->vocab_size, pc.vocab_size);
         if (cs[i]->max_seq_len < context) context = cs[i]->max_seq_len;
     }
-    if (tok_vocab_size(s->tok) > pc.vocab_size)
-        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the models' vocabulary %d", (long long)tok_vocab_size(s->tok), pc.vocab_size);
+    if (ckpt_check_tokenizer(pol, pc.vocab_size, s->tok_dir, tok_vocab_size(s->tok), err, errlen)) return -1;
     if (load_prompts(s, context, err, errlen)) return -1;
     if (!dist_identical(&s->dist, &s->prompt_fp, sizeof s->prompt_fp))
         return util_err(err, errlen, "the ranks read different prompts (data.format db: was the workspace changed meanwhile?)");

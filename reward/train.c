@@ -441,8 +441,7 @@ static int setup(Rm *rm, char *err, size_t errlen) {
     c.score_head = 1;
     char terr[TOK_ERR_LEN];
     if (tok_load(&rm->tok, tokenizer_dir(rm), terr)) return util_err(err, errlen, "%s", terr);
-    if (tok_vocab_size(rm->tok) > c.vocab_size)
-        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the model's vocabulary %d", (long long)tok_vocab_size(rm->tok), c.vocab_size);
+    if (ckpt_check_tokenizer(from, c.vocab_size, tokenizer_dir(rm), tok_vocab_size(rm->tok), err, errlen)) return -1;
     DatasetOptions dopt = {.prompt_template = config_get_string(rm->cfg, "data.prompt_template"),
                            .response_prefix = config_get_string(rm->cfg, "data.response_prefix"), .max_tokens = c.max_seq_len};
     if (dataset_create(&rm->ds, rm->tok, &dopt, err, errlen)) return -1;

@@ -353,8 +353,7 @@ static int setup(Sft *s, char *err, size_t errlen) {
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
     char terr[TOK_ERR_LEN];
     if (tok_load(&s->tok, tokdir[0] ? tokdir : init, terr)) return util_err(err, errlen, "%s", terr);
-    if (tok_vocab_size(s->tok) > c.vocab_size)
-        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the model's vocabulary %d", (long long)tok_vocab_size(s->tok), c.vocab_size);
+    if (ckpt_check_tokenizer(from, c.vocab_size, tokdir[0] ? tokdir : init, tok_vocab_size(s->tok), err, errlen)) return -1;
     if (load_data(s, err, errlen)) return -1;
     s->micro = CALLOC_CHECK((size_t)s->accum, sizeof(DataBatch));
     for (int a = 0; a < s->accum; a++) data_batch_init(&s->micro[a], s->B, s->T);
