@@ -175,13 +175,14 @@ void cli_progress_format(const CliProgress *p, int64_t done, char *buf, size_t n
     double el = util_time_s() - p->start;
     int64_t did = done - p->first;
     double rate = el > 0 && did > 0 ? (double)did / el : 0.0;
-    char e[32], r[32];
+    char e[32], r[32], rs[32];
     cli_duration(e, sizeof e, el);
+    snprintf(rs, sizeof rs, rate < 100 ? "%.2f" : "%.0f", rate);
     if (p->total > 0) {
         cli_duration(r, sizeof r, rate > 0 ? (double)(p->total - done) / rate : NAN);
-        snprintf(buf, n, "%lld/%lld %.3g/s elapsed %s eta %s", (long long)done, (long long)p->total, rate, e, r);
+        snprintf(buf, n, "%lld/%lld %s/s elapsed %s eta %s", (long long)done, (long long)p->total, rs, e, r);
     } else {
-        snprintf(buf, n, "%lld %.3g/s elapsed %s", (long long)done, rate, e);
+        snprintf(buf, n, "%lld %s/s elapsed %s", (long long)done, rs, e);
     }
 }
 

@@ -1266,6 +1266,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
             pos = end + sizeof(EOT_TEXT) - 1;
         }
         free(text);
+        if (opt->progress) opt->progress(opt->progress_ctx, "files", (int64_t)f + 1, (int64_t)n_paths);
     }
     pcre2_match_data_free(md);
     regex_free(&rx);
@@ -1315,6 +1316,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     int64_t *touched = NULL, n_touched = 0, cap_touched = 0;
 
     while (t->n_vocab < want_tokens && heap.n > 0 && st == TOK_OK) {
+        if (opt->progress) opt->progress(opt->progress_ctx, "tokens", t->n_vocab, want_tokens);
         TrainEnt e = th_pop(&heap);
         int64_t k = pt_get(&pt, e.a, e.b, 0);
         int64_t cur = k >= 0 ? pt.p[k].count : 0;

@@ -124,6 +124,10 @@ typedef struct {
     int64_t vocab_size;     // wanted V >= 257: 256 bytes + (V - 257) merges + <|endoftext|>
     int64_t min_frequency;  // stop when the best pair is seen fewer times than this (0: 2)
     int64_t max_bytes;      // read at most this many bytes of text over all files (0: no limit)
+    // called (when set) after each file read ("files", k, n_files) and each merge learned
+    // ("tokens", vocabulary so far, vocab_size): for a progress line
+    void (*progress)(void *ctx, const char *phase, int64_t done, int64_t total);
+    void *progress_ctx;
 } TokTrainOptions;
 // Trains on the files paths[0..n_paths). When the text has too few distinct pairs the vocabulary
 // is smaller than asked (tok_vocab_size tells). Writes out_dir/vocab.json + merges.txt when

@@ -315,7 +315,9 @@ int cmd_generate(int argc, char **argv) {
     } else {
         size_t len;
         if (cli_read_lines_file(pfile, &data, &len, err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
-        texts = MALLOC_CHECK((len / 1 + 2) * sizeof(char *));
+        size_t nlines = 1;   // one pointer per line, not per byte
+        for (const char *q = data; (q = memchr(q, '\n', len - (size_t)(q - data))) != NULL; q++) nlines++;
+        texts = MALLOC_CHECK((nlines + 1) * sizeof(char *));
         int64_t line = 0;
         for (char *s = data; s && *s;) {
             char *nl = strchr(s, '\n');
@@ -373,6 +375,9 @@ int cmd_generate(int argc, char **argv) {
         int32_t *pr = MALLOC_CHECK((size_t)(batch * maxlen) * sizeof(int32_t)), *pl = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
         int32_t *out = MALLOC_CHECK((size_t)(batch * max_new) * sizeof(int32_t)), *ol = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
         StreamCtx sc = {t, eot};
+        CliProgress prog;   // prompts from a file: k/N prompts, rate and ETA on stderr
+        cli_progress_start(&prog, stderr, "rlhf generate", (int64_t)np);
+        int show = !prompt && (int64_t)np > batch;
         for (size_t p0 = 0; p0 < np && !rc; p0 += (size_t)batch) {
             int nb = (int)(np - p0 < (size_t)batch ? np - p0 : (size_t)batch);
             int64_t tp = 0;
@@ -400,7 +405,9 @@ int cmd_generate(int argc, char **argv) {
                 tok_bytes_free(&tb);
             }
             fflush(stdout);
+            if (show) cli_progress_update(&prog, (int64_t)(p0 + (size_t)nb), "prompts");
         }
+        if (show) cli_progress_end(&prog);
         free(pr); free(pl); free(out); free(ol);
     }
     for (size_t i = 0; i < np; i++) { free(texts[i]); tok_ids_free(&pids[i]); }
