@@ -276,9 +276,9 @@ static int judge_read_line(Label *L, int64_t pid, char **reply, double deadline,
         ssize_t k = read(L->jout, L->jbuf + L->jlen, L->jcap - L->jlen);
         if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
         if (k <= 0)
-            return util_err(err, errlen, "the judge (%s) %s without answering prompt %lld%s", L->judge,
-                            k == 0 ? "exited or closed its output" : "could not be read", (long long)pid,
-                            L->jlen ? " (its last output had no line end)" : "");
+            return util_err(err, errlen, "the judge (%s) %s without answering prompt %lld (%s)", L->judge,
+                            k == 0 ? "exited" : "could not be read", (long long)pid,
+                            k < 0 ? strerror(errno) : L->jlen ? "its last output had no line end" : "it exited or closed its output");
         L->jlen += (size_t)k;
     }
 }
