@@ -115,8 +115,10 @@ int cmd_info(int argc, char **argv) {
     if (ci.has_tokenizer) {   // refuse what the programs refuse: a tokenizer that does not fit the model
         Tokenizer *t;
         char terr[TOK_ERR_LEN];
-        if (tok_load(&t, dir, terr)) { FAIL("rlhf info: %s", terr); }
-        int bad = ckpt_check_tokenizer(dir, c.vocab_size, dir, tok_vocab_size(t), err, sizeof err);
+        char tdir[4200];   // where the config was read: DIR, or DIR.old while DIR is being replaced
+        snprintf(tdir, sizeof tdir, "%s%s", dir, ci.from_old ? ".old" : "");
+        if (tok_load(&t, tdir, terr)) FAIL("rlhf info: %s", terr);
+        int bad = ckpt_check_tokenizer(tdir, c.vocab_size, tdir, tok_vocab_size(t), err, sizeof err);
         tok_free(t);
         if (bad) { FAIL("rlhf info: %s", err); }
     }
