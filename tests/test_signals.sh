@@ -59,12 +59,12 @@ if wait_for "resuming run 1 at step" err 60 && wait_for "step [0-9]*/100000" err
         bad "resume: exit $rc, $n runs, run '$(row o-HUP/workspace.db)'"
 else kill -9 $pid; bad "resume: no 'resuming run 1' line"; fi
 # a resumed run that finishes is 'done'
-"$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=6 --set save.every=1 2> err &
+"$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=1000 --set save.every=1000000 2> err &
 pid=$!
 wait_for "step 2/" err 60; kill -TERM $pid; wait $pid; rc1=$?
-"$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=6 --set save.every=1 2> err; rc2=$?
+"$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=1000 --set save.every=1000000 2> err; rc2=$?
 [ $rc1 -eq 143 ] && [ $rc2 -eq 0 ] && grep -q "resuming run" err && [ "$(row o-fin/workspace.db)" = "done 0" ] &&
-    ok "interrupted at step 2 of 6, the same command resumes and ends 'done'" ||
+    ok "interrupted early in 1000 steps, the same command resumes and ends 'done'" ||
     bad "interrupt then resume to the end: exits $rc1, $rc2, run '$(row o-fin/workspace.db)'"
 
 # 2. inside one long step: 4096 micro-batches of 64 sequences; SIGTERM is seen between two of
