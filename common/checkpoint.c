@@ -1139,3 +1139,11 @@ out:
     free(tmp);
     return rc;
 }
+
+int ckpt_check_tokenizer(const char *ckpt, int64_t vocab_size, const char *tokdir, int64_t tok_vocab,
+                         char *err, size_t errlen) {
+    if (tok_vocab <= vocab_size) return 0;
+    return util_err(err, errlen, "the tokenizer in %s has %lld tokens, more than the %lld of the model in %s (config.json): they do not "
+                    "belong together (give the model's own tokenizer, or a model made for this one)", tokdir, (long long)tok_vocab,
+                    (long long)vocab_size, ckpt);
+}

@@ -127,4 +127,9 @@ int  ckpt_state_get_float(const CkptTrainerState *st, const char *name, double *
 // IEEE half and bfloat16 to float32 (exact; NaN stays NaN, subnormals included).
 float ckpt_f16_to_f32(uint16_t h);
 float ckpt_bf16_to_f32(uint16_t b);
+// A tokenizer belongs to a model when its ids fit the model's vocabulary: -1 with a message
+// naming both (the tokenizer directory tokdir and the checkpoint ckpt) when it has more tokens
+// than vocab_size. Every program that pairs a tokenizer with a model checks this way.
+int ckpt_check_tokenizer(const char *ckpt, int64_t vocab_size, const char *tokdir, int64_t tok_vocab,
+                         char *err, size_t errlen);
 #endif

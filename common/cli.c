@@ -2,6 +2,7 @@
 #include "util.h"
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,24 +29,106 @@ int cli_float(const char *opt, const char *s, double min, double max, double *ou
     return 0;
 }
 
-int cli_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen) {
+static int64_t cli_env_bytes(const char *name, int64_t def) {
+    const char *v = getenv(name);
+    if (!v || !*v) return def;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    double mul = *end == 'K' || *end == 'k' ? 1024.0 : *end == 'M' || *end == 'm' ? 1048576.0 : *end == 'G' || *end == 'g' ? 1073741824.0 : 1.0;
+    if (mul > 1) end++;
+    if (errno || *end || !(x >= 1) || x * mul > 9e18) return def;
+    return (int64_t)(x * mul);
+}
+
+int64_t cli_max_file_bytes(void) { return cli_env_bytes("RLHF_MAX_FILE_BYTES", (int64_t)4 << 30); }
+int64_t cli_max_line_bytes(void) { return cli_env_bytes("RLHF_MAX_LINE_BYTES", (int64_t)16 << 20); }
+
+static int cli_too_large(const char *path, int64_t line, int is_line, char *err, size_t errlen) {
+    char b[32];
+    util_format_bytes(b, sizeof b, (double)(is_line ? cli_max_line_bytes() : cli_max_file_bytes()));
+    if (is_line)
+        return util_err(err, errlen, "%s:%lld: a line longer than %s (RLHF_MAX_LINE_BYTES): not a text file of lines, or an endless "
+                        "input", path, (long long)line, b);
+    return util_err(err, errlen, "%s: more than %s (RLHF_MAX_FILE_BYTES): too large, or an endless input", path, b);
+}
+
+static int cli_read_bounded(const char *path, int lines, char **data, size_t *len, char *err, size_t errlen) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) return util_err(err, errlen, "%s: %s", path, strerror(errno));
+    int64_t maxf = cli_max_file_bytes(), maxl = cli_max_line_bytes(), line = 1, line_start = 0;
     size_t cap = 1 << 16, n = 0;
-    char *buf = MALLOC_CHECK(cap);
-    for (;;) {
-        if (n + 1 >= cap) { cap *= 2; char *nb = realloc(buf, cap); if (!nb) DIE("out of memory reading %s", path); buf = nb; }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
+    char *buf = malloc(cap);
+    int rc = 0;
+    if (!buf) rc = util_err(err, errlen, "%s: out of memory", path);
+    while (!rc) {
+        if (n + 1 >= cap) {
+            if ((int64_t)n >= maxf) { rc = cli_too_large(path, line, 0, err, errlen); break; }
+            size_t nc = cap * 2;
+            char *nb = realloc(buf, nc);
+            if (!nb) {
+                char b[32];
+                util_format_bytes(b, sizeof b, (double)n);
+                rc = util_err(err, errlen, "%s: out of memory after reading %s (lower RLHF_MAX_FILE_BYTES, or give more memory)", path, b);
+                break;
+            }
+            buf = nb; cap = nc;
+        }
+        size_t want = cap - n - 1;
+        if ((int64_t)(n + want) > maxf + 1) want = (size_t)(maxf + 1 - (int64_t)n);
+        size_t got = fread(buf + n, 1, want, f);
+        if (lines) {
+            for (size_t i = n; i < n + got; i++)
+                if (buf[i] == '\n') { line++; line_start = (int64_t)i + 1; }
+            if ((int64_t)(n + got) - line_start > maxl) { rc = cli_too_large(path, line, 1, err, errlen); break; }
+        }
         n += got;
+        if ((int64_t)n > maxf) { rc = cli_too_large(path, line, 0, err, errlen); break; }
         if (got == 0) break;
     }
-    int bad = ferror(f);
+    if (!rc && ferror(f)) rc = util_err(err, errlen, "%s: read error", path);
     if (f != stdin) fclose(f);
-    if (bad) { free(buf); return util_err(err, errlen, "%s: read error", path); }
+    if (rc) { free(buf); return -1; }
     buf[n] = 0;
     *data = buf; *len = n;
     return 0;
 }
+
+int cli_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen) {
+    return cli_read_bounded(path, 0, data, len, err, errlen);
+}
+
+int cli_read_lines_file(const char *path, char **data, size_t *len, char *err, size_t errlen) {
+    return cli_read_bounded(path, 1, data, len, err, errlen);
+}
+
+int64_t cli_getline(CliLines *l, FILE *f, const char *path, char *err, size_t errlen) {
+    int64_t maxf = cli_max_file_bytes(), maxl = cli_max_line_bytes();
+    size_t n = 0;
+    l->line++;
+    for (;;) {
+        int c = getc_unlocked(f);
+        if (c == EOF) {
+            if (ferror(f)) return util_err(err, errlen, "%s:%lld: read error: %s", path, (long long)l->line, strerror(errno)) - 1;
+            if (n == 0) return -1;
+            break;
+        }
+        if (n + 2 > l->cap) {
+            if ((int64_t)n >= maxl) return cli_too_large(path, l->line, 1, err, errlen) - 1;
+            size_t nc = l->cap ? 2 * l->cap : 256;
+            char *nb = realloc(l->buf, nc);
+            if (!nb) return util_err(err, errlen, "%s:%lld: out of memory reading a line of %zu bytes", path, (long long)l->line, n) - 1;
+            l->buf = nb; l->cap = nc;
+        }
+        l->buf[n++] = (char)c;
+        if (++l->total > maxf) return cli_too_large(path, l->line, 0, err, errlen) - 1;
+        if (c == '\n') break;
+    }
+    l->buf[n] = 0;
+    return (int64_t)n;
+}
+
+void cli_lines_free(CliLines *l) { free(l->buf); memset(l, 0, sizeof *l); }
 
 int cli_parse_ids(const char *name, const char *text, int64_t max_id, int32_t **ids, size_t *n,
                   char *err, size_t errlen) {
@@ -76,25 +159,108 @@ int cli_parse_ids(const char *name, const char *text, int64_t max_id, int32_t **
 
 void cli_progress_start(CliProgress *p, FILE *out, const char *what, int64_t total) {
     p->out = out; p->tty = isatty(fileno(out)); p->what = what; p->total = total;
-    p->start = util_time_s(); p->last = 0;
+    p->start = util_time_s(); p->last = 0; p->first = 0;
+}
+
+void cli_progress_resume(CliProgress *p, int64_t first) { p->first = first; }
+
+static void cli_duration(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) snprintf(buf, n, "?");
+    else if (s < 60) snprintf(buf, n, "%.0fs", s);
+    else if (s < 3600) snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    else snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+}
+
+void cli_progress_format(const CliProgress *p, int64_t done, char *buf, size_t n) {
+    double el = util_time_s() - p->start;
+    int64_t did = done - p->first;
+    double rate = el > 0 && did > 0 ? (double)did / el : 0.0;
+    char e[32], r[32], rs[32];
+    cli_duration(e, sizeof e, el);
+    snprintf(rs, sizeof rs, rate < 100 ? "%.2f" : "%.0f", rate);
+    if (p->total > 0) {
+        cli_duration(r, sizeof r, rate > 0 ? (double)(p->total - done) / rate : NAN);
+        snprintf(buf, n, "%lld/%lld %s/s elapsed %s eta %s", (long long)done, (long long)p->total, rs, e, r);
+    } else {
+        snprintf(buf, n, "%lld %s/s elapsed %s", (long long)done, rs, e);
+    }
 }
 
 void cli_progress_update(CliProgress *p, int64_t done, const char *extra) {
     double now = util_time_s();
-    int final = done >= p->total;
+    int final = p->total > 0 && done >= p->total;
     if (!final && now - p->last < (p->tty ? 0.1 : 10.0)) return;
     p->last = now;
-    double el = now - p->start, frac = p->total > 0 ? (double)done / p->total : 1.0;
-    double eta = frac > 0 ? el * (1 - frac) / frac : 0;
+    char f[160];
+    cli_progress_format(p, done, f, sizeof f);
     if (p->tty) {
+        double frac = p->total > 0 ? (double)done / p->total : 0.0;
         int w = 30, fill = (int)(frac * w);
-        fprintf(p->out, "\r%s [%.*s%*s] %lld/%lld %s eta %.0fs ", p->what, fill, "==============================",
-                w - fill, "", (long long)done, (long long)p->total, extra ? extra : "", eta);
+        if (fill > w) fill = w;
+        fprintf(p->out, "\r%s [%.*s%*s] %s %s\033[K", p->what, fill, "==============================", w - fill, "", f, extra ? extra : "");
     } else {
-        fprintf(p->out, "%s %lld/%lld %s elapsed %.0fs eta %.0fs\n", p->what, (long long)done, (long long)p->total,
-                extra ? extra : "", el, eta);
+        fprintf(p->out, "%s: %s%s%s\n", p->what, f, extra ? " " : "", extra ? extra : "");
     }
     fflush(p->out);
 }
 
 void cli_progress_end(CliProgress *p) { if (p->tty) fprintf(p->out, "\n"); }
+
+static volatile sig_atomic_t cli_stop_sig;       // the signal asking to stop (0: none)
+static volatile sig_atomic_t cli_stop_deferred;  // 1: record it; 0: end at once
+static const char *cli_stop_prog = "rlhf";
+
+static const char *cli_signal_name(int sig) {
+    return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "a signal";
+}
+
+static void cli_stop_write(const char *s) {
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(2, s, n);
+        if (w <= 0) return;
+        s += w; n -= (size_t)w;
+    }
+}
+
+// Async-signal-safe: write(2), _exit(2) and sig_atomic_t stores only.
+static void cli_stop_handler(int sig) {
+    if (!cli_stop_deferred || cli_stop_sig) {
+        cli_stop_write("\n");
+        cli_stop_write(cli_stop_prog);
+        cli_stop_write(cli_stop_sig ? ": stopped at once by a second signal (" : ": stopped by ");
+        cli_stop_write(cli_signal_name(sig));
+        cli_stop_write(cli_stop_sig ? "; the last complete save stays)\n" : "\n");
+        _exit(128 + sig);
+    }
+    cli_stop_sig = sig;
+    cli_stop_write("\n");
+    cli_stop_write(cli_stop_prog);
+    cli_stop_write(": ");
+    cli_stop_write(cli_signal_name(sig));
+    cli_stop_write(": stopping after the current step (a second signal stops at once)\n");
+}
+
+void cli_stop_install(const char *prog) {
+    cli_stop_prog = prog;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cli_stop_handler;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGHUP);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+void cli_stop_defer(void) {
+    // a program with something to save must not die writing to a log pipe that a Ctrl-C closed
+    signal(SIGPIPE, SIG_IGN);
+    cli_stop_deferred = 1;
+}
+int cli_stop_signal(void) { return cli_stop_sig; }
+int cli_stop_code(void) { return 128 + (cli_stop_sig ? cli_stop_sig : SIGINT); }
+const char *cli_stop_name(void) { return cli_signal_name(cli_stop_sig); }

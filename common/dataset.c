@@ -2,6 +2,7 @@
 // The rules (rendering, masks, truncation, splits, batch order) are stated in dataset.h.
 #define _GNU_SOURCE   // getline
 #include "dataset.h"
+#include "cli.h"
 #include "rng.h"
 #include "util.h"
 #include <cjson/cJSON.h>
@@ -570,14 +571,13 @@ int dataset_load_jsonl(Dataset *ds, const char *path, DatasetSplit split, char *
     int32_t source = source_index(ds, path);
     Pending *pend = CALLOC_CHECK(CHUNK_LINES, sizeof(Pending));
     int64_t n_pend = 0, pend_bytes = 0, line = 0, n_examples = 0;
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t got;
+    CliLines lr = {0};
+    int64_t got;
     int rc = 0;
-    while ((got = getline(&buf, &cap, f)) >= 0) {
+    while ((got = cli_getline(&lr, f, path, err, errlen)) >= 0) {
         line++;
         size_t n = (size_t)got, col0 = 0;
-        char *s = buf;
+        char *s = lr.buf;
         if (line == 1 && n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) { s += 3; n -= 3; col0 = 3; }
         if (n && s[n - 1] == '\n') s[--n] = 0;
         if (n && s[n - 1] == '\r') s[--n] = 0;
@@ -607,10 +607,10 @@ int dataset_load_jsonl(Dataset *ds, const char *path, DatasetSplit split, char *
             pend_bytes = 0;
         }
     }
-    if (!rc && ferror(f)) rc = util_err(err, errlen, "cannot read %s: %s", path, strerror(errno));
+    if (!rc && got < -1) rc = -1;   // cli_getline's message: too long a line or file, a read error
     if (!rc && n_pend) rc = flush_pending(ds, pend, n_pend, path, source, split, err, errlen);
     if (!rc && n_examples == 0) rc = util_err(err, errlen, "%s: no examples (the file is empty or holds only blank lines)", path);
-    free(buf);
+    cli_lines_free(&lr);
     free(pend);
     fclose(f);
     if (rc) dataset_rollback(ds, &mark);

@@ -1200,7 +1200,7 @@ int store_add_run(Store *s, const StoreRunInfo *info, int64_t *id, char *err, si
 }
 
 int store_finish_run(Store *s, int64_t run_id, int rc, const char *prog) {
-    int code = rc == 0 ? 0 : rc > 0 ? 130 : 1;
+    int code = rc == 0 ? 0 : rc > 0 ? 128 + rc : 1;
     if (s && run_id) {
         StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
         char err[512];

@@ -282,8 +282,8 @@ int store_add_run(Store *s, const StoreRunInfo *info, int64_t *id, char *err, si
 // Sets the status. RUNNING (a resumed run): pid = this process, finished and exit_code cleared.
 // Any other: finished = now and exit_code as given.
 int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus st, int exit_code, char *err, size_t errlen);
-// The end of a training program's run: rc 0 done (exit 0), rc > 0 interrupted (130), rc < 0
-// failed (1). Marks run_id (when s and run_id are set) and returns that exit status. A failure to
+// The end of a training program's run: rc 0 done (exit 0), rc > 0 interrupted by signal rc
+// (exit 128 + rc: 130 SIGINT, 143 SIGTERM, 129 SIGHUP), rc < 0 failed (1). Marks run_id (when s and run_id are set) and returns that exit status. A failure to
 // mark it is printed as "PROG: message" only after a success or an interruption: after a failure
 // the program's own message is the one to read (often the same cause, e.g. a full disk).
 int store_finish_run(Store *s, int64_t run_id, int rc, const char *prog);

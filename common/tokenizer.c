@@ -175,6 +175,21 @@ static size_t utf8_valid_prefix(const unsigned char *s, size_t n) {
     return i;
 }
 
+char *tok_text_utf8(const void *bytes, size_t n) {
+    const unsigned char *p = bytes;
+    char *out = XMALLOC(3 * n + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = p[i] ? utf8_seq(p + i, n - i) : 0;
+        if (len) { memcpy(out + k, p + i, len); k += len; i += len; continue; }
+        memcpy(out + k, "\xEF\xBF\xBD", 3);
+        k += 3;
+        i++;
+    }
+    out[k] = 0;
+    return out;
+}
+
 // GPT-2's bytes_to_unicode(): printable Latin-1 bytes stand for themselves, the other 68 bytes
 // for U+0100.. in byte order. order[i] is the byte whose base id is i (GPT-2's encoder.json order).
 static void byte_alphabet(uint16_t byte_cp[256], int16_t cp_byte[N_CP], uint8_t order[256]) {
@@ -1251,6 +1266,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
             pos = end + sizeof(EOT_TEXT) - 1;
         }
         free(text);
+        if (opt->progress) opt->progress(opt->progress_ctx, "files", (int64_t)f + 1, (int64_t)n_paths);
     }
     pcre2_match_data_free(md);
     regex_free(&rx);
@@ -1300,6 +1316,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     int64_t *touched = NULL, n_touched = 0, cap_touched = 0;
 
     while (t->n_vocab < want_tokens && heap.n > 0 && st == TOK_OK) {
+        if (opt->progress) opt->progress(opt->progress_ctx, "tokens", t->n_vocab, want_tokens);
         TrainEnt e = th_pop(&heap);
         int64_t k = pt_get(&pt, e.a, e.b, 0);
         int64_t cur = k >= 0 ? pt.p[k].count : 0;

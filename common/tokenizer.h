@@ -106,6 +106,10 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
                char *err);
 // Appends the bytes of ids[0..n) to *out; TOK_ERR_ARG (nothing appended) on an id outside 0..V-1.
 int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err);
+// bytes[0..n) as text for storing or showing: a malloc'd NUL-terminated copy in which every byte
+// that is not part of well-formed UTF-8 (a sampled byte-level token sequence can cut a character)
+// and every NUL is U+FFFD, so that any SQLite client or JSON reader takes it.
+char *tok_text_utf8(const void *bytes, size_t n);
 
 // BPE training. Text files are read as bytes, cut at "<|endoftext|>" (a document separator, never
 // learned) and pre-tokenized exactly as tok_encode does; merges are then learned greedily: at each
@@ -120,6 +124,10 @@ typedef struct {
     int64_t vocab_size;     // wanted V >= 257: 256 bytes + (V - 257) merges + <|endoftext|>
     int64_t min_frequency;  // stop when the best pair is seen fewer times than this (0: 2)
     int64_t max_bytes;      // read at most this many bytes of text over all files (0: no limit)
+    // called (when set) after each file read ("files", k, n_files) and each merge learned
+    // ("tokens", vocabulary so far, vocab_size): for a progress line
+    void (*progress)(void *ctx, const char *phase, int64_t done, int64_t total);
+    void *progress_ctx;
 } TokTrainOptions;
 // Trains on the files paths[0..n_paths). When the text has too few distinct pairs the vocabulary
 // is smaller than asked (tok_vocab_size tells). Writes out_dir/vocab.json + merges.txt when

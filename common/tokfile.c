@@ -248,6 +248,10 @@ static int next_piece(TextReader *r, const char **out, size_t *len, int *end_doc
             }
             while (!r->eof && r->n < r->cap) {
                 size_t got = fread(r->buf + r->n, 1, r->cap - r->n, r->f);
+                const char *nul = got ? memchr(r->buf + r->n, 0, got) : NULL;
+                if (nul)   // never in text; /dev/zero or a binary file given by mistake
+                    return util_err(err, errlen, "%s: a NUL byte at offset %lld: not a text file", r->path,
+                                    (long long)(r->n_read + (nul - (r->buf + r->n))));
                 r->n += got;
                 r->n_read += (int64_t)got;
                 if (got == 0) {

@@ -1,6 +1,7 @@
 #include "util.h"
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <errno.h>
 #include <sys/stat.h>
@@ -78,4 +79,21 @@ int util_mkdir_p(const char *path, char *err, size_t errlen) {
     struct stat st;
     if (stat(path, &st) || !S_ISDIR(st.st_mode)) return util_err(err, errlen, "%s is not a directory", path);
     return 0;
+}
+
+double util_mem_available(void) {
+    double avail = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        double kb = 0;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+        fclose(f);
+        avail = kb * 1024.0;
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (avail == 0 || (double)rl.rlim_cur < avail))
+        avail = (double)rl.rlim_cur;
+    return avail;
 }

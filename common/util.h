@@ -26,4 +26,7 @@ int util_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((form
 int    util_mkdir_p(const char *path, char *err, size_t errlen);
 double util_time_s(void);                  // monotonic seconds
 void   util_format_bytes(char *buf, size_t n, double bytes);  // "1.23 GiB"
+// Bytes this process may still allocate: the smaller of MemAvailable (/proc/meminfo) and the
+// address-space limit (ulimit -v) when one is set; 0 when neither is known.
+double util_mem_available(void);
 #endif

@@ -110,7 +110,7 @@ static char *utf8_clean(const char *s) {
 static int load_prompts(Eval *e) {
     char *data, err[512];
     size_t len;
-    if (cli_read_file(e->prompts_path, &data, &len, err, sizeof err)) EFAIL("%s", err);
+    if (cli_read_lines_file(e->prompts_path, &data, &len, err, sizeof err)) EFAIL("%s", err);
     size_t cap = 64;
     e->prompts = MALLOC_CHECK(cap * sizeof(char *));
     int64_t line = 0;
@@ -171,8 +171,7 @@ static int load_lm(const char *dir, Model *m, int max_B, const Eval *e, const ch
     ModelConfig c;
     if (ckpt_load_config(dir, &c, NULL, err, sizeof err)) EFAIL("%s: %s", role, err);
     if (!c.lm_head) EFAIL("%s: %s is a reward/value model without an LM head", role, dir);
-    if (tok_vocab_size(e->tok) > c.vocab_size)
-        EFAIL("%s: %s has a vocabulary of %d, smaller than the tokenizer's %lld", role, dir, c.vocab_size, (long long)tok_vocab_size(e->tok));
+    if (ckpt_check_tokenizer(dir, c.vocab_size, e->tokdir ? e->tokdir : e->a, tok_vocab_size(e->tok), err, sizeof err)) EFAIL("%s: %s", role, err);
     c.score_head = 0;
     if (model_init(m, &c, max_B, c.max_seq_len, 0, 0, err, sizeof err) ||
         ckpt_load_weights(dir, m, CKPT_IGNORE_SCORE, err, sizeof err)) { model_free(m); EFAIL("%s: %s", role, err); }
@@ -699,7 +698,10 @@ int cmd_eval_policy(int argc, char **argv) {
         ModelConfig c;
         if (ckpt_load_config(e.reward, &c, NULL, err, sizeof err)) { fprintf(stderr, "rlhf eval-policy: --reward: %s\n", err); rc = -1; }
         else if (!c.score_head) { fprintf(stderr, "rlhf eval-policy: --reward: %s has no score head (score.weight)\n", e.reward); rc = -1; }
-        else if (tok_vocab_size(e.tok) > c.vocab_size) { fprintf(stderr, "rlhf eval-policy: --reward: %s has a smaller vocabulary than the tokenizer\n", e.reward); rc = -1; }
+        else if (ckpt_check_tokenizer(e.reward, c.vocab_size, e.tokdir ? e.tokdir : e.a, tok_vocab_size(e.tok), err, sizeof err)) {
+            fprintf(stderr, "rlhf eval-policy: --reward: %s\n", err);
+            rc = -1;
+        }
         else {
             c.lm_head = 0;
             if (model_init(&rm, &c, (int)e.batch, c.max_seq_len, 0, 0, err, sizeof err) || ckpt_load_weights(e.reward, &rm, 0, err, sizeof err)) {

@@ -112,6 +112,16 @@ int cmd_info(int argc, char **argv) {
     Model m;
     if (ckpt_load_model(dir, &m, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf info: %s", err);
     model_free(&m);
+    if (ci.has_tokenizer) {   // refuse what the programs refuse: a tokenizer that does not fit the model
+        Tokenizer *t;
+        char terr[TOK_ERR_LEN];
+        char tdir[4200];   // where the config was read: DIR, or DIR.old while DIR is being replaced
+        snprintf(tdir, sizeof tdir, "%s%s", dir, ci.from_old ? ".old" : "");
+        if (tok_load(&t, tdir, terr)) FAIL("rlhf info: %s", terr);
+        int bad = ckpt_check_tokenizer(tdir, c.vocab_size, tdir, tok_vocab_size(t), err, sizeof err);
+        tok_free(t);
+        if (bad) { FAIL("rlhf info: %s", err); }
+    }
     double V = c.vocab_size, Cc = c.n_embd, Lc = c.n_layer;
     double nparams = V * Cc + (double)c.max_seq_len * Cc + Lc * (12 * Cc * Cc + 13 * Cc) + 2 * Cc + (c.score_head ? Cc : 0);
     char a[32], b[32], w[32];
@@ -182,7 +192,7 @@ int cmd_eval(int argc, char **argv) {
         int64_t tv = tok_vocab_size(t);
         tok_free(t);
         if (rc) { tok_ids_free(&ti); FAIL("rlhf eval: %s", terr); }
-        if (tv > c.vocab_size) { tok_ids_free(&ti); FAIL("rlhf eval: the tokenizer has %lld tokens, the model only %d", (long long)tv, c.vocab_size); }
+        if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tv, err, sizeof err)) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
         ids = ti.ids; n = ti.n;
     }
     if (n < 2) { free(ids); FAIL("rlhf eval: need at least 2 tokens (got %zu)", n); }
@@ -296,7 +306,7 @@ int cmd_generate(int argc, char **argv) {
     Tokenizer *t;
     char terr[TOK_ERR_LEN];
     if (load_tokenizer(&t, dir, tokdir, terr)) FAIL("rlhf generate: %s", terr);
-    if (tok_vocab_size(t) > c.vocab_size) { tok_free(t); FAIL("rlhf generate: the tokenizer has more tokens than the model's vocabulary"); }
+    if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tok_vocab_size(t), err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
     // prompts
     char **texts = NULL;
     size_t np = 0;
@@ -306,8 +316,10 @@ int cmd_generate(int argc, char **argv) {
         texts[np++] = strdup(prompt);
     } else {
         size_t len;
-        if (cli_read_file(pfile, &data, &len, err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
-        texts = MALLOC_CHECK((len / 1 + 2) * sizeof(char *));
+        if (cli_read_lines_file(pfile, &data, &len, err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
+        size_t nlines = 1;   // one pointer per line, not per byte
+        for (const char *q = data; (q = memchr(q, '\n', len - (size_t)(q - data))) != NULL; q++) nlines++;
+        texts = MALLOC_CHECK((nlines + 1) * sizeof(char *));
         int64_t line = 0;
         for (char *s = data; s && *s;) {
             char *nl = strchr(s, '\n');
@@ -365,6 +377,9 @@ int cmd_generate(int argc, char **argv) {
         int32_t *pr = MALLOC_CHECK((size_t)(batch * maxlen) * sizeof(int32_t)), *pl = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
         int32_t *out = MALLOC_CHECK((size_t)(batch * max_new) * sizeof(int32_t)), *ol = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
         StreamCtx sc = {t, eot};
+        CliProgress prog;   // prompts from a file: k/N prompts, rate and ETA on stderr
+        cli_progress_start(&prog, stderr, "rlhf generate", (int64_t)np);
+        int show = !prompt && (int64_t)np > batch;
         for (size_t p0 = 0; p0 < np && !rc; p0 += (size_t)batch) {
             int nb = (int)(np - p0 < (size_t)batch ? np - p0 : (size_t)batch);
             int64_t tp = 0;
@@ -392,7 +407,9 @@ int cmd_generate(int argc, char **argv) {
                 tok_bytes_free(&tb);
             }
             fflush(stdout);
+            if (show) cli_progress_update(&prog, (int64_t)(p0 + (size_t)nb), "prompts");
         }
+        if (show) cli_progress_end(&prog);
         free(pr); free(pl); free(out); free(ol);
     }
     for (size_t i = 0; i < np; i++) { free(texts[i]); tok_ids_free(&pids[i]); }

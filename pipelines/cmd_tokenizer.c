@@ -55,6 +55,20 @@ static int encode_decode(int decode, int argc, char **argv) {
     return rc;
 }
 
+// tok_train's progress: "reading text k/N files", then "learning merges k/N tokens".
+typedef struct { CliProgress p; const char *phase; } TrainProgress;
+static void train_progress(void *ctx, const char *phase, int64_t done, int64_t total) {
+    TrainProgress *tp = ctx;
+    if (tp->phase != phase) {
+        if (tp->phase) cli_progress_end(&tp->p);
+        tp->phase = phase;
+        cli_progress_start(&tp->p, stderr, strcmp(phase, "files") ? "rlhf tokenizer train: tokens" : "rlhf tokenizer train: files read",
+                           total);
+        if (strcmp(phase, "files")) cli_progress_resume(&tp->p, done);   // tokens: from the 256 bytes on
+    }
+    cli_progress_update(&tp->p, done, NULL);
+}
+
 static int train(int argc, char **argv) {
     TokTrainOptions o = {0};
     const char *out = NULL;
@@ -79,8 +93,13 @@ static int train(int argc, char **argv) {
     }
     if (!o.vocab_size || !out || !nf) { fprintf(stderr, "rlhf tokenizer train: needs --vocab-size, --out and at least one FILE\n%s", usage); free(files); return 2; }
     if (util_mkdir_p(out, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer train: %s\n", err); free(files); return 1; }
+    TrainProgress tp = {0};
+    o.progress = train_progress;
+    o.progress_ctx = &tp;
     Tokenizer *t = NULL;
-    if (tok_train(files, nf, &o, out, &t, err)) { fprintf(stderr, "rlhf tokenizer train: %s\n", err); free(files); return 1; }
+    int trc = tok_train(files, nf, &o, out, &t, err);
+    if (tp.phase) cli_progress_end(&tp.p);
+    if (trc) { fprintf(stderr, "rlhf tokenizer train: %s\n", err); free(files); return 1; }
     fprintf(stderr, "rlhf tokenizer train: vocabulary of %lld tokens (%lld merges) written to %s\n",
             (long long)tok_vocab_size(t), (long long)tok_n_merges(t), out);
     tok_free(t);

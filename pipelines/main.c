@@ -1,5 +1,6 @@
 // rlhf: the tool around the engine. Subcommands bring a model in (init, a checkpoint), look at
 // it (info), use it (generate, eval) and handle tokenizers; `rlhf run` will run pipelines.
+#include "cli.h"
 #include "commands.h"
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     if (argc < 2 || cmd_is_help(argv[1])) { fputs(usage, argc < 2 ? stderr : stdout); return argc < 2 ? 2 : 0; }
     const char *c = argv[1];
+    if (strcmp(c, "run")) cli_stop_install("rlhf");   // the runner handles its own signals (its stages')
     if (!strcmp(c, "init")) return cmd_init(argc - 2, argv + 2);
     if (!strcmp(c, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(c, "eval")) return cmd_eval(argc - 2, argv + 2);

@@ -87,20 +87,10 @@ static const char *usage =
     "rerun the same command after an interruption) and OUT.DIR/policy (the result), and records the\n"
     "run, its metrics and every rollout in the workspace database. Keys:\n";
 
-volatile sig_atomic_t ppo_stop_requested;
-
-// First signal: finish the iteration, save, stop. Second: stop at once (OUT.DIR/last stays the
-// last complete checkpoint).
-static void on_signal(int sig) {
-    (void)sig;
-    if (ppo_stop_requested) _exit(130);
-    ppo_stop_requested = 1;
-    static const char msg[] = "\nppo: stopping after this iteration (a second signal stops at once)\n";
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    (void)w;
-}
-
-static void log_line(const Ppo *s, const PpoStats *st) {
+static void log_line(const Ppo *s, const PpoStats *st, const CliProgress *pr) {
+    char f[160];
+    cli_progress_format(pr, s->iteration, f, sizeof f);
+    fprintf(stderr, "ppo: iteration %s\n", f);
     double ttrain = st->t_train_ppo + st->t_train_ptx;
     fprintf(stderr, "ppo: iter %lld/%lld score %.4f kl %.4f (k3 %.4f) nsr %.4f beta %.4g ent %.3f len %.1f end %.2f | pg %.4f clip %.3f "
             "akl %.2e vf %.4f ev %.3f ptx %.4f | gen %.0f tok/s train %.0f tok/s%s\n",
@@ -114,9 +104,12 @@ static int train(Ppo *s, char *err, size_t errlen) {
     int64_t save_every = config_get_int(s->cfg, "save.every"), log_every = config_get_int(s->cfg, "log.every");
     int main_rank = dist_main(&s->dist);
     // the ranks agree on stopping: a signal seen by any rank stops all after the same iteration
-    int stop = s->dist.size == 1 && ppo_stop_requested;
+    int stop = s->dist.size == 1 && cli_stop_signal();
     double t_start = util_time_s();
     int64_t first = s->iteration, tokens = 0;
+    CliProgress pr;
+    cli_progress_start(&pr, stderr, "ppo", s->iterations);
+    cli_progress_resume(&pr, first);
     while (s->iteration < s->iterations && !stop) {
         PpoStats st;
         int rc = ppo_iteration(s, &st, err, errlen);
@@ -133,7 +126,7 @@ static int train(Ppo *s, char *err, size_t errlen) {
                             "train.value_lr or check the reward model", why);
         }
         s->iteration++;
-        double flag = ppo_stop_requested;
+        double flag = cli_stop_signal();
         dist_allreduce_sum_double(&s->dist, &flag, 1);
         stop = flag > 0;
         // tokens through the models: generated, scored (policy, reference, value, reward), trained
@@ -141,7 +134,7 @@ static int train(Ppo *s, char *err, size_t errlen) {
         s->t_allreduce += st.t_allreduce;
         s->run_steps += st.minibatches;
         if (main_rank && ppo_record(s, &st, err, errlen)) return -1;
-        if (main_rank && (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1)) log_line(s, &st);
+        if (main_rank && (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1)) log_line(s, &st, &pr);
         if (s->iteration % save_every == 0 || s->iteration == s->iterations || stop)
             if (ppo_save_last(s, err, errlen)) return -1;
     }
@@ -151,8 +144,10 @@ static int train(Ppo *s, char *err, size_t errlen) {
                 (long long)tokens, el, el > 0 ? (double)tokens / el : 0.0);
     if (stop && s->iteration < s->iterations) {
         if (s->saved_iteration != s->iteration && ppo_save_last(s, err, errlen)) return -1;
-        if (main_rank) fprintf(stderr, "ppo: interrupted at iteration %lld; saved %s (rerun the same command to resume)\n", (long long)s->iteration, s->last_dir);
-        return 1;
+        if (main_rank)
+            fprintf(stderr, "ppo: interrupted by %s at iteration %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
+                    (long long)s->iteration, s->last_dir);
+        return cli_stop_signal() ? cli_stop_signal() : SIGINT;
     }
     return ppo_save_final(s, err, errlen);
 }
@@ -166,8 +161,7 @@ int main(int argc, char **argv) {
     if (config_new(&s.cfg, PPO_SCHEMA, err, sizeof err)) { fprintf(stderr, "ppo: %s\n", err); dist_abort(&s.dist, 2); }
     int early = config_parse_args(s.cfg, argc - 1, argv + 1, "ppo", usage);
     if (early >= 0) { config_free(s.cfg); dist_finalize(&s.dist); return early; }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    cli_stop_install("ppo");
     int rc = ppo_setup(&s, err, sizeof err), main_rank = dist_main(&s.dist);
     if (rc == 0) {
         if (main_rank && s.dist.size > 1)

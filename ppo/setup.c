@@ -79,16 +79,6 @@ static int group_recover(Ppo *s, char *err, size_t errlen) {
     return rc;
 }
 
-static double mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    double kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024.0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // prompts
@@ -136,7 +126,7 @@ static int add_prompt(PromptCtx *c, const char *text, int64_t prompt_id, const c
 static int load_jsonl_prompts(PromptCtx *c, const char *path) {
     char *data;
     size_t len;
-    if (cli_read_file(path, &data, &len, c->err, c->errlen)) return -1;
+    if (cli_read_lines_file(path, &data, &len, c->err, c->errlen)) return -1;
     size_t i = 0;
     if (len >= 3 && (unsigned char)data[0] == 0xEF && (unsigned char)data[1] == 0xBB && (unsigned char)data[2] == 0xBF) i = 3;
     int line = 0, rc = 0;
@@ -305,7 +295,7 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     for (int i = 0; i < n; i++) total += rows[i].bytes;
     double lim = config_get_double(s->cfg, "memory.limit_gb") * 1073741824.0;
     int from_config = lim > 0;
-    if (!from_config) lim = mem_available();
+    if (!from_config) lim = util_mem_available();
     char b[32], t[32], l[32];
     util_format_bytes(t, sizeof t, (double)total);
     util_format_bytes(l, sizeof l, lim);
@@ -316,7 +306,7 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
             util_format_bytes(b, sizeof b, (double)rows[i].bytes);
             fprintf(stderr, "ppo:   %-10s %10s  %s\n", rows[i].what, b, rows[i].detail);
         }
-        fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable)" : "(unknown: not checked)");
+        fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable, ulimit -v)" : "(unknown: not checked)");
     }
     if (lim > 0 && (double)total > lim)
         return util_err(err, errlen, "the memory plan needs %s but only %s is %s: lower ppo.minibatch_size (activations of all four models), "
@@ -511,6 +501,8 @@ static void alloc_buffers(Ppo *s) {
 
 int ppo_setup(Ppo *s, char *err, size_t errlen) {
     Config *cfg = s->cfg;
+    if (optim_adamw_validate(config_get_double(cfg, "train.beta1"), config_get_double(cfg, "train.beta2"),
+                             config_get_double(cfg, "train.eps"), err, errlen)) return -1;
     s->out_dir = config_get_string(cfg, "out.dir");
     const char *pol = config_get_string(cfg, "model.policy"), *ref = config_get_string(cfg, "model.reference");
     const char *rew = config_get_string(cfg, "model.reward"), *val = config_get_string(cfg, "model.value");
@@ -569,8 +561,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
                             names[i], cs[i]->vocab_size, pc.vocab_size);
         if (cs[i]->max_seq_len < context) context = cs[i]->max_seq_len;
     }
-    if (tok_vocab_size(s->tok) > pc.vocab_size)
-        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the models' vocabulary %d", (long long)tok_vocab_size(s->tok), pc.vocab_size);
+    if (ckpt_check_tokenizer(pol, pc.vocab_size, s->tok_dir, tok_vocab_size(s->tok), err, errlen)) return -1;
     if (load_prompts(s, context, err, errlen)) return -1;
     if (!dist_identical(&s->dist, &s->prompt_fp, sizeof s->prompt_fp))
         return util_err(err, errlen, "the ranks read different prompts (data.format db: was the workspace changed meanwhile?)");
@@ -617,6 +608,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
 
     char *dump = config_dump_string(cfg);
     int rcode = 0;
+    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
     if (resumed) {
         CkptTrainerState vst;
         int64_t fp;

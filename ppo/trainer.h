@@ -123,8 +123,6 @@ typedef struct Ppo {
     Rng *g_rng;                     // (gen_B) one sampling stream per rollout
 } Ppo;
 
-// Set by SIGINT/SIGTERM (main.c): finish the iteration, save, stop.
-extern volatile sig_atomic_t ppo_stop_requested;
 
 // setup.c
 int  ppo_setup(Ppo *s, char *err, size_t errlen);

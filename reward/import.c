@@ -30,6 +30,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 typedef struct {
@@ -191,6 +192,12 @@ done:
 int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportResult *res, char *err, size_t errlen) {
     memset(res, 0, sizeof *res);
     char hash[STORE_HASH_HEX];
+    // read twice (fingerprinted, then parsed): a regular file of bounded size, never a device or FIFO
+    struct stat sb;
+    if (stat(path, &sb)) return util_err(err, errlen, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode)) return util_err(err, errlen, "%s: not a regular file (an import is read twice: fingerprinted, then parsed)", path);
+    if ((int64_t)sb.st_size > cli_max_file_bytes())
+        return util_err(err, errlen, "%s: %lld bytes, more than RLHF_MAX_FILE_BYTES (%lld)", path, (long long)sb.st_size, (long long)cli_max_file_bytes());
     if (store_hash_file(path, hash, err, errlen)) return -1;
     if (store_find_import(s, hash, &res->import_id, err, errlen)) return -1;
     if (res->import_id) { res->already = 1; return 0; }
@@ -202,13 +209,14 @@ int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportRes
     if (store_begin(s, err, errlen)) { fclose(f); return -1; }
     int rc = -1;
     if (store_add_labeler(s, c.labeler, &c.labeler_id, err, errlen)) goto done;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t got;
-    while ((got = getline(&line, &cap, f)) >= 0) {
+    CliLines lr = {0};
+    int64_t got;
+    char *line;
+    while ((got = cli_getline(&lr, f, path, err, errlen)) >= 0) {
+        line = lr.buf;
         c.lineno++;
         size_t n = (size_t)got;
-        if (memchr(line, 0, n)) { line_err(&c, "a NUL byte in the line"); free(line); goto done; }
+        if (memchr(line, 0, n)) { line_err(&c, "a NUL byte in the line"); cli_lines_free(&lr); goto done; }
         while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
         char *p = line;
         if (c.lineno == 1 && !strncmp(p, "\xEF\xBB\xBF", 3)) p += 3;
@@ -216,10 +224,10 @@ int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportRes
         while (*q == ' ' || *q == '\t') q++;
         if (!*q) continue;
         res->lines++;
-        if (import_line(&c, p, res)) { free(line); goto done; }
+        if (import_line(&c, p, res)) { cli_lines_free(&lr); goto done; }
     }
-    free(line);
-    if (ferror(f)) { util_err(err, errlen, "%s: read error", path); goto done; }
+    cli_lines_free(&lr);
+    if (got < -1) goto done;   // cli_getline's message: too long a line or file, a read error
     if (res->rankings == 0 && res->prompts == 0 && res->demonstrations == 0) {
         util_err(err, errlen, "%s: no rankings, prompts or demonstrations in the file%s", path, res->skipped ? " (every pair compares a text with itself)" : "");
         goto done;

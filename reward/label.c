@@ -23,18 +23,22 @@
 #include "cmd.h"
 #include "data.h"
 #include "generate.h"
+#include "tokenizer.h"
 #include "reward.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#define REWARD_JUDGE_MAX_ANSWER ((size_t)1 << 20)   // longest answer line from a judge
 
 typedef struct {
     Store *db;
@@ -57,7 +61,10 @@ typedef struct {
     // --judge: one process for the session
     const char *judge;
     pid_t jpid;
-    FILE *jin, *jout;
+    int jin, jout;            // the judge's standard input and output (-1: closed)
+    char *jbuf;               // bytes read from the judge, not yet used
+    size_t jlen, jcap;
+    double jtimeout;          // seconds for one answer (--judge-timeout)
     // this session
     int64_t *undo_rank, *undo_prompt;
     int nundo, capundo;
@@ -120,9 +127,11 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
         TokBytes tb = {0};
         char terr[TOK_ERR_LEN];
         if (tok_decode(L->tok, out + (size_t)b * g.max_new_tokens, (size_t)n, &tb, terr)) { rc = util_err(err, errlen, "%s", terr); break; }
-        const char *text = tb.data ? tb.data : "";
+        char *clean = tok_text_utf8(tb.data ? tb.data : "", tb.n);   // a sample can cut a character
+        const char *text = clean;
         if (lp && !strncmp(text, L->prefix, lp)) text += lp;   // the prefix belongs to the rendering
         rc = store_add_completion(L->db, pid, text, L->policy, &cids[b], err, errlen);
+        free(clean);
         tok_bytes_free(&tb);
     }
     free(prompts); free(lens); free(out); free(olen);
@@ -170,23 +179,25 @@ static int judge_start(Label *L, char *err, size_t errlen) {
     close(out[1]);
     fcntl(in[1], F_SETFD, FD_CLOEXEC);
     fcntl(out[0], F_SETFD, FD_CLOEXEC);
+    fcntl(in[1], F_SETFL, fcntl(in[1], F_GETFL) | O_NONBLOCK);   // writes and reads wait in poll, with the timeout
+    fcntl(out[0], F_SETFL, fcntl(out[0], F_GETFL) | O_NONBLOCK);
     L->jpid = pid;
-    L->jin = fdopen(in[1], "w");
-    L->jout = fdopen(out[0], "r");
-    if (!L->jin || !L->jout) DIE("fdopen: %s", strerror(errno));
+    L->jin = in[1];
+    L->jout = out[0];
     return 0;
 }
 
-// Closes the judge's input and waits for it (a judge still running 5 s after its input ended gets
-// SIGTERM); returns its exit status (-1: killed by a signal).
+// Closes the judge's input and waits for it (a judge still running 5 s after its input ended, 0.5 s
+// when a signal stops the session, gets SIGTERM); returns its exit status (-1: killed by a signal).
 static int judge_stop(Label *L) {
     if (!L->jpid) return 0;
-    if (L->jin) fclose(L->jin);
-    if (L->jout) fclose(L->jout);
-    L->jin = L->jout = NULL;
+    if (L->jin >= 0) close(L->jin);
+    if (L->jout >= 0) close(L->jout);
+    L->jin = L->jout = -1;
     int st = 0;
     pid_t got = 0;
-    for (int i = 0; i < 500 && (got = waitpid(L->jpid, &st, WNOHANG)) == 0; i++) usleep(10000);
+    int tries = cli_stop_signal() ? 50 : 500;   // stopping on a signal: 0.5 s, not 5
+    for (int i = 0; i < tries && (got = waitpid(L->jpid, &st, WNOHANG)) == 0; i++) usleep(10000);
     if (got == 0) {
         fprintf(stderr, "reward label: the judge did not exit when its input ended: terminating it\n");
         kill(L->jpid, SIGTERM);
@@ -194,6 +205,82 @@ static int judge_stop(Label *L) {
     }
     L->jpid = 0;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// Waits until fd is ready for ev (POLLIN or POLLOUT) or the deadline passes: 1 ready, 0 timed
+// out, -1 a stop signal arrived (cli_stop_signal).
+static int judge_wait(int fd, short ev, double deadline) {
+    for (;;) {
+        if (cli_stop_signal()) return -1;
+        double left = deadline - util_time_s();
+        if (left <= 0) return 0;
+        struct pollfd p = {.fd = fd, .events = ev};
+        int ms = left > 1.0 ? 1000 : (int)(left * 1000) + 1;
+        int r = poll(&p, 1, ms);
+        if (r > 0) return 1;
+        if (r < 0 && errno != EINTR) return 1;   // the read or write that follows reports it
+    }
+}
+
+static int judge_timeout_err(const Label *L, int64_t pid, const char *doing, char *err, size_t errlen) {
+    return util_err(err, errlen, "the judge (%s) %s prompt %lld within %g s (--judge-timeout): a judge must answer each request "
+                    "line as it arrives (one JSON line in, one line out, flushed), not read its input to the end first",
+                    L->judge, doing, (long long)pid, L->jtimeout);
+}
+
+static int judge_write(Label *L, int64_t pid, const char *buf, size_t n, double deadline, char *err, size_t errlen) {
+    while (n > 0) {
+        int w8 = judge_wait(L->jin, POLLOUT, deadline);
+        if (w8 < 0) return util_err(err, errlen, "interrupted by %s while sending prompt %lld to the judge", cli_stop_name(), (long long)pid);
+        if (w8 == 0) return judge_timeout_err(L, pid, "did not read", err, errlen);
+        ssize_t k = write(L->jin, buf, n);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (k < 0)
+            return util_err(err, errlen, "the judge (%s) stopped reading (prompt %lld): %s; it exited or closed its input", L->judge,
+                            (long long)pid, strerror(errno));
+        buf += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+// Reads one line (at most REWARD_JUDGE_MAX_ANSWER bytes) from the judge into *reply (malloc'd,
+// without the line end).
+static int judge_read_line(Label *L, int64_t pid, char **reply, double deadline, char *err, size_t errlen) {
+    for (;;) {
+        char *nl = L->jlen ? memchr(L->jbuf, '\n', L->jlen) : NULL;
+        if (nl) {
+            size_t n = (size_t)(nl - L->jbuf);
+            if (memchr(L->jbuf, 0, n))
+                return util_err(err, errlen, "the judge's answer for prompt %lld holds a NUL byte: not a text line", (long long)pid);
+            char *r = MALLOC_CHECK(n + 1);
+            memcpy(r, L->jbuf, n);
+            r[n] = 0;
+            while (n > 0 && r[n - 1] == '\r') r[--n] = 0;
+            L->jlen -= (size_t)(nl - L->jbuf) + 1;
+            memmove(L->jbuf, nl + 1, L->jlen);
+            *reply = r;
+            return 0;
+        }
+        if (L->jlen > REWARD_JUDGE_MAX_ANSWER || (L->jlen && memchr(L->jbuf, 0, L->jlen)))
+            return util_err(err, errlen, "the judge's answer for prompt %lld is %s (%zu bytes read): not a ranking line", (long long)pid,
+                            L->jlen > REWARD_JUDGE_MAX_ANSWER ? "longer than 1 MiB" : "binary, with NUL bytes", L->jlen);
+        int w8 = judge_wait(L->jout, POLLIN, deadline);
+        if (w8 < 0) return util_err(err, errlen, "interrupted by %s while waiting for the judge's answer to prompt %lld", cli_stop_name(), (long long)pid);
+        if (w8 == 0) return judge_timeout_err(L, pid, "did not answer", err, errlen);
+        if (L->jcap - L->jlen < 65536) {
+            L->jcap = L->jcap ? 2 * L->jcap : 65536 * 2;
+            L->jbuf = realloc(L->jbuf, L->jcap);
+            if (!L->jbuf) DIE("out of memory");
+        }
+        ssize_t k = read(L->jout, L->jbuf + L->jlen, L->jcap - L->jlen);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (k <= 0)
+            return util_err(err, errlen, "the judge (%s) %s without answering prompt %lld (%s)", L->judge,
+                            k == 0 ? "exited" : "could not be read", (long long)pid,
+                            k < 0 ? strerror(errno) : L->jlen ? "its last output had no line end" : "it exited or closed its output");
+        L->jlen += (size_t)k;
+    }
 }
 
 // Sends the prompt and reads the reply line into *reply (malloc'd, without the newline).
@@ -219,19 +306,13 @@ static int judge_ask(Label *L, int64_t pid, const char *prompt, const Comps *c, 
     char *line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!line) DIE("out of memory");
-    int bad = fputs(line, L->jin) < 0 || fputc('\n', L->jin) < 0 || fflush(L->jin) != 0;
+    size_t n = strlen(line);
+    line[n] = '\n';   // the request is one line: cJSON escapes every newline inside strings
+    double deadline = util_time_s() + L->jtimeout;
+    int rc = judge_write(L, pid, line, n + 1, deadline, err, errlen);
     free(line);
-    if (bad) return util_err(err, errlen, "the judge (%s) stopped reading (prompt %lld): %s", L->judge, (long long)pid, strerror(errno));
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&buf, &cap, L->jout);
-    if (n < 0) {
-        free(buf);
-        return util_err(err, errlen, "the judge (%s) exited without answering prompt %lld", L->judge, (long long)pid);
-    }
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
-    *reply = buf;
-    return 0;
+    if (rc == 0) rc = judge_read_line(L, pid, reply, deadline, err, errlen);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,6 +368,10 @@ static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t e
     for (;;) {
         printf("rank (e.g. 2>1=3), s skip, u undo, q quit> ");
         fflush(stdout);
+        // wait for input in poll (which a signal interrupts) rather than in read (which it does not)
+        struct pollfd pf = {.fd = 0, .events = POLLIN};
+        while (!cli_stop_signal() && poll(&pf, 1, 1000) == 0) {}
+        if (cli_stop_signal()) { putchar('\n'); rc = QUIT; break; }
         ssize_t n = getline(&line, &cap, stdin);
         if (n < 0) { putchar('\n'); rc = QUIT; break; }
         RewardAnswer a;
@@ -365,8 +450,16 @@ static int session(Label *L, char *err, size_t errlen) {
     if (interactive)
         printf("Labeling as %s in %s. Rank the completions best first (2>1=3); s skip, u undo, q quit, ? help.\n"
                "Each ranking is saved the moment you press Enter.\n", L->labeler, L->db_path);
+    CliProgress pr;
+    cli_progress_start(&pr, stderr, "reward label", L->limit);
     for (;;) {
         if (L->limit && L->ranked >= L->limit) break;
+        if (cli_stop_signal()) break;
+        if (!interactive) {
+            char extra[64];
+            snprintf(extra, sizeof extra, "ranked, %lld skipped", (long long)L->skipped);
+            cli_progress_update(&pr, L->ranked, extra);
+        }
         int64_t pid;
         if (store_claim_prompt(L->db, L->labeler_id, &L->co, &pid, err, errlen)) return -1;
         if (!pid) {
@@ -375,13 +468,15 @@ static int session(Label *L, char *err, size_t errlen) {
         }
         StorePrompt p = {0};
         Comps c;
-        if (store_get_prompt(L->db, pid, &p, err, errlen)) return -1;
+        char e2[512];
+        if (store_get_prompt(L->db, pid, &p, err, errlen)) { store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2); return -1; }
         if (gather(L, pid, p.text, &c, err, errlen)) {
-            // a prompt the policy cannot answer (too long, not UTF-8): not this labeler's to rank
-            fprintf(stderr, "reward label: prompt %lld skipped: %s\n", (long long)pid, err);
             comps_free(&c);
             store_prompt_free(&p);
-            if (!L->policy || store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen)) return -1;
+            if (!L->policy) { store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2); return -1; }
+            // a prompt the policy cannot answer (too long, not UTF-8): not this labeler's to rank
+            fprintf(stderr, "reward label: prompt %lld skipped: %s\n", (long long)pid, err);
+            if (store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen)) return -1;
             L->skipped++;
             continue;
         }
@@ -398,12 +493,12 @@ static int session(Label *L, char *err, size_t errlen) {
         store_prompt_free(&p);
         if (rc != NEXT) {
             // give the prompt back so that another session can take it at once
-            char e2[512];
             if (store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2) && rc >= 0) { snprintf(err, errlen, "%s", e2); return -1; }
             if (rc < 0) return -1;
             break;
         }
     }
+    if (!interactive) cli_progress_end(&pr);
     return 0;
 }
 
@@ -438,6 +533,8 @@ int cmd_label(int argc, char **argv) {
     L.g = (GenConfig){.max_new_tokens = 64, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
     const char *tokdir = NULL, *tmpl = NULL;
     L.prefix = DATASET_DEFAULT_RESPONSE_PREFIX;
+    L.jin = L.jout = -1;
+    L.jtimeout = 60;
     int64_t v64;
     double vd;
     char err[1024];
@@ -463,6 +560,7 @@ int cmd_label(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) { if (cli_int(a, v, 0, INT64_MAX, &v64, err, sizeof err)) goto bad; L.seed = (uint64_t)v64; }
         else if (!strcmp(a, "--overlap")) { if (cli_int(a, v, 1, 1000, &v64, err, sizeof err)) goto bad; L.co.overlap = (int)v64; }
         else if (!strcmp(a, "--limit")) { if (cli_int(a, v, 1, INT64_MAX, &L.limit, err, sizeof err)) goto bad; }
+        else if (!strcmp(a, "--judge-timeout")) { if (cli_float(a, v, 0.001, 1e9, &L.jtimeout, err, sizeof err)) goto bad; }
         else if (!strcmp(a, "--lease")) { if (cli_float(a, v, 1, 1e9, &L.co.lease_s, err, sizeof err)) goto bad; }
         else { fprintf(stderr, "reward label: unknown option '%s'\n%s", a, label_usage); return 2; }
         i++;
@@ -489,7 +587,9 @@ int cmd_label(int argc, char **argv) {
         L.g.eot_id = tok_eot(L.tok);
     }
     started = 1;
-    if (session(&L, err, sizeof err) == 0) rc = 0;
+    cli_stop_defer();   // from here on a signal ends the session cleanly: the prompt given back
+    if (!L.judge) setvbuf(stdin, NULL, _IONBF, 0);   // poll on fd 0 then sees every byte not yet read
+    if (session(&L, err, sizeof err) == 0) rc = cli_stop_signal() ? cli_stop_code() : 0;
 out:
     if (L.judge) {
         int js = judge_stop(&L);
@@ -497,7 +597,13 @@ out:
     }
     if (started)
         fprintf(stderr, "reward label: %lld rankings saved, %lld prompts skipped in this session\n", (long long)L.ranked, (long long)L.skipped);
-    if (rc) fprintf(stderr, "reward label: %s\n", err);   // the error last: one line, what went wrong
+    if (rc == cli_stop_code() && cli_stop_signal()) {
+        fprintf(stderr, "reward label: interrupted by %s; the rankings entered are saved\n", cli_stop_name());
+        rc = -rc;   // not an error message
+    }
+    if (rc > 0) fprintf(stderr, "reward label: %s\n", err);   // the error last: one line, what went wrong
+    if (rc < 0) rc = -rc;
+    if (rc == 1 && cli_stop_signal()) rc = cli_stop_code();
     if (L.has_policy) {
         kv_free(&L.kv);
         sampler_free(&L.sm);
@@ -507,6 +613,7 @@ out:
     tok_free(L.tok);
     free(L.undo_rank);
     free(L.undo_prompt);
+    free(L.jbuf);
     store_close(L.db);
     return rc;
 bad:

@@ -2,6 +2,7 @@
 // the rankings live in the workspace database; a reward model (the SFT model with its
 // unembedding replaced by a scalar head) learns to predict them; then it scores completions and
 // can be inspected. One subcommand per job: import, label, train, score, inspect.
+#include "cli.h"
 #include "cmd.h"
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     if (argc < 2) { fputs(usage, stderr); return 2; }
     const char *c = argv[1];
+    cli_stop_install("reward");
     if (cmd_is_help(c) || !strcmp(c, "help")) { fputs(usage, stdout); return 0; }
     if (!strcmp(c, "import")) return cmd_import(argc - 2, argv + 2);
     if (!strcmp(c, "label")) return cmd_label(argc - 2, argv + 2);

@@ -37,9 +37,7 @@ int rm_scorer_open(RmScorer *s, const char *ckpt, const char *tokdir, const char
     char terr[TOK_ERR_LEN];
     if (tok_load(&s->tok, tokdir && *tokdir ? tokdir : ckpt, terr)) return util_err(err, errlen, "%s", terr);
     s->tok_owned = 1;
-    if (tok_vocab_size(s->tok) > c.vocab_size)
-        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the model's vocabulary %d",
-                        (long long)tok_vocab_size(s->tok), c.vocab_size);
+    if (ckpt_check_tokenizer(ckpt, c.vocab_size, tokdir && *tokdir ? tokdir : ckpt, tok_vocab_size(s->tok), err, errlen)) return -1;
     if (make_dataset(s, tmpl, prefix, c.max_seq_len, err, errlen)) return -1;
     // the model itself is made at the first rm_score_texts, for the longest sequence it needs
     s->own.config = c;
@@ -226,7 +224,7 @@ int rm_model_name(const char *ckpt, const char *name, char *out, size_t n) {
 static int score_file(RmScorer *sc, const char *path, char *err, size_t errlen) {
     char *data;
     size_t len;
-    if (cli_read_file(path, &data, &len, err, errlen)) return -1;
+    if (cli_read_lines_file(path, &data, &len, err, errlen)) return -1;
     const char *name = strcmp(path, "-") ? path : "stdin";
     int64_t n = 0, cap = 0;
     cJSON **objs = NULL;

@@ -87,10 +87,6 @@ static const char *usage =
     "its scores shifted so that the demonstrations score 0 on average), and records the run and its\n"
     "metrics in the workspace. Rerun the same command after an interruption to resume. Keys:\n";
 
-// The one piece of process state: set by SIGINT/SIGTERM, read by the loop, which then saves and
-// stops cleanly.
-static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 
 // Rankings tokenized: ranking i has items [first, first+k); item j's tokens are toks[off, off+len).
 typedef struct { int64_t id; int k; int64_t first, pairs; } RmRank;
@@ -409,6 +405,8 @@ static int import_files(Rm *rm, char *err, size_t errlen) {
 }
 
 static int setup(Rm *rm, char *err, size_t errlen) {
+    if (optim_adamw_validate(config_get_double(rm->cfg, "train.beta1"), config_get_double(rm->cfg, "train.beta2"),
+                             config_get_double(rm->cfg, "train.eps"), err, errlen)) return -1;
     rm->out_dir = config_get_string(rm->cfg, "out.dir");
     const char *init = config_get_string(rm->cfg, "model.init");
     if (!rm->out_dir[0]) return util_err(err, errlen, "out.dir is required");
@@ -443,8 +441,7 @@ static int setup(Rm *rm, char *err, size_t errlen) {
     c.score_head = 1;
     char terr[TOK_ERR_LEN];
     if (tok_load(&rm->tok, tokenizer_dir(rm), terr)) return util_err(err, errlen, "%s", terr);
-    if (tok_vocab_size(rm->tok) > c.vocab_size)
-        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the model's vocabulary %d", (long long)tok_vocab_size(rm->tok), c.vocab_size);
+    if (ckpt_check_tokenizer(from, c.vocab_size, tokenizer_dir(rm), tok_vocab_size(rm->tok), err, errlen)) return -1;
     DatasetOptions dopt = {.prompt_template = config_get_string(rm->cfg, "data.prompt_template"),
                            .response_prefix = config_get_string(rm->cfg, "data.response_prefix"), .max_tokens = c.max_seq_len};
     if (dataset_create(&rm->ds, rm->tok, &dopt, err, errlen)) return -1;
@@ -496,6 +493,7 @@ static int setup(Rm *rm, char *err, size_t errlen) {
 
     char *dump = config_dump_string(rm->cfg);
     int rc = 0;
+    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
     if (resumed) {
         if (ckpt_load_trainer_state(rm->last_dir, &rm->model, &st, err, errlen) ||
             ckpt_state_get_int(&st, "run_id", &rm->run_id, err, errlen)) { rc = -1; goto out; }
@@ -652,12 +650,13 @@ static int train(Rm *rm, char *err, size_t errlen) {
     if (!save_every) save_every = eval_every;
     CliProgress pr;
     cli_progress_start(&pr, stderr, "reward", rm->total_steps);
+    cli_progress_resume(&pr, rm->step);
     double t_start = util_time_s();
     int64_t pairs_since = 0, tokens_since = 0, first_step = rm->step;
     int64_t *idx = MALLOC_CHECK((size_t)rm->bs * sizeof(int64_t)), lo, hi;
     int rc = 0, main_rank = dist_main(&rm->dist);
     // the ranks agree on stopping: a signal seen by any rank stops all after the same step
-    int stop = rm->dist.size == 1 && stop_requested;
+    int stop = rm->dist.size == 1 && cli_stop_signal();
     rank_share(&rm->dist, rm->bs, &lo, &hi);
     while (rm->step < rm->total_steps && !stop) {
         double t0 = util_time_s();
@@ -671,7 +670,7 @@ static int train(Rm *rm, char *err, size_t errlen) {
         // the step's loss is the mean over its rankings: each ranking's gradient scaled by 1/bs;
         // this rank computes rankings [lo, hi) of the step, one allreduce sums the shares
         if (run_rankings(rm, &rm->train, idx + lo, hi - lo, 1.0 / rm->bs, &st, err, errlen)) { rc = -1; break; }
-        stop = stop_requested;
+        stop = cli_stop_signal();
         if (rm->dist.size > 1) {
             dist_allreduce_sum(&rm->dist, rm->model.grads_memory, (int64_t)rm->model.num_params);
             stats_reduce(&rm->dist, &st, &stop);
@@ -699,8 +698,11 @@ static int train(Rm *rm, char *err, size_t errlen) {
         snprintf(extra, sizeof extra, "loss %.4f acc %.3f lr %.2e %.0f comparisons/s", loss, acc, lr, el > 0 ? pairs_since / el : 0.0);
         if (!main_rank) {}
         else if (pr.tty) cli_progress_update(&pr, rm->step, extra);
-        else if (rm->step % log_every == 0 || rm->step == rm->total_steps || rm->step == first_step + 1)
-            fprintf(stderr, "reward: step %lld/%lld %s\n", (long long)rm->step, (long long)rm->total_steps, extra);
+        else if (rm->step % log_every == 0 || rm->step == rm->total_steps || rm->step == first_step + 1) {
+            char f[160];
+            cli_progress_format(&pr, rm->step, f, sizeof f);
+            fprintf(stderr, "reward: step %s %s\n", f, extra);
+        }
         int last = rm->step == rm->total_steps;
         if ((rm->step % eval_every == 0 || last) && rm->valid.n) {
             Stats vs;
@@ -720,8 +722,10 @@ static int train(Rm *rm, char *err, size_t errlen) {
                 (long long)tokens_since, el, el > 0 ? (double)tokens_since / el : 0.0);
     if (stop) {
         if (save_last(rm, err, errlen)) return -1;
-        if (main_rank) fprintf(stderr, "reward: interrupted at step %lld; saved %s (rerun the same command to resume)\n", (long long)rm->step, rm->last_dir);
-        return 1;
+        if (main_rank)
+            fprintf(stderr, "reward: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
+                    (long long)rm->step, rm->last_dir);
+        return cli_stop_signal() ? cli_stop_signal() : SIGINT;
     }
     return finish(rm, err, errlen);
 }
@@ -734,8 +738,7 @@ int cmd_train(int argc, char **argv) {
     if (config_new(&rm.cfg, RM_SCHEMA, err, sizeof err)) { fprintf(stderr, "reward train: %s\n", err); dist_abort(&rm.dist, 2); }
     int early = config_parse_args(rm.cfg, argc, argv, "reward train", usage);
     if (early >= 0) { config_free(rm.cfg); dist_finalize(&rm.dist); return early; }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    cli_stop_install("reward train");
     int rc = setup(&rm, err, sizeof err), main_rank = dist_main(&rm.dist);
     if (rc == 0) {
         if (main_rank && rm.dist.size > 1)

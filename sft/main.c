@@ -71,11 +71,6 @@ static const char *usage =
     "and records the run and its metrics in the workspace database. Rerun the same command after\n"
     "an interruption to resume. Keys:\n";
 
-// The one piece of process state: set by SIGINT/SIGTERM, read by the loop, which then saves and
-// stops cleanly. A signal handler can reach nothing else.
-static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) { (void)sig; stop_requested = 1; }
-
 typedef struct {
     Dist dist;                 // rank 0 writes; every rank computes its share of each step
     // configuration
@@ -284,6 +279,23 @@ static int save_best(Sft *s, char *err, size_t errlen) {
     return ckpt_save(s->best_dir, &s->model, &so, err, errlen);
 }
 
+// The batch shapes against the memory this process may use, before anything of that size is
+// allocated: the model (weights, gradients, moments, activations for B x T) and the grad_accum
+// micro-batches of B x T tokens held for one step.
+static int memory_check(const Sft *s, const ModelConfig *c, char *err, size_t errlen) {
+    double bt = (double)s->B * s->T;
+    double need = (double)model_memory_bytes(c, s->B, s->T, 1) + (double)s->accum * (bt * 12.0 + s->B * 12.0);
+    double avail = util_mem_available();
+    if (avail > 0 && need > avail) {
+        char n[32], a[32];
+        util_format_bytes(n, sizeof n, need);
+        util_format_bytes(a, sizeof a, avail);
+        return util_err(err, errlen, "train.batch_size %d x train.grad_accum %d sequences of %d tokens need %s but only %s is available: "
+                        "lower train.batch_size, train.grad_accum or train.seq_len", s->B, s->accum, s->T, n, a);
+    }
+    return 0;
+}
+
 // Resume when OUT.DIR/last holds a trainer state of this config; -1 on a mismatch (the user
 // must choose another out.dir or train.resume=false), 1 when resumed, 0 for a fresh start.
 static int try_resume(Sft *s, CkptTrainerState *st, char *err, size_t errlen) {
@@ -299,6 +311,8 @@ static int try_resume(Sft *s, CkptTrainerState *st, char *err, size_t errlen) {
 }
 
 static int setup(Sft *s, char *err, size_t errlen) {
+    if (optim_adamw_validate(config_get_double(s->cfg, "train.beta1"), config_get_double(s->cfg, "train.beta2"),
+                             config_get_double(s->cfg, "train.eps"), err, errlen)) return -1;
     s->out_dir = config_get_string(s->cfg, "out.dir");
     const char *init = config_get_string(s->cfg, "model.init");
     if (!s->out_dir[0]) return util_err(err, errlen, "out.dir is required");
@@ -333,18 +347,19 @@ static int setup(Sft *s, char *err, size_t errlen) {
     if (T == 0) T = c.max_seq_len;
     if (T > c.max_seq_len) return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T, c.max_seq_len);
     s->T = (int)T;
+    if (memory_check(s, &c, err, errlen)) return -1;
     if (model_init(&s->model, &c, s->B, s->T, 1, dist_main(&s->dist), err, errlen) ||
         ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen)) return -1;
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
     char terr[TOK_ERR_LEN];
     if (tok_load(&s->tok, tokdir[0] ? tokdir : init, terr)) return util_err(err, errlen, "%s", terr);
-    if (tok_vocab_size(s->tok) > c.vocab_size)
-        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the model's vocabulary %d", (long long)tok_vocab_size(s->tok), c.vocab_size);
+    if (ckpt_check_tokenizer(from, c.vocab_size, tokdir[0] ? tokdir : init, tok_vocab_size(s->tok), err, errlen)) return -1;
     if (load_data(s, err, errlen)) return -1;
     s->micro = CALLOC_CHECK((size_t)s->accum, sizeof(DataBatch));
     for (int a = 0; a < s->accum; a++) data_batch_init(&s->micro[a], s->B, s->T);
 
     char *dump = config_dump_string(s->cfg);
+    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
     if (resumed) {
         DataCursor cur;
         if (ckpt_load_trainer_state(s->last_dir, &s->model, &st, err, errlen) ||
@@ -401,15 +416,21 @@ static int train(Sft *s, char *err, size_t errlen) {
     if (!save_every) save_every = eval_every;
     CliProgress pr;
     cli_progress_start(&pr, stderr, "sft", s->total_steps);
+    cli_progress_resume(&pr, s->step);
     double t_start = util_time_s();
     int64_t tokens_since = 0, first_step = s->step;
-    while (s->step < s->total_steps && !stop_requested) {
+    int stop = 0;
+    while (s->step < s->total_steps && !stop) {
         double t0 = util_time_s();
         // one optimizer step: accum micro-batches, the loss a mean over all their target tokens.
         // Every rank reads every micro-batch (cheap) so that all agree on the normaliser and the
         // data order; rank r computes micro-batches r, r + size, ...; one allreduce sums them.
+        // A stop request is looked at between micro-batches, so that a step of any size ends
+        // within one micro-batch: the unfinished step is dropped and the data cursor put back.
         int64_t ntgt = 0;
-        for (int a = 0; a < s->accum; a++) {
+        DataCursor cur0;
+        if (s->text) tokfile_iter_cursor(&s->tf_it, &cur0); else dataset_iter_cursor(s->train_it, &cur0);
+        for (int a = 0; a < s->accum && !cli_stop_signal(); a++) {
             if (s->text) tokfile_iter_next(&s->tf_it, &s->micro[a], 1.0f);
             else dataset_iter_next(s->train_it, &s->micro[a], 1.0f);
         }
@@ -423,13 +444,21 @@ static int train(Sft *s, char *err, size_t errlen) {
             if (model_forward(&s->model, &mb, 0, err, errlen)) return -1;
             model_backward(&s->model, &mb, NULL, NULL);
             loss += s->model.loss;
+            if (cli_stop_signal()) break;
         }
+        int partial = cli_stop_signal() != 0;
         if (s->dist.size > 1) {
             dist_allreduce_sum(&s->dist, s->model.grads_memory, (int64_t)s->model.num_params);
-            double red[2] = {loss, (double)stop_requested};   // a signal seen by any rank stops all
+            double red[2] = {loss, (double)partial};   // a signal seen by any rank stops all
             dist_allreduce_sum_double(&s->dist, red, 2);
             loss = red[0];
-            if (red[1] > 0) stop_requested = 1;
+            partial = red[1] > 0;
+        }
+        if (partial) {   // the step was cut short: not applied, its data read again on resume
+            if ((s->text ? tokfile_iter_seek(&s->tf_it, &cur0, err, errlen) : dataset_iter_seek(s->train_it, &cur0, err, errlen)))
+                return -1;
+            stop = 1;
+            break;
         }
         float lr = lr_at(&sch, oc.lr, s->step);
         float norm = optim_adamw_step(&s->model, &oc, lr, s->step + 1);
@@ -448,8 +477,11 @@ static int train(Sft *s, char *err, size_t errlen) {
         snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", loss, lr, el > 0 ? tokens_since / el : 0.0);
         if (!dist_main(&s->dist)) {}
         else if (pr.tty) cli_progress_update(&pr, s->step, extra);
-        else if (s->step % log_every == 0 || s->step == s->total_steps || s->step == first_step + 1)
-            fprintf(stderr, "sft: step %lld/%lld %s\n", (long long)s->step, (long long)s->total_steps, extra);
+        else if (s->step % log_every == 0 || s->step == s->total_steps || s->step == first_step + 1) {
+            char f[160];
+            cli_progress_format(&pr, s->step, f, sizeof f);
+            fprintf(stderr, "sft: step %s %s\n", f, extra);
+        }
         int last = s->step == s->total_steps;
         if ((s->step % eval_every == 0 || last) && s->has_valid && dist_main(&s->dist)) {
             double vl = eval_loss(s);
@@ -465,16 +497,24 @@ static int train(Sft *s, char *err, size_t errlen) {
         if (s->step % save_every == 0 || last) {
             if (save_last(s, err, errlen)) return -1;
         }
+        stop = cli_stop_signal() != 0;
+        if (s->dist.size > 1) {
+            double f = stop;
+            dist_allreduce_sum_double(&s->dist, &f, 1);
+            stop = f > 0;
+        }
     }
     if (pr.tty && dist_main(&s->dist)) cli_progress_end(&pr);
     double el = util_time_s() - t_start;
     if (dist_main(&s->dist) && s->step > first_step)
         fprintf(stderr, "sft: trained %lld steps, %lld target tokens in %.2f s: %.1f tokens/s\n", (long long)(s->step - first_step),
                 (long long)tokens_since, el, el > 0 ? (double)tokens_since / el : 0.0);
-    if (stop_requested) {
+    if (stop) {
         if (save_last(s, err, errlen)) return -1;
-        if (dist_main(&s->dist)) fprintf(stderr, "sft: interrupted at step %lld; saved %s (rerun the same command to resume)\n", (long long)s->step, s->last_dir);
-        return 1;
+        if (dist_main(&s->dist))
+            fprintf(stderr, "sft: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
+                    (long long)s->step, s->last_dir);
+        return cli_stop_signal() ? cli_stop_signal() : SIGINT;
     }
     if (!s->has_valid && save_best(s, err, errlen)) return -1;   // without held-out data, best = last
     return 0;
@@ -489,8 +529,7 @@ int main(int argc, char **argv) {
     if (config_new(&s.cfg, SFT_SCHEMA, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); return 2; }
     int early = config_parse_args(s.cfg, argc - 1, argv + 1, "sft", usage);
     if (early >= 0) { config_free(s.cfg); dist_finalize(&s.dist); return early; }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    cli_stop_install("sft");
     int rc = setup(&s, err, sizeof err);
     if (rc == 0 && dist_main(&s.dist)) {
         if (s.dist.size > 1) fprintf(stderr, "sft: %d ranks, each computing %d of the %d micro-batches of every step\n", s.dist.size, s.accum / s.dist.size, s.accum);

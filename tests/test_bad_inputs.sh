@@ -36,7 +36,7 @@ DB=""
 cell() {
     row=$1; prog=$2; want=$3; pat=$4; shift 4
     [ -n "$DB" ] && sqlite3 -batch "$DB" .dump 2>/dev/null | sort > db.before
-    case $1 in ro|fsize) "$@" > out 2> err;; *) timeout 120 "$@" > out 2> err;; esac; rc=$?
+    case $1 in ro|fsize|capped) "$@" > out 2> err;; *) timeout 120 "$@" > out 2> err;; esac; rc=$?
     why=""
     if [ "$want" = error ]; then
         last=$(tail -n 1 err)
@@ -279,6 +279,76 @@ cell "SQL metacharacters" "sft" works "" "$B/sft" -c sft.yaml --set workspace=sq
 DB=""
 [ "$(sqlite3 sql.db "select count(*) from labelers where name = 'x''; DROP TABLE labelers;--'")" = 1 ] &&
     ok "SQL metacharacters: a labeler named with them labels" || bad "hostile labeler name"
+
+# endless and huge inputs, under a memory cap (ulimit -v, 2 GB): a clear error within seconds,
+# exit 1, never an abort, a kill by the kernel or "fatal: out of memory" (exit 2)
+# A sanitizer build cannot run under ulimit -v (its shadow memory is a huge reservation): there
+# the input bound stands in for the cap.
+if ldd "$B/sft" 2>/dev/null | grep -q libasan; then
+    capped() { RLHF_MAX_FILE_BYTES=256M timeout 60 "$@"; }
+else
+    capped() { sh -c 'ulimit -v 2000000 && exec timeout 60 "$@"' sh "$@"; }
+fi
+cell "endless input (/dev/zero)" "sft (jsonl)" error "/dev/zero:1: a line longer" capped "$B/sft" -c sft.yaml --set 'data.train=[/dev/zero]' --set out.dir=o-z1
+cell "endless input (/dev/zero)" "sft (text)" error "/dev/zero: a NUL byte" capped "$B/sft" -c sft.yaml --set data.format=text --set 'data.train=[/dev/zero]' --set out.dir=o-z2
+cell "endless input (/dev/zero)" "rlhf generate --prompts" error "/dev/zero:1: a line longer" capped "$B/rlhf" generate lm --prompts /dev/zero
+cell "endless input (/dev/zero)" "rlhf tokenizer encode" error "/dev/zero: out of memory\|/dev/zero: more than" capped "$B/rlhf" tokenizer encode tok --text /dev/zero
+cell "endless input (/dev/zero)" "rlhf eval" error "/dev/zero: out of memory\|/dev/zero: more than" capped "$B/rlhf" eval lm --text /dev/zero
+cp ws.db z.db; DB=z.db
+cell "endless input (/dev/zero)" "reward import" error "/dev/zero: not a regular file" capped "$B/reward" import --workspace z.db /dev/zero
+DB=""
+cell "endless input (/dev/zero)" "rlhf eval (RLHF_MAX_FILE_BYTES=1K)" error "RLHF_MAX_FILE_BYTES" env RLHF_MAX_FILE_BYTES=1K "$B/rlhf" eval lm --text /dev/zero
+head -c 3000 /dev/zero | tr '\0' 'x' > longline.txt
+cell "endless input (/dev/zero)" "sft (RLHF_MAX_LINE_BYTES=1K)" error "longline.txt:1: a line longer" env RLHF_MAX_LINE_BYTES=1K "$B/sft" -c sft.yaml --set 'data.train=[longline.txt]' --set out.dir=o-ll
+# batch shapes beyond memory: refused before allocating, naming the settings
+cell "batch beyond memory" "sft" error "train.batch_size 65536 x train.grad_accum 65536" capped "$B/sft" -c sft.yaml --set train.batch_size=65536 --set train.grad_accum=65536 --set out.dir=o-huge
+
+# AdamW settings that cannot train: named at setup, not blamed on the learning rate later
+cell "AdamW eps 0, beta2 0" "sft" error "train.eps 0" "$B/sft" -c sft.yaml --set train.eps=0 --set train.beta2=0 --set out.dir=o-eps
+cell "AdamW beta1 1, beta2 1" "sft" error "train.beta1 1" "$B/sft" -c sft.yaml --set train.beta1=1 --set train.beta2=1 --set out.dir=o-b1
+cell "AdamW eps 0" "reward train" error "train.eps 0" "$B/reward" train -c rm.yaml --set train.eps=0 --set out.dir=o-reps
+cell "AdamW beta2 1" "ppo" error "train.beta2 1" "$B/ppo" -c ppo.yaml --set train.beta2=1 --set out.dir=o-peps
+# a tokenizer larger than the model's vocabulary: both named, and rlhf info refuses it too
+cp -r lm lm-bigvocab
+python3 -c "
+import json; v = json.load(open('lm-bigvocab/vocab.json')); n = max(v.values())
+v.update({'zz%d' % i: n + 1 + i for i in range(300)}); json.dump(v, open('lm-bigvocab/vocab.json', 'w'))"
+cell "tokenizer larger than the model" "rlhf info" error "the tokenizer in lm-bigvocab has 580 tokens, more than the 280 of the model in lm-bigvocab" "$B/rlhf" info lm-bigvocab
+cell "tokenizer larger than the model" "sft" error "the tokenizer in lm-bigvocab has 580 tokens" "$B/sft" -c sft.yaml --set model.init=lm-bigvocab --set out.dir=o-bv
+cell "tokenizer larger than the model" "rlhf generate" error "the tokenizer in tok has 280 tokens, more than the 100 of the model in lm-small" \
+    sh -c '"$1" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --vocab-size 100 --out lm-small 2>/dev/null; exec "$1" generate lm-small --tokenizer tok --prompt hi' sh "$B/rlhf"
+
+# judges that misbehave: each a one-line error naming the judge and the cause, within the
+# --judge-timeout, and the claimed prompt given back (no claim left in the database)
+"$B/reward" import --workspace jw.db prompts.jsonl 2> err
+printf 'import sys\nsys.stdin.read()\nprint("1>2")\n' > judge_readall.py
+head -c 200000000 /dev/zero > nul.bin
+for j in "sleep 60|did not answer prompt" "python3 judge_readall.py|not read its input to the end" "cat nul.bin|NUL bytes" "true|exited or closed its"; do
+    cmd=${j%%|*}; pat=${j#*|}
+    cell "judge: $cmd" "reward label" error "$pat" "$B/reward" label --workspace jw.db --labeler "j-$cmd" --policy lm --k 2 --max-new 3 --judge-timeout 2 --judge "$cmd"
+    [ "$(sqlite3 -batch jw.db "SELECT count(*) FROM claims WHERE skipped = 0")" = 0 ] && ok "judge '$cmd': the claimed prompt was given back" || bad "judge '$cmd': a claim is left"
+done
+rm -f nul.bin
+# the example judge in reward/README.md works as documented
+cell "judge: reward/judge_example.py" "reward label" works "" "$B/reward" label --workspace jw.db --labeler py --policy lm --k 2 --max-new 3 --limit 3 --judge "python3 $TESTS/../reward/judge_example.py"
+[ "$(sqlite3 -batch jw.db "SELECT count(*) FROM rankings r JOIN labelers l ON l.id = r.labeler_id WHERE l.name = 'py'")" = 3 ] &&
+    ok "the example judge ranked 3 prompts" || bad "the example judge did not rank 3 prompts"
+
+# completions sampled by a model that cuts characters (byte-level tokens of a 3-byte character)
+# are stored as valid UTF-8: Python's sqlite3 reads every text column of every table
+cp ws.db u8.db
+cell "completions that cut UTF-8 characters" "reward label --policy" works "" "$B/reward" label --workspace u8.db --labeler u --policy lm --k 8 --max-new 20 --temperature 2 --limit 4 --judge "python3 $TESTS/../reward/judge_example.py"
+/usr/bin/python3 - u8.db > out 2>&1 <<'PY' && ok "UTF-8: Python's sqlite3 reads every stored text ($(cat out))" || bad "UTF-8: $(tail -1 out)"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+n = 0
+for (t,) in db.execute("select name from sqlite_master where type = 'table'").fetchall():
+    for row in db.execute(f"select * from {t}"):
+        n += 1
+bad = db.execute("select count(*) from completions where instr(text, char(65533)) > 0").fetchone()[0]
+assert bad > 0, "no completion cut a character: the test proves nothing"
+print(f"{n} rows, {bad} completions with U+FFFD")
+PY
 
 [ -n "$MATRIX_OUT" ] && cp matrix "$MATRIX_OUT"
 echo "$pass passed, $fail failed"

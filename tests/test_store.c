@@ -544,7 +544,7 @@ static void test_runs(void) {
     CHECK(store_each_run(s, "sft", collect_run, &list, err, sizeof err) == 0 && list.n == 2 &&
           list.st[0] == STORE_RUN_DONE && list.st[1] == STORE_RUN_FAILED);
     // The end of a program's run: status and exit code from its result, the exit code returned.
-    int want_code[3] = {130, 1, 0}, rcs[3] = {1, -1, 0};
+    int want_code[3] = {143, 1, 0}, rcs[3] = {15, -1, 0};   // rc > 0: the signal's number
     int64_t r4;
     CHECK(store_add_run(s, &(StoreRunInfo){.stage = "finish"}, &r4, err, sizeof err) == 0);
     StoreRunStatus want_st[3] = {STORE_RUN_INTERRUPTED, STORE_RUN_FAILED, STORE_RUN_DONE};
@@ -553,7 +553,8 @@ static void test_runs(void) {
         CHECK(store_get_run(s, r4, &r, err, sizeof err) == 0 && r.status == want_st[i] && r.has_exit_code && r.exit_code == want_code[i]);
         store_run_free(&r);
     }
-    CHECK(store_finish_run(NULL, 0, -1, "test") == 1 && store_finish_run(NULL, 0, 1, "test") == 130);
+    CHECK(store_finish_run(NULL, 0, -1, "test") == 1 && store_finish_run(NULL, 0, 2, "test") == 130 &&
+          store_finish_run(NULL, 0, 1, "test") == 129);
     // Errors.
     CHECK(store_get_run(s, 999, &r, err, sizeof err) == -1 && strstr(err, "run 999 does not exist"));
     CHECK(store_set_run_status(s, 999, STORE_RUN_DONE, 0, err, sizeof err) == -1 && strstr(err, "run 999 does not exist"));

@@ -1,0 +1,122 @@
+#!/bin/sh
+# Signals: SIGTERM, SIGINT and SIGHUP stop every program the same way, within a few seconds,
+# wherever it is: while loading data from a FIFO that never ends (nothing to save: exit at once),
+# inside one long optimizer step (sft looks between micro-batches), between steps (save last/,
+# the run row 'interrupted', exit 128 + the signal), with the saved checkpoint loadable and the
+# same command resuming to the end.
+BUILD=${BUILD:-build}
+TESTS="$PWD/tests"
+B="$PWD/$BUILD/bin"
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+pass=0; fail=0
+ok()  { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -5; }
+cd "$W" || exit 1
+. "$TESTS/tiny_data.sh"
+tiny_data 24
+"$B/rlhf" tokenizer train --vocab-size 280 --out tok corpus.txt 2> err &&
+"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 --out lm 2> err ||
+    { bad "setup"; echo "$pass passed, $fail failed"; exit 1; }
+printf 'model: {init: lm}\ndata: {format: jsonl, train: [demos.jsonl]}\ntrain: {batch_size: 4}\neval: {every: 100000}\nlog: {every: 1}\n' > sft.yaml
+
+# wait_for PATTERN FILE SECONDS: until FILE has a line matching PATTERN
+wait_for() {
+    i=0
+    while ! grep -q -- "$1" "$2" 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt $(($3 * 10)) ] && return 1; sleep 0.1
+    done
+}
+# stop_it PID SIG: sends SIG, waits; sets rc (exit status) and secs (whole seconds it took)
+stop_it() {
+    t0=$(date +%s); kill -"$2" "$1"; wait "$1"; rc=$?; secs=$(($(date +%s) - t0))
+}
+row() { sqlite3 -batch "$1" "SELECT status || ' ' || coalesce(exit_code, '') FROM runs ORDER BY id DESC LIMIT 1"; }
+
+# 1. between steps, each signal: exit 128+signo, run interrupted with that code, last/ loads,
+#    the same command resumes and finishes
+for sig in TERM INT HUP; do
+    case $sig in TERM) code=143;; INT) code=130;; HUP) code=129;; esac
+    "$B/sft" -c sft.yaml --set out.dir=o-$sig --set train.steps=100000 --set save.every=1000000 2> err &
+    pid=$!
+    if ! wait_for "step 3/" err 60; then kill -9 $pid; bad "SIG$sig: sft never reached step 3"; continue; fi
+    stop_it $pid $sig
+    r=$(row o-$sig/workspace.db)
+    if [ $rc -eq $code ] && [ "$r" = "interrupted $code" ] && [ $secs -le 5 ] && grep -q "interrupted by SIG$sig" err &&
+       "$B/rlhf" info o-$sig/last > /dev/null 2>&1; then
+        ok "SIG$sig between steps: exit $code in ${secs}s, run '$r', last/ loads"
+    else bad "SIG$sig between steps: exit $rc (want $code) in ${secs}s, run '$r'"; fi
+done
+# resume: the same command picks up last/ (run 1) and stops cleanly again
+"$B/sft" -c sft.yaml --set out.dir=o-HUP --set train.steps=100000 --set save.every=1000000 2> err &
+pid=$!
+if wait_for "resuming run 1 at step" err 60 && wait_for "step [0-9]*/100000" err 60; then
+    stop_it $pid TERM
+    n=$(sqlite3 -batch o-HUP/workspace.db "SELECT count(*) FROM runs")
+    [ $rc -eq 143 ] && [ "$n" = 1 ] && [ "$(row o-HUP/workspace.db)" = "interrupted 143" ] &&
+        ok "resume: the same command continues run 1 from last/ and stops again cleanly" ||
+        bad "resume: exit $rc, $n runs, run '$(row o-HUP/workspace.db)'"
+else kill -9 $pid; bad "resume: no 'resuming run 1' line"; fi
+# a resumed run that finishes is 'done'
+"$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=1000 --set save.every=1000000 2> err &
+pid=$!
+wait_for "step 2/" err 60; kill -TERM $pid; wait $pid; rc1=$?
+"$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=1000 --set save.every=1000000 2> err; rc2=$?
+[ $rc1 -eq 143 ] && [ $rc2 -eq 0 ] && grep -q "resuming run" err && [ "$(row o-fin/workspace.db)" = "done 0" ] &&
+    ok "interrupted early in 1000 steps, the same command resumes and ends 'done'" ||
+    bad "interrupt then resume to the end: exits $rc1, $rc2, run '$(row o-fin/workspace.db)'"
+
+# 2. inside one long step: 4096 micro-batches of 64 sequences; SIGTERM is seen between two of
+#    them, the unfinished step is dropped (last/ holds step 0), exit within a few seconds
+"$B/sft" -c sft.yaml --set out.dir=o-long --set train.batch_size=64 --set train.grad_accum=4096 --set train.steps=3 2> err &
+pid=$!
+if wait_for "sft: run " err 60; then
+    sleep 1
+    stop_it $pid TERM
+    r=$(row o-long/workspace.db)
+    [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] && grep -q "at step 0; saved" err &&
+        "$B/rlhf" info o-long/last > /dev/null 2>&1 &&
+        ok "SIGTERM inside a step of 4096 x 64 sequences: exit 143 in ${secs}s, run '$r', last/ loads" ||
+        bad "SIGTERM inside a long step: exit $rc in ${secs}s, run '$r'"
+else kill -9 $pid; bad "long step: sft did not start"; fi
+
+# 3. loading from a FIFO that never ends (jsonl and text): nothing to save, exit at once
+mkfifo fifo
+for fmt in jsonl text; do
+    sleep 30 > fifo &
+    holder=$!
+    "$B/sft" -c sft.yaml --set out.dir=o-fifo-$fmt --set data.format=$fmt --set 'data.train=[fifo]' 2> err &
+    pid=$!
+    sleep 1
+    stop_it $pid TERM
+    kill $holder 2>/dev/null; wait $holder 2>/dev/null
+    [ $rc -eq 143 ] && [ $secs -le 3 ] && [ "$(tail -n 1 err)" = "sft: stopped by SIGTERM" ] &&
+        ok "SIGTERM while loading a FIFO that never ends ($fmt): exit 143 in ${secs}s" ||
+        bad "FIFO ($fmt): exit $rc in ${secs}s, last line '$(tail -n 1 err)'"
+done
+
+# 4. the other programs: SIGHUP to rlhf generate (prompts from a FIFO) and to reward label with a
+#    judge that never answers: exit 129, one line; the label session gives its prompt back
+sleep 30 > fifo &
+holder=$!
+"$B/rlhf" generate lm --prompts fifo > /dev/null 2> err &
+pid=$!
+sleep 1
+stop_it $pid HUP
+kill $holder 2>/dev/null; wait $holder 2>/dev/null
+[ $rc -eq 129 ] && [ $secs -le 3 ] && [ "$(tail -n 1 err)" = "rlhf: stopped by SIGHUP" ] &&
+    ok "SIGHUP to rlhf generate reading prompts from a FIFO: exit 129" || bad "SIGHUP to rlhf generate: exit $rc in ${secs}s"
+"$B/reward" import --workspace lab.db prompts.jsonl 2> err
+"$B/reward" label --workspace lab.db --labeler j --policy lm --k 2 --max-new 4 --judge "sleep 60" 2> err &
+pid=$!
+sleep 1
+stop_it $pid HUP
+held=$(sqlite3 -batch lab.db "SELECT count(*) FROM claims WHERE skipped = 0" 2>/dev/null)
+# (the judge sleeps 60 s; 10 s leaves room for a sanitizer build's exit on a loaded machine)
+[ $rc -eq 129 ] && [ $secs -le 10 ] && [ "$held" = 0 ] && grep -q "interrupted by SIGHUP" err &&
+    ok "SIGHUP to reward label waiting for its judge: exit 129, no claim left" ||
+    bad "SIGHUP to reward label: exit $rc in ${secs}s, $held claims held"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
