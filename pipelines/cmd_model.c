@@ -1,4 +1,5 @@
 // rlhf init | info | eval | generate: bring a model in, look at it, use it.
+#include "blas.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
@@ -84,10 +85,13 @@ int cmd_init(int argc, char **argv) {
 
 static const char *info_usage =
     "usage: rlhf info CKPT [--batch B] [--seq T]\n"
+    "       rlhf info --system\n"
     "Prints the config, the parameter count and the memory needed to train (weights, gradients,\n"
     "AdamW moments, activations at B x T) and to sample (weights, KV cache for B x T), after\n"
     "loading the weights (every dtype, shape and value checked: a checkpoint info accepts loads).\n"
-    "Defaults: B = 8, T = the model's context.\n";
+    "Defaults: B = 8, T = the model's context.\n"
+    "--system: the CPU and its vector extensions, the OpenBLAS kernel (and whether it was selected\n"
+    "at startup), OpenBLAS's configuration, the thread counts and the variables that set them.\n";
 
 int cmd_info(int argc, char **argv) {
     const char *dir = NULL;
@@ -96,6 +100,7 @@ int cmd_info(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         int rc = 0;
         if (cmd_is_help(argv[i])) { fputs(info_usage, stdout); return 0; }
+        else if (!strcmp(argv[i], "--system") && argc == 1) { blas_print_system(stdout); return 0; }
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) rc = cli_int("--batch", argv[++i], 1, 1 << 20, &B, err, sizeof err);
         else if (!strcmp(argv[i], "--seq") && i + 1 < argc) rc = cli_int("--seq", argv[++i], 1, 1 << 20, &T, err, sizeof err);
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
