@@ -80,7 +80,7 @@ void blas_flag_names(unsigned flags, char *buf, size_t n) {
     for (size_t i = 0; i < BLAS_NFLAGS && n; i++) {
         if (!(flags & blas_flag_table[i].bit)) continue;
         int k = snprintf(buf + used, n - used, "%s%s", used ? " " : "", blas_flag_table[i].name);
-        if (k < 0 || (size_t)k >= n - used) break;
+        if (k < 0 || (size_t)k >= n - used) { buf[used] = '\0'; break; }   // whole names only
         used += (size_t)k;
     }
 }
