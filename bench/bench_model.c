@@ -5,6 +5,7 @@
 //   bench_model --mode sgemm                      sgemm ceiling (GFLOP/s) at 2048^3
 //   bench_model --mode train --preset gpt2 --B 4 --T 256 [--steps 5]
 //   bench_model --mode generate --preset gpt2 --B 8 [--prompt 16 --new 64]
+#include "blas.h"
 #include "generate.h"
 #include "model.h"
 #include "optim.h"
@@ -67,6 +68,7 @@ static double train_flops(const ModelConfig *c, int B, int T) {
 }
 
 int main(int argc, char **argv) {
+    blas_startup("bench_model", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
     const char *mode = NULL, *pname = "gpt2";
     int B = -1, T = -1, steps = -1, prompt = 16, new_tok = 64;
     for (int i = 1; i < argc; i++) {
