@@ -71,6 +71,16 @@ int cmd_init(int argc, char **argv) {
     ModelConfig c = {.max_seq_len = (int)(ctx ? ctx : p->ctx), .vocab_size = (int)(vocab ? vocab : 50257),
                      .n_layer = (int)(L ? L : p->L), .n_head = (int)(NH ? NH : p->NH), .n_embd = (int)(C ? C : p->C),
                      .ln_eps = 1e-5f, .lm_head = !nolm, .score_head = score};
+    // --out ws/base in a fresh folder: the parent is made as `mkdir -p` would (the checkpoint
+    // itself is written whole or not at all by ckpt_save)
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", out);
+    char *slash = strrchr(parent, '/');
+    while (slash && slash > parent && slash[1] == '\0') { *slash = '\0'; slash = strrchr(parent, '/'); }
+    if (slash && slash > parent) {
+        *slash = '\0';
+        if (util_mkdir_p(parent, err, sizeof err)) FAIL("rlhf init: --out %s: %s", out, err);
+    }
     Model m;
     if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf init: %s", err);
     model_init_weights(&m, (uint64_t)seed);
