@@ -271,11 +271,12 @@ void blas_print_system(FILE *out) {
     fprintf(out, "openblas config      %s\n", openblas_get_config());
     static const char *par[] = {"sequential", "pthreads", "OpenMP"};
     int p = openblas_get_parallel();
-    fprintf(out, "openblas threads     %d (%s)\n", openblas_get_num_threads(), p >= 0 && p <= 2 ? par[p] : "?");
+    fprintf(out, "openblas threads     %d (%s%s)\n", openblas_get_num_threads(), p >= 0 && p <= 2 ? par[p] : "?",
+            p == 2 ? " build: each call runs on OpenMP's thread count" : "");
     fprintf(out, "openmp threads       %d\n", omp_get_max_threads());
     blas_print_env(out, "OMP_NUM_THREADS", "unset (one thread per online CPU)");
     blas_print_env(out, "OMP_WAIT_POLICY", "unset (libgomp: spin a while, then sleep)");
     blas_print_env(out, "OMP_PROC_BIND", "unset");
-    blas_print_env(out, "OPENBLAS_NUM_THREADS", "unset (the OpenMP build follows OpenMP's count)");
+    blas_print_env(out, "OPENBLAS_NUM_THREADS", "unset");
     blas_print_env(out, "OPENBLAS_CORETYPE", "unset");
 }
