@@ -183,6 +183,10 @@ void blas_startup(const char *prog, char **argv) {
         return;
     }
     if (getenv("OPENBLAS_CORETYPE")) return;        // the user's choice (or a parent's selection)
+    // under valgrind (its preload libraries in LD_PRELOAD) a new image would run outside it
+    // (children are not traced by default), unchecked; the speed of the kernel does not matter there
+    const char *preload = getenv("LD_PRELOAD");
+    if (preload && strstr(preload, "vgpreload")) return;
     const char *chosen = blas_core_name();
     const char *best = blas_best_core(blas_decision_flags(), chosen);
     if (!best || !argv || !argv[0]) return;
@@ -192,7 +196,7 @@ void blas_startup(const char *prog, char **argv) {
     setenv(BLAS_REEXEC_ENV, value, 1);
     fflush(NULL);
     execv("/proc/self/exe", argv);                  // the same binary, whatever argv[0] says
-    execvp(argv[0], argv);                          // no /proc: find it as the shell did
+    if (strchr(argv[0], '/')) execv(argv[0], argv); // no /proc: the path it was started by
     int e = errno;
     unsetenv("OPENBLAS_CORETYPE");
     unsetenv(BLAS_REEXEC_ENV);

@@ -10,6 +10,7 @@
 // line on stderr. It re-executes at most once (RLHF_BLAS_REEXEC marks the second image, which
 // checks that the library took the name and never executes again), keeps argv and every other
 // variable, and runs before MPI_Init, so under mpirun every rank does the same (rank 0 speaks).
+// Under valgrind it does nothing (the new image would escape it).
 //
 // Test hooks (environment; they change what the decision sees, never the library):
 //   RLHF_BLAS_TEST_CPU="avx2 fma ..."  the CPU's features, instead of asking the CPU

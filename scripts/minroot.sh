@@ -10,8 +10,9 @@
 # once in $MINROOT_BASE (default /var/tmp/minroot-base) and copied to $MINROOT (default
 # /var/tmp/minroot) for every run, so each run starts from nothing; KEEP=1 reuses $MINROOT as the
 # last run left it (packages installed, builds done) and only refreshes the checkout.
-# /proc, /sys and /dev are mounted inside for the run (the tests need them: /dev/shm for Open MPI,
-# private mount namespaces for the read-only workspace checks) and unmounted after.
+# The root is bind-mounted on itself (a mount point, as "/" is on a real machine) and /proc, /sys
+# and /dev are mounted inside for the run (the tests need them: /dev/shm for Open MPI, private
+# mount namespaces for the read-only workspace checks); all is unmounted after.
 set -e
 [ "$(id -u)" = 0 ] || { echo "minroot: run as root (debootstrap, chroot and mounts need it)" >&2; exit 1; }
 mode=${1:-}
@@ -40,10 +41,11 @@ mkdir -p "$ROOT/src/rlhf.c"
 git -C "$SRC" archive HEAD | tar -x -C "$ROOT/src/rlhf.c"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 
-cleanup() {
-    for m in dev sys proc; do umount -R "$ROOT/$m" 2>/dev/null || umount -lR "$ROOT/$m" 2>/dev/null || true; done
-}
+cleanup() { umount -R "$ROOT" 2>/dev/null || umount -lR "$ROOT" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
+# the root a mount point of its own, private: `unshare -m` (the read-only workspace tests) makes
+# "/" private in its namespace and fails with EINVAL where "/" is a plain directory of the host
+mount --bind "$ROOT" "$ROOT" && mount --make-private "$ROOT"
 mount -t proc proc "$ROOT/proc"
 mount --rbind /sys "$ROOT/sys" && mount --make-rslave "$ROOT/sys"
 mount --rbind /dev "$ROOT/dev" && mount --make-rslave "$ROOT/dev"
