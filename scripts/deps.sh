@@ -67,8 +67,12 @@ if [ "$mode" = fuzz ]; then
     have clang || need clang
     if have clang; then
         printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' > "$tmp/f.c"
-        clang -fsanitize=fuzzer,address "$tmp/f.c" -o "$tmp/f" >/dev/null 2>&1 ||
-            need "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+        if ! clang -fsanitize=fuzzer,address "$tmp/f.c" -o "$tmp/f" >/dev/null 2>&1; then
+            # libFuzzer: Debian 12 packs it in libclang-rt-N-dev, Ubuntu 22.04 in libclang-common-N-dev
+            v=$(clang -dumpversion | cut -d. -f1)
+            if apt-cache show "libclang-rt-$v-dev" >/dev/null 2>&1; then need "libclang-rt-$v-dev"
+            else need "libclang-common-$v-dev"; fi
+        fi
     fi
 fi
 
