@@ -2,9 +2,9 @@
 # pgrep and pkill are not in a minimal system). Source it: . tests/procs.sh
 #   procs_with TEXT      pids whose command line contains TEXT (arguments joined by spaces)
 #   procs_started_with TEXT  pids whose command line starts with TEXT (a program, not its launcher)
-#   procs_kill_with TEXT SIGKILL to each process whose command line contains TEXT
 #   procs_kill_in DIR    SIGKILL to every process working in DIR (a test's scratch folder: the
-#                        jobs it started, mpirun's ranks included), for its exit trap
+#                        jobs it started, mpirun's ranks included, and nobody else's: another
+#                        run of the same test elsewhere has the same command lines)
 # The calling shell itself is never included.
 procs_with() { procs_match any "$1"; }
 procs_started_with() { procs_match start "$1"; }
@@ -16,10 +16,6 @@ procs_match() {
         if [ "$1" = start ]; then case "$c" in "$2"*) echo "$p";; esac
         else case "$c" in *"$2"*) echo "$p";; esac; fi
     done
-}
-procs_kill_with() {
-    for p in $(procs_with "$1"); do kill -9 "$p" 2>/dev/null; done
-    return 0
 }
 procs_kill_in() {
     dir=$(cd "$1" 2>/dev/null && pwd -P) || return 0

@@ -10,7 +10,7 @@ pass=0; fail=0
 ok()  { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -4; }
 ROOTDIR=$PWD
-. "$ROOTDIR/tests/procs.sh"   # procs_kill_with: no procps needed
+. "$ROOTDIR/tests/procs.sh"   # procs_kill_in: no procps needed
 cd "$W" || exit 1
 i=0; : > train.jsonl; : > corpus.txt
 while [ $i -lt 200 ]; do
@@ -132,7 +132,7 @@ for delay in 1.5 2.5 1.0 3.5; do
     "$R" run long.yaml > /dev/null 2>&1 &
     pid=$!
     sleep $delay
-    if [ -d wk/sft/last ] && kill -9 $pid 2>/dev/null; then procs_kill_with "out.dir=wk/sft"; killed=1; wait $pid 2>/dev/null; break; fi
+    if [ -d wk/sft/last ] && kill -9 $pid 2>/dev/null; then procs_kill_in "$W"; killed=1; wait $pid 2>/dev/null; break; fi
     wait $pid 2>/dev/null
 done
 "$R" run long.yaml > out 2> err
