@@ -70,7 +70,8 @@ $(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard $$*/*.c)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-# Installs the Debian packages we build against when they are missing (see scripts/deps.sh).
+# Installs the Debian packages we build against when what they provide is missing (scripts/deps.sh;
+# quickstart.sh is the one command for a fresh machine).
 deps:
 	@sh scripts/deps.sh build
 
@@ -85,6 +86,7 @@ bench: all
 
 # libFuzzer (clang) on every parser of outside input, FUZZ_SECONDS each (tests/fuzz/run_fuzz.sh).
 fuzz:
+	@sh scripts/deps.sh fuzz
 	@sh tests/fuzz/run_fuzz.sh
 
 # The main job: see scripts/demo.sh.

@@ -8,6 +8,7 @@
 //   bench_model --mode decode --preset gpt2 --B 8  the decoding step's kernels alone: the layer
 //       products and the LM head at B rows, as GB/s of weights streamed, beside a plain parallel
 //       read of the same bytes (the memory bandwidth they are bound by), in the same process
+#include "blas.h"
 #include "generate.h"
 #include "kernels.h"
 #include "model.h"
@@ -122,6 +123,7 @@ static void bench_decode(const Model *m, int B) {
 }
 
 int main(int argc, char **argv) {
+    blas_startup("bench_model", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
     const char *mode = NULL, *pname = "gpt2";
     int B = -1, T = -1, steps = -1, prompt = 16, new_tok = 64;
     for (int i = 1; i < argc; i++) {

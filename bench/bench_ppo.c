@@ -22,6 +22,7 @@
 //   RESULT {"name":..,"value":..,"unit":..,"ref_name":..,"ref_value":..,"ratio":..}
 // (ref_name, ref_value and ratio are null when there is no reference). OMP_NUM_THREADS sets the
 // threads, for the program and the reference alike.
+#include "blas.h"
 #include "checkpoint.h"
 #include "dataset.h"
 #include "generate.h"
@@ -251,6 +252,7 @@ static int bench_preset(const Preset *p, const Opts *o) {
 }
 
 int main(int argc, char **argv) {
+    blas_startup("bench_ppo", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
     Opts o = {.B = 8, .prompt = 16, .new_tok = 64, .iterations = 3, .repeats = 3, .gpt2_tok = "data/gpt2"};
     const char *preset = "all";
     char ppo[PATH_MAX];

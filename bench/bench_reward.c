@@ -10,6 +10,7 @@
 //   bench_reward --mode score [--B 16 --T 128 --steps 8]
 //       forward passes of B completions of T tokens on a model without gradients
 //       {"mode":"score",...,"completions_per_s":..,"batch_s":..}
+#include "blas.h"
 #include "model.h"
 #include "optim.h"
 #include "reward.h"
@@ -36,6 +37,7 @@ static double median(double *v, int n) {
 }
 
 int main(int argc, char **argv) {
+    blas_startup("bench_reward", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
     const char *mode = NULL;
     int R = 8, K = 4, T = 128, steps = 8, Bs = 16;
     for (int i = 1; i < argc; i++) {

@@ -15,6 +15,7 @@
 // and per --ref given (NAME=MBS is the reference's figure for encode_per_line, or
 // NAME:FIGURE=MBS for another figure; ratio = ours / ref). bench/tokenizer.sh runs the JS
 // tokenizers and passes their figures in. Never fails on time.
+#include "blas.h"
 #include "tokenizer.h"
 
 #include <dirent.h>
@@ -113,6 +114,7 @@ typedef struct {
 } Figure;
 
 int main(int argc, char **argv) {
+    blas_startup("bench_tokenizer", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
     const char *vocab = "data/gpt2", *corpus_path = NULL, *write_path = NULL;
     const char *refs[16];
     int n_refs = 0, runs = 5;

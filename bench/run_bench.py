@@ -6,7 +6,12 @@ Engine figures: bench_model (C) and bench_torch.py (PyTorch, the same GPT-2, sam
 shapes) run back to back, one configuration per process so that peak memory belongs to it; the
 ratio is ours / PyTorch. The sgemm ceiling is measured by bench_model itself. Tokenizer figures
 come from bench/tokenizer.sh. Everything is printed as a table and written to
-bench/results.json (one object per figure: name, value, unit, ref_name, ref_value, ratio).
+bench/results.json: "measured" says where and how (date, commit, the machine as `rlhf info
+--system` sees it under the benchmarks' settings: CPU, ISA, OpenBLAS kernel and configuration,
+threads, OMP_WAIT_POLICY), "figures" holds one object per figure (name, value, unit, ref_name,
+ref_value, ratio). Where OpenBLAS on its own would choose a narrower kernel than the CPU runs,
+every benchmark, PyTorch's included (it calls the same library), runs with OPENBLAS_CORETYPE set to
+the best one, as the programs select for themselves; a user's OPENBLAS_CORETYPE is kept.
 Benchmarks never fail on time: they print figures.
 """
 import argparse
@@ -14,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,6 +29,24 @@ def run_json(cmd, env):
                          text=True, check=True).stdout
     lines = [l for l in out.splitlines() if l.startswith("{")]
     return json.loads(lines[-1])
+
+
+def system_info(rlhf, env):
+    """`rlhf info --system` as a dict ("openblas core": "...", ...), and its stderr (the BLAS line)."""
+    p = subprocess.run([rlhf, "info", "--system"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, check=True)
+    info = {l[:20].strip(): l[21:].strip() for l in p.stdout.splitlines() if len(l) > 21}
+    return info, p.stderr.strip()
+
+
+def commit():
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return None
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main():
@@ -35,6 +59,17 @@ def main():
     only = set(filter(None, a.only.split(",")))
     want = lambda n: not only or n in only
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
+    rlhf = os.path.join(a.build, "bin", "rlhf")
+    info, blas_line = system_info(rlhf, env)
+    core = info.get("openblas core", "").split(" ")[0]
+    if blas_line and "OPENBLAS_CORETYPE" not in os.environ and "selected at startup" in info.get("openblas core", ""):
+        env["OPENBLAS_CORETYPE"] = core             # the programs' own selection, for every process
+        print(f"bench: {blas_line}; every benchmark (PyTorch too) runs with OPENBLAS_CORETYPE={core}")
+    measured = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=commit(),
+                    threads=a.threads, system=info,
+                    env={k: env.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                 "OMP_WAIT_POLICY", "OMP_PROC_BIND", "OPENBLAS_CORETYPE")})
+    print(f"machine: {info.get('cpu')}; OpenBLAS kernel {core}; {a.threads} threads; commit {measured['commit']}")
     cbin = os.path.join(a.build, "bench", "bench_model")
     torch = [sys.executable, "bench/bench_torch.py", "--threads", str(a.threads)]
     results = []
@@ -90,7 +125,7 @@ def main():
                 r = json.loads(line[len("RESULT "):])
                 add(r["name"], r["value"], r["unit"], r.get("ref_name") or "-", r.get("ref_value"))
     with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump(dict(measured=measured, figures=results), f, indent=1)
         f.write("\n")
     print("wrote bench/results.json")
 

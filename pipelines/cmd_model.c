@@ -1,4 +1,5 @@
 // rlhf init | info | eval | generate: bring a model in, look at it, use it.
+#include "blas.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
@@ -70,6 +71,16 @@ int cmd_init(int argc, char **argv) {
     ModelConfig c = {.max_seq_len = (int)(ctx ? ctx : p->ctx), .vocab_size = (int)(vocab ? vocab : 50257),
                      .n_layer = (int)(L ? L : p->L), .n_head = (int)(NH ? NH : p->NH), .n_embd = (int)(C ? C : p->C),
                      .ln_eps = 1e-5f, .lm_head = !nolm, .score_head = score};
+    // --out ws/base in a fresh folder: the parent is made as `mkdir -p` would (the checkpoint
+    // itself is written whole or not at all by ckpt_save)
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", out);
+    char *slash = strrchr(parent, '/');
+    while (slash && slash > parent && slash[1] == '\0') { *slash = '\0'; slash = strrchr(parent, '/'); }
+    if (slash && slash > parent) {
+        *slash = '\0';
+        if (util_mkdir_p(parent, err, sizeof err)) FAIL("rlhf init: --out %s: %s", out, err);
+    }
     Model m;
     if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf init: %s", err);
     model_init_weights(&m, (uint64_t)seed);
@@ -84,10 +95,13 @@ int cmd_init(int argc, char **argv) {
 
 static const char *info_usage =
     "usage: rlhf info CKPT [--batch B] [--seq T]\n"
+    "       rlhf info --system\n"
     "Prints the config, the parameter count and the memory needed to train (weights, gradients,\n"
     "AdamW moments, activations at B x T) and to sample (weights, KV cache for B x T), after\n"
     "loading the weights (every dtype, shape and value checked: a checkpoint info accepts loads).\n"
-    "Defaults: B = 8, T = the model's context.\n";
+    "Defaults: B = 8, T = the model's context.\n"
+    "--system: the CPU and its vector extensions, the OpenBLAS kernel (and whether it was selected\n"
+    "at startup), OpenBLAS's configuration, the thread counts and the variables that set them.\n";
 
 int cmd_info(int argc, char **argv) {
     const char *dir = NULL;
@@ -96,6 +110,7 @@ int cmd_info(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         int rc = 0;
         if (cmd_is_help(argv[i])) { fputs(info_usage, stdout); return 0; }
+        else if (!strcmp(argv[i], "--system") && argc == 1) { blas_print_system(stdout); return 0; }
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) rc = cli_int("--batch", argv[++i], 1, 1 << 20, &B, err, sizeof err);
         else if (!strcmp(argv[i], "--seq") && i + 1 < argc) rc = cli_int("--seq", argv[++i], 1, 1 << 20, &T, err, sizeof err);
         else if (argv[i][0] != '-' && !dir) dir = argv[i];

@@ -1,5 +1,6 @@
 // rlhf: the tool around the engine. Subcommands bring a model in (init, a checkpoint), look at
 // it (info), use it (generate, eval) and handle tokenizers; `rlhf run` will run pipelines.
+#include "blas.h"
 #include "cli.h"
 #include "commands.h"
 #include <signal.h>
@@ -22,6 +23,7 @@ static const char *usage =
 int cmd_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h") || !strcmp(a, "help"); }
 
 int main(int argc, char **argv) {
+    blas_startup("rlhf", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     if (argc < 2 || cmd_is_help(argv[1])) { fputs(usage, argc < 2 ? stderr : stdout); return argc < 2 ? 2 : 0; }
     const char *c = argv[1];

@@ -9,6 +9,7 @@
 // Under MPI (make MPI=1; mpirun -np N ppo ...) the ranks share every iteration's work (see
 // trainer.h) and end with one process's result for the same rollout batch; rank 0 alone writes
 // the checkpoints, the database rows and the progress lines; a rank that fails stops them all.
+#include "blas.h"
 #include "cli.h"
 #include "trainer.h"
 #include "util.h"
@@ -153,6 +154,7 @@ static int train(Ppo *s, char *err, size_t errlen) {
 }
 
 int main(int argc, char **argv) {
+    blas_startup("ppo", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     Ppo s;
     memset(&s, 0, sizeof s);
     signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us

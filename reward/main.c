@@ -2,6 +2,7 @@
 // the rankings live in the workspace database; a reward model (the SFT model with its
 // unembedding replaced by a scalar head) learns to predict them; then it scores completions and
 // can be inspected. One subcommand per job: import, label, train, score, inspect.
+#include "blas.h"
 #include "cli.h"
 #include "cmd.h"
 #include <signal.h>
@@ -20,6 +21,7 @@ static const char *usage =
     "                                               calibration, the most confident mistakes\n";
 
 int main(int argc, char **argv) {
+    blas_startup("reward", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     if (argc < 2) { fputs(usage, stderr); return 2; }
     const char *c = argv[1];

@@ -3,6 +3,7 @@
 // load the model and the data, loop (step, log, evaluate, save), record everything in the
 // workspace database. Killed at any moment, the same command resumes from the last checkpoint and
 // ends with the same weights as an uninterrupted run (same thread count).
+#include "blas.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "config.h"
@@ -521,6 +522,7 @@ static int train(Sft *s, char *err, size_t errlen) {
 }
 
 int main(int argc, char **argv) {
+    blas_startup("sft", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     Sft s;
     memset(&s, 0, sizeof s);
     signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us

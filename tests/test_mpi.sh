@@ -14,7 +14,10 @@
 BUILD=${BUILD:-build}
 ROOT=$PWD
 W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+. "$ROOT/tests/procs.sh"
+# every path out ends the jobs this test started (mpirun, its ranks), then removes the folder
+trap 'procs_kill_in "$W"; rm -rf "$W"' EXIT
+trap 'exit 1' INT TERM HUP
 pass=0; fail=0
 ok()  { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -5; }
@@ -58,17 +61,23 @@ awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 < 1e-4) }' && ok "12 steps: 2 ran
 $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=odd --set train.grad_accum=3 --set train.steps=1 > out 2> err; rc=$?
 [ $rc -ne 0 ] && grep -q "multiple of the number of ranks" err && ok "grad_accum not a multiple of the ranks: a clear error" || bad "odd split (exit $rc)"
 
+# B. the OpenBLAS kernel under mpirun: each rank re-executes itself before MPI_Init onto the same
+# kernel (the library's choice pretended to be Prescott), rank 0 alone says so, the job runs
+RLHF_BLAS_TEST_CORE=Prescott $MPIRUN -x RLHF_BLAS_TEST_CORE -np 2 "$MB/sft" -c mpi.yaml --set out.dir=blas --set train.steps=1 > out 2> err; rc=$?
+[ $rc -eq 0 ] && [ "$(grep -c 'OpenBLAS chose its Prescott kernel but this CPU has' err)" -eq 1 ] && grep -q "2 ranks, each computing 1 of the 2" err &&
+    ok "under mpirun: both ranks re-executed onto the better kernel before MPI_Init, one line from rank 0 (exit $rc)" || bad "BLAS kernel under mpirun (exit $rc)"
+
 # 4. a rank killed mid-run stops the whole job (no hang)
 $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=dies --set train.steps=100000 > out 2> err &
 mp=$!
 sleep 3
-victim=$(pgrep -f "out.dir=dies" | grep -v "^$mp$" | tail -1)
+victim=$(procs_started_with "$MB/sft -c mpi.yaml --set out.dir=dies" | head -1)
 kill -9 "$victim" 2>/dev/null
 t=0
 while kill -0 $mp 2>/dev/null && [ $t -lt 30 ]; do sleep 1; t=$((t + 1)); done
-if kill -0 $mp 2>/dev/null; then kill -9 $mp; pkill -9 -f "out.dir=dies"; bad "a killed rank left the job hanging"
+if kill -0 $mp 2>/dev/null; then kill -9 $mp; procs_kill_in "$W"; bad "a killed rank left the job hanging"
 else wait $mp; rc=$?; [ $rc -ne 0 ] && ok "a rank killed with SIGKILL ends the whole job within ${t}s (exit $rc)" || bad "killed rank: exit $rc"; fi
-pkill -9 -f "out.dir=dies" 2>/dev/null
+procs_kill_in "$W"
 
 # 5. kill the job, rerun the same command: it resumes and ends with the uninterrupted run's weights
 $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=full --set train.steps=60 --set save.every=5 > out 2> err
@@ -76,7 +85,7 @@ $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=res --set train.steps=60 --set
 mp=$!
 t=0
 while [ ! -d res/last ] && [ $t -lt 100 ]; do sleep 0.1; t=$((t + 1)); done
-kill -9 $mp 2>/dev/null; pkill -9 -f "out.dir=res" 2>/dev/null; wait $mp 2>/dev/null
+kill -9 $mp 2>/dev/null; procs_kill_in "$W"; wait $mp 2>/dev/null
 $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=res --set train.steps=60 --set save.every=5 > out 2> err
 grep -q "resuming run" err && cmp -s full/last/model.safetensors res/last/model.safetensors &&
     ok "killed under MPI and rerun: resumes and ends with the uninterrupted run's weights" || bad "MPI resume"
@@ -146,7 +155,7 @@ $MPIRUN -np 2 "$MB/reward" train -c rm.yaml --set out.dir=rres --set train.steps
 mp=$!
 t=0
 while [ ! -d rres/last ] && [ $t -lt 200 ]; do sleep 0.05; t=$((t + 1)); done
-kill -9 $mp 2>/dev/null; pkill -9 -f "out.dir=rres" 2>/dev/null; wait $mp 2>/dev/null
+kill -9 $mp 2>/dev/null; procs_kill_in "$W"; wait $mp 2>/dev/null
 $MPIRUN -np 2 "$MB/reward" train -c rm.yaml --set out.dir=rres --set train.steps=10 --set save.every=2 > out 2> err
 grep -q "resuming run" err && cmp -s r3/final/model.safetensors rres/final/model.safetensors &&
     ok "reward train killed under MPI and rerun: resumes and ends with the uninterrupted run's weights" || bad "reward MPI resume"
@@ -202,7 +211,7 @@ $MPIRUN -np 2 "$MB/ppo" -c ppo.yaml --set out.dir=pres --set train.iterations=6 
 mp=$!
 t=0
 while [ ! -d pres/last ] && [ $t -lt 200 ]; do sleep 0.05; t=$((t + 1)); done
-kill -9 $mp 2>/dev/null; pkill -9 -f "out.dir=pres" 2>/dev/null; wait $mp 2>/dev/null
+kill -9 $mp 2>/dev/null; procs_kill_in "$W"; wait $mp 2>/dev/null
 $MPIRUN -np 2 "$MB/ppo" -c ppo.yaml --set out.dir=pres --set train.iterations=6 > out 2> err
 same=1
 for f in last/policy/model.safetensors last/policy/trainer_state.safetensors last/value/model.safetensors last/ema/model.safetensors policy/model.safetensors; do
@@ -229,12 +238,12 @@ done
 $MPIRUN -np 2 "$MB/ppo" -c ppo.yaml --set out.dir=pdies --set train.iterations=100000 --set save.every=1000 > out 2> err &
 mp=$!
 sleep 3
-victim=$(pgrep -f "out.dir=pdies" | grep -v "^$mp$" | tail -1)
+victim=$(procs_started_with "$MB/ppo -c ppo.yaml --set out.dir=pdies" | head -1)
 kill -9 "$victim" 2>/dev/null
 t=0
 while kill -0 $mp 2>/dev/null && [ $t -lt 30 ]; do sleep 1; t=$((t + 1)); done
-if kill -0 $mp 2>/dev/null; then kill -9 $mp; pkill -9 -f "out.dir=pdies"; bad "ppo: a killed rank left the job hanging"
+if kill -0 $mp 2>/dev/null; then kill -9 $mp; procs_kill_in "$W"; bad "ppo: a killed rank left the job hanging"
 else wait $mp; rc=$?; [ $rc -ne 0 ] && ok "ppo: a rank killed with SIGKILL ends the whole job within ${t}s (exit $rc)" || bad "ppo killed rank: exit $rc"; fi
-pkill -9 -f "out.dir=pdies" 2>/dev/null
+procs_kill_in "$W"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -11,6 +11,7 @@ pass=0; fail=0
 ok()  { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -4; }
 ROOTDIR=$PWD
+. "$ROOTDIR/tests/procs.sh"   # procs_kill_in: no procps needed
 cd "$W" || exit 1
 i=0; : > train.jsonl; : > corpus.txt
 while [ $i -lt 200 ]; do
@@ -138,7 +139,7 @@ pid=$!
 # as soon as the first checkpoint is saved (however busy the machine), kill -9 the runner and its
 # stage (in a process group of its own)
 n=0; while [ ! -f wk/sft/last/model.safetensors ] && kill -0 $pid 2>/dev/null && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done
-if [ -f wk/sft/last/model.safetensors ] && kill -9 $pid 2>/dev/null; then pkill -9 -f "out.dir=wk/sft" 2>/dev/null; killed=1; fi
+if [ -f wk/sft/last/model.safetensors ] && kill -9 $pid 2>/dev/null; then procs_kill_in "$W"; killed=1; fi
 wait $pid 2>/dev/null
 # the stage holds the workspace's lock until it has gone (the pattern does not match this grep)
 n=0; while grep -lq "out.dir=wk/sf[t]" /proc/[0-9]*/cmdline 2>/dev/null && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done

@@ -105,5 +105,11 @@ expect_fail "generate with top-p outside 0..1" 2 "top-p" "$R" generate "$W/t" --
 mkdir -p "$W/corrupt" && cp "$W/t/config.json" "$W/corrupt/" && head -c 100 "$W/t/model.safetensors" > "$W/corrupt/model.safetensors"
 expect_fail "eval of a truncated model.safetensors" 1 "model.safetensors" "$R" eval "$W/corrupt" --ids "$W/ids.txt" --tokenizer data/gpt2
 expect_fail "tokenizer with a missing directory" 1 "vocab" "$R" tokenizer encode "$W/nope" --text "$W/hw.txt"
+# --out in a folder that does not exist yet (the README's first example): made as mkdir -p would
+"$R" init --preset tiny --n-layer 1 --n-embd 32 --n-head 2 --vocab-size 300 --out "$W/fresh/ws/base" >"$W/out" 2>"$W/err" &&
+    [ -f "$W/fresh/ws/base/model.safetensors" ] && "$R" info "$W/fresh/ws/base" >"$W/out" 2>"$W/err" &&
+    ok "init --out ws/base where ws does not exist: the parent is made" || bad "init into a new parent"
+: > "$W/plainfile"
+expect_fail "init --out under a regular file" 1 "plainfile is not a directory" "$R" init --preset tiny --out "$W/plainfile/base"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

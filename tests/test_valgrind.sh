@@ -75,5 +75,11 @@ vg "ppo, one iteration with the pretraining mix" "$B/ppo" -c ppo.yaml
 vg "rlhf info" "$B/rlhf" info ppo/policy
 vg "rlhf generate" "$B/rlhf" generate ppo/policy --prompt "What is" --max-new 4 --seed 1
 vg "rlhf eval" "$B/rlhf" eval sft/last --text corpus.txt
+# a generic OpenBLAS choice (pretended) must not make the program re-execute itself out of valgrind
+export RLHF_BLAS_TEST_CORE=Prescott
+vg "rlhf info --system with a generic BLAS kernel" "$B/rlhf" info --system
+unset RLHF_BLAS_TEST_CORE
+grep -q "^openblas core *Prescott (chosen by the library" out && ok "under valgrind: no re-execution (it would leave valgrind)" ||
+    bad "under valgrind: $(grep '^openblas core' out)"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
