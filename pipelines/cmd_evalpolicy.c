@@ -55,7 +55,7 @@ static const char *ep_usage =
     "  --workspace DB        record a run (stage \"eval\") and every figure as a metric in DB\n"
     "  --name NAME           the recorded run's name (default eval-policy)\n"
     "  --json                print one JSON object instead of the table\n"
-    "Targets (each optional; with any of them every figure is printed against its target and the\n"
+    "Targets (each optional; with any of them each figure is printed against its target, unless --json, and the\n"
     "command exits 1, naming each miss, when one is missed: a failed alignment fails the pipeline):\n"
     "  --target-win-rate X   A preferred to B at least X\n"
     "  --target-win-lo X     the 95% interval's lower end above X\n"
@@ -704,33 +704,33 @@ static int rm_heldout_accuracy(const Eval *e, double *acc) {
     return 0;
 }
 
-// One target: prints "figure value op target ok|MISSED", and on a miss appends the reason to why.
-static int check_target(const char *figure, double value, const char *op, double target, int at_least, int strict,
-                        char *why, size_t n) {
-    int ok = at_least ? (strict ? value > target : value >= target) : (strict ? value < target : value <= target);
-    if (isnan(value)) ok = 0;
-    printf("  %-28s %10.3f %-2s %.3f  %s\n", figure, value, op, target, ok ? "ok" : "MISSED");
+// One target, met when value >= target (> when strict): prints "figure value op target ok|MISSED"
+// (when print), and on a miss appends the reason to why.
+static int check_target(int print, const char *figure, double value, double target, int strict, char *why, size_t n) {
+    const char *op = strict ? ">" : ">=";
+    int ok = strict ? value > target : value >= target;   // false for NaN
+    if (print) printf("  %-28s %10.3f %-2s %.3f  %s\n", figure, value, op, target, ok ? "ok" : "MISSED");
     if (!ok) {
         size_t l = strlen(why);
-        snprintf(why + l, n - l, "%s%s %.3f, target %s %.3f", l ? "; " : "", figure, value, op, target);
+        snprintf(why + l, n - l, "%s%s %.3f, target %s %.3f", l ? "; " : "", figure + strspn(figure, " "), value, op, target);
     }
     return ok;
 }
 
-// Every target set, against its figure. 0 when all are met (or none is set), 1 when one is missed
-// (the reasons in why).
+// Every target set, against its figure (printed unless --json, whose output stays one object).
+// 0 when all are met (or none is set), 1 when one is missed (the reasons in why).
 static int check_targets(const Eval *e, const Verdict *v, const Summary *sa, const Summary *sb, double rm_acc, char *why,
                          size_t n) {
     why[0] = 0;
     if (isnan(e->t_win) && isnan(e->t_win_lo) && isnan(e->t_acc_drop) && isnan(e->t_end) && isnan(e->t_rm_acc)) return 0;
-    int ok = 1;
-    printf("targets:\n");
-    if (!isnan(e->t_win)) ok &= check_target("A preferred to B", v->win_rate, ">=", e->t_win, 1, 0, why, n);
-    if (!isnan(e->t_win_lo)) ok &= check_target("  its 95% interval's low end", v->lo, ">", e->t_win_lo, 1, 1, why, n);
-    if (!isnan(e->t_acc_drop)) ok &= check_target("task accuracy of A", sa->accuracy, ">=", sb->accuracy - e->t_acc_drop, 1, 0, why, n);
-    if (!isnan(e->t_end)) ok &= check_target("A's end-token rate", sa->end_rate, ">=", e->t_end, 1, 0, why, n);
-    if (!isnan(e->t_rm_acc)) ok &= check_target("reward-model accuracy", rm_acc, ">=", e->t_rm_acc, 1, 0, why, n);
-    printf("%s\n", ok ? "targets: all met" : "targets: MISSED (alignment failed)");
+    int ok = 1, p = !e->json;
+    if (p) printf("targets:\n");
+    if (!isnan(e->t_win)) ok &= check_target(p, "A preferred to B", v->win_rate, e->t_win, 0, why, n);
+    if (!isnan(e->t_win_lo)) ok &= check_target(p, "  its 95% interval's low end", v->lo, e->t_win_lo, 1, why, n);
+    if (!isnan(e->t_acc_drop)) ok &= check_target(p, "task accuracy of A", sa->accuracy, sb->accuracy - e->t_acc_drop, 0, why, n);
+    if (!isnan(e->t_end)) ok &= check_target(p, "A's end-token rate", sa->end_rate, e->t_end, 0, why, n);
+    if (!isnan(e->t_rm_acc)) ok &= check_target(p, "reward-model accuracy", rm_acc, e->t_rm_acc, 0, why, n);
+    if (p) printf("%s\n", ok ? "targets: all met" : "targets: MISSED (alignment failed)");
     return ok ? 0 : 1;
 }
 

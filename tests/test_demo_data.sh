@@ -199,10 +199,13 @@ TG="--a m1 --b m1 $EP --reward rm"
 [ $rc -eq 1 ] && grep -q "targets: MISSED" out && [ "$(grep -c "^rlhf eval-policy:" err)" -eq 1 ] &&
     grep -q "^rlhf eval-policy: alignment failed: A preferred to B 0.500, target >= 0.650$" err &&
     ok "eval-policy: a missed target exits 1 with the reason on one line: $(grep alignment err)" || bad "eval-policy missed target (exit $rc)"
+"$R" eval-policy $TG --target-win-rate 0.65 --json > out 2>err; rc=$?
+[ $rc -eq 1 ] && python3 -c "import json,sys; json.load(open(sys.argv[1]))" out && grep -q "alignment failed" err &&
+    ok "eval-policy --json with a missed target: stdout stays one JSON object, exit 1, the reason on stderr" || bad "targets with --json (exit $rc)"
 "$R" eval-policy $TG --target-win-lo 0.5 --target-end-rate 1.01 > out 2>err; rc=$?
 [ $rc -eq 2 ] && grep -q "target-end-rate" err && ok "eval-policy: a target out of range is an error" || bad "target range (exit $rc)"
 "$R" eval-policy $TG --target-win-lo 0.5 > out 2>err; rc=$?
-[ $rc -eq 1 ] && grep -q "interval's low end .*target > 0.500" err && ok "eval-policy: the interval's lower end must be above its target" ||
+[ $rc -eq 1 ] && grep -q "alignment failed: its 95% interval's low end .*, target > 0.500$" err && ok "eval-policy: the interval's lower end must be above its target" ||
     bad "eval-policy --target-win-lo (exit $rc)"
 expect_fail "eval-policy --target-rm-accuracy without --workspace" 2 "needs --reward and --workspace" \
     "$R" eval-policy $TG --target-rm-accuracy 0.7
