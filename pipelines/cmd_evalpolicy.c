@@ -35,7 +35,8 @@ static const char *ep_usage =
     "bootstrap 95% interval over prompts), task accuracy overall and by task type, mean response\n"
     "length and end-token rate, and with the options below the mean reward-model score, the KL to\n"
     "a reference and the loss on pretraining text.\n"
-    "  --reward CKPT         reward model: mean score (scalar head at the last token of prompt+response)\n"
+    "  --reward CKPT         reward model: mean score (scalar head at the last token of prompt+response;\n"
+    "                        an answer cut off by --max-new is scored with the end token appended)\n"
     "  --reference CKPT      reference policy: KL = mean over responses of sum over response tokens\n"
     "                        of log pi(token) - log pi_ref(token) (the end token included)\n"
     "  --pretrain-text FILE  mean next-token loss of each policy on this text (documents separated\n"
@@ -53,7 +54,16 @@ static const char *ep_usage =
     "  --responses FILE      also write every answer with its grade as JSONL\n"
     "  --workspace DB        record a run (stage \"eval\") and every figure as a metric in DB\n"
     "  --name NAME           the recorded run's name (default eval-policy)\n"
-    "  --json                print one JSON object instead of the table\n";
+    "  --json                print one JSON object instead of the table\n"
+    "Targets (each optional; with any of them each figure is printed against its target, unless --json, and the\n"
+    "command exits 1, naming each miss, when one is missed: a failed alignment fails the pipeline):\n"
+    "  --target-win-rate X   A preferred to B at least X\n"
+    "  --target-win-lo X     the 95% interval's lower end above X\n"
+    "  --target-accuracy-drop D  A's task accuracy at most D below B's (0: not below)\n"
+    "  --target-end-rate X   A's answers end with the end token at least X of the time\n"
+    "  --target-rm-accuracy X  the reward model's held-out accuracy at least X (needs --reward and\n"
+    "                        --workspace: the last valid/accuracy of the workspace's reward run\n"
+    "                        whose checkpoint is --reward)\n";
 
 typedef struct {
     // settings
@@ -61,6 +71,8 @@ typedef struct {
     int64_t samples, max_new, seed, bootstrap, batch, max_prompts;
     double temperature, judge_noise;
     int json;
+    // targets (NAN: not set)
+    double t_win, t_win_lo, t_acc_drop, t_end, t_rm_acc;
     // data
     Tokenizer *tok;
     int32_t eot;
@@ -251,14 +263,21 @@ static int generate(const Eval *e, const Model *m, PolicyOut *po) {
     return rc;
 }
 
+static int answer_ended(const Eval *e, const PolicyOut *po, int64_t r) {
+    return po->len[r] > 0 && po->tok[r * e->max_new + po->len[r] - 1] == e->eot;
+}
+
 // Fills a batch of prompt+answer sequences for answers r0 .. r0+nb-1 of po. With targets, row t
-// predicts token t+1 on the answer's positions only; inputs then exclude the last token.
-static int fill_rows(const Eval *e, const PolicyOut *po, int64_t r0, int nb, int with_targets, int32_t *tok, int32_t *tgt,
-                     int32_t *lens, int T) {
+// predicts token t+1 on the answer's positions only; inputs then exclude the last token. With
+// close (no targets), an answer cut off by --max-new gets the end token appended (its last token
+// replaced when the row would not fit T), as reward train scores every completion.
+static int fill_rows(const Eval *e, const PolicyOut *po, int64_t r0, int nb, int with_targets, int close, int32_t *tok,
+                     int32_t *tgt, int32_t *lens, int T) {
     int Tb = 0;
     for (int b = 0; b < nb; b++) {
         const TokIds *p = &e->prompt_ids[(r0 + b) / e->samples];
         int n = (int)p->n + po->len[r0 + b] - (with_targets ? 1 : 0);
+        if (close && !answer_ended(e, po, r0 + b) && n < T) n++;
         if (n > Tb) Tb = n;
     }
     if (Tb > T) return -1;
@@ -266,11 +285,14 @@ static int fill_rows(const Eval *e, const PolicyOut *po, int64_t r0, int nb, int
         const TokIds *p = &e->prompt_ids[(r0 + b) / e->samples];
         const int32_t *ans = po->tok + (r0 + b) * e->max_new;
         int P = (int)p->n, L = po->len[r0 + b], n = P + L - (with_targets ? 1 : 0);
+        int add = close && !answer_ended(e, po, r0 + b);
         for (int t = 0; t < Tb; t++) {
             int32_t v = t < P ? p->ids[t] : t < P + L ? ans[t - P] : 0;
             tok[b * Tb + t] = t < n ? v : 0;
             if (with_targets) tgt[b * Tb + t] = t >= P - 1 && t < n ? (t + 1 < P ? p->ids[t + 1] : ans[t + 1 - P]) : -1;
         }
+        if (add && n < T) n++;
+        if (add) tok[b * Tb + n - 1] = e->eot;
         lens[b] = n;
     }
     return Tb;
@@ -285,7 +307,7 @@ static int answer_logp(const Eval *e, Model *m, const PolicyOut *po, double *out
     int rc = 0;
     for (int64_t r0 = 0; r0 < e->n_resp && !rc; r0 += B) {
         int nb = (int)(e->n_resp - r0 < B ? e->n_resp - r0 : B);
-        int Tb = fill_rows(e, po, r0, nb, 1, tok, tgt, lens, T);
+        int Tb = fill_rows(e, po, r0, nb, 1, 0, tok, tgt, lens, T);
         if (Tb < 0) { fprintf(stderr, "rlhf eval-policy: an answer of %s is longer than the context %d\n", po->dir, T); rc = -1; break; }
         ModelBatch mb = {.B = nb, .T = Tb, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
         if (model_forward(m, &mb, 0, err, sizeof err)) { fprintf(stderr, "rlhf eval-policy: %s\n", err); rc = -1; break; }
@@ -300,7 +322,8 @@ static int answer_logp(const Eval *e, Model *m, const PolicyOut *po, double *out
     return rc;
 }
 
-// Reward-model score of every answer: the scalar head at the last token of prompt + answer.
+// Reward-model score of every answer: the scalar head at the last token of prompt + answer (the
+// end token appended to an answer cut off by --max-new).
 static int reward_scores(const Eval *e, Model *rm, PolicyOut *po) {
     char err[512];
     int B = (int)e->batch, T = rm->config.max_seq_len;
@@ -310,7 +333,7 @@ static int reward_scores(const Eval *e, Model *rm, PolicyOut *po) {
     int rc = 0;
     for (int64_t r0 = 0; r0 < e->n_resp && !rc; r0 += B) {
         int nb = (int)(e->n_resp - r0 < B ? e->n_resp - r0 : B);
-        int Tb = fill_rows(e, po, r0, nb, 0, tok, NULL, lens, T);
+        int Tb = fill_rows(e, po, r0, nb, 0, 1, tok, NULL, lens, T);
         if (Tb < 0) { fprintf(stderr, "rlhf eval-policy: an answer of %s is longer than the reward model's context %d\n", po->dir, T); rc = -1; break; }
         ModelBatch mb = {.B = nb, .T = Tb, .tokens = tok, .lengths = lens, .targets = NULL, .weights = NULL};
         if (model_forward(rm, &mb, 0, err, sizeof err)) { fprintf(stderr, "rlhf eval-policy: reward model: %s\n", err); rc = -1; break; }
@@ -407,10 +430,6 @@ typedef struct {
     double win_rate, lo, hi;
     double *outcome;     // (R) 1, 0.5 or 0
 } Verdict;
-
-static int answer_ended(const Eval *e, const PolicyOut *po, int64_t r) {
-    return po->len[r] > 0 && po->tok[r * e->max_new + po->len[r] - 1] == e->eot;
-}
 
 static int cmp_double(const void *x, const void *y) {
     double a = *(const double *)x, b = *(const double *)y;
@@ -642,6 +661,78 @@ static int record(const Eval *e, int argc, char **argv, const Verdict *v, const 
     return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Targets
+// ---------------------------------------------------------------------------------------------
+
+typedef struct {
+    char path[4096];     // the reward checkpoint, resolved
+    int64_t run;         // newest finished reward run with that checkpoint
+} RmFind;
+
+static int find_rm_run(const StoreRun *r, void *ctx) {
+    RmFind *f = ctx;
+    char p[4096];
+    if (r->status == STORE_RUN_DONE && r->checkpoint && realpath(r->checkpoint, p) && !strcmp(p, f->path)) f->run = r->id;
+    return 0;
+}
+
+static int last_metric(const StoreMetric *m, void *ctx) {
+    double *v = ctx;
+    v[0] = m->value;   // by step: the last one stays
+    v[1] = 1;
+    return 0;
+}
+
+// The held-out accuracy of the reward model --reward: the last valid/accuracy of the newest
+// finished reward run of the workspace whose checkpoint is that directory.
+static int rm_heldout_accuracy(const Eval *e, double *acc) {
+    char err[512];
+    RmFind f = {.run = 0};
+    if (!realpath(e->reward, f.path)) EFAIL("--reward %s: no such directory", e->reward);
+    Store *db;
+    if (store_open(&db, e->workspace, err, sizeof err)) EFAIL("%s", err);
+    double v[2] = {NAN, 0};
+    int rc = store_each_run(db, "reward", find_rm_run, &f, err, sizeof err) < 0;
+    if (!rc && f.run) rc = store_each_metric(db, f.run, "valid/accuracy", last_metric, v, err, sizeof err) < 0;
+    store_close(db);
+    if (rc) EFAIL("%s", err);
+    if (!f.run) EFAIL("--target-rm-accuracy: %s records no finished reward run whose checkpoint is %s", e->workspace, e->reward);
+    if (!v[1]) EFAIL("--target-rm-accuracy: reward run %lld in %s has no held-out accuracy (valid/accuracy)", (long long)f.run, e->workspace);
+    *acc = v[0];
+    return 0;
+}
+
+// One target, met when value >= target (> when strict): prints "figure value op target ok|MISSED"
+// (when print), and on a miss appends the reason to why.
+static int check_target(int print, const char *figure, double value, double target, int strict, char *why, size_t n) {
+    const char *op = strict ? ">" : ">=";
+    int ok = strict ? value > target : value >= target;   // false for NaN
+    if (print) printf("  %-28s %10.3f %-2s %.3f  %s\n", figure, value, op, target, ok ? "ok" : "MISSED");
+    if (!ok) {
+        size_t l = strlen(why);
+        snprintf(why + l, n - l, "%s%s %.3f, target %s %.3f", l ? "; " : "", figure + strspn(figure, " "), value, op, target);
+    }
+    return ok;
+}
+
+// Every target set, against its figure (printed unless --json, whose output stays one object).
+// 0 when all are met (or none is set), 1 when one is missed (the reasons in why).
+static int check_targets(const Eval *e, const Verdict *v, const Summary *sa, const Summary *sb, double rm_acc, char *why,
+                         size_t n) {
+    why[0] = 0;
+    if (isnan(e->t_win) && isnan(e->t_win_lo) && isnan(e->t_acc_drop) && isnan(e->t_end) && isnan(e->t_rm_acc)) return 0;
+    int ok = 1, p = !e->json;
+    if (p) printf("targets:\n");
+    if (!isnan(e->t_win)) ok &= check_target(p, "A preferred to B", v->win_rate, e->t_win, 0, why, n);
+    if (!isnan(e->t_win_lo)) ok &= check_target(p, "  its 95% interval's low end", v->lo, e->t_win_lo, 1, why, n);
+    if (!isnan(e->t_acc_drop)) ok &= check_target(p, "task accuracy of A", sa->accuracy, sb->accuracy - e->t_acc_drop, 0, why, n);
+    if (!isnan(e->t_end)) ok &= check_target(p, "A's end-token rate", sa->end_rate, e->t_end, 0, why, n);
+    if (!isnan(e->t_rm_acc)) ok &= check_target(p, "reward-model accuracy", rm_acc, e->t_rm_acc, 0, why, n);
+    if (p) printf("%s\n", ok ? "targets: all met" : "targets: MISSED (alignment failed)");
+    return ok ? 0 : 1;
+}
+
 static void policy_free(const Eval *e, PolicyOut *po) {
     if (po->text) for (int64_t r = 0; r < e->n_resp; r++) free(po->text[r]);
     free(po->text); free(po->tok); free(po->len); free(po->correct); free(po->rm); free(po->kl);
@@ -649,7 +740,7 @@ static void policy_free(const Eval *e, PolicyOut *po) {
 
 int cmd_eval_policy(int argc, char **argv) {
     Eval e = {.samples = 1, .max_new = 48, .seed = 1234, .bootstrap = 2000, .batch = 16, .temperature = 1.0,
-              .name = "eval-policy"};
+              .name = "eval-policy", .t_win = NAN, .t_win_lo = NAN, .t_acc_drop = NAN, .t_end = NAN, .t_rm_acc = NAN};
     char err[512];
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -673,12 +764,21 @@ int cmd_eval_policy(int argc, char **argv) {
         else if (!strcmp(a, "--max-prompts") && v) { rc = cli_int(a, v, 1, INT64_MAX, &e.max_prompts, err, sizeof err); i++; }
         else if (!strcmp(a, "--temperature") && v) { rc = cli_float(a, v, 0, 100, &e.temperature, err, sizeof err); i++; }
         else if (!strcmp(a, "--judge-noise") && v) { rc = cli_float(a, v, 0, TASK_MAX_NOISE, &e.judge_noise, err, sizeof err); i++; }
+        else if (!strcmp(a, "--target-win-rate") && v) { rc = cli_float(a, v, 0, 1, &e.t_win, err, sizeof err); i++; }
+        else if (!strcmp(a, "--target-win-lo") && v) { rc = cli_float(a, v, 0, 1, &e.t_win_lo, err, sizeof err); i++; }
+        else if (!strcmp(a, "--target-accuracy-drop") && v) { rc = cli_float(a, v, 0, 1, &e.t_acc_drop, err, sizeof err); i++; }
+        else if (!strcmp(a, "--target-end-rate") && v) { rc = cli_float(a, v, 0, 1, &e.t_end, err, sizeof err); i++; }
+        else if (!strcmp(a, "--target-rm-accuracy") && v) { rc = cli_float(a, v, 0, 1, &e.t_rm_acc, err, sizeof err); i++; }
         else if (!strcmp(a, "--greedy")) e.temperature = 0;
         else if (!strcmp(a, "--json")) e.json = 1;
         else { fprintf(stderr, "rlhf eval-policy: unexpected argument '%s'\n%s", a, ep_usage); return 2; }
         if (rc) { fprintf(stderr, "rlhf eval-policy: %s\n", err); return 2; }
     }
     if (!e.a || !e.b || !e.prompts_path) { fprintf(stderr, "rlhf eval-policy: --a, --b and --prompts are required\n%s", ep_usage); return 2; }
+    if (!isnan(e.t_rm_acc) && (!e.reward || !e.workspace)) {
+        fprintf(stderr, "rlhf eval-policy: --target-rm-accuracy needs --reward and --workspace (where its held-out accuracy is recorded)\n");
+        return 2;
+    }
 
     char terr[TOK_ERR_LEN];
     if (tok_load(&e.tok, e.tokdir ? e.tokdir : e.a, terr)) { fprintf(stderr, "rlhf eval-policy: %s\n", terr); return 1; }
@@ -709,7 +809,10 @@ int cmd_eval_policy(int argc, char **argv) {
             } else have_rm = 1;
         }
     }
+    double rm_acc = NAN;
+    if (!rc && !isnan(e.t_rm_acc)) rc = rm_heldout_accuracy(&e, &rm_acc);
     PolicyOut A = {.dir = e.a}, B = {.dir = e.b};
+    int missed = 0;
     if (!rc) rc = run_policy(&e, &A, "--a", have_ref ? &ref : NULL, text, ntext);
     if (!rc) rc = run_policy(&e, &B, "--b", have_ref ? &ref : NULL, text, ntext);
     if (!rc && have_rm) rc = reward_scores(&e, &rm, &A) || reward_scores(&e, &rm, &B);
@@ -723,6 +826,12 @@ int cmd_eval_policy(int argc, char **argv) {
         fflush(stdout);
         if (e.responses_path) rc = write_responses(&e, &A, &B, &v);
         if (!rc && e.workspace) rc = record(&e, argc, argv, &v, &sa, &sb);
+        char why[1024];
+        if (!rc && check_targets(&e, &v, &sa, &sb, rm_acc, why, sizeof why)) {
+            fflush(stdout);
+            fprintf(stderr, "rlhf eval-policy: alignment failed: %s\n", why);
+            missed = 1;
+        }
         free(v.outcome);
     }
     policy_free(&e, &A);
@@ -733,5 +842,5 @@ int cmd_eval_policy(int argc, char **argv) {
     for (int64_t i = 0; i < e.n_prompts; i++) { free(e.prompts[i]); if (e.prompt_ids) tok_ids_free(&e.prompt_ids[i]); }
     free(e.prompts); free(e.prompt_ids); free(e.kind);
     tok_free(e.tok);
-    return rc ? 1 : 0;
+    return rc || missed ? 1 : 0;
 }

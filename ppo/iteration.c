@@ -8,7 +8,8 @@
 //   3. order      the first epoch's minibatch order (a shuffle of the R rollouts, from the run's Rng)
 //   4. score      in those minibatches: the policy (log-probs of the response tokens, entropy),
 //                 the reference (log-probs), the value model (V at every response position) and
-//                 the reward model (its score at the last token of prompt + response). Scoring in
+//                 the reward model (its score at the last token of prompt + response, the end token
+//                 appended to a response cut off by the length limit). Scoring in
 //                 the same batches the first update uses makes that update's ratio exactly 1.
 //   5. advantages score shaped (missing-end penalty, clip); per-token reward -beta*(logp - ref)
 //                 plus the score at the last token; GAE (gamma, lambda); returns = A + V;
@@ -131,16 +132,24 @@ static int batch_policy(Ppo *s, const int32_t *idx, int n, ModelBatch *b) {
     return T;
 }
 
-// The reward batch: whole sequences (prompt + response), no targets.
+// The reward batch: whole sequences (prompt + response), no targets. A response cut off by the
+// length limit gets the end token appended (reward.score_unfinished: end_token), as reward train
+// scores every completion, so the reward model reads it where it was taught to; its last token is
+// replaced instead when the row fills the reward model's context.
 static int batch_reward(Ppo *s, const int32_t *idx, int n, ModelBatch *b) {
-    int T = 0;
+    int T = 0, eot = s->gen.eot_id, close = s->close_unfinished && eot >= 0;
     for (int i = 0; i < n; i++) {
-        s->b_len[i] = s->plen[idx[i]] + s->rlen[idx[i]];
-        if (s->b_len[i] > T) T = s->b_len[i];
+        int len = s->plen[idx[i]] + s->rlen[idx[i]];
+        if (close && !s->ended[idx[i]] && len < s->Trw) len++;
+        s->b_len[i] = len;
+        if (len > T) T = len;
     }
     for (int i = 0; i < n; i++) {
         const int32_t *row = s->seq + (size_t)idx[i] * s->Tseq;
-        for (int t = 0; t < T; t++) s->b_tok[(size_t)i * T + t] = t < s->b_len[i] ? row[t] : 0;
+        int len = s->plen[idx[i]] + s->rlen[idx[i]];
+        int32_t *out = s->b_tok + (size_t)i * T;
+        for (int t = 0; t < T; t++) out[t] = t < len ? row[t] : 0;
+        if (close && !s->ended[idx[i]]) out[s->b_len[i] - 1] = eot;
     }
     *b = (ModelBatch){.B = n, .T = T, .tokens = s->b_tok, .lengths = s->b_len, .targets = NULL, .weights = NULL};
     return T;

@@ -41,7 +41,11 @@ static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("rollout.temperature", CONFIG_DOUBLE, "1.0", "sampling temperature (InstructGPT: 1)", .min = "0", .max = "100"),
     CONFIG_ENTRY("rollout.top_k", CONFIG_INT, "0", "sample from the k most likely tokens (0: all)", .min = "0"),
     CONFIG_ENTRY("rollout.top_p", CONFIG_DOUBLE, "1.0", "nucleus sampling mass (1: all)", .min = "0", .max = "1"),
-    CONFIG_ENTRY("reward.missing_eos_penalty", CONFIG_DOUBLE, "0", "subtracted from the score of a response without the end token (0: off)"),
+    CONFIG_ENTRY("reward.missing_eos_penalty", CONFIG_DOUBLE, "1", "subtracted from the score of a response cut off without the end token "
+                 "(0: off; 1: as if labelers preferred the finished answer 73% of the time, a reward model's scores being logits)"),
+    CONFIG_ENTRY("reward.score_unfinished", CONFIG_ENUM, "end_token", "a response cut off by rollout.max_new_tokens is scored with the "
+                 "end token appended, as reward train scores every completion (end_token), or at its last token (as_is)",
+                 .choices = "end_token|as_is"),
     CONFIG_ENTRY("reward.clip", CONFIG_DOUBLE, "0", "clip scores to [-clip, clip] (0: off)", .min = "0"),
     CONFIG_ENTRY("kl.beta", CONFIG_DOUBLE, "0.02", "KL penalty coefficient (the start value with the adaptive controller)", .min = "0", .max = "1000"),
     CONFIG_ENTRY("kl.controller", CONFIG_ENUM, "fixed", "fixed beta, or adaptive toward kl.target (Ziegler et al. 2019)", .choices = "fixed|adaptive"),

@@ -281,12 +281,12 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
 #define ROW(w, b, ...) do { rows[n].what = (w); rows[n].bytes = (b); snprintf(rows[n].detail, sizeof rows[n].detail, __VA_ARGS__); n++; } while (0)
     ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1), "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
     ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0), "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
-    ROW("reward", model_memory_bytes(wc, s->mbl, s->Tseq, 0), "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Tseq);
+    ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0), "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
     ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1), "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl, s->Tpos);
     if (s->has_ema) ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)", (double)s->ema_decay);
     ROW("kv cache", kv_memory_bytes(pc, s->gen_B, s->Tseq, max_rows), "generation: %d sequences x %d positions", s->gen_B, s->Tseq);
     size_t R = (size_t)s->R, rollout = R * s->Tseq * 4 + R * s->Tpos * (7 * 4 + 1) + R * 40 +
-                                       (size_t)s->mbl * s->Tseq * (3 * 4 + 5 * 4) +
+                                       (size_t)s->mbl * (s->Tseq + 1) * (3 * 4 + 5 * 4) +
                                        (size_t)s->gen_B * ((size_t)s->Tp + s->max_new + 2) * 4 + (size_t)pc->vocab_size * 8 +
                                        (size_t)s->ptx_chunk * s->ptx_T * 20;
     ROW("buffers", rollout, "%d rollouts, minibatch, generation and ptx batches", s->R);
@@ -450,6 +450,7 @@ static void read_settings(Ppo *s) {
     s->max_bad = (int)config_get_int(c, "ppo.max_bad_minibatches");
     s->eos_penalty = (float)config_get_double(c, "reward.missing_eos_penalty");
     s->score_clip = (float)config_get_double(c, "reward.clip");
+    s->close_unfinished = !strcmp(config_get_string(c, "reward.score_unfinished"), "end_token");
     s->ema_decay = (float)config_get_double(c, "train.ema");
     s->has_ema = s->ema_decay > 0.0f;
     s->nan_from = config_get_int(c, "debug.nan_from_iteration");
@@ -475,7 +476,7 @@ static void read_settings(Ppo *s) {
 }
 
 static void alloc_buffers(Ppo *s) {
-    size_t R = (size_t)s->R, RT = R * (size_t)s->Tpos, M = (size_t)s->mbl * s->Tseq;
+    size_t R = (size_t)s->R, RT = R * (size_t)s->Tpos, M = (size_t)s->mbl * (s->Tseq + 1);
     s->seq = CALLOC_CHECK(R * s->Tseq, sizeof(int32_t));
     s->plen = CALLOC_CHECK(R, sizeof(int32_t));
     s->rlen = CALLOC_CHECK(R, sizeof(int32_t));
@@ -568,6 +569,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     s->Tseq = s->Tp + s->max_new;
     s->Tpos = s->Tseq - 1;
     if (s->Tpos < 1) s->Tpos = 1;
+    s->Trw = s->Tseq + 1 <= wc.max_seq_len ? s->Tseq + 1 : wc.max_seq_len;
 
     // pretraining batches: ptx.batch_size windows per minibatch, in chunks of at most mbl rows
     s->ptx_T = (int)config_get_int(cfg, "ptx.seq_len");
@@ -589,7 +591,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     char e[1024];
     if (model_init(&s->policy, &pc, s->mbl, pT, 1, 0, e, sizeof e)) return util_err(err, errlen, "model.policy: %s", e);
     if (model_init(&s->ref, &rc, s->mbl, s->Tpos, 0, 0, e, sizeof e)) return util_err(err, errlen, "model.reference: %s", e);
-    if (model_init(&s->reward, &wc, s->mbl, s->Tseq, 0, 0, e, sizeof e)) return util_err(err, errlen, "model.reward: %s", e);
+    if (model_init(&s->reward, &wc, s->mbl, s->Trw, 0, 0, e, sizeof e)) return util_err(err, errlen, "model.reward: %s", e);
     if (model_init(&s->value, &vc, s->mbl, s->Tpos, 1, 0, e, sizeof e)) return util_err(err, errlen, "model.value: %s", e);
     if (load_role("model.policy", pol_from, &s->policy, CKPT_IGNORE_SCORE, err, errlen) ||
         load_role("model.reference", ref, &s->ref, CKPT_IGNORE_SCORE, err, errlen) ||

@@ -69,6 +69,9 @@ typedef struct Ppo {
     const char *out_dir;
     char last_dir[4096], final_dir[4096], db_path[4096], tok_dir[4096];
     int R, gen_B, mb, epochs, max_new, Tp, Tseq, Tpos;
+    int Trw;                        // longest reward-model row: Tseq + 1 (a cut-off response is scored
+                                    // with the end token appended), at most the reward model's context
+    int close_unfinished;           // reward.score_unfinished: 1 append the end token, 0 score as is
     int mbl;                        // rows of each minibatch this rank computes (mb / ranks)
     int64_t iterations;
     float clip, value_clip, gamma, lam, ema_decay;

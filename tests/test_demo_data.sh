@@ -189,5 +189,40 @@ expect_fail "eval-policy with a reward model without a score head" 1 "score head
 expect_fail "eval-policy with a reward model as a policy" 1 "without an LM head" "$R" eval-policy --a rm --b m2 $EP --tokenizer tok
 expect_fail "eval-policy past the context" 1 "exceeds the context" "$R" eval-policy --a m1 --b m2 --prompts d1/eval_prompts.jsonl --max-new 200
 expect_fail "eval-policy with a missing text file" 1 "nothere.txt" "$R" eval-policy --a m1 --b m2 $EP --pretrain-text nothere.txt
+
+# 6. eval-policy targets: each figure against its target; a missed one exits 1 and names it
+TG="--a m1 --b m1 $EP --reward rm"
+"$R" eval-policy $TG --target-win-rate 0.4 --target-end-rate 0 --target-accuracy-drop 0 > out 2>err &&
+    grep -q "targets: all met" out && grep -q "A preferred to B .*0.500 >= *0.400  ok" out &&
+    ok "eval-policy: targets met (A vs itself 0.5 >= 0.4): exit 0, each figure printed" || bad "eval-policy targets met"
+"$R" eval-policy $TG --target-win-rate 0.65 --target-end-rate 0 > out 2>err; rc=$?
+[ $rc -eq 1 ] && grep -q "targets: MISSED" out && [ "$(grep -c "^rlhf eval-policy:" err)" -eq 1 ] &&
+    grep -q "^rlhf eval-policy: alignment failed: A preferred to B 0.500, target >= 0.650$" err &&
+    ok "eval-policy: a missed target exits 1 with the reason on one line: $(grep alignment err)" || bad "eval-policy missed target (exit $rc)"
+"$R" eval-policy $TG --target-win-rate 0.65 --json > out 2>err; rc=$?
+[ $rc -eq 1 ] && python3 -c "import json,sys; json.load(open(sys.argv[1]))" out && grep -q "alignment failed" err &&
+    ok "eval-policy --json with a missed target: stdout stays one JSON object, exit 1, the reason on stderr" || bad "targets with --json (exit $rc)"
+"$R" eval-policy $TG --target-win-lo 0.5 --target-end-rate 1.01 > out 2>err; rc=$?
+[ $rc -eq 2 ] && grep -q "target-end-rate" err && ok "eval-policy: a target out of range is an error" || bad "target range (exit $rc)"
+"$R" eval-policy $TG --target-win-lo 0.5 > out 2>err; rc=$?
+[ $rc -eq 1 ] && grep -q "alignment failed: its 95% interval's low end .*, target > 0.500$" err && ok "eval-policy: the interval's lower end must be above its target" ||
+    bad "eval-policy --target-win-lo (exit $rc)"
+expect_fail "eval-policy --target-rm-accuracy without --workspace" 2 "needs --reward and --workspace" \
+    "$R" eval-policy $TG --target-rm-accuracy 0.7
+expect_fail "eval-policy --target-rm-accuracy with no reward run recorded" 1 "no finished reward run" \
+    "$R" eval-policy $TG --target-rm-accuracy 0.7 --workspace ws.db
+python3 - ws.db "$W/rm" <<'PY' 2>err || bad "recording a reward run"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+run = db.execute("INSERT INTO runs(stage, status, checkpoint, started, finished, exit_code) VALUES ('reward', 'done', ?, 0, 1, 0)",
+                 (sys.argv[2],)).lastrowid
+db.executemany("INSERT INTO metrics(run_id, name, step, value, time) VALUES (?, 'valid/accuracy', ?, ?, 0)", [(run, 10, 0.9), (run, 20, 0.6)])
+db.commit()
+PY
+"$R" eval-policy $TG --target-rm-accuracy 0.7 --workspace ws.db > out 2>err; rc=$?
+[ $rc -eq 1 ] && grep -q "reward-model accuracy 0.600, target >= 0.700" err &&
+    ok "eval-policy: the reward model's held-out accuracy is its run's last valid/accuracy (0.6 < 0.7: exit 1)" || bad "rm accuracy target (exit $rc)"
+"$R" eval-policy $TG --target-rm-accuracy 0.55 --workspace ws.db > out 2>err &&
+    grep -q "reward-model accuracy .*0.600 >= *0.550  ok" out && ok "eval-policy: reward-model accuracy target met" || bad "rm accuracy target met"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -92,6 +92,29 @@ for (r,) in db.execute("select response from rollouts where iteration = 10 order
     assert isinstance(r, str)
 PY
 
+# 1b. a response cut off by the length limit is scored with the end token appended (as reward
+# train scores every completion) and pays reward.missing_eos_penalty; one that ended is scored as is
+for m in end_token as_is; do
+    "$B/ppo" -c ppo.yaml --set out.dir=cut_$m --set train.iterations=1 --set rollout.max_new_tokens=4 \
+        --set reward.score_unfinished=$m > /dev/null 2> err || bad "ppo run with reward.score_unfinished=$m"
+done
+python3 - cut_end_token/workspace.db cut_as_is/workspace.db > out 2> err <<'PY' && ok "cut-off responses: end token appended (score lower here, the crafted model counting digits), penalty 1 by default; ended ones as is ($(cat out))" || bad "score_unfinished: $(cat out)"
+import sqlite3, sys
+q = "select response, ended, score, reward from rollouts order by id"
+e = sqlite3.connect(sys.argv[1]).execute(q).fetchall()
+a = sqlite3.connect(sys.argv[2]).execute(q).fetchall()
+assert len(e) == len(a) == 16 and [r[:2] for r in e] == [r[:2] for r in a], "the same rollouts"
+cut = [(x, y) for x, y in zip(e, a) if not x[1]]
+assert cut, "no cut-off response"
+for x, y in zip(e, a):
+    if x[1]:
+        assert x[2] == y[2] and x[3] == x[2], (x, y)                    # ended: as is, no penalty
+    else:
+        assert x[2] < y[2] - 1e-4, (x, y)                              # scored at the appended end token
+        assert abs(x[3] - (x[2] - 1.0)) < 1e-5 and abs(y[3] - (y[2] - 1.0)) < 1e-5, (x, y)   # iteration 1: KL 0
+print(f"{len(cut)} of 16 cut off")
+PY
+
 # 2. the pretraining mix: the LM loss on the pretraining text rises less with ptx on
 "$B/ppo" -c ppo.yaml --set ptx.coef=1 --set out.dir=on > out 2> err || bad "ppo run (ptx on)"
 l0=$(eval_loss pre/best); loff=$(eval_loss off/policy); lon=$(eval_loss on/policy)
