@@ -23,7 +23,7 @@
 //                 a gradient norm skips the minibatch (no step); ppo.max_bad_minibatches in a row
 //                 stop the run.
 //   7. KL         the adaptive controller (if on) updates beta from the iteration's mean KL.
-// A stop request (SIGTERM, SIGINT, SIGHUP) is looked at between generation batches, scoring
+// A stop request (SIGTERM, SIGINT, SIGHUP) is looked at between decoding steps, scoring
 // minibatches and update minibatches when the run is one process (under MPI the ranks agree on
 // stopping between iterations, in main.c): the unfinished iteration is dropped and redone on
 // resume from the last saved state (see PPO_ITER_STOPPED in trainer.h).
@@ -92,8 +92,9 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             s->g_plen[i] = p->len;
             rng_init(&s->g_rng[i], data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, seed), (uint64_t)(c0 + i))));
         }
-        if (gen_generate_each(&s->policy, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts, s->g_plen, n, Tp,
-                              s->g_out, s->g_olen, NULL, NULL, err, errlen)) return -1;
+        int rc = gen_generate_each(&s->policy, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts, s->g_plen, n, Tp,
+                                   s->g_out, s->g_olen, NULL, NULL, err, errlen);
+        if (rc) return rc < 0 ? -1 : PPO_ITER_STOPPED;   // 1: s->gen.cancel saw a stop request
         for (int i = 0; i < n; i++) {
             int b = c0 + i, pl = s->g_plen[i], rl = s->g_olen[i];
             int32_t *row = s->seq + (size_t)b * s->Tseq;

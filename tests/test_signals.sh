@@ -38,6 +38,7 @@ row() { sqlite3 -batch "$1" "SELECT status || ' ' || coalesce(exit_code, '') FRO
 #    the same command resumes and finishes
 for sig in TERM INT HUP; do
     case $sig in TERM) code=143;; INT) code=130;; HUP) code=129;; esac
+    : > err   # emptied first: wait_for must not see the previous run's lines
     "$B/sft" -c sft.yaml --set out.dir=o-$sig --set train.steps=100000 --set save.every=1000000 2> err &
     pid=$!
     if ! wait_for "step 3/" err 60; then kill -9 $pid; bad "SIG$sig: sft never reached step 3"; continue; fi
@@ -49,6 +50,7 @@ for sig in TERM INT HUP; do
     else bad "SIG$sig between steps: exit $rc (want $code) in ${secs}s, run '$r'"; fi
 done
 # resume: the same command picks up last/ (run 1) and stops cleanly again
+: > err   # emptied first: wait_for must not see the previous run's lines
 "$B/sft" -c sft.yaml --set out.dir=o-HUP --set train.steps=100000 --set save.every=1000000 2> err &
 pid=$!
 if wait_for "resuming run 1 at step" err 60 && wait_for "step [0-9]*/100000" err 60; then
@@ -59,6 +61,7 @@ if wait_for "resuming run 1 at step" err 60 && wait_for "step [0-9]*/100000" err
         bad "resume: exit $rc, $n runs, run '$(row o-HUP/workspace.db)'"
 else kill -9 $pid; bad "resume: no 'resuming run 1' line"; fi
 # a resumed run that finishes is 'done'
+: > err   # emptied first: wait_for must not see the previous run's lines
 "$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=1000 --set save.every=1000000 2> err &
 pid=$!
 wait_for "step 2/" err 60; kill -TERM $pid; wait $pid; rc1=$?
@@ -69,6 +72,7 @@ wait_for "step 2/" err 60; kill -TERM $pid; wait $pid; rc1=$?
 
 # 2. inside one long step: 4096 micro-batches of 64 sequences; SIGTERM is seen between two of
 #    them, the unfinished step is dropped (last/ holds step 0), exit within a few seconds
+: > err   # emptied first: wait_for must not see the previous run's lines
 "$B/sft" -c sft.yaml --set out.dir=o-long --set train.batch_size=64 --set train.grad_accum=4096 --set train.steps=3 2> err &
 pid=$!
 if wait_for "sft: run " err 60; then
@@ -95,20 +99,23 @@ PPO_FILES="policy/model.safetensors last/policy/model.safetensors last/policy/tr
 "$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 6 --score-head --no-lm-head --out rm 2> err ||
     bad "setup: reward model"
 printf 'model: {policy: lm, reward: rm}\ndata: {prompts: [prompts.jsonl], prompt_template: "{prompt}"}\nptx: {coef: 0}\ntrain: {iterations: 2}\n' > ppo.yaml
-# (a) many update minibatches (8192 episodes, 4 epochs of 2048 minibatches), last/ saved every
-#     iteration: SIGTERM a second into iteration 2 lands among its updates
+# (a) many update minibatches (8192 episodes, 4 epochs of 2048 minibatches: most of the time),
+#     last/ saved every iteration: SIGTERM halfway through iteration 2 lands among its updates
+#     (iteration 1, with the start, took as long: the pause is half of that, for a loaded machine)
 A="--set rollout.batch_size=8192 --set rollout.max_new_tokens=4 --set ppo.minibatch_size=4 --set ppo.epochs=4 --set save.every=1"
 # (b) long generation (4096 responses of up to 20 tokens), last/ saved every 5 iterations:
 #     SIGTERM as iteration 2 starts lands in its generation; last/ gets iteration 1's state
 G="--set rollout.batch_size=4096 --set rollout.max_new_tokens=20 --set ppo.minibatch_size=1024 --set ppo.epochs=1 --set save.every=5"
 for v in a b; do
-    if [ $v = a ]; then set -- $A; pause=1; want="during iteration 2, after some of its updates; .* holds iteration 1"
-    else set -- $G; pause=0; want="at iteration 1; saved"; fi
+    if [ $v = a ]; then set -- $A; half=1; want="during iteration 2, after some of its updates; .* holds iteration 1"
+    else set -- $G; half=0; want="at iteration 1; saved"; fi
     "$B/ppo" -c ppo.yaml --set out.dir=p-ref-$v "$@" > /dev/null 2> err || bad "ppo ($v): uninterrupted run"
+    : > err   # (emptied before the start: the uninterrupted run's lines must not be waited for)
+    t0=$(date +%s.%N)
     "$B/ppo" -c ppo.yaml --set out.dir=p-$v "$@" > /dev/null 2> err &
     pid=$!
-    if ! wait_for "iter 1/2" err 60; then kill -9 $pid; bad "ppo ($v): never finished iteration 1"; continue; fi
-    sleep $pause
+    if ! wait_for "iter 1/2" err 120; then kill -9 $pid; bad "ppo ($v): never finished iteration 1"; continue; fi
+    [ $half = 1 ] && sleep "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", (b - a) / 2 }')"
     stop_it $pid TERM
     r=$(row p-$v/workspace.db)
     if [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] && grep -q "interrupted by SIGTERM $want" err &&
@@ -128,6 +135,7 @@ done
 "$B/reward" import --workspace rk.db rank.jsonl 2> err || bad "reward import"
 printf 'model: {init: lm}\nworkspace: rk.db\ntrain: {batch_size: 16384, steps: 2}\nsave: {every: 1}\neval: {every: 100000}\n' > rw.yaml
 "$B/reward" train -c rw.yaml --set out.dir=r-ref > /dev/null 2> err || bad "reward: uninterrupted run"
+: > err
 "$B/reward" train -c rw.yaml --set out.dir=r-int > /dev/null 2> err &
 pid=$!
 if wait_for "reward: run " err 60; then
