@@ -657,7 +657,7 @@ static int train(Rm *rm, char *err, size_t errlen) {
     int64_t pairs_since = 0, tokens_since = 0, first_step = rm->step;
     int64_t *idx = MALLOC_CHECK((size_t)rm->bs * sizeof(int64_t)), lo, hi;
     int rc = 0, main_rank = dist_main(&rm->dist);
-    // the ranks agree on stopping: a signal seen by any rank stops all after the same step
+    // the ranks agree on stopping: a signal seen by any rank drops the same step on all
     int stop = rm->dist.size == 1 && cli_stop_signal();
     rank_share(&rm->dist, rm->bs, &lo, &hi);
     while (rm->step < rm->total_steps && !stop) {
