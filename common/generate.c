@@ -180,6 +180,7 @@ static int generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g,
         if (kv_forward(m, kv, tok_chunk, nn, B, chunk, NULL, err, errlen)) return -1;
     }
     for (int step = 0; step < g->max_new_tokens; step++) {
+        if (g->cancel && g->cancel(g->cancel_user)) return 1;
         int active = 0;
         for (int b = 0; b < B; b++) {
             nn[b] = 0;

@@ -36,6 +36,8 @@ typedef struct {
     int max_new_tokens;     // stop after this many new tokens
     int eot_id;             // stop a sequence at this token (kept in the output); -1: none
     SamplerConfig sampler;
+    int (*cancel)(void *); // NULL, or cancel(cancel_user) asked before every decoding step:
+    void *cancel_user;      // nonzero ends the call (it returns 1)
 } GenConfig;
 
 // Called for every new token as soon as it is chosen (streaming); may be NULL.
@@ -43,7 +45,8 @@ typedef void (*GenCallback)(void *user, int b, int32_t token);
 
 // Generates continuations for B prompts (prompts (B, Tp) right-padded, prompt_lens (B)).
 // out (B, max_new_tokens) receives the new tokens, out_lens (B) their count (the end token
-// included when it was produced). Returns 0 or -1 with a message (prompt too long, ...).
+// included when it was produced). Returns 0, -1 with a message (prompt too long, ...), or 1 when
+// g->cancel asked to stop (out and out_lens then hold the steps done so far).
 int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rng,
                  const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
                  int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen);

@@ -23,7 +23,12 @@
 //                 a gradient norm skips the minibatch (no step); ppo.max_bad_minibatches in a row
 //                 stop the run.
 //   7. KL         the adaptive controller (if on) updates beta from the iteration's mean KL.
+// A stop request (SIGTERM, SIGINT, SIGHUP) is looked at between decoding steps, scoring
+// minibatches and update minibatches when the run is one process (under MPI the ranks agree on
+// stopping between iterations, in main.c): the unfinished iteration is dropped and redone on
+// resume from the last saved state (see PPO_ITER_STOPPED in trainer.h).
 #include "trainer.h"
+#include "cli.h"
 #include "util.h"
 #include <math.h>
 #include <stdio.h>
@@ -50,6 +55,12 @@ static int64_t next_prompt(Ppo *s) {
     return s->order[s->prompt_index++];
 }
 
+// 1 when a stop request should end this iteration now (one process only: ranks under MPI do not
+// synchronise between these points, so they look between iterations).
+static int stop_now(const Ppo *s) {
+    return s->dist.size == 1 && cli_stop_signal() != 0;
+}
+
 static void shuffle(int32_t *p, int n, Rng *r) {
     for (int i = n - 1; i > 0; i--) {
         int j = (int)rng_below(r, (uint64_t)i + 1);
@@ -67,6 +78,7 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     // this rank's rollouts: a contiguous share (all of them in one process)
     int lo = (int)((int64_t)s->R * s->dist.rank / s->dist.size), hi = (int)((int64_t)s->R * (s->dist.rank + 1) / s->dist.size);
     for (int c0 = lo; c0 < hi; c0 += s->gen_B) {
+        if (stop_now(s)) return PPO_ITER_STOPPED;
         int n = hi - c0 < s->gen_B ? hi - c0 : s->gen_B, Tp = 0;
         for (int i = 0; i < n; i++) {
             int len = s->prompts[s->pidx[c0 + i]].len;
@@ -80,8 +92,9 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             s->g_plen[i] = p->len;
             rng_init(&s->g_rng[i], data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, seed), (uint64_t)(c0 + i))));
         }
-        if (gen_generate_each(&s->policy, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts, s->g_plen, n, Tp,
-                              s->g_out, s->g_olen, NULL, NULL, err, errlen)) return -1;
+        int rc = gen_generate_each(&s->policy, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts, s->g_plen, n, Tp,
+                                   s->g_out, s->g_olen, NULL, NULL, err, errlen);
+        if (rc) return rc < 0 ? -1 : PPO_ITER_STOPPED;   // 1: s->gen.cancel saw a stop request
         for (int i = 0; i < n; i++) {
             int b = c0 + i, pl = s->g_plen[i], rl = s->g_olen[i];
             int32_t *row = s->seq + (size_t)b * s->Tseq;
@@ -175,6 +188,7 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         memset(s->score, 0, (size_t)s->R * sizeof(float));
     }
     for (int k = 0; k < s->R / s->mb; k++) {
+        if (stop_now(s)) return PPO_ITER_STOPPED;
         // this rank's rows of minibatch k: the rows it will train on in the first epoch
         const int32_t *idx = s->perm + (size_t)k * s->mb + (size_t)s->dist.rank * s->mbl;
         int n = s->mbl;
@@ -379,18 +393,31 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
 int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     int64_t it = s->iteration + 1;
+    // what generation and scoring change besides scratch buffers: put back when a stop drops
+    // the iteration before the first update, so that the state saved is that of its start
+    Rng rng0 = s->rng;
+    int64_t epoch0 = s->prompt_epoch, index0 = s->prompt_index;
     for (int b = 0; b < s->R; b++) s->pidx[b] = next_prompt(s);
-    if (generate(s, st, err, errlen)) return -1;
-    for (int b = 0; b < s->R; b++) s->perm[b] = b;
-    shuffle(s->perm, s->R, &s->rng);
-    if (score(s, st, err, errlen)) return -1;
+    int rc = generate(s, st, err, errlen);
+    for (int b = 0; b < s->R && rc == 0; b++) s->perm[b] = b;
+    if (rc == 0) shuffle(s->perm, s->R, &s->rng);
+    if (rc == 0) rc = score(s, st, err, errlen);
+    if (rc == 0 && stop_now(s)) rc = PPO_ITER_STOPPED;
+    if (rc == PPO_ITER_STOPPED) {
+        s->rng = rng0;
+        s->prompt_index = index0;
+        if (s->prompt_epoch != epoch0) { s->prompt_epoch = epoch0; ppo_prompt_order(s); }
+    }
+    if (rc) return rc;
     advantages(s, st);
     int nmb = s->R / s->mb;
     for (int ep = 0; ep < s->epochs; ep++) {
         if (ep > 0) shuffle(s->perm, s->R, &s->rng);
         for (int k = 0; k < nmb; k++) {
             char why[256];
-            int rc = update(s, s->perm + (size_t)k * s->mb, ep == 0 && k == 0, st, why, sizeof why, err, errlen);
+            // (before the first minibatch the check after scoring just looked)
+            if ((ep > 0 || k > 0) && stop_now(s)) return PPO_ITER_STOPPED_DIRTY;   // some were applied
+            rc = update(s, s->perm + (size_t)k * s->mb, ep == 0 && k == 0, st, why, sizeof why, err, errlen);
             if (rc < 0) return -1;
             if (rc == 0) { s->bad_streak = 0; continue; }
             st->skipped++;

@@ -110,6 +110,7 @@ static int train(Ppo *s, char *err, size_t errlen) {
     int main_rank = dist_main(&s->dist);
     // the ranks agree on stopping: a signal seen by any rank stops all after the same iteration
     int stop = s->dist.size == 1 && cli_stop_signal();
+    int dirty = 0;   // a stop inside an iteration left the weights half-updated: not saved
     double t_start = util_time_s();
     int64_t first = s->iteration, tokens = 0;
     CliProgress pr;
@@ -119,6 +120,11 @@ static int train(Ppo *s, char *err, size_t errlen) {
         PpoStats st;
         int rc = ppo_iteration(s, &st, err, errlen);
         if (rc < 0) return -1;
+        if (rc == PPO_ITER_STOPPED || rc == PPO_ITER_STOPPED_DIRTY) {   // dropped, redone on resume
+            dirty = rc == PPO_ITER_STOPPED_DIRTY;
+            stop = 1;
+            break;
+        }
         if (rc == 1) {   // the NaN/Inf guard gave up: nothing of this iteration is saved
             char why[2048], e2[512];
             snprintf(why, sizeof why, "%s", err);
@@ -148,10 +154,20 @@ static int train(Ppo *s, char *err, size_t errlen) {
         fprintf(stderr, "ppo: trained %lld iterations, %lld tokens in %.2f s: %.1f tokens/s\n", (long long)(s->iteration - first),
                 (long long)tokens, el, el > 0 ? (double)tokens / el : 0.0);
     if (stop && s->iteration < s->iterations) {
-        if (s->saved_iteration != s->iteration && ppo_save_last(s, err, errlen)) return -1;
-        if (main_rank)
+        if (!dirty && s->saved_iteration != s->iteration && ppo_save_last(s, err, errlen)) return -1;
+        if (main_rank && !dirty)
             fprintf(stderr, "ppo: interrupted by %s at iteration %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
                     (long long)s->iteration, s->last_dir);
+        else if (main_rank && s->saved_iteration >= 0) {
+            char redo[64];
+            if (s->saved_iteration == s->iteration) snprintf(redo, sizeof redo, "iteration %lld is", (long long)s->iteration + 1);
+            else snprintf(redo, sizeof redo, "iterations %lld to %lld are", (long long)s->saved_iteration + 1, (long long)s->iteration + 1);
+            fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; %s holds iteration %lld "
+                    "(rerun the same command to resume: %s redone)\n", cli_stop_name(), (long long)s->iteration + 1, s->last_dir,
+                    (long long)s->saved_iteration, redo);
+        } else if (main_rank)
+            fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; nothing saved yet "
+                    "(rerun the same command to start again)\n", cli_stop_name(), (long long)s->iteration + 1);
         return cli_stop_signal() ? cli_stop_signal() : SIGINT;
     }
     return ppo_save_final(s, err, errlen);

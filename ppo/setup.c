@@ -34,6 +34,8 @@ static uint64_t hex_u64(const char *h) { return strtoull(h, NULL, 16); }
 
 static int is_dir(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
 static int exists(const char *p) { struct stat st; return lstat(p, &st) == 0; }
+// GenConfig.cancel: a pending stop request (SIGTERM, SIGINT, SIGHUP) ends generation.
+static int stop_requested(void *unused) { (void)unused; return cli_stop_signal() != 0; }
 
 static int fsync_dir(const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_DIRECTORY);
@@ -548,6 +550,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     char terr[TOK_ERR_LEN];
     if (tok_load(&s->tok, s->tok_dir, terr)) return util_err(err, errlen, "tokenizer: %s", terr);
     s->gen.eot_id = tok_eot(s->tok);
+    if (s->dist.size == 1) s->gen.cancel = stop_requested;   // a stop ends generation between decoding steps
     if (s->gen.eot_id < 0 && dist_main(&s->dist)) fprintf(stderr, "ppo: warning: the tokenizer has no <|endoftext|>: responses always run to rollout.max_new_tokens\n");
 
     ModelConfig pc, rc, wc, vc;

@@ -136,7 +136,12 @@ int  ppo_save_final(Ppo *s, char *err, size_t errlen);   // OUT.DIR/policy: the 
 // (the state to continue from) and says which iteration that is. -1 when there is none.
 int  ppo_restore_last(Ppo *s, char *err, size_t errlen);
 
-// iteration.c: one iteration. 0 done; 1 stopped by the NaN/Inf guard (err says why); -1 error.
+// iteration.c: one iteration. 0 done; 1 stopped by the NaN/Inf guard (err says why); -1 error;
+// PPO_ITER_STOPPED: a stop request (one process only, not under MPI) dropped the unfinished
+// iteration before any weight changed: the state is that of its start, fit to save;
+// PPO_ITER_STOPPED_DIRTY: dropped after some minibatches were applied: the weights, moments and
+// ptx cursor are half-updated and must not be saved (OUT.DIR/last stays what it was).
+enum { PPO_ITER_STOPPED = 2, PPO_ITER_STOPPED_DIRTY = 3 };
 int  ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen);
 // Stores the iteration's rollouts and metrics in one transaction.
 int  ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen);

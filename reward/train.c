@@ -281,11 +281,13 @@ static void rank_share(const Dist *d, int64_t n, int64_t *lo, int64_t *hi) {
 }
 
 // Runs the rankings idx[0..nr) of set s in micro-batches. With grad_scale > 0 also the backward of
-// grad_scale * (sum of their losses). Adds to *st.
+// grad_scale * (sum of their losses), and then a stop request (cli_stop_signal) ends it between
+// two micro-batches: 1, the gradients incomplete. Adds to *st. 0 done, -1 error.
 static int run_rankings(Rm *rm, const RmSet *s, const int64_t *idx, int64_t nr, double grad_scale, Stats *st,
                         char *err, size_t errlen) {
     int64_t j0 = 0;
     while (j0 < nr) {
+        if (grad_scale > 0 && cli_stop_signal()) return 1;   // training: a stop drops the step
         int rows = 0, cnt = 0;
         while (j0 + cnt < nr && rows + s->r[idx[j0 + cnt]].k <= rm->max_rows) rows += s->r[idx[j0 + cnt++]].k;
         if (cnt == 0)
@@ -655,7 +657,7 @@ static int train(Rm *rm, char *err, size_t errlen) {
     int64_t pairs_since = 0, tokens_since = 0, first_step = rm->step;
     int64_t *idx = MALLOC_CHECK((size_t)rm->bs * sizeof(int64_t)), lo, hi;
     int rc = 0, main_rank = dist_main(&rm->dist);
-    // the ranks agree on stopping: a signal seen by any rank stops all after the same step
+    // the ranks agree on stopping: a signal seen by any rank drops the same step on all
     int stop = rm->dist.size == 1 && cli_stop_signal();
     rank_share(&rm->dist, rm->bs, &lo, &hi);
     while (rm->step < rm->total_steps && !stop) {
@@ -669,12 +671,16 @@ static int train(Rm *rm, char *err, size_t errlen) {
         Stats st = {0};
         // the step's loss is the mean over its rankings: each ranking's gradient scaled by 1/bs;
         // this rank computes rankings [lo, hi) of the step, one allreduce sums the shares
-        if (run_rankings(rm, &rm->train, idx + lo, hi - lo, 1.0 / rm->bs, &st, err, errlen)) { rc = -1; break; }
-        stop = cli_stop_signal();
+        // A stop request is looked at between micro-batches (rm->max_rows rows each), so that a
+        // step of any size ends within one: the unfinished step is dropped, redone on resume
+        // (its rankings follow from the step number). A signal seen by any rank stops all.
+        if (run_rankings(rm, &rm->train, idx + lo, hi - lo, 1.0 / rm->bs, &st, err, errlen) < 0) { rc = -1; break; }
+        stop = cli_stop_signal() != 0;
         if (rm->dist.size > 1) {
             dist_allreduce_sum(&rm->dist, rm->model.grads_memory, (int64_t)rm->model.num_params);
             stats_reduce(&rm->dist, &st, &stop);
         }
+        if (stop) break;   // the step is not applied
         double loss = st.loss / st.rankings, acc = st.pairs ? st.correct / st.pairs : NAN;
         float lr = lr_at(&sch, oc.lr, rm->step);
         float norm = optim_adamw_step(&rm->model, &oc, lr, rm->step + 1);

@@ -156,6 +156,33 @@ static void test_generate_each_streams(void) {
     model_free(&m);
 }
 
+// g.cancel is asked before every decoding step: the third asking ends the call with 1 after two
+// tokens per sequence, and without it the same call runs to max_new_tokens.
+static int cancel_third(void *calls) { return ++*(int *)calls >= 3; }
+static void test_generate_cancel(void) {
+    enum { B = 2, TP = 3, NEW = 8 };
+    Model m; tiny_model(&m, B, 20);
+    int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 0}, plen[B] = {3, 2}, out[B * NEW], ol[B];
+    GenConfig g = {.max_new_tokens = NEW, .eot_id = -1, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    char err[256];
+    KVCache kv;
+    Sampler s;
+    sampler_init(&s, 61);
+    CHECK(kv_init(&kv, &m, B, 20, 64, err, sizeof err) == 0);
+    Rng r[B];
+    for (int b = 0; b < B; b++) rng_init(&r[b], 50 + (uint64_t)b);
+    int calls = 0;
+    g.cancel = cancel_third;
+    g.cancel_user = &calls;
+    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out, ol, NULL, NULL, err, sizeof err) == 1);
+    CHECK(calls == 3 && ol[0] == 2 && ol[1] == 2);
+    g.cancel = NULL;
+    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out, ol, NULL, NULL, err, sizeof err) == 0);
+    CHECK(ol[0] == NEW && ol[1] == NEW);
+    kv_free(&kv); sampler_free(&s);
+    model_free(&m);
+}
+
 static void test_sampler_rules(void) {
     enum { V = 7 };
     float logits[V] = {1.0f, 3.0f, 0.5f, 2.0f, -1.0f, 2.9f, 0.0f};
@@ -196,6 +223,7 @@ int main(void) {
     test_case("generate: KV-cache prefill and incremental logits equal the full forward", test_incremental_equals_full);
     test_case("generate: seeds, chunked prefill, greedy vs full forward, end token, errors", test_generate_determinism_and_chunking);
     test_case("generate: one sampling stream per sequence, the same tokens in a batch cut in two", test_generate_each_streams);
+    test_case("generate: a cancel function ends generation between decoding steps", test_generate_cancel);
     test_case("sampler: greedy, top-k, top-p, temperature frequencies", test_sampler_rules);
     return test_summary();
 }

@@ -38,6 +38,7 @@ row() { sqlite3 -batch "$1" "SELECT status || ' ' || coalesce(exit_code, '') FRO
 #    the same command resumes and finishes
 for sig in TERM INT HUP; do
     case $sig in TERM) code=143;; INT) code=130;; HUP) code=129;; esac
+    : > err   # emptied first: wait_for must not see the previous run's lines
     "$B/sft" -c sft.yaml --set out.dir=o-$sig --set train.steps=100000 --set save.every=1000000 2> err &
     pid=$!
     if ! wait_for "step 3/" err 60; then kill -9 $pid; bad "SIG$sig: sft never reached step 3"; continue; fi
@@ -49,6 +50,7 @@ for sig in TERM INT HUP; do
     else bad "SIG$sig between steps: exit $rc (want $code) in ${secs}s, run '$r'"; fi
 done
 # resume: the same command picks up last/ (run 1) and stops cleanly again
+: > err   # emptied first: wait_for must not see the previous run's lines
 "$B/sft" -c sft.yaml --set out.dir=o-HUP --set train.steps=100000 --set save.every=1000000 2> err &
 pid=$!
 if wait_for "resuming run 1 at step" err 60 && wait_for "step [0-9]*/100000" err 60; then
@@ -59,6 +61,7 @@ if wait_for "resuming run 1 at step" err 60 && wait_for "step [0-9]*/100000" err
         bad "resume: exit $rc, $n runs, run '$(row o-HUP/workspace.db)'"
 else kill -9 $pid; bad "resume: no 'resuming run 1' line"; fi
 # a resumed run that finishes is 'done'
+: > err   # emptied first: wait_for must not see the previous run's lines
 "$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=1000 --set save.every=1000000 2> err &
 pid=$!
 wait_for "step 2/" err 60; kill -TERM $pid; wait $pid; rc1=$?
@@ -69,6 +72,7 @@ wait_for "step 2/" err 60; kill -TERM $pid; wait $pid; rc1=$?
 
 # 2. inside one long step: 4096 micro-batches of 64 sequences; SIGTERM is seen between two of
 #    them, the unfinished step is dropped (last/ holds step 0), exit within a few seconds
+: > err   # emptied first: wait_for must not see the previous run's lines
 "$B/sft" -c sft.yaml --set out.dir=o-long --set train.batch_size=64 --set train.grad_accum=4096 --set train.steps=3 2> err &
 pid=$!
 if wait_for "sft: run " err 60; then
@@ -80,6 +84,74 @@ if wait_for "sft: run " err 60; then
         ok "SIGTERM inside a step of 4096 x 64 sequences: exit 143 in ${secs}s, run '$r', last/ loads" ||
         bad "SIGTERM inside a long step: exit $rc in ${secs}s, run '$r'"
 else kill -9 $pid; bad "long step: sft did not start"; fi
+
+# same_files DIR1 DIR2 FILE...: 1 when every FILE is the same bytes under both
+same_files() {
+    d1=$1; d2=$2; shift 2
+    for f in "$@"; do cmp -s "$d1/$f" "$d2/$f" || { echo "    differs: $f"; return 1; }; done
+}
+PPO_FILES="policy/model.safetensors last/policy/model.safetensors last/policy/trainer_state.safetensors
+           last/value/model.safetensors last/value/trainer_state.safetensors"
+
+# 2b. ppo inside one iteration (one process): a stop is looked at between generation batches,
+#     scoring and update minibatches; the unfinished iteration is dropped, last/ holds the state
+#     of its start, and the same command resumes to weights equal to an uninterrupted run's.
+"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 6 --score-head --no-lm-head --out rm 2> err ||
+    bad "setup: reward model"
+printf 'model: {policy: lm, reward: rm}\ndata: {prompts: [prompts.jsonl], prompt_template: "{prompt}"}\nptx: {coef: 0}\ntrain: {iterations: 2}\n' > ppo.yaml
+# (a) many update minibatches (8192 episodes, 4 epochs of 2048 minibatches: most of the time),
+#     last/ saved every iteration: SIGTERM halfway through iteration 2 lands among its updates
+#     (iteration 1, with the start, took as long: the pause is half of that, for a loaded machine)
+A="--set rollout.batch_size=8192 --set rollout.max_new_tokens=4 --set ppo.minibatch_size=4 --set ppo.epochs=4 --set save.every=1"
+# (b) long generation (4096 responses of up to 20 tokens), last/ saved every 5 iterations:
+#     SIGTERM as iteration 2 starts lands in its generation; last/ gets iteration 1's state
+G="--set rollout.batch_size=4096 --set rollout.max_new_tokens=20 --set ppo.minibatch_size=1024 --set ppo.epochs=1 --set save.every=5"
+for v in a b; do
+    if [ $v = a ]; then set -- $A; half=1; want="during iteration 2, after some of its updates; .* holds iteration 1"
+    else set -- $G; half=0; want="at iteration 1; saved"; fi
+    "$B/ppo" -c ppo.yaml --set out.dir=p-ref-$v "$@" > /dev/null 2> err || bad "ppo ($v): uninterrupted run"
+    : > err   # (emptied before the start: the uninterrupted run's lines must not be waited for)
+    t0=$(date +%s.%N)
+    "$B/ppo" -c ppo.yaml --set out.dir=p-$v "$@" > /dev/null 2> err &
+    pid=$!
+    if ! wait_for "iter 1/2" err 120; then kill -9 $pid; bad "ppo ($v): never finished iteration 1"; continue; fi
+    [ $half = 1 ] && sleep "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", (b - a) / 2 }')"
+    stop_it $pid TERM
+    r=$(row p-$v/workspace.db)
+    if [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] && grep -q "interrupted by SIGTERM $want" err &&
+       "$B/rlhf" info p-$v/last/policy > /dev/null 2>&1; then
+        ok "ppo ($v): SIGTERM inside iteration 2: exit 143 in ${secs}s, run '$r', last/ (iteration 1) loads"
+    else bad "ppo ($v): SIGTERM inside iteration 2: exit $rc in ${secs}s, run '$r'"; fi
+    "$B/ppo" -c ppo.yaml --set out.dir=p-$v "$@" > /dev/null 2> err; rc=$?
+    [ $rc -eq 0 ] && grep -q "resuming run 1 at iteration 1" err && [ "$(row p-$v/workspace.db)" = "done 0" ] &&
+        same_files p-ref-$v p-$v $PPO_FILES &&
+        ok "ppo ($v): the same command resumes at iteration 1 and ends bit-identical to the uninterrupted run" ||
+        bad "ppo ($v): resume: exit $rc, run '$(row p-$v/workspace.db)'"
+done
+
+# 2c. reward train inside one step of 16384 rankings (micro-batches of 64 rows): SIGTERM is seen
+#     between micro-batches, the step is dropped (last/ holds step 0), and the same command
+#     resumes to weights equal to an uninterrupted run's
+"$B/reward" import --workspace rk.db rank.jsonl 2> err || bad "reward import"
+printf 'model: {init: lm}\nworkspace: rk.db\ntrain: {batch_size: 16384, steps: 2}\nsave: {every: 1}\neval: {every: 100000}\n' > rw.yaml
+"$B/reward" train -c rw.yaml --set out.dir=r-ref > /dev/null 2> err || bad "reward: uninterrupted run"
+: > err
+"$B/reward" train -c rw.yaml --set out.dir=r-int > /dev/null 2> err &
+pid=$!
+if wait_for "reward: run " err 60; then
+    sleep 1
+    stop_it $pid TERM
+    r=$(row rk.db)
+    if [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] && grep -q "interrupted by SIGTERM at step 0; saved" err &&
+       "$B/rlhf" info r-int/last > /dev/null 2>&1; then
+        ok "reward train: SIGTERM inside a step of 16384 rankings: exit 143 in ${secs}s, run '$r', last/ (step 0) loads"
+    else bad "reward train: SIGTERM inside a step: exit $rc in ${secs}s, run '$r'"; fi
+    "$B/reward" train -c rw.yaml --set out.dir=r-int > /dev/null 2> err; rc=$?
+    [ $rc -eq 0 ] && grep -q "resuming" err && [ "$(row rk.db)" = "done 0" ] &&
+        same_files r-ref r-int final/model.safetensors last/model.safetensors last/trainer_state.safetensors &&
+        ok "reward train: the same command resumes and ends bit-identical to the uninterrupted run" ||
+        bad "reward train: resume: exit $rc, run '$(row rk.db)'"
+else kill -9 $pid; bad "reward train did not start"; fi
 
 # 3. loading from a FIFO that never ends (jsonl and text): nothing to save, exit at once
 mkfifo fifo
