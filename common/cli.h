@@ -56,8 +56,9 @@ void cli_progress_end(CliProgress *p);
 // is only recorded: the program's loops poll cli_stop_signal() (between micro-batches, items,
 // iterations), save what there is to save, mark the run interrupted and exit cli_stop_code().
 // A second signal while a stop is pending ends the process at once (the last complete save
-// stays). cli_stop_defer() also ignores SIGPIPE (a closed log pipe is a write error, not death). The signal number is the one piece of process state a handler can reach: it lives
-// in cli.c, written by the handler, read here.
+// stays). cli_stop_defer() also ignores SIGPIPE (a closed log pipe is a write error, not death).
+// The signal number is the one piece of process state a handler can reach: it lives in cli.c,
+// written by the handler, read here.
 void cli_stop_install(const char *prog);
 void cli_stop_defer(void);
 int  cli_stop_signal(void);      // 0, or the number of the signal that asked to stop

@@ -22,6 +22,12 @@ static void tiny_model(Model *m, int max_B, int max_T) {
     for (int i = 0; i < c.n_layer * c.n_embd; i++) { m->params.ln1w[i] += 1.0f; m->params.ln2w[i] += 1.0f; }
 }
 
+// Plain sampling (temperature 1, no top-k/top-p) of new_tokens tokens, no end token.
+static GenConfig pure_sampling(int new_tokens) {
+    return (GenConfig){.max_new_tokens = new_tokens, .eot_id = -1,
+                       .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+}
+
 static void test_incremental_equals_full(void) {
     enum { B = 3, T = 20 };
     Model m; tiny_model(&m, B, T);
@@ -76,7 +82,7 @@ static void test_generate_determinism_and_chunking(void) {
     int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 9, 10, 11, 0, 0, 0};
     int32_t plen[B] = {6, 2, 3};
     int32_t out1[B * NEW], out2[B * NEW], out3[B * NEW], ol1[B], ol2[B], ol3[B];
-    GenConfig g = {.max_new_tokens = NEW, .eot_id = -1, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    GenConfig g = pure_sampling(NEW);
     char err[256];
     KVCache big, small;
     Sampler s;
@@ -132,7 +138,7 @@ static void test_generate_each_streams(void) {
     int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 9, 10, 11, 0, 0, 0};
     int32_t plen[B] = {6, 2, 3};
     int32_t out1[B * NEW], out2[B * NEW], ol1[B], ol2[B];
-    GenConfig g = {.max_new_tokens = NEW, .eot_id = -1, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    GenConfig g = pure_sampling(NEW);
     char err[256];
     KVCache kv;
     Sampler s;
@@ -163,7 +169,7 @@ static void test_generate_cancel(void) {
     enum { B = 2, TP = 3, NEW = 8 };
     Model m; tiny_model(&m, B, 20);
     int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 0}, plen[B] = {3, 2}, out[B * NEW], ol[B];
-    GenConfig g = {.max_new_tokens = NEW, .eot_id = -1, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    GenConfig g = pure_sampling(NEW);
     char err[256];
     KVCache kv;
     Sampler s;
