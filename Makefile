@@ -6,7 +6,9 @@ ARCH    ?= -march=native
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2
 # -fno-math-errno: nothing reads errno after a math call, and with it sqrtf stays a call that
 # blocks vectorisation (AdamW ran scalar). IEEE results are unchanged; no -ffast-math.
-CFLAGS  := -std=gnu11 $(WARN) -g -fopenmp -fno-math-errno -Icommon -Ipipelines $(ARCH)
+CFLAGS  := -std=gnu11 $(WARN) -g -fopenmp -fno-math-errno -Icommon $(ARCH)
+# each object lists the headers it included (.d files), so a header change rebuilds its users only
+DEPFLAGS = -MMD -MP
 LDLIBS  := -lopenblas -lsqlite3 -lyaml -lpcre2-8 -lcjson -lm
 ifeq ($(MPI),1)
   # data parallelism across processes: mpicc, and the -DRLHF_MPI half of common/dist.c
@@ -26,6 +28,10 @@ CFLAGS += $(EXTRA_CFLAGS)
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libcommon.a
+# the demo's task family (data/demo/): linked into the rlhf tool and the tests that use it
+DEMO_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard data/demo/*.c))
+DEMO_LIB   := $(BUILD)/libdemo.a
+RLHF_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard rlhf/*.c pipelines/*.c))
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # fuzz targets, also built with a plain driver that replays their corpus in `make test`
@@ -34,21 +40,36 @@ FUZZ_SRC   := $(filter-out tests/fuzz/fuzz_driver.c,$(FUZZ_SRC))
 FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCH_SRC  := $(wildcard bench/bench_*.c)
 BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-# programs: every folder with a main.c builds one binary (pipelines/ builds `rlhf`)
-PROG_BIN   := $(BUILD)/bin/rlhf $(foreach d,sft reward ppo,$(if $(wildcard $(d)/main.c),$(BUILD)/bin/$(d)))
+# programs: every folder with a main.c builds one binary of its name (rlhf/ also links pipelines/)
+PROG_BIN   := $(foreach d,rlhf sft reward ppo,$(BUILD)/bin/$(d))
 
 .PHONY: all test bench clean deps demo fuzz
+# objects are kept (never removed as intermediates), so a second make builds nothing
+.SECONDARY:
 all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN) $(FUZZ_BIN)
 
-$(BUILD)/%.o: %.c $(wildcard common/*.h) $(wildcard pipelines/*.h) $(wildcard reward/*.h) $(wildcard ppo/*.h) | deps
+# include paths per folder: common/ sees only itself; each program its own folder besides
+$(BUILD)/rlhf/%.o:      INC := -Irlhf -Ipipelines -Idata/demo
+$(BUILD)/pipelines/%.o: INC := -Ipipelines
+$(BUILD)/data/demo/%.o: INC := -Idata/demo
+$(BUILD)/reward/%.o:    INC := -Ireward
+$(BUILD)/ppo/%.o:       INC := -Ippo
+$(BUILD)/tests/%.o:     INC := -Itests -Ipipelines -Idata/demo
+$(BUILD)/tests/fuzz/%.o: INC := -Itests/fuzz -Ipipelines -Ireward
+
+$(BUILD)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(INC) $(DEPFLAGS) -c $< -o $@
 
 $(LIB): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	ar rcs $@ $^
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testlib.o $(LIB)
+$(DEMO_LIB): $(DEMO_OBJ)
+	@mkdir -p $(dir $@)
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testlib.o $(DEMO_LIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(BUILD)/pipelines/pipeline.o $(LIB)
@@ -61,12 +82,12 @@ $(BUILD)/fuzz/fuzz_import: $(BUILD)/reward/import.o $(BUILD)/reward/text.o
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/bin/rlhf: $(patsubst %.c,$(BUILD)/%.o,$(wildcard pipelines/*.c)) $(LIB)
+$(BUILD)/bin/rlhf: $(RLHF_OBJ) $(DEMO_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 .SECONDEXPANSION:
-$(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard $$*/*.c)) $(LIB)
+$(filter-out $(BUILD)/bin/rlhf,$(PROG_BIN)): $(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard $$*/*.c)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
@@ -92,6 +113,8 @@ fuzz:
 # The main job: see scripts/demo.sh.
 demo: all
 	@sh scripts/demo.sh $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 clean:
 	rm -rf build build-debug build-mpi build-fuzz build-valgrind

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+int cli_is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }
+
 int cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out, char *err, size_t errlen) {
     if (!s || !*s) return util_err(err, errlen, "%s needs an integer", opt);
     char *end;

@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+// true when the argument asks for help: --help or -h
+int cli_is_help(const char *arg);
+
 int cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out, char *err, size_t errlen);
 int cli_float(const char *opt, const char *s, double min, double max, double *out, char *err, size_t errlen);
 // Input bounds: the most bytes read from one input file (RLHF_MAX_FILE_BYTES, default 4 GiB)

@@ -29,6 +29,22 @@ void *util_calloc(size_t n, size_t size, const char *file, int line) {
     return p;
 }
 
+void *util_realloc(void *p, size_t size, const char *file, int line) {
+    void *q = realloc(p, size ? size : 1);
+    if (!q) util_die(file, line, "out of memory growing a block to %zu bytes", size);
+    return q;
+}
+
+void *util_realloc_array(void *p, size_t n, size_t size, const char *file, int line) {
+    if (size && n > SIZE_MAX / size) util_die(file, line, "array of %zu x %zu bytes overflows", n, size);
+    return util_realloc(p, n * size, file, line);
+}
+
+char *util_strdup(const char *s, const char *file, int line) {
+    size_t n = strlen(s) + 1;
+    return memcpy(util_malloc(n, file, line), s, n);
+}
+
 void *util_aligned_alloc(size_t size, const char *file, int line) {
     void *p = NULL;
     size_t rounded = (size + 63) & ~(size_t)63;

@@ -10,12 +10,20 @@
 
 void *util_malloc(size_t size, const char *file, int line);
 void *util_calloc(size_t n, size_t size, const char *file, int line);
+void *util_realloc(void *p, size_t size, const char *file, int line);
+void *util_realloc_array(void *p, size_t n, size_t size, const char *file, int line);  // n * size
+char *util_strdup(const char *s, const char *file, int line);
 void *util_aligned_alloc(size_t size, const char *file, int line);  // 64-byte aligned, zeroed
 void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 3, 4)));
 
 #define MALLOC_CHECK(size)      util_malloc((size), __FILE__, __LINE__)
 #define CALLOC_CHECK(n, size)   util_calloc((n), (size), __FILE__, __LINE__)
 #define ALIGNED_CHECK(size)     util_aligned_alloc((size), __FILE__, __LINE__)
+// p = REALLOC_CHECK(p, bytes) or REALLOC_ARRAY(p, n, sizeof *p): never NULL, the old block is
+// released by the move (on failure the process ends, so nothing leaks into a caller).
+#define REALLOC_CHECK(p, size)      util_realloc((p), (size), __FILE__, __LINE__)
+#define REALLOC_ARRAY(p, n, size)   util_realloc_array((p), (n), (size), __FILE__, __LINE__)
+#define STRDUP_CHECK(s)             util_strdup((s), __FILE__, __LINE__)
 #define DIE(...)                util_die(__FILE__, __LINE__, __VA_ARGS__)
 
 // Formats a message into err (which may be NULL) and returns -1, for `return util_err(...)`.

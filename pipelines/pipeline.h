@@ -75,6 +75,9 @@ typedef struct {
 // Parses path into p (zeroed by the caller, p->bindir set to the programs' directory) and
 // applies overrides ("KEY=VALUE"), then resolves references, the order and the commands.
 // 0, or -1 with "file:line:column: message" in p->err.
+// rlhf run PIPELINE.yaml [options] (run.c): the whole command; returns the exit status.
+int  pipeline_cmd_run(int argc, char **argv);
+
 int  pipeline_load(Pipeline *p, const char *path, const char *const *overrides, int n_overrides);
 void pipeline_free(Pipeline *p);
 // Formats "file:line:column: message" into p->err and returns -1.

@@ -17,7 +17,6 @@ int cmd_label(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
-int cmd_is_help(const char *a);
 
 // ---------------------------------------------------------------------------------------------
 // import (import.c)

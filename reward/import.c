@@ -270,7 +270,7 @@ int cmd_import(int argc, char **argv) {
     const char **files = CALLOC_CHECK((size_t)argc + 1, sizeof(char *));
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cmd_is_help(a)) { fputs(import_usage, stdout); free(files); return 0; }
+        if (cli_is_help(a)) { fputs(import_usage, stdout); free(files); return 0; }
         int opt = 1;
         if (!strcmp(a, "--workspace") && v) ws = v;
         else if (!strcmp(a, "--labeler") && v) o.labeler = v;

@@ -257,7 +257,7 @@ int cmd_inspect(int argc, char **argv) {
     char err[1024];
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cmd_is_help(a)) { fputs(inspect_usage, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(inspect_usage, stdout); return 0; }
         if (!strcmp(a, "--json")) { json = 1; continue; }
         if (a[0] != '-' || !a[1]) {
             if (ckpt) { fprintf(stderr, "reward inspect: unexpected argument '%s'\n%s", a, inspect_usage); return 2; }

@@ -541,7 +541,7 @@ int cmd_label(int argc, char **argv) {
     int rc = 1, started = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cmd_is_help(a)) { fputs(label_usage, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(label_usage, stdout); return 0; }
         if (!v) { fprintf(stderr, "reward label: %s '%s'%s\n%s", a[0] == '-' ? "unknown option" : "unexpected argument", a,
                           a[0] == '-' ? " (or it needs a value)" : "", label_usage); return 2; }
         if (!strcmp(a, "--workspace")) L.db_path = v;

@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
     if (argc < 2) { fputs(usage, stderr); return 2; }
     const char *c = argv[1];
     cli_stop_install("reward");
-    if (cmd_is_help(c) || !strcmp(c, "help")) { fputs(usage, stdout); return 0; }
+    if (cli_is_help(c) || !strcmp(c, "help")) { fputs(usage, stdout); return 0; }
     if (!strcmp(c, "import")) return cmd_import(argc - 2, argv + 2);
     if (!strcmp(c, "label")) return cmd_label(argc - 2, argv + 2);
     if (!strcmp(c, "train")) return cmd_train(argc - 2, argv + 2);

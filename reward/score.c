@@ -302,7 +302,7 @@ int cmd_score(int argc, char **argv) {
     char err[1024];
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cmd_is_help(a)) { fputs(score_usage, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(score_usage, stdout); return 0; }
         if (!strcmp(a, "--all")) { all = 1; continue; }
         if (!strcmp(a, "--print")) { print = 1; continue; }
         if (a[0] != '-' || !a[1]) {

@@ -60,4 +60,3 @@ const char *rm_basename(const char *path) {
     return b && b[1] ? b + 1 : path;
 }
 
-int cmd_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }

@@ -1,4 +1,4 @@
-// The demo's task family (common/tasks.h): every drawn task is recognised with the same answer;
+// The demo's task family (data/demo/tasks.h): every drawn task is recognised with the same answer;
 // each checker accepts right answers (plain or wrapped in the demonstrations' filler) and
 // rejects wrong ones, checked on hand-written cases; the judge ranks a correct answer above
 // wrong ones without noise, keeps ties, and with noise P agrees with the noiseless ranking on

@@ -2,7 +2,7 @@
 // inputs, so later inputs meet the rows of earlier ones): the file is stored whole or not at all.
 // A failed import changes no row and gives one line naming the file; a successful one adds the
 // rankings it reports and one import row; a file imported before adds nothing.
-#include "../../reward/cmd.h"
+#include "cmd.h"
 #include "fuzz_common.h"
 #include <sqlite3.h>
 

@@ -12,7 +12,7 @@ ONLY=${FUZZ_TARGETS:-}
 command -v clang >/dev/null || { echo "fuzz: clang is missing; as root: apt-get install -y clang libclang-rt-14-dev" >&2; exit 1; }
 OUT=build-fuzz
 mkdir -p "$OUT/obj" "$OUT/corpus"
-CFLAGS="-std=gnu11 -g -O1 -fopenmp=libgomp -Icommon -Ipipelines -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+CFLAGS="-std=gnu11 -g -O1 -fopenmp=libgomp -Icommon -Ipipelines -Ireward -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 objs=""
 for c in common/*.c pipelines/pipeline.c reward/import.c reward/text.c; do
     o="$OUT/obj/$(basename "$c" .c).o"

@@ -3,6 +3,8 @@
 #include "blas.h"
 #include "cli.h"
 #include "commands.h"
+#include "demo.h"
+#include "pipeline.h"
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,12 +22,10 @@ static const char *usage =
     "  judge      [--noise P] [--seed S]       rank completions read from stdin (reward label --judge)\n"
     "  eval-policy --a CKPT --b CKPT --prompts FILE   win rate, reward, KL, accuracy, alignment tax\n";
 
-int cmd_is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h") || !strcmp(a, "help"); }
-
 int main(int argc, char **argv) {
     blas_startup("rlhf", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
-    if (argc < 2 || cmd_is_help(argv[1])) { fputs(usage, argc < 2 ? stderr : stdout); return argc < 2 ? 2 : 0; }
+    if (argc < 2 || cli_is_help(argv[1]) || !strcmp(argv[1], "help")) { fputs(usage, argc < 2 ? stderr : stdout); return argc < 2 ? 2 : 0; }
     const char *c = argv[1];
     if (strcmp(c, "run")) cli_stop_install("rlhf");   // the runner handles its own signals (its stages')
     if (!strcmp(c, "init")) return cmd_init(argc - 2, argv + 2);
@@ -33,9 +33,9 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(c, "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(c, "tokenizer")) return cmd_tokenizer(argc - 2, argv + 2);
-    if (!strcmp(c, "run")) return cmd_run(argc - 2, argv + 2);
-    if (!strcmp(c, "data")) return cmd_data(argc - 2, argv + 2);
-    if (!strcmp(c, "judge")) return cmd_judge(argc - 2, argv + 2);
+    if (!strcmp(c, "run")) return pipeline_cmd_run(argc - 2, argv + 2);
+    if (!strcmp(c, "data")) return demo_data_cmd(argc - 2, argv + 2);
+    if (!strcmp(c, "judge")) return demo_judge_cmd(argc - 2, argv + 2);
     if (!strcmp(c, "eval-policy")) return cmd_eval_policy(argc - 2, argv + 2);
     fprintf(stderr, "rlhf: unknown command '%s'\n%s", c, usage);
     return 2;

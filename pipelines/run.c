@@ -8,7 +8,7 @@
 // An output directory is removed only when the runner made it (its marker file is in it).
 // SIGINT, SIGTERM and SIGHUP are passed on to the running stage, and the runner exits 128+signal
 // once the stage has. The first failure stops the pipeline with a summary.
-#include "commands.h"
+#include "cli.h"
 #include "pipeline.h"
 #include "store.h"
 #include "util.h"
@@ -389,13 +389,13 @@ static int selected_count(const Pipeline *p, int sel_only, int from_pos) {
     return p->n_stages - (from_pos < 0 ? 0 : from_pos);
 }
 
-int cmd_run(int argc, char **argv) {
+int pipeline_cmd_run(int argc, char **argv) {
     const char *file = NULL, *from = NULL, *only = NULL;
     int dry = 0, force = 0;
     const char **sets = CALLOC_CHECK((size_t)argc + 1, sizeof(char *));
     int nsets = 0;
     for (int i = 0; i < argc; i++) {
-        if (cmd_is_help(argv[i])) { fputs(run_usage, stdout); free(sets); return 0; }
+        if (cli_is_help(argv[i])) { fputs(run_usage, stdout); free(sets); return 0; }
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--dry-run")) dry = 1;

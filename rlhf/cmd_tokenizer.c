@@ -18,7 +18,7 @@ static int encode_decode(int decode, int argc, char **argv) {
     const char *dir = NULL, *in = "-";
     unsigned flags = 0;
     for (int i = 0; i < argc; i++) {
-        if (cmd_is_help(argv[i])) { fputs(usage, stdout); return 0; }
+        if (cli_is_help(argv[i])) { fputs(usage, stdout); return 0; }
         if (!decode && !strcmp(argv[i], "--text") && i + 1 < argc) in = argv[++i];
         else if (decode && !strcmp(argv[i], "--ids") && i + 1 < argc) in = argv[++i];
         else if (!decode && !strcmp(argv[i], "--special")) flags |= TOK_ALLOW_SPECIAL;
@@ -77,7 +77,7 @@ static int train(int argc, char **argv) {
     char err[TOK_ERR_LEN];
     int64_t v;
     for (int i = 0; i < argc; i++) {
-        if (cmd_is_help(argv[i])) { fputs(usage, stdout); free(files); return 0; }
+        if (cli_is_help(argv[i])) { fputs(usage, stdout); free(files); return 0; }
         if (!strcmp(argv[i], "--vocab-size") && i + 1 < argc) {
             if (cli_int("--vocab-size", argv[++i], 257, 1 << 24, &v, err, sizeof err)) goto bad;
             o.vocab_size = v;
@@ -112,7 +112,7 @@ bad:
 }
 
 int cmd_tokenizer(int argc, char **argv) {
-    if (argc < 1 || cmd_is_help(argv[0])) { fputs(usage, argc < 1 ? stderr : stdout); return argc < 1 ? 2 : 0; }
+    if (argc < 1 || cli_is_help(argv[0])) { fputs(usage, argc < 1 ? stderr : stdout); return argc < 1 ? 2 : 0; }
     if (!strcmp(argv[0], "encode")) return encode_decode(0, argc - 1, argv + 1);
     if (!strcmp(argv[0], "decode")) return encode_decode(1, argc - 1, argv + 1);
     if (!strcmp(argv[0], "train")) return train(argc - 1, argv + 1);

@@ -1,6 +1,6 @@
 // rlhf judge: the labeler that stands in for people in the demo (`reward label --judge CMD`).
 // It reads one JSON request per line and answers each with one ranking line, ranking by
-// correctness and form (common/tasks.h: task_rank) with settable label noise.
+// correctness and form (data/demo/tasks.h: task_rank) with settable label noise.
 //
 // Protocol: exactly one reply line per non-blank request line, flushed at once, so a caller can
 // write a request and block on the reply. A malformed request is answered with "error: ..." (and
@@ -8,7 +8,7 @@
 // end a long labeling session, and the caller is never left waiting. The exit status says
 // whether any line was bad.
 #include "cli.h"
-#include "commands.h"
+#include "demo.h"
 #include "tasks.h"
 #include "util.h"
 #include <cjson/cJSON.h>
@@ -124,7 +124,7 @@ static int judge_line(const char *line, double noise, uint64_t seed, int explain
     return rc;
 }
 
-int cmd_judge(int argc, char **argv) {
+int demo_judge_cmd(int argc, char **argv) {
     double noise = TASK_DEFAULT_NOISE;
     int64_t seed = 1;
     int explain = 0;
@@ -132,7 +132,7 @@ int cmd_judge(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
-        if (cmd_is_help(a)) { fputs(judge_usage, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(judge_usage, stdout); return 0; }
         else if (!strcmp(a, "--noise") && v) { rc = cli_float(a, v, 0, TASK_MAX_NOISE, &noise, err, sizeof err); i++; }
         else if (!strcmp(a, "--seed") && v) { rc = cli_int(a, v, 0, INT64_MAX, &seed, err, sizeof err); i++; }
         else if (!strcmp(a, "--explain")) explain = 1;

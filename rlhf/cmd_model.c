@@ -39,7 +39,7 @@ int cmd_init(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
-        if (cmd_is_help(a)) { fputs(init_usage, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(init_usage, stdout); return 0; }
         else if (!strcmp(a, "--preset") && v) { preset = v; i++; }
         else if (!strcmp(a, "--out") && v) { out = v; i++; }
         else if (!strcmp(a, "--tokenizer") && v) { tokdir = v; i++; }
@@ -109,7 +109,7 @@ int cmd_info(int argc, char **argv) {
     char err[512];
     for (int i = 0; i < argc; i++) {
         int rc = 0;
-        if (cmd_is_help(argv[i])) { fputs(info_usage, stdout); return 0; }
+        if (cli_is_help(argv[i])) { fputs(info_usage, stdout); return 0; }
         else if (!strcmp(argv[i], "--system") && argc == 1) { blas_print_system(stdout); return 0; }
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) rc = cli_int("--batch", argv[++i], 1, 1 << 20, &B, err, sizeof err);
         else if (!strcmp(argv[i], "--seq") && i + 1 < argc) rc = cli_int("--seq", argv[++i], 1, 1 << 20, &T, err, sizeof err);
@@ -176,7 +176,7 @@ int cmd_eval(int argc, char **argv) {
     int64_t batch = 4;
     char err[512];
     for (int i = 0; i < argc; i++) {
-        if (cmd_is_help(argv[i])) { fputs(eval_usage, stdout); return 0; }
+        if (cli_is_help(argv[i])) { fputs(eval_usage, stdout); return 0; }
         else if (!strcmp(argv[i], "--text") && i + 1 < argc) text = argv[++i];
         else if (!strcmp(argv[i], "--ids") && i + 1 < argc) idsf = argv[++i];
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokdir = argv[++i];
@@ -297,7 +297,7 @@ int cmd_generate(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
-        if (cmd_is_help(a)) { fputs(gen_usage, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(gen_usage, stdout); return 0; }
         else if (!strcmp(a, "--prompt") && v) { prompt = v; i++; }
         else if (!strcmp(a, "--prompts") && v) { pfile = v; i++; }
         else if (!strcmp(a, "--tokenizer") && v) { tokdir = v; i++; }

@@ -1,5 +1,5 @@
 // rlhf data demo: the demo's data set, made offline and deterministically from the task family in
-// common/tasks.h. One seed gives byte-identical files on every machine; each file is drawn from
+// data/demo/tasks.h. One seed gives byte-identical files on every machine; each file is drawn from
 // its own random stream, so changing one size does not change the other files.
 //
 // Splits are a function of the prompt text alone: bucket = data_hash_mix(FNV-1a(prompt)) % 100
@@ -8,7 +8,7 @@
 // an eval prompt as a question (its statements do state the underlying facts, as real
 // pretraining text would).
 #include "cli.h"
-#include "commands.h"
+#include "demo.h"
 #include "data.h"
 #include "tasks.h"
 #include "util.h"
@@ -235,7 +235,7 @@ static int cmd_data_demo(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
-        if (cmd_is_help(a)) { fputs(data_usage, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(data_usage, stdout); return 0; }
         else if (!strcmp(a, "--out") && v) { out = v; i++; }
         else if (!strcmp(a, "--seed") && v) { rc = cli_int(a, v, 0, INT64_MAX, &seed, err, sizeof err); i++; }
         else if (!strcmp(a, "--n-pretrain") && v) { rc = cli_int(a, v, 1, 10000000, &n_pre, err, sizeof err); i++; }
@@ -279,8 +279,8 @@ static int cmd_data_demo(int argc, char **argv) {
     return 0;
 }
 
-int cmd_data(int argc, char **argv) {
-    if (argc < 1 || cmd_is_help(argv[0])) { fputs(data_usage, argc < 1 ? stderr : stdout); return argc < 1 ? 2 : 0; }
+int demo_data_cmd(int argc, char **argv) {
+    if (argc < 1 || cli_is_help(argv[0])) { fputs(data_usage, argc < 1 ? stderr : stdout); return argc < 1 ? 2 : 0; }
     if (!strcmp(argv[0], "demo")) return cmd_data_demo(argc - 1, argv + 1);
     fprintf(stderr, "rlhf data: unknown subcommand '%s' (demo)\n%s", argv[0], data_usage);
     return 2;

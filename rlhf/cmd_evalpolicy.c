@@ -2,7 +2,7 @@
 // prompts, each policy answers; the judge compares the answers pairwise (win rate of A over B,
 // ties split, with a bootstrap 95% interval over prompts); optionally the reward model scores
 // them, their KL to a reference model is measured, and each policy's loss on pretraining text
-// shows the alignment tax. Task accuracy by task type comes from common/tasks.h.
+// shows the alignment tax. Task accuracy by task type comes from data/demo/tasks.h.
 //
 // Recipe: parse, load the tokenizer and prompts, then per policy: load, generate, measure (KL,
 // pretraining loss), free; then score with the reward model, judge, bootstrap, print, record.
@@ -745,7 +745,7 @@ int cmd_eval_policy(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
-        if (cmd_is_help(a)) { fputs(ep_usage, stdout); return 0; }
+        if (cli_is_help(a)) { fputs(ep_usage, stdout); return 0; }
         else if (!strcmp(a, "--a") && v) { e.a = v; i++; }
         else if (!strcmp(a, "--b") && v) { e.b = v; i++; }
         else if (!strcmp(a, "--prompts") && v) { e.prompts_path = v; i++; }
