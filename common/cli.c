@@ -3,11 +3,152 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 int cli_is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }
+
+static void cli_list_add(CliList *l, const char *item, int cap) {
+    if (!l->items) l->items = CALLOC_CHECK((size_t)cap + 1, sizeof(char *));
+    l->items[l->n++] = item;
+}
+
+void cli_list_free(CliList *l) {
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static const CliOption *cli_find_option(const CliCommand *cmd, const char *name) {
+    for (const CliOption *o = cmd->opts; o && o->name; o++)
+        if (!strcmp(o->name, name)) return o;
+    return NULL;
+}
+
+static int cli_takes_value(const CliOption *o) {
+    return o->kind != CLI_KIND_FLAG && o->kind != CLI_KIND_CONST;
+}
+
+// Stores one option's value (v NULL for flags). Returns a CliResult.
+static CliResult cli_store(const CliOption *o, const char *v, int argc, char *err, size_t errlen) {
+    switch (o->kind) {
+    case CLI_KIND_STRING: *o->str = v; return CLI_PARSED;
+    case CLI_KIND_INT:
+        return cli_int(o->name, v, o->imin, o->imax, o->i64, err, errlen) ? CLI_VALUE_ERROR : CLI_PARSED;
+    case CLI_KIND_DOUBLE:
+        return cli_float(o->name, v, o->dmin, o->dmax, o->dbl, err, errlen) ? CLI_VALUE_ERROR : CLI_PARSED;
+    case CLI_KIND_FLAG: *o->flag = 1; return CLI_PARSED;
+    case CLI_KIND_CONST: *o->dbl = o->dmin; return CLI_PARSED;
+    case CLI_KIND_LIST: cli_list_add(o->list, v, argc); return CLI_PARSED;
+    case CLI_KIND_CUSTOM: return o->parse(v, o->ctx, err, errlen) ? CLI_VALUE_ERROR : CLI_PARSED;
+    }
+    DIE("cli: option %s has no kind", o->name);
+}
+
+static int cli_is_positional(const char *a) { return a[0] != '-' || !a[1]; }
+
+CliResult cli_parse_args(const CliCommand *cmd, int argc, char **argv, char *err, size_t errlen) {
+    size_t nopts = 0;
+    while (cmd->opts && cmd->opts[nopts].name) nopts++;
+    unsigned char *seen = CALLOC_CHECK(nopts + 1, 1);
+    int args_max = cmd->args_max ? cmd->args_max : cmd->arg_list ? argc : cmd->arg ? 1 : 0;
+    int nargs = 0;
+    CliResult rc = CLI_PARSED;
+    for (int i = 0; i < argc && rc == CLI_PARSED; i++) {
+        const char *a = argv[i];
+        if (cli_is_help(a)) {   // an option's value "-h" is a value, not a request for help
+            rc = CLI_HELP;
+            break;
+        }
+        if (cli_is_positional(a)) {
+            if (nargs >= args_max) {
+                rc = CLI_USAGE_ERROR;
+                util_err(err, errlen, "unexpected argument '%s'", a);
+            } else if (cmd->arg_list) cli_list_add(cmd->arg_list, a, argc);
+            else *cmd->arg = a;
+            nargs++;
+            continue;
+        }
+        const CliOption *o = cli_find_option(cmd, a);
+        if (!o) {
+            rc = CLI_USAGE_ERROR;
+            util_err(err, errlen, "unknown option '%s'", a);
+        } else if (cli_takes_value(o) && i + 1 >= argc) {
+            rc = CLI_USAGE_ERROR;
+            util_err(err, errlen, "%s needs a value", a);
+        } else if (seen[o - cmd->opts] && o->kind != CLI_KIND_LIST) {
+            rc = CLI_USAGE_ERROR;
+            util_err(err, errlen, "%s is given twice", a);
+        } else {
+            seen[o - cmd->opts] = 1;
+            rc = cli_store(o, cli_takes_value(o) ? argv[++i] : NULL, argc, err, errlen);
+        }
+    }
+    for (size_t k = 0; k < nopts && rc == CLI_PARSED; k++)
+        if (cmd->opts[k].required && !seen[k]) {
+            rc = CLI_USAGE_ERROR;
+            util_err(err, errlen, "%s is required", cmd->opts[k].name);
+        }
+    if (rc == CLI_PARSED && nargs < cmd->args_min) {
+        rc = CLI_USAGE_ERROR;
+        util_err(err, errlen, "%s is required", cmd->arg_name ? cmd->arg_name : "an argument");
+    }
+    free(seen);
+    return rc;
+}
+
+int cli_usage_error(const CliCommand *cmd, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: %s\n%s", cmd->prog, msg, cmd->usage);
+    return 2;
+}
+
+int cli_parse(const CliCommand *cmd, int argc, char **argv, int *status) {
+    char err[1024];
+    CliResult r = cli_parse_args(cmd, argc, argv, err, sizeof err);
+    if (r == CLI_PARSED) return 0;
+    if (cmd->arg_list) cli_list_free(cmd->arg_list);
+    for (const CliOption *o = cmd->opts; o && o->name; o++)
+        if (o->kind == CLI_KIND_LIST) cli_list_free(o->list);
+    if (r == CLI_HELP) {
+        fputs(cmd->usage, stdout);
+        *status = 0;
+    } else if (r == CLI_USAGE_ERROR) {
+        *status = cli_usage_error(cmd, "%s", err);
+    } else {
+        fprintf(stderr, "%s: %s\n", cmd->prog, err);
+        *status = cmd->value_status ? cmd->value_status : 2;
+    }
+    return 1;
+}
+
+void cli_program_usage(const CliProgram *p, FILE *out) {
+    fputs(p->head, out);
+    for (const CliSubcommand *c = p->cmds; c->name; c++)
+        fprintf(out, "  %-*s %s\n", p->name_width, c->name, c->help);
+}
+
+int cli_program_run(const CliProgram *p, int argc, char **argv) {
+    if (argc < 2) {
+        cli_program_usage(p, stderr);
+        return 2;
+    }
+    if (cli_is_help(argv[1]) || !strcmp(argv[1], "help")) {
+        cli_program_usage(p, stdout);
+        return 0;
+    }
+    for (const CliSubcommand *c = p->cmds; c->name; c++)
+        if (!strcmp(c->name, argv[1])) return c->run(argc - 2, argv + 2);
+    fprintf(stderr, "%s: unknown command '%s'\n", p->prog, argv[1]);
+    cli_program_usage(p, stderr);
+    return 2;
+}
 
 int cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out, char *err, size_t errlen) {
     if (!s || !*s) return util_err(err, errlen, "%s needs an integer", opt);

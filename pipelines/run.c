@@ -389,195 +389,326 @@ static int selected_count(const Pipeline *p, int sel_only, int from_pos) {
     return p->n_stages - (from_pos < 0 ? 0 : from_pos);
 }
 
-int pipeline_cmd_run(int argc, char **argv) {
-    const char *file = NULL, *from = NULL, *only = NULL;
-    int dry = 0, force = 0;
-    const char **sets = CALLOC_CHECK((size_t)argc + 1, sizeof(char *));
-    int nsets = 0;
-    for (int i = 0; i < argc; i++) {
-        if (cli_is_help(argv[i])) { fputs(run_usage, stdout); free(sets); return 0; }
-        else if (!strcmp(argv[i], "--from") && i + 1 < argc) from = argv[++i];
-        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
-        else if (!strcmp(argv[i], "--dry-run")) dry = 1;
-        else if (!strcmp(argv[i], "--force")) force = 1;
-        else if (!strcmp(argv[i], "--set") && i + 1 < argc) sets[nsets++] = argv[++i];
-        else if (argv[i][0] != '-' && !file) file = argv[i];
-        else { fprintf(stderr, "rlhf run: unexpected argument '%s'\n%s", argv[i], run_usage); free(sets); return 2; }
-    }
-    if (!file) { fprintf(stderr, "rlhf run: missing PIPELINE.yaml\n%s", run_usage); free(sets); return 2; }
-    if (from && only) { fprintf(stderr, "rlhf run: --from and --only exclude each other\n"); free(sets); return 2; }
-    Pipeline *p = CALLOC_CHECK(1, sizeof(Pipeline));
-    p->file = file;
+// One `rlhf run`: what was asked, the pipeline, the workspace, and where the loop stands.
+typedef struct {
+    const char *file, *from, *only;
+    int dry, force;
+    Pipeline *p;
+    char *ws_real;            // the workspace's real path
+    Store *db;                // NULL in a dry run without a workspace database
+    int lock_fd;              // the workspace's lock (-1: not held)
+    int sel_only;             // the --only stage's index (-1: none)
+    int from_pos;             // the --from stage's place in the run order (-1: none)
+    int64_t pipe_run;         // the pipeline's own run in db
+    int n_sel, k_sel;         // stages selected, and begun so far
+    int interrupted;
+} Runner;
+
+// Loads and validates the pipeline file with the --set overrides and finds the selection.
+// Returns 0, or the exit status with the message printed.
+static int runner_load(Runner *r, const CliList *sets) {
+    Pipeline *p = r->p;
+    p->file = r->file;
     p->seed = 1234;
     ssize_t bl = readlink("/proc/self/exe", p->bindir, sizeof p->bindir - 1);
-    if (bl <= 0) { fprintf(stderr, "rlhf run: cannot find the program directory\n"); free(p); free(sets); return 1; }
+    if (bl <= 0) {
+        fprintf(stderr, "rlhf run: cannot find the program directory\n");
+        return 1;
+    }
     p->bindir[bl] = 0;
     *strrchr(p->bindir, '/') = 0;
-    int rc = 1, lock_fd = -1;
-    Store *db = NULL;
-    char *ws_real = NULL;
-    if (pipeline_load(p, file, sets, nsets)) { fprintf(stderr, "rlhf run: %s\n", p->err); goto out; }
-    ws_real = pipeline_resolve_path(p->workspace.text);
-    if (!ws_real) {
-        fprintf(stderr, "rlhf run: %s:%d:%d: workspace '%s': %s\n", file, p->workspace.line, p->workspace.col, p->workspace.text, strerror(errno));
-        goto out;
+    if (pipeline_load(p, r->file, sets->items, sets->n)) {
+        fprintf(stderr, "rlhf run: %s\n", p->err);
+        return 1;
     }
-    if (check_outputs(p, ws_real) || validate_settings(p)) { fprintf(stderr, "rlhf run: %s\n", p->err); goto out; }
-    int sel_from = -1, sel_only = -1;
-    if (from && (sel_from = pipeline_stage_index(p, from)) < 0) { fprintf(stderr, "rlhf run: --from %s: no such stage\n", from); rc = 2; goto out; }
-    if (only && (sel_only = pipeline_stage_index(p, only)) < 0) { fprintf(stderr, "rlhf run: --only %s: no such stage\n", only); rc = 2; goto out; }
-    char err[1024];
-    char logs[PATH_MAX], dbpath[PATH_MAX];
-    snprintf(logs, sizeof logs, "%s/%s", p->workspace.text, PIPELINE_LOGS);
-    snprintf(dbpath, sizeof dbpath, "%s/%s", p->workspace.text, PIPELINE_DB);
+    r->ws_real = pipeline_resolve_path(p->workspace.text);
+    if (!r->ws_real) {
+        fprintf(stderr, "rlhf run: %s:%d:%d: workspace '%s': %s\n", r->file, p->workspace.line,
+                p->workspace.col, p->workspace.text, strerror(errno));
+        return 1;
+    }
+    if (check_outputs(p, r->ws_real) || validate_settings(p)) {
+        fprintf(stderr, "rlhf run: %s\n", p->err);
+        return 1;
+    }
+    int sel_from = -1;
+    if (r->from && (sel_from = pipeline_stage_index(p, r->from)) < 0) {
+        fprintf(stderr, "rlhf run: --from %s: no such stage\n", r->from);
+        return 2;
+    }
+    if (r->only && (r->sel_only = pipeline_stage_index(p, r->only)) < 0) {
+        fprintf(stderr, "rlhf run: --only %s: no such stage\n", r->only);
+        return 2;
+    }
+    for (int k = 0; k < p->n_stages; k++)
+        if (p->order[k] == sel_from) r->from_pos = k;
+    r->n_sel = selected_count(p, r->sel_only, r->from_pos);
+    return 0;
+}
+
+// Makes the workspace and its logs folder, takes its lock, opens its database and records the
+// pipeline's run. A dry run creates nothing. Returns 0 or 1 with the message printed.
+static int runner_open_workspace(Runner *r) {
+    const char *ws = r->p->workspace.text;
+    char err[1024], logs[PATH_MAX], dbpath[PATH_MAX];
+    snprintf(logs, sizeof logs, "%s/%s", ws, PIPELINE_LOGS);
+    snprintf(dbpath, sizeof dbpath, "%s/%s", ws, PIPELINE_DB);
     struct stat dbst;
-    if (dry && stat(dbpath, &dbst) != 0) {
-        db = NULL;   // a dry run creates nothing: without a workspace every stage would run
-    } else if (util_mkdir_p(p->workspace.text, err, sizeof err) || (!dry && util_mkdir_p(logs, err, sizeof err)) ||
-               (!dry && lock_workspace(p->workspace.text, &lock_fd, err, sizeof err)) ||
-               store_open(&db, dbpath, err, sizeof err) || (!dry && store_reap_runs(db, NULL, err, sizeof err))) {
-        fprintf(stderr, "rlhf run: %s\n", err); goto out;
+    if (r->dry && stat(dbpath, &dbst) != 0) {
+        r->db = NULL;   // a dry run creates nothing: without a workspace every stage would run
+        return 0;
     }
-    // position in the run order of the --from stage
-    int from_pos = -1;
-    for (int k = 0; k < p->n_stages; k++) if (p->order[k] == sel_from) from_pos = k;
-    int64_t pipe_run = 0;
-    if (!dry) {
-        StoreRunInfo ri = {.stage = "pipeline", .name = file, .program = "rlhf run"};
-        if (store_add_run(db, &ri, &pipe_run, err, sizeof err)) { fprintf(stderr, "rlhf run: %s\n", err); goto out; }
-        run_catch_signals();
+    if (util_mkdir_p(ws, err, sizeof err) || (!r->dry && util_mkdir_p(logs, err, sizeof err)) ||
+        (!r->dry && lock_workspace(ws, &r->lock_fd, err, sizeof err)) ||
+        store_open(&r->db, dbpath, err, sizeof err) ||
+        (!r->dry && store_reap_runs(r->db, NULL, err, sizeof err))) {
+        fprintf(stderr, "rlhf run: %s\n", err);
+        return 1;
     }
-    rc = 0;
-    int n_sel = selected_count(p, sel_only, from_pos), k_sel = 0, interrupted = 0;
-    for (int k = 0; k < p->n_stages; k++) {
-        Stage *st = &p->stages[p->order[k]];
-        if (run_signal) { interrupted = 1; rc = 128 + run_signal; break; }
-        if (fingerprint(p, ws_real, st)) { fprintf(stderr, "rlhf run: %s\n", p->err); rc = 1; break; }
-        int selected = sel_only >= 0 ? p->order[k] == sel_only : k >= (from_pos < 0 ? 0 : from_pos);
-        StoreRun last;
-        memset(&last, 0, sizeof last);
-        snprintf(st->label, sizeof st->label, "pipeline/%s", st->name.text);
-        if (db && store_find_last_run(db, st->label, st->fingerprint, STORE_RUN_DONE, &last, err, sizeof err)) { fprintf(stderr, "rlhf run: %s\n", err); rc = 1; break; }
-        int done_before = last.id != 0;
-        if (db) store_run_free(&last);
-        const char *out = st->out.text;
-        struct stat sb;
-        int out_exists = lstat(st->out_real, &sb) == 0, out_is_dir = out_exists && S_ISDIR(sb.st_mode);
-        const char *launcher = st->launcher.text ? st->launcher.text : p->launcher.text;
-        if (!selected) {
-            // a stage outside the selection matters only when a selected stage needs it
-            int needed = 0;
-            for (int j = 0; j < p->n_stages; j++) {
-                int sel_j = sel_only >= 0 ? j == sel_only : 0;
-                for (int kk = (from_pos < 0 ? 0 : from_pos); sel_only < 0 && kk < p->n_stages; kk++) sel_j |= p->order[kk] == j;
-                if (sel_j && pipeline_depends_on(p, j, p->order[k])) needed = 1;
-            }
-            if (needed && !done_before) {
-                if (dry) { st->outcome = "needed"; continue; }
-                fprintf(stderr, "rlhf run: stage '%s' is needed by the selection but has not finished with this configuration; run it first\n", st->name.text);
-                rc = 1; break;
-            }
-            st->outcome = needed ? "skipped" : "not selected";
-            continue;
-        }
-        k_sel++;
-        int skip = done_before && out_exists && !force;
-        if (dry) {
-            printf("%-14s %-8s ", st->name.text, skip ? "skip" : "run");
-            print_cmd(stdout, st, launcher);
-            printf("\n");
-            st->outcome = skip ? "skipped" : "would run";
-            continue;
-        }
-        if (skip) {
-            fprintf(stderr, "rlhf run: stage %d of %d: %s: unchanged since its last run, skipped\n", k_sel, n_sel, st->name.text);
-            st->outcome = "skipped";
-            continue;
-        }
-        // an interrupted run of this very configuration is continued, not started over; any
-        // other run starts from a clean output directory (stale outputs of an older
-        // configuration must not be resumed), which the runner removes only when it made it
-        StoreRun prev;
-        int64_t run_id = 0;
-        if (store_find_last_run(db, st->label, st->fingerprint, -1, &prev, err, sizeof err) == 0) {
-            if (prev.id && (prev.status == STORE_RUN_INTERRUPTED || prev.status == STORE_RUN_RUNNING) && !force) run_id = prev.id;
-            store_run_free(&prev);
-        }
-        int owned = !out_exists || run_id || (out_is_dir && (has_marker(st->out_real) || dir_is_empty(st->out_real)));
-        if (!run_id && out_is_dir) {
-            if (!owned) {
-                fprintf(stderr, "rlhf run: stage '%s': its output %s exists and was not made by rlhf run (no %s in it); "
-                                "move it away or give the stage another out\n", st->name.text, out, PIPELINE_MARKER);
-                rc = 1; break;
-            }
-            if (!dir_is_empty(st->out_real) && remove_tree(st->out_real)) { fprintf(stderr, "rlhf run: cannot remove %s\n", out); rc = 1; break; }
-        }
-        int prev_runs = 0;
-        double expect = expected_seconds(db, st->label, &prev_runs);
-        char when[128] = "";
-        if (prev_runs) {
-            char d[32];
-            fmt_duration(d, sizeof d, expect);
-            snprintf(when, sizeof when, " (expected %s: the median of %d earlier run%s)", d, prev_runs, prev_runs > 1 ? "s" : "");
-        }
-        fprintf(stderr, "rlhf run: stage %d of %d: %s%s%s\n", k_sel, n_sel, st->name.text, run_id ? " (resuming)" : "", when);
-        fprintf(stderr, "rlhf run: == %s%s: ", st->name.text, run_id ? " (resuming)" : "");
-        print_cmd(stderr, st, launcher);
-        fprintf(stderr, "\n");
-        char prog[8192] = "";
-        for (int i = 0; i < st->argc; i++) {
-            strncat(prog, i ? st->argv[i] : strrchr(st->argv[0], '/') + 1, sizeof prog - strlen(prog) - 2);
-            strncat(prog, " ", sizeof prog - strlen(prog) - 1);
-        }
-        if (run_id) {
-            if (store_set_run_status(db, run_id, STORE_RUN_RUNNING, 0, err, sizeof err)) { fprintf(stderr, "rlhf run: %s\n", err); rc = 1; break; }
-        } else {
-            StoreRunInfo ri = {.stage = st->label, .name = file, .program = prog, .config = prog, .config_hash = st->fingerprint,
-                               .checkpoint = out, .parent_id = pipe_run};
-            if (store_add_run(db, &ri, &run_id, err, sizeof err)) { fprintf(stderr, "rlhf run: %s\n", err); rc = 1; break; }
-        }
-        double t0 = util_time_s();
-        int code = run_stage(p, st, launcher);
-        st->seconds = util_time_s() - t0;
-        if (owned) write_marker(st);
-        // interrupted: a signal to the runner (passed on), or the stage's own exit on one (the
-        // terminal's Ctrl-C reaches the stage's group directly)
-        int by_signal = run_signal || (code == 128 + SIGINT || code == 128 + SIGTERM || code == 128 + SIGHUP);
-        StoreRunStatus rs = code == 0 ? STORE_RUN_DONE : by_signal ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
-        if (store_set_run_status(db, run_id, rs, code, err, sizeof err)) fprintf(stderr, "rlhf run: %s\n", err);
-        char took[32];
-        fmt_duration(took, sizeof took, st->seconds);
-        if (code != 0) {
-            st->outcome = rs == STORE_RUN_INTERRUPTED ? "interrupted" : "failed";
-            fprintf(stderr, "rlhf run: stage %d of %d: %s %s after %s (exit %d); its log: %s\n", k_sel, n_sel, st->name.text, st->outcome,
-                    took, code, st->log);
-            if (rs == STORE_RUN_INTERRUPTED) { interrupted = 1; rc = run_signal ? 128 + run_signal : code; }
-            else rc = 1;
-            break;
-        }
-        st->outcome = "ran";
-        fprintf(stderr, "rlhf run: stage %d of %d: %s finished in %s\n", k_sel, n_sel, st->name.text, took);
-        if (run_signal) { interrupted = 1; rc = 128 + run_signal; break; }
+    if (r->dry) return 0;
+    StoreRunInfo ri = {.stage = "pipeline", .name = r->file, .program = "rlhf run"};
+    if (store_add_run(r->db, &ri, &r->pipe_run, err, sizeof err)) {
+        fprintf(stderr, "rlhf run: %s\n", err);
+        return 1;
     }
-    if (!dry) {
-        fprintf(stderr, "\nrlhf run: summary of %s (workspace %s)\n", file, p->workspace.text);
-        for (int k = 0; k < p->n_stages; k++) {
-            const Stage *st = &p->stages[p->order[k]];
-            fprintf(stderr, "  %-16s %-12s", st->name.text, st->outcome);
-            if (st->seconds > 0) fprintf(stderr, " %8.1f s   %s", st->seconds, st->log);
-            fprintf(stderr, "\n");
+    run_catch_signals();
+    return 0;
+}
+
+// Whether stage index j is in the selection (--only, --from, or all).
+static int runner_selects(const Runner *r, int j) {
+    if (r->sel_only >= 0) return j == r->sel_only;
+    for (int k = (r->from_pos < 0 ? 0 : r->from_pos); k < r->p->n_stages; k++)
+        if (r->p->order[k] == j) return 1;
+    return 0;
+}
+
+// A stage outside the selection matters only when a selected stage needs it: then it must have
+// finished with this configuration. Returns -1 to go on, or the exit status.
+static int runner_unselected(Runner *r, int k, Stage *st, int done_before) {
+    int needed = 0;
+    for (int j = 0; j < r->p->n_stages; j++)
+        if (runner_selects(r, j) && pipeline_depends_on(r->p, j, r->p->order[k])) needed = 1;
+    if (needed && !done_before) {
+        if (r->dry) {
+            st->outcome = "needed";
+            return -1;
         }
-        if (store_set_run_status(db, pipe_run, rc == 0 ? STORE_RUN_DONE : interrupted ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED, rc, err, sizeof err))
+        fprintf(stderr, "rlhf run: stage '%s' is needed by the selection but has not finished with "
+                        "this configuration; run it first\n", st->name.text);
+        return 1;
+    }
+    st->outcome = needed ? "skipped" : "not selected";
+    return -1;
+}
+
+// The run of this very configuration that was interrupted (it is continued, not started over),
+// or 0.
+static int64_t runner_resumable(const Runner *r, const Stage *st) {
+    StoreRun prev;
+    int64_t run_id = 0;
+    char err[1024];
+    if (store_find_last_run(r->db, st->label, st->fingerprint, -1, &prev, err, sizeof err) == 0) {
+        if (prev.id && (prev.status == STORE_RUN_INTERRUPTED || prev.status == STORE_RUN_RUNNING) &&
+            !r->force)
+            run_id = prev.id;
+        store_run_free(&prev);
+    }
+    return run_id;
+}
+
+// "stage 2 of 5: sft (resuming) (expected ...)" and the command, on stderr.
+static void runner_announce(const Runner *r, const Stage *st, const char *launcher, int resuming) {
+    int prev_runs = 0;
+    double expect = expected_seconds(r->db, st->label, &prev_runs);
+    char when[128] = "";
+    if (prev_runs) {
+        char d[32];
+        fmt_duration(d, sizeof d, expect);
+        snprintf(when, sizeof when, " (expected %s: the median of %d earlier run%s)", d, prev_runs,
+                 prev_runs > 1 ? "s" : "");
+    }
+    fprintf(stderr, "rlhf run: stage %d of %d: %s%s%s\n", r->k_sel, r->n_sel, st->name.text,
+            resuming ? " (resuming)" : "", when);
+    fprintf(stderr, "rlhf run: == %s%s: ", st->name.text, resuming ? " (resuming)" : "");
+    print_cmd(stderr, st, launcher);
+    fprintf(stderr, "\n");
+}
+
+// Records the stage's run (or marks the resumed one running), runs it, records how it ended.
+// Returns -1 to go on, or the exit status.
+static int runner_execute(Runner *r, Stage *st, const char *launcher, int64_t run_id, int owned) {
+    char err[1024];
+    runner_announce(r, st, launcher, run_id != 0);
+    char prog[8192] = "";
+    for (int i = 0; i < st->argc; i++) {
+        strncat(prog, i ? st->argv[i] : strrchr(st->argv[0], '/') + 1, sizeof prog - strlen(prog) - 2);
+        strncat(prog, " ", sizeof prog - strlen(prog) - 1);
+    }
+    if (run_id) {
+        if (store_set_run_status(r->db, run_id, STORE_RUN_RUNNING, 0, err, sizeof err)) {
             fprintf(stderr, "rlhf run: %s\n", err);
-        if (interrupted) fprintf(stderr, "rlhf run: interrupted%s%s; the same command resumes\n", run_signal ? " by " : "",
-                                 run_signal ? strsignal(run_signal) : "");
+            return 1;
+        }
+    } else {
+        StoreRunInfo ri = {.stage = st->label, .name = r->file, .program = prog, .config = prog,
+                           .config_hash = st->fingerprint, .checkpoint = st->out.text,
+                           .parent_id = r->pipe_run};
+        if (store_add_run(r->db, &ri, &run_id, err, sizeof err)) {
+            fprintf(stderr, "rlhf run: %s\n", err);
+            return 1;
+        }
     }
-out:
-    store_close(db);
-    if (lock_fd >= 0) close(lock_fd);   // releases the lock
-    pipeline_free(p);
-    free(p);
-    free(ws_real);
-    free(sets);
+    double t0 = util_time_s();
+    int code = run_stage(r->p, st, launcher);
+    st->seconds = util_time_s() - t0;
+    if (owned) write_marker(st);
+    // interrupted: a signal to the runner (passed on), or the stage's own exit on one (the
+    // terminal's Ctrl-C reaches the stage's group directly)
+    int by_signal = run_signal || (code == 128 + SIGINT || code == 128 + SIGTERM || code == 128 + SIGHUP);
+    StoreRunStatus rs = code == 0 ? STORE_RUN_DONE : by_signal ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
+    if (store_set_run_status(r->db, run_id, rs, code, err, sizeof err)) fprintf(stderr, "rlhf run: %s\n", err);
+    char took[32];
+    fmt_duration(took, sizeof took, st->seconds);
+    if (code != 0) {
+        st->outcome = rs == STORE_RUN_INTERRUPTED ? "interrupted" : "failed";
+        fprintf(stderr, "rlhf run: stage %d of %d: %s %s after %s (exit %d); its log: %s\n", r->k_sel,
+                r->n_sel, st->name.text, st->outcome, took, code, st->log);
+        if (rs != STORE_RUN_INTERRUPTED) return 1;
+        r->interrupted = 1;
+        return run_signal ? 128 + run_signal : code;
+    }
+    st->outcome = "ran";
+    fprintf(stderr, "rlhf run: stage %d of %d: %s finished in %s\n", r->k_sel, r->n_sel, st->name.text, took);
+    if (run_signal) {
+        r->interrupted = 1;
+        return 128 + run_signal;
+    }
+    return -1;
+}
+
+// The k-th stage of the run order: skipped when unchanged since it finished, printed in a dry
+// run, else run. Returns -1 to go on, or the exit status.
+static int runner_stage(Runner *r, int k) {
+    Pipeline *p = r->p;
+    Stage *st = &p->stages[p->order[k]];
+    char err[1024];
+    if (fingerprint(p, r->ws_real, st)) {
+        fprintf(stderr, "rlhf run: %s\n", p->err);
+        return 1;
+    }
+    StoreRun last;
+    memset(&last, 0, sizeof last);
+    snprintf(st->label, sizeof st->label, "pipeline/%s", st->name.text);
+    if (r->db && store_find_last_run(r->db, st->label, st->fingerprint, STORE_RUN_DONE, &last, err, sizeof err)) {
+        fprintf(stderr, "rlhf run: %s\n", err);
+        return 1;
+    }
+    int done_before = last.id != 0;
+    if (r->db) store_run_free(&last);
+    struct stat sb;
+    int out_exists = lstat(st->out_real, &sb) == 0, out_is_dir = out_exists && S_ISDIR(sb.st_mode);
+    const char *launcher = st->launcher.text ? st->launcher.text : p->launcher.text;
+    if (!runner_selects(r, p->order[k])) return runner_unselected(r, k, st, done_before);
+    r->k_sel++;
+    int skip = done_before && out_exists && !r->force;
+    if (r->dry) {
+        printf("%-14s %-8s ", st->name.text, skip ? "skip" : "run");
+        print_cmd(stdout, st, launcher);
+        printf("\n");
+        st->outcome = skip ? "skipped" : "would run";
+        return -1;
+    }
+    if (skip) {
+        fprintf(stderr, "rlhf run: stage %d of %d: %s: unchanged since its last run, skipped\n", r->k_sel,
+                r->n_sel, st->name.text);
+        st->outcome = "skipped";
+        return -1;
+    }
+    // any run but a resumed one starts from a clean output directory (stale outputs of an older
+    // configuration must not be resumed), which the runner removes only when it made it
+    int64_t run_id = runner_resumable(r, st);
+    int owned = !out_exists || run_id ||
+                (out_is_dir && (has_marker(st->out_real) || dir_is_empty(st->out_real)));
+    if (!run_id && out_is_dir) {
+        if (!owned) {
+            fprintf(stderr, "rlhf run: stage '%s': its output %s exists and was not made by rlhf run (no %s in "
+                            "it); move it away or give the stage another out\n",
+                    st->name.text, st->out.text, PIPELINE_MARKER);
+            return 1;
+        }
+        if (!dir_is_empty(st->out_real) && remove_tree(st->out_real)) {
+            fprintf(stderr, "rlhf run: cannot remove %s\n", st->out.text);
+            return 1;
+        }
+    }
+    return runner_execute(r, st, launcher, run_id, owned);
+}
+
+// What became of each stage, and the pipeline's run recorded as done, interrupted or failed.
+static void runner_summary(const Runner *r, int rc) {
+    const Pipeline *p = r->p;
+    char err[1024];
+    fprintf(stderr, "\nrlhf run: summary of %s (workspace %s)\n", r->file, p->workspace.text);
+    for (int k = 0; k < p->n_stages; k++) {
+        const Stage *st = &p->stages[p->order[k]];
+        fprintf(stderr, "  %-16s %-12s", st->name.text, st->outcome);
+        if (st->seconds > 0) fprintf(stderr, " %8.1f s   %s", st->seconds, st->log);
+        fprintf(stderr, "\n");
+    }
+    StoreRunStatus rs = rc == 0 ? STORE_RUN_DONE : r->interrupted ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
+    if (store_set_run_status(r->db, r->pipe_run, rs, rc, err, sizeof err)) fprintf(stderr, "rlhf run: %s\n", err);
+    if (r->interrupted)
+        fprintf(stderr, "rlhf run: interrupted%s%s; the same command resumes\n", run_signal ? " by " : "",
+                run_signal ? strsignal(run_signal) : "");
+}
+
+int pipeline_cmd_run(int argc, char **argv) {
+    Runner r = {.lock_fd = -1, .sel_only = -1, .from_pos = -1};
+    CliList sets = {0};
+    int status;
+    CliOption opts[] = {
+        CLI_STRING("--from", &r.from),
+        CLI_STRING("--only", &r.only),
+        CLI_FLAG("--dry-run", &r.dry),
+        CLI_FLAG("--force", &r.force),
+        CLI_LIST("--set", &sets),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf run", .usage = run_usage, .opts = opts,
+                      .arg_name = "PIPELINE.yaml", .arg = &r.file};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    if (!r.file) {
+        cli_list_free(&sets);
+        return cli_usage_error(&cmd, "missing PIPELINE.yaml");
+    }
+    if (r.from && r.only) {
+        fprintf(stderr, "rlhf run: --from and --only exclude each other\n");
+        cli_list_free(&sets);
+        return 2;
+    }
+    r.p = CALLOC_CHECK(1, sizeof(Pipeline));
+    int rc = runner_load(&r, &sets);
+    if (!rc) rc = runner_open_workspace(&r);
+    if (!rc) {
+        for (int k = 0; k < r.p->n_stages; k++) {
+            if (run_signal) {
+                r.interrupted = 1;
+                rc = 128 + run_signal;
+                break;
+            }
+            int stop = runner_stage(&r, k);
+            if (stop >= 0) {
+                rc = stop;
+                break;
+            }
+        }
+        if (!r.dry) runner_summary(&r, rc);
+    }
+    store_close(r.db);
+    if (r.lock_fd >= 0) close(r.lock_fd);   // releases the lock
+    pipeline_free(r.p);
+    free(r.p);
+    free(r.ws_real);
+    cli_list_free(&sets);
     return rc;
 }

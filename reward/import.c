@@ -266,24 +266,20 @@ int cmd_import(int argc, char **argv) {
     ImportOptions o = {.valid_frac = 0.05};
     double vp = 5, tp = 0;
     char err[1024];
-    int nfiles = 0;
-    const char **files = CALLOC_CHECK((size_t)argc + 1, sizeof(char *));
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cli_is_help(a)) { fputs(import_usage, stdout); free(files); return 0; }
-        int opt = 1;
-        if (!strcmp(a, "--workspace") && v) ws = v;
-        else if (!strcmp(a, "--labeler") && v) o.labeler = v;
-        else if (!strcmp(a, "--source") && v) o.source = v;
-        else if (!strcmp(a, "--model") && v) o.model = v;
-        else if (!strcmp(a, "--split") && v) o.split = v;
-        else if (!strcmp(a, "--valid-percent") && v) { if (cli_float(a, v, 0, 100, &vp, err, sizeof err)) goto bad; }
-        else if (!strcmp(a, "--test-percent") && v) { if (cli_float(a, v, 0, 100, &tp, err, sizeof err)) goto bad; }
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "reward import: unknown option '%s'%s\n%s", a, v || a[1] != '-' ? "" : " (or it needs a value)", import_usage); free(files); return 2; }
-        else { files[nfiles++] = a; opt = 0; }
-        if (opt) i++;
-    }
-    if (!ws || !nfiles) { fprintf(stderr, "reward import: --workspace and at least one FILE are required\n%s", import_usage); free(files); return 2; }
+    CliList files = {0};
+    int status;
+    CliOption opts[] = {
+        CLI_STRING("--workspace", &ws, .required = 1),
+        CLI_STRING("--labeler", &o.labeler),
+        CLI_STRING("--source", &o.source),
+        CLI_STRING("--model", &o.model),
+        CLI_STRING("--split", &o.split),
+        CLI_DOUBLE("--valid-percent", &vp, 0, 100),
+        CLI_DOUBLE("--test-percent", &tp, 0, 100),
+        {0}};
+    CliCommand cmd = {.prog = "reward import", .usage = import_usage, .opts = opts,
+                      .arg_name = "FILE", .arg_list = &files, .args_min = 1, .value_status = 1};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
     if (o.split && !store_split_valid(o.split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", o.split); goto bad; }
     if (vp + tp > 100) { snprintf(err, sizeof err, "--valid-percent + --test-percent exceed 100"); goto bad; }
     if (o.labeler && !*o.labeler) { snprintf(err, sizeof err, "--labeler is empty"); goto bad; }
@@ -291,20 +287,20 @@ int cmd_import(int argc, char **argv) {
     Store *s;
     if (store_open(&s, ws, err, sizeof err)) goto bad;
     int rc = 0;
-    for (int i = 0; i < nfiles; i++) {
+    for (int i = 0; i < files.n; i++) {
         ImportResult r;
-        if (rm_import_file(s, files[i], &o, &r, err, sizeof err)) { fprintf(stderr, "reward import: %s (nothing from this file was stored)\n", err); rc = 1; break; }
-        if (r.already) fprintf(stderr, "reward import: %s: already imported (import %lld); nothing added\n", files[i], (long long)r.import_id);
-        else fprintf(stderr, "reward import: %s: %lld rankings, %lld prompts, %lld demonstrations from %lld lines (import %lld)\n", files[i],
+        if (rm_import_file(s, files.items[i], &o, &r, err, sizeof err)) { fprintf(stderr, "reward import: %s (nothing from this file was stored)\n", err); rc = 1; break; }
+        if (r.already) fprintf(stderr, "reward import: %s: already imported (import %lld); nothing added\n", files.items[i], (long long)r.import_id);
+        else fprintf(stderr, "reward import: %s: %lld rankings, %lld prompts, %lld demonstrations from %lld lines (import %lld)\n", files.items[i],
                      (long long)r.rankings, (long long)r.prompts, (long long)r.demonstrations, (long long)r.lines, (long long)r.import_id);
         if (!r.already && r.skipped)
-            fprintf(stderr, "reward import: %s: %lld pairs skipped: chosen and rejected are the same text\n", files[i], (long long)r.skipped);
+            fprintf(stderr, "reward import: %s: %lld pairs skipped: chosen and rejected are the same text\n", files.items[i], (long long)r.skipped);
     }
     store_close(s);
-    free(files);
+    cli_list_free(&files);
     return rc;
 bad:
     fprintf(stderr, "reward import: %s\n", err);
-    free(files);
+    cli_list_free(&files);
     return 1;
 }

@@ -250,269 +250,408 @@ static const char *inspect_usage =
     "  --tokenizer DIR / --prompt-template T / --response-prefix P   as for `reward score`\n"
     "  --threads N           OpenMP threads\n";
 
-int cmd_inspect(int argc, char **argv) {
-    const char *ckpt = NULL, *ws = NULL, *split = NULL, *name = NULL, *tokdir = NULL, *tmpl = NULL, *prefix = NULL;
-    int json = 0;
-    int64_t top = 5, bins = 20, B = 16, threads = 0;
-    char err[1024];
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cli_is_help(a)) { fputs(inspect_usage, stdout); return 0; }
-        if (!strcmp(a, "--json")) { json = 1; continue; }
-        if (a[0] != '-' || !a[1]) {
-            if (ckpt) { fprintf(stderr, "reward inspect: unexpected argument '%s'\n%s", a, inspect_usage); return 2; }
-            ckpt = a;
-            continue;
-        }
-        if (!v) { fprintf(stderr, "reward inspect: unknown option '%s' (or it needs a value)\n%s", a, inspect_usage); return 2; }
-        if (!strcmp(a, "--workspace")) ws = v;
-        else if (!strcmp(a, "--split")) split = v;
-        else if (!strcmp(a, "--name")) name = v;
-        else if (!strcmp(a, "--tokenizer")) tokdir = v;
-        else if (!strcmp(a, "--prompt-template")) tmpl = v;
-        else if (!strcmp(a, "--response-prefix")) prefix = v;
-        else if (!strcmp(a, "--top")) { if (cli_int(a, v, 0, 100000, &top, err, sizeof err)) goto bad; }
-        else if (!strcmp(a, "--bins")) { if (cli_int(a, v, 1, 1000, &bins, err, sizeof err)) goto bad; }
-        else if (!strcmp(a, "--batch")) { if (cli_int(a, v, 1, 4096, &B, err, sizeof err)) goto bad; }
-        else if (!strcmp(a, "--threads")) { if (cli_int(a, v, 0, 4096, &threads, err, sizeof err)) goto bad; }
-        else { fprintf(stderr, "reward inspect: unknown option '%s'\n%s", a, inspect_usage); return 2; }
-        i++;
-    }
-    if (!ckpt || !ws) { fprintf(stderr, "reward inspect: CKPT and --workspace are required\n%s", inspect_usage); return 2; }
-    if (split && !store_split_valid(split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", split); goto bad; }
-    if (threads > 0) omp_set_num_threads((int)threads);
+// What `reward inspect` was asked for.
+typedef struct {
+    const char *ckpt, *ws, *split, *name, *tokdir, *tmpl, *prefix;
+    int json;
+    int64_t top, bins, B, threads;
+} InspectArgs;
 
-    int rc = 1;
-    RmScorer sc;
-    memset(&sc, 0, sizeof sc);
-    Store *st = NULL;
-    CompList all = {0}, todo = {0};
-    ScoreMap sm = {0};
-    Acc acc;
-    memset(&acc, 0, sizeof acc);
-    Groups agree_pairs = {0};
-    Group agree_all = {0};
-    double *vals = NULL, *fresh = NULL, *sorted = NULL;
-    int64_t *hist = NULL;
-    ScoreIdx *order = NULL;
-    char mname[4096];
-    rm_model_name(ckpt, name, mname, sizeof mname);
-    if (rm_scorer_open(&sc, ckpt, tokdir, tmpl, prefix, (int)B, err, sizeof err)) goto out;
-    sc.verbose = !json;
-    if (store_open(&st, ws, err, sizeof err)) goto out;
-    // scores: the stored ones, then the missing ones computed and stored
-    if (rm_list_completions(st, split, mname, &todo, err, sizeof err)) goto out;
+static const double INSPECT_QS[] = {0.05, 0.25, 0.5, 0.75, 0.95};
+static const char *INSPECT_QN[] = {"p05", "p25", "p50", "p75", "p95"};
+
+// Everything the report shows, computed before it is printed.
+typedef struct {
+    char mname[4096];          // the name the model's scores are stored under
+    CompList all;              // the completions (of the split), by id
+    ScoreMap sm;               // the model's stored scores, by completion id
+    double *vals;              // (all.n) each completion's score
+    double *sorted;            // (all.n) the scores in increasing order
+    ScoreIdx *order;           // (all.n) the completions by decreasing score
+    int64_t *hist;             // (bins) completions per histogram bin
+    int64_t bins;
+    double mean, sd, lo, hi, width;   // the distribution; width: a histogram bin's
+    Acc acc;                   // accuracy against the rankings, mistakes, calibration
+    Groups agree_pairs;        // agreement per pair of labelers
+    Group agree_all;
+    int64_t ntop, nmis;        // completions and mistakes listed
+} Inspection;
+
+static void inspection_free(Inspection *I) {
+    for (int64_t i = 0; i < I->acc.nr; i++) free(I->acc.r[i].labeler);
+    free(I->acc.r);
+    free(I->acc.mis);
+    free(I->acc.by_k.g);
+    free(I->acc.by_split.g);
+    free(I->acc.by_source.g);
+    free(I->acc.by_labeler.g);
+    free(I->agree_pairs.g);
+    free(I->sm.v);
+    free(I->vals);
+    free(I->sorted);
+    free(I->order);
+    free(I->hist);
+    rm_comp_list_free(&I->all);
+}
+
+// Scores the completions that have no score from this model yet and stores them.
+static int inspect_score_missing(const InspectArgs *a, RmScorer *sc, Store *st, const char *mname,
+                                 char *err, size_t errlen) {
+    CompList todo = {0};
+    double *fresh = NULL;
+    int rc = -1;
+    if (rm_list_completions(st, a->split, mname, &todo, err, errlen)) goto out;
     if (todo.n) {
         fresh = MALLOC_CHECK((size_t)todo.n * sizeof(double));
-        if (!json) fprintf(stderr, "reward inspect: scoring %lld completions that have no score from this model yet\n", (long long)todo.n);
-        if (rm_score_texts(&sc, todo.n, (const char *const *)todo.prompt, (const char *const *)todo.text, fresh, NULL, err, sizeof err)) goto out;
-        if (store_begin(st, err, sizeof err)) goto out;
+        if (!a->json)
+            fprintf(stderr, "reward inspect: scoring %lld completions that have no score from this model yet\n",
+                    (long long)todo.n);
+        if (rm_score_texts(sc, todo.n, (const char *const *)todo.prompt,
+                           (const char *const *)todo.text, fresh, NULL, err, errlen))
+            goto out;
+        if (store_begin(st, err, errlen)) goto out;
         for (int64_t i = 0; i < todo.n; i++)
-            if (store_set_reward_score(st, mname, todo.cid[i], fresh[i], err, sizeof err)) { store_rollback(st, NULL, 0); goto out; }
-        if (store_commit(st, err, sizeof err)) goto out;
-    }
-    if (store_each_reward_score(st, mname, collect_score, &sm, err, sizeof err)) goto out;
-    if (sm.n) qsort(sm.v, (size_t)sm.n, sizeof(IdScore), by_id);
-    if (rm_list_completions(st, split, NULL, &all, err, sizeof err)) goto out;
-    size_t n1 = (size_t)(all.n ? all.n : 1);
-    vals = MALLOC_CHECK(n1 * sizeof(double));
-    sorted = MALLOC_CHECK(n1 * sizeof(double));
-    order = MALLOC_CHECK(n1 * sizeof(ScoreIdx));
-    hist = CALLOC_CHECK((size_t)bins, sizeof(int64_t));
-    for (int64_t i = 0; i < all.n; i++) {
-        const IdScore *f = score_find(&sm, all.cid[i]);
-        vals[i] = sorted[i] = f ? f->score : 0.0;
-        order[i] = (ScoreIdx){vals[i], i};
-    }
-    // the distribution
-    if (all.n) qsort(sorted, (size_t)all.n, sizeof(double), cmp_double);
-    if (all.n) qsort(order, (size_t)all.n, sizeof(ScoreIdx), by_score_desc);
-    double sum = 0, sq = 0;
-    for (int64_t i = 0; i < all.n; i++) sum += vals[i];
-    double mean = all.n ? sum / all.n : NAN;
-    for (int64_t i = 0; i < all.n; i++) sq += (vals[i] - mean) * (vals[i] - mean);
-    double sd = all.n ? sqrt(sq / all.n) : NAN, lo = all.n ? sorted[0] : NAN, hi = all.n ? sorted[all.n - 1] : NAN;
-    double width = all.n && hi > lo ? (hi - lo) / (double)bins : 1.0;
-    for (int64_t i = 0; i < all.n; i++) {
-        int64_t b = hi > lo ? (int64_t)((vals[i] - lo) / width) : 0;
-        hist[b >= bins ? bins - 1 : b < 0 ? 0 : b]++;
-    }
-    static const double QS[] = {0.05, 0.25, 0.5, 0.75, 0.95};
-    static const char *QN[] = {"p05", "p25", "p50", "p75", "p95"};
-    // accuracy against the rankings
-    acc.sm = &sm;
-    snprintf(acc.all.name, sizeof acc.all.name, "all");
-    if (store_each_ranking(st, split, visit_ranking, &acc, err, sizeof err)) goto out;
-    sort_groups(&acc.by_k); sort_groups(&acc.by_split); sort_groups(&acc.by_source); sort_groups(&acc.by_labeler);
-    if (acc.nmis) qsort(acc.mis, (size_t)acc.nmis, sizeof(Mistake), by_margin);
-    // agreement: rankings of one prompt by different labelers
-    if (acc.nr) qsort(acc.r, (size_t)acc.nr, sizeof(Ranked), by_prompt);
-    for (int64_t i = 0; i < acc.nr;) {
-        int64_t j = i;
-        while (j < acc.nr && acc.r[j].prompt_id == acc.r[i].prompt_id) j++;
-        for (int64_t x = i; x < j; x++)
-            for (int64_t y = x + 1; y < j; y++)
-                if (acc.r[x].labeler_id != acc.r[y].labeler_id) agree(&acc.r[x], &acc.r[y], &agree_pairs, &agree_all);
-        i = j;
-    }
-    sort_groups(&agree_pairs);
-    int64_t ntop = top < all.n ? top : all.n, nmis = top < acc.nmis ? top : acc.nmis;
-
-    if (json) {
-        cJSON *J = cJSON_CreateObject(), *S = cJSON_CreateObject(), *Q = cJSON_CreateObject(), *H = cJSON_CreateArray();
-        cJSON_AddStringToObject(J, "model", mname);
-        cJSON_AddStringToObject(J, "workspace", ws);
-        if (split) cJSON_AddStringToObject(J, "split", split); else cJSON_AddNullToObject(J, "split");
-        cJSON_AddNumberToObject(S, "count", (double)all.n);
-        if (all.n) {
-            cJSON_AddNumberToObject(S, "mean", mean); cJSON_AddNumberToObject(S, "std", sd);
-            cJSON_AddNumberToObject(S, "min", lo); cJSON_AddNumberToObject(S, "max", hi);
-            for (int q = 0; q < 5; q++) cJSON_AddNumberToObject(Q, QN[q], quantile(sorted, all.n, QS[q]));
-            for (int64_t b = 0; b < bins; b++) {
-                cJSON *h = cJSON_CreateObject();
-                cJSON_AddNumberToObject(h, "lo", lo + b * width);
-                cJSON_AddNumberToObject(h, "hi", b == bins - 1 ? hi : lo + (b + 1) * width);
-                cJSON_AddNumberToObject(h, "count", (double)hist[b]);
-                cJSON_AddItemToArray(H, h);
+            if (store_set_reward_score(st, mname, todo.cid[i], fresh[i], err, errlen)) {
+                store_rollback(st, NULL, 0);
+                goto out;
             }
-        }
-        cJSON_AddItemToObject(S, "quantiles", Q);
-        cJSON_AddItemToObject(S, "histogram", H);
-        cJSON_AddItemToObject(J, "scores", S);
-        cJSON *A = cJSON_CreateObject();
-        cJSON_AddNumberToObject(A, "rankings", (double)acc.nr);
-        cJSON_AddItemToObject(A, "overall", group_json(&acc.all));
-        cJSON_AddItemToObject(A, "by_k", groups_json(&acc.by_k));
-        cJSON_AddItemToObject(A, "by_split", groups_json(&acc.by_split));
-        cJSON_AddItemToObject(A, "by_source", groups_json(&acc.by_source));
-        cJSON_AddItemToObject(A, "by_labeler", groups_json(&acc.by_labeler));
-        cJSON_AddItemToObject(J, "accuracy", A);
-        cJSON *G = cJSON_CreateObject(), *GP = cJSON_CreateArray();
-        cJSON_AddNumberToObject(G, "pairs", (double)agree_all.pairs);
-        if (agree_all.pairs) cJSON_AddNumberToObject(G, "agreement", agree_all.correct / agree_all.pairs);
-        else cJSON_AddNullToObject(G, "agreement");
-        for (int i = 0; i < agree_pairs.n; i++) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "labelers", agree_pairs.g[i].name);
-            cJSON_AddNumberToObject(o, "pairs", (double)agree_pairs.g[i].pairs);
-            cJSON_AddNumberToObject(o, "agreement", agree_pairs.g[i].correct / agree_pairs.g[i].pairs);
-            cJSON_AddItemToArray(GP, o);
-        }
-        cJSON_AddItemToObject(G, "by_pair", GP);
-        cJSON_AddItemToObject(J, "agreement", G);
-        cJSON *T = cJSON_CreateArray(), *Bo = cJSON_CreateArray(), *M = cJSON_CreateArray(), *C = cJSON_CreateArray();
-        for (int64_t i = 0; i < ntop; i++) {
-            cJSON_AddItemToArray(T, comp_json(&all, order[i].i, order[i].s));
-            cJSON_AddItemToArray(Bo, comp_json(&all, order[all.n - 1 - i].i, order[all.n - 1 - i].s));
-        }
-        cJSON_AddItemToObject(J, "top", T);
-        cJSON_AddItemToObject(J, "bottom", Bo);
-        for (int64_t i = 0; i < nmis; i++) {
-            const Mistake *m = &acc.mis[i];
-            int64_t wi = comp_index(&all, m->win), li = comp_index(&all, m->lose);
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "ranking_id", (double)m->ranking_id);
-            cJSON_AddNumberToObject(o, "prompt_id", (double)m->prompt_id);
-            cJSON_AddStringToObject(o, "labeler", m->labeler);
-            cJSON_AddNumberToObject(o, "p_chosen", 1.0 / (1.0 + exp(-(m->rw - m->rl))));
-            if (wi >= 0 && li >= 0) {
-                char *p = rm_text_clean(all.prompt[wi], 0);
-                cJSON_AddStringToObject(o, "prompt", p);
-                free(p);
-                cJSON_AddItemToObject(o, "chosen", comp_json(&all, wi, m->rw));
-                cJSON_AddItemToObject(o, "rejected", comp_json(&all, li, m->rl));
-            }
-            cJSON_AddItemToArray(M, o);
-        }
-        cJSON_AddItemToObject(J, "confident_mistakes", M);
-        for (int b = 0; b < CAL_BUCKETS; b++) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "lo", 0.5 + 0.5 * b / CAL_BUCKETS);
-            cJSON_AddNumberToObject(o, "hi", 0.5 + 0.5 * (b + 1) / CAL_BUCKETS);
-            cJSON_AddNumberToObject(o, "pairs", (double)acc.cal_n[b]);
-            if (acc.cal_n[b]) {
-                cJSON_AddNumberToObject(o, "predicted", acc.cal_p[b] / acc.cal_n[b]);
-                cJSON_AddNumberToObject(o, "observed", acc.cal_obs[b] / acc.cal_n[b]);
-            } else { cJSON_AddNullToObject(o, "predicted"); cJSON_AddNullToObject(o, "observed"); }
-            cJSON_AddItemToArray(C, o);
-        }
-        cJSON_AddItemToObject(J, "calibration", C);
-        char *text = cJSON_Print(J);
-        if (!text) DIE("out of memory");
-        puts(text);
-        free(text);
-        cJSON_Delete(J);
-    } else {
-        printf("reward model  %s\nworkspace     %s%s%s\n\n", mname, ws, split ? ", split " : "", split ? split : "");
-        printf("scores of %lld completions\n", (long long)all.n);
-        if (all.n) {
-            printf("  mean %+.4f  std %.4f  min %+.4f  max %+.4f\n  quantiles", mean, sd, lo, hi);
-            for (int q = 0; q < 5; q++) printf("  %s %+.4f", QN[q], quantile(sorted, all.n, QS[q]));
-            printf("\n");
-            int64_t most = 1;
-            for (int64_t b = 0; b < bins; b++) if (hist[b] > most) most = hist[b];
-            for (int64_t b = 0; b < bins; b++) {
-                int w = (int)((hist[b] * 50 + most - 1) / most);
-                printf("  [%+8.3f, %+8.3f%c %-50.*s %lld\n", lo + b * width, b == bins - 1 ? hi : lo + (b + 1) * width, b == bins - 1 ? ']' : ')',
-                       w, "##################################################", (long long)hist[b]);
-            }
-        }
-        printf("\naccuracy against %lld rankings (%lld pairs; ties dropped)%s\n", (long long)acc.nr, (long long)acc.all.pairs,
-               acc.unscored ? " -- some rankings skipped: completions without a score" : "");
-        if (acc.all.pairs) {
-            printf("  overall %.4f  mean margin (chosen - rejected) %+.4f\n", acc.all.correct / acc.all.pairs, acc.all.margin / acc.all.pairs);
-            print_groups("K", &acc.by_k); print_groups("split", &acc.by_split);
-            print_groups("source", &acc.by_source); print_groups("labeler", &acc.by_labeler);
-        }
-        printf("\nlabeler agreement where rankings overlap\n");
-        if (agree_all.pairs) {
-            printf("  overall %.4f over %lld pairs\n", agree_all.correct / agree_all.pairs, (long long)agree_all.pairs);
-            for (int i = 0; i < agree_pairs.n; i++)
-                printf("    %-44.44s %8lld pairs  agreement %.4f\n", agree_pairs.g[i].name, (long long)agree_pairs.g[i].pairs,
-                       agree_pairs.g[i].correct / agree_pairs.g[i].pairs);
-        } else printf("  none: no two labelers ranked the same completions of a prompt\n");
-        printf("\ncalibration: the model's P(its preferred completion is better) against the labelers\n");
-        for (int b = 0; b < CAL_BUCKETS; b++)
-            if (acc.cal_n[b]) printf("  %.1f-%.1f  %8lld pairs  predicted %.3f  observed %.3f\n", 0.5 + 0.5 * b / CAL_BUCKETS,
-                                     0.5 + 0.5 * (b + 1) / CAL_BUCKETS, (long long)acc.cal_n[b], acc.cal_p[b] / acc.cal_n[b],
-                                     acc.cal_obs[b] / acc.cal_n[b]);
-        for (int part = 0; part < 2 && ntop; part++) {
-            printf("\n%s %lld completions\n", part ? "bottom" : "top", (long long)ntop);
-            for (int64_t i = 0; i < ntop; i++) {
-                const ScoreIdx *o = &order[part ? all.n - 1 - i : i];
-                char label[96];
-                snprintf(label, sizeof label, "  %+9.4f  completion %lld  prompt: ", o->s, (long long)all.cid[o->i]);
-                print_short(label, all.prompt[o->i], 60);
-                print_short("                     completion: ", all.text[o->i], 60);
-            }
-        }
-        printf("\nmost confident mistakes (%lld of %lld pairs ranked the other way by the model)\n", (long long)nmis, (long long)acc.nmis);
-        for (int64_t i = 0; i < nmis; i++) {
-            const Mistake *m = &acc.mis[i];
-            int64_t wi = comp_index(&all, m->win), li = comp_index(&all, m->lose);
-            char label[160];
-            snprintf(label, sizeof label, "  P(chosen) %.3f  ranking %lld by %.40s  prompt: ", 1.0 / (1.0 + exp(-(m->rw - m->rl))),
-                     (long long)m->ranking_id, m->labeler);
-            if (wi < 0 || li < 0) continue;
-            print_short(label, all.prompt[wi], 50);
-            snprintf(label, sizeof label, "      chosen   %+9.4f: ", m->rw);
-            print_short(label, all.text[wi], 70);
-            snprintf(label, sizeof label, "      rejected %+9.4f: ", m->rl);
-            print_short(label, all.text[li], 70);
-        }
+        if (store_commit(st, err, errlen)) goto out;
     }
     rc = 0;
 out:
-    if (rc) fprintf(stderr, "reward inspect: %s\n", err);
-    for (int64_t i = 0; i < acc.nr; i++) free(acc.r[i].labeler);
-    free(acc.r); free(acc.mis);
-    free(acc.by_k.g); free(acc.by_split.g); free(acc.by_source.g); free(acc.by_labeler.g); free(agree_pairs.g);
-    free(sm.v); free(vals); free(fresh); free(sorted); free(order); free(hist);
-    rm_comp_list_free(&all); rm_comp_list_free(&todo);
+    free(fresh);
+    rm_comp_list_free(&todo);
+    return rc;
+}
+
+// The scores of every completion, their distribution and histogram.
+static int inspect_distribution(Inspection *I, Store *st, const char *split, char *err,
+                                size_t errlen) {
+    if (store_each_reward_score(st, I->mname, collect_score, &I->sm, err, errlen)) return -1;
+    if (I->sm.n) qsort(I->sm.v, (size_t)I->sm.n, sizeof(IdScore), by_id);
+    if (rm_list_completions(st, split, NULL, &I->all, err, errlen)) return -1;
+    int64_t n = I->all.n, bins = I->bins;
+    size_t n1 = (size_t)(n ? n : 1);
+    I->vals = MALLOC_CHECK(n1 * sizeof(double));
+    I->sorted = MALLOC_CHECK(n1 * sizeof(double));
+    I->order = MALLOC_CHECK(n1 * sizeof(ScoreIdx));
+    I->hist = CALLOC_CHECK((size_t)bins, sizeof(int64_t));
+    for (int64_t i = 0; i < n; i++) {
+        const IdScore *f = score_find(&I->sm, I->all.cid[i]);
+        I->vals[i] = I->sorted[i] = f ? f->score : 0.0;
+        I->order[i] = (ScoreIdx){I->vals[i], i};
+    }
+    if (n) qsort(I->sorted, (size_t)n, sizeof(double), cmp_double);
+    if (n) qsort(I->order, (size_t)n, sizeof(ScoreIdx), by_score_desc);
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < n; i++) sum += I->vals[i];
+    I->mean = n ? sum / n : NAN;
+    for (int64_t i = 0; i < n; i++) sq += (I->vals[i] - I->mean) * (I->vals[i] - I->mean);
+    I->sd = n ? sqrt(sq / n) : NAN;
+    I->lo = n ? I->sorted[0] : NAN;
+    I->hi = n ? I->sorted[n - 1] : NAN;
+    I->width = n && I->hi > I->lo ? (I->hi - I->lo) / (double)bins : 1.0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t b = I->hi > I->lo ? (int64_t)((I->vals[i] - I->lo) / I->width) : 0;
+        I->hist[b >= bins ? bins - 1 : b < 0 ? 0 : b]++;
+    }
+    return 0;
+}
+
+// Accuracy against the rankings, then agreement: rankings of one prompt by different labelers.
+static int inspect_accuracy(Inspection *I, Store *st, const char *split, char *err, size_t errlen) {
+    Acc *acc = &I->acc;
+    acc->sm = &I->sm;
+    snprintf(acc->all.name, sizeof acc->all.name, "all");
+    if (store_each_ranking(st, split, visit_ranking, acc, err, errlen)) return -1;
+    sort_groups(&acc->by_k);
+    sort_groups(&acc->by_split);
+    sort_groups(&acc->by_source);
+    sort_groups(&acc->by_labeler);
+    if (acc->nmis) qsort(acc->mis, (size_t)acc->nmis, sizeof(Mistake), by_margin);
+    if (acc->nr) qsort(acc->r, (size_t)acc->nr, sizeof(Ranked), by_prompt);
+    for (int64_t i = 0; i < acc->nr;) {
+        int64_t j = i;
+        while (j < acc->nr && acc->r[j].prompt_id == acc->r[i].prompt_id) j++;
+        for (int64_t x = i; x < j; x++)
+            for (int64_t y = x + 1; y < j; y++)
+                if (acc->r[x].labeler_id != acc->r[y].labeler_id)
+                    agree(&acc->r[x], &acc->r[y], &I->agree_pairs, &I->agree_all);
+        i = j;
+    }
+    sort_groups(&I->agree_pairs);
+    return 0;
+}
+
+static double bin_hi(const Inspection *I, int64_t b) {
+    return b == I->bins - 1 ? I->hi : I->lo + (b + 1) * I->width;
+}
+
+static double p_chosen(const Mistake *m) { return 1.0 / (1.0 + exp(-(m->rw - m->rl))); }
+
+static cJSON *json_scores(const Inspection *I) {
+    cJSON *S = cJSON_CreateObject(), *Q = cJSON_CreateObject(), *H = cJSON_CreateArray();
+    cJSON_AddNumberToObject(S, "count", (double)I->all.n);
+    if (I->all.n) {
+        cJSON_AddNumberToObject(S, "mean", I->mean);
+        cJSON_AddNumberToObject(S, "std", I->sd);
+        cJSON_AddNumberToObject(S, "min", I->lo);
+        cJSON_AddNumberToObject(S, "max", I->hi);
+        for (int q = 0; q < 5; q++)
+            cJSON_AddNumberToObject(Q, INSPECT_QN[q], quantile(I->sorted, I->all.n, INSPECT_QS[q]));
+        for (int64_t b = 0; b < I->bins; b++) {
+            cJSON *h = cJSON_CreateObject();
+            cJSON_AddNumberToObject(h, "lo", I->lo + b * I->width);
+            cJSON_AddNumberToObject(h, "hi", bin_hi(I, b));
+            cJSON_AddNumberToObject(h, "count", (double)I->hist[b]);
+            cJSON_AddItemToArray(H, h);
+        }
+    }
+    cJSON_AddItemToObject(S, "quantiles", Q);
+    cJSON_AddItemToObject(S, "histogram", H);
+    return S;
+}
+
+static cJSON *json_accuracy(const Acc *acc) {
+    cJSON *A = cJSON_CreateObject();
+    cJSON_AddNumberToObject(A, "rankings", (double)acc->nr);
+    cJSON_AddItemToObject(A, "overall", group_json(&acc->all));
+    cJSON_AddItemToObject(A, "by_k", groups_json(&acc->by_k));
+    cJSON_AddItemToObject(A, "by_split", groups_json(&acc->by_split));
+    cJSON_AddItemToObject(A, "by_source", groups_json(&acc->by_source));
+    cJSON_AddItemToObject(A, "by_labeler", groups_json(&acc->by_labeler));
+    return A;
+}
+
+static cJSON *json_agreement(const Inspection *I) {
+    cJSON *G = cJSON_CreateObject(), *GP = cJSON_CreateArray();
+    const Group *all = &I->agree_all;
+    cJSON_AddNumberToObject(G, "pairs", (double)all->pairs);
+    if (all->pairs) cJSON_AddNumberToObject(G, "agreement", all->correct / all->pairs);
+    else cJSON_AddNullToObject(G, "agreement");
+    for (int i = 0; i < I->agree_pairs.n; i++) {
+        const Group *g = &I->agree_pairs.g[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "labelers", g->name);
+        cJSON_AddNumberToObject(o, "pairs", (double)g->pairs);
+        cJSON_AddNumberToObject(o, "agreement", g->correct / g->pairs);
+        cJSON_AddItemToArray(GP, o);
+    }
+    cJSON_AddItemToObject(G, "by_pair", GP);
+    return G;
+}
+
+static cJSON *json_mistakes(const Inspection *I) {
+    cJSON *M = cJSON_CreateArray();
+    for (int64_t i = 0; i < I->nmis; i++) {
+        const Mistake *m = &I->acc.mis[i];
+        int64_t wi = comp_index(&I->all, m->win), li = comp_index(&I->all, m->lose);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "ranking_id", (double)m->ranking_id);
+        cJSON_AddNumberToObject(o, "prompt_id", (double)m->prompt_id);
+        cJSON_AddStringToObject(o, "labeler", m->labeler);
+        cJSON_AddNumberToObject(o, "p_chosen", p_chosen(m));
+        if (wi >= 0 && li >= 0) {
+            char *p = rm_text_clean(I->all.prompt[wi], 0);
+            cJSON_AddStringToObject(o, "prompt", p);
+            free(p);
+            cJSON_AddItemToObject(o, "chosen", comp_json(&I->all, wi, m->rw));
+            cJSON_AddItemToObject(o, "rejected", comp_json(&I->all, li, m->rl));
+        }
+        cJSON_AddItemToArray(M, o);
+    }
+    return M;
+}
+
+static cJSON *json_calibration(const Acc *acc) {
+    cJSON *C = cJSON_CreateArray();
+    for (int b = 0; b < CAL_BUCKETS; b++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "lo", 0.5 + 0.5 * b / CAL_BUCKETS);
+        cJSON_AddNumberToObject(o, "hi", 0.5 + 0.5 * (b + 1) / CAL_BUCKETS);
+        cJSON_AddNumberToObject(o, "pairs", (double)acc->cal_n[b]);
+        if (acc->cal_n[b]) {
+            cJSON_AddNumberToObject(o, "predicted", acc->cal_p[b] / acc->cal_n[b]);
+            cJSON_AddNumberToObject(o, "observed", acc->cal_obs[b] / acc->cal_n[b]);
+        } else {
+            cJSON_AddNullToObject(o, "predicted");
+            cJSON_AddNullToObject(o, "observed");
+        }
+        cJSON_AddItemToArray(C, o);
+    }
+    return C;
+}
+
+static void inspect_print_json(const Inspection *I, const InspectArgs *a) {
+    cJSON *J = cJSON_CreateObject();
+    cJSON_AddStringToObject(J, "model", I->mname);
+    cJSON_AddStringToObject(J, "workspace", a->ws);
+    if (a->split) cJSON_AddStringToObject(J, "split", a->split);
+    else cJSON_AddNullToObject(J, "split");
+    cJSON_AddItemToObject(J, "scores", json_scores(I));
+    cJSON_AddItemToObject(J, "accuracy", json_accuracy(&I->acc));
+    cJSON_AddItemToObject(J, "agreement", json_agreement(I));
+    cJSON *T = cJSON_CreateArray(), *Bo = cJSON_CreateArray();
+    for (int64_t i = 0; i < I->ntop; i++) {
+        const ScoreIdx *t = &I->order[i], *b = &I->order[I->all.n - 1 - i];
+        cJSON_AddItemToArray(T, comp_json(&I->all, t->i, t->s));
+        cJSON_AddItemToArray(Bo, comp_json(&I->all, b->i, b->s));
+    }
+    cJSON_AddItemToObject(J, "top", T);
+    cJSON_AddItemToObject(J, "bottom", Bo);
+    cJSON_AddItemToObject(J, "confident_mistakes", json_mistakes(I));
+    cJSON_AddItemToObject(J, "calibration", json_calibration(&I->acc));
+    char *text = cJSON_Print(J);
+    if (!text) DIE("out of memory");
+    puts(text);
+    free(text);
+    cJSON_Delete(J);
+}
+
+static void text_scores(const Inspection *I) {
+    printf("scores of %lld completions\n", (long long)I->all.n);
+    if (!I->all.n) return;
+    printf("  mean %+.4f  std %.4f  min %+.4f  max %+.4f\n  quantiles", I->mean, I->sd, I->lo, I->hi);
+    for (int q = 0; q < 5; q++)
+        printf("  %s %+.4f", INSPECT_QN[q], quantile(I->sorted, I->all.n, INSPECT_QS[q]));
+    printf("\n");
+    int64_t most = 1;
+    for (int64_t b = 0; b < I->bins; b++)
+        if (I->hist[b] > most) most = I->hist[b];
+    for (int64_t b = 0; b < I->bins; b++) {
+        int w = (int)((I->hist[b] * 50 + most - 1) / most);
+        printf("  [%+8.3f, %+8.3f%c %-50.*s %lld\n", I->lo + b * I->width, bin_hi(I, b),
+               b == I->bins - 1 ? ']' : ')', w, "##################################################",
+               (long long)I->hist[b]);
+    }
+}
+
+static void text_accuracy(const Inspection *I) {
+    const Acc *acc = &I->acc;
+    printf("\naccuracy against %lld rankings (%lld pairs; ties dropped)%s\n", (long long)acc->nr,
+           (long long)acc->all.pairs,
+           acc->unscored ? " -- some rankings skipped: completions without a score" : "");
+    if (acc->all.pairs) {
+        printf("  overall %.4f  mean margin (chosen - rejected) %+.4f\n",
+               acc->all.correct / acc->all.pairs, acc->all.margin / acc->all.pairs);
+        print_groups("K", &acc->by_k);
+        print_groups("split", &acc->by_split);
+        print_groups("source", &acc->by_source);
+        print_groups("labeler", &acc->by_labeler);
+    }
+    printf("\nlabeler agreement where rankings overlap\n");
+    const Group *all = &I->agree_all;
+    if (all->pairs) {
+        printf("  overall %.4f over %lld pairs\n", all->correct / all->pairs, (long long)all->pairs);
+        for (int i = 0; i < I->agree_pairs.n; i++) {
+            const Group *g = &I->agree_pairs.g[i];
+            printf("    %-44.44s %8lld pairs  agreement %.4f\n", g->name, (long long)g->pairs,
+                   g->correct / g->pairs);
+        }
+    } else printf("  none: no two labelers ranked the same completions of a prompt\n");
+    printf("\ncalibration: the model's P(its preferred completion is better) against the labelers\n");
+    for (int b = 0; b < CAL_BUCKETS; b++)
+        if (acc->cal_n[b])
+            printf("  %.1f-%.1f  %8lld pairs  predicted %.3f  observed %.3f\n",
+                   0.5 + 0.5 * b / CAL_BUCKETS, 0.5 + 0.5 * (b + 1) / CAL_BUCKETS,
+                   (long long)acc->cal_n[b], acc->cal_p[b] / acc->cal_n[b],
+                   acc->cal_obs[b] / acc->cal_n[b]);
+}
+
+static void text_examples(const Inspection *I) {
+    const CompList *all = &I->all;
+    for (int part = 0; part < 2 && I->ntop; part++) {
+        printf("\n%s %lld completions\n", part ? "bottom" : "top", (long long)I->ntop);
+        for (int64_t i = 0; i < I->ntop; i++) {
+            const ScoreIdx *o = &I->order[part ? all->n - 1 - i : i];
+            char label[96];
+            snprintf(label, sizeof label, "  %+9.4f  completion %lld  prompt: ", o->s,
+                     (long long)all->cid[o->i]);
+            print_short(label, all->prompt[o->i], 60);
+            print_short("                     completion: ", all->text[o->i], 60);
+        }
+    }
+    printf("\nmost confident mistakes (%lld of %lld pairs ranked the other way by the model)\n",
+           (long long)I->nmis, (long long)I->acc.nmis);
+    for (int64_t i = 0; i < I->nmis; i++) {
+        const Mistake *m = &I->acc.mis[i];
+        int64_t wi = comp_index(all, m->win), li = comp_index(all, m->lose);
+        char label[160];
+        snprintf(label, sizeof label, "  P(chosen) %.3f  ranking %lld by %.40s  prompt: ",
+                 p_chosen(m), (long long)m->ranking_id, m->labeler);
+        if (wi < 0 || li < 0) continue;
+        print_short(label, all->prompt[wi], 50);
+        snprintf(label, sizeof label, "      chosen   %+9.4f: ", m->rw);
+        print_short(label, all->text[wi], 70);
+        snprintf(label, sizeof label, "      rejected %+9.4f: ", m->rl);
+        print_short(label, all->text[li], 70);
+    }
+}
+
+static void inspect_print_text(const Inspection *I, const InspectArgs *a) {
+    printf("reward model  %s\nworkspace     %s%s%s\n\n", I->mname, a->ws, a->split ? ", split " : "",
+           a->split ? a->split : "");
+    text_scores(I);
+    text_accuracy(I);
+    text_examples(I);
+}
+
+// The report: missing scores computed and stored, then everything computed, then printed.
+static int inspect_run(const InspectArgs *a, char *err, size_t errlen) {
+    Inspection I;
+    memset(&I, 0, sizeof I);
+    I.bins = a->bins;
+    rm_model_name(a->ckpt, a->name, I.mname, sizeof I.mname);
+    RmScorer sc;
+    memset(&sc, 0, sizeof sc);
+    Store *st = NULL;
+    int rc = -1;
+    if (rm_scorer_open(&sc, a->ckpt, a->tokdir, a->tmpl, a->prefix, (int)a->B, err, errlen)) goto out;
+    sc.verbose = !a->json;
+    if (store_open(&st, a->ws, err, errlen) || inspect_score_missing(a, &sc, st, I.mname, err, errlen) ||
+        inspect_distribution(&I, st, a->split, err, errlen) ||
+        inspect_accuracy(&I, st, a->split, err, errlen))
+        goto out;
+    I.ntop = a->top < I.all.n ? a->top : I.all.n;
+    I.nmis = a->top < I.acc.nmis ? a->top : I.acc.nmis;
+    if (a->json) inspect_print_json(&I, a);
+    else inspect_print_text(&I, a);
+    rc = 0;
+out:
+    inspection_free(&I);
     store_close(st);
     rm_scorer_close(&sc);
     return rc;
-bad:
-    fprintf(stderr, "reward inspect: %s\n", err);
-    return 1;
+}
+
+int cmd_inspect(int argc, char **argv) {
+    InspectArgs a = {.top = 5, .bins = 20, .B = 16};
+    char err[1024];
+    int status;
+    CliOption opts[] = {
+        CLI_FLAG("--json", &a.json),
+        CLI_STRING("--workspace", &a.ws, .required = 1),
+        CLI_STRING("--split", &a.split),
+        CLI_STRING("--name", &a.name),
+        CLI_STRING("--tokenizer", &a.tokdir),
+        CLI_STRING("--prompt-template", &a.tmpl),
+        CLI_STRING("--response-prefix", &a.prefix),
+        CLI_INT("--top", &a.top, 0, 100000),
+        CLI_INT("--bins", &a.bins, 1, 1000),
+        CLI_INT("--batch", &a.B, 1, 4096),
+        CLI_INT("--threads", &a.threads, 0, 4096),
+        {0}};
+    CliCommand cmd = {.prog = "reward inspect", .usage = inspect_usage, .opts = opts,
+                      .arg_name = "CKPT", .arg = &a.ckpt, .args_min = 1, .value_status = 1};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    if (a.split && !store_split_valid(a.split)) {
+        fprintf(stderr, "reward inspect: --split '%s': expected train, valid or test\n", a.split);
+        return 1;
+    }
+    if (a.threads > 0) omp_set_num_threads((int)a.threads);
+    if (inspect_run(&a, err, sizeof err)) {
+        fprintf(stderr, "reward inspect: %s\n", err);
+        return 1;
+    }
+    return 0;
 }

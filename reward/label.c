@@ -535,37 +535,40 @@ int cmd_label(int argc, char **argv) {
     L.prefix = DATASET_DEFAULT_RESPONSE_PREFIX;
     L.jin = L.jout = -1;
     L.jtimeout = 60;
-    int64_t v64;
-    double vd;
     char err[1024];
-    int rc = 1, started = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cli_is_help(a)) { fputs(label_usage, stdout); return 0; }
-        if (!v) { fprintf(stderr, "reward label: %s '%s'%s\n%s", a[0] == '-' ? "unknown option" : "unexpected argument", a,
-                          a[0] == '-' ? " (or it needs a value)" : "", label_usage); return 2; }
-        if (!strcmp(a, "--workspace")) L.db_path = v;
-        else if (!strcmp(a, "--labeler")) L.labeler = v;
-        else if (!strcmp(a, "--judge")) L.judge = v;
-        else if (!strcmp(a, "--policy")) L.policy = v;
-        else if (!strcmp(a, "--tokenizer")) tokdir = v;
-        else if (!strcmp(a, "--prompt-template")) tmpl = v;
-        else if (!strcmp(a, "--response-prefix")) L.prefix = v;
-        else if (!strcmp(a, "--split")) L.co.split = v;
-        else if (!strcmp(a, "--k")) { if (cli_int(a, v, 2, REWARD_MAX_K, &v64, err, sizeof err)) goto bad; L.k = (int)v64; }
-        else if (!strcmp(a, "--max-new")) { if (cli_int(a, v, 1, 1 << 20, &v64, err, sizeof err)) goto bad; L.g.max_new_tokens = (int)v64; }
-        else if (!strcmp(a, "--temperature")) { if (cli_float(a, v, 0, 100, &vd, err, sizeof err)) goto bad; L.g.sampler.temperature = (float)vd; }
-        else if (!strcmp(a, "--top-k")) { if (cli_int(a, v, 0, 1 << 30, &v64, err, sizeof err)) goto bad; L.g.sampler.top_k = (int)v64; }
-        else if (!strcmp(a, "--top-p")) { if (cli_float(a, v, 0, 1, &vd, err, sizeof err)) goto bad; L.g.sampler.top_p = (float)vd; }
-        else if (!strcmp(a, "--seed")) { if (cli_int(a, v, 0, INT64_MAX, &v64, err, sizeof err)) goto bad; L.seed = (uint64_t)v64; }
-        else if (!strcmp(a, "--overlap")) { if (cli_int(a, v, 1, 1000, &v64, err, sizeof err)) goto bad; L.co.overlap = (int)v64; }
-        else if (!strcmp(a, "--limit")) { if (cli_int(a, v, 1, INT64_MAX, &L.limit, err, sizeof err)) goto bad; }
-        else if (!strcmp(a, "--judge-timeout")) { if (cli_float(a, v, 0.001, 1e9, &L.jtimeout, err, sizeof err)) goto bad; }
-        else if (!strcmp(a, "--lease")) { if (cli_float(a, v, 1, 1e9, &L.co.lease_s, err, sizeof err)) goto bad; }
-        else { fprintf(stderr, "reward label: unknown option '%s'\n%s", a, label_usage); return 2; }
-        i++;
-    }
-    if (!L.db_path || !L.labeler) { fprintf(stderr, "reward label: --workspace and --labeler are required\n%s", label_usage); return 2; }
+    int rc = 1, started = 0, status;
+    int64_t k = L.k, max_new = L.g.max_new_tokens, top_k = L.g.sampler.top_k, seed = (int64_t)L.seed;
+    int64_t overlap = 0;
+    double temperature = L.g.sampler.temperature, top_p = L.g.sampler.top_p;
+    CliOption opts[] = {
+        CLI_STRING("--workspace", &L.db_path, .required = 1),
+        CLI_STRING("--labeler", &L.labeler, .required = 1),
+        CLI_STRING("--judge", &L.judge),
+        CLI_STRING("--policy", &L.policy),
+        CLI_STRING("--tokenizer", &tokdir),
+        CLI_STRING("--prompt-template", &tmpl),
+        CLI_STRING("--response-prefix", &L.prefix),
+        CLI_STRING("--split", &L.co.split),
+        CLI_INT("--k", &k, 2, REWARD_MAX_K),
+        CLI_INT("--max-new", &max_new, 1, 1 << 20),
+        CLI_DOUBLE("--temperature", &temperature, 0, 100),
+        CLI_INT("--top-k", &top_k, 0, 1 << 30),
+        CLI_DOUBLE("--top-p", &top_p, 0, 1),
+        CLI_INT("--seed", &seed, 0, INT64_MAX),
+        CLI_INT("--overlap", &overlap, 1, 1000),
+        CLI_INT("--limit", &L.limit, 1, INT64_MAX),
+        CLI_DOUBLE("--judge-timeout", &L.jtimeout, 0.001, 1e9),
+        CLI_DOUBLE("--lease", &L.co.lease_s, 1, 1e9),
+        {0}};
+    CliCommand cmd = {.prog = "reward label", .usage = label_usage, .opts = opts, .value_status = 1};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    L.k = (int)k;
+    L.g.max_new_tokens = (int)max_new;
+    L.g.sampler.temperature = (float)temperature;
+    L.g.sampler.top_k = (int)top_k;
+    L.g.sampler.top_p = (float)top_p;
+    L.seed = (uint64_t)seed;
+    L.co.overlap = (int)overlap;
     if (!*L.labeler) { snprintf(err, sizeof err, "--labeler is empty"); goto bad; }
     if (L.co.split && !store_split_valid(L.co.split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", L.co.split); goto bad; }
     if (L.judge && !*L.judge) { snprintf(err, sizeof err, "--judge is empty"); goto bad; }

@@ -9,29 +9,25 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *usage =
-    "usage: reward COMMAND [ARGS]   (reward COMMAND --help for each)\n"
-    "\n"
-    "  import   --workspace DB FILE.jsonl...        add rankings from files (pairwise, Anthropic-HH\n"
-    "                                               transcripts, K-wise); a file imported twice adds nothing\n"
-    "  label    --workspace DB --labeler NAME       rank completions in the terminal, or with --judge CMD\n"
-    "  train    -c CONFIG.yaml [--set KEY=VALUE]    train a reward model on the workspace's rankings\n"
-    "  score    CKPT (--workspace DB | --input FILE) score completions (stored, or printed as JSONL)\n"
-    "  inspect  CKPT --workspace DB [--json]        scores, accuracy against the rankings, agreement,\n"
-    "                                               calibration, the most confident mistakes\n";
+#define CONT "\n                                               "   // a help line's continuation
+static const CliSubcommand commands[] = {
+    {"import", cmd_import, "--workspace DB FILE.jsonl...        add rankings from files (pairwise, Anthropic-HH"
+                           CONT "transcripts, K-wise); a file imported twice adds nothing"},
+    {"label", cmd_label, "--workspace DB --labeler NAME       rank completions in the terminal, or with --judge CMD"},
+    {"train", cmd_train, "-c CONFIG.yaml [--set KEY=VALUE]    train a reward model on the workspace's rankings"},
+    {"score", cmd_score, "CKPT (--workspace DB | --input FILE) score completions (stored, or printed as JSONL)"},
+    {"inspect", cmd_inspect, "CKPT --workspace DB [--json]        scores, accuracy against the rankings, agreement,"
+                             CONT "calibration, the most confident mistakes"},
+    {0}};
 
 int main(int argc, char **argv) {
     blas_startup("reward", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
-    signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
-    if (argc < 2) { fputs(usage, stderr); return 2; }
-    const char *c = argv[1];
-    cli_stop_install("reward");
-    if (cli_is_help(c) || !strcmp(c, "help")) { fputs(usage, stdout); return 0; }
-    if (!strcmp(c, "import")) return cmd_import(argc - 2, argv + 2);
-    if (!strcmp(c, "label")) return cmd_label(argc - 2, argv + 2);
-    if (!strcmp(c, "train")) return cmd_train(argc - 2, argv + 2);
-    if (!strcmp(c, "score")) return cmd_score(argc - 2, argv + 2);
-    if (!strcmp(c, "inspect")) return cmd_inspect(argc - 2, argv + 2);
-    fprintf(stderr, "reward: unknown command '%s'\n%s", c, usage);
-    return 2;
+    // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of
+    // killing us
+    signal(SIGXFSZ, SIG_IGN);
+    if (argc >= 2) cli_stop_install("reward");
+    CliProgram prog = {.prog = "reward",
+                       .head = "usage: reward COMMAND [ARGS]   (reward COMMAND --help for each)\n\n",
+                       .cmds = commands, .name_width = 8};
+    return cli_program_run(&prog, argc, argv);
 }

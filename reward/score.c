@@ -300,31 +300,24 @@ int cmd_score(int argc, char **argv) {
     int all = 0, print = 0;
     int64_t B = 16, threads = 0;
     char err[1024];
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cli_is_help(a)) { fputs(score_usage, stdout); return 0; }
-        if (!strcmp(a, "--all")) { all = 1; continue; }
-        if (!strcmp(a, "--print")) { print = 1; continue; }
-        if (a[0] != '-' || !a[1]) {
-            if (ckpt) { fprintf(stderr, "reward score: unexpected argument '%s'\n%s", a, score_usage); return 2; }
-            ckpt = a;
-            continue;
-        }
-        if (!v) { fprintf(stderr, "reward score: unknown option '%s' (or it needs a value)\n%s", a, score_usage); return 2; }
-        if (!strcmp(a, "--workspace")) ws = v;
-        else if (!strcmp(a, "--input")) input = v;
-        else if (!strcmp(a, "--split")) split = v;
-        else if (!strcmp(a, "--name")) name = v;
-        else if (!strcmp(a, "--tokenizer")) tokdir = v;
-        else if (!strcmp(a, "--prompt-template")) tmpl = v;
-        else if (!strcmp(a, "--response-prefix")) prefix = v;
-        else if (!strcmp(a, "--batch")) { if (cli_int(a, v, 1, 4096, &B, err, sizeof err)) goto bad; }
-        else if (!strcmp(a, "--threads")) { if (cli_int(a, v, 0, 4096, &threads, err, sizeof err)) goto bad; }
-        else { fprintf(stderr, "reward score: unknown option '%s'\n%s", a, score_usage); return 2; }
-        i++;
-    }
-    if (!ckpt) { fprintf(stderr, "reward score: CKPT is required\n%s", score_usage); return 2; }
-    if (!ws == !input) { fprintf(stderr, "reward score: give --workspace DB or --input FILE (one of them)\n%s", score_usage); return 2; }
+    int status;
+    CliOption opts[] = {
+        CLI_FLAG("--all", &all),
+        CLI_FLAG("--print", &print),
+        CLI_STRING("--workspace", &ws),
+        CLI_STRING("--input", &input),
+        CLI_STRING("--split", &split),
+        CLI_STRING("--name", &name),
+        CLI_STRING("--tokenizer", &tokdir),
+        CLI_STRING("--prompt-template", &tmpl),
+        CLI_STRING("--response-prefix", &prefix),
+        CLI_INT("--batch", &B, 1, 4096),
+        CLI_INT("--threads", &threads, 0, 4096),
+        {0}};
+    CliCommand cmd = {.prog = "reward score", .usage = score_usage, .opts = opts, .arg_name = "CKPT",
+                      .arg = &ckpt, .args_min = 1, .value_status = 1};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    if (!ws == !input) return cli_usage_error(&cmd, "give --workspace DB or --input FILE (one of them)");
     if (split && !store_split_valid(split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", split); goto bad; }
     if (threads > 0) omp_set_num_threads((int)threads);
     RmScorer sc;

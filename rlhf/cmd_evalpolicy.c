@@ -96,25 +96,6 @@ typedef struct {
 
 #define EFAIL(...) do { fprintf(stderr, "rlhf eval-policy: " __VA_ARGS__); fputc('\n', stderr); return -1; } while (0)
 
-// Replaces bytes that are not valid UTF-8 with U+FFFD so that JSON output stays valid.
-static char *utf8_clean(const char *s) {
-    size_t n = strlen(s);
-    char *o = MALLOC_CHECK(3 * n + 1), *q = o;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int ok = k > 0 && i + k <= n;
-        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] >> 6) == 2;
-        if (ok && k == 2) ok = c >= 0xC2;
-        if (ok && k == 3) { unsigned cp = ((c & 15u) << 12) | (((unsigned char)s[i + 1] & 63u) << 6) | ((unsigned char)s[i + 2] & 63u); ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF); }
-        if (ok && k == 4) { unsigned cp = ((c & 7u) << 18) | (((unsigned char)s[i + 1] & 63u) << 12); ok = cp >= 0x10000 && cp <= 0x10FFFF; }
-        if (ok) { memcpy(q, s + i, k); q += k; i += k; }
-        else { memcpy(q, "\xEF\xBF\xBD", 3); q += 3; i++; }
-    }
-    *q = 0;
-    return o;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------------
@@ -252,7 +233,7 @@ static int generate(const Eval *e, const Model *m, PolicyOut *po) {
         if (tok_decode(e->tok, po->tok + r * MN, (size_t)n, &tb, terr)) { fprintf(stderr, "rlhf eval-policy: %s\n", terr); rc = -1; break; }
         const char *txt = tb.data ? tb.data : "";
         if (*txt == ' ') txt++;   // the response prefix
-        po->text[r] = utf8_clean(txt);
+        po->text[r] = rlhf_utf8_clean(txt, strlen(txt));
         tok_bytes_free(&tb);
         Task t;
         po->correct[r] = !task_parse(e->prompts[r / e->samples], &t) && task_check(&t, po->text[r]);
@@ -298,34 +279,60 @@ static int fill_rows(const Eval *e, const PolicyOut *po, int64_t r0, int nb, int
     return Tb;
 }
 
+// Runs m on answers r0 .. r0+nb-1 of po: with tgt, prompt+answer predicting the answer's
+// tokens (for log p); without, each answer closed by the end token (for the reward model's
+// score). Returns the batch's time steps, or -1 with the message printed (what: "" or
+// "reward model: ", whose: whose context it is).
+static int forward_answers(const Eval *e, Model *m, const PolicyOut *po, int64_t r0, int nb,
+                           int32_t *tok, int32_t *tgt, int32_t *lens, const char *what,
+                           const char *whose) {
+    char err[512];
+    int T = m->config.max_seq_len;
+    int Tb = fill_rows(e, po, r0, nb, tgt != NULL, tgt == NULL, tok, tgt, lens, T);
+    if (Tb < 0) {
+        fprintf(stderr, "rlhf eval-policy: an answer of %s is longer than %s context %d\n", po->dir,
+                whose, T);
+        return -1;
+    }
+    ModelBatch mb = {.B = nb, .T = Tb, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
+    if (model_forward(m, &mb, 0, err, sizeof err)) {
+        fprintf(stderr, "rlhf eval-policy: %s%s\n", what, err);
+        return -1;
+    }
+    return Tb;
+}
+
 // Sum over each answer's tokens of log p under m, into out[R].
 static int answer_logp(const Eval *e, Model *m, const PolicyOut *po, double *out) {
-    char err[512];
     int B = (int)e->batch, T = m->config.max_seq_len;
-    int32_t *tok = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)), *tgt = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)), lens[B];
+    int32_t *tok = MALLOC_CHECK((size_t)B * T * sizeof(int32_t));
+    int32_t *tgt = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)), lens[B];
     float *lp = MALLOC_CHECK((size_t)B * T * sizeof(float));
     int rc = 0;
     for (int64_t r0 = 0; r0 < e->n_resp && !rc; r0 += B) {
         int nb = (int)(e->n_resp - r0 < B ? e->n_resp - r0 : B);
-        int Tb = fill_rows(e, po, r0, nb, 1, 0, tok, tgt, lens, T);
-        if (Tb < 0) { fprintf(stderr, "rlhf eval-policy: an answer of %s is longer than the context %d\n", po->dir, T); rc = -1; break; }
-        ModelBatch mb = {.B = nb, .T = Tb, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
-        if (model_forward(m, &mb, 0, err, sizeof err)) { fprintf(stderr, "rlhf eval-policy: %s\n", err); rc = -1; break; }
+        int Tb = forward_answers(e, m, po, r0, nb, tok, tgt, lens, "", "the");
+        if (Tb < 0) {
+            rc = -1;
+            break;
+        }
         model_get_logp(m, lp);
         for (int b = 0; b < nb; b++) {
             double s = 0;
-            for (int t = 0; t < Tb; t++) if (tgt[b * Tb + t] >= 0) s += lp[b * Tb + t];
+            for (int t = 0; t < Tb; t++)
+                if (tgt[b * Tb + t] >= 0) s += lp[b * Tb + t];
             out[r0 + b] = s;
         }
     }
-    free(tok); free(tgt); free(lp);
+    free(tok);
+    free(tgt);
+    free(lp);
     return rc;
 }
 
 // Reward-model score of every answer: the scalar head at the last token of prompt + answer (the
 // end token appended to an answer cut off by --max-new).
 static int reward_scores(const Eval *e, Model *rm, PolicyOut *po) {
-    char err[512];
     int B = (int)e->batch, T = rm->config.max_seq_len;
     int32_t *tok = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)), lens[B];
     float *val = MALLOC_CHECK((size_t)B * T * sizeof(float));
@@ -333,14 +340,17 @@ static int reward_scores(const Eval *e, Model *rm, PolicyOut *po) {
     int rc = 0;
     for (int64_t r0 = 0; r0 < e->n_resp && !rc; r0 += B) {
         int nb = (int)(e->n_resp - r0 < B ? e->n_resp - r0 : B);
-        int Tb = fill_rows(e, po, r0, nb, 0, 1, tok, NULL, lens, T);
-        if (Tb < 0) { fprintf(stderr, "rlhf eval-policy: an answer of %s is longer than the reward model's context %d\n", po->dir, T); rc = -1; break; }
-        ModelBatch mb = {.B = nb, .T = Tb, .tokens = tok, .lengths = lens, .targets = NULL, .weights = NULL};
-        if (model_forward(rm, &mb, 0, err, sizeof err)) { fprintf(stderr, "rlhf eval-policy: reward model: %s\n", err); rc = -1; break; }
+        int Tb = forward_answers(e, rm, po, r0, nb, tok, NULL, lens, "reward model: ",
+                                 "the reward model's");
+        if (Tb < 0) {
+            rc = -1;
+            break;
+        }
         model_get_values(rm, val);
         for (int b = 0; b < nb; b++) po->rm[r0 + b] = val[b * Tb + lens[b] - 1];
     }
-    free(tok); free(val);
+    free(tok);
+    free(val);
     return rc;
 }
 
@@ -584,7 +594,7 @@ static int write_responses(const Eval *e, const PolicyOut *A, const PolicyOut *B
     for (int64_t r = 0; r < e->n_resp; r++) {
         int64_t p = r / e->samples;
         cJSON *o = cJSON_CreateObject();
-        char *pc = utf8_clean(e->prompts[p]);
+        char *pc = rlhf_utf8_clean(e->prompts[p], strlen(e->prompts[p]));
         cJSON_AddStringToObject(o, "prompt", pc);
         free(pc);
         cJSON_AddStringToObject(o, "task", task_kind_name(e->kind[p]));
@@ -742,39 +752,36 @@ int cmd_eval_policy(int argc, char **argv) {
     Eval e = {.samples = 1, .max_new = 48, .seed = 1234, .bootstrap = 2000, .batch = 16, .temperature = 1.0,
               .name = "eval-policy", .t_win = NAN, .t_win_lo = NAN, .t_acc_drop = NAN, .t_end = NAN, .t_rm_acc = NAN};
     char err[512];
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (cli_is_help(a)) { fputs(ep_usage, stdout); return 0; }
-        else if (!strcmp(a, "--a") && v) { e.a = v; i++; }
-        else if (!strcmp(a, "--b") && v) { e.b = v; i++; }
-        else if (!strcmp(a, "--prompts") && v) { e.prompts_path = v; i++; }
-        else if (!strcmp(a, "--reward") && v) { e.reward = v; i++; }
-        else if (!strcmp(a, "--reference") && v) { e.reference = v; i++; }
-        else if (!strcmp(a, "--pretrain-text") && v) { e.pretrain = v; i++; }
-        else if (!strcmp(a, "--tokenizer") && v) { e.tokdir = v; i++; }
-        else if (!strcmp(a, "--responses") && v) { e.responses_path = v; i++; }
-        else if (!strcmp(a, "--workspace") && v) { e.workspace = v; i++; }
-        else if (!strcmp(a, "--name") && v) { e.name = v; i++; }
-        else if (!strcmp(a, "--samples") && v) { rc = cli_int(a, v, 1, 1000, &e.samples, err, sizeof err); i++; }
-        else if (!strcmp(a, "--max-new") && v) { rc = cli_int(a, v, 1, 1 << 16, &e.max_new, err, sizeof err); i++; }
-        else if (!strcmp(a, "--seed") && v) { rc = cli_int(a, v, 0, INT64_MAX, &e.seed, err, sizeof err); i++; }
-        else if (!strcmp(a, "--bootstrap") && v) { rc = cli_int(a, v, 10, 1000000, &e.bootstrap, err, sizeof err); i++; }
-        else if (!strcmp(a, "--batch") && v) { rc = cli_int(a, v, 1, 1024, &e.batch, err, sizeof err); i++; }
-        else if (!strcmp(a, "--max-prompts") && v) { rc = cli_int(a, v, 1, INT64_MAX, &e.max_prompts, err, sizeof err); i++; }
-        else if (!strcmp(a, "--temperature") && v) { rc = cli_float(a, v, 0, 100, &e.temperature, err, sizeof err); i++; }
-        else if (!strcmp(a, "--judge-noise") && v) { rc = cli_float(a, v, 0, TASK_MAX_NOISE, &e.judge_noise, err, sizeof err); i++; }
-        else if (!strcmp(a, "--target-win-rate") && v) { rc = cli_float(a, v, 0, 1, &e.t_win, err, sizeof err); i++; }
-        else if (!strcmp(a, "--target-win-lo") && v) { rc = cli_float(a, v, 0, 1, &e.t_win_lo, err, sizeof err); i++; }
-        else if (!strcmp(a, "--target-accuracy-drop") && v) { rc = cli_float(a, v, 0, 1, &e.t_acc_drop, err, sizeof err); i++; }
-        else if (!strcmp(a, "--target-end-rate") && v) { rc = cli_float(a, v, 0, 1, &e.t_end, err, sizeof err); i++; }
-        else if (!strcmp(a, "--target-rm-accuracy") && v) { rc = cli_float(a, v, 0, 1, &e.t_rm_acc, err, sizeof err); i++; }
-        else if (!strcmp(a, "--greedy")) e.temperature = 0;
-        else if (!strcmp(a, "--json")) e.json = 1;
-        else { fprintf(stderr, "rlhf eval-policy: unexpected argument '%s'\n%s", a, ep_usage); return 2; }
-        if (rc) { fprintf(stderr, "rlhf eval-policy: %s\n", err); return 2; }
-    }
-    if (!e.a || !e.b || !e.prompts_path) { fprintf(stderr, "rlhf eval-policy: --a, --b and --prompts are required\n%s", ep_usage); return 2; }
+    int status;
+    CliOption opts[] = {
+        CLI_STRING("--a", &e.a, .required = 1),
+        CLI_STRING("--b", &e.b, .required = 1),
+        CLI_STRING("--prompts", &e.prompts_path, .required = 1),
+        CLI_STRING("--reward", &e.reward),
+        CLI_STRING("--reference", &e.reference),
+        CLI_STRING("--pretrain-text", &e.pretrain),
+        CLI_STRING("--tokenizer", &e.tokdir),
+        CLI_STRING("--responses", &e.responses_path),
+        CLI_STRING("--workspace", &e.workspace),
+        CLI_STRING("--name", &e.name),
+        CLI_INT("--samples", &e.samples, 1, 1000),
+        CLI_INT("--max-new", &e.max_new, 1, 1 << 16),
+        CLI_INT("--seed", &e.seed, 0, INT64_MAX),
+        CLI_INT("--bootstrap", &e.bootstrap, 10, 1000000),
+        CLI_INT("--batch", &e.batch, 1, 1024),
+        CLI_INT("--max-prompts", &e.max_prompts, 1, INT64_MAX),
+        CLI_DOUBLE("--temperature", &e.temperature, 0, 100),
+        CLI_DOUBLE("--judge-noise", &e.judge_noise, 0, TASK_MAX_NOISE),
+        CLI_DOUBLE("--target-win-rate", &e.t_win, 0, 1),
+        CLI_DOUBLE("--target-win-lo", &e.t_win_lo, 0, 1),
+        CLI_DOUBLE("--target-accuracy-drop", &e.t_acc_drop, 0, 1),
+        CLI_DOUBLE("--target-end-rate", &e.t_end, 0, 1),
+        CLI_DOUBLE("--target-rm-accuracy", &e.t_rm_acc, 0, 1),
+        CLI_CONST("--greedy", &e.temperature, 0),
+        CLI_FLAG("--json", &e.json),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf eval-policy", .usage = ep_usage, .opts = opts};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
     if (!isnan(e.t_rm_acc) && (!e.reward || !e.workspace)) {
         fprintf(stderr, "rlhf eval-policy: --target-rm-accuracy needs --reward and --workspace (where its held-out accuracy is recorded)\n");
         return 2;

@@ -34,27 +34,23 @@ static const char *init_usage =
 int cmd_init(int argc, char **argv) {
     const char *preset = NULL, *out = NULL, *tokdir = NULL;
     int64_t vocab = 0, L = 0, NH = 0, C = 0, ctx = 0, seed = 1234;
-    int score = 0, nolm = 0;
+    int score = 0, nolm = 0, status;
     char err[512];
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (cli_is_help(a)) { fputs(init_usage, stdout); return 0; }
-        else if (!strcmp(a, "--preset") && v) { preset = v; i++; }
-        else if (!strcmp(a, "--out") && v) { out = v; i++; }
-        else if (!strcmp(a, "--tokenizer") && v) { tokdir = v; i++; }
-        else if (!strcmp(a, "--vocab-size") && v) { rc = cli_int(a, v, 1, 1 << 24, &vocab, err, sizeof err); i++; }
-        else if (!strcmp(a, "--n-layer") && v) { rc = cli_int(a, v, 1, 1024, &L, err, sizeof err); i++; }
-        else if (!strcmp(a, "--n-head") && v) { rc = cli_int(a, v, 1, 65536, &NH, err, sizeof err); i++; }
-        else if (!strcmp(a, "--n-embd") && v) { rc = cli_int(a, v, 1, 65536, &C, err, sizeof err); i++; }
-        else if (!strcmp(a, "--n-positions") && v) { rc = cli_int(a, v, 1, 1 << 20, &ctx, err, sizeof err); i++; }
-        else if (!strcmp(a, "--seed") && v) { rc = cli_int(a, v, 0, INT64_MAX, &seed, err, sizeof err); i++; }
-        else if (!strcmp(a, "--score-head")) score = 1;
-        else if (!strcmp(a, "--no-lm-head")) nolm = 1;
-        else { fprintf(stderr, "rlhf init: unexpected argument '%s'\n%s", a, init_usage); return 2; }
-        if (rc) { fprintf(stderr, "rlhf init: %s\n", err); return 2; }
-    }
-    if (!preset || !out) { fprintf(stderr, "rlhf init: --preset and --out are required\n%s", init_usage); return 2; }
+    CliOption opts[] = {
+        CLI_STRING("--preset", &preset, .required = 1),
+        CLI_STRING("--out", &out, .required = 1),
+        CLI_STRING("--tokenizer", &tokdir),
+        CLI_INT("--vocab-size", &vocab, 1, 1 << 24),
+        CLI_INT("--n-layer", &L, 1, 1024),
+        CLI_INT("--n-head", &NH, 1, 65536),
+        CLI_INT("--n-embd", &C, 1, 65536),
+        CLI_INT("--n-positions", &ctx, 1, 1 << 20),
+        CLI_INT("--seed", &seed, 0, INT64_MAX),
+        CLI_FLAG("--score-head", &score),
+        CLI_FLAG("--no-lm-head", &nolm),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf init", .usage = init_usage, .opts = opts};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
     const Preset *p = NULL;
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) if (!strcmp(presets[i].name, preset)) p = &presets[i];
     if (!p) { fprintf(stderr, "rlhf init: unknown preset '%s' (tiny, small, gpt2, gpt2-medium)\n", preset); return 2; }
@@ -106,18 +102,22 @@ static const char *info_usage =
 int cmd_info(int argc, char **argv) {
     const char *dir = NULL;
     int64_t B = 8, T = 0;
+    int system = 0, status;
     char err[512];
-    for (int i = 0; i < argc; i++) {
-        int rc = 0;
-        if (cli_is_help(argv[i])) { fputs(info_usage, stdout); return 0; }
-        else if (!strcmp(argv[i], "--system") && argc == 1) { blas_print_system(stdout); return 0; }
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) rc = cli_int("--batch", argv[++i], 1, 1 << 20, &B, err, sizeof err);
-        else if (!strcmp(argv[i], "--seq") && i + 1 < argc) rc = cli_int("--seq", argv[++i], 1, 1 << 20, &T, err, sizeof err);
-        else if (argv[i][0] != '-' && !dir) dir = argv[i];
-        else { fprintf(stderr, "rlhf info: unexpected argument '%s'\n%s", argv[i], info_usage); return 2; }
-        if (rc) { fprintf(stderr, "rlhf info: %s\n", err); return 2; }
+    CliOption opts[] = {
+        CLI_FLAG("--system", &system),
+        CLI_INT("--batch", &B, 1, 1 << 20),
+        CLI_INT("--seq", &T, 1, 1 << 20),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf info", .usage = info_usage, .opts = opts, .arg_name = "CKPT",
+                      .arg = &dir};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    if (system && argc > 1) return cli_usage_error(&cmd, "--system takes no other arguments");
+    if (system) {
+        blas_print_system(stdout);
+        return 0;
     }
-    if (!dir) { fprintf(stderr, "rlhf info: missing CKPT\n%s", info_usage); return 2; }
+    if (!dir) return cli_usage_error(&cmd, "missing CKPT");
     ModelConfig c;
     CkptInfo ci;
     if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf info: %s", err);
@@ -174,18 +174,19 @@ static const char *eval_usage =
 int cmd_eval(int argc, char **argv) {
     const char *dir = NULL, *text = NULL, *idsf = NULL, *tokdir = NULL;
     int64_t batch = 4;
+    int status;
     char err[512];
-    for (int i = 0; i < argc; i++) {
-        if (cli_is_help(argv[i])) { fputs(eval_usage, stdout); return 0; }
-        else if (!strcmp(argv[i], "--text") && i + 1 < argc) text = argv[++i];
-        else if (!strcmp(argv[i], "--ids") && i + 1 < argc) idsf = argv[++i];
-        else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokdir = argv[++i];
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
-            if (cli_int("--batch", argv[++i], 1, 4096, &batch, err, sizeof err)) { fprintf(stderr, "rlhf eval: %s\n", err); return 2; }
-        } else if (argv[i][0] != '-' && !dir) dir = argv[i];
-        else { fprintf(stderr, "rlhf eval: unexpected argument '%s'\n%s", argv[i], eval_usage); return 2; }
-    }
-    if (!dir || (!text == !idsf)) { fprintf(stderr, "rlhf eval: needs CKPT and exactly one of --text / --ids\n%s", eval_usage); return 2; }
+    CliOption opts[] = {
+        CLI_STRING("--text", &text),
+        CLI_STRING("--ids", &idsf),
+        CLI_STRING("--tokenizer", &tokdir),
+        CLI_INT("--batch", &batch, 1, 4096),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf eval", .usage = eval_usage, .opts = opts, .arg_name = "CKPT",
+                      .arg = &dir};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    if (!dir || (!text == !idsf))
+        return cli_usage_error(&cmd, "needs CKPT and exactly one of --text / --ids");
     ModelConfig c;
     CkptInfo ci;
     if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf eval: %s", err);
@@ -270,165 +271,215 @@ static void stream_cb(void *u, int b, int32_t tok) {
     if (bytes) { fwrite(bytes, 1, len, stdout); fflush(stdout); }
 }
 
-// Replaces bytes that are not valid UTF-8 with U+FFFD so that the JSON output stays valid.
-static char *utf8_clean(const char *s, size_t n) {
-    char *o = MALLOC_CHECK(3 * n + 1), *q = o;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int ok = k > 0 && i + k <= n && c != 0;
-        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] >> 6) == 2;
-        if (ok && k == 2) ok = c >= 0xC2;
-        if (ok && k == 3) { unsigned cp = ((c & 15u) << 12) | (((unsigned char)s[i + 1] & 63u) << 6) | ((unsigned char)s[i + 2] & 63u); ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF); }
-        if (ok && k == 4) { unsigned cp = ((c & 7u) << 18) | (((unsigned char)s[i + 1] & 63u) << 12); ok = cp >= 0x10000 && cp <= 0x10FFFF; }
-        if (ok) { memcpy(q, s + i, k); q += k; i += k; }
-        else { memcpy(q, "\xEF\xBF\xBD", 3); q += 3; i++; }
+// What `rlhf generate` was asked for.
+typedef struct {
+    const char *dir, *prompt, *pfile, *tokdir;
+    int64_t max_new, topk, seed, batch;
+    double temp, topp;
+    int nostop;
+} GenArgs;
+
+// The prompts, their tokens and what decodes them.
+typedef struct {
+    char **texts;        // (np) owned
+    TokIds *ids;         // (np) owned
+    size_t np;
+    int64_t maxlen;      // the longest prompt's tokens
+    Tokenizer *t;
+    int32_t eot;         // -1 with --no-stop
+    ModelConfig c;
+} GenPrompts;
+
+static void gen_prompts_free(GenPrompts *g) {
+    for (size_t i = 0; i < g->np; i++) {
+        free(g->texts[i]);
+        if (g->ids) tok_ids_free(&g->ids[i]);
     }
-    *q = 0;
-    return o;
+    free(g->texts);
+    free(g->ids);
+    tok_free(g->t);
+}
+
+// The prompts of a --prompts file: one per line, a line starting with '{' is JSON with a
+// "prompt" string. Fills g->texts (np of them) or prints the error and returns 1.
+static int gen_read_prompt_file(const char *pfile, GenPrompts *g) {
+    char *data, err[512];
+    size_t len;
+    if (cli_read_lines_file(pfile, &data, &len, err, sizeof err)) FAIL("rlhf generate: %s", err);
+    size_t nlines = 1;   // one pointer per line, not per byte
+    for (const char *q = data; (q = memchr(q, '\n', len - (size_t)(q - data))) != NULL; q++) nlines++;
+    g->texts = MALLOC_CHECK((nlines + 1) * sizeof(char *));
+    int64_t line = 0;
+    for (char *s = data; s && *s;) {
+        char *nl = strchr(s, '\n');
+        if (nl) *nl = 0;
+        line++;
+        if (*s == '{') {
+            cJSON *j = cJSON_Parse(s);
+            cJSON *pj = j ? cJSON_GetObjectItemCaseSensitive(j, "prompt") : NULL;
+            if (!cJSON_IsString(pj)) {
+                cJSON_Delete(j);
+                free(data);
+                FAIL("rlhf generate: %s:%lld: not a JSON object with a \"prompt\" string", pfile,
+                     (long long)line);
+            }
+            g->texts[g->np++] = STRDUP_CHECK(pj->valuestring);
+            cJSON_Delete(j);
+        } else if (*s) g->texts[g->np++] = STRDUP_CHECK(s);
+        s = nl ? nl + 1 : NULL;
+    }
+    free(data);
+    if (g->np == 0) FAIL("rlhf generate: %s holds no prompts", pfile);
+    return 0;
+}
+
+// Checks the checkpoint, loads its tokenizer, reads and tokenizes every prompt (each must fit
+// the context with --max-new tokens after it). Prints the error and returns 1.
+static int gen_load_prompts(const GenArgs *a, GenPrompts *g) {
+    char err[512], terr[TOK_ERR_LEN];
+    CkptInfo ci;
+    if (ckpt_load_config(a->dir, &g->c, &ci, err, sizeof err)) FAIL("rlhf generate: %s", err);
+    if (!g->c.lm_head) FAIL("rlhf generate: %s is a reward/value model without an LM head", a->dir);
+    if (load_tokenizer(&g->t, a->dir, a->tokdir, terr)) FAIL("rlhf generate: %s", terr);
+    if (ckpt_check_tokenizer(a->dir, g->c.vocab_size, a->tokdir ? a->tokdir : a->dir,
+                             tok_vocab_size(g->t), err, sizeof err))
+        FAIL("rlhf generate: %s", err);
+    if (a->prompt) {
+        g->texts = MALLOC_CHECK(sizeof(char *));
+        g->texts[g->np++] = STRDUP_CHECK(a->prompt);
+    } else if (gen_read_prompt_file(a->pfile, g)) return 1;
+    g->eot = a->nostop ? -1 : (ci.eos_token_id >= 0 ? ci.eos_token_id : tok_eot(g->t));
+    g->ids = CALLOC_CHECK(g->np, sizeof(TokIds));
+    for (size_t i = 0; i < g->np; i++) {
+        TokIds *p = &g->ids[i];
+        if (tok_encode(g->t, g->texts[i], strlen(g->texts[i]), 0, p, terr)) FAIL("rlhf generate: %s", terr);
+        if (p->n == 0) FAIL("rlhf generate: prompt %zu is empty", i + 1);
+        if ((int64_t)p->n + a->max_new > g->c.max_seq_len)
+            FAIL("rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the context of %d",
+                 i + 1, p->n, (long long)a->max_new, g->c.max_seq_len);
+        if ((int64_t)p->n > g->maxlen) g->maxlen = (int64_t)p->n;
+    }
+    return 0;
+}
+
+// One JSON line {"prompt", "completion"} per prompt of a batch (the end token left out).
+static void gen_print_batch(const GenPrompts *g, size_t p0, int nb, const int32_t *out,
+                            const int32_t *ol, int64_t max_new) {
+    char terr[TOK_ERR_LEN];
+    for (int b = 0; b < nb; b++) {
+        int n = ol[b];
+        if (n > 0 && out[b * max_new + n - 1] == g->eot) n--;
+        TokBytes tb = {0};
+        tok_decode(g->t, out + b * max_new, (size_t)n, &tb, terr);
+        char *cp = rlhf_utf8_clean(g->texts[p0 + b], strlen(g->texts[p0 + b]));
+        char *cc = rlhf_utf8_clean(tb.data ? tb.data : "", tb.n);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "prompt", cp);
+        cJSON_AddStringToObject(o, "completion", cc);
+        char *js = cJSON_PrintUnformatted(o);
+        printf("%s\n", js);
+        cJSON_free(js);
+        cJSON_Delete(o);
+        free(cp);
+        free(cc);
+        tok_bytes_free(&tb);
+    }
+}
+
+// Decodes the prompts in batches of a->batch: streamed with --prompt, JSON lines with --prompts.
+static int gen_decode(const GenArgs *a, const GenPrompts *g, Model *m, KVCache *kv, Sampler *s) {
+    char err[512];
+    int64_t batch = a->batch, max_new = a->max_new;
+    Rng rng;
+    rng_init(&rng, (uint64_t)a->seed);
+    GenConfig gc = {.max_new_tokens = (int)max_new, .eot_id = g->eot,
+                    .sampler = {.temperature = (float)a->temp, .top_k = (int)a->topk,
+                                .top_p = (float)a->topp}};
+    int32_t *pr = MALLOC_CHECK((size_t)(batch * g->maxlen) * sizeof(int32_t));
+    int32_t *pl = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
+    int32_t *out = MALLOC_CHECK((size_t)(batch * max_new) * sizeof(int32_t));
+    int32_t *ol = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
+    StreamCtx sc = {g->t, g->eot};
+    CliProgress prog;   // prompts from a file: k/N prompts, rate and ETA on stderr
+    cli_progress_start(&prog, stderr, "rlhf generate", (int64_t)g->np);
+    int show = !a->prompt && (int64_t)g->np > batch, rc = 0;
+    for (size_t p0 = 0; p0 < g->np; p0 += (size_t)batch) {
+        int nb = (int)(g->np - p0 < (size_t)batch ? g->np - p0 : (size_t)batch);
+        int64_t tp = 0;
+        for (int b = 0; b < nb; b++) {
+            pl[b] = (int32_t)g->ids[p0 + b].n;
+            if (pl[b] > tp) tp = pl[b];
+        }
+        for (int b = 0; b < nb; b++)
+            memcpy(pr + b * tp, g->ids[p0 + b].ids, (size_t)pl[b] * sizeof(int32_t));
+        if (gen_generate(m, kv, s, &gc, &rng, pr, pl, nb, (int)tp, out, ol,
+                         a->prompt ? stream_cb : NULL, &sc, err, sizeof err)) {
+            fprintf(stderr, "rlhf generate: %s\n", err);
+            rc = 1;
+            break;
+        }
+        if (a->prompt) {
+            printf("\n");
+            continue;
+        }
+        gen_print_batch(g, p0, nb, out, ol, max_new);
+        fflush(stdout);
+        if (show) cli_progress_update(&prog, (int64_t)(p0 + (size_t)nb), "prompts");
+    }
+    if (show) cli_progress_end(&prog);
+    free(pr);
+    free(pl);
+    free(out);
+    free(ol);
+    return rc;
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *dir = NULL, *prompt = NULL, *pfile = NULL, *tokdir = NULL;
-    int64_t max_new = 64, topk = 0, seed = 1234, batch = 8;
-    double temp = 1.0, topp = 1.0;
-    int nostop = 0;
+    GenArgs a = {.max_new = 64, .seed = 1234, .batch = 8, .temp = 1.0, .topp = 1.0};
+    int status;
     char err[512];
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (cli_is_help(a)) { fputs(gen_usage, stdout); return 0; }
-        else if (!strcmp(a, "--prompt") && v) { prompt = v; i++; }
-        else if (!strcmp(a, "--prompts") && v) { pfile = v; i++; }
-        else if (!strcmp(a, "--tokenizer") && v) { tokdir = v; i++; }
-        else if (!strcmp(a, "--max-new") && v) { rc = cli_int(a, v, 1, 1 << 20, &max_new, err, sizeof err); i++; }
-        else if (!strcmp(a, "--top-k") && v) { rc = cli_int(a, v, 0, 1 << 24, &topk, err, sizeof err); i++; }
-        else if (!strcmp(a, "--seed") && v) { rc = cli_int(a, v, 0, INT64_MAX, &seed, err, sizeof err); i++; }
-        else if (!strcmp(a, "--batch") && v) { rc = cli_int(a, v, 1, 4096, &batch, err, sizeof err); i++; }
-        else if (!strcmp(a, "--temperature") && v) { rc = cli_float(a, v, 0, 100, &temp, err, sizeof err); i++; }
-        else if (!strcmp(a, "--top-p") && v) { rc = cli_float(a, v, 0, 1, &topp, err, sizeof err); i++; }
-        else if (!strcmp(a, "--greedy")) temp = 0;
-        else if (!strcmp(a, "--no-stop")) nostop = 1;
-        else if (a[0] != '-' && !dir) dir = a;
-        else { fprintf(stderr, "rlhf generate: unexpected argument '%s'\n%s", a, gen_usage); return 2; }
-        if (rc) { fprintf(stderr, "rlhf generate: %s\n", err); return 2; }
-    }
-    if (!dir || (!prompt == !pfile)) { fprintf(stderr, "rlhf generate: needs CKPT and exactly one of --prompt / --prompts\n%s", gen_usage); return 2; }
-    ModelConfig c;
-    CkptInfo ci;
-    if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf generate: %s", err);
-    if (!c.lm_head) FAIL("rlhf generate: %s is a reward/value model without an LM head", dir);
-    Tokenizer *t;
-    char terr[TOK_ERR_LEN];
-    if (load_tokenizer(&t, dir, tokdir, terr)) FAIL("rlhf generate: %s", terr);
-    if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tok_vocab_size(t), err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
-    // prompts
-    char **texts = NULL;
-    size_t np = 0;
-    char *data = NULL;
-    if (prompt) {
-        texts = MALLOC_CHECK(sizeof(char *));
-        texts[np++] = strdup(prompt);
-    } else {
-        size_t len;
-        if (cli_read_lines_file(pfile, &data, &len, err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
-        size_t nlines = 1;   // one pointer per line, not per byte
-        for (const char *q = data; (q = memchr(q, '\n', len - (size_t)(q - data))) != NULL; q++) nlines++;
-        texts = MALLOC_CHECK((nlines + 1) * sizeof(char *));
-        int64_t line = 0;
-        for (char *s = data; s && *s;) {
-            char *nl = strchr(s, '\n');
-            if (nl) *nl = 0;
-            line++;
-            if (*s == '{') {
-                cJSON *j = cJSON_Parse(s);
-                cJSON *pj = j ? cJSON_GetObjectItemCaseSensitive(j, "prompt") : NULL;
-                if (!cJSON_IsString(pj)) {
-                    cJSON_Delete(j);
-                    for (size_t i = 0; i < np; i++) free(texts[i]);
-                    free(texts); free(data); tok_free(t);
-                    FAIL("rlhf generate: %s:%lld: not a JSON object with a \"prompt\" string", pfile, (long long)line);
-                }
-                texts[np++] = strdup(pj->valuestring);
-                cJSON_Delete(j);
-            } else if (*s) texts[np++] = strdup(s);
-            s = nl ? nl + 1 : NULL;
-        }
-        if (np == 0) { free(texts); free(data); tok_free(t); FAIL("rlhf generate: %s holds no prompts", pfile); }
-    }
-    free(data);
-    int32_t eot = nostop ? -1 : (ci.eos_token_id >= 0 ? ci.eos_token_id : tok_eot(t));
-    if (batch > (int64_t)np) batch = (int64_t)np;
-    // tokenize every prompt and find the longest
-    TokIds *pids = CALLOC_CHECK(np, sizeof(TokIds));
-    int64_t maxlen = 0;
-    int rc = 0;
-    for (size_t i = 0; i < np && !rc; i++) {
-        if (tok_encode(t, texts[i], strlen(texts[i]), 0, &pids[i], terr)) { fprintf(stderr, "rlhf generate: %s\n", terr); rc = 1; break; }
-        if (pids[i].n == 0) { fprintf(stderr, "rlhf generate: prompt %zu is empty\n", i + 1); rc = 1; break; }
-        if ((int64_t)pids[i].n + max_new > c.max_seq_len) {
-            fprintf(stderr, "rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the context of %d\n",
-                    i + 1, pids[i].n, (long long)max_new, c.max_seq_len);
-            rc = 1; break;
-        }
-        if ((int64_t)pids[i].n > maxlen) maxlen = (int64_t)pids[i].n;
-    }
+    CliOption opts[] = {
+        CLI_STRING("--prompt", &a.prompt),
+        CLI_STRING("--prompts", &a.pfile),
+        CLI_STRING("--tokenizer", &a.tokdir),
+        CLI_INT("--max-new", &a.max_new, 1, 1 << 20),
+        CLI_INT("--top-k", &a.topk, 0, 1 << 24),
+        CLI_INT("--seed", &a.seed, 0, INT64_MAX),
+        CLI_INT("--batch", &a.batch, 1, 4096),
+        CLI_DOUBLE("--temperature", &a.temp, 0, 100),
+        CLI_DOUBLE("--top-p", &a.topp, 0, 1),
+        CLI_CONST("--greedy", &a.temp, 0),
+        CLI_FLAG("--no-stop", &a.nostop),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf generate", .usage = gen_usage, .opts = opts,
+                      .arg_name = "CKPT", .arg = &a.dir};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    if (!a.dir || (!a.prompt == !a.pfile))
+        return cli_usage_error(&cmd, "needs CKPT and exactly one of --prompt / --prompts");
+    GenPrompts g = {0};
     Model m = {0};
     KVCache kv = {0};
     Sampler s = {0};
+    int rc = gen_load_prompts(&a, &g);
+    if (a.batch > (int64_t)g.np) a.batch = (int64_t)g.np;
     if (!rc) {
-        c.score_head = 0;
-        if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err) || ckpt_load_weights(dir, &m, CKPT_IGNORE_SCORE, err, sizeof err) ||
-            kv_init(&kv, &m, (int)batch, (int)(maxlen + max_new), (int)(batch * (maxlen < 256 ? maxlen : 256)), err, sizeof err)) {
-            fprintf(stderr, "rlhf generate: %s\n", err); rc = 1;
+        g.c.score_head = 0;
+        int kv_len = (int)(g.maxlen + a.max_new);
+        int kv_prefill = (int)(a.batch * (g.maxlen < 256 ? g.maxlen : 256));
+        if (model_init(&m, &g.c, 1, 1, 0, 0, err, sizeof err) ||
+            ckpt_load_weights(a.dir, &m, CKPT_IGNORE_SCORE, err, sizeof err) ||
+            kv_init(&kv, &m, (int)a.batch, kv_len, kv_prefill, err, sizeof err)) {
+            fprintf(stderr, "rlhf generate: %s\n", err);
+            rc = 1;
         }
     }
     if (!rc) {
-        sampler_init(&s, c.vocab_size);
-        Rng rng;
-        rng_init(&rng, (uint64_t)seed);
-        GenConfig g = {.max_new_tokens = (int)max_new, .eot_id = eot,
-                       .sampler = {.temperature = (float)temp, .top_k = (int)topk, .top_p = (float)topp}};
-        int32_t *pr = MALLOC_CHECK((size_t)(batch * maxlen) * sizeof(int32_t)), *pl = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
-        int32_t *out = MALLOC_CHECK((size_t)(batch * max_new) * sizeof(int32_t)), *ol = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
-        StreamCtx sc = {t, eot};
-        CliProgress prog;   // prompts from a file: k/N prompts, rate and ETA on stderr
-        cli_progress_start(&prog, stderr, "rlhf generate", (int64_t)np);
-        int show = !prompt && (int64_t)np > batch;
-        for (size_t p0 = 0; p0 < np && !rc; p0 += (size_t)batch) {
-            int nb = (int)(np - p0 < (size_t)batch ? np - p0 : (size_t)batch);
-            int64_t tp = 0;
-            for (int b = 0; b < nb; b++) {
-                pl[b] = (int32_t)pids[p0 + b].n;
-                if (pl[b] > tp) tp = pl[b];
-            }
-            for (int b = 0; b < nb; b++) memcpy(pr + b * tp, pids[p0 + b].ids, (size_t)pl[b] * sizeof(int32_t));
-            if (gen_generate(&m, &kv, &s, &g, &rng, pr, pl, nb, (int)tp, out, ol, prompt ? stream_cb : NULL, &sc, err, sizeof err)) {
-                fprintf(stderr, "rlhf generate: %s\n", err); rc = 1; break;
-            }
-            if (prompt) { printf("\n"); continue; }
-            for (int b = 0; b < nb; b++) {
-                int n = ol[b];
-                if (n > 0 && out[b * max_new + n - 1] == eot) n--;
-                TokBytes tb = {0};
-                tok_decode(t, out + b * max_new, (size_t)n, &tb, terr);
-                char *cp = utf8_clean(texts[p0 + b], strlen(texts[p0 + b])), *cc = utf8_clean(tb.data ? tb.data : "", tb.n);
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "prompt", cp);
-                cJSON_AddStringToObject(o, "completion", cc);
-                char *js = cJSON_PrintUnformatted(o);
-                printf("%s\n", js);
-                cJSON_free(js); cJSON_Delete(o); free(cp); free(cc);
-                tok_bytes_free(&tb);
-            }
-            fflush(stdout);
-            if (show) cli_progress_update(&prog, (int64_t)(p0 + (size_t)nb), "prompts");
-        }
-        if (show) cli_progress_end(&prog);
-        free(pr); free(pl); free(out); free(ol);
+        sampler_init(&s, g.c.vocab_size);
+        rc = gen_decode(&a, &g, &m, &kv, &s);
     }
-    for (size_t i = 0; i < np; i++) { free(texts[i]); tok_ids_free(&pids[i]); }
-    free(texts); free(pids);
-    sampler_free(&s); kv_free(&kv); model_free(&m); tok_free(t);
+    gen_prompts_free(&g);
+    sampler_free(&s);
+    kv_free(&kv);
+    model_free(&m);
     return rc;
 }

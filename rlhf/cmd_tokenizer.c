@@ -17,15 +17,14 @@ static const char *usage =
 static int encode_decode(int decode, int argc, char **argv) {
     const char *dir = NULL, *in = "-";
     unsigned flags = 0;
-    for (int i = 0; i < argc; i++) {
-        if (cli_is_help(argv[i])) { fputs(usage, stdout); return 0; }
-        if (!decode && !strcmp(argv[i], "--text") && i + 1 < argc) in = argv[++i];
-        else if (decode && !strcmp(argv[i], "--ids") && i + 1 < argc) in = argv[++i];
-        else if (!decode && !strcmp(argv[i], "--special")) flags |= TOK_ALLOW_SPECIAL;
-        else if (argv[i][0] != '-' && !dir) dir = argv[i];
-        else { fprintf(stderr, "rlhf tokenizer: unexpected argument '%s'\n%s", argv[i], usage); return 2; }
-    }
-    if (!dir) { fprintf(stderr, "rlhf tokenizer: missing tokenizer DIR\n%s", usage); return 2; }
+    int special = 0, status;
+    CliOption encode_opts[] = {CLI_STRING("--text", &in), CLI_FLAG("--special", &special), {0}};
+    CliOption decode_opts[] = {CLI_STRING("--ids", &in), {0}};
+    CliCommand cmd = {.prog = "rlhf tokenizer", .usage = usage,
+                      .opts = decode ? decode_opts : encode_opts, .arg_name = "DIR", .arg = &dir};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    if (!dir) return cli_usage_error(&cmd, "missing tokenizer DIR");
+    if (special) flags |= TOK_ALLOW_SPECIAL;
     char err[TOK_ERR_LEN];
     Tokenizer *t;
     if (tok_load(&t, dir, err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); return 1; }
@@ -72,43 +71,47 @@ static void train_progress(void *ctx, const char *phase, int64_t done, int64_t t
 static int train(int argc, char **argv) {
     TokTrainOptions o = {0};
     const char *out = NULL;
-    const char **files = calloc((size_t)argc + 1, sizeof(char *));
-    size_t nf = 0;
+    CliList files = {0};
     char err[TOK_ERR_LEN];
-    int64_t v;
-    for (int i = 0; i < argc; i++) {
-        if (cli_is_help(argv[i])) { fputs(usage, stdout); free(files); return 0; }
-        if (!strcmp(argv[i], "--vocab-size") && i + 1 < argc) {
-            if (cli_int("--vocab-size", argv[++i], 257, 1 << 24, &v, err, sizeof err)) goto bad;
-            o.vocab_size = v;
-        } else if (!strcmp(argv[i], "--min-frequency") && i + 1 < argc) {
-            if (cli_int("--min-frequency", argv[++i], 1, INT64_MAX, &v, err, sizeof err)) goto bad;
-            o.min_frequency = v;
-        } else if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc) {
-            if (cli_int("--max-bytes", argv[++i], 1, INT64_MAX, &v, err, sizeof err)) goto bad;
-            o.max_bytes = v;
-        } else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-        else if (argv[i][0] != '-') files[nf++] = argv[i];
-        else { fprintf(stderr, "rlhf tokenizer train: unexpected argument '%s'\n%s", argv[i], usage); free(files); return 2; }
+    int64_t vocab = 0, min_freq = 0, max_bytes = 0;
+    int status;
+    CliOption opts[] = {
+        CLI_INT("--vocab-size", &vocab, 257, 1 << 24),
+        CLI_INT("--min-frequency", &min_freq, 1, INT64_MAX),
+        CLI_INT("--max-bytes", &max_bytes, 1, INT64_MAX),
+        CLI_STRING("--out", &out),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf tokenizer train", .usage = usage, .opts = opts,
+                      .arg_name = "FILE", .arg_list = &files};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    if (!vocab || !out || !files.n) {
+        cli_list_free(&files);
+        return cli_usage_error(&cmd, "needs --vocab-size, --out and at least one FILE");
     }
-    if (!o.vocab_size || !out || !nf) { fprintf(stderr, "rlhf tokenizer train: needs --vocab-size, --out and at least one FILE\n%s", usage); free(files); return 2; }
-    if (util_mkdir_p(out, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer train: %s\n", err); free(files); return 1; }
+    o.vocab_size = vocab;
+    o.min_frequency = min_freq;
+    o.max_bytes = max_bytes;
+    if (util_mkdir_p(out, err, sizeof err)) {
+        fprintf(stderr, "rlhf tokenizer train: %s\n", err);
+        cli_list_free(&files);
+        return 1;
+    }
     TrainProgress tp = {0};
     o.progress = train_progress;
     o.progress_ctx = &tp;
     Tokenizer *t = NULL;
-    int trc = tok_train(files, nf, &o, out, &t, err);
+    int trc = tok_train(files.items, (size_t)files.n, &o, out, &t, err);
     if (tp.phase) cli_progress_end(&tp.p);
-    if (trc) { fprintf(stderr, "rlhf tokenizer train: %s\n", err); free(files); return 1; }
+    if (trc) {
+        fprintf(stderr, "rlhf tokenizer train: %s\n", err);
+        cli_list_free(&files);
+        return 1;
+    }
     fprintf(stderr, "rlhf tokenizer train: vocabulary of %lld tokens (%lld merges) written to %s\n",
             (long long)tok_vocab_size(t), (long long)tok_n_merges(t), out);
     tok_free(t);
-    free(files);
+    cli_list_free(&files);
     return 0;
-bad:
-    fprintf(stderr, "rlhf tokenizer train: %s\n", err);
-    free(files);
-    return 2;
 }
 
 int cmd_tokenizer(int argc, char **argv) {

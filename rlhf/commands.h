@@ -1,12 +1,18 @@
 // Subcommands of the `rlhf` tool. Each takes the arguments after its name and returns the
 // process exit status: 0 success, 1 bad input or failure (message on stderr), 2 usage error.
+// The others: run in pipelines/pipeline.h, data and judge in data/demo/demo.h.
 #ifndef COMMANDS_H
 #define COMMANDS_H
-int cmd_init(int argc, char **argv);
-int cmd_info(int argc, char **argv);
-int cmd_eval(int argc, char **argv);
-int cmd_generate(int argc, char **argv);
-int cmd_tokenizer(int argc, char **argv);
+#include <stddef.h>
+
+int cmd_init(int argc, char **argv);          // cmd_model.c: a random initialisation
+int cmd_info(int argc, char **argv);          // what a checkpoint holds and needs
+int cmd_eval(int argc, char **argv);          // loss and perplexity on a text
+int cmd_generate(int argc, char **argv);      // sampled continuations
+int cmd_tokenizer(int argc, char **argv);     // cmd_tokenizer.c: encode, decode, train
 int cmd_eval_policy(int argc, char **argv);   // cmd_evalpolicy.c: compare two policies
-// The others: run in pipelines/pipeline.h, data and judge in data/demo/demo.h.
+
+// text.c: s[0..n) with every byte that is not part of a well-formed UTF-8 character (NUL
+// included) replaced by U+FFFD, so that JSON output stays valid. Malloc'd.
+char *rlhf_utf8_clean(const char *s, size_t n);
 #endif

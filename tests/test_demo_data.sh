@@ -99,7 +99,7 @@ printf '%s\n' '{"prompt":"What is 1 plus 1?","completions":["2","3"]}' >> huge
 printf '{"prompt":"x","completions":["a\\u0000b","c"]}\n\000\n' > nul
 "$R" judge < nul > out 2>err; [ "$(sed -n 2p out | cut -c1-7)" = "error: " ] && ok "judge: NUL bytes are errors, escaped NULs are text" || bad "judge NUL"
 expect_fail "judge with noise outside 0..0.4" 2 "noise" "$R" judge --noise 0.9
-expect_fail "judge with an unknown option" 2 "unexpected argument" "$R" judge --frob
+expect_fail "judge with an unknown option" 2 "unknown option" "$R" judge --frob
 # noise: agreement with the noiseless judge is about 1 - P; two judges at the default agree ~73%
 python3 - > reqs <<'PY'
 import json, random

@@ -209,7 +209,9 @@ static int write_pretrain(const char *dir, const char *name, int64_t n, uint64_t
     return out_close(&o, 1, err, errlen);
 }
 
-static int parse_mix(const char *s, int *mix, char *err, size_t errlen) {
+// --mix's value: TASK_NUM_STYLES percentages (ctx: int[TASK_NUM_STYLES]) that add up to 100.
+static int parse_mix(const char *s, void *ctx, char *err, size_t errlen) {
+    int *mix = ctx;
     int k = 0, sum = 0;
     const char *p = s;
     while (k < TASK_NUM_STYLES) {
@@ -232,22 +234,19 @@ static int cmd_data_demo(int argc, char **argv) {
     int64_t seed = 1, n_pre = 6000, n_sft = 3000, n_rm = 300, n_ppo = 1000, n_eval = 200;
     int mix[TASK_NUM_STYLES] = {20, 55, 20, 5};
     char err[512];
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (cli_is_help(a)) { fputs(data_usage, stdout); return 0; }
-        else if (!strcmp(a, "--out") && v) { out = v; i++; }
-        else if (!strcmp(a, "--seed") && v) { rc = cli_int(a, v, 0, INT64_MAX, &seed, err, sizeof err); i++; }
-        else if (!strcmp(a, "--n-pretrain") && v) { rc = cli_int(a, v, 1, 10000000, &n_pre, err, sizeof err); i++; }
-        else if (!strcmp(a, "--n-sft") && v) { rc = cli_int(a, v, 1, 10000000, &n_sft, err, sizeof err); i++; }
-        else if (!strcmp(a, "--n-rm") && v) { rc = cli_int(a, v, 1, 100000, &n_rm, err, sizeof err); i++; }
-        else if (!strcmp(a, "--n-prompts") && v) { rc = cli_int(a, v, 1, 100000, &n_ppo, err, sizeof err); i++; }
-        else if (!strcmp(a, "--n-eval") && v) { rc = cli_int(a, v, 1, 100000, &n_eval, err, sizeof err); i++; }
-        else if (!strcmp(a, "--mix") && v) { rc = parse_mix(v, mix, err, sizeof err); i++; }
-        else { fprintf(stderr, "rlhf data demo: unexpected argument '%s'\n%s", a, data_usage); return 2; }
-        if (rc) { fprintf(stderr, "rlhf data demo: %s\n", err); return 2; }
-    }
-    if (!out) { fprintf(stderr, "rlhf data demo: --out is required\n%s", data_usage); return 2; }
+    int status;
+    CliOption opts[] = {
+        CLI_STRING("--out", &out, .required = 1),
+        CLI_INT("--seed", &seed, 0, INT64_MAX),
+        CLI_INT("--n-pretrain", &n_pre, 1, 10000000),
+        CLI_INT("--n-sft", &n_sft, 1, 10000000),
+        CLI_INT("--n-rm", &n_rm, 1, 100000),
+        CLI_INT("--n-prompts", &n_ppo, 1, 100000),
+        CLI_INT("--n-eval", &n_eval, 1, 100000),
+        CLI_CUSTOM("--mix", parse_mix, mix),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf data demo", .usage = data_usage, .opts = opts};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
     if (util_mkdir_p(out, err, sizeof err)) { fprintf(stderr, "rlhf data demo: %s\n", err); return 1; }
     int64_t kinds[NUM_SPLITS][TASK_NUM_KINDS] = {{0}}, styles[TASK_NUM_STYLES] = {0}, b_pre = 0, b_val = 0;
     int64_t n_val = n_pre / 20 > 50 ? n_pre / 20 : 50;

@@ -128,17 +128,14 @@ int demo_judge_cmd(int argc, char **argv) {
     double noise = TASK_DEFAULT_NOISE;
     int64_t seed = 1;
     int explain = 0;
-    char err[512];
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (cli_is_help(a)) { fputs(judge_usage, stdout); return 0; }
-        else if (!strcmp(a, "--noise") && v) { rc = cli_float(a, v, 0, TASK_MAX_NOISE, &noise, err, sizeof err); i++; }
-        else if (!strcmp(a, "--seed") && v) { rc = cli_int(a, v, 0, INT64_MAX, &seed, err, sizeof err); i++; }
-        else if (!strcmp(a, "--explain")) explain = 1;
-        else { fprintf(stderr, "rlhf judge: unexpected argument '%s'\n%s", a, judge_usage); return 2; }
-        if (rc) { fprintf(stderr, "rlhf judge: %s\n", err); return 2; }
-    }
+    int status;
+    CliOption opts[] = {
+        CLI_DOUBLE("--noise", &noise, 0, TASK_MAX_NOISE),
+        CLI_INT("--seed", &seed, 0, INT64_MAX),
+        CLI_FLAG("--explain", &explain),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf judge", .usage = judge_usage, .opts = opts};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
     char *line = NULL, reply[1024];
     size_t cap = 0;
     int64_t lineno = 0, bad = 0;
