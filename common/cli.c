@@ -292,7 +292,10 @@ int cli_parse_ids(const char *name, const char *text, int64_t max_id, int32_t **
             free(out);
             return util_err(err, errlen, "%s:%lld: '%.*s' is not a token id in 0..%lld", name, (long long)line, w, p, (long long)max_id);
         }
-        if (k == cap) { cap *= 2; int32_t *no = realloc(out, cap * sizeof(int32_t)); if (!no) DIE("out of memory"); out = no; }
+        if (k == cap) {
+            cap *= 2;
+            out = REALLOC_ARRAY(out, cap, sizeof(int32_t));
+        }
         out[k++] = (int32_t)v;
         p = q;
     }

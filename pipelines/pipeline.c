@@ -20,20 +20,14 @@ int pipeline_error(Pipeline *p, int line, int col, const char *fmt, ...) {
     return -1;
 }
 
-static char *xstrdup(const char *s) {
-    char *d = strdup(s ? s : "");
-    if (!d) DIE("out of memory");
-    return d;
-}
+static char *xstrdup(const char *s) { return STRDUP_CHECK(s ? s : ""); }   // NULL: ''
 
 // Makes room for one more element in *arr (of *cap, n used); doubling.
 static void *grow(void *arr, int *cap, int n, size_t size) {
     if (n < *cap) return arr;
     int c = *cap ? 2 * *cap : 8;
-    void *a = realloc(arr, (size_t)c * size);
-    if (!a) DIE("out of memory");
     *cap = c;
-    return a;
+    return REALLOC_ARRAY(arr, (size_t)c, size);
 }
 
 static int mark_line(const yaml_node_t *n) { return (int)n->start_mark.line + 1; }
@@ -97,7 +91,10 @@ static int parse_settings(Pipeline *p, Stage *st, yaml_document_t *d, yaml_node_
                 if (expect(p, e, YAML_SCALAR_NODE, "a list item in settings")) { free(buf); return -1; }
                 const char *t = (const char *)e->data.scalar.value;
                 size_t need = len + strlen(t) * 2 + 8;
-                if (need > cap) { while (cap < need) cap *= 2; buf = realloc(buf, cap); if (!buf) DIE("out of memory"); }
+                if (need > cap) {
+                    while (cap < need) cap *= 2;
+                    buf = REALLOC_CHECK(buf, cap);
+                }
                 if (it > v->data.sequence.items.start) { buf[len++] = ','; buf[len++] = ' '; }
                 buf[len++] = '"';
                 for (; *t; t++) { if (*t == '"' || *t == '\\') buf[len++] = '\\'; buf[len++] = *t; }
@@ -191,9 +188,7 @@ static unsigned char *read_file(Pipeline *p, const char *path, size_t *len) {
     for (;;) {
         if (n == cap) {
             cap *= 2;
-            unsigned char *b = realloc(buf, cap);
-            if (!b) DIE("out of memory");
-            buf = b;
+            buf = REALLOC_CHECK(buf, cap);
         }
         size_t r = fread(buf + n, 1, cap - n, f);
         n += r;
@@ -670,9 +665,7 @@ void pipeline_free(Pipeline *p) {
 static int path_push(char **cur, size_t *len, size_t *cap, const char *name, size_t n) {
     if (*len + n + 2 > *cap) {
         *cap = (*len + n + 2) * 2;
-        char *c = realloc(*cur, *cap);
-        if (!c) DIE("out of memory");
-        *cur = c;
+        *cur = REALLOC_CHECK(*cur, *cap);
     }
     if (*len > 1 || (*cur)[0] != '/') (*cur)[(*len)++] = '/';
     memcpy(*cur + *len, name, n);

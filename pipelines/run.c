@@ -32,11 +32,6 @@ static void fnv(uint64_t *h, const void *data, size_t n) {
     for (size_t i = 0; i < n; i++) { *h ^= c[i]; *h *= 0x100000001b3ULL; }
 }
 
-static char *xstrdup(const char *s) {
-    char *d = strdup(s ? s : "");
-    if (!d) DIE("out of memory");
-    return d;
-}
 
 // Asks each config program to check its settings (--print-config parses them all); a failure
 // points at the setting the message names, else at the stage.
@@ -110,7 +105,7 @@ static int fingerprint(Pipeline *p, const char *ws_real, Stage *st) {
         const char *v = st->argv[i];
         if (i > 1 && !strcmp(st->argv[i - 1], "--set") && strchr(v, '=')) v = strchr(v, '=') + 1;
         if (v[0] != '[') { if (hash_if_input(p, ws_real, v, &h)) return -1; continue; }
-        char *copy = xstrdup(v + 1), *save = NULL;
+        char *copy = STRDUP_CHECK(v + 1), *save = NULL;
         for (char *t = strtok_r(copy, ",]", &save); t; t = strtok_r(NULL, ",]", &save)) {
             while (*t == ' ' || *t == '"') t++;
             size_t n = strlen(t);
@@ -163,7 +158,7 @@ static int run_stage(Pipeline *p, Stage *st, const char *launcher) {
     int logfd = open(st->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int pipefd[2];
     if (logfd < 0 || pipe(pipefd)) { fprintf(stderr, "rlhf run: cannot open %s: %s\n", st->log, strerror(errno)); if (logfd >= 0) close(logfd); return 1; }
-    char *lcopy = launcher && launcher[0] ? xstrdup(launcher) : NULL;
+    char *lcopy = launcher && launcher[0] ? STRDUP_CHECK(launcher) : NULL;
     char **argv = CALLOC_CHECK((lcopy ? strlen(lcopy) / 2 + 1 : 0) + (size_t)st->argc + 1, sizeof(char *));
     int a = 0;
     if (lcopy) for (char *tok = strtok(lcopy, " \t"); tok; tok = strtok(NULL, " \t")) argv[a++] = tok;
@@ -357,9 +352,7 @@ static int collect_duration(const StoreRun *r, void *ctx) {
     if (r->status != STORE_RUN_DONE || r->finished <= r->started) return 0;
     if (d->n == d->cap) {
         d->cap = d->cap ? 2 * d->cap : 16;
-        double *t = realloc(d->t, (size_t)d->cap * sizeof(double));
-        if (!t) DIE("out of memory");
-        d->t = t;
+        d->t = REALLOC_ARRAY(d->t, (size_t)d->cap, sizeof(double));
     }
     d->t[d->n++] = r->finished - r->started;
     return 0;

@@ -128,7 +128,7 @@ static int import_line(Ctx *c, const char *line, ImportResult *res) {
         }
         const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "ranking");
         if (!r) { LINE_ERR(c, "missing key \"ranking\""); goto done; }
-        if (cJSON_IsString(r)) rtext = strdup(r->valuestring);
+        if (cJSON_IsString(r)) rtext = STRDUP_CHECK(r->valuestring);
         else if (cJSON_IsArray(r)) rtext = cJSON_PrintUnformatted(r);
         else { LINE_ERR(c, "\"ranking\" must be an array of ranks or a string like \"2>1=3\""); goto done; }
         if (!rtext) DIE("out of memory");

@@ -27,8 +27,7 @@ static int collect_score(const StoreRewardScore *r, void *ctx) {
     ScoreMap *m = ctx;
     if (m->n == m->cap) {
         m->cap = m->cap ? 2 * m->cap : 256;
-        m->v = realloc(m->v, (size_t)m->cap * sizeof(IdScore));
-        if (!m->v) DIE("out of memory");
+        m->v = REALLOC_ARRAY(m->v, (size_t)m->cap, sizeof(IdScore));
     }
     m->v[m->n++] = (IdScore){r->completion_id, r->score};
     return 0;
@@ -45,8 +44,7 @@ static Group *group(Groups *gs, const char *name) {
     for (int i = 0; i < gs->n; i++) if (!strcmp(gs->g[i].name, name)) return &gs->g[i];
     if (gs->n == gs->cap) {
         gs->cap = gs->cap ? 2 * gs->cap : 8;
-        gs->g = realloc(gs->g, (size_t)gs->cap * sizeof(Group));
-        if (!gs->g) DIE("out of memory");
+        gs->g = REALLOC_ARRAY(gs->g, (size_t)gs->cap, sizeof(Group));
     }
     Group *g = &gs->g[gs->n++];
     memset(g, 0, sizeof *g);
@@ -91,13 +89,11 @@ static int visit_ranking(const StoreRanking *r, void *ctx) {
     }
     if (a->nr == a->capr) {
         a->capr = a->capr ? 2 * a->capr : 256;
-        a->r = realloc(a->r, (size_t)a->capr * sizeof(Ranked));
-        if (!a->r) DIE("out of memory");
+        a->r = REALLOC_ARRAY(a->r, (size_t)a->capr, sizeof(Ranked));
     }
     Ranked *rk = &a->r[a->nr++];
     rk->id = r->id; rk->prompt_id = r->prompt_id; rk->labeler_id = r->labeler_id; rk->k = r->k;
-    rk->labeler = strdup(r->labeler);
-    if (!rk->labeler) DIE("out of memory");
+    rk->labeler = STRDUP_CHECK(r->labeler);
     char kname[32];
     snprintf(kname, sizeof kname, "%d", r->k);
     Group *gk = group(&a->by_k, kname), *gs = group(&a->by_split, r->split), *gsrc = group(&a->by_source, r->source),
@@ -116,8 +112,7 @@ static int visit_ranking(const StoreRanking *r, void *ctx) {
             if (d < 0) {
                 if (a->nmis == a->capmis) {
                     a->capmis = a->capmis ? 2 * a->capmis : 256;
-                    a->mis = realloc(a->mis, (size_t)a->capmis * sizeof(Mistake));
-                    if (!a->mis) DIE("out of memory");
+                    a->mis = REALLOC_ARRAY(a->mis, (size_t)a->capmis, sizeof(Mistake));
                 }
                 a->mis[a->nmis++] = (Mistake){r->id, r->prompt_id, r->items[w].completion_id, r->items[l].completion_id, s[w], s[l], rk->labeler};
             }

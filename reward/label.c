@@ -91,8 +91,7 @@ static int collect(const StoreCompletion *sc, void *ctx) {
     if (x->c->n == REWARD_MAX_K) { x->c->more = 1; return 1; }
     x->c->id[x->c->n] = sc->id;
     x->c->ended[x->c->n] = -1;
-    x->c->text[x->c->n] = strdup(sc->text);
-    if (!x->c->text[x->c->n]) DIE("out of memory");
+    x->c->text[x->c->n] = STRDUP_CHECK(sc->text);
     x->c->n++;
     return 0;
 }
@@ -270,8 +269,7 @@ static int judge_read_line(Label *L, int64_t pid, char **reply, double deadline,
         if (w8 == 0) return judge_timeout_err(L, pid, "did not answer", err, errlen);
         if (L->jcap - L->jlen < 65536) {
             L->jcap = L->jcap ? 2 * L->jcap : 65536 * 2;
-            L->jbuf = realloc(L->jbuf, L->jcap);
-            if (!L->jbuf) DIE("out of memory");
+            L->jbuf = REALLOC_CHECK(L->jbuf, L->jcap);
         }
         ssize_t k = read(L->jout, L->jbuf + L->jlen, L->jcap - L->jlen);
         if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
@@ -340,9 +338,8 @@ static void show(Label *L, int64_t pid, const StorePrompt *p, const Comps *c) {
 static int push_undo(Label *L, int64_t rid, int64_t pid) {
     if (L->nundo == L->capundo) {
         L->capundo = L->capundo ? 2 * L->capundo : 16;
-        L->undo_rank = realloc(L->undo_rank, (size_t)L->capundo * sizeof(int64_t));
-        L->undo_prompt = realloc(L->undo_prompt, (size_t)L->capundo * sizeof(int64_t));
-        if (!L->undo_rank || !L->undo_prompt) DIE("out of memory");
+        L->undo_rank = REALLOC_ARRAY(L->undo_rank, (size_t)L->capundo, sizeof(int64_t));
+        L->undo_prompt = REALLOC_ARRAY(L->undo_prompt, (size_t)L->capundo, sizeof(int64_t));
     }
     L->undo_rank[L->nundo] = rid;
     L->undo_prompt[L->nundo++] = pid;

@@ -20,8 +20,7 @@
 // ---------------------------------------------------------------------------------------------
 
 static int make_dataset(RmScorer *s, const char *tmpl, const char *prefix, int max_tokens, char *err, size_t errlen) {
-    s->prefix = strdup(prefix ? prefix : DATASET_DEFAULT_RESPONSE_PREFIX);
-    if (!s->prefix) DIE("out of memory");
+    s->prefix = STRDUP_CHECK(prefix ? prefix : DATASET_DEFAULT_RESPONSE_PREFIX);
     DatasetOptions o = {.prompt_template = tmpl, .response_prefix = s->prefix, .max_tokens = max_tokens};
     return dataset_create(&s->ds, s->tok, &o, err, errlen);
 }
@@ -166,15 +165,14 @@ static int collect_completion(const StoreCompletion *c, void *ctx) {
     CompList *l = ctx;
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 256;
-        l->cid = realloc(l->cid, (size_t)l->cap * sizeof(int64_t));
-        l->pid = realloc(l->pid, (size_t)l->cap * sizeof(int64_t));
-        l->prompt = realloc(l->prompt, (size_t)l->cap * sizeof(char *));
-        l->text = realloc(l->text, (size_t)l->cap * sizeof(char *));
-        if (!l->cid || !l->pid || !l->prompt || !l->text) DIE("out of memory listing completions");
+        l->cid = REALLOC_ARRAY(l->cid, (size_t)l->cap, sizeof(int64_t));
+        l->pid = REALLOC_ARRAY(l->pid, (size_t)l->cap, sizeof(int64_t));
+        l->prompt = REALLOC_ARRAY(l->prompt, (size_t)l->cap, sizeof(char *));
+        l->text = REALLOC_ARRAY(l->text, (size_t)l->cap, sizeof(char *));
     }
     l->cid[l->n] = c->id; l->pid[l->n] = c->prompt_id;
-    l->prompt[l->n] = strdup(c->prompt); l->text[l->n] = strdup(c->text);
-    if (!l->prompt[l->n] || !l->text[l->n]) DIE("out of memory");
+    l->prompt[l->n] = STRDUP_CHECK(c->prompt);
+    l->text[l->n] = STRDUP_CHECK(c->text);
     l->n++;
     return 0;
 }
@@ -265,9 +263,9 @@ static int score_file(RmScorer *sc, const char *path, char *err, size_t errlen) 
         }
         if (n == cap) {
             cap = cap ? 2 * cap : 64;
-            objs = realloc(objs, (size_t)cap * sizeof(*objs)); pr = realloc(pr, (size_t)cap * sizeof(*pr));
-            rs = realloc(rs, (size_t)cap * sizeof(*rs));
-            if (!objs || !pr || !rs) DIE("out of memory");
+            objs = REALLOC_ARRAY(objs, (size_t)cap, sizeof(*objs));
+            pr = REALLOC_ARRAY(pr, (size_t)cap, sizeof(*pr));
+            rs = REALLOC_ARRAY(rs, (size_t)cap, sizeof(*rs));
         }
         objs[n] = o; pr[n] = jp->valuestring; rs[n] = jc->valuestring;
         n++;

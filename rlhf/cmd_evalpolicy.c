@@ -121,8 +121,11 @@ static int load_prompts(Eval *e) {
                         !j ? "invalid JSON" : "expected an object with a non-empty \"prompt\" string");
                 rc = -1;
             } else if (!e->max_prompts || e->n_prompts < e->max_prompts) {
-                if ((size_t)e->n_prompts == cap) { cap *= 2; e->prompts = realloc(e->prompts, cap * sizeof(char *)); if (!e->prompts) DIE("out of memory"); }
-                e->prompts[e->n_prompts++] = strdup(p->valuestring);
+                if ((size_t)e->n_prompts == cap) {
+                    cap *= 2;
+                    e->prompts = REALLOC_ARRAY(e->prompts, cap, sizeof(char *));
+                }
+                e->prompts[e->n_prompts++] = STRDUP_CHECK(p->valuestring);
             }
             cJSON_Delete(j);
         }
@@ -369,8 +372,7 @@ static int encode_text(const Eval *e, int32_t **ids, size_t *n) {
             if (tok_encode(e->tok, s, k, 0, &out, terr)) { free(data); tok_ids_free(&out); EFAIL("%s: %s", e->pretrain, terr); }
             if (out.n + 1 > out.cap) {
                 out.cap = out.cap * 2 + 16;
-                out.ids = realloc(out.ids, out.cap * sizeof(int32_t));
-                if (!out.ids) DIE("out of memory");
+                out.ids = REALLOC_ARRAY(out.ids, out.cap, sizeof(int32_t));
             }
             out.ids[out.n++] = e->eot;
         }
