@@ -445,12 +445,18 @@ static char *expand(Pipeline *p, int si, const Str *s) {
                 val = pipeline_stage_out(p, &p->stages[d], val_buf, sizeof val_buf);
             }
             size_t vl = strlen(val);
-            if (len + vl + 1 > cap) { cap = (len + vl + 1) * 2; out = realloc(out, cap); if (!out) DIE("out of memory"); }
+            if (len + vl + 1 > cap) {
+                cap = (len + vl + 1) * 2;
+                out = REALLOC_CHECK(out, cap);
+            }
             memcpy(out + len, val, vl);
             len += vl;
             c = e + 1;
         } else {
-            if (len + 2 > cap) { cap *= 2; out = realloc(out, cap); if (!out) DIE("out of memory"); }
+            if (len + 2 > cap) {
+                cap *= 2;
+                out = REALLOC_CHECK(out, cap);
+            }
             out[len++] = *c++;
         }
     }
