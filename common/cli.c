@@ -36,9 +36,11 @@ static CliResult cli_store(const CliOption *o, const char *v, int argc, char *er
     switch (o->kind) {
     case CLI_KIND_STRING: *o->str = v; return CLI_PARSED;
     case CLI_KIND_INT:
-        return cli_int(o->name, v, o->imin, o->imax, o->i64, err, errlen) ? CLI_VALUE_ERROR : CLI_PARSED;
+        return cli_int(o->name, v, o->imin, o->imax, o->i64, err, errlen) ? CLI_VALUE_ERROR
+                                                                          : CLI_PARSED;
     case CLI_KIND_DOUBLE:
-        return cli_float(o->name, v, o->dmin, o->dmax, o->dbl, err, errlen) ? CLI_VALUE_ERROR : CLI_PARSED;
+        return cli_float(o->name, v, o->dmin, o->dmax, o->dbl, err, errlen) ? CLI_VALUE_ERROR
+                                                                            : CLI_PARSED;
     case CLI_KIND_FLAG: *o->flag = 1; return CLI_PARSED;
     case CLI_KIND_CONST: *o->dbl = o->dmin; return CLI_PARSED;
     case CLI_KIND_LIST: cli_list_add(o->list, v, argc); return CLI_PARSED;
@@ -150,18 +152,21 @@ int cli_program_run(const CliProgram *p, int argc, char **argv) {
     return 2;
 }
 
-int cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out, char *err, size_t errlen) {
+int cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out, char *err,
+            size_t errlen) {
     if (!s || !*s) return util_err(err, errlen, "%s needs an integer", opt);
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (errno || *end || v < min || v > max)
-        return util_err(err, errlen, "%s: '%s' is not an integer in %lld..%lld", opt, s, (long long)min, (long long)max);
+        return util_err(err, errlen, "%s: '%s' is not an integer in %lld..%lld", opt, s,
+                        (long long)min, (long long)max);
     *out = v;
     return 0;
 }
 
-int cli_float(const char *opt, const char *s, double min, double max, double *out, char *err, size_t errlen) {
+int cli_float(const char *opt, const char *s, double min, double max, double *out, char *err,
+              size_t errlen) {
     if (!s || !*s) return util_err(err, errlen, "%s needs a number", opt);
     char *end;
     errno = 0;
@@ -178,7 +183,10 @@ static int64_t cli_env_bytes(const char *name, int64_t def) {
     char *end;
     errno = 0;
     double x = strtod(v, &end);
-    double mul = *end == 'K' || *end == 'k' ? 1024.0 : *end == 'M' || *end == 'm' ? 1048576.0 : *end == 'G' || *end == 'g' ? 1073741824.0 : 1.0;
+    double mul = *end == 'K' || *end == 'k'   ? 1024.0
+                 : *end == 'M' || *end == 'm' ? 1048576.0
+                 : *end == 'G' || *end == 'g' ? 1073741824.0
+                                              : 1.0;
     if (mul > 1) end++;
     if (errno || *end || !(x >= 1) || x * mul > 9e18) return def;
     return (int64_t)(x * mul);
@@ -191,12 +199,18 @@ static int cli_too_large(const char *path, int64_t line, int is_line, char *err,
     char b[32];
     util_format_bytes(b, sizeof b, (double)(is_line ? cli_max_line_bytes() : cli_max_file_bytes()));
     if (is_line)
-        return util_err(err, errlen, "%s:%lld: a line longer than %s (RLHF_MAX_LINE_BYTES): not a text file of lines, or an endless "
-                        "input", path, (long long)line, b);
-    return util_err(err, errlen, "%s: more than %s (RLHF_MAX_FILE_BYTES): too large, or an endless input", path, b);
+        return util_err(
+            err, errlen,
+            "%s:%lld: a line longer than %s (RLHF_MAX_LINE_BYTES): not a text file of lines, or an endless "
+            "input",
+            path, (long long)line, b);
+    return util_err(err, errlen,
+                    "%s: more than %s (RLHF_MAX_FILE_BYTES): too large, or an endless input", path,
+                    b);
 }
 
-static int cli_read_bounded(const char *path, int lines, char **data, size_t *len, char *err, size_t errlen) {
+static int cli_read_bounded(const char *path, int lines, char **data, size_t *len, char *err,
+                            size_t errlen) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) return util_err(err, errlen, "%s: %s", path, strerror(errno));
     int64_t maxf = cli_max_file_bytes(), maxl = cli_max_line_bytes(), line = 1, line_start = 0;
@@ -212,7 +226,10 @@ static int cli_read_bounded(const char *path, int lines, char **data, size_t *le
             if (!nb) {
                 char b[32];
                 util_format_bytes(b, sizeof b, (double)n);
-                rc = util_err(err, errlen, "%s: out of memory after reading %s (lower RLHF_MAX_FILE_BYTES, or give more memory)", path, b);
+                rc = util_err(
+                    err, errlen,
+                    "%s: out of memory after reading %s (lower RLHF_MAX_FILE_BYTES, or give more memory)",
+                    path, b);
                 break;
             }
             buf = nb; cap = nc;
@@ -223,7 +240,10 @@ static int cli_read_bounded(const char *path, int lines, char **data, size_t *le
         if (lines) {
             for (size_t i = n; i < n + got; i++)
                 if (buf[i] == '\n') { line++; line_start = (int64_t)i + 1; }
-            if ((int64_t)(n + got) - line_start > maxl) { rc = cli_too_large(path, line, 1, err, errlen); break; }
+            if ((int64_t)(n + got) - line_start > maxl) {
+                rc = cli_too_large(path, line, 1, err, errlen);
+                break;
+            }
         }
         n += got;
         if ((int64_t)n > maxf) { rc = cli_too_large(path, line, 0, err, errlen); break; }
@@ -252,7 +272,11 @@ int64_t cli_getline(CliLines *l, FILE *f, const char *path, char *err, size_t er
     for (;;) {
         int c = getc_unlocked(f);
         if (c == EOF) {
-            if (ferror(f)) return util_err(err, errlen, "%s:%lld: read error: %s", path, (long long)l->line, strerror(errno)) - 1;
+            if (ferror(f)) {
+                util_err(err, errlen, "%s:%lld: read error: %s", path, (long long)l->line,
+                         strerror(errno));
+                return -2;
+            }
             if (n == 0) return -1;
             break;
         }
@@ -260,7 +284,11 @@ int64_t cli_getline(CliLines *l, FILE *f, const char *path, char *err, size_t er
             if ((int64_t)n >= maxl) return cli_too_large(path, l->line, 1, err, errlen) - 1;
             size_t nc = l->cap ? 2 * l->cap : 256;
             char *nb = realloc(l->buf, nc);
-            if (!nb) return util_err(err, errlen, "%s:%lld: out of memory reading a line of %zu bytes", path, (long long)l->line, n) - 1;
+            if (!nb) {
+                util_err(err, errlen, "%s:%lld: out of memory reading a line of %zu bytes", path,
+                         (long long)l->line, n);
+                return -2;
+            }
             l->buf = nb; l->cap = nc;
         }
         l->buf[n++] = (char)c;
@@ -290,7 +318,8 @@ int cli_parse_ids(const char *name, const char *text, int64_t max_id, int32_t **
             int w = 0;
             while (p[w] && p[w] != ' ' && p[w] != '\n' && p[w] != '\t' && w < 20) w++;
             free(out);
-            return util_err(err, errlen, "%s:%lld: '%.*s' is not a token id in 0..%lld", name, (long long)line, w, p, (long long)max_id);
+            return util_err(err, errlen, "%s:%lld: '%.*s' is not a token id in 0..%lld", name,
+                            (long long)line, w, p, (long long)max_id);
         }
         if (k == cap) {
             cap *= 2;
@@ -326,7 +355,8 @@ void cli_progress_format(const CliProgress *p, int64_t done, char *buf, size_t n
     snprintf(rs, sizeof rs, rate < 100 ? "%.2f" : "%.0f", rate);
     if (p->total > 0) {
         cli_duration(r, sizeof r, rate > 0 ? (double)(p->total - done) / rate : NAN);
-        snprintf(buf, n, "%lld/%lld %s/s elapsed %s eta %s", (long long)done, (long long)p->total, rs, e, r);
+        snprintf(buf, n, "%lld/%lld %s/s elapsed %s eta %s", (long long)done, (long long)p->total,
+                 rs, e, r);
     } else {
         snprintf(buf, n, "%lld %s/s elapsed %s", (long long)done, rs, e);
     }
@@ -343,7 +373,8 @@ void cli_progress_update(CliProgress *p, int64_t done, const char *extra) {
         double frac = p->total > 0 ? (double)done / p->total : 0.0;
         int w = 30, fill = (int)(frac * w);
         if (fill > w) fill = w;
-        fprintf(p->out, "\r%s [%.*s%*s] %s %s\033[K", p->what, fill, "==============================", w - fill, "", f, extra ? extra : "");
+        fprintf(p->out, "\r%s [%.*s%*s] %s %s\033[K", p->what, fill,
+                "==============================", w - fill, "", f, extra ? extra : "");
     } else {
         fprintf(p->out, "%s: %s%s%s\n", p->what, f, extra ? " " : "", extra ? extra : "");
     }
@@ -357,7 +388,10 @@ static volatile sig_atomic_t cli_stop_deferred;  // 1: record it; 0: end at once
 static const char *cli_stop_prog = "rlhf";
 
 static const char *cli_signal_name(int sig) {
-    return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "a signal";
+    return sig == SIGTERM  ? "SIGTERM"
+           : sig == SIGINT ? "SIGINT"
+           : sig == SIGHUP ? "SIGHUP"
+                           : "a signal";
 }
 
 static void cli_stop_write(const char *s) {

@@ -87,7 +87,7 @@ typedef struct {
     const char **arg;      // the one positional argument (args_max 1)...
     CliList *arg_list;     // ...or all of them (then no upper bound unless args_max)
     int args_min;          // fewer: "ARG_NAME is required"
-    int args_max;          // more: "unexpected argument 'x'" (0: 1 with arg, no bound with arg_list)
+    int args_max; // more: "unexpected argument 'x'" (0: 1 with arg, no bound with arg_list)
     int value_status;      // exit status for a bad value (0: 2)
 } CliCommand;
 
@@ -102,7 +102,8 @@ CliResult cli_parse_args(const CliCommand *cmd, int argc, char **argv, char *err
 int cli_parse(const CliCommand *cmd, int argc, char **argv, int *status);
 // A usage error found after parsing (options that exclude each other): "PROG: message" and the
 // usage on stderr; returns 2.
-int cli_usage_error(const CliCommand *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const CliCommand *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void cli_list_free(CliList *l);
 
 // A program of subcommands: a table of {name, function, one-line help} serves both the dispatch
@@ -123,8 +124,10 @@ void cli_program_usage(const CliProgram *p, FILE *out);
 // line and the usage on stderr, 2; else the command's status.
 int cli_program_run(const CliProgram *p, int argc, char **argv);
 
-int cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out, char *err, size_t errlen);
-int cli_float(const char *opt, const char *s, double min, double max, double *out, char *err, size_t errlen);
+int cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out, char *err,
+            size_t errlen);
+int cli_float(const char *opt, const char *s, double min, double max, double *out, char *err,
+              size_t errlen);
 // Input bounds: the most bytes read from one input file (RLHF_MAX_FILE_BYTES, default 4 GiB)
 // and in one line of a line-oriented file (RLHF_MAX_LINE_BYTES, default 16 MiB). An endless
 // input (/dev/zero, a FIFO) or one too large for memory ends in one clear message naming the

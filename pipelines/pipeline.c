@@ -42,14 +42,16 @@ static char *join3(const char *a, const char *b, const char *c) {
 }
 
 static Str str_of(yaml_node_t *n) {
-    Str s = {xstrdup((const char *)n->data.scalar.value), (int)n->start_mark.line + 1, (int)n->start_mark.column + 1};
+    Str s = {xstrdup((const char *)n->data.scalar.value), (int)n->start_mark.line + 1,
+             (int)n->start_mark.column + 1};
     return s;
 }
 
 static int expect(Pipeline *p, yaml_node_t *n, yaml_node_type_t t, const char *what) {
     static const char *names[] = {"nothing", "a scalar", "a list", "a mapping"};
     if (n->type == t) return 0;
-    return pipeline_error(p, (int)n->start_mark.line + 1, (int)n->start_mark.column + 1, "%s must be %s, not %s", what, names[t], names[n->type]);
+    return pipeline_error(p, (int)n->start_mark.line + 1, (int)n->start_mark.column + 1,
+                          "%s must be %s, not %s", what, names[t], names[n->type]);
 }
 
 #define PIPELINE_MAX_NAME 100   // a stage name's length: its label "pipeline/NAME" must fit
@@ -57,25 +59,37 @@ static int expect(Pipeline *p, yaml_node_t *n, yaml_node_type_t t, const char *w
 static int valid_name(const char *s) {
     if (!*s || strlen(s) > PIPELINE_MAX_NAME) return 0;
     for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-')) return 0;
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
+            return 0;
     return 1;
 }
 
 // Settings: a nested mapping flattened to dotted keys; scalar values as is, lists as "[a, b]".
-static int parse_settings(Pipeline *p, Stage *st, yaml_document_t *d, yaml_node_t *n, const char *prefix) {
+static int parse_settings(Pipeline *p, Stage *st, yaml_document_t *d, yaml_node_t *n,
+                          const char *prefix) {
     if (expect(p, n, YAML_MAPPING_NODE, "settings")) return -1;
     for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = yaml_document_get_node(d, pr->key), *v = yaml_document_get_node(d, pr->value);
+        yaml_node_t *k = yaml_document_get_node(d, pr->key),
+                    *v = yaml_document_get_node(d, pr->value);
         if (expect(p, k, YAML_SCALAR_NODE, "a settings key")) return -1;
         char key[512];
-        if ((size_t)snprintf(key, sizeof key, "%s%s%s", prefix, prefix[0] ? "." : "", (const char *)k->data.scalar.value) >= sizeof key)
-            return pipeline_error(p, mark_line(k), mark_col(k), "a settings key longer than %d characters", (int)sizeof key - 1);
-        if (v->type == YAML_MAPPING_NODE) { if (parse_settings(p, st, d, v, key)) return -1; continue; }
+        if ((size_t)snprintf(key, sizeof key, "%s%s%s", prefix, prefix[0] ? "." : "",
+                             (const char *)k->data.scalar.value) >= sizeof key)
+            return pipeline_error(p, mark_line(k), mark_col(k),
+                                  "a settings key longer than %d characters", (int)sizeof key - 1);
+        if (v->type == YAML_MAPPING_NODE) {
+            if (parse_settings(p, st, d, v, key)) return -1;
+            continue;
+        }
         if (st->n_settings == PIPELINE_MAX_ITEMS)
-            return pipeline_error(p, mark_line(k), mark_col(k), "too many settings (more than %d in one stage)", PIPELINE_MAX_ITEMS);
+            return pipeline_error(p, mark_line(k), mark_col(k),
+                                  "too many settings (more than %d in one stage)",
+                                  PIPELINE_MAX_ITEMS);
         for (int i = 0; i < st->n_settings; i++)
             if (!strcmp(st->settings[i].key, key))
-                return pipeline_error(p, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1, "setting '%s' given twice (first at line %d)", key, st->settings[i].line);
+                return pipeline_error(p, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1,
+                                      "setting '%s' given twice (first at line %d)", key,
+                                      st->settings[i].line);
         st->settings = grow(st->settings, &st->cap_settings, st->n_settings, sizeof *st->settings);
         Setting *s = &st->settings[st->n_settings++];
         s->value = NULL;
@@ -86,9 +100,13 @@ static int parse_settings(Pipeline *p, Stage *st, yaml_document_t *d, yaml_node_
             size_t cap = 64, len = 0;
             char *buf = MALLOC_CHECK(cap);
             buf[len++] = '[';
-            for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+            for (yaml_node_item_t *it = v->data.sequence.items.start;
+                 it < v->data.sequence.items.top; it++) {
                 yaml_node_t *e = yaml_document_get_node(d, *it);
-                if (expect(p, e, YAML_SCALAR_NODE, "a list item in settings")) { free(buf); return -1; }
+                if (expect(p, e, YAML_SCALAR_NODE, "a list item in settings")) {
+                    free(buf);
+                    return -1;
+                }
                 const char *t = (const char *)e->data.scalar.value;
                 size_t need = len + strlen(t) * 2 + 8;
                 if (need > cap) {
@@ -109,16 +127,25 @@ static int parse_settings(Pipeline *p, Stage *st, yaml_document_t *d, yaml_node_
 }
 
 // A list of scalars (or one scalar, a list of one) into a new array *out of *count items.
-static int parse_list(Pipeline *p, yaml_document_t *d, yaml_node_t *n, Str **out, int *count, const char *what) {
-    if (n->type == YAML_SCALAR_NODE) { *out = CALLOC_CHECK(1, sizeof(Str)); (*out)[0] = str_of(n); *count = 1; return 0; }
+static int parse_list(Pipeline *p, yaml_document_t *d, yaml_node_t *n, Str **out, int *count,
+                      const char *what) {
+    if (n->type == YAML_SCALAR_NODE) {
+        *out = CALLOC_CHECK(1, sizeof(Str));
+        (*out)[0] = str_of(n);
+        *count = 1;
+        return 0;
+    }
     // *count follows the items stored, so that an error part-way leaves nothing unfreed
     if (expect(p, n, YAML_SEQUENCE_NODE, what)) return -1;
     ptrdiff_t items = n->data.sequence.items.top - n->data.sequence.items.start;
     if (items > PIPELINE_MAX_ITEMS)
-        return pipeline_error(p, mark_line(n), mark_col(n), "too many items in %s (%lld, at most %d)", what, (long long)items, PIPELINE_MAX_ITEMS);
+        return pipeline_error(p, mark_line(n), mark_col(n),
+                              "too many items in %s (%lld, at most %d)", what, (long long)items,
+                              PIPELINE_MAX_ITEMS);
     *out = CALLOC_CHECK((size_t)items + 1, sizeof(Str));
     *count = 0;
-    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
         yaml_node_t *e = yaml_document_get_node(d, *it);
         if (expect(p, e, YAML_SCALAR_NODE, what)) return -1;
         (*out)[(*count)++] = str_of(e);
@@ -134,12 +161,16 @@ static int parse_stage(Pipeline *p, yaml_document_t *d, yaml_node_t *n) {
     st->outcome = "not run";
     int seen = 0;   // needs, args, settings
     for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = yaml_document_get_node(d, pr->key), *v = yaml_document_get_node(d, pr->value);
+        yaml_node_t *k = yaml_document_get_node(d, pr->key),
+                    *v = yaml_document_get_node(d, pr->value);
         if (expect(p, k, YAML_SCALAR_NODE, "a stage key")) return -1;
         const char *key = (const char *)k->data.scalar.value;
         int kl = (int)k->start_mark.line + 1, kc = (int)k->start_mark.column + 1;
-        Str *dst = !strcmp(key, "name") ? &st->name : !strcmp(key, "run") ? &st->run : !strcmp(key, "out") ? &st->out
-                 : !strcmp(key, "launcher") ? &st->launcher : NULL;
+        Str *dst = !strcmp(key, "name")       ? &st->name
+                   : !strcmp(key, "run")      ? &st->run
+                   : !strcmp(key, "out")      ? &st->out
+                   : !strcmp(key, "launcher") ? &st->launcher
+                                              : NULL;
         if (dst) {
             if (dst->text) return pipeline_error(p, kl, kc, "stage key '%s' given twice", key);
             if (expect(p, v, YAML_SCALAR_NODE, key)) return -1;
@@ -152,20 +183,31 @@ static int parse_stage(Pipeline *p, yaml_document_t *d, yaml_node_t *n) {
             if (bit == 2 && parse_list(p, d, v, &st->args, &st->n_args, "args")) return -1;
             if (bit == 4 && parse_settings(p, st, d, v, "")) return -1;
         } else {
-            return pipeline_error(p, kl, kc, "unknown stage key '%s' (name, run, needs, settings, args, out, launcher)", key);
+            return pipeline_error(
+                p, kl, kc,
+                "unknown stage key '%s' (name, run, needs, settings, args, out, launcher)", key);
         }
     }
     if (!st->name.text) return pipeline_error(p, st->line, st->col, "a stage needs a name");
     if (!valid_name(st->name.text))
-        return pipeline_error(p, st->name.line, st->name.col, "stage name '%s' must use a-z, 0-9, '_' and '-' (at most %d of them)",
+        return pipeline_error(p, st->name.line, st->name.col,
+                              "stage name '%s' must use a-z, 0-9, '_' and '-' (at most %d of them)",
                               st->name.text, PIPELINE_MAX_NAME);
     // WORKSPACE/logs holds every stage's log; ${vars.out} would read as a variable
     if (!strcmp(st->name.text, PIPELINE_LOGS) || !strcmp(st->name.text, "vars"))
-        return pipeline_error(p, st->name.line, st->name.col, "stage name '%s' is reserved (the runner uses it); choose another", st->name.text);
-    if (!st->run.text) return pipeline_error(p, st->line, st->col, "stage '%s' needs 'run' (sft, ppo, reward SUBCOMMAND or rlhf SUBCOMMAND)", st->name.text);
+        return pipeline_error(p, st->name.line, st->name.col,
+                              "stage name '%s' is reserved (the runner uses it); choose another",
+                              st->name.text);
+    if (!st->run.text)
+        return pipeline_error(
+            p, st->line, st->col,
+            "stage '%s' needs 'run' (sft, ppo, reward SUBCOMMAND or rlhf SUBCOMMAND)",
+            st->name.text);
     for (int i = 0; i < p->n_stages - 1; i++)
         if (!strcmp(p->stages[i].name.text, st->name.text))
-            return pipeline_error(p, st->name.line, st->name.col, "stage name '%s' is used twice (first at line %d)", st->name.text, p->stages[i].name.line);
+            return pipeline_error(p, st->name.line, st->name.col,
+                                  "stage name '%s' is used twice (first at line %d)", st->name.text,
+                                  p->stages[i].name.line);
     return 0;
 }
 
@@ -192,7 +234,11 @@ static unsigned char *read_file(Pipeline *p, const char *path, size_t *len) {
         }
         size_t r = fread(buf + n, 1, cap - n, f);
         n += r;
-        if (n > PIPELINE_MAX_FILE) { snprintf(p->err, sizeof p->err, "%s: larger than %d bytes; not a pipeline file", path, PIPELINE_MAX_FILE); break; }
+        if (n > PIPELINE_MAX_FILE) {
+            snprintf(p->err, sizeof p->err, "%s: larger than %d bytes; not a pipeline file", path,
+                     PIPELINE_MAX_FILE);
+            break;
+        }
         if (r == 0) {
             if (ferror(f)) snprintf(p->err, sizeof p->err, "%s: %s", path, strerror(errno));
             else { fclose(f); *len = n; return buf; }
@@ -227,8 +273,9 @@ static int check_limits(Pipeline *p, const unsigned char *text, size_t n) {
     int64_t total = 0;   // nodes so far, aliases expanded
     while (!done && !rc) {
         if (!yaml_parser_parse(&ps, &ev)) {
-            rc = pipeline_error(p, (int)ps.problem_mark.line + 1, (int)ps.problem_mark.column + 1, "YAML: %s%s%s",
-                                ps.problem ? ps.problem : "syntax error", ps.context ? " " : "", ps.context ? ps.context : "");
+            rc = pipeline_error(p, (int)ps.problem_mark.line + 1, (int)ps.problem_mark.column + 1,
+                                "YAML: %s%s%s", ps.problem ? ps.problem : "syntax error",
+                                ps.context ? " " : "", ps.context ? ps.context : "");
             break;
         }
         const yaml_char_t *anchor = NULL;
@@ -241,8 +288,14 @@ static int check_limits(Pipeline *p, const unsigned char *text, size_t n) {
             break;
         case YAML_SEQUENCE_START_EVENT:
         case YAML_MAPPING_START_EVENT:
-            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor : ev.data.mapping_start.anchor;
-            if (depth == PIPELINE_MAX_DEPTH) { rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "nesting deeper than %d levels (mappings and lists)", PIPELINE_MAX_DEPTH); break; }
+            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
+                                                          : ev.data.mapping_start.anchor;
+            if (depth == PIPELINE_MAX_DEPTH) {
+                rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev),
+                                    "nesting deeper than %d levels (mappings and lists)",
+                                    PIPELINE_MAX_DEPTH);
+                break;
+            }
             open[depth] = (OpenNode){total, 0, -1};
             total++;
             if (anchor) {
@@ -267,10 +320,20 @@ static int check_limits(Pipeline *p, const unsigned char *text, size_t n) {
             const char *name = (const char *)ev.data.alias.anchor;
             int i = n_anchors - 1;
             while (i >= 0 && strcmp(anchors[i].name, name)) i--;   // the latest definition counts
-            if (i < 0) { rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "alias '*%s' names no anchor defined before it", name); break; }
-            if (anchors[i].open) { rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "alias '*%s' is inside the node it names (a cycle)", name); break; }
+            if (i < 0) {
+                rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev),
+                                    "alias '*%s' names no anchor defined before it", name);
+                break;
+            }
+            if (anchors[i].open) {
+                rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev),
+                                    "alias '*%s' is inside the node it names (a cycle)", name);
+                break;
+            }
             if (depth + anchors[i].height > PIPELINE_MAX_DEPTH) {
-                rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "alias '*%s' makes the nesting deeper than %d levels", name, PIPELINE_MAX_DEPTH);
+                rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev),
+                                    "alias '*%s' makes the nesting deeper than %d levels", name,
+                                    PIPELINE_MAX_DEPTH);
                 break;
             }
             total += anchors[i].size;
@@ -285,13 +348,16 @@ static int check_limits(Pipeline *p, const unsigned char *text, size_t n) {
             break;
         }
         if (!rc && total > PIPELINE_MAX_NODES)
-            rc = pipeline_error(p, EV_LINE(&ev), EV_COL(&ev), "more than %d YAML nodes (each alias counts as every node it repeats)",
-                                PIPELINE_MAX_NODES);
+            rc = pipeline_error(
+                p, EV_LINE(&ev), EV_COL(&ev),
+                "more than %d YAML nodes (each alias counts as every node it repeats)",
+                PIPELINE_MAX_NODES);
         if (!rc && anchor) {   // a scalar's anchor
             anchors = grow(anchors, &cap_anchors, n_anchors, sizeof *anchors);
             anchors[n_anchors++] = (Anchor){xstrdup((const char *)anchor), 1, 0, 0};
         }
-        if (!rc && height >= 0 && depth > 0 && open[depth - 1].child_height < height) open[depth - 1].child_height = height;
+        if (!rc && height >= 0 && depth > 0 && open[depth - 1].child_height < height)
+            open[depth - 1].child_height = height;
         yaml_event_delete(&ev);
     }
     for (int i = 0; i < n_anchors; i++) free(anchors[i].name);
@@ -311,8 +377,9 @@ static int parse_file(Pipeline *p, const char *path) {
     yaml_parser_set_input_string(&parser, text, len);
     int rc = -1;
     if (!yaml_parser_load(&parser, &d)) {
-        pipeline_error(p, (int)parser.problem_mark.line + 1, (int)parser.problem_mark.column + 1, "YAML: %s%s%s",
-             parser.problem ? parser.problem : "syntax error", parser.context ? " " : "", parser.context ? parser.context : "");
+        pipeline_error(p, (int)parser.problem_mark.line + 1, (int)parser.problem_mark.column + 1,
+                       "YAML: %s%s%s", parser.problem ? parser.problem : "syntax error",
+                       parser.context ? " " : "", parser.context ? parser.context : "");
         yaml_parser_delete(&parser);
         free(text);
         return -1;
@@ -322,15 +389,20 @@ static int parse_file(Pipeline *p, const char *path) {
     if (expect(p, root, YAML_MAPPING_NODE, "the top level")) goto done;
     yaml_node_t *stages = NULL;
     int top_seen = 0;
-    for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = yaml_document_get_node(&d, pr->key), *v = yaml_document_get_node(&d, pr->value);
+    for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
+         pr++) {
+        yaml_node_t *k = yaml_document_get_node(&d, pr->key),
+                    *v = yaml_document_get_node(&d, pr->value);
         if (expect(p, k, YAML_SCALAR_NODE, "a key")) goto done;
         const char *key = (const char *)k->data.scalar.value;
         int kl = (int)k->start_mark.line + 1, kc = (int)k->start_mark.column + 1;
         static const char *const top_keys[] = {"workspace", "launcher", "seed", "vars", "stages"};
         for (int t = 0; t < 5; t++)
             if (!strcmp(key, top_keys[t])) {
-                if (top_seen & (1 << t)) { pipeline_error(p, kl, kc, "key '%s' given twice", key); goto done; }
+                if (top_seen & (1 << t)) {
+                    pipeline_error(p, kl, kc, "key '%s' given twice", key);
+                    goto done;
+                }
                 top_seen |= 1 << t;
             }
         if (!strcmp(key, "workspace") || !strcmp(key, "launcher")) {
@@ -341,34 +413,54 @@ static int parse_file(Pipeline *p, const char *path) {
             char *end;
             errno = 0;
             long long s = strtoll((const char *)v->data.scalar.value, &end, 10);
-            if (errno || *end || s < 0 || end == (char *)v->data.scalar.value)
-                { pipeline_error(p, (int)v->start_mark.line + 1, (int)v->start_mark.column + 1, "seed must be a non-negative integer, got '%s'", v->data.scalar.value); goto done; }
+            if (errno || *end || s < 0 || end == (char *)v->data.scalar.value) {
+                pipeline_error(p, (int)v->start_mark.line + 1, (int)v->start_mark.column + 1,
+                               "seed must be a non-negative integer, got '%s'",
+                               v->data.scalar.value);
+                goto done;
+            }
             p->seed = s; p->has_seed = 1;
         } else if (!strcmp(key, "vars")) {
             if (expect(p, v, YAML_MAPPING_NODE, "vars")) goto done;
-            for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
-                yaml_node_t *vk = yaml_document_get_node(&d, q->key), *vv = yaml_document_get_node(&d, q->value);
-                if (expect(p, vk, YAML_SCALAR_NODE, "a vars key") || expect(p, vv, YAML_SCALAR_NODE, "a vars value")) goto done;
-                if (p->n_vars == PIPELINE_MAX_ITEMS) { pipeline_error(p, kl, kc, "too many vars (more than %d)", PIPELINE_MAX_ITEMS); goto done; }
+            for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top;
+                 q++) {
+                yaml_node_t *vk = yaml_document_get_node(&d, q->key),
+                            *vv = yaml_document_get_node(&d, q->value);
+                if (expect(p, vk, YAML_SCALAR_NODE, "a vars key") ||
+                    expect(p, vv, YAML_SCALAR_NODE, "a vars value"))
+                    goto done;
+                if (p->n_vars == PIPELINE_MAX_ITEMS) {
+                    pipeline_error(p, kl, kc, "too many vars (more than %d)", PIPELINE_MAX_ITEMS);
+                    goto done;
+                }
                 add_var(p, str_of(vk), str_of(vv));
             }
         } else if (!strcmp(key, "stages")) {
             if (expect(p, v, YAML_SEQUENCE_NODE, "stages")) goto done;
             stages = v;
         } else {
-            pipeline_error(p, kl, kc, "unknown key '%s' (workspace, seed, launcher, vars, stages)", key);
+            pipeline_error(p, kl, kc, "unknown key '%s' (workspace, seed, launcher, vars, stages)",
+                           key);
             goto done;
         }
     }
-    if (!p->workspace.text) { pipeline_error(p, 1, 1, "the pipeline needs 'workspace' (a directory)"); goto done; }
-    if (!stages || stages->data.sequence.items.start == stages->data.sequence.items.top) { pipeline_error(p, 1, 1, "the pipeline needs a non-empty 'stages' list"); goto done; }
+    if (!p->workspace.text) {
+        pipeline_error(p, 1, 1, "the pipeline needs 'workspace' (a directory)");
+        goto done;
+    }
+    if (!stages || stages->data.sequence.items.start == stages->data.sequence.items.top) {
+        pipeline_error(p, 1, 1, "the pipeline needs a non-empty 'stages' list");
+        goto done;
+    }
     ptrdiff_t n_items = stages->data.sequence.items.top - stages->data.sequence.items.start;
     if (n_items > PIPELINE_MAX_STAGES) {
-        pipeline_error(p, mark_line(stages), mark_col(stages), "too many stages (%lld, at most %d)", (long long)n_items, PIPELINE_MAX_STAGES);
+        pipeline_error(p, mark_line(stages), mark_col(stages), "too many stages (%lld, at most %d)",
+                       (long long)n_items, PIPELINE_MAX_STAGES);
         goto done;
     }
     p->stages = CALLOC_CHECK((size_t)n_items, sizeof(Stage));
-    for (yaml_node_item_t *it = stages->data.sequence.items.start; it < stages->data.sequence.items.top; it++)
+    for (yaml_node_item_t *it = stages->data.sequence.items.start;
+         it < stages->data.sequence.items.top; it++)
         if (parse_stage(p, &d, yaml_document_get_node(&d, *it))) goto done;
     rc = 0;
 done:
@@ -418,28 +510,51 @@ static char *expand(Pipeline *p, int si, const Str *s) {
     for (const char *c = s->text; *c;) {
         if (c[0] == '$' && c[1] == '{') {
             const char *e = strchr(c, '}');
-            if (!e) { pipeline_error(p, s->line, s->col, "unterminated '${' in '%s'", s->text); free(out); return NULL; }
+            if (!e) {
+                pipeline_error(p, s->line, s->col, "unterminated '${' in '%s'", s->text);
+                free(out);
+                return NULL;
+            }
             char ref[256];
             snprintf(ref, sizeof ref, "%.*s", (int)(e - c - 2), c + 2);
             char val_buf[PATH_MAX + 64];
             const char *val = NULL;
             if (!strcmp(ref, "workspace")) val = p->workspace.text;
-            else if (!strcmp(ref, "bin")) val = p->bindir;   // the programs' directory (e.g. for a judge command)
-            else if (!strcmp(ref, "seed")) { snprintf(val_buf, sizeof val_buf, "%lld", (long long)p->seed); val = val_buf; }
-            else if (!strncmp(ref, "vars.", 5)) {
-                for (int i = 0; i < p->n_vars; i++) if (!strcmp(p->var_keys[i].text, ref + 5)) val = p->var_vals[i].text;
-                if (!val) { pipeline_error(p, s->line, s->col, "unknown variable '${%s}' (not in vars)", ref); free(out); return NULL; }
+            else if (!strcmp(ref, "bin"))
+                val = p->bindir; // the programs' directory (e.g. for a judge command)
+            else if (!strcmp(ref, "seed")) {
+                snprintf(val_buf, sizeof val_buf, "%lld", (long long)p->seed);
+                val = val_buf;
+            } else if (!strncmp(ref, "vars.", 5)) {
+                for (int i = 0; i < p->n_vars; i++)
+                    if (!strcmp(p->var_keys[i].text, ref + 5)) val = p->var_vals[i].text;
+                if (!val) {
+                    pipeline_error(p, s->line, s->col, "unknown variable '${%s}' (not in vars)",
+                                   ref);
+                    free(out);
+                    return NULL;
+                }
             } else {
                 char *dot = strrchr(ref, '.');
                 if (!dot || strcmp(dot, ".out")) {
-                    pipeline_error(p, s->line, s->col, "unknown reference '${%s}' (workspace, seed, bin, vars.NAME or STAGE.out)", ref);
+                    pipeline_error(
+                        p, s->line, s->col,
+                        "unknown reference '${%s}' (workspace, seed, bin, vars.NAME or STAGE.out)",
+                        ref);
                     free(out); return NULL;
                 }
                 *dot = 0;
                 int d = pipeline_stage_index(p, ref);
-                if (d < 0) { pipeline_error(p, s->line, s->col, "'${%s.out}' names no stage", ref); free(out); return NULL; }
+                if (d < 0) {
+                    pipeline_error(p, s->line, s->col, "'${%s.out}' names no stage", ref);
+                    free(out);
+                    return NULL;
+                }
                 if (si >= 0 && d != si && !pipeline_depends_on(p, si, d)) {
-                    pipeline_error(p, s->line, s->col, "stage '%s' uses '${%s.out}' but does not need '%s' (add it to needs)", p->stages[si].name.text, ref, ref);
+                    pipeline_error(
+                        p, s->line, s->col,
+                        "stage '%s' uses '${%s.out}' but does not need '%s' (add it to needs)",
+                        p->stages[si].name.text, ref, ref);
                     free(out); return NULL;
                 }
                 val = pipeline_stage_out(p, &p->stages[d], val_buf, sizeof val_buf);
@@ -480,12 +595,14 @@ static int topo_sort(Pipeline *p) {
                     char path[2048] = "";
                     for (int i = 0; i <= sp; i++) {
                         if (path[0] || stack[i] == d) {
-                            strncat(path, p->stages[stack[i]].name.text, sizeof path - strlen(path) - 8);
+                            strncat(path, p->stages[stack[i]].name.text,
+                                    sizeof path - strlen(path) - 8);
                             strcat(path, " -> ");
                         }
                     }
                     strncat(path, p->stages[d].name.text, sizeof path - strlen(path) - 1);
-                    return pipeline_error(p, p->stages[s].line, p->stages[s].col, "the stages' needs form a cycle: %s", path);
+                    return pipeline_error(p, p->stages[s].line, p->stages[s].col,
+                                          "the stages' needs form a cycle: %s", path);
                 }
                 if (state[d] == 0) { sp++; stack[sp] = d; it[sp] = 0; state[d] = 1; }
             } else {
@@ -505,8 +622,13 @@ static int resolve(Pipeline *p) {
         st->need_idx = CALLOC_CHECK((size_t)st->n_needs + 1, sizeof(int));
         for (int i = 0; i < st->n_needs; i++) {
             int d = pipeline_stage_index(p, st->needs[i].text);
-            if (d < 0) return pipeline_error(p, st->needs[i].line, st->needs[i].col, "stage '%s' needs '%s', which is not a stage", st->name.text, st->needs[i].text);
-            if (d == s) return pipeline_error(p, st->needs[i].line, st->needs[i].col, "stage '%s' needs itself", st->name.text);
+            if (d < 0)
+                return pipeline_error(p, st->needs[i].line, st->needs[i].col,
+                                      "stage '%s' needs '%s', which is not a stage", st->name.text,
+                                      st->needs[i].text);
+            if (d == s)
+                return pipeline_error(p, st->needs[i].line, st->needs[i].col,
+                                      "stage '%s' needs itself", st->name.text);
             st->need_idx[i] = d;
         }
     }
@@ -531,7 +653,8 @@ static int resolve(Pipeline *p) {
     // ${STAGE.out} in an out always reads a final path
     for (int s = 0; s < p->n_stages; s++) {
         Stage *st = &p->stages[s];
-        if (!st->out.text) st->out = (Str){join3(ws, "/", st->name.text), st->name.line, st->name.col};
+        if (!st->out.text)
+            st->out = (Str){join3(ws, "/", st->name.text), st->name.line, st->name.col};
         else st->out_given = 1;
     }
     for (int k = 0; k < p->n_stages; k++) {
@@ -540,10 +663,16 @@ static int resolve(Pipeline *p) {
         if (!st->out_given) continue;
         char self[PIPELINE_MAX_NAME + 8];
         snprintf(self, sizeof self, "${%s.out}", st->name.text);
-        if (strstr(st->out.text, self)) return pipeline_error(p, st->out.line, st->out.col, "stage '%s': its out refers to itself", st->name.text);
+        if (strstr(st->out.text, self))
+            return pipeline_error(p, st->out.line, st->out.col,
+                                  "stage '%s': its out refers to itself", st->name.text);
         char *o = expand(p, s, &st->out);
         if (!o) return -1;
-        if (!o[0]) { free(o); return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out is empty", st->name.text); }
+        if (!o[0]) {
+            free(o);
+            return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out is empty",
+                                  st->name.text);
+        }
         free(st->out.text);
         st->out.text = o;
     }
@@ -553,31 +682,42 @@ static int resolve(Pipeline *p) {
         const char *out = pipeline_stage_out(p, st, outbuf, sizeof outbuf);
         // the program: sft | ppo | reward SUB | rlhf SUB...
         char *runcopy = xstrdup(st->run.text);
-        char **words = CALLOC_CHECK(strlen(runcopy) / 2 + 2, sizeof(char *));   // every other character a word at most
+        char **words = CALLOC_CHECK(strlen(runcopy) / 2 + 2,
+                                    sizeof(char *)); // every other character a word at most
         int nw = 0;
         for (char *tok = strtok(runcopy, " \t"); tok; tok = strtok(NULL, " \t")) words[nw++] = tok;
-        if (nw == 0 || !(!strcmp(words[0], "sft") || !strcmp(words[0], "ppo") || !strcmp(words[0], "reward") || !strcmp(words[0], "rlhf"))) {
+        if (nw == 0 || !(!strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
+                         !strcmp(words[0], "reward") || !strcmp(words[0], "rlhf"))) {
             free(runcopy); free(words);
-            return pipeline_error(p, st->run.line, st->run.col, "stage '%s': unknown program '%s' (sft, ppo, reward SUBCOMMAND, rlhf SUBCOMMAND)", st->name.text, st->run.text);
+            return pipeline_error(
+                p, st->run.line, st->run.col,
+                "stage '%s': unknown program '%s' (sft, ppo, reward SUBCOMMAND, rlhf SUBCOMMAND)",
+                st->name.text, st->run.text);
         }
         if ((!strcmp(words[0], "reward") || !strcmp(words[0], "rlhf")) && nw < 2) {
-            pipeline_error(p, st->run.line, st->run.col, "stage '%s': '%s' needs a subcommand", st->name.text, words[0]);
+            pipeline_error(p, st->run.line, st->run.col, "stage '%s': '%s' needs a subcommand",
+                           st->name.text, words[0]);
             free(runcopy); free(words);
             return -1;
         }
         if (!strcmp(words[0], "rlhf") && !strcmp(words[1], "run")) {
             free(runcopy); free(words);
-            return pipeline_error(p, st->run.line, st->run.col, "stage '%s': a pipeline cannot run a pipeline", st->name.text);
+            return pipeline_error(p, st->run.line, st->run.col,
+                                  "stage '%s': a pipeline cannot run a pipeline", st->name.text);
         }
         st->program = xstrdup(words[0]);
-        st->config_program = !strcmp(words[0], "sft") || !strcmp(words[0], "ppo") || (!strcmp(words[0], "reward") && (!strcmp(words[1], "train")));
+        st->config_program = !strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
+                             (!strcmp(words[0], "reward") && (!strcmp(words[1], "train")));
         if (st->n_settings && !st->config_program) {
             free(runcopy); free(words);
-            return pipeline_error(p, st->settings[0].line, st->settings[0].col, "stage '%s': '%s' takes args, not settings", st->name.text, st->run.text);
+            return pipeline_error(p, st->settings[0].line, st->settings[0].col,
+                                  "stage '%s': '%s' takes args, not settings", st->name.text,
+                                  st->run.text);
         }
         int a = 0;   // st->argc follows a, so an error part-way leaves nothing unfreed
         // the program's words, out.dir and workspace, each setting as --set K=V, the args, NULL
-        st->argv = CALLOC_CHECK((size_t)nw + 5 + 2 * (size_t)st->n_settings + (size_t)st->n_args, sizeof(char *));
+        st->argv = CALLOC_CHECK((size_t)nw + 5 + 2 * (size_t)st->n_settings + (size_t)st->n_args,
+                                sizeof(char *));
         { st->argv[a++] = join3(p->bindir, "/", words[0]); st->argc = a; }
         for (int i = 1; i < nw; i++) { st->argv[a++] = xstrdup(words[i]); st->argc = a; }
         free(runcopy); free(words);
@@ -587,8 +727,26 @@ static int resolve(Pipeline *p) {
                 has_out |= !strcmp(st->settings[i].key, "out.dir");
                 has_ws |= !strcmp(st->settings[i].key, "workspace");
             }
-            if (!has_out) { { st->argv[a++] = xstrdup("--set"); st->argc = a; } { st->argv[a++] = join3("out.dir=", out, ""); st->argc = a; } }
-            if (!has_ws) { { st->argv[a++] = xstrdup("--set"); st->argc = a; } { st->argv[a++] = join3("workspace=", ws, "/" PIPELINE_DB); st->argc = a; } }
+            if (!has_out) {
+                {
+                    st->argv[a++] = xstrdup("--set");
+                    st->argc = a;
+                }
+                {
+                    st->argv[a++] = join3("out.dir=", out, "");
+                    st->argc = a;
+                }
+            }
+            if (!has_ws) {
+                {
+                    st->argv[a++] = xstrdup("--set");
+                    st->argc = a;
+                }
+                {
+                    st->argv[a++] = join3("workspace=", ws, "/" PIPELINE_DB);
+                    st->argc = a;
+                }
+            }
             for (int i = 0; i < st->n_settings; i++) {
                 Str v = {st->settings[i].value, st->settings[i].line, st->settings[i].col};
                 char *ev = expand(p, s, &v);
@@ -616,7 +774,11 @@ static int apply_override(Pipeline *p, const char *kv) {
     const char *eq = strchr(kv, '=');
     if (!eq) { snprintf(p->err, sizeof p->err, "--set %s: expected KEY=VALUE", kv); return -1; }
     char key[512];
-    if (eq - kv >= (ptrdiff_t)sizeof key) { snprintf(p->err, sizeof p->err, "--set: a key longer than %d characters", (int)sizeof key - 1); return -1; }
+    if (eq - kv >= (ptrdiff_t)sizeof key) {
+        snprintf(p->err, sizeof p->err, "--set: a key longer than %d characters",
+                 (int)sizeof key - 1);
+        return -1;
+    }
     snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
     const char *val = eq + 1;
     Str v = {xstrdup(val), 0, 0};
@@ -626,24 +788,52 @@ static int apply_override(Pipeline *p, const char *kv) {
         char *end;
         long long s = strtoll(val, &end, 10);
         free(v.text);
-        if (*end || s < 0 || end == val) { snprintf(p->err, sizeof p->err, "--set seed=%s: not a non-negative integer", val); return -1; }
+        if (*end || s < 0 || end == val) {
+            snprintf(p->err, sizeof p->err, "--set seed=%s: not a non-negative integer", val);
+            return -1;
+        }
         p->seed = s; p->has_seed = 1;
         return 0;
     }
     if (!strncmp(key, "vars.", 5)) {
-        for (int i = 0; i < p->n_vars; i++) if (!strcmp(p->var_keys[i].text, key + 5)) { free(p->var_vals[i].text); p->var_vals[i] = v; return 0; }
-        if (p->n_vars == PIPELINE_MAX_ITEMS) { free(v.text); snprintf(p->err, sizeof p->err, "--set %s: too many vars (more than %d)", key, PIPELINE_MAX_ITEMS); return -1; }
+        for (int i = 0; i < p->n_vars; i++)
+            if (!strcmp(p->var_keys[i].text, key + 5)) {
+                free(p->var_vals[i].text);
+                p->var_vals[i] = v;
+                return 0;
+            }
+        if (p->n_vars == PIPELINE_MAX_ITEMS) {
+            free(v.text);
+            snprintf(p->err, sizeof p->err, "--set %s: too many vars (more than %d)", key,
+                     PIPELINE_MAX_ITEMS);
+            return -1;
+        }
         add_var(p, (Str){xstrdup(key + 5), 0, 0}, v);
         return 0;
     }
     char *dot = strchr(key, '.');
     int s = -1;
     if (dot) { *dot = 0; s = pipeline_stage_index(p, key); }
-    if (s < 0) { free(v.text); snprintf(p->err, sizeof p->err, "--set %s: no such key or stage (workspace, seed, launcher, vars.NAME, STAGE.KEY)", kv); return -1; }
+    if (s < 0) {
+        free(v.text);
+        snprintf(p->err, sizeof p->err,
+                 "--set %s: no such key or stage (workspace, seed, launcher, vars.NAME, STAGE.KEY)",
+                 kv);
+        return -1;
+    }
     Stage *st = &p->stages[s];
     for (int i = 0; i < st->n_settings; i++)
-        if (!strcmp(st->settings[i].key, dot + 1)) { free(st->settings[i].value); st->settings[i].value = v.text; return 0; }
-    if (st->n_settings == PIPELINE_MAX_ITEMS) { free(v.text); snprintf(p->err, sizeof p->err, "--set %s: too many settings (more than %d)", key, PIPELINE_MAX_ITEMS); return -1; }
+        if (!strcmp(st->settings[i].key, dot + 1)) {
+            free(st->settings[i].value);
+            st->settings[i].value = v.text;
+            return 0;
+        }
+    if (st->n_settings == PIPELINE_MAX_ITEMS) {
+        free(v.text);
+        snprintf(p->err, sizeof p->err, "--set %s: too many settings (more than %d)", key,
+                 PIPELINE_MAX_ITEMS);
+        return -1;
+    }
     st->settings = grow(st->settings, &st->cap_settings, st->n_settings, sizeof *st->settings);
     st->settings[st->n_settings++] = (Setting){xstrdup(dot + 1), v.text, st->line, st->col};
     return 0;
@@ -655,12 +845,24 @@ void pipeline_free(Pipeline *p) {
     free(p->var_keys); free(p->var_vals);
     for (int s = 0; s < p->n_stages; s++) {
         Stage *st = &p->stages[s];
-        free(st->name.text); free(st->run.text); free(st->out.text); free(st->launcher.text); free(st->program);
+        free(st->name.text);
+        free(st->run.text);
+        free(st->out.text);
+        free(st->launcher.text);
+        free(st->program);
         for (int i = 0; i < st->n_needs; i++) free(st->needs[i].text);
         for (int i = 0; i < st->n_args; i++) free(st->args[i].text);
-        for (int i = 0; i < st->n_settings; i++) { free(st->settings[i].key); free(st->settings[i].value); }
+        for (int i = 0; i < st->n_settings; i++) {
+            free(st->settings[i].key);
+            free(st->settings[i].value);
+        }
         for (int i = 0; i < st->argc; i++) free(st->argv[i]);
-        free(st->needs); free(st->args); free(st->settings); free(st->argv); free(st->need_idx); free(st->out_real);
+        free(st->needs);
+        free(st->args);
+        free(st->settings);
+        free(st->argv);
+        free(st->need_idx);
+        free(st->out_real);
     }
     free(p->stages); free(p->order); free(p->reach);
     p->stages = NULL; p->order = NULL; p->reach = NULL; p->var_keys = p->var_vals = NULL;
@@ -693,7 +895,8 @@ char *pipeline_resolve_path(const char *path) {
         while (*e && *e != '/') e++;
         size_t n = (size_t)(e - c);
         if (n == 0 || (n == 1 && c[0] == '.')) { c = e; continue; }
-        if (n == 2 && c[0] == '.' && c[1] == '.') {   // cur has no links in it: its parent is its text's
+        if (n == 2 && c[0] == '.' &&
+            c[1] == '.') { // cur has no links in it: its parent is its text's
             char *slash = strrchr(cur, '/');
             len = slash == cur ? 1 : (size_t)(slash - cur);
             cur[len] = 0;

@@ -67,7 +67,7 @@ typedef struct {
     Stage *stages;
     int n_stages;
     int *order;                  // n_stages entries: topological order
-    char *reach;                 // n_stages^2: reach[s * n_stages + d] when s needs d, directly or not
+    char *reach; // n_stages^2: reach[s * n_stages + d] when s needs d, directly or not
     char bindir[PATH_MAX];
     char err[2048];
 } Pipeline;
@@ -81,7 +81,8 @@ int  pipeline_cmd_run(int argc, char **argv);
 int  pipeline_load(Pipeline *p, const char *path, const char *const *overrides, int n_overrides);
 void pipeline_free(Pipeline *p);
 // Formats "file:line:column: message" into p->err and returns -1.
-int  pipeline_error(Pipeline *p, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int pipeline_error(Pipeline *p, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 int  pipeline_stage_index(const Pipeline *p, const char *name);
 int  pipeline_depends_on(const Pipeline *p, int s, int dep);   // s needs dep, directly or not
 const char *pipeline_stage_out(const Pipeline *p, const Stage *st, char *buf, size_t n);

@@ -72,8 +72,13 @@ static int validate_settings(Pipeline *p) {
         if (nl) *nl = 0;
         int line = st->line, col = st->col;
         for (int i = 0; i < st->n_settings; i++)
-            if (strstr(msg, st->settings[i].key)) { line = st->settings[i].line; col = st->settings[i].col; break; }
-        return pipeline_error(p, line, col, "stage '%s': %s", st->name.text, msg[0] ? msg : "its settings were refused");
+            if (strstr(msg, st->settings[i].key)) {
+                line = st->settings[i].line;
+                col = st->settings[i].col;
+                break;
+            }
+        return pipeline_error(p, line, col, "stage '%s': %s", st->name.text,
+                              msg[0] ? msg : "its settings were refused");
     }
     return 0;
 }
@@ -154,20 +159,33 @@ static void run_catch_signals(void) {
 // it, so a labeler typing rankings still can), streaming its output to the terminal and the log.
 // Returns the exit status (128+signal when killed).
 static int run_stage(Pipeline *p, Stage *st, const char *launcher) {
-    snprintf(st->log, sizeof st->log, "%s/%s/%s.log", p->workspace.text, PIPELINE_LOGS, st->name.text);
+    snprintf(st->log, sizeof st->log, "%s/%s/%s.log", p->workspace.text, PIPELINE_LOGS,
+             st->name.text);
     int logfd = open(st->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int pipefd[2];
-    if (logfd < 0 || pipe(pipefd)) { fprintf(stderr, "rlhf run: cannot open %s: %s\n", st->log, strerror(errno)); if (logfd >= 0) close(logfd); return 1; }
+    if (logfd < 0 || pipe(pipefd)) {
+        fprintf(stderr, "rlhf run: cannot open %s: %s\n", st->log, strerror(errno));
+        if (logfd >= 0) close(logfd);
+        return 1;
+    }
     char *lcopy = launcher && launcher[0] ? STRDUP_CHECK(launcher) : NULL;
-    char **argv = CALLOC_CHECK((lcopy ? strlen(lcopy) / 2 + 1 : 0) + (size_t)st->argc + 1, sizeof(char *));
+    char **argv =
+        CALLOC_CHECK((lcopy ? strlen(lcopy) / 2 + 1 : 0) + (size_t)st->argc + 1, sizeof(char *));
     int a = 0;
-    if (lcopy) for (char *tok = strtok(lcopy, " \t"); tok; tok = strtok(NULL, " \t")) argv[a++] = tok;
+    if (lcopy)
+        for (char *tok = strtok(lcopy, " \t"); tok; tok = strtok(NULL, " \t")) argv[a++] = tok;
     for (int i = 0; i < st->argc; i++) argv[a++] = st->argv[i];
     argv[a] = NULL;
     int tty = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
     fflush(stdout); fflush(stderr);
     pid_t pid = fork();
-    if (pid < 0) { fprintf(stderr, "rlhf run: fork: %s\n", strerror(errno)); free(lcopy); free(argv); close(logfd); return 1; }
+    if (pid < 0) {
+        fprintf(stderr, "rlhf run: fork: %s\n", strerror(errno));
+        free(lcopy);
+        free(argv);
+        close(logfd);
+        return 1;
+    }
     if (pid == 0) {
         setpgid(0, 0);
         if (tty) { signal(SIGTTOU, SIG_IGN); tcsetpgrp(STDIN_FILENO, getpid()); }
@@ -181,7 +199,8 @@ static int run_stage(Pipeline *p, Stage *st, const char *launcher) {
     }
     setpgid(pid, pid);   // both sides set it: whichever runs first, the group exists before a kill
     stage_pgid = pid;
-    if (run_signal && !signal_forwarded && kill(-pid, run_signal) == 0) signal_forwarded = 1;   // came before the group did
+    if (run_signal && !signal_forwarded && kill(-pid, run_signal) == 0)
+        signal_forwarded = 1; // came before the group did
     if (tty) { signal(SIGTTOU, SIG_IGN); tcsetpgrp(STDIN_FILENO, pid); }
     close(pipefd[1]);
     char buf[8192];
@@ -191,7 +210,9 @@ static int run_stage(Pipeline *p, Stage *st, const char *launcher) {
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
         if (write(2, buf, (size_t)r) < 0) { /* the terminal went away: keep logging */ }
-        if (write(logfd, buf, (size_t)r) < 0) { /* disk full: the child's own checkpoints still matter */ }
+        if (write(logfd, buf, (size_t)r) <
+            0) { /* disk full: the child's own checkpoints still matter */
+        }
     }
     close(pipefd[0]);
     close(logfd);
@@ -225,7 +246,6 @@ static const char *run_usage =
     "One runner per workspace (a lock); SIGINT, SIGTERM and SIGHUP are passed to the running\n"
     "stage, and the runner exits 128+signal once it has stopped.\n";
 
-
 static int remove_tree(const char *path) {
     pid_t pid = fork();
     if (pid == 0) { execlp("rm", "rm", "-rf", "--", path, (char *)NULL); _exit(127); }
@@ -239,9 +259,11 @@ static int remove_tree(const char *path) {
 static const char *reserved_entry(const char *name, size_t n) {
     static const char *const names[][2] = {
         {PIPELINE_LOGS, "the workspace's logs directory (every stage's log)"},
-        {PIPELINE_DB, "the workspace database"}, {PIPELINE_DB "-wal", "the workspace database's log"},
+        {PIPELINE_DB, "the workspace database"},
+        {PIPELINE_DB "-wal", "the workspace database's log"},
         {PIPELINE_DB "-shm", "the workspace database's shared memory"},
-        {PIPELINE_DB "-journal", "the workspace database's journal"}, {PIPELINE_LOCK, "the runner's lock file"}};
+        {PIPELINE_DB "-journal", "the workspace database's journal"},
+        {PIPELINE_LOCK, "the runner's lock file"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strlen(names[i][0]) == n && !strncmp(name, names[i][0], n)) return names[i][1];
     return NULL;
@@ -257,22 +279,35 @@ static int check_outputs(Pipeline *p, const char *ws_real) {
         const char *o = st->out.text;
         free(st->out_real);
         st->out_real = pipeline_resolve_path(o);
-        if (!st->out_real) return pipeline_error(p, st->out.line, st->out.col, "stage '%s': cannot resolve out '%s': %s", st->name.text, o, strerror(errno));
+        if (!st->out_real)
+            return pipeline_error(p, st->out.line, st->out.col,
+                                  "stage '%s': cannot resolve out '%s': %s", st->name.text, o,
+                                  strerror(errno));
         const char *r = st->out_real;
         if (!pipeline_path_within(r, ws_real))
-            return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out '%s' (%s) is outside the workspace %s; a stage's output must be inside it",
-                                  st->name.text, o, r, ws_real);
+            return pipeline_error(
+                p, st->out.line, st->out.col,
+                "stage '%s': out '%s' (%s) is outside the workspace %s; a stage's output must be inside it",
+                st->name.text, o, r, ws_real);
         if (!strcmp(r, ws_real))
-            return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out '%s' is the workspace itself; a stage's output must be a directory inside it",
-                                  st->name.text, o);
+            return pipeline_error(
+                p, st->out.line, st->out.col,
+                "stage '%s': out '%s' is the workspace itself; a stage's output must be a directory inside it",
+                st->name.text, o);
         const char *first = r + wl + (wl > 1);   // its first component inside the workspace
         const char *what = reserved_entry(first, strcspn(first, "/"));
-        if (what) return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out '%s' is or is inside %s", st->name.text, o, what);
+        if (what)
+            return pipeline_error(p, st->out.line, st->out.col,
+                                  "stage '%s': out '%s' is or is inside %s", st->name.text, o,
+                                  what);
         for (int j = 0; j < s; j++) {
             const Stage *other = &p->stages[j];
-            if (pipeline_path_within(r, other->out_real) || pipeline_path_within(other->out_real, r))
-                return pipeline_error(p, st->out.line, st->out.col, "stage '%s': out '%s' overlaps stage '%s''s output %s (line %d); each stage needs its own",
-                                      st->name.text, o, other->name.text, other->out.text, other->out.line);
+            if (pipeline_path_within(r, other->out_real) ||
+                pipeline_path_within(other->out_real, r))
+                return pipeline_error(
+                    p, st->out.line, st->out.col,
+                    "stage '%s': out '%s' overlaps stage '%s''s output %s (line %d); each stage needs its own",
+                    st->name.text, o, other->name.text, other->out.text, other->out.line);
         }
     }
     return 0;
@@ -290,10 +325,18 @@ static void write_marker(const Stage *st) {
     struct stat sb;
     if (lstat(st->out_real, &sb) || !S_ISDIR(sb.st_mode) || has_marker(st->out_real)) return;
     char path[PATH_MAX];
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", st->out_real, PIPELINE_MARKER) >= sizeof path) return;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", st->out_real, PIPELINE_MARKER) >= sizeof path)
+        return;
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) { fprintf(stderr, "rlhf run: cannot write %s: %s (rlhf run will not remove this directory)\n", path, strerror(errno)); return; }
-    dprintf(fd, "Made by rlhf run for stage '%s'; rlhf run removes this directory before running the stage afresh.\n", st->name.text);
+    if (fd < 0) {
+        fprintf(stderr, "rlhf run: cannot write %s: %s (rlhf run will not remove this directory)\n",
+                path, strerror(errno));
+        return;
+    }
+    dprintf(
+        fd,
+        "Made by rlhf run for stage '%s'; rlhf run removes this directory before running the stage afresh.\n",
+        st->name.text);
     close(fd);
 }
 
@@ -302,7 +345,8 @@ static int dir_is_empty(const char *dir) {
     if (!d) return 0;
     struct dirent *e;
     int empty = 1;
-    while (empty && (e = readdir(d))) if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
+    while (empty && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
     closedir(d);
     return empty;
 }
@@ -313,9 +357,12 @@ static int dir_is_empty(const char *dir) {
 // the holder's pid when another runner (or a stage of one) holds it.
 static int lock_workspace(const char *ws, int *fd_out, char *err, size_t errlen) {
     char path[PATH_MAX];
-    if ((size_t)snprintf(path, sizeof path, "%s/%s", ws, PIPELINE_LOCK) >= sizeof path) return util_err(err, errlen, "%s: path too long", ws);
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", ws, PIPELINE_LOCK) >= sizeof path)
+        return util_err(err, errlen, "%s: path too long", ws);
     int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW, 0644);
-    if (fd < 0) return util_err(err, errlen, "cannot open the workspace lock %s: %s", path, strerror(errno));
+    if (fd < 0)
+        return util_err(err, errlen, "cannot open the workspace lock %s: %s", path,
+                        strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB)) {
         int en = errno;
         char pid[32] = "";
@@ -323,17 +370,25 @@ static int lock_workspace(const char *ws, int *fd_out, char *err, size_t errlen)
         pid[n > 0 ? n : 0] = 0;
         pid[strcspn(pid, "\n")] = 0;
         close(fd);
-        if (en != EWOULDBLOCK) return util_err(err, errlen, "cannot lock %s: %s", path, strerror(en));
+        if (en != EWOULDBLOCK)
+            return util_err(err, errlen, "cannot lock %s: %s", path, strerror(en));
         long holder = atol(pid);
         if (holder > 0 && kill((pid_t)holder, 0) && errno == ESRCH)
-            return util_err(err, errlen, "workspace %s is in use: rlhf run (pid %ld) has ended but a stage it started still runs; "
-                            "wait for it to end or stop it", ws, holder);
-        return util_err(err, errlen, "workspace %s is in use by another rlhf run (pid %s); wait for it to end or stop it",
-                        ws, pid[0] ? pid : "unknown");
+            return util_err(
+                err, errlen,
+                "workspace %s is in use: rlhf run (pid %ld) has ended but a stage it started still runs; "
+                "wait for it to end or stop it",
+                ws, holder);
+        return util_err(
+            err, errlen,
+            "workspace %s is in use by another rlhf run (pid %s); wait for it to end or stop it",
+            ws, pid[0] ? pid : "unknown");
     }
     char line[32];
     int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) || pwrite(fd, line, (size_t)n, 0) != n) { /* the lock holds without the pid */ }
+    if (ftruncate(fd, 0) ||
+        pwrite(fd, line, (size_t)n, 0) != n) { /* the lock holds without the pid */
+    }
     *fd_out = fd;
     return 0;
 }
@@ -368,7 +423,10 @@ static double expected_seconds(Store *db, const char *label, int *runs) {
     Durations d = {0};
     char err[256];
     *runs = 0;
-    if (store_each_run(db, label, collect_duration, &d, err, sizeof err) || d.n == 0) { free(d.t); return 0; }
+    if (store_each_run(db, label, collect_duration, &d, err, sizeof err) || d.n == 0) {
+        free(d.t);
+        return 0;
+    }
     qsort(d.t, (size_t)d.n, sizeof(double), cmp_double);
     double m = d.n % 2 ? d.t[d.n / 2] : (d.t[d.n / 2 - 1] + d.t[d.n / 2]) / 2;
     *runs = d.n;
@@ -535,7 +593,8 @@ static int runner_execute(Runner *r, Stage *st, const char *launcher, int64_t ru
     runner_announce(r, st, launcher, run_id != 0);
     char prog[8192] = "";
     for (int i = 0; i < st->argc; i++) {
-        strncat(prog, i ? st->argv[i] : strrchr(st->argv[0], '/') + 1, sizeof prog - strlen(prog) - 2);
+        strncat(prog, i ? st->argv[i] : strrchr(st->argv[0], '/') + 1,
+                sizeof prog - strlen(prog) - 2);
         strncat(prog, " ", sizeof prog - strlen(prog) - 1);
     }
     if (run_id) {
@@ -558,21 +617,26 @@ static int runner_execute(Runner *r, Stage *st, const char *launcher, int64_t ru
     if (owned) write_marker(st);
     // interrupted: a signal to the runner (passed on), or the stage's own exit on one (the
     // terminal's Ctrl-C reaches the stage's group directly)
-    int by_signal = run_signal || (code == 128 + SIGINT || code == 128 + SIGTERM || code == 128 + SIGHUP);
-    StoreRunStatus rs = code == 0 ? STORE_RUN_DONE : by_signal ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
-    if (store_set_run_status(r->db, run_id, rs, code, err, sizeof err)) fprintf(stderr, "rlhf run: %s\n", err);
+    int by_signal =
+        run_signal || (code == 128 + SIGINT || code == 128 + SIGTERM || code == 128 + SIGHUP);
+    StoreRunStatus rs = code == 0   ? STORE_RUN_DONE
+                        : by_signal ? STORE_RUN_INTERRUPTED
+                                    : STORE_RUN_FAILED;
+    if (store_set_run_status(r->db, run_id, rs, code, err, sizeof err))
+        fprintf(stderr, "rlhf run: %s\n", err);
     char took[32];
     fmt_duration(took, sizeof took, st->seconds);
     if (code != 0) {
         st->outcome = rs == STORE_RUN_INTERRUPTED ? "interrupted" : "failed";
-        fprintf(stderr, "rlhf run: stage %d of %d: %s %s after %s (exit %d); its log: %s\n", r->k_sel,
-                r->n_sel, st->name.text, st->outcome, took, code, st->log);
+        fprintf(stderr, "rlhf run: stage %d of %d: %s %s after %s (exit %d); its log: %s\n",
+                r->k_sel, r->n_sel, st->name.text, st->outcome, took, code, st->log);
         if (rs != STORE_RUN_INTERRUPTED) return 1;
         r->interrupted = 1;
         return run_signal ? 128 + run_signal : code;
     }
     st->outcome = "ran";
-    fprintf(stderr, "rlhf run: stage %d of %d: %s finished in %s\n", r->k_sel, r->n_sel, st->name.text, took);
+    fprintf(stderr, "rlhf run: stage %d of %d: %s finished in %s\n", r->k_sel, r->n_sel,
+            st->name.text, took);
     if (run_signal) {
         r->interrupted = 1;
         return 128 + run_signal;
@@ -593,7 +657,8 @@ static int runner_stage(Runner *r, int k) {
     StoreRun last;
     memset(&last, 0, sizeof last);
     snprintf(st->label, sizeof st->label, "pipeline/%s", st->name.text);
-    if (r->db && store_find_last_run(r->db, st->label, st->fingerprint, STORE_RUN_DONE, &last, err, sizeof err)) {
+    if (r->db && store_find_last_run(r->db, st->label, st->fingerprint, STORE_RUN_DONE, &last, err,
+                                     sizeof err)) {
         fprintf(stderr, "rlhf run: %s\n", err);
         return 1;
     }
@@ -613,8 +678,8 @@ static int runner_stage(Runner *r, int k) {
         return -1;
     }
     if (skip) {
-        fprintf(stderr, "rlhf run: stage %d of %d: %s: unchanged since its last run, skipped\n", r->k_sel,
-                r->n_sel, st->name.text);
+        fprintf(stderr, "rlhf run: stage %d of %d: %s: unchanged since its last run, skipped\n",
+                r->k_sel, r->n_sel, st->name.text);
         st->outcome = "skipped";
         return -1;
     }
@@ -625,9 +690,11 @@ static int runner_stage(Runner *r, int k) {
                 (out_is_dir && (has_marker(st->out_real) || dir_is_empty(st->out_real)));
     if (!run_id && out_is_dir) {
         if (!owned) {
-            fprintf(stderr, "rlhf run: stage '%s': its output %s exists and was not made by rlhf run (no %s in "
-                            "it); move it away or give the stage another out\n",
-                    st->name.text, st->out.text, PIPELINE_MARKER);
+            fprintf(
+                stderr,
+                "rlhf run: stage '%s': its output %s exists and was not made by rlhf run (no %s in "
+                "it); move it away or give the stage another out\n",
+                st->name.text, st->out.text, PIPELINE_MARKER);
             return 1;
         }
         if (!dir_is_empty(st->out_real) && remove_tree(st->out_real)) {
@@ -650,7 +717,8 @@ static void runner_summary(const Runner *r, int rc) {
         fprintf(stderr, "\n");
     }
     StoreRunStatus rs = rc == 0 ? STORE_RUN_DONE : r->interrupted ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
-    if (store_set_run_status(r->db, r->pipe_run, rs, rc, err, sizeof err)) fprintf(stderr, "rlhf run: %s\n", err);
+    if (store_set_run_status(r->db, r->pipe_run, rs, rc, err, sizeof err))
+        fprintf(stderr, "rlhf run: %s\n", err);
     if (r->interrupted)
         fprintf(stderr, "rlhf run: interrupted%s%s; the same command resumes\n", run_signal ? " by " : "",
                 run_signal ? strsignal(run_signal) : "");

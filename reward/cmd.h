@@ -81,7 +81,8 @@ typedef struct {
     int64_t *cid, *pid;       // (n) completion and prompt ids
     char **prompt, **text;    // (n)
 } CompList;
-int  rm_list_completions(Store *st, const char *split, const char *unscored_by, CompList *l, char *err, size_t errlen);
+int rm_list_completions(Store *st, const char *split, const char *unscored_by, CompList *l,
+                        char *err, size_t errlen);
 void rm_comp_list_free(CompList *l);
 
 // The name a reward model's scores are stored under: name when given, else ckpt's absolute path.

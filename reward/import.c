@@ -72,7 +72,11 @@ static const char *get_str(Ctx *c, const cJSON *o, const char *key, int required
     }
     if (!cJSON_IsString(v)) { LINE_ERR(c, "\"%s\" must be a string", key); *bad = 1; return NULL; }
     size_t n = strlen(v->valuestring);
-    if (rm_utf8_valid_len(v->valuestring, n) != n) { LINE_ERR(c, "\"%s\" is not valid UTF-8", key); *bad = 1; return NULL; }
+    if (rm_utf8_valid_len(v->valuestring, n) != n) {
+        LINE_ERR(c, "\"%s\" is not valid UTF-8", key);
+        *bad = 1;
+        return NULL;
+    }
     return v->valuestring;
 }
 
@@ -80,7 +84,10 @@ static const char *get_str(Ctx *c, const cJSON *o, const char *key, int required
 static int split_hh(Ctx *c, const char *t, const char *side, char **prompt, const char **resp) {
     const char *mark = "\n\nAssistant:", *last = NULL;
     for (const char *p = strstr(t, mark); p; p = strstr(p + 1, mark)) last = p;
-    if (!last) return LINE_ERR(c, "\"%s\" has no \"\\n\\nAssistant:\" turn (an Anthropic HH transcript was expected)", side);
+    if (!last)
+        return LINE_ERR(
+            c, "\"%s\" has no \"\\n\\nAssistant:\" turn (an Anthropic HH transcript was expected)",
+            side);
     const char *start = t;
     if (!strncmp(start, "\n\nHuman: ", 9)) start += 9;
     else if (!strncmp(start, "Human: ", 7)) start += 7;
@@ -96,89 +103,158 @@ static int split_hh(Ctx *c, const char *t, const char *side, char **prompt, cons
 static int import_line(Ctx *c, const char *line, ImportResult *res) {
     const char *eptr = NULL;
     cJSON *o = cJSON_ParseWithOpts(line, &eptr, 1);
-    if (!o) return LINE_ERR(c, "bad JSON at column %lld", (long long)(eptr && eptr >= line ? eptr - line + 1 : 1));
+    if (!o)
+        return LINE_ERR(c, "bad JSON at column %lld",
+                        (long long)(eptr && eptr >= line ? eptr - line + 1 : 1));
     int rc = -1, bad = 0, k = 0;
     char *hh_prompt = NULL, *hh_prompt2 = NULL, *rtext = NULL;
     const char *texts[REWARD_MAX_K];
     int ranks[REWARD_MAX_K];
     if (!cJSON_IsObject(o)) { LINE_ERR(c, "expected a JSON object"); goto done; }
-    if (has_nul_escape(line)) { LINE_ERR(c, "a string holds a NUL character (\\u0000)"); goto done; }
+    if (has_nul_escape(line)) {
+        LINE_ERR(c, "a string holds a NUL character (\\u0000)");
+        goto done;
+    }
     for (const cJSON *a = o->child; a; a = a->next)
         for (const cJSON *b = a->next; b; b = b->next)
-            if (!strcmp(a->string, b->string)) { LINE_ERR(c, "duplicate key \"%s\"", a->string); goto done; }
+            if (!strcmp(a->string, b->string)) {
+                LINE_ERR(c, "duplicate key \"%s\"", a->string);
+                goto done;
+            }
     const char *prompt = get_str(c, o, "prompt", 0, &bad);
-    const char *labeler = get_str(c, o, "labeler", 0, &bad), *split = get_str(c, o, "split", 0, &bad);
-    const char *comment = get_str(c, o, "comment", 0, &bad), *model = get_str(c, o, "model", 0, &bad);
+    const char *labeler = get_str(c, o, "labeler", 0, &bad),
+               *split = get_str(c, o, "split", 0, &bad);
+    const char *comment = get_str(c, o, "comment", 0, &bad),
+               *model = get_str(c, o, "model", 0, &bad);
     if (bad) goto done;
     if (labeler && !*labeler) { LINE_ERR(c, "\"labeler\" is empty"); goto done; }
-    if (split && !store_split_valid(split)) { LINE_ERR(c, "\"split\" is '%.40s'; expected train, valid or test", split); goto done; }
+    if (split && !store_split_valid(split)) {
+        LINE_ERR(c, "\"split\" is '%.40s'; expected train, valid or test", split);
+        goto done;
+    }
     const cJSON *comps = cJSON_GetObjectItemCaseSensitive(o, "completions");
     if (comps) {   // K-wise
         if (!prompt) { get_str(c, o, "prompt", 1, &bad); goto done; }
-        if (!cJSON_IsArray(comps)) { LINE_ERR(c, "\"completions\" must be an array of strings"); goto done; }
+        if (!cJSON_IsArray(comps)) {
+            LINE_ERR(c, "\"completions\" must be an array of strings");
+            goto done;
+        }
         k = cJSON_GetArraySize(comps);
-        if (k < 2 || k > REWARD_MAX_K) { LINE_ERR(c, "\"completions\" has %d items; a ranking needs 2..%d", k, REWARD_MAX_K); goto done; }
+        if (k < 2 || k > REWARD_MAX_K) {
+            LINE_ERR(c, "\"completions\" has %d items; a ranking needs 2..%d", k, REWARD_MAX_K);
+            goto done;
+        }
         int i = 0;
         for (const cJSON *e = comps->child; e; e = e->next, i++) {
             size_t n;
-            if (!cJSON_IsString(e)) { LINE_ERR(c, "completion %d is not a string", i + 1); goto done; }
+            if (!cJSON_IsString(e)) {
+                LINE_ERR(c, "completion %d is not a string", i + 1);
+                goto done;
+            }
             n = strlen(e->valuestring);
-            if (rm_utf8_valid_len(e->valuestring, n) != n) { LINE_ERR(c, "completion %d is not valid UTF-8", i + 1); goto done; }
+            if (rm_utf8_valid_len(e->valuestring, n) != n) {
+                LINE_ERR(c, "completion %d is not valid UTF-8", i + 1);
+                goto done;
+            }
             texts[i] = e->valuestring;
         }
         const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "ranking");
         if (!r) { LINE_ERR(c, "missing key \"ranking\""); goto done; }
         if (cJSON_IsString(r)) rtext = STRDUP_CHECK(r->valuestring);
         else if (cJSON_IsArray(r)) rtext = cJSON_PrintUnformatted(r);
-        else { LINE_ERR(c, "\"ranking\" must be an array of ranks or a string like \"2>1=3\""); goto done; }
+        else {
+            LINE_ERR(c, "\"ranking\" must be an array of ranks or a string like \"2>1=3\"");
+            goto done;
+        }
         if (!rtext) DIE("out of memory");
         char perr[512];
-        if (reward_parse_ranking(rtext, k, ranks, perr, sizeof perr)) { LINE_ERR(c, "%s", perr); goto done; }
-    } else if (prompt && !cJSON_GetObjectItemCaseSensitive(o, "chosen") && !cJSON_GetObjectItemCaseSensitive(o, "rejected")) {
+        if (reward_parse_ranking(rtext, k, ranks, perr, sizeof perr)) {
+            LINE_ERR(c, "%s", perr);
+            goto done;
+        }
+    } else if (prompt && !cJSON_GetObjectItemCaseSensitive(o, "chosen") &&
+               !cJSON_GetObjectItemCaseSensitive(o, "rejected")) {
         // a prompt alone, or a prompt with its demonstration
         const char *resp = get_str(c, o, "response", 0, &bad);
         if (bad) goto done;
-        if (!split) split = c->o->split ? c->o->split : store_split_for_text(prompt, c->o->valid_frac, c->o->test_frac);
+        if (!split)
+            split = c->o->split ? c->o->split
+                                : store_split_for_text(prompt, c->o->valid_frac, c->o->test_frac);
         char perr2[768];
         int64_t pid2, did;
-        if (store_add_prompt(c->s, prompt, split, c->source, &pid2, perr2, sizeof perr2)) { LINE_ERR(c, "%s", perr2); goto done; }
+        if (store_add_prompt(c->s, prompt, split, c->source, &pid2, perr2, sizeof perr2)) {
+            LINE_ERR(c, "%s", perr2);
+            goto done;
+        }
         if (resp) {
-            if (store_add_demonstration(c->s, pid2, resp, c->source, &did, perr2, sizeof perr2)) { LINE_ERR(c, "%s", perr2); goto done; }
+            if (store_add_demonstration(c->s, pid2, resp, c->source, &did, perr2, sizeof perr2)) {
+                LINE_ERR(c, "%s", perr2);
+                goto done;
+            }
             res->demonstrations++;
         } else res->prompts++;
         rc = 0;
         goto done;
     } else {
-        if (!cJSON_GetObjectItemCaseSensitive(o, "chosen") || !cJSON_GetObjectItemCaseSensitive(o, "rejected")) {
-            LINE_ERR(c, "expected {\"prompt\", \"chosen\", \"rejected\"}, {\"chosen\", \"rejected\"} (HH), {\"prompt\", \"completions\", \"ranking\"}, {\"prompt\"} or {\"prompt\", \"response\"}");
+        if (!cJSON_GetObjectItemCaseSensitive(o, "chosen") ||
+            !cJSON_GetObjectItemCaseSensitive(o, "rejected")) {
+            LINE_ERR(
+                c,
+                "expected {\"prompt\", \"chosen\", \"rejected\"}, {\"chosen\", \"rejected\"} (HH), {\"prompt\", \"completions\", \"ranking\"}, {\"prompt\"} or {\"prompt\", \"response\"}");
             goto done;
         }
-        const char *ch = get_str(c, o, "chosen", 1, &bad), *rj = bad ? NULL : get_str(c, o, "rejected", 1, &bad);
+        const char *ch = get_str(c, o, "chosen", 1, &bad),
+                   *rj = bad ? NULL : get_str(c, o, "rejected", 1, &bad);
         if (bad) goto done;
         if (prompt) { texts[0] = ch; texts[1] = rj; }
         else {
-            if (split_hh(c, ch, "chosen", &hh_prompt, &texts[0]) || split_hh(c, rj, "rejected", &hh_prompt2, &texts[1])) goto done;
-            if (strcmp(hh_prompt, hh_prompt2)) { LINE_ERR(c, "chosen and rejected differ before their last \"\\n\\nAssistant:\" (not one conversation)"); goto done; }
+            if (split_hh(c, ch, "chosen", &hh_prompt, &texts[0]) ||
+                split_hh(c, rj, "rejected", &hh_prompt2, &texts[1]))
+                goto done;
+            if (strcmp(hh_prompt, hh_prompt2)) {
+                LINE_ERR(
+                    c,
+                    "chosen and rejected differ before their last \"\\n\\nAssistant:\" (not one conversation)");
+                goto done;
+            }
             prompt = hh_prompt;
         }
         if (!strcmp(texts[0], texts[1])) { res->skipped++; rc = 0; goto done; }
         k = 2; ranks[0] = 1; ranks[1] = 2;
     }
-    if (!split) split = c->o->split ? c->o->split : store_split_for_text(prompt, c->o->valid_frac, c->o->test_frac);
+    if (!split)
+        split = c->o->split ? c->o->split
+                            : store_split_for_text(prompt, c->o->valid_frac, c->o->test_frac);
     if (!model) model = c->o->model;
     char serr[768];
     int64_t pid, lid = c->labeler_id, cid[REWARD_MAX_K];
-    if (store_add_prompt(c->s, prompt, split, c->source, &pid, serr, sizeof serr)) { LINE_ERR(c, "%s", serr); goto done; }
-    if (labeler && strcmp(labeler, c->labeler) && store_add_labeler(c->s, labeler, &lid, serr, sizeof serr)) { LINE_ERR(c, "%s", serr); goto done; }
+    if (store_add_prompt(c->s, prompt, split, c->source, &pid, serr, sizeof serr)) {
+        LINE_ERR(c, "%s", serr);
+        goto done;
+    }
+    if (labeler && strcmp(labeler, c->labeler) &&
+        store_add_labeler(c->s, labeler, &lid, serr, sizeof serr)) {
+        LINE_ERR(c, "%s", serr);
+        goto done;
+    }
     StoreRankItem items[REWARD_MAX_K];
     for (int i = 0; i < k; i++) {
-        if (store_add_completion(c->s, pid, texts[i], model, &cid[i], serr, sizeof serr)) { LINE_ERR(c, "%s", serr); goto done; }
+        if (store_add_completion(c->s, pid, texts[i], model, &cid[i], serr, sizeof serr)) {
+            LINE_ERR(c, "%s", serr);
+            goto done;
+        }
         for (int j = 0; j < i; j++)
-            if (cid[j] == cid[i]) { LINE_ERR(c, "completions %d and %d are the same text", j + 1, i + 1); goto done; }
+            if (cid[j] == cid[i]) {
+                LINE_ERR(c, "completions %d and %d are the same text", j + 1, i + 1);
+                goto done;
+            }
         items[i].completion_id = cid[i];
         items[i].rank = ranks[i];
     }
-    if (store_add_ranking(c->s, pid, lid, items, k, comment, NULL, serr, sizeof serr)) { LINE_ERR(c, "%s", serr); goto done; }
+    if (store_add_ranking(c->s, pid, lid, items, k, comment, NULL, serr, sizeof serr)) {
+        LINE_ERR(c, "%s", serr);
+        goto done;
+    }
     res->rankings++;
     rc = 0;
 done:
@@ -189,15 +265,21 @@ done:
     return rc;
 }
 
-int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportResult *res, char *err, size_t errlen) {
+int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportResult *res, char *err,
+                   size_t errlen) {
     memset(res, 0, sizeof *res);
     char hash[STORE_HASH_HEX];
-    // read twice (fingerprinted, then parsed): a regular file of bounded size, never a device or FIFO
+    // read twice (fingerprinted, then parsed): a regular file of bounded size, never a device or
+    // FIFO
     struct stat sb;
     if (stat(path, &sb)) return util_err(err, errlen, "%s: %s", path, strerror(errno));
-    if (!S_ISREG(sb.st_mode)) return util_err(err, errlen, "%s: not a regular file (an import is read twice: fingerprinted, then parsed)", path);
+    if (!S_ISREG(sb.st_mode))
+        return util_err(
+            err, errlen,
+            "%s: not a regular file (an import is read twice: fingerprinted, then parsed)", path);
     if ((int64_t)sb.st_size > cli_max_file_bytes())
-        return util_err(err, errlen, "%s: %lld bytes, more than RLHF_MAX_FILE_BYTES (%lld)", path, (long long)sb.st_size, (long long)cli_max_file_bytes());
+        return util_err(err, errlen, "%s: %lld bytes, more than RLHF_MAX_FILE_BYTES (%lld)", path,
+                        (long long)sb.st_size, (long long)cli_max_file_bytes());
     if (store_hash_file(path, hash, err, errlen)) return -1;
     if (store_find_import(s, hash, &res->import_id, err, errlen)) return -1;
     if (res->import_id) { res->already = 1; return 0; }
@@ -216,7 +298,11 @@ int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportRes
         line = lr.buf;
         c.lineno++;
         size_t n = (size_t)got;
-        if (memchr(line, 0, n)) { line_err(&c, "a NUL byte in the line"); cli_lines_free(&lr); goto done; }
+        if (memchr(line, 0, n)) {
+            line_err(&c, "a NUL byte in the line");
+            cli_lines_free(&lr);
+            goto done;
+        }
         while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
         char *p = line;
         if (c.lineno == 1 && !strncmp(p, "\xEF\xBB\xBF", 3)) p += 3;
@@ -229,11 +315,15 @@ int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportRes
     cli_lines_free(&lr);
     if (got < -1) goto done;   // cli_getline's message: too long a line or file, a read error
     if (res->rankings == 0 && res->prompts == 0 && res->demonstrations == 0) {
-        util_err(err, errlen, "%s: no rankings, prompts or demonstrations in the file%s", path, res->skipped ? " (every pair compares a text with itself)" : "");
+        util_err(err, errlen, "%s: no rankings, prompts or demonstrations in the file%s", path,
+                 res->skipped ? " (every pair compares a text with itself)" : "");
         goto done;
     }
-    if (store_add_import(s, path, hash, "rankings", res->rankings + res->prompts + res->demonstrations, &res->import_id, err, errlen) ||
-        store_commit(s, err, errlen)) goto done;
+    if (store_add_import(s, path, hash, "rankings",
+                         res->rankings + res->prompts + res->demonstrations, &res->import_id, err,
+                         errlen) ||
+        store_commit(s, err, errlen))
+        goto done;
     rc = 0;
 done:
     fclose(f);
@@ -280,8 +370,14 @@ int cmd_import(int argc, char **argv) {
     CliCommand cmd = {.prog = "reward import", .usage = import_usage, .opts = opts,
                       .arg_name = "FILE", .arg_list = &files, .args_min = 1, .value_status = 1};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
-    if (o.split && !store_split_valid(o.split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", o.split); goto bad; }
-    if (vp + tp > 100) { snprintf(err, sizeof err, "--valid-percent + --test-percent exceed 100"); goto bad; }
+    if (o.split && !store_split_valid(o.split)) {
+        snprintf(err, sizeof err, "--split '%s': expected train, valid or test", o.split);
+        goto bad;
+    }
+    if (vp + tp > 100) {
+        snprintf(err, sizeof err, "--valid-percent + --test-percent exceed 100");
+        goto bad;
+    }
     if (o.labeler && !*o.labeler) { snprintf(err, sizeof err, "--labeler is empty"); goto bad; }
     o.valid_frac = vp / 100; o.test_frac = tp / 100;
     Store *s;
@@ -289,12 +385,25 @@ int cmd_import(int argc, char **argv) {
     int rc = 0;
     for (int i = 0; i < files.n; i++) {
         ImportResult r;
-        if (rm_import_file(s, files.items[i], &o, &r, err, sizeof err)) { fprintf(stderr, "reward import: %s (nothing from this file was stored)\n", err); rc = 1; break; }
-        if (r.already) fprintf(stderr, "reward import: %s: already imported (import %lld); nothing added\n", files.items[i], (long long)r.import_id);
-        else fprintf(stderr, "reward import: %s: %lld rankings, %lld prompts, %lld demonstrations from %lld lines (import %lld)\n", files.items[i],
-                     (long long)r.rankings, (long long)r.prompts, (long long)r.demonstrations, (long long)r.lines, (long long)r.import_id);
+        if (rm_import_file(s, files.items[i], &o, &r, err, sizeof err)) {
+            fprintf(stderr, "reward import: %s (nothing from this file was stored)\n", err);
+            rc = 1;
+            break;
+        }
+        if (r.already)
+            fprintf(stderr, "reward import: %s: already imported (import %lld); nothing added\n",
+                    files.items[i], (long long)r.import_id);
+        else
+            fprintf(
+                stderr,
+                "reward import: %s: %lld rankings, %lld prompts, %lld demonstrations from %lld lines (import %lld)\n",
+                files.items[i], (long long)r.rankings, (long long)r.prompts,
+                (long long)r.demonstrations, (long long)r.lines, (long long)r.import_id);
         if (!r.already && r.skipped)
-            fprintf(stderr, "reward import: %s: %lld pairs skipped: chosen and rejected are the same text\n", files.items[i], (long long)r.skipped);
+            fprintf(
+                stderr,
+                "reward import: %s: %lld pairs skipped: chosen and rejected are the same text\n",
+                files.items[i], (long long)r.skipped);
     }
     store_close(s);
     cli_list_free(&files);

@@ -96,14 +96,21 @@ static int visit_ranking(const StoreRanking *r, void *ctx) {
     rk->labeler = STRDUP_CHECK(r->labeler);
     char kname[32];
     snprintf(kname, sizeof kname, "%d", r->k);
-    Group *gk = group(&a->by_k, kname), *gs = group(&a->by_split, r->split), *gsrc = group(&a->by_source, r->source),
-          *gl = group(&a->by_labeler, r->labeler);
-    for (int i = 0; i < r->k; i++) { rk->cid[i] = r->items[i].completion_id; rk->rank[i] = r->items[i].rank; }
+    Group *gk = group(&a->by_k, kname), *gs = group(&a->by_split, r->split),
+          *gsrc = group(&a->by_source, r->source), *gl = group(&a->by_labeler, r->labeler);
+    for (int i = 0; i < r->k; i++) {
+        rk->cid[i] = r->items[i].completion_id;
+        rk->rank[i] = r->items[i].rank;
+    }
     for (int w = 0; w < r->k; w++)
         for (int l = 0; l < r->k; l++) {
             if (r->items[w].rank >= r->items[l].rank) continue;
             double d = s[w] - s[l], c = d > 0 ? 1.0 : d == 0 ? 0.5 : 0.0;
-            add_pair(&a->all, c, d); add_pair(gk, c, d); add_pair(gs, c, d); add_pair(gsrc, c, d); add_pair(gl, c, d);
+            add_pair(&a->all, c, d);
+            add_pair(gk, c, d);
+            add_pair(gs, c, d);
+            add_pair(gsrc, c, d);
+            add_pair(gl, c, d);
             // calibration: the model's confidence in its own preference, against the labeler
             double p = 1.0 / (1.0 + exp(-fabs(d)));
             int b = (int)((p - 0.5) * 2 * CAL_BUCKETS);
@@ -114,7 +121,9 @@ static int visit_ranking(const StoreRanking *r, void *ctx) {
                     a->capmis = a->capmis ? 2 * a->capmis : 256;
                     a->mis = REALLOC_ARRAY(a->mis, (size_t)a->capmis, sizeof(Mistake));
                 }
-                a->mis[a->nmis++] = (Mistake){r->id, r->prompt_id, r->items[w].completion_id, r->items[l].completion_id, s[w], s[l], rk->labeler};
+                a->mis[a->nmis++] = (Mistake){
+                    r->id, r->prompt_id, r->items[w].completion_id, r->items[l].completion_id, s[w],
+                    s[l],  rk->labeler};
             }
         }
     return 0;
@@ -123,11 +132,15 @@ static int visit_ranking(const StoreRanking *r, void *ctx) {
 static int by_margin(const void *a, const void *b) {   // most negative r_w - r_l first
     const Mistake *x = a, *y = b;
     double dx = x->rw - x->rl, dy = y->rw - y->rl;
-    return dx < dy ? -1 : dx > dy ? 1 : (x->ranking_id > y->ranking_id) - (x->ranking_id < y->ranking_id);
+    return dx < dy   ? -1
+           : dx > dy ? 1
+                     : (x->ranking_id > y->ranking_id) - (x->ranking_id < y->ranking_id);
 }
 static int by_prompt(const void *a, const void *b) {
     const Ranked *x = a, *y = b;
-    return x->prompt_id != y->prompt_id ? (x->prompt_id > y->prompt_id) - (x->prompt_id < y->prompt_id) : (x->id > y->id) - (x->id < y->id);
+    return x->prompt_id != y->prompt_id
+               ? (x->prompt_id > y->prompt_id) - (x->prompt_id < y->prompt_id)
+               : (x->id > y->id) - (x->id < y->id);
 }
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -143,7 +156,10 @@ static void agree(const Ranked *x, const Ranked *y, Groups *pairs, Group *all) {
     for (int i = 0; i < a->k; i++)
         for (int j = i + 1; j < a->k; j++) {
             int bi = -1, bj = -1;
-            for (int q = 0; q < b->k; q++) { if (b->cid[q] == a->cid[i]) bi = q; if (b->cid[q] == a->cid[j]) bj = q; }
+            for (int q = 0; q < b->k; q++) {
+                if (b->cid[q] == a->cid[i]) bi = q;
+                if (b->cid[q] == a->cid[j]) bj = q;
+            }
             if (bi < 0 || bj < 0) continue;
             int da = a->rank[i] - a->rank[j], db = b->rank[bi] - b->rank[bj];
             if (!da || !db) continue;
@@ -178,8 +194,9 @@ static void print_groups(const char *title, const Groups *gs) {
     if (gs->n == 0) return;
     printf("  by %s:\n", title);
     for (int i = 0; i < gs->n; i++)
-        printf("    %-28.28s %8lld pairs  accuracy %.4f  mean margin %+.3f\n", gs->g[i].name, (long long)gs->g[i].pairs,
-               gs->g[i].pairs ? gs->g[i].correct / gs->g[i].pairs : NAN, gs->g[i].pairs ? gs->g[i].margin / gs->g[i].pairs : NAN);
+        printf("    %-28.28s %8lld pairs  accuracy %.4f  mean margin %+.3f\n", gs->g[i].name,
+               (long long)gs->g[i].pairs, gs->g[i].pairs ? gs->g[i].correct / gs->g[i].pairs : NAN,
+               gs->g[i].pairs ? gs->g[i].margin / gs->g[i].pairs : NAN);
 }
 static int cmp_group_name(const void *a, const void *b) {
     const Group *x = a, *y = b;
@@ -188,7 +205,9 @@ static int cmp_group_name(const void *a, const void *b) {
     if (nx && ny && nx != ny) return (nx > ny) - (nx < ny);
     return strcmp(x->name, y->name);
 }
-static void sort_groups(Groups *gs) { if (gs->n) qsort(gs->g, (size_t)gs->n, sizeof(Group), cmp_group_name); }
+static void sort_groups(Groups *gs) {
+    if (gs->n) qsort(gs->g, (size_t)gs->n, sizeof(Group), cmp_group_name);
+}
 
 // A line of text for the terminal: one line, at most w characters (UTF-8 aware, roughly).
 static void print_short(const char *label, const char *s, int w) {
@@ -299,8 +318,10 @@ static int inspect_score_missing(const InspectArgs *a, RmScorer *sc, Store *st, 
     if (todo.n) {
         fresh = MALLOC_CHECK((size_t)todo.n * sizeof(double));
         if (!a->json)
-            fprintf(stderr, "reward inspect: scoring %lld completions that have no score from this model yet\n",
-                    (long long)todo.n);
+            fprintf(
+                stderr,
+                "reward inspect: scoring %lld completions that have no score from this model yet\n",
+                (long long)todo.n);
         if (rm_score_texts(sc, todo.n, (const char *const *)todo.prompt,
                            (const char *const *)todo.text, fresh, NULL, err, errlen))
             goto out;
@@ -506,7 +527,8 @@ static void inspect_print_json(const Inspection *I, const InspectArgs *a) {
 static void text_scores(const Inspection *I) {
     printf("scores of %lld completions\n", (long long)I->all.n);
     if (!I->all.n) return;
-    printf("  mean %+.4f  std %.4f  min %+.4f  max %+.4f\n  quantiles", I->mean, I->sd, I->lo, I->hi);
+    printf("  mean %+.4f  std %.4f  min %+.4f  max %+.4f\n  quantiles", I->mean, I->sd, I->lo,
+           I->hi);
     for (int q = 0; q < 5; q++)
         printf("  %s %+.4f", INSPECT_QN[q], quantile(I->sorted, I->all.n, INSPECT_QS[q]));
     printf("\n");
@@ -516,8 +538,8 @@ static void text_scores(const Inspection *I) {
     for (int64_t b = 0; b < I->bins; b++) {
         int w = (int)((I->hist[b] * 50 + most - 1) / most);
         printf("  [%+8.3f, %+8.3f%c %-50.*s %lld\n", I->lo + b * I->width, bin_hi(I, b),
-               b == I->bins - 1 ? ']' : ')', w, "##################################################",
-               (long long)I->hist[b]);
+               b == I->bins - 1 ? ']' : ')', w,
+               "##################################################", (long long)I->hist[b]);
     }
 }
 
@@ -537,14 +559,16 @@ static void text_accuracy(const Inspection *I) {
     printf("\nlabeler agreement where rankings overlap\n");
     const Group *all = &I->agree_all;
     if (all->pairs) {
-        printf("  overall %.4f over %lld pairs\n", all->correct / all->pairs, (long long)all->pairs);
+        printf("  overall %.4f over %lld pairs\n", all->correct / all->pairs,
+               (long long)all->pairs);
         for (int i = 0; i < I->agree_pairs.n; i++) {
             const Group *g = &I->agree_pairs.g[i];
             printf("    %-44.44s %8lld pairs  agreement %.4f\n", g->name, (long long)g->pairs,
                    g->correct / g->pairs);
         }
     } else printf("  none: no two labelers ranked the same completions of a prompt\n");
-    printf("\ncalibration: the model's P(its preferred completion is better) against the labelers\n");
+    printf(
+        "\ncalibration: the model's P(its preferred completion is better) against the labelers\n");
     for (int b = 0; b < CAL_BUCKETS; b++)
         if (acc->cal_n[b])
             printf("  %.1f-%.1f  %8lld pairs  predicted %.3f  observed %.3f\n",
@@ -584,8 +608,8 @@ static void text_examples(const Inspection *I) {
 }
 
 static void inspect_print_text(const Inspection *I, const InspectArgs *a) {
-    printf("reward model  %s\nworkspace     %s%s%s\n\n", I->mname, a->ws, a->split ? ", split " : "",
-           a->split ? a->split : "");
+    printf("reward model  %s\nworkspace     %s%s%s\n\n", I->mname, a->ws,
+           a->split ? ", split " : "", a->split ? a->split : "");
     text_scores(I);
     text_accuracy(I);
     text_examples(I);
@@ -601,9 +625,11 @@ static int inspect_run(const InspectArgs *a, char *err, size_t errlen) {
     memset(&sc, 0, sizeof sc);
     Store *st = NULL;
     int rc = -1;
-    if (rm_scorer_open(&sc, a->ckpt, a->tokdir, a->tmpl, a->prefix, (int)a->B, err, errlen)) goto out;
+    if (rm_scorer_open(&sc, a->ckpt, a->tokdir, a->tmpl, a->prefix, (int)a->B, err, errlen))
+        goto out;
     sc.verbose = !a->json;
-    if (store_open(&st, a->ws, err, errlen) || inspect_score_missing(a, &sc, st, I.mname, err, errlen) ||
+    if (store_open(&st, a->ws, err, errlen) ||
+        inspect_score_missing(a, &sc, st, I.mname, err, errlen) ||
         inspect_distribution(&I, st, a->split, err, errlen) ||
         inspect_accuracy(&I, st, a->split, err, errlen))
         goto out;

@@ -75,7 +75,8 @@ typedef struct {
     int n;
     int64_t id[REWARD_MAX_K];
     char *text[REWARD_MAX_K];
-    signed char ended[REWARD_MAX_K];   // sampled just now: 1 stopped at the end token, 0 cut off; -1 unknown
+    signed char
+        ended[REWARD_MAX_K];  // sampled just now: 1 stopped at the end token, 0 cut off; -1 unknown
     int more;                 // the prompt has more completions than REWARD_MAX_K
 } Comps;
 
@@ -101,7 +102,8 @@ static int collect(const StoreCompletion *sc, void *ctx) {
 
 // K samples of the policy for the prompt, stored as completions with model = the policy's path.
 // ended[b] (K) receives whether sample b stopped at the end token; cids[b] its completion id.
-static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t *cids, signed char *ended, char *err, size_t errlen) {
+static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t *cids,
+                              signed char *ended, char *err, size_t errlen) {
     TokIds ids = {0};
     if (dataset_encode_prompt(L->ds, prompt, &ids, err, errlen)) { tok_ids_free(&ids); return -1; }
     int ctx = L->pol.config.max_seq_len, Tp = (int)ids.n;
@@ -109,15 +111,23 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
     if (Tp + g.max_new_tokens > ctx) g.max_new_tokens = ctx - Tp;
     if (g.max_new_tokens <= 0) {
         tok_ids_free(&ids);
-        return util_err(err, errlen, "prompt %lld has %d tokens: no room left in the policy's context of %d", (long long)pid, Tp, ctx);
+        return util_err(err, errlen,
+                        "prompt %lld has %d tokens: no room left in the policy's context of %d",
+                        (long long)pid, Tp, ctx);
     }
     int K = L->k;
-    int32_t *prompts = MALLOC_CHECK((size_t)K * Tp * sizeof(int32_t)), *lens = MALLOC_CHECK((size_t)K * sizeof(int32_t));
-    int32_t *out = MALLOC_CHECK((size_t)K * g.max_new_tokens * sizeof(int32_t)), *olen = MALLOC_CHECK((size_t)K * sizeof(int32_t));
-    for (int b = 0; b < K; b++) { memcpy(prompts + (size_t)b * Tp, ids.ids, (size_t)Tp * sizeof(int32_t)); lens[b] = Tp; }
+    int32_t *prompts = MALLOC_CHECK((size_t)K * Tp * sizeof(int32_t)),
+            *lens = MALLOC_CHECK((size_t)K * sizeof(int32_t));
+    int32_t *out = MALLOC_CHECK((size_t)K * g.max_new_tokens * sizeof(int32_t)),
+            *olen = MALLOC_CHECK((size_t)K * sizeof(int32_t));
+    for (int b = 0; b < K; b++) {
+        memcpy(prompts + (size_t)b * Tp, ids.ids, (size_t)Tp * sizeof(int32_t));
+        lens[b] = Tp;
+    }
     Rng r;   // the same prompt gets the same samples whenever it is labeled
     rng_init(&r, data_hash_u64(data_hash_u64(DATA_HASH_INIT, L->seed), (uint64_t)pid));
-    int rc = gen_generate(&L->pol, &L->kv, &L->sm, &g, &r, prompts, lens, K, Tp, out, olen, NULL, NULL, err, errlen);
+    int rc = gen_generate(&L->pol, &L->kv, &L->sm, &g, &r, prompts, lens, K, Tp, out, olen, NULL,
+                          NULL, err, errlen);
     size_t lp = strlen(L->prefix);
     for (int b = 0; rc == 0 && b < K; b++) {
         int n = olen[b];
@@ -128,7 +138,7 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
         if (tok_decode(L->tok, out + (size_t)b * g.max_new_tokens, (size_t)n, &tb, terr)) { rc = util_err(err, errlen, "%s", terr); break; }
         char *clean = tok_text_utf8(tb.data ? tb.data : "", tb.n);   // a sample can cut a character
         const char *text = clean;
-        if (lp && !strncmp(text, L->prefix, lp)) text += lp;   // the prefix belongs to the rendering
+        if (lp && !strncmp(text, L->prefix, lp)) text += lp; // the prefix belongs to the rendering
         rc = store_add_completion(L->db, pid, text, L->policy, &cids[b], err, errlen);
         free(clean);
         tok_bytes_free(&tb);
@@ -178,7 +188,8 @@ static int judge_start(Label *L, char *err, size_t errlen) {
     close(out[1]);
     fcntl(in[1], F_SETFD, FD_CLOEXEC);
     fcntl(out[0], F_SETFD, FD_CLOEXEC);
-    fcntl(in[1], F_SETFL, fcntl(in[1], F_GETFL) | O_NONBLOCK);   // writes and reads wait in poll, with the timeout
+    fcntl(in[1], F_SETFL,
+          fcntl(in[1], F_GETFL) | O_NONBLOCK); // writes and reads wait in poll, with the timeout
     fcntl(out[0], F_SETFL, fcntl(out[0], F_GETFL) | O_NONBLOCK);
     L->jpid = pid;
     L->jin = in[1];
@@ -198,7 +209,8 @@ static int judge_stop(Label *L) {
     int tries = cli_stop_signal() ? 50 : 500;   // stopping on a signal: 0.5 s, not 5
     for (int i = 0; i < tries && (got = waitpid(L->jpid, &st, WNOHANG)) == 0; i++) usleep(10000);
     if (got == 0) {
-        fprintf(stderr, "reward label: the judge did not exit when its input ended: terminating it\n");
+        fprintf(stderr,
+                "reward label: the judge did not exit when its input ended: terminating it\n");
         kill(L->jpid, SIGTERM);
         while (waitpid(L->jpid, &st, 0) < 0 && errno == EINTR) {}
     }
@@ -221,13 +233,17 @@ static int judge_wait(int fd, short ev, double deadline) {
     }
 }
 
-static int judge_timeout_err(const Label *L, int64_t pid, const char *doing, char *err, size_t errlen) {
-    return util_err(err, errlen, "the judge (%s) %s prompt %lld within %g s (--judge-timeout): a judge must answer each request "
-                    "line as it arrives (one JSON line in, one line out, flushed), not read its input to the end first",
-                    L->judge, doing, (long long)pid, L->jtimeout);
+static int judge_timeout_err(const Label *L, int64_t pid, const char *doing, char *err,
+                             size_t errlen) {
+    return util_err(
+        err, errlen,
+        "the judge (%s) %s prompt %lld within %g s (--judge-timeout): a judge must answer each request "
+        "line as it arrives (one JSON line in, one line out, flushed), not read its input to the end first",
+        L->judge, doing, (long long)pid, L->jtimeout);
 }
 
-static int judge_write(Label *L, int64_t pid, const char *buf, size_t n, double deadline, char *err, size_t errlen) {
+static int judge_write(Label *L, int64_t pid, const char *buf, size_t n, double deadline, char *err,
+                       size_t errlen) {
     while (n > 0) {
         int w8 = judge_wait(L->jin, POLLOUT, deadline);
         if (w8 < 0) return util_err(err, errlen, "interrupted by %s while sending prompt %lld to the judge", cli_stop_name(), (long long)pid);
@@ -235,8 +251,10 @@ static int judge_write(Label *L, int64_t pid, const char *buf, size_t n, double 
         ssize_t k = write(L->jin, buf, n);
         if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
         if (k < 0)
-            return util_err(err, errlen, "the judge (%s) stopped reading (prompt %lld): %s; it exited or closed its input", L->judge,
-                            (long long)pid, strerror(errno));
+            return util_err(
+                err, errlen,
+                "the judge (%s) stopped reading (prompt %lld): %s; it exited or closed its input",
+                L->judge, (long long)pid, strerror(errno));
         buf += k;
         n -= (size_t)k;
     }
@@ -245,13 +263,17 @@ static int judge_write(Label *L, int64_t pid, const char *buf, size_t n, double 
 
 // Reads one line (at most REWARD_JUDGE_MAX_ANSWER bytes) from the judge into *reply (malloc'd,
 // without the line end).
-static int judge_read_line(Label *L, int64_t pid, char **reply, double deadline, char *err, size_t errlen) {
+static int judge_read_line(Label *L, int64_t pid, char **reply, double deadline, char *err,
+                           size_t errlen) {
     for (;;) {
         char *nl = L->jlen ? memchr(L->jbuf, '\n', L->jlen) : NULL;
         if (nl) {
             size_t n = (size_t)(nl - L->jbuf);
             if (memchr(L->jbuf, 0, n))
-                return util_err(err, errlen, "the judge's answer for prompt %lld holds a NUL byte: not a text line", (long long)pid);
+                return util_err(
+                    err, errlen,
+                    "the judge's answer for prompt %lld holds a NUL byte: not a text line",
+                    (long long)pid);
             char *r = MALLOC_CHECK(n + 1);
             memcpy(r, L->jbuf, n);
             r[n] = 0;
@@ -262,8 +284,12 @@ static int judge_read_line(Label *L, int64_t pid, char **reply, double deadline,
             return 0;
         }
         if (L->jlen > REWARD_JUDGE_MAX_ANSWER || (L->jlen && memchr(L->jbuf, 0, L->jlen)))
-            return util_err(err, errlen, "the judge's answer for prompt %lld is %s (%zu bytes read): not a ranking line", (long long)pid,
-                            L->jlen > REWARD_JUDGE_MAX_ANSWER ? "longer than 1 MiB" : "binary, with NUL bytes", L->jlen);
+            return util_err(
+                err, errlen,
+                "the judge's answer for prompt %lld is %s (%zu bytes read): not a ranking line",
+                (long long)pid,
+                L->jlen > REWARD_JUDGE_MAX_ANSWER ? "longer than 1 MiB" : "binary, with NUL bytes",
+                L->jlen);
         int w8 = judge_wait(L->jout, POLLIN, deadline);
         if (w8 < 0) return util_err(err, errlen, "interrupted by %s while waiting for the judge's answer to prompt %lld", cli_stop_name(), (long long)pid);
         if (w8 == 0) return judge_timeout_err(L, pid, "did not answer", err, errlen);
@@ -274,15 +300,18 @@ static int judge_read_line(Label *L, int64_t pid, char **reply, double deadline,
         ssize_t k = read(L->jout, L->jbuf + L->jlen, L->jcap - L->jlen);
         if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
         if (k <= 0)
-            return util_err(err, errlen, "the judge (%s) %s without answering prompt %lld (%s)", L->judge,
-                            k == 0 ? "exited" : "could not be read", (long long)pid,
-                            k < 0 ? strerror(errno) : L->jlen ? "its last output had no line end" : "it exited or closed its output");
+            return util_err(err, errlen, "the judge (%s) %s without answering prompt %lld (%s)",
+                            L->judge, k == 0 ? "exited" : "could not be read", (long long)pid,
+                            k < 0     ? strerror(errno)
+                            : L->jlen ? "its last output had no line end"
+                                      : "it exited or closed its output");
         L->jlen += (size_t)k;
     }
 }
 
 // Sends the prompt and reads the reply line into *reply (malloc'd, without the newline).
-static int judge_ask(Label *L, int64_t pid, const char *prompt, const Comps *c, char **reply, char *err, size_t errlen) {
+static int judge_ask(Label *L, int64_t pid, const char *prompt, const Comps *c, char **reply,
+                     char *err, size_t errlen) {
     cJSON *o = cJSON_CreateObject(), *arr = cJSON_CreateArray();
     char *p = rm_text_clean(prompt, 0);
     cJSON_AddNumberToObject(o, "prompt_id", (double)pid);
@@ -318,8 +347,8 @@ static int judge_ask(Label *L, int64_t pid, const char *prompt, const Comps *c, 
 
 static void show(Label *L, int64_t pid, const StorePrompt *p, const Comps *c) {
     char *t = rm_text_clean(p->text, 0);
-    printf("\n---- prompt %lld (%s) -- %lld ranked, %lld skipped this session ----\n%s\n\n", (long long)pid, p->split,
-           (long long)L->ranked, (long long)L->skipped, t);
+    printf("\n---- prompt %lld (%s) -- %lld ranked, %lld skipped this session ----\n%s\n\n",
+           (long long)pid, p->split, (long long)L->ranked, (long long)L->skipped, t);
     free(t);
     for (int i = 0; i < c->n; i++) {
         char *x = rm_text_clean(c->text[i], 0);
@@ -346,10 +375,12 @@ static int push_undo(Label *L, int64_t rid, int64_t pid) {
     return 0;
 }
 
-static int commit(Label *L, int64_t pid, const Comps *c, const int *ranks, const char *comment, int64_t *rid, char *err, size_t errlen) {
+static int commit(Label *L, int64_t pid, const Comps *c, const int *ranks, const char *comment,
+                  int64_t *rid, char *err, size_t errlen) {
     StoreRankItem items[REWARD_MAX_K];
     for (int i = 0; i < c->n; i++) { items[i].completion_id = c->id[i]; items[i].rank = ranks[i]; }
-    if (store_add_ranking(L->db, pid, L->labeler_id, items, c->n, comment, rid, err, errlen)) return -1;
+    if (store_add_ranking(L->db, pid, L->labeler_id, items, c->n, comment, rid, err, errlen))
+        return -1;
     push_undo(L, *rid, pid);
     L->ranked++;
     return 0;
@@ -373,13 +404,17 @@ static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t e
         if (n < 0) { putchar('\n'); rc = QUIT; break; }
         RewardAnswer a;
         char perr[512];
-        if (reward_parse_answer(line, c->n, 0, &a, perr, sizeof perr)) { printf("%s\n", perr); continue; }
+        if (reward_parse_answer(line, c->n, 0, &a, perr, sizeof perr)) {
+            printf("%s\n", perr);
+            continue;
+        }
         if (a.kind == REWARD_ANSWER_NONE) continue;
         if (a.kind == REWARD_ANSWER_QUIT) { rc = QUIT; break; }
         if (a.kind == REWARD_ANSWER_HELP) {
-            printf("Rank the completions best first: 2>1>3; '=' marks a tie (2>1=3); '# text' adds a comment.\n"
-                   "s: skip this prompt (you will not see it again)  u: undo your last ranking  q: quit\n"
-                   "Each ranking is saved the moment you press Enter.\n");
+            printf(
+                "Rank the completions best first: 2>1>3; '=' marks a tie (2>1=3); '# text' adds a comment.\n"
+                "s: skip this prompt (you will not see it again)  u: undo your last ranking  q: quit\n"
+                "Each ranking is saved the moment you press Enter.\n");
             continue;
         }
         if (a.kind == REWARD_ANSWER_SKIP) {
@@ -394,14 +429,16 @@ static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t e
             // delete and claim back in one transaction: nobody else can take the prompt meanwhile
             if (store_begin(L->db, err, errlen)) { rc = -1; break; }
             if (store_delete_ranking(L->db, rid, err, errlen) ||
-                store_claim_prompt_id(L->db, L->labeler_id, upid, L->co.lease_s, err, errlen) || store_commit(L->db, err, errlen)) {
+                store_claim_prompt_id(L->db, L->labeler_id, upid, L->co.lease_s, err, errlen) ||
+                store_commit(L->db, err, errlen)) {
                 store_rollback(L->db, NULL, 0);
                 rc = -1;
                 break;
             }
             L->nundo--;
             L->ranked--;
-            printf("undone: ranking %lld of prompt %lld; it comes back\n", (long long)rid, (long long)upid);
+            printf("undone: ranking %lld of prompt %lld; it comes back\n", (long long)rid,
+                   (long long)upid);
             break;   // this prompt stays claimed: both come back, the lower id first
         }
         int64_t rid;
@@ -420,16 +457,23 @@ static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t e
     return rc;
 }
 
-static int ask_judge(Label *L, int64_t pid, const char *prompt, const Comps *c, char *err, size_t errlen) {
+static int ask_judge(Label *L, int64_t pid, const char *prompt, const Comps *c, char *err,
+                     size_t errlen) {
     char *reply = NULL;
     if (judge_ask(L, pid, prompt, c, &reply, err, errlen)) return -1;
     RewardAnswer a;
     char perr[512];
     int rc = -1;
-    if (reward_parse_answer(reply, c->n, 1, &a, perr, sizeof perr)) util_err(err, errlen, "the judge's answer for prompt %lld: %s", (long long)pid, perr);
-    else if (a.kind == REWARD_ANSWER_NONE) util_err(err, errlen, "the judge's answer for prompt %lld is an empty line", (long long)pid);
+    if (reward_parse_answer(reply, c->n, 1, &a, perr, sizeof perr))
+        util_err(err, errlen, "the judge's answer for prompt %lld: %s", (long long)pid, perr);
+    else if (a.kind == REWARD_ANSWER_NONE)
+        util_err(err, errlen, "the judge's answer for prompt %lld is an empty line",
+                 (long long)pid);
     else if (a.kind == REWARD_ANSWER_SKIP) {
-        if (store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen) == 0) { L->skipped++; rc = NEXT; }
+        if (store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen) == 0) {
+            L->skipped++;
+            rc = NEXT;
+        }
     } else {
         int64_t rid;
         if (commit(L, pid, c, a.ranks, a.comment, &rid, err, errlen) == 0) rc = NEXT;
@@ -445,8 +489,10 @@ static int ask_judge(Label *L, int64_t pid, const char *prompt, const Comps *c, 
 static int session(Label *L, char *err, size_t errlen) {
     int interactive = !L->judge;
     if (interactive)
-        printf("Labeling as %s in %s. Rank the completions best first (2>1=3); s skip, u undo, q quit, ? help.\n"
-               "Each ranking is saved the moment you press Enter.\n", L->labeler, L->db_path);
+        printf(
+            "Labeling as %s in %s. Rank the completions best first (2>1=3); s skip, u undo, q quit, ? help.\n"
+            "Each ranking is saved the moment you press Enter.\n",
+            L->labeler, L->db_path);
     CliProgress pr;
     cli_progress_start(&pr, stderr, "reward label", L->limit);
     for (;;) {
@@ -466,11 +512,17 @@ static int session(Label *L, char *err, size_t errlen) {
         StorePrompt p = {0};
         Comps c;
         char e2[512];
-        if (store_get_prompt(L->db, pid, &p, err, errlen)) { store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2); return -1; }
+        if (store_get_prompt(L->db, pid, &p, err, errlen)) {
+            store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2);
+            return -1;
+        }
         if (gather(L, pid, p.text, &c, err, errlen)) {
             comps_free(&c);
             store_prompt_free(&p);
-            if (!L->policy) { store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2); return -1; }
+            if (!L->policy) {
+                store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2);
+                return -1;
+            }
             // a prompt the policy cannot answer (too long, not UTF-8): not this labeler's to rank
             fprintf(stderr, "reward label: prompt %lld skipped: %s\n", (long long)pid, err);
             if (store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen)) return -1;
@@ -479,7 +531,9 @@ static int session(Label *L, char *err, size_t errlen) {
         }
         int rc;
         if (c.n < 2) {
-            fprintf(stderr, "reward label: prompt %lld has fewer than 2 distinct completions: skipped\n", (long long)pid);
+            fprintf(stderr,
+                    "reward label: prompt %lld has fewer than 2 distinct completions: skipped\n",
+                    (long long)pid);
             rc = store_release_prompt(L->db, L->labeler_id, pid, 1, err, errlen) ? -1 : NEXT;
             L->skipped++;
         } else if (interactive) {
@@ -490,7 +544,10 @@ static int session(Label *L, char *err, size_t errlen) {
         store_prompt_free(&p);
         if (rc != NEXT) {
             // give the prompt back so that another session can take it at once
-            if (store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2) && rc >= 0) { snprintf(err, errlen, "%s", e2); return -1; }
+            if (store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2) && rc >= 0) {
+                snprintf(err, errlen, "%s", e2);
+                return -1;
+            }
             if (rc < 0) return -1;
             break;
         }
@@ -527,14 +584,16 @@ int cmd_label(int argc, char **argv) {
     memset(&L, 0, sizeof L);
     L.k = 4;
     L.seed = 1234;
-    L.g = (GenConfig){.max_new_tokens = 64, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    L.g = (GenConfig){.max_new_tokens = 64,
+                      .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
     const char *tokdir = NULL, *tmpl = NULL;
     L.prefix = DATASET_DEFAULT_RESPONSE_PREFIX;
     L.jin = L.jout = -1;
     L.jtimeout = 60;
     char err[1024];
     int rc = 1, started = 0, status;
-    int64_t k = L.k, max_new = L.g.max_new_tokens, top_k = L.g.sampler.top_k, seed = (int64_t)L.seed;
+    int64_t k = L.k, max_new = L.g.max_new_tokens, top_k = L.g.sampler.top_k,
+            seed = (int64_t)L.seed;
     int64_t overlap = 0;
     double temperature = L.g.sampler.temperature, top_p = L.g.sampler.top_p;
     CliOption opts[] = {
@@ -557,7 +616,8 @@ int cmd_label(int argc, char **argv) {
         CLI_DOUBLE("--judge-timeout", &L.jtimeout, 0.001, 1e9),
         CLI_DOUBLE("--lease", &L.co.lease_s, 1, 1e9),
         {0}};
-    CliCommand cmd = {.prog = "reward label", .usage = label_usage, .opts = opts, .value_status = 1};
+    CliCommand cmd = {
+        .prog = "reward label", .usage = label_usage, .opts = opts, .value_status = 1};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
     L.k = (int)k;
     L.g.max_new_tokens = (int)max_new;
@@ -567,41 +627,57 @@ int cmd_label(int argc, char **argv) {
     L.seed = (uint64_t)seed;
     L.co.overlap = (int)overlap;
     if (!*L.labeler) { snprintf(err, sizeof err, "--labeler is empty"); goto bad; }
-    if (L.co.split && !store_split_valid(L.co.split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", L.co.split); goto bad; }
+    if (L.co.split && !store_split_valid(L.co.split)) {
+        snprintf(err, sizeof err, "--split '%s': expected train, valid or test", L.co.split);
+        goto bad;
+    }
     if (L.judge && !*L.judge) { snprintf(err, sizeof err, "--judge is empty"); goto bad; }
     L.co.min_completions = L.policy ? 0 : 2;
     signal(SIGPIPE, SIG_IGN);   // a judge that dies shows up as a write error, not a silent exit
     // the judge first, while this process holds no database and no model
     if (L.judge && judge_start(&L, err, sizeof err)) goto bad;
-    if (store_open(&L.db, L.db_path, err, sizeof err) || store_add_labeler(L.db, L.labeler, &L.labeler_id, err, sizeof err)) goto out;
+    if (store_open(&L.db, L.db_path, err, sizeof err) ||
+        store_add_labeler(L.db, L.labeler, &L.labeler_id, err, sizeof err))
+        goto out;
     if (L.policy) {
-        if (ckpt_load_model(L.policy, &L.pol, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err)) goto out;
+        if (ckpt_load_model(L.policy, &L.pol, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err))
+            goto out;
         L.has_policy = 1;
-        if (!L.pol.config.lm_head) { snprintf(err, sizeof err, "%s has no LM head: --policy needs a language model", L.policy); goto out; }
+        if (!L.pol.config.lm_head) {
+            snprintf(err, sizeof err, "%s has no LM head: --policy needs a language model",
+                     L.policy);
+            goto out;
+        }
         char terr[TOK_ERR_LEN];
         if (tok_load(&L.tok, tokdir ? tokdir : L.policy, terr)) { snprintf(err, sizeof err, "%s", terr); goto out; }
-        DatasetOptions o = {.prompt_template = tmpl, .response_prefix = L.prefix, .max_tokens = L.pol.config.max_seq_len};
+        DatasetOptions o = {.prompt_template = tmpl,
+                            .response_prefix = L.prefix,
+                            .max_tokens = L.pol.config.max_seq_len};
         if (dataset_create(&L.ds, L.tok, &o, err, sizeof err)) goto out;
-        if (kv_init(&L.kv, &L.pol, L.k, L.pol.config.max_seq_len, L.k * 64, err, sizeof err)) goto out;
+        if (kv_init(&L.kv, &L.pol, L.k, L.pol.config.max_seq_len, L.k * 64, err, sizeof err))
+            goto out;
         sampler_init(&L.sm, L.pol.config.vocab_size);
         L.g.eot_id = tok_eot(L.tok);
     }
     started = 1;
     cli_stop_defer();   // from here on a signal ends the session cleanly: the prompt given back
-    if (!L.judge) setvbuf(stdin, NULL, _IONBF, 0);   // poll on fd 0 then sees every byte not yet read
+    if (!L.judge) setvbuf(stdin, NULL, _IONBF, 0); // poll on fd 0 then sees every byte not yet read
     if (session(&L, err, sizeof err) == 0) rc = cli_stop_signal() ? cli_stop_code() : 0;
 out:
     if (L.judge) {
         int js = judge_stop(&L);
-        if (js != 0 && rc == 0) fprintf(stderr, "reward label: warning: the judge exited with status %d\n", js);
+        if (js != 0 && rc == 0)
+            fprintf(stderr, "reward label: warning: the judge exited with status %d\n", js);
     }
     if (started)
-        fprintf(stderr, "reward label: %lld rankings saved, %lld prompts skipped in this session\n", (long long)L.ranked, (long long)L.skipped);
+        fprintf(stderr, "reward label: %lld rankings saved, %lld prompts skipped in this session\n",
+                (long long)L.ranked, (long long)L.skipped);
     if (rc == cli_stop_code() && cli_stop_signal()) {
         fprintf(stderr, "reward label: interrupted by %s; the rankings entered are saved\n", cli_stop_name());
         rc = -rc;   // not an error message
     }
-    if (rc > 0) fprintf(stderr, "reward label: %s\n", err);   // the error last: one line, what went wrong
+    if (rc > 0)
+        fprintf(stderr, "reward label: %s\n", err); // the error last: one line, what went wrong
     if (rc < 0) rc = -rc;
     if (rc == 1 && cli_stop_signal()) rc = cli_stop_code();
     if (L.has_policy) {

@@ -11,13 +11,18 @@
 
 #define CONT "\n                                               "   // a help line's continuation
 static const CliSubcommand commands[] = {
-    {"import", cmd_import, "--workspace DB FILE.jsonl...        add rankings from files (pairwise, Anthropic-HH"
-                           CONT "transcripts, K-wise); a file imported twice adds nothing"},
-    {"label", cmd_label, "--workspace DB --labeler NAME       rank completions in the terminal, or with --judge CMD"},
-    {"train", cmd_train, "-c CONFIG.yaml [--set KEY=VALUE]    train a reward model on the workspace's rankings"},
-    {"score", cmd_score, "CKPT (--workspace DB | --input FILE) score completions (stored, or printed as JSONL)"},
-    {"inspect", cmd_inspect, "CKPT --workspace DB [--json]        scores, accuracy against the rankings, agreement,"
-                             CONT "calibration, the most confident mistakes"},
+    {"import", cmd_import,
+     "--workspace DB FILE.jsonl...        add rankings from files (pairwise, Anthropic-HH" CONT
+     "transcripts, K-wise); a file imported twice adds nothing"},
+    {"label", cmd_label,
+     "--workspace DB --labeler NAME       rank completions in the terminal, or with --judge CMD"},
+    {"train", cmd_train,
+     "-c CONFIG.yaml [--set KEY=VALUE]    train a reward model on the workspace's rankings"},
+    {"score", cmd_score,
+     "CKPT (--workspace DB | --input FILE) score completions (stored, or printed as JSONL)"},
+    {"inspect", cmd_inspect,
+     "CKPT --workspace DB [--json]        scores, accuracy against the rankings, agreement," CONT
+     "calibration, the most confident mistakes"},
     {0}};
 
 int main(int argc, char **argv) {
@@ -26,8 +31,8 @@ int main(int argc, char **argv) {
     // killing us
     signal(SIGXFSZ, SIG_IGN);
     if (argc >= 2) cli_stop_install("reward");
-    CliProgram prog = {.prog = "reward",
-                       .head = "usage: reward COMMAND [ARGS]   (reward COMMAND --help for each)\n\n",
-                       .cmds = commands, .name_width = 8};
+    static const char head[] =
+        "usage: reward COMMAND [ARGS]   (reward COMMAND --help for each)\n\n";
+    CliProgram prog = {.prog = "reward", .head = head, .cmds = commands, .name_width = 8};
     return cli_program_run(&prog, argc, argv);
 }

@@ -19,20 +19,24 @@
 // The scorer
 // ---------------------------------------------------------------------------------------------
 
-static int make_dataset(RmScorer *s, const char *tmpl, const char *prefix, int max_tokens, char *err, size_t errlen) {
+static int make_dataset(RmScorer *s, const char *tmpl, const char *prefix, int max_tokens,
+                        char *err, size_t errlen) {
     s->prefix = STRDUP_CHECK(prefix ? prefix : DATASET_DEFAULT_RESPONSE_PREFIX);
-    DatasetOptions o = {.prompt_template = tmpl, .response_prefix = s->prefix, .max_tokens = max_tokens};
+    DatasetOptions o = {
+        .prompt_template = tmpl, .response_prefix = s->prefix, .max_tokens = max_tokens};
     return dataset_create(&s->ds, s->tok, &o, err, errlen);
 }
 
-int rm_scorer_open(RmScorer *s, const char *ckpt, const char *tokdir, const char *tmpl, const char *prefix,
-                   int B, char *err, size_t errlen) {
+int rm_scorer_open(RmScorer *s, const char *ckpt, const char *tokdir, const char *tmpl,
+                   const char *prefix, int B, char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
     s->B = B;
     snprintf(s->ckpt, sizeof s->ckpt, "%s", ckpt);
     ModelConfig c;
     if (ckpt_load_config(ckpt, &c, NULL, err, errlen)) return -1;
-    if (!c.score_head) return util_err(err, errlen, "%s has no score head (score.weight): not a reward model", ckpt);
+    if (!c.score_head)
+        return util_err(err, errlen, "%s has no score head (score.weight): not a reward model",
+                        ckpt);
     char terr[TOK_ERR_LEN];
     if (tok_load(&s->tok, tokdir && *tokdir ? tokdir : ckpt, terr)) return util_err(err, errlen, "%s", terr);
     s->tok_owned = 1;
@@ -78,7 +82,8 @@ static int ensure_model(RmScorer *s, int T, char *err, size_t errlen) {
 typedef struct { int32_t len; int64_t idx; } LenIdx;
 static int by_len(const void *a, const void *b) {
     const LenIdx *x = a, *y = b;
-    return x->len != y->len ? (x->len < y->len) - (x->len > y->len) : (x->idx > y->idx) - (x->idx < y->idx);
+    return x->len != y->len ? (x->len < y->len) - (x->len > y->len)
+                            : (x->idx > y->idx) - (x->idx < y->idx);
 }
 
 int rm_score_texts(RmScorer *s, int64_t n, const char *const *prompts, const char *const *responses,
@@ -86,7 +91,8 @@ int rm_score_texts(RmScorer *s, int64_t n, const char *const *prompts, const cha
     if (n_truncated) *n_truncated = 0;
     if (n == 0) return 0;
     int max_len = s->m ? s->m->max_T : s->own.config.max_seq_len;
-    int64_t *off = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t)), *order = MALLOC_CHECK((size_t)n * sizeof(int64_t));
+    int64_t *off = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t)),
+            *order = MALLOC_CHECK((size_t)n * sizeof(int64_t));
     LenIdx *li = MALLOC_CHECK((size_t)n * sizeof(LenIdx));
     int32_t *len = MALLOC_CHECK((size_t)n * sizeof(int32_t));
     TokIds all = {0};
@@ -95,7 +101,8 @@ int rm_score_texts(RmScorer *s, int64_t n, const char *const *prompts, const cha
         int trunc;
         off[i] = (int64_t)all.n;
         char e[512];
-        if (reward_encode(s->ds, s->tok, s->prefix, prompts[i], responses[i], max_len, &all, &trunc, e, sizeof e)) {
+        if (reward_encode(s->ds, s->tok, s->prefix, prompts[i], responses[i], max_len, &all, &trunc,
+                          e, sizeof e)) {
             util_err(err, errlen, "item %lld: %s", (long long)i + 1, e);
             goto done;
         }
@@ -112,8 +119,10 @@ int rm_score_texts(RmScorer *s, int64_t n, const char *const *prompts, const cha
     for (int64_t i = 0; i < n; i++) order[i] = li[i].idx;
     Model *m = s->m;
     int B = m->max_B, T = m->max_T;
-    int32_t *tokens = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)), *lengths = MALLOC_CHECK((size_t)B * sizeof(int32_t));
-    float *values = MALLOC_CHECK((size_t)B * T * sizeof(float)), *scores = MALLOC_CHECK((size_t)B * sizeof(float));
+    int32_t *tokens = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)),
+            *lengths = MALLOC_CHECK((size_t)B * sizeof(int32_t));
+    float *values = MALLOC_CHECK((size_t)B * T * sizeof(float)),
+          *scores = MALLOC_CHECK((size_t)B * sizeof(float));
     CliProgress pr;
     int show = s->verbose && n >= 2000;
     if (show) cli_progress_start(&pr, stderr, "scoring", n);
@@ -127,7 +136,13 @@ int rm_score_texts(RmScorer *s, int64_t n, const char *const *prompts, const cha
             memcpy(tokens + (size_t)j * Tb, all.ids + off[it], (size_t)len[it] * sizeof(int32_t));
         }
         ModelBatch mb = {.B = b, .T = Tb, .tokens = tokens, .lengths = lengths};
-        if (reward_forward(m, &mb, values, scores, err, errlen)) { free(tokens); free(lengths); free(values); free(scores); goto done; }
+        if (reward_forward(m, &mb, values, scores, err, errlen)) {
+            free(tokens);
+            free(lengths);
+            free(values);
+            free(scores);
+            goto done;
+        }
         for (int j = 0; j < b; j++) out[order[i0 + j]] = scores[j];
         if (show) cli_progress_update(&pr, i0 + b, NULL);
     }
@@ -183,18 +198,26 @@ void rm_comp_list_free(CompList *l) {
     memset(l, 0, sizeof *l);
 }
 
-int rm_list_completions(Store *st, const char *split, const char *unscored_by, CompList *l, char *err, size_t errlen) {
+int rm_list_completions(Store *st, const char *split, const char *unscored_by, CompList *l,
+                        char *err, size_t errlen) {
     memset(l, 0, sizeof *l);
-    if (!split) return store_each_completion(st, 0, unscored_by, collect_completion, l, err, errlen);
+    if (!split)
+        return store_each_completion(st, 0, unscored_by, collect_completion, l, err, errlen);
     CompList all = {0};
-    if (store_each_completion(st, 0, unscored_by, collect_completion, &all, err, errlen)) { rm_comp_list_free(&all); return -1; }
+    if (store_each_completion(st, 0, unscored_by, collect_completion, &all, err, errlen)) {
+        rm_comp_list_free(&all);
+        return -1;
+    }
     // keep those whose prompt is in the split
     StorePrompt p = {0};
     int64_t keep = 0;
     for (int64_t i = 0; i < all.n; i++) {
         if (p.id != all.pid[i]) {
             store_prompt_free(&p);
-            if (store_get_prompt(st, all.pid[i], &p, err, errlen)) { rm_comp_list_free(&all); return -1; }
+            if (store_get_prompt(st, all.pid[i], &p, err, errlen)) {
+                rm_comp_list_free(&all);
+                return -1;
+            }
         }
         if (!strcmp(p.split, split)) {
             all.cid[keep] = all.cid[i]; all.pid[keep] = all.pid[i];
@@ -235,7 +258,10 @@ static int score_file(RmScorer *sc, const char *path, char *err, size_t errlen) 
         if (nl) *nl = 0;
         lineno++;
         size_t l = strlen(p);
-        if ((size_t)((nl ? nl : data + len) - p) != l) { util_err(err, errlen, "%s:%lld: a NUL byte in the line", name, (long long)lineno); goto done; }
+        if ((size_t)((nl ? nl : data + len) - p) != l) {
+            util_err(err, errlen, "%s:%lld: a NUL byte in the line", name, (long long)lineno);
+            goto done;
+        }
         while (l && p[l - 1] == '\r') p[--l] = 0;
         if (lineno == 1 && !strncmp(p, "\xEF\xBB\xBF", 3)) p += 3;
         const char *q = p;
@@ -245,20 +271,24 @@ static int score_file(RmScorer *sc, const char *path, char *err, size_t errlen) 
         cJSON *o = cJSON_ParseWithOpts(p, &eptr, 1);
         if (!o || !cJSON_IsObject(o)) {
             cJSON_Delete(o);
-            util_err(err, errlen, "%s:%lld: %s", name, (long long)lineno, o ? "expected a JSON object" : "bad JSON");
+            util_err(err, errlen, "%s:%lld: %s", name, (long long)lineno,
+                     o ? "expected a JSON object" : "bad JSON");
             goto done;
         }
-        const cJSON *jp = cJSON_GetObjectItemCaseSensitive(o, "prompt"), *jc = cJSON_GetObjectItemCaseSensitive(o, "completion");
+        const cJSON *jp = cJSON_GetObjectItemCaseSensitive(o, "prompt"),
+                    *jc = cJSON_GetObjectItemCaseSensitive(o, "completion");
         if (!jc) jc = cJSON_GetObjectItemCaseSensitive(o, "response");
         if (!cJSON_IsString(jp) || !cJSON_IsString(jc)) {
             cJSON_Delete(o);
-            util_err(err, errlen, "%s:%lld: expected {\"prompt\": string, \"completion\": string}", name, (long long)lineno);
+            util_err(err, errlen, "%s:%lld: expected {\"prompt\": string, \"completion\": string}",
+                     name, (long long)lineno);
             goto done;
         }
         size_t lp = strlen(jp->valuestring);
         if (rm_utf8_valid_len(jp->valuestring, lp) != lp) {
             cJSON_Delete(o);
-            util_err(err, errlen, "%s:%lld: \"prompt\" is not valid UTF-8", name, (long long)lineno);
+            util_err(err, errlen, "%s:%lld: \"prompt\" is not valid UTF-8", name,
+                     (long long)lineno);
             goto done;
         }
         if (n == cap) {
@@ -270,7 +300,11 @@ static int score_file(RmScorer *sc, const char *path, char *err, size_t errlen) 
         objs[n] = o; pr[n] = jp->valuestring; rs[n] = jc->valuestring;
         n++;
     }
-    if (n == 0) { util_err(err, errlen, "%s: no lines to score (expected {\"prompt\", \"completion\"} lines)", name); goto done; }
+    if (n == 0) {
+        util_err(err, errlen, "%s: no lines to score (expected {\"prompt\", \"completion\"} lines)",
+                 name);
+        goto done;
+    }
     double *scores = MALLOC_CHECK((size_t)n * sizeof(double));
     int64_t ntr;
     if (rm_score_texts(sc, n, pr, rs, scores, &ntr, err, errlen)) { free(scores); goto done; }
@@ -283,7 +317,8 @@ static int score_file(RmScorer *sc, const char *path, char *err, size_t errlen) 
         free(s);
     }
     free(scores);
-    fprintf(stderr, "reward score: %lld completions scored%s\n", (long long)n, ntr ? " (some longer than the context: their last tokens were scored)" : "");
+    fprintf(stderr, "reward score: %lld completions scored%s\n", (long long)n,
+            ntr ? " (some longer than the context: their last tokens were scored)" : "");
     rc = 0;
 done:
     for (int64_t i = 0; i < n; i++) cJSON_Delete(objs[i]);
@@ -312,14 +347,26 @@ int cmd_score(int argc, char **argv) {
         CLI_INT("--batch", &B, 1, 4096),
         CLI_INT("--threads", &threads, 0, 4096),
         {0}};
-    CliCommand cmd = {.prog = "reward score", .usage = score_usage, .opts = opts, .arg_name = "CKPT",
-                      .arg = &ckpt, .args_min = 1, .value_status = 1};
+    CliCommand cmd = {.prog = "reward score",
+                      .usage = score_usage,
+                      .opts = opts,
+                      .arg_name = "CKPT",
+                      .arg = &ckpt,
+                      .args_min = 1,
+                      .value_status = 1};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
-    if (!ws == !input) return cli_usage_error(&cmd, "give --workspace DB or --input FILE (one of them)");
-    if (split && !store_split_valid(split)) { snprintf(err, sizeof err, "--split '%s': expected train, valid or test", split); goto bad; }
+    if (!ws == !input)
+        return cli_usage_error(&cmd, "give --workspace DB or --input FILE (one of them)");
+    if (split && !store_split_valid(split)) {
+        snprintf(err, sizeof err, "--split '%s': expected train, valid or test", split);
+        goto bad;
+    }
     if (threads > 0) omp_set_num_threads((int)threads);
     RmScorer sc;
-    if (rm_scorer_open(&sc, ckpt, tokdir, tmpl, prefix, (int)B, err, sizeof err)) { rm_scorer_close(&sc); goto bad; }
+    if (rm_scorer_open(&sc, ckpt, tokdir, tmpl, prefix, (int)B, err, sizeof err)) {
+        rm_scorer_close(&sc);
+        goto bad;
+    }
     sc.verbose = 1;
     int rc = 1;
     if (input) {
@@ -333,23 +380,36 @@ int cmd_score(int argc, char **argv) {
     rm_model_name(ckpt, name, mname, sizeof mname);
     CompList l = {0};
     double *scores = NULL;
-    if (store_open(&st, ws, err, sizeof err) || rm_list_completions(st, split, all ? NULL : mname, &l, err, sizeof err)) goto out;
+    if (store_open(&st, ws, err, sizeof err) ||
+        rm_list_completions(st, split, all ? NULL : mname, &l, err, sizeof err))
+        goto out;
     scores = MALLOC_CHECK((size_t)(l.n ? l.n : 1) * sizeof(double));
     int64_t ntr;
-    if (rm_score_texts(&sc, l.n, (const char *const *)l.prompt, (const char *const *)l.text, scores, &ntr, err, sizeof err)) goto out;
+    if (rm_score_texts(&sc, l.n, (const char *const *)l.prompt, (const char *const *)l.text, scores,
+                       &ntr, err, sizeof err))
+        goto out;
     if (store_begin(st, err, sizeof err)) goto out;
     for (int64_t i = 0; i < l.n; i++)
-        if (store_set_reward_score(st, mname, l.cid[i], scores[i], err, sizeof err)) { store_rollback(st, NULL, 0); goto out; }
+        if (store_set_reward_score(st, mname, l.cid[i], scores[i], err, sizeof err)) {
+            store_rollback(st, NULL, 0);
+            goto out;
+        }
     if (store_commit(st, err, sizeof err)) goto out;
     double sum = 0, sq = 0;
     for (int64_t i = 0; i < l.n; i++) {
         sum += scores[i]; sq += scores[i] * scores[i];
-        if (print) printf("{\"completion_id\":%lld,\"prompt_id\":%lld,\"score\":%.9g}\n", (long long)l.cid[i], (long long)l.pid[i], scores[i]);
+        if (print)
+            printf("{\"completion_id\":%lld,\"prompt_id\":%lld,\"score\":%.9g}\n",
+                   (long long)l.cid[i], (long long)l.pid[i], scores[i]);
     }
     double mean = l.n ? sum / l.n : 0, sd = l.n ? sqrt(fmax(0, sq / l.n - mean * mean)) : 0;
-    fprintf(stderr, "reward score: %lld completions scored and stored as '%s' (mean %.4f, std %.4f)%s\n", (long long)l.n, mname,
-            mean, sd, ntr ? "; some were longer than the context (their last tokens were scored)" : "");
-    if (l.n == 0) fprintf(stderr, "reward score: nothing to score%s\n", all ? "" : " (every completion has a score from this model; --all re-scores)");
+    fprintf(stderr,
+            "reward score: %lld completions scored and stored as '%s' (mean %.4f, std %.4f)%s\n",
+            (long long)l.n, mname, mean, sd,
+            ntr ? "; some were longer than the context (their last tokens were scored)" : "");
+    if (l.n == 0)
+        fprintf(stderr, "reward score: nothing to score%s\n",
+                all ? "" : " (every completion has a score from this model; --all re-scores)");
     rc = 0;
 out:
     if (rc) fprintf(stderr, "reward score: %s\n", err);

@@ -67,7 +67,8 @@ static const char *ep_usage =
 
 typedef struct {
     // settings
-    const char *a, *b, *prompts_path, *reward, *reference, *pretrain, *tokdir, *responses_path, *workspace, *name;
+    const char *a, *b, *prompts_path, *reward, *reference, *pretrain, *tokdir, *responses_path,
+        *workspace, *name;
     int64_t samples, max_new, seed, bootstrap, batch, max_prompts;
     double temperature, judge_noise;
     int json;
@@ -94,7 +95,12 @@ typedef struct {
     int64_t pretrain_tokens;
 } PolicyOut;
 
-#define EFAIL(...) do { fprintf(stderr, "rlhf eval-policy: " __VA_ARGS__); fputc('\n', stderr); return -1; } while (0)
+#define EFAIL(...)                                                                                 \
+    do {                                                                                           \
+        fprintf(stderr, "rlhf eval-policy: " __VA_ARGS__);                                         \
+        fputc('\n', stderr);                                                                       \
+        return -1;                                                                                 \
+    } while (0)
 
 // ---------------------------------------------------------------------------------------------
 // Loading
@@ -118,7 +124,8 @@ static int load_prompts(Eval *e) {
             cJSON *p = j ? cJSON_GetObjectItemCaseSensitive(j, "prompt") : NULL;
             if (!cJSON_IsString(p) || !*p->valuestring) {
                 fprintf(stderr, "rlhf eval-policy: %s:%lld: %s\n", e->prompts_path, (long long)line,
-                        !j ? "invalid JSON" : "expected an object with a non-empty \"prompt\" string");
+                        !j ? "invalid JSON"
+                           : "expected an object with a non-empty \"prompt\" string");
                 rc = -1;
             } else if (!e->max_prompts || e->n_prompts < e->max_prompts) {
                 if ((size_t)e->n_prompts == cap) {
@@ -155,7 +162,8 @@ static int encode_prompts(Eval *e) {
             dataset_free(ds);
             EFAIL("%s: prompt %lld: %s", e->prompts_path, (long long)i + 1, err);
         }
-        if ((int64_t)e->prompt_ids[i].n > e->longest_prompt) e->longest_prompt = (int64_t)e->prompt_ids[i].n;
+        if ((int64_t)e->prompt_ids[i].n > e->longest_prompt)
+            e->longest_prompt = (int64_t)e->prompt_ids[i].n;
     }
     dataset_free(ds);
     return 0;
@@ -170,7 +178,10 @@ static int load_lm(const char *dir, Model *m, int max_B, const Eval *e, const ch
     if (ckpt_check_tokenizer(dir, c.vocab_size, e->tokdir ? e->tokdir : e->a, tok_vocab_size(e->tok), err, sizeof err)) EFAIL("%s: %s", role, err);
     c.score_head = 0;
     if (model_init(m, &c, max_B, c.max_seq_len, 0, 0, err, sizeof err) ||
-        ckpt_load_weights(dir, m, CKPT_IGNORE_SCORE, err, sizeof err)) { model_free(m); EFAIL("%s: %s", role, err); }
+        ckpt_load_weights(dir, m, CKPT_IGNORE_SCORE, err, sizeof err)) {
+        model_free(m);
+        EFAIL("%s: %s", role, err);
+    }
     return 0;
 }
 
@@ -181,8 +192,9 @@ static int check_lm(const char *dir, const Eval *e, const char *role) {
     if (ckpt_load_config(dir, &c, NULL, err, sizeof err)) EFAIL("%s: %s", role, err);
     if (!c.lm_head) EFAIL("%s: %s is a reward/value model without an LM head", role, dir);
     if (e->longest_prompt + e->max_new > c.max_seq_len)
-        EFAIL("%s: a prompt of %lld tokens plus --max-new %lld exceeds the context of %d; lower --max-new",
-              role, (long long)e->longest_prompt, (long long)e->max_new, c.max_seq_len);
+        EFAIL(
+            "%s: a prompt of %lld tokens plus --max-new %lld exceeds the context of %d; lower --max-new",
+            role, (long long)e->longest_prompt, (long long)e->max_new, c.max_seq_len);
     return 0;
 }
 
@@ -194,11 +206,13 @@ static int generate(const Eval *e, const Model *m, PolicyOut *po) {
     char err[512], terr[TOK_ERR_LEN];
     int T = m->config.max_seq_len;
     if (e->longest_prompt + e->max_new > T)
-        EFAIL("%s: a prompt of %lld tokens plus --max-new %lld exceeds the context of %d; lower --max-new",
-              po->dir, (long long)e->longest_prompt, (long long)e->max_new, T);
+        EFAIL(
+            "%s: a prompt of %lld tokens plus --max-new %lld exceeds the context of %d; lower --max-new",
+            po->dir, (long long)e->longest_prompt, (long long)e->max_new, T);
     int B = (int)e->batch, Tp = (int)e->longest_prompt, maxrows = B * (Tp < 256 ? Tp : 256);
     KVCache kv;
-    if (kv_init(&kv, m, B, Tp + (int)e->max_new, maxrows, err, sizeof err)) EFAIL("%s: %s", po->dir, err);
+    if (kv_init(&kv, m, B, Tp + (int)e->max_new, maxrows, err, sizeof err))
+        EFAIL("%s: %s", po->dir, err);
     Sampler s;
     sampler_init(&s, m->config.vocab_size);
     GenConfig g = {.max_new_tokens = (int)e->max_new, .eot_id = e->eot,
@@ -219,10 +233,13 @@ static int generate(const Eval *e, const Model *m, PolicyOut *po) {
             pl[b] = (int32_t)p->n;
             memcpy(pr + (size_t)b * Tp, p->ids, p->n * sizeof(int32_t));
         }
-        // the same random numbers for A and B: the batch's seed depends only on --seed and the batch
+        // the same random numbers for A and B: the batch's seed depends only on --seed and the
+        // batch
         Rng rng;
-        rng_init(&rng, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, (uint64_t)e->seed), (uint64_t)bi)));
-        if (gen_generate(m, &kv, &s, &g, &rng, pr, pl, nb, Tp, po->tok + r0 * MN, po->len + r0, NULL, NULL, err, sizeof err)) {
+        rng_init(&rng, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, (uint64_t)e->seed),
+                                                   (uint64_t)bi)));
+        if (gen_generate(m, &kv, &s, &g, &rng, pr, pl, nb, Tp, po->tok + r0 * MN, po->len + r0,
+                         NULL, NULL, err, sizeof err)) {
             fprintf(stderr, "rlhf eval-policy: %s: %s\n", po->dir, err);
             rc = -1;
         }
@@ -255,8 +272,8 @@ static int answer_ended(const Eval *e, const PolicyOut *po, int64_t r) {
 // predicts token t+1 on the answer's positions only; inputs then exclude the last token. With
 // close (no targets), an answer cut off by --max-new gets the end token appended (its last token
 // replaced when the row would not fit T), as reward train scores every completion.
-static int fill_rows(const Eval *e, const PolicyOut *po, int64_t r0, int nb, int with_targets, int close, int32_t *tok,
-                     int32_t *tgt, int32_t *lens, int T) {
+static int fill_rows(const Eval *e, const PolicyOut *po, int64_t r0, int nb, int with_targets,
+                     int close, int32_t *tok, int32_t *tgt, int32_t *lens, int T) {
     int Tb = 0;
     for (int b = 0; b < nb; b++) {
         const TokIds *p = &e->prompt_ids[(r0 + b) / e->samples];
@@ -273,7 +290,9 @@ static int fill_rows(const Eval *e, const PolicyOut *po, int64_t r0, int nb, int
         for (int t = 0; t < Tb; t++) {
             int32_t v = t < P ? p->ids[t] : t < P + L ? ans[t - P] : 0;
             tok[b * Tb + t] = t < n ? v : 0;
-            if (with_targets) tgt[b * Tb + t] = t >= P - 1 && t < n ? (t + 1 < P ? p->ids[t + 1] : ans[t + 1 - P]) : -1;
+            if (with_targets)
+                tgt[b * Tb + t] =
+                    t >= P - 1 && t < n ? (t + 1 < P ? p->ids[t + 1] : ans[t + 1 - P]) : -1;
         }
         if (add && n < T) n++;
         if (add) tok[b * Tb + n - 1] = e->eot;
@@ -297,7 +316,8 @@ static int forward_answers(const Eval *e, Model *m, const PolicyOut *po, int64_t
                 whose, T);
         return -1;
     }
-    ModelBatch mb = {.B = nb, .T = Tb, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
+    ModelBatch mb = {
+        .B = nb, .T = Tb, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
     if (model_forward(m, &mb, 0, err, sizeof err)) {
         fprintf(stderr, "rlhf eval-policy: %s%s\n", what, err);
         return -1;
@@ -389,7 +409,8 @@ static int text_loss(const Eval *e, Model *m, const int32_t *ids, size_t n, doub
     char err[512];
     int64_t W = (int64_t)n - 1 < m->config.max_seq_len ? (int64_t)n - 1 : m->config.max_seq_len;
     int64_t nwin = ((int64_t)n - 1 + W - 1) / W, B = e->batch;
-    int32_t *tok = MALLOC_CHECK((size_t)(B * W) * sizeof(int32_t)), *tgt = MALLOC_CHECK((size_t)(B * W) * sizeof(int32_t));
+    int32_t *tok = MALLOC_CHECK((size_t)(B * W) * sizeof(int32_t)),
+            *tgt = MALLOC_CHECK((size_t)(B * W) * sizeof(int32_t));
     int32_t *lens = MALLOC_CHECK((size_t)B * sizeof(int32_t));
     double total = 0;
     int rc = 0;
@@ -403,8 +424,13 @@ static int text_loss(const Eval *e, Model *m, const int32_t *ids, size_t n, doub
                 tgt[b * W + t] = t < l ? ids[s + t + 1] : -1;
             }
         }
-        ModelBatch mb = {.B = nb, .T = (int)W, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
-        if (model_forward(m, &mb, 0, err, sizeof err)) { fprintf(stderr, "rlhf eval-policy: %s\n", err); rc = -1; break; }
+        ModelBatch mb = {
+            .B = nb, .T = (int)W, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
+        if (model_forward(m, &mb, 0, err, sizeof err)) {
+            fprintf(stderr, "rlhf eval-policy: %s\n", err);
+            rc = -1;
+            break;
+        }
         total += m->loss;
     }
     free(tok); free(tgt); free(lens);
@@ -413,7 +439,8 @@ static int text_loss(const Eval *e, Model *m, const int32_t *ids, size_t n, doub
 }
 
 // Loads a policy, generates its answers, and measures what needs its weights.
-static int run_policy(const Eval *e, PolicyOut *po, const char *role, Model *ref, const int32_t *text, size_t ntext) {
+static int run_policy(const Eval *e, PolicyOut *po, const char *role, Model *ref,
+                      const int32_t *text, size_t ntext) {
     Model m;
     if (load_lm(po->dir, &m, (int)e->batch, e, role)) return -1;
     int rc = generate(e, &m, po);
@@ -455,7 +482,8 @@ static void judge_all(const Eval *e, const PolicyOut *A, const PolicyOut *B, Ver
     for (int64_t r = 0; r < e->n_resp; r++) {
         const char *pair[2] = {A->text[r], B->text[r]};
         int rank[2], ended[2] = {answer_ended(e, A, r), answer_ended(e, B, r)};
-        task_rank(e->prompts[r / e->samples], pair, ended, 2, e->judge_noise, (uint64_t)e->seed, rank);
+        task_rank(e->prompts[r / e->samples], pair, ended, 2, e->judge_noise, (uint64_t)e->seed,
+                  rank);
         double o = rank[0] < rank[1] ? 1.0 : rank[0] > rank[1] ? 0.0 : 0.5;
         v->outcome[r] = o;
         if (o == 1.0) v->a_wins++; else if (o == 0.0) v->b_wins++; else v->ties++;
@@ -464,21 +492,24 @@ static void judge_all(const Eval *e, const PolicyOut *A, const PolicyOut *B, Ver
     v->win_rate = sum / (double)e->n_resp;
     // percentile bootstrap over prompts (a prompt's samples stay together)
     int64_t P = e->n_prompts, S = e->samples;
-    double *per = MALLOC_CHECK((size_t)P * sizeof(double)), *stat = MALLOC_CHECK((size_t)e->bootstrap * sizeof(double));
+    double *per = MALLOC_CHECK((size_t)P * sizeof(double)),
+           *stat = MALLOC_CHECK((size_t)e->bootstrap * sizeof(double));
     for (int64_t p = 0; p < P; p++) {
         double s = 0;
         for (int64_t k = 0; k < S; k++) s += v->outcome[p * S + k];
         per[p] = s / (double)S;
     }
     Rng rng;
-    rng_init(&rng, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, (uint64_t)e->seed), 0xb0075ull)));
+    rng_init(&rng, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, (uint64_t)e->seed),
+                                               0xb0075ull)));
     for (int64_t i = 0; i < e->bootstrap; i++) {
         double s = 0;
         for (int64_t p = 0; p < P; p++) s += per[rng_below(&rng, (uint64_t)P)];
         stat[i] = s / (double)P;
     }
     qsort(stat, (size_t)e->bootstrap, sizeof(double), cmp_double);
-    int64_t lo = (int64_t)floor(0.025 * (double)(e->bootstrap - 1)), hi = (int64_t)ceil(0.975 * (double)(e->bootstrap - 1));
+    int64_t lo = (int64_t)floor(0.025 * (double)(e->bootstrap - 1)),
+            hi = (int64_t)ceil(0.975 * (double)(e->bootstrap - 1));
     v->lo = stat[lo];
     v->hi = stat[hi];
     free(per); free(stat);
@@ -495,14 +526,20 @@ static void summarise(const Eval *e, const PolicyOut *po, Summary *s) {
     double rm = 0, kl = 0, tokens = 0, ended = 0, correct = 0;
     for (int64_t r = 0; r < e->n_resp; r++) {
         int k = e->kind[r / e->samples];
-        if (k >= 0) { s->n_kind[k]++; s->acc_kind[k] += po->correct[r]; s->n_known++; correct += po->correct[r]; }
+        if (k >= 0) {
+            s->n_kind[k]++;
+            s->acc_kind[k] += po->correct[r];
+            s->n_known++;
+            correct += po->correct[r];
+        }
         if (po->rm) rm += po->rm[r];
         if (po->kl) kl += po->kl[r];
         tokens += po->len[r];
         ended += answer_ended(e, po, r);
     }
     double R = (double)e->n_resp;
-    for (int k = 0; k < TASK_NUM_KINDS; k++) s->acc_kind[k] = s->n_kind[k] ? s->acc_kind[k] / (double)s->n_kind[k] : NAN;
+    for (int k = 0; k < TASK_NUM_KINDS; k++)
+        s->acc_kind[k] = s->n_kind[k] ? s->acc_kind[k] / (double)s->n_kind[k] : NAN;
     s->accuracy = s->n_known ? correct / (double)s->n_known : NAN;
     s->reward = po->rm ? rm / R : NAN;
     s->kl = po->kl ? kl / R : NAN;
@@ -523,11 +560,14 @@ static void print_table(const Eval *e, const Verdict *v, const Summary *sa, cons
     char how[64];
     if (e->temperature > 0) snprintf(how, sizeof how, "sampled at temperature %g", e->temperature);
     else snprintf(how, sizeof how, "greedy");
-    printf("  %lld prompts x %lld answer(s) each, %s, at most %lld new tokens, seed %lld, judge noise %g\n",
-           (long long)e->n_prompts, (long long)e->samples, how, (long long)e->max_new, (long long)e->seed, e->judge_noise);
+    printf(
+        "  %lld prompts x %lld answer(s) each, %s, at most %lld new tokens, seed %lld, judge noise %g\n",
+        (long long)e->n_prompts, (long long)e->samples, how, (long long)e->max_new,
+        (long long)e->seed, e->judge_noise);
     printf("  %-28s %10s %10s\n", "", "A", "B");
-    printf("  %-28s %10.3f   95%% CI [%.3f, %.3f]  (A %lld, B %lld, ties %lld)\n", "judge: A preferred to B", v->win_rate,
-           v->lo, v->hi, (long long)v->a_wins, (long long)v->b_wins, (long long)v->ties);
+    printf("  %-28s %10.3f   95%% CI [%.3f, %.3f]  (A %lld, B %lld, ties %lld)\n",
+           "judge: A preferred to B", v->win_rate, v->lo, v->hi, (long long)v->a_wins,
+           (long long)v->b_wins, (long long)v->ties);
     if (e->reward) print_row("reward-model score", sa->reward, sb->reward, 4);
     if (e->reference) print_row("KL to reference", sa->kl, sb->kl, 4);
     print_row("task accuracy", sa->accuracy, sb->accuracy, 3);
@@ -539,7 +579,8 @@ static void print_table(const Eval *e, const Verdict *v, const Summary *sa, cons
     }
     if (e->pretrain) {
         print_row("pretraining loss", sa->pretrain_loss, sb->pretrain_loss, 4);
-        printf("  %-28s %10.4f\n", "  ratio A/B (alignment tax)", sa->pretrain_loss / sb->pretrain_loss);
+        printf("  %-28s %10.4f\n", "  ratio A/B (alignment tax)",
+               sa->pretrain_loss / sb->pretrain_loss);
     }
     print_row("answer tokens (mean)", sa->tokens, sb->tokens, 2);
     print_row("ended with the end token", sa->end_rate, sb->end_rate, 3);
@@ -556,7 +597,8 @@ static cJSON *json_policy(const char *dir, const Summary *s) {
     json_num(o, "kl", s->kl);
     json_num(o, "accuracy", s->accuracy);
     cJSON *k = cJSON_AddObjectToObject(o, "accuracy_by_task");
-    for (int i = 0; i < TASK_NUM_KINDS; i++) if (s->n_kind[i]) json_num(k, task_kind_name(i), s->acc_kind[i]);
+    for (int i = 0; i < TASK_NUM_KINDS; i++)
+        if (s->n_kind[i]) json_num(k, task_kind_name(i), s->acc_kind[i]);
     json_num(o, "pretrain_loss", s->pretrain_loss);
     json_num(o, "answer_tokens", s->tokens);
     json_num(o, "end_rate", s->end_rate);
@@ -590,7 +632,8 @@ static void print_json(const Eval *e, const Verdict *v, const Summary *sa, const
     cJSON_Delete(o);
 }
 
-static int write_responses(const Eval *e, const PolicyOut *A, const PolicyOut *B, const Verdict *v) {
+static int write_responses(const Eval *e, const PolicyOut *A, const PolicyOut *B,
+                           const Verdict *v) {
     FILE *f = fopen(e->responses_path, "wb");
     if (!f) EFAIL("%s: cannot write", e->responses_path);
     for (int64_t r = 0; r < e->n_resp; r++) {
@@ -604,8 +647,14 @@ static int write_responses(const Eval *e, const PolicyOut *A, const PolicyOut *B
         cJSON_AddStringToObject(o, "b", B->text[r]);
         cJSON_AddBoolToObject(o, "a_correct", A->correct[r]);
         cJSON_AddBoolToObject(o, "b_correct", B->correct[r]);
-        cJSON_AddStringToObject(o, "preferred", v->outcome[r] == 1.0 ? "a" : v->outcome[r] == 0.0 ? "b" : "tie");
-        if (A->rm) { cJSON_AddNumberToObject(o, "a_reward", A->rm[r]); cJSON_AddNumberToObject(o, "b_reward", B->rm[r]); }
+        cJSON_AddStringToObject(o, "preferred",
+                                v->outcome[r] == 1.0   ? "a"
+                                : v->outcome[r] == 0.0 ? "b"
+                                                       : "tie");
+        if (A->rm) {
+            cJSON_AddNumberToObject(o, "a_reward", A->rm[r]);
+            cJSON_AddNumberToObject(o, "b_reward", B->rm[r]);
+        }
         char *s = cJSON_PrintUnformatted(o);
         fprintf(f, "%s\n", s);
         cJSON_free(s);
@@ -616,10 +665,14 @@ static int write_responses(const Eval *e, const PolicyOut *A, const PolicyOut *B
     return 0;
 }
 
-static int add_metrics(Store *db, int64_t run, const char *who, const Summary *s, char *err, size_t errlen) {
+static int add_metrics(Store *db, int64_t run, const char *who, const Summary *s, char *err,
+                       size_t errlen) {
     char name[96];
-#define M(n, v) do { snprintf(name, sizeof name, "%s/%s", who, n); \
-                     if (!isnan(v) && store_add_metric(db, run, 0, name, (v), err, errlen)) return -1; } while (0)
+#define M(n, v)                                                                                    \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "%s/%s", who, n);                                              \
+        if (!isnan(v) && store_add_metric(db, run, 0, name, (v), err, errlen)) return -1;          \
+    } while (0)
     M("reward", s->reward);
     M("kl", s->kl);
     M("accuracy", s->accuracy);
@@ -635,7 +688,8 @@ static int add_metrics(Store *db, int64_t run, const char *who, const Summary *s
     return 0;
 }
 
-static int record(const Eval *e, int argc, char **argv, const Verdict *v, const Summary *sa, const Summary *sb) {
+static int record(const Eval *e, int argc, char **argv, const Verdict *v, const Summary *sa,
+                  const Summary *sb) {
     char err[512];
     Store *db;
     if (store_open(&db, e->workspace, err, sizeof err)) EFAIL("%s", err);
@@ -644,7 +698,8 @@ static int record(const Eval *e, int argc, char **argv, const Verdict *v, const 
     char *prog = MALLOC_CHECK(cap);
     strcpy(prog, "rlhf eval-policy");
     for (int i = 0; i < argc; i++) { strcat(prog, " "); strcat(prog, argv[i]); }
-    StoreRunInfo info = {.stage = "eval", .name = e->name, .program = prog, .config = prog, .checkpoint = e->a};
+    StoreRunInfo info = {
+        .stage = "eval", .name = e->name, .program = prog, .config = prog, .checkpoint = e->a};
     int64_t run;
     int rc = store_add_run(db, &info, &run, err, sizeof err);
     if (!rc) rc = store_begin(db, err, sizeof err);
@@ -656,12 +711,17 @@ static int record(const Eval *e, int argc, char **argv, const Verdict *v, const 
              store_add_metric(db, run, 0, "b_wins", (double)v->b_wins, err, sizeof err) ||
              store_add_metric(db, run, 0, "ties", (double)v->ties, err, sizeof err) ||
              store_add_metric(db, run, 0, "comparisons", (double)e->n_resp, err, sizeof err) ||
-             add_metrics(db, run, "a", sa, err, sizeof err) || add_metrics(db, run, "b", sb, err, sizeof err) ||
-             (e->pretrain && store_add_metric(db, run, 0, "pretrain_loss_ratio", sa->pretrain_loss / sb->pretrain_loss, err, sizeof err));
+             add_metrics(db, run, "a", sa, err, sizeof err) ||
+             add_metrics(db, run, "b", sb, err, sizeof err) ||
+             (e->pretrain &&
+              store_add_metric(db, run, 0, "pretrain_loss_ratio",
+                               sa->pretrain_loss / sb->pretrain_loss, err, sizeof err));
         if (rc) store_rollback(db, NULL, 0);
         else rc = store_commit(db, err, sizeof err);
         char e2[512];
-        if (store_set_run_status(db, run, rc ? STORE_RUN_FAILED : STORE_RUN_DONE, rc ? 1 : 0, e2, sizeof e2) && !rc) {
+        if (store_set_run_status(db, run, rc ? STORE_RUN_FAILED : STORE_RUN_DONE, rc ? 1 : 0, e2,
+                                 sizeof e2) &&
+            !rc) {
             snprintf(err, sizeof err, "%s", e2);
             rc = -1;
         }
@@ -669,7 +729,8 @@ static int record(const Eval *e, int argc, char **argv, const Verdict *v, const 
     free(prog);
     store_close(db);
     if (rc) EFAIL("%s", err);
-    if (!e->json) printf("  recorded as run %lld (stage eval) in %s\n", (long long)run, e->workspace);
+    if (!e->json)
+        printf("  recorded as run %lld (stage eval) in %s\n", (long long)run, e->workspace);
     return 0;
 }
 
@@ -685,7 +746,9 @@ typedef struct {
 static int find_rm_run(const StoreRun *r, void *ctx) {
     RmFind *f = ctx;
     char p[4096];
-    if (r->status == STORE_RUN_DONE && r->checkpoint && realpath(r->checkpoint, p) && !strcmp(p, f->path)) f->run = r->id;
+    if (r->status == STORE_RUN_DONE && r->checkpoint && realpath(r->checkpoint, p) &&
+        !strcmp(p, f->path))
+        f->run = r->id;
     return 0;
 }
 
@@ -706,41 +769,58 @@ static int rm_heldout_accuracy(const Eval *e, double *acc) {
     if (store_open(&db, e->workspace, err, sizeof err)) EFAIL("%s", err);
     double v[2] = {NAN, 0};
     int rc = store_each_run(db, "reward", find_rm_run, &f, err, sizeof err) < 0;
-    if (!rc && f.run) rc = store_each_metric(db, f.run, "valid/accuracy", last_metric, v, err, sizeof err) < 0;
+    if (!rc && f.run)
+        rc = store_each_metric(db, f.run, "valid/accuracy", last_metric, v, err, sizeof err) < 0;
     store_close(db);
     if (rc) EFAIL("%s", err);
-    if (!f.run) EFAIL("--target-rm-accuracy: %s records no finished reward run whose checkpoint is %s", e->workspace, e->reward);
-    if (!v[1]) EFAIL("--target-rm-accuracy: reward run %lld in %s has no held-out accuracy (valid/accuracy)", (long long)f.run, e->workspace);
+    if (!f.run)
+        EFAIL("--target-rm-accuracy: %s records no finished reward run whose checkpoint is %s",
+              e->workspace, e->reward);
+    if (!v[1])
+        EFAIL(
+            "--target-rm-accuracy: reward run %lld in %s has no held-out accuracy (valid/accuracy)",
+            (long long)f.run, e->workspace);
     *acc = v[0];
     return 0;
 }
 
 // One target, met when value >= target (> when strict): prints "figure value op target ok|MISSED"
 // (when print), and on a miss appends the reason to why.
-static int check_target(int print, const char *figure, double value, double target, int strict, char *why, size_t n) {
+static int check_target(int print, const char *figure, double value, double target, int strict,
+                        char *why, size_t n) {
     const char *op = strict ? ">" : ">=";
     int ok = strict ? value > target : value >= target;   // false for NaN
-    if (print) printf("  %-28s %10.3f %-2s %.3f  %s\n", figure, value, op, target, ok ? "ok" : "MISSED");
+    if (print)
+        printf("  %-28s %10.3f %-2s %.3f  %s\n", figure, value, op, target, ok ? "ok" : "MISSED");
     if (!ok) {
         size_t l = strlen(why);
-        snprintf(why + l, n - l, "%s%s %.3f, target %s %.3f", l ? "; " : "", figure + strspn(figure, " "), value, op, target);
+        snprintf(why + l, n - l, "%s%s %.3f, target %s %.3f", l ? "; " : "",
+                 figure + strspn(figure, " "), value, op, target);
     }
     return ok;
 }
 
 // Every target set, against its figure (printed unless --json, whose output stays one object).
 // 0 when all are met (or none is set), 1 when one is missed (the reasons in why).
-static int check_targets(const Eval *e, const Verdict *v, const Summary *sa, const Summary *sb, double rm_acc, char *why,
-                         size_t n) {
+static int check_targets(const Eval *e, const Verdict *v, const Summary *sa, const Summary *sb,
+                         double rm_acc, char *why, size_t n) {
     why[0] = 0;
-    if (isnan(e->t_win) && isnan(e->t_win_lo) && isnan(e->t_acc_drop) && isnan(e->t_end) && isnan(e->t_rm_acc)) return 0;
+    if (isnan(e->t_win) && isnan(e->t_win_lo) && isnan(e->t_acc_drop) && isnan(e->t_end) &&
+        isnan(e->t_rm_acc))
+        return 0;
     int ok = 1, p = !e->json;
     if (p) printf("targets:\n");
-    if (!isnan(e->t_win)) ok &= check_target(p, "A preferred to B", v->win_rate, e->t_win, 0, why, n);
-    if (!isnan(e->t_win_lo)) ok &= check_target(p, "  its 95% interval's low end", v->lo, e->t_win_lo, 1, why, n);
-    if (!isnan(e->t_acc_drop)) ok &= check_target(p, "task accuracy of A", sa->accuracy, sb->accuracy - e->t_acc_drop, 0, why, n);
-    if (!isnan(e->t_end)) ok &= check_target(p, "A's end-token rate", sa->end_rate, e->t_end, 0, why, n);
-    if (!isnan(e->t_rm_acc)) ok &= check_target(p, "reward-model accuracy", rm_acc, e->t_rm_acc, 0, why, n);
+    if (!isnan(e->t_win))
+        ok &= check_target(p, "A preferred to B", v->win_rate, e->t_win, 0, why, n);
+    if (!isnan(e->t_win_lo))
+        ok &= check_target(p, "  its 95% interval's low end", v->lo, e->t_win_lo, 1, why, n);
+    if (!isnan(e->t_acc_drop))
+        ok &= check_target(p, "task accuracy of A", sa->accuracy, sb->accuracy - e->t_acc_drop, 0,
+                           why, n);
+    if (!isnan(e->t_end))
+        ok &= check_target(p, "A's end-token rate", sa->end_rate, e->t_end, 0, why, n);
+    if (!isnan(e->t_rm_acc))
+        ok &= check_target(p, "reward-model accuracy", rm_acc, e->t_rm_acc, 0, why, n);
     if (p) printf("%s\n", ok ? "targets: all met" : "targets: MISSED (alignment failed)");
     return ok ? 0 : 1;
 }
@@ -751,8 +831,9 @@ static void policy_free(const Eval *e, PolicyOut *po) {
 }
 
 int cmd_eval_policy(int argc, char **argv) {
-    Eval e = {.samples = 1, .max_new = 48, .seed = 1234, .bootstrap = 2000, .batch = 16, .temperature = 1.0,
-              .name = "eval-policy", .t_win = NAN, .t_win_lo = NAN, .t_acc_drop = NAN, .t_end = NAN, .t_rm_acc = NAN};
+    Eval e = {.samples = 1, .max_new = 48, .seed = 1234, .bootstrap = 2000, .batch = 16,
+              .temperature = 1.0, .name = "eval-policy", .t_win = NAN, .t_win_lo = NAN,
+              .t_acc_drop = NAN, .t_end = NAN, .t_rm_acc = NAN};
     char err[512];
     int status;
     CliOption opts[] = {
@@ -785,7 +866,8 @@ int cmd_eval_policy(int argc, char **argv) {
     CliCommand cmd = {.prog = "rlhf eval-policy", .usage = ep_usage, .opts = opts};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
     if (!isnan(e.t_rm_acc) && (!e.reward || !e.workspace)) {
-        fprintf(stderr, "rlhf eval-policy: --target-rm-accuracy needs --reward and --workspace (where its held-out accuracy is recorded)\n");
+        fprintf(stderr, "rlhf eval-policy: --target-rm-accuracy needs --reward and --workspace "
+                        "(where its held-out accuracy is recorded)\n");
         return 2;
     }
 
@@ -793,29 +875,44 @@ int cmd_eval_policy(int argc, char **argv) {
     if (tok_load(&e.tok, e.tokdir ? e.tokdir : e.a, terr)) { fprintf(stderr, "rlhf eval-policy: %s\n", terr); return 1; }
     e.eot = tok_eot(e.tok);
     int rc = 0;
-    if (e.eot < 0) { fprintf(stderr, "rlhf eval-policy: the tokenizer has no <|endoftext|> token\n"); rc = -1; }
+    if (e.eot < 0) {
+        fprintf(stderr, "rlhf eval-policy: the tokenizer has no <|endoftext|> token\n");
+        rc = -1;
+    }
     if (!rc) rc = load_prompts(&e);
     if (!rc) rc = encode_prompts(&e);
-    if (!rc) rc = check_lm(e.a, &e, "--a") || check_lm(e.b, &e, "--b") || (e.reference && check_lm(e.reference, &e, "--reference"));
+    if (!rc)
+        rc = check_lm(e.a, &e, "--a") || check_lm(e.b, &e, "--b") ||
+             (e.reference && check_lm(e.reference, &e, "--reference"));
     int32_t *text = NULL;
     size_t ntext = 0;
     if (!rc && e.pretrain) rc = encode_text(&e, &text, &ntext);
     Model ref = {0}, rm = {0};
     int have_ref = 0, have_rm = 0;
-    if (!rc && e.reference) { rc = load_lm(e.reference, &ref, (int)e.batch, &e, "--reference"); have_ref = !rc; }
+    if (!rc && e.reference) {
+        rc = load_lm(e.reference, &ref, (int)e.batch, &e, "--reference");
+        have_ref = !rc;
+    }
     if (!rc && e.reward) {
         ModelConfig c;
-        if (ckpt_load_config(e.reward, &c, NULL, err, sizeof err)) { fprintf(stderr, "rlhf eval-policy: --reward: %s\n", err); rc = -1; }
-        else if (!c.score_head) { fprintf(stderr, "rlhf eval-policy: --reward: %s has no score head (score.weight)\n", e.reward); rc = -1; }
-        else if (ckpt_check_tokenizer(e.reward, c.vocab_size, e.tokdir ? e.tokdir : e.a, tok_vocab_size(e.tok), err, sizeof err)) {
+        if (ckpt_load_config(e.reward, &c, NULL, err, sizeof err)) {
             fprintf(stderr, "rlhf eval-policy: --reward: %s\n", err);
             rc = -1;
-        }
-        else {
+        } else if (!c.score_head) {
+            fprintf(stderr, "rlhf eval-policy: --reward: %s has no score head (score.weight)\n",
+                    e.reward);
+            rc = -1;
+        } else if (ckpt_check_tokenizer(e.reward, c.vocab_size, e.tokdir ? e.tokdir : e.a,
+                                        tok_vocab_size(e.tok), err, sizeof err)) {
+            fprintf(stderr, "rlhf eval-policy: --reward: %s\n", err);
+            rc = -1;
+        } else {
             c.lm_head = 0;
-            if (model_init(&rm, &c, (int)e.batch, c.max_seq_len, 0, 0, err, sizeof err) || ckpt_load_weights(e.reward, &rm, 0, err, sizeof err)) {
+            if (model_init(&rm, &c, (int)e.batch, c.max_seq_len, 0, 0, err, sizeof err) ||
+                ckpt_load_weights(e.reward, &rm, 0, err, sizeof err)) {
                 fprintf(stderr, "rlhf eval-policy: --reward: %s\n", err); model_free(&rm); rc = -1;
-            } else have_rm = 1;
+            } else
+                have_rm = 1;
         }
     }
     double rm_acc = NAN;

@@ -17,7 +17,10 @@
 
 typedef struct { const char *name; int L, NH, C, ctx; } Preset;
 static const Preset presets[] = {
-    {"tiny", 2, 2, 64, 256}, {"small", 4, 4, 256, 256}, {"gpt2", 12, 12, 768, 1024}, {"gpt2-medium", 24, 16, 1024, 1024},
+    {"tiny", 2, 2, 64, 256},
+    {"small", 4, 4, 256, 256},
+    {"gpt2", 12, 12, 768, 1024},
+    {"gpt2-medium", 24, 16, 1024, 1024},
 };
 
 static const char *init_usage =
@@ -52,8 +55,13 @@ int cmd_init(int argc, char **argv) {
     CliCommand cmd = {.prog = "rlhf init", .usage = init_usage, .opts = opts};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
     const Preset *p = NULL;
-    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) if (!strcmp(presets[i].name, preset)) p = &presets[i];
-    if (!p) { fprintf(stderr, "rlhf init: unknown preset '%s' (tiny, small, gpt2, gpt2-medium)\n", preset); return 2; }
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (!strcmp(presets[i].name, preset)) p = &presets[i];
+    if (!p) {
+        fprintf(stderr, "rlhf init: unknown preset '%s' (tiny, small, gpt2, gpt2-medium)\n",
+                preset);
+        return 2;
+    }
     int eot = -1;
     if (tokdir) {
         Tokenizer *t;
@@ -61,18 +69,28 @@ int cmd_init(int argc, char **argv) {
         int64_t tv = tok_vocab_size(t);
         eot = tok_eot(t);
         tok_free(t);
-        if (vocab && vocab < tv) FAIL("rlhf init: --vocab-size %lld is smaller than the tokenizer's %lld tokens", (long long)vocab, (long long)tv);
+        if (vocab && vocab < tv)
+            FAIL("rlhf init: --vocab-size %lld is smaller than the tokenizer's %lld tokens",
+                 (long long)vocab, (long long)tv);
         if (!vocab) vocab = tv;
     }
-    ModelConfig c = {.max_seq_len = (int)(ctx ? ctx : p->ctx), .vocab_size = (int)(vocab ? vocab : 50257),
-                     .n_layer = (int)(L ? L : p->L), .n_head = (int)(NH ? NH : p->NH), .n_embd = (int)(C ? C : p->C),
-                     .ln_eps = 1e-5f, .lm_head = !nolm, .score_head = score};
+    ModelConfig c = {.max_seq_len = (int)(ctx ? ctx : p->ctx),
+                     .vocab_size = (int)(vocab ? vocab : 50257),
+                     .n_layer = (int)(L ? L : p->L),
+                     .n_head = (int)(NH ? NH : p->NH),
+                     .n_embd = (int)(C ? C : p->C),
+                     .ln_eps = 1e-5f,
+                     .lm_head = !nolm,
+                     .score_head = score};
     // --out ws/base in a fresh folder: the parent is made as `mkdir -p` would (the checkpoint
     // itself is written whole or not at all by ckpt_save)
     char parent[4096];
     snprintf(parent, sizeof parent, "%s", out);
     char *slash = strrchr(parent, '/');
-    while (slash && slash > parent && slash[1] == '\0') { *slash = '\0'; slash = strrchr(parent, '/'); }
+    while (slash && slash > parent && slash[1] == '\0') {
+        *slash = '\0';
+        slash = strrchr(parent, '/');
+    }
     if (slash && slash > parent) {
         *slash = '\0';
         if (util_mkdir_p(parent, err, sizeof err)) FAIL("rlhf init: --out %s: %s", out, err);
@@ -80,10 +98,14 @@ int cmd_init(int argc, char **argv) {
     Model m;
     if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf init: %s", err);
     model_init_weights(&m, (uint64_t)seed);
-    CkptSaveOptions so = {.tokenizer_dir = tokdir, .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
+    CkptSaveOptions so = {.tokenizer_dir = tokdir,
+                          .has_token_ids = eot >= 0,
+                          .bos_token_id = eot,
+                          .eos_token_id = eot};
     int rc = ckpt_save(out, &m, &so, err, sizeof err);
-    if (!rc) fprintf(stderr, "rlhf init: %s: %zu parameters (L%d H%d C%d ctx%d V%d) written\n", out, m.num_params,
-                     c.n_layer, c.n_head, c.n_embd, c.max_seq_len, c.vocab_size);
+    if (!rc)
+        fprintf(stderr, "rlhf init: %s: %zu parameters (L%d H%d C%d ctx%d V%d) written\n", out,
+                m.num_params, c.n_layer, c.n_head, c.n_embd, c.max_seq_len, c.vocab_size);
     model_free(&m);
     if (rc) FAIL("rlhf init: %s", err);
     return 0;
@@ -122,12 +144,15 @@ int cmd_info(int argc, char **argv) {
     CkptInfo ci;
     if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf info: %s", err);
     if (!T) T = c.max_seq_len;
-    if (T > c.max_seq_len) FAIL("rlhf info: --seq %lld exceeds the context of %d", (long long)T, c.max_seq_len);
-    // the weights too: info on a checkpoint says it loads (every dtype, shape, offset, finite value)
+    if (T > c.max_seq_len)
+        FAIL("rlhf info: --seq %lld exceeds the context of %d", (long long)T, c.max_seq_len);
+    // the weights too: info on a checkpoint says it loads (every dtype, shape, offset, finite
+    // value)
     Model m;
     if (ckpt_load_model(dir, &m, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf info: %s", err);
     model_free(&m);
-    if (ci.has_tokenizer) {   // refuse what the programs refuse: a tokenizer that does not fit the model
+    if (ci.has_tokenizer) { // refuse what the programs refuse: a tokenizer that does not fit the
+                            // model
         Tokenizer *t;
         char terr[TOK_ERR_LEN];
         char tdir[4200];   // where the config was read: DIR, or DIR.old while DIR is being replaced
@@ -138,7 +163,8 @@ int cmd_info(int argc, char **argv) {
         if (bad) { FAIL("rlhf info: %s", err); }
     }
     double V = c.vocab_size, Cc = c.n_embd, Lc = c.n_layer;
-    double nparams = V * Cc + (double)c.max_seq_len * Cc + Lc * (12 * Cc * Cc + 13 * Cc) + 2 * Cc + (c.score_head ? Cc : 0);
+    double nparams = V * Cc + (double)c.max_seq_len * Cc + Lc * (12 * Cc * Cc + 13 * Cc) + 2 * Cc +
+                     (c.score_head ? Cc : 0);
     char a[32], b[32], w[32];
     util_format_bytes(a, sizeof a, (double)model_memory_bytes(&c, (int)B, (int)T, 1));
     double kv = 2.0 * Lc * (double)B * (double)T * Cc * 4;
@@ -147,15 +173,19 @@ int cmd_info(int argc, char **argv) {
     printf("checkpoint   %s%s\n", dir, ci.from_old ? " (read from the .old copy of an interrupted save)" : "");
     printf("model        GPT-2, %d layers, %d heads, %d channels, context %d, vocabulary %d\n",
            c.n_layer, c.n_head, c.n_embd, c.max_seq_len, c.vocab_size);
-    printf("heads        %s%s%s\n", c.lm_head ? "LM (tied)" : "", c.lm_head && c.score_head ? " + " : "", c.score_head ? "scalar score" : "");
+    printf("heads        %s%s%s\n", c.lm_head ? "LM (tied)" : "",
+           c.lm_head && c.score_head ? " + " : "", c.score_head ? "scalar score" : "");
     printf("parameters   %.0f (%s in fp32)\n", nparams, w);
-    printf("tokenizer    %s\n", ci.has_tokenizer ? "vocab.json + merges.txt" : "none (pass --tokenizer where needed)");
+    printf("tokenizer    %s\n",
+           ci.has_tokenizer ? "vocab.json + merges.txt" : "none (pass --tokenizer where needed)");
     if (ci.eos_token_id >= 0) printf("eos token    %d\n", ci.eos_token_id);
     if (ci.has_trainer_state) {
         CkptTrainerState st;
-        if (!ckpt_load_trainer_state(dir, NULL, &st, err, sizeof err)) printf("trainer      step %lld (resumable)\n", (long long)st.step);
+        if (!ckpt_load_trainer_state(dir, NULL, &st, err, sizeof err))
+            printf("trainer      step %lld (resumable)\n", (long long)st.step);
     }
-    printf("memory       train at B=%lld T=%lld: %s; sample at B=%lld T=%lld: %s\n", (long long)B, (long long)T, a, (long long)B, (long long)T, b);
+    printf("memory       train at B=%lld T=%lld: %s; sample at B=%lld T=%lld: %s\n", (long long)B,
+           (long long)T, a, (long long)B, (long long)T, b);
     return 0;
 }
 
@@ -218,8 +248,13 @@ int cmd_eval(int argc, char **argv) {
     Model m;
     c.score_head = 0;
     if (model_init(&m, &c, (int)batch, (int)W, 0, 0, err, sizeof err) ||
-        ckpt_load_weights(dir, &m, CKPT_IGNORE_SCORE, err, sizeof err)) { free(ids); model_free(&m); FAIL("rlhf eval: %s", err); }
-    int32_t *tok = CALLOC_CHECK((size_t)(batch * W), sizeof(int32_t)), *tgt = CALLOC_CHECK((size_t)(batch * W), sizeof(int32_t));
+        ckpt_load_weights(dir, &m, CKPT_IGNORE_SCORE, err, sizeof err)) {
+        free(ids);
+        model_free(&m);
+        FAIL("rlhf eval: %s", err);
+    }
+    int32_t *tok = CALLOC_CHECK((size_t)(batch * W), sizeof(int32_t)),
+            *tgt = CALLOC_CHECK((size_t)(batch * W), sizeof(int32_t));
     int32_t *lens = CALLOC_CHECK((size_t)batch, sizeof(int32_t));
     double total = 0;
     CliProgress pr;
@@ -229,16 +264,25 @@ int cmd_eval(int argc, char **argv) {
         for (int b = 0; b < nb; b++) {
             int64_t s = (w0 + b) * W, l = (int64_t)n - 1 - s < W ? (int64_t)n - 1 - s : W;
             lens[b] = (int32_t)l;
-            for (int64_t t = 0; t < l; t++) { tok[b * W + t] = ids[s + t]; tgt[b * W + t] = ids[s + t + 1]; }
+            for (int64_t t = 0; t < l; t++) {
+                tok[b * W + t] = ids[s + t];
+                tgt[b * W + t] = ids[s + t + 1];
+            }
         }
-        ModelBatch mb = {.B = nb, .T = (int)W, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
-        if (model_forward(&m, &mb, 0, err, sizeof err)) { fprintf(stderr, "rlhf eval: %s\n", err); total = NAN; break; }
+        ModelBatch mb = {
+            .B = nb, .T = (int)W, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
+        if (model_forward(&m, &mb, 0, err, sizeof err)) {
+            fprintf(stderr, "rlhf eval: %s\n", err);
+            total = NAN;
+            break;
+        }
         total += m.loss;
         if (nwin > batch) cli_progress_update(&pr, w0 + nb, "");
     }
     if (nwin > batch) cli_progress_end(&pr);
     double loss = total / (double)(n - 1);
-    fprintf(stderr, "rlhf eval: %zu tokens, %lld window(s) of up to %lld\n", n, (long long)nwin, (long long)W);
+    fprintf(stderr, "rlhf eval: %zu tokens, %lld window(s) of up to %lld\n", n, (long long)nwin,
+            (long long)W);
     printf("loss %.6f\nperplexity %.6f\n", loss, exp(loss));
     free(tok); free(tgt); free(lens); free(ids);
     model_free(&m);
@@ -307,7 +351,8 @@ static int gen_read_prompt_file(const char *pfile, GenPrompts *g) {
     size_t len;
     if (cli_read_lines_file(pfile, &data, &len, err, sizeof err)) FAIL("rlhf generate: %s", err);
     size_t nlines = 1;   // one pointer per line, not per byte
-    for (const char *q = data; (q = memchr(q, '\n', len - (size_t)(q - data))) != NULL; q++) nlines++;
+    for (const char *q = data; (q = memchr(q, '\n', len - (size_t)(q - data))) != NULL; q++)
+        nlines++;
     g->texts = MALLOC_CHECK((nlines + 1) * sizeof(char *));
     int64_t line = 0;
     for (char *s = data; s && *s;) {
@@ -355,8 +400,9 @@ static int gen_load_prompts(const GenArgs *a, GenPrompts *g) {
         if (tok_encode(g->t, g->texts[i], strlen(g->texts[i]), 0, p, terr)) FAIL("rlhf generate: %s", terr);
         if (p->n == 0) FAIL("rlhf generate: prompt %zu is empty", i + 1);
         if ((int64_t)p->n + a->max_new > g->c.max_seq_len)
-            FAIL("rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the context of %d",
-                 i + 1, p->n, (long long)a->max_new, g->c.max_seq_len);
+            FAIL(
+                "rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the context of %d",
+                i + 1, p->n, (long long)a->max_new, g->c.max_seq_len);
         if ((int64_t)p->n > g->maxlen) g->maxlen = (int64_t)p->n;
     }
     return 0;

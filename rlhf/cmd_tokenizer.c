@@ -61,9 +61,12 @@ static void train_progress(void *ctx, const char *phase, int64_t done, int64_t t
     if (tp->phase != phase) {
         if (tp->phase) cli_progress_end(&tp->p);
         tp->phase = phase;
-        cli_progress_start(&tp->p, stderr, strcmp(phase, "files") ? "rlhf tokenizer train: tokens" : "rlhf tokenizer train: files read",
+        cli_progress_start(&tp->p, stderr,
+                           strcmp(phase, "files") ? "rlhf tokenizer train: tokens"
+                                                  : "rlhf tokenizer train: files read",
                            total);
-        if (strcmp(phase, "files")) cli_progress_resume(&tp->p, done);   // tokens: from the 256 bytes on
+        if (strcmp(phase, "files"))
+            cli_progress_resume(&tp->p, done); // tokens: from the 256 bytes on
     }
     cli_progress_update(&tp->p, done, NULL);
 }
@@ -115,7 +118,10 @@ static int train(int argc, char **argv) {
 }
 
 int cmd_tokenizer(int argc, char **argv) {
-    if (argc < 1 || cli_is_help(argv[0])) { fputs(usage, argc < 1 ? stderr : stdout); return argc < 1 ? 2 : 0; }
+    if (argc < 1 || cli_is_help(argv[0])) {
+        fputs(usage, argc < 1 ? stderr : stdout);
+        return argc < 1 ? 2 : 0;
+    }
     if (!strcmp(argv[0], "encode")) return encode_decode(0, argc - 1, argv + 1);
     if (!strcmp(argv[0], "decode")) return encode_decode(1, argc - 1, argv + 1);
     if (!strcmp(argv[0], "train")) return train(argc - 1, argv + 1);

@@ -10,15 +10,21 @@
 #include <string.h>
 
 static const CliSubcommand commands[] = {
-    {"run", pipeline_cmd_run, "PIPELINE.yaml [--from S] [--only S] [--dry-run] [--force]   run a pipeline"},
+    {"run", pipeline_cmd_run,
+     "PIPELINE.yaml [--from S] [--only S] [--dry-run] [--force]   run a pipeline"},
     {"init", cmd_init, "--preset tiny|small|gpt2|gpt2-medium --out DIR   random initialisation"},
-    {"info", cmd_info, "CKPT                         config, parameters, memory to train and sample"},
-    {"generate", cmd_generate, "CKPT --prompt TEXT|--prompts FILE   sample continuations (streamed)"},
+    {"info", cmd_info,
+     "CKPT                         config, parameters, memory to train and sample"},
+    {"generate", cmd_generate,
+     "CKPT --prompt TEXT|--prompts FILE   sample continuations (streamed)"},
     {"eval", cmd_eval, "CKPT --text FILE|--ids FILE  mean next-token loss and perplexity"},
     {"tokenizer", cmd_tokenizer, "encode|decode|train ...      GPT-2 byte-level BPE tools"},
-    {"data", demo_data_cmd, "demo --out DIR               generate the demo data set (offline, deterministic)"},
-    {"judge", demo_judge_cmd, "[--noise P] [--seed S]       rank completions read from stdin (reward label --judge)"},
-    {"eval-policy", cmd_eval_policy, "--a CKPT --b CKPT --prompts FILE   win rate, reward, KL, accuracy, alignment tax"},
+    {"data", demo_data_cmd,
+     "demo --out DIR               generate the demo data set (offline, deterministic)"},
+    {"judge", demo_judge_cmd,
+     "[--noise P] [--seed S]       rank completions read from stdin (reward label --judge)"},
+    {"eval-policy", cmd_eval_policy,
+     "--a CKPT --b CKPT --prompts FILE   win rate, reward, KL, accuracy, alignment tax"},
     {0}};
 
 int main(int argc, char **argv) {
@@ -28,8 +34,8 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);
     // the runner handles its own signals (its stages')
     if (argc >= 2 && strcmp(argv[1], "run")) cli_stop_install("rlhf");
-    CliProgram prog = {.prog = "rlhf",
-                       .head = "usage: rlhf COMMAND [ARGS]   (rlhf COMMAND --help for each)\n\n",
-                       .cmds = commands, .name_width = 10};
+    static const char head[] =
+        "usage: rlhf COMMAND [ARGS]   (rlhf COMMAND --help for each)\n\n";
+    CliProgram prog = {.prog = "rlhf", .head = head, .cmds = commands, .name_width = 10};
     return cli_program_run(&prog, argc, argv);
 }

@@ -73,7 +73,8 @@ static void expect_error(const char **argv, CliResult want, const char *msg) {
     Args a;
     char err[256];
     CliResult r = parse(&a, err, sizeof err, argv);
-    CHECK_MSG(r == want, "%s ...: result %d, want %d (message '%s')", argv[0], (int)r, (int)want, err);
+    CHECK_MSG(r == want, "%s ...: result %d, want %d (message '%s')", argv[0], (int)r, (int)want,
+              err);
     CHECK_MSG(strstr(err, msg) != NULL, "message '%s' does not hold '%s'", err, msg);
     CHECK_MSG(!strchr(err, '\n'), "message '%s' is more than one line", err);
     args_free(&a);
@@ -111,10 +112,12 @@ static void test_defaults(void) {
 static void test_const_in_order(void) {   // --greedy and --temperature: the later one wins
     Args a;
     char err[256];
-    CHECK(parse(&a, err, sizeof err, ARGV("f", "--out", "o", "--temperature", "2", "--greedy")) == CLI_PARSED);
+    CHECK(parse(&a, err, sizeof err, ARGV("f", "--out", "o", "--temperature", "2", "--greedy")) ==
+          CLI_PARSED);
     CHECK(a.temperature == 0);
     args_free(&a);
-    CHECK(parse(&a, err, sizeof err, ARGV("f", "--out", "o", "--greedy", "--temperature", "2")) == CLI_PARSED);
+    CHECK(parse(&a, err, sizeof err, ARGV("f", "--out", "o", "--greedy", "--temperature", "2")) ==
+          CLI_PARSED);
     CHECK(a.temperature == 2);
     args_free(&a);
 }
@@ -122,10 +125,12 @@ static void test_const_in_order(void) {   // --greedy and --temperature: the lat
 static void test_bounds_inclusive(void) {
     Args a;
     char err[256];
-    CHECK(parse(&a, err, sizeof err, ARGV("f", "--out", "o", "--seed", "100", "--rate", "1")) == CLI_PARSED);
+    CHECK(parse(&a, err, sizeof err, ARGV("f", "--out", "o", "--seed", "100", "--rate", "1")) ==
+          CLI_PARSED);
     CHECK(a.seed == 100 && a.rate == 1);
     args_free(&a);
-    CHECK(parse(&a, err, sizeof err, ARGV("f", "--out", "o", "--seed", "0", "--rate", "0")) == CLI_PARSED);
+    CHECK(parse(&a, err, sizeof err, ARGV("f", "--out", "o", "--seed", "0", "--rate", "0")) ==
+          CLI_PARSED);
     CHECK(a.seed == 0 && a.rate == 0);
     args_free(&a);
 }
@@ -138,18 +143,26 @@ static void test_errors(void) {
     expect_error(ARGV("f", "--out"), CLI_USAGE_ERROR, "--out needs a value");
     expect_error(ARGV("f", "--out", "o", "--seed", "101"), CLI_VALUE_ERROR,
                  "--seed: '101' is not an integer in 0..100");
-    expect_error(ARGV("f", "--out", "o", "--seed", "-1"), CLI_VALUE_ERROR, "--seed: '-1' is not an integer");
-    expect_error(ARGV("f", "--out", "o", "--seed", "7x"), CLI_VALUE_ERROR, "--seed: '7x' is not an integer");
+    expect_error(ARGV("f", "--out", "o", "--seed", "-1"), CLI_VALUE_ERROR,
+                 "--seed: '-1' is not an integer");
+    expect_error(ARGV("f", "--out", "o", "--seed", "7x"), CLI_VALUE_ERROR,
+                 "--seed: '7x' is not an integer");
     expect_error(ARGV("f", "--out", "o", "--seed", ""), CLI_VALUE_ERROR, "--seed needs an integer");
-    expect_error(ARGV("f", "--out", "o", "--rate", "1.5"), CLI_VALUE_ERROR, "--rate: '1.5' is not a number in 0..1");
-    expect_error(ARGV("f", "--out", "o", "--rate", "abc"), CLI_VALUE_ERROR, "--rate: 'abc' is not a number");
-    expect_error(ARGV("f", "--out", "o", "--rate", "nan"), CLI_VALUE_ERROR, "--rate: 'nan' is not a number");
+    expect_error(ARGV("f", "--out", "o", "--rate", "1.5"), CLI_VALUE_ERROR,
+                 "--rate: '1.5' is not a number in 0..1");
+    expect_error(ARGV("f", "--out", "o", "--rate", "abc"), CLI_VALUE_ERROR,
+                 "--rate: 'abc' is not a number");
+    expect_error(ARGV("f", "--out", "o", "--rate", "nan"), CLI_VALUE_ERROR,
+                 "--rate: 'nan' is not a number");
     expect_error(ARGV("f", "--out", "o", "--even", "3"), CLI_VALUE_ERROR, "--even: '3' is odd");
-    expect_error(ARGV("f", "--out", "o", "--seed", "1", "--seed", "2"), CLI_USAGE_ERROR, "--seed is given twice");
-    expect_error(ARGV("f", "--out", "o", "--json", "--json"), CLI_USAGE_ERROR, "--json is given twice");
+    expect_error(ARGV("f", "--out", "o", "--seed", "1", "--seed", "2"), CLI_USAGE_ERROR,
+                 "--seed is given twice");
+    expect_error(ARGV("f", "--out", "o", "--json", "--json"), CLI_USAGE_ERROR,
+                 "--json is given twice");
     expect_error(ARGV("f"), CLI_USAGE_ERROR, "--out is required");
     expect_error(ARGV("--out", "o"), CLI_USAGE_ERROR, "FILE is required");
-    expect_error(ARGV("a", "b", "c", "d", "--out", "o"), CLI_USAGE_ERROR, "unexpected argument 'd'");
+    expect_error(ARGV("a", "b", "c", "d", "--out", "o"), CLI_USAGE_ERROR,
+                 "unexpected argument 'd'");
 }
 
 // The first error wins: a bad value before an unknown option reports the value.
@@ -213,7 +226,8 @@ static void test_parse_prints(void) {
     CHECK(status == 0 && !strcmp(out, USAGE) && !*e);
     CHECK(parse_printed(1, (char *[]){"--frob"}, 0, &status, out, e, sizeof out) == 1);
     CHECK(status == 2 && !*out);
-    CHECK_MSG(!strcmp(e, "prog: unknown option '--frob'\nusage: prog [options] FILE...\n"), "got '%s'", e);
+    CHECK_MSG(!strcmp(e, "prog: unknown option '--frob'\nusage: prog [options] FILE...\n"),
+              "got '%s'", e);
     CHECK(parse_printed(2, (char *[]){"--seed", "10"}, 0, &status, out, e, sizeof out) == 1);
     CHECK(status == 2);   // a bad value: exit 2 by default, no usage
     CHECK_MSG(!strcmp(e, "prog: --seed: '10' is not an integer in 0..9\n"), "got '%s'", e);
@@ -221,7 +235,8 @@ static void test_parse_prints(void) {
     CHECK(status == 1);   // value_status: the reward program's bad values exit 1
     CHECK(parse_printed(0, (char *[]){NULL}, 1, &status, out, e, sizeof out) == 1);
     CHECK(status == 2);   // a missing required option is a usage error whatever value_status
-    CHECK_MSG(!strcmp(e, "prog: --seed is required\nusage: prog [options] FILE...\n"), "got '%s'", e);
+    CHECK_MSG(!strcmp(e, "prog: --seed is required\nusage: prog [options] FILE...\n"), "got '%s'",
+              e);
     status = -1;
     CHECK(parse_printed(2, (char *[]){"--seed", "3"}, 0, &status, out, e, sizeof out) == 0);
     CHECK(status == -1 && !*out && !*e);
@@ -231,8 +246,10 @@ static int sub_a(int argc, char **argv) { return argc == 1 && !strcmp(argv[0], "
 static int sub_b(int argc, char **argv) { return 7; }
 
 static void test_program(void) {
-    const CliSubcommand cmds[] = {{"alpha", sub_a, "X   the first"}, {"b", sub_b, "the second"}, {0}};
-    CliProgram p = {.prog = "tool", .head = "usage: tool COMMAND\n\n", .cmds = cmds, .name_width = 6};
+    const CliSubcommand cmds[] = {
+        {"alpha", sub_a, "X   the first"}, {"b", sub_b, "the second"}, {0}};
+    CliProgram p = {
+        .prog = "tool", .head = "usage: tool COMMAND\n\n", .cmds = cmds, .name_width = 6};
     CHECK(cli_program_run(&p, 3, (char *[]){"tool", "alpha", "x"}) == 42);
     CHECK(cli_program_run(&p, 2, (char *[]){"tool", "b"}) == 7);
     FILE *f = tmpfile();
@@ -242,7 +259,8 @@ static void test_program(void) {
     size_t k = fread(buf, 1, sizeof buf - 1, f);
     buf[k] = 0;
     fclose(f);
-    CHECK_MSG(!strcmp(buf, "usage: tool COMMAND\n\n  alpha  X   the first\n  b      the second\n"), "got '%s'", buf);
+    CHECK_MSG(!strcmp(buf, "usage: tool COMMAND\n\n  alpha  X   the first\n  b      the second\n"),
+              "got '%s'", buf);
     fflush(stderr);
     int se = dup(2), devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, 2);

@@ -96,7 +96,10 @@ static int out_close(OutFile *o, int ok, char *err, size_t errlen) {
     if (fclose(o->f)) bad = 1;
     o->f = NULL;
     if (!bad && rename(o->tmp, o->path)) { bad = 1; e = errno; }
-    if (bad) { unlink(o->tmp); return ok ? util_err(err, errlen, "%s: %s", o->path, strerror(e)) : -1; }
+    if (bad) {
+        unlink(o->tmp);
+        return ok ? util_err(err, errlen, "%s: %s", o->path, strerror(e)) : -1;
+    }
     return 0;
 }
 
@@ -111,7 +114,8 @@ static void write_json(FILE *f, cJSON *o) {
 
 // An Rng for one output file: every file has its own stream of the seed.
 static void stream_rng(Rng *r, uint64_t seed, const char *stream) {
-    rng_init(r, data_hash_mix(data_hash_bytes(data_hash_u64(DATA_HASH_INIT, seed), stream, strlen(stream))));
+    uint64_t h = data_hash_bytes(data_hash_u64(DATA_HASH_INIT, seed), stream, strlen(stream));
+    rng_init(r, data_hash_mix(h));
 }
 
 // Draws a task whose prompt is in `split`; with `distinct`, also one not drawn before (into *used;
@@ -131,8 +135,9 @@ static int draw_task(Rng *rng, int split, HashSet *used, int distinct, Task *t) 
     return -1;
 }
 
-static int write_prompts(const char *dir, const char *name, int split, int64_t n, uint64_t seed, int with_answer,
-                         int distinct, int64_t *by_kind, char *err, size_t errlen) {
+static int write_prompts(const char *dir, const char *name, int split, int64_t n, uint64_t seed,
+                         int with_answer, int distinct, int64_t *by_kind, char *err,
+                         size_t errlen) {
     OutFile o;
     if (out_open(&o, dir, name, err, errlen)) return -1;
     Rng rng;
@@ -143,8 +148,10 @@ static int write_prompts(const char *dir, const char *name, int split, int64_t n
     for (int64_t i = 0; i < n && ok; i++) {
         Task t;
         if (draw_task(&rng, split, &used, distinct, &t)) {
-            util_err(err, errlen, "%s: only %lld distinct prompts could be drawn for the %s split; ask for fewer", o.path,
-                     (long long)i, SPLIT_NAMES[split]);
+            util_err(
+                err, errlen,
+                "%s: only %lld distinct prompts could be drawn for the %s split; ask for fewer",
+                o.path, (long long)i, SPLIT_NAMES[split]);
             ok = 0; break;
         }
         by_kind[t.kind]++;
@@ -158,7 +165,8 @@ static int write_prompts(const char *dir, const char *name, int split, int64_t n
     return out_close(&o, ok, err, errlen);
 }
 
-static int write_sft(const char *dir, int64_t n, uint64_t seed, const int *mix, int64_t *by_style, char *err, size_t errlen) {
+static int write_sft(const char *dir, int64_t n, uint64_t seed, const int *mix, int64_t *by_style,
+                     char *err, size_t errlen) {
     OutFile o;
     if (out_open(&o, dir, "sft.jsonl", err, errlen)) return -1;
     Rng rng;
@@ -167,7 +175,10 @@ static int write_sft(const char *dir, int64_t n, uint64_t seed, const int *mix, 
         Task t;
         draw_task(&rng, SPLIT_SFT, NULL, 0, &t);   // repeats allowed: never fails
         int u = (int)rng_below(&rng, 100), style = 0, acc = 0;
-        for (style = 0; style < TASK_NUM_STYLES - 1; style++) { acc += mix[style]; if (u < acc) break; }
+        for (style = 0; style < TASK_NUM_STYLES - 1; style++) {
+            acc += mix[style];
+            if (u < acc) break;
+        }
         char resp[4 * TASK_TEXT_MAX];
         task_response(&rng, &t, (TaskStyle)style, resp, sizeof resp);
         by_style[style]++;
@@ -183,8 +194,8 @@ static int write_sft(const char *dir, int64_t n, uint64_t seed, const int *mix, 
 
 // Pretraining documents: 3-8 lines, each a statement of a fact of the family (45%), a question
 // with its short answer (35%, never an eval prompt), or a plain sentence (20%).
-static int write_pretrain(const char *dir, const char *name, int64_t n, uint64_t seed, int64_t *bytes,
-                          char *err, size_t errlen) {
+static int write_pretrain(const char *dir, const char *name, int64_t n, uint64_t seed,
+                          int64_t *bytes, char *err, size_t errlen) {
     OutFile o;
     if (out_open(&o, dir, name, err, errlen)) return -1;
     Rng rng;
@@ -225,7 +236,10 @@ static int parse_mix(const char *s, void *ctx, char *err, size_t errlen) {
         p++;
     }
     if (k != TASK_NUM_STYLES || *p || sum != 100)
-        return util_err(err, errlen, "--mix: '%s' is not %d percentages that add up to 100 (concise,verbose,rambling,wrong)", s, TASK_NUM_STYLES);
+        return util_err(
+            err, errlen,
+            "--mix: '%s' is not %d percentages that add up to 100 (concise,verbose,rambling,wrong)",
+            s, TASK_NUM_STYLES);
     return 0;
 }
 
@@ -247,24 +261,34 @@ static int cmd_data_demo(int argc, char **argv) {
         {0}};
     CliCommand cmd = {.prog = "rlhf data demo", .usage = data_usage, .opts = opts};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
-    if (util_mkdir_p(out, err, sizeof err)) { fprintf(stderr, "rlhf data demo: %s\n", err); return 1; }
-    int64_t kinds[NUM_SPLITS][TASK_NUM_KINDS] = {{0}}, styles[TASK_NUM_STYLES] = {0}, b_pre = 0, b_val = 0;
+    if (util_mkdir_p(out, err, sizeof err)) {
+        fprintf(stderr, "rlhf data demo: %s\n", err);
+        return 1;
+    }
+    int64_t kinds[NUM_SPLITS][TASK_NUM_KINDS] = {{0}}, styles[TASK_NUM_STYLES] = {0};
+    int64_t b_pre = 0, b_val = 0;
     int64_t n_val = n_pre / 20 > 50 ? n_pre / 20 : 50;
     uint64_t s = (uint64_t)seed;
     if (write_pretrain(out, "pretrain.txt", n_pre, s, &b_pre, err, sizeof err) ||
         write_pretrain(out, "pretrain_valid.txt", n_val, s, &b_val, err, sizeof err) ||
         write_sft(out, n_sft, s, mix, styles, err, sizeof err) ||
-        write_prompts(out, "rm_prompts.jsonl", SPLIT_RM, n_rm, s, 0, 1, kinds[SPLIT_RM], err, sizeof err) ||
-        write_prompts(out, "ppo_prompts.jsonl", SPLIT_PPO, n_ppo, s, 0, 0, kinds[SPLIT_PPO], err, sizeof err) ||
-        write_prompts(out, "eval_prompts.jsonl", SPLIT_EVAL, n_eval, s, 1, 1, kinds[SPLIT_EVAL], err, sizeof err)) {
+        write_prompts(out, "rm_prompts.jsonl", SPLIT_RM, n_rm, s, 0, 1, kinds[SPLIT_RM], err,
+                      sizeof err) ||
+        write_prompts(out, "ppo_prompts.jsonl", SPLIT_PPO, n_ppo, s, 0, 0, kinds[SPLIT_PPO], err,
+                      sizeof err) ||
+        write_prompts(out, "eval_prompts.jsonl", SPLIT_EVAL, n_eval, s, 1, 1, kinds[SPLIT_EVAL],
+                      err, sizeof err)) {
         fprintf(stderr, "rlhf data demo: %s\n", err);
         return 1;
     }
     fprintf(stderr, "rlhf data demo: wrote %s (seed %lld)\n", out, (long long)seed);
-    fprintf(stderr, "  pretrain.txt         %lld documents, %lld bytes\n", (long long)n_pre, (long long)b_pre);
-    fprintf(stderr, "  pretrain_valid.txt   %lld documents, %lld bytes\n", (long long)n_val, (long long)b_val);
+    fprintf(stderr, "  pretrain.txt         %lld documents, %lld bytes\n", (long long)n_pre,
+            (long long)b_pre);
+    fprintf(stderr, "  pretrain_valid.txt   %lld documents, %lld bytes\n", (long long)n_val,
+            (long long)b_val);
     fprintf(stderr, "  sft.jsonl            %lld demonstrations:", (long long)n_sft);
-    for (int i = 0; i < TASK_NUM_STYLES; i++) fprintf(stderr, " %s %lld", task_style_name(i), (long long)styles[i]);
+    for (int i = 0; i < TASK_NUM_STYLES; i++)
+        fprintf(stderr, " %s %lld", task_style_name(i), (long long)styles[i]);
     fputc('\n', stderr);
     const char *names[] = {"eval_prompts.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl"};
     const int sp[] = {SPLIT_EVAL, SPLIT_RM, SPLIT_PPO};
@@ -272,14 +296,18 @@ static int cmd_data_demo(int argc, char **argv) {
         int64_t tot = 0;
         for (int k = 0; k < TASK_NUM_KINDS; k++) tot += kinds[sp[f]][k];
         fprintf(stderr, "  %-20s %lld prompts:", names[f], (long long)tot);
-        for (int k = 0; k < TASK_NUM_KINDS; k++) fprintf(stderr, " %s %lld", task_kind_name(k), (long long)kinds[sp[f]][k]);
+        for (int k = 0; k < TASK_NUM_KINDS; k++)
+            fprintf(stderr, " %s %lld", task_kind_name(k), (long long)kinds[sp[f]][k]);
         fputc('\n', stderr);
     }
     return 0;
 }
 
 int demo_data_cmd(int argc, char **argv) {
-    if (argc < 1 || cli_is_help(argv[0])) { fputs(data_usage, argc < 1 ? stderr : stdout); return argc < 1 ? 2 : 0; }
+    if (argc < 1 || cli_is_help(argv[0])) {
+        fputs(data_usage, argc < 1 ? stderr : stdout);
+        return argc < 1 ? 2 : 0;
+    }
     if (!strcmp(argv[0], "demo")) return cmd_data_demo(argc - 1, argv + 1);
     fprintf(stderr, "rlhf data: unknown subcommand '%s' (demo)\n%s", argv[0], data_usage);
     return 2;

@@ -65,32 +65,53 @@ static int judge_line(const char *line, double noise, uint64_t seed, int explain
                       char *out, size_t outlen) {
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithOpts(line, &end, 1);
-    if (!j) return util_err(out, outlen, "line %lld: invalid JSON at column %ld", (long long)lineno, end ? (long)(end - line) + 1 : 1L);
+    if (!j)
+        return util_err(out, outlen, "line %lld: invalid JSON at column %ld", (long long)lineno,
+                        end ? (long)(end - line) + 1 : 1L);
     int rc = -1;
-    cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt"), *cs = cJSON_GetObjectItemCaseSensitive(j, "completions");
+    cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt"),
+          *cs = cJSON_GetObjectItemCaseSensitive(j, "completions");
     int k = cJSON_IsArray(cs) ? cJSON_GetArraySize(cs) : 0;
     const char *resp[TASK_MAX_K];
-    if (!cJSON_IsObject(j)) util_err(out, outlen, "line %lld: not a JSON object", (long long)lineno);
-    else if (!cJSON_IsString(p)) util_err(out, outlen, "line %lld: \"prompt\" must be a string", (long long)lineno);
-    else if (!cJSON_IsArray(cs)) util_err(out, outlen, "line %lld: \"completions\" must be an array of strings", (long long)lineno);
-    else if (k < 1 || k > TASK_MAX_K) util_err(out, outlen, "line %lld: %d completions (1..%d)", (long long)lineno, k, TASK_MAX_K);
+    if (!cJSON_IsObject(j))
+        util_err(out, outlen, "line %lld: not a JSON object", (long long)lineno);
+    else if (!cJSON_IsString(p))
+        util_err(out, outlen, "line %lld: \"prompt\" must be a string", (long long)lineno);
+    else if (!cJSON_IsArray(cs))
+        util_err(out, outlen, "line %lld: \"completions\" must be an array of strings",
+                 (long long)lineno);
+    else if (k < 1 || k > TASK_MAX_K)
+        util_err(out, outlen, "line %lld: %d completions (1..%d)", (long long)lineno, k,
+                 TASK_MAX_K);
     else {
         int i = 0, ok = 1;
         for (cJSON *c = cs->child; c; c = c->next, i++) {
-            if (!cJSON_IsString(c)) { util_err(out, outlen, "line %lld: completion %d is not a string", (long long)lineno, i + 1); ok = 0; break; }
+            if (!cJSON_IsString(c)) {
+                util_err(out, outlen, "line %lld: completion %d is not a string", (long long)lineno,
+                         i + 1);
+                ok = 0;
+                break;
+            }
             resp[i] = c->valuestring;
         }
-        // optional "ended": [true, false, ...]: false marks a completion cut off by the length limit
+        // optional "ended": [true, false, ...]: false marks a completion cut off by the length
+        // limit
         cJSON *en = cJSON_GetObjectItemCaseSensitive(j, "ended");
         int ended[TASK_MAX_K];
         if (ok && en) {
             if (!cJSON_IsArray(en) || cJSON_GetArraySize(en) != k) {
-                util_err(out, outlen, "line %lld: \"ended\" must be an array of %d booleans", (long long)lineno, k);
+                util_err(out, outlen, "line %lld: \"ended\" must be an array of %d booleans",
+                         (long long)lineno, k);
                 ok = 0;
             } else {
                 i = 0;
                 for (cJSON *c = en->child; c; c = c->next, i++) {
-                    if (!cJSON_IsBool(c)) { util_err(out, outlen, "line %lld: \"ended\" item %d is not a boolean", (long long)lineno, i + 1); ok = 0; break; }
+                    if (!cJSON_IsBool(c)) {
+                        util_err(out, outlen, "line %lld: \"ended\" item %d is not a boolean",
+                                 (long long)lineno, i + 1);
+                        ok = 0;
+                        break;
+                    }
                     ended[i] = cJSON_IsTrue(c);
                 }
             }
@@ -99,20 +120,25 @@ static int judge_line(const char *line, double noise, uint64_t seed, int explain
         if (ok) {
             int known = task_rank(p->valuestring, resp, en ? ended : NULL, k, noise, seed, rank);
             if (known < 0) util_err(out, outlen, "line %lld: cannot rank", (long long)lineno);
-            else if (task_ranking_format(rank, k, out, outlen)) util_err(out, outlen, "line %lld: ranking too long", (long long)lineno);
+            else if (task_ranking_format(rank, k, out, outlen))
+                util_err(out, outlen, "line %lld: ranking too long", (long long)lineno);
             else {
                 rc = 0;
                 if (explain) {
                     Task t;
                     int kn = !task_parse(p->valuestring, &t);
-                    fprintf(stderr, "line %lld: %s%s%s -> %s\n", (long long)lineno, kn ? task_kind_name(t.kind) : "unknown prompt",
-                            kn ? ", answer " : "", kn ? t.answer : "", out);
+                    fprintf(stderr, "line %lld: %s%s%s -> %s\n", (long long)lineno,
+                            kn ? task_kind_name(t.kind) : "unknown prompt", kn ? ", answer " : "",
+                            kn ? t.answer : "", out);
                     for (int c = 0; c < k; c++) {
                         TaskGrade g;
                         task_grade(kn ? &t : NULL, resp[c], &g);
                         int fin = en ? ended[c] : 1;
-                        fprintf(stderr, "  %d: correct %d, extra words %d, leak %d, junk %d, empty %d, score %d, ended %d\n", c + 1,
-                                g.correct, g.extra_words, g.leak, g.junk, g.empty, g.score - (fin ? 0 : TASK_UNFINISHED_PENALTY), fin);
+                        fprintf(
+                            stderr,
+                            "  %d: correct %d, extra words %d, leak %d, junk %d, empty %d, score %d, ended %d\n",
+                            c + 1, g.correct, g.extra_words, g.leak, g.junk, g.empty,
+                            g.score - (fin ? 0 : TASK_UNFINISHED_PENALTY), fin);
                     }
                 }
             }
@@ -145,12 +171,15 @@ int demo_judge_cmd(int argc, char **argv) {
         size_t sp = strspn(line, " \t\r");
         if (!too_long && !has_nul && line[sp] == 0) continue;
         int rc;
-        if (too_long) rc = util_err(reply, sizeof reply, "line %lld: longer than %d bytes", (long long)lineno, JUDGE_MAX_LINE);
-        else if (has_nul) rc = util_err(reply, sizeof reply, "line %lld: contains a NUL byte", (long long)lineno);
+        if (too_long)
+            rc = util_err(reply, sizeof reply, "line %lld: longer than %d bytes", (long long)lineno,
+                          JUDGE_MAX_LINE);
+        else if (has_nul)
+            rc = util_err(reply, sizeof reply, "line %lld: contains a NUL byte", (long long)lineno);
         else rc = judge_line(line, noise, (uint64_t)seed, explain, lineno, reply, sizeof reply);
         if (rc) {
             bad++;
-            fprintf(stderr, "rlhf judge: stdin:%s\n", reply + 5);   // "line N: ..." -> "stdin:N: ..."
+            fprintf(stderr, "rlhf judge: stdin:%s\n", reply + 5); // "line N: ..." -> "stdin:N: ..."
             printf("error: %s\n", reply);
         } else printf("%s\n", reply);
         fflush(stdout);
