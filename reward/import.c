@@ -100,169 +100,177 @@ static int split_hh(Ctx *c, const char *t, const char *side, char **prompt, cons
     return 0;
 }
 
+// One line's ranking as read, before it is stored.
+typedef struct {
+    const char *prompt, *split, *labeler, *comment, *model;
+    const char *texts[REWARD_MAX_K];   // (k) the completions
+    int ranks[REWARD_MAX_K];           // (k) 1 best, equal = tie
+    int k;
+    char *hh_prompt, *hh_prompt2, *rtext;   // owned: an HH line's prompts, the ranking's text
+} LineRanking;
+
+// A K-wise line: "completions" (2..REWARD_MAX_K strings) and "ranking" (ranks or "2>1=3").
+static int read_kwise(Ctx *c, const cJSON *o, const cJSON *comps, LineRanking *l) {
+    int bad = 0;
+    if (!l->prompt) {
+        get_str(c, o, "prompt", 1, &bad);
+        return -1;
+    }
+    if (!cJSON_IsArray(comps)) return LINE_ERR(c, "\"completions\" must be an array of strings");
+    l->k = cJSON_GetArraySize(comps);
+    if (l->k < 2 || l->k > REWARD_MAX_K)
+        return LINE_ERR(c, "\"completions\" has %d items; a ranking needs 2..%d", l->k, REWARD_MAX_K);
+    int i = 0;
+    for (const cJSON *e = comps->child; e; e = e->next, i++) {
+        if (!cJSON_IsString(e)) return LINE_ERR(c, "completion %d is not a string", i + 1);
+        size_t n = strlen(e->valuestring);
+        if (rm_utf8_valid_len(e->valuestring, n) != n)
+            return LINE_ERR(c, "completion %d is not valid UTF-8", i + 1);
+        l->texts[i] = e->valuestring;
+    }
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "ranking");
+    if (!r) return LINE_ERR(c, "missing key \"ranking\"");
+    if (cJSON_IsString(r)) l->rtext = STRDUP_CHECK(r->valuestring);
+    else if (cJSON_IsArray(r)) l->rtext = cJSON_PrintUnformatted(r);
+    else return LINE_ERR(c, "\"ranking\" must be an array of ranks or a string like \"2>1=3\"");
+    if (!l->rtext) DIE("out of memory");
+    char perr[512];
+    if (reward_parse_ranking(l->rtext, l->k, l->ranks, perr, sizeof perr))
+        return LINE_ERR(c, "%s", perr);
+    return 0;
+}
+
+// A prompt alone, or a prompt with its demonstration ("response"): stored at once.
+static int import_prompt(Ctx *c, const cJSON *o, const LineRanking *l, ImportResult *res) {
+    int bad = 0;
+    const char *resp = get_str(c, o, "response", 0, &bad);
+    if (bad) return -1;
+    const char *split = l->split;
+    if (!split)
+        split = c->o->split ? c->o->split
+                            : store_split_for_text(l->prompt, c->o->valid_frac, c->o->test_frac);
+    char perr2[768];
+    int64_t pid2, did;
+    if (store_add_prompt(c->s, l->prompt, split, c->source, &pid2, perr2, sizeof perr2))
+        return LINE_ERR(c, "%s", perr2);
+    if (resp) {
+        if (store_add_demonstration(c->s, pid2, resp, c->source, &did, perr2, sizeof perr2))
+            return LINE_ERR(c, "%s", perr2);
+        res->demonstrations++;
+    } else res->prompts++;
+    return 0;
+}
+
+// A pair line: {"prompt", "chosen", "rejected"}, or HH transcripts {"chosen", "rejected"} cut at
+// the last "\n\nAssistant:". Returns 1 when chosen and rejected are the same text (skipped).
+static int read_pair(Ctx *c, const cJSON *o, LineRanking *l) {
+    if (!cJSON_GetObjectItemCaseSensitive(o, "chosen") ||
+        !cJSON_GetObjectItemCaseSensitive(o, "rejected"))
+        return LINE_ERR(c, "expected {\"prompt\", \"chosen\", \"rejected\"}, {\"chosen\", "
+                           "\"rejected\"} (HH), {\"prompt\", \"completions\", \"ranking\"}, "
+                           "{\"prompt\"} or {\"prompt\", \"response\"}");
+    int bad = 0;
+    const char *ch = get_str(c, o, "chosen", 1, &bad);
+    const char *rj = bad ? NULL : get_str(c, o, "rejected", 1, &bad);
+    if (bad) return -1;
+    if (l->prompt) {
+        l->texts[0] = ch;
+        l->texts[1] = rj;
+    } else {
+        if (split_hh(c, ch, "chosen", &l->hh_prompt, &l->texts[0]) ||
+            split_hh(c, rj, "rejected", &l->hh_prompt2, &l->texts[1]))
+            return -1;
+        if (strcmp(l->hh_prompt, l->hh_prompt2))
+            return LINE_ERR(c, "chosen and rejected differ before their last "
+                               "\"\\n\\nAssistant:\" (not one conversation)");
+        l->prompt = l->hh_prompt;
+    }
+    if (!strcmp(l->texts[0], l->texts[1])) return 1;
+    l->k = 2;
+    l->ranks[0] = 1;
+    l->ranks[1] = 2;
+    return 0;
+}
+
+// Stores the line's prompt, labeler, completions and ranking.
+static int store_line_ranking(Ctx *c, const LineRanking *l) {
+    const char *split = l->split, *model = l->model ? l->model : c->o->model;
+    if (!split)
+        split = c->o->split ? c->o->split
+                            : store_split_for_text(l->prompt, c->o->valid_frac, c->o->test_frac);
+    char serr[768];
+    int64_t pid, lid = c->labeler_id, cid[REWARD_MAX_K];
+    if (store_add_prompt(c->s, l->prompt, split, c->source, &pid, serr, sizeof serr))
+        return LINE_ERR(c, "%s", serr);
+    if (l->labeler && strcmp(l->labeler, c->labeler) &&
+        store_add_labeler(c->s, l->labeler, &lid, serr, sizeof serr))
+        return LINE_ERR(c, "%s", serr);
+    StoreRankItem items[REWARD_MAX_K];
+    for (int i = 0; i < l->k; i++) {
+        if (store_add_completion(c->s, pid, l->texts[i], model, &cid[i], serr, sizeof serr))
+            return LINE_ERR(c, "%s", serr);
+        for (int j = 0; j < i; j++)
+            if (cid[j] == cid[i])
+                return LINE_ERR(c, "completions %d and %d are the same text", j + 1, i + 1);
+        items[i].completion_id = cid[i];
+        items[i].rank = l->ranks[i];
+    }
+    if (store_add_ranking(c->s, pid, lid, items, l->k, l->comment, NULL, serr, sizeof serr))
+        return LINE_ERR(c, "%s", serr);
+    return 0;
+}
+
+// The keys every line may have, checked: one JSON object, no NUL, no duplicate key.
+static int read_common(Ctx *c, const char *line, const cJSON *o, LineRanking *l) {
+    if (!cJSON_IsObject(o)) return LINE_ERR(c, "expected a JSON object");
+    if (has_nul_escape(line)) return LINE_ERR(c, "a string holds a NUL character (\\u0000)");
+    for (const cJSON *a = o->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (!strcmp(a->string, b->string)) return LINE_ERR(c, "duplicate key \"%s\"", a->string);
+    int bad = 0;
+    l->prompt = get_str(c, o, "prompt", 0, &bad);
+    l->labeler = get_str(c, o, "labeler", 0, &bad);
+    l->split = get_str(c, o, "split", 0, &bad);
+    l->comment = get_str(c, o, "comment", 0, &bad);
+    l->model = get_str(c, o, "model", 0, &bad);
+    if (bad) return -1;
+    if (l->labeler && !*l->labeler) return LINE_ERR(c, "\"labeler\" is empty");
+    if (l->split && !store_split_valid(l->split))
+        return LINE_ERR(c, "\"split\" is '%.40s'; expected train, valid or test", l->split);
+    return 0;
+}
+
+// The line by its kind: K-wise, a prompt (with its demonstration), or a pair. Returns 0 with a
+// ranking in l to store, 1 when there is nothing more to store (a prompt line, stored at once; a
+// pair of one text twice, skipped), -1 on error.
+static int read_by_kind(Ctx *c, const cJSON *o, LineRanking *l, ImportResult *res) {
+    const cJSON *comps = cJSON_GetObjectItemCaseSensitive(o, "completions");
+    if (comps) return read_kwise(c, o, comps, l);
+    if (l->prompt && !cJSON_GetObjectItemCaseSensitive(o, "chosen") &&
+        !cJSON_GetObjectItemCaseSensitive(o, "rejected"))
+        return import_prompt(c, o, l, res) ? -1 : 1;
+    int rc = read_pair(c, o, l);
+    if (rc == 1) res->skipped++;
+    return rc;
+}
+
 static int import_line(Ctx *c, const char *line, ImportResult *res) {
     const char *eptr = NULL;
     cJSON *o = cJSON_ParseWithOpts(line, &eptr, 1);
     if (!o)
         return LINE_ERR(c, "bad JSON at column %lld",
                         (long long)(eptr && eptr >= line ? eptr - line + 1 : 1));
-    int rc = -1, bad = 0, k = 0;
-    char *hh_prompt = NULL, *hh_prompt2 = NULL, *rtext = NULL;
-    const char *texts[REWARD_MAX_K];
-    int ranks[REWARD_MAX_K];
-    if (!cJSON_IsObject(o)) { LINE_ERR(c, "expected a JSON object"); goto done; }
-    if (has_nul_escape(line)) {
-        LINE_ERR(c, "a string holds a NUL character (\\u0000)");
-        goto done;
-    }
-    for (const cJSON *a = o->child; a; a = a->next)
-        for (const cJSON *b = a->next; b; b = b->next)
-            if (!strcmp(a->string, b->string)) {
-                LINE_ERR(c, "duplicate key \"%s\"", a->string);
-                goto done;
-            }
-    const char *prompt = get_str(c, o, "prompt", 0, &bad);
-    const char *labeler = get_str(c, o, "labeler", 0, &bad),
-               *split = get_str(c, o, "split", 0, &bad);
-    const char *comment = get_str(c, o, "comment", 0, &bad),
-               *model = get_str(c, o, "model", 0, &bad);
-    if (bad) goto done;
-    if (labeler && !*labeler) { LINE_ERR(c, "\"labeler\" is empty"); goto done; }
-    if (split && !store_split_valid(split)) {
-        LINE_ERR(c, "\"split\" is '%.40s'; expected train, valid or test", split);
-        goto done;
-    }
-    const cJSON *comps = cJSON_GetObjectItemCaseSensitive(o, "completions");
-    if (comps) {   // K-wise
-        if (!prompt) { get_str(c, o, "prompt", 1, &bad); goto done; }
-        if (!cJSON_IsArray(comps)) {
-            LINE_ERR(c, "\"completions\" must be an array of strings");
-            goto done;
-        }
-        k = cJSON_GetArraySize(comps);
-        if (k < 2 || k > REWARD_MAX_K) {
-            LINE_ERR(c, "\"completions\" has %d items; a ranking needs 2..%d", k, REWARD_MAX_K);
-            goto done;
-        }
-        int i = 0;
-        for (const cJSON *e = comps->child; e; e = e->next, i++) {
-            size_t n;
-            if (!cJSON_IsString(e)) {
-                LINE_ERR(c, "completion %d is not a string", i + 1);
-                goto done;
-            }
-            n = strlen(e->valuestring);
-            if (rm_utf8_valid_len(e->valuestring, n) != n) {
-                LINE_ERR(c, "completion %d is not valid UTF-8", i + 1);
-                goto done;
-            }
-            texts[i] = e->valuestring;
-        }
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "ranking");
-        if (!r) { LINE_ERR(c, "missing key \"ranking\""); goto done; }
-        if (cJSON_IsString(r)) rtext = STRDUP_CHECK(r->valuestring);
-        else if (cJSON_IsArray(r)) rtext = cJSON_PrintUnformatted(r);
-        else {
-            LINE_ERR(c, "\"ranking\" must be an array of ranks or a string like \"2>1=3\"");
-            goto done;
-        }
-        if (!rtext) DIE("out of memory");
-        char perr[512];
-        if (reward_parse_ranking(rtext, k, ranks, perr, sizeof perr)) {
-            LINE_ERR(c, "%s", perr);
-            goto done;
-        }
-    } else if (prompt && !cJSON_GetObjectItemCaseSensitive(o, "chosen") &&
-               !cJSON_GetObjectItemCaseSensitive(o, "rejected")) {
-        // a prompt alone, or a prompt with its demonstration
-        const char *resp = get_str(c, o, "response", 0, &bad);
-        if (bad) goto done;
-        if (!split)
-            split = c->o->split ? c->o->split
-                                : store_split_for_text(prompt, c->o->valid_frac, c->o->test_frac);
-        char perr2[768];
-        int64_t pid2, did;
-        if (store_add_prompt(c->s, prompt, split, c->source, &pid2, perr2, sizeof perr2)) {
-            LINE_ERR(c, "%s", perr2);
-            goto done;
-        }
-        if (resp) {
-            if (store_add_demonstration(c->s, pid2, resp, c->source, &did, perr2, sizeof perr2)) {
-                LINE_ERR(c, "%s", perr2);
-                goto done;
-            }
-            res->demonstrations++;
-        } else res->prompts++;
-        rc = 0;
-        goto done;
-    } else {
-        if (!cJSON_GetObjectItemCaseSensitive(o, "chosen") ||
-            !cJSON_GetObjectItemCaseSensitive(o, "rejected")) {
-            LINE_ERR(
-                c,
-                "expected {\"prompt\", \"chosen\", \"rejected\"}, {\"chosen\", \"rejected\"} (HH), {\"prompt\", \"completions\", \"ranking\"}, {\"prompt\"} or {\"prompt\", \"response\"}");
-            goto done;
-        }
-        const char *ch = get_str(c, o, "chosen", 1, &bad),
-                   *rj = bad ? NULL : get_str(c, o, "rejected", 1, &bad);
-        if (bad) goto done;
-        if (prompt) { texts[0] = ch; texts[1] = rj; }
-        else {
-            if (split_hh(c, ch, "chosen", &hh_prompt, &texts[0]) ||
-                split_hh(c, rj, "rejected", &hh_prompt2, &texts[1]))
-                goto done;
-            if (strcmp(hh_prompt, hh_prompt2)) {
-                LINE_ERR(
-                    c,
-                    "chosen and rejected differ before their last \"\\n\\nAssistant:\" (not one conversation)");
-                goto done;
-            }
-            prompt = hh_prompt;
-        }
-        if (!strcmp(texts[0], texts[1])) { res->skipped++; rc = 0; goto done; }
-        k = 2; ranks[0] = 1; ranks[1] = 2;
-    }
-    if (!split)
-        split = c->o->split ? c->o->split
-                            : store_split_for_text(prompt, c->o->valid_frac, c->o->test_frac);
-    if (!model) model = c->o->model;
-    char serr[768];
-    int64_t pid, lid = c->labeler_id, cid[REWARD_MAX_K];
-    if (store_add_prompt(c->s, prompt, split, c->source, &pid, serr, sizeof serr)) {
-        LINE_ERR(c, "%s", serr);
-        goto done;
-    }
-    if (labeler && strcmp(labeler, c->labeler) &&
-        store_add_labeler(c->s, labeler, &lid, serr, sizeof serr)) {
-        LINE_ERR(c, "%s", serr);
-        goto done;
-    }
-    StoreRankItem items[REWARD_MAX_K];
-    for (int i = 0; i < k; i++) {
-        if (store_add_completion(c->s, pid, texts[i], model, &cid[i], serr, sizeof serr)) {
-            LINE_ERR(c, "%s", serr);
-            goto done;
-        }
-        for (int j = 0; j < i; j++)
-            if (cid[j] == cid[i]) {
-                LINE_ERR(c, "completions %d and %d are the same text", j + 1, i + 1);
-                goto done;
-            }
-        items[i].completion_id = cid[i];
-        items[i].rank = ranks[i];
-    }
-    if (store_add_ranking(c->s, pid, lid, items, k, comment, NULL, serr, sizeof serr)) {
-        LINE_ERR(c, "%s", serr);
-        goto done;
-    }
-    res->rankings++;
-    rc = 0;
-done:
-    free(hh_prompt);
-    free(hh_prompt2);
-    free(rtext);
+    LineRanking l;
+    memset(&l, 0, sizeof l);
+    int rc = read_common(c, line, o, &l);
+    if (rc == 0) rc = read_by_kind(c, o, &l, res);
+    if (rc == 0) rc = store_line_ranking(c, &l);
+    if (rc == 0) res->rankings++;
+    free(l.hh_prompt);
+    free(l.hh_prompt2);
+    free(l.rtext);
     cJSON_Delete(o);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 int rm_import_file(Store *s, const char *path, const ImportOptions *o, ImportResult *res, char *err,
