@@ -616,7 +616,8 @@ static int topo_sort(Pipeline *p) {
 }
 
 // Validation: references, program names, cycles; resolves each stage's argv.
-static int resolve(Pipeline *p) {
+// Each need by its stage's index; a need that names no stage, or the stage itself, is an error.
+static int resolve_needs(Pipeline *p) {
     for (int s = 0; s < p->n_stages; s++) {
         Stage *st = &p->stages[s];
         st->need_idx = CALLOC_CHECK((size_t)st->n_needs + 1, sizeof(int));
@@ -632,9 +633,12 @@ static int resolve(Pipeline *p) {
             st->need_idx[i] = d;
         }
     }
-    if (topo_sort(p)) return -1;
-    // which stages each one needs, directly or not: in dependency order, each row is the union of
-    // its needs' rows (n^2 bytes; a reference or a selection asks it in constant time)
+    return 0;
+}
+
+// Which stages each one needs, directly or not: in dependency order, each row is the union of
+// its needs' rows (n^2 bytes; a reference or a selection asks it in constant time).
+static void resolve_reach(Pipeline *p) {
     size_t ns = (size_t)p->n_stages;
     char *reach = CALLOC_CHECK(ns * ns + 1, 1);
     for (int k = 0; k < p->n_stages; k++) {
@@ -648,13 +652,15 @@ static int resolve(Pipeline *p) {
         }
     }
     p->reach = reach;
-    char *ws = p->workspace.text;
-    // outputs: the default ones first, then the given ones in dependency order, so that a
-    // ${STAGE.out} in an out always reads a final path
+}
+
+// Outputs: the default ones first, then the given ones in dependency order, so that a
+// ${STAGE.out} in an out always reads a final path.
+static int resolve_outputs(Pipeline *p) {
     for (int s = 0; s < p->n_stages; s++) {
         Stage *st = &p->stages[s];
         if (!st->out.text)
-            st->out = (Str){join3(ws, "/", st->name.text), st->name.line, st->name.col};
+            st->out = (Str){join3(p->workspace.text, "/", st->name.text), st->name.line, st->name.col};
         else st->out_given = 1;
     }
     for (int k = 0; k < p->n_stages; k++) {
@@ -676,97 +682,111 @@ static int resolve(Pipeline *p) {
         free(st->out.text);
         st->out.text = o;
     }
-    for (int s = 0; s < p->n_stages; s++) {
-        Stage *st = &p->stages[s];
-        char outbuf[PATH_MAX];
-        const char *out = pipeline_stage_out(p, st, outbuf, sizeof outbuf);
-        // the program: sft | ppo | reward SUB | rlhf SUB...
-        char *runcopy = xstrdup(st->run.text);
-        char **words = CALLOC_CHECK(strlen(runcopy) / 2 + 2,
-                                    sizeof(char *)); // every other character a word at most
-        int nw = 0;
-        for (char *tok = strtok(runcopy, " \t"); tok; tok = strtok(NULL, " \t")) words[nw++] = tok;
-        if (nw == 0 || !(!strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
-                         !strcmp(words[0], "reward") || !strcmp(words[0], "rlhf"))) {
-            free(runcopy); free(words);
-            return pipeline_error(
-                p, st->run.line, st->run.col,
-                "stage '%s': unknown program '%s' (sft, ppo, reward SUBCOMMAND, rlhf SUBCOMMAND)",
-                st->name.text, st->run.text);
-        }
-        if ((!strcmp(words[0], "reward") || !strcmp(words[0], "rlhf")) && nw < 2) {
-            pipeline_error(p, st->run.line, st->run.col, "stage '%s': '%s' needs a subcommand",
-                           st->name.text, words[0]);
-            free(runcopy); free(words);
-            return -1;
-        }
-        if (!strcmp(words[0], "rlhf") && !strcmp(words[1], "run")) {
-            free(runcopy); free(words);
-            return pipeline_error(p, st->run.line, st->run.col,
-                                  "stage '%s': a pipeline cannot run a pipeline", st->name.text);
-        }
+    return 0;
+}
+
+// Appends one owned argument to the stage's command (argc follows, so an error part-way leaves
+// nothing unfreed).
+static void stage_push_arg(Stage *st, char *arg) { st->argv[st->argc++] = arg; }
+
+// Checks the program words of a stage's run (sft | ppo | reward SUB | rlhf SUB...).
+static int check_program(Pipeline *p, const Stage *st, char **words, int nw) {
+    if (nw == 0 || !(!strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
+                     !strcmp(words[0], "reward") || !strcmp(words[0], "rlhf")))
+        return pipeline_error(
+            p, st->run.line, st->run.col,
+            "stage '%s': unknown program '%s' (sft, ppo, reward SUBCOMMAND, rlhf SUBCOMMAND)",
+            st->name.text, st->run.text);
+    if ((!strcmp(words[0], "reward") || !strcmp(words[0], "rlhf")) && nw < 2)
+        return pipeline_error(p, st->run.line, st->run.col, "stage '%s': '%s' needs a subcommand",
+                              st->name.text, words[0]);
+    if (!strcmp(words[0], "rlhf") && !strcmp(words[1], "run"))
+        return pipeline_error(p, st->run.line, st->run.col,
+                              "stage '%s': a pipeline cannot run a pipeline", st->name.text);
+    return 0;
+}
+
+// The stage's program and the start of its command: the program's path and its words.
+static int stage_program(Pipeline *p, Stage *st) {
+    char *runcopy = xstrdup(st->run.text);
+    // every other character a word at most
+    char **words = CALLOC_CHECK(strlen(runcopy) / 2 + 2, sizeof(char *));
+    int nw = 0;
+    for (char *tok = strtok(runcopy, " \t"); tok; tok = strtok(NULL, " \t")) words[nw++] = tok;
+    int rc = check_program(p, st, words, nw);
+    if (!rc) {
         st->program = xstrdup(words[0]);
         st->config_program = !strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
                              (!strcmp(words[0], "reward") && (!strcmp(words[1], "train")));
-        if (st->n_settings && !st->config_program) {
-            free(runcopy); free(words);
-            return pipeline_error(p, st->settings[0].line, st->settings[0].col,
-                                  "stage '%s': '%s' takes args, not settings", st->name.text,
-                                  st->run.text);
-        }
-        int a = 0;   // st->argc follows a, so an error part-way leaves nothing unfreed
+        if (st->n_settings && !st->config_program)
+            rc = pipeline_error(p, st->settings[0].line, st->settings[0].col,
+                                "stage '%s': '%s' takes args, not settings", st->name.text,
+                                st->run.text);
+    }
+    if (!rc) {
         // the program's words, out.dir and workspace, each setting as --set K=V, the args, NULL
         st->argv = CALLOC_CHECK((size_t)nw + 5 + 2 * (size_t)st->n_settings + (size_t)st->n_args,
                                 sizeof(char *));
-        { st->argv[a++] = join3(p->bindir, "/", words[0]); st->argc = a; }
-        for (int i = 1; i < nw; i++) { st->argv[a++] = xstrdup(words[i]); st->argc = a; }
-        free(runcopy); free(words);
-        if (st->config_program) {
-            int has_out = 0, has_ws = 0;
-            for (int i = 0; i < st->n_settings; i++) {
-                has_out |= !strcmp(st->settings[i].key, "out.dir");
-                has_ws |= !strcmp(st->settings[i].key, "workspace");
-            }
-            if (!has_out) {
-                {
-                    st->argv[a++] = xstrdup("--set");
-                    st->argc = a;
-                }
-                {
-                    st->argv[a++] = join3("out.dir=", out, "");
-                    st->argc = a;
-                }
-            }
-            if (!has_ws) {
-                {
-                    st->argv[a++] = xstrdup("--set");
-                    st->argc = a;
-                }
-                {
-                    st->argv[a++] = join3("workspace=", ws, "/" PIPELINE_DB);
-                    st->argc = a;
-                }
-            }
-            for (int i = 0; i < st->n_settings; i++) {
-                Str v = {st->settings[i].value, st->settings[i].line, st->settings[i].col};
-                char *ev = expand(p, s, &v);
-                if (!ev) return -1;
-                size_t n = strlen(st->settings[i].key) + strlen(ev) + 2;
-                char *set = MALLOC_CHECK(n);
-                snprintf(set, n, "%s=%s", st->settings[i].key, ev);
-                free(ev);
-                { st->argv[a++] = xstrdup("--set"); st->argc = a; }
-                { st->argv[a++] = set; st->argc = a; }
-            }
-        }
-        for (int i = 0; i < st->n_args; i++) {
-            char *ev = expand(p, s, &st->args[i]);
-            if (!ev) return -1;
-            { st->argv[a++] = ev; st->argc = a; }
-        }
-        st->argc = a;
-        st->argv[a] = NULL;
+        stage_push_arg(st, join3(p->bindir, "/", words[0]));
+        for (int i = 1; i < nw; i++) stage_push_arg(st, xstrdup(words[i]));
     }
+    free(runcopy);
+    free(words);
+    return rc;
+}
+
+// A config program's settings: out.dir and workspace unless given, then each as --set K=V.
+static int stage_settings(Pipeline *p, int s, const char *out) {
+    Stage *st = &p->stages[s];
+    int has_out = 0, has_ws = 0;
+    for (int i = 0; i < st->n_settings; i++) {
+        has_out |= !strcmp(st->settings[i].key, "out.dir");
+        has_ws |= !strcmp(st->settings[i].key, "workspace");
+    }
+    if (!has_out) {
+        stage_push_arg(st, xstrdup("--set"));
+        stage_push_arg(st, join3("out.dir=", out, ""));
+    }
+    if (!has_ws) {
+        stage_push_arg(st, xstrdup("--set"));
+        stage_push_arg(st, join3("workspace=", p->workspace.text, "/" PIPELINE_DB));
+    }
+    for (int i = 0; i < st->n_settings; i++) {
+        Str v = {st->settings[i].value, st->settings[i].line, st->settings[i].col};
+        char *ev = expand(p, s, &v);
+        if (!ev) return -1;
+        size_t n = strlen(st->settings[i].key) + strlen(ev) + 2;
+        char *set = MALLOC_CHECK(n);
+        snprintf(set, n, "%s=%s", st->settings[i].key, ev);
+        free(ev);
+        stage_push_arg(st, xstrdup("--set"));
+        stage_push_arg(st, set);
+    }
+    return 0;
+}
+
+// The stage's whole command: program, settings, args (each with its references expanded).
+static int stage_command(Pipeline *p, int s) {
+    Stage *st = &p->stages[s];
+    char outbuf[PATH_MAX];
+    const char *out = pipeline_stage_out(p, st, outbuf, sizeof outbuf);
+    if (stage_program(p, st)) return -1;
+    if (st->config_program && stage_settings(p, s, out)) return -1;
+    for (int i = 0; i < st->n_args; i++) {
+        char *ev = expand(p, s, &st->args[i]);
+        if (!ev) return -1;
+        stage_push_arg(st, ev);
+    }
+    st->argv[st->argc] = NULL;
+    return 0;
+}
+
+static int resolve(Pipeline *p) {
+    if (resolve_needs(p) || topo_sort(p)) return -1;
+    resolve_reach(p);
+    if (resolve_outputs(p)) return -1;
+    for (int s = 0; s < p->n_stages; s++)
+        if (stage_command(p, s)) return -1;
     return 0;
 }
 
