@@ -579,6 +579,20 @@ static const char *label_usage =
     "  --limit N             stop after N rankings\n"
     "  --lease SECONDS       how long a shown prompt is kept from other labelers (default 3600)\n";
 
+static void label_free(Label *L) {
+    if (L->has_policy) {
+        kv_free(&L->kv);
+        sampler_free(&L->sm);
+        model_free(&L->pol);
+    }
+    dataset_free(L->ds);
+    tok_free(L->tok);
+    free(L->undo_rank);
+    free(L->undo_prompt);
+    free(L->jbuf);
+    store_close(L->db);
+}
+
 int cmd_label(int argc, char **argv) {
     Label L;
     memset(&L, 0, sizeof L);
@@ -680,17 +694,7 @@ out:
         fprintf(stderr, "reward label: %s\n", err); // the error last: one line, what went wrong
     if (rc < 0) rc = -rc;
     if (rc == 1 && cli_stop_signal()) rc = cli_stop_code();
-    if (L.has_policy) {
-        kv_free(&L.kv);
-        sampler_free(&L.sm);
-        model_free(&L.pol);
-    }
-    dataset_free(L.ds);
-    tok_free(L.tok);
-    free(L.undo_rank);
-    free(L.undo_prompt);
-    free(L.jbuf);
-    store_close(L.db);
+    label_free(&L);
     return rc;
 bad:
     fprintf(stderr, "reward label: %s\n", err);

@@ -825,6 +825,49 @@ static int check_targets(const Eval *e, const Verdict *v, const Summary *sa, con
     return ok ? 0 : 1;
 }
 
+// The reward model of --reward: a score head, the tokenizer of the policies.
+static int load_reward_model(const Eval *e, Model *rm) {
+    char err[512];
+    ModelConfig c;
+    if (ckpt_load_config(e->reward, &c, NULL, err, sizeof err)) EFAIL("--reward: %s", err);
+    if (!c.score_head) EFAIL("--reward: %s has no score head (score.weight)", e->reward);
+    if (ckpt_check_tokenizer(e->reward, c.vocab_size, e->tokdir ? e->tokdir : e->a,
+                             tok_vocab_size(e->tok), err, sizeof err))
+        EFAIL("--reward: %s", err);
+    c.lm_head = 0;
+    if (model_init(rm, &c, (int)e->batch, c.max_seq_len, 0, 0, err, sizeof err) ||
+        ckpt_load_weights(e->reward, rm, 0, err, sizeof err)) {
+        model_free(rm);
+        EFAIL("--reward: %s", err);
+    }
+    return 0;
+}
+
+// The verdict and summaries printed, the answers written, the run recorded, the targets checked
+// (*missed: one was missed).
+static int report(const Eval *e, const PolicyOut *A, const PolicyOut *B, double rm_acc, int argc,
+                  char **argv, int *missed) {
+    Verdict v;
+    Summary sa, sb;
+    judge_all(e, A, B, &v);
+    summarise(e, A, &sa);
+    summarise(e, B, &sb);
+    if (e->json) print_json(e, &v, &sa, &sb);
+    else print_table(e, &v, &sa, &sb);
+    fflush(stdout);
+    int rc = 0;
+    if (e->responses_path) rc = write_responses(e, A, B, &v);
+    if (!rc && e->workspace) rc = record(e, argc, argv, &v, &sa, &sb);
+    char why[1024];
+    if (!rc && check_targets(e, &v, &sa, &sb, rm_acc, why, sizeof why)) {
+        fflush(stdout);
+        fprintf(stderr, "rlhf eval-policy: alignment failed: %s\n", why);
+        *missed = 1;
+    }
+    free(v.outcome);
+    return rc;
+}
+
 static void policy_free(const Eval *e, PolicyOut *po) {
     if (po->text) for (int64_t r = 0; r < e->n_resp; r++) free(po->text[r]);
     free(po->text); free(po->tok); free(po->len); free(po->correct); free(po->rm); free(po->kl);
@@ -834,7 +877,6 @@ int cmd_eval_policy(int argc, char **argv) {
     Eval e = {.samples = 1, .max_new = 48, .seed = 1234, .bootstrap = 2000, .batch = 16,
               .temperature = 1.0, .name = "eval-policy", .t_win = NAN, .t_win_lo = NAN,
               .t_acc_drop = NAN, .t_end = NAN, .t_rm_acc = NAN};
-    char err[512];
     int status;
     CliOption opts[] = {
         CLI_STRING("--a", &e.a, .required = 1),
@@ -894,26 +936,8 @@ int cmd_eval_policy(int argc, char **argv) {
         have_ref = !rc;
     }
     if (!rc && e.reward) {
-        ModelConfig c;
-        if (ckpt_load_config(e.reward, &c, NULL, err, sizeof err)) {
-            fprintf(stderr, "rlhf eval-policy: --reward: %s\n", err);
-            rc = -1;
-        } else if (!c.score_head) {
-            fprintf(stderr, "rlhf eval-policy: --reward: %s has no score head (score.weight)\n",
-                    e.reward);
-            rc = -1;
-        } else if (ckpt_check_tokenizer(e.reward, c.vocab_size, e.tokdir ? e.tokdir : e.a,
-                                        tok_vocab_size(e.tok), err, sizeof err)) {
-            fprintf(stderr, "rlhf eval-policy: --reward: %s\n", err);
-            rc = -1;
-        } else {
-            c.lm_head = 0;
-            if (model_init(&rm, &c, (int)e.batch, c.max_seq_len, 0, 0, err, sizeof err) ||
-                ckpt_load_weights(e.reward, &rm, 0, err, sizeof err)) {
-                fprintf(stderr, "rlhf eval-policy: --reward: %s\n", err); model_free(&rm); rc = -1;
-            } else
-                have_rm = 1;
-        }
+        rc = load_reward_model(&e, &rm);
+        have_rm = !rc;
     }
     double rm_acc = NAN;
     if (!rc && !isnan(e.t_rm_acc)) rc = rm_heldout_accuracy(&e, &rm_acc);
@@ -922,24 +946,7 @@ int cmd_eval_policy(int argc, char **argv) {
     if (!rc) rc = run_policy(&e, &A, "--a", have_ref ? &ref : NULL, text, ntext);
     if (!rc) rc = run_policy(&e, &B, "--b", have_ref ? &ref : NULL, text, ntext);
     if (!rc && have_rm) rc = reward_scores(&e, &rm, &A) || reward_scores(&e, &rm, &B);
-    if (!rc) {
-        Verdict v;
-        Summary sa, sb;
-        judge_all(&e, &A, &B, &v);
-        summarise(&e, &A, &sa);
-        summarise(&e, &B, &sb);
-        if (e.json) print_json(&e, &v, &sa, &sb); else print_table(&e, &v, &sa, &sb);
-        fflush(stdout);
-        if (e.responses_path) rc = write_responses(&e, &A, &B, &v);
-        if (!rc && e.workspace) rc = record(&e, argc, argv, &v, &sa, &sb);
-        char why[1024];
-        if (!rc && check_targets(&e, &v, &sa, &sb, rm_acc, why, sizeof why)) {
-            fflush(stdout);
-            fprintf(stderr, "rlhf eval-policy: alignment failed: %s\n", why);
-            missed = 1;
-        }
-        free(v.outcome);
-    }
+    if (!rc) rc = report(&e, &A, &B, rm_acc, argc, argv, &missed);
     policy_free(&e, &A);
     policy_free(&e, &B);
     if (have_ref) model_free(&ref);
