@@ -408,32 +408,9 @@ static int encode_text(const Eval *e, int32_t **ids, size_t *n) {
 static int text_loss(const Eval *e, Model *m, const int32_t *ids, size_t n, double *loss) {
     char err[512];
     int64_t W = (int64_t)n - 1 < m->config.max_seq_len ? (int64_t)n - 1 : m->config.max_seq_len;
-    int64_t nwin = ((int64_t)n - 1 + W - 1) / W, B = e->batch;
-    int32_t *tok = MALLOC_CHECK((size_t)(B * W) * sizeof(int32_t)),
-            *tgt = MALLOC_CHECK((size_t)(B * W) * sizeof(int32_t));
-    int32_t *lens = MALLOC_CHECK((size_t)B * sizeof(int32_t));
     double total = 0;
-    int rc = 0;
-    for (int64_t w0 = 0; w0 < nwin; w0 += B) {
-        int nb = (int)(nwin - w0 < B ? nwin - w0 : B);
-        for (int b = 0; b < nb; b++) {
-            int64_t s = (w0 + b) * W, l = (int64_t)n - 1 - s < W ? (int64_t)n - 1 - s : W;
-            lens[b] = (int32_t)l;
-            for (int64_t t = 0; t < W; t++) {
-                tok[b * W + t] = t < l ? ids[s + t] : 0;
-                tgt[b * W + t] = t < l ? ids[s + t + 1] : -1;
-            }
-        }
-        ModelBatch mb = {
-            .B = nb, .T = (int)W, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
-        if (model_forward(m, &mb, 0, err, sizeof err)) {
-            fprintf(stderr, "rlhf eval-policy: %s\n", err);
-            rc = -1;
-            break;
-        }
-        total += m->loss;
-    }
-    free(tok); free(tgt); free(lens);
+    int rc = rlhf_window_loss(m, ids, n, W, e->batch, NULL, &total, err, sizeof err);
+    if (rc) fprintf(stderr, "rlhf eval-policy: %s\n", err);
     *loss = total / (double)(n - 1);
     return rc;
 }

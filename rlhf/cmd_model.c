@@ -194,6 +194,38 @@ static int load_tokenizer(Tokenizer **t, const char *ckpt, const char *explicit_
     return tok_load(t, explicit_dir ? explicit_dir : ckpt, err);
 }
 
+int rlhf_window_loss(Model *m, const int32_t *ids, size_t n, int64_t W, int64_t B,
+                     CliProgress *progress, double *total, char *err, size_t errlen) {
+    int64_t nwin = ((int64_t)n - 1 + W - 1) / W;
+    int32_t *tok = CALLOC_CHECK((size_t)(B * W), sizeof(int32_t));
+    int32_t *tgt = CALLOC_CHECK((size_t)(B * W), sizeof(int32_t));
+    int32_t *lens = CALLOC_CHECK((size_t)B, sizeof(int32_t));
+    int rc = 0;
+    for (int64_t w0 = 0; w0 < nwin; w0 += B) {
+        int nb = (int)(nwin - w0 < B ? nwin - w0 : B);
+        for (int b = 0; b < nb; b++) {   // positions past a window's length are not read
+            int64_t s = (w0 + b) * W, l = (int64_t)n - 1 - s < W ? (int64_t)n - 1 - s : W;
+            lens[b] = (int32_t)l;
+            for (int64_t t = 0; t < l; t++) {
+                tok[b * W + t] = ids[s + t];
+                tgt[b * W + t] = ids[s + t + 1];
+            }
+        }
+        ModelBatch mb = {
+            .B = nb, .T = (int)W, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
+        if (model_forward(m, &mb, 0, err, errlen)) {
+            rc = -1;
+            break;
+        }
+        *total += m->loss;
+        if (progress) cli_progress_update(progress, w0 + nb, "");
+    }
+    free(tok);
+    free(tgt);
+    free(lens);
+    return rc;
+}
+
 static const char *eval_usage =
     "usage: rlhf eval CKPT (--text FILE | --ids FILE) [--tokenizer DIR] [--batch B]\n"
     "Mean next-token cross-entropy over the whole input, in consecutive windows of the model's\n"
@@ -253,38 +285,20 @@ int cmd_eval(int argc, char **argv) {
         model_free(&m);
         FAIL("rlhf eval: %s", err);
     }
-    int32_t *tok = CALLOC_CHECK((size_t)(batch * W), sizeof(int32_t)),
-            *tgt = CALLOC_CHECK((size_t)(batch * W), sizeof(int32_t));
-    int32_t *lens = CALLOC_CHECK((size_t)batch, sizeof(int32_t));
     double total = 0;
     CliProgress pr;
     cli_progress_start(&pr, stderr, "eval", nwin);
-    for (int64_t w0 = 0; w0 < nwin; w0 += batch) {
-        int nb = (int)(nwin - w0 < batch ? nwin - w0 : batch);
-        for (int b = 0; b < nb; b++) {
-            int64_t s = (w0 + b) * W, l = (int64_t)n - 1 - s < W ? (int64_t)n - 1 - s : W;
-            lens[b] = (int32_t)l;
-            for (int64_t t = 0; t < l; t++) {
-                tok[b * W + t] = ids[s + t];
-                tgt[b * W + t] = ids[s + t + 1];
-            }
-        }
-        ModelBatch mb = {
-            .B = nb, .T = (int)W, .tokens = tok, .lengths = lens, .targets = tgt, .weights = NULL};
-        if (model_forward(&m, &mb, 0, err, sizeof err)) {
-            fprintf(stderr, "rlhf eval: %s\n", err);
-            total = NAN;
-            break;
-        }
-        total += m.loss;
-        if (nwin > batch) cli_progress_update(&pr, w0 + nb, "");
+    CliProgress *shown = nwin > batch ? &pr : NULL;
+    if (rlhf_window_loss(&m, ids, n, W, batch, shown, &total, err, sizeof err)) {
+        fprintf(stderr, "rlhf eval: %s\n", err);
+        total = NAN;
     }
     if (nwin > batch) cli_progress_end(&pr);
     double loss = total / (double)(n - 1);
     fprintf(stderr, "rlhf eval: %zu tokens, %lld window(s) of up to %lld\n", n, (long long)nwin,
             (long long)W);
     printf("loss %.6f\nperplexity %.6f\n", loss, exp(loss));
-    free(tok); free(tgt); free(lens); free(ids);
+    free(ids);
     model_free(&m);
     return isfinite(loss) ? 0 : 1;
 }

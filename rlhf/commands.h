@@ -3,7 +3,10 @@
 // The others: run in pipelines/pipeline.h, data and judge in data/demo/demo.h.
 #ifndef COMMANDS_H
 #define COMMANDS_H
+#include "cli.h"
+#include "model.h"
 #include <stddef.h>
+#include <stdint.h>
 
 int cmd_init(int argc, char **argv);          // cmd_model.c: a random initialisation
 int cmd_info(int argc, char **argv);          // what a checkpoint holds and needs
@@ -11,6 +14,13 @@ int cmd_eval(int argc, char **argv);          // loss and perplexity on a text
 int cmd_generate(int argc, char **argv);      // sampled continuations
 int cmd_tokenizer(int argc, char **argv);     // cmd_tokenizer.c: encode, decode, train
 int cmd_eval_policy(int argc, char **argv);   // cmd_evalpolicy.c: compare two policies
+
+// cmd_model.c: the next-token loss of ids[0..n) (n >= 2) under m (an LM head), in consecutive
+// windows of W tokens (W <= the context chosen at init), B windows per forward pass (B <= the
+// batch chosen at init): every token after the first is predicted once. Adds the summed loss to
+// *total (the mean is *total / (n - 1)). progress (or NULL) is updated after each pass.
+int rlhf_window_loss(Model *m, const int32_t *ids, size_t n, int64_t W, int64_t B,
+                     CliProgress *progress, double *total, char *err, size_t errlen);
 
 // text.c: s[0..n) with every byte that is not part of a well-formed UTF-8 character (NUL
 // included) replaced by U+FFFD, so that JSON output stays valid. Malloc'd.
