@@ -790,6 +790,17 @@ static int resolve(Pipeline *p) {
     return 0;
 }
 
+// An override refused: its value freed, the message in p->err; returns -1.
+__attribute__((format(printf, 3, 4))) static int refuse_override(Pipeline *p, char *value,
+                                                                 const char *fmt, ...) {
+    free(value);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->err, sizeof p->err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 static int apply_override(Pipeline *p, const char *kv) {
     const char *eq = strchr(kv, '=');
     if (!eq) { snprintf(p->err, sizeof p->err, "--set %s: expected KEY=VALUE", kv); return -1; }
@@ -822,25 +833,19 @@ static int apply_override(Pipeline *p, const char *kv) {
                 p->var_vals[i] = v;
                 return 0;
             }
-        if (p->n_vars == PIPELINE_MAX_ITEMS) {
-            free(v.text);
-            snprintf(p->err, sizeof p->err, "--set %s: too many vars (more than %d)", key,
-                     PIPELINE_MAX_ITEMS);
-            return -1;
-        }
+        if (p->n_vars == PIPELINE_MAX_ITEMS)
+            return refuse_override(p, v.text, "--set %s: too many vars (more than %d)", key,
+                                   PIPELINE_MAX_ITEMS);
         add_var(p, (Str){xstrdup(key + 5), 0, 0}, v);
         return 0;
     }
     char *dot = strchr(key, '.');
     int s = -1;
     if (dot) { *dot = 0; s = pipeline_stage_index(p, key); }
-    if (s < 0) {
-        free(v.text);
-        snprintf(p->err, sizeof p->err,
-                 "--set %s: no such key or stage (workspace, seed, launcher, vars.NAME, STAGE.KEY)",
-                 kv);
-        return -1;
-    }
+    if (s < 0)
+        return refuse_override(
+            p, v.text,
+            "--set %s: no such key or stage (workspace, seed, launcher, vars.NAME, STAGE.KEY)", kv);
     Stage *st = &p->stages[s];
     for (int i = 0; i < st->n_settings; i++)
         if (!strcmp(st->settings[i].key, dot + 1)) {
@@ -848,12 +853,9 @@ static int apply_override(Pipeline *p, const char *kv) {
             st->settings[i].value = v.text;
             return 0;
         }
-    if (st->n_settings == PIPELINE_MAX_ITEMS) {
-        free(v.text);
-        snprintf(p->err, sizeof p->err, "--set %s: too many settings (more than %d)", key,
-                 PIPELINE_MAX_ITEMS);
-        return -1;
-    }
+    if (st->n_settings == PIPELINE_MAX_ITEMS)
+        return refuse_override(p, v.text, "--set %s: too many settings (more than %d)", key,
+                               PIPELINE_MAX_ITEMS);
     st->settings = grow(st->settings, &st->cap_settings, st->n_settings, sizeof *st->settings);
     st->settings[st->n_settings++] = (Setting){xstrdup(dot + 1), v.text, st->line, st->col};
     return 0;
