@@ -84,6 +84,10 @@ typedef struct {
 int rm_list_completions(Store *st, const char *split, const char *unscored_by, CompList *l,
                         char *err, size_t errlen);
 void rm_comp_list_free(CompList *l);
+// Stores scores[i] (l->n of them) as the model's score of completion l->cid[i], in one
+// transaction: all of them or none.
+int rm_store_scores(Store *st, const char *model, const CompList *l, const double *scores,
+                    char *err, size_t errlen);
 
 // The name a reward model's scores are stored under: name when given, else ckpt's absolute path.
 int rm_model_name(const char *ckpt, const char *name, char *out, size_t n);

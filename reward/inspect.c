@@ -325,13 +325,7 @@ static int inspect_score_missing(const InspectArgs *a, RmScorer *sc, Store *st, 
         if (rm_score_texts(sc, todo.n, (const char *const *)todo.prompt,
                            (const char *const *)todo.text, fresh, NULL, err, errlen))
             goto out;
-        if (store_begin(st, err, errlen)) goto out;
-        for (int64_t i = 0; i < todo.n; i++)
-            if (store_set_reward_score(st, mname, todo.cid[i], fresh[i], err, errlen)) {
-                store_rollback(st, NULL, 0);
-                goto out;
-            }
-        if (store_commit(st, err, errlen)) goto out;
+        if (rm_store_scores(st, mname, &todo, fresh, err, errlen)) goto out;
     }
     rc = 0;
 out:

@@ -327,6 +327,60 @@ done:
     return rc;
 }
 
+int rm_store_scores(Store *st, const char *model, const CompList *l, const double *scores,
+                    char *err, size_t errlen) {
+    if (store_begin(st, err, errlen)) return -1;
+    for (int64_t i = 0; i < l->n; i++)
+        if (store_set_reward_score(st, model, l->cid[i], scores[i], err, errlen)) {
+            store_rollback(st, NULL, 0);
+            return -1;
+        }
+    return store_commit(st, err, errlen);
+}
+
+// Scores the workspace's completions (those without a score from this model unless all), stores
+// the scores, prints them as JSONL with print, and their mean and spread on stderr.
+static int score_workspace(RmScorer *sc, const char *ws, const char *split, const char *name,
+                           const char *ckpt, int all, int print, char *err, size_t errlen) {
+    Store *st = NULL;
+    char mname[4096];
+    rm_model_name(ckpt, name, mname, sizeof mname);
+    CompList l = {0};
+    double *scores = NULL;
+    int rc = 1;
+    if (store_open(&st, ws, err, errlen) ||
+        rm_list_completions(st, split, all ? NULL : mname, &l, err, errlen))
+        goto out;
+    scores = MALLOC_CHECK((size_t)(l.n ? l.n : 1) * sizeof(double));
+    int64_t ntr;
+    if (rm_score_texts(sc, l.n, (const char *const *)l.prompt, (const char *const *)l.text, scores,
+                       &ntr, err, errlen) ||
+        rm_store_scores(st, mname, &l, scores, err, errlen))
+        goto out;
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < l.n; i++) {
+        sum += scores[i];
+        sq += scores[i] * scores[i];
+        if (print)
+            printf("{\"completion_id\":%lld,\"prompt_id\":%lld,\"score\":%.9g}\n",
+                   (long long)l.cid[i], (long long)l.pid[i], scores[i]);
+    }
+    double mean = l.n ? sum / l.n : 0, sd = l.n ? sqrt(fmax(0, sq / l.n - mean * mean)) : 0;
+    fprintf(stderr,
+            "reward score: %lld completions scored and stored as '%s' (mean %.4f, std %.4f)%s\n",
+            (long long)l.n, mname, mean, sd,
+            ntr ? "; some were longer than the context (their last tokens were scored)" : "");
+    if (l.n == 0)
+        fprintf(stderr, "reward score: nothing to score%s\n",
+                all ? "" : " (every completion has a score from this model; --all re-scores)");
+    rc = 0;
+out:
+    free(scores);
+    rm_comp_list_free(&l);
+    store_close(st);
+    return rc;
+}
+
 int cmd_score(int argc, char **argv) {
     const char *ckpt = NULL, *ws = NULL, *input = NULL, *split = NULL, *name = NULL, *tokdir = NULL;
     const char *tmpl = NULL, *prefix = NULL;
@@ -375,47 +429,8 @@ int cmd_score(int argc, char **argv) {
         rm_scorer_close(&sc);
         return rc;
     }
-    Store *st = NULL;
-    char mname[4096];
-    rm_model_name(ckpt, name, mname, sizeof mname);
-    CompList l = {0};
-    double *scores = NULL;
-    if (store_open(&st, ws, err, sizeof err) ||
-        rm_list_completions(st, split, all ? NULL : mname, &l, err, sizeof err))
-        goto out;
-    scores = MALLOC_CHECK((size_t)(l.n ? l.n : 1) * sizeof(double));
-    int64_t ntr;
-    if (rm_score_texts(&sc, l.n, (const char *const *)l.prompt, (const char *const *)l.text, scores,
-                       &ntr, err, sizeof err))
-        goto out;
-    if (store_begin(st, err, sizeof err)) goto out;
-    for (int64_t i = 0; i < l.n; i++)
-        if (store_set_reward_score(st, mname, l.cid[i], scores[i], err, sizeof err)) {
-            store_rollback(st, NULL, 0);
-            goto out;
-        }
-    if (store_commit(st, err, sizeof err)) goto out;
-    double sum = 0, sq = 0;
-    for (int64_t i = 0; i < l.n; i++) {
-        sum += scores[i]; sq += scores[i] * scores[i];
-        if (print)
-            printf("{\"completion_id\":%lld,\"prompt_id\":%lld,\"score\":%.9g}\n",
-                   (long long)l.cid[i], (long long)l.pid[i], scores[i]);
-    }
-    double mean = l.n ? sum / l.n : 0, sd = l.n ? sqrt(fmax(0, sq / l.n - mean * mean)) : 0;
-    fprintf(stderr,
-            "reward score: %lld completions scored and stored as '%s' (mean %.4f, std %.4f)%s\n",
-            (long long)l.n, mname, mean, sd,
-            ntr ? "; some were longer than the context (their last tokens were scored)" : "");
-    if (l.n == 0)
-        fprintf(stderr, "reward score: nothing to score%s\n",
-                all ? "" : " (every completion has a score from this model; --all re-scores)");
-    rc = 0;
-out:
+    rc = score_workspace(&sc, ws, split, name, ckpt, all, print, err, sizeof err);
     if (rc) fprintf(stderr, "reward score: %s\n", err);
-    free(scores);
-    rm_comp_list_free(&l);
-    store_close(st);
     rm_scorer_close(&sc);
     return rc;
 bad:
