@@ -92,14 +92,15 @@ $(filter-out $(BUILD)/bin/rlhf,$(PROG_BIN)): $(BUILD)/bin/%: $$(patsubst %.c,$(B
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # Installs the Debian packages we build against when what they provide is missing (scripts/deps.sh;
-# quickstart.sh is the one command for a fresh machine).
+# quickstart.sh is the one command for a fresh machine). Once per make: `make test` checks the
+# test mode (a superset of build) and tells the make it starts not to check again (DEPS_DONE=1).
 deps:
-	@sh scripts/deps.sh build
+	@[ -n "$(DEPS_DONE)" ] || sh scripts/deps.sh build
 
 # Tests need the reference tools too (python3-torch for the interop checks).
 test:
 	@sh scripts/deps.sh test
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory DEPS_DONE=1 all
 	@sh tests/run_tests.sh $(BUILD)
 
 bench: all

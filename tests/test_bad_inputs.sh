@@ -6,15 +6,10 @@
 # A bad input must end the program with exit status 1 and one line on stderr, its last, naming
 # the input; a database given to the program must keep every row it held (compared as a
 # sorted .dump before and after). MATRIX_OUT=FILE writes the matrix (row, program, result).
-BUILD=${BUILD:-build}
-TESTS="$PWD/tests"
-B="$PWD/$BUILD/bin"
-W=$(mktemp -d)
-trap 'chmod -R u+w "$W" 2>/dev/null; rm -rf "$W"' EXIT
+. "$PWD/tests/lib.sh"
+lib_workspace
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -4; }
+ERR_LINES=4
 cd "$W" || exit 1
 : > matrix
 
@@ -64,7 +59,6 @@ cell() {
 
 # ---------------------------------------------------------------------------------------------
 # good inputs: a tokenizer, a language model, a reward model, a workspace with rankings
-. "$TESTS/tiny_data.sh"
 tiny_data 24
 "$B/rlhf" tokenizer train --vocab-size 280 --out tok corpus.txt 2> err &&
 "$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 --out lm 2> err &&
@@ -351,5 +345,4 @@ print(f"{n} rows, {bad} completions with U+FFFD")
 PY
 
 [ -n "$MATRIX_OUT" ] && cp matrix "$MATRIX_OUT"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

@@ -5,14 +5,8 @@
 # OPENBLAS_CORETYPE alone; stages of a pipeline inherit the choice silently. The library's own
 # choice is pretended with RLHF_BLAS_TEST_CORE (this machine's library may choose right already);
 # the kernel selected is always one this CPU runs (the decision on its real features).
-BUILD=${BUILD:-build}
-ROOT=$PWD
-R="$ROOT/$BUILD/bin/rlhf"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -5; }
+. "$PWD/tests/lib.sh"
+lib_workspace
 unset OPENBLAS_CORETYPE RLHF_BLAS_TEST_CORE RLHF_BLAS_TEST_CORE_AFTER RLHF_BLAS_TEST_CPU RLHF_BLAS_REEXEC RLHF_BLAS_SELECTED
 cd "$W" || exit 1
 
@@ -72,5 +66,4 @@ YAML
         grep -rq "^openblas core *$best (selected at startup in place of Prescott" ws/ &&
         ok "rlhf run: one line from the runner, the stage inherits $best silently" || bad "pipeline (exit $rc): $(ls ws ws/logs 2>&1 | tr '\n' ' ')"
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

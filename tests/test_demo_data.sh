@@ -5,20 +5,10 @@
 # self on about 1-P of the pairs with noise P, and answers every malformed line with an error
 # line; eval-policy on tiny models prints a complete table and parsable JSON, a policy against
 # itself wins exactly half, figures land in the workspace database, bad arguments are errors.
-BUILD=${BUILD:-build}
-R="$PWD/$BUILD/bin/rlhf"
+. "$PWD/tests/lib.sh"
 # tiny models: one thread is fastest, and spinning OpenMP threads crawl on a busy machine
 export OMP_NUM_THREADS=1
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | head -5; }
-expect_fail() {
-    name=$1; code=$2; pat=$3; shift 3
-    "$@" >"$W/out" 2>"$W/err"; rc=$?
-    if [ "$rc" -eq "$code" ] && grep -q -- "$pat" "$W/err"; then ok "$name"; else echo "    exit $rc"; bad "$name"; fi
-}
+lib_workspace
 cd "$W" || exit 1
 for c in data judge eval-policy; do
     "$R" $c --help > out 2>err && grep -q "usage: rlhf $c" out && ok "rlhf $c --help" || bad "rlhf $c --help"
@@ -224,5 +214,4 @@ PY
     ok "eval-policy: the reward model's held-out accuracy is its run's last valid/accuracy (0.6 < 0.7: exit 1)" || bad "rm accuracy target (exit $rc)"
 "$R" eval-policy $TG --target-rm-accuracy 0.55 --workspace ws.db > out 2>err &&
     grep -q "reward-model accuracy .*0.600 >= *0.550  ok" out && ok "eval-policy: reward-model accuracy target met" || bad "rm accuracy target met"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

@@ -7,23 +7,15 @@
 # every hostile file, run and dry-run, leaves a tree outside the workspace untouched and every
 # database row in place. Stages are `rlhf tokenizer train` on a tiny corpus and `rlhf judge`
 # reading a FIFO that never ends (a stage that runs until it is stopped), so this stays fast.
-BUILD=${BUILD:-build}
-R="$PWD/$BUILD/bin/rlhf"
-. "$PWD/tests/tiny_data.sh"
-W=$(mktemp -d)
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -4; }
+. "$PWD/tests/lib.sh"
+lib_workspace
+ERR_LINES=4
 cd "$W" || exit 1
 tiny_data 40
 mkfifo never
 exec 3<>never   # held open read-write: a stage reading it waits for ever, never at its end
-cleanup() {
-    for p in $bg_pids; do kill -9 "$p" 2>/dev/null; done
-    kill_marked 2>/dev/null
-    cd / && rm -rf "$W"
-}
-trap cleanup EXIT
+# on exit, before the folder goes: the stages and runners still running
+AT_EXIT='for p in $bg_pids; do kill -9 "$p" 2>/dev/null; done; kill_marked 2>/dev/null'
 bg_pids=""
 # the processes whose command line holds $1 (no procps needed)
 # (a pattern such as 98712[3], which the grep reading its own command line does not match)
@@ -234,5 +226,4 @@ if [ $broken -eq 0 ] && [ -z "$lost" ] && [ "$(canary_sum)" = "$canary0" ] && [ 
    [ -f ws/mine/notes.txt ]; then
     ok "canary: $i hostile files, run and dry-run: each one line and exit 1, the canary and every database row kept"
 else bad "canary ($broken not refused, lost rows: $(printf '%s' "$lost" | wc -l))"; fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

@@ -9,16 +9,12 @@
 #   3. pipeline stages (`rlhf run`, the runner and its stage killed together): rerun until it
 #      finishes, the final weights equal those of an uninterrupted run.
 # KILL_SEED changes the moments (default 1); KILL_ROUNDS the number of kills per part.
-BUILD=${BUILD:-build}
-B="$PWD/$BUILD/bin"
+. "$PWD/tests/lib.sh"
 SEED=${KILL_SEED:-1}
 ROUNDS=${KILL_ROUNDS:-8}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+lib_workspace
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -6; }
+ERR_LINES=6
 # delays LO HI T N SALT: N moments in [LO*T, HI*T) seconds, T the duration of an uninterrupted run
 # (so that the kills land inside the work on a fast machine as on a slow one); the same moments
 # for the same seed and salt
@@ -50,13 +46,8 @@ run_and_kill() {
     return $rc
 }
 cd "$W" || exit 1
-i=0; : > corpus.txt; : > train.jsonl
-while [ $i -lt 200 ]; do
-    a=$((i * 7 % 19)); b=$((i * 11 % 17))
-    printf '{"prompt": "What is %d plus %d?", "response": "%d"}\n' $a $b $((a + b)) >> train.jsonl
-    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
-    i=$((i + 1))
-done
+sums 200 "$SUM_TEXT" > corpus.txt
+sums 200 "$SUM_DEMO" > train.jsonl
 "$B/rlhf" tokenizer train --vocab-size 300 --out tok corpus.txt 2> err || bad "setup: tokenizer"
 "$B/rlhf" init --preset tiny --n-positions 32 --tokenizer tok --seed 5 --out base 2> err || bad "setup: base model"
 
@@ -131,27 +122,7 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # 3. pipeline stages: the runner and its stage killed together, rerun until it finishes
-cat > pipe.yaml <<'YAML'
-workspace: wp
-seed: 7
-stages:
-  - name: tokenizer
-    run: rlhf tokenizer train
-    args: [--vocab-size, "300", --out, "${tokenizer.out}", corpus.txt]
-  - name: base
-    run: rlhf init
-    needs: [tokenizer]
-    args: [--preset, tiny, --n-positions, "32", --tokenizer, "${tokenizer.out}", --seed, "${seed}", --out, "${base.out}"]
-  - name: sft
-    run: sft
-    needs: [base]
-    settings:
-      model.init: ${base.out}
-      data: {format: jsonl, train: [train.jsonl]}
-      train: {batch_size: 8, steps: 400, lr: 3e-3}
-      eval.every: 100
-      save.every: 5
-YAML
+{ printf 'workspace: wp\nseed: 7\n'; tiny_stages corpus.txt 400 100 'save.every: 5'; } > pipe.yaml
 sed 's/workspace: wp/workspace: wfull/' pipe.yaml > pipefull.yaml
 t0=$(now)
 "$B/rlhf" run pipefull.yaml > /dev/null 2> err || bad "uninterrupted pipeline"
@@ -167,5 +138,4 @@ done
     cmp -s wp/base/model.safetensors wfull/base/model.safetensors && [ "$(sql wp/workspace.db "pragma integrity_check")" = ok ] &&
     ok "rlhf run killed $kills times at random moments, then finished: the same weights as an uninterrupted run, integrity ok" ||
     bad "pipeline after kills ($kills kills, final exit $rc, finished early: $done_)"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

@@ -11,31 +11,36 @@
 # arithmetic, where AdamW turns pure rounding noise into steps of up to the learning rate: the key
 # third of the attention biases, and a reward model's ln_f.bias (the ranking loss depends only on
 # score differences); the reward models after the bias are compared by their scores instead.
-BUILD=${BUILD:-build}
-ROOT=$PWD
-W=$(mktemp -d)
-. "$ROOT/tests/procs.sh"
+. "$PWD/tests/lib.sh"
+. "$TESTS/procs.sh"
+lib_workspace
 # every path out ends the jobs this test started (mpirun, its ranks), then removes the folder
-trap 'procs_kill_in "$W"; rm -rf "$W"' EXIT
+AT_EXIT='procs_kill_in "$W"'
 trap 'exit 1' INT TERM HUP
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -5; }
 MB="$ROOT/build-mpi/bin"
 make -s MPI=1 build-mpi/bin/sft build-mpi/bin/reward build-mpi/bin/ppo > "$W/build.log" 2>&1 || { echo "FAIL cannot build the MPI variant"; cat "$W/build.log" | tail -5; echo "0 passed, 1 failed"; exit 1; }
 MPIRUN="timeout 120 mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
 DIFF="python3 $ROOT/tests/safetensors_diff.py"
-below() { awk -v d="$1" -v t="$2" 'BEGIN { exit !(d != "" && d + 0 < t + 0) }'; }
+# rank_killed LABEL MATCH CMD...: CMD (mpirun, 2 ranks) running, the rank whose command line starts
+# with MATCH gets SIGKILL after 3 s: the whole job must end within 30 s, with a failure status
+rank_killed() {
+    label=$1; match=$2; shift 2
+    "$@" > out 2> err &
+    mp=$!
+    sleep 3
+    victim=$(procs_started_with "$match" | head -1)
+    kill -9 "$victim" 2>/dev/null
+    t=0
+    while kill -0 $mp 2>/dev/null && [ $t -lt 30 ]; do sleep 1; t=$((t + 1)); done
+    if kill -0 $mp 2>/dev/null; then kill -9 $mp; procs_kill_in "$W"; bad "${label}a killed rank left the job hanging"
+    else wait $mp; rc=$?; [ $rc -ne 0 ] && ok "${label}a rank killed with SIGKILL ends the whole job within ${t}s (exit $rc)" || bad "${label}killed rank: exit $rc"; fi
+    procs_kill_in "$W"
+}
 cd "$W" || exit 1
-i=0; : > train.jsonl; : > corpus.txt
-while [ $i -lt 200 ]; do
-    a=$((i * 7 % 19)); b=$((i * 11 % 17))
-    printf '{"prompt": "What is %d plus %d?", "response": "%d"}\n' $a $b $((a + b)) >> train.jsonl
-    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
-    i=$((i + 1))
-done
-"$ROOT/$BUILD/bin/rlhf" tokenizer train --vocab-size 300 --out tok corpus.txt 2>/dev/null
-"$ROOT/$BUILD/bin/rlhf" init --preset tiny --n-positions 32 --tokenizer tok --seed 3 --out base 2>/dev/null
+sums 200 "$SUM_DEMO" > train.jsonl
+sums 200 "$SUM_TEXT" > corpus.txt
+tiny_tok 300
+"$R" init --preset tiny --n-positions 32 --tokenizer tok --seed 3 --out base 2>/dev/null
 cat > mpi.yaml <<'YAML'
 model: {init: base}
 data: {format: jsonl, train: [train.jsonl]}
@@ -46,15 +51,15 @@ YAML
 # 1. one step: 2 ranks (one micro-batch each) = 1 rank (both micro-batches)
 OMP_NUM_THREADS=1 "$MB/sft" -c mpi.yaml --set out.dir=one --set train.steps=1 > out 2> err
 $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=two --set train.steps=1 > out 2> err
-d=$(python3 "$ROOT/tests/safetensors_diff.py" one/last/model.safetensors two/last/model.safetensors 2>&1)
+d=$($DIFF one/last/model.safetensors two/last/model.safetensors 2>&1)
 awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 < 1e-5) }' && ok "one step on 2 ranks = 1 rank on the same global batch (max |diff| $d < 1e-5)" || bad "2 ranks vs 1: $d"
 
 # 2. several steps, a save every step: the ranks' weights are compared at each save
 $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=many --set train.steps=12 --set save.every=1 > out 2> err &&
     grep -q "weights identical on every rank" err && ok "12 steps on 2 ranks: identical weights on both at every save" || bad "identical weights"
-d=$(python3 "$ROOT/tests/safetensors_diff.py" many/last/model.safetensors one/last/model.safetensors 2>/dev/null)
+d=$($DIFF many/last/model.safetensors one/last/model.safetensors 2>/dev/null)
 OMP_NUM_THREADS=1 "$MB/sft" -c mpi.yaml --set out.dir=many1 --set train.steps=12 > out 2> err
-d=$(python3 "$ROOT/tests/safetensors_diff.py" many/last/model.safetensors many1/last/model.safetensors 2>&1)
+d=$($DIFF many/last/model.safetensors many1/last/model.safetensors 2>&1)
 awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 < 1e-4) }' && ok "12 steps: 2 ranks track 1 rank (max |diff| $d < 1e-4)" || bad "12 steps 2 vs 1: $d"
 
 # 3. an odd split is refused on every rank, and the job ends
@@ -68,16 +73,8 @@ RLHF_BLAS_TEST_CORE=Prescott $MPIRUN -x RLHF_BLAS_TEST_CORE -np 2 "$MB/sft" -c m
     ok "under mpirun: both ranks re-executed onto the better kernel before MPI_Init, one line from rank 0 (exit $rc)" || bad "BLAS kernel under mpirun (exit $rc)"
 
 # 4. a rank killed mid-run stops the whole job (no hang)
-$MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=dies --set train.steps=100000 > out 2> err &
-mp=$!
-sleep 3
-victim=$(procs_started_with "$MB/sft -c mpi.yaml --set out.dir=dies" | head -1)
-kill -9 "$victim" 2>/dev/null
-t=0
-while kill -0 $mp 2>/dev/null && [ $t -lt 30 ]; do sleep 1; t=$((t + 1)); done
-if kill -0 $mp 2>/dev/null; then kill -9 $mp; procs_kill_in "$W"; bad "a killed rank left the job hanging"
-else wait $mp; rc=$?; [ $rc -ne 0 ] && ok "a rank killed with SIGKILL ends the whole job within ${t}s (exit $rc)" || bad "killed rank: exit $rc"; fi
-procs_kill_in "$W"
+rank_killed "" "$MB/sft -c mpi.yaml --set out.dir=dies" \
+    $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=dies --set train.steps=100000
 
 # 5. kill the job, rerun the same command: it resumes and ends with the uninterrupted run's weights
 $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=full --set train.steps=60 --set save.every=5 > out 2> err
@@ -106,8 +103,8 @@ with open("rank.jsonl", "w") as out, open("rcorpus.txt", "w") as corpus, open("d
         if i < 20:
             demos.write(json.dumps({"prompt": p, "response": comps[0]}) + "\n")
 PY
-"$ROOT/$BUILD/bin/rlhf" tokenizer train --vocab-size 300 --out rtok rcorpus.txt 2>/dev/null
-"$ROOT/$BUILD/bin/rlhf" init --preset tiny --n-positions 64 --n-embd 32 --tokenizer rtok --seed 5 --out rbase 2>/dev/null
+"$R" tokenizer train --vocab-size 300 --out rtok rcorpus.txt 2>/dev/null
+"$R" init --preset tiny --n-positions 64 --n-embd 32 --tokenizer rtok --seed 5 --out rbase 2>/dev/null
 cat > rm.yaml <<'YAML'
 model: {init: rbase}
 data: {import: [rank.jsonl, demos.jsonl]}
@@ -124,8 +121,8 @@ import json
 for l in open('rank.jsonl').readlines()[:30]:
     o = json.loads(l)
     for c in o['completions']: print(json.dumps({'prompt': o['prompt'], 'completion': c}))" > score.jsonl
-"$ROOT/$BUILD/bin/reward" score r1/final --input score.jsonl > s1.jsonl 2>/dev/null
-"$ROOT/$BUILD/bin/reward" score r2/final --input score.jsonl > s2.jsonl 2>/dev/null
+"$B/reward" score r1/final --input score.jsonl > s1.jsonl 2>/dev/null
+"$B/reward" score r2/final --input score.jsonl > s2.jsonl 2>/dev/null
 ds=$(python3 -c "
 import json
 a, b = ([json.loads(l)['score'] for l in open(f)] for f in ('s1.jsonl', 's2.jsonl'))
@@ -164,8 +161,8 @@ grep -q "resuming run" err && cmp -s r3/final/model.safetensors rres/final/model
 # ppo: a tiny policy and a random reward model (equivalence, not learning, is tested here)
 i=0; : > prompts.jsonl
 while [ $i -lt 64 ]; do printf '{"prompt": "What is %d plus %d?"}\n' $((i % 19)) $((i % 17)) >> prompts.jsonl; i=$((i + 1)); done
-"$ROOT/$BUILD/bin/rlhf" init --preset tiny --n-layer 2 --n-positions 48 --n-embd 32 --tokenizer tok --seed 5 --out pol 2>/dev/null
-"$ROOT/$BUILD/bin/rlhf" init --preset tiny --n-layer 1 --n-positions 48 --n-embd 32 --tokenizer tok --seed 6 --score-head --no-lm-head --out prm 2>/dev/null
+"$R" init --preset tiny --n-layer 2 --n-positions 48 --n-embd 32 --tokenizer tok --seed 5 --out pol 2>/dev/null
+"$R" init --preset tiny --n-layer 1 --n-positions 48 --n-embd 32 --tokenizer tok --seed 6 --score-head --no-lm-head --out prm 2>/dev/null
 cat > ppo.yaml <<'YAML'
 model: {policy: pol, reward: prm}
 data: {prompts: [prompts.jsonl], prompt_template: "{prompt}"}
@@ -235,15 +232,6 @@ for prog in reward ppo; do
 done
 
 # K. a rank killed mid-run stops the whole ppo job (no hang)
-$MPIRUN -np 2 "$MB/ppo" -c ppo.yaml --set out.dir=pdies --set train.iterations=100000 --set save.every=1000 > out 2> err &
-mp=$!
-sleep 3
-victim=$(procs_started_with "$MB/ppo -c ppo.yaml --set out.dir=pdies" | head -1)
-kill -9 "$victim" 2>/dev/null
-t=0
-while kill -0 $mp 2>/dev/null && [ $t -lt 30 ]; do sleep 1; t=$((t + 1)); done
-if kill -0 $mp 2>/dev/null; then kill -9 $mp; procs_kill_in "$W"; bad "ppo: a killed rank left the job hanging"
-else wait $mp; rc=$?; [ $rc -ne 0 ] && ok "ppo: a rank killed with SIGKILL ends the whole job within ${t}s (exit $rc)" || bad "ppo killed rank: exit $rc"; fi
-procs_kill_in "$W"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+rank_killed "ppo: " "$MB/ppo -c ppo.yaml --set out.dir=pdies" \
+    $MPIRUN -np 2 "$MB/ppo" -c ppo.yaml --set out.dir=pdies --set train.iterations=100000 --set save.every=1000
+lib_summary

@@ -3,45 +3,14 @@
 # runs end to end, saying "stage k of N" and each stage's time (expected from its earlier runs);
 # a second run skips every stage; an edited input reruns what depends on it;
 # killed in the middle of a stage, the same command resumes and finishes with the same weights.
-BUILD=${BUILD:-build}
-R="$PWD/$BUILD/bin/rlhf"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -4; }
-ROOTDIR=$PWD
-. "$ROOTDIR/tests/procs.sh"   # procs_kill_in: no procps needed
+. "$PWD/tests/lib.sh"
+. "$TESTS/procs.sh"   # procs_kill_in: no procps needed
+lib_workspace
+ERR_LINES=4
 cd "$W" || exit 1
-i=0; : > train.jsonl; : > corpus.txt
-while [ $i -lt 200 ]; do
-    a=$((i * 7 % 19)); b=$((i * 11 % 17))
-    printf '{"prompt": "What is %d plus %d?", "response": "%d"}\n' $a $b $((a + b)) >> train.jsonl
-    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
-    i=$((i + 1))
-done
-cat > tiny.yaml <<'YAML'
-workspace: ws
-seed: 7
-vars:
-  corpus: corpus.txt
-stages:
-  - name: tokenizer
-    run: rlhf tokenizer train
-    args: [--vocab-size, "300", --out, "${tokenizer.out}", "${vars.corpus}"]
-  - name: base
-    run: rlhf init
-    needs: [tokenizer]
-    args: [--preset, tiny, --n-positions, "32", --tokenizer, "${tokenizer.out}", --seed, "${seed}", --out, "${base.out}"]
-  - name: sft
-    run: sft
-    needs: [base]
-    settings:
-      model.init: ${base.out}
-      data: {format: jsonl, train: [train.jsonl]}
-      train: {batch_size: 8, steps: 40, lr: 3e-3}
-      eval.every: 20
-YAML
+sums 200 "$SUM_DEMO" > train.jsonl
+sums 200 "$SUM_TEXT" > corpus.txt
+{ printf 'workspace: ws\nseed: 7\nvars:\n  corpus: corpus.txt\n'; tiny_stages '"${vars.corpus}"' 40 20; } > tiny.yaml
 
 # validation: each broken file's message names file:line:column
 check_err() {   # name, expected "line:col", pattern, yaml text
@@ -149,10 +118,9 @@ if [ $killed -eq 1 ] && grep -q "sft (resuming)" err && grep -q "sft *ran" err &
     ok "killed mid-stage: the rerun resumes the stage and ends with the same weights"
 else bad "kill and resume (killed=$killed)"; fi
 # the shipped pipelines validate (their programs check every setting) without running anything
-cd "$ROOTDIR" || exit 1
+cd "$ROOT" || exit 1
 for f in pipelines/demo.yaml pipelines/instructgpt-gpt2.yaml; do
     "$R" run "$f" --dry-run --set workspace="$W/dry" > "$W/out" 2> "$W/err" && [ "$(grep -c ' run ' "$W/out")" -ge 4 ] && [ ! -d "$W/dry/logs" ] &&
         ok "$f validates with --dry-run" || bad "$f --dry-run"
 done
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

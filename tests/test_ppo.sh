@@ -8,22 +8,12 @@
 #     rollouts), the database consistent
 #   - the NaN/Inf guard skips, then stops and keeps the last good checkpoint
 #   - bad inputs: clear messages, non-zero exits
-BUILD=${BUILD:-build}
-B="$PWD/$BUILD/bin"
-FIX="$PWD/tests/fixtures"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+. "$PWD/tests/lib.sh"
+lib_workspace
 # Threads that sleep rather than spin when idle: these models are tiny, and on a shared machine
 # spinning OpenMP threads slow every parallel region down by orders of magnitude.
 export OMP_WAIT_POLICY=passive
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -8; }
-expect_fail() {
-    name=$1; code=$2; pat=$3; shift 3
-    "$@" >"$W/out" 2>"$W/err"; rc=$?
-    if [ "$rc" -eq "$code" ] && grep -q -- "$pat" "$W/err"; then ok "$name"; else echo "    exit $rc"; bad "$name"; fi
-}
+ERR_LINES=8
 metric() {   # metric DB NAME STEP
     python3 -c "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute('select value from metrics where name=? and step=?', (sys.argv[2], int(sys.argv[3]))).fetchone(); print(repr(r[0]) if r else 'none')" "$@"
 }
@@ -31,14 +21,9 @@ eval_loss() { "$B/rlhf" eval "$1" --text corpus.txt 2>&1 | sed -n 's/^loss //p';
 cd "$W" || exit 1
 
 # data: prompts "What is a plus b?" and the same sums as text
-i=0; : > corpus.txt; : > prompts.jsonl
-while [ $i -lt 300 ]; do
-    a=$((i * 7 % 19)); b=$((i * 11 % 17))
-    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
-    printf '{"prompt": "What is %d plus %d?"}\n' $a $b >> prompts.jsonl
-    i=$((i + 1))
-done
-"$B/rlhf" tokenizer train --vocab-size 300 --out tok corpus.txt 2>/dev/null
+sums 300 "$SUM_TEXT" > corpus.txt
+sums 300 "$SUM_PROMPT" > prompts.jsonl
+tiny_tok 300
 "$B/rlhf" init --preset tiny --n-layer 2 --n-positions 48 --n-embd 32 --tokenizer tok --seed 5 --out base 2>/dev/null
 "$B/rlhf" init --preset tiny --n-layer 1 --n-positions 48 --n-embd 32 --tokenizer tok --seed 6 --score-head --no-lm-head --out rm 2>/dev/null
 python3 "$FIX/ppo_craft_reward.py" rm > /dev/null || bad "crafting the reward model"
@@ -234,5 +219,4 @@ expect_fail "a missing policy checkpoint" 1 "nope" "$B/ppo" -c ppo.yaml --set ou
 printf 'ppo: {clip: wide}\n' > badcfg.yaml
 expect_fail "a wrong type in the config names file:line:column" 1 "badcfg.yaml:1:" "$B/ppo" -c badcfg.yaml
 expect_fail "resuming into another configuration is refused" 1 "another configuration" "$B/ppo" -c ppo.yaml --set kl.beta=0.3
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

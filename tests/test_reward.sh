@@ -6,22 +6,12 @@
 # resume to bit-identical weights, scoring, inspection, labeling with a judge program and through
 # a pseudo-terminal (scripted keystrokes, undo, skip, quit, kill -9 mid-session), two labelers at
 # once getting disjoint prompts, and bad inputs for every subcommand.
-BUILD=${BUILD:-build}
-B="$PWD/$BUILD/bin"
-ROOT="$PWD"
+. "$PWD/tests/lib.sh"
 PY=/usr/bin/python3
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+lib_workspace
 # a tiny model: one thread is faster than two fighting over barriers (and the machine)
 export OMP_NUM_THREADS=1
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -8; }
-expect_fail() {
-    name=$1; code=$2; pat=$3; shift 3
-    "$@" >"$W/out" 2>"$W/err"; rc=$?
-    if [ "$rc" -eq "$code" ] && grep -q -- "$pat" "$W/err"; then ok "$name"; else echo "    exit $rc (want $code, message '$pat')"; bad "$name"; fi
-}
+ERR_LINES=8
 sql() { $PY - "$@" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -527,5 +517,4 @@ printf '{"prompt": "Label me"}\n{"prompt": "Teach me", "response": "like this"}\
 "$B/reward" import --workspace pd.db pd.jsonl > out 2> err && grep -q "0 rankings, 1 prompts, 1 demonstrations" err &&
     [ "$(python3 -c "import sqlite3; d = sqlite3.connect('pd.db'); print(d.execute('select count(*) from prompts').fetchone()[0], d.execute('select count(*) from demonstrations').fetchone()[0])")" = "2 1" ] &&
     ok "import: prompt-only and demonstration lines" || bad "import: prompt-only and demonstration lines"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

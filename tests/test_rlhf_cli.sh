@@ -2,21 +2,8 @@
 # End-to-end tests of the `rlhf` tool: init/info/eval/generate/tokenizer, the Hugging Face
 # interop in both directions (tests/ref/hf_interop.py, PyTorch), and the error path of each bad
 # input. Prints "ok"/"FAIL" per case and "N passed, N failed"; exits non-zero on failure.
-BUILD=${BUILD:-build}
-R="$PWD/$BUILD/bin/rlhf"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()   { pass=$((pass + 1)); echo "ok   $1"; }
-bad()  { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | head -5; }
-# close A B REL: |A-B| <= REL*|B|
-close() { awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b; exit !(a != "" && d <= r * m) }'; }
-# expect_fail NAME CODE PATTERN CMD...: exit status CODE and a one-line message matching PATTERN
-expect_fail() {
-    name=$1; code=$2; pat=$3; shift 3
-    "$@" >"$W/out" 2>"$W/err"; rc=$?
-    if [ "$rc" -eq "$code" ] && grep -q -- "$pat" "$W/err"; then ok "$name"; else echo "    exit $rc"; bad "$name"; fi
-}
+. "$PWD/tests/lib.sh"
+lib_workspace
 
 "$R" --help >"$W/out" 2>"$W/err" && grep -q "generate" "$W/out" && ok "rlhf --help" || bad "rlhf --help"
 for c in init info eval generate tokenizer; do
@@ -111,5 +98,4 @@ expect_fail "tokenizer with a missing directory" 1 "vocab" "$R" tokenizer encode
     ok "init --out ws/base where ws does not exist: the parent is made" || bad "init into a new parent"
 : > "$W/plainfile"
 expect_fail "init --out under a regular file" 1 "plainfile is not a directory" "$R" init --preset tiny --out "$W/plainfile/base"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

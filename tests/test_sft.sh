@@ -2,28 +2,13 @@
 # The sft program end to end on a tiny model: the loss falls (demonstrations and plain text),
 # kill -9 at a random moment and the same command resumes to bit-identical weights with the
 # database consistent, and every bad input gives a clear message and a non-zero exit.
-BUILD=${BUILD:-build}
-B="$PWD/$BUILD/bin"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -5; }
-expect_fail() {
-    name=$1; code=$2; pat=$3; shift 3
-    "$@" >"$W/out" 2>"$W/err"; rc=$?
-    if [ "$rc" -eq "$code" ] && grep -q -- "$pat" "$W/err"; then ok "$name"; else echo "    exit $rc"; bad "$name"; fi
-}
+. "$PWD/tests/lib.sh"
+lib_workspace
 cd "$W" || exit 1
 # data: sums of small numbers, as demonstrations and as text
-i=0; : > train.jsonl; : > corpus.txt
-while [ $i -lt 300 ]; do
-    a=$((i * 7 % 19)); b=$((i * 11 % 17))
-    printf '{"prompt": "What is %d plus %d?", "response": "%d"}\n' $a $b $((a + b)) >> train.jsonl
-    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
-    i=$((i + 1))
-done
-"$B/rlhf" tokenizer train --vocab-size 300 --out tok corpus.txt 2>/dev/null
+sums 300 "$SUM_DEMO" > train.jsonl
+sums 300 "$SUM_TEXT" > corpus.txt
+tiny_tok 300
 "$B/rlhf" init --preset tiny --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 --out base 2>/dev/null
 cat > sft.yaml <<'YAML'
 model: {init: base}
@@ -114,5 +99,4 @@ printf 'trian: {lr: 0.1}\n' > badkey.yaml
 expect_fail "an unknown key is an error" 1 "trian" "$B/sft" -c badkey.yaml
 expect_fail "a bad --set names the override" 1 "train.batch_size" "$B/sft" -c sft.yaml --set train.batch_size=0
 expect_fail "resuming into another configuration is refused" 1 "another configuration" "$B/sft" -c sft.yaml --set train.lr=1e-3
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

@@ -4,17 +4,10 @@
 # inside one long optimizer step (sft looks between micro-batches), between steps (save last/,
 # the run row 'interrupted', exit 128 + the signal), with the saved checkpoint loadable and the
 # same command resuming to the end.
-BUILD=${BUILD:-build}
-TESTS="$PWD/tests"
-B="$PWD/$BUILD/bin"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+. "$PWD/tests/lib.sh"
+lib_workspace
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -5; }
 cd "$W" || exit 1
-. "$TESTS/tiny_data.sh"
 tiny_data 24
 "$B/rlhf" tokenizer train --vocab-size 280 --out tok corpus.txt 2> err &&
 "$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 --out lm 2> err ||
@@ -190,5 +183,4 @@ held=$(sqlite3 -batch lab.db "SELECT count(*) FROM claims WHERE skipped = 0" 2>/
     ok "SIGHUP to reward label waiting for its judge: exit 129, no claim left" ||
     bad "SIGHUP to reward label: exit $rc in ${secs}s, $held claims held"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+lib_summary

@@ -7,28 +7,23 @@
 # valgrind does not know AVX-512, so the programs are built for it in build-valgrind/ with
 # -march=x86-64-v3 (AVX2). Under the sanitizer build (make DEBUG=1 test) valgrind is not run:
 # ASan and valgrind do not mix, and that build checks the same things itself.
-BUILD=${BUILD:-build}
-ROOT="$PWD"
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+. "$PWD/tests/lib.sh"
+ERR_LINES=0   # vg shows what valgrind said instead
 if nm "$BUILD/bin/rlhf" 2>/dev/null | grep -q __asan_init; then
-    echo "ok   valgrind not run on a sanitizer build ($BUILD: ASan checks these programs itself)"
-    echo "1 passed, 0 failed"; exit 0
+    ok "valgrind not run on a sanitizer build ($BUILD: ASan checks these programs itself)"
+    lib_summary; exit
 fi
-command -v valgrind > /dev/null || { echo "FAIL valgrind is missing (scripts/deps.sh test installs it)"; echo "0 passed, 1 failed"; exit 1; }
+command -v valgrind > /dev/null || { bad "valgrind is missing (scripts/deps.sh test installs it)"; lib_summary; exit; }
 VB=build-valgrind
 if ! make --no-print-directory -j2 BUILD=$VB ARCH=-march=x86-64-v3 $VB/bin/rlhf $VB/bin/sft $VB/bin/reward $VB/bin/ppo > /tmp/vg-build.$$ 2>&1; then
     tail -5 /tmp/vg-build.$$; rm -f /tmp/vg-build.$$
-    echo "FAIL building $VB"; echo "0 passed, 1 failed"; exit 1
+    bad "building $VB"; lib_summary; exit
 fi
 rm -f /tmp/vg-build.$$
 B="$ROOT/$VB/bin"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+lib_workspace
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 cd "$W" || exit 1
-. "$ROOT/tests/tiny_data.sh"
 tiny_data 12
 cat > sft.yaml <<'YAML'
 model: {init: base}
@@ -81,5 +76,4 @@ vg "rlhf info --system with a generic BLAS kernel" "$B/rlhf" info --system
 unset RLHF_BLAS_TEST_CORE
 grep -q "^openblas core *Prescott (chosen by the library" out && ok "under valgrind: no re-execution (it would leave valgrind)" ||
     bad "under valgrind: $(grep '^openblas core' out)"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary
