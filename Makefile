@@ -56,6 +56,7 @@ $(BUILD)/reward/%.o:    INC := -Ireward
 $(BUILD)/ppo/%.o:       INC := -Ippo
 $(BUILD)/tests/%.o:     INC := -Itests -Ipipelines -Idata/demo
 $(BUILD)/tests/fuzz/%.o: INC := -Itests/fuzz -Ipipelines -Ireward
+$(BUILD)/bench/%.o:     INC := -Ibench
 
 $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
@@ -79,7 +80,8 @@ $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(BUI
 # the import fuzz target runs `reward import`'s own code
 $(BUILD)/fuzz/fuzz_import: $(BUILD)/reward/import.o $(BUILD)/reward/text.o
 
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+# bench/benchlib.c: what the benchmarks share (peak memory, median, reading a file)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/bench/benchlib.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/bin/rlhf: $(RLHF_OBJ) $(DEMO_LIB) $(LIB)

@@ -8,6 +8,7 @@
 //   bench_model --mode decode --preset gpt2 --B 8  the decoding step's kernels alone: the layer
 //       products and the LM head at B rows, as GB/s of weights streamed, beside a plain parallel
 //       read of the same bytes (the memory bandwidth they are bound by), in the same process
+#include "benchlib.h"
 #include "blas.h"
 #include "generate.h"
 #include "kernels.h"
@@ -21,12 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-
-static double peak_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
-}
 
 static int preset(const char *name, ModelConfig *c) {
     memset(c, 0, sizeof(*c));
@@ -52,15 +47,6 @@ static double sgemm_ceiling(void) {
     }
     free(a); free(b); free(c);
     return best;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // FLOPs of one training step (forward + backward = 3x forward; attention counted causally).
@@ -179,9 +165,9 @@ int main(int argc, char **argv) {
         getrusage(RUSAGE_SELF, &ru);
         fprintf(stderr, "page faults per timed step: %.0f\n", (double)(ru.ru_minflt - flt0) / steps);
         // the median of the timed steps: robust to a stray slow step on a shared machine
-        double step_s = median(times + 2, steps), fl = train_flops(&c, B, T);
+        double step_s = bench_median(times + 2, steps), fl = train_flops(&c, B, T);
         free(times);
-        double rss = peak_rss_mb();
+        double rss = bench_peak_rss_mb();
         // the ceiling again, in this process right after the steps: on a shared machine the load
         // changes between processes, and the fraction should compare like with like
         double ceil_now = sgemm_ceiling();
@@ -216,7 +202,7 @@ int main(int argc, char **argv) {
         double dt = util_time_s() - t0;
         printf("{\"impl\":\"rlhf.c\",\"mode\":\"generate\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
                "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,\"prompt_len\":%d,\"new_tokens\":%d}\n",
-               pname, B, maxT, threads, (double)B * new_tok / dt, dt, peak_rss_mb(), prompt, new_tok);
+               pname, B, maxT, threads, (double)B * new_tok / dt, dt, bench_peak_rss_mb(), prompt, new_tok);
         kv_free(&kv); sampler_free(&s);
         free(pr); free(pl); free(out); free(ol);
     } else {

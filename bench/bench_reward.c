@@ -10,6 +10,7 @@
 //   bench_reward --mode score [--B 16 --T 128 --steps 8]
 //       forward passes of B completions of T tokens on a model without gradients
 //       {"mode":"score",...,"completions_per_s":..,"batch_s":..}
+#include "benchlib.h"
 #include "blas.h"
 #include "model.h"
 #include "optim.h"
@@ -20,21 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-
-static double peak_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
-}
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 int main(int argc, char **argv) {
     blas_startup("bench_reward", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
@@ -99,14 +85,14 @@ int main(int argc, char **argv) {
         times[s] = util_time_s() - t0;
         fprintf(stderr, "%s %d: %.3f s%s\n", mode, s, times[s], s < 2 ? " (warmup)" : "");
     }
-    double step_s = median(times + 2, steps);
+    double step_s = bench_median(times + 2, steps);
     if (train)
         printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"rankings\":%d,\"K\":%d,\"T\":%d,\"threads\":%d,\"comparisons_per_s\":%.1f,"
                "\"step_s\":%.4f,\"loss\":%.4f,\"peak_rss_mb\":%.1f}\n", R, K, T, omp_get_max_threads(), (double)pairs / step_s, step_s, loss,
-               peak_rss_mb());
+               bench_peak_rss_mb());
     else
         printf("{\"impl\":\"rlhf.c\",\"mode\":\"score\",\"B\":%d,\"T\":%d,\"threads\":%d,\"completions_per_s\":%.1f,\"batch_s\":%.4f,"
-               "\"peak_rss_mb\":%.1f}\n", B, T, omp_get_max_threads(), B / step_s, step_s, peak_rss_mb());
+               "\"peak_rss_mb\":%.1f}\n", B, T, omp_get_max_threads(), B / step_s, step_s, bench_peak_rss_mb());
     free(times); free(tok); free(len); free(values); free(dvalues); free(scores); free(dscores); free(ranks);
     model_free(&m);
     return 0;
