@@ -129,6 +129,20 @@ static void test_generate_determinism_and_chunking(void) {
     model_free(&m); model_free(&full);
 }
 
+// the streams of B sequences, seeded base, base + 1, ...
+static void streams_init(Rng *r, int B, uint64_t base) {
+    for (int b = 0; b < B; b++) rng_init(&r[b], base + (uint64_t)b);
+}
+
+// gen_generate_each's state for B sequences of up to 20 positions: the sampler (61 tokens), the cache
+// and the streams from base
+static void each_setup(const Model *m, int B, KVCache *kv, Sampler *s, Rng *r, uint64_t base) {
+    char err[256];
+    sampler_init(s, 61);
+    CHECK(kv_init(kv, m, B, 20, 64, err, sizeof err) == 0);
+    streams_init(r, B, base);
+}
+
 // One stream per sequence: a batch cut in two samples the same tokens (the logits of a smaller
 // batch may differ by rounding, which can move a draw across a boundary only with tiny
 // probability; these seeds do not).
@@ -142,18 +156,16 @@ static void test_generate_each_streams(void) {
     char err[256];
     KVCache kv;
     Sampler s;
-    sampler_init(&s, 61);
-    CHECK(kv_init(&kv, &m, B, 20, 64, err, sizeof err) == 0);
     Rng r[B];
-    for (int b = 0; b < B; b++) rng_init(&r[b], 1000 + (uint64_t)b);
+    each_setup(&m, B, &kv, &s, r, 1000);
     CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out1, ol1, NULL, NULL, err, sizeof err) == 0);
     // the first sequence alone, then the last two, each with its own stream as before
-    for (int b = 0; b < B; b++) rng_init(&r[b], 1000 + (uint64_t)b);
+    streams_init(r, B, 1000);
     CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, 1, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
     CHECK(gen_generate_each(&m, &kv, &s, &g, r + 1, prompts + TP, plen + 1, 2, TP, out2 + NEW, ol2 + 1, NULL, NULL, err, sizeof err) == 0);
     CHECK(memcmp(out1, out2, sizeof out1) == 0 && memcmp(ol1, ol2, sizeof ol1) == 0);
     // the streams matter: another seed for sequence 1 changes its tokens and only those
-    for (int b = 0; b < B; b++) rng_init(&r[b], 1000 + (uint64_t)b);
+    streams_init(r, B, 1000);
     rng_init(&r[1], 7);
     CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
     CHECK(memcmp(out1, out2, NEW * sizeof(int32_t)) == 0 && memcmp(out1 + NEW, out2 + NEW, NEW * sizeof(int32_t)) != 0 &&
@@ -173,10 +185,8 @@ static void test_generate_cancel(void) {
     char err[256];
     KVCache kv;
     Sampler s;
-    sampler_init(&s, 61);
-    CHECK(kv_init(&kv, &m, B, 20, 64, err, sizeof err) == 0);
     Rng r[B];
-    for (int b = 0; b < B; b++) rng_init(&r[b], 50 + (uint64_t)b);
+    each_setup(&m, B, &kv, &s, r, 50);
     int calls = 0;
     g.cancel = cancel_third;
     g.cancel_user = &calls;

@@ -24,6 +24,14 @@ static const FixtureTensor *need(const char *name) {
     return t;
 }
 
+// tensor i of m into *t, and the fixture named "PREFIX.<its name>" (that name in name[96])
+static const FixtureTensor *need_tensor(const Model *m, int i, const char *prefix, ModelTensor *t,
+                                        char name[96]) {
+    model_tensor(m, i, t);
+    snprintf(name, 96, "%s.%s", prefix, t->name);
+    return need(name);
+}
+
 static void make_model(Model *m, int score, int trainable) {
     const int32_t *cfg = need("config")->data;
     ModelConfig c = {.max_seq_len = cfg[0], .vocab_size = cfg[1], .n_layer = cfg[2], .n_head = cfg[3],
@@ -99,10 +107,8 @@ static void test_scalar_head(void) {
     model_backward(&m, &b, NULL, need("dvalues")->data);
     for (int i = 0; i < model_tensor_count(&m); i++) {
         ModelTensor t;
-        model_tensor(&m, i, &t);
         char name[96];
-        snprintf(name, sizeof name, "sgrad.%s", t.name);
-        const FixtureTensor *g = need(name);
+        const FixtureTensor *g = need_tensor(&m, i, "sgrad", &t, name);
         check_scaled(t.grad, g->data, g->numel, 1e-4, name);
     }
     free(vals);
@@ -126,10 +132,8 @@ static void test_adamw(void) {
     }
     for (int i = 0; i < model_tensor_count(&m); i++) {
         ModelTensor t;
-        model_tensor(&m, i, &t);
         char name[96];
-        snprintf(name, sizeof name, "final.%s", t.name);
-        const FixtureTensor *f = need(name);
+        const FixtureTensor *f = need_tensor(&m, i, "final", &t, name);
         // the key-bias slice has a true gradient of exactly 0 (see gpt2_ref.py): Adam amplifies
         // rounding noise there, so that slice gets a loose bound
         int is_qkv_bias = strstr(t.name, "c_attn.bias") != NULL;

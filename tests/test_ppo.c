@@ -119,6 +119,34 @@ static void test_policy_loss_hand(void) {
     CHECK(st.n_nonfinite == 1 && isnan(st.loss));
 }
 
+// (loss(x with x[i] + h) - loss(x with x[i] - h)) / 2h, x[i] left as it was
+static double central_diff(float *x, int i, float h, double (*loss)(const float *x, const void *ctx),
+                           const void *ctx) {
+    float save = x[i];
+    x[i] = save + h; double lp = loss(x, ctx);
+    x[i] = save - h; double lm = loss(x, ctx);
+    x[i] = save;
+    return (lp - lm) / (2.0 * h);
+}
+
+// the clipped policy loss (clip 0.2) at log-probs logp, all else fixed
+typedef struct { const float *old, *adv, *w; int n; } PolicyLossAt;
+static double policy_loss_at(const float *logp, const void *ctx) {
+    const PolicyLossAt *a = ctx;
+    PpoPolicyStats st;
+    ppo_policy_loss(logp, a->old, a->adv, a->w, a->n, 0.2f, NULL, &st);
+    return st.loss;
+}
+
+// the clipped value loss (clip 0.2) at values v, all else fixed
+typedef struct { const float *old, *R, *w; int n; } ValueLossAt;
+static double value_loss_at(const float *v, const void *ctx) {
+    const ValueLossAt *a = ctx;
+    PpoValueStats st;
+    ppo_value_loss(v, a->old, a->R, a->w, a->n, 0.2f, NULL, &st);
+    return st.loss;
+}
+
 // Central differences of the loss in double precision around random points away from the kinks.
 static void test_policy_loss_fd(void) {
     enum { N = 64 };
@@ -136,12 +164,8 @@ static void test_policy_loss_fd(void) {
     for (int i = 0; i < N; i++) {
         double rr = exp((double)logp[i] - old[i]);
         if (fabs(rr - 0.8) < 0.02 || fabs(rr - 1.2) < 0.02) continue;   // a kink: not differentiable
-        float save = logp[i], h = 1e-2f;
-        PpoPolicyStats sp, sm;
-        logp[i] = save + h; ppo_policy_loss(logp, old, adv, w, N, 0.2f, NULL, &sp);
-        logp[i] = save - h; ppo_policy_loss(logp, old, adv, w, N, 0.2f, NULL, &sm);
-        logp[i] = save;
-        double fd = (sp.loss - sm.loss) / (2.0 * h);
+        PolicyLossAt at = {old, adv, w, N};
+        double fd = central_diff(logp, i, 1e-2f, policy_loss_at, &at);
         // (exp is curved: the central difference is exact to O(h^2) = 1e-4 relative)
         CHECK_MSG(fabs(fd - d[i]) <= 2e-4 * fabs(d[i]) + 1e-7, "token %d: analytic %g vs finite difference %g", i, d[i], fd);
         checked++;
@@ -178,11 +202,8 @@ static void test_value_loss_hand(void) {
     for (int i = 0; i < N; i++) {
         if (fabs(fabs(vv[i] - oo[i]) - 0.2) < 0.02) continue;
         float save = vv[i], h = 1e-2f;
-        PpoValueStats sp, sm;
-        vv[i] = save + h; ppo_value_loss(vv, oo, rr, ww, N, 0.2f, NULL, &sp);
-        vv[i] = save - h; ppo_value_loss(vv, oo, rr, ww, N, 0.2f, NULL, &sm);
-        vv[i] = save;
-        double fd = (sp.loss - sm.loss) / (2.0 * h);
+        ValueLossAt at = {oo, rr, ww, N};
+        double fd = central_diff(vv, i, h, value_loss_at, &at);
         // the loss switches branch where (v - R)^2 = (v_clip - R)^2: skip a token whose branch changes within h
         if (fabs(fd - dd[i]) > 1e-5) {
             PpoValueStats s2; float d2[N];

@@ -60,16 +60,24 @@ static void test_hand_values(void) {
     CHECK(fabs(c - 2.5) < 1e-12 && fabs(m - 2.0) < 1e-12);
 }
 
+// A random ranking: k = 2 + rng_below(span) completions, each a score scale * N(0, 1) then a rank
+// in 1..k (ties likely), drawn in that order; returns k.
+static int random_ranking(Rng *rng, uint64_t span, float scale, float *r, int *ranks) {
+    int k = 2 + (int)rng_below(rng, span);
+    for (int i = 0; i < k; i++) { r[i] = scale * rng_normal(rng); ranks[i] = 1 + (int)rng_below(rng, (uint64_t)k); }
+    return k;
+}
+
 // The K-wise loss of a ranking is the mean of the pairwise losses of its non-tied pairs, and its
 // gradient the mean of theirs; random K and ties.
 static void test_mean_over_pairs(void) {
     Rng rng;
     rng_init(&rng, 11);
     for (int trial = 0; trial < 200; trial++) {
-        int k = 2 + (int)rng_below(&rng, 9), ranks[16];
+        int ranks[16];
         float r[16], dr[16];
         double g[16] = {0}, sum = 0;
-        for (int i = 0; i < k; i++) { r[i] = 3 * rng_normal(&rng); ranks[i] = 1 + (int)rng_below(&rng, (uint64_t)k); }
+        int k = random_ranking(&rng, 9, 3, r, ranks);
         int64_t P = 0;
         double L = reward_kwise_loss(r, ranks, k, dr, &P);
         int64_t count = 0;
@@ -95,9 +103,9 @@ static void test_finite_differences(void) {
     Rng rng;
     rng_init(&rng, 5);
     for (int trial = 0; trial < 50; trial++) {
-        int k = 2 + (int)rng_below(&rng, 7), ranks[8];
+        int ranks[8];
         float r[8], dr[8];
-        for (int i = 0; i < k; i++) { r[i] = 2 * rng_normal(&rng); ranks[i] = 1 + (int)rng_below(&rng, (uint64_t)k); }
+        int k = random_ranking(&rng, 7, 2, r, ranks);
         reward_kwise_loss(r, ranks, k, dr, NULL);
         for (int i = 0; i < k; i++) {
             float save = r[i], h = 1.0f / 256;   // exact in float
