@@ -182,32 +182,17 @@ for l in open("demos.jsonl"):
     print(" ".join(x.decode() for x in enc(f"Human: {d['prompt']}\n\nAssistant:") + enc(" " + d["completion"])), eot)
 PY
 $PY - "$ROOT/tests/ref" run/final demo_tokens.txt demo_scores.jsonl > out 2> err <<'PY' && ok "final/ in a float64 PyTorch forward: same scores as C, demonstrations mean $(cat out)" || bad "PyTorch check: $(cat out)"
-import json, math, sys
+import json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
-from hf_interop import read_safetensors, layer_norm, gelu_tanh
+from hf_interop import read_safetensors, final_hidden
 P, _ = read_safetensors(sys.argv[2] + "/model.safetensors", strict=True)
 P = {k[len("transformer."):] if k.startswith("transformer.") else k: v for k, v in P.items()}
 cfg = json.load(open(sys.argv[2] + "/config.json"))
 L, NH, eps = cfg["n_layer"], cfg["n_head"], cfg["layer_norm_epsilon"]
 assert "lm_head.weight" not in P and P["score.weight"].shape == (1, cfg["n_embd"])
 def score(tokens):   # GPT2ForSequenceClassification: score head at the last token
-    tok = torch.tensor(tokens)
-    T = len(tokens)
-    x = P["wte.weight"][tok] + P["wpe.weight"][:T]
-    c = x.shape[-1]; hd = c // NH
-    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    for l in range(L):
-        p = f"h.{l}."
-        h = layer_norm(x, P[p + "ln_1.weight"], P[p + "ln_1.bias"], eps)
-        q, k, v = (h @ P[p + "attn.c_attn.weight"] + P[p + "attn.c_attn.bias"]).split(c, dim=-1)
-        q, k, v = (z.reshape(T, NH, hd).transpose(0, 1) for z in (q, k, v))
-        att = torch.softmax(((q @ k.transpose(-2, -1)) / math.sqrt(hd)).masked_fill(mask, float("-inf")), dim=-1)
-        x = x + (att @ v).transpose(0, 1).reshape(T, c) @ P[p + "attn.c_proj.weight"] + P[p + "attn.c_proj.bias"]
-        h = gelu_tanh(layer_norm(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"], eps) @ P[p + "mlp.c_fc.weight"] + P[p + "mlp.c_fc.bias"])
-        x = x + h @ P[p + "mlp.c_proj.weight"] + P[p + "mlp.c_proj.bias"]
-    x = layer_norm(x, P["ln_f.weight"], P["ln_f.bias"], eps)
-    return (x[-1] @ P["score.weight"][0]).item()
+    return (final_hidden(P, tokens, L, NH, eps)[-1] @ P["score.weight"][0]).item()
 ours = [json.loads(l)["score"] for l in open(sys.argv[4])]
 ref = [score([int(t) for t in l.split()]) for l in open(sys.argv[3])]
 assert len(ours) == len(ref) == 40
