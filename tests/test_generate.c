@@ -134,14 +134,22 @@ static void streams_init(Rng *r, int B, uint64_t base) {
     for (int b = 0; b < B; b++) rng_init(&r[b], base + (uint64_t)b);
 }
 
-// gen_generate_each's state for B sequences of up to 20 positions: the sampler (61 tokens), the cache
-// and the streams from base
-static void each_setup(const Model *m, int B, KVCache *kv, Sampler *s, Rng *r, uint64_t base) {
+// gen_generate_each's state for up to 3 sequences of up to 20 positions: the sampler (61 tokens),
+// the cache and one stream per sequence
+typedef struct {
+    KVCache kv;
+    Sampler s;
+    Rng r[3];
+} EachState;
+
+// e for B sequences, the streams seeded from base; each_free releases it
+static void each_setup(const Model *m, int B, EachState *e, uint64_t base) {
     char err[256];
-    sampler_init(s, 61);
-    CHECK(kv_init(kv, m, B, 20, 64, err, sizeof err) == 0);
-    streams_init(r, B, base);
+    sampler_init(&e->s, 61);
+    CHECK(kv_init(&e->kv, m, B, 20, 64, err, sizeof err) == 0);
+    streams_init(e->r, B, base);
 }
+static void each_free(EachState *e) { kv_free(&e->kv); sampler_free(&e->s); }
 
 // One stream per sequence: a batch cut in two samples the same tokens (the logits of a smaller
 // batch may differ by rounding, which can move a draw across a boundary only with tiny
@@ -154,23 +162,21 @@ static void test_generate_each_streams(void) {
     int32_t out1[B * NEW], out2[B * NEW], ol1[B], ol2[B];
     GenConfig g = pure_sampling(NEW);
     char err[256];
-    KVCache kv;
-    Sampler s;
-    Rng r[B];
-    each_setup(&m, B, &kv, &s, r, 1000);
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out1, ol1, NULL, NULL, err, sizeof err) == 0);
+    EachState e;
+    each_setup(&m, B, &e, 1000);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, B, TP, out1, ol1, NULL, NULL, err, sizeof err) == 0);
     // the first sequence alone, then the last two, each with its own stream as before
-    streams_init(r, B, 1000);
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, 1, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r + 1, prompts + TP, plen + 1, 2, TP, out2 + NEW, ol2 + 1, NULL, NULL, err, sizeof err) == 0);
+    streams_init(e.r, B, 1000);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, 1, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r + 1, prompts + TP, plen + 1, 2, TP, out2 + NEW, ol2 + 1, NULL, NULL, err, sizeof err) == 0);
     CHECK(memcmp(out1, out2, sizeof out1) == 0 && memcmp(ol1, ol2, sizeof ol1) == 0);
     // the streams matter: another seed for sequence 1 changes its tokens and only those
-    streams_init(r, B, 1000);
-    rng_init(&r[1], 7);
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
+    streams_init(e.r, B, 1000);
+    rng_init(&e.r[1], 7);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, B, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
     CHECK(memcmp(out1, out2, NEW * sizeof(int32_t)) == 0 && memcmp(out1 + NEW, out2 + NEW, NEW * sizeof(int32_t)) != 0 &&
           memcmp(out1 + 2 * NEW, out2 + 2 * NEW, NEW * sizeof(int32_t)) == 0);
-    kv_free(&kv); sampler_free(&s);
+    each_free(&e);
     model_free(&m);
 }
 
@@ -183,19 +189,17 @@ static void test_generate_cancel(void) {
     int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 0}, plen[B] = {3, 2}, out[B * NEW], ol[B];
     GenConfig g = pure_sampling(NEW);
     char err[256];
-    KVCache kv;
-    Sampler s;
-    Rng r[B];
-    each_setup(&m, B, &kv, &s, r, 50);
+    EachState e;
+    each_setup(&m, B, &e, 50);
     int calls = 0;
     g.cancel = cancel_third;
     g.cancel_user = &calls;
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out, ol, NULL, NULL, err, sizeof err) == 1);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, B, TP, out, ol, NULL, NULL, err, sizeof err) == 1);
     CHECK(calls == 3 && ol[0] == 2 && ol[1] == 2);
     g.cancel = NULL;
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out, ol, NULL, NULL, err, sizeof err) == 0);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, B, TP, out, ol, NULL, NULL, err, sizeof err) == 0);
     CHECK(ol[0] == NEW && ol[1] == NEW);
-    kv_free(&kv); sampler_free(&s);
+    each_free(&e);
     model_free(&m);
 }
 
