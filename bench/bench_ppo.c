@@ -13,10 +13,10 @@
 // reads each iteration's timings from the run's workspace database: generation, the four scoring
 // passes (policy, reference, value, reward) and training (policy + value forward/backward, and
 // the pretraining batches), each with tokens/s; a figure is the median over the iterations after
-// the first. "tokens" are positions through the pass (for training: through forward + backward). The reference for generation is gen_generate
-// called directly (KV cache of the same size, the same sampler settings, the same prompt ids) on
-// the same checkpoint, timed here after a warm-up, median of --repeats runs: the ratio shows what
-// the program adds around the engine.
+// the first. "tokens" are positions through the pass (for training: through forward + backward).
+// The reference for generation is gen_generate called directly (KV cache of the same size, the same
+// sampler settings, the same prompt ids) on the same checkpoint, timed here after a warm-up, median
+// of --repeats runs: the ratio shows what the program adds around the engine.
 //
 // Output: one line per figure,
 //   RESULT {"name":..,"value":..,"unit":..,"ref_name":..,"ref_value":..,"ratio":..}
@@ -40,7 +40,8 @@
 #include <unistd.h>
 
 typedef struct { const char *name; int L, NH, C, V, ctx; } Preset;
-static const Preset PRESETS[] = {{"small", 4, 4, 256, 8192, 256}, {"gpt2", 12, 12, 768, 50257, 1024}};
+static const Preset PRESETS[] = {{"small", 4, 4, 256, 8192, 256},
+                                 {"gpt2", 12, 12, 768, 50257, 1024}};
 
 typedef struct {
     int B, prompt, new_tok, iterations, repeats, keep;
@@ -57,10 +58,13 @@ static int write_text(const char *path, const char *text) {
 
 static void result(const char *name, double v, const char *unit, const char *ref_name, double ref) {
     if (ref_name && ref > 0)
-        printf("RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":\"%s\",\"ref_value\":%.3f,\"ratio\":%.3f}\n",
-               name, v, unit, ref_name, ref, v / ref);
+        printf(
+            "RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":\"%s\",\"ref_value\":%.3f,\"ratio\":%.3f}\n",
+            name, v, unit, ref_name, ref, v / ref);
     else
-        printf("RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":null,\"ref_value\":null,\"ratio\":null}\n", name, v, unit);
+        printf(
+            "RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":null,\"ref_value\":null,\"ratio\":null}\n",
+            name, v, unit);
     fflush(stdout);
 }
 
@@ -69,12 +73,14 @@ typedef struct { const char *names[16]; double vals[MAX_IT][16]; int n; } Metric
 static int pick_metric(const StoreMetric *m, void *ctx) {
     MetricPick *p = ctx;
     if (m->step < 1 || m->step > MAX_IT) return 0;
-    for (int i = 0; i < p->n; i++) if (!strcmp(m->name, p->names[i])) p->vals[m->step - 1][i] = m->value;
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(m->name, p->names[i])) p->vals[m->step - 1][i] = m->value;
     return 0;
 }
 
-static const char *BENCH_WORDS[] = {"the", "model", "learns", "to", "answer", "questions", "about", "numbers",
-                                    "and", "words", "with", "a", "small", "reward", "for", "each", "good", "reply"};
+static const char *BENCH_WORDS[] = {"the",   "model",   "learns", "to",    "answer", "questions",
+                                    "about", "numbers", "and",    "words", "with",   "a",
+                                    "small", "reward",  "for",    "each",  "good",   "reply"};
 
 // the text for the tokenizer and the pretraining mix: 2000 lines of 12 random words, in
 // dir/corpus.txt (its path in corpus)
@@ -85,7 +91,8 @@ static int bench_ppo_corpus(const char *dir, char *corpus, size_t corpus_size) {
     rng_init(&r, 7);
     for (int line = 0; line < 2000; line++) {
         for (int w = 0; w < 12; w++)
-            tl += (size_t)snprintf(text + tl, 64, "%s%s", w ? " " : "", BENCH_WORDS[rng_below(&r, 18)]);
+            tl += (size_t)snprintf(text + tl, 64, "%s%s", w ? " " : "",
+                                   BENCH_WORDS[rng_below(&r, 18)]);
         text[tl++] = '\n';
     }
     text[tl] = 0;
@@ -97,8 +104,8 @@ static int bench_ppo_corpus(const char *dir, char *corpus, size_t corpus_size) {
 
 // the tokenizer: GPT-2's for the gpt2 preset; a small one trained on the corpus (V <= 8192) for
 // small, in dir/tok; its folder in tokdir (PATH_MAX + some)
-static Tokenizer *bench_ppo_tokenizer(const Preset *p, const Opts *o, const char *dir, const char *corpus,
-                                      char *tokdir, size_t tokdir_size) {
+static Tokenizer *bench_ppo_tokenizer(const Preset *p, const Opts *o, const char *dir,
+                                      const char *corpus, char *tokdir, size_t tokdir_size) {
     char err[1024], terr[TOK_ERR_LEN];
     Tokenizer *tok = NULL;
     if (!strcmp(p->name, "gpt2")) {
@@ -108,10 +115,16 @@ static Tokenizer *bench_ppo_tokenizer(const Preset *p, const Opts *o, const char
         }
     } else {
         snprintf(tokdir, tokdir_size, "%s/tok", dir);
-        if (util_mkdir_p(tokdir, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return NULL; }
+        if (util_mkdir_p(tokdir, err, sizeof err)) {
+            fprintf(stderr, "bench_ppo: %s\n", err);
+            return NULL;
+        }
         const char *paths[1] = {corpus};
         TokTrainOptions to = {.vocab_size = 512};
-        if (tok_train(paths, 1, &to, tokdir, NULL, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return NULL; }
+        if (tok_train(paths, 1, &to, tokdir, NULL, terr)) {
+            fprintf(stderr, "bench_ppo: %s\n", terr);
+            return NULL;
+        }
     }
     if (tok_load(&tok, tokdir, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return NULL; }
     return tok;
@@ -122,7 +135,10 @@ static int bench_ppo_save_model(const ModelConfig *c, uint64_t seed, const CkptS
                                 const char *dir, const char *name) {
     char path[4200], err[1024];
     Model m;
-    if (model_init(&m, c, 1, 1, 0, 0, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    if (model_init(&m, c, 1, 1, 0, 0, err, sizeof err)) {
+        fprintf(stderr, "bench_ppo: %s\n", err);
+        return -1;
+    }
     model_init_weights(&m, seed);
     snprintf(path, sizeof path, "%s/%s", dir, name);
     int rc = ckpt_save(path, &m, so, err, sizeof err);
@@ -150,7 +166,8 @@ static void bench_ppo_prompt(Tokenizer *tok, const Opts *o, char *prompt, size_t
     TokIds ids = {0};
     prompt[0] = 0;
     for (int w = 0; w < 2000 && (int)ids.n < o->prompt; w++) {
-        pl += (size_t)snprintf(prompt + pl, prompt_size - pl, "%s%s", w ? " " : "", BENCH_WORDS[w % 18]);
+        pl += (size_t)snprintf(prompt + pl, prompt_size - pl, "%s%s", w ? " " : "",
+                               BENCH_WORDS[w % 18]);
         ids.n = 0;
         tok_encode(tok, prompt, pl, 0, &ids, terr);
     }
@@ -178,7 +195,10 @@ static int bench_ppo_run(const Opts *o, const char *dir, const char *prompt, dou
     double t0 = util_time_s();
     int rc_ppo = system(cmd);
     *wall = util_time_s() - t0;
-    if (rc_ppo != 0) { fprintf(stderr, "bench_ppo: ppo failed (see %s/ppo.log)\n", dir); return -1; }
+    if (rc_ppo != 0) {
+        fprintf(stderr, "bench_ppo: ppo failed (see %s/ppo.log)\n", dir);
+        return -1;
+    }
     return 0;
 }
 
@@ -188,12 +208,13 @@ static int bench_ppo_metrics(const char *dir, MetricPick *mp) {
     snprintf(path, sizeof path, "%s/run/workspace.db", dir);
     Store *db;
     StoreRun run;
-    *mp = (MetricPick){.names = {"time/generate_s", "count/gen_tokens", "time/score_policy_s",
-                                 "time/score_reference_s", "time/score_value_s", "time/score_reward_s",
-                                 "count/sequence_tokens", "count/reward_tokens", "time/train_ppo_s",
-                                 "count/train_ppo_tokens", "time/train_ptx_s", "count/train_ptx_tokens",
-                                 "time/train_policy_s", "time/train_value_s", "time/train_optim_s"},
-                       .n = 15};
+    *mp = (MetricPick){
+        .names = {"time/generate_s", "count/gen_tokens", "time/score_policy_s",
+                  "time/score_reference_s", "time/score_value_s", "time/score_reward_s",
+                  "count/sequence_tokens", "count/reward_tokens", "time/train_ppo_s",
+                  "count/train_ppo_tokens", "time/train_ptx_s", "count/train_ptx_tokens",
+                  "time/train_policy_s", "time/train_value_s", "time/train_optim_s"},
+        .n = 15};
     if (store_open(&db, path, err, sizeof err) ||
         store_find_last_run(db, "ppo", NULL, -1, &run, err, sizeof err) ||
         store_each_metric(db, run.id, NULL, pick_metric, mp, err, sizeof err)) {
@@ -220,10 +241,12 @@ static void bench_gen_free(BenchGen *b) {
 static int bench_ppo_engine(const Preset *p, const Opts *o, Tokenizer *tok, const char *dir,
                             const char *prompt, int eot, double *engine, int *Tp) {
     char path[4200], err[1024];
-    DatasetOptions dopt = {.prompt_template = "{prompt}", .response_prefix = "", .max_tokens = p->ctx};
+    DatasetOptions dopt = {
+        .prompt_template = "{prompt}", .response_prefix = "", .max_tokens = p->ctx};
     Dataset *ds;
     TokIds pids = {0};
-    if (dataset_create(&ds, tok, &dopt, err, sizeof err) || dataset_encode_prompt(ds, prompt, &pids, err, sizeof err)) {
+    if (dataset_create(&ds, tok, &dopt, err, sizeof err) ||
+        dataset_encode_prompt(ds, prompt, &pids, err, sizeof err)) {
         fprintf(stderr, "bench_ppo: %s\n", err); return -1;
     }
     int B = o->B, T = (int)pids.n, Tseq = T + o->new_tok;
@@ -233,23 +256,34 @@ static int bench_ppo_engine(const Preset *p, const Opts *o, Tokenizer *tok, cons
     KVCache kv;
     Sampler s;
     if (ckpt_load_model(path, &m, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err) ||
-        kv_init(&kv, &m, B, Tseq, max_rows, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+        kv_init(&kv, &m, B, Tseq, max_rows, err, sizeof err)) {
+        fprintf(stderr, "bench_ppo: %s\n", err);
+        return -1;
+    }
     sampler_init(&s, m.config.vocab_size);
-    BenchGen bg = {.prompts = MALLOC_CHECK((size_t)B * T * 4), .plen = MALLOC_CHECK((size_t)B * 4),
-                   .out = MALLOC_CHECK((size_t)B * o->new_tok * 4), .olen = MALLOC_CHECK((size_t)B * 4), .Tp = T};
-    for (int i = 0; i < B; i++) { memcpy(bg.prompts + (size_t)i * T, pids.ids, (size_t)T * 4); bg.plen[i] = T; }
+    BenchGen bg = {.prompts = MALLOC_CHECK((size_t)B * T * 4),
+                   .plen = MALLOC_CHECK((size_t)B * 4),
+                   .out = MALLOC_CHECK((size_t)B * o->new_tok * 4),
+                   .olen = MALLOC_CHECK((size_t)B * 4),
+                   .Tp = T};
+    for (int i = 0; i < B; i++) {
+        memcpy(bg.prompts + (size_t)i * T, pids.ids, (size_t)T * 4);
+        bg.plen[i] = T;
+    }
     GenConfig g = {.max_new_tokens = o->new_tok, .eot_id = eot,
                    .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
     GenConfig warm = g;
     warm.max_new_tokens = 4;
     Rng gr;
     rng_init(&gr, 1234);
-    int rc = gen_generate(&m, &kv, &s, &warm, &gr, bg.prompts, bg.plen, B, T, bg.out, bg.olen, NULL, NULL, err, sizeof err);
+    int rc = gen_generate(&m, &kv, &s, &warm, &gr, bg.prompts, bg.plen, B, T, bg.out, bg.olen, NULL,
+                          NULL, err, sizeof err);
     double rates[16];
     int nrep = o->repeats < 16 ? o->repeats : 16;
     for (int k = 0; k < nrep && !rc; k++) {
         double g0 = util_time_s();
-        rc = gen_generate(&m, &kv, &s, &g, &gr, bg.prompts, bg.plen, B, T, bg.out, bg.olen, NULL, NULL, err, sizeof err);
+        rc = gen_generate(&m, &kv, &s, &g, &gr, bg.prompts, bg.plen, B, T, bg.out, bg.olen, NULL,
+                          NULL, err, sizeof err);
         double dt = util_time_s() - g0;
         int64_t ntok = 0;
         for (int i = 0; i < B; i++) ntok += bg.olen[i];
@@ -289,15 +323,24 @@ static void bench_ppo_report(const Preset *p, const Opts *o, const MetricPick *m
         fig[10][k] = v[14];
         fig[11][k] = v[0] + sc + v[8] + v[10];
     }
-    static const char *what[NF] = {"generation", "scoring: policy", "scoring: reference", "scoring: value",
-                                   "scoring: reward", "scoring: all four", "training: policy+value (incl. AdamW)",
-                                   "training: ptx", "training: policy fwd+bwd", "training: value fwd+bwd",
-                                   "training: AdamW+EMA", "iteration"};
+    static const char *what[NF] = {"generation",
+                                   "scoring: policy",
+                                   "scoring: reference",
+                                   "scoring: value",
+                                   "scoring: reward",
+                                   "scoring: all four",
+                                   "training: policy+value (incl. AdamW)",
+                                   "training: ptx",
+                                   "training: policy fwd+bwd",
+                                   "training: value fwd+bwd",
+                                   "training: AdamW+EMA",
+                                   "iteration"};
     char name[256];
     for (int q = 0; q < NF; q++) {
         double med = bench_median(fig[q], nit);
         snprintf(name, sizeof name, "ppo %s B=%d %s", p->name, o->B, what[q]);
-        result(name, med, q >= 10 ? "s" : "tok/s", q == 0 ? "gen_generate (engine)" : NULL, q == 0 ? engine : 0);
+        result(name, med, q >= 10 ? "s" : "tok/s", q == 0 ? "gen_generate (engine)" : NULL,
+               q == 0 ? engine : 0);
     }
 }
 
@@ -316,12 +359,15 @@ static int bench_preset(const Preset *p, const Opts *o) {
     double wall, engine = 0;
     int Tp = 0;
     if (bench_ppo_models(p, tokdir, eot, dir) || bench_ppo_run(o, dir, prompt, &wall) ||
-        bench_ppo_metrics(dir, &mp) || bench_ppo_engine(p, o, tok, dir, prompt, eot, &engine, &Tp)) {
+        bench_ppo_metrics(dir, &mp) ||
+        bench_ppo_engine(p, o, tok, dir, prompt, eot, &engine, &Tp)) {
         tok_free(tok);
         return -1;
     }
-    fprintf(stderr, "bench_ppo: %s: B=%d prompt %d + %d new tokens, %d threads; ppo wall %.1f s for %d iterations\n",
-            p->name, o->B, Tp, o->new_tok, omp_get_max_threads(), wall, o->iterations);
+    fprintf(
+        stderr,
+        "bench_ppo: %s: B=%d prompt %d + %d new tokens, %d threads; ppo wall %.1f s for %d iterations\n",
+        p->name, o->B, Tp, o->new_tok, omp_get_max_threads(), wall, o->iterations);
     bench_ppo_report(p, o, &mp, engine);
     tok_free(tok);
     if (!o->keep) {
@@ -333,7 +379,12 @@ static int bench_preset(const Preset *p, const Opts *o) {
 
 int main(int argc, char **argv) {
     blas_startup("bench_ppo", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
-    Opts o = {.B = 8, .prompt = 16, .new_tok = 64, .iterations = 3, .repeats = 3, .gpt2_tok = "data/gpt2"};
+    Opts o = {.B = 8,
+              .prompt = 16,
+              .new_tok = 64,
+              .iterations = 3,
+              .repeats = 3,
+              .gpt2_tok = "data/gpt2"};
     const char *preset = "all";
     char ppo[PATH_MAX];
     ppo[0] = 0;
@@ -349,12 +400,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--tokenizer") && v) { o.gpt2_tok = v; i++; }
         else if (!strcmp(a, "--keep")) o.keep = 1;
         else {
-            fprintf(stderr, "usage: bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--B 8] [--prompt 16] [--new 64] "
-                            "[--iterations 3] [--repeats 3] [--tokenizer data/gpt2] [--keep]\n");
+            fprintf(
+                stderr,
+                "usage: bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--B 8] [--prompt 16] [--new 64] "
+                "[--iterations 3] [--repeats 3] [--tokenizer data/gpt2] [--keep]\n");
             return 2;
         }
     }
-    if (o.B < 1 || o.prompt < 1 || o.new_tok < 1 || o.iterations < 1 || o.iterations > MAX_IT || o.repeats < 1) { fprintf(stderr, "bench_ppo: sizes must be positive\n"); return 2; }
+    if (o.B < 1 || o.prompt < 1 || o.new_tok < 1 || o.iterations < 1 || o.iterations > MAX_IT ||
+        o.repeats < 1) {
+        fprintf(stderr, "bench_ppo: sizes must be positive\n");
+        return 2;
+    }
     if (!ppo[0]) {   // build/bench/bench_ppo -> build/bin/ppo
         char self[PATH_MAX];
         snprintf(self, sizeof self, "%s", argv[0]);
@@ -363,7 +420,10 @@ int main(int argc, char **argv) {
         snprintf(ppo, sizeof ppo, "%.4000s/../bin/ppo", self);
     }
     char abs_ppo[PATH_MAX];
-    if (!realpath(ppo, abs_ppo) || access(abs_ppo, X_OK)) { fprintf(stderr, "bench_ppo: no ppo program at %s (--ppo PATH)\n", ppo); return 2; }
+    if (!realpath(ppo, abs_ppo) || access(abs_ppo, X_OK)) {
+        fprintf(stderr, "bench_ppo: no ppo program at %s (--ppo PATH)\n", ppo);
+        return 2;
+    }
     o.ppo = abs_ppo;
     int rc = 0, any = 0;
     for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++) {
@@ -371,6 +431,9 @@ int main(int argc, char **argv) {
         any = 1;
         if (bench_preset(&PRESETS[i], &o)) rc = 1;
     }
-    if (!any) { fprintf(stderr, "bench_ppo: unknown preset %s (small, gpt2, all)\n", preset); return 2; }
+    if (!any) {
+        fprintf(stderr, "bench_ppo: unknown preset %s (small, gpt2, all)\n", preset);
+        return 2;
+    }
     return rc;
 }

@@ -23,7 +23,8 @@
 #include <string.h>
 
 int main(int argc, char **argv) {
-    blas_startup("bench_reward", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
+    blas_startup("bench_reward",
+                 argv); // the best OpenBLAS kernel for this CPU, as the programs run
     const char *mode = NULL;
     int R = 8, K = 4, T = 128, steps = 8, Bs = 16;
     for (int i = 1; i < argc; i++) {
@@ -33,23 +34,42 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--T") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--B") && i + 1 < argc) Bs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else { fprintf(stderr, "usage: %s --mode train|score [--rankings N] [--K N] [--B N] [--T N] [--steps N]\n", argv[0]); return 2; }
+        else {
+            fprintf(
+                stderr,
+                "usage: %s --mode train|score [--rankings N] [--K N] [--B N] [--T N] [--steps N]\n",
+                argv[0]);
+            return 2;
+        }
     }
-    if (!mode || (strcmp(mode, "train") && strcmp(mode, "score")) || R < 1 || K < 2 || K > REWARD_MAX_K || T < 1 || T > 256 ||
-        steps < 1 || Bs < 1) {
-        fprintf(stderr, "bench_reward: --mode train|score is required; K in 2..%d, T in 1..256\n", REWARD_MAX_K);
+    if (!mode || (strcmp(mode, "train") && strcmp(mode, "score")) || R < 1 || K < 2 ||
+        K > REWARD_MAX_K || T < 1 || T > 256 || steps < 1 || Bs < 1) {
+        fprintf(stderr, "bench_reward: --mode train|score is required; K in 2..%d, T in 1..256\n",
+                REWARD_MAX_K);
         return 2;
     }
-    ModelConfig c = {.max_seq_len = 256, .vocab_size = 8192, .n_layer = 4, .n_head = 4, .n_embd = 256, .ln_eps = 1e-5f,
-                     .lm_head = 0, .score_head = 1};
+    ModelConfig c = {.max_seq_len = 256,
+                     .vocab_size = 8192,
+                     .n_layer = 4,
+                     .n_head = 4,
+                     .n_embd = 256,
+                     .ln_eps = 1e-5f,
+                     .lm_head = 0,
+                     .score_head = 1};
     int train = !strcmp(mode, "train"), B = train ? R * K : Bs;
     char err[256];
     Model m;
-    if (model_init(&m, &c, B, T, train, 1, err, sizeof err)) { fprintf(stderr, "bench_reward: %s\n", err); return 1; }
+    if (model_init(&m, &c, B, T, train, 1, err, sizeof err)) {
+        fprintf(stderr, "bench_reward: %s\n", err);
+        return 1;
+    }
     model_init_weights(&m, 1234);
-    int32_t *tok = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)), *len = MALLOC_CHECK((size_t)B * sizeof(int32_t));
-    float *values = MALLOC_CHECK((size_t)B * T * sizeof(float)), *dvalues = MALLOC_CHECK((size_t)B * T * sizeof(float));
-    float *scores = MALLOC_CHECK((size_t)B * sizeof(float)), *dscores = MALLOC_CHECK((size_t)B * sizeof(float));
+    int32_t *tok = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)),
+            *len = MALLOC_CHECK((size_t)B * sizeof(int32_t));
+    float *values = MALLOC_CHECK((size_t)B * T * sizeof(float)),
+          *dvalues = MALLOC_CHECK((size_t)B * T * sizeof(float));
+    float *scores = MALLOC_CHECK((size_t)B * sizeof(float)),
+          *dscores = MALLOC_CHECK((size_t)B * sizeof(float));
     int *ranks = MALLOC_CHECK((size_t)R * K * sizeof(int));
     Rng r;
     rng_init(&r, 1);
@@ -63,18 +83,27 @@ int main(int argc, char **argv) {
         }
     }
     ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len};
-    AdamWConfig oc = {.lr = 1e-5f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 1.0f};
+    AdamWConfig oc = {.lr = 1e-5f,
+                      .beta1 = 0.9f,
+                      .beta2 = 0.95f,
+                      .eps = 1e-8f,
+                      .weight_decay = 0.0f,
+                      .grad_clip = 1.0f};
     double *times = MALLOC_CHECK((size_t)(steps + 2) * sizeof(double)), loss = 0;
     int64_t pairs = 0;
     for (int s = 0; s < steps + 2; s++) {
         double t0 = util_time_s();
-        if (reward_forward(&m, &b, values, scores, err, sizeof err)) { fprintf(stderr, "bench_reward: %s\n", err); return 1; }
+        if (reward_forward(&m, &b, values, scores, err, sizeof err)) {
+            fprintf(stderr, "bench_reward: %s\n", err);
+            return 1;
+        }
         if (train) {
             loss = 0;
             pairs = 0;
             for (int j = 0; j < R; j++) {
                 int64_t np;
-                loss += reward_kwise_loss(scores + j * K, ranks + j * K, K, dscores + j * K, &np) / R;
+                loss +=
+                    reward_kwise_loss(scores + j * K, ranks + j * K, K, dscores + j * K, &np) / R;
                 pairs += np;
                 for (int i = 0; i < K; i++) dscores[j * K + i] /= (float)R;
             }
@@ -87,13 +116,24 @@ int main(int argc, char **argv) {
     }
     double step_s = bench_median(times + 2, steps);
     if (train)
-        printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"rankings\":%d,\"K\":%d,\"T\":%d,\"threads\":%d,\"comparisons_per_s\":%.1f,"
-               "\"step_s\":%.4f,\"loss\":%.4f,\"peak_rss_mb\":%.1f}\n", R, K, T, omp_get_max_threads(), (double)pairs / step_s, step_s, loss,
-               bench_peak_rss_mb());
+        printf(
+            "{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"rankings\":%d,\"K\":%d,\"T\":%d,\"threads\":%d,\"comparisons_per_s\":%.1f,"
+            "\"step_s\":%.4f,\"loss\":%.4f,\"peak_rss_mb\":%.1f}\n",
+            R, K, T, omp_get_max_threads(), (double)pairs / step_s, step_s, loss,
+            bench_peak_rss_mb());
     else
-        printf("{\"impl\":\"rlhf.c\",\"mode\":\"score\",\"B\":%d,\"T\":%d,\"threads\":%d,\"completions_per_s\":%.1f,\"batch_s\":%.4f,"
-               "\"peak_rss_mb\":%.1f}\n", B, T, omp_get_max_threads(), B / step_s, step_s, bench_peak_rss_mb());
-    free(times); free(tok); free(len); free(values); free(dvalues); free(scores); free(dscores); free(ranks);
+        printf(
+            "{\"impl\":\"rlhf.c\",\"mode\":\"score\",\"B\":%d,\"T\":%d,\"threads\":%d,\"completions_per_s\":%.1f,\"batch_s\":%.4f,"
+            "\"peak_rss_mb\":%.1f}\n",
+            B, T, omp_get_max_threads(), B / step_s, step_s, bench_peak_rss_mb());
+    free(times);
+    free(tok);
+    free(len);
+    free(values);
+    free(dvalues);
+    free(scores);
+    free(dscores);
+    free(ranks);
     model_free(&m);
     return 0;
 }

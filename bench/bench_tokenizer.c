@@ -61,9 +61,11 @@ static char *build_corpus(size_t *len) {
         free(names[i]);
     }
     if (one_len == 0) {   // no license folder: deterministic sentences
-        static const char *w[] = {"the", "reward", "model", "is", "trained", "on", "human", "rankings", "of",
-                                  "answers", "and", "then", "policy", "learns", "with", "PPO", "to", "score",
-                                  "higher", "while", "staying", "close", "reference", "1234", "it's"};
+        static const char *w[] = {"the",     "reward", "model",     "is",     "trained",
+                                  "on",      "human",  "rankings",  "of",     "answers",
+                                  "and",     "then",   "policy",    "learns", "with",
+                                  "PPO",     "to",     "score",     "higher", "while",
+                                  "staying", "close",  "reference", "1234",   "it's"};
         uint64_t s = 88172645463325252ull;
         one = malloc(1 << 20);
         while (one_len + 32 < (1 << 20)) {
@@ -105,8 +107,10 @@ static int bench_tok_args(int argc, char **argv, BenchTokOpts *o) {
         else if (!strcmp(argv[i], "--ref") && i + 1 < argc && o->n_refs < 16)
             o->refs[o->n_refs++] = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--vocab DIR] [--corpus FILE] [--write-corpus FILE] [--runs N] "
-                    "[--ref NAME[:FIGURE]=MBS]...\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--vocab DIR] [--corpus FILE] [--write-corpus FILE] [--runs N] "
+                    "[--ref NAME[:FIGURE]=MBS]...\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -217,32 +221,37 @@ static void bench_tok_result(const Figure *fig, const BenchTokOpts *o) {
         size_t fig_len = colon ? (size_t)(eq - colon - 1) : strlen(figure);
         if (fig_len != strlen(fig->name) || strncmp(figure, fig->name, fig_len)) continue;
         double rv = atof(eq + 1);
-        printf("RESULT {\"name\":\"tokenizer_%s\",\"value\":%.3f,\"unit\":\"MB/s\",\"ref_name\":\"%.*s\","
-               "\"ref_value\":%.3f,\"ratio\":%.3f}\n", fig->name, fig->mbs, (int)name_len, ref, rv,
-               rv > 0 ? fig->mbs / rv : 0.0);
+        printf(
+            "RESULT {\"name\":\"tokenizer_%s\",\"value\":%.3f,\"unit\":\"MB/s\",\"ref_name\":\"%.*s\","
+            "\"ref_value\":%.3f,\"ratio\":%.3f}\n",
+            fig->name, fig->mbs, (int)name_len, ref, rv, rv > 0 ? fig->mbs / rv : 0.0);
         printed = 1;
     }
     if (!printed)
-        printf("RESULT {\"name\":\"tokenizer_%s\",\"value\":%.3f,\"unit\":\"MB/s\",\"ref_name\":null,"
-               "\"ref_value\":null,\"ratio\":null}\n", fig->name, fig->mbs);
+        printf(
+            "RESULT {\"name\":\"tokenizer_%s\",\"value\":%.3f,\"unit\":\"MB/s\",\"ref_name\":null,"
+            "\"ref_value\":null,\"ratio\":null}\n",
+            fig->name, fig->mbs);
 }
 
 // the human lines, the CHECK line and the RESULT lines
-static void bench_tok_report(const BenchTokTimes *t, size_t len, size_t n_lines, const BenchTokOpts *o) {
+static void bench_tok_report(const BenchTokTimes *t, size_t len, size_t n_lines,
+                             const BenchTokOpts *o) {
     double mb = (double)len / 1e6;
     Figure fig[3] = {{"encode_per_line", mb / t->best_line}, {"encode_whole", mb / t->best_whole},
                      {"decode", mb / t->best_dec}};
-    printf("encode, per line (%zu calls): %.3f s = %.2f MB/s, %zu tokens (%.2f bytes/token)\n", n_lines,
-           t->best_line, fig[0].mbs, t->line_tokens, (double)len / (double)t->line_tokens);
-    printf("encode, whole text (1 call):  %.3f s = %.2f MB/s, %zu tokens\n", t->best_whole, fig[1].mbs,
-           t->whole_tokens);
+    printf("encode, per line (%zu calls): %.3f s = %.2f MB/s, %zu tokens (%.2f bytes/token)\n",
+           n_lines, t->best_line, fig[0].mbs, t->line_tokens, (double)len / (double)t->line_tokens);
+    printf("encode, whole text (1 call):  %.3f s = %.2f MB/s, %zu tokens\n", t->best_whole,
+           fig[1].mbs, t->whole_tokens);
     printf("decode:                       %.3f s = %.2f MB/s\n", t->best_dec, fig[2].mbs);
     printf("CHECK tokens=%zu checksum=%u\n", t->line_tokens, t->checksum);
     for (int f = 0; f < 3; f++) bench_tok_result(&fig[f], o);
 }
 
 int main(int argc, char **argv) {
-    blas_startup("bench_tokenizer", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
+    blas_startup("bench_tokenizer",
+                 argv); // the best OpenBLAS kernel for this CPU, as the programs run
     BenchTokOpts o;
     if (bench_tok_args(argc, argv, &o)) return 2;
     size_t len;
@@ -258,9 +267,10 @@ int main(int argc, char **argv) {
     double t0 = util_time_s();
     if (tok_load(&tok, o.vocab, err)) { fprintf(stderr, "bench_tokenizer: %s\n", err); return 1; }
     double t_load = util_time_s() - t0;
-    printf("bench_tokenizer: corpus %zu bytes (%s), vocabulary %s (%lld tokens, loaded in %.3f s)\n", len,
-           o.corpus_path ? o.corpus_path : "/usr/share/common-licenses x N", o.vocab,
-           (long long)tok_vocab_size(tok), t_load);
+    printf(
+        "bench_tokenizer: corpus %zu bytes (%s), vocabulary %s (%lld tokens, loaded in %.3f s)\n",
+        len, o.corpus_path ? o.corpus_path : "/usr/share/common-licenses x N", o.vocab,
+        (long long)tok_vocab_size(tok), t_load);
     size_t n_lines;
     size_t *start = bench_tok_line_starts(text, len, &n_lines);
     BenchTokTimes t;
