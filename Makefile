@@ -17,7 +17,8 @@ ifeq ($(MPI),1)
   CFLAGS  += -O2 -DRLHF_MPI
 else ifeq ($(DEBUG),1)
   BUILD   := build-debug
-  CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined
   LDFLAGS += -fsanitize=address,undefined
 else
   BUILD   := build
@@ -73,7 +74,8 @@ $(DEMO_LIB): $(DEMO_OBJ)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testlib.o $(DEMO_LIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(BUILD)/pipelines/pipeline.o $(LIB)
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(BUILD)/pipelines/pipeline.o \
+                 $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LDLIBS)
 
@@ -84,12 +86,13 @@ $(BUILD)/fuzz/fuzz_import: $(BUILD)/reward/import.o $(BUILD)/reward/text.o
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/bench/benchlib.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
+# each program from its folder's objects (compiled with that folder's include path and -MMD)
+prog_obj = $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/*.c))
 $(BUILD)/bin/rlhf: $(RLHF_OBJ) $(DEMO_LIB) $(LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
-
-.SECONDEXPANSION:
-$(filter-out $(BUILD)/bin/rlhf,$(PROG_BIN)): $(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard $$*/*.c)) $(LIB)
+$(BUILD)/bin/sft: $(call prog_obj,sft) $(LIB)
+$(BUILD)/bin/reward: $(call prog_obj,reward) $(LIB)
+$(BUILD)/bin/ppo: $(call prog_obj,ppo) $(LIB)
+$(PROG_BIN):
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
