@@ -132,6 +132,112 @@ static void bench_decode(const Model *m, int B) {
     free(x); free(y); free(lg);
 }
 
+// --mode train: median seconds of `steps` optimizer steps (after 2 warm-ups) on random tokens
+static int bench_train(const char *pname, const ModelConfig *c, int B, int T, int steps) {
+    char err[256];
+    Model m;
+    double ti = util_time_s();
+    if (model_init(&m, c, B, T, 1, 1, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    model_init_weights(&m, 1234);
+    fprintf(stderr, "init: %.2f s\n", util_time_s() - ti);
+    int32_t *tok = MALLOC_CHECK((size_t)B * T * 4), *tgt = MALLOC_CHECK((size_t)B * T * 4),
+            *len = MALLOC_CHECK((size_t)B * 4);
+    float *w = MALLOC_CHECK((size_t)B * T * 4);
+    Rng r; rng_init(&r, 1);
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+        tgt[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+        w[i] = 1.0f / (B * T);
+    }
+    for (int i = 0; i < B; i++) len[i] = T;
+    ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len, .targets = tgt, .weights = w};
+    AdamWConfig oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                      .weight_decay = 0.1f, .grad_clip = 1.0f};
+    double *times = MALLOC_CHECK((size_t)(steps + 2) * sizeof(double));
+    long flt0 = 0;
+    for (int s = 0; s < steps + 2; s++) {
+        if (s == 2) { struct rusage ru; getrusage(RUSAGE_SELF, &ru); flt0 = ru.ru_minflt; }
+        double t0 = util_time_s();
+        if (model_forward(&m, &b, 0, err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        model_zero_grad(&m);
+        model_backward(&m, &b, NULL, NULL);
+        optim_adamw_step(&m, &oc, oc.lr, s + 1);
+        double dt = util_time_s() - t0;
+        times[s] = dt;
+        fprintf(stderr, "step %d: loss %.4f, %.3f s\n", s, m.loss, dt);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    fprintf(stderr, "page faults per timed step: %.0f\n", (double)(ru.ru_minflt - flt0) / steps);
+    // the median of the timed steps: robust to a stray slow step on a shared machine
+    double step_s = bench_median(times + 2, steps), fl = train_flops(c, B, T);
+    free(times);
+    double rss = bench_peak_rss_mb();
+    // the ceiling again, in this process right after the steps: on a shared machine the load
+    // changes between processes, and the fraction should compare like with like
+    double ceil_now = sgemm_ceiling();
+    printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
+           "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
+           pname, B, T, omp_get_max_threads(), B * T / step_s, step_s, fl / step_s / 1e9, ceil_now,
+           rss);
+    free(tok); free(tgt); free(len); free(w);
+    model_free(&m);
+    return 0;
+}
+
+// --mode generate: B sequences of `prompt` random tokens, `new_tok` greedy tokens each, timed
+// after a short warm-up
+static int bench_generate(const char *pname, const ModelConfig *c, int B, int prompt, int new_tok) {
+    char err[256];
+    Model m;
+    int maxT = prompt + new_tok;
+    if (model_init(&m, c, 1, 1, 0, 1, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    model_init_weights(&m, 1234);
+    KVCache kv;
+    if (kv_init(&kv, &m, B, maxT, B * prompt, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    Sampler s;
+    sampler_init(&s, c->vocab_size);
+    int32_t *pr = MALLOC_CHECK((size_t)B * prompt * 4), *pl = MALLOC_CHECK((size_t)B * 4);
+    int32_t *out = MALLOC_CHECK((size_t)B * new_tok * 4), *ol = MALLOC_CHECK((size_t)B * 4);
+    Rng r; rng_init(&r, 1);
+    for (int i = 0; i < B * prompt; i++) pr[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+    for (int i = 0; i < B; i++) pl[i] = prompt;
+    GenConfig g = {.max_new_tokens = new_tok, .eot_id = -1,
+                   .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
+    GenConfig warm = g; warm.max_new_tokens = 4;
+    if (gen_generate(&m, &kv, &s, &warm, &r, pr, pl, 1, prompt, out, ol, NULL, NULL, err,
+                     sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    double t0 = util_time_s();
+    if (gen_generate(&m, &kv, &s, &g, &r, pr, pl, B, prompt, out, ol, NULL, NULL, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    double dt = util_time_s() - t0;
+    printf("{\"impl\":\"rlhf.c\",\"mode\":\"generate\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
+           "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,\"prompt_len\":%d,\"new_tokens\":%d}\n",
+           pname, B, maxT, omp_get_max_threads(), (double)B * new_tok / dt, dt, bench_peak_rss_mb(),
+           prompt, new_tok);
+    kv_free(&kv); sampler_free(&s);
+    free(pr); free(pl); free(out); free(ol);
+    model_free(&m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     blas_startup("bench_model", argv); // the best OpenBLAS kernel for this CPU, as the programs run
     const char *mode = NULL, *pname = "gpt2";
@@ -145,141 +251,37 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--new") && i + 1 < argc) new_tok = atoi(argv[++i]);
         else {
-            fprintf(
-                stderr,
-                "usage: %s --mode sgemm|train|generate|decode [--preset gpt2|small] [--B N] [--T N] [--steps N] [--prompt N] [--new N]\n",
-                argv[0]);
+            fprintf(stderr, "usage: %s --mode sgemm|train|generate|decode [--preset gpt2|small] "
+                            "[--B N] [--T N] [--steps N] [--prompt N] [--new N]\n", argv[0]);
             return 2;
         }
     }
     if (!mode) { fprintf(stderr, "bench_model: --mode is required\n"); return 2; }
-    int threads = omp_get_max_threads();
     if (!strcmp(mode, "sgemm")) {
         printf("{\"impl\":\"openblas\",\"mode\":\"sgemm\",\"threads\":%d,\"gflops\":%.1f}\n",
-               threads, sgemm_ceiling());
+               omp_get_max_threads(), sgemm_ceiling());
         return 0;
     }
     ModelConfig c;
     if (preset(pname, &c)) { fprintf(stderr, "bench_model: unknown preset %s\n", pname); return 2; }
-    char err[256];
-    Model m;
+    int small = !strcmp(pname, "small");
     if (!strcmp(mode, "train")) {
-        int small = !strcmp(pname, "small");
-        if (B < 0) B = small ? 16 : 4;
-        if (T < 0) T = small ? 128 : 256;
-        if (steps < 0) steps = small ? 20 : 5;
-        double ti = util_time_s();
-        if (model_init(&m, &c, B, T, 1, 1, err, sizeof err)) {
-            fprintf(stderr, "bench_model: %s\n", err);
-            return 1;
-        }
-        model_init_weights(&m, 1234);
-        fprintf(stderr, "init: %.2f s\n", util_time_s() - ti);
-        int32_t *tok = MALLOC_CHECK((size_t)B * T * 4), *tgt = MALLOC_CHECK((size_t)B * T * 4),
-                *len = MALLOC_CHECK((size_t)B * 4);
-        float *w = MALLOC_CHECK((size_t)B * T * 4);
-        Rng r; rng_init(&r, 1);
-        for (int i = 0; i < B * T; i++) {
-            tok[i] = (int32_t)rng_below(&r, (uint64_t)c.vocab_size);
-            tgt[i] = (int32_t)rng_below(&r, (uint64_t)c.vocab_size);
-            w[i] = 1.0f / (B * T);
-        }
-        for (int i = 0; i < B; i++) len[i] = T;
-        ModelBatch b = {
-            .B = B, .T = T, .tokens = tok, .lengths = len, .targets = tgt, .weights = w};
-        AdamWConfig oc = {.lr = 1e-4f,
-                          .beta1 = 0.9f,
-                          .beta2 = 0.95f,
-                          .eps = 1e-8f,
-                          .weight_decay = 0.1f,
-                          .grad_clip = 1.0f};
-        double *times = MALLOC_CHECK((size_t)(steps + 2) * sizeof(double));
-        long flt0 = 0;
-        for (int s = 0; s < steps + 2; s++) {
-            if (s == 2) { struct rusage ru; getrusage(RUSAGE_SELF, &ru); flt0 = ru.ru_minflt; }
-            double t0 = util_time_s();
-            if (model_forward(&m, &b, 0, err, sizeof err)) {
-                fprintf(stderr, "%s\n", err);
-                return 1;
-            }
-            model_zero_grad(&m);
-            model_backward(&m, &b, NULL, NULL);
-            optim_adamw_step(&m, &oc, oc.lr, s + 1);
-            double dt = util_time_s() - t0;
-            times[s] = dt;
-            fprintf(stderr, "step %d: loss %.4f, %.3f s\n", s, m.loss, dt);
-        }
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        fprintf(stderr, "page faults per timed step: %.0f\n",
-                (double)(ru.ru_minflt - flt0) / steps);
-        // the median of the timed steps: robust to a stray slow step on a shared machine
-        double step_s = bench_median(times + 2, steps), fl = train_flops(&c, B, T);
-        free(times);
-        double rss = bench_peak_rss_mb();
-        // the ceiling again, in this process right after the steps: on a shared machine the load
-        // changes between processes, and the fraction should compare like with like
-        double ceil_now = sgemm_ceiling();
-        printf(
-            "{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
-            "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
-            pname, B, T, threads, B * T / step_s, step_s, fl / step_s / 1e9, ceil_now, rss);
-        free(tok); free(tgt); free(len); free(w);
+        return bench_train(pname, &c, B < 0 ? (small ? 16 : 4) : B, T < 0 ? (small ? 128 : 256) : T,
+                           steps < 0 ? (small ? 20 : 5) : steps);
     } else if (!strcmp(mode, "decode")) {
-        if (B < 0) B = 8;
+        char err[256];
+        Model m;
         if (model_init(&m, &c, 1, 1, 0, 1, err, sizeof err)) {
             fprintf(stderr, "bench_model: %s\n", err);
             return 1;
         }
         model_init_weights(&m, 1234);
-        bench_decode(&m, B);
+        bench_decode(&m, B < 0 ? 8 : B);
+        model_free(&m);
+        return 0;
     } else if (!strcmp(mode, "generate")) {
-        if (B < 0) B = 1;
-        int maxT = prompt + new_tok;
-        if (model_init(&m, &c, 1, 1, 0, 1, err, sizeof err)) {
-            fprintf(stderr, "bench_model: %s\n", err);
-            return 1;
-        }
-        model_init_weights(&m, 1234);
-        KVCache kv;
-        if (kv_init(&kv, &m, B, maxT, B * prompt, err, sizeof err)) {
-            fprintf(stderr, "bench_model: %s\n", err);
-            return 1;
-        }
-        Sampler s;
-        sampler_init(&s, c.vocab_size);
-        int32_t *pr = MALLOC_CHECK((size_t)B * prompt * 4), *pl = MALLOC_CHECK((size_t)B * 4);
-        int32_t *out = MALLOC_CHECK((size_t)B * new_tok * 4), *ol = MALLOC_CHECK((size_t)B * 4);
-        Rng r; rng_init(&r, 1);
-        for (int i = 0; i < B * prompt; i++) pr[i] = (int32_t)rng_below(&r, (uint64_t)c.vocab_size);
-        for (int i = 0; i < B; i++) pl[i] = prompt;
-        GenConfig g = {.max_new_tokens = new_tok,
-                       .eot_id = -1,
-                       .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
-        GenConfig warm = g; warm.max_new_tokens = 4;
-        if (gen_generate(&m, &kv, &s, &warm, &r, pr, pl, 1, prompt, out, ol, NULL, NULL, err,
-                         sizeof err)) {
-            fprintf(stderr, "%s\n", err);
-            return 1;
-        }
-        double t0 = util_time_s();
-        if (gen_generate(&m, &kv, &s, &g, &r, pr, pl, B, prompt, out, ol, NULL, NULL, err,
-                         sizeof err)) {
-            fprintf(stderr, "%s\n", err);
-            return 1;
-        }
-        double dt = util_time_s() - t0;
-        printf(
-            "{\"impl\":\"rlhf.c\",\"mode\":\"generate\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
-            "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,\"prompt_len\":%d,\"new_tokens\":%d}\n",
-            pname, B, maxT, threads, (double)B * new_tok / dt, dt, bench_peak_rss_mb(), prompt,
-            new_tok);
-        kv_free(&kv); sampler_free(&s);
-        free(pr); free(pl); free(out); free(ol);
-    } else {
-        fprintf(stderr, "bench_model: unknown mode %s\n", mode);
-        return 2;
+        return bench_generate(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
     }
-    model_free(&m);
-    return 0;
+    fprintf(stderr, "bench_model: unknown mode %s\n", mode);
+    return 2;
 }

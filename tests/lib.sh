@@ -56,7 +56,11 @@ SUM_PROMPT='{"prompt": "What is %d plus %d?"}'
 SUM_RANK='{"prompt": "What is %d plus %d?", "completions": ["%d", "%d", "no"], "ranking": "1>2>3"}'
 sums() {
     awk -v n="$1" -v f="$2\n" 'BEGIN {
-        for (i = 0; i < n; i++) { a = i * 7 % 19; b = i * 11 % 17; printf f, a, b, a + b, a + b + 1 } }'
+        for (i = 0; i < n; i++) {
+            a = i * 7 % 19; b = i * 11 % 17
+            printf f, a, b, a + b, a + b + 1
+        }
+    }'
 }
 tiny_data() {
     sums "$1" "$SUM_TEXT" > corpus.txt
@@ -64,7 +68,8 @@ tiny_data() {
     sums "$1" "$SUM_RANK" > rank.jsonl
     sums "$1" '{"prompt": "Add %d and %d"}' > prompts.jsonl
 }
-tiny_tok() { "$R" tokenizer train --vocab-size "$1" --out "${3:-tok}" "${2:-corpus.txt}" 2>/dev/null; }
+tiny_tok() { "$R" tokenizer train --vocab-size "$1" --out "${3:-tok}" \
+    "${2:-corpus.txt}" 2>/dev/null; }
 
 below() { awk -v d="$1" -v t="$2" 'BEGIN { exit !(d != "" && d + 0 < t + 0) }'; }
 close() {
