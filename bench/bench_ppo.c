@@ -261,11 +261,9 @@ static int bench_ppo_engine(const Preset *p, const Opts *o, Tokenizer *tok, cons
         return -1;
     }
     sampler_init(&s, m.config.vocab_size);
-    BenchGen bg = {.prompts = MALLOC_CHECK((size_t)B * T * 4),
-                   .plen = MALLOC_CHECK((size_t)B * 4),
+    BenchGen bg = {.prompts = MALLOC_CHECK((size_t)B * T * 4), .plen = MALLOC_CHECK((size_t)B * 4),
                    .out = MALLOC_CHECK((size_t)B * o->new_tok * 4),
-                   .olen = MALLOC_CHECK((size_t)B * 4),
-                   .Tp = T};
+                   .olen = MALLOC_CHECK((size_t)B * 4), .Tp = T};
     for (int i = 0; i < B; i++) {
         memcpy(bg.prompts + (size_t)i * T, pids.ids, (size_t)T * 4);
         bg.plen[i] = T;

@@ -48,14 +48,8 @@ int main(int argc, char **argv) {
                 REWARD_MAX_K);
         return 2;
     }
-    ModelConfig c = {.max_seq_len = 256,
-                     .vocab_size = 8192,
-                     .n_layer = 4,
-                     .n_head = 4,
-                     .n_embd = 256,
-                     .ln_eps = 1e-5f,
-                     .lm_head = 0,
-                     .score_head = 1};
+    ModelConfig c = {.max_seq_len = 256, .vocab_size = 8192, .n_layer = 4, .n_head = 4,
+                     .n_embd = 256, .ln_eps = 1e-5f, .lm_head = 0, .score_head = 1};
     int train = !strcmp(mode, "train"), B = train ? R * K : Bs;
     char err[256];
     Model m;
@@ -83,12 +77,8 @@ int main(int argc, char **argv) {
         }
     }
     ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len};
-    AdamWConfig oc = {.lr = 1e-5f,
-                      .beta1 = 0.9f,
-                      .beta2 = 0.95f,
-                      .eps = 1e-8f,
-                      .weight_decay = 0.0f,
-                      .grad_clip = 1.0f};
+    AdamWConfig oc = {.lr = 1e-5f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                      .weight_decay = 0.0f, .grad_clip = 1.0f};
     double *times = MALLOC_CHECK((size_t)(steps + 2) * sizeof(double)), loss = 0;
     int64_t pairs = 0;
     for (int s = 0; s < steps + 2; s++) {

@@ -34,13 +34,8 @@ static const FixtureTensor *need_tensor(const Model *m, int i, const char *prefi
 
 static void make_model(Model *m, int score, int trainable) {
     const int32_t *cfg = need("config")->data;
-    ModelConfig c = {.max_seq_len = cfg[0],
-                     .vocab_size = cfg[1],
-                     .n_layer = cfg[2],
-                     .n_head = cfg[3],
-                     .n_embd = cfg[4],
-                     .ln_eps = 1e-5f,
-                     .lm_head = 1,
+    ModelConfig c = {.max_seq_len = cfg[0], .vocab_size = cfg[1], .n_layer = cfg[2],
+                     .n_head = cfg[3], .n_embd = cfg[4], .ln_eps = 1e-5f, .lm_head = 1,
                      .score_head = score};
     char err[256];
     if (model_init(m, &c, B, T, trainable, 0, err, sizeof err)) {
@@ -131,16 +126,15 @@ static void test_scalar_head(void) {
     model_free(&m);
 }
 
+// the AdamW steps of tests/ref/gpt2_ref.py (ADAM_LR, ADAM_BETAS, ADAM_EPS, ADAM_WD, CLIP_NORM)
+static const AdamWConfig FIXTURE_ADAMW = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                                          .weight_decay = 0.1f, .grad_clip = 1.0f};
+
 static void test_adamw(void) {
     Model m;
     make_model(&m, 0, 1);
     ModelBatch b = fixture_batch(1);
-    AdamWConfig oc = {.lr = 1e-2f,
-                      .beta1 = 0.9f,
-                      .beta2 = 0.95f,
-                      .eps = 1e-8f,
-                      .weight_decay = 0.1f,
-                      .grad_clip = 1.0f};
+    AdamWConfig oc = FIXTURE_ADAMW;
     const float *losses = need("adam_losses")->data, *norms = need("adam_gradnorm")->data;
     char err[256];
     for (int step = 1; step <= 10; step++) {
@@ -270,12 +264,7 @@ static void test_bitwise_repeatable(void) {
         Model m;
         make_model(&m, 0, 1);
         ModelBatch b = fixture_batch(1);
-        AdamWConfig oc = {.lr = 1e-2f,
-                          .beta1 = 0.9f,
-                          .beta2 = 0.95f,
-                          .eps = 1e-8f,
-                          .weight_decay = 0.1f,
-                          .grad_clip = 1.0f};
+        AdamWConfig oc = FIXTURE_ADAMW;
         char err[256];
         for (int step = 1; step <= 3; step++) {
             model_forward(&m, &b, 0, err, sizeof err);
@@ -294,13 +283,8 @@ static void test_bitwise_repeatable(void) {
 static void test_bad_configs(void) {
     char err[256];
     Model m;
-    ModelConfig good = {.max_seq_len = 16,
-                        .vocab_size = 50,
-                        .n_layer = 1,
-                        .n_head = 2,
-                        .n_embd = 8,
-                        .ln_eps = 1e-5f,
-                        .lm_head = 1};
+    ModelConfig good = {.max_seq_len = 16, .vocab_size = 50, .n_layer = 1, .n_head = 2, .n_embd = 8,
+                        .ln_eps = 1e-5f, .lm_head = 1};
     ModelConfig c = good; c.n_head = 3;
     CHECK(model_init(&m, &c, 1, 8, 1, 0, err, sizeof err) == -1 && strstr(err, "divisible"));
     c = good; c.n_layer = 0;

@@ -30,13 +30,8 @@ static void test_schedules(void) {
 }
 
 static void tiny(Model *m, int B, int T) {
-    ModelConfig c = {.max_seq_len = 16,
-                     .vocab_size = 53,
-                     .n_layer = 2,
-                     .n_head = 3,
-                     .n_embd = 12,
-                     .ln_eps = 1e-5f,
-                     .lm_head = 1};
+    ModelConfig c = {.max_seq_len = 16, .vocab_size = 53, .n_layer = 2, .n_head = 3, .n_embd = 12,
+                     .ln_eps = 1e-5f, .lm_head = 1};
     char err[256];
     if (model_init(m, &c, B, T, 1, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
     Rng r; rng_init(&r, 11);
@@ -99,11 +94,7 @@ static void test_clip_and_decay(void) {
     float *before = malloc(m.num_params * sizeof(float));
     memcpy(before, m.params_memory, m.num_params * sizeof(float));
     model_zero_grad(&m);
-    AdamWConfig oc = {.lr = 0.1f,
-                      .beta1 = 0.9f,
-                      .beta2 = 0.95f,
-                      .eps = 1e-8f,
-                      .weight_decay = 0.5f,
+    AdamWConfig oc = {.lr = 0.1f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.5f,
                       .grad_clip = 1.0f};
     float norm = optim_adamw_step(&m, &oc, oc.lr, 1);   // zero gradients: only decay acts
     CHECK(norm == 0.0f);

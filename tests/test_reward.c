@@ -204,14 +204,8 @@ static void test_encode(void) {
 
 // A tiny reward model: GPT-2 weights at random, score head, no LM head.
 static void tiny_model(Model *m, int B, int T, int trainable) {
-    ModelConfig c = {.max_seq_len = 16,
-                     .vocab_size = 37,
-                     .n_layer = 2,
-                     .n_head = 2,
-                     .n_embd = 16,
-                     .ln_eps = 1e-5f,
-                     .lm_head = 0,
-                     .score_head = 1};
+    ModelConfig c = {.max_seq_len = 16, .vocab_size = 37, .n_layer = 2, .n_head = 2, .n_embd = 16,
+                     .ln_eps = 1e-5f, .lm_head = 0, .score_head = 1};
     char err[256];
     if (model_init(m, &c, B, T, trainable, 0, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
