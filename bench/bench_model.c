@@ -24,22 +24,13 @@
 #include <sys/resource.h>
 
 static int preset(const char *name, ModelConfig *c) {
-    memset(c, 0, sizeof(*c));
-    c->ln_eps = 1e-5f; c->lm_head = 1;
-    if (!strcmp(name, "gpt2")) {
-        c->n_layer = 12;
-        c->n_head = 12;
-        c->n_embd = 768;
-        c->vocab_size = 50257;
-        c->max_seq_len = 1024;
-        return 0;
-    }
-    if (!strcmp(name, "small")) {
-        c->n_layer = 4;
-        c->n_head = 4;
-        c->n_embd = 256;
-        c->vocab_size = 8192;
-        c->max_seq_len = 256;
+    static const struct { const char *name; int L, NH, C, V, ctx; } presets[] = {
+        {"gpt2", 12, 12, 768, 50257, 1024}, {"small", 4, 4, 256, 8192, 256}};
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        if (strcmp(name, presets[i].name)) continue;
+        *c = (ModelConfig){.n_layer = presets[i].L, .n_head = presets[i].NH, .n_embd = presets[i].C,
+                           .vocab_size = presets[i].V, .max_seq_len = presets[i].ctx,
+                           .ln_eps = 1e-5f, .lm_head = 1};
         return 0;
     }
     return -1;
