@@ -17,7 +17,8 @@ ifeq ($(MPI),1)
   CFLAGS  += -O2 -DRLHF_MPI
 else ifeq ($(DEBUG),1)
   BUILD   := build-debug
-  CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined
   LDFLAGS += -fsanitize=address,undefined
 else
   BUILD   := build
@@ -56,6 +57,7 @@ $(BUILD)/reward/%.o:    INC := -Ireward
 $(BUILD)/ppo/%.o:       INC := -Ippo
 $(BUILD)/tests/%.o:     INC := -Itests -Ipipelines -Idata/demo
 $(BUILD)/tests/fuzz/%.o: INC := -Itests/fuzz -Ipipelines -Ireward
+$(BUILD)/bench/%.o:     INC := -Ibench
 
 $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
@@ -72,34 +74,38 @@ $(DEMO_LIB): $(DEMO_OBJ)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testlib.o $(DEMO_LIB) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(BUILD)/pipelines/pipeline.o $(LIB)
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(BUILD)/pipelines/pipeline.o \
+                 $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(filter-out $(LIB),$^) $(LIB) -o $@ $(LDLIBS)
 
 # the import fuzz target runs `reward import`'s own code
 $(BUILD)/fuzz/fuzz_import: $(BUILD)/reward/import.o $(BUILD)/reward/text.o
 
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+# bench/benchlib.c: what the benchmarks share (peak memory, median, reading a file)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/bench/benchlib.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
+# each program from its folder's objects (compiled with that folder's include path and -MMD)
+prog_obj = $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/*.c))
 $(BUILD)/bin/rlhf: $(RLHF_OBJ) $(DEMO_LIB) $(LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
-
-.SECONDEXPANSION:
-$(filter-out $(BUILD)/bin/rlhf,$(PROG_BIN)): $(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard $$*/*.c)) $(LIB)
+$(BUILD)/bin/sft: $(call prog_obj,sft) $(LIB)
+$(BUILD)/bin/reward: $(call prog_obj,reward) $(LIB)
+$(BUILD)/bin/ppo: $(call prog_obj,ppo) $(LIB)
+$(PROG_BIN):
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # Installs the Debian packages we build against when what they provide is missing (scripts/deps.sh;
-# quickstart.sh is the one command for a fresh machine).
+# quickstart.sh is the one command for a fresh machine). Once per make: `make test` checks the
+# test mode (a superset of build) and tells the make it starts not to check again (DEPS_DONE=1).
 deps:
-	@sh scripts/deps.sh build
+	@[ -n "$(DEPS_DONE)" ] || sh scripts/deps.sh build
 
 # Tests need the reference tools too (python3-torch for the interop checks).
 test:
 	@sh scripts/deps.sh test
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory DEPS_DONE=1 all
 	@sh tests/run_tests.sh $(BUILD)
 
 bench: all

@@ -8,6 +8,7 @@
 //   bench_model --mode decode --preset gpt2 --B 8  the decoding step's kernels alone: the layer
 //       products and the LM head at B rows, as GB/s of weights streamed, beside a plain parallel
 //       read of the same bytes (the memory bandwidth they are bound by), in the same process
+#include "benchlib.h"
 #include "blas.h"
 #include "generate.h"
 #include "kernels.h"
@@ -22,45 +23,37 @@
 #include <string.h>
 #include <sys/resource.h>
 
-static double peak_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
-}
-
 static int preset(const char *name, ModelConfig *c) {
-    memset(c, 0, sizeof(*c));
-    c->ln_eps = 1e-5f; c->lm_head = 1;
-    if (!strcmp(name, "gpt2"))  { c->n_layer = 12; c->n_head = 12; c->n_embd = 768; c->vocab_size = 50257; c->max_seq_len = 1024; return 0; }
-    if (!strcmp(name, "small")) { c->n_layer = 4;  c->n_head = 4;  c->n_embd = 256; c->vocab_size = 8192;  c->max_seq_len = 256;  return 0; }
+    static const struct { const char *name; int L, NH, C, V, ctx; } presets[] = {
+        {"gpt2", 12, 12, 768, 50257, 1024}, {"small", 4, 4, 256, 8192, 256}};
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        if (strcmp(name, presets[i].name)) continue;
+        *c = (ModelConfig){.n_layer = presets[i].L, .n_head = presets[i].NH, .n_embd = presets[i].C,
+                           .vocab_size = presets[i].V, .max_seq_len = presets[i].ctx,
+                           .ln_eps = 1e-5f, .lm_head = 1};
+        return 0;
+    }
     return -1;
 }
 
 // sgemm ceiling: the best of a few square products large enough to reach OpenBLAS's peak.
 static double sgemm_ceiling(void) {
     int n = 2048;
-    float *a = ALIGNED_CHECK((size_t)n * n * 4), *b = ALIGNED_CHECK((size_t)n * n * 4), *c = ALIGNED_CHECK((size_t)n * n * 4);
+    float *a = ALIGNED_CHECK((size_t)n * n * 4), *b = ALIGNED_CHECK((size_t)n * n * 4),
+          *c = ALIGNED_CHECK((size_t)n * n * 4);
     Rng r; rng_init(&r, 1);
     rng_fill_normal(&r, a, (int64_t)n * n, 0, 1); rng_fill_normal(&r, b, (int64_t)n * n, 0, 1);
     double best = 0;
     for (int it = 0; it < 4; it++) {
         double t0 = util_time_s();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                    n);
         double dt = util_time_s() - t0;
         double g = 2.0 * n * n * (double)n / dt / 1e9;
         if (it > 0 && g > best) best = g;
     }
     free(a); free(b); free(c);
     return best;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // FLOPs of one training step (forward + backward = 3x forward; attention counted causally).
@@ -91,7 +84,8 @@ static void bench_decode(const Model *m, int B) {
     const ModelConfig *c = &m->config;
     const ModelParams *p = &m->params;
     int64_t C = c->n_embd, L = c->n_layer, V = c->vocab_size;
-    float *x = ALIGNED_CHECK((size_t)B * 4 * C * sizeof(float)), *y = ALIGNED_CHECK((size_t)B * 4 * C * sizeof(float));
+    float *x = ALIGNED_CHECK((size_t)B * 4 * C * sizeof(float)),
+          *y = ALIGNED_CHECK((size_t)B * 4 * C * sizeof(float));
     float *lg = ALIGNED_CHECK((size_t)B * V * sizeof(float));
     for (int64_t i = 0; i < B * 4 * C; i++) x[i] = 0.01f * (float)(i % 97);
     double best_mm = 1e30, best_lg = 1e30, best_rd = 1e30;
@@ -99,15 +93,20 @@ static void bench_decode(const Model *m, int B) {
     for (int it = 0; it < 6; it++) {
         double t0 = util_time_s();
         for (int64_t l = 0; l < L; l++) {
-            matmul_forward(y, x, p->qkvw + l * C * 3 * C, p->qkvb + l * 3 * C, B, (int)C, (int)(3 * C), 0);
-            matmul_forward(y, x, p->attprojw + l * C * C, p->attprojb + l * C, B, (int)C, (int)C, 1);
-            matmul_forward(y, x, p->fcw + l * C * 4 * C, p->fcb + l * 4 * C, B, (int)C, (int)(4 * C), 0);
-            matmul_forward(y, x, p->fcprojw + l * 4 * C * C, p->fcprojb + l * C, B, (int)(4 * C), (int)C, 1);
+            matmul_forward(y, x, p->qkvw + l * C * 3 * C, p->qkvb + l * 3 * C, B, (int)C,
+                           (int)(3 * C), 0);
+            matmul_forward(y, x, p->attprojw + l * C * C, p->attprojb + l * C, B, (int)C, (int)C,
+                           1);
+            matmul_forward(y, x, p->fcw + l * C * 4 * C, p->fcb + l * 4 * C, B, (int)C,
+                           (int)(4 * C), 0);
+            matmul_forward(y, x, p->fcprojw + l * 4 * C * C, p->fcprojb + l * C, B, (int)(4 * C),
+                           (int)C, 1);
         }
         double t1 = util_time_s();
         logits_forward(lg, x, p->wte, B, (int)V, (int)C);
         double t2 = util_time_s();
-        sink += read_all(p->qkvw, (int64_t)(p->lnfw - p->qkvw));   // the layers' weights, in memory order
+        sink +=
+            read_all(p->qkvw, (int64_t)(p->lnfw - p->qkvw)); // the layers' weights, in memory order
         double t3 = util_time_s();
         if (it == 0) continue;
         if (t1 - t0 < best_mm) best_mm = t1 - t0;
@@ -116,14 +115,122 @@ static void bench_decode(const Model *m, int B) {
     }
     double mm_bytes = 12.0 * C * C * L * 4, lg_bytes = (double)V * C * 4;
     double rd_bytes = (double)(p->lnfw - p->qkvw) * 4;
-    printf("{\"impl\":\"rlhf.c\",\"mode\":\"decode\",\"B\":%d,\"threads\":%d,\"layers_ms\":%.2f,\"layers_gb_s\":%.1f,"
-           "\"lm_head_ms\":%.2f,\"lm_head_gb_s\":%.1f,\"read_gb_s\":%.1f}\n", B, omp_get_max_threads(),
-           best_mm * 1e3, mm_bytes / best_mm / 1e9, best_lg * 1e3, lg_bytes / best_lg / 1e9, rd_bytes / best_rd / 1e9);
+    printf(
+        "{\"impl\":\"rlhf.c\",\"mode\":\"decode\",\"B\":%d,\"threads\":%d,\"layers_ms\":%.2f,\"layers_gb_s\":%.1f,"
+        "\"lm_head_ms\":%.2f,\"lm_head_gb_s\":%.1f,\"read_gb_s\":%.1f}\n",
+        B, omp_get_max_threads(), best_mm * 1e3, mm_bytes / best_mm / 1e9, best_lg * 1e3,
+        lg_bytes / best_lg / 1e9, rd_bytes / best_rd / 1e9);
     free(x); free(y); free(lg);
 }
 
+// --mode train: median seconds of `steps` optimizer steps (after 2 warm-ups) on random tokens
+static int bench_train(const char *pname, const ModelConfig *c, int B, int T, int steps) {
+    char err[256];
+    Model m;
+    double ti = util_time_s();
+    if (model_init(&m, c, B, T, 1, 1, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    model_init_weights(&m, 1234);
+    fprintf(stderr, "init: %.2f s\n", util_time_s() - ti);
+    int32_t *tok = MALLOC_CHECK((size_t)B * T * 4), *tgt = MALLOC_CHECK((size_t)B * T * 4),
+            *len = MALLOC_CHECK((size_t)B * 4);
+    float *w = MALLOC_CHECK((size_t)B * T * 4);
+    Rng r; rng_init(&r, 1);
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+        tgt[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+        w[i] = 1.0f / (B * T);
+    }
+    for (int i = 0; i < B; i++) len[i] = T;
+    ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len, .targets = tgt, .weights = w};
+    AdamWConfig oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                      .weight_decay = 0.1f, .grad_clip = 1.0f};
+    double *times = MALLOC_CHECK((size_t)(steps + 2) * sizeof(double));
+    long flt0 = 0;
+    for (int s = 0; s < steps + 2; s++) {
+        if (s == 2) { struct rusage ru; getrusage(RUSAGE_SELF, &ru); flt0 = ru.ru_minflt; }
+        double t0 = util_time_s();
+        if (model_forward(&m, &b, 0, err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        model_zero_grad(&m);
+        model_backward(&m, &b, NULL, NULL);
+        optim_adamw_step(&m, &oc, oc.lr, s + 1);
+        double dt = util_time_s() - t0;
+        times[s] = dt;
+        fprintf(stderr, "step %d: loss %.4f, %.3f s\n", s, m.loss, dt);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    fprintf(stderr, "page faults per timed step: %.0f\n", (double)(ru.ru_minflt - flt0) / steps);
+    // the median of the timed steps: robust to a stray slow step on a shared machine
+    double step_s = bench_median(times + 2, steps), fl = train_flops(c, B, T);
+    free(times);
+    double rss = bench_peak_rss_mb();
+    // the ceiling again, in this process right after the steps: on a shared machine the load
+    // changes between processes, and the fraction should compare like with like
+    double ceil_now = sgemm_ceiling();
+    printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
+           "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
+           pname, B, T, omp_get_max_threads(), B * T / step_s, step_s, fl / step_s / 1e9, ceil_now,
+           rss);
+    free(tok); free(tgt); free(len); free(w);
+    model_free(&m);
+    return 0;
+}
+
+// --mode generate: B sequences of `prompt` random tokens, `new_tok` greedy tokens each, timed
+// after a short warm-up
+static int bench_generate(const char *pname, const ModelConfig *c, int B, int prompt, int new_tok) {
+    char err[256];
+    Model m;
+    int maxT = prompt + new_tok;
+    if (model_init(&m, c, 1, 1, 0, 1, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    model_init_weights(&m, 1234);
+    KVCache kv;
+    if (kv_init(&kv, &m, B, maxT, B * prompt, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    Sampler s;
+    sampler_init(&s, c->vocab_size);
+    int32_t *pr = MALLOC_CHECK((size_t)B * prompt * 4), *pl = MALLOC_CHECK((size_t)B * 4);
+    int32_t *out = MALLOC_CHECK((size_t)B * new_tok * 4), *ol = MALLOC_CHECK((size_t)B * 4);
+    Rng r; rng_init(&r, 1);
+    for (int i = 0; i < B * prompt; i++) pr[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+    for (int i = 0; i < B; i++) pl[i] = prompt;
+    GenConfig g = {.max_new_tokens = new_tok, .eot_id = -1,
+                   .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
+    GenConfig warm = g; warm.max_new_tokens = 4;
+    if (gen_generate(&m, &kv, &s, &warm, &r, pr, pl, 1, prompt, out, ol, NULL, NULL, err,
+                     sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    double t0 = util_time_s();
+    if (gen_generate(&m, &kv, &s, &g, &r, pr, pl, B, prompt, out, ol, NULL, NULL, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    double dt = util_time_s() - t0;
+    printf("{\"impl\":\"rlhf.c\",\"mode\":\"generate\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
+           "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,\"prompt_len\":%d,\"new_tokens\":%d}\n",
+           pname, B, maxT, omp_get_max_threads(), (double)B * new_tok / dt, dt, bench_peak_rss_mb(),
+           prompt, new_tok);
+    kv_free(&kv); sampler_free(&s);
+    free(pr); free(pl); free(out); free(ol);
+    model_free(&m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    blas_startup("bench_model", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
+    blas_startup("bench_model", argv); // the best OpenBLAS kernel for this CPU, as the programs run
     const char *mode = NULL, *pname = "gpt2";
     int B = -1, T = -1, steps = -1, prompt = 16, new_tok = 64;
     for (int i = 1; i < argc; i++) {
@@ -134,95 +241,38 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--new") && i + 1 < argc) new_tok = atoi(argv[++i]);
-        else { fprintf(stderr, "usage: %s --mode sgemm|train|generate|decode [--preset gpt2|small] [--B N] [--T N] [--steps N] [--prompt N] [--new N]\n", argv[0]); return 2; }
+        else {
+            fprintf(stderr, "usage: %s --mode sgemm|train|generate|decode [--preset gpt2|small] "
+                            "[--B N] [--T N] [--steps N] [--prompt N] [--new N]\n", argv[0]);
+            return 2;
+        }
     }
     if (!mode) { fprintf(stderr, "bench_model: --mode is required\n"); return 2; }
-    int threads = omp_get_max_threads();
     if (!strcmp(mode, "sgemm")) {
-        printf("{\"impl\":\"openblas\",\"mode\":\"sgemm\",\"threads\":%d,\"gflops\":%.1f}\n", threads, sgemm_ceiling());
+        printf("{\"impl\":\"openblas\",\"mode\":\"sgemm\",\"threads\":%d,\"gflops\":%.1f}\n",
+               omp_get_max_threads(), sgemm_ceiling());
         return 0;
     }
     ModelConfig c;
     if (preset(pname, &c)) { fprintf(stderr, "bench_model: unknown preset %s\n", pname); return 2; }
-    char err[256];
-    Model m;
+    int small = !strcmp(pname, "small");
     if (!strcmp(mode, "train")) {
-        int small = !strcmp(pname, "small");
-        if (B < 0) B = small ? 16 : 4;
-        if (T < 0) T = small ? 128 : 256;
-        if (steps < 0) steps = small ? 20 : 5;
-        double ti = util_time_s();
-        if (model_init(&m, &c, B, T, 1, 1, err, sizeof err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
-        model_init_weights(&m, 1234);
-        fprintf(stderr, "init: %.2f s\n", util_time_s() - ti);
-        int32_t *tok = MALLOC_CHECK((size_t)B * T * 4), *tgt = MALLOC_CHECK((size_t)B * T * 4), *len = MALLOC_CHECK((size_t)B * 4);
-        float *w = MALLOC_CHECK((size_t)B * T * 4);
-        Rng r; rng_init(&r, 1);
-        for (int i = 0; i < B * T; i++) { tok[i] = (int32_t)rng_below(&r, (uint64_t)c.vocab_size); tgt[i] = (int32_t)rng_below(&r, (uint64_t)c.vocab_size); w[i] = 1.0f / (B * T); }
-        for (int i = 0; i < B; i++) len[i] = T;
-        ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len, .targets = tgt, .weights = w};
-        AdamWConfig oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
-        double *times = MALLOC_CHECK((size_t)(steps + 2) * sizeof(double));
-        long flt0 = 0;
-        for (int s = 0; s < steps + 2; s++) {
-            if (s == 2) { struct rusage ru; getrusage(RUSAGE_SELF, &ru); flt0 = ru.ru_minflt; }
-            double t0 = util_time_s();
-            if (model_forward(&m, &b, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
-            model_zero_grad(&m);
-            model_backward(&m, &b, NULL, NULL);
-            optim_adamw_step(&m, &oc, oc.lr, s + 1);
-            double dt = util_time_s() - t0;
-            times[s] = dt;
-            fprintf(stderr, "step %d: loss %.4f, %.3f s\n", s, m.loss, dt);
-        }
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        fprintf(stderr, "page faults per timed step: %.0f\n", (double)(ru.ru_minflt - flt0) / steps);
-        // the median of the timed steps: robust to a stray slow step on a shared machine
-        double step_s = median(times + 2, steps), fl = train_flops(&c, B, T);
-        free(times);
-        double rss = peak_rss_mb();
-        // the ceiling again, in this process right after the steps: on a shared machine the load
-        // changes between processes, and the fraction should compare like with like
-        double ceil_now = sgemm_ceiling();
-        printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
-               "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
-               pname, B, T, threads, B * T / step_s, step_s, fl / step_s / 1e9, ceil_now, rss);
-        free(tok); free(tgt); free(len); free(w);
+        return bench_train(pname, &c, B < 0 ? (small ? 16 : 4) : B, T < 0 ? (small ? 128 : 256) : T,
+                           steps < 0 ? (small ? 20 : 5) : steps);
     } else if (!strcmp(mode, "decode")) {
-        if (B < 0) B = 8;
-        if (model_init(&m, &c, 1, 1, 0, 1, err, sizeof err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
+        char err[256];
+        Model m;
+        if (model_init(&m, &c, 1, 1, 0, 1, err, sizeof err)) {
+            fprintf(stderr, "bench_model: %s\n", err);
+            return 1;
+        }
         model_init_weights(&m, 1234);
-        bench_decode(&m, B);
+        bench_decode(&m, B < 0 ? 8 : B);
+        model_free(&m);
+        return 0;
     } else if (!strcmp(mode, "generate")) {
-        if (B < 0) B = 1;
-        int maxT = prompt + new_tok;
-        if (model_init(&m, &c, 1, 1, 0, 1, err, sizeof err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
-        model_init_weights(&m, 1234);
-        KVCache kv;
-        if (kv_init(&kv, &m, B, maxT, B * prompt, err, sizeof err)) { fprintf(stderr, "bench_model: %s\n", err); return 1; }
-        Sampler s;
-        sampler_init(&s, c.vocab_size);
-        int32_t *pr = MALLOC_CHECK((size_t)B * prompt * 4), *pl = MALLOC_CHECK((size_t)B * 4);
-        int32_t *out = MALLOC_CHECK((size_t)B * new_tok * 4), *ol = MALLOC_CHECK((size_t)B * 4);
-        Rng r; rng_init(&r, 1);
-        for (int i = 0; i < B * prompt; i++) pr[i] = (int32_t)rng_below(&r, (uint64_t)c.vocab_size);
-        for (int i = 0; i < B; i++) pl[i] = prompt;
-        GenConfig g = {.max_new_tokens = new_tok, .eot_id = -1, .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
-        GenConfig warm = g; warm.max_new_tokens = 4;
-        if (gen_generate(&m, &kv, &s, &warm, &r, pr, pl, 1, prompt, out, ol, NULL, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
-        double t0 = util_time_s();
-        if (gen_generate(&m, &kv, &s, &g, &r, pr, pl, B, prompt, out, ol, NULL, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
-        double dt = util_time_s() - t0;
-        printf("{\"impl\":\"rlhf.c\",\"mode\":\"generate\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
-               "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,\"prompt_len\":%d,\"new_tokens\":%d}\n",
-               pname, B, maxT, threads, (double)B * new_tok / dt, dt, peak_rss_mb(), prompt, new_tok);
-        kv_free(&kv); sampler_free(&s);
-        free(pr); free(pl); free(out); free(ol);
-    } else {
-        fprintf(stderr, "bench_model: unknown mode %s\n", mode);
-        return 2;
+        return bench_generate(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
     }
-    model_free(&m);
-    return 0;
+    fprintf(stderr, "bench_model: unknown mode %s\n", mode);
+    return 2;
 }

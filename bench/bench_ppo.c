@@ -13,15 +13,16 @@
 // reads each iteration's timings from the run's workspace database: generation, the four scoring
 // passes (policy, reference, value, reward) and training (policy + value forward/backward, and
 // the pretraining batches), each with tokens/s; a figure is the median over the iterations after
-// the first. "tokens" are positions through the pass (for training: through forward + backward). The reference for generation is gen_generate
-// called directly (KV cache of the same size, the same sampler settings, the same prompt ids) on
-// the same checkpoint, timed here after a warm-up, median of --repeats runs: the ratio shows what
-// the program adds around the engine.
+// the first. "tokens" are positions through the pass (for training: through forward + backward).
+// The reference for generation is gen_generate called directly (KV cache of the same size, the same
+// sampler settings, the same prompt ids) on the same checkpoint, timed here after a warm-up, median
+// of --repeats runs: the ratio shows what the program adds around the engine.
 //
 // Output: one line per figure,
 //   RESULT {"name":..,"value":..,"unit":..,"ref_name":..,"ref_value":..,"ratio":..}
 // (ref_name, ref_value and ratio are null when there is no reference). OMP_NUM_THREADS sets the
 // threads, for the program and the reference alike.
+#include "benchlib.h"
 #include "blas.h"
 #include "checkpoint.h"
 #include "dataset.h"
@@ -39,7 +40,8 @@
 #include <unistd.h>
 
 typedef struct { const char *name; int L, NH, C, V, ctx; } Preset;
-static const Preset PRESETS[] = {{"small", 4, 4, 256, 8192, 256}, {"gpt2", 12, 12, 768, 50257, 1024}};
+static const Preset PRESETS[] = {{"small", 4, 4, 256, 8192, 256},
+                                 {"gpt2", 12, 12, 768, 50257, 1024}};
 
 typedef struct {
     int B, prompt, new_tok, iterations, repeats, keep;
@@ -56,10 +58,13 @@ static int write_text(const char *path, const char *text) {
 
 static void result(const char *name, double v, const char *unit, const char *ref_name, double ref) {
     if (ref_name && ref > 0)
-        printf("RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":\"%s\",\"ref_value\":%.3f,\"ratio\":%.3f}\n",
-               name, v, unit, ref_name, ref, v / ref);
+        printf(
+            "RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":\"%s\",\"ref_value\":%.3f,\"ratio\":%.3f}\n",
+            name, v, unit, ref_name, ref, v / ref);
     else
-        printf("RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":null,\"ref_value\":null,\"ratio\":null}\n", name, v, unit);
+        printf(
+            "RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":null,\"ref_value\":null,\"ratio\":null}\n",
+            name, v, unit);
     fflush(stdout);
 }
 
@@ -68,80 +73,116 @@ typedef struct { const char *names[16]; double vals[MAX_IT][16]; int n; } Metric
 static int pick_metric(const StoreMetric *m, void *ctx) {
     MetricPick *p = ctx;
     if (m->step < 1 || m->step > MAX_IT) return 0;
-    for (int i = 0; i < p->n; i++) if (!strcmp(m->name, p->names[i])) p->vals[m->step - 1][i] = m->value;
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(m->name, p->names[i])) p->vals[m->step - 1][i] = m->value;
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+static const char *BENCH_WORDS[] = {"the",   "model",   "learns", "to",    "answer", "questions",
+                                    "about", "numbers", "and",    "words", "with",   "a",
+                                    "small", "reward",  "for",    "each",  "good",   "reply"};
 
-static int bench_preset(const Preset *p, const Opts *o) {
-    char dir[] = "/tmp/bench_ppo.XXXXXX", path[4200], err[1024], cmd[9000];
-    if (!mkdtemp(dir)) { perror("bench_ppo: mkdtemp"); return -1; }
-    fprintf(stderr, "bench_ppo: %s in %s\n", p->name, dir);
-    // tokenizer: GPT-2's for the gpt2 preset; a small trained one (V <= 8192) for small
-    char tokdir[4200];
-    Tokenizer *tok = NULL;
-    char terr[TOK_ERR_LEN];
-    // text used for the tokenizer, the prompts and the pretraining mix
+// the text for the tokenizer and the pretraining mix: 2000 lines of 12 random words, in
+// dir/corpus.txt (its path in corpus)
+static int bench_ppo_corpus(const char *dir, char *corpus, size_t corpus_size) {
     char *text = MALLOC_CHECK(1 << 20);
     size_t tl = 0;
-    static const char *words[] = {"the", "model", "learns", "to", "answer", "questions", "about", "numbers", "and", "words",
-                                  "with", "a", "small", "reward", "for", "each", "good", "reply"};
     Rng r;
     rng_init(&r, 7);
     for (int line = 0; line < 2000; line++) {
-        for (int w = 0; w < 12; w++) tl += (size_t)snprintf(text + tl, 64, "%s%s", w ? " " : "", words[rng_below(&r, 18)]);
+        for (int w = 0; w < 12; w++)
+            tl += (size_t)snprintf(text + tl, 64, "%s%s", w ? " " : "",
+                                   BENCH_WORDS[rng_below(&r, 18)]);
         text[tl++] = '\n';
     }
     text[tl] = 0;
-    snprintf(path, sizeof path, "%s/corpus.txt", dir);
-    if (write_text(path, text)) return -1;
+    snprintf(corpus, corpus_size, "%s/corpus.txt", dir);
+    int rc = write_text(corpus, text);
+    free(text);
+    return rc;
+}
+
+// the tokenizer: GPT-2's for the gpt2 preset; a small one trained on the corpus (V <= 8192) for
+// small, in dir/tok; its folder in tokdir (PATH_MAX + some)
+static Tokenizer *bench_ppo_tokenizer(const Preset *p, const Opts *o, const char *dir,
+                                      const char *corpus, char *tokdir, size_t tokdir_size) {
+    char err[1024], terr[TOK_ERR_LEN];
+    Tokenizer *tok = NULL;
     if (!strcmp(p->name, "gpt2")) {
-        if (!realpath(o->gpt2_tok, tokdir)) { fprintf(stderr, "bench_ppo: tokenizer %s not found (--tokenizer)\n", o->gpt2_tok); return -1; }
+        if (!realpath(o->gpt2_tok, tokdir)) {
+            fprintf(stderr, "bench_ppo: tokenizer %s not found (--tokenizer)\n", o->gpt2_tok);
+            return NULL;
+        }
     } else {
-        snprintf(tokdir, sizeof tokdir, "%s/tok", dir);
-        if (util_mkdir_p(tokdir, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
-        const char *paths[1] = {path};
+        snprintf(tokdir, tokdir_size, "%s/tok", dir);
+        if (util_mkdir_p(tokdir, err, sizeof err)) {
+            fprintf(stderr, "bench_ppo: %s\n", err);
+            return NULL;
+        }
+        const char *paths[1] = {corpus};
         TokTrainOptions to = {.vocab_size = 512};
-        if (tok_train(paths, 1, &to, tokdir, NULL, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return -1; }
+        if (tok_train(paths, 1, &to, tokdir, NULL, terr)) {
+            fprintf(stderr, "bench_ppo: %s\n", terr);
+            return NULL;
+        }
     }
-    if (tok_load(&tok, tokdir, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return -1; }
-    int eot = tok_eot(tok);
-    // policy (an LM) and reward model (score head), random weights
-    ModelConfig c = {.max_seq_len = p->ctx, .vocab_size = p->V, .n_layer = p->L, .n_head = p->NH, .n_embd = p->C,
-                     .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
+    if (tok_load(&tok, tokdir, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return NULL; }
+    return tok;
+}
+
+// one model of config c with random weights (seed) saved in dir/name
+static int bench_ppo_save_model(const ModelConfig *c, uint64_t seed, const CkptSaveOptions *so,
+                                const char *dir, const char *name) {
+    char path[4200], err[1024];
     Model m;
-    CkptSaveOptions so = {.tokenizer_dir = tokdir, .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
-    if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
-    model_init_weights(&m, 1234);
-    snprintf(path, sizeof path, "%s/sft", dir);
-    if (ckpt_save(path, &m, &so, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    if (model_init(&m, c, 1, 1, 0, 0, err, sizeof err)) {
+        fprintf(stderr, "bench_ppo: %s\n", err);
+        return -1;
+    }
+    model_init_weights(&m, seed);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int rc = ckpt_save(path, &m, so, err, sizeof err);
+    if (rc) fprintf(stderr, "bench_ppo: %s\n", err);
     model_free(&m);
+    return rc ? -1 : 0;
+}
+
+// the policy (dir/sft, an LM) and the reward model (dir/rm, a score head), random weights
+static int bench_ppo_models(const Preset *p, const char *tokdir, int eot, const char *dir) {
+    ModelConfig c = {.max_seq_len = p->ctx, .vocab_size = p->V, .n_layer = p->L, .n_head = p->NH,
+                     .n_embd = p->C, .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
+    CkptSaveOptions so = {.tokenizer_dir = tokdir, .has_token_ids = eot >= 0, .bos_token_id = eot,
+                          .eos_token_id = eot};
+    if (bench_ppo_save_model(&c, 1234, &so, dir, "sft")) return -1;
     ModelConfig rc = c;
     rc.lm_head = 0; rc.score_head = 1;
-    if (model_init(&m, &rc, 1, 1, 0, 0, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
-    model_init_weights(&m, 4321);
-    snprintf(path, sizeof path, "%s/rm", dir);
-    if (ckpt_save(path, &m, &so, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
-    model_free(&m);
-    // the prompt: words until it encodes to --prompt tokens
-    char prompt[4096] = "";
+    return bench_ppo_save_model(&rc, 4321, &so, dir, "rm");
+}
+
+// the prompt: words until it encodes to --prompt tokens
+static void bench_ppo_prompt(Tokenizer *tok, const Opts *o, char *prompt, size_t prompt_size) {
+    char terr[TOK_ERR_LEN];
     size_t pl = 0;
     TokIds ids = {0};
+    prompt[0] = 0;
     for (int w = 0; w < 2000 && (int)ids.n < o->prompt; w++) {
-        pl += (size_t)snprintf(prompt + pl, sizeof prompt - pl, "%s%s", w ? " " : "", words[w % 18]);
+        pl += (size_t)snprintf(prompt + pl, prompt_size - pl, "%s%s", w ? " " : "",
+                               BENCH_WORDS[w % 18]);
         ids.n = 0;
         tok_encode(tok, prompt, pl, 0, &ids, terr);
     }
+    tok_ids_free(&ids);
+}
+
+// the ppo program on B copies of the prompt for --iterations iterations; its wall time in *wall
+static int bench_ppo_run(const Opts *o, const char *dir, const char *prompt, double *wall) {
+    char path[4200], cmd[9000], yaml[2048];
     snprintf(path, sizeof path, "%s/prompts.jsonl", dir);
     FILE *f = fopen(path, "w");
+    if (!f) { fprintf(stderr, "bench_ppo: cannot write %s\n", path); return -1; }
     for (int i = 0; i < o->B; i++) fprintf(f, "{\"prompt\": \"%s\"}\n", prompt);
     fclose(f);
     snprintf(path, sizeof path, "%s/ppo.yaml", dir);
-    char yaml[2048];
     snprintf(yaml, sizeof yaml,
              "model: {policy: sft, reward: rm}\nout: {dir: run}\n"
              "data: {prompts: [prompts.jsonl], prompt_template: \"{prompt}\"}\n"
@@ -153,67 +194,119 @@ static int bench_preset(const Preset *p, const Opts *o) {
     snprintf(cmd, sizeof cmd, "cd '%s' && '%s' -c ppo.yaml > ppo.log 2>&1", dir, o->ppo);
     double t0 = util_time_s();
     int rc_ppo = system(cmd);
-    double wall = util_time_s() - t0;
-    if (rc_ppo != 0) { fprintf(stderr, "bench_ppo: ppo failed (see %s/ppo.log)\n", dir); return -1; }
-    // the last iteration's figures
+    *wall = util_time_s() - t0;
+    if (rc_ppo != 0) {
+        fprintf(stderr, "bench_ppo: ppo failed (see %s/ppo.log)\n", dir);
+        return -1;
+    }
+    return 0;
+}
+
+// the figures of every iteration, from the run's workspace database
+static int bench_ppo_metrics(const char *dir, MetricPick *mp) {
+    char path[4200], err[1024];
     snprintf(path, sizeof path, "%s/run/workspace.db", dir);
     Store *db;
     StoreRun run;
-    static MetricPick mp;
-    mp = (MetricPick){.names = {"time/generate_s", "count/gen_tokens", "time/score_policy_s", "time/score_reference_s",
-                                                      "time/score_value_s", "time/score_reward_s", "count/sequence_tokens", "count/reward_tokens",
-                                                      "time/train_ppo_s", "count/train_ppo_tokens", "time/train_ptx_s", "count/train_ptx_tokens",
-                                      "time/train_policy_s", "time/train_value_s", "time/train_optim_s"}, .n = 15};
-    if (store_open(&db, path, err, sizeof err) || store_find_last_run(db, "ppo", NULL, -1, &run, err, sizeof err) ||
-        store_each_metric(db, run.id, NULL, pick_metric, &mp, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    *mp = (MetricPick){
+        .names = {"time/generate_s", "count/gen_tokens", "time/score_policy_s",
+                  "time/score_reference_s", "time/score_value_s", "time/score_reward_s",
+                  "count/sequence_tokens", "count/reward_tokens", "time/train_ppo_s",
+                  "count/train_ppo_tokens", "time/train_ptx_s", "count/train_ptx_tokens",
+                  "time/train_policy_s", "time/train_value_s", "time/train_optim_s"},
+        .n = 15};
+    if (store_open(&db, path, err, sizeof err) ||
+        store_find_last_run(db, "ppo", NULL, -1, &run, err, sizeof err) ||
+        store_each_metric(db, run.id, NULL, pick_metric, mp, err, sizeof err)) {
+        fprintf(stderr, "bench_ppo: %s\n", err);
+        return -1;
+    }
     store_run_free(&run);
     store_close(db);
-    // the engine's own generation on the same checkpoint, prompt ids and cache sizes
-    DatasetOptions dopt = {.prompt_template = "{prompt}", .response_prefix = "", .max_tokens = p->ctx};
+    return 0;
+}
+
+// The buffers of the engine's own generation: B copies of the prompt's ids and the outputs.
+typedef struct {
+    int32_t *prompts, *plen, *out, *olen;
+    int Tp;
+} BenchGen;
+
+static void bench_gen_free(BenchGen *b) {
+    free(b->prompts); free(b->plen); free(b->out); free(b->olen);
+}
+
+// tokens/s of gen_generate over --repeats runs after a warm-up (median), on the same checkpoint,
+// prompt ids and cache sizes as the ppo run; the prompt's length in tokens in *Tp
+static int bench_ppo_engine(const Preset *p, const Opts *o, Tokenizer *tok, const char *dir,
+                            const char *prompt, int eot, double *engine, int *Tp) {
+    char path[4200], err[1024];
+    DatasetOptions dopt = {
+        .prompt_template = "{prompt}", .response_prefix = "", .max_tokens = p->ctx};
     Dataset *ds;
     TokIds pids = {0};
-    if (dataset_create(&ds, tok, &dopt, err, sizeof err) || dataset_encode_prompt(ds, prompt, &pids, err, sizeof err)) {
+    if (dataset_create(&ds, tok, &dopt, err, sizeof err) ||
+        dataset_encode_prompt(ds, prompt, &pids, err, sizeof err)) {
         fprintf(stderr, "bench_ppo: %s\n", err); return -1;
     }
-    int Tp = (int)pids.n, Tseq = Tp + o->new_tok, max_rows = o->B * Tp > 4096 ? (o->B > 4096 ? o->B : 4096) : o->B * Tp;
+    int B = o->B, T = (int)pids.n, Tseq = T + o->new_tok;
+    int max_rows = B * T > 4096 ? (B > 4096 ? B : 4096) : B * T;
     snprintf(path, sizeof path, "%s/sft", dir);
+    Model m;
     KVCache kv;
     Sampler s;
     if (ckpt_load_model(path, &m, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err) ||
-        kv_init(&kv, &m, o->B, Tseq, max_rows, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+        kv_init(&kv, &m, B, Tseq, max_rows, err, sizeof err)) {
+        fprintf(stderr, "bench_ppo: %s\n", err);
+        return -1;
+    }
     sampler_init(&s, m.config.vocab_size);
-    int32_t *pr = MALLOC_CHECK((size_t)o->B * Tp * 4), *plen = MALLOC_CHECK((size_t)o->B * 4);
-    int32_t *out = MALLOC_CHECK((size_t)o->B * o->new_tok * 4), *olen = MALLOC_CHECK((size_t)o->B * 4);
-    for (int i = 0; i < o->B; i++) { memcpy(pr + (size_t)i * Tp, pids.ids, (size_t)Tp * 4); plen[i] = Tp; }
-    GenConfig g = {.max_new_tokens = o->new_tok, .eot_id = eot, .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
+    BenchGen bg = {.prompts = MALLOC_CHECK((size_t)B * T * 4), .plen = MALLOC_CHECK((size_t)B * 4),
+                   .out = MALLOC_CHECK((size_t)B * o->new_tok * 4),
+                   .olen = MALLOC_CHECK((size_t)B * 4), .Tp = T};
+    for (int i = 0; i < B; i++) {
+        memcpy(bg.prompts + (size_t)i * T, pids.ids, (size_t)T * 4);
+        bg.plen[i] = T;
+    }
+    GenConfig g = {.max_new_tokens = o->new_tok, .eot_id = eot,
+                   .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
     GenConfig warm = g;
     warm.max_new_tokens = 4;
     Rng gr;
     rng_init(&gr, 1234);
-    if (gen_generate(&m, &kv, &s, &warm, &gr, pr, plen, o->B, Tp, out, olen, NULL, NULL, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+    int rc = gen_generate(&m, &kv, &s, &warm, &gr, bg.prompts, bg.plen, B, T, bg.out, bg.olen, NULL,
+                          NULL, err, sizeof err);
     double rates[16];
     int nrep = o->repeats < 16 ? o->repeats : 16;
-    for (int k = 0; k < nrep; k++) {
+    for (int k = 0; k < nrep && !rc; k++) {
         double g0 = util_time_s();
-        if (gen_generate(&m, &kv, &s, &g, &gr, pr, plen, o->B, Tp, out, olen, NULL, NULL, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
+        rc = gen_generate(&m, &kv, &s, &g, &gr, bg.prompts, bg.plen, B, T, bg.out, bg.olen, NULL,
+                          NULL, err, sizeof err);
         double dt = util_time_s() - g0;
         int64_t ntok = 0;
-        for (int i = 0; i < o->B; i++) ntok += olen[i];
+        for (int i = 0; i < B; i++) ntok += bg.olen[i];
         rates[k] = (double)ntok / dt;
     }
-    qsort(rates, (size_t)nrep, sizeof(double), cmp_double);
-    double engine = nrep % 2 ? rates[nrep / 2] : 0.5 * (rates[nrep / 2 - 1] + rates[nrep / 2]);
-    char name[256];
-    const char *P = p->name;
-    int threads = omp_get_max_threads();
-    fprintf(stderr, "bench_ppo: %s: B=%d prompt %d + %d new tokens, %d threads; ppo wall %.1f s for %d iterations\n", P, o->B, Tp,
-            o->new_tok, threads, wall, o->iterations);
-    // each figure: the median over the iterations after the first (the first touches fresh memory)
+    if (rc) fprintf(stderr, "bench_ppo: %s\n", err);
+    else *engine = bench_median(rates, nrep);
+    *Tp = T;
+    bench_gen_free(&bg);
+    tok_ids_free(&pids);
+    dataset_free(ds);
+    sampler_free(&s);
+    kv_free(&kv);
+    model_free(&m);
+    return rc ? -1 : 0;
+}
+
+// Each figure of the ppo run: the median over the iterations after the first (the first touches
+// fresh memory), beside the engine's generation.
+static void bench_ppo_report(const Preset *p, const Opts *o, const MetricPick *mp, double engine) {
     int first = o->iterations > 1 ? 1 : 0, nit = o->iterations - first;
     enum { NF = 12 };
     double fig[NF][MAX_IT];
     for (int k = 0; k < nit; k++) {
-        const double *v = mp.vals[first + k];
+        const double *v = mp->vals[first + k];
         double sc = v[2] + v[3] + v[4] + v[5];
         fig[0][k] = v[0] > 0 ? v[1] / v[0] : 0;
         fig[1][k] = v[2] > 0 ? v[6] / v[2] : 0;
@@ -228,21 +321,52 @@ static int bench_preset(const Preset *p, const Opts *o) {
         fig[10][k] = v[14];
         fig[11][k] = v[0] + sc + v[8] + v[10];
     }
-    static const char *what[NF] = {"generation", "scoring: policy", "scoring: reference", "scoring: value", "scoring: reward",
-                                   "scoring: all four", "training: policy+value (incl. AdamW)", "training: ptx",
-                                   "training: policy fwd+bwd", "training: value fwd+bwd", "training: AdamW+EMA", "iteration"};
+    static const char *what[NF] = {"generation",
+                                   "scoring: policy",
+                                   "scoring: reference",
+                                   "scoring: value",
+                                   "scoring: reward",
+                                   "scoring: all four",
+                                   "training: policy+value (incl. AdamW)",
+                                   "training: ptx",
+                                   "training: policy fwd+bwd",
+                                   "training: value fwd+bwd",
+                                   "training: AdamW+EMA",
+                                   "iteration"};
+    char name[256];
     for (int q = 0; q < NF; q++) {
-        qsort(fig[q], (size_t)nit, sizeof(double), cmp_double);
-        double med = nit % 2 ? fig[q][nit / 2] : 0.5 * (fig[q][nit / 2 - 1] + fig[q][nit / 2]);
-        snprintf(name, sizeof name, "ppo %s B=%d %s", P, o->B, what[q]);
-        result(name, med, q >= 10 ? "s" : "tok/s", q == 0 ? "gen_generate (engine)" : NULL, q == 0 ? engine : 0);
+        double med = bench_median(fig[q], nit);
+        snprintf(name, sizeof name, "ppo %s B=%d %s", p->name, o->B, what[q]);
+        result(name, med, q >= 10 ? "s" : "tok/s", q == 0 ? "gen_generate (engine)" : NULL,
+               q == 0 ? engine : 0);
     }
-    free(pr); free(plen); free(out); free(olen); free(text);
-    tok_ids_free(&pids); tok_ids_free(&ids);
-    dataset_free(ds);
-    sampler_free(&s);
-    kv_free(&kv);
-    model_free(&m);
+}
+
+// One preset: corpus, tokenizer and models in a fresh folder under /tmp, the ppo run, the
+// engine's generation, the figures.
+static int bench_preset(const Preset *p, const Opts *o) {
+    char dir[] = "/tmp/bench_ppo.XXXXXX", corpus[4200], tokdir[4200], prompt[4096], cmd[9000];
+    if (!mkdtemp(dir)) { perror("bench_ppo: mkdtemp"); return -1; }
+    fprintf(stderr, "bench_ppo: %s in %s\n", p->name, dir);
+    if (bench_ppo_corpus(dir, corpus, sizeof corpus)) return -1;
+    Tokenizer *tok = bench_ppo_tokenizer(p, o, dir, corpus, tokdir, sizeof tokdir);
+    if (!tok) return -1;
+    int eot = tok_eot(tok);
+    bench_ppo_prompt(tok, o, prompt, sizeof prompt);
+    static MetricPick mp;
+    double wall, engine = 0;
+    int Tp = 0;
+    if (bench_ppo_models(p, tokdir, eot, dir) || bench_ppo_run(o, dir, prompt, &wall) ||
+        bench_ppo_metrics(dir, &mp) ||
+        bench_ppo_engine(p, o, tok, dir, prompt, eot, &engine, &Tp)) {
+        tok_free(tok);
+        return -1;
+    }
+    fprintf(
+        stderr,
+        "bench_ppo: %s: B=%d prompt %d + %d new tokens, %d threads; ppo wall %.1f s for %d iterations\n",
+        p->name, o->B, Tp, o->new_tok, omp_get_max_threads(), wall, o->iterations);
+    bench_ppo_report(p, o, &mp, engine);
     tok_free(tok);
     if (!o->keep) {
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -253,7 +377,12 @@ static int bench_preset(const Preset *p, const Opts *o) {
 
 int main(int argc, char **argv) {
     blas_startup("bench_ppo", argv);   // the best OpenBLAS kernel for this CPU, as the programs run
-    Opts o = {.B = 8, .prompt = 16, .new_tok = 64, .iterations = 3, .repeats = 3, .gpt2_tok = "data/gpt2"};
+    Opts o = {.B = 8,
+              .prompt = 16,
+              .new_tok = 64,
+              .iterations = 3,
+              .repeats = 3,
+              .gpt2_tok = "data/gpt2"};
     const char *preset = "all";
     char ppo[PATH_MAX];
     ppo[0] = 0;
@@ -269,12 +398,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--tokenizer") && v) { o.gpt2_tok = v; i++; }
         else if (!strcmp(a, "--keep")) o.keep = 1;
         else {
-            fprintf(stderr, "usage: bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--B 8] [--prompt 16] [--new 64] "
-                            "[--iterations 3] [--repeats 3] [--tokenizer data/gpt2] [--keep]\n");
+            fprintf(
+                stderr,
+                "usage: bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--B 8] [--prompt 16] [--new 64] "
+                "[--iterations 3] [--repeats 3] [--tokenizer data/gpt2] [--keep]\n");
             return 2;
         }
     }
-    if (o.B < 1 || o.prompt < 1 || o.new_tok < 1 || o.iterations < 1 || o.iterations > MAX_IT || o.repeats < 1) { fprintf(stderr, "bench_ppo: sizes must be positive\n"); return 2; }
+    if (o.B < 1 || o.prompt < 1 || o.new_tok < 1 || o.iterations < 1 || o.iterations > MAX_IT ||
+        o.repeats < 1) {
+        fprintf(stderr, "bench_ppo: sizes must be positive\n");
+        return 2;
+    }
     if (!ppo[0]) {   // build/bench/bench_ppo -> build/bin/ppo
         char self[PATH_MAX];
         snprintf(self, sizeof self, "%s", argv[0]);
@@ -283,7 +418,10 @@ int main(int argc, char **argv) {
         snprintf(ppo, sizeof ppo, "%.4000s/../bin/ppo", self);
     }
     char abs_ppo[PATH_MAX];
-    if (!realpath(ppo, abs_ppo) || access(abs_ppo, X_OK)) { fprintf(stderr, "bench_ppo: no ppo program at %s (--ppo PATH)\n", ppo); return 2; }
+    if (!realpath(ppo, abs_ppo) || access(abs_ppo, X_OK)) {
+        fprintf(stderr, "bench_ppo: no ppo program at %s (--ppo PATH)\n", ppo);
+        return 2;
+    }
     o.ppo = abs_ppo;
     int rc = 0, any = 0;
     for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++) {
@@ -291,6 +429,9 @@ int main(int argc, char **argv) {
         any = 1;
         if (bench_preset(&PRESETS[i], &o)) rc = 1;
     }
-    if (!any) { fprintf(stderr, "bench_ppo: unknown preset %s (small, gpt2, all)\n", preset); return 2; }
+    if (!any) {
+        fprintf(stderr, "bench_ppo: unknown preset %s (small, gpt2, all)\n", preset);
+        return 2;
+    }
     return rc;
 }

@@ -47,7 +47,7 @@ def main():
     B = a.rankings * a.K if train else a.B
     tokens = torch.randint(0, model.cfg["V"], (B, a.T), generator=g)
     ranks = torch.stack([torch.randperm(a.K, generator=g) for _ in range(a.rankings)])   # 0 = best
-    better = ranks.unsqueeze(2) < ranks.unsqueeze(1)                                      # (R,K,K) w better than l
+    better = ranks.unsqueeze(2) < ranks.unsqueeze(1)       # (R,K,K): w better than l
     params = list(model.parameters()) + [score_w]
     opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.0},
                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
@@ -59,7 +59,7 @@ def main():
                 return (model.hidden(tokens)[:, -1] @ score_w.t()).sum().item()
         opt.zero_grad(set_to_none=True)
         r = (model.hidden(tokens)[:, -1] @ score_w.t()).view(a.rankings, a.K)
-        d = r.unsqueeze(2) - r.unsqueeze(1)                                               # r_w - r_l
+        d = r.unsqueeze(2) - r.unsqueeze(1)                # r_w - r_l
         per_pair = -F.logsigmoid(d) * better
         loss = (per_pair.sum((1, 2)) / better.sum((1, 2))).mean()
         loss.backward()
@@ -79,11 +79,15 @@ def main():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if train:
         pairs = int(better.sum())
-        print(json.dumps(dict(impl="pytorch", mode="train", rankings=a.rankings, K=a.K, T=a.T, threads=torch.get_num_threads(),
-                              comparisons_per_s=round(pairs / s, 1), step_s=round(s, 4), peak_rss_mb=round(rss, 1))))
+        print(json.dumps(dict(impl="pytorch", mode="train", rankings=a.rankings, K=a.K, T=a.T,
+                              threads=torch.get_num_threads(),
+                              comparisons_per_s=round(pairs / s, 1), step_s=round(s, 4),
+                              peak_rss_mb=round(rss, 1))))
     else:
-        print(json.dumps(dict(impl="pytorch", mode="score", B=B, T=a.T, threads=torch.get_num_threads(),
-                              completions_per_s=round(B / s, 1), batch_s=round(s, 4), peak_rss_mb=round(rss, 1))))
+        print(json.dumps(dict(impl="pytorch", mode="score", B=B, T=a.T,
+                              threads=torch.get_num_threads(),
+                              completions_per_s=round(B / s, 1), batch_s=round(s, 4),
+                              peak_rss_mb=round(rss, 1))))
 
 
 if __name__ == "__main__":

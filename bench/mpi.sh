@@ -29,8 +29,12 @@ with open("prompts.jsonl", "w") as f, open("ptx.txt", "w") as g:
         f.write(json.dumps({"prompt": s(8, 30)}) + "\n")
         g.write(s(50, 200) + "\n")
 PY
-"$ROOT/$BUILD/bin/rlhf" init --preset small --n-positions 128 --tokenizer "$ROOT/data/gpt2" --out base >/dev/null 2>&1
-"$ROOT/$BUILD/bin/rlhf" init --preset small --n-positions 128 --tokenizer "$ROOT/data/gpt2" --score-head --no-lm-head --seed 2 --out rm >/dev/null 2>&1
+init() {
+    "$ROOT/$BUILD/bin/rlhf" init --preset small --n-positions 128 --tokenizer "$ROOT/data/gpt2" "$@" \
+        >/dev/null 2>&1
+}
+init --out base
+init --score-head --no-lm-head --seed 2 --out rm
 cat > sft.yaml <<'YAML'
 model: {init: base}
 data: {format: jsonl, train: [train.jsonl], truncation: drop}

@@ -32,7 +32,8 @@ def run_json(cmd, env):
 
 
 def system_info(rlhf, env):
-    """`rlhf info --system` as a dict ("openblas core": "...", ...), and its stderr (the BLAS line)."""
+    """`rlhf info --system` as a dict ("openblas core": "...", ...), and its stderr (the BLAS
+    line)."""
     p = subprocess.run([rlhf, "info", "--system"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, check=True)
     info = {l[:20].strip(): l[21:].strip() for l in p.stdout.splitlines() if len(l) > 21}
@@ -50,11 +51,15 @@ def commit():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run, noisier figures)")
-    ap.add_argument("--only", default="", help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,tokenizer,mpi,sft,reward,ppo")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer steps (a smoke run, noisier figures)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,"
+                         "tokenizer,mpi,sft,reward,ppo")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     want = lambda n: not only or n in only
@@ -62,14 +67,18 @@ def main():
     rlhf = os.path.join(a.build, "bin", "rlhf")
     info, blas_line = system_info(rlhf, env)
     core = info.get("openblas core", "").split(" ")[0]
-    if blas_line and "OPENBLAS_CORETYPE" not in os.environ and "selected at startup" in info.get("openblas core", ""):
+    selected = "selected at startup" in info.get("openblas core", "")
+    if blas_line and "OPENBLAS_CORETYPE" not in os.environ and selected:
         env["OPENBLAS_CORETYPE"] = core             # the programs' own selection, for every process
-        print(f"bench: {blas_line}; every benchmark (PyTorch too) runs with OPENBLAS_CORETYPE={core}")
+        print(f"bench: {blas_line}; every benchmark (PyTorch too) runs with "
+              f"OPENBLAS_CORETYPE={core}")
     measured = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=commit(),
                     threads=a.threads, system=info,
                     env={k: env.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                 "OMP_WAIT_POLICY", "OMP_PROC_BIND", "OPENBLAS_CORETYPE")})
-    print(f"machine: {info.get('cpu')}; OpenBLAS kernel {core}; {a.threads} threads; commit {measured['commit']}")
+                                                 "OMP_WAIT_POLICY", "OMP_PROC_BIND",
+                                                 "OPENBLAS_CORETYPE")})
+    print(f"machine: {info.get('cpu')}; OpenBLAS kernel {core}; {a.threads} threads; "
+          f"commit {measured['commit']}")
     cbin = os.path.join(a.build, "bench", "bench_model")
     torch = [sys.executable, "bench/bench_torch.py", "--threads", str(a.threads)]
     results = []
@@ -92,13 +101,15 @@ def main():
                                       ("train_small", "small", 16, 128, 5 if a.quick else 20)):
         if not want(name):
             continue
-        args = ["--mode", "train", "--preset", preset, "--B", str(B), "--T", str(T), "--steps", str(steps)]
+        args = ["--mode", "train", "--preset", preset, "--B", str(B), "--T", str(T),
+                "--steps", str(steps)]
         c = run_json([cbin] + args, env)
         t = run_json(torch + args, env)
         tag = f"train {preset} B={B} T={T}"
         add(f"{tag} tokens/s", c["tokens_per_s"], "tok/s", "pytorch", t["tokens_per_s"])
         # the ceiling measured by the same process right after its steps (the first run's as well)
-        add(f"{tag} GFLOP/s", c["gflops"], "GFLOP/s", "sgemm ceiling, same process", c.get("ceiling_gflops", ceiling))
+        add(f"{tag} GFLOP/s", c["gflops"], "GFLOP/s", "sgemm ceiling, same process",
+            c.get("ceiling_gflops", ceiling))
         add(f"{tag} peak RSS", c["peak_rss_mb"], "MiB", "pytorch", t["peak_rss_mb"])
     for B in (1, 8, 64):
         if not want(f"gen{B}"):
@@ -106,17 +117,21 @@ def main():
         args = ["--mode", "generate", "--preset", "gpt2", "--B", str(B)]
         c = run_json([cbin] + args, env)
         t = run_json(torch + args, env)
-        add(f"generate gpt2 B={B} tokens/s", c["tokens_per_s"], "tok/s", "pytorch", t["tokens_per_s"])
+        add(f"generate gpt2 B={B} tokens/s", c["tokens_per_s"], "tok/s", "pytorch",
+            t["tokens_per_s"])
         add(f"generate gpt2 B={B} peak RSS", c["peak_rss_mb"], "MiB", "pytorch", t["peak_rss_mb"])
     # scripts that print RESULT lines: the tokenizer against JavaScript tokenizers, SFT on 1 and 2
     # MPI ranks, and the stage programs' own benchmarks when present
     ppo_bin = os.path.join(a.build, "bench", "bench_ppo")
+    quick_reward = ["--quick"] if a.quick else []
+    quick_ppo = ["--iterations", "2", "--repeats", "1"] if a.quick else []
     for name, cmd in (("tokenizer", ["sh", "bench/tokenizer.sh", a.build]),
                       ("mpi", ["sh", "bench/mpi.sh", a.build]),
                       ("sft", ["sh", "bench/sft.sh", a.build]),
-                      ("reward", ["sh", "bench/bench_reward.sh", a.build] + (["--quick"] if a.quick else [])),
-                      ("ppo", [ppo_bin, "--preset", "small"] + (["--iterations", "2", "--repeats", "1"] if a.quick else []))):
-        if not want(name) or not os.path.exists(os.path.join(ROOT, cmd[1] if cmd[0] == "sh" else cmd[0])):
+                      ("reward", ["sh", "bench/bench_reward.sh", a.build] + quick_reward),
+                      ("ppo", [ppo_bin, "--preset", "small"] + quick_ppo)):
+        program = cmd[1] if cmd[0] == "sh" else cmd[0]
+        if not want(name) or not os.path.exists(os.path.join(ROOT, program)):
             continue
         out = subprocess.run(cmd, cwd=ROOT, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout

@@ -12,7 +12,10 @@
 # As root it installs the Debian packages for what is missing (apt-get update, then apt-get
 # install without questions); otherwise it prints the exact apt-get line to run as root and fails.
 mode=${1:-build}
-case "$mode" in build|demo|test|bench|fuzz) ;; *) echo "deps: unknown mode '$mode' (build, demo, test, bench, fuzz)" >&2; exit 2;; esac
+case "$mode" in
+    build|demo|test|bench|fuzz) ;;
+    *) echo "deps: unknown mode '$mode' (build, demo, test, bench, fuzz)" >&2; exit 2;;
+esac
 CC=${CC:-gcc}
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
@@ -48,7 +51,9 @@ int main(void) { return pcre2_compile((PCRE2_SPTR)"a", 1, 0, &(int){0}, &(PCRE2_
     c_works '#include <cjson/cJSON.h>
 int main(void) { cJSON *j = cJSON_Parse("1"); cJSON_Delete(j); return j == NULL; }' '-lcjson' || need libcjson-dev
 else
-    for p in libopenblas-openmp-dev libsqlite3-dev libyaml-dev libpcre2-dev libcjson-dev; do need $p; done
+    for p in libopenblas-openmp-dev libsqlite3-dev libyaml-dev libpcre2-dev libcjson-dev; do
+        need $p
+    done
 fi
 
 if [ "$mode" = test ] || [ "$mode" = bench ]; then

@@ -14,7 +14,9 @@
 # and /dev are mounted inside for the run (the tests need them: /dev/shm for Open MPI, private
 # mount namespaces for the read-only workspace checks); all is unmounted after.
 set -e
-[ "$(id -u)" = 0 ] || { echo "minroot: run as root (debootstrap, chroot and mounts need it)" >&2; exit 1; }
+if [ "$(id -u)" != 0 ]; then
+    echo "minroot: run as root (debootstrap, chroot and mounts need it)" >&2; exit 1
+fi
 mode=${1:-}
 case "$mode" in
     test|demo) run="sh quickstart.sh $mode";;
@@ -28,7 +30,8 @@ ROOT=${MINROOT:-/var/tmp/minroot}
 MIRROR=${MINROOT_MIRROR:-http://deb.debian.org/debian}
 
 if [ ! -x "$BASE/bin/sh" ]; then
-    command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap < /dev/null
+    command -v debootstrap >/dev/null ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap < /dev/null
     echo "minroot: debootstrap --variant=minbase bookworm $BASE" >&2
     debootstrap --variant=minbase bookworm "$BASE" "$MIRROR" > /dev/null
 fi

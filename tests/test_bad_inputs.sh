@@ -6,15 +6,10 @@
 # A bad input must end the program with exit status 1 and one line on stderr, its last, naming
 # the input; a database given to the program must keep every row it held (compared as a
 # sorted .dump before and after). MATRIX_OUT=FILE writes the matrix (row, program, result).
-BUILD=${BUILD:-build}
-TESTS="$PWD/tests"
-B="$PWD/$BUILD/bin"
-W=$(mktemp -d)
-trap 'chmod -R u+w "$W" 2>/dev/null; rm -rf "$W"' EXIT
+. "$PWD/tests/lib.sh"
+lib_workspace
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -4; }
+ERR_LINES=4
 cd "$W" || exit 1
 : > matrix
 
@@ -43,7 +38,8 @@ cell() {
         [ $rc -eq 1 ] || why="exit $rc"
         printf '%s\n' "$last" | grep -aq -- "$pat" || why="$why; last line does not name '$pat'"
         [ "$(grep -ac -- "$pat" err)" -le 1 ] || why="$why; more than one line names '$pat'"
-        grep -aq "usage:\|Sanitizer\|runtime error\|Segmentation\|Assertion\|dumped" err && why="$why; crash or usage text"
+        grep -aq "usage:\|Sanitizer\|runtime error\|Segmentation\|Assertion\|dumped" err &&
+            why="$why; crash or usage text"
     else
         [ $rc -eq 0 ] || why="exit $rc"
     fi
@@ -64,12 +60,14 @@ cell() {
 
 # ---------------------------------------------------------------------------------------------
 # good inputs: a tokenizer, a language model, a reward model, a workspace with rankings
-. "$TESTS/tiny_data.sh"
 tiny_data 24
 "$B/rlhf" tokenizer train --vocab-size 280 --out tok corpus.txt 2> err &&
-"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 --out lm 2> err &&
-"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 6 --score-head --no-lm-head --out rm 2> err &&
-"$B/reward" import --workspace ws.db rank.jsonl prompts.jsonl demos.jsonl 2> err || { bad "setup"; echo "$pass passed, $fail failed"; exit 1; }
+"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 \
+    --out lm 2> err &&
+"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 6 \
+    --score-head --no-lm-head --out rm 2> err &&
+"$B/reward" import --workspace ws.db rank.jsonl prompts.jsonl demos.jsonl 2> err ||
+    { bad "setup"; echo "$pass passed, $fail failed"; exit 1; }
 # the broken files, from the good ones
 python3 - <<'PY' || bad "making the broken files"
 import json, os, random, shutil, struct
@@ -133,24 +131,34 @@ for k in empty garbage truncated; do
     row="$k file"
     [ $k = truncated ] && y=truncated.yaml || y=$k.yaml
     cell "$row" "sft (config)" error "$y" "$B/sft" -c $y
-    [ $k = truncated ] || cell "$row" "sft (data)" error "$k.jsonl" "$B/sft" -c sft.yaml --set data.train=$k.jsonl --set out.dir=o-$k
-    [ $k = truncated ] && cell "$row" "sft (data)" error "truncated.jsonl" "$B/sft" -c sft.yaml --set data.train=truncated.jsonl --set out.dir=o-$k
+    [ $k = truncated ] ||
+        cell "$row" "sft (data)" error "$k.jsonl" "$B/sft" -c sft.yaml --set data.train=$k.jsonl \
+            --set out.dir=o-$k
+    [ $k = truncated ] &&
+        cell "$row" "sft (data)" error "truncated.jsonl" "$B/sft" -c sft.yaml \
+            --set data.train=truncated.jsonl --set out.dir=o-$k
     cp ws.db w-$k.db; DB=w-$k.db
     cell "$row" "reward import" error "$k.jsonl" "$B/reward" import --workspace w-$k.db $k.jsonl
     # what a judge program answers: an empty line, garbage, a ranking cut short ("1>2" of 3)
     case $k in empty) a='echo';; garbage) a='cat garbage.txt; echo';; truncated) a='echo "1>2"';; esac
     printf 'read -r line; %s; cat > /dev/null\n' "$a" > answers-$k.sh
     j="sh answers-$k.sh"
-    cell "$row" "reward label (judge's answer)" error "judge" "$B/reward" label --workspace w-$k.db --labeler j-$k --policy lm --k 3 --max-new 3 --judge "$j"
+    cell "$row" "reward label (judge's answer)" error "judge" "$B/reward" label \
+        --workspace w-$k.db --labeler j-$k --policy lm --k 3 --max-new 3 --judge "$j"
     cell "$row" "reward train (config)" error "$y" "$B/reward" train -c $y
     cell "$row" "reward score (input)" error "$k.jsonl" "$B/reward" score rm --input $k.jsonl
     cell "$row" "ppo (config)" error "$y" "$B/ppo" -c $y
-    cell "$row" "ppo (prompts)" error "$k.jsonl" "$B/ppo" -c ppo.yaml --set "data.prompts=[$k.jsonl]" --set out.dir=o-ppo-$k
+    cell "$row" "ppo (prompts)" error "$k.jsonl" "$B/ppo" -c ppo.yaml \
+        --set "data.prompts=[$k.jsonl]" --set out.dir=o-ppo-$k
     DB=""
-    cell "$row" "rlhf init (tokenizer)" error "tok-$k" "$B/rlhf" init --preset tiny --tokenizer tok-$k --out i-$k
-    cell "$row" "rlhf tokenizer (vocabulary)" error "tok-$k" "$B/rlhf" tokenizer encode tok-$k --text corpus.txt
+    cell "$row" "rlhf init (tokenizer)" error "tok-$k" "$B/rlhf" init --preset tiny \
+        --tokenizer tok-$k --out i-$k
+    cell "$row" "rlhf tokenizer (vocabulary)" error "tok-$k" "$B/rlhf" tokenizer encode tok-$k \
+        --text corpus.txt
     # any bytes are text to a byte-level tokenizer: they encode and decode back exactly
-    [ $k = garbage ] && cell "$row" "rlhf tokenizer (text)" works "" sh -c '"$0" tokenizer encode tok --text garbage.txt > ids && "$0" tokenizer decode tok --ids ids > back && cmp garbage.txt back' "$B/rlhf"
+    [ $k = garbage ] &&
+        cell "$row" "rlhf tokenizer (text)" works "" \
+            sh -c '"$0" tokenizer encode tok --text garbage.txt > ids && "$0" tokenizer decode tok --ids ids > back && cmp garbage.txt back' "$B/rlhf"
     cell "$row" "rlhf info" error "lm-$k" "$B/rlhf" info lm-$k
     cell "$row" "rlhf eval" error "lm-$k" "$B/rlhf" eval lm-$k --text corpus.txt
     cell "$row" "rlhf generate" error "lm-$k" "$B/rlhf" generate lm-$k --prompt hi --max-new 2
@@ -162,13 +170,18 @@ for k in empty garbage truncated dtype shape nan hugeheader; do
     case $k in dtype) row="safetensors: wrong dtype";; shape) row="safetensors: wrong shape";; nan) row="NaN in weights";;
                 hugeheader) row="safetensors: huge header length";; *) row="$k model.safetensors";; esac
     cp ws.db c-$k.db; DB=c-$k.db
-    cell "$row" "sft" error "lm-$k" "$B/sft" -c sft.yaml --set model.init=lm-$k --set out.dir=o-c-$k --set workspace=c-$k.db
-    cell "$row" "reward train" error "lm-$k" "$B/reward" train -c rm.yaml --set model.init=lm-$k --set out.dir=o-rc-$k --set workspace=c-$k.db
+    cell "$row" "sft" error "lm-$k" "$B/sft" -c sft.yaml --set model.init=lm-$k \
+        --set out.dir=o-c-$k --set workspace=c-$k.db
+    cell "$row" "reward train" error "lm-$k" "$B/reward" train -c rm.yaml --set model.init=lm-$k \
+        --set out.dir=o-rc-$k --set workspace=c-$k.db
     cell "$row" "reward score" error "rm-$k" "$B/reward" score rm-$k --workspace c-$k.db
     cell "$row" "reward inspect" error "rm-$k" "$B/reward" inspect rm-$k --workspace c-$k.db
-    cell "$row" "reward label (--policy)" error "lm-$k" "$B/reward" label --workspace c-$k.db --labeler x --policy lm-$k --judge "cat"
-    cell "$row" "ppo (policy)" error "lm-$k" "$B/ppo" -c ppo.yaml --set model.policy=lm-$k --set out.dir=o-pc-$k --set workspace=c-$k.db
-    cell "$row" "ppo (reward)" error "rm-$k" "$B/ppo" -c ppo.yaml --set model.reward=rm-$k --set out.dir=o-pr-$k --set workspace=c-$k.db
+    cell "$row" "reward label (--policy)" error "lm-$k" "$B/reward" label --workspace c-$k.db \
+        --labeler x --policy lm-$k --judge "cat"
+    cell "$row" "ppo (policy)" error "lm-$k" "$B/ppo" -c ppo.yaml --set model.policy=lm-$k \
+        --set out.dir=o-pc-$k --set workspace=c-$k.db
+    cell "$row" "ppo (reward)" error "rm-$k" "$B/ppo" -c ppo.yaml --set model.reward=rm-$k \
+        --set out.dir=o-pr-$k --set workspace=c-$k.db
     DB=""
     cell "$row" "rlhf info" error "lm-$k" "$B/rlhf" info lm-$k
     cell "$row" "rlhf eval" error "lm-$k" "$B/rlhf" eval lm-$k --text corpus.txt
@@ -188,11 +201,14 @@ for k in newer garbage; do
     [ $k = newer ] && DB=$k.db || DB=""
     cell "$row" "sft" error "$k.db" "$B/sft" -c sft.yaml --set workspace=$k.db --set out.dir=o-db-$k
     cell "$row" "reward import" error "$k.db" "$B/reward" import --workspace $k.db rank.jsonl
-    cell "$row" "reward label" error "$k.db" "$B/reward" label --workspace $k.db --labeler x --judge cat
-    cell "$row" "reward train" error "$k.db" "$B/reward" train -c rm.yaml --set workspace=$k.db --set out.dir=o-rdb-$k
+    cell "$row" "reward label" error "$k.db" "$B/reward" label --workspace $k.db --labeler x \
+        --judge cat
+    cell "$row" "reward train" error "$k.db" "$B/reward" train -c rm.yaml --set workspace=$k.db \
+        --set out.dir=o-rdb-$k
     cell "$row" "reward score" error "$k.db" "$B/reward" score rm --workspace $k.db
     cell "$row" "reward inspect" error "$k.db" "$B/reward" inspect rm --workspace $k.db
-    cell "$row" "ppo" error "$k.db" "$B/ppo" -c ppo.yaml --set workspace=$k.db --set out.dir=o-pdb-$k
+    cell "$row" "ppo" error "$k.db" "$B/ppo" -c ppo.yaml --set workspace=$k.db \
+        --set out.dir=o-pdb-$k
     mkdir -p wsdb-$k && cp $k.db wsdb-$k/workspace.db
     sed "s/workspace: wsp/workspace: wsdb-$k/" pipe.yaml > pipe-$k.yaml
     cell "$row" "rlhf run" error "wsdb-$k/workspace.db" "$B/rlhf" run pipe-$k.yaml
@@ -201,26 +217,39 @@ DB=""
 
 # a read-only workspace (a read-only mount as root)
 DB=rodir/ws.db
-cell "read-only workspace" "sft" error "rodir" ro rodir "$B/sft" -c sft.yaml --set workspace=rodir/ws.db --set out.dir=rodir/o
-cell "read-only workspace" "reward import" error "rodir/ws.db" ro rodir "$B/reward" import --workspace rodir/ws.db rank.jsonl
-cell "read-only workspace" "reward label" error "rodir/ws.db" ro rodir "$B/reward" label --workspace rodir/ws.db --labeler x --judge cat
-cell "read-only workspace" "reward train" error "rodir" ro rodir "$B/reward" train -c rm.yaml --set workspace=rodir/ws.db --set out.dir=rodir/o
-cell "read-only workspace" "reward score" error "rodir/ws.db" ro rodir "$B/reward" score rm --workspace rodir/ws.db
-cell "read-only workspace" "reward inspect" error "rodir/ws.db" ro rodir "$B/reward" inspect rm --workspace rodir/ws.db
-cell "read-only workspace" "ppo" error "rodir" ro rodir "$B/ppo" -c ppo.yaml --set workspace=rodir/ws.db --set out.dir=rodir/o
+cell "read-only workspace" "sft" error "rodir" ro rodir "$B/sft" -c sft.yaml \
+    --set workspace=rodir/ws.db --set out.dir=rodir/o
+cell "read-only workspace" "reward import" error "rodir/ws.db" ro rodir "$B/reward" import \
+    --workspace rodir/ws.db rank.jsonl
+cell "read-only workspace" "reward label" error "rodir/ws.db" ro rodir "$B/reward" label \
+    --workspace rodir/ws.db --labeler x --judge cat
+cell "read-only workspace" "reward train" error "rodir" ro rodir "$B/reward" train -c rm.yaml \
+    --set workspace=rodir/ws.db --set out.dir=rodir/o
+cell "read-only workspace" "reward score" error "rodir/ws.db" ro rodir "$B/reward" score rm \
+    --workspace rodir/ws.db
+cell "read-only workspace" "reward inspect" error "rodir/ws.db" ro rodir "$B/reward" inspect rm \
+    --workspace rodir/ws.db
+cell "read-only workspace" "ppo" error "rodir" ro rodir "$B/ppo" -c ppo.yaml \
+    --set workspace=rodir/ws.db --set out.dir=rodir/o
 # the outputs writable, only the database read-only
-cell "read-only workspace" "sft (database only)" error "rodir/ws.db" ro rodir "$B/sft" -c sft.yaml --set workspace=rodir/ws.db --set out.dir=o-rodb
-cell "read-only workspace" "reward train (database only)" error "rodir/ws.db" ro rodir "$B/reward" train -c rm.yaml --set workspace=rodir/ws.db --set out.dir=o-rrodb
-cell "read-only workspace" "ppo (database only)" error "rodir/ws.db" ro rodir "$B/ppo" -c ppo.yaml --set workspace=rodir/ws.db --set out.dir=o-prodb
+cell "read-only workspace" "sft (database only)" error "rodir/ws.db" ro rodir "$B/sft" -c sft.yaml \
+    --set workspace=rodir/ws.db --set out.dir=o-rodb
+cell "read-only workspace" "reward train (database only)" error "rodir/ws.db" ro rodir "$B/reward" \
+    train -c rm.yaml --set workspace=rodir/ws.db --set out.dir=o-rrodb
+cell "read-only workspace" "ppo (database only)" error "rodir/ws.db" ro rodir "$B/ppo" -c ppo.yaml \
+    --set workspace=rodir/ws.db --set out.dir=o-prodb
 DB=""
-cell "read-only workspace" "rlhf init" error "rodir/new" ro rodir "$B/rlhf" init --preset tiny --tokenizer tok --out rodir/new
-cell "read-only workspace" "rlhf tokenizer train" error "rodir/tok" ro rodir "$B/rlhf" tokenizer train --vocab-size 280 --out rodir/tok corpus.txt
+cell "read-only workspace" "rlhf init" error "rodir/new" ro rodir "$B/rlhf" init --preset tiny \
+    --tokenizer tok --out rodir/new
+cell "read-only workspace" "rlhf tokenizer train" error "rodir/tok" ro rodir "$B/rlhf" tokenizer \
+    train --vocab-size 280 --out rodir/tok corpus.txt
 sed "s/workspace: wsp/workspace: rodir\/wsp/" pipe.yaml > pipe-ro.yaml
 cell "read-only workspace" "rlhf run" error "rodir/wsp" ro rodir "$B/rlhf" run pipe-ro.yaml
 # reading from a read-only place works
 cell "read-only workspace" "rlhf info" works "" ro rodir "$B/rlhf" info rodir/lm
 cell "read-only workspace" "rlhf eval" works "" ro rodir "$B/rlhf" eval rodir/lm --text corpus.txt
-cell "read-only workspace" "rlhf generate" works "" ro rodir "$B/rlhf" generate rodir/lm --prompt hi --max-new 2
+cell "read-only workspace" "rlhf generate" works "" ro rodir "$B/rlhf" generate rodir/lm \
+    --prompt hi --max-new 2
 
 # a full disk: a file-size limit (ulimit -f, 512-byte blocks; 340 lets the databases grow and stops
 # the 180 KB trainer state) makes writes fail with EFBIG (the
@@ -234,17 +263,26 @@ PY
 fsize() { lim=$1; shift; sh -c 'ulimit -f "$0" && exec timeout 120 "$@"' "$lim" "$@"; }
 cp ws.db fs.db; DB=fs.db
 lim=$(( $(wc -c < fs.db) / 512 + 40 ))
-cell "disk full (file-size limit)" "reward import" error "fs.db" fsize $lim "$B/reward" import --workspace fs.db big.jsonl
+cell "disk full (file-size limit)" "reward import" error "fs.db" fsize $lim "$B/reward" import \
+    --workspace fs.db big.jsonl
 DB=""
-[ "$(sqlite3 fs.db "pragma integrity_check")" = ok ] && ok "disk full: the database passes integrity_check" || bad "disk full: integrity"
-cell "disk full (file-size limit)" "sft" error "o-fs" fsize 340 "$B/sft" -c sft.yaml --set out.dir=o-fs
+[ "$(sqlite3 fs.db "pragma integrity_check")" = ok ] &&
+    ok "disk full: the database passes integrity_check" || bad "disk full: integrity"
+cell "disk full (file-size limit)" "sft" error "o-fs" fsize 340 "$B/sft" -c sft.yaml \
+    --set out.dir=o-fs
 cp ws.db rfs.db
-cell "disk full (file-size limit)" "reward train" error "o-rfs\|rfs.db" fsize 340 "$B/reward" train -c rm.yaml --set out.dir=o-rfs --set workspace=rfs.db
-cell "disk full (file-size limit)" "rlhf init" error "i-fs" fsize 60 "$B/rlhf" init --preset tiny --tokenizer tok --out i-fs
-"$B/sft" -c sft.yaml --set out.dir=o-prev > /dev/null 2>&1 && cp o-prev/last/model.safetensors prev.safetensors
-cell "disk full (file-size limit)" "sft (saving over a checkpoint)" error "o-prev" fsize 340 "$B/sft" -c sft.yaml --set out.dir=o-prev --set train.steps=4 --set train.resume=false
-"$B/rlhf" info o-prev/last > /dev/null 2> err && cmp -s prev.safetensors o-prev/last/model.safetensors &&
-    ok "disk full: the previous checkpoint is intact and loads" || bad "disk full: the previous checkpoint"
+cell "disk full (file-size limit)" "reward train" error "o-rfs\|rfs.db" fsize 340 "$B/reward" \
+    train -c rm.yaml --set out.dir=o-rfs --set workspace=rfs.db
+cell "disk full (file-size limit)" "rlhf init" error "i-fs" fsize 60 "$B/rlhf" init --preset tiny \
+    --tokenizer tok --out i-fs
+"$B/sft" -c sft.yaml --set out.dir=o-prev > /dev/null 2>&1 &&
+    cp o-prev/last/model.safetensors prev.safetensors
+cell "disk full (file-size limit)" "sft (saving over a checkpoint)" error "o-prev" fsize 340 \
+    "$B/sft" -c sft.yaml --set out.dir=o-prev --set train.steps=4 --set train.resume=false
+"$B/rlhf" info o-prev/last > /dev/null 2> err &&
+    cmp -s prev.safetensors o-prev/last/model.safetensors &&
+    ok "disk full: the previous checkpoint is intact and loads" ||
+        bad "disk full: the previous checkpoint"
 
 # SQL metacharacters in prompts, completions and labeler names: stored verbatim, and they work
 python3 - <<'PY'
@@ -270,14 +308,21 @@ for line in open("sql.jsonl"):
 assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
 PY
 printf 'while read -r l; do echo "1>2>3"; done\n' > judge.sh
-cell "SQL metacharacters" "reward label" works "" "$B/reward" label --workspace sql.db --labeler "x'; DROP TABLE labelers;--" --limit 2 --judge "sh judge.sh"
-cell "SQL metacharacters" "reward train" works "" "$B/reward" train -c rm.yaml --set workspace=sql.db --set out.dir=o-sql
-cell "SQL metacharacters" "reward score" works "" "$B/reward" score o-sql/final --workspace sql.db --name "m'; --"
-cell "SQL metacharacters" "reward inspect" works "" "$B/reward" inspect o-sql/final --workspace sql.db
-cell "SQL metacharacters" "ppo" works "" "$B/ppo" -c ppo.yaml --set workspace=sql.db --set data.format=db --set out.dir=o-psql
-cell "SQL metacharacters" "sft" works "" "$B/sft" -c sft.yaml --set workspace=sql.db --set data.format=db --set out.dir=o-ssql
+cell "SQL metacharacters" "reward label" works "" "$B/reward" label --workspace sql.db \
+    --labeler "x'; DROP TABLE labelers;--" --limit 2 --judge "sh judge.sh"
+cell "SQL metacharacters" "reward train" works "" "$B/reward" train -c rm.yaml \
+    --set workspace=sql.db --set out.dir=o-sql
+cell "SQL metacharacters" "reward score" works "" "$B/reward" score o-sql/final --workspace sql.db \
+    --name "m'; --"
+cell "SQL metacharacters" "reward inspect" works "" "$B/reward" inspect o-sql/final \
+    --workspace sql.db
+cell "SQL metacharacters" "ppo" works "" "$B/ppo" -c ppo.yaml --set workspace=sql.db \
+    --set data.format=db --set out.dir=o-psql
+cell "SQL metacharacters" "sft" works "" "$B/sft" -c sft.yaml --set workspace=sql.db \
+    --set data.format=db --set out.dir=o-ssql
 DB=""
-[ "$(sqlite3 sql.db "select count(*) from labelers where name = 'x''; DROP TABLE labelers;--'")" = 1 ] &&
+[ "$(sqlite3 sql.db "select count(*) from labelers where name = 'x''; DROP TABLE labelers;--'")" = \
+    1 ] &&
     ok "SQL metacharacters: a labeler named with them labels" || bad "hostile labeler name"
 
 # endless and huge inputs, under a memory cap (ulimit -v, 2 GB): a clear error within seconds,
@@ -289,32 +334,51 @@ if ldd "$B/sft" 2>/dev/null | grep -q libasan; then
 else
     capped() { sh -c 'ulimit -v 2000000 && exec timeout 60 "$@"' sh "$@"; }
 fi
-cell "endless input (/dev/zero)" "sft (jsonl)" error "/dev/zero:1: a line longer" capped "$B/sft" -c sft.yaml --set 'data.train=[/dev/zero]' --set out.dir=o-z1
-cell "endless input (/dev/zero)" "sft (text)" error "/dev/zero: a NUL byte" capped "$B/sft" -c sft.yaml --set data.format=text --set 'data.train=[/dev/zero]' --set out.dir=o-z2
-cell "endless input (/dev/zero)" "rlhf generate --prompts" error "/dev/zero:1: a line longer" capped "$B/rlhf" generate lm --prompts /dev/zero
-cell "endless input (/dev/zero)" "rlhf tokenizer encode" error "/dev/zero: out of memory\|/dev/zero: more than" capped "$B/rlhf" tokenizer encode tok --text /dev/zero
-cell "endless input (/dev/zero)" "rlhf eval" error "/dev/zero: out of memory\|/dev/zero: more than" capped "$B/rlhf" eval lm --text /dev/zero
+cell "endless input (/dev/zero)" "sft (jsonl)" error "/dev/zero:1: a line longer" capped \
+    "$B/sft" -c sft.yaml --set 'data.train=[/dev/zero]' --set out.dir=o-z1
+cell "endless input (/dev/zero)" "sft (text)" error "/dev/zero: a NUL byte" capped \
+    "$B/sft" -c sft.yaml --set data.format=text --set 'data.train=[/dev/zero]' --set out.dir=o-z2
+cell "endless input (/dev/zero)" "rlhf generate --prompts" error "/dev/zero:1: a line longer" \
+    capped "$B/rlhf" generate lm --prompts /dev/zero
+cell "endless input (/dev/zero)" "rlhf tokenizer encode" error \
+    "/dev/zero: out of memory\|/dev/zero: more than" capped "$B/rlhf" tokenizer encode tok \
+    --text /dev/zero
+cell "endless input (/dev/zero)" "rlhf eval" error \
+    "/dev/zero: out of memory\|/dev/zero: more than" capped "$B/rlhf" eval lm --text /dev/zero
 cp ws.db z.db; DB=z.db
-cell "endless input (/dev/zero)" "reward import" error "/dev/zero: not a regular file" capped "$B/reward" import --workspace z.db /dev/zero
+cell "endless input (/dev/zero)" "reward import" error "/dev/zero: not a regular file" capped \
+    "$B/reward" import --workspace z.db /dev/zero
 DB=""
-cell "endless input (/dev/zero)" "rlhf eval (RLHF_MAX_FILE_BYTES=1K)" error "RLHF_MAX_FILE_BYTES" env RLHF_MAX_FILE_BYTES=1K "$B/rlhf" eval lm --text /dev/zero
+cell "endless input (/dev/zero)" "rlhf eval (RLHF_MAX_FILE_BYTES=1K)" error "RLHF_MAX_FILE_BYTES" \
+    env RLHF_MAX_FILE_BYTES=1K "$B/rlhf" eval lm --text /dev/zero
 head -c 3000 /dev/zero | tr '\0' 'x' > longline.txt
-cell "endless input (/dev/zero)" "sft (RLHF_MAX_LINE_BYTES=1K)" error "longline.txt:1: a line longer" env RLHF_MAX_LINE_BYTES=1K "$B/sft" -c sft.yaml --set 'data.train=[longline.txt]' --set out.dir=o-ll
+cell "endless input (/dev/zero)" "sft (RLHF_MAX_LINE_BYTES=1K)" error \
+    "longline.txt:1: a line longer" env RLHF_MAX_LINE_BYTES=1K "$B/sft" -c sft.yaml \
+    --set 'data.train=[longline.txt]' --set out.dir=o-ll
 # batch shapes beyond memory: refused before allocating, naming the settings
-cell "batch beyond memory" "sft" error "train.batch_size 65536 x train.grad_accum 65536" capped "$B/sft" -c sft.yaml --set train.batch_size=65536 --set train.grad_accum=65536 --set out.dir=o-huge
+cell "batch beyond memory" "sft" error "train.batch_size 65536 x train.grad_accum 65536" capped \
+    "$B/sft" -c sft.yaml --set train.batch_size=65536 --set train.grad_accum=65536 \
+    --set out.dir=o-huge
 
 # AdamW settings that cannot train: named at setup, not blamed on the learning rate later
-cell "AdamW eps 0, beta2 0" "sft" error "train.eps 0" "$B/sft" -c sft.yaml --set train.eps=0 --set train.beta2=0 --set out.dir=o-eps
-cell "AdamW beta1 1, beta2 1" "sft" error "train.beta1 1" "$B/sft" -c sft.yaml --set train.beta1=1 --set train.beta2=1 --set out.dir=o-b1
-cell "AdamW eps 0" "reward train" error "train.eps 0" "$B/reward" train -c rm.yaml --set train.eps=0 --set out.dir=o-reps
-cell "AdamW beta2 1" "ppo" error "train.beta2 1" "$B/ppo" -c ppo.yaml --set train.beta2=1 --set out.dir=o-peps
+cell "AdamW eps 0, beta2 0" "sft" error "train.eps 0" "$B/sft" -c sft.yaml --set train.eps=0 \
+    --set train.beta2=0 --set out.dir=o-eps
+cell "AdamW beta1 1, beta2 1" "sft" error "train.beta1 1" "$B/sft" -c sft.yaml --set train.beta1=1 \
+    --set train.beta2=1 --set out.dir=o-b1
+cell "AdamW eps 0" "reward train" error "train.eps 0" "$B/reward" train -c rm.yaml \
+    --set train.eps=0 --set out.dir=o-reps
+cell "AdamW beta2 1" "ppo" error "train.beta2 1" "$B/ppo" -c ppo.yaml --set train.beta2=1 \
+    --set out.dir=o-peps
 # a tokenizer larger than the model's vocabulary: both named, and rlhf info refuses it too
 cp -r lm lm-bigvocab
 python3 -c "
 import json; v = json.load(open('lm-bigvocab/vocab.json')); n = max(v.values())
 v.update({'zz%d' % i: n + 1 + i for i in range(300)}); json.dump(v, open('lm-bigvocab/vocab.json', 'w'))"
-cell "tokenizer larger than the model" "rlhf info" error "the tokenizer in lm-bigvocab has 580 tokens, more than the 280 of the model in lm-bigvocab" "$B/rlhf" info lm-bigvocab
-cell "tokenizer larger than the model" "sft" error "the tokenizer in lm-bigvocab has 580 tokens" "$B/sft" -c sft.yaml --set model.init=lm-bigvocab --set out.dir=o-bv
+cell "tokenizer larger than the model" "rlhf info" error \
+    "the tokenizer in lm-bigvocab has 580 tokens, more than the 280 of the model in lm-bigvocab" \
+    "$B/rlhf" info lm-bigvocab
+cell "tokenizer larger than the model" "sft" error "the tokenizer in lm-bigvocab has 580 tokens" \
+    "$B/sft" -c sft.yaml --set model.init=lm-bigvocab --set out.dir=o-bv
 cell "tokenizer larger than the model" "rlhf generate" error "the tokenizer in tok has 280 tokens, more than the 100 of the model in lm-small" \
     sh -c '"$1" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --vocab-size 100 --out lm-small 2>/dev/null; exec "$1" generate lm-small --tokenizer tok --prompt hi' sh "$B/rlhf"
 
@@ -323,21 +387,29 @@ cell "tokenizer larger than the model" "rlhf generate" error "the tokenizer in t
 "$B/reward" import --workspace jw.db prompts.jsonl 2> err
 printf 'import sys\nsys.stdin.read()\nprint("1>2")\n' > judge_readall.py
 head -c 200000000 /dev/zero > nul.bin
-for j in "sleep 60|did not answer prompt" "python3 judge_readall.py|not read its input to the end" "cat nul.bin|NUL bytes" "true|exited or closed its"; do
+for j in "sleep 60|did not answer prompt" "python3 judge_readall.py|not read its input to the end" \
+    "cat nul.bin|NUL bytes" "true|exited or closed its"; do
     cmd=${j%%|*}; pat=${j#*|}
-    cell "judge: $cmd" "reward label" error "$pat" "$B/reward" label --workspace jw.db --labeler "j-$cmd" --policy lm --k 2 --max-new 3 --judge-timeout 2 --judge "$cmd"
-    [ "$(sqlite3 -batch jw.db "SELECT count(*) FROM claims WHERE skipped = 0")" = 0 ] && ok "judge '$cmd': the claimed prompt was given back" || bad "judge '$cmd': a claim is left"
+    cell "judge: $cmd" "reward label" error "$pat" "$B/reward" label --workspace jw.db \
+        --labeler "j-$cmd" --policy lm --k 2 --max-new 3 --judge-timeout 2 --judge "$cmd"
+    [ "$(sqlite3 -batch jw.db "SELECT count(*) FROM claims WHERE skipped = 0")" = 0 ] &&
+        ok "judge '$cmd': the claimed prompt was given back" || bad "judge '$cmd': a claim is left"
 done
 rm -f nul.bin
 # the example judge in reward/README.md works as documented
-cell "judge: reward/judge_example.py" "reward label" works "" "$B/reward" label --workspace jw.db --labeler py --policy lm --k 2 --max-new 3 --limit 3 --judge "python3 $TESTS/../reward/judge_example.py"
-[ "$(sqlite3 -batch jw.db "SELECT count(*) FROM rankings r JOIN labelers l ON l.id = r.labeler_id WHERE l.name = 'py'")" = 3 ] &&
+cell "judge: reward/judge_example.py" "reward label" works "" "$B/reward" label --workspace jw.db \
+    --labeler py --policy lm --k 2 --max-new 3 --limit 3 \
+    --judge "python3 $TESTS/../reward/judge_example.py"
+[ "$(sqlite3 -batch jw.db "SELECT count(*) FROM rankings r JOIN labelers l ON l.id = r.labeler_id \
+    WHERE l.name = 'py'")" = 3 ] &&
     ok "the example judge ranked 3 prompts" || bad "the example judge did not rank 3 prompts"
 
 # completions sampled by a model that cuts characters (byte-level tokens of a 3-byte character)
 # are stored as valid UTF-8: Python's sqlite3 reads every text column of every table
 cp ws.db u8.db
-cell "completions that cut UTF-8 characters" "reward label --policy" works "" "$B/reward" label --workspace u8.db --labeler u --policy lm --k 8 --max-new 20 --temperature 2 --limit 4 --judge "python3 $TESTS/../reward/judge_example.py"
+cell "completions that cut UTF-8 characters" "reward label --policy" works "" "$B/reward" label \
+    --workspace u8.db --labeler u --policy lm --k 8 --max-new 20 --temperature 2 --limit 4 \
+    --judge "python3 $TESTS/../reward/judge_example.py"
 /usr/bin/python3 - u8.db > out 2>&1 <<'PY' && ok "UTF-8: Python's sqlite3 reads every stored text ($(cat out))" || bad "UTF-8: $(tail -1 out)"
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -351,5 +423,4 @@ print(f"{n} rows, {bad} completions with U+FFFD")
 PY
 
 [ -n "$MATRIX_OUT" ] && cp matrix "$MATRIX_OUT"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

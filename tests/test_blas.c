@@ -47,7 +47,8 @@ static void test_decision_table(void) {
         const char *got = blas_best_core(blas_parse_flags(rows[i].cpu), rows[i].chosen);
         int same = (!got && !rows[i].want) || (got && rows[i].want && !strcmp(got, rows[i].want));
         CHECK_MSG(same, "row %zu: cpu '%s', chosen %s: got %s, want %s", i, rows[i].cpu,
-                  rows[i].chosen ? rows[i].chosen : "NULL", got ? got : "none", rows[i].want ? rows[i].want : "none");
+                  rows[i].chosen ? rows[i].chosen : "NULL", got ? got : "none",
+                  rows[i].want ? rows[i].want : "none");
     }
 }
 
@@ -72,7 +73,8 @@ static void test_this_cpu(void) {
     const char *best = blas_best_core(f, blas_core_name());
     char names[256];
     blas_flag_names(f, names, sizeof names);
-    printf("     this CPU: %s; OpenBLAS runs %s; decision: %s\n", names, blas_core_name(), best ? best : "keep it");
+    printf("     this CPU: %s; OpenBLAS runs %s; decision: %s\n", names, blas_core_name(),
+           best ? best : "keep it");
 }
 
 int main(void) {

@@ -5,28 +5,27 @@
 # OPENBLAS_CORETYPE alone; stages of a pipeline inherit the choice silently. The library's own
 # choice is pretended with RLHF_BLAS_TEST_CORE (this machine's library may choose right already);
 # the kernel selected is always one this CPU runs (the decision on its real features).
-BUILD=${BUILD:-build}
-ROOT=$PWD
-R="$ROOT/$BUILD/bin/rlhf"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -5; }
-unset OPENBLAS_CORETYPE RLHF_BLAS_TEST_CORE RLHF_BLAS_TEST_CORE_AFTER RLHF_BLAS_TEST_CPU RLHF_BLAS_REEXEC RLHF_BLAS_SELECTED
+. "$PWD/tests/lib.sh"
+lib_workspace
+unset OPENBLAS_CORETYPE RLHF_BLAS_TEST_CORE RLHF_BLAS_TEST_CORE_AFTER RLHF_BLAS_TEST_CPU \
+    RLHF_BLAS_REEXEC RLHF_BLAS_SELECTED
 cd "$W" || exit 1
 
 "$R" info --system > sys.txt 2> err
 native=$(sed -n 's/^openblas core *\([A-Za-z0-9_]*\) .*/\1/p' sys.txt)
 best=$(sed -n 's/^openblas core .*best for this CPU: \([A-Za-z0-9_]*\))$/\1/p' sys.txt)
-[ -n "$native" ] && [ -n "$best" ] && grep -q "^isa " sys.txt && grep -q "^openblas config *OpenBLAS" sys.txt &&
-    grep -q "^openmp threads *[1-9]" sys.txt && grep -q "^OMP_WAIT_POLICY " sys.txt && [ ! -s err ] &&
-    ok "rlhf info --system: CPU, ISA, kernel $native (best for this CPU: $best), config, threads; nothing on stderr" || bad "info --system: $(cat sys.txt)"
+[ -n "$native" ] && [ -n "$best" ] && grep -q "^isa " sys.txt &&
+    grep -q "^openblas config *OpenBLAS" sys.txt &&
+    grep -q "^openmp threads *[1-9]" sys.txt && grep -q "^OMP_WAIT_POLICY " sys.txt &&
+        [ ! -s err ] &&
+    ok "rlhf info --system: CPU, ISA, kernel $native (best for this CPU: $best), config, threads; nothing on stderr" ||
+        bad "info --system: $(cat sys.txt)"
 
 if [ "$best" = generic ]; then
     # a CPU without AVX: no kernel is better than what the library chose, nothing may change
     RLHF_BLAS_TEST_CORE=Prescott "$R" info --system > out 2> err
-    [ ! -s err ] && grep -q "^openblas core *Prescott (chosen by the library" out && ok "a CPU without AVX: Prescott kept, nothing said" || bad "no AVX"
+    [ ! -s err ] && grep -q "^openblas core *Prescott (chosen by the library" out &&
+        ok "a CPU without AVX: Prescott kept, nothing said" || bad "no AVX"
 else
     # 1. the library "chose" Prescott: one re-execution onto the best kernel, one line saying so
     RLHF_BLAS_TEST_CORE=Prescott OMP_NUM_THREADS=1 "$R" info --system > out 2> err; rc=$?
@@ -34,29 +33,38 @@ else
         grep -q "^rlhf: OpenBLAS chose its Prescott kernel but this CPU has .*: running its $best kernel (OPENBLAS_CORETYPE=$best; set OPENBLAS_CORETYPE to choose another)$" err &&
         grep -q "^openblas core *$best (selected at startup in place of Prescott" out &&
         grep -q "^openblas config .* $best MAX_THREADS" out &&
-        ok "a Prescott choice on this CPU: re-executed once onto $best, the library runs it, one line says so" || bad "re-execution (exit $rc): $(grep core out)"
+        ok "a Prescott choice on this CPU: re-executed once onto $best, the library runs it, one line says so" ||
+            bad "re-execution (exit $rc): $(grep core out)"
     # 2. the environment and the arguments survive the re-execution
     grep -q "^OMP_NUM_THREADS *1$" out && grep -q "^openmp threads *1$" out &&
-        ok "the environment is kept (OMP_NUM_THREADS=1 reaches the re-executed image)" || bad "environment: $(grep -i threads out)"
+        ok "the environment is kept (OMP_NUM_THREADS=1 reaches the re-executed image)" ||
+            bad "environment: $(grep -i threads out)"
     printf 'Hello, "quoted" world\n' > "a file with spaces.txt"
     "$R" tokenizer encode "$ROOT/data/gpt2" --text "a file with spaces.txt" > want 2> err
-    RLHF_BLAS_TEST_CORE=Prescott "$R" tokenizer encode "$ROOT/data/gpt2" --text "a file with spaces.txt" > got 2> err; rc=$?
+    RLHF_BLAS_TEST_CORE=Prescott "$R" tokenizer encode "$ROOT/data/gpt2" \
+        --text "a file with spaces.txt" > got 2> err; rc=$?
     [ $rc -eq 0 ] && [ -s want ] && cmp -s want got && grep -q "running its $best kernel" err &&
-        ok "the arguments are kept (a path with spaces, read by the re-executed image)" || bad "arguments (exit $rc)"
+        ok "the arguments are kept (a path with spaces, read by the re-executed image)" ||
+            bad "arguments (exit $rc)"
     # 3. a library that ignores the variable: one try, a line saying so, no loop
-    RLHF_BLAS_TEST_CORE=Prescott RLHF_BLAS_TEST_CORE_AFTER=Prescott timeout 20 "$R" info --system > out 2> err; rc=$?
-    [ $rc -eq 0 ] && [ "$(wc -l < err)" -eq 1 ] && grep -q "did not take OPENBLAS_CORETYPE=$best and runs its Prescott kernel" err &&
+    RLHF_BLAS_TEST_CORE=Prescott RLHF_BLAS_TEST_CORE_AFTER=Prescott timeout 20 "$R" info \
+        --system > out 2> err; rc=$?
+    [ $rc -eq 0 ] && [ "$(wc -l < err)" -eq 1 ] &&
+        grep -q "did not take OPENBLAS_CORETYPE=$best and runs its Prescott kernel" err &&
         [ "$(grep -c '^cpu ' out)" -eq 1 ] &&
-        ok "the library ignores OPENBLAS_CORETYPE: no second re-execution, one line says so, the command runs once" || bad "loop guard (exit $rc)"
+        ok "the library ignores OPENBLAS_CORETYPE: no second re-execution, one line says so, the command runs once" ||
+            bad "loop guard (exit $rc)"
     # 4. the user's OPENBLAS_CORETYPE wins, even a narrower one
     OPENBLAS_CORETYPE=Prescott "$R" info --system > out 2> err
     [ ! -s err ] && grep -q "^openblas core *Prescott (set by OPENBLAS_CORETYPE" out &&
         ok "OPENBLAS_CORETYPE set by the user: left alone, nothing said" || bad "user's choice"
     # 5. a kernel as wide as the best one: nothing happens
     RLHF_BLAS_TEST_CORE=$best "$R" info --system > out 2> err
-    [ ! -s err ] && grep -q "^openblas core *$best (chosen by the library" out && ok "already the best kernel: no re-execution" || bad "best already"
+    [ ! -s err ] && grep -q "^openblas core *$best (chosen by the library" out &&
+        ok "already the best kernel: no re-execution" || bad "best already"
     # 6. an AVX2-only CPU (pretended; this one runs Haswell's code too): Haswell
-    RLHF_BLAS_TEST_CORE=Prescott RLHF_BLAS_TEST_CPU="sse3 avx avx2 fma" "$R" info --system > out 2> err
+    RLHF_BLAS_TEST_CORE=Prescott RLHF_BLAS_TEST_CPU="sse3 avx avx2 fma" "$R" info \
+        --system > out 2> err
     grep -q "running its Haswell kernel" err && grep -q "^openblas core *Haswell (selected" out &&
         ok "an AVX2 CPU under Prescott: Haswell" || bad "AVX2 CPU"
     # 7. a pipeline's stages inherit the selection: the runner says it once, the stage nothing
@@ -68,9 +76,10 @@ stages:
     args: [--system]
 YAML
     RLHF_BLAS_TEST_CORE=Prescott "$R" run p.yaml > out 2> err; rc=$?
-    [ $rc -eq 0 ] && [ "$(grep -c 'OpenBLAS chose' err)" -eq 1 ] && ! grep -q "OpenBLAS chose" ws/logs/sys.log 2>/dev/null &&
+    [ $rc -eq 0 ] && [ "$(grep -c 'OpenBLAS chose' err)" -eq 1 ] &&
+        ! grep -q "OpenBLAS chose" ws/logs/sys.log 2>/dev/null &&
         grep -rq "^openblas core *$best (selected at startup in place of Prescott" ws/ &&
-        ok "rlhf run: one line from the runner, the stage inherits $best silently" || bad "pipeline (exit $rc): $(ls ws ws/logs 2>&1 | tr '\n' ' ')"
+        ok "rlhf run: one line from the runner, the stage inherits $best silently" ||
+            bad "pipeline (exit $rc): $(ls ws ws/logs 2>&1 | tr '\n' ' ')"
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

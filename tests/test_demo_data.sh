@@ -5,39 +5,34 @@
 # self on about 1-P of the pairs with noise P, and answers every malformed line with an error
 # line; eval-policy on tiny models prints a complete table and parsable JSON, a policy against
 # itself wins exactly half, figures land in the workspace database, bad arguments are errors.
-BUILD=${BUILD:-build}
-R="$PWD/$BUILD/bin/rlhf"
+. "$PWD/tests/lib.sh"
 # tiny models: one thread is fastest, and spinning OpenMP threads crawl on a busy machine
 export OMP_NUM_THREADS=1
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | head -5; }
-expect_fail() {
-    name=$1; code=$2; pat=$3; shift 3
-    "$@" >"$W/out" 2>"$W/err"; rc=$?
-    if [ "$rc" -eq "$code" ] && grep -q -- "$pat" "$W/err"; then ok "$name"; else echo "    exit $rc"; bad "$name"; fi
-}
+lib_workspace
 cd "$W" || exit 1
 for c in data judge eval-policy; do
-    "$R" $c --help > out 2>err && grep -q "usage: rlhf $c" out && ok "rlhf $c --help" || bad "rlhf $c --help"
+    "$R" $c --help > out 2>err && grep -q "usage: rlhf $c" out && ok "rlhf $c --help" ||
+        bad "rlhf $c --help"
 done
-"$R" --help | grep -q "eval-policy" && ok "rlhf --help lists data, judge and eval-policy" || bad "rlhf --help"
+"$R" --help | grep -q "eval-policy" && ok "rlhf --help lists data, judge and eval-policy" ||
+    bad "rlhf --help"
 SIZES="--n-pretrain 300 --n-sft 400 --n-rm 60 --n-prompts 120 --n-eval 40"
 
 # 1. deterministic and disjoint
 "$R" data demo --out d1 --seed 7 $SIZES 2>err && "$R" data demo --out d2 --seed 7 $SIZES 2>>err &&
     "$R" data demo --out d3 --seed 8 $SIZES 2>>err || bad "data demo runs"
 same=1
-for f in pretrain.txt pretrain_valid.txt sft.jsonl rm_prompts.jsonl ppo_prompts.jsonl eval_prompts.jsonl; do
+for f in pretrain.txt pretrain_valid.txt sft.jsonl rm_prompts.jsonl ppo_prompts.jsonl \
+    eval_prompts.jsonl; do
     [ -s "d1/$f" ] && cmp -s "d1/$f" "d2/$f" || same=0
 done
 [ $same -eq 1 ] && ! cmp -s d1/sft.jsonl d3/sft.jsonl && ! cmp -s d1/pretrain.txt d3/pretrain.txt &&
     ok "same seed: byte-identical files; another seed: other files" || bad "determinism"
-"$R" data demo --out d4 --seed 7 --n-pretrain 300 --n-sft 50 --n-rm 60 --n-prompts 120 --n-eval 40 2>/dev/null
+"$R" data demo --out d4 --seed 7 --n-pretrain 300 --n-sft 50 --n-rm 60 --n-prompts 120 \
+    --n-eval 40 2>/dev/null
 cmp -s d1/pretrain.txt d4/pretrain.txt && cmp -s d1/eval_prompts.jsonl d4/eval_prompts.jsonl &&
-    ok "each file has its own random stream (changing --n-sft leaves the others)" || bad "independent streams"
+    ok "each file has its own random stream (changing --n-sft leaves the others)" ||
+        bad "independent streams"
 ls d1 | grep -q tmp && bad "temporary files left behind" || ok "no temporary files left behind"
 python3 - d1 > out 2>err <<'PY' && ok "sizes, JSON, disjoint prompt sets, no eval prompt in the pretraining text: $(cat out)" || bad "data checks: $(cat out)"
 import json, sys
@@ -76,28 +71,40 @@ touch notadir
 expect_fail "data demo into a path that is a file" 1 "notadir" "$R" data demo --out notadir/sub
 
 # 3. the judge
-printf '%s\n' '{"prompt":"What is 3 plus 4?","completions":["8","Sure! The answer is 7.","7","seven"]}' > req1
-[ "$("$R" judge --noise 0 < req1)" = "3>2>1=4" ] && ok "judge without noise: correct and short first, wrong ones tied last" || bad "judge ranking"
-printf '%s\n' '{"prompt":"Human: Write '"'"'cat'"'"' backwards.\n\nAssistant:","completions":["cat","tac","tac"],"id":5}' > req2
-[ "$("$R" judge --noise 0 < req2)" = "2=3>1" ] && ok "judge: rendered prompt recognised, identical answers tied, extra keys ignored" || bad "judge ties"
-printf '%s\n' '{"prompt":"What is 1 plus 1?","completions":["2","2","3"],"ended":[false,true,true]}' > req3
-[ "$("$R" judge --noise 0 < req3)" = "2>1>3" ] && ok "judge: a completion cut off by the length limit ranks below the same text that ended" || bad "judge ended"
+printf '%s\n' \
+    '{"prompt":"What is 3 plus 4?","completions":["8","Sure! The answer is 7.","7","seven"]}' > req1
+[ "$("$R" judge --noise 0 < req1)" = "3>2>1=4" ] &&
+    ok "judge without noise: correct and short first, wrong ones tied last" || bad "judge ranking"
+printf '%s\n' \
+    '{"prompt":"Human: Write '"'"'cat'"'"' backwards.\n\nAssistant:","completions":["cat","tac","tac"],"id":5}' > req2
+[ "$("$R" judge --noise 0 < req2)" = "2=3>1" ] &&
+    ok "judge: rendered prompt recognised, identical answers tied, extra keys ignored" ||
+    bad "judge ties"
+printf '%s\n' \
+    '{"prompt":"What is 1 plus 1?","completions":["2","2","3"],"ended":[false,true,true]}' > req3
+[ "$("$R" judge --noise 0 < req3)" = "2>1>3" ] &&
+    ok "judge: a completion cut off by the length limit ranks below the same text that ended" ||
+    bad "judge ended"
 # malformed lines: one error line each (stdout and stderr), blank lines skipped, the session goes on
 printf '%s\n' 'not json' '' '{"prompt": 3, "completions": ["a"]}' '{"prompt":"x"}' '[1]' \
     '{"prompt":"x","completions":[]}' '{"prompt":"x","completions":["a",2]}' '{"prompt":"x","completions":["a"]} junk' \
     '{"prompt":"x","completions":["a","b"],"ended":[true]}' '{"prompt":"x","completions":["a"],"ended":[1]}' \
     '{"prompt":"Tell me a joke.","completions":["Ha.","A very long joke that goes on and on."]}' > reqbad
 "$R" judge < reqbad > out 2> err; rc=$?
-[ $rc -eq 1 ] && [ "$(wc -l < out)" -eq 10 ] && [ "$(grep -c '^error: line' out)" -eq 9 ] && [ "$(tail -1 out)" = "1>2" ] &&
+[ $rc -eq 1 ] && [ "$(wc -l < out)" -eq 10 ] && [ "$(grep -c '^error: line' out)" -eq 9 ] &&
+    [ "$(tail -1 out)" = "1>2" ] &&
     grep -q "stdin:4: \"completions\"" err && grep -q "stdin:1: invalid JSON" err &&
-    ok "judge: each malformed line gets an error line and the next request is still ranked (exit 1)" || bad "judge malformed input (exit $rc)"
+    ok "judge: each malformed line gets an error line and the next request is still ranked (exit 1)" ||
+        bad "judge malformed input (exit $rc)"
 python3 -c 'import sys; sys.stdout.write("{\"prompt\": \"" + "a" * (17 << 20) + "\"}\n")' > huge
 printf '%s\n' '{"prompt":"What is 1 plus 1?","completions":["2","3"]}' >> huge
 "$R" judge < huge > out 2>err; rc=$?
-[ $rc -eq 1 ] && [ "$(head -1 out | cut -c1-20)" = "error: line 1: longe" ] && [ "$(tail -1 out)" = "1>2" ] &&
+[ $rc -eq 1 ] && [ "$(head -1 out | cut -c1-20)" = "error: line 1: longe" ] &&
+    [ "$(tail -1 out)" = "1>2" ] &&
     ok "judge: a 17 MB line is refused without reading it whole" || bad "judge huge line"
 printf '{"prompt":"x","completions":["a\\u0000b","c"]}\n\000\n' > nul
-"$R" judge < nul > out 2>err; [ "$(sed -n 2p out | cut -c1-7)" = "error: " ] && ok "judge: NUL bytes are errors, escaped NULs are text" || bad "judge NUL"
+"$R" judge < nul > out 2>err; [ "$(sed -n 2p out | cut -c1-7)" = "error: " ] &&
+    ok "judge: NUL bytes are errors, escaped NULs are text" || bad "judge NUL"
 expect_fail "judge with noise outside 0..0.4" 2 "noise" "$R" judge --noise 0.9
 expect_fail "judge with an unknown option" 2 "unknown option" "$R" judge --frob
 # noise: agreement with the noiseless judge is about 1 - P; two judges at the default agree ~73%
@@ -111,8 +118,10 @@ for q in range(1500):
     r.shuffle(comps)
     print(json.dumps({"prompt": f"What is {a} plus {b}?", "completions": comps}))
 PY
-"$R" judge --noise 0 < reqs > r0 && "$R" judge --noise 0.2 --seed 1 < reqs > r1 && "$R" judge --noise 0.2 --seed 2 < reqs > r2 &&
-    "$R" judge --seed 1 < reqs > d1r && "$R" judge --seed 2 < reqs > d2r && "$R" judge --noise 0.2 --seed 1 < reqs > r1b
+"$R" judge --noise 0 < reqs > r0 && "$R" judge --noise 0.2 --seed 1 < reqs > r1 &&
+    "$R" judge --noise 0.2 --seed 2 < reqs > r2 &&
+    "$R" judge --seed 1 < reqs > d1r && "$R" judge --seed 2 < reqs > d2r &&
+        "$R" judge --noise 0.2 --seed 1 < reqs > r1b
 python3 - r0 r1 r2 d1r d2r > out 2>&1 <<'PY' && ok "judge noise: $(cat out)" || bad "judge noise: $(cat out)"
 import sys
 def ranks(line):
@@ -140,16 +149,23 @@ cmp -s r1 r1b && ok "judge: same seed, same noisy rankings" || bad "judge determ
 "$R" tokenizer train --vocab-size 300 --out tok d1/pretrain.txt d1/sft.jsonl 2>/dev/null
 "$R" init --preset tiny --n-embd 32 --n-positions 96 --tokenizer tok --seed 1 --out m1 2>/dev/null
 "$R" init --preset tiny --n-embd 32 --n-positions 96 --tokenizer tok --seed 2 --out m2 2>/dev/null
-"$R" init --preset tiny --n-embd 32 --n-positions 96 --tokenizer tok --seed 3 --score-head --no-lm-head --out rm 2>/dev/null
+"$R" init --preset tiny --n-embd 32 --n-positions 96 --tokenizer tok --seed 3 \
+    --score-head --no-lm-head --out rm 2>/dev/null
 EP="--prompts d1/eval_prompts.jsonl --max-new 12 --max-prompts 24 --batch 5"
-"$R" eval-policy --a m1 --b m2 $EP --reward rm --reference m1 --pretrain-text d1/pretrain_valid.txt > table 2>err
+"$R" eval-policy --a m1 --b m2 $EP --reward rm --reference m1 \
+    --pretrain-text d1/pretrain_valid.txt > table 2>err
 rc=$?
-if [ $rc -eq 0 ] && grep -q "judge: A preferred to B" table && grep -q "reward-model score" table && grep -q "KL to reference" table &&
-   grep -q "task accuracy" table && grep -q "pretraining loss" table && grep -q "alignment tax" table && grep -q "  add (" table &&
-   grep -q "ended with the end token" table; then ok "eval-policy prints a complete table"; else bad "eval-policy table (exit $rc)"; cat table; fi
+if [ $rc -eq 0 ] && grep -q "judge: A preferred to B" table && grep -q "reward-model score" table &&
+    grep -q "KL to reference" table &&
+   grep -q "task accuracy" table && grep -q "pretraining loss" table &&
+       grep -q "alignment tax" table && grep -q "  add (" table &&
+   grep -q "ended with the end token" \
+       table; then ok "eval-policy prints a complete table"; else bad "eval-policy table (exit $rc)"; cat table; fi
 "$R" eval-policy --a m1 --b m2 $EP --reward rm --reference m1 --pretrain-text d1/pretrain_valid.txt --json --workspace ws.db \
     --responses resp.jsonl > j12 2>err || bad "eval-policy --json"
-"$R" eval-policy --a m1 --b m1 $EP --samples 2 --reference m1 --pretrain-text d1/pretrain_valid.txt --json > j11 2>err || bad "eval-policy self"
+"$R" eval-policy --a m1 --b m1 $EP --samples 2 --reference m1 \
+    --pretrain-text d1/pretrain_valid.txt --json > j11 2>err ||
+    bad "eval-policy self"
 python3 - j12 j11 ws.db resp.jsonl > out 2>&1 <<'PY' && ok "eval-policy --json parses; A vs itself 0.5 inside its CI, KL to itself 0; run and metrics stored: $(cat out)" || bad "eval-policy json/db: $(cat out)"
 import json, sqlite3, sys, math
 j = json.load(open(sys.argv[1]))
@@ -174,38 +190,54 @@ lines = [json.loads(l) for l in open(sys.argv[4])]
 assert len(lines) == 24 and all(l["preferred"] in ("a", "b", "tie") for l in lines)
 print(f"win rate {j['win_rate']:.3f} [{j['win_rate_ci'][0]:.3f}, {j['win_rate_ci'][1]:.3f}], {len(m)} metrics")
 PY
-"$R" eval-policy --a m1 --b m2 $EP --json > j12b 2>/dev/null && "$R" eval-policy --a m1 --b m2 $EP --json > j12c 2>/dev/null &&
+"$R" eval-policy --a m1 --b m2 $EP --json > j12b 2>/dev/null &&
+    "$R" eval-policy --a m1 --b m2 $EP --json > j12c 2>/dev/null &&
     cmp -s j12b j12c && ok "eval-policy: same seed, same result" || bad "eval-policy determinism"
 
 # 5. eval-policy errors
-expect_fail "eval-policy without --b" 2 "required" "$R" eval-policy --a m1 --prompts d1/eval_prompts.jsonl
-expect_fail "eval-policy with --samples 0" 2 "samples" "$R" eval-policy --a m1 --b m2 --prompts d1/eval_prompts.jsonl --samples 0
+expect_fail "eval-policy without --b" 2 "required" "$R" eval-policy --a m1 \
+    --prompts d1/eval_prompts.jsonl
+expect_fail "eval-policy with --samples 0" 2 "samples" "$R" eval-policy --a m1 --b m2 \
+    --prompts d1/eval_prompts.jsonl --samples 0
 expect_fail "eval-policy with a missing checkpoint" 1 "nope" "$R" eval-policy --a m1 --b nope $EP
 printf '{"prompt": "What is 1 plus 1?"}\n{"promt": "x"}\n' > badp.jsonl
-expect_fail "eval-policy with a bad prompts line names file:line" 1 "badp.jsonl:2" "$R" eval-policy --a m1 --b m2 --prompts badp.jsonl
+expect_fail "eval-policy with a bad prompts line names file:line" 1 "badp.jsonl:2" "$R" \
+    eval-policy --a m1 --b m2 --prompts badp.jsonl
 : > empty.jsonl
-expect_fail "eval-policy with no prompts" 1 "no prompts" "$R" eval-policy --a m1 --b m2 --prompts empty.jsonl
-expect_fail "eval-policy with a reward model without a score head" 1 "score head" "$R" eval-policy --a m1 --b m2 $EP --reward m2
-expect_fail "eval-policy with a reward model as a policy" 1 "without an LM head" "$R" eval-policy --a rm --b m2 $EP --tokenizer tok
-expect_fail "eval-policy past the context" 1 "exceeds the context" "$R" eval-policy --a m1 --b m2 --prompts d1/eval_prompts.jsonl --max-new 200
-expect_fail "eval-policy with a missing text file" 1 "nothere.txt" "$R" eval-policy --a m1 --b m2 $EP --pretrain-text nothere.txt
+expect_fail "eval-policy with no prompts" 1 "no prompts" "$R" eval-policy --a m1 --b m2 \
+    --prompts empty.jsonl
+expect_fail "eval-policy with a reward model without a score head" 1 "score head" "$R" eval-policy \
+    --a m1 --b m2 $EP --reward m2
+expect_fail "eval-policy with a reward model as a policy" 1 "without an LM head" "$R" eval-policy \
+    --a rm --b m2 $EP --tokenizer tok
+expect_fail "eval-policy past the context" 1 "exceeds the context" "$R" eval-policy --a m1 --b m2 \
+    --prompts d1/eval_prompts.jsonl --max-new 200
+expect_fail "eval-policy with a missing text file" 1 "nothere.txt" "$R" eval-policy --a m1 --b m2 \
+    $EP --pretrain-text nothere.txt
 
 # 6. eval-policy targets: each figure against its target; a missed one exits 1 and names it
 TG="--a m1 --b m1 $EP --reward rm"
-"$R" eval-policy $TG --target-win-rate 0.4 --target-end-rate 0 --target-accuracy-drop 0 > out 2>err &&
+"$R" eval-policy $TG --target-win-rate 0.4 --target-end-rate 0 \
+    --target-accuracy-drop 0 > out 2>err &&
     grep -q "targets: all met" out && grep -q "A preferred to B .*0.500 >= *0.400  ok" out &&
-    ok "eval-policy: targets met (A vs itself 0.5 >= 0.4): exit 0, each figure printed" || bad "eval-policy targets met"
+    ok "eval-policy: targets met (A vs itself 0.5 >= 0.4): exit 0, each figure printed" ||
+        bad "eval-policy targets met"
 "$R" eval-policy $TG --target-win-rate 0.65 --target-end-rate 0 > out 2>err; rc=$?
 [ $rc -eq 1 ] && grep -q "targets: MISSED" out && [ "$(grep -c "^rlhf eval-policy:" err)" -eq 1 ] &&
     grep -q "^rlhf eval-policy: alignment failed: A preferred to B 0.500, target >= 0.650$" err &&
-    ok "eval-policy: a missed target exits 1 with the reason on one line: $(grep alignment err)" || bad "eval-policy missed target (exit $rc)"
+    ok "eval-policy: a missed target exits 1 with the reason on one line: $(grep alignment err)" ||
+        bad "eval-policy missed target (exit $rc)"
 "$R" eval-policy $TG --target-win-rate 0.65 --json > out 2>err; rc=$?
-[ $rc -eq 1 ] && python3 -c "import json,sys; json.load(open(sys.argv[1]))" out && grep -q "alignment failed" err &&
-    ok "eval-policy --json with a missed target: stdout stays one JSON object, exit 1, the reason on stderr" || bad "targets with --json (exit $rc)"
+[ $rc -eq 1 ] && python3 -c "import json,sys; json.load(open(sys.argv[1]))" out &&
+    grep -q "alignment failed" err &&
+    ok "eval-policy --json with a missed target: stdout stays one JSON object, exit 1, the reason on stderr" ||
+        bad "targets with --json (exit $rc)"
 "$R" eval-policy $TG --target-win-lo 0.5 --target-end-rate 1.01 > out 2>err; rc=$?
-[ $rc -eq 2 ] && grep -q "target-end-rate" err && ok "eval-policy: a target out of range is an error" || bad "target range (exit $rc)"
+[ $rc -eq 2 ] && grep -q "target-end-rate" err &&
+    ok "eval-policy: a target out of range is an error" || bad "target range (exit $rc)"
 "$R" eval-policy $TG --target-win-lo 0.5 > out 2>err; rc=$?
-[ $rc -eq 1 ] && grep -q "alignment failed: its 95% interval's low end .*, target > 0.500$" err && ok "eval-policy: the interval's lower end must be above its target" ||
+[ $rc -eq 1 ] && grep -q "alignment failed: its 95% interval's low end .*, target > 0.500$" err &&
+    ok "eval-policy: the interval's lower end must be above its target" ||
     bad "eval-policy --target-win-lo (exit $rc)"
 expect_fail "eval-policy --target-rm-accuracy without --workspace" 2 "needs --reward and --workspace" \
     "$R" eval-policy $TG --target-rm-accuracy 0.7
@@ -221,8 +253,9 @@ db.commit()
 PY
 "$R" eval-policy $TG --target-rm-accuracy 0.7 --workspace ws.db > out 2>err; rc=$?
 [ $rc -eq 1 ] && grep -q "reward-model accuracy 0.600, target >= 0.700" err &&
-    ok "eval-policy: the reward model's held-out accuracy is its run's last valid/accuracy (0.6 < 0.7: exit 1)" || bad "rm accuracy target (exit $rc)"
+    ok "eval-policy: the reward model's held-out accuracy is its run's last valid/accuracy (0.6 < 0.7: exit 1)" ||
+        bad "rm accuracy target (exit $rc)"
 "$R" eval-policy $TG --target-rm-accuracy 0.55 --workspace ws.db > out 2>err &&
-    grep -q "reward-model accuracy .*0.600 >= *0.550  ok" out && ok "eval-policy: reward-model accuracy target met" || bad "rm accuracy target met"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+    grep -q "reward-model accuracy .*0.600 >= *0.550  ok" out &&
+        ok "eval-policy: reward-model accuracy target met" || bad "rm accuracy target met"
+lib_summary

@@ -16,10 +16,16 @@ static void tiny_model(Model *m, int max_B, int max_T) {
     ModelConfig c = {.max_seq_len = 24, .vocab_size = 61, .n_layer = 2, .n_head = 3, .n_embd = 12,
                      .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
     char err[256];
-    if (model_init(m, &c, max_B, max_T, 0, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    if (model_init(m, &c, max_B, max_T, 0, 0, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
     Rng r; rng_init(&r, 42);
     rng_fill_normal(&r, m->params_memory, (int64_t)m->num_params, 0.0f, 0.3f);
-    for (int i = 0; i < c.n_layer * c.n_embd; i++) { m->params.ln1w[i] += 1.0f; m->params.ln2w[i] += 1.0f; }
+    for (int i = 0; i < c.n_layer * c.n_embd; i++) {
+        m->params.ln1w[i] += 1.0f;
+        m->params.ln2w[i] += 1.0f;
+    }
 }
 
 // Plain sampling (temperature 1, no top-k/top-p) of new_tokens tokens, no end token.
@@ -46,7 +52,8 @@ static void test_incremental_equals_full(void) {
     int64_t row = 0;
     for (int bi = 0; bi < B; bi++)
         for (int t = 0; t < pre[bi]; t++, row++)
-            CHECK_CLOSE(all + row * 61, model_logits_at(&m, bi, t), 61, 1e-4, 1e-4, "prefill logits vs full forward");
+            CHECK_CLOSE(all + row * 61, model_logits_at(&m, bi, t), 61, 1e-4, 1e-4,
+                        "prefill logits vs full forward");
     for (int bi = 0; bi < B; bi++) pos[bi] = pre[bi];
     for (;;) {
         int32_t next[B], nn[B], any = 0;
@@ -59,7 +66,8 @@ static void test_incremental_equals_full(void) {
         CHECK(kv_forward(&m, &kv, next, nn, B, 1, NULL, err, sizeof err) == 0);
         for (int bi = 0; bi < B; bi++)
             if (nn[bi]) {
-                CHECK_CLOSE(kv.logits + (size_t)bi * 61, model_logits_at(&m, bi, pos[bi]), 61, 1e-4, 1e-4, "incremental logits vs full forward");
+                CHECK_CLOSE(kv.logits + (size_t)bi * 61, model_logits_at(&m, bi, pos[bi]), 61, 1e-4,
+                            1e-4, "incremental logits vs full forward");
                 pos[bi]++;
             }
     }
@@ -67,7 +75,8 @@ static void test_incremental_equals_full(void) {
     for (int bi = 0; bi < B; bi++) CHECK(kv.len[bi] == len[bi]);
     // overflow of the cache is an error, not a write past the end
     int32_t one[B] = {1, 0, 0}, z[B] = {0, 0, 0};
-    CHECK(kv_forward(&m, &kv, z, one, B, 1, NULL, err, sizeof err) == -1 && strstr(err, "positions"));
+    CHECK(kv_forward(&m, &kv, z, one, B, 1, NULL, err, sizeof err) == -1 &&
+          strstr(err, "positions"));
     free(all);
     kv_free(&kv);
     model_free(&m);
@@ -88,19 +97,25 @@ static void test_generate_determinism_and_chunking(void) {
     Sampler s;
     sampler_init(&s, 61);
     CHECK(kv_init(&big, &m, B, 20, 64, err, sizeof err) == 0);
-    CHECK(kv_init(&small, &m, B, 20, 3, err, sizeof err) == 0);   // prefill one token per prompt per call
+    CHECK(kv_init(&small, &m, B, 20, 3, err, sizeof err) ==
+          0); // prefill one token per prompt per call
     Rng r1, r2, r3;
     rng_init(&r1, 99); rng_init(&r2, 99); rng_init(&r3, 100);
     gen_count = 0;
-    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out1, ol1, count_cb, NULL, err, sizeof err) == 0);
+    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out1, ol1, count_cb, NULL, err,
+                       sizeof err) == 0);
     CHECK(gen_count == B * NEW);
-    CHECK(gen_generate(&m, &small, &s, &g, &r2, prompts, plen, B, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
-    CHECK(memcmp(out1, out2, sizeof out1) == 0 && memcmp(ol1, ol2, sizeof ol1) == 0);   // same seed, chunked prefill
-    CHECK(gen_generate(&m, &big, &s, &g, &r3, prompts, plen, B, TP, out3, ol3, NULL, NULL, err, sizeof err) == 0);
+    CHECK(gen_generate(&m, &small, &s, &g, &r2, prompts, plen, B, TP, out2, ol2, NULL, NULL, err,
+                       sizeof err) == 0);
+    CHECK(memcmp(out1, out2, sizeof out1) == 0 &&
+          memcmp(ol1, ol2, sizeof ol1) == 0); // same seed, chunked prefill
+    CHECK(gen_generate(&m, &big, &s, &g, &r3, prompts, plen, B, TP, out3, ol3, NULL, NULL, err,
+                       sizeof err) == 0);
     CHECK(memcmp(out1, out3, sizeof out1) != 0);   // another seed, other samples
     // greedy decoding equals argmax of the full forward, token by token
     g.sampler.temperature = 0.0f;
-    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out1, ol1, NULL, NULL, err, sizeof err) == 0);
+    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out1, ol1, NULL, NULL, err,
+                       sizeof err) == 0);
     Model full; tiny_model(&full, 1, 20);
     for (int bi = 0; bi < B; bi++) {
         int32_t seq[20], len = plen[bi];
@@ -109,7 +124,9 @@ static void test_generate_determinism_and_chunking(void) {
             ModelBatch fb = {.B = 1, .T = len, .tokens = seq, .lengths = &len};
             CHECK(model_forward(&full, &fb, MODEL_LOGITS_ALL, err, sizeof err) == 0);
             int32_t want = sampler_argmax(model_logits_at(&full, 0, len - 1), 61);
-            CHECK_MSG(out1[bi * NEW + k] == want, "greedy token %d of prompt %d: %d, full forward says %d", k, bi, out1[bi * NEW + k], want);
+            CHECK_MSG(out1[bi * NEW + k] == want,
+                      "greedy token %d of prompt %d: %d, full forward says %d", k, bi,
+                      out1[bi * NEW + k], want);
             seq[len++] = want;
         }
     }
@@ -117,17 +134,43 @@ static void test_generate_determinism_and_chunking(void) {
     g.eot_id = out1[3];
     int first = 0;
     while (out1[first] != g.eot_id) first++;
-    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
+    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out2, ol2, NULL, NULL, err,
+                       sizeof err) == 0);
     CHECK(ol2[0] == first + 1 && out2[first] == g.eot_id);
     // errors: a prompt too long for the context, an empty prompt
     g.max_new_tokens = 15;
-    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out2, ol2, NULL, NULL, err, sizeof err) == -1 && strstr(err, "context"));
+    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out2, ol2, NULL, NULL, err,
+                       sizeof err) == -1 &&
+          strstr(err, "context"));
     int32_t bad[B] = {0, 1, 1};
     g.max_new_tokens = 2;
-    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, bad, B, TP, out2, ol2, NULL, NULL, err, sizeof err) == -1);
+    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, bad, B, TP, out2, ol2, NULL, NULL, err,
+                       sizeof err) == -1);
     kv_free(&big); kv_free(&small); sampler_free(&s);
     model_free(&m); model_free(&full);
 }
+
+// the streams of B sequences, seeded base, base + 1, ...
+static void streams_init(Rng *r, int B, uint64_t base) {
+    for (int b = 0; b < B; b++) rng_init(&r[b], base + (uint64_t)b);
+}
+
+// gen_generate_each's state for up to 3 sequences of up to 20 positions: the sampler (61 tokens),
+// the cache and one stream per sequence
+typedef struct {
+    KVCache kv;
+    Sampler s;
+    Rng r[3];
+} EachState;
+
+// e for B sequences, the streams seeded from base; each_free releases it
+static void each_setup(const Model *m, int B, EachState *e, uint64_t base) {
+    char err[256];
+    sampler_init(&e->s, 61);
+    CHECK(kv_init(&e->kv, m, B, 20, 64, err, sizeof err) == 0);
+    streams_init(e->r, B, base);
+}
+static void each_free(EachState *e) { kv_free(&e->kv); sampler_free(&e->s); }
 
 // One stream per sequence: a batch cut in two samples the same tokens (the logits of a smaller
 // batch may differ by rounding, which can move a draw across a boundary only with tiny
@@ -140,25 +183,26 @@ static void test_generate_each_streams(void) {
     int32_t out1[B * NEW], out2[B * NEW], ol1[B], ol2[B];
     GenConfig g = pure_sampling(NEW);
     char err[256];
-    KVCache kv;
-    Sampler s;
-    sampler_init(&s, 61);
-    CHECK(kv_init(&kv, &m, B, 20, 64, err, sizeof err) == 0);
-    Rng r[B];
-    for (int b = 0; b < B; b++) rng_init(&r[b], 1000 + (uint64_t)b);
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out1, ol1, NULL, NULL, err, sizeof err) == 0);
+    EachState e;
+    each_setup(&m, B, &e, 1000);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, B, TP, out1, ol1, NULL, NULL,
+                            err, sizeof err) == 0);
     // the first sequence alone, then the last two, each with its own stream as before
-    for (int b = 0; b < B; b++) rng_init(&r[b], 1000 + (uint64_t)b);
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, 1, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r + 1, prompts + TP, plen + 1, 2, TP, out2 + NEW, ol2 + 1, NULL, NULL, err, sizeof err) == 0);
+    streams_init(e.r, B, 1000);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, 1, TP, out2, ol2, NULL, NULL,
+                            err, sizeof err) == 0);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r + 1, prompts + TP, plen + 1, 2, TP, out2 + NEW,
+                            ol2 + 1, NULL, NULL, err, sizeof err) == 0);
     CHECK(memcmp(out1, out2, sizeof out1) == 0 && memcmp(ol1, ol2, sizeof ol1) == 0);
     // the streams matter: another seed for sequence 1 changes its tokens and only those
-    for (int b = 0; b < B; b++) rng_init(&r[b], 1000 + (uint64_t)b);
-    rng_init(&r[1], 7);
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out2, ol2, NULL, NULL, err, sizeof err) == 0);
-    CHECK(memcmp(out1, out2, NEW * sizeof(int32_t)) == 0 && memcmp(out1 + NEW, out2 + NEW, NEW * sizeof(int32_t)) != 0 &&
+    streams_init(e.r, B, 1000);
+    rng_init(&e.r[1], 7);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, B, TP, out2, ol2, NULL, NULL,
+                            err, sizeof err) == 0);
+    CHECK(memcmp(out1, out2, NEW * sizeof(int32_t)) == 0 &&
+          memcmp(out1 + NEW, out2 + NEW, NEW * sizeof(int32_t)) != 0 &&
           memcmp(out1 + 2 * NEW, out2 + 2 * NEW, NEW * sizeof(int32_t)) == 0);
-    kv_free(&kv); sampler_free(&s);
+    each_free(&e);
     model_free(&m);
 }
 
@@ -171,21 +215,19 @@ static void test_generate_cancel(void) {
     int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 0}, plen[B] = {3, 2}, out[B * NEW], ol[B];
     GenConfig g = pure_sampling(NEW);
     char err[256];
-    KVCache kv;
-    Sampler s;
-    sampler_init(&s, 61);
-    CHECK(kv_init(&kv, &m, B, 20, 64, err, sizeof err) == 0);
-    Rng r[B];
-    for (int b = 0; b < B; b++) rng_init(&r[b], 50 + (uint64_t)b);
+    EachState e;
+    each_setup(&m, B, &e, 50);
     int calls = 0;
     g.cancel = cancel_third;
     g.cancel_user = &calls;
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out, ol, NULL, NULL, err, sizeof err) == 1);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, B, TP, out, ol, NULL, NULL,
+                            err, sizeof err) == 1);
     CHECK(calls == 3 && ol[0] == 2 && ol[1] == 2);
     g.cancel = NULL;
-    CHECK(gen_generate_each(&m, &kv, &s, &g, r, prompts, plen, B, TP, out, ol, NULL, NULL, err, sizeof err) == 0);
+    CHECK(gen_generate_each(&m, &e.kv, &e.s, &g, e.r, prompts, plen, B, TP, out, ol, NULL, NULL,
+                            err, sizeof err) == 0);
     CHECK(ol[0] == NEW && ol[1] == NEW);
-    kv_free(&kv); sampler_free(&s);
+    each_free(&e);
     model_free(&m);
 }
 
@@ -205,7 +247,10 @@ static void test_sampler_rules(void) {
         int t = sampler_sample(&s, &k2, logits, &r);
         CHECK(t == 1 || t == 5);
     }
-    for (int i = 0; i < n; i++) { counts[sampler_sample(&s, &plain, logits, &r)]++; counts_cold[sampler_sample(&s, &cold, logits, &r)]++; }
+    for (int i = 0; i < n; i++) {
+        counts[sampler_sample(&s, &plain, logits, &r)]++;
+        counts_cold[sampler_sample(&s, &cold, logits, &r)]++;
+    }
     // frequencies match softmax(logits / temperature) within 5 standard errors
     for (int pass = 0; pass < 2; pass++) {
         double temp = pass ? 0.5 : 1.0, z = 0;
@@ -213,7 +258,8 @@ static void test_sampler_rules(void) {
         for (int i = 0; i < V; i++) {
             double p = exp(logits[i] / temp) / z, f = (double)(pass ? counts_cold : counts)[i] / n;
             double se = sqrt(p * (1 - p) / n);
-            CHECK_MSG(fabs(f - p) <= 5 * se + 1e-4, "T=%.1f token %d: frequency %.4f vs probability %.4f", temp, i, f, p);
+            CHECK_MSG(fabs(f - p) <= 5 * se + 1e-4,
+                      "T=%.1f token %d: frequency %.4f vs probability %.4f", temp, i, f, p);
         }
     }
     // top-p 0.8: probabilities sorted are 0.391 (1), 0.354 (5), 0.144 (3), ... -> keeps {1, 5, 3}
@@ -226,10 +272,14 @@ static void test_sampler_rules(void) {
 }
 
 int main(void) {
-    test_case("generate: KV-cache prefill and incremental logits equal the full forward", test_incremental_equals_full);
-    test_case("generate: seeds, chunked prefill, greedy vs full forward, end token, errors", test_generate_determinism_and_chunking);
-    test_case("generate: one sampling stream per sequence, the same tokens in a batch cut in two", test_generate_each_streams);
-    test_case("generate: a cancel function ends generation between decoding steps", test_generate_cancel);
+    test_case("generate: KV-cache prefill and incremental logits equal the full forward",
+              test_incremental_equals_full);
+    test_case("generate: seeds, chunked prefill, greedy vs full forward, end token, errors",
+              test_generate_determinism_and_chunking);
+    test_case("generate: one sampling stream per sequence, the same tokens in a batch cut in two",
+              test_generate_each_streams);
+    test_case("generate: a cancel function ends generation between decoding steps",
+              test_generate_cancel);
     test_case("sampler: greedy, top-k, top-p, temperature frequencies", test_sampler_rules);
     return test_summary();
 }

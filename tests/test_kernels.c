@@ -35,7 +35,10 @@ static void fd_check(const char *what, LossFn f, void *ctx, float *x, const floa
         x[i] = keep;
         double fd = (lp - lm) / (2.0 * h);
         if (!(fabs(fd - g[i]) <= atol + rtol * fabs(fd))) {
-            if (bad++ < 3) test_fail_at(__FILE__, __LINE__, "%s[%lld]: analytic %.6g vs finite-difference %.6g", what, (long long)i, g[i], fd);
+            if (bad++ < 3)
+                test_fail_at(__FILE__, __LINE__,
+                             "%s[%lld]: analytic %.6g vs finite-difference %.6g", what,
+                             (long long)i, g[i], fd);
         }
     }
 }
@@ -85,7 +88,14 @@ static double mm_loss(void *p) {
 static void test_matmul_n(int N) {
     Rng rng; rng_init(&rng, 2);
     int C = 13, OC = 67;
-    MmCtx c = {zeros(N * OC), randn(&rng, N * C, 1), randn(&rng, C * OC, 1), randn(&rng, OC, 1), randn(&rng, N * OC, 1), N, C, OC};
+    MmCtx c = {zeros(N * OC),
+               randn(&rng, N * C, 1),
+               randn(&rng, C * OC, 1),
+               randn(&rng, OC, 1),
+               randn(&rng, N * OC, 1),
+               N,
+               C,
+               OC};
     float *din = zeros(N * C), *dw = zeros(C * OC), *db = zeros(OC);
     mm_loss(&c);
     // reference product in double
@@ -107,9 +117,23 @@ static void test_matmul_n(int N) {
     matmul_forward(o2, c.inp, c.w, c.b, N, C, OC, 1);
     for (int i = 0; i < N * OC; i++) o2[i] -= 1.0f;
     CHECK_CLOSE(o2, c.out, N * OC, 1e-4, 1e-5, "matmul beta_one residual add");
-    free(o2); free(c.out); free(c.inp); free(c.w); free(c.b); free(c.r); free(din); free(dw); free(db);
+    free(o2);
+    free(c.out);
+    free(c.inp);
+    free(c.w);
+    free(c.b);
+    free(c.r);
+    free(din);
+    free(dw);
+    free(db);
 }
-static void test_matmul(void) { test_matmul_n(1); test_matmul_n(3); test_matmul_n(8); test_matmul_n(37); test_matmul_n(150); }
+static void test_matmul(void) {
+    test_matmul_n(1);
+    test_matmul_n(3);
+    test_matmul_n(8);
+    test_matmul_n(37);
+    test_matmul_n(150);
+}
 
 // The one-row (decoding) product walks the weight in chunks of 64 input rows and strips of 4096
 // output columns: 150 inputs make two full chunks and a partial one, 4100 outputs a second strip
@@ -128,12 +152,14 @@ static void test_matmul_row_chunks(void) {
     for (int j = 0; j < OC; j++) {
         double s = b[j];
         for (int k = 0; k < C; k++) s += (double)x[k] * w[(int64_t)k * OC + j];
-        if (fabs(s - o1[j]) > 1e-4 * (1 + fabs(s)) || fabs(s + 0.5 - o2[j]) > 1e-4 * (1 + fabs(s))) bad++;
+        if (fabs(s - o1[j]) > 1e-4 * (1 + fabs(s)) || fabs(s + 0.5 - o2[j]) > 1e-4 * (1 + fabs(s)))
+            bad++;
     }
     CHECK_MSG(bad == 0, "one-row matmul differs from the naive product in %d places", bad);
     matmul_forward(o2, x, w, b, 1, C, OC, 0);
     omp_set_num_threads(nt);
-    CHECK_MSG(memcmp(o1, o2, (size_t)OC * sizeof(float)) == 0, "one-row matmul: 1 and 2 threads differ");
+    CHECK_MSG(memcmp(o1, o2, (size_t)OC * sizeof(float)) == 0,
+              "one-row matmul: 1 and 2 threads differ");
     free(x); free(w); free(b); free(o1); free(o2);
 }
 
@@ -163,8 +189,10 @@ static void test_matmul_few(void) {
         if (i < 2 && fabs(s + 0.5 - o2[i * OC + j]) > tol) bad++;
     }
     CHECK_MSG(bad == 0, "few-rows matmul differs from the naive product in %d places", bad);
-    CHECK_MSG(memcmp(o8, o8b, (size_t)8 * OC * sizeof(float)) == 0, "few-rows matmul: 1 and 2 threads differ");
-    CHECK_MSG(memcmp(o8, o3, (size_t)3 * OC * sizeof(float)) == 0, "few-rows matmul: 3 and 8 rows differ");
+    CHECK_MSG(memcmp(o8, o8b, (size_t)8 * OC * sizeof(float)) == 0,
+              "few-rows matmul: 1 and 2 threads differ");
+    CHECK_MSG(memcmp(o8, o3, (size_t)3 * OC * sizeof(float)) == 0,
+              "few-rows matmul: 3 and 8 rows differ");
     free(x); free(w); free(b); free(o8); free(o8b); free(o3); free(o2);
 }
 
@@ -212,9 +240,22 @@ static void test_attention_lens(const int *lens) {
     int B = 3, C = 15, NH = 3;   // odd head count, head size 5
     int64_t off[4] = {0}, att_off[3];
     int64_t A = 0;
-    for (int b = 0; b < B; b++) { off[b + 1] = off[b] + lens[b]; att_off[b] = A; A += (int64_t)NH * lens[b] * lens[b]; }
+    for (int b = 0; b < B; b++) {
+        off[b + 1] = off[b] + lens[b];
+        att_off[b] = A;
+        A += (int64_t)NH * lens[b] * lens[b];
+    }
     int N = (int)off[B];
-    AttCtx c = {zeros(N * C), zeros(A), randn(&rng, N * 3 * C, 1), randn(&rng, N * C, 1), off, att_off, B, C, NH, N};
+    AttCtx c = {zeros(N * C),
+                zeros(A),
+                randn(&rng, N * 3 * C, 1),
+                randn(&rng, N * C, 1),
+                off,
+                att_off,
+                B,
+                C,
+                NH,
+                N};
     float *dqkv = zeros(N * 3 * C);
     att_loss(&c);
     // reference: naive causal attention in double
@@ -223,13 +264,16 @@ static void test_attention_lens(const int *lens) {
         double sc[256], mx = -1e30, sum = 0;
         for (int s = 0; s <= t; s++) {
             double d = 0;
-            for (int i = 0; i < hd; i++) d += (double)c.qkv[(off[b] + t) * 3 * C + h * hd + i] * c.qkv[(off[b] + s) * 3 * C + C + h * hd + i];
+            for (int i = 0; i < hd; i++)
+                d += (double)c.qkv[(off[b] + t) * 3 * C + h * hd + i] *
+                     c.qkv[(off[b] + s) * 3 * C + C + h * hd + i];
             sc[s] = d / sqrt(hd); if (sc[s] > mx) mx = sc[s];
         }
         for (int s = 0; s <= t; s++) { sc[s] = exp(sc[s] - mx); sum += sc[s]; }
         for (int i = 0; i < hd; i++) {
             double y = 0;
-            for (int s = 0; s <= t; s++) y += sc[s] / sum * c.qkv[(off[b] + s) * 3 * C + 2 * C + h * hd + i];
+            for (int s = 0; s <= t; s++)
+                y += sc[s] / sum * c.qkv[(off[b] + s) * 3 * C + 2 * C + h * hd + i];
             if (fabs(y - c.out[(off[b] + t) * C + h * hd + i]) > 1e-5 * (1 + fabs(y))) bad++;
         }
     }
@@ -249,7 +293,11 @@ static void test_attention(void) {
 
 // ---- gelu
 typedef struct { float *out, *inp, *r; int n; } GeluCtx;
-static double gelu_loss(void *p) { GeluCtx *c = p; gelu_forward(c->out, c->inp, c->n); return dot(c->out, c->r, c->n); }
+static double gelu_loss(void *p) {
+    GeluCtx *c = p;
+    gelu_forward(c->out, c->inp, c->n);
+    return dot(c->out, c->r, c->n);
+}
 static void test_gelu(void) {
     Rng rng; rng_init(&rng, 4);
     int n = 301;
@@ -260,7 +308,10 @@ static void test_gelu(void) {
     gelu_forward(y, x, 7);
     // 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))), computed in double
     float want[7];
-    for (int i = 0; i < 7; i++) want[i] = (float)(0.5 * x[i] * (1.0 + tanh(0.7978845608028654 * (x[i] + 0.044715 * (double)x[i] * x[i] * x[i]))));
+    for (int i = 0; i < 7; i++)
+        want[i] = (float)(0.5 * x[i] *
+                          (1.0 + tanh(0.7978845608028654 *
+                                      (x[i] + 0.044715 * (double)x[i] * x[i] * x[i]))));
     CHECK_CLOSE(y, want, 7, 1e-7, 2e-6, "gelu vs double reference, including saturation");
     gelu_backward(din, c.inp, c.r, n);
     fd_check("gelu dinp", gelu_loss, &c, c.inp, din, n, 1e-3f, 1e-3, 1e-2);
@@ -269,12 +320,23 @@ static void test_gelu(void) {
 
 // ---- encoder
 typedef struct { float *out, *wte, *wpe, *r; int32_t *tok, *pos; int N, C; } EncCtx;
-static double enc_loss(void *p) { EncCtx *c = p; encoder_forward(c->out, c->tok, c->pos, c->wte, c->wpe, c->N, c->C); return dot(c->out, c->r, (int64_t)c->N * c->C); }
+static double enc_loss(void *p) {
+    EncCtx *c = p;
+    encoder_forward(c->out, c->tok, c->pos, c->wte, c->wpe, c->N, c->C);
+    return dot(c->out, c->r, (int64_t)c->N * c->C);
+}
 static void test_encoder(void) {
     Rng rng; rng_init(&rng, 5);
     int V = 11, maxT = 6, N = 9, C = 7;
     int32_t tok[9] = {3, 3, 10, 0, 5, 3, 7, 7, 1}, pos[9] = {0, 1, 2, 0, 1, 0, 1, 2, 3};  // repeats
-    EncCtx c = {zeros(N * C), randn(&rng, V * C, 1), randn(&rng, maxT * C, 1), randn(&rng, N * C, 1), tok, pos, N, C};
+    EncCtx c = {zeros(N * C),
+                randn(&rng, V * C, 1),
+                randn(&rng, maxT * C, 1),
+                randn(&rng, N * C, 1),
+                tok,
+                pos,
+                N,
+                C};
     float *dwte = zeros(V * C), *dwpe = zeros(maxT * C);
     enc_loss(&c);
     encoder_backward(dwte, dwpe, c.r, tok, pos, N, C, V, maxT);
@@ -294,7 +356,8 @@ static void test_logprob(void) {
     Rng rng; rng_init(&rng, 6);
     int M = 4, V = 97;
     int32_t tgt[4] = {5, -1, 96, 0};
-    LpCtx c = {randn(&rng, M * V, 3.0f), zeros(M), zeros(M), zeros(M), randn(&rng, M, 1), tgt, M, V};
+    LpCtx c = {randn(&rng, M * V, 3.0f), zeros(M), zeros(M), zeros(M),
+               randn(&rng, M, 1),        tgt,      M,        V};
     c.dlogp[1] = 0.7f;   // no target there: must contribute nothing
     lp_loss(&c);
     // reference in double: log softmax and entropy
@@ -304,7 +367,8 @@ static void test_logprob(void) {
         for (int i = 0; i < V; i++) s += exp(c.logits[r * V + i] - mx);
         double lse = mx + log(s);
         for (int i = 0; i < V; i++) { double lp = c.logits[r * V + i] - lse; ent -= exp(lp) * lp; }
-        float want_lp = tgt[r] >= 0 ? (float)(c.logits[r * V + tgt[r]] - lse) : 0.0f, want_ent = (float)ent;
+        float want_lp = tgt[r] >= 0 ? (float)(c.logits[r * V + tgt[r]] - lse) : 0.0f,
+              want_ent = (float)ent;
         CHECK_CLOSE(&c.logp[r], &want_lp, 1, 1e-5, 1e-5, "log-prob vs double reference");
         CHECK_CLOSE(&c.ent[r], &want_ent, 1, 1e-5, 1e-4, "entropy vs double reference");
     }
@@ -318,7 +382,11 @@ static void test_logprob(void) {
 
 // ---- scalar head
 typedef struct { float *out, *inp, *w, *r; int N, C; } ScCtx;
-static double sc_loss(void *p) { ScCtx *c = p; score_forward(c->out, c->inp, c->w, c->N, c->C); return dot(c->out, c->r, c->N); }
+static double sc_loss(void *p) {
+    ScCtx *c = p;
+    score_forward(c->out, c->inp, c->w, c->N, c->C);
+    return dot(c->out, c->r, c->N);
+}
 static void test_score(void) {
     Rng rng; rng_init(&rng, 7);
     int N = 6, C = 19;
@@ -333,11 +401,16 @@ static void test_score(void) {
 
 int main(void) {
     test_case("kernels: layernorm forward/backward vs finite differences", test_layernorm);
-    test_case("kernels: matmul forward/backward vs naive product and finite differences", test_matmul);
-    test_case("kernels: one-row matmul over several chunks and strips, independent of threads", test_matmul_row_chunks);
-    test_case("kernels: few-rows matmul over chunks, super-blocks and a tail, independent of threads and rows", test_matmul_few);
+    test_case("kernels: matmul forward/backward vs naive product and finite differences",
+              test_matmul);
+    test_case("kernels: one-row matmul over several chunks and strips, independent of threads",
+              test_matmul_row_chunks);
+    test_case(
+        "kernels: few-rows matmul over chunks, super-blocks and a tail, independent of threads and rows",
+        test_matmul_few);
     test_case("kernels: LM-head logits for one, few and many rows", test_logits);
-    test_case("kernels: causal attention over packed lengths vs naive and finite differences", test_attention);
+    test_case("kernels: causal attention over packed lengths vs naive and finite differences",
+              test_attention);
     test_case("kernels: gelu forward/backward", test_gelu);
     test_case("kernels: encoder forward/backward with repeated tokens", test_encoder);
     test_case("kernels: fused log-prob/cross-entropy and entropy", test_logprob);

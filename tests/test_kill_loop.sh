@@ -9,20 +9,17 @@
 #   3. pipeline stages (`rlhf run`, the runner and its stage killed together): rerun until it
 #      finishes, the final weights equal those of an uninterrupted run.
 # KILL_SEED changes the moments (default 1); KILL_ROUNDS the number of kills per part.
-BUILD=${BUILD:-build}
-B="$PWD/$BUILD/bin"
+. "$PWD/tests/lib.sh"
 SEED=${KILL_SEED:-1}
 ROUNDS=${KILL_ROUNDS:-8}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+lib_workspace
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -6; }
+ERR_LINES=6
 # delays LO HI T N SALT: N moments in [LO*T, HI*T) seconds, T the duration of an uninterrupted run
 # (so that the kills land inside the work on a fast machine as on a slow one); the same moments
 # for the same seed and salt
-delays() { awk -v lo="$1" -v hi="$2" -v t="$3" -v n="$4" -v s="$SEED" -v salt="$5" 'BEGIN { srand(s * 1000 + salt); for (i = 0; i < n; i++) printf "%.3f\n", t * (lo + (hi - lo) * rand()) }'; }
+delays() { awk -v lo="$1" -v hi="$2" -v t="$3" -v n="$4" -v s="$SEED" -v salt="$5" \
+    'BEGIN { srand(s * 1000 + salt); for (i = 0; i < n; i++) printf "%.3f\n", t * (lo + (hi - lo) * rand()) }'; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 sql() { sqlite3 -batch "$1" "$2"; }   # the sqlite3 shell (scripts/deps.sh test installs it)
@@ -50,15 +47,11 @@ run_and_kill() {
     return $rc
 }
 cd "$W" || exit 1
-i=0; : > corpus.txt; : > train.jsonl
-while [ $i -lt 200 ]; do
-    a=$((i * 7 % 19)); b=$((i * 11 % 17))
-    printf '{"prompt": "What is %d plus %d?", "response": "%d"}\n' $a $b $((a + b)) >> train.jsonl
-    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
-    i=$((i + 1))
-done
+sums 200 "$SUM_TEXT" > corpus.txt
+sums 200 "$SUM_DEMO" > train.jsonl
 "$B/rlhf" tokenizer train --vocab-size 300 --out tok corpus.txt 2> err || bad "setup: tokenizer"
-"$B/rlhf" init --preset tiny --n-positions 32 --tokenizer tok --seed 5 --out base 2> err || bad "setup: base model"
+"$B/rlhf" init --preset tiny --n-positions 32 --tokenizer tok --seed 5 --out base 2> err ||
+    bad "setup: base model"
 
 # ---------------------------------------------------------------------------------------------
 # 1. checkpoint writing: sft saves every step, so most moments fall in or near a save
@@ -79,7 +72,8 @@ for d in $(delays 0.02 0.12 "$T" "$ROUNDS" 1); do
     rc=$(run_and_kill "$d" "$B/sft" -c killed.yaml 2>/dev/null; echo $?)
     [ "$rc" = 137 ] && kills=$((kills + 1))
     [ -d killed/last ] || [ -d killed/last.old ] || continue   # killed before its first save
-    if "$B/rlhf" info killed/last > out 2> err && grep -q "^trainer *step" out; then loadable=$((loadable + 1))
+    if "$B/rlhf" info killed/last > out 2> err &&
+        grep -q "^trainer *step" out; then loadable=$((loadable + 1))
     else unloadable="$unloadable $d"; cp err err.keep; fi
 done
 [ -n "$unloadable" ] && cp err.keep err
@@ -87,8 +81,10 @@ done
     ok "sft killed $kills times (seed $SEED, moments up to $(echo "$T" | awk '{ printf "%.1f", 0.12 * $1 }') s): the last checkpoint loaded every time ($loadable checks)" ||
     bad "checkpoint after kill: $kills kills, $loadable loadable, unloadable after delays:$unloadable"
 "$B/sft" -c killed.yaml > /dev/null 2> err &&
-    cmp -s full/last/model.safetensors killed/last/model.safetensors && cmp -s full/last/trainer_state.safetensors killed/last/trainer_state.safetensors &&
-    ok "after the kills the run finishes bit-identical to the uninterrupted one" || bad "sft resume after repeated kills"
+    cmp -s full/last/model.safetensors killed/last/model.safetensors &&
+        cmp -s full/last/trainer_state.safetensors killed/last/trainer_state.safetensors &&
+    ok "after the kills the run finishes bit-identical to the uninterrupted one" ||
+        bad "sft resume after repeated kills"
 
 # ---------------------------------------------------------------------------------------------
 # 2. database writes: reward import of large files, killed at random moments
@@ -110,7 +106,8 @@ reported=""; kills=0; broken=""; n=0
 for d in $(delays 0.05 1.2 "$T" $((ROUNDS + 4)) 2); do   # some kills land after the commit
     f=r$((n % 6)).jsonl; n=$((n + 1))
     rc=$(run_and_kill "$d" "$B/reward" import --workspace ws.db "$f" 2>/dev/null; echo $?)
-    if [ "$rc" = 0 ]; then reported="$reported $f"; elif [ "$rc" = 137 ]; then kills=$((kills + 1)); else broken="$broken $f:exit$rc"; fi
+    if [ "$rc" = 0 ]; then reported="$reported $f"; elif [ "$rc" = 137 \
+        ]; then kills=$((kills + 1)); else broken="$broken $f:exit$rc"; fi
     [ -f ws.db ] || continue
     chk=$(sql ws.db "pragma integrity_check")
     [ "$chk" = ok ] || broken="$broken integrity:$chk"
@@ -118,40 +115,25 @@ for d in $(delays 0.05 1.2 "$T" $((ROUNDS + 4)) 2); do   # some kills land after
     imp=$(sql ws.db "select count(*) from imports"); rk=$(sql ws.db "select count(*) from rankings")
     [ "$rk" = $((imp * 2000)) ] || broken="$broken rankings:$rk/imports:$imp"
     for g in $reported; do
-        [ "$(sql ws.db "select count(*) from imports where path = '$g'")" -ge 1 ] || broken="$broken lost:$g"
+        [ "$(sql ws.db "select count(*) from imports where path = '$g'")" -ge 1 ] ||
+            broken="$broken lost:$g"
     done
 done
 [ $kills -ge 3 ] && [ -z "$broken" ] &&
     ok "reward import killed $kills times: integrity ok, every reported import whole, no partial file ($(echo $reported | wc -w) reported)" ||
     bad "database after kills: $kills kills, problems:$broken"
-"$B/reward" import --workspace ws.db r0.jsonl r1.jsonl r2.jsonl r3.jsonl r4.jsonl r5.jsonl > /dev/null 2> err &&
-    [ "$(sql ws.db "select count(*) from rankings")" = 12000 ] && [ "$(sql ws.db "select count(*) from imports")" = 6 ] &&
-    [ "$(sql ws.db "select count(*) from ranking_items")" = 48000 ] && [ "$(sql ws.db "pragma integrity_check")" = ok ] &&
-    ok "importing everything again completes the set: 12000 rankings, 6 imports, integrity ok" || bad "re-import after kills"
+"$B/reward" import --workspace ws.db r0.jsonl r1.jsonl r2.jsonl r3.jsonl r4.jsonl \
+    r5.jsonl > /dev/null 2> err &&
+    [ "$(sql ws.db "select count(*) from rankings")" = 12000 ] &&
+        [ "$(sql ws.db "select count(*) from imports")" = 6 ] &&
+    [ "$(sql ws.db "select count(*) from ranking_items")" = 48000 ] &&
+        [ "$(sql ws.db "pragma integrity_check")" = ok ] &&
+    ok "importing everything again completes the set: 12000 rankings, 6 imports, integrity ok" ||
+        bad "re-import after kills"
 
 # ---------------------------------------------------------------------------------------------
 # 3. pipeline stages: the runner and its stage killed together, rerun until it finishes
-cat > pipe.yaml <<'YAML'
-workspace: wp
-seed: 7
-stages:
-  - name: tokenizer
-    run: rlhf tokenizer train
-    args: [--vocab-size, "300", --out, "${tokenizer.out}", corpus.txt]
-  - name: base
-    run: rlhf init
-    needs: [tokenizer]
-    args: [--preset, tiny, --n-positions, "32", --tokenizer, "${tokenizer.out}", --seed, "${seed}", --out, "${base.out}"]
-  - name: sft
-    run: sft
-    needs: [base]
-    settings:
-      model.init: ${base.out}
-      data: {format: jsonl, train: [train.jsonl]}
-      train: {batch_size: 8, steps: 400, lr: 3e-3}
-      eval.every: 100
-      save.every: 5
-YAML
+{ printf 'workspace: wp\nseed: 7\n'; tiny_stages corpus.txt 400 100 'save.every: 5'; } > pipe.yaml
 sed 's/workspace: wp/workspace: wfull/' pipe.yaml > pipefull.yaml
 t0=$(now)
 "$B/rlhf" run pipefull.yaml > /dev/null 2> err || bad "uninterrupted pipeline"
@@ -160,12 +142,14 @@ kills=0; runs=0; done_=0
 for d in $(delays 0.02 0.12 "$T" "$ROUNDS" 3); do
     runs=$((runs + 1))
     rc=$(run_and_kill "$d" "$B/rlhf" run pipe.yaml 2>/dev/null; echo $?)
-    if [ "$rc" = 137 ]; then kills=$((kills + 1)); elif [ "$rc" = 0 ]; then done_=1; break; else cp killed.err err; break; fi
+    if [ "$rc" = 137 ]; then kills=$((kills + 1)); elif [ "$rc" = 0 ]; then done_=1; \
+        break; else cp killed.err err; break; fi
 done
 "$B/rlhf" run pipe.yaml > out 2> err; rc=$?
-[ $kills -ge 3 ] && [ $rc -eq 0 ] && cmp -s wp/sft/last/model.safetensors wfull/sft/last/model.safetensors &&
-    cmp -s wp/base/model.safetensors wfull/base/model.safetensors && [ "$(sql wp/workspace.db "pragma integrity_check")" = ok ] &&
+[ $kills -ge 3 ] && [ $rc -eq 0 ] &&
+    cmp -s wp/sft/last/model.safetensors wfull/sft/last/model.safetensors &&
+    cmp -s wp/base/model.safetensors wfull/base/model.safetensors &&
+        [ "$(sql wp/workspace.db "pragma integrity_check")" = ok ] &&
     ok "rlhf run killed $kills times at random moments, then finished: the same weights as an uninterrupted run, integrity ok" ||
     bad "pipeline after kills ($kills kills, final exit $rc, finished early: $done_)"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

@@ -24,25 +24,44 @@ static const FixtureTensor *need(const char *name) {
     return t;
 }
 
+// tensor i of m into *t, and the fixture named "PREFIX.<its name>" (that name in name[96])
+static const FixtureTensor *need_tensor(const Model *m, int i, const char *prefix, ModelTensor *t,
+                                        char name[96]) {
+    model_tensor(m, i, t);
+    snprintf(name, 96, "%s.%s", prefix, t->name);
+    return need(name);
+}
+
 static void make_model(Model *m, int score, int trainable) {
     const int32_t *cfg = need("config")->data;
-    ModelConfig c = {.max_seq_len = cfg[0], .vocab_size = cfg[1], .n_layer = cfg[2], .n_head = cfg[3],
-                     .n_embd = cfg[4], .ln_eps = 1e-5f, .lm_head = 1, .score_head = score};
+    ModelConfig c = {.max_seq_len = cfg[0], .vocab_size = cfg[1], .n_layer = cfg[2],
+                     .n_head = cfg[3], .n_embd = cfg[4], .ln_eps = 1e-5f, .lm_head = 1,
+                     .score_head = score};
     char err[256];
-    if (model_init(m, &c, B, T, trainable, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    if (model_init(m, &c, B, T, trainable, 0, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
     for (int i = 0; i < model_tensor_count(m); i++) {
         ModelTensor t;
         model_tensor(m, i, &t);
         const FixtureTensor *f = need(t.name);
         int64_t n = t.ndim == 2 ? t.shape[0] * t.shape[1] : t.shape[0];
-        if (f->numel != n) { fprintf(stderr, "%s: size %lld vs %lld\n", t.name, (long long)f->numel, (long long)n); exit(1); }
+        if (f->numel != n) {
+            fprintf(stderr, "%s: size %lld vs %lld\n", t.name, (long long)f->numel, (long long)n);
+            exit(1);
+        }
         memcpy(t.data, f->data, (size_t)n * sizeof(float));
     }
 }
 
 static ModelBatch fixture_batch(int with_targets) {
-    ModelBatch b = {.B = B, .T = T, .tokens = tokens, .lengths = lengths,
-                    .targets = with_targets ? targets : NULL, .weights = with_targets ? weights : NULL};
+    ModelBatch b = {.B = B,
+                    .T = T,
+                    .tokens = tokens,
+                    .lengths = lengths,
+                    .targets = with_targets ? targets : NULL,
+                    .weights = with_targets ? weights : NULL};
     return b;
 }
 
@@ -99,21 +118,23 @@ static void test_scalar_head(void) {
     model_backward(&m, &b, NULL, need("dvalues")->data);
     for (int i = 0; i < model_tensor_count(&m); i++) {
         ModelTensor t;
-        model_tensor(&m, i, &t);
         char name[96];
-        snprintf(name, sizeof name, "sgrad.%s", t.name);
-        const FixtureTensor *g = need(name);
+        const FixtureTensor *g = need_tensor(&m, i, "sgrad", &t, name);
         check_scaled(t.grad, g->data, g->numel, 1e-4, name);
     }
     free(vals);
     model_free(&m);
 }
 
+// the AdamW steps of tests/ref/gpt2_ref.py (ADAM_LR, ADAM_BETAS, ADAM_EPS, ADAM_WD, CLIP_NORM)
+static const AdamWConfig FIXTURE_ADAMW = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                                          .weight_decay = 0.1f, .grad_clip = 1.0f};
+
 static void test_adamw(void) {
     Model m;
     make_model(&m, 0, 1);
     ModelBatch b = fixture_batch(1);
-    AdamWConfig oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
+    AdamWConfig oc = FIXTURE_ADAMW;
     const float *losses = need("adam_losses")->data, *norms = need("adam_gradnorm")->data;
     char err[256];
     for (int step = 1; step <= 10; step++) {
@@ -126,10 +147,8 @@ static void test_adamw(void) {
     }
     for (int i = 0; i < model_tensor_count(&m); i++) {
         ModelTensor t;
-        model_tensor(&m, i, &t);
         char name[96];
-        snprintf(name, sizeof name, "final.%s", t.name);
-        const FixtureTensor *f = need(name);
+        const FixtureTensor *f = need_tensor(&m, i, "final", &t, name);
         // the key-bias slice has a true gradient of exactly 0 (see gpt2_ref.py): Adam amplifies
         // rounding noise there, so that slice gets a loose bound
         int is_qkv_bias = strstr(t.name, "c_attn.bias") != NULL;
@@ -137,7 +156,8 @@ static void test_adamw(void) {
             int key = is_qkv_bias && j >= C && j < 2 * C;
             double tol = key ? 2e-2 : 1e-4;
             if (fabs(t.data[j] - ((float *)f->data)[j]) > tol) {
-                test_fail_at(__FILE__, __LINE__, "%s[%lld]: %g vs %g", name, (long long)j, t.data[j], ((float *)f->data)[j]);
+                test_fail_at(__FILE__, __LINE__, "%s[%lld]: %g vs %g", name, (long long)j,
+                             t.data[j], ((float *)f->data)[j]);
                 break;
             }
         }
@@ -153,21 +173,29 @@ static void test_padding_invariance(void) {
     ModelBatch b = fixture_batch(1);
     char err[256];
     CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
-    float *vals = malloc((size_t)B * T * sizeof(float)), *lp = malloc((size_t)B * T * sizeof(float));
+    float *vals = malloc((size_t)B * T * sizeof(float)),
+          *lp = malloc((size_t)B * T * sizeof(float));
     model_get_values(&m, vals);
     model_get_logp(&m, lp);
     for (int bi = 0; bi < B; bi++) {
         int len = lengths[bi];
-        ModelBatch s = {.B = 1, .T = len, .tokens = tokens + (size_t)bi * T, .lengths = &lengths[bi],
-                        .targets = targets + (size_t)bi * T, .weights = weights + (size_t)bi * T};
+        ModelBatch s = {.B = 1,
+                        .T = len,
+                        .tokens = tokens + (size_t)bi * T,
+                        .lengths = &lengths[bi],
+                        .targets = targets + (size_t)bi * T,
+                        .weights = weights + (size_t)bi * T};
         CHECK(model_forward(&one, &s, MODEL_LOGITS_ALL, err, sizeof err) == 0);
         float v1[64], l1[64];
         model_get_values(&one, v1);
         model_get_logp(&one, l1);
-        CHECK_CLOSE(v1, vals + (size_t)bi * T, len, 1e-5, 1e-5, "values alone vs in a padded batch");
-        CHECK_CLOSE(l1, lp + (size_t)bi * T, len, 1e-5, 1e-5, "log-probs alone vs in a padded batch");
+        CHECK_CLOSE(v1, vals + (size_t)bi * T, len, 1e-5, 1e-5,
+                    "values alone vs in a padded batch");
+        CHECK_CLOSE(l1, lp + (size_t)bi * T, len, 1e-5, 1e-5,
+                    "log-probs alone vs in a padded batch");
         for (int t = 0; t < len; t++)
-            CHECK_CLOSE(model_logits_at(&one, 0, t), model_logits_at(&m, bi, t), V, 1e-5, 1e-5, "logits alone vs batched");
+            CHECK_CLOSE(model_logits_at(&one, 0, t), model_logits_at(&m, bi, t), V, 1e-5, 1e-5,
+                        "logits alone vs batched");
     }
     free(vals); free(lp);
     model_free(&m); model_free(&one);
@@ -185,7 +213,10 @@ static void test_logp_entropy(void) {
     model_get_entropy(&m, ent);
     for (int bi = 0; bi < B; bi++)
         for (int t = 0; t < T; t++) {
-            if (t >= lengths[bi]) { CHECK(lp[bi * T + t] == 0.0f && ent[bi * T + t] == 0.0f); continue; }
+            if (t >= lengths[bi]) {
+                CHECK(lp[bi * T + t] == 0.0f && ent[bi * T + t] == 0.0f);
+                continue;
+            }
             const float *x = model_logits_at(&m, bi, t);
             double mx = -1e30, z = 0, h = 0;
             for (int v = 0; v < V; v++) mx = fmax(mx, x[v]);
@@ -233,7 +264,7 @@ static void test_bitwise_repeatable(void) {
         Model m;
         make_model(&m, 0, 1);
         ModelBatch b = fixture_batch(1);
-        AdamWConfig oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
+        AdamWConfig oc = FIXTURE_ADAMW;
         char err[256];
         for (int step = 1; step <= 3; step++) {
             model_forward(&m, &b, 0, err, sizeof err);
@@ -252,7 +283,8 @@ static void test_bitwise_repeatable(void) {
 static void test_bad_configs(void) {
     char err[256];
     Model m;
-    ModelConfig good = {.max_seq_len = 16, .vocab_size = 50, .n_layer = 1, .n_head = 2, .n_embd = 8, .ln_eps = 1e-5f, .lm_head = 1};
+    ModelConfig good = {.max_seq_len = 16, .vocab_size = 50, .n_layer = 1, .n_head = 2, .n_embd = 8,
+                        .ln_eps = 1e-5f, .lm_head = 1};
     ModelConfig c = good; c.n_head = 3;
     CHECK(model_init(&m, &c, 1, 8, 1, 0, err, sizeof err) == -1 && strstr(err, "divisible"));
     c = good; c.n_layer = 0;
@@ -271,13 +303,16 @@ static void test_bad_configs(void) {
     model_init_weights(&m, 1);
     int32_t tok[27] = {0}, len[3] = {8, 8, 8};
     ModelBatch b = {.B = 3, .T = 8, .tokens = tok, .lengths = len};
-    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == -1 && strstr(err, "batch size"));
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == -1 &&
+          strstr(err, "batch size"));
     b.B = 1; b.T = 9;
-    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == -1 && strstr(err, "sequence length"));
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == -1 &&
+          strstr(err, "sequence length"));
     b.T = 8; len[0] = 0;
     CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == -1 && strstr(err, "length"));
     len[0] = 8; tok[3] = 50;
-    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == -1 && strstr(err, "token id 50"));
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == -1 &&
+          strstr(err, "token id 50"));
     tok[3] = 49;
     CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
     model_free(&m);

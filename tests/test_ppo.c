@@ -67,12 +67,15 @@ static void test_whiten(void) {
     CHECK(fabs(mean - 7.0 / 3) < 1e-12 && fabs(var - 7.0 / 3) < 1e-12);
     ppo_whiten(x, m, 4, 1);
     double s = sqrt(7.0 / 3 + 1e-8);
-    float want[4] = {(float)((1 - 7.0 / 3) / s), (float)((2 - 7.0 / 3) / s), 3.0f, (float)((4 - 7.0 / 3) / s)};
+    float want[4] = {(float)((1 - 7.0 / 3) / s), (float)((2 - 7.0 / 3) / s), 3.0f,
+                     (float)((4 - 7.0 / 3) / s)};
     CHECK_CLOSE(x, want, 4, 1e-6, 0, "whitened (unmasked entry untouched)");
-    CHECK(ppo_masked_moments(x, m, 4, &mean, &var) == 3 && fabs(mean) < 1e-6 && fabs(var - 1.0) < 1e-6);
+    CHECK(ppo_masked_moments(x, m, 4, &mean, &var) == 3 && fabs(mean) < 1e-6 &&
+          fabs(var - 1.0) < 1e-6);
     float y[3] = {1.0f, 2.0f, 4.0f};
     ppo_whiten(y, NULL, 3, 0);   // without shifting the mean: mean stays 7/3
-    CHECK(ppo_masked_moments(y, NULL, 3, &mean, &var) == 3 && fabs(mean - 7.0 / 3) < 1e-6 && fabs(var - 1.0) < 1e-6);
+    CHECK(ppo_masked_moments(y, NULL, 3, &mean, &var) == 3 && fabs(mean - 7.0 / 3) < 1e-6 &&
+          fabs(var - 1.0) < 1e-6);
     float one[1] = {5.0f};
     ppo_whiten(one, NULL, 1, 1);
     CHECK(one[0] == 0.0f);       // a single value: variance 0, centred
@@ -95,7 +98,8 @@ static void test_policy_loss_hand(void) {
     //   r=0.5 A=+1: max(-0.5, -0.8)  = -0.5 unclipped, -0.5
     //   r=0.5 A=-1: max( 0.5,  0.8)  =  0.8 clipped,   0
     // loss = (-1.1 - 1.2 + 1.5 - 0.5 + 0.8) / 5 = -0.1, clip fraction 2/5
-    float old[6] = {0}, logp[6], adv[6] = {1, 1, -1, 1, -1, 7}, w[6] = {0.2f, 0.2f, 0.2f, 0.2f, 0.2f, 0.0f};
+    float old[6] = {0}, logp[6], adv[6] = {1, 1, -1, 1, -1, 7},
+          w[6] = {0.2f, 0.2f, 0.2f, 0.2f, 0.2f, 0.0f};
     float r[6] = {1.1f, 1.5f, 1.5f, 0.5f, 0.5f, 3.0f}, d[6];
     for (int i = 0; i < 6; i++) logp[i] = logf(r[i]);
     PpoPolicyStats st;
@@ -119,6 +123,34 @@ static void test_policy_loss_hand(void) {
     CHECK(st.n_nonfinite == 1 && isnan(st.loss));
 }
 
+// (loss(x with x[i] + h) - loss(x with x[i] - h)) / 2h, x[i] left as it was
+static double central_diff(float *x, int i, float h,
+                           double (*loss)(const float *x, const void *ctx), const void *ctx) {
+    float save = x[i];
+    x[i] = save + h; double lp = loss(x, ctx);
+    x[i] = save - h; double lm = loss(x, ctx);
+    x[i] = save;
+    return (lp - lm) / (2.0 * h);
+}
+
+// the clipped policy loss (clip 0.2) at log-probs logp, all else fixed
+typedef struct { const float *old, *adv, *w; int n; } PolicyLossAt;
+static double policy_loss_at(const float *logp, const void *ctx) {
+    const PolicyLossAt *a = ctx;
+    PpoPolicyStats st;
+    ppo_policy_loss(logp, a->old, a->adv, a->w, a->n, 0.2f, NULL, &st);
+    return st.loss;
+}
+
+// the clipped value loss (clip 0.2) at values v, all else fixed
+typedef struct { const float *old, *R, *w; int n; } ValueLossAt;
+static double value_loss_at(const float *v, const void *ctx) {
+    const ValueLossAt *a = ctx;
+    PpoValueStats st;
+    ppo_value_loss(v, a->old, a->R, a->w, a->n, 0.2f, NULL, &st);
+    return st.loss;
+}
+
 // Central differences of the loss in double precision around random points away from the kinks.
 static void test_policy_loss_fd(void) {
     enum { N = 64 };
@@ -135,15 +167,12 @@ static void test_policy_loss_fd(void) {
     int checked = 0, clipped = 0;
     for (int i = 0; i < N; i++) {
         double rr = exp((double)logp[i] - old[i]);
-        if (fabs(rr - 0.8) < 0.02 || fabs(rr - 1.2) < 0.02) continue;   // a kink: not differentiable
-        float save = logp[i], h = 1e-2f;
-        PpoPolicyStats sp, sm;
-        logp[i] = save + h; ppo_policy_loss(logp, old, adv, w, N, 0.2f, NULL, &sp);
-        logp[i] = save - h; ppo_policy_loss(logp, old, adv, w, N, 0.2f, NULL, &sm);
-        logp[i] = save;
-        double fd = (sp.loss - sm.loss) / (2.0 * h);
+        if (fabs(rr - 0.8) < 0.02 || fabs(rr - 1.2) < 0.02) continue; // a kink: not differentiable
+        PolicyLossAt at = {old, adv, w, N};
+        double fd = central_diff(logp, i, 1e-2f, policy_loss_at, &at);
         // (exp is curved: the central difference is exact to O(h^2) = 1e-4 relative)
-        CHECK_MSG(fabs(fd - d[i]) <= 2e-4 * fabs(d[i]) + 1e-7, "token %d: analytic %g vs finite difference %g", i, d[i], fd);
+        CHECK_MSG(fabs(fd - d[i]) <= 2e-4 * fabs(d[i]) + 1e-7,
+                  "token %d: analytic %g vs finite difference %g", i, d[i], fd);
         checked++;
         clipped += d[i] == 0.0f && w[i] > 0;
     }
@@ -157,7 +186,8 @@ static void test_value_loss_hand(void) {
     //   v=1.5 old=1.0 R=1: v_clip = 1.2; max(0.25, 0.04) = .25  unclipped, 0.5
     //   v=0.0 old=1.0 R=2: v_clip = 0.8; max(4, 1.44) = 4        unclipped, -2
     // loss = 0.25 * 0.5 * (1 + 0.64 + 0.25 + 4) = 0.73625, clip fraction 1/4
-    float v[5] = {1.0f, 1.5f, 1.5f, 0.0f, 9.0f}, old[5] = {0.9f, 1.0f, 1.0f, 1.0f, 0.0f}, R[5] = {2, 2, 1, 2, 0};
+    float v[5] = {1.0f, 1.5f, 1.5f, 0.0f, 9.0f}, old[5] = {0.9f, 1.0f, 1.0f, 1.0f, 0.0f},
+          R[5] = {2, 2, 1, 2, 0};
     float w[5] = {0.25f, 0.25f, 0.25f, 0.25f, 0.0f}, d[5];
     PpoValueStats st;
     ppo_value_loss(v, old, R, w, 5, 0.2f, d, &st);
@@ -172,24 +202,28 @@ static void test_value_loss_hand(void) {
     enum { N = 48 };
     float vv[N], oo[N], rr[N], ww[N], dd[N];
     Rng r; rng_init(&r, 5);
-    for (int i = 0; i < N; i++) { oo[i] = rng_normal(&r); vv[i] = oo[i] + 0.4f * rng_normal(&r); rr[i] = rng_normal(&r); ww[i] = 1.0f / N; }
+    for (int i = 0; i < N; i++) {
+        oo[i] = rng_normal(&r);
+        vv[i] = oo[i] + 0.4f * rng_normal(&r);
+        rr[i] = rng_normal(&r);
+        ww[i] = 1.0f / N;
+    }
     ppo_value_loss(vv, oo, rr, ww, N, 0.2f, dd, &st);
     int checked = 0;
     for (int i = 0; i < N; i++) {
         if (fabs(fabs(vv[i] - oo[i]) - 0.2) < 0.02) continue;
         float save = vv[i], h = 1e-2f;
-        PpoValueStats sp, sm;
-        vv[i] = save + h; ppo_value_loss(vv, oo, rr, ww, N, 0.2f, NULL, &sp);
-        vv[i] = save - h; ppo_value_loss(vv, oo, rr, ww, N, 0.2f, NULL, &sm);
-        vv[i] = save;
-        double fd = (sp.loss - sm.loss) / (2.0 * h);
-        // the loss switches branch where (v - R)^2 = (v_clip - R)^2: skip a token whose branch changes within h
+        ValueLossAt at = {oo, rr, ww, N};
+        double fd = central_diff(vv, i, h, value_loss_at, &at);
+        // the loss switches branch where (v - R)^2 = (v_clip - R)^2: skip a token whose branch
+        // changes within h
         if (fabs(fd - dd[i]) > 1e-5) {
             PpoValueStats s2; float d2[N];
             vv[i] = save + 0.5f * h; ppo_value_loss(vv, oo, rr, ww, N, 0.2f, d2, &s2); vv[i] = save;
             if ((d2[i] == 0.0f) != (dd[i] == 0.0f)) continue;   // the branch changes within h: skip
         }
-        CHECK_MSG(fabs(fd - dd[i]) <= 1e-5, "value %d: analytic %g vs finite difference %g", i, dd[i], fd);
+        CHECK_MSG(fabs(fd - dd[i]) <= 1e-5, "value %d: analytic %g vs finite difference %g", i,
+                  dd[i], fd);
         checked++;
     }
     CHECK(checked > 30);
@@ -228,10 +262,16 @@ static void tiny(Model *m, int lm, int score, int trainable, uint64_t seed) {
     ModelConfig c = {.max_seq_len = 16, .vocab_size = TV, .n_layer = 2, .n_head = 2, .n_embd = 8,
                      .ln_eps = 1e-5f, .lm_head = lm, .score_head = score};
     char err[256];
-    if (model_init(m, &c, TB, TT, trainable, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    if (model_init(m, &c, TB, TT, trainable, 0, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
     Rng r; rng_init(&r, seed);
     rng_fill_normal(&r, m->params_memory, (int64_t)m->num_params, 0.0f, 0.3f);
-    for (int i = 0; i < c.n_layer * c.n_embd; i++) { m->params.ln1w[i] += 1.0f; m->params.ln2w[i] += 1.0f; }
+    for (int i = 0; i < c.n_layer * c.n_embd; i++) {
+        m->params.ln1w[i] += 1.0f;
+        m->params.ln2w[i] += 1.0f;
+    }
 }
 
 static void tiny_batch(int32_t *tok, int32_t *tgt, ModelBatch *b) {
@@ -243,20 +283,27 @@ static void tiny_batch(int32_t *tok, int32_t *tgt, ModelBatch *b) {
         }
     for (int i = 0; i < TB; i++)   // target at t = the next token, on response positions only
         for (int t = t_plen[i] - 1; t < t_len[i] - 1; t++) tgt[i * TT + t] = tok[i * TT + t + 1];
-    *b = (ModelBatch){.B = TB, .T = TT, .tokens = tok, .lengths = t_len, .targets = tgt, .weights = NULL};
+    *b = (ModelBatch){
+        .B = TB, .T = TT, .tokens = tok, .lengths = t_len, .targets = tgt, .weights = NULL};
 }
 
 // ptx: one plain LM batch, every position a target, weight coef / tokens.
-static void ptx_batch(int32_t *tok, int32_t *tgt, float *w, int32_t *len, ModelBatch *b, float coef) {
+static void ptx_batch(int32_t *tok, int32_t *tgt, float *w, int32_t *len, ModelBatch *b,
+                      float coef) {
     Rng r; rng_init(&r, 9);
-    for (int i = 0; i < 2 * 7; i++) { tok[i] = (int32_t)rng_below(&r, TV); tgt[i] = (int32_t)rng_below(&r, TV); w[i] = coef / 14.0f; }
+    for (int i = 0; i < 2 * 7; i++) {
+        tok[i] = (int32_t)rng_below(&r, TV);
+        tgt[i] = (int32_t)rng_below(&r, TV);
+        w[i] = coef / 14.0f;
+    }
     len[0] = len[1] = 7;
     *b = (ModelBatch){.B = 2, .T = 7, .tokens = tok, .lengths = len, .targets = tgt, .weights = w};
 }
 
 typedef struct { float old[TB * TT], adv[TB * TT], w[TB * TT]; } PgInputs;
 
-static double pg_objective(Model *m, const ModelBatch *b, const PgInputs *in, float coef, const ModelBatch *pb) {
+static double pg_objective(Model *m, const ModelBatch *b, const PgInputs *in, float coef,
+                           const ModelBatch *pb) {
     char err[256];
     float logp[TB * TT];
     if (model_forward(m, b, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
@@ -290,7 +337,8 @@ static void test_policy_gradient_through_model(void) {
     for (int i = 0; i < TB * TT; i++) ntok += tgt[i] >= 0;
     for (int i = 0; i < TB * TT; i++) {
         in.w[i] = tgt[i] >= 0 ? 1.0f / ntok : 0.0f;
-        in.old[i] = logp[i] + 0.3f * rng_normal(&r);   // some ratios outside [0.8, 1.2]: clipped tokens
+        in.old[i] =
+            logp[i] + 0.3f * rng_normal(&r); // some ratios outside [0.8, 1.2]: clipped tokens
         in.adv[i] = rng_normal(&r);
     }
     PpoPolicyStats st;
@@ -357,7 +405,10 @@ static void test_value_gradient_through_model(void) {
         }
         m.params_memory[k] = save;
         double fd = (l[0] - l[1]) / (2.0 * h), g = m.grads_memory[k];
-        if (fabs(fd - g) > 1e-3 + 2e-2 * fabs(g)) { bad++; fprintf(stderr, "    param %zu: backward %g vs finite difference %g\n", k, g, fd); }
+        if (fabs(fd - g) > 1e-3 + 2e-2 * fabs(g)) {
+            bad++;
+            fprintf(stderr, "    param %zu: backward %g vs finite difference %g\n", k, g, fd);
+        }
         checked++;
     }
     CHECK_MSG(bad <= 2, "%d of %d parameters disagree", bad, checked);
@@ -391,24 +442,31 @@ static void test_policy_equals_reference(void) {
     CHECK_MSG(k1 == 0.0 && k3 == 0.0, "KL between equal models: k1 %g, k3 %g", k1, k3);
     PpoPolicyStats st;
     ppo_policy_loss(lp2, lp, adv, w, TB * TT, 0.2f, d, &st);
-    CHECK_MSG(st.max_ratio_dev == 0.0 && st.ratio_mean == 1.0, "ratio deviates from 1 by %g", st.max_ratio_dev);
+    CHECK_MSG(st.max_ratio_dev == 0.0 && st.ratio_mean == 1.0, "ratio deviates from 1 by %g",
+              st.max_ratio_dev);
     model_free(&pol);
     model_free(&ref);
 }
 
 int main(void) {
     test_case("KL estimators k1 and k3 (hand values, zero at equality)", test_kl_estimators);
-    test_case("per-token rewards, score shaping (missing end token, clipping)", test_rewards_and_score);
-    test_case("GAE against hand-computed advantages and returns (four lambda/gamma cases)", test_gae);
+    test_case("per-token rewards, score shaping (missing end token, clipping)",
+              test_rewards_and_score);
+    test_case("GAE against hand-computed advantages and returns (four lambda/gamma cases)",
+              test_gae);
     test_case("masked whitening (hand values, unbiased variance, single value)", test_whiten);
     test_case("explained variance", test_explained_variance);
-    test_case("clipped policy loss: hand values, d/dlogp, clip fraction, approx KL, NaN", test_policy_loss_hand);
+    test_case("clipped policy loss: hand values, d/dlogp, clip fraction, approx KL, NaN",
+              test_policy_loss_hand);
     test_case("clipped policy loss: gradient vs central differences", test_policy_loss_fd);
     test_case("clipped value loss: hand values, d/dv, central differences", test_value_loss_hand);
     test_case("adaptive KL controller (hand values) and fixed beta", test_kl_controller);
     test_case("EMA of weights", test_ema);
-    test_case("PPO d/dlogp + ptx LM loss through model_backward vs finite differences", test_policy_gradient_through_model);
-    test_case("clipped value loss d/dv through model_backward vs finite differences", test_value_gradient_through_model);
-    test_case("policy equal to the frozen reference: KL exactly 0, ratio exactly 1", test_policy_equals_reference);
+    test_case("PPO d/dlogp + ptx LM loss through model_backward vs finite differences",
+              test_policy_gradient_through_model);
+    test_case("clipped value loss d/dv through model_backward vs finite differences",
+              test_value_gradient_through_model);
+    test_case("policy equal to the frozen reference: KL exactly 0, ratio exactly 1",
+              test_policy_equals_reference);
     return test_summary();
 }

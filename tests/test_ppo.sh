@@ -8,22 +8,12 @@
 #     rollouts), the database consistent
 #   - the NaN/Inf guard skips, then stops and keeps the last good checkpoint
 #   - bad inputs: clear messages, non-zero exits
-BUILD=${BUILD:-build}
-B="$PWD/$BUILD/bin"
-FIX="$PWD/tests/fixtures"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+. "$PWD/tests/lib.sh"
+lib_workspace
 # Threads that sleep rather than spin when idle: these models are tiny, and on a shared machine
 # spinning OpenMP threads slow every parallel region down by orders of magnitude.
 export OMP_WAIT_POLICY=passive
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -8; }
-expect_fail() {
-    name=$1; code=$2; pat=$3; shift 3
-    "$@" >"$W/out" 2>"$W/err"; rc=$?
-    if [ "$rc" -eq "$code" ] && grep -q -- "$pat" "$W/err"; then ok "$name"; else echo "    exit $rc"; bad "$name"; fi
-}
+ERR_LINES=8
 metric() {   # metric DB NAME STEP
     python3 -c "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute('select value from metrics where name=? and step=?', (sys.argv[2], int(sys.argv[3]))).fetchone(); print(repr(r[0]) if r else 'none')" "$@"
 }
@@ -31,16 +21,13 @@ eval_loss() { "$B/rlhf" eval "$1" --text corpus.txt 2>&1 | sed -n 's/^loss //p';
 cd "$W" || exit 1
 
 # data: prompts "What is a plus b?" and the same sums as text
-i=0; : > corpus.txt; : > prompts.jsonl
-while [ $i -lt 300 ]; do
-    a=$((i * 7 % 19)); b=$((i * 11 % 17))
-    printf 'What is %d plus %d? %d\n' $a $b $((a + b)) >> corpus.txt
-    printf '{"prompt": "What is %d plus %d?"}\n' $a $b >> prompts.jsonl
-    i=$((i + 1))
-done
-"$B/rlhf" tokenizer train --vocab-size 300 --out tok corpus.txt 2>/dev/null
-"$B/rlhf" init --preset tiny --n-layer 2 --n-positions 48 --n-embd 32 --tokenizer tok --seed 5 --out base 2>/dev/null
-"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 48 --n-embd 32 --tokenizer tok --seed 6 --score-head --no-lm-head --out rm 2>/dev/null
+sums 300 "$SUM_TEXT" > corpus.txt
+sums 300 "$SUM_PROMPT" > prompts.jsonl
+tiny_tok 300
+"$B/rlhf" init --preset tiny --n-layer 2 --n-positions 48 --n-embd 32 --tokenizer tok --seed 5 \
+    --out base 2>/dev/null
+"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 48 --n-embd 32 --tokenizer tok --seed 6 \
+    --score-head --no-lm-head --out rm 2>/dev/null
 python3 "$FIX/ppo_craft_reward.py" rm > /dev/null || bad "crafting the reward model"
 cat > pre.yaml <<'YAML'
 model: {init: base}
@@ -62,14 +49,18 @@ train: {iterations: 10, policy_lr: 2e-3, value_lr: 3e-3}
 save: {every: 5}
 YAML
 
-"$B/ppo" --help > out 2>&1 && grep -q "ptx.coef" out && grep -q "kl.controller" out && ok "ppo --help lists every key" || bad "ppo --help"
+"$B/ppo" --help > out 2>&1 && grep -q "ptx.coef" out && grep -q "kl.controller" out &&
+    ok "ppo --help lists every key" || bad "ppo --help"
 
 # 1. plain PPO: the score rises, the KL stays bounded; policy == reference on iteration 1
-"$B/ppo" -c ppo.yaml > out 2> err && [ -f off/policy/model.safetensors ] && [ -f off/last/policy/trainer_state.json ] &&
+"$B/ppo" -c ppo.yaml > out 2> err && [ -f off/policy/model.safetensors ] &&
+    [ -f off/last/policy/trainer_state.json ] &&
     ok "PPO run (ptx off) completes: policy/ and last/ written" || bad "ppo run (ptx off)"
-kl1=$(metric off/workspace.db ppo/kl 1); k31=$(metric off/workspace.db ppo/kl_k3 1); r1=$(metric off/workspace.db ppo/first_ratio_dev 1)
+kl1=$(metric off/workspace.db ppo/kl 1); k31=$(metric off/workspace.db ppo/kl_k3 1); \
+    r1=$(metric off/workspace.db ppo/first_ratio_dev 1)
 [ "$kl1" = "0.0" ] && [ "$k31" = "0.0" ] && [ "$r1" = "0.0" ] &&
-    ok "policy == reference: KL exactly 0 (k1 and k3) and ratio exactly 1 on the first minibatch" || bad "KL/ratio at iteration 1: kl $kl1 k3 $k31 ratio dev $r1"
+    ok "policy == reference: KL exactly 0 (k1 and k3) and ratio exactly 1 on the first minibatch" ||
+        bad "KL/ratio at iteration 1: kl $kl1 k3 $k31 ratio dev $r1"
 python3 - off/workspace.db > out 2> err <<'PY' && ok "score rises clearly within 10 iterations, KL below 15 nats/episode ($(cat out))" || bad "score/KL: $(cat out)"
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -96,7 +87,8 @@ PY
 # train scores every completion) and pays reward.missing_eos_penalty; one that ended is scored as is
 for m in end_token as_is; do
     "$B/ppo" -c ppo.yaml --set out.dir=cut_$m --set train.iterations=1 --set rollout.max_new_tokens=4 \
-        --set reward.score_unfinished=$m > /dev/null 2> err || bad "ppo run with reward.score_unfinished=$m"
+        --set reward.score_unfinished=$m > /dev/null 2> err ||
+            bad "ppo run with reward.score_unfinished=$m"
 done
 python3 - cut_end_token/workspace.db cut_as_is/workspace.db > out 2> err <<'PY' && ok "cut-off responses: end token appended (score lower here, the crafted model counting digits), penalty 1 by default; ended ones as is ($(cat out))" || bad "score_unfinished: $(cat out)"
 import sqlite3, sys
@@ -118,8 +110,11 @@ PY
 # 2. the pretraining mix: the LM loss on the pretraining text rises less with ptx on
 "$B/ppo" -c ppo.yaml --set ptx.coef=1 --set out.dir=on > out 2> err || bad "ppo run (ptx on)"
 l0=$(eval_loss pre/best); loff=$(eval_loss off/policy); lon=$(eval_loss on/policy)
-awk -v a="$l0" -v b="$loff" -v c="$lon" 'BEGIN { exit !(a != "" && b != "" && c != "" && b > a + 0.3 && c < b - 0.3) }' &&
-    [ -f on/ptx.tok ] && ok "pretraining loss: start $l0, ptx off $loff, ptx on $lon (rises less with ptx)" || bad "ptx: start $l0 off $loff on $lon"
+awk -v a="$l0" -v b="$loff" -v c="$lon" \
+    'BEGIN { exit !(a != "" && b != "" && c != "" && b > a + 0.3 && c < b - 0.3) }' &&
+    [ -f on/ptx.tok ] &&
+        ok "pretraining loss: start $l0, ptx off $loff, ptx on $lon (rises less with ptx)" ||
+        bad "ptx: start $l0 off $loff on $lon"
 
 # 3. kill -9 at a random moment, rerun: the same result as the uninterrupted run
 cat > long.yaml <<'YAML'
@@ -150,7 +145,8 @@ done
 at=$(sed -n 's/.*resuming run [0-9]* at iteration \([0-9]*\).*/\1/p' err)
 same=1
 for f in last/policy/model.safetensors last/policy/trainer_state.safetensors last/value/model.safetensors \
-         last/value/trainer_state.safetensors last/ema/model.safetensors policy/model.safetensors; do
+         last/value/trainer_state.safetensors last/ema/model.safetensors \
+             policy/model.safetensors; do
     cmp -s "full/$f" "killed/$f" || { same=0; echo "    differs: $f"; }
 done
 if [ $killed -eq 1 ] && grep -q "resuming run" err && [ $same -eq 1 ]; then
@@ -172,24 +168,33 @@ PY
 
 # a crash between "last -> last.old" and "last.tmp -> last" (plus a half-written last.tmp): the next
 # start puts last.old back and removes the garbage
-mv killed/last killed/last.old && mkdir -p killed/last.tmp.999/policy && echo x > killed/last.tmp.999/policy/config.json
-"$B/ppo" -c killed.yaml > /dev/null 2> err && grep -q "resuming run 1 at iteration 40" err && [ -d killed/last ] &&
-    [ ! -e killed/last.old ] && [ ! -e killed/last.tmp.999 ] && cmp -s full/policy/model.safetensors killed/policy/model.safetensors &&
-    ok "an interrupted checkpoint save is repaired on the next start (last.old restored, last.tmp.* removed)" || bad "checkpoint group recovery"
+mv killed/last killed/last.old && mkdir -p killed/last.tmp.999/policy &&
+    echo x > killed/last.tmp.999/policy/config.json
+"$B/ppo" -c killed.yaml > /dev/null 2> err && grep -q "resuming run 1 at iteration 40" err &&
+    [ -d killed/last ] &&
+    [ ! -e killed/last.old ] && [ ! -e killed/last.tmp.999 ] &&
+        cmp -s full/policy/model.safetensors killed/policy/model.safetensors &&
+    ok "an interrupted checkpoint save is repaired on the next start (last.old restored, last.tmp.* removed)" ||
+        bad "checkpoint group recovery"
 
 # 4. the NaN/Inf guard: skipped minibatches, then a stop that keeps the last good checkpoint
 expect_fail "NaN guard: 3 bad minibatches in a row stop the run (exit 1), message says what happened" 1 "minibatches in a row had a NaN" \
     "$B/ppo" -c ppo.yaml --set out.dir=nan --set save.every=1 --set debug.nan_from_iteration=3
 n=$(grep -c "skipped: policy loss nan" "$W/err")
 it=$(python3 -c "import json; print(json.load(open('nan/last/policy/trainer_state.json'))['ints']['iteration'])")
-[ "$n" -eq 3 ] && [ "$it" = "2" ] && grep -q "restored the last good checkpoint" "$W/err" && [ ! -e nan/policy ] &&
-    ok "NaN guard: 3 warnings, last/ still holds iteration 2, no result written" || bad "NaN guard (warnings $n, last/ iteration $it)"
+[ "$n" -eq 3 ] && [ "$it" = "2" ] && grep -q "restored the last good checkpoint" "$W/err" &&
+    [ ! -e nan/policy ] &&
+    ok "NaN guard: 3 warnings, last/ still holds iteration 2, no result written" ||
+        bad "NaN guard (warnings $n, last/ iteration $it)"
 
 # rerun after the guard stopped: resumes from last/ (iteration 2), removes the rollouts of iteration 3
 # (recorded after that checkpoint) and redoes it; the result equals an uninterrupted run's
-"$B/ppo" -c ppo.yaml --set out.dir=nan2 --set save.every=2 --set train.iterations=5 --set debug.nan_from_iteration=4 > /dev/null 2>&1
-"$B/ppo" -c ppo.yaml --set out.dir=nan2 --set save.every=2 --set train.iterations=5 > /dev/null 2> err
-grep -q "resuming run 1 at iteration 2 .*rollouts of the redone iterations removed" err || bad "resume after the guard: $(head -c 300 err)"
+"$B/ppo" -c ppo.yaml --set out.dir=nan2 --set save.every=2 --set train.iterations=5 \
+    --set debug.nan_from_iteration=4 > /dev/null 2>&1
+"$B/ppo" -c ppo.yaml --set out.dir=nan2 --set save.every=2 \
+    --set train.iterations=5 > /dev/null 2> err
+grep -q "resuming run 1 at iteration 2 .*rollouts of the redone iterations removed" err ||
+    bad "resume after the guard: $(head -c 300 err)"
 "$B/ppo" -c ppo.yaml --set out.dir=ref5 --set save.every=2 --set train.iterations=5 > /dev/null 2>&1
 python3 - ref5/workspace.db nan2/workspace.db > out 2>&1 <<'PY' && cmp -s ref5/policy/model.safetensors nan2/policy/model.safetensors &&
 import sqlite3, sys
@@ -199,7 +204,8 @@ ra, rb = a.execute(q).fetchall(), b.execute(q).fetchall()
 print(len(ra), len(rb))
 assert len(ra) == 80 and ra == rb
 PY
-    ok "resumed after the guard: redone iterations' rollouts replaced, result equal to an uninterrupted run" || bad "resume after the guard: $(cat out)"
+    ok "resumed after the guard: redone iterations' rollouts replaced, result equal to an uninterrupted run" ||
+        bad "resume after the guard: $(cat out)"
 
 # 5. prompts from the workspace database (data.format db): rollouts point at their prompt rows
 expect_fail "data.format db on a workspace without prompts" 1 "has none in the train split" \
@@ -212,7 +218,8 @@ for i in range(12):
                (f"What is {i} plus {i % 5}?", "valid" if i % 4 == 3 else "train", time.time()))
 db.commit()
 PY
-"$B/ppo" -c ppo.yaml --set out.dir=dbrun --set data.format=db --set workspace=ws.db --set train.iterations=2 > out 2> err &&
+"$B/ppo" -c ppo.yaml --set out.dir=dbrun --set data.format=db --set workspace=ws.db \
+    --set train.iterations=2 > out 2> err &&
 python3 - ws.db > out 2>&1 <<'PY' && ok "prompts from the workspace (train split only), rollouts linked to prompt rows" || bad "data.format db: $(cat out)"
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -225,14 +232,20 @@ PY
 # 6. bad inputs
 expect_fail "a memory plan that does not fit is refused, saying what to change" 1 "memory plan needs.*ppo.minibatch_size" \
     "$B/ppo" -c ppo.yaml --set out.dir=o1 --set memory.limit_gb=0.0001
-expect_fail "a reward model without a score head" 1 "no score head" "$B/ppo" -c ppo.yaml --set out.dir=o2 --set model.reward=pre/best
+expect_fail "a reward model without a score head" 1 "no score head" "$B/ppo" -c ppo.yaml \
+    --set out.dir=o2 --set model.reward=pre/best
 printf '{"prompt": "What is 1 plus 2?"}\n{"promt": "x"}\n' > bad.jsonl
-expect_fail "a bad prompt line names file and line" 1 "bad.jsonl:2" "$B/ppo" -c ppo.yaml --set out.dir=o3 --set data.prompts=bad.jsonl
-expect_fail "ptx on without pretraining data" 1 "ptx.data" "$B/ppo" -c ppo.yaml --set out.dir=o4 --set ptx.coef=27.8 --set ptx.data=
-expect_fail "rollout batch not a multiple of the minibatch" 1 "multiple of ppo.minibatch_size" "$B/ppo" -c ppo.yaml --set out.dir=o5 --set rollout.batch_size=10
-expect_fail "a missing policy checkpoint" 1 "nope" "$B/ppo" -c ppo.yaml --set out.dir=o6 --set model.policy=nope
+expect_fail "a bad prompt line names file and line" 1 "bad.jsonl:2" "$B/ppo" -c ppo.yaml \
+    --set out.dir=o3 --set data.prompts=bad.jsonl
+expect_fail "ptx on without pretraining data" 1 "ptx.data" "$B/ppo" -c ppo.yaml --set out.dir=o4 \
+    --set ptx.coef=27.8 --set ptx.data=
+expect_fail "rollout batch not a multiple of the minibatch" 1 "multiple of ppo.minibatch_size" \
+    "$B/ppo" -c ppo.yaml --set out.dir=o5 --set rollout.batch_size=10
+expect_fail "a missing policy checkpoint" 1 "nope" "$B/ppo" -c ppo.yaml --set out.dir=o6 \
+    --set model.policy=nope
 printf 'ppo: {clip: wide}\n' > badcfg.yaml
-expect_fail "a wrong type in the config names file:line:column" 1 "badcfg.yaml:1:" "$B/ppo" -c badcfg.yaml
-expect_fail "resuming into another configuration is refused" 1 "another configuration" "$B/ppo" -c ppo.yaml --set kl.beta=0.3
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+expect_fail "a wrong type in the config names file:line:column" 1 "badcfg.yaml:1:" \
+    "$B/ppo" -c badcfg.yaml
+expect_fail "resuming into another configuration is refused" 1 "another configuration" \
+    "$B/ppo" -c ppo.yaml --set kl.beta=0.3
+lib_summary

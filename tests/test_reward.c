@@ -32,7 +32,8 @@ static void test_hand_values(void) {
     CHECK(fabs(L - 1.3132616875182228) < 1e-12);
     CHECK(fabs(dr[0] - 0.7310585786300049) < 1e-7 && fabs(dr[1] - -0.7310585786300049) < 1e-7);
     // K = 3 with a tie: item 0 best, items 1 and 2 tied (their pair dropped), P = 2:
-    // loss = (-log s(0.5 - -1) - log s(0.5 - 2)) / 2 = (0.20141327798275246 + 1.7014132779827524) / 2
+    // loss = (-log s(0.5 - -1) - log s(0.5 - 2)) / 2 = (0.20141327798275246 + 1.7014132779827524) /
+    // 2
     float r3[3] = {0.5f, -1.0f, 2.0f};
     int k3[3] = {1, 2, 2};
     L = reward_kwise_loss(r3, k3, 3, dr, &np);
@@ -60,16 +61,27 @@ static void test_hand_values(void) {
     CHECK(fabs(c - 2.5) < 1e-12 && fabs(m - 2.0) < 1e-12);
 }
 
+// A random ranking: k = 2 + rng_below(span) completions, each a score scale * N(0, 1) then a rank
+// in 1..k (ties likely), drawn in that order; returns k.
+static int random_ranking(Rng *rng, uint64_t span, float scale, float *r, int *ranks) {
+    int k = 2 + (int)rng_below(rng, span);
+    for (int i = 0; i < k; i++) {
+        r[i] = scale * rng_normal(rng);
+        ranks[i] = 1 + (int)rng_below(rng, (uint64_t)k);
+    }
+    return k;
+}
+
 // The K-wise loss of a ranking is the mean of the pairwise losses of its non-tied pairs, and its
 // gradient the mean of theirs; random K and ties.
 static void test_mean_over_pairs(void) {
     Rng rng;
     rng_init(&rng, 11);
     for (int trial = 0; trial < 200; trial++) {
-        int k = 2 + (int)rng_below(&rng, 9), ranks[16];
+        int ranks[16];
         float r[16], dr[16];
         double g[16] = {0}, sum = 0;
-        for (int i = 0; i < k; i++) { r[i] = 3 * rng_normal(&rng); ranks[i] = 1 + (int)rng_below(&rng, (uint64_t)k); }
+        int k = random_ranking(&rng, 9, 3, r, ranks);
         int64_t P = 0;
         double L = reward_kwise_loss(r, ranks, k, dr, &P);
         int64_t count = 0;
@@ -79,13 +91,15 @@ static void test_mean_over_pairs(void) {
                 float pr[2] = {r[w], r[l]}, pd[2];
                 int pk[2] = {1, 2};
                 sum += reward_kwise_loss(pr, pk, 2, pd, NULL);
-                CHECK(fabs(reward_kwise_loss(pr, pk, 2, NULL, NULL) - nls((double)r[w] - r[l])) < 1e-12);
+                CHECK(fabs(reward_kwise_loss(pr, pk, 2, NULL, NULL) - nls((double)r[w] - r[l])) <
+                      1e-12);
                 g[w] += pd[0]; g[l] += pd[1];
                 count++;
             }
         CHECK(count == P && P == reward_num_pairs(ranks, k));
         if (!P) { CHECK(L == 0); continue; }
-        CHECK_MSG(fabs(L - sum / P) < 1e-12, "K=%d: loss %.17g, mean over pairs %.17g", k, L, sum / P);
+        CHECK_MSG(fabs(L - sum / P) < 1e-12, "K=%d: loss %.17g, mean over pairs %.17g", k, L,
+                  sum / P);
         for (int i = 0; i < k; i++) CHECK(fabs(dr[i] - g[i] / P) < 1e-6);
     }
 }
@@ -95,9 +109,9 @@ static void test_finite_differences(void) {
     Rng rng;
     rng_init(&rng, 5);
     for (int trial = 0; trial < 50; trial++) {
-        int k = 2 + (int)rng_below(&rng, 7), ranks[8];
+        int ranks[8];
         float r[8], dr[8];
-        for (int i = 0; i < k; i++) { r[i] = 2 * rng_normal(&rng); ranks[i] = 1 + (int)rng_below(&rng, (uint64_t)k); }
+        int k = random_ranking(&rng, 7, 2, r, ranks);
         reward_kwise_loss(r, ranks, k, dr, NULL);
         for (int i = 0; i < k; i++) {
             float save = r[i], h = 1.0f / 256;   // exact in float
@@ -105,7 +119,8 @@ static void test_finite_differences(void) {
             r[i] = save - h; double lm = reward_kwise_loss(r, ranks, k, NULL, NULL);
             r[i] = save;
             double fd = (lp - lm) / (2.0 * h);
-            CHECK_MSG(fabs(fd - dr[i]) < 2e-5, "K=%d item %d: analytic %.8f, finite difference %.8f", k, i, dr[i], fd);
+            CHECK_MSG(fabs(fd - dr[i]) < 2e-5,
+                      "K=%d item %d: analytic %.8f, finite difference %.8f", k, i, dr[i], fd);
         }
     }
 }
@@ -120,22 +135,37 @@ static void test_parse(void) {
     CHECK(reward_parse_ranking(" 1 = 2 ", 2, r, err, sizeof err) == 0 && r[0] == 1 && r[1] == 1);
     reward_format_ranking(r, 2, buf, sizeof buf);
     CHECK(!strcmp(buf, "1=2"));
-    CHECK(reward_parse_ranking("3>1>2", 3, r, err, sizeof err) == 0 && r[0] == 2 && r[1] == 3 && r[2] == 1);
+    CHECK(reward_parse_ranking("3>1>2", 3, r, err, sizeof err) == 0 && r[0] == 2 && r[1] == 3 &&
+          r[2] == 1);
     CHECK(reward_parse_ranking("10>1>2>3>4>5>6>7>8>9", 10, r, err, sizeof err) == 0);
     // JSON ranks: made dense, order kept
-    CHECK(reward_parse_ranking("[2, 1, 3, 1]", 4, r, err, sizeof err) == 0 && r[0] == 2 && r[1] == 1 && r[2] == 3 && r[3] == 1);
-    CHECK(reward_parse_ranking("[4,1,4,2]", 4, r, err, sizeof err) == 0 && r[0] == 3 && r[1] == 1 && r[2] == 3 && r[3] == 2);
+    CHECK(reward_parse_ranking("[2, 1, 3, 1]", 4, r, err, sizeof err) == 0 && r[0] == 2 &&
+          r[1] == 1 && r[2] == 3 && r[3] == 1);
+    CHECK(reward_parse_ranking("[4,1,4,2]", 4, r, err, sizeof err) == 0 && r[0] == 3 && r[1] == 1 &&
+          r[2] == 3 && r[3] == 2);
     CHECK(reward_parse_ranking("[1,1]", 2, r, err, sizeof err) == 0 && r[0] == 1 && r[1] == 1);
-    struct { const char *s; int k; const char *msg; } bad[] = {
-        {"1>1", 2, "twice"}, {"1>5", 3, "1..3"}, {"1>2", 3, "missing 3"}, {"1>>2", 2, "expected a completion"},
-        {"", 2, "empty"}, {"   ", 2, "empty"}, {"abc", 2, "expected a completion"}, {"1,2", 2, "expected '>'"},
-        {"0>1", 2, "1..2"}, {"[1,2]", 3, "2 ranks for 3"}, {"[0,1]", 2, "not an integer in 1..2"},
-        {"[1.5,1]", 2, "not an integer"}, {"[1,\"a\"]", 2, "not an integer"}, {"[1,2", 2, "not a JSON array"},
-        {"1>2", 1, "2..64"}, {"1>2>", 2, "expected a completion"}};
+    struct { const char *s; int k; const char *msg;
+    } bad[] = {{"1>1", 2, "twice"},
+               {"1>5", 3, "1..3"},
+               {"1>2", 3, "missing 3"},
+               {"1>>2", 2, "expected a completion"},
+               {"", 2, "empty"},
+               {"   ", 2, "empty"},
+               {"abc", 2, "expected a completion"},
+               {"1,2", 2, "expected '>'"},
+               {"0>1", 2, "1..2"},
+               {"[1,2]", 3, "2 ranks for 3"},
+               {"[0,1]", 2, "not an integer in 1..2"},
+               {"[1.5,1]", 2, "not an integer"},
+               {"[1,\"a\"]", 2, "not an integer"},
+               {"[1,2", 2, "not a JSON array"},
+               {"1>2", 1, "2..64"},
+               {"1>2>", 2, "expected a completion"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = 0;
         int rc = reward_parse_ranking(bad[i].s, bad[i].k, r, err, sizeof err);
-        CHECK_MSG(rc == -1 && strstr(err, bad[i].msg), "'%s' (k=%d): rc %d, message '%s'", bad[i].s, bad[i].k, rc, err);
+        CHECK_MSG(rc == -1 && strstr(err, bad[i].msg), "'%s' (k=%d): rc %d, message '%s'", bad[i].s,
+                  bad[i].k, rc, err);
     }
 }
 
@@ -151,16 +181,22 @@ static void test_encode(void) {
     CHECK(tok_encode(tok, " Blue, like the sky.", 20, 0, &want, err) == 0);
     int32_t eot = tok_eot(tok);
     int trunc = -1;
-    CHECK(reward_encode(ds, tok, " ", "Name a colour.", "Blue, like the sky.", 1024, &got, &trunc, err, sizeof err) == 0);
+    CHECK(reward_encode(ds, tok, " ", "Name a colour.", "Blue, like the sky.", 1024, &got, &trunc,
+                        err, sizeof err) == 0);
     CHECK(got.n == want.n + 1 && trunc == 0);
-    CHECK(got.n == want.n + 1 && !memcmp(got.ids, want.ids, want.n * sizeof(int32_t)) && got.ids[want.n] == eot);
+    CHECK(got.n == want.n + 1 && !memcmp(got.ids, want.ids, want.n * sizeof(int32_t)) &&
+          got.ids[want.n] == eot);
     // too long: the last max_len tokens, the end token included
     TokIds cut = {0};
-    CHECK(reward_encode(ds, tok, " ", "Name a colour.", "Blue, like the sky.", 5, &cut, &trunc, err, sizeof err) == 0);
+    CHECK(reward_encode(ds, tok, " ", "Name a colour.", "Blue, like the sky.", 5, &cut, &trunc, err,
+                        sizeof err) == 0);
     CHECK(cut.n == 5 && trunc == 1 && !memcmp(cut.ids, got.ids + got.n - 5, 5 * sizeof(int32_t)));
     // appends; bad prompt UTF-8 is an error
-    CHECK(reward_encode(ds, tok, " ", "x", "y", 1024, &cut, NULL, err, sizeof err) == 0 && cut.n > 5);
-    CHECK(reward_encode(ds, tok, " ", "bad \xff prompt", "y", 1024, &cut, NULL, err, sizeof err) == -1 && strstr(err, "UTF-8"));
+    CHECK(reward_encode(ds, tok, " ", "x", "y", 1024, &cut, NULL, err, sizeof err) == 0 &&
+          cut.n > 5);
+    CHECK(reward_encode(ds, tok, " ", "bad \xff prompt", "y", 1024, &cut, NULL, err, sizeof err) ==
+              -1 &&
+          strstr(err, "UTF-8"));
     tok_ids_free(&want); tok_ids_free(&got); tok_ids_free(&cut);
     dataset_free(ds);
     tok_free(tok);
@@ -168,10 +204,13 @@ static void test_encode(void) {
 
 // A tiny reward model: GPT-2 weights at random, score head, no LM head.
 static void tiny_model(Model *m, int B, int T, int trainable) {
-    ModelConfig c = {.max_seq_len = 16, .vocab_size = 37, .n_layer = 2, .n_head = 2, .n_embd = 16, .ln_eps = 1e-5f,
-                     .lm_head = 0, .score_head = 1};
+    ModelConfig c = {.max_seq_len = 16, .vocab_size = 37, .n_layer = 2, .n_head = 2, .n_embd = 16,
+                     .ln_eps = 1e-5f, .lm_head = 0, .score_head = 1};
     char err[256];
-    if (model_init(m, &c, B, T, trainable, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    if (model_init(m, &c, B, T, trainable, 0, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
     model_init_weights(m, 77);
     // score head and ln_f not at their defaults, so that every term matters
     Rng r;
@@ -188,7 +227,8 @@ static void make_tokens(void) {
     Rng r;
     rng_init(&r, 9);
     for (int b = 0; b < TB; b++)
-        for (int t = 0; t < TT; t++) TOKS[b * TT + t] = t < LENS[b] ? (int32_t)rng_below(&r, 37) : 0;
+        for (int t = 0; t < TT; t++)
+            TOKS[b * TT + t] = t < LENS[b] ? (int32_t)rng_below(&r, 37) : 0;
 }
 
 static void test_scores_last_token(void) {
@@ -206,14 +246,16 @@ static void test_scores_last_token(void) {
         float v1[TT], s1;
         ModelBatch one = {.B = 1, .T = LENS[i], .tokens = TOKS + i * TT, .lengths = &LENS[i]};
         CHECK(reward_forward(&m, &one, v1, &s1, err, sizeof err) == 0);
-        CHECK_MSG(fabsf(s1 - scores[i]) < 1e-5f, "sequence %d: %g alone, %g in the batch", i, s1, scores[i]);
+        CHECK_MSG(fabsf(s1 - scores[i]) < 1e-5f, "sequence %d: %g alone, %g in the batch", i, s1,
+                  scores[i]);
     }
     // a model without a score head is refused
     Model lm;
     ModelConfig c = m.config;
     c.lm_head = 1; c.score_head = 0;
     CHECK(model_init(&lm, &c, 1, 4, 0, 0, err, sizeof err) == 0);
-    CHECK(reward_forward(&lm, &b, values, scores, err, sizeof err) == -1 && strstr(err, "score head"));
+    CHECK(reward_forward(&lm, &b, values, scores, err, sizeof err) == -1 &&
+          strstr(err, "score head"));
     CHECK(reward_fold_bias(&lm, 1.0, err, sizeof err) == -1);
     model_free(&lm);
     model_free(&m);
@@ -224,7 +266,10 @@ static double batch_loss(Model *m, const ModelBatch *b, float *dscores) {
     static const int RANKS[TB] = {2, 1, 3, 1, 2};
     float values[TB * TT], scores[TB];
     char err[256];
-    if (reward_forward(m, b, values, scores, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    if (reward_forward(m, b, values, scores, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
     double L = 0.5 * reward_kwise_loss(scores, RANKS, 3, dscores, NULL);
     L += 0.5 * reward_kwise_loss(scores + 3, RANKS + 3, 2, dscores ? dscores + 3 : NULL, NULL);
     if (dscores) for (int i = 0; i < TB; i++) dscores[i] *= 0.5f;
@@ -243,14 +288,21 @@ static void test_model_gradient(void) {
     for (int i = 0; i < TB; i++)
         for (int t = 0; t < TT; t++) CHECK(dv[i * TT + t] == (t == LENS[i] - 1 ? ds[i] : 0.0f));
     // a sample of parameters of every kind against central differences of the float model
-    static const char *names[] = {"score.weight", "ln_f.bias", "ln_f.weight", "wte.weight", "wpe.weight", "h.0.attn.c_attn.weight",
-                                  "h.1.mlp.c_proj.weight", "h.0.ln_1.bias"};
+    static const char *names[] = {"score.weight",
+                                  "ln_f.bias",
+                                  "ln_f.weight",
+                                  "wte.weight",
+                                  "wpe.weight",
+                                  "h.0.attn.c_attn.weight",
+                                  "h.1.mlp.c_proj.weight",
+                                  "h.0.ln_1.bias"};
     int checked = 0, bad = 0;
     for (int ti = 0; ti < model_tensor_count(&m); ti++) {
         ModelTensor t;
         model_tensor(&m, ti, &t);
         int want = 0;
-        for (size_t j = 0; j < sizeof names / sizeof names[0]; j++) want |= !strcmp(t.name, names[j]);
+        for (size_t j = 0; j < sizeof names / sizeof names[0]; j++)
+            want |= !strcmp(t.name, names[j]);
         if (!want) continue;
         int64_t n = t.ndim == 2 ? t.shape[0] * t.shape[1] : t.shape[0];
         for (int64_t e = 0; e < n; e += 1 + n / 7) {
@@ -262,7 +314,10 @@ static void test_model_gradient(void) {
             checked++;
             if (fabs(fd - an) > 2e-3 + 2e-2 * fabs(fd)) {
                 bad++;
-                if (bad < 5) test_fail_at(__FILE__, __LINE__, "%s[%lld]: analytic %.6f, finite difference %.6f", t.name, (long long)e, an, fd);
+                if (bad < 5)
+                    test_fail_at(__FILE__, __LINE__,
+                                 "%s[%lld]: analytic %.6f, finite difference %.6f", t.name,
+                                 (long long)e, an, fd);
             }
         }
     }
@@ -285,7 +340,8 @@ static void test_fold_bias(void) {
     CHECK(reward_forward(&m, &b, v, s1, err, sizeof err) == 0);
     double after = 0;
     for (int i = 0; i < TB; i++) {
-        CHECK_MSG(fabs(s1[i] - (s0[i] + c)) < 1e-5 * (1 + fabs(s0[i])), "score %d: %g + %g != %g", i, s0[i], c, s1[i]);
+        CHECK_MSG(fabs(s1[i] - (s0[i] + c)) < 1e-5 * (1 + fabs(s0[i])), "score %d: %g + %g != %g",
+                  i, s0[i], c, s1[i]);
         after += s1[i];
     }
     CHECK(fabs(after / TB) < 1e-5);
@@ -297,13 +353,17 @@ static void test_fold_bias(void) {
 int main(void) {
     omp_set_num_threads(1);
     test_case("reward: K-wise loss and gradient, hand-computed values", test_hand_values);
-    test_case("reward: K-wise loss is the mean of its pairwise losses (random K, ties)", test_mean_over_pairs);
-    test_case("reward: K-wise gradient against central finite differences", test_finite_differences);
+    test_case("reward: K-wise loss is the mean of its pairwise losses (random K, ties)",
+              test_mean_over_pairs);
+    test_case("reward: K-wise gradient against central finite differences",
+              test_finite_differences);
     test_case("reward: ranking parsing (2>4>1=3, JSON ranks) and every error", test_parse);
     test_case("reward: (prompt, response) rendering and truncation keep the end", test_encode);
     test_case("reward: score at the last real token, padding-invariant", test_scores_last_token);
-    test_case("reward: loss gradient through the whole model vs finite differences", test_model_gradient);
-    test_case("reward: a bias folded into ln_f.bias shifts every score by exactly it", test_fold_bias);
+    test_case("reward: loss gradient through the whole model vs finite differences",
+              test_model_gradient);
+    test_case("reward: a bias folded into ln_f.bias shifts every score by exactly it",
+              test_fold_bias);
     (void)sig;
     return test_summary();
 }

@@ -6,22 +6,12 @@
 # resume to bit-identical weights, scoring, inspection, labeling with a judge program and through
 # a pseudo-terminal (scripted keystrokes, undo, skip, quit, kill -9 mid-session), two labelers at
 # once getting disjoint prompts, and bad inputs for every subcommand.
-BUILD=${BUILD:-build}
-B="$PWD/$BUILD/bin"
-ROOT="$PWD"
+. "$PWD/tests/lib.sh"
 PY=/usr/bin/python3
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+lib_workspace
 # a tiny model: one thread is faster than two fighting over barriers (and the machine)
 export OMP_NUM_THREADS=1
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -8; }
-expect_fail() {
-    name=$1; code=$2; pat=$3; shift 3
-    "$@" >"$W/out" 2>"$W/err"; rc=$?
-    if [ "$rc" -eq "$code" ] && grep -q -- "$pat" "$W/err"; then ok "$name"; else echo "    exit $rc (want $code, message '$pat')"; bad "$name"; fi
-}
+ERR_LINES=8
 sql() { $PY - "$@" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -67,25 +57,33 @@ with open("rank.jsonl", "w") as out, open("corpus.txt", "w") as corpus, open("de
         f.write(json.dumps({"chosen": conv + "\n\nAssistant: sunny moon star", "rejected": conv + "\n\nAssistant: dark road"}) + "\n")
 PY
 "$B/rlhf" tokenizer train --vocab-size 300 --out tok corpus.txt 2>/dev/null
-"$B/rlhf" init --preset tiny --n-positions 64 --n-embd 32 --tokenizer tok --seed 5 --out base 2>/dev/null
-[ -f base/model.safetensors ] || { echo "FAIL setup: no base model"; echo "0 passed, 1 failed"; exit 1; }
+"$B/rlhf" init --preset tiny --n-positions 64 --n-embd 32 --tokenizer tok --seed 5 \
+    --out base 2>/dev/null
+[ -f base/model.safetensors ] ||
+    { echo "FAIL setup: no base model"; echo "0 passed, 1 failed"; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
 # help
-"$B/reward" --help > out 2>&1 && grep -q "inspect" out && ok "reward --help lists the subcommands" || bad "reward --help"
+"$B/reward" --help > out 2>&1 && grep -q "inspect" out &&
+    ok "reward --help lists the subcommands" || bad "reward --help"
 allhelp=1
-for c in import label train score inspect; do "$B/reward" $c --help > out 2>&1 && grep -q "usage: reward $c" out || allhelp=0; done
+for c in import label train score inspect; do "$B/reward" $c --help > out 2>&1 &&
+    grep -q "usage: reward $c" out || allhelp=0; done
 "$B/reward" train --help | grep -q "train.batch_size" || allhelp=0
-[ $allhelp -eq 1 ] && ok "every subcommand has --help (train lists its config keys)" || bad "subcommand --help"
+[ $allhelp -eq 1 ] && ok "every subcommand has --help (train lists its config keys)" ||
+    bad "subcommand --help"
 
 # ---------------------------------------------------------------------------------------------
 # import
-"$B/reward" import --workspace ws.db --valid-percent 20 rank.jsonl pairs.jsonl hh.jsonl > out 2> err &&
+"$B/reward" import --workspace ws.db --valid-percent 20 rank.jsonl pairs.jsonl \
+    hh.jsonl > out 2> err &&
     [ "$(sql ws.db 'select count(*) from rankings')" = 321 ] && grep -q "1 pairs skipped" err &&
-    ok "import: K-wise (both ranking forms), pairwise and HH lines; an equal pair is skipped" || bad "import"
+    ok "import: K-wise (both ranking forms), pairwise and HH lines; an equal pair is skipped" ||
+        bad "import"
 cp rank.jsonl renamed.jsonl
 "$B/reward" import --workspace ws.db rank.jsonl renamed.jsonl > out 2> err &&
-    [ "$(sql ws.db 'select count(*) from rankings')" = 321 ] && [ "$(grep -c 'already imported' err)" = 2 ] &&
+    [ "$(sql ws.db 'select count(*) from rankings')" = 321 ] &&
+        [ "$(grep -c 'already imported' err)" = 2 ] &&
     ok "import twice (and under another name): nothing added" || bad "import idempotence"
 $PY - "$W/ws.db" > out 2> err <<'PY' && ok "import: ties, ranks, HH prompt/response split, labelers, splits as expected" || bad "import contents: $(cat out)"
 import sqlite3, sys, json
@@ -108,14 +106,18 @@ PY
 before=$(sql ws.db 'select count(*) from prompts')
 printf '%s\n%s\n{"prompt": "x", "completions": ["a", "b"]\n' "$(sed -n 1p pairs.jsonl | sed 's/Pair prompt 0/New prompt A/')" \
     "$(sed -n 2p pairs.jsonl | sed 's/Pair prompt 1/New prompt B/')" > bad.jsonl
-expect_fail "import: a bad line is an error naming file:line" 1 "bad.jsonl:3" "$B/reward" import --workspace ws.db bad.jsonl
-[ "$(sql ws.db 'select count(*) from prompts')" = "$before" ] && [ "$(sql ws.db "select count(*) from prompts where text like 'New prompt%'")" = 0 ] &&
-    [ "$(sql ws.db 'select count(*) from imports')" = 3 ] && ok "import: nothing of the bad file was stored" || bad "import all or nothing"
+expect_fail "import: a bad line is an error naming file:line" 1 "bad.jsonl:3" "$B/reward" import \
+    --workspace ws.db bad.jsonl
+[ "$(sql ws.db 'select count(*) from prompts')" = "$before" ] &&
+    [ "$(sql ws.db "select count(*) from prompts where text like 'New prompt%'")" = 0 ] &&
+    [ "$(sql ws.db 'select count(*) from imports')" = 3 ] &&
+        ok "import: nothing of the bad file was stored" || bad "import all or nothing"
 i=0
 while IFS='|' read -r line pat; do
     i=$((i + 1))
     printf '{"prompt": "ok", "chosen": "a", "rejected": "b"}\n%s\n' "$line" > bad$i.jsonl
-    expect_fail "import: bad line: $pat" 1 "bad$i.jsonl:2: .*$pat" "$B/reward" import --workspace ws.db bad$i.jsonl
+    expect_fail "import: bad line: $pat" 1 "bad$i.jsonl:2: .*$pat" "$B/reward" import \
+        --workspace ws.db bad$i.jsonl
 done <<'EOF'
 {"prompt": "p", "completions": ["a", "b"], "ranking": [1, 2, 3]}|3 ranks for 2
 {"prompt": "p", "completions": ["a", "b"], "ranking": "1>1"}|appears twice
@@ -157,9 +159,12 @@ eval: {every: 20}
 YAML
 "$B/reward" train -c rm.yaml > out 2> err; rc=$?
 acc=$(grep "held-out loss" err | tail -1 | sed 's/.*accuracy \([0-9.]*\).*/\1/')
-[ $rc -eq 0 ] && awk -v a="$acc" 'BEGIN { exit !(a != "" && a >= 0.95) }' && [ -f run/final/model.safetensors ] && [ -f run/last/trainer_state.json ] &&
-    ok "train: held-out pairwise accuracy $acc >= 0.95; final/ and last/ written" || bad "train (exit $rc, held-out accuracy '$acc')"
-grep -q "the 40 demonstrations had mean score" err && ok "train: the bias comes from the workspace's demonstrations" || bad "bias source"
+[ $rc -eq 0 ] && awk -v a="$acc" 'BEGIN { exit !(a != "" && a >= 0.95) }' &&
+    [ -f run/final/model.safetensors ] && [ -f run/last/trainer_state.json ] &&
+    ok "train: held-out pairwise accuracy $acc >= 0.95; final/ and last/ written" ||
+        bad "train (exit $rc, held-out accuracy '$acc')"
+grep -q "the 40 demonstrations had mean score" err &&
+    ok "train: the bias comes from the workspace's demonstrations" || bad "bias source"
 $PY - "$W/ws.db" "$W/run" > out 2> err <<'PY' && ok "train: run done, checkpoint final/, a metric row per step, valid/accuracy(_k4), final/bias = trainer state" || bad "train record: $(cat out)"
 import sqlite3, sys, json
 db = sqlite3.connect(sys.argv[1])
@@ -192,32 +197,17 @@ for l in open("demos.jsonl"):
     print(" ".join(x.decode() for x in enc(f"Human: {d['prompt']}\n\nAssistant:") + enc(" " + d["completion"])), eot)
 PY
 $PY - "$ROOT/tests/ref" run/final demo_tokens.txt demo_scores.jsonl > out 2> err <<'PY' && ok "final/ in a float64 PyTorch forward: same scores as C, demonstrations mean $(cat out)" || bad "PyTorch check: $(cat out)"
-import json, math, sys
+import json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
-from hf_interop import read_safetensors, layer_norm, gelu_tanh
+from hf_interop import read_safetensors, final_hidden
 P, _ = read_safetensors(sys.argv[2] + "/model.safetensors", strict=True)
 P = {k[len("transformer."):] if k.startswith("transformer.") else k: v for k, v in P.items()}
 cfg = json.load(open(sys.argv[2] + "/config.json"))
 L, NH, eps = cfg["n_layer"], cfg["n_head"], cfg["layer_norm_epsilon"]
 assert "lm_head.weight" not in P and P["score.weight"].shape == (1, cfg["n_embd"])
 def score(tokens):   # GPT2ForSequenceClassification: score head at the last token
-    tok = torch.tensor(tokens)
-    T = len(tokens)
-    x = P["wte.weight"][tok] + P["wpe.weight"][:T]
-    c = x.shape[-1]; hd = c // NH
-    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    for l in range(L):
-        p = f"h.{l}."
-        h = layer_norm(x, P[p + "ln_1.weight"], P[p + "ln_1.bias"], eps)
-        q, k, v = (h @ P[p + "attn.c_attn.weight"] + P[p + "attn.c_attn.bias"]).split(c, dim=-1)
-        q, k, v = (z.reshape(T, NH, hd).transpose(0, 1) for z in (q, k, v))
-        att = torch.softmax(((q @ k.transpose(-2, -1)) / math.sqrt(hd)).masked_fill(mask, float("-inf")), dim=-1)
-        x = x + (att @ v).transpose(0, 1).reshape(T, c) @ P[p + "attn.c_proj.weight"] + P[p + "attn.c_proj.bias"]
-        h = gelu_tanh(layer_norm(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"], eps) @ P[p + "mlp.c_fc.weight"] + P[p + "mlp.c_fc.bias"])
-        x = x + h @ P[p + "mlp.c_proj.weight"] + P[p + "mlp.c_proj.bias"]
-    x = layer_norm(x, P["ln_f.weight"], P["ln_f.bias"], eps)
-    return (x[-1] @ P["score.weight"][0]).item()
+    return (final_hidden(P, tokens, L, NH, eps)[-1] @ P["score.weight"][0]).item()
 ours = [json.loads(l)["score"] for l in open(sys.argv[4])]
 ref = [score([int(t) for t in l.split()]) for l in open(sys.argv[3])]
 assert len(ours) == len(ref) == 40
@@ -241,29 +231,39 @@ for delay in 0.8 0.5 1.2 0.3 1.6 2.4 0.15; do
     "$B/reward" train -c killed.yaml > /dev/null 2>&1 &
     pid=$!
     sleep $delay
-    if kill -9 $pid 2>/dev/null; then wait $pid 2>/dev/null; [ -f killed/last/trainer_state.json ] && { killed=1; break; }; fi
+    if kill -9 $pid 2>/dev/null; then wait $pid 2>/dev/null; [ -f killed/last/trainer_state.json \
+        ] &&
+        { killed=1; break; }; fi
     wait $pid 2>/dev/null
 done
 "$B/reward" train -c killed.yaml > /dev/null 2> err
-if [ $killed -eq 1 ] && grep -q "resuming run" err && cmp -s full/last/model.safetensors killed/last/model.safetensors &&
-   cmp -s full/last/trainer_state.safetensors killed/last/trainer_state.safetensors && cmp -s full/final/model.safetensors killed/final/model.safetensors; then
+if [ $killed -eq 1 ] && grep -q "resuming run" err &&
+    cmp -s full/last/model.safetensors killed/last/model.safetensors &&
+   cmp -s full/last/trainer_state.safetensors killed/last/trainer_state.safetensors &&
+       cmp -s full/final/model.safetensors killed/final/model.safetensors; then
     ok "kill -9 and resume: last/ (weights, moments) and final/ bit-identical to the uninterrupted run"
 else bad "kill/resume (killed=$killed)"; fi
 [ "$(sql ws.db "select count(*) from metrics m join runs r on r.id = m.run_id where r.checkpoint like '%killed/final' and m.name = 'train/loss'")" = \
-  "$(sql ws.db "select max(m.step) from metrics m join runs r on r.id = m.run_id where r.checkpoint like '%killed/final' and m.name = 'train/loss'")" ] &&
+  "$(sql ws.db "select max(m.step) from metrics m join runs r on r.id = m.run_id where \
+      r.checkpoint like '%killed/final' and m.name = 'train/loss'")" ] &&
     ok "after kill and resume: one run, every step logged once" || bad "metrics after resume"
 
 # ---------------------------------------------------------------------------------------------
 # score
 "$B/reward" score run/final --workspace ws.db --print > scores.jsonl 2> err &&
-    [ "$(sql ws.db 'select count(*) from reward_scores')" = "$(sql ws.db 'select count(*) from completions')" ] &&
+    [ "$(sql ws.db 'select count(*) from reward_scores')" = \
+        "$(sql ws.db 'select count(*) from completions')" ] &&
     [ "$(wc -l < scores.jsonl)" = "$(sql ws.db 'select count(*) from completions')" ] &&
     $PY -c 'import json,sys; [json.loads(l)["score"] for l in open("scores.jsonl")]' &&
-    ok "score --workspace: every completion scored, stored and printed as JSONL" || bad "score workspace"
-"$B/reward" score run/final --workspace ws.db > out 2> err && grep -q "nothing to score" err && ok "score again: nothing left to score" || bad "score again"
+    ok "score --workspace: every completion scored, stored and printed as JSONL" ||
+        bad "score workspace"
+"$B/reward" score run/final --workspace ws.db > out 2> err && grep -q "nothing to score" err &&
+    ok "score again: nothing left to score" || bad "score again"
 sunny=$(sql ws.db "select avg(s.score) from reward_scores s join completions c on c.id = s.completion_id where c.text like '%sunny%'")
 other=$(sql ws.db "select avg(s.score) from reward_scores s join completions c on c.id = s.completion_id where c.text not like '%sunny%'")
-awk -v a="$sunny" -v b="$other" 'BEGIN { exit !(a > b + 1) }' && ok "stored scores: sunny completions $sunny, others $other" || bad "score values ($sunny vs $other)"
+awk -v a="$sunny" -v b="$other" 'BEGIN { exit !(a > b + 1) }' &&
+    ok "stored scores: sunny completions $sunny, others $other" ||
+    bad "score values ($sunny vs $other)"
 printf '{"id": 7, "prompt": "Write line 1 about the moon", "completion": "sunny moon"}\n\n{"prompt": "Write line 1 about the moon", "response": "dark moon"}\n' |
     "$B/reward" score run/final --input - > out 2> err &&
     $PY - > /dev/null <<'PY' && ok "score --input -: the input lines with \"score\" added, in order" || bad "score --input: $(cat out)"
@@ -275,8 +275,10 @@ PY
 
 # ---------------------------------------------------------------------------------------------
 # inspect
-"$B/reward" inspect run/final --workspace ws.db --top 3 > out 2> err && grep -q "accuracy against" out && grep -q "histogram\|##" out &&
-    grep -q "most confident mistakes" out && grep -q "calibration" out && ok "inspect: the report runs" || bad "inspect"
+"$B/reward" inspect run/final --workspace ws.db --top 3 > out 2> err &&
+    grep -q "accuracy against" out && grep -q "histogram\|##" out &&
+    grep -q "most confident mistakes" out && grep -q "calibration" out &&
+        ok "inspect: the report runs" || bad "inspect"
 "$B/reward" inspect run/final --workspace ws.db --json --split valid > out 2> err && $PY - > inspect.txt 2> err <<'PY' && ok "inspect --json parses: $(cat inspect.txt)" || bad "inspect --json: $(cat inspect.txt)"
 import json
 d = json.load(open("out"))
@@ -343,16 +345,23 @@ print(len(got))
 PY
 }
 mkws lab.db 12 3
-"$B/reward" label --workspace lab.db --labeler judge1 --judge "$PY judge.py 0 skip j1.log" > out 2> err &&
-    [ "$(checklog lab.db judge1 j1.log)" = 11 ] && [ "$(sql lab.db "select count(*) from claims where skipped = 1")" = 1 ] &&
+"$B/reward" label --workspace lab.db --labeler judge1 \
+    --judge "$PY judge.py 0 skip j1.log" > out 2> err &&
+    [ "$(checklog lab.db judge1 j1.log)" = 11 ] &&
+        [ "$(sql lab.db "select count(*) from claims where skipped = 1")" = 1 ] &&
     [ "$(sql lab.db "select count(*) from rankings where comment = 'by length'")" -ge 3 ] &&
-    ok "label --judge: every answer stored exactly (JSON ranks, objects with comments, 2>1=3), a skip remembered" || bad "label --judge: $(checklog lab.db judge1 j1.log 2>&1 | tail -1)"
-"$B/reward" label --workspace lab.db --labeler judge1 --judge "$PY judge.py 0 len j1b.log" > out 2> err && [ ! -s j1b.log ] &&
-    ok "label again: nothing left for this labeler (ranked and skipped prompts are not offered)" || bad "label again"
+    ok "label --judge: every answer stored exactly (JSON ranks, objects with comments, 2>1=3), a skip remembered" ||
+        bad "label --judge: $(checklog lab.db judge1 j1.log 2>&1 | tail -1)"
+"$B/reward" label --workspace lab.db --labeler judge1 \
+    --judge "$PY judge.py 0 len j1b.log" > out 2> err &&
+    [ ! -s j1b.log ] &&
+    ok "label again: nothing left for this labeler (ranked and skipped prompts are not offered)" ||
+        bad "label again"
 mkws bad.db 6 3
 expect_fail "label: a judge's invalid ranking stops the session, naming the prompt" 1 "judge's answer for prompt .*twice" \
     "$B/reward" label --workspace bad.db --labeler j --judge "$PY judge.py 0 bad jb.log"
-[ "$(checklog bad.db j jb.log)" = 2 ] && ok "label: the rankings before the bad answer are kept" || bad "rankings before the bad answer"
+[ "$(checklog bad.db j jb.log)" = 2 ] && ok "label: the rankings before the bad answer are kept" ||
+    bad "rankings before the bad answer"
 expect_fail "label: a judge that exits is an error" 1 "exited without answering" \
     "$B/reward" label --workspace bad.db --labeler j2 --judge "$PY judge.py 0 die jd.log"
 expect_fail "label: a judge that cannot start is an error" 1 "the judge (/nonexistent/judge)" \
@@ -360,19 +369,26 @@ expect_fail "label: a judge that cannot start is an error" 1 "the judge (/nonexi
 
 # two labelers at once: disjoint prompts, all of them labeled
 mkws two.db 30 3
-"$B/reward" label --workspace two.db --labeler ann --judge "$PY judge.py 0.1 len ann.log" > /dev/null 2> ann.err &
+"$B/reward" label --workspace two.db --labeler ann \
+    --judge "$PY judge.py 0.1 len ann.log" > /dev/null 2> ann.err &
 p1=$!
-"$B/reward" label --workspace two.db --labeler bob --judge "$PY judge.py 0.1 len bob.log" > /dev/null 2> bob.err &
+"$B/reward" label --workspace two.db --labeler bob \
+    --judge "$PY judge.py 0.1 len bob.log" > /dev/null 2> bob.err &
 p2=$!
 wait $p1; r1=$?; wait $p2; r2=$?
 na=$(checklog two.db ann ann.log 2>/dev/null); nb=$(checklog two.db bob bob.log 2>/dev/null)
 both=$(sql two.db "select count(*) from (select prompt_id from rankings group by prompt_id having count(*) > 1)")
-[ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ -n "$na" ] && [ -n "$nb" ] && [ "$na" -gt 0 ] && [ "$nb" -gt 0 ] && [ $((na + nb)) -eq 30 ] && [ "$both" = 0 ] &&
-    ok "two labelers at once: disjoint prompts ($na + $nb = 30), none ranked twice" || bad "concurrent labelers ($r1 $r2: '$na' '$nb' $both)"
+[ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ -n "$na" ] && [ -n "$nb" ] && [ "$na" -gt 0 ] &&
+    [ "$nb" -gt 0 ] && [ $((na + nb)) -eq 30 ] && [ "$both" = 0 ] &&
+    ok "two labelers at once: disjoint prompts ($na + $nb = 30), none ranked twice" ||
+        bad "concurrent labelers ($r1 $r2: '$na' '$nb' $both)"
 # overlap 2: both rank every prompt; inspect measures their agreement
-"$B/reward" label --workspace two.db --labeler ann --overlap 2 --judge "$PY judge.py 0 len ann2.log" > /dev/null 2>&1
-"$B/reward" label --workspace two.db --labeler bob --overlap 2 --judge "$PY judge.py 0 len bob2.log" > /dev/null 2>&1
-[ "$(sql two.db "select count(*) from (select prompt_id from rankings where prompt_id in (select id from prompts where source = 'sampled') group by prompt_id having count(distinct labeler_id) = 2)")" = 30 ] &&
+"$B/reward" label --workspace two.db --labeler ann --overlap 2 \
+    --judge "$PY judge.py 0 len ann2.log" > /dev/null 2>&1
+"$B/reward" label --workspace two.db --labeler bob --overlap 2 \
+    --judge "$PY judge.py 0 len bob2.log" > /dev/null 2>&1
+[ "$(sql two.db "select count(*) from \
+    (select prompt_id from rankings where prompt_id in (select id from prompts where source = 'sampled') group by prompt_id having count(distinct labeler_id) = 2)")" = 30 ] &&
     ok "--overlap 2: every prompt ranked by both labelers" || bad "overlap"
 "$B/reward" inspect run/final --workspace two.db --json > out 2> err && $PY - > agree.txt 2> err <<'PY' && ok "inspect: labeler agreement where rankings overlap ($(cat agree.txt))" || bad "inspect agreement: $(cat agree.txt)"
 import json
@@ -384,11 +400,15 @@ PY
 
 # --policy: K completions sampled on the spot and stored with model = the checkpoint
 mkws pol.db 4 0
-"$B/reward" label --workspace pol.db --labeler p --policy base --k 3 --max-new 6 --split train --judge "$PY judge.py 0 len pol.log" > out 2> err &&
-    [ "$(checklog pol.db p pol.log)" = 4 ] && [ "$(sql pol.db "select count(distinct prompt_id) from completions where model = 'base'")" = 4 ] &&
+"$B/reward" label --workspace pol.db --labeler p --policy base --k 3 --max-new 6 --split train \
+    --judge "$PY judge.py 0 len pol.log" > out 2> err &&
+    [ "$(checklog pol.db p pol.log)" = 4 ] &&
+        [ "$(sql pol.db "select count(distinct prompt_id) from completions where model = 'base'")" \
+            = 4 ] &&
     $PY -c 'import json; e = [json.loads(l)["ended"] for l in open("pol.log")]; assert all(isinstance(x, list) and all(isinstance(b, bool) for b in x) for x in e), e' &&
     grep -q '"ended": null' j1.log &&
-    ok "label --policy: completions sampled from the checkpoint, stored with its path, ranked; the judge is told which ended" || bad "label --policy"
+    ok "label --policy: completions sampled from the checkpoint, stored with its path, ranked; the judge is told which ended" ||
+        bad "label --policy"
 
 # ---------------------------------------------------------------------------------------------
 # the terminal: a pseudo-terminal with scripted keystrokes
@@ -439,7 +459,9 @@ cat > keys.json <<EOF
  ["saved: 3>2>1", ""], ["$P", "u\n"], ["undone", ""], ["$P", "1>2>3 # nice\n"], ["saved: 1>2>3", ""], ["$P", "s\n"],
  ["skipped", ""], ["$P", "q\n"]]
 EOF
-$PY ptydrive.py keys.json "$B/reward" label --workspace tty.db --labeler alice > transcript 2> err && grep -q "\[3\] www" transcript &&
+$PY ptydrive.py keys.json "$B/reward" label --workspace tty.db \
+    --labeler alice > transcript 2> err &&
+    grep -q "\[3\] www" transcript &&
 $PY - "$W/tty.db" > out 2>&1 <<'PY' && ok "terminal: exactly what was typed is stored (ranking, bad input re-asked, undo, re-rank, comment, skip, quit)" || bad "terminal: $(cat out)"
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -465,67 +487,100 @@ cat > keys2.json <<EOF
 [["$P", "1>2>3\n"], ["saved: 1>2>3", ""], ["$P", "3=2>1\n"], ["saved: 2=3>1", ""], ["$P", "KILL"]]
 EOF
 $PY ptydrive.py keys2.json "$B/reward" label --workspace tty.db --labeler carol > transcript2 2> err
-[ "$(sql tty.db "select count(*) from rankings r join labelers l on l.id = r.labeler_id where l.name = 'carol'")" = 2 ] &&
-    [ "$(sql tty.db "select group_concat(rank, '') from (select i.rank from rankings r join labelers l on l.id = r.labeler_id join ranking_items i on i.ranking_id = r.id where l.name = 'carol' order by r.id, i.completion_id)")" = 123211 ] &&
-    [ "$(sql tty.db 'pragma integrity_check')" = ok ] && ok "terminal killed with SIGKILL: both rankings entered before it are stored" || bad "killed labeler"
+[ "$(sql tty.db "select count(*) from rankings r join labelers l on l.id = r.labeler_id where \
+    l.name = 'carol'")" = 2 ] &&
+    [ "$(sql tty.db "select group_concat(rank, '') from \
+        (select i.rank from rankings r join labelers l on l.id = r.labeler_id join ranking_items i on i.ranking_id = r.id where l.name = 'carol' order by r.id, i.completion_id)")" = 123211 ] &&
+    [ "$(sql tty.db 'pragma integrity_check')" = ok ] &&
+        ok "terminal killed with SIGKILL: both rankings entered before it are stored" ||
+        bad "killed labeler"
 shown=$(sql tty.db "select p.text from claims c join prompts p on p.id = c.prompt_id join labelers l on l.id = c.labeler_id where l.name = 'carol' and skipped = 0")
 cat > keys3.json <<EOF
 [["$P", "q\n"]]
 EOF
 $PY ptydrive.py keys3.json "$B/reward" label --workspace tty.db --labeler carol > transcript3 2> err
-grep -q "$shown" transcript3 && ok "the next session of that labeler starts with the prompt it was shown ($shown)" || bad "resumed claim ($shown)"
+grep -q "$shown" transcript3 &&
+    ok "the next session of that labeler starts with the prompt it was shown ($shown)" ||
+    bad "resumed claim ($shown)"
 
 # training on a terminal draws a progress bar
 cat > keys4.json <<EOF
 [["reward [", ""], ["held-out loss", ""], ["done:", ""]]
 EOF
-$PY ptydrive.py keys4.json "$B/reward" train -c rm.yaml --set out.dir=ttyrun --set train.steps=12 --set eval.every=6 > transcript4 2> err &&
-    ok "train on a terminal: a progress bar, then the held-out lines" || bad "progress bar on a terminal"
+$PY ptydrive.py keys4.json "$B/reward" train -c rm.yaml --set out.dir=ttyrun --set train.steps=12 \
+    --set eval.every=6 > transcript4 2> err &&
+    ok "train on a terminal: a progress bar, then the held-out lines" ||
+        bad "progress bar on a terminal"
 
 # ---------------------------------------------------------------------------------------------
 # bad inputs
 expect_fail "reward without a command" 2 "usage" "$B/reward"
 expect_fail "an unknown command" 2 "unknown command" "$B/reward" frobnicate
 expect_fail "import without --workspace" 2 "required" "$B/reward" import rank.jsonl
-expect_fail "import of a missing file" 1 "nope.jsonl" "$B/reward" import --workspace ws.db nope.jsonl
-expect_fail "import with an unknown option" 2 "unknown option" "$B/reward" import --workspace ws.db --frob rank.jsonl
-expect_fail "import --split bogus" 1 "expected train, valid or test" "$B/reward" import --workspace ws.db --split dev rank.jsonl
-expect_fail "import --valid-percent 200" 1 "valid-percent" "$B/reward" import --workspace ws.db --valid-percent 200 rank.jsonl
+expect_fail "import of a missing file" 1 "nope.jsonl" "$B/reward" import --workspace ws.db \
+    nope.jsonl
+expect_fail "import with an unknown option" 2 "unknown option" "$B/reward" import \
+    --workspace ws.db --frob rank.jsonl
+expect_fail "import --split bogus" 1 "expected train, valid or test" "$B/reward" import \
+    --workspace ws.db --split dev rank.jsonl
+expect_fail "import --valid-percent 200" 1 "valid-percent" "$B/reward" import --workspace ws.db \
+    --valid-percent 200 rank.jsonl
 : > empty.jsonl
-expect_fail "import of an empty file" 1 "no rankings" "$B/reward" import --workspace ws.db empty.jsonl
+expect_fail "import of an empty file" 1 "no rankings" "$B/reward" import --workspace ws.db \
+    empty.jsonl
 echo "not a database" > notdb.db
-expect_fail "import into a file that is not a database" 1 "notdb.db" "$B/reward" import --workspace notdb.db rank.jsonl
+expect_fail "import into a file that is not a database" 1 "notdb.db" "$B/reward" import \
+    --workspace notdb.db rank.jsonl
 expect_fail "label without --labeler" 2 "required" "$B/reward" label --workspace lab.db
-expect_fail "label --split bogus" 1 "expected train, valid or test" "$B/reward" label --workspace lab.db --labeler x --split dev
-expect_fail "label --k 1" 1 "--k" "$B/reward" label --workspace lab.db --labeler x --k 1 --policy base
-expect_fail "label --policy that does not exist" 1 "nope" "$B/reward" label --workspace lab.db --labeler x --policy nope --judge true
-expect_fail "label --policy that is a reward model" 1 "no LM head" "$B/reward" label --workspace lab.db --labeler x --policy run/final --judge true
+expect_fail "label --split bogus" 1 "expected train, valid or test" "$B/reward" label \
+    --workspace lab.db --labeler x --split dev
+expect_fail "label --k 1" 1 "--k" "$B/reward" label --workspace lab.db --labeler x --k 1 \
+    --policy base
+expect_fail "label --policy that does not exist" 1 "nope" "$B/reward" label --workspace lab.db \
+    --labeler x --policy nope --judge true
+expect_fail "label --policy that is a reward model" 1 "no LM head" "$B/reward" label \
+    --workspace lab.db --labeler x --policy run/final --judge true
 expect_fail "train without a config" 2 "usage" "$B/reward" train
-expect_fail "train without model.init" 1 "model.init is required" "$B/reward" train -c rm.yaml --set model.init= --set out.dir=o1
+expect_fail "train without model.init" 1 "model.init is required" "$B/reward" train -c rm.yaml \
+    --set model.init= --set out.dir=o1
 printf 'trian: {lr: 0.1}\n' > badkey.yaml
 expect_fail "train: an unknown key is an error" 1 "trian" "$B/reward" train -c badkey.yaml
 printf 'train: {lr: fast}\n' > badcfg.yaml
-expect_fail "train: a wrong type names file:line:column" 1 "badcfg.yaml:1:" "$B/reward" train -c badcfg.yaml
-expect_fail "train: a bad --set names the override" 1 "train.batch_size" "$B/reward" train -c rm.yaml --set train.batch_size=0
-expect_fail "train: a workspace without rankings" 1 "no training rankings" "$B/reward" train -c rm.yaml --set workspace=empty.db --set out.dir=o9
-expect_fail "train: a missing checkpoint" 1 "nope" "$B/reward" train -c rm.yaml --set model.init=nope --set out.dir=o3
-expect_fail "train: resuming into another configuration is refused" 1 "another configuration" "$B/reward" train -c rm.yaml --set train.lr=1e-3
-expect_fail "train: seq_len beyond the context" 1 "exceeds the model's context" "$B/reward" train -c rm.yaml --set train.seq_len=100 --set out.dir=o4
-expect_fail "train: bias.source demonstrations without any" 1 "has none" "$B/reward" train -c rm.yaml --set workspace=two.db --set out.dir=o5 --set bias.source=demonstrations --set train.steps=2
+expect_fail "train: a wrong type names file:line:column" 1 "badcfg.yaml:1:" "$B/reward" \
+    train -c badcfg.yaml
+expect_fail "train: a bad --set names the override" 1 "train.batch_size" "$B/reward" \
+    train -c rm.yaml --set train.batch_size=0
+expect_fail "train: a workspace without rankings" 1 "no training rankings" "$B/reward" \
+    train -c rm.yaml --set workspace=empty.db --set out.dir=o9
+expect_fail "train: a missing checkpoint" 1 "nope" "$B/reward" train -c rm.yaml \
+    --set model.init=nope --set out.dir=o3
+expect_fail "train: resuming into another configuration is refused" 1 "another configuration" \
+    "$B/reward" train -c rm.yaml --set train.lr=1e-3
+expect_fail "train: seq_len beyond the context" 1 "exceeds the model's context" "$B/reward" \
+    train -c rm.yaml --set train.seq_len=100 --set out.dir=o4
+expect_fail "train: bias.source demonstrations without any" 1 "has none" "$B/reward" \
+    train -c rm.yaml --set workspace=two.db --set out.dir=o5 --set bias.source=demonstrations \
+    --set train.steps=2
 expect_fail "score without a checkpoint" 2 "CKPT is required" "$B/reward" score --workspace ws.db
-expect_fail "score with both --workspace and --input" 2 "one of them" "$B/reward" score run/final --workspace ws.db --input demos.jsonl
-expect_fail "score with a model that has no score head" 1 "no score head" "$B/reward" score base --input demos.jsonl
+expect_fail "score with both --workspace and --input" 2 "one of them" "$B/reward" score run/final \
+    --workspace ws.db --input demos.jsonl
+expect_fail "score with a model that has no score head" 1 "no score head" "$B/reward" score base \
+    --input demos.jsonl
 expect_fail "score with a missing checkpoint" 1 "nope" "$B/reward" score nope --input demos.jsonl
 printf '{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n' > badin.jsonl
-expect_fail "score: a bad input line names file:line" 1 "badin.jsonl:2" "$B/reward" score run/final --input badin.jsonl
+expect_fail "score: a bad input line names file:line" 1 "badin.jsonl:2" "$B/reward" score \
+    run/final --input badin.jsonl
 expect_fail "score --batch 0" 1 "--batch" "$B/reward" score run/final --input demos.jsonl --batch 0
 expect_fail "inspect without --workspace" 2 "required" "$B/reward" inspect run/final
-expect_fail "inspect with a model that has no score head" 1 "no score head" "$B/reward" inspect base --workspace ws.db
+expect_fail "inspect with a model that has no score head" 1 "no score head" "$B/reward" inspect \
+    base --workspace ws.db
 expect_fail "inspect --top -1" 1 "--top" "$B/reward" inspect run/final --workspace ws.db --top -1
 # prompt-only and {"prompt", "response"} lines: prompts to label and demonstrations for the bias
 printf '{"prompt": "Label me"}\n{"prompt": "Teach me", "response": "like this"}\n' > pd.jsonl
-"$B/reward" import --workspace pd.db pd.jsonl > out 2> err && grep -q "0 rankings, 1 prompts, 1 demonstrations" err &&
-    [ "$(python3 -c "import sqlite3; d = sqlite3.connect('pd.db'); print(d.execute('select count(*) from prompts').fetchone()[0], d.execute('select count(*) from demonstrations').fetchone()[0])")" = "2 1" ] &&
-    ok "import: prompt-only and demonstration lines" || bad "import: prompt-only and demonstration lines"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+"$B/reward" import --workspace pd.db pd.jsonl > out 2> err &&
+    grep -q "0 rankings, 1 prompts, 1 demonstrations" err &&
+    [ "$(python3 -c "import sqlite3; d = sqlite3.connect('pd.db'); \
+        print(d.execute('select count(*) from prompts').fetchone()[0], d.execute('select count(*) from demonstrations').fetchone()[0])")" = "2 1" ] &&
+    ok "import: prompt-only and demonstration lines" ||
+        bad "import: prompt-only and demonstration lines"
+lib_summary

@@ -4,20 +4,14 @@
 # inside one long optimizer step (sft looks between micro-batches), between steps (save last/,
 # the run row 'interrupted', exit 128 + the signal), with the saved checkpoint loadable and the
 # same command resuming to the end.
-BUILD=${BUILD:-build}
-TESTS="$PWD/tests"
-B="$PWD/$BUILD/bin"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+. "$PWD/tests/lib.sh"
+lib_workspace
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/    /' "$W/err" | tail -5; }
 cd "$W" || exit 1
-. "$TESTS/tiny_data.sh"
 tiny_data 24
 "$B/rlhf" tokenizer train --vocab-size 280 --out tok corpus.txt 2> err &&
-"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 --out lm 2> err ||
+"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 \
+    --out lm 2> err ||
     { bad "setup"; echo "$pass passed, $fail failed"; exit 1; }
 printf 'model: {init: lm}\ndata: {format: jsonl, train: [demos.jsonl]}\ntrain: {batch_size: 4}\neval: {every: 100000}\nlog: {every: 1}\n' > sft.yaml
 
@@ -32,19 +26,23 @@ wait_for() {
 stop_it() {
     t0=$(date +%s); kill -"$2" "$1"; wait "$1"; rc=$?; secs=$(($(date +%s) - t0))
 }
-row() { sqlite3 -batch "$1" "SELECT status || ' ' || coalesce(exit_code, '') FROM runs ORDER BY id DESC LIMIT 1"; }
+row() { sqlite3 -batch "$1" \
+    "SELECT status || ' ' || coalesce(exit_code, '') FROM runs ORDER BY id DESC LIMIT 1"; }
 
 # 1. between steps, each signal: exit 128+signo, run interrupted with that code, last/ loads,
 #    the same command resumes and finishes
 for sig in TERM INT HUP; do
     case $sig in TERM) code=143;; INT) code=130;; HUP) code=129;; esac
     : > err   # emptied first: wait_for must not see the previous run's lines
-    "$B/sft" -c sft.yaml --set out.dir=o-$sig --set train.steps=100000 --set save.every=1000000 2> err &
+    "$B/sft" -c sft.yaml --set out.dir=o-$sig --set train.steps=100000 \
+        --set save.every=1000000 2> err &
     pid=$!
-    if ! wait_for "step 3/" err 60; then kill -9 $pid; bad "SIG$sig: sft never reached step 3"; continue; fi
+    if ! wait_for "step 3/" err 60; then kill -9 $pid; bad "SIG$sig: sft never reached step 3"; \
+        continue; fi
     stop_it $pid $sig
     r=$(row o-$sig/workspace.db)
-    if [ $rc -eq $code ] && [ "$r" = "interrupted $code" ] && [ $secs -le 5 ] && grep -q "interrupted by SIG$sig" err &&
+    if [ $rc -eq $code ] && [ "$r" = "interrupted $code" ] && [ $secs -le 5 ] &&
+        grep -q "interrupted by SIG$sig" err &&
        "$B/rlhf" info o-$sig/last > /dev/null 2>&1; then
         ok "SIG$sig between steps: exit $code in ${secs}s, run '$r', last/ loads"
     else bad "SIG$sig between steps: exit $rc (want $code) in ${secs}s, run '$r'"; fi
@@ -65,21 +63,25 @@ else kill -9 $pid; bad "resume: no 'resuming run 1' line"; fi
 "$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=1000 --set save.every=1000000 2> err &
 pid=$!
 wait_for "step 2/" err 60; kill -TERM $pid; wait $pid; rc1=$?
-"$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=1000 --set save.every=1000000 2> err; rc2=$?
-[ $rc1 -eq 143 ] && [ $rc2 -eq 0 ] && grep -q "resuming run" err && [ "$(row o-fin/workspace.db)" = "done 0" ] &&
+"$B/sft" -c sft.yaml --set out.dir=o-fin --set train.steps=1000 --set save.every=1000000 2> err; \
+    rc2=$?
+[ $rc1 -eq 143 ] && [ $rc2 -eq 0 ] && grep -q "resuming run" err &&
+    [ "$(row o-fin/workspace.db)" = "done 0" ] &&
     ok "interrupted early in 1000 steps, the same command resumes and ends 'done'" ||
     bad "interrupt then resume to the end: exits $rc1, $rc2, run '$(row o-fin/workspace.db)'"
 
 # 2. inside one long step: 4096 micro-batches of 64 sequences; SIGTERM is seen between two of
 #    them, the unfinished step is dropped (last/ holds step 0), exit within a few seconds
 : > err   # emptied first: wait_for must not see the previous run's lines
-"$B/sft" -c sft.yaml --set out.dir=o-long --set train.batch_size=64 --set train.grad_accum=4096 --set train.steps=3 2> err &
+"$B/sft" -c sft.yaml --set out.dir=o-long --set train.batch_size=64 --set train.grad_accum=4096 \
+    --set train.steps=3 2> err &
 pid=$!
 if wait_for "sft: run " err 60; then
     sleep 1
     stop_it $pid TERM
     r=$(row o-long/workspace.db)
-    [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] && grep -q "at step 0; saved" err &&
+    [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] &&
+        grep -q "at step 0; saved" err &&
         "$B/rlhf" info o-long/last > /dev/null 2>&1 &&
         ok "SIGTERM inside a step of 4096 x 64 sequences: exit 143 in ${secs}s, run '$r', last/ loads" ||
         bad "SIGTERM inside a long step: exit $rc in ${secs}s, run '$r'"
@@ -96,7 +98,8 @@ PPO_FILES="policy/model.safetensors last/policy/model.safetensors last/policy/tr
 # 2b. ppo inside one iteration (one process): a stop is looked at between generation batches,
 #     scoring and update minibatches; the unfinished iteration is dropped, last/ holds the state
 #     of its start, and the same command resumes to weights equal to an uninterrupted run's.
-"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 6 --score-head --no-lm-head --out rm 2> err ||
+"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 6 \
+    --score-head --no-lm-head --out rm 2> err ||
     bad "setup: reward model"
 printf 'model: {policy: lm, reward: rm}\ndata: {prompts: [prompts.jsonl], prompt_template: "{prompt}"}\nptx: {coef: 0}\ntrain: {iterations: 2}\n' > ppo.yaml
 # (a) many update minibatches (8192 episodes, 4 epochs of 2048 minibatches: most of the time),
@@ -107,23 +110,29 @@ A="--set rollout.batch_size=8192 --set rollout.max_new_tokens=4 --set ppo.miniba
 #     SIGTERM as iteration 2 starts lands in its generation; last/ gets iteration 1's state
 G="--set rollout.batch_size=4096 --set rollout.max_new_tokens=20 --set ppo.minibatch_size=1024 --set ppo.epochs=1 --set save.every=5"
 for v in a b; do
-    if [ $v = a ]; then set -- $A; half=1; want="during iteration 2, after some of its updates; .* holds iteration 1"
+    if [ $v = a ]; then set -- $A; half=1; \
+        want="during iteration 2, after some of its updates; .* holds iteration 1"
     else set -- $G; half=0; want="at iteration 1; saved"; fi
-    "$B/ppo" -c ppo.yaml --set out.dir=p-ref-$v "$@" > /dev/null 2> err || bad "ppo ($v): uninterrupted run"
+    "$B/ppo" -c ppo.yaml --set out.dir=p-ref-$v "$@" > /dev/null 2> err ||
+        bad "ppo ($v): uninterrupted run"
     : > err   # (emptied before the start: the uninterrupted run's lines must not be waited for)
     t0=$(date +%s.%N)
     "$B/ppo" -c ppo.yaml --set out.dir=p-$v "$@" > /dev/null 2> err &
     pid=$!
-    if ! wait_for "iter 1/2" err 120; then kill -9 $pid; bad "ppo ($v): never finished iteration 1"; continue; fi
-    [ $half = 1 ] && sleep "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", (b - a) / 2 }')"
+    if ! wait_for "iter 1/2" err 120; then kill -9 $pid; \
+        bad "ppo ($v): never finished iteration 1"; continue; fi
+    [ $half = 1 ] &&
+        sleep "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", (b - a) / 2 }')"
     stop_it $pid TERM
     r=$(row p-$v/workspace.db)
-    if [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] && grep -q "interrupted by SIGTERM $want" err &&
+    if [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] &&
+        grep -q "interrupted by SIGTERM $want" err &&
        "$B/rlhf" info p-$v/last/policy > /dev/null 2>&1; then
         ok "ppo ($v): SIGTERM inside iteration 2: exit 143 in ${secs}s, run '$r', last/ (iteration 1) loads"
     else bad "ppo ($v): SIGTERM inside iteration 2: exit $rc in ${secs}s, run '$r'"; fi
     "$B/ppo" -c ppo.yaml --set out.dir=p-$v "$@" > /dev/null 2> err; rc=$?
-    [ $rc -eq 0 ] && grep -q "resuming run 1 at iteration 1" err && [ "$(row p-$v/workspace.db)" = "done 0" ] &&
+    [ $rc -eq 0 ] && grep -q "resuming run 1 at iteration 1" err &&
+        [ "$(row p-$v/workspace.db)" = "done 0" ] &&
         same_files p-ref-$v p-$v $PPO_FILES &&
         ok "ppo ($v): the same command resumes at iteration 1 and ends bit-identical to the uninterrupted run" ||
         bad "ppo ($v): resume: exit $rc, run '$(row p-$v/workspace.db)'"
@@ -134,7 +143,8 @@ done
 #     resumes to weights equal to an uninterrupted run's
 "$B/reward" import --workspace rk.db rank.jsonl 2> err || bad "reward import"
 printf 'model: {init: lm}\nworkspace: rk.db\ntrain: {batch_size: 16384, steps: 2}\nsave: {every: 1}\neval: {every: 100000}\n' > rw.yaml
-"$B/reward" train -c rw.yaml --set out.dir=r-ref > /dev/null 2> err || bad "reward: uninterrupted run"
+"$B/reward" train -c rw.yaml --set out.dir=r-ref > /dev/null 2> err ||
+    bad "reward: uninterrupted run"
 : > err
 "$B/reward" train -c rw.yaml --set out.dir=r-int > /dev/null 2> err &
 pid=$!
@@ -142,27 +152,36 @@ if wait_for "reward: run " err 60; then
     sleep 1
     stop_it $pid TERM
     r=$(row rk.db)
-    if [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] && grep -q "interrupted by SIGTERM at step 0; saved" err &&
+    if [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] &&
+        grep -q "interrupted by SIGTERM at step 0; saved" err &&
        "$B/rlhf" info r-int/last > /dev/null 2>&1; then
         ok "reward train: SIGTERM inside a step of 16384 rankings: exit 143 in ${secs}s, run '$r', last/ (step 0) loads"
     else bad "reward train: SIGTERM inside a step: exit $rc in ${secs}s, run '$r'"; fi
     "$B/reward" train -c rw.yaml --set out.dir=r-int > /dev/null 2> err; rc=$?
     [ $rc -eq 0 ] && grep -q "resuming" err && [ "$(row rk.db)" = "done 0" ] &&
-        same_files r-ref r-int final/model.safetensors last/model.safetensors last/trainer_state.safetensors &&
+        same_files r-ref r-int final/model.safetensors last/model.safetensors \
+            last/trainer_state.safetensors &&
         ok "reward train: the same command resumes and ends bit-identical to the uninterrupted run" ||
         bad "reward train: resume: exit $rc, run '$(row rk.db)'"
 else kill -9 $pid; bad "reward train did not start"; fi
 
 # 3. loading from a FIFO that never ends (jsonl and text): nothing to save, exit at once
 mkfifo fifo
-for fmt in jsonl text; do
+# stop_reading SIG CMD...: CMD started while a writer holds the FIFO `fifo` open without writing,
+# SIG after 1 s; rc and secs as stop_it
+stop_reading() {
+    sig=$1; shift
     sleep 30 > fifo &
     holder=$!
-    "$B/sft" -c sft.yaml --set out.dir=o-fifo-$fmt --set data.format=$fmt --set 'data.train=[fifo]' 2> err &
+    "$@" > /dev/null 2> err &
     pid=$!
     sleep 1
-    stop_it $pid TERM
+    stop_it $pid "$sig"
     kill $holder 2>/dev/null; wait $holder 2>/dev/null
+}
+for fmt in jsonl text; do
+    stop_reading TERM "$B/sft" -c sft.yaml --set out.dir=o-fifo-$fmt --set data.format=$fmt \
+        --set 'data.train=[fifo]'
     [ $rc -eq 143 ] && [ $secs -le 3 ] && [ "$(tail -n 1 err)" = "sft: stopped by SIGTERM" ] &&
         ok "SIGTERM while loading a FIFO that never ends ($fmt): exit 143 in ${secs}s" ||
         bad "FIFO ($fmt): exit $rc in ${secs}s, last line '$(tail -n 1 err)'"
@@ -170,17 +189,13 @@ done
 
 # 4. the other programs: SIGHUP to rlhf generate (prompts from a FIFO) and to reward label with a
 #    judge that never answers: exit 129, one line; the label session gives its prompt back
-sleep 30 > fifo &
-holder=$!
-"$B/rlhf" generate lm --prompts fifo > /dev/null 2> err &
-pid=$!
-sleep 1
-stop_it $pid HUP
-kill $holder 2>/dev/null; wait $holder 2>/dev/null
+stop_reading HUP "$B/rlhf" generate lm --prompts fifo
 [ $rc -eq 129 ] && [ $secs -le 3 ] && [ "$(tail -n 1 err)" = "rlhf: stopped by SIGHUP" ] &&
-    ok "SIGHUP to rlhf generate reading prompts from a FIFO: exit 129" || bad "SIGHUP to rlhf generate: exit $rc in ${secs}s"
+    ok "SIGHUP to rlhf generate reading prompts from a FIFO: exit 129" ||
+        bad "SIGHUP to rlhf generate: exit $rc in ${secs}s"
 "$B/reward" import --workspace lab.db prompts.jsonl 2> err
-"$B/reward" label --workspace lab.db --labeler j --policy lm --k 2 --max-new 4 --judge "sleep 60" 2> err &
+"$B/reward" label --workspace lab.db --labeler j --policy lm --k 2 --max-new 4 \
+    --judge "sleep 60" 2> err &
 pid=$!
 sleep 1
 stop_it $pid HUP
@@ -190,5 +205,4 @@ held=$(sqlite3 -batch lab.db "SELECT count(*) FROM claims WHERE skipped = 0" 2>/
     ok "SIGHUP to reward label waiting for its judge: exit 129, no claim left" ||
     bad "SIGHUP to reward label: exit $rc in ${secs}s, $held claims held"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+lib_summary

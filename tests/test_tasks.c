@@ -19,13 +19,17 @@ static void test_round_trip(void) {
         Task t, u;
         task_sample(&r, i % 8 == 7 ? -1 : i % 7, &t);
         seen[t.kind]++;
-        CHECK_MSG(strlen(t.prompt) > 0 && strlen(t.answer) > 0, "empty prompt or answer: '%s' -> '%s'", t.prompt, t.answer);
+        CHECK_MSG(strlen(t.prompt) > 0 && strlen(t.answer) > 0,
+                  "empty prompt or answer: '%s' -> '%s'", t.prompt, t.answer);
         if (task_parse(t.prompt, &u)) { CHECK_MSG(0, "not recognised: '%s'", t.prompt); continue; }
         CHECK_MSG(u.kind == t.kind && !strcmp(u.answer, t.answer) && u.template_id == t.template_id,
-                  "'%s': drawn %s '%s', parsed %s '%s'", t.prompt, task_kind_name(t.kind), t.answer, task_kind_name(u.kind), u.answer);
-        CHECK_MSG(task_check(&t, t.answer), "'%s': its own answer '%s' is judged wrong", t.prompt, t.answer);
+                  "'%s': drawn %s '%s', parsed %s '%s'", t.prompt, task_kind_name(t.kind), t.answer,
+                  task_kind_name(u.kind), u.answer);
+        CHECK_MSG(task_check(&t, t.answer), "'%s': its own answer '%s' is judged wrong", t.prompt,
+                  t.answer);
     }
-    for (int k = 0; k < TASK_NUM_KINDS; k++) CHECK_MSG(seen[k] > 500, "kind %s drawn %d times", task_kind_name(k), seen[k]);
+    for (int k = 0; k < TASK_NUM_KINDS; k++)
+        CHECK_MSG(seen[k] > 500, "kind %s drawn %d times", task_kind_name(k), seen[k]);
     // names
     for (int k = 0; k < TASK_NUM_KINDS; k++) CHECK(task_kind_from_name(task_kind_name(k)) == k);
     CHECK(task_kind_from_name("nope") == -1 && !strcmp(task_kind_name(99), "unknown"));
@@ -48,55 +52,94 @@ typedef struct { const char *prompt, *response; int correct; } Case;
 
 static void test_checkers_by_hand(void) {
     static const Case cases[] = {
-        {"What is 3 plus 4?", "7", 1}, {"What is 3 plus 4?", "7.", 1}, {"What is 3 plus 4?", "  7 ", 1},
+        {"What is 3 plus 4?", "7", 1},
+        {"What is 3 plus 4?", "7.", 1},
+        {"What is 3 plus 4?", "  7 ", 1},
         {"What is 3 plus 4?", "Sure! The answer is 7. I hope this helps!", 1},
         {"What is 3 plus 4?", "7\nWhat is 1 plus 1? 2", 1},
-        {"What is 3 plus 4?", "8", 0}, {"What is 3 plus 4?", "77", 0}, {"What is 3 plus 4?", "7 8", 0},
-        {"What is 3 plus 4?", "seven", 0}, {"What is 3 plus 4?", "", 0}, {"What is 3 plus 4?", "The answer is 8.", 0},
+        {"What is 3 plus 4?", "8", 0},
+        {"What is 3 plus 4?", "77", 0},
+        {"What is 3 plus 4?", "7 8", 0},
+        {"What is 3 plus 4?", "seven", 0},
+        {"What is 3 plus 4?", "", 0},
+        {"What is 3 plus 4?", "The answer is 8.", 0},
         {"What is 3 plus 4?", "The result is 7", 0},
-        {"Add 12 and 19.", "31", 1}, {"What is the sum of 0 and 0?", "0", 1},
-        {"What is 9 minus 4?", "5", 1}, {"Subtract 4 from 9.", "5", 1}, {"Subtract 4 from 9.", "-5", 0},
+        {"Add 12 and 19.", "31", 1},
+        {"What is the sum of 0 and 0?", "0", 1},
+        {"What is 9 minus 4?", "5", 1},
+        {"Subtract 4 from 9.", "5", 1},
+        {"Subtract 4 from 9.", "-5", 0},
         {"What is 9 take away 4?", "It is 5.", 1},
-        {"Reverse the word 'cat'.", "tac", 1}, {"Reverse the word 'cat'.", "TAC", 1}, {"Reverse the word 'cat'.", "'tac'", 1},
-        {"Reverse the word 'cat'.", "cat", 0}, {"Reverse the word 'cat'.", "ta", 0}, {"Write 'garden' backwards.", "nedrag", 1},
-        {"Sort these numbers: 5, 2, 9.", "2, 5, 9", 1}, {"Sort these numbers: 5, 2, 9.", "2 5 9", 1},
-        {"Sort these numbers: 5, 2, 9.", "2,5,9", 1}, {"Sort these numbers: 5, 2, 9.", "5, 2, 9", 0},
-        {"Sort these numbers: 5, 2, 9.", "2, 5", 0}, {"Sort these numbers: 5, 2, 9.", "2, 5, 9, 9", 0},
+        {"Reverse the word 'cat'.", "tac", 1},
+        {"Reverse the word 'cat'.", "TAC", 1},
+        {"Reverse the word 'cat'.", "'tac'", 1},
+        {"Reverse the word 'cat'.", "cat", 0},
+        {"Reverse the word 'cat'.", "ta", 0},
+        {"Write 'garden' backwards.", "nedrag", 1},
+        {"Sort these numbers: 5, 2, 9.", "2, 5, 9", 1},
+        {"Sort these numbers: 5, 2, 9.", "2 5 9", 1},
+        {"Sort these numbers: 5, 2, 9.", "2,5,9", 1},
+        {"Sort these numbers: 5, 2, 9.", "5, 2, 9", 0},
+        {"Sort these numbers: 5, 2, 9.", "2, 5", 0},
+        {"Sort these numbers: 5, 2, 9.", "2, 5, 9, 9", 0},
         {"Put these letters in alphabetical order: d, a, c.", "a, c, d", 1},
-        {"Sort these letters: d, a, c.", "A, C, D", 1}, {"Sort these letters: d, a, c.", "a, d, c", 0},
-        {"How many letters are in the word 'apple'?", "5", 1}, {"How many letters are in the word 'apple'?", "4", 0},
+        {"Sort these letters: d, a, c.", "A, C, D", 1},
+        {"Sort these letters: d, a, c.", "a, d, c", 0},
+        {"How many letters are in the word 'apple'?", "5", 1},
+        {"How many letters are in the word 'apple'?", "4", 0},
         {"Count the letters in 'sun'.", "The answer is 3!", 1},
-        {"How many words are in 'the cat sat'?", "3", 1}, {"Count the words in 'red big dog ran'.", "4", 1},
+        {"How many words are in 'the cat sat'?", "3", 1},
+        {"Count the words in 'red big dog ran'.", "4", 1},
         {"How many words are in 'the cat sat'?", "2", 0},
-        {"Write 'hello' in capital letters.", "HELLO", 1}, {"Write 'hello' in capital letters.", "hello", 0},
-        {"Write 'hello' in capital letters.", "Hello", 0}, {"Change 'hello' to upper case.", "Okay. HELLO.", 1},
-        {"Write 'HELLO' in small letters.", "hello", 1}, {"Change 'HELLO' to lower case.", "HELLO", 0},
-        {"What is the capital of Zorbia?", "Mipton", 1}, {"What is the capital of Zorbia?", "mipton", 1},
-        {"What is the capital of Zorbia?", "Fennick", 0}, {"Which city is the capital of Galdor?", "Fennick", 1},
-        {"What colour is grass?", "green", 1}, {"What colour is grass?", "It is green.", 1},
-        {"What colour is grass?", "Green!", 1}, {"What colour is grass?", "blue", 0},
+        {"Write 'hello' in capital letters.", "HELLO", 1},
+        {"Write 'hello' in capital letters.", "hello", 0},
+        {"Write 'hello' in capital letters.", "Hello", 0},
+        {"Change 'hello' to upper case.", "Okay. HELLO.", 1},
+        {"Write 'HELLO' in small letters.", "hello", 1},
+        {"Change 'HELLO' to lower case.", "HELLO", 0},
+        {"What is the capital of Zorbia?", "Mipton", 1},
+        {"What is the capital of Zorbia?", "mipton", 1},
+        {"What is the capital of Zorbia?", "Fennick", 0},
+        {"Which city is the capital of Galdor?", "Fennick", 1},
+        {"What colour is grass?", "green", 1},
+        {"What colour is grass?", "It is green.", 1},
+        {"What colour is grass?", "Green!", 1},
+        {"What colour is grass?", "blue", 0},
         {"What colour is the sky?", "blue", 1},
         // the rendered prompt is recognised too
         {"Human: What is 2 plus 2?\n\nAssistant:", "4", 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Task t;
-        if (task_parse(cases[i].prompt, &t)) { CHECK_MSG(0, "'%s' not recognised", cases[i].prompt); continue; }
+        if (task_parse(cases[i].prompt, &t)) {
+            CHECK_MSG(0, "'%s' not recognised", cases[i].prompt);
+            continue;
+        }
         int got = task_check(&t, cases[i].response);
-        CHECK_MSG(got == cases[i].correct, "'%s' answered '%s': judged %s, want %s", cases[i].prompt, cases[i].response,
-                  got ? "correct" : "wrong", cases[i].correct ? "correct" : "wrong");
+        CHECK_MSG(got == cases[i].correct, "'%s' answered '%s': judged %s, want %s",
+                  cases[i].prompt, cases[i].response, got ? "correct" : "wrong",
+                  cases[i].correct ? "correct" : "wrong");
     }
 }
 
 static void test_unknown_prompts(void) {
     static const char *const unknown[] = {
-        "Tell me a joke.", "What is 3 plus four?", "What is the capital of France?", "What is 3 plus 4", "",
-        "Reverse the word 'c4t'.", "Sort these numbers: 5, a, 9.", "Sort these numbers: 5.",
-        "What colour is a dragon?", "Human: Tell me a joke.\n\nAssistant:", "Count the words in 'two  spaces'.",
+        "Tell me a joke.",
+        "What is 3 plus four?",
+        "What is the capital of France?",
+        "What is 3 plus 4",
+        "",
+        "Reverse the word 'c4t'.",
+        "Sort these numbers: 5, a, 9.",
+        "Sort these numbers: 5.",
+        "What colour is a dragon?",
+        "Human: Tell me a joke.\n\nAssistant:",
+        "Count the words in 'two  spaces'.",
     };
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         Task t;
-        CHECK_MSG(task_parse(unknown[i], &t) == -1, "'%s' should not be recognised (got %s)", unknown[i], task_kind_name(t.kind));
+        CHECK_MSG(task_parse(unknown[i], &t) == -1, "'%s' should not be recognised (got %s)",
+                  unknown[i], task_kind_name(t.kind));
     }
     // surrounding whitespace is not part of a prompt
     Task t;
@@ -121,14 +164,20 @@ static void test_styles(void) {
         task_response(&r, &t, st, resp, sizeof resp);
         TaskGrade g;
         task_grade(&t, resp, &g);
-        CHECK_MSG(g.correct == (st != TASK_STYLE_WRONG), "%s response '%s' to '%s' (answer '%s') judged %s",
-                  task_style_name(st), resp, t.prompt, t.answer, g.correct ? "correct" : "wrong");
-        if (st == TASK_STYLE_CONCISE) CHECK(g.extra_words == 0 && !g.leak && !g.junk && g.score == 1000);
+        CHECK_MSG(g.correct == (st != TASK_STYLE_WRONG),
+                  "%s response '%s' to '%s' (answer '%s') judged %s", task_style_name(st), resp,
+                  t.prompt, t.answer, g.correct ? "correct" : "wrong");
+        if (st == TASK_STYLE_CONCISE)
+            CHECK(g.extra_words == 0 && !g.leak && !g.junk && g.score == 1000);
         if (st == TASK_STYLE_VERBOSE) CHECK_MSG(g.extra_words > 0 && g.score < 1000, "'%s'", resp);
-        if (st == TASK_STYLE_RAMBLING) { CHECK_MSG(g.extra_words > 0, "'%s'", resp); n_leak += g.leak; }
+        if (st == TASK_STYLE_RAMBLING) {
+            CHECK_MSG(g.extra_words > 0, "'%s'", resp);
+            n_leak += g.leak;
+        }
         if (st == TASK_STYLE_WRONG) CHECK_MSG(g.score <= 0, "'%s'", resp);
     }
-    CHECK_MSG(n_leak > 100 && n_leak < 900, "rambling answers that continue the dialogue: %d of 1000", n_leak);
+    CHECK_MSG(n_leak > 100 && n_leak < 900,
+              "rambling answers that continue the dialogue: %d of 1000", n_leak);
     for (int i = 0; i < task_filler_count(); i++) {
         char resp[256];
         snprintf(resp, sizeof resp, "%s 7.", task_filler(i));
@@ -195,8 +244,9 @@ static void test_rank_noiseless(void) {
         task_response(&r, &t, TASK_STYLE_VERBOSE, v, sizeof v);
         const char *rs[] = {w, v, t.answer};
         task_rank(t.prompt, rs, NULL, 3, 0, 1, rank);
-        CHECK_MSG(rank[2] == 1 && rank[1] == 2 && rank[0] == 3, "'%s': '%s' '%s' '%s' ranked %d %d %d", t.prompt, w, v, t.answer,
-                  rank[0], rank[1], rank[2]);
+        CHECK_MSG(rank[2] == 1 && rank[1] == 2 && rank[0] == 3,
+                  "'%s': '%s' '%s' '%s' ranked %d %d %d", t.prompt, w, v, t.answer, rank[0],
+                  rank[1], rank[2]);
     }
 }
 
@@ -240,12 +290,14 @@ static void test_rank_noise(void) {
     const double levels[] = {0.05, 0.1, TASK_DEFAULT_NOISE, 0.3, 0.4};
     for (int i = 0; i < 5; i++) {
         agreement(levels[i], 8000, &t, &b);
-        printf("    noise %.3f: agreement with the noiseless judge %.4f (expected %.4f), between two judges %.4f\n",
-               levels[i], t, 1 - levels[i], b);
-        CHECK_MSG(t > 1 - levels[i] - 0.012 && t < 1 - levels[i] + 0.012, "noise %g: agreement %.4f, expected %.4f",
-                  levels[i], t, 1 - levels[i]);
+        printf(
+            "    noise %.3f: agreement with the noiseless judge %.4f (expected %.4f), between two judges %.4f\n",
+            levels[i], t, 1 - levels[i], b);
+        CHECK_MSG(t > 1 - levels[i] - 0.012 && t < 1 - levels[i] + 0.012,
+                  "noise %g: agreement %.4f, expected %.4f", levels[i], t, 1 - levels[i]);
         if (levels[i] == TASK_DEFAULT_NOISE)
-            CHECK_MSG(b > 0.71 && b < 0.755, "two judges at the default noise agree on %.4f of pairs, expected ~0.73", b);
+            CHECK_MSG(b > 0.71 && b < 0.755,
+                      "two judges at the default noise agree on %.4f of pairs, expected ~0.73", b);
     }
     // the noise is a function of (seed, request): same inputs, same ranking
     const char *rs[] = {"7", "8", "The answer is 7.", "nine"};
@@ -273,12 +325,14 @@ static void test_ranking_parse(void) {
     CHECK(task_ranking_parse("2>4>1=3", 4, rank, err, sizeof err) == 0);
     CHECK(rank[0] == 3 && rank[1] == 1 && rank[2] == 3 && rank[3] == 2);
     CHECK(task_ranking_format(rank, 4, line, sizeof line) == 0 && !strcmp(line, "2>4>1=3"));
-    CHECK(task_ranking_parse(" 1 = 2 ", 2, rank, err, sizeof err) == 0 && rank[0] == 1 && rank[1] == 1);
+    CHECK(task_ranking_parse(" 1 = 2 ", 2, rank, err, sizeof err) == 0 && rank[0] == 1 &&
+          rank[1] == 1);
     CHECK(task_ranking_parse("1", 1, rank, err, sizeof err) == 0);
     const char *bad[] = {"1>1", "1>5", "1>2", "1>2>3>", "a>b", "1,2,3", "", ">1>2>3", "0>1>2"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = 0;
-        CHECK_MSG(task_ranking_parse(bad[i], 3, rank, err, sizeof err) == -1 && err[0], "'%s' accepted", bad[i]);
+        CHECK_MSG(task_ranking_parse(bad[i], 3, rank, err, sizeof err) == -1 && err[0],
+                  "'%s' accepted", bad[i]);
     }
     CHECK(task_ranking_parse("1>2", 2, rank, NULL, 0) == 0);
     CHECK(task_ranking_parse("1>1", 2, rank, NULL, 0) == -1);
@@ -308,12 +362,14 @@ static void test_sentences_and_statements(void) {
 int main(void) {
     test_case("every drawn task is recognised with its answer", test_round_trip);
     test_case("same seed, same tasks and responses", test_same_seed_same_tasks);
-    test_case("checkers accept right answers and reject wrong ones (hand-written cases)", test_checkers_by_hand);
+    test_case("checkers accept right answers and reject wrong ones (hand-written cases)",
+              test_checkers_by_hand);
     test_case("prompts outside the family are not recognised", test_unknown_prompts);
     test_case("demonstration styles: concise/verbose/rambling correct, wrong never", test_styles);
     test_case("form terms: empty, leak, junk, unknown prompts", test_grade_form);
     test_case("noiseless ranking: correctness, then form; ties kept", test_rank_noiseless);
-    test_case("label noise: agreement 1-P with the truth, ~73% between two judges", test_rank_noise);
+    test_case("label noise: agreement 1-P with the truth, ~73% between two judges",
+              test_rank_noise);
     test_case("ranking lines format and parse", test_ranking_parse);
     test_case("sentences and statements", test_sentences_and_statements);
     return test_summary();

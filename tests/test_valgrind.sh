@@ -7,28 +7,25 @@
 # valgrind does not know AVX-512, so the programs are built for it in build-valgrind/ with
 # -march=x86-64-v3 (AVX2). Under the sanitizer build (make DEBUG=1 test) valgrind is not run:
 # ASan and valgrind do not mix, and that build checks the same things itself.
-BUILD=${BUILD:-build}
-ROOT="$PWD"
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+. "$PWD/tests/lib.sh"
+ERR_LINES=0   # vg shows what valgrind said instead
 if nm "$BUILD/bin/rlhf" 2>/dev/null | grep -q __asan_init; then
-    echo "ok   valgrind not run on a sanitizer build ($BUILD: ASan checks these programs itself)"
-    echo "1 passed, 0 failed"; exit 0
+    ok "valgrind not run on a sanitizer build ($BUILD: ASan checks these programs itself)"
+    lib_summary; exit
 fi
-command -v valgrind > /dev/null || { echo "FAIL valgrind is missing (scripts/deps.sh test installs it)"; echo "0 passed, 1 failed"; exit 1; }
+command -v valgrind > /dev/null ||
+    { bad "valgrind is missing (scripts/deps.sh test installs it)"; lib_summary; exit; }
 VB=build-valgrind
-if ! make --no-print-directory -j2 BUILD=$VB ARCH=-march=x86-64-v3 $VB/bin/rlhf $VB/bin/sft $VB/bin/reward $VB/bin/ppo > /tmp/vg-build.$$ 2>&1; then
+if ! make --no-print-directory -j2 BUILD=$VB ARCH=-march=x86-64-v3 $VB/bin/rlhf $VB/bin/sft \
+    $VB/bin/reward $VB/bin/ppo > /tmp/vg-build.$$ 2>&1; then
     tail -5 /tmp/vg-build.$$; rm -f /tmp/vg-build.$$
-    echo "FAIL building $VB"; echo "0 passed, 1 failed"; exit 1
+    bad "building $VB"; lib_summary; exit
 fi
 rm -f /tmp/vg-build.$$
 B="$ROOT/$VB/bin"
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+lib_workspace
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 cd "$W" || exit 1
-. "$ROOT/tests/tiny_data.sh"
 tiny_data 12
 cat > sft.yaml <<'YAML'
 model: {init: base}
@@ -61,16 +58,20 @@ vg() {   # vg NAME COMMAND...: the command under memcheck; its errors fail the s
     valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --track-origins=no \
         "$@" > out 2> err; rc=$?
     if [ $rc -eq 0 ] && ! grep -q '^==[0-9]*==' err; then ok "valgrind: $name"
-    else bad "valgrind: $name (exit $rc)"; grep -A12 '^==[0-9]*==' err | head -40 | sed 's/^/    /'; [ $rc -ne 99 ] && tail -3 err | sed 's/^/    /'; fi
+    else bad "valgrind: $name (exit $rc)"; grep -A12 '^==[0-9]*==' err | head -40 | sed \
+        's/^/    /'; [ $rc -ne 99 ] &&
+        tail -3 err | sed 's/^/    /'; fi
 }
 vg "rlhf tokenizer train" "$B/rlhf" tokenizer train --vocab-size 280 --out tok corpus.txt
-vg "rlhf init" "$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 --tokenizer tok --seed 5 --out base
+vg "rlhf init" "$B/rlhf" init --preset tiny --n-layer 1 --n-positions 32 --n-embd 32 \
+    --tokenizer tok --seed 5 --out base
 vg "sft, 3 steps with eval and sampling" "$B/sft" -c sft.yaml
 vg "reward import" "$B/reward" import --workspace ws.db rank.jsonl prompts.jsonl
 vg "reward train, 2 steps and the bias" "$B/reward" train -c rm.yaml
 vg "reward score" "$B/reward" score rm/final --workspace ws.db
 vg "reward inspect" "$B/reward" inspect rm/final --workspace ws.db
-vg "reward label --judge, sampling from a policy" "$B/reward" label --workspace ws.db --labeler vg --policy sft/last --k 3 --max-new 3 --limit 2 --judge "sh judge.sh"
+vg "reward label --judge, sampling from a policy" "$B/reward" label --workspace ws.db --labeler vg \
+    --policy sft/last --k 3 --max-new 3 --limit 2 --judge "sh judge.sh"
 vg "ppo, one iteration with the pretraining mix" "$B/ppo" -c ppo.yaml
 vg "rlhf info" "$B/rlhf" info ppo/policy
 vg "rlhf generate" "$B/rlhf" generate ppo/policy --prompt "What is" --max-new 4 --seed 1
@@ -79,7 +80,7 @@ vg "rlhf eval" "$B/rlhf" eval sft/last --text corpus.txt
 export RLHF_BLAS_TEST_CORE=Prescott
 vg "rlhf info --system with a generic BLAS kernel" "$B/rlhf" info --system
 unset RLHF_BLAS_TEST_CORE
-grep -q "^openblas core *Prescott (chosen by the library" out && ok "under valgrind: no re-execution (it would leave valgrind)" ||
+grep -q "^openblas core *Prescott (chosen by the library" out &&
+    ok "under valgrind: no re-execution (it would leave valgrind)" ||
     bad "under valgrind: $(grep '^openblas core' out)"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+lib_summary

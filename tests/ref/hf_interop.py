@@ -34,6 +34,8 @@ import sys
 
 import torch
 
+from gpt2_ref import gelu_tanh  # noqa: E402  (the reference model's GELU: one definition)
+
 V, MAXT, L, NH, C = 101, 16, 2, 3, 24
 LN_EPS = 1e-5
 SEED = 20240601
@@ -157,12 +159,9 @@ def layer_norm(x, w, b, eps):
     return (x - mu) / torch.sqrt(var + eps) * w + b
 
 
-def gelu_tanh(x):
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-
-
-def lm_loss(P, tokens, n_layer, n_head, eps):
-    """Mean next-token cross-entropy of one sequence; P maps bare names to float64 tensors."""
+def final_hidden(P, tokens, n_layer, n_head, eps):
+    """ln_f of the last block's output (T, C) for one sequence; P maps bare names to float64
+    tensors. tests/test_reward.sh scores with it (GPT2ForSequenceClassification)."""
     tok = torch.tensor(tokens)
     T = len(tokens)
     x = P["wte.weight"][tok] + P["wpe.weight"][:T]
@@ -181,10 +180,15 @@ def lm_loss(P, tokens, n_layer, n_head, eps):
         h = layer_norm(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"], eps)
         h = gelu_tanh(h @ P[p + "mlp.c_fc.weight"] + P[p + "mlp.c_fc.bias"])
         x = x + h @ P[p + "mlp.c_proj.weight"] + P[p + "mlp.c_proj.bias"]
-    x = layer_norm(x, P["ln_f.weight"], P["ln_f.bias"], eps)
+    return layer_norm(x, P["ln_f.weight"], P["ln_f.bias"], eps)
+
+
+def lm_loss(P, tokens, n_layer, n_head, eps):
+    """Mean next-token cross-entropy of one sequence (tied LM head)."""
+    x = final_hidden(P, tokens, n_layer, n_head, eps)
     logits = x @ P["wte.weight"].T
     logp = torch.log_softmax(logits, dim=-1)
-    tgt = tok[1:]
+    tgt = torch.tensor(tokens)[1:]
     return -logp[:-1].gather(1, tgt[:, None]).mean().item()
 
 
