@@ -1,5 +1,6 @@
-// rlhf: the tool around the engine. Subcommands bring a model in (init, a checkpoint), look at
-// it (info), use it (generate, eval) and handle tokenizers; `rlhf run` will run pipelines.
+// rlhf: the tool around the engine. Subcommands bring a model in (init), look at it (info), use
+// it (generate, eval), handle tokenizers, run pipelines (run, in pipelines/), make the demo's
+// data and judge its completions (data, judge, in data/demo/) and compare policies (eval-policy).
 #include "blas.h"
 #include "cli.h"
 #include "commands.h"
