@@ -4,6 +4,7 @@
 // overrides, getters, dump/hash/help.
 #define _GNU_SOURCE   // memrchr, qsort_r
 #include "config.h"
+#include "utf8.h"
 #include "util.h"
 #include <ctype.h>
 #include <errno.h>
@@ -66,41 +67,13 @@ static char *dup_n(const char *s, size_t n) {
     return d;
 }
 
-// Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 when invalid (overlong forms,
-// surrogates, above U+10FFFF, truncated). *cp receives the code point.
-static int utf8_seq(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    int len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
-    if (!len || c > 0xF4 || (size_t)len > n) return 0;
-    uint32_t v = c & (0x3F >> (len - 1));
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (v < least[len] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
-}
-
-static int utf8_valid(const char *s, size_t n) {
-    uint32_t cp;
-    for (size_t i = 0; i < n;) {
-        int k = utf8_seq((const unsigned char *)s + i, n - i, &cp);
-        if (!k) return 0;
-        i += (size_t)k;
-    }
-    return 1;
-}
-
 // User text for a one-line message: about 48 bytes, cut at a character boundary ("..." when
 // cut), control characters and bytes that are not UTF-8 written as \xNN.
 static const char *show(const char *s, size_t n, char *out, size_t outlen) {
     size_t o = 0, i = 0;
     while (i < n && i < 48 && o + 8 < outlen) {
         uint32_t cp;
-        int k = utf8_seq((const unsigned char *)s + i, n - i, &cp);
+        int k = utf8_decode(s + i, n - i, &cp);
         if (k > 1 && o + (size_t)k + 4 < outlen) { memcpy(out + o, s + i, (size_t)k); o += (size_t)k; i += (size_t)k; continue; }
         unsigned char ch = (unsigned char)s[i++];
         if (k == 0 || ch < 0x20 || ch == 0x7F) o += (size_t)snprintf(out + o, outlen - o, "\\x%02X", ch);
@@ -390,7 +363,7 @@ static int parse_flow_list(const char *text, size_t n, Value *v, char *msg, size
 // numbers and bools, a flow sequence / empty / one item for lists.
 static int parse_text_value(const ConfigEntry *e, const char *text, Value *v, char *msg, size_t msglen) {
     size_t n = strlen(text);
-    if (!utf8_valid(text, n)) { memset(v, 0, sizeof(*v)); return util_err(msg, msglen, "the value is not valid UTF-8"); }
+    if (utf8_valid_len(text, n) != n) { memset(v, 0, sizeof(*v)); return util_err(msg, msglen, "the value is not valid UTF-8"); }
     if (e->type == CONFIG_LIST) {
         memset(v, 0, sizeof(*v));
         if (n == 0) return 0;
@@ -951,7 +924,7 @@ static void put_quoted(Buf *b, const char *s) {
     buf_add(b, "\"", 1);
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        int k = utf8_seq((const unsigned char *)s + i, n - i, &cp);
+        int k = utf8_decode(s + i, n - i, &cp);
         if (!k) { buf_fmt(b, "\\x%02X", (unsigned char)s[i]); i++; continue; }   // not reached
         if (cp == '"') buf_str(b, "\\\"");
         else if (cp == '\\') buf_str(b, "\\\\");

@@ -4,6 +4,7 @@
 #include "dataset.h"
 #include "cli.h"
 #include "rng.h"
+#include "utf8.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -70,32 +71,6 @@ static void where_str(char *buf, const char *source, int64_t item) {
     else snprintf(buf, WHERE_LEN, "%s", source);
 }
 
-// Length of the longest valid UTF-8 prefix of s[0..n) (no overlong forms, no surrogates, nothing
-// above U+10FFFF).
-static size_t utf8_valid_len(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        size_t k;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) k = 1;
-        else if (c == 0xE0) { k = 2; lo = 0xA0; }
-        else if (c >= 0xE1 && c <= 0xEC) k = 2;
-        else if (c == 0xED) { k = 2; hi = 0x9F; }
-        else if (c >= 0xEE && c <= 0xEF) k = 2;
-        else if (c == 0xF0) { k = 3; lo = 0x90; }
-        else if (c >= 0xF1 && c <= 0xF3) k = 3;
-        else if (c == 0xF4) { k = 3; hi = 0x8F; }
-        else return i;
-        if (i + k >= n) return i;   // the sequence runs past the end
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (size_t j = 2; j <= k; j++) if (s[i + j] < 0x80 || s[i + j] > 0xBF) return i;
-        i += k + 1;
-    }
-    return n;
-}
-
 // ---------------------------------------------------------------------------------------------
 // options
 
@@ -137,7 +112,7 @@ int dataset_create(Dataset **out, const Tokenizer *tok, const DatasetOptions *op
     if (find_placeholder("system template", st, "{system}", &sat, err, errlen)) return -1;
     const char *strs[3] = {pt, rp, st};
     for (int i = 0; i < 3; i++)
-        if (utf8_valid_len((const unsigned char *)strs[i], strlen(strs[i])) != strlen(strs[i]))
+        if (utf8_valid_len(strs[i], strlen(strs[i])) != strlen(strs[i]))
             return util_err(err, errlen, "template \"%s\" is not valid UTF-8", strs[i]);
     if (opt->max_tokens < 1 || opt->max_tokens > (1 << 30))
         return util_err(err, errlen, "max_tokens must be in 1..%d (got %d)", 1 << 30, opt->max_tokens);
@@ -203,7 +178,7 @@ static int check_messages(const DatasetMessage *m, int n, int final_assistant, c
                             where, i, m[i].role ? m[i].role : "(null)");
         if (!m[i].content) return util_err(err, errlen, "%s: messages[%d] has no content", where, i);
         size_t len = strlen(m[i].content);
-        size_t ok = utf8_valid_len((const unsigned char *)m[i].content, len);
+        size_t ok = utf8_valid_len(m[i].content, len);
         if (ok != len) return util_err(err, errlen, "%s: messages[%d].content has invalid UTF-8 at byte %zu", where, i, ok + 1);
         if (r == ROLE_SYSTEM && i > 0)
             return util_err(err, errlen, "%s: messages[%d]: a system message may only come first", where, i);
@@ -387,7 +362,7 @@ static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair
         for (int i = 0; i < 2; i++) {
             const char *what = i ? "response" : "prompt";
             if (!m[i].content) return util_err(err, errlen, "%s: no %s", where, what);
-            size_t len = strlen(m[i].content), ok = utf8_valid_len((const unsigned char *)m[i].content, len);
+            size_t len = strlen(m[i].content), ok = utf8_valid_len(m[i].content, len);
             if (ok != len) return util_err(err, errlen, "%s: the %s has invalid UTF-8 at byte %zu", where, what, ok + 1);
         }
         if (!m[1].content[0]) return util_err(err, errlen, "%s: empty response", where);
@@ -509,7 +484,7 @@ static int64_t find_nul_escape(const char *s, size_t n) {
 
 // Parses one non-blank line into p (p->root owns the strings). col0: column of s[0] in the file.
 static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *where, char *err, size_t errlen) {
-    size_t ok = utf8_valid_len((const unsigned char *)s, n);
+    size_t ok = utf8_valid_len(s, n);
     if (ok != n) return util_err(err, errlen, "%s: invalid UTF-8 at column %zu (JSONL must be UTF-8)", where, col0 + ok + 1);
     if (strlen(s) != n) return util_err(err, errlen, "%s: NUL byte at column %zu", where, col0 + strlen(s) + 1);
     int64_t z = find_nul_escape(s, n);
@@ -651,7 +626,7 @@ int dataset_example(const Dataset *ds, int64_t i, DatasetExample *out) {
 }
 
 int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err, size_t errlen) {
-    size_t len = strlen(prompt), ok = utf8_valid_len((const unsigned char *)prompt, len);
+    size_t len = strlen(prompt), ok = utf8_valid_len(prompt, len);
     if (ok != len) return util_err(err, errlen, "prompt has invalid UTF-8 at byte %zu", ok + 1);
     DatasetMessage m = {"user", prompt};
     return dataset_encode_chat_prompt(ds, &m, 1, out, err, errlen);

@@ -12,6 +12,7 @@
 // join the heap after it. O(n log n) in the piece length, so a megabyte-long word is fine.
 #define _GNU_SOURCE   // memmem
 #include "tokenizer.h"
+#include "utf8.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
@@ -143,53 +144,6 @@ static int read_file(const char *path, int64_t max, char **data, size_t *len, ch
     return TOK_OK;
 }
 
-// Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629), or 0 when s[0] starts none.
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    if (c < 0xc2 || c > 0xf4) return 0;
-    if (c < 0xe0) return (n >= 2 && (s[1] & 0xc0) == 0x80) ? 2 : 0;
-    if (c < 0xf0) {
-        if (n < 3 || (s[2] & 0xc0) != 0x80) return 0;
-        unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-        return (s[1] >= lo && s[1] <= hi) ? 3 : 0;
-    }
-    if (n < 4 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80) return 0;
-    unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-    return (s[1] >= lo && s[1] <= hi) ? 4 : 0;
-}
-
-// Length of the longest valid UTF-8 prefix of s[0..n).
-static size_t utf8_valid_prefix(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        if (n - i >= 8) {   // fast path: 8 ASCII bytes at a time
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (!(w & 0x8080808080808080ull)) { i += 8; continue; }
-        }
-        size_t k = utf8_seq(s + i, n - i);
-        if (!k) break;
-        i += k;
-    }
-    return i;
-}
-
-char *tok_text_utf8(const void *bytes, size_t n) {
-    const unsigned char *p = bytes;
-    char *out = XMALLOC(3 * n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        size_t len = p[i] ? utf8_seq(p + i, n - i) : 0;
-        if (len) { memcpy(out + k, p + i, len); k += len; i += len; continue; }
-        memcpy(out + k, "\xEF\xBF\xBD", 3);
-        k += 3;
-        i++;
-    }
-    out[k] = 0;
-    return out;
-}
-
 // GPT-2's bytes_to_unicode(): printable Latin-1 bytes stand for themselves, the other 68 bytes
 // for U+0100.. in byte order. order[i] is the byte whose base id is i (GPT-2's encoder.json order).
 static void byte_alphabet(uint16_t byte_cp[256], int16_t cp_byte[N_CP], uint8_t order[256]) {
@@ -281,7 +235,7 @@ static int pretokenize(const TokRegex *rx, pcre2_match_data *md, const unsigned 
                        PieceFn fn, void *ctx, char *err) {
     size_t pos = 0;
     while (pos < n) {
-        size_t run = utf8_valid_prefix(s + pos, n - pos);
+        size_t run = utf8_valid_len(s + pos, n - pos);
         const unsigned char *r = s + pos;
         size_t off = 0;
         while (off < run) {
@@ -301,7 +255,7 @@ static int pretokenize(const TokRegex *rx, pcre2_match_data *md, const unsigned 
                 PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
                 a = ov[0]; b = ov[1];
                 if (a != off) b = a, a = off;   // cannot happen either: keep the tiling exact
-                if (b <= a) b = a + utf8_seq(r + a, run - a);
+                if (b <= a) b = a + (size_t)utf8_decode(r + a, run - a, NULL);
             }
             int st = fn(ctx, r + a, b - a);
             if (st) return st;
@@ -614,14 +568,13 @@ static int tok_finish(Tokenizer *t, const char *what, char *err) {
 static int unbyte(const Tokenizer *t, const unsigned char *s, size_t n, TokBytes *b, long *bad_cp) {
     size_t i = 0;
     while (i < n) {
-        size_t k = utf8_seq(s + i, n - i);
+        uint32_t cp;
+        int k = utf8_decode(s + i, n - i, &cp);
         if (!k) { *bad_cp = -1; return -1; }
-        long cp = k == 1 ? s[i] : (long)(s[i] & (0x7f >> k));   // decode the code point
-        for (size_t j = 1; j < k; j++) cp = cp << 6 | (s[i + j] & 0x3f);
         if (cp >= N_CP || t->cp_byte[cp] < 0) { *bad_cp = cp; return -1; }
         unsigned char c = (unsigned char)t->cp_byte[cp];
         bytes_put(b, &c, 1);
-        i += k;
+        i += (size_t)k;
     }
     return 0;
 }

@@ -106,10 +106,6 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
                char *err);
 // Appends the bytes of ids[0..n) to *out; TOK_ERR_ARG (nothing appended) on an id outside 0..V-1.
 int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err);
-// bytes[0..n) as text for storing or showing: a malloc'd NUL-terminated copy in which every byte
-// that is not part of well-formed UTF-8 (a sampled byte-level token sequence can cut a character)
-// and every NUL is U+FFFD, so that any SQLite client or JSON reader takes it.
-char *tok_text_utf8(const void *bytes, size_t n);
 
 // BPE training. Text files are read as bytes, cut at "<|endoftext|>" (a document separator, never
 // learned) and pre-tokenized exactly as tok_encode does; merges are then learned greedily: at each

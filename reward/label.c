@@ -25,6 +25,7 @@
 #include "generate.h"
 #include "tokenizer.h"
 #include "reward.h"
+#include "utf8.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -127,7 +128,7 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
         TokBytes tb = {0};
         char terr[TOK_ERR_LEN];
         if (tok_decode(L->tok, out + (size_t)b * g.max_new_tokens, (size_t)n, &tb, terr)) { rc = util_err(err, errlen, "%s", terr); break; }
-        char *clean = tok_text_utf8(tb.data ? tb.data : "", tb.n);   // a sample can cut a character
+        char *clean = utf8_clean(tb.data ? tb.data : "", tb.n);   // a sample can cut a character
         const char *text = clean;
         if (lp && !strncmp(text, L->prefix, lp)) text += lp;   // the prefix belongs to the rendering
         rc = store_add_completion(L->db, pid, text, L->policy, &cids[b], err, errlen);

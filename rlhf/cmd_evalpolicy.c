@@ -18,6 +18,7 @@
 #include "store.h"
 #include "tasks.h"
 #include "tokenizer.h"
+#include "utf8.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -95,25 +96,6 @@ typedef struct {
 } PolicyOut;
 
 #define EFAIL(...) do { fprintf(stderr, "rlhf eval-policy: " __VA_ARGS__); fputc('\n', stderr); return -1; } while (0)
-
-// Replaces bytes that are not valid UTF-8 with U+FFFD so that JSON output stays valid.
-static char *utf8_clean(const char *s) {
-    size_t n = strlen(s);
-    char *o = MALLOC_CHECK(3 * n + 1), *q = o;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int ok = k > 0 && i + k <= n;
-        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] >> 6) == 2;
-        if (ok && k == 2) ok = c >= 0xC2;
-        if (ok && k == 3) { unsigned cp = ((c & 15u) << 12) | (((unsigned char)s[i + 1] & 63u) << 6) | ((unsigned char)s[i + 2] & 63u); ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF); }
-        if (ok && k == 4) { unsigned cp = ((c & 7u) << 18) | (((unsigned char)s[i + 1] & 63u) << 12); ok = cp >= 0x10000 && cp <= 0x10FFFF; }
-        if (ok) { memcpy(q, s + i, k); q += k; i += k; }
-        else { memcpy(q, "\xEF\xBF\xBD", 3); q += 3; i++; }
-    }
-    *q = 0;
-    return o;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Loading
@@ -252,7 +234,7 @@ static int generate(const Eval *e, const Model *m, PolicyOut *po) {
         if (tok_decode(e->tok, po->tok + r * MN, (size_t)n, &tb, terr)) { fprintf(stderr, "rlhf eval-policy: %s\n", terr); rc = -1; break; }
         const char *txt = tb.data ? tb.data : "";
         if (*txt == ' ') txt++;   // the response prefix
-        po->text[r] = utf8_clean(txt);
+        po->text[r] = utf8_clean(txt, strlen(txt));
         tok_bytes_free(&tb);
         Task t;
         po->correct[r] = !task_parse(e->prompts[r / e->samples], &t) && task_check(&t, po->text[r]);
@@ -584,7 +566,7 @@ static int write_responses(const Eval *e, const PolicyOut *A, const PolicyOut *B
     for (int64_t r = 0; r < e->n_resp; r++) {
         int64_t p = r / e->samples;
         cJSON *o = cJSON_CreateObject();
-        char *pc = utf8_clean(e->prompts[p]);
+        char *pc = utf8_clean(e->prompts[p], strlen(e->prompts[p]));
         cJSON_AddStringToObject(o, "prompt", pc);
         free(pc);
         cJSON_AddStringToObject(o, "task", task_kind_name(e->kind[p]));

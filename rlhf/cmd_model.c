@@ -6,6 +6,7 @@
 #include "generate.h"
 #include "model.h"
 #include "tokenizer.h"
+#include "utf8.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -268,24 +269,6 @@ static void stream_cb(void *u, int b, int32_t tok) {
     size_t len;
     const char *bytes = tok_token(s->t, tok, &len);
     if (bytes) { fwrite(bytes, 1, len, stdout); fflush(stdout); }
-}
-
-// Replaces bytes that are not valid UTF-8 with U+FFFD so that the JSON output stays valid.
-static char *utf8_clean(const char *s, size_t n) {
-    char *o = MALLOC_CHECK(3 * n + 1), *q = o;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int ok = k > 0 && i + k <= n && c != 0;
-        for (size_t j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + j] >> 6) == 2;
-        if (ok && k == 2) ok = c >= 0xC2;
-        if (ok && k == 3) { unsigned cp = ((c & 15u) << 12) | (((unsigned char)s[i + 1] & 63u) << 6) | ((unsigned char)s[i + 2] & 63u); ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF); }
-        if (ok && k == 4) { unsigned cp = ((c & 7u) << 18) | (((unsigned char)s[i + 1] & 63u) << 12); ok = cp >= 0x10000 && cp <= 0x10FFFF; }
-        if (ok) { memcpy(q, s + i, k); q += k; i += k; }
-        else { memcpy(q, "\xEF\xBF\xBD", 3); q += 3; i++; }
-    }
-    *q = 0;
-    return o;
 }
 
 int cmd_generate(int argc, char **argv) {
