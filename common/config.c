@@ -4,6 +4,7 @@
 // overrides, getters, dump/hash/help.
 #define _GNU_SOURCE   // memrchr, qsort_r
 #include "config.h"
+#include "hash.h"
 #include "utf8.h"
 #include "util.h"
 #include <ctype.h>
@@ -1014,8 +1015,7 @@ int config_dump(const Config *c, FILE *out) {
 void config_hash(const Config *c, char hex[CONFIG_HASH_HEX]) {
     Buf b = {0};
     dump_into(c, &b, 0);
-    uint64_t h = 0xcbf29ce484222325ull;   // FNV-1a 64
-    for (size_t i = 0; i < b.n; i++) { h ^= (unsigned char)b.p[i]; h *= 0x100000001b3ull; }
+    uint64_t h = data_hash_bytes(DATA_HASH_INIT, b.p, b.n);
     free(b.p);
     snprintf(hex, CONFIG_HASH_HEX, "%016llx", (unsigned long long)h);
 }

@@ -1,4 +1,5 @@
 #include "dist.h"
+#include "hash.h"
 #include "util.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,15 +132,14 @@ void dist_abort(Dist *d, int code) {
 
 int dist_identical(Dist *d, const void *x, int64_t bytes) {
     if (d->size == 1) return 1;
-    uint64_t h = 0xcbf29ce484222325ULL;
-    const unsigned char *c = x;
-    for (int64_t i = 0; i < bytes; i++) { h ^= c[i]; h *= 0x100000001b3ULL; }
+    uint64_t h = data_hash_bytes(DATA_HASH_INIT, x, (size_t)bytes);
 #ifdef RLHF_MPI
     uint64_t lo = h, hi = h;
     MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
     return lo == hi;
 #else
+    (void)h;
     return 1;
 #endif
 }
