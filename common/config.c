@@ -42,9 +42,8 @@ static void buf_add(Buf *b, const char *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) DIE("out of memory (%zu bytes)", cap);
-        b->p = p; b->cap = cap;
+        b->p = REALLOC_CHECK(b->p, cap);
+        b->cap = cap;
     }
     memcpy(b->p + b->n, s, n);
     b->n += n;
@@ -59,13 +58,6 @@ static void buf_fmt(Buf *b, const char *fmt, ...) {
     int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (k > 0) buf_add(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
-}
-
-static char *dup_n(const char *s, size_t n) {
-    char *d = MALLOC_CHECK(n + 1);
-    if (n) memcpy(d, s, n);
-    d[n] = 0;
-    return d;
 }
 
 // User text for a one-line message: about 48 bytes, cut at a character boundary ("..." when
@@ -98,18 +90,17 @@ static void value_free(Value *v) {
 
 static void value_copy(Value *dst, const Value *src) {
     *dst = *src;
-    dst->s = src->s ? dup_n(src->s, strlen(src->s)) : NULL;
+    dst->s = src->s ? STRDUP_CHECK(src->s) : NULL;
     dst->items = src->n_items ? MALLOC_CHECK((size_t)src->n_items * sizeof(char *)) : NULL;
-    for (int64_t i = 0; i < src->n_items; i++) dst->items[i] = dup_n(src->items[i], strlen(src->items[i]));
+    for (int64_t i = 0; i < src->n_items; i++) dst->items[i] = STRDUP_CHECK(src->items[i]);
 }
 
 static void list_push(Value *v, const char *s, size_t n) {
     if ((v->n_items & (v->n_items - 1)) == 0) {   // grow at powers of two
-        char **p = realloc(v->items, (size_t)(v->n_items ? 2 * v->n_items : 1) * sizeof(char *));
-        if (!p) DIE("out of memory");
-        v->items = p;
+        v->items = REALLOC_ARRAY(v->items, (size_t)(v->n_items ? 2 * v->n_items : 1),
+                                 sizeof(char *));
     }
-    v->items[v->n_items++] = dup_n(s, n);
+    v->items[v->n_items++] = STRNDUP_CHECK(s, n);
 }
 
 static const char *type_name(ConfigType t) {
@@ -165,7 +156,7 @@ static int parse_double(const char *s, size_t n, double *out) {
         if (!e) return 1;
     }
     if (i != n) return 1;
-    char *tmp = dup_n(s, n), *end;
+    char *tmp = STRNDUP_CHECK(s, n), *end;
     double v = strtod(tmp, &end);
     free(tmp);
     if (!isfinite(v)) return 2;
@@ -254,10 +245,10 @@ static int parse_scalar(const ConfigEntry *e, const char *text, size_t n, TextKi
         return 0;
     }
     case CONFIG_STRING:
-        v->s = null ? dup_n("", 0) : dup_n(text, n);
+        v->s = null ? STRNDUP_CHECK("", 0) : STRNDUP_CHECK(text, n);
         return 0;
     case CONFIG_ENUM: {
-        if (enum_index(e, text, n) >= 0) { v->s = dup_n(text, n); return 0; }
+        if (enum_index(e, text, n) >= 0) { v->s = STRNDUP_CHECK(text, n); return 0; }
         Buf b = {0};
         const char *p;
         size_t k, best = (size_t)-1;
@@ -624,9 +615,7 @@ static int check_node(Loader *L, const yaml_event_t *ev) {
 static void stage(Loader *L, int idx, Value *v) {
     if (L->n_pend == L->cap_pend) {
         L->cap_pend = L->cap_pend ? 2 * L->cap_pend : 16;
-        Pending *p = realloc(L->pend, (size_t)L->cap_pend * sizeof(Pending));
-        if (!p) DIE("out of memory");
-        L->pend = p;
+        L->pend = REALLOC_ARRAY(L->pend, (size_t)L->cap_pend, sizeof(Pending));
     }
     L->pend[L->n_pend].idx = idx;
     L->pend[L->n_pend].v = *v;
@@ -640,11 +629,9 @@ static int see(Loader *L, const char *key, yaml_mark_t m) {
             return lerr(L, m, "duplicate key '%s' (first at line %d, column %d)", key, L->seen[i].line, L->seen[i].col);
     if (L->n_seen == L->cap_seen) {
         L->cap_seen = L->cap_seen ? 2 * L->cap_seen : 16;
-        Seen *s = realloc(L->seen, (size_t)L->cap_seen * sizeof(Seen));
-        if (!s) DIE("out of memory");
-        L->seen = s;
+        L->seen = REALLOC_ARRAY(L->seen, (size_t)L->cap_seen, sizeof(Seen));
     }
-    L->seen[L->n_seen].key = dup_n(key, strlen(key));
+    L->seen[L->n_seen].key = STRDUP_CHECK(key);
     L->seen[L->n_seen].line = (int)m.line + 1;
     L->seen[L->n_seen].col = (int)m.column + 1;
     L->n_seen++;
@@ -812,9 +799,7 @@ int config_load_file(Config *c, const char *path, char *err, size_t errlen) {
         if (n == cap) {
             if (cap > CONFIG_MAX_FILE) break;
             cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) DIE("out of memory reading %s", path);
-            buf = nb;
+            buf = REALLOC_CHECK(buf, cap);
         }
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;

@@ -59,12 +59,6 @@ static void encoded_free(Encoded *e) {
     memset(e, 0, sizeof *e);
 }
 
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s);
-    char *d = MALLOC_CHECK(n + 1);
-    memcpy(d, s, n + 1);
-    return d;
-}
 
 static void where_str(char *buf, const char *source, int64_t item) {
     if (item >= 0) snprintf(buf, WHERE_LEN, "%s:%lld", source, (long long)item);
@@ -126,9 +120,9 @@ int dataset_create(Dataset **out, const Tokenizer *tok, const DatasetOptions *op
     ds->tok = tok;
     ds->eot = tok_eot(tok);
     ds->opt = *opt;
-    ds->prompt_tpl = xstrdup(pt);
-    ds->response_prefix = xstrdup(rp);
-    ds->system_tpl = xstrdup(st);
+    ds->prompt_tpl = STRDUP_CHECK(pt);
+    ds->response_prefix = STRDUP_CHECK(rp);
+    ds->system_tpl = STRDUP_CHECK(st);
     ds->opt.prompt_template = ds->prompt_tpl;
     ds->opt.response_prefix = ds->response_prefix;
     ds->opt.system_template = ds->system_tpl;
@@ -202,8 +196,7 @@ static int check_messages(const DatasetMessage *m, int n, int final_assistant, c
 static void ids_push(TokIds *ids, int32_t id) {
     if (ids->n == ids->cap) {
         ids->cap = ids->cap ? 2 * ids->cap : 64;
-        ids->ids = realloc(ids->ids, ids->cap * sizeof(int32_t));
-        if (!ids->ids) DIE("out of memory (%zu ids)", ids->cap);
+        ids->ids = REALLOC_ARRAY(ids->ids, ids->cap, sizeof(int32_t));
     }
     ids->ids[ids->n++] = id;
 }
@@ -213,8 +206,7 @@ static void mask_reserve(Encoded *e, size_t n) {
     if (n <= e->mask_cap) return;
     size_t cap = e->mask_cap ? e->mask_cap : 64;
     while (cap < n) cap *= 2;
-    e->mask = realloc(e->mask, cap);
-    if (!e->mask) DIE("out of memory (%zu bytes)", cap);
+    e->mask = REALLOC_CHECK(e->mask, cap);
     e->mask_cap = cap;
 }
 
@@ -290,10 +282,9 @@ static int32_t source_index(Dataset *ds, const char *name) {
     if (ds->n_sources > 0 && !strcmp(ds->sources[ds->n_sources - 1], name)) return (int32_t)(ds->n_sources - 1);
     if (ds->n_sources == ds->cap_sources) {
         ds->cap_sources = ds->cap_sources ? 2 * ds->cap_sources : 8;
-        ds->sources = realloc(ds->sources, (size_t)ds->cap_sources * sizeof(char *));
-        if (!ds->sources) DIE("out of memory");
+        ds->sources = REALLOC_ARRAY(ds->sources, (size_t)ds->cap_sources, sizeof(char *));
     }
-    ds->sources[ds->n_sources] = xstrdup(name);
+    ds->sources[ds->n_sources] = STRDUP_CHECK(name);
     return (int32_t)ds->n_sources++;
 }
 
@@ -320,15 +311,13 @@ static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int
     if (ds->n_tokens + (int64_t)len > ds->cap_tokens) {
         int64_t c = ds->cap_tokens ? ds->cap_tokens : 4096;
         while (c < ds->n_tokens + (int64_t)len) c *= 2;
-        ds->tokens = realloc(ds->tokens, (size_t)c * sizeof(int32_t));
-        ds->mask = realloc(ds->mask, (size_t)c);
-        if (!ds->tokens || !ds->mask) DIE("out of memory (%lld tokens)", (long long)c);
+        ds->tokens = REALLOC_ARRAY(ds->tokens, (size_t)c, sizeof(int32_t));
+        ds->mask = REALLOC_CHECK(ds->mask, (size_t)c);
         ds->cap_tokens = c;
     }
     if (ds->n_ex == ds->cap_ex) {
         ds->cap_ex = ds->cap_ex ? 2 * ds->cap_ex : 256;
-        ds->ex = realloc(ds->ex, (size_t)ds->cap_ex * sizeof(Example));
-        if (!ds->ex) DIE("out of memory");
+        ds->ex = REALLOC_ARRAY(ds->ex, (size_t)ds->cap_ex, sizeof(Example));
     }
     Example *x = &ds->ex[ds->n_ex++];
     x->off = ds->n_tokens;

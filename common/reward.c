@@ -156,10 +156,7 @@ void reward_format_ranking(const int *ranks, int k, char *buf, size_t n) {
 static char *copy_text(const char *s, size_t n, int trim) {
     while (trim && n && isspace((unsigned char)*s)) { s++; n--; }
     while (trim && n && isspace((unsigned char)s[n - 1])) n--;
-    char *t = MALLOC_CHECK(n + 1);
-    memcpy(t, s, n);
-    t[n] = 0;
-    return t;
+    return STRNDUP_CHECK(s, n);
 }
 
 void reward_answer_free(RewardAnswer *a) {
@@ -183,7 +180,7 @@ int reward_parse_answer(const char *line, int k, int judge, RewardAnswer *a, cha
         if (judge && cmd[0] == '{') {
             o = cJSON_Parse(cmd);
             const cJSON *jr = cJSON_GetObjectItemCaseSensitive(o, "ranking"), *jc = cJSON_GetObjectItemCaseSensitive(o, "comment");
-            if (cJSON_IsString(jr)) rtext = strdup(jr->valuestring);
+            if (cJSON_IsString(jr)) rtext = STRDUP_CHECK(jr->valuestring);
             else if (cJSON_IsArray(jr)) rtext = cJSON_PrintUnformatted(jr);
             if (!rtext) { rc = util_err(err, errlen, "not a ranking: '%.200s'", cmd); goto done; }
             if (cJSON_IsString(jc)) comment = jc->valuestring;
@@ -227,9 +224,8 @@ int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_
         int32_t t = i < ids.n ? ids.ids[i] : eot;
         if (out->n == out->cap) {
             size_t cap = out->cap ? 2 * out->cap : 64;
-            int32_t *g = realloc(out->ids, cap * sizeof(int32_t));
-            if (!g) DIE("out of memory encoding a response");
-            out->ids = g; out->cap = cap;
+            out->ids = REALLOC_ARRAY(out->ids, cap, sizeof(int32_t));
+            out->cap = cap;
         }
         out->ids[out->n++] = t;
     }

@@ -123,13 +123,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static char *xstrdup_n(const char *p, size_t n) {
-    char *s = MALLOC_CHECK(n + 1);
-    if (n) memcpy(s, p, n);
-    s[n] = 0;
-    return s;
-}
-
 // "PATH: what: sqlite's message"
 static int fail(Store *s, char *err, size_t errlen, const char *what) {
     return util_err(err, errlen, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
@@ -174,7 +167,7 @@ static const char *col_text(sqlite3_stmt *st, int i) {
 }
 static char *col_dup(sqlite3_stmt *st, int i) {
     const unsigned char *t = sqlite3_column_text(st, i);
-    return xstrdup_n(t ? (const char *)t : "", t ? (size_t)sqlite3_column_bytes(st, i) : 0);
+    return STRNDUP_CHECK(t ? (const char *)t : "", t ? (size_t)sqlite3_column_bytes(st, i) : 0);
 }
 static double col_real_or_nan(sqlite3_stmt *st, int i) {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
@@ -575,7 +568,7 @@ int store_open(Store **out, const char *path, char *err, size_t errlen) {
     *out = NULL;
     if (!path || !*path) return util_err(err, errlen, "store: empty database path");
     Store *s = CALLOC_CHECK(1, sizeof(Store));
-    s->path = xstrdup_n(path, strlen(path));
+    s->path = STRDUP_CHECK(path);
     s->busy_ms = STORE_BUSY_TIMEOUT_MS;
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -1012,9 +1005,7 @@ int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx
         while ((irc = sqlite3_step(its)) == SQLITE_ROW) {
             if (k == cap) {
                 cap = cap ? 2 * cap : 16;
-                StoreRankedCompletion *grown = realloc(items, (size_t)cap * sizeof(*items));
-                if (!grown) DIE("out of memory listing rankings");
-                items = grown;
+                items = REALLOC_ARRAY(items, (size_t)cap, sizeof(*items));
             }
             items[k].completion_id = sqlite3_column_int64(its, 0);
             items[k].rank = sqlite3_column_int(its, 1);
@@ -1327,9 +1318,7 @@ int store_reap_runs(Store *s, int64_t *n, char *err, size_t errlen) {
         if (alive) continue;
         if (n_gone == cap) {
             cap = cap ? 2 * cap : 16;
-            int64_t *grown = realloc(gone, (size_t)cap * sizeof(int64_t));
-            if (!grown) DIE("out of memory");
-            gone = grown;
+            gone = REALLOC_ARRAY(gone, (size_t)cap, sizeof(int64_t));
         }
         gone[n_gone++] = sqlite3_column_int64(st, 0);
     }

@@ -13,6 +13,7 @@
 #define _GNU_SOURCE   // memmem
 #include "tokenizer.h"
 #include "utf8.h"
+#include "util.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
@@ -39,25 +40,6 @@ static const char EOT_TEXT[] = "<|endoftext|>";
 // ---------------------------------------------------------------------------------------------
 // Small helpers: checked allocation, error messages, hashing
 
-static void *xalloc_at(void *p, size_t n, const char *file, int line) {
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fprintf(stderr, "%s:%d: out of memory (%zu bytes)\n", file, line, n);
-        abort();
-    }
-    return q;
-}
-#define XREALLOC(p, n) xalloc_at((p), (n), __FILE__, __LINE__)
-#define XMALLOC(n) xalloc_at(NULL, (n), __FILE__, __LINE__)
-static void *xcalloc_at(size_t n, size_t sz, const char *file, int line) {
-    void *q = calloc(n ? n : 1, sz ? sz : 1);
-    if (!q) {
-        fprintf(stderr, "%s:%d: out of memory (%zu x %zu bytes)\n", file, line, n, sz);
-        abort();
-    }
-    return q;
-}
-#define XCALLOC(n, sz) xcalloc_at((n), (sz), __FILE__, __LINE__)
 
 __attribute__((format(printf, 3, 4)))
 static int fail(char *err, int status, const char *fmt, ...) {
@@ -131,7 +113,7 @@ static int read_file(const char *path, int64_t max, char **data, size_t *len, ch
                     (long long)st.st_size, (long long)max);
     }
     size_t n = (size_t)st.st_size;
-    char *buf = XMALLOC(n + 1);
+    char *buf = MALLOC_CHECK(n + 1);
     size_t got = n ? fread(buf, 1, n, f) : 0;
     int bad = ferror(f);
     fclose(f);
@@ -167,7 +149,7 @@ static void bytes_reserve(TokBytes *b, size_t extra) {
     if (b->n + extra + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->n + extra + 1) cap *= 2;
-        b->data = XREALLOC(b->data, cap);
+        b->data = REALLOC_CHECK(b->data, cap);
         b->cap = cap;
     }
 }
@@ -182,7 +164,7 @@ static void bytes_puts(TokBytes *b, const char *s) { bytes_put(b, s, strlen(s));
 static void ids_push(TokIds *v, int32_t id) {
     if (v->n == v->cap) {
         v->cap = v->cap ? v->cap * 2 : 256;
-        v->ids = XREALLOC(v->ids, v->cap * sizeof(int32_t));
+        v->ids = REALLOC_CHECK(v->ids, v->cap * sizeof(int32_t));
     }
     v->ids[v->n++] = id;
 }
@@ -317,7 +299,7 @@ static int32_t vmap_get(const Tokenizer *t, const void *p, size_t n) {
 static int32_t vmap_build(Tokenizer *t, int32_t *first) {
     free(t->vmap);
     t->vmask = pow2_at_least((uint64_t)t->n_vocab * 2) - 1;
-    t->vmap = XMALLOC((t->vmask + 1) * sizeof(int32_t));
+    t->vmap = MALLOC_CHECK((t->vmask + 1) * sizeof(int32_t));
     memset(t->vmap, 0xff, (t->vmask + 1) * sizeof(int32_t));
     for (int32_t id = 0; id < t->n_vocab; id++) {
         const char *p = t->bytes + t->off[id];
@@ -356,12 +338,12 @@ static int32_t pairs_insert(Tokenizer *t, int32_t rank) {
 
 static void pairs_alloc(Tokenizer *t, int64_t n_merges) {
     t->pmask = pow2_at_least((uint64_t)n_merges * 2) - 1;
-    t->pairs = XMALLOC((t->pmask + 1) * sizeof(PairSlot));
+    t->pairs = MALLOC_CHECK((t->pmask + 1) * sizeof(PairSlot));
     for (uint64_t i = 0; i <= t->pmask; i++) t->pairs[i] = (PairSlot){UINT64_MAX, -1};
 }
 
 static Tokenizer *tok_new(void) {
-    Tokenizer *t = XCALLOC(1, sizeof(Tokenizer));
+    Tokenizer *t = CALLOC_CHECK(1, sizeof(Tokenizer));
     byte_alphabet(t->byte_cp, t->cp_byte, t->base_order);
     t->eot = -1;
     return t;
@@ -409,11 +391,11 @@ static void scratch_reserve(Scratch *s, size_t n) {
     if (n <= s->cap) return;
     size_t cap = s->cap ? s->cap : 64;
     while (cap < n) cap *= 2;
-    s->sym = XREALLOC(s->sym, cap * sizeof(int32_t));
-    s->next = XREALLOC(s->next, cap * sizeof(int64_t));
-    s->prev = XREALLOC(s->prev, cap * sizeof(int64_t));
-    s->heap = XREALLOC(s->heap, 3 * cap * sizeof(HeapEnt));
-    s->defer = XREALLOC(s->defer, 2 * cap * sizeof(int64_t));
+    s->sym = REALLOC_CHECK(s->sym, cap * sizeof(int32_t));
+    s->next = REALLOC_CHECK(s->next, cap * sizeof(int64_t));
+    s->prev = REALLOC_CHECK(s->prev, cap * sizeof(int64_t));
+    s->heap = REALLOC_CHECK(s->heap, 3 * cap * sizeof(HeapEnt));
+    s->defer = REALLOC_CHECK(s->defer, 2 * cap * sizeof(int64_t));
     s->cap = cap;
 }
 
@@ -530,7 +512,7 @@ static void mark_whole_tokens(Tokenizer *t) {
 static void special_add_id(Tokenizer *t, int32_t id) {
     if (t->flags[id] & FLAG_SPECIAL) return;
     t->flags[id] |= FLAG_SPECIAL;
-    t->special = XREALLOC(t->special, (size_t)(t->n_special + 1) * sizeof(int32_t));
+    t->special = REALLOC_CHECK(t->special, (size_t)(t->n_special + 1) * sizeof(int32_t));
     t->special[t->n_special++] = id;
 }
 
@@ -640,8 +622,8 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
     }
     // First pass: each token's bytes into one buffer, in file order; then place them by id.
     TokBytes all = {0};
-    int64_t *start = XMALLOC((size_t)(n + 1) * sizeof(int64_t));
-    int32_t *order = XMALLOC((size_t)n * sizeof(int32_t));   // order[id] = file position
+    int64_t *start = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t));
+    int32_t *order = MALLOC_CHECK((size_t)n * sizeof(int32_t));   // order[id] = file position
     for (int64_t i = 0; i < n; i++) order[i] = -1;
     int64_t k = 0;
     char sb[200];
@@ -686,9 +668,9 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
     cJSON_Delete(root);
     if (st == TOK_OK) {
         t->n_vocab = n;
-        t->off = XMALLOC((size_t)(n + 1) * sizeof(int64_t));
-        t->bytes = XMALLOC(all.n + 1);
-        t->flags = XCALLOC((size_t)n, 1);
+        t->off = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t));
+        t->bytes = MALLOC_CHECK(all.n + 1);
+        t->flags = CALLOC_CHECK((size_t)n, 1);
         int64_t o = 0;
         for (int64_t id = 0; id < n; id++) {
             int64_t f = order[id];
@@ -718,9 +700,9 @@ static int load_merges(Tokenizer *t, const char *path, char *err) {
     int64_t cap = 0;   // number of lines: an upper bound on the merges
     for (size_t i = 0; i < len; i++) cap += text[i] == '\n';
     cap++;
-    t->m_a = XMALLOC((size_t)cap * sizeof(int32_t));
-    t->m_b = XMALLOC((size_t)cap * sizeof(int32_t));
-    t->m_res = XMALLOC((size_t)cap * sizeof(int32_t));
+    t->m_a = MALLOC_CHECK((size_t)cap * sizeof(int32_t));
+    t->m_b = MALLOC_CHECK((size_t)cap * sizeof(int32_t));
+    t->m_res = MALLOC_CHECK((size_t)cap * sizeof(int32_t));
     pairs_alloc(t, cap);
     TokBytes a = {0}, b = {0};
     char sb[200], sb2[200];
@@ -802,7 +784,7 @@ static int file_exists(const char *path) {
 int tok_load(Tokenizer **out, const char *dir, char *err) {
     *out = NULL;
     size_t n = strlen(dir);
-    char *v = XMALLOC(n + 32), *m = XMALLOC(n + 32);
+    char *v = MALLOC_CHECK(n + 32), *m = MALLOC_CHECK(n + 32);
     snprintf(v, n + 32, "%s/vocab.json", dir);
     snprintf(m, n + 32, "%s/merges.txt", dir);
     if (!file_exists(v) && !file_exists(m)) {
@@ -824,7 +806,7 @@ int tok_load(Tokenizer **out, const char *dir, char *err) {
 // Writes data to path atomically: a temporary file next to it, fsync, rename.
 static int write_atomic(const char *path, const char *data, size_t n, char *err) {
     size_t pl = strlen(path);
-    char *tmp = XMALLOC(pl + 16);
+    char *tmp = MALLOC_CHECK(pl + 16);
     snprintf(tmp, pl + 16, "%s.tmpXXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
@@ -879,7 +861,7 @@ static void put_token(const Tokenizer *t, int32_t id, int json, TokBytes *b) {
 int tok_save(const Tokenizer *t, const char *dir, char *err) {
     TokBytes b = {0};
     size_t n = strlen(dir);
-    char *path = XMALLOC(n + 32);
+    char *path = MALLOC_CHECK(n + 32);
     bytes_puts(&b, "{");
     for (int32_t id = 0; id < t->n_vocab; id++) {
         char num[32];
@@ -918,11 +900,11 @@ int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, cha
         if (t->n_vocab >= TOK_MAX_VOCAB)
             return fail(err, TOK_ERR_ARG, "tok_add_special: vocabulary is full");
         int64_t v = t->n_vocab;
-        t->bytes = XREALLOC(t->bytes, (size_t)t->off[v] + len + 1);
+        t->bytes = REALLOC_CHECK(t->bytes, (size_t)t->off[v] + len + 1);
         memcpy(t->bytes + t->off[v], text, len);
-        t->off = XREALLOC(t->off, (size_t)(v + 2) * sizeof(int64_t));
+        t->off = REALLOC_CHECK(t->off, (size_t)(v + 2) * sizeof(int64_t));
         t->off[v + 1] = t->off[v] + (int64_t)len;
-        t->flags = XREALLOC(t->flags, (size_t)(v + 1));
+        t->flags = REALLOC_CHECK(t->flags, (size_t)(v + 1));
         t->flags[v] = 0;
         t->n_vocab = v + 1;
         int32_t first;
@@ -948,7 +930,7 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
         st = pretokenize(&t->rx, md, s, len, encode_piece, &ctx, err);
     } else {
         // next[k]: position of the next occurrence of special token k at or after pos (len: none)
-        size_t *next = XMALLOC((size_t)t->n_special * sizeof(size_t));
+        size_t *next = MALLOC_CHECK((size_t)t->n_special * sizeof(size_t));
         for (int64_t k = 0; k < t->n_special; k++) next[k] = 0;
         size_t pos = 0;
         int first = 1;
@@ -1018,7 +1000,7 @@ typedef struct {
 
 static void pc_grow(PieceCounts *pc) {
     uint64_t cap = (pc->mask + 1) * 2;
-    int64_t *slot = XMALLOC(cap * sizeof(int64_t));
+    int64_t *slot = MALLOC_CHECK(cap * sizeof(int64_t));
     memset(slot, 0xff, cap * sizeof(int64_t));
     for (int64_t w = 0; w < pc->n; w++) {
         uint64_t i = hash_bytes(pc->bytes + pc->off[w], (size_t)(pc->off[w + 1] - pc->off[w])) & (cap - 1);
@@ -1044,13 +1026,13 @@ static int64_t pc_count(PieceCounts *pc, const unsigned char *p, size_t n) {
     }
     if (pc->n + 2 > pc->cap) {
         pc->cap = pc->cap ? pc->cap * 2 : 1024;
-        pc->off = XREALLOC(pc->off, (size_t)(pc->cap + 1) * sizeof(int64_t));
-        pc->count = XREALLOC(pc->count, (size_t)pc->cap * sizeof(int64_t));
+        pc->off = REALLOC_CHECK(pc->off, (size_t)(pc->cap + 1) * sizeof(int64_t));
+        pc->count = REALLOC_CHECK(pc->count, (size_t)pc->cap * sizeof(int64_t));
     }
     if (pc->nbytes + n > pc->bcap) {
         pc->bcap = pc->bcap ? pc->bcap * 2 : 65536;
         while (pc->bcap < pc->nbytes + n) pc->bcap *= 2;
-        pc->bytes = XREALLOC(pc->bytes, pc->bcap);
+        pc->bytes = REALLOC_CHECK(pc->bytes, pc->bcap);
     }
     memcpy(pc->bytes + pc->nbytes, p, n);
     if (pc->n == 0) pc->off[0] = 0;
@@ -1086,8 +1068,8 @@ static int64_t pt_get(PairTable *pt, int32_t a, int32_t b, int create) {
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
     if (create && (uint64_t)(pt->n + 1) * 2 > pt->mask + 1) {
         uint64_t cap = pt->mask ? (pt->mask + 1) * 2 : 1024;
-        uint64_t *nk = XMALLOC(cap * sizeof(uint64_t));
-        int64_t *ni = XMALLOC(cap * sizeof(int64_t));
+        uint64_t *nk = MALLOC_CHECK(cap * sizeof(uint64_t));
+        int64_t *ni = MALLOC_CHECK(cap * sizeof(int64_t));
         memset(nk, 0xff, cap * sizeof(uint64_t));
         for (int64_t k = 0; k < pt->n; k++) {
             uint64_t kk = (uint64_t)(uint32_t)pt->p[k].a << 32 | (uint32_t)pt->p[k].b;
@@ -1107,7 +1089,7 @@ static int64_t pt_get(PairTable *pt, int32_t a, int32_t b, int create) {
     if (!create) return -1;
     if (pt->n == pt->cap) {
         pt->cap = pt->cap ? pt->cap * 2 : 1024;
-        pt->p = XREALLOC(pt->p, (size_t)pt->cap * sizeof(PairInfo));
+        pt->p = REALLOC_CHECK(pt->p, (size_t)pt->cap * sizeof(PairInfo));
     }
     pt->p[pt->n] = (PairInfo){a, b, 0, NULL, 0, 0, -1};
     pt->key[i] = key;
@@ -1120,7 +1102,7 @@ static void pair_add_word(PairInfo *pi, int64_t w) {
     pi->last_word = w;
     if (pi->n_where == pi->cap_where) {
         pi->cap_where = pi->cap_where ? pi->cap_where * 2 : 4;
-        pi->where = XREALLOC(pi->where, (size_t)pi->cap_where * sizeof(int64_t));
+        pi->where = REALLOC_CHECK(pi->where, (size_t)pi->cap_where * sizeof(int64_t));
     }
     pi->where[pi->n_where++] = w;
 }
@@ -1144,7 +1126,7 @@ typedef struct {
 static void th_push(TrainHeap *h, TrainEnt e) {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 1024;
-        h->e = XREALLOC(h->e, h->cap * sizeof(TrainEnt));
+        h->e = REALLOC_CHECK(h->e, h->cap * sizeof(TrainEnt));
     }
     size_t i = h->n++;
     while (i > 0) {
@@ -1200,7 +1182,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(rx.re, NULL);
     PieceCounts pc = {0};
     pc.mask = 1023;
-    pc.slot = XMALLOC(1024 * sizeof(int64_t));
+    pc.slot = MALLOC_CHECK(1024 * sizeof(int64_t));
     memset(pc.slot, 0xff, 1024 * sizeof(int64_t));
     int64_t budget = opt->max_bytes ? opt->max_bytes : INT64_MAX;
     for (size_t f = 0; f < n_paths && st == TOK_OK && budget > 0; f++) {
@@ -1229,8 +1211,8 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     int32_t base_id[256];
     for (int i = 0; i < 256; i++) base_id[t->base_order[i]] = i;
     int64_t n_words = pc.n;
-    int32_t *sym = XMALLOC((size_t)pc.nbytes * sizeof(int32_t) + 1);
-    int64_t *wlen = XMALLOC((size_t)n_words * sizeof(int64_t) + 1);
+    int32_t *sym = MALLOC_CHECK((size_t)pc.nbytes * sizeof(int32_t) + 1);
+    int64_t *wlen = MALLOC_CHECK((size_t)n_words * sizeof(int64_t) + 1);
     for (int64_t w = 0; w < n_words; w++) {
         for (int64_t i = pc.off[w]; i < pc.off[w + 1]; i++) sym[i] = base_id[(unsigned char)pc.bytes[i]];
         wlen[w] = pc.off[w + 1] - pc.off[w];
@@ -1246,10 +1228,10 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     int64_t want_tokens = opt->vocab_size - 1;   // all but <|endoftext|>
     TokBytes tb = {0};
     int64_t tcap = 1024, mcap = 1024;
-    t->off = XMALLOC((size_t)(tcap + 1) * sizeof(int64_t));
-    t->m_a = XMALLOC((size_t)mcap * sizeof(int32_t));
-    t->m_b = XMALLOC((size_t)mcap * sizeof(int32_t));
-    t->m_res = XMALLOC((size_t)mcap * sizeof(int32_t));
+    t->off = MALLOC_CHECK((size_t)(tcap + 1) * sizeof(int64_t));
+    t->m_a = MALLOC_CHECK((size_t)mcap * sizeof(int32_t));
+    t->m_b = MALLOC_CHECK((size_t)mcap * sizeof(int32_t));
+    t->m_res = MALLOC_CHECK((size_t)mcap * sizeof(int32_t));
     t->off[0] = 0;
     for (int i = 0; i < 256; i++) {
         bytes_put(&tb, &t->base_order[i], 1);
@@ -1259,12 +1241,12 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     // bytes -> id of the tokens so far, to reuse an id when two merges spell the same bytes
     PieceCounts known = {0};
     known.mask = 1023;
-    known.slot = XMALLOC(1024 * sizeof(int64_t));
+    known.slot = MALLOC_CHECK(1024 * sizeof(int64_t));
     memset(known.slot, 0xff, 1024 * sizeof(int64_t));
     for (int i = 0; i < 256; i++) pc_count(&known, &t->base_order[i], 1);
 
     int64_t stamp_n = n_words;
-    int64_t *stamp = XMALLOC((size_t)stamp_n * sizeof(int64_t) + 1);
+    int64_t *stamp = MALLOC_CHECK((size_t)stamp_n * sizeof(int64_t) + 1);
     for (int64_t w = 0; w < n_words; w++) stamp[w] = -1;
     int64_t *touched = NULL, n_touched = 0, cap_touched = 0;
 
@@ -1280,7 +1262,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
         if (cur < min_freq) break;
         // The new token: bytes(a) + bytes(b); an existing id if those bytes are a token already.
         size_t la = (size_t)(t->off[e.a + 1] - t->off[e.a]), lb = (size_t)(t->off[e.b + 1] - t->off[e.b]);
-        char *nb = XMALLOC(la + lb);
+        char *nb = MALLOC_CHECK(la + lb);
         memcpy(nb, tb.data + t->off[e.a], la);
         memcpy(nb + la, tb.data + t->off[e.b], lb);
         int64_t before = known.n;
@@ -1288,7 +1270,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
         if (known.n > before) {   // new token
             if (t->n_vocab + 1 > tcap) {
                 tcap *= 2;
-                t->off = XREALLOC(t->off, (size_t)(tcap + 1) * sizeof(int64_t));
+                t->off = REALLOC_CHECK(t->off, (size_t)(tcap + 1) * sizeof(int64_t));
             }
             bytes_put(&tb, nb, la + lb);
             t->off[++t->n_vocab] = (int64_t)tb.n;
@@ -1296,9 +1278,9 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
         free(nb);
         if (t->n_merges == mcap) {
             mcap *= 2;
-            t->m_a = XREALLOC(t->m_a, (size_t)mcap * sizeof(int32_t));
-            t->m_b = XREALLOC(t->m_b, (size_t)mcap * sizeof(int32_t));
-            t->m_res = XREALLOC(t->m_res, (size_t)mcap * sizeof(int32_t));
+            t->m_a = REALLOC_CHECK(t->m_a, (size_t)mcap * sizeof(int32_t));
+            t->m_b = REALLOC_CHECK(t->m_b, (size_t)mcap * sizeof(int32_t));
+            t->m_res = REALLOC_CHECK(t->m_res, (size_t)mcap * sizeof(int32_t));
         }
         t->m_a[t->n_merges] = e.a; t->m_b[t->n_merges] = e.b; t->m_res[t->n_merges] = c;
         int64_t rank = t->n_merges++;
@@ -1327,7 +1309,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
                     int64_t kk = pt_get(&pt, s[i], s[i + 1], 0);
                     if (n_touched == cap_touched) {
                         cap_touched = cap_touched ? cap_touched * 2 : 256;
-                        touched = XREALLOC(touched, (size_t)cap_touched * sizeof(int64_t));
+                        touched = REALLOC_CHECK(touched, (size_t)cap_touched * sizeof(int64_t));
                     }
                     touched[n_touched++] = kk;
                 }
@@ -1346,10 +1328,10 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
 
     // 3. <|endoftext|> last, then the Tokenizer proper.
     bytes_put(&tb, EOT_TEXT, sizeof(EOT_TEXT) - 1);
-    if (t->n_vocab + 1 > tcap) t->off = XREALLOC(t->off, (size_t)(t->n_vocab + 2) * sizeof(int64_t));
+    if (t->n_vocab + 1 > tcap) t->off = REALLOC_CHECK(t->off, (size_t)(t->n_vocab + 2) * sizeof(int64_t));
     t->off[++t->n_vocab] = (int64_t)tb.n;
     t->bytes = tb.data;
-    t->flags = XCALLOC((size_t)t->n_vocab, 1);
+    t->flags = CALLOC_CHECK((size_t)t->n_vocab, 1);
     int32_t first;
     if (vmap_build(t, &first) >= 0 && st == TOK_OK)
         st = fail(err, TOK_ERR_FORMAT, "tok_train: a learned token spells <|endoftext|>");

@@ -83,16 +83,10 @@ struct TokfileWriter {
     int failed;               // a write failed: only abort/commit (which fails) remain
 };
 
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s);
-    char *d = MALLOC_CHECK(n + 1);
-    memcpy(d, s, n + 1);
-    return d;
-}
 
 // fsync of the directory holding path, so a rename is durable.
 static int fsync_parent(const char *path) {
-    char *copy = xstrdup(path);
+    char *copy = STRDUP_CHECK(path);
     int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
     free(copy);
     if (fd < 0) return -1;
@@ -107,7 +101,7 @@ int tokfile_writer_open(TokfileWriter **out, const char *path, int64_t vocab_siz
     if (vocab_size < 1 || vocab_size > ((int64_t)1 << 31))
         return util_err(err, errlen, "%s: bad vocabulary size %lld", path, (long long)vocab_size);
     TokfileWriter *w = CALLOC_CHECK(1, sizeof *w);
-    w->path = xstrdup(path);
+    w->path = STRDUP_CHECK(path);
     size_t n = strlen(path) + 32;
     w->tmp = MALLOC_CHECK(n);
     snprintf(w->tmp, n, "%s.tmp.%ld", path, (long)getpid());
@@ -285,8 +279,7 @@ static int next_piece(TextReader *r, const char **out, size_t *len, int *end_doc
         size_t c = last_safe_cut((const unsigned char *)s, 1, hi, n);
         if (!c && r->cap < MAX_PIECE_BUF) {
             r->cap *= 2;
-            r->buf = realloc(r->buf, r->cap);
-            if (!r->buf) DIE("out of memory (%zu bytes)", r->cap);
+            r->buf = REALLOC_CHECK(r->buf, r->cap);
             continue;
         }
         if (!c) {   // no safe cut in 64 MiB: cut at a UTF-8 character boundary
@@ -320,14 +313,12 @@ static void batch_push(PieceBatch *b, const char *s, size_t len, int end_doc) {
     if (b->arena_n + len > b->arena_cap) {
         size_t cap = b->arena_cap ? b->arena_cap : (1 << 20);
         while (cap < b->arena_n + len) cap *= 2;
-        b->arena = realloc(b->arena, cap);
-        if (!b->arena) DIE("out of memory (%zu bytes)", cap);
+        b->arena = REALLOC_CHECK(b->arena, cap);
         b->arena_cap = cap;
     }
     if (b->n == b->cap) {
         b->cap = b->cap ? 2 * b->cap : 256;
-        b->p = realloc(b->p, b->cap * sizeof(Piece));
-        if (!b->p) DIE("out of memory");
+        b->p = REALLOC_ARRAY(b->p, b->cap, sizeof(Piece));
     }
     Piece *p = &b->p[b->n++];
     memset(p, 0, sizeof *p);
@@ -455,7 +446,7 @@ int tokfile_open(TokFile *f, const char *path, const Tokenizer *tok, int64_t mod
     const unsigned char *h = map;
     f->map = map;
     f->map_bytes = size;
-    f->path = xstrdup(path);
+    f->path = STRDUP_CHECK(path);
     uint32_t version = get_u32(h + 8), tb = get_u32(h + 12);
     uint64_t V = get_u64(h + 16), nt = get_u64(h + 24), nd = get_u64(h + 32);
     int rc = 0;

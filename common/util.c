@@ -45,6 +45,13 @@ char *util_strdup(const char *s, const char *file, int line) {
     return memcpy(util_malloc(n, file, line), s, n);
 }
 
+char *util_strndup(const char *s, size_t n, const char *file, int line) {
+    char *d = util_malloc(n + 1, file, line);
+    if (n) memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
 void *util_aligned_alloc(size_t size, const char *file, int line) {
     void *p = NULL;
     size_t rounded = (size + 63) & ~(size_t)63;

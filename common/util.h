@@ -13,6 +13,8 @@ void *util_calloc(size_t n, size_t size, const char *file, int line);
 void *util_realloc(void *p, size_t size, const char *file, int line);
 void *util_realloc_array(void *p, size_t n, size_t size, const char *file, int line);  // n * size
 char *util_strdup(const char *s, const char *file, int line);
+// s[0..n) and a NUL (s may hold NULs; s may be NULL when n is 0)
+char *util_strndup(const char *s, size_t n, const char *file, int line);
 void *util_aligned_alloc(size_t size, const char *file, int line);  // 64-byte aligned, zeroed
 void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 3, 4)));
 
@@ -24,6 +26,7 @@ void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((
 #define REALLOC_CHECK(p, size)      util_realloc((p), (size), __FILE__, __LINE__)
 #define REALLOC_ARRAY(p, n, size)   util_realloc_array((p), (n), (size), __FILE__, __LINE__)
 #define STRDUP_CHECK(s)             util_strdup((s), __FILE__, __LINE__)
+#define STRNDUP_CHECK(s, n)         util_strndup((s), (n), __FILE__, __LINE__)
 #define DIE(...)                util_die(__FILE__, __LINE__, __VA_ARGS__)
 
 // Formats a message into err (which may be NULL) and returns -1, for `return util_err(...)`.

@@ -50,9 +50,7 @@ static long read_line(FILE *in, char **buf, size_t *cap, int *too_long, int *has
         if (n >= JUDGE_MAX_LINE) { *too_long = 1; continue; }
         if (n + 1 >= *cap) {
             *cap = *cap ? *cap * 2 : 4096;
-            char *nb = realloc(*buf, *cap);
-            if (!nb) DIE("out of memory reading a request");
-            *buf = nb;
+            *buf = REALLOC_CHECK(*buf, *cap);
         }
         (*buf)[n++] = (char)c;
     }
