@@ -84,7 +84,6 @@ static int bench_preset(const Preset *p, const Opts *o) {
     // tokenizer: GPT-2's for the gpt2 preset; a small trained one (V <= 8192) for small
     char tokdir[4200];
     Tokenizer *tok = NULL;
-    char terr[TOK_ERR_LEN];
     // text used for the tokenizer, the prompts and the pretraining mix
     char *text = MALLOC_CHECK(1 << 20);
     size_t tl = 0;
@@ -106,9 +105,9 @@ static int bench_preset(const Preset *p, const Opts *o) {
         if (util_mkdir_p(tokdir, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
         const char *paths[1] = {path};
         TokTrainOptions to = {.vocab_size = 512};
-        if (tok_train(paths, 1, &to, tokdir, NULL, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return -1; }
+        if (tok_train(paths, 1, &to, tokdir, NULL, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
     }
-    if (tok_load(&tok, tokdir, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return -1; }
+    if (tok_load(&tok, tokdir, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return -1; }
     int eot = tok_eot(tok);
     // policy (an LM) and reward model (score head), random weights
     ModelConfig c = {.max_seq_len = p->ctx, .vocab_size = p->V, .n_layer = p->L, .n_head = p->NH, .n_embd = p->C,
@@ -134,7 +133,7 @@ static int bench_preset(const Preset *p, const Opts *o) {
     for (int w = 0; w < 2000 && (int)ids.n < o->prompt; w++) {
         pl += (size_t)snprintf(prompt + pl, sizeof prompt - pl, "%s%s", w ? " " : "", words[w % 18]);
         ids.n = 0;
-        tok_encode(tok, prompt, pl, 0, &ids, terr);
+        tok_encode(tok, prompt, pl, 0, &ids, err, sizeof err);
     }
     snprintf(path, sizeof path, "%s/prompts.jsonl", dir);
     FILE *f = fopen(path, "w");

@@ -144,10 +144,10 @@ int main(int argc, char **argv) {
         free(text);
         return 0;
     }
-    char err[TOK_ERR_LEN];
+    char err[512];
     Tokenizer *tok;
     double t0 = now_s();
-    if (tok_load(&tok, vocab, err)) { fprintf(stderr, "bench_tokenizer: %s\n", err); return 1; }
+    if (tok_load(&tok, vocab, err, sizeof err)) { fprintf(stderr, "bench_tokenizer: %s\n", err); return 1; }
     double t_load = now_s() - t0;
     printf("bench_tokenizer: corpus %zu bytes (%s), vocabulary %s (%lld tokens, loaded in %.3f s)\n", len,
            corpus_path ? corpus_path : "/usr/share/common-licenses x N", vocab,
@@ -172,7 +172,7 @@ int main(int argc, char **argv) {
         ids.n = 0;
         t0 = now_s();
         for (size_t l = 0; l < n_lines; l++)
-            if (tok_encode(tok, text + start[l], start[l + 1] - start[l], 0, &ids, err)) {
+            if (tok_encode(tok, text + start[l], start[l + 1] - start[l], 0, &ids, err, sizeof err)) {
                 fprintf(stderr, "bench_tokenizer: %s\n", err);
                 return 1;
             }
@@ -180,7 +180,7 @@ int main(int argc, char **argv) {
         if (dt < best_line) best_line = dt;
         back.n = 0;
         t0 = now_s();
-        tok_decode(tok, ids.ids, ids.n, &back, err);
+        tok_decode(tok, ids.ids, ids.n, &back, err, sizeof err);
         dt = now_s() - t0;
         if (dt < best_dec) best_dec = dt;
         if (back.n != len || memcmp(back.data, text, len)) {
@@ -194,7 +194,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < runs; r++) {
         ids.n = 0;
         t0 = now_s();
-        tok_encode(tok, text, len, 0, &ids, err);
+        tok_encode(tok, text, len, 0, &ids, err, sizeof err);
         double dt = now_s() - t0;
         if (dt < best_whole) best_whole = dt;
     }

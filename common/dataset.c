@@ -212,14 +212,15 @@ static void mask_reserve(Encoded *e, size_t n) {
 
 // Appends encode(a + b + c) to e with mask value v.
 static int encode_segment(const Dataset *ds, Encoded *e, const char *a, size_t na, const char *b,
-                          size_t nb, const char *c, size_t nc, uint8_t v, char *err) {
+                          size_t nb, const char *c, size_t nc, uint8_t v, char *err,
+                          size_t errlen) {
     size_t n = na + nb + nc;
     char *s = MALLOC_CHECK(n + 1);
     memcpy(s, a, na);
     memcpy(s + na, b, nb);
     memcpy(s + na + nb, c, nc);
     size_t before = e->ids.n;
-    int rc = tok_encode(ds->tok, s, n, 0, &e->ids, err);
+    int rc = tok_encode(ds->tok, s, n, 0, &e->ids, err, errlen);
     free(s);
     if (rc) return -1;
     mask_reserve(e, e->ids.n);
@@ -227,8 +228,9 @@ static int encode_segment(const Dataset *ds, Encoded *e, const char *a, size_t n
     return 0;
 }
 
-// Renders and tokenizes a checked conversation (see dataset.h). err: TOK_ERR_LEN bytes.
-static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, Encoded *e, char *err) {
+// Renders and tokenizes a checked conversation (see dataset.h).
+static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, Encoded *e,
+                           char *err, size_t errlen) {
     uint8_t pm = ds->opt.train_on_all ? 1 : 0;
     e->ids.n = 0;
     e->resp_start = 0;
@@ -240,18 +242,18 @@ static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, En
         case ROLE_SYSTEM: {
             const char *t = ds->system_tpl;
             size_t at = ds->system_at;
-            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN, strlen(t + at + PLACEHOLDER_LEN), pm, err);
+            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN, strlen(t + at + PLACEHOLDER_LEN), pm, err, errlen);
             break;
         }
         case ROLE_USER: {
             const char *t = ds->prompt_tpl;
             size_t at = ds->prompt_at;
-            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN, strlen(t + at + PLACEHOLDER_LEN), pm, err);
+            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN, strlen(t + at + PLACEHOLDER_LEN), pm, err, errlen);
             break;
         }
         case ROLE_ASSISTANT:
             e->resp_start = e->ids.n;
-            rc = encode_segment(ds, e, ds->response_prefix, strlen(ds->response_prefix), c, nc, "", 0, 1, err);
+            rc = encode_segment(ds, e, ds->response_prefix, strlen(ds->response_prefix), c, nc, "", 0, 1, err, errlen);
             if (!rc) {
                 ids_push(&e->ids, ds->eot);
                 mask_reserve(e, e->ids.n);
@@ -259,8 +261,7 @@ static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, En
             }
             break;
         case ROLE_BAD:
-            rc = -1;
-            snprintf(err, TOK_ERR_LEN, "unknown role");
+            rc = util_err(err, errlen, "unknown role");
             break;
         }
         if (rc) return -1;
@@ -357,10 +358,9 @@ static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair
         if (!m[1].content[0]) return util_err(err, errlen, "%s: empty response", where);
     } else if (check_messages(m, n, 1, where, err, errlen)) return -1;
     Encoded e = {0};
-    char terr[TOK_ERR_LEN];
-    if (encode_messages(ds, m, n, &e, terr)) {
+    if (encode_messages(ds, m, n, &e, err, errlen)) {
         encoded_free(&e);
-        return util_err(err, errlen, "%s: %s", where, terr);
+        return util_err_prefix(err, errlen, "%s: ", where);
     }
     DatasetMark mark = dataset_mark(ds);
     int rc = commit_encoded(ds, &e, messages_hash(m, n), source_index(ds, source), item, split, where, err, errlen);
@@ -404,7 +404,7 @@ typedef struct {
     int64_t line;
     Encoded enc;
     int rc;
-    char err[TOK_ERR_LEN];
+    char err[256];               // the message when rc != 0 (lines are encoded in parallel)
 } Pending;
 
 static void pending_clear(Pending *p, int64_t n) {
@@ -420,7 +420,8 @@ static void pending_clear(Pending *p, int64_t n) {
 static int flush_pending(Dataset *ds, Pending *p, int64_t n, const char *path, int32_t source,
                          DatasetSplit split, char *err, size_t errlen) {
     #pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t i = 0; i < n; i++) p[i].rc = encode_messages(ds, p[i].msgs, p[i].n_msgs, &p[i].enc, p[i].err);
+    for (int64_t i = 0; i < n; i++) p[i].rc = encode_messages(ds, p[i].msgs, p[i].n_msgs, &p[i].enc, p[i].err,
+                                         sizeof p[i].err);
     for (int64_t i = 0; i < n; i++) {
         char where[WHERE_LEN];
         where_str(where, path, p[i].line);
@@ -625,10 +626,9 @@ int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, in
                                TokIds *out, char *err, size_t errlen) {
     if (check_messages(msgs, n_msgs, 0, "prompt", err, errlen)) return -1;
     Encoded e = {0};
-    char terr[TOK_ERR_LEN];
-    if (encode_messages(ds, msgs, n_msgs, &e, terr)) {
+    if (encode_messages(ds, msgs, n_msgs, &e, err, errlen)) {
         encoded_free(&e);
-        return util_err(err, errlen, "prompt: %s", terr);
+        return util_err_prefix(err, errlen, "prompt: ");
     }
     for (size_t i = 0; i < e.ids.n; i++) ids_push(out, e.ids.ids[i]);
     encoded_free(&e);

@@ -214,10 +214,12 @@ int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_
     char *text = MALLOC_CHECK(lp + lr + 1);
     memcpy(text, response_prefix, lp);
     memcpy(text + lp, response, lr + 1);
-    char terr[TOK_ERR_LEN];
-    int rc = tok_encode(tok, text, lp + lr, 0, &ids, terr);
+    int rc = tok_encode(tok, text, lp + lr, 0, &ids, err, errlen);
     free(text);
-    if (rc) { tok_ids_free(&ids); return util_err(err, errlen, "response: %s", terr); }
+    if (rc) {
+        tok_ids_free(&ids);
+        return util_err_prefix(err, errlen, "response: ");
+    }
     size_t n = ids.n + 1, start = n > (size_t)max_len ? n - (size_t)max_len : 0;
     if (truncated) *truncated = start > 0;
     for (size_t i = start; i < n; i++) {

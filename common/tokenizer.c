@@ -38,19 +38,7 @@ static const char GPT2_PATTERN[] =
 static const char EOT_TEXT[] = "<|endoftext|>";
 
 // ---------------------------------------------------------------------------------------------
-// Small helpers: checked allocation, error messages, hashing
-
-
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, int status, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, TOK_ERR_LEN, fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
+// Small helpers: error messages, hashing
 
 // Printable form of some bytes for error messages: at most 40 input bytes, \xNN for the rest.
 static const char *show(char buf[200], const void *p, size_t n) {
@@ -98,18 +86,18 @@ static uint64_t pow2_at_least(uint64_t n) {
 }
 
 // Reads a whole regular file (at most max bytes) into a NUL-terminated buffer.
-static int read_file(const char *path, int64_t max, char **data, size_t *len, char *err) {
+static int read_file(const char *path, int64_t max, char **data, size_t *len, char *err, size_t errlen) {
     *data = NULL; *len = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, TOK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        return fail(err, TOK_ERR_IO, "%s: not a regular file", path);
+        return util_err(err, errlen, "%s: not a regular file", path);
     }
     if ((int64_t)st.st_size > max) {
         fclose(f);
-        return fail(err, TOK_ERR_FORMAT, "%s: file too large (%lld bytes, limit %lld)", path,
+        return util_err(err, errlen, "%s: file too large (%lld bytes, limit %lld)", path,
                     (long long)st.st_size, (long long)max);
     }
     size_t n = (size_t)st.st_size;
@@ -119,11 +107,11 @@ static int read_file(const char *path, int64_t max, char **data, size_t *len, ch
     fclose(f);
     if (bad || got != n) {
         free(buf);
-        return fail(err, TOK_ERR_IO, "%s: read error (got %zu of %zu bytes)", path, got, n);
+        return util_err(err, errlen, "%s: read error (got %zu of %zu bytes)", path, got, n);
     }
     buf[n] = 0;
     *data = buf; *len = n;
-    return TOK_OK;
+    return 0;
 }
 
 // GPT-2's bytes_to_unicode(): printable Latin-1 bytes stand for themselves, the other 68 bytes
@@ -188,7 +176,7 @@ typedef struct {
     int jit;   // 1 when JIT compilation succeeded
 } TokRegex;
 
-static int regex_compile(TokRegex *rx, char *err) {
+static int regex_compile(TokRegex *rx, char *err, size_t errlen) {
     int code;
     PCRE2_SIZE off;
     rx->jit = 0;
@@ -197,11 +185,11 @@ static int regex_compile(TokRegex *rx, char *err) {
     if (!rx->re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof(msg));
-        return fail(err, TOK_ERR_REGEX, "pcre2: cannot compile GPT-2's pattern at %zu: %s",
+        return util_err(err, errlen, "pcre2: cannot compile GPT-2's pattern at %zu: %s",
                     (size_t)off, (const char *)msg);
     }
     rx->jit = pcre2_jit_compile(rx->re, PCRE2_JIT_COMPLETE) == 0;
-    return TOK_OK;
+    return 0;
 }
 
 static void regex_free(TokRegex *rx) {
@@ -214,7 +202,7 @@ typedef int (*PieceFn)(void *ctx, const unsigned char *p, size_t n);
 // Calls fn on each piece of s[0..n) in order: the pattern's matches within each valid UTF-8
 // run, and each invalid byte on its own. The pieces tile s exactly.
 static int pretokenize(const TokRegex *rx, pcre2_match_data *md, const unsigned char *s, size_t n,
-                       PieceFn fn, void *ctx, char *err) {
+                       PieceFn fn, void *ctx, char *err, size_t errlen) {
     size_t pos = 0;
     while (pos < n) {
         size_t run = utf8_valid_len(s + pos, n - pos);
@@ -231,7 +219,7 @@ static int pretokenize(const TokRegex *rx, pcre2_match_data *md, const unsigned 
             } else if (rc < 0) {
                 PCRE2_UCHAR msg[160];
                 pcre2_get_error_message(rc, msg, sizeof(msg));
-                return fail(err, TOK_ERR_REGEX, "pcre2: match failed at byte %zu: %s",
+                return util_err(err, errlen, "pcre2: match failed at byte %zu: %s",
                             (size_t)(r - s) + off, (const char *)msg);
             } else {
                 PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
@@ -250,7 +238,7 @@ static int pretokenize(const TokRegex *rx, pcre2_match_data *md, const unsigned 
             pos++;
         }
     }
-    return TOK_OK;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,12 +506,12 @@ static void special_add_id(Tokenizer *t, int32_t id) {
 
 // Final steps shared by load and train once tokens and merges are in place (vmap and the pair
 // map included): byte tokens, special tokens, regex, the whole-token flags.
-static int tok_finish(Tokenizer *t, const char *what, char *err) {
+static int tok_finish(Tokenizer *t, const char *what, char *err, size_t errlen) {
     for (int b = 0; b < 256; b++) {
         unsigned char c = (unsigned char)b;
         t->byte_tok[b] = vmap_get(t, &c, 1);
         if (t->byte_tok[b] < 0)
-            return fail(err, TOK_ERR_FORMAT, "%s: byte 0x%02x has no token (a byte-level vocabulary "
+            return util_err(err, errlen, "%s: byte 0x%02x has no token (a byte-level vocabulary "
                         "needs all 256)", what, b);
     }
     for (int32_t id = 0; id < t->n_vocab; id++) {
@@ -536,10 +524,10 @@ static int tok_finish(Tokenizer *t, const char *what, char *err) {
         if (i == n - 2) special_add_id(t, id);
     }
     t->eot = vmap_get(t, EOT_TEXT, sizeof(EOT_TEXT) - 1);
-    int st = regex_compile(&t->rx, err);
+    int st = regex_compile(&t->rx, err, errlen);
     if (st) return st;
     mark_whole_tokens(t);
-    return TOK_OK;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,10 +558,10 @@ static void line_col(const char *text, size_t at, long long *line, long long *co
     }
 }
 
-static int load_vocab(Tokenizer *t, const char *path, char *err) {
+static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) {
     char *text;
     size_t len;
-    int st = read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err);
+    int st = read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen);
     if (st) return st;
     // cJSON turns "\u0000" into a NUL inside a C string, which would silently cut the key: refuse
     // it here (no byte-level token contains U+0000 anyway).
@@ -584,7 +572,7 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
             long long line, col;
             line_col(text, (size_t)(q - text), &line, &col);
             free(text);
-            return fail(err, TOK_ERR_FORMAT, "%s: line %lld, column %lld: \\u0000 is not a byte-level "
+            return util_err(err, errlen, "%s: line %lld, column %lld: \\u0000 is not a byte-level "
                         "token character", path, line, col);
         }
     }
@@ -595,7 +583,7 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
         long long line, col;
         line_col(text, at, &line, &col);
         free(text);
-        return fail(err, TOK_ERR_FORMAT, "%s: invalid JSON at line %lld, column %lld%s", path, line,
+        return util_err(err, errlen, "%s: invalid JSON at line %lld, column %lld%s", path, line,
                     col, at >= len ? " (truncated file?)" : "");
     }
     // Trailing garbage after the object is an error too.
@@ -605,19 +593,19 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
             line_col(text, (size_t)(q - text), &line, &col);
             cJSON_Delete(root);
             free(text);
-            return fail(err, TOK_ERR_FORMAT, "%s: unexpected text after the JSON object at line %lld, "
+            return util_err(err, errlen, "%s: unexpected text after the JSON object at line %lld, "
                         "column %lld", path, line, col);
         }
     free(text);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return fail(err, TOK_ERR_FORMAT, "%s: expected a JSON object {\"token\": id, ...}", path);
+        return util_err(err, errlen, "%s: expected a JSON object {\"token\": id, ...}", path);
     }
     int64_t n = 0;
     for (cJSON *c = root->child; c; c = c->next) n++;
     if (n == 0 || n > TOK_MAX_VOCAB) {
         cJSON_Delete(root);
-        return fail(err, TOK_ERR_FORMAT, "%s: %lld tokens (need 1 .. %lld)", path, (long long)n,
+        return util_err(err, errlen, "%s: %lld tokens (need 1 .. %lld)", path, (long long)n,
                     (long long)TOK_MAX_VOCAB);
     }
     // First pass: each token's bytes into one buffer, in file order; then place them by id.
@@ -627,46 +615,46 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
     for (int64_t i = 0; i < n; i++) order[i] = -1;
     int64_t k = 0;
     char sb[200];
-    st = TOK_OK;
+    st = 0;
     for (cJSON *c = root->child; c; c = c->next, k++) {
         const char *key = c->string ? c->string : "";
         if (!cJSON_IsNumber(c)) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: token \"%s\": value is not a number", path,
+            st = util_err(err, errlen, "%s: token \"%s\": value is not a number", path,
                       show(sb, key, strlen(key)));
             break;
         }
         double v = c->valuedouble;
         if (!(v >= 0 && v < (double)n && v == (double)(int64_t)v)) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
+            st = util_err(err, errlen, "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
                       "(ids must be 0..V-1 without gaps)", path, show(sb, key, strlen(key)), v,
                       (long long)n - 1);
             break;
         }
         int64_t id = (int64_t)v;
         if (order[id] >= 0) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: id %lld is used twice (token \"%s\")", path,
+            st = util_err(err, errlen, "%s: id %lld is used twice (token \"%s\")", path,
                       (long long)id, show(sb, key, strlen(key)));
             break;
         }
         // a token must stand for at least one byte (cJSON also ends a key at an escaped NUL)
         if (!key[0]) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: token id %lld is the empty string", path, (long long)id);
+            st = util_err(err, errlen, "%s: token id %lld is the empty string", path, (long long)id);
             break;
         }
         order[id] = (int32_t)k;
         start[k] = (int64_t)all.n;
         long bad;
         if (unbyte(t, (const unsigned char *)key, strlen(key), &all, &bad)) {
-            if (bad < 0) st = fail(err, TOK_ERR_FORMAT, "%s: token id %lld is not valid UTF-8", path,
+            if (bad < 0) st = util_err(err, errlen, "%s: token id %lld is not valid UTF-8", path,
                                    (long long)id);
-            else st = fail(err, TOK_ERR_FORMAT, "%s: token \"%s\" (id %lld): U+%04lX is not in GPT-2's "
+            else st = util_err(err, errlen, "%s: token \"%s\" (id %lld): U+%04lX is not in GPT-2's "
                            "byte-level alphabet", path, show(sb, key, strlen(key)), (long long)id, bad);
             break;
         }
     }
     start[n] = (int64_t)all.n;
     cJSON_Delete(root);
-    if (st == TOK_OK) {
+    if (st == 0) {
         t->n_vocab = n;
         t->off = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t));
         t->bytes = MALLOC_CHECK(all.n + 1);
@@ -682,7 +670,7 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
         int32_t first, dup = vmap_build(t, &first);
         if (dup >= 0) {
             size_t dl = tok_len(t, dup);
-            st = fail(err, TOK_ERR_FORMAT, "%s: duplicate token: ids %d and %d are both \"%s\"", path,
+            st = util_err(err, errlen, "%s: duplicate token: ids %d and %d are both \"%s\"", path,
                       first, dup, show(sb, t->bytes + t->off[dup], dl));
         }
     }
@@ -692,10 +680,10 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
     return st;
 }
 
-static int load_merges(Tokenizer *t, const char *path, char *err) {
+static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen) {
     char *text;
     size_t len;
-    int st = read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err);
+    int st = read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen);
     if (st) return st;
     int64_t cap = 0;   // number of lines: an upper bound on the merges
     for (size_t i = 0; i < len; i++) cap += text[i] == '\n';
@@ -708,7 +696,7 @@ static int load_merges(Tokenizer *t, const char *path, char *err) {
     char sb[200], sb2[200];
     long long line = 0, blank_line = 0;
     size_t pos = 0;
-    while (pos < len && st == TOK_OK) {
+    while (pos < len && st == 0) {
         line++;
         const char *s = text + pos;
         const char *nl = memchr(s, '\n', len - pos);
@@ -718,12 +706,12 @@ static int load_merges(Tokenizer *t, const char *path, char *err) {
         if (line == 1 && n >= 8 && memcmp(s, "#version", 8) == 0) continue;
         if (n == 0) { if (!blank_line) blank_line = line; continue; }
         if (blank_line) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: empty line inside the merges", path, blank_line);
+            st = util_err(err, errlen, "%s: line %lld: empty line inside the merges", path, blank_line);
             break;
         }
         const char *sp = memchr(s, ' ', n);
         if (!sp || sp == s || sp == s + n - 1 || memchr(sp + 1, ' ', (size_t)(s + n - sp - 1))) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: expected two tokens separated by one space, "
+            st = util_err(err, errlen, "%s: line %lld: expected two tokens separated by one space, "
                       "got \"%s\"", path, line, show(sb, s, n));
             break;
         }
@@ -732,20 +720,20 @@ static int load_merges(Tokenizer *t, const char *path, char *err) {
         a.n = b.n = 0;
         if (unbyte(t, (const unsigned char *)s, na, &a, &bad) ||
             unbyte(t, (const unsigned char *)sp + 1, nb, &b, &bad)) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: \"%s\" is not a byte-level token pair", path,
+            st = util_err(err, errlen, "%s: line %lld: \"%s\" is not a byte-level token pair", path,
                       line, show(sb, s, n));
             break;
         }
         int32_t ia = vmap_get(t, a.data, a.n), ib = vmap_get(t, b.data, b.n);
         if (ia < 0 || ib < 0) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: token \"%s\" is not in the vocabulary", path,
+            st = util_err(err, errlen, "%s: line %lld: token \"%s\" is not in the vocabulary", path,
                       line, ia < 0 ? show(sb, s, na) : show(sb, sp + 1, nb));
             break;
         }
         bytes_put(&a, b.data, b.n);
         int32_t ir = vmap_get(t, a.data, a.n);
         if (ir < 0) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: the merge result \"%s\" is not in the vocabulary",
+            st = util_err(err, errlen, "%s: line %lld: the merge result \"%s\" is not in the vocabulary",
                       path, line, show(sb2, a.data, a.n));
             break;
         }
@@ -753,7 +741,7 @@ static int load_merges(Tokenizer *t, const char *path, char *err) {
         t->m_a[r] = ia; t->m_b[r] = ib; t->m_res[r] = ir;
         int32_t prev = pairs_insert(t, (int32_t)r);
         if (prev >= 0) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: merge \"%s\" repeats merge %d", path, line,
+            st = util_err(err, errlen, "%s: line %lld: merge \"%s\" repeats merge %d", path, line,
                       show(sb, s, n), prev + 1);
             break;
         }
@@ -765,15 +753,15 @@ static int load_merges(Tokenizer *t, const char *path, char *err) {
     return st;
 }
 
-int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err) {
+int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err, size_t errlen) {
     *out = NULL;
     Tokenizer *t = tok_new();
-    int st = load_vocab(t, vocab_path, err);
-    if (!st) st = load_merges(t, merges_path, err);
-    if (!st) st = tok_finish(t, vocab_path, err);
+    int st = load_vocab(t, vocab_path, err, errlen);
+    if (!st) st = load_merges(t, merges_path, err, errlen);
+    if (!st) st = tok_finish(t, vocab_path, err, errlen);
     if (st) { tok_free(t); return st; }
     *out = t;
-    return TOK_OK;
+    return 0;
 }
 
 static int file_exists(const char *path) {
@@ -781,7 +769,7 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-int tok_load(Tokenizer **out, const char *dir, char *err) {
+int tok_load(Tokenizer **out, const char *dir, char *err, size_t errlen) {
     *out = NULL;
     size_t n = strlen(dir);
     char *v = MALLOC_CHECK(n + 32), *m = MALLOC_CHECK(n + 32);
@@ -792,10 +780,10 @@ int tok_load(Tokenizer **out, const char *dir, char *err) {
         snprintf(m, n + 32, "%s/vocab.bpe", dir);
         if (!file_exists(v) && !file_exists(m)) {
             free(v); free(m);
-            return fail(err, TOK_ERR_IO, "%s: no vocab.json + merges.txt (or encoder.json + vocab.bpe)", dir);
+            return util_err(err, errlen, "%s: no vocab.json + merges.txt (or encoder.json + vocab.bpe)", dir);
         }
     }
-    int st = tok_load_files(out, v, m, err);
+    int st = tok_load_files(out, v, m, err, errlen);
     free(v); free(m);
     return st;
 }
@@ -804,7 +792,7 @@ int tok_load(Tokenizer **out, const char *dir, char *err) {
 // Saving
 
 // Writes data to path atomically: a temporary file next to it, fsync, rename.
-static int write_atomic(const char *path, const char *data, size_t n, char *err) {
+static int write_atomic(const char *path, const char *data, size_t n, char *err, size_t errlen) {
     size_t pl = strlen(path);
     char *tmp = MALLOC_CHECK(pl + 16);
     snprintf(tmp, pl + 16, "%s.tmpXXXXXX", path);
@@ -812,7 +800,7 @@ static int write_atomic(const char *path, const char *data, size_t n, char *err)
     if (fd < 0) {
         int e = errno;
         free(tmp);
-        return fail(err, TOK_ERR_IO, "%s: cannot create a temporary file: %s", path, strerror(e));
+        return util_err(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(e));
     }
     size_t done = 0;
     while (done < n) {
@@ -829,10 +817,10 @@ static int write_atomic(const char *path, const char *data, size_t n, char *err)
     if (!ok) {
         unlink(tmp);
         free(tmp);
-        return fail(err, TOK_ERR_IO, "%s: write failed: %s", path, strerror(e));
+        return util_err(err, errlen, "%s: write failed: %s", path, strerror(e));
     }
     free(tmp);
-    return TOK_OK;
+    return 0;
 }
 
 // Appends token `id` as the byte-level string GPT-2 writes (JSON-escaped when json is set:
@@ -858,7 +846,7 @@ static void put_token(const Tokenizer *t, int32_t id, int json, TokBytes *b) {
     }
 }
 
-int tok_save(const Tokenizer *t, const char *dir, char *err) {
+int tok_save(const Tokenizer *t, const char *dir, char *err, size_t errlen) {
     TokBytes b = {0};
     size_t n = strlen(dir);
     char *path = MALLOC_CHECK(n + 32);
@@ -872,7 +860,7 @@ int tok_save(const Tokenizer *t, const char *dir, char *err) {
     }
     bytes_puts(&b, "}");
     snprintf(path, n + 32, "%s/vocab.json", dir);
-    int st = write_atomic(path, b.data, b.n, err);
+    int st = write_atomic(path, b.data, b.n, err, errlen);
     if (!st) {
         b.n = 0;
         bytes_puts(&b, "#version: 0.2\n");
@@ -883,7 +871,7 @@ int tok_save(const Tokenizer *t, const char *dir, char *err) {
             bytes_puts(&b, "\n");
         }
         snprintf(path, n + 32, "%s/merges.txt", dir);
-        st = write_atomic(path, b.data, b.n, err);
+        st = write_atomic(path, b.data, b.n, err, errlen);
     }
     tok_bytes_free(&b);
     free(path);
@@ -893,12 +881,12 @@ int tok_save(const Tokenizer *t, const char *dir, char *err) {
 // ---------------------------------------------------------------------------------------------
 // Special tokens, encode, decode
 
-int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err) {
-    if (len == 0) return fail(err, TOK_ERR_ARG, "tok_add_special: empty token");
+int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err, size_t errlen) {
+    if (len == 0) return util_err(err, errlen, "tok_add_special: empty token");
     int32_t found = vmap_get(t, text, len);
     if (found < 0) {
         if (t->n_vocab >= TOK_MAX_VOCAB)
-            return fail(err, TOK_ERR_ARG, "tok_add_special: vocabulary is full");
+            return util_err(err, errlen, "tok_add_special: vocabulary is full");
         int64_t v = t->n_vocab;
         t->bytes = REALLOC_CHECK(t->bytes, (size_t)t->off[v] + len + 1);
         memcpy(t->bytes + t->off[v], text, len);
@@ -914,27 +902,27 @@ int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, cha
     special_add_id(t, found);
     if (len == sizeof(EOT_TEXT) - 1 && memcmp(text, EOT_TEXT, len) == 0) t->eot = found;
     if (id) *id = found;
-    return TOK_OK;
+    return 0;
 }
 
 int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags, TokIds *out,
-               char *err) {
+               char *err, size_t errlen) {
     const unsigned char *s = text;
     size_t n_before = out->n;
     Scratch scratch = {0};
     EncodeCtx ctx = {t, &scratch, out};
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->rx.re, NULL);
     if (!md) { fprintf(stderr, "%s:%d: out of memory\n", __FILE__, __LINE__); abort(); }
-    int st = TOK_OK;
+    int st = 0;
     if (!(flags & TOK_ALLOW_SPECIAL) || t->n_special == 0) {
-        st = pretokenize(&t->rx, md, s, len, encode_piece, &ctx, err);
+        st = pretokenize(&t->rx, md, s, len, encode_piece, &ctx, err, errlen);
     } else {
         // next[k]: position of the next occurrence of special token k at or after pos (len: none)
         size_t *next = MALLOC_CHECK((size_t)t->n_special * sizeof(size_t));
         for (int64_t k = 0; k < t->n_special; k++) next[k] = 0;
         size_t pos = 0;
         int first = 1;
-        while (pos <= len && st == TOK_OK) {
+        while (pos <= len && st == 0) {
             size_t best = len, best_len = 0;
             int32_t best_id = -1;
             for (int64_t k = 0; k < t->n_special; k++) {
@@ -949,7 +937,7 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
                 }
             }
             first = 0;
-            st = pretokenize(&t->rx, md, s + pos, best - pos, encode_piece, &ctx, err);
+            st = pretokenize(&t->rx, md, s + pos, best - pos, encode_piece, &ctx, err, errlen);
             if (best_id < 0) break;
             ids_push(out, best_id);
             pos = best + best_len;
@@ -962,11 +950,11 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
     return st;
 }
 
-int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err) {
+int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err, size_t errlen) {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab)
-            return fail(err, TOK_ERR_ARG, "tok_decode: id %d at position %zu is outside 0..%lld", ids[i],
+            return util_err(err, errlen, "tok_decode: id %d at position %zu is outside 0..%lld", ids[i],
                         i, (long long)t->n_vocab - 1);
         total += tok_len(t, ids[i]);
     }
@@ -977,7 +965,7 @@ int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, 
         out->n += k;
     }
     if (out->data) out->data[out->n] = 0;
-    return TOK_OK;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1166,18 +1154,18 @@ static void word_pairs(PairTable *pt, const int32_t *sym, int64_t n, int64_t w, 
 }
 
 int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *opt,
-              const char *out_dir, Tokenizer **out, char *err) {
+              const char *out_dir, Tokenizer **out, char *err, size_t errlen) {
     if (out) *out = NULL;
     if (!opt || opt->vocab_size < 257 || opt->vocab_size > TOK_MAX_VOCAB)
-        return fail(err, TOK_ERR_ARG, "tok_train: vocab_size must be 257 .. %lld", (long long)TOK_MAX_VOCAB);
+        return util_err(err, errlen, "tok_train: vocab_size must be 257 .. %lld", (long long)TOK_MAX_VOCAB);
     if (opt->min_frequency < 0 || opt->max_bytes < 0)
-        return fail(err, TOK_ERR_ARG, "tok_train: min_frequency and max_bytes must not be negative");
+        return util_err(err, errlen, "tok_train: min_frequency and max_bytes must not be negative");
     int64_t min_freq = opt->min_frequency ? opt->min_frequency : 2;
-    if (n_paths == 0) return fail(err, TOK_ERR_ARG, "tok_train: no training files");
+    if (n_paths == 0) return util_err(err, errlen, "tok_train: no training files");
 
     // 1. Count the pieces of every file.
     TokRegex rx;
-    int st = regex_compile(&rx, err);
+    int st = regex_compile(&rx, err, errlen);
     if (st) return st;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(rx.re, NULL);
     PieceCounts pc = {0};
@@ -1185,18 +1173,18 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     pc.slot = MALLOC_CHECK(1024 * sizeof(int64_t));
     memset(pc.slot, 0xff, 1024 * sizeof(int64_t));
     int64_t budget = opt->max_bytes ? opt->max_bytes : INT64_MAX;
-    for (size_t f = 0; f < n_paths && st == TOK_OK && budget > 0; f++) {
+    for (size_t f = 0; f < n_paths && st == 0 && budget > 0; f++) {
         char *text;
         size_t len;
-        st = read_file(paths[f], TOK_MAX_TEXT_FILE, &text, &len, err);
+        st = read_file(paths[f], TOK_MAX_TEXT_FILE, &text, &len, err, errlen);
         if (st) break;
         if ((int64_t)len > budget) len = (size_t)budget;
         budget -= (int64_t)len;
         size_t pos = 0;
-        while (pos <= len && st == TOK_OK) {   // documents separated by <|endoftext|>
+        while (pos <= len && st == 0) {   // documents separated by <|endoftext|>
             const char *e = memmem(text + pos, len - pos, EOT_TEXT, sizeof(EOT_TEXT) - 1);
             size_t end = e ? (size_t)(e - text) : len;
-            st = pretokenize(&rx, md, (const unsigned char *)text + pos, end - pos, pc_add, &pc, err);
+            st = pretokenize(&rx, md, (const unsigned char *)text + pos, end - pos, pc_add, &pc, err, errlen);
             if (!e) break;
             pos = end + sizeof(EOT_TEXT) - 1;
         }
@@ -1218,7 +1206,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
         wlen[w] = pc.off[w + 1] - pc.off[w];
     }
     PairTable pt = {0};
-    for (int64_t w = 0; w < n_words && st == TOK_OK; w++)
+    for (int64_t w = 0; w < n_words && st == 0; w++)
         word_pairs(&pt, sym + pc.off[w], wlen[w], w, pc.count[w], +1, -1);
     TrainHeap heap = {0};
     for (int64_t k = 0; k < pt.n; k++)
@@ -1250,7 +1238,7 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     for (int64_t w = 0; w < n_words; w++) stamp[w] = -1;
     int64_t *touched = NULL, n_touched = 0, cap_touched = 0;
 
-    while (t->n_vocab < want_tokens && heap.n > 0 && st == TOK_OK) {
+    while (t->n_vocab < want_tokens && heap.n > 0 && st == 0) {
         if (opt->progress) opt->progress(opt->progress_ctx, "tokens", t->n_vocab, want_tokens);
         TrainEnt e = th_pop(&heap);
         int64_t k = pt_get(&pt, e.a, e.b, 0);
@@ -1333,21 +1321,21 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     t->bytes = tb.data;
     t->flags = CALLOC_CHECK((size_t)t->n_vocab, 1);
     int32_t first;
-    if (vmap_build(t, &first) >= 0 && st == TOK_OK)
-        st = fail(err, TOK_ERR_FORMAT, "tok_train: a learned token spells <|endoftext|>");
-    if (st == TOK_OK) {
+    if (vmap_build(t, &first) >= 0 && st == 0)
+        st = util_err(err, errlen, "tok_train: a learned token spells <|endoftext|>");
+    if (st == 0) {
         pairs_alloc(t, t->n_merges);
         for (int64_t r = 0; r < t->n_merges; r++) pairs_insert(t, (int32_t)r);
-        st = tok_finish(t, "tok_train", err);
+        st = tok_finish(t, "tok_train", err, errlen);
     }
-    if (st == TOK_OK && out_dir) st = tok_save(t, out_dir, err);
+    if (st == 0 && out_dir) st = tok_save(t, out_dir, err, errlen);
 
     for (int64_t k = 0; k < pt.n; k++) free(pt.p[k].where);
     free(pt.p); free(pt.key); free(pt.idx);
     free(heap.e); free(touched); free(stamp); free(sym); free(wlen);
     free(pc.bytes); free(pc.off); free(pc.count); free(pc.slot);
     free(known.bytes); free(known.off); free(known.count); free(known.slot);
-    if (st != TOK_OK || !out) tok_free(t);
+    if (st != 0 || !out) tok_free(t);
     else *out = t;
     return st;
 }

@@ -299,7 +299,7 @@ typedef struct {
     int end_doc, blank;
     TokIds ids;
     int rc;
-    char err[TOK_ERR_LEN];
+    char err[256];   // the message when rc != 0 (pieces are encoded in parallel)
 } Piece;
 
 typedef struct {
@@ -343,14 +343,14 @@ static int batch_flush(PieceBatch *b, const Tokenizer *tok, TokfileWriter *w, in
     for (int64_t i = 0; i < n; i++) {
         Piece *p = &b->p[i];
         if (p->blank && p->end_doc) continue;   // may be skipped below; encoded there if not
-        p->rc = tok_encode(tok, b->arena + p->off, p->len, 0, &p->ids, p->err);
+        p->rc = tok_encode(tok, b->arena + p->off, p->len, 0, &p->ids, p->err, sizeof p->err);
     }
     int rc = 0;
     for (int64_t i = 0; i < n && !rc; i++) {
         Piece *p = &b->p[i];
         if (p->blank && p->end_doc) {
             if (!*doc_open) continue;   // an empty or whitespace-only document: skipped
-            p->rc = tok_encode(tok, b->arena + p->off, p->len, 0, &p->ids, p->err);
+            p->rc = tok_encode(tok, b->arena + p->off, p->len, 0, &p->ids, p->err, sizeof p->err);
         }
         if (p->rc) { rc = util_err(err, errlen, "tokenizer: %s", p->err); break; }
         if (p->ids.n) {

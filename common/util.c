@@ -60,17 +60,34 @@ void *util_aligned_alloc(size_t size, const char *file, int line) {
     return p;
 }
 
+// One line, whatever the quoted input held: control characters become '?' (line breaks and tabs
+// a space), so a message is always a single line on the terminal and in logs.
+static void err_one_line(char *err) {
+    for (unsigned char *p = (unsigned char *)err; *p; p++)
+        if (*p < 0x20 || *p == 0x7F) *p = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : '?';
+}
+
 int util_err(char *err, size_t errlen, const char *fmt, ...) {
     if (err && errlen) {
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
-        // one line, whatever the quoted input held: control characters become '?' (line breaks
-        // and tabs a space), so a message is always a single line on the terminal and in logs
-        for (unsigned char *p = (unsigned char *)err; *p; p++)
-            if (*p < 0x20 || *p == 0x7F) *p = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : '?';
+        err_one_line(err);
     }
+    return -1;
+}
+
+int util_err_prefix(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return -1;
+    char *msg = util_strdup(err, __FILE__, __LINE__);
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    if (k >= 0 && (size_t)k < errlen) snprintf(err + k, errlen - (size_t)k, "%s", msg);
+    free(msg);
+    err_one_line(err);
     return -1;
 }
 

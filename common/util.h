@@ -32,6 +32,10 @@ void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((
 // Formats a message into err (which may be NULL) and returns -1, for `return util_err(...)`.
 // The message is one line: control characters in it (from quoted input) become ' ' or '?'.
 int util_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+// Puts the formatted text before the message already in err (e.g. "where: "), returns -1: for a
+// callee's message that the caller places, `return util_err_prefix(err, errlen, "%s: ", path)`.
+int util_err_prefix(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 // Creates path and its missing parents (like mkdir -p); 0 or -1 with a message.
 int    util_mkdir_p(const char *path, char *err, size_t errlen);

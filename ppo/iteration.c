@@ -454,8 +454,7 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
 // so that the rollouts table reads cleanly from any SQL client.
 static char *decode(const Tokenizer *tok, const int32_t *ids, int n) {
     TokBytes tb = {0};
-    char terr[TOK_ERR_LEN];
-    tok_decode(tok, ids, (size_t)n, &tb, terr);
+    tok_decode(tok, ids, (size_t)n, &tb, NULL, 0);
     char *out = utf8_clean(tb.data, tb.n);
     tok_bytes_free(&tb);
     return out;

@@ -126,8 +126,7 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
         ended[b] = n > 0 && out[(size_t)b * g.max_new_tokens + n - 1] == g.eot_id;
         if (ended[b]) n--;
         TokBytes tb = {0};
-        char terr[TOK_ERR_LEN];
-        if (tok_decode(L->tok, out + (size_t)b * g.max_new_tokens, (size_t)n, &tb, terr)) { rc = util_err(err, errlen, "%s", terr); break; }
+        if (tok_decode(L->tok, out + (size_t)b * g.max_new_tokens, (size_t)n, &tb, err, errlen)) { rc = -1; break; }
         char *clean = utf8_clean(tb.data ? tb.data : "", tb.n);   // a sample can cut a character
         const char *text = clean;
         if (lp && !strncmp(text, L->prefix, lp)) text += lp;   // the prefix belongs to the rendering
@@ -579,8 +578,7 @@ int cmd_label(int argc, char **argv) {
         if (ckpt_load_model(L.policy, &L.pol, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err)) goto out;
         L.has_policy = 1;
         if (!L.pol.config.lm_head) { snprintf(err, sizeof err, "%s has no LM head: --policy needs a language model", L.policy); goto out; }
-        char terr[TOK_ERR_LEN];
-        if (tok_load(&L.tok, tokdir ? tokdir : L.policy, terr)) { snprintf(err, sizeof err, "%s", terr); goto out; }
+        if (tok_load(&L.tok, tokdir ? tokdir : L.policy, err, sizeof err)) goto out;
         DatasetOptions o = {.prompt_template = tmpl, .response_prefix = L.prefix, .max_tokens = L.pol.config.max_seq_len};
         if (dataset_create(&L.ds, L.tok, &o, err, sizeof err)) goto out;
         if (kv_init(&L.kv, &L.pol, L.k, L.pol.config.max_seq_len, L.k * 64, err, sizeof err)) goto out;

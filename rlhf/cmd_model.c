@@ -62,7 +62,7 @@ int cmd_init(int argc, char **argv) {
     int eot = -1;
     if (tokdir) {
         Tokenizer *t;
-        if (tok_load(&t, tokdir, err)) FAIL("rlhf init: %s", err);
+        if (tok_load(&t, tokdir, err, sizeof err)) FAIL("rlhf init: %s", err);
         int64_t tv = tok_vocab_size(t);
         eot = tok_eot(t);
         tok_free(t);
@@ -130,10 +130,9 @@ int cmd_info(int argc, char **argv) {
     model_free(&m);
     if (ci.has_tokenizer) {   // refuse what the programs refuse: a tokenizer that does not fit the model
         Tokenizer *t;
-        char terr[TOK_ERR_LEN];
         char tdir[4200];   // where the config was read: DIR, or DIR.old while DIR is being replaced
         snprintf(tdir, sizeof tdir, "%s%s", dir, ci.from_old ? ".old" : "");
-        if (tok_load(&t, tdir, terr)) FAIL("rlhf info: %s", terr);
+        if (tok_load(&t, tdir, err, sizeof err)) FAIL("rlhf info: %s", err);
         int bad = ckpt_check_tokenizer(tdir, c.vocab_size, tdir, tok_vocab_size(t), err, sizeof err);
         tok_free(t);
         if (bad) { FAIL("rlhf info: %s", err); }
@@ -161,8 +160,9 @@ int cmd_info(int argc, char **argv) {
 }
 
 // Loads the tokenizer of a checkpoint, or the one named explicitly.
-static int load_tokenizer(Tokenizer **t, const char *ckpt, const char *explicit_dir, char *err) {
-    return tok_load(t, explicit_dir ? explicit_dir : ckpt, err);
+static int load_tokenizer(Tokenizer **t, const char *ckpt, const char *explicit_dir, char *err,
+                          size_t errlen) {
+    return tok_load(t, explicit_dir ? explicit_dir : ckpt, err, errlen);
 }
 
 static const char *eval_usage =
@@ -200,14 +200,13 @@ int cmd_eval(int argc, char **argv) {
         if (rc) FAIL("rlhf eval: %s", err);
     } else {
         Tokenizer *t;
-        char terr[TOK_ERR_LEN];
-        if (load_tokenizer(&t, dir, tokdir, terr)) { free(data); FAIL("rlhf eval: %s", terr); }
+        if (load_tokenizer(&t, dir, tokdir, err, sizeof err)) { free(data); FAIL("rlhf eval: %s", err); }
         TokIds ti = {0};
-        int rc = tok_encode(t, data, len, 0, &ti, terr);
+        int rc = tok_encode(t, data, len, 0, &ti, err, sizeof err);
         free(data);
         int64_t tv = tok_vocab_size(t);
         tok_free(t);
-        if (rc) { tok_ids_free(&ti); FAIL("rlhf eval: %s", terr); }
+        if (rc) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
         if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tv, err, sizeof err)) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
         ids = ti.ids; n = ti.n;
     }
@@ -302,8 +301,7 @@ int cmd_generate(int argc, char **argv) {
     if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf generate: %s", err);
     if (!c.lm_head) FAIL("rlhf generate: %s is a reward/value model without an LM head", dir);
     Tokenizer *t;
-    char terr[TOK_ERR_LEN];
-    if (load_tokenizer(&t, dir, tokdir, terr)) FAIL("rlhf generate: %s", terr);
+    if (load_tokenizer(&t, dir, tokdir, err, sizeof err)) FAIL("rlhf generate: %s", err);
     if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tok_vocab_size(t), err, sizeof err)) { tok_free(t); FAIL("rlhf generate: %s", err); }
     // prompts
     char **texts = NULL;
@@ -347,7 +345,7 @@ int cmd_generate(int argc, char **argv) {
     int64_t maxlen = 0;
     int rc = 0;
     for (size_t i = 0; i < np && !rc; i++) {
-        if (tok_encode(t, texts[i], strlen(texts[i]), 0, &pids[i], terr)) { fprintf(stderr, "rlhf generate: %s\n", terr); rc = 1; break; }
+        if (tok_encode(t, texts[i], strlen(texts[i]), 0, &pids[i], err, sizeof err)) { fprintf(stderr, "rlhf generate: %s\n", err); rc = 1; break; }
         if (pids[i].n == 0) { fprintf(stderr, "rlhf generate: prompt %zu is empty\n", i + 1); rc = 1; break; }
         if ((int64_t)pids[i].n + max_new > c.max_seq_len) {
             fprintf(stderr, "rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the context of %d\n",
@@ -394,7 +392,7 @@ int cmd_generate(int argc, char **argv) {
                 int n = ol[b];
                 if (n > 0 && out[b * max_new + n - 1] == eot) n--;
                 TokBytes tb = {0};
-                tok_decode(t, out + b * max_new, (size_t)n, &tb, terr);
+                tok_decode(t, out + b * max_new, (size_t)n, &tb, err, sizeof err);
                 char *cp = utf8_clean(texts[p0 + b], strlen(texts[p0 + b])), *cc = utf8_clean(tb.data ? tb.data : "", tb.n);
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "prompt", cp);

@@ -26,15 +26,15 @@ static int encode_decode(int decode, int argc, char **argv) {
         else { fprintf(stderr, "rlhf tokenizer: unexpected argument '%s'\n%s", argv[i], usage); return 2; }
     }
     if (!dir) { fprintf(stderr, "rlhf tokenizer: missing tokenizer DIR\n%s", usage); return 2; }
-    char err[TOK_ERR_LEN];
+    char err[512];
     Tokenizer *t;
-    if (tok_load(&t, dir, err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); return 1; }
+    if (tok_load(&t, dir, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); return 1; }
     char *data; size_t len;
     if (cli_read_file(in, &data, &len, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); tok_free(t); return 1; }
     int rc = 0;
     if (!decode) {
         TokIds ids = {0};
-        if (tok_encode(t, data, len, flags, &ids, err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
+        if (tok_encode(t, data, len, flags, &ids, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
         for (size_t i = 0; i < ids.n && !rc; i++) printf(i + 1 < ids.n ? "%d " : "%d", ids.ids[i]);
         if (!rc) printf("\n");
         tok_ids_free(&ids);
@@ -43,7 +43,7 @@ static int encode_decode(int decode, int argc, char **argv) {
         TokBytes out = {0};
         if (cli_parse_ids(in, data, tok_vocab_size(t) - 1, &ids, &n, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
         else {
-            if (tok_decode(t, ids, n, &out, err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
+            if (tok_decode(t, ids, n, &out, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
             else fwrite(out.data, 1, out.n, stdout);
             free(ids);
         }
@@ -74,7 +74,7 @@ static int train(int argc, char **argv) {
     const char *out = NULL;
     const char **files = calloc((size_t)argc + 1, sizeof(char *));
     size_t nf = 0;
-    char err[TOK_ERR_LEN];
+    char err[512];
     int64_t v;
     for (int i = 0; i < argc; i++) {
         if (cli_is_help(argv[i])) { fputs(usage, stdout); free(files); return 0; }
@@ -97,7 +97,7 @@ static int train(int argc, char **argv) {
     o.progress = train_progress;
     o.progress_ctx = &tp;
     Tokenizer *t = NULL;
-    int trc = tok_train(files, nf, &o, out, &t, err);
+    int trc = tok_train(files, nf, &o, out, &t, err, sizeof err);
     if (tp.phase) cli_progress_end(&tp.p);
     if (trc) { fprintf(stderr, "rlhf tokenizer train: %s\n", err); free(files); return 1; }
     fprintf(stderr, "rlhf tokenizer train: vocabulary of %lld tokens (%lld merges) written to %s\n",

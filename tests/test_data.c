@@ -811,7 +811,7 @@ static void test_weights(void) {
 // Expected ids of text files: per file, documents cut at "<|endoftext|>", each encoded whole and
 // followed by the end token, blank documents skipped.
 static void expected_ids(const char *const *texts, const size_t *lens, int n, TokIds *out, int64_t *n_docs) {
-    char err[TOK_ERR_LEN];
+    char err[256];
     *n_docs = 0;
     for (int i = 0; i < n; i++) {
         const char *s = texts[i], *end = texts[i] + lens[i];
@@ -821,7 +821,7 @@ static void expected_ids(const char *const *texts, const size_t *lens, int n, To
             int blank = 1;
             for (const char *q = s; q < e && blank; q++) blank = strchr(" \t\n\r\v\f", *q) && *q;
             if (!blank) {
-                tok_encode(gpt2, s, (size_t)(e - s), 0, out, err);
+                tok_encode(gpt2, s, (size_t)(e - s), 0, out, err, sizeof err);
                 int32_t eot = 50256;
                 TokIds one = {&eot, 1, 1};
                 for (size_t k = 0; k < one.n; k++) {
@@ -1176,9 +1176,9 @@ int main(void) {
     const char *tmpdir = getenv("TMPDIR");
     snprintf(root, sizeof root, "%s/rlhf_data_XXXXXX", tmpdir && tmpdir[0] ? tmpdir : "/tmp");
     if (!mkdtemp(root)) { printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", root); return 1; }
-    char dir[1024], err[TOK_ERR_LEN];
+    char dir[1024], err[256];
     snprintf(dir, sizeof dir, "%s/../data/gpt2", test_data_dir());
-    if (tok_load(&gpt2, dir, err)) { printf("FAIL cannot load the GPT-2 tokenizer: %s\n0 passed, 1 failed\n", err); return 1; }
+    if (tok_load(&gpt2, dir, err, sizeof err)) { printf("FAIL cannot load the GPT-2 tokenizer: %s\n0 passed, 1 failed\n", err); return 1; }
     test_case("data: prompt/response format: hand-written ids and mask, train_on_all, prompt encoding", test_pair_format);
     test_case("data: chat format: hand-written ids and mask, one turn == pair, bad conversations", test_chat_format);
     test_case("data: exact prompt/response boundary; special-token text; template errors", test_boundary);
