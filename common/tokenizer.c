@@ -1153,25 +1153,26 @@ static void word_pairs(PairTable *pt, const int32_t *sym, int64_t n, int64_t w, 
     }
 }
 
-int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *opt,
-              const char *out_dir, Tokenizer **out, char *err, size_t errlen) {
-    if (out) *out = NULL;
-    if (!opt || opt->vocab_size < 257 || opt->vocab_size > TOK_MAX_VOCAB)
-        return util_err(err, errlen, "tok_train: vocab_size must be 257 .. %lld", (long long)TOK_MAX_VOCAB);
-    if (opt->min_frequency < 0 || opt->max_bytes < 0)
-        return util_err(err, errlen, "tok_train: min_frequency and max_bytes must not be negative");
-    int64_t min_freq = opt->min_frequency ? opt->min_frequency : 2;
-    if (n_paths == 0) return util_err(err, errlen, "tok_train: no training files");
+// An empty PieceCounts with a 1024-slot table.
+static void pc_init(PieceCounts *pc) {
+    memset(pc, 0, sizeof *pc);
+    pc->mask = 1023;
+    pc->slot = MALLOC_CHECK(1024 * sizeof(int64_t));
+    memset(pc->slot, 0xff, 1024 * sizeof(int64_t));
+}
 
-    // 1. Count the pieces of every file.
+static void pc_free(PieceCounts *pc) {
+    free(pc->bytes); free(pc->off); free(pc->count); free(pc->slot);
+}
+
+// Step 1: the pieces of every file (at most opt->max_bytes in all), counted into pc.
+static int train_count_pieces(const char *const *paths, size_t n_paths, const TokTrainOptions *opt,
+                              PieceCounts *pc, char *err, size_t errlen) {
     TokRegex rx;
     int st = regex_compile(&rx, err, errlen);
     if (st) return st;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(rx.re, NULL);
-    PieceCounts pc = {0};
-    pc.mask = 1023;
-    pc.slot = MALLOC_CHECK(1024 * sizeof(int64_t));
-    memset(pc.slot, 0xff, 1024 * sizeof(int64_t));
+    pc_init(pc);
     int64_t budget = opt->max_bytes ? opt->max_bytes : INT64_MAX;
     for (size_t f = 0; f < n_paths && st == 0 && budget > 0; f++) {
         char *text;
@@ -1184,7 +1185,8 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
         while (pos <= len && st == 0) {   // documents separated by <|endoftext|>
             const char *e = memmem(text + pos, len - pos, EOT_TEXT, sizeof(EOT_TEXT) - 1);
             size_t end = e ? (size_t)(e - text) : len;
-            st = pretokenize(&rx, md, (const unsigned char *)text + pos, end - pos, pc_add, &pc, err, errlen);
+            st = pretokenize(&rx, md, (const unsigned char *)text + pos, end - pos, pc_add, pc,
+                             err, errlen);
             if (!e) break;
             pos = end + sizeof(EOT_TEXT) - 1;
         }
@@ -1193,149 +1195,217 @@ int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *o
     }
     pcre2_match_data_free(md);
     regex_free(&rx);
+    return st;
+}
 
-    // 2. Words as symbol arrays over the 256 base ids (GPT-2's byte order).
-    Tokenizer *t = tok_new();
+// The trainer's working state between steps.
+typedef struct {
+    Tokenizer *t;         // the vocabulary so far: t->off, t->m_* (bytes in tb until the end)
+    TokBytes tb;          // token bytes back to back
+    int64_t tcap, mcap;   // capacity of t->off (tokens) and of t->m_* (merges)
+    PieceCounts pc;       // the distinct pieces ("words") and their counts
+    PieceCounts known;    // bytes -> id of the tokens so far (index == id)
+    int32_t *sym;         // words as symbol arrays, at pc.off[w]
+    int64_t *wlen;        // [n_words] current symbol count of each word
+    int64_t n_words;
+    PairTable pt;         // adjacent pairs, their counts and the words holding them
+    TrainHeap heap;       // pairs by count (entries may be out of date)
+    int64_t *stamp;       // [n_words] the last merge rank that rewrote the word
+    int64_t *touched;     // pairs that the current merge created or changed
+    int64_t n_touched, cap_touched;
+} Trainer;
+
+// Step 2: words as symbol arrays over the 256 base ids (GPT-2's byte order), their pairs counted
+// and queued; the token table starts with the 256 bytes.
+static void train_setup(Trainer *tr) {
+    Tokenizer *t = tr->t;
     int32_t base_id[256];
     for (int i = 0; i < 256; i++) base_id[t->base_order[i]] = i;
-    int64_t n_words = pc.n;
-    int32_t *sym = MALLOC_CHECK((size_t)pc.nbytes * sizeof(int32_t) + 1);
-    int64_t *wlen = MALLOC_CHECK((size_t)n_words * sizeof(int64_t) + 1);
-    for (int64_t w = 0; w < n_words; w++) {
-        for (int64_t i = pc.off[w]; i < pc.off[w + 1]; i++) sym[i] = base_id[(unsigned char)pc.bytes[i]];
-        wlen[w] = pc.off[w + 1] - pc.off[w];
+    const PieceCounts *pc = &tr->pc;
+    tr->n_words = pc->n;
+    tr->sym = MALLOC_CHECK((size_t)pc->nbytes * sizeof(int32_t) + 1);
+    tr->wlen = MALLOC_CHECK((size_t)tr->n_words * sizeof(int64_t) + 1);
+    for (int64_t w = 0; w < tr->n_words; w++) {
+        for (int64_t i = pc->off[w]; i < pc->off[w + 1]; i++)
+            tr->sym[i] = base_id[(unsigned char)pc->bytes[i]];
+        tr->wlen[w] = pc->off[w + 1] - pc->off[w];
     }
-    PairTable pt = {0};
-    for (int64_t w = 0; w < n_words && st == 0; w++)
-        word_pairs(&pt, sym + pc.off[w], wlen[w], w, pc.count[w], +1, -1);
-    TrainHeap heap = {0};
-    for (int64_t k = 0; k < pt.n; k++)
-        if (pt.p[k].count > 0) th_push(&heap, (TrainEnt){pt.p[k].count, pt.p[k].a, pt.p[k].b});
+    for (int64_t w = 0; w < tr->n_words; w++)
+        word_pairs(&tr->pt, tr->sym + pc->off[w], tr->wlen[w], w, pc->count[w], +1, -1);
+    for (int64_t k = 0; k < tr->pt.n; k++)
+        if (tr->pt.p[k].count > 0)
+            th_push(&tr->heap, (TrainEnt){tr->pt.p[k].count, tr->pt.p[k].a, tr->pt.p[k].b});
 
-    // Token table: 256 bytes, then merges as learned.
-    int64_t want_tokens = opt->vocab_size - 1;   // all but <|endoftext|>
-    TokBytes tb = {0};
-    int64_t tcap = 1024, mcap = 1024;
-    t->off = MALLOC_CHECK((size_t)(tcap + 1) * sizeof(int64_t));
-    t->m_a = MALLOC_CHECK((size_t)mcap * sizeof(int32_t));
-    t->m_b = MALLOC_CHECK((size_t)mcap * sizeof(int32_t));
-    t->m_res = MALLOC_CHECK((size_t)mcap * sizeof(int32_t));
+    tr->tcap = 1024;
+    tr->mcap = 1024;
+    t->off = MALLOC_CHECK((size_t)(tr->tcap + 1) * sizeof(int64_t));
+    t->m_a = MALLOC_CHECK((size_t)tr->mcap * sizeof(int32_t));
+    t->m_b = MALLOC_CHECK((size_t)tr->mcap * sizeof(int32_t));
+    t->m_res = MALLOC_CHECK((size_t)tr->mcap * sizeof(int32_t));
     t->off[0] = 0;
     for (int i = 0; i < 256; i++) {
-        bytes_put(&tb, &t->base_order[i], 1);
-        t->off[i + 1] = (int64_t)tb.n;
+        bytes_put(&tr->tb, &t->base_order[i], 1);
+        t->off[i + 1] = (int64_t)tr->tb.n;
     }
     t->n_vocab = 256;
-    // bytes -> id of the tokens so far, to reuse an id when two merges spell the same bytes
-    PieceCounts known = {0};
-    known.mask = 1023;
-    known.slot = MALLOC_CHECK(1024 * sizeof(int64_t));
-    memset(known.slot, 0xff, 1024 * sizeof(int64_t));
-    for (int i = 0; i < 256; i++) pc_count(&known, &t->base_order[i], 1);
+    pc_init(&tr->known);
+    for (int i = 0; i < 256; i++) pc_count(&tr->known, &t->base_order[i], 1);
+    tr->stamp = MALLOC_CHECK((size_t)tr->n_words * sizeof(int64_t) + 1);
+    for (int64_t w = 0; w < tr->n_words; w++) tr->stamp[w] = -1;
+}
 
-    int64_t stamp_n = n_words;
-    int64_t *stamp = MALLOC_CHECK((size_t)stamp_n * sizeof(int64_t) + 1);
-    for (int64_t w = 0; w < n_words; w++) stamp[w] = -1;
-    int64_t *touched = NULL, n_touched = 0, cap_touched = 0;
+// Records the merge (a, b): its result is bytes(a) + bytes(b), an existing id when those bytes
+// are a token already. Returns the merge's rank; *c receives the result's id.
+static int64_t train_add_merge(Trainer *tr, int32_t a, int32_t b, int32_t *c) {
+    Tokenizer *t = tr->t;
+    size_t la = (size_t)(t->off[a + 1] - t->off[a]), lb = (size_t)(t->off[b + 1] - t->off[b]);
+    char *nb = MALLOC_CHECK(la + lb);
+    memcpy(nb, tr->tb.data + t->off[a], la);
+    memcpy(nb + la, tr->tb.data + t->off[b], lb);
+    int64_t before = tr->known.n;
+    *c = (int32_t)pc_count(&tr->known, (const unsigned char *)nb, la + lb);   // index == id
+    if (tr->known.n > before) {   // new token
+        if (t->n_vocab + 1 > tr->tcap) {
+            tr->tcap *= 2;
+            t->off = REALLOC_CHECK(t->off, (size_t)(tr->tcap + 1) * sizeof(int64_t));
+        }
+        bytes_put(&tr->tb, nb, la + lb);
+        t->off[++t->n_vocab] = (int64_t)tr->tb.n;
+    }
+    free(nb);
+    if (t->n_merges == tr->mcap) {
+        tr->mcap *= 2;
+        t->m_a = REALLOC_CHECK(t->m_a, (size_t)tr->mcap * sizeof(int32_t));
+        t->m_b = REALLOC_CHECK(t->m_b, (size_t)tr->mcap * sizeof(int32_t));
+        t->m_res = REALLOC_CHECK(t->m_res, (size_t)tr->mcap * sizeof(int32_t));
+    }
+    t->m_a[t->n_merges] = a; t->m_b[t->n_merges] = b; t->m_res[t->n_merges] = *c;
+    return t->n_merges++;
+}
 
-    while (t->n_vocab < want_tokens && heap.n > 0 && st == 0) {
-        if (opt->progress) opt->progress(opt->progress_ctx, "tokens", t->n_vocab, want_tokens);
-        TrainEnt e = th_pop(&heap);
-        int64_t k = pt_get(&pt, e.a, e.b, 0);
-        int64_t cur = k >= 0 ? pt.p[k].count : 0;
+// Rewrites word w if it holds (a, b): its pairs are uncounted, every (a, b) becomes c, the new
+// pairs are counted and those holding c are noted in tr->touched.
+static void train_rewrite_word(Trainer *tr, int64_t w, int32_t a, int32_t b, int32_t c) {
+    PairTable *pt = &tr->pt;
+    int32_t *s = tr->sym + tr->pc.off[w];
+    int64_t n = tr->wlen[w], has = 0, count = tr->pc.count[w];
+    for (int64_t i = 0; i + 1 < n && !has; i++) has = s[i] == a && s[i + 1] == b;
+    if (!has) return;
+    word_pairs(pt, s, n, w, count, -1, -1);
+    int64_t o = 0;
+    for (int64_t i = 0; i < n;) {
+        if (i + 1 < n && s[i] == a && s[i + 1] == b) { s[o++] = c; i += 2; }
+        else s[o++] = s[i++];
+    }
+    tr->wlen[w] = o;
+    word_pairs(pt, s, o, w, count, +1, c);
+    for (int64_t i = 0; i + 1 < o; i++)
+        if (s[i] == c || s[i + 1] == c) {
+            int64_t kk = pt_get(pt, s[i], s[i + 1], 0);
+            if (tr->n_touched == tr->cap_touched) {
+                tr->cap_touched = tr->cap_touched ? tr->cap_touched * 2 : 256;
+                tr->touched = REALLOC_CHECK(tr->touched, (size_t)tr->cap_touched * sizeof(int64_t));
+            }
+            tr->touched[tr->n_touched++] = kk;
+        }
+}
+
+// Merges pair k = (e.a, e.b) everywhere: a new merge, every word holding it rewritten, the pair's
+// word list freed and the pairs the merge changed queued (once each).
+static void train_merge(Trainer *tr, int64_t k, TrainEnt e) {
+    int32_t c;
+    int64_t rank = train_add_merge(tr, e.a, e.b, &c);
+    // `where` may grow while we walk it (new pairs contain c, never (a, b)), so iterate over a
+    // snapshot of its length.
+    tr->n_touched = 0;
+    int64_t nw = tr->pt.p[k].n_where;
+    for (int64_t q = 0; q < nw; q++) {
+        int64_t w = tr->pt.p[k].where[q];
+        if (tr->stamp[w] == rank) continue;
+        tr->stamp[w] = rank;
+        train_rewrite_word(tr, w, e.a, e.b, c);
+    }
+    PairInfo *gone = &tr->pt.p[k];
+    free(gone->where);
+    gone->where = NULL; gone->n_where = gone->cap_where = 0; gone->last_word = -1;
+    for (int64_t q = 0; q < tr->n_touched; q++) {
+        PairInfo *pi = &tr->pt.p[tr->touched[q]];
+        if (pi->count > 0 && pi->last_word != -2 - rank) {
+            th_push(&tr->heap, (TrainEnt){pi->count, pi->a, pi->b});
+            pi->last_word = -2 - rank;   // pushed once per merge
+        }
+    }
+}
+
+// The greedy loop: the most frequent pair first, until the vocabulary is full, no pair is left
+// or the best is seen fewer than min_freq times.
+static void train_learn(Trainer *tr, const TokTrainOptions *opt, int64_t want_tokens,
+                        int64_t min_freq) {
+    while (tr->t->n_vocab < want_tokens && tr->heap.n > 0) {
+        if (opt->progress) opt->progress(opt->progress_ctx, "tokens", tr->t->n_vocab, want_tokens);
+        TrainEnt e = th_pop(&tr->heap);
+        int64_t k = pt_get(&tr->pt, e.a, e.b, 0);
+        int64_t cur = k >= 0 ? tr->pt.p[k].count : 0;
         if (cur != e.count) {   // out of date: requeue with the current count
-            if (cur > 0) th_push(&heap, (TrainEnt){cur, e.a, e.b});
+            if (cur > 0) th_push(&tr->heap, (TrainEnt){cur, e.a, e.b});
             continue;
         }
         if (cur < min_freq) break;
-        // The new token: bytes(a) + bytes(b); an existing id if those bytes are a token already.
-        size_t la = (size_t)(t->off[e.a + 1] - t->off[e.a]), lb = (size_t)(t->off[e.b + 1] - t->off[e.b]);
-        char *nb = MALLOC_CHECK(la + lb);
-        memcpy(nb, tb.data + t->off[e.a], la);
-        memcpy(nb + la, tb.data + t->off[e.b], lb);
-        int64_t before = known.n;
-        int32_t c = (int32_t)pc_count(&known, (const unsigned char *)nb, la + lb);   // index == id
-        if (known.n > before) {   // new token
-            if (t->n_vocab + 1 > tcap) {
-                tcap *= 2;
-                t->off = REALLOC_CHECK(t->off, (size_t)(tcap + 1) * sizeof(int64_t));
-            }
-            bytes_put(&tb, nb, la + lb);
-            t->off[++t->n_vocab] = (int64_t)tb.n;
-        }
-        free(nb);
-        if (t->n_merges == mcap) {
-            mcap *= 2;
-            t->m_a = REALLOC_CHECK(t->m_a, (size_t)mcap * sizeof(int32_t));
-            t->m_b = REALLOC_CHECK(t->m_b, (size_t)mcap * sizeof(int32_t));
-            t->m_res = REALLOC_CHECK(t->m_res, (size_t)mcap * sizeof(int32_t));
-        }
-        t->m_a[t->n_merges] = e.a; t->m_b[t->n_merges] = e.b; t->m_res[t->n_merges] = c;
-        int64_t rank = t->n_merges++;
-        // Rewrite every word that holds the pair. `where` may grow while we walk it (new pairs
-        // contain c, never (a, b)), so iterate over a snapshot of its length.
-        n_touched = 0;
-        int64_t nw = pt.p[k].n_where;
-        for (int64_t q = 0; q < nw; q++) {
-            int64_t w = pt.p[k].where[q];
-            if (stamp[w] == rank) continue;
-            stamp[w] = rank;
-            int32_t *s = sym + pc.off[w];
-            int64_t n = wlen[w], has = 0;
-            for (int64_t i = 0; i + 1 < n && !has; i++) has = s[i] == e.a && s[i + 1] == e.b;
-            if (!has) continue;
-            word_pairs(&pt, s, n, w, pc.count[w], -1, -1);
-            int64_t o = 0;
-            for (int64_t i = 0; i < n;) {
-                if (i + 1 < n && s[i] == e.a && s[i + 1] == e.b) { s[o++] = c; i += 2; }
-                else s[o++] = s[i++];
-            }
-            wlen[w] = o;
-            word_pairs(&pt, s, o, w, pc.count[w], +1, c);
-            for (int64_t i = 0; i + 1 < o; i++)
-                if (s[i] == c || s[i + 1] == c) {
-                    int64_t kk = pt_get(&pt, s[i], s[i + 1], 0);
-                    if (n_touched == cap_touched) {
-                        cap_touched = cap_touched ? cap_touched * 2 : 256;
-                        touched = REALLOC_CHECK(touched, (size_t)cap_touched * sizeof(int64_t));
-                    }
-                    touched[n_touched++] = kk;
-                }
-        }
-        // The pair is gone everywhere; free its word list. New pairs enter the heap.
-        free(pt.p[k].where);
-        pt.p[k].where = NULL; pt.p[k].n_where = pt.p[k].cap_where = 0; pt.p[k].last_word = -1;
-        for (int64_t q = 0; q < n_touched; q++) {
-            PairInfo *pi = &pt.p[touched[q]];
-            if (pi->count > 0 && pi->last_word != -2 - rank) {
-                th_push(&heap, (TrainEnt){pi->count, pi->a, pi->b});
-                pi->last_word = -2 - rank;   // pushed once per merge
-            }
-        }
+        train_merge(tr, k, e);
     }
+}
 
-    // 3. <|endoftext|> last, then the Tokenizer proper.
-    bytes_put(&tb, EOT_TEXT, sizeof(EOT_TEXT) - 1);
-    if (t->n_vocab + 1 > tcap) t->off = REALLOC_CHECK(t->off, (size_t)(t->n_vocab + 2) * sizeof(int64_t));
-    t->off[++t->n_vocab] = (int64_t)tb.n;
-    t->bytes = tb.data;
+// Step 3: <|endoftext|> last, then the Tokenizer proper (lookup tables, pattern).
+static int train_finish(Trainer *tr, char *err, size_t errlen) {
+    Tokenizer *t = tr->t;
+    bytes_put(&tr->tb, EOT_TEXT, sizeof(EOT_TEXT) - 1);
+    if (t->n_vocab + 1 > tr->tcap)
+        t->off = REALLOC_CHECK(t->off, (size_t)(t->n_vocab + 2) * sizeof(int64_t));
+    t->off[++t->n_vocab] = (int64_t)tr->tb.n;
+    t->bytes = tr->tb.data;
+    tr->tb.data = NULL;
     t->flags = CALLOC_CHECK((size_t)t->n_vocab, 1);
     int32_t first;
-    if (vmap_build(t, &first) >= 0 && st == 0)
-        st = util_err(err, errlen, "tok_train: a learned token spells <|endoftext|>");
-    if (st == 0) {
-        pairs_alloc(t, t->n_merges);
-        for (int64_t r = 0; r < t->n_merges; r++) pairs_insert(t, (int32_t)r);
-        st = tok_finish(t, "tok_train", err, errlen);
-    }
-    if (st == 0 && out_dir) st = tok_save(t, out_dir, err, errlen);
+    if (vmap_build(t, &first) >= 0)
+        return util_err(err, errlen, "tok_train: a learned token spells <|endoftext|>");
+    pairs_alloc(t, t->n_merges);
+    for (int64_t r = 0; r < t->n_merges; r++) pairs_insert(t, (int32_t)r);
+    return tok_finish(t, "tok_train", err, errlen);
+}
 
-    for (int64_t k = 0; k < pt.n; k++) free(pt.p[k].where);
-    free(pt.p); free(pt.key); free(pt.idx);
-    free(heap.e); free(touched); free(stamp); free(sym); free(wlen);
-    free(pc.bytes); free(pc.off); free(pc.count); free(pc.slot);
-    free(known.bytes); free(known.off); free(known.count); free(known.slot);
-    if (st != 0 || !out) tok_free(t);
-    else *out = t;
+static void train_free(Trainer *tr) {
+    for (int64_t k = 0; k < tr->pt.n; k++) free(tr->pt.p[k].where);
+    free(tr->pt.p); free(tr->pt.key); free(tr->pt.idx);
+    free(tr->heap.e); free(tr->touched); free(tr->stamp); free(tr->sym); free(tr->wlen);
+    free(tr->tb.data);
+    pc_free(&tr->pc);
+    pc_free(&tr->known);
+}
+
+int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *opt,
+              const char *out_dir, Tokenizer **out, char *err, size_t errlen) {
+    if (out) *out = NULL;
+    if (!opt || opt->vocab_size < 257 || opt->vocab_size > TOK_MAX_VOCAB)
+        return util_err(err, errlen, "tok_train: vocab_size must be 257 .. %lld",
+                        (long long)TOK_MAX_VOCAB);
+    if (opt->min_frequency < 0 || opt->max_bytes < 0)
+        return util_err(err, errlen, "tok_train: min_frequency and max_bytes must not be negative");
+    int64_t min_freq = opt->min_frequency ? opt->min_frequency : 2;
+    if (n_paths == 0) return util_err(err, errlen, "tok_train: no training files");
+
+    Trainer tr = {0};
+    int st = train_count_pieces(paths, n_paths, opt, &tr.pc, err, errlen);
+    if (st) {
+        pc_free(&tr.pc);
+        return st;
+    }
+    tr.t = tok_new();
+    train_setup(&tr);
+    train_learn(&tr, opt, opt->vocab_size - 1, min_freq);   // all but <|endoftext|>
+    st = train_finish(&tr, err, errlen);
+    if (st == 0 && out_dir) st = tok_save(tr.t, out_dir, err, errlen);
+    if (st != 0 || !out) tok_free(tr.t);
+    else *out = tr.t;
+    train_free(&tr);
     return st;
 }
