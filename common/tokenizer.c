@@ -558,11 +558,10 @@ static void line_col(const char *text, size_t at, long long *line, long long *co
     }
 }
 
-static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) {
-    char *text;
-    size_t len;
-    int st = read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen);
-    if (st) return st;
+// vocab.json's text as a cJSON tree in *root: refuses an escaped NUL, invalid JSON and text after
+// the object (each with line and column). Frees text.
+static int vocab_parse(const char *path, char *text, size_t len, cJSON **root, char *err,
+                       size_t errlen) {
     // cJSON turns "\u0000" into a NUL inside a C string, which would silently cut the key: refuse
     // it here (no byte-level token contains U+0000 anyway).
     for (const char *q = text; (q = memmem(q, len - (size_t)(q - text), "u0000", 5)); q += 5) {
@@ -573,30 +572,117 @@ static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) 
             line_col(text, (size_t)(q - text), &line, &col);
             free(text);
             return util_err(err, errlen, "%s: line %lld, column %lld: \\u0000 is not a byte-level "
-                        "token character", path, line, col);
+                            "token character", path, line, col);
         }
     }
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
+    *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!*root) {
         size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : len;
         long long line, col;
         line_col(text, at, &line, &col);
         free(text);
         return util_err(err, errlen, "%s: invalid JSON at line %lld, column %lld%s", path, line,
-                    col, at >= len ? " (truncated file?)" : "");
+                        col, at >= len ? " (truncated file?)" : "");
     }
     // Trailing garbage after the object is an error too.
     for (const char *q = end; q && q < text + len; q++)
         if (!(*q == ' ' || *q == '\n' || *q == '\r' || *q == '\t')) {
             long long line, col;
             line_col(text, (size_t)(q - text), &line, &col);
-            cJSON_Delete(root);
+            cJSON_Delete(*root);
+            *root = NULL;
             free(text);
             return util_err(err, errlen, "%s: unexpected text after the JSON object at line %lld, "
-                        "column %lld", path, line, col);
+                            "column %lld", path, line, col);
         }
     free(text);
+    return 0;
+}
+
+// The n tokens of vocab.json's object: each token's bytes into `all` in file order (start[k] the
+// offset of the k-th), order[id] = its file position. Checks ids (0..n-1, each once) and that
+// each token is a non-empty string of GPT-2's byte-level alphabet.
+static int vocab_read_tokens(const Tokenizer *t, const char *path, const cJSON *root, int64_t n,
+                             TokBytes *all, int64_t *start, int32_t *order, char *err,
+                             size_t errlen) {
+    for (int64_t i = 0; i < n; i++) order[i] = -1;
+    int64_t k = 0;
+    char sb[200];
+    int st = 0;
+    for (const cJSON *c = root->child; c; c = c->next, k++) {
+        const char *key = c->string ? c->string : "";
+        if (!cJSON_IsNumber(c)) {
+            st = util_err(err, errlen, "%s: token \"%s\": value is not a number", path,
+                          show(sb, key, strlen(key)));
+            break;
+        }
+        double v = c->valuedouble;
+        if (!(v >= 0 && v < (double)n && v == (double)(int64_t)v)) {
+            st = util_err(err, errlen, "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
+                          "(ids must be 0..V-1 without gaps)", path, show(sb, key, strlen(key)), v,
+                          (long long)n - 1);
+            break;
+        }
+        int64_t id = (int64_t)v;
+        if (order[id] >= 0) {
+            st = util_err(err, errlen, "%s: id %lld is used twice (token \"%s\")", path,
+                          (long long)id, show(sb, key, strlen(key)));
+            break;
+        }
+        // a token must stand for at least one byte (cJSON also ends a key at an escaped NUL)
+        if (!key[0]) {
+            st = util_err(err, errlen, "%s: token id %lld is the empty string", path,
+                          (long long)id);
+            break;
+        }
+        order[id] = (int32_t)k;
+        start[k] = (int64_t)all->n;
+        long bad;
+        if (unbyte(t, (const unsigned char *)key, strlen(key), all, &bad)) {
+            if (bad < 0)
+                st = util_err(err, errlen, "%s: token id %lld is not valid UTF-8", path,
+                              (long long)id);
+            else
+                st = util_err(err, errlen, "%s: token \"%s\" (id %lld): U+%04lX is not in GPT-2's "
+                              "byte-level alphabet", path, show(sb, key, strlen(key)),
+                              (long long)id, bad);
+            break;
+        }
+    }
+    start[n] = (int64_t)all->n;
+    return st;
+}
+
+// The token table in id order from vocab_read_tokens' result; refuses two ids with one spelling.
+static int vocab_place(Tokenizer *t, const char *path, int64_t n, const TokBytes *all,
+                       const int64_t *start, const int32_t *order, char *err, size_t errlen) {
+    t->n_vocab = n;
+    t->off = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t));
+    t->bytes = MALLOC_CHECK(all->n + 1);
+    t->flags = CALLOC_CHECK((size_t)n, 1);
+    int64_t o = 0;
+    for (int64_t id = 0; id < n; id++) {
+        int64_t f = order[id];
+        t->off[id] = o;
+        if (start[f + 1] > start[f])
+            memcpy(t->bytes + o, all->data + start[f], (size_t)(start[f + 1] - start[f]));
+        o += start[f + 1] - start[f];
+    }
+    t->off[n] = o;
+    int32_t first, dup = vmap_build(t, &first);
+    if (dup < 0) return 0;
+    char sb[200];
+    return util_err(err, errlen, "%s: duplicate token: ids %d and %d are both \"%s\"", path, first,
+                    dup, show(sb, t->bytes + t->off[dup], tok_len(t, dup)));
+}
+
+static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) {
+    char *text;
+    size_t len;
+    cJSON *root;
+    if (read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen)) return -1;
+    if (vocab_parse(path, text, len, &root, err, errlen)) return -1;
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return util_err(err, errlen, "%s: expected a JSON object {\"token\": id, ...}", path);
@@ -606,74 +692,14 @@ static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) 
     if (n == 0 || n > TOK_MAX_VOCAB) {
         cJSON_Delete(root);
         return util_err(err, errlen, "%s: %lld tokens (need 1 .. %lld)", path, (long long)n,
-                    (long long)TOK_MAX_VOCAB);
+                        (long long)TOK_MAX_VOCAB);
     }
-    // First pass: each token's bytes into one buffer, in file order; then place them by id.
     TokBytes all = {0};
     int64_t *start = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t));
-    int32_t *order = MALLOC_CHECK((size_t)n * sizeof(int32_t));   // order[id] = file position
-    for (int64_t i = 0; i < n; i++) order[i] = -1;
-    int64_t k = 0;
-    char sb[200];
-    st = 0;
-    for (cJSON *c = root->child; c; c = c->next, k++) {
-        const char *key = c->string ? c->string : "";
-        if (!cJSON_IsNumber(c)) {
-            st = util_err(err, errlen, "%s: token \"%s\": value is not a number", path,
-                      show(sb, key, strlen(key)));
-            break;
-        }
-        double v = c->valuedouble;
-        if (!(v >= 0 && v < (double)n && v == (double)(int64_t)v)) {
-            st = util_err(err, errlen, "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
-                      "(ids must be 0..V-1 without gaps)", path, show(sb, key, strlen(key)), v,
-                      (long long)n - 1);
-            break;
-        }
-        int64_t id = (int64_t)v;
-        if (order[id] >= 0) {
-            st = util_err(err, errlen, "%s: id %lld is used twice (token \"%s\")", path,
-                      (long long)id, show(sb, key, strlen(key)));
-            break;
-        }
-        // a token must stand for at least one byte (cJSON also ends a key at an escaped NUL)
-        if (!key[0]) {
-            st = util_err(err, errlen, "%s: token id %lld is the empty string", path, (long long)id);
-            break;
-        }
-        order[id] = (int32_t)k;
-        start[k] = (int64_t)all.n;
-        long bad;
-        if (unbyte(t, (const unsigned char *)key, strlen(key), &all, &bad)) {
-            if (bad < 0) st = util_err(err, errlen, "%s: token id %lld is not valid UTF-8", path,
-                                   (long long)id);
-            else st = util_err(err, errlen, "%s: token \"%s\" (id %lld): U+%04lX is not in GPT-2's "
-                           "byte-level alphabet", path, show(sb, key, strlen(key)), (long long)id, bad);
-            break;
-        }
-    }
-    start[n] = (int64_t)all.n;
+    int32_t *order = MALLOC_CHECK((size_t)n * sizeof(int32_t));
+    int st = vocab_read_tokens(t, path, root, n, &all, start, order, err, errlen);
     cJSON_Delete(root);
-    if (st == 0) {
-        t->n_vocab = n;
-        t->off = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t));
-        t->bytes = MALLOC_CHECK(all.n + 1);
-        t->flags = CALLOC_CHECK((size_t)n, 1);
-        int64_t o = 0;
-        for (int64_t id = 0; id < n; id++) {
-            int64_t f = order[id];
-            t->off[id] = o;
-            if (start[f + 1] > start[f]) memcpy(t->bytes + o, all.data + start[f], (size_t)(start[f + 1] - start[f]));
-            o += start[f + 1] - start[f];
-        }
-        t->off[n] = o;
-        int32_t first, dup = vmap_build(t, &first);
-        if (dup >= 0) {
-            size_t dl = tok_len(t, dup);
-            st = util_err(err, errlen, "%s: duplicate token: ids %d and %d are both \"%s\"", path,
-                      first, dup, show(sb, t->bytes + t->off[dup], dl));
-        }
-    }
+    if (st == 0) st = vocab_place(t, path, n, &all, start, order, err, errlen);
     tok_bytes_free(&all);
     free(start);
     free(order);
