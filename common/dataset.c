@@ -76,15 +76,6 @@ int dataset_truncation_parse(const char *s, DatasetTruncation *out, char *err, s
     return 0;
 }
 
-const char *dataset_truncation_name(DatasetTruncation t) {
-    switch (t) {
-    case DATASET_TRUNCATE_ERROR: return "error";
-    case DATASET_TRUNCATE_PROMPT_LEFT: return "truncate_prompt_left";
-    case DATASET_TRUNCATE_DROP: return "drop";
-    }
-    return "?";
-}
-
 // Offset of the one occurrence of key in tpl; -1 with a message when it occurs 0 or 2+ times.
 static int find_placeholder(const char *what, const char *tpl, const char *key, size_t *at,
                             char *err, size_t errlen) {

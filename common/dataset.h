@@ -118,7 +118,6 @@ typedef struct Dataset Dataset;
 
 // "error", "truncate_prompt_left", "drop" (config strings) -> *out; -1 naming the bad value.
 int dataset_truncation_parse(const char *s, DatasetTruncation *out, char *err, size_t errlen);
-const char *dataset_truncation_name(DatasetTruncation t);
 
 // Checks the options (templates, max_tokens, valid_percent; the tokenizer needs <|endoftext|>).
 int  dataset_create(Dataset **out, const Tokenizer *tok, const DatasetOptions *opt,
