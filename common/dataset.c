@@ -814,10 +814,8 @@ void dataset_iter_next(DatasetIter *it, DataBatch *b, float w) {
 }
 
 void dataset_iter_cursor(const DatasetIter *it, DataCursor *c) {
-    c->epoch = it->epoch;
-    c->index = it->index;
-    c->seed = it->opt.seed;
-    c->fingerprint = it->fingerprint;
+    *c = (DataCursor){.epoch = it->epoch, .index = it->index, .seed = it->opt.seed,
+                      .fingerprint = it->fingerprint};
 }
 
 int dataset_iter_seek(DatasetIter *it, const DataCursor *c, char *err, size_t errlen) {

@@ -45,14 +45,24 @@ void dist_finalize(Dist *d) {
 // MPI counts are int: large buffers go in chunks.
 #define DIST_CHUNK ((int64_t)1 << 30)
 
+#ifdef RLHF_MPI
+// In-place allreduce of x[0..n) (elements of elem bytes, MPI type `type`) in chunks of DIST_CHUNK.
+static void allreduce_chunks(Dist *d, void *x, int64_t n, size_t elem, MPI_Datatype type,
+                             MPI_Op op) {
+    for (int64_t i = 0; i < n; i += DIST_CHUNK) {
+        int cnt = (int)(n - i < DIST_CHUNK ? n - i : DIST_CHUNK);
+        char *at = (char *)x + i * (int64_t)elem;
+        if (MPI_Allreduce(MPI_IN_PLACE, at, cnt, type, op, MPI_COMM_WORLD) != MPI_SUCCESS)
+            dist_abort(d, 1);
+    }
+}
+#endif
+
 void dist_allreduce_sum(Dist *d, float *x, int64_t n) {
     if (d->size == 1) return;
 #ifdef RLHF_MPI
     double t0 = util_time_s();
-    for (int64_t i = 0; i < n; i += DIST_CHUNK) {
-        int cnt = (int)(n - i < DIST_CHUNK ? n - i : DIST_CHUNK);
-        if (MPI_Allreduce(MPI_IN_PLACE, x + i, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
-    }
+    allreduce_chunks(d, x, n, sizeof *x, MPI_FLOAT, MPI_SUM);
     d->allreduce_s += util_time_s() - t0;
 #else
     (void)x; (void)n;
@@ -62,10 +72,7 @@ void dist_allreduce_sum(Dist *d, float *x, int64_t n) {
 void dist_allreduce_sum_double(Dist *d, double *x, int64_t n) {
     if (d->size == 1) return;
 #ifdef RLHF_MPI
-    for (int64_t i = 0; i < n; i += DIST_CHUNK) {
-        int cnt = (int)(n - i < DIST_CHUNK ? n - i : DIST_CHUNK);
-        if (MPI_Allreduce(MPI_IN_PLACE, x + i, cnt, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
-    }
+    allreduce_chunks(d, x, n, sizeof *x, MPI_DOUBLE, MPI_SUM);
 #else
     (void)x; (void)n;
 #endif
@@ -74,10 +81,7 @@ void dist_allreduce_sum_double(Dist *d, double *x, int64_t n) {
 void dist_allreduce_max_double(Dist *d, double *x, int64_t n) {
     if (d->size == 1) return;
 #ifdef RLHF_MPI
-    for (int64_t i = 0; i < n; i += DIST_CHUNK) {
-        int cnt = (int)(n - i < DIST_CHUNK ? n - i : DIST_CHUNK);
-        if (MPI_Allreduce(MPI_IN_PLACE, x + i, cnt, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
-    }
+    allreduce_chunks(d, x, n, sizeof *x, MPI_DOUBLE, MPI_MAX);
 #else
     (void)x; (void)n;
 #endif

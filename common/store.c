@@ -198,6 +198,17 @@ static int need_text(Store *s, const char *t, const char *what, char *err, size_
     return 0;
 }
 
+// *id of the row that query `query` finds for text (0 when none): 0, or -1 with a message.
+static int find_id_by_text(Store *s, int query, const char *text, int64_t *id, const char *what,
+                           char *err, size_t errlen) {
+    *id = 0;
+    if (need_text(s, text, what, err, errlen)) return -1;
+    sqlite3_stmt *st = q(s, query, err, errlen);
+    if (!st) return -1;
+    bind_text(st, 1, text);
+    return step_id(s, st, id, what, err, errlen);
+}
+
 static int exec(Store *s, const char *sql, const char *what, char *err, size_t errlen) {
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -734,12 +745,7 @@ int store_add_prompt(Store *s, const char *text, const char *split, const char *
 }
 
 int store_find_prompt(Store *s, const char *text, int64_t *id, char *err, size_t errlen) {
-    *id = 0;
-    if (need_text(s, text, "find prompt", err, errlen)) return -1;
-    sqlite3_stmt *st = q(s, Q_PROMPT_FIND, err, errlen);
-    if (!st) return -1;
-    bind_text(st, 1, text);
-    return step_id(s, st, id, "find prompt", err, errlen);
+    return find_id_by_text(s, Q_PROMPT_FIND, text, id, "find prompt", err, errlen);
 }
 
 void store_prompt_free(StorePrompt *p) {
@@ -884,12 +890,7 @@ int store_add_labeler(Store *s, const char *name, int64_t *id, char *err, size_t
 }
 
 int store_find_labeler(Store *s, const char *name, int64_t *id, char *err, size_t errlen) {
-    *id = 0;
-    if (need_text(s, name, "find labeler", err, errlen)) return -1;
-    sqlite3_stmt *st = q(s, Q_LABELER_FIND, err, errlen);
-    if (!st) return -1;
-    bind_text(st, 1, name);
-    return step_id(s, st, id, "find labeler", err, errlen);
+    return find_id_by_text(s, Q_LABELER_FIND, name, id, "find labeler", err, errlen);
 }
 
 static int labeler_exists(Store *s, int64_t labeler_id, const char *what, char *err, size_t errlen) {
@@ -1426,12 +1427,7 @@ int store_each_rollout(Store *s, int64_t run_id, int64_t iteration, StoreRollout
 // ---------------------------------------------------------------------------------------------
 
 int store_find_import(Store *s, const char *hash, int64_t *id, char *err, size_t errlen) {
-    *id = 0;
-    if (need_text(s, hash, "find import", err, errlen)) return -1;
-    sqlite3_stmt *st = q(s, Q_IMPORT_FIND, err, errlen);
-    if (!st) return -1;
-    bind_text(st, 1, hash);
-    return step_id(s, st, id, "find import", err, errlen);
+    return find_id_by_text(s, Q_IMPORT_FIND, hash, id, "find import", err, errlen);
 }
 
 int store_add_import(Store *s, const char *path, const char *hash, const char *kind, int64_t rows,

@@ -622,10 +622,8 @@ void tokfile_iter_next(TokfileIter *it, DataBatch *b, float w) {
 }
 
 void tokfile_iter_cursor(const TokfileIter *it, DataCursor *c) {
-    c->epoch = it->epoch;
-    c->index = it->index;
-    c->seed = it->opt.seed;
-    c->fingerprint = it->fingerprint;
+    *c = (DataCursor){.epoch = it->epoch, .index = it->index, .seed = it->opt.seed,
+                      .fingerprint = it->fingerprint};
 }
 
 int tokfile_iter_seek(TokfileIter *it, const DataCursor *c, char *err, size_t errlen) {

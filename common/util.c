@@ -7,13 +7,17 @@
 #include <sys/stat.h>
 #include <time.h>
 
+void util_vreport(const char *prefix, const char *file, int line, const char *fmt, va_list ap) {
+    fprintf(stderr, "%s%s:%d: ", prefix, file, line);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+}
+
 void util_die(const char *file, int line, const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "fatal: %s:%d: ", file, line);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    util_vreport("fatal: ", file, line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n");
     exit(2);
 }
 

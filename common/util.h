@@ -4,6 +4,7 @@
 // returned as a status with a message so that callers and tests can handle it.
 #ifndef UTIL_H
 #define UTIL_H
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +29,9 @@ void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((
 #define STRDUP_CHECK(s)             util_strdup((s), __FILE__, __LINE__)
 #define STRNDUP_CHECK(s, n)         util_strndup((s), (n), __FILE__, __LINE__)
 #define DIE(...)                util_die(__FILE__, __LINE__, __VA_ARGS__)
+// Writes "<prefix>file:line: <message>\n" to stderr (util_die's line; the test harness's too).
+void util_vreport(const char *prefix, const char *file, int line, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 
 // Formats a message into err (which may be NULL) and returns -1, for `return util_err(...)`.
 // The message is one line: control characters in it (from quoted input) become ' ' or '?'.

@@ -39,52 +39,32 @@ static void sibling(char *out, const char *a, const char *suffix) {
     if (snprintf(out, 1024, "%s%s", a, suffix) >= 1024) { fprintf(stderr, "path too long\n"); exit(1); }
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
-static void rm_rf(const char *p) { nftw(p, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 
 static int exists(const char *p) { struct stat st; return lstat(p, &st) == 0; }
 
-static void write_bytes(const char *p, const void *data, size_t n) {
-    FILE *f = fopen(p, "wb");
-    if (!f || fwrite(data, 1, n, f) != n) { fprintf(stderr, "cannot write %s\n", p); exit(1); }
-    fclose(f);
-}
 
-static void write_text(const char *p, const char *s) { write_bytes(p, s, strlen(s)); }
+static void write_text(const char *p, const char *s) { test_write_file(p, s, strlen(s)); }
 
-static char *read_all(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) { free(buf); fclose(f); return NULL; }
-    buf[len] = 0;
-    fclose(f);
-    if (n) *n = (size_t)len;
-    return buf;
-}
 
 static void copy_dir_file(const char *src_dir, const char *dst_dir, const char *name) {
     char a[1024], b[1024];
     path(a, src_dir, name);
     path(b, dst_dir, name);
     size_t n;
-    char *d = read_all(a, &n);
+    char *d = test_read_file(a, &n);
     if (!d) { fprintf(stderr, "cannot read %s\n", a); exit(1); }
-    write_bytes(b, d, n);
+    test_write_file(b, d, n);
     free(d);
 }
 
 static void fresh_dir(char *out, const char *name) {
     path(out, root, name);
-    rm_rf(out);
+    test_rm_rf(out);
     mkdir(out, 0777);
 }
 
 static double read_number_file(const char *p) {
-    char *s = read_all(p, NULL);
+    char *s = test_read_file(p, NULL);
     if (!s) { fprintf(stderr, "cannot read %s\n", p); exit(1); }
     double v = atof(s);
     free(s);
@@ -94,7 +74,7 @@ static double read_number_file(const char *p) {
 static int read_tokens(int32_t *tok, int max) {
     char p[1024];
     path(p, fixture, "tokens.txt");
-    char *s = read_all(p, NULL);
+    char *s = test_read_file(p, NULL);
     if (!s) { fprintf(stderr, "cannot read %s\n", p); exit(1); }
     int n = 0;
     char *q = s, *end;
@@ -146,16 +126,6 @@ static int load_model(const char *dir, Model *m, int trainable, int flags) {
     return 0;
 }
 
-// An expected failure: rc -1, a one-line message containing `want` (and `file` when given).
-#define CHECK_ERR(rc, err, want, file) do { \
-        int rc_ = (rc); \
-        CHECK_MSG(rc_ == -1, "expected an error containing \"%s\", got rc %d", want, rc_); \
-        if (rc_ == -1) { \
-            CHECK_MSG(strstr(err, want) != NULL, "error \"%s\" lacks \"%s\"", err, want); \
-            CHECK_MSG(strchr(err, '\n') == NULL, "error is not one line: %s", err); \
-            CHECK_MSG(!(file) || strstr(err, file ? file : "") != NULL, "error \"%s\" does not name %s", err, file ? file : ""); \
-        } \
-    } while (0)
 
 // The small model the error-path tests corrupt: L=1, NH=2, C=4, V=5, T=3.
 static const ModelConfig small_cfg = {.max_seq_len = 3, .vocab_size = 5, .n_layer = 1, .n_head = 2, .n_embd = 4,
@@ -178,7 +148,7 @@ typedef struct { cJSON *h; char *raw; const char *data; size_t data_len; } StPar
 
 static int st_split(const char *p, StParts *s) {
     size_t n;
-    s->raw = read_all(p, &n);
+    s->raw = test_read_file(p, &n);
     if (!s->raw) return -1;
     uint64_t hl;
     memcpy(&hl, s->raw, 8);
@@ -294,7 +264,7 @@ static void test_roundtrip(void) {
     char dir[1024], tokdir[1024], err[512], p[1024], q[1024];
     make_tokenizer_dir(tokdir);
     path(dir, root, "rt");
-    rm_rf(dir);
+    test_rm_rf(dir);
     CkptSaveOptions opt = {.tokenizer_dir = tokdir, .has_token_ids = 1, .bos_token_id = 100, .eos_token_id = 99, .state = &st};
     CHECK_MSG(ckpt_save(dir, &a, &opt, err, sizeof err) == 0, "%s", err);
     // saving again over it replaces it and leaves no sibling behind
@@ -317,7 +287,7 @@ static void test_roundtrip(void) {
     CHECK(ckpt_state_get_int(&st2, "data.cursor", &cur, err, sizeof err) == 0 && cur == ((int64_t)1 << 62) + 5);
     // the JSON carries the u64 Rng words as exact decimal strings
     path(p, dir, "trainer_state.json");
-    char *js = read_all(p, NULL), num[32];
+    char *js = test_read_file(p, NULL), num[32];
     snprintf(num, sizeof num, "\"%llu\"", (unsigned long long)st2.rng.s[0]);
     CHECK_MSG(js && strstr(js, num), "trainer_state.json lacks %s", num);
     free(js);
@@ -328,7 +298,7 @@ static void test_roundtrip(void) {
         path(p, tokdir, f);
         path(q, dir, f);
         size_t n1, n2;
-        char *x = read_all(p, &n1), *y = read_all(q, &n2);
+        char *x = test_read_file(p, &n1), *y = test_read_file(q, &n2);
         CHECK_MSG(x && y && n1 == n2 && !memcmp(x, y, n1), "%s not copied verbatim", f);
         free(x); free(y);
     }
@@ -347,7 +317,7 @@ static void test_python_reads_ours(void) {
     fill_state(&a, &st, 2);
     char dir[1024], err[512], p[1024];
     path(dir, root, "py");
-    rm_rf(dir);
+    test_rm_rf(dir);
     CkptSaveOptions opt = {.state = &st};
     CHECK_MSG(ckpt_save(dir, &a, &opt, err, sizeof err) == 0, "%s", err);
     path(p, fixture, "expected_loss.txt");
@@ -374,10 +344,10 @@ static void test_score_head(void) {
     for (int i = 0; i < c.n_embd; i++) untouched &= rm.params.scorew[i] == 0.5f + (float)i;
     CHECK_MSG(untouched, "score.weight was modified by a load that lacked it");
     path(dir, root, "rm");
-    rm_rf(dir);
+    test_rm_rf(dir);
     CHECK_MSG(ckpt_save(dir, &rm, NULL, err, sizeof err) == 0, "%s", err);
     path(p, dir, "config.json");
-    char *js = read_all(p, NULL);
+    char *js = test_read_file(p, NULL);
     CHECK(js && strstr(js, "GPT2ForSequenceClassification") && strstr(js, "\"num_labels\":") && !strstr(js, "GPT2LMHeadModel"));
     free(js);
     CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && c.lm_head == 0 && c.score_head == 1 && info.bos_token_id == -1);
@@ -401,7 +371,7 @@ static void test_score_head(void) {
     CHECK(model_init(&both, &c, 1, 16, 0, 0, err, sizeof err) == 0);
     CHECK_MSG(ckpt_load_weights(dir, &both, 0, err, sizeof err) == 0, "%s", err);
     path(dir, root, "both");
-    rm_rf(dir);
+    test_rm_rf(dir);
     CHECK_MSG(ckpt_save(dir, &both, NULL, err, sizeof err) == 0, "%s", err);
     CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && c.lm_head == 1 && c.score_head == 1);
     model_free(&both);
@@ -534,7 +504,7 @@ static void test_corrupt_safetensors(void) {
     Model m;
     small_model(&m, 0, 3);
     path(good, root, "small");
-    rm_rf(good);
+    test_rm_rf(good);
     CHECK_MSG(ckpt_save(good, &m, NULL, err, sizeof err) == 0, "%s", err);
     model_free(&m);
     // the last tensor in the file must be ln_f.bias for mut_duplicate
@@ -564,7 +534,7 @@ static void test_corrupt_safetensors(void) {
     // byte-level damage
     size_t n;
     path(p, good, "model.safetensors");
-    char *raw = read_all(p, &n);
+    char *raw = test_read_file(p, &n);
     small_model(&m, 0, 1);
     fill_sentinel(&m);
     struct { size_t keep; const char *want; } cuts[] = {
@@ -574,8 +544,8 @@ static void test_corrupt_safetensors(void) {
         fresh_dir(dir, "cut");
         copy_dir_file(good, dir, "config.json");
         path(p, dir, "model.safetensors");
-        if (cuts[i].keep == 8) { uint64_t z = 0; write_bytes(p, &z, 8); }
-        else write_bytes(p, raw, cuts[i].keep);
+        if (cuts[i].keep == 8) { uint64_t z = 0; test_write_file(p, &z, 8); }
+        else test_write_file(p, raw, cuts[i].keep);
         CHECK_ERR(ckpt_load_weights(dir, &m, 0, err, sizeof err), err, cuts[i].want, "model.safetensors");
     }
     // a lying header length: far beyond the file (no allocation may follow it)
@@ -584,7 +554,7 @@ static void test_corrupt_safetensors(void) {
     path(p, dir, "model.safetensors");
     uint64_t lie = (uint64_t)1 << 62;
     memcpy(raw, &lie, 8);
-    write_bytes(p, raw, n);
+    test_write_file(p, raw, n);
     CHECK_ERR(ckpt_load_weights(dir, &m, 0, err, sizeof err), err, "exceeds the file size", "model.safetensors");
     // missing file
     unlink(p);
@@ -618,10 +588,10 @@ static void test_bad_config(void) {
     Model m;
     small_model(&m, 0, 3);
     path(good, root, "small_cfg");
-    rm_rf(good);
+    test_rm_rf(good);
     CHECK_MSG(ckpt_save(good, &m, NULL, err, sizeof err) == 0, "%s", err);
     path(p, good, "config.json");
-    char *txt = read_all(p, NULL);
+    char *txt = test_read_file(p, NULL);
     cJSON *base = cJSON_Parse(txt ? txt : "{}");
     free(txt);
     struct { const char *key; const char *json; const char *want; } cases[] = {
@@ -710,7 +680,7 @@ static void test_bad_trainer_state(void) {
     CkptTrainerState st, got;
     fill_state(&m, &st, 3);
     path(good, root, "small_state");
-    rm_rf(good);
+    test_rm_rf(good);
     CkptSaveOptions opt = {.state = &st};
     CHECK_MSG(ckpt_save(good, &m, &opt, err, sizeof err) == 0, "%s", err);
     const char *files[] = {"config.json", "model.safetensors", "trainer_state.safetensors"};
@@ -822,7 +792,7 @@ static void test_interrupted_saves(void) {
     fill_state(&b, &sb, 12);
     CkptSaveOptions oa = {.state = &sa}, ob = {.state = &sb};
     path(dir, root, "crash");
-    rm_rf(dir);
+    test_rm_rf(dir);
     sibling(old, dir, ".old");
     sibling(tmp, dir, ".tmp.999999.0");
     CHECK_MSG(ckpt_save(dir, &a, &oa, err, sizeof err) == 0, "%s", err);
@@ -920,7 +890,7 @@ static void test_save_failures(void) {
     small_model(&a, 1, 21);
     if (load_model(fixture, &b, 0, 0)) { model_free(&a); return; }
     path(dir, root, "full");
-    rm_rf(dir);
+    test_rm_rf(dir);
     CkptTrainerState st;
     fill_state(&a, &st, 21);
     CkptSaveOptions oa = {.state = &st};
@@ -1001,6 +971,6 @@ int main(void) {
     test_case("checkpoint: bad trainer state and the trainer-state entry API", test_bad_trainer_state);
     test_case("checkpoint: interrupted saves (leftovers, processes killed mid-save) stay loadable", test_interrupted_saves);
     test_case("checkpoint: disk full and unwritable paths keep the old checkpoint", test_save_failures);
-    rm_rf(root);
+    test_rm_rf(root);
     return test_summary();
 }

@@ -42,11 +42,6 @@ static Config *fresh(void) {
     return c;
 }
 
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, n, f) != n) { fprintf(stderr, "cannot write %s\n", path); exit(1); }
-    fclose(f);
-}
 
 static void fixture(char *out, size_t n, const char *name) {
     snprintf(out, n, "%s/fixtures/%s", test_data_dir(), name);
@@ -541,7 +536,7 @@ static void test_hostile(void) {
     snprintf(path, sizeof path, "%s/big.yaml", tmpdir);
     char *over = calloc(1, (size_t)CONFIG_MAX_FILE + 1);
     memset(over, '#', (size_t)CONFIG_MAX_FILE);
-    write_file(path, over, (size_t)CONFIG_MAX_FILE + 1);
+    test_write_file(path, over, (size_t)CONFIG_MAX_FILE + 1);
     free(over);
     CHECK(config_load_file(c, path, err, sizeof err) == -1 && strstr(err, "larger than"));
     unlink(path);

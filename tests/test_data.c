@@ -32,41 +32,11 @@ static void path(char *out, const char *name) {
     if (snprintf(out, 1024, "%s/%s", root, name) >= 1024) { fprintf(stderr, "path too long\n"); exit(1); }
 }
 
-static void write_bytes(const char *p, const void *data, size_t n) {
-    FILE *f = fopen(p, "wb");
-    if (!f || fwrite(data, 1, n, f) != n) { fprintf(stderr, "cannot write %s\n", p); exit(1); }
-    fclose(f);
-}
-static void write_text(const char *p, const char *s) { write_bytes(p, s, strlen(s)); }
+static void write_text(const char *p, const char *s) { test_write_file(p, s, strlen(s)); }
 
-static unsigned char *read_all(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)len + 1);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) { free(buf); fclose(f); return NULL; }
-    buf[len] = 0;
-    fclose(f);
-    if (n) *n = (size_t)len;
-    return buf;
-}
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
-static void rm_rf(const char *p) { nftw(p, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 static int exists(const char *p) { struct stat st; return lstat(p, &st) == 0; }
 
-// An expected failure: rc -1 and a one-line message containing want (and want2 when given).
-#define CHECK_ERR(rc, err, want, want2) do { \
-        int rc_ = (rc); \
-        CHECK_MSG(rc_ == -1, "expected an error containing \"%s\", got rc %d", want, rc_); \
-        if (rc_ == -1) { \
-            CHECK_MSG(strstr(err, want) != NULL, "error \"%s\" lacks \"%s\"", err, want); \
-            CHECK_MSG(strchr(err, '\n') == NULL, "error is not one line: %s", err); \
-            CHECK_MSG(!(want2) || strstr(err, (want2) ? (want2) : "") != NULL, "error \"%s\" lacks \"%s\"", err, (want2) ? (want2) : ""); \
-        } \
-    } while (0)
 
 static int same_i32(const int32_t *a, const int32_t *b, size_t n) { return n == 0 || memcmp(a, b, n * sizeof(int32_t)) == 0; }
 
@@ -366,7 +336,7 @@ static void test_malformed_lines(void) {
     }
     // a NUL byte inside a line
     static const char nul[] = "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"a\0\", \"response\": \"b\"}\n";
-    write_bytes(p, nul, sizeof nul - 1);
+    test_write_file(p, nul, sizeof nul - 1);
     CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "bad.jsonl:2: NUL byte at column 14", NULL);
     // a bad line after several thousand good ones (examples already tokenized and committed in
     // chunks) still leaves nothing from the file
@@ -442,7 +412,7 @@ static void test_file_quirks(void) {
     for (size_t i = 0; i < n / 4; i++) resp[i] = "abc "[i % 4];
     resp[n / 4] = 0;
     int len = snprintf(big, n + 100, "{\"prompt\": \"long\", \"response\": \"%s\"}\n", resp);
-    write_bytes(p, big, (size_t)len);
+    test_write_file(p, big, (size_t)len);
     CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(dataset_add_pair(ds, "long", resp, "mem", 1, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
     DatasetExample a, b;
@@ -451,7 +421,7 @@ static void test_file_quirks(void) {
     free(big);
     free(resp);
     // a file that is not UTF-8 (UTF-16 with its BOM)
-    write_bytes(p, "\xFF\xFE{\0\"\0", 6);
+    test_write_file(p, "\xFF\xFE{\0\"\0", 6);
     CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "quirks.jsonl:1: invalid UTF-8 at column 1", NULL);
     CHECK(dataset_size(ds) == 4);
     dataset_free(ds);
@@ -876,7 +846,7 @@ static void test_tokfile_text_roundtrip(void) {
     write_text(p1, t1);
     write_text(p2, "");
     write_text(p3, t3);
-    write_bytes(p4, t4, l4);
+    test_write_file(p4, t4, l4);
     const char *texts[4] = {t1, "", t3, t4};
     size_t lens[4] = {strlen(t1), 0, strlen(t3), l4};
     TokIds want = {0};
@@ -954,10 +924,10 @@ static void test_tokfile_errors(void) {
     CHECK(f.n_tokens == N && f.n_docs == 1 && f.token_bytes == 2 && same_i32(back, ids, N));
     tokfile_close(&f);
     size_t n;
-    unsigned char *raw = read_all(good, &n);
+    unsigned char *raw = test_read_file(good, &n);
     CHECK(n == 64 + 2 * N);
     unsigned char *m = malloc(n + 8);
-#define MUTATE(code, want) do { memcpy(m, raw, n); size_t len_ = n; (void)len_; code; write_bytes(p, m, len_); \
+#define MUTATE(code, want) do { memcpy(m, raw, n); size_t len_ = n; (void)len_; code; test_write_file(p, m, len_); \
         CHECK_ERR(tokfile_open(&f, p, NULL, 0, err, sizeof err), err, want, "broken.tok"); } while (0)
     MUTATE(len_ = n - 3, "truncated: the header says 3000 tokens (6000 bytes) but the file holds 5997 bytes");
     MUTATE(len_ = n - 2, "truncated");
@@ -1010,7 +980,7 @@ static void test_tokfile_errors(void) {
     CHECK(tokfile_writer_tokens(w) == 0);
     tokfile_writer_abort(w);
     size_t ln;
-    unsigned char *old = read_all(p, &ln);
+    unsigned char *old = test_read_file(p, &ln);
     CHECK(old && ln == 3 && !memcmp(old, "old", 3));
     free(old);
     char tmp[1100];
@@ -1194,6 +1164,6 @@ int main(void) {
     test_case("data: token windows: sequential, shuffled epochs, exact resume", test_tokfile_windows);
     test_case("data: batches meet model_forward's contract; micro-batch losses add up to the mean CE", test_model_contract);
     tok_free(gpt2);
-    rm_rf(root);
+    test_rm_rf(root);
     return test_summary();
 }

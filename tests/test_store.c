@@ -75,7 +75,6 @@ static void sleep_s(double s) {
     nanosleep(&ts, NULL);
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
 
 // Collects ids from a walk.
 typedef struct { int64_t ids[64]; int n; int stop_after; } Ids;
@@ -1143,6 +1142,6 @@ int main(void) {
     test_case("store: a v1 database is migrated; a failed migration changes nothing", test_migration);
     test_case("store: newer schemas, non-databases and foreign databases are refused", test_refused_files);
     test_case("store: read-only workspaces are clear errors", test_read_only);
-    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    test_rm_rf(root);
     return test_summary();
 }

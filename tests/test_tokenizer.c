@@ -20,19 +20,6 @@ static char tmp_root[64];   // scratch folder, removed at the end
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = 0;
-    if (len) *len = got;
-    return buf;
-}
 
 static void write_file(const char *dir, const char *name, const void *data, size_t n) {
     char path[512];
@@ -154,7 +141,7 @@ static void test_reference_cases(void) {
     char path[512];
     snprintf(path, sizeof(path), "%s/fixtures/tokenizer_cases.json", test_data_dir());
     size_t len;
-    char *json = read_all(path, &len);
+    char *json = test_read_file(path, &len);
     CHECK_MSG(json, "cannot read %s", path);
     if (!json) return;
     cJSON *root = cJSON_ParseWithLength(json, len);
@@ -374,7 +361,7 @@ static void test_save_identical(void) {
         snprintf(p1, sizeof(p1), "data/gpt2/%s", names[i]);
         snprintf(p2, sizeof(p2), "%s/%s", dir, names[i]);
         size_t n1 = 0, n2 = 0;
-        char *a = read_all(p1, &n1), *b = read_all(p2, &n2);
+        char *a = test_read_file(p1, &n1), *b = test_read_file(p2, &n2);
         CHECK_MSG(a && b && n1 == n2 && !memcmp(a, b, n1), "%s differs from the original", p2);
         free(a);
         free(b);
@@ -385,7 +372,7 @@ static void test_save_identical(void) {
 static void test_old_names(void) {
     const char *dir = new_dir("oldnames");
     size_t n1, n2;
-    char *v = read_all("data/gpt2/vocab.json", &n1), *m = read_all("data/gpt2/merges.txt", &n2);
+    char *v = test_read_file("data/gpt2/vocab.json", &n1), *m = test_read_file("data/gpt2/merges.txt", &n2);
     if (!v || !m) { CHECK(0); free(v); free(m); return; }
     write_file(dir, "encoder.json", v, n1);
     write_file(dir, "vocab.bpe", m, n2);
@@ -569,7 +556,7 @@ static void test_load_errors(void) {
           strstr(err, "not a regular file"));
 
     size_t n;
-    char *gv = read_all("data/gpt2/vocab.json", &n);
+    char *gv = test_read_file("data/gpt2/vocab.json", &n);
     if (!gv) { CHECK(0); return; }
     const char *gm = "#version: 0.2\n";
     expect_load_error("truncated", gv, 100000, gm, "vocab.json", "truncated");
@@ -662,7 +649,7 @@ static void test_train_by_hand(void) {
     CHECK(tok_vocab_size(t) == 261 && tok_n_merges(t) == 4 && tok_eot(t) == 260);
     char mp[300];
     snprintf(mp, sizeof(mp), "%s/merges.txt", dir);
-    char *m = read_all(mp, NULL);
+    char *m = test_read_file(mp, NULL);
     CHECK_MSG(m && !strcmp(m, "#version: 0.2\na b\nc d\n\xc4\xa0 ab\n\xc4\xa0 cd\n"), "merges.txt: %s", m ? m : "(none)");
     free(m);
     const int32_t w[] = {256, 258, 259, 259, 260};
@@ -741,7 +728,7 @@ static void test_train_round_trip(void) {
         snprintf(p1, sizeof(p1), "%s/%s", dir1, names[i]);
         snprintf(p2, sizeof(p2), "%s/%s", dir2, names[i]);
         size_t n1 = 0, n2 = 0;
-        char *a = read_all(p1, &n1), *b = read_all(p2, &n2);
+        char *a = test_read_file(p1, &n1), *b = test_read_file(p2, &n2);
         CHECK_MSG(a && b && n1 == n2 && !memcmp(a, b, n1), "%s differs between two training runs", names[i]);
         if (i == 1) CHECK(a && !strncmp(a, "#version: 0.2\n", 14));
         free(a);
