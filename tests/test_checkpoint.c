@@ -499,14 +499,20 @@ static void mut_duplicate(StParts *s, char **h, size_t *x) {
 
 #define CORRUPT(good, want, mut) corrupt_case(good, want, mut, __LINE__)
 
-static void test_corrupt_safetensors(void) {
-    char good[1024], dir[1024], p[1024], err[512];
+// Saves the small model (seed 3) as root/name, a fresh folder; its path into good.
+static void save_small_model(char *good, const char *name) {
+    char err[512];
     Model m;
     small_model(&m, 0, 3);
-    path(good, root, "small");
+    path(good, root, name);
     test_rm_rf(good);
     CHECK_MSG(ckpt_save(good, &m, NULL, err, sizeof err) == 0, "%s", err);
     model_free(&m);
+}
+
+static void test_corrupt_safetensors(void) {
+    char good[1024], dir[1024], p[1024], err[512];
+    save_small_model(good, "small");
     // the last tensor in the file must be ln_f.bias for mut_duplicate
     CORRUPT(good, "unknown dtype \"F99\"", mut_unknown_dtype);
     CORRUPT(good, "only F32, F16 and BF16", mut_int_dtype);
@@ -535,6 +541,7 @@ static void test_corrupt_safetensors(void) {
     size_t n;
     path(p, good, "model.safetensors");
     char *raw = test_read_file(p, &n);
+    Model m;
     small_model(&m, 0, 1);
     fill_sentinel(&m);
     struct { size_t keep; const char *want; } cuts[] = {
@@ -585,11 +592,7 @@ static void test_half_precision(void) {
 
 static void test_bad_config(void) {
     char good[1024], dir[1024], p[1024], err[512];
-    Model m;
-    small_model(&m, 0, 3);
-    path(good, root, "small_cfg");
-    test_rm_rf(good);
-    CHECK_MSG(ckpt_save(good, &m, NULL, err, sizeof err) == 0, "%s", err);
+    save_small_model(good, "small_cfg");
     path(p, good, "config.json");
     char *txt = test_read_file(p, NULL);
     cJSON *base = cJSON_Parse(txt ? txt : "{}");
@@ -670,7 +673,6 @@ static void test_bad_config(void) {
     model_free(&o);
     cJSON_Delete(base);
     model_free(&probe);
-    model_free(&m);
 }
 
 static void test_bad_trainer_state(void) {

@@ -95,13 +95,22 @@ static void fixture_path(char *out, const char *name) {
 // ---------------------------------------------------------------------------------------------
 // formats
 
-static void test_pair_format(void) {
+// A data set (default options, max_tokens 64) holding the JSONL fixture `name`; its path into p.
+static Dataset *fixture_ds(const char *name, char p[1024]) {
     DatasetOptions o = default_opts(64);
     Dataset *ds = make_ds(&o);
-    if (!ds) return;
-    char p[1024], err[512];
-    fixture_path(p, "data_sft_pairs.jsonl");
+    if (!ds) return NULL;
+    char err[512];
+    fixture_path(p, name);
     CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    return ds;
+}
+
+static void test_pair_format(void) {
+    char p[1024], err[512];
+    Dataset *ds = fixture_ds("data_sft_pairs.jsonl", p);
+    if (!ds) return;
+    DatasetOptions o = default_opts(64);
     CHECK(dataset_size(ds) == 1);
     check_example(ds, 0, PAIR_IDS, PAIR_MASK, 17, "pair from JSONL");
     DatasetExample ex;
@@ -132,12 +141,9 @@ static void test_pair_format(void) {
 }
 
 static void test_chat_format(void) {
-    DatasetOptions o = default_opts(64);
-    Dataset *ds = make_ds(&o);
-    if (!ds) return;
     char p[1024], err[512];
-    fixture_path(p, "data_sft_chat.jsonl");
-    CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    Dataset *ds = fixture_ds("data_sft_chat.jsonl", p);
+    if (!ds) return;
     CHECK(dataset_size(ds) == 2);
     check_example(ds, 0, CHAT_IDS, CHAT_MASK, 26, "chat from JSONL");
     // a one-turn chat is exactly the pair
