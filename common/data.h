@@ -34,7 +34,7 @@ typedef struct {
     int32_t *tokens;       // (B,T) row-major with row stride T (the current T), right-padded
     int32_t *lengths;      // (B) real positions of each row, 1..T
     int32_t *targets;      // (B,T) next token, or -1 (no loss here, or padding)
-    float *weights;        // (B,T) loss weight: the weight given to *_next where targets >= 0, else 0
+    float *weights; // (B,T) loss weight: the weight given to *_next where targets >= 0, else 0
     int64_t *source;       // (B) where each row came from: example index (dataset), first token
                            //     of the window (tokfile)
     int64_t n_targets;     // positions with targets >= 0 in this batch

@@ -72,7 +72,10 @@ int dataset_truncation_parse(const char *s, DatasetTruncation *out, char *err, s
     if (!strcmp(s, "error")) *out = DATASET_TRUNCATE_ERROR;
     else if (!strcmp(s, "truncate_prompt_left")) *out = DATASET_TRUNCATE_PROMPT_LEFT;
     else if (!strcmp(s, "drop")) *out = DATASET_TRUNCATE_DROP;
-    else return util_err(err, errlen, "unknown truncation rule '%s' (expected error, truncate_prompt_left or drop)", s);
+    else
+        return util_err(
+            err, errlen,
+            "unknown truncation rule '%s' (expected error, truncate_prompt_left or drop)", s);
     return 0;
 }
 
@@ -81,7 +84,8 @@ static int find_placeholder(const char *what, const char *tpl, const char *key, 
                             char *err, size_t errlen) {
     const char *p = strstr(tpl, key);
     if (!p) return util_err(err, errlen, "%s \"%s\" lacks %s", what, tpl, key);
-    if (strstr(p + 1, key)) return util_err(err, errlen, "%s \"%s\" has %s more than once", what, tpl, key);
+    if (strstr(p + 1, key))
+        return util_err(err, errlen, "%s \"%s\" has %s more than once", what, tpl, key);
     *at = (size_t)(p - tpl);
     return 0;
 }
@@ -100,13 +104,17 @@ int dataset_create(Dataset **out, const Tokenizer *tok, const DatasetOptions *op
         if (utf8_valid_len(strs[i], strlen(strs[i])) != strlen(strs[i]))
             return util_err(err, errlen, "template \"%s\" is not valid UTF-8", strs[i]);
     if (opt->max_tokens < 1 || opt->max_tokens > (1 << 30))
-        return util_err(err, errlen, "max_tokens must be in 1..%d (got %d)", 1 << 30, opt->max_tokens);
+        return util_err(err, errlen, "max_tokens must be in 1..%d (got %d)", 1 << 30,
+                        opt->max_tokens);
     if (!(opt->valid_percent >= 0.0 && opt->valid_percent <= 100.0))
-        return util_err(err, errlen, "valid_percent must be in 0..100 (got %g)", opt->valid_percent);
-    if (opt->truncation != DATASET_TRUNCATE_ERROR && opt->truncation != DATASET_TRUNCATE_PROMPT_LEFT &&
-        opt->truncation != DATASET_TRUNCATE_DROP)
+        return util_err(err, errlen, "valid_percent must be in 0..100 (got %g)",
+                        opt->valid_percent);
+    if (opt->truncation != DATASET_TRUNCATE_ERROR &&
+        opt->truncation != DATASET_TRUNCATE_PROMPT_LEFT && opt->truncation != DATASET_TRUNCATE_DROP)
         return util_err(err, errlen, "unknown truncation rule %d", (int)opt->truncation);
-    if (tok_eot(tok) < 0) return util_err(err, errlen, "the tokenizer has no <|endoftext|> token to end responses with");
+    if (tok_eot(tok) < 0)
+        return util_err(err, errlen,
+                        "the tokenizer has no <|endoftext|> token to end responses with");
     Dataset *ds = CALLOC_CHECK(1, sizeof *ds);
     ds->tok = tok;
     ds->eot = tok_eot(tok);
@@ -159,28 +167,40 @@ static int check_messages(const DatasetMessage *m, int n, int final_assistant, c
     for (int i = 0; i < n; i++) {
         Role r = role_of(m[i].role);
         if (r == ROLE_BAD)
-            return util_err(err, errlen, "%s: messages[%d].role must be \"system\", \"user\" or \"assistant\" (got \"%.40s\")",
-                            where, i, m[i].role ? m[i].role : "(null)");
-        if (!m[i].content) return util_err(err, errlen, "%s: messages[%d] has no content", where, i);
+            return util_err(
+                err, errlen,
+                "%s: messages[%d].role must be \"system\", \"user\" or \"assistant\" (got \"%.40s\")",
+                where, i, m[i].role ? m[i].role : "(null)");
+        if (!m[i].content)
+            return util_err(err, errlen, "%s: messages[%d] has no content", where, i);
         size_t len = strlen(m[i].content);
         size_t ok = utf8_valid_len(m[i].content, len);
-        if (ok != len) return util_err(err, errlen, "%s: messages[%d].content has invalid UTF-8 at byte %zu", where, i, ok + 1);
+        if (ok != len)
+            return util_err(err, errlen, "%s: messages[%d].content has invalid UTF-8 at byte %zu",
+                            where, i, ok + 1);
         if (r == ROLE_SYSTEM && i > 0)
-            return util_err(err, errlen, "%s: messages[%d]: a system message may only come first", where, i);
+            return util_err(err, errlen, "%s: messages[%d]: a system message may only come first",
+                            where, i);
         if (r != ROLE_SYSTEM) {
             Role want = ((i - first) % 2 == 0) ? ROLE_USER : ROLE_ASSISTANT;
             if (r != want)
-                return util_err(err, errlen, "%s: messages[%d] is a%s %s message where a%s %s message must come (turns alternate user, assistant)",
-                                where, i, r == ROLE_USER ? "" : "n", m[i].role, want == ROLE_USER ? "" : "n",
-                                want == ROLE_USER ? "user" : "assistant");
+                return util_err(
+                    err, errlen,
+                    "%s: messages[%d] is a%s %s message where a%s %s message must come (turns alternate user, assistant)",
+                    where, i, r == ROLE_USER ? "" : "n", m[i].role, want == ROLE_USER ? "" : "n",
+                    want == ROLE_USER ? "user" : "assistant");
         }
-        if (r == ROLE_ASSISTANT && len == 0) return util_err(err, errlen, "%s: messages[%d]: empty assistant content", where, i);
+        if (r == ROLE_ASSISTANT && len == 0)
+            return util_err(err, errlen, "%s: messages[%d]: empty assistant content", where, i);
     }
     Role last = role_of(m[n - 1].role);
     if (final_assistant && last != ROLE_ASSISTANT)
-        return util_err(err, errlen, "%s: the last message must be from the assistant (it is %s)", where, m[n - 1].role);
+        return util_err(err, errlen, "%s: the last message must be from the assistant (it is %s)",
+                        where, m[n - 1].role);
     if (!final_assistant && last != ROLE_USER)
-        return util_err(err, errlen, "%s: a prompt conversation must end with a user message (it ends with %s)", where, m[n - 1].role);
+        return util_err(err, errlen,
+                        "%s: a prompt conversation must end with a user message (it ends with %s)",
+                        where, m[n - 1].role);
     return 0;
 }
 
@@ -233,18 +253,21 @@ static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, En
         case ROLE_SYSTEM: {
             const char *t = ds->system_tpl;
             size_t at = ds->system_at;
-            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN, strlen(t + at + PLACEHOLDER_LEN), pm, err, errlen);
+            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN,
+                                strlen(t + at + PLACEHOLDER_LEN), pm, err, errlen);
             break;
         }
         case ROLE_USER: {
             const char *t = ds->prompt_tpl;
             size_t at = ds->prompt_at;
-            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN, strlen(t + at + PLACEHOLDER_LEN), pm, err, errlen);
+            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN,
+                                strlen(t + at + PLACEHOLDER_LEN), pm, err, errlen);
             break;
         }
         case ROLE_ASSISTANT:
             e->resp_start = e->ids.n;
-            rc = encode_segment(ds, e, ds->response_prefix, strlen(ds->response_prefix), c, nc, "", 0, 1, err, errlen);
+            rc = encode_segment(ds, e, ds->response_prefix, strlen(ds->response_prefix), c, nc, "",
+                                0, 1, err, errlen);
             if (!rc) {
                 ids_push(&e->ids, ds->eot);
                 mask_reserve(e, e->ids.n);
@@ -271,7 +294,8 @@ static uint64_t messages_hash(const DatasetMessage *m, int n) {
 }
 
 static int32_t source_index(Dataset *ds, const char *name) {
-    if (ds->n_sources > 0 && !strcmp(ds->sources[ds->n_sources - 1], name)) return (int32_t)(ds->n_sources - 1);
+    if (ds->n_sources > 0 && !strcmp(ds->sources[ds->n_sources - 1], name))
+        return (int32_t)(ds->n_sources - 1);
     if (ds->n_sources == ds->cap_sources) {
         ds->cap_sources = ds->cap_sources ? 2 * ds->cap_sources : 8;
         ds->sources = REALLOC_ARRAY(ds->sources, (size_t)ds->cap_sources, sizeof(char *));
@@ -282,13 +306,17 @@ static int32_t source_index(Dataset *ds, const char *name) {
 
 // Applies the truncation rule to e and appends the result. 0 (added or dropped) or -1.
 static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int32_t source,
-                          int64_t item, DatasetSplit split, const char *where, char *err, size_t errlen) {
+                          int64_t item, DatasetSplit split, const char *where, char *err,
+                          size_t errlen) {
     size_t n = e->ids.n, cap = (size_t)ds->opt.max_tokens + 1, start = 0;
     if (n > cap) {
         switch (ds->opt.truncation) {
         case DATASET_TRUNCATE_ERROR:
-            return util_err(err, errlen, "%s: example is %zu tokens, longer than the context allows (%zu = max_tokens %d + 1); "
-                            "set truncation to truncate_prompt_left or drop", where, n, cap, ds->opt.max_tokens);
+            return util_err(
+                err, errlen,
+                "%s: example is %zu tokens, longer than the context allows (%zu = max_tokens %d + 1); "
+                "set truncation to truncate_prompt_left or drop",
+                where, n, cap, ds->opt.max_tokens);
         case DATASET_TRUNCATE_DROP:
             ds->n_dropped++;
             return 0;
@@ -316,7 +344,9 @@ static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int
     x->len = (int32_t)len;
     x->item = item;
     x->source = source;
-    if (split == DATASET_SPLIT_AUTO) split = (int64_t)(text_hash % 10000) < ds->valid_bp ? DATASET_SPLIT_VALID : DATASET_SPLIT_TRAIN;
+    if (split == DATASET_SPLIT_AUTO)
+        split =
+            (int64_t)(text_hash % 10000) < ds->valid_bp ? DATASET_SPLIT_VALID : DATASET_SPLIT_TRAIN;
     x->split = (uint8_t)split;
     memcpy(ds->tokens + ds->n_tokens, e->ids.ids + start, len * sizeof(int32_t));
     memcpy(ds->mask + ds->n_tokens, e->mask + start, len);
@@ -324,7 +354,8 @@ static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int
     uint64_t h = DATA_HASH_INIT;
     for (size_t t = 0; t < len; t++) {
         if (t > 0 && e->mask[start + t]) nt++;
-        h = data_hash_u64(h, (uint64_t)(uint32_t)e->ids.ids[start + t] | (uint64_t)e->mask[start + t] << 32);
+        h = data_hash_u64(h, (uint64_t)(uint32_t)e->ids.ids[start + t] |
+                                 (uint64_t)e->mask[start + t] << 32);
     }
     x->n_targets = nt;
     x->tok_hash = h;
@@ -333,8 +364,9 @@ static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int
 }
 
 // Checks, encodes and commits one conversation (pair: is_pair, messages user + assistant).
-static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair, const char *source,
-                        int64_t item, DatasetSplit split, char *err, size_t errlen) {
+static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair,
+                        const char *source, int64_t item, DatasetSplit split, char *err,
+                        size_t errlen) {
     char where[WHERE_LEN];
     where_str(where, source, item);
     if (split != DATASET_SPLIT_AUTO && split != DATASET_SPLIT_TRAIN && split != DATASET_SPLIT_VALID)
@@ -344,7 +376,9 @@ static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair
             const char *what = i ? "response" : "prompt";
             if (!m[i].content) return util_err(err, errlen, "%s: no %s", where, what);
             size_t len = strlen(m[i].content), ok = utf8_valid_len(m[i].content, len);
-            if (ok != len) return util_err(err, errlen, "%s: the %s has invalid UTF-8 at byte %zu", where, what, ok + 1);
+            if (ok != len)
+                return util_err(err, errlen, "%s: the %s has invalid UTF-8 at byte %zu", where,
+                                what, ok + 1);
         }
         if (!m[1].content[0]) return util_err(err, errlen, "%s: empty response", where);
     } else if (check_messages(m, n, 1, where, err, errlen)) return -1;
@@ -354,7 +388,8 @@ static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair
         return util_err_prefix(err, errlen, "%s: ", where);
     }
     DatasetMark mark = dataset_mark(ds);
-    int rc = commit_encoded(ds, &e, messages_hash(m, n), source_index(ds, source), item, split, where, err, errlen);
+    int rc = commit_encoded(ds, &e, messages_hash(m, n), source_index(ds, source), item, split,
+                            where, err, errlen);
     if (rc) dataset_rollback(ds, &mark);   // forget the interned source name too
     encoded_free(&e);
     return rc;
@@ -368,7 +403,8 @@ int dataset_add_pair(Dataset *ds, const char *prompt, const char *response, cons
 
 int dataset_add_chat(Dataset *ds, const DatasetMessage *msgs, int n_msgs, const char *source,
                      int64_t item, DatasetSplit split, char *err, size_t errlen) {
-    return add_messages(ds, msgs, n_msgs, 0, source ? source : "(memory)", item, split, err, errlen);
+    return add_messages(ds, msgs, n_msgs, 0, source ? source : "(memory)", item, split, err,
+                        errlen);
 }
 
 DatasetMark dataset_mark(const Dataset *ds) {
@@ -411,14 +447,17 @@ static void pending_clear(Pending *p, int64_t n) {
 static int flush_pending(Dataset *ds, Pending *p, int64_t n, const char *path, int32_t source,
                          DatasetSplit split, char *err, size_t errlen) {
     #pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t i = 0; i < n; i++) p[i].rc = encode_messages(ds, p[i].msgs, p[i].n_msgs, &p[i].enc, p[i].err,
-                                         sizeof p[i].err);
+    for (int64_t i = 0; i < n; i++)
+        p[i].rc = encode_messages(ds, p[i].msgs, p[i].n_msgs, &p[i].enc, p[i].err, sizeof p[i].err);
     for (int64_t i = 0; i < n; i++) {
         char where[WHERE_LEN];
         where_str(where, path, p[i].line);
-        if (p[i].rc) { pending_clear(p, n); return util_err(err, errlen, "%s: %s", where, p[i].err); }
-        if (commit_encoded(ds, &p[i].enc, messages_hash(p[i].msgs, p[i].n_msgs), source, p[i].line, split,
-                           where, err, errlen)) {
+        if (p[i].rc) {
+            pending_clear(p, n);
+            return util_err(err, errlen, "%s: %s", where, p[i].err);
+        }
+        if (commit_encoded(ds, &p[i].enc, messages_hash(p[i].msgs, p[i].n_msgs), source, p[i].line,
+                           split, where, err, errlen)) {
             pending_clear(p, n);
             return -1;
         }
@@ -438,7 +477,8 @@ static const char *json_type(const cJSON *j) {
 }
 
 // The member `key` of object o: NULL when absent; -1 (message) when it occurs twice.
-static int member(const cJSON *o, const char *key, cJSON **out, const char *where, char *err, size_t errlen) {
+static int member(const cJSON *o, const char *key, cJSON **out, const char *where, char *err,
+                  size_t errlen) {
     *out = NULL;
     for (cJSON *c = o->child; c; c = c->next) {
         if (!c->string || strcmp(c->string, key)) continue;
@@ -464,12 +504,18 @@ static int64_t find_nul_escape(const char *s, size_t n) {
 }
 
 // Parses one non-blank line into p (p->root owns the strings). col0: column of s[0] in the file.
-static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *where, char *err, size_t errlen) {
+static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *where, char *err,
+                      size_t errlen) {
     size_t ok = utf8_valid_len(s, n);
-    if (ok != n) return util_err(err, errlen, "%s: invalid UTF-8 at column %zu (JSONL must be UTF-8)", where, col0 + ok + 1);
-    if (strlen(s) != n) return util_err(err, errlen, "%s: NUL byte at column %zu", where, col0 + strlen(s) + 1);
+    if (ok != n)
+        return util_err(err, errlen, "%s: invalid UTF-8 at column %zu (JSONL must be UTF-8)", where,
+                        col0 + ok + 1);
+    if (strlen(s) != n)
+        return util_err(err, errlen, "%s: NUL byte at column %zu", where, col0 + strlen(s) + 1);
     int64_t z = find_nul_escape(s, n);
-    if (z >= 0) return util_err(err, errlen, "%s: \\u0000 (a NUL character) in a string at column %zu", where, col0 + (size_t)z + 1);
+    if (z >= 0)
+        return util_err(err, errlen, "%s: \\u0000 (a NUL character) in a string at column %zu",
+                        where, col0 + (size_t)z + 1);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(s, &end, 1);
     if (!root) {
@@ -477,37 +523,60 @@ static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *wh
         return util_err(err, errlen, "%s: bad JSON at column %zu", where, col0 + col + 1);
     }
     p->root = root;
-    if (!cJSON_IsObject(root)) return util_err(err, errlen, "%s: expected a JSON object, got %s", where, json_type(root));
+    if (!cJSON_IsObject(root))
+        return util_err(err, errlen, "%s: expected a JSON object, got %s", where, json_type(root));
     cJSON *msgs, *prompt, *resp;
-    if (member(root, "messages", &msgs, where, err, errlen) || member(root, "prompt", &prompt, where, err, errlen) ||
-        member(root, "response", &resp, where, err, errlen)) return -1;
+    if (member(root, "messages", &msgs, where, err, errlen) ||
+        member(root, "prompt", &prompt, where, err, errlen) ||
+        member(root, "response", &resp, where, err, errlen))
+        return -1;
     if (msgs) {
-        if (prompt || resp) return util_err(err, errlen, "%s: has both \"messages\" and \"%s\" (one example is either a chat or a prompt/response pair)",
-                                            where, prompt ? "prompt" : "response");
-        if (!cJSON_IsArray(msgs)) return util_err(err, errlen, "%s: \"messages\" must be an array, got %s", where, json_type(msgs));
+        if (prompt || resp)
+            return util_err(
+                err, errlen,
+                "%s: has both \"messages\" and \"%s\" (one example is either a chat or a prompt/response pair)",
+                where, prompt ? "prompt" : "response");
+        if (!cJSON_IsArray(msgs))
+            return util_err(err, errlen, "%s: \"messages\" must be an array, got %s", where,
+                            json_type(msgs));
         int n_msgs = cJSON_GetArraySize(msgs);
         if (n_msgs == 0) return util_err(err, errlen, "%s: \"messages\" is empty", where);
         p->msgs = CALLOC_CHECK((size_t)n_msgs, sizeof(DatasetMessage));
         p->n_msgs = n_msgs;
         int i = 0;
         for (cJSON *m = msgs->child; m; m = m->next, i++) {
-            if (!cJSON_IsObject(m)) return util_err(err, errlen, "%s: messages[%d] must be an object, got %s", where, i, json_type(m));
+            if (!cJSON_IsObject(m))
+                return util_err(err, errlen, "%s: messages[%d] must be an object, got %s", where, i,
+                                json_type(m));
             cJSON *role, *content;
-            if (member(m, "role", &role, where, err, errlen) || member(m, "content", &content, where, err, errlen)) return -1;
+            if (member(m, "role", &role, where, err, errlen) ||
+                member(m, "content", &content, where, err, errlen))
+                return -1;
             if (!role) return util_err(err, errlen, "%s: messages[%d] lacks \"role\"", where, i);
-            if (!content) return util_err(err, errlen, "%s: messages[%d] lacks \"content\"", where, i);
-            if (!cJSON_IsString(role)) return util_err(err, errlen, "%s: messages[%d].role must be a string, got %s", where, i, json_type(role));
-            if (!cJSON_IsString(content)) return util_err(err, errlen, "%s: messages[%d].content must be a string, got %s", where, i, json_type(content));
+            if (!content)
+                return util_err(err, errlen, "%s: messages[%d] lacks \"content\"", where, i);
+            if (!cJSON_IsString(role))
+                return util_err(err, errlen, "%s: messages[%d].role must be a string, got %s",
+                                where, i, json_type(role));
+            if (!cJSON_IsString(content))
+                return util_err(err, errlen, "%s: messages[%d].content must be a string, got %s",
+                                where, i, json_type(content));
             p->msgs[i].role = role->valuestring;
             p->msgs[i].content = content->valuestring;
         }
         return check_messages(p->msgs, p->n_msgs, 1, where, err, errlen);
     }
-    if (!prompt && !resp) return util_err(err, errlen, "%s: missing key \"prompt\" and \"response\" (or \"messages\")", where);
+    if (!prompt && !resp)
+        return util_err(err, errlen,
+                        "%s: missing key \"prompt\" and \"response\" (or \"messages\")", where);
     if (!prompt) return util_err(err, errlen, "%s: missing key \"prompt\"", where);
     if (!resp) return util_err(err, errlen, "%s: missing key \"response\"", where);
-    if (!cJSON_IsString(prompt)) return util_err(err, errlen, "%s: \"prompt\" must be a string, got %s", where, json_type(prompt));
-    if (!cJSON_IsString(resp)) return util_err(err, errlen, "%s: \"response\" must be a string, got %s", where, json_type(resp));
+    if (!cJSON_IsString(prompt))
+        return util_err(err, errlen, "%s: \"prompt\" must be a string, got %s", where,
+                        json_type(prompt));
+    if (!cJSON_IsString(resp))
+        return util_err(err, errlen, "%s: \"response\" must be a string, got %s", where,
+                        json_type(resp));
     if (!resp->valuestring[0]) return util_err(err, errlen, "%s: empty response", where);
     p->pair[0].role = "user";
     p->pair[0].content = prompt->valuestring;
@@ -518,7 +587,8 @@ static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *wh
     return 0;
 }
 
-int dataset_load_jsonl(Dataset *ds, const char *path, DatasetSplit split, char *err, size_t errlen) {
+int dataset_load_jsonl(Dataset *ds, const char *path, DatasetSplit split, char *err,
+                       size_t errlen) {
     if (split != DATASET_SPLIT_AUTO && split != DATASET_SPLIT_TRAIN && split != DATASET_SPLIT_VALID)
         return util_err(err, errlen, "%s: unknown split %d", path, (int)split);
     FILE *f = fopen(path, "rb");
@@ -558,14 +628,20 @@ int dataset_load_jsonl(Dataset *ds, const char *path, DatasetSplit split, char *
         n_examples++;
         pend_bytes += (int64_t)n;
         if (n_pend == CHUNK_LINES || pend_bytes >= CHUNK_BYTES) {
-            if (flush_pending(ds, pend, n_pend, path, source, split, err, errlen)) { n_pend = 0; rc = -1; break; }
+            if (flush_pending(ds, pend, n_pend, path, source, split, err, errlen)) {
+                n_pend = 0;
+                rc = -1;
+                break;
+            }
             n_pend = 0;
             pend_bytes = 0;
         }
     }
     if (!rc && got < -1) rc = -1;   // cli_getline's message: too long a line or file, a read error
     if (!rc && n_pend) rc = flush_pending(ds, pend, n_pend, path, source, split, err, errlen);
-    if (!rc && n_examples == 0) rc = util_err(err, errlen, "%s: no examples (the file is empty or holds only blank lines)", path);
+    if (!rc && n_examples == 0)
+        rc = util_err(err, errlen, "%s: no examples (the file is empty or holds only blank lines)",
+                      path);
     cli_lines_free(&lr);
     free(pend);
     fclose(f);
@@ -606,7 +682,8 @@ int dataset_example(const Dataset *ds, int64_t i, DatasetExample *out) {
     return 0;
 }
 
-int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err, size_t errlen) {
+int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err,
+                          size_t errlen) {
     size_t len = strlen(prompt), ok = utf8_valid_len(prompt, len);
     if (ok != len) return util_err(err, errlen, "prompt has invalid UTF-8 at byte %zu", ok + 1);
     DatasetMessage m = {"user", prompt};
@@ -663,7 +740,8 @@ static void build_plan(const DatasetIter *it, int64_t epoch, Plan *p) {
     const Dataset *ds = it->ds;
     int64_t n = it->n, B = it->opt.batch_size;
     Rng r;
-    rng_init(&r, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, it->opt.seed), (uint64_t)epoch)));
+    rng_init(&r, data_hash_mix(
+                     data_hash_u64(data_hash_u64(DATA_HASH_INIT, it->opt.seed), (uint64_t)epoch)));
     memcpy(p->order, it->idx, (size_t)n * sizeof(int64_t));
     if (it->opt.shuffle) {
         for (int64_t i = n - 1; i > 0; i--) {
@@ -677,14 +755,16 @@ static void build_plan(const DatasetIter *it, int64_t epoch, Plan *p) {
         SortKey *k = MALLOC_CHECK((size_t)(W < n ? W : n) * sizeof(SortKey));
         for (int64_t w = 0; w < n; w += W) {
             int64_t m = n - w < W ? n - w : W;
-            for (int64_t i = 0; i < m; i++) k[i] = (SortKey){ds->ex[p->order[w + i]].len, i, p->order[w + i]};
+            for (int64_t i = 0; i < m; i++)
+                k[i] = (SortKey){ds->ex[p->order[w + i]].len, i, p->order[w + i]};
             qsort(k, (size_t)m, sizeof(SortKey), sortkey_cmp);
             for (int64_t i = 0; i < m; i++) p->order[w + i] = k[i].ex;
         }
         free(k);
     }
     int64_t nb = 0;
-    for (int64_t s = 0; s < n; s += B) p->batches[nb++] = (BatchRef){s, (int32_t)(n - s < B ? n - s : B)};
+    for (int64_t s = 0; s < n; s += B)
+        p->batches[nb++] = (BatchRef){s, (int32_t)(n - s < B ? n - s : B)};
     if (it->opt.shuffle) {
         for (int64_t i = nb - 1; i > 0; i--) {
             int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1);
@@ -707,19 +787,26 @@ int dataset_iter_create(DatasetIter **out, const Dataset *ds, DatasetSplit split
                         const DatasetIterOptions *opt, char *err, size_t errlen) {
     *out = NULL;
     if (split != DATASET_SPLIT_TRAIN && split != DATASET_SPLIT_VALID)
-        return util_err(err, errlen, "an iterator needs the train or the valid split (got %d)", (int)split);
-    if (opt->batch_size < 1) return util_err(err, errlen, "batch size must be at least 1 (got %d)", opt->batch_size);
-    if (opt->bucket_batches < 0) return util_err(err, errlen, "bucket_batches must be >= 0 (got %d)", opt->bucket_batches);
+        return util_err(err, errlen, "an iterator needs the train or the valid split (got %d)",
+                        (int)split);
+    if (opt->batch_size < 1)
+        return util_err(err, errlen, "batch size must be at least 1 (got %d)", opt->batch_size);
+    if (opt->bucket_batches < 0)
+        return util_err(err, errlen, "bucket_batches must be >= 0 (got %d)", opt->bucket_batches);
     int64_t n = 0;
     for (int64_t i = 0; i < ds->n_ex; i++) n += ds->ex[i].split == split;
     const char *name = split == DATASET_SPLIT_TRAIN ? "train" : "valid";
     if (n == 0) {
         if (ds->n_ex == 0 && ds->n_dropped > 0)
-            return util_err(err, errlen, "the data set is empty: all %lld examples were dropped as longer than the context (max_tokens %d)",
-                            (long long)ds->n_dropped, ds->opt.max_tokens);
+            return util_err(
+                err, errlen,
+                "the data set is empty: all %lld examples were dropped as longer than the context (max_tokens %d)",
+                (long long)ds->n_dropped, ds->opt.max_tokens);
         if (ds->n_ex == 0) return util_err(err, errlen, "the data set is empty");
-        return util_err(err, errlen, "the %s split is empty (%lld examples in the other split, %lld dropped as too long)",
-                        name, (long long)ds->n_ex, (long long)ds->n_dropped);
+        return util_err(
+            err, errlen,
+            "the %s split is empty (%lld examples in the other split, %lld dropped as too long)",
+            name, (long long)ds->n_ex, (long long)ds->n_dropped);
     }
     DatasetIter *it = CALLOC_CHECK(1, sizeof *it);
     it->ds = ds;
@@ -786,9 +873,11 @@ void dataset_iter_next(DatasetIter *it, DataBatch *b, float w) {
     BatchRef br = it->cur.batches[it->index];
     const int64_t *order = it->cur.order + br.start;
     int T = 1;
-    for (int32_t r = 0; r < br.count; r++) if (ds->ex[order[r]].len - 1 > T) T = ds->ex[order[r]].len - 1;
+    for (int32_t r = 0; r < br.count; r++)
+        if (ds->ex[order[r]].len - 1 > T) T = ds->ex[order[r]].len - 1;
     if (br.count > b->max_B || T > b->max_T)
-        DIE("dataset_iter_next: batch of %d x %d does not fit the DataBatch (%d x %d)", br.count, T, b->max_B, b->max_T);
+        DIE("dataset_iter_next: batch of %d x %d does not fit the DataBatch (%d x %d)", br.count, T,
+            b->max_B, b->max_T);
     b->B = br.count;
     b->T = T;
     b->n_targets = 0;
@@ -820,9 +909,11 @@ void dataset_iter_cursor(const DatasetIter *it, DataCursor *c) {
 
 int dataset_iter_seek(DatasetIter *it, const DataCursor *c, char *err, size_t errlen) {
     if (c->fingerprint != it->fingerprint)
-        return util_err(err, errlen, "the data cursor does not match this data set and batch settings (fingerprint %016llx, expected %016llx): "
-                        "the examples, their order, the template, max_tokens, batch size or bucketing changed",
-                        (unsigned long long)c->fingerprint, (unsigned long long)it->fingerprint);
+        return util_err(
+            err, errlen,
+            "the data cursor does not match this data set and batch settings (fingerprint %016llx, expected %016llx): "
+            "the examples, their order, the template, max_tokens, batch size or bucketing changed",
+            (unsigned long long)c->fingerprint, (unsigned long long)it->fingerprint);
     if (c->epoch < 0 || c->index < 0 || c->index >= it->n_batches)
         return util_err(err, errlen, "data cursor out of range (epoch %lld, batch %lld of %lld)",
                         (long long)c->epoch, (long long)c->index, (long long)it->n_batches);

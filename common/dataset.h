@@ -168,7 +168,8 @@ int dataset_example(const Dataset *ds, int64_t i, DatasetExample *ex);
 
 // Generation uses the same rendering as training. Appends the tokens of the prompt segment of
 // `prompt` (prompt_template applied); the model's answer is then sampled after them.
-int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err, size_t errlen);
+int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err,
+                          size_t errlen);
 // Appends the tokens of a conversation that ends with a user message (the turns rendered as for
 // training, assistant turns with their end tokens), ready for the next assistant turn.
 int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, int n_msgs,

@@ -14,7 +14,8 @@ void dist_init(Dist *d, int *argc, char ***argv) {
     // gradient between two ranks of one machine; its ring takes 0.015 s (bandwidth-optimal, and
     // every rank receives the same reduced bytes). Set before MPI_Init reads its parameters, and
     // only when the user chose nothing (`mpirun --mca ...` arrives as these same variables).
-    if (!getenv("OMPI_MCA_coll_tuned_use_dynamic_rules") && !getenv("OMPI_MCA_coll_tuned_allreduce_algorithm") &&
+    if (!getenv("OMPI_MCA_coll_tuned_use_dynamic_rules") &&
+        !getenv("OMPI_MCA_coll_tuned_allreduce_algorithm") &&
         !getenv("OMPI_MCA_coll_tuned_dynamic_rules_filename")) {
         setenv("OMPI_MCA_coll_tuned_use_dynamic_rules", "1", 0);
         setenv("OMPI_MCA_coll_tuned_allreduce_algorithm", "4", 0);
@@ -92,13 +93,17 @@ void dist_allgather(Dist *d, void *x, int64_t bytes) {
 #ifdef RLHF_MPI
     // MPI counts are int: blocks over 2 GiB go as one broadcast per rank, in chunks
     if (bytes <= INT32_MAX) {
-        if (MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, (int)bytes, MPI_BYTE, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+        if (MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, (int)bytes, MPI_BYTE,
+                          MPI_COMM_WORLD) != MPI_SUCCESS)
+            dist_abort(d, 1);
         return;
     }
     for (int r = 0; r < d->size; r++)
         for (int64_t o = 0; o < bytes; o += DIST_CHUNK) {
             int cnt = (int)(bytes - o < DIST_CHUNK ? bytes - o : DIST_CHUNK);
-            if (MPI_Bcast((char *)x + (int64_t)r * bytes + o, cnt, MPI_BYTE, r, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+            if (MPI_Bcast((char *)x + (int64_t)r * bytes + o, cnt, MPI_BYTE, r, MPI_COMM_WORLD) !=
+                MPI_SUCCESS)
+                dist_abort(d, 1);
         }
 #else
     (void)x; (void)bytes;
@@ -110,7 +115,8 @@ void dist_broadcast(Dist *d, void *x, int64_t bytes) {
 #ifdef RLHF_MPI
     for (int64_t o = 0; o < bytes; o += DIST_CHUNK) {
         int cnt = (int)(bytes - o < DIST_CHUNK ? bytes - o : DIST_CHUNK);
-        if (MPI_Bcast((char *)x + o, cnt, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+        if (MPI_Bcast((char *)x + o, cnt, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
+            dist_abort(d, 1);
     }
 #else
     (void)x; (void)bytes;

@@ -41,18 +41,24 @@ static const char *const QUERY_SQL[Q_COUNT] = {
                      "ON CONFLICT(text) DO NOTHING",
     [Q_PROMPT_FIND] = "SELECT id FROM prompts WHERE text = ?1",
     [Q_PROMPT_GET] = "SELECT id, text, split, source, created FROM prompts WHERE id = ?1",
-    [Q_DEMO_ADD] = "INSERT INTO demonstrations(prompt_id, response, source, created) VALUES (?1, ?2, ?3, ?4) "
-                   "ON CONFLICT(prompt_id, response) DO NOTHING",
+    [Q_DEMO_ADD] =
+        "INSERT INTO demonstrations(prompt_id, response, source, created) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT(prompt_id, response) DO NOTHING",
     [Q_DEMO_FIND] = "SELECT id FROM demonstrations WHERE prompt_id = ?1 AND response = ?2",
-    [Q_COMPLETION_ADD] = "INSERT INTO completions(prompt_id, text, model, created) VALUES (?1, ?2, ?3, ?4) "
-                         "ON CONFLICT(prompt_id, text, model) DO NOTHING",
-    [Q_COMPLETION_FIND] = "SELECT id FROM completions WHERE prompt_id = ?1 AND text = ?2 AND model = ?3",
+    [Q_COMPLETION_ADD] =
+        "INSERT INTO completions(prompt_id, text, model, created) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT(prompt_id, text, model) DO NOTHING",
+    [Q_COMPLETION_FIND] =
+        "SELECT id FROM completions WHERE prompt_id = ?1 AND text = ?2 AND model = ?3",
     [Q_COMPLETION_PROMPT] = "SELECT prompt_id FROM completions WHERE id = ?1",
-    [Q_LABELER_ADD] = "INSERT INTO labelers(name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+    [Q_LABELER_ADD] =
+        "INSERT INTO labelers(name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
     [Q_LABELER_FIND] = "SELECT id FROM labelers WHERE name = ?1",
     [Q_LABELER_EXISTS] = "SELECT 1 FROM labelers WHERE id = ?1",
-    [Q_RANKING_ADD] = "INSERT INTO rankings(prompt_id, labeler_id, created, comment) VALUES (?1, ?2, ?3, ?4)",
-    [Q_RANKING_ITEM_ADD] = "INSERT INTO ranking_items(ranking_id, completion_id, rank) VALUES (?1, ?2, ?3)",
+    [Q_RANKING_ADD] =
+        "INSERT INTO rankings(prompt_id, labeler_id, created, comment) VALUES (?1, ?2, ?3, ?4)",
+    [Q_RANKING_ITEM_ADD] =
+        "INSERT INTO ranking_items(ranking_id, completion_id, rank) VALUES (?1, ?2, ?3)",
     [Q_RANKING_DELETE] = "DELETE FROM rankings WHERE id = ?1",
     [Q_CLAIM_DROP_MINE] = "DELETE FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2",
     [Q_CLAIM_EXPIRE] = "DELETE FROM claims WHERE skipped = 0 AND expires <= ?1",
@@ -76,32 +82,42 @@ static const char *const QUERY_SQL[Q_COUNT] = {
         "  AND (SELECT count(*) FROM completions x WHERE x.prompt_id = p.id) >= ?4 "
         "  AND p.id > ?6 "
         "ORDER BY p.id LIMIT 1",
-    [Q_CLAIM_PUT] = "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?4, 0) "
-                    "ON CONFLICT(prompt_id, labeler_id) DO UPDATE SET claimed = excluded.claimed, "
-                    "expires = excluded.expires, skipped = 0",
-    [Q_CLAIM_RELEASE] = "DELETE FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2 AND skipped = 0",
-    [Q_CLAIM_SKIP] = "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?3, 1) "
-                     "ON CONFLICT(prompt_id, labeler_id) DO UPDATE SET skipped = 1",
-    [Q_SCORE_SET] = "INSERT INTO reward_scores(model, completion_id, score, created) VALUES (?1, ?2, ?3, ?4) "
-                    "ON CONFLICT(model, completion_id) DO UPDATE SET score = excluded.score, created = excluded.created",
+    [Q_CLAIM_PUT] =
+        "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?4, 0) "
+        "ON CONFLICT(prompt_id, labeler_id) DO UPDATE SET claimed = excluded.claimed, "
+        "expires = excluded.expires, skipped = 0",
+    [Q_CLAIM_RELEASE] =
+        "DELETE FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2 AND skipped = 0",
+    [Q_CLAIM_SKIP] =
+        "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?3, 1) "
+        "ON CONFLICT(prompt_id, labeler_id) DO UPDATE SET skipped = 1",
+    [Q_SCORE_SET] =
+        "INSERT INTO reward_scores(model, completion_id, score, created) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT(model, completion_id) DO UPDATE SET score = excluded.score, created = excluded.created",
     [Q_SCORE_GET] = "SELECT score FROM reward_scores WHERE model = ?1 AND completion_id = ?2",
     [Q_COMPLETION_EXISTS] = "SELECT 1 FROM completions WHERE id = ?1",
-    [Q_RUN_ADD] = "INSERT INTO runs(stage, name, program, config, config_hash, status, checkpoint, started, pid, "
-                  "host, parent_id) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10)",
-    [Q_RUN_RESUME] = "UPDATE runs SET status = 'running', pid = ?2, host = ?3, finished = NULL, exit_code = NULL "
-                     "WHERE id = ?1",
+    [Q_RUN_ADD] =
+        "INSERT INTO runs(stage, name, program, config, config_hash, status, checkpoint, started, pid, "
+        "host, parent_id) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10)",
+    [Q_RUN_RESUME] =
+        "UPDATE runs SET status = 'running', pid = ?2, host = ?3, finished = NULL, exit_code = NULL "
+        "WHERE id = ?1",
     [Q_RUN_FINISH] = "UPDATE runs SET status = ?2, finished = ?3, exit_code = ?4 WHERE id = ?1",
     [Q_RUN_CHECKPOINT] = "UPDATE runs SET checkpoint = ?2 WHERE id = ?1",
     [Q_RUN_GET] = "SELECT " RUN_COLUMNS " FROM runs WHERE id = ?1",
-    [Q_RUN_LAST] = "SELECT " RUN_COLUMNS " FROM runs WHERE stage = ?1 AND (?2 IS NULL OR config_hash = ?2) "
-                   "AND (?3 IS NULL OR status = ?3) ORDER BY id DESC LIMIT 1",
+    [Q_RUN_LAST] =
+        "SELECT " RUN_COLUMNS " FROM runs WHERE stage = ?1 AND (?2 IS NULL OR config_hash = ?2) "
+        "AND (?3 IS NULL OR status = ?3) ORDER BY id DESC LIMIT 1",
     [Q_RUN_EXISTS] = "SELECT 1 FROM runs WHERE id = ?1",
-    [Q_METRIC_ADD] = "INSERT INTO metrics(run_id, name, step, value, time) VALUES (?1, ?2, ?3, ?4, ?5) "
-                     "ON CONFLICT(run_id, name, step) DO UPDATE SET value = excluded.value, time = excluded.time",
-    [Q_ROLLOUT_ADD] = "INSERT INTO rollouts(run_id, iteration, prompt_id, prompt, response, score, reward, kl, "
-                      "response_tokens, ended, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [Q_METRIC_ADD] =
+        "INSERT INTO metrics(run_id, name, step, value, time) VALUES (?1, ?2, ?3, ?4, ?5) "
+        "ON CONFLICT(run_id, name, step) DO UPDATE SET value = excluded.value, time = excluded.time",
+    [Q_ROLLOUT_ADD] =
+        "INSERT INTO rollouts(run_id, iteration, prompt_id, prompt, response, score, reward, kl, "
+        "response_tokens, ended, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [Q_IMPORT_FIND] = "SELECT id, path FROM imports WHERE hash = ?1",
-    [Q_IMPORT_ADD] = "INSERT INTO imports(path, hash, kind, rows, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_IMPORT_ADD] =
+        "INSERT INTO imports(path, hash, kind, rows, created) VALUES (?1, ?2, ?3, ?4, ?5)",
 };
 
 struct Store {
@@ -110,7 +126,7 @@ struct Store {
     sqlite3_stmt *q[Q_COUNT];     // reused statements; NULL until first use
     int user_tx;                  // inside store_begin .. store_commit/rollback
     int busy_ms;
-    int64_t claim_hint;           // the prompt this connection claimed last (claims scan on from it)
+    int64_t claim_hint; // the prompt this connection claimed last (claims scan on from it)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -130,7 +146,8 @@ static int fail(Store *s, char *err, size_t errlen, const char *what) {
 
 // The reused statement `id`, prepared on first use; NULL with a message on failure.
 static sqlite3_stmt *q(Store *s, int id, char *err, size_t errlen) {
-    if (!s->q[id] && sqlite3_prepare_v3(s->db, QUERY_SQL[id], -1, SQLITE_PREPARE_PERSISTENT, &s->q[id], NULL) != SQLITE_OK) {
+    if (!s->q[id] && sqlite3_prepare_v3(s->db, QUERY_SQL[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                        &s->q[id], NULL) != SQLITE_OK) {
         fail(s, err, errlen, "preparing a statement");
         s->q[id] = NULL;
     }
@@ -183,7 +200,8 @@ static int step_write(Store *s, sqlite3_stmt *st, const char *what, char *err, s
 
 // Steps a statement that returns at most one integer: *out = its first column, or 0 when there is
 // no row. Resets it either way.
-static int step_id(Store *s, sqlite3_stmt *st, int64_t *out, const char *what, char *err, size_t errlen) {
+static int step_id(Store *s, sqlite3_stmt *st, int64_t *out, const char *what, char *err,
+                   size_t errlen) {
     int rc = sqlite3_step(st);
     int ret = 0;
     *out = 0;
@@ -252,7 +270,8 @@ static sqlite3_stmt *prepare(Store *s, const char *sql, char *err, size_t errlen
 
 static int check_split(Store *s, const char *split, char *err, size_t errlen) {
     if (split && !store_split_valid(split))
-        return util_err(err, errlen, "%s: unknown split '%.40s' (expected train, valid or test)", s->path, split);
+        return util_err(err, errlen, "%s: unknown split '%.40s' (expected train, valid or test)",
+                        s->path, split);
     return 0;
 }
 
@@ -281,15 +300,18 @@ static uint32_t ror32(uint32_t x, int r) { return (x >> r) | (x << (32 - r)); }
 static void sha_block(Sha256 *c, const uint8_t *p) {
     uint32_t w[64];
     for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
     for (int i = 16; i < 64; i++) {
         uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
         uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
+    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5],
+             g = c->h[6], h = c->h[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) + SHA_K[i] + w[i];
+        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) +
+                      SHA_K[i] + w[i];
         uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
         h = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
     }
@@ -327,7 +349,10 @@ static void sha_final(Sha256 *c, uint8_t out[32]) {
 
 static void to_hex(const uint8_t d[32], char hex[STORE_HASH_HEX]) {
     static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) { hex[2 * i] = digits[d[i] >> 4]; hex[2 * i + 1] = digits[d[i] & 15]; }
+    for (int i = 0; i < 32; i++) {
+        hex[2 * i] = digits[d[i] >> 4];
+        hex[2 * i + 1] = digits[d[i] & 15];
+    }
     hex[64] = 0;
 }
 
@@ -492,32 +517,42 @@ static const char *const MIGRATIONS[STORE_SCHEMA_VERSION] = {
 static int read_version(Store *s, int64_t *version, char *err, size_t errlen) {
     sqlite3_stmt *st = NULL;
     int64_t n_tables = 0, has_meta = 0;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT count(*), coalesce(sum(name = 'meta'), 0) FROM sqlite_master "
-                                       "WHERE type = 'table'", -1, &st, NULL);
+    int rc =
+        sqlite3_prepare_v2(s->db,
+                           "SELECT count(*), coalesce(sum(name = 'meta'), 0) FROM sqlite_master "
+                           "WHERE type = 'table'",
+                           -1, &st, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) { n_tables = sqlite3_column_int64(st, 0); has_meta = sqlite3_column_int64(st, 1); }
-    else if ((sqlite3_errcode(s->db) & 0xFF) == SQLITE_NOTADB)
+    if (rc == SQLITE_ROW) {
+        n_tables = sqlite3_column_int64(st, 0);
+        has_meta = sqlite3_column_int64(st, 1);
+    } else if ((sqlite3_errcode(s->db) & 0xFF) == SQLITE_NOTADB)
         util_err(err, errlen, "%s: not a SQLite database (%s)", s->path, sqlite3_errmsg(s->db));
     else
-        util_err(err, errlen, "%s: cannot read the database: %s (are the file and its directory writable?)",
+        util_err(err, errlen,
+                 "%s: cannot read the database: %s (are the file and its directory writable?)",
                  s->path, sqlite3_errmsg(s->db));
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW) return -1;
     if (!has_meta) {
         if (n_tables > 0)
-            return util_err(err, errlen, "%s: not an rlhf.c workspace database (it has tables but no meta table)", s->path);
+            return util_err(
+                err, errlen,
+                "%s: not an rlhf.c workspace database (it has tables but no meta table)", s->path);
         *version = 0;
         return 0;
     }
     char app[64] = "";
     *version = -1;
-    if (sqlite3_prepare_v2(s->db, "SELECT key, value FROM meta WHERE key IN ('application', 'schema_version')",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            s->db, "SELECT key, value FROM meta WHERE key IN ('application', 'schema_version')", -1,
+            &st, NULL) != SQLITE_OK)
         return fail(s, err, errlen, "reading the meta table");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *key = col_text(st, 0);
         if (!strcmp(key, "application")) snprintf(app, sizeof app, "%s", col_text(st, 1));
-        else if (sqlite3_column_type(st, 1) == SQLITE_INTEGER) *version = sqlite3_column_int64(st, 1);
+        else if (sqlite3_column_type(st, 1) == SQLITE_INTEGER)
+            *version = sqlite3_column_int64(st, 1);
         else if (sqlite3_column_type(st, 1) == SQLITE_TEXT) {
             char *end;
             long long v = strtoll(col_text(st, 1), &end, 10);
@@ -527,8 +562,11 @@ static int read_version(Store *s, int64_t *version, char *err, size_t errlen) {
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return fail(s, err, errlen, "reading the meta table");
     if (strcmp(app, STORE_APPLICATION))
-        return util_err(err, errlen, "%s: not an rlhf.c workspace database (meta application is '%s')", s->path, app);
-    if (*version < 1) return util_err(err, errlen, "%s: the meta table has no valid schema_version", s->path);
+        return util_err(err, errlen,
+                        "%s: not an rlhf.c workspace database (meta application is '%s')", s->path,
+                        app);
+    if (*version < 1)
+        return util_err(err, errlen, "%s: the meta table has no valid schema_version", s->path);
     return 0;
 }
 
@@ -538,25 +576,32 @@ static int migrate(Store *s, char *err, size_t errlen) {
     int64_t v;
     if (read_version(s, &v, err, errlen)) return -1;
     if (v > STORE_SCHEMA_VERSION)
-        return util_err(err, errlen, "%s: workspace schema version %lld is newer than this program's (%d); "
-                        "use a newer rlhf.c", s->path, (long long)v, STORE_SCHEMA_VERSION);
+        return util_err(err, errlen,
+                        "%s: workspace schema version %lld is newer than this program's (%d); "
+                        "use a newer rlhf.c",
+                        s->path, (long long)v, STORE_SCHEMA_VERSION);
     if (v == STORE_SCHEMA_VERSION) return 0;
     if (exec(s, "BEGIN IMMEDIATE", "locking the database to migrate it", err, errlen)) return -1;
     int64_t from = 0;
     if (read_version(s, &from, err, errlen)) goto bad;
     if (from > STORE_SCHEMA_VERSION) {
-        util_err(err, errlen, "%s: workspace schema version %lld is newer than this program's (%d); "
-                 "use a newer rlhf.c", s->path, (long long)from, STORE_SCHEMA_VERSION);
+        util_err(err, errlen,
+                 "%s: workspace schema version %lld is newer than this program's (%d); "
+                 "use a newer rlhf.c",
+                 s->path, (long long)from, STORE_SCHEMA_VERSION);
         goto bad;
     }
     for (int64_t step = from; step < STORE_SCHEMA_VERSION; step++) {
         char what[96];
-        snprintf(what, sizeof what, "migrating the schema from version %lld to %lld", (long long)step, (long long)step + 1);
+        snprintf(what, sizeof what, "migrating the schema from version %lld to %lld",
+                 (long long)step, (long long)step + 1);
         if (exec(s, MIGRATIONS[step], what, err, errlen)) goto bad;
     }
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) "
-                                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value", -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) "
+                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           -1, &st, NULL) != SQLITE_OK) {
         fail(s, err, errlen, "writing the schema version");
         goto bad;
     }
@@ -594,7 +639,8 @@ int store_open(Store **out, const char *path, char *err, size_t errlen) {
             memcpy(dir, path, n);
             dir[n] = 0;
             if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-                util_err(err, errlen, "%s: cannot create the database: directory %s does not exist", path, dir);
+                util_err(err, errlen, "%s: cannot create the database: directory %s does not exist",
+                         path, dir);
                 goto bad;
             }
         }
@@ -609,31 +655,40 @@ int store_open(Store **out, const char *path, char *err, size_t errlen) {
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_busy_timeout(s->db, s->busy_ms);
     if (sqlite3_db_readonly(s->db, "main") == 1) {
-        util_err(err, errlen, "%s: the workspace database is read-only (check the file's permissions)", path);
+        util_err(err, errlen,
+                 "%s: the workspace database is read-only (check the file's permissions)", path);
         goto bad;
     }
     int64_t v;
-    if (read_version(s, &v, err, errlen)) goto bad;   // not a database / not ours: said before changing anything
+    if (read_version(s, &v, err, errlen))
+        goto bad; // not a database / not ours: said before changing anything
     if (v > STORE_SCHEMA_VERSION) {
-        util_err(err, errlen, "%s: workspace schema version %lld is newer than this program's (%d); "
-                 "use a newer rlhf.c", path, (long long)v, STORE_SCHEMA_VERSION);
+        util_err(err, errlen,
+                 "%s: workspace schema version %lld is newer than this program's (%d); "
+                 "use a newer rlhf.c",
+                 path, (long long)v, STORE_SCHEMA_VERSION);
         goto bad;
     }
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW) {
-        util_err(err, errlen, "%s: cannot switch to the WAL journal: %s (are the file and its directory writable?)",
-                 path, sqlite3_errmsg(s->db));
+        util_err(
+            err, errlen,
+            "%s: cannot switch to the WAL journal: %s (are the file and its directory writable?)",
+            path, sqlite3_errmsg(s->db));
         sqlite3_finalize(st);
         goto bad;
     }
     int wal = !sqlite3_stricmp(col_text(st, 0), "wal");
     sqlite3_finalize(st);
     if (!wal) {
-        util_err(err, errlen, "%s: cannot switch to the WAL journal (is it on a network file system?)", path);
+        util_err(err, errlen,
+                 "%s: cannot switch to the WAL journal (is it on a network file system?)", path);
         goto bad;
     }
-    if (exec(s, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "setting options", err, errlen)) goto bad;
+    if (exec(s, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "setting options", err,
+             errlen))
+        goto bad;
     if (migrate(s, err, errlen)) goto bad;
     *out = s;
     return 0;
@@ -672,7 +727,10 @@ int store_begin(Store *s, char *err, size_t errlen) {
 }
 
 int store_commit(Store *s, char *err, size_t errlen) {
-    if (sqlite3_get_autocommit(s->db)) { s->user_tx = 0; return util_err(err, errlen, "%s: commit: no transaction is open", s->path); }
+    if (sqlite3_get_autocommit(s->db)) {
+        s->user_tx = 0;
+        return util_err(err, errlen, "%s: commit: no transaction is open", s->path);
+    }
     if (exec(s, "COMMIT", "commit", err, errlen)) {
         // A failed COMMIT (e.g. SQLITE_BUSY) leaves the transaction open: undo it so that the
         // caller's "nothing half-stored" holds and the connection is usable again.
@@ -698,7 +756,8 @@ int store_check(Store *s, char *err, size_t errlen) {
     int rc = sqlite3_step(st);
     int ok = rc == SQLITE_ROW && !strcmp(col_text(st, 0), "ok");
     if (!ok) {
-        if (rc == SQLITE_ROW) util_err(err, errlen, "%s: integrity check: %.200s", s->path, col_text(st, 0));
+        if (rc == SQLITE_ROW)
+            util_err(err, errlen, "%s: integrity check: %.200s", s->path, col_text(st, 0));
         else fail(s, err, errlen, "integrity check");
     }
     sqlite3_finalize(st);
@@ -706,8 +765,8 @@ int store_check(Store *s, char *err, size_t errlen) {
     if (!(st = prepare(s, "PRAGMA foreign_key_check", err, errlen))) return -1;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        util_err(err, errlen, "%s: foreign key check: table %s row %lld refers to a missing %s row", s->path,
-                 col_text(st, 0), (long long)sqlite3_column_int64(st, 1), col_text(st, 2));
+        util_err(err, errlen, "%s: foreign key check: table %s row %lld refers to a missing %s row",
+                 s->path, col_text(st, 0), (long long)sqlite3_column_int64(st, 1), col_text(st, 2));
     else if (rc != SQLITE_DONE) fail(s, err, errlen, "foreign key check");
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : -1;
@@ -719,14 +778,20 @@ int store_check(Store *s, char *err, size_t errlen) {
 
 // The insert-or-find pattern: INSERT ... ON CONFLICT DO NOTHING; when nothing was inserted the row
 // exists, and `find` (bound by the caller the same way) gives its id.
-static int add_or_find(Store *s, sqlite3_stmt *add, sqlite3_stmt *find, int64_t *id, const char *what,
-                       char *err, size_t errlen) {
+static int add_or_find(Store *s, sqlite3_stmt *add, sqlite3_stmt *find, int64_t *id,
+                       const char *what, char *err, size_t errlen) {
     int rc = sqlite3_step(add);
     if (rc != SQLITE_DONE) { fail(s, err, errlen, what); done(add); done(find); return -1; }
     done(add);
-    if (sqlite3_changes(s->db) > 0) { *id = sqlite3_last_insert_rowid(s->db); done(find); return 0; }
+    if (sqlite3_changes(s->db) > 0) {
+        *id = sqlite3_last_insert_rowid(s->db);
+        done(find);
+        return 0;
+    }
     if (step_id(s, find, id, what, err, errlen)) return -1;
-    if (*id == 0) return util_err(err, errlen, "%s: %s: the row was neither inserted nor found", s->path, what);
+    if (*id == 0)
+        return util_err(err, errlen, "%s: %s: the row was neither inserted nor found", s->path,
+                        what);
     return 0;
 }
 
@@ -763,20 +828,23 @@ int store_get_prompt(Store *s, int64_t id, StorePrompt *p, char *err, size_t err
         p->id = sqlite3_column_int64(st, 0);
         p->text = col_dup(st, 1); p->split = col_dup(st, 2); p->source = col_dup(st, 3);
         p->created = sqlite3_column_double(st, 4);
-    } else if (rc == SQLITE_DONE) ret = util_err(err, errlen, "%s: prompt %lld does not exist", s->path, (long long)id);
+    } else if (rc == SQLITE_DONE)
+        ret = util_err(err, errlen, "%s: prompt %lld does not exist", s->path, (long long)id);
     else ret = fail(s, err, errlen, "get prompt");
     done(st);
     return ret;
 }
 
 // Ends a walk: finalizes st; rc is the last sqlite3_step result or the callback's stop value.
-static int walk_end(Store *s, sqlite3_stmt *st, int rc, int stopped, const char *what, char *err, size_t errlen) {
+static int walk_end(Store *s, sqlite3_stmt *st, int rc, int stopped, const char *what, char *err,
+                    size_t errlen) {
     int ret = stopped ? rc : (rc == SQLITE_DONE ? 0 : fail(s, err, errlen, what));
     sqlite3_finalize(st);
     return ret;
 }
 
-int store_each_prompt(Store *s, const char *split, StorePromptFn fn, void *ctx, char *err, size_t errlen) {
+int store_each_prompt(Store *s, const char *split, StorePromptFn fn, void *ctx, char *err,
+                      size_t errlen) {
     if (check_split(s, split, err, errlen)) return -1;
     sqlite3_stmt *st = prepare(s, "SELECT id, text, split, source, created FROM prompts "
                                   "WHERE (?1 IS NULL OR split = ?1) ORDER BY id", err, errlen);
@@ -798,9 +866,10 @@ static int prompt_exists(Store *s, int64_t prompt_id, const char *what, char *er
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, prompt_id);
     int rc = sqlite3_step(st);
-    int ret = rc == SQLITE_ROW ? 0
-            : rc == SQLITE_DONE ? util_err(err, errlen, "%s: %s: prompt %lld does not exist", s->path, what, (long long)prompt_id)
-            : fail(s, err, errlen, what);
+    int ret = rc == SQLITE_ROW    ? 0
+              : rc == SQLITE_DONE ? util_err(err, errlen, "%s: %s: prompt %lld does not exist",
+                                             s->path, what, (long long)prompt_id)
+                                  : fail(s, err, errlen, what);
     done(st);
     return ret;
 }
@@ -828,9 +897,12 @@ int store_each_demonstration(Store *s, const char *split, StoreDemonstrationFn f
     bind_text_or_null(st, 1, split);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreDemonstration d = {.id = sqlite3_column_int64(st, 0), .prompt_id = sqlite3_column_int64(st, 1),
-                                .prompt = col_text(st, 2), .response = col_text(st, 3),
-                                .split = col_text(st, 4), .source = col_text(st, 5)};
+        StoreDemonstration d = {.id = sqlite3_column_int64(st, 0),
+                                .prompt_id = sqlite3_column_int64(st, 1),
+                                .prompt = col_text(st, 2),
+                                .response = col_text(st, 3),
+                                .split = col_text(st, 4),
+                                .source = col_text(st, 5)};
         int stop = fn(&d, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }
@@ -842,7 +914,8 @@ int store_add_completion(Store *s, int64_t prompt_id, const char *text, const ch
     *id = 0;
     if (need_text(s, text, "add completion", err, errlen)) return -1;
     if (prompt_exists(s, prompt_id, "add completion", err, errlen)) return -1;
-    sqlite3_stmt *add = q(s, Q_COMPLETION_ADD, err, errlen), *find = q(s, Q_COMPLETION_FIND, err, errlen);
+    sqlite3_stmt *add = q(s, Q_COMPLETION_ADD, err, errlen),
+                 *find = q(s, Q_COMPLETION_FIND, err, errlen);
     if (!add || !find) return -1;
     sqlite3_bind_int64(add, 1, prompt_id); bind_text(add, 2, text); bind_text(add, 3, model);
     sqlite3_bind_double(add, 4, now_s());
@@ -850,8 +923,8 @@ int store_add_completion(Store *s, int64_t prompt_id, const char *text, const ch
     return add_or_find(s, add, find, id, "add completion", err, errlen);
 }
 
-int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by, StoreCompletionFn fn,
-                          void *ctx, char *err, size_t errlen) {
+int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by,
+                          StoreCompletionFn fn, void *ctx, char *err, size_t errlen) {
     // Two statements so that one prompt's completions come from the (prompt_id, ...) index.
     static const char *const sql[2] = {
         "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created "
@@ -870,9 +943,13 @@ int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by, 
     bind_text_or_null(st, 2, unscored_by);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreCompletion c = {.id = sqlite3_column_int64(st, 0), .prompt_id = sqlite3_column_int64(st, 1),
-                             .prompt = col_text(st, 2), .text = col_text(st, 3), .model = col_text(st, 4),
-                             .split = col_text(st, 5), .created = sqlite3_column_double(st, 6)};
+        StoreCompletion c = {.id = sqlite3_column_int64(st, 0),
+                             .prompt_id = sqlite3_column_int64(st, 1),
+                             .prompt = col_text(st, 2),
+                             .text = col_text(st, 3),
+                             .model = col_text(st, 4),
+                             .split = col_text(st, 5),
+                             .created = sqlite3_column_double(st, 6)};
         int stop = fn(&c, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }
@@ -881,7 +958,8 @@ int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by, 
 
 int store_add_labeler(Store *s, const char *name, int64_t *id, char *err, size_t errlen) {
     *id = 0;
-    if (!name || !*name) return util_err(err, errlen, "%s: add labeler: the name is empty", s->path);
+    if (!name || !*name)
+        return util_err(err, errlen, "%s: add labeler: the name is empty", s->path);
     sqlite3_stmt *add = q(s, Q_LABELER_ADD, err, errlen), *find = q(s, Q_LABELER_FIND, err, errlen);
     if (!add || !find) return -1;
     bind_text(add, 1, name); sqlite3_bind_double(add, 2, now_s());
@@ -893,13 +971,16 @@ int store_find_labeler(Store *s, const char *name, int64_t *id, char *err, size_
     return find_id_by_text(s, Q_LABELER_FIND, name, id, "find labeler", err, errlen);
 }
 
-static int labeler_exists(Store *s, int64_t labeler_id, const char *what, char *err, size_t errlen) {
+static int labeler_exists(Store *s, int64_t labeler_id, const char *what, char *err,
+                          size_t errlen) {
     sqlite3_stmt *st = q(s, Q_LABELER_EXISTS, err, errlen);
     int64_t found;
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, labeler_id);
     if (step_id(s, st, &found, what, err, errlen)) return -1;
-    if (!found) return util_err(err, errlen, "%s: %s: labeler %lld does not exist", s->path, what, (long long)labeler_id);
+    if (!found)
+        return util_err(err, errlen, "%s: %s: labeler %lld does not exist", s->path, what,
+                        (long long)labeler_id);
     return 0;
 }
 
@@ -908,17 +989,21 @@ static int labeler_exists(Store *s, int64_t labeler_id, const char *what, char *
 // ---------------------------------------------------------------------------------------------
 
 // The checks of store_add_ranking that need no database.
-static int ranking_items_valid(Store *s, const StoreRankItem *items, int k, char *err, size_t errlen) {
+static int ranking_items_valid(Store *s, const StoreRankItem *items, int k, char *err,
+                               size_t errlen) {
     if (k < 2 || !items)
-        return util_err(err, errlen, "%s: add ranking: a ranking needs at least 2 completions, got %d", s->path, k);
+        return util_err(err, errlen,
+                        "%s: add ranking: a ranking needs at least 2 completions, got %d", s->path,
+                        k);
     for (int i = 0; i < k; i++) {
         if (items[i].rank < 1 || items[i].rank > k)
-            return util_err(err, errlen, "%s: add ranking: rank %d of completion %lld is outside 1..%d", s->path,
+            return util_err(err, errlen,
+                            "%s: add ranking: rank %d of completion %lld is outside 1..%d", s->path,
                             items[i].rank, (long long)items[i].completion_id, k);
         for (int j = 0; j < i; j++)
             if (items[j].completion_id == items[i].completion_id)
-                return util_err(err, errlen, "%s: add ranking: completion %lld appears twice", s->path,
-                                (long long)items[i].completion_id);
+                return util_err(err, errlen, "%s: add ranking: completion %lld appears twice",
+                                s->path, (long long)items[i].completion_id);
     }
     return 0;
 }
@@ -940,16 +1025,20 @@ int store_add_ranking(Store *s, int64_t prompt_id, int64_t labeler_id, const Sto
         sqlite3_bind_int64(owner, 1, items[i].completion_id);
         if (step_id(s, owner, &of, "add ranking", err, errlen)) goto end;
         if (of == 0) {
-            util_err(err, errlen, "%s: add ranking: completion %lld does not exist", s->path, (long long)items[i].completion_id);
+            util_err(err, errlen, "%s: add ranking: completion %lld does not exist", s->path,
+                     (long long)items[i].completion_id);
             goto end;
         }
         if (of != prompt_id) {
-            util_err(err, errlen, "%s: add ranking: completion %lld belongs to prompt %lld, not prompt %lld", s->path,
-                     (long long)items[i].completion_id, (long long)of, (long long)prompt_id);
+            util_err(err, errlen,
+                     "%s: add ranking: completion %lld belongs to prompt %lld, not prompt %lld",
+                     s->path, (long long)items[i].completion_id, (long long)of,
+                     (long long)prompt_id);
             goto end;
         }
     }
-    sqlite3_stmt *add = q(s, Q_RANKING_ADD, err, errlen), *item = q(s, Q_RANKING_ITEM_ADD, err, errlen),
+    sqlite3_stmt *add = q(s, Q_RANKING_ADD, err, errlen),
+                 *item = q(s, Q_RANKING_ITEM_ADD, err, errlen),
                  *drop = q(s, Q_CLAIM_DROP_MINE, err, errlen);
     if (!add || !item || !drop) goto end;
     sqlite3_bind_int64(add, 1, prompt_id); sqlite3_bind_int64(add, 2, labeler_id);
@@ -976,29 +1065,42 @@ int store_delete_ranking(Store *s, int64_t ranking_id, char *err, size_t errlen)
     sqlite3_bind_int64(st, 1, ranking_id);
     if (step_write(s, st, "delete ranking", err, errlen)) return -1;
     if (sqlite3_changes(s->db) == 0)
-        return util_err(err, errlen, "%s: delete ranking: ranking %lld does not exist", s->path, (long long)ranking_id);
+        return util_err(err, errlen, "%s: delete ranking: ranking %lld does not exist", s->path,
+                        (long long)ranking_id);
     return 0;
 }
 
-int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx, char *err, size_t errlen) {
+int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx, char *err,
+                       size_t errlen) {
     if (check_split(s, split, err, errlen)) return -1;
-    sqlite3_stmt *st = prepare(s, "SELECT r.id, r.prompt_id, r.labeler_id, p.text, p.split, p.source, l.name, "
-                                  "r.comment, r.created FROM rankings r JOIN prompts p ON p.id = r.prompt_id "
-                                  "JOIN labelers l ON l.id = r.labeler_id "
-                                  "WHERE (?1 IS NULL OR p.split = ?1) ORDER BY r.id", err, errlen);
+    sqlite3_stmt *st =
+        prepare(s,
+                "SELECT r.id, r.prompt_id, r.labeler_id, p.text, p.split, p.source, l.name, "
+                "r.comment, r.created FROM rankings r JOIN prompts p ON p.id = r.prompt_id "
+                "JOIN labelers l ON l.id = r.labeler_id "
+                "WHERE (?1 IS NULL OR p.split = ?1) ORDER BY r.id",
+                err, errlen);
     if (!st) return -1;
-    sqlite3_stmt *its = prepare(s, "SELECT i.completion_id, i.rank, c.text, c.model FROM ranking_items i "
-                                   "JOIN completions c ON c.id = i.completion_id WHERE i.ranking_id = ?1 "
-                                   "ORDER BY i.rank, i.completion_id", err, errlen);
+    sqlite3_stmt *its =
+        prepare(s,
+                "SELECT i.completion_id, i.rank, c.text, c.model FROM ranking_items i "
+                "JOIN completions c ON c.id = i.completion_id WHERE i.ranking_id = ?1 "
+                "ORDER BY i.rank, i.completion_id",
+                err, errlen);
     if (!its) { sqlite3_finalize(st); return -1; }
     bind_text_or_null(st, 1, split);
     int cap = 0, rc, stop = 0;
     StoreRankedCompletion *items = NULL;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreRanking r = {.id = sqlite3_column_int64(st, 0), .prompt_id = sqlite3_column_int64(st, 1),
-                          .labeler_id = sqlite3_column_int64(st, 2), .prompt = col_text(st, 3),
-                          .split = col_text(st, 4), .source = col_text(st, 5), .labeler = col_text(st, 6),
-                          .comment = col_text(st, 7), .created = sqlite3_column_double(st, 8)};
+        StoreRanking r = {.id = sqlite3_column_int64(st, 0),
+                          .prompt_id = sqlite3_column_int64(st, 1),
+                          .labeler_id = sqlite3_column_int64(st, 2),
+                          .prompt = col_text(st, 3),
+                          .split = col_text(st, 4),
+                          .source = col_text(st, 5),
+                          .labeler = col_text(st, 6),
+                          .comment = col_text(st, 7),
+                          .created = sqlite3_column_double(st, 8)};
         // The items' texts are copied: all k are needed at once, and a column's text lives only
         // until the next step of its statement.
         int k = 0, irc;
@@ -1033,8 +1135,8 @@ int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx
 // Labeling assignments
 // ---------------------------------------------------------------------------------------------
 
-int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *opt, int64_t *prompt_id,
-                       char *err, size_t errlen) {
+int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *opt,
+                       int64_t *prompt_id, char *err, size_t errlen) {
     StoreClaimOptions o = opt ? *opt : (StoreClaimOptions){0};
     *prompt_id = 0;
     if (o.overlap < 1) o.overlap = 1;
@@ -1063,7 +1165,10 @@ int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *op
         sqlite3_bind_double(pick[i], 2, now);
         bind_text_or_null(pick[i], 3, o.split);
         sqlite3_bind_int(pick[i], 4, o.min_completions);
-        if (i > 0) { sqlite3_bind_int(pick[i], 5, o.overlap); sqlite3_bind_int64(pick[i], 6, after[i]); }
+        if (i > 0) {
+            sqlite3_bind_int(pick[i], 5, o.overlap);
+            sqlite3_bind_int64(pick[i], 6, after[i]);
+        }
         if (step_id(s, pick[i], &pid, "claim prompt", err, errlen)) goto end;
     }
     if (pid) {
@@ -1079,7 +1184,8 @@ end:
     return 0;
 }
 
-int store_release_prompt(Store *s, int64_t labeler_id, int64_t prompt_id, int skip, char *err, size_t errlen) {
+int store_release_prompt(Store *s, int64_t labeler_id, int64_t prompt_id, int skip, char *err,
+                         size_t errlen) {
     if (labeler_exists(s, labeler_id, "release prompt", err, errlen)) return -1;
     if (prompt_exists(s, prompt_id, "release prompt", err, errlen)) return -1;
     sqlite3_stmt *st = q(s, skip ? Q_CLAIM_SKIP : Q_CLAIM_RELEASE, err, errlen);
@@ -1095,24 +1201,26 @@ int store_release_prompt(Store *s, int64_t labeler_id, int64_t prompt_id, int sk
 
 int store_set_reward_score(Store *s, const char *model, int64_t completion_id, double score,
                            char *err, size_t errlen) {
-    if (!model || !*model) return util_err(err, errlen, "%s: set reward score: empty reward model name", s->path);
+    if (!model || !*model)
+        return util_err(err, errlen, "%s: set reward score: empty reward model name", s->path);
     if (!isfinite(score))
-        return util_err(err, errlen, "%s: set reward score: score of completion %lld is not finite", s->path,
-                        (long long)completion_id);
+        return util_err(err, errlen, "%s: set reward score: score of completion %lld is not finite",
+                        s->path, (long long)completion_id);
     sqlite3_stmt *ex = q(s, Q_COMPLETION_EXISTS, err, errlen), *st = q(s, Q_SCORE_SET, err, errlen);
     int64_t found;
     if (!ex || !st) return -1;
     sqlite3_bind_int64(ex, 1, completion_id);
     if (step_id(s, ex, &found, "set reward score", err, errlen)) return -1;
     if (!found)
-        return util_err(err, errlen, "%s: set reward score: completion %lld does not exist", s->path, (long long)completion_id);
+        return util_err(err, errlen, "%s: set reward score: completion %lld does not exist",
+                        s->path, (long long)completion_id);
     bind_text(st, 1, model); sqlite3_bind_int64(st, 2, completion_id);
     sqlite3_bind_double(st, 3, score); sqlite3_bind_double(st, 4, now_s());
     return step_write(s, st, "set reward score", err, errlen);
 }
 
-int store_get_reward_score(Store *s, const char *model, int64_t completion_id, double *score, int *found,
-                           char *err, size_t errlen) {
+int store_get_reward_score(Store *s, const char *model, int64_t completion_id, double *score,
+                           int *found, char *err, size_t errlen) {
     *found = 0;
     sqlite3_stmt *st = q(s, Q_SCORE_GET, err, errlen);
     if (!st) return -1;
@@ -1124,19 +1232,26 @@ int store_get_reward_score(Store *s, const char *model, int64_t completion_id, d
     return ret;
 }
 
-int store_each_reward_score(Store *s, const char *model, StoreRewardScoreFn fn, void *ctx, char *err, size_t errlen) {
-    sqlite3_stmt *st = prepare(s, "SELECT r.completion_id, c.prompt_id, r.score, p.text, c.text, c.model, p.split, "
-                                  "p.source FROM reward_scores r JOIN completions c ON c.id = r.completion_id "
-                                  "JOIN prompts p ON p.id = c.prompt_id WHERE r.model = ?1 ORDER BY r.completion_id",
-                               err, errlen);
+int store_each_reward_score(Store *s, const char *model, StoreRewardScoreFn fn, void *ctx,
+                            char *err, size_t errlen) {
+    sqlite3_stmt *st =
+        prepare(s,
+                "SELECT r.completion_id, c.prompt_id, r.score, p.text, c.text, c.model, p.split, "
+                "p.source FROM reward_scores r JOIN completions c ON c.id = r.completion_id "
+                "JOIN prompts p ON p.id = c.prompt_id WHERE r.model = ?1 ORDER BY r.completion_id",
+                err, errlen);
     if (!st) return -1;
     bind_text(st, 1, model);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreRewardScore r = {.completion_id = sqlite3_column_int64(st, 0), .prompt_id = sqlite3_column_int64(st, 1),
-                              .score = sqlite3_column_double(st, 2), .prompt = col_text(st, 3),
-                              .text = col_text(st, 4), .completion_model = col_text(st, 5),
-                              .split = col_text(st, 6), .source = col_text(st, 7)};
+        StoreRewardScore r = {.completion_id = sqlite3_column_int64(st, 0),
+                              .prompt_id = sqlite3_column_int64(st, 1),
+                              .score = sqlite3_column_double(st, 2),
+                              .prompt = col_text(st, 3),
+                              .text = col_text(st, 4),
+                              .completion_model = col_text(st, 5),
+                              .split = col_text(st, 6),
+                              .source = col_text(st, 7)};
         int stop = fn(&r, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }
@@ -1170,20 +1285,26 @@ static int run_exists(Store *s, int64_t run_id, const char *what, char *err, siz
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     if (step_id(s, st, &found, what, err, errlen)) return -1;
-    if (!found) return util_err(err, errlen, "%s: %s: run %lld does not exist", s->path, what, (long long)run_id);
+    if (!found)
+        return util_err(err, errlen, "%s: %s: run %lld does not exist", s->path, what,
+                        (long long)run_id);
     return 0;
 }
 
 int store_add_run(Store *s, const StoreRunInfo *info, int64_t *id, char *err, size_t errlen) {
     *id = 0;
-    if (!info || !info->stage || !*info->stage) return util_err(err, errlen, "%s: add run: the stage is empty", s->path);
-    if (info->parent_id > 0 && run_exists(s, info->parent_id, "add run: parent", err, errlen)) return -1;
+    if (!info || !info->stage || !*info->stage)
+        return util_err(err, errlen, "%s: add run: the stage is empty", s->path);
+    if (info->parent_id > 0 && run_exists(s, info->parent_id, "add run: parent", err, errlen))
+        return -1;
     sqlite3_stmt *st = q(s, Q_RUN_ADD, err, errlen);
     if (!st) return -1;
     char host[256];
     host_name(host, sizeof host);
     bind_text(st, 1, info->stage); bind_text(st, 2, info->name); bind_text(st, 3, info->program);
-    bind_text(st, 4, info->config); bind_text(st, 5, info->config_hash); bind_text(st, 6, info->checkpoint);
+    bind_text(st, 4, info->config);
+    bind_text(st, 5, info->config_hash);
+    bind_text(st, 6, info->checkpoint);
     sqlite3_bind_double(st, 7, now_s()); sqlite3_bind_int64(st, 8, (int64_t)getpid());
     bind_text(st, 9, host); bind_id_or_null(st, 10, info->parent_id);
     if (step_write(s, st, "add run", err, errlen)) return -1;
@@ -1194,15 +1315,20 @@ int store_add_run(Store *s, const StoreRunInfo *info, int64_t *id, char *err, si
 int store_finish_run(Store *s, int64_t run_id, int rc, const char *prog) {
     int code = rc == 0 ? 0 : rc > 0 ? 128 + rc : 1;
     if (s && run_id) {
-        StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
+        StoreRunStatus st = rc == 0  ? STORE_RUN_DONE
+                            : rc > 0 ? STORE_RUN_INTERRUPTED
+                                     : STORE_RUN_FAILED;
         char err[512];
-        if (store_set_run_status(s, run_id, st, code, err, sizeof err) && rc >= 0) fprintf(stderr, "%s: %s\n", prog, err);
+        if (store_set_run_status(s, run_id, st, code, err, sizeof err) && rc >= 0)
+            fprintf(stderr, "%s: %s\n", prog, err);
     }
     return code;
 }
 
-int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus status, int exit_code, char *err, size_t errlen) {
-    if ((unsigned)status >= 4) return util_err(err, errlen, "%s: set run status: unknown status %d", s->path, (int)status);
+int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus status, int exit_code, char *err,
+                         size_t errlen) {
+    if ((unsigned)status >= 4)
+        return util_err(err, errlen, "%s: set run status: unknown status %d", s->path, (int)status);
     sqlite3_stmt *st = q(s, status == STORE_RUN_RUNNING ? Q_RUN_RESUME : Q_RUN_FINISH, err, errlen);
     if (!st) return -1;
     char host[256];
@@ -1218,18 +1344,21 @@ int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus status, int ex
     }
     if (step_write(s, st, "set run status", err, errlen)) return -1;
     if (sqlite3_changes(s->db) == 0)
-        return util_err(err, errlen, "%s: set run status: run %lld does not exist", s->path, (long long)run_id);
+        return util_err(err, errlen, "%s: set run status: run %lld does not exist", s->path,
+                        (long long)run_id);
     return 0;
 }
 
-int store_set_run_checkpoint(Store *s, int64_t run_id, const char *checkpoint, char *err, size_t errlen) {
+int store_set_run_checkpoint(Store *s, int64_t run_id, const char *checkpoint, char *err,
+                             size_t errlen) {
     sqlite3_stmt *st = q(s, Q_RUN_CHECKPOINT, err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     bind_text(st, 2, checkpoint);
     if (step_write(s, st, "set run checkpoint", err, errlen)) return -1;
     if (sqlite3_changes(s->db) == 0)
-        return util_err(err, errlen, "%s: set run checkpoint: run %lld does not exist", s->path, (long long)run_id);
+        return util_err(err, errlen, "%s: set run checkpoint: run %lld does not exist", s->path,
+                        (long long)run_id);
     return 0;
 }
 
@@ -1243,7 +1372,8 @@ void store_run_free(StoreRun *r) {
 static void read_run(sqlite3_stmt *st, StoreRun *r, int copy) {
     memset(r, 0, sizeof(*r));
     r->id = sqlite3_column_int64(st, 0);
-    char **field[7] = {&r->stage, &r->name, &r->program, &r->config, &r->config_hash, NULL, &r->checkpoint};
+    char **field[7] = {&r->stage,       &r->name, &r->program,   &r->config,
+                       &r->config_hash, NULL,     &r->checkpoint};
     for (int i = 0; i < 7; i++)
         if (field[i]) *field[i] = copy ? col_dup(st, 1 + i) : (char *)col_text(st, 1 + i);
     StoreRunStatus status = STORE_RUN_RUNNING;
@@ -1265,16 +1395,18 @@ int store_get_run(Store *s, int64_t run_id, StoreRun *r, char *err, size_t errle
     sqlite3_bind_int64(st, 1, run_id);
     int rc = sqlite3_step(st), ret = 0;
     if (rc == SQLITE_ROW) read_run(st, r, 1);
-    else if (rc == SQLITE_DONE) ret = util_err(err, errlen, "%s: run %lld does not exist", s->path, (long long)run_id);
+    else if (rc == SQLITE_DONE)
+        ret = util_err(err, errlen, "%s: run %lld does not exist", s->path, (long long)run_id);
     else ret = fail(s, err, errlen, "get run");
     done(st);
     return ret;
 }
 
-int store_find_last_run(Store *s, const char *stage, const char *config_hash, int status, StoreRun *r,
-                        char *err, size_t errlen) {
+int store_find_last_run(Store *s, const char *stage, const char *config_hash, int status,
+                        StoreRun *r, char *err, size_t errlen) {
     memset(r, 0, sizeof(*r));
-    if (status >= 4) return util_err(err, errlen, "%s: find run: unknown status %d", s->path, status);
+    if (status >= 4)
+        return util_err(err, errlen, "%s: find run: unknown status %d", s->path, status);
     sqlite3_stmt *st = q(s, Q_RUN_LAST, err, errlen);
     if (!st) return -1;
     bind_text(st, 1, stage);
@@ -1287,9 +1419,11 @@ int store_find_last_run(Store *s, const char *stage, const char *config_hash, in
     return ret;
 }
 
-int store_each_run(Store *s, const char *stage, StoreRunFn fn, void *ctx, char *err, size_t errlen) {
-    sqlite3_stmt *st = prepare(s, "SELECT " RUN_COLUMNS " FROM runs WHERE (?1 IS NULL OR stage = ?1) ORDER BY id",
-                               err, errlen);
+int store_each_run(Store *s, const char *stage, StoreRunFn fn, void *ctx, char *err,
+                   size_t errlen) {
+    sqlite3_stmt *st =
+        prepare(s, "SELECT " RUN_COLUMNS " FROM runs WHERE (?1 IS NULL OR stage = ?1) ORDER BY id",
+                err, errlen);
     if (!st) return -1;
     bind_text_or_null(st, 1, stage);
     int rc;
@@ -1307,8 +1441,9 @@ int store_reap_runs(Store *s, int64_t *n, char *err, size_t errlen) {
     char host[256];
     host_name(host, sizeof host);
     // Collect first, then update: no write while the read statement is open.
-    sqlite3_stmt *st = prepare(s, "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?1 ORDER BY id",
-                               err, errlen);
+    sqlite3_stmt *st =
+        prepare(s, "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?1 ORDER BY id",
+                err, errlen);
     if (!st) return -1;
     bind_text(st, 1, host);
     int64_t *gone = NULL, n_gone = 0, cap = 0;
@@ -1355,7 +1490,8 @@ int store_add_metric(Store *s, int64_t run_id, int64_t step, const char *name, d
     bind_real_or_null(st, 4, value); sqlite3_bind_double(st, 5, now_s());
     int rc = sqlite3_step(st), ret = 0;
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        ret = util_err(err, errlen, "%s: add metric '%.60s': run %lld does not exist", s->path, name, (long long)run_id);
+        ret = util_err(err, errlen, "%s: add metric '%.60s': run %lld does not exist", s->path,
+                       name, (long long)run_id);
     else if (rc != SQLITE_DONE) ret = fail(s, err, errlen, "add metric");
     done(st);
     return ret;
@@ -1363,8 +1499,11 @@ int store_add_metric(Store *s, int64_t run_id, int64_t step, const char *name, d
 
 int store_each_metric(Store *s, int64_t run_id, const char *name, StoreMetricFn fn, void *ctx,
                       char *err, size_t errlen) {
-    sqlite3_stmt *st = prepare(s, "SELECT run_id, step, name, value, time FROM metrics WHERE run_id = ?1 "
-                                  "AND (?2 IS NULL OR name = ?2) ORDER BY name, step", err, errlen);
+    sqlite3_stmt *st =
+        prepare(s,
+                "SELECT run_id, step, name, value, time FROM metrics WHERE run_id = ?1 "
+                "AND (?2 IS NULL OR name = ?2) ORDER BY name, step",
+                err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     bind_text_or_null(st, 2, name);
@@ -1381,19 +1520,24 @@ int store_each_metric(Store *s, int64_t run_id, const char *name, StoreMetricFn 
 
 int store_add_rollout(Store *s, const StoreRollout *r, int64_t *id, char *err, size_t errlen) {
     if (id) *id = 0;
-    if (need_text(s, r->prompt, "add rollout", err, errlen) || need_text(s, r->response, "add rollout", err, errlen))
+    if (need_text(s, r->prompt, "add rollout", err, errlen) ||
+        need_text(s, r->response, "add rollout", err, errlen))
         return -1;
     sqlite3_stmt *st = q(s, Q_ROLLOUT_ADD, err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, r->run_id); sqlite3_bind_int64(st, 2, r->iteration);
-    bind_id_or_null(st, 3, r->prompt_id); bind_text(st, 4, r->prompt); bind_text(st, 5, r->response);
-    bind_real_or_null(st, 6, r->score); bind_real_or_null(st, 7, r->reward); bind_real_or_null(st, 8, r->kl);
+    bind_id_or_null(st, 3, r->prompt_id);
+    bind_text(st, 4, r->prompt);
+    bind_text(st, 5, r->response);
+    bind_real_or_null(st, 6, r->score);
+    bind_real_or_null(st, 7, r->reward);
+    bind_real_or_null(st, 8, r->kl);
     sqlite3_bind_int64(st, 9, r->response_tokens); sqlite3_bind_int(st, 10, r->ended ? 1 : 0);
     sqlite3_bind_double(st, 11, now_s());
     int rc = sqlite3_step(st), ret = 0;
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        ret = util_err(err, errlen, "%s: add rollout: run %lld or prompt %lld does not exist", s->path,
-                       (long long)r->run_id, (long long)r->prompt_id);
+        ret = util_err(err, errlen, "%s: add rollout: run %lld or prompt %lld does not exist",
+                       s->path, (long long)r->run_id, (long long)r->prompt_id);
     else if (rc != SQLITE_DONE) ret = fail(s, err, errlen, "add rollout");
     done(st);
     if (ret == 0 && id) *id = sqlite3_last_insert_rowid(s->db);
@@ -1402,19 +1546,27 @@ int store_add_rollout(Store *s, const StoreRollout *r, int64_t *id, char *err, s
 
 int store_each_rollout(Store *s, int64_t run_id, int64_t iteration, StoreRolloutFn fn, void *ctx,
                        char *err, size_t errlen) {
-    sqlite3_stmt *st = prepare(s, "SELECT id, run_id, iteration, prompt_id, prompt, response, score, reward, kl, "
-                                  "response_tokens, ended FROM rollouts WHERE run_id = ?1 "
-                                  "AND (?2 < 0 OR iteration = ?2) ORDER BY id", err, errlen);
+    sqlite3_stmt *st =
+        prepare(s,
+                "SELECT id, run_id, iteration, prompt_id, prompt, response, score, reward, kl, "
+                "response_tokens, ended FROM rollouts WHERE run_id = ?1 "
+                "AND (?2 < 0 OR iteration = ?2) ORDER BY id",
+                err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     sqlite3_bind_int64(st, 2, iteration);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreRollout r = {.id = sqlite3_column_int64(st, 0), .run_id = sqlite3_column_int64(st, 1),
-                          .iteration = sqlite3_column_int64(st, 2), .prompt_id = sqlite3_column_int64(st, 3),
-                          .prompt = col_text(st, 4), .response = col_text(st, 5),
-                          .score = col_real_or_nan(st, 6), .reward = col_real_or_nan(st, 7),
-                          .kl = col_real_or_nan(st, 8), .response_tokens = sqlite3_column_int64(st, 9),
+        StoreRollout r = {.id = sqlite3_column_int64(st, 0),
+                          .run_id = sqlite3_column_int64(st, 1),
+                          .iteration = sqlite3_column_int64(st, 2),
+                          .prompt_id = sqlite3_column_int64(st, 3),
+                          .prompt = col_text(st, 4),
+                          .response = col_text(st, 5),
+                          .score = col_real_or_nan(st, 6),
+                          .reward = col_real_or_nan(st, 7),
+                          .kl = col_real_or_nan(st, 8),
+                          .response_tokens = sqlite3_column_int64(st, 9),
                           .ended = sqlite3_column_int(st, 10)};
         int stop = fn(&r, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
@@ -1433,14 +1585,17 @@ int store_find_import(Store *s, const char *hash, int64_t *id, char *err, size_t
 int store_add_import(Store *s, const char *path, const char *hash, const char *kind, int64_t rows,
                      int64_t *id, char *err, size_t errlen) {
     if (id) *id = 0;
-    if (!hash || !*hash) return util_err(err, errlen, "%s: add import: empty content hash", s->path);
+    if (!hash || !*hash)
+        return util_err(err, errlen, "%s: add import: empty content hash", s->path);
     sqlite3_stmt *find = q(s, Q_IMPORT_FIND, err, errlen), *add = q(s, Q_IMPORT_ADD, err, errlen);
     if (!find || !add) return -1;
     bind_text(find, 1, hash);
     int rc = sqlite3_step(find);
     if (rc == SQLITE_ROW) {
-        util_err(err, errlen, "%s: add import: %.200s has the same contents as %.200s, imported before (import %lld)",
-                 s->path, path ? path : "", col_text(find, 1), (long long)sqlite3_column_int64(find, 0));
+        util_err(
+            err, errlen,
+            "%s: add import: %.200s has the same contents as %.200s, imported before (import %lld)",
+            s->path, path ? path : "", col_text(find, 1), (long long)sqlite3_column_int64(find, 0));
         done(find);
         return -1;
     }
@@ -1453,9 +1608,11 @@ int store_add_import(Store *s, const char *path, const char *hash, const char *k
     return 0;
 }
 
-int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int64_t *n, char *err, size_t errlen) {
+int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int64_t *n, char *err,
+                          size_t errlen) {
     if (n) *n = 0;
-    sqlite3_stmt *st = prepare(s, "DELETE FROM rollouts WHERE run_id = ?1 AND iteration > ?2", err, errlen);
+    sqlite3_stmt *st =
+        prepare(s, "DELETE FROM rollouts WHERE run_id = ?1 AND iteration > ?2", err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     sqlite3_bind_int64(st, 2, after_iteration);
@@ -1466,13 +1623,15 @@ int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int
     return ret;
 }
 
-int store_claim_prompt_id(Store *s, int64_t labeler_id, int64_t prompt_id, double lease_s, char *err, size_t errlen) {
+int store_claim_prompt_id(Store *s, int64_t labeler_id, int64_t prompt_id, double lease_s,
+                          char *err, size_t errlen) {
     if (labeler_exists(s, labeler_id, "claim prompt", err, errlen)) return -1;
     if (prompt_exists(s, prompt_id, "claim prompt", err, errlen)) return -1;
     sqlite3_stmt *put = q(s, Q_CLAIM_PUT, err, errlen);
     if (!put) return -1;
     double now = now_s();
     sqlite3_bind_int64(put, 1, prompt_id); sqlite3_bind_int64(put, 2, labeler_id);
-    sqlite3_bind_double(put, 3, now); sqlite3_bind_double(put, 4, now + (lease_s > 0 ? lease_s : 3600));
+    sqlite3_bind_double(put, 3, now);
+    sqlite3_bind_double(put, 4, now + (lease_s > 0 ? lease_s : 3600));
     return step_write(s, put, "claim prompt", err, errlen);
 }

@@ -26,7 +26,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define TOK_MAX_VOCAB_FILE ((int64_t)64 << 20)  // vocab.json / merges.txt larger: refused (GPT-2's: 1 MB)
+#define TOK_MAX_VOCAB_FILE                                                                         \
+    ((int64_t)64 << 20) // vocab.json / merges.txt larger: refused (GPT-2's: 1 MB)
 #define TOK_MAX_TEXT_FILE ((int64_t)1 << 32)    // training text files larger: refused
 #define TOK_MAX_VOCAB ((int64_t)1 << 30)  // ids are int32_t; this leaves room for hash tables
 #define N_CP 324                          // byte-level alphabet is U+0021 .. U+0143
@@ -86,7 +87,8 @@ static uint64_t pow2_at_least(uint64_t n) {
 }
 
 // Reads a whole regular file (at most max bytes) into a NUL-terminated buffer.
-static int read_file(const char *path, int64_t max, char **data, size_t *len, char *err, size_t errlen) {
+static int read_file(const char *path, int64_t max, char **data, size_t *len, char *err,
+                     size_t errlen) {
     *data = NULL; *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
@@ -320,7 +322,11 @@ static int32_t pairs_insert(Tokenizer *t, int32_t rank) {
     uint64_t i = mix64(key) & t->pmask;
     for (;; i = (i + 1) & t->pmask) {
         if (t->pairs[i].key == key) return (int32_t)t->pairs[i].rank;
-        if (t->pairs[i].key == UINT64_MAX) { t->pairs[i].key = key; t->pairs[i].rank = rank; return -1; }
+        if (t->pairs[i].key == UINT64_MAX) {
+            t->pairs[i].key = key;
+            t->pairs[i].rank = rank;
+            return -1;
+        }
     }
 }
 
@@ -357,7 +363,9 @@ const char *tok_token(const Tokenizer *t, int32_t id, size_t *len) {
     if (len) *len = tok_len(t, id);
     return t->bytes + t->off[id];
 }
-int32_t tok_find(const Tokenizer *t, const void *text, size_t len) { return vmap_get(t, text, len); }
+int32_t tok_find(const Tokenizer *t, const void *text, size_t len) {
+    return vmap_get(t, text, len);
+}
 
 // ---------------------------------------------------------------------------------------------
 // The merge loop
@@ -519,8 +527,9 @@ static int tok_finish(Tokenizer *t, const char *what, char *err, size_t errlen) 
         const char *p = t->bytes + t->off[id];
         if (n < 5 || memcmp(p, "<|", 2) != 0 || memcmp(p + n - 2, "|>", 2) != 0) continue;
         size_t i = 2;   // "<|" name "|>", the name made of [A-Za-z0-9_]
-        while (i < n - 2 && (p[i] == '_' || (p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'z') ||
-                             (p[i] >= 'A' && p[i] <= 'Z'))) i++;
+        while (i < n - 2 && (p[i] == '_' || (p[i] >= '0' && p[i] <= '9') ||
+                             (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')))
+            i++;
         if (i == n - 2) special_add_id(t, id);
     }
     t->eot = vmap_get(t, EOT_TEXT, sizeof(EOT_TEXT) - 1);
@@ -732,7 +741,8 @@ static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen)
         if (line == 1 && n >= 8 && memcmp(s, "#version", 8) == 0) continue;
         if (n == 0) { if (!blank_line) blank_line = line; continue; }
         if (blank_line) {
-            st = util_err(err, errlen, "%s: line %lld: empty line inside the merges", path, blank_line);
+            st = util_err(err, errlen, "%s: line %lld: empty line inside the merges", path,
+                          blank_line);
             break;
         }
         const char *sp = memchr(s, ' ', n);
@@ -759,8 +769,9 @@ static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen)
         bytes_put(&a, b.data, b.n);
         int32_t ir = vmap_get(t, a.data, a.n);
         if (ir < 0) {
-            st = util_err(err, errlen, "%s: line %lld: the merge result \"%s\" is not in the vocabulary",
-                      path, line, show(sb2, a.data, a.n));
+            st = util_err(err, errlen,
+                          "%s: line %lld: the merge result \"%s\" is not in the vocabulary", path,
+                          line, show(sb2, a.data, a.n));
             break;
         }
         int64_t r = t->n_merges;
@@ -779,7 +790,8 @@ static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen)
     return st;
 }
 
-int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err, size_t errlen) {
+int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err,
+                   size_t errlen) {
     *out = NULL;
     Tokenizer *t = tok_new();
     int st = load_vocab(t, vocab_path, err, errlen);
@@ -806,7 +818,8 @@ int tok_load(Tokenizer **out, const char *dir, char *err, size_t errlen) {
         snprintf(m, n + 32, "%s/vocab.bpe", dir);
         if (!file_exists(v) && !file_exists(m)) {
             free(v); free(m);
-            return util_err(err, errlen, "%s: no vocab.json + merges.txt (or encoder.json + vocab.bpe)", dir);
+            return util_err(err, errlen,
+                            "%s: no vocab.json + merges.txt (or encoder.json + vocab.bpe)", dir);
         }
     }
     int st = tok_load_files(out, v, m, err, errlen);
@@ -907,7 +920,8 @@ int tok_save(const Tokenizer *t, const char *dir, char *err, size_t errlen) {
 // ---------------------------------------------------------------------------------------------
 // Special tokens, encode, decode
 
-int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err, size_t errlen) {
+int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err,
+                    size_t errlen) {
     if (len == 0) return util_err(err, errlen, "tok_add_special: empty token");
     int32_t found = vmap_get(t, text, len);
     if (found < 0) {
@@ -955,7 +969,9 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
                 int32_t id = t->special[k];
                 size_t n = tok_len(t, id);
                 if (first || (next[k] < pos && next[k] != len)) {
-                    const char *f = n <= len - pos ? memmem(s + pos, len - pos, t->bytes + t->off[id], n) : NULL;
+                    const char *f = n <= len - pos
+                                        ? memmem(s + pos, len - pos, t->bytes + t->off[id], n)
+                                        : NULL;
                     next[k] = f ? (size_t)((const unsigned char *)f - s) : len;
                 }
                 if (next[k] < len && (next[k] < best || (next[k] == best && n > best_len))) {
@@ -976,12 +992,13 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
     return st;
 }
 
-int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err, size_t errlen) {
+int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err,
+               size_t errlen) {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab)
-            return util_err(err, errlen, "tok_decode: id %d at position %zu is outside 0..%lld", ids[i],
-                        i, (long long)t->n_vocab - 1);
+            return util_err(err, errlen, "tok_decode: id %d at position %zu is outside 0..%lld",
+                            ids[i], i, (long long)t->n_vocab - 1);
         total += tok_len(t, ids[i]);
     }
     bytes_reserve(out, total);
@@ -1017,7 +1034,8 @@ static void pc_grow(PieceCounts *pc) {
     int64_t *slot = MALLOC_CHECK(cap * sizeof(int64_t));
     memset(slot, 0xff, cap * sizeof(int64_t));
     for (int64_t w = 0; w < pc->n; w++) {
-        uint64_t i = hash_bytes(pc->bytes + pc->off[w], (size_t)(pc->off[w + 1] - pc->off[w])) & (cap - 1);
+        uint64_t i =
+            hash_bytes(pc->bytes + pc->off[w], (size_t)(pc->off[w + 1] - pc->off[w])) & (cap - 1);
         while (slot[i] >= 0) i = (i + 1) & (cap - 1);
         slot[i] = w;
     }
@@ -1033,7 +1051,8 @@ static int64_t pc_count(PieceCounts *pc, const unsigned char *p, size_t n) {
     for (;; i = (i + 1) & pc->mask) {
         int64_t w = pc->slot[i];
         if (w < 0) break;
-        if ((size_t)(pc->off[w + 1] - pc->off[w]) == n && memcmp(pc->bytes + pc->off[w], p, n) == 0) {
+        if ((size_t)(pc->off[w + 1] - pc->off[w]) == n &&
+            memcmp(pc->bytes + pc->off[w], p, n) == 0) {
             pc->count[w]++;
             return w;
         }
@@ -1175,7 +1194,8 @@ static void word_pairs(PairTable *pt, const int32_t *sym, int64_t n, int64_t w, 
         int64_t k = pt_get(pt, sym[i], sym[i + 1], sign > 0);
         if (k < 0) continue;
         pt->p[k].count += sign * count;
-        if (sign > 0 && (mark < 0 || sym[i] == mark || sym[i + 1] == mark)) pair_add_word(&pt->p[k], w);
+        if (sign > 0 && (mark < 0 || sym[i] == mark || sym[i + 1] == mark))
+            pair_add_word(&pt->p[k], w);
     }
 }
 
@@ -1217,7 +1237,8 @@ static int train_count_pieces(const char *const *paths, size_t n_paths, const To
             pos = end + sizeof(EOT_TEXT) - 1;
         }
         free(text);
-        if (opt->progress) opt->progress(opt->progress_ctx, "files", (int64_t)f + 1, (int64_t)n_paths);
+        if (opt->progress)
+            opt->progress(opt->progress_ctx, "files", (int64_t)f + 1, (int64_t)n_paths);
     }
     pcre2_match_data_free(md);
     regex_free(&rx);

@@ -69,7 +69,8 @@ void tok_bytes_free(TokBytes *b);
 // On success *out owns a new Tokenizer (free with tok_free); on error *out is NULL.
 int tok_load(Tokenizer **out, const char *dir, char *err, size_t errlen);
 // Same with explicit paths.
-int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err, size_t errlen);
+int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err,
+                   size_t errlen);
 void tok_free(Tokenizer *t);   // NULL is fine
 
 // Writes dir/vocab.json (ids in order, non-ASCII as \uXXXX like GPT-2's encoder.json) and
@@ -88,14 +89,16 @@ int32_t tok_find(const Tokenizer *t, const void *text, size_t len);
 
 // Registers text[0..len) as a special token. If it is already a token that id is reused,
 // otherwise it gets the next id (the vocabulary grows by one). *id (may be NULL) receives it.
-int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err, size_t errlen);
+int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err,
+                    size_t errlen);
 
 // Appends the ids of text[0..len) (any bytes) to *out. flags: 0 or TOK_ALLOW_SPECIAL. Fails
 // only when PCRE2 does (nothing appended).
 int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags, TokIds *out,
                char *err, size_t errlen);
 // Appends the bytes of ids[0..n) to *out; -1 (nothing appended) on an id outside 0..V-1.
-int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err, size_t errlen);
+int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err,
+               size_t errlen);
 
 // BPE training. Text files are read as bytes, cut at "<|endoftext|>" (a document separator, never
 // learned) and pre-tokenized exactly as tok_encode does; merges are then learned greedily: at each

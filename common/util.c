@@ -40,7 +40,8 @@ void *util_realloc(void *p, size_t size, const char *file, int line) {
 }
 
 void *util_realloc_array(void *p, size_t n, size_t size, const char *file, int line) {
-    if (size && n > SIZE_MAX / size) util_die(file, line, "array of %zu x %zu bytes overflows", n, size);
+    if (size && n > SIZE_MAX / size)
+        util_die(file, line, "array of %zu x %zu bytes overflows", n, size);
     return util_realloc(p, n * size, file, line);
 }
 
@@ -59,7 +60,8 @@ char *util_strndup(const char *s, size_t n, const char *file, int line) {
 void *util_aligned_alloc(size_t size, const char *file, int line) {
     void *p = NULL;
     size_t rounded = (size + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, rounded ? rounded : 64)) util_die(file, line, "out of memory allocating %zu bytes", size);
+    if (posix_memalign(&p, 64, rounded ? rounded : 64))
+        util_die(file, line, "out of memory allocating %zu bytes", size);
     memset(p, 0, rounded);
     return p;
 }
@@ -117,11 +119,13 @@ int util_mkdir_p(const char *path, char *err, size_t errlen) {
         if (buf[i] != '/' && buf[i] != 0) continue;
         char keep = buf[i];
         buf[i] = 0;
-        if (mkdir(buf, 0777) && errno != EEXIST) return util_err(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            return util_err(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
         buf[i] = keep;
     }
     struct stat st;
-    if (stat(path, &st) || !S_ISDIR(st.st_mode)) return util_err(err, errlen, "%s is not a directory", path);
+    if (stat(path, &st) || !S_ISDIR(st.st_mode))
+        return util_err(err, errlen, "%s is not a directory", path);
     return 0;
 }
 
@@ -137,7 +141,8 @@ double util_mem_available(void) {
         avail = kb * 1024.0;
     }
     struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (avail == 0 || (double)rl.rlim_cur < avail))
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (avail == 0 || (double)rl.rlim_cur < avail))
         avail = (double)rl.rlim_cur;
     return avail;
 }

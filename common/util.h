@@ -17,7 +17,8 @@ char *util_strdup(const char *s, const char *file, int line);
 // s[0..n) and a NUL (s may hold NULs; s may be NULL when n is 0)
 char *util_strndup(const char *s, size_t n, const char *file, int line);
 void *util_aligned_alloc(size_t size, const char *file, int line);  // 64-byte aligned, zeroed
-void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 3, 4)));
+void util_die(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
 
 #define MALLOC_CHECK(size)      util_malloc((size), __FILE__, __LINE__)
 #define CALLOC_CHECK(n, size)   util_calloc((n), (size), __FILE__, __LINE__)
