@@ -1,8 +1,11 @@
 // store: the workspace database (SQLite). See store.h for the schema, the concurrency rules and
-// who owns what. Layout of this file: helpers (errors, binding, SHA-256), the schema and its
-// migrations, open/close/transactions, then one section per group of tables.
+// who owns what. Layout of this file: helpers (errors, binding, content hashes), the schema and
+// its migrations, open/close/transactions, then one section per group of tables. The SQL text
+// (reused statements, migrations) is in store_sql.c; SHA-256 in sha256.c.
 #define _GNU_SOURCE   // gethostname
 #include "store.h"
+#include "sha256.h"
+#include "store_sql.h"
 #include "util.h"
 #include <errno.h>
 #include <math.h>
@@ -14,111 +17,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-// ---------------------------------------------------------------------------------------------
-// Statements reused across calls (prepared once, on first use). Walks (store_each_*) prepare
-// their own statement per call instead, so that a callback may start another walk.
-// ---------------------------------------------------------------------------------------------
-enum {
-    Q_PROMPT_ADD, Q_PROMPT_FIND, Q_PROMPT_GET,
-    Q_DEMO_ADD, Q_DEMO_FIND,
-    Q_COMPLETION_ADD, Q_COMPLETION_FIND, Q_COMPLETION_PROMPT,
-    Q_LABELER_ADD, Q_LABELER_FIND, Q_LABELER_EXISTS,
-    Q_RANKING_ADD, Q_RANKING_ITEM_ADD, Q_RANKING_DELETE, Q_CLAIM_DROP_MINE,
-    Q_CLAIM_EXPIRE, Q_CLAIM_OWN, Q_CLAIM_NEXT, Q_CLAIM_PUT, Q_CLAIM_RELEASE, Q_CLAIM_SKIP,
-    Q_SCORE_SET, Q_SCORE_GET, Q_COMPLETION_EXISTS,
-    Q_RUN_ADD, Q_RUN_RESUME, Q_RUN_FINISH, Q_RUN_CHECKPOINT, Q_RUN_GET, Q_RUN_LAST, Q_RUN_EXISTS,
-    Q_METRIC_ADD, Q_ROLLOUT_ADD,
-    Q_IMPORT_FIND, Q_IMPORT_ADD,
-    Q_COUNT
-};
-
-#define RUN_COLUMNS "id, stage, name, program, config, config_hash, status, checkpoint, started, " \
-                    "finished, exit_code, pid, host, parent_id"
-
-static const char *const QUERY_SQL[Q_COUNT] = {
-    [Q_PROMPT_ADD] = "INSERT INTO prompts(text, split, source, created) VALUES (?1, ?2, ?3, ?4) "
-                     "ON CONFLICT(text) DO NOTHING",
-    [Q_PROMPT_FIND] = "SELECT id FROM prompts WHERE text = ?1",
-    [Q_PROMPT_GET] = "SELECT id, text, split, source, created FROM prompts WHERE id = ?1",
-    [Q_DEMO_ADD] =
-        "INSERT INTO demonstrations(prompt_id, response, source, created) VALUES (?1, ?2, ?3, ?4) "
-        "ON CONFLICT(prompt_id, response) DO NOTHING",
-    [Q_DEMO_FIND] = "SELECT id FROM demonstrations WHERE prompt_id = ?1 AND response = ?2",
-    [Q_COMPLETION_ADD] =
-        "INSERT INTO completions(prompt_id, text, model, created) VALUES (?1, ?2, ?3, ?4) "
-        "ON CONFLICT(prompt_id, text, model) DO NOTHING",
-    [Q_COMPLETION_FIND] =
-        "SELECT id FROM completions WHERE prompt_id = ?1 AND text = ?2 AND model = ?3",
-    [Q_COMPLETION_PROMPT] = "SELECT prompt_id FROM completions WHERE id = ?1",
-    [Q_LABELER_ADD] =
-        "INSERT INTO labelers(name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
-    [Q_LABELER_FIND] = "SELECT id FROM labelers WHERE name = ?1",
-    [Q_LABELER_EXISTS] = "SELECT 1 FROM labelers WHERE id = ?1",
-    [Q_RANKING_ADD] =
-        "INSERT INTO rankings(prompt_id, labeler_id, created, comment) VALUES (?1, ?2, ?3, ?4)",
-    [Q_RANKING_ITEM_ADD] =
-        "INSERT INTO ranking_items(ranking_id, completion_id, rank) VALUES (?1, ?2, ?3)",
-    [Q_RANKING_DELETE] = "DELETE FROM rankings WHERE id = ?1",
-    [Q_CLAIM_DROP_MINE] = "DELETE FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2",
-    [Q_CLAIM_EXPIRE] = "DELETE FROM claims WHERE skipped = 0 AND expires <= ?1",
-    // ?1 labeler, ?2 now, ?3 split or NULL, ?4 min completions, ?5 overlap
-    [Q_CLAIM_OWN] =
-        "SELECT c.prompt_id FROM claims c JOIN prompts p ON p.id = c.prompt_id "
-        "WHERE c.labeler_id = ?1 AND c.skipped = 0 AND c.expires > ?2 "
-        "  AND (?3 IS NULL OR p.split = ?3) "
-        "  AND (SELECT count(*) FROM completions x WHERE x.prompt_id = p.id) >= ?4 "
-        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1) "
-        "ORDER BY c.prompt_id LIMIT 1",
-    [Q_CLAIM_NEXT] =
-        "SELECT p.id FROM prompts p "
-        "WHERE (?3 IS NULL OR p.split = ?3) "
-        "  AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.prompt_id = p.id AND c.labeler_id = ?1 "
-        "                  AND (c.skipped = 1 OR c.expires > ?2)) "
-        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1) "
-        "  AND (SELECT count(DISTINCT r.labeler_id) FROM rankings r WHERE r.prompt_id = p.id) "
-        "    + (SELECT count(*) FROM claims c WHERE c.prompt_id = p.id AND c.labeler_id <> ?1 "
-        "       AND c.skipped = 0 AND c.expires > ?2) < ?5 "
-        "  AND (SELECT count(*) FROM completions x WHERE x.prompt_id = p.id) >= ?4 "
-        "  AND p.id > ?6 "
-        "ORDER BY p.id LIMIT 1",
-    [Q_CLAIM_PUT] =
-        "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?4, 0) "
-        "ON CONFLICT(prompt_id, labeler_id) DO UPDATE SET claimed = excluded.claimed, "
-        "expires = excluded.expires, skipped = 0",
-    [Q_CLAIM_RELEASE] =
-        "DELETE FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2 AND skipped = 0",
-    [Q_CLAIM_SKIP] =
-        "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?3, 1) "
-        "ON CONFLICT(prompt_id, labeler_id) DO UPDATE SET skipped = 1",
-    [Q_SCORE_SET] =
-        "INSERT INTO reward_scores(model, completion_id, score, created) VALUES (?1, ?2, ?3, ?4) "
-        "ON CONFLICT(model, completion_id) DO UPDATE SET score = excluded.score, created = excluded.created",
-    [Q_SCORE_GET] = "SELECT score FROM reward_scores WHERE model = ?1 AND completion_id = ?2",
-    [Q_COMPLETION_EXISTS] = "SELECT 1 FROM completions WHERE id = ?1",
-    [Q_RUN_ADD] =
-        "INSERT INTO runs(stage, name, program, config, config_hash, status, checkpoint, started, pid, "
-        "host, parent_id) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10)",
-    [Q_RUN_RESUME] =
-        "UPDATE runs SET status = 'running', pid = ?2, host = ?3, finished = NULL, exit_code = NULL "
-        "WHERE id = ?1",
-    [Q_RUN_FINISH] = "UPDATE runs SET status = ?2, finished = ?3, exit_code = ?4 WHERE id = ?1",
-    [Q_RUN_CHECKPOINT] = "UPDATE runs SET checkpoint = ?2 WHERE id = ?1",
-    [Q_RUN_GET] = "SELECT " RUN_COLUMNS " FROM runs WHERE id = ?1",
-    [Q_RUN_LAST] =
-        "SELECT " RUN_COLUMNS " FROM runs WHERE stage = ?1 AND (?2 IS NULL OR config_hash = ?2) "
-        "AND (?3 IS NULL OR status = ?3) ORDER BY id DESC LIMIT 1",
-    [Q_RUN_EXISTS] = "SELECT 1 FROM runs WHERE id = ?1",
-    [Q_METRIC_ADD] =
-        "INSERT INTO metrics(run_id, name, step, value, time) VALUES (?1, ?2, ?3, ?4, ?5) "
-        "ON CONFLICT(run_id, name, step) DO UPDATE SET value = excluded.value, time = excluded.time",
-    [Q_ROLLOUT_ADD] =
-        "INSERT INTO rollouts(run_id, iteration, prompt_id, prompt, response, score, reward, kl, "
-        "response_tokens, ended, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    [Q_IMPORT_FIND] = "SELECT id, path FROM imports WHERE hash = ?1",
-    [Q_IMPORT_ADD] =
-        "INSERT INTO imports(path, hash, kind, rows, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-};
 
 struct Store {
     sqlite3 *db;
@@ -146,7 +44,7 @@ static int fail(Store *s, char *err, size_t errlen, const char *what) {
 
 // The reused statement `id`, prepared on first use; NULL with a message on failure.
 static sqlite3_stmt *q(Store *s, int id, char *err, size_t errlen) {
-    if (!s->q[id] && sqlite3_prepare_v3(s->db, QUERY_SQL[id], -1, SQLITE_PREPARE_PERSISTENT,
+    if (!s->q[id] && sqlite3_prepare_v3(s->db, STORE_QUERY_SQL[id], -1, SQLITE_PREPARE_PERSISTENT,
                                         &s->q[id], NULL) != SQLITE_OK) {
         fail(s, err, errlen, "preparing a statement");
         s->q[id] = NULL;
@@ -275,94 +173,10 @@ static int check_split(Store *s, const char *split, char *err, size_t errlen) {
     return 0;
 }
 
-// ---------------------------------------------------------------------------------------------
-// SHA-256 (FIPS 180-4), for content hashes of imported files and deterministic splits.
-// ---------------------------------------------------------------------------------------------
-typedef struct {
-    uint32_t h[8];
-    uint64_t n;          // bytes hashed so far
-    uint8_t buf[64];
-} Sha256;
-
-static const uint32_t SHA_K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-static uint32_t ror32(uint32_t x, int r) { return (x >> r) | (x << (32 - r)); }
-
-static void sha_block(Sha256 *c, const uint8_t *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5],
-             g = c->h[6], h = c->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) +
-                      SHA_K[i] + w[i];
-        uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
-        h = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
-    }
-    c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d;
-    c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
-}
-
-static void sha_init(Sha256 *c) {
-    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(c->h, h0, sizeof h0);
-    c->n = 0;
-}
-
-static void sha_update(Sha256 *c, const void *data, size_t n) {
-    const uint8_t *p = data;
-    while (n > 0) {
-        size_t used = (size_t)(c->n % 64), take = 64 - used < n ? 64 - used : n;
-        memcpy(c->buf + used, p, take);
-        c->n += take; p += take; n -= take;
-        if (used + take == 64) sha_block(c, c->buf);
-    }
-}
-
-static void sha_final(Sha256 *c, uint8_t out[32]) {
-    uint64_t bits = c->n * 8;
-    uint8_t pad = 0x80, zero = 0, len[8];
-    sha_update(c, &pad, 1);
-    while (c->n % 64 != 56) sha_update(c, &zero, 1);
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha_update(c, len, 8);
-    for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 4; j++) out[4 * i + j] = (uint8_t)(c->h[i] >> (24 - 8 * j));
-}
-
-static void to_hex(const uint8_t d[32], char hex[STORE_HASH_HEX]) {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        hex[2 * i] = digits[d[i] >> 4];
-        hex[2 * i + 1] = digits[d[i] & 15];
-    }
-    hex[64] = 0;
-}
-
 void store_hash_bytes(const void *data, size_t n, char hex[STORE_HASH_HEX]) {
-    Sha256 c;
     uint8_t d[32];
-    sha_init(&c);
-    sha_update(&c, data, n);
-    sha_final(&c, d);
-    to_hex(d, hex);
+    sha256(data, n, d);
+    sha256_hex(d, hex);
 }
 
 int store_hash_file(const char *path, char hex[STORE_HASH_HEX], char *err, size_t errlen) {
@@ -370,14 +184,14 @@ int store_hash_file(const char *path, char hex[STORE_HASH_HEX], char *err, size_
     if (!f) return util_err(err, errlen, "%s: %s", path, strerror(errno));
     Sha256 c;
     uint8_t buf[1 << 16], d[32];
-    sha_init(&c);
+    sha256_init(&c);
     size_t got;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0) sha_update(&c, buf, got);
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) sha256_update(&c, buf, got);
     int bad = ferror(f);
     fclose(f);
     if (bad) return util_err(err, errlen, "%s: read error", path);
-    sha_final(&c, d);
-    to_hex(d, hex);
+    sha256_final(&c, d);
+    sha256_hex(d, hex);
     return 0;
 }
 
@@ -386,11 +200,8 @@ int store_split_valid(const char *split) {
 }
 
 const char *store_split_for_text(const char *text, double valid_frac, double test_frac) {
-    Sha256 c;
     uint8_t d[32];
-    sha_init(&c);
-    sha_update(&c, text, strlen(text));
-    sha_final(&c, d);
+    sha256(text, strlen(text), d);
     uint64_t x = 0;
     for (int i = 0; i < 8; i++) x = x << 8 | d[i];
     double u = (double)(x >> 11) * 0x1p-53;   // uniform in [0, 1)
@@ -400,117 +211,8 @@ const char *store_split_for_text(const char *text, double valid_frac, double tes
 }
 
 // ---------------------------------------------------------------------------------------------
-// Schema and migrations. MIGRATIONS[v - 1] takes a database from version v - 1 to v. Never edit
-// a step once released: add a new one and raise STORE_SCHEMA_VERSION.
+// Schema and migrations (the SQL is in store_sql.c)
 // ---------------------------------------------------------------------------------------------
-static const char *const MIGRATIONS[STORE_SCHEMA_VERSION] = {
-    // 0 -> 1: labeling data, runs, metrics, imports
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) STRICT;"
-    "CREATE TABLE prompts ("
-    "  id INTEGER PRIMARY KEY,"
-    "  text TEXT NOT NULL UNIQUE,"
-    "  split TEXT NOT NULL CHECK (split IN ('train', 'valid', 'test')),"
-    "  source TEXT NOT NULL DEFAULT '',"
-    "  created REAL NOT NULL) STRICT;"
-    "CREATE INDEX prompts_split ON prompts(split, id);"
-    "CREATE TABLE demonstrations ("
-    "  id INTEGER PRIMARY KEY,"
-    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
-    "  response TEXT NOT NULL,"
-    "  source TEXT NOT NULL DEFAULT '',"
-    "  created REAL NOT NULL,"
-    "  UNIQUE (prompt_id, response)) STRICT;"
-    "CREATE TABLE completions ("
-    "  id INTEGER PRIMARY KEY,"
-    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
-    "  text TEXT NOT NULL,"
-    "  model TEXT NOT NULL DEFAULT '',"
-    "  created REAL NOT NULL,"
-    "  UNIQUE (prompt_id, text, model)) STRICT;"
-    "CREATE TABLE labelers ("
-    "  id INTEGER PRIMARY KEY,"
-    "  name TEXT NOT NULL UNIQUE CHECK (length(CAST(name AS BLOB)) > 0),"
-    "  created REAL NOT NULL) STRICT;"
-    "CREATE TABLE rankings ("
-    "  id INTEGER PRIMARY KEY,"
-    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
-    "  labeler_id INTEGER NOT NULL REFERENCES labelers(id),"
-    "  created REAL NOT NULL,"
-    "  comment TEXT NOT NULL DEFAULT '') STRICT;"
-    "CREATE INDEX rankings_prompt ON rankings(prompt_id, labeler_id);"
-    "CREATE INDEX rankings_labeler ON rankings(labeler_id);"
-    "CREATE TABLE ranking_items ("
-    "  ranking_id INTEGER NOT NULL REFERENCES rankings(id) ON DELETE CASCADE,"
-    "  completion_id INTEGER NOT NULL REFERENCES completions(id),"
-    "  rank INTEGER NOT NULL CHECK (rank >= 1),"
-    "  PRIMARY KEY (ranking_id, completion_id)) STRICT, WITHOUT ROWID;"
-    "CREATE INDEX ranking_items_completion ON ranking_items(completion_id);"
-    "CREATE TABLE reward_scores ("
-    "  model TEXT NOT NULL,"
-    "  completion_id INTEGER NOT NULL REFERENCES completions(id),"
-    "  score REAL NOT NULL,"
-    "  created REAL NOT NULL,"
-    "  PRIMARY KEY (model, completion_id)) STRICT, WITHOUT ROWID;"
-    "CREATE INDEX reward_scores_completion ON reward_scores(completion_id);"
-    "CREATE TABLE runs ("
-    "  id INTEGER PRIMARY KEY,"
-    "  stage TEXT NOT NULL,"
-    "  name TEXT NOT NULL DEFAULT '',"
-    "  program TEXT NOT NULL DEFAULT '',"
-    "  config TEXT NOT NULL DEFAULT '',"
-    "  config_hash TEXT NOT NULL DEFAULT '',"
-    "  status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'interrupted')),"
-    "  checkpoint TEXT NOT NULL DEFAULT '',"
-    "  started REAL NOT NULL,"
-    "  finished REAL,"
-    "  exit_code INTEGER) STRICT;"
-    "CREATE INDEX runs_stage ON runs(stage, config_hash, id);"
-    "CREATE TABLE metrics ("
-    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
-    "  name TEXT NOT NULL,"
-    "  step INTEGER NOT NULL,"
-    "  value REAL,"
-    "  time REAL NOT NULL,"
-    "  PRIMARY KEY (run_id, name, step)) STRICT, WITHOUT ROWID;"
-    "CREATE TABLE imports ("
-    "  id INTEGER PRIMARY KEY,"
-    "  path TEXT NOT NULL,"
-    "  hash TEXT NOT NULL UNIQUE,"
-    "  kind TEXT NOT NULL DEFAULT '',"
-    "  rows INTEGER NOT NULL DEFAULT 0,"
-    "  created REAL NOT NULL) STRICT;"
-    "INSERT INTO meta(key, value) VALUES ('application', '" STORE_APPLICATION "');"
-    "INSERT INTO meta(key, value) VALUES ('created', (julianday('now') - 2440587.5) * 86400.0);",
-
-    // 1 -> 2: labeling assignments, PPO rollouts, process and parent of a run
-    "ALTER TABLE runs ADD COLUMN pid INTEGER;"
-    "ALTER TABLE runs ADD COLUMN host TEXT NOT NULL DEFAULT '';"
-    "ALTER TABLE runs ADD COLUMN parent_id INTEGER REFERENCES runs(id);"
-    "CREATE INDEX runs_parent ON runs(parent_id);"
-    "CREATE TABLE claims ("
-    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
-    "  labeler_id INTEGER NOT NULL REFERENCES labelers(id),"
-    "  claimed REAL NOT NULL,"
-    "  expires REAL NOT NULL,"
-    "  skipped INTEGER NOT NULL DEFAULT 0 CHECK (skipped IN (0, 1)),"
-    "  PRIMARY KEY (prompt_id, labeler_id)) STRICT, WITHOUT ROWID;"
-    "CREATE INDEX claims_labeler ON claims(labeler_id);"
-    "CREATE TABLE rollouts ("
-    "  id INTEGER PRIMARY KEY,"
-    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
-    "  iteration INTEGER NOT NULL,"
-    "  prompt_id INTEGER REFERENCES prompts(id),"
-    "  prompt TEXT NOT NULL,"
-    "  response TEXT NOT NULL,"
-    "  score REAL,"
-    "  reward REAL,"
-    "  kl REAL,"
-    "  response_tokens INTEGER NOT NULL DEFAULT 0,"
-    "  ended INTEGER NOT NULL DEFAULT 0,"
-    "  created REAL NOT NULL) STRICT;"
-    "CREATE INDEX rollouts_run ON rollouts(run_id, iteration);"
-    "CREATE INDEX rollouts_prompt ON rollouts(prompt_id);",
-};
 
 // Reads the schema version: 0 for an empty database; -1 with a message when the file is not a
 // SQLite database or not one of ours.
@@ -595,7 +297,7 @@ static int migrate(Store *s, char *err, size_t errlen) {
         char what[96];
         snprintf(what, sizeof what, "migrating the schema from version %lld to %lld",
                  (long long)step, (long long)step + 1);
-        if (exec(s, MIGRATIONS[step], what, err, errlen)) goto bad;
+        if (exec(s, STORE_MIGRATIONS[step], what, err, errlen)) goto bad;
     }
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
