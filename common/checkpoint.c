@@ -808,12 +808,10 @@ static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *
             else if (cJSON_IsString(a) && !strcmp(a->valuestring, "GPT2ForSequenceClassification"))
                 c->score_head = 1;
             else {
-                util_err(
-                    err, errlen,
-                    "%s: unsupported architecture %s%.60s%s (GPT2LMHeadModel, GPT2ForSequenceClassification)",
-                    path, cJSON_IsString(a) ? "\"" : "",
-                    cJSON_IsString(a) ? a->valuestring : "(not a string)",
-                    cJSON_IsString(a) ? "\"" : "");
+                util_err(err, errlen, "%s: unsupported architecture %s%.60s%s (GPT2LMHeadModel, "
+                         "GPT2ForSequenceClassification)", path, cJSON_IsString(a) ? "\"" : "",
+                         cJSON_IsString(a) ? a->valuestring : "(not a string)",
+                         cJSON_IsString(a) ? "\"" : "");
                 goto done;
             }
         }
@@ -858,9 +856,8 @@ static int state_name_ok(const char *name, char *err, size_t errlen) {
         return util_err(err, errlen, "trainer state: entry name too long: %.80s", name);
     for (const char *p = name; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
-            return util_err(
-                err, errlen,
-                "trainer state: entry name with a control, quote or backslash character: %s", name);
+            return util_err(err, errlen, "trainer state: entry name with a control, quote or "
+                            "backslash character: %s", name);
     return 0;
 }
 
@@ -1270,10 +1267,8 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
     }
     if (missing) {
         if (!strcmp(first_missing, "score.weight"))
-            util_err(
-                err, errlen,
-                "%s: missing tensor score.weight (a reward/value head; pass CKPT_ALLOW_MISSING_SCORE to initialise it yourself)",
-                p);
+            util_err(err, errlen, "%s: missing tensor score.weight (a reward/value head; pass "
+                     "CKPT_ALLOW_MISSING_SCORE to initialise it yourself)", p);
         else if (missing == 1) util_err(err, errlen, "%s: missing tensor %s", p, first_missing);
         else
             util_err(err, errlen, "%s: missing tensor %s and %d more", p, first_missing,
@@ -1294,10 +1289,8 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
         }
         if (!strcmp(e->name, "score.weight") && !mc->score_head) {
             if (flags & CKPT_IGNORE_SCORE) continue;
-            util_err(
-                err, errlen,
-                "%s: holds score.weight (a reward/value model) but the model has no score head (pass CKPT_IGNORE_SCORE to drop it)",
-                p);
+            util_err(err, errlen, "%s: holds score.weight (a reward/value model) but the model has "
+                     "no score head (pass CKPT_IGNORE_SCORE to drop it)", p);
             goto done;
         }
         util_err(err, errlen, "%s: unexpected tensor %s", p, e->name);
@@ -1311,10 +1304,8 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
         int same = memcmp(x, y, cnt * sizeof(float)) == 0;
         free(x); free(y);
         if (!same) {
-            util_err(
-                err, errlen,
-                "%s: lm_head.weight differs from wte.weight (untied output heads are not supported)",
-                p);
+            util_err(err, errlen, "%s: lm_head.weight differs from wte.weight (untied output heads "
+                     "are not supported)", p);
             goto done;
         }
     }
@@ -1327,10 +1318,9 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
         int64_t cnt = t.shape[0] * (t.ndim == 2 ? t.shape[1] : 1);
         for (int64_t j = 0; j < cnt; j++)
             if (!isfinite(t.data[j])) {
-                util_err(
-                    err, errlen,
-                    "%s: tensor %s holds %s at element %lld (a diverged or corrupt checkpoint)", p,
-                    src[i]->name, isnan(t.data[j]) ? "NaN" : "Inf", (long long)j);
+                util_err(err, errlen, "%s: tensor %s holds %s at element %lld (a diverged or "
+                         "corrupt checkpoint)", p, src[i]->name, isnan(t.data[j]) ? "NaN" : "Inf",
+                         (long long)j);
                 goto done;
             }
     }
@@ -1408,9 +1398,8 @@ out:
 int ckpt_check_tokenizer(const char *ckpt, int64_t vocab_size, const char *tokdir,
                          int64_t tok_vocab, char *err, size_t errlen) {
     if (tok_vocab <= vocab_size) return 0;
-    return util_err(
-        err, errlen,
-        "the tokenizer in %s has %lld tokens, more than the %lld of the model in %s (config.json): they do not "
-        "belong together (give the model's own tokenizer, or a model made for this one)",
-        tokdir, (long long)tok_vocab, (long long)vocab_size, ckpt);
+    return util_err(err, errlen, "the tokenizer in %s has %lld tokens, more than the %lld of the "
+                    "model in %s (config.json): they do not belong together (give the model's own "
+                    "tokenizer, or a model made for this one)", tokdir, (long long)tok_vocab,
+                    (long long)vocab_size, ckpt);
 }

@@ -73,9 +73,8 @@ int dataset_truncation_parse(const char *s, DatasetTruncation *out, char *err, s
     else if (!strcmp(s, "truncate_prompt_left")) *out = DATASET_TRUNCATE_PROMPT_LEFT;
     else if (!strcmp(s, "drop")) *out = DATASET_TRUNCATE_DROP;
     else
-        return util_err(
-            err, errlen,
-            "unknown truncation rule '%s' (expected error, truncate_prompt_left or drop)", s);
+        return util_err(err, errlen, "unknown truncation rule '%s' (expected error, "
+                        "truncate_prompt_left or drop)", s);
     return 0;
 }
 
@@ -167,10 +166,9 @@ static int check_messages(const DatasetMessage *m, int n, int final_assistant, c
     for (int i = 0; i < n; i++) {
         Role r = role_of(m[i].role);
         if (r == ROLE_BAD)
-            return util_err(
-                err, errlen,
-                "%s: messages[%d].role must be \"system\", \"user\" or \"assistant\" (got \"%.40s\")",
-                where, i, m[i].role ? m[i].role : "(null)");
+            return util_err(err, errlen, "%s: messages[%d].role must be \"system\", \"user\" or "
+                            "\"assistant\" (got \"%.40s\")", where, i,
+                            m[i].role ? m[i].role : "(null)");
         if (!m[i].content)
             return util_err(err, errlen, "%s: messages[%d] has no content", where, i);
         size_t len = strlen(m[i].content);
@@ -184,11 +182,10 @@ static int check_messages(const DatasetMessage *m, int n, int final_assistant, c
         if (r != ROLE_SYSTEM) {
             Role want = ((i - first) % 2 == 0) ? ROLE_USER : ROLE_ASSISTANT;
             if (r != want)
-                return util_err(
-                    err, errlen,
-                    "%s: messages[%d] is a%s %s message where a%s %s message must come (turns alternate user, assistant)",
-                    where, i, r == ROLE_USER ? "" : "n", m[i].role, want == ROLE_USER ? "" : "n",
-                    want == ROLE_USER ? "user" : "assistant");
+                return util_err(err, errlen, "%s: messages[%d] is a%s %s message where a%s %s "
+                                "message must come (turns alternate user, assistant)", where, i,
+                                r == ROLE_USER ? "" : "n", m[i].role, want == ROLE_USER ? "" : "n",
+                                want == ROLE_USER ? "user" : "assistant");
         }
         if (r == ROLE_ASSISTANT && len == 0)
             return util_err(err, errlen, "%s: messages[%d]: empty assistant content", where, i);
@@ -239,6 +236,13 @@ static int encode_segment(const Dataset *ds, Encoded *e, const char *a, size_t n
     return 0;
 }
 
+// Appends encode(tpl with its placeholder, at byte `at`, replaced by c[0..nc)) with mask value v.
+static int encode_in_template(const Dataset *ds, Encoded *e, const char *tpl, size_t at,
+                              const char *c, size_t nc, uint8_t v, char *err, size_t errlen) {
+    const char *rest = tpl + at + PLACEHOLDER_LEN;
+    return encode_segment(ds, e, tpl, at, c, nc, rest, strlen(rest), v, err, errlen);
+}
+
 // Renders and tokenizes a checked conversation (see dataset.h).
 static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, Encoded *e,
                            char *err, size_t errlen) {
@@ -250,20 +254,12 @@ static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, En
         size_t nc = strlen(c);
         int rc = 0;
         switch (role_of(m[i].role)) {
-        case ROLE_SYSTEM: {
-            const char *t = ds->system_tpl;
-            size_t at = ds->system_at;
-            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN,
-                                strlen(t + at + PLACEHOLDER_LEN), pm, err, errlen);
+        case ROLE_SYSTEM:
+            rc = encode_in_template(ds, e, ds->system_tpl, ds->system_at, c, nc, pm, err, errlen);
             break;
-        }
-        case ROLE_USER: {
-            const char *t = ds->prompt_tpl;
-            size_t at = ds->prompt_at;
-            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN,
-                                strlen(t + at + PLACEHOLDER_LEN), pm, err, errlen);
+        case ROLE_USER:
+            rc = encode_in_template(ds, e, ds->prompt_tpl, ds->prompt_at, c, nc, pm, err, errlen);
             break;
-        }
         case ROLE_ASSISTANT:
             e->resp_start = e->ids.n;
             rc = encode_segment(ds, e, ds->response_prefix, strlen(ds->response_prefix), c, nc, "",
@@ -312,11 +308,9 @@ static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int
     if (n > cap) {
         switch (ds->opt.truncation) {
         case DATASET_TRUNCATE_ERROR:
-            return util_err(
-                err, errlen,
-                "%s: example is %zu tokens, longer than the context allows (%zu = max_tokens %d + 1); "
-                "set truncation to truncate_prompt_left or drop",
-                where, n, cap, ds->opt.max_tokens);
+            return util_err(err, errlen, "%s: example is %zu tokens, longer than the context "
+                            "allows (%zu = max_tokens %d + 1); set truncation to "
+                            "truncate_prompt_left or drop", where, n, cap, ds->opt.max_tokens);
         case DATASET_TRUNCATE_DROP:
             ds->n_dropped++;
             return 0;
@@ -532,10 +526,9 @@ static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *wh
         return -1;
     if (msgs) {
         if (prompt || resp)
-            return util_err(
-                err, errlen,
-                "%s: has both \"messages\" and \"%s\" (one example is either a chat or a prompt/response pair)",
-                where, prompt ? "prompt" : "response");
+            return util_err(err, errlen, "%s: has both \"messages\" and \"%s\" (one example is "
+                            "either a chat or a prompt/response pair)", where,
+                            prompt ? "prompt" : "response");
         if (!cJSON_IsArray(msgs))
             return util_err(err, errlen, "%s: \"messages\" must be an array, got %s", where,
                             json_type(msgs));
@@ -798,15 +791,13 @@ int dataset_iter_create(DatasetIter **out, const Dataset *ds, DatasetSplit split
     const char *name = split == DATASET_SPLIT_TRAIN ? "train" : "valid";
     if (n == 0) {
         if (ds->n_ex == 0 && ds->n_dropped > 0)
-            return util_err(
-                err, errlen,
-                "the data set is empty: all %lld examples were dropped as longer than the context (max_tokens %d)",
-                (long long)ds->n_dropped, ds->opt.max_tokens);
+            return util_err(err, errlen, "the data set is empty: all %lld examples were dropped as "
+                            "longer than the context (max_tokens %d)", (long long)ds->n_dropped,
+                            ds->opt.max_tokens);
         if (ds->n_ex == 0) return util_err(err, errlen, "the data set is empty");
-        return util_err(
-            err, errlen,
-            "the %s split is empty (%lld examples in the other split, %lld dropped as too long)",
-            name, (long long)ds->n_ex, (long long)ds->n_dropped);
+        return util_err(err, errlen, "the %s split is empty (%lld examples in the other split, "
+                        "%lld dropped as too long)", name, (long long)ds->n_ex,
+                        (long long)ds->n_dropped);
     }
     DatasetIter *it = CALLOC_CHECK(1, sizeof *it);
     it->ds = ds;
@@ -909,11 +900,10 @@ void dataset_iter_cursor(const DatasetIter *it, DataCursor *c) {
 
 int dataset_iter_seek(DatasetIter *it, const DataCursor *c, char *err, size_t errlen) {
     if (c->fingerprint != it->fingerprint)
-        return util_err(
-            err, errlen,
-            "the data cursor does not match this data set and batch settings (fingerprint %016llx, expected %016llx): "
-            "the examples, their order, the template, max_tokens, batch size or bucketing changed",
-            (unsigned long long)c->fingerprint, (unsigned long long)it->fingerprint);
+        return util_err(err, errlen, "the data cursor does not match this data set and batch "
+                        "settings (fingerprint %016llx, expected %016llx): the examples, their "
+                        "order, the template, max_tokens, batch size or bucketing changed",
+                        (unsigned long long)c->fingerprint, (unsigned long long)it->fingerprint);
     if (c->epoch < 0 || c->index < 0 || c->index >= it->n_batches)
         return util_err(err, errlen, "data cursor out of range (epoch %lld, batch %lld of %lld)",
                         (long long)c->epoch, (long long)c->index, (long long)it->n_batches);

@@ -238,9 +238,8 @@ static int read_version(Store *s, int64_t *version, char *err, size_t errlen) {
     if (rc != SQLITE_ROW) return -1;
     if (!has_meta) {
         if (n_tables > 0)
-            return util_err(
-                err, errlen,
-                "%s: not an rlhf.c workspace database (it has tables but no meta table)", s->path);
+            return util_err(err, errlen, "%s: not an rlhf.c workspace database (it has tables but "
+                            "no meta table)", s->path);
         *version = 0;
         return 0;
     }
@@ -374,10 +373,8 @@ int store_open(Store **out, const char *path, char *err, size_t errlen) {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW) {
-        util_err(
-            err, errlen,
-            "%s: cannot switch to the WAL journal: %s (are the file and its directory writable?)",
-            path, sqlite3_errmsg(s->db));
+        util_err(err, errlen, "%s: cannot switch to the WAL journal: %s (are the file and its "
+                 "directory writable?)", path, sqlite3_errmsg(s->db));
         sqlite3_finalize(st);
         goto bad;
     }
@@ -1294,10 +1291,9 @@ int store_add_import(Store *s, const char *path, const char *hash, const char *k
     bind_text(find, 1, hash);
     int rc = sqlite3_step(find);
     if (rc == SQLITE_ROW) {
-        util_err(
-            err, errlen,
-            "%s: add import: %.200s has the same contents as %.200s, imported before (import %lld)",
-            s->path, path ? path : "", col_text(find, 1), (long long)sqlite3_column_int64(find, 0));
+        util_err(err, errlen, "%s: add import: %.200s has the same contents as %.200s, imported "
+                 "before (import %lld)", s->path, path ? path : "", col_text(find, 1),
+                 (long long)sqlite3_column_int64(find, 0));
         done(find);
         return -1;
     }

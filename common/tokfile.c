@@ -505,16 +505,14 @@ int tokfile_open(TokFile *f, const char *path, const Tokenizer *tok, int64_t mod
     else if (V < 1 || V > ((uint64_t)1 << 31))
         rc = util_err(err, errlen, "%s: bad vocabulary size %llu", path, (unsigned long long)V);
     else if ((tb == 2) != (V <= 65536))
-        rc = util_err(
-            err, errlen,
-            "%s: %u-byte ids do not match the vocabulary size %llu (2 bytes when V <= 65536, else 4)",
-            path, tb, (unsigned long long)V);
+        rc = util_err(err, errlen, "%s: %u-byte ids do not match the vocabulary size %llu (2 bytes "
+                      "when V <= 65536, else 4)", path, tb, (unsigned long long)V);
     else if (nt != (size - TOKFILE_HEADER_BYTES) / tb || (size - TOKFILE_HEADER_BYTES) % tb)
-        rc = util_err(
-            err, errlen,
-            "%s: %s: the header says %llu tokens (%llu bytes) but the file holds %zu bytes of tokens",
-            path, nt > (size - TOKFILE_HEADER_BYTES) / tb ? "truncated" : "wrong size",
-            (unsigned long long)nt, (unsigned long long)nt * tb, size - TOKFILE_HEADER_BYTES);
+        rc = util_err(err, errlen, "%s: %s: the header says %llu tokens (%llu bytes) but the file "
+                      "holds %zu bytes of tokens", path,
+                      nt > (size - TOKFILE_HEADER_BYTES) / tb ? "truncated" : "wrong size",
+                      (unsigned long long)nt, (unsigned long long)nt * tb,
+                      size - TOKFILE_HEADER_BYTES);
     else if (nd > nt)
         rc = util_err(err, errlen, "%s: bad header: %llu documents in %llu tokens", path,
                       (unsigned long long)nd, (unsigned long long)nt);
@@ -562,10 +560,8 @@ int tokfile_open(TokFile *f, const char *path, const Tokenizer *tok, int64_t mod
                       "%s: written with a vocabulary of %lld tokens, the tokenizer has %lld", path,
                       (long long)f->vocab_size, (long long)tok_vocab_size(tok));
     else if (tok && f->vocab_hash && f->vocab_hash != tokfile_vocab_hash(tok))
-        rc = util_err(
-            err, errlen,
-            "%s: written with a different vocabulary than the tokenizer's (same size %lld, other tokens)",
-            path, (long long)f->vocab_size);
+        rc = util_err(err, errlen, "%s: written with a different vocabulary than the tokenizer's "
+                      "(same size %lld, other tokens)", path, (long long)f->vocab_size);
     else if (model_vocab > 0 && f->vocab_size > model_vocab)
         rc = util_err(err, errlen, "%s: vocabulary of %lld tokens does not fit the model's %lld",
                       path, (long long)f->vocab_size, (long long)model_vocab);
@@ -690,10 +686,9 @@ void tokfile_iter_cursor(const TokfileIter *it, DataCursor *c) {
 
 int tokfile_iter_seek(TokfileIter *it, const DataCursor *c, char *err, size_t errlen) {
     if (c->fingerprint != it->fingerprint)
-        return util_err(
-            err, errlen,
-            "%s: the data cursor does not match this token file and window settings (fingerprint %016llx, expected %016llx)",
-            it->f->path, (unsigned long long)c->fingerprint, (unsigned long long)it->fingerprint);
+        return util_err(err, errlen, "%s: the data cursor does not match this token file and "
+                        "window settings (fingerprint %016llx, expected %016llx)", it->f->path,
+                        (unsigned long long)c->fingerprint, (unsigned long long)it->fingerprint);
     if (c->epoch < 0 || c->index < 0)
         return util_err(err, errlen, "%s: data cursor out of range (epoch %lld, window %lld)",
                         it->f->path, (long long)c->epoch, (long long)c->index);
