@@ -797,6 +797,7 @@ static void labeler_child(const char *path, const char *name, int overlap, int k
         int64_t rid;
         if (store_add_ranking(s, p, lab, it, 2, name, &rid, err, sizeof err)) { fprintf(stderr, "child %s: %s\n", name, err); _exit(5); }
         done_n++;
+        sleep_s(0.001);   // let the others in: on a busy machine one labeler could take every prompt
     }
     store_close(s);
     _exit(0);
