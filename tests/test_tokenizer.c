@@ -29,7 +29,9 @@ static void write_file(const char *dir, const char *name, const void *data, size
     fwrite(data, 1, n, f);
     fclose(f);
 }
-static void write_str(const char *dir, const char *name, const char *s) { write_file(dir, name, s, strlen(s)); }
+static void write_str(const char *dir, const char *name, const char *s) {
+    write_file(dir, name, s, strlen(s));
+}
 
 // A fresh sub-folder of the scratch folder.
 static const char *new_dir(const char *name) {
@@ -157,7 +159,8 @@ static void test_reference_cases(void) {
         const char *hex = cJSON_GetObjectItemCaseSensitive(c, "hex")->valuestring;
         size_t n = strlen(hex) / 2;
         unsigned char *text = malloc(n + 1);
-        for (size_t i = 0; i < n; i++) text[i] = (unsigned char)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+        for (size_t i = 0; i < n; i++)
+            text[i] = (unsigned char)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
         check_case_ids(c, "ids", text, n, 0, name);
         check_case_ids(c, "ids_special", text, n, TOK_ALLOW_SPECIAL, name);
         free(text);
@@ -192,7 +195,8 @@ static void test_add_special(void) {
     CHECK(tok_add_special(t, "Hello", 5, &hello, err, sizeof err) == 0 && hello == 15496);
     CHECK(tok_vocab_size(t) == 50258);
     CHECK(tok_add_special(t, "", 0, NULL, err, sizeof err) == -1);
-    CHECK(tok_add_special(t, "[AB]", 4, &ab, err, sizeof err) == 0 && tok_add_special(t, "[AB]C", 5, &abc, err, sizeof err) == 0);
+    CHECK(tok_add_special(t, "[AB]", 4, &ab, err, sizeof err) == 0 &&
+          tok_add_special(t, "[AB]C", 5, &abc, err, sizeof err) == 0);
     const char *s = "<|im_start|>user Hello[AB]C[AB]";
     TokIds ids = {0}, part = {0};
     CHECK(tok_encode(t, s, strlen(s), TOK_ALLOW_SPECIAL, &ids, err, sizeof err) == 0);
@@ -209,7 +213,8 @@ static void test_add_special(void) {
     Tokenizer *u;
     CHECK_MSG(tok_load(&u, dir, err, sizeof err) == 0, "%s", err);
     if (u) {
-        CHECK(tok_vocab_size(u) == 50260 && tok_find(u, "<|im_start|>", 12) == 50257 && tok_is_special(u, 50257));
+        CHECK(tok_vocab_size(u) == 50260 && tok_find(u, "<|im_start|>", 12) == 50257 &&
+              tok_is_special(u, 50257));
         CHECK(!tok_is_special(u, tok_find(u, "[AB]", 4)));   // not of the <|name|> form
         tok_free(u);
     }
@@ -290,7 +295,9 @@ static void test_random_round_trip(void) {
         int mode = k % 3;
         while (n < want) {
             if (mode == 0) buf[n++] = (unsigned char)rng_next(&seed);            // raw bytes
-            else if (mode == 1) buf[n++] = (unsigned char)(rng_next(&seed) % 128 | (rng_next(&seed) % 4 == 0 ? 0x80 : 0));
+            else if (mode == 1)
+                buf[n++] =
+                    (unsigned char)(rng_next(&seed) % 128 | (rng_next(&seed) % 4 == 0 ? 0x80 : 0));
             else {                                                               // fragments
                 const char *f = frag[rng_next(&seed) % (uint64_t)nfrag];
                 size_t fl = strlen(f);
@@ -335,7 +342,8 @@ static void test_decode_errors(void) {
     char err[256] = "";
     TokBytes out = {0};
     const int32_t ok[] = {15496, 995};
-    CHECK(tok_decode(gpt2, ok, 2, &out, err, sizeof err) == 0 && out.n == 11 && !strcmp(out.data, "Hello world"));
+    CHECK(tok_decode(gpt2, ok, 2, &out, err, sizeof err) == 0 && out.n == 11 &&
+          !strcmp(out.data, "Hello world"));
     const int32_t bad[] = {15496, 50257};
     CHECK(tok_decode(gpt2, bad, 2, &out, err, sizeof err) == -1 && out.n == 11);
     CHECK(strstr(err, "50257") != NULL);
@@ -372,7 +380,8 @@ static void test_save_identical(void) {
 static void test_old_names(void) {
     const char *dir = new_dir("oldnames");
     size_t n1, n2;
-    char *v = test_read_file("data/gpt2/vocab.json", &n1), *m = test_read_file("data/gpt2/merges.txt", &n2);
+    char *v = test_read_file("data/gpt2/vocab.json", &n1),
+         *m = test_read_file("data/gpt2/merges.txt", &n2);
     if (!v || !m) { CHECK(0); free(v); free(m); return; }
     write_file(dir, "encoder.json", v, n1);
     write_file(dir, "vocab.bpe", m, n2);
@@ -419,11 +428,14 @@ static char *byte_vocab_json(const char *extra) {
     int id = 0, n = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int b = 0; b < 256; b++) {
-            int keep = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+            int keep =
+                (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
             if (keep != (pass == 0)) continue;
             int cp = keep ? b : 256 + n++;
-            if (cp == '"' || cp == '\\') k += (size_t)snprintf(s + k, cap - k, "%s\"\\%c\": %d", id ? ", " : "", cp, id);
-            else if (cp < 0x80) k += (size_t)snprintf(s + k, cap - k, "%s\"%c\": %d", id ? ", " : "", cp, id);
+            if (cp == '"' || cp == '\\')
+                k += (size_t)snprintf(s + k, cap - k, "%s\"\\%c\": %d", id ? ", " : "", cp, id);
+            else if (cp < 0x80)
+                k += (size_t)snprintf(s + k, cap - k, "%s\"%c\": %d", id ? ", " : "", cp, id);
             else k += (size_t)snprintf(s + k, cap - k, "%s\"\\u%04x\": %d", id ? ", " : "", cp, id);
             id++;
         }
@@ -490,11 +502,15 @@ static void test_small_vocab(void) {
 static void test_json_escapes(void) {
     char err[256] = "";
     // "\u0120" is Ġ (space); "\/" is '/'; "\"\\" is the token "\ (two bytes, needs no merge)
-    Tokenizer *t = load_small("escapes", ", \"\\u0120\\/\": 256, \"\\\"\\\\\": 257, \"\\u0120\\u0120\": 258, \"\xc4\xa0\\u0120\\u0120\": 259",
-                              "#version: 0.2\n\xc4\xa0 /\n\" \\\n\xc4\xa0 \xc4\xa0\n\xc4\xa0 \xc4\xa0\xc4\xa0\n", err, sizeof err);
+    Tokenizer *t = load_small(
+        "escapes",
+        ", \"\\u0120\\/\": 256, \"\\\"\\\\\": 257, \"\\u0120\\u0120\": 258, \"\xc4\xa0\\u0120\\u0120\": 259",
+        "#version: 0.2\n\xc4\xa0 /\n\" \\\n\xc4\xa0 \xc4\xa0\n\xc4\xa0 \xc4\xa0\xc4\xa0\n", err,
+        sizeof err);
     CHECK_MSG(t, "%s", err);
     if (t) {
-        CHECK(tok_find(t, " /", 2) == 256 && tok_find(t, "\"\\", 2) == 257 && tok_find(t, "   ", 3) == 259);
+        CHECK(tok_find(t, " /", 2) == 256 && tok_find(t, "\"\\", 2) == 257 &&
+              tok_find(t, "   ", 3) == 259);
         tok_free(t);
     }
     const char *bad[][2] = {
@@ -509,7 +525,8 @@ static void test_json_escapes(void) {
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = 0;
         t = load_small("escapes_bad", bad[i][0], "#version: 0.2\n", err, sizeof err);
-        CHECK_MSG(!t && strstr(err, bad[i][1]) && strstr(err, "vocab.json"), "%s: got \"%s\"", bad[i][1], err);
+        CHECK_MSG(!t && strstr(err, bad[i][1]) && strstr(err, "vocab.json"), "%s: got \"%s\"",
+                  bad[i][1], err);
         tok_free(t);
     }
 }
@@ -517,8 +534,8 @@ static void test_json_escapes(void) {
 // ---------------------------------------------------------------------------------------------
 // Hostile files: each gives -1 and a message naming the file and the problem.
 
-static void expect_load_error(const char *name, const char *vocab, size_t vocab_len, const char *merges,
-                              const char *want_file, const char *want_text) {
+static void expect_load_error(const char *name, const char *vocab, size_t vocab_len,
+                              const char *merges, const char *want_file, const char *want_text) {
     const char *dir = new_dir(name);
     char path_v[300], path_m[300];
     snprintf(path_v, sizeof(path_v), "%s/vocab.json", dir);
@@ -532,8 +549,10 @@ static void expect_load_error(const char *name, const char *vocab, size_t vocab_
     int st = tok_load(&t, dir, err, sizeof err);
     CHECK_MSG(st == -1, "%s: status %d, want -1 (%s)", name, st, err);
     CHECK_MSG(t == NULL, "%s: *out not NULL on error", name);
-    CHECK_MSG(strstr(err, want_file) != NULL, "%s: message does not name %s: \"%s\"", name, want_file, err);
-    CHECK_MSG(strstr(err, want_text) != NULL, "%s: message lacks \"%s\": \"%s\"", name, want_text, err);
+    CHECK_MSG(strstr(err, want_file) != NULL, "%s: message does not name %s: \"%s\"", name,
+              want_file, err);
+    CHECK_MSG(strstr(err, want_text) != NULL, "%s: message lacks \"%s\": \"%s\"", name, want_text,
+              err);
 }
 
 // A byte-level vocab.json with `extra` entries appended, an empty merges.txt: loading fails with
@@ -596,9 +615,11 @@ static void test_load_errors(void) {
     free(s);
 
     s = byte_vocab_json(", \"ab\": 256");
-    expect_load_error("three_fields", s, strlen(s), "#version: 0.2\na b c\n", "merges.txt", "line 2");
+    expect_load_error("three_fields", s, strlen(s), "#version: 0.2\na b c\n", "merges.txt",
+                      "line 2");
     expect_load_error("one_field", s, strlen(s), "#version: 0.2\nab\n", "merges.txt", "line 2");
-    expect_load_error("two_spaces", s, strlen(s), "#version: 0.2\na  b\n", "merges.txt", "one space");
+    expect_load_error("two_spaces", s, strlen(s), "#version: 0.2\na  b\n", "merges.txt",
+                      "one space");
     expect_load_error("unknown_part", s, strlen(s), "#version: 0.2\na b\nab q\xc4\xa0\n",
                       "merges.txt", "line 3: token \"q\\xc4\\xa0\" is not in the vocabulary");
     expect_load_error("result_missing", s, strlen(s), "#version: 0.2\na b\nb c\n", "merges.txt",
@@ -618,7 +639,8 @@ static void test_load_errors(void) {
     FILE *hf = fopen(hp, "wb");
     CHECK(hf && ftruncate(fileno(hf), (off_t)1 << 30) == 0);
     if (hf) fclose(hf);
-    CHECK(tok_load(&t, hd, err, sizeof err) == -1 && strstr(err, "vocab.json") && strstr(err, "too large"));
+    CHECK(tok_load(&t, hd, err, sizeof err) == -1 && strstr(err, "vocab.json") &&
+          strstr(err, "too large"));
     // accepted: no version line, CRLF line ends, trailing blank lines
     const char *dir = new_dir("lenient");
     write_str(dir, "vocab.json", s);
@@ -650,7 +672,8 @@ static void test_train_by_hand(void) {
     char mp[300];
     snprintf(mp, sizeof(mp), "%s/merges.txt", dir);
     char *m = test_read_file(mp, NULL);
-    CHECK_MSG(m && !strcmp(m, "#version: 0.2\na b\nc d\n\xc4\xa0 ab\n\xc4\xa0 cd\n"), "merges.txt: %s", m ? m : "(none)");
+    CHECK_MSG(m && !strcmp(m, "#version: 0.2\na b\nc d\n\xc4\xa0 ab\n\xc4\xa0 cd\n"),
+              "merges.txt: %s", m ? m : "(none)");
     free(m);
     const int32_t w[] = {256, 258, 259, 259, 260};
     TokIds ids = {0};
@@ -667,16 +690,17 @@ static void test_train_by_hand(void) {
     tok_free(t);
 }
 
-// Deterministic text: sentences of words from a small list and invented words, with numbers, punctuation, accents,
-// invalid bytes and document separators.
+// Deterministic text: sentences of words from a small list and invented words, with numbers,
+// punctuation, accents, invalid bytes and document separators.
 static size_t make_text(char *buf, size_t cap, uint64_t seed) {
-    static const char *words[] = {"the", "model", "reward", "policy", "human", "feedback", "learns", "to",
-                                  "rank", "answers", "better", "than", "before", "it's", "we're", "données",
-                                  "naïve", "東京", "😀", "1234", "3.14", "GPT-2", "InstructGPT", "PPO"};
+    static const char *words[] = {"the",    "model", "reward", "policy",  "human",       "feedback",
+                                  "learns", "to",    "rank",   "answers", "better",      "than",
+                                  "before", "it's",  "we're",  "données", "naïve",       "東京",
+                                  "😀",      "1234",  "3.14",   "GPT-2",   "InstructGPT", "PPO"};
     const int nw = (int)(sizeof(words) / sizeof(words[0]));
     size_t n = 0;
-    static const char *syl[] = {"ka", "ri", "to", "men", "sa", "lo", "qu", "ex", "ion", "ber", "ung", "zo",
-                                "pha", "tri", "ck", "el", "wa", "ny", "gh", "st"};
+    static const char *syl[] = {"ka",  "ri", "to",  "men", "sa", "lo", "qu", "ex", "ion", "ber",
+                                "ung", "zo", "pha", "tri", "ck", "el", "wa", "ny", "gh",  "st"};
     const int ns = (int)(sizeof(syl) / sizeof(syl[0]));
     while (n + 64 < cap) {
         if (rng_next(&seed) % 2) {   // a word from the list
@@ -691,7 +715,12 @@ static size_t make_text(char *buf, size_t cap, uint64_t seed) {
             }
         }
         uint64_t r = rng_next(&seed) % 40;
-        const char *sep = r < 30 ? " " : r < 34 ? ", " : r < 37 ? ".\n" : r < 38 ? "\n\n" : r < 39 ? "<|endoftext|>" : " \xff\xfe ";
+        const char *sep = r < 30   ? " "
+                          : r < 34 ? ", "
+                          : r < 37 ? ".\n"
+                          : r < 38 ? "\n\n"
+                          : r < 39 ? "<|endoftext|>"
+                                   : " \xff\xfe ";
         memcpy(buf + n, sep, strlen(sep));
         n += strlen(sep);
     }
@@ -720,7 +749,8 @@ static void test_train_round_trip(void) {
     snprintf(dir2, sizeof(dir2), "%s", d2);
     CHECK_MSG(tok_train(paths, 2, &opt, dir2, NULL, err, sizeof err) == 0, "%s", err);
     if (!t1) { free(text); return; }
-    CHECK_MSG(tok_vocab_size(t1) == 400 && tok_eot(t1) == 399 && tok_n_merges(t1) >= 143, "V %lld, M %lld", (long long)tok_vocab_size(t1), (long long)tok_n_merges(t1));
+    CHECK_MSG(tok_vocab_size(t1) == 400 && tok_eot(t1) == 399 && tok_n_merges(t1) >= 143,
+              "V %lld, M %lld", (long long)tok_vocab_size(t1), (long long)tok_n_merges(t1));
     // determinism: the two runs wrote identical files
     const char *names[] = {"vocab.json", "merges.txt"};
     for (int i = 0; i < 2; i++) {
@@ -729,7 +759,8 @@ static void test_train_round_trip(void) {
         snprintf(p2, sizeof(p2), "%s/%s", dir2, names[i]);
         size_t n1 = 0, n2 = 0;
         char *a = test_read_file(p1, &n1), *b = test_read_file(p2, &n2);
-        CHECK_MSG(a && b && n1 == n2 && !memcmp(a, b, n1), "%s differs between two training runs", names[i]);
+        CHECK_MSG(a && b && n1 == n2 && !memcmp(a, b, n1), "%s differs between two training runs",
+                  names[i]);
         if (i == 1) CHECK(a && !strncmp(a, "#version: 0.2\n", 14));
         free(a);
         free(b);
@@ -737,12 +768,14 @@ static void test_train_round_trip(void) {
     // reload: same vocabulary, same encoding as the trained tokenizer, round trips
     CHECK_MSG(tok_load(&t2, dir1, err, sizeof err) == 0, "%s", err);
     if (t2) {
-        CHECK(tok_vocab_size(t2) == 400 && tok_n_merges(t2) == tok_n_merges(t1) && tok_eot(t2) == 399);
+        CHECK(tok_vocab_size(t2) == 400 && tok_n_merges(t2) == tok_n_merges(t1) &&
+              tok_eot(t2) == 399);
         TokIds a = {0}, b = {0};
         tok_encode(t1, text, n, TOK_ALLOW_SPECIAL, &a, err, sizeof err);
         tok_encode(t2, text, n, TOK_ALLOW_SPECIAL, &b, err, sizeof err);
         CHECK(a.n == b.n && !memcmp(a.ids, b.ids, a.n * sizeof(int32_t)));
-        CHECK_MSG(a.n < n / 2, "trained vocabulary compresses poorly: %zu tokens for %zu bytes", a.n, n);
+        CHECK_MSG(a.n < n / 2, "trained vocabulary compresses poorly: %zu tokens for %zu bytes",
+                  a.n, n);
         CHECK(round_trips(t2, text, n, 0) && round_trips(t2, text, n, TOK_ALLOW_SPECIAL));
         uint64_t seed = 7;
         unsigned char rb[256];
@@ -761,10 +794,13 @@ static void test_train_round_trip(void) {
     CHECK(tok_train(paths, 2, &small, NULL, &t3, err, sizeof err) == 0 && t3);
     tok_free(t3);
     TokTrainOptions bad = {.vocab_size = 100};
-    CHECK(tok_train(paths, 2, &bad, NULL, NULL, err, sizeof err) == -1 && strstr(err, "vocab_size"));
+    CHECK(tok_train(paths, 2, &bad, NULL, NULL, err, sizeof err) == -1 &&
+          strstr(err, "vocab_size"));
     const char *missing[] = {"/nonexistent/text.txt"};
-    CHECK(tok_train(missing, 1, &opt, NULL, NULL, err, sizeof err) == -1 && strstr(err, "/nonexistent/text.txt"));
-    CHECK(tok_train(paths, 2, &opt, "/nonexistent/out", NULL, err, sizeof err) == -1 && strstr(err, "/nonexistent/out"));
+    CHECK(tok_train(missing, 1, &opt, NULL, NULL, err, sizeof err) == -1 &&
+          strstr(err, "/nonexistent/text.txt"));
+    CHECK(tok_train(paths, 2, &opt, "/nonexistent/out", NULL, err, sizeof err) == -1 &&
+          strstr(err, "/nonexistent/out"));
     tok_free(t1);
     free(text);
 }
@@ -774,7 +810,8 @@ int main(void) {
     if (!mkdtemp(tmp_root)) { perror("mkdtemp"); return 1; }
     test_case("tokenizer: load GPT-2's vocab.json + merges.txt", test_load_gpt2);
     test_case("tokenizer: reference ids (gpt-3-encoder, gpt-tokenizer)", test_reference_cases);
-    test_case("tokenizer: <|endoftext|> is text unless special tokens are allowed", test_special_tokens);
+    test_case("tokenizer: <|endoftext|> is text unless special tokens are allowed",
+              test_special_tokens);
     test_case("tokenizer: tok_add_special", test_add_special);
     test_case("tokenizer: whitespace is PCRE2's UCP \\s", test_whitespace_choice);
     test_case("tokenizer: invalid UTF-8 bytes are pieces of their own", test_invalid_utf8);

@@ -45,8 +45,10 @@ int test_check_close(const char *file, int line, const float *a, const float *b,
         }
     }
     if (bad) {
-        test_fail_at(file, line, "%s: %zu of %zu elements differ; worst [%zu]: got %.8g want %.8g (atol %g rtol %g)",
-                     what, bad, n, worst, a[worst], b[worst], atol, rtol);
+        test_fail_at(
+            file, line,
+            "%s: %zu of %zu elements differ; worst [%zu]: got %.8g want %.8g (atol %g rtol %g)",
+            what, bad, n, worst, a[worst], b[worst], atol, rtol);
         return 0;
     }
     return 1;
@@ -65,7 +67,8 @@ int fixture_load(Fixture *f, const char *path) {
     if (!fp) { fprintf(stderr, "fixture: cannot open %s\n", path); return -1; }
     char magic[8];
     uint32_t count;
-    if (fread(magic, 1, 8, fp) != 8 || memcmp(magic, "RLHFFIX1", 8) || fread(&count, 4, 1, fp) != 1 || count > 100000) {
+    if (fread(magic, 1, 8, fp) != 8 || memcmp(magic, "RLHFFIX1", 8) ||
+        fread(&count, 4, 1, fp) != 1 || count > 100000) {
         fprintf(stderr, "fixture: %s: bad header\n", path); fclose(fp); return -1;
     }
     f->t = calloc(count, sizeof(FixtureTensor));

@@ -12,8 +12,14 @@ void test_case(const char *name, TestFn fn);   // runs fn now, records pass/fail
 int  test_summary(void);                       // prints the closing line; 0 when all passed
 void test_fail_at(const char *file, int line, const char *fmt, ...);
 
-#define CHECK(cond) do { if (!(cond)) test_fail_at(__FILE__, __LINE__, "check failed: %s", #cond); } while (0)
-#define CHECK_MSG(cond, ...) do { if (!(cond)) test_fail_at(__FILE__, __LINE__, __VA_ARGS__); } while (0)
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) test_fail_at(__FILE__, __LINE__, "check failed: %s", #cond);                  \
+    } while (0)
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) test_fail_at(__FILE__, __LINE__, __VA_ARGS__);                                \
+    } while (0)
 // |a-b| <= atol + rtol*|b| for every element; prints the worst element on failure.
 #define CHECK_CLOSE(a, b, n, atol, rtol, what) \
     test_check_close(__FILE__, __LINE__, (a), (b), (n), (atol), (rtol), (what))
