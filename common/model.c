@@ -149,10 +149,9 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
         util_format_bytes(a, sizeof a, (double)pbytes * (trainable ? 4 : 1));
         util_format_bytes(b, sizeof b, (double)m->acts_floats * sizeof(float));
         util_format_bytes(tot, sizeof tot, (double)model_memory_bytes(c, max_B, max_T, trainable));
-        fprintf(
-            stderr,
-            "model: %zu parameters; memory: weights%s %s, activations (B=%d, T=%d) %s, total %s\n",
-            m->num_params, trainable ? "+grads+AdamW" : "", a, max_B, max_T, b, tot);
+        fprintf(stderr, "model: %zu parameters; memory: weights%s %s, activations (B=%d, T=%d) %s, "
+                "total %s\n", m->num_params, trainable ? "+grads+AdamW" : "", a, max_B, max_T, b,
+                tot);
     }
     return 0;
 }
