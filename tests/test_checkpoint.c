@@ -144,14 +144,8 @@ static int load_model(const char *dir, Model *m, int trainable, int flags) {
 
 
 // The small model the error-path tests corrupt: L=1, NH=2, C=4, V=5, T=3.
-static const ModelConfig small_cfg = {.max_seq_len = 3,
-                                      .vocab_size = 5,
-                                      .n_layer = 1,
-                                      .n_head = 2,
-                                      .n_embd = 4,
-                                      .ln_eps = 1e-5f,
-                                      .lm_head = 1,
-                                      .score_head = 0};
+static const ModelConfig small_cfg = {.max_seq_len = 3, .vocab_size = 5, .n_layer = 1, .n_head = 2,
+                                      .n_embd = 4, .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
 
 static void small_model(Model *m, int trainable, uint64_t seed) {
     char err[256];
@@ -301,11 +295,8 @@ static void test_roundtrip(void) {
     make_tokenizer_dir(tokdir);
     path(dir, root, "rt");
     test_rm_rf(dir);
-    CkptSaveOptions opt = {.tokenizer_dir = tokdir,
-                           .has_token_ids = 1,
-                           .bos_token_id = 100,
-                           .eos_token_id = 99,
-                           .state = &st};
+    CkptSaveOptions opt = {.tokenizer_dir = tokdir, .has_token_ids = 1, .bos_token_id = 100,
+                           .eos_token_id = 99, .state = &st};
     CHECK_MSG(ckpt_save(dir, &a, &opt, err, sizeof err) == 0, "%s", err);
     // saving again over it replaces it and leaves no sibling behind
     CHECK_MSG(ckpt_save(dir, &a, &opt, err, sizeof err) == 0, "%s", err);

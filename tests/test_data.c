@@ -1261,14 +1261,8 @@ static void test_model_contract(void) {
         return;
     }
     int maxT = dataset_iter_max_len(it);
-    ModelConfig cfg = {.max_seq_len = maxT,
-                       .vocab_size = 50257,
-                       .n_layer = 1,
-                       .n_head = 2,
-                       .n_embd = 8,
-                       .ln_eps = 1e-5f,
-                       .lm_head = 1,
-                       .score_head = 0};
+    ModelConfig cfg = {.max_seq_len = maxT, .vocab_size = 50257, .n_layer = 1, .n_head = 2,
+                       .n_embd = 8, .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
     Model m;
     if (model_init(&m, &cfg, 4, maxT, 0, 0, err, sizeof err)) {
         test_fail_at(__FILE__, __LINE__, "%s", err);
@@ -1310,10 +1304,8 @@ static void test_model_contract(void) {
     if (write_ids(p, ids, 200, 50257, 0) == 0 &&
         tokfile_open(&f, p, gpt2, 50257, err, sizeof err) == 0) {
         TokfileIter ti;
-        TokfileIterOptions to = {.batch_size = 4,
-                                 .seq_len = maxT < 16 ? maxT : 16,
-                                 .order = TOKFILE_SHUFFLED,
-                                 .seed = 3};
+        TokfileIterOptions to = {.batch_size = 4, .seq_len = maxT < 16 ? maxT : 16,
+                                 .order = TOKFILE_SHUFFLED, .seed = 3};
         CHECK(tokfile_iter_init(&ti, &f, &to, err, sizeof err) == 0);
         tokfile_iter_next(&ti, &b, 1.0f / (float)(4 * to.seq_len));
         ModelBatch mb = data_batch_model(&b);

@@ -563,11 +563,8 @@ static void test_runs(void) {
     int64_t pipe_run, r1, r2, r3;
     CHECK(store_add_run(s, &(StoreRunInfo){.stage = "pipeline", .name = "demo"}, &pipe_run, err,
                         sizeof err) == 0);
-    StoreRunInfo info = {.stage = "sft",
-                         .name = "sft-small",
-                         .program = "sft -c sft.yaml",
-                         .config = "train:\n  lr: 3e-05\n",
-                         .config_hash = "00112233aabbccdd",
+    StoreRunInfo info = {.stage = "sft", .name = "sft-small", .program = "sft -c sft.yaml",
+                         .config = "train:\n  lr: 3e-05\n", .config_hash = "00112233aabbccdd",
                          .parent_id = pipe_run};
     CHECK(store_add_run(s, &info, &r1, err, sizeof err) == 0 && r1 > pipe_run);
     StoreRun r;
@@ -727,16 +724,11 @@ static void test_metrics_rollouts(void) {
     CHECK(store_add_prompt(s, "Count to 3.", "train", NULL, &p, err, sizeof err) == 0);
     for (int it = 0; it < 3; it++)
         for (int j = 0; j < 4; j++) {
-            StoreRollout r = {.run_id = run,
-                              .iteration = it,
-                              .prompt_id = j % 2 ? p : 0,
+            StoreRollout r = {.run_id = run, .iteration = it, .prompt_id = j % 2 ? p : 0,
                               .prompt = "Count to 3.",
                               .response = j == 3 ? "1 2 3 3 3 3 3" : "1 2 3",
-                              .score = j == 2 ? NAN : it + 0.25 * j,
-                              .reward = it - 0.1,
-                              .kl = 0.01 * j,
-                              .response_tokens = 5 + j,
-                              .ended = j != 3};
+                              .score = j == 2 ? NAN : it + 0.25 * j, .reward = it - 0.1,
+                              .kl = 0.01 * j, .response_tokens = 5 + j, .ended = j != 3};
             int64_t id;
             CHECK(store_add_rollout(s, &r, &id, err, sizeof err) == 0 && id > 0);
         }
