@@ -667,18 +667,27 @@ static int64_t padded_size(const Dataset *ds, int bucket, uint64_t seed) {
     return total;
 }
 
+// varied_ds(n) and a training-split iterator over it with options io; -1 (test failed, nothing
+// left to free) when either cannot be made.
+static int varied_iter(int n, const DatasetIterOptions *io, Dataset **ds, DatasetIter **it) {
+    *ds = varied_ds(n);
+    if (!*ds) return -1;
+    char err[512];
+    if (dataset_iter_create(it, *ds, DATASET_SPLIT_TRAIN, io, err, sizeof err)) {
+        test_fail_at(__FILE__, __LINE__, "%s", err);
+        dataset_free(*ds);
+        return -1;
+    }
+    return 0;
+}
+
 static void test_batches(void) {
     enum { N = 50, B = 4 };
-    Dataset *ds = varied_ds(N);
-    if (!ds) return;
     char err[512];
+    Dataset *ds;
     DatasetIter *it;
     DatasetIterOptions io = {.batch_size = B, .bucket_batches = 3, .shuffle = 1, .seed = 1234};
-    if (dataset_iter_create(&it, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err)) {
-        test_fail_at(__FILE__, __LINE__, "%s", err);
-        dataset_free(ds);
-        return;
-    }
+    if (varied_iter(N, &io, &ds, &it)) return;
     CHECK(dataset_iter_examples(it) == N && dataset_iter_batches_per_epoch(it) == (N + B - 1) / B);
     DatasetStats st;
     dataset_stats(ds, &st);
@@ -778,16 +787,11 @@ static int batches_equal(const DataBatch *a, const DataBatch *b) {
 }
 
 static void test_resume(void) {
-    Dataset *ds = varied_ds(37);
-    if (!ds) return;
     char err[512];
+    Dataset *ds;
     DatasetIter *a, *b;
     DatasetIterOptions io = {.batch_size = 5, .bucket_batches = 2, .shuffle = 1, .seed = 77};
-    if (dataset_iter_create(&a, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err)) {
-        test_fail_at(__FILE__, __LINE__, "%s", err);
-        dataset_free(ds);
-        return;
-    }
+    if (varied_iter(37, &io, &ds, &a)) return;
     DataBatch x, y;
     data_batch_init(&x, 5, dataset_iter_max_len(a));
     data_batch_init(&y, 5, dataset_iter_max_len(a));
@@ -842,16 +846,10 @@ static void test_resume(void) {
 
 // The loss of a step of A micro-batches is the mean over all their target tokens.
 static void test_weights(void) {
-    Dataset *ds = varied_ds(23);
-    if (!ds) return;
-    char err[512];
+    Dataset *ds;
     DatasetIter *it;
     DatasetIterOptions io = {.batch_size = 3, .bucket_batches = 1, .shuffle = 1, .seed = 3};
-    if (dataset_iter_create(&it, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err)) {
-        test_fail_at(__FILE__, __LINE__, "%s", err);
-        dataset_free(ds);
-        return;
-    }
+    if (varied_iter(23, &io, &ds, &it)) return;
     enum { A = 4 };
     DataBatch mb[A];
     for (int i = 0; i < A; i++) data_batch_init(&mb[i], 3, dataset_iter_max_len(it));
@@ -1250,16 +1248,11 @@ static void test_tokfile_windows(void) {
 // over the targets only, and the losses of a step's micro-batches add up to the mean CE over all
 // of the step's target tokens (computed here from the per-token log-probabilities).
 static void test_model_contract(void) {
-    Dataset *ds = varied_ds(19);
-    if (!ds) return;
     char err[512];
+    Dataset *ds;
     DatasetIter *it;
     DatasetIterOptions io = {.batch_size = 4, .bucket_batches = 2, .shuffle = 1, .seed = 8};
-    if (dataset_iter_create(&it, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err)) {
-        test_fail_at(__FILE__, __LINE__, "%s", err);
-        dataset_free(ds);
-        return;
-    }
+    if (varied_iter(19, &io, &ds, &it)) return;
     int maxT = dataset_iter_max_len(it);
     ModelConfig cfg = {.max_seq_len = maxT, .vocab_size = 50257, .n_layer = 1, .n_head = 2,
                        .n_embd = 8, .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
