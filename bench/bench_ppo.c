@@ -106,7 +106,7 @@ static int bench_ppo_corpus(const char *dir, char *corpus, size_t corpus_size) {
 // small, in dir/tok; its folder in tokdir (PATH_MAX + some)
 static Tokenizer *bench_ppo_tokenizer(const Preset *p, const Opts *o, const char *dir,
                                       const char *corpus, char *tokdir, size_t tokdir_size) {
-    char err[1024], terr[TOK_ERR_LEN];
+    char err[1024];
     Tokenizer *tok = NULL;
     if (!strcmp(p->name, "gpt2")) {
         if (!realpath(o->gpt2_tok, tokdir)) {
@@ -121,12 +121,12 @@ static Tokenizer *bench_ppo_tokenizer(const Preset *p, const Opts *o, const char
         }
         const char *paths[1] = {corpus};
         TokTrainOptions to = {.vocab_size = 512};
-        if (tok_train(paths, 1, &to, tokdir, NULL, terr)) {
-            fprintf(stderr, "bench_ppo: %s\n", terr);
+        if (tok_train(paths, 1, &to, tokdir, NULL, err, sizeof err)) {
+            fprintf(stderr, "bench_ppo: %s\n", err);
             return NULL;
         }
     }
-    if (tok_load(&tok, tokdir, terr)) { fprintf(stderr, "bench_ppo: %s\n", terr); return NULL; }
+    if (tok_load(&tok, tokdir, err, sizeof err)) { fprintf(stderr, "bench_ppo: %s\n", err); return NULL; }
     return tok;
 }
 
@@ -161,7 +161,7 @@ static int bench_ppo_models(const Preset *p, const char *tokdir, int eot, const 
 
 // the prompt: words until it encodes to --prompt tokens
 static void bench_ppo_prompt(Tokenizer *tok, const Opts *o, char *prompt, size_t prompt_size) {
-    char terr[TOK_ERR_LEN];
+    char err[512];
     size_t pl = 0;
     TokIds ids = {0};
     prompt[0] = 0;
@@ -169,7 +169,7 @@ static void bench_ppo_prompt(Tokenizer *tok, const Opts *o, char *prompt, size_t
         pl += (size_t)snprintf(prompt + pl, prompt_size - pl, "%s%s", w ? " " : "",
                                BENCH_WORDS[w % 18]);
         ids.n = 0;
-        tok_encode(tok, prompt, pl, 0, &ids, terr);
+        tok_encode(tok, prompt, pl, 0, &ids, err, sizeof err);
     }
     tok_ids_free(&ids);
 }

@@ -152,7 +152,7 @@ typedef struct {
 // encode_per_line and decode, best of runs; the round trip must give the corpus back
 static int bench_tok_time_lines(Tokenizer *tok, const char *text, size_t len, const size_t *start,
                                 size_t n_lines, int runs, BenchTokTimes *t) {
-    char err[TOK_ERR_LEN];
+    char err[512];
     TokIds ids = {0};
     TokBytes back = {0};
     int rc = 0;
@@ -161,7 +161,7 @@ static int bench_tok_time_lines(Tokenizer *tok, const char *text, size_t len, co
         ids.n = 0;
         double t0 = util_time_s();
         for (size_t l = 0; l < n_lines && !rc; l++)
-            if (tok_encode(tok, text + start[l], start[l + 1] - start[l], 0, &ids, err)) {
+            if (tok_encode(tok, text + start[l], start[l + 1] - start[l], 0, &ids, err, sizeof err)) {
                 fprintf(stderr, "bench_tokenizer: %s\n", err);
                 rc = 1;
             }
@@ -170,7 +170,7 @@ static int bench_tok_time_lines(Tokenizer *tok, const char *text, size_t len, co
         if (dt < t->best_line) t->best_line = dt;
         back.n = 0;
         t0 = util_time_s();
-        tok_decode(tok, ids.ids, ids.n, &back, err);
+        tok_decode(tok, ids.ids, ids.n, &back, err, sizeof err);
         dt = util_time_s() - t0;
         if (dt < t->best_dec) t->best_dec = dt;
         if (back.n != len || memcmp(back.data, text, len)) {
@@ -190,13 +190,13 @@ static int bench_tok_time_lines(Tokenizer *tok, const char *text, size_t len, co
 // encode_whole: the corpus in one call, best of runs
 static void bench_tok_time_whole(Tokenizer *tok, const char *text, size_t len, int runs,
                                  BenchTokTimes *t) {
-    char err[TOK_ERR_LEN];
+    char err[512];
     TokIds ids = {0};
     t->best_whole = 1e30;
     for (int r = 0; r < runs; r++) {
         ids.n = 0;
         double t0 = util_time_s();
-        tok_encode(tok, text, len, 0, &ids, err);
+        tok_encode(tok, text, len, 0, &ids, err, sizeof err);
         double dt = util_time_s() - t0;
         if (dt < t->best_whole) t->best_whole = dt;
     }
@@ -262,10 +262,10 @@ int main(int argc, char **argv) {
         free(text);
         return rc;
     }
-    char err[TOK_ERR_LEN];
+    char err[512];
     Tokenizer *tok;
     double t0 = util_time_s();
-    if (tok_load(&tok, o.vocab, err)) { fprintf(stderr, "bench_tokenizer: %s\n", err); return 1; }
+    if (tok_load(&tok, o.vocab, err, sizeof err)) { fprintf(stderr, "bench_tokenizer: %s\n", err); return 1; }
     double t_load = util_time_s() - t0;
     printf(
         "bench_tokenizer: corpus %zu bytes (%s), vocabulary %s (%lld tokens, loaded in %.3f s)\n",

@@ -34,7 +34,8 @@ static const struct { const char *name; int level; } blas_core_table[] = {
     {"SkylakeX", 3}, {"Cooperlake", 3}, {"SapphireRapids", 3},
 };
 
-#define BLAS_AVX512_ALL (BLAS_AVX512F | BLAS_AVX512BW | BLAS_AVX512VL | BLAS_AVX512DQ | BLAS_AVX512CD)
+#define BLAS_AVX512_ALL                                                                            \
+    (BLAS_AVX512F | BLAS_AVX512BW | BLAS_AVX512VL | BLAS_AVX512DQ | BLAS_AVX512CD)
 
 static int blas_core_level(const char *name) {
     for (size_t i = 0; name && i < sizeof blas_core_table / sizeof blas_core_table[0]; i++)
@@ -133,7 +134,8 @@ static unsigned blas_decision_flags(void) {
 const char *blas_core_name(void) {
     // the hooks mirror the library: without OPENBLAS_CORETYPE it chose at load, with it it took
     // (or, for the AFTER hook, ignored) the name
-    const char *test = getenv(getenv("OPENBLAS_CORETYPE") ? "RLHF_BLAS_TEST_CORE_AFTER" : "RLHF_BLAS_TEST_CORE");
+    const char *test =
+        getenv(getenv("OPENBLAS_CORETYPE") ? "RLHF_BLAS_TEST_CORE_AFTER" : "RLHF_BLAS_TEST_CORE");
     if (test && *test) return test;
     const char *name = openblas_get_corename();
     return name ? name : "unknown";
@@ -164,7 +166,8 @@ static void blas_check_reexec(const char *prog, const char *marker) {
     if (!strcasecmp(now, best)) {
         setenv(BLAS_SELECTED_ENV, marker, 1);
         if (!quiet)
-            fprintf(stderr, "%s: OpenBLAS chose its %s kernel but this CPU has %s: running its %s kernel "
+            fprintf(stderr,
+                    "%s: OpenBLAS chose its %s kernel but this CPU has %s: running its %s kernel "
                     "(OPENBLAS_CORETYPE=%s; set OPENBLAS_CORETYPE to choose another)\n",
                     prog, chosen, blas_isa_of(best), best, best);
     } else if (!quiet) {
@@ -184,7 +187,8 @@ void blas_startup(const char *prog, char **argv) {
     }
     if (getenv("OPENBLAS_CORETYPE")) return;        // the user's choice (or a parent's selection)
     // under valgrind (its preload libraries in LD_PRELOAD) a new image would run outside it
-    // (children are not traced by default), unchecked; the speed of the kernel does not matter there
+    // (children are not traced by default), unchecked; the speed of the kernel does not matter
+    // there
     const char *preload = getenv("LD_PRELOAD");
     if (preload && strstr(preload, "vgpreload")) return;
     const char *chosen = blas_core_name();
@@ -201,7 +205,8 @@ void blas_startup(const char *prog, char **argv) {
     unsetenv("OPENBLAS_CORETYPE");
     unsetenv(BLAS_REEXEC_ENV);
     if (!blas_quiet_rank())
-        fprintf(stderr, "%s: OpenBLAS chose its %s kernel but this CPU has %s, and re-executing with "
+        fprintf(stderr,
+                "%s: OpenBLAS chose its %s kernel but this CPU has %s, and re-executing with "
                 "OPENBLAS_CORETYPE=%s failed (%s): set it yourself for the faster kernel\n",
                 prog, chosen, blas_isa_of(best), best, strerror(e));
 }
@@ -214,7 +219,8 @@ static void blas_cpuinfo_value(const char *key, char *buf, size_t n) {
     size_t k = strlen(key);
     while (f && fgets(line, sizeof line, f)) {
         char *v = strchr(line, ':');
-        if (!v || strncmp(line, key, k) || strspn(line + k, " \t") != (size_t)(v - line - k)) continue;
+        if (!v || strncmp(line, key, k) || strspn(line + k, " \t") != (size_t)(v - line - k))
+            continue;
         v += 1 + strspn(v + 1, " \t");
         v[strcspn(v, "\n")] = '\0';
         snprintf(buf, n, "%s", v);
@@ -230,7 +236,8 @@ static void blas_cpu_model(char *buf, size_t n) {
     blas_cpuinfo_value("cpu family", family, sizeof family);
     blas_cpuinfo_value("model", model, sizeof model);
     if (name[0]) {
-        if (family[0] && model[0]) snprintf(buf, n, "%s (family %s, model %s)", name, family, model);
+        if (family[0] && model[0])
+            snprintf(buf, n, "%s (family %s, model %s)", name, family, model);
         else snprintf(buf, n, "%s", name);
         return;
     }
@@ -238,7 +245,8 @@ static void blas_cpu_model(char *buf, size_t n) {
 #if defined(__x86_64__) || defined(__i386__)
     unsigned r[12];
     if (__get_cpuid_max(0x80000000u, NULL) < 0x80000004u) return;
-    for (unsigned i = 0; i < 3; i++) __get_cpuid(0x80000002u + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
+    for (unsigned i = 0; i < 3; i++)
+        __get_cpuid(0x80000002u + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
     char brand[49];
     memcpy(brand, r, 48);
     brand[48] = '\0';
@@ -261,21 +269,26 @@ void blas_print_system(FILE *out) {
     blas_cpu_level(cpu, &best);
     fprintf(out, "cpu                  %s\n", model);
     fprintf(out, "cpus online          %ld\n", sysconf(_SC_NPROCESSORS_ONLN));
-    fprintf(out, "isa                  %s\n", names[0] ? names : "(none of the checked extensions)");
+    fprintf(out, "isa                  %s\n",
+            names[0] ? names : "(none of the checked extensions)");
     const char *how = "chosen by the library at load";
     char sel[200];
     const char *forced = getenv("OPENBLAS_CORETYPE"), *selected = getenv(BLAS_SELECTED_ENV);
-    if (forced && selected && !strncasecmp(selected, forced, strlen(forced)) && selected[strlen(forced)] == ' ') {
-        snprintf(sel, sizeof sel, "selected at startup in place of %s", selected + strlen(forced) + 1);
+    if (forced && selected && !strncasecmp(selected, forced, strlen(forced)) &&
+        selected[strlen(forced)] == ' ') {
+        snprintf(sel, sizeof sel, "selected at startup in place of %s",
+                 selected + strlen(forced) + 1);
         how = sel;
     } else if (forced) {
         how = "set by OPENBLAS_CORETYPE";
     }
-    fprintf(out, "openblas core        %s (%s; best for this CPU: %s)\n", core, how, best ? best : "generic");
+    fprintf(out, "openblas core        %s (%s; best for this CPU: %s)\n", core, how,
+            best ? best : "generic");
     fprintf(out, "openblas config      %s\n", openblas_get_config());
     static const char *par[] = {"sequential", "pthreads", "OpenMP"};
     int p = openblas_get_parallel();
-    fprintf(out, "openblas threads     %d (%s%s)\n", openblas_get_num_threads(), p >= 0 && p <= 2 ? par[p] : "?",
+    fprintf(out, "openblas threads     %d (%s%s)\n", openblas_get_num_threads(),
+            p >= 0 && p <= 2 ? par[p] : "?",
             p == 2 ? " build: each call runs on OpenMP's thread count" : "");
     fprintf(out, "openmp threads       %d\n", omp_get_max_threads());
     blas_print_env(out, "OMP_NUM_THREADS", "unset (one thread per online CPU)");

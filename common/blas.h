@@ -14,8 +14,9 @@
 //
 // Test hooks (environment; they change what the decision sees, never the library):
 //   RLHF_BLAS_TEST_CPU="avx2 fma ..."  the CPU's features, instead of asking the CPU
-//   RLHF_BLAS_TEST_CORE=NAME           the kernel OpenBLAS "chose at load" (without OPENBLAS_CORETYPE)
-//   RLHF_BLAS_TEST_CORE_AFTER=NAME     the kernel the library "runs" after the re-execution
+//   RLHF_BLAS_TEST_CORE=NAME           the kernel OpenBLAS "chose at load" (without
+//   OPENBLAS_CORETYPE) RLHF_BLAS_TEST_CORE_AFTER=NAME     the kernel the library "runs" after the
+//   re-execution
 // No function here allocates or keeps state; names returned are static strings.
 #ifndef BLAS_H
 #define BLAS_H

@@ -45,7 +45,8 @@ static int norm_dir(const char *dir, char *out, char *err, size_t errlen) {
 
 static int path_join(char *out, const char *a, const char *b, char *err, size_t errlen) {
     int n = snprintf(out, PATH_CAP, "%s/%s", a, b);
-    if (n < 0 || n >= PATH_CAP) return util_err(err, errlen, "checkpoint: path too long: %s/%s", a, b);
+    if (n < 0 || n >= PATH_CAP)
+        return util_err(err, errlen, "checkpoint: path too long: %s/%s", a, b);
     return 0;
 }
 
@@ -73,7 +74,8 @@ static int file_exists(const char *dir, const char *name) {
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static int write_all(int fd, const void *buf, size_t n, const char *path, char *err, size_t errlen) {
+static int write_all(int fd, const void *buf, size_t n, const char *path, char *err,
+                     size_t errlen) {
     const char *p = buf;
     while (n) {
         size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
@@ -107,7 +109,8 @@ static int close_synced(int fd, const char *path, char *err, size_t errlen) {
 
 static int fsync_dir(const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return util_err(err, errlen, "%s: cannot open directory: %s", path, strerror(errno));
+    if (fd < 0)
+        return util_err(err, errlen, "%s: cannot open directory: %s", path, strerror(errno));
     int rc = fsync(fd), e = errno;
     close(fd);
     if (rc && e != EINVAL && e != ENOTSUP)   // some file systems cannot sync directories
@@ -123,14 +126,19 @@ static int write_file(const char *path, const void *data, size_t n, char *err, s
 }
 
 // Reads a whole small file (at most cap bytes) into a NUL-terminated malloc'd buffer.
-static int read_small_file(const char *path, size_t cap, char **out, size_t *len, char *err, size_t errlen) {
+static int read_small_file(const char *path, size_t cap, char **out, size_t *len, char *err,
+                           size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) { close(fd); return util_err(err, errlen, "%s: not a regular file", path); }
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return util_err(err, errlen, "%s: not a regular file", path);
+    }
     if ((uint64_t)st.st_size > cap) {
         close(fd);
-        return util_err(err, errlen, "%s: file is %lld bytes, more than the %zu allowed", path, (long long)st.st_size, cap);
+        return util_err(err, errlen, "%s: file is %lld bytes, more than the %zu allowed", path,
+                        (long long)st.st_size, cap);
     }
     size_t n = (size_t)st.st_size, got = 0;
     char *buf = MALLOC_CHECK(n + 1);
@@ -158,7 +166,10 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
     for (;;) {
         ssize_t r = read(in, buf, 1 << 20);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) { rc = util_err(err, errlen, "%s: read failed: %s", src, strerror(errno)); break; }
+        if (r < 0) {
+            rc = util_err(err, errlen, "%s: read failed: %s", src, strerror(errno));
+            break;
+        }
         if (r == 0) break;
         if (write_all(out, buf, (size_t)r, dst, err, errlen)) { rc = -1; break; }
     }
@@ -172,9 +183,11 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
 // config.json last so that a half-removed directory never looks like a complete checkpoint to
 // anything but the reader rule. Refuses (touching nothing) if it holds a subdirectory.
 static int remove_flat_dir(const char *path, char *err, size_t errlen) {
-    for (int pass = 0; pass < 3; pass++) {   // 0: check, 1: everything but config.json, 2: config.json
+    for (int pass = 0; pass < 3;
+         pass++) { // 0: check, 1: everything but config.json, 2: config.json
         DIR *d = opendir(path);
-        if (!d) return util_err(err, errlen, "%s: cannot open directory: %s", path, strerror(errno));
+        if (!d)
+            return util_err(err, errlen, "%s: cannot open directory: %s", path, strerror(errno));
         struct dirent *e;
         int rc = 0;
         while ((e = readdir(d))) {
@@ -183,10 +196,17 @@ static int remove_flat_dir(const char *path, char *err, size_t errlen) {
             if (pass == 2 && !is_config) continue;
             if (pass == 1 && is_config) continue;
             char p[PATH_CAP];
-            if (snprintf(p, sizeof p, "%s/%s", path, e->d_name) >= (int)sizeof p) { rc = util_err(err, errlen, "%s: name too long", path); break; }
+            if (snprintf(p, sizeof p, "%s/%s", path, e->d_name) >= (int)sizeof p) {
+                rc = util_err(err, errlen, "%s: name too long", path);
+                break;
+            }
             struct stat st;
             if (pass == 0) {
-                if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) { rc = util_err(err, errlen, "not removing %s: it holds a directory (%s)", path, e->d_name); break; }
+                if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+                    rc = util_err(err, errlen, "not removing %s: it holds a directory (%s)", path,
+                                  e->d_name);
+                    break;
+                }
             } else if (unlink(p) && errno != ENOENT) {
                 rc = util_err(err, errlen, "%s: cannot remove: %s", p, strerror(errno));
                 break;
@@ -195,7 +215,8 @@ static int remove_flat_dir(const char *path, char *err, size_t errlen) {
         closedir(d);
         if (rc) return -1;
     }
-    if (rmdir(path)) return util_err(err, errlen, "%s: cannot remove directory: %s", path, strerror(errno));
+    if (rmdir(path))
+        return util_err(err, errlen, "%s: cannot remove directory: %s", path, strerror(errno));
     return 0;
 }
 
@@ -220,7 +241,8 @@ int ckpt_recover(const char *dir, char *err, size_t errlen) {
     int kd = path_kind(d), ko = path_kind(old);
     if (kd == PK_ABSENT && ko == PK_DIR) {
         // crashed between "DIR -> DIR.old" and "DIR.tmp -> DIR": DIR.old is complete
-        if (rename(old, d)) return util_err(err, errlen, "%s: cannot rename to %s: %s", old, d, strerror(errno));
+        if (rename(old, d))
+            return util_err(err, errlen, "%s: cannot rename to %s: %s", old, d, strerror(errno));
         if (fsync_dir(parent, err, errlen)) return -1;
     } else if (kd == PK_DIR && ko == PK_DIR) {
         // crashed after the new DIR was in place: DIR.old is garbage
@@ -265,8 +287,8 @@ float ckpt_bf16_to_f32(uint16_t b) { return bits_to_f32((uint32_t)b << 16); }
 // ---------------------------------------------------------------------------------------------
 
 // An integral JSON number in [lo, hi]. Returns 1 found, 0 absent (or null when null_ok), -1 bad.
-static int json_get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int null_ok, int64_t *out,
-                        const char *path, char *err, size_t errlen) {
+static int json_get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int null_ok,
+                        int64_t *out, const char *path, char *err, size_t errlen) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!it) return 0;
     if (null_ok && cJSON_IsNull(it)) return 0;
@@ -274,14 +296,17 @@ static int json_get_int(const cJSON *obj, const char *key, int64_t lo, int64_t h
     if (!cJSON_IsNumber(it) || !isfinite(v) || v != floor(v) || fabs(v) > EXACT_INT_MAX)
         return util_err(err, errlen, "%s: \"%s\" must be an integer", path, key);
     if (v < (double)lo || v > (double)hi)
-        return util_err(err, errlen, "%s: \"%s\" is %.0f, outside %" PRId64 "..%" PRId64, path, key, v, lo, hi);
+        return util_err(err, errlen, "%s: \"%s\" is %.0f, outside %" PRId64 "..%" PRId64, path, key,
+                        v, lo, hi);
     *out = (int64_t)v;
     return 1;
 }
 
 static int json_is_uint(const cJSON *it, uint64_t max, uint64_t *out) {
     double v = it ? it->valuedouble : 0;
-    if (!cJSON_IsNumber(it) || !isfinite(v) || v < 0 || v != floor(v) || v > EXACT_INT_MAX || v > (double)max) return 0;
+    if (!cJSON_IsNumber(it) || !isfinite(v) || v < 0 || v != floor(v) || v > EXACT_INT_MAX ||
+        v > (double)max)
+        return 0;
     *out = (uint64_t)v;
     return 1;
 }
@@ -333,7 +358,8 @@ static cJSON *json_parse_file(const char *path, char *err, size_t errlen) {
     } else {
         for (const char *p = end; p < txt + n; p++)
             if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
-                util_err(err, errlen, "%s: unexpected data after the JSON value at byte %zu", path, (size_t)(p - txt));
+                util_err(err, errlen, "%s: unexpected data after the JSON value at byte %zu", path,
+                         (size_t)(p - txt));
                 cJSON_Delete(root);
                 root = NULL;
                 break;
@@ -399,7 +425,8 @@ static int cmp_entry_range(const void *a, const void *b) {
 
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < n; i++) k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, i ? ", " : "", shape[i]);
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, i ? ", " : "", shape[i]);
     if (k < n) snprintf(buf + k, n - k, "]");
 }
 
@@ -407,20 +434,30 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
 static int st_parse_entry(StFile *f, const cJSON *it, StEntry *e, char *err, size_t errlen) {
     const char *nm = it->string;
     e->name = nm;
-    if (!cJSON_IsObject(it)) return util_err(err, errlen, "%s: header entry \"%s\" is not an object", f->path, nm);
+    if (!cJSON_IsObject(it))
+        return util_err(err, errlen, "%s: header entry \"%s\" is not an object", f->path, nm);
     for (const cJSON *k = it->child; k; k = k->next)
-        if (strcmp(k->string, "dtype") && strcmp(k->string, "shape") && strcmp(k->string, "data_offsets"))
-            return util_err(err, errlen, "%s: tensor %s: unknown key \"%s\"", f->path, nm, k->string);
+        if (strcmp(k->string, "dtype") && strcmp(k->string, "shape") &&
+            strcmp(k->string, "data_offsets"))
+            return util_err(err, errlen, "%s: tensor %s: unknown key \"%s\"", f->path, nm,
+                            k->string);
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
-    if (!cJSON_IsString(dt)) return util_err(err, errlen, "%s: tensor %s: missing or non-string dtype", f->path, nm);
+    if (!cJSON_IsString(dt))
+        return util_err(err, errlen, "%s: tensor %s: missing or non-string dtype", f->path, nm);
     e->dtype = -1;
-    for (int i = 0; i < ST_NUM_DTYPES; i++) if (!strcmp(dt->valuestring, st_dtypes[i].name)) e->dtype = i;
-    if (e->dtype < 0) return util_err(err, errlen, "%s: tensor %s: unknown dtype \"%.32s\"", f->path, nm, dt->valuestring);
-    if (!cJSON_IsArray(sh)) return util_err(err, errlen, "%s: tensor %s: missing or non-array shape", f->path, nm);
+    for (int i = 0; i < ST_NUM_DTYPES; i++)
+        if (!strcmp(dt->valuestring, st_dtypes[i].name)) e->dtype = i;
+    if (e->dtype < 0)
+        return util_err(err, errlen, "%s: tensor %s: unknown dtype \"%.32s\"", f->path, nm,
+                        dt->valuestring);
+    if (!cJSON_IsArray(sh))
+        return util_err(err, errlen, "%s: tensor %s: missing or non-array shape", f->path, nm);
     int nd = cJSON_GetArraySize(sh);
-    if (nd > ST_MAX_DIMS) return util_err(err, errlen, "%s: tensor %s: %d dimensions (at most %d)", f->path, nm, nd, ST_MAX_DIMS);
+    if (nd > ST_MAX_DIMS)
+        return util_err(err, errlen, "%s: tensor %s: %d dimensions (at most %d)", f->path, nm, nd,
+                        ST_MAX_DIMS);
     e->ndim = nd;
     // numel * dtype size must equal the byte range, which lies inside the file: dims that would
     // overflow are rejected on the way (no dimension may exceed the data area's size)
@@ -428,7 +465,10 @@ static int st_parse_entry(StFile *f, const cJSON *it, StEntry *e, char *err, siz
     int d = 0;
     for (const cJSON *x = sh->child; x; x = x->next, d++) {
         uint64_t v;
-        if (!json_is_uint(x, UINT64_MAX, &v)) return util_err(err, errlen, "%s: tensor %s: shape entries must be non-negative integers", f->path, nm);
+        if (!json_is_uint(x, UINT64_MAX, &v))
+            return util_err(err, errlen,
+                            "%s: tensor %s: shape entries must be non-negative integers", f->path,
+                            nm);
         e->shape[d] = (int64_t)v;
         if (v == 0) zero = 1;
         else if (!zero) {
@@ -438,17 +478,23 @@ static int st_parse_entry(StFile *f, const cJSON *it, StEntry *e, char *err, siz
     }
     if (zero) bytes = 0;
     uint64_t b, en;
-    if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 || !json_is_uint(of->child, UINT64_MAX, &b) ||
-        !json_is_uint(of->child->next, UINT64_MAX, &en))
-        return util_err(err, errlen, "%s: tensor %s: data_offsets must be two non-negative integers", f->path, nm);
+    if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 ||
+        !json_is_uint(of->child, UINT64_MAX, &b) || !json_is_uint(of->child->next, UINT64_MAX, &en))
+        return util_err(err, errlen,
+                        "%s: tensor %s: data_offsets must be two non-negative integers", f->path,
+                        nm);
     if (b > en || en > f->data_size)
-        return util_err(err, errlen, "%s: tensor %s: data_offsets [%" PRIu64 ", %" PRIu64 "] outside the data area of %" PRIu64 " bytes",
+        return util_err(err, errlen,
+                        "%s: tensor %s: data_offsets [%" PRIu64 ", %" PRIu64
+                        "] outside the data area of %" PRIu64 " bytes",
                         f->path, nm, b, en, f->data_size);
     if (bytes != en - b) {
         char s[160];
         shape_str(s, sizeof s, e->ndim, e->shape);
-        return util_err(err, errlen, "%s: tensor %s: %s %s needs %s bytes but data_offsets span %" PRIu64, f->path, nm,
-                        st_dtypes[e->dtype].name, s, bytes == UINT64_MAX ? "more than the file's" : "a different number of", en - b);
+        return util_err(
+            err, errlen, "%s: tensor %s: %s %s needs %s bytes but data_offsets span %" PRIu64,
+            f->path, nm, st_dtypes[e->dtype].name, s,
+            bytes == UINT64_MAX ? "more than the file's" : "a different number of", en - b);
     }
     e->begin = b;
     e->end = en;
@@ -461,20 +507,36 @@ static int st_open(StFile *f, const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) { close(fd); return util_err(err, errlen, "%s: not a regular file", path); }
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return util_err(err, errlen, "%s: not a regular file", path);
+    }
     f->size = (uint64_t)st.st_size;
-    if (f->size < 8) { close(fd); return util_err(err, errlen, "%s: file is %" PRIu64 " bytes, too short for a safetensors header", path, f->size); }
+    if (f->size < 8) {
+        close(fd);
+        return util_err(err, errlen,
+                        "%s: file is %" PRIu64 " bytes, too short for a safetensors header", path,
+                        f->size);
+    }
     void *map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return util_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+    if (map == MAP_FAILED)
+        return util_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
     f->map = map;
     uint64_t hlen;
     memcpy(&hlen, f->map, 8);
     if (hlen > f->size - 8) {
-        util_err(err, errlen, "%s: header length %" PRIu64 " exceeds the file size (%" PRIu64 " bytes): truncated or not safetensors", path, hlen, f->size);
+        util_err(err, errlen,
+                 "%s: header length %" PRIu64 " exceeds the file size (%" PRIu64
+                 " bytes): truncated or not safetensors",
+                 path, hlen, f->size);
         goto fail;
     }
-    if (hlen > ST_HEADER_MAX) { util_err(err, errlen, "%s: header length %" PRIu64 " exceeds the 100 MiB limit", path, hlen); goto fail; }
+    if (hlen > ST_HEADER_MAX) {
+        util_err(err, errlen, "%s: header length %" PRIu64 " exceeds the 100 MiB limit", path,
+                 hlen);
+        goto fail;
+    }
     if (hlen < 2) { util_err(err, errlen, "%s: empty header", path); goto fail; }
     f->data = f->map + 8 + hlen;
     f->data_size = f->size - 8 - hlen;
@@ -482,21 +544,29 @@ static int st_open(StFile *f, const char *path, char *err, size_t errlen) {
     f->json = cJSON_ParseWithLengthOpts(h, (size_t)hlen, &end, 0);
     if (!f->json) {
         size_t at = end && end >= h && end <= h + hlen ? (size_t)(end - h) : 0;
-        util_err(err, errlen, "%s: header is not valid JSON (near byte %zu of %" PRIu64 ")", path, at, hlen);
+        util_err(err, errlen, "%s: header is not valid JSON (near byte %zu of %" PRIu64 ")", path,
+                 at, hlen);
         goto fail;
     }
     for (const char *p = end; p < h + hlen; p++)
         if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
-            util_err(err, errlen, "%s: unexpected bytes after the header JSON (byte %zu)", path, (size_t)(p - h));
+            util_err(err, errlen, "%s: unexpected bytes after the header JSON (byte %zu)", path,
+                     (size_t)(p - h));
             goto fail;
         }
-    if (!cJSON_IsObject(f->json)) { util_err(err, errlen, "%s: header is not a JSON object", path); goto fail; }
+    if (!cJSON_IsObject(f->json)) {
+        util_err(err, errlen, "%s: header is not a JSON object", path);
+        goto fail;
+    }
     int n = 0;
     for (const cJSON *it = f->json->child; it; it = it->next) n++;
     f->e = CALLOC_CHECK((size_t)n + 1, sizeof(StEntry));
     for (const cJSON *it = f->json->child; it; it = it->next) {
         if (!strcmp(it->string, "__metadata__")) {
-            if (!cJSON_IsObject(it)) { util_err(err, errlen, "%s: __metadata__ is not an object", path); goto fail; }
+            if (!cJSON_IsObject(it)) {
+                util_err(err, errlen, "%s: __metadata__ is not an object", path);
+                goto fail;
+            }
             continue;
         }
         if (st_parse_entry(f, it, &f->e[f->n], err, errlen)) goto fail;
@@ -504,7 +574,10 @@ static int st_open(StFile *f, const char *path, char *err, size_t errlen) {
     }
     qsort(f->e, (size_t)f->n, sizeof(StEntry), cmp_entry_name);
     for (int i = 1; i < f->n; i++)
-        if (!strcmp(f->e[i].name, f->e[i - 1].name)) { util_err(err, errlen, "%s: tensor %s appears twice in the header", path, f->e[i].name); goto fail; }
+        if (!strcmp(f->e[i].name, f->e[i - 1].name)) {
+            util_err(err, errlen, "%s: tensor %s appears twice in the header", path, f->e[i].name);
+            goto fail;
+        }
     // no two byte ranges may overlap (empty ranges overlap nothing)
     StEntry **by = MALLOC_CHECK(((size_t)f->n + 1) * sizeof(StEntry *));
     int m = 0;
@@ -512,7 +585,8 @@ static int st_open(StFile *f, const char *path, char *err, size_t errlen) {
     qsort(by, (size_t)m, sizeof(StEntry *), cmp_entry_range);
     for (int i = 1; i < m; i++)
         if (by[i]->begin < by[i - 1]->end) {
-            util_err(err, errlen, "%s: tensors %s and %s overlap in the data area", path, by[i - 1]->name, by[i]->name);
+            util_err(err, errlen, "%s: tensors %s and %s overlap in the data area", path,
+                     by[i - 1]->name, by[i]->name);
             free(by);
             goto fail;
         }
@@ -528,17 +602,21 @@ static StEntry *st_find(StFile *f, const char *name) {
     return bsearch(&key, f->e, (size_t)f->n, sizeof(StEntry), cmp_entry_name);
 }
 
-static int st_check(const StFile *f, const StEntry *e, int ndim, const int64_t *shape, char *err, size_t errlen) {
+static int st_check(const StFile *f, const StEntry *e, int ndim, const int64_t *shape, char *err,
+                    size_t errlen) {
     int same = e->ndim == ndim;
     for (int i = 0; same && i < ndim; i++) same = e->shape[i] == shape[i];
     if (!same) {
         char a[160], b[160];
         shape_str(a, sizeof a, e->ndim, e->shape);
         shape_str(b, sizeof b, ndim, shape);
-        return util_err(err, errlen, "%s: tensor %s has shape %s, expected %s", f->path, e->name, a, b);
+        return util_err(err, errlen, "%s: tensor %s has shape %s, expected %s", f->path, e->name, a,
+                        b);
     }
     if (st_dtypes[e->dtype].kind == DT_OTHER)
-        return util_err(err, errlen, "%s: tensor %s has dtype %s; only F32, F16 and BF16 can be loaded", f->path, e->name, st_dtypes[e->dtype].name);
+        return util_err(err, errlen,
+                        "%s: tensor %s has dtype %s; only F32, F16 and BF16 can be loaded", f->path,
+                        e->name, st_dtypes[e->dtype].name);
     return 0;
 }
 
@@ -549,10 +627,18 @@ static void st_read_f32(const StFile *f, const StEntry *e, float *out) {
     switch (st_dtypes[e->dtype].kind) {
         case DT_F32: memcpy(out, src, n * 4); break;
         case DT_F16:
-            for (size_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, src + 2 * i, 2); out[i] = ckpt_f16_to_f32(h); }
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h;
+                memcpy(&h, src + 2 * i, 2);
+                out[i] = ckpt_f16_to_f32(h);
+            }
             break;
         case DT_BF16:
-            for (size_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, src + 2 * i, 2); out[i] = ckpt_bf16_to_f32(h); }
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h;
+                memcpy(&h, src + 2 * i, 2);
+                out[i] = ckpt_bf16_to_f32(h);
+            }
             break;
         default: DIE("st_read_f32 on an unchecked entry");
     }
@@ -572,9 +658,12 @@ static int st_write(const char *path, const StOut *t, int n, char *err, size_t e
     for (int i = 0; i < n; i++) {
         uint64_t bytes = 4;
         for (int d = 0; d < t[i].ndim; d++) bytes *= (uint64_t)t[i].shape[d];
-        len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t[i].name);
-        for (int d = 0; d < t[i].ndim; d++) len += (size_t)snprintf(h + len, cap - len, "%s%" PRId64, d ? "," : "", t[i].shape[d]);
-        len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off, off + bytes);
+        len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[",
+                                t[i].name);
+        for (int d = 0; d < t[i].ndim; d++)
+            len += (size_t)snprintf(h + len, cap - len, "%s%" PRId64, d ? "," : "", t[i].shape[d]);
+        len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
+                                off, off + bytes);
         off += bytes;
         if (len + 8 >= cap) DIE("safetensors header buffer too small");
     }
@@ -608,10 +697,12 @@ static double float_as_short_double(float x) {
     return strtod(buf, NULL);
 }
 
-static int config_write(const char *path, const ModelConfig *c, const CkptSaveOptions *opt, char *err, size_t errlen) {
+static int config_write(const char *path, const ModelConfig *c, const CkptSaveOptions *opt,
+                        char *err, size_t errlen) {
     cJSON *r = cJSON_CreateObject(), *arch = cJSON_CreateArray();
     if (c->lm_head) cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
-    if (c->score_head) cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2ForSequenceClassification"));
+    if (c->score_head)
+        cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2ForSequenceClassification"));
     cJSON_AddItemToObject(r, "architectures", arch);
     cJSON_AddStringToObject(r, "model_type", "gpt2");
     cJSON_AddNumberToObject(r, "vocab_size", c->vocab_size);
@@ -635,7 +726,8 @@ static int config_write(const char *path, const ModelConfig *c, const CkptSaveOp
     return rc;
 }
 
-static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *err, size_t errlen) {
+static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *err,
+                        size_t errlen) {
     cJSON *r = json_parse_file(path, err, errlen);
     if (!r) return -1;
     int rc = -1;
@@ -653,48 +745,73 @@ static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *
         if (!got) { util_err(err, errlen, "%s: missing key \"%s\"", path, required[i]); goto done; }
     }
     c->n_layer = (int)v[0]; c->n_head = (int)v[1]; c->n_embd = (int)v[2]; c->vocab_size = (int)v[3];
-    if (json_get_int(r, "n_positions", INT32_MIN, INT32_MAX, 0, &npos, path, err, errlen) < 0) goto done;
+    if (json_get_int(r, "n_positions", INT32_MIN, INT32_MAX, 0, &npos, path, err, errlen) < 0)
+        goto done;
     if (json_get_int(r, "n_ctx", INT32_MIN, INT32_MAX, 0, &nctx, path, err, errlen) < 0) goto done;
-    if (npos < 0 && nctx < 0) { util_err(err, errlen, "%s: missing key \"n_positions\"", path); goto done; }
+    if (npos < 0 && nctx < 0) {
+        util_err(err, errlen, "%s: missing key \"n_positions\"", path);
+        goto done;
+    }
     if (npos >= 0 && nctx >= 0 && npos != nctx) {
-        util_err(err, errlen, "%s: n_positions (%" PRId64 ") and n_ctx (%" PRId64 ") differ", path, npos, nctx);
+        util_err(err, errlen, "%s: n_positions (%" PRId64 ") and n_ctx (%" PRId64 ") differ", path,
+                 npos, nctx);
         goto done;
     }
     c->max_seq_len = (int)(npos >= 0 ? npos : nctx);
     c->ln_eps = 1e-5f;
     it = cJSON_GetObjectItemCaseSensitive(r, "layer_norm_epsilon");
     if (it) {
-        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) { util_err(err, errlen, "%s: \"layer_norm_epsilon\" must be a number", path); goto done; }
+        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) {
+            util_err(err, errlen, "%s: \"layer_norm_epsilon\" must be a number", path);
+            goto done;
+        }
         c->ln_eps = (float)it->valuedouble;
     }
     it = cJSON_GetObjectItemCaseSensitive(r, "activation_function");
-    if (it && (!cJSON_IsString(it) || (strcmp(it->valuestring, "gelu_new") && strcmp(it->valuestring, "gelu_pytorch_tanh")))) {
-        util_err(err, errlen, "%s: activation_function must be \"gelu_new\" (GELU, tanh approximation)", path);
+    if (it && (!cJSON_IsString(it) || (strcmp(it->valuestring, "gelu_new") &&
+                                       strcmp(it->valuestring, "gelu_pytorch_tanh")))) {
+        util_err(err, errlen,
+                 "%s: activation_function must be \"gelu_new\" (GELU, tanh approximation)", path);
         goto done;
     }
     int64_t ninner;
     int got = json_get_int(r, "n_inner", INT32_MIN, INT32_MAX, 1, &ninner, path, err, errlen);
     if (got < 0) goto done;
-    if (got && ninner != 4 * (int64_t)c->n_embd) { util_err(err, errlen, "%s: n_inner must be 4 * n_embd or null", path); goto done; }
-    static const struct { const char *key; int want; } flags[] = {
-        {"tie_word_embeddings", 1}, {"scale_attn_weights", 1}, {"scale_attn_by_inverse_layer_idx", 0}, {"add_cross_attention", 0}};
+    if (got && ninner != 4 * (int64_t)c->n_embd) {
+        util_err(err, errlen, "%s: n_inner must be 4 * n_embd or null", path);
+        goto done;
+    }
+    static const struct { const char *key; int want;
+    } flags[] = {{"tie_word_embeddings", 1},
+                 {"scale_attn_weights", 1},
+                 {"scale_attn_by_inverse_layer_idx", 0},
+                 {"add_cross_attention", 0}};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         it = cJSON_GetObjectItemCaseSensitive(r, flags[i].key);
         if (it && (!cJSON_IsBool(it) || cJSON_IsTrue(it) != flags[i].want)) {
-            util_err(err, errlen, "%s: \"%s\" must be %s (GPT-2 as this engine runs it)", path, flags[i].key, flags[i].want ? "true" : "false");
+            util_err(err, errlen, "%s: \"%s\" must be %s (GPT-2 as this engine runs it)", path,
+                     flags[i].key, flags[i].want ? "true" : "false");
             goto done;
         }
     }
     it = cJSON_GetObjectItemCaseSensitive(r, "architectures");
     if (!it || cJSON_IsNull(it)) c->lm_head = 1;
     else {
-        if (!cJSON_IsArray(it) || !it->child) { util_err(err, errlen, "%s: \"architectures\" must be a non-empty array of names", path); goto done; }
+        if (!cJSON_IsArray(it) || !it->child) {
+            util_err(err, errlen, "%s: \"architectures\" must be a non-empty array of names", path);
+            goto done;
+        }
         for (const cJSON *a = it->child; a; a = a->next) {
-            if (cJSON_IsString(a) && (!strcmp(a->valuestring, "GPT2LMHeadModel") || !strcmp(a->valuestring, "GPT2Model"))) c->lm_head = 1;
-            else if (cJSON_IsString(a) && !strcmp(a->valuestring, "GPT2ForSequenceClassification")) c->score_head = 1;
+            if (cJSON_IsString(a) && (!strcmp(a->valuestring, "GPT2LMHeadModel") ||
+                                      !strcmp(a->valuestring, "GPT2Model")))
+                c->lm_head = 1;
+            else if (cJSON_IsString(a) && !strcmp(a->valuestring, "GPT2ForSequenceClassification"))
+                c->score_head = 1;
             else {
-                util_err(err, errlen, "%s: unsupported architecture %s%.60s%s (GPT2LMHeadModel, GPT2ForSequenceClassification)", path,
-                         cJSON_IsString(a) ? "\"" : "", cJSON_IsString(a) ? a->valuestring : "(not a string)", cJSON_IsString(a) ? "\"" : "");
+                util_err(err, errlen, "%s: unsupported architecture %s%.60s%s (GPT2LMHeadModel, "
+                         "GPT2ForSequenceClassification)", path, cJSON_IsString(a) ? "\"" : "",
+                         cJSON_IsString(a) ? a->valuestring : "(not a string)",
+                         cJSON_IsString(a) ? "\"" : "");
                 goto done;
             }
         }
@@ -702,7 +819,11 @@ static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *
     if (c->score_head) {
         got = json_get_int(r, "num_labels", INT32_MIN, INT32_MAX, 0, &x, path, err, errlen);
         if (got < 0) goto done;
-        if (got && x != 1) { util_err(err, errlen, "%s: num_labels is %" PRId64 "; a reward/value head has 1", path, x); goto done; }
+        if (got && x != 1) {
+            util_err(err, errlen, "%s: num_labels is %" PRId64 "; a reward/value head has 1", path,
+                     x);
+            goto done;
+        }
     }
     int ids[2] = {-1, -1};
     static const char *idkeys[2] = {"bos_token_id", "eos_token_id"};
@@ -712,7 +833,10 @@ static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *
         if (got) ids[i] = (int)x;
     }
     char verr[256];
-    if (model_config_validate(c, verr, sizeof verr)) { util_err(err, errlen, "%s: %s", path, verr); goto done; }
+    if (model_config_validate(c, verr, sizeof verr)) {
+        util_err(err, errlen, "%s: %s", path, verr);
+        goto done;
+    }
     if (info) { info->bos_token_id = ids[0]; info->eos_token_id = ids[1]; }
     rc = 0;
 done:
@@ -728,60 +852,97 @@ void ckpt_state_init(CkptTrainerState *st) { memset(st, 0, sizeof(*st)); }
 
 static int state_name_ok(const char *name, char *err, size_t errlen) {
     if (!name || !name[0]) return util_err(err, errlen, "trainer state: empty entry name");
-    if (strlen(name) >= CKPT_NAME_MAX) return util_err(err, errlen, "trainer state: entry name too long: %.80s", name);
+    if (strlen(name) >= CKPT_NAME_MAX)
+        return util_err(err, errlen, "trainer state: entry name too long: %.80s", name);
     for (const char *p = name; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
-            return util_err(err, errlen, "trainer state: entry name with a control, quote or backslash character: %s", name);
+            return util_err(err, errlen, "trainer state: entry name with a control, quote or "
+                            "backslash character: %s", name);
     return 0;
 }
 
-int ckpt_state_set_int(CkptTrainerState *st, const char *name, int64_t value, char *err, size_t errlen) {
+int ckpt_state_set_int(CkptTrainerState *st, const char *name, int64_t value, char *err,
+                       size_t errlen) {
     if (state_name_ok(name, err, errlen)) return -1;
-    for (int i = 0; i < st->n_ints; i++) if (!strcmp(st->ints[i].name, name)) { st->ints[i].value = value; return 0; }
-    if (st->n_ints >= CKPT_MAX_ENTRIES) return util_err(err, errlen, "trainer state: more than %d int entries", CKPT_MAX_ENTRIES);
+    for (int i = 0; i < st->n_ints; i++)
+        if (!strcmp(st->ints[i].name, name)) {
+            st->ints[i].value = value;
+            return 0;
+        }
+    if (st->n_ints >= CKPT_MAX_ENTRIES)
+        return util_err(err, errlen, "trainer state: more than %d int entries", CKPT_MAX_ENTRIES);
     snprintf(st->ints[st->n_ints].name, CKPT_NAME_MAX, "%s", name);
     st->ints[st->n_ints++].value = value;
     return 0;
 }
 
-int ckpt_state_set_float(CkptTrainerState *st, const char *name, double value, char *err, size_t errlen) {
+int ckpt_state_set_float(CkptTrainerState *st, const char *name, double value, char *err,
+                         size_t errlen) {
     if (state_name_ok(name, err, errlen)) return -1;
     if (!isfinite(value)) return util_err(err, errlen, "trainer state: %s is not finite", name);
-    for (int i = 0; i < st->n_floats; i++) if (!strcmp(st->floats[i].name, name)) { st->floats[i].value = value; return 0; }
-    if (st->n_floats >= CKPT_MAX_ENTRIES) return util_err(err, errlen, "trainer state: more than %d float entries", CKPT_MAX_ENTRIES);
+    for (int i = 0; i < st->n_floats; i++)
+        if (!strcmp(st->floats[i].name, name)) {
+            st->floats[i].value = value;
+            return 0;
+        }
+    if (st->n_floats >= CKPT_MAX_ENTRIES)
+        return util_err(err, errlen, "trainer state: more than %d float entries", CKPT_MAX_ENTRIES);
     snprintf(st->floats[st->n_floats].name, CKPT_NAME_MAX, "%s", name);
     st->floats[st->n_floats++].value = value;
     return 0;
 }
 
-int ckpt_state_get_int(const CkptTrainerState *st, const char *name, int64_t *value, char *err, size_t errlen) {
-    for (int i = 0; i < st->n_ints; i++) if (!strcmp(st->ints[i].name, name)) { *value = st->ints[i].value; return 0; }
+int ckpt_state_get_int(const CkptTrainerState *st, const char *name, int64_t *value, char *err,
+                       size_t errlen) {
+    for (int i = 0; i < st->n_ints; i++)
+        if (!strcmp(st->ints[i].name, name)) {
+            *value = st->ints[i].value;
+            return 0;
+        }
     return util_err(err, errlen, "trainer state: no int entry \"%s\"", name);
 }
 
-int ckpt_state_get_float(const CkptTrainerState *st, const char *name, double *value, char *err, size_t errlen) {
-    for (int i = 0; i < st->n_floats; i++) if (!strcmp(st->floats[i].name, name)) { *value = st->floats[i].value; return 0; }
+int ckpt_state_get_float(const CkptTrainerState *st, const char *name, double *value, char *err,
+                         size_t errlen) {
+    for (int i = 0; i < st->n_floats; i++)
+        if (!strcmp(st->floats[i].name, name)) {
+            *value = st->floats[i].value;
+            return 0;
+        }
     return util_err(err, errlen, "trainer state: no float entry \"%s\"", name);
 }
 
 static int state_validate(const CkptTrainerState *st, char *err, size_t errlen) {
-    if (st->step < 0 || (double)st->step > EXACT_INT_MAX) return util_err(err, errlen, "trainer state: step %" PRId64 " outside 0..2^53", st->step);
-    if (st->n_ints < 0 || st->n_ints > CKPT_MAX_ENTRIES || st->n_floats < 0 || st->n_floats > CKPT_MAX_ENTRIES)
+    if (st->step < 0 || (double)st->step > EXACT_INT_MAX)
+        return util_err(err, errlen, "trainer state: step %" PRId64 " outside 0..2^53", st->step);
+    if (st->n_ints < 0 || st->n_ints > CKPT_MAX_ENTRIES || st->n_floats < 0 ||
+        st->n_floats > CKPT_MAX_ENTRIES)
         return util_err(err, errlen, "trainer state: bad entry counts");
     for (int i = 0; i < st->n_ints; i++) {
-        if (!memchr(st->ints[i].name, 0, CKPT_NAME_MAX) || state_name_ok(st->ints[i].name, err, errlen)) return util_err(err, errlen, "trainer state: bad int entry name (#%d)", i);
-        for (int j = 0; j < i; j++) if (!strcmp(st->ints[i].name, st->ints[j].name)) return util_err(err, errlen, "trainer state: int %s twice", st->ints[i].name);
+        if (!memchr(st->ints[i].name, 0, CKPT_NAME_MAX) ||
+            state_name_ok(st->ints[i].name, err, errlen))
+            return util_err(err, errlen, "trainer state: bad int entry name (#%d)", i);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(st->ints[i].name, st->ints[j].name))
+                return util_err(err, errlen, "trainer state: int %s twice", st->ints[i].name);
     }
     for (int i = 0; i < st->n_floats; i++) {
-        if (!memchr(st->floats[i].name, 0, CKPT_NAME_MAX) || state_name_ok(st->floats[i].name, err, errlen)) return util_err(err, errlen, "trainer state: bad float entry name (#%d)", i);
-        if (!isfinite(st->floats[i].value)) return util_err(err, errlen, "trainer state: %s is not finite", st->floats[i].name);
-        for (int j = 0; j < i; j++) if (!strcmp(st->floats[i].name, st->floats[j].name)) return util_err(err, errlen, "trainer state: float %s twice", st->floats[i].name);
+        if (!memchr(st->floats[i].name, 0, CKPT_NAME_MAX) ||
+            state_name_ok(st->floats[i].name, err, errlen))
+            return util_err(err, errlen, "trainer state: bad float entry name (#%d)", i);
+        if (!isfinite(st->floats[i].value))
+            return util_err(err, errlen, "trainer state: %s is not finite", st->floats[i].name);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(st->floats[i].name, st->floats[j].name))
+                return util_err(err, errlen, "trainer state: float %s twice", st->floats[i].name);
     }
     return 0;
 }
 
-static int state_write_json(const char *path, const CkptTrainerState *st, char *err, size_t errlen) {
-    cJSON *r = cJSON_CreateObject(), *rng = cJSON_CreateArray(), *ints = cJSON_CreateObject(), *fl = cJSON_CreateObject();
+static int state_write_json(const char *path, const CkptTrainerState *st, char *err,
+                            size_t errlen) {
+    cJSON *r = cJSON_CreateObject(), *rng = cJSON_CreateArray(), *ints = cJSON_CreateObject(),
+          *fl = cJSON_CreateObject();
     char num[32];
     cJSON_AddStringToObject(r, "format", STATE_FORMAT);
     cJSON_AddNumberToObject(r, "version", STATE_VERSION);
@@ -820,44 +981,81 @@ static int state_parse_json(const char *path, CkptTrainerState *out, char *err, 
     int rc = -1;
     char sub[256];
     for (const cJSON *k = r->child; k; k = k->next)
-        if (strcmp(k->string, "format") && strcmp(k->string, "version") && strcmp(k->string, "step") &&
-            strcmp(k->string, "rng") && strcmp(k->string, "ints") && strcmp(k->string, "floats")) {
+        if (strcmp(k->string, "format") && strcmp(k->string, "version") &&
+            strcmp(k->string, "step") && strcmp(k->string, "rng") && strcmp(k->string, "ints") &&
+            strcmp(k->string, "floats")) {
             util_err(err, errlen, "%s: unknown key \"%.60s\"", path, k->string);
             goto done;
         }
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(r, "format");
-    if (!cJSON_IsString(it) || strcmp(it->valuestring, STATE_FORMAT)) { util_err(err, errlen, "%s: \"format\" must be \"%s\"", path, STATE_FORMAT); goto done; }
+    if (!cJSON_IsString(it) || strcmp(it->valuestring, STATE_FORMAT)) {
+        util_err(err, errlen, "%s: \"format\" must be \"%s\"", path, STATE_FORMAT);
+        goto done;
+    }
     int64_t x;
     int got = json_get_int(r, "version", 0, INT32_MAX, 0, &x, path, err, errlen);
     if (got < 0) goto done;
-    if (!got || x != STATE_VERSION) { util_err(err, errlen, "%s: \"version\" must be %d", path, STATE_VERSION); goto done; }
+    if (!got || x != STATE_VERSION) {
+        util_err(err, errlen, "%s: \"version\" must be %d", path, STATE_VERSION);
+        goto done;
+    }
     got = json_get_int(r, "step", 0, INT64_MAX, 0, &st->step, path, err, errlen);
     if (got < 0) goto done;
     if (!got) { util_err(err, errlen, "%s: missing key \"step\"", path); goto done; }
     it = cJSON_GetObjectItemCaseSensitive(r, "rng");
-    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 4) { util_err(err, errlen, "%s: \"rng\" must be 4 decimal strings", path); goto done; }
+    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 4) {
+        util_err(err, errlen, "%s: \"rng\" must be 4 decimal strings", path);
+        goto done;
+    }
     int i = 0;
     for (const cJSON *a = it->child; a; a = a->next, i++)
         if (!cJSON_IsString(a) || !parse_u64(a->valuestring, &st->rng.s[i])) {
             util_err(err, errlen, "%s: rng[%d] is not an unsigned 64-bit decimal string", path, i);
             goto done;
         }
-    if (!(st->rng.s[0] | st->rng.s[1] | st->rng.s[2] | st->rng.s[3])) { util_err(err, errlen, "%s: rng state is all zero", path); goto done; }
+    if (!(st->rng.s[0] | st->rng.s[1] | st->rng.s[2] | st->rng.s[3])) {
+        util_err(err, errlen, "%s: rng state is all zero", path);
+        goto done;
+    }
     it = cJSON_GetObjectItemCaseSensitive(r, "ints");
-    if (!cJSON_IsObject(it)) { util_err(err, errlen, "%s: \"ints\" must be an object", path); goto done; }
+    if (!cJSON_IsObject(it)) {
+        util_err(err, errlen, "%s: \"ints\" must be an object", path);
+        goto done;
+    }
     for (const cJSON *a = it->child; a; a = a->next) {
         int64_t v;
-        if (!cJSON_IsString(a) || !parse_i64(a->valuestring, &v)) { util_err(err, errlen, "%s: ints.%.60s is not a 64-bit decimal string", path, a->string); goto done; }
-        if (ckpt_state_get_int(st, a->string, &x, NULL, 0) == 0) { util_err(err, errlen, "%s: ints.%.60s appears twice", path, a->string); goto done; }
-        if (ckpt_state_set_int(st, a->string, v, sub, sizeof sub)) { util_err(err, errlen, "%s: %s", path, sub); goto done; }
+        if (!cJSON_IsString(a) || !parse_i64(a->valuestring, &v)) {
+            util_err(err, errlen, "%s: ints.%.60s is not a 64-bit decimal string", path, a->string);
+            goto done;
+        }
+        if (ckpt_state_get_int(st, a->string, &x, NULL, 0) == 0) {
+            util_err(err, errlen, "%s: ints.%.60s appears twice", path, a->string);
+            goto done;
+        }
+        if (ckpt_state_set_int(st, a->string, v, sub, sizeof sub)) {
+            util_err(err, errlen, "%s: %s", path, sub);
+            goto done;
+        }
     }
     it = cJSON_GetObjectItemCaseSensitive(r, "floats");
-    if (!cJSON_IsObject(it)) { util_err(err, errlen, "%s: \"floats\" must be an object", path); goto done; }
+    if (!cJSON_IsObject(it)) {
+        util_err(err, errlen, "%s: \"floats\" must be an object", path);
+        goto done;
+    }
     for (const cJSON *a = it->child; a; a = a->next) {
         double v;
-        if (!cJSON_IsNumber(a)) { util_err(err, errlen, "%s: floats.%.60s is not a number", path, a->string); goto done; }
-        if (ckpt_state_get_float(st, a->string, &v, NULL, 0) == 0) { util_err(err, errlen, "%s: floats.%.60s appears twice", path, a->string); goto done; }
-        if (ckpt_state_set_float(st, a->string, a->valuedouble, sub, sizeof sub)) { util_err(err, errlen, "%s: %s", path, sub); goto done; }
+        if (!cJSON_IsNumber(a)) {
+            util_err(err, errlen, "%s: floats.%.60s is not a number", path, a->string);
+            goto done;
+        }
+        if (ckpt_state_get_float(st, a->string, &v, NULL, 0) == 0) {
+            util_err(err, errlen, "%s: floats.%.60s appears twice", path, a->string);
+            goto done;
+        }
+        if (ckpt_state_set_float(st, a->string, a->valuedouble, sub, sizeof sub)) {
+            util_err(err, errlen, "%s: %s", path, sub);
+            goto done;
+        }
     }
     *out = *st;
     rc = 0;
@@ -879,7 +1077,9 @@ static StOut *model_outputs(const Model *m, int src, int *n) {
     for (int i = 0; i < cnt; i++) {
         ModelTensor t;
         model_tensor(m, i, &t);
-        if (src == 0) snprintf(o[i].name, sizeof o[i].name, "%s%s", strcmp(t.name, "score.weight") ? "transformer." : "", t.name);
+        if (src == 0)
+            snprintf(o[i].name, sizeof o[i].name, "%s%s",
+                     strcmp(t.name, "score.weight") ? "transformer." : "", t.name);
         else snprintf(o[i].name, sizeof o[i].name, "%s.%s", src == 1 ? "m" : "v", t.name);
         o[i].ndim = t.ndim;
         o[i].shape[0] = t.shape[0];
@@ -891,9 +1091,12 @@ static StOut *model_outputs(const Model *m, int src, int *n) {
     return o;
 }
 
-static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions *opt, char *err, size_t errlen) {
+static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions *opt, char *err,
+                         size_t errlen) {
     char p[PATH_CAP], src[PATH_CAP];
-    if (path_join(p, tmp, "config.json", err, errlen) || config_write(p, &m->config, opt, err, errlen)) return -1;
+    if (path_join(p, tmp, "config.json", err, errlen) ||
+        config_write(p, &m->config, opt, err, errlen))
+        return -1;
     int n;
     StOut *o = model_outputs(m, 0, &n);
     int rc = path_join(p, tmp, "model.safetensors", err, errlen) || st_write(p, o, n, err, errlen);
@@ -902,8 +1105,9 @@ static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions 
     if (opt && opt->tokenizer_dir) {
         static const char *files[2] = {"vocab.json", "merges.txt"};
         for (int i = 0; i < 2; i++)
-            if (path_join(src, opt->tokenizer_dir, files[i], err, errlen) || path_join(p, tmp, files[i], err, errlen) ||
-                copy_file(src, p, err, errlen)) return -1;
+            if (path_join(src, opt->tokenizer_dir, files[i], err, errlen) ||
+                path_join(p, tmp, files[i], err, errlen) || copy_file(src, p, err, errlen))
+                return -1;
     }
     if (opt && opt->state) {
         StOut *mv = CALLOC_CHECK(2 * (size_t)model_tensor_count(m), sizeof(StOut));
@@ -911,56 +1115,79 @@ static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions 
         memcpy(mv, a, (size_t)n * sizeof(StOut));
         memcpy(mv + n, b, (size_t)n * sizeof(StOut));
         free(a); free(b);
-        rc = path_join(p, tmp, "trainer_state.safetensors", err, errlen) || st_write(p, mv, 2 * n, err, errlen);
+        rc = path_join(p, tmp, "trainer_state.safetensors", err, errlen) ||
+             st_write(p, mv, 2 * n, err, errlen);
         free(mv);
         if (rc) return -1;
-        if (path_join(p, tmp, "trainer_state.json", err, errlen) || state_write_json(p, opt->state, err, errlen)) return -1;
+        if (path_join(p, tmp, "trainer_state.json", err, errlen) ||
+            state_write_json(p, opt->state, err, errlen))
+            return -1;
     }
     return fsync_dir(tmp, err, errlen);
 }
 
-int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char *err, size_t errlen) {
+int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char *err,
+              size_t errlen) {
     char d[DIR_CAP], old[PATH_CAP], tmp[PATH_CAP], parent[PATH_CAP], base[PATH_CAP], scratch[256];
     if (norm_dir(dir, d, err, errlen)) return -1;
     if (opt && opt->state) {
-        if (!m->m_memory || !m->v_memory) return util_err(err, errlen, "%s: a trainer state needs a trainable model (AdamW moments)", d);
+        if (!m->m_memory || !m->v_memory)
+            return util_err(err, errlen,
+                            "%s: a trainer state needs a trainable model (AdamW moments)", d);
         if (state_validate(opt->state, err, errlen)) return -1;
     }
-    if (opt && opt->has_token_ids && (opt->bos_token_id < 0 || opt->bos_token_id >= m->config.vocab_size ||
-                                      opt->eos_token_id < 0 || opt->eos_token_id >= m->config.vocab_size))
-        return util_err(err, errlen, "%s: bos/eos token ids %d/%d outside the vocabulary", d, opt->bos_token_id, opt->eos_token_id);
+    if (opt && opt->has_token_ids &&
+        (opt->bos_token_id < 0 || opt->bos_token_id >= m->config.vocab_size ||
+         opt->eos_token_id < 0 || opt->eos_token_id >= m->config.vocab_size))
+        return util_err(err, errlen, "%s: bos/eos token ids %d/%d outside the vocabulary", d,
+                        opt->bos_token_id, opt->eos_token_id);
     snprintf(old, sizeof old, "%s.old", d);
     path_split(d, parent, base);
     if (ckpt_recover(d, err, errlen)) return -1;
     int kd = path_kind(d);
-    if (kd == PK_OTHER) return util_err(err, errlen, "%s: exists and is not a directory; not replacing it", d);
+    if (kd == PK_OTHER)
+        return util_err(err, errlen, "%s: exists and is not a directory; not replacing it", d);
     if (kd == PK_DIR && !file_exists(d, "config.json")) {
         DIR *dd = opendir(d);
         int empty = 1;
         struct dirent *e;
-        while (dd && (e = readdir(dd))) if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
+        while (dd && (e = readdir(dd)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
         if (dd) closedir(dd);
-        if (!empty) return util_err(err, errlen, "%s: exists and is not a checkpoint (no config.json); not replacing it", d);
+        if (!empty)
+            return util_err(err, errlen,
+                            "%s: exists and is not a checkpoint (no config.json); not replacing it",
+                            d);
     }
     int made = 0, moved = 0;
     for (int i = 0; i < 1000 && !made; i++) {
         snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%d", d, (long)getpid(), i);
         if (mkdir(tmp, 0777) == 0) made = 1;
-        else if (errno != EEXIST) return util_err(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+        else if (errno != EEXIST)
+            return util_err(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     }
     if (!made) return util_err(err, errlen, "%s: cannot find a free temporary name", d);
     if (save_contents(tmp, m, opt, err, errlen)) goto fail;
     if (kd == PK_DIR) {
-        if (rename(d, old)) { util_err(err, errlen, "%s: cannot rename to %s: %s", d, old, strerror(errno)); goto fail; }
+        if (rename(d, old)) {
+            util_err(err, errlen, "%s: cannot rename to %s: %s", d, old, strerror(errno));
+            goto fail;
+        }
         moved = 1;
         if (fsync_dir(parent, err, errlen)) goto undo;
     }
-    if (rename(tmp, d)) { util_err(err, errlen, "%s: cannot rename to %s: %s", tmp, d, strerror(errno)); goto undo; }
+    if (rename(tmp, d)) {
+        util_err(err, errlen, "%s: cannot rename to %s: %s", tmp, d, strerror(errno));
+        goto undo;
+    }
     if (fsync_dir(parent, err, errlen)) return -1;   // the new checkpoint is in place either way
-    if (moved && remove_flat_dir(old, scratch, sizeof scratch) == 0) fsync_dir(parent, scratch, sizeof scratch);
-    return 0;   // a DIR.old that could not be removed is harmless (reader rule); the next save retries
+    if (moved && remove_flat_dir(old, scratch, sizeof scratch) == 0)
+        fsync_dir(parent, scratch, sizeof scratch);
+    return 0; // a DIR.old that could not be removed is harmless (reader rule); the next save
+              // retries
 undo:
-    if (moved && path_kind(d) == PK_ABSENT && rename(old, d) == 0) fsync_dir(parent, scratch, sizeof scratch);
+    if (moved && path_kind(d) == PK_ABSENT && rename(old, d) == 0)
+        fsync_dir(parent, scratch, sizeof scratch);
 fail:
     remove_flat_dir(tmp, scratch, sizeof scratch);
     return -1;
@@ -973,12 +1200,14 @@ fail:
 int ckpt_load_config(const char *dir, ModelConfig *c, CkptInfo *info, char *err, size_t errlen) {
     char d[PATH_CAP], p[PATH_CAP];
     int from_old;
-    if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen)) return -1;
+    if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen))
+        return -1;
     CkptInfo tmp = {0};
     if (config_parse(p, c, &tmp, err, errlen)) return -1;
     tmp.from_old = from_old;
     tmp.has_tokenizer = file_exists(d, "vocab.json") && file_exists(d, "merges.txt");
-    tmp.has_trainer_state = file_exists(d, "trainer_state.json") && file_exists(d, "trainer_state.safetensors");
+    tmp.has_trainer_state =
+        file_exists(d, "trainer_state.json") && file_exists(d, "trainer_state.safetensors");
     if (info) *info = tmp;
     return 0;
 }
@@ -995,7 +1224,8 @@ static int is_mask_buffer(const char *n) {
 int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t errlen) {
     char d[PATH_CAP], p[PATH_CAP];
     int from_old;
-    if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen)) return -1;
+    if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen))
+        return -1;
     ModelConfig fc;
     if (config_parse(p, &fc, NULL, err, errlen)) return -1;
     const ModelConfig *mc = &m->config;
@@ -1003,9 +1233,12 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
     int fv[5] = {fc.n_layer, fc.n_head, fc.n_embd, fc.vocab_size, fc.max_seq_len};
     int mv[5] = {mc->n_layer, mc->n_head, mc->n_embd, mc->vocab_size, mc->max_seq_len};
     for (int i = 0; i < 5; i++)
-        if (fv[i] != mv[i]) return util_err(err, errlen, "%s: %s is %d but the model has %d", p, keys[i], fv[i], mv[i]);
+        if (fv[i] != mv[i])
+            return util_err(err, errlen, "%s: %s is %d but the model has %d", p, keys[i], fv[i],
+                            mv[i]);
     if (fc.ln_eps != mc->ln_eps)
-        return util_err(err, errlen, "%s: layer_norm_epsilon is %g but the model has %g", p, (double)fc.ln_eps, (double)mc->ln_eps);
+        return util_err(err, errlen, "%s: layer_norm_epsilon is %g but the model has %g", p,
+                        (double)fc.ln_eps, (double)mc->ln_eps);
     if (path_join(p, d, "model.safetensors", err, errlen)) return -1;
     StFile f;
     if (st_open(&f, p, err, errlen)) return -1;
@@ -1019,7 +1252,10 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
         snprintf(pref, sizeof pref, "transformer.%s", t.name);
         int is_score = !strcmp(t.name, "score.weight");
         StEntry *a = st_find(&f, t.name), *b = is_score ? NULL : st_find(&f, pref);
-        if (a && b) { util_err(err, errlen, "%s: holds both %s and %s", p, t.name, pref); goto done; }
+        if (a && b) {
+            util_err(err, errlen, "%s: holds both %s and %s", p, t.name, pref);
+            goto done;
+        }
         src[i] = a ? a : b;
         if (!src[i]) {
             if (is_score && (flags & CKPT_ALLOW_MISSING_SCORE)) continue;
@@ -1031,9 +1267,12 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
     }
     if (missing) {
         if (!strcmp(first_missing, "score.weight"))
-            util_err(err, errlen, "%s: missing tensor score.weight (a reward/value head; pass CKPT_ALLOW_MISSING_SCORE to initialise it yourself)", p);
+            util_err(err, errlen, "%s: missing tensor score.weight (a reward/value head; pass "
+                     "CKPT_ALLOW_MISSING_SCORE to initialise it yourself)", p);
         else if (missing == 1) util_err(err, errlen, "%s: missing tensor %s", p, first_missing);
-        else util_err(err, errlen, "%s: missing tensor %s and %d more", p, first_missing, missing - 1);
+        else
+            util_err(err, errlen, "%s: missing tensor %s and %d more", p, first_missing,
+                     missing - 1);
         goto done;
     }
     StEntry *lm_head = NULL;
@@ -1050,7 +1289,8 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
         }
         if (!strcmp(e->name, "score.weight") && !mc->score_head) {
             if (flags & CKPT_IGNORE_SCORE) continue;
-            util_err(err, errlen, "%s: holds score.weight (a reward/value model) but the model has no score head (pass CKPT_IGNORE_SCORE to drop it)", p);
+            util_err(err, errlen, "%s: holds score.weight (a reward/value model) but the model has "
+                     "no score head (pass CKPT_IGNORE_SCORE to drop it)", p);
             goto done;
         }
         util_err(err, errlen, "%s: unexpected tensor %s", p, e->name);
@@ -1063,7 +1303,11 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
         st_read_f32(&f, src[0], y);
         int same = memcmp(x, y, cnt * sizeof(float)) == 0;
         free(x); free(y);
-        if (!same) { util_err(err, errlen, "%s: lm_head.weight differs from wte.weight (untied output heads are not supported)", p); goto done; }
+        if (!same) {
+            util_err(err, errlen, "%s: lm_head.weight differs from wte.weight (untied output heads "
+                     "are not supported)", p);
+            goto done;
+        }
     }
     for (int i = 0; i < n; i++) {
         if (!src[i]) continue;
@@ -1074,8 +1318,9 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
         int64_t cnt = t.shape[0] * (t.ndim == 2 ? t.shape[1] : 1);
         for (int64_t j = 0; j < cnt; j++)
             if (!isfinite(t.data[j])) {
-                util_err(err, errlen, "%s: tensor %s holds %s at element %lld (a diverged or corrupt checkpoint)", p,
-                         src[i]->name, isnan(t.data[j]) ? "NaN" : "Inf", (long long)j);
+                util_err(err, errlen, "%s: tensor %s holds %s at element %lld (a diverged or "
+                         "corrupt checkpoint)", p, src[i]->name, isnan(t.data[j]) ? "NaN" : "Inf",
+                         (long long)j);
                 goto done;
             }
     }
@@ -1086,7 +1331,8 @@ done:
     return rc;
 }
 
-int ckpt_load_model(const char *dir, Model *m, int max_B, int max_T, int trainable, int flags, char *err, size_t errlen) {
+int ckpt_load_model(const char *dir, Model *m, int max_B, int max_T, int trainable, int flags,
+                    char *err, size_t errlen) {
     ModelConfig c;
     memset(m, 0, sizeof(*m));
     if (ckpt_load_config(dir, &c, NULL, err, errlen)) return -1;
@@ -1095,17 +1341,22 @@ int ckpt_load_model(const char *dir, Model *m, int max_B, int max_T, int trainab
     return 0;
 }
 
-int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, char *err, size_t errlen) {
+int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, char *err,
+                            size_t errlen) {
     char d[PATH_CAP], p[PATH_CAP];
     int from_old;
     if (resolve_dir(dir, d, &from_old, err, errlen)) return -1;
-    if (!file_exists(d, "trainer_state.json")) return util_err(err, errlen, "%s: no trainer state (trainer_state.json) to resume from", d);
+    if (!file_exists(d, "trainer_state.json"))
+        return util_err(err, errlen, "%s: no trainer state (trainer_state.json) to resume from", d);
     if (path_join(p, d, "trainer_state.json", err, errlen)) return -1;
     CkptTrainerState *tmp = MALLOC_CHECK(sizeof(*tmp));
     if (state_parse_json(p, tmp, err, errlen)) { free(tmp); return -1; }
     int rc = -1;
     if (m) {
-        if (!m->m_memory || !m->v_memory) { util_err(err, errlen, "%s: loading moments needs a trainable model", d); goto out; }
+        if (!m->m_memory || !m->v_memory) {
+            util_err(err, errlen, "%s: loading moments needs a trainable model", d);
+            goto out;
+        }
         if (path_join(p, d, "trainer_state.safetensors", err, errlen)) goto out;
         StFile f;
         if (st_open(&f, p, err, errlen)) goto out;
@@ -1123,11 +1374,15 @@ int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, cha
             else src[i]->used = 1;
         }
         for (int i = 0; ok && i < f.n; i++)
-            if (!f.e[i].used) { util_err(err, errlen, "%s: unexpected tensor %s", p, f.e[i].name); ok = 0; }
+            if (!f.e[i].used) {
+                util_err(err, errlen, "%s: unexpected tensor %s", p, f.e[i].name);
+                ok = 0;
+            }
         for (int i = 0; ok && i < 2 * n; i++) {
             ModelTensor t;
             model_tensor(m, i % n, &t);
-            st_read_f32(&f, src[i], (i < n ? m->m_memory : m->v_memory) + (t.data - m->params_memory));
+            st_read_f32(&f, src[i],
+                        (i < n ? m->m_memory : m->v_memory) + (t.data - m->params_memory));
         }
         free(src);
         st_close(&f);
@@ -1140,10 +1395,11 @@ out:
     return rc;
 }
 
-int ckpt_check_tokenizer(const char *ckpt, int64_t vocab_size, const char *tokdir, int64_t tok_vocab,
-                         char *err, size_t errlen) {
+int ckpt_check_tokenizer(const char *ckpt, int64_t vocab_size, const char *tokdir,
+                         int64_t tok_vocab, char *err, size_t errlen) {
     if (tok_vocab <= vocab_size) return 0;
-    return util_err(err, errlen, "the tokenizer in %s has %lld tokens, more than the %lld of the model in %s (config.json): they do not "
-                    "belong together (give the model's own tokenizer, or a model made for this one)", tokdir, (long long)tok_vocab,
+    return util_err(err, errlen, "the tokenizer in %s has %lld tokens, more than the %lld of the "
+                    "model in %s (config.json): they do not belong together (give the model's own "
+                    "tokenizer, or a model made for this one)", tokdir, (long long)tok_vocab,
                     (long long)vocab_size, ckpt);
 }

@@ -96,7 +96,8 @@ typedef struct {
 #define CKPT_IGNORE_SCORE        2   // file has score.weight, model has no score head: skip it
 
 // Writes DIR atomically (see above). opt may be NULL (weights and config only). Returns 0 / -1.
-int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char *err, size_t errlen);
+int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char *err,
+              size_t errlen);
 
 // Reads config.json into *c (lm_head / score_head from architectures) and, when info is not
 // NULL, *info. The caller may change lm_head / score_head before model_init.
@@ -111,7 +112,8 @@ int ckpt_load_model(const char *dir, Model *m, int max_B, int max_T, int trainab
 // Reads trainer_state.json into *st and, when m is not NULL, the moments into m->m_memory and
 // m->v_memory (m must be trainable and have the checkpoint's tensors). Returns -1 when the
 // checkpoint has no trainer state.
-int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, char *err, size_t errlen);
+int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, char *err,
+                            size_t errlen);
 
 // Repairs DIR after an interrupted save (see the reader rule). 0 also when nothing was to do.
 int ckpt_recover(const char *dir, char *err, size_t errlen);
@@ -119,10 +121,14 @@ int ckpt_recover(const char *dir, char *err, size_t errlen);
 // Trainer-state entries. set: adds or replaces (-1 when the name is empty, too long or the table
 // is full, or the float is not finite). get: -1 with a message naming the entry when absent.
 void ckpt_state_init(CkptTrainerState *st);   // zeroes everything
-int  ckpt_state_set_int(CkptTrainerState *st, const char *name, int64_t value, char *err, size_t errlen);
-int  ckpt_state_set_float(CkptTrainerState *st, const char *name, double value, char *err, size_t errlen);
-int  ckpt_state_get_int(const CkptTrainerState *st, const char *name, int64_t *value, char *err, size_t errlen);
-int  ckpt_state_get_float(const CkptTrainerState *st, const char *name, double *value, char *err, size_t errlen);
+int ckpt_state_set_int(CkptTrainerState *st, const char *name, int64_t value, char *err,
+                       size_t errlen);
+int ckpt_state_set_float(CkptTrainerState *st, const char *name, double value, char *err,
+                         size_t errlen);
+int ckpt_state_get_int(const CkptTrainerState *st, const char *name, int64_t *value, char *err,
+                       size_t errlen);
+int ckpt_state_get_float(const CkptTrainerState *st, const char *name, double *value, char *err,
+                         size_t errlen);
 
 // IEEE half and bfloat16 to float32 (exact; NaN stays NaN, subnormals included).
 float ckpt_f16_to_f32(uint16_t h);
@@ -130,6 +136,6 @@ float ckpt_bf16_to_f32(uint16_t b);
 // A tokenizer belongs to a model when its ids fit the model's vocabulary: -1 with a message
 // naming both (the tokenizer directory tokdir and the checkpoint ckpt) when it has more tokens
 // than vocab_size. Every program that pairs a tokenizer with a model checks this way.
-int ckpt_check_tokenizer(const char *ckpt, int64_t vocab_size, const char *tokdir, int64_t tok_vocab,
-                         char *err, size_t errlen);
+int ckpt_check_tokenizer(const char *ckpt, int64_t vocab_size, const char *tokdir,
+                         int64_t tok_vocab, char *err, size_t errlen);
 #endif

@@ -4,6 +4,8 @@
 // overrides, getters, dump/hash/help.
 #define _GNU_SOURCE   // memrchr, qsort_r
 #include "config.h"
+#include "hash.h"
+#include "utf8.h"
 #include "util.h"
 #include <ctype.h>
 #include <errno.h>
@@ -40,9 +42,8 @@ static void buf_add(Buf *b, const char *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) DIE("out of memory (%zu bytes)", cap);
-        b->p = p; b->cap = cap;
+        b->p = REALLOC_CHECK(b->p, cap);
+        b->cap = cap;
     }
     memcpy(b->p + b->n, s, n);
     b->n += n;
@@ -59,51 +60,22 @@ static void buf_fmt(Buf *b, const char *fmt, ...) {
     if (k > 0) buf_add(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
 }
 
-static char *dup_n(const char *s, size_t n) {
-    char *d = MALLOC_CHECK(n + 1);
-    if (n) memcpy(d, s, n);
-    d[n] = 0;
-    return d;
-}
-
-// Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 when invalid (overlong forms,
-// surrogates, above U+10FFFF, truncated). *cp receives the code point.
-static int utf8_seq(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    int len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
-    if (!len || c > 0xF4 || (size_t)len > n) return 0;
-    uint32_t v = c & (0x3F >> (len - 1));
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (v < least[len] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
-}
-
-static int utf8_valid(const char *s, size_t n) {
-    uint32_t cp;
-    for (size_t i = 0; i < n;) {
-        int k = utf8_seq((const unsigned char *)s + i, n - i, &cp);
-        if (!k) return 0;
-        i += (size_t)k;
-    }
-    return 1;
-}
-
 // User text for a one-line message: about 48 bytes, cut at a character boundary ("..." when
 // cut), control characters and bytes that are not UTF-8 written as \xNN.
 static const char *show(const char *s, size_t n, char *out, size_t outlen) {
     size_t o = 0, i = 0;
     while (i < n && i < 48 && o + 8 < outlen) {
         uint32_t cp;
-        int k = utf8_seq((const unsigned char *)s + i, n - i, &cp);
-        if (k > 1 && o + (size_t)k + 4 < outlen) { memcpy(out + o, s + i, (size_t)k); o += (size_t)k; i += (size_t)k; continue; }
+        int k = utf8_decode(s + i, n - i, &cp);
+        if (k > 1 && o + (size_t)k + 4 < outlen) {
+            memcpy(out + o, s + i, (size_t)k);
+            o += (size_t)k;
+            i += (size_t)k;
+            continue;
+        }
         unsigned char ch = (unsigned char)s[i++];
-        if (k == 0 || ch < 0x20 || ch == 0x7F) o += (size_t)snprintf(out + o, outlen - o, "\\x%02X", ch);
+        if (k == 0 || ch < 0x20 || ch == 0x7F)
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02X", ch);
         else out[o++] = (char)ch;
     }
     if (i < n && o + 4 < outlen) { memcpy(out + o, "...", 3); o += 3; }
@@ -124,18 +96,17 @@ static void value_free(Value *v) {
 
 static void value_copy(Value *dst, const Value *src) {
     *dst = *src;
-    dst->s = src->s ? dup_n(src->s, strlen(src->s)) : NULL;
+    dst->s = src->s ? STRDUP_CHECK(src->s) : NULL;
     dst->items = src->n_items ? MALLOC_CHECK((size_t)src->n_items * sizeof(char *)) : NULL;
-    for (int64_t i = 0; i < src->n_items; i++) dst->items[i] = dup_n(src->items[i], strlen(src->items[i]));
+    for (int64_t i = 0; i < src->n_items; i++) dst->items[i] = STRDUP_CHECK(src->items[i]);
 }
 
 static void list_push(Value *v, const char *s, size_t n) {
     if ((v->n_items & (v->n_items - 1)) == 0) {   // grow at powers of two
-        char **p = realloc(v->items, (size_t)(v->n_items ? 2 * v->n_items : 1) * sizeof(char *));
-        if (!p) DIE("out of memory");
-        v->items = p;
+        v->items = REALLOC_ARRAY(v->items, (size_t)(v->n_items ? 2 * v->n_items : 1),
+                                 sizeof(char *));
     }
-    v->items[v->n_items++] = dup_n(s, n);
+    v->items[v->n_items++] = STRNDUP_CHECK(s, n);
 }
 
 static const char *type_name(ConfigType t) {
@@ -181,7 +152,13 @@ static int parse_double(const char *s, size_t n, double *out) {
     size_t i = 0, digits = 0;
     if (i < n && (s[i] == '+' || s[i] == '-')) i++;
     while (i < n && s[i] >= '0' && s[i] <= '9') { i++; digits++; }
-    if (i < n && s[i] == '.') { i++; while (i < n && s[i] >= '0' && s[i] <= '9') { i++; digits++; } }
+    if (i < n && s[i] == '.') {
+        i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            i++;
+            digits++;
+        }
+    }
     if (!digits) return 1;
     if (i < n && (s[i] == 'e' || s[i] == 'E')) {
         i++;
@@ -191,7 +168,7 @@ static int parse_double(const char *s, size_t n, double *out) {
         if (!e) return 1;
     }
     if (i != n) return 1;
-    char *tmp = dup_n(s, n), *end;
+    char *tmp = STRNDUP_CHECK(s, n), *end;
     double v = strtod(tmp, &end);
     free(tmp);
     if (!isfinite(v)) return 2;
@@ -200,8 +177,10 @@ static int parse_double(const char *s, size_t n, double *out) {
 }
 
 static int parse_bool(const char *s, size_t n, int *out) {
-    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
-    static const char *const no[] = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
+                                      "YES",  "on",   "On",   "ON"};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "No",
+                                     "NO",    "off",   "Off",   "OFF"};
     for (int i = 0; i < 9; i++) {
         if (strlen(yes[i]) == n && !memcmp(s, yes[i], n)) { *out = 1; return 0; }
         if (strlen(no[i]) == n && !memcmp(s, no[i], n)) { *out = 0; return 0; }
@@ -267,23 +246,31 @@ static int parse_scalar(const ConfigEntry *e, const char *text, size_t n, TextKi
     case CONFIG_INT:
     case CONFIG_DOUBLE:
     case CONFIG_BOOL: {
-        const char *want = e->type == CONFIG_INT ? "an integer" : e->type == CONFIG_DOUBLE ? "a number" : "true or false";
+        const char *want = e->type == CONFIG_INT      ? "an integer"
+                           : e->type == CONFIG_DOUBLE ? "a number"
+                                                      : "true or false";
         if (null) return util_err(msg, msglen, "expected %s, got null", want);
         if (!plain)
-            return util_err(msg, msglen, "expected %s, got the quoted string \"%s\" (write it without quotes)", want,
+            return util_err(msg, msglen,
+                            "expected %s, got the quoted string \"%s\" (write it without quotes)",
+                            want, show(text, n, shown, sizeof shown));
+        int rc = e->type == CONFIG_INT      ? parse_int(text, n, &v->i)
+                 : e->type == CONFIG_DOUBLE ? parse_double(text, n, &v->d)
+                                            : parse_bool(text, n, &v->b);
+        if (rc == 2)
+            return util_err(msg, msglen, "'%s' is out of range for %s",
+                            show(text, n, shown, sizeof shown),
+                            e->type == CONFIG_INT ? "a 64-bit integer" : "a double");
+        if (rc)
+            return util_err(msg, msglen, "expected %s, got '%s'", want,
                             show(text, n, shown, sizeof shown));
-        int rc = e->type == CONFIG_INT ? parse_int(text, n, &v->i)
-               : e->type == CONFIG_DOUBLE ? parse_double(text, n, &v->d) : parse_bool(text, n, &v->b);
-        if (rc == 2) return util_err(msg, msglen, "'%s' is out of range for %s", show(text, n, shown, sizeof shown),
-                                     e->type == CONFIG_INT ? "a 64-bit integer" : "a double");
-        if (rc) return util_err(msg, msglen, "expected %s, got '%s'", want, show(text, n, shown, sizeof shown));
         return 0;
     }
     case CONFIG_STRING:
-        v->s = null ? dup_n("", 0) : dup_n(text, n);
+        v->s = null ? STRNDUP_CHECK("", 0) : STRNDUP_CHECK(text, n);
         return 0;
     case CONFIG_ENUM: {
-        if (enum_index(e, text, n) >= 0) { v->s = dup_n(text, n); return 0; }
+        if (enum_index(e, text, n) >= 0) { v->s = STRNDUP_CHECK(text, n); return 0; }
         Buf b = {0};
         const char *p;
         size_t k, best = (size_t)-1;
@@ -291,7 +278,8 @@ static int parse_scalar(const ConfigEntry *e, const char *text, size_t n, TextKi
         for (int i = 0; enum_choice(e, i, &p, &k); i++) {
             if (i) buf_str(&b, ", ");
             buf_add(&b, p, k);
-            size_t d = n <= CONFIG_MAX_KEY && k <= CONFIG_MAX_KEY ? edit_distance(text, n, p, k) : (size_t)-1;
+            size_t d = n <= CONFIG_MAX_KEY && k <= CONFIG_MAX_KEY ? edit_distance(text, n, p, k)
+                                                                  : (size_t)-1;
             if (d < best) { best = d; best_i = i; }
         }
         char hint[160] = "";
@@ -300,7 +288,9 @@ static int parse_scalar(const ConfigEntry *e, const char *text, size_t n, TextKi
             snprintf(hint, sizeof hint, " (did you mean '%.*s'?)", (int)(k < 100 ? k : 100), p);
         }
         if (null) util_err(msg, msglen, "expected one of %.300s; got null", b.p);
-        else util_err(msg, msglen, "expected one of %.300s; got '%s'%s", b.p, show(text, n, shown, sizeof shown), hint);
+        else
+            util_err(msg, msglen, "expected one of %.300s; got '%s'%s", b.p,
+                     show(text, n, shown, sizeof shown), hint);
         free(b.p);
         return -1;
     }
@@ -360,7 +350,8 @@ static int parse_flow_list(const char *text, size_t n, Value *v, char *msg, size
     while (state < 6) {
         if (!yaml_parser_parse(&p, &ev)) {
             if (p.error == YAML_MEMORY_ERROR) DIE("out of memory (libyaml)");
-            util_err(msg, msglen, "expected a list such as [a, b]: YAML syntax error: %s", p.problem ? p.problem : "?");
+            util_err(msg, msglen, "expected a list such as [a, b]: YAML syntax error: %s",
+                     p.problem ? p.problem : "?");
             break;
         }
         int ok;
@@ -370,11 +361,13 @@ static int parse_flow_list(const char *text, size_t n, Value *v, char *msg, size
             break;
         }
         if (state == 3 && ev.type == YAML_SCALAR_EVENT) {
-            ok = !ev.data.scalar.anchor && !ev.data.scalar.tag && !memchr(ev.data.scalar.value, 0, ev.data.scalar.length);
+            ok = !ev.data.scalar.anchor && !ev.data.scalar.tag &&
+                 !memchr(ev.data.scalar.value, 0, ev.data.scalar.length);
             if (ok) list_push(v, (const char *)ev.data.scalar.value, ev.data.scalar.length);
         } else {
             ok = ev.type == want[state] &&
-                 !(ev.type == YAML_SEQUENCE_START_EVENT && (ev.data.sequence_start.anchor || ev.data.sequence_start.tag));
+                 !(ev.type == YAML_SEQUENCE_START_EVENT &&
+                   (ev.data.sequence_start.anchor || ev.data.sequence_start.tag));
             state++;
         }
         yaml_event_delete(&ev);
@@ -388,9 +381,13 @@ static int parse_flow_list(const char *text, size_t n, Value *v, char *msg, size
 
 // Parses a --set value (or a default) for entry e: verbatim for string and enum, plain for
 // numbers and bools, a flow sequence / empty / one item for lists.
-static int parse_text_value(const ConfigEntry *e, const char *text, Value *v, char *msg, size_t msglen) {
+static int parse_text_value(const ConfigEntry *e, const char *text, Value *v, char *msg,
+                            size_t msglen) {
     size_t n = strlen(text);
-    if (!utf8_valid(text, n)) { memset(v, 0, sizeof(*v)); return util_err(msg, msglen, "the value is not valid UTF-8"); }
+    if (utf8_valid_len(text, n) != n) {
+        memset(v, 0, sizeof(*v));
+        return util_err(msg, msglen, "the value is not valid UTF-8");
+    }
     if (e->type == CONFIG_LIST) {
         memset(v, 0, sizeof(*v));
         if (n == 0) return 0;
@@ -398,8 +395,9 @@ static int parse_text_value(const ConfigEntry *e, const char *text, Value *v, ch
         list_push(v, text, n);
         return 0;
     }
-    int rc = parse_scalar(e, text, n, e->type == CONFIG_STRING || e->type == CONFIG_ENUM ? TEXT_VERBATIM : TEXT_PLAIN,
-                          v, msg, msglen);
+    int rc = parse_scalar(
+        e, text, n, e->type == CONFIG_STRING || e->type == CONFIG_ENUM ? TEXT_VERBATIM : TEXT_PLAIN,
+        v, msg, msglen);
     if (rc == 0 && check_range(e, v, msg, msglen)) { value_free(v); return -1; }
     return rc;
 }
@@ -467,9 +465,12 @@ static void section_keys(const Config *c, const char *key, size_t n, char *out, 
 
 static int key_chars_ok(const char *k) {
     size_t n = strlen(k);
-    if (n == 0 || n >= CONFIG_MAX_KEY || k[0] == '.' || k[n - 1] == '.' || strstr(k, "..")) return 0;
+    if (n == 0 || n >= CONFIG_MAX_KEY || k[0] == '.' || k[n - 1] == '.' || strstr(k, ".."))
+        return 0;
     for (size_t i = 0; i < n; i++)
-        if (!((k[i] >= 'a' && k[i] <= 'z') || (k[i] >= '0' && k[i] <= '9') || k[i] == '_' || k[i] == '.')) return 0;
+        if (!((k[i] >= 'a' && k[i] <= 'z') || (k[i] >= '0' && k[i] <= '9') || k[i] == '_' ||
+              k[i] == '.'))
+            return 0;
     return 1;
 }
 
@@ -483,46 +484,62 @@ static int schema_check(const ConfigEntry *schema, int n, char *err, size_t errl
     for (int i = 0; i < n; i++) {
         const ConfigEntry *e = &schema[i];
         if (!key_chars_ok(e->key))
-            return util_err(err, errlen, "schema: key '%.100s': use dotted parts of a-z, 0-9 and _", e->key);
+            return util_err(err, errlen, "schema: key '%.100s': use dotted parts of a-z, 0-9 and _",
+                            e->key);
         if (e->type < CONFIG_INT || e->type > CONFIG_LIST)
             return util_err(err, errlen, "schema: %s: unknown type %d", e->key, (int)e->type);
         if (!e->help) return util_err(err, errlen, "schema: %s: no help text", e->key);
-        if (e->flags & ~CONFIG_NO_HASH) return util_err(err, errlen, "schema: %s: unknown flags", e->key);
+        if (e->flags & ~CONFIG_NO_HASH)
+            return util_err(err, errlen, "schema: %s: unknown flags", e->key);
         size_t kn = strlen(e->key);
         for (int j = 0; j < n; j++) {
             if (j == i) continue;
             const char *o = schema[j].key;
-            if (j < i && !strcmp(o, e->key)) return util_err(err, errlen, "schema: %s: declared twice", e->key);
+            if (j < i && !strcmp(o, e->key))
+                return util_err(err, errlen, "schema: %s: declared twice", e->key);
             if (strlen(o) > kn && !memcmp(o, e->key, kn) && o[kn] == '.')
-                return util_err(err, errlen, "schema: %s is both a key and the section of %s", e->key, o);
+                return util_err(err, errlen, "schema: %s is both a key and the section of %s",
+                                e->key, o);
         }
         if (e->type == CONFIG_ENUM) {
-            if (!e->choices || !*e->choices) return util_err(err, errlen, "schema: %s: an enum needs choices", e->key);
+            if (!e->choices || !*e->choices)
+                return util_err(err, errlen, "schema: %s: an enum needs choices", e->key);
             const char *p, *q;
             size_t k, kq;
             for (int a = 0; enum_choice(e, a, &p, &k); a++) {
-                if (!k) return util_err(err, errlen, "schema: %s: empty choice in '%s'", e->key, e->choices);
+                if (!k)
+                    return util_err(err, errlen, "schema: %s: empty choice in '%s'", e->key,
+                                    e->choices);
                 for (int b = 0; b < a; b++) {
                     enum_choice(e, b, &q, &kq);
-                    if (k == kq && !memcmp(p, q, k)) return util_err(err, errlen, "schema: %s: choice '%.*s' twice", e->key, (int)k, p);
+                    if (k == kq && !memcmp(p, q, k))
+                        return util_err(err, errlen, "schema: %s: choice '%.*s' twice", e->key,
+                                        (int)k, p);
                 }
             }
-        } else if (e->choices) return util_err(err, errlen, "schema: %s: choices on a non-enum key", e->key);
+        } else if (e->choices)
+            return util_err(err, errlen, "schema: %s: choices on a non-enum key", e->key);
         const char *bound[2] = {e->min, e->max};
         Value bv[2];
         memset(bv, 0, sizeof bv);
         for (int side = 0; side < 2; side++) {
             if (!bound[side]) continue;
             if (e->type != CONFIG_INT && e->type != CONFIG_DOUBLE)
-                return util_err(err, errlen, "schema: %s: bounds on a %s key", e->key, type_name(e->type));
-            int rc = e->type == CONFIG_INT ? parse_int(bound[side], strlen(bound[side]), &bv[side].i)
-                                           : parse_double(bound[side], strlen(bound[side]), &bv[side].d);
-            if (rc) return util_err(err, errlen, "schema: %s: bad %s '%.40s'", e->key, side ? "max" : "min", bound[side]);
+                return util_err(err, errlen, "schema: %s: bounds on a %s key", e->key,
+                                type_name(e->type));
+            int rc = e->type == CONFIG_INT
+                         ? parse_int(bound[side], strlen(bound[side]), &bv[side].i)
+                         : parse_double(bound[side], strlen(bound[side]), &bv[side].d);
+            if (rc)
+                return util_err(err, errlen, "schema: %s: bad %s '%.40s'", e->key,
+                                side ? "max" : "min", bound[side]);
         }
         if (e->min && e->max && (e->type == CONFIG_INT ? bv[0].i > bv[1].i : bv[0].d > bv[1].d))
-            return util_err(err, errlen, "schema: %s: min %s is above max %s", e->key, e->min, e->max);
+            return util_err(err, errlen, "schema: %s: min %s is above max %s", e->key, e->min,
+                            e->max);
         if (!e->def && e->type != CONFIG_STRING && e->type != CONFIG_LIST)
-            return util_err(err, errlen, "schema: %s: a %s key needs a default", e->key, type_name(e->type));
+            return util_err(err, errlen, "schema: %s: a %s key needs a default", e->key,
+                            type_name(e->type));
         Value v;
         if (parse_text_value(e, e->def ? e->def : "", &v, msg, sizeof msg))
             return util_err(err, errlen, "schema: %s: bad default: %s", e->key, msg);
@@ -535,7 +552,8 @@ int config_new(Config **out, const ConfigEntry *schema, char *err, size_t errlen
     *out = NULL;
     int n = 0;
     while (schema[n].key) {
-        if (++n > 100000) return util_err(err, errlen, "schema: more than 100000 keys (no NULL-key end?)");
+        if (++n > 100000)
+            return util_err(err, errlen, "schema: more than 100000 keys (no NULL-key end?)");
     }
     if (schema_check(schema, n, err, errlen)) return -1;
     Config *c = CALLOC_CHECK(1, sizeof(Config));
@@ -547,7 +565,8 @@ int config_new(Config **out, const ConfigEntry *schema, char *err, size_t errlen
     c->sorted = CALLOC_CHECK((size_t)n, sizeof(int));
     char msg[16];
     for (int i = 0; i < n; i++) {
-        parse_text_value(&schema[i], schema[i].def ? schema[i].def : "", &c->def[i], msg, sizeof msg);  // checked above
+        parse_text_value(&schema[i], schema[i].def ? schema[i].def : "", &c->def[i], msg,
+                         sizeof msg); // checked above
         value_copy(&c->val[i], &c->def[i]);
         c->sorted[i] = i;
     }
@@ -580,7 +599,8 @@ typedef struct {
     char *err; size_t errlen;
 } Loader;
 
-static int lerr(Loader *L, yaml_mark_t m, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int lerr(Loader *L, yaml_mark_t m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int lerr(Loader *L, yaml_mark_t m, const char *fmt, ...) {
     if (!L->err || !L->errlen) return -1;
     int k = snprintf(L->err, L->errlen, "%s:%d:%d: ", L->name, (int)m.line + 1, (int)m.column + 1);
@@ -611,16 +631,20 @@ static int next_event(Loader *L, yaml_event_t *ev) {
         int line, col;
         offset_position(L, p->problem_offset, &line, &col);
         if (p->problem_value >= 0)   // a byte, or a code point for "invalid Unicode character"
-            util_err(L->err, L->errlen, p->problem_value > 0xFF ? "%s:%d:%d: YAML error: %s (U+%04X)"
-                                                                : "%s:%d:%d: YAML error: %s (byte 0x%02X)",
-                     L->name, line, col, p->problem ? p->problem : "cannot read", (unsigned)p->problem_value);
+            util_err(L->err, L->errlen,
+                     p->problem_value > 0xFF ? "%s:%d:%d: YAML error: %s (U+%04X)"
+                                             : "%s:%d:%d: YAML error: %s (byte 0x%02X)",
+                     L->name, line, col, p->problem ? p->problem : "cannot read",
+                     (unsigned)p->problem_value);
         else
-            util_err(L->err, L->errlen, "%s:%d:%d: YAML error: %s", L->name, line, col, p->problem ? p->problem : "cannot read");
+            util_err(L->err, L->errlen, "%s:%d:%d: YAML error: %s", L->name, line, col,
+                     p->problem ? p->problem : "cannot read");
         return -1;
     }
     if (p->context)
-        return lerr(L, p->problem_mark, "YAML syntax error: %s (%s at line %d, column %d)", p->problem ? p->problem : "?",
-                    p->context, (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
+        return lerr(L, p->problem_mark, "YAML syntax error: %s (%s at line %d, column %d)",
+                    p->problem ? p->problem : "?", p->context, (int)p->context_mark.line + 1,
+                    (int)p->context_mark.column + 1);
     return lerr(L, p->problem_mark, "YAML syntax error: %s", p->problem ? p->problem : "?");
 }
 
@@ -638,10 +662,20 @@ static const char *event_kind(const yaml_event_t *ev) {
 // Anchors, aliases and tags are refused wherever they appear.
 static int check_node(Loader *L, const yaml_event_t *ev) {
     const yaml_char_t *anchor = NULL, *tag = NULL;
-    if (ev->type == YAML_ALIAS_EVENT) return lerr(L, ev->start_mark, "aliases (*name) are not supported");
-    if (ev->type == YAML_SCALAR_EVENT) { anchor = ev->data.scalar.anchor; tag = ev->data.scalar.tag; }
-    if (ev->type == YAML_MAPPING_START_EVENT) { anchor = ev->data.mapping_start.anchor; tag = ev->data.mapping_start.tag; }
-    if (ev->type == YAML_SEQUENCE_START_EVENT) { anchor = ev->data.sequence_start.anchor; tag = ev->data.sequence_start.tag; }
+    if (ev->type == YAML_ALIAS_EVENT)
+        return lerr(L, ev->start_mark, "aliases (*name) are not supported");
+    if (ev->type == YAML_SCALAR_EVENT) {
+        anchor = ev->data.scalar.anchor;
+        tag = ev->data.scalar.tag;
+    }
+    if (ev->type == YAML_MAPPING_START_EVENT) {
+        anchor = ev->data.mapping_start.anchor;
+        tag = ev->data.mapping_start.tag;
+    }
+    if (ev->type == YAML_SEQUENCE_START_EVENT) {
+        anchor = ev->data.sequence_start.anchor;
+        tag = ev->data.sequence_start.tag;
+    }
     if (anchor) return lerr(L, ev->start_mark, "anchors (&name) are not supported");
     if (tag) return lerr(L, ev->start_mark, "tags (!tag) are not supported");
     return 0;
@@ -650,9 +684,7 @@ static int check_node(Loader *L, const yaml_event_t *ev) {
 static void stage(Loader *L, int idx, Value *v) {
     if (L->n_pend == L->cap_pend) {
         L->cap_pend = L->cap_pend ? 2 * L->cap_pend : 16;
-        Pending *p = realloc(L->pend, (size_t)L->cap_pend * sizeof(Pending));
-        if (!p) DIE("out of memory");
-        L->pend = p;
+        L->pend = REALLOC_ARRAY(L->pend, (size_t)L->cap_pend, sizeof(Pending));
     }
     L->pend[L->n_pend].idx = idx;
     L->pend[L->n_pend].v = *v;
@@ -663,14 +695,13 @@ static void stage(Loader *L, int idx, Value *v) {
 static int see(Loader *L, const char *key, yaml_mark_t m) {
     for (int i = 0; i < L->n_seen; i++)
         if (!strcmp(L->seen[i].key, key))
-            return lerr(L, m, "duplicate key '%s' (first at line %d, column %d)", key, L->seen[i].line, L->seen[i].col);
+            return lerr(L, m, "duplicate key '%s' (first at line %d, column %d)", key,
+                        L->seen[i].line, L->seen[i].col);
     if (L->n_seen == L->cap_seen) {
         L->cap_seen = L->cap_seen ? 2 * L->cap_seen : 16;
-        Seen *s = realloc(L->seen, (size_t)L->cap_seen * sizeof(Seen));
-        if (!s) DIE("out of memory");
-        L->seen = s;
+        L->seen = REALLOC_ARRAY(L->seen, (size_t)L->cap_seen, sizeof(Seen));
     }
-    L->seen[L->n_seen].key = dup_n(key, strlen(key));
+    L->seen[L->n_seen].key = STRDUP_CHECK(key);
     L->seen[L->n_seen].line = (int)m.line + 1;
     L->seen[L->n_seen].col = (int)m.column + 1;
     L->n_seen++;
@@ -686,7 +717,8 @@ static int load_leaf(Loader *L, int idx, yaml_event_t *ev) {
     memset(&v, 0, sizeof v);
     if (ev->type == YAML_SCALAR_EVENT) {
         TextKind kind = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? TEXT_PLAIN : TEXT_QUOTED;
-        if (parse_scalar(e, (const char *)ev->data.scalar.value, ev->data.scalar.length, kind, &v, msg, sizeof msg) ||
+        if (parse_scalar(e, (const char *)ev->data.scalar.value, ev->data.scalar.length, kind, &v,
+                         msg, sizeof msg) ||
             check_range(e, &v, msg, sizeof msg)) {
             value_free(&v);
             return lerr(L, ev->start_mark, "%s: %s", e->key, msg);
@@ -706,15 +738,18 @@ static int load_leaf(Loader *L, int idx, yaml_event_t *ev) {
         if (it.type == YAML_SEQUENCE_END_EVENT) { yaml_event_delete(&it); break; }
         int bad = check_node(L, &it);
         if (!bad && it.type != YAML_SCALAR_EVENT)
-            bad = lerr(L, it.start_mark, "%s: expected a list of strings, got %s inside the list", e->key, event_kind(&it));
+            bad = lerr(L, it.start_mark, "%s: expected a list of strings, got %s inside the list",
+                       e->key, event_kind(&it));
         if (!bad && memchr(it.data.scalar.value, 0, it.data.scalar.length))
             bad = lerr(L, it.start_mark, "%s: the value contains a NUL character", e->key);
         if (!bad && v.n_items >= CONFIG_MAX_ITEMS)
-            bad = lerr(L, it.start_mark, "%s: more than %d items in the list", e->key, CONFIG_MAX_ITEMS);
+            bad = lerr(L, it.start_mark, "%s: more than %d items in the list", e->key,
+                       CONFIG_MAX_ITEMS);
         if (!bad) {
             int null = it.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
                        is_null_text((const char *)it.data.scalar.value, it.data.scalar.length);
-            list_push(&v, null ? "" : (const char *)it.data.scalar.value, null ? 0 : it.data.scalar.length);
+            list_push(&v, null ? "" : (const char *)it.data.scalar.value,
+                      null ? 0 : it.data.scalar.length);
         }
         yaml_event_delete(&it);
         if (bad) { value_free(&v); return -1; }
@@ -738,7 +773,8 @@ static int load_mapping(Loader *L, const char *prefix, int depth) {
             return -1;
         }
         yaml_mark_t km = kev.start_mark;
-        size_t plen = strlen(prefix), klen = kev.data.scalar.length, n = plen + (plen ? 1 : 0) + klen;
+        size_t plen = strlen(prefix), klen = kev.data.scalar.length,
+               n = plen + (plen ? 1 : 0) + klen;
         char *full = MALLOC_CHECK(n + 1);
         memcpy(full, prefix, plen);
         if (plen) full[plen] = '.';
@@ -759,13 +795,18 @@ static int load_mapping(Loader *L, const char *prefix, int depth) {
             rc = check_node(L, &vev);
             if (!rc && idx >= 0) rc = load_leaf(L, idx, &vev);
             else if (!rc && vev.type == YAML_MAPPING_START_EVENT && depth >= CONFIG_MAX_DEPTH)
-                rc = lerr(L, vev.start_mark, "%s: nesting deeper than %d levels", full, CONFIG_MAX_DEPTH);
-            else if (!rc && vev.type == YAML_MAPPING_START_EVENT) rc = load_mapping(L, full, depth + 1);
-            else if (!rc && !(vev.type == YAML_SCALAR_EVENT && vev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-                              is_null_text((const char *)vev.data.scalar.value, vev.data.scalar.length))) {
+                rc = lerr(L, vev.start_mark, "%s: nesting deeper than %d levels", full,
+                          CONFIG_MAX_DEPTH);
+            else if (!rc && vev.type == YAML_MAPPING_START_EVENT)
+                rc = load_mapping(L, full, depth + 1);
+            else if (!rc &&
+                     !(vev.type == YAML_SCALAR_EVENT &&
+                       vev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+                       is_null_text((const char *)vev.data.scalar.value, vev.data.scalar.length))) {
                 char keys[400];
                 section_keys(L->c, full, n, keys, sizeof keys);
-                rc = lerr(L, vev.start_mark, "%s is a section%s: expected a mapping, got %s", full, keys, event_kind(&vev));
+                rc = lerr(L, vev.start_mark, "%s is a section%s: expected a mapping, got %s", full,
+                          keys, event_kind(&vev));
             }
             yaml_event_delete(&vev);
         }
@@ -796,9 +837,11 @@ static int load_stream(Loader *L) {
         if (next_event(L, &ev)) return -1;
         int rc = check_node(L, &ev);
         if (!rc && ev.type == YAML_MAPPING_START_EVENT) rc = load_mapping(L, "", 1);
-        else if (!rc && !(ev.type == YAML_SCALAR_EVENT && ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+        else if (!rc && !(ev.type == YAML_SCALAR_EVENT &&
+                          ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
                           is_null_text((const char *)ev.data.scalar.value, ev.data.scalar.length)))
-            rc = lerr(L, ev.start_mark, "the top level must be a mapping of keys, got %s", event_kind(&ev));
+            rc = lerr(L, ev.start_mark, "the top level must be a mapping of keys, got %s",
+                      event_kind(&ev));
         yaml_event_delete(&ev);
         if (rc) return -1;
         if (next_event(L, &ev)) return -1;   // DOCUMENT_END
@@ -806,7 +849,8 @@ static int load_stream(Loader *L) {
     }
 }
 
-int config_load_string(Config *c, const char *name, const char *text, size_t len, char *err, size_t errlen) {
+int config_load_string(Config *c, const char *name, const char *text, size_t len, char *err,
+                       size_t errlen) {
     if (len > CONFIG_MAX_FILE)
         return util_err(err, errlen, "%s: the file is larger than %d bytes", name, CONFIG_MAX_FILE);
     if (!text) { text = ""; len = 0; }
@@ -838,9 +882,7 @@ int config_load_file(Config *c, const char *path, char *err, size_t errlen) {
         if (n == cap) {
             if (cap > CONFIG_MAX_FILE) break;
             cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) DIE("out of memory reading %s", path);
-            buf = nb;
+            buf = REALLOC_CHECK(buf, cap);
         }
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
@@ -851,7 +893,8 @@ int config_load_file(Config *c, const char *path, char *err, size_t errlen) {
     fclose(f);
     int rc;
     if (bad) rc = util_err(err, errlen, "%s: cannot read: %s", path, strerror(saved));
-    else if (n > CONFIG_MAX_FILE) rc = util_err(err, errlen, "%s: the file is larger than %d bytes", path, CONFIG_MAX_FILE);
+    else if (n > CONFIG_MAX_FILE)
+        rc = util_err(err, errlen, "%s: the file is larger than %d bytes", path, CONFIG_MAX_FILE);
     else rc = config_load_string(c, path, buf, n, err, errlen);
     free(buf);
     return rc;
@@ -861,7 +904,8 @@ int config_load_file(Config *c, const char *path, char *err, size_t errlen) {
 // Overrides
 // ---------------------------------------------------------------------------------------------
 
-int config_set_value(Config *c, const char *key, const char *value, const char *where, char *err, size_t errlen) {
+int config_set_value(Config *c, const char *key, const char *value, const char *where, char *err,
+                     size_t errlen) {
     char shown[256], msg[512];
     const char *w = where ? where : "config";
     size_t n = strlen(key);
@@ -874,7 +918,8 @@ int config_set_value(Config *c, const char *key, const char *value, const char *
         }
         char hint[CONFIG_MAX_KEY + 40];
         suggest(c, key, n, hint, sizeof hint);
-        return util_err(err, errlen, "%s: unknown key '%s'%s", w, show(key, n, shown, sizeof shown), hint);
+        return util_err(err, errlen, "%s: unknown key '%s'%s", w, show(key, n, shown, sizeof shown),
+                        hint);
     }
     Value v;
     if (parse_text_value(&c->schema[idx], value, &v, msg, sizeof msg))
@@ -894,7 +939,9 @@ int config_set(Config *c, const char *assignment, char *err, size_t errlen) {
                         show(assignment, n, shown, sizeof shown));
     snprintf(where, sizeof where, "--set %s", show(assignment, n, shown, sizeof shown));
     size_t kn = (size_t)(eq - assignment);
-    if (kn >= sizeof key) return util_err(err, errlen, "%s: unknown key (longer than %d bytes)", where, CONFIG_MAX_KEY - 1);
+    if (kn >= sizeof key)
+        return util_err(err, errlen, "%s: unknown key (longer than %d bytes)", where,
+                        CONFIG_MAX_KEY - 1);
     memcpy(key, assignment, kn);
     key[kn] = 0;
     return config_set_value(c, key, eq + 1, where, err, errlen);
@@ -904,7 +951,8 @@ int config_set(Config *c, const char *assignment, char *err, size_t errlen) {
 // Getters (a wrong key or type is a programmer error)
 // ---------------------------------------------------------------------------------------------
 
-static int entry_of(const Config *c, const char *key, ConfigType t1, ConfigType t2, const char *fn) {
+static int entry_of(const Config *c, const char *key, ConfigType t1, ConfigType t2,
+                    const char *fn) {
     int i = find_key(c, key, strlen(key));
     if (i < 0) DIE("%s: no key '%s' in the schema", fn, key);
     if (c->schema[i].type != t1 && c->schema[i].type != t2)
@@ -951,7 +999,7 @@ static void put_quoted(Buf *b, const char *s) {
     buf_add(b, "\"", 1);
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        int k = utf8_seq((const unsigned char *)s + i, n - i, &cp);
+        int k = utf8_decode(s + i, n - i, &cp);
         if (!k) { buf_fmt(b, "\\x%02X", (unsigned char)s[i]); i++; continue; }   // not reached
         if (cp == '"') buf_str(b, "\\\"");
         else if (cp == '\\') buf_str(b, "\\\\");
@@ -1041,8 +1089,7 @@ int config_dump(const Config *c, FILE *out) {
 void config_hash(const Config *c, char hex[CONFIG_HASH_HEX]) {
     Buf b = {0};
     dump_into(c, &b, 0);
-    uint64_t h = 0xcbf29ce484222325ull;   // FNV-1a 64
-    for (size_t i = 0; i < b.n; i++) { h ^= (unsigned char)b.p[i]; h *= 0x100000001b3ull; }
+    uint64_t h = data_hash_bytes(DATA_HASH_INIT, b.p, b.n);
     free(b.p);
     snprintf(hex, CONFIG_HASH_HEX, "%016llx", (unsigned long long)h);
 }
@@ -1092,14 +1139,24 @@ int config_parse_args(Config *c, int argc, char **argv, const char *prog, const 
         else if (!strcmp(argv[i], "-c") && i + 1 < argc) cfile = argv[++i];
         else if (!strcmp(argv[i], "--set") && i + 1 < argc) i++;   // applied after the file
         else if (!strcmp(argv[i], "--print-config")) print = 1;
-        else { fprintf(stderr, "%s: unexpected argument '%s'\n%s", prog, argv[i], usage); return 2; }
+        else {
+            fprintf(stderr, "%s: unexpected argument '%s'\n%s", prog, argv[i], usage);
+            return 2;
+        }
     }
     if (argc == 0) { fputs(usage, stderr); return 2; }
-    if (cfile && config_load_file(c, cfile, err, sizeof err)) { fprintf(stderr, "%s: %s\n", prog, err); return 1; }
+    if (cfile && config_load_file(c, cfile, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return 1;
+    }
     // an empty file is a mistake (a wrong path, a file cut short), not a request for the defaults
-    if (cfile && file_is_blank(cfile)) { fprintf(stderr, "%s: %s: the configuration file is empty\n", prog, cfile); return 1; }
+    if (cfile && file_is_blank(cfile)) {
+        fprintf(stderr, "%s: %s: the configuration file is empty\n", prog, cfile);
+        return 1;
+    }
     for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--set") && i + 1 < argc && config_set(c, argv[++i], err, sizeof err)) {
+        if (!strcmp(argv[i], "--set") && i + 1 < argc &&
+            config_set(c, argv[++i], err, sizeof err)) {
             fprintf(stderr, "%s: %s\n", prog, err);
             return 1;
         }

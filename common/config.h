@@ -5,9 +5,10 @@
 //
 //     static const ConfigEntry SFT_SCHEMA[] = {
 //         CONFIG_ENTRY("data.path",      CONFIG_STRING, NULL,     "prompt/response JSONL file"),
-//         CONFIG_ENTRY("train.lr",       CONFIG_DOUBLE, "3e-5",   "peak learning rate", .min = "0", .max = "1"),
-//         CONFIG_ENTRY("train.steps",    CONFIG_INT,    "1000",   "optimizer steps", .min = "1"),
-//         CONFIG_ENTRY("train.schedule", CONFIG_ENUM,   "cosine", "learning-rate schedule",
+//         CONFIG_ENTRY("train.lr",       CONFIG_DOUBLE, "3e-5",   "peak learning rate", .min = "0",
+//         .max = "1"), CONFIG_ENTRY("train.steps",    CONFIG_INT,    "1000",   "optimizer steps",
+//         .min = "1"), CONFIG_ENTRY("train.schedule", CONFIG_ENUM,   "cosine", "learning-rate
+//         schedule",
 //                      .choices = "cosine|linear|constant"),
 //         CONFIG_ENTRY("log.every",      CONFIG_INT,    "10",     "log every N steps", .min = "1",
 //                      .flags = CONFIG_NO_HASH),
@@ -97,7 +98,8 @@ typedef struct {
 
 // One schema entry with designated initializers (so -Wextra's missing-initializer check is
 // quiet and fields cannot be swapped): key, type, default, help, then .min/.max/.choices/.flags.
-#define CONFIG_ENTRY(k, t, d, h, ...) {.key = (k), .type = (t), .def = (d), .help = (h), __VA_ARGS__}
+#define CONFIG_ENTRY(k, t, d, h, ...)                                                              \
+    { .key = (k), .type = (t), .def = (d), .help = (h), __VA_ARGS__ }
 
 typedef struct Config Config;
 
@@ -109,12 +111,14 @@ void config_free(Config *c);   // NULL is fine
 // Loads a YAML file (all or nothing, see above). Messages start with path:line:column.
 int config_load_file(Config *c, const char *path, char *err, size_t errlen);
 // Same for text in memory; name is used in messages in place of the path.
-int config_load_string(Config *c, const char *name, const char *text, size_t len, char *err, size_t errlen);
+int config_load_string(Config *c, const char *name, const char *text, size_t len, char *err,
+                       size_t errlen);
 // Applies one "KEY=VALUE" override (as --set gives it).
 int config_set(Config *c, const char *assignment, char *err, size_t errlen);
 // Sets KEY from VALUE text (as config_set does); messages start with `where` (e.g. a pipeline
 // file's "pipe.yaml:12:7") instead of "--set KEY=VALUE". where may be NULL.
-int config_set_value(Config *c, const char *key, const char *value, const char *where, char *err, size_t errlen);
+int config_set_value(Config *c, const char *key, const char *value, const char *where, char *err,
+                     size_t errlen);
 
 // Typed getters; the key must be in the schema with this type (else DIE).
 int64_t     config_get_int(const Config *c, const char *key);

@@ -53,7 +53,9 @@ int64_t data_batch_normalise(DataBatch *batches, int n) {
 
 int data_cursor_save(const DataCursor *c, CkptTrainerState *st, const char *prefix,
                      char *err, size_t errlen) {
-    if (strlen(prefix) > CURSOR_PREFIX_MAX) return util_err(err, errlen, "cursor name '%s' is longer than %d characters", prefix, CURSOR_PREFIX_MAX);
+    if (strlen(prefix) > CURSOR_PREFIX_MAX)
+        return util_err(err, errlen, "cursor name '%s' is longer than %d characters", prefix,
+                        CURSOR_PREFIX_MAX);
     const char *names[4] = {"epoch", "index", "seed", "fingerprint"};
     int64_t vals[4] = {c->epoch, c->index, (int64_t)c->seed, (int64_t)c->fingerprint};
     for (int i = 0; i < 4; i++) {
@@ -66,7 +68,9 @@ int data_cursor_save(const DataCursor *c, CkptTrainerState *st, const char *pref
 
 int data_cursor_load(DataCursor *c, const CkptTrainerState *st, const char *prefix,
                      char *err, size_t errlen) {
-    if (strlen(prefix) > CURSOR_PREFIX_MAX) return util_err(err, errlen, "cursor name '%s' is longer than %d characters", prefix, CURSOR_PREFIX_MAX);
+    if (strlen(prefix) > CURSOR_PREFIX_MAX)
+        return util_err(err, errlen, "cursor name '%s' is longer than %d characters", prefix,
+                        CURSOR_PREFIX_MAX);
     const char *names[4] = {"epoch", "index", "seed", "fingerprint"};
     int64_t vals[4];
     for (int i = 0; i < 4; i++) {
@@ -74,34 +78,12 @@ int data_cursor_load(DataCursor *c, const CkptTrainerState *st, const char *pref
         snprintf(name, sizeof name, "%s.%s", prefix, names[i]);
         if (ckpt_state_get_int(st, name, &vals[i], err, errlen)) return -1;
     }
-    if (vals[0] < 0 || vals[1] < 0) return util_err(err, errlen, "cursor %s: negative epoch or index (%lld, %lld)", prefix, (long long)vals[0], (long long)vals[1]);
+    if (vals[0] < 0 || vals[1] < 0)
+        return util_err(err, errlen, "cursor %s: negative epoch or index (%lld, %lld)", prefix,
+                        (long long)vals[0], (long long)vals[1]);
     c->epoch = vals[0];
     c->index = vals[1];
     c->seed = (uint64_t)vals[2];
     c->fingerprint = (uint64_t)vals[3];
     return 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// hashing
-
-uint64_t data_hash_bytes(uint64_t h, const void *p, size_t n) {
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 0x100000001b3ULL; }
-    return h;
-}
-
-uint64_t data_hash_u64(uint64_t h, uint64_t v) {
-    unsigned char b[8];
-    for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
-    return data_hash_bytes(h, b, 8);
-}
-
-uint64_t data_hash_mix(uint64_t h) {
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
 }

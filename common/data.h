@@ -23,6 +23,7 @@
 #ifndef DATA_H
 #define DATA_H
 #include "checkpoint.h"
+#include "hash.h"
 #include "model.h"
 #include <stddef.h>
 #include <stdint.h>
@@ -33,7 +34,7 @@ typedef struct {
     int32_t *tokens;       // (B,T) row-major with row stride T (the current T), right-padded
     int32_t *lengths;      // (B) real positions of each row, 1..T
     int32_t *targets;      // (B,T) next token, or -1 (no loss here, or padding)
-    float *weights;        // (B,T) loss weight: the weight given to *_next where targets >= 0, else 0
+    float *weights; // (B,T) loss weight: the weight given to *_next where targets >= 0, else 0
     int64_t *source;       // (B) where each row came from: example index (dataset), first token
                            //     of the window (tokfile)
     int64_t n_targets;     // positions with targets >= 0 in this batch
@@ -69,12 +70,4 @@ int data_cursor_save(const DataCursor *c, CkptTrainerState *st, const char *pref
 int data_cursor_load(DataCursor *c, const CkptTrainerState *st, const char *prefix,
                      char *err, size_t errlen);
 
-// 64-bit hashing. data_hash_bytes continues FNV-1a over p[0..n) from h (start from
-// DATA_HASH_INIT); data_hash_mix is the MurmurHash3 finalizer (full avalanche), applied to an FNV
-// result before taking it modulo anything. Both are fixed forever: splits and fingerprints
-// depend on them.
-#define DATA_HASH_INIT 0xcbf29ce484222325ULL
-uint64_t data_hash_bytes(uint64_t h, const void *p, size_t n);
-uint64_t data_hash_u64(uint64_t h, uint64_t v);   // data_hash_bytes over v's 8 bytes, little-endian
-uint64_t data_hash_mix(uint64_t h);
 #endif

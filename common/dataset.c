@@ -4,6 +4,7 @@
 #include "dataset.h"
 #include "cli.h"
 #include "rng.h"
+#include "utf8.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -58,42 +59,10 @@ static void encoded_free(Encoded *e) {
     memset(e, 0, sizeof *e);
 }
 
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s);
-    char *d = MALLOC_CHECK(n + 1);
-    memcpy(d, s, n + 1);
-    return d;
-}
 
 static void where_str(char *buf, const char *source, int64_t item) {
     if (item >= 0) snprintf(buf, WHERE_LEN, "%s:%lld", source, (long long)item);
     else snprintf(buf, WHERE_LEN, "%s", source);
-}
-
-// Length of the longest valid UTF-8 prefix of s[0..n) (no overlong forms, no surrogates, nothing
-// above U+10FFFF).
-static size_t utf8_valid_len(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        size_t k;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) k = 1;
-        else if (c == 0xE0) { k = 2; lo = 0xA0; }
-        else if (c >= 0xE1 && c <= 0xEC) k = 2;
-        else if (c == 0xED) { k = 2; hi = 0x9F; }
-        else if (c >= 0xEE && c <= 0xEF) k = 2;
-        else if (c == 0xF0) { k = 3; lo = 0x90; }
-        else if (c >= 0xF1 && c <= 0xF3) k = 3;
-        else if (c == 0xF4) { k = 3; hi = 0x8F; }
-        else return i;
-        if (i + k >= n) return i;   // the sequence runs past the end
-        if (s[i + 1] < lo || s[i + 1] > hi) return i;
-        for (size_t j = 2; j <= k; j++) if (s[i + j] < 0x80 || s[i + j] > 0xBF) return i;
-        i += k + 1;
-    }
-    return n;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -103,17 +72,10 @@ int dataset_truncation_parse(const char *s, DatasetTruncation *out, char *err, s
     if (!strcmp(s, "error")) *out = DATASET_TRUNCATE_ERROR;
     else if (!strcmp(s, "truncate_prompt_left")) *out = DATASET_TRUNCATE_PROMPT_LEFT;
     else if (!strcmp(s, "drop")) *out = DATASET_TRUNCATE_DROP;
-    else return util_err(err, errlen, "unknown truncation rule '%s' (expected error, truncate_prompt_left or drop)", s);
+    else
+        return util_err(err, errlen, "unknown truncation rule '%s' (expected error, "
+                        "truncate_prompt_left or drop)", s);
     return 0;
-}
-
-const char *dataset_truncation_name(DatasetTruncation t) {
-    switch (t) {
-    case DATASET_TRUNCATE_ERROR: return "error";
-    case DATASET_TRUNCATE_PROMPT_LEFT: return "truncate_prompt_left";
-    case DATASET_TRUNCATE_DROP: return "drop";
-    }
-    return "?";
 }
 
 // Offset of the one occurrence of key in tpl; -1 with a message when it occurs 0 or 2+ times.
@@ -121,7 +83,8 @@ static int find_placeholder(const char *what, const char *tpl, const char *key, 
                             char *err, size_t errlen) {
     const char *p = strstr(tpl, key);
     if (!p) return util_err(err, errlen, "%s \"%s\" lacks %s", what, tpl, key);
-    if (strstr(p + 1, key)) return util_err(err, errlen, "%s \"%s\" has %s more than once", what, tpl, key);
+    if (strstr(p + 1, key))
+        return util_err(err, errlen, "%s \"%s\" has %s more than once", what, tpl, key);
     *at = (size_t)(p - tpl);
     return 0;
 }
@@ -137,23 +100,27 @@ int dataset_create(Dataset **out, const Tokenizer *tok, const DatasetOptions *op
     if (find_placeholder("system template", st, "{system}", &sat, err, errlen)) return -1;
     const char *strs[3] = {pt, rp, st};
     for (int i = 0; i < 3; i++)
-        if (utf8_valid_len((const unsigned char *)strs[i], strlen(strs[i])) != strlen(strs[i]))
+        if (utf8_valid_len(strs[i], strlen(strs[i])) != strlen(strs[i]))
             return util_err(err, errlen, "template \"%s\" is not valid UTF-8", strs[i]);
     if (opt->max_tokens < 1 || opt->max_tokens > (1 << 30))
-        return util_err(err, errlen, "max_tokens must be in 1..%d (got %d)", 1 << 30, opt->max_tokens);
+        return util_err(err, errlen, "max_tokens must be in 1..%d (got %d)", 1 << 30,
+                        opt->max_tokens);
     if (!(opt->valid_percent >= 0.0 && opt->valid_percent <= 100.0))
-        return util_err(err, errlen, "valid_percent must be in 0..100 (got %g)", opt->valid_percent);
-    if (opt->truncation != DATASET_TRUNCATE_ERROR && opt->truncation != DATASET_TRUNCATE_PROMPT_LEFT &&
-        opt->truncation != DATASET_TRUNCATE_DROP)
+        return util_err(err, errlen, "valid_percent must be in 0..100 (got %g)",
+                        opt->valid_percent);
+    if (opt->truncation != DATASET_TRUNCATE_ERROR &&
+        opt->truncation != DATASET_TRUNCATE_PROMPT_LEFT && opt->truncation != DATASET_TRUNCATE_DROP)
         return util_err(err, errlen, "unknown truncation rule %d", (int)opt->truncation);
-    if (tok_eot(tok) < 0) return util_err(err, errlen, "the tokenizer has no <|endoftext|> token to end responses with");
+    if (tok_eot(tok) < 0)
+        return util_err(err, errlen,
+                        "the tokenizer has no <|endoftext|> token to end responses with");
     Dataset *ds = CALLOC_CHECK(1, sizeof *ds);
     ds->tok = tok;
     ds->eot = tok_eot(tok);
     ds->opt = *opt;
-    ds->prompt_tpl = xstrdup(pt);
-    ds->response_prefix = xstrdup(rp);
-    ds->system_tpl = xstrdup(st);
+    ds->prompt_tpl = STRDUP_CHECK(pt);
+    ds->response_prefix = STRDUP_CHECK(rp);
+    ds->system_tpl = STRDUP_CHECK(st);
     ds->opt.prompt_template = ds->prompt_tpl;
     ds->opt.response_prefix = ds->response_prefix;
     ds->opt.system_template = ds->system_tpl;
@@ -199,36 +166,45 @@ static int check_messages(const DatasetMessage *m, int n, int final_assistant, c
     for (int i = 0; i < n; i++) {
         Role r = role_of(m[i].role);
         if (r == ROLE_BAD)
-            return util_err(err, errlen, "%s: messages[%d].role must be \"system\", \"user\" or \"assistant\" (got \"%.40s\")",
-                            where, i, m[i].role ? m[i].role : "(null)");
-        if (!m[i].content) return util_err(err, errlen, "%s: messages[%d] has no content", where, i);
+            return util_err(err, errlen, "%s: messages[%d].role must be \"system\", \"user\" or "
+                            "\"assistant\" (got \"%.40s\")", where, i,
+                            m[i].role ? m[i].role : "(null)");
+        if (!m[i].content)
+            return util_err(err, errlen, "%s: messages[%d] has no content", where, i);
         size_t len = strlen(m[i].content);
-        size_t ok = utf8_valid_len((const unsigned char *)m[i].content, len);
-        if (ok != len) return util_err(err, errlen, "%s: messages[%d].content has invalid UTF-8 at byte %zu", where, i, ok + 1);
+        size_t ok = utf8_valid_len(m[i].content, len);
+        if (ok != len)
+            return util_err(err, errlen, "%s: messages[%d].content has invalid UTF-8 at byte %zu",
+                            where, i, ok + 1);
         if (r == ROLE_SYSTEM && i > 0)
-            return util_err(err, errlen, "%s: messages[%d]: a system message may only come first", where, i);
+            return util_err(err, errlen, "%s: messages[%d]: a system message may only come first",
+                            where, i);
         if (r != ROLE_SYSTEM) {
             Role want = ((i - first) % 2 == 0) ? ROLE_USER : ROLE_ASSISTANT;
             if (r != want)
-                return util_err(err, errlen, "%s: messages[%d] is a%s %s message where a%s %s message must come (turns alternate user, assistant)",
-                                where, i, r == ROLE_USER ? "" : "n", m[i].role, want == ROLE_USER ? "" : "n",
+                return util_err(err, errlen, "%s: messages[%d] is a%s %s message where a%s %s "
+                                "message must come (turns alternate user, assistant)", where, i,
+                                r == ROLE_USER ? "" : "n", m[i].role, want == ROLE_USER ? "" : "n",
                                 want == ROLE_USER ? "user" : "assistant");
         }
-        if (r == ROLE_ASSISTANT && len == 0) return util_err(err, errlen, "%s: messages[%d]: empty assistant content", where, i);
+        if (r == ROLE_ASSISTANT && len == 0)
+            return util_err(err, errlen, "%s: messages[%d]: empty assistant content", where, i);
     }
     Role last = role_of(m[n - 1].role);
     if (final_assistant && last != ROLE_ASSISTANT)
-        return util_err(err, errlen, "%s: the last message must be from the assistant (it is %s)", where, m[n - 1].role);
+        return util_err(err, errlen, "%s: the last message must be from the assistant (it is %s)",
+                        where, m[n - 1].role);
     if (!final_assistant && last != ROLE_USER)
-        return util_err(err, errlen, "%s: a prompt conversation must end with a user message (it ends with %s)", where, m[n - 1].role);
+        return util_err(err, errlen,
+                        "%s: a prompt conversation must end with a user message (it ends with %s)",
+                        where, m[n - 1].role);
     return 0;
 }
 
 static void ids_push(TokIds *ids, int32_t id) {
     if (ids->n == ids->cap) {
         ids->cap = ids->cap ? 2 * ids->cap : 64;
-        ids->ids = realloc(ids->ids, ids->cap * sizeof(int32_t));
-        if (!ids->ids) DIE("out of memory (%zu ids)", ids->cap);
+        ids->ids = REALLOC_ARRAY(ids->ids, ids->cap, sizeof(int32_t));
     }
     ids->ids[ids->n++] = id;
 }
@@ -238,21 +214,21 @@ static void mask_reserve(Encoded *e, size_t n) {
     if (n <= e->mask_cap) return;
     size_t cap = e->mask_cap ? e->mask_cap : 64;
     while (cap < n) cap *= 2;
-    e->mask = realloc(e->mask, cap);
-    if (!e->mask) DIE("out of memory (%zu bytes)", cap);
+    e->mask = REALLOC_CHECK(e->mask, cap);
     e->mask_cap = cap;
 }
 
 // Appends encode(a + b + c) to e with mask value v.
 static int encode_segment(const Dataset *ds, Encoded *e, const char *a, size_t na, const char *b,
-                          size_t nb, const char *c, size_t nc, uint8_t v, char *err) {
+                          size_t nb, const char *c, size_t nc, uint8_t v, char *err,
+                          size_t errlen) {
     size_t n = na + nb + nc;
     char *s = MALLOC_CHECK(n + 1);
     memcpy(s, a, na);
     memcpy(s + na, b, nb);
     memcpy(s + na + nb, c, nc);
     size_t before = e->ids.n;
-    int rc = tok_encode(ds->tok, s, n, 0, &e->ids, err);
+    int rc = tok_encode(ds->tok, s, n, 0, &e->ids, err, errlen);
     free(s);
     if (rc) return -1;
     mask_reserve(e, e->ids.n);
@@ -260,8 +236,16 @@ static int encode_segment(const Dataset *ds, Encoded *e, const char *a, size_t n
     return 0;
 }
 
-// Renders and tokenizes a checked conversation (see dataset.h). err: TOK_ERR_LEN bytes.
-static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, Encoded *e, char *err) {
+// Appends encode(tpl with its placeholder, at byte `at`, replaced by c[0..nc)) with mask value v.
+static int encode_in_template(const Dataset *ds, Encoded *e, const char *tpl, size_t at,
+                              const char *c, size_t nc, uint8_t v, char *err, size_t errlen) {
+    const char *rest = tpl + at + PLACEHOLDER_LEN;
+    return encode_segment(ds, e, tpl, at, c, nc, rest, strlen(rest), v, err, errlen);
+}
+
+// Renders and tokenizes a checked conversation (see dataset.h).
+static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, Encoded *e,
+                           char *err, size_t errlen) {
     uint8_t pm = ds->opt.train_on_all ? 1 : 0;
     e->ids.n = 0;
     e->resp_start = 0;
@@ -270,21 +254,16 @@ static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, En
         size_t nc = strlen(c);
         int rc = 0;
         switch (role_of(m[i].role)) {
-        case ROLE_SYSTEM: {
-            const char *t = ds->system_tpl;
-            size_t at = ds->system_at;
-            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN, strlen(t + at + PLACEHOLDER_LEN), pm, err);
+        case ROLE_SYSTEM:
+            rc = encode_in_template(ds, e, ds->system_tpl, ds->system_at, c, nc, pm, err, errlen);
             break;
-        }
-        case ROLE_USER: {
-            const char *t = ds->prompt_tpl;
-            size_t at = ds->prompt_at;
-            rc = encode_segment(ds, e, t, at, c, nc, t + at + PLACEHOLDER_LEN, strlen(t + at + PLACEHOLDER_LEN), pm, err);
+        case ROLE_USER:
+            rc = encode_in_template(ds, e, ds->prompt_tpl, ds->prompt_at, c, nc, pm, err, errlen);
             break;
-        }
         case ROLE_ASSISTANT:
             e->resp_start = e->ids.n;
-            rc = encode_segment(ds, e, ds->response_prefix, strlen(ds->response_prefix), c, nc, "", 0, 1, err);
+            rc = encode_segment(ds, e, ds->response_prefix, strlen(ds->response_prefix), c, nc, "",
+                                0, 1, err, errlen);
             if (!rc) {
                 ids_push(&e->ids, ds->eot);
                 mask_reserve(e, e->ids.n);
@@ -292,8 +271,7 @@ static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, En
             }
             break;
         case ROLE_BAD:
-            rc = -1;
-            snprintf(err, TOK_ERR_LEN, "unknown role");
+            rc = util_err(err, errlen, "unknown role");
             break;
         }
         if (rc) return -1;
@@ -312,25 +290,27 @@ static uint64_t messages_hash(const DatasetMessage *m, int n) {
 }
 
 static int32_t source_index(Dataset *ds, const char *name) {
-    if (ds->n_sources > 0 && !strcmp(ds->sources[ds->n_sources - 1], name)) return (int32_t)(ds->n_sources - 1);
+    if (ds->n_sources > 0 && !strcmp(ds->sources[ds->n_sources - 1], name))
+        return (int32_t)(ds->n_sources - 1);
     if (ds->n_sources == ds->cap_sources) {
         ds->cap_sources = ds->cap_sources ? 2 * ds->cap_sources : 8;
-        ds->sources = realloc(ds->sources, (size_t)ds->cap_sources * sizeof(char *));
-        if (!ds->sources) DIE("out of memory");
+        ds->sources = REALLOC_ARRAY(ds->sources, (size_t)ds->cap_sources, sizeof(char *));
     }
-    ds->sources[ds->n_sources] = xstrdup(name);
+    ds->sources[ds->n_sources] = STRDUP_CHECK(name);
     return (int32_t)ds->n_sources++;
 }
 
 // Applies the truncation rule to e and appends the result. 0 (added or dropped) or -1.
 static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int32_t source,
-                          int64_t item, DatasetSplit split, const char *where, char *err, size_t errlen) {
+                          int64_t item, DatasetSplit split, const char *where, char *err,
+                          size_t errlen) {
     size_t n = e->ids.n, cap = (size_t)ds->opt.max_tokens + 1, start = 0;
     if (n > cap) {
         switch (ds->opt.truncation) {
         case DATASET_TRUNCATE_ERROR:
-            return util_err(err, errlen, "%s: example is %zu tokens, longer than the context allows (%zu = max_tokens %d + 1); "
-                            "set truncation to truncate_prompt_left or drop", where, n, cap, ds->opt.max_tokens);
+            return util_err(err, errlen, "%s: example is %zu tokens, longer than the context "
+                            "allows (%zu = max_tokens %d + 1); set truncation to "
+                            "truncate_prompt_left or drop", where, n, cap, ds->opt.max_tokens);
         case DATASET_TRUNCATE_DROP:
             ds->n_dropped++;
             return 0;
@@ -345,22 +325,22 @@ static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int
     if (ds->n_tokens + (int64_t)len > ds->cap_tokens) {
         int64_t c = ds->cap_tokens ? ds->cap_tokens : 4096;
         while (c < ds->n_tokens + (int64_t)len) c *= 2;
-        ds->tokens = realloc(ds->tokens, (size_t)c * sizeof(int32_t));
-        ds->mask = realloc(ds->mask, (size_t)c);
-        if (!ds->tokens || !ds->mask) DIE("out of memory (%lld tokens)", (long long)c);
+        ds->tokens = REALLOC_ARRAY(ds->tokens, (size_t)c, sizeof(int32_t));
+        ds->mask = REALLOC_CHECK(ds->mask, (size_t)c);
         ds->cap_tokens = c;
     }
     if (ds->n_ex == ds->cap_ex) {
         ds->cap_ex = ds->cap_ex ? 2 * ds->cap_ex : 256;
-        ds->ex = realloc(ds->ex, (size_t)ds->cap_ex * sizeof(Example));
-        if (!ds->ex) DIE("out of memory");
+        ds->ex = REALLOC_ARRAY(ds->ex, (size_t)ds->cap_ex, sizeof(Example));
     }
     Example *x = &ds->ex[ds->n_ex++];
     x->off = ds->n_tokens;
     x->len = (int32_t)len;
     x->item = item;
     x->source = source;
-    if (split == DATASET_SPLIT_AUTO) split = (int64_t)(text_hash % 10000) < ds->valid_bp ? DATASET_SPLIT_VALID : DATASET_SPLIT_TRAIN;
+    if (split == DATASET_SPLIT_AUTO)
+        split =
+            (int64_t)(text_hash % 10000) < ds->valid_bp ? DATASET_SPLIT_VALID : DATASET_SPLIT_TRAIN;
     x->split = (uint8_t)split;
     memcpy(ds->tokens + ds->n_tokens, e->ids.ids + start, len * sizeof(int32_t));
     memcpy(ds->mask + ds->n_tokens, e->mask + start, len);
@@ -368,7 +348,8 @@ static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int
     uint64_t h = DATA_HASH_INIT;
     for (size_t t = 0; t < len; t++) {
         if (t > 0 && e->mask[start + t]) nt++;
-        h = data_hash_u64(h, (uint64_t)(uint32_t)e->ids.ids[start + t] | (uint64_t)e->mask[start + t] << 32);
+        h = data_hash_u64(h, (uint64_t)(uint32_t)e->ids.ids[start + t] |
+                                 (uint64_t)e->mask[start + t] << 32);
     }
     x->n_targets = nt;
     x->tok_hash = h;
@@ -377,8 +358,9 @@ static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int
 }
 
 // Checks, encodes and commits one conversation (pair: is_pair, messages user + assistant).
-static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair, const char *source,
-                        int64_t item, DatasetSplit split, char *err, size_t errlen) {
+static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair,
+                        const char *source, int64_t item, DatasetSplit split, char *err,
+                        size_t errlen) {
     char where[WHERE_LEN];
     where_str(where, source, item);
     if (split != DATASET_SPLIT_AUTO && split != DATASET_SPLIT_TRAIN && split != DATASET_SPLIT_VALID)
@@ -387,19 +369,21 @@ static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair
         for (int i = 0; i < 2; i++) {
             const char *what = i ? "response" : "prompt";
             if (!m[i].content) return util_err(err, errlen, "%s: no %s", where, what);
-            size_t len = strlen(m[i].content), ok = utf8_valid_len((const unsigned char *)m[i].content, len);
-            if (ok != len) return util_err(err, errlen, "%s: the %s has invalid UTF-8 at byte %zu", where, what, ok + 1);
+            size_t len = strlen(m[i].content), ok = utf8_valid_len(m[i].content, len);
+            if (ok != len)
+                return util_err(err, errlen, "%s: the %s has invalid UTF-8 at byte %zu", where,
+                                what, ok + 1);
         }
         if (!m[1].content[0]) return util_err(err, errlen, "%s: empty response", where);
     } else if (check_messages(m, n, 1, where, err, errlen)) return -1;
     Encoded e = {0};
-    char terr[TOK_ERR_LEN];
-    if (encode_messages(ds, m, n, &e, terr)) {
+    if (encode_messages(ds, m, n, &e, err, errlen)) {
         encoded_free(&e);
-        return util_err(err, errlen, "%s: %s", where, terr);
+        return util_err_prefix(err, errlen, "%s: ", where);
     }
     DatasetMark mark = dataset_mark(ds);
-    int rc = commit_encoded(ds, &e, messages_hash(m, n), source_index(ds, source), item, split, where, err, errlen);
+    int rc = commit_encoded(ds, &e, messages_hash(m, n), source_index(ds, source), item, split,
+                            where, err, errlen);
     if (rc) dataset_rollback(ds, &mark);   // forget the interned source name too
     encoded_free(&e);
     return rc;
@@ -413,7 +397,8 @@ int dataset_add_pair(Dataset *ds, const char *prompt, const char *response, cons
 
 int dataset_add_chat(Dataset *ds, const DatasetMessage *msgs, int n_msgs, const char *source,
                      int64_t item, DatasetSplit split, char *err, size_t errlen) {
-    return add_messages(ds, msgs, n_msgs, 0, source ? source : "(memory)", item, split, err, errlen);
+    return add_messages(ds, msgs, n_msgs, 0, source ? source : "(memory)", item, split, err,
+                        errlen);
 }
 
 DatasetMark dataset_mark(const Dataset *ds) {
@@ -440,7 +425,7 @@ typedef struct {
     int64_t line;
     Encoded enc;
     int rc;
-    char err[TOK_ERR_LEN];
+    char err[256];               // the message when rc != 0 (lines are encoded in parallel)
 } Pending;
 
 static void pending_clear(Pending *p, int64_t n) {
@@ -456,13 +441,17 @@ static void pending_clear(Pending *p, int64_t n) {
 static int flush_pending(Dataset *ds, Pending *p, int64_t n, const char *path, int32_t source,
                          DatasetSplit split, char *err, size_t errlen) {
     #pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t i = 0; i < n; i++) p[i].rc = encode_messages(ds, p[i].msgs, p[i].n_msgs, &p[i].enc, p[i].err);
+    for (int64_t i = 0; i < n; i++)
+        p[i].rc = encode_messages(ds, p[i].msgs, p[i].n_msgs, &p[i].enc, p[i].err, sizeof p[i].err);
     for (int64_t i = 0; i < n; i++) {
         char where[WHERE_LEN];
         where_str(where, path, p[i].line);
-        if (p[i].rc) { pending_clear(p, n); return util_err(err, errlen, "%s: %s", where, p[i].err); }
-        if (commit_encoded(ds, &p[i].enc, messages_hash(p[i].msgs, p[i].n_msgs), source, p[i].line, split,
-                           where, err, errlen)) {
+        if (p[i].rc) {
+            pending_clear(p, n);
+            return util_err(err, errlen, "%s: %s", where, p[i].err);
+        }
+        if (commit_encoded(ds, &p[i].enc, messages_hash(p[i].msgs, p[i].n_msgs), source, p[i].line,
+                           split, where, err, errlen)) {
             pending_clear(p, n);
             return -1;
         }
@@ -482,7 +471,8 @@ static const char *json_type(const cJSON *j) {
 }
 
 // The member `key` of object o: NULL when absent; -1 (message) when it occurs twice.
-static int member(const cJSON *o, const char *key, cJSON **out, const char *where, char *err, size_t errlen) {
+static int member(const cJSON *o, const char *key, cJSON **out, const char *where, char *err,
+                  size_t errlen) {
     *out = NULL;
     for (cJSON *c = o->child; c; c = c->next) {
         if (!c->string || strcmp(c->string, key)) continue;
@@ -508,12 +498,18 @@ static int64_t find_nul_escape(const char *s, size_t n) {
 }
 
 // Parses one non-blank line into p (p->root owns the strings). col0: column of s[0] in the file.
-static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *where, char *err, size_t errlen) {
-    size_t ok = utf8_valid_len((const unsigned char *)s, n);
-    if (ok != n) return util_err(err, errlen, "%s: invalid UTF-8 at column %zu (JSONL must be UTF-8)", where, col0 + ok + 1);
-    if (strlen(s) != n) return util_err(err, errlen, "%s: NUL byte at column %zu", where, col0 + strlen(s) + 1);
+static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *where, char *err,
+                      size_t errlen) {
+    size_t ok = utf8_valid_len(s, n);
+    if (ok != n)
+        return util_err(err, errlen, "%s: invalid UTF-8 at column %zu (JSONL must be UTF-8)", where,
+                        col0 + ok + 1);
+    if (strlen(s) != n)
+        return util_err(err, errlen, "%s: NUL byte at column %zu", where, col0 + strlen(s) + 1);
     int64_t z = find_nul_escape(s, n);
-    if (z >= 0) return util_err(err, errlen, "%s: \\u0000 (a NUL character) in a string at column %zu", where, col0 + (size_t)z + 1);
+    if (z >= 0)
+        return util_err(err, errlen, "%s: \\u0000 (a NUL character) in a string at column %zu",
+                        where, col0 + (size_t)z + 1);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(s, &end, 1);
     if (!root) {
@@ -521,37 +517,59 @@ static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *wh
         return util_err(err, errlen, "%s: bad JSON at column %zu", where, col0 + col + 1);
     }
     p->root = root;
-    if (!cJSON_IsObject(root)) return util_err(err, errlen, "%s: expected a JSON object, got %s", where, json_type(root));
+    if (!cJSON_IsObject(root))
+        return util_err(err, errlen, "%s: expected a JSON object, got %s", where, json_type(root));
     cJSON *msgs, *prompt, *resp;
-    if (member(root, "messages", &msgs, where, err, errlen) || member(root, "prompt", &prompt, where, err, errlen) ||
-        member(root, "response", &resp, where, err, errlen)) return -1;
+    if (member(root, "messages", &msgs, where, err, errlen) ||
+        member(root, "prompt", &prompt, where, err, errlen) ||
+        member(root, "response", &resp, where, err, errlen))
+        return -1;
     if (msgs) {
-        if (prompt || resp) return util_err(err, errlen, "%s: has both \"messages\" and \"%s\" (one example is either a chat or a prompt/response pair)",
-                                            where, prompt ? "prompt" : "response");
-        if (!cJSON_IsArray(msgs)) return util_err(err, errlen, "%s: \"messages\" must be an array, got %s", where, json_type(msgs));
+        if (prompt || resp)
+            return util_err(err, errlen, "%s: has both \"messages\" and \"%s\" (one example is "
+                            "either a chat or a prompt/response pair)", where,
+                            prompt ? "prompt" : "response");
+        if (!cJSON_IsArray(msgs))
+            return util_err(err, errlen, "%s: \"messages\" must be an array, got %s", where,
+                            json_type(msgs));
         int n_msgs = cJSON_GetArraySize(msgs);
         if (n_msgs == 0) return util_err(err, errlen, "%s: \"messages\" is empty", where);
         p->msgs = CALLOC_CHECK((size_t)n_msgs, sizeof(DatasetMessage));
         p->n_msgs = n_msgs;
         int i = 0;
         for (cJSON *m = msgs->child; m; m = m->next, i++) {
-            if (!cJSON_IsObject(m)) return util_err(err, errlen, "%s: messages[%d] must be an object, got %s", where, i, json_type(m));
+            if (!cJSON_IsObject(m))
+                return util_err(err, errlen, "%s: messages[%d] must be an object, got %s", where, i,
+                                json_type(m));
             cJSON *role, *content;
-            if (member(m, "role", &role, where, err, errlen) || member(m, "content", &content, where, err, errlen)) return -1;
+            if (member(m, "role", &role, where, err, errlen) ||
+                member(m, "content", &content, where, err, errlen))
+                return -1;
             if (!role) return util_err(err, errlen, "%s: messages[%d] lacks \"role\"", where, i);
-            if (!content) return util_err(err, errlen, "%s: messages[%d] lacks \"content\"", where, i);
-            if (!cJSON_IsString(role)) return util_err(err, errlen, "%s: messages[%d].role must be a string, got %s", where, i, json_type(role));
-            if (!cJSON_IsString(content)) return util_err(err, errlen, "%s: messages[%d].content must be a string, got %s", where, i, json_type(content));
+            if (!content)
+                return util_err(err, errlen, "%s: messages[%d] lacks \"content\"", where, i);
+            if (!cJSON_IsString(role))
+                return util_err(err, errlen, "%s: messages[%d].role must be a string, got %s",
+                                where, i, json_type(role));
+            if (!cJSON_IsString(content))
+                return util_err(err, errlen, "%s: messages[%d].content must be a string, got %s",
+                                where, i, json_type(content));
             p->msgs[i].role = role->valuestring;
             p->msgs[i].content = content->valuestring;
         }
         return check_messages(p->msgs, p->n_msgs, 1, where, err, errlen);
     }
-    if (!prompt && !resp) return util_err(err, errlen, "%s: missing key \"prompt\" and \"response\" (or \"messages\")", where);
+    if (!prompt && !resp)
+        return util_err(err, errlen,
+                        "%s: missing key \"prompt\" and \"response\" (or \"messages\")", where);
     if (!prompt) return util_err(err, errlen, "%s: missing key \"prompt\"", where);
     if (!resp) return util_err(err, errlen, "%s: missing key \"response\"", where);
-    if (!cJSON_IsString(prompt)) return util_err(err, errlen, "%s: \"prompt\" must be a string, got %s", where, json_type(prompt));
-    if (!cJSON_IsString(resp)) return util_err(err, errlen, "%s: \"response\" must be a string, got %s", where, json_type(resp));
+    if (!cJSON_IsString(prompt))
+        return util_err(err, errlen, "%s: \"prompt\" must be a string, got %s", where,
+                        json_type(prompt));
+    if (!cJSON_IsString(resp))
+        return util_err(err, errlen, "%s: \"response\" must be a string, got %s", where,
+                        json_type(resp));
     if (!resp->valuestring[0]) return util_err(err, errlen, "%s: empty response", where);
     p->pair[0].role = "user";
     p->pair[0].content = prompt->valuestring;
@@ -562,7 +580,8 @@ static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *wh
     return 0;
 }
 
-int dataset_load_jsonl(Dataset *ds, const char *path, DatasetSplit split, char *err, size_t errlen) {
+int dataset_load_jsonl(Dataset *ds, const char *path, DatasetSplit split, char *err,
+                       size_t errlen) {
     if (split != DATASET_SPLIT_AUTO && split != DATASET_SPLIT_TRAIN && split != DATASET_SPLIT_VALID)
         return util_err(err, errlen, "%s: unknown split %d", path, (int)split);
     FILE *f = fopen(path, "rb");
@@ -602,14 +621,20 @@ int dataset_load_jsonl(Dataset *ds, const char *path, DatasetSplit split, char *
         n_examples++;
         pend_bytes += (int64_t)n;
         if (n_pend == CHUNK_LINES || pend_bytes >= CHUNK_BYTES) {
-            if (flush_pending(ds, pend, n_pend, path, source, split, err, errlen)) { n_pend = 0; rc = -1; break; }
+            if (flush_pending(ds, pend, n_pend, path, source, split, err, errlen)) {
+                n_pend = 0;
+                rc = -1;
+                break;
+            }
             n_pend = 0;
             pend_bytes = 0;
         }
     }
     if (!rc && got < -1) rc = -1;   // cli_getline's message: too long a line or file, a read error
     if (!rc && n_pend) rc = flush_pending(ds, pend, n_pend, path, source, split, err, errlen);
-    if (!rc && n_examples == 0) rc = util_err(err, errlen, "%s: no examples (the file is empty or holds only blank lines)", path);
+    if (!rc && n_examples == 0)
+        rc = util_err(err, errlen, "%s: no examples (the file is empty or holds only blank lines)",
+                      path);
     cli_lines_free(&lr);
     free(pend);
     fclose(f);
@@ -650,8 +675,9 @@ int dataset_example(const Dataset *ds, int64_t i, DatasetExample *out) {
     return 0;
 }
 
-int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err, size_t errlen) {
-    size_t len = strlen(prompt), ok = utf8_valid_len((const unsigned char *)prompt, len);
+int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err,
+                          size_t errlen) {
+    size_t len = strlen(prompt), ok = utf8_valid_len(prompt, len);
     if (ok != len) return util_err(err, errlen, "prompt has invalid UTF-8 at byte %zu", ok + 1);
     DatasetMessage m = {"user", prompt};
     return dataset_encode_chat_prompt(ds, &m, 1, out, err, errlen);
@@ -661,10 +687,9 @@ int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, in
                                TokIds *out, char *err, size_t errlen) {
     if (check_messages(msgs, n_msgs, 0, "prompt", err, errlen)) return -1;
     Encoded e = {0};
-    char terr[TOK_ERR_LEN];
-    if (encode_messages(ds, msgs, n_msgs, &e, terr)) {
+    if (encode_messages(ds, msgs, n_msgs, &e, err, errlen)) {
         encoded_free(&e);
-        return util_err(err, errlen, "prompt: %s", terr);
+        return util_err_prefix(err, errlen, "prompt: ");
     }
     for (size_t i = 0; i < e.ids.n; i++) ids_push(out, e.ids.ids[i]);
     encoded_free(&e);
@@ -708,7 +733,8 @@ static void build_plan(const DatasetIter *it, int64_t epoch, Plan *p) {
     const Dataset *ds = it->ds;
     int64_t n = it->n, B = it->opt.batch_size;
     Rng r;
-    rng_init(&r, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, it->opt.seed), (uint64_t)epoch)));
+    rng_init(&r, data_hash_mix(
+                     data_hash_u64(data_hash_u64(DATA_HASH_INIT, it->opt.seed), (uint64_t)epoch)));
     memcpy(p->order, it->idx, (size_t)n * sizeof(int64_t));
     if (it->opt.shuffle) {
         for (int64_t i = n - 1; i > 0; i--) {
@@ -722,14 +748,16 @@ static void build_plan(const DatasetIter *it, int64_t epoch, Plan *p) {
         SortKey *k = MALLOC_CHECK((size_t)(W < n ? W : n) * sizeof(SortKey));
         for (int64_t w = 0; w < n; w += W) {
             int64_t m = n - w < W ? n - w : W;
-            for (int64_t i = 0; i < m; i++) k[i] = (SortKey){ds->ex[p->order[w + i]].len, i, p->order[w + i]};
+            for (int64_t i = 0; i < m; i++)
+                k[i] = (SortKey){ds->ex[p->order[w + i]].len, i, p->order[w + i]};
             qsort(k, (size_t)m, sizeof(SortKey), sortkey_cmp);
             for (int64_t i = 0; i < m; i++) p->order[w + i] = k[i].ex;
         }
         free(k);
     }
     int64_t nb = 0;
-    for (int64_t s = 0; s < n; s += B) p->batches[nb++] = (BatchRef){s, (int32_t)(n - s < B ? n - s : B)};
+    for (int64_t s = 0; s < n; s += B)
+        p->batches[nb++] = (BatchRef){s, (int32_t)(n - s < B ? n - s : B)};
     if (it->opt.shuffle) {
         for (int64_t i = nb - 1; i > 0; i--) {
             int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1);
@@ -752,19 +780,24 @@ int dataset_iter_create(DatasetIter **out, const Dataset *ds, DatasetSplit split
                         const DatasetIterOptions *opt, char *err, size_t errlen) {
     *out = NULL;
     if (split != DATASET_SPLIT_TRAIN && split != DATASET_SPLIT_VALID)
-        return util_err(err, errlen, "an iterator needs the train or the valid split (got %d)", (int)split);
-    if (opt->batch_size < 1) return util_err(err, errlen, "batch size must be at least 1 (got %d)", opt->batch_size);
-    if (opt->bucket_batches < 0) return util_err(err, errlen, "bucket_batches must be >= 0 (got %d)", opt->bucket_batches);
+        return util_err(err, errlen, "an iterator needs the train or the valid split (got %d)",
+                        (int)split);
+    if (opt->batch_size < 1)
+        return util_err(err, errlen, "batch size must be at least 1 (got %d)", opt->batch_size);
+    if (opt->bucket_batches < 0)
+        return util_err(err, errlen, "bucket_batches must be >= 0 (got %d)", opt->bucket_batches);
     int64_t n = 0;
     for (int64_t i = 0; i < ds->n_ex; i++) n += ds->ex[i].split == split;
     const char *name = split == DATASET_SPLIT_TRAIN ? "train" : "valid";
     if (n == 0) {
         if (ds->n_ex == 0 && ds->n_dropped > 0)
-            return util_err(err, errlen, "the data set is empty: all %lld examples were dropped as longer than the context (max_tokens %d)",
-                            (long long)ds->n_dropped, ds->opt.max_tokens);
+            return util_err(err, errlen, "the data set is empty: all %lld examples were dropped as "
+                            "longer than the context (max_tokens %d)", (long long)ds->n_dropped,
+                            ds->opt.max_tokens);
         if (ds->n_ex == 0) return util_err(err, errlen, "the data set is empty");
-        return util_err(err, errlen, "the %s split is empty (%lld examples in the other split, %lld dropped as too long)",
-                        name, (long long)ds->n_ex, (long long)ds->n_dropped);
+        return util_err(err, errlen, "the %s split is empty (%lld examples in the other split, "
+                        "%lld dropped as too long)", name, (long long)ds->n_ex,
+                        (long long)ds->n_dropped);
     }
     DatasetIter *it = CALLOC_CHECK(1, sizeof *it);
     it->ds = ds;
@@ -831,9 +864,11 @@ void dataset_iter_next(DatasetIter *it, DataBatch *b, float w) {
     BatchRef br = it->cur.batches[it->index];
     const int64_t *order = it->cur.order + br.start;
     int T = 1;
-    for (int32_t r = 0; r < br.count; r++) if (ds->ex[order[r]].len - 1 > T) T = ds->ex[order[r]].len - 1;
+    for (int32_t r = 0; r < br.count; r++)
+        if (ds->ex[order[r]].len - 1 > T) T = ds->ex[order[r]].len - 1;
     if (br.count > b->max_B || T > b->max_T)
-        DIE("dataset_iter_next: batch of %d x %d does not fit the DataBatch (%d x %d)", br.count, T, b->max_B, b->max_T);
+        DIE("dataset_iter_next: batch of %d x %d does not fit the DataBatch (%d x %d)", br.count, T,
+            b->max_B, b->max_T);
     b->B = br.count;
     b->T = T;
     b->n_targets = 0;
@@ -859,16 +894,15 @@ void dataset_iter_next(DatasetIter *it, DataBatch *b, float w) {
 }
 
 void dataset_iter_cursor(const DatasetIter *it, DataCursor *c) {
-    c->epoch = it->epoch;
-    c->index = it->index;
-    c->seed = it->opt.seed;
-    c->fingerprint = it->fingerprint;
+    *c = (DataCursor){.epoch = it->epoch, .index = it->index, .seed = it->opt.seed,
+                      .fingerprint = it->fingerprint};
 }
 
 int dataset_iter_seek(DatasetIter *it, const DataCursor *c, char *err, size_t errlen) {
     if (c->fingerprint != it->fingerprint)
-        return util_err(err, errlen, "the data cursor does not match this data set and batch settings (fingerprint %016llx, expected %016llx): "
-                        "the examples, their order, the template, max_tokens, batch size or bucketing changed",
+        return util_err(err, errlen, "the data cursor does not match this data set and batch "
+                        "settings (fingerprint %016llx, expected %016llx): the examples, their "
+                        "order, the template, max_tokens, batch size or bucketing changed",
                         (unsigned long long)c->fingerprint, (unsigned long long)it->fingerprint);
     if (c->epoch < 0 || c->index < 0 || c->index >= it->n_batches)
         return util_err(err, errlen, "data cursor out of range (epoch %lld, batch %lld of %lld)",

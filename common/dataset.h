@@ -118,7 +118,6 @@ typedef struct Dataset Dataset;
 
 // "error", "truncate_prompt_left", "drop" (config strings) -> *out; -1 naming the bad value.
 int dataset_truncation_parse(const char *s, DatasetTruncation *out, char *err, size_t errlen);
-const char *dataset_truncation_name(DatasetTruncation t);
 
 // Checks the options (templates, max_tokens, valid_percent; the tokenizer needs <|endoftext|>).
 int  dataset_create(Dataset **out, const Tokenizer *tok, const DatasetOptions *opt,
@@ -169,7 +168,8 @@ int dataset_example(const Dataset *ds, int64_t i, DatasetExample *ex);
 
 // Generation uses the same rendering as training. Appends the tokens of the prompt segment of
 // `prompt` (prompt_template applied); the model's answer is then sampled after them.
-int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err, size_t errlen);
+int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err,
+                          size_t errlen);
 // Appends the tokens of a conversation that ends with a user message (the turns rendered as for
 // training, assistant turns with their end tokens), ready for the next assistant turn.
 int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, int n_msgs,

@@ -22,15 +22,16 @@ typedef struct {
     int32_t *last_row;     // (max_B) row of each sequence's newest token, -1 if none this call
 } KVCache;
 
-int  kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, char *err, size_t errlen);
+int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, char *err,
+            size_t errlen);
 void kv_free(KVCache *kv);
 void kv_reset(KVCache *kv);   // forget every sequence
 // Appends n_new[b] tokens (tokens (B, Tc) row-major, the first n_new[b] of row b) to sequence b
 // of the cache and runs them through the model. Afterwards kv->logits (B, V) holds, for each b
 // with n_new[b] > 0, the logits at its newest position; if all_logits is not NULL it also
 // receives every new row's logits in packed order ((sum n_new), V). Returns 0 or -1.
-int  kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t *n_new, int B, int Tc,
-                float *all_logits, char *err, size_t errlen);
+int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t *n_new, int B,
+               int Tc, float *all_logits, char *err, size_t errlen);
 
 typedef struct {
     int max_new_tokens;     // stop after this many new tokens
@@ -48,8 +49,8 @@ typedef void (*GenCallback)(void *user, int b, int32_t token);
 // included when it was produced). Returns 0, -1 with a message (prompt too long, ...), or 1 when
 // g->cancel asked to stop (out and out_lens then hold the steps done so far).
 int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rng,
-                 const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
-                 int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen);
+                 const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp, int32_t *out,
+                 int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen);
 
 // As gen_generate, but sequence b samples from its own generator rngs[b] (B of them), so that
 // its tokens do not depend on the other sequences of the batch: a batch cut into pieces (smaller
@@ -57,7 +58,8 @@ int gen_generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rn
 // rounding of the logits, which differs with the batch's shape.
 int gen_generate_each(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
                       const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
-                      int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err, size_t errlen);
+                      int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err,
+                      size_t errlen);
 
 // Bytes kv_init allocates for these sizes (for memory plans printed before allocating).
 size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows);

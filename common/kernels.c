@@ -209,16 +209,16 @@ static void matmul_forward_row(float *out, const float *inp, const float *weight
 }
 
 // Two to eight rows: a register tile of 8 rows x FEW_TW columns (16 accumulators with AVX-512,
-// 8 rows x 2 vectors; 8 with AVX2's 16 registers) over the inputs transposed to (C, 8), so each weight element is loaded once
-// for all rows. Each thread owns a contiguous range of column tiles. The weight is read in chunks
-// of FEW_KC input rows: within a chunk the tiles of a super-block of FEW_SUPER columns follow one
-// another, so every weight row of the chunk is read as one contiguous run per super-block (up to
-// 2 KiB) and FEW_KC runs advance side by side, which the hardware prefetchers follow. (Walking
-// one 64-byte tile down all C rows read one line per row, a page or more apart: no prefetcher or
-// TLB follows that, and the product ran well below the memory bandwidth.) The partial sums of a
-// super-block wait in acc (8 x FEW_SUPER floats, L1) between chunks. Every output is the sum
-// over k in increasing order started from 0, then out + bias + sum: the result depends neither
-// on the thread count nor on N (unused rows of the tile are zero).
+// 8 rows x 2 vectors; 8 with AVX2's 16 registers) over the inputs transposed to (C, 8), so each
+// weight element is loaded once for all rows. Each thread owns a contiguous range of column tiles.
+// The weight is read in chunks of FEW_KC input rows: within a chunk the tiles of a super-block of
+// FEW_SUPER columns follow one another, so every weight row of the chunk is read as one contiguous
+// run per super-block (up to 2 KiB) and FEW_KC runs advance side by side, which the hardware
+// prefetchers follow. (Walking one 64-byte tile down all C rows read one line per row, a page or
+// more apart: no prefetcher or TLB follows that, and the product ran well below the memory
+// bandwidth.) The partial sums of a super-block wait in acc (8 x FEW_SUPER floats, L1) between
+// chunks. Every output is the sum over k in increasing order started from 0, then out + bias + sum:
+// the result depends neither on the thread count nor on N (unused rows of the tile are zero).
 #define FEW_NV (VW == 16 ? 2 : 1)   // vectors per tile row: 16 accumulators of 32, or 8 of 16
 #define FEW_TW (FEW_NV * VW)
 #define FEW_KC 16
@@ -279,7 +279,8 @@ static void matmul_forward_few(float *out, const float *inp, const float *weight
                     for (int k = k0; k < k1; k++)   // the last, narrower tile
                         for (int m = 0; m < 8; m++)
                             for (int jj = j; jj < OC; jj++)
-                                acc[m * FEW_SUPER + jj - j0] += xt[k * 8 + m] * weight[(size_t)k * OC + jj];
+                                acc[m * FEW_SUPER + jj - j0] +=
+                                    xt[k * 8 + m] * weight[(size_t)k * OC + jj];
                 }
             }
             for (int64_t m = 0; m < N; m++) {
@@ -295,7 +296,10 @@ static void matmul_forward_few(float *out, const float *inp, const float *weight
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
     if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
-    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) { matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one); return; }
+    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) {
+        matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
+        return;
+    }
     if (bias) {
         #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; i++) {
@@ -517,7 +521,8 @@ void attention_forward(float *out, float *att, const float *qkv, const int64_t *
             int64_t r0 = off[b], len = off[b + 1] - off[b];
             const float *q = qkv + r0 * C3 + h * hd;
             float *p = att + att_off[b] + (int64_t)h * len * len, *y = out + r0 * C + h * hd;
-            if (len >= ATT_GEMM_MIN) att_forward_gemm(y, p, q, q + C, q + 2 * C, len, hd, C3, C, scale);
+            if (len >= ATT_GEMM_MIN)
+                att_forward_gemm(y, p, q, q + C, q + 2 * C, len, hd, C3, C, scale);
             else att_forward_loop(y, p, q, q + C, q + 2 * C, len, hd, C3, C, scale);
         }
     }
@@ -582,8 +587,9 @@ static void att_backward_loop(float *dq, float *dk, float *dv, float *d, const f
     }
 }
 
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
-                        const int64_t *off, const int64_t *att_off, int B, int C, int NH) {
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                        const float *att, const int64_t *off, const int64_t *att_off, int B, int C,
+                        int NH) {
     int hd = C / NH;
     float scale = 1.0f / sqrtf((float)hd);
     int64_t C3 = 3 * (int64_t)C;
@@ -595,9 +601,11 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
             const float *q = qkv + r0 * C3 + h * hd, *dy = dout + r0 * C + h * hd;
             float *dq = dqkv + r0 * C3 + h * hd;
             if (len >= ATT_GEMM_MIN)
-                att_backward_gemm(dq, dq + C, dq + 2 * C, scratch + a, dy, q, q + C, q + 2 * C, att + a, len, hd, C3, C, scale);
+                att_backward_gemm(dq, dq + C, dq + 2 * C, scratch + a, dy, q, q + C, q + 2 * C,
+                                  att + a, len, hd, C3, C, scale);
             else
-                att_backward_loop(dq, dq + C, dq + 2 * C, scratch + a, dy, q, q + C, q + 2 * C, att + a, len, hd, C3, C, scale);
+                att_backward_loop(dq, dq + C, dq + 2 * C, scratch + a, dy, q, q + C, q + 2 * C,
+                                  att + a, len, hd, C3, C, scale);
         }
     }
 }

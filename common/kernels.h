@@ -43,8 +43,9 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 void attention_forward(float *out, float *att, const float *qkv, const int64_t *off,
                        const int64_t *att_off, int B, int C, int NH);
 // scratch: as large as att (d-scores).
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
-                        const int64_t *off, const int64_t *att_off, int B, int C, int NH);
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                        const float *att, const int64_t *off, const int64_t *att_off, int B, int C,
+                        int NH);
 
 // GELU, tanh approximation (GPT-2's)
 void gelu_forward(float *out, const float *inp, int64_t n);

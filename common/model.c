@@ -16,13 +16,15 @@ int model_config_validate(const ModelConfig *c, char *err, size_t errlen) {
     if (c->n_embd <= 0 || c->n_embd > 65536)
         return util_err(err, errlen, "n_embd must be in 1..65536 (got %d)", c->n_embd);
     if (c->n_embd % c->n_head)
-        return util_err(err, errlen, "n_embd (%d) must be divisible by n_head (%d)", c->n_embd, c->n_head);
+        return util_err(err, errlen, "n_embd (%d) must be divisible by n_head (%d)", c->n_embd,
+                        c->n_head);
     if (c->vocab_size <= 0 || c->vocab_size > (1 << 24))
         return util_err(err, errlen, "vocab_size must be in 1..16777216 (got %d)", c->vocab_size);
     if (c->max_seq_len <= 0 || c->max_seq_len > (1 << 20))
         return util_err(err, errlen, "n_positions must be in 1..1048576 (got %d)", c->max_seq_len);
     if (!(c->ln_eps > 0.0f) || !(c->ln_eps < 1.0f))
-        return util_err(err, errlen, "layer_norm_epsilon must be in (0, 1) (got %g)", (double)c->ln_eps);
+        return util_err(err, errlen, "layer_norm_epsilon must be in (0, 1) (got %g)",
+                        (double)c->ln_eps);
     if (!c->lm_head && !c->score_head)
         return util_err(err, errlen, "a model needs the LM head, the score head or both");
     return 0;
@@ -54,7 +56,8 @@ static void carve_params(ModelParams *p, float *mem, const size_t *s) {
 // computation and the carving, so they cannot disagree.
 typedef struct { float **ptr; size_t n; } ActSlot;
 
-static int act_table(Model *m, const ModelConfig *c, int max_B, int max_T, int trainable, ActSlot *t) {
+static int act_table(Model *m, const ModelConfig *c, int max_B, int max_T, int trainable,
+                     ActSlot *t) {
     size_t N = (size_t)max_B * max_T, C = (size_t)c->n_embd, V = (size_t)c->vocab_size;
     size_t L = (size_t)c->n_layer, NH = (size_t)c->n_head;
     size_t La = trainable ? L : 1, Lr = trainable ? L + 1 : 2;
@@ -102,9 +105,13 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     memset(m, 0, sizeof(*m));
     if (model_config_validate(c, err, errlen)) return -1;
     if (max_B <= 0 || max_T <= 0)
-        return util_err(err, errlen, "batch size and sequence length must be positive (got B=%d T=%d)", max_B, max_T);
+        return util_err(err, errlen,
+                        "batch size and sequence length must be positive (got B=%d T=%d)", max_B,
+                        max_T);
     if (max_T > c->max_seq_len)
-        return util_err(err, errlen, "sequence length %d exceeds the model's context n_positions=%d", max_T, c->max_seq_len);
+        return util_err(err, errlen,
+                        "sequence length %d exceeds the model's context n_positions=%d", max_T,
+                        c->max_seq_len);
     m->config = *c;
     m->max_B = max_B; m->max_T = max_T; m->trainable = trainable;
     param_sizes(c, m->param_sizes);
@@ -122,7 +129,8 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     ActSlot t[64];
     int k = act_table(m, c, max_B, max_T, trainable, t);
     m->acts_floats = 0;
-    for (int i = 0; i < k; i++) m->acts_floats += (t[i].n + 15) & ~(size_t)15;  // 64-byte aligned slots
+    for (int i = 0; i < k; i++)
+        m->acts_floats += (t[i].n + 15) & ~(size_t)15; // 64-byte aligned slots
     m->acts_memory = ALIGNED_CHECK(m->acts_floats * sizeof(float));
     float *p = m->acts_memory;
     for (int i = 0; i < k; i++) { *t[i].ptr = t[i].n ? p : NULL; p += (t[i].n + 15) & ~(size_t)15; }
@@ -141,8 +149,9 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
         util_format_bytes(a, sizeof a, (double)pbytes * (trainable ? 4 : 1));
         util_format_bytes(b, sizeof b, (double)m->acts_floats * sizeof(float));
         util_format_bytes(tot, sizeof tot, (double)model_memory_bytes(c, max_B, max_T, trainable));
-        fprintf(stderr, "model: %zu parameters; memory: weights%s %s, activations (B=%d, T=%d) %s, total %s\n",
-                m->num_params, trainable ? "+grads+AdamW" : "", a, max_B, max_T, b, tot);
+        fprintf(stderr, "model: %zu parameters; memory: weights%s %s, activations (B=%d, T=%d) %s, "
+                "total %s\n", m->num_params, trainable ? "+grads+AdamW" : "", a, max_B, max_T, b,
+                tot);
     }
     return 0;
 }
@@ -162,10 +171,14 @@ void model_init_weights(Model *m, uint64_t seed) {
     rng_fill_normal_chunked(seed, P_WTE, p->wte, (int64_t)m->param_sizes[P_WTE], 0.0f, 0.02f);
     rng_fill_normal_chunked(seed, P_WPE, p->wpe, (int64_t)m->param_sizes[P_WPE], 0.0f, 0.01f);
     rng_fill_normal_chunked(seed, P_QKVW, p->qkvw, (int64_t)m->param_sizes[P_QKVW], 0.0f, 0.02f);
-    rng_fill_normal_chunked(seed, P_ATTPROJW, p->attprojw, (int64_t)m->param_sizes[P_ATTPROJW], 0.0f, proj_std);
+    rng_fill_normal_chunked(seed, P_ATTPROJW, p->attprojw, (int64_t)m->param_sizes[P_ATTPROJW],
+                            0.0f, proj_std);
     rng_fill_normal_chunked(seed, P_FCW, p->fcw, (int64_t)m->param_sizes[P_FCW], 0.0f, 0.02f);
-    rng_fill_normal_chunked(seed, P_FCPROJW, p->fcprojw, (int64_t)m->param_sizes[P_FCPROJW], 0.0f, proj_std);
-    if (c->score_head) rng_fill_normal_chunked(seed, P_SCOREW, p->scorew, (int64_t)m->param_sizes[P_SCOREW], 0.0f, 0.02f);
+    rng_fill_normal_chunked(seed, P_FCPROJW, p->fcprojw, (int64_t)m->param_sizes[P_FCPROJW], 0.0f,
+                            proj_std);
+    if (c->score_head)
+        rng_fill_normal_chunked(seed, P_SCOREW, p->scorew, (int64_t)m->param_sizes[P_SCOREW], 0.0f,
+                                0.02f);
     for (size_t i = 0; i < m->param_sizes[P_LN1W]; i++) { p->ln1w[i] = 1.0f; p->ln2w[i] = 1.0f; }
     for (int i = 0; i < c->n_embd; i++) p->lnfw[i] = 1.0f;
 }
@@ -188,7 +201,8 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     if (B <= 0 || B > m->max_B)
         return util_err(err, errlen, "batch size %d is outside 1..%d chosen at init", B, m->max_B);
     if (T <= 0 || T > m->max_T)
-        return util_err(err, errlen, "sequence length %d is outside 1..%d chosen at init", T, m->max_T);
+        return util_err(err, errlen, "sequence length %d is outside 1..%d chosen at init", T,
+                        m->max_T);
     // pack the real tokens into rows and check every id
     int64_t N = 0, A = 0;
     for (int bi = 0; bi < B; bi++) {
@@ -202,9 +216,13 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
             int32_t tok = b->tokens[(size_t)bi * T + t];
             int32_t tgt = b->targets ? b->targets[(size_t)bi * T + t] : -1;
             if (tok < 0 || tok >= V)
-                return util_err(err, errlen, "token id %d at (%d,%d) is outside the vocabulary 0..%d", tok, bi, t, V - 1);
+                return util_err(err, errlen,
+                                "token id %d at (%d,%d) is outside the vocabulary 0..%d", tok, bi,
+                                t, V - 1);
             if (tgt < -1 || tgt >= V)
-                return util_err(err, errlen, "target id %d at (%d,%d) is outside the vocabulary 0..%d", tgt, bi, t, V - 1);
+                return util_err(err, errlen,
+                                "target id %d at (%d,%d) is outside the vocabulary 0..%d", tgt, bi,
+                                t, V - 1);
             m->row_tok[N] = tok; m->row_pos[N] = t; m->row_tgt[N] = tgt; m->row_seq[N] = bi;
             N++;
         }
@@ -217,10 +235,13 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     encoder_forward(resid_at(m, 0, NC), m->row_tok, m->row_pos, p->wte, p->wpe, N, C);
     for (int l = 0; l < L; l++) {
         float *x = resid_at(m, l, NC), *xo = resid_at(m, l + 1, NC);
-        float *ln1 = LAYER(ln1, l, NC), *ln1m = LAYER(ln1_mean, l, N), *ln1r = LAYER(ln1_rstd, l, N);
-        float *qkv = LAYER(qkv, l, 3 * NC), *att = LAYER(att, l, (size_t)m->max_B * NH * m->max_T * m->max_T);
+        float *ln1 = LAYER(ln1, l, NC), *ln1m = LAYER(ln1_mean, l, N),
+              *ln1r = LAYER(ln1_rstd, l, N);
+        float *qkv = LAYER(qkv, l, 3 * NC),
+              *att = LAYER(att, l, (size_t)m->max_B * NH * m->max_T * m->max_T);
         float *atty = LAYER(atty, l, NC), *rm = LAYER(resmid, l, NC);
-        float *ln2 = LAYER(ln2, l, NC), *ln2m = LAYER(ln2_mean, l, N), *ln2r = LAYER(ln2_rstd, l, N);
+        float *ln2 = LAYER(ln2, l, NC), *ln2m = LAYER(ln2_mean, l, N),
+              *ln2r = LAYER(ln2_rstd, l, N);
         float *fch = LAYER(fch, l, 4 * NC), *fchg = LAYER(fch_gelu, l, 4 * NC);
         size_t lc = (size_t)l * C;
         layernorm_forward(ln1, ln1m, ln1r, x, p->ln1w + lc, p->ln1b + lc, N, C, c->ln_eps);
@@ -234,7 +255,8 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
         vec_copy(xo, rm, (int64_t)NC);
         matmul_forward(xo, fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, N, 4 * C, C, 1);
     }
-    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, resid_at(m, L, NC), p->lnfw, p->lnfb, N, C, c->ln_eps);
+    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, resid_at(m, L, NC), p->lnfw, p->lnfb, N, C,
+                      c->ln_eps);
 
     if (c->lm_head && (b->targets || (flags & MODEL_LOGITS_ALL))) {
         // the LM head only on the rows that need it: a loss, or an explicit request
@@ -251,7 +273,8 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
         m->M = M;
         #pragma omp parallel for schedule(static)
         for (int64_t j = 0; j < M; j++)
-            memcpy(m->head_in + (size_t)j * C, m->lnf + (size_t)m->head_rows[j] * C, (size_t)C * sizeof(float));
+            memcpy(m->head_in + (size_t)j * C, m->lnf + (size_t)m->head_rows[j] * C,
+                   (size_t)C * sizeof(float));
         if (M > 0) {  // logits (M,V) = head_in (M,C) @ wte^T
             logits_forward(m->logits, m->head_in, p->wte, M, V, C);
             logprob_forward(m->head_logp, (flags & MODEL_ENTROPY) ? m->head_ent : NULL, m->lse,
@@ -274,7 +297,8 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
 
 void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const float *dvalues) {
     if (!m->trainable) DIE("model_backward on a model initialised without gradients");
-    if (m->N == 0 || b->B != m->cur_B || b->T != m->cur_T) DIE("model_backward without a matching model_forward");
+    if (m->N == 0 || b->B != m->cur_B || b->T != m->cur_T)
+        DIE("model_backward without a matching model_forward");
     const ModelConfig *c = &m->config;
     int B = b->B, T = b->T, C = c->n_embd, V = c->vocab_size, L = c->n_layer, NH = c->n_head;
     int64_t N = m->N, M = m->M;
@@ -311,36 +335,47 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
         score_backward(m->dln, g->scorew, dv, m->lnf, p->scorew, N, C);
     }
     vec_zero(m->dresid, (int64_t)(NC));
-    layernorm_backward(m->dresid, g->lnfw, g->lnfb, m->dln, resid_at(m, L, NC), p->lnfw, m->lnf_mean, m->lnf_rstd, N, C);
+    layernorm_backward(m->dresid, g->lnfw, g->lnfb, m->dln, resid_at(m, L, NC), p->lnfw,
+                       m->lnf_mean, m->lnf_rstd, N, C);
     for (int l = L - 1; l >= 0; l--) {
         size_t lc = (size_t)l * C;
         float *x = resid_at(m, l, NC);
-        float *ln1 = LAYER(ln1, l, NC), *ln1m = LAYER(ln1_mean, l, N), *ln1r = LAYER(ln1_rstd, l, N);
-        float *qkv = LAYER(qkv, l, 3 * NC), *att = LAYER(att, l, (size_t)m->max_B * NH * m->max_T * m->max_T);
+        float *ln1 = LAYER(ln1, l, NC), *ln1m = LAYER(ln1_mean, l, N),
+              *ln1r = LAYER(ln1_rstd, l, N);
+        float *qkv = LAYER(qkv, l, 3 * NC),
+              *att = LAYER(att, l, (size_t)m->max_B * NH * m->max_T * m->max_T);
         float *atty = LAYER(atty, l, NC), *rm = LAYER(resmid, l, NC);
-        float *ln2 = LAYER(ln2, l, NC), *ln2m = LAYER(ln2_mean, l, N), *ln2r = LAYER(ln2_rstd, l, N);
+        float *ln2 = LAYER(ln2, l, NC), *ln2m = LAYER(ln2_mean, l, N),
+              *ln2r = LAYER(ln2_rstd, l, N);
         float *fch = LAYER(fch, l, 4 * NC), *fchg = LAYER(fch_gelu, l, 4 * NC);
         // MLP: resid[l+1] = rm + gelu(ln2(rm) @ fcw + fcb) @ fcprojw + fcprojb
         vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
-        matmul_backward(m->dfch_gelu, g->fcprojw + lc * 4 * C, g->fcprojb + lc, m->dresid, fchg, p->fcprojw + lc * 4 * C, N, 4 * C, C);
+        matmul_backward(m->dfch_gelu, g->fcprojw + lc * 4 * C, g->fcprojb + lc, m->dresid, fchg,
+                        p->fcprojw + lc * 4 * C, N, 4 * C, C);
         vec_zero(m->dfch, (int64_t)(4 * NC));
         gelu_backward(m->dfch, fch, m->dfch_gelu, (int64_t)N * 4 * C);
         vec_zero(m->dln, (int64_t)(NC));
-        matmul_backward(m->dln, g->fcw + lc * 4 * C, g->fcb + lc * 4, m->dfch, ln2, p->fcw + lc * 4 * C, N, C, 4 * C);
-        layernorm_backward(m->dresid, g->ln2w + lc, g->ln2b + lc, m->dln, rm, p->ln2w + lc, ln2m, ln2r, N, C);
+        matmul_backward(m->dln, g->fcw + lc * 4 * C, g->fcb + lc * 4, m->dfch, ln2,
+                        p->fcw + lc * 4 * C, N, C, 4 * C);
+        layernorm_backward(m->dresid, g->ln2w + lc, g->ln2b + lc, m->dln, rm, p->ln2w + lc, ln2m,
+                           ln2r, N, C);
         // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
         vec_zero(m->datty, (int64_t)(NC));
-        matmul_backward(m->datty, g->attprojw + lc * C, g->attprojb + lc, m->dresid, atty, p->attprojw + lc * C, N, C, C);
+        matmul_backward(m->datty, g->attprojw + lc * C, g->attprojb + lc, m->dresid, atty,
+                        p->attprojw + lc * C, N, C, C);
         vec_zero(m->dqkv, (int64_t)(3 * NC));
         attention_backward(m->dqkv, m->datt, m->datty, qkv, att, m->off, m->att_off, B, C, NH);
         vec_zero(m->dln, (int64_t)(NC));
-        matmul_backward(m->dln, g->qkvw + lc * 3 * C, g->qkvb + lc * 3, m->dqkv, ln1, p->qkvw + lc * 3 * C, N, C, 3 * C);
-        layernorm_backward(m->dresid, g->ln1w + lc, g->ln1b + lc, m->dln, x, p->ln1w + lc, ln1m, ln1r, N, C);
+        matmul_backward(m->dln, g->qkvw + lc * 3 * C, g->qkvb + lc * 3, m->dqkv, ln1,
+                        p->qkvw + lc * 3 * C, N, C, 3 * C);
+        layernorm_backward(m->dresid, g->ln1w + lc, g->ln1b + lc, m->dln, x, p->ln1w + lc, ln1m,
+                           ln1r, N, C);
     }
     encoder_backward(g->wte, g->wpe, m->dresid, m->row_tok, m->row_pos, N, C, V, c->max_seq_len);
 }
 
-static void to_bt(const Model *m, const float *rows_val, const int32_t *rows, int64_t nrows, float *out) {
+static void to_bt(const Model *m, const float *rows_val, const int32_t *rows, int64_t nrows,
+                  float *out) {
     memset(out, 0, (size_t)m->cur_B * m->cur_T * sizeof(float));
     for (int64_t j = 0; j < nrows; j++) {
         int64_t r = rows ? rows[j] : j;
@@ -359,7 +394,8 @@ void model_get_values(const Model *m, float *out) {
 }
 
 const float *model_logits_at(const Model *m, int b, int t) {
-    if (!m->has_lm_out || b < 0 || b >= m->cur_B || t < 0 || m->off[b] + t >= m->off[b + 1]) return NULL;
+    if (!m->has_lm_out || b < 0 || b >= m->cur_B || t < 0 || m->off[b] + t >= m->off[b + 1])
+        return NULL;
     int64_t r = m->off[b] + t;
     // head rows are in increasing row order: binary search
     int64_t lo = 0, hi = m->M - 1;
@@ -387,9 +423,19 @@ void model_tensor(const Model *m, int i, ModelTensor *t) {
     memset(t, 0, sizeof(*t));
     int pi;
     size_t offset = 0;
-    if (i == 0) { pi = P_WTE; snprintf(t->name, sizeof t->name, "wte.weight"); t->ndim = 2; t->shape[0] = c->vocab_size; t->shape[1] = C; }
-    else if (i == 1) { pi = P_WPE; snprintf(t->name, sizeof t->name, "wpe.weight"); t->ndim = 2; t->shape[0] = c->max_seq_len; t->shape[1] = C; }
-    else if (i < 2 + 12 * L) {
+    if (i == 0) {
+        pi = P_WTE;
+        snprintf(t->name, sizeof t->name, "wte.weight");
+        t->ndim = 2;
+        t->shape[0] = c->vocab_size;
+        t->shape[1] = C;
+    } else if (i == 1) {
+        pi = P_WPE;
+        snprintf(t->name, sizeof t->name, "wpe.weight");
+        t->ndim = 2;
+        t->shape[0] = c->max_seq_len;
+        t->shape[1] = C;
+    } else if (i < 2 + 12 * L) {
         int l = (i - 2) / 12, k = (i - 2) % 12;
         pi = layer_param[k];
         snprintf(t->name, sizeof t->name, "h.%d.%s", l, layer_names[k]);
@@ -402,9 +448,23 @@ void model_tensor(const Model *m, int i, ModelTensor *t) {
             case P_FCPROJW: t->ndim = 2; t->shape[0] = 4 * C; t->shape[1] = C; break;
             default:        t->ndim = 1; t->shape[0] = (int64_t)per; break;
         }
-    } else if (i == 2 + 12 * L) { pi = P_LNFW; snprintf(t->name, sizeof t->name, "ln_f.weight"); t->ndim = 1; t->shape[0] = C; }
-    else if (i == 3 + 12 * L) { pi = P_LNFB; snprintf(t->name, sizeof t->name, "ln_f.bias"); t->ndim = 1; t->shape[0] = C; }
-    else { pi = P_SCOREW; snprintf(t->name, sizeof t->name, "score.weight"); t->ndim = 2; t->shape[0] = 1; t->shape[1] = C; }
+    } else if (i == 2 + 12 * L) {
+        pi = P_LNFW;
+        snprintf(t->name, sizeof t->name, "ln_f.weight");
+        t->ndim = 1;
+        t->shape[0] = C;
+    } else if (i == 3 + 12 * L) {
+        pi = P_LNFB;
+        snprintf(t->name, sizeof t->name, "ln_f.bias");
+        t->ndim = 1;
+        t->shape[0] = C;
+    } else {
+        pi = P_SCOREW;
+        snprintf(t->name, sizeof t->name, "score.weight");
+        t->ndim = 2;
+        t->shape[0] = 1;
+        t->shape[1] = C;
+    }
     size_t base = 0;
     for (int k = 0; k < pi; k++) base += m->param_sizes[k];
     t->data = m->params_memory + base + offset;

@@ -8,7 +8,8 @@ float ppo_shape_score(float score, int ended, float missing_eos_penalty, float c
     return score;
 }
 
-double ppo_rewards(const float *logp, const float *ref, int n, float beta, float score, float *rewards) {
+double ppo_rewards(const float *logp, const float *ref, int n, float beta, float score,
+                   float *rewards) {
     double nonscore = 0.0;
     for (int t = 0; t < n; t++) {
         rewards[t] = (float)(-(double)beta * ppo_kl_k1(logp[t], ref[t]));
@@ -18,7 +19,8 @@ double ppo_rewards(const float *logp, const float *ref, int n, float beta, float
     return nonscore;
 }
 
-void ppo_gae(const float *rewards, const float *values, int n, float gamma, float lam, float *adv, float *ret) {
+void ppo_gae(const float *rewards, const float *values, int n, float gamma, float lam, float *adv,
+             float *ret) {
     double last = 0.0;
     for (int t = n - 1; t >= 0; t--) {
         double next = t + 1 < n ? values[t + 1] : 0.0;   // the episode ends after the last token
@@ -29,7 +31,8 @@ void ppo_gae(const float *rewards, const float *values, int n, float gamma, floa
     }
 }
 
-int64_t ppo_masked_moments(const float *x, const uint8_t *mask, int64_t n, double *mean, double *var) {
+int64_t ppo_masked_moments(const float *x, const uint8_t *mask, int64_t n, double *mean,
+                           double *var) {
     double s = 0.0;
     int64_t k = 0;
     for (int64_t i = 0; i < n; i++)
@@ -47,10 +50,12 @@ void ppo_whiten(float *x, const uint8_t *mask, int64_t n, int shift_mean) {
     if (ppo_masked_moments(x, mask, n, &mean, &var) == 0) return;
     double inv = 1.0 / sqrt(var + 1e-8);
     for (int64_t i = 0; i < n; i++)
-        if (!mask || mask[i]) x[i] = (float)(((double)x[i] - mean) * inv + (shift_mean ? 0.0 : mean));
+        if (!mask || mask[i])
+            x[i] = (float)(((double)x[i] - mean) * inv + (shift_mean ? 0.0 : mean));
 }
 
-double ppo_explained_variance(const float *pred, const float *target, const uint8_t *mask, int64_t n) {
+double ppo_explained_variance(const float *pred, const float *target, const uint8_t *mask,
+                              int64_t n) {
     double mt, vt;
     if (ppo_masked_moments(target, mask, n, &mt, &vt) < 2 || vt == 0.0) return NAN;
     // variance of the residual, with the same (unbiased) normalisation
@@ -64,8 +69,8 @@ double ppo_explained_variance(const float *pred, const float *target, const uint
     return 1.0 - (ss / (double)(k - 1)) / vt;
 }
 
-void ppo_policy_loss(const float *logp, const float *old_logp, const float *adv, const float *w, int64_t n,
-                     float clip, float *dlogp, PpoPolicyStats *st) {
+void ppo_policy_loss(const float *logp, const float *old_logp, const float *adv, const float *w,
+                     int64_t n, float clip, float *dlogp, PpoPolicyStats *st) {
     double loss = 0.0, wsum = 0.0, wclip = 0.0, kl = 0.0, rsum = 0.0, maxdev = 0.0;
     int64_t k = 0, bad = 0;
     double lo = 1.0 - (double)clip, hi = 1.0 + (double)clip;

@@ -33,17 +33,20 @@ float ppo_shape_score(float score, int ended, float missing_eos_penalty, float c
 
 // Per-token rewards of one response: rewards[t] = -beta * (logp[t] - ref[t]), and the shaped
 // score is added at the last token t = n-1. Returns the non-score reward sum_t -beta*(logp-ref).
-double ppo_rewards(const float *logp, const float *ref, int n, float beta, float score, float *rewards);
+double ppo_rewards(const float *logp, const float *ref, int n, float beta, float score,
+                   float *rewards);
 
 // Generalised advantage estimation over one response, the episode ending after token n-1
 // (V_n = 0):  delta_t = r_t + gamma V_{t+1} - V_t,  A_t = delta_t + gamma lam A_{t+1},
 // returns R_t = A_t + V_t (the value model's regression target). adv and ret may not alias the
 // inputs.
-void ppo_gae(const float *rewards, const float *values, int n, float gamma, float lam, float *adv, float *ret);
+void ppo_gae(const float *rewards, const float *values, int n, float gamma, float lam, float *adv,
+             float *ret);
 
 // Mean and unbiased variance (divided by count - 1; 0 when count < 2) of x over the entries
 // whose mask is non-zero; returns the count. mask NULL: every entry.
-int64_t ppo_masked_moments(const float *x, const uint8_t *mask, int64_t n, double *mean, double *var);
+int64_t ppo_masked_moments(const float *x, const uint8_t *mask, int64_t n, double *mean,
+                           double *var);
 
 // Whitening in place over the masked entries: x = (x - mean) / sqrt(var + 1e-8) with the
 // moments above (as TRL's masked_whiten); shift_mean = 0 adds the mean back. Unmasked entries
@@ -51,7 +54,8 @@ int64_t ppo_masked_moments(const float *x, const uint8_t *mask, int64_t n, doubl
 void ppo_whiten(float *x, const uint8_t *mask, int64_t n, int shift_mean);
 
 // 1 - Var(target - pred) / Var(target) over the masked entries (NaN when Var(target) is 0).
-double ppo_explained_variance(const float *pred, const float *target, const uint8_t *mask, int64_t n);
+double ppo_explained_variance(const float *pred, const float *target, const uint8_t *mask,
+                              int64_t n);
 
 typedef struct {
     double loss;          // sum_t w_t * max(-A_t r_t, -A_t clip(r_t, 1-eps, 1+eps))
@@ -67,8 +71,8 @@ typedef struct {
 // d loss / d logp_t: -w_t A_t r_t where the unclipped term is the larger (or equal), else 0 (the
 // clipped term does not depend on logp there). With w = 1/(tokens of the minibatch) the loss is
 // the per-token mean. Entries with w <= 0 get dlogp 0.
-void ppo_policy_loss(const float *logp, const float *old_logp, const float *adv, const float *w, int64_t n,
-                     float clip, float *dlogp, PpoPolicyStats *st);
+void ppo_policy_loss(const float *logp, const float *old_logp, const float *adv, const float *w,
+                     int64_t n, float clip, float *dlogp, PpoPolicyStats *st);
 
 typedef struct {
     double loss;          // sum_t w_t * 0.5 * max((v - R)^2, (v_clip - R)^2)

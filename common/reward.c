@@ -46,7 +46,8 @@ double reward_kwise_loss(const float *r, const int *ranks, int k, float *dr, int
     return loss / (double)P;
 }
 
-int64_t reward_pair_stats(const float *r, const int *ranks, int k, double *correct, double *margin) {
+int64_t reward_pair_stats(const float *r, const int *ranks, int k, double *correct,
+                          double *margin) {
     int64_t n = 0;
     for (int w = 0; w < k; w++)
         for (int l = 0; l < k; l++) {
@@ -81,16 +82,21 @@ static void densify(int *ranks, int k) {
 static int parse_json_ranks(const char *text, int k, int *ranks, char *err, size_t errlen) {
     cJSON *a = cJSON_Parse(text);
     int rc = -1;
-    if (!a || !cJSON_IsArray(a)) { util_err(err, errlen, "ranking '%.80s': not a JSON array of ranks", text); goto done; }
+    if (!a || !cJSON_IsArray(a)) {
+        util_err(err, errlen, "ranking '%.80s': not a JSON array of ranks", text);
+        goto done;
+    }
     if (cJSON_GetArraySize(a) != k) {
-        util_err(err, errlen, "ranking '%.80s': %d ranks for %d completions", text, cJSON_GetArraySize(a), k);
+        util_err(err, errlen, "ranking '%.80s': %d ranks for %d completions", text,
+                 cJSON_GetArraySize(a), k);
         goto done;
     }
     int i = 0;
     for (cJSON *e = a->child; e; e = e->next, i++) {
         double v = cJSON_IsNumber(e) ? e->valuedouble : NAN;
         if (!(v >= 1 && v <= k) || v != floor(v)) {
-            util_err(err, errlen, "ranking '%.80s': rank %d is not an integer in 1..%d", text, i + 1, k);
+            util_err(err, errlen, "ranking '%.80s': rank %d is not an integer in 1..%d", text,
+                     i + 1, k);
             goto done;
         }
         ranks[i] = (int)v;
@@ -103,7 +109,8 @@ done:
 }
 
 int reward_parse_ranking(const char *text, int k, int *ranks, char *err, size_t errlen) {
-    if (k < 2 || k > REWARD_MAX_K) return util_err(err, errlen, "a ranking needs 2..%d completions, got %d", REWARD_MAX_K, k);
+    if (k < 2 || k > REWARD_MAX_K)
+        return util_err(err, errlen, "a ranking needs 2..%d completions, got %d", REWARD_MAX_K, k);
     const char *p = text;
     while (isspace((unsigned char)*p)) p++;
     if (!*p) return util_err(err, errlen, "empty ranking (expected e.g. 2>1=3 or [2,1,3])");
@@ -113,25 +120,34 @@ int reward_parse_ranking(const char *text, int k, int *ranks, char *err, size_t 
     for (;;) {
         while (isspace((unsigned char)*p)) p++;
         if (!isdigit((unsigned char)*p))
-            return util_err(err, errlen, "ranking '%.80s': expected a completion number at '%.20s'", text, *p ? p : "(end)");
+            return util_err(err, errlen, "ranking '%.80s': expected a completion number at '%.20s'",
+                            text, *p ? p : "(end)");
         long v = 0;
         while (isdigit((unsigned char)*p)) { if (v < 100000) v = v * 10 + (*p - '0'); p++; }
-        if (v < 1 || v > k) return util_err(err, errlen, "ranking '%.80s': %ld is not a completion number in 1..%d", text, v, k);
-        if (ranks[v - 1]) return util_err(err, errlen, "ranking '%.80s': completion %ld appears twice", text, v);
+        if (v < 1 || v > k)
+            return util_err(err, errlen, "ranking '%.80s': %ld is not a completion number in 1..%d",
+                            text, v, k);
+        if (ranks[v - 1])
+            return util_err(err, errlen, "ranking '%.80s': completion %ld appears twice", text, v);
         ranks[v - 1] = group;
         seen++;
         while (isspace((unsigned char)*p)) p++;
         if (!*p) break;
         if (*p == '>') group++;
-        else if (*p != '=') return util_err(err, errlen, "ranking '%.80s': expected '>' or '=' at '%.20s'", text, p);
+        else if (*p != '=')
+            return util_err(err, errlen, "ranking '%.80s': expected '>' or '=' at '%.20s'", text,
+                            p);
         p++;
     }
     if (seen != k) {
         char miss[256] = "";
         size_t o = 0;
         for (int i = 0; i < k && o + 8 < sizeof miss; i++)
-            if (!ranks[i]) o += (size_t)snprintf(miss + o, sizeof miss - o, "%s%d", o ? ", " : "", i + 1);
-        return util_err(err, errlen, "ranking '%.80s': every completion 1..%d must be ranked; missing %s", text, k, miss);
+            if (!ranks[i])
+                o += (size_t)snprintf(miss + o, sizeof miss - o, "%s%d", o ? ", " : "", i + 1);
+        return util_err(err, errlen,
+                        "ranking '%.80s': every completion 1..%d must be ranked; missing %s", text,
+                        k, miss);
     }
     densify(ranks, k);
     return 0;
@@ -156,10 +172,7 @@ void reward_format_ranking(const int *ranks, int k, char *buf, size_t n) {
 static char *copy_text(const char *s, size_t n, int trim) {
     while (trim && n && isspace((unsigned char)*s)) { s++; n--; }
     while (trim && n && isspace((unsigned char)s[n - 1])) n--;
-    char *t = MALLOC_CHECK(n + 1);
-    memcpy(t, s, n);
-    t[n] = 0;
-    return t;
+    return STRNDUP_CHECK(s, n);
 }
 
 void reward_answer_free(RewardAnswer *a) {
@@ -167,7 +180,8 @@ void reward_answer_free(RewardAnswer *a) {
     memset(a, 0, sizeof *a);
 }
 
-int reward_parse_answer(const char *line, int k, int judge, RewardAnswer *a, char *err, size_t errlen) {
+int reward_parse_answer(const char *line, int k, int judge, RewardAnswer *a, char *err,
+                        size_t errlen) {
     memset(a, 0, sizeof *a);
     const char *hash = judge ? NULL : strchr(line, '#');   // a person's "# comment"
     char *cmd = copy_text(line, hash ? (size_t)(hash - line) : strlen(line), 1), *rtext = NULL;
@@ -177,18 +191,23 @@ int reward_parse_answer(const char *line, int k, int judge, RewardAnswer *a, cha
     else if (!strcmp(cmd, "s") || !strcmp(cmd, "skip")) a->kind = REWARD_ANSWER_SKIP;
     else if (!judge && (!strcmp(cmd, "u") || !strcmp(cmd, "undo"))) a->kind = REWARD_ANSWER_UNDO;
     else if (!judge && (!strcmp(cmd, "q") || !strcmp(cmd, "quit"))) a->kind = REWARD_ANSWER_QUIT;
-    else if (!judge && (!strcmp(cmd, "?") || !strcmp(cmd, "h") || !strcmp(cmd, "help"))) a->kind = REWARD_ANSWER_HELP;
+    else if (!judge && (!strcmp(cmd, "?") || !strcmp(cmd, "h") || !strcmp(cmd, "help")))
+        a->kind = REWARD_ANSWER_HELP;
     else {
         const char *comment = NULL;
         if (judge && cmd[0] == '{') {
             o = cJSON_Parse(cmd);
-            const cJSON *jr = cJSON_GetObjectItemCaseSensitive(o, "ranking"), *jc = cJSON_GetObjectItemCaseSensitive(o, "comment");
-            if (cJSON_IsString(jr)) rtext = strdup(jr->valuestring);
+            const cJSON *jr = cJSON_GetObjectItemCaseSensitive(o, "ranking"),
+                        *jc = cJSON_GetObjectItemCaseSensitive(o, "comment");
+            if (cJSON_IsString(jr)) rtext = STRDUP_CHECK(jr->valuestring);
             else if (cJSON_IsArray(jr)) rtext = cJSON_PrintUnformatted(jr);
             if (!rtext) { rc = util_err(err, errlen, "not a ranking: '%.200s'", cmd); goto done; }
             if (cJSON_IsString(jc)) comment = jc->valuestring;
         } else if (hash) comment = hash + 1;
-        if (reward_parse_ranking(rtext ? rtext : cmd, k, a->ranks, err, errlen)) { rc = -1; goto done; }
+        if (reward_parse_ranking(rtext ? rtext : cmd, k, a->ranks, err, errlen)) {
+            rc = -1;
+            goto done;
+        }
         a->kind = REWARD_ANSWER_RANKING;
         if (comment) a->comment = copy_text(comment, strlen(comment), !judge);
     }
@@ -217,19 +236,20 @@ int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_
     char *text = MALLOC_CHECK(lp + lr + 1);
     memcpy(text, response_prefix, lp);
     memcpy(text + lp, response, lr + 1);
-    char terr[TOK_ERR_LEN];
-    int rc = tok_encode(tok, text, lp + lr, 0, &ids, terr);
+    int rc = tok_encode(tok, text, lp + lr, 0, &ids, err, errlen);
     free(text);
-    if (rc) { tok_ids_free(&ids); return util_err(err, errlen, "response: %s", terr); }
+    if (rc) {
+        tok_ids_free(&ids);
+        return util_err_prefix(err, errlen, "response: ");
+    }
     size_t n = ids.n + 1, start = n > (size_t)max_len ? n - (size_t)max_len : 0;
     if (truncated) *truncated = start > 0;
     for (size_t i = start; i < n; i++) {
         int32_t t = i < ids.n ? ids.ids[i] : eot;
         if (out->n == out->cap) {
             size_t cap = out->cap ? 2 * out->cap : 64;
-            int32_t *g = realloc(out->ids, cap * sizeof(int32_t));
-            if (!g) DIE("out of memory encoding a response");
-            out->ids = g; out->cap = cap;
+            out->ids = REALLOC_ARRAY(out->ids, cap, sizeof(int32_t));
+            out->cap = cap;
         }
         out->ids[out->n++] = t;
     }
@@ -237,8 +257,11 @@ int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_
     return 0;
 }
 
-int reward_forward(Model *m, const ModelBatch *b, float *values, float *scores, char *err, size_t errlen) {
-    if (!m->config.score_head) return util_err(err, errlen, "the model has no score head (score.weight): not a reward model");
+int reward_forward(Model *m, const ModelBatch *b, float *values, float *scores, char *err,
+                   size_t errlen) {
+    if (!m->config.score_head)
+        return util_err(err, errlen,
+                        "the model has no score head (score.weight): not a reward model");
     if (model_forward(m, b, 0, err, errlen)) return -1;
     model_get_values(m, values);
     for (int i = 0; i < b->B; i++) scores[i] = values[(size_t)i * b->T + b->lengths[i] - 1];
@@ -254,12 +277,15 @@ void reward_backward(Model *m, const ModelBatch *b, const float *dscores, float 
 int reward_fold_bias(Model *m, double c, char *err, size_t errlen) {
     const ModelConfig *cf = &m->config;
     if (!cf->score_head || cf->lm_head)
-        return util_err(err, errlen, "folding a bias into ln_f needs a model with a score head and no LM head");
+        return util_err(err, errlen,
+                        "folding a bias into ln_f needs a model with a score head and no LM head");
     int C = cf->n_embd;
     const float *w = m->params.scorew;
     double ww = 0;
     for (int i = 0; i < C; i++) ww += (double)w[i] * w[i];
-    if (!(ww > 0)) return util_err(err, errlen, "score.weight is zero: a bias cannot be folded into ln_f.bias");
+    if (!(ww > 0))
+        return util_err(err, errlen,
+                        "score.weight is zero: a bias cannot be folded into ln_f.bias");
     for (int i = 0; i < C; i++) m->params.lnfb[i] += (float)(c * w[i] / ww);
     return 0;
 }

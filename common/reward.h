@@ -68,7 +68,8 @@ typedef struct {
 // command: s, u, q, ?) or one line a judge program answered (judge = 1: a ranking, a JSON array
 // of ranks, {"ranking": .., "comment": ..}, or "skip"). Pure: no terminal, no database. 0, or -1
 // with a one-line message saying what is wrong with the line (a is then zeroed).
-int reward_parse_answer(const char *line, int k, int judge, RewardAnswer *a, char *err, size_t errlen);
+int reward_parse_answer(const char *line, int k, int judge, RewardAnswer *a, char *err,
+                        size_t errlen);
 void reward_answer_free(RewardAnswer *a);
 
 // Appends the tokens of (prompt, response) as described above; keeps only the last max_len
@@ -80,7 +81,8 @@ int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_
 
 // Forward of a model with a score head: scores (B) = the scalar head at position lengths[b]-1.
 // values (B*T) is caller scratch (model_get_values). 0 or -1 (bad batch) with a message.
-int reward_forward(Model *m, const ModelBatch *b, float *values, float *scores, char *err, size_t errlen);
+int reward_forward(Model *m, const ModelBatch *b, float *values, float *scores, char *err,
+                   size_t errlen);
 // Backward of sum_b dscores[b] * scores[b] after reward_forward on the same batch (gradients
 // accumulate). dvalues (B*T) is caller scratch.
 void reward_backward(Model *m, const ModelBatch *b, const float *dscores, float *dvalues);

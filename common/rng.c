@@ -56,7 +56,8 @@ void rng_fill_normal(Rng *r, float *x, int64_t n, float mean, float std) {
 }
 
 #define RNG_CHUNK 65536
-void rng_fill_normal_chunked(uint64_t seed, uint64_t stream, float *x, int64_t n, float mean, float std) {
+void rng_fill_normal_chunked(uint64_t seed, uint64_t stream, float *x, int64_t n, float mean,
+                             float std) {
     int64_t nchunk = (n + RNG_CHUNK - 1) / RNG_CHUNK;
     #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < nchunk; c++) {

@@ -15,5 +15,6 @@ uint64_t rng_below(Rng *r, uint64_t n);        // uniform in [0, n), unbiased; n
 void     rng_fill_normal(Rng *r, float *x, int64_t n, float mean, float std);
 // Parallel and deterministic whatever the thread count: x is cut into fixed chunks, chunk i
 // drawn from its own generator seeded by (seed, stream, i). For initialising large tensors.
-void     rng_fill_normal_chunked(uint64_t seed, uint64_t stream, float *x, int64_t n, float mean, float std);
+void rng_fill_normal_chunked(uint64_t seed, uint64_t stream, float *x, int64_t n, float mean,
+                             float std);
 #endif

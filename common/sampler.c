@@ -34,7 +34,10 @@ int32_t sampler_sample(Sampler *s, const SamplerConfig *c, const float *logits, 
     float mx = -INFINITY;
     for (int i = 0; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0.0;
-    for (int i = 0; i < V; i++) { s->probs[i] = expf((logits[i] - mx) / c->temperature); sum += s->probs[i]; }
+    for (int i = 0; i < V; i++) {
+        s->probs[i] = expf((logits[i] - mx) / c->temperature);
+        sum += s->probs[i];
+    }
     float inv = (float)(1.0 / sum);
     for (int i = 0; i < V; i++) s->probs[i] *= inv;
     int k = (c->top_k > 0 && c->top_k < V) ? c->top_k : V;

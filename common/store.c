@@ -1,8 +1,11 @@
 // store: the workspace database (SQLite). See store.h for the schema, the concurrency rules and
-// who owns what. Layout of this file: helpers (errors, binding, SHA-256), the schema and its
-// migrations, open/close/transactions, then one section per group of tables.
+// who owns what. Layout of this file: helpers (errors, binding, content hashes), the schema and
+// its migrations, open/close/transactions, then one section per group of tables. The SQL text
+// (reused statements, migrations) is in store_sql.c; SHA-256 in sha256.c.
 #define _GNU_SOURCE   // gethostname
 #include "store.h"
+#include "sha256.h"
+#include "store_sql.h"
 #include "util.h"
 #include <errno.h>
 #include <math.h>
@@ -15,102 +18,13 @@
 #include <time.h>
 #include <unistd.h>
 
-// ---------------------------------------------------------------------------------------------
-// Statements reused across calls (prepared once, on first use). Walks (store_each_*) prepare
-// their own statement per call instead, so that a callback may start another walk.
-// ---------------------------------------------------------------------------------------------
-enum {
-    Q_PROMPT_ADD, Q_PROMPT_FIND, Q_PROMPT_GET,
-    Q_DEMO_ADD, Q_DEMO_FIND,
-    Q_COMPLETION_ADD, Q_COMPLETION_FIND, Q_COMPLETION_PROMPT,
-    Q_LABELER_ADD, Q_LABELER_FIND, Q_LABELER_EXISTS,
-    Q_RANKING_ADD, Q_RANKING_ITEM_ADD, Q_RANKING_DELETE, Q_CLAIM_DROP_MINE,
-    Q_CLAIM_EXPIRE, Q_CLAIM_OWN, Q_CLAIM_NEXT, Q_CLAIM_PUT, Q_CLAIM_RELEASE, Q_CLAIM_SKIP,
-    Q_SCORE_SET, Q_SCORE_GET, Q_COMPLETION_EXISTS,
-    Q_RUN_ADD, Q_RUN_RESUME, Q_RUN_FINISH, Q_RUN_CHECKPOINT, Q_RUN_GET, Q_RUN_LAST, Q_RUN_EXISTS,
-    Q_METRIC_ADD, Q_ROLLOUT_ADD,
-    Q_IMPORT_FIND, Q_IMPORT_ADD,
-    Q_COUNT
-};
-
-#define RUN_COLUMNS "id, stage, name, program, config, config_hash, status, checkpoint, started, " \
-                    "finished, exit_code, pid, host, parent_id"
-
-static const char *const QUERY_SQL[Q_COUNT] = {
-    [Q_PROMPT_ADD] = "INSERT INTO prompts(text, split, source, created) VALUES (?1, ?2, ?3, ?4) "
-                     "ON CONFLICT(text) DO NOTHING",
-    [Q_PROMPT_FIND] = "SELECT id FROM prompts WHERE text = ?1",
-    [Q_PROMPT_GET] = "SELECT id, text, split, source, created FROM prompts WHERE id = ?1",
-    [Q_DEMO_ADD] = "INSERT INTO demonstrations(prompt_id, response, source, created) VALUES (?1, ?2, ?3, ?4) "
-                   "ON CONFLICT(prompt_id, response) DO NOTHING",
-    [Q_DEMO_FIND] = "SELECT id FROM demonstrations WHERE prompt_id = ?1 AND response = ?2",
-    [Q_COMPLETION_ADD] = "INSERT INTO completions(prompt_id, text, model, created) VALUES (?1, ?2, ?3, ?4) "
-                         "ON CONFLICT(prompt_id, text, model) DO NOTHING",
-    [Q_COMPLETION_FIND] = "SELECT id FROM completions WHERE prompt_id = ?1 AND text = ?2 AND model = ?3",
-    [Q_COMPLETION_PROMPT] = "SELECT prompt_id FROM completions WHERE id = ?1",
-    [Q_LABELER_ADD] = "INSERT INTO labelers(name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
-    [Q_LABELER_FIND] = "SELECT id FROM labelers WHERE name = ?1",
-    [Q_LABELER_EXISTS] = "SELECT 1 FROM labelers WHERE id = ?1",
-    [Q_RANKING_ADD] = "INSERT INTO rankings(prompt_id, labeler_id, created, comment) VALUES (?1, ?2, ?3, ?4)",
-    [Q_RANKING_ITEM_ADD] = "INSERT INTO ranking_items(ranking_id, completion_id, rank) VALUES (?1, ?2, ?3)",
-    [Q_RANKING_DELETE] = "DELETE FROM rankings WHERE id = ?1",
-    [Q_CLAIM_DROP_MINE] = "DELETE FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2",
-    [Q_CLAIM_EXPIRE] = "DELETE FROM claims WHERE skipped = 0 AND expires <= ?1",
-    // ?1 labeler, ?2 now, ?3 split or NULL, ?4 min completions, ?5 overlap
-    [Q_CLAIM_OWN] =
-        "SELECT c.prompt_id FROM claims c JOIN prompts p ON p.id = c.prompt_id "
-        "WHERE c.labeler_id = ?1 AND c.skipped = 0 AND c.expires > ?2 "
-        "  AND (?3 IS NULL OR p.split = ?3) "
-        "  AND (SELECT count(*) FROM completions x WHERE x.prompt_id = p.id) >= ?4 "
-        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1) "
-        "ORDER BY c.prompt_id LIMIT 1",
-    [Q_CLAIM_NEXT] =
-        "SELECT p.id FROM prompts p "
-        "WHERE (?3 IS NULL OR p.split = ?3) "
-        "  AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.prompt_id = p.id AND c.labeler_id = ?1 "
-        "                  AND (c.skipped = 1 OR c.expires > ?2)) "
-        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1) "
-        "  AND (SELECT count(DISTINCT r.labeler_id) FROM rankings r WHERE r.prompt_id = p.id) "
-        "    + (SELECT count(*) FROM claims c WHERE c.prompt_id = p.id AND c.labeler_id <> ?1 "
-        "       AND c.skipped = 0 AND c.expires > ?2) < ?5 "
-        "  AND (SELECT count(*) FROM completions x WHERE x.prompt_id = p.id) >= ?4 "
-        "  AND p.id > ?6 "
-        "ORDER BY p.id LIMIT 1",
-    [Q_CLAIM_PUT] = "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?4, 0) "
-                    "ON CONFLICT(prompt_id, labeler_id) DO UPDATE SET claimed = excluded.claimed, "
-                    "expires = excluded.expires, skipped = 0",
-    [Q_CLAIM_RELEASE] = "DELETE FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2 AND skipped = 0",
-    [Q_CLAIM_SKIP] = "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?3, 1) "
-                     "ON CONFLICT(prompt_id, labeler_id) DO UPDATE SET skipped = 1",
-    [Q_SCORE_SET] = "INSERT INTO reward_scores(model, completion_id, score, created) VALUES (?1, ?2, ?3, ?4) "
-                    "ON CONFLICT(model, completion_id) DO UPDATE SET score = excluded.score, created = excluded.created",
-    [Q_SCORE_GET] = "SELECT score FROM reward_scores WHERE model = ?1 AND completion_id = ?2",
-    [Q_COMPLETION_EXISTS] = "SELECT 1 FROM completions WHERE id = ?1",
-    [Q_RUN_ADD] = "INSERT INTO runs(stage, name, program, config, config_hash, status, checkpoint, started, pid, "
-                  "host, parent_id) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10)",
-    [Q_RUN_RESUME] = "UPDATE runs SET status = 'running', pid = ?2, host = ?3, finished = NULL, exit_code = NULL "
-                     "WHERE id = ?1",
-    [Q_RUN_FINISH] = "UPDATE runs SET status = ?2, finished = ?3, exit_code = ?4 WHERE id = ?1",
-    [Q_RUN_CHECKPOINT] = "UPDATE runs SET checkpoint = ?2 WHERE id = ?1",
-    [Q_RUN_GET] = "SELECT " RUN_COLUMNS " FROM runs WHERE id = ?1",
-    [Q_RUN_LAST] = "SELECT " RUN_COLUMNS " FROM runs WHERE stage = ?1 AND (?2 IS NULL OR config_hash = ?2) "
-                   "AND (?3 IS NULL OR status = ?3) ORDER BY id DESC LIMIT 1",
-    [Q_RUN_EXISTS] = "SELECT 1 FROM runs WHERE id = ?1",
-    [Q_METRIC_ADD] = "INSERT INTO metrics(run_id, name, step, value, time) VALUES (?1, ?2, ?3, ?4, ?5) "
-                     "ON CONFLICT(run_id, name, step) DO UPDATE SET value = excluded.value, time = excluded.time",
-    [Q_ROLLOUT_ADD] = "INSERT INTO rollouts(run_id, iteration, prompt_id, prompt, response, score, reward, kl, "
-                      "response_tokens, ended, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    [Q_IMPORT_FIND] = "SELECT id, path FROM imports WHERE hash = ?1",
-    [Q_IMPORT_ADD] = "INSERT INTO imports(path, hash, kind, rows, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-};
-
 struct Store {
     sqlite3 *db;
     char *path;                   // as given to store_open
     sqlite3_stmt *q[Q_COUNT];     // reused statements; NULL until first use
     int user_tx;                  // inside store_begin .. store_commit/rollback
     int busy_ms;
-    int64_t claim_hint;           // the prompt this connection claimed last (claims scan on from it)
+    int64_t claim_hint; // the prompt this connection claimed last (claims scan on from it)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -123,13 +37,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static char *xstrdup_n(const char *p, size_t n) {
-    char *s = MALLOC_CHECK(n + 1);
-    if (n) memcpy(s, p, n);
-    s[n] = 0;
-    return s;
-}
-
 // "PATH: what: sqlite's message"
 static int fail(Store *s, char *err, size_t errlen, const char *what) {
     return util_err(err, errlen, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
@@ -137,7 +44,8 @@ static int fail(Store *s, char *err, size_t errlen, const char *what) {
 
 // The reused statement `id`, prepared on first use; NULL with a message on failure.
 static sqlite3_stmt *q(Store *s, int id, char *err, size_t errlen) {
-    if (!s->q[id] && sqlite3_prepare_v3(s->db, QUERY_SQL[id], -1, SQLITE_PREPARE_PERSISTENT, &s->q[id], NULL) != SQLITE_OK) {
+    if (!s->q[id] && sqlite3_prepare_v3(s->db, STORE_QUERY_SQL[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                        &s->q[id], NULL) != SQLITE_OK) {
         fail(s, err, errlen, "preparing a statement");
         s->q[id] = NULL;
     }
@@ -174,7 +82,7 @@ static const char *col_text(sqlite3_stmt *st, int i) {
 }
 static char *col_dup(sqlite3_stmt *st, int i) {
     const unsigned char *t = sqlite3_column_text(st, i);
-    return xstrdup_n(t ? (const char *)t : "", t ? (size_t)sqlite3_column_bytes(st, i) : 0);
+    return STRNDUP_CHECK(t ? (const char *)t : "", t ? (size_t)sqlite3_column_bytes(st, i) : 0);
 }
 static double col_real_or_nan(sqlite3_stmt *st, int i) {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
@@ -190,7 +98,8 @@ static int step_write(Store *s, sqlite3_stmt *st, const char *what, char *err, s
 
 // Steps a statement that returns at most one integer: *out = its first column, or 0 when there is
 // no row. Resets it either way.
-static int step_id(Store *s, sqlite3_stmt *st, int64_t *out, const char *what, char *err, size_t errlen) {
+static int step_id(Store *s, sqlite3_stmt *st, int64_t *out, const char *what, char *err,
+                   size_t errlen) {
     int rc = sqlite3_step(st);
     int ret = 0;
     *out = 0;
@@ -203,6 +112,17 @@ static int step_id(Store *s, sqlite3_stmt *st, int64_t *out, const char *what, c
 static int need_text(Store *s, const char *t, const char *what, char *err, size_t errlen) {
     if (!t) return util_err(err, errlen, "%s: %s: NULL text", s->path, what);
     return 0;
+}
+
+// *id of the row that query `query` finds for text (0 when none): 0, or -1 with a message.
+static int find_id_by_text(Store *s, int query, const char *text, int64_t *id, const char *what,
+                           char *err, size_t errlen) {
+    *id = 0;
+    if (need_text(s, text, what, err, errlen)) return -1;
+    sqlite3_stmt *st = q(s, query, err, errlen);
+    if (!st) return -1;
+    bind_text(st, 1, text);
+    return step_id(s, st, id, what, err, errlen);
 }
 
 static int exec(Store *s, const char *sql, const char *what, char *err, size_t errlen) {
@@ -248,92 +168,15 @@ static sqlite3_stmt *prepare(Store *s, const char *sql, char *err, size_t errlen
 
 static int check_split(Store *s, const char *split, char *err, size_t errlen) {
     if (split && !store_split_valid(split))
-        return util_err(err, errlen, "%s: unknown split '%.40s' (expected train, valid or test)", s->path, split);
+        return util_err(err, errlen, "%s: unknown split '%.40s' (expected train, valid or test)",
+                        s->path, split);
     return 0;
 }
 
-// ---------------------------------------------------------------------------------------------
-// SHA-256 (FIPS 180-4), for content hashes of imported files and deterministic splits.
-// ---------------------------------------------------------------------------------------------
-typedef struct {
-    uint32_t h[8];
-    uint64_t n;          // bytes hashed so far
-    uint8_t buf[64];
-} Sha256;
-
-static const uint32_t SHA_K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-static uint32_t ror32(uint32_t x, int r) { return (x >> r) | (x << (32 - r)); }
-
-static void sha_block(Sha256 *c, const uint8_t *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) + SHA_K[i] + w[i];
-        uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
-        h = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
-    }
-    c->h[0] += a; c->h[1] += b; c->h[2] += cc; c->h[3] += d;
-    c->h[4] += e; c->h[5] += f; c->h[6] += g; c->h[7] += h;
-}
-
-static void sha_init(Sha256 *c) {
-    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(c->h, h0, sizeof h0);
-    c->n = 0;
-}
-
-static void sha_update(Sha256 *c, const void *data, size_t n) {
-    const uint8_t *p = data;
-    while (n > 0) {
-        size_t used = (size_t)(c->n % 64), take = 64 - used < n ? 64 - used : n;
-        memcpy(c->buf + used, p, take);
-        c->n += take; p += take; n -= take;
-        if (used + take == 64) sha_block(c, c->buf);
-    }
-}
-
-static void sha_final(Sha256 *c, uint8_t out[32]) {
-    uint64_t bits = c->n * 8;
-    uint8_t pad = 0x80, zero = 0, len[8];
-    sha_update(c, &pad, 1);
-    while (c->n % 64 != 56) sha_update(c, &zero, 1);
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha_update(c, len, 8);
-    for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 4; j++) out[4 * i + j] = (uint8_t)(c->h[i] >> (24 - 8 * j));
-}
-
-static void to_hex(const uint8_t d[32], char hex[STORE_HASH_HEX]) {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) { hex[2 * i] = digits[d[i] >> 4]; hex[2 * i + 1] = digits[d[i] & 15]; }
-    hex[64] = 0;
-}
-
 void store_hash_bytes(const void *data, size_t n, char hex[STORE_HASH_HEX]) {
-    Sha256 c;
     uint8_t d[32];
-    sha_init(&c);
-    sha_update(&c, data, n);
-    sha_final(&c, d);
-    to_hex(d, hex);
+    sha256(data, n, d);
+    sha256_hex(d, hex);
 }
 
 int store_hash_file(const char *path, char hex[STORE_HASH_HEX], char *err, size_t errlen) {
@@ -341,14 +184,14 @@ int store_hash_file(const char *path, char hex[STORE_HASH_HEX], char *err, size_
     if (!f) return util_err(err, errlen, "%s: %s", path, strerror(errno));
     Sha256 c;
     uint8_t buf[1 << 16], d[32];
-    sha_init(&c);
+    sha256_init(&c);
     size_t got;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0) sha_update(&c, buf, got);
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) sha256_update(&c, buf, got);
     int bad = ferror(f);
     fclose(f);
     if (bad) return util_err(err, errlen, "%s: read error", path);
-    sha_final(&c, d);
-    to_hex(d, hex);
+    sha256_final(&c, d);
+    sha256_hex(d, hex);
     return 0;
 }
 
@@ -357,11 +200,8 @@ int store_split_valid(const char *split) {
 }
 
 const char *store_split_for_text(const char *text, double valid_frac, double test_frac) {
-    Sha256 c;
     uint8_t d[32];
-    sha_init(&c);
-    sha_update(&c, text, strlen(text));
-    sha_final(&c, d);
+    sha256(text, strlen(text), d);
     uint64_t x = 0;
     for (int i = 0; i < 8; i++) x = x << 8 | d[i];
     double u = (double)(x >> 11) * 0x1p-53;   // uniform in [0, 1)
@@ -371,149 +211,49 @@ const char *store_split_for_text(const char *text, double valid_frac, double tes
 }
 
 // ---------------------------------------------------------------------------------------------
-// Schema and migrations. MIGRATIONS[v - 1] takes a database from version v - 1 to v. Never edit
-// a step once released: add a new one and raise STORE_SCHEMA_VERSION.
+// Schema and migrations (the SQL is in store_sql.c)
 // ---------------------------------------------------------------------------------------------
-static const char *const MIGRATIONS[STORE_SCHEMA_VERSION] = {
-    // 0 -> 1: labeling data, runs, metrics, imports
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) STRICT;"
-    "CREATE TABLE prompts ("
-    "  id INTEGER PRIMARY KEY,"
-    "  text TEXT NOT NULL UNIQUE,"
-    "  split TEXT NOT NULL CHECK (split IN ('train', 'valid', 'test')),"
-    "  source TEXT NOT NULL DEFAULT '',"
-    "  created REAL NOT NULL) STRICT;"
-    "CREATE INDEX prompts_split ON prompts(split, id);"
-    "CREATE TABLE demonstrations ("
-    "  id INTEGER PRIMARY KEY,"
-    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
-    "  response TEXT NOT NULL,"
-    "  source TEXT NOT NULL DEFAULT '',"
-    "  created REAL NOT NULL,"
-    "  UNIQUE (prompt_id, response)) STRICT;"
-    "CREATE TABLE completions ("
-    "  id INTEGER PRIMARY KEY,"
-    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
-    "  text TEXT NOT NULL,"
-    "  model TEXT NOT NULL DEFAULT '',"
-    "  created REAL NOT NULL,"
-    "  UNIQUE (prompt_id, text, model)) STRICT;"
-    "CREATE TABLE labelers ("
-    "  id INTEGER PRIMARY KEY,"
-    "  name TEXT NOT NULL UNIQUE CHECK (length(CAST(name AS BLOB)) > 0),"
-    "  created REAL NOT NULL) STRICT;"
-    "CREATE TABLE rankings ("
-    "  id INTEGER PRIMARY KEY,"
-    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
-    "  labeler_id INTEGER NOT NULL REFERENCES labelers(id),"
-    "  created REAL NOT NULL,"
-    "  comment TEXT NOT NULL DEFAULT '') STRICT;"
-    "CREATE INDEX rankings_prompt ON rankings(prompt_id, labeler_id);"
-    "CREATE INDEX rankings_labeler ON rankings(labeler_id);"
-    "CREATE TABLE ranking_items ("
-    "  ranking_id INTEGER NOT NULL REFERENCES rankings(id) ON DELETE CASCADE,"
-    "  completion_id INTEGER NOT NULL REFERENCES completions(id),"
-    "  rank INTEGER NOT NULL CHECK (rank >= 1),"
-    "  PRIMARY KEY (ranking_id, completion_id)) STRICT, WITHOUT ROWID;"
-    "CREATE INDEX ranking_items_completion ON ranking_items(completion_id);"
-    "CREATE TABLE reward_scores ("
-    "  model TEXT NOT NULL,"
-    "  completion_id INTEGER NOT NULL REFERENCES completions(id),"
-    "  score REAL NOT NULL,"
-    "  created REAL NOT NULL,"
-    "  PRIMARY KEY (model, completion_id)) STRICT, WITHOUT ROWID;"
-    "CREATE INDEX reward_scores_completion ON reward_scores(completion_id);"
-    "CREATE TABLE runs ("
-    "  id INTEGER PRIMARY KEY,"
-    "  stage TEXT NOT NULL,"
-    "  name TEXT NOT NULL DEFAULT '',"
-    "  program TEXT NOT NULL DEFAULT '',"
-    "  config TEXT NOT NULL DEFAULT '',"
-    "  config_hash TEXT NOT NULL DEFAULT '',"
-    "  status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'interrupted')),"
-    "  checkpoint TEXT NOT NULL DEFAULT '',"
-    "  started REAL NOT NULL,"
-    "  finished REAL,"
-    "  exit_code INTEGER) STRICT;"
-    "CREATE INDEX runs_stage ON runs(stage, config_hash, id);"
-    "CREATE TABLE metrics ("
-    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
-    "  name TEXT NOT NULL,"
-    "  step INTEGER NOT NULL,"
-    "  value REAL,"
-    "  time REAL NOT NULL,"
-    "  PRIMARY KEY (run_id, name, step)) STRICT, WITHOUT ROWID;"
-    "CREATE TABLE imports ("
-    "  id INTEGER PRIMARY KEY,"
-    "  path TEXT NOT NULL,"
-    "  hash TEXT NOT NULL UNIQUE,"
-    "  kind TEXT NOT NULL DEFAULT '',"
-    "  rows INTEGER NOT NULL DEFAULT 0,"
-    "  created REAL NOT NULL) STRICT;"
-    "INSERT INTO meta(key, value) VALUES ('application', '" STORE_APPLICATION "');"
-    "INSERT INTO meta(key, value) VALUES ('created', (julianday('now') - 2440587.5) * 86400.0);",
-
-    // 1 -> 2: labeling assignments, PPO rollouts, process and parent of a run
-    "ALTER TABLE runs ADD COLUMN pid INTEGER;"
-    "ALTER TABLE runs ADD COLUMN host TEXT NOT NULL DEFAULT '';"
-    "ALTER TABLE runs ADD COLUMN parent_id INTEGER REFERENCES runs(id);"
-    "CREATE INDEX runs_parent ON runs(parent_id);"
-    "CREATE TABLE claims ("
-    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
-    "  labeler_id INTEGER NOT NULL REFERENCES labelers(id),"
-    "  claimed REAL NOT NULL,"
-    "  expires REAL NOT NULL,"
-    "  skipped INTEGER NOT NULL DEFAULT 0 CHECK (skipped IN (0, 1)),"
-    "  PRIMARY KEY (prompt_id, labeler_id)) STRICT, WITHOUT ROWID;"
-    "CREATE INDEX claims_labeler ON claims(labeler_id);"
-    "CREATE TABLE rollouts ("
-    "  id INTEGER PRIMARY KEY,"
-    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
-    "  iteration INTEGER NOT NULL,"
-    "  prompt_id INTEGER REFERENCES prompts(id),"
-    "  prompt TEXT NOT NULL,"
-    "  response TEXT NOT NULL,"
-    "  score REAL,"
-    "  reward REAL,"
-    "  kl REAL,"
-    "  response_tokens INTEGER NOT NULL DEFAULT 0,"
-    "  ended INTEGER NOT NULL DEFAULT 0,"
-    "  created REAL NOT NULL) STRICT;"
-    "CREATE INDEX rollouts_run ON rollouts(run_id, iteration);"
-    "CREATE INDEX rollouts_prompt ON rollouts(prompt_id);",
-};
 
 // Reads the schema version: 0 for an empty database; -1 with a message when the file is not a
 // SQLite database or not one of ours.
 static int read_version(Store *s, int64_t *version, char *err, size_t errlen) {
     sqlite3_stmt *st = NULL;
     int64_t n_tables = 0, has_meta = 0;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT count(*), coalesce(sum(name = 'meta'), 0) FROM sqlite_master "
-                                       "WHERE type = 'table'", -1, &st, NULL);
+    int rc =
+        sqlite3_prepare_v2(s->db,
+                           "SELECT count(*), coalesce(sum(name = 'meta'), 0) FROM sqlite_master "
+                           "WHERE type = 'table'",
+                           -1, &st, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) { n_tables = sqlite3_column_int64(st, 0); has_meta = sqlite3_column_int64(st, 1); }
-    else if ((sqlite3_errcode(s->db) & 0xFF) == SQLITE_NOTADB)
+    if (rc == SQLITE_ROW) {
+        n_tables = sqlite3_column_int64(st, 0);
+        has_meta = sqlite3_column_int64(st, 1);
+    } else if ((sqlite3_errcode(s->db) & 0xFF) == SQLITE_NOTADB)
         util_err(err, errlen, "%s: not a SQLite database (%s)", s->path, sqlite3_errmsg(s->db));
     else
-        util_err(err, errlen, "%s: cannot read the database: %s (are the file and its directory writable?)",
+        util_err(err, errlen,
+                 "%s: cannot read the database: %s (are the file and its directory writable?)",
                  s->path, sqlite3_errmsg(s->db));
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW) return -1;
     if (!has_meta) {
         if (n_tables > 0)
-            return util_err(err, errlen, "%s: not an rlhf.c workspace database (it has tables but no meta table)", s->path);
+            return util_err(err, errlen, "%s: not an rlhf.c workspace database (it has tables but "
+                            "no meta table)", s->path);
         *version = 0;
         return 0;
     }
     char app[64] = "";
     *version = -1;
-    if (sqlite3_prepare_v2(s->db, "SELECT key, value FROM meta WHERE key IN ('application', 'schema_version')",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            s->db, "SELECT key, value FROM meta WHERE key IN ('application', 'schema_version')", -1,
+            &st, NULL) != SQLITE_OK)
         return fail(s, err, errlen, "reading the meta table");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *key = col_text(st, 0);
         if (!strcmp(key, "application")) snprintf(app, sizeof app, "%s", col_text(st, 1));
-        else if (sqlite3_column_type(st, 1) == SQLITE_INTEGER) *version = sqlite3_column_int64(st, 1);
+        else if (sqlite3_column_type(st, 1) == SQLITE_INTEGER)
+            *version = sqlite3_column_int64(st, 1);
         else if (sqlite3_column_type(st, 1) == SQLITE_TEXT) {
             char *end;
             long long v = strtoll(col_text(st, 1), &end, 10);
@@ -523,8 +263,11 @@ static int read_version(Store *s, int64_t *version, char *err, size_t errlen) {
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return fail(s, err, errlen, "reading the meta table");
     if (strcmp(app, STORE_APPLICATION))
-        return util_err(err, errlen, "%s: not an rlhf.c workspace database (meta application is '%s')", s->path, app);
-    if (*version < 1) return util_err(err, errlen, "%s: the meta table has no valid schema_version", s->path);
+        return util_err(err, errlen,
+                        "%s: not an rlhf.c workspace database (meta application is '%s')", s->path,
+                        app);
+    if (*version < 1)
+        return util_err(err, errlen, "%s: the meta table has no valid schema_version", s->path);
     return 0;
 }
 
@@ -534,25 +277,32 @@ static int migrate(Store *s, char *err, size_t errlen) {
     int64_t v;
     if (read_version(s, &v, err, errlen)) return -1;
     if (v > STORE_SCHEMA_VERSION)
-        return util_err(err, errlen, "%s: workspace schema version %lld is newer than this program's (%d); "
-                        "use a newer rlhf.c", s->path, (long long)v, STORE_SCHEMA_VERSION);
+        return util_err(err, errlen,
+                        "%s: workspace schema version %lld is newer than this program's (%d); "
+                        "use a newer rlhf.c",
+                        s->path, (long long)v, STORE_SCHEMA_VERSION);
     if (v == STORE_SCHEMA_VERSION) return 0;
     if (exec(s, "BEGIN IMMEDIATE", "locking the database to migrate it", err, errlen)) return -1;
     int64_t from = 0;
     if (read_version(s, &from, err, errlen)) goto bad;
     if (from > STORE_SCHEMA_VERSION) {
-        util_err(err, errlen, "%s: workspace schema version %lld is newer than this program's (%d); "
-                 "use a newer rlhf.c", s->path, (long long)from, STORE_SCHEMA_VERSION);
+        util_err(err, errlen,
+                 "%s: workspace schema version %lld is newer than this program's (%d); "
+                 "use a newer rlhf.c",
+                 s->path, (long long)from, STORE_SCHEMA_VERSION);
         goto bad;
     }
     for (int64_t step = from; step < STORE_SCHEMA_VERSION; step++) {
         char what[96];
-        snprintf(what, sizeof what, "migrating the schema from version %lld to %lld", (long long)step, (long long)step + 1);
-        if (exec(s, MIGRATIONS[step], what, err, errlen)) goto bad;
+        snprintf(what, sizeof what, "migrating the schema from version %lld to %lld",
+                 (long long)step, (long long)step + 1);
+        if (exec(s, STORE_MIGRATIONS[step], what, err, errlen)) goto bad;
     }
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) "
-                                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value", -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO meta(key, value) VALUES ('schema_version', ?1) "
+                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           -1, &st, NULL) != SQLITE_OK) {
         fail(s, err, errlen, "writing the schema version");
         goto bad;
     }
@@ -575,7 +325,7 @@ int store_open(Store **out, const char *path, char *err, size_t errlen) {
     *out = NULL;
     if (!path || !*path) return util_err(err, errlen, "store: empty database path");
     Store *s = CALLOC_CHECK(1, sizeof(Store));
-    s->path = xstrdup_n(path, strlen(path));
+    s->path = STRDUP_CHECK(path);
     s->busy_ms = STORE_BUSY_TIMEOUT_MS;
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -590,7 +340,8 @@ int store_open(Store **out, const char *path, char *err, size_t errlen) {
             memcpy(dir, path, n);
             dir[n] = 0;
             if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-                util_err(err, errlen, "%s: cannot create the database: directory %s does not exist", path, dir);
+                util_err(err, errlen, "%s: cannot create the database: directory %s does not exist",
+                         path, dir);
                 goto bad;
             }
         }
@@ -605,31 +356,38 @@ int store_open(Store **out, const char *path, char *err, size_t errlen) {
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_busy_timeout(s->db, s->busy_ms);
     if (sqlite3_db_readonly(s->db, "main") == 1) {
-        util_err(err, errlen, "%s: the workspace database is read-only (check the file's permissions)", path);
+        util_err(err, errlen,
+                 "%s: the workspace database is read-only (check the file's permissions)", path);
         goto bad;
     }
     int64_t v;
-    if (read_version(s, &v, err, errlen)) goto bad;   // not a database / not ours: said before changing anything
+    if (read_version(s, &v, err, errlen))
+        goto bad; // not a database / not ours: said before changing anything
     if (v > STORE_SCHEMA_VERSION) {
-        util_err(err, errlen, "%s: workspace schema version %lld is newer than this program's (%d); "
-                 "use a newer rlhf.c", path, (long long)v, STORE_SCHEMA_VERSION);
+        util_err(err, errlen,
+                 "%s: workspace schema version %lld is newer than this program's (%d); "
+                 "use a newer rlhf.c",
+                 path, (long long)v, STORE_SCHEMA_VERSION);
         goto bad;
     }
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW) {
-        util_err(err, errlen, "%s: cannot switch to the WAL journal: %s (are the file and its directory writable?)",
-                 path, sqlite3_errmsg(s->db));
+        util_err(err, errlen, "%s: cannot switch to the WAL journal: %s (are the file and its "
+                 "directory writable?)", path, sqlite3_errmsg(s->db));
         sqlite3_finalize(st);
         goto bad;
     }
     int wal = !sqlite3_stricmp(col_text(st, 0), "wal");
     sqlite3_finalize(st);
     if (!wal) {
-        util_err(err, errlen, "%s: cannot switch to the WAL journal (is it on a network file system?)", path);
+        util_err(err, errlen,
+                 "%s: cannot switch to the WAL journal (is it on a network file system?)", path);
         goto bad;
     }
-    if (exec(s, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "setting options", err, errlen)) goto bad;
+    if (exec(s, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "setting options", err,
+             errlen))
+        goto bad;
     if (migrate(s, err, errlen)) goto bad;
     *out = s;
     return 0;
@@ -668,7 +426,10 @@ int store_begin(Store *s, char *err, size_t errlen) {
 }
 
 int store_commit(Store *s, char *err, size_t errlen) {
-    if (sqlite3_get_autocommit(s->db)) { s->user_tx = 0; return util_err(err, errlen, "%s: commit: no transaction is open", s->path); }
+    if (sqlite3_get_autocommit(s->db)) {
+        s->user_tx = 0;
+        return util_err(err, errlen, "%s: commit: no transaction is open", s->path);
+    }
     if (exec(s, "COMMIT", "commit", err, errlen)) {
         // A failed COMMIT (e.g. SQLITE_BUSY) leaves the transaction open: undo it so that the
         // caller's "nothing half-stored" holds and the connection is usable again.
@@ -694,7 +455,8 @@ int store_check(Store *s, char *err, size_t errlen) {
     int rc = sqlite3_step(st);
     int ok = rc == SQLITE_ROW && !strcmp(col_text(st, 0), "ok");
     if (!ok) {
-        if (rc == SQLITE_ROW) util_err(err, errlen, "%s: integrity check: %.200s", s->path, col_text(st, 0));
+        if (rc == SQLITE_ROW)
+            util_err(err, errlen, "%s: integrity check: %.200s", s->path, col_text(st, 0));
         else fail(s, err, errlen, "integrity check");
     }
     sqlite3_finalize(st);
@@ -702,8 +464,8 @@ int store_check(Store *s, char *err, size_t errlen) {
     if (!(st = prepare(s, "PRAGMA foreign_key_check", err, errlen))) return -1;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        util_err(err, errlen, "%s: foreign key check: table %s row %lld refers to a missing %s row", s->path,
-                 col_text(st, 0), (long long)sqlite3_column_int64(st, 1), col_text(st, 2));
+        util_err(err, errlen, "%s: foreign key check: table %s row %lld refers to a missing %s row",
+                 s->path, col_text(st, 0), (long long)sqlite3_column_int64(st, 1), col_text(st, 2));
     else if (rc != SQLITE_DONE) fail(s, err, errlen, "foreign key check");
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : -1;
@@ -715,14 +477,20 @@ int store_check(Store *s, char *err, size_t errlen) {
 
 // The insert-or-find pattern: INSERT ... ON CONFLICT DO NOTHING; when nothing was inserted the row
 // exists, and `find` (bound by the caller the same way) gives its id.
-static int add_or_find(Store *s, sqlite3_stmt *add, sqlite3_stmt *find, int64_t *id, const char *what,
-                       char *err, size_t errlen) {
+static int add_or_find(Store *s, sqlite3_stmt *add, sqlite3_stmt *find, int64_t *id,
+                       const char *what, char *err, size_t errlen) {
     int rc = sqlite3_step(add);
     if (rc != SQLITE_DONE) { fail(s, err, errlen, what); done(add); done(find); return -1; }
     done(add);
-    if (sqlite3_changes(s->db) > 0) { *id = sqlite3_last_insert_rowid(s->db); done(find); return 0; }
+    if (sqlite3_changes(s->db) > 0) {
+        *id = sqlite3_last_insert_rowid(s->db);
+        done(find);
+        return 0;
+    }
     if (step_id(s, find, id, what, err, errlen)) return -1;
-    if (*id == 0) return util_err(err, errlen, "%s: %s: the row was neither inserted nor found", s->path, what);
+    if (*id == 0)
+        return util_err(err, errlen, "%s: %s: the row was neither inserted nor found", s->path,
+                        what);
     return 0;
 }
 
@@ -741,12 +509,7 @@ int store_add_prompt(Store *s, const char *text, const char *split, const char *
 }
 
 int store_find_prompt(Store *s, const char *text, int64_t *id, char *err, size_t errlen) {
-    *id = 0;
-    if (need_text(s, text, "find prompt", err, errlen)) return -1;
-    sqlite3_stmt *st = q(s, Q_PROMPT_FIND, err, errlen);
-    if (!st) return -1;
-    bind_text(st, 1, text);
-    return step_id(s, st, id, "find prompt", err, errlen);
+    return find_id_by_text(s, Q_PROMPT_FIND, text, id, "find prompt", err, errlen);
 }
 
 void store_prompt_free(StorePrompt *p) {
@@ -764,20 +527,23 @@ int store_get_prompt(Store *s, int64_t id, StorePrompt *p, char *err, size_t err
         p->id = sqlite3_column_int64(st, 0);
         p->text = col_dup(st, 1); p->split = col_dup(st, 2); p->source = col_dup(st, 3);
         p->created = sqlite3_column_double(st, 4);
-    } else if (rc == SQLITE_DONE) ret = util_err(err, errlen, "%s: prompt %lld does not exist", s->path, (long long)id);
+    } else if (rc == SQLITE_DONE)
+        ret = util_err(err, errlen, "%s: prompt %lld does not exist", s->path, (long long)id);
     else ret = fail(s, err, errlen, "get prompt");
     done(st);
     return ret;
 }
 
 // Ends a walk: finalizes st; rc is the last sqlite3_step result or the callback's stop value.
-static int walk_end(Store *s, sqlite3_stmt *st, int rc, int stopped, const char *what, char *err, size_t errlen) {
+static int walk_end(Store *s, sqlite3_stmt *st, int rc, int stopped, const char *what, char *err,
+                    size_t errlen) {
     int ret = stopped ? rc : (rc == SQLITE_DONE ? 0 : fail(s, err, errlen, what));
     sqlite3_finalize(st);
     return ret;
 }
 
-int store_each_prompt(Store *s, const char *split, StorePromptFn fn, void *ctx, char *err, size_t errlen) {
+int store_each_prompt(Store *s, const char *split, StorePromptFn fn, void *ctx, char *err,
+                      size_t errlen) {
     if (check_split(s, split, err, errlen)) return -1;
     sqlite3_stmt *st = prepare(s, "SELECT id, text, split, source, created FROM prompts "
                                   "WHERE (?1 IS NULL OR split = ?1) ORDER BY id", err, errlen);
@@ -799,9 +565,10 @@ static int prompt_exists(Store *s, int64_t prompt_id, const char *what, char *er
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, prompt_id);
     int rc = sqlite3_step(st);
-    int ret = rc == SQLITE_ROW ? 0
-            : rc == SQLITE_DONE ? util_err(err, errlen, "%s: %s: prompt %lld does not exist", s->path, what, (long long)prompt_id)
-            : fail(s, err, errlen, what);
+    int ret = rc == SQLITE_ROW    ? 0
+              : rc == SQLITE_DONE ? util_err(err, errlen, "%s: %s: prompt %lld does not exist",
+                                             s->path, what, (long long)prompt_id)
+                                  : fail(s, err, errlen, what);
     done(st);
     return ret;
 }
@@ -829,9 +596,12 @@ int store_each_demonstration(Store *s, const char *split, StoreDemonstrationFn f
     bind_text_or_null(st, 1, split);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreDemonstration d = {.id = sqlite3_column_int64(st, 0), .prompt_id = sqlite3_column_int64(st, 1),
-                                .prompt = col_text(st, 2), .response = col_text(st, 3),
-                                .split = col_text(st, 4), .source = col_text(st, 5)};
+        StoreDemonstration d = {.id = sqlite3_column_int64(st, 0),
+                                .prompt_id = sqlite3_column_int64(st, 1),
+                                .prompt = col_text(st, 2),
+                                .response = col_text(st, 3),
+                                .split = col_text(st, 4),
+                                .source = col_text(st, 5)};
         int stop = fn(&d, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }
@@ -843,7 +613,8 @@ int store_add_completion(Store *s, int64_t prompt_id, const char *text, const ch
     *id = 0;
     if (need_text(s, text, "add completion", err, errlen)) return -1;
     if (prompt_exists(s, prompt_id, "add completion", err, errlen)) return -1;
-    sqlite3_stmt *add = q(s, Q_COMPLETION_ADD, err, errlen), *find = q(s, Q_COMPLETION_FIND, err, errlen);
+    sqlite3_stmt *add = q(s, Q_COMPLETION_ADD, err, errlen),
+                 *find = q(s, Q_COMPLETION_FIND, err, errlen);
     if (!add || !find) return -1;
     sqlite3_bind_int64(add, 1, prompt_id); bind_text(add, 2, text); bind_text(add, 3, model);
     sqlite3_bind_double(add, 4, now_s());
@@ -851,8 +622,8 @@ int store_add_completion(Store *s, int64_t prompt_id, const char *text, const ch
     return add_or_find(s, add, find, id, "add completion", err, errlen);
 }
 
-int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by, StoreCompletionFn fn,
-                          void *ctx, char *err, size_t errlen) {
+int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by,
+                          StoreCompletionFn fn, void *ctx, char *err, size_t errlen) {
     // Two statements so that one prompt's completions come from the (prompt_id, ...) index.
     static const char *const sql[2] = {
         "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created "
@@ -871,9 +642,13 @@ int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by, 
     bind_text_or_null(st, 2, unscored_by);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreCompletion c = {.id = sqlite3_column_int64(st, 0), .prompt_id = sqlite3_column_int64(st, 1),
-                             .prompt = col_text(st, 2), .text = col_text(st, 3), .model = col_text(st, 4),
-                             .split = col_text(st, 5), .created = sqlite3_column_double(st, 6)};
+        StoreCompletion c = {.id = sqlite3_column_int64(st, 0),
+                             .prompt_id = sqlite3_column_int64(st, 1),
+                             .prompt = col_text(st, 2),
+                             .text = col_text(st, 3),
+                             .model = col_text(st, 4),
+                             .split = col_text(st, 5),
+                             .created = sqlite3_column_double(st, 6)};
         int stop = fn(&c, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }
@@ -882,7 +657,8 @@ int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by, 
 
 int store_add_labeler(Store *s, const char *name, int64_t *id, char *err, size_t errlen) {
     *id = 0;
-    if (!name || !*name) return util_err(err, errlen, "%s: add labeler: the name is empty", s->path);
+    if (!name || !*name)
+        return util_err(err, errlen, "%s: add labeler: the name is empty", s->path);
     sqlite3_stmt *add = q(s, Q_LABELER_ADD, err, errlen), *find = q(s, Q_LABELER_FIND, err, errlen);
     if (!add || !find) return -1;
     bind_text(add, 1, name); sqlite3_bind_double(add, 2, now_s());
@@ -891,21 +667,19 @@ int store_add_labeler(Store *s, const char *name, int64_t *id, char *err, size_t
 }
 
 int store_find_labeler(Store *s, const char *name, int64_t *id, char *err, size_t errlen) {
-    *id = 0;
-    if (need_text(s, name, "find labeler", err, errlen)) return -1;
-    sqlite3_stmt *st = q(s, Q_LABELER_FIND, err, errlen);
-    if (!st) return -1;
-    bind_text(st, 1, name);
-    return step_id(s, st, id, "find labeler", err, errlen);
+    return find_id_by_text(s, Q_LABELER_FIND, name, id, "find labeler", err, errlen);
 }
 
-static int labeler_exists(Store *s, int64_t labeler_id, const char *what, char *err, size_t errlen) {
+static int labeler_exists(Store *s, int64_t labeler_id, const char *what, char *err,
+                          size_t errlen) {
     sqlite3_stmt *st = q(s, Q_LABELER_EXISTS, err, errlen);
     int64_t found;
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, labeler_id);
     if (step_id(s, st, &found, what, err, errlen)) return -1;
-    if (!found) return util_err(err, errlen, "%s: %s: labeler %lld does not exist", s->path, what, (long long)labeler_id);
+    if (!found)
+        return util_err(err, errlen, "%s: %s: labeler %lld does not exist", s->path, what,
+                        (long long)labeler_id);
     return 0;
 }
 
@@ -914,17 +688,21 @@ static int labeler_exists(Store *s, int64_t labeler_id, const char *what, char *
 // ---------------------------------------------------------------------------------------------
 
 // The checks of store_add_ranking that need no database.
-static int ranking_items_valid(Store *s, const StoreRankItem *items, int k, char *err, size_t errlen) {
+static int ranking_items_valid(Store *s, const StoreRankItem *items, int k, char *err,
+                               size_t errlen) {
     if (k < 2 || !items)
-        return util_err(err, errlen, "%s: add ranking: a ranking needs at least 2 completions, got %d", s->path, k);
+        return util_err(err, errlen,
+                        "%s: add ranking: a ranking needs at least 2 completions, got %d", s->path,
+                        k);
     for (int i = 0; i < k; i++) {
         if (items[i].rank < 1 || items[i].rank > k)
-            return util_err(err, errlen, "%s: add ranking: rank %d of completion %lld is outside 1..%d", s->path,
+            return util_err(err, errlen,
+                            "%s: add ranking: rank %d of completion %lld is outside 1..%d", s->path,
                             items[i].rank, (long long)items[i].completion_id, k);
         for (int j = 0; j < i; j++)
             if (items[j].completion_id == items[i].completion_id)
-                return util_err(err, errlen, "%s: add ranking: completion %lld appears twice", s->path,
-                                (long long)items[i].completion_id);
+                return util_err(err, errlen, "%s: add ranking: completion %lld appears twice",
+                                s->path, (long long)items[i].completion_id);
     }
     return 0;
 }
@@ -946,16 +724,20 @@ int store_add_ranking(Store *s, int64_t prompt_id, int64_t labeler_id, const Sto
         sqlite3_bind_int64(owner, 1, items[i].completion_id);
         if (step_id(s, owner, &of, "add ranking", err, errlen)) goto end;
         if (of == 0) {
-            util_err(err, errlen, "%s: add ranking: completion %lld does not exist", s->path, (long long)items[i].completion_id);
+            util_err(err, errlen, "%s: add ranking: completion %lld does not exist", s->path,
+                     (long long)items[i].completion_id);
             goto end;
         }
         if (of != prompt_id) {
-            util_err(err, errlen, "%s: add ranking: completion %lld belongs to prompt %lld, not prompt %lld", s->path,
-                     (long long)items[i].completion_id, (long long)of, (long long)prompt_id);
+            util_err(err, errlen,
+                     "%s: add ranking: completion %lld belongs to prompt %lld, not prompt %lld",
+                     s->path, (long long)items[i].completion_id, (long long)of,
+                     (long long)prompt_id);
             goto end;
         }
     }
-    sqlite3_stmt *add = q(s, Q_RANKING_ADD, err, errlen), *item = q(s, Q_RANKING_ITEM_ADD, err, errlen),
+    sqlite3_stmt *add = q(s, Q_RANKING_ADD, err, errlen),
+                 *item = q(s, Q_RANKING_ITEM_ADD, err, errlen),
                  *drop = q(s, Q_CLAIM_DROP_MINE, err, errlen);
     if (!add || !item || !drop) goto end;
     sqlite3_bind_int64(add, 1, prompt_id); sqlite3_bind_int64(add, 2, labeler_id);
@@ -982,29 +764,42 @@ int store_delete_ranking(Store *s, int64_t ranking_id, char *err, size_t errlen)
     sqlite3_bind_int64(st, 1, ranking_id);
     if (step_write(s, st, "delete ranking", err, errlen)) return -1;
     if (sqlite3_changes(s->db) == 0)
-        return util_err(err, errlen, "%s: delete ranking: ranking %lld does not exist", s->path, (long long)ranking_id);
+        return util_err(err, errlen, "%s: delete ranking: ranking %lld does not exist", s->path,
+                        (long long)ranking_id);
     return 0;
 }
 
-int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx, char *err, size_t errlen) {
+int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx, char *err,
+                       size_t errlen) {
     if (check_split(s, split, err, errlen)) return -1;
-    sqlite3_stmt *st = prepare(s, "SELECT r.id, r.prompt_id, r.labeler_id, p.text, p.split, p.source, l.name, "
-                                  "r.comment, r.created FROM rankings r JOIN prompts p ON p.id = r.prompt_id "
-                                  "JOIN labelers l ON l.id = r.labeler_id "
-                                  "WHERE (?1 IS NULL OR p.split = ?1) ORDER BY r.id", err, errlen);
+    sqlite3_stmt *st =
+        prepare(s,
+                "SELECT r.id, r.prompt_id, r.labeler_id, p.text, p.split, p.source, l.name, "
+                "r.comment, r.created FROM rankings r JOIN prompts p ON p.id = r.prompt_id "
+                "JOIN labelers l ON l.id = r.labeler_id "
+                "WHERE (?1 IS NULL OR p.split = ?1) ORDER BY r.id",
+                err, errlen);
     if (!st) return -1;
-    sqlite3_stmt *its = prepare(s, "SELECT i.completion_id, i.rank, c.text, c.model FROM ranking_items i "
-                                   "JOIN completions c ON c.id = i.completion_id WHERE i.ranking_id = ?1 "
-                                   "ORDER BY i.rank, i.completion_id", err, errlen);
+    sqlite3_stmt *its =
+        prepare(s,
+                "SELECT i.completion_id, i.rank, c.text, c.model FROM ranking_items i "
+                "JOIN completions c ON c.id = i.completion_id WHERE i.ranking_id = ?1 "
+                "ORDER BY i.rank, i.completion_id",
+                err, errlen);
     if (!its) { sqlite3_finalize(st); return -1; }
     bind_text_or_null(st, 1, split);
     int cap = 0, rc, stop = 0;
     StoreRankedCompletion *items = NULL;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreRanking r = {.id = sqlite3_column_int64(st, 0), .prompt_id = sqlite3_column_int64(st, 1),
-                          .labeler_id = sqlite3_column_int64(st, 2), .prompt = col_text(st, 3),
-                          .split = col_text(st, 4), .source = col_text(st, 5), .labeler = col_text(st, 6),
-                          .comment = col_text(st, 7), .created = sqlite3_column_double(st, 8)};
+        StoreRanking r = {.id = sqlite3_column_int64(st, 0),
+                          .prompt_id = sqlite3_column_int64(st, 1),
+                          .labeler_id = sqlite3_column_int64(st, 2),
+                          .prompt = col_text(st, 3),
+                          .split = col_text(st, 4),
+                          .source = col_text(st, 5),
+                          .labeler = col_text(st, 6),
+                          .comment = col_text(st, 7),
+                          .created = sqlite3_column_double(st, 8)};
         // The items' texts are copied: all k are needed at once, and a column's text lives only
         // until the next step of its statement.
         int k = 0, irc;
@@ -1012,9 +807,7 @@ int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx
         while ((irc = sqlite3_step(its)) == SQLITE_ROW) {
             if (k == cap) {
                 cap = cap ? 2 * cap : 16;
-                StoreRankedCompletion *grown = realloc(items, (size_t)cap * sizeof(*items));
-                if (!grown) DIE("out of memory listing rankings");
-                items = grown;
+                items = REALLOC_ARRAY(items, (size_t)cap, sizeof(*items));
             }
             items[k].completion_id = sqlite3_column_int64(its, 0);
             items[k].rank = sqlite3_column_int(its, 1);
@@ -1041,8 +834,8 @@ int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx
 // Labeling assignments
 // ---------------------------------------------------------------------------------------------
 
-int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *opt, int64_t *prompt_id,
-                       char *err, size_t errlen) {
+int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *opt,
+                       int64_t *prompt_id, char *err, size_t errlen) {
     StoreClaimOptions o = opt ? *opt : (StoreClaimOptions){0};
     *prompt_id = 0;
     if (o.overlap < 1) o.overlap = 1;
@@ -1071,7 +864,10 @@ int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *op
         sqlite3_bind_double(pick[i], 2, now);
         bind_text_or_null(pick[i], 3, o.split);
         sqlite3_bind_int(pick[i], 4, o.min_completions);
-        if (i > 0) { sqlite3_bind_int(pick[i], 5, o.overlap); sqlite3_bind_int64(pick[i], 6, after[i]); }
+        if (i > 0) {
+            sqlite3_bind_int(pick[i], 5, o.overlap);
+            sqlite3_bind_int64(pick[i], 6, after[i]);
+        }
         if (step_id(s, pick[i], &pid, "claim prompt", err, errlen)) goto end;
     }
     if (pid) {
@@ -1087,7 +883,8 @@ end:
     return 0;
 }
 
-int store_release_prompt(Store *s, int64_t labeler_id, int64_t prompt_id, int skip, char *err, size_t errlen) {
+int store_release_prompt(Store *s, int64_t labeler_id, int64_t prompt_id, int skip, char *err,
+                         size_t errlen) {
     if (labeler_exists(s, labeler_id, "release prompt", err, errlen)) return -1;
     if (prompt_exists(s, prompt_id, "release prompt", err, errlen)) return -1;
     sqlite3_stmt *st = q(s, skip ? Q_CLAIM_SKIP : Q_CLAIM_RELEASE, err, errlen);
@@ -1103,24 +900,26 @@ int store_release_prompt(Store *s, int64_t labeler_id, int64_t prompt_id, int sk
 
 int store_set_reward_score(Store *s, const char *model, int64_t completion_id, double score,
                            char *err, size_t errlen) {
-    if (!model || !*model) return util_err(err, errlen, "%s: set reward score: empty reward model name", s->path);
+    if (!model || !*model)
+        return util_err(err, errlen, "%s: set reward score: empty reward model name", s->path);
     if (!isfinite(score))
-        return util_err(err, errlen, "%s: set reward score: score of completion %lld is not finite", s->path,
-                        (long long)completion_id);
+        return util_err(err, errlen, "%s: set reward score: score of completion %lld is not finite",
+                        s->path, (long long)completion_id);
     sqlite3_stmt *ex = q(s, Q_COMPLETION_EXISTS, err, errlen), *st = q(s, Q_SCORE_SET, err, errlen);
     int64_t found;
     if (!ex || !st) return -1;
     sqlite3_bind_int64(ex, 1, completion_id);
     if (step_id(s, ex, &found, "set reward score", err, errlen)) return -1;
     if (!found)
-        return util_err(err, errlen, "%s: set reward score: completion %lld does not exist", s->path, (long long)completion_id);
+        return util_err(err, errlen, "%s: set reward score: completion %lld does not exist",
+                        s->path, (long long)completion_id);
     bind_text(st, 1, model); sqlite3_bind_int64(st, 2, completion_id);
     sqlite3_bind_double(st, 3, score); sqlite3_bind_double(st, 4, now_s());
     return step_write(s, st, "set reward score", err, errlen);
 }
 
-int store_get_reward_score(Store *s, const char *model, int64_t completion_id, double *score, int *found,
-                           char *err, size_t errlen) {
+int store_get_reward_score(Store *s, const char *model, int64_t completion_id, double *score,
+                           int *found, char *err, size_t errlen) {
     *found = 0;
     sqlite3_stmt *st = q(s, Q_SCORE_GET, err, errlen);
     if (!st) return -1;
@@ -1132,19 +931,26 @@ int store_get_reward_score(Store *s, const char *model, int64_t completion_id, d
     return ret;
 }
 
-int store_each_reward_score(Store *s, const char *model, StoreRewardScoreFn fn, void *ctx, char *err, size_t errlen) {
-    sqlite3_stmt *st = prepare(s, "SELECT r.completion_id, c.prompt_id, r.score, p.text, c.text, c.model, p.split, "
-                                  "p.source FROM reward_scores r JOIN completions c ON c.id = r.completion_id "
-                                  "JOIN prompts p ON p.id = c.prompt_id WHERE r.model = ?1 ORDER BY r.completion_id",
-                               err, errlen);
+int store_each_reward_score(Store *s, const char *model, StoreRewardScoreFn fn, void *ctx,
+                            char *err, size_t errlen) {
+    sqlite3_stmt *st =
+        prepare(s,
+                "SELECT r.completion_id, c.prompt_id, r.score, p.text, c.text, c.model, p.split, "
+                "p.source FROM reward_scores r JOIN completions c ON c.id = r.completion_id "
+                "JOIN prompts p ON p.id = c.prompt_id WHERE r.model = ?1 ORDER BY r.completion_id",
+                err, errlen);
     if (!st) return -1;
     bind_text(st, 1, model);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreRewardScore r = {.completion_id = sqlite3_column_int64(st, 0), .prompt_id = sqlite3_column_int64(st, 1),
-                              .score = sqlite3_column_double(st, 2), .prompt = col_text(st, 3),
-                              .text = col_text(st, 4), .completion_model = col_text(st, 5),
-                              .split = col_text(st, 6), .source = col_text(st, 7)};
+        StoreRewardScore r = {.completion_id = sqlite3_column_int64(st, 0),
+                              .prompt_id = sqlite3_column_int64(st, 1),
+                              .score = sqlite3_column_double(st, 2),
+                              .prompt = col_text(st, 3),
+                              .text = col_text(st, 4),
+                              .completion_model = col_text(st, 5),
+                              .split = col_text(st, 6),
+                              .source = col_text(st, 7)};
         int stop = fn(&r, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }
@@ -1178,20 +984,26 @@ static int run_exists(Store *s, int64_t run_id, const char *what, char *err, siz
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     if (step_id(s, st, &found, what, err, errlen)) return -1;
-    if (!found) return util_err(err, errlen, "%s: %s: run %lld does not exist", s->path, what, (long long)run_id);
+    if (!found)
+        return util_err(err, errlen, "%s: %s: run %lld does not exist", s->path, what,
+                        (long long)run_id);
     return 0;
 }
 
 int store_add_run(Store *s, const StoreRunInfo *info, int64_t *id, char *err, size_t errlen) {
     *id = 0;
-    if (!info || !info->stage || !*info->stage) return util_err(err, errlen, "%s: add run: the stage is empty", s->path);
-    if (info->parent_id > 0 && run_exists(s, info->parent_id, "add run: parent", err, errlen)) return -1;
+    if (!info || !info->stage || !*info->stage)
+        return util_err(err, errlen, "%s: add run: the stage is empty", s->path);
+    if (info->parent_id > 0 && run_exists(s, info->parent_id, "add run: parent", err, errlen))
+        return -1;
     sqlite3_stmt *st = q(s, Q_RUN_ADD, err, errlen);
     if (!st) return -1;
     char host[256];
     host_name(host, sizeof host);
     bind_text(st, 1, info->stage); bind_text(st, 2, info->name); bind_text(st, 3, info->program);
-    bind_text(st, 4, info->config); bind_text(st, 5, info->config_hash); bind_text(st, 6, info->checkpoint);
+    bind_text(st, 4, info->config);
+    bind_text(st, 5, info->config_hash);
+    bind_text(st, 6, info->checkpoint);
     sqlite3_bind_double(st, 7, now_s()); sqlite3_bind_int64(st, 8, (int64_t)getpid());
     bind_text(st, 9, host); bind_id_or_null(st, 10, info->parent_id);
     if (step_write(s, st, "add run", err, errlen)) return -1;
@@ -1202,15 +1014,20 @@ int store_add_run(Store *s, const StoreRunInfo *info, int64_t *id, char *err, si
 int store_finish_run(Store *s, int64_t run_id, int rc, const char *prog) {
     int code = rc == 0 ? 0 : rc > 0 ? 128 + rc : 1;
     if (s && run_id) {
-        StoreRunStatus st = rc == 0 ? STORE_RUN_DONE : rc > 0 ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
+        StoreRunStatus st = rc == 0  ? STORE_RUN_DONE
+                            : rc > 0 ? STORE_RUN_INTERRUPTED
+                                     : STORE_RUN_FAILED;
         char err[512];
-        if (store_set_run_status(s, run_id, st, code, err, sizeof err) && rc >= 0) fprintf(stderr, "%s: %s\n", prog, err);
+        if (store_set_run_status(s, run_id, st, code, err, sizeof err) && rc >= 0)
+            fprintf(stderr, "%s: %s\n", prog, err);
     }
     return code;
 }
 
-int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus status, int exit_code, char *err, size_t errlen) {
-    if ((unsigned)status >= 4) return util_err(err, errlen, "%s: set run status: unknown status %d", s->path, (int)status);
+int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus status, int exit_code, char *err,
+                         size_t errlen) {
+    if ((unsigned)status >= 4)
+        return util_err(err, errlen, "%s: set run status: unknown status %d", s->path, (int)status);
     sqlite3_stmt *st = q(s, status == STORE_RUN_RUNNING ? Q_RUN_RESUME : Q_RUN_FINISH, err, errlen);
     if (!st) return -1;
     char host[256];
@@ -1226,18 +1043,21 @@ int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus status, int ex
     }
     if (step_write(s, st, "set run status", err, errlen)) return -1;
     if (sqlite3_changes(s->db) == 0)
-        return util_err(err, errlen, "%s: set run status: run %lld does not exist", s->path, (long long)run_id);
+        return util_err(err, errlen, "%s: set run status: run %lld does not exist", s->path,
+                        (long long)run_id);
     return 0;
 }
 
-int store_set_run_checkpoint(Store *s, int64_t run_id, const char *checkpoint, char *err, size_t errlen) {
+int store_set_run_checkpoint(Store *s, int64_t run_id, const char *checkpoint, char *err,
+                             size_t errlen) {
     sqlite3_stmt *st = q(s, Q_RUN_CHECKPOINT, err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     bind_text(st, 2, checkpoint);
     if (step_write(s, st, "set run checkpoint", err, errlen)) return -1;
     if (sqlite3_changes(s->db) == 0)
-        return util_err(err, errlen, "%s: set run checkpoint: run %lld does not exist", s->path, (long long)run_id);
+        return util_err(err, errlen, "%s: set run checkpoint: run %lld does not exist", s->path,
+                        (long long)run_id);
     return 0;
 }
 
@@ -1251,7 +1071,8 @@ void store_run_free(StoreRun *r) {
 static void read_run(sqlite3_stmt *st, StoreRun *r, int copy) {
     memset(r, 0, sizeof(*r));
     r->id = sqlite3_column_int64(st, 0);
-    char **field[7] = {&r->stage, &r->name, &r->program, &r->config, &r->config_hash, NULL, &r->checkpoint};
+    char **field[7] = {&r->stage,       &r->name, &r->program,   &r->config,
+                       &r->config_hash, NULL,     &r->checkpoint};
     for (int i = 0; i < 7; i++)
         if (field[i]) *field[i] = copy ? col_dup(st, 1 + i) : (char *)col_text(st, 1 + i);
     StoreRunStatus status = STORE_RUN_RUNNING;
@@ -1273,16 +1094,18 @@ int store_get_run(Store *s, int64_t run_id, StoreRun *r, char *err, size_t errle
     sqlite3_bind_int64(st, 1, run_id);
     int rc = sqlite3_step(st), ret = 0;
     if (rc == SQLITE_ROW) read_run(st, r, 1);
-    else if (rc == SQLITE_DONE) ret = util_err(err, errlen, "%s: run %lld does not exist", s->path, (long long)run_id);
+    else if (rc == SQLITE_DONE)
+        ret = util_err(err, errlen, "%s: run %lld does not exist", s->path, (long long)run_id);
     else ret = fail(s, err, errlen, "get run");
     done(st);
     return ret;
 }
 
-int store_find_last_run(Store *s, const char *stage, const char *config_hash, int status, StoreRun *r,
-                        char *err, size_t errlen) {
+int store_find_last_run(Store *s, const char *stage, const char *config_hash, int status,
+                        StoreRun *r, char *err, size_t errlen) {
     memset(r, 0, sizeof(*r));
-    if (status >= 4) return util_err(err, errlen, "%s: find run: unknown status %d", s->path, status);
+    if (status >= 4)
+        return util_err(err, errlen, "%s: find run: unknown status %d", s->path, status);
     sqlite3_stmt *st = q(s, Q_RUN_LAST, err, errlen);
     if (!st) return -1;
     bind_text(st, 1, stage);
@@ -1295,9 +1118,11 @@ int store_find_last_run(Store *s, const char *stage, const char *config_hash, in
     return ret;
 }
 
-int store_each_run(Store *s, const char *stage, StoreRunFn fn, void *ctx, char *err, size_t errlen) {
-    sqlite3_stmt *st = prepare(s, "SELECT " RUN_COLUMNS " FROM runs WHERE (?1 IS NULL OR stage = ?1) ORDER BY id",
-                               err, errlen);
+int store_each_run(Store *s, const char *stage, StoreRunFn fn, void *ctx, char *err,
+                   size_t errlen) {
+    sqlite3_stmt *st =
+        prepare(s, "SELECT " RUN_COLUMNS " FROM runs WHERE (?1 IS NULL OR stage = ?1) ORDER BY id",
+                err, errlen);
     if (!st) return -1;
     bind_text_or_null(st, 1, stage);
     int rc;
@@ -1315,8 +1140,9 @@ int store_reap_runs(Store *s, int64_t *n, char *err, size_t errlen) {
     char host[256];
     host_name(host, sizeof host);
     // Collect first, then update: no write while the read statement is open.
-    sqlite3_stmt *st = prepare(s, "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?1 ORDER BY id",
-                               err, errlen);
+    sqlite3_stmt *st =
+        prepare(s, "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?1 ORDER BY id",
+                err, errlen);
     if (!st) return -1;
     bind_text(st, 1, host);
     int64_t *gone = NULL, n_gone = 0, cap = 0;
@@ -1327,9 +1153,7 @@ int store_reap_runs(Store *s, int64_t *n, char *err, size_t errlen) {
         if (alive) continue;
         if (n_gone == cap) {
             cap = cap ? 2 * cap : 16;
-            int64_t *grown = realloc(gone, (size_t)cap * sizeof(int64_t));
-            if (!grown) DIE("out of memory");
-            gone = grown;
+            gone = REALLOC_ARRAY(gone, (size_t)cap, sizeof(int64_t));
         }
         gone[n_gone++] = sqlite3_column_int64(st, 0);
     }
@@ -1365,7 +1189,8 @@ int store_add_metric(Store *s, int64_t run_id, int64_t step, const char *name, d
     bind_real_or_null(st, 4, value); sqlite3_bind_double(st, 5, now_s());
     int rc = sqlite3_step(st), ret = 0;
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        ret = util_err(err, errlen, "%s: add metric '%.60s': run %lld does not exist", s->path, name, (long long)run_id);
+        ret = util_err(err, errlen, "%s: add metric '%.60s': run %lld does not exist", s->path,
+                       name, (long long)run_id);
     else if (rc != SQLITE_DONE) ret = fail(s, err, errlen, "add metric");
     done(st);
     return ret;
@@ -1373,8 +1198,11 @@ int store_add_metric(Store *s, int64_t run_id, int64_t step, const char *name, d
 
 int store_each_metric(Store *s, int64_t run_id, const char *name, StoreMetricFn fn, void *ctx,
                       char *err, size_t errlen) {
-    sqlite3_stmt *st = prepare(s, "SELECT run_id, step, name, value, time FROM metrics WHERE run_id = ?1 "
-                                  "AND (?2 IS NULL OR name = ?2) ORDER BY name, step", err, errlen);
+    sqlite3_stmt *st =
+        prepare(s,
+                "SELECT run_id, step, name, value, time FROM metrics WHERE run_id = ?1 "
+                "AND (?2 IS NULL OR name = ?2) ORDER BY name, step",
+                err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     bind_text_or_null(st, 2, name);
@@ -1391,19 +1219,24 @@ int store_each_metric(Store *s, int64_t run_id, const char *name, StoreMetricFn 
 
 int store_add_rollout(Store *s, const StoreRollout *r, int64_t *id, char *err, size_t errlen) {
     if (id) *id = 0;
-    if (need_text(s, r->prompt, "add rollout", err, errlen) || need_text(s, r->response, "add rollout", err, errlen))
+    if (need_text(s, r->prompt, "add rollout", err, errlen) ||
+        need_text(s, r->response, "add rollout", err, errlen))
         return -1;
     sqlite3_stmt *st = q(s, Q_ROLLOUT_ADD, err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, r->run_id); sqlite3_bind_int64(st, 2, r->iteration);
-    bind_id_or_null(st, 3, r->prompt_id); bind_text(st, 4, r->prompt); bind_text(st, 5, r->response);
-    bind_real_or_null(st, 6, r->score); bind_real_or_null(st, 7, r->reward); bind_real_or_null(st, 8, r->kl);
+    bind_id_or_null(st, 3, r->prompt_id);
+    bind_text(st, 4, r->prompt);
+    bind_text(st, 5, r->response);
+    bind_real_or_null(st, 6, r->score);
+    bind_real_or_null(st, 7, r->reward);
+    bind_real_or_null(st, 8, r->kl);
     sqlite3_bind_int64(st, 9, r->response_tokens); sqlite3_bind_int(st, 10, r->ended ? 1 : 0);
     sqlite3_bind_double(st, 11, now_s());
     int rc = sqlite3_step(st), ret = 0;
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        ret = util_err(err, errlen, "%s: add rollout: run %lld or prompt %lld does not exist", s->path,
-                       (long long)r->run_id, (long long)r->prompt_id);
+        ret = util_err(err, errlen, "%s: add rollout: run %lld or prompt %lld does not exist",
+                       s->path, (long long)r->run_id, (long long)r->prompt_id);
     else if (rc != SQLITE_DONE) ret = fail(s, err, errlen, "add rollout");
     done(st);
     if (ret == 0 && id) *id = sqlite3_last_insert_rowid(s->db);
@@ -1412,19 +1245,27 @@ int store_add_rollout(Store *s, const StoreRollout *r, int64_t *id, char *err, s
 
 int store_each_rollout(Store *s, int64_t run_id, int64_t iteration, StoreRolloutFn fn, void *ctx,
                        char *err, size_t errlen) {
-    sqlite3_stmt *st = prepare(s, "SELECT id, run_id, iteration, prompt_id, prompt, response, score, reward, kl, "
-                                  "response_tokens, ended FROM rollouts WHERE run_id = ?1 "
-                                  "AND (?2 < 0 OR iteration = ?2) ORDER BY id", err, errlen);
+    sqlite3_stmt *st =
+        prepare(s,
+                "SELECT id, run_id, iteration, prompt_id, prompt, response, score, reward, kl, "
+                "response_tokens, ended FROM rollouts WHERE run_id = ?1 "
+                "AND (?2 < 0 OR iteration = ?2) ORDER BY id",
+                err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     sqlite3_bind_int64(st, 2, iteration);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        StoreRollout r = {.id = sqlite3_column_int64(st, 0), .run_id = sqlite3_column_int64(st, 1),
-                          .iteration = sqlite3_column_int64(st, 2), .prompt_id = sqlite3_column_int64(st, 3),
-                          .prompt = col_text(st, 4), .response = col_text(st, 5),
-                          .score = col_real_or_nan(st, 6), .reward = col_real_or_nan(st, 7),
-                          .kl = col_real_or_nan(st, 8), .response_tokens = sqlite3_column_int64(st, 9),
+        StoreRollout r = {.id = sqlite3_column_int64(st, 0),
+                          .run_id = sqlite3_column_int64(st, 1),
+                          .iteration = sqlite3_column_int64(st, 2),
+                          .prompt_id = sqlite3_column_int64(st, 3),
+                          .prompt = col_text(st, 4),
+                          .response = col_text(st, 5),
+                          .score = col_real_or_nan(st, 6),
+                          .reward = col_real_or_nan(st, 7),
+                          .kl = col_real_or_nan(st, 8),
+                          .response_tokens = sqlite3_column_int64(st, 9),
                           .ended = sqlite3_column_int(st, 10)};
         int stop = fn(&r, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
@@ -1437,25 +1278,22 @@ int store_each_rollout(Store *s, int64_t run_id, int64_t iteration, StoreRollout
 // ---------------------------------------------------------------------------------------------
 
 int store_find_import(Store *s, const char *hash, int64_t *id, char *err, size_t errlen) {
-    *id = 0;
-    if (need_text(s, hash, "find import", err, errlen)) return -1;
-    sqlite3_stmt *st = q(s, Q_IMPORT_FIND, err, errlen);
-    if (!st) return -1;
-    bind_text(st, 1, hash);
-    return step_id(s, st, id, "find import", err, errlen);
+    return find_id_by_text(s, Q_IMPORT_FIND, hash, id, "find import", err, errlen);
 }
 
 int store_add_import(Store *s, const char *path, const char *hash, const char *kind, int64_t rows,
                      int64_t *id, char *err, size_t errlen) {
     if (id) *id = 0;
-    if (!hash || !*hash) return util_err(err, errlen, "%s: add import: empty content hash", s->path);
+    if (!hash || !*hash)
+        return util_err(err, errlen, "%s: add import: empty content hash", s->path);
     sqlite3_stmt *find = q(s, Q_IMPORT_FIND, err, errlen), *add = q(s, Q_IMPORT_ADD, err, errlen);
     if (!find || !add) return -1;
     bind_text(find, 1, hash);
     int rc = sqlite3_step(find);
     if (rc == SQLITE_ROW) {
-        util_err(err, errlen, "%s: add import: %.200s has the same contents as %.200s, imported before (import %lld)",
-                 s->path, path ? path : "", col_text(find, 1), (long long)sqlite3_column_int64(find, 0));
+        util_err(err, errlen, "%s: add import: %.200s has the same contents as %.200s, imported "
+                 "before (import %lld)", s->path, path ? path : "", col_text(find, 1),
+                 (long long)sqlite3_column_int64(find, 0));
         done(find);
         return -1;
     }
@@ -1468,9 +1306,11 @@ int store_add_import(Store *s, const char *path, const char *hash, const char *k
     return 0;
 }
 
-int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int64_t *n, char *err, size_t errlen) {
+int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int64_t *n, char *err,
+                          size_t errlen) {
     if (n) *n = 0;
-    sqlite3_stmt *st = prepare(s, "DELETE FROM rollouts WHERE run_id = ?1 AND iteration > ?2", err, errlen);
+    sqlite3_stmt *st =
+        prepare(s, "DELETE FROM rollouts WHERE run_id = ?1 AND iteration > ?2", err, errlen);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run_id);
     sqlite3_bind_int64(st, 2, after_iteration);
@@ -1481,13 +1321,15 @@ int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int
     return ret;
 }
 
-int store_claim_prompt_id(Store *s, int64_t labeler_id, int64_t prompt_id, double lease_s, char *err, size_t errlen) {
+int store_claim_prompt_id(Store *s, int64_t labeler_id, int64_t prompt_id, double lease_s,
+                          char *err, size_t errlen) {
     if (labeler_exists(s, labeler_id, "claim prompt", err, errlen)) return -1;
     if (prompt_exists(s, prompt_id, "claim prompt", err, errlen)) return -1;
     sqlite3_stmt *put = q(s, Q_CLAIM_PUT, err, errlen);
     if (!put) return -1;
     double now = now_s();
     sqlite3_bind_int64(put, 1, prompt_id); sqlite3_bind_int64(put, 2, labeler_id);
-    sqlite3_bind_double(put, 3, now); sqlite3_bind_double(put, 4, now + (lease_s > 0 ? lease_s : 3600));
+    sqlite3_bind_double(put, 3, now);
+    sqlite3_bind_double(put, 4, now + (lease_s > 0 ? lease_s : 3600));
     return step_write(s, put, "claim prompt", err, errlen);
 }

@@ -12,8 +12,9 @@
 //       split is 'train' | 'valid' | 'test'. Unique on the text alone: the same prompt imported
 //       from two files is one row, so it cannot sit in two splits (no train/test leakage). The
 //       first insert's split and source are kept.
-//   demonstrations(id, prompt_id -> prompts, response, source, created)    UNIQUE(prompt_id, response)
-//   completions(id, prompt_id -> prompts, text, model, created)            UNIQUE(prompt_id, text, model)
+//   demonstrations(id, prompt_id -> prompts, response, source, created)    UNIQUE(prompt_id,
+//   response) completions(id, prompt_id -> prompts, text, model, created) UNIQUE(prompt_id, text,
+//   model)
 //       model: what produced the text ('' when unknown: an imported data set, a human).
 //   labelers(id, name UNIQUE, created)
 //   rankings(id, prompt_id -> prompts, labeler_id -> labelers, created, comment)
@@ -24,12 +25,14 @@
 //       PRIMARY KEY(prompt_id, labeler_id): label assignments. An active claim (skipped = 0,
 //       expires > now) keeps the prompt from other labelers; a skipped row only keeps it from
 //       that labeler. A ranking by the labeler deletes its claim on that prompt.
-//   reward_scores(model, completion_id -> completions, score, created)     PRIMARY KEY(model, completion_id)
+//   reward_scores(model, completion_id -> completions, score, created)     PRIMARY KEY(model,
+//   completion_id)
 //       model: the reward model's identity (its checkpoint path, or a name); re-scoring replaces.
 //   runs(id, stage, name, program, config, config_hash, status, checkpoint, started, finished,
 //        exit_code, pid, host, parent_id -> runs)
 //       status is 'running' | 'done' | 'failed' | 'interrupted'; INDEX(stage, config_hash).
-//   metrics(run_id -> runs ON DELETE CASCADE, name, step, value, time)     PRIMARY KEY(run_id, name, step)
+//   metrics(run_id -> runs ON DELETE CASCADE, name, step, value, time)     PRIMARY KEY(run_id,
+//   name, step)
 //       one value per (run, name, step): a resumed run re-logging a step replaces it. A NaN is
 //       stored as NULL (SQLite has no NaN).
 //   rollouts(id, run_id -> runs ON DELETE CASCADE, iteration, prompt_id -> prompts (NULL when the
@@ -110,7 +113,7 @@ sqlite3 *store_sqlite(Store *s);
 int  store_begin(Store *s, char *err, size_t errlen);     // BEGIN IMMEDIATE
 int  store_commit(Store *s, char *err, size_t errlen);    // a commit that fails rolls back
 int  store_rollback(Store *s, char *err, size_t errlen);  // 0 also when none is open
-int  store_in_transaction(Store *s);                      // 1 between store_begin and commit/rollback
+int store_in_transaction(Store *s); // 1 between store_begin and commit/rollback
 
 // PRAGMA integrity_check and foreign_key_check: 0 when both are clean, else -1 naming the first
 // problem.
@@ -143,7 +146,8 @@ int  store_get_prompt(Store *s, int64_t id, StorePrompt *p, char *err, size_t er
 void store_prompt_free(StorePrompt *p);
 // Every prompt of a split (NULL: all), by id. Row strings valid during the call only.
 typedef int (*StorePromptFn)(const StorePrompt *p, void *ctx);
-int store_each_prompt(Store *s, const char *split, StorePromptFn fn, void *ctx, char *err, size_t errlen);
+int store_each_prompt(Store *s, const char *split, StorePromptFn fn, void *ctx, char *err,
+                      size_t errlen);
 
 // Adds a demonstration (idempotent on prompt + response).
 int store_add_demonstration(Store *s, int64_t prompt_id, const char *response, const char *source,
@@ -168,12 +172,13 @@ typedef struct {
 typedef int (*StoreCompletionFn)(const StoreCompletion *c, void *ctx);
 // Completions of one prompt (prompt_id > 0) or of all prompts (0), by id. When unscored_by is not
 // NULL, only completions that have no reward score from that reward model (to score them).
-int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by, StoreCompletionFn fn,
-                          void *ctx, char *err, size_t errlen);
+int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by,
+                          StoreCompletionFn fn, void *ctx, char *err, size_t errlen);
 
 // Adds a labeler, or finds one with this name (names are unique, any bytes but NUL, non-empty).
 int store_add_labeler(Store *s, const char *name, int64_t *id, char *err, size_t errlen);
-int store_find_labeler(Store *s, const char *name, int64_t *id, char *err, size_t errlen);  // 0 when absent
+int store_find_labeler(Store *s, const char *name, int64_t *id, char *err,
+                       size_t errlen); // 0 when absent
 
 // ---------------------------------------------------------------------------------------------
 // Rankings
@@ -208,7 +213,8 @@ typedef struct {
 typedef int (*StoreRankingFn)(const StoreRanking *r, void *ctx);
 // Every ranking whose prompt is in split (NULL: all), by ranking id: the training data of the
 // reward model (one batch element per ranking).
-int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx, char *err, size_t errlen);
+int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx, char *err,
+                       size_t errlen);
 
 // ---------------------------------------------------------------------------------------------
 // Labeling assignments
@@ -230,11 +236,12 @@ typedef struct {
 // wraps around to the lowest id (so a session does not rescan the prompts done before; a prompt
 // given back is offered again once the ones after it are taken). *prompt_id = the claimed prompt,
 // or 0 when nothing is left. opt may be NULL.
-int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *opt, int64_t *prompt_id,
-                       char *err, size_t errlen);
+int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *opt,
+                       int64_t *prompt_id, char *err, size_t errlen);
 // Ends the labeler's claim on a prompt: skip = 0 gives it back (anyone, this labeler included,
 // may get it next); skip = 1 gives it to others but never again to this labeler.
-int store_release_prompt(Store *s, int64_t labeler_id, int64_t prompt_id, int skip, char *err, size_t errlen);
+int store_release_prompt(Store *s, int64_t labeler_id, int64_t prompt_id, int skip, char *err,
+                         size_t errlen);
 
 // ---------------------------------------------------------------------------------------------
 // Reward scores
@@ -244,8 +251,8 @@ int store_release_prompt(Store *s, int64_t labeler_id, int64_t prompt_id, int sk
 int store_set_reward_score(Store *s, const char *model, int64_t completion_id, double score,
                            char *err, size_t errlen);
 // *found = 1 and *score set when present, else *found = 0.
-int store_get_reward_score(Store *s, const char *model, int64_t completion_id, double *score, int *found,
-                           char *err, size_t errlen);
+int store_get_reward_score(Store *s, const char *model, int64_t completion_id, double *score,
+                           int *found, char *err, size_t errlen);
 typedef struct {
     int64_t completion_id, prompt_id;
     double score;
@@ -253,7 +260,8 @@ typedef struct {
 } StoreRewardScore;
 typedef int (*StoreRewardScoreFn)(const StoreRewardScore *r, void *ctx);
 // Every score by reward model `model`, by completion id.
-int store_each_reward_score(Store *s, const char *model, StoreRewardScoreFn fn, void *ctx, char *err, size_t errlen);
+int store_each_reward_score(Store *s, const char *model, StoreRewardScoreFn fn, void *ctx,
+                            char *err, size_t errlen);
 
 // ---------------------------------------------------------------------------------------------
 // Runs, metrics, rollouts
@@ -281,13 +289,16 @@ typedef struct {
 int store_add_run(Store *s, const StoreRunInfo *info, int64_t *id, char *err, size_t errlen);
 // Sets the status. RUNNING (a resumed run): pid = this process, finished and exit_code cleared.
 // Any other: finished = now and exit_code as given.
-int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus st, int exit_code, char *err, size_t errlen);
+int store_set_run_status(Store *s, int64_t run_id, StoreRunStatus st, int exit_code, char *err,
+                         size_t errlen);
 // The end of a training program's run: rc 0 done (exit 0), rc > 0 interrupted by signal rc
-// (exit 128 + rc: 130 SIGINT, 143 SIGTERM, 129 SIGHUP), rc < 0 failed (1). Marks run_id (when s and run_id are set) and returns that exit status. A failure to
-// mark it is printed as "PROG: message" only after a success or an interruption: after a failure
-// the program's own message is the one to read (often the same cause, e.g. a full disk).
+// (exit 128 + rc: 130 SIGINT, 143 SIGTERM, 129 SIGHUP), rc < 0 failed (1). Marks run_id (when s and
+// run_id are set) and returns that exit status. A failure to mark it is printed as "PROG: message"
+// only after a success or an interruption: after a failure the program's own message is the one to
+// read (often the same cause, e.g. a full disk).
 int store_finish_run(Store *s, int64_t run_id, int rc, const char *prog);
-int store_set_run_checkpoint(Store *s, int64_t run_id, const char *checkpoint, char *err, size_t errlen);
+int store_set_run_checkpoint(Store *s, int64_t run_id, const char *checkpoint, char *err,
+                             size_t errlen);
 
 typedef struct {
     int64_t id, parent_id;    // parent_id 0: none
@@ -297,11 +308,11 @@ typedef struct {
     int has_exit_code, exit_code;
     int64_t pid;              // 0 when unknown
 } StoreRun;
-int  store_get_run(Store *s, int64_t run_id, StoreRun *r, char *err, size_t errlen);  // absent: error
+int store_get_run(Store *s, int64_t run_id, StoreRun *r, char *err, size_t errlen); // absent: error
 // The newest run (highest id) of a stage, with this config hash when config_hash is not NULL, and
 // with this status when status >= 0 (pass -1 for any). r->id = 0 when there is none.
-int  store_find_last_run(Store *s, const char *stage, const char *config_hash, int status, StoreRun *r,
-                         char *err, size_t errlen);
+int store_find_last_run(Store *s, const char *stage, const char *config_hash, int status,
+                        StoreRun *r, char *err, size_t errlen);
 void store_run_free(StoreRun *r);
 typedef int (*StoreRunFn)(const StoreRun *r, void *ctx);
 // Every run of a stage (NULL: all), by id.
@@ -360,11 +371,13 @@ int store_add_import(Store *s, const char *path, const char *hash, const char *k
 // Deletes a run's rollouts of the iterations after `after_iteration` (a resumed PPO run redoes
 // the iterations after its checkpoint and stores their rollouts again). *n (may be NULL)
 // receives how many rows were deleted.
-int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int64_t *n, char *err, size_t errlen);
+int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int64_t *n, char *err,
+                          size_t errlen);
 
 // Claims one given prompt for labeler_id for lease_s seconds (<= 0: 3600), refreshing its own
 // claim, without the overlap rule of store_claim_prompt: for a labeler going back to a prompt
 // (`reward label`'s undo deletes the ranking and claims its prompt in one transaction, so that no
 // other labeler takes it meanwhile).
-int store_claim_prompt_id(Store *s, int64_t labeler_id, int64_t prompt_id, double lease_s, char *err, size_t errlen);
+int store_claim_prompt_id(Store *s, int64_t labeler_id, int64_t prompt_id, double lease_s,
+                          char *err, size_t errlen);
 #endif

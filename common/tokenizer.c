@@ -12,6 +12,8 @@
 // join the heap after it. O(n log n) in the piece length, so a megabyte-long word is fine.
 #define _GNU_SOURCE   // memmem
 #include "tokenizer.h"
+#include "utf8.h"
+#include "util.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
@@ -24,7 +26,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define TOK_MAX_VOCAB_FILE ((int64_t)64 << 20)  // vocab.json / merges.txt larger: refused (GPT-2's: 1 MB)
+#define TOK_MAX_VOCAB_FILE                                                                         \
+    ((int64_t)64 << 20) // vocab.json / merges.txt larger: refused (GPT-2's: 1 MB)
 #define TOK_MAX_TEXT_FILE ((int64_t)1 << 32)    // training text files larger: refused
 #define TOK_MAX_VOCAB ((int64_t)1 << 30)  // ids are int32_t; this leaves room for hash tables
 #define N_CP 324                          // byte-level alphabet is U+0021 .. U+0143
@@ -36,38 +39,7 @@ static const char GPT2_PATTERN[] =
 static const char EOT_TEXT[] = "<|endoftext|>";
 
 // ---------------------------------------------------------------------------------------------
-// Small helpers: checked allocation, error messages, hashing
-
-static void *xalloc_at(void *p, size_t n, const char *file, int line) {
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fprintf(stderr, "%s:%d: out of memory (%zu bytes)\n", file, line, n);
-        abort();
-    }
-    return q;
-}
-#define XREALLOC(p, n) xalloc_at((p), (n), __FILE__, __LINE__)
-#define XMALLOC(n) xalloc_at(NULL, (n), __FILE__, __LINE__)
-static void *xcalloc_at(size_t n, size_t sz, const char *file, int line) {
-    void *q = calloc(n ? n : 1, sz ? sz : 1);
-    if (!q) {
-        fprintf(stderr, "%s:%d: out of memory (%zu x %zu bytes)\n", file, line, n, sz);
-        abort();
-    }
-    return q;
-}
-#define XCALLOC(n, sz) xcalloc_at((n), (sz), __FILE__, __LINE__)
-
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, int status, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, TOK_ERR_LEN, fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
+// Small helpers: error messages, hashing
 
 // Printable form of some bytes for error messages: at most 40 input bytes, \xNN for the rest.
 static const char *show(char buf[200], const void *p, size_t n) {
@@ -115,79 +87,33 @@ static uint64_t pow2_at_least(uint64_t n) {
 }
 
 // Reads a whole regular file (at most max bytes) into a NUL-terminated buffer.
-static int read_file(const char *path, int64_t max, char **data, size_t *len, char *err) {
+static int read_file(const char *path, int64_t max, char **data, size_t *len, char *err,
+                     size_t errlen) {
     *data = NULL; *len = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, TOK_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        return fail(err, TOK_ERR_IO, "%s: not a regular file", path);
+        return util_err(err, errlen, "%s: not a regular file", path);
     }
     if ((int64_t)st.st_size > max) {
         fclose(f);
-        return fail(err, TOK_ERR_FORMAT, "%s: file too large (%lld bytes, limit %lld)", path,
+        return util_err(err, errlen, "%s: file too large (%lld bytes, limit %lld)", path,
                     (long long)st.st_size, (long long)max);
     }
     size_t n = (size_t)st.st_size;
-    char *buf = XMALLOC(n + 1);
+    char *buf = MALLOC_CHECK(n + 1);
     size_t got = n ? fread(buf, 1, n, f) : 0;
     int bad = ferror(f);
     fclose(f);
     if (bad || got != n) {
         free(buf);
-        return fail(err, TOK_ERR_IO, "%s: read error (got %zu of %zu bytes)", path, got, n);
+        return util_err(err, errlen, "%s: read error (got %zu of %zu bytes)", path, got, n);
     }
     buf[n] = 0;
     *data = buf; *len = n;
-    return TOK_OK;
-}
-
-// Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629), or 0 when s[0] starts none.
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    if (c < 0xc2 || c > 0xf4) return 0;
-    if (c < 0xe0) return (n >= 2 && (s[1] & 0xc0) == 0x80) ? 2 : 0;
-    if (c < 0xf0) {
-        if (n < 3 || (s[2] & 0xc0) != 0x80) return 0;
-        unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-        return (s[1] >= lo && s[1] <= hi) ? 3 : 0;
-    }
-    if (n < 4 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80) return 0;
-    unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-    return (s[1] >= lo && s[1] <= hi) ? 4 : 0;
-}
-
-// Length of the longest valid UTF-8 prefix of s[0..n).
-static size_t utf8_valid_prefix(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        if (n - i >= 8) {   // fast path: 8 ASCII bytes at a time
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (!(w & 0x8080808080808080ull)) { i += 8; continue; }
-        }
-        size_t k = utf8_seq(s + i, n - i);
-        if (!k) break;
-        i += k;
-    }
-    return i;
-}
-
-char *tok_text_utf8(const void *bytes, size_t n) {
-    const unsigned char *p = bytes;
-    char *out = XMALLOC(3 * n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        size_t len = p[i] ? utf8_seq(p + i, n - i) : 0;
-        if (len) { memcpy(out + k, p + i, len); k += len; i += len; continue; }
-        memcpy(out + k, "\xEF\xBF\xBD", 3);
-        k += 3;
-        i++;
-    }
-    out[k] = 0;
-    return out;
+    return 0;
 }
 
 // GPT-2's bytes_to_unicode(): printable Latin-1 bytes stand for themselves, the other 68 bytes
@@ -213,7 +139,7 @@ static void bytes_reserve(TokBytes *b, size_t extra) {
     if (b->n + extra + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->n + extra + 1) cap *= 2;
-        b->data = XREALLOC(b->data, cap);
+        b->data = REALLOC_CHECK(b->data, cap);
         b->cap = cap;
     }
 }
@@ -228,7 +154,7 @@ static void bytes_puts(TokBytes *b, const char *s) { bytes_put(b, s, strlen(s));
 static void ids_push(TokIds *v, int32_t id) {
     if (v->n == v->cap) {
         v->cap = v->cap ? v->cap * 2 : 256;
-        v->ids = XREALLOC(v->ids, v->cap * sizeof(int32_t));
+        v->ids = REALLOC_CHECK(v->ids, v->cap * sizeof(int32_t));
     }
     v->ids[v->n++] = id;
 }
@@ -252,7 +178,7 @@ typedef struct {
     int jit;   // 1 when JIT compilation succeeded
 } TokRegex;
 
-static int regex_compile(TokRegex *rx, char *err) {
+static int regex_compile(TokRegex *rx, char *err, size_t errlen) {
     int code;
     PCRE2_SIZE off;
     rx->jit = 0;
@@ -261,11 +187,11 @@ static int regex_compile(TokRegex *rx, char *err) {
     if (!rx->re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof(msg));
-        return fail(err, TOK_ERR_REGEX, "pcre2: cannot compile GPT-2's pattern at %zu: %s",
+        return util_err(err, errlen, "pcre2: cannot compile GPT-2's pattern at %zu: %s",
                     (size_t)off, (const char *)msg);
     }
     rx->jit = pcre2_jit_compile(rx->re, PCRE2_JIT_COMPLETE) == 0;
-    return TOK_OK;
+    return 0;
 }
 
 static void regex_free(TokRegex *rx) {
@@ -278,10 +204,10 @@ typedef int (*PieceFn)(void *ctx, const unsigned char *p, size_t n);
 // Calls fn on each piece of s[0..n) in order: the pattern's matches within each valid UTF-8
 // run, and each invalid byte on its own. The pieces tile s exactly.
 static int pretokenize(const TokRegex *rx, pcre2_match_data *md, const unsigned char *s, size_t n,
-                       PieceFn fn, void *ctx, char *err) {
+                       PieceFn fn, void *ctx, char *err, size_t errlen) {
     size_t pos = 0;
     while (pos < n) {
-        size_t run = utf8_valid_prefix(s + pos, n - pos);
+        size_t run = utf8_valid_len(s + pos, n - pos);
         const unsigned char *r = s + pos;
         size_t off = 0;
         while (off < run) {
@@ -295,13 +221,13 @@ static int pretokenize(const TokRegex *rx, pcre2_match_data *md, const unsigned 
             } else if (rc < 0) {
                 PCRE2_UCHAR msg[160];
                 pcre2_get_error_message(rc, msg, sizeof(msg));
-                return fail(err, TOK_ERR_REGEX, "pcre2: match failed at byte %zu: %s",
+                return util_err(err, errlen, "pcre2: match failed at byte %zu: %s",
                             (size_t)(r - s) + off, (const char *)msg);
             } else {
                 PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
                 a = ov[0]; b = ov[1];
                 if (a != off) b = a, a = off;   // cannot happen either: keep the tiling exact
-                if (b <= a) b = a + utf8_seq(r + a, run - a);
+                if (b <= a) b = a + (size_t)utf8_decode(r + a, run - a, NULL);
             }
             int st = fn(ctx, r + a, b - a);
             if (st) return st;
@@ -314,7 +240,7 @@ static int pretokenize(const TokRegex *rx, pcre2_match_data *md, const unsigned 
             pos++;
         }
     }
-    return TOK_OK;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,7 +289,7 @@ static int32_t vmap_get(const Tokenizer *t, const void *p, size_t n) {
 static int32_t vmap_build(Tokenizer *t, int32_t *first) {
     free(t->vmap);
     t->vmask = pow2_at_least((uint64_t)t->n_vocab * 2) - 1;
-    t->vmap = XMALLOC((t->vmask + 1) * sizeof(int32_t));
+    t->vmap = MALLOC_CHECK((t->vmask + 1) * sizeof(int32_t));
     memset(t->vmap, 0xff, (t->vmask + 1) * sizeof(int32_t));
     for (int32_t id = 0; id < t->n_vocab; id++) {
         const char *p = t->bytes + t->off[id];
@@ -396,18 +322,22 @@ static int32_t pairs_insert(Tokenizer *t, int32_t rank) {
     uint64_t i = mix64(key) & t->pmask;
     for (;; i = (i + 1) & t->pmask) {
         if (t->pairs[i].key == key) return (int32_t)t->pairs[i].rank;
-        if (t->pairs[i].key == UINT64_MAX) { t->pairs[i].key = key; t->pairs[i].rank = rank; return -1; }
+        if (t->pairs[i].key == UINT64_MAX) {
+            t->pairs[i].key = key;
+            t->pairs[i].rank = rank;
+            return -1;
+        }
     }
 }
 
 static void pairs_alloc(Tokenizer *t, int64_t n_merges) {
     t->pmask = pow2_at_least((uint64_t)n_merges * 2) - 1;
-    t->pairs = XMALLOC((t->pmask + 1) * sizeof(PairSlot));
+    t->pairs = MALLOC_CHECK((t->pmask + 1) * sizeof(PairSlot));
     for (uint64_t i = 0; i <= t->pmask; i++) t->pairs[i] = (PairSlot){UINT64_MAX, -1};
 }
 
 static Tokenizer *tok_new(void) {
-    Tokenizer *t = XCALLOC(1, sizeof(Tokenizer));
+    Tokenizer *t = CALLOC_CHECK(1, sizeof(Tokenizer));
     byte_alphabet(t->byte_cp, t->cp_byte, t->base_order);
     t->eot = -1;
     return t;
@@ -433,7 +363,9 @@ const char *tok_token(const Tokenizer *t, int32_t id, size_t *len) {
     if (len) *len = tok_len(t, id);
     return t->bytes + t->off[id];
 }
-int32_t tok_find(const Tokenizer *t, const void *text, size_t len) { return vmap_get(t, text, len); }
+int32_t tok_find(const Tokenizer *t, const void *text, size_t len) {
+    return vmap_get(t, text, len);
+}
 
 // ---------------------------------------------------------------------------------------------
 // The merge loop
@@ -455,11 +387,11 @@ static void scratch_reserve(Scratch *s, size_t n) {
     if (n <= s->cap) return;
     size_t cap = s->cap ? s->cap : 64;
     while (cap < n) cap *= 2;
-    s->sym = XREALLOC(s->sym, cap * sizeof(int32_t));
-    s->next = XREALLOC(s->next, cap * sizeof(int64_t));
-    s->prev = XREALLOC(s->prev, cap * sizeof(int64_t));
-    s->heap = XREALLOC(s->heap, 3 * cap * sizeof(HeapEnt));
-    s->defer = XREALLOC(s->defer, 2 * cap * sizeof(int64_t));
+    s->sym = REALLOC_CHECK(s->sym, cap * sizeof(int32_t));
+    s->next = REALLOC_CHECK(s->next, cap * sizeof(int64_t));
+    s->prev = REALLOC_CHECK(s->prev, cap * sizeof(int64_t));
+    s->heap = REALLOC_CHECK(s->heap, 3 * cap * sizeof(HeapEnt));
+    s->defer = REALLOC_CHECK(s->defer, 2 * cap * sizeof(int64_t));
     s->cap = cap;
 }
 
@@ -576,18 +508,18 @@ static void mark_whole_tokens(Tokenizer *t) {
 static void special_add_id(Tokenizer *t, int32_t id) {
     if (t->flags[id] & FLAG_SPECIAL) return;
     t->flags[id] |= FLAG_SPECIAL;
-    t->special = XREALLOC(t->special, (size_t)(t->n_special + 1) * sizeof(int32_t));
+    t->special = REALLOC_CHECK(t->special, (size_t)(t->n_special + 1) * sizeof(int32_t));
     t->special[t->n_special++] = id;
 }
 
 // Final steps shared by load and train once tokens and merges are in place (vmap and the pair
 // map included): byte tokens, special tokens, regex, the whole-token flags.
-static int tok_finish(Tokenizer *t, const char *what, char *err) {
+static int tok_finish(Tokenizer *t, const char *what, char *err, size_t errlen) {
     for (int b = 0; b < 256; b++) {
         unsigned char c = (unsigned char)b;
         t->byte_tok[b] = vmap_get(t, &c, 1);
         if (t->byte_tok[b] < 0)
-            return fail(err, TOK_ERR_FORMAT, "%s: byte 0x%02x has no token (a byte-level vocabulary "
+            return util_err(err, errlen, "%s: byte 0x%02x has no token (a byte-level vocabulary "
                         "needs all 256)", what, b);
     }
     for (int32_t id = 0; id < t->n_vocab; id++) {
@@ -595,15 +527,16 @@ static int tok_finish(Tokenizer *t, const char *what, char *err) {
         const char *p = t->bytes + t->off[id];
         if (n < 5 || memcmp(p, "<|", 2) != 0 || memcmp(p + n - 2, "|>", 2) != 0) continue;
         size_t i = 2;   // "<|" name "|>", the name made of [A-Za-z0-9_]
-        while (i < n - 2 && (p[i] == '_' || (p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'z') ||
-                             (p[i] >= 'A' && p[i] <= 'Z'))) i++;
+        while (i < n - 2 && (p[i] == '_' || (p[i] >= '0' && p[i] <= '9') ||
+                             (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')))
+            i++;
         if (i == n - 2) special_add_id(t, id);
     }
     t->eot = vmap_get(t, EOT_TEXT, sizeof(EOT_TEXT) - 1);
-    int st = regex_compile(&t->rx, err);
+    int st = regex_compile(&t->rx, err, errlen);
     if (st) return st;
     mark_whole_tokens(t);
-    return TOK_OK;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -614,14 +547,13 @@ static int tok_finish(Tokenizer *t, const char *what, char *err) {
 static int unbyte(const Tokenizer *t, const unsigned char *s, size_t n, TokBytes *b, long *bad_cp) {
     size_t i = 0;
     while (i < n) {
-        size_t k = utf8_seq(s + i, n - i);
+        uint32_t cp;
+        int k = utf8_decode(s + i, n - i, &cp);
         if (!k) { *bad_cp = -1; return -1; }
-        long cp = k == 1 ? s[i] : (long)(s[i] & (0x7f >> k));   // decode the code point
-        for (size_t j = 1; j < k; j++) cp = cp << 6 | (s[i + j] & 0x3f);
         if (cp >= N_CP || t->cp_byte[cp] < 0) { *bad_cp = cp; return -1; }
         unsigned char c = (unsigned char)t->cp_byte[cp];
         bytes_put(b, &c, 1);
-        i += k;
+        i += (size_t)k;
     }
     return 0;
 }
@@ -635,11 +567,10 @@ static void line_col(const char *text, size_t at, long long *line, long long *co
     }
 }
 
-static int load_vocab(Tokenizer *t, const char *path, char *err) {
-    char *text;
-    size_t len;
-    int st = read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err);
-    if (st) return st;
+// vocab.json's text as a cJSON tree in *root: refuses an escaped NUL, invalid JSON and text after
+// the object (each with line and column). Frees text.
+static int vocab_parse(const char *path, char *text, size_t len, cJSON **root, char *err,
+                       size_t errlen) {
     // cJSON turns "\u0000" into a NUL inside a C string, which would silently cut the key: refuse
     // it here (no byte-level token contains U+0000 anyway).
     for (const char *q = text; (q = memmem(q, len - (size_t)(q - text), "u0000", 5)); q += 5) {
@@ -649,131 +580,158 @@ static int load_vocab(Tokenizer *t, const char *path, char *err) {
             long long line, col;
             line_col(text, (size_t)(q - text), &line, &col);
             free(text);
-            return fail(err, TOK_ERR_FORMAT, "%s: line %lld, column %lld: \\u0000 is not a byte-level "
-                        "token character", path, line, col);
+            return util_err(err, errlen, "%s: line %lld, column %lld: \\u0000 is not a byte-level "
+                            "token character", path, line, col);
         }
     }
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
+    *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!*root) {
         size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : len;
         long long line, col;
         line_col(text, at, &line, &col);
         free(text);
-        return fail(err, TOK_ERR_FORMAT, "%s: invalid JSON at line %lld, column %lld%s", path, line,
-                    col, at >= len ? " (truncated file?)" : "");
+        return util_err(err, errlen, "%s: invalid JSON at line %lld, column %lld%s", path, line,
+                        col, at >= len ? " (truncated file?)" : "");
     }
     // Trailing garbage after the object is an error too.
     for (const char *q = end; q && q < text + len; q++)
         if (!(*q == ' ' || *q == '\n' || *q == '\r' || *q == '\t')) {
             long long line, col;
             line_col(text, (size_t)(q - text), &line, &col);
-            cJSON_Delete(root);
+            cJSON_Delete(*root);
+            *root = NULL;
             free(text);
-            return fail(err, TOK_ERR_FORMAT, "%s: unexpected text after the JSON object at line %lld, "
-                        "column %lld", path, line, col);
+            return util_err(err, errlen, "%s: unexpected text after the JSON object at line %lld, "
+                            "column %lld", path, line, col);
         }
     free(text);
+    return 0;
+}
+
+// The n tokens of vocab.json's object: each token's bytes into `all` in file order (start[k] the
+// offset of the k-th), order[id] = its file position. Checks ids (0..n-1, each once) and that
+// each token is a non-empty string of GPT-2's byte-level alphabet.
+static int vocab_read_tokens(const Tokenizer *t, const char *path, const cJSON *root, int64_t n,
+                             TokBytes *all, int64_t *start, int32_t *order, char *err,
+                             size_t errlen) {
+    for (int64_t i = 0; i < n; i++) order[i] = -1;
+    int64_t k = 0;
+    char sb[200];
+    int st = 0;
+    for (const cJSON *c = root->child; c; c = c->next, k++) {
+        const char *key = c->string ? c->string : "";
+        if (!cJSON_IsNumber(c)) {
+            st = util_err(err, errlen, "%s: token \"%s\": value is not a number", path,
+                          show(sb, key, strlen(key)));
+            break;
+        }
+        double v = c->valuedouble;
+        if (!(v >= 0 && v < (double)n && v == (double)(int64_t)v)) {
+            st = util_err(err, errlen, "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
+                          "(ids must be 0..V-1 without gaps)", path, show(sb, key, strlen(key)), v,
+                          (long long)n - 1);
+            break;
+        }
+        int64_t id = (int64_t)v;
+        if (order[id] >= 0) {
+            st = util_err(err, errlen, "%s: id %lld is used twice (token \"%s\")", path,
+                          (long long)id, show(sb, key, strlen(key)));
+            break;
+        }
+        // a token must stand for at least one byte (cJSON also ends a key at an escaped NUL)
+        if (!key[0]) {
+            st = util_err(err, errlen, "%s: token id %lld is the empty string", path,
+                          (long long)id);
+            break;
+        }
+        order[id] = (int32_t)k;
+        start[k] = (int64_t)all->n;
+        long bad;
+        if (unbyte(t, (const unsigned char *)key, strlen(key), all, &bad)) {
+            if (bad < 0)
+                st = util_err(err, errlen, "%s: token id %lld is not valid UTF-8", path,
+                              (long long)id);
+            else
+                st = util_err(err, errlen, "%s: token \"%s\" (id %lld): U+%04lX is not in GPT-2's "
+                              "byte-level alphabet", path, show(sb, key, strlen(key)),
+                              (long long)id, bad);
+            break;
+        }
+    }
+    start[n] = (int64_t)all->n;
+    return st;
+}
+
+// The token table in id order from vocab_read_tokens' result; refuses two ids with one spelling.
+static int vocab_place(Tokenizer *t, const char *path, int64_t n, const TokBytes *all,
+                       const int64_t *start, const int32_t *order, char *err, size_t errlen) {
+    t->n_vocab = n;
+    t->off = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t));
+    t->bytes = MALLOC_CHECK(all->n + 1);
+    t->flags = CALLOC_CHECK((size_t)n, 1);
+    int64_t o = 0;
+    for (int64_t id = 0; id < n; id++) {
+        int64_t f = order[id];
+        t->off[id] = o;
+        if (start[f + 1] > start[f])
+            memcpy(t->bytes + o, all->data + start[f], (size_t)(start[f + 1] - start[f]));
+        o += start[f + 1] - start[f];
+    }
+    t->off[n] = o;
+    int32_t first, dup = vmap_build(t, &first);
+    if (dup < 0) return 0;
+    char sb[200];
+    return util_err(err, errlen, "%s: duplicate token: ids %d and %d are both \"%s\"", path, first,
+                    dup, show(sb, t->bytes + t->off[dup], tok_len(t, dup)));
+}
+
+static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) {
+    char *text;
+    size_t len;
+    cJSON *root;
+    if (read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen)) return -1;
+    if (vocab_parse(path, text, len, &root, err, errlen)) return -1;
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return fail(err, TOK_ERR_FORMAT, "%s: expected a JSON object {\"token\": id, ...}", path);
+        return util_err(err, errlen, "%s: expected a JSON object {\"token\": id, ...}", path);
     }
     int64_t n = 0;
     for (cJSON *c = root->child; c; c = c->next) n++;
     if (n == 0 || n > TOK_MAX_VOCAB) {
         cJSON_Delete(root);
-        return fail(err, TOK_ERR_FORMAT, "%s: %lld tokens (need 1 .. %lld)", path, (long long)n,
-                    (long long)TOK_MAX_VOCAB);
+        return util_err(err, errlen, "%s: %lld tokens (need 1 .. %lld)", path, (long long)n,
+                        (long long)TOK_MAX_VOCAB);
     }
-    // First pass: each token's bytes into one buffer, in file order; then place them by id.
     TokBytes all = {0};
-    int64_t *start = XMALLOC((size_t)(n + 1) * sizeof(int64_t));
-    int32_t *order = XMALLOC((size_t)n * sizeof(int32_t));   // order[id] = file position
-    for (int64_t i = 0; i < n; i++) order[i] = -1;
-    int64_t k = 0;
-    char sb[200];
-    st = TOK_OK;
-    for (cJSON *c = root->child; c; c = c->next, k++) {
-        const char *key = c->string ? c->string : "";
-        if (!cJSON_IsNumber(c)) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: token \"%s\": value is not a number", path,
-                      show(sb, key, strlen(key)));
-            break;
-        }
-        double v = c->valuedouble;
-        if (!(v >= 0 && v < (double)n && v == (double)(int64_t)v)) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
-                      "(ids must be 0..V-1 without gaps)", path, show(sb, key, strlen(key)), v,
-                      (long long)n - 1);
-            break;
-        }
-        int64_t id = (int64_t)v;
-        if (order[id] >= 0) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: id %lld is used twice (token \"%s\")", path,
-                      (long long)id, show(sb, key, strlen(key)));
-            break;
-        }
-        // a token must stand for at least one byte (cJSON also ends a key at an escaped NUL)
-        if (!key[0]) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: token id %lld is the empty string", path, (long long)id);
-            break;
-        }
-        order[id] = (int32_t)k;
-        start[k] = (int64_t)all.n;
-        long bad;
-        if (unbyte(t, (const unsigned char *)key, strlen(key), &all, &bad)) {
-            if (bad < 0) st = fail(err, TOK_ERR_FORMAT, "%s: token id %lld is not valid UTF-8", path,
-                                   (long long)id);
-            else st = fail(err, TOK_ERR_FORMAT, "%s: token \"%s\" (id %lld): U+%04lX is not in GPT-2's "
-                           "byte-level alphabet", path, show(sb, key, strlen(key)), (long long)id, bad);
-            break;
-        }
-    }
-    start[n] = (int64_t)all.n;
+    int64_t *start = MALLOC_CHECK((size_t)(n + 1) * sizeof(int64_t));
+    int32_t *order = MALLOC_CHECK((size_t)n * sizeof(int32_t));
+    int st = vocab_read_tokens(t, path, root, n, &all, start, order, err, errlen);
     cJSON_Delete(root);
-    if (st == TOK_OK) {
-        t->n_vocab = n;
-        t->off = XMALLOC((size_t)(n + 1) * sizeof(int64_t));
-        t->bytes = XMALLOC(all.n + 1);
-        t->flags = XCALLOC((size_t)n, 1);
-        int64_t o = 0;
-        for (int64_t id = 0; id < n; id++) {
-            int64_t f = order[id];
-            t->off[id] = o;
-            if (start[f + 1] > start[f]) memcpy(t->bytes + o, all.data + start[f], (size_t)(start[f + 1] - start[f]));
-            o += start[f + 1] - start[f];
-        }
-        t->off[n] = o;
-        int32_t first, dup = vmap_build(t, &first);
-        if (dup >= 0) {
-            size_t dl = tok_len(t, dup);
-            st = fail(err, TOK_ERR_FORMAT, "%s: duplicate token: ids %d and %d are both \"%s\"", path,
-                      first, dup, show(sb, t->bytes + t->off[dup], dl));
-        }
-    }
+    if (st == 0) st = vocab_place(t, path, n, &all, start, order, err, errlen);
     tok_bytes_free(&all);
     free(start);
     free(order);
     return st;
 }
 
-static int load_merges(Tokenizer *t, const char *path, char *err) {
+static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen) {
     char *text;
     size_t len;
-    int st = read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err);
+    int st = read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen);
     if (st) return st;
     int64_t cap = 0;   // number of lines: an upper bound on the merges
     for (size_t i = 0; i < len; i++) cap += text[i] == '\n';
     cap++;
-    t->m_a = XMALLOC((size_t)cap * sizeof(int32_t));
-    t->m_b = XMALLOC((size_t)cap * sizeof(int32_t));
-    t->m_res = XMALLOC((size_t)cap * sizeof(int32_t));
+    t->m_a = MALLOC_CHECK((size_t)cap * sizeof(int32_t));
+    t->m_b = MALLOC_CHECK((size_t)cap * sizeof(int32_t));
+    t->m_res = MALLOC_CHECK((size_t)cap * sizeof(int32_t));
     pairs_alloc(t, cap);
     TokBytes a = {0}, b = {0};
     char sb[200], sb2[200];
     long long line = 0, blank_line = 0;
     size_t pos = 0;
-    while (pos < len && st == TOK_OK) {
+    while (pos < len && st == 0) {
         line++;
         const char *s = text + pos;
         const char *nl = memchr(s, '\n', len - pos);
@@ -783,12 +741,13 @@ static int load_merges(Tokenizer *t, const char *path, char *err) {
         if (line == 1 && n >= 8 && memcmp(s, "#version", 8) == 0) continue;
         if (n == 0) { if (!blank_line) blank_line = line; continue; }
         if (blank_line) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: empty line inside the merges", path, blank_line);
+            st = util_err(err, errlen, "%s: line %lld: empty line inside the merges", path,
+                          blank_line);
             break;
         }
         const char *sp = memchr(s, ' ', n);
         if (!sp || sp == s || sp == s + n - 1 || memchr(sp + 1, ' ', (size_t)(s + n - sp - 1))) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: expected two tokens separated by one space, "
+            st = util_err(err, errlen, "%s: line %lld: expected two tokens separated by one space, "
                       "got \"%s\"", path, line, show(sb, s, n));
             break;
         }
@@ -797,28 +756,29 @@ static int load_merges(Tokenizer *t, const char *path, char *err) {
         a.n = b.n = 0;
         if (unbyte(t, (const unsigned char *)s, na, &a, &bad) ||
             unbyte(t, (const unsigned char *)sp + 1, nb, &b, &bad)) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: \"%s\" is not a byte-level token pair", path,
+            st = util_err(err, errlen, "%s: line %lld: \"%s\" is not a byte-level token pair", path,
                       line, show(sb, s, n));
             break;
         }
         int32_t ia = vmap_get(t, a.data, a.n), ib = vmap_get(t, b.data, b.n);
         if (ia < 0 || ib < 0) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: token \"%s\" is not in the vocabulary", path,
+            st = util_err(err, errlen, "%s: line %lld: token \"%s\" is not in the vocabulary", path,
                       line, ia < 0 ? show(sb, s, na) : show(sb, sp + 1, nb));
             break;
         }
         bytes_put(&a, b.data, b.n);
         int32_t ir = vmap_get(t, a.data, a.n);
         if (ir < 0) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: the merge result \"%s\" is not in the vocabulary",
-                      path, line, show(sb2, a.data, a.n));
+            st = util_err(err, errlen,
+                          "%s: line %lld: the merge result \"%s\" is not in the vocabulary", path,
+                          line, show(sb2, a.data, a.n));
             break;
         }
         int64_t r = t->n_merges;
         t->m_a[r] = ia; t->m_b[r] = ib; t->m_res[r] = ir;
         int32_t prev = pairs_insert(t, (int32_t)r);
         if (prev >= 0) {
-            st = fail(err, TOK_ERR_FORMAT, "%s: line %lld: merge \"%s\" repeats merge %d", path, line,
+            st = util_err(err, errlen, "%s: line %lld: merge \"%s\" repeats merge %d", path, line,
                       show(sb, s, n), prev + 1);
             break;
         }
@@ -830,15 +790,16 @@ static int load_merges(Tokenizer *t, const char *path, char *err) {
     return st;
 }
 
-int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err) {
+int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err,
+                   size_t errlen) {
     *out = NULL;
     Tokenizer *t = tok_new();
-    int st = load_vocab(t, vocab_path, err);
-    if (!st) st = load_merges(t, merges_path, err);
-    if (!st) st = tok_finish(t, vocab_path, err);
+    int st = load_vocab(t, vocab_path, err, errlen);
+    if (!st) st = load_merges(t, merges_path, err, errlen);
+    if (!st) st = tok_finish(t, vocab_path, err, errlen);
     if (st) { tok_free(t); return st; }
     *out = t;
-    return TOK_OK;
+    return 0;
 }
 
 static int file_exists(const char *path) {
@@ -846,10 +807,10 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-int tok_load(Tokenizer **out, const char *dir, char *err) {
+int tok_load(Tokenizer **out, const char *dir, char *err, size_t errlen) {
     *out = NULL;
     size_t n = strlen(dir);
-    char *v = XMALLOC(n + 32), *m = XMALLOC(n + 32);
+    char *v = MALLOC_CHECK(n + 32), *m = MALLOC_CHECK(n + 32);
     snprintf(v, n + 32, "%s/vocab.json", dir);
     snprintf(m, n + 32, "%s/merges.txt", dir);
     if (!file_exists(v) && !file_exists(m)) {
@@ -857,10 +818,11 @@ int tok_load(Tokenizer **out, const char *dir, char *err) {
         snprintf(m, n + 32, "%s/vocab.bpe", dir);
         if (!file_exists(v) && !file_exists(m)) {
             free(v); free(m);
-            return fail(err, TOK_ERR_IO, "%s: no vocab.json + merges.txt (or encoder.json + vocab.bpe)", dir);
+            return util_err(err, errlen,
+                            "%s: no vocab.json + merges.txt (or encoder.json + vocab.bpe)", dir);
         }
     }
-    int st = tok_load_files(out, v, m, err);
+    int st = tok_load_files(out, v, m, err, errlen);
     free(v); free(m);
     return st;
 }
@@ -869,15 +831,15 @@ int tok_load(Tokenizer **out, const char *dir, char *err) {
 // Saving
 
 // Writes data to path atomically: a temporary file next to it, fsync, rename.
-static int write_atomic(const char *path, const char *data, size_t n, char *err) {
+static int write_atomic(const char *path, const char *data, size_t n, char *err, size_t errlen) {
     size_t pl = strlen(path);
-    char *tmp = XMALLOC(pl + 16);
+    char *tmp = MALLOC_CHECK(pl + 16);
     snprintf(tmp, pl + 16, "%s.tmpXXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         int e = errno;
         free(tmp);
-        return fail(err, TOK_ERR_IO, "%s: cannot create a temporary file: %s", path, strerror(e));
+        return util_err(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(e));
     }
     size_t done = 0;
     while (done < n) {
@@ -894,10 +856,10 @@ static int write_atomic(const char *path, const char *data, size_t n, char *err)
     if (!ok) {
         unlink(tmp);
         free(tmp);
-        return fail(err, TOK_ERR_IO, "%s: write failed: %s", path, strerror(e));
+        return util_err(err, errlen, "%s: write failed: %s", path, strerror(e));
     }
     free(tmp);
-    return TOK_OK;
+    return 0;
 }
 
 // Appends token `id` as the byte-level string GPT-2 writes (JSON-escaped when json is set:
@@ -923,10 +885,10 @@ static void put_token(const Tokenizer *t, int32_t id, int json, TokBytes *b) {
     }
 }
 
-int tok_save(const Tokenizer *t, const char *dir, char *err) {
+int tok_save(const Tokenizer *t, const char *dir, char *err, size_t errlen) {
     TokBytes b = {0};
     size_t n = strlen(dir);
-    char *path = XMALLOC(n + 32);
+    char *path = MALLOC_CHECK(n + 32);
     bytes_puts(&b, "{");
     for (int32_t id = 0; id < t->n_vocab; id++) {
         char num[32];
@@ -937,7 +899,7 @@ int tok_save(const Tokenizer *t, const char *dir, char *err) {
     }
     bytes_puts(&b, "}");
     snprintf(path, n + 32, "%s/vocab.json", dir);
-    int st = write_atomic(path, b.data, b.n, err);
+    int st = write_atomic(path, b.data, b.n, err, errlen);
     if (!st) {
         b.n = 0;
         bytes_puts(&b, "#version: 0.2\n");
@@ -948,7 +910,7 @@ int tok_save(const Tokenizer *t, const char *dir, char *err) {
             bytes_puts(&b, "\n");
         }
         snprintf(path, n + 32, "%s/merges.txt", dir);
-        st = write_atomic(path, b.data, b.n, err);
+        st = write_atomic(path, b.data, b.n, err, errlen);
     }
     tok_bytes_free(&b);
     free(path);
@@ -958,18 +920,19 @@ int tok_save(const Tokenizer *t, const char *dir, char *err) {
 // ---------------------------------------------------------------------------------------------
 // Special tokens, encode, decode
 
-int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err) {
-    if (len == 0) return fail(err, TOK_ERR_ARG, "tok_add_special: empty token");
+int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err,
+                    size_t errlen) {
+    if (len == 0) return util_err(err, errlen, "tok_add_special: empty token");
     int32_t found = vmap_get(t, text, len);
     if (found < 0) {
         if (t->n_vocab >= TOK_MAX_VOCAB)
-            return fail(err, TOK_ERR_ARG, "tok_add_special: vocabulary is full");
+            return util_err(err, errlen, "tok_add_special: vocabulary is full");
         int64_t v = t->n_vocab;
-        t->bytes = XREALLOC(t->bytes, (size_t)t->off[v] + len + 1);
+        t->bytes = REALLOC_CHECK(t->bytes, (size_t)t->off[v] + len + 1);
         memcpy(t->bytes + t->off[v], text, len);
-        t->off = XREALLOC(t->off, (size_t)(v + 2) * sizeof(int64_t));
+        t->off = REALLOC_CHECK(t->off, (size_t)(v + 2) * sizeof(int64_t));
         t->off[v + 1] = t->off[v] + (int64_t)len;
-        t->flags = XREALLOC(t->flags, (size_t)(v + 1));
+        t->flags = REALLOC_CHECK(t->flags, (size_t)(v + 1));
         t->flags[v] = 0;
         t->n_vocab = v + 1;
         int32_t first;
@@ -979,34 +942,36 @@ int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, cha
     special_add_id(t, found);
     if (len == sizeof(EOT_TEXT) - 1 && memcmp(text, EOT_TEXT, len) == 0) t->eot = found;
     if (id) *id = found;
-    return TOK_OK;
+    return 0;
 }
 
 int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags, TokIds *out,
-               char *err) {
+               char *err, size_t errlen) {
     const unsigned char *s = text;
     size_t n_before = out->n;
     Scratch scratch = {0};
     EncodeCtx ctx = {t, &scratch, out};
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->rx.re, NULL);
     if (!md) { fprintf(stderr, "%s:%d: out of memory\n", __FILE__, __LINE__); abort(); }
-    int st = TOK_OK;
+    int st = 0;
     if (!(flags & TOK_ALLOW_SPECIAL) || t->n_special == 0) {
-        st = pretokenize(&t->rx, md, s, len, encode_piece, &ctx, err);
+        st = pretokenize(&t->rx, md, s, len, encode_piece, &ctx, err, errlen);
     } else {
         // next[k]: position of the next occurrence of special token k at or after pos (len: none)
-        size_t *next = XMALLOC((size_t)t->n_special * sizeof(size_t));
+        size_t *next = MALLOC_CHECK((size_t)t->n_special * sizeof(size_t));
         for (int64_t k = 0; k < t->n_special; k++) next[k] = 0;
         size_t pos = 0;
         int first = 1;
-        while (pos <= len && st == TOK_OK) {
+        while (pos <= len && st == 0) {
             size_t best = len, best_len = 0;
             int32_t best_id = -1;
             for (int64_t k = 0; k < t->n_special; k++) {
                 int32_t id = t->special[k];
                 size_t n = tok_len(t, id);
                 if (first || (next[k] < pos && next[k] != len)) {
-                    const char *f = n <= len - pos ? memmem(s + pos, len - pos, t->bytes + t->off[id], n) : NULL;
+                    const char *f = n <= len - pos
+                                        ? memmem(s + pos, len - pos, t->bytes + t->off[id], n)
+                                        : NULL;
                     next[k] = f ? (size_t)((const unsigned char *)f - s) : len;
                 }
                 if (next[k] < len && (next[k] < best || (next[k] == best && n > best_len))) {
@@ -1014,7 +979,7 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
                 }
             }
             first = 0;
-            st = pretokenize(&t->rx, md, s + pos, best - pos, encode_piece, &ctx, err);
+            st = pretokenize(&t->rx, md, s + pos, best - pos, encode_piece, &ctx, err, errlen);
             if (best_id < 0) break;
             ids_push(out, best_id);
             pos = best + best_len;
@@ -1027,12 +992,13 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
     return st;
 }
 
-int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err) {
+int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err,
+               size_t errlen) {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab)
-            return fail(err, TOK_ERR_ARG, "tok_decode: id %d at position %zu is outside 0..%lld", ids[i],
-                        i, (long long)t->n_vocab - 1);
+            return util_err(err, errlen, "tok_decode: id %d at position %zu is outside 0..%lld",
+                            ids[i], i, (long long)t->n_vocab - 1);
         total += tok_len(t, ids[i]);
     }
     bytes_reserve(out, total);
@@ -1042,7 +1008,7 @@ int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, 
         out->n += k;
     }
     if (out->data) out->data[out->n] = 0;
-    return TOK_OK;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1065,10 +1031,11 @@ typedef struct {
 
 static void pc_grow(PieceCounts *pc) {
     uint64_t cap = (pc->mask + 1) * 2;
-    int64_t *slot = XMALLOC(cap * sizeof(int64_t));
+    int64_t *slot = MALLOC_CHECK(cap * sizeof(int64_t));
     memset(slot, 0xff, cap * sizeof(int64_t));
     for (int64_t w = 0; w < pc->n; w++) {
-        uint64_t i = hash_bytes(pc->bytes + pc->off[w], (size_t)(pc->off[w + 1] - pc->off[w])) & (cap - 1);
+        uint64_t i =
+            hash_bytes(pc->bytes + pc->off[w], (size_t)(pc->off[w + 1] - pc->off[w])) & (cap - 1);
         while (slot[i] >= 0) i = (i + 1) & (cap - 1);
         slot[i] = w;
     }
@@ -1084,20 +1051,21 @@ static int64_t pc_count(PieceCounts *pc, const unsigned char *p, size_t n) {
     for (;; i = (i + 1) & pc->mask) {
         int64_t w = pc->slot[i];
         if (w < 0) break;
-        if ((size_t)(pc->off[w + 1] - pc->off[w]) == n && memcmp(pc->bytes + pc->off[w], p, n) == 0) {
+        if ((size_t)(pc->off[w + 1] - pc->off[w]) == n &&
+            memcmp(pc->bytes + pc->off[w], p, n) == 0) {
             pc->count[w]++;
             return w;
         }
     }
     if (pc->n + 2 > pc->cap) {
         pc->cap = pc->cap ? pc->cap * 2 : 1024;
-        pc->off = XREALLOC(pc->off, (size_t)(pc->cap + 1) * sizeof(int64_t));
-        pc->count = XREALLOC(pc->count, (size_t)pc->cap * sizeof(int64_t));
+        pc->off = REALLOC_CHECK(pc->off, (size_t)(pc->cap + 1) * sizeof(int64_t));
+        pc->count = REALLOC_CHECK(pc->count, (size_t)pc->cap * sizeof(int64_t));
     }
     if (pc->nbytes + n > pc->bcap) {
         pc->bcap = pc->bcap ? pc->bcap * 2 : 65536;
         while (pc->bcap < pc->nbytes + n) pc->bcap *= 2;
-        pc->bytes = XREALLOC(pc->bytes, pc->bcap);
+        pc->bytes = REALLOC_CHECK(pc->bytes, pc->bcap);
     }
     memcpy(pc->bytes + pc->nbytes, p, n);
     if (pc->n == 0) pc->off[0] = 0;
@@ -1133,8 +1101,8 @@ static int64_t pt_get(PairTable *pt, int32_t a, int32_t b, int create) {
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
     if (create && (uint64_t)(pt->n + 1) * 2 > pt->mask + 1) {
         uint64_t cap = pt->mask ? (pt->mask + 1) * 2 : 1024;
-        uint64_t *nk = XMALLOC(cap * sizeof(uint64_t));
-        int64_t *ni = XMALLOC(cap * sizeof(int64_t));
+        uint64_t *nk = MALLOC_CHECK(cap * sizeof(uint64_t));
+        int64_t *ni = MALLOC_CHECK(cap * sizeof(int64_t));
         memset(nk, 0xff, cap * sizeof(uint64_t));
         for (int64_t k = 0; k < pt->n; k++) {
             uint64_t kk = (uint64_t)(uint32_t)pt->p[k].a << 32 | (uint32_t)pt->p[k].b;
@@ -1154,7 +1122,7 @@ static int64_t pt_get(PairTable *pt, int32_t a, int32_t b, int create) {
     if (!create) return -1;
     if (pt->n == pt->cap) {
         pt->cap = pt->cap ? pt->cap * 2 : 1024;
-        pt->p = XREALLOC(pt->p, (size_t)pt->cap * sizeof(PairInfo));
+        pt->p = REALLOC_CHECK(pt->p, (size_t)pt->cap * sizeof(PairInfo));
     }
     pt->p[pt->n] = (PairInfo){a, b, 0, NULL, 0, 0, -1};
     pt->key[i] = key;
@@ -1167,7 +1135,7 @@ static void pair_add_word(PairInfo *pi, int64_t w) {
     pi->last_word = w;
     if (pi->n_where == pi->cap_where) {
         pi->cap_where = pi->cap_where ? pi->cap_where * 2 : 4;
-        pi->where = XREALLOC(pi->where, (size_t)pi->cap_where * sizeof(int64_t));
+        pi->where = REALLOC_CHECK(pi->where, (size_t)pi->cap_where * sizeof(int64_t));
     }
     pi->where[pi->n_where++] = w;
 }
@@ -1191,7 +1159,7 @@ typedef struct {
 static void th_push(TrainHeap *h, TrainEnt e) {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 1024;
-        h->e = XREALLOC(h->e, h->cap * sizeof(TrainEnt));
+        h->e = REALLOC_CHECK(h->e, h->cap * sizeof(TrainEnt));
     }
     size_t i = h->n++;
     while (i > 0) {
@@ -1226,193 +1194,265 @@ static void word_pairs(PairTable *pt, const int32_t *sym, int64_t n, int64_t w, 
         int64_t k = pt_get(pt, sym[i], sym[i + 1], sign > 0);
         if (k < 0) continue;
         pt->p[k].count += sign * count;
-        if (sign > 0 && (mark < 0 || sym[i] == mark || sym[i + 1] == mark)) pair_add_word(&pt->p[k], w);
+        if (sign > 0 && (mark < 0 || sym[i] == mark || sym[i + 1] == mark))
+            pair_add_word(&pt->p[k], w);
     }
 }
 
-int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *opt,
-              const char *out_dir, Tokenizer **out, char *err) {
-    if (out) *out = NULL;
-    if (!opt || opt->vocab_size < 257 || opt->vocab_size > TOK_MAX_VOCAB)
-        return fail(err, TOK_ERR_ARG, "tok_train: vocab_size must be 257 .. %lld", (long long)TOK_MAX_VOCAB);
-    if (opt->min_frequency < 0 || opt->max_bytes < 0)
-        return fail(err, TOK_ERR_ARG, "tok_train: min_frequency and max_bytes must not be negative");
-    int64_t min_freq = opt->min_frequency ? opt->min_frequency : 2;
-    if (n_paths == 0) return fail(err, TOK_ERR_ARG, "tok_train: no training files");
+// An empty PieceCounts with a 1024-slot table.
+static void pc_init(PieceCounts *pc) {
+    memset(pc, 0, sizeof *pc);
+    pc->mask = 1023;
+    pc->slot = MALLOC_CHECK(1024 * sizeof(int64_t));
+    memset(pc->slot, 0xff, 1024 * sizeof(int64_t));
+}
 
-    // 1. Count the pieces of every file.
+static void pc_free(PieceCounts *pc) {
+    free(pc->bytes); free(pc->off); free(pc->count); free(pc->slot);
+}
+
+// Step 1: the pieces of every file (at most opt->max_bytes in all), counted into pc.
+static int train_count_pieces(const char *const *paths, size_t n_paths, const TokTrainOptions *opt,
+                              PieceCounts *pc, char *err, size_t errlen) {
     TokRegex rx;
-    int st = regex_compile(&rx, err);
+    int st = regex_compile(&rx, err, errlen);
     if (st) return st;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(rx.re, NULL);
-    PieceCounts pc = {0};
-    pc.mask = 1023;
-    pc.slot = XMALLOC(1024 * sizeof(int64_t));
-    memset(pc.slot, 0xff, 1024 * sizeof(int64_t));
+    pc_init(pc);
     int64_t budget = opt->max_bytes ? opt->max_bytes : INT64_MAX;
-    for (size_t f = 0; f < n_paths && st == TOK_OK && budget > 0; f++) {
+    for (size_t f = 0; f < n_paths && st == 0 && budget > 0; f++) {
         char *text;
         size_t len;
-        st = read_file(paths[f], TOK_MAX_TEXT_FILE, &text, &len, err);
+        st = read_file(paths[f], TOK_MAX_TEXT_FILE, &text, &len, err, errlen);
         if (st) break;
         if ((int64_t)len > budget) len = (size_t)budget;
         budget -= (int64_t)len;
         size_t pos = 0;
-        while (pos <= len && st == TOK_OK) {   // documents separated by <|endoftext|>
+        while (pos <= len && st == 0) {   // documents separated by <|endoftext|>
             const char *e = memmem(text + pos, len - pos, EOT_TEXT, sizeof(EOT_TEXT) - 1);
             size_t end = e ? (size_t)(e - text) : len;
-            st = pretokenize(&rx, md, (const unsigned char *)text + pos, end - pos, pc_add, &pc, err);
+            st = pretokenize(&rx, md, (const unsigned char *)text + pos, end - pos, pc_add, pc,
+                             err, errlen);
             if (!e) break;
             pos = end + sizeof(EOT_TEXT) - 1;
         }
         free(text);
-        if (opt->progress) opt->progress(opt->progress_ctx, "files", (int64_t)f + 1, (int64_t)n_paths);
+        if (opt->progress)
+            opt->progress(opt->progress_ctx, "files", (int64_t)f + 1, (int64_t)n_paths);
     }
     pcre2_match_data_free(md);
     regex_free(&rx);
+    return st;
+}
 
-    // 2. Words as symbol arrays over the 256 base ids (GPT-2's byte order).
-    Tokenizer *t = tok_new();
+// The trainer's working state between steps.
+typedef struct {
+    Tokenizer *t;         // the vocabulary so far: t->off, t->m_* (bytes in tb until the end)
+    TokBytes tb;          // token bytes back to back
+    int64_t tcap, mcap;   // capacity of t->off (tokens) and of t->m_* (merges)
+    PieceCounts pc;       // the distinct pieces ("words") and their counts
+    PieceCounts known;    // bytes -> id of the tokens so far (index == id)
+    int32_t *sym;         // words as symbol arrays, at pc.off[w]
+    int64_t *wlen;        // [n_words] current symbol count of each word
+    int64_t n_words;
+    PairTable pt;         // adjacent pairs, their counts and the words holding them
+    TrainHeap heap;       // pairs by count (entries may be out of date)
+    int64_t *stamp;       // [n_words] the last merge rank that rewrote the word
+    int64_t *touched;     // pairs that the current merge created or changed
+    int64_t n_touched, cap_touched;
+} Trainer;
+
+// Step 2: words as symbol arrays over the 256 base ids (GPT-2's byte order), their pairs counted
+// and queued; the token table starts with the 256 bytes.
+static void train_setup(Trainer *tr) {
+    Tokenizer *t = tr->t;
     int32_t base_id[256];
     for (int i = 0; i < 256; i++) base_id[t->base_order[i]] = i;
-    int64_t n_words = pc.n;
-    int32_t *sym = XMALLOC((size_t)pc.nbytes * sizeof(int32_t) + 1);
-    int64_t *wlen = XMALLOC((size_t)n_words * sizeof(int64_t) + 1);
-    for (int64_t w = 0; w < n_words; w++) {
-        for (int64_t i = pc.off[w]; i < pc.off[w + 1]; i++) sym[i] = base_id[(unsigned char)pc.bytes[i]];
-        wlen[w] = pc.off[w + 1] - pc.off[w];
+    const PieceCounts *pc = &tr->pc;
+    tr->n_words = pc->n;
+    tr->sym = MALLOC_CHECK((size_t)pc->nbytes * sizeof(int32_t) + 1);
+    tr->wlen = MALLOC_CHECK((size_t)tr->n_words * sizeof(int64_t) + 1);
+    for (int64_t w = 0; w < tr->n_words; w++) {
+        for (int64_t i = pc->off[w]; i < pc->off[w + 1]; i++)
+            tr->sym[i] = base_id[(unsigned char)pc->bytes[i]];
+        tr->wlen[w] = pc->off[w + 1] - pc->off[w];
     }
-    PairTable pt = {0};
-    for (int64_t w = 0; w < n_words && st == TOK_OK; w++)
-        word_pairs(&pt, sym + pc.off[w], wlen[w], w, pc.count[w], +1, -1);
-    TrainHeap heap = {0};
-    for (int64_t k = 0; k < pt.n; k++)
-        if (pt.p[k].count > 0) th_push(&heap, (TrainEnt){pt.p[k].count, pt.p[k].a, pt.p[k].b});
+    for (int64_t w = 0; w < tr->n_words; w++)
+        word_pairs(&tr->pt, tr->sym + pc->off[w], tr->wlen[w], w, pc->count[w], +1, -1);
+    for (int64_t k = 0; k < tr->pt.n; k++)
+        if (tr->pt.p[k].count > 0)
+            th_push(&tr->heap, (TrainEnt){tr->pt.p[k].count, tr->pt.p[k].a, tr->pt.p[k].b});
 
-    // Token table: 256 bytes, then merges as learned.
-    int64_t want_tokens = opt->vocab_size - 1;   // all but <|endoftext|>
-    TokBytes tb = {0};
-    int64_t tcap = 1024, mcap = 1024;
-    t->off = XMALLOC((size_t)(tcap + 1) * sizeof(int64_t));
-    t->m_a = XMALLOC((size_t)mcap * sizeof(int32_t));
-    t->m_b = XMALLOC((size_t)mcap * sizeof(int32_t));
-    t->m_res = XMALLOC((size_t)mcap * sizeof(int32_t));
+    tr->tcap = 1024;
+    tr->mcap = 1024;
+    t->off = MALLOC_CHECK((size_t)(tr->tcap + 1) * sizeof(int64_t));
+    t->m_a = MALLOC_CHECK((size_t)tr->mcap * sizeof(int32_t));
+    t->m_b = MALLOC_CHECK((size_t)tr->mcap * sizeof(int32_t));
+    t->m_res = MALLOC_CHECK((size_t)tr->mcap * sizeof(int32_t));
     t->off[0] = 0;
     for (int i = 0; i < 256; i++) {
-        bytes_put(&tb, &t->base_order[i], 1);
-        t->off[i + 1] = (int64_t)tb.n;
+        bytes_put(&tr->tb, &t->base_order[i], 1);
+        t->off[i + 1] = (int64_t)tr->tb.n;
     }
     t->n_vocab = 256;
-    // bytes -> id of the tokens so far, to reuse an id when two merges spell the same bytes
-    PieceCounts known = {0};
-    known.mask = 1023;
-    known.slot = XMALLOC(1024 * sizeof(int64_t));
-    memset(known.slot, 0xff, 1024 * sizeof(int64_t));
-    for (int i = 0; i < 256; i++) pc_count(&known, &t->base_order[i], 1);
+    pc_init(&tr->known);
+    for (int i = 0; i < 256; i++) pc_count(&tr->known, &t->base_order[i], 1);
+    tr->stamp = MALLOC_CHECK((size_t)tr->n_words * sizeof(int64_t) + 1);
+    for (int64_t w = 0; w < tr->n_words; w++) tr->stamp[w] = -1;
+}
 
-    int64_t stamp_n = n_words;
-    int64_t *stamp = XMALLOC((size_t)stamp_n * sizeof(int64_t) + 1);
-    for (int64_t w = 0; w < n_words; w++) stamp[w] = -1;
-    int64_t *touched = NULL, n_touched = 0, cap_touched = 0;
+// Records the merge (a, b): its result is bytes(a) + bytes(b), an existing id when those bytes
+// are a token already. Returns the merge's rank; *c receives the result's id.
+static int64_t train_add_merge(Trainer *tr, int32_t a, int32_t b, int32_t *c) {
+    Tokenizer *t = tr->t;
+    size_t la = (size_t)(t->off[a + 1] - t->off[a]), lb = (size_t)(t->off[b + 1] - t->off[b]);
+    char *nb = MALLOC_CHECK(la + lb);
+    memcpy(nb, tr->tb.data + t->off[a], la);
+    memcpy(nb + la, tr->tb.data + t->off[b], lb);
+    int64_t before = tr->known.n;
+    *c = (int32_t)pc_count(&tr->known, (const unsigned char *)nb, la + lb);   // index == id
+    if (tr->known.n > before) {   // new token
+        if (t->n_vocab + 1 > tr->tcap) {
+            tr->tcap *= 2;
+            t->off = REALLOC_CHECK(t->off, (size_t)(tr->tcap + 1) * sizeof(int64_t));
+        }
+        bytes_put(&tr->tb, nb, la + lb);
+        t->off[++t->n_vocab] = (int64_t)tr->tb.n;
+    }
+    free(nb);
+    if (t->n_merges == tr->mcap) {
+        tr->mcap *= 2;
+        t->m_a = REALLOC_CHECK(t->m_a, (size_t)tr->mcap * sizeof(int32_t));
+        t->m_b = REALLOC_CHECK(t->m_b, (size_t)tr->mcap * sizeof(int32_t));
+        t->m_res = REALLOC_CHECK(t->m_res, (size_t)tr->mcap * sizeof(int32_t));
+    }
+    t->m_a[t->n_merges] = a; t->m_b[t->n_merges] = b; t->m_res[t->n_merges] = *c;
+    return t->n_merges++;
+}
 
-    while (t->n_vocab < want_tokens && heap.n > 0 && st == TOK_OK) {
-        if (opt->progress) opt->progress(opt->progress_ctx, "tokens", t->n_vocab, want_tokens);
-        TrainEnt e = th_pop(&heap);
-        int64_t k = pt_get(&pt, e.a, e.b, 0);
-        int64_t cur = k >= 0 ? pt.p[k].count : 0;
+// Rewrites word w if it holds (a, b): its pairs are uncounted, every (a, b) becomes c, the new
+// pairs are counted and those holding c are noted in tr->touched.
+static void train_rewrite_word(Trainer *tr, int64_t w, int32_t a, int32_t b, int32_t c) {
+    PairTable *pt = &tr->pt;
+    int32_t *s = tr->sym + tr->pc.off[w];
+    int64_t n = tr->wlen[w], has = 0, count = tr->pc.count[w];
+    for (int64_t i = 0; i + 1 < n && !has; i++) has = s[i] == a && s[i + 1] == b;
+    if (!has) return;
+    word_pairs(pt, s, n, w, count, -1, -1);
+    int64_t o = 0;
+    for (int64_t i = 0; i < n;) {
+        if (i + 1 < n && s[i] == a && s[i + 1] == b) { s[o++] = c; i += 2; }
+        else s[o++] = s[i++];
+    }
+    tr->wlen[w] = o;
+    word_pairs(pt, s, o, w, count, +1, c);
+    for (int64_t i = 0; i + 1 < o; i++)
+        if (s[i] == c || s[i + 1] == c) {
+            int64_t kk = pt_get(pt, s[i], s[i + 1], 0);
+            if (tr->n_touched == tr->cap_touched) {
+                tr->cap_touched = tr->cap_touched ? tr->cap_touched * 2 : 256;
+                tr->touched = REALLOC_CHECK(tr->touched, (size_t)tr->cap_touched * sizeof(int64_t));
+            }
+            tr->touched[tr->n_touched++] = kk;
+        }
+}
+
+// Merges pair k = (e.a, e.b) everywhere: a new merge, every word holding it rewritten, the pair's
+// word list freed and the pairs the merge changed queued (once each).
+static void train_merge(Trainer *tr, int64_t k, TrainEnt e) {
+    int32_t c;
+    int64_t rank = train_add_merge(tr, e.a, e.b, &c);
+    // `where` may grow while we walk it (new pairs contain c, never (a, b)), so iterate over a
+    // snapshot of its length.
+    tr->n_touched = 0;
+    int64_t nw = tr->pt.p[k].n_where;
+    for (int64_t q = 0; q < nw; q++) {
+        int64_t w = tr->pt.p[k].where[q];
+        if (tr->stamp[w] == rank) continue;
+        tr->stamp[w] = rank;
+        train_rewrite_word(tr, w, e.a, e.b, c);
+    }
+    PairInfo *gone = &tr->pt.p[k];
+    free(gone->where);
+    gone->where = NULL; gone->n_where = gone->cap_where = 0; gone->last_word = -1;
+    for (int64_t q = 0; q < tr->n_touched; q++) {
+        PairInfo *pi = &tr->pt.p[tr->touched[q]];
+        if (pi->count > 0 && pi->last_word != -2 - rank) {
+            th_push(&tr->heap, (TrainEnt){pi->count, pi->a, pi->b});
+            pi->last_word = -2 - rank;   // pushed once per merge
+        }
+    }
+}
+
+// The greedy loop: the most frequent pair first, until the vocabulary is full, no pair is left
+// or the best is seen fewer than min_freq times.
+static void train_learn(Trainer *tr, const TokTrainOptions *opt, int64_t want_tokens,
+                        int64_t min_freq) {
+    while (tr->t->n_vocab < want_tokens && tr->heap.n > 0) {
+        if (opt->progress) opt->progress(opt->progress_ctx, "tokens", tr->t->n_vocab, want_tokens);
+        TrainEnt e = th_pop(&tr->heap);
+        int64_t k = pt_get(&tr->pt, e.a, e.b, 0);
+        int64_t cur = k >= 0 ? tr->pt.p[k].count : 0;
         if (cur != e.count) {   // out of date: requeue with the current count
-            if (cur > 0) th_push(&heap, (TrainEnt){cur, e.a, e.b});
+            if (cur > 0) th_push(&tr->heap, (TrainEnt){cur, e.a, e.b});
             continue;
         }
         if (cur < min_freq) break;
-        // The new token: bytes(a) + bytes(b); an existing id if those bytes are a token already.
-        size_t la = (size_t)(t->off[e.a + 1] - t->off[e.a]), lb = (size_t)(t->off[e.b + 1] - t->off[e.b]);
-        char *nb = XMALLOC(la + lb);
-        memcpy(nb, tb.data + t->off[e.a], la);
-        memcpy(nb + la, tb.data + t->off[e.b], lb);
-        int64_t before = known.n;
-        int32_t c = (int32_t)pc_count(&known, (const unsigned char *)nb, la + lb);   // index == id
-        if (known.n > before) {   // new token
-            if (t->n_vocab + 1 > tcap) {
-                tcap *= 2;
-                t->off = XREALLOC(t->off, (size_t)(tcap + 1) * sizeof(int64_t));
-            }
-            bytes_put(&tb, nb, la + lb);
-            t->off[++t->n_vocab] = (int64_t)tb.n;
-        }
-        free(nb);
-        if (t->n_merges == mcap) {
-            mcap *= 2;
-            t->m_a = XREALLOC(t->m_a, (size_t)mcap * sizeof(int32_t));
-            t->m_b = XREALLOC(t->m_b, (size_t)mcap * sizeof(int32_t));
-            t->m_res = XREALLOC(t->m_res, (size_t)mcap * sizeof(int32_t));
-        }
-        t->m_a[t->n_merges] = e.a; t->m_b[t->n_merges] = e.b; t->m_res[t->n_merges] = c;
-        int64_t rank = t->n_merges++;
-        // Rewrite every word that holds the pair. `where` may grow while we walk it (new pairs
-        // contain c, never (a, b)), so iterate over a snapshot of its length.
-        n_touched = 0;
-        int64_t nw = pt.p[k].n_where;
-        for (int64_t q = 0; q < nw; q++) {
-            int64_t w = pt.p[k].where[q];
-            if (stamp[w] == rank) continue;
-            stamp[w] = rank;
-            int32_t *s = sym + pc.off[w];
-            int64_t n = wlen[w], has = 0;
-            for (int64_t i = 0; i + 1 < n && !has; i++) has = s[i] == e.a && s[i + 1] == e.b;
-            if (!has) continue;
-            word_pairs(&pt, s, n, w, pc.count[w], -1, -1);
-            int64_t o = 0;
-            for (int64_t i = 0; i < n;) {
-                if (i + 1 < n && s[i] == e.a && s[i + 1] == e.b) { s[o++] = c; i += 2; }
-                else s[o++] = s[i++];
-            }
-            wlen[w] = o;
-            word_pairs(&pt, s, o, w, pc.count[w], +1, c);
-            for (int64_t i = 0; i + 1 < o; i++)
-                if (s[i] == c || s[i + 1] == c) {
-                    int64_t kk = pt_get(&pt, s[i], s[i + 1], 0);
-                    if (n_touched == cap_touched) {
-                        cap_touched = cap_touched ? cap_touched * 2 : 256;
-                        touched = XREALLOC(touched, (size_t)cap_touched * sizeof(int64_t));
-                    }
-                    touched[n_touched++] = kk;
-                }
-        }
-        // The pair is gone everywhere; free its word list. New pairs enter the heap.
-        free(pt.p[k].where);
-        pt.p[k].where = NULL; pt.p[k].n_where = pt.p[k].cap_where = 0; pt.p[k].last_word = -1;
-        for (int64_t q = 0; q < n_touched; q++) {
-            PairInfo *pi = &pt.p[touched[q]];
-            if (pi->count > 0 && pi->last_word != -2 - rank) {
-                th_push(&heap, (TrainEnt){pi->count, pi->a, pi->b});
-                pi->last_word = -2 - rank;   // pushed once per merge
-            }
-        }
+        train_merge(tr, k, e);
     }
+}
 
-    // 3. <|endoftext|> last, then the Tokenizer proper.
-    bytes_put(&tb, EOT_TEXT, sizeof(EOT_TEXT) - 1);
-    if (t->n_vocab + 1 > tcap) t->off = XREALLOC(t->off, (size_t)(t->n_vocab + 2) * sizeof(int64_t));
-    t->off[++t->n_vocab] = (int64_t)tb.n;
-    t->bytes = tb.data;
-    t->flags = XCALLOC((size_t)t->n_vocab, 1);
+// Step 3: <|endoftext|> last, then the Tokenizer proper (lookup tables, pattern).
+static int train_finish(Trainer *tr, char *err, size_t errlen) {
+    Tokenizer *t = tr->t;
+    bytes_put(&tr->tb, EOT_TEXT, sizeof(EOT_TEXT) - 1);
+    if (t->n_vocab + 1 > tr->tcap)
+        t->off = REALLOC_CHECK(t->off, (size_t)(t->n_vocab + 2) * sizeof(int64_t));
+    t->off[++t->n_vocab] = (int64_t)tr->tb.n;
+    t->bytes = tr->tb.data;
+    tr->tb.data = NULL;
+    t->flags = CALLOC_CHECK((size_t)t->n_vocab, 1);
     int32_t first;
-    if (vmap_build(t, &first) >= 0 && st == TOK_OK)
-        st = fail(err, TOK_ERR_FORMAT, "tok_train: a learned token spells <|endoftext|>");
-    if (st == TOK_OK) {
-        pairs_alloc(t, t->n_merges);
-        for (int64_t r = 0; r < t->n_merges; r++) pairs_insert(t, (int32_t)r);
-        st = tok_finish(t, "tok_train", err);
-    }
-    if (st == TOK_OK && out_dir) st = tok_save(t, out_dir, err);
+    if (vmap_build(t, &first) >= 0)
+        return util_err(err, errlen, "tok_train: a learned token spells <|endoftext|>");
+    pairs_alloc(t, t->n_merges);
+    for (int64_t r = 0; r < t->n_merges; r++) pairs_insert(t, (int32_t)r);
+    return tok_finish(t, "tok_train", err, errlen);
+}
 
-    for (int64_t k = 0; k < pt.n; k++) free(pt.p[k].where);
-    free(pt.p); free(pt.key); free(pt.idx);
-    free(heap.e); free(touched); free(stamp); free(sym); free(wlen);
-    free(pc.bytes); free(pc.off); free(pc.count); free(pc.slot);
-    free(known.bytes); free(known.off); free(known.count); free(known.slot);
-    if (st != TOK_OK || !out) tok_free(t);
-    else *out = t;
+static void train_free(Trainer *tr) {
+    for (int64_t k = 0; k < tr->pt.n; k++) free(tr->pt.p[k].where);
+    free(tr->pt.p); free(tr->pt.key); free(tr->pt.idx);
+    free(tr->heap.e); free(tr->touched); free(tr->stamp); free(tr->sym); free(tr->wlen);
+    free(tr->tb.data);
+    pc_free(&tr->pc);
+    pc_free(&tr->known);
+}
+
+int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *opt,
+              const char *out_dir, Tokenizer **out, char *err, size_t errlen) {
+    if (out) *out = NULL;
+    if (!opt || opt->vocab_size < 257 || opt->vocab_size > TOK_MAX_VOCAB)
+        return util_err(err, errlen, "tok_train: vocab_size must be 257 .. %lld",
+                        (long long)TOK_MAX_VOCAB);
+    if (opt->min_frequency < 0 || opt->max_bytes < 0)
+        return util_err(err, errlen, "tok_train: min_frequency and max_bytes must not be negative");
+    int64_t min_freq = opt->min_frequency ? opt->min_frequency : 2;
+    if (n_paths == 0) return util_err(err, errlen, "tok_train: no training files");
+
+    Trainer tr = {0};
+    int st = train_count_pieces(paths, n_paths, opt, &tr.pc, err, errlen);
+    if (st) {
+        pc_free(&tr.pc);
+        return st;
+    }
+    tr.t = tok_new();
+    train_setup(&tr);
+    train_learn(&tr, opt, opt->vocab_size - 1, min_freq);   // all but <|endoftext|>
+    st = train_finish(&tr, err, errlen);
+    if (st == 0 && out_dir) st = tok_save(tr.t, out_dir, err, errlen);
+    if (st != 0 || !out) tok_free(tr.t);
+    else *out = tr.t;
+    train_free(&tr);
     return st;
 }

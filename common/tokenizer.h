@@ -39,23 +39,13 @@
 // tok_token belong to the Tokenizer. A loaded Tokenizer is read-only in tok_encode/tok_decode, so
 // one Tokenizer may be used by many threads at once; tok_add_special modifies it.
 //
-// Errors: functions that can fail on input return TOK_OK (0) or a negative TokStatus and write a
-// one-line message naming the file (and line) and the problem into err[TOK_ERR_LEN] (err may be
-// NULL). Out-of-memory aborts with file:line. Nothing here uses global state.
+// Errors: functions that can fail on input return 0, or -1 with a one-line message naming the file
+// (and line) and the problem in err[errlen] (util_err; err may be NULL). Out of memory ends the
+// process with file:line (util's checked allocators). Nothing here uses global state.
 #ifndef TOKENIZER_H
 #define TOKENIZER_H
 #include <stddef.h>
 #include <stdint.h>
-
-#define TOK_ERR_LEN 256
-
-typedef enum {
-    TOK_OK = 0,
-    TOK_ERR_IO = -1,       // a file cannot be opened, read or written
-    TOK_ERR_FORMAT = -2,   // a file's contents are invalid (message says where and what)
-    TOK_ERR_ARG = -3,      // a bad argument (unknown id, bad option value, ...)
-    TOK_ERR_REGEX = -4,    // PCRE2 failed (compile or match-limit error)
-} TokStatus;
 
 // Flags for tok_encode.
 #define TOK_ALLOW_SPECIAL 1u   // recognise special tokens' text (e.g. "<|endoftext|>") in the input
@@ -77,15 +67,16 @@ void tok_bytes_free(TokBytes *b);
 
 // Loads dir/vocab.json + dir/merges.txt, or else the older names dir/encoder.json + dir/vocab.bpe.
 // On success *out owns a new Tokenizer (free with tok_free); on error *out is NULL.
-int tok_load(Tokenizer **out, const char *dir, char *err);
+int tok_load(Tokenizer **out, const char *dir, char *err, size_t errlen);
 // Same with explicit paths.
-int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err);
+int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err,
+                   size_t errlen);
 void tok_free(Tokenizer *t);   // NULL is fine
 
 // Writes dir/vocab.json (ids in order, non-ASCII as \uXXXX like GPT-2's encoder.json) and
 // dir/merges.txt ("#version: 0.2" then "a b" per merge in rank order). Each file is written to a
 // temporary name, fsynced and renamed, so a failure leaves any previous file intact.
-int tok_save(const Tokenizer *t, const char *dir, char *err);
+int tok_save(const Tokenizer *t, const char *dir, char *err, size_t errlen);
 
 int64_t tok_vocab_size(const Tokenizer *t);   // V: ids are 0..V-1
 int64_t tok_n_merges(const Tokenizer *t);
@@ -98,18 +89,16 @@ int32_t tok_find(const Tokenizer *t, const void *text, size_t len);
 
 // Registers text[0..len) as a special token. If it is already a token that id is reused,
 // otherwise it gets the next id (the vocabulary grows by one). *id (may be NULL) receives it.
-int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err);
+int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err,
+                    size_t errlen);
 
 // Appends the ids of text[0..len) (any bytes) to *out. flags: 0 or TOK_ALLOW_SPECIAL. Fails
-// only when PCRE2 does (TOK_ERR_REGEX, nothing appended).
+// only when PCRE2 does (nothing appended).
 int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags, TokIds *out,
-               char *err);
-// Appends the bytes of ids[0..n) to *out; TOK_ERR_ARG (nothing appended) on an id outside 0..V-1.
-int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err);
-// bytes[0..n) as text for storing or showing: a malloc'd NUL-terminated copy in which every byte
-// that is not part of well-formed UTF-8 (a sampled byte-level token sequence can cut a character)
-// and every NUL is U+FFFD, so that any SQLite client or JSON reader takes it.
-char *tok_text_utf8(const void *bytes, size_t n);
+               char *err, size_t errlen);
+// Appends the bytes of ids[0..n) to *out; -1 (nothing appended) on an id outside 0..V-1.
+int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, char *err,
+               size_t errlen);
 
 // BPE training. Text files are read as bytes, cut at "<|endoftext|>" (a document separator, never
 // learned) and pre-tokenized exactly as tok_encode does; merges are then learned greedily: at each
@@ -134,5 +123,5 @@ typedef struct {
 // out_dir is not NULL (the directory must exist); returns the Tokenizer in *out when out is not
 // NULL (free with tok_free).
 int tok_train(const char *const *paths, size_t n_paths, const TokTrainOptions *opt,
-              const char *out_dir, Tokenizer **out, char *err);
+              const char *out_dir, Tokenizer **out, char *err, size_t errlen);
 #endif

@@ -46,7 +46,9 @@ static uint64_t chunk_hash(const unsigned char *p, size_t n) {
 }
 
 static uint64_t fold_chunk(uint64_t acc, uint64_t chunk) { return data_hash_u64(acc, chunk); }
-static uint64_t fold_end(uint64_t acc, uint64_t n_bytes) { return data_hash_mix(data_hash_u64(acc, n_bytes)); }
+static uint64_t fold_end(uint64_t acc, uint64_t n_bytes) {
+    return data_hash_mix(data_hash_u64(acc, n_bytes));
+}
 
 uint64_t tokfile_vocab_hash(const Tokenizer *tok) {
     uint64_t h = DATA_HASH_INIT;
@@ -62,10 +64,22 @@ uint64_t tokfile_vocab_hash(const Tokenizer *tok) {
     return h ? h : 1;   // 0 means "unknown"
 }
 
-static void put_u32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
-static void put_u64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
-static uint32_t get_u32(const unsigned char *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
-static uint64_t get_u64(const unsigned char *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
+static void put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get_u32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+static uint64_t get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
 
 // ---------------------------------------------------------------------------------------------
 // writer
@@ -83,16 +97,10 @@ struct TokfileWriter {
     int failed;               // a write failed: only abort/commit (which fails) remain
 };
 
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s);
-    char *d = MALLOC_CHECK(n + 1);
-    memcpy(d, s, n + 1);
-    return d;
-}
 
 // fsync of the directory holding path, so a rename is durable.
 static int fsync_parent(const char *path) {
-    char *copy = xstrdup(path);
+    char *copy = STRDUP_CHECK(path);
     int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
     free(copy);
     if (fd < 0) return -1;
@@ -107,7 +115,7 @@ int tokfile_writer_open(TokfileWriter **out, const char *path, int64_t vocab_siz
     if (vocab_size < 1 || vocab_size > ((int64_t)1 << 31))
         return util_err(err, errlen, "%s: bad vocabulary size %lld", path, (long long)vocab_size);
     TokfileWriter *w = CALLOC_CHECK(1, sizeof *w);
-    w->path = xstrdup(path);
+    w->path = STRDUP_CHECK(path);
     size_t n = strlen(path) + 32;
     w->tmp = MALLOC_CHECK(n);
     snprintf(w->tmp, n, "%s.tmp.%ld", path, (long)getpid());
@@ -147,14 +155,18 @@ int tokfile_writer_add(TokfileWriter *w, const int32_t *ids, size_t n, char *err
     if (w->failed) return util_err(err, errlen, "%s: an earlier write failed", w->tmp);
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= w->vocab_size)
-            return util_err(err, errlen, "%s: id %d is outside the vocabulary (V = %lld)", w->path, ids[i], (long long)w->vocab_size);
+            return util_err(err, errlen, "%s: id %d is outside the vocabulary (V = %lld)", w->path,
+                            ids[i], (long long)w->vocab_size);
     for (size_t i = 0; i < n; i++) {
         if (w->chunk_n == TOKFILE_CHUNK_BYTES && flush_chunk(w, err, errlen)) return -1;
         uint32_t v = (uint32_t)ids[i];
         unsigned char *p = w->chunk + w->chunk_n;
         p[0] = (unsigned char)v;
         p[1] = (unsigned char)(v >> 8);
-        if (w->token_bytes == 4) { p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24); }
+        if (w->token_bytes == 4) {
+            p[2] = (unsigned char)(v >> 16);
+            p[3] = (unsigned char)(v >> 24);
+        }
         w->chunk_n += (size_t)w->token_bytes;
     }
     w->n_tokens += (int64_t)n;
@@ -180,7 +192,11 @@ void tokfile_writer_abort(TokfileWriter *w) {
 }
 
 int tokfile_writer_commit(TokfileWriter *w, char *err, size_t errlen) {
-    if (w->failed) { util_err(err, errlen, "%s: an earlier write failed", w->tmp); tokfile_writer_abort(w); return -1; }
+    if (w->failed) {
+        util_err(err, errlen, "%s: an earlier write failed", w->tmp);
+        tokfile_writer_abort(w);
+        return -1;
+    }
     if (flush_chunk(w, err, errlen)) { tokfile_writer_abort(w); return -1; }
     unsigned char h[TOKFILE_HEADER_BYTES] = {0};
     memcpy(h, TOKFILE_MAGIC, 8);
@@ -192,8 +208,8 @@ int tokfile_writer_commit(TokfileWriter *w, char *err, size_t errlen) {
     put_u64(h + 40, w->vocab_hash);
     put_u64(h + 48, fold_end(w->acc, (uint64_t)w->n_tokens * (uint64_t)w->token_bytes));
     put_u64(h + 56, data_hash_mix(data_hash_bytes(DATA_HASH_INIT, h, 56)));
-    int ok = fseek(w->f, 0, SEEK_SET) == 0 && fwrite(h, 1, sizeof h, w->f) == sizeof h && fflush(w->f) == 0 &&
-             fsync(fileno(w->f)) == 0;
+    int ok = fseek(w->f, 0, SEEK_SET) == 0 && fwrite(h, 1, sizeof h, w->f) == sizeof h &&
+             fflush(w->f) == 0 && fsync(fileno(w->f)) == 0;
     int e = errno;
     int closed = fclose(w->f) == 0;
     w->f = NULL;
@@ -232,13 +248,16 @@ static int is_graphic(unsigned char c) { return c >= 0x21 && c <= 0x7E; }
 // The last safe cut c in [lo, hi] (see tokfile.h), or 0.
 static size_t last_safe_cut(const unsigned char *s, size_t lo, size_t hi, size_t n) {
     for (size_t c = hi; c >= lo && c > 0; c--)
-        if (c + 1 < n && (s[c] == ' ' || s[c] == '\n') && is_graphic(s[c - 1]) && is_graphic(s[c + 1])) return c;
+        if (c + 1 < n && (s[c] == ' ' || s[c] == '\n') && is_graphic(s[c - 1]) &&
+            is_graphic(s[c + 1]))
+            return c;
     return 0;
 }
 
 // The next piece of text: *out/*len point into the reader's buffer (valid until the next call),
 // *end_doc says whether a document ends after it. 1: a piece; 0: the file is done; -1: error.
-static int next_piece(TextReader *r, const char **out, size_t *len, int *end_doc, char *err, size_t errlen) {
+static int next_piece(TextReader *r, const char **out, size_t *len, int *end_doc, char *err,
+                      size_t errlen) {
     for (;;) {
         if (!r->eof && (r->start > 0 || r->n < r->cap)) {
             if (r->start > 0) {   // compact, then fill
@@ -250,12 +269,14 @@ static int next_piece(TextReader *r, const char **out, size_t *len, int *end_doc
                 size_t got = fread(r->buf + r->n, 1, r->cap - r->n, r->f);
                 const char *nul = got ? memchr(r->buf + r->n, 0, got) : NULL;
                 if (nul)   // never in text; /dev/zero or a binary file given by mistake
-                    return util_err(err, errlen, "%s: a NUL byte at offset %lld: not a text file", r->path,
-                                    (long long)(r->n_read + (nul - (r->buf + r->n))));
+                    return util_err(err, errlen, "%s: a NUL byte at offset %lld: not a text file",
+                                    r->path, (long long)(r->n_read + (nul - (r->buf + r->n))));
                 r->n += got;
                 r->n_read += (int64_t)got;
                 if (got == 0) {
-                    if (ferror(r->f)) return util_err(err, errlen, "cannot read %s: %s", r->path, strerror(errno));
+                    if (ferror(r->f))
+                        return util_err(err, errlen, "cannot read %s: %s", r->path,
+                                        strerror(errno));
                     r->eof = 1;
                 }
             }
@@ -285,8 +306,7 @@ static int next_piece(TextReader *r, const char **out, size_t *len, int *end_doc
         size_t c = last_safe_cut((const unsigned char *)s, 1, hi, n);
         if (!c && r->cap < MAX_PIECE_BUF) {
             r->cap *= 2;
-            r->buf = realloc(r->buf, r->cap);
-            if (!r->buf) DIE("out of memory (%zu bytes)", r->cap);
+            r->buf = REALLOC_CHECK(r->buf, r->cap);
             continue;
         }
         if (!c) {   // no safe cut in 64 MiB: cut at a UTF-8 character boundary
@@ -306,7 +326,7 @@ typedef struct {
     int end_doc, blank;
     TokIds ids;
     int rc;
-    char err[TOK_ERR_LEN];
+    char err[256];   // the message when rc != 0 (pieces are encoded in parallel)
 } Piece;
 
 typedef struct {
@@ -320,14 +340,12 @@ static void batch_push(PieceBatch *b, const char *s, size_t len, int end_doc) {
     if (b->arena_n + len > b->arena_cap) {
         size_t cap = b->arena_cap ? b->arena_cap : (1 << 20);
         while (cap < b->arena_n + len) cap *= 2;
-        b->arena = realloc(b->arena, cap);
-        if (!b->arena) DIE("out of memory (%zu bytes)", cap);
+        b->arena = REALLOC_CHECK(b->arena, cap);
         b->arena_cap = cap;
     }
     if (b->n == b->cap) {
         b->cap = b->cap ? 2 * b->cap : 256;
-        b->p = realloc(b->p, b->cap * sizeof(Piece));
-        if (!b->p) DIE("out of memory");
+        b->p = REALLOC_ARRAY(b->p, b->cap, sizeof(Piece));
     }
     Piece *p = &b->p[b->n++];
     memset(p, 0, sizeof *p);
@@ -352,14 +370,14 @@ static int batch_flush(PieceBatch *b, const Tokenizer *tok, TokfileWriter *w, in
     for (int64_t i = 0; i < n; i++) {
         Piece *p = &b->p[i];
         if (p->blank && p->end_doc) continue;   // may be skipped below; encoded there if not
-        p->rc = tok_encode(tok, b->arena + p->off, p->len, 0, &p->ids, p->err);
+        p->rc = tok_encode(tok, b->arena + p->off, p->len, 0, &p->ids, p->err, sizeof p->err);
     }
     int rc = 0;
     for (int64_t i = 0; i < n && !rc; i++) {
         Piece *p = &b->p[i];
         if (p->blank && p->end_doc) {
             if (!*doc_open) continue;   // an empty or whitespace-only document: skipped
-            p->rc = tok_encode(tok, b->arena + p->off, p->len, 0, &p->ids, p->err);
+            p->rc = tok_encode(tok, b->arena + p->off, p->len, 0, &p->ids, p->err, sizeof p->err);
         }
         if (p->rc) { rc = util_err(err, errlen, "tokenizer: %s", p->err); break; }
         if (p->ids.n) {
@@ -383,7 +401,10 @@ int tokfile_write_text(const char *out_path, const Tokenizer *tok, const char *c
                        char *err, size_t errlen) {
     TokfileStats st = {0};
     if (stats) *stats = st;
-    if (tok_eot(tok) < 0) return util_err(err, errlen, "%s: the tokenizer has no <|endoftext|> token to end documents with", out_path);
+    if (tok_eot(tok) < 0)
+        return util_err(err, errlen,
+                        "%s: the tokenizer has no <|endoftext|> token to end documents with",
+                        out_path);
     size_t chunk = opt && opt->chunk_bytes > 0 ? (size_t)opt->chunk_bytes : (1 << 20);
     if (chunk < 64) chunk = 64;
     int threads = 1;
@@ -392,7 +413,9 @@ int tokfile_write_text(const char *out_path, const Tokenizer *tok, const char *c
 #endif
     size_t batch_bytes = (size_t)(threads < 1 ? 1 : threads) * 2 * chunk;
     TokfileWriter *w;
-    if (tokfile_writer_open(&w, out_path, tok_vocab_size(tok), tokfile_vocab_hash(tok), err, errlen)) return -1;
+    if (tokfile_writer_open(&w, out_path, tok_vocab_size(tok), tokfile_vocab_hash(tok), err,
+                            errlen))
+        return -1;
     PieceBatch b = {0};
     TextReader r = {0};
     r.cap = chunk;
@@ -404,7 +427,10 @@ int tokfile_write_text(const char *out_path, const Tokenizer *tok, const char *c
         r.start = r.n = 0;
         r.eof = 0;
         r.n_read = 0;
-        if (!r.f) { rc = util_err(err, errlen, "cannot open %s: %s", paths[k], strerror(errno)); break; }
+        if (!r.f) {
+            rc = util_err(err, errlen, "cannot open %s: %s", paths[k], strerror(errno));
+            break;
+        }
         const char *s = NULL;
         size_t len = 0;
         int end_doc = 0, got;
@@ -441,12 +467,20 @@ int tokfile_open(TokFile *f, const char *path, const Tokenizer *tok, int64_t mod
     int fd = open(path, O_RDONLY);
     if (fd < 0) return util_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb)) { int e = errno; close(fd); return util_err(err, errlen, "cannot stat %s: %s", path, strerror(e)); }
-    if (!S_ISREG(sb.st_mode)) { close(fd); return util_err(err, errlen, "%s is not a regular file", path); }
+    if (fstat(fd, &sb)) {
+        int e = errno;
+        close(fd);
+        return util_err(err, errlen, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return util_err(err, errlen, "%s is not a regular file", path);
+    }
     size_t size = (size_t)sb.st_size;
     if (size < TOKFILE_HEADER_BYTES) {
         close(fd);
-        return util_err(err, errlen, "%s: %zu bytes, too short for a token file (header: %d bytes)", path, size, TOKFILE_HEADER_BYTES);
+        return util_err(err, errlen, "%s: %zu bytes, too short for a token file (header: %d bytes)",
+                        path, size, TOKFILE_HEADER_BYTES);
     }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
@@ -455,14 +489,15 @@ int tokfile_open(TokFile *f, const char *path, const Tokenizer *tok, int64_t mod
     const unsigned char *h = map;
     f->map = map;
     f->map_bytes = size;
-    f->path = xstrdup(path);
+    f->path = STRDUP_CHECK(path);
     uint32_t version = get_u32(h + 8), tb = get_u32(h + 12);
     uint64_t V = get_u64(h + 16), nt = get_u64(h + 24), nd = get_u64(h + 32);
     int rc = 0;
     if (memcmp(h, TOKFILE_MAGIC, 8))
         rc = util_err(err, errlen, "%s: not a token file (bad magic)", path);
     else if (version != TOKFILE_VERSION)
-        rc = util_err(err, errlen, "%s: token file version %u, this build reads version %d", path, version, TOKFILE_VERSION);
+        rc = util_err(err, errlen, "%s: token file version %u, this build reads version %d", path,
+                      version, TOKFILE_VERSION);
     else if (get_u64(h + 56) != data_hash_mix(data_hash_bytes(DATA_HASH_INIT, h, 56)))
         rc = util_err(err, errlen, "%s: header checksum mismatch (corrupt header)", path);
     else if (tb != 2 && tb != 4)
@@ -470,14 +505,17 @@ int tokfile_open(TokFile *f, const char *path, const Tokenizer *tok, int64_t mod
     else if (V < 1 || V > ((uint64_t)1 << 31))
         rc = util_err(err, errlen, "%s: bad vocabulary size %llu", path, (unsigned long long)V);
     else if ((tb == 2) != (V <= 65536))
-        rc = util_err(err, errlen, "%s: %u-byte ids do not match the vocabulary size %llu (2 bytes when V <= 65536, else 4)",
-                      path, tb, (unsigned long long)V);
+        rc = util_err(err, errlen, "%s: %u-byte ids do not match the vocabulary size %llu (2 bytes "
+                      "when V <= 65536, else 4)", path, tb, (unsigned long long)V);
     else if (nt != (size - TOKFILE_HEADER_BYTES) / tb || (size - TOKFILE_HEADER_BYTES) % tb)
-        rc = util_err(err, errlen, "%s: %s: the header says %llu tokens (%llu bytes) but the file holds %zu bytes of tokens",
-                      path, nt > (size - TOKFILE_HEADER_BYTES) / tb ? "truncated" : "wrong size",
-                      (unsigned long long)nt, (unsigned long long)nt * tb, size - TOKFILE_HEADER_BYTES);
+        rc = util_err(err, errlen, "%s: %s: the header says %llu tokens (%llu bytes) but the file "
+                      "holds %zu bytes of tokens", path,
+                      nt > (size - TOKFILE_HEADER_BYTES) / tb ? "truncated" : "wrong size",
+                      (unsigned long long)nt, (unsigned long long)nt * tb,
+                      size - TOKFILE_HEADER_BYTES);
     else if (nd > nt)
-        rc = util_err(err, errlen, "%s: bad header: %llu documents in %llu tokens", path, (unsigned long long)nd, (unsigned long long)nt);
+        rc = util_err(err, errlen, "%s: bad header: %llu documents in %llu tokens", path,
+                      (unsigned long long)nd, (unsigned long long)nt);
     if (rc) { tokfile_close(f); return -1; }
     f->token_bytes = (int)tb;
     f->n_tokens = (int64_t)nt;
@@ -487,17 +525,20 @@ int tokfile_open(TokFile *f, const char *path, const Tokenizer *tok, int64_t mod
     f->checksum = get_u64(h + 48);
     // one pass over the tokens: chunk hashes and the first id >= V, in parallel
     const unsigned char *data = h + TOKFILE_HEADER_BYTES;
-    size_t bytes = (size_t)nt * tb, n_chunks = (bytes + TOKFILE_CHUNK_BYTES - 1) / TOKFILE_CHUNK_BYTES;
+    size_t bytes = (size_t)nt * tb,
+           n_chunks = (bytes + TOKFILE_CHUNK_BYTES - 1) / TOKFILE_CHUNK_BYTES;
     uint64_t *hashes = MALLOC_CHECK((n_chunks ? n_chunks : 1) * sizeof(uint64_t));
     int64_t *bad = MALLOC_CHECK((n_chunks ? n_chunks : 1) * sizeof(int64_t));
     #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < (int64_t)n_chunks; c++) {
-        size_t off = (size_t)c * TOKFILE_CHUNK_BYTES, len = bytes - off < TOKFILE_CHUNK_BYTES ? bytes - off : TOKFILE_CHUNK_BYTES;
+        size_t off = (size_t)c * TOKFILE_CHUNK_BYTES,
+               len = bytes - off < TOKFILE_CHUNK_BYTES ? bytes - off : TOKFILE_CHUNK_BYTES;
         hashes[c] = chunk_hash(data + off, len);
         bad[c] = -1;
         int64_t first = (int64_t)(off / tb), cnt = (int64_t)(len / tb);
         for (int64_t i = 0; i < cnt; i++) {
-            uint32_t id = tb == 2 ? (uint32_t)(data[off + 2 * i] | data[off + 2 * i + 1] << 8) : get_u32(data + off + 4 * i);
+            uint32_t id = tb == 2 ? (uint32_t)(data[off + 2 * i] | data[off + 2 * i + 1] << 8)
+                                  : get_u32(data + off + 4 * i);
             if (id >= V) { bad[c] = first + i; break; }
         }
     }
@@ -512,17 +553,18 @@ int tokfile_open(TokFile *f, const char *path, const Tokenizer *tok, int64_t mod
     if (fold_end(acc, bytes) != f->checksum)
         rc = util_err(err, errlen, "%s: token checksum mismatch (the file is corrupt)", path);
     else if (first_bad >= 0)
-        rc = util_err(err, errlen, "%s: token %lld is id %d, outside the vocabulary (V = %llu)", path,
-                      (long long)first_bad, tokfile_get(f, first_bad), (unsigned long long)V);
+        rc = util_err(err, errlen, "%s: token %lld is id %d, outside the vocabulary (V = %llu)",
+                      path, (long long)first_bad, tokfile_get(f, first_bad), (unsigned long long)V);
     else if (tok && tok_vocab_size(tok) != f->vocab_size)
-        rc = util_err(err, errlen, "%s: written with a vocabulary of %lld tokens, the tokenizer has %lld",
-                      path, (long long)f->vocab_size, (long long)tok_vocab_size(tok));
+        rc = util_err(err, errlen,
+                      "%s: written with a vocabulary of %lld tokens, the tokenizer has %lld", path,
+                      (long long)f->vocab_size, (long long)tok_vocab_size(tok));
     else if (tok && f->vocab_hash && f->vocab_hash != tokfile_vocab_hash(tok))
-        rc = util_err(err, errlen, "%s: written with a different vocabulary than the tokenizer's (same size %lld, other tokens)",
-                      path, (long long)f->vocab_size);
+        rc = util_err(err, errlen, "%s: written with a different vocabulary than the tokenizer's "
+                      "(same size %lld, other tokens)", path, (long long)f->vocab_size);
     else if (model_vocab > 0 && f->vocab_size > model_vocab)
-        rc = util_err(err, errlen, "%s: vocabulary of %lld tokens does not fit the model's %lld", path,
-                      (long long)f->vocab_size, (long long)model_vocab);
+        rc = util_err(err, errlen, "%s: vocabulary of %lld tokens does not fit the model's %lld",
+                      path, (long long)f->vocab_size, (long long)model_vocab);
     if (rc) { tokfile_close(f); return -1; }
     return 0;
 }
@@ -535,9 +577,11 @@ void tokfile_close(TokFile *f) {
 
 void tokfile_read(const TokFile *f, int64_t start, int64_t n, int32_t *out) {
     if (start < 0 || n < 0 || start + n > f->n_tokens)
-        DIE("tokfile_read: [%lld, %lld) outside %s (%lld tokens)", (long long)start, (long long)(start + n), f->path, (long long)f->n_tokens);
+        DIE("tokfile_read: [%lld, %lld) outside %s (%lld tokens)", (long long)start,
+            (long long)(start + n), f->path, (long long)f->n_tokens);
     const unsigned char *p = f->map + TOKFILE_HEADER_BYTES + (size_t)start * (size_t)f->token_bytes;
-    if (f->token_bytes == 2) for (int64_t i = 0; i < n; i++) out[i] = (int32_t)(p[2 * i] | p[2 * i + 1] << 8);
+    if (f->token_bytes == 2)
+        for (int64_t i = 0; i < n; i++) out[i] = (int32_t)(p[2 * i] | p[2 * i + 1] << 8);
     else for (int64_t i = 0; i < n; i++) out[i] = (int32_t)get_u32(p + 4 * i);
 }
 
@@ -570,7 +614,8 @@ static void setup_epoch(TokfileIter *it) {
     it->phase = 0;
     if (it->opt.order == TOKFILE_SHUFFLED) {
         Rng r;
-        rng_init(&r, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, it->opt.seed), (uint64_t)it->epoch)));
+        rng_init(&r, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, it->opt.seed),
+                                                 (uint64_t)it->epoch)));
         int64_t span = n - T < T ? n - T : T;   // >= 1 since n >= T+1
         it->phase = (int64_t)rng_below(&r, (uint64_t)span);
         for (int i = 0; i < 4; i++) it->keys[i] = rng_u64(&r);
@@ -585,11 +630,13 @@ int tokfile_iter_init(TokfileIter *it, const TokFile *f, const TokfileIterOption
                       char *err, size_t errlen) {
     memset(it, 0, sizeof *it);
     if (opt->batch_size < 1 || opt->seq_len < 1)
-        return util_err(err, errlen, "%s: bad batch %d x %d", f->path, opt->batch_size, opt->seq_len);
+        return util_err(err, errlen, "%s: bad batch %d x %d", f->path, opt->batch_size,
+                        opt->seq_len);
     if (opt->order != TOKFILE_SEQUENTIAL && opt->order != TOKFILE_SHUFFLED)
         return util_err(err, errlen, "%s: unknown window order %d", f->path, (int)opt->order);
     if (f->n_tokens < (int64_t)opt->seq_len + 1)
-        return util_err(err, errlen, "%s: %lld tokens, fewer than one window of %d (seq_len %d + 1)", f->path,
+        return util_err(err, errlen,
+                        "%s: %lld tokens, fewer than one window of %d (seq_len %d + 1)", f->path,
                         (long long)f->n_tokens, opt->seq_len + 1, opt->seq_len);
     it->f = f;
     it->opt = *opt;
@@ -608,7 +655,9 @@ int64_t tokfile_iter_windows(const TokfileIter *it) { return it->n_windows; }
 
 void tokfile_iter_next(TokfileIter *it, DataBatch *b, float w) {
     int B = it->opt.batch_size, T = it->opt.seq_len;
-    if (B > b->max_B || T > b->max_T) DIE("tokfile_iter_next: batch of %d x %d does not fit the DataBatch (%d x %d)", B, T, b->max_B, b->max_T);
+    if (B > b->max_B || T > b->max_T)
+        DIE("tokfile_iter_next: batch of %d x %d does not fit the DataBatch (%d x %d)", B, T,
+            b->max_B, b->max_T);
     b->B = B;
     b->T = T;
     b->n_targets = (int64_t)B * T;
@@ -631,25 +680,26 @@ void tokfile_iter_next(TokfileIter *it, DataBatch *b, float w) {
 }
 
 void tokfile_iter_cursor(const TokfileIter *it, DataCursor *c) {
-    c->epoch = it->epoch;
-    c->index = it->index;
-    c->seed = it->opt.seed;
-    c->fingerprint = it->fingerprint;
+    *c = (DataCursor){.epoch = it->epoch, .index = it->index, .seed = it->opt.seed,
+                      .fingerprint = it->fingerprint};
 }
 
 int tokfile_iter_seek(TokfileIter *it, const DataCursor *c, char *err, size_t errlen) {
     if (c->fingerprint != it->fingerprint)
-        return util_err(err, errlen, "%s: the data cursor does not match this token file and window settings (fingerprint %016llx, expected %016llx)",
-                        it->f->path, (unsigned long long)c->fingerprint, (unsigned long long)it->fingerprint);
+        return util_err(err, errlen, "%s: the data cursor does not match this token file and "
+                        "window settings (fingerprint %016llx, expected %016llx)", it->f->path,
+                        (unsigned long long)c->fingerprint, (unsigned long long)it->fingerprint);
     if (c->epoch < 0 || c->index < 0)
-        return util_err(err, errlen, "%s: data cursor out of range (epoch %lld, window %lld)", it->f->path, (long long)c->epoch, (long long)c->index);
+        return util_err(err, errlen, "%s: data cursor out of range (epoch %lld, window %lld)",
+                        it->f->path, (long long)c->epoch, (long long)c->index);
     TokfileIter t = *it;
     t.opt.seed = c->seed;
     t.epoch = c->epoch;
     setup_epoch(&t);
     if (c->index >= t.n_windows)
-        return util_err(err, errlen, "%s: data cursor out of range (window %lld of %lld in epoch %lld)", it->f->path,
-                        (long long)c->index, (long long)t.n_windows, (long long)c->epoch);
+        return util_err(
+            err, errlen, "%s: data cursor out of range (window %lld of %lld in epoch %lld)",
+            it->f->path, (long long)c->index, (long long)t.n_windows, (long long)c->epoch);
     t.index = c->index;
     *it = t;
     return 0;

@@ -26,12 +26,12 @@
 // Text -> tokens (tokfile_write_text): each input file is streamed in pieces of about chunk_bytes
 // (never read whole). Documents are separated by the text "<|endoftext|>" inside a file and by
 // the end of each file; every document is encoded and followed by the end token (by id); documents
-// that are empty or only ASCII whitespace (up to 64 MiB of it) are skipped. A document is cut into pieces only where
-// the cut cannot change GPT-2's pre-tokenization: at a ' ' or '\n' whose neighbours on both sides
-// are printable ASCII (e.g. "word word" or "end.\nNext"), so the file holds exactly the ids that
-// encoding each document whole would give. A document with no such cut point in 64 MiB is cut at
-// a UTF-8 character boundary (the pieces there may differ from a whole-document encoding).
-// Pieces are encoded in parallel (OpenMP) and written in order.
+// that are empty or only ASCII whitespace (up to 64 MiB of it) are skipped. A document is cut into
+// pieces only where the cut cannot change GPT-2's pre-tokenization: at a ' ' or '\n' whose
+// neighbours on both sides are printable ASCII (e.g. "word word" or "end.\nNext"), so the file
+// holds exactly the ids that encoding each document whole would give. A document with no such cut
+// point in 64 MiB is cut at a UTF-8 character boundary (the pieces there may differ from a
+// whole-document encoding). Pieces are encoded in parallel (OpenMP) and written in order.
 //
 // Reading (tokfile_open) maps the file and validates everything before use: size >= header,
 // magic, version, token_bytes vs V, header checksum, file size == 64 + n_tokens * token_bytes,
@@ -120,7 +120,8 @@ void tokfile_close(TokFile *f);   // leaves *f zeroed; a zeroed TokFile may be c
 static inline int32_t tokfile_get(const TokFile *f, int64_t i) {   // 0 <= i < n_tokens
     const unsigned char *p = f->map + TOKFILE_HEADER_BYTES + (size_t)i * (size_t)f->token_bytes;
     return f->token_bytes == 2 ? (int32_t)(p[0] | p[1] << 8)
-                               : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+                               : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                                           (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
 }
 // Copies ids [start, start + n) into out; the range must lie inside the file.
 void tokfile_read(const TokFile *f, int64_t start, int64_t n, int32_t *out);
@@ -156,6 +157,7 @@ int64_t tokfile_iter_windows(const TokfileIter *it);   // windows in the current
 // on (into the next epoch when this one ends). A step of A micro-batches has A*B*T targets.
 void tokfile_iter_next(TokfileIter *it, DataBatch *b, float w);
 void tokfile_iter_cursor(const TokfileIter *it, DataCursor *c);
-// Continues from c (same file and B, T, order): -1 when the fingerprint differs or c is out of range.
+// Continues from c (same file and B, T, order): -1 when the fingerprint differs or c is out of
+// range.
 int  tokfile_iter_seek(TokfileIter *it, const DataCursor *c, char *err, size_t errlen);
 #endif

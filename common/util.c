@@ -7,13 +7,17 @@
 #include <sys/stat.h>
 #include <time.h>
 
+void util_vreport(const char *prefix, const char *file, int line, const char *fmt, va_list ap) {
+    fprintf(stderr, "%s%s:%d: ", prefix, file, line);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+}
+
 void util_die(const char *file, int line, const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "fatal: %s:%d: ", file, line);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    util_vreport("fatal: ", file, line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n");
     exit(2);
 }
 
@@ -36,7 +40,8 @@ void *util_realloc(void *p, size_t size, const char *file, int line) {
 }
 
 void *util_realloc_array(void *p, size_t n, size_t size, const char *file, int line) {
-    if (size && n > SIZE_MAX / size) util_die(file, line, "array of %zu x %zu bytes overflows", n, size);
+    if (size && n > SIZE_MAX / size)
+        util_die(file, line, "array of %zu x %zu bytes overflows", n, size);
     return util_realloc(p, n * size, file, line);
 }
 
@@ -45,12 +50,27 @@ char *util_strdup(const char *s, const char *file, int line) {
     return memcpy(util_malloc(n, file, line), s, n);
 }
 
+char *util_strndup(const char *s, size_t n, const char *file, int line) {
+    char *d = util_malloc(n + 1, file, line);
+    if (n) memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
 void *util_aligned_alloc(size_t size, const char *file, int line) {
     void *p = NULL;
     size_t rounded = (size + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, rounded ? rounded : 64)) util_die(file, line, "out of memory allocating %zu bytes", size);
+    if (posix_memalign(&p, 64, rounded ? rounded : 64))
+        util_die(file, line, "out of memory allocating %zu bytes", size);
     memset(p, 0, rounded);
     return p;
+}
+
+// One line, whatever the quoted input held: control characters become '?' (line breaks and tabs
+// a space), so a message is always a single line on the terminal and in logs.
+static void err_one_line(char *err) {
+    for (unsigned char *p = (unsigned char *)err; *p; p++)
+        if (*p < 0x20 || *p == 0x7F) *p = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : '?';
 }
 
 int util_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -59,11 +79,21 @@ int util_err(char *err, size_t errlen, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
-        // one line, whatever the quoted input held: control characters become '?' (line breaks
-        // and tabs a space), so a message is always a single line on the terminal and in logs
-        for (unsigned char *p = (unsigned char *)err; *p; p++)
-            if (*p < 0x20 || *p == 0x7F) *p = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : '?';
+        err_one_line(err);
     }
+    return -1;
+}
+
+int util_err_prefix(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return -1;
+    char *msg = util_strdup(err, __FILE__, __LINE__);
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    if (k >= 0 && (size_t)k < errlen) snprintf(err + k, errlen - (size_t)k, "%s", msg);
+    free(msg);
+    err_one_line(err);
     return -1;
 }
 
@@ -89,11 +119,13 @@ int util_mkdir_p(const char *path, char *err, size_t errlen) {
         if (buf[i] != '/' && buf[i] != 0) continue;
         char keep = buf[i];
         buf[i] = 0;
-        if (mkdir(buf, 0777) && errno != EEXIST) return util_err(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            return util_err(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
         buf[i] = keep;
     }
     struct stat st;
-    if (stat(path, &st) || !S_ISDIR(st.st_mode)) return util_err(err, errlen, "%s is not a directory", path);
+    if (stat(path, &st) || !S_ISDIR(st.st_mode))
+        return util_err(err, errlen, "%s is not a directory", path);
     return 0;
 }
 
@@ -109,7 +141,8 @@ double util_mem_available(void) {
         avail = kb * 1024.0;
     }
     struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (avail == 0 || (double)rl.rlim_cur < avail))
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (avail == 0 || (double)rl.rlim_cur < avail))
         avail = (double)rl.rlim_cur;
     return avail;
 }

@@ -4,6 +4,7 @@
 // returned as a status with a message so that callers and tests can handle it.
 #ifndef UTIL_H
 #define UTIL_H
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,8 +14,11 @@ void *util_calloc(size_t n, size_t size, const char *file, int line);
 void *util_realloc(void *p, size_t size, const char *file, int line);
 void *util_realloc_array(void *p, size_t n, size_t size, const char *file, int line);  // n * size
 char *util_strdup(const char *s, const char *file, int line);
+// s[0..n) and a NUL (s may hold NULs; s may be NULL when n is 0)
+char *util_strndup(const char *s, size_t n, const char *file, int line);
 void *util_aligned_alloc(size_t size, const char *file, int line);  // 64-byte aligned, zeroed
-void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 3, 4)));
+void util_die(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
 
 #define MALLOC_CHECK(size)      util_malloc((size), __FILE__, __LINE__)
 #define CALLOC_CHECK(n, size)   util_calloc((n), (size), __FILE__, __LINE__)
@@ -24,11 +28,19 @@ void  util_die(const char *file, int line, const char *fmt, ...) __attribute__((
 #define REALLOC_CHECK(p, size)      util_realloc((p), (size), __FILE__, __LINE__)
 #define REALLOC_ARRAY(p, n, size)   util_realloc_array((p), (n), (size), __FILE__, __LINE__)
 #define STRDUP_CHECK(s)             util_strdup((s), __FILE__, __LINE__)
+#define STRNDUP_CHECK(s, n)         util_strndup((s), (n), __FILE__, __LINE__)
 #define DIE(...)                util_die(__FILE__, __LINE__, __VA_ARGS__)
+// Writes "<prefix>file:line: <message>\n" to stderr (util_die's line; the test harness's too).
+void util_vreport(const char *prefix, const char *file, int line, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 
 // Formats a message into err (which may be NULL) and returns -1, for `return util_err(...)`.
 // The message is one line: control characters in it (from quoted input) become ' ' or '?'.
 int util_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+// Puts the formatted text before the message already in err (e.g. "where: "), returns -1: for a
+// callee's message that the caller places, `return util_err_prefix(err, errlen, "%s: ", path)`.
+int util_err_prefix(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 // Creates path and its missing parents (like mkdir -p); 0 or -1 with a message.
 int    util_mkdir_p(const char *path, char *err, size_t errlen);

@@ -9,6 +9,7 @@
 // SIGINT, SIGTERM and SIGHUP are passed on to the running stage, and the runner exits 128+signal
 // once the stage has. The first failure stops the pipeline with a summary.
 #include "cli.h"
+#include "hash.h"
 #include "pipeline.h"
 #include "store.h"
 #include "util.h"
@@ -28,8 +29,7 @@
 #include <unistd.h>
 
 static void fnv(uint64_t *h, const void *data, size_t n) {
-    const unsigned char *c = data;
-    for (size_t i = 0; i < n; i++) { *h ^= c[i]; *h *= 0x100000001b3ULL; }
+    *h = data_hash_bytes(*h, data, n);
 }
 
 
@@ -102,7 +102,7 @@ static int hash_if_input(Pipeline *p, const char *ws_real, const char *path, uin
 // the files it names outside the workspace (so an edited data file reruns the stage). Values of
 // --set KEY=VALUE count, and so do the items of a flow list ["a", "b"].
 static int fingerprint(Pipeline *p, const char *ws_real, Stage *st) {
-    uint64_t h = 0xcbf29ce484222325ULL;
+    uint64_t h = DATA_HASH_INIT;
     fnv(&h, st->program, strlen(st->program) + 1);
     for (int i = 1; i < st->argc; i++) fnv(&h, st->argv[i], strlen(st->argv[i]) + 1);
     for (int i = 0; i < st->n_needs; i++) fnv(&h, p->stages[st->need_idx[i]].fingerprint, 16);

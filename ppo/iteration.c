@@ -29,6 +29,7 @@
 // resume from the last saved state (see PPO_ITER_STOPPED in trainer.h).
 #include "trainer.h"
 #include "cli.h"
+#include "utf8.h"
 #include "util.h"
 #include <math.h>
 #include <stdio.h>
@@ -448,38 +449,13 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
 // ---------------------------------------------------------------------------------------------
 // recording
 
-// Length of the valid UTF-8 sequence at p[0..n) (1..4), or 0 when p[0] does not start one.
-static int utf8_seq(const unsigned char *p, size_t n) {
-    unsigned c = p[0];
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (len == 0 || (size_t)len > n) return 0;
-    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-    for (int i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return len;
-}
-
 // A response as text for the store: UTF-8, with every byte that is not part of valid UTF-8 (a
 // sampled sequence of byte-level tokens can cut a character) and every NUL replaced by U+FFFD,
 // so that the rollouts table reads cleanly from any SQL client.
 static char *decode(const Tokenizer *tok, const int32_t *ids, int n) {
     TokBytes tb = {0};
-    char terr[TOK_ERR_LEN];
-    tok_decode(tok, ids, (size_t)n, &tb, terr);
-    char *out = MALLOC_CHECK(3 * tb.n + 1);
-    size_t k = 0;
-    const unsigned char *p = (const unsigned char *)tb.data;
-    for (size_t i = 0; i < tb.n;) {
-        int len = p[i] ? utf8_seq(p + i, tb.n - i) : 0;
-        if (len) { memcpy(out + k, p + i, (size_t)len); k += (size_t)len; i += (size_t)len; continue; }
-        out[k++] = (char)0xEF; out[k++] = (char)0xBF; out[k++] = (char)0xBD;
-        i++;
-    }
-    out[k] = 0;
+    tok_decode(tok, ids, (size_t)n, &tb, NULL, 0);
+    char *out = utf8_clean(tb.data, tb.n);
     tok_bytes_free(&tb);
     return out;
 }

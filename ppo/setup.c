@@ -547,8 +547,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     snprintf(last_ema, sizeof last_ema, "%s/ema", s->last_dir);
     const char *pol_from = resumed ? last_pol : pol, *val_from = resumed ? last_val : val;
 
-    char terr[TOK_ERR_LEN];
-    if (tok_load(&s->tok, s->tok_dir, terr)) return util_err(err, errlen, "tokenizer: %s", terr);
+    if (tok_load(&s->tok, s->tok_dir, err, errlen)) return util_err_prefix(err, errlen, "tokenizer: ");
     s->gen.eot_id = tok_eot(s->tok);
     if (s->dist.size == 1) s->gen.cancel = stop_requested;   // a stop ends generation between decoding steps
     if (s->gen.eot_id < 0 && dist_main(&s->dist)) fprintf(stderr, "ppo: warning: the tokenizer has no <|endoftext|>: responses always run to rollout.max_new_tokens\n");

@@ -25,6 +25,7 @@
 #include "generate.h"
 #include "tokenizer.h"
 #include "reward.h"
+#include "utf8.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -134,9 +135,8 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
         ended[b] = n > 0 && out[(size_t)b * g.max_new_tokens + n - 1] == g.eot_id;
         if (ended[b]) n--;
         TokBytes tb = {0};
-        char terr[TOK_ERR_LEN];
-        if (tok_decode(L->tok, out + (size_t)b * g.max_new_tokens, (size_t)n, &tb, terr)) { rc = util_err(err, errlen, "%s", terr); break; }
-        char *clean = tok_text_utf8(tb.data ? tb.data : "", tb.n);   // a sample can cut a character
+        if (tok_decode(L->tok, out + (size_t)b * g.max_new_tokens, (size_t)n, &tb, err, errlen)) { rc = -1; break; }
+        char *clean = utf8_clean(tb.data ? tb.data : "", tb.n);   // a sample can cut a character
         const char *text = clean;
         if (lp && !strncmp(text, L->prefix, lp)) text += lp; // the prefix belongs to the rendering
         rc = store_add_completion(L->db, pid, text, L->policy, &cids[b], err, errlen);
@@ -662,8 +662,7 @@ int cmd_label(int argc, char **argv) {
                      L.policy);
             goto out;
         }
-        char terr[TOK_ERR_LEN];
-        if (tok_load(&L.tok, tokdir ? tokdir : L.policy, terr)) { snprintf(err, sizeof err, "%s", terr); goto out; }
+        if (tok_load(&L.tok, tokdir ? tokdir : L.policy, err, sizeof err)) goto out;
         DatasetOptions o = {.prompt_template = tmpl,
                             .response_prefix = L.prefix,
                             .max_tokens = L.pol.config.max_seq_len};

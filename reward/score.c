@@ -37,10 +37,11 @@ int rm_scorer_open(RmScorer *s, const char *ckpt, const char *tokdir, const char
     if (!c.score_head)
         return util_err(err, errlen, "%s has no score head (score.weight): not a reward model",
                         ckpt);
-    char terr[TOK_ERR_LEN];
-    if (tok_load(&s->tok, tokdir && *tokdir ? tokdir : ckpt, terr)) return util_err(err, errlen, "%s", terr);
+    const char *dir = tokdir && *tokdir ? tokdir : ckpt;
+    if (tok_load(&s->tok, dir, err, errlen)) return -1;
     s->tok_owned = 1;
-    if (ckpt_check_tokenizer(ckpt, c.vocab_size, tokdir && *tokdir ? tokdir : ckpt, tok_vocab_size(s->tok), err, errlen)) return -1;
+    if (ckpt_check_tokenizer(ckpt, c.vocab_size, dir, tok_vocab_size(s->tok), err, errlen))
+        return -1;
     if (make_dataset(s, tmpl, prefix, c.max_seq_len, err, errlen)) return -1;
     // the model itself is made at the first rm_score_texts, for the longest sequence it needs
     s->own.config = c;

@@ -441,8 +441,7 @@ static int setup(Rm *rm, char *err, size_t errlen) {
     int had_score = c.score_head;
     c.lm_head = 0;      // the unembedding is removed: ln_f's output feeds only the score
     c.score_head = 1;
-    char terr[TOK_ERR_LEN];
-    if (tok_load(&rm->tok, tokenizer_dir(rm), terr)) return util_err(err, errlen, "%s", terr);
+    if (tok_load(&rm->tok, tokenizer_dir(rm), err, errlen)) return -1;
     if (ckpt_check_tokenizer(from, c.vocab_size, tokenizer_dir(rm), tok_vocab_size(rm->tok), err, errlen)) return -1;
     DatasetOptions dopt = {.prompt_template = config_get_string(rm->cfg, "data.prompt_template"),
                            .response_prefix = config_get_string(rm->cfg, "data.response_prefix"), .max_tokens = c.max_seq_len};

@@ -18,6 +18,7 @@
 #include "store.h"
 #include "tasks.h"
 #include "tokenizer.h"
+#include "utf8.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -203,7 +204,7 @@ static int check_lm(const char *dir, const Eval *e, const char *role) {
 // ---------------------------------------------------------------------------------------------
 
 static int generate(const Eval *e, const Model *m, PolicyOut *po) {
-    char err[512], terr[TOK_ERR_LEN];
+    char err[512];
     int T = m->config.max_seq_len;
     if (e->longest_prompt + e->max_new > T)
         EFAIL(
@@ -250,10 +251,10 @@ static int generate(const Eval *e, const Model *m, PolicyOut *po) {
         int n = po->len[r];
         if (n > 0 && po->tok[r * MN + n - 1] == e->eot) n--;
         TokBytes tb = {0};
-        if (tok_decode(e->tok, po->tok + r * MN, (size_t)n, &tb, terr)) { fprintf(stderr, "rlhf eval-policy: %s\n", terr); rc = -1; break; }
+        if (tok_decode(e->tok, po->tok + r * MN, (size_t)n, &tb, err, sizeof err)) { fprintf(stderr, "rlhf eval-policy: %s\n", err); rc = -1; break; }
         const char *txt = tb.data ? tb.data : "";
         if (*txt == ' ') txt++;   // the response prefix
-        po->text[r] = rlhf_utf8_clean(txt, strlen(txt));
+        po->text[r] = utf8_clean(txt, strlen(txt));
         tok_bytes_free(&tb);
         Task t;
         po->correct[r] = !task_parse(e->prompts[r / e->samples], &t) && task_check(&t, po->text[r]);
@@ -380,7 +381,7 @@ static int reward_scores(const Eval *e, Model *rm, PolicyOut *po) {
 // Pretraining text as the token stream PPO-ptx and sft train on: each <|endoftext|>-separated
 // document encoded, followed by the end token; empty documents skipped.
 static int encode_text(const Eval *e, int32_t **ids, size_t *n) {
-    char *data, err[512], terr[TOK_ERR_LEN];
+    char *data, err[512];
     size_t len;
     if (cli_read_file(e->pretrain, &data, &len, err, sizeof err)) EFAIL("%s", err);
     TokIds out = {0};
@@ -389,7 +390,7 @@ static int encode_text(const Eval *e, int32_t **ids, size_t *n) {
         char *nx = strstr(s, sep);
         size_t k = nx ? (size_t)(nx - s) : strlen(s);
         if (strspn(s, " \t\r\n") < k) {
-            if (tok_encode(e->tok, s, k, 0, &out, terr)) { free(data); tok_ids_free(&out); EFAIL("%s: %s", e->pretrain, terr); }
+            if (tok_encode(e->tok, s, k, 0, &out, err, sizeof err)) { free(data); tok_ids_free(&out); EFAIL("%s: %s", e->pretrain, err); }
             if (out.n + 1 > out.cap) {
                 out.cap = out.cap * 2 + 16;
                 out.ids = REALLOC_ARRAY(out.ids, out.cap, sizeof(int32_t));
@@ -616,7 +617,7 @@ static int write_responses(const Eval *e, const PolicyOut *A, const PolicyOut *B
     for (int64_t r = 0; r < e->n_resp; r++) {
         int64_t p = r / e->samples;
         cJSON *o = cJSON_CreateObject();
-        char *pc = rlhf_utf8_clean(e->prompts[p], strlen(e->prompts[p]));
+        char *pc = utf8_clean(e->prompts[p], strlen(e->prompts[p]));
         cJSON_AddStringToObject(o, "prompt", pc);
         free(pc);
         cJSON_AddStringToObject(o, "task", task_kind_name(e->kind[p]));
@@ -890,8 +891,11 @@ int cmd_eval_policy(int argc, char **argv) {
         return 2;
     }
 
-    char terr[TOK_ERR_LEN];
-    if (tok_load(&e.tok, e.tokdir ? e.tokdir : e.a, terr)) { fprintf(stderr, "rlhf eval-policy: %s\n", terr); return 1; }
+    char err[512];
+    if (tok_load(&e.tok, e.tokdir ? e.tokdir : e.a, err, sizeof err)) {
+        fprintf(stderr, "rlhf eval-policy: %s\n", err);
+        return 1;
+    }
     e.eot = tok_eot(e.tok);
     int rc = 0;
     if (e.eot < 0) {

@@ -6,6 +6,7 @@
 #include "generate.h"
 #include "model.h"
 #include "tokenizer.h"
+#include "utf8.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -65,7 +66,7 @@ int cmd_init(int argc, char **argv) {
     int eot = -1;
     if (tokdir) {
         Tokenizer *t;
-        if (tok_load(&t, tokdir, err)) FAIL("rlhf init: %s", err);
+        if (tok_load(&t, tokdir, err, sizeof err)) FAIL("rlhf init: %s", err);
         int64_t tv = tok_vocab_size(t);
         eot = tok_eot(t);
         tok_free(t);
@@ -154,10 +155,9 @@ int cmd_info(int argc, char **argv) {
     if (ci.has_tokenizer) { // refuse what the programs refuse: a tokenizer that does not fit the
                             // model
         Tokenizer *t;
-        char terr[TOK_ERR_LEN];
         char tdir[4200];   // where the config was read: DIR, or DIR.old while DIR is being replaced
         snprintf(tdir, sizeof tdir, "%s%s", dir, ci.from_old ? ".old" : "");
-        if (tok_load(&t, tdir, terr)) FAIL("rlhf info: %s", terr);
+        if (tok_load(&t, tdir, err, sizeof err)) FAIL("rlhf info: %s", err);
         int bad = ckpt_check_tokenizer(tdir, c.vocab_size, tdir, tok_vocab_size(t), err, sizeof err);
         tok_free(t);
         if (bad) { FAIL("rlhf info: %s", err); }
@@ -190,8 +190,9 @@ int cmd_info(int argc, char **argv) {
 }
 
 // Loads the tokenizer of a checkpoint, or the one named explicitly.
-static int load_tokenizer(Tokenizer **t, const char *ckpt, const char *explicit_dir, char *err) {
-    return tok_load(t, explicit_dir ? explicit_dir : ckpt, err);
+static int load_tokenizer(Tokenizer **t, const char *ckpt, const char *explicit_dir, char *err,
+                          size_t errlen) {
+    return tok_load(t, explicit_dir ? explicit_dir : ckpt, err, errlen);
 }
 
 int rlhf_window_loss(Model *m, const int32_t *ids, size_t n, int64_t W, int64_t B,
@@ -262,14 +263,13 @@ int cmd_eval(int argc, char **argv) {
         if (rc) FAIL("rlhf eval: %s", err);
     } else {
         Tokenizer *t;
-        char terr[TOK_ERR_LEN];
-        if (load_tokenizer(&t, dir, tokdir, terr)) { free(data); FAIL("rlhf eval: %s", terr); }
+        if (load_tokenizer(&t, dir, tokdir, err, sizeof err)) { free(data); FAIL("rlhf eval: %s", err); }
         TokIds ti = {0};
-        int rc = tok_encode(t, data, len, 0, &ti, terr);
+        int rc = tok_encode(t, data, len, 0, &ti, err, sizeof err);
         free(data);
         int64_t tv = tok_vocab_size(t);
         tok_free(t);
-        if (rc) { tok_ids_free(&ti); FAIL("rlhf eval: %s", terr); }
+        if (rc) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
         if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tv, err, sizeof err)) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
         ids = ti.ids; n = ti.n;
     }
@@ -395,11 +395,11 @@ static int gen_read_prompt_file(const char *pfile, GenPrompts *g) {
 // Checks the checkpoint, loads its tokenizer, reads and tokenizes every prompt (each must fit
 // the context with --max-new tokens after it). Prints the error and returns 1.
 static int gen_load_prompts(const GenArgs *a, GenPrompts *g) {
-    char err[512], terr[TOK_ERR_LEN];
+    char err[512];
     CkptInfo ci;
     if (ckpt_load_config(a->dir, &g->c, &ci, err, sizeof err)) FAIL("rlhf generate: %s", err);
     if (!g->c.lm_head) FAIL("rlhf generate: %s is a reward/value model without an LM head", a->dir);
-    if (load_tokenizer(&g->t, a->dir, a->tokdir, terr)) FAIL("rlhf generate: %s", terr);
+    if (load_tokenizer(&g->t, a->dir, a->tokdir, err, sizeof err)) FAIL("rlhf generate: %s", err);
     if (ckpt_check_tokenizer(a->dir, g->c.vocab_size, a->tokdir ? a->tokdir : a->dir,
                              tok_vocab_size(g->t), err, sizeof err))
         FAIL("rlhf generate: %s", err);
@@ -411,7 +411,8 @@ static int gen_load_prompts(const GenArgs *a, GenPrompts *g) {
     g->ids = CALLOC_CHECK(g->np, sizeof(TokIds));
     for (size_t i = 0; i < g->np; i++) {
         TokIds *p = &g->ids[i];
-        if (tok_encode(g->t, g->texts[i], strlen(g->texts[i]), 0, p, terr)) FAIL("rlhf generate: %s", terr);
+        if (tok_encode(g->t, g->texts[i], strlen(g->texts[i]), 0, p, err, sizeof err))
+            FAIL("rlhf generate: %s", err);
         if (p->n == 0) FAIL("rlhf generate: prompt %zu is empty", i + 1);
         if ((int64_t)p->n + a->max_new > g->c.max_seq_len)
             FAIL(
@@ -425,14 +426,14 @@ static int gen_load_prompts(const GenArgs *a, GenPrompts *g) {
 // One JSON line {"prompt", "completion"} per prompt of a batch (the end token left out).
 static void gen_print_batch(const GenPrompts *g, size_t p0, int nb, const int32_t *out,
                             const int32_t *ol, int64_t max_new) {
-    char terr[TOK_ERR_LEN];
+    char err[512];
     for (int b = 0; b < nb; b++) {
         int n = ol[b];
         if (n > 0 && out[b * max_new + n - 1] == g->eot) n--;
         TokBytes tb = {0};
-        tok_decode(g->t, out + b * max_new, (size_t)n, &tb, terr);
-        char *cp = rlhf_utf8_clean(g->texts[p0 + b], strlen(g->texts[p0 + b]));
-        char *cc = rlhf_utf8_clean(tb.data ? tb.data : "", tb.n);
+        tok_decode(g->t, out + b * max_new, (size_t)n, &tb, err, sizeof err);
+        char *cp = utf8_clean(g->texts[p0 + b], strlen(g->texts[p0 + b]));
+        char *cc = utf8_clean(tb.data ? tb.data : "", tb.n);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "prompt", cp);
         cJSON_AddStringToObject(o, "completion", cc);

@@ -25,15 +25,15 @@ static int encode_decode(int decode, int argc, char **argv) {
     if (cli_parse(&cmd, argc, argv, &status)) return status;
     if (!dir) return cli_usage_error(&cmd, "missing tokenizer DIR");
     if (special) flags |= TOK_ALLOW_SPECIAL;
-    char err[TOK_ERR_LEN];
+    char err[512];
     Tokenizer *t;
-    if (tok_load(&t, dir, err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); return 1; }
+    if (tok_load(&t, dir, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); return 1; }
     char *data; size_t len;
     if (cli_read_file(in, &data, &len, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); tok_free(t); return 1; }
     int rc = 0;
     if (!decode) {
         TokIds ids = {0};
-        if (tok_encode(t, data, len, flags, &ids, err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
+        if (tok_encode(t, data, len, flags, &ids, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
         for (size_t i = 0; i < ids.n && !rc; i++) printf(i + 1 < ids.n ? "%d " : "%d", ids.ids[i]);
         if (!rc) printf("\n");
         tok_ids_free(&ids);
@@ -42,7 +42,7 @@ static int encode_decode(int decode, int argc, char **argv) {
         TokBytes out = {0};
         if (cli_parse_ids(in, data, tok_vocab_size(t) - 1, &ids, &n, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
         else {
-            if (tok_decode(t, ids, n, &out, err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
+            if (tok_decode(t, ids, n, &out, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
             else fwrite(out.data, 1, out.n, stdout);
             free(ids);
         }
@@ -75,7 +75,7 @@ static int train(int argc, char **argv) {
     TokTrainOptions o = {0};
     const char *out = NULL;
     CliList files = {0};
-    char err[TOK_ERR_LEN];
+    char err[512];
     int64_t vocab = 0, min_freq = 0, max_bytes = 0;
     int status;
     CliOption opts[] = {
@@ -103,7 +103,7 @@ static int train(int argc, char **argv) {
     o.progress = train_progress;
     o.progress_ctx = &tp;
     Tokenizer *t = NULL;
-    int trc = tok_train(files.items, (size_t)files.n, &o, out, &t, err);
+    int trc = tok_train(files.items, (size_t)files.n, &o, out, &t, err, sizeof err);
     if (tp.phase) cli_progress_end(&tp.p);
     if (trc) {
         fprintf(stderr, "rlhf tokenizer train: %s\n", err);

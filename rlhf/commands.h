@@ -21,8 +21,4 @@ int cmd_eval_policy(int argc, char **argv);   // cmd_evalpolicy.c: compare two p
 // *total (the mean is *total / (n - 1)). progress (or NULL) is updated after each pass.
 int rlhf_window_loss(Model *m, const int32_t *ids, size_t n, int64_t W, int64_t B,
                      CliProgress *progress, double *total, char *err, size_t errlen);
-
-// text.c: s[0..n) with every byte that is not part of a well-formed UTF-8 character (NUL
-// included) replaced by U+FFFD, so that JSON output stays valid. Malloc'd.
-char *rlhf_utf8_clean(const char *s, size_t n);
 #endif

@@ -238,7 +238,7 @@ static void eval_samples(Sft *s) {
             if (gen_generate(&s->model, &kv, &sm, &g, &r, ids.ids, &len, 1, len, out, &ol, NULL, NULL, err, sizeof err) == 0) {
                 if (ol > 0 && out[ol - 1] == g.eot_id) ol--;
                 TokBytes tb = {0};
-                tok_decode(s->tok, out, (size_t)ol, &tb, err);
+                tok_decode(s->tok, out, (size_t)ol, &tb, err, sizeof err);
                 fprintf(stderr, "sft: sample %lld: %s ->%s\n", (long long)i + 1, prompts[i], tb.data ? tb.data : "");
                 tok_bytes_free(&tb);
             }
@@ -352,8 +352,7 @@ static int setup(Sft *s, char *err, size_t errlen) {
     if (model_init(&s->model, &c, s->B, s->T, 1, dist_main(&s->dist), err, errlen) ||
         ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen)) return -1;
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
-    char terr[TOK_ERR_LEN];
-    if (tok_load(&s->tok, tokdir[0] ? tokdir : init, terr)) return util_err(err, errlen, "%s", terr);
+    if (tok_load(&s->tok, tokdir[0] ? tokdir : init, err, errlen)) return -1;
     if (ckpt_check_tokenizer(from, c.vocab_size, tokdir[0] ? tokdir : init, tok_vocab_size(s->tok), err, errlen)) return -1;
     if (load_data(s, err, errlen)) return -1;
     s->micro = CALLOC_CHECK((size_t)s->accum, sizeof(DataBatch));

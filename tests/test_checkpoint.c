@@ -36,55 +36,38 @@ static void path(char *out, const char *a, const char *b) {
     if (snprintf(out, 1024, "%s/%s", a, b) >= 1024) { fprintf(stderr, "path too long\n"); exit(1); }
 }
 static void sibling(char *out, const char *a, const char *suffix) {
-    if (snprintf(out, 1024, "%s%s", a, suffix) >= 1024) { fprintf(stderr, "path too long\n"); exit(1); }
+    if (snprintf(out, 1024, "%s%s", a, suffix) >= 1024) {
+        fprintf(stderr, "path too long\n");
+        exit(1);
+    }
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
-static void rm_rf(const char *p) { nftw(p, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 
 static int exists(const char *p) { struct stat st; return lstat(p, &st) == 0; }
 
-static void write_bytes(const char *p, const void *data, size_t n) {
-    FILE *f = fopen(p, "wb");
-    if (!f || fwrite(data, 1, n, f) != n) { fprintf(stderr, "cannot write %s\n", p); exit(1); }
-    fclose(f);
-}
 
-static void write_text(const char *p, const char *s) { write_bytes(p, s, strlen(s)); }
+static void write_text(const char *p, const char *s) { test_write_file(p, s, strlen(s)); }
 
-static char *read_all(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) { free(buf); fclose(f); return NULL; }
-    buf[len] = 0;
-    fclose(f);
-    if (n) *n = (size_t)len;
-    return buf;
-}
 
 static void copy_dir_file(const char *src_dir, const char *dst_dir, const char *name) {
     char a[1024], b[1024];
     path(a, src_dir, name);
     path(b, dst_dir, name);
     size_t n;
-    char *d = read_all(a, &n);
+    char *d = test_read_file(a, &n);
     if (!d) { fprintf(stderr, "cannot read %s\n", a); exit(1); }
-    write_bytes(b, d, n);
+    test_write_file(b, d, n);
     free(d);
 }
 
 static void fresh_dir(char *out, const char *name) {
     path(out, root, name);
-    rm_rf(out);
+    test_rm_rf(out);
     mkdir(out, 0777);
 }
 
 static double read_number_file(const char *p) {
-    char *s = read_all(p, NULL);
+    char *s = test_read_file(p, NULL);
     if (!s) { fprintf(stderr, "cannot read %s\n", p); exit(1); }
     double v = atof(s);
     free(s);
@@ -94,11 +77,14 @@ static double read_number_file(const char *p) {
 static int read_tokens(int32_t *tok, int max) {
     char p[1024];
     path(p, fixture, "tokens.txt");
-    char *s = read_all(p, NULL);
+    char *s = test_read_file(p, NULL);
     if (!s) { fprintf(stderr, "cannot read %s\n", p); exit(1); }
     int n = 0;
     char *q = s, *end;
-    for (long v = strtol(q, &end, 10); end != q && n < max; v = strtol(q, &end, 10)) { tok[n++] = (int32_t)v; q = end; }
+    for (long v = strtol(q, &end, 10); end != q && n < max; v = strtol(q, &end, 10)) {
+        tok[n++] = (int32_t)v;
+        q = end;
+    }
     free(s);
     return n;
 }
@@ -108,18 +94,25 @@ static float sequence_loss(Model *m) {
     int32_t tok[64], tgt[64], len;
     float w[64];
     int T = read_tokens(tok, 64);
-    for (int t = 0; t < T; t++) { tgt[t] = t + 1 < T ? tok[t + 1] : -1; w[t] = t + 1 < T ? 1.0f / (float)(T - 1) : 0.0f; }
+    for (int t = 0; t < T; t++) {
+        tgt[t] = t + 1 < T ? tok[t + 1] : -1;
+        w[t] = t + 1 < T ? 1.0f / (float)(T - 1) : 0.0f;
+    }
     len = T;
     ModelBatch b = {.B = 1, .T = T, .tokens = tok, .lengths = &len, .targets = tgt, .weights = w};
     char err[256];
-    if (model_forward(m, &b, 0, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "forward: %s", err); return NAN; }
+    if (model_forward(m, &b, 0, err, sizeof err)) {
+        test_fail_at(__FILE__, __LINE__, "forward: %s", err);
+        return NAN;
+    }
     return m->loss;
 }
 
 // Runs hf_interop.py check on dir; returns the printed loss or NAN (and fails the case).
 static double python_check_loss(const char *dir) {
     char cmd[2048], line[512];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/ref/hf_interop.py check '%s' 2>&1", test_data_dir(), dir);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/ref/hf_interop.py check '%s' 2>&1",
+             test_data_dir(), dir);
     FILE *p = popen(cmd, "r");
     if (!p) { test_fail_at(__FILE__, __LINE__, "cannot run %s", cmd); return NAN; }
     double loss = NAN;
@@ -128,13 +121,16 @@ static double python_check_loss(const char *dir) {
         else fprintf(stderr, "    python: %s", line);
     }
     int st = pclose(p);
-    if (st != 0) test_fail_at(__FILE__, __LINE__, "%s exited with status %d (python3-torch missing?)", cmd, st);
+    if (st != 0)
+        test_fail_at(__FILE__, __LINE__, "%s exited with status %d (python3-torch missing?)", cmd,
+                     st);
     if (isnan(loss)) test_fail_at(__FILE__, __LINE__, "%s printed no loss", cmd);
     return st == 0 ? loss : NAN;
 }
 
 static void check_rel(double got, double want, double rel, const char *what) {
-    CHECK_MSG(fabs(got - want) <= rel * fabs(want), "%s: %.9g vs %.9g (rel tol %g)", what, got, want, rel);
+    CHECK_MSG(fabs(got - want) <= rel * fabs(want), "%s: %.9g vs %.9g (rel tol %g)", what, got,
+              want, rel);
 }
 
 static int load_model(const char *dir, Model *m, int trainable, int flags) {
@@ -146,28 +142,23 @@ static int load_model(const char *dir, Model *m, int trainable, int flags) {
     return 0;
 }
 
-// An expected failure: rc -1, a one-line message containing `want` (and `file` when given).
-#define CHECK_ERR(rc, err, want, file) do { \
-        int rc_ = (rc); \
-        CHECK_MSG(rc_ == -1, "expected an error containing \"%s\", got rc %d", want, rc_); \
-        if (rc_ == -1) { \
-            CHECK_MSG(strstr(err, want) != NULL, "error \"%s\" lacks \"%s\"", err, want); \
-            CHECK_MSG(strchr(err, '\n') == NULL, "error is not one line: %s", err); \
-            CHECK_MSG(!(file) || strstr(err, file ? file : "") != NULL, "error \"%s\" does not name %s", err, file ? file : ""); \
-        } \
-    } while (0)
 
 // The small model the error-path tests corrupt: L=1, NH=2, C=4, V=5, T=3.
-static const ModelConfig small_cfg = {.max_seq_len = 3, .vocab_size = 5, .n_layer = 1, .n_head = 2, .n_embd = 4,
-                                      .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
+static const ModelConfig small_cfg = {.max_seq_len = 3, .vocab_size = 5, .n_layer = 1, .n_head = 2,
+                                      .n_embd = 4, .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
 
 static void small_model(Model *m, int trainable, uint64_t seed) {
     char err[256];
-    if (model_init(m, &small_cfg, 1, 3, trainable, 0, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    if (model_init(m, &small_cfg, 1, 3, trainable, 0, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
     model_init_weights(m, seed);
 }
 
-static void fill_sentinel(Model *m) { for (size_t i = 0; i < m->num_params; i++) m->params_memory[i] = 7.0f; }
+static void fill_sentinel(Model *m) {
+    for (size_t i = 0; i < m->num_params; i++) m->params_memory[i] = 7.0f;
+}
 static int is_sentinel(const Model *m) {
     for (size_t i = 0; i < m->num_params; i++) if (m->params_memory[i] != 7.0f) return 0;
     return 1;
@@ -178,7 +169,7 @@ typedef struct { cJSON *h; char *raw; const char *data; size_t data_len; } StPar
 
 static int st_split(const char *p, StParts *s) {
     size_t n;
-    s->raw = read_all(p, &n);
+    s->raw = test_read_file(p, &n);
     if (!s->raw) return -1;
     uint64_t hl;
     memcpy(&hl, s->raw, 8);
@@ -188,7 +179,8 @@ static int st_split(const char *p, StParts *s) {
     return s->h ? 0 : -1;
 }
 
-static void st_join(const char *p, const char *header, const char *data, size_t data_len, size_t extra) {
+static void st_join(const char *p, const char *header, const char *data, size_t data_len,
+                    size_t extra) {
     size_t hl = strlen(header);
     FILE *f = fopen(p, "wb");
     uint64_t h64 = hl;
@@ -217,11 +209,13 @@ static void set_shape(cJSON *h, const char *name, int n, const double *dims) {
 }
 
 static void set_dtype(cJSON *h, const char *name, const char *dt) {
-    cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(h, name), "dtype", cJSON_CreateString(dt));
+    cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(h, name), "dtype",
+                                           cJSON_CreateString(dt));
 }
 
 static double offset_of(cJSON *h, const char *name, int which) {
-    cJSON *o = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(h, name), "data_offsets");
+    cJSON *o =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(h, name), "data_offsets");
     return cJSON_GetArrayItem(o, which)->valuedouble;
 }
 
@@ -234,9 +228,11 @@ static void test_hf_fixture_loss(void) {
     CkptInfo info;
     char err[512], p[1024];
     CHECK_MSG(ckpt_load_config(fixture, &c, &info, err, sizeof err) == 0, "%s", err);
-    CHECK(c.vocab_size == 101 && c.n_head == 3 && c.n_embd == 24 && c.n_layer == 2 && c.max_seq_len == 16);
+    CHECK(c.vocab_size == 101 && c.n_head == 3 && c.n_embd == 24 && c.n_layer == 2 &&
+          c.max_seq_len == 16);
     CHECK(c.ln_eps == 1e-5f && c.lm_head == 1 && c.score_head == 0);
-    CHECK(info.bos_token_id == 100 && info.eos_token_id == 100 && !info.has_tokenizer && !info.has_trainer_state && !info.from_old);
+    CHECK(info.bos_token_id == 100 && info.eos_token_id == 100 && !info.has_tokenizer &&
+          !info.has_trainer_state && !info.from_old);
     Model m;
     if (load_model(fixture, &m, 0, 0)) return;
     path(p, fixture, "expected_loss.txt");
@@ -265,14 +261,18 @@ static void fill_state(Model *m, CkptTrainerState *st, uint64_t seed) {
 }
 
 static int states_equal(const CkptTrainerState *a, const CkptTrainerState *b) {
-    if (a->step != b->step || memcmp(&a->rng, &b->rng, sizeof a->rng) || a->n_ints != b->n_ints || a->n_floats != b->n_floats) return 0;
+    if (a->step != b->step || memcmp(&a->rng, &b->rng, sizeof a->rng) || a->n_ints != b->n_ints ||
+        a->n_floats != b->n_floats)
+        return 0;
     for (int i = 0; i < a->n_ints; i++) {
         int64_t v;
         if (ckpt_state_get_int(b, a->ints[i].name, &v, NULL, 0) || v != a->ints[i].value) return 0;
     }
     for (int i = 0; i < a->n_floats; i++) {
         double v;
-        if (ckpt_state_get_float(b, a->floats[i].name, &v, NULL, 0) || memcmp(&v, &a->floats[i].value, sizeof v)) return 0;
+        if (ckpt_state_get_float(b, a->floats[i].name, &v, NULL, 0) ||
+            memcmp(&v, &a->floats[i].value, sizeof v))
+            return 0;
     }
     return 1;
 }
@@ -294,8 +294,9 @@ static void test_roundtrip(void) {
     char dir[1024], tokdir[1024], err[512], p[1024], q[1024];
     make_tokenizer_dir(tokdir);
     path(dir, root, "rt");
-    rm_rf(dir);
-    CkptSaveOptions opt = {.tokenizer_dir = tokdir, .has_token_ids = 1, .bos_token_id = 100, .eos_token_id = 99, .state = &st};
+    test_rm_rf(dir);
+    CkptSaveOptions opt = {.tokenizer_dir = tokdir, .has_token_ids = 1, .bos_token_id = 100,
+                           .eos_token_id = 99, .state = &st};
     CHECK_MSG(ckpt_save(dir, &a, &opt, err, sizeof err) == 0, "%s", err);
     // saving again over it replaces it and leaves no sibling behind
     CHECK_MSG(ckpt_save(dir, &a, &opt, err, sizeof err) == 0, "%s", err);
@@ -304,20 +305,26 @@ static void test_roundtrip(void) {
     ModelConfig c;
     CkptInfo info;
     CHECK_MSG(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0, "%s", err);
-    CHECK(info.bos_token_id == 100 && info.eos_token_id == 99 && info.has_tokenizer && info.has_trainer_state && !info.from_old);
-    CHECK(c.lm_head == 1 && c.score_head == 0 && c.ln_eps == a.config.ln_eps && c.max_seq_len == a.config.max_seq_len);
+    CHECK(info.bos_token_id == 100 && info.eos_token_id == 99 && info.has_tokenizer &&
+          info.has_trainer_state && !info.from_old);
+    CHECK(c.lm_head == 1 && c.score_head == 0 && c.ln_eps == a.config.ln_eps &&
+          c.max_seq_len == a.config.max_seq_len);
     CHECK(model_init(&b, &c, 1, 16, 1, 0, err, sizeof err) == 0);
     CHECK_MSG(ckpt_load_weights(dir, &b, 0, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(ckpt_load_trainer_state(dir, &b, &st2, err, sizeof err) == 0, "%s", err);
-    CHECK_MSG(memcmp(a.params_memory, b.params_memory, a.num_params * sizeof(float)) == 0, "params differ after reload");
-    CHECK_MSG(memcmp(a.m_memory, b.m_memory, a.num_params * sizeof(float)) == 0, "first moments differ after reload");
-    CHECK_MSG(memcmp(a.v_memory, b.v_memory, a.num_params * sizeof(float)) == 0, "second moments differ after reload");
+    CHECK_MSG(memcmp(a.params_memory, b.params_memory, a.num_params * sizeof(float)) == 0,
+              "params differ after reload");
+    CHECK_MSG(memcmp(a.m_memory, b.m_memory, a.num_params * sizeof(float)) == 0,
+              "first moments differ after reload");
+    CHECK_MSG(memcmp(a.v_memory, b.v_memory, a.num_params * sizeof(float)) == 0,
+              "second moments differ after reload");
     CHECK_MSG(states_equal(&st, &st2), "trainer state differs after reload");
     int64_t cur;
-    CHECK(ckpt_state_get_int(&st2, "data.cursor", &cur, err, sizeof err) == 0 && cur == ((int64_t)1 << 62) + 5);
+    CHECK(ckpt_state_get_int(&st2, "data.cursor", &cur, err, sizeof err) == 0 &&
+          cur == ((int64_t)1 << 62) + 5);
     // the JSON carries the u64 Rng words as exact decimal strings
     path(p, dir, "trainer_state.json");
-    char *js = read_all(p, NULL), num[32];
+    char *js = test_read_file(p, NULL), num[32];
     snprintf(num, sizeof num, "\"%llu\"", (unsigned long long)st2.rng.s[0]);
     CHECK_MSG(js && strstr(js, num), "trainer_state.json lacks %s", num);
     free(js);
@@ -328,14 +335,16 @@ static void test_roundtrip(void) {
         path(p, tokdir, f);
         path(q, dir, f);
         size_t n1, n2;
-        char *x = read_all(p, &n1), *y = read_all(q, &n2);
+        char *x = test_read_file(p, &n1), *y = test_read_file(q, &n2);
         CHECK_MSG(x && y && n1 == n2 && !memcmp(x, y, n1), "%s not copied verbatim", f);
         free(x); free(y);
     }
     // a weights-only save drops the trainer state
     CHECK_MSG(ckpt_save(dir, &a, NULL, err, sizeof err) == 0, "%s", err);
-    CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && !info.has_trainer_state && !info.has_tokenizer);
-    CHECK_ERR(ckpt_load_trainer_state(dir, &b, &st2, err, sizeof err), err, "no trainer state", "rt");
+    CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && !info.has_trainer_state &&
+          !info.has_tokenizer);
+    CHECK_ERR(ckpt_load_trainer_state(dir, &b, &st2, err, sizeof err), err, "no trainer state",
+              "rt");
     model_free(&a);
     model_free(&b);
 }
@@ -347,7 +356,7 @@ static void test_python_reads_ours(void) {
     fill_state(&a, &st, 2);
     char dir[1024], err[512], p[1024];
     path(dir, root, "py");
-    rm_rf(dir);
+    test_rm_rf(dir);
     CkptSaveOptions opt = {.state = &st};
     CHECK_MSG(ckpt_save(dir, &a, &opt, err, sizeof err) == 0, "%s", err);
     path(p, fixture, "expected_loss.txt");
@@ -367,33 +376,40 @@ static void test_score_head(void) {
     c.score_head = 1;
     Model rm, lm;
     CHECK(model_init(&rm, &c, 1, 16, 0, 0, err, sizeof err) == 0);
-    CHECK_ERR(ckpt_load_weights(fixture, &rm, 0, err, sizeof err), err, "missing tensor score.weight", "model.safetensors");
+    CHECK_ERR(ckpt_load_weights(fixture, &rm, 0, err, sizeof err), err,
+              "missing tensor score.weight", "model.safetensors");
     for (int i = 0; i < c.n_embd; i++) rm.params.scorew[i] = 0.5f + (float)i;
-    CHECK_MSG(ckpt_load_weights(fixture, &rm, CKPT_ALLOW_MISSING_SCORE, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(ckpt_load_weights(fixture, &rm, CKPT_ALLOW_MISSING_SCORE, err, sizeof err) == 0, "%s",
+              err);
     int untouched = 1;
     for (int i = 0; i < c.n_embd; i++) untouched &= rm.params.scorew[i] == 0.5f + (float)i;
     CHECK_MSG(untouched, "score.weight was modified by a load that lacked it");
     path(dir, root, "rm");
-    rm_rf(dir);
+    test_rm_rf(dir);
     CHECK_MSG(ckpt_save(dir, &rm, NULL, err, sizeof err) == 0, "%s", err);
     path(p, dir, "config.json");
-    char *js = read_all(p, NULL);
-    CHECK(js && strstr(js, "GPT2ForSequenceClassification") && strstr(js, "\"num_labels\":") && !strstr(js, "GPT2LMHeadModel"));
+    char *js = test_read_file(p, NULL);
+    CHECK(js && strstr(js, "GPT2ForSequenceClassification") && strstr(js, "\"num_labels\":") &&
+          !strstr(js, "GPT2LMHeadModel"));
     free(js);
-    CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && c.lm_head == 0 && c.score_head == 1 && info.bos_token_id == -1);
+    CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && c.lm_head == 0 &&
+          c.score_head == 1 && info.bos_token_id == -1);
     path(p, fixture, "expected_loss.txt");
-    check_rel(python_check_loss(dir), read_number_file(p), 1e-4, "PyTorch loss of the reward checkpoint's transformer");
+    check_rel(python_check_loss(dir), read_number_file(p), 1e-4,
+              "PyTorch loss of the reward checkpoint's transformer");
     // an LM reading a reward checkpoint drops the head only when asked
     if (load_model(fixture, &lm, 0, 0)) { model_free(&rm); return; }
     fill_sentinel(&lm);
-    CHECK_ERR(ckpt_load_weights(dir, &lm, 0, err, sizeof err), err, "CKPT_IGNORE_SCORE", "model.safetensors");
+    CHECK_ERR(ckpt_load_weights(dir, &lm, 0, err, sizeof err), err, "CKPT_IGNORE_SCORE",
+              "model.safetensors");
     CHECK(is_sentinel(&lm));
     CHECK_MSG(ckpt_load_weights(dir, &lm, CKPT_IGNORE_SCORE, err, sizeof err) == 0, "%s", err);
     CHECK(memcmp(lm.params_memory, rm.params_memory, lm.num_params * sizeof(float)) == 0);
     // a reward model with its head reloads it exactly
     Model rm2;
     CHECK(ckpt_load_model(dir, &rm2, 1, 16, 0, 0, err, sizeof err) == 0);
-    CHECK(rm2.config.score_head && memcmp(rm2.params.scorew, rm.params.scorew, (size_t)c.n_embd * sizeof(float)) == 0);
+    CHECK(rm2.config.score_head &&
+          memcmp(rm2.params.scorew, rm.params.scorew, (size_t)c.n_embd * sizeof(float)) == 0);
     model_free(&rm2);
     // a model with both heads records both architectures
     c.lm_head = 1;
@@ -401,9 +417,10 @@ static void test_score_head(void) {
     CHECK(model_init(&both, &c, 1, 16, 0, 0, err, sizeof err) == 0);
     CHECK_MSG(ckpt_load_weights(dir, &both, 0, err, sizeof err) == 0, "%s", err);
     path(dir, root, "both");
-    rm_rf(dir);
+    test_rm_rf(dir);
     CHECK_MSG(ckpt_save(dir, &both, NULL, err, sizeof err) == 0, "%s", err);
-    CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && c.lm_head == 1 && c.score_head == 1);
+    CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && c.lm_head == 1 &&
+          c.score_head == 1);
     model_free(&both);
     model_free(&lm);
     model_free(&rm);
@@ -432,17 +449,36 @@ static void corrupt_case(const char *good, const char *want, Mutate mut, int lin
     fill_sentinel(&m);
     int rc = ckpt_load_weights(dir, &m, 0, err, sizeof err);
     if (rc != -1 || !strstr(err, want) || !strstr(err, "model.safetensors") || strchr(err, '\n'))
-        test_fail_at(__FILE__, line, "expected a one-line error naming model.safetensors with \"%s\"; rc %d, err \"%s\"", want, rc, rc ? err : "");
+        test_fail_at(
+            __FILE__, line,
+            "expected a one-line error naming model.safetensors with \"%s\"; rc %d, err \"%s\"",
+            want, rc, rc ? err : "");
     if (!is_sentinel(&m)) test_fail_at(__FILE__, line, "a failed load modified the model");
     model_free(&m);
 }
 
-static void mut_unknown_dtype(StParts *s, char **h, size_t *x) { set_dtype(s->h, "transformer.wte.weight", "F99"); }
-static void mut_int_dtype(StParts *s, char **h, size_t *x) { set_dtype(s->h, "transformer.ln_f.bias", "I32"); }
-static void mut_transposed(StParts *s, char **h, size_t *x) { double d[2] = {4, 5}; set_shape(s->h, "transformer.wte.weight", 2, d); }
-static void mut_wrong_numel(StParts *s, char **h, size_t *x) { double d[1] = {3}; set_shape(s->h, "transformer.ln_f.bias", 1, d); }
-static void mut_negative_dim(StParts *s, char **h, size_t *x) { double d[2] = {-5, -4}; set_shape(s->h, "transformer.wte.weight", 2, d); }
-static void mut_fraction_dim(StParts *s, char **h, size_t *x) { double d[1] = {3.5}; set_shape(s->h, "transformer.ln_f.bias", 1, d); }
+static void mut_unknown_dtype(StParts *s, char **h, size_t *x) {
+    set_dtype(s->h, "transformer.wte.weight", "F99");
+}
+static void mut_int_dtype(StParts *s, char **h, size_t *x) {
+    set_dtype(s->h, "transformer.ln_f.bias", "I32");
+}
+static void mut_transposed(StParts *s, char **h, size_t *x) {
+    double d[2] = {4, 5};
+    set_shape(s->h, "transformer.wte.weight", 2, d);
+}
+static void mut_wrong_numel(StParts *s, char **h, size_t *x) {
+    double d[1] = {3};
+    set_shape(s->h, "transformer.ln_f.bias", 1, d);
+}
+static void mut_negative_dim(StParts *s, char **h, size_t *x) {
+    double d[2] = {-5, -4};
+    set_shape(s->h, "transformer.wte.weight", 2, d);
+}
+static void mut_fraction_dim(StParts *s, char **h, size_t *x) {
+    double d[1] = {3.5};
+    set_shape(s->h, "transformer.ln_f.bias", 1, d);
+}
 static void mut_huge_shape(StParts *s, char **h, size_t *x) {
     double d[3] = {1e15, 1e15, 1e15};
     set_shape(s->h, "transformer.ln_f.bias", 3, d);
@@ -451,19 +487,24 @@ static void mut_outside(StParts *s, char **h, size_t *x) {
     set_offsets(s->h, "transformer.ln_f.bias", (double)s->data_len - 8, (double)s->data_len + 8);
 }
 static void mut_reversed(StParts *s, char **h, size_t *x) {
-    double b = offset_of(s->h, "transformer.ln_f.bias", 0), e = offset_of(s->h, "transformer.ln_f.bias", 1);
+    double b = offset_of(s->h, "transformer.ln_f.bias", 0),
+           e = offset_of(s->h, "transformer.ln_f.bias", 1);
     set_offsets(s->h, "transformer.ln_f.bias", e, b);
 }
-static void mut_overlap(StParts *s, char **h, size_t *x) {   // ln_f.weight and ln_f.bias have the same size
+static void mut_overlap(StParts *s, char **h,
+                        size_t *x) { // ln_f.weight and ln_f.bias have the same size
     set_offsets(s->h, "transformer.ln_f.bias", offset_of(s->h, "transformer.ln_f.weight", 0) + 4,
                 offset_of(s->h, "transformer.ln_f.weight", 1) + 4);
 }
-static void mut_missing(StParts *s, char **h, size_t *x) { cJSON_DeleteItemFromObjectCaseSensitive(s->h, "transformer.h.0.ln_2.bias"); }
+static void mut_missing(StParts *s, char **h, size_t *x) {
+    cJSON_DeleteItemFromObjectCaseSensitive(s->h, "transformer.h.0.ln_2.bias");
+}
 static void mut_missing_many(StParts *s, char **h, size_t *x) {
     cJSON_DeleteItemFromObjectCaseSensitive(s->h, "transformer.h.0.ln_2.bias");
     cJSON_DeleteItemFromObjectCaseSensitive(s->h, "transformer.ln_f.weight");
 }
-static void add_tensor(StParts *s, const char *name, const char *dtype, int nd, const double *dims, double b, double e) {
+static void add_tensor(StParts *s, const char *name, const char *dtype, int nd, const double *dims,
+                       double b, double e) {
     cJSON *t = cJSON_CreateObject();
     cJSON_AddStringToObject(t, "dtype", dtype);
     cJSON_AddItemToObject(t, "shape", cJSON_CreateArray());
@@ -474,7 +515,8 @@ static void add_tensor(StParts *s, const char *name, const char *dtype, int nd, 
 }
 static void mut_unexpected(StParts *s, char **h, size_t *x) {
     double d[1] = {4};
-    add_tensor(s, "transformer.h.1.ln_1.weight", "F32", 1, d, (double)s->data_len, (double)s->data_len + 16);
+    add_tensor(s, "transformer.h.1.ln_1.weight", "F32", 1, d, (double)s->data_len,
+               (double)s->data_len + 16);
     *x = 16;
 }
 static void mut_both_spellings(StParts *s, char **h, size_t *x) {
@@ -487,7 +529,8 @@ static void mut_lm_head_differs(StParts *s, char **h, size_t *x) {
     add_tensor(s, "lm_head.weight", "F32", 2, d, (double)s->data_len, (double)s->data_len + 80);
     *x = 80;   // zeros, unlike wte
 }
-static void mut_bad_buffer_dtype(StParts *s, char **h, size_t *x) {   // ignored tensors are still validated
+static void mut_bad_buffer_dtype(StParts *s, char **h,
+                                 size_t *x) { // ignored tensors are still validated
     double d[4] = {1, 1, 3, 3};
     add_tensor(s, "h.0.attn.bias", "X8", 4, d, (double)s->data_len, (double)s->data_len + 9);
     *x = 9;
@@ -502,7 +545,8 @@ static void mut_entry_not_object(StParts *s, char **h, size_t *x) {
     cJSON_ReplaceItemInObjectCaseSensitive(s->h, "transformer.ln_f.bias", cJSON_CreateNumber(3));
 }
 static void mut_unknown_key(StParts *s, char **h, size_t *x) {
-    cJSON_AddNumberToObject(cJSON_GetObjectItemCaseSensitive(s->h, "transformer.ln_f.bias"), "stride", 1);
+    cJSON_AddNumberToObject(cJSON_GetObjectItemCaseSensitive(s->h, "transformer.ln_f.bias"),
+                            "stride", 1);
 }
 static void mut_trailing(StParts *s, char **h, size_t *x) {
     char *t = cJSON_PrintUnformatted(s->h);
@@ -515,7 +559,7 @@ static void mut_duplicate(StParts *s, char **h, size_t *x) {
     // the same key twice (cJSON keeps both; the loader must notice)
     char *t = cJSON_PrintUnformatted(s->h);
     char *ent = strstr(t, "\"transformer.ln_f.bias\"");
-    char *close = strchr(strchr(ent, '}') + 1, '}');   // end of the header object (ln_f.bias is last)
+    char *close = strchr(strchr(ent, '}') + 1, '}'); // end of the header object (ln_f.bias is last)
     size_t n = strlen(t), elen = (size_t)(strchr(ent, '}') + 1 - ent);
     char *u = malloc(n + elen + 2);
     size_t pre = (size_t)(close - t);
@@ -529,14 +573,20 @@ static void mut_duplicate(StParts *s, char **h, size_t *x) {
 
 #define CORRUPT(good, want, mut) corrupt_case(good, want, mut, __LINE__)
 
-static void test_corrupt_safetensors(void) {
-    char good[1024], dir[1024], p[1024], err[512];
+// Saves the small model (seed 3) as root/name, a fresh folder; its path into good.
+static void save_small_model(char *good, const char *name) {
+    char err[512];
     Model m;
     small_model(&m, 0, 3);
-    path(good, root, "small");
-    rm_rf(good);
+    path(good, root, name);
+    test_rm_rf(good);
     CHECK_MSG(ckpt_save(good, &m, NULL, err, sizeof err) == 0, "%s", err);
     model_free(&m);
+}
+
+static void test_corrupt_safetensors(void) {
+    char good[1024], dir[1024], p[1024], err[512];
+    save_small_model(good, "small");
     // the last tensor in the file must be ln_f.bias for mut_duplicate
     CORRUPT(good, "unknown dtype \"F99\"", mut_unknown_dtype);
     CORRUPT(good, "only F32, F16 and BF16", mut_int_dtype);
@@ -564,7 +614,8 @@ static void test_corrupt_safetensors(void) {
     // byte-level damage
     size_t n;
     path(p, good, "model.safetensors");
-    char *raw = read_all(p, &n);
+    char *raw = test_read_file(p, &n);
+    Model m;
     small_model(&m, 0, 1);
     fill_sentinel(&m);
     struct { size_t keep; const char *want; } cuts[] = {
@@ -574,9 +625,10 @@ static void test_corrupt_safetensors(void) {
         fresh_dir(dir, "cut");
         copy_dir_file(good, dir, "config.json");
         path(p, dir, "model.safetensors");
-        if (cuts[i].keep == 8) { uint64_t z = 0; write_bytes(p, &z, 8); }
-        else write_bytes(p, raw, cuts[i].keep);
-        CHECK_ERR(ckpt_load_weights(dir, &m, 0, err, sizeof err), err, cuts[i].want, "model.safetensors");
+        if (cuts[i].keep == 8) { uint64_t z = 0; test_write_file(p, &z, 8); }
+        else test_write_file(p, raw, cuts[i].keep);
+        CHECK_ERR(ckpt_load_weights(dir, &m, 0, err, sizeof err), err, cuts[i].want,
+                  "model.safetensors");
     }
     // a lying header length: far beyond the file (no allocation may follow it)
     fresh_dir(dir, "lie");
@@ -584,11 +636,13 @@ static void test_corrupt_safetensors(void) {
     path(p, dir, "model.safetensors");
     uint64_t lie = (uint64_t)1 << 62;
     memcpy(raw, &lie, 8);
-    write_bytes(p, raw, n);
-    CHECK_ERR(ckpt_load_weights(dir, &m, 0, err, sizeof err), err, "exceeds the file size", "model.safetensors");
+    test_write_file(p, raw, n);
+    CHECK_ERR(ckpt_load_weights(dir, &m, 0, err, sizeof err), err, "exceeds the file size",
+              "model.safetensors");
     // missing file
     unlink(p);
-    CHECK_ERR(ckpt_load_weights(dir, &m, 0, err, sizeof err), err, "cannot open", "model.safetensors");
+    CHECK_ERR(ckpt_load_weights(dir, &m, 0, err, sizeof err), err, "cannot open",
+              "model.safetensors");
     CHECK(is_sentinel(&m));
     free(raw);
     model_free(&m);
@@ -599,32 +653,35 @@ static void test_half_precision(void) {
     int bad = 0;
     for (uint32_t h = 0; h < 65536; h++) {
         int e = (int)((h >> 10) & 31), mant = (int)(h & 1023);
-        double want = e == 31 ? (mant ? NAN : INFINITY) : e ? ldexp(1024 + mant, e - 25) : ldexp(mant, -24);
+        double want = e == 31 ? (mant ? NAN : INFINITY)
+                      : e     ? ldexp(1024 + mant, e - 25)
+                              : ldexp(mant, -24);
         if (h & 0x8000) want = -want;
         float got = ckpt_f16_to_f32((uint16_t)h);
         if (isnan(want) ? !isnan(got) : (got != (float)want || !signbit(got) != !signbit(want))) {
-            if (!bad++) test_fail_at(__FILE__, __LINE__, "f16 0x%04x: got %g want %g", h, got, want);
+            if (!bad++)
+                test_fail_at(__FILE__, __LINE__, "f16 0x%04x: got %g want %g", h, got, want);
         }
     }
     CHECK(bad == 0);
-    CHECK(ckpt_f16_to_f32(0x3c00) == 1.0f && ckpt_f16_to_f32(0xc000) == -2.0f && ckpt_f16_to_f32(0x7bff) == 65504.0f);
+    CHECK(ckpt_f16_to_f32(0x3c00) == 1.0f && ckpt_f16_to_f32(0xc000) == -2.0f &&
+          ckpt_f16_to_f32(0x7bff) == 65504.0f);
     CHECK(ckpt_f16_to_f32(0x0001) == 0x1p-24f && ckpt_f16_to_f32(0x03ff) == 1023 * 0x1p-24f);
-    CHECK(ckpt_bf16_to_f32(0x3f80) == 1.0f && ckpt_bf16_to_f32(0xc000) == -2.0f && isinf(ckpt_bf16_to_f32(0x7f80)));
-    CHECK(isnan(ckpt_bf16_to_f32(0x7fc0)) && ckpt_bf16_to_f32(0x0001) == 0x1p-133f && ckpt_bf16_to_f32(0x3e80) == 0.25f);
+    CHECK(ckpt_bf16_to_f32(0x3f80) == 1.0f && ckpt_bf16_to_f32(0xc000) == -2.0f &&
+          isinf(ckpt_bf16_to_f32(0x7f80)));
+    CHECK(isnan(ckpt_bf16_to_f32(0x7fc0)) && ckpt_bf16_to_f32(0x0001) == 0x1p-133f &&
+          ckpt_bf16_to_f32(0x3e80) == 0.25f);
 }
 
 static void test_bad_config(void) {
     char good[1024], dir[1024], p[1024], err[512];
-    Model m;
-    small_model(&m, 0, 3);
-    path(good, root, "small_cfg");
-    rm_rf(good);
-    CHECK_MSG(ckpt_save(good, &m, NULL, err, sizeof err) == 0, "%s", err);
+    save_small_model(good, "small_cfg");
     path(p, good, "config.json");
-    char *txt = read_all(p, NULL);
+    char *txt = test_read_file(p, NULL);
     cJSON *base = cJSON_Parse(txt ? txt : "{}");
     free(txt);
-    struct { const char *key; const char *json; const char *want; } cases[] = {
+    struct { const char *key; const char *json; const char *want;
+    } cases[] = {
         {"n_embd", NULL, "missing key \"n_embd\""},
         {"n_layer", NULL, "missing key \"n_layer\""},
         {"vocab_size", NULL, "missing key \"vocab_size\""},
@@ -635,7 +692,8 @@ static void test_bad_config(void) {
         {"n_layer", "1e300", "\"n_layer\" must be an integer"},
         {"vocab_size", "1e12", "outside"},
         {"n_ctx", "4", "n_positions (3) and n_ctx (4) differ"},
-        {"architectures", "[\"GPT2DoubleHeadsModel\"]", "unsupported architecture \"GPT2DoubleHeadsModel\""},
+        {"architectures", "[\"GPT2DoubleHeadsModel\"]",
+         "unsupported architecture \"GPT2DoubleHeadsModel\""},
         {"architectures", "[]", "non-empty array"},
         {"architectures", "[3]", "unsupported architecture"},
         {"model_type", "\"llama\"", "model_type must be \"gpt2\""},
@@ -646,7 +704,7 @@ static void test_bad_config(void) {
         {"layer_norm_epsilon", "\"x\"", "layer_norm_epsilon\" must be a number"},
         {"n_inner", "7", "n_inner"},
         {"bos_token_id", "5", "\"bos_token_id\" is 5, outside 0..4"},
-        {"num_labels", "2", NULL},   // fine for an LM (only checked with a score head)
+        {"num_labels", "2", NULL}, // fine for an LM (only checked with a score head)
     };
     Model probe;
     small_model(&probe, 0, 1);
@@ -666,12 +724,14 @@ static void test_bad_config(void) {
         if (!cases[i].want) { CHECK_MSG(rc == 0, "case %zu: %s", i, err); continue; }
         CHECK_ERR(rc, err, cases[i].want, "config.json");
         fill_sentinel(&probe);
-        CHECK_ERR(ckpt_load_weights(dir, &probe, 0, err, sizeof err), err, cases[i].want, "config.json");
+        CHECK_ERR(ckpt_load_weights(dir, &probe, 0, err, sizeof err), err, cases[i].want,
+                  "config.json");
         CHECK(is_sentinel(&probe));
     }
     // a score head needs num_labels 1
     cJSON *c = cJSON_Duplicate(base, 1);
-    cJSON_ReplaceItemInObjectCaseSensitive(c, "architectures", cJSON_Parse("[\"GPT2ForSequenceClassification\"]"));
+    cJSON_ReplaceItemInObjectCaseSensitive(c, "architectures",
+                                           cJSON_Parse("[\"GPT2ForSequenceClassification\"]"));
     cJSON_AddNumberToObject(c, "num_labels", 2);
     char *s = cJSON_Print(c);
     cJSON_Delete(c);
@@ -679,28 +739,33 @@ static void test_bad_config(void) {
     write_text(p, s);
     free(s);
     ModelConfig mc;
-    CHECK_ERR(ckpt_load_config(dir, &mc, NULL, err, sizeof err), err, "num_labels is 2", "config.json");
+    CHECK_ERR(ckpt_load_config(dir, &mc, NULL, err, sizeof err), err, "num_labels is 2",
+              "config.json");
     // not JSON, not an object, trailing junk, missing file
-    const char *texts[][2] = {{"{\"n_layer\": 1,", "invalid JSON"}, {"[1]", "expected a JSON object"},
-                              {"{} x", "unexpected data after"}, {"", "invalid JSON"}};
+    const char *texts[][2] = {{"{\"n_layer\": 1,", "invalid JSON"},
+                              {"[1]", "expected a JSON object"},
+                              {"{} x", "unexpected data after"},
+                              {"", "invalid JSON"}};
     for (int i = 0; i < 4; i++) {
         write_text(p, texts[i][0]);
-        CHECK_ERR(ckpt_load_config(dir, &mc, NULL, err, sizeof err), err, texts[i][1], "config.json");
+        CHECK_ERR(ckpt_load_config(dir, &mc, NULL, err, sizeof err), err, texts[i][1],
+                  "config.json");
     }
     unlink(p);
     CHECK_ERR(ckpt_load_config(dir, &mc, NULL, err, sizeof err), err, "cannot open", "config.json");
     path(p, root, "no_such_ckpt");
-    CHECK_ERR(ckpt_load_config(p, &mc, NULL, err, sizeof err), err, "no such checkpoint directory", "no_such_ckpt");
+    CHECK_ERR(ckpt_load_config(p, &mc, NULL, err, sizeof err), err, "no such checkpoint directory",
+              "no_such_ckpt");
     // config.json fine but the model differs
     ModelConfig other = small_cfg;
     other.n_embd = 8;
     Model o;
     CHECK(model_init(&o, &other, 1, 3, 0, 0, err, sizeof err) == 0);
-    CHECK_ERR(ckpt_load_weights(good, &o, 0, err, sizeof err), err, "n_embd is 4 but the model has 8", "config.json");
+    CHECK_ERR(ckpt_load_weights(good, &o, 0, err, sizeof err), err,
+              "n_embd is 4 but the model has 8", "config.json");
     model_free(&o);
     cJSON_Delete(base);
     model_free(&probe);
-    model_free(&m);
 }
 
 static void test_bad_trainer_state(void) {
@@ -710,26 +775,41 @@ static void test_bad_trainer_state(void) {
     CkptTrainerState st, got;
     fill_state(&m, &st, 3);
     path(good, root, "small_state");
-    rm_rf(good);
+    test_rm_rf(good);
     CkptSaveOptions opt = {.state = &st};
     CHECK_MSG(ckpt_save(good, &m, &opt, err, sizeof err) == 0, "%s", err);
     const char *files[] = {"config.json", "model.safetensors", "trainer_state.safetensors"};
     const char *jsons[][2] = {
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"abc\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}", "rng[1]"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"18446744073709551616\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}", "rng[1]"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[1,2,3,4],\"ints\":{},\"floats\":{}}", "rng[0]"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\"],\"ints\":{},\"floats\":{}}", "4 decimal strings"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"0\",\"0\",\"0\",\"0\"],\"ints\":{},\"floats\":{}}", "all zero"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":-1,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}", "\"step\" is -1"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}", "missing key \"step\""},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":2,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}", "\"version\" must be 1"},
-        {"{\"format\":\"other\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}", "\"format\" must be"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{},\"lr\":1}", "unknown key \"lr\""},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{\"a\":5},\"floats\":{}}", "ints.a"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{\"a\":\"9223372036854775808\"},\"floats\":{}}", "ints.a"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{\"a\":\"1\",\"a\":\"2\"},\"floats\":{}}", "appears twice"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{\"b\":\"x\"}}", "floats.b"},
-        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{}}", "\"floats\" must be an object"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"abc\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}",
+         "rng[1]"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"18446744073709551616\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}",
+         "rng[1]"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[1,2,3,4],\"ints\":{},\"floats\":{}}",
+         "rng[0]"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\"],\"ints\":{},\"floats\":{}}",
+         "4 decimal strings"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"0\",\"0\",\"0\",\"0\"],\"ints\":{},\"floats\":{}}",
+         "all zero"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":-1,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}",
+         "\"step\" is -1"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}",
+         "missing key \"step\""},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":2,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}",
+         "\"version\" must be 1"},
+        {"{\"format\":\"other\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{}}",
+         "\"format\" must be"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{},\"lr\":1}",
+         "unknown key \"lr\""},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{\"a\":5},\"floats\":{}}",
+         "ints.a"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{\"a\":\"9223372036854775808\"},\"floats\":{}}",
+         "ints.a"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{\"a\":\"1\",\"a\":\"2\"},\"floats\":{}}",
+         "appears twice"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{},\"floats\":{\"b\":\"x\"}}",
+         "floats.b"},
+        {"{\"format\":\"rlhf.c trainer state\",\"version\":1,\"step\":3,\"rng\":[\"1\",\"2\",\"3\",\"4\"],\"ints\":{}}",
+         "\"floats\" must be an object"},
         {"{\"format\":\"rlhf.c trainer state\",", "invalid JSON"},
     };
     memset(&got, 0x5a, sizeof got);
@@ -739,7 +819,8 @@ static void test_bad_trainer_state(void) {
         for (int k = 0; k < 3; k++) copy_dir_file(good, dir, files[k]);
         path(p, dir, "trainer_state.json");
         write_text(p, jsons[i][0]);
-        CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err, jsons[i][1], "trainer_state.json");
+        CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err, jsons[i][1],
+                  "trainer_state.json");
         CHECK(memcmp(&got, &sentinel, sizeof got) == 0);
     }
     // moments: a missing tensor, a wrong shape, an extra one, a non-trainable model, no file
@@ -757,7 +838,8 @@ static void test_bad_trainer_state(void) {
     st_join(p, txt, s.data, s.data_len, 0);
     free(txt);
     cJSON_Delete(h);
-    CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err, "missing tensor v.h.0.mlp.c_fc.bias", "trainer_state.safetensors");
+    CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err,
+              "missing tensor v.h.0.mlp.c_fc.bias", "trainer_state.safetensors");
     h = cJSON_Duplicate(s.h, 1);
     double dims[2] = {4, 5};
     set_shape(h, "m.wte.weight", 2, dims);
@@ -765,7 +847,8 @@ static void test_bad_trainer_state(void) {
     st_join(p, txt, s.data, s.data_len, 0);
     free(txt);
     cJSON_Delete(h);
-    CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err, "m.wte.weight has shape [4, 5]", "trainer_state.safetensors");
+    CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err,
+              "m.wte.weight has shape [4, 5]", "trainer_state.safetensors");
     h = cJSON_Duplicate(s.h, 1);
     cJSON *extra = cJSON_Parse("{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}");
     cJSON_AddItemToObject(h, "m.score.weight", extra);
@@ -773,16 +856,19 @@ static void test_bad_trainer_state(void) {
     st_join(p, txt, s.data, s.data_len, 0);
     free(txt);
     cJSON_Delete(h);
-    CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err, "unexpected tensor m.score.weight", "trainer_state.safetensors");
+    CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err,
+              "unexpected tensor m.score.weight", "trainer_state.safetensors");
     st_free(&s);
     CHECK(memcmp(&got, &st, sizeof got) == 0);   // failures after the good load left it alone
     Model inf;
     small_model(&inf, 0, 1);
-    CHECK_ERR(ckpt_load_trainer_state(good, &inf, &got, err, sizeof err), err, "trainable", "small_state");
+    CHECK_ERR(ckpt_load_trainer_state(good, &inf, &got, err, sizeof err), err, "trainable",
+              "small_state");
     model_free(&inf);
     path(p, dir, "trainer_state.json");
     unlink(p);
-    CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err, "no trainer state", "badstate");
+    CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err, "no trainer state",
+              "badstate");
     // the entry API
     CkptTrainerState e;
     ckpt_state_init(&e);
@@ -802,14 +888,16 @@ static void test_bad_trainer_state(void) {
     CHECK(ckpt_state_set_int(&e, "k3", 33, err, sizeof err) == 0);   // replacing needs no room
     int64_t v;
     CHECK(ckpt_state_get_int(&e, "k3", &v, err, sizeof err) == 0 && v == 33);
-    CHECK_ERR(ckpt_state_get_int(&e, "nope", &v, err, sizeof err), err, "no int entry \"nope\"", NULL);
+    CHECK_ERR(ckpt_state_get_int(&e, "nope", &v, err, sizeof err), err, "no int entry \"nope\"",
+              NULL);
     double dv;
     CHECK_ERR(ckpt_state_get_float(&e, "k3", &dv, err, sizeof err), err, "no float entry", NULL);
     model_free(&m);
 }
 
 static int params_equal(const Model *a, const Model *b) {
-    return a->num_params == b->num_params && memcmp(a->params_memory, b->params_memory, a->num_params * sizeof(float)) == 0;
+    return a->num_params == b->num_params &&
+           memcmp(a->params_memory, b->params_memory, a->num_params * sizeof(float)) == 0;
 }
 
 static void test_interrupted_saves(void) {
@@ -822,7 +910,7 @@ static void test_interrupted_saves(void) {
     fill_state(&b, &sb, 12);
     CkptSaveOptions oa = {.state = &sa}, ob = {.state = &sb};
     path(dir, root, "crash");
-    rm_rf(dir);
+    test_rm_rf(dir);
     sibling(old, dir, ".old");
     sibling(tmp, dir, ".tmp.999999.0");
     CHECK_MSG(ckpt_save(dir, &a, &oa, err, sizeof err) == 0, "%s", err);
@@ -846,7 +934,8 @@ static void test_interrupted_saves(void) {
     mkdir(tmp, 0777);
     path(p, tmp, "config.json");
     write_text(p, "{");
-    CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && info.from_old && info.has_trainer_state);
+    CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && info.from_old &&
+          info.has_trainer_state);
     CHECK_MSG(ckpt_load_weights(dir, &r, 0, err, sizeof err) == 0, "%s", err);
     CHECK(params_equal(&r, &a));
     CHECK_MSG(ckpt_load_trainer_state(dir, &r, &got, err, sizeof err) == 0, "%s", err);
@@ -893,17 +982,28 @@ static void test_interrupted_saves(void) {
         int status;
         waitpid(pid, &status, 0);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        if (it < 0) t_save = fmin(0.5, fmax(t_save, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)));
+        if (it < 0)
+            t_save = fmin(0.5, fmax(t_save, (double)(t1.tv_sec - t0.tv_sec) +
+                                                1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)));
         if (WIFSIGNALED(status)) kills += it >= 0;
-        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) CHECK_MSG(0, "child save failed with status %d", status);
+        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            CHECK_MSG(0, "child save failed with status %d", status);
         if (!exists(dir)) mid_swap++;
         if (exists(old)) leftovers++;
-        if (ckpt_load_weights(dir, &r, 0, err, sizeof err)) { CHECK_MSG(0, "iteration %d: %s", it, err); break; }
-        if (ckpt_load_trainer_state(dir, &r, &got, err, sizeof err)) { CHECK_MSG(0, "iteration %d: %s", it, err); break; }
+        if (ckpt_load_weights(dir, &r, 0, err, sizeof err)) {
+            CHECK_MSG(0, "iteration %d: %s", it, err);
+            break;
+        }
+        if (ckpt_load_trainer_state(dir, &r, &got, err, sizeof err)) {
+            CHECK_MSG(0, "iteration %d: %s", it, err);
+            break;
+        }
         int is_a = params_equal(&r, &a), is_b = params_equal(&r, &b);
         CHECK_MSG(is_a || is_b, "iteration %d: the checkpoint is neither model", it);
-        CHECK_MSG(states_equal(&got, is_a ? &sa : &sb), "iteration %d: weights and trainer state from different saves", it);
-        if (WIFEXITED(status)) CHECK_MSG(which ? is_b : is_a, "iteration %d: a finished save is not visible", it);
+        CHECK_MSG(states_equal(&got, is_a ? &sa : &sb),
+                  "iteration %d: weights and trainer state from different saves", it);
+        if (WIFEXITED(status))
+            CHECK_MSG(which ? is_b : is_a, "iteration %d: a finished save is not visible", it);
     }
     fprintf(stderr, "    kill test: save takes %.2f ms; %d of 60 saves killed, %d left DIR absent (read DIR.old), %d left DIR.old\n",
             t_save * 1e3, kills, mid_swap, leftovers);
@@ -920,7 +1020,7 @@ static void test_save_failures(void) {
     small_model(&a, 1, 21);
     if (load_model(fixture, &b, 0, 0)) { model_free(&a); return; }
     path(dir, root, "full");
-    rm_rf(dir);
+    test_rm_rf(dir);
     CkptTrainerState st;
     fill_state(&a, &st, 21);
     CkptSaveOptions oa = {.state = &st};
@@ -947,7 +1047,8 @@ static void test_save_failures(void) {
     sibling(p, dir, suffix);
     CHECK_MSG(!exists(p), "temporary directory left behind");
     // unwritable places
-    CHECK_ERR(ckpt_save("/nonexistent_rlhf_dir/sub/ckpt", &a, NULL, err, sizeof err), err, "cannot create", "/nonexistent_rlhf_dir/sub/ckpt");
+    CHECK_ERR(ckpt_save("/nonexistent_rlhf_dir/sub/ckpt", &a, NULL, err, sizeof err), err,
+              "cannot create", "/nonexistent_rlhf_dir/sub/ckpt");
     path(p, root, "plainfile");
     write_text(p, "x");
     char sub[1100];
@@ -989,18 +1090,31 @@ static void test_save_failures(void) {
 int main(void) {
     const char *tmpdir = getenv("TMPDIR");
     snprintf(root, sizeof root, "%s/rlhf_ckpt_XXXXXX", tmpdir && tmpdir[0] ? tmpdir : "/tmp");
-    if (!mkdtemp(root)) { printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", root); return 1; }
+    if (!mkdtemp(root)) {
+        printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", root);
+        return 1;
+    }
     snprintf(fixture, sizeof fixture, "%s/fixtures/hf_tiny", test_data_dir());
-    test_case("checkpoint: HF fixture (bare names, F16/BF16, buffers, tied head) matches PyTorch's loss", test_hf_fixture_loss);
-    test_case("checkpoint: save + reload is bit-identical (weights, moments, trainer state, tokenizer)", test_roundtrip);
-    test_case("checkpoint: PyTorch reads what we save (hf_interop.py check) and gets the same loss", test_python_reads_ours);
-    test_case("checkpoint: score head: reward model from an LM, LM from a reward model, both heads", test_score_head);
-    test_case("checkpoint: corrupt or truncated safetensors are one-line errors, model untouched", test_corrupt_safetensors);
+    test_case(
+        "checkpoint: HF fixture (bare names, F16/BF16, buffers, tied head) matches PyTorch's loss",
+        test_hf_fixture_loss);
+    test_case(
+        "checkpoint: save + reload is bit-identical (weights, moments, trainer state, tokenizer)",
+        test_roundtrip);
+    test_case("checkpoint: PyTorch reads what we save (hf_interop.py check) and gets the same loss",
+              test_python_reads_ours);
+    test_case("checkpoint: score head: reward model from an LM, LM from a reward model, both heads",
+              test_score_head);
+    test_case("checkpoint: corrupt or truncated safetensors are one-line errors, model untouched",
+              test_corrupt_safetensors);
     test_case("checkpoint: F16 / BF16 conversion (all 65536 halves)", test_half_precision);
     test_case("checkpoint: bad config.json keys and mismatched models are errors", test_bad_config);
-    test_case("checkpoint: bad trainer state and the trainer-state entry API", test_bad_trainer_state);
-    test_case("checkpoint: interrupted saves (leftovers, processes killed mid-save) stay loadable", test_interrupted_saves);
-    test_case("checkpoint: disk full and unwritable paths keep the old checkpoint", test_save_failures);
-    rm_rf(root);
+    test_case("checkpoint: bad trainer state and the trainer-state entry API",
+              test_bad_trainer_state);
+    test_case("checkpoint: interrupted saves (leftovers, processes killed mid-save) stay loadable",
+              test_interrupted_saves);
+    test_case("checkpoint: disk full and unwritable paths keep the old checkpoint",
+              test_save_failures);
+    test_rm_rf(root);
     return test_summary();
 }

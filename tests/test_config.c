@@ -26,10 +26,12 @@ static const ConfigEntry SCHEMA[] = {
     CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "1e-4", "peak learning rate", .min = "0", .max = "1"),
     CONFIG_ENTRY("train.steps", CONFIG_INT, "100", "optimizer steps", .min = "1"),
     CONFIG_ENTRY("train.shuffle", CONFIG_BOOL, "false", "shuffle the examples"),
-    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "cosine", "learning-rate schedule", .choices = "cosine|linear|constant"),
+    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "cosine", "learning-rate schedule",
+                 .choices = "cosine|linear|constant"),
     CONFIG_ENTRY("train.warmup", CONFIG_DOUBLE, "0", "warmup fraction", .min = "0", .max = "1"),
     CONFIG_ENTRY("train.clip", CONFIG_DOUBLE, "1", "gradient clipping norm"),
-    CONFIG_ENTRY("log.every", CONFIG_INT, "10", "log every N steps", .min = "1", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("log.every", CONFIG_INT, "10", "log every N steps", .min = "1",
+                 .flags = CONFIG_NO_HASH),
     CONFIG_ENTRY("log.tags", CONFIG_LIST, NULL, "labels for the run", .flags = CONFIG_NO_HASH),
     {0}};
 
@@ -38,15 +40,13 @@ static char tmpdir[256];
 static Config *fresh(void) {
     Config *c;
     char err[512];
-    if (config_new(&c, SCHEMA, err, sizeof err)) { fprintf(stderr, "config_new: %s\n", err); exit(1); }
+    if (config_new(&c, SCHEMA, err, sizeof err)) {
+        fprintf(stderr, "config_new: %s\n", err);
+        exit(1);
+    }
     return c;
 }
 
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, n, f) != n) { fprintf(stderr, "cannot write %s\n", path); exit(1); }
-    fclose(f);
-}
 
 static void fixture(char *out, size_t n, const char *name) {
     snprintf(out, n, "%s/fixtures/%s", test_data_dir(), name);
@@ -65,8 +65,10 @@ static void expect_load_err(int line, const char *yaml, size_t n, const char *wa
     config_hash(c, after);
     char *dump1 = config_dump_string(c);
     if (rc != -1) test_fail_at(__FILE__, line, "load succeeded, wanted error: %s", want);
-    else if (strcmp(err, want)) test_fail_at(__FILE__, line, "error\n      got:  %s\n      want: %s", err, want);
-    if (strcmp(before, after) || strcmp(dump0, dump1)) test_fail_at(__FILE__, line, "a failed load changed values");
+    else if (strcmp(err, want))
+        test_fail_at(__FILE__, line, "error\n      got:  %s\n      want: %s", err, want);
+    if (strcmp(before, after) || strcmp(dump0, dump1))
+        test_fail_at(__FILE__, line, "a failed load changed values");
     if (!one_line(err)) test_fail_at(__FILE__, line, "message is not one line: %s", err);
     free(dump0); free(dump1);
     config_free(c);
@@ -79,8 +81,10 @@ static void expect_set_err(int line, const char *assignment, const char *want) {
     char *dump0 = config_dump_string(c);
     int rc = config_set(c, assignment, err, sizeof err);
     char *dump1 = config_dump_string(c);
-    if (rc != -1) test_fail_at(__FILE__, line, "--set %s succeeded, wanted error: %s", assignment, want);
-    else if (strcmp(err, want)) test_fail_at(__FILE__, line, "error\n      got:  %s\n      want: %s", err, want);
+    if (rc != -1)
+        test_fail_at(__FILE__, line, "--set %s succeeded, wanted error: %s", assignment, want);
+    else if (strcmp(err, want))
+        test_fail_at(__FILE__, line, "error\n      got:  %s\n      want: %s", err, want);
     if (strcmp(dump0, dump1)) test_fail_at(__FILE__, line, "a failed --set changed values");
     free(dump0); free(dump1);
     config_free(c);
@@ -99,10 +103,12 @@ static void test_defaults(void) {
     CHECK(config_get_list(c, "log.tags", NULL) == 0);
     CHECK(config_get_double(c, "train.lr") == 1e-4);
     CHECK(config_get_bool(c, "train.shuffle") == 0);
-    CHECK(!strcmp(config_get_string(c, "train.schedule"), "cosine") && config_get_enum(c, "train.schedule") == 0);
+    CHECK(!strcmp(config_get_string(c, "train.schedule"), "cosine") &&
+          config_get_enum(c, "train.schedule") == 0);
     CHECK(config_get_double(c, "train.clip") == 1.0);
     CHECK(!config_is_set(c, "train.lr"));
-    CHECK(config_has_key(c, "train.lr") && !config_has_key(c, "train") && !config_has_key(c, "train.lrr"));
+    CHECK(config_has_key(c, "train.lr") && !config_has_key(c, "train") &&
+          !config_has_key(c, "train.lrr"));
     config_free(c);
 }
 
@@ -116,7 +122,8 @@ static void test_load_file(void) {
     CHECK(!strcmp(config_get_string(c, "data.path"), "data/demo.jsonl"));
     const char *const *items;
     CHECK(config_get_list(c, "data.files", &items) == 3);
-    CHECK(!strcmp(items[0], "a.jsonl") && !strcmp(items[1], "b c.jsonl") && !strcmp(items[2], "d\te.jsonl"));
+    CHECK(!strcmp(items[0], "a.jsonl") && !strcmp(items[1], "b c.jsonl") &&
+          !strcmp(items[2], "d\te.jsonl"));
     CHECK(!strcmp(config_get_string(c, "data.template"), "Human: {prompt}\n\nAssistant:"));
     CHECK(config_get_double(c, "train.lr") == 3.0e-5);
     CHECK(config_get_int(c, "train.steps") == 2000);
@@ -133,8 +140,10 @@ static void test_load_file(void) {
     CHECK(config_load_string(c, "more.yaml", more, strlen(more), err, sizeof err) == 0);
     CHECK(config_get_int(c, "train.steps") == 7 && config_get_double(c, "train.lr") == 3.0e-5);
     // Missing files and directories are one-line errors naming the path.
-    CHECK(config_load_file(c, "/nonexistent/x.yaml", err, sizeof err) == -1 && strstr(err, "/nonexistent/x.yaml: "));
-    CHECK(config_load_file(c, tmpdir, err, sizeof err) == -1 && !strncmp(err, tmpdir, strlen(tmpdir)) && one_line(err));
+    CHECK(config_load_file(c, "/nonexistent/x.yaml", err, sizeof err) == -1 &&
+          strstr(err, "/nonexistent/x.yaml: "));
+    CHECK(config_load_file(c, tmpdir, err, sizeof err) == -1 &&
+          !strncmp(err, tmpdir, strlen(tmpdir)) && one_line(err));
     // The fixture files with errors name themselves.
     fixture(path, sizeof path, "config_bad_type.yaml");
     CHECK(config_load_file(c, path, err, sizeof err) == -1);
@@ -155,7 +164,8 @@ static void test_empty_inputs(void) {
         Config *c = fresh();
         char err[512] = "", h0[CONFIG_HASH_HEX], h1[CONFIG_HASH_HEX];
         config_hash(c, h0);
-        CHECK_MSG(config_load_string(c, "e.yaml", cases[i], strlen(cases[i]), err, sizeof err) == 0, "case %zu: %s", i, err);
+        CHECK_MSG(config_load_string(c, "e.yaml", cases[i], strlen(cases[i]), err, sizeof err) == 0,
+                  "case %zu: %s", i, err);
         config_hash(c, h1);
         CHECK(!strcmp(h0, h1));
         config_free(c);
@@ -163,7 +173,8 @@ static void test_empty_inputs(void) {
     // An empty section is allowed and sets nothing.
     Config *c = fresh();
     char err[512];
-    CHECK(config_load_string(c, "e.yaml", "train:\n", 7, err, sizeof err) == 0 && !config_is_set(c, "train.lr"));
+    CHECK(config_load_string(c, "e.yaml", "train:\n", 7, err, sizeof err) == 0 &&
+          !config_is_set(c, "train.lr"));
     config_free(c);
 }
 
@@ -171,38 +182,51 @@ static void test_overrides(void) {
     Config *c = fresh();
     char err[512] = "";
     const char *const *items;
-    CHECK(config_set(c, "train.lr=3e-5", err, sizeof err) == 0 && config_get_double(c, "train.lr") == 3e-5);
+    CHECK(config_set(c, "train.lr=3e-5", err, sizeof err) == 0 &&
+          config_get_double(c, "train.lr") == 3e-5);
     CHECK(config_set(c, "train.steps=-0", err, sizeof err) == -1);   // below min 1
-    CHECK(config_set(c, "train.steps=+42", err, sizeof err) == 0 && config_get_int(c, "train.steps") == 42);
-    CHECK(config_set(c, "train.shuffle=on", err, sizeof err) == 0 && config_get_bool(c, "train.shuffle") == 1);
-    CHECK(config_set(c, "train.shuffle=FALSE", err, sizeof err) == 0 && config_get_bool(c, "train.shuffle") == 0);
-    CHECK(config_set(c, "train.schedule=constant", err, sizeof err) == 0 && config_get_enum(c, "train.schedule") == 2);
+    CHECK(config_set(c, "train.steps=+42", err, sizeof err) == 0 &&
+          config_get_int(c, "train.steps") == 42);
+    CHECK(config_set(c, "train.shuffle=on", err, sizeof err) == 0 &&
+          config_get_bool(c, "train.shuffle") == 1);
+    CHECK(config_set(c, "train.shuffle=FALSE", err, sizeof err) == 0 &&
+          config_get_bool(c, "train.shuffle") == 0);
+    CHECK(config_set(c, "train.schedule=constant", err, sizeof err) == 0 &&
+          config_get_enum(c, "train.schedule") == 2);
     // Strings are verbatim: '=', ':', '#', quotes and spaces kept.
     CHECK(config_set(c, "data.path=my file=1: #x \"q\"", err, sizeof err) == 0);
     CHECK(!strcmp(config_get_string(c, "data.path"), "my file=1: #x \"q\""));
-    CHECK(config_set(c, "model.init=", err, sizeof err) == 0 && !strcmp(config_get_string(c, "model.init"), ""));
+    CHECK(config_set(c, "model.init=", err, sizeof err) == 0 &&
+          !strcmp(config_get_string(c, "model.init"), ""));
     // Lists: flow sequence, single item, empty.
     CHECK(config_set(c, "data.files=[a.jsonl, 'b c', \"d,e\"]", err, sizeof err) == 0);
-    CHECK(config_get_list(c, "data.files", &items) == 3 && !strcmp(items[1], "b c") && !strcmp(items[2], "d,e"));
+    CHECK(config_get_list(c, "data.files", &items) == 3 && !strcmp(items[1], "b c") &&
+          !strcmp(items[2], "d,e"));
     CHECK(config_set(c, "data.files=one.jsonl", err, sizeof err) == 0);
     CHECK(config_get_list(c, "data.files", &items) == 1 && !strcmp(items[0], "one.jsonl"));
-    CHECK(config_set(c, "data.files=", err, sizeof err) == 0 && config_get_list(c, "data.files", NULL) == 0);
-    CHECK(config_set(c, "data.files=[]", err, sizeof err) == 0 && config_get_list(c, "data.files", NULL) == 0);
+    CHECK(config_set(c, "data.files=", err, sizeof err) == 0 &&
+          config_get_list(c, "data.files", NULL) == 0);
+    CHECK(config_set(c, "data.files=[]", err, sizeof err) == 0 &&
+          config_get_list(c, "data.files", NULL) == 0);
     // An override after a file wins; a file after an override wins too (order of calls).
     const char *y = "train:\n  lr: 0.5\n";
-    CHECK(config_load_string(c, "y.yaml", y, strlen(y), err, sizeof err) == 0 && config_get_double(c, "train.lr") == 0.5);
-    CHECK(config_set(c, "train.lr=0.25", err, sizeof err) == 0 && config_get_double(c, "train.lr") == 0.25);
+    CHECK(config_load_string(c, "y.yaml", y, strlen(y), err, sizeof err) == 0 &&
+          config_get_double(c, "train.lr") == 0.5);
+    CHECK(config_set(c, "train.lr=0.25", err, sizeof err) == 0 &&
+          config_get_double(c, "train.lr") == 0.25);
     // config_set_value with a caller's location.
     CHECK(config_set_value(c, "train.steps", "x", "pipe.yaml:12:7", err, sizeof err) == -1);
     CHECK_MSG(!strcmp(err, "pipe.yaml:12:7: train.steps: expected an integer, got 'x'"), "%s", err);
     config_free(c);
 
     EXPECT_SET_ERR("train.lr=abc", "--set train.lr=abc: train.lr: expected a number, got 'abc'");
-    EXPECT_SET_ERR("train.lrr=1", "--set train.lrr=1: unknown key 'train.lrr' (did you mean 'train.lr'?)");
+    EXPECT_SET_ERR("train.lrr=1",
+                   "--set train.lrr=1: unknown key 'train.lrr' (did you mean 'train.lr'?)");
     EXPECT_SET_ERR("lr=1", "--set lr=1: unknown key 'lr' (did you mean 'train.lr'?)");
     EXPECT_SET_ERR("bogus=1", "--set bogus=1: unknown key 'bogus'");
-    EXPECT_SET_ERR("train=1", "--set train=1: train is a section, not a key (keys: train.lr, train.steps, "
-                              "train.shuffle, train.schedule ...)");
+    EXPECT_SET_ERR("train=1",
+                   "--set train=1: train is a section, not a key (keys: train.lr, train.steps, "
+                   "train.shuffle, train.schedule ...)");
     EXPECT_SET_ERR("train.lr", "--set 'train.lr': expected KEY=VALUE (e.g. --set train.lr=3e-5)");
     EXPECT_SET_ERR("=3", "--set '=3': expected KEY=VALUE (e.g. --set train.lr=3e-5)");
     EXPECT_SET_ERR("train.lr=2", "--set train.lr=2: train.lr: 2 is above the maximum 1");
@@ -210,73 +234,108 @@ static void test_overrides(void) {
     EXPECT_SET_ERR("train.lr=", "--set train.lr=: train.lr: expected a number, got null");
     EXPECT_SET_ERR("train.lr= 1", "--set train.lr= 1: train.lr: expected a number, got ' 1'");
     EXPECT_SET_ERR("train.lr=nan", "--set train.lr=nan: train.lr: expected a number, got 'nan'");
-    EXPECT_SET_ERR("train.lr=1e999", "--set train.lr=1e999: train.lr: '1e999' is out of range for a double");
+    EXPECT_SET_ERR("train.lr=1e999",
+                   "--set train.lr=1e999: train.lr: '1e999' is out of range for a double");
     EXPECT_SET_ERR("train.steps=0", "--set train.steps=0: train.steps: 0 is below the minimum 1");
-    EXPECT_SET_ERR("train.steps=1.5", "--set train.steps=1.5: train.steps: expected an integer, got '1.5'");
-    EXPECT_SET_ERR("train.steps=9223372036854775808",
-                   "--set train.steps=9223372036854775808: train.steps: '9223372036854775808' is out of range for "
-                   "a 64-bit integer");
-    EXPECT_SET_ERR("train.shuffle=maybe", "--set train.shuffle=maybe: train.shuffle: expected true or false, got 'maybe'");
-    EXPECT_SET_ERR("train.schedule=cosin", "--set train.schedule=cosin: train.schedule: expected one of cosine, linear, "
-                                           "constant; got 'cosin' (did you mean 'cosine'?)");
-    EXPECT_SET_ERR("data.files=[a, [b]]", "--set data.files=[a, [b]]: data.files: expected a list of strings such as [a, b]");
-    EXPECT_SET_ERR("data.files=[a", "--set data.files=[a: data.files: expected a list such as [a, b]: YAML syntax error: "
-                                    "did not find expected ',' or ']'");
-    EXPECT_SET_ERR("data.path=\xff\xfe", "--set data.path=\\xFF\\xFE: data.path: the value is not valid UTF-8");
+    EXPECT_SET_ERR("train.steps=1.5",
+                   "--set train.steps=1.5: train.steps: expected an integer, got '1.5'");
+    EXPECT_SET_ERR(
+        "train.steps=9223372036854775808",
+        "--set train.steps=9223372036854775808: train.steps: '9223372036854775808' is out of range for "
+        "a 64-bit integer");
+    EXPECT_SET_ERR("train.shuffle=maybe",
+                   "--set train.shuffle=maybe: train.shuffle: expected true or false, got 'maybe'");
+    EXPECT_SET_ERR("train.schedule=cosin",
+                   "--set train.schedule=cosin: train.schedule: expected one of cosine, linear, "
+                   "constant; got 'cosin' (did you mean 'cosine'?)");
+    EXPECT_SET_ERR(
+        "data.files=[a, [b]]",
+        "--set data.files=[a, [b]]: data.files: expected a list of strings such as [a, b]");
+    EXPECT_SET_ERR(
+        "data.files=[a",
+        "--set data.files=[a: data.files: expected a list such as [a, b]: YAML syntax error: "
+        "did not find expected ',' or ']'");
+    EXPECT_SET_ERR("data.path=\xff\xfe",
+                   "--set data.path=\\xFF\\xFE: data.path: the value is not valid UTF-8");
     // Extreme but valid int64 bounds.
     c = fresh();
-    CHECK(config_set(c, "train.steps=9223372036854775807", err, sizeof err) == 0 && config_get_int(c, "train.steps") == INT64_MAX);
-    CHECK(config_set(c, "train.steps=000000000000000000000000000005", err, sizeof err) == 0 && config_get_int(c, "train.steps") == 5);
+    CHECK(config_set(c, "train.steps=9223372036854775807", err, sizeof err) == 0 &&
+          config_get_int(c, "train.steps") == INT64_MAX);
+    CHECK(config_set(c, "train.steps=000000000000000000000000000005", err, sizeof err) == 0 &&
+          config_get_int(c, "train.steps") == 5);
     config_free(c);
 }
 
 static void test_file_errors(void) {
-    EXPECT_LOAD_ERR("train:\n  lrr: 1\n", "t.yaml:2:3: unknown key 'train.lrr' (did you mean 'train.lr'?)");
+    EXPECT_LOAD_ERR("train:\n  lrr: 1\n",
+                    "t.yaml:2:3: unknown key 'train.lrr' (did you mean 'train.lr'?)");
     EXPECT_LOAD_ERR("lr: 1\n", "t.yaml:1:1: unknown key 'lr' (did you mean 'train.lr'?)");
-    EXPECT_LOAD_ERR("train:\n  schedul: cosine\n", "t.yaml:2:3: unknown key 'train.schedul' (did you mean 'train.schedule'?)");
+    EXPECT_LOAD_ERR("train:\n  schedul: cosine\n",
+                    "t.yaml:2:3: unknown key 'train.schedul' (did you mean 'train.schedule'?)");
     EXPECT_LOAD_ERR("zzz:\n  q: 1\n", "t.yaml:1:1: unknown key 'zzz'");
     EXPECT_LOAD_ERR("train:\n  lr: abc\n", "t.yaml:2:7: train.lr: expected a number, got 'abc'");
-    EXPECT_LOAD_ERR("train:\n  lr: \"3e-5\"\n",
-                    "t.yaml:2:7: train.lr: expected a number, got the quoted string \"3e-5\" (write it without quotes)");
+    EXPECT_LOAD_ERR(
+        "train:\n  lr: \"3e-5\"\n",
+        "t.yaml:2:7: train.lr: expected a number, got the quoted string \"3e-5\" (write it without quotes)");
     EXPECT_LOAD_ERR("train:\n  lr:\n", "t.yaml:2:6: train.lr: expected a number, got null");
     EXPECT_LOAD_ERR("train:\n  lr: ~\n", "t.yaml:2:7: train.lr: expected a number, got null");
     EXPECT_LOAD_ERR("train:\n  lr: 2\n", "t.yaml:2:7: train.lr: 2 is above the maximum 1");
     EXPECT_LOAD_ERR("model.n_ctx: 0\n", "t.yaml:1:14: model.n_ctx: 0 is below the minimum 1");
-    EXPECT_LOAD_ERR("model.n_ctx: 99999999999999999999\n",
-                    "t.yaml:1:14: model.n_ctx: '99999999999999999999' is out of range for a 64-bit integer");
-    EXPECT_LOAD_ERR("train:\n  shuffle: 1\n", "t.yaml:2:12: train.shuffle: expected true or false, got '1'");
-    EXPECT_LOAD_ERR("train:\n  schedule: cosin\n",
-                    "t.yaml:2:13: train.schedule: expected one of cosine, linear, constant; got 'cosin' (did you mean 'cosine'?)");
-    EXPECT_LOAD_ERR("train:\n  steps: [1]\n", "t.yaml:2:10: train.steps: expected an integer, got a sequence");
-    EXPECT_LOAD_ERR("train:\n  lr: {a: 1}\n", "t.yaml:2:7: train.lr: expected a number, got a mapping");
-    EXPECT_LOAD_ERR("data:\n  path: [a]\n", "t.yaml:2:9: data.path: expected a string, got a sequence");
-    EXPECT_LOAD_ERR("data:\n  files:\n    - a\n    - {b: 1}\n",
-                    "t.yaml:4:7: data.files: expected a list of strings, got a mapping inside the list");
-    EXPECT_LOAD_ERR("train: 5\n", "t.yaml:1:8: train is a section (keys: train.lr, train.steps, train.shuffle, "
-                                  "train.schedule ...): expected a mapping, got a scalar");
-    EXPECT_LOAD_ERR("log: [1]\n", "t.yaml:1:6: log is a section (keys: log.every, log.tags): expected a mapping, got a sequence");
+    EXPECT_LOAD_ERR(
+        "model.n_ctx: 99999999999999999999\n",
+        "t.yaml:1:14: model.n_ctx: '99999999999999999999' is out of range for a 64-bit integer");
+    EXPECT_LOAD_ERR("train:\n  shuffle: 1\n",
+                    "t.yaml:2:12: train.shuffle: expected true or false, got '1'");
+    EXPECT_LOAD_ERR(
+        "train:\n  schedule: cosin\n",
+        "t.yaml:2:13: train.schedule: expected one of cosine, linear, constant; got 'cosin' (did you mean 'cosine'?)");
+    EXPECT_LOAD_ERR("train:\n  steps: [1]\n",
+                    "t.yaml:2:10: train.steps: expected an integer, got a sequence");
+    EXPECT_LOAD_ERR("train:\n  lr: {a: 1}\n",
+                    "t.yaml:2:7: train.lr: expected a number, got a mapping");
+    EXPECT_LOAD_ERR("data:\n  path: [a]\n",
+                    "t.yaml:2:9: data.path: expected a string, got a sequence");
+    EXPECT_LOAD_ERR(
+        "data:\n  files:\n    - a\n    - {b: 1}\n",
+        "t.yaml:4:7: data.files: expected a list of strings, got a mapping inside the list");
+    EXPECT_LOAD_ERR("train: 5\n",
+                    "t.yaml:1:8: train is a section (keys: train.lr, train.steps, train.shuffle, "
+                    "train.schedule ...): expected a mapping, got a scalar");
+    EXPECT_LOAD_ERR(
+        "log: [1]\n",
+        "t.yaml:1:6: log is a section (keys: log.every, log.tags): expected a mapping, got a sequence");
     // Duplicates, in every spelling.
-    EXPECT_LOAD_ERR("train:\n  lr: 0.1\n  lr: 0.2\n", "t.yaml:3:3: duplicate key 'train.lr' (first at line 2, column 3)");
-    EXPECT_LOAD_ERR("train:\n  lr: 0.1\ntrain.lr: 0.2\n", "t.yaml:3:1: duplicate key 'train.lr' (first at line 2, column 3)");
-    EXPECT_LOAD_ERR("train:\n  lr: 0.1\ntrain:\n  steps: 2\n", "t.yaml:3:1: duplicate key 'train' (first at line 1, column 1)");
+    EXPECT_LOAD_ERR("train:\n  lr: 0.1\n  lr: 0.2\n",
+                    "t.yaml:3:3: duplicate key 'train.lr' (first at line 2, column 3)");
+    EXPECT_LOAD_ERR("train:\n  lr: 0.1\ntrain.lr: 0.2\n",
+                    "t.yaml:3:1: duplicate key 'train.lr' (first at line 2, column 3)");
+    EXPECT_LOAD_ERR("train:\n  lr: 0.1\ntrain:\n  steps: 2\n",
+                    "t.yaml:3:1: duplicate key 'train' (first at line 1, column 1)");
     // YAML structure.
-    EXPECT_LOAD_ERR("- a\n- b\n", "t.yaml:1:1: the top level must be a mapping of keys, got a sequence");
+    EXPECT_LOAD_ERR("- a\n- b\n",
+                    "t.yaml:1:1: the top level must be a mapping of keys, got a sequence");
     EXPECT_LOAD_ERR("hello\n", "t.yaml:1:1: the top level must be a mapping of keys, got a scalar");
     EXPECT_LOAD_ERR("train: {lr: 0.1}\n---\ntrain: {lr: 0.2}\n",
                     "t.yaml:2:1: only one YAML document is allowed (found a second '---')");
     EXPECT_LOAD_ERR("train:\n  lr: &x 0.1\n", "t.yaml:2:7: anchors (&name) are not supported");
-    EXPECT_LOAD_ERR("train:\n  lr: 0.1\n  warmup: *x\n", "t.yaml:3:11: aliases (*name) are not supported");
+    EXPECT_LOAD_ERR("train:\n  lr: 0.1\n  warmup: *x\n",
+                    "t.yaml:3:11: aliases (*name) are not supported");
     EXPECT_LOAD_ERR("train:\n  lr: !!float 0.1\n", "t.yaml:2:7: tags (!tag) are not supported");
     EXPECT_LOAD_ERR("? [a]\n: 1\n", "t.yaml:1:3: keys must be scalars, got a sequence as a key");
-    EXPECT_LOAD_ERR("train:\n  lr: 0.1\n lr: 2\n",
-                    "t.yaml:3:2: YAML syntax error: did not find expected key (while parsing a block mapping at line 1, column 1)");
+    EXPECT_LOAD_ERR(
+        "train:\n  lr: 0.1\n lr: 2\n",
+        "t.yaml:3:2: YAML syntax error: did not find expected key (while parsing a block mapping at line 1, column 1)");
     EXPECT_LOAD_ERR("train:\n\tlr: 1\n",
                     "t.yaml:2:1: YAML syntax error: found character that cannot start any token "
                     "(while scanning for the next token at line 2, column 1)");
-    EXPECT_LOAD_ERR("data:\n  path: \"a\\0b\"\n", "t.yaml:2:9: data.path: the value contains a NUL character");
-    EXPECT_LOAD_ERR("data:\n  path: \"\\x01\\x02\x01\"\n", "t.yaml:2:18: YAML error: control characters are not allowed (byte 0x01)");
-    EXPECT_LOAD_ERR("data:\n  path: ab\xff\n", "t.yaml:2:11: YAML error: invalid leading UTF-8 octet (byte 0xFF)");
-    EXPECT_LOAD_ERR("data:\n  path: \xc3\xa9\xed\xa0\x80\n", "t.yaml:2:10: YAML error: invalid Unicode character (U+D800)");
+    EXPECT_LOAD_ERR("data:\n  path: \"a\\0b\"\n",
+                    "t.yaml:2:9: data.path: the value contains a NUL character");
+    EXPECT_LOAD_ERR("data:\n  path: \"\\x01\\x02\x01\"\n",
+                    "t.yaml:2:18: YAML error: control characters are not allowed (byte 0x01)");
+    EXPECT_LOAD_ERR("data:\n  path: ab\xff\n",
+                    "t.yaml:2:11: YAML error: invalid leading UTF-8 octet (byte 0xFF)");
+    EXPECT_LOAD_ERR("data:\n  path: \xc3\xa9\xed\xa0\x80\n",
+                    "t.yaml:2:10: YAML error: invalid Unicode character (U+D800)");
     // A failed load leaves every earlier value of the same file unapplied.
     EXPECT_LOAD_ERR("train:\n  lr: 0.5\n  steps: 5\n  shuffle: 3\n",
                     "t.yaml:4:12: train.shuffle: expected true or false, got '3'");
@@ -310,7 +369,8 @@ static void test_dump_and_hash(void) {
     config_hash(c, h0);
     CHECK(strlen(h0) == 16);
     // NO_HASH keys do not change the hash; others do.
-    CHECK(config_set(c, "log.every=99", err, sizeof err) == 0 && config_set(c, "log.tags=[x]", err, sizeof err) == 0);
+    CHECK(config_set(c, "log.every=99", err, sizeof err) == 0 &&
+          config_set(c, "log.tags=[x]", err, sizeof err) == 0);
     config_hash(c, h1);
     CHECK(!strcmp(h0, h1));
     CHECK(config_set(c, "train.lr=0.00010000000000000002", err, sizeof err) == 0);
@@ -337,8 +397,10 @@ static void test_dump_and_hash(void) {
         snprintf(dtext, sizeof dtext, "train.warmup=%.17g", fabs(dv));
         CHECK_MSG(config_set(a, dtext, err, sizeof err) == 0, "%s", err);
         char *dump = config_dump_string(a);
-        CHECK_MSG(config_load_string(b, "dump.yaml", dump, strlen(dump), err, sizeof err) == 0, "string %zu: %s\n%s", i, err, dump);
-        CHECK_MSG(!strcmp(config_get_string(b, "data.template"), odd_strings[i]), "string %zu differs after reload", i);
+        CHECK_MSG(config_load_string(b, "dump.yaml", dump, strlen(dump), err, sizeof err) == 0,
+                  "string %zu: %s\n%s", i, err, dump);
+        CHECK_MSG(!strcmp(config_get_string(b, "data.template"), odd_strings[i]),
+                  "string %zu differs after reload", i);
         double back = config_get_double(b, "train.warmup"), want_d = fabs(dv);
         CHECK(memcmp(&back, &want_d, sizeof back) == 0);
         config_hash(a, ha);
@@ -358,7 +420,9 @@ static void test_dump_and_hash(void) {
     for (size_t i = 0; i < sizeof odd_doubles / sizeof *odd_doubles + 2; i++) {
         Config *a, *b;
         CHECK(config_new(&a, S2, err, sizeof err) == 0 && config_new(&b, S2, err, sizeof err) == 0);
-        double dv = i < sizeof odd_doubles / sizeof *odd_doubles ? odd_doubles[i] : i % 2 ? DBL_MAX : -DBL_MIN;
+        double dv = i < sizeof odd_doubles / sizeof *odd_doubles ? odd_doubles[i]
+                    : i % 2                                      ? DBL_MAX
+                                                                 : -DBL_MIN;
         char t[64];
         snprintf(t, sizeof t, "x=%.17g", dv);
         if (signbit(dv) && dv == 0) snprintf(t, sizeof t, "x=-0");
@@ -366,7 +430,8 @@ static void test_dump_and_hash(void) {
         CHECK(config_set(a, "l=[\"a\\\"b\", \"c\\\\d\", \"\\u2028\", \"\\t\"]", err, sizeof err) == 0);
         CHECK(config_set(a, i % 2 ? "i=-9223372036854775808" : "i=9223372036854775807", err, sizeof err) == 0);
         char *dump = config_dump_string(a);
-        CHECK_MSG(config_load_string(b, "d.yaml", dump, strlen(dump), err, sizeof err) == 0, "%s\n%s", err, dump);
+        CHECK_MSG(config_load_string(b, "d.yaml", dump, strlen(dump), err, sizeof err) == 0,
+                  "%s\n%s", err, dump);
         double back = config_get_double(b, "x");
         CHECK_MSG(memcmp(&back, &dv, sizeof dv) == 0, "double %.17g came back as %.17g", dv, back);
         const char *const *la, *const *lb;
@@ -378,10 +443,14 @@ static void test_dump_and_hash(void) {
         config_free(a); config_free(b);
     }
     // The same keys declared in another order: the same dump and hash.
-    static const ConfigEntry R1[] = {CONFIG_ENTRY("b.y", CONFIG_INT, "1", ""), CONFIG_ENTRY("a", CONFIG_INT, "2", ""), CONFIG_ENTRY("b.x", CONFIG_BOOL, "true", ""),
-                                     CONFIG_ENTRY("b_c", CONFIG_INT, "3", ""), CONFIG_ENTRY("b.z.w", CONFIG_INT, "4", ""), {0}};
-    static const ConfigEntry R2[] = {CONFIG_ENTRY("b.z.w", CONFIG_INT, "4", ""), CONFIG_ENTRY("b_c", CONFIG_INT, "3", ""), CONFIG_ENTRY("b.x", CONFIG_BOOL, "true", ""),
-                                     CONFIG_ENTRY("a", CONFIG_INT, "2", ""), CONFIG_ENTRY("b.y", CONFIG_INT, "1", ""), {0}};
+    static const ConfigEntry R1[] = {
+        CONFIG_ENTRY("b.y", CONFIG_INT, "1", ""),     CONFIG_ENTRY("a", CONFIG_INT, "2", ""),
+        CONFIG_ENTRY("b.x", CONFIG_BOOL, "true", ""), CONFIG_ENTRY("b_c", CONFIG_INT, "3", ""),
+        CONFIG_ENTRY("b.z.w", CONFIG_INT, "4", ""),   {0}};
+    static const ConfigEntry R2[] = {
+        CONFIG_ENTRY("b.z.w", CONFIG_INT, "4", ""),   CONFIG_ENTRY("b_c", CONFIG_INT, "3", ""),
+        CONFIG_ENTRY("b.x", CONFIG_BOOL, "true", ""), CONFIG_ENTRY("a", CONFIG_INT, "2", ""),
+        CONFIG_ENTRY("b.y", CONFIG_INT, "1", ""),     {0}};
     Config *r1, *r2;
     CHECK(config_new(&r1, R1, err, sizeof err) == 0 && config_new(&r2, R2, err, sizeof err) == 0);
     char *d1 = config_dump_string(r1), *d2 = config_dump_string(r2);
@@ -420,9 +489,11 @@ static void test_help(void) {
     config_help(c, f);
     fclose(f);
     for (int i = 0; SCHEMA[i].key; i++) {
-        CHECK_MSG(strstr(buf, SCHEMA[i].key) && strstr(buf, SCHEMA[i].help), "help lacks %s", SCHEMA[i].key);
+        CHECK_MSG(strstr(buf, SCHEMA[i].key) && strstr(buf, SCHEMA[i].help), "help lacks %s",
+                  SCHEMA[i].key);
     }
-    CHECK(strstr(buf, "train.lr") && strstr(buf, "double") && strstr(buf, "0.0001") && strstr(buf, "[0 .. 1]"));
+    CHECK(strstr(buf, "train.lr") && strstr(buf, "double") && strstr(buf, "0.0001") &&
+          strstr(buf, "[0 .. 1]"));
     CHECK(strstr(buf, "(cosine|linear|constant)"));
     int lines = 0;
     for (char *p = buf; *p; p++) lines += *p == '\n';
@@ -432,38 +503,54 @@ static void test_help(void) {
 }
 
 static void test_schema_errors(void) {
-    struct { ConfigEntry e[3]; const char *want; } cases[] = {
-        {{CONFIG_ENTRY("Train.lr", CONFIG_DOUBLE, "1", "")}, "schema: key 'Train.lr': use dotted parts of a-z, 0-9 and _"},
-        {{CONFIG_ENTRY("train..lr", CONFIG_DOUBLE, "1", "")}, "schema: key 'train..lr': use dotted parts of a-z, 0-9 and _"},
-        {{CONFIG_ENTRY("a", CONFIG_INT, "1", ""), CONFIG_ENTRY("a", CONFIG_INT, "1", "")}, "schema: a: declared twice"},
-        {{CONFIG_ENTRY("a", CONFIG_INT, "1", ""), CONFIG_ENTRY("a.b", CONFIG_INT, "1", "")}, "schema: a is both a key and the section of a.b"},
+    struct { ConfigEntry e[3]; const char *want;
+    } cases[] = {
+        {{CONFIG_ENTRY("Train.lr", CONFIG_DOUBLE, "1", "")},
+         "schema: key 'Train.lr': use dotted parts of a-z, 0-9 and _"},
+        {{CONFIG_ENTRY("train..lr", CONFIG_DOUBLE, "1", "")},
+         "schema: key 'train..lr': use dotted parts of a-z, 0-9 and _"},
+        {{CONFIG_ENTRY("a", CONFIG_INT, "1", ""), CONFIG_ENTRY("a", CONFIG_INT, "1", "")},
+         "schema: a: declared twice"},
+        {{CONFIG_ENTRY("a", CONFIG_INT, "1", ""), CONFIG_ENTRY("a.b", CONFIG_INT, "1", "")},
+         "schema: a is both a key and the section of a.b"},
         {{CONFIG_ENTRY("a", CONFIG_INT, NULL, "")}, "schema: a: a int key needs a default"},
-        {{CONFIG_ENTRY("a", CONFIG_INT, "x", "")}, "schema: a: bad default: expected an integer, got 'x'"},
-        {{CONFIG_ENTRY("a", CONFIG_INT, "0", "", .min = "1")}, "schema: a: bad default: 0 is below the minimum 1"},
-        {{CONFIG_ENTRY("a", CONFIG_DOUBLE, "0", "", .min = "1", .max = "0")}, "schema: a: min 1 is above max 0"},
+        {{CONFIG_ENTRY("a", CONFIG_INT, "x", "")},
+         "schema: a: bad default: expected an integer, got 'x'"},
+        {{CONFIG_ENTRY("a", CONFIG_INT, "0", "", .min = "1")},
+         "schema: a: bad default: 0 is below the minimum 1"},
+        {{CONFIG_ENTRY("a", CONFIG_DOUBLE, "0", "", .min = "1", .max = "0")},
+         "schema: a: min 1 is above max 0"},
         {{CONFIG_ENTRY("a", CONFIG_DOUBLE, "0", "", .min = "zero")}, "schema: a: bad min 'zero'"},
-        {{CONFIG_ENTRY("a", CONFIG_STRING, "", "", .min = "0")}, "schema: a: bounds on a string key"},
+        {{CONFIG_ENTRY("a", CONFIG_STRING, "", "", .min = "0")},
+         "schema: a: bounds on a string key"},
         {{CONFIG_ENTRY("a", CONFIG_ENUM, "x", "")}, "schema: a: an enum needs choices"},
-        {{CONFIG_ENTRY("a", CONFIG_ENUM, "x", "", .choices = "x||y")}, "schema: a: empty choice in 'x||y'"},
-        {{CONFIG_ENTRY("a", CONFIG_ENUM, "x", "", .choices = "x|y|x")}, "schema: a: choice 'x' twice"},
-        {{CONFIG_ENTRY("a", CONFIG_ENUM, "z", "", .choices = "x|y")}, "schema: a: bad default: expected one of x, y; got 'z'"},
+        {{CONFIG_ENTRY("a", CONFIG_ENUM, "x", "", .choices = "x||y")},
+         "schema: a: empty choice in 'x||y'"},
+        {{CONFIG_ENTRY("a", CONFIG_ENUM, "x", "", .choices = "x|y|x")},
+         "schema: a: choice 'x' twice"},
+        {{CONFIG_ENTRY("a", CONFIG_ENUM, "z", "", .choices = "x|y")},
+         "schema: a: bad default: expected one of x, y; got 'z'"},
         {{CONFIG_ENTRY("a", CONFIG_INT, "1", NULL)}, "schema: a: no help text"},
         {{CONFIG_ENTRY("a", (ConfigType)99, "1", "")}, "schema: a: unknown type 99"},
-        {{CONFIG_ENTRY("a", CONFIG_LIST, "[x", "")}, "schema: a: bad default: expected a list such as [a, b]: YAML syntax error: "
-                                         "did not find expected ',' or ']'"},
+        {{CONFIG_ENTRY("a", CONFIG_LIST, "[x", "")},
+         "schema: a: bad default: expected a list such as [a, b]: YAML syntax error: "
+         "did not find expected ',' or ']'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         Config *c = (Config *)1;
         char err[512] = "";
-        CHECK_MSG(config_new(&c, cases[i].e, err, sizeof err) == -1 && c == NULL, "case %zu accepted", i);
-        CHECK_MSG(!strcmp(err, cases[i].want), "case %zu:\n      got:  %s\n      want: %s", i, err, cases[i].want);
+        CHECK_MSG(config_new(&c, cases[i].e, err, sizeof err) == -1 && c == NULL,
+                  "case %zu accepted", i);
+        CHECK_MSG(!strcmp(err, cases[i].want), "case %zu:\n      got:  %s\n      want: %s", i, err,
+                  cases[i].want);
     }
     // An empty schema is fine: every key is unknown.
     static const ConfigEntry none[] = {{0}};
     Config *c;
     char err[512];
     CHECK(config_new(&c, none, err, sizeof err) == 0);
-    CHECK(config_load_string(c, "n.yaml", "a: 1\n", 5, err, sizeof err) == -1 && !strcmp(err, "n.yaml:1:1: unknown key 'a'"));
+    CHECK(config_load_string(c, "n.yaml", "a: 1\n", 5, err, sizeof err) == -1 &&
+          !strcmp(err, "n.yaml:1:1: unknown key 'a'"));
     char *d = config_dump_string(c);
     CHECK(d && !strcmp(d, ""));
     free(d);
@@ -509,7 +596,8 @@ static void test_hostile(void) {
     CHECK(config_load_string(c, "deep.yaml", deep, n, err, sizeof err) == -1 && one_line(err));
     free(deep);
     {
-        size_t levels = 5000, cap = levels * (levels + 8) / 2 + 64;   // "a:\n" indented deeper each time
+        size_t levels = 5000,
+               cap = levels * (levels + 8) / 2 + 64; // "a:\n" indented deeper each time
         char *b = malloc(cap);
         size_t k = 0;
         for (size_t i = 0; i < levels && k + i + 8 < cap; i++) {
@@ -534,22 +622,25 @@ static void test_hostile(void) {
     CHECK(config_load_string(c, "huge.yaml", huge, n, err, sizeof err) == -1 && one_line(err));
     memset(huge, 'k', big);
     memcpy(huge + big, ": 1\n", 4);
-    CHECK(config_load_string(c, "huge.yaml", huge, big + 4, err, sizeof err) == -1 && one_line(err) && strlen(err) < 200);
+    CHECK(config_load_string(c, "huge.yaml", huge, big + 4, err, sizeof err) == -1 &&
+          one_line(err) && strlen(err) < 200);
     free(huge);
     // Over the size limit: refused before parsing.
     char path[512];
     snprintf(path, sizeof path, "%s/big.yaml", tmpdir);
     char *over = calloc(1, (size_t)CONFIG_MAX_FILE + 1);
     memset(over, '#', (size_t)CONFIG_MAX_FILE);
-    write_file(path, over, (size_t)CONFIG_MAX_FILE + 1);
+    test_write_file(path, over, (size_t)CONFIG_MAX_FILE + 1);
     free(over);
     CHECK(config_load_file(c, path, err, sizeof err) == -1 && strstr(err, "larger than"));
     unlink(path);
     // Invalid UTF-8, NUL bytes, UTF-16 with a BOM (libyaml reads it), a lone BOM.
     const char nul[] = "train:\n  lr: 0.1\0\n";
-    CHECK(config_load_string(c, "nul.yaml", nul, sizeof nul - 1, err, sizeof err) == -1 && one_line(err));
+    CHECK(config_load_string(c, "nul.yaml", nul, sizeof nul - 1, err, sizeof err) == -1 &&
+          one_line(err));
     const char utf16[] = "\xff\xfet\0r\0a\0i\0n\0.\0s\0t\0e\0p\0s\0:\0 \0""9\0\n\0";
-    CHECK_MSG(config_load_string(c, "u16.yaml", utf16, sizeof utf16 - 1, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(config_load_string(c, "u16.yaml", utf16, sizeof utf16 - 1, err, sizeof err) == 0,
+              "%s", err);
     CHECK(config_get_int(c, "train.steps") == 9);
     CHECK(config_load_string(c, "bom.yaml", "\xef\xbb\xbf", 3, err, sizeof err) == 0);
     config_free(c);
@@ -577,7 +668,8 @@ static void test_hostile(void) {
             for (int m = 0; m < muts; m++) {
                 size_t at = rng_u64(&rng) % len;
                 static const char pool[] = "[]{}:-,&*!|>'\"#\n \t\\%@`?~\x00\xff\xc3";
-                buf[at] = (rng_u64(&rng) & 1) ? (char)(rng_u64(&rng) & 0xFF) : pool[rng_u64(&rng) % (sizeof pool - 1)];
+                buf[at] = (rng_u64(&rng) & 1) ? (char)(rng_u64(&rng) & 0xFF)
+                                              : pool[rng_u64(&rng) % (sizeof pool - 1)];
             }
         }
         Config *g = fresh();
@@ -585,7 +677,10 @@ static void test_hostile(void) {
         int rc = config_load_string(g, "fuzz.yaml", buf, len, err, sizeof err);
         if (rc) {
             errors++;
-            if (!one_line(err) || strncmp(err, "fuzz.yaml:", 10)) { CHECK_MSG(0, "bad message: %s", err); break; }
+            if (!one_line(err) || strncmp(err, "fuzz.yaml:", 10)) {
+                CHECK_MSG(0, "bad message: %s", err);
+                break;
+            }
         } else oks++;
         config_free(g);
     }

@@ -29,46 +29,20 @@ static Tokenizer *gpt2;       // data/gpt2, loaded once in main
 // helpers
 
 static void path(char *out, const char *name) {
-    if (snprintf(out, 1024, "%s/%s", root, name) >= 1024) { fprintf(stderr, "path too long\n"); exit(1); }
+    if (snprintf(out, 1024, "%s/%s", root, name) >= 1024) {
+        fprintf(stderr, "path too long\n");
+        exit(1);
+    }
 }
 
-static void write_bytes(const char *p, const void *data, size_t n) {
-    FILE *f = fopen(p, "wb");
-    if (!f || fwrite(data, 1, n, f) != n) { fprintf(stderr, "cannot write %s\n", p); exit(1); }
-    fclose(f);
-}
-static void write_text(const char *p, const char *s) { write_bytes(p, s, strlen(s)); }
+static void write_text(const char *p, const char *s) { test_write_file(p, s, strlen(s)); }
 
-static unsigned char *read_all(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)len + 1);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) { free(buf); fclose(f); return NULL; }
-    buf[len] = 0;
-    fclose(f);
-    if (n) *n = (size_t)len;
-    return buf;
-}
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
-static void rm_rf(const char *p) { nftw(p, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
 static int exists(const char *p) { struct stat st; return lstat(p, &st) == 0; }
 
-// An expected failure: rc -1 and a one-line message containing want (and want2 when given).
-#define CHECK_ERR(rc, err, want, want2) do { \
-        int rc_ = (rc); \
-        CHECK_MSG(rc_ == -1, "expected an error containing \"%s\", got rc %d", want, rc_); \
-        if (rc_ == -1) { \
-            CHECK_MSG(strstr(err, want) != NULL, "error \"%s\" lacks \"%s\"", err, want); \
-            CHECK_MSG(strchr(err, '\n') == NULL, "error is not one line: %s", err); \
-            CHECK_MSG(!(want2) || strstr(err, (want2) ? (want2) : "") != NULL, "error \"%s\" lacks \"%s\"", err, (want2) ? (want2) : ""); \
-        } \
-    } while (0)
-
-static int same_i32(const int32_t *a, const int32_t *b, size_t n) { return n == 0 || memcmp(a, b, n * sizeof(int32_t)) == 0; }
+static int same_i32(const int32_t *a, const int32_t *b, size_t n) {
+    return n == 0 || memcmp(a, b, n * sizeof(int32_t)) == 0;
+}
 
 static void print_ids(const char *what, const int32_t *ids, size_t n) {
     fprintf(stderr, "      %s (%zu):", what, n);
@@ -77,22 +51,31 @@ static void print_ids(const char *what, const int32_t *ids, size_t n) {
 }
 
 static DatasetOptions default_opts(int max_tokens) {
-    DatasetOptions o = {.max_tokens = max_tokens, .truncation = DATASET_TRUNCATE_ERROR, .valid_percent = 0};
+    DatasetOptions o = {
+        .max_tokens = max_tokens, .truncation = DATASET_TRUNCATE_ERROR, .valid_percent = 0};
     return o;
 }
 
 static Dataset *make_ds(const DatasetOptions *o) {
     Dataset *ds = NULL;
     char err[512];
-    if (dataset_create(&ds, gpt2, o, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "dataset_create: %s", err); return NULL; }
+    if (dataset_create(&ds, gpt2, o, err, sizeof err)) {
+        test_fail_at(__FILE__, __LINE__, "dataset_create: %s", err);
+        return NULL;
+    }
     return ds;
 }
 
 // Checks example i against hand-written ids and mask.
-static void check_example(const Dataset *ds, int64_t i, const int32_t *ids, const uint8_t *mask, int n, const char *what) {
+static void check_example(const Dataset *ds, int64_t i, const int32_t *ids, const uint8_t *mask,
+                          int n, const char *what) {
     DatasetExample ex;
-    if (dataset_example(ds, i, &ex)) { test_fail_at(__FILE__, __LINE__, "%s: no example %lld", what, (long long)i); return; }
-    int ok = ex.len == n && same_i32(ex.tokens, ids, (size_t)n) && memcmp(ex.mask, mask, (size_t)n) == 0;
+    if (dataset_example(ds, i, &ex)) {
+        test_fail_at(__FILE__, __LINE__, "%s: no example %lld", what, (long long)i);
+        return;
+    }
+    int ok =
+        ex.len == n && same_i32(ex.tokens, ids, (size_t)n) && memcmp(ex.mask, mask, (size_t)n) == 0;
     CHECK_MSG(ok, "%s: tokens or mask differ", what);
     if (!ok) {
         print_ids("got ", ex.tokens, (size_t)ex.len);
@@ -108,8 +91,8 @@ static void check_example(const Dataset *ds, int64_t i, const int32_t *ids, cons
 static const int32_t PAIR_IDS[17] = {20490, 25, 1867, 318, 362, 10, 17, 30, 198, 198, 48902, 25,
                                      632, 318, 604, 13, 50256};
 static const uint8_t PAIR_MASK[17] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1};
-// "System: Be brief.\n\n" | "Human: Hi\n\nAssistant:" | " Hello!" <eot> | "Human: Bye\n\nAssistant:" |
-// " Goodbye." <eot>   (the system segment alone ends in "\n\n" = 628)
+// "System: Be brief.\n\n" | "Human: Hi\n\nAssistant:" | " Hello!" <eot> | "Human:
+// Bye\n\nAssistant:" | " Goodbye." <eot>   (the system segment alone ends in "\n\n" = 628)
 static const int32_t CHAT_IDS[26] = {11964, 25, 1355, 4506, 13, 628,
                                      20490, 25, 15902, 198, 198, 48902, 25,
                                      18435, 0, 50256,
@@ -125,19 +108,31 @@ static void fixture_path(char *out, const char *name) {
 // ---------------------------------------------------------------------------------------------
 // formats
 
-static void test_pair_format(void) {
+// A data set (default options, max_tokens 64) holding the JSONL fixture `name`; its path into p.
+static Dataset *fixture_ds(const char *name, char p[1024]) {
     DatasetOptions o = default_opts(64);
     Dataset *ds = make_ds(&o);
-    if (!ds) return;
-    char p[1024], err[512];
-    fixture_path(p, "data_sft_pairs.jsonl");
+    if (!ds) return NULL;
+    char err[512];
+    fixture_path(p, name);
     CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    return ds;
+}
+
+static void test_pair_format(void) {
+    char p[1024], err[512];
+    Dataset *ds = fixture_ds("data_sft_pairs.jsonl", p);
+    if (!ds) return;
+    DatasetOptions o = default_opts(64);
     CHECK(dataset_size(ds) == 1);
     check_example(ds, 0, PAIR_IDS, PAIR_MASK, 17, "pair from JSONL");
     DatasetExample ex;
-    CHECK(dataset_example(ds, 0, &ex) == 0 && ex.n_targets == 5 && ex.item == 1 && !strcmp(ex.source, p));
+    CHECK(dataset_example(ds, 0, &ex) == 0 && ex.n_targets == 5 && ex.item == 1 &&
+          !strcmp(ex.source, p));
     // the same pair from memory
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 7, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 7, DATASET_SPLIT_AUTO, err,
+                               sizeof err) == 0,
+              "%s", err);
     check_example(ds, 1, PAIR_IDS, PAIR_MASK, 17, "pair from memory");
     CHECK(dataset_example(ds, 1, &ex) == 0 && ex.item == 7 && !strcmp(ex.source, "db"));
     // generation sees exactly the prompt segment
@@ -147,13 +142,16 @@ static void test_pair_format(void) {
     tok_ids_free(&ids);
     DatasetStats st;
     dataset_stats(ds, &st);
-    CHECK(st.n_examples == 2 && st.n_tokens == 34 && st.n_targets == 10 && st.max_len == 17 && st.n_train == 2);
+    CHECK(st.n_examples == 2 && st.n_tokens == 34 && st.n_targets == 10 && st.max_len == 17 &&
+          st.n_train == 2);
     dataset_free(ds);
     // train_on_all: every token carries a loss
     o.train_on_all = 1;
     ds = make_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
+                               sizeof err) == 0,
+              "%s", err);
     uint8_t ones[17];
     memset(ones, 1, sizeof ones);
     check_example(ds, 0, PAIR_IDS, ones, 17, "train_on_all");
@@ -162,38 +160,48 @@ static void test_pair_format(void) {
 }
 
 static void test_chat_format(void) {
-    DatasetOptions o = default_opts(64);
-    Dataset *ds = make_ds(&o);
-    if (!ds) return;
     char p[1024], err[512];
-    fixture_path(p, "data_sft_chat.jsonl");
-    CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    Dataset *ds = fixture_ds("data_sft_chat.jsonl", p);
+    if (!ds) return;
     CHECK(dataset_size(ds) == 2);
     check_example(ds, 0, CHAT_IDS, CHAT_MASK, 26, "chat from JSONL");
     // a one-turn chat is exactly the pair
     check_example(ds, 1, PAIR_IDS, PAIR_MASK, 17, "one-turn chat");
     DatasetExample ex;
     CHECK(dataset_example(ds, 0, &ex) == 0 && ex.n_targets == 6);
-    DatasetMessage m[5] = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "Bye"}, {"assistant", "Goodbye."}};
-    CHECK_MSG(dataset_add_chat(ds, m, 5, "mem", -1, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    DatasetMessage m[5] = {{"system", "Be brief."},
+                           {"user", "Hi"},
+                           {"assistant", "Hello!"},
+                           {"user", "Bye"},
+                           {"assistant", "Goodbye."}};
+    CHECK_MSG(dataset_add_chat(ds, m, 5, "mem", -1, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s",
+              err);
     check_example(ds, 2, CHAT_IDS, CHAT_MASK, 26, "chat from memory");
     // the prompt of the next turn: everything before " Goodbye."
     TokIds ids = {0};
     CHECK_MSG(dataset_encode_chat_prompt(ds, m, 4, &ids, err, sizeof err) == 0, "%s", err);
     CHECK(ids.n == 23 && same_i32(ids.ids, CHAT_IDS, 23));
-    CHECK_ERR(dataset_encode_chat_prompt(ds, m, 5, &ids, err, sizeof err), err, "must end with a user message", NULL);
+    CHECK_ERR(dataset_encode_chat_prompt(ds, m, 5, &ids, err, sizeof err), err,
+              "must end with a user message", NULL);
     tok_ids_free(&ids);
     // bad conversations from memory
     DatasetMessage bad1[2] = {{"assistant", "Hi"}, {"user", "x"}};
-    CHECK_ERR(dataset_add_chat(ds, bad1, 2, "mem", 3, DATASET_SPLIT_AUTO, err, sizeof err), err, "mem:3: messages[0] is an assistant message where a user message must come", NULL);
+    CHECK_ERR(dataset_add_chat(ds, bad1, 2, "mem", 3, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "mem:3: messages[0] is an assistant message where a user message must come", NULL);
     DatasetMessage bad2[3] = {{"user", "Hi"}, {"assistant", "x"}, {"system", "late"}};
-    CHECK_ERR(dataset_add_chat(ds, bad2, 3, "mem", 4, DATASET_SPLIT_AUTO, err, sizeof err), err, "mem:4: messages[2]: a system message may only come first", NULL);
+    CHECK_ERR(dataset_add_chat(ds, bad2, 3, "mem", 4, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "mem:4: messages[2]: a system message may only come first", NULL);
     DatasetMessage bad3[2] = {{"user", "Hi"}, {"bot", "x"}};
-    CHECK_ERR(dataset_add_chat(ds, bad3, 2, "mem", 5, DATASET_SPLIT_AUTO, err, sizeof err), err, "messages[1].role must be", NULL);
+    CHECK_ERR(dataset_add_chat(ds, bad3, 2, "mem", 5, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "messages[1].role must be", NULL);
     DatasetMessage bad4[1] = {{"user", "Hi"}};
-    CHECK_ERR(dataset_add_chat(ds, bad4, 1, "mem", 6, DATASET_SPLIT_AUTO, err, sizeof err), err, "the last message must be from the assistant", NULL);
-    CHECK_ERR(dataset_add_pair(ds, "Hi", "", "mem", 8, DATASET_SPLIT_AUTO, err, sizeof err), err, "mem:8: empty response", NULL);
-    CHECK_ERR(dataset_add_pair(ds, "Hi", "bad \xff byte", "mem", 9, DATASET_SPLIT_AUTO, err, sizeof err), err, "mem:9: the response has invalid UTF-8 at byte 5", NULL);
+    CHECK_ERR(dataset_add_chat(ds, bad4, 1, "mem", 6, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "the last message must be from the assistant", NULL);
+    CHECK_ERR(dataset_add_pair(ds, "Hi", "", "mem", 8, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "mem:8: empty response", NULL);
+    CHECK_ERR(
+        dataset_add_pair(ds, "Hi", "bad \xff byte", "mem", 9, DATASET_SPLIT_AUTO, err, sizeof err),
+        err, "mem:9: the response has invalid UTF-8 at byte 5", NULL);
     CHECK(dataset_size(ds) == 3);
     dataset_free(ds);
 }
@@ -218,8 +226,11 @@ static void test_boundary(void) {
     o.response_prefix = NULL;   // the default " "
     ds = make_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "Q: <|endoftext|>\nA:", "ok", "mem", 2, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
-    static const int32_t want2[14] = {48, 25, 1279, 91, 437, 1659, 5239, 91, 29, 198, 32, 25, 12876, 50256};
+    CHECK_MSG(dataset_add_pair(ds, "Q: <|endoftext|>\nA:", "ok", "mem", 2, DATASET_SPLIT_AUTO, err,
+                               sizeof err) == 0,
+              "%s", err);
+    static const int32_t want2[14] = {48, 25, 1279, 91, 437, 1659,  5239,
+                                      91, 29, 198,  32, 25,  12876, 50256};
     static const uint8_t mask2[14] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
     check_example(ds, 0, want2, mask2, 14, "special-token text inside a prompt");
     dataset_free(ds);
@@ -241,8 +252,10 @@ static void test_boundary(void) {
     CHECK_ERR(dataset_create(&bad, gpt2, &o, err, sizeof err), err, "valid_percent", NULL);
     DatasetTruncation t;
     CHECK(dataset_truncation_parse("drop", &t, err, sizeof err) == 0 && t == DATASET_TRUNCATE_DROP);
-    CHECK(dataset_truncation_parse("truncate_prompt_left", &t, err, sizeof err) == 0 && t == DATASET_TRUNCATE_PROMPT_LEFT);
-    CHECK_ERR(dataset_truncation_parse("truncate", &t, err, sizeof err), err, "unknown truncation rule 'truncate'", NULL);
+    CHECK(dataset_truncation_parse("truncate_prompt_left", &t, err, sizeof err) == 0 &&
+          t == DATASET_TRUNCATE_PROMPT_LEFT);
+    CHECK_ERR(dataset_truncation_parse("truncate", &t, err, sizeof err), err,
+              "unknown truncation rule 'truncate'", NULL);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,9 +270,12 @@ static void test_truncation(void) {
     DatasetOptions o = default_opts(10);
     Dataset *ds = make_ds(&o);
     if (!ds) return;
-    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "trunc.jsonl:2: example is 17 tokens", "(11 = max_tokens 10 + 1)");
+    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "trunc.jsonl:2: example is 17 tokens", "(11 = max_tokens 10 + 1)");
     CHECK(dataset_size(ds) == 0);
-    CHECK_ERR(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 42, DATASET_SPLIT_AUTO, err, sizeof err), err, "db:42: example is 17 tokens", NULL);
+    CHECK_ERR(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 42, DATASET_SPLIT_AUTO, err,
+                               sizeof err),
+              err, "db:42: example is 17 tokens", NULL);
     dataset_free(ds);
     // an example of exactly T+1 tokens fits (T positions, the last token only a target)
     o = default_opts(16);
@@ -285,26 +301,37 @@ static void test_truncation(void) {
     o.max_tokens = 5;
     ds = make_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
-    check_example(ds, 0, PAIR_IDS + 11, PAIR_MASK + 11, 6, "truncate_prompt_left, one prompt token left");
+    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
+                               sizeof err) == 0,
+              "%s", err);
+    check_example(ds, 0, PAIR_IDS + 11, PAIR_MASK + 11, 6,
+                  "truncate_prompt_left, one prompt token left");
     dataset_free(ds);
     // ... and a response that cannot fit is dropped and counted
     o.max_tokens = 4;
     ds = make_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
+                               sizeof err) == 0,
+              "%s", err);
     dataset_stats(ds, &st);
     CHECK(dataset_size(ds) == 0 && st.n_dropped == 1 && st.n_truncated == 0);
     DatasetIter *it;
     DatasetIterOptions io = {.batch_size = 2, .seed = 1};
-    CHECK_ERR(dataset_iter_create(&it, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err), err, "all 1 examples were dropped", NULL);
+    CHECK_ERR(dataset_iter_create(&it, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err), err,
+              "all 1 examples were dropped", NULL);
     dataset_free(ds);
     // chat: earlier turns are cut, kept tokens keep their masks
     o.max_tokens = 12;
     ds = make_ds(&o);
     if (!ds) return;
-    DatasetMessage m[5] = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "Bye"}, {"assistant", "Goodbye."}};
-    CHECK_MSG(dataset_add_chat(ds, m, 5, "mem", 1, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    DatasetMessage m[5] = {{"system", "Be brief."},
+                           {"user", "Hi"},
+                           {"assistant", "Hello!"},
+                           {"user", "Bye"},
+                           {"assistant", "Goodbye."}};
+    CHECK_MSG(dataset_add_chat(ds, m, 5, "mem", 1, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s",
+              err);
     check_example(ds, 0, CHAT_IDS + 13, CHAT_MASK + 13, 13, "truncate_prompt_left, chat");
     dataset_free(ds);
     // drop: skipped and counted
@@ -322,7 +349,8 @@ static void test_truncation(void) {
 // malformed input
 
 static void test_malformed_lines(void) {
-    static const struct { const char *line; const char *want; } cases[] = {
+    static const struct { const char *line; const char *want;
+    } cases[] = {
         {"{\"prompt\": \"a\", \"response\": }", "bad JSON at column 29"},
         {"{\"prompt\": \"a\", \"response\": \"b\"} trailing", "bad JSON at column 34"},
         {"{\"prompt\": \"a\"}", "missing key \"response\""},
@@ -338,14 +366,21 @@ static void test_malformed_lines(void) {
         {"{\"prompt\": \"\\ud800\", \"response\": \"c\"}", "bad JSON"},
         {"{\"messages\": {}}", "\"messages\" must be an array, got an object"},
         {"{\"messages\": []}", "\"messages\" is empty"},
-        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}", "the last message must be from the assistant"},
-        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"robot\", \"content\": \"b\"}]}", "messages[1].role must be"},
-        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\"}]}", "messages[1] lacks \"content\""},
-        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": 1}]}", "messages[1].content must be a string, got a number"},
-        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}]}", "messages[1] is a user message where an assistant message must come"},
-        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"\"}]}", "empty assistant content"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}",
+         "the last message must be from the assistant"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"robot\", \"content\": \"b\"}]}",
+         "messages[1].role must be"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\"}]}",
+         "messages[1] lacks \"content\""},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": 1}]}",
+         "messages[1].content must be a string, got a number"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}]}",
+         "messages[1] is a user message where an assistant message must come"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"\"}]}",
+         "empty assistant content"},
         {"{\"messages\": [\"hi\"]}", "messages[0] must be an object, got a string"},
-        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}], \"prompt\": \"c\"}", "has both \"messages\" and \"prompt\""},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}], \"prompt\": \"c\"}",
+         "has both \"messages\" and \"prompt\""},
     };
     DatasetOptions o = default_opts(64);
     Dataset *ds = make_ds(&o);
@@ -358,28 +393,38 @@ static void test_malformed_lines(void) {
     path(p, "bad.jsonl");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char text[2048];
-        snprintf(text, sizeof text, "{\"prompt\": \"one\", \"response\": \"two\"}\n\n{\"prompt\": \"three\", \"response\": \"four\"}\n%s\n"
-                                    "{\"prompt\": \"five\", \"response\": \"six\"}\n", cases[i].line);
+        snprintf(
+            text, sizeof text,
+            "{\"prompt\": \"one\", \"response\": \"two\"}\n\n{\"prompt\": \"three\", \"response\": \"four\"}\n%s\n"
+            "{\"prompt\": \"five\", \"response\": \"six\"}\n",
+            cases[i].line);
         write_text(p, text);
-        CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "bad.jsonl:4: ", cases[i].want);
-        CHECK_MSG(dataset_size(ds) == 1, "case %zu: %lld examples after a failed load", i, (long long)dataset_size(ds));
+        CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err,
+                  "bad.jsonl:4: ", cases[i].want);
+        CHECK_MSG(dataset_size(ds) == 1, "case %zu: %lld examples after a failed load", i,
+                  (long long)dataset_size(ds));
     }
     // a NUL byte inside a line
-    static const char nul[] = "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"a\0\", \"response\": \"b\"}\n";
-    write_bytes(p, nul, sizeof nul - 1);
-    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "bad.jsonl:2: NUL byte at column 14", NULL);
+    static const char nul[] =
+        "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"a\0\", \"response\": \"b\"}\n";
+    test_write_file(p, nul, sizeof nul - 1);
+    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "bad.jsonl:2: NUL byte at column 14", NULL);
     // a bad line after several thousand good ones (examples already tokenized and committed in
     // chunks) still leaves nothing from the file
     FILE *f = fopen(p, "wb");
-    for (int i = 0; i < 5000; i++) fprintf(f, "{\"prompt\": \"q%d\", \"response\": \"a%d\"}\n", i, i);
+    for (int i = 0; i < 5000; i++)
+        fprintf(f, "{\"prompt\": \"q%d\", \"response\": \"a%d\"}\n", i, i);
     fprintf(f, "{\"prompt\": \"q\", \"response\": 1}\n");
     fclose(f);
-    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "bad.jsonl:5001: \"response\" must be a string", NULL);
+    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "bad.jsonl:5001: \"response\" must be a string", NULL);
     CHECK(dataset_size(ds) == 1);
     DatasetStats st;
     dataset_stats(ds, &st);
     CHECK(st.n_tokens == 17);
-    // the earliest error is reported: line 2 is too long (checked after tokenizing), line 3 is bad JSON
+    // the earliest error is reported: line 2 is too long (checked after tokenizing), line 3 is bad
+    // JSON
     Dataset *small = NULL;
     DatasetOptions so = default_opts(12);
     if (dataset_create(&small, gpt2, &so, err, sizeof err) == 0) {
@@ -390,20 +435,25 @@ static void test_malformed_lines(void) {
     }
     // missing, empty and blank files
     path(p, "missing.jsonl");
-    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "cannot open", "missing.jsonl");
+    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "cannot open",
+              "missing.jsonl");
     path(p, "empty.jsonl");
     write_text(p, "");
-    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "empty.jsonl: no examples", NULL);
+    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "empty.jsonl: no examples", NULL);
     write_text(p, "\n  \r\n\t\n");
-    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "empty.jsonl: no examples", NULL);
+    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "empty.jsonl: no examples", NULL);
     CHECK(dataset_size(ds) == 1);
     // an empty data set cannot be iterated
     Dataset *empty = make_ds(&o);
     if (empty) {
         DatasetIter *it;
         DatasetIterOptions io = {.batch_size = 2, .seed = 1};
-        CHECK_ERR(dataset_iter_create(&it, empty, DATASET_SPLIT_TRAIN, &io, err, sizeof err), err, "the data set is empty", NULL);
-        CHECK_ERR(dataset_iter_create(&it, ds, DATASET_SPLIT_VALID, &io, err, sizeof err), err, "the valid split is empty", NULL);
+        CHECK_ERR(dataset_iter_create(&it, empty, DATASET_SPLIT_TRAIN, &io, err, sizeof err), err,
+                  "the data set is empty", NULL);
+        CHECK_ERR(dataset_iter_create(&it, ds, DATASET_SPLIT_VALID, &io, err, sizeof err), err,
+                  "the valid split is empty", NULL);
         dataset_free(empty);
     }
     // mark / rollback for callers adding groups from memory
@@ -442,17 +492,19 @@ static void test_file_quirks(void) {
     for (size_t i = 0; i < n / 4; i++) resp[i] = "abc "[i % 4];
     resp[n / 4] = 0;
     int len = snprintf(big, n + 100, "{\"prompt\": \"long\", \"response\": \"%s\"}\n", resp);
-    write_bytes(p, big, (size_t)len);
+    test_write_file(p, big, (size_t)len);
     CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(dataset_add_pair(ds, "long", resp, "mem", 1, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
     DatasetExample a, b;
     CHECK(dataset_example(ds, 2, &a) == 0 && dataset_example(ds, 3, &b) == 0);
-    CHECK(a.len == b.len && a.len > 500000 && same_i32(a.tokens, b.tokens, (size_t)a.len) && memcmp(a.mask, b.mask, (size_t)a.len) == 0);
+    CHECK(a.len == b.len && a.len > 500000 && same_i32(a.tokens, b.tokens, (size_t)a.len) &&
+          memcmp(a.mask, b.mask, (size_t)a.len) == 0);
     free(big);
     free(resp);
     // a file that is not UTF-8 (UTF-16 with its BOM)
-    write_bytes(p, "\xFF\xFE{\0\"\0", 6);
-    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err, "quirks.jsonl:1: invalid UTF-8 at column 1", NULL);
+    test_write_file(p, "\xFF\xFE{\0\"\0", 6);
+    CHECK_ERR(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err), err,
+              "quirks.jsonl:1: invalid UTF-8 at column 1", NULL);
     CHECK(dataset_size(ds) == 4);
     dataset_free(ds);
 }
@@ -470,7 +522,11 @@ static int expect_valid(const char *prompt, const char *response, double valid_p
         size_t n = strlen(parts[i]) + 1;
         for (size_t k = 0; k < n; k++) { h ^= s[k]; h *= 0x100000001b3ULL; }
     }
-    h ^= h >> 33; h *= 0xff51afd7ed558ccdULL; h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ULL; h ^= h >> 33;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
     return (int64_t)(h % 10000) < (int64_t)(valid_percent * 100 + 0.5);
 }
 
@@ -484,8 +540,10 @@ static void test_split(void) {
     path(q, "split_rev.jsonl");
     FILE *f = fopen(p, "wb"), *g = fopen(q, "wb");
     enum { N = 300 };
-    for (int i = 0; i < N; i++) fprintf(f, "{\"prompt\": \"question %d\", \"response\": \"answer %d\"}\n", i, i);
-    for (int i = N - 1; i >= 0; i--) fprintf(g, "{\"prompt\": \"question %d\", \"response\": \"answer %d\"}\n", i, i);
+    for (int i = 0; i < N; i++)
+        fprintf(f, "{\"prompt\": \"question %d\", \"response\": \"answer %d\"}\n", i, i);
+    for (int i = N - 1; i >= 0; i--)
+        fprintf(g, "{\"prompt\": \"question %d\", \"response\": \"answer %d\"}\n", i, i);
     fclose(f);
     fclose(g);
     CHECK_MSG(dataset_load_jsonl(a, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
@@ -556,7 +614,8 @@ static Dataset *varied_ds(int n) {
     char pr[512], re[512], err[512];
     for (int i = 0; i < n; i++) {
         int a = snprintf(pr, sizeof pr, "Question %d:", i);
-        for (int k = 0; k < (i * 7) % 11; k++) a += snprintf(pr + a, sizeof pr - (size_t)a, " word%d", k);
+        for (int k = 0; k < (i * 7) % 11; k++)
+            a += snprintf(pr + a, sizeof pr - (size_t)a, " word%d", k);
         int b = snprintf(re, sizeof re, "Answer %d.", i);
         for (int k = 0; k < (i * 5) % 7; k++) b += snprintf(re + b, sizeof re - (size_t)b, " more");
         if (dataset_add_pair(ds, pr, re, "mem", i, DATASET_SPLIT_AUTO, err, sizeof err)) {
@@ -608,14 +667,27 @@ static int64_t padded_size(const Dataset *ds, int bucket, uint64_t seed) {
     return total;
 }
 
+// varied_ds(n) and a training-split iterator over it with options io; -1 (test failed, nothing
+// left to free) when either cannot be made.
+static int varied_iter(int n, const DatasetIterOptions *io, Dataset **ds, DatasetIter **it) {
+    *ds = varied_ds(n);
+    if (!*ds) return -1;
+    char err[512];
+    if (dataset_iter_create(it, *ds, DATASET_SPLIT_TRAIN, io, err, sizeof err)) {
+        test_fail_at(__FILE__, __LINE__, "%s", err);
+        dataset_free(*ds);
+        return -1;
+    }
+    return 0;
+}
+
 static void test_batches(void) {
     enum { N = 50, B = 4 };
-    Dataset *ds = varied_ds(N);
-    if (!ds) return;
     char err[512];
+    Dataset *ds;
     DatasetIter *it;
     DatasetIterOptions io = {.batch_size = B, .bucket_batches = 3, .shuffle = 1, .seed = 1234};
-    if (dataset_iter_create(&it, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); dataset_free(ds); return; }
+    if (varied_iter(N, &io, &ds, &it)) return;
     CHECK(dataset_iter_examples(it) == N && dataset_iter_batches_per_epoch(it) == (N + B - 1) / B);
     DatasetStats st;
     dataset_stats(ds, &st);
@@ -646,7 +718,8 @@ static void test_batches(void) {
         for (int i = 0; i < N; i++) once &= seen[i] == 1;
         CHECK_MSG(once, "epoch %d does not serve every example exactly once", e);
     }
-    CHECK_MSG(rows_ok, "a batch row differs from its example (tokens, targets, weights or padding)");
+    CHECK_MSG(rows_ok,
+              "a batch row differs from its example (tokens, targets, weights or padding)");
     CHECK(short_batches == 2);   // N % B = 2: one short batch per epoch
     DataCursor c;
     dataset_iter_cursor(it, &c);
@@ -671,9 +744,11 @@ static void test_batches(void) {
     CHECK(!same);
     dataset_iter_free(it2);
     // bucketing: less padding than plain shuffling, the full sort least
-    int64_t none = padded_size(ds, 0, 5), some = padded_size(ds, 3, 5), full = padded_size(ds, 1000, 5);
-    CHECK_MSG(full <= some && some < none && full < none, "padded sizes: none %lld, windows of 3 %lld, full sort %lld",
-              (long long)none, (long long)some, (long long)full);
+    int64_t none = padded_size(ds, 0, 5), some = padded_size(ds, 3, 5),
+            full = padded_size(ds, 1000, 5);
+    CHECK_MSG(full <= some && some < none && full < none,
+              "padded sizes: none %lld, windows of 3 %lld, full sort %lld", (long long)none,
+              (long long)some, (long long)full);
     // without shuffle: dataset order, sorted by length within windows of 2 batches (stable)
     DatasetIterOptions seq = {.batch_size = B, .bucket_batches = 2, .shuffle = 0, .seed = 0};
     CHECK(dataset_iter_create(&it2, ds, DATASET_SPLIT_TRAIN, &seq, err, sizeof err) == 0);
@@ -704,22 +779,24 @@ static void test_batches(void) {
 
 static int batches_equal(const DataBatch *a, const DataBatch *b) {
     size_t n = (size_t)a->B * (size_t)a->T;
-    return a->B == b->B && a->T == b->T && a->n_targets == b->n_targets && same_i32(a->tokens, b->tokens, n) &&
-           same_i32(a->targets, b->targets, n) && memcmp(a->weights, b->weights, n * sizeof(float)) == 0 &&
-           same_i32(a->lengths, b->lengths, (size_t)a->B) && memcmp(a->source, b->source, (size_t)a->B * sizeof(int64_t)) == 0;
+    return a->B == b->B && a->T == b->T && a->n_targets == b->n_targets &&
+           same_i32(a->tokens, b->tokens, n) && same_i32(a->targets, b->targets, n) &&
+           memcmp(a->weights, b->weights, n * sizeof(float)) == 0 &&
+           same_i32(a->lengths, b->lengths, (size_t)a->B) &&
+           memcmp(a->source, b->source, (size_t)a->B * sizeof(int64_t)) == 0;
 }
 
 static void test_resume(void) {
-    Dataset *ds = varied_ds(37);
-    if (!ds) return;
     char err[512];
+    Dataset *ds;
     DatasetIter *a, *b;
     DatasetIterOptions io = {.batch_size = 5, .bucket_batches = 2, .shuffle = 1, .seed = 77};
-    if (dataset_iter_create(&a, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); dataset_free(ds); return; }
+    if (varied_iter(37, &io, &ds, &a)) return;
     DataBatch x, y;
     data_batch_init(&x, 5, dataset_iter_max_len(a));
     data_batch_init(&y, 5, dataset_iter_max_len(a));
-    for (int i = 0; i < 11; i++) dataset_iter_next(a, &x, 1.0f);   // into the second epoch (8 per epoch)
+    for (int i = 0; i < 11; i++)
+        dataset_iter_next(a, &x, 1.0f); // into the second epoch (8 per epoch)
     DataCursor c, c2;
     dataset_iter_cursor(a, &c);
     CHECK(c.epoch == 1 && c.index == 3 && c.seed == 77);
@@ -729,7 +806,8 @@ static void test_resume(void) {
     CHECK_MSG(data_cursor_save(&c, &st, "train_data", err, sizeof err) == 0, "%s", err);
     CHECK_MSG(data_cursor_load(&c2, &st, "train_data", err, sizeof err) == 0, "%s", err);
     CHECK(memcmp(&c, &c2, sizeof c) == 0);
-    CHECK_ERR(data_cursor_load(&c2, &st, "valid_data", err, sizeof err), err, "valid_data.epoch", NULL);
+    CHECK_ERR(data_cursor_load(&c2, &st, "valid_data", err, sizeof err), err, "valid_data.epoch",
+              NULL);
     // a fresh iterator with another seed, restored, serves the same batches
     io.seed = 5;
     CHECK(dataset_iter_create(&b, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err) == 0);
@@ -768,12 +846,10 @@ static void test_resume(void) {
 
 // The loss of a step of A micro-batches is the mean over all their target tokens.
 static void test_weights(void) {
-    Dataset *ds = varied_ds(23);
-    if (!ds) return;
-    char err[512];
+    Dataset *ds;
     DatasetIter *it;
     DatasetIterOptions io = {.batch_size = 3, .bucket_batches = 1, .shuffle = 1, .seed = 3};
-    if (dataset_iter_create(&it, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); dataset_free(ds); return; }
+    if (varied_iter(23, &io, &ds, &it)) return;
     enum { A = 4 };
     DataBatch mb[A];
     for (int i = 0; i < A; i++) data_batch_init(&mb[i], 3, dataset_iter_max_len(it));
@@ -788,12 +864,17 @@ static void test_weights(void) {
             for (int k = 0; k < mb[i].B * mb[i].T; k++) {
                 wsum += mb[i].weights[k];
                 // a stand-in for the per-token loss: any value per target
-                if (mb[i].targets[k] >= 0) { weighted += (double)mb[i].weights[k] * mb[i].targets[k]; plain += mb[i].targets[k]; }
+                if (mb[i].targets[k] >= 0) {
+                    weighted += (double)mb[i].weights[k] * mb[i].targets[k];
+                    plain += mb[i].targets[k];
+                }
             }
         }
-        CHECK_MSG(count == N, "step %d: peek said %lld targets, the batches hold %lld", step, (long long)N, (long long)count);
+        CHECK_MSG(count == N, "step %d: peek said %lld targets, the batches hold %lld", step,
+                  (long long)N, (long long)count);
         CHECK_MSG(wsum > 1 - 1e-5 && wsum < 1 + 1e-5, "step %d: weights sum to %.8f", step, wsum);
-        CHECK_MSG(weighted > plain / (double)N * (1 - 1e-5) && weighted < plain / (double)N * (1 + 1e-5),
+        CHECK_MSG(weighted > plain / (double)N * (1 - 1e-5) &&
+                      weighted < plain / (double)N * (1 + 1e-5),
                   "step %d: weighted sum %.6f vs mean %.6f", step, weighted, plain / (double)N);
         // normalising filled batches gives the same weights
         float keep = mb[1].weights[mb[1].T - 1];
@@ -810,8 +891,9 @@ static void test_weights(void) {
 
 // Expected ids of text files: per file, documents cut at "<|endoftext|>", each encoded whole and
 // followed by the end token, blank documents skipped.
-static void expected_ids(const char *const *texts, const size_t *lens, int n, TokIds *out, int64_t *n_docs) {
-    char err[TOK_ERR_LEN];
+static void expected_ids(const char *const *texts, const size_t *lens, int n, TokIds *out,
+                         int64_t *n_docs) {
+    char err[256];
     *n_docs = 0;
     for (int i = 0; i < n; i++) {
         const char *s = texts[i], *end = texts[i] + lens[i];
@@ -821,11 +903,14 @@ static void expected_ids(const char *const *texts, const size_t *lens, int n, To
             int blank = 1;
             for (const char *q = s; q < e && blank; q++) blank = strchr(" \t\n\r\v\f", *q) && *q;
             if (!blank) {
-                tok_encode(gpt2, s, (size_t)(e - s), 0, out, err);
+                tok_encode(gpt2, s, (size_t)(e - s), 0, out, err, sizeof err);
                 int32_t eot = 50256;
                 TokIds one = {&eot, 1, 1};
                 for (size_t k = 0; k < one.n; k++) {
-                    if (out->n == out->cap) { out->cap = out->cap ? 2 * out->cap : 64; out->ids = realloc(out->ids, out->cap * sizeof(int32_t)); }
+                    if (out->n == out->cap) {
+                        out->cap = out->cap ? 2 * out->cap : 64;
+                        out->ids = realloc(out->ids, out->cap * sizeof(int32_t));
+                    }
                     out->ids[out->n++] = one.ids[k];
                 }
                 (*n_docs)++;
@@ -868,15 +953,16 @@ static void test_tokfile_text_roundtrip(void) {
     path(p3, "t3.txt");
     path(p4, "t4.txt");
     path(out, "corpus.tok");
-    const char *t1 = "Hello world.\nThis is doc one.<|endoftext|>Second doc, with unicode: café, 日本語 and 😀.\r\n"
-                     "Line two.<|endoftext|>\n  \n<|endoftext|>Third doc ends the file";
+    const char *t1 =
+        "Hello world.\nThis is doc one.<|endoftext|>Second doc, with unicode: café, 日本語 and 😀.\r\n"
+        "Line two.<|endoftext|>\n  \n<|endoftext|>Third doc ends the file";
     const char *t3 = "   \n";
     size_t l4;
     char *t4 = random_text(11, 200000, &l4);
     write_text(p1, t1);
     write_text(p2, "");
     write_text(p3, t3);
-    write_bytes(p4, t4, l4);
+    test_write_file(p4, t4, l4);
     const char *texts[4] = {t1, "", t3, t4};
     size_t lens[4] = {strlen(t1), 0, strlen(t3), l4};
     TokIds want = {0};
@@ -887,19 +973,29 @@ static void test_tokfile_text_roundtrip(void) {
     for (int c = 0; c < 4; c++) {
         TokfileTextOptions o = {.chunk_bytes = chunks[c]};
         TokfileStats st;
-        if (tokfile_write_text(out, gpt2, paths, 4, &o, &st, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); break; }
-        CHECK(st.n_files == 4 && st.n_docs == want_docs && st.n_tokens == (int64_t)want.n && st.n_bytes == (int64_t)(lens[0] + lens[2] + l4));
+        if (tokfile_write_text(out, gpt2, paths, 4, &o, &st, err, sizeof err)) {
+            test_fail_at(__FILE__, __LINE__, "%s", err);
+            break;
+        }
+        CHECK(st.n_files == 4 && st.n_docs == want_docs && st.n_tokens == (int64_t)want.n &&
+              st.n_bytes == (int64_t)(lens[0] + lens[2] + l4));
         TokFile f;
-        if (tokfile_open(&f, out, gpt2, 50257, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); break; }
-        CHECK(f.token_bytes == 2 && f.vocab_size == 50257 && f.n_docs == want_docs && f.vocab_hash == tokfile_vocab_hash(gpt2));
+        if (tokfile_open(&f, out, gpt2, 50257, err, sizeof err)) {
+            test_fail_at(__FILE__, __LINE__, "%s", err);
+            break;
+        }
+        CHECK(f.token_bytes == 2 && f.vocab_size == 50257 && f.n_docs == want_docs &&
+              f.vocab_hash == tokfile_vocab_hash(gpt2));
         int32_t *got = malloc((size_t)f.n_tokens * sizeof(int32_t) + 4);
         tokfile_read(&f, 0, f.n_tokens, got);
         int ok = f.n_tokens == (int64_t)want.n && same_i32(got, want.ids, want.n);
-        CHECK_MSG(ok, "chunk_bytes %lld: the file's ids differ from encoding each document whole", (long long)chunks[c]);
+        CHECK_MSG(ok, "chunk_bytes %lld: the file's ids differ from encoding each document whole",
+                  (long long)chunks[c]);
         if (!ok) {
             size_t i = 0;
             while (i < want.n && (int64_t)i < f.n_tokens && got[i] == want.ids[i]) i++;
-            fprintf(stderr, "      first difference at token %zu of %zu (file %lld)\n", i, want.n, (long long)f.n_tokens);
+            fprintf(stderr, "      first difference at token %zu of %zu (file %lld)\n", i, want.n,
+                    (long long)f.n_tokens);
         }
         CHECK(tokfile_get(&f, 3) == want.ids[3]);
         free(got);
@@ -916,7 +1012,8 @@ static void test_tokfile_text_roundtrip(void) {
     // a missing input: error, nothing written
     const char *bad[2] = {p1, "/nonexistent/x.txt"};
     remove(out);
-    CHECK_ERR(tokfile_write_text(out, gpt2, bad, 2, NULL, NULL, err, sizeof err), err, "cannot open /nonexistent/x.txt", NULL);
+    CHECK_ERR(tokfile_write_text(out, gpt2, bad, 2, NULL, NULL, err, sizeof err), err,
+              "cannot open /nonexistent/x.txt", NULL);
     CHECK(!exists(out));
 }
 
@@ -924,20 +1021,33 @@ static void test_tokfile_text_roundtrip(void) {
 static int write_ids(const char *p, const int32_t *ids, size_t n, int64_t V, uint64_t vocab_hash) {
     TokfileWriter *w;
     char err[512];
-    if (tokfile_writer_open(&w, p, V, vocab_hash, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); return -1; }
-    if (tokfile_writer_add(w, ids, n, err, sizeof err) || tokfile_writer_end_doc(w, -1, err, sizeof err)) {
+    if (tokfile_writer_open(&w, p, V, vocab_hash, err, sizeof err)) {
+        test_fail_at(__FILE__, __LINE__, "%s", err);
+        return -1;
+    }
+    if (tokfile_writer_add(w, ids, n, err, sizeof err) ||
+        tokfile_writer_end_doc(w, -1, err, sizeof err)) {
         test_fail_at(__FILE__, __LINE__, "%s", err);
         tokfile_writer_abort(w);
         return -1;
     }
-    if (tokfile_writer_commit(w, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); return -1; }
+    if (tokfile_writer_commit(w, err, sizeof err)) {
+        test_fail_at(__FILE__, __LINE__, "%s", err);
+        return -1;
+    }
     return 0;
 }
 
-static void put64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
-static void put32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static void put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
 // The documented header checksum over bytes 0..56.
-static void reseal(unsigned char *h) { put64(h + 56, data_hash_mix(data_hash_bytes(DATA_HASH_INIT, h, 56))); }
+static void reseal(unsigned char *h) {
+    put64(h + 56, data_hash_mix(data_hash_bytes(DATA_HASH_INIT, h, 56)));
+}
 
 static void test_tokfile_errors(void) {
     char good[1024], p[1024], err[512];
@@ -954,12 +1064,20 @@ static void test_tokfile_errors(void) {
     CHECK(f.n_tokens == N && f.n_docs == 1 && f.token_bytes == 2 && same_i32(back, ids, N));
     tokfile_close(&f);
     size_t n;
-    unsigned char *raw = read_all(good, &n);
+    unsigned char *raw = test_read_file(good, &n);
     CHECK(n == 64 + 2 * N);
     unsigned char *m = malloc(n + 8);
-#define MUTATE(code, want) do { memcpy(m, raw, n); size_t len_ = n; (void)len_; code; write_bytes(p, m, len_); \
-        CHECK_ERR(tokfile_open(&f, p, NULL, 0, err, sizeof err), err, want, "broken.tok"); } while (0)
-    MUTATE(len_ = n - 3, "truncated: the header says 3000 tokens (6000 bytes) but the file holds 5997 bytes");
+#define MUTATE(code, want)                                                                         \
+    do {                                                                                           \
+        memcpy(m, raw, n);                                                                         \
+        size_t len_ = n;                                                                           \
+        (void)len_;                                                                                \
+        code;                                                                                      \
+        test_write_file(p, m, len_);                                                               \
+        CHECK_ERR(tokfile_open(&f, p, NULL, 0, err, sizeof err), err, want, "broken.tok");         \
+    } while (0)
+    MUTATE(len_ = n - 3,
+           "truncated: the header says 3000 tokens (6000 bytes) but the file holds 5997 bytes");
     MUTATE(len_ = n - 2, "truncated");
     MUTATE(len_ = 40, "too short");
     MUTATE(len_ = 0, "too short");
@@ -979,8 +1097,10 @@ static void test_tokfile_errors(void) {
     free(m);
     free(raw);
     // vocabulary checks against a tokenizer and a model
-    CHECK_ERR(tokfile_open(&f, good, gpt2, 0, err, sizeof err), err, "vocabulary of 1000 tokens, the tokenizer has 50257", "small.tok");
-    CHECK_ERR(tokfile_open(&f, good, NULL, 999, err, sizeof err), err, "does not fit the model's 999", NULL);
+    CHECK_ERR(tokfile_open(&f, good, gpt2, 0, err, sizeof err), err,
+              "vocabulary of 1000 tokens, the tokenizer has 50257", "small.tok");
+    CHECK_ERR(tokfile_open(&f, good, NULL, 999, err, sizeof err), err,
+              "does not fit the model's 999", NULL);
     CHECK_MSG(tokfile_open(&f, good, NULL, 1000, err, sizeof err) == 0, "%s", err);
     tokfile_close(&f);
     int32_t g[4] = {1, 2, 3, 50256};
@@ -990,7 +1110,8 @@ static void test_tokfile_errors(void) {
         CHECK_MSG(tokfile_open(&f, p, gpt2, 50257, err, sizeof err) == 0, "%s", err);
         tokfile_close(&f);
     }
-    CHECK_ERR(tokfile_open(&f, "/nonexistent.tok", NULL, 0, err, sizeof err), err, "cannot open /nonexistent.tok", NULL);
+    CHECK_ERR(tokfile_open(&f, "/nonexistent.tok", NULL, 0, err, sizeof err), err,
+              "cannot open /nonexistent.tok", NULL);
     CHECK_ERR(tokfile_open(&f, root, NULL, 0, err, sizeof err), err, "is not a regular file", NULL);
     // 4-byte ids when V > 65536
     int32_t big[5] = {0, 65536, 69999, 7, 65535};
@@ -1006,17 +1127,19 @@ static void test_tokfile_errors(void) {
     write_text(p, "old");
     CHECK(tokfile_writer_open(&w, p, 1000, 0, err, sizeof err) == 0);
     int32_t bad_id = 1000;
-    CHECK_ERR(tokfile_writer_add(w, &bad_id, 1, err, sizeof err), err, "id 1000 is outside the vocabulary", NULL);
+    CHECK_ERR(tokfile_writer_add(w, &bad_id, 1, err, sizeof err), err,
+              "id 1000 is outside the vocabulary", NULL);
     CHECK(tokfile_writer_tokens(w) == 0);
     tokfile_writer_abort(w);
     size_t ln;
-    unsigned char *old = read_all(p, &ln);
+    unsigned char *old = test_read_file(p, &ln);
     CHECK(old && ln == 3 && !memcmp(old, "old", 3));
     free(old);
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", p, (long)getpid());
     CHECK(!exists(tmp));
-    CHECK_ERR(tokfile_writer_open(&w, "/nonexistent/dir/x.tok", 1000, 0, err, sizeof err), err, "cannot create /nonexistent/dir/x.tok", NULL);
+    CHECK_ERR(tokfile_writer_open(&w, "/nonexistent/dir/x.tok", 1000, 0, err, sizeof err), err,
+              "cannot create /nonexistent/dir/x.tok", NULL);
 }
 
 static void test_tokfile_windows(void) {
@@ -1027,7 +1150,10 @@ static void test_tokfile_windows(void) {
     for (int i = 0; i < N; i++) ids[i] = (i * 7) % 1000;
     if (write_ids(p, ids, N, 1000, 0)) return;
     TokFile f;
-    if (tokfile_open(&f, p, NULL, 0, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); return; }
+    if (tokfile_open(&f, p, NULL, 0, err, sizeof err)) {
+        test_fail_at(__FILE__, __LINE__, "%s", err);
+        return;
+    }
     DataBatch b;
     data_batch_init(&b, B, T);
     // sequential: windows [10k, 10k+11), 99 per epoch, batches run on into the next epoch
@@ -1044,7 +1170,8 @@ static void test_tokfile_windows(void) {
             int64_t s = (w % 99) * T;
             ok &= b.source[r] == s && b.lengths[r] == T;
             for (int t = 0; t < T; t++)
-                ok &= b.tokens[r * T + t] == ids[s + t] && b.targets[r * T + t] == ids[s + t + 1] && b.weights[r * T + t] == 0.5f;
+                ok &= b.tokens[r * T + t] == ids[s + t] && b.targets[r * T + t] == ids[s + t + 1] &&
+                      b.weights[r * T + t] == 0.5f;
         }
     }
     CHECK_MSG(ok, "sequential windows differ from the file");
@@ -1069,7 +1196,8 @@ static void test_tokfile_windows(void) {
             if (phase < 0) phase = s % T;
             once &= s % T == phase && s + T < N && !seen[(s - phase) / T];
             if (s % T == phase && (s - phase) / T < K) seen[(s - phase) / T] = 1;
-            for (int t = 0; t < T; t++) once &= one.tokens[t] == ids[s + t] && one.targets[t] == ids[s + t + 1];
+            for (int t = 0; t < T; t++)
+                once &= one.tokens[t] == ids[s + t] && one.targets[t] == ids[s + t + 1];
             data_batch_free(&one);
         }
         CHECK_MSG(once, "shuffled epoch %d does not serve each window once", e);
@@ -1077,7 +1205,8 @@ static void test_tokfile_windows(void) {
         phases[e] = phase;
         free(seen);
     }
-    CHECK_MSG(phases[0] != phases[1] || phases[1] != phases[2], "the phase never changes between epochs");
+    CHECK_MSG(phases[0] != phases[1] || phases[1] != phases[2],
+              "the phase never changes between epochs");
     // resume: a fresh iterator with another seed continues exactly
     o.batch_size = B;
     TokfileIter a, a2;
@@ -1106,7 +1235,8 @@ static void test_tokfile_windows(void) {
     CHECK_ERR(tokfile_iter_seek(&a2, &c, err, sizeof err), err, "out of range", NULL);
     // too short for one window
     o.seq_len = N;
-    CHECK_ERR(tokfile_iter_init(&it, &f, &o, err, sizeof err), err, "fewer than one window of 1001", NULL);
+    CHECK_ERR(tokfile_iter_init(&it, &f, &o, err, sizeof err), err, "fewer than one window of 1001",
+              NULL);
     o.seq_len = N - 1;   // exactly one window
     CHECK(tokfile_iter_init(&it, &f, &o, err, sizeof err) == 0 && tokfile_iter_windows(&it) == 1);
     data_batch_free(&b);
@@ -1118,17 +1248,21 @@ static void test_tokfile_windows(void) {
 // over the targets only, and the losses of a step's micro-batches add up to the mean CE over all
 // of the step's target tokens (computed here from the per-token log-probabilities).
 static void test_model_contract(void) {
-    Dataset *ds = varied_ds(19);
-    if (!ds) return;
     char err[512];
+    Dataset *ds;
     DatasetIter *it;
     DatasetIterOptions io = {.batch_size = 4, .bucket_batches = 2, .shuffle = 1, .seed = 8};
-    if (dataset_iter_create(&it, ds, DATASET_SPLIT_TRAIN, &io, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); dataset_free(ds); return; }
+    if (varied_iter(19, &io, &ds, &it)) return;
     int maxT = dataset_iter_max_len(it);
-    ModelConfig cfg = {.max_seq_len = maxT, .vocab_size = 50257, .n_layer = 1, .n_head = 2, .n_embd = 8,
-                       .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
+    ModelConfig cfg = {.max_seq_len = maxT, .vocab_size = 50257, .n_layer = 1, .n_head = 2,
+                       .n_embd = 8, .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
     Model m;
-    if (model_init(&m, &cfg, 4, maxT, 0, 0, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "%s", err); dataset_iter_free(it); dataset_free(ds); return; }
+    if (model_init(&m, &cfg, 4, maxT, 0, 0, err, sizeof err)) {
+        test_fail_at(__FILE__, __LINE__, "%s", err);
+        dataset_iter_free(it);
+        dataset_free(ds);
+        return;
+    }
     model_init_weights(&m, 1);
     enum { A = 3 };
     DataBatch b;
@@ -1139,15 +1273,20 @@ static void test_model_contract(void) {
     for (int i = 0; i < A; i++) {
         dataset_iter_next(it, &b, (float)(1.0 / (double)N));
         ModelBatch mb = data_batch_model(&b);
-        if (model_forward(&m, &mb, 0, err, sizeof err)) { test_fail_at(__FILE__, __LINE__, "model_forward: %s", err); break; }
+        if (model_forward(&m, &mb, 0, err, sizeof err)) {
+            test_fail_at(__FILE__, __LINE__, "model_forward: %s", err);
+            break;
+        }
         step_loss += m.loss;
         model_get_logp(&m, logp);
         double mine = 0;
         for (int k = 0; k < b.B * b.T; k++)
             if (b.targets[k] >= 0) { ce_sum -= logp[k]; mine -= (double)b.weights[k] * logp[k]; }
-        CHECK_MSG(fabs(mine - m.loss) <= 1e-5 * fabs(mine), "micro-batch %d: loss %.8g, sum w*CE %.8g", i, m.loss, mine);
+        CHECK_MSG(fabs(mine - m.loss) <= 1e-5 * fabs(mine),
+                  "micro-batch %d: loss %.8g, sum w*CE %.8g", i, m.loss, mine);
     }
-    CHECK_MSG(fabs(step_loss - ce_sum / (double)N) <= 1e-5 * ce_sum / (double)N, "step loss %.8g vs mean CE %.8g", step_loss, ce_sum / (double)N);
+    CHECK_MSG(fabs(step_loss - ce_sum / (double)N) <= 1e-5 * ce_sum / (double)N,
+              "step loss %.8g vs mean CE %.8g", step_loss, ce_sum / (double)N);
     CHECK(step_loss > 5 && step_loss < 20);   // about log(50257) = 10.8 for a random model
     // a token-file batch too
     char p[1024];
@@ -1155,16 +1294,19 @@ static void test_model_contract(void) {
     int32_t ids[200];
     for (int i = 0; i < 200; i++) ids[i] = (i * 131) % 50257;
     TokFile f;
-    if (write_ids(p, ids, 200, 50257, 0) == 0 && tokfile_open(&f, p, gpt2, 50257, err, sizeof err) == 0) {
+    if (write_ids(p, ids, 200, 50257, 0) == 0 &&
+        tokfile_open(&f, p, gpt2, 50257, err, sizeof err) == 0) {
         TokfileIter ti;
-        TokfileIterOptions to = {.batch_size = 4, .seq_len = maxT < 16 ? maxT : 16, .order = TOKFILE_SHUFFLED, .seed = 3};
+        TokfileIterOptions to = {.batch_size = 4, .seq_len = maxT < 16 ? maxT : 16,
+                                 .order = TOKFILE_SHUFFLED, .seed = 3};
         CHECK(tokfile_iter_init(&ti, &f, &to, err, sizeof err) == 0);
         tokfile_iter_next(&ti, &b, 1.0f / (float)(4 * to.seq_len));
         ModelBatch mb = data_batch_model(&b);
         CHECK_MSG(model_forward(&m, &mb, 0, err, sizeof err) == 0, "model_forward: %s", err);
         CHECK(m.loss > 5 && m.loss < 20);
         tokfile_close(&f);
-    } else test_fail_at(__FILE__, __LINE__, "token file: %s", err);
+    } else
+        test_fail_at(__FILE__, __LINE__, "token file: %s", err);
     free(logp);
     data_batch_free(&b);
     model_free(&m);
@@ -1175,25 +1317,46 @@ static void test_model_contract(void) {
 int main(void) {
     const char *tmpdir = getenv("TMPDIR");
     snprintf(root, sizeof root, "%s/rlhf_data_XXXXXX", tmpdir && tmpdir[0] ? tmpdir : "/tmp");
-    if (!mkdtemp(root)) { printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", root); return 1; }
-    char dir[1024], err[TOK_ERR_LEN];
+    if (!mkdtemp(root)) {
+        printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", root);
+        return 1;
+    }
+    char dir[1024], err[256];
     snprintf(dir, sizeof dir, "%s/../data/gpt2", test_data_dir());
-    if (tok_load(&gpt2, dir, err)) { printf("FAIL cannot load the GPT-2 tokenizer: %s\n0 passed, 1 failed\n", err); return 1; }
-    test_case("data: prompt/response format: hand-written ids and mask, train_on_all, prompt encoding", test_pair_format);
-    test_case("data: chat format: hand-written ids and mask, one turn == pair, bad conversations", test_chat_format);
-    test_case("data: exact prompt/response boundary; special-token text; template errors", test_boundary);
-    test_case("data: truncation rules: error (file:line, lengths), truncate_prompt_left, drop", test_truncation);
-    test_case("data: malformed JSONL lines name file:line, nothing from the file is kept", test_malformed_lines);
+    if (tok_load(&gpt2, dir, err, sizeof err)) {
+        printf("FAIL cannot load the GPT-2 tokenizer: %s\n0 passed, 1 failed\n", err);
+        return 1;
+    }
+    test_case(
+        "data: prompt/response format: hand-written ids and mask, train_on_all, prompt encoding",
+        test_pair_format);
+    test_case("data: chat format: hand-written ids and mask, one turn == pair, bad conversations",
+              test_chat_format);
+    test_case("data: exact prompt/response boundary; special-token text; template errors",
+              test_boundary);
+    test_case("data: truncation rules: error (file:line, lengths), truncate_prompt_left, drop",
+              test_truncation);
+    test_case("data: malformed JSONL lines name file:line, nothing from the file is kept",
+              test_malformed_lines);
     test_case("data: BOM, CRLF, blank lines, a 4 MB line, non-UTF-8 files", test_file_quirks);
-    test_case("data: the valid split follows the hash rule, not file order; explicit split files", test_split);
-    test_case("data: batches: every example once per epoch, exact rows and padding, bucketing", test_batches);
-    test_case("data: resume: a restored cursor serves the same batches; mismatches refused", test_resume);
-    test_case("data: loss weights: 1/N over the target tokens of all micro-batches of a step", test_weights);
-    test_case("data: token files from text: exactly whole-document encoding, any chunk size", test_tokfile_text_roundtrip);
-    test_case("data: token files: corrupt, truncated, bad headers, ids >= V, vocabulary mismatches", test_tokfile_errors);
-    test_case("data: token windows: sequential, shuffled epochs, exact resume", test_tokfile_windows);
-    test_case("data: batches meet model_forward's contract; micro-batch losses add up to the mean CE", test_model_contract);
+    test_case("data: the valid split follows the hash rule, not file order; explicit split files",
+              test_split);
+    test_case("data: batches: every example once per epoch, exact rows and padding, bucketing",
+              test_batches);
+    test_case("data: resume: a restored cursor serves the same batches; mismatches refused",
+              test_resume);
+    test_case("data: loss weights: 1/N over the target tokens of all micro-batches of a step",
+              test_weights);
+    test_case("data: token files from text: exactly whole-document encoding, any chunk size",
+              test_tokfile_text_roundtrip);
+    test_case("data: token files: corrupt, truncated, bad headers, ids >= V, vocabulary mismatches",
+              test_tokfile_errors);
+    test_case("data: token windows: sequential, shuffled epochs, exact resume",
+              test_tokfile_windows);
+    test_case(
+        "data: batches meet model_forward's contract; micro-batch losses add up to the mean CE",
+        test_model_contract);
     tok_free(gpt2);
-    rm_rf(root);
+    test_rm_rf(root);
     return test_summary();
 }

@@ -172,13 +172,13 @@ static void test_parse(void) {
 static void test_encode(void) {
     Tokenizer *tok;
     char err[512];
-    if (tok_load(&tok, "data/gpt2", err)) { CHECK_MSG(0, "%s", err); return; }
+    if (tok_load(&tok, "data/gpt2", err, sizeof err)) { CHECK_MSG(0, "%s", err); return; }
     DatasetOptions o = {.max_tokens = 1024};
     Dataset *ds;
     CHECK(dataset_create(&ds, tok, &o, err, sizeof err) == 0);
     TokIds want = {0}, got = {0};
     CHECK(dataset_encode_prompt(ds, "Name a colour.", &want, err, sizeof err) == 0);
-    CHECK(tok_encode(tok, " Blue, like the sky.", 20, 0, &want, err) == 0);
+    CHECK(tok_encode(tok, " Blue, like the sky.", 20, 0, &want, err, sizeof err) == 0);
     int32_t eot = tok_eot(tok);
     int trunc = -1;
     CHECK(reward_encode(ds, tok, " ", "Name a colour.", "Blue, like the sky.", 1024, &got, &trunc,

@@ -29,7 +29,10 @@ static char root[256];   // scratch directory for this run
 // ---------------------------------------------------------------------------------------------
 
 static void db_path(char *out, size_t n, const char *name) {
-    if (snprintf(out, n, "%s/%s", root, name) >= (int)n) { fprintf(stderr, "path too long\n"); exit(1); }
+    if (snprintf(out, n, "%s/%s", root, name) >= (int)n) {
+        fprintf(stderr, "path too long\n");
+        exit(1);
+    }
 }
 
 static void remove_db(const char *path) {
@@ -45,7 +48,10 @@ static Store *open_fresh(const char *name) {
     db_path(path, sizeof path, name);
     remove_db(path);
     Store *s;
-    if (store_open(&s, path, err, sizeof err)) { fprintf(stderr, "store_open: %s\n", err); exit(1); }
+    if (store_open(&s, path, err, sizeof err)) {
+        fprintf(stderr, "store_open: %s\n", err);
+        exit(1);
+    }
     return s;
 }
 
@@ -75,7 +81,6 @@ static void sleep_s(double s) {
     nanosleep(&ts, NULL);
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) { return remove(p); }
 
 // Collects ids from a walk.
 typedef struct { int64_t ids[64]; int n; int stop_after; } Ids;
@@ -94,7 +99,8 @@ static void test_open(void) {
     CHECK(store_schema_version(s, &v, err, sizeof err) == 0 && v == STORE_SCHEMA_VERSION);
     sqlite3_stmt *st;
     CHECK(sqlite3_prepare_v2(store_sqlite(s), "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), "wal"));
+    CHECK(sqlite3_step(st) == SQLITE_ROW &&
+          !strcmp((const char *)sqlite3_column_text(st, 0), "wal"));
     sqlite3_finalize(st);
     CHECK(query_int(s, "PRAGMA foreign_keys") == 1);
     CHECK(query_int(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'prompts', "
@@ -119,7 +125,8 @@ static void test_prompts(void) {
     Store *s = open_fresh("prompts.db");
     char err[512];
     int64_t a, b, c, again, found;
-    CHECK(store_add_prompt(s, "What is 2+2?", "train", "math.jsonl", &a, err, sizeof err) == 0 && a > 0);
+    CHECK(store_add_prompt(s, "What is 2+2?", "train", "math.jsonl", &a, err, sizeof err) == 0 &&
+          a > 0);
     CHECK(store_add_prompt(s, "Reverse 'abc'.", "valid", NULL, &b, err, sizeof err) == 0 && b > a);
     CHECK(store_add_prompt(s, "Sort 3 1 2.", NULL, "gen", &c, err, sizeof err) == 0 && c > b);
     // Idempotent: the same text gives the same id, and the first split and source are kept.
@@ -127,19 +134,24 @@ static void test_prompts(void) {
     CHECK(query_int(s, "SELECT count(*) FROM prompts") == 3);
     StorePrompt p;
     CHECK(store_get_prompt(s, a, &p, err, sizeof err) == 0);
-    CHECK(p.id == a && !strcmp(p.text, "What is 2+2?") && !strcmp(p.split, "train") && !strcmp(p.source, "math.jsonl"));
+    CHECK(p.id == a && !strcmp(p.text, "What is 2+2?") && !strcmp(p.split, "train") &&
+          !strcmp(p.source, "math.jsonl"));
     CHECK(p.created > 1.6e9);
     store_prompt_free(&p);
     CHECK(p.text == NULL);
-    CHECK(store_get_prompt(s, c, &p, err, sizeof err) == 0 && !strcmp(p.split, "train") && !strcmp(p.source, "gen"));
+    CHECK(store_get_prompt(s, c, &p, err, sizeof err) == 0 && !strcmp(p.split, "train") &&
+          !strcmp(p.source, "gen"));
     store_prompt_free(&p);
-    CHECK(store_get_prompt(s, 999, &p, err, sizeof err) == -1 && strstr(err, "prompt 999 does not exist") && p.text == NULL);
+    CHECK(store_get_prompt(s, 999, &p, err, sizeof err) == -1 &&
+          strstr(err, "prompt 999 does not exist") && p.text == NULL);
     store_prompt_free(&p);
     CHECK(store_find_prompt(s, "Reverse 'abc'.", &found, err, sizeof err) == 0 && found == b);
     CHECK(store_find_prompt(s, "absent", &found, err, sizeof err) == 0 && found == 0);
     // Bad split: an error naming it; nothing stored.
     CHECK(store_add_prompt(s, "x", "dev", NULL, &found, err, sizeof err) == -1 && found == 0);
-    CHECK_MSG(strstr(err, "unknown split 'dev' (expected train, valid or test)") && strstr(err, "prompts.db"), "%s", err);
+    CHECK_MSG(strstr(err, "unknown split 'dev' (expected train, valid or test)") &&
+                  strstr(err, "prompts.db"),
+              "%s", err);
     CHECK(store_add_prompt(s, NULL, "train", NULL, &found, err, sizeof err) == -1);
     CHECK(query_int(s, "SELECT count(*) FROM prompts") == 3);
     // Walks by split; a callback's non-zero value stops the walk and is returned.
@@ -147,7 +159,8 @@ static void test_prompts(void) {
     CHECK(store_each_prompt(s, NULL, collect_prompt, &ids, err, sizeof err) == 0 && ids.n == 3);
     CHECK(ids.ids[0] == a && ids.ids[1] == b && ids.ids[2] == c);
     ids = (Ids){0};
-    CHECK(store_each_prompt(s, "train", collect_prompt, &ids, err, sizeof err) == 0 && ids.n == 2 && ids.ids[1] == c);
+    CHECK(store_each_prompt(s, "train", collect_prompt, &ids, err, sizeof err) == 0 && ids.n == 2 &&
+          ids.ids[1] == c);
     ids = (Ids){.stop_after = 1};
     CHECK(store_each_prompt(s, NULL, collect_prompt, &ids, err, sizeof err) == 7 && ids.n == 1);
     CHECK(store_each_prompt(s, "bad", collect_prompt, &ids, err, sizeof err) == -1);
@@ -162,8 +175,10 @@ static void test_prompts(void) {
         CHECK(sp == store_split_for_text(t, 0.1, 0.05));
         counts[!strcmp(sp, "valid") ? 1 : !strcmp(sp, "test") ? 2 : 0]++;
     }
-    CHECK_MSG(abs(counts[1] - 2000) < 200 && abs(counts[2] - 1000) < 150, "valid %d test %d", counts[1], counts[2]);
-    CHECK(!strcmp(store_split_for_text("x", 0, 0), "train") && !strcmp(store_split_for_text("x", 1, 0), "valid"));
+    CHECK_MSG(abs(counts[1] - 2000) < 200 && abs(counts[2] - 1000) < 150, "valid %d test %d",
+              counts[1], counts[2]);
+    CHECK(!strcmp(store_split_for_text("x", 0, 0), "train") &&
+          !strcmp(store_split_for_text("x", 1, 0), "valid"));
     CHECK_INTEGRITY(s);
     store_close(s);
 }
@@ -171,12 +186,18 @@ static void test_prompts(void) {
 typedef struct { int n; char texts[8][64]; int64_t ids[8]; } Rows;
 static int collect_demo(const StoreDemonstration *d, void *ctx) {
     Rows *r = ctx;
-    if (r->n < 8) { snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", d->prompt, d->response, d->split, d->source); r->ids[r->n++] = d->id; }
+    if (r->n < 8) {
+        snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", d->prompt, d->response, d->split, d->source);
+        r->ids[r->n++] = d->id;
+    }
     return 0;
 }
 static int collect_completion(const StoreCompletion *c, void *ctx) {
     Rows *r = ctx;
-    if (r->n < 8) { snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", c->prompt, c->text, c->model, c->split); r->ids[r->n++] = c->id; }
+    if (r->n < 8) {
+        snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", c->prompt, c->text, c->model, c->split);
+        r->ids[r->n++] = c->id;
+    }
     return 0;
 }
 
@@ -189,28 +210,36 @@ static void test_demonstrations_completions_labelers(void) {
     CHECK(store_add_demonstration(s, p1, "R1", "human", &d1, err, sizeof err) == 0 && d1 > 0);
     CHECK(store_add_demonstration(s, p1, "R1b", NULL, &d2, err, sizeof err) == 0 && d2 > d1);
     CHECK(store_add_demonstration(s, p2, "R2", "human", &d3, err, sizeof err) == 0);
-    CHECK(store_add_demonstration(s, p1, "R1", "other", &again, err, sizeof err) == 0 && again == d1);
+    CHECK(store_add_demonstration(s, p1, "R1", "other", &again, err, sizeof err) == 0 &&
+          again == d1);
     CHECK(store_add_demonstration(s, 999, "R", NULL, &again, err, sizeof err) == -1 && again == 0 &&
           strstr(err, "add demonstration: prompt 999 does not exist"));
     Rows r = {0};
     CHECK(store_each_demonstration(s, NULL, collect_demo, &r, err, sizeof err) == 0 && r.n == 3);
-    CHECK(!strcmp(r.texts[0], "P1|R1|train|human") && !strcmp(r.texts[1], "P1|R1b|train|") && !strcmp(r.texts[2], "P2|R2|test|human"));
+    CHECK(!strcmp(r.texts[0], "P1|R1|train|human") && !strcmp(r.texts[1], "P1|R1b|train|") &&
+          !strcmp(r.texts[2], "P2|R2|test|human"));
     r = (Rows){0};
-    CHECK(store_each_demonstration(s, "test", collect_demo, &r, err, sizeof err) == 0 && r.n == 1 && r.ids[0] == d3);
+    CHECK(store_each_demonstration(s, "test", collect_demo, &r, err, sizeof err) == 0 && r.n == 1 &&
+          r.ids[0] == d3);
 
     int64_t c1, c2, c3, c4;
     CHECK(store_add_completion(s, p1, "A", "sft-v1", &c1, err, sizeof err) == 0 && c1 > 0);
-    CHECK(store_add_completion(s, p1, "A", "sft-v2", &c2, err, sizeof err) == 0 && c2 != c1);   // another model
+    CHECK(store_add_completion(s, p1, "A", "sft-v2", &c2, err, sizeof err) == 0 &&
+          c2 != c1); // another model
     CHECK(store_add_completion(s, p1, "B", NULL, &c3, err, sizeof err) == 0);
-    CHECK(store_add_completion(s, p2, "A", "sft-v1", &c4, err, sizeof err) == 0 && c4 != c1);   // another prompt
+    CHECK(store_add_completion(s, p2, "A", "sft-v1", &c4, err, sizeof err) == 0 &&
+          c4 != c1); // another prompt
     CHECK(store_add_completion(s, p1, "A", "sft-v1", &again, err, sizeof err) == 0 && again == c1);
     CHECK(store_add_completion(s, 0, "A", NULL, &again, err, sizeof err) == -1 && again == 0);
     CHECK(query_int(s, "SELECT count(*) FROM completions") == 4);
     r = (Rows){0};
-    CHECK(store_each_completion(s, p1, NULL, collect_completion, &r, err, sizeof err) == 0 && r.n == 3);
-    CHECK(!strcmp(r.texts[0], "P1|A|sft-v1|train") && !strcmp(r.texts[1], "P1|A|sft-v2|train") && !strcmp(r.texts[2], "P1|B||train"));
+    CHECK(store_each_completion(s, p1, NULL, collect_completion, &r, err, sizeof err) == 0 &&
+          r.n == 3);
+    CHECK(!strcmp(r.texts[0], "P1|A|sft-v1|train") && !strcmp(r.texts[1], "P1|A|sft-v2|train") &&
+          !strcmp(r.texts[2], "P1|B||train"));
     r = (Rows){0};
-    CHECK(store_each_completion(s, 0, NULL, collect_completion, &r, err, sizeof err) == 0 && r.n == 4 && r.ids[3] == c4);
+    CHECK(store_each_completion(s, 0, NULL, collect_completion, &r, err, sizeof err) == 0 &&
+          r.n == 4 && r.ids[3] == c4);
 
     int64_t l1, l2, lf;
     CHECK(store_add_labeler(s, "alice", &l1, err, sizeof err) == 0 && l1 > 0);
@@ -228,11 +257,17 @@ static void test_demonstrations_completions_labelers(void) {
 static int64_t prompt_with(Store *s, const char *text, const char *split, int k, int64_t *out) {
     char err[512];
     int64_t p;
-    if (store_add_prompt(s, text, split, "test", &p, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
+    if (store_add_prompt(s, text, split, "test", &p, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
     for (int i = 0; i < k; i++) {
         char t[32];
         snprintf(t, sizeof t, "c%d", i);
-        if (store_add_completion(s, p, t, "m", &out[i], err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
+        if (store_add_completion(s, p, t, "m", &out[i], err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            exit(1);
+        }
     }
     return p;
 }
@@ -241,8 +276,11 @@ typedef struct { int n; char desc[8][160]; } Rankings;
 static int collect_ranking(const StoreRanking *r, void *ctx) {
     Rankings *v = ctx;
     if (v->n >= 8) return 0;
-    int o = snprintf(v->desc[v->n], 160, "%s|%s|%s|%s|k%d:", r->prompt, r->split, r->labeler, r->comment, r->k);
-    for (int i = 0; i < r->k && o < 150; i++) o += snprintf(v->desc[v->n] + o, 160 - (size_t)o, " %s=%d", r->items[i].text, r->items[i].rank);
+    int o = snprintf(v->desc[v->n], 160, "%s|%s|%s|%s|k%d:", r->prompt, r->split, r->labeler,
+                     r->comment, r->k);
+    for (int i = 0; i < r->k && o < 150; i++)
+        o += snprintf(v->desc[v->n] + o, 160 - (size_t)o, " %s=%d", r->items[i].text,
+                      r->items[i].rank);
     v->n++;
     return 0;
 }
@@ -253,7 +291,8 @@ static void test_rankings(void) {
     int64_t c[4], d[3], lab, lab2, r1, r2, r3, rid;
     int64_t p = prompt_with(s, "P", "train", 4, c);
     int64_t q = prompt_with(s, "Q", "valid", 3, d);
-    CHECK(store_add_labeler(s, "alice", &lab, err, sizeof err) == 0 && store_add_labeler(s, "bob", &lab2, err, sizeof err) == 0);
+    CHECK(store_add_labeler(s, "alice", &lab, err, sizeof err) == 0 &&
+          store_add_labeler(s, "bob", &lab2, err, sizeof err) == 0);
     // "2>4>1=3": c1 best, then c3, then c0 and c2 tied.
     StoreRankItem items[4] = {{c[1], 1}, {c[3], 2}, {c[0], 3}, {c[2], 3}};
     CHECK_MSG(store_add_ranking(s, p, lab, items, 4, "c0 and c2 equally bad", &r1, err, sizeof err) == 0 && r1 > 0, "%s", err);
@@ -263,16 +302,19 @@ static void test_rankings(void) {
     CHECK(store_add_ranking(s, p, lab2, all_tied, 2, "", &r3, err, sizeof err) == 0);
     Rankings got = {0};
     CHECK(store_each_ranking(s, NULL, collect_ranking, &got, err, sizeof err) == 0 && got.n == 3);
-    CHECK_MSG(!strcmp(got.desc[0], "P|train|alice|c0 and c2 equally bad|k4: c1=1 c3=2 c0=3 c2=3"), "%s", got.desc[0]);
+    CHECK_MSG(!strcmp(got.desc[0], "P|train|alice|c0 and c2 equally bad|k4: c1=1 c3=2 c0=3 c2=3"),
+              "%s", got.desc[0]);
     CHECK_MSG(!strcmp(got.desc[1], "Q|valid|bob||k3: c2=1 c0=2 c1=3"), "%s", got.desc[1]);
     CHECK_MSG(!strcmp(got.desc[2], "P|train|bob||k2: c0=1 c1=1"), "%s", got.desc[2]);
     got = (Rankings){0};
-    CHECK(store_each_ranking(s, "valid", collect_ranking, &got, err, sizeof err) == 0 && got.n == 1);
+    CHECK(store_each_ranking(s, "valid", collect_ranking, &got, err, sizeof err) == 0 &&
+          got.n == 1);
     got = (Rankings){0};
     CHECK(store_each_ranking(s, "test", collect_ranking, &got, err, sizeof err) == 0 && got.n == 0);
 
     // Every validation, each leaving nothing behind.
-    int64_t n_rank = query_int(s, "SELECT count(*) FROM rankings"), n_items = query_int(s, "SELECT count(*) FROM ranking_items");
+    int64_t n_rank = query_int(s, "SELECT count(*) FROM rankings"),
+            n_items = query_int(s, "SELECT count(*) FROM ranking_items");
     struct { StoreRankItem it[3]; int k; int64_t prompt, labeler; const char *want; } bad[] = {
         {{{c[0], 1}}, 1, p, lab, "a ranking needs at least 2 completions, got 1"},
         {{{c[0], 1}, {c[1], 3}}, 2, p, lab, "rank 3 of completion"},
@@ -285,11 +327,14 @@ static void test_rankings(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         rid = -5;
-        int rc = store_add_ranking(s, bad[i].prompt, bad[i].labeler, bad[i].it, bad[i].k, NULL, &rid, err, sizeof err);
-        CHECK_MSG(rc == -1 && rid == 0 && strstr(err, bad[i].want) && strstr(err, "rankings.db") && one_line(err),
+        int rc = store_add_ranking(s, bad[i].prompt, bad[i].labeler, bad[i].it, bad[i].k, NULL,
+                                   &rid, err, sizeof err);
+        CHECK_MSG(rc == -1 && rid == 0 && strstr(err, bad[i].want) && strstr(err, "rankings.db") &&
+                      one_line(err),
                   "case %zu: rc %d: %s", i, rc, err);
     }
-    CHECK(query_int(s, "SELECT count(*) FROM rankings") == n_rank && query_int(s, "SELECT count(*) FROM ranking_items") == n_items);
+    CHECK(query_int(s, "SELECT count(*) FROM rankings") == n_rank &&
+          query_int(s, "SELECT count(*) FROM ranking_items") == n_items);
     CHECK(store_add_ranking(s, p, lab, NULL, 2, NULL, &rid, err, sizeof err) == -1);
     // Undo: delete a ranking and its items.
     CHECK(store_delete_ranking(s, r1, err, sizeof err) == 0);
@@ -310,7 +355,8 @@ static void test_transactions(void) {
     CHECK(store_add_prompt(s, "gone", "train", NULL, &id, err, sizeof err) == 0);
     CHECK(store_add_labeler(s, "ghost", &lab, err, sizeof err) == 0);
     CHECK(store_rollback(s, err, sizeof err) == 0 && !store_in_transaction(s));
-    CHECK(query_int(s, "SELECT count(*) FROM prompts") == 0 && query_int(s, "SELECT count(*) FROM labelers") == 0);
+    CHECK(query_int(s, "SELECT count(*) FROM prompts") == 0 &&
+          query_int(s, "SELECT count(*) FROM labelers") == 0);
     CHECK(store_rollback(s, err, sizeof err) == 0);   // nothing open: fine
     CHECK(store_commit(s, err, sizeof err) == -1 && strstr(err, "no transaction"));
     // Commit keeps everything.
@@ -319,17 +365,21 @@ static void test_transactions(void) {
     CHECK(store_add_labeler(s, "alice", &lab, err, sizeof err) == 0);
     // A failing multi-statement write inside the caller's transaction undoes only itself.
     StoreRankItem bad[2] = {{c[0], 1}, {999, 2}};
-    CHECK(store_add_ranking(s, p, lab, bad, 2, NULL, &id, err, sizeof err) == -1 && store_in_transaction(s));
+    CHECK(store_add_ranking(s, p, lab, bad, 2, NULL, &id, err, sizeof err) == -1 &&
+          store_in_transaction(s));
     StoreRankItem good[2] = {{c[0], 1}, {c[1], 2}};
     CHECK(store_add_ranking(s, p, lab, good, 2, NULL, &id, err, sizeof err) == 0);
     int64_t claimed;
-    CHECK(store_claim_prompt(s, lab, NULL, &claimed, err, sizeof err) == 0 && claimed == 0);   // savepoint inside tx
+    CHECK(store_claim_prompt(s, lab, NULL, &claimed, err, sizeof err) == 0 &&
+          claimed == 0); // savepoint inside tx
     CHECK(store_commit(s, err, sizeof err) == 0 && !store_in_transaction(s));
-    CHECK(query_int(s, "SELECT count(*) FROM rankings") == 1 && query_int(s, "SELECT count(*) FROM ranking_items") == 2);
+    CHECK(query_int(s, "SELECT count(*) FROM rankings") == 1 &&
+          query_int(s, "SELECT count(*) FROM ranking_items") == 2);
     // Closing with an open transaction rolls it back.
     char path[512];
     snprintf(path, sizeof path, "%s", store_path(s));
-    CHECK(store_begin(s, err, sizeof err) == 0 && store_add_prompt(s, "unfinished", "train", NULL, &id, err, sizeof err) == 0);
+    CHECK(store_begin(s, err, sizeof err) == 0 &&
+          store_add_prompt(s, "unfinished", "train", NULL, &id, err, sizeof err) == 0);
     store_close(s);
     CHECK(store_open(&s, path, err, sizeof err) == 0);
     CHECK(store_find_prompt(s, "unfinished", &id, err, sizeof err) == 0 && id == 0);
@@ -371,7 +421,8 @@ static int import_file(Store *s, const char *path, int64_t *added, char *err, si
         n++;
     }
     fclose(f);
-    if (store_add_import(s, path, hash, "tsv", n, &id, err, errlen) || store_commit(s, err, errlen)) {
+    if (store_add_import(s, path, hash, "tsv", n, &id, err, errlen) ||
+        store_commit(s, err, errlen)) {
         store_rollback(s, NULL, 0);
         return -1;
     }
@@ -402,7 +453,8 @@ static void test_imports(void) {
     char hex2[STORE_HASH_HEX];
     CHECK(store_hash_file(path, hex2, err, sizeof err) == 0 && !strcmp(hex, hex2));
     unlink(path);
-    CHECK(store_hash_file("/nonexistent/file", hex2, err, sizeof err) == -1 && strstr(err, "/nonexistent/file"));
+    CHECK(store_hash_file("/nonexistent/file", hex2, err, sizeof err) == -1 &&
+          strstr(err, "/nonexistent/file"));
 
     db_path(path, sizeof path, "demos.tsv");
     f = fopen(path, "w");
@@ -419,22 +471,26 @@ static void test_imports(void) {
     fclose(f);
     int64_t added;
     CHECK(import_file(s, path, &added, err, sizeof err) == 0 && added == 50);
-    CHECK(query_int(s, "SELECT count(*) FROM prompts") == 50 && query_int(s, "SELECT count(*) FROM demonstrations") == 50);
+    CHECK(query_int(s, "SELECT count(*) FROM prompts") == 50 &&
+          query_int(s, "SELECT count(*) FROM demonstrations") == 50);
     int64_t train = query_int(s, "SELECT count(*) FROM prompts WHERE split = 'train'");
     CHECK(train > 25 && train < 50);
     // The same file again, or a copy under another name: nothing added.
     CHECK(import_file(s, path, &added, err, sizeof err) == 0 && added == 0);
     CHECK(import_file(s, copy, &added, err, sizeof err) == 0 && added == 0);
-    CHECK(query_int(s, "SELECT count(*) FROM prompts") == 50 && query_int(s, "SELECT count(*) FROM imports") == 1);
+    CHECK(query_int(s, "SELECT count(*) FROM prompts") == 50 &&
+          query_int(s, "SELECT count(*) FROM imports") == 1);
     // A bad line: nothing from that file is stored.
     CHECK(import_file(s, badp, &added, err, sizeof err) == -1 && strstr(err, "bad.tsv:31:"));
-    CHECK(query_int(s, "SELECT count(*) FROM prompts") == 50 && query_int(s, "SELECT count(*) FROM imports") == 1);
+    CHECK(query_int(s, "SELECT count(*) FROM prompts") == 50 &&
+          query_int(s, "SELECT count(*) FROM imports") == 1);
     CHECK(!store_in_transaction(s));
     // Recording the same hash twice is an error naming the earlier file.
     CHECK(store_hash_file(path, hex, err, sizeof err) == 0);
     int64_t id;
     CHECK(store_add_import(s, copy, hex, "tsv", 50, &id, err, sizeof err) == -1 && id == 0);
-    CHECK_MSG(strstr(err, "demos-renamed.tsv has the same contents as") && strstr(err, "demos.tsv"), "%s", err);
+    CHECK_MSG(strstr(err, "demos-renamed.tsv has the same contents as") && strstr(err, "demos.tsv"),
+              "%s", err);
     CHECK(store_find_import(s, hex, &id, err, sizeof err) == 0 && id > 0);
     CHECK(store_find_import(s, "0000", &id, err, sizeof err) == 0 && id == 0);
     CHECK(store_add_import(s, path, "", "tsv", 0, &id, err, sizeof err) == -1);
@@ -472,13 +528,17 @@ static void test_reward_scores(void) {
     CHECK(store_set_reward_score(s, "rm-1", c[0], 2.5, err, sizeof err) == 0);   // re-scoring replaces
     CHECK(store_get_reward_score(s, "rm-1", c[0], &v, &found, err, sizeof err) == 0 && found && v == 2.5);
     CHECK(store_get_reward_score(s, "rm-1", c[2], &v, &found, err, sizeof err) == 0 && !found);
-    CHECK(store_set_reward_score(s, "rm-1", 999, 1, err, sizeof err) == -1 && strstr(err, "completion 999 does not exist"));
-    CHECK(store_set_reward_score(s, "rm-1", c[0], NAN, err, sizeof err) == -1 && strstr(err, "not finite"));
+    CHECK(store_set_reward_score(s, "rm-1", 999, 1, err, sizeof err) == -1 &&
+          strstr(err, "completion 999 does not exist"));
+    CHECK(store_set_reward_score(s, "rm-1", c[0], NAN, err, sizeof err) == -1 &&
+          strstr(err, "not finite"));
     CHECK(store_set_reward_score(s, "rm-1", c[0], INFINITY, err, sizeof err) == -1);
     CHECK(store_set_reward_score(s, "", c[0], 1, err, sizeof err) == -1);
     Scores got = {0};
-    CHECK(store_each_reward_score(s, "rm-1", collect_score, &got, err, sizeof err) == 0 && got.n == 2);
-    CHECK(got.ids[0] == c[0] && got.scores[0] == 2.5 && got.ids[1] == c[1] && got.scores[1] == -0.25);
+    CHECK(store_each_reward_score(s, "rm-1", collect_score, &got, err, sizeof err) == 0 &&
+          got.n == 2);
+    CHECK(got.ids[0] == c[0] && got.scores[0] == 2.5 && got.ids[1] == c[1] &&
+          got.scores[1] == -0.25);
     // Scoring what rm-1 has not scored yet, writing each score from inside the walk.
     Scorer sc = {s, "rm-1", 0};
     CHECK(store_each_completion(s, 0, "rm-1", score_it, &sc, err, sizeof err) == 0 && sc.n == 3);
@@ -501,25 +561,32 @@ static void test_runs(void) {
     Store *s = open_fresh("runs.db");
     char err[512];
     int64_t pipe_run, r1, r2, r3;
-    CHECK(store_add_run(s, &(StoreRunInfo){.stage = "pipeline", .name = "demo"}, &pipe_run, err, sizeof err) == 0);
-    StoreRunInfo info = {.stage = "sft", .name = "sft-small", .program = "sft -c sft.yaml", .config = "train:\n  lr: 3e-05\n",
-                         .config_hash = "00112233aabbccdd", .parent_id = pipe_run};
+    CHECK(store_add_run(s, &(StoreRunInfo){.stage = "pipeline", .name = "demo"}, &pipe_run, err,
+                        sizeof err) == 0);
+    StoreRunInfo info = {.stage = "sft", .name = "sft-small", .program = "sft -c sft.yaml",
+                         .config = "train:\n  lr: 3e-05\n", .config_hash = "00112233aabbccdd",
+                         .parent_id = pipe_run};
     CHECK(store_add_run(s, &info, &r1, err, sizeof err) == 0 && r1 > pipe_run);
     StoreRun r;
     CHECK(store_get_run(s, r1, &r, err, sizeof err) == 0);
-    CHECK(r.id == r1 && !strcmp(r.stage, "sft") && !strcmp(r.name, "sft-small") && !strcmp(r.program, "sft -c sft.yaml"));
-    CHECK(!strcmp(r.config, info.config) && !strcmp(r.config_hash, info.config_hash) && !strcmp(r.checkpoint, ""));
-    CHECK(r.status == STORE_RUN_RUNNING && r.pid == getpid() && r.finished == 0 && !r.has_exit_code && r.parent_id == pipe_run);
+    CHECK(r.id == r1 && !strcmp(r.stage, "sft") && !strcmp(r.name, "sft-small") &&
+          !strcmp(r.program, "sft -c sft.yaml"));
+    CHECK(!strcmp(r.config, info.config) && !strcmp(r.config_hash, info.config_hash) &&
+          !strcmp(r.checkpoint, ""));
+    CHECK(r.status == STORE_RUN_RUNNING && r.pid == getpid() && r.finished == 0 &&
+          !r.has_exit_code && r.parent_id == pipe_run);
     CHECK(r.started > 1.6e9 && strlen(r.host) > 0);
     store_run_free(&r);
     CHECK(store_set_run_checkpoint(s, r1, "ws/sft/last", err, sizeof err) == 0);
     CHECK(store_set_run_status(s, r1, STORE_RUN_INTERRUPTED, 137, err, sizeof err) == 0);
-    CHECK(store_get_run(s, r1, &r, err, sizeof err) == 0 && r.status == STORE_RUN_INTERRUPTED && r.has_exit_code &&
-          r.exit_code == 137 && r.finished >= r.started && !strcmp(r.checkpoint, "ws/sft/last"));
+    CHECK(store_get_run(s, r1, &r, err, sizeof err) == 0 && r.status == STORE_RUN_INTERRUPTED &&
+          r.has_exit_code && r.exit_code == 137 && r.finished >= r.started &&
+          !strcmp(r.checkpoint, "ws/sft/last"));
     store_run_free(&r);
     // Resume, then finish.
     CHECK(store_set_run_status(s, r1, STORE_RUN_RUNNING, 0, err, sizeof err) == 0);
-    CHECK(store_get_run(s, r1, &r, err, sizeof err) == 0 && r.status == STORE_RUN_RUNNING && !r.has_exit_code && r.finished == 0);
+    CHECK(store_get_run(s, r1, &r, err, sizeof err) == 0 && r.status == STORE_RUN_RUNNING &&
+          !r.has_exit_code && r.finished == 0);
     store_run_free(&r);
     CHECK(store_set_run_status(s, r1, STORE_RUN_DONE, 0, err, sizeof err) == 0);
     info.config_hash = "ffff";
@@ -530,16 +597,20 @@ static void test_runs(void) {
     // Finding the last run of a stage, by hash and status.
     CHECK(store_find_last_run(s, "sft", NULL, -1, &r, err, sizeof err) == 0 && r.id == r2);
     store_run_free(&r);
-    CHECK(store_find_last_run(s, "sft", "00112233aabbccdd", -1, &r, err, sizeof err) == 0 && r.id == r1 && r.status == STORE_RUN_DONE);
+    CHECK(store_find_last_run(s, "sft", "00112233aabbccdd", -1, &r, err, sizeof err) == 0 &&
+          r.id == r1 && r.status == STORE_RUN_DONE);
     store_run_free(&r);
-    CHECK(store_find_last_run(s, "sft", NULL, STORE_RUN_DONE, &r, err, sizeof err) == 0 && r.id == r1);
+    CHECK(store_find_last_run(s, "sft", NULL, STORE_RUN_DONE, &r, err, sizeof err) == 0 &&
+          r.id == r1);
     store_run_free(&r);
-    CHECK(store_find_last_run(s, "sft", "ffff", STORE_RUN_DONE, &r, err, sizeof err) == 0 && r.id == 0 && r.stage == NULL);
+    CHECK(store_find_last_run(s, "sft", "ffff", STORE_RUN_DONE, &r, err, sizeof err) == 0 &&
+          r.id == 0 && r.stage == NULL);
     store_run_free(&r);
     CHECK(store_find_last_run(s, "ppo", NULL, -1, &r, err, sizeof err) == 0 && r.id == 0);
     CHECK(store_find_last_run(s, "sft", NULL, 9, &r, err, sizeof err) == -1);
     RunList list = {0};
-    CHECK(store_each_run(s, NULL, collect_run, &list, err, sizeof err) == 0 && list.n == 4 && list.ids[3] == r3);
+    CHECK(store_each_run(s, NULL, collect_run, &list, err, sizeof err) == 0 && list.n == 4 &&
+          list.ids[3] == r3);
     list = (RunList){0};
     CHECK(store_each_run(s, "sft", collect_run, &list, err, sizeof err) == 0 && list.n == 2 &&
           list.st[0] == STORE_RUN_DONE && list.st[1] == STORE_RUN_FAILED);
@@ -550,21 +621,26 @@ static void test_runs(void) {
     StoreRunStatus want_st[3] = {STORE_RUN_INTERRUPTED, STORE_RUN_FAILED, STORE_RUN_DONE};
     for (int i = 0; i < 3; i++) {
         CHECK(store_finish_run(s, r4, rcs[i], "test") == want_code[i]);
-        CHECK(store_get_run(s, r4, &r, err, sizeof err) == 0 && r.status == want_st[i] && r.has_exit_code && r.exit_code == want_code[i]);
+        CHECK(store_get_run(s, r4, &r, err, sizeof err) == 0 && r.status == want_st[i] &&
+              r.has_exit_code && r.exit_code == want_code[i]);
         store_run_free(&r);
     }
-    CHECK(store_finish_run(NULL, 0, -1, "test") == 1 && store_finish_run(NULL, 0, 2, "test") == 130 &&
+    CHECK(store_finish_run(NULL, 0, -1, "test") == 1 &&
+          store_finish_run(NULL, 0, 2, "test") == 130 &&
           store_finish_run(NULL, 0, 1, "test") == 129);
     // Errors.
-    CHECK(store_get_run(s, 999, &r, err, sizeof err) == -1 && strstr(err, "run 999 does not exist"));
-    CHECK(store_set_run_status(s, 999, STORE_RUN_DONE, 0, err, sizeof err) == -1 && strstr(err, "run 999 does not exist"));
+    CHECK(store_get_run(s, 999, &r, err, sizeof err) == -1 &&
+          strstr(err, "run 999 does not exist"));
+    CHECK(store_set_run_status(s, 999, STORE_RUN_DONE, 0, err, sizeof err) == -1 &&
+          strstr(err, "run 999 does not exist"));
     CHECK(store_set_run_status(s, r1, (StoreRunStatus)7, 0, err, sizeof err) == -1);
     CHECK(store_set_run_checkpoint(s, 999, "x", err, sizeof err) == -1);
     CHECK(store_add_run(s, &(StoreRunInfo){.stage = ""}, &r2, err, sizeof err) == -1);
     CHECK(store_add_run(s, &(StoreRunInfo){.stage = "x", .parent_id = 999}, &r2, err, sizeof err) == -1 && strstr(err, "999"));
     StoreRunStatus st;
     CHECK(store_run_status_parse("interrupted", &st) == 0 && st == STORE_RUN_INTERRUPTED);
-    CHECK(store_run_status_parse("paused", &st) == -1 && !strcmp(store_run_status_name(STORE_RUN_FAILED), "failed"));
+    CHECK(store_run_status_parse("paused", &st) == -1 &&
+          !strcmp(store_run_status_name(STORE_RUN_FAILED), "failed"));
     // Reaping: a run whose process is gone becomes 'interrupted'; ours stays 'running'.
     fflush(stdout);
     pid_t child = fork();
@@ -572,10 +648,12 @@ static void test_runs(void) {
     waitpid(child, NULL, 0);
     CHECK(store_add_run(s, &(StoreRunInfo){.stage = "ppo"}, &r2, err, sizeof err) == 0);
     char sql[128];
-    snprintf(sql, sizeof sql, "UPDATE runs SET pid = %d WHERE id = %lld", (int)child, (long long)r2);
+    snprintf(sql, sizeof sql, "UPDATE runs SET pid = %d WHERE id = %lld", (int)child,
+             (long long)r2);
     CHECK(sqlite3_exec(store_sqlite(s), sql, NULL, NULL, NULL) == SQLITE_OK);
     int64_t reaped;
-    CHECK(store_reap_runs(s, &reaped, err, sizeof err) == 0 && reaped == 1);   // r3 and pipe_run are this process's: they stay
+    CHECK(store_reap_runs(s, &reaped, err, sizeof err) == 0 &&
+          reaped == 1); // r3 and pipe_run are this process's: they stay
     CHECK(store_get_run(s, r2, &r, err, sizeof err) == 0 && r.status == STORE_RUN_INTERRUPTED);
     store_run_free(&r);
     CHECK(store_get_run(s, r3, &r, err, sizeof err) == 0 && r.status == STORE_RUN_RUNNING);
@@ -587,11 +665,21 @@ static void test_runs(void) {
 typedef struct { int n; int64_t steps[8]; double values[8]; char names[8][16]; } Metrics;
 static int collect_metric(const StoreMetric *m, void *ctx) {
     Metrics *v = ctx;
-    if (v->n < 8) { v->steps[v->n] = m->step; v->values[v->n] = m->value; snprintf(v->names[v->n], 16, "%s", m->name); }
+    if (v->n < 8) {
+        v->steps[v->n] = m->step;
+        v->values[v->n] = m->value;
+        snprintf(v->names[v->n], 16, "%s", m->name);
+    }
     v->n++;
     return 0;
 }
-typedef struct { int n; double score_sum; int nan_scores; int64_t iters[8]; int64_t prompt_ids[8]; } Rollouts;
+typedef struct {
+    int n;
+    double score_sum;
+    int nan_scores;
+    int64_t iters[8];
+    int64_t prompt_ids[8];
+} Rollouts;
 static int collect_rollout(const StoreRollout *r, void *ctx) {
     Rollouts *v = ctx;
     if (v->n < 8) { v->iters[v->n] = r->iteration; v->prompt_ids[v->n] = r->prompt_id; }
@@ -614,7 +702,8 @@ static void test_metrics_rollouts(void) {
     Metrics m = {0};
     CHECK(store_each_metric(s, run, NULL, collect_metric, &m, err, sizeof err) == 0 && m.n == 3);
     CHECK(!strcmp(m.names[0], "kl") && isnan(m.values[0]));
-    CHECK(!strcmp(m.names[1], "loss") && m.steps[1] == 1 && m.values[1] == 2.5 && m.steps[2] == 2 && m.values[2] == 1.75);
+    CHECK(!strcmp(m.names[1], "loss") && m.steps[1] == 1 && m.values[1] == 2.5 && m.steps[2] == 2 &&
+          m.values[2] == 1.75);
     m = (Metrics){0};
     CHECK(store_each_metric(s, run, "loss", collect_metric, &m, err, sizeof err) == 0 && m.n == 2);
     // Many metrics: one reused statement; with and without a surrounding transaction.
@@ -622,9 +711,11 @@ static void test_metrics_rollouts(void) {
     CHECK(store_begin(s, err, sizeof err) == 0);
     int ok = 1;
     static const char *const names[4] = {"m0", "m1", "m2", "m3"};
-    for (int i = 0; i < 20000 && ok; i++) ok = store_add_metric(s, run, 100 + i / 4, names[i % 4], i * 0.5, err, sizeof err) == 0;
+    for (int i = 0; i < 20000 && ok; i++)
+        ok = store_add_metric(s, run, 100 + i / 4, names[i % 4], i * 0.5, err, sizeof err) == 0;
     CHECK(ok && store_commit(s, err, sizeof err) == 0);
-    for (int i = 0; i < 500 && ok; i++) ok = store_add_metric(s, run, 100000 + i, "solo", i, err, sizeof err) == 0;
+    for (int i = 0; i < 500 && ok; i++)
+        ok = store_add_metric(s, run, 100000 + i, "solo", i, err, sizeof err) == 0;
     CHECK(ok);
     double t1 = (double)clock() / CLOCKS_PER_SEC;
     CHECK_MSG(t1 - t0 < 5.0, "20500 metrics took %.2f s of CPU", t1 - t0);
@@ -633,21 +724,27 @@ static void test_metrics_rollouts(void) {
     CHECK(store_add_prompt(s, "Count to 3.", "train", NULL, &p, err, sizeof err) == 0);
     for (int it = 0; it < 3; it++)
         for (int j = 0; j < 4; j++) {
-            StoreRollout r = {.run_id = run, .iteration = it, .prompt_id = j % 2 ? p : 0, .prompt = "Count to 3.",
-                              .response = j == 3 ? "1 2 3 3 3 3 3" : "1 2 3", .score = j == 2 ? NAN : it + 0.25 * j,
-                              .reward = it - 0.1, .kl = 0.01 * j, .response_tokens = 5 + j, .ended = j != 3};
+            StoreRollout r = {.run_id = run, .iteration = it, .prompt_id = j % 2 ? p : 0,
+                              .prompt = "Count to 3.",
+                              .response = j == 3 ? "1 2 3 3 3 3 3" : "1 2 3",
+                              .score = j == 2 ? NAN : it + 0.25 * j, .reward = it - 0.1,
+                              .kl = 0.01 * j, .response_tokens = 5 + j, .ended = j != 3};
             int64_t id;
             CHECK(store_add_rollout(s, &r, &id, err, sizeof err) == 0 && id > 0);
         }
     StoreRollout orphan = {.run_id = 999, .prompt = "x", .response = "y"};
-    CHECK(store_add_rollout(s, &orphan, NULL, err, sizeof err) == -1 && strstr(err, "does not exist"));
+    CHECK(store_add_rollout(s, &orphan, NULL, err, sizeof err) == -1 &&
+          strstr(err, "does not exist"));
     StoreRollout no_text = {.run_id = run};
     CHECK(store_add_rollout(s, &no_text, NULL, err, sizeof err) == -1);
     Rollouts ro = {0};
-    CHECK(store_each_rollout(s, run, -1, collect_rollout, &ro, err, sizeof err) == 0 && ro.n == 12 && ro.nan_scores == 3);
+    CHECK(store_each_rollout(s, run, -1, collect_rollout, &ro, err, sizeof err) == 0 &&
+          ro.n == 12 && ro.nan_scores == 3);
     ro = (Rollouts){0};
-    CHECK(store_each_rollout(s, run, 1, collect_rollout, &ro, err, sizeof err) == 0 && ro.n == 4 && ro.iters[0] == 1);
-    CHECK(ro.prompt_ids[0] == 0 && ro.prompt_ids[1] == p && fabs(ro.score_sum - (1 + 1.25 + 1.75)) < 1e-12);
+    CHECK(store_each_rollout(s, run, 1, collect_rollout, &ro, err, sizeof err) == 0 && ro.n == 4 &&
+          ro.iters[0] == 1);
+    CHECK(ro.prompt_ids[0] == 0 && ro.prompt_ids[1] == p &&
+          fabs(ro.score_sum - (1 + 1.25 + 1.75)) < 1e-12);
     // Reward hacking is a query away: long responses that did not end, by iteration.
     CHECK(query_int(s, "SELECT count(*) FROM rollouts WHERE ended = 0 AND response_tokens > 7 "
                        "AND score >= (SELECT avg(score) FROM rollouts)") == 2);
@@ -678,8 +775,10 @@ static void test_bytes_exact(void) {
         int64_t p, c1, c2, lab, rid, again;
         char label[64];
         snprintf(label, sizeof label, "%s#%zu", NASTY[i], i);
-        CHECK_MSG(store_add_prompt(s, NASTY[i], "train", NASTY[i], &p, err, sizeof err) == 0, "%zu: %s", i, err);
-        CHECK(store_add_prompt(s, NASTY[i], "train", NULL, &again, err, sizeof err) == 0 && again == p);
+        CHECK_MSG(store_add_prompt(s, NASTY[i], "train", NASTY[i], &p, err, sizeof err) == 0,
+                  "%zu: %s", i, err);
+        CHECK(store_add_prompt(s, NASTY[i], "train", NULL, &again, err, sizeof err) == 0 &&
+              again == p);
         CHECK(store_add_completion(s, p, NASTY[i], NASTY[i], &c1, err, sizeof err) == 0);
         CHECK(store_add_completion(s, p, "plain", NASTY[i], &c2, err, sizeof err) == 0);
         CHECK(store_add_labeler(s, label, &lab, err, sizeof err) == 0);
@@ -687,7 +786,8 @@ static void test_bytes_exact(void) {
         CHECK(store_add_ranking(s, p, lab, it, 2, NASTY[i], &rid, err, sizeof err) == 0);
         StorePrompt got;
         CHECK(store_get_prompt(s, p, &got, err, sizeof err) == 0);
-        CHECK_MSG(!strcmp(got.text, NASTY[i]) && !strcmp(got.source, NASTY[i]), "prompt %zu differs", i);
+        CHECK_MSG(!strcmp(got.text, NASTY[i]) && !strcmp(got.source, NASTY[i]),
+                  "prompt %zu differs", i);
         store_prompt_free(&got);
         int64_t found;
         CHECK(store_find_prompt(s, NASTY[i], &found, err, sizeof err) == 0 && found == p);
@@ -696,16 +796,20 @@ static void test_bytes_exact(void) {
         CHECK(store_each_prompt(s, NULL, exact_prompt, &e, err, sizeof err) == 0 && e.seen == 1);
         // Byte lengths in SQL agree with C's.
         sqlite3_stmt *st;
-        sqlite3_prepare_v2(store_sqlite(s), "SELECT length(CAST(text AS BLOB)), length(CAST(model AS BLOB)) FROM completions WHERE id = ?1",
-                           -1, &st, NULL);
+        sqlite3_prepare_v2(
+            store_sqlite(s),
+            "SELECT length(CAST(text AS BLOB)), length(CAST(model AS BLOB)) FROM completions WHERE id = ?1",
+            -1, &st, NULL);
         sqlite3_bind_int64(st, 1, c1);
-        CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) == (int64_t)strlen(NASTY[i]) &&
+        CHECK(sqlite3_step(st) == SQLITE_ROW &&
+              sqlite3_column_int64(st, 0) == (int64_t)strlen(NASTY[i]) &&
               sqlite3_column_int64(st, 1) == (int64_t)strlen(NASTY[i]));
         sqlite3_finalize(st);
     }
     Rankings r = {0};
     CHECK(store_each_ranking(s, NULL, collect_ranking, &r, err, sizeof err) == 0);
-    CHECK(query_int(s, "SELECT count(*) FROM prompts") == (int64_t)n && query_int(s, "SELECT count(*) FROM labelers") == (int64_t)n);
+    CHECK(query_int(s, "SELECT count(*) FROM prompts") == (int64_t)n &&
+          query_int(s, "SELECT count(*) FROM labelers") == (int64_t)n);
     CHECK(query_int(s, "SELECT count(*) FROM sqlite_master WHERE name = 'prompts'") == 1);
     CHECK_INTEGRITY(s);
     store_close(s);
@@ -720,11 +824,13 @@ static void test_claims(void) {
         snprintf(t, sizeof t, "prompt %d", i);
         p[i] = prompt_with(s, t, i == 5 ? "test" : "train", i == 4 ? 1 : 3, c[i]);
     }
-    CHECK(store_add_labeler(s, "alice", &a, err, sizeof err) == 0 && store_add_labeler(s, "bob", &b, err, sizeof err) == 0);
+    CHECK(store_add_labeler(s, "alice", &a, err, sizeof err) == 0 &&
+          store_add_labeler(s, "bob", &b, err, sizeof err) == 0);
     StoreClaimOptions o = {.split = "train", .min_completions = 2};
     CHECK(store_claim_prompt(s, a, &o, &got, err, sizeof err) == 0 && got == p[0]);
     CHECK(store_claim_prompt(s, b, &o, &got, err, sizeof err) == 0 && got == p[1]);   // not alice's
-    CHECK(store_claim_prompt(s, a, &o, &got, err, sizeof err) == 0 && got == p[0]);   // resume own claim
+    CHECK(store_claim_prompt(s, a, &o, &got, err, sizeof err) == 0 &&
+          got == p[0]); // resume own claim
     StoreRankItem it[2] = {{c[0][0], 1}, {c[0][1], 2}};
     CHECK(store_add_ranking(s, p[0], a, it, 2, NULL, &rid, err, sizeof err) == 0);
     CHECK(query_int(s, "SELECT count(*) FROM claims WHERE labeler_id = 1") == 0);     // the ranking ended the claim
@@ -733,11 +839,14 @@ static void test_claims(void) {
     CHECK(store_release_prompt(s, a, p[2], 1, err, sizeof err) == 0);
     CHECK(store_claim_prompt(s, a, &o, &got, err, sizeof err) == 0 && got == p[3]);
     CHECK(store_release_prompt(s, a, p[3], 0, err, sizeof err) == 0);
-    CHECK(store_claim_prompt(s, b, &o, &got, err, sizeof err) == 0 && got == p[1]);   // bob still holds p1
+    CHECK(store_claim_prompt(s, b, &o, &got, err, sizeof err) == 0 &&
+          got == p[1]); // bob still holds p1
     StoreRankItem itb[2] = {{c[1][0], 1}, {c[1][1], 1}};
     CHECK(store_add_ranking(s, p[1], b, itb, 2, NULL, &rid, err, sizeof err) == 0);
-    CHECK(store_claim_prompt(s, b, &o, &got, err, sizeof err) == 0 && got == p[2]);   // skipped by alice, not by bob
-    CHECK(store_claim_prompt(s, a, &o, &got, err, sizeof err) == 0 && got == p[3]);   // released, so alice again
+    CHECK(store_claim_prompt(s, b, &o, &got, err, sizeof err) == 0 &&
+          got == p[2]); // skipped by alice, not by bob
+    CHECK(store_claim_prompt(s, a, &o, &got, err, sizeof err) == 0 &&
+          got == p[3]); // released, so alice again
     // p4 has 1 completion (< min 2), p5 is a test prompt: nothing else for a new labeler.
     int64_t carol;
     CHECK(store_add_labeler(s, "carol", &carol, err, sizeof err) == 0);
@@ -749,10 +858,13 @@ static void test_claims(void) {
     CHECK(store_release_prompt(s, carol, p[0], 1, err, sizeof err) == 0);
     CHECK(store_claim_prompt(s, carol, &o2, &got, err, sizeof err) == 0 && got == p[1]);
     // Without filters p4 (one completion) and p5 (test) are available.
-    CHECK(store_claim_prompt(s, carol, NULL, &got, err, sizeof err) == 0 && got == p[1]);   // her own claim first
+    CHECK(store_claim_prompt(s, carol, NULL, &got, err, sizeof err) == 0 &&
+          got == p[1]); // her own claim first
     CHECK(store_release_prompt(s, carol, p[1], 1, err, sizeof err) == 0);
     CHECK(store_claim_prompt(s, carol, NULL, &got, err, sizeof err) == 0 && got == p[4]);
-    CHECK(store_claim_prompt(s, carol, &(StoreClaimOptions){.split = "test"}, &got, err, sizeof err) == 0 && got == p[5]);
+    CHECK(store_claim_prompt(s, carol, &(StoreClaimOptions){.split = "test"}, &got, err,
+                             sizeof err) == 0 &&
+          got == p[5]);
     // Leases expire: bob's claim on p2 lapses and alice can take it... unless she skipped it.
     int64_t dave;
     CHECK(store_add_labeler(s, "dave", &dave, err, sizeof err) == 0);
@@ -778,26 +890,37 @@ static void labeler_child(const char *path, const char *name, int overlap, int k
     Store *s;
     char err[512];
     int64_t lab, p;
-    if (store_open(&s, path, err, sizeof err) || store_add_labeler(s, name, &lab, err, sizeof err)) {
+    if (store_open(&s, path, err, sizeof err) ||
+        store_add_labeler(s, name, &lab, err, sizeof err)) {
         fprintf(stderr, "child %s: %s\n", name, err);
         _exit(3);
     }
     StoreClaimOptions o = {.overlap = overlap};
     int done_n = 0;
     for (;;) {
-        if (store_claim_prompt(s, lab, &o, &p, err, sizeof err)) { fprintf(stderr, "child %s: %s\n", name, err); _exit(4); }
+        if (store_claim_prompt(s, lab, &o, &p, err, sizeof err)) {
+            fprintf(stderr, "child %s: %s\n", name, err);
+            _exit(4);
+        }
         if (!p) break;
         if (kill_after && done_n == kill_after) { raise(SIGKILL); }
         int64_t ids[2] = {0, 0};
         sqlite3_stmt *st;
-        sqlite3_prepare_v2(store_sqlite(s), "SELECT id FROM completions WHERE prompt_id = ?1 ORDER BY id", -1, &st, NULL);
+        sqlite3_prepare_v2(store_sqlite(s),
+                           "SELECT id FROM completions WHERE prompt_id = ?1 ORDER BY id", -1, &st,
+                           NULL);
         sqlite3_bind_int64(st, 1, p);
-        for (int i = 0; i < 2 && sqlite3_step(st) == SQLITE_ROW; i++) ids[i] = sqlite3_column_int64(st, 0);
+        for (int i = 0; i < 2 && sqlite3_step(st) == SQLITE_ROW; i++)
+            ids[i] = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
         StoreRankItem it[2] = {{ids[0], 1}, {ids[1], 2}};
         int64_t rid;
-        if (store_add_ranking(s, p, lab, it, 2, name, &rid, err, sizeof err)) { fprintf(stderr, "child %s: %s\n", name, err); _exit(5); }
+        if (store_add_ranking(s, p, lab, it, 2, name, &rid, err, sizeof err)) {
+            fprintf(stderr, "child %s: %s\n", name, err);
+            _exit(5);
+        }
         done_n++;
+        sleep_s(0.001); // let the others in: on a busy machine one labeler could take every prompt
     }
     store_close(s);
     _exit(0);
@@ -839,16 +962,20 @@ static void test_concurrent_labelers(void) {
         CHECK(store_open(&s, path, err, sizeof err) == 0);
         const char *like = phase ? "pair%" : "solo%";
         sqlite3_stmt *st;
-        sqlite3_prepare_v2(store_sqlite(s), "SELECT count(*), count(DISTINCT r.prompt_id), count(DISTINCT r.labeler_id) "
-                                            "FROM rankings r JOIN labelers l ON l.id = r.labeler_id WHERE l.name LIKE ?1",
-                           -1, &st, NULL);
+        sqlite3_prepare_v2(
+            store_sqlite(s),
+            "SELECT count(*), count(DISTINCT r.prompt_id), count(DISTINCT r.labeler_id) "
+            "FROM rankings r JOIN labelers l ON l.id = r.labeler_id WHERE l.name LIKE ?1",
+            -1, &st, NULL);
         sqlite3_bind_text(st, 1, like, -1, SQLITE_STATIC);
         CHECK(sqlite3_step(st) == SQLITE_ROW);
-        int64_t n = sqlite3_column_int64(st, 0), distinct = sqlite3_column_int64(st, 1), labelers = sqlite3_column_int64(st, 2);
+        int64_t n = sqlite3_column_int64(st, 0), distinct = sqlite3_column_int64(st, 1),
+                labelers = sqlite3_column_int64(st, 2);
         sqlite3_finalize(st);
         if (phase == 0) {
             // Each prompt exactly once, spread over the labelers.
-            CHECK_MSG(n == N_PROMPTS && distinct == N_PROMPTS, "phase 0: %lld rankings of %lld prompts", (long long)n, (long long)distinct);
+            CHECK_MSG(n == N_PROMPTS && distinct == N_PROMPTS,
+                      "phase 0: %lld rankings of %lld prompts", (long long)n, (long long)distinct);
         } else {
             // Overlap 2 on prompts already ranked once (phase 0): exactly one more ranking each.
             CHECK_MSG(n == N_PROMPTS && distinct == N_PROMPTS, "phase 1: %lld rankings of %lld prompts", (long long)n, (long long)distinct);
@@ -880,9 +1007,11 @@ static void test_concurrent_labelers(void) {
     int64_t lab, held;
     CHECK(store_find_labeler(s, "killed", &lab, err, sizeof err) == 0 && lab > 0);
     char sql[160];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM rankings WHERE labeler_id = %lld", (long long)lab);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM rankings WHERE labeler_id = %lld",
+             (long long)lab);
     CHECK(query_int(s, sql) == 4);
-    snprintf(sql, sizeof sql, "SELECT prompt_id FROM claims WHERE labeler_id = %lld", (long long)lab);
+    snprintf(sql, sizeof sql, "SELECT prompt_id FROM claims WHERE labeler_id = %lld",
+             (long long)lab);
     int64_t claim = query_int(s, sql);
     CHECK(claim > 0);
     CHECK(store_claim_prompt(s, lab, NULL, &held, err, sizeof err) == 0 && held == claim);
@@ -984,19 +1113,25 @@ static void test_migration(void) {
     CHECK(store_schema_version(s, &v, err, sizeof err) == 0 && v == STORE_SCHEMA_VERSION);
     // The v1 data is intact and readable through the v2 API.
     Rankings got = {0};
-    CHECK(store_each_ranking(s, "valid", collect_ranking, &got, err, sizeof err) == 0 && got.n == 1);
-    CHECK_MSG(!strcmp(got.desc[0], "old prompt|valid|veteran|from v1|k2: old b=1 old a=2"), "%s", got.desc[0]);
+    CHECK(store_each_ranking(s, "valid", collect_ranking, &got, err, sizeof err) == 0 &&
+          got.n == 1);
+    CHECK_MSG(!strcmp(got.desc[0], "old prompt|valid|veteran|from v1|k2: old b=1 old a=2"), "%s",
+              got.desc[0]);
     StoreRun r;
-    CHECK(store_get_run(s, 1, &r, err, sizeof err) == 0 && r.status == STORE_RUN_DONE && r.pid == 0 && !strcmp(r.host, "") &&
-          r.parent_id == 0 && !strcmp(r.config_hash, "abcd") && r.has_exit_code && r.exit_code == 0);
+    CHECK(store_get_run(s, 1, &r, err, sizeof err) == 0 && r.status == STORE_RUN_DONE &&
+          r.pid == 0 && !strcmp(r.host, "") && r.parent_id == 0 && !strcmp(r.config_hash, "abcd") &&
+          r.has_exit_code && r.exit_code == 0);
     store_run_free(&r);
     // What v2 added works on the migrated file.
     int64_t lab, p, run, rid;
     CHECK(store_find_labeler(s, "veteran", &lab, err, sizeof err) == 0 && lab == 1);
     CHECK(store_add_prompt(s, "new prompt", "train", NULL, &p, err, sizeof err) == 0);
     CHECK(store_claim_prompt(s, lab, NULL, &rid, err, sizeof err) == 0 && rid == p);
-    CHECK(store_add_run(s, &(StoreRunInfo){.stage = "ppo", .parent_id = 1}, &run, err, sizeof err) == 0);
-    CHECK(store_add_rollout(s, &(StoreRollout){.run_id = run, .prompt = "x", .response = "y", .score = 1}, NULL, err, sizeof err) == 0);
+    CHECK(store_add_run(s, &(StoreRunInfo){.stage = "ppo", .parent_id = 1}, &run, err,
+                        sizeof err) == 0);
+    CHECK(store_add_rollout(
+              s, &(StoreRollout){.run_id = run, .prompt = "x", .response = "y", .score = 1}, NULL,
+              err, sizeof err) == 0);
     CHECK_INTEGRITY(s);
     store_close(s);
     // A migration that fails leaves the v1 file as it was: simulate with a v1 file where the
@@ -1010,9 +1145,12 @@ static void test_migration(void) {
     sqlite3 *db;
     sqlite3_open(path, &db);
     sqlite3_stmt *st;
-    sqlite3_prepare_v2(db, "SELECT (SELECT value FROM meta WHERE key = 'schema_version'), "
-                           "(SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'pid')", -1, &st, NULL);
-    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1 && sqlite3_column_int(st, 1) == 0);
+    sqlite3_prepare_v2(db,
+                       "SELECT (SELECT value FROM meta WHERE key = 'schema_version'), "
+                       "(SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'pid')",
+                       -1, &st, NULL);
+    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1 &&
+          sqlite3_column_int(st, 1) == 0);
     sqlite3_finalize(st);
     sqlite3_close(db);
     // An empty file is a version-0 database: it becomes a fresh workspace.
@@ -1041,11 +1179,15 @@ static void test_refused_files(void) {
     store_close(s);
     CHECK(raw_exec(newer, "UPDATE meta SET value = 99 WHERE key = 'schema_version'") == SQLITE_OK);
     CHECK(store_open(&s, newer, err, sizeof err) == -1 && s == NULL);
-    CHECK_MSG(strstr(err, "newer.db: workspace schema version 99 is newer than this program's (2)") && one_line(err), "%s", err);
+    CHECK_MSG(
+        strstr(err, "newer.db: workspace schema version 99 is newer than this program's (2)") &&
+            one_line(err),
+        "%s", err);
     // Not a database at all.
     db_path(path, sizeof path, "text.db");
     FILE *f = fopen(path, "w");
-    fputs("this is not a database, just some text that is long enough to look like a header...\n", f);
+    fputs("this is not a database, just some text that is long enough to look like a header...\n",
+          f);
     fclose(f);
     CHECK(store_open(&s, path, err, sizeof err) == -1);
     CHECK_MSG(strstr(err, "text.db: not a SQLite database") && one_line(err), "%s", err);
@@ -1058,7 +1200,8 @@ static void test_refused_files(void) {
     db_path(path, sizeof path, "other.db");
     remove_db(path);
     CHECK(raw_exec(path, "CREATE TABLE notes (x TEXT)") == SQLITE_OK);
-    CHECK(store_open(&s, path, err, sizeof err) == -1 && strstr(err, "other.db: not an rlhf.c workspace database"));
+    CHECK(store_open(&s, path, err, sizeof err) == -1 &&
+          strstr(err, "other.db: not an rlhf.c workspace database"));
     remove_db(path);
     CHECK(raw_exec(path, "CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY); INSERT INTO meta VALUES ('application', 'x')") == SQLITE_OK);
     CHECK(store_open(&s, path, err, sizeof err) == -1 && strstr(err, "meta application is 'x'"));
@@ -1114,13 +1257,18 @@ static void test_read_only(void) {
     for (int i = 0; i < 4 && tok; i++, tok = strtok_r(NULL, "\n", &save)) line[i] = tok;
     CHECK(line[3] != NULL);
     if (line[3]) {
-        CHECK_MSG(!strcmp(line[0], "-1") && strstr(line[1], "ws.db") && strstr(line[1], "read-only"), "%s", line[1]);
-        CHECK_MSG(!strcmp(line[2], "-1") && strstr(line[3], "new.db") && strstr(line[3], "cannot open"), "%s", line[3]);
+        CHECK_MSG(!strcmp(line[0], "-1") && strstr(line[1], "ws.db") &&
+                      strstr(line[1], "read-only"),
+                  "%s", line[1]);
+        CHECK_MSG(!strcmp(line[2], "-1") && strstr(line[3], "new.db") &&
+                      strstr(line[3], "cannot open"),
+                  "%s", line[3]);
     }
     chmod(path, 0644);
     chmod(root, 0700);
     // The data is still there.
-    CHECK(store_open(&s, path, err, sizeof err) == 0 && store_find_prompt(s, "kept", &id, err, sizeof err) == 0 && id > 0);
+    CHECK(store_open(&s, path, err, sizeof err) == 0 &&
+          store_find_prompt(s, "kept", &id, err, sizeof err) == 0 && id > 0);
     store_close(s);
 }
 
@@ -1129,7 +1277,8 @@ int main(void) {
     if (!mkdtemp(root)) { perror("mkdtemp"); return 1; }
     test_case("store: open a fresh workspace (WAL, foreign keys, every table)", test_open);
     test_case("store: prompts are idempotent; splits; walks", test_prompts);
-    test_case("store: demonstrations, completions, labelers", test_demonstrations_completions_labelers);
+    test_case("store: demonstrations, completions, labelers",
+              test_demonstrations_completions_labelers);
     test_case("store: rankings with ties; every validation; undo", test_rankings);
     test_case("store: transactions and rollback leave nothing", test_transactions);
     test_case("store: importing a file twice adds nothing; a bad line adds nothing", test_imports);
@@ -1138,11 +1287,14 @@ int main(void) {
     test_case("store: metrics and rollouts", test_metrics_rollouts);
     test_case("store: SQL metacharacters and invalid UTF-8 byte-exact", test_bytes_exact);
     test_case("store: label claims (leases, skips, overlap, resume)", test_claims);
-    test_case("store: concurrent labelers never collide; a killed one loses nothing", test_concurrent_labelers);
+    test_case("store: concurrent labelers never collide; a killed one loses nothing",
+              test_concurrent_labelers);
     test_case("store: a writer and a reader at once under WAL", test_wal_reader_writer);
-    test_case("store: a v1 database is migrated; a failed migration changes nothing", test_migration);
-    test_case("store: newer schemas, non-databases and foreign databases are refused", test_refused_files);
+    test_case("store: a v1 database is migrated; a failed migration changes nothing",
+              test_migration);
+    test_case("store: newer schemas, non-databases and foreign databases are refused",
+              test_refused_files);
     test_case("store: read-only workspaces are clear errors", test_read_only);
-    nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    test_rm_rf(root);
     return test_summary();
 }

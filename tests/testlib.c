@@ -1,4 +1,7 @@
+#define _GNU_SOURCE   // nftw
 #include "testlib.h"
+#include "util.h"
+#include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,11 +12,9 @@ static int n_pass, n_fail, cur_failed;   // test-harness state only; the library
 
 void test_fail_at(const char *file, int line, const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "    %s:%d: ", file, line);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    util_vreport("    ", file, line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n");
     cur_failed = 1;
 }
 
@@ -44,8 +45,10 @@ int test_check_close(const char *file, int line, const float *a, const float *b,
         }
     }
     if (bad) {
-        test_fail_at(file, line, "%s: %zu of %zu elements differ; worst [%zu]: got %.8g want %.8g (atol %g rtol %g)",
-                     what, bad, n, worst, a[worst], b[worst], atol, rtol);
+        test_fail_at(
+            file, line,
+            "%s: %zu of %zu elements differ; worst [%zu]: got %.8g want %.8g (atol %g rtol %g)",
+            what, bad, n, worst, a[worst], b[worst], atol, rtol);
         return 0;
     }
     return 1;
@@ -64,7 +67,8 @@ int fixture_load(Fixture *f, const char *path) {
     if (!fp) { fprintf(stderr, "fixture: cannot open %s\n", path); return -1; }
     char magic[8];
     uint32_t count;
-    if (fread(magic, 1, 8, fp) != 8 || memcmp(magic, "RLHFFIX1", 8) || fread(&count, 4, 1, fp) != 1 || count > 100000) {
+    if (fread(magic, 1, 8, fp) != 8 || memcmp(magic, "RLHFFIX1", 8) ||
+        fread(&count, 4, 1, fp) != 1 || count > 100000) {
         fprintf(stderr, "fixture: %s: bad header\n", path); fclose(fp); return -1;
     }
     f->t = calloc(count, sizeof(FixtureTensor));
@@ -101,3 +105,37 @@ void fixture_free(Fixture *f) {
     free(f->t);
     memset(f, 0, sizeof(*f));
 }
+
+void *test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+    buf[n] = 0;
+    fclose(f);
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+void test_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, n, f) != n) {
+        fprintf(stderr, "cannot write %s\n", path);
+        exit(1);
+    }
+    fclose(f);
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    return remove(p);
+}
+
+void test_rm_rf(const char *path) { nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS); }

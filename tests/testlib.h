@@ -12,13 +12,38 @@ void test_case(const char *name, TestFn fn);   // runs fn now, records pass/fail
 int  test_summary(void);                       // prints the closing line; 0 when all passed
 void test_fail_at(const char *file, int line, const char *fmt, ...);
 
-#define CHECK(cond) do { if (!(cond)) test_fail_at(__FILE__, __LINE__, "check failed: %s", #cond); } while (0)
-#define CHECK_MSG(cond, ...) do { if (!(cond)) test_fail_at(__FILE__, __LINE__, __VA_ARGS__); } while (0)
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) test_fail_at(__FILE__, __LINE__, "check failed: %s", #cond);                  \
+    } while (0)
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) test_fail_at(__FILE__, __LINE__, __VA_ARGS__);                                \
+    } while (0)
 // |a-b| <= atol + rtol*|b| for every element; prints the worst element on failure.
 #define CHECK_CLOSE(a, b, n, atol, rtol, what) \
     test_check_close(__FILE__, __LINE__, (a), (b), (n), (atol), (rtol), (what))
 int test_check_close(const char *file, int line, const float *a, const float *b, size_t n,
                      double atol, double rtol, const char *what);
+
+// An expected failure: rc -1 and a one-line message containing want (and want2 when not NULL).
+#define CHECK_ERR(rc, err, want, want2) do { \
+        int rc_ = (rc); \
+        CHECK_MSG(rc_ == -1, "expected an error containing \"%s\", got rc %d", want, rc_); \
+        if (rc_ == -1) { \
+            CHECK_MSG(strstr(err, want) != NULL, "error \"%s\" lacks \"%s\"", err, want); \
+            CHECK_MSG(strchr(err, '\n') == NULL, "error is not one line: %s", err); \
+            CHECK_MSG(!(want2) || strstr(err, (want2) ? (want2) : "") != NULL, \
+                      "error \"%s\" lacks \"%s\"", err, (want2) ? (want2) : ""); \
+        } \
+    } while (0)
+
+// Files for tests. test_read_file: the whole file, malloc'd with a NUL after it (*len, when not
+// NULL, without it), or NULL when it cannot be read. test_write_file writes data[0..n) or ends
+// the test program. test_rm_rf removes path and everything below it.
+void *test_read_file(const char *path, size_t *len);
+void  test_write_file(const char *path, const void *data, size_t n);
+void  test_rm_rf(const char *path);
 
 // Named-tensor fixture files written by tests/ref/*.py (format in tests/ref/fixture.py).
 typedef struct {

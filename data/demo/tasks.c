@@ -20,10 +20,10 @@
 // Words of 3-5 lowercase letters: reversing, counting letters, changing case, phrases. Few on
 // purpose: a model of a few million parameters trained for minutes can learn these by heart.
 static const char *const WORDS[] = {
-    "cat", "dog", "sun", "hat", "cup", "pen", "box", "bed", "egg", "fox", "owl", "bee", "ant", "pig",
-    "cow", "hen", "map", "key", "car", "bus", "tree", "fish", "bird", "frog", "star", "moon", "rain",
-    "snow", "milk", "cake", "book", "ship", "lamp", "door", "ring", "bell", "apple", "house", "water",
-    "bread",
+    "cat",  "dog",  "sun",  "hat",  "cup",  "pen",  "box",   "bed",   "egg",   "fox",
+    "owl",  "bee",  "ant",  "pig",  "cow",  "hen",  "map",   "key",   "car",   "bus",
+    "tree", "fish", "bird", "frog", "star", "moon", "rain",  "snow",  "milk",  "cake",
+    "book", "ship", "lamp", "door", "ring", "bell", "apple", "house", "water", "bread",
 };
 
 // Made-up countries and their capitals: facts a model can only know from the pretraining text.
@@ -47,20 +47,26 @@ static const char *const COLOURS[] = {"green", "blue", "white", "black", "yellow
                                       "brown", "purple", "pink"};
 
 // Filler the demonstrations put around answers; the grader skips leading ones.
-static const char *const OPENERS[] = {"Sure!", "Of course!", "Okay.", "Good question!", "Let me think.",
-                                      "Well,", "Happy to help.", "Hmm."};
-static const char *const INTROS[] = {"The answer is", "I think the answer is", "It is", "That would be",
-                                     "Here is the answer:", "Answer:", "I believe it is"};
+static const char *const OPENERS[] = {"Sure!",          "Of course!",    "Okay.",
+                                      "Good question!", "Let me think.", "Well,",
+                                      "Happy to help.", "Hmm."};
+static const char *const INTROS[] = {"The answer is",  "I think the answer is", "It is",
+                                     "That would be",  "Here is the answer:",   "Answer:",
+                                     "I believe it is"};
 static const char *const TAILS[] = {"I hope this helps!", "Let me know if you need anything else.",
-                                    "Is there anything else?", "That was a fun one.", "Have a nice day!"};
+                                    "Is there anything else?", "That was a fun one.",
+                                    "Have a nice day!"};
 
 // A small grammar for plain sentences (pretraining text, rambling answers).
-static const char *const NAMES[] = {"Tom", "Ann", "Sam", "Mia", "Ben", "Lucy", "Max", "Zoe", "Leo", "Ivy"};
+static const char *const NAMES[] = {"Tom",  "Ann", "Sam", "Mia", "Ben",
+                                    "Lucy", "Max", "Zoe", "Leo", "Ivy"};
 static const char *const ADJS[] = {"red", "big", "small", "soft", "new", "happy", "little", "tall",
                                    "quiet", "sleepy", "green", "blue"};
-static const char *const NOUNS[] = {"cat", "dog", "bird", "fish", "tree", "house", "car", "ball", "book",
-                                    "cup", "boat", "hat", "box", "bed", "mat", "hill", "duck", "frog"};
-static const char *const PLURALS[] = {"apples", "books", "cups", "balls", "hats", "toys", "coins", "shells"};
+static const char *const NOUNS[] = {"cat", "dog",  "bird", "fish", "tree", "house",
+                                    "car", "ball", "book", "cup",  "boat", "hat",
+                                    "box", "bed",  "mat",  "hill", "duck", "frog"};
+static const char *const PLURALS[] = {"apples", "books", "cups",  "balls",
+                                      "hats",   "toys",  "coins", "shells"};
 static const char *const VERBS[] = {"sat on", "ran to", "looked at", "walked past", "jumped over",
                                     "slept under", "sang to", "hid behind"};
 
@@ -111,11 +117,16 @@ static const TaskTemplate TEMPLATES[] = {
     {TASK_FACT, 1, "Name the colour of {t}."},
 };
 
-static const char *const KIND_NAMES[TASK_NUM_KINDS] = {"add", "sub", "reverse", "sort", "count", "case", "fact"};
+static const char *const KIND_NAMES[TASK_NUM_KINDS] = {"add",   "sub",  "reverse", "sort",
+                                                       "count", "case", "fact"};
 static const char *const STYLE_NAMES[TASK_NUM_STYLES] = {"concise", "verbose", "rambling", "wrong"};
 
-const char *task_kind_name(int kind) { return kind >= 0 && kind < TASK_NUM_KINDS ? KIND_NAMES[kind] : "unknown"; }
-const char *task_style_name(int style) { return style >= 0 && style < TASK_NUM_STYLES ? STYLE_NAMES[style] : "unknown"; }
+const char *task_kind_name(int kind) {
+    return kind >= 0 && kind < TASK_NUM_KINDS ? KIND_NAMES[kind] : "unknown";
+}
+const char *task_style_name(int style) {
+    return style >= 0 && style < TASK_NUM_STYLES ? STYLE_NAMES[style] : "unknown";
+}
 int task_template_count(void) { return NELEM(TEMPLATES); }
 
 int task_kind_from_name(const char *name) {
@@ -155,10 +166,14 @@ static void buf_printf(Buf *b, const char *fmt, ...) {
 }
 static Buf buf_init(char *p, size_t n) { Buf b = {p, n, 0}; if (n) p[0] = 0; return b; }
 
-static const char *pick(Rng *rng, const char *const *list, int n) { return list[rng_below(rng, (uint64_t)n)]; }
+static const char *pick(Rng *rng, const char *const *list, int n) {
+    return list[rng_below(rng, (uint64_t)n)];
+}
 #define PICK(rng, list) pick((rng), (list), NELEM(list))
 
-static int is_ws(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+static int is_ws(int c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 
 static int count_words(const char *s, size_t n) {
     int w = 0, in = 0;
@@ -258,17 +273,24 @@ static int solve(const TaskTemplate *tp, const Slots *sl, char *answer, size_t n
     case TASK_CASE:
         if (!all_of(w, is_alpha, 40)) return -1;
         for (size_t i = 0; w[i]; i++) {
-            char c = (char)(tp->variant == 0 ? toupper((unsigned char)w[i]) : tolower((unsigned char)w[i]));
+            char c = (char)(tp->variant == 0 ? toupper((unsigned char)w[i])
+                                             : tolower((unsigned char)w[i]));
             buf_put(&out, &c, 1);
         }
         return 0;
     case TASK_FACT:
         if (tp->variant == 0) {
             for (int i = 0; i < NELEM(COUNTRIES); i++)
-                if (!strcmp(sl->v[SLOT_C], COUNTRIES[i][0])) { buf_puts(&out, COUNTRIES[i][1]); return 0; }
+                if (!strcmp(sl->v[SLOT_C], COUNTRIES[i][0])) {
+                    buf_puts(&out, COUNTRIES[i][1]);
+                    return 0;
+                }
         } else {
             for (int i = 0; i < NELEM(THINGS); i++)
-                if (!strcmp(sl->v[SLOT_T], THINGS[i][0])) { buf_puts(&out, THINGS[i][1]); return 0; }
+                if (!strcmp(sl->v[SLOT_T], THINGS[i][0])) {
+                    buf_puts(&out, THINGS[i][1]);
+                    return 0;
+                }
         }
         return -1;
     default:
@@ -280,8 +302,11 @@ static void fill(const char *fmt, const Slots *sl, char *out, size_t n) {
     Buf b = buf_init(out, n);
     for (const char *p = fmt; *p; p++) {
         int si;
-        if (p[0] == '{' && p[1] && p[2] == '}' && (si = slot_index(p[1])) >= 0) { buf_puts(&b, sl->v[si]); p += 2; }
-        else buf_put(&b, p, 1);
+        if (p[0] == '{' && p[1] && p[2] == '}' && (si = slot_index(p[1])) >= 0) {
+            buf_puts(&b, sl->v[si]);
+            p += 2;
+        } else
+            buf_put(&b, p, 1);
     }
 }
 
@@ -364,7 +389,10 @@ static void sample_slots(Rng *rng, const TaskTemplate *tp, Slots *sl) {
         else {
             int k = 2 + (int)rng_below(rng, 4);
             Buf b = buf_init(sl->v[SLOT_S], SLOT_MAX);
-            for (int i = 0; i < k; i++) { if (i) buf_puts(&b, " "); buf_puts(&b, PICK(rng, WORDS)); }
+            for (int i = 0; i < k; i++) {
+                if (i) buf_puts(&b, " ");
+                buf_puts(&b, PICK(rng, WORDS));
+            }
         }
         break;
     case TASK_CASE: {
@@ -374,7 +402,8 @@ static void sample_slots(Rng *rng, const TaskTemplate *tp, Slots *sl) {
         break;
     }
     case TASK_FACT:
-        if (tp->variant == 0) snprintf(sl->v[SLOT_C], SLOT_MAX, "%s", COUNTRIES[rng_below(rng, NELEM(COUNTRIES))][0]);
+        if (tp->variant == 0)
+            snprintf(sl->v[SLOT_C], SLOT_MAX, "%s", COUNTRIES[rng_below(rng, NELEM(COUNTRIES))][0]);
         else snprintf(sl->v[SLOT_T], SLOT_MAX, "%s", THINGS[rng_below(rng, NELEM(THINGS))][0]);
         break;
     default:
@@ -404,7 +433,8 @@ static int normalise_prompt(const char *in, char *out, size_t n) {
     static const char head[] = "Human:", tail[] = "Assistant:";
     if ((size_t)(e - s) >= sizeof head - 1 && !strncmp(s, head, sizeof head - 1)) {
         const char *s2 = s + sizeof head - 1, *e2 = e;
-        if ((size_t)(e2 - s2) >= sizeof tail - 1 && !strncmp(e2 - (sizeof tail - 1), tail, sizeof tail - 1)) {
+        if ((size_t)(e2 - s2) >= sizeof tail - 1 &&
+            !strncmp(e2 - (sizeof tail - 1), tail, sizeof tail - 1)) {
             e2 -= sizeof tail - 1;
             s = s2; e = e2;
             while (s < e && is_ws((unsigned char)*s)) s++;
@@ -475,7 +505,9 @@ static void wrong_answer(Rng *rng, const Task *t, char *out, size_t n) {
     }
     case TASK_FACT: {
         const char *w;
-        do w = tp->variant == 0 ? COUNTRIES[rng_below(rng, NELEM(COUNTRIES))][1] : PICK(rng, COLOURS);
+        do
+            w = tp->variant == 0 ? COUNTRIES[rng_below(rng, NELEM(COUNTRIES))][1]
+                                 : PICK(rng, COLOURS);
         while (!strcmp(w, t->answer));
         buf_puts(&b, w);
         return;
@@ -531,8 +563,8 @@ void task_sentence(Rng *rng, char *out, size_t n) {
     do name2 = PICK(rng, NAMES); while (name2 == name);
     switch (rng_below(rng, 6)) {
     case 0:
-        buf_printf(&b, "The %s %s %s the %s %s.", PICK(rng, ADJS), PICK(rng, NOUNS), PICK(rng, VERBS),
-                   PICK(rng, ADJS), PICK(rng, NOUNS));
+        buf_printf(&b, "The %s %s %s the %s %s.", PICK(rng, ADJS), PICK(rng, NOUNS),
+                   PICK(rng, VERBS), PICK(rng, ADJS), PICK(rng, NOUNS));
         break;
     case 1:
         buf_printf(&b, "%s has a %s %s.", name, PICK(rng, ADJS), PICK(rng, NOUNS));
@@ -543,17 +575,19 @@ void task_sentence(Rng *rng, char *out, size_t n) {
     case 3: {
         int x = (int)rng_below(rng, 11), y = 1 + (int)rng_below(rng, 9);
         const char *pl = PICK(rng, PLURALS);
-        buf_printf(&b, "%s has %d %s and finds %d more, so now %s has %d %s.", name, x, pl, y, name, x + y, pl);
+        buf_printf(&b, "%s has %d %s and finds %d more, so now %s has %d %s.", name, x, pl, y, name,
+                   x + y, pl);
         break;
     }
     case 4: {
         int x = 2 + (int)rng_below(rng, 15), y = 1 + (int)rng_below(rng, (uint64_t)x - 1);
-        buf_printf(&b, "%s had %d %s and gave %d to %s, so %s has %d left.", name, x, PICK(rng, PLURALS), y, name2,
-                   name, x - y);
+        buf_printf(&b, "%s had %d %s and gave %d to %s, so %s has %d left.", name, x,
+                   PICK(rng, PLURALS), y, name2, name, x - y);
         break;
     }
     default:
-        buf_printf(&b, "It was a %s day, and the %s was %s.", PICK(rng, ADJS), PICK(rng, NOUNS), PICK(rng, ADJS));
+        buf_printf(&b, "It was a %s day, and the %s was %s.", PICK(rng, ADJS), PICK(rng, NOUNS),
+                   PICK(rng, ADJS));
     }
 }
 
@@ -604,8 +638,11 @@ void task_statement(Rng *rng, int kind, char *out, size_t n) {
         } else {
             char thing[SLOT_MAX];
             snprintf(thing, sizeof thing, "%s", sl.v[SLOT_T]);
-            if (form == 0) { thing[0] = (char)toupper((unsigned char)thing[0]); buf_printf(&b, "%s is %s.", thing, r); }
-            else buf_printf(&b, "The colour of %s is %s.", thing, r);
+            if (form == 0) {
+                thing[0] = (char)toupper((unsigned char)thing[0]);
+                buf_printf(&b, "%s is %s.", thing, r);
+            } else
+                buf_printf(&b, "The colour of %s is %s.", thing, r);
         }
         break;
     default:
@@ -627,7 +664,8 @@ static const char *skip_filler(const char *p) {
             const char *f = task_filler(i);
             size_t k = strlen(f);
             if (strncasecmp(p, f, k)) continue;
-            if (!(is_ws((unsigned char)p[k]) || !p[k] || ispunct((unsigned char)f[k - 1]))) continue;
+            if (!(is_ws((unsigned char)p[k]) || !p[k] || ispunct((unsigned char)f[k - 1])))
+                continue;
             p += k;
             again = 1;
             break;
@@ -640,7 +678,9 @@ static const char *skip_filler(const char *p) {
 // final punctuation removed. Writes it to out (n bytes).
 static void extract_answer(const char *r, char *out, size_t n) {
     const char *s = skip_filler(r), *e = s;
-    while (*e && *e != '\n' && !((*e == '.' || *e == '!' || *e == '?') && (!e[1] || is_ws((unsigned char)e[1])))) e++;
+    while (*e && *e != '\n' &&
+           !((*e == '.' || *e == '!' || *e == '?') && (!e[1] || is_ws((unsigned char)e[1]))))
+        e++;
     while (e > s && (is_ws((unsigned char)e[-1]) || strchr(".!?,;:\"'", e[-1]))) e--;
     while (s < e && (is_ws((unsigned char)*s) || *s == '"' || *s == '\'')) s++;
     size_t k = (size_t)(e - s);
@@ -711,9 +751,10 @@ int task_check(const Task *t, const char *response) {
     return g.correct;
 }
 
-int task_rank(const char *prompt, const char *const *responses, const int *ended, int k, double noise,
-              uint64_t seed, int *rank) {
-    if (k < 1 || k > TASK_MAX_K || !responses || !rank || !(noise >= 0 && noise <= TASK_MAX_NOISE)) return -1;
+int task_rank(const char *prompt, const char *const *responses, const int *ended, int k,
+              double noise, uint64_t seed, int *rank) {
+    if (k < 1 || k > TASK_MAX_K || !responses || !rank || !(noise >= 0 && noise <= TASK_MAX_NOISE))
+        return -1;
     Task t;
     int known = prompt && !task_parse(prompt, &t);
     int score[TASK_MAX_K], order[TASK_MAX_K];
@@ -731,7 +772,11 @@ int task_rank(const char *prompt, const char *const *responses, const int *ended
         if (!seen) order[m++] = score[i];
     }
     for (int i = 1; i < m; i++)   // insertion sort, descending
-        for (int j = i; j > 0 && order[j] > order[j - 1]; j--) { int x = order[j]; order[j] = order[j - 1]; order[j - 1] = x; }
+        for (int j = i; j > 0 && order[j] > order[j - 1]; j--) {
+            int x = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = x;
+        }
     if (noise > 0 && m > 1) {
         uint64_t h = data_hash_u64(DATA_HASH_INIT, seed);
         const char *pp = prompt ? prompt : "";
@@ -741,7 +786,11 @@ int task_rank(const char *prompt, const char *const *responses, const int *ended
         rng_init(&rng, data_hash_mix(h));
         double s = noise * m / 2;
         for (int i = 0; i + 1 < m; i++)
-            if (rng_double(&rng) < s) { int x = order[i]; order[i] = order[i + 1]; order[i + 1] = x; }
+            if (rng_double(&rng) < s) {
+                int x = order[i];
+                order[i] = order[i + 1];
+                order[i + 1] = x;
+            }
     }
     for (int i = 0; i < k; i++)
         for (int j = 0; j < m; j++) if (order[j] == score[i]) { rank[i] = j + 1; break; }
@@ -767,23 +816,29 @@ int task_ranking_format(const int *rank, int k, char *out, size_t n) {
 }
 
 int task_ranking_parse(const char *s, int k, int *rank, char *err, size_t errlen) {
-    if (k < 1 || k > TASK_MAX_K) return util_err(err, errlen, "k = %d outside 1..%d", k, TASK_MAX_K);
+    if (k < 1 || k > TASK_MAX_K)
+        return util_err(err, errlen, "k = %d outside 1..%d", k, TASK_MAX_K);
     for (int i = 0; i < k; i++) rank[i] = 0;
     int group = 1, seen = 0;
     const char *p = s;
     for (;;) {
         while (*p == ' ') p++;
-        if (!is_digit((unsigned char)*p)) return util_err(err, errlen, "expected an index at column %d of '%s'", (int)(p - s) + 1, s);
+        if (!is_digit((unsigned char)*p))
+            return util_err(err, errlen, "expected an index at column %d of '%s'", (int)(p - s) + 1,
+                            s);
         long v = 0;
         while (is_digit((unsigned char)*p)) { if (v < 1000) v = v * 10 + (*p - '0'); p++; }
-        if (v < 1 || v > k) return util_err(err, errlen, "index %ld outside 1..%d in '%s'", v, k, s);
+        if (v < 1 || v > k)
+            return util_err(err, errlen, "index %ld outside 1..%d in '%s'", v, k, s);
         if (rank[v - 1]) return util_err(err, errlen, "index %ld appears twice in '%s'", v, s);
         rank[v - 1] = group;
         seen++;
         while (*p == ' ') p++;
         if (!*p || *p == '\n') break;
         if (*p == '>') group++;
-        else if (*p != '=') return util_err(err, errlen, "unexpected '%c' at column %d of '%s'", *p, (int)(p - s) + 1, s);
+        else if (*p != '=')
+            return util_err(err, errlen, "unexpected '%c' at column %d of '%s'", *p,
+                            (int)(p - s) + 1, s);
         p++;
     }
     if (seen != k) return util_err(err, errlen, "'%s' ranks %d of %d items", s, seen, k);

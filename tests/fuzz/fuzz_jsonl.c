@@ -8,7 +8,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[512];
     if (!t) {
         const char *dir = getenv("RLHF_GPT2_DIR");
-        if (tok_load(&t, dir ? dir : "data/gpt2", err) != TOK_OK) { fprintf(stderr, "%s\n", err); exit(1); }
+        if (tok_load(&t, dir ? dir : "data/gpt2", err, sizeof err) != 0) { fprintf(stderr, "%s\n", err); exit(1); }
     }
     char p[512];
     fuzz_write("data.jsonl", data, size, p, sizeof p);

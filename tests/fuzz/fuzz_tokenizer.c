@@ -7,16 +7,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *a, *b;
     size_t na, nb;
     fuzz_split(data, size, &a, &na, &b, &nb);
-    char vp[512], mp[512], err[TOK_ERR_LEN];
+    char vp[512], mp[512], err[256];
     fuzz_write("vocab.json", a, na, vp, sizeof vp);
     fuzz_write("merges.txt", b, nb, mp, sizeof mp);
     Tokenizer *t = NULL;
-    if (tok_load_files(&t, vp, mp, err) != TOK_OK) return 0;
+    if (tok_load_files(&t, vp, mp, err, sizeof err) != 0) return 0;
     TokIds ids = {0};
     TokBytes out = {0};
     for (unsigned flags = 0; flags < 2; flags++) {
         ids.n = 0; out.n = 0;
-        if (tok_encode(t, data, size, flags, &ids, err) == TOK_OK && tok_decode(t, ids.ids, ids.n, &out, err) == TOK_OK) {
+        if (tok_encode(t, data, size, flags, &ids, err, sizeof err) == 0 && tok_decode(t, ids.ids, ids.n, &out, err, sizeof err) == 0) {
             if (out.n != size || (size && memcmp(out.data, data, size))) {
                 if (flags == 0) abort();   // the round trip must be exact without special tokens
             }
