@@ -1232,6 +1232,15 @@ static void policy_free(const Eval *e, PolicyOut *po) {
     free(po->score);
 }
 
+// The options naming programs: not empty, and --target-score-gain only with --score.
+static int check_programs(const Eval *e) {
+    if (e->judge && !*e->judge) EFAIL("--judge is empty");
+    if (e->score && !*e->score) EFAIL("--score is empty");
+    if (!isnan(e->t_gain) && !e->score)
+        EFAIL("--target-score-gain needs --score (the gold scorer)");
+    return 0;
+}
+
 int cmd_eval_policy(int argc, char **argv) {
     Eval e = {.samples = 1, .max_new = 48, .seed = 1234, .bootstrap = 2000, .batch = 16,
               .temperature = 1.0, .name = "eval-policy", .t_win = NAN, .t_win_lo = NAN,
@@ -1270,17 +1279,10 @@ int cmd_eval_policy(int argc, char **argv) {
         {0}};
     CliCommand cmd = {.prog = "rlhf eval-policy", .usage = ep_usage, .opts = opts};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
+    if (check_programs(&e)) return 2;
     if (!isnan(e.t_rm_acc) && (!e.reward || !e.workspace)) {
         fprintf(stderr, "rlhf eval-policy: --target-rm-accuracy needs --reward and --workspace "
                         "(where its held-out accuracy is recorded)\n");
-        return 2;
-    }
-    if (!isnan(e.t_gain) && !e.score) {
-        fprintf(stderr, "rlhf eval-policy: --target-score-gain needs --score (the gold scorer)\n");
-        return 2;
-    }
-    if ((e.judge && !*e.judge) || (e.score && !*e.score)) {
-        fprintf(stderr, "rlhf eval-policy: --%s is empty\n", e.judge && !*e.judge ? "judge" : "score");
         return 2;
     }
 
@@ -1295,8 +1297,9 @@ int cmd_eval_policy(int argc, char **argv) {
     if (!rc) rc = load_prompts(&e);
     if (!rc) rc = check_judge_fits(&e);
     if (!rc && !isnan(e.t_acc_drop) && !e.n_demo) {
-        fprintf(stderr, "rlhf eval-policy: --target-accuracy-drop: none of the prompts is a demo "
-                        "task, so there is no task accuracy; use --score and --target-score-gain\n");
+        fprintf(stderr, "rlhf eval-policy: --target-accuracy-drop: none of the prompts is a "
+                        "demo task, so there is no task accuracy; use --score and "
+                        "--target-score-gain\n");
         rc = -1;
     }
     if (!rc) rc = encode_prompts(&e);
