@@ -61,12 +61,14 @@ static pid_t start(const char *cmd, int *wfd, int *rfd, char *err, size_t errlen
         return util_err(err, errlen, "fork: %s", strerror(errno));
     }
     if (pid == 0) {
+        setpgid(0, 0);   // its own group: a timeout ends what the shell started too
         dup2(in[0], 0);
         dup2(out[1], 1);
         close(in[0]); close(in[1]); close(out[0]); close(out[1]);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
+    setpgid(pid, pid);   // also here: whichever runs first
     close(in[0]);
     close(out[1]);
     *wfd = in[1];
@@ -79,8 +81,8 @@ static pid_t start(const char *cmd, int *wfd, int *rfd, char *err, size_t errlen
     return pid;
 }
 
-// Waits for pid to exit, up to timeout seconds (then SIGTERM, or at once when kill_now); its
-// exit status, -1 when a signal ended it.
+// Waits for pid to exit, up to timeout seconds (then SIGTERM to its process group, or at once
+// when kill_now); its exit status, -1 when a signal ended it.
 static int finish(pid_t pid, double timeout, int kill_now, int *timed_out) {
     int st = 0;
     pid_t got = 0;
@@ -89,7 +91,7 @@ static int finish(pid_t pid, double timeout, int kill_now, int *timed_out) {
         usleep(10000);
     if (got == 0) {
         if (!kill_now) *timed_out = 1;
-        kill(pid, SIGTERM);
+        kill(-pid, SIGTERM);   // the shell and what it started (its process group)
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;

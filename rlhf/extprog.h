@@ -9,7 +9,8 @@
 // than EXTPROG_MAX_LINE) return -1 with a message; everything else is reported in ExtResult for
 // the caller to name the request it concerns: how many lines came back, the exit status, and
 // whether the program stopped making progress (neither read input nor wrote output for the
-// timeout: it is then terminated).
+// timeout: it is then terminated, with whatever it started: it runs in a process group of its
+// own).
 //
 // Ownership: ExtResult's lines are malloc'd; extprog_result_free releases them.
 #ifndef EXTPROG_H

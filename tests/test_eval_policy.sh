@@ -182,7 +182,10 @@ fails "a judge answering an index out of range" "the judge's answer for mine.jso
     --judge "$JUDGE range j.log"
 fails "a judge that stops answering (--judge-timeout)" \
     "the judge (.*) gave no answer for mine.jsonl:2 (.*) (A first) within 1 s" \
-    --judge "$JUDGE sleep j.log" --judge-timeout 1
+    --judge "$JUDGE sleep jsleep-$$.log" --judge-timeout 1
+ps -eo args | grep -q "[e]val_judge.py sleep jsleep-$$.log" &&
+    bad "the timed-out judge still runs (the shell's child outlived it)" ||
+    ok "the timed-out judge is terminated with what its shell started (its process group)"
 fails "a judge that cannot start" "the judge (/nonexistent/judge) exited with status 127" \
     --judge /nonexistent/judge
 fails "a scorer with fewer lines than answers" \
