@@ -53,9 +53,9 @@ grep -q "line 2: add, answer 2 -> 2>1" err && ok "rlhf judge --explain still exp
 
 # 2. an external judge: both orders asked, the verdict as worked out by hand from the answers
 "$R" eval-policy --a m1 --b m2 --prompts mine.jsonl $EP --judge "$JUDGE longer j1.log" \
-    --score "$SCORE len s1.log" --json --responses resp.jsonl > j1 2>err ||
+    --score "$SCORE len s1.log" --json --responses resp.jsonl --workspace ws.db > j1 2>err ||
     bad "eval-policy --judge --score --json"
-$PY - j1 j1.log resp.jsonl s1.log "$W/m1" > out 2>&1 <<'PY' && ok "external judge: each pair asked A first then B first; verdict, win rate and gold scores as computed by hand: $(cat out)" || bad "external judge: $(cat out)"
+$PY - j1 j1.log resp.jsonl s1.log ws.db > out 2>&1 <<'PY' && ok "external judge: each pair asked A first then B first; verdict, win rate and gold scores as computed by hand, and recorded: $(cat out)" || bad "external judge: $(cat out)"
 import json, sys
 j = json.load(open(sys.argv[1]))
 reqs = [json.loads(l) for l in open(sys.argv[2])]
@@ -98,6 +98,11 @@ assert abs(j["score_gain"] - (ma - mb)) < 1e-9 and all(r["score"] == len(r["outp
 glo, ghi = j["score_gain_ci"]
 assert glo <= j["score_gain"] <= ghi
 assert j["demo_prompts"] == 0 and j["a"]["accuracy"] is None
+import sqlite3
+m = dict(sqlite3.connect(sys.argv[5]).execute("select name, value from metrics").fetchall())
+assert m["win_rate"] == j["win_rate"] and m["a/score"] == j["a"]["score"], m
+assert m["score_gain"] == j["score_gain"] and m["judge_consistent"] == 6 - ties and m["demo_prompts"] == 0
+assert "a/accuracy" not in m, "no accuracy recorded without demo tasks"
 print(f"win rate {j['win_rate']:.3f} ({ties} ties), scores {ma:.2f} vs {mb:.2f}")
 PY
 
