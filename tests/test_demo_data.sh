@@ -89,7 +89,7 @@ printf '%s\n' \
 printf '%s\n' 'not json' '' '{"prompt": 3, "completions": ["a"]}' '{"prompt":"x"}' '[1]' \
     '{"prompt":"x","completions":[]}' '{"prompt":"x","completions":["a",2]}' '{"prompt":"x","completions":["a"]} junk' \
     '{"prompt":"x","completions":["a","b"],"ended":[true]}' '{"prompt":"x","completions":["a"],"ended":[1]}' \
-    '{"prompt":"Tell me a joke.","completions":["Ha.","A very long joke that goes on and on."]}' > reqbad
+    '{"prompt":"What is 2 plus 2?","completions":["4","A very long joke that goes on and on."]}' > reqbad
 "$R" judge < reqbad > out 2> err; rc=$?
 [ $rc -eq 1 ] && [ "$(wc -l < out)" -eq 10 ] && [ "$(grep -c '^error: line' out)" -eq 9 ] &&
     [ "$(tail -1 out)" = "1>2" ] &&
@@ -144,6 +144,20 @@ print(f"agreement with noiseless {t02:.3f} at P=0.2 (want 0.80), {t_def:.3f} at 
 assert abs(t02 - 0.80) < 0.02 and abs(t_def - 0.825) < 0.02 and abs(b_def - 0.73) < 0.025
 PY
 cmp -s r1 r1b && ok "judge: same seed, same noisy rankings" || bad "judge determinism"
+# the judge refuses prompts of no demo task (tests/test_eval_policy.sh); the demo pipeline never
+# sends it one: every prompt `rlhf data demo` writes, at the sizes of pipelines/demo.yaml, is one
+"$R" data demo --out dp --seed 1234 --n-rm 900 2>err &&
+    python3 - dp/sft.jsonl dp/rm_prompts.jsonl dp/ppo_prompts.jsonl dp/eval_prompts.jsonl \
+        > allreq <<'PY' || bad "demo prompts as judge requests"
+import json, sys
+for f in sys.argv[1:]:
+    for line in open(f, encoding="utf-8"):
+        print(json.dumps({"prompt": json.loads(line)["prompt"], "completions": ["1", "2"]}))
+PY
+"$R" judge --noise 0 < allreq > out 2>err; rc=$?
+[ $rc -eq 0 ] && [ "$(wc -l < out)" -eq "$(wc -l < allreq)" ] && ! grep -q error out &&
+    ok "every prompt of the demo's data ($(wc -l < allreq): sft, rm, ppo, eval) is a task the judge knows" ||
+        bad "demo prompts the judge does not know (exit $rc)"
 
 # 4. eval-policy on tiny models
 "$R" tokenizer train --vocab-size 300 --out tok d1/pretrain.txt d1/sft.jsonl 2>/dev/null
@@ -187,7 +201,11 @@ assert len(runs) == 1 and runs[0][1:] == ("eval", "done", "m1"), runs
 m = dict(db.execute("select name, value from metrics where run_id = ?", (runs[0][0],)).fetchall())
 assert abs(m["win_rate"] - j["win_rate"]) < 1e-12 and abs(m["a/kl"]) < 1e-12 and "b/pretrain_loss" in m and "a/accuracy/add" in m, sorted(m)
 lines = [json.loads(l) for l in open(sys.argv[4])]
-assert len(lines) == 24 and all(l["preferred"] in ("a", "b", "tie") for l in lines)
+assert len(lines) == 48 and all(l["preferred"] in ("a", "b", "tie") for l in lines)
+assert [l["generator"] for l in lines[:4]] == ["m1", "m2", "m1", "m2"], lines[:2]
+assert all(l["dataset"] == "eval_prompts" and l["instruction"] and "output" in l and "task" in l and
+           "correct" in l and "reward" in l for l in lines), lines[0]
+assert lines[0]["instruction"] == lines[1]["instruction"] and lines[0]["preferred"] == lines[1]["preferred"]
 print(f"win rate {j['win_rate']:.3f} [{j['win_rate_ci'][0]:.3f}, {j['win_rate_ci'][1]:.3f}], {len(m)} metrics")
 PY
 "$R" eval-policy --a m1 --b m2 $EP --json > j12b 2>/dev/null &&
@@ -223,7 +241,8 @@ TG="--a m1 --b m1 $EP --reward rm"
     ok "eval-policy: targets met (A vs itself 0.5 >= 0.4): exit 0, each figure printed" ||
         bad "eval-policy targets met"
 "$R" eval-policy $TG --target-win-rate 0.65 --target-end-rate 0 > out 2>err; rc=$?
-[ $rc -eq 1 ] && grep -q "targets: MISSED" out && [ "$(grep -c "^rlhf eval-policy:" err)" -eq 1 ] &&
+[ $rc -eq 1 ] && grep -q "targets: MISSED" out &&
+    [ "$(grep "^rlhf eval-policy:" err | grep -vc "^rlhf eval-policy: warning: 24 of 24 comparisons")" -eq 1 ] &&
     grep -q "^rlhf eval-policy: alignment failed: A preferred to B 0.500, target >= 0.650$" err &&
     ok "eval-policy: a missed target exits 1 with the reason on one line: $(grep alignment err)" ||
         bad "eval-policy missed target (exit $rc)"

@@ -30,14 +30,16 @@ static const char *judge_usage =
     "       stopped at the end token; one cut off by the length limit ranks lower.\n"
     "Ranking: a correct answer (the demo's task family: arithmetic, reversing, sorting, counting,\n"
     "case, facts, parsed from the prompt) above a wrong one; then fewer words beyond the answer,\n"
-    "no dialogue leaking ('Human:'), no junk bytes. Prompts not of the family: by form only.\n"
+    "no dialogue leaking ('Human:'), no junk bytes. A prompt not of the family cannot be judged:\n"
+    "       it is answered 'error: ...' naming it (use a judge program of your own for others).\n"
     "Identical scores are ties.\n"
     "  --noise P   label noise in 0..0.4 (default 0.175): one pass over the ranked groups swapping\n"
     "              neighbours; agreement with the noiseless judge is 1-P, and two judges with\n"
     "              different seeds agree on ~73% of pairs at the default (InstructGPT's labelers)\n"
     "  --seed S    noise seed (default 1); the noise of a request is a function of (seed, request)\n"
     "  --explain   also write each completion's grade to stderr\n"
-    "Exit status: 0 when every request was ranked, 1 when some line was malformed, 2 bad usage.\n";
+    "Exit status: 0 when every request was ranked, 1 when some line was malformed or not a demo\n"
+    "task, 2 bad usage.\n";
 
 // Reads one line (without its '\n') into *buf, growing it; a line longer than JUDGE_MAX_LINE is
 // consumed and reported through *too_long. Returns the length, or -1 at end of input.
@@ -120,19 +122,25 @@ static int judge_line(const char *line, double noise, uint64_t seed, int explain
         if (ok) {
             int known = task_rank(p->valuestring, resp, en ? ended : NULL, k, noise, seed, rank);
             if (known < 0) util_err(out, outlen, "line %lld: cannot rank", (long long)lineno);
+            else if (known == 0)
+                util_err(out, outlen,
+                         "line %lld: the prompt \"%.60s%s\" is not one of the demo's tasks: rlhf "
+                         "judge knows only those (rlhf data demo); rank other prompts with a judge "
+                         "program of your own",
+                         (long long)lineno, p->valuestring,
+                         strlen(p->valuestring) > 60 ? "..." : "");
             else if (task_ranking_format(rank, k, out, outlen))
                 util_err(out, outlen, "line %lld: ranking too long", (long long)lineno);
             else {
                 rc = 0;
                 if (explain) {
                     Task t;
-                    int kn = !task_parse(p->valuestring, &t);
-                    fprintf(stderr, "line %lld: %s%s%s -> %s\n", (long long)lineno,
-                            kn ? task_kind_name(t.kind) : "unknown prompt", kn ? ", answer " : "",
-                            kn ? t.answer : "", out);
+                    task_parse(p->valuestring, &t);   // known: ranked as a demo task
+                    fprintf(stderr, "line %lld: %s, answer %s -> %s\n", (long long)lineno,
+                            task_kind_name(t.kind), t.answer, out);
                     for (int c = 0; c < k; c++) {
                         TaskGrade g;
-                        task_grade(kn ? &t : NULL, resp[c], &g);
+                        task_grade(&t, resp[c], &g);
                         int fin = en ? ended[c] : 1;
                         fprintf(
                             stderr,
