@@ -26,8 +26,8 @@
 // A stop request (SIGTERM, SIGINT, SIGHUP) is looked at between decoding steps, scoring
 // minibatches and update minibatches when the run is one process (under MPI the ranks agree on
 // stopping between iterations, in main.c): the unfinished iteration is dropped and redone on
-// resume from the last saved state (see PPO_ITER_STOPPED in trainer.h).
-#include "trainer.h"
+// resume from the last saved state (see PPO_ITER_STOPPED in ppo_train.h).
+#include "ppo_train.h"
 #include "cli.h"
 #include "util.h"
 #include <math.h>
@@ -486,7 +486,7 @@ static char *decode(const Tokenizer *tok, const int32_t *ids, int n) {
 
 int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
     int64_t it = s->iteration;
-    if (store_begin(s->db, err, errlen)) return -1;
+    if (store_begin(s->tr.db, err, errlen)) return -1;
     for (int b = 0; b < s->R; b++) {
         const PpoPrompt *p = &s->prompts[s->pidx[b]];
         size_t o = (size_t)b * s->Tpos + s->plen[b] - 1;
@@ -494,12 +494,12 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
         for (int t = 0; t < s->rlen[b]; t++) kl += ppo_kl_k1(s->old_logp[o + t], s->ref_logp[o + t]);
         double nonscore = -st->beta * kl;
         char *resp = decode(s->tok, s->seq + (size_t)b * s->Tseq + s->plen[b], s->rlen[b] - (s->ended[b] ? 1 : 0));
-        StoreRollout r = {.run_id = s->run_id, .iteration = it, .prompt_id = p->prompt_id, .prompt = p->text, .response = resp,
+        StoreRollout r = {.run_id = s->tr.run_id, .iteration = it, .prompt_id = p->prompt_id, .prompt = p->text, .response = resp,
                           .score = s->score[b], .reward = s->shaped[b] + nonscore, .kl = kl,
                           .response_tokens = s->rlen[b], .ended = s->ended[b]};
-        int rc = store_add_rollout(s->db, &r, NULL, err, errlen);
+        int rc = store_add_rollout(s->tr.db, &r, NULL, err, errlen);
         free(resp);
-        if (rc) { store_rollback(s->db, NULL, 0); return -1; }
+        if (rc) { store_rollback(s->tr.db, NULL, 0); return -1; }
     }
     double tscore = st->t_policy + st->t_ref + st->t_value + st->t_reward, ttrain = st->t_train_ppo + st->t_train_ptx;
     struct { const char *name; double v; } m[] = {
@@ -524,6 +524,6 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
         {"count/train_ppo_tokens", (double)st->ppo_tokens}, {"count/train_ptx_tokens", (double)st->ptx_tokens},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-        if (store_add_metric(s->db, s->run_id, it, m[i].name, m[i].v, err, errlen)) { store_rollback(s->db, NULL, 0); return -1; }
-    return store_commit(s->db, err, errlen);
+        if (store_add_metric(s->tr.db, s->tr.run_id, it, m[i].name, m[i].v, err, errlen)) { store_rollback(s->tr.db, NULL, 0); return -1; }
+    return store_commit(s->tr.db, err, errlen);
 }

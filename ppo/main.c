@@ -7,11 +7,11 @@
 // uninterrupted run (same thread count).
 //
 // Under MPI (make MPI=1; mpirun -np N ppo ...) the ranks share every iteration's work (see
-// trainer.h) and end with one process's result for the same rollout batch; rank 0 alone writes
+// ppo_train.h) and end with one process's result for the same rollout batch; rank 0 alone writes
 // the checkpoints, the database rows and the progress lines; a rank that fails stops them all.
 #include "blas.h"
 #include "cli.h"
-#include "trainer.h"
+#include "ppo_train.h"
 #include "util.h"
 #include <math.h>
 #include <signal.h>
@@ -65,22 +65,18 @@ static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("ptx.batch_size", CONFIG_INT, "0", "pretraining windows per minibatch (0: 8 x ppo.minibatch_size, as InstructGPT)", .min = "0", .max = "1048576"),
     CONFIG_ENTRY("ptx.seq_len", CONFIG_INT, "0", "tokens per pretraining window (0: the longest rollout)", .min = "0"),
     CONFIG_ENTRY("train.iterations", CONFIG_INT, "100", "PPO iterations (rollout batches)", .min = "1"),
-    CONFIG_ENTRY("train.policy_lr", CONFIG_DOUBLE, "1e-5", "policy learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.value_lr", CONFIG_DOUBLE, "1e-5", "value model learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "constant", "learning-rate schedule after warmup", .choices = "constant|cosine"),
-    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup (optimizer steps)", .min = "0"),
-    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip per model (0: off)", .min = "0"),
+    TRAINER_ENTRY_LR("train.policy_lr", "1e-5", "policy learning rate"),
+    TRAINER_ENTRY_LR("train.value_lr", "1e-5", "value model learning rate"),
+    TRAINER_ENTRY_SCHEDULE("constant", "constant|cosine"),
+    TRAINER_ENTRY_WARMUP("linear warmup (optimizer steps)"),
+    TRAINER_ENTRIES_ADAMW,
+    TRAINER_ENTRY_GRAD_CLIP("global gradient-norm clip per model (0: off)"),
     CONFIG_ENTRY("train.ema", CONFIG_DOUBLE, "0", "EMA decay of the policy weights, saved as the result (0: off; InstructGPT 0.992)", .min = "0", .max = "0.999999"),
-    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "prompt order, sampling and minibatch seed", .min = "0"),
-    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("save.every", CONFIG_INT, "10", "save OUT.DIR/last every N iterations (and at the end)", .min = "1", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("log.every", CONFIG_INT, "1", "print a line every N iterations", .min = "1", .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRY_SEED("prompt order, sampling and minibatch seed"),
+    TRAINER_ENTRY_THREADS,
+    TRAINER_ENTRY_RESUME,
+    TRAINER_ENTRY_SAVE_EVERY("10", "1", "save OUT.DIR/last every N iterations (and at the end)"),
+    TRAINER_ENTRY_LOG_EVERY("1", "print a line every N iterations"),
     CONFIG_ENTRY("memory.limit_gb", CONFIG_DOUBLE, "0", "refuse a memory plan above this (0: MemAvailable)", .min = "0", .flags = CONFIG_NO_HASH),
     CONFIG_ENTRY("debug.nan_from_iteration", CONFIG_INT, "0", "tests: make every policy loss NaN from this iteration on (0: off)", .min = "0", .flags = CONFIG_NO_HASH),
     {0}};
@@ -131,8 +127,8 @@ static int train(Ppo *s, char *err, size_t errlen) {
             if (ppo_restore_last(s, e2, sizeof e2) == 0)
                 return util_err(err, errlen, "%s; stopped and restored the last good checkpoint %s (iteration %lld), which this "
                                 "run did not change. Lower train.policy_lr / train.value_lr or check the reward model; to continue from "
-                                "it with other settings, start a new out.dir with model.policy=%s/policy", why, s->last_dir,
-                                (long long)s->iteration, s->last_dir);
+                                "it with other settings, start a new out.dir with model.policy=%s/policy", why, s->tr.last_dir,
+                                (long long)s->iteration, s->tr.last_dir);
             return util_err(err, errlen, "%s; stopped. No checkpoint had been saved yet (nothing written); lower train.policy_lr / "
                             "train.value_lr or check the reward model", why);
         }
@@ -157,18 +153,18 @@ static int train(Ppo *s, char *err, size_t errlen) {
         if (!dirty && s->saved_iteration != s->iteration && ppo_save_last(s, err, errlen)) return -1;
         if (main_rank && !dirty)
             fprintf(stderr, "ppo: interrupted by %s at iteration %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
-                    (long long)s->iteration, s->last_dir);
+                    (long long)s->iteration, s->tr.last_dir);
         else if (main_rank && s->saved_iteration >= 0) {
             char redo[64];
             if (s->saved_iteration == s->iteration) snprintf(redo, sizeof redo, "iteration %lld is", (long long)s->iteration + 1);
             else snprintf(redo, sizeof redo, "iterations %lld to %lld are", (long long)s->saved_iteration + 1, (long long)s->iteration + 1);
             fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; %s holds iteration %lld "
-                    "(rerun the same command to resume: %s redone)\n", cli_stop_name(), (long long)s->iteration + 1, s->last_dir,
+                    "(rerun the same command to resume: %s redone)\n", cli_stop_name(), (long long)s->iteration + 1, s->tr.last_dir,
                     (long long)s->saved_iteration, redo);
         } else if (main_rank)
             fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; nothing saved yet "
                     "(rerun the same command to start again)\n", cli_stop_name(), (long long)s->iteration + 1);
-        return cli_stop_signal() ? cli_stop_signal() : SIGINT;
+        return trainer_stop_status();
     }
     return ppo_save_final(s, err, errlen);
 }
@@ -179,11 +175,9 @@ int main(int argc, char **argv) {
     memset(&s, 0, sizeof s);
     signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     dist_init(&s.dist, &argc, &argv);
+    int early = trainer_config(&s.cfg, &s.dist, PPO_SCHEMA, "ppo", usage, argc - 1, argv + 1);
+    if (early >= 0) return early;
     char err[2048];
-    if (config_new(&s.cfg, PPO_SCHEMA, err, sizeof err)) { fprintf(stderr, "ppo: %s\n", err); dist_abort(&s.dist, 2); }
-    int early = config_parse_args(s.cfg, argc - 1, argv + 1, "ppo", usage);
-    if (early >= 0) { config_free(s.cfg); dist_finalize(&s.dist); return early; }
-    cli_stop_install("ppo");
     int rc = ppo_setup(&s, err, sizeof err), main_rank = dist_main(&s.dist);
     if (rc == 0) {
         if (main_rank && s.dist.size > 1)
@@ -191,18 +185,18 @@ int main(int argc, char **argv) {
                     s.dist.size, s.R / s.dist.size, s.R, s.mbl, s.mb);
         if (main_rank)
             fprintf(stderr, "ppo: run %lld, %lld iterations of %d episodes (%d epochs of %d minibatches), responses up to %d tokens, "
-                    "ptx %s, config %s\n", (long long)s.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb, s.max_new,
-                    s.has_ptx ? "on" : "off", s.hash);
+                    "ptx %s, config %s\n", (long long)s.tr.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb, s.max_new,
+                    s.has_ptx ? "on" : "off", s.tr.hash);
         rc = train(&s, err, sizeof err);
     }
     if (rc < 0) dist_report_error(&s.dist, "ppo", err);
-    int code = store_finish_run(main_rank ? s.db : NULL, s.run_id, rc, "ppo");
+    int code = trainer_finish(&s.tr, rc);
     if (rc == 0 && main_rank) {
         if (s.dist.size > 1)
             fprintf(stderr, "ppo: %d ranks, weights identical on every rank at every save; %.3f s in gradient allreduces (%.4f s per step), "
                     "%.3f s in all allreduces\n", s.dist.size, s.t_allreduce, s.run_steps ? s.t_allreduce / (double)s.run_steps : 0.0,
                     s.dist.allreduce_s);
-        fprintf(stderr, "ppo: done: %s (the policy%s), %s (resumable state)\n", s.final_dir, s.has_ema ? ", EMA weights" : "", s.last_dir);
+        fprintf(stderr, "ppo: done: %s (the policy%s), %s (resumable state)\n", s.tr.final_dir, s.has_ema ? ", EMA weights" : "", s.tr.last_dir);
     }
     ppo_teardown(&s);
     if (rc < 0 && s.dist.size > 1) dist_abort(&s.dist, 1);   // the others may wait in an allreduce

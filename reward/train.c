@@ -34,6 +34,7 @@
 #include "reward.h"
 #include "store.h"
 #include "tokenizer.h"
+#include "trainer.h"
 #include "util.h"
 #include <math.h>
 #include <omp.h>
@@ -59,25 +60,15 @@ static const ConfigEntry RM_SCHEMA[] = {
     CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0", "tokens per sequence, longer ones keep their end (0: the longest, up to the context)", .min = "0"),
     CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", "passes over the rankings when train.steps is 0 (InstructGPT: 1; more overfit)", .min = "1"),
     CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0"),
-    CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "1e-5", "peak learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "cosine", "learning-rate schedule after warmup", .choices = "cosine|constant"),
-    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup steps", .min = "0"),
-    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip (0: off)", .min = "0"),
-    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "ranking order and score-head initialisation seed", .min = "0"),
-    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRIES_OPTIM("1e-5"),
+    TRAINER_ENTRY_SEED("ranking order and score-head initialisation seed"),
+    TRAINER_ENTRY_THREADS,
     CONFIG_ENTRY("eval.every", CONFIG_INT, "50", "held-out evaluation every N steps (and at the end)", .min = "1"),
     CONFIG_ENTRY("eval.max_rankings", CONFIG_INT, "0", "held-out rankings per evaluation (0: all)", .min = "0"),
     CONFIG_ENTRY("bias.source", CONFIG_ENUM, "auto", "what scores 0 on average after training: demonstrations, the training completions, "
                  "none, or auto (demonstrations when the workspace has some)", .choices = "auto|demonstrations|completions|none"),
     CONFIG_ENTRY("bias.max_examples", CONFIG_INT, "2000", "at most this many examples (the first by id) for the bias", .min = "1"),
-    CONFIG_ENTRY("save.every", CONFIG_INT, "0", "save last/ every N steps (0: at each evaluation)", .min = "0", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("log.every", CONFIG_INT, "10", "log a line every N steps when not on a terminal", .min = "1", .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRIES_CADENCE,
     {0}};
 
 static const char *usage =
@@ -104,16 +95,12 @@ typedef struct {
 typedef struct {
     Dist dist;               // rank 0 writes; every rank computes its share of each step
     Config *cfg;
-    char hash[CONFIG_HASH_HEX];
-    const char *out_dir, *tokdir;
-    char last_dir[4096], final_dir[4096], db_path[4096];
+    Trainer tr;              // OUT.DIR/last and final/ (tr.final_dir), the workspace, the run
     int bs, micro, T, max_rows;
     int64_t total_steps;
     Model model;
     Tokenizer *tok;
     Dataset *ds;             // prompt rendering
-    Store *db;
-    int64_t run_id;
     int64_t max_ranking_id;  // rankings used: ids up to this one
     RmSet train, valid;
     int64_t step;
@@ -124,8 +111,6 @@ typedef struct {
     double bias;
     int has_bias;
 } Rm;
-
-static uint64_t hex_u64(const char *h) { return strtoull(h, NULL, 16); }
 
 static void set_free(RmSet *s) {
     free(s->r); free(s->it); tok_ids_free(&s->toks);
@@ -152,7 +137,7 @@ static int load_ranking(const StoreRanking *r, void *ctx) {
     RmSet *s = c->set;
     if (r->id > rm->max_ranking_id) return 0;   // added after this run started
     if (r->k > REWARD_MAX_K)
-        return util_err(c->err, c->errlen, "%s: ranking %lld has %d completions, more than %d", rm->db_path, (long long)r->id, r->k, REWARD_MAX_K);
+        return util_err(c->err, c->errlen, "%s: ranking %lld has %d completions, more than %d", rm->tr.db_path, (long long)r->id, r->k, REWARD_MAX_K);
     int ranks[REWARD_MAX_K];
     for (int i = 0; i < r->k; i++) ranks[i] = r->items[i].rank;
     int64_t pairs = reward_num_pairs(ranks, r->k);
@@ -171,7 +156,7 @@ static int load_ranking(const StoreRanking *r, void *ctx) {
         int64_t off = (int64_t)s->toks.n;
         char e[512];
         if (reward_encode(rm->ds, rm->tok, prefix, r->prompt, r->items[i].text, rm->model.config.max_seq_len, &s->toks, NULL, e, sizeof e))
-            return util_err(c->err, c->errlen, "%s: ranking %lld (prompt %lld): %s", rm->db_path, (long long)r->id, (long long)r->prompt_id, e);
+            return util_err(c->err, c->errlen, "%s: ranking %lld (prompt %lld): %s", rm->tr.db_path, (long long)r->id, (long long)r->prompt_id, e);
         set_push_item(s, off, ranks[i]);
         s->hash = data_hash_u64(data_hash_u64(s->hash, (uint64_t)r->items[i].completion_id), (uint64_t)ranks[i]);
         s->hash = data_hash_bytes(s->hash, s->toks.ids + off, (size_t)(s->toks.n - (size_t)off) * sizeof(int32_t));
@@ -183,17 +168,17 @@ static int load_split(Rm *rm, const char *split, RmSet *set, char *err, size_t e
     memset(set, 0, sizeof *set);
     set->hash = DATA_HASH_INIT;
     LoadCtx c = {rm, set, err, errlen};
-    int rc = store_each_ranking(rm->db, split, load_ranking, &c, err, errlen);
+    int rc = store_each_ranking(rm->tr.db, split, load_ranking, &c, err, errlen);
     return rc ? -1 : 0;
 }
 
 static int query_max_ranking_id(Rm *rm, int64_t *out, char *err, size_t errlen) {
     sqlite3_stmt *st = NULL;
-    sqlite3 *db = store_sqlite(rm->db);
+    sqlite3 *db = store_sqlite(rm->tr.db);
     *out = 0;
     if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM rankings", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW) {
-        util_err(err, errlen, "%s: reading rankings: %s", rm->db_path, sqlite3_errmsg(db));
+        util_err(err, errlen, "%s: reading rankings: %s", rm->tr.db_path, sqlite3_errmsg(db));
         sqlite3_finalize(st);
         return -1;
     }
@@ -329,15 +314,15 @@ static int log_stats(Rm *rm, const char *prefix, const Stats *st, int64_t step, 
     char name[64];
     double acc = st->pairs ? st->correct / st->pairs : NAN;
     snprintf(name, sizeof name, "%s/loss", prefix);
-    if (store_add_metric(rm->db, rm->run_id, step, name, st->rankings ? st->loss / st->rankings : NAN, err, errlen)) return -1;
+    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name, st->rankings ? st->loss / st->rankings : NAN, err, errlen)) return -1;
     snprintf(name, sizeof name, "%s/accuracy", prefix);
-    if (store_add_metric(rm->db, rm->run_id, step, name, acc, err, errlen)) return -1;
+    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name, acc, err, errlen)) return -1;
     snprintf(name, sizeof name, "%s/margin", prefix);
-    if (store_add_metric(rm->db, rm->run_id, step, name, st->pairs ? st->margin / st->pairs : NAN, err, errlen)) return -1;
+    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name, st->pairs ? st->margin / st->pairs : NAN, err, errlen)) return -1;
     for (int k = 2; k <= REWARD_MAX_K; k++) {
         if (!st->pairs_k[k]) continue;
         snprintf(name, sizeof name, "%s/accuracy_k%d", prefix, k);
-        if (store_add_metric(rm->db, rm->run_id, step, name, st->correct_k[k] / st->pairs_k[k], err, errlen)) return -1;
+        if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name, st->correct_k[k] / st->pairs_k[k], err, errlen)) return -1;
     }
     return 0;
 }
@@ -368,8 +353,8 @@ static int save_last(Rm *rm, char *err, size_t errlen) {
     ckpt_state_init(&st);
     st.step = rm->step;
     st.rng = rm->rng;
-    if (ckpt_state_set_int(&st, "config_hash", (int64_t)hex_u64(rm->hash), err, errlen) ||
-        ckpt_state_set_int(&st, "run_id", rm->run_id, err, errlen) ||
+    if (ckpt_state_set_int(&st, "config_hash", (int64_t)trainer_hash_u64(&rm->tr), err, errlen) ||
+        ckpt_state_set_int(&st, "run_id", rm->tr.run_id, err, errlen) ||
         ckpt_state_set_int(&st, "data.max_ranking_id", rm->max_ranking_id, err, errlen) ||
         ckpt_state_set_int(&st, "data.fingerprint", (int64_t)rm->train.hash, err, errlen) ||
         ckpt_state_set_int(&st, "data.train_rankings", rm->train.n, err, errlen) ||
@@ -378,20 +363,7 @@ static int save_last(Rm *rm, char *err, size_t errlen) {
     int32_t eot = tok_eot(rm->tok);
     CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm), .state = &st, .has_token_ids = eot >= 0,
                           .bos_token_id = eot, .eos_token_id = eot};
-    return ckpt_save(rm->last_dir, &rm->model, &so, err, errlen);
-}
-
-// Resume when OUT.DIR/last holds a trainer state of this config: 1 resumed, 0 fresh, -1 refused.
-static int try_resume(Rm *rm, CkptTrainerState *st, char *err, size_t errlen) {
-    if (!config_get_bool(rm->cfg, "train.resume")) return 0;
-    ModelConfig c;
-    CkptInfo info;
-    if (ckpt_load_config(rm->last_dir, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
-    if (ckpt_load_trainer_state(rm->last_dir, NULL, st, err, errlen)) return -1;
-    int64_t h;
-    if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) || (uint64_t)h != hex_u64(rm->hash))
-        return util_err(err, errlen, "%s holds a run with another configuration: use another out.dir, or --set train.resume=false to start over", rm->last_dir);
-    return 1;
+    return ckpt_save(rm->tr.last_dir, &rm->model, &so, err, errlen);
 }
 
 static int import_files(Rm *rm, char *err, size_t errlen) {
@@ -400,90 +372,118 @@ static int import_files(Rm *rm, char *err, size_t errlen) {
     ImportOptions o = {.valid_frac = config_get_double(rm->cfg, "data.valid_percent") / 100.0};
     for (int64_t i = 0; i < n && dist_main(&rm->dist); i++) {
         ImportResult r;
-        if (rm_import_file(rm->db, files[i], &o, &r, err, errlen)) return -1;
+        if (rm_import_file(rm->tr.db, files[i], &o, &r, err, errlen)) return -1;
         if (!r.already) fprintf(stderr, "reward: imported %lld rankings from %s\n", (long long)r.rankings, files[i]);
     }
     return 0;
 }
 
-static int setup(Rm *rm, char *err, size_t errlen) {
-    if (optim_adamw_validate(config_get_double(rm->cfg, "train.beta1"), config_get_double(rm->cfg, "train.beta2"),
-                             config_get_double(rm->cfg, "train.eps"), err, errlen)) return -1;
-    rm->out_dir = config_get_string(rm->cfg, "out.dir");
-    const char *init = config_get_string(rm->cfg, "model.init");
-    if (!rm->out_dir[0]) return util_err(err, errlen, "out.dir is required");
-    if (!init[0]) return util_err(err, errlen, "model.init is required (an SFT checkpoint)");
-    if (util_mkdir_p(rm->out_dir, err, errlen)) return -1;
-    snprintf(rm->last_dir, sizeof rm->last_dir, "%s/last", rm->out_dir);
-    snprintf(rm->final_dir, sizeof rm->final_dir, "%s/final", rm->out_dir);
-    const char *ws = config_get_string(rm->cfg, "workspace");
-    if (ws[0]) snprintf(rm->db_path, sizeof rm->db_path, "%s", ws);
-    else snprintf(rm->db_path, sizeof rm->db_path, "%s/workspace.db", rm->out_dir);
-    config_hash(rm->cfg, rm->hash);
+
+// The settings read once: paths, batch shapes, threads; the workspace opened and data.import
+// imported by rank 0, then opened by the other ranks to read.
+static int setup_run(Rm *rm, char *err, size_t errlen) {
+    if (trainer_init(&rm->tr, rm->cfg, &rm->dist, "reward", "reward train", err, errlen)) return -1;
+    if (!config_get_string(rm->cfg, "model.init")[0])
+        return util_err(err, errlen, "model.init is required (an SFT checkpoint)");
+    if (trainer_make_dirs(&rm->tr, "final", err, errlen)) return -1;
     rm->bs = (int)config_get_int(rm->cfg, "train.batch_size");
     rm->micro = (int)config_get_int(rm->cfg, "train.micro_batch");
     rm->total_steps = config_get_int(rm->cfg, "train.steps");
     rm->perm_epoch = -1;
-    int64_t th = config_get_int(rm->cfg, "train.threads");
-    if (th > 0) omp_set_num_threads((int)th);
-    // rank 0 opens (and migrates) the workspace and imports; then the others open it to read
-    if (dist_main(&rm->dist) && (store_open(&rm->db, rm->db_path, err, errlen) || store_reap_runs(rm->db, NULL, err, errlen) ||
-                                 import_files(rm, err, errlen))) return -1;
+    if (dist_main(&rm->dist) &&
+        (trainer_open_store(&rm->tr, err, errlen) || import_files(rm, err, errlen)))
+        return -1;
     dist_barrier(&rm->dist);
-    if (!dist_main(&rm->dist) && store_open(&rm->db, rm->db_path, err, errlen)) return -1;
+    if (!dist_main(&rm->dist) && store_open(&rm->tr.db, rm->tr.db_path, err, errlen)) return -1;
+    return 0;
+}
 
-    CkptTrainerState st;
-    int resumed = try_resume(rm, &st, err, errlen);
-    if (resumed < 0) return -1;
-    const char *from = resumed ? rm->last_dir : init;
-    ModelConfig c;
-    if (ckpt_load_config(from, &c, NULL, err, errlen)) return -1;
-    int had_score = c.score_head;
-    c.lm_head = 0;      // the unembedding is removed: ln_f's output feeds only the score
-    c.score_head = 1;
+// The model's shape from `from` (its LM head dropped, a score head added), the tokenizer and
+// the prompt rendering. *had_score: `from` holds a score head.
+static int load_model_config(Rm *rm, const char *from, ModelConfig *c, int *had_score, char *err,
+                             size_t errlen) {
+    if (ckpt_load_config(from, c, NULL, err, errlen)) return -1;
+    *had_score = c->score_head;
+    c->lm_head = 0;      // the unembedding is removed: ln_f's output feeds only the score
+    c->score_head = 1;
     char terr[TOK_ERR_LEN];
     if (tok_load(&rm->tok, tokenizer_dir(rm), terr)) return util_err(err, errlen, "%s", terr);
-    if (ckpt_check_tokenizer(from, c.vocab_size, tokenizer_dir(rm), tok_vocab_size(rm->tok), err, errlen)) return -1;
+    if (ckpt_check_tokenizer(from, c->vocab_size, tokenizer_dir(rm), tok_vocab_size(rm->tok), err,
+                             errlen))
+        return -1;
     DatasetOptions dopt = {.prompt_template = config_get_string(rm->cfg, "data.prompt_template"),
-                           .response_prefix = config_get_string(rm->cfg, "data.response_prefix"), .max_tokens = c.max_seq_len};
-    if (dataset_create(&rm->ds, rm->tok, &dopt, err, errlen)) return -1;
+                           .response_prefix = config_get_string(rm->cfg, "data.response_prefix"),
+                           .max_tokens = c->max_seq_len};
+    return dataset_create(&rm->ds, rm->tok, &dopt, err, errlen);
+}
 
-    // the rankings: fixed at the first start
+// The rankings, fixed at the first start (ranking ids up to the highest one then; resuming checks
+// their fingerprint).
+static int load_rankings(Rm *rm, int resumed, const CkptTrainerState *st, char *err,
+                         size_t errlen) {
     if (resumed) {
-        if (ckpt_state_get_int(&st, "data.max_ranking_id", &rm->max_ranking_id, err, errlen)) return -1;
-    } else if (dist_main(&rm->dist) && query_max_ranking_id(rm, &rm->max_ranking_id, err, errlen)) return -1;
+        if (ckpt_state_get_int(st, "data.max_ranking_id", &rm->max_ranking_id, err, errlen))
+            return -1;
+    } else if (dist_main(&rm->dist) && query_max_ranking_id(rm, &rm->max_ranking_id, err, errlen))
+        return -1;
     // rank 0's view: labeling may add rankings while the ranks read
     if (!resumed) dist_broadcast(&rm->dist, &rm->max_ranking_id, sizeof rm->max_ranking_id);
-    rm->model.config = c;   // read by the loader (context length)
-    if (load_split(rm, "train", &rm->train, err, errlen) || load_split(rm, "valid", &rm->valid, err, errlen)) return -1;
+    if (load_split(rm, "train", &rm->train, err, errlen) ||
+        load_split(rm, "valid", &rm->valid, err, errlen))
+        return -1;
     if (!dist_identical(&rm->dist, &rm->train.hash, sizeof rm->train.hash))
-        return util_err(err, errlen, "the ranks read different training rankings from %s", rm->db_path);
+        return util_err(err, errlen, "the ranks read different training rankings from %s",
+                        rm->tr.db_path);
     if (rm->train.n == 0)
-        return util_err(err, errlen, "%s has no training rankings (rankings of prompts in the train split with at least one untied pair)%s",
-                        rm->db_path, rm->train.n_tied ? "; every ranking there is all ties" : "");
-    if (resumed) {
-        int64_t fp;
-        if (ckpt_state_get_int(&st, "data.fingerprint", &fp, err, errlen)) return -1;
-        if ((uint64_t)fp != rm->train.hash)
-            return util_err(err, errlen, "the training rankings in %s changed since this run started (deleted or edited): "
-                            "--set train.resume=false to start over", rm->db_path);
-    }
+        return util_err(err, errlen,
+                        "%s has no training rankings (rankings of prompts in the train split with "
+                        "at least one untied pair)%s",
+                        rm->tr.db_path, rm->train.n_tied ? "; every ranking there is all ties" : "");
+    int64_t fp;
+    if (!resumed) return 0;
+    if (ckpt_state_get_int(st, "data.fingerprint", &fp, err, errlen)) return -1;
+    if ((uint64_t)fp != rm->train.hash)
+        return util_err(err, errlen,
+                        "the training rankings in %s changed since this run started (deleted or "
+                        "edited): --set train.resume=false to start over",
+                        rm->tr.db_path);
+    return 0;
+}
+
+// The sequence length, the rows of a micro-batch and the step count, from the rankings.
+static int setup_shapes(Rm *rm, const ModelConfig *c, char *err, size_t errlen) {
     int max_len = rm->train.max_len > rm->valid.max_len ? rm->train.max_len : rm->valid.max_len;
     int64_t T = config_get_int(rm->cfg, "train.seq_len");
     if (T == 0) T = max_len;
-    if (T > c.max_seq_len) return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T, c.max_seq_len);
+    if (T > c->max_seq_len)
+        return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T,
+                        c->max_seq_len);
     rm->T = (int)T;
     int max_k = rm->train.max_k > rm->valid.max_k ? rm->train.max_k : rm->valid.max_k;
     rm->max_rows = rm->micro > max_k ? rm->micro : max_k;
-    if (!rm->total_steps) rm->total_steps = (config_get_int(rm->cfg, "train.epochs") * rm->train.n + rm->bs - 1) / rm->bs;
+    if (!rm->total_steps)
+        rm->total_steps = (config_get_int(rm->cfg, "train.epochs") * rm->train.n + rm->bs - 1) / rm->bs;
+    return 0;
+}
 
-    if (model_init(&rm->model, &c, rm->max_rows, rm->T, 1, dist_main(&rm->dist), err, errlen)) return -1;
-    if (ckpt_load_weights(from, &rm->model, resumed ? 0 : CKPT_ALLOW_MISSING_SCORE, err, errlen)) return -1;
-    if (!resumed && !had_score && !strcmp(config_get_string(rm->cfg, "model.score_init"), "normal")) {
+// The model's weights from `from`; a score head `from` lacks starts as model.score_init says.
+static int init_model(Rm *rm, const char *from, const ModelConfig *c, int resumed, int had_score,
+                      char *err, size_t errlen) {
+    if (model_init(&rm->model, c, rm->max_rows, rm->T, 1, dist_main(&rm->dist), err, errlen))
+        return -1;
+    if (ckpt_load_weights(from, &rm->model, resumed ? 0 : CKPT_ALLOW_MISSING_SCORE, err, errlen))
+        return -1;
+    if (resumed || had_score) return 0;
+    if (!strcmp(config_get_string(rm->cfg, "model.score_init"), "normal")) {
         Rng r;
         rng_init(&r, data_hash_u64(DATA_HASH_INIT, (uint64_t)config_get_int(rm->cfg, "train.seed")));
-        rng_fill_normal(&r, rm->model.params.scorew, c.n_embd, 0.0f, 1.0f / sqrtf((float)c.n_embd));
-    } else if (!resumed && !had_score) memset(rm->model.params.scorew, 0, (size_t)c.n_embd * sizeof(float));
+        rng_fill_normal(&r, rm->model.params.scorew, c->n_embd, 0.0f, 1.0f / sqrtf((float)c->n_embd));
+    } else memset(rm->model.params.scorew, 0, (size_t)c->n_embd * sizeof(float));
+    return 0;
+}
+
+// One micro-batch's tokens, values and scores with their gradients, and the ranking order.
+static void alloc_buffers(Rm *rm) {
     size_t rows = (size_t)rm->max_rows;
     rm->tokens = CALLOC_CHECK(rows * (size_t)rm->T, sizeof(int32_t));
     rm->lengths = CALLOC_CHECK(rows, sizeof(int32_t));
@@ -492,41 +492,59 @@ static int setup(Rm *rm, char *err, size_t errlen) {
     rm->scores = CALLOC_CHECK(rows, sizeof(float));
     rm->dscores = CALLOC_CHECK(rows, sizeof(float));
     rm->perm = CALLOC_CHECK((size_t)rm->train.n, sizeof(int64_t));
+}
 
-    char *dump = config_dump_string(rm->cfg);
-    int rc = 0;
-    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
-    if (resumed) {
-        if (ckpt_load_trainer_state(rm->last_dir, &rm->model, &st, err, errlen) ||
-            ckpt_state_get_int(&st, "run_id", &rm->run_id, err, errlen)) { rc = -1; goto out; }
-        rm->step = st.step;
-        rm->rng = st.rng;
-        if (!dist_main(&rm->dist)) goto out;
-        StoreRun r;
-        if (store_get_run(rm->db, rm->run_id, &r, NULL, 0) == 0) store_run_free(&r);
-        else {   // the database was replaced: record the run anew
-            StoreRunInfo ri = {.stage = "reward", .program = "reward train", .config = dump, .config_hash = rm->hash, .checkpoint = rm->last_dir};
-            if (store_add_run(rm->db, &ri, &rm->run_id, err, errlen)) { rc = -1; goto out; }
-        }
-        if (store_set_run_status(rm->db, rm->run_id, STORE_RUN_RUNNING, 0, err, errlen)) { rc = -1; goto out; }
-        fprintf(stderr, "reward: resuming run %lld at step %lld of %lld from %s\n", (long long)rm->run_id, (long long)rm->step,
-                (long long)rm->total_steps, rm->last_dir);
-    } else {
-        rng_init(&rm->rng, (uint64_t)config_get_int(rm->cfg, "train.seed"));
-        if (!dist_main(&rm->dist)) goto out;
-        StoreRunInfo ri = {.stage = "reward", .program = "reward train", .config = dump, .config_hash = rm->hash};
-        if (store_add_run(rm->db, &ri, &rm->run_id, err, errlen)) { rc = -1; goto out; }
-    }
+static void print_data_summary(const Rm *rm) {
     int64_t ntr = 0;
     for (int64_t i = 0; i < rm->train.ni; i++) ntr += rm->train.it[i].len > rm->T;
-    fprintf(stderr, "reward: %lld training rankings (%lld pairs, K up to %d), %lld held out (%lld pairs)%s%s\n",
-            (long long)rm->train.n, (long long)rm->train.pairs, rm->train.max_k, (long long)rm->valid.n, (long long)rm->valid.pairs,
+    fprintf(stderr,
+            "reward: %lld training rankings (%lld pairs, K up to %d), %lld held out (%lld pairs)%s%s\n",
+            (long long)rm->train.n, (long long)rm->train.pairs, rm->train.max_k,
+            (long long)rm->valid.n, (long long)rm->valid.pairs,
             rm->train.n_tied + rm->valid.n_tied ? "; rankings that are all ties skipped" : "",
             ntr ? "; some sequences longer than train.seq_len keep their end" : "");
-    if (rm->valid.n == 0) fprintf(stderr, "reward: warning: no held-out rankings (no prompts in the valid split): no held-out accuracy\n");
-out:
-    free(dump);
-    return rc;
+    if (rm->valid.n == 0)
+        fprintf(stderr, "reward: warning: no held-out rankings (no prompts in the valid split): no "
+                        "held-out accuracy\n");
+}
+
+// The run begun, or resumed from OUT.DIR/last (weights, moments, step, random state).
+static int begin_run(Rm *rm, int resumed, CkptTrainerState *st, char *err, size_t errlen) {
+    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
+    if (!resumed) {
+        rng_init(&rm->rng, (uint64_t)config_get_int(rm->cfg, "train.seed"));
+        return trainer_begin_run(&rm->tr, 0, NULL, err, errlen);
+    }
+    if (ckpt_load_trainer_state(rm->tr.last_dir, &rm->model, st, err, errlen) ||
+        ckpt_state_get_int(st, "run_id", &rm->tr.run_id, err, errlen))
+        return -1;
+    rm->step = st->step;
+    rm->rng = st->rng;
+    if (trainer_begin_run(&rm->tr, 1, rm->tr.last_dir, err, errlen)) return -1;
+    if (dist_main(&rm->dist))
+        fprintf(stderr, "reward: resuming run %lld at step %lld of %lld from %s\n",
+                (long long)rm->tr.run_id, (long long)rm->step, (long long)rm->total_steps,
+                rm->tr.last_dir);
+    return 0;
+}
+
+static int setup(Rm *rm, char *err, size_t errlen) {
+    if (setup_run(rm, err, errlen)) return -1;
+    CkptTrainerState st;
+    int resumed = trainer_try_resume(&rm->tr, rm->tr.last_dir, &st, err, errlen);
+    if (resumed < 0) return -1;
+    const char *from = resumed ? rm->tr.last_dir : config_get_string(rm->cfg, "model.init");
+    ModelConfig c;
+    int had_score;
+    if (load_model_config(rm, from, &c, &had_score, err, errlen)) return -1;
+    rm->model.config = c;   // read by the loader (context length)
+    if (load_rankings(rm, resumed, &st, err, errlen) || setup_shapes(rm, &c, err, errlen) ||
+        init_model(rm, from, &c, resumed, had_score, err, errlen))
+        return -1;
+    alloc_buffers(rm);
+    if (begin_run(rm, resumed, &st, err, errlen)) return -1;
+    if (dist_main(&rm->dist)) print_data_summary(rm);
+    return 0;
 }
 
 static void teardown(Rm *rm) {
@@ -536,7 +554,7 @@ static void teardown(Rm *rm) {
     dataset_free(rm->ds);
     tok_free(rm->tok);
     model_free(&rm->model);
-    store_close(rm->db);
+    trainer_close(&rm->tr);
     config_free(rm->cfg);
 }
 
@@ -550,7 +568,7 @@ static int add_demo(const StoreDemonstration *d, void *ctx) {
     char e[512];
     if (reward_encode(c->rm->ds, c->rm->tok, config_get_string(c->rm->cfg, "data.response_prefix"), d->prompt, d->response,
                       c->rm->model.config.max_seq_len, &c->set->toks, NULL, e, sizeof e))
-        return util_err(c->err, c->errlen, "%s: demonstration %lld: %s", c->rm->db_path, (long long)d->id, e);
+        return util_err(c->err, c->errlen, "%s: demonstration %lld: %s", c->rm->tr.db_path, (long long)d->id, e);
     set_push_item(c->set, off, 1);
     return 0;
 }
@@ -564,11 +582,11 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
     const RmSet *s = &demos;
     if (!strcmp(src, "auto") || !strcmp(src, "demonstrations")) {
         DemoCtx c = {rm, &demos, maxn, err, errlen};
-        if (store_each_demonstration(rm->db, NULL, add_demo, &c, err, errlen) < 0) { set_free(&demos); return -1; }
+        if (store_each_demonstration(rm->tr.db, NULL, add_demo, &c, err, errlen) < 0) { set_free(&demos); return -1; }
         *what = "demonstrations";
         if (demos.ni == 0 && !strcmp(src, "demonstrations")) {
             set_free(&demos);
-            return util_err(err, errlen, "bias.source is demonstrations but %s has none", rm->db_path);
+            return util_err(err, errlen, "bias.source is demonstrations but %s has none", rm->tr.db_path);
         }
     }
     if (demos.ni == 0) { s = &rm->train; *what = "training completions"; }
@@ -624,32 +642,26 @@ static int finish(Rm *rm, char *err, size_t errlen) {
         if (reward_fold_bias(&rm->model, rm->bias, err, errlen)) return -1;
         if (main_rank) fprintf(stderr, "reward: bias %+.6f folded into ln_f.bias: the %lld %s had mean score %.6f\n", rm->bias, (long long)n, what, mean);
     } else if (main_rank) fprintf(stderr, "reward: no bias applied (bias.source %s)\n", config_get_string(rm->cfg, "bias.source"));
-    if (main_rank && (store_add_metric(rm->db, rm->run_id, rm->step, "final/bias", rm->bias, err, errlen) ||
-                      store_add_metric(rm->db, rm->run_id, rm->step, "final/bias_examples", (double)n, err, errlen))) return -1;
+    if (main_rank && (store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "final/bias", rm->bias, err, errlen) ||
+                      store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "final/bias_examples", (double)n, err, errlen))) return -1;
     int32_t eot = tok_eot(rm->tok);
     CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm), .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
-    if (main_rank && ckpt_save(rm->final_dir, &rm->model, &so, err, errlen)) return -1;
+    if (main_rank && ckpt_save(rm->tr.final_dir, &rm->model, &so, err, errlen)) return -1;
     if (n) {   // the check: the same examples now score 0 on average (up to float rounding)
         double after;
         int64_t n2;
         if (mean_score(rm, &what, &after, &n2, err, errlen)) return -1;
         if (main_rank) fprintf(stderr, "reward: after the bias the %s score %.6f on average\n", what, after);
     }
-    return main_rank ? store_set_run_checkpoint(rm->db, rm->run_id, rm->final_dir, err, errlen) : 0;
+    return main_rank ? store_set_run_checkpoint(rm->tr.db, rm->tr.run_id, rm->tr.final_dir, err, errlen) : 0;
 }
 
 static int train(Rm *rm, char *err, size_t errlen) {
     Config *cfg = rm->cfg;
-    AdamWConfig oc = {.lr = (float)config_get_double(cfg, "train.lr"), .beta1 = (float)config_get_double(cfg, "train.beta1"),
-                      .beta2 = (float)config_get_double(cfg, "train.beta2"), .eps = (float)config_get_double(cfg, "train.eps"),
-                      .weight_decay = (float)config_get_double(cfg, "train.weight_decay"),
-                      .grad_clip = (float)config_get_double(cfg, "train.grad_clip")};
-    LrSchedule sch = {.kind = !strcmp(config_get_string(cfg, "train.schedule"), "constant") ? LR_CONSTANT : LR_COSINE,
-                      .warmup_steps = config_get_int(cfg, "train.warmup_steps"), .total_steps = rm->total_steps,
-                      .min_lr_frac = (float)config_get_double(cfg, "train.min_lr_frac")};
-    int64_t eval_every = config_get_int(cfg, "eval.every"), save_every = config_get_int(cfg, "save.every");
+    AdamWConfig oc = trainer_adamw(cfg, "train.lr");
+    LrSchedule sch = trainer_schedule(cfg, rm->total_steps);
+    int64_t eval_every = config_get_int(cfg, "eval.every"), save_every = trainer_save_every(cfg);
     int64_t log_every = config_get_int(cfg, "log.every");
-    if (!save_every) save_every = eval_every;
     CliProgress pr;
     cli_progress_start(&pr, stderr, "reward", rm->total_steps);
     cli_progress_resume(&pr, rm->step);
@@ -692,13 +704,13 @@ static int train(Rm *rm, char *err, size_t errlen) {
         }
         double dt = util_time_s() - t0;
         pairs_since += st.pairs;
-        if (main_rank && (store_add_metric(rm->db, rm->run_id, rm->step, "train/loss", loss, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/accuracy", acc, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/margin", st.pairs ? st.margin / st.pairs : NAN, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/lr", lr, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/grad_norm", norm, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/comparisons_per_s", (double)st.pairs / dt, err, errlen) ||
-            (rm->dist.size > 1 && store_add_metric(rm->db, rm->run_id, rm->step, "train/allreduce_s", rm->dist.allreduce_s, err, errlen)))) { rc = -1; break; }
+        if (main_rank && (store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/loss", loss, err, errlen) ||
+            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/accuracy", acc, err, errlen) ||
+            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/margin", st.pairs ? st.margin / st.pairs : NAN, err, errlen) ||
+            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/lr", lr, err, errlen) ||
+            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/grad_norm", norm, err, errlen) ||
+            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/comparisons_per_s", (double)st.pairs / dt, err, errlen) ||
+            (rm->dist.size > 1 && store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/allreduce_s", rm->dist.allreduce_s, err, errlen)))) { rc = -1; break; }
         char extra[160];
         double el = util_time_s() - t_start;
         snprintf(extra, sizeof extra, "loss %.4f acc %.3f lr %.2e %.0f comparisons/s", loss, acc, lr, el > 0 ? pairs_since / el : 0.0);
@@ -730,8 +742,8 @@ static int train(Rm *rm, char *err, size_t errlen) {
         if (save_last(rm, err, errlen)) return -1;
         if (main_rank)
             fprintf(stderr, "reward: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
-                    (long long)rm->step, rm->last_dir);
-        return cli_stop_signal() ? cli_stop_signal() : SIGINT;
+                    (long long)rm->step, rm->tr.last_dir);
+        return trainer_stop_status();
     }
     return finish(rm, err, errlen);
 }
@@ -740,11 +752,9 @@ int cmd_train(int argc, char **argv) {
     Rm rm;
     memset(&rm, 0, sizeof rm);
     dist_init(&rm.dist, &argc, &argv);
+    int early = trainer_config(&rm.cfg, &rm.dist, RM_SCHEMA, "reward train", usage, argc, argv);
+    if (early >= 0) return early;
     char err[1024];
-    if (config_new(&rm.cfg, RM_SCHEMA, err, sizeof err)) { fprintf(stderr, "reward train: %s\n", err); dist_abort(&rm.dist, 2); }
-    int early = config_parse_args(rm.cfg, argc, argv, "reward train", usage);
-    if (early >= 0) { config_free(rm.cfg); dist_finalize(&rm.dist); return early; }
-    cli_stop_install("reward train");
     int rc = setup(&rm, err, sizeof err), main_rank = dist_main(&rm.dist);
     if (rc == 0) {
         if (main_rank && rm.dist.size > 1)
@@ -752,15 +762,15 @@ int cmd_train(int argc, char **argv) {
                     rm.bs % rm.dist.size ? "up to " : "", (rm.bs + rm.dist.size - 1) / rm.dist.size, rm.bs);
         if (main_rank)
             fprintf(stderr, "reward: run %lld, %lld steps of %d rankings (micro-batches of up to %d sequences of up to %d tokens), config %s\n",
-                    (long long)rm.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T, rm.hash);
+                    (long long)rm.tr.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T, rm.tr.hash);
         rc = train(&rm, err, sizeof err);
     }
     if (rc < 0) dist_report_error(&rm.dist, "reward train", err);
-    int code = store_finish_run(main_rank ? rm.db : NULL, rm.run_id, rc, "reward train");
+    int code = trainer_finish(&rm.tr, rc);
     if (rc == 0 && main_rank) {
         if (rm.dist.size > 1) fprintf(stderr, "reward: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
                                       rm.dist.size, rm.dist.allreduce_s, rm.step ? rm.dist.allreduce_s / (double)rm.step : 0.0);
-        fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n", rm.final_dir, rm.last_dir);
+        fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n", rm.tr.final_dir, rm.tr.last_dir);
     }
     teardown(&rm);
     if (rc < 0 && rm.dist.size > 1) dist_abort(&rm.dist, 1);   // the others may wait in an allreduce

@@ -15,6 +15,7 @@
 #include "store.h"
 #include "tokfile.h"
 #include "tokenizer.h"
+#include "trainer.h"
 #include "util.h"
 #include <errno.h>
 #include <math.h>
@@ -45,24 +46,14 @@ static const ConfigEntry SFT_SCHEMA[] = {
     CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0", "positions per sequence (0: the model's context)", .min = "0"),
     CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", "passes over the training data (when train.steps is 0)", .min = "1"),
     CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0"),
-    CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "1e-4", "peak learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "cosine", "learning-rate schedule after warmup", .choices = "cosine|constant"),
-    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup steps", .min = "0"),
-    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip (0: off)", .min = "0"),
-    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "data order and sampling seed", .min = "0"),
-    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRIES_OPTIM("1e-4"),
+    TRAINER_ENTRY_SEED("data order and sampling seed"),
+    TRAINER_ENTRY_THREADS,
     CONFIG_ENTRY("eval.every", CONFIG_INT, "100", "evaluate every N steps (and at the end)", .min = "1"),
     CONFIG_ENTRY("eval.max_batches", CONFIG_INT, "0", "held-out batches per evaluation (0: all)", .min = "0"),
     CONFIG_ENTRY("eval.prompts", CONFIG_LIST, NULL, "prompts sampled (greedy) and logged at each evaluation", .flags = CONFIG_NO_HASH),
     CONFIG_ENTRY("eval.max_new", CONFIG_INT, "32", "new tokens per evaluation prompt", .min = "1", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("save.every", CONFIG_INT, "0", "save last/ every N steps (0: at each evaluation)", .min = "0", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("log.every", CONFIG_INT, "10", "log a line every N steps when not on a terminal", .min = "1", .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRIES_CADENCE,
     {0}};
 
 static const char *usage =
@@ -76,17 +67,13 @@ typedef struct {
     Dist dist;                 // rank 0 writes; every rank computes its share of each step
     // configuration
     Config *cfg;
-    char hash[CONFIG_HASH_HEX];
-    const char *out_dir;
-    char last_dir[4096], best_dir[4096], db_path[4096];
+    Trainer tr;                // OUT.DIR/last and best/ (tr.final_dir), the workspace, the run
     int text;                  // plain-text pretraining
     int B, T, accum;
     int64_t total_steps;
     // state
     Model model;
     Tokenizer *tok;
-    Store *db;
-    int64_t run_id;
     Dataset *ds;
     DatasetIter *train_it;
     TokFile tf_train, tf_valid;
@@ -97,10 +84,6 @@ typedef struct {
     double best_val;
     Rng rng;
 } Sft;
-
-#define FAILF(...) do { fprintf(stderr, "sft: " __VA_ARGS__); fputc('\n', stderr); return -1; } while (0)
-
-static uint64_t hex_u64(const char *h) { return strtoull(h, NULL, 16); }
 
 typedef struct { Dataset *ds; char *err; size_t errlen; } DemoCtx;
 
@@ -120,7 +103,7 @@ static int load_data(Sft *s, char *err, size_t errlen) {
         s->text = 1;
         if (ntrain == 0) return util_err(err, errlen, "data.train: no text files given");
         char path[4200];
-        snprintf(path, sizeof path, "%s/train.tok", s->out_dir);
+        snprintf(path, sizeof path, "%s/train.tok", s->tr.out_dir);
         struct stat st;
         if (stat(path, &st)) {   // tokenized once, then memory-mapped on every run
             TokfileStats ts;
@@ -136,7 +119,7 @@ static int load_data(Sft *s, char *err, size_t errlen) {
                                 .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
         if (tokfile_iter_init(&s->tf_it, &s->tf_train, &o, err, errlen)) return -1;
         if (nvalid > 0) {
-            snprintf(path, sizeof path, "%s/valid.tok", s->out_dir);
+            snprintf(path, sizeof path, "%s/valid.tok", s->tr.out_dir);
             if (stat(path, &st) && dist_main(&s->dist) && tokfile_write_text(path, s->tok, valid, (size_t)nvalid, NULL, NULL, err, errlen)) return -1;
             dist_barrier(&s->dist);
             if (tokfile_open(&s->tf_valid, path, s->tok, s->model.config.vocab_size, err, errlen)) return -1;
@@ -161,7 +144,7 @@ static int load_data(Sft *s, char *err, size_t errlen) {
             if (dataset_load_jsonl(s->ds, valid[i], DATASET_SPLIT_VALID, err, errlen)) return -1;
     } else {   // db: the workspace's demonstrations, with the database's own split
         DemoCtx dc = {s->ds, err, errlen};
-        if (store_each_demonstration(s->db, NULL, add_demo, &dc, err, errlen)) return -1;
+        if (store_each_demonstration(s->tr.db, NULL, add_demo, &dc, err, errlen)) return -1;
     }
     DatasetStats st;
     dataset_stats(s->ds, &st);
@@ -260,16 +243,16 @@ static int save_last(Sft *s, char *err, size_t errlen) {
     DataCursor cur;
     if (s->text) tokfile_iter_cursor(&s->tf_it, &cur); else dataset_iter_cursor(s->train_it, &cur);
     if (data_cursor_save(&cur, &st, "train", err, errlen) ||
-        ckpt_state_set_int(&st, "config_hash", (int64_t)hex_u64(s->hash), err, errlen) ||
-        ckpt_state_set_int(&st, "run_id", s->run_id, err, errlen) ||
+        ckpt_state_set_int(&st, "config_hash", (int64_t)trainer_hash_u64(&s->tr), err, errlen) ||
+        ckpt_state_set_int(&st, "run_id", s->tr.run_id, err, errlen) ||
         (isfinite(s->best_val) && ckpt_state_set_float(&st, "best_val_loss", s->best_val, err, errlen)))
         return -1;
     CkptSaveOptions so = {.tokenizer_dir = NULL, .state = &st, .has_token_ids = tok_eot(s->tok) >= 0,
                           .bos_token_id = tok_eot(s->tok), .eos_token_id = tok_eot(s->tok)};
     so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0] ? config_get_string(s->cfg, "model.tokenizer")
                                                                         : config_get_string(s->cfg, "model.init");
-    if (ckpt_save(s->last_dir, &s->model, &so, err, errlen)) return -1;
-    return store_set_run_checkpoint(s->db, s->run_id, s->last_dir, err, errlen);
+    if (ckpt_save(s->tr.last_dir, &s->model, &so, err, errlen)) return -1;
+    return store_set_run_checkpoint(s->tr.db, s->tr.run_id, s->tr.last_dir, err, errlen);
 }
 
 static int save_best(Sft *s, char *err, size_t errlen) {
@@ -277,7 +260,7 @@ static int save_best(Sft *s, char *err, size_t errlen) {
     CkptSaveOptions so = {.has_token_ids = tok_eot(s->tok) >= 0, .bos_token_id = tok_eot(s->tok), .eos_token_id = tok_eot(s->tok)};
     so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0] ? config_get_string(s->cfg, "model.tokenizer")
                                                                         : config_get_string(s->cfg, "model.init");
-    return ckpt_save(s->best_dir, &s->model, &so, err, errlen);
+    return ckpt_save(s->tr.final_dir, &s->model, &so, err, errlen);
 }
 
 // The batch shapes against the memory this process may use, before anything of that size is
@@ -297,97 +280,89 @@ static int memory_check(const Sft *s, const ModelConfig *c, char *err, size_t er
     return 0;
 }
 
-// Resume when OUT.DIR/last holds a trainer state of this config; -1 on a mismatch (the user
-// must choose another out.dir or train.resume=false), 1 when resumed, 0 for a fresh start.
-static int try_resume(Sft *s, CkptTrainerState *st, char *err, size_t errlen) {
-    if (!config_get_bool(s->cfg, "train.resume")) return 0;
-    ModelConfig c;
-    CkptInfo info;
-    if (ckpt_load_config(s->last_dir, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
-    if (ckpt_load_trainer_state(s->last_dir, NULL, st, err, errlen)) return -1;
-    int64_t h;
-    if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) || (uint64_t)h != hex_u64(s->hash))
-        return util_err(err, errlen, "%s holds a run with another configuration: use another out.dir, or --set train.resume=false to start over", s->last_dir);
-    return 1;
-}
-
-static int setup(Sft *s, char *err, size_t errlen) {
-    if (optim_adamw_validate(config_get_double(s->cfg, "train.beta1"), config_get_double(s->cfg, "train.beta2"),
-                             config_get_double(s->cfg, "train.eps"), err, errlen)) return -1;
-    s->out_dir = config_get_string(s->cfg, "out.dir");
-    const char *init = config_get_string(s->cfg, "model.init");
-    if (!s->out_dir[0]) return util_err(err, errlen, "out.dir is required");
-    if (!init[0]) return util_err(err, errlen, "model.init is required (a checkpoint; `rlhf init` makes one)");
-    if (util_mkdir_p(s->out_dir, err, errlen)) return -1;
-    snprintf(s->last_dir, sizeof s->last_dir, "%s/last", s->out_dir);
-    snprintf(s->best_dir, sizeof s->best_dir, "%s/best", s->out_dir);
-    const char *ws = config_get_string(s->cfg, "workspace");
-    if (ws[0]) snprintf(s->db_path, sizeof s->db_path, "%s", ws);
-    else snprintf(s->db_path, sizeof s->db_path, "%s/workspace.db", s->out_dir);
-    config_hash(s->cfg, s->hash);
+// The settings read once: paths, batch shapes, threads; the workspace opened (rank 0).
+static int setup_run(Sft *s, char *err, size_t errlen) {
+    if (trainer_init(&s->tr, s->cfg, &s->dist, "sft", "sft", err, errlen)) return -1;
+    if (!config_get_string(s->cfg, "model.init")[0])
+        return util_err(err, errlen, "model.init is required (a checkpoint; `rlhf init` makes one)");
+    if (trainer_make_dirs(&s->tr, "best", err, errlen)) return -1;
     s->B = (int)config_get_int(s->cfg, "train.batch_size");
     s->accum = (int)config_get_int(s->cfg, "train.grad_accum");
     s->total_steps = config_get_int(s->cfg, "train.steps");
     s->best_val = INFINITY;
-    int64_t th = config_get_int(s->cfg, "train.threads");
-    if (th > 0) omp_set_num_threads((int)th);
     if (s->accum % s->dist.size)
-        return util_err(err, errlen, "train.grad_accum (%d) must be a multiple of the number of ranks (%d): each rank takes an equal share of every step",
+        return util_err(err, errlen,
+                        "train.grad_accum (%d) must be a multiple of the number of ranks (%d): "
+                        "each rank takes an equal share of every step",
                         s->accum, s->dist.size);
-    if (dist_main(&s->dist) && (store_open(&s->db, s->db_path, err, errlen) || store_reap_runs(s->db, NULL, err, errlen))) return -1;
+    if (dist_main(&s->dist) && trainer_open_store(&s->tr, err, errlen)) return -1;
+    return 0;
+}
 
-    CkptTrainerState st;
-    int resumed = try_resume(s, &st, err, errlen);
-    if (resumed < 0) return -1;
-    const char *from = resumed ? s->last_dir : init;
+// The model from `from` (model.init, or OUT.DIR/last when resuming), its tokenizer, the data and
+// the micro-batches.
+static int setup_model(Sft *s, const char *from, char *err, size_t errlen) {
+    const char *init = config_get_string(s->cfg, "model.init");
     ModelConfig c;
     if (ckpt_load_config(from, &c, NULL, err, errlen)) return -1;
     if (!c.lm_head) return util_err(err, errlen, "%s has no LM head: sft needs a language model", from);
     c.score_head = 0;
     int64_t T = config_get_int(s->cfg, "train.seq_len");
     if (T == 0) T = c.max_seq_len;
-    if (T > c.max_seq_len) return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T, c.max_seq_len);
+    if (T > c.max_seq_len)
+        return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T,
+                        c.max_seq_len);
     s->T = (int)T;
     if (memory_check(s, &c, err, errlen)) return -1;
     if (model_init(&s->model, &c, s->B, s->T, 1, dist_main(&s->dist), err, errlen) ||
-        ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen)) return -1;
+        ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen))
+        return -1;
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
     char terr[TOK_ERR_LEN];
     if (tok_load(&s->tok, tokdir[0] ? tokdir : init, terr)) return util_err(err, errlen, "%s", terr);
-    if (ckpt_check_tokenizer(from, c.vocab_size, tokdir[0] ? tokdir : init, tok_vocab_size(s->tok), err, errlen)) return -1;
+    if (ckpt_check_tokenizer(from, c.vocab_size, tokdir[0] ? tokdir : init, tok_vocab_size(s->tok),
+                             err, errlen))
+        return -1;
     if (load_data(s, err, errlen)) return -1;
     s->micro = CALLOC_CHECK((size_t)s->accum, sizeof(DataBatch));
     for (int a = 0; a < s->accum; a++) data_batch_init(&s->micro[a], s->B, s->T);
+    return 0;
+}
 
-    char *dump = config_dump_string(s->cfg);
+// Resuming: the weights, moments, step, data cursor and best held-out loss of OUT.DIR/last.
+static int resume_state(Sft *s, CkptTrainerState *st, char *err, size_t errlen) {
+    DataCursor cur;
+    if (ckpt_load_trainer_state(s->tr.last_dir, &s->model, st, err, errlen) ||
+        data_cursor_load(&cur, st, "train", err, errlen) ||
+        (s->text ? tokfile_iter_seek(&s->tf_it, &cur, err, errlen)
+                 : dataset_iter_seek(s->train_it, &cur, err, errlen)) ||
+        ckpt_state_get_int(st, "run_id", &s->tr.run_id, err, errlen))
+        return -1;
+    s->step = st->step;
+    s->rng = st->rng;
+    double bv;
+    if (ckpt_state_get_float(st, "best_val_loss", &bv, NULL, 0) == 0) s->best_val = bv;
+    return 0;
+}
+
+static int setup(Sft *s, char *err, size_t errlen) {
+    if (setup_run(s, err, errlen)) return -1;
+    CkptTrainerState st;
+    int resumed = trainer_try_resume(&s->tr, s->tr.last_dir, &st, err, errlen);
+    if (resumed < 0) return -1;
+    if (setup_model(s, resumed ? s->tr.last_dir : config_get_string(s->cfg, "model.init"), err,
+                    errlen))
+        return -1;
     cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
-    if (resumed) {
-        DataCursor cur;
-        if (ckpt_load_trainer_state(s->last_dir, &s->model, &st, err, errlen) ||
-            data_cursor_load(&cur, &st, "train", err, errlen) ||
-            (s->text ? tokfile_iter_seek(&s->tf_it, &cur, err, errlen) : dataset_iter_seek(s->train_it, &cur, err, errlen)) ||
-            ckpt_state_get_int(&st, "run_id", &s->run_id, err, errlen)) { free(dump); return -1; }
-        s->step = st.step;
-        s->rng = st.rng;
-        double bv;
-        if (ckpt_state_get_float(&st, "best_val_loss", &bv, NULL, 0) == 0) s->best_val = bv;
-        if (s->db) {
-            StoreRun r;
-            if (store_get_run(s->db, s->run_id, &r, NULL, 0) == 0) store_run_free(&r);
-            else {   // the database was replaced: record the run anew
-                StoreRunInfo ri = {.stage = "sft", .program = "sft", .config = dump, .config_hash = s->hash, .checkpoint = s->last_dir};
-                if (store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
-            }
-            if (store_set_run_status(s->db, s->run_id, STORE_RUN_RUNNING, 0, err, errlen)) { free(dump); return -1; }
-            fprintf(stderr, "sft: resuming run %lld at step %lld of %lld from %s\n", (long long)s->run_id, (long long)s->step,
-                    (long long)s->total_steps, s->last_dir);
-        }
-    } else {
+    if (!resumed) {
         rng_init(&s->rng, (uint64_t)config_get_int(s->cfg, "train.seed"));
-        StoreRunInfo ri = {.stage = "sft", .program = "sft", .config = dump, .config_hash = s->hash};
-        if (s->db && store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
+        return trainer_begin_run(&s->tr, 0, NULL, err, errlen);
     }
-    free(dump);
+    if (resume_state(s, &st, err, errlen) || trainer_begin_run(&s->tr, 1, s->tr.last_dir, err, errlen))
+        return -1;
+    if (s->tr.db)
+        fprintf(stderr, "sft: resuming run %lld at step %lld of %lld from %s\n", (long long)s->tr.run_id,
+                (long long)s->step, (long long)s->total_steps, s->tr.last_dir);
     return 0;
 }
 
@@ -400,21 +375,15 @@ static void teardown(Sft *s) {
     tokfile_close(&s->tf_valid);
     tok_free(s->tok);
     model_free(&s->model);
-    store_close(s->db);
+    trainer_close(&s->tr);
     config_free(s->cfg);
 }
 
 static int train(Sft *s, char *err, size_t errlen) {
-    AdamWConfig oc = {.lr = (float)config_get_double(s->cfg, "train.lr"), .beta1 = (float)config_get_double(s->cfg, "train.beta1"),
-                      .beta2 = (float)config_get_double(s->cfg, "train.beta2"), .eps = (float)config_get_double(s->cfg, "train.eps"),
-                      .weight_decay = (float)config_get_double(s->cfg, "train.weight_decay"),
-                      .grad_clip = (float)config_get_double(s->cfg, "train.grad_clip")};
-    LrSchedule sch = {.kind = !strcmp(config_get_string(s->cfg, "train.schedule"), "constant") ? LR_CONSTANT : LR_COSINE,
-                      .warmup_steps = config_get_int(s->cfg, "train.warmup_steps"), .total_steps = s->total_steps,
-                      .min_lr_frac = (float)config_get_double(s->cfg, "train.min_lr_frac")};
-    int64_t eval_every = config_get_int(s->cfg, "eval.every"), save_every = config_get_int(s->cfg, "save.every");
+    AdamWConfig oc = trainer_adamw(s->cfg, "train.lr");
+    LrSchedule sch = trainer_schedule(s->cfg, s->total_steps);
+    int64_t eval_every = config_get_int(s->cfg, "eval.every"), save_every = trainer_save_every(s->cfg);
     int64_t log_every = config_get_int(s->cfg, "log.every");
-    if (!save_every) save_every = eval_every;
     CliProgress pr;
     cli_progress_start(&pr, stderr, "sft", s->total_steps);
     cli_progress_resume(&pr, s->step);
@@ -468,11 +437,11 @@ static int train(Sft *s, char *err, size_t errlen) {
             return util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); lower train.lr",
                             (long long)s->step, loss, (double)norm);
         double dt = util_time_s() - t0;
-        if (s->db && (store_add_metric(s->db, s->run_id, s->step, "train/loss", loss, err, errlen) ||
-            store_add_metric(s->db, s->run_id, s->step, "train/lr", lr, err, errlen) ||
-            store_add_metric(s->db, s->run_id, s->step, "train/grad_norm", norm, err, errlen) ||
-            store_add_metric(s->db, s->run_id, s->step, "train/tokens_per_s", (double)ntgt / dt, err, errlen) ||
-            (s->dist.size > 1 && store_add_metric(s->db, s->run_id, s->step, "train/allreduce_s", s->dist.allreduce_s, err, errlen)))) return -1;
+        if (s->tr.db && (store_add_metric(s->tr.db, s->tr.run_id, s->step, "train/loss", loss, err, errlen) ||
+            store_add_metric(s->tr.db, s->tr.run_id, s->step, "train/lr", lr, err, errlen) ||
+            store_add_metric(s->tr.db, s->tr.run_id, s->step, "train/grad_norm", norm, err, errlen) ||
+            store_add_metric(s->tr.db, s->tr.run_id, s->step, "train/tokens_per_s", (double)ntgt / dt, err, errlen) ||
+            (s->dist.size > 1 && store_add_metric(s->tr.db, s->tr.run_id, s->step, "train/allreduce_s", s->dist.allreduce_s, err, errlen)))) return -1;
         char extra[128];
         double el = util_time_s() - t_start;
         snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", loss, lr, el > 0 ? tokens_since / el : 0.0);
@@ -488,7 +457,7 @@ static int train(Sft *s, char *err, size_t errlen) {
             double vl = eval_loss(s);
             if (pr.tty) cli_progress_end(&pr);
             fprintf(stderr, "sft: step %lld: held-out loss %.4f%s\n", (long long)s->step, vl, vl < s->best_val ? " (best)" : "");
-            if (store_add_metric(s->db, s->run_id, s->step, "valid/loss", vl, err, errlen)) return -1;
+            if (store_add_metric(s->tr.db, s->tr.run_id, s->step, "valid/loss", vl, err, errlen)) return -1;
             if (vl < s->best_val) {
                 s->best_val = vl;
                 if (save_best(s, err, errlen)) return -1;
@@ -514,8 +483,8 @@ static int train(Sft *s, char *err, size_t errlen) {
         if (save_last(s, err, errlen)) return -1;
         if (dist_main(&s->dist))
             fprintf(stderr, "sft: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
-                    (long long)s->step, s->last_dir);
-        return cli_stop_signal() ? cli_stop_signal() : SIGINT;
+                    (long long)s->step, s->tr.last_dir);
+        return trainer_stop_status();
     }
     if (!s->has_valid && save_best(s, err, errlen)) return -1;   // without held-out data, best = last
     return 0;
@@ -525,26 +494,26 @@ int main(int argc, char **argv) {
     blas_startup("sft", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     Sft s;
     memset(&s, 0, sizeof s);
-    signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
+    // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of
+    // killing us
+    signal(SIGXFSZ, SIG_IGN);
     dist_init(&s.dist, &argc, &argv);
+    int early = trainer_config(&s.cfg, &s.dist, SFT_SCHEMA, "sft", usage, argc - 1, argv + 1);
+    if (early >= 0) return early;
     char err[1024];
-    if (config_new(&s.cfg, SFT_SCHEMA, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); return 2; }
-    int early = config_parse_args(s.cfg, argc - 1, argv + 1, "sft", usage);
-    if (early >= 0) { config_free(s.cfg); dist_finalize(&s.dist); return early; }
-    cli_stop_install("sft");
     int rc = setup(&s, err, sizeof err);
     if (rc == 0 && dist_main(&s.dist)) {
         if (s.dist.size > 1) fprintf(stderr, "sft: %d ranks, each computing %d of the %d micro-batches of every step\n", s.dist.size, s.accum / s.dist.size, s.accum);
-        fprintf(stderr, "sft: run %lld, %lld steps of %d x %d sequences of up to %d tokens, config %s\n", (long long)s.run_id,
-                (long long)s.total_steps, s.accum, s.B, s.T, s.hash);
+        fprintf(stderr, "sft: run %lld, %lld steps of %d x %d sequences of up to %d tokens, config %s\n", (long long)s.tr.run_id,
+                (long long)s.total_steps, s.accum, s.B, s.T, s.tr.hash);
     }
     if (rc == 0) rc = train(&s, err, sizeof err);
     if (rc < 0) dist_report_error(&s.dist, "sft", err);
-    int code = store_finish_run(s.db, s.run_id, rc, "sft");
+    int code = trainer_finish(&s.tr, rc);
     if (rc == 0 && dist_main(&s.dist)) {
         if (s.dist.size > 1) fprintf(stderr, "sft: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
                                       s.dist.size, s.dist.allreduce_s, s.step ? s.dist.allreduce_s / (double)s.step : 0.0);
-        fprintf(stderr, "sft: done: %s (last), %s (best)\n", s.last_dir, s.best_dir);
+        fprintf(stderr, "sft: done: %s (last), %s (best)\n", s.tr.last_dir, s.tr.final_dir);
     }
     teardown(&s);
     if (rc < 0 && s.dist.size > 1) dist_abort(&s.dist, 1);   // the others may wait in an allreduce

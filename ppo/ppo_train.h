@@ -12,8 +12,8 @@
 // scoring and every update take rank r's mbl = mb/N rows of each minibatch (the same rows in
 // scoring and in the first update) and the pretraining chunks r, r+N, ...; one allreduce per
 // model and optimizer step sums the gradients. Rank 0 alone writes.
-#ifndef PPO_TRAINER_H
-#define PPO_TRAINER_H
+#ifndef PPO_TRAIN_H
+#define PPO_TRAIN_H
 #include "checkpoint.h"
 #include "config.h"
 #include "data.h"
@@ -27,6 +27,7 @@
 #include "store.h"
 #include "tokfile.h"
 #include "tokenizer.h"
+#include "trainer.h"
 #include <signal.h>
 #include <stdint.h>
 
@@ -65,9 +66,8 @@ typedef struct Ppo {
     Dist dist;                      // rank 0 writes; every rank computes its share
     // configuration
     Config *cfg;
-    char hash[CONFIG_HASH_HEX];
-    const char *out_dir;
-    char last_dir[4096], final_dir[4096], db_path[4096], tok_dir[4096];
+    Trainer tr;                     // OUT.DIR/last and policy/ (tr.final_dir), the workspace, the run
+    char tok_dir[4096];
     int R, gen_B, mb, epochs, max_new, Tp, Tseq, Tpos;
     int Trw;                        // longest reward-model row: Tseq + 1 (a cut-off response is scored
                                     // with the end token appended), at most the reward model's context
@@ -88,8 +88,6 @@ typedef struct Ppo {
     Sampler sampler;
     Tokenizer *tok;
     Dataset *ds;                    // prompt rendering only (the SFT template)
-    Store *db;
-    int64_t run_id;
     // prompts: shuffled per epoch by an Rng seeded from (seed, epoch)
     PpoPrompt *prompts;
     int64_t n_prompts, prompt_epoch, prompt_index;
