@@ -196,26 +196,26 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         int T = batch_policy(s, idx, n, &b);
         double t0 = util_time_s();
         if (model_forward(&s->policy, &b, MODEL_ENTROPY, e, sizeof e)) return util_err(err, errlen, "policy: %s", e);
-        model_get_logp(&s->policy, s->b_x);
-        scatter(s, s->old_logp, idx, n, T, s->b_x);
-        model_get_entropy(&s->policy, s->b_x);
-        scatter(s, s->entropy, idx, n, T, s->b_x);
+        model_get_logp(&s->policy, s->b_logp);
+        scatter(s, s->old_logp, idx, n, T, s->b_logp);
+        model_get_entropy(&s->policy, s->b_entropy);
+        scatter(s, s->entropy, idx, n, T, s->b_entropy);
         double t1 = util_time_s();
         if (model_forward(&s->ref, &b, 0, e, sizeof e)) return util_err(err, errlen, "reference: %s", e);
-        model_get_logp(&s->ref, s->b_x);
-        scatter(s, s->ref_logp, idx, n, T, s->b_x);
+        model_get_logp(&s->ref, s->b_logp);
+        scatter(s, s->ref_logp, idx, n, T, s->b_logp);
         double t2 = util_time_s();
         ModelBatch vb = b;
         vb.targets = NULL;
         if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
-        model_get_values(&s->value, s->b_x);
-        scatter(s, s->old_values, idx, n, T, s->b_x);
+        model_get_values(&s->value, s->b_values);
+        scatter(s, s->old_values, idx, n, T, s->b_values);
         double t3 = util_time_s();
         ModelBatch rb;
         int Tr = batch_reward(s, idx, n, &rb);
         if (model_forward(&s->reward, &rb, 0, e, sizeof e)) return util_err(err, errlen, "reward: %s", e);
-        model_get_values(&s->reward, s->b_x);
-        for (int i = 0; i < n; i++) s->score[idx[i]] = s->b_x[(size_t)i * Tr + s->b_len[i] - 1];
+        model_get_values(&s->reward, s->b_values);
+        for (int i = 0; i < n; i++) s->score[idx[i]] = s->b_values[(size_t)i * Tr + s->b_len[i] - 1];
         double t4 = util_time_s();
         st->t_policy += t1 - t0;
         st->t_ref += t2 - t1;
@@ -284,7 +284,7 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     int64_t NT = (int64_t)n * T, ntok = 0, mbtok = 0;
     for (int i = 0; i < s->mb; i++) ntok += s->rlen[idx_mb[i]];
     for (int i = 0; i < s->mb; i++) mbtok += s->plen[idx_mb[i]] + s->rlen[idx_mb[i]] - 1;
-    for (int64_t j = 0; j < NT; j++) s->b_w[j] = s->b_tgt[j] >= 0 ? (float)(1.0 / (double)ntok) : 0.0f;
+    for (int64_t j = 0; j < NT; j++) s->b_weights[j] = s->b_tgt[j] >= 0 ? (float)(1.0 / (double)ntok) : 0.0f;
     // A NaN or Inf found by any rank skips the minibatch on all: each rank does its share (what
     // it can), then one small reduction of flags and statistics decides.
     enum { BAD_POLICY, BAD_VALUE, BAD_PTX, P_LOSS, P_CLIP, P_AKL, P_RATIO, P_NTOK, P_NONFIN, V_LOSS, V_CLIP, V_NTOK, V_NONFIN, PTX, NRED };
@@ -295,31 +295,32 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     model_zero_grad(&s->value);
     // policy: clipped surrogate
     if (model_forward(&s->policy, &b, 0, e, sizeof e)) return util_err(err, errlen, "policy: %s", e);
-    model_get_logp(&s->policy, s->b_x);
-    gather(s, s->old_logp, idx, n, T, s->b_o);
-    gather(s, s->adv, idx, n, T, s->b_a);
+    model_get_logp(&s->policy, s->b_logp);
+    gather(s, s->old_logp, idx, n, T, s->b_old_logp);
+    gather(s, s->adv, idx, n, T, s->b_adv);
     PpoPolicyStats ps;
-    ppo_policy_loss(s->b_x, s->b_o, s->b_a, s->b_w, NT, s->clip, s->b_d, &ps);
+    ppo_policy_loss(s->b_logp, s->b_old_logp, s->b_adv, s->b_weights, NT, s->clip, s->b_dlogp, &ps);
     if (s->nan_from > 0 && s->iteration + 1 >= s->nan_from) { ps.loss = NAN; ps.n_nonfinite++; }   // fault injection
     red[P_LOSS] = ps.loss; red[P_NTOK] = (double)ps.n_tokens; red[P_NONFIN] = (double)ps.n_nonfinite;
     // the ratios' means weighted by this rank's tokens: the sums over ranks are the minibatch's
     red[P_CLIP] = ps.clip_frac * ps.n_tokens; red[P_AKL] = ps.approx_kl * ps.n_tokens; red[P_RATIO] = ps.ratio_mean * ps.n_tokens;
     red[BAD_POLICY] = ps.n_nonfinite || !isfinite(ps.loss);
-    if (!red[BAD_POLICY]) model_backward(&s->policy, &b, s->b_d, NULL);
+    if (!red[BAD_POLICY]) model_backward(&s->policy, &b, s->b_dlogp, NULL);
     double tv = util_time_s();
     // value: clipped regression to the returns
     if (!red[BAD_POLICY]) {
         ModelBatch vb = b;
         vb.targets = NULL;
         if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
-        model_get_values(&s->value, s->b_x);
-        gather(s, s->old_values, idx, n, T, s->b_o);
-        gather(s, s->ret, idx, n, T, s->b_a);
+        model_get_values(&s->value, s->b_values);
+        gather(s, s->old_values, idx, n, T, s->b_old_values);
+        gather(s, s->ret, idx, n, T, s->b_returns);
         PpoValueStats vs;
-        ppo_value_loss(s->b_x, s->b_o, s->b_a, s->b_w, NT, s->value_clip, s->b_d, &vs);
+        ppo_value_loss(s->b_values, s->b_old_values, s->b_returns, s->b_weights, NT, s->value_clip,
+                       s->b_dvalues, &vs);
         red[V_LOSS] = vs.loss; red[V_CLIP] = vs.clip_frac * vs.n_tokens; red[V_NTOK] = (double)vs.n_tokens; red[V_NONFIN] = (double)vs.n_nonfinite;
         red[BAD_VALUE] = vs.n_nonfinite || !isfinite(vs.loss);
-        if (!red[BAD_VALUE]) model_backward(&s->value, &vb, NULL, s->b_d);
+        if (!red[BAD_VALUE]) model_backward(&s->value, &vb, NULL, s->b_dvalues);
     }
     double t1 = util_time_s();
     // pretraining mix: LM loss * ptx.coef, accumulated into the same policy gradients; chunk c

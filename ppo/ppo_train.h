@@ -118,7 +118,14 @@ typedef struct Ppo {
     int32_t *perm;                  // (R) minibatch order of the current epoch
     // minibatch scratch (mb rows)
     int32_t *b_tok, *b_tgt, *b_len; // (mb, Tseq)
-    float *b_x, *b_o, *b_a, *b_w, *b_d;   // (mb, Tseq): new and old values, advantages, weights, gradients
+    // (mbl, Tseq + 1) floats each. One allocation per line; the names on a line alias it, one
+    // name for each thing it holds in turn: scoring reads each model's output through the first
+    // line's names, the policy update uses the log-prob names, the value update the value names.
+    union { float *b_logp, *b_entropy, *b_values; };   // a model's output at each position
+    union { float *b_old_logp, *b_old_values; };       // the rollout's, for the ratio / value clip
+    union { float *b_adv, *b_returns; };               // what the update moves toward
+    float *b_weights;                                  // per-token loss weights (1 / response tokens)
+    union { float *b_dlogp, *b_dvalues; };             // the loss's gradient, fed to backward
     // generation scratch
     int32_t *g_prompts, *g_plen, *g_out, *g_olen;
     Rng *g_rng;                     // (gen_B) one sampling stream per rollout

@@ -110,15 +110,14 @@ static int add_prompt(PromptCtx *c, const char *text, int64_t prompt_id, const c
         n = (size_t)c->Tlimit;
         c->n_cut++;
     }
-    if (s->n_prompts % 1024 == 0) s->prompts = realloc(s->prompts, (size_t)(s->n_prompts + 1024) * sizeof(PpoPrompt));
-    if (!s->prompts) DIE("out of memory");
+    if (s->n_prompts % 1024 == 0)
+        s->prompts = REALLOC_ARRAY(s->prompts, (size_t)(s->n_prompts + 1024), sizeof(PpoPrompt));
     PpoPrompt *pp = &s->prompts[s->n_prompts++];
     pp->ids = MALLOC_CHECK(n * sizeof(int32_t));
     memcpy(pp->ids, p, n * sizeof(int32_t));
     pp->len = (int32_t)n;
     pp->prompt_id = prompt_id;
-    pp->text = strdup(text);
-    if (!pp->text) DIE("out of memory");
+    pp->text = STRDUP_CHECK(text);
     tok_ids_free(&ids);
     return 0;
 }
@@ -469,7 +468,7 @@ static void alloc_buffers(Ppo *s) {
     s->b_tok = CALLOC_CHECK(M, sizeof(int32_t));
     s->b_tgt = CALLOC_CHECK(M, sizeof(int32_t));
     s->b_len = CALLOC_CHECK((size_t)s->mbl, sizeof(int32_t));
-    float **g[5] = {&s->b_x, &s->b_o, &s->b_a, &s->b_w, &s->b_d};
+    float **g[5] = {&s->b_logp, &s->b_old_logp, &s->b_adv, &s->b_weights, &s->b_dlogp};
     for (int i = 0; i < 5; i++) *g[i] = CALLOC_CHECK(M, sizeof(float));
     s->g_prompts = CALLOC_CHECK((size_t)s->gen_B * s->Tp, sizeof(int32_t));
     s->g_plen = CALLOC_CHECK((size_t)s->gen_B, sizeof(int32_t));
@@ -707,8 +706,8 @@ void ppo_teardown(Ppo *s) {
     free(s->prompts);
     free(s->order);
     void *bufs[] = {s->seq, s->plen, s->rlen, s->ended, s->pidx, s->score, s->shaped, s->old_logp, s->ref_logp, s->old_values,
-                    s->rewards, s->adv, s->ret, s->entropy, s->mask, s->perm, s->b_tok, s->b_tgt, s->b_len, s->b_x, s->b_o,
-                    s->b_a, s->b_w, s->b_d, s->g_prompts, s->g_plen, s->g_out, s->g_olen, s->g_rng};
+                    s->rewards, s->adv, s->ret, s->entropy, s->mask, s->perm, s->b_tok, s->b_tgt, s->b_len, s->b_logp,
+                    s->b_old_logp, s->b_adv, s->b_weights, s->b_dlogp, s->g_prompts, s->g_plen, s->g_out, s->g_olen, s->g_rng};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     data_batch_free(&s->ptx_batch);
     tokfile_close(&s->ptx_file);

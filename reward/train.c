@@ -121,8 +121,7 @@ static void set_free(RmSet *s) {
 static void set_push_item(RmSet *s, int64_t off, int rank) {
     if (s->ni == s->capi) {
         s->capi = s->capi ? 2 * s->capi : 256;
-        s->it = realloc(s->it, (size_t)s->capi * sizeof(RmItem));
-        if (!s->it) DIE("out of memory loading rankings");
+        s->it = REALLOC_ARRAY(s->it, (size_t)s->capi, sizeof(RmItem));
     }
     int32_t len = (int32_t)((int64_t)s->toks.n - off);
     s->it[s->ni++] = (RmItem){off, len, rank};
@@ -144,8 +143,7 @@ static int load_ranking(const StoreRanking *r, void *ctx) {
     if (pairs == 0) { s->n_tied++; return 0; }
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 256;
-        s->r = realloc(s->r, (size_t)s->cap * sizeof(RmRank));
-        if (!s->r) DIE("out of memory loading rankings");
+        s->r = REALLOC_ARRAY(s->r, (size_t)s->cap, sizeof(RmRank));
     }
     s->r[s->n++] = (RmRank){r->id, r->k, s->ni, pairs};
     s->pairs += pairs;
