@@ -50,37 +50,47 @@ int trainer_config(Config **cfg, Dist *d, const ConfigEntry *schema, const char 
     return -1;
 }
 
-int trainer_init(Trainer *t, Config *cfg, Dist *d, const char *stage, const char *program,
-                 char *err, size_t errlen) {
-    t->cfg = cfg;
-    t->dist = d;
-    t->stage = stage;
-    t->program = program;
+static int trainer_check(Trainer *t, char *err, size_t errlen) {
+    const Config *cfg = t->cfg;
     if (optim_adamw_validate(config_get_double(cfg, "train.beta1"),
                              config_get_double(cfg, "train.beta2"),
                              config_get_double(cfg, "train.eps"), err, errlen))
         return -1;
     t->out_dir = config_get_string(cfg, "out.dir");
     if (!t->out_dir[0]) return util_err(err, errlen, "out.dir is required");
+    for (const TrainerRequired *r = t->spec->required; r->key; r++)
+        if (!config_get_string(cfg, r->key)[0])
+            return util_err(err, errlen, "%s is required (%s)", r->key, r->what);
     return 0;
 }
 
-int trainer_make_dirs(Trainer *t, const char *result, char *err, size_t errlen) {
-    if (util_mkdir_p(t->out_dir, err, errlen)) return -1;
+int trainer_init(Trainer *t, Config *cfg, Dist *d, const TrainerSpec *spec, char *err,
+                 size_t errlen) {
+    t->cfg = cfg;
+    t->dist = d;
+    t->spec = spec;
+    if (trainer_check(t, err, errlen) || util_mkdir_p(t->out_dir, err, errlen)) return -1;
     snprintf(t->last_dir, sizeof t->last_dir, "%s/last", t->out_dir);
-    snprintf(t->final_dir, sizeof t->final_dir, "%s/%s", t->out_dir, result);
-    const char *ws = config_get_string(t->cfg, "workspace");
+    snprintf(t->final_dir, sizeof t->final_dir, "%s/%s", t->out_dir, spec->result);
+    const char *ws = config_get_string(cfg, "workspace");
     if (ws[0]) snprintf(t->db_path, sizeof t->db_path, "%s", ws);
     else snprintf(t->db_path, sizeof t->db_path, "%s/workspace.db", t->out_dir);
-    config_hash(t->cfg, t->hash);
-    int64_t threads = config_get_int(t->cfg, "train.threads");
+    config_hash(cfg, t->hash);
+    int64_t threads = config_get_int(cfg, "train.threads");
     if (threads > 0) omp_set_num_threads((int)threads);
     return 0;
 }
 
-int trainer_open_store(Trainer *t, char *err, size_t errlen) {
-    if (store_open(&t->db, t->db_path, err, errlen)) return -1;
-    return store_reap_runs(t->db, NULL, err, errlen);
+int trainer_open_store(Trainer *t, int all_ranks, int (*prepare)(void *ctx, char *err, size_t errlen),
+                       void *ctx, char *err, size_t errlen) {
+    if (dist_main(t->dist) &&
+        (store_open(&t->db, t->db_path, err, errlen) || store_reap_runs(t->db, NULL, err, errlen) ||
+         (prepare && prepare(ctx, err, errlen))))
+        return -1;
+    if (!all_ranks) return 0;
+    dist_barrier(t->dist);
+    if (!dist_main(t->dist) && store_open(&t->db, t->db_path, err, errlen)) return -1;
+    return 0;
 }
 
 uint64_t trainer_hash_u64(const Trainer *t) { return strtoull(t->hash, NULL, 16); }
@@ -106,7 +116,7 @@ int trainer_begin_run(Trainer *t, int resumed, const char *checkpoint, char *err
                       size_t errlen) {
     if (!dist_main(t->dist) || !t->db) return 0;
     char *dump = config_dump_string(t->cfg);
-    StoreRunInfo ri = {.stage = t->stage, .program = t->program, .config = dump,
+    StoreRunInfo ri = {.stage = t->spec->stage, .program = t->spec->program, .config = dump,
                        .config_hash = t->hash};
     int rc = 0;
     if (!resumed) {
@@ -127,7 +137,7 @@ int trainer_begin_run(Trainer *t, int resumed, const char *checkpoint, char *err
 int trainer_stop_status(void) { return cli_stop_signal() ? cli_stop_signal() : SIGINT; }
 
 int trainer_finish(Trainer *t, int rc) {
-    return store_finish_run(t->dist && dist_main(t->dist) ? t->db : NULL, t->run_id, rc, t->program);
+    return store_finish_run(t->dist && dist_main(t->dist) ? t->db : NULL, t->run_id, rc, t->spec ? t->spec->program : "");
 }
 
 void trainer_close(Trainer *t) {

@@ -108,10 +108,21 @@ int64_t trainer_save_every(const Config *cfg);
 int trainer_config(Config **cfg, Dist *d, const ConfigEntry *schema, const char *prog,
                    const char *usage, int argc, char **argv);
 
+// What a program tells trainer_init about its runs (a static table in the program).
+typedef struct {
+    const char *key, *what;         // a checkpoint key that must be set: "KEY is required (WHAT)"
+} TrainerRequired;
+typedef struct {
+    const char *stage;              // the run row's stage: "sft", "reward", "ppo"
+    const char *program;            // the run row's program and stop messages: "reward train"
+    const char *result;             // the result's directory under OUT.DIR: "best", "final", ...
+    TrainerRequired required[4];    // checked in this order; the list ends at a NULL key
+} TrainerSpec;
+
 typedef struct {
     Config *cfg;                    // borrowed: the program's configuration
     Dist *dist;                     // borrowed: rank 0 writes the store
-    const char *stage, *program;    // the run row's stage and program ("reward", "reward train")
+    const TrainerSpec *spec;        // borrowed: stage, program, result directory
     char hash[CONFIG_HASH_HEX];     // config_hash of cfg: stored in the run and in checkpoints
     const char *out_dir;            // out.dir (owned by cfg)
     char last_dir[4096];            // OUT.DIR/last: the resumable state
@@ -121,16 +132,17 @@ typedef struct {
     int64_t run_id;                 // the run's row (0 until begun or resumed)
 } Trainer;
 
-// First checks of a run, before anything is written: the AdamW settings (train.beta1, beta2,
-// eps; optim_adamw_validate) and out.dir (required). Fills cfg, dist, stage, program, out_dir.
-int trainer_init(Trainer *t, Config *cfg, Dist *d, const char *stage, const char *program,
-                 char *err, size_t errlen);
-// Makes OUT.DIR, names OUT.DIR/last, OUT.DIR/<result> and the workspace, computes the config hash
-// and applies train.threads (when not 0).
-int trainer_make_dirs(Trainer *t, const char *result, char *err, size_t errlen);
-// Opens the workspace (creating or migrating it) and marks the runs of dead processes
-// (store_reap_runs). Rank 0 calls it; other ranks open the store themselves when they read it.
-int trainer_open_store(Trainer *t, char *err, size_t errlen);
+// The run's settings, checked before anything is written: the AdamW settings (train.beta1,
+// beta2, eps; optim_adamw_validate), out.dir, then spec's required keys. Then makes OUT.DIR,
+// names OUT.DIR/last, OUT.DIR/<result> and the workspace, computes the config hash and applies
+// train.threads (when not 0). spec must outlive t.
+int trainer_init(Trainer *t, Config *cfg, Dist *d, const TrainerSpec *spec, char *err,
+                 size_t errlen);
+// Opens the workspace: rank 0 opens it (creating or migrating it), marks the runs of dead
+// processes (store_reap_runs), then calls prepare(ctx) when not NULL (imports, repairs); with
+// all_ranks, the other ranks then open it too, to read, once rank 0 is done (a barrier).
+int trainer_open_store(Trainer *t, int all_ranks, int (*prepare)(void *ctx, char *err, size_t errlen),
+                       void *ctx, char *err, size_t errlen);
 // Whether to resume from the trainer state in dir (OUT.DIR/last, or a model directory under it):
 // 0 start fresh (train.resume false, or no trainer state there), 1 resume with *st loaded
 // (config and counters, no weights), -1 when dir holds a run of another configuration.

@@ -56,7 +56,8 @@ static int remove_tree(const char *path, char *err, size_t errlen) {
 }
 
 // Repairs OUT.DIR/last after an interrupted group save (see the top of the file).
-static int group_recover(Ppo *s, char *err, size_t errlen) {
+static int group_recover(void *ctx, char *err, size_t errlen) {
+    Ppo *s = ctx;
     char old[4200];
     snprintf(old, sizeof old, "%s.old", s->tr.last_dir);
     if (!exists(s->tr.last_dir) && is_dir(old)) {
@@ -493,19 +494,19 @@ typedef struct {
 // rank 0, then opened by the other ranks to read.
 static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
     Config *cfg = s->cfg;
-    if (trainer_init(&s->tr, cfg, &s->dist, "ppo", "ppo", err, errlen)) return -1;
+    static const TrainerSpec spec = {.stage = "ppo", .program = "ppo", .result = "policy",
+                                     .required = {{"model.policy", "the SFT checkpoint"},
+                                                  {"model.reward", "a reward model checkpoint"}}};
+    if (trainer_init(&s->tr, cfg, &s->dist, &spec, err, errlen)) return -1;
     const char *pol = config_get_string(cfg, "model.policy");
     const char *ref = config_get_string(cfg, "model.reference");
     const char *rew = config_get_string(cfg, "model.reward"), *val = config_get_string(cfg, "model.value");
     const char *tokd = config_get_string(cfg, "model.tokenizer");
-    if (!pol[0]) return util_err(err, errlen, "model.policy is required (the SFT checkpoint)");
-    if (!rew[0]) return util_err(err, errlen, "model.reward is required (a reward model checkpoint)");
     m->dir[ROLE_POLICY] = pol;
     m->dir[ROLE_REFERENCE] = ref[0] ? ref : pol;
     m->dir[ROLE_REWARD] = rew;
     m->dir[ROLE_VALUE] = val[0] ? val : rew;
     snprintf(s->tok_dir, sizeof s->tok_dir, "%s", tokd[0] ? tokd : pol);
-    if (trainer_make_dirs(&s->tr, "policy", err, errlen)) return -1;
     read_settings(s);
     s->saved_iteration = -1;
     if (s->R % s->mb)
@@ -516,12 +517,7 @@ static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
                         "ppo.minibatch_size (%d) must be a multiple of the number of ranks (%d): each "
                         "rank takes an equal share of every minibatch",
                         s->mb, s->dist.size);
-    if (dist_main(&s->dist) &&
-        (trainer_open_store(&s->tr, err, errlen) || group_recover(s, err, errlen)))
-        return -1;
-    dist_barrier(&s->dist);
-    if (!dist_main(&s->dist) && store_open(&s->tr.db, s->tr.db_path, err, errlen)) return -1;
-    return 0;
+    return trainer_open_store(&s->tr, 1, group_recover, s, err, errlen);
 }
 
 static int setup_tokenizer(Ppo *s, char *err, size_t errlen) {

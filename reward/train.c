@@ -364,7 +364,8 @@ static int save_last(Rm *rm, char *err, size_t errlen) {
     return ckpt_save(rm->tr.last_dir, &rm->model, &so, err, errlen);
 }
 
-static int import_files(Rm *rm, char *err, size_t errlen) {
+static int import_files(void *ctx, char *err, size_t errlen) {
+    Rm *rm = ctx;
     const char *const *files;
     int64_t n = config_get_list(rm->cfg, "data.import", &files);
     ImportOptions o = {.valid_frac = config_get_double(rm->cfg, "data.valid_percent") / 100.0};
@@ -380,20 +381,14 @@ static int import_files(Rm *rm, char *err, size_t errlen) {
 // The settings read once: paths, batch shapes, threads; the workspace opened and data.import
 // imported by rank 0, then opened by the other ranks to read.
 static int setup_run(Rm *rm, char *err, size_t errlen) {
-    if (trainer_init(&rm->tr, rm->cfg, &rm->dist, "reward", "reward train", err, errlen)) return -1;
-    if (!config_get_string(rm->cfg, "model.init")[0])
-        return util_err(err, errlen, "model.init is required (an SFT checkpoint)");
-    if (trainer_make_dirs(&rm->tr, "final", err, errlen)) return -1;
+    static const TrainerSpec spec = {.stage = "reward", .program = "reward train", .result = "final",
+                                     .required = {{"model.init", "an SFT checkpoint"}}};
+    if (trainer_init(&rm->tr, rm->cfg, &rm->dist, &spec, err, errlen)) return -1;
     rm->bs = (int)config_get_int(rm->cfg, "train.batch_size");
     rm->micro = (int)config_get_int(rm->cfg, "train.micro_batch");
     rm->total_steps = config_get_int(rm->cfg, "train.steps");
     rm->perm_epoch = -1;
-    if (dist_main(&rm->dist) &&
-        (trainer_open_store(&rm->tr, err, errlen) || import_files(rm, err, errlen)))
-        return -1;
-    dist_barrier(&rm->dist);
-    if (!dist_main(&rm->dist) && store_open(&rm->tr.db, rm->tr.db_path, err, errlen)) return -1;
-    return 0;
+    return trainer_open_store(&rm->tr, 1, import_files, rm, err, errlen);
 }
 
 // The model's shape from `from` (its LM head dropped, a score head added), the tokenizer and

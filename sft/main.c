@@ -280,12 +280,12 @@ static int memory_check(const Sft *s, const ModelConfig *c, char *err, size_t er
     return 0;
 }
 
-// The settings read once: paths, batch shapes, threads; the workspace opened (rank 0).
+// The settings read once: paths, batch shapes, threads; the workspace opened (rank 0 only).
 static int setup_run(Sft *s, char *err, size_t errlen) {
-    if (trainer_init(&s->tr, s->cfg, &s->dist, "sft", "sft", err, errlen)) return -1;
-    if (!config_get_string(s->cfg, "model.init")[0])
-        return util_err(err, errlen, "model.init is required (a checkpoint; `rlhf init` makes one)");
-    if (trainer_make_dirs(&s->tr, "best", err, errlen)) return -1;
+    static const TrainerSpec spec = {
+        .stage = "sft", .program = "sft", .result = "best",
+        .required = {{"model.init", "a checkpoint; `rlhf init` makes one"}}};
+    if (trainer_init(&s->tr, s->cfg, &s->dist, &spec, err, errlen)) return -1;
     s->B = (int)config_get_int(s->cfg, "train.batch_size");
     s->accum = (int)config_get_int(s->cfg, "train.grad_accum");
     s->total_steps = config_get_int(s->cfg, "train.steps");
@@ -295,8 +295,7 @@ static int setup_run(Sft *s, char *err, size_t errlen) {
                         "train.grad_accum (%d) must be a multiple of the number of ranks (%d): "
                         "each rank takes an equal share of every step",
                         s->accum, s->dist.size);
-    if (dist_main(&s->dist) && trainer_open_store(&s->tr, err, errlen)) return -1;
-    return 0;
+    return trainer_open_store(&s->tr, 0, NULL, NULL, err, errlen);
 }
 
 // The model from `from` (model.init, or OUT.DIR/last when resuming), its tokenizer, the data and
