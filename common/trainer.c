@@ -134,6 +134,23 @@ int trainer_begin_run(Trainer *t, int resumed, const char *checkpoint, char *err
     return rc ? -1 : 0;
 }
 
+void trainer_note_resumed(const Trainer *t, const char *unit, int64_t done, int64_t total,
+                          const char *extra) {
+    if (!dist_main(t->dist)) return;
+    fprintf(stderr, "%s: resuming run %lld at %s %lld of %lld from %s%s\n", t->spec->stage,
+            (long long)t->run_id, unit, (long long)done, (long long)total, t->last_dir, extra);
+}
+
+int trainer_same_weights(const Trainer *t, const Model *m) {
+    return dist_identical(t->dist, m->params_memory, (int64_t)(m->num_params * sizeof(float)));
+}
+
+void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng) {
+    ckpt_state_init(st);
+    st->step = step;
+    st->rng = *rng;
+}
+
 int trainer_stop_status(void) { return cli_stop_signal() ? cli_stop_signal() : SIGINT; }
 
 int trainer_finish(Trainer *t, int rc) {

@@ -73,6 +73,13 @@
 #define TRAINER_ENTRY_LOG_EVERY(def, help)                                                      \
     CONFIG_ENTRY("log.every", CONFIG_INT, def, help, .min = "1", .flags = CONFIG_NO_HASH)
 
+// How long a run is: passes over the data, or a number of optimizer steps.
+#define TRAINER_ENTRIES_LENGTH(epochs_help)                                                     \
+    CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", epochs_help, .min = "1"),                     \
+    CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0")
+#define TRAINER_ENTRY_EVAL_EVERY(def, help)                                                     \
+    CONFIG_ENTRY("eval.every", CONFIG_INT, def, help, .min = "1")
+
 // One peak learning rate train.lr (default lr_def), a cosine or constant schedule, warmup in
 // steps, AdamW and the gradient clip: the optimizer entries of sft and reward train.
 #define TRAINER_ENTRIES_OPTIM(lr_def)                                                           \
@@ -153,6 +160,16 @@ int trainer_try_resume(Trainer *t, const char *dir, CkptTrainerState *st, char *
 // when the database no longer holds it (replaced or deleted), a new row is added with checkpoint
 // as its checkpoint and t->run_id changes to it.
 int trainer_begin_run(Trainer *t, int resumed, const char *checkpoint, char *err, size_t errlen);
+// Checkpoints: 1 when the model's weights are the same bytes on every rank (always 1 without MPI),
+// checked before a save.
+int trainer_same_weights(const Trainer *t, const Model *m);
+// A trainer state with the step and the random state; the program adds its own entries (the
+// order they are added in is the order in trainer_state.json).
+void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng);
+// On rank 0, to stderr: "STAGE: resuming run ID at UNIT DONE of TOTAL from OUT.DIR/last" and
+// extra (may be "").
+void trainer_note_resumed(const Trainer *t, const char *unit, int64_t done, int64_t total,
+                          const char *extra);
 // The exit status of a run that stopped on a signal (cli_stop_signal, SIGINT when none was seen).
 int trainer_stop_status(void);
 // Marks the run done, failed or interrupted by rc (store_finish_run; rank 0 only) and returns

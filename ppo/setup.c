@@ -319,9 +319,7 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
 // checkpoints
 
 static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char *err, size_t errlen) {
-    ckpt_state_init(st);
-    st->step = step;
-    st->rng = s->rng;
+    trainer_state_init(st, step, &s->rng);
     if (ckpt_state_set_int(st, "config_hash", (int64_t)trainer_hash_u64(&s->tr), err, errlen) ||
         ckpt_state_set_int(st, "iteration", s->iteration, err, errlen)) return -1;
     if (!full) return 0;
@@ -342,9 +340,9 @@ static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char
 
 // 1 when the policy, value and EMA weights are the same bytes on every rank.
 static int ranks_identical(Ppo *s) {
-    int same = dist_identical(&s->dist, s->policy.params_memory, (int64_t)(s->policy.num_params * sizeof(float)));
-    same &= dist_identical(&s->dist, s->value.params_memory, (int64_t)(s->value.num_params * sizeof(float)));
-    if (s->has_ema) same &= dist_identical(&s->dist, s->ema.params_memory, (int64_t)(s->ema.num_params * sizeof(float)));
+    int same = trainer_same_weights(&s->tr, &s->policy);
+    same &= trainer_same_weights(&s->tr, &s->value);
+    if (s->has_ema) same &= trainer_same_weights(&s->tr, &s->ema);
     return same;
 }
 
@@ -657,9 +655,8 @@ static int begin_run(Ppo *s, const PpoRoles *m, int resumed, CkptTrainerState *s
     if (trainer_begin_run(&s->tr, 1, m->last_policy, err, errlen) ||
         store_delete_rollouts(s->tr.db, s->tr.run_id, s->iteration, &gone, err, errlen))
         return -1;
-    fprintf(stderr, "ppo: resuming run %lld at iteration %lld of %lld from %s%s\n",
-            (long long)s->tr.run_id, (long long)s->iteration, (long long)s->iterations,
-            s->tr.last_dir, gone ? " (rollouts of the redone iterations removed)" : "");
+    trainer_note_resumed(&s->tr, "iteration", s->iteration, s->iterations,
+                         gone ? " (rollouts of the redone iterations removed)" : "");
     return 0;
 }
 

@@ -58,12 +58,11 @@ static const ConfigEntry RM_SCHEMA[] = {
     CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8", "rankings per optimizer step (InstructGPT: 64)", .min = "1", .max = "65536"),
     CONFIG_ENTRY("train.micro_batch", CONFIG_INT, "16", "sequences per forward pass (whole rankings; at least the largest K)", .min = "1", .max = "65536"),
     CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0", "tokens per sequence, longer ones keep their end (0: the longest, up to the context)", .min = "0"),
-    CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", "passes over the rankings when train.steps is 0 (InstructGPT: 1; more overfit)", .min = "1"),
-    CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0"),
+    TRAINER_ENTRIES_LENGTH("passes over the rankings when train.steps is 0 (InstructGPT: 1; more overfit)"),
     TRAINER_ENTRIES_OPTIM("1e-5"),
     TRAINER_ENTRY_SEED("ranking order and score-head initialisation seed"),
     TRAINER_ENTRY_THREADS,
-    CONFIG_ENTRY("eval.every", CONFIG_INT, "50", "held-out evaluation every N steps (and at the end)", .min = "1"),
+    TRAINER_ENTRY_EVAL_EVERY("50", "held-out evaluation every N steps (and at the end)"),
     CONFIG_ENTRY("eval.max_rankings", CONFIG_INT, "0", "held-out rankings per evaluation (0: all)", .min = "0"),
     CONFIG_ENTRY("bias.source", CONFIG_ENUM, "auto", "what scores 0 on average after training: demonstrations, the training completions, "
                  "none, or auto (demonstrations when the workspace has some)", .choices = "auto|demonstrations|completions|none"),
@@ -344,13 +343,11 @@ static const char *tokenizer_dir(Rm *rm) {
 }
 
 static int save_last(Rm *rm, char *err, size_t errlen) {
-    if (!dist_identical(&rm->dist, rm->model.params_memory, (int64_t)(rm->model.num_params * sizeof(float))))
+    if (!trainer_same_weights(&rm->tr, &rm->model))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)rm->step);
     if (!dist_main(&rm->dist)) return 0;
     CkptTrainerState st;
-    ckpt_state_init(&st);
-    st.step = rm->step;
-    st.rng = rm->rng;
+    trainer_state_init(&st, rm->step, &rm->rng);
     if (ckpt_state_set_int(&st, "config_hash", (int64_t)trainer_hash_u64(&rm->tr), err, errlen) ||
         ckpt_state_set_int(&st, "run_id", rm->tr.run_id, err, errlen) ||
         ckpt_state_set_int(&st, "data.max_ranking_id", rm->max_ranking_id, err, errlen) ||
@@ -514,10 +511,7 @@ static int begin_run(Rm *rm, int resumed, CkptTrainerState *st, char *err, size_
     rm->step = st->step;
     rm->rng = st->rng;
     if (trainer_begin_run(&rm->tr, 1, rm->tr.last_dir, err, errlen)) return -1;
-    if (dist_main(&rm->dist))
-        fprintf(stderr, "reward: resuming run %lld at step %lld of %lld from %s\n",
-                (long long)rm->tr.run_id, (long long)rm->step, (long long)rm->total_steps,
-                rm->tr.last_dir);
+    trainer_note_resumed(&rm->tr, "step", rm->step, rm->total_steps, "");
     return 0;
 }
 

@@ -44,12 +44,11 @@ static const ConfigEntry SFT_SCHEMA[] = {
     CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8", "sequences per micro-batch", .min = "1", .max = "65536"),
     CONFIG_ENTRY("train.grad_accum", CONFIG_INT, "1", "micro-batches per optimizer step", .min = "1", .max = "65536"),
     CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0", "positions per sequence (0: the model's context)", .min = "0"),
-    CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", "passes over the training data (when train.steps is 0)", .min = "1"),
-    CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0"),
+    TRAINER_ENTRIES_LENGTH("passes over the training data (when train.steps is 0)"),
     TRAINER_ENTRIES_OPTIM("1e-4"),
     TRAINER_ENTRY_SEED("data order and sampling seed"),
     TRAINER_ENTRY_THREADS,
-    CONFIG_ENTRY("eval.every", CONFIG_INT, "100", "evaluate every N steps (and at the end)", .min = "1"),
+    TRAINER_ENTRY_EVAL_EVERY("100", "evaluate every N steps (and at the end)"),
     CONFIG_ENTRY("eval.max_batches", CONFIG_INT, "0", "held-out batches per evaluation (0: all)", .min = "0"),
     CONFIG_ENTRY("eval.prompts", CONFIG_LIST, NULL, "prompts sampled (greedy) and logged at each evaluation", .flags = CONFIG_NO_HASH),
     CONFIG_ENTRY("eval.max_new", CONFIG_INT, "32", "new tokens per evaluation prompt", .min = "1", .flags = CONFIG_NO_HASH),
@@ -233,13 +232,11 @@ static void eval_samples(Sft *s) {
 }
 
 static int save_last(Sft *s, char *err, size_t errlen) {
-    if (!dist_identical(&s->dist, s->model.params_memory, (int64_t)(s->model.num_params * sizeof(float))))
+    if (!trainer_same_weights(&s->tr, &s->model))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)s->step);
     if (!dist_main(&s->dist)) return 0;
     CkptTrainerState st;
-    ckpt_state_init(&st);
-    st.step = s->step;
-    st.rng = s->rng;
+    trainer_state_init(&st, s->step, &s->rng);
     DataCursor cur;
     if (s->text) tokfile_iter_cursor(&s->tf_it, &cur); else dataset_iter_cursor(s->train_it, &cur);
     if (data_cursor_save(&cur, &st, "train", err, errlen) ||
@@ -359,9 +356,7 @@ static int setup(Sft *s, char *err, size_t errlen) {
     }
     if (resume_state(s, &st, err, errlen) || trainer_begin_run(&s->tr, 1, s->tr.last_dir, err, errlen))
         return -1;
-    if (s->tr.db)
-        fprintf(stderr, "sft: resuming run %lld at step %lld of %lld from %s\n", (long long)s->tr.run_id,
-                (long long)s->step, (long long)s->total_steps, s->tr.last_dir);
+    trainer_note_resumed(&s->tr, "step", s->step, s->total_steps, "");
     return 0;
 }
 
