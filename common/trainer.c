@@ -81,8 +81,9 @@ int trainer_init(Trainer *t, Config *cfg, Dist *d, const TrainerSpec *spec, char
     return 0;
 }
 
-int trainer_open_store(Trainer *t, int all_ranks, int (*prepare)(void *ctx, char *err, size_t errlen),
-                       void *ctx, char *err, size_t errlen) {
+int trainer_open_store(Trainer *t, int all_ranks,
+                       int (*prepare)(void *ctx, char *err, size_t errlen), void *ctx, char *err,
+                       size_t errlen) {
     if (dist_main(t->dist) &&
         (store_open(&t->db, t->db_path, err, errlen) || store_reap_runs(t->db, NULL, err, errlen) ||
          (prepare && prepare(ctx, err, errlen))))
@@ -154,7 +155,8 @@ void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng) {
 int trainer_stop_status(void) { return cli_stop_signal() ? cli_stop_signal() : SIGINT; }
 
 int trainer_finish(Trainer *t, int rc) {
-    return store_finish_run(t->dist && dist_main(t->dist) ? t->db : NULL, t->run_id, rc, t->spec ? t->spec->program : "");
+    return store_finish_run(t->dist && dist_main(t->dist) ? t->db : NULL, t->run_id, rc,
+                            t->spec ? t->spec->program : "");
 }
 
 void trainer_close(Trainer *t) {

@@ -148,8 +148,9 @@ int trainer_init(Trainer *t, Config *cfg, Dist *d, const TrainerSpec *spec, char
 // Opens the workspace: rank 0 opens it (creating or migrating it), marks the runs of dead
 // processes (store_reap_runs), then calls prepare(ctx) when not NULL (imports, repairs); with
 // all_ranks, the other ranks then open it too, to read, once rank 0 is done (a barrier).
-int trainer_open_store(Trainer *t, int all_ranks, int (*prepare)(void *ctx, char *err, size_t errlen),
-                       void *ctx, char *err, size_t errlen);
+int trainer_open_store(Trainer *t, int all_ranks,
+                       int (*prepare)(void *ctx, char *err, size_t errlen), void *ctx, char *err,
+                       size_t errlen);
 // Whether to resume from the trainer state in dir (OUT.DIR/last, or a model directory under it):
 // 0 start fresh (train.resume false, or no trainer state there), 1 resume with *st loaded
 // (config and counters, no weights), -1 when dir holds a run of another configuration.

@@ -30,14 +30,18 @@
 
 void ppo_prompt_order(Ppo *s);   // iteration.c
 
-static int is_dir(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
 static int exists(const char *p) { struct stat st; return lstat(p, &st) == 0; }
 // GenConfig.cancel: a pending stop request (SIGTERM, SIGINT, SIGHUP) ends generation.
 static int stop_requested(void *unused) { (void)unused; return cli_stop_signal() != 0; }
 
 static int fsync_dir(const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return util_err(err, errlen, "%s: cannot open directory: %s", path, strerror(errno));
+    if (fd < 0)
+        return util_err(err, errlen, "%s: cannot open directory: %s", path, strerror(errno));
     int rc = fsync(fd);
     close(fd);
     return rc ? util_err(err, errlen, "%s: fsync: %s", path, strerror(errno)) : 0;
@@ -61,13 +65,17 @@ static int group_recover(void *ctx, char *err, size_t errlen) {
     char old[4200];
     snprintf(old, sizeof old, "%s.old", s->tr.last_dir);
     if (!exists(s->tr.last_dir) && is_dir(old)) {
-        if (rename(old, s->tr.last_dir)) return util_err(err, errlen, "%s: cannot rename to %s: %s", old, s->tr.last_dir, strerror(errno));
+        if (rename(old, s->tr.last_dir))
+            return util_err(err, errlen, "%s: cannot rename to %s: %s", old, s->tr.last_dir,
+                            strerror(errno));
         if (fsync_dir(s->tr.out_dir, err, errlen)) return -1;
     } else if (is_dir(s->tr.last_dir) && is_dir(old)) {
         if (remove_tree(old, err, errlen)) return -1;
     }
     DIR *d = opendir(s->tr.out_dir);
-    if (!d) return util_err(err, errlen, "%s: cannot open directory: %s", s->tr.out_dir, strerror(errno));
+    if (!d)
+        return util_err(err, errlen, "%s: cannot open directory: %s", s->tr.out_dir,
+                        strerror(errno));
     struct dirent *e;
     int rc = 0;
     while ((e = readdir(d))) {
@@ -96,15 +104,24 @@ static int add_prompt(PromptCtx *c, const char *text, int64_t prompt_id, const c
     Ppo *s = c->s;
     TokIds ids = {0};
     char e[512];
-    if (dataset_encode_prompt(s->ds, text, &ids, e, sizeof e)) { tok_ids_free(&ids); return util_err(c->err, c->errlen, "%s: %s", where, e); }
-    if (ids.n == 0) { tok_ids_free(&ids); return util_err(c->err, c->errlen, "%s: the prompt renders to no tokens", where); }
+    if (dataset_encode_prompt(s->ds, text, &ids, e, sizeof e)) {
+        tok_ids_free(&ids);
+        return util_err(c->err, c->errlen, "%s: %s", where, e);
+    }
+    if (ids.n == 0) {
+        tok_ids_free(&ids);
+        return util_err(c->err, c->errlen, "%s: the prompt renders to no tokens", where);
+    }
     int32_t *p = ids.ids;
     size_t n = ids.n;
     if (n > (size_t)c->Tlimit) {
         if (c->trunc == 2) {
             tok_ids_free(&ids);
-            return util_err(c->err, c->errlen, "%s: the prompt is %zu tokens, more than the %d allowed (data.max_prompt_tokens, or the context "
-                            "minus rollout.max_new_tokens); set data.truncation to drop or left", where, n, c->Tlimit);
+            return util_err(
+                c->err, c->errlen,
+                "%s: the prompt is %zu tokens, more than the %d allowed (data.max_prompt_tokens, or the context "
+                "minus rollout.max_new_tokens); set data.truncation to drop or left",
+                where, n, c->Tlimit);
         }
         if (c->trunc == 0) { c->n_dropped++; tok_ids_free(&ids); return 0; }
         p += n - (size_t)c->Tlimit;   // left: keep the end, which the response continues
@@ -128,7 +145,9 @@ static int load_jsonl_prompts(PromptCtx *c, const char *path) {
     size_t len;
     if (cli_read_lines_file(path, &data, &len, c->err, c->errlen)) return -1;
     size_t i = 0;
-    if (len >= 3 && (unsigned char)data[0] == 0xEF && (unsigned char)data[1] == 0xBB && (unsigned char)data[2] == 0xBF) i = 3;
+    if (len >= 3 && (unsigned char)data[0] == 0xEF && (unsigned char)data[1] == 0xBB &&
+        (unsigned char)data[2] == 0xBF)
+        i = 3;
     int line = 0, rc = 0;
     int64_t before = c->s->n_prompts;
     while (i < len && rc == 0) {
@@ -142,19 +161,28 @@ static int load_jsonl_prompts(PromptCtx *c, const char *path) {
         char where[4200];
         snprintf(where, sizeof where, "%s:%d", path, line);
         if (k < e) {
-            if (memchr(data + i, 0, e - i)) { rc = util_err(c->err, c->errlen, "%s: a NUL byte in the line", where); break; }
+            if (memchr(data + i, 0, e - i)) {
+                rc = util_err(c->err, c->errlen, "%s: a NUL byte in the line", where);
+                break;
+            }
             const char *end = NULL;
             cJSON *o = cJSON_ParseWithLengthOpts(data + i, e - i, &end, 0);
-            if (!o) rc = util_err(c->err, c->errlen, "%s: bad JSON near column %ld", where, end ? (long)(end - (data + i)) + 1 : 1L);
-            else if (!cJSON_IsObject(o)) rc = util_err(c->err, c->errlen, "%s: expected a JSON object with a \"prompt\" string", where);
+            if (!o)
+                rc = util_err(c->err, c->errlen, "%s: bad JSON near column %ld", where,
+                              end ? (long)(end - (data + i)) + 1 : 1L);
+            else if (!cJSON_IsObject(o))
+                rc = util_err(c->err, c->errlen,
+                              "%s: expected a JSON object with a \"prompt\" string", where);
             else {
                 const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompt");
                 if (!p) rc = util_err(c->err, c->errlen, "%s: missing key \"prompt\"", where);
-                else if (!cJSON_IsString(p)) rc = util_err(c->err, c->errlen, "%s: \"prompt\" must be a string", where);
+                else if (!cJSON_IsString(p))
+                    rc = util_err(c->err, c->errlen, "%s: \"prompt\" must be a string", where);
                 else {
                     int64_t id = 0;
                     char e2[512];
-                    if (store_find_prompt(c->s->tr.db, p->valuestring, &id, e2, sizeof e2)) rc = util_err(c->err, c->errlen, "%s", e2);
+                    if (store_find_prompt(c->s->tr.db, p->valuestring, &id, e2, sizeof e2))
+                        rc = util_err(c->err, c->errlen, "%s", e2);
                     else rc = add_prompt(c, p->valuestring, id, where);
                 }
             }
@@ -163,7 +191,8 @@ static int load_jsonl_prompts(PromptCtx *c, const char *path) {
         i = j + 1;
     }
     free(data);
-    if (rc == 0 && c->s->n_prompts == before && c->n_dropped == 0) return util_err(c->err, c->errlen, "%s: no prompts in the file", path);
+    if (rc == 0 && c->s->n_prompts == before && c->n_dropped == 0)
+        return util_err(c->err, c->errlen, "%s: no prompts in the file", path);
     return rc;
 }
 
@@ -176,30 +205,43 @@ static int add_db_prompt(const StorePrompt *p, void *ctx) {
 
 static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
     DatasetOptions o = {.prompt_template = config_get_string(s->cfg, "data.prompt_template"),
-                        .response_prefix = "", .max_tokens = context, .truncation = DATASET_TRUNCATE_ERROR};
+                        .response_prefix = "",
+                        .max_tokens = context,
+                        .truncation = DATASET_TRUNCATE_ERROR};
     if (dataset_create(&s->ds, s->tok, &o, err, errlen)) return -1;
     int64_t mp = config_get_int(s->cfg, "data.max_prompt_tokens");
     PromptCtx c = {.s = s, .Tlimit = context - s->max_new, .err = err, .errlen = errlen};
     if (mp > 0 && mp < c.Tlimit) c.Tlimit = (int)mp;
     if (c.Tlimit < 1)
-        return util_err(err, errlen, "rollout.max_new_tokens %d leaves no room for a prompt in the context of %d tokens", s->max_new, context);
+        return util_err(
+            err, errlen,
+            "rollout.max_new_tokens %d leaves no room for a prompt in the context of %d tokens",
+            s->max_new, context);
     const char *tr = config_get_string(s->cfg, "data.truncation");
     c.trunc = !strcmp(tr, "drop") ? 0 : !strcmp(tr, "left") ? 1 : 2;
     if (!strcmp(config_get_string(s->cfg, "data.format"), "jsonl")) {
         const char *const *files;
         int64_t nf = config_get_list(s->cfg, "data.prompts", &files);
-        if (nf == 0) return util_err(err, errlen, "data.prompts: no prompt files given (JSONL lines {\"prompt\": ...}), or set data.format=db");
+        if (nf == 0)
+            return util_err(
+                err, errlen,
+                "data.prompts: no prompt files given (JSONL lines {\"prompt\": ...}), or set data.format=db");
         for (int64_t i = 0; i < nf; i++)
             if (load_jsonl_prompts(&c, files[i])) return -1;
-    } else if (store_each_prompt(s->tr.db, config_get_string(s->cfg, "data.split"), add_db_prompt, &c, err, errlen)) {
+    } else if (store_each_prompt(s->tr.db, config_get_string(s->cfg, "data.split"), add_db_prompt,
+                                 &c, err, errlen)) {
         return -1;
     }
     if (s->n_prompts == 0 && c.n_dropped)
-        return util_err(err, errlen, "no prompts to train on: all %lld were longer than %d tokens (see data.max_prompt_tokens, data.truncation)",
-                        (long long)c.n_dropped, c.Tlimit);
+        return util_err(
+            err, errlen,
+            "no prompts to train on: all %lld were longer than %d tokens (see data.max_prompt_tokens, data.truncation)",
+            (long long)c.n_dropped, c.Tlimit);
     if (s->n_prompts == 0)
-        return util_err(err, errlen, "no prompts to train on: %s has none in the %s split (import some, or use data.format=jsonl)",
-                        s->tr.db_path, config_get_string(s->cfg, "data.split"));
+        return util_err(
+            err, errlen,
+            "no prompts to train on: %s has none in the %s split (import some, or use data.format=jsonl)",
+            s->tr.db_path, config_get_string(s->cfg, "data.split"));
     s->Tp = 0;
     uint64_t fp = DATA_HASH_INIT;
     for (int64_t i = 0; i < s->n_prompts; i++) {
@@ -209,7 +251,9 @@ static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
     }
     s->prompt_fp = data_hash_mix(fp);
     if (dist_main(&s->dist))
-        fprintf(stderr, "ppo: %lld prompts, longest %d tokens; %lld dropped and %lld cut on the left as longer than %d\n",
+        fprintf(
+            stderr,
+            "ppo: %lld prompts, longest %d tokens; %lld dropped and %lld cut on the left as longer than %d\n",
             (long long)s->n_prompts, s->Tp, (long long)c.n_dropped, (long long)c.n_cut, c.Tlimit);
     s->order = MALLOC_CHECK((size_t)s->n_prompts * sizeof(int64_t));
     return 0;
@@ -225,22 +269,31 @@ static int load_ptx(Ppo *s, char *err, size_t errlen) {
     const char *tokpath = config_get_string(s->cfg, "ptx.tokens");
     if (s->ptx_coef == 0.0f) return 0;   // plain PPO
     if (nf == 0 && !tokpath[0])
-        return util_err(err, errlen, "ptx.coef is %g (PPO-ptx) but no pretraining text is given: set ptx.data (text files) or ptx.tokens "
-                        "(a token file), or ptx.coef=0 for PPO without the pretraining mix", (double)s->ptx_coef);
+        return util_err(
+            err, errlen,
+            "ptx.coef is %g (PPO-ptx) but no pretraining text is given: set ptx.data (text files) or ptx.tokens "
+            "(a token file), or ptx.coef=0 for PPO without the pretraining mix",
+            (double)s->ptx_coef);
     if (nf > 0 && tokpath[0]) return util_err(err, errlen, "set ptx.data or ptx.tokens, not both");
     char path[4200];
     if (nf > 0) {
         snprintf(path, sizeof path, "%s/ptx.tok", s->tr.out_dir);
-        if (dist_main(&s->dist) && !exists(path)) {   // tokenized once (by rank 0), then memory-mapped on every run
-            fprintf(stderr, "ppo: tokenizing %lld pretraining file(s) into %s\n", (long long)nf, path);
-            if (tokfile_write_text(path, s->tok, files, (size_t)nf, NULL, NULL, err, errlen)) return -1;
+        if (dist_main(&s->dist) &&
+            !exists(path)) { // tokenized once (by rank 0), then memory-mapped on every run
+            fprintf(stderr, "ppo: tokenizing %lld pretraining file(s) into %s\n", (long long)nf,
+                    path);
+            if (tokfile_write_text(path, s->tok, files, (size_t)nf, NULL, NULL, err, errlen))
+                return -1;
         }
         dist_barrier(&s->dist);
         tokpath = path;
     }
-    if (tokfile_open(&s->ptx_file, tokpath, s->tok, s->policy.config.vocab_size, err, errlen)) return -1;
+    if (tokfile_open(&s->ptx_file, tokpath, s->tok, s->policy.config.vocab_size, err, errlen))
+        return -1;
     s->has_ptx = 1;
-    TokfileIterOptions o = {.batch_size = s->ptx_chunk, .seq_len = s->ptx_T, .order = TOKFILE_SHUFFLED,
+    TokfileIterOptions o = {.batch_size = s->ptx_chunk,
+                            .seq_len = s->ptx_T,
+                            .order = TOKFILE_SHUFFLED,
                             .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
     if (tokfile_iter_init(&s->ptx_it, &s->ptx_file, &o, err, errlen)) return -1;
     data_batch_init(&s->ptx_batch, s->ptx_chunk, s->ptx_T);
@@ -251,43 +304,68 @@ static int load_ptx(Ppo *s, char *err, size_t errlen) {
 // models
 
 // Reads a checkpoint's config for one of the four roles and checks it can play it.
-static int role_config(const char *key, const char *dir, int want_lm, ModelConfig *c, char *err, size_t errlen) {
+static int role_config(const char *key, const char *dir, int want_lm, ModelConfig *c, char *err,
+                       size_t errlen) {
     char e[1024];
     if (ckpt_load_config(dir, c, NULL, e, sizeof e)) return util_err(err, errlen, "%s: %s", key, e);
     if (want_lm) {
-        if (!c->lm_head) return util_err(err, errlen, "%s: %s has no LM head: the policy and reference must be language models (the SFT checkpoint)", key, dir);
+        if (!c->lm_head)
+            return util_err(
+                err, errlen,
+                "%s: %s has no LM head: the policy and reference must be language models (the SFT checkpoint)",
+                key, dir);
         c->score_head = 0;
     } else {
         if (!c->score_head)
-            return util_err(err, errlen, "%s: %s has no score head (score.weight): it is not a reward model; train one with the reward program", key, dir);
+            return util_err(
+                err, errlen,
+                "%s: %s has no score head (score.weight): it is not a reward model; train one with the reward program",
+                key, dir);
         c->lm_head = 0;   // the value and reward models only read the scalar head
     }
     return 0;
 }
 
-static int load_role(const char *key, const char *dir, Model *m, int flags, char *err, size_t errlen) {
+static int load_role(const char *key, const char *dir, Model *m, int flags, char *err,
+                     size_t errlen) {
     char e[1024];
-    if (ckpt_load_weights(dir, m, flags, e, sizeof e)) return util_err(err, errlen, "%s: %s", key, e);
+    if (ckpt_load_weights(dir, m, flags, e, sizeof e))
+        return util_err(err, errlen, "%s: %s", key, e);
     return 0;
 }
 
 typedef struct { const char *what; size_t bytes; char detail[160]; } PlanRow;
 
-static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc, const ModelConfig *vc,
-                       int max_rows, char *err, size_t errlen) {
+static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc,
+                       const ModelConfig *vc, int max_rows, char *err, size_t errlen) {
     int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
     PlanRow rows[8];
     int n = 0;
-#define ROW(w, b, ...) do { rows[n].what = (w); rows[n].bytes = (b); snprintf(rows[n].detail, sizeof rows[n].detail, __VA_ARGS__); n++; } while (0)
-    ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1), "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
-    ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0), "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
-    ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0), "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
-    ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1), "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl, s->Tpos);
-    if (s->has_ema) ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)", (double)s->ema_decay);
-    ROW("kv cache", kv_memory_bytes(pc, s->gen_B, s->Tseq, max_rows), "generation: %d sequences x %d positions", s->gen_B, s->Tseq);
+#define ROW(w, b, ...)                                                                             \
+    do {                                                                                           \
+        rows[n].what = (w);                                                                        \
+        rows[n].bytes = (b);                                                                       \
+        snprintf(rows[n].detail, sizeof rows[n].detail, __VA_ARGS__);                              \
+        n++;                                                                                       \
+    } while (0)
+    ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1),
+        "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
+    ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0),
+        "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
+    ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0),
+        "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
+    ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1),
+        "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl,
+        s->Tpos);
+    if (s->has_ema)
+        ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)",
+            (double)s->ema_decay);
+    ROW("kv cache", kv_memory_bytes(pc, s->gen_B, s->Tseq, max_rows),
+        "generation: %d sequences x %d positions", s->gen_B, s->Tseq);
     size_t R = (size_t)s->R, rollout = R * s->Tseq * 4 + R * s->Tpos * (7 * 4 + 1) + R * 40 +
                                        (size_t)s->mbl * (s->Tseq + 1) * (3 * 4 + 5 * 4) +
-                                       (size_t)s->gen_B * ((size_t)s->Tp + s->max_new + 2) * 4 + (size_t)pc->vocab_size * 8 +
+                                       (size_t)s->gen_B * ((size_t)s->Tp + s->max_new + 2) * 4 +
+                                       (size_t)pc->vocab_size * 8 +
                                        (size_t)s->ptx_chunk * s->ptx_T * 20;
     ROW("buffers", rollout, "%d rollouts, minibatch, generation and ptx batches", s->R);
 #undef ROW
@@ -300,25 +378,35 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     util_format_bytes(t, sizeof t, (double)total);
     util_format_bytes(l, sizeof l, lim);
     if (dist_main(&s->dist)) {
-        fprintf(stderr, "ppo: memory plan (%d rollouts of up to %d tokens, minibatch %d, generation batch %d)%s:\n", s->R, s->Tseq, s->mb, s->gen_B,
-                s->dist.size > 1 ? ", per rank" : "");
+        fprintf(
+            stderr,
+            "ppo: memory plan (%d rollouts of up to %d tokens, minibatch %d, generation batch %d)%s:\n",
+            s->R, s->Tseq, s->mb, s->gen_B, s->dist.size > 1 ? ", per rank" : "");
         for (int i = 0; i < n; i++) {
             util_format_bytes(b, sizeof b, (double)rows[i].bytes);
             fprintf(stderr, "ppo:   %-10s %10s  %s\n", rows[i].what, b, rows[i].detail);
         }
-        fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable, ulimit -v)" : "(unknown: not checked)");
+        fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l,
+                from_config ? "(memory.limit_gb)"
+                : lim > 0   ? "available (MemAvailable, ulimit -v)"
+                            : "(unknown: not checked)");
     }
     if (lim > 0 && (double)total > lim)
-        return util_err(err, errlen, "the memory plan needs %s but only %s is %s: lower ppo.minibatch_size (activations of all four models), "
-                        "rollout.generation_batch (KV cache), rollout.max_new_tokens or data.max_prompt_tokens (sequence length)%s, "
-                        "or use smaller models", t, l, from_config ? "allowed (memory.limit_gb)" : "available", s->has_ema ? ", set train.ema=0" : "");
+        return util_err(
+            err, errlen,
+            "the memory plan needs %s but only %s is %s: lower ppo.minibatch_size (activations of all four models), "
+            "rollout.generation_batch (KV cache), rollout.max_new_tokens or data.max_prompt_tokens (sequence length)%s, "
+            "or use smaller models",
+            t, l, from_config ? "allowed (memory.limit_gb)" : "available",
+            s->has_ema ? ", set train.ema=0" : "");
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
 // checkpoints
 
-static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char *err, size_t errlen) {
+static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char *err,
+                      size_t errlen) {
     trainer_state_init(st, step, &s->rng);
     if (ckpt_state_set_int(st, "config_hash", (int64_t)trainer_hash_u64(&s->tr), err, errlen) ||
         ckpt_state_set_int(st, "iteration", s->iteration, err, errlen)) return -1;
@@ -347,23 +435,31 @@ static int ranks_identical(Ppo *s) {
 }
 
 int ppo_save_last(Ppo *s, char *err, size_t errlen) {
-    if (!ranks_identical(s)) return util_err(err, errlen, "iteration %lld: the ranks' weights differ", (long long)s->iteration);
+    if (!ranks_identical(s))
+        return util_err(err, errlen, "iteration %lld: the ranks' weights differ",
+                        (long long)s->iteration);
     if (!dist_main(&s->dist)) { s->saved_iteration = s->iteration; return 0; }
     char tmp[4200], old[4200], p[4300], e2[256];
     if (group_recover(s, err, errlen)) return -1;
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", s->tr.last_dir, (long)getpid());
     snprintf(old, sizeof old, "%s.old", s->tr.last_dir);
     if (remove_tree(tmp, err, errlen)) return -1;
-    if (mkdir(tmp, 0777)) return util_err(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+    if (mkdir(tmp, 0777))
+        return util_err(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     CkptTrainerState pst, vst;
     int eot = tok_eot(s->tok);
-    CkptSaveOptions so = {.tokenizer_dir = s->tok_dir, .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
+    CkptSaveOptions so = {.tokenizer_dir = s->tok_dir,
+                          .has_token_ids = eot >= 0,
+                          .bos_token_id = eot,
+                          .eos_token_id = eot};
     CkptSaveOptions sp = so, sv = so;
     sp.state = &pst;
     sv.state = &vst;
     sv.tokenizer_dir = NULL;
     int moved = 0;
-    if (fill_state(s, &pst, s->policy_steps, 1, err, errlen) || fill_state(s, &vst, s->value_steps, 0, err, errlen)) goto fail;
+    if (fill_state(s, &pst, s->policy_steps, 1, err, errlen) ||
+        fill_state(s, &vst, s->value_steps, 0, err, errlen))
+        goto fail;
     snprintf(p, sizeof p, "%s/policy", tmp);
     if (ckpt_save(p, &s->policy, &sp, err, errlen)) goto fail;
     snprintf(p, sizeof p, "%s/value", tmp);
@@ -374,11 +470,18 @@ int ppo_save_last(Ppo *s, char *err, size_t errlen) {
     }
     if (fsync_dir(tmp, err, errlen)) goto fail;
     if (is_dir(s->tr.last_dir)) {
-        if (rename(s->tr.last_dir, old)) { util_err(err, errlen, "%s: cannot rename to %s: %s", s->tr.last_dir, old, strerror(errno)); goto fail; }
+        if (rename(s->tr.last_dir, old)) {
+            util_err(err, errlen, "%s: cannot rename to %s: %s", s->tr.last_dir, old,
+                     strerror(errno));
+            goto fail;
+        }
         moved = 1;
         if (fsync_dir(s->tr.out_dir, err, errlen)) goto fail;
     }
-    if (rename(tmp, s->tr.last_dir)) { util_err(err, errlen, "%s: cannot rename to %s: %s", tmp, s->tr.last_dir, strerror(errno)); goto fail; }
+    if (rename(tmp, s->tr.last_dir)) {
+        util_err(err, errlen, "%s: cannot rename to %s: %s", tmp, s->tr.last_dir, strerror(errno));
+        goto fail;
+    }
     if (fsync_dir(s->tr.out_dir, err, errlen)) return -1;
     if (moved && remove_tree(old, e2, sizeof e2) == 0) fsync_dir(s->tr.out_dir, e2, sizeof e2);
     s->saved_iteration = s->iteration;
@@ -394,7 +497,10 @@ int ppo_save_final(Ppo *s, char *err, size_t errlen) {
     if (!ranks_identical(s)) return util_err(err, errlen, "the ranks' final weights differ");
     if (!dist_main(&s->dist)) return 0;
     int eot = tok_eot(s->tok);
-    CkptSaveOptions so = {.tokenizer_dir = s->tok_dir, .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
+    CkptSaveOptions so = {.tokenizer_dir = s->tok_dir,
+                          .has_token_ids = eot >= 0,
+                          .bos_token_id = eot,
+                          .eos_token_id = eot};
     if (ckpt_save(s->tr.final_dir, s->has_ema ? &s->ema : &s->policy, &so, err, errlen)) return -1;
     return store_set_run_checkpoint(s->tr.db, s->tr.run_id, s->tr.final_dir, err, errlen);
 }
@@ -417,7 +523,8 @@ static void read_settings(Ppo *s) {
     Config *c = s->cfg;
     s->R = (int)config_get_int(c, "rollout.batch_size");
     s->gen_B = (int)config_get_int(c, "rollout.generation_batch");
-    if (s->gen_B == 0 || s->gen_B > s->R / s->dist.size) s->gen_B = s->R / s->dist.size;   // each rank generates R/N
+    if (s->gen_B == 0 || s->gen_B > s->R / s->dist.size)
+        s->gen_B = s->R / s->dist.size; // each rank generates R/N
     if (s->gen_B < 1) s->gen_B = 1;
     s->max_new = (int)config_get_int(c, "rollout.max_new_tokens");
     s->mb = (int)config_get_int(c, "ppo.minibatch_size");
@@ -460,7 +567,8 @@ static void alloc_buffers(Ppo *s) {
     s->pidx = CALLOC_CHECK(R, sizeof(int64_t));
     s->score = CALLOC_CHECK(R, sizeof(float));
     s->shaped = CALLOC_CHECK(R, sizeof(float));
-    float **f[7] = {&s->old_logp, &s->ref_logp, &s->old_values, &s->rewards, &s->adv, &s->ret, &s->entropy};
+    float **f[7] = {&s->old_logp, &s->ref_logp, &s->old_values, &s->rewards,
+                    &s->adv,      &s->ret,      &s->entropy};
     for (int i = 0; i < 7; i++) *f[i] = CALLOC_CHECK(RT, sizeof(float));
     s->mask = CALLOC_CHECK(RT, 1);
     s->perm = CALLOC_CHECK(R, sizeof(int32_t));
@@ -498,7 +606,8 @@ static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
     if (trainer_init(&s->tr, cfg, &s->dist, &spec, err, errlen)) return -1;
     const char *pol = config_get_string(cfg, "model.policy");
     const char *ref = config_get_string(cfg, "model.reference");
-    const char *rew = config_get_string(cfg, "model.reward"), *val = config_get_string(cfg, "model.value");
+    const char *rew = config_get_string(cfg, "model.reward"),
+               *val = config_get_string(cfg, "model.value");
     const char *tokd = config_get_string(cfg, "model.tokenizer");
     m->dir[ROLE_POLICY] = pol;
     m->dir[ROLE_REFERENCE] = ref[0] ? ref : pol;
@@ -508,13 +617,15 @@ static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
     read_settings(s);
     s->saved_iteration = -1;
     if (s->R % s->mb)
-        return util_err(err, errlen, "rollout.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)",
+        return util_err(err, errlen,
+                        "rollout.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)",
                         s->R, s->mb);
     if (s->mb % s->dist.size)
-        return util_err(err, errlen,
-                        "ppo.minibatch_size (%d) must be a multiple of the number of ranks (%d): each "
-                        "rank takes an equal share of every minibatch",
-                        s->mb, s->dist.size);
+        return util_err(
+            err, errlen,
+            "ppo.minibatch_size (%d) must be a multiple of the number of ranks (%d): each "
+            "rank takes an equal share of every minibatch",
+            s->mb, s->dist.size);
     return trainer_open_store(&s->tr, 1, group_recover, s, err, errlen);
 }
 
@@ -534,19 +645,21 @@ static int setup_tokenizer(Ppo *s, char *err, size_t errlen) {
 static int load_role_configs(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
     static const int want_lm[N_ROLES] = {1, 1, 0, 0};
     for (int i = 0; i < N_ROLES; i++)
-        if (role_config(PPO_ROLE_NAMES[i], m->dir[i], want_lm[i], &m->config[i], err, errlen)) return -1;
+        if (role_config(PPO_ROLE_NAMES[i], m->dir[i], want_lm[i], &m->config[i], err, errlen))
+            return -1;
     const ModelConfig *pc = &m->config[ROLE_POLICY];
     m->context = pc->max_seq_len;
     for (int i = 1; i < N_ROLES; i++) {
         if (m->config[i].vocab_size != pc->vocab_size)
-            return util_err(err, errlen,
-                            "%s has a vocabulary of %d tokens, model.policy %d: all four models must "
-                            "share the tokenizer",
-                            PPO_ROLE_NAMES[i], m->config[i].vocab_size, pc->vocab_size);
+            return util_err(
+                err, errlen,
+                "%s has a vocabulary of %d tokens, model.policy %d: all four models must "
+                "share the tokenizer",
+                PPO_ROLE_NAMES[i], m->config[i].vocab_size, pc->vocab_size);
         if (m->config[i].max_seq_len < m->context) m->context = m->config[i].max_seq_len;
     }
-    return ckpt_check_tokenizer(config_get_string(s->cfg, "model.policy"), pc->vocab_size, s->tok_dir,
-                                tok_vocab_size(s->tok), err, errlen);
+    return ckpt_check_tokenizer(config_get_string(s->cfg, "model.policy"), pc->vocab_size,
+                                s->tok_dir, tok_vocab_size(s->tok), err, errlen);
 }
 
 // Sequence lengths from the prompts: Tseq, Tpos, the reward model's rows, and the pretraining
@@ -564,11 +677,13 @@ static int setup_lengths(Ppo *s, const PpoRoles *m, char *err, size_t errlen) {
         return util_err(err, errlen, "ptx.seq_len %d exceeds the policy's context %d", s->ptx_T,
                         pc->max_seq_len);
     s->ptx_B = (int)config_get_int(s->cfg, "ptx.batch_size");
-    if (s->ptx_B == 0) s->ptx_B = 8 * s->mb;   // InstructGPT: 8x as much pretraining data as episodes
+    if (s->ptx_B == 0) s->ptx_B = 8 * s->mb; // InstructGPT: 8x as much pretraining data as episodes
     s->ptx_chunk = s->ptx_B < s->mbl ? s->ptx_B : s->mbl;
     if (s->ptx_B % s->ptx_chunk)
-        return util_err(err, errlen, "ptx.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)%s when larger",
-                        s->ptx_B, s->mb, s->dist.size > 1 ? " divided by the number of ranks" : "");
+        return util_err(
+            err, errlen,
+            "ptx.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)%s when larger",
+            s->ptx_B, s->mb, s->dist.size > 1 ? " divided by the number of ranks" : "");
     if (config_get_double(s->cfg, "ptx.coef") == 0.0) {   // plain PPO
         s->ptx_T = 0;
         s->ptx_chunk = 0;
@@ -590,14 +705,17 @@ static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, cha
         if (model_init(models[i], &m->config[i], s->mbl, rows_T[i], trainable[i], 0, e, sizeof e))
             return util_err(err, errlen, "%s: %s", PPO_ROLE_NAMES[i], e);
     for (int i = 0; i < N_ROLES; i++)
-        if (load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i], err, errlen)) return -1;
+        if (load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i], err, errlen))
+            return -1;
     const ModelConfig *pc = &m->config[ROLE_POLICY];
     if (s->has_ema) {
-        if (model_init(&s->ema, pc, 1, 1, 0, 0, e, sizeof e)) return util_err(err, errlen, "ema: %s", e);
+        if (model_init(&s->ema, pc, 1, 1, 0, 0, e, sizeof e))
+            return util_err(err, errlen, "ema: %s", e);
         if (resumed) {
             if (load_role("last/ema", m->last_ema, &s->ema, 0, err, errlen)) return -1;
         } else
-            memcpy(s->ema.params_memory, s->policy.params_memory, s->policy.num_params * sizeof(float));
+            memcpy(s->ema.params_memory, s->policy.params_memory,
+                   s->policy.num_params * sizeof(float));
     }
     if (kv_init(&s->kv, &s->policy, s->gen_B, s->Tseq, max_rows, e, sizeof e))
         return util_err(err, errlen, "KV cache: %s", e);
@@ -624,10 +742,11 @@ static int resume_state(Ppo *s, const PpoRoles *m, CkptTrainerState *st, char *e
         ckpt_state_get_float(st, "kl.beta", &beta, err, errlen))
         return -1;
     if ((uint64_t)fp != s->prompt_fp)
-        return util_err(err, errlen,
-                        "%s: the prompts changed since this checkpoint (other files, template or "
-                        "tokenizer): use another out.dir, or --set train.resume=false to start over",
-                        s->tr.last_dir);
+        return util_err(
+            err, errlen,
+            "%s: the prompts changed since this checkpoint (other files, template or "
+            "tokenizer): use another out.dir, or --set train.resume=false to start over",
+            s->tr.last_dir);
     if (s->has_ptx) {
         DataCursor cur;
         if (data_cursor_load(&cur, st, "ptx", err, errlen) ||
@@ -695,12 +814,18 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
 }
 
 void ppo_teardown(Ppo *s) {
-    for (int64_t i = 0; i < s->n_prompts; i++) { free(s->prompts[i].ids); free(s->prompts[i].text); }
+    for (int64_t i = 0; i < s->n_prompts; i++) {
+        free(s->prompts[i].ids);
+        free(s->prompts[i].text);
+    }
     free(s->prompts);
     free(s->order);
-    void *bufs[] = {s->seq, s->plen, s->rlen, s->ended, s->pidx, s->score, s->shaped, s->old_logp, s->ref_logp, s->old_values,
-                    s->rewards, s->adv, s->ret, s->entropy, s->mask, s->perm, s->b_tok, s->b_tgt, s->b_len, s->b_logp,
-                    s->b_old_logp, s->b_adv, s->b_weights, s->b_dlogp, s->g_prompts, s->g_plen, s->g_out, s->g_olen, s->g_rng};
+    void *bufs[] = {s->seq,        s->plen,   s->rlen,      s->ended,    s->pidx,
+                    s->score,      s->shaped, s->old_logp,  s->ref_logp, s->old_values,
+                    s->rewards,    s->adv,    s->ret,       s->entropy,  s->mask,
+                    s->perm,       s->b_tok,  s->b_tgt,     s->b_len,    s->b_logp,
+                    s->b_old_logp, s->b_adv,  s->b_weights, s->b_dlogp,  s->g_prompts,
+                    s->g_plen,     s->g_out,  s->g_olen,    s->g_rng};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     data_batch_free(&s->ptx_batch);
     tokfile_close(&s->ptx_file);

@@ -45,28 +45,51 @@
 #include <string.h>
 
 static const ConfigEntry RM_SCHEMA[] = {
-    CONFIG_ENTRY("model.init", CONFIG_STRING, "", "SFT checkpoint to start from (required); its LM head is dropped"),
-    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "", "tokenizer directory when model.init has none"),
-    CONFIG_ENTRY("model.score_init", CONFIG_ENUM, "normal", "score.weight when model.init has none: normal = N(0, 1/sqrt(C)), or zeros",
+    CONFIG_ENTRY("model.init", CONFIG_STRING, "",
+                 "SFT checkpoint to start from (required); its LM head is dropped"),
+    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "",
+                 "tokenizer directory when model.init has none"),
+    CONFIG_ENTRY("model.score_init", CONFIG_ENUM, "normal",
+                 "score.weight when model.init has none: normal = N(0, 1/sqrt(C)), or zeros",
                  .choices = "normal|zeros"),
-    CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory: last/ (resumable) and final/ (the reward model) (required)"),
-    CONFIG_ENTRY("workspace", CONFIG_STRING, "", "workspace database with the rankings (default: OUT.DIR/workspace.db)", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("data.import", CONFIG_LIST, NULL, "JSONL ranking files imported into the workspace first (as `reward import`; a file imported before adds nothing)"),
-    CONFIG_ENTRY("data.valid_percent", CONFIG_DOUBLE, "5", "share of newly imported prompts put in the valid split", .min = "0", .max = "50"),
-    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE, "prompt rendering (as SFT); exactly one {prompt}"),
-    CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX, "text before each response (as SFT)"),
-    CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8", "rankings per optimizer step (InstructGPT: 64)", .min = "1", .max = "65536"),
-    CONFIG_ENTRY("train.micro_batch", CONFIG_INT, "16", "sequences per forward pass (whole rankings; at least the largest K)", .min = "1", .max = "65536"),
-    CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0", "tokens per sequence, longer ones keep their end (0: the longest, up to the context)", .min = "0"),
-    TRAINER_ENTRIES_LENGTH("passes over the rankings when train.steps is 0 (InstructGPT: 1; more overfit)"),
+    CONFIG_ENTRY("out.dir", CONFIG_STRING, "",
+                 "output directory: last/ (resumable) and final/ (the reward model) (required)"),
+    CONFIG_ENTRY("workspace", CONFIG_STRING, "",
+                 "workspace database with the rankings (default: OUT.DIR/workspace.db)",
+                 .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY(
+        "data.import", CONFIG_LIST, NULL,
+        "JSONL ranking files imported into the workspace first (as `reward import`; a file imported before adds nothing)"),
+    CONFIG_ENTRY("data.valid_percent", CONFIG_DOUBLE, "5",
+                 "share of newly imported prompts put in the valid split", .min = "0", .max = "50"),
+    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE,
+                 "prompt rendering (as SFT); exactly one {prompt}"),
+    CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX,
+                 "text before each response (as SFT)"),
+    CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8",
+                 "rankings per optimizer step (InstructGPT: 64)", .min = "1", .max = "65536"),
+    CONFIG_ENTRY("train.micro_batch", CONFIG_INT, "16",
+                 "sequences per forward pass (whole rankings; at least the largest K)", .min = "1",
+                 .max = "65536"),
+    CONFIG_ENTRY(
+        "train.seq_len", CONFIG_INT, "0",
+        "tokens per sequence, longer ones keep their end (0: the longest, up to the context)",
+        .min = "0"),
+    TRAINER_ENTRIES_LENGTH(
+        "passes over the rankings when train.steps is 0 (InstructGPT: 1; more overfit)"),
     TRAINER_ENTRIES_OPTIM("1e-5"),
     TRAINER_ENTRY_SEED("ranking order and score-head initialisation seed"),
     TRAINER_ENTRY_THREADS,
     TRAINER_ENTRY_EVAL_EVERY("50", "held-out evaluation every N steps (and at the end)"),
-    CONFIG_ENTRY("eval.max_rankings", CONFIG_INT, "0", "held-out rankings per evaluation (0: all)", .min = "0"),
-    CONFIG_ENTRY("bias.source", CONFIG_ENUM, "auto", "what scores 0 on average after training: demonstrations, the training completions, "
-                 "none, or auto (demonstrations when the workspace has some)", .choices = "auto|demonstrations|completions|none"),
-    CONFIG_ENTRY("bias.max_examples", CONFIG_INT, "2000", "at most this many examples (the first by id) for the bias", .min = "1"),
+    CONFIG_ENTRY("eval.max_rankings", CONFIG_INT, "0", "held-out rankings per evaluation (0: all)",
+                 .min = "0"),
+    CONFIG_ENTRY(
+        "bias.source", CONFIG_ENUM, "auto",
+        "what scores 0 on average after training: demonstrations, the training completions, "
+        "none, or auto (demonstrations when the workspace has some)",
+        .choices = "auto|demonstrations|completions|none"),
+    CONFIG_ENTRY("bias.max_examples", CONFIG_INT, "2000",
+                 "at most this many examples (the first by id) for the bias", .min = "1"),
     TRAINER_ENTRIES_CADENCE,
     {0}};
 
@@ -76,7 +99,6 @@ static const char *usage =
     "valid split is held out). Writes OUT.DIR/last (resumable) and OUT.DIR/final (the reward model,\n"
     "its scores shifted so that the demonstrations score 0 on average), and records the run and its\n"
     "metrics in the workspace. Rerun the same command after an interruption to resume. Keys:\n";
-
 
 // Rankings tokenized: ranking i has items [first, first+k); item j's tokens are toks[off, off+len).
 typedef struct { int64_t id; int k; int64_t first, pairs; } RmRank;
@@ -135,7 +157,8 @@ static int load_ranking(const StoreRanking *r, void *ctx) {
     RmSet *s = c->set;
     if (r->id > rm->max_ranking_id) return 0;   // added after this run started
     if (r->k > REWARD_MAX_K)
-        return util_err(c->err, c->errlen, "%s: ranking %lld has %d completions, more than %d", rm->tr.db_path, (long long)r->id, r->k, REWARD_MAX_K);
+        return util_err(c->err, c->errlen, "%s: ranking %lld has %d completions, more than %d",
+                        rm->tr.db_path, (long long)r->id, r->k, REWARD_MAX_K);
     int ranks[REWARD_MAX_K];
     for (int i = 0; i < r->k; i++) ranks[i] = r->items[i].rank;
     int64_t pairs = reward_num_pairs(ranks, r->k);
@@ -152,11 +175,15 @@ static int load_ranking(const StoreRanking *r, void *ctx) {
     for (int i = 0; i < r->k; i++) {
         int64_t off = (int64_t)s->toks.n;
         char e[512];
-        if (reward_encode(rm->ds, rm->tok, prefix, r->prompt, r->items[i].text, rm->model.config.max_seq_len, &s->toks, NULL, e, sizeof e))
-            return util_err(c->err, c->errlen, "%s: ranking %lld (prompt %lld): %s", rm->tr.db_path, (long long)r->id, (long long)r->prompt_id, e);
+        if (reward_encode(rm->ds, rm->tok, prefix, r->prompt, r->items[i].text,
+                          rm->model.config.max_seq_len, &s->toks, NULL, e, sizeof e))
+            return util_err(c->err, c->errlen, "%s: ranking %lld (prompt %lld): %s", rm->tr.db_path,
+                            (long long)r->id, (long long)r->prompt_id, e);
         set_push_item(s, off, ranks[i]);
-        s->hash = data_hash_u64(data_hash_u64(s->hash, (uint64_t)r->items[i].completion_id), (uint64_t)ranks[i]);
-        s->hash = data_hash_bytes(s->hash, s->toks.ids + off, (size_t)(s->toks.n - (size_t)off) * sizeof(int32_t));
+        s->hash = data_hash_u64(data_hash_u64(s->hash, (uint64_t)r->items[i].completion_id),
+                                (uint64_t)ranks[i]);
+        s->hash = data_hash_bytes(s->hash, s->toks.ids + off,
+                                  (size_t)(s->toks.n - (size_t)off) * sizeof(int32_t));
     }
     return 0;
 }
@@ -173,7 +200,8 @@ static int query_max_ranking_id(Rm *rm, int64_t *out, char *err, size_t errlen) 
     sqlite3_stmt *st = NULL;
     sqlite3 *db = store_sqlite(rm->tr.db);
     *out = 0;
-    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM rankings", -1, &st, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM rankings", -1, &st, NULL) !=
+            SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW) {
         util_err(err, errlen, "%s: reading rankings: %s", rm->tr.db_path, sqlite3_errmsg(db));
         sqlite3_finalize(st);
@@ -189,7 +217,9 @@ static int64_t ranking_at(Rm *rm, int64_t p) {
     int64_t n = rm->train.n, e = p / n, i = p % n;
     if (e != rm->perm_epoch) {
         Rng r;
-        rng_init(&r, data_hash_u64(data_hash_u64(DATA_HASH_INIT, (uint64_t)config_get_int(rm->cfg, "train.seed")), (uint64_t)e));
+        rng_init(&r, data_hash_u64(data_hash_u64(DATA_HASH_INIT,
+                                                 (uint64_t)config_get_int(rm->cfg, "train.seed")),
+                                   (uint64_t)e));
         for (int64_t j = 0; j < n; j++) rm->perm[j] = j;
         for (int64_t j = n - 1; j > 0; j--) {
             int64_t q = (int64_t)rng_below(&r, (uint64_t)j + 1), t = rm->perm[j];
@@ -233,7 +263,8 @@ typedef struct {
     double correct_k[REWARD_MAX_K + 1];
 } Stats;
 
-static void stats_add(Stats *st, const RmSet *s, const RmRank *r, const float *scores, double loss) {
+static void stats_add(Stats *st, const RmSet *s, const RmRank *r, const float *scores,
+                      double loss) {
     int ranks[REWARD_MAX_K];
     for (int i = 0; i < r->k; i++) ranks[i] = s->it[r->first + i].rank;
     double c = 0, m = 0;
@@ -247,13 +278,27 @@ static void stats_reduce(Dist *d, Stats *st, int *stop) {
     if (d->size == 1) return;
     enum { K1 = REWARD_MAX_K + 1 };
     double x[6 + 2 * K1];
-    x[0] = st->loss; x[1] = (double)st->rankings; x[2] = (double)st->pairs; x[3] = st->correct; x[4] = st->margin;
+    x[0] = st->loss;
+    x[1] = (double)st->rankings;
+    x[2] = (double)st->pairs;
+    x[3] = st->correct;
+    x[4] = st->margin;
     x[5] = stop ? *stop : 0;
-    for (int k = 0; k < K1; k++) { x[6 + k] = (double)st->pairs_k[k]; x[6 + K1 + k] = st->correct_k[k]; }
+    for (int k = 0; k < K1; k++) {
+        x[6 + k] = (double)st->pairs_k[k];
+        x[6 + K1 + k] = st->correct_k[k];
+    }
     dist_allreduce_sum_double(d, x, 6 + 2 * K1);
-    st->loss = x[0]; st->rankings = (int64_t)x[1]; st->pairs = (int64_t)x[2]; st->correct = x[3]; st->margin = x[4];
+    st->loss = x[0];
+    st->rankings = (int64_t)x[1];
+    st->pairs = (int64_t)x[2];
+    st->correct = x[3];
+    st->margin = x[4];
     if (stop) *stop = x[5] > 0;
-    for (int k = 0; k < K1; k++) { st->pairs_k[k] = (int64_t)x[6 + k]; st->correct_k[k] = x[6 + K1 + k]; }
+    for (int k = 0; k < K1; k++) {
+        st->pairs_k[k] = (int64_t)x[6 + k];
+        st->correct_k[k] = x[6 + K1 + k];
+    }
 }
 
 // This rank's share [*lo, *hi) of n items: contiguous, sizes differ by at most one.
@@ -265,16 +310,17 @@ static void rank_share(const Dist *d, int64_t n, int64_t *lo, int64_t *hi) {
 // Runs the rankings idx[0..nr) of set s in micro-batches. With grad_scale > 0 also the backward of
 // grad_scale * (sum of their losses), and then a stop request (cli_stop_signal) ends it between
 // two micro-batches: 1, the gradients incomplete. Adds to *st. 0 done, -1 error.
-static int run_rankings(Rm *rm, const RmSet *s, const int64_t *idx, int64_t nr, double grad_scale, Stats *st,
-                        char *err, size_t errlen) {
+static int run_rankings(Rm *rm, const RmSet *s, const int64_t *idx, int64_t nr, double grad_scale,
+                        Stats *st, char *err, size_t errlen) {
     int64_t j0 = 0;
     while (j0 < nr) {
         if (grad_scale > 0 && cli_stop_signal()) return 1;   // training: a stop drops the step
         int rows = 0, cnt = 0;
-        while (j0 + cnt < nr && rows + s->r[idx[j0 + cnt]].k <= rm->max_rows) rows += s->r[idx[j0 + cnt++]].k;
+        while (j0 + cnt < nr && rows + s->r[idx[j0 + cnt]].k <= rm->max_rows)
+            rows += s->r[idx[j0 + cnt++]].k;
         if (cnt == 0)
-            return util_err(err, errlen, "ranking %lld has %d completions, more than a batch of %d", (long long)s->r[idx[j0]].id,
-                            s->r[idx[j0]].k, rm->max_rows);
+            return util_err(err, errlen, "ranking %lld has %d completions, more than a batch of %d",
+                            (long long)s->r[idx[j0]].id, s->r[idx[j0]].k, rm->max_rows);
         ModelBatch mb = fill_batch(rm, s, idx + j0, cnt);
         if (reward_forward(&rm->model, &mb, rm->values, rm->scores, err, errlen)) return -1;
         int row = 0;
@@ -306,20 +352,27 @@ static int evaluate(Rm *rm, const RmSet *s, Stats *st, char *err, size_t errlen)
     return rc;
 }
 
-static int log_stats(Rm *rm, const char *prefix, const Stats *st, int64_t step, char *err, size_t errlen) {
+static int log_stats(Rm *rm, const char *prefix, const Stats *st, int64_t step, char *err,
+                     size_t errlen) {
     if (!dist_main(&rm->dist)) return 0;
     char name[64];
     double acc = st->pairs ? st->correct / st->pairs : NAN;
     snprintf(name, sizeof name, "%s/loss", prefix);
-    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name, st->rankings ? st->loss / st->rankings : NAN, err, errlen)) return -1;
+    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name,
+                         st->rankings ? st->loss / st->rankings : NAN, err, errlen))
+        return -1;
     snprintf(name, sizeof name, "%s/accuracy", prefix);
     if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name, acc, err, errlen)) return -1;
     snprintf(name, sizeof name, "%s/margin", prefix);
-    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name, st->pairs ? st->margin / st->pairs : NAN, err, errlen)) return -1;
+    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name,
+                         st->pairs ? st->margin / st->pairs : NAN, err, errlen))
+        return -1;
     for (int k = 2; k <= REWARD_MAX_K; k++) {
         if (!st->pairs_k[k]) continue;
         snprintf(name, sizeof name, "%s/accuracy_k%d", prefix, k);
-        if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name, st->correct_k[k] / st->pairs_k[k], err, errlen)) return -1;
+        if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name,
+                             st->correct_k[k] / st->pairs_k[k], err, errlen))
+            return -1;
     }
     return 0;
 }
@@ -331,10 +384,15 @@ static void print_stats(const char *what, const Stats *st, int64_t step) {
     for (int k = 2; k <= REWARD_MAX_K; k++) kinds += st->pairs_k[k] > 0;
     if (kinds > 1)
         for (int k = 2; k <= REWARD_MAX_K && o + 32 < sizeof byk; k++)
-            if (st->pairs_k[k]) o += (size_t)snprintf(byk + o, sizeof byk - o, " K=%d %.3f", k, st->correct_k[k] / st->pairs_k[k]);
-    fprintf(stderr, "reward: step %lld: %s loss %.4f accuracy %.4f margin %.3f (%lld rankings, %lld pairs)%s%s\n", (long long)step, what,
-            st->rankings ? st->loss / st->rankings : NAN, st->pairs ? st->correct / st->pairs : NAN,
-            st->pairs ? st->margin / st->pairs : NAN, (long long)st->rankings, (long long)st->pairs, kinds > 1 ? "; by K:" : "", byk);
+            if (st->pairs_k[k])
+                o += (size_t)snprintf(byk + o, sizeof byk - o, " K=%d %.3f", k,
+                                      st->correct_k[k] / st->pairs_k[k]);
+    fprintf(
+        stderr,
+        "reward: step %lld: %s loss %.4f accuracy %.4f margin %.3f (%lld rankings, %lld pairs)%s%s\n",
+        (long long)step, what, st->rankings ? st->loss / st->rankings : NAN,
+        st->pairs ? st->correct / st->pairs : NAN, st->pairs ? st->margin / st->pairs : NAN,
+        (long long)st->rankings, (long long)st->pairs, kinds > 1 ? "; by K:" : "", byk);
 }
 
 static const char *tokenizer_dir(Rm *rm) {
@@ -356,8 +414,11 @@ static int save_last(Rm *rm, char *err, size_t errlen) {
         (rm->has_bias && ckpt_state_set_float(&st, "reward_bias", rm->bias, err, errlen)))
         return -1;
     int32_t eot = tok_eot(rm->tok);
-    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm), .state = &st, .has_token_ids = eot >= 0,
-                          .bos_token_id = eot, .eos_token_id = eot};
+    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm),
+                          .state = &st,
+                          .has_token_ids = eot >= 0,
+                          .bos_token_id = eot,
+                          .eos_token_id = eot};
     return ckpt_save(rm->tr.last_dir, &rm->model, &so, err, errlen);
 }
 
@@ -369,7 +430,9 @@ static int import_files(void *ctx, char *err, size_t errlen) {
     for (int64_t i = 0; i < n && dist_main(&rm->dist); i++) {
         ImportResult r;
         if (rm_import_file(rm->tr.db, files[i], &o, &r, err, errlen)) return -1;
-        if (!r.already) fprintf(stderr, "reward: imported %lld rankings from %s\n", (long long)r.rankings, files[i]);
+        if (!r.already)
+            fprintf(stderr, "reward: imported %lld rankings from %s\n", (long long)r.rankings,
+                    files[i]);
     }
     return 0;
 }
@@ -378,7 +441,9 @@ static int import_files(void *ctx, char *err, size_t errlen) {
 // The settings read once: paths, batch shapes, threads; the workspace opened and data.import
 // imported by rank 0, then opened by the other ranks to read.
 static int setup_run(Rm *rm, char *err, size_t errlen) {
-    static const TrainerSpec spec = {.stage = "reward", .program = "reward train", .result = "final",
+    static const TrainerSpec spec = {.stage = "reward",
+                                     .program = "reward train",
+                                     .result = "final",
                                      .required = {{"model.init", "an SFT checkpoint"}}};
     if (trainer_init(&rm->tr, rm->cfg, &rm->dist, &spec, err, errlen)) return -1;
     rm->bs = (int)config_get_int(rm->cfg, "train.batch_size");
@@ -428,7 +493,8 @@ static int load_rankings(Rm *rm, int resumed, const CkptTrainerState *st, char *
         return util_err(err, errlen,
                         "%s has no training rankings (rankings of prompts in the train split with "
                         "at least one untied pair)%s",
-                        rm->tr.db_path, rm->train.n_tied ? "; every ranking there is all ties" : "");
+                        rm->tr.db_path,
+                        rm->train.n_tied ? "; every ranking there is all ties" : "");
     int64_t fp;
     if (!resumed) return 0;
     if (ckpt_state_get_int(st, "data.fingerprint", &fp, err, errlen)) return -1;
@@ -446,13 +512,14 @@ static int setup_shapes(Rm *rm, const ModelConfig *c, char *err, size_t errlen) 
     int64_t T = config_get_int(rm->cfg, "train.seq_len");
     if (T == 0) T = max_len;
     if (T > c->max_seq_len)
-        return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T,
-                        c->max_seq_len);
+        return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d",
+                        (long long)T, c->max_seq_len);
     rm->T = (int)T;
     int max_k = rm->train.max_k > rm->valid.max_k ? rm->train.max_k : rm->valid.max_k;
     rm->max_rows = rm->micro > max_k ? rm->micro : max_k;
     if (!rm->total_steps)
-        rm->total_steps = (config_get_int(rm->cfg, "train.epochs") * rm->train.n + rm->bs - 1) / rm->bs;
+        rm->total_steps =
+            (config_get_int(rm->cfg, "train.epochs") * rm->train.n + rm->bs - 1) / rm->bs;
     return 0;
 }
 
@@ -466,8 +533,10 @@ static int init_model(Rm *rm, const char *from, const ModelConfig *c, int resume
     if (resumed || had_score) return 0;
     if (!strcmp(config_get_string(rm->cfg, "model.score_init"), "normal")) {
         Rng r;
-        rng_init(&r, data_hash_u64(DATA_HASH_INIT, (uint64_t)config_get_int(rm->cfg, "train.seed")));
-        rng_fill_normal(&r, rm->model.params.scorew, c->n_embd, 0.0f, 1.0f / sqrtf((float)c->n_embd));
+        rng_init(&r,
+                 data_hash_u64(DATA_HASH_INIT, (uint64_t)config_get_int(rm->cfg, "train.seed")));
+        rng_fill_normal(&r, rm->model.params.scorew, c->n_embd, 0.0f,
+                        1.0f / sqrtf((float)c->n_embd));
     } else memset(rm->model.params.scorew, 0, (size_t)c->n_embd * sizeof(float));
     return 0;
 }
@@ -487,12 +556,13 @@ static void alloc_buffers(Rm *rm) {
 static void print_data_summary(const Rm *rm) {
     int64_t ntr = 0;
     for (int64_t i = 0; i < rm->train.ni; i++) ntr += rm->train.it[i].len > rm->T;
-    fprintf(stderr,
-            "reward: %lld training rankings (%lld pairs, K up to %d), %lld held out (%lld pairs)%s%s\n",
-            (long long)rm->train.n, (long long)rm->train.pairs, rm->train.max_k,
-            (long long)rm->valid.n, (long long)rm->valid.pairs,
-            rm->train.n_tied + rm->valid.n_tied ? "; rankings that are all ties skipped" : "",
-            ntr ? "; some sequences longer than train.seq_len keep their end" : "");
+    fprintf(
+        stderr,
+        "reward: %lld training rankings (%lld pairs, K up to %d), %lld held out (%lld pairs)%s%s\n",
+        (long long)rm->train.n, (long long)rm->train.pairs, rm->train.max_k, (long long)rm->valid.n,
+        (long long)rm->valid.pairs,
+        rm->train.n_tied + rm->valid.n_tied ? "; rankings that are all ties skipped" : "",
+        ntr ? "; some sequences longer than train.seq_len keep their end" : "");
     if (rm->valid.n == 0)
         fprintf(stderr, "reward: warning: no held-out rankings (no prompts in the valid split): no "
                         "held-out accuracy\n");
@@ -537,7 +607,13 @@ static int setup(Rm *rm, char *err, size_t errlen) {
 static void teardown(Rm *rm) {
     set_free(&rm->train);
     set_free(&rm->valid);
-    free(rm->perm); free(rm->tokens); free(rm->lengths); free(rm->values); free(rm->dvalues); free(rm->scores); free(rm->dscores);
+    free(rm->perm);
+    free(rm->tokens);
+    free(rm->lengths);
+    free(rm->values);
+    free(rm->dvalues);
+    free(rm->scores);
+    free(rm->dscores);
     dataset_free(rm->ds);
     tok_free(rm->tok);
     model_free(&rm->model);
@@ -553,14 +629,17 @@ static int add_demo(const StoreDemonstration *d, void *ctx) {
     if (c->set->ni >= c->max) return 1;
     int64_t off = (int64_t)c->set->toks.n;
     char e[512];
-    if (reward_encode(c->rm->ds, c->rm->tok, config_get_string(c->rm->cfg, "data.response_prefix"), d->prompt, d->response,
-                      c->rm->model.config.max_seq_len, &c->set->toks, NULL, e, sizeof e))
-        return util_err(c->err, c->errlen, "%s: demonstration %lld: %s", c->rm->tr.db_path, (long long)d->id, e);
+    if (reward_encode(c->rm->ds, c->rm->tok, config_get_string(c->rm->cfg, "data.response_prefix"),
+                      d->prompt, d->response, c->rm->model.config.max_seq_len, &c->set->toks, NULL,
+                      e, sizeof e))
+        return util_err(c->err, c->errlen, "%s: demonstration %lld: %s", c->rm->tr.db_path,
+                        (long long)d->id, e);
     set_push_item(c->set, off, 1);
     return 0;
 }
 
-static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char *err, size_t errlen) {
+static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char *err,
+                      size_t errlen) {
     const char *src = config_get_string(rm->cfg, "bias.source");
     int64_t maxn = config_get_int(rm->cfg, "bias.max_examples");
     *n = 0; *mean = 0;
@@ -569,11 +648,15 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
     const RmSet *s = &demos;
     if (!strcmp(src, "auto") || !strcmp(src, "demonstrations")) {
         DemoCtx c = {rm, &demos, maxn, err, errlen};
-        if (store_each_demonstration(rm->tr.db, NULL, add_demo, &c, err, errlen) < 0) { set_free(&demos); return -1; }
+        if (store_each_demonstration(rm->tr.db, NULL, add_demo, &c, err, errlen) < 0) {
+            set_free(&demos);
+            return -1;
+        }
         *what = "demonstrations";
         if (demos.ni == 0 && !strcmp(src, "demonstrations")) {
             set_free(&demos);
-            return util_err(err, errlen, "bias.source is demonstrations but %s has none", rm->tr.db_path);
+            return util_err(err, errlen, "bias.source is demonstrations but %s has none",
+                            rm->tr.db_path);
         }
     }
     if (demos.ni == 0) { s = &rm->train; *what = "training completions"; }
@@ -582,7 +665,10 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
     double sum = 0;
     for (int64_t i0 = lo; i0 < hi; i0 += rm->max_rows) {
         int b = (int)(hi - i0 < rm->max_rows ? hi - i0 : rm->max_rows), T = 1;
-        for (int j = 0; j < b; j++) { int l = s->it[i0 + j].len > rm->T ? rm->T : s->it[i0 + j].len; if (l > T) T = l; }
+        for (int j = 0; j < b; j++) {
+            int l = s->it[i0 + j].len > rm->T ? rm->T : s->it[i0 + j].len;
+            if (l > T) T = l;
+        }
         for (int j = 0; j < b; j++) {
             const RmItem *it = &s->it[i0 + j];
             int len = it->len > rm->T ? rm->T : it->len;
@@ -592,7 +678,10 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
             rm->lengths[j] = len;
         }
         ModelBatch mb = {.B = b, .T = T, .tokens = rm->tokens, .lengths = rm->lengths};
-        if (reward_forward(&rm->model, &mb, rm->values, rm->scores, err, errlen)) { set_free(&demos); return -1; }
+        if (reward_forward(&rm->model, &mb, rm->values, rm->scores, err, errlen)) {
+            set_free(&demos);
+            return -1;
+        }
         for (int j = 0; j < b; j++) sum += rm->scores[j];
     }
     set_free(&demos);
@@ -609,10 +698,17 @@ static int finish(Rm *rm, char *err, size_t errlen) {
     if (load_split(rm, "test", &test, err, errlen)) { set_free(&test); return -1; }
     if (test.n) {
         if (test.max_k > rm->max_rows) {
-            if (main_rank) fprintf(stderr, "reward: test rankings with K=%d exceed the batch (%d): not evaluated\n", test.max_k, rm->max_rows);
+            if (main_rank)
+                fprintf(stderr,
+                        "reward: test rankings with K=%d exceed the batch (%d): not evaluated\n",
+                        test.max_k, rm->max_rows);
         } else {
             Stats st;
-            if (evaluate(rm, &test, &st, err, errlen) || log_stats(rm, "test", &st, rm->step, err, errlen)) { set_free(&test); return -1; }
+            if (evaluate(rm, &test, &st, err, errlen) ||
+                log_stats(rm, "test", &st, rm->step, err, errlen)) {
+                set_free(&test);
+                return -1;
+            }
             if (main_rank) print_stats("test", &st, rm->step);
         }
     }
@@ -627,20 +723,34 @@ static int finish(Rm *rm, char *err, size_t errlen) {
     if (save_last(rm, err, errlen)) return -1;
     if (n) {
         if (reward_fold_bias(&rm->model, rm->bias, err, errlen)) return -1;
-        if (main_rank) fprintf(stderr, "reward: bias %+.6f folded into ln_f.bias: the %lld %s had mean score %.6f\n", rm->bias, (long long)n, what, mean);
-    } else if (main_rank) fprintf(stderr, "reward: no bias applied (bias.source %s)\n", config_get_string(rm->cfg, "bias.source"));
-    if (main_rank && (store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "final/bias", rm->bias, err, errlen) ||
-                      store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "final/bias_examples", (double)n, err, errlen))) return -1;
+        if (main_rank)
+            fprintf(stderr,
+                    "reward: bias %+.6f folded into ln_f.bias: the %lld %s had mean score %.6f\n",
+                    rm->bias, (long long)n, what, mean);
+    } else if (main_rank)
+        fprintf(stderr, "reward: no bias applied (bias.source %s)\n",
+                config_get_string(rm->cfg, "bias.source"));
+    if (main_rank && (store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "final/bias", rm->bias,
+                                       err, errlen) ||
+                      store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "final/bias_examples",
+                                       (double)n, err, errlen)))
+        return -1;
     int32_t eot = tok_eot(rm->tok);
-    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm), .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
+    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm),
+                          .has_token_ids = eot >= 0,
+                          .bos_token_id = eot,
+                          .eos_token_id = eot};
     if (main_rank && ckpt_save(rm->tr.final_dir, &rm->model, &so, err, errlen)) return -1;
     if (n) {   // the check: the same examples now score 0 on average (up to float rounding)
         double after;
         int64_t n2;
         if (mean_score(rm, &what, &after, &n2, err, errlen)) return -1;
-        if (main_rank) fprintf(stderr, "reward: after the bias the %s score %.6f on average\n", what, after);
+        if (main_rank)
+            fprintf(stderr, "reward: after the bias the %s score %.6f on average\n", what, after);
     }
-    return main_rank ? store_set_run_checkpoint(rm->tr.db, rm->tr.run_id, rm->tr.final_dir, err, errlen) : 0;
+    return main_rank
+               ? store_set_run_checkpoint(rm->tr.db, rm->tr.run_id, rm->tr.final_dir, err, errlen)
+               : 0;
 }
 
 static int train(Rm *rm, char *err, size_t errlen) {
@@ -663,8 +773,11 @@ static int train(Rm *rm, char *err, size_t errlen) {
         double t0 = util_time_s();
         for (int j = 0; j < rm->bs; j++) {
             idx[j] = ranking_at(rm, rm->step * rm->bs + j);
-            const RmRank *r = &rm->train.r[idx[j]];   // tokens through the model (global: every rank knows them)
-            for (int i = 0; i < r->k; i++) tokens_since += rm->train.it[r->first + i].len < rm->T ? rm->train.it[r->first + i].len : rm->T;
+            const RmRank *r =
+                &rm->train.r[idx[j]]; // tokens through the model (global: every rank knows them)
+            for (int i = 0; i < r->k; i++)
+                tokens_since +=
+                    rm->train.it[r->first + i].len < rm->T ? rm->train.it[r->first + i].len : rm->T;
         }
         model_zero_grad(&rm->model);
         Stats st = {0};
@@ -673,7 +786,10 @@ static int train(Rm *rm, char *err, size_t errlen) {
         // A stop request is looked at between micro-batches (rm->max_rows rows each), so that a
         // step of any size ends within one: the unfinished step is dropped, redone on resume
         // (its rankings follow from the step number). A signal seen by any rank stops all.
-        if (run_rankings(rm, &rm->train, idx + lo, hi - lo, 1.0 / rm->bs, &st, err, errlen) < 0) { rc = -1; break; }
+        if (run_rankings(rm, &rm->train, idx + lo, hi - lo, 1.0 / rm->bs, &st, err, errlen) < 0) {
+            rc = -1;
+            break;
+        }
         stop = cli_stop_signal() != 0;
         if (rm->dist.size > 1) {
             dist_allreduce_sum(&rm->dist, rm->model.grads_memory, (int64_t)rm->model.num_params);
@@ -685,25 +801,40 @@ static int train(Rm *rm, char *err, size_t errlen) {
         float norm = optim_adamw_step(&rm->model, &oc, lr, rm->step + 1);
         rm->step++;
         if (!isfinite(loss) || !isfinite(norm)) {
-            rc = util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); lower train.lr",
-                          (long long)rm->step, loss, (double)norm);
+            rc = util_err(
+                err, errlen,
+                "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); lower train.lr",
+                (long long)rm->step, loss, (double)norm);
             break;
         }
         double dt = util_time_s() - t0;
         pairs_since += st.pairs;
-        if (main_rank && (store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/loss", loss, err, errlen) ||
-            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/accuracy", acc, err, errlen) ||
-            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/margin", st.pairs ? st.margin / st.pairs : NAN, err, errlen) ||
-            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/lr", lr, err, errlen) ||
-            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/grad_norm", norm, err, errlen) ||
-            store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/comparisons_per_s", (double)st.pairs / dt, err, errlen) ||
-            (rm->dist.size > 1 && store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/allreduce_s", rm->dist.allreduce_s, err, errlen)))) { rc = -1; break; }
+        if (main_rank &&
+            (store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/loss", loss, err,
+                              errlen) ||
+             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/accuracy", acc, err,
+                              errlen) ||
+             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/margin",
+                              st.pairs ? st.margin / st.pairs : NAN, err, errlen) ||
+             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/lr", lr, err, errlen) ||
+             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/grad_norm", norm, err,
+                              errlen) ||
+             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/comparisons_per_s",
+                              (double)st.pairs / dt, err, errlen) ||
+             (rm->dist.size > 1 &&
+              store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/allreduce_s",
+                               rm->dist.allreduce_s, err, errlen)))) {
+            rc = -1;
+            break;
+        }
         char extra[160];
         double el = util_time_s() - t_start;
-        snprintf(extra, sizeof extra, "loss %.4f acc %.3f lr %.2e %.0f comparisons/s", loss, acc, lr, el > 0 ? pairs_since / el : 0.0);
+        snprintf(extra, sizeof extra, "loss %.4f acc %.3f lr %.2e %.0f comparisons/s", loss, acc,
+                 lr, el > 0 ? pairs_since / el : 0.0);
         if (!main_rank) {}
         else if (pr.tty) cli_progress_update(&pr, rm->step, extra);
-        else if (rm->step % log_every == 0 || rm->step == rm->total_steps || rm->step == first_step + 1) {
+        else if (rm->step % log_every == 0 || rm->step == rm->total_steps ||
+                 rm->step == first_step + 1) {
             char f[160];
             cli_progress_format(&pr, rm->step, f, sizeof f);
             fprintf(stderr, "reward: step %s %s\n", f, extra);
@@ -711,7 +842,11 @@ static int train(Rm *rm, char *err, size_t errlen) {
         int last = rm->step == rm->total_steps;
         if ((rm->step % eval_every == 0 || last) && rm->valid.n) {
             Stats vs;
-            if (evaluate(rm, &rm->valid, &vs, err, errlen) || log_stats(rm, "valid", &vs, rm->step, err, errlen)) { rc = -1; break; }
+            if (evaluate(rm, &rm->valid, &vs, err, errlen) ||
+                log_stats(rm, "valid", &vs, rm->step, err, errlen)) {
+                rc = -1;
+                break;
+            }
             if (pr.tty && main_rank) cli_progress_end(&pr);
             if (main_rank) print_stats("held-out", &vs, rm->step);
         }
@@ -723,13 +858,16 @@ static int train(Rm *rm, char *err, size_t errlen) {
     if (rc) return rc;
     double el = util_time_s() - t_start;
     if (main_rank && rm->step > first_step)
-        fprintf(stderr, "reward: trained %lld steps, %lld tokens in %.2f s: %.1f tokens/s\n", (long long)(rm->step - first_step),
-                (long long)tokens_since, el, el > 0 ? (double)tokens_since / el : 0.0);
+        fprintf(stderr, "reward: trained %lld steps, %lld tokens in %.2f s: %.1f tokens/s\n",
+                (long long)(rm->step - first_step), (long long)tokens_since, el,
+                el > 0 ? (double)tokens_since / el : 0.0);
     if (stop) {
         if (save_last(rm, err, errlen)) return -1;
         if (main_rank)
-            fprintf(stderr, "reward: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
-                    (long long)rm->step, rm->tr.last_dir);
+            fprintf(
+                stderr,
+                "reward: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n",
+                cli_stop_name(), (long long)rm->step, rm->tr.last_dir);
         return trainer_stop_status();
     }
     return finish(rm, err, errlen);
@@ -745,22 +883,32 @@ int cmd_train(int argc, char **argv) {
     int rc = setup(&rm, err, sizeof err), main_rank = dist_main(&rm.dist);
     if (rc == 0) {
         if (main_rank && rm.dist.size > 1)
-            fprintf(stderr, "reward: %d ranks, each computing %s%d of the %d rankings of every step\n", rm.dist.size,
-                    rm.bs % rm.dist.size ? "up to " : "", (rm.bs + rm.dist.size - 1) / rm.dist.size, rm.bs);
+            fprintf(stderr,
+                    "reward: %d ranks, each computing %s%d of the %d rankings of every step\n",
+                    rm.dist.size, rm.bs % rm.dist.size ? "up to " : "",
+                    (rm.bs + rm.dist.size - 1) / rm.dist.size, rm.bs);
         if (main_rank)
-            fprintf(stderr, "reward: run %lld, %lld steps of %d rankings (micro-batches of up to %d sequences of up to %d tokens), config %s\n",
-                    (long long)rm.tr.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T, rm.tr.hash);
+            fprintf(
+                stderr,
+                "reward: run %lld, %lld steps of %d rankings (micro-batches of up to %d sequences of up to %d tokens), config %s\n",
+                (long long)rm.tr.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T,
+                rm.tr.hash);
         rc = train(&rm, err, sizeof err);
     }
     if (rc < 0) dist_report_error(&rm.dist, "reward train", err);
     int code = trainer_finish(&rm.tr, rc);
     if (rc == 0 && main_rank) {
-        if (rm.dist.size > 1) fprintf(stderr, "reward: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
-                                      rm.dist.size, rm.dist.allreduce_s, rm.step ? rm.dist.allreduce_s / (double)rm.step : 0.0);
-        fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n", rm.tr.final_dir, rm.tr.last_dir);
+        if (rm.dist.size > 1)
+            fprintf(
+                stderr,
+                "reward: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
+                rm.dist.size, rm.dist.allreduce_s,
+                rm.step ? rm.dist.allreduce_s / (double)rm.step : 0.0);
+        fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n",
+                rm.tr.final_dir, rm.tr.last_dir);
     }
     teardown(&rm);
-    if (rc < 0 && rm.dist.size > 1) dist_abort(&rm.dist, 1);   // the others may wait in an allreduce
+    if (rc < 0 && rm.dist.size > 1) dist_abort(&rm.dist, 1); // the others may wait in an allreduce
     dist_finalize(&rm.dist);
     return code;
 }
