@@ -154,6 +154,13 @@ void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng) {
 
 int trainer_stop_status(void) { return cli_stop_signal() ? cli_stop_signal() : SIGINT; }
 
+int trainer_stopped(const Trainer *t, const char *unit, int64_t done) {
+    if (dist_main(t->dist))
+        fprintf(stderr, "%s: interrupted by %s at %s %lld; saved %s (rerun the same command to resume)\n",
+                t->spec->stage, cli_stop_name(), unit, (long long)done, t->last_dir);
+    return trainer_stop_status();
+}
+
 int trainer_finish(Trainer *t, int rc) {
     return store_finish_run(t->dist && dist_main(t->dist) ? t->db : NULL, t->run_id, rc,
                             t->spec ? t->spec->program : "");

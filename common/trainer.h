@@ -171,6 +171,10 @@ void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng);
 // extra (may be "").
 void trainer_note_resumed(const Trainer *t, const char *unit, int64_t done, int64_t total,
                           const char *extra);
+// After a stop request with OUT.DIR/last saved at UNIT DONE: on rank 0, "STAGE: interrupted by
+// SIGNAL at UNIT DONE; saved OUT.DIR/last (rerun the same command to resume)". Returns the exit
+// status (trainer_stop_status).
+int trainer_stopped(const Trainer *t, const char *unit, int64_t done);
 // The exit status of a run that stopped on a signal (cli_stop_signal, SIGINT when none was seen).
 int trainer_stop_status(void);
 // Marks the run done, failed or interrupted by rc (store_finish_run; rank 0 only) and returns

@@ -152,6 +152,24 @@ static void log_line(const Ppo *s, const PpoStats *st, const CliProgress *pr) {
         st->skipped ? " (minibatches skipped)" : "");
 }
 
+// A stop inside an iteration, after some of its updates: OUT.DIR/last (if any) holds an earlier
+// iteration, which a rerun resumes from.
+static void note_dirty_stop(const Ppo *s) {
+    long long now = (long long)s->iteration + 1, saved = (long long)s->saved_iteration;
+    if (s->saved_iteration < 0) {
+        fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; "
+                        "nothing saved yet (rerun the same command to start again)\n",
+                cli_stop_name(), now);
+        return;
+    }
+    char redo[64];
+    if (saved == now - 1) snprintf(redo, sizeof redo, "iteration %lld is", now);
+    else snprintf(redo, sizeof redo, "iterations %lld to %lld are", saved + 1, now);
+    fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; %s "
+                    "holds iteration %lld (rerun the same command to resume: %s redone)\n",
+            cli_stop_name(), now, s->tr.last_dir, saved, redo);
+}
+
 static int train(Ppo *s, char *err, size_t errlen) {
     int64_t save_every = config_get_int(s->cfg, "save.every"),
             log_every = config_get_int(s->cfg, "log.every");
@@ -212,30 +230,8 @@ static int train(Ppo *s, char *err, size_t errlen) {
     if (stop && s->iteration < s->iterations) {
         if (!dirty && s->saved_iteration != s->iteration && ppo_save_last(s, err, errlen))
             return -1;
-        if (main_rank && !dirty)
-            fprintf(
-                stderr,
-                "ppo: interrupted by %s at iteration %lld; saved %s (rerun the same command to resume)\n",
-                cli_stop_name(), (long long)s->iteration, s->tr.last_dir);
-        else if (main_rank && s->saved_iteration >= 0) {
-            char redo[64];
-            if (s->saved_iteration == s->iteration)
-                snprintf(redo, sizeof redo, "iteration %lld is", (long long)s->iteration + 1);
-            else
-                snprintf(redo, sizeof redo, "iterations %lld to %lld are",
-                         (long long)s->saved_iteration + 1, (long long)s->iteration + 1);
-            fprintf(
-                stderr,
-                "ppo: interrupted by %s during iteration %lld, after some of its updates; %s holds iteration %lld "
-                "(rerun the same command to resume: %s redone)\n",
-                cli_stop_name(), (long long)s->iteration + 1, s->tr.last_dir,
-                (long long)s->saved_iteration, redo);
-        } else if (main_rank)
-            fprintf(
-                stderr,
-                "ppo: interrupted by %s during iteration %lld, after some of its updates; nothing saved yet "
-                "(rerun the same command to start again)\n",
-                cli_stop_name(), (long long)s->iteration + 1);
+        if (!dirty) return trainer_stopped(&s->tr, "iteration", s->iteration);
+        if (main_rank) note_dirty_stop(s);
         return trainer_stop_status();
     }
     return ppo_save_final(s, err, errlen);

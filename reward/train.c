@@ -753,6 +753,26 @@ static int finish(Rm *rm, char *err, size_t errlen) {
                : 0;
 }
 
+// The step's metrics in the workspace (rank 0); dt: the step's seconds.
+static int record_step(Rm *rm, const Stats *st, double loss, double acc, float lr, float norm,
+                       double dt, char *err, size_t errlen) {
+    Store *db = rm->tr.db;
+    int64_t id = rm->tr.run_id, step = rm->step;
+    if (store_add_metric(db, id, step, "train/loss", loss, err, errlen) ||
+        store_add_metric(db, id, step, "train/accuracy", acc, err, errlen) ||
+        store_add_metric(db, id, step, "train/margin", st->pairs ? st->margin / st->pairs : NAN,
+                         err, errlen) ||
+        store_add_metric(db, id, step, "train/lr", lr, err, errlen) ||
+        store_add_metric(db, id, step, "train/grad_norm", norm, err, errlen) ||
+        store_add_metric(db, id, step, "train/comparisons_per_s", (double)st->pairs / dt, err,
+                         errlen))
+        return -1;
+    if (rm->dist.size > 1 &&
+        store_add_metric(db, id, step, "train/allreduce_s", rm->dist.allreduce_s, err, errlen))
+        return -1;
+    return 0;
+}
+
 static int train(Rm *rm, char *err, size_t errlen) {
     Config *cfg = rm->cfg;
     AdamWConfig oc = trainer_adamw(cfg, "train.lr");
@@ -809,21 +829,7 @@ static int train(Rm *rm, char *err, size_t errlen) {
         }
         double dt = util_time_s() - t0;
         pairs_since += st.pairs;
-        if (main_rank &&
-            (store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/loss", loss, err,
-                              errlen) ||
-             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/accuracy", acc, err,
-                              errlen) ||
-             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/margin",
-                              st.pairs ? st.margin / st.pairs : NAN, err, errlen) ||
-             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/lr", lr, err, errlen) ||
-             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/grad_norm", norm, err,
-                              errlen) ||
-             store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/comparisons_per_s",
-                              (double)st.pairs / dt, err, errlen) ||
-             (rm->dist.size > 1 &&
-              store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "train/allreduce_s",
-                               rm->dist.allreduce_s, err, errlen)))) {
+        if (main_rank && record_step(rm, &st, loss, acc, lr, norm, dt, err, errlen)) {
             rc = -1;
             break;
         }
@@ -861,15 +867,7 @@ static int train(Rm *rm, char *err, size_t errlen) {
         fprintf(stderr, "reward: trained %lld steps, %lld tokens in %.2f s: %.1f tokens/s\n",
                 (long long)(rm->step - first_step), (long long)tokens_since, el,
                 el > 0 ? (double)tokens_since / el : 0.0);
-    if (stop) {
-        if (save_last(rm, err, errlen)) return -1;
-        if (main_rank)
-            fprintf(
-                stderr,
-                "reward: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n",
-                cli_stop_name(), (long long)rm->step, rm->tr.last_dir);
-        return trainer_stop_status();
-    }
+    if (stop) return save_last(rm, err, errlen) ? -1 : trainer_stopped(&rm->tr, "step", rm->step);
     return finish(rm, err, errlen);
 }
 

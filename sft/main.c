@@ -523,16 +523,6 @@ static int evaluate(Sft *s, CliProgress *pr, char *err, size_t errlen) {
     return 0;
 }
 
-// A stop request: last/ saved, a note, the signal's exit status.
-static int train_stopped(Sft *s, char *err, size_t errlen) {
-    if (save_last(s, err, errlen)) return -1;
-    if (dist_main(&s->dist))
-        fprintf(stderr,
-                "sft: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n",
-                cli_stop_name(), (long long)s->step, s->tr.last_dir);
-    return trainer_stop_status();
-}
-
 static int train(Sft *s, char *err, size_t errlen) {
     AdamWConfig oc = trainer_adamw(s->cfg, "train.lr");
     LrSchedule sch = trainer_schedule(s->cfg, s->total_steps);
@@ -594,7 +584,7 @@ static int train(Sft *s, char *err, size_t errlen) {
         fprintf(stderr, "sft: trained %lld steps, %lld target tokens in %.2f s: %.1f tokens/s\n",
                 (long long)(s->step - first_step), (long long)tokens_since, el,
                 el > 0 ? (double)tokens_since / el : 0.0);
-    if (stop) return train_stopped(s, err, errlen);
+    if (stop) return save_last(s, err, errlen) ? -1 : trainer_stopped(&s->tr, "step", s->step);
     if (!s->has_valid && save_best(s, err, errlen)) return -1;   // without held-out data, best = last
     return 0;
 }
