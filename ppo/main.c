@@ -140,16 +140,15 @@ static void log_line(const Ppo *s, const PpoStats *st, const CliProgress *pr) {
     cli_progress_format(pr, s->iteration, f, sizeof f);
     fprintf(stderr, "ppo: iteration %s\n", f);
     double ttrain = st->t_train_ppo + st->t_train_ptx;
-    fprintf(
-        stderr,
-        "ppo: iter %lld/%lld score %.4f kl %.4f (k3 %.4f) nsr %.4f beta %.4g ent %.3f len %.1f end %.2f | pg %.4f clip %.3f "
-        "akl %.2e vf %.4f ev %.3f ptx %.4f | gen %.0f tok/s train %.0f tok/s%s\n",
-        (long long)s->iteration, (long long)s->iterations, st->score, st->kl, st->kl_k3,
-        st->nonscore, st->beta, st->entropy, st->resp_len, st->end_rate, st->policy_loss,
-        st->clip_frac, st->approx_kl, st->value_loss, st->explained_var, st->ptx_loss,
-        st->t_gen > 0 ? st->gen_tokens / st->t_gen : 0.0,
-        ttrain > 0 ? (st->ppo_tokens + st->ptx_tokens) / ttrain : 0.0,
-        st->skipped ? " (minibatches skipped)" : "");
+    fprintf(stderr, "ppo: iter %lld/%lld score %.4f kl %.4f (k3 %.4f) nsr %.4f beta %.4g ent "
+            "%.3f len %.1f end %.2f | pg %.4f clip %.3f akl %.2e vf %.4f ev %.3f ptx %.4f | gen "
+            "%.0f tok/s train %.0f tok/s%s\n",
+            (long long)s->iteration, (long long)s->iterations, st->score, st->kl, st->kl_k3,
+            st->nonscore, st->beta, st->entropy, st->resp_len, st->end_rate, st->policy_loss,
+            st->clip_frac, st->approx_kl, st->value_loss, st->explained_var, st->ptx_loss,
+            st->t_gen > 0 ? st->gen_tokens / st->t_gen : 0.0,
+            ttrain > 0 ? (st->ppo_tokens + st->ptx_tokens) / ttrain : 0.0,
+            st->skipped ? " (minibatches skipped)" : "");
 }
 
 // A stop inside an iteration, after some of its updates: OUT.DIR/last (if any) holds an earlier
@@ -195,17 +194,16 @@ static int train(Ppo *s, char *err, size_t errlen) {
             char why[2048], e2[512];
             snprintf(why, sizeof why, "%s", err);
             if (ppo_restore_last(s, e2, sizeof e2) == 0)
-                return util_err(
-                    err, errlen,
-                    "%s; stopped and restored the last good checkpoint %s (iteration %lld), which this "
-                    "run did not change. Lower train.policy_lr / train.value_lr or check the reward model; to continue from "
-                    "it with other settings, start a new out.dir with model.policy=%s/policy",
-                    why, s->tr.last_dir, (long long)s->iteration, s->tr.last_dir);
-            return util_err(
-                err, errlen,
-                "%s; stopped. No checkpoint had been saved yet (nothing written); lower train.policy_lr / "
-                "train.value_lr or check the reward model",
-                why);
+                return util_err(err, errlen, "%s; stopped and restored the last good checkpoint "
+                                "%s (iteration %lld), which this run did not change. Lower "
+                                "train.policy_lr / train.value_lr or check the reward model; to "
+                                "continue from it with other settings, start a new out.dir with "
+                                "model.policy=%s/policy",
+                                why, s->tr.last_dir, (long long)s->iteration, s->tr.last_dir);
+            return util_err(err, errlen, "%s; stopped. No checkpoint had been saved yet (nothing "
+                            "written); lower train.policy_lr / train.value_lr or check the "
+                            "reward model",
+                            why);
         }
         s->iteration++;
         double flag = cli_stop_signal();
@@ -250,29 +248,24 @@ int main(int argc, char **argv) {
     int rc = ppo_setup(&s, err, sizeof err), main_rank = dist_main(&s.dist);
     if (rc == 0) {
         if (main_rank && s.dist.size > 1)
-            fprintf(
-                stderr,
-                "ppo: %d ranks, each generating %d of the %d rollouts and computing %d of the %d episodes of every minibatch\n",
-                s.dist.size, s.R / s.dist.size, s.R, s.mbl, s.mb);
+            fprintf(stderr, "ppo: %d ranks, each generating %d of the %d rollouts and computing "
+                    "%d of the %d episodes of every minibatch\n",
+                    s.dist.size, s.R / s.dist.size, s.R, s.mbl, s.mb);
         if (main_rank)
-            fprintf(
-                stderr,
-                "ppo: run %lld, %lld iterations of %d episodes (%d epochs of %d minibatches), responses up to %d tokens, "
-                "ptx %s, config %s\n",
-                (long long)s.tr.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb,
-                s.max_new, s.has_ptx ? "on" : "off", s.tr.hash);
+            fprintf(stderr, "ppo: run %lld, %lld iterations of %d episodes (%d epochs of %d "
+                    "minibatches), responses up to %d tokens, ptx %s, config %s\n",
+                    (long long)s.tr.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb,
+                    s.max_new, s.has_ptx ? "on" : "off", s.tr.hash);
         rc = train(&s, err, sizeof err);
     }
     if (rc < 0) dist_report_error(&s.dist, "ppo", err);
     int code = trainer_finish(&s.tr, rc);
     if (rc == 0 && main_rank) {
         if (s.dist.size > 1)
-            fprintf(
-                stderr,
-                "ppo: %d ranks, weights identical on every rank at every save; %.3f s in gradient allreduces (%.4f s per step), "
-                "%.3f s in all allreduces\n",
-                s.dist.size, s.t_allreduce, s.run_steps ? s.t_allreduce / (double)s.run_steps : 0.0,
-                s.dist.allreduce_s);
+            fprintf(stderr, "ppo: %d ranks, weights identical on every rank at every save; %.3f "
+                    "s in gradient allreduces (%.4f s per step), %.3f s in all allreduces\n",
+                    s.dist.size, s.t_allreduce,
+                    s.run_steps ? s.t_allreduce / (double)s.run_steps : 0.0, s.dist.allreduce_s);
         fprintf(stderr, "ppo: done: %s (the policy%s), %s (resumable state)\n", s.tr.final_dir,
                 s.has_ema ? ", EMA weights" : "", s.tr.last_dir);
     }

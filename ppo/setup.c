@@ -117,11 +117,10 @@ static int add_prompt(PromptCtx *c, const char *text, int64_t prompt_id, const c
     if (n > (size_t)c->Tlimit) {
         if (c->trunc == 2) {
             tok_ids_free(&ids);
-            return util_err(
-                c->err, c->errlen,
-                "%s: the prompt is %zu tokens, more than the %d allowed (data.max_prompt_tokens, or the context "
-                "minus rollout.max_new_tokens); set data.truncation to drop or left",
-                where, n, c->Tlimit);
+            return util_err(c->err, c->errlen, "%s: the prompt is %zu tokens, more than the %d "
+                            "allowed (data.max_prompt_tokens, or the context minus "
+                            "rollout.max_new_tokens); set data.truncation to drop or left",
+                            where, n, c->Tlimit);
         }
         if (c->trunc == 0) { c->n_dropped++; tok_ids_free(&ids); return 0; }
         p += n - (size_t)c->Tlimit;   // left: keep the end, which the response continues
@@ -213,19 +212,17 @@ static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
     PromptCtx c = {.s = s, .Tlimit = context - s->max_new, .err = err, .errlen = errlen};
     if (mp > 0 && mp < c.Tlimit) c.Tlimit = (int)mp;
     if (c.Tlimit < 1)
-        return util_err(
-            err, errlen,
-            "rollout.max_new_tokens %d leaves no room for a prompt in the context of %d tokens",
-            s->max_new, context);
+        return util_err(err, errlen, "rollout.max_new_tokens %d leaves no room for a prompt in "
+                        "the context of %d tokens",
+                        s->max_new, context);
     const char *tr = config_get_string(s->cfg, "data.truncation");
     c.trunc = !strcmp(tr, "drop") ? 0 : !strcmp(tr, "left") ? 1 : 2;
     if (!strcmp(config_get_string(s->cfg, "data.format"), "jsonl")) {
         const char *const *files;
         int64_t nf = config_get_list(s->cfg, "data.prompts", &files);
         if (nf == 0)
-            return util_err(
-                err, errlen,
-                "data.prompts: no prompt files given (JSONL lines {\"prompt\": ...}), or set data.format=db");
+            return util_err(err, errlen, "data.prompts: no prompt files given (JSONL lines "
+                            "{\"prompt\": ...}), or set data.format=db");
         for (int64_t i = 0; i < nf; i++)
             if (load_jsonl_prompts(&c, files[i])) return -1;
     } else if (store_each_prompt(s->tr.db, config_get_string(s->cfg, "data.split"), add_db_prompt,
@@ -233,15 +230,13 @@ static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
         return -1;
     }
     if (s->n_prompts == 0 && c.n_dropped)
-        return util_err(
-            err, errlen,
-            "no prompts to train on: all %lld were longer than %d tokens (see data.max_prompt_tokens, data.truncation)",
-            (long long)c.n_dropped, c.Tlimit);
+        return util_err(err, errlen, "no prompts to train on: all %lld were longer than %d "
+                        "tokens (see data.max_prompt_tokens, data.truncation)",
+                        (long long)c.n_dropped, c.Tlimit);
     if (s->n_prompts == 0)
-        return util_err(
-            err, errlen,
-            "no prompts to train on: %s has none in the %s split (import some, or use data.format=jsonl)",
-            s->tr.db_path, config_get_string(s->cfg, "data.split"));
+        return util_err(err, errlen, "no prompts to train on: %s has none in the %s split "
+                        "(import some, or use data.format=jsonl)",
+                        s->tr.db_path, config_get_string(s->cfg, "data.split"));
     s->Tp = 0;
     uint64_t fp = DATA_HASH_INIT;
     for (int64_t i = 0; i < s->n_prompts; i++) {
@@ -251,10 +246,10 @@ static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
     }
     s->prompt_fp = data_hash_mix(fp);
     if (dist_main(&s->dist))
-        fprintf(
-            stderr,
-            "ppo: %lld prompts, longest %d tokens; %lld dropped and %lld cut on the left as longer than %d\n",
-            (long long)s->n_prompts, s->Tp, (long long)c.n_dropped, (long long)c.n_cut, c.Tlimit);
+        fprintf(stderr, "ppo: %lld prompts, longest %d tokens; %lld dropped and %lld cut on the "
+                "left as longer than %d\n",
+                (long long)s->n_prompts, s->Tp, (long long)c.n_dropped, (long long)c.n_cut,
+                c.Tlimit);
     s->order = MALLOC_CHECK((size_t)s->n_prompts * sizeof(int64_t));
     return 0;
 }
@@ -269,11 +264,10 @@ static int load_ptx(Ppo *s, char *err, size_t errlen) {
     const char *tokpath = config_get_string(s->cfg, "ptx.tokens");
     if (s->ptx_coef == 0.0f) return 0;   // plain PPO
     if (nf == 0 && !tokpath[0])
-        return util_err(
-            err, errlen,
-            "ptx.coef is %g (PPO-ptx) but no pretraining text is given: set ptx.data (text files) or ptx.tokens "
-            "(a token file), or ptx.coef=0 for PPO without the pretraining mix",
-            (double)s->ptx_coef);
+        return util_err(err, errlen, "ptx.coef is %g (PPO-ptx) but no pretraining text is given: "
+                        "set ptx.data (text files) or ptx.tokens (a token file), or ptx.coef=0 "
+                        "for PPO without the pretraining mix",
+                        (double)s->ptx_coef);
     if (nf > 0 && tokpath[0]) return util_err(err, errlen, "set ptx.data or ptx.tokens, not both");
     char path[4200];
     if (nf > 0) {
@@ -310,17 +304,15 @@ static int role_config(const char *key, const char *dir, int want_lm, ModelConfi
     if (ckpt_load_config(dir, c, NULL, e, sizeof e)) return util_err(err, errlen, "%s: %s", key, e);
     if (want_lm) {
         if (!c->lm_head)
-            return util_err(
-                err, errlen,
-                "%s: %s has no LM head: the policy and reference must be language models (the SFT checkpoint)",
-                key, dir);
+            return util_err(err, errlen, "%s: %s has no LM head: the policy and reference must "
+                            "be language models (the SFT checkpoint)",
+                            key, dir);
         c->score_head = 0;
     } else {
         if (!c->score_head)
-            return util_err(
-                err, errlen,
-                "%s: %s has no score head (score.weight): it is not a reward model; train one with the reward program",
-                key, dir);
+            return util_err(err, errlen, "%s: %s has no score head (score.weight): it is not a "
+                            "reward model; train one with the reward program",
+                            key, dir);
         c->lm_head = 0;   // the value and reward models only read the scalar head
     }
     return 0;
@@ -378,10 +370,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     util_format_bytes(t, sizeof t, (double)total);
     util_format_bytes(l, sizeof l, lim);
     if (dist_main(&s->dist)) {
-        fprintf(
-            stderr,
-            "ppo: memory plan (%d rollouts of up to %d tokens, minibatch %d, generation batch %d)%s:\n",
-            s->R, s->Tseq, s->mb, s->gen_B, s->dist.size > 1 ? ", per rank" : "");
+        fprintf(stderr, "ppo: memory plan (%d rollouts of up to %d tokens, minibatch %d, "
+                "generation batch %d)%s:\n",
+                s->R, s->Tseq, s->mb, s->gen_B, s->dist.size > 1 ? ", per rank" : "");
         for (int i = 0; i < n; i++) {
             util_format_bytes(b, sizeof b, (double)rows[i].bytes);
             fprintf(stderr, "ppo:   %-10s %10s  %s\n", rows[i].what, b, rows[i].detail);
@@ -392,13 +383,12 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
                             : "(unknown: not checked)");
     }
     if (lim > 0 && (double)total > lim)
-        return util_err(
-            err, errlen,
-            "the memory plan needs %s but only %s is %s: lower ppo.minibatch_size (activations of all four models), "
-            "rollout.generation_batch (KV cache), rollout.max_new_tokens or data.max_prompt_tokens (sequence length)%s, "
-            "or use smaller models",
-            t, l, from_config ? "allowed (memory.limit_gb)" : "available",
-            s->has_ema ? ", set train.ema=0" : "");
+        return util_err(err, errlen, "the memory plan needs %s but only %s is %s: lower "
+                        "ppo.minibatch_size (activations of all four models), "
+                        "rollout.generation_batch (KV cache), rollout.max_new_tokens or "
+                        "data.max_prompt_tokens (sequence length)%s, or use smaller models",
+                        t, l, from_config ? "allowed (memory.limit_gb)" : "available",
+                        s->has_ema ? ", set train.ema=0" : "");
     return 0;
 }
 
@@ -621,11 +611,9 @@ static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
                         "rollout.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)",
                         s->R, s->mb);
     if (s->mb % s->dist.size)
-        return util_err(
-            err, errlen,
-            "ppo.minibatch_size (%d) must be a multiple of the number of ranks (%d): each "
-            "rank takes an equal share of every minibatch",
-            s->mb, s->dist.size);
+        return util_err(err, errlen, "ppo.minibatch_size (%d) must be a multiple of the number "
+                        "of ranks (%d): each rank takes an equal share of every minibatch",
+                        s->mb, s->dist.size);
     return trainer_open_store(&s->tr, 1, group_recover, s, err, errlen);
 }
 
@@ -651,11 +639,9 @@ static int load_role_configs(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
     m->context = pc->max_seq_len;
     for (int i = 1; i < N_ROLES; i++) {
         if (m->config[i].vocab_size != pc->vocab_size)
-            return util_err(
-                err, errlen,
-                "%s has a vocabulary of %d tokens, model.policy %d: all four models must "
-                "share the tokenizer",
-                PPO_ROLE_NAMES[i], m->config[i].vocab_size, pc->vocab_size);
+            return util_err(err, errlen, "%s has a vocabulary of %d tokens, model.policy %d: all "
+                            "four models must share the tokenizer",
+                            PPO_ROLE_NAMES[i], m->config[i].vocab_size, pc->vocab_size);
         if (m->config[i].max_seq_len < m->context) m->context = m->config[i].max_seq_len;
     }
     return ckpt_check_tokenizer(config_get_string(s->cfg, "model.policy"), pc->vocab_size,
@@ -680,10 +666,9 @@ static int setup_lengths(Ppo *s, const PpoRoles *m, char *err, size_t errlen) {
     if (s->ptx_B == 0) s->ptx_B = 8 * s->mb; // InstructGPT: 8x as much pretraining data as episodes
     s->ptx_chunk = s->ptx_B < s->mbl ? s->ptx_B : s->mbl;
     if (s->ptx_B % s->ptx_chunk)
-        return util_err(
-            err, errlen,
-            "ptx.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)%s when larger",
-            s->ptx_B, s->mb, s->dist.size > 1 ? " divided by the number of ranks" : "");
+        return util_err(err, errlen, "ptx.batch_size (%d) must be a multiple of "
+                        "ppo.minibatch_size (%d)%s when larger",
+                        s->ptx_B, s->mb, s->dist.size > 1 ? " divided by the number of ranks" : "");
     if (config_get_double(s->cfg, "ptx.coef") == 0.0) {   // plain PPO
         s->ptx_T = 0;
         s->ptx_chunk = 0;
@@ -742,11 +727,10 @@ static int resume_state(Ppo *s, const PpoRoles *m, CkptTrainerState *st, char *e
         ckpt_state_get_float(st, "kl.beta", &beta, err, errlen))
         return -1;
     if ((uint64_t)fp != s->prompt_fp)
-        return util_err(
-            err, errlen,
-            "%s: the prompts changed since this checkpoint (other files, template or "
-            "tokenizer): use another out.dir, or --set train.resume=false to start over",
-            s->tr.last_dir);
+        return util_err(err, errlen, "%s: the prompts changed since this checkpoint (other "
+                        "files, template or tokenizer): use another out.dir, or --set "
+                        "train.resume=false to start over",
+                        s->tr.last_dir);
     if (s->has_ptx) {
         DataCursor cur;
         if (data_cursor_load(&cur, st, "ptx", err, errlen) ||

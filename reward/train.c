@@ -387,12 +387,11 @@ static void print_stats(const char *what, const Stats *st, int64_t step) {
             if (st->pairs_k[k])
                 o += (size_t)snprintf(byk + o, sizeof byk - o, " K=%d %.3f", k,
                                       st->correct_k[k] / st->pairs_k[k]);
-    fprintf(
-        stderr,
-        "reward: step %lld: %s loss %.4f accuracy %.4f margin %.3f (%lld rankings, %lld pairs)%s%s\n",
-        (long long)step, what, st->rankings ? st->loss / st->rankings : NAN,
-        st->pairs ? st->correct / st->pairs : NAN, st->pairs ? st->margin / st->pairs : NAN,
-        (long long)st->rankings, (long long)st->pairs, kinds > 1 ? "; by K:" : "", byk);
+    fprintf(stderr, "reward: step %lld: %s loss %.4f accuracy %.4f margin %.3f (%lld rankings, "
+            "%lld pairs)%s%s\n",
+            (long long)step, what, st->rankings ? st->loss / st->rankings : NAN,
+            st->pairs ? st->correct / st->pairs : NAN, st->pairs ? st->margin / st->pairs : NAN,
+            (long long)st->rankings, (long long)st->pairs, kinds > 1 ? "; by K:" : "", byk);
 }
 
 static const char *tokenizer_dir(Rm *rm) {
@@ -556,13 +555,12 @@ static void alloc_buffers(Rm *rm) {
 static void print_data_summary(const Rm *rm) {
     int64_t ntr = 0;
     for (int64_t i = 0; i < rm->train.ni; i++) ntr += rm->train.it[i].len > rm->T;
-    fprintf(
-        stderr,
-        "reward: %lld training rankings (%lld pairs, K up to %d), %lld held out (%lld pairs)%s%s\n",
-        (long long)rm->train.n, (long long)rm->train.pairs, rm->train.max_k, (long long)rm->valid.n,
-        (long long)rm->valid.pairs,
-        rm->train.n_tied + rm->valid.n_tied ? "; rankings that are all ties skipped" : "",
-        ntr ? "; some sequences longer than train.seq_len keep their end" : "");
+    fprintf(stderr, "reward: %lld training rankings (%lld pairs, K up to %d), %lld held out "
+            "(%lld pairs)%s%s\n",
+            (long long)rm->train.n, (long long)rm->train.pairs, rm->train.max_k,
+            (long long)rm->valid.n, (long long)rm->valid.pairs,
+            rm->train.n_tied + rm->valid.n_tied ? "; rankings that are all ties skipped" : "",
+            ntr ? "; some sequences longer than train.seq_len keep their end" : "");
     if (rm->valid.n == 0)
         fprintf(stderr, "reward: warning: no held-out rankings (no prompts in the valid split): no "
                         "held-out accuracy\n");
@@ -821,10 +819,9 @@ static int train(Rm *rm, char *err, size_t errlen) {
         float norm = optim_adamw_step(&rm->model, &oc, lr, rm->step + 1);
         rm->step++;
         if (!isfinite(loss) || !isfinite(norm)) {
-            rc = util_err(
-                err, errlen,
-                "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); lower train.lr",
-                (long long)rm->step, loss, (double)norm);
+            rc = util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, "
+                          "grad norm %g); lower train.lr",
+                          (long long)rm->step, loss, (double)norm);
             break;
         }
         double dt = util_time_s() - t0;
@@ -886,22 +883,20 @@ int cmd_train(int argc, char **argv) {
                     rm.dist.size, rm.bs % rm.dist.size ? "up to " : "",
                     (rm.bs + rm.dist.size - 1) / rm.dist.size, rm.bs);
         if (main_rank)
-            fprintf(
-                stderr,
-                "reward: run %lld, %lld steps of %d rankings (micro-batches of up to %d sequences of up to %d tokens), config %s\n",
-                (long long)rm.tr.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T,
-                rm.tr.hash);
+            fprintf(stderr, "reward: run %lld, %lld steps of %d rankings (micro-batches of up to "
+                    "%d sequences of up to %d tokens), config %s\n",
+                    (long long)rm.tr.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T,
+                    rm.tr.hash);
         rc = train(&rm, err, sizeof err);
     }
     if (rc < 0) dist_report_error(&rm.dist, "reward train", err);
     int code = trainer_finish(&rm.tr, rc);
     if (rc == 0 && main_rank) {
         if (rm.dist.size > 1)
-            fprintf(
-                stderr,
-                "reward: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
-                rm.dist.size, rm.dist.allreduce_s,
-                rm.step ? rm.dist.allreduce_s / (double)rm.step : 0.0);
+            fprintf(stderr, "reward: %d ranks, weights identical on every rank at every save; "
+                    "%.3f s in allreduce (%.4f s per step)\n",
+                    rm.dist.size, rm.dist.allreduce_s,
+                    rm.step ? rm.dist.allreduce_s / (double)rm.step : 0.0);
         fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n",
                 rm.tr.final_dir, rm.tr.last_dir);
     }

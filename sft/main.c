@@ -185,10 +185,11 @@ static int load_data(Sft *s, char *err, size_t errlen) {
     dataset_stats(s->ds, &st);
     if (st.n_train == 0) return util_err(err, errlen, "the data set has no training examples");
     if (dist_main(&s->dist))
-        fprintf(
-            stderr, "sft: %lld examples (%lld train, %lld held out), %lld tokens, longest %d%s\n",
-            (long long)st.n_examples, (long long)st.n_train, (long long)st.n_valid,
-            (long long)st.n_tokens, st.max_len, st.n_dropped ? " (some dropped: too long)" : "");
+        fprintf(stderr, "sft: %lld examples (%lld train, %lld held out), %lld tokens, longest "
+                "%d%s\n",
+                (long long)st.n_examples, (long long)st.n_train, (long long)st.n_valid,
+                (long long)st.n_tokens, st.max_len,
+                st.n_dropped ? " (some dropped: too long)" : "");
     s->has_valid = st.n_valid > 0;
     DatasetIterOptions io = {.batch_size = s->B,
                              .bucket_batches = 50,
@@ -343,11 +344,10 @@ static int memory_check(const Sft *s, const ModelConfig *c, char *err, size_t er
         char n[32], a[32];
         util_format_bytes(n, sizeof n, need);
         util_format_bytes(a, sizeof a, avail);
-        return util_err(
-            err, errlen,
-            "train.batch_size %d x train.grad_accum %d sequences of %d tokens need %s but only %s is available: "
-            "lower train.batch_size, train.grad_accum or train.seq_len",
-            s->B, s->accum, s->T, n, a);
+        return util_err(err, errlen, "train.batch_size %d x train.grad_accum %d sequences of %d "
+                        "tokens need %s but only %s is available: lower train.batch_size, "
+                        "train.grad_accum or train.seq_len",
+                        s->B, s->accum, s->T, n, a);
     }
     return 0;
 }
@@ -615,11 +615,10 @@ int main(int argc, char **argv) {
     int code = trainer_finish(&s.tr, rc);
     if (rc == 0 && dist_main(&s.dist)) {
         if (s.dist.size > 1)
-            fprintf(
-                stderr,
-                "sft: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
-                s.dist.size, s.dist.allreduce_s,
-                s.step ? s.dist.allreduce_s / (double)s.step : 0.0);
+            fprintf(stderr, "sft: %d ranks, weights identical on every rank at every save; %.3f "
+                    "s in allreduce (%.4f s per step)\n",
+                    s.dist.size, s.dist.allreduce_s,
+                    s.step ? s.dist.allreduce_s / (double)s.step : 0.0);
         fprintf(stderr, "sft: done: %s (last), %s (best)\n", s.tr.last_dir, s.tr.final_dir);
     }
     teardown(&s);
