@@ -156,7 +156,8 @@ int trainer_stop_status(void) { return cli_stop_signal() ? cli_stop_signal() : S
 
 int trainer_stopped(const Trainer *t, const char *unit, int64_t done) {
     if (dist_main(t->dist))
-        fprintf(stderr, "%s: interrupted by %s at %s %lld; saved %s (rerun the same command to resume)\n",
+        fprintf(stderr, "%s: interrupted by %s at %s %lld; saved %s (rerun the same command to "
+                        "resume)\n",
                 t->spec->stage, cli_stop_name(), unit, (long long)done, t->last_dir);
     return trainer_stop_status();
 }

@@ -365,7 +365,8 @@ static int update_ptx(Ppo *s, double *red, char *err, size_t errlen) {
         if (c % s->dist.size != s->dist.rank || red[BAD_POLICY] || red[BAD_VALUE] || red[BAD_PTX])
             continue;
         ModelBatch pb = data_batch_model(&s->ptx_batch);
-        if (model_forward(&s->policy, &pb, 0, e, sizeof e)) return util_err(err, errlen, "ptx: %s", e);
+        if (model_forward(&s->policy, &pb, 0, e, sizeof e))
+            return util_err(err, errlen, "ptx: %s", e);
         red[PTX] += s->policy.loss;
         if (!isfinite(s->policy.loss)) {
             red[BAD_PTX] = 1;
@@ -502,7 +503,7 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             char why[256];
             // (before the first minibatch the check after scoring just looked)
             if ((ep > 0 || k > 0) && stop_now(s))
-                return PPO_ITER_STOPPED_DIRTY; // some were applied
+                return PPO_ITER_STOPPED_DIRTY;   // some were applied
             rc = update(s, s->perm + (size_t)k * s->mb, ep == 0 && k == 0, st, why, sizeof why, err,
                         errlen);
             if (rc < 0) return -1;

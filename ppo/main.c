@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("model.policy", CONFIG_STRING, "",
@@ -239,8 +238,9 @@ int main(int argc, char **argv) {
     blas_startup("ppo", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     Ppo s;
     memset(&s, 0, sizeof s);
-    signal(SIGXFSZ, SIG_IGN); // past a file-size limit a write fails (EFBIG: a message, the old
-                              // files kept) instead of killing us
+    // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of
+    // killing us
+    signal(SIGXFSZ, SIG_IGN);
     dist_init(&s.dist, &argc, &argv);
     int early = trainer_config(&s.cfg, &s.dist, PPO_SCHEMA, "ppo", usage, argc - 1, argv + 1);
     if (early >= 0) return early;

@@ -21,7 +21,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,8 +271,8 @@ static int load_ptx(Ppo *s, char *err, size_t errlen) {
     char path[4200];
     if (nf > 0) {
         snprintf(path, sizeof path, "%s/ptx.tok", s->tr.out_dir);
-        if (dist_main(&s->dist) &&
-            !exists(path)) { // tokenized once (by rank 0), then memory-mapped on every run
+        // tokenized once (by rank 0), then memory-mapped on every run
+        if (dist_main(&s->dist) && !exists(path)) {
             fprintf(stderr, "ppo: tokenizing %lld pretraining file(s) into %s\n", (long long)nf,
                     path);
             if (tokfile_write_text(path, s->tok, files, (size_t)nf, NULL, NULL, err, errlen))
@@ -514,7 +513,7 @@ static void read_settings(Ppo *s) {
     s->R = (int)config_get_int(c, "rollout.batch_size");
     s->gen_B = (int)config_get_int(c, "rollout.generation_batch");
     if (s->gen_B == 0 || s->gen_B > s->R / s->dist.size)
-        s->gen_B = s->R / s->dist.size; // each rank generates R/N
+        s->gen_B = s->R / s->dist.size;   // each rank generates R/N
     if (s->gen_B < 1) s->gen_B = 1;
     s->max_new = (int)config_get_int(c, "rollout.max_new_tokens");
     s->mb = (int)config_get_int(c, "ppo.minibatch_size");
@@ -663,7 +662,8 @@ static int setup_lengths(Ppo *s, const PpoRoles *m, char *err, size_t errlen) {
         return util_err(err, errlen, "ptx.seq_len %d exceeds the policy's context %d", s->ptx_T,
                         pc->max_seq_len);
     s->ptx_B = (int)config_get_int(s->cfg, "ptx.batch_size");
-    if (s->ptx_B == 0) s->ptx_B = 8 * s->mb; // InstructGPT: 8x as much pretraining data as episodes
+    // InstructGPT: 8x as much pretraining data as episodes
+    if (s->ptx_B == 0) s->ptx_B = 8 * s->mb;
     s->ptx_chunk = s->ptx_B < s->mbl ? s->ptx_B : s->mbl;
     if (s->ptx_B % s->ptx_chunk)
         return util_err(err, errlen, "ptx.batch_size (%d) must be a multiple of "

@@ -37,8 +37,6 @@
 #include "trainer.h"
 #include "util.h"
 #include <math.h>
-#include <omp.h>
-#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -791,11 +789,12 @@ static int train(Rm *rm, char *err, size_t errlen) {
         double t0 = util_time_s();
         for (int j = 0; j < rm->bs; j++) {
             idx[j] = ranking_at(rm, rm->step * rm->bs + j);
-            const RmRank *r =
-                &rm->train.r[idx[j]]; // tokens through the model (global: every rank knows them)
-            for (int i = 0; i < r->k; i++)
-                tokens_since +=
-                    rm->train.it[r->first + i].len < rm->T ? rm->train.it[r->first + i].len : rm->T;
+            // tokens through the model (global: every rank knows them)
+            const RmRank *r = &rm->train.r[idx[j]];
+            for (int i = 0; i < r->k; i++) {
+                int32_t len = rm->train.it[r->first + i].len;
+                tokens_since += len < rm->T ? len : rm->T;
+            }
         }
         model_zero_grad(&rm->model);
         Stats st = {0};
@@ -901,7 +900,8 @@ int cmd_train(int argc, char **argv) {
                 rm.tr.final_dir, rm.tr.last_dir);
     }
     teardown(&rm);
-    if (rc < 0 && rm.dist.size > 1) dist_abort(&rm.dist, 1); // the others may wait in an allreduce
+    // the others may wait in an allreduce
+    if (rc < 0 && rm.dist.size > 1) dist_abort(&rm.dist, 1);
     dist_finalize(&rm.dist);
     return code;
 }

@@ -17,15 +17,12 @@
 #include "tokenizer.h"
 #include "trainer.h"
 #include "util.h"
-#include <errno.h>
 #include <math.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 static const ConfigEntry SFT_SCHEMA[] = {
     CONFIG_ENTRY("model.init", CONFIG_STRING, "", "checkpoint to start from (required)"),
@@ -527,7 +524,8 @@ static int train(Sft *s, char *err, size_t errlen) {
     AdamWConfig oc = trainer_adamw(s->cfg, "train.lr");
     LrSchedule sch = trainer_schedule(s->cfg, s->total_steps);
     int64_t eval_every = config_get_int(s->cfg, "eval.every");
-    int64_t save_every = trainer_save_every(s->cfg), log_every = config_get_int(s->cfg, "log.every");
+    int64_t save_every = trainer_save_every(s->cfg);
+    int64_t log_every = config_get_int(s->cfg, "log.every");
     CliProgress pr;
     cli_progress_start(&pr, stderr, "sft", s->total_steps);
     cli_progress_resume(&pr, s->step);
@@ -585,7 +583,8 @@ static int train(Sft *s, char *err, size_t errlen) {
                 (long long)(s->step - first_step), (long long)tokens_since, el,
                 el > 0 ? (double)tokens_since / el : 0.0);
     if (stop) return save_last(s, err, errlen) ? -1 : trainer_stopped(&s->tr, "step", s->step);
-    if (!s->has_valid && save_best(s, err, errlen)) return -1;   // without held-out data, best = last
+    // without held-out data, best = last
+    if (!s->has_valid && save_best(s, err, errlen)) return -1;
     return 0;
 }
 
