@@ -34,6 +34,9 @@ int64_t trainer_save_every(const Config *cfg) {
 
 int trainer_config(Config **cfg, Dist *d, const ConfigEntry *schema, const char *prog,
                    const char *usage, int argc, char **argv) {
+    // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of
+    // killing us
+    signal(SIGXFSZ, SIG_IGN);
     char err[1024];
     if (config_new(cfg, schema, err, sizeof err)) {
         fprintf(stderr, "%s: %s\n", prog, err);
@@ -162,7 +165,8 @@ int trainer_stopped(const Trainer *t, const char *unit, int64_t done) {
     return trainer_stop_status();
 }
 
-int trainer_finish(Trainer *t, int rc) {
+int trainer_finish(Trainer *t, int rc, const char *err) {
+    if (rc < 0) dist_report_error(t->dist, t->spec->program, err);
     return store_finish_run(t->dist && dist_main(t->dist) ? t->db : NULL, t->run_id, rc,
                             t->spec ? t->spec->program : "");
 }

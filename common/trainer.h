@@ -41,6 +41,10 @@
 //     ...
 // or, for a program with one learning rate and save/log by steps, TRAINER_ENTRIES_OPTIM(lr) and
 // TRAINER_ENTRIES_CADENCE.
+// Where a run writes: OUT.DIR (last/ and the result) and the workspace database.
+#define TRAINER_ENTRY_OUT_DIR(help) CONFIG_ENTRY("out.dir", CONFIG_STRING, "", help)
+#define TRAINER_ENTRY_WORKSPACE(help)                                                           \
+    CONFIG_ENTRY("workspace", CONFIG_STRING, "", help, .flags = CONFIG_NO_HASH)
 #define TRAINER_ENTRY_LR(key, def, help)                                                        \
     CONFIG_ENTRY(key, CONFIG_DOUBLE, def, help, .min = "0", .max = "10")
 #define TRAINER_ENTRY_SCHEDULE(def, kinds)                                                    \
@@ -108,10 +112,12 @@ int64_t trainer_save_every(const Config *cfg);
 // ---------------------------------------------------------------------------------------------
 // The command line and the run.
 
-// Makes *cfg from the schema (a bad schema: message, exit 2) and parses argv[0 .. argc) (no
-// program name) as config_parse_args does. Returns -1 when the program should go on, with the
-// stop signals installed (cli_stop_install(prog)); otherwise the exit status to return, with the
-// Config freed and the ranks finalized (--help, --print-config, a bad file or override).
+// Ignores SIGXFSZ (a write past a file-size limit then fails with a message instead of killing
+// the process), makes *cfg from the schema (a bad schema: message, exit 2) and parses
+// argv[0 .. argc) (no program name) as config_parse_args does. Returns -1 when the program should
+// go on, with the stop signals installed (cli_stop_install(prog)); otherwise the exit status to
+// return, with the Config freed and the ranks finalized (--help, --print-config, a bad file or
+// override).
 int trainer_config(Config **cfg, Dist *d, const ConfigEntry *schema, const char *prog,
                    const char *usage, int argc, char **argv);
 
@@ -177,9 +183,10 @@ void trainer_note_resumed(const Trainer *t, const char *unit, int64_t done, int6
 int trainer_stopped(const Trainer *t, const char *unit, int64_t done);
 // The exit status of a run that stopped on a signal (cli_stop_signal, SIGINT when none was seen).
 int trainer_stop_status(void);
-// Marks the run done, failed or interrupted by rc (store_finish_run; rank 0 only) and returns
-// the process's exit status.
-int trainer_finish(Trainer *t, int rc);
+// The end of a run: after a failure (rc < 0) err's message on stderr, from one rank
+// (dist_report_error); the run marked done, failed or interrupted by rc (store_finish_run, rank
+// 0). Returns the process's exit status.
+int trainer_finish(Trainer *t, int rc, const char *err);
 void trainer_close(Trainer *t);   // closes the store; the Config is the program's to free
 
 // The config hash as stored in trainer states (an int64 of its 64 bits).

@@ -14,7 +14,6 @@
 #include "ppo_train.h"
 #include "util.h"
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +28,8 @@ static const ConfigEntry PPO_SCHEMA[] = {
                  "where the value model starts (default: model.reward)"),
     CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "",
                  "tokenizer directory (default: model.policy's)"),
-    CONFIG_ENTRY("out.dir", CONFIG_STRING, "",
-                 "output directory: last/ (resumable) and policy/ (the result) (required)"),
-    CONFIG_ENTRY("workspace", CONFIG_STRING, "",
-                 "workspace database (default: OUT.DIR/workspace.db)", .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRY_OUT_DIR("output directory: last/ (resumable) and policy/ (the result) (required)"),
+    TRAINER_ENTRY_WORKSPACE("workspace database (default: OUT.DIR/workspace.db)"),
     CONFIG_ENTRY("data.format", CONFIG_ENUM, "jsonl",
                  "jsonl: {\"prompt\": ...} lines in data.prompts; db: the workspace's prompts",
                  .choices = "jsonl|db"),
@@ -238,9 +235,6 @@ int main(int argc, char **argv) {
     blas_startup("ppo", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     Ppo s;
     memset(&s, 0, sizeof s);
-    // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of
-    // killing us
-    signal(SIGXFSZ, SIG_IGN);
     dist_init(&s.dist, &argc, &argv);
     int early = trainer_config(&s.cfg, &s.dist, PPO_SCHEMA, "ppo", usage, argc - 1, argv + 1);
     if (early >= 0) return early;
@@ -258,8 +252,7 @@ int main(int argc, char **argv) {
                     s.max_new, s.has_ptx ? "on" : "off", s.tr.hash);
         rc = train(&s, err, sizeof err);
     }
-    if (rc < 0) dist_report_error(&s.dist, "ppo", err);
-    int code = trainer_finish(&s.tr, rc);
+    int code = trainer_finish(&s.tr, rc, err);
     if (rc == 0 && main_rank) {
         if (s.dist.size > 1)
             fprintf(stderr, "ppo: %d ranks, weights identical on every rank at every save; %.3f "

@@ -50,11 +50,9 @@ static const ConfigEntry RM_SCHEMA[] = {
     CONFIG_ENTRY("model.score_init", CONFIG_ENUM, "normal",
                  "score.weight when model.init has none: normal = N(0, 1/sqrt(C)), or zeros",
                  .choices = "normal|zeros"),
-    CONFIG_ENTRY("out.dir", CONFIG_STRING, "",
-                 "output directory: last/ (resumable) and final/ (the reward model) (required)"),
-    CONFIG_ENTRY("workspace", CONFIG_STRING, "",
-                 "workspace database with the rankings (default: OUT.DIR/workspace.db)",
-                 .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRY_OUT_DIR(
+        "output directory: last/ (resumable) and final/ (the reward model) (required)"),
+    TRAINER_ENTRY_WORKSPACE("workspace database with the rankings (default: OUT.DIR/workspace.db)"),
     CONFIG_ENTRY(
         "data.import", CONFIG_LIST, NULL,
         "JSONL ranking files imported into the workspace first (as `reward import`; a file imported before adds nothing)"),
@@ -888,8 +886,7 @@ int cmd_train(int argc, char **argv) {
                     rm.tr.hash);
         rc = train(&rm, err, sizeof err);
     }
-    if (rc < 0) dist_report_error(&rm.dist, "reward train", err);
-    int code = trainer_finish(&rm.tr, rc);
+    int code = trainer_finish(&rm.tr, rc, err);
     if (rc == 0 && main_rank) {
         if (rm.dist.size > 1)
             fprintf(stderr, "reward: %d ranks, weights identical on every rank at every save; "

@@ -18,7 +18,6 @@
 #include "trainer.h"
 #include "util.h"
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,10 +27,8 @@ static const ConfigEntry SFT_SCHEMA[] = {
     CONFIG_ENTRY("model.init", CONFIG_STRING, "", "checkpoint to start from (required)"),
     CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "",
                  "tokenizer directory when model.init has none"),
-    CONFIG_ENTRY("out.dir", CONFIG_STRING, "",
-                 "output directory: last/ and best/ checkpoints (required)"),
-    CONFIG_ENTRY("workspace", CONFIG_STRING, "",
-                 "workspace database (default: OUT.DIR/workspace.db)", .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRY_OUT_DIR("output directory: last/ and best/ checkpoints (required)"),
+    TRAINER_ENTRY_WORKSPACE("workspace database (default: OUT.DIR/workspace.db)"),
     CONFIG_ENTRY(
         "data.format", CONFIG_ENUM, "jsonl",
         "jsonl: prompt/response or chat lines; db: the workspace's demonstrations; text: plain-text pretraining",
@@ -592,9 +589,6 @@ int main(int argc, char **argv) {
     blas_startup("sft", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     Sft s;
     memset(&s, 0, sizeof s);
-    // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of
-    // killing us
-    signal(SIGXFSZ, SIG_IGN);
     dist_init(&s.dist, &argc, &argv);
     int early = trainer_config(&s.cfg, &s.dist, SFT_SCHEMA, "sft", usage, argc - 1, argv + 1);
     if (early >= 0) return early;
@@ -610,8 +604,7 @@ int main(int argc, char **argv) {
                 (long long)s.tr.run_id, (long long)s.total_steps, s.accum, s.B, s.T, s.tr.hash);
     }
     if (rc == 0) rc = train(&s, err, sizeof err);
-    if (rc < 0) dist_report_error(&s.dist, "sft", err);
-    int code = trainer_finish(&s.tr, rc);
+    int code = trainer_finish(&s.tr, rc, err);
     if (rc == 0 && dist_main(&s.dist)) {
         if (s.dist.size > 1)
             fprintf(stderr, "sft: %d ranks, weights identical on every rank at every save; %.3f "

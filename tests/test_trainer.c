@@ -18,31 +18,57 @@
 
 static char tmpdir[] = "/tmp/rlhf_test_trainer_XXXXXX";
 
-// sft's table of these keys as it was written before the shared entries (94c2116), in order.
-static const ConfigEntry SFT_BEFORE[] = {
-    CONFIG_ENTRY("model.init", CONFIG_STRING, "", "checkpoint to start from (required)"),
-    CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory"),
-    CONFIG_ENTRY("workspace", CONFIG_STRING, "", "workspace database", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", "passes over the training data (when train.steps is 0)", .min = "1"),
-    CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0"),
-    CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "1e-4", "peak learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "cosine", "learning-rate schedule after warmup", .choices = "cosine|constant"),
-    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup steps", .min = "0"),
-    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip (0: off)", .min = "0"),
-    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "data order and sampling seed", .min = "0"),
-    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("eval.every", CONFIG_INT, "100", "evaluate every N steps (and at the end)", .min = "1"),
-    CONFIG_ENTRY("save.every", CONFIG_INT, "0", "save last/ every N steps (0: at each evaluation)", .min = "0", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("log.every", CONFIG_INT, "10", "log a line every N steps when not on a terminal", .min = "1", .flags = CONFIG_NO_HASH),
-    {0}};
+// What the tables of these keys as sft and ppo wrote them out before the shared entries
+// (94c2116) gave: the --help lines, and the config hash of the defaults and of the overrides
+// below. Runs made before record those hashes; a resume compares them.
+static const char SFT_HELP_BEFORE[] =
+    "  model.init          string  \"\"            checkpoint to start from (required)\n"
+    "  out.dir             string  \"\"            output directory\n"
+    "  workspace           string  \"\"            workspace database\n"
+    "  train.epochs        int     1             passes over the training data (when train.steps is 0) [>= 1]\n"
+    "  train.steps         int     0             optimizer steps (0: from epochs) [>= 0]\n"
+    "  train.lr            double  0.0001        peak learning rate [0 .. 10]\n"
+    "  train.schedule      enum    \"cosine\"      learning-rate schedule after warmup (cosine|constant)\n"
+    "  train.warmup_steps  int     0             linear warmup steps [>= 0]\n"
+    "  train.min_lr_frac   double  0.1           cosine floor as a fraction of the peak [0 .. 1]\n"
+    "  train.weight_decay  double  0             AdamW decay on matrices [0 .. 10]\n"
+    "  train.beta1         double  0.9           AdamW beta1 [0 .. 1]\n"
+    "  train.beta2         double  0.95          AdamW beta2 [0 .. 1]\n"
+    "  train.eps           double  1e-08         AdamW epsilon [0 .. 1]\n"
+    "  train.grad_clip     double  1             global gradient-norm clip (0: off) [>= 0]\n"
+    "  train.seed          int     1234          data order and sampling seed [>= 0]\n"
+    "  train.threads       int     0             OpenMP threads (0: OMP_NUM_THREADS or all cores) [0 .. 4096]\n"
+    "  eval.every          int     100           evaluate every N steps (and at the end) [>= 1]\n"
+    "  save.every          int     0             save last/ every N steps (0: at each evaluation) [>= 0]\n"
+    "  train.resume        bool    true          continue from OUT.DIR/last when it holds this config's run\n"
+    "  log.every           int     10            log a line every N steps when not on a terminal [>= 1]\n";
+static const char PPO_HELP_BEFORE[] =
+    "  out.dir             string  \"\"            output directory\n"
+    "  train.policy_lr     double  1e-05         policy learning rate [0 .. 10]\n"
+    "  train.value_lr      double  1e-05         value model learning rate [0 .. 10]\n"
+    "  train.schedule      enum    \"constant\"    learning-rate schedule after warmup (constant|cosine)\n"
+    "  train.warmup_steps  int     0             linear warmup (optimizer steps) [>= 0]\n"
+    "  train.min_lr_frac   double  0.1           cosine floor as a fraction of the peak [0 .. 1]\n"
+    "  train.weight_decay  double  0             AdamW decay on matrices [0 .. 10]\n"
+    "  train.beta1         double  0.9           AdamW beta1 [0 .. 1]\n"
+    "  train.beta2         double  0.95          AdamW beta2 [0 .. 1]\n"
+    "  train.eps           double  1e-08         AdamW epsilon [0 .. 1]\n"
+    "  train.grad_clip     double  1             global gradient-norm clip per model (0: off) [>= 0]\n"
+    "  train.seed          int     1234          prompt order, sampling and minibatch seed [>= 0]\n"
+    "  train.threads       int     0             OpenMP threads (0: OMP_NUM_THREADS or all cores) [0 .. 4096]\n"
+    "  train.resume        bool    true          continue from OUT.DIR/last when it holds this config's run\n"
+    "  save.every          int     10            save OUT.DIR/last every N iterations (and at the end) [>= 1]\n"
+    "  log.every           int     1             print a line every N iterations [>= 1]\n";
+static const char *const SFT_SETS[] = {
+    "train.lr=3e-3", "train.schedule=constant", "train.warmup_steps=5", "train.min_lr_frac=0.2",
+    "train.weight_decay=0.1", "train.beta1=0.8", "train.beta2=0.99", "train.eps=1e-6",
+    "train.grad_clip=0.5", "train.seed=7", "train.threads=2", "save.every=7", "log.every=1",
+    "train.resume=false", "train.steps=30", "eval.every=10", NULL};
+static const char *const PPO_SETS[] = {"train.policy_lr=2e-3", "train.value_lr=3e-3",
+                                       "train.schedule=cosine", "save.every=2", "train.seed=11",
+                                       NULL};
 
-// The same keys through the shared entries.
+// sft's keys (a subset) through the shared entries, in sft's order.
 static const ConfigEntry SFT_NOW[] = {
     CONFIG_ENTRY("model.init", CONFIG_STRING, "", "checkpoint to start from (required)"),
     CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory"),
@@ -55,27 +81,8 @@ static const ConfigEntry SFT_NOW[] = {
     TRAINER_ENTRIES_CADENCE,
     {0}};
 
-// ppo's optimizer and cadence keys before (two learning rates, another schedule default, saves
-// by iterations), and through the shared entries.
-static const ConfigEntry PPO_BEFORE[] = {
-    CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory"),
-    CONFIG_ENTRY("train.policy_lr", CONFIG_DOUBLE, "1e-5", "policy learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.value_lr", CONFIG_DOUBLE, "1e-5", "value model learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "constant", "learning-rate schedule after warmup", .choices = "constant|cosine"),
-    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup (optimizer steps)", .min = "0"),
-    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip per model (0: off)", .min = "0"),
-    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "prompt order, sampling and minibatch seed", .min = "0"),
-    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("save.every", CONFIG_INT, "10", "save OUT.DIR/last every N iterations (and at the end)", .min = "1", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("log.every", CONFIG_INT, "1", "print a line every N iterations", .min = "1", .flags = CONFIG_NO_HASH),
-    {0}};
-
+// ppo's optimizer and cadence keys (two learning rates, another schedule default, saves by
+// iterations) through the shared entries.
 static const ConfigEntry PPO_NOW[] = {
     CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory"),
     TRAINER_ENTRY_LR("train.policy_lr", "1e-5", "policy learning rate"),
@@ -115,35 +122,28 @@ static char *help_of(const Config *c) {
     return buf;
 }
 
-// Same help lines (keys, defaults, bounds, help texts, order) and the same hash, for the
-// defaults and for a config that sets every shared key.
-static void same_as_before(const ConfigEntry *before, const ConfigEntry *now,
-                           const char *const *sets, const char *what) {
-    Config *a = make(before, sets), *b = make(now, sets);
-    char *ha = help_of(a), *hb = help_of(b);
-    CHECK_MSG(!strcmp(ha, hb), "%s: --help differs:\n%s---\n%s", what, ha, hb);
+// The same help lines (keys, defaults, bounds, help texts, order) and the same hashes as before.
+static void same_as_before(const ConfigEntry *now, const char *help, const char *const *sets,
+                           const char *hash_defaults, const char *hash_sets, const char *what) {
+    Config *a = make(now, NULL), *b = make(now, sets);
+    char *h = help_of(a);
+    CHECK_MSG(!strcmp(h, help), "%s: --help differs:\n%s---\n%s", what, h, help);
     char xa[CONFIG_HASH_HEX], xb[CONFIG_HASH_HEX];
     config_hash(a, xa);
     config_hash(b, xb);
-    CHECK_MSG(!strcmp(xa, xb), "%s: config hash %s, before %s", what, xb, xa);
-    free(ha);
-    free(hb);
+    CHECK_MSG(!strcmp(xa, hash_defaults), "%s: config hash %s, before %s", what, xa, hash_defaults);
+    CHECK_MSG(!strcmp(xb, hash_sets), "%s, keys set: config hash %s, before %s", what, xb,
+              hash_sets);
+    free(h);
     config_free(a);
     config_free(b);
 }
 
 static void test_entries_as_before(void) {
-    same_as_before(SFT_BEFORE, SFT_NOW, NULL, "sft defaults");
-    const char *sft_sets[] = {"train.lr=3e-3", "train.schedule=constant", "train.warmup_steps=5",
-                              "train.min_lr_frac=0.2", "train.weight_decay=0.1", "train.beta1=0.8",
-                              "train.beta2=0.99", "train.eps=1e-6", "train.grad_clip=0.5",
-                              "train.seed=7", "train.threads=2", "save.every=7", "log.every=1",
-                              "train.resume=false", "train.steps=30", "eval.every=10", NULL};
-    same_as_before(SFT_BEFORE, SFT_NOW, sft_sets, "sft, every shared key set");
-    same_as_before(PPO_BEFORE, PPO_NOW, NULL, "ppo defaults");
-    const char *ppo_sets[] = {"train.policy_lr=2e-3", "train.value_lr=3e-3", "train.schedule=cosine",
-                              "save.every=2", "train.seed=11", NULL};
-    same_as_before(PPO_BEFORE, PPO_NOW, ppo_sets, "ppo, shared keys set");
+    same_as_before(SFT_NOW, SFT_HELP_BEFORE, SFT_SETS, "164fa69234d7e130", "849279db6a4725a3",
+                   "sft");
+    same_as_before(PPO_NOW, PPO_HELP_BEFORE, PPO_SETS, "b8f9bac3af9f33a8", "3eadf576ecef0e82",
+                   "ppo");
 }
 
 static void test_optimizer_from_config(void) {
@@ -155,7 +155,8 @@ static void test_optimizer_from_config(void) {
     CHECK(o.lr == 3e-3f && o.beta1 == 0.8f && o.beta2 == 0.99f && o.eps == 1e-6f);
     CHECK(o.weight_decay == 0.1f && o.grad_clip == 0.5f);
     LrSchedule s = trainer_schedule(c, 30);
-    CHECK(s.kind == LR_COSINE && s.warmup_steps == 5 && s.total_steps == 30 && s.min_lr_frac == 0.2f);
+    CHECK(s.kind == LR_COSINE && s.warmup_steps == 5 && s.total_steps == 30 &&
+          s.min_lr_frac == 0.2f);
     CHECK(trainer_save_every(c) == 100);   // save.every 0: at each evaluation
     char err[256];
     CHECK(config_set(c, "train.schedule=constant", err, sizeof err) == 0);
@@ -163,7 +164,8 @@ static void test_optimizer_from_config(void) {
     CHECK(trainer_schedule(c, 30).kind == LR_CONSTANT && trainer_save_every(c) == 7);
     config_free(c);
     Config *p = make(PPO_NOW, (const char *const[]){"train.value_lr=3e-3", NULL});
-    CHECK(trainer_adamw(p, "train.policy_lr").lr == 1e-5f && trainer_adamw(p, "train.value_lr").lr == 3e-3f);
+    CHECK(trainer_adamw(p, "train.policy_lr").lr == 1e-5f &&
+          trainer_adamw(p, "train.value_lr").lr == 3e-3f);
     CHECK(trainer_schedule(p, 8).kind == LR_CONSTANT);
     config_free(p);
 }
@@ -273,7 +275,7 @@ static void test_resume_and_record(void) {
                   !strcmp(r.stage, "sft") && !strcmp(r.config_hash, t.hash),
               "%s %d %s", r.checkpoint, (int)r.status, r.stage);
     store_run_free(&r);
-    CHECK(trainer_finish(&t, 0) == 0);
+    CHECK(trainer_finish(&t, 0, "") == 0);
     CHECK(store_get_run(t.db, t.run_id, &r, err, sizeof err) == 0 && r.status == STORE_RUN_DONE);
     store_run_free(&r);
     trainer_close(&t);
