@@ -28,7 +28,8 @@ static const ConfigEntry PPO_SCHEMA[] = {
                  "where the value model starts (default: model.reward)"),
     CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "",
                  "tokenizer directory (default: model.policy's)"),
-    TRAINER_ENTRY_OUT_DIR("output directory: last/ (resumable) and policy/ (the result) (required)"),
+    TRAINER_ENTRY_OUT_DIR(
+        "output directory: last/ (resumable) and policy/ (the result) (required)"),
     TRAINER_ENTRY_WORKSPACE("workspace database (default: OUT.DIR/workspace.db)"),
     CONFIG_ENTRY("data.format", CONFIG_ENUM, "jsonl",
                  "jsonl: {\"prompt\": ...} lines in data.prompts; db: the workspace's prompts",

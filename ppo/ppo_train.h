@@ -153,4 +153,6 @@ enum { PPO_ITER_STOPPED = 2, PPO_ITER_STOPPED_DIRTY = 3 };
 int  ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen);
 // Stores the iteration's rollouts and metrics in one transaction.
 int  ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen);
+// The prompt order of epoch s->prompt_epoch (a shuffle seeded by train.seed and the epoch).
+void ppo_prompt_order(Ppo *s);
 #endif

@@ -27,8 +27,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void ppo_prompt_order(Ppo *s);   // iteration.c
-
 static int is_dir(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
