@@ -601,13 +601,9 @@ static int setup(Rm *rm, char *err, size_t errlen) {
 static void teardown(Rm *rm) {
     set_free(&rm->train);
     set_free(&rm->valid);
-    free(rm->perm);
-    free(rm->tokens);
-    free(rm->lengths);
-    free(rm->values);
-    free(rm->dvalues);
-    free(rm->scores);
-    free(rm->dscores);
+    void *bufs[] = {rm->perm, rm->tokens, rm->lengths, rm->values, rm->dvalues, rm->scores,
+                    rm->dscores};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     dataset_free(rm->ds);
     tok_free(rm->tok);
     model_free(&rm->model);
