@@ -14,14 +14,15 @@
 // Keys read here (a program's schema must hold those of the functions it calls): out.dir,
 // workspace, train.threads, train.resume, train.beta1/beta2/eps/weight_decay/grad_clip,
 // train.schedule, train.warmup_steps, train.min_lr_frac, save.every (and eval.every when
-// save.every may be 0). Key names, defaults and help texts are part of each program's interface
+// save.every may be 0), and the checkpoint keys a program's TrainerSpec names as required. Key names, defaults and help texts are part of each program's interface
 // (tests and stored configs rely on them): the macros keep them identical across programs. The
 // config hash sorts keys (config.h), so the order of a schema's entries changes only --help.
 //
 // Errors: bad user input returns -1 with a one-line message in err (util_err); nothing is
 // printed here except where a function says so. Ownership: a Trainer borrows the Config and the
 // Dist (both outlive it) and owns its Store handle (closed by trainer_close). Not thread-safe;
-// no global state beyond the signal flags of cli.h.
+// no global state beyond the process's signal settings (trainer_config: cli.h's stop flags,
+// SIGXFSZ ignored).
 #ifndef TRAINER_H
 #define TRAINER_H
 #include "checkpoint.h"
