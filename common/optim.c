@@ -82,8 +82,13 @@ float optim_adamw_step(Model *m, const AdamWConfig *c, float lr, int64_t t) {
 }
 
 int optim_adamw_validate(double beta1, double beta2, double eps, char *err, size_t errlen) {
-    if (!(beta1 >= 0 && beta1 < 1)) return util_err(err, errlen, "train.beta1 %g: AdamW needs 0 <= beta1 < 1", beta1);
-    if (!(beta2 >= 0 && beta2 < 1)) return util_err(err, errlen, "train.beta2 %g: AdamW needs 0 <= beta2 < 1", beta2);
-    if (!((float)eps > 0)) return util_err(err, errlen, "train.eps %g: AdamW needs eps > 0 (as a 32-bit float: at least 1e-38)", eps);
+    if (!(beta1 >= 0 && beta1 < 1))
+        return util_err(err, errlen, "train.beta1 %g: AdamW needs 0 <= beta1 < 1", beta1);
+    if (!(beta2 >= 0 && beta2 < 1))
+        return util_err(err, errlen, "train.beta2 %g: AdamW needs 0 <= beta2 < 1", beta2);
+    if (!((float)eps > 0))
+        return util_err(err, errlen,
+                        "train.eps %g: AdamW needs eps > 0 (as a 32-bit float: at least 1e-38)",
+                        eps);
     return 0;
 }

@@ -26,11 +26,11 @@ typedef struct {
 float lr_at(const LrSchedule *s, float peak, int64_t step);
 // Global L2 norm of all gradients (accumulated in double).
 float optim_grad_norm(const Model *m);
-// One AdamW step: clips (if configured), updates params and moments. `t` is the 1-based step
-// count used for bias correction. Returns the gradient norm before clipping.
 // The AdamW settings every trainer reads as train.beta1, train.beta2 and train.eps: betas in [0, 1)
 // (1 never forgets: the moments stay at their first value, the bias correction divides by 0),
 // eps > 0 as a float (0 divides by 0 where a gradient is 0). -1 with a message naming the key.
 int optim_adamw_validate(double beta1, double beta2, double eps, char *err, size_t errlen);
+// One AdamW step: clips (if configured), updates params and moments. `t` is the 1-based step
+// count used for bias correction. Returns the gradient norm before clipping.
 float optim_adamw_step(Model *m, const AdamWConfig *c, float lr, int64_t t);
 #endif

@@ -5,7 +5,8 @@
 //                 the end token or after max_new_tokens. Rollout b samples from its own stream,
 //                 seeded by (a draw from the run's Rng, b): its text does not depend on how the
 //                 batch is cut (generation_batch, or the ranks' shares under MPI)
-//   3. order      the first epoch's minibatch order (a shuffle of the R rollouts, from the run's Rng)
+//   3. order      the first epoch's minibatch order (a shuffle of the R rollouts, from the run's
+//   Rng)
 //   4. score      in those minibatches: the policy (log-probs of the response tokens, entropy),
 //                 the reference (log-probs), the value model (V at every response position) and
 //                 the reward model (its score at the last token of prompt + response, the end token
@@ -26,8 +27,8 @@
 // A stop request (SIGTERM, SIGINT, SIGHUP) is looked at between decoding steps, scoring
 // minibatches and update minibatches when the run is one process (under MPI the ranks agree on
 // stopping between iterations, in main.c): the unfinished iteration is dropped and redone on
-// resume from the last saved state (see PPO_ITER_STOPPED in trainer.h).
-#include "trainer.h"
+// resume from the last saved state (see PPO_ITER_STOPPED in ppo_train.h).
+#include "ppo_train.h"
 #include "cli.h"
 #include "utf8.h"
 #include "util.h"
@@ -38,7 +39,8 @@
 
 void ppo_prompt_order(Ppo *s) {
     Rng r;
-    rng_init(&r, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, s->prompt_seed), (uint64_t)s->prompt_epoch)));
+    rng_init(&r, data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, s->prompt_seed),
+                                             (uint64_t)s->prompt_epoch)));
     for (int64_t i = 0; i < s->n_prompts; i++) s->order[i] = i;
     for (int64_t i = s->n_prompts - 1; i > 0; i--) {
         int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1), t = s->order[i];
@@ -77,7 +79,8 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     int eot = s->gen.eot_id;
     uint64_t seed = rng_u64(&s->rng);   // every rank draws the same
     // this rank's rollouts: a contiguous share (all of them in one process)
-    int lo = (int)((int64_t)s->R * s->dist.rank / s->dist.size), hi = (int)((int64_t)s->R * (s->dist.rank + 1) / s->dist.size);
+    int lo = (int)((int64_t)s->R * s->dist.rank / s->dist.size),
+        hi = (int)((int64_t)s->R * (s->dist.rank + 1) / s->dist.size);
     for (int c0 = lo; c0 < hi; c0 += s->gen_B) {
         if (stop_now(s)) return PPO_ITER_STOPPED;
         int n = hi - c0 < s->gen_B ? hi - c0 : s->gen_B, Tp = 0;
@@ -91,10 +94,11 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             memcpy(row, p->ids, (size_t)p->len * sizeof(int32_t));
             for (int t = p->len; t < Tp; t++) row[t] = 0;
             s->g_plen[i] = p->len;
-            rng_init(&s->g_rng[i], data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, seed), (uint64_t)(c0 + i))));
+            rng_init(&s->g_rng[i], data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, seed),
+                                                               (uint64_t)(c0 + i))));
         }
-        int rc = gen_generate_each(&s->policy, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts, s->g_plen, n, Tp,
-                                   s->g_out, s->g_olen, NULL, NULL, err, errlen);
+        int rc = gen_generate_each(&s->policy, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts,
+                                   s->g_plen, n, Tp, s->g_out, s->g_olen, NULL, NULL, err, errlen);
         if (rc) return rc < 0 ? -1 : PPO_ITER_STOPPED;   // 1: s->gen.cancel saw a stop request
         for (int i = 0; i < n; i++) {
             int b = c0 + i, pl = s->g_plen[i], rl = s->g_olen[i];
@@ -142,7 +146,12 @@ static int batch_policy(Ppo *s, const int32_t *idx, int n, ModelBatch *b) {
             s->b_tgt[(size_t)i * T + t] = t < len && t >= first ? row[t + 1] : -1;
         }
     }
-    *b = (ModelBatch){.B = n, .T = T, .tokens = s->b_tok, .lengths = s->b_len, .targets = s->b_tgt, .weights = NULL};
+    *b = (ModelBatch){.B = n,
+                      .T = T,
+                      .tokens = s->b_tok,
+                      .lengths = s->b_len,
+                      .targets = s->b_tgt,
+                      .weights = NULL};
     return T;
 }
 
@@ -165,16 +174,19 @@ static int batch_reward(Ppo *s, const int32_t *idx, int n, ModelBatch *b) {
         for (int t = 0; t < T; t++) out[t] = t < len ? row[t] : 0;
         if (close && !s->ended[idx[i]]) out[s->b_len[i] - 1] = eot;
     }
-    *b = (ModelBatch){.B = n, .T = T, .tokens = s->b_tok, .lengths = s->b_len, .targets = NULL, .weights = NULL};
+    *b = (ModelBatch){
+        .B = n, .T = T, .tokens = s->b_tok, .lengths = s->b_len, .targets = NULL, .weights = NULL};
     return T;
 }
 
 // (R, Tpos) rollout array <-> (n, T) minibatch array
 static void gather(const Ppo *s, const float *src, const int32_t *idx, int n, int T, float *dst) {
-    for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * T, src + (size_t)idx[i] * s->Tpos, (size_t)T * sizeof(float));
+    for (int i = 0; i < n; i++)
+        memcpy(dst + (size_t)i * T, src + (size_t)idx[i] * s->Tpos, (size_t)T * sizeof(float));
 }
 static void scatter(const Ppo *s, float *dst, const int32_t *idx, int n, int T, const float *src) {
-    for (int i = 0; i < n; i++) memcpy(dst + (size_t)idx[i] * s->Tpos, src + (size_t)i * T, (size_t)T * sizeof(float));
+    for (int i = 0; i < n; i++)
+        memcpy(dst + (size_t)idx[i] * s->Tpos, src + (size_t)i * T, (size_t)T * sizeof(float));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,27 +208,32 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         ModelBatch b;
         int T = batch_policy(s, idx, n, &b);
         double t0 = util_time_s();
-        if (model_forward(&s->policy, &b, MODEL_ENTROPY, e, sizeof e)) return util_err(err, errlen, "policy: %s", e);
-        model_get_logp(&s->policy, s->b_x);
-        scatter(s, s->old_logp, idx, n, T, s->b_x);
-        model_get_entropy(&s->policy, s->b_x);
-        scatter(s, s->entropy, idx, n, T, s->b_x);
+        if (model_forward(&s->policy, &b, MODEL_ENTROPY, e, sizeof e))
+            return util_err(err, errlen, "policy: %s", e);
+        model_get_logp(&s->policy, s->b_logp);
+        scatter(s, s->old_logp, idx, n, T, s->b_logp);
+        model_get_entropy(&s->policy, s->b_entropy);
+        scatter(s, s->entropy, idx, n, T, s->b_entropy);
         double t1 = util_time_s();
-        if (model_forward(&s->ref, &b, 0, e, sizeof e)) return util_err(err, errlen, "reference: %s", e);
-        model_get_logp(&s->ref, s->b_x);
-        scatter(s, s->ref_logp, idx, n, T, s->b_x);
+        if (model_forward(&s->ref, &b, 0, e, sizeof e))
+            return util_err(err, errlen, "reference: %s", e);
+        model_get_logp(&s->ref, s->b_logp);
+        scatter(s, s->ref_logp, idx, n, T, s->b_logp);
         double t2 = util_time_s();
         ModelBatch vb = b;
         vb.targets = NULL;
-        if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
-        model_get_values(&s->value, s->b_x);
-        scatter(s, s->old_values, idx, n, T, s->b_x);
+        if (model_forward(&s->value, &vb, 0, e, sizeof e))
+            return util_err(err, errlen, "value: %s", e);
+        model_get_values(&s->value, s->b_values);
+        scatter(s, s->old_values, idx, n, T, s->b_values);
         double t3 = util_time_s();
         ModelBatch rb;
         int Tr = batch_reward(s, idx, n, &rb);
-        if (model_forward(&s->reward, &rb, 0, e, sizeof e)) return util_err(err, errlen, "reward: %s", e);
-        model_get_values(&s->reward, s->b_x);
-        for (int i = 0; i < n; i++) s->score[idx[i]] = s->b_x[(size_t)i * Tr + s->b_len[i] - 1];
+        if (model_forward(&s->reward, &rb, 0, e, sizeof e))
+            return util_err(err, errlen, "reward: %s", e);
+        model_get_values(&s->reward, s->b_values);
+        for (int i = 0; i < n; i++)
+            s->score[idx[i]] = s->b_values[(size_t)i * Tr + s->b_len[i] - 1];
         double t4 = util_time_s();
         st->t_policy += t1 - t0;
         st->t_ref += t2 - t1;
@@ -243,7 +260,8 @@ static void advantages(Ppo *s, PpoStats *st) {
         size_t o = (size_t)b * s->Tpos + s->plen[b] - 1;
         int n = s->rlen[b];
         s->shaped[b] = ppo_shape_score(s->score[b], s->ended[b], s->eos_penalty, s->score_clip);
-        double nonscore = ppo_rewards(s->old_logp + o, s->ref_logp + o, n, beta, s->shaped[b], s->rewards + o);
+        double nonscore =
+            ppo_rewards(s->old_logp + o, s->ref_logp + o, n, beta, s->shaped[b], s->rewards + o);
         double k1 = 0, k3 = 0;
         for (int t = 0; t < n; t++) {
             k1 += ppo_kl_k1(s->old_logp[o + t], s->ref_logp[o + t]);
@@ -264,7 +282,12 @@ static void advantages(Ppo *s, PpoStats *st) {
     double R = s->R;
     st->score = ssum / R;
     st->score_std = R > 1 ? sqrt(fmax(0.0, (ssq - ssum * ssum / R) / (R - 1))) : 0.0;
-    st->kl /= R; st->kl_k3 /= R; st->nonscore /= R; st->reward /= R; st->resp_len /= R; st->end_rate /= R;
+    st->kl /= R;
+    st->kl_k3 /= R;
+    st->nonscore /= R;
+    st->reward /= R;
+    st->resp_len /= R;
+    st->end_rate /= R;
     st->entropy = ntok ? ent / (double)ntok : 0.0;
     int64_t RT = (int64_t)s->R * s->Tpos;
     st->explained_var = ppo_explained_variance(s->old_values, s->ret, s->mask, RT);
@@ -274,109 +297,108 @@ static void advantages(Ppo *s, PpoStats *st) {
 // ---------------------------------------------------------------------------------------------
 // 6. one minibatch update: 0 stepped, 1 skipped (why says why), -1 error
 
-static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *why, size_t whylen, char *err, size_t errlen) {
-    // idx_mb: the minibatch's mb rows; this rank computes its mbl of them, weighted by the whole
-    // minibatch's token count, so that the ranks' gradients add up to one process's
-    const int32_t *idx = idx_mb + (size_t)s->dist.rank * s->mbl;
-    int n = s->mbl;
-    char e[512];
-    ModelBatch b;
-    int T = batch_policy(s, idx, n, &b);
-    int64_t NT = (int64_t)n * T, ntok = 0, mbtok = 0;
-    for (int i = 0; i < s->mb; i++) ntok += s->rlen[idx_mb[i]];
-    for (int i = 0; i < s->mb; i++) mbtok += s->plen[idx_mb[i]] + s->rlen[idx_mb[i]] - 1;
-    for (int64_t j = 0; j < NT; j++) s->b_w[j] = s->b_tgt[j] >= 0 ? (float)(1.0 / (double)ntok) : 0.0f;
-    // A NaN or Inf found by any rank skips the minibatch on all: each rank does its share (what
-    // it can), then one small reduction of flags and statistics decides.
-    enum { BAD_POLICY, BAD_VALUE, BAD_PTX, P_LOSS, P_CLIP, P_AKL, P_RATIO, P_NTOK, P_NONFIN, V_LOSS, V_CLIP, V_NTOK, V_NONFIN, PTX, NRED };
-    double red[NRED] = {0};
+// What one minibatch update reduces over the ranks: flags (a NaN or Inf found by any rank skips
+// the minibatch on all) and the statistics' sums.
+enum {
+    BAD_POLICY, BAD_VALUE, BAD_PTX,
+    P_LOSS, P_CLIP, P_AKL, P_RATIO, P_NTOK, P_NONFIN,
+    V_LOSS, V_CLIP, V_NTOK, V_NONFIN,
+    PTX, NRED
+};
 
-    double t0 = util_time_s();
-    model_zero_grad(&s->policy);
-    model_zero_grad(&s->value);
-    // policy: clipped surrogate
-    if (model_forward(&s->policy, &b, 0, e, sizeof e)) return util_err(err, errlen, "policy: %s", e);
-    model_get_logp(&s->policy, s->b_x);
-    gather(s, s->old_logp, idx, n, T, s->b_o);
-    gather(s, s->adv, idx, n, T, s->b_a);
-    PpoPolicyStats ps;
-    ppo_policy_loss(s->b_x, s->b_o, s->b_a, s->b_w, NT, s->clip, s->b_d, &ps);
-    if (s->nan_from > 0 && s->iteration + 1 >= s->nan_from) { ps.loss = NAN; ps.n_nonfinite++; }   // fault injection
-    red[P_LOSS] = ps.loss; red[P_NTOK] = (double)ps.n_tokens; red[P_NONFIN] = (double)ps.n_nonfinite;
+// Policy: the clipped surrogate's gradient from this rank's rows (b), when its loss is finite.
+static int update_policy(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, int T,
+                         double *red, PpoPolicyStats *ps, char *err, size_t errlen) {
+    char e[512];
+    int64_t NT = (int64_t)n * T;
+    if (model_forward(&s->policy, b, 0, e, sizeof e)) return util_err(err, errlen, "policy: %s", e);
+    float *new_logp = s->b_logp, *old_logp = s->b_old_logp, *adv = s->b_adv, *dlogp = s->b_dlogp;
+    model_get_logp(&s->policy, new_logp);
+    gather(s, s->old_logp, idx, n, T, old_logp);
+    gather(s, s->adv, idx, n, T, adv);
+    ppo_policy_loss(new_logp, old_logp, adv, s->b_weights, NT, s->clip, dlogp, ps);
+    if (s->nan_from > 0 && s->iteration + 1 >= s->nan_from) {   // fault injection
+        ps->loss = NAN;
+        ps->n_nonfinite++;
+    }
+    red[P_LOSS] = ps->loss;
+    red[P_NTOK] = (double)ps->n_tokens;
+    red[P_NONFIN] = (double)ps->n_nonfinite;
     // the ratios' means weighted by this rank's tokens: the sums over ranks are the minibatch's
-    red[P_CLIP] = ps.clip_frac * ps.n_tokens; red[P_AKL] = ps.approx_kl * ps.n_tokens; red[P_RATIO] = ps.ratio_mean * ps.n_tokens;
-    red[BAD_POLICY] = ps.n_nonfinite || !isfinite(ps.loss);
-    if (!red[BAD_POLICY]) model_backward(&s->policy, &b, s->b_d, NULL);
-    double tv = util_time_s();
-    // value: clipped regression to the returns
-    if (!red[BAD_POLICY]) {
-        ModelBatch vb = b;
-        vb.targets = NULL;
-        if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
-        model_get_values(&s->value, s->b_x);
-        gather(s, s->old_values, idx, n, T, s->b_o);
-        gather(s, s->ret, idx, n, T, s->b_a);
-        PpoValueStats vs;
-        ppo_value_loss(s->b_x, s->b_o, s->b_a, s->b_w, NT, s->value_clip, s->b_d, &vs);
-        red[V_LOSS] = vs.loss; red[V_CLIP] = vs.clip_frac * vs.n_tokens; red[V_NTOK] = (double)vs.n_tokens; red[V_NONFIN] = (double)vs.n_nonfinite;
-        red[BAD_VALUE] = vs.n_nonfinite || !isfinite(vs.loss);
-        if (!red[BAD_VALUE]) model_backward(&s->value, &vb, NULL, s->b_d);
-    }
-    double t1 = util_time_s();
-    // pretraining mix: LM loss * ptx.coef, accumulated into the same policy gradients; chunk c
-    // on rank c mod N, every rank reading every chunk so that the data cursors stay equal
-    if (s->has_ptx) {
-        float w = (float)((double)s->ptx_coef / ((double)s->ptx_B * s->ptx_T));
-        for (int c = 0; c < s->ptx_B / s->ptx_chunk; c++) {
-            tokfile_iter_next(&s->ptx_it, &s->ptx_batch, w);
-            if (c % s->dist.size != s->dist.rank || red[BAD_POLICY] || red[BAD_VALUE] || red[BAD_PTX]) continue;
-            ModelBatch pb = data_batch_model(&s->ptx_batch);
-            if (model_forward(&s->policy, &pb, 0, e, sizeof e)) return util_err(err, errlen, "ptx: %s", e);
-            red[PTX] += s->policy.loss;
-            if (!isfinite(s->policy.loss)) { red[BAD_PTX] = 1; continue; }
-            model_backward(&s->policy, &pb, NULL, NULL);
+    red[P_CLIP] = ps->clip_frac * ps->n_tokens;
+    red[P_AKL] = ps->approx_kl * ps->n_tokens;
+    red[P_RATIO] = ps->ratio_mean * ps->n_tokens;
+    red[BAD_POLICY] = ps->n_nonfinite || !isfinite(ps->loss);
+    if (!red[BAD_POLICY]) model_backward(&s->policy, b, dlogp, NULL);
+    return 0;
+}
+
+// Value: the clipped regression to the returns, from the same rows.
+static int update_value(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, int T,
+                        double *red, char *err, size_t errlen) {
+    char e[512];
+    ModelBatch vb = *b;
+    vb.targets = NULL;
+    if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
+    float *values = s->b_values, *old_values = s->b_old_values, *returns = s->b_returns;
+    model_get_values(&s->value, values);
+    gather(s, s->old_values, idx, n, T, old_values);
+    gather(s, s->ret, idx, n, T, returns);
+    PpoValueStats vs;
+    ppo_value_loss(values, old_values, returns, s->b_weights, (int64_t)n * T, s->value_clip,
+                   s->b_dvalues, &vs);
+    red[V_LOSS] = vs.loss;
+    red[V_CLIP] = vs.clip_frac * vs.n_tokens;
+    red[V_NTOK] = (double)vs.n_tokens;
+    red[V_NONFIN] = (double)vs.n_nonfinite;
+    red[BAD_VALUE] = vs.n_nonfinite || !isfinite(vs.loss);
+    if (!red[BAD_VALUE]) model_backward(&s->value, &vb, NULL, s->b_dvalues);
+    return 0;
+}
+
+// Pretraining mix: LM loss * ptx.coef, accumulated into the same policy gradients; chunk c on
+// rank c mod N, every rank reading every chunk so that the data cursors stay equal.
+static int update_ptx(Ppo *s, double *red, char *err, size_t errlen) {
+    char e[512];
+    float w = (float)((double)s->ptx_coef / ((double)s->ptx_B * s->ptx_T));
+    for (int c = 0; c < s->ptx_B / s->ptx_chunk; c++) {
+        tokfile_iter_next(&s->ptx_it, &s->ptx_batch, w);
+        if (c % s->dist.size != s->dist.rank || red[BAD_POLICY] || red[BAD_VALUE] || red[BAD_PTX])
+            continue;
+        ModelBatch pb = data_batch_model(&s->ptx_batch);
+        if (model_forward(&s->policy, &pb, 0, e, sizeof e))
+            return util_err(err, errlen, "ptx: %s", e);
+        red[PTX] += s->policy.loss;
+        if (!isfinite(s->policy.loss)) {
+            red[BAD_PTX] = 1;
+            continue;
         }
+        model_backward(&s->policy, &pb, NULL, NULL);
     }
-    double t2 = util_time_s();
-    dist_allreduce_sum_double(&s->dist, red, NRED);
-    if (first) {
-        double dev = ps.max_ratio_dev;
-        dist_allreduce_max_double(&s->dist, &dev, 1);
-        st->first_ratio_dev = dev;
-    }
+    return 0;
+}
+
+// 1 with the reason in why when the reduced flags say the minibatch is to be skipped.
+static int update_bad(const double *red, char *why, size_t whylen) {
     if (red[BAD_POLICY]) {
-        snprintf(why, whylen, "policy loss %g: %lld of %lld ratios or loss terms are NaN/Inf", red[P_LOSS], (long long)red[P_NONFIN], (long long)red[P_NTOK]);
+        snprintf(why, whylen, "policy loss %g: %lld of %lld ratios or loss terms are NaN/Inf",
+                 red[P_LOSS], (long long)red[P_NONFIN], (long long)red[P_NTOK]);
         return 1;
     }
     if (red[BAD_VALUE]) {
-        snprintf(why, whylen, "value loss %g: %lld of %lld terms are NaN/Inf", red[V_LOSS], (long long)red[V_NONFIN], (long long)red[V_NTOK]);
+        snprintf(why, whylen, "value loss %g: %lld of %lld terms are NaN/Inf", red[V_LOSS],
+                 (long long)red[V_NONFIN], (long long)red[V_NTOK]);
         return 1;
     }
-    if (red[BAD_PTX]) { snprintf(why, whylen, "pretraining loss %g", red[PTX]); return 1; }
-    if (s->dist.size > 1) {   // one allreduce per model and optimizer step
-        double ta = util_time_s();
-        dist_allreduce_sum(&s->dist, s->policy.grads_memory, (int64_t)s->policy.num_params);
-        dist_allreduce_sum(&s->dist, s->value.grads_memory, (int64_t)s->value.num_params);
-        st->t_allreduce += util_time_s() - ta;
-    }
-    double t2b = util_time_s();
-    float gp = optim_grad_norm(&s->policy), gv = optim_grad_norm(&s->value);
-    if (!isfinite(gp) || !isfinite(gv)) {
-        snprintf(why, whylen, "gradient norm not finite (policy %g, value %g)", (double)gp, (double)gv);
+    if (red[BAD_PTX]) {
+        snprintf(why, whylen, "pretraining loss %g", red[PTX]);
         return 1;
     }
-    float lr = lr_at(&s->sched, s->opt_policy.lr, s->policy_steps);
-    optim_adamw_step(&s->policy, &s->opt_policy, lr, ++s->policy_steps);
-    float lrv = lr_at(&s->sched, s->opt_value.lr, s->value_steps);
-    optim_adamw_step(&s->value, &s->opt_value, lrv, ++s->value_steps);
-    if (s->has_ema) ppo_ema_update(s->ema.params_memory, s->policy.params_memory, (int64_t)s->policy.num_params, s->ema_decay);
-    double t3 = util_time_s();
-    st->t_train_ppo += (t1 - t0) + (t3 - t2);
-    st->t_up_policy += tv - t0;
-    st->t_up_value += t1 - tv;
-    st->t_up_optim += t3 - t2b;
-    st->t_train_ptx += t2 - t1;
-    st->ppo_tokens += mbtok;
+    return 0;
+}
+
+// The minibatch's statistics added to the iteration's sums.
+static void update_stats(Ppo *s, PpoStats *st, const double *red, float gp, float gv) {
     if (s->has_ptx) st->ptx_tokens += (int64_t)s->ptx_B * s->ptx_T;
     st->policy_loss += red[P_LOSS];
     st->clip_frac += red[P_NTOK] > 0 ? red[P_CLIP] / red[P_NTOK] : 0.0;
@@ -388,6 +410,70 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     st->grad_norm += gp;
     st->value_grad_norm += gv;
     st->minibatches++;
+}
+
+// One minibatch update of the policy and value models (and the EMA). 0 applied; 1 skipped by
+// the NaN/Inf guard (why says what was not finite); -1 on an error.
+static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *why, size_t whylen,
+                  char *err, size_t errlen) {
+    // idx_mb: the minibatch's mb rows; this rank computes its mbl of them, weighted by the whole
+    // minibatch's token count, so that the ranks' gradients add up to one process's
+    const int32_t *idx = idx_mb + (size_t)s->dist.rank * s->mbl;
+    int n = s->mbl;
+    ModelBatch b;
+    int T = batch_policy(s, idx, n, &b);
+    int64_t NT = (int64_t)n * T, ntok = 0, mbtok = 0;
+    for (int i = 0; i < s->mb; i++) ntok += s->rlen[idx_mb[i]];
+    for (int i = 0; i < s->mb; i++) mbtok += s->plen[idx_mb[i]] + s->rlen[idx_mb[i]] - 1;
+    for (int64_t j = 0; j < NT; j++)
+        s->b_weights[j] = s->b_tgt[j] >= 0 ? (float)(1.0 / (double)ntok) : 0.0f;
+    // each rank does its share (what it can), then one small reduction decides
+    double red[NRED] = {0};
+    double t0 = util_time_s();
+    model_zero_grad(&s->policy);
+    model_zero_grad(&s->value);
+    PpoPolicyStats ps;
+    if (update_policy(s, &b, idx, n, T, red, &ps, err, errlen)) return -1;
+    double tv = util_time_s();
+    if (!red[BAD_POLICY] && update_value(s, &b, idx, n, T, red, err, errlen)) return -1;
+    double t1 = util_time_s();
+    if (s->has_ptx && update_ptx(s, red, err, errlen)) return -1;
+    double t2 = util_time_s();
+    dist_allreduce_sum_double(&s->dist, red, NRED);
+    if (first) {
+        double dev = ps.max_ratio_dev;
+        dist_allreduce_max_double(&s->dist, &dev, 1);
+        st->first_ratio_dev = dev;
+    }
+    if (update_bad(red, why, whylen)) return 1;
+    if (s->dist.size > 1) {   // one allreduce per model and optimizer step
+        double ta = util_time_s();
+        dist_allreduce_sum(&s->dist, s->policy.grads_memory, (int64_t)s->policy.num_params);
+        dist_allreduce_sum(&s->dist, s->value.grads_memory, (int64_t)s->value.num_params);
+        st->t_allreduce += util_time_s() - ta;
+    }
+    double t2b = util_time_s();
+    float gp = optim_grad_norm(&s->policy), gv = optim_grad_norm(&s->value);
+    if (!isfinite(gp) || !isfinite(gv)) {
+        snprintf(why, whylen, "gradient norm not finite (policy %g, value %g)", (double)gp,
+                 (double)gv);
+        return 1;
+    }
+    float lr = lr_at(&s->sched, s->opt_policy.lr, s->policy_steps);
+    optim_adamw_step(&s->policy, &s->opt_policy, lr, ++s->policy_steps);
+    float lrv = lr_at(&s->sched, s->opt_value.lr, s->value_steps);
+    optim_adamw_step(&s->value, &s->opt_value, lrv, ++s->value_steps);
+    if (s->has_ema)
+        ppo_ema_update(s->ema.params_memory, s->policy.params_memory, (int64_t)s->policy.num_params,
+                       s->ema_decay);
+    double t3 = util_time_s();
+    st->t_train_ppo += (t1 - t0) + (t3 - t2);
+    st->t_up_policy += tv - t0;
+    st->t_up_value += t1 - tv;
+    st->t_up_optim += t3 - t2b;
+    st->t_train_ptx += t2 - t1;
+    st->ppo_tokens += mbtok;
+    update_stats(s, st, red, gp, gv);
     return 0;
 }
 
@@ -417,16 +503,21 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         for (int k = 0; k < nmb; k++) {
             char why[256];
             // (before the first minibatch the check after scoring just looked)
-            if ((ep > 0 || k > 0) && stop_now(s)) return PPO_ITER_STOPPED_DIRTY;   // some were applied
-            rc = update(s, s->perm + (size_t)k * s->mb, ep == 0 && k == 0, st, why, sizeof why, err, errlen);
+            if ((ep > 0 || k > 0) && stop_now(s))
+                return PPO_ITER_STOPPED_DIRTY;   // some were applied
+            rc = update(s, s->perm + (size_t)k * s->mb, ep == 0 && k == 0, st, why, sizeof why, err,
+                        errlen);
             if (rc < 0) return -1;
             if (rc == 0) { s->bad_streak = 0; continue; }
             st->skipped++;
             s->bad_streak++;
             if (dist_main(&s->dist))
-                fprintf(stderr, "ppo: warning: iteration %lld, epoch %d, minibatch %d skipped: %s\n", (long long)it, ep + 1, k + 1, why);
+                fprintf(stderr,
+                        "ppo: warning: iteration %lld, epoch %d, minibatch %d skipped: %s\n",
+                        (long long)it, ep + 1, k + 1, why);
             if (s->bad_streak >= s->max_bad) {
-                util_err(err, errlen, "iteration %lld: %lld minibatches in a row had a NaN or Inf (last: %s)",
+                util_err(err, errlen,
+                         "iteration %lld: %lld minibatches in a row had a NaN or Inf (last: %s)",
                          (long long)it, (long long)s->bad_streak, why);
                 return 1;
             }
@@ -439,7 +530,8 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         st->grad_norm /= m; st->value_grad_norm /= m;
     } else {
         st->policy_loss = st->clip_frac = st->approx_kl = st->ratio_mean = NAN;
-        st->value_loss = st->value_clip_frac = st->ptx_loss = st->grad_norm = st->value_grad_norm = NAN;
+        st->value_loss = st->value_clip_frac = st->ptx_loss = st->grad_norm = st->value_grad_norm =
+            NAN;
     }
     if (!s->has_ptx) st->ptx_loss = NAN;
     ppo_kl_update(&s->kl, st->kl, s->R);
@@ -462,44 +554,80 @@ static char *decode(const Tokenizer *tok, const int32_t *ids, int n) {
 
 int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
     int64_t it = s->iteration;
-    if (store_begin(s->db, err, errlen)) return -1;
+    if (store_begin(s->tr.db, err, errlen)) return -1;
     for (int b = 0; b < s->R; b++) {
         const PpoPrompt *p = &s->prompts[s->pidx[b]];
         size_t o = (size_t)b * s->Tpos + s->plen[b] - 1;
         double kl = 0.0;
-        for (int t = 0; t < s->rlen[b]; t++) kl += ppo_kl_k1(s->old_logp[o + t], s->ref_logp[o + t]);
+        for (int t = 0; t < s->rlen[b]; t++)
+            kl += ppo_kl_k1(s->old_logp[o + t], s->ref_logp[o + t]);
         double nonscore = -st->beta * kl;
-        char *resp = decode(s->tok, s->seq + (size_t)b * s->Tseq + s->plen[b], s->rlen[b] - (s->ended[b] ? 1 : 0));
-        StoreRollout r = {.run_id = s->run_id, .iteration = it, .prompt_id = p->prompt_id, .prompt = p->text, .response = resp,
-                          .score = s->score[b], .reward = s->shaped[b] + nonscore, .kl = kl,
-                          .response_tokens = s->rlen[b], .ended = s->ended[b]};
-        int rc = store_add_rollout(s->db, &r, NULL, err, errlen);
+        char *resp = decode(s->tok, s->seq + (size_t)b * s->Tseq + s->plen[b],
+                            s->rlen[b] - (s->ended[b] ? 1 : 0));
+        StoreRollout r = {.run_id = s->tr.run_id,
+                          .iteration = it,
+                          .prompt_id = p->prompt_id,
+                          .prompt = p->text,
+                          .response = resp,
+                          .score = s->score[b],
+                          .reward = s->shaped[b] + nonscore,
+                          .kl = kl,
+                          .response_tokens = s->rlen[b],
+                          .ended = s->ended[b]};
+        int rc = store_add_rollout(s->tr.db, &r, NULL, err, errlen);
         free(resp);
-        if (rc) { store_rollback(s->db, NULL, 0); return -1; }
+        if (rc) { store_rollback(s->tr.db, NULL, 0); return -1; }
     }
-    double tscore = st->t_policy + st->t_ref + st->t_value + st->t_reward, ttrain = st->t_train_ppo + st->t_train_ptx;
-    struct { const char *name; double v; } m[] = {
-        {"ppo/score", st->score}, {"ppo/score_std", st->score_std}, {"ppo/reward", st->reward},
-        {"ppo/kl", st->kl}, {"ppo/kl_k3", st->kl_k3}, {"ppo/non_score_reward", st->nonscore}, {"ppo/beta", st->beta},
-        {"ppo/entropy", st->entropy}, {"ppo/response_len", st->resp_len}, {"ppo/end_rate", st->end_rate},
-        {"ppo/policy_loss", st->policy_loss}, {"ppo/clip_frac", st->clip_frac}, {"ppo/approx_kl", st->approx_kl},
-        {"ppo/ratio_mean", st->ratio_mean}, {"ppo/first_ratio_dev", st->first_ratio_dev},
-        {"ppo/value_loss", st->value_loss}, {"ppo/value_clip_frac", st->value_clip_frac},
-        {"ppo/explained_variance", st->explained_var}, {"ppo/ptx_loss", st->ptx_loss},
-        {"ppo/grad_norm", st->grad_norm}, {"ppo/value_grad_norm", st->value_grad_norm},
+    double tscore = st->t_policy + st->t_ref + st->t_value + st->t_reward,
+           ttrain = st->t_train_ppo + st->t_train_ptx;
+    struct { const char *name; double v;
+    } m[] = {
+        {"ppo/score", st->score},
+        {"ppo/score_std", st->score_std},
+        {"ppo/reward", st->reward},
+        {"ppo/kl", st->kl},
+        {"ppo/kl_k3", st->kl_k3},
+        {"ppo/non_score_reward", st->nonscore},
+        {"ppo/beta", st->beta},
+        {"ppo/entropy", st->entropy},
+        {"ppo/response_len", st->resp_len},
+        {"ppo/end_rate", st->end_rate},
+        {"ppo/policy_loss", st->policy_loss},
+        {"ppo/clip_frac", st->clip_frac},
+        {"ppo/approx_kl", st->approx_kl},
+        {"ppo/ratio_mean", st->ratio_mean},
+        {"ppo/first_ratio_dev", st->first_ratio_dev},
+        {"ppo/value_loss", st->value_loss},
+        {"ppo/value_clip_frac", st->value_clip_frac},
+        {"ppo/explained_variance", st->explained_var},
+        {"ppo/ptx_loss", st->ptx_loss},
+        {"ppo/grad_norm", st->grad_norm},
+        {"ppo/value_grad_norm", st->value_grad_norm},
         {"ppo/skipped_minibatches", (double)st->skipped},
         {"speed/gen_tokens_per_s", st->t_gen > 0 ? st->gen_tokens / st->t_gen : NAN},
         {"speed/score_tokens_per_s", tscore > 0 ? 4.0 * st->seq_tokens / tscore : NAN},
         {"speed/train_tokens_per_s", ttrain > 0 ? (st->ppo_tokens + st->ptx_tokens) / ttrain : NAN},
-        {"time/generate_s", st->t_gen}, {"time/score_policy_s", st->t_policy}, {"time/score_reference_s", st->t_ref},
-        {"time/score_value_s", st->t_value}, {"time/score_reward_s", st->t_reward},
-        {"time/train_ppo_s", st->t_train_ppo}, {"time/train_ptx_s", st->t_train_ptx},
-        {"time/allreduce_s", st->t_allreduce}, {"time/train_policy_s", st->t_up_policy}, {"time/train_value_s", st->t_up_value}, {"time/train_optim_s", st->t_up_optim},
-        {"count/gen_tokens", (double)st->gen_tokens}, {"count/sequence_tokens", (double)st->seq_tokens},
+        {"time/generate_s", st->t_gen},
+        {"time/score_policy_s", st->t_policy},
+        {"time/score_reference_s", st->t_ref},
+        {"time/score_value_s", st->t_value},
+        {"time/score_reward_s", st->t_reward},
+        {"time/train_ppo_s", st->t_train_ppo},
+        {"time/train_ptx_s", st->t_train_ptx},
+        {"time/allreduce_s", st->t_allreduce},
+        {"time/train_policy_s", st->t_up_policy},
+        {"time/train_value_s", st->t_up_value},
+        {"time/train_optim_s", st->t_up_optim},
+        {"count/gen_tokens", (double)st->gen_tokens},
+        {"count/sequence_tokens", (double)st->seq_tokens},
         {"count/reward_tokens", (double)(st->seq_tokens + s->R)},
-        {"count/train_ppo_tokens", (double)st->ppo_tokens}, {"count/train_ptx_tokens", (double)st->ptx_tokens},
+        {"count/train_ppo_tokens", (double)st->ppo_tokens},
+        {"count/train_ptx_tokens", (double)st->ptx_tokens},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-        if (store_add_metric(s->db, s->run_id, it, m[i].name, m[i].v, err, errlen)) { store_rollback(s->db, NULL, 0); return -1; }
-    return store_commit(s->db, err, errlen);
+        if (store_add_metric(s->tr.db, s->tr.run_id, it, m[i].name, m[i].v, err, errlen)) {
+            store_rollback(s->tr.db, NULL, 0);
+            return -1;
+        }
+    return store_commit(s->tr.db, err, errlen);
 }

@@ -7,82 +7,122 @@
 // uninterrupted run (same thread count).
 //
 // Under MPI (make MPI=1; mpirun -np N ppo ...) the ranks share every iteration's work (see
-// trainer.h) and end with one process's result for the same rollout batch; rank 0 alone writes
+// ppo_train.h) and end with one process's result for the same rollout batch; rank 0 alone writes
 // the checkpoints, the database rows and the progress lines; a rank that fails stops them all.
 #include "blas.h"
 #include "cli.h"
-#include "trainer.h"
+#include "ppo_train.h"
 #include "util.h"
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static const ConfigEntry PPO_SCHEMA[] = {
-    CONFIG_ENTRY("model.policy", CONFIG_STRING, "", "the SFT checkpoint the policy starts from (required)"),
-    CONFIG_ENTRY("model.reference", CONFIG_STRING, "", "frozen reference for the KL penalty (default: model.policy)"),
+    CONFIG_ENTRY("model.policy", CONFIG_STRING, "",
+                 "the SFT checkpoint the policy starts from (required)"),
+    CONFIG_ENTRY("model.reference", CONFIG_STRING, "",
+                 "frozen reference for the KL penalty (default: model.policy)"),
     CONFIG_ENTRY("model.reward", CONFIG_STRING, "", "the reward model checkpoint (required)"),
-    CONFIG_ENTRY("model.value", CONFIG_STRING, "", "where the value model starts (default: model.reward)"),
-    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "", "tokenizer directory (default: model.policy's)"),
-    CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory: last/ (resumable) and policy/ (the result) (required)"),
-    CONFIG_ENTRY("workspace", CONFIG_STRING, "", "workspace database (default: OUT.DIR/workspace.db)", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("data.format", CONFIG_ENUM, "jsonl", "jsonl: {\"prompt\": ...} lines in data.prompts; db: the workspace's prompts", .choices = "jsonl|db"),
+    CONFIG_ENTRY("model.value", CONFIG_STRING, "",
+                 "where the value model starts (default: model.reward)"),
+    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "",
+                 "tokenizer directory (default: model.policy's)"),
+    TRAINER_ENTRY_OUT_DIR(
+        "output directory: last/ (resumable) and policy/ (the result) (required)"),
+    TRAINER_ENTRY_WORKSPACE("workspace database (default: OUT.DIR/workspace.db)"),
+    CONFIG_ENTRY("data.format", CONFIG_ENUM, "jsonl",
+                 "jsonl: {\"prompt\": ...} lines in data.prompts; db: the workspace's prompts",
+                 .choices = "jsonl|db"),
     CONFIG_ENTRY("data.prompts", CONFIG_LIST, NULL, "prompt files (JSONL)"),
-    CONFIG_ENTRY("data.split", CONFIG_ENUM, "train", "the workspace split used with data.format db", .choices = "train|valid|test"),
-    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE, "prompt rendering (as in SFT); exactly one {prompt}"),
-    CONFIG_ENTRY("data.max_prompt_tokens", CONFIG_INT, "0", "longest prompt (0: the context minus rollout.max_new_tokens)", .min = "0"),
-    CONFIG_ENTRY("data.truncation", CONFIG_ENUM, "drop", "prompts longer than that: drop, keep the last tokens (left), or error",
+    CONFIG_ENTRY("data.split", CONFIG_ENUM, "train", "the workspace split used with data.format db",
+                 .choices = "train|valid|test"),
+    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE,
+                 "prompt rendering (as in SFT); exactly one {prompt}"),
+    CONFIG_ENTRY("data.max_prompt_tokens", CONFIG_INT, "0",
+                 "longest prompt (0: the context minus rollout.max_new_tokens)", .min = "0"),
+    CONFIG_ENTRY("data.truncation", CONFIG_ENUM, "drop",
+                 "prompts longer than that: drop, keep the last tokens (left), or error",
                  .choices = "drop|left|error"),
-    CONFIG_ENTRY("rollout.batch_size", CONFIG_INT, "64", "episodes (prompts) per iteration", .min = "1", .max = "1048576"),
-    CONFIG_ENTRY("rollout.generation_batch", CONFIG_INT, "0", "prompts generated at once (0: the whole rollout batch; bounds the KV cache)", .min = "0", .max = "1048576"),
-    CONFIG_ENTRY("rollout.max_new_tokens", CONFIG_INT, "64", "longest response", .min = "1", .max = "1048576"),
-    CONFIG_ENTRY("rollout.temperature", CONFIG_DOUBLE, "1.0", "sampling temperature (InstructGPT: 1)", .min = "0", .max = "100"),
-    CONFIG_ENTRY("rollout.top_k", CONFIG_INT, "0", "sample from the k most likely tokens (0: all)", .min = "0"),
-    CONFIG_ENTRY("rollout.top_p", CONFIG_DOUBLE, "1.0", "nucleus sampling mass (1: all)", .min = "0", .max = "1"),
-    CONFIG_ENTRY("reward.missing_eos_penalty", CONFIG_DOUBLE, "1", "subtracted from the score of a response cut off without the end token "
-                 "(0: off; 1: as if labelers preferred the finished answer 73% of the time, a reward model's scores being logits)"),
-    CONFIG_ENTRY("reward.score_unfinished", CONFIG_ENUM, "end_token", "a response cut off by rollout.max_new_tokens is scored with the "
-                 "end token appended, as reward train scores every completion (end_token), or at its last token (as_is)",
-                 .choices = "end_token|as_is"),
-    CONFIG_ENTRY("reward.clip", CONFIG_DOUBLE, "0", "clip scores to [-clip, clip] (0: off)", .min = "0"),
-    CONFIG_ENTRY("kl.beta", CONFIG_DOUBLE, "0.02", "KL penalty coefficient (the start value with the adaptive controller)", .min = "0", .max = "1000"),
-    CONFIG_ENTRY("kl.controller", CONFIG_ENUM, "fixed", "fixed beta, or adaptive toward kl.target (Ziegler et al. 2019)", .choices = "fixed|adaptive"),
-    CONFIG_ENTRY("kl.target", CONFIG_DOUBLE, "6.0", "adaptive: target KL per episode (nats)", .min = "0"),
-    CONFIG_ENTRY("kl.horizon", CONFIG_DOUBLE, "10000", "adaptive: episodes over which beta moves", .min = "1"),
-    CONFIG_ENTRY("ppo.epochs", CONFIG_INT, "4", "passes over each rollout batch", .min = "1", .max = "1000"),
-    CONFIG_ENTRY("ppo.minibatch_size", CONFIG_INT, "8", "episodes per update (divides rollout.batch_size)", .min = "1", .max = "65536"),
+    CONFIG_ENTRY("rollout.batch_size", CONFIG_INT, "64", "episodes (prompts) per iteration",
+                 .min = "1", .max = "1048576"),
+    CONFIG_ENTRY("rollout.generation_batch", CONFIG_INT, "0",
+                 "prompts generated at once (0: the whole rollout batch; bounds the KV cache)",
+                 .min = "0", .max = "1048576"),
+    CONFIG_ENTRY("rollout.max_new_tokens", CONFIG_INT, "64", "longest response", .min = "1",
+                 .max = "1048576"),
+    CONFIG_ENTRY("rollout.temperature", CONFIG_DOUBLE, "1.0",
+                 "sampling temperature (InstructGPT: 1)", .min = "0", .max = "100"),
+    CONFIG_ENTRY("rollout.top_k", CONFIG_INT, "0", "sample from the k most likely tokens (0: all)",
+                 .min = "0"),
+    CONFIG_ENTRY("rollout.top_p", CONFIG_DOUBLE, "1.0", "nucleus sampling mass (1: all)",
+                 .min = "0", .max = "1"),
+    CONFIG_ENTRY(
+        "reward.missing_eos_penalty", CONFIG_DOUBLE, "1",
+        "subtracted from the score of a response cut off without the end token "
+        "(0: off; 1: as if labelers preferred the finished answer 73% of the time, a reward model's scores being logits)"),
+    CONFIG_ENTRY(
+        "reward.score_unfinished", CONFIG_ENUM, "end_token",
+        "a response cut off by rollout.max_new_tokens is scored with the "
+        "end token appended, as reward train scores every completion (end_token), or at its last token (as_is)",
+        .choices = "end_token|as_is"),
+    CONFIG_ENTRY("reward.clip", CONFIG_DOUBLE, "0", "clip scores to [-clip, clip] (0: off)",
+                 .min = "0"),
+    CONFIG_ENTRY("kl.beta", CONFIG_DOUBLE, "0.02",
+                 "KL penalty coefficient (the start value with the adaptive controller)",
+                 .min = "0", .max = "1000"),
+    CONFIG_ENTRY("kl.controller", CONFIG_ENUM, "fixed",
+                 "fixed beta, or adaptive toward kl.target (Ziegler et al. 2019)",
+                 .choices = "fixed|adaptive"),
+    CONFIG_ENTRY("kl.target", CONFIG_DOUBLE, "6.0", "adaptive: target KL per episode (nats)",
+                 .min = "0"),
+    CONFIG_ENTRY("kl.horizon", CONFIG_DOUBLE, "10000", "adaptive: episodes over which beta moves",
+                 .min = "1"),
+    CONFIG_ENTRY("ppo.epochs", CONFIG_INT, "4", "passes over each rollout batch", .min = "1",
+                 .max = "1000"),
+    CONFIG_ENTRY("ppo.minibatch_size", CONFIG_INT, "8",
+                 "episodes per update (divides rollout.batch_size)", .min = "1", .max = "65536"),
     CONFIG_ENTRY("ppo.clip", CONFIG_DOUBLE, "0.2", "ratio clip epsilon", .min = "0", .max = "10"),
-    CONFIG_ENTRY("ppo.value_clip", CONFIG_DOUBLE, "0.2", "value clip range around the rollout's values (0: unclipped)", .min = "0"),
+    CONFIG_ENTRY("ppo.value_clip", CONFIG_DOUBLE, "0.2",
+                 "value clip range around the rollout's values (0: unclipped)", .min = "0"),
     CONFIG_ENTRY("ppo.gamma", CONFIG_DOUBLE, "1.0", "discount", .min = "0", .max = "1"),
     CONFIG_ENTRY("ppo.lambda", CONFIG_DOUBLE, "0.95", "GAE lambda", .min = "0", .max = "1"),
-    CONFIG_ENTRY("ppo.whiten_advantages", CONFIG_BOOL, "true", "whiten advantages over each rollout batch"),
-    CONFIG_ENTRY("ppo.max_bad_minibatches", CONFIG_INT, "3", "NaN/Inf minibatches in a row before the run stops", .min = "1"),
-    CONFIG_ENTRY("ptx.coef", CONFIG_DOUBLE, "27.8", "pretraining LM loss weight (InstructGPT's gamma; 0: plain PPO)", .min = "0"),
-    CONFIG_ENTRY("ptx.data", CONFIG_LIST, NULL, "pretraining text files (tokenized once into OUT.DIR/ptx.tok)"),
+    CONFIG_ENTRY("ppo.whiten_advantages", CONFIG_BOOL, "true",
+                 "whiten advantages over each rollout batch"),
+    CONFIG_ENTRY("ppo.max_bad_minibatches", CONFIG_INT, "3",
+                 "NaN/Inf minibatches in a row before the run stops", .min = "1"),
+    CONFIG_ENTRY("ptx.coef", CONFIG_DOUBLE, "27.8",
+                 "pretraining LM loss weight (InstructGPT's gamma; 0: plain PPO)", .min = "0"),
+    CONFIG_ENTRY("ptx.data", CONFIG_LIST, NULL,
+                 "pretraining text files (tokenized once into OUT.DIR/ptx.tok)"),
     CONFIG_ENTRY("ptx.tokens", CONFIG_STRING, "", "an existing token file instead of ptx.data"),
-    CONFIG_ENTRY("ptx.batch_size", CONFIG_INT, "0", "pretraining windows per minibatch (0: 8 x ppo.minibatch_size, as InstructGPT)", .min = "0", .max = "1048576"),
-    CONFIG_ENTRY("ptx.seq_len", CONFIG_INT, "0", "tokens per pretraining window (0: the longest rollout)", .min = "0"),
-    CONFIG_ENTRY("train.iterations", CONFIG_INT, "100", "PPO iterations (rollout batches)", .min = "1"),
-    CONFIG_ENTRY("train.policy_lr", CONFIG_DOUBLE, "1e-5", "policy learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.value_lr", CONFIG_DOUBLE, "1e-5", "value model learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "constant", "learning-rate schedule after warmup", .choices = "constant|cosine"),
-    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup (optimizer steps)", .min = "0"),
-    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip per model (0: off)", .min = "0"),
-    CONFIG_ENTRY("train.ema", CONFIG_DOUBLE, "0", "EMA decay of the policy weights, saved as the result (0: off; InstructGPT 0.992)", .min = "0", .max = "0.999999"),
-    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "prompt order, sampling and minibatch seed", .min = "0"),
-    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("save.every", CONFIG_INT, "10", "save OUT.DIR/last every N iterations (and at the end)", .min = "1", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("log.every", CONFIG_INT, "1", "print a line every N iterations", .min = "1", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("memory.limit_gb", CONFIG_DOUBLE, "0", "refuse a memory plan above this (0: MemAvailable)", .min = "0", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("debug.nan_from_iteration", CONFIG_INT, "0", "tests: make every policy loss NaN from this iteration on (0: off)", .min = "0", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("ptx.batch_size", CONFIG_INT, "0",
+                 "pretraining windows per minibatch (0: 8 x ppo.minibatch_size, as InstructGPT)",
+                 .min = "0", .max = "1048576"),
+    CONFIG_ENTRY("ptx.seq_len", CONFIG_INT, "0",
+                 "tokens per pretraining window (0: the longest rollout)", .min = "0"),
+    CONFIG_ENTRY("train.iterations", CONFIG_INT, "100", "PPO iterations (rollout batches)",
+                 .min = "1"),
+    TRAINER_ENTRY_LR("train.policy_lr", "1e-5", "policy learning rate"),
+    TRAINER_ENTRY_LR("train.value_lr", "1e-5", "value model learning rate"),
+    TRAINER_ENTRY_SCHEDULE("constant", "constant|cosine"),
+    TRAINER_ENTRY_WARMUP("linear warmup (optimizer steps)"),
+    TRAINER_ENTRIES_ADAMW,
+    TRAINER_ENTRY_GRAD_CLIP("global gradient-norm clip per model (0: off)"),
+    CONFIG_ENTRY("train.ema", CONFIG_DOUBLE, "0",
+                 "EMA decay of the policy weights, saved as the result (0: off; InstructGPT 0.992)",
+                 .min = "0", .max = "0.999999"),
+    TRAINER_ENTRY_SEED("prompt order, sampling and minibatch seed"),
+    TRAINER_ENTRY_THREADS,
+    TRAINER_ENTRY_RESUME,
+    TRAINER_ENTRY_SAVE_EVERY("10", "1", "save OUT.DIR/last every N iterations (and at the end)"),
+    TRAINER_ENTRY_LOG_EVERY("1", "print a line every N iterations"),
+    CONFIG_ENTRY("memory.limit_gb", CONFIG_DOUBLE, "0",
+                 "refuse a memory plan above this (0: MemAvailable)", .min = "0",
+                 .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("debug.nan_from_iteration", CONFIG_INT, "0",
+                 "tests: make every policy loss NaN from this iteration on (0: off)", .min = "0",
+                 .flags = CONFIG_NO_HASH),
     {0}};
 
 static const char *usage =
@@ -97,16 +137,38 @@ static void log_line(const Ppo *s, const PpoStats *st, const CliProgress *pr) {
     cli_progress_format(pr, s->iteration, f, sizeof f);
     fprintf(stderr, "ppo: iteration %s\n", f);
     double ttrain = st->t_train_ppo + st->t_train_ptx;
-    fprintf(stderr, "ppo: iter %lld/%lld score %.4f kl %.4f (k3 %.4f) nsr %.4f beta %.4g ent %.3f len %.1f end %.2f | pg %.4f clip %.3f "
-            "akl %.2e vf %.4f ev %.3f ptx %.4f | gen %.0f tok/s train %.0f tok/s%s\n",
-            (long long)s->iteration, (long long)s->iterations, st->score, st->kl, st->kl_k3, st->nonscore, st->beta, st->entropy, st->resp_len,
-            st->end_rate, st->policy_loss, st->clip_frac, st->approx_kl, st->value_loss, st->explained_var, st->ptx_loss,
-            st->t_gen > 0 ? st->gen_tokens / st->t_gen : 0.0, ttrain > 0 ? (st->ppo_tokens + st->ptx_tokens) / ttrain : 0.0,
+    fprintf(stderr, "ppo: iter %lld/%lld score %.4f kl %.4f (k3 %.4f) nsr %.4f beta %.4g ent "
+            "%.3f len %.1f end %.2f | pg %.4f clip %.3f akl %.2e vf %.4f ev %.3f ptx %.4f | gen "
+            "%.0f tok/s train %.0f tok/s%s\n",
+            (long long)s->iteration, (long long)s->iterations, st->score, st->kl, st->kl_k3,
+            st->nonscore, st->beta, st->entropy, st->resp_len, st->end_rate, st->policy_loss,
+            st->clip_frac, st->approx_kl, st->value_loss, st->explained_var, st->ptx_loss,
+            st->t_gen > 0 ? st->gen_tokens / st->t_gen : 0.0,
+            ttrain > 0 ? (st->ppo_tokens + st->ptx_tokens) / ttrain : 0.0,
             st->skipped ? " (minibatches skipped)" : "");
 }
 
+// A stop inside an iteration, after some of its updates: OUT.DIR/last (if any) holds an earlier
+// iteration, which a rerun resumes from.
+static void note_dirty_stop(const Ppo *s) {
+    long long now = (long long)s->iteration + 1, saved = (long long)s->saved_iteration;
+    if (s->saved_iteration < 0) {
+        fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; "
+                        "nothing saved yet (rerun the same command to start again)\n",
+                cli_stop_name(), now);
+        return;
+    }
+    char redo[64];
+    if (saved == now - 1) snprintf(redo, sizeof redo, "iteration %lld is", now);
+    else snprintf(redo, sizeof redo, "iterations %lld to %lld are", saved + 1, now);
+    fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; %s "
+                    "holds iteration %lld (rerun the same command to resume: %s redone)\n",
+            cli_stop_name(), now, s->tr.last_dir, saved, redo);
+}
+
 static int train(Ppo *s, char *err, size_t errlen) {
-    int64_t save_every = config_get_int(s->cfg, "save.every"), log_every = config_get_int(s->cfg, "log.every");
+    int64_t save_every = config_get_int(s->cfg, "save.every"),
+            log_every = config_get_int(s->cfg, "log.every");
     int main_rank = dist_main(&s->dist);
     // the ranks agree on stopping: a signal seen by any rank stops all after the same iteration
     int stop = s->dist.size == 1 && cli_stop_signal();
@@ -129,12 +191,16 @@ static int train(Ppo *s, char *err, size_t errlen) {
             char why[2048], e2[512];
             snprintf(why, sizeof why, "%s", err);
             if (ppo_restore_last(s, e2, sizeof e2) == 0)
-                return util_err(err, errlen, "%s; stopped and restored the last good checkpoint %s (iteration %lld), which this "
-                                "run did not change. Lower train.policy_lr / train.value_lr or check the reward model; to continue from "
-                                "it with other settings, start a new out.dir with model.policy=%s/policy", why, s->last_dir,
-                                (long long)s->iteration, s->last_dir);
-            return util_err(err, errlen, "%s; stopped. No checkpoint had been saved yet (nothing written); lower train.policy_lr / "
-                            "train.value_lr or check the reward model", why);
+                return util_err(err, errlen, "%s; stopped and restored the last good checkpoint "
+                                "%s (iteration %lld), which this run did not change. Lower "
+                                "train.policy_lr / train.value_lr or check the reward model; to "
+                                "continue from it with other settings, start a new out.dir with "
+                                "model.policy=%s/policy",
+                                why, s->tr.last_dir, (long long)s->iteration, s->tr.last_dir);
+            return util_err(err, errlen, "%s; stopped. No checkpoint had been saved yet (nothing "
+                            "written); lower train.policy_lr / train.value_lr or check the "
+                            "reward model",
+                            why);
         }
         s->iteration++;
         double flag = cli_stop_signal();
@@ -145,30 +211,23 @@ static int train(Ppo *s, char *err, size_t errlen) {
         s->t_allreduce += st.t_allreduce;
         s->run_steps += st.minibatches;
         if (main_rank && ppo_record(s, &st, err, errlen)) return -1;
-        if (main_rank && (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1)) log_line(s, &st, &pr);
+        if (main_rank &&
+            (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1))
+            log_line(s, &st, &pr);
         if (s->iteration % save_every == 0 || s->iteration == s->iterations || stop)
             if (ppo_save_last(s, err, errlen)) return -1;
     }
     double el = util_time_s() - t_start;
     if (main_rank && s->iteration > first)
-        fprintf(stderr, "ppo: trained %lld iterations, %lld tokens in %.2f s: %.1f tokens/s\n", (long long)(s->iteration - first),
-                (long long)tokens, el, el > 0 ? (double)tokens / el : 0.0);
+        fprintf(stderr, "ppo: trained %lld iterations, %lld tokens in %.2f s: %.1f tokens/s\n",
+                (long long)(s->iteration - first), (long long)tokens, el,
+                el > 0 ? (double)tokens / el : 0.0);
     if (stop && s->iteration < s->iterations) {
-        if (!dirty && s->saved_iteration != s->iteration && ppo_save_last(s, err, errlen)) return -1;
-        if (main_rank && !dirty)
-            fprintf(stderr, "ppo: interrupted by %s at iteration %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
-                    (long long)s->iteration, s->last_dir);
-        else if (main_rank && s->saved_iteration >= 0) {
-            char redo[64];
-            if (s->saved_iteration == s->iteration) snprintf(redo, sizeof redo, "iteration %lld is", (long long)s->iteration + 1);
-            else snprintf(redo, sizeof redo, "iterations %lld to %lld are", (long long)s->saved_iteration + 1, (long long)s->iteration + 1);
-            fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; %s holds iteration %lld "
-                    "(rerun the same command to resume: %s redone)\n", cli_stop_name(), (long long)s->iteration + 1, s->last_dir,
-                    (long long)s->saved_iteration, redo);
-        } else if (main_rank)
-            fprintf(stderr, "ppo: interrupted by %s during iteration %lld, after some of its updates; nothing saved yet "
-                    "(rerun the same command to start again)\n", cli_stop_name(), (long long)s->iteration + 1);
-        return cli_stop_signal() ? cli_stop_signal() : SIGINT;
+        if (!dirty && s->saved_iteration != s->iteration && ppo_save_last(s, err, errlen))
+            return -1;
+        if (!dirty) return trainer_stopped(&s->tr, "iteration", s->iteration);
+        if (main_rank) note_dirty_stop(s);
+        return trainer_stop_status();
     }
     return ppo_save_final(s, err, errlen);
 }
@@ -177,32 +236,32 @@ int main(int argc, char **argv) {
     blas_startup("ppo", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     Ppo s;
     memset(&s, 0, sizeof s);
-    signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     dist_init(&s.dist, &argc, &argv);
+    int early = trainer_config(&s.cfg, &s.dist, PPO_SCHEMA, "ppo", usage, argc - 1, argv + 1);
+    if (early >= 0) return early;
     char err[2048];
-    if (config_new(&s.cfg, PPO_SCHEMA, err, sizeof err)) { fprintf(stderr, "ppo: %s\n", err); dist_abort(&s.dist, 2); }
-    int early = config_parse_args(s.cfg, argc - 1, argv + 1, "ppo", usage);
-    if (early >= 0) { config_free(s.cfg); dist_finalize(&s.dist); return early; }
-    cli_stop_install("ppo");
     int rc = ppo_setup(&s, err, sizeof err), main_rank = dist_main(&s.dist);
     if (rc == 0) {
         if (main_rank && s.dist.size > 1)
-            fprintf(stderr, "ppo: %d ranks, each generating %d of the %d rollouts and computing %d of the %d episodes of every minibatch\n",
+            fprintf(stderr, "ppo: %d ranks, each generating %d of the %d rollouts and computing "
+                    "%d of the %d episodes of every minibatch\n",
                     s.dist.size, s.R / s.dist.size, s.R, s.mbl, s.mb);
         if (main_rank)
-            fprintf(stderr, "ppo: run %lld, %lld iterations of %d episodes (%d epochs of %d minibatches), responses up to %d tokens, "
-                    "ptx %s, config %s\n", (long long)s.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb, s.max_new,
-                    s.has_ptx ? "on" : "off", s.hash);
+            fprintf(stderr, "ppo: run %lld, %lld iterations of %d episodes (%d epochs of %d "
+                    "minibatches), responses up to %d tokens, ptx %s, config %s\n",
+                    (long long)s.tr.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb,
+                    s.max_new, s.has_ptx ? "on" : "off", s.tr.hash);
         rc = train(&s, err, sizeof err);
     }
-    if (rc < 0) dist_report_error(&s.dist, "ppo", err);
-    int code = store_finish_run(main_rank ? s.db : NULL, s.run_id, rc, "ppo");
+    int code = trainer_finish(&s.tr, rc, err);
     if (rc == 0 && main_rank) {
         if (s.dist.size > 1)
-            fprintf(stderr, "ppo: %d ranks, weights identical on every rank at every save; %.3f s in gradient allreduces (%.4f s per step), "
-                    "%.3f s in all allreduces\n", s.dist.size, s.t_allreduce, s.run_steps ? s.t_allreduce / (double)s.run_steps : 0.0,
-                    s.dist.allreduce_s);
-        fprintf(stderr, "ppo: done: %s (the policy%s), %s (resumable state)\n", s.final_dir, s.has_ema ? ", EMA weights" : "", s.last_dir);
+            fprintf(stderr, "ppo: %d ranks, weights identical on every rank at every save; %.3f "
+                    "s in gradient allreduces (%.4f s per step), %.3f s in all allreduces\n",
+                    s.dist.size, s.t_allreduce,
+                    s.run_steps ? s.t_allreduce / (double)s.run_steps : 0.0, s.dist.allreduce_s);
+        fprintf(stderr, "ppo: done: %s (the policy%s), %s (resumable state)\n", s.tr.final_dir,
+                s.has_ema ? ", EMA weights" : "", s.tr.last_dir);
     }
     ppo_teardown(&s);
     if (rc < 0 && s.dist.size > 1) dist_abort(&s.dist, 1);   // the others may wait in an allreduce

@@ -13,7 +13,7 @@
 // plus garbage that the next start removes.
 #define _GNU_SOURCE   // nftw
 #include "cli.h"
-#include "trainer.h"
+#include "ppo_train.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -21,25 +21,24 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-void ppo_prompt_order(Ppo *s);   // iteration.c
-
-static uint64_t hex_u64(const char *h) { return strtoull(h, NULL, 16); }
-
-static int is_dir(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
 static int exists(const char *p) { struct stat st; return lstat(p, &st) == 0; }
 // GenConfig.cancel: a pending stop request (SIGTERM, SIGINT, SIGHUP) ends generation.
 static int stop_requested(void *unused) { (void)unused; return cli_stop_signal() != 0; }
 
 static int fsync_dir(const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return util_err(err, errlen, "%s: cannot open directory: %s", path, strerror(errno));
+    if (fd < 0)
+        return util_err(err, errlen, "%s: cannot open directory: %s", path, strerror(errno));
     int rc = fsync(fd);
     close(fd);
     return rc ? util_err(err, errlen, "%s: fsync: %s", path, strerror(errno)) : 0;
@@ -58,23 +57,28 @@ static int remove_tree(const char *path, char *err, size_t errlen) {
 }
 
 // Repairs OUT.DIR/last after an interrupted group save (see the top of the file).
-static int group_recover(Ppo *s, char *err, size_t errlen) {
+static int group_recover(void *ctx, char *err, size_t errlen) {
+    Ppo *s = ctx;
     char old[4200];
-    snprintf(old, sizeof old, "%s.old", s->last_dir);
-    if (!exists(s->last_dir) && is_dir(old)) {
-        if (rename(old, s->last_dir)) return util_err(err, errlen, "%s: cannot rename to %s: %s", old, s->last_dir, strerror(errno));
-        if (fsync_dir(s->out_dir, err, errlen)) return -1;
-    } else if (is_dir(s->last_dir) && is_dir(old)) {
+    snprintf(old, sizeof old, "%s.old", s->tr.last_dir);
+    if (!exists(s->tr.last_dir) && is_dir(old)) {
+        if (rename(old, s->tr.last_dir))
+            return util_err(err, errlen, "%s: cannot rename to %s: %s", old, s->tr.last_dir,
+                            strerror(errno));
+        if (fsync_dir(s->tr.out_dir, err, errlen)) return -1;
+    } else if (is_dir(s->tr.last_dir) && is_dir(old)) {
         if (remove_tree(old, err, errlen)) return -1;
     }
-    DIR *d = opendir(s->out_dir);
-    if (!d) return util_err(err, errlen, "%s: cannot open directory: %s", s->out_dir, strerror(errno));
+    DIR *d = opendir(s->tr.out_dir);
+    if (!d)
+        return util_err(err, errlen, "%s: cannot open directory: %s", s->tr.out_dir,
+                        strerror(errno));
     struct dirent *e;
     int rc = 0;
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, "last.tmp.", 9)) continue;
         char p[4400];
-        snprintf(p, sizeof p, "%s/%s", s->out_dir, e->d_name);
+        snprintf(p, sizeof p, "%s/%s", s->tr.out_dir, e->d_name);
         if (is_dir(p) && remove_tree(p, err, errlen)) { rc = -1; break; }
     }
     closedir(d);
@@ -97,30 +101,37 @@ static int add_prompt(PromptCtx *c, const char *text, int64_t prompt_id, const c
     Ppo *s = c->s;
     TokIds ids = {0};
     char e[512];
-    if (dataset_encode_prompt(s->ds, text, &ids, e, sizeof e)) { tok_ids_free(&ids); return util_err(c->err, c->errlen, "%s: %s", where, e); }
-    if (ids.n == 0) { tok_ids_free(&ids); return util_err(c->err, c->errlen, "%s: the prompt renders to no tokens", where); }
+    if (dataset_encode_prompt(s->ds, text, &ids, e, sizeof e)) {
+        tok_ids_free(&ids);
+        return util_err(c->err, c->errlen, "%s: %s", where, e);
+    }
+    if (ids.n == 0) {
+        tok_ids_free(&ids);
+        return util_err(c->err, c->errlen, "%s: the prompt renders to no tokens", where);
+    }
     int32_t *p = ids.ids;
     size_t n = ids.n;
     if (n > (size_t)c->Tlimit) {
         if (c->trunc == 2) {
             tok_ids_free(&ids);
-            return util_err(c->err, c->errlen, "%s: the prompt is %zu tokens, more than the %d allowed (data.max_prompt_tokens, or the context "
-                            "minus rollout.max_new_tokens); set data.truncation to drop or left", where, n, c->Tlimit);
+            return util_err(c->err, c->errlen, "%s: the prompt is %zu tokens, more than the %d "
+                            "allowed (data.max_prompt_tokens, or the context minus "
+                            "rollout.max_new_tokens); set data.truncation to drop or left",
+                            where, n, c->Tlimit);
         }
         if (c->trunc == 0) { c->n_dropped++; tok_ids_free(&ids); return 0; }
         p += n - (size_t)c->Tlimit;   // left: keep the end, which the response continues
         n = (size_t)c->Tlimit;
         c->n_cut++;
     }
-    if (s->n_prompts % 1024 == 0) s->prompts = realloc(s->prompts, (size_t)(s->n_prompts + 1024) * sizeof(PpoPrompt));
-    if (!s->prompts) DIE("out of memory");
+    if (s->n_prompts % 1024 == 0)
+        s->prompts = REALLOC_ARRAY(s->prompts, (size_t)(s->n_prompts + 1024), sizeof(PpoPrompt));
     PpoPrompt *pp = &s->prompts[s->n_prompts++];
     pp->ids = MALLOC_CHECK(n * sizeof(int32_t));
     memcpy(pp->ids, p, n * sizeof(int32_t));
     pp->len = (int32_t)n;
     pp->prompt_id = prompt_id;
-    pp->text = strdup(text);
-    if (!pp->text) DIE("out of memory");
+    pp->text = STRDUP_CHECK(text);
     tok_ids_free(&ids);
     return 0;
 }
@@ -130,7 +141,9 @@ static int load_jsonl_prompts(PromptCtx *c, const char *path) {
     size_t len;
     if (cli_read_lines_file(path, &data, &len, c->err, c->errlen)) return -1;
     size_t i = 0;
-    if (len >= 3 && (unsigned char)data[0] == 0xEF && (unsigned char)data[1] == 0xBB && (unsigned char)data[2] == 0xBF) i = 3;
+    if (len >= 3 && (unsigned char)data[0] == 0xEF && (unsigned char)data[1] == 0xBB &&
+        (unsigned char)data[2] == 0xBF)
+        i = 3;
     int line = 0, rc = 0;
     int64_t before = c->s->n_prompts;
     while (i < len && rc == 0) {
@@ -144,19 +157,28 @@ static int load_jsonl_prompts(PromptCtx *c, const char *path) {
         char where[4200];
         snprintf(where, sizeof where, "%s:%d", path, line);
         if (k < e) {
-            if (memchr(data + i, 0, e - i)) { rc = util_err(c->err, c->errlen, "%s: a NUL byte in the line", where); break; }
+            if (memchr(data + i, 0, e - i)) {
+                rc = util_err(c->err, c->errlen, "%s: a NUL byte in the line", where);
+                break;
+            }
             const char *end = NULL;
             cJSON *o = cJSON_ParseWithLengthOpts(data + i, e - i, &end, 0);
-            if (!o) rc = util_err(c->err, c->errlen, "%s: bad JSON near column %ld", where, end ? (long)(end - (data + i)) + 1 : 1L);
-            else if (!cJSON_IsObject(o)) rc = util_err(c->err, c->errlen, "%s: expected a JSON object with a \"prompt\" string", where);
+            if (!o)
+                rc = util_err(c->err, c->errlen, "%s: bad JSON near column %ld", where,
+                              end ? (long)(end - (data + i)) + 1 : 1L);
+            else if (!cJSON_IsObject(o))
+                rc = util_err(c->err, c->errlen,
+                              "%s: expected a JSON object with a \"prompt\" string", where);
             else {
                 const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompt");
                 if (!p) rc = util_err(c->err, c->errlen, "%s: missing key \"prompt\"", where);
-                else if (!cJSON_IsString(p)) rc = util_err(c->err, c->errlen, "%s: \"prompt\" must be a string", where);
+                else if (!cJSON_IsString(p))
+                    rc = util_err(c->err, c->errlen, "%s: \"prompt\" must be a string", where);
                 else {
                     int64_t id = 0;
                     char e2[512];
-                    if (store_find_prompt(c->s->db, p->valuestring, &id, e2, sizeof e2)) rc = util_err(c->err, c->errlen, "%s", e2);
+                    if (store_find_prompt(c->s->tr.db, p->valuestring, &id, e2, sizeof e2))
+                        rc = util_err(c->err, c->errlen, "%s", e2);
                     else rc = add_prompt(c, p->valuestring, id, where);
                 }
             }
@@ -165,7 +187,8 @@ static int load_jsonl_prompts(PromptCtx *c, const char *path) {
         i = j + 1;
     }
     free(data);
-    if (rc == 0 && c->s->n_prompts == before && c->n_dropped == 0) return util_err(c->err, c->errlen, "%s: no prompts in the file", path);
+    if (rc == 0 && c->s->n_prompts == before && c->n_dropped == 0)
+        return util_err(c->err, c->errlen, "%s: no prompts in the file", path);
     return rc;
 }
 
@@ -178,30 +201,39 @@ static int add_db_prompt(const StorePrompt *p, void *ctx) {
 
 static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
     DatasetOptions o = {.prompt_template = config_get_string(s->cfg, "data.prompt_template"),
-                        .response_prefix = "", .max_tokens = context, .truncation = DATASET_TRUNCATE_ERROR};
+                        .response_prefix = "",
+                        .max_tokens = context,
+                        .truncation = DATASET_TRUNCATE_ERROR};
     if (dataset_create(&s->ds, s->tok, &o, err, errlen)) return -1;
     int64_t mp = config_get_int(s->cfg, "data.max_prompt_tokens");
     PromptCtx c = {.s = s, .Tlimit = context - s->max_new, .err = err, .errlen = errlen};
     if (mp > 0 && mp < c.Tlimit) c.Tlimit = (int)mp;
     if (c.Tlimit < 1)
-        return util_err(err, errlen, "rollout.max_new_tokens %d leaves no room for a prompt in the context of %d tokens", s->max_new, context);
+        return util_err(err, errlen, "rollout.max_new_tokens %d leaves no room for a prompt in "
+                        "the context of %d tokens",
+                        s->max_new, context);
     const char *tr = config_get_string(s->cfg, "data.truncation");
     c.trunc = !strcmp(tr, "drop") ? 0 : !strcmp(tr, "left") ? 1 : 2;
     if (!strcmp(config_get_string(s->cfg, "data.format"), "jsonl")) {
         const char *const *files;
         int64_t nf = config_get_list(s->cfg, "data.prompts", &files);
-        if (nf == 0) return util_err(err, errlen, "data.prompts: no prompt files given (JSONL lines {\"prompt\": ...}), or set data.format=db");
+        if (nf == 0)
+            return util_err(err, errlen, "data.prompts: no prompt files given (JSONL lines "
+                            "{\"prompt\": ...}), or set data.format=db");
         for (int64_t i = 0; i < nf; i++)
             if (load_jsonl_prompts(&c, files[i])) return -1;
-    } else if (store_each_prompt(s->db, config_get_string(s->cfg, "data.split"), add_db_prompt, &c, err, errlen)) {
+    } else if (store_each_prompt(s->tr.db, config_get_string(s->cfg, "data.split"), add_db_prompt,
+                                 &c, err, errlen)) {
         return -1;
     }
     if (s->n_prompts == 0 && c.n_dropped)
-        return util_err(err, errlen, "no prompts to train on: all %lld were longer than %d tokens (see data.max_prompt_tokens, data.truncation)",
+        return util_err(err, errlen, "no prompts to train on: all %lld were longer than %d "
+                        "tokens (see data.max_prompt_tokens, data.truncation)",
                         (long long)c.n_dropped, c.Tlimit);
     if (s->n_prompts == 0)
-        return util_err(err, errlen, "no prompts to train on: %s has none in the %s split (import some, or use data.format=jsonl)",
-                        s->db_path, config_get_string(s->cfg, "data.split"));
+        return util_err(err, errlen, "no prompts to train on: %s has none in the %s split "
+                        "(import some, or use data.format=jsonl)",
+                        s->tr.db_path, config_get_string(s->cfg, "data.split"));
     s->Tp = 0;
     uint64_t fp = DATA_HASH_INIT;
     for (int64_t i = 0; i < s->n_prompts; i++) {
@@ -211,8 +243,10 @@ static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
     }
     s->prompt_fp = data_hash_mix(fp);
     if (dist_main(&s->dist))
-        fprintf(stderr, "ppo: %lld prompts, longest %d tokens; %lld dropped and %lld cut on the left as longer than %d\n",
-            (long long)s->n_prompts, s->Tp, (long long)c.n_dropped, (long long)c.n_cut, c.Tlimit);
+        fprintf(stderr, "ppo: %lld prompts, longest %d tokens; %lld dropped and %lld cut on the "
+                "left as longer than %d\n",
+                (long long)s->n_prompts, s->Tp, (long long)c.n_dropped, (long long)c.n_cut,
+                c.Tlimit);
     s->order = MALLOC_CHECK((size_t)s->n_prompts * sizeof(int64_t));
     return 0;
 }
@@ -227,22 +261,30 @@ static int load_ptx(Ppo *s, char *err, size_t errlen) {
     const char *tokpath = config_get_string(s->cfg, "ptx.tokens");
     if (s->ptx_coef == 0.0f) return 0;   // plain PPO
     if (nf == 0 && !tokpath[0])
-        return util_err(err, errlen, "ptx.coef is %g (PPO-ptx) but no pretraining text is given: set ptx.data (text files) or ptx.tokens "
-                        "(a token file), or ptx.coef=0 for PPO without the pretraining mix", (double)s->ptx_coef);
+        return util_err(err, errlen, "ptx.coef is %g (PPO-ptx) but no pretraining text is given: "
+                        "set ptx.data (text files) or ptx.tokens (a token file), or ptx.coef=0 "
+                        "for PPO without the pretraining mix",
+                        (double)s->ptx_coef);
     if (nf > 0 && tokpath[0]) return util_err(err, errlen, "set ptx.data or ptx.tokens, not both");
     char path[4200];
     if (nf > 0) {
-        snprintf(path, sizeof path, "%s/ptx.tok", s->out_dir);
-        if (dist_main(&s->dist) && !exists(path)) {   // tokenized once (by rank 0), then memory-mapped on every run
-            fprintf(stderr, "ppo: tokenizing %lld pretraining file(s) into %s\n", (long long)nf, path);
-            if (tokfile_write_text(path, s->tok, files, (size_t)nf, NULL, NULL, err, errlen)) return -1;
+        snprintf(path, sizeof path, "%s/ptx.tok", s->tr.out_dir);
+        // tokenized once (by rank 0), then memory-mapped on every run
+        if (dist_main(&s->dist) && !exists(path)) {
+            fprintf(stderr, "ppo: tokenizing %lld pretraining file(s) into %s\n", (long long)nf,
+                    path);
+            if (tokfile_write_text(path, s->tok, files, (size_t)nf, NULL, NULL, err, errlen))
+                return -1;
         }
         dist_barrier(&s->dist);
         tokpath = path;
     }
-    if (tokfile_open(&s->ptx_file, tokpath, s->tok, s->policy.config.vocab_size, err, errlen)) return -1;
+    if (tokfile_open(&s->ptx_file, tokpath, s->tok, s->policy.config.vocab_size, err, errlen))
+        return -1;
     s->has_ptx = 1;
-    TokfileIterOptions o = {.batch_size = s->ptx_chunk, .seq_len = s->ptx_T, .order = TOKFILE_SHUFFLED,
+    TokfileIterOptions o = {.batch_size = s->ptx_chunk,
+                            .seq_len = s->ptx_T,
+                            .order = TOKFILE_SHUFFLED,
                             .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
     if (tokfile_iter_init(&s->ptx_it, &s->ptx_file, &o, err, errlen)) return -1;
     data_batch_init(&s->ptx_batch, s->ptx_chunk, s->ptx_T);
@@ -253,43 +295,66 @@ static int load_ptx(Ppo *s, char *err, size_t errlen) {
 // models
 
 // Reads a checkpoint's config for one of the four roles and checks it can play it.
-static int role_config(const char *key, const char *dir, int want_lm, ModelConfig *c, char *err, size_t errlen) {
+static int role_config(const char *key, const char *dir, int want_lm, ModelConfig *c, char *err,
+                       size_t errlen) {
     char e[1024];
     if (ckpt_load_config(dir, c, NULL, e, sizeof e)) return util_err(err, errlen, "%s: %s", key, e);
     if (want_lm) {
-        if (!c->lm_head) return util_err(err, errlen, "%s: %s has no LM head: the policy and reference must be language models (the SFT checkpoint)", key, dir);
+        if (!c->lm_head)
+            return util_err(err, errlen, "%s: %s has no LM head: the policy and reference must "
+                            "be language models (the SFT checkpoint)",
+                            key, dir);
         c->score_head = 0;
     } else {
         if (!c->score_head)
-            return util_err(err, errlen, "%s: %s has no score head (score.weight): it is not a reward model; train one with the reward program", key, dir);
+            return util_err(err, errlen, "%s: %s has no score head (score.weight): it is not a "
+                            "reward model; train one with the reward program",
+                            key, dir);
         c->lm_head = 0;   // the value and reward models only read the scalar head
     }
     return 0;
 }
 
-static int load_role(const char *key, const char *dir, Model *m, int flags, char *err, size_t errlen) {
+static int load_role(const char *key, const char *dir, Model *m, int flags, char *err,
+                     size_t errlen) {
     char e[1024];
-    if (ckpt_load_weights(dir, m, flags, e, sizeof e)) return util_err(err, errlen, "%s: %s", key, e);
+    if (ckpt_load_weights(dir, m, flags, e, sizeof e))
+        return util_err(err, errlen, "%s: %s", key, e);
     return 0;
 }
 
 typedef struct { const char *what; size_t bytes; char detail[160]; } PlanRow;
 
-static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc, const ModelConfig *vc,
-                       int max_rows, char *err, size_t errlen) {
+static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc,
+                       const ModelConfig *vc, int max_rows, char *err, size_t errlen) {
     int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
     PlanRow rows[8];
     int n = 0;
-#define ROW(w, b, ...) do { rows[n].what = (w); rows[n].bytes = (b); snprintf(rows[n].detail, sizeof rows[n].detail, __VA_ARGS__); n++; } while (0)
-    ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1), "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
-    ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0), "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
-    ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0), "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
-    ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1), "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl, s->Tpos);
-    if (s->has_ema) ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)", (double)s->ema_decay);
-    ROW("kv cache", kv_memory_bytes(pc, s->gen_B, s->Tseq, max_rows), "generation: %d sequences x %d positions", s->gen_B, s->Tseq);
+#define ROW(w, b, ...)                                                                             \
+    do {                                                                                           \
+        rows[n].what = (w);                                                                        \
+        rows[n].bytes = (b);                                                                       \
+        snprintf(rows[n].detail, sizeof rows[n].detail, __VA_ARGS__);                              \
+        n++;                                                                                       \
+    } while (0)
+    ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1),
+        "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
+    ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0),
+        "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
+    ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0),
+        "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
+    ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1),
+        "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl,
+        s->Tpos);
+    if (s->has_ema)
+        ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)",
+            (double)s->ema_decay);
+    ROW("kv cache", kv_memory_bytes(pc, s->gen_B, s->Tseq, max_rows),
+        "generation: %d sequences x %d positions", s->gen_B, s->Tseq);
     size_t R = (size_t)s->R, rollout = R * s->Tseq * 4 + R * s->Tpos * (7 * 4 + 1) + R * 40 +
                                        (size_t)s->mbl * (s->Tseq + 1) * (3 * 4 + 5 * 4) +
-                                       (size_t)s->gen_B * ((size_t)s->Tp + s->max_new + 2) * 4 + (size_t)pc->vocab_size * 8 +
+                                       (size_t)s->gen_B * ((size_t)s->Tp + s->max_new + 2) * 4 +
+                                       (size_t)pc->vocab_size * 8 +
                                        (size_t)s->ptx_chunk * s->ptx_T * 20;
     ROW("buffers", rollout, "%d rollouts, minibatch, generation and ptx batches", s->R);
 #undef ROW
@@ -302,32 +367,38 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     util_format_bytes(t, sizeof t, (double)total);
     util_format_bytes(l, sizeof l, lim);
     if (dist_main(&s->dist)) {
-        fprintf(stderr, "ppo: memory plan (%d rollouts of up to %d tokens, minibatch %d, generation batch %d)%s:\n", s->R, s->Tseq, s->mb, s->gen_B,
-                s->dist.size > 1 ? ", per rank" : "");
+        fprintf(stderr, "ppo: memory plan (%d rollouts of up to %d tokens, minibatch %d, "
+                "generation batch %d)%s:\n",
+                s->R, s->Tseq, s->mb, s->gen_B, s->dist.size > 1 ? ", per rank" : "");
         for (int i = 0; i < n; i++) {
             util_format_bytes(b, sizeof b, (double)rows[i].bytes);
             fprintf(stderr, "ppo:   %-10s %10s  %s\n", rows[i].what, b, rows[i].detail);
         }
-        fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l, from_config ? "(memory.limit_gb)" : lim > 0 ? "available (MemAvailable, ulimit -v)" : "(unknown: not checked)");
+        fprintf(stderr, "ppo:   %-10s %10s  of %s %s\n", "total", t, l,
+                from_config ? "(memory.limit_gb)"
+                : lim > 0   ? "available (MemAvailable, ulimit -v)"
+                            : "(unknown: not checked)");
     }
     if (lim > 0 && (double)total > lim)
-        return util_err(err, errlen, "the memory plan needs %s but only %s is %s: lower ppo.minibatch_size (activations of all four models), "
-                        "rollout.generation_batch (KV cache), rollout.max_new_tokens or data.max_prompt_tokens (sequence length)%s, "
-                        "or use smaller models", t, l, from_config ? "allowed (memory.limit_gb)" : "available", s->has_ema ? ", set train.ema=0" : "");
+        return util_err(err, errlen, "the memory plan needs %s but only %s is %s: lower "
+                        "ppo.minibatch_size (activations of all four models), "
+                        "rollout.generation_batch (KV cache), rollout.max_new_tokens or "
+                        "data.max_prompt_tokens (sequence length)%s, or use smaller models",
+                        t, l, from_config ? "allowed (memory.limit_gb)" : "available",
+                        s->has_ema ? ", set train.ema=0" : "");
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
 // checkpoints
 
-static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char *err, size_t errlen) {
-    ckpt_state_init(st);
-    st->step = step;
-    st->rng = s->rng;
-    if (ckpt_state_set_int(st, "config_hash", (int64_t)hex_u64(s->hash), err, errlen) ||
+static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char *err,
+                      size_t errlen) {
+    trainer_state_init(st, step, &s->rng);
+    if (ckpt_state_set_int(st, "config_hash", (int64_t)trainer_hash_u64(&s->tr), err, errlen) ||
         ckpt_state_set_int(st, "iteration", s->iteration, err, errlen)) return -1;
     if (!full) return 0;
-    if (ckpt_state_set_int(st, "run_id", s->run_id, err, errlen) ||
+    if (ckpt_state_set_int(st, "run_id", s->tr.run_id, err, errlen) ||
         ckpt_state_set_int(st, "value_steps", s->value_steps, err, errlen) ||
         ckpt_state_set_int(st, "prompts.epoch", s->prompt_epoch, err, errlen) ||
         ckpt_state_set_int(st, "prompts.index", s->prompt_index, err, errlen) ||
@@ -344,30 +415,38 @@ static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char
 
 // 1 when the policy, value and EMA weights are the same bytes on every rank.
 static int ranks_identical(Ppo *s) {
-    int same = dist_identical(&s->dist, s->policy.params_memory, (int64_t)(s->policy.num_params * sizeof(float)));
-    same &= dist_identical(&s->dist, s->value.params_memory, (int64_t)(s->value.num_params * sizeof(float)));
-    if (s->has_ema) same &= dist_identical(&s->dist, s->ema.params_memory, (int64_t)(s->ema.num_params * sizeof(float)));
+    int same = trainer_same_weights(&s->tr, &s->policy);
+    same &= trainer_same_weights(&s->tr, &s->value);
+    if (s->has_ema) same &= trainer_same_weights(&s->tr, &s->ema);
     return same;
 }
 
 int ppo_save_last(Ppo *s, char *err, size_t errlen) {
-    if (!ranks_identical(s)) return util_err(err, errlen, "iteration %lld: the ranks' weights differ", (long long)s->iteration);
+    if (!ranks_identical(s))
+        return util_err(err, errlen, "iteration %lld: the ranks' weights differ",
+                        (long long)s->iteration);
     if (!dist_main(&s->dist)) { s->saved_iteration = s->iteration; return 0; }
     char tmp[4200], old[4200], p[4300], e2[256];
     if (group_recover(s, err, errlen)) return -1;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", s->last_dir, (long)getpid());
-    snprintf(old, sizeof old, "%s.old", s->last_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", s->tr.last_dir, (long)getpid());
+    snprintf(old, sizeof old, "%s.old", s->tr.last_dir);
     if (remove_tree(tmp, err, errlen)) return -1;
-    if (mkdir(tmp, 0777)) return util_err(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+    if (mkdir(tmp, 0777))
+        return util_err(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     CkptTrainerState pst, vst;
     int eot = tok_eot(s->tok);
-    CkptSaveOptions so = {.tokenizer_dir = s->tok_dir, .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
+    CkptSaveOptions so = {.tokenizer_dir = s->tok_dir,
+                          .has_token_ids = eot >= 0,
+                          .bos_token_id = eot,
+                          .eos_token_id = eot};
     CkptSaveOptions sp = so, sv = so;
     sp.state = &pst;
     sv.state = &vst;
     sv.tokenizer_dir = NULL;
     int moved = 0;
-    if (fill_state(s, &pst, s->policy_steps, 1, err, errlen) || fill_state(s, &vst, s->value_steps, 0, err, errlen)) goto fail;
+    if (fill_state(s, &pst, s->policy_steps, 1, err, errlen) ||
+        fill_state(s, &vst, s->value_steps, 0, err, errlen))
+        goto fail;
     snprintf(p, sizeof p, "%s/policy", tmp);
     if (ckpt_save(p, &s->policy, &sp, err, errlen)) goto fail;
     snprintf(p, sizeof p, "%s/value", tmp);
@@ -377,19 +456,26 @@ int ppo_save_last(Ppo *s, char *err, size_t errlen) {
         if (ckpt_save(p, &s->ema, &so, err, errlen)) goto fail;
     }
     if (fsync_dir(tmp, err, errlen)) goto fail;
-    if (is_dir(s->last_dir)) {
-        if (rename(s->last_dir, old)) { util_err(err, errlen, "%s: cannot rename to %s: %s", s->last_dir, old, strerror(errno)); goto fail; }
+    if (is_dir(s->tr.last_dir)) {
+        if (rename(s->tr.last_dir, old)) {
+            util_err(err, errlen, "%s: cannot rename to %s: %s", s->tr.last_dir, old,
+                     strerror(errno));
+            goto fail;
+        }
         moved = 1;
-        if (fsync_dir(s->out_dir, err, errlen)) goto fail;
+        if (fsync_dir(s->tr.out_dir, err, errlen)) goto fail;
     }
-    if (rename(tmp, s->last_dir)) { util_err(err, errlen, "%s: cannot rename to %s: %s", tmp, s->last_dir, strerror(errno)); goto fail; }
-    if (fsync_dir(s->out_dir, err, errlen)) return -1;
-    if (moved && remove_tree(old, e2, sizeof e2) == 0) fsync_dir(s->out_dir, e2, sizeof e2);
+    if (rename(tmp, s->tr.last_dir)) {
+        util_err(err, errlen, "%s: cannot rename to %s: %s", tmp, s->tr.last_dir, strerror(errno));
+        goto fail;
+    }
+    if (fsync_dir(s->tr.out_dir, err, errlen)) return -1;
+    if (moved && remove_tree(old, e2, sizeof e2) == 0) fsync_dir(s->tr.out_dir, e2, sizeof e2);
     s->saved_iteration = s->iteration;
-    snprintf(p, sizeof p, "%s/policy", s->last_dir);
-    return store_set_run_checkpoint(s->db, s->run_id, p, err, errlen);
+    snprintf(p, sizeof p, "%s/policy", s->tr.last_dir);
+    return store_set_run_checkpoint(s->tr.db, s->tr.run_id, p, err, errlen);
 fail:
-    if (moved && !exists(s->last_dir)) rename(old, s->last_dir);
+    if (moved && !exists(s->tr.last_dir)) rename(old, s->tr.last_dir);
     remove_tree(tmp, e2, sizeof e2);
     return -1;
 }
@@ -398,46 +484,34 @@ int ppo_save_final(Ppo *s, char *err, size_t errlen) {
     if (!ranks_identical(s)) return util_err(err, errlen, "the ranks' final weights differ");
     if (!dist_main(&s->dist)) return 0;
     int eot = tok_eot(s->tok);
-    CkptSaveOptions so = {.tokenizer_dir = s->tok_dir, .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
-    if (ckpt_save(s->final_dir, s->has_ema ? &s->ema : &s->policy, &so, err, errlen)) return -1;
-    return store_set_run_checkpoint(s->db, s->run_id, s->final_dir, err, errlen);
+    CkptSaveOptions so = {.tokenizer_dir = s->tok_dir,
+                          .has_token_ids = eot >= 0,
+                          .bos_token_id = eot,
+                          .eos_token_id = eot};
+    if (ckpt_save(s->tr.final_dir, s->has_ema ? &s->ema : &s->policy, &so, err, errlen)) return -1;
+    return store_set_run_checkpoint(s->tr.db, s->tr.run_id, s->tr.final_dir, err, errlen);
 }
 
 int ppo_restore_last(Ppo *s, char *err, size_t errlen) {
     char p[4300];
-    snprintf(p, sizeof p, "%s/policy", s->last_dir);
+    snprintf(p, sizeof p, "%s/policy", s->tr.last_dir);
     CkptTrainerState st;
-    if (!is_dir(s->last_dir) || ckpt_load_trainer_state(p, NULL, &st, NULL, 0)) return -1;
+    if (!is_dir(s->tr.last_dir) || ckpt_load_trainer_state(p, NULL, &st, NULL, 0)) return -1;
     int64_t it;
     if (ckpt_state_get_int(&st, "iteration", &it, err, errlen) ||
         load_role("last/policy", p, &s->policy, CKPT_IGNORE_SCORE, err, errlen)) return -1;
-    snprintf(p, sizeof p, "%s/value", s->last_dir);
+    snprintf(p, sizeof p, "%s/value", s->tr.last_dir);
     if (load_role("last/value", p, &s->value, 0, err, errlen)) return -1;
     s->iteration = it;
     return 0;
-}
-
-// Resume when OUT.DIR/last holds a trainer state of this configuration: 1 resumed, 0 fresh start,
-// -1 on a mismatch (use another out.dir, or train.resume=false).
-static int try_resume(Ppo *s, CkptTrainerState *st, char *err, size_t errlen) {
-    if (!config_get_bool(s->cfg, "train.resume")) return 0;
-    char p[4300];
-    snprintf(p, sizeof p, "%s/policy", s->last_dir);
-    ModelConfig c;
-    CkptInfo info;
-    if (ckpt_load_config(p, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
-    if (ckpt_load_trainer_state(p, NULL, st, err, errlen)) return -1;
-    int64_t h;
-    if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) || (uint64_t)h != hex_u64(s->hash))
-        return util_err(err, errlen, "%s holds a run with another configuration: use another out.dir, or --set train.resume=false to start over", s->last_dir);
-    return 1;
 }
 
 static void read_settings(Ppo *s) {
     Config *c = s->cfg;
     s->R = (int)config_get_int(c, "rollout.batch_size");
     s->gen_B = (int)config_get_int(c, "rollout.generation_batch");
-    if (s->gen_B == 0 || s->gen_B > s->R / s->dist.size) s->gen_B = s->R / s->dist.size;   // each rank generates R/N
+    if (s->gen_B == 0 || s->gen_B > s->R / s->dist.size)
+        s->gen_B = s->R / s->dist.size;   // each rank generates R/N
     if (s->gen_B < 1) s->gen_B = 1;
     s->max_new = (int)config_get_int(c, "rollout.max_new_tokens");
     s->mb = (int)config_get_int(c, "ppo.minibatch_size");
@@ -460,16 +534,10 @@ static void read_settings(Ppo *s) {
     s->gen.sampler.temperature = (float)config_get_double(c, "rollout.temperature");
     s->gen.sampler.top_k = (int)config_get_int(c, "rollout.top_k");
     s->gen.sampler.top_p = (float)config_get_double(c, "rollout.top_p");
-    AdamWConfig o = {.beta1 = (float)config_get_double(c, "train.beta1"), .beta2 = (float)config_get_double(c, "train.beta2"),
-                     .eps = (float)config_get_double(c, "train.eps"), .weight_decay = (float)config_get_double(c, "train.weight_decay"),
-                     .grad_clip = (float)config_get_double(c, "train.grad_clip")};
-    s->opt_policy = o;
-    s->opt_policy.lr = (float)config_get_double(c, "train.policy_lr");
-    s->opt_value = o;
-    s->opt_value.lr = (float)config_get_double(c, "train.value_lr");
-    s->sched.kind = !strcmp(config_get_string(c, "train.schedule"), "cosine") ? LR_COSINE : LR_CONSTANT;
-    s->sched.warmup_steps = config_get_int(c, "train.warmup_steps");
-    s->sched.min_lr_frac = (float)config_get_double(c, "train.min_lr_frac");
+    s->opt_policy = trainer_adamw(c, "train.policy_lr");
+    s->opt_value = trainer_adamw(c, "train.value_lr");
+    // total_steps is known once the iterations' minibatch count is (setup_lengths)
+    s->sched = trainer_schedule(c, 0);
     s->kl.beta = config_get_double(c, "kl.beta");
     s->kl.adaptive = !strcmp(config_get_string(c, "kl.controller"), "adaptive");
     s->kl.target = config_get_double(c, "kl.target");
@@ -486,14 +554,15 @@ static void alloc_buffers(Ppo *s) {
     s->pidx = CALLOC_CHECK(R, sizeof(int64_t));
     s->score = CALLOC_CHECK(R, sizeof(float));
     s->shaped = CALLOC_CHECK(R, sizeof(float));
-    float **f[7] = {&s->old_logp, &s->ref_logp, &s->old_values, &s->rewards, &s->adv, &s->ret, &s->entropy};
+    float **f[7] = {&s->old_logp, &s->ref_logp, &s->old_values, &s->rewards,
+                    &s->adv,      &s->ret,      &s->entropy};
     for (int i = 0; i < 7; i++) *f[i] = CALLOC_CHECK(RT, sizeof(float));
     s->mask = CALLOC_CHECK(RT, 1);
     s->perm = CALLOC_CHECK(R, sizeof(int32_t));
     s->b_tok = CALLOC_CHECK(M, sizeof(int32_t));
     s->b_tgt = CALLOC_CHECK(M, sizeof(int32_t));
     s->b_len = CALLOC_CHECK((size_t)s->mbl, sizeof(int32_t));
-    float **g[5] = {&s->b_x, &s->b_o, &s->b_a, &s->b_w, &s->b_d};
+    float **g[5] = {&s->b_logp, &s->b_old_logp, &s->b_adv, &s->b_weights, &s->b_dlogp};
     for (int i = 0; i < 5; i++) *g[i] = CALLOC_CHECK(M, sizeof(float));
     s->g_prompts = CALLOC_CHECK((size_t)s->gen_B * s->Tp, sizeof(int32_t));
     s->g_plen = CALLOC_CHECK((size_t)s->gen_B, sizeof(int32_t));
@@ -502,176 +571,242 @@ static void alloc_buffers(Ppo *s) {
     s->g_rng = CALLOC_CHECK((size_t)s->gen_B, sizeof(Rng));
 }
 
-int ppo_setup(Ppo *s, char *err, size_t errlen) {
+// The four models' checkpoints: where each starts (policy and value from OUT.DIR/last when
+// resuming), in the order of PPO_ROLE_NAMES.
+enum { ROLE_POLICY, ROLE_REFERENCE, ROLE_REWARD, ROLE_VALUE, N_ROLES };
+static const char *const PPO_ROLE_NAMES[N_ROLES] = {"model.policy", "model.reference",
+                                                     "model.reward", "model.value"};
+typedef struct {
+    const char *dir[N_ROLES];       // where each model's weights come from
+    ModelConfig config[N_ROLES];
+    char last_policy[4300], last_value[4300], last_ema[4300];   // under OUT.DIR/last
+    int context;                    // the shortest context of the four
+} PpoRoles;
+
+// The settings read once, the paths, and the workspace: opened (and OUT.DIR/last repaired) by
+// rank 0, then opened by the other ranks to read.
+static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
     Config *cfg = s->cfg;
-    if (optim_adamw_validate(config_get_double(cfg, "train.beta1"), config_get_double(cfg, "train.beta2"),
-                             config_get_double(cfg, "train.eps"), err, errlen)) return -1;
-    s->out_dir = config_get_string(cfg, "out.dir");
-    const char *pol = config_get_string(cfg, "model.policy"), *ref = config_get_string(cfg, "model.reference");
-    const char *rew = config_get_string(cfg, "model.reward"), *val = config_get_string(cfg, "model.value");
+    static const TrainerSpec spec = {.stage = "ppo", .program = "ppo", .result = "policy",
+                                     .required = {{"model.policy", "the SFT checkpoint"},
+                                                  {"model.reward", "a reward model checkpoint"}}};
+    if (trainer_init(&s->tr, cfg, &s->dist, &spec, err, errlen)) return -1;
+    const char *pol = config_get_string(cfg, "model.policy");
+    const char *ref = config_get_string(cfg, "model.reference");
+    const char *rew = config_get_string(cfg, "model.reward"),
+               *val = config_get_string(cfg, "model.value");
     const char *tokd = config_get_string(cfg, "model.tokenizer");
-    if (!s->out_dir[0]) return util_err(err, errlen, "out.dir is required");
-    if (!pol[0]) return util_err(err, errlen, "model.policy is required (the SFT checkpoint)");
-    if (!rew[0]) return util_err(err, errlen, "model.reward is required (a reward model checkpoint)");
-    if (!ref[0]) ref = pol;
-    if (!val[0]) val = rew;
+    m->dir[ROLE_POLICY] = pol;
+    m->dir[ROLE_REFERENCE] = ref[0] ? ref : pol;
+    m->dir[ROLE_REWARD] = rew;
+    m->dir[ROLE_VALUE] = val[0] ? val : rew;
     snprintf(s->tok_dir, sizeof s->tok_dir, "%s", tokd[0] ? tokd : pol);
-    if (util_mkdir_p(s->out_dir, err, errlen)) return -1;
-    snprintf(s->last_dir, sizeof s->last_dir, "%s/last", s->out_dir);
-    snprintf(s->final_dir, sizeof s->final_dir, "%s/policy", s->out_dir);
-    const char *ws = config_get_string(cfg, "workspace");
-    if (ws[0]) snprintf(s->db_path, sizeof s->db_path, "%s", ws);
-    else snprintf(s->db_path, sizeof s->db_path, "%s/workspace.db", s->out_dir);
-    config_hash(cfg, s->hash);
     read_settings(s);
     s->saved_iteration = -1;
     if (s->R % s->mb)
-        return util_err(err, errlen, "rollout.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)", s->R, s->mb);
+        return util_err(err, errlen,
+                        "rollout.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)",
+                        s->R, s->mb);
     if (s->mb % s->dist.size)
-        return util_err(err, errlen, "ppo.minibatch_size (%d) must be a multiple of the number of ranks (%d): each rank takes an equal share of every minibatch",
+        return util_err(err, errlen, "ppo.minibatch_size (%d) must be a multiple of the number "
+                        "of ranks (%d): each rank takes an equal share of every minibatch",
                         s->mb, s->dist.size);
-    int64_t th = config_get_int(cfg, "train.threads");
-    if (th > 0) omp_set_num_threads((int)th);
-    // rank 0 opens (and migrates) the workspace and repairs OUT.DIR/last; then the others read
-    if (dist_main(&s->dist) && (store_open(&s->db, s->db_path, err, errlen) || store_reap_runs(s->db, NULL, err, errlen) ||
-                                group_recover(s, err, errlen))) return -1;
-    dist_barrier(&s->dist);
-    if (!dist_main(&s->dist) && store_open(&s->db, s->db_path, err, errlen)) return -1;
+    return trainer_open_store(&s->tr, 1, group_recover, s, err, errlen);
+}
 
-    CkptTrainerState st;
-    int resumed = try_resume(s, &st, err, errlen);
-    if (resumed < 0) return -1;
-    char last_pol[4300], last_val[4300], last_ema[4300];
-    snprintf(last_pol, sizeof last_pol, "%s/policy", s->last_dir);
-    snprintf(last_val, sizeof last_val, "%s/value", s->last_dir);
-    snprintf(last_ema, sizeof last_ema, "%s/ema", s->last_dir);
-    const char *pol_from = resumed ? last_pol : pol, *val_from = resumed ? last_val : val;
-
+static int setup_tokenizer(Ppo *s, char *err, size_t errlen) {
     if (tok_load(&s->tok, s->tok_dir, err, errlen)) return util_err_prefix(err, errlen, "tokenizer: ");
     s->gen.eot_id = tok_eot(s->tok);
-    if (s->dist.size == 1) s->gen.cancel = stop_requested;   // a stop ends generation between decoding steps
-    if (s->gen.eot_id < 0 && dist_main(&s->dist)) fprintf(stderr, "ppo: warning: the tokenizer has no <|endoftext|>: responses always run to rollout.max_new_tokens\n");
+    // a stop ends generation between decoding steps
+    if (s->dist.size == 1) s->gen.cancel = stop_requested;
+    if (s->gen.eot_id < 0 && dist_main(&s->dist))
+        fprintf(stderr, "ppo: warning: the tokenizer has no <|endoftext|>: responses always run to "
+                        "rollout.max_new_tokens\n");
+    return 0;
+}
 
-    ModelConfig pc, rc, wc, vc;
-    if (role_config("model.policy", pol_from, 1, &pc, err, errlen) || role_config("model.reference", ref, 1, &rc, err, errlen) ||
-        role_config("model.reward", rew, 0, &wc, err, errlen) || role_config("model.value", val_from, 0, &vc, err, errlen)) return -1;
-    const ModelConfig *cs[4] = {&pc, &rc, &wc, &vc};
-    static const char *names[4] = {"model.policy", "model.reference", "model.reward", "model.value"};
-    int context = pc.max_seq_len;
-    for (int i = 1; i < 4; i++) {
-        if (cs[i]->vocab_size != pc.vocab_size)
-            return util_err(err, errlen, "%s has a vocabulary of %d tokens, model.policy %d: all four models must share the tokenizer",
-                            names[i], cs[i]->vocab_size, pc.vocab_size);
-        if (cs[i]->max_seq_len < context) context = cs[i]->max_seq_len;
+// Each role's config, checked for its part; one vocabulary, the shortest context.
+static int load_role_configs(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
+    static const int want_lm[N_ROLES] = {1, 1, 0, 0};
+    for (int i = 0; i < N_ROLES; i++)
+        if (role_config(PPO_ROLE_NAMES[i], m->dir[i], want_lm[i], &m->config[i], err, errlen))
+            return -1;
+    const ModelConfig *pc = &m->config[ROLE_POLICY];
+    m->context = pc->max_seq_len;
+    for (int i = 1; i < N_ROLES; i++) {
+        if (m->config[i].vocab_size != pc->vocab_size)
+            return util_err(err, errlen, "%s has a vocabulary of %d tokens, model.policy %d: all "
+                            "four models must share the tokenizer",
+                            PPO_ROLE_NAMES[i], m->config[i].vocab_size, pc->vocab_size);
+        if (m->config[i].max_seq_len < m->context) m->context = m->config[i].max_seq_len;
     }
-    if (ckpt_check_tokenizer(pol, pc.vocab_size, s->tok_dir, tok_vocab_size(s->tok), err, errlen)) return -1;
-    if (load_prompts(s, context, err, errlen)) return -1;
-    if (!dist_identical(&s->dist, &s->prompt_fp, sizeof s->prompt_fp))
-        return util_err(err, errlen, "the ranks read different prompts (data.format db: was the workspace changed meanwhile?)");
+    return ckpt_check_tokenizer(config_get_string(s->cfg, "model.policy"), pc->vocab_size,
+                                s->tok_dir, tok_vocab_size(s->tok), err, errlen);
+}
+
+// Sequence lengths from the prompts: Tseq, Tpos, the reward model's rows, and the pretraining
+// batches (ptx.batch_size windows per minibatch, in chunks of at most mbl rows).
+static int setup_lengths(Ppo *s, const PpoRoles *m, char *err, size_t errlen) {
+    const ModelConfig *pc = &m->config[ROLE_POLICY];
+    int reward_context = m->config[ROLE_REWARD].max_seq_len;
     s->Tseq = s->Tp + s->max_new;
     s->Tpos = s->Tseq - 1;
     if (s->Tpos < 1) s->Tpos = 1;
-    s->Trw = s->Tseq + 1 <= wc.max_seq_len ? s->Tseq + 1 : wc.max_seq_len;
-
-    // pretraining batches: ptx.batch_size windows per minibatch, in chunks of at most mbl rows
-    s->ptx_T = (int)config_get_int(cfg, "ptx.seq_len");
+    s->Trw = s->Tseq + 1 <= reward_context ? s->Tseq + 1 : reward_context;
+    s->ptx_T = (int)config_get_int(s->cfg, "ptx.seq_len");
     if (s->ptx_T == 0) s->ptx_T = s->Tpos;
-    if (s->ptx_T > pc.max_seq_len) return util_err(err, errlen, "ptx.seq_len %d exceeds the policy's context %d", s->ptx_T, pc.max_seq_len);
-    s->ptx_B = (int)config_get_int(cfg, "ptx.batch_size");
-    if (s->ptx_B == 0) s->ptx_B = 8 * s->mb;   // InstructGPT: 8x as much pretraining data as episodes
+    if (s->ptx_T > pc->max_seq_len)
+        return util_err(err, errlen, "ptx.seq_len %d exceeds the policy's context %d", s->ptx_T,
+                        pc->max_seq_len);
+    s->ptx_B = (int)config_get_int(s->cfg, "ptx.batch_size");
+    // InstructGPT: 8x as much pretraining data as episodes
+    if (s->ptx_B == 0) s->ptx_B = 8 * s->mb;
     s->ptx_chunk = s->ptx_B < s->mbl ? s->ptx_B : s->mbl;
     if (s->ptx_B % s->ptx_chunk)
-        return util_err(err, errlen, "ptx.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)%s when larger", s->ptx_B, s->mb,
-                        s->dist.size > 1 ? " divided by the number of ranks" : "");
-    if (config_get_double(cfg, "ptx.coef") == 0.0) { s->ptx_T = 0; s->ptx_chunk = 0; }   // plain PPO
+        return util_err(err, errlen, "ptx.batch_size (%d) must be a multiple of "
+                        "ppo.minibatch_size (%d)%s when larger",
+                        s->ptx_B, s->mb, s->dist.size > 1 ? " divided by the number of ranks" : "");
+    if (config_get_double(s->cfg, "ptx.coef") == 0.0) {   // plain PPO
+        s->ptx_T = 0;
+        s->ptx_chunk = 0;
+    }
+    s->sched.total_steps = s->iterations * s->epochs * (s->R / s->mb);
+    return 0;
+}
 
+// The four models (and the EMA) at their shapes, their weights loaded; the KV cache and sampler.
+static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, char *err,
+                       size_t errlen) {
+    static const int trainable[N_ROLES] = {1, 0, 0, 1};
+    static const int load_flags[N_ROLES] = {CKPT_IGNORE_SCORE, CKPT_IGNORE_SCORE, 0, 0};
+    Model *models[N_ROLES] = {&s->policy, &s->ref, &s->reward, &s->value};
+    int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
+    const int rows_T[N_ROLES] = {pT, s->Tpos, s->Trw, s->Tpos};
+    char e[1024];
+    for (int i = 0; i < N_ROLES; i++)
+        if (model_init(models[i], &m->config[i], s->mbl, rows_T[i], trainable[i], 0, e, sizeof e))
+            return util_err(err, errlen, "%s: %s", PPO_ROLE_NAMES[i], e);
+    for (int i = 0; i < N_ROLES; i++)
+        if (load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i], err, errlen))
+            return -1;
+    const ModelConfig *pc = &m->config[ROLE_POLICY];
+    if (s->has_ema) {
+        if (model_init(&s->ema, pc, 1, 1, 0, 0, e, sizeof e))
+            return util_err(err, errlen, "ema: %s", e);
+        if (resumed) {
+            if (load_role("last/ema", m->last_ema, &s->ema, 0, err, errlen)) return -1;
+        } else
+            memcpy(s->ema.params_memory, s->policy.params_memory,
+                   s->policy.num_params * sizeof(float));
+    }
+    if (kv_init(&s->kv, &s->policy, s->gen_B, s->Tseq, max_rows, e, sizeof e))
+        return util_err(err, errlen, "KV cache: %s", e);
+    sampler_init(&s->sampler, pc->vocab_size);
+    return 0;
+}
+
+// Resuming: the trainer state of OUT.DIR/last (weights and moments of policy and value, counters,
+// prompt and ptx cursors, the KL coefficient), with the prompts' fingerprint checked.
+static int resume_state(Ppo *s, const PpoRoles *m, CkptTrainerState *st, char *err,
+                        size_t errlen) {
+    CkptTrainerState vst;
+    int64_t fp;
+    double beta;
+    if (ckpt_load_trainer_state(m->last_policy, &s->policy, st, err, errlen) ||
+        ckpt_load_trainer_state(m->last_value, &s->value, &vst, err, errlen) ||
+        ckpt_state_get_int(st, "iteration", &s->iteration, err, errlen) ||
+        ckpt_state_get_int(st, "run_id", &s->tr.run_id, err, errlen) ||
+        ckpt_state_get_int(st, "value_steps", &s->value_steps, err, errlen) ||
+        ckpt_state_get_int(st, "prompts.epoch", &s->prompt_epoch, err, errlen) ||
+        ckpt_state_get_int(st, "prompts.index", &s->prompt_index, err, errlen) ||
+        ckpt_state_get_int(st, "prompts.fingerprint", &fp, err, errlen) ||
+        ckpt_state_get_int(st, "bad_streak", &s->bad_streak, err, errlen) ||
+        ckpt_state_get_float(st, "kl.beta", &beta, err, errlen))
+        return -1;
+    if ((uint64_t)fp != s->prompt_fp)
+        return util_err(err, errlen, "%s: the prompts changed since this checkpoint (other "
+                        "files, template or tokenizer): use another out.dir, or --set "
+                        "train.resume=false to start over",
+                        s->tr.last_dir);
+    if (s->has_ptx) {
+        DataCursor cur;
+        if (data_cursor_load(&cur, st, "ptx", err, errlen) ||
+            tokfile_iter_seek(&s->ptx_it, &cur, err, errlen))
+            return -1;
+    }
+    s->policy_steps = st->step;
+    s->rng = st->rng;
+    s->kl.beta = beta;
+    s->saved_iteration = s->iteration;
+    return 0;
+}
+
+// The run begun, or resumed (the rollouts of the iterations to redo removed from the store).
+static int begin_run(Ppo *s, const PpoRoles *m, int resumed, CkptTrainerState *st, char *err,
+                     size_t errlen) {
+    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
+    if (!resumed) {
+        rng_init(&s->rng, (uint64_t)config_get_int(s->cfg, "train.seed"));
+        return trainer_begin_run(&s->tr, 0, NULL, err, errlen);
+    }
+    if (resume_state(s, m, st, err, errlen)) return -1;
+    if (!dist_main(&s->dist)) return 0;
+    int64_t gone = 0;
+    if (trainer_begin_run(&s->tr, 1, m->last_policy, err, errlen) ||
+        store_delete_rollouts(s->tr.db, s->tr.run_id, s->iteration, &gone, err, errlen))
+        return -1;
+    trainer_note_resumed(&s->tr, "iteration", s->iteration, s->iterations,
+                         gone ? " (rollouts of the redone iterations removed)" : "");
+    return 0;
+}
+
+int ppo_setup(Ppo *s, char *err, size_t errlen) {
+    PpoRoles m;
+    memset(&m, 0, sizeof m);
+    if (setup_run(s, &m, err, errlen)) return -1;
+    snprintf(m.last_policy, sizeof m.last_policy, "%s/policy", s->tr.last_dir);
+    snprintf(m.last_value, sizeof m.last_value, "%s/value", s->tr.last_dir);
+    snprintf(m.last_ema, sizeof m.last_ema, "%s/ema", s->tr.last_dir);
+    CkptTrainerState st;
+    int resumed = trainer_try_resume(&s->tr, m.last_policy, &st, err, errlen);
+    if (resumed < 0) return -1;
+    if (resumed) {
+        m.dir[ROLE_POLICY] = m.last_policy;
+        m.dir[ROLE_VALUE] = m.last_value;
+    }
+    if (setup_tokenizer(s, err, errlen) || load_role_configs(s, &m, err, errlen) ||
+        load_prompts(s, m.context, err, errlen))
+        return -1;
+    if (!dist_identical(&s->dist, &s->prompt_fp, sizeof s->prompt_fp))
+        return util_err(err, errlen, "the ranks read different prompts (data.format db: was the "
+                                     "workspace changed meanwhile?)");
+    if (setup_lengths(s, &m, err, errlen)) return -1;
     int max_rows = s->gen_B * s->Tp;
     if (max_rows > 4096) max_rows = s->gen_B > 4096 ? s->gen_B : 4096;
-    if (memory_plan(s, &pc, &rc, &wc, &vc, max_rows, err, errlen)) return -1;
-
-    int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
-    char e[1024];
-    if (model_init(&s->policy, &pc, s->mbl, pT, 1, 0, e, sizeof e)) return util_err(err, errlen, "model.policy: %s", e);
-    if (model_init(&s->ref, &rc, s->mbl, s->Tpos, 0, 0, e, sizeof e)) return util_err(err, errlen, "model.reference: %s", e);
-    if (model_init(&s->reward, &wc, s->mbl, s->Trw, 0, 0, e, sizeof e)) return util_err(err, errlen, "model.reward: %s", e);
-    if (model_init(&s->value, &vc, s->mbl, s->Tpos, 1, 0, e, sizeof e)) return util_err(err, errlen, "model.value: %s", e);
-    if (load_role("model.policy", pol_from, &s->policy, CKPT_IGNORE_SCORE, err, errlen) ||
-        load_role("model.reference", ref, &s->ref, CKPT_IGNORE_SCORE, err, errlen) ||
-        load_role("model.reward", rew, &s->reward, 0, err, errlen) ||
-        load_role("model.value", val_from, &s->value, 0, err, errlen)) return -1;
-    if (s->has_ema) {
-        if (model_init(&s->ema, &pc, 1, 1, 0, 0, e, sizeof e)) return util_err(err, errlen, "ema: %s", e);
-        if (resumed) { if (load_role("last/ema", last_ema, &s->ema, 0, err, errlen)) return -1; }
-        else memcpy(s->ema.params_memory, s->policy.params_memory, s->policy.num_params * sizeof(float));
-    }
-    if (kv_init(&s->kv, &s->policy, s->gen_B, s->Tseq, max_rows, e, sizeof e)) return util_err(err, errlen, "KV cache: %s", e);
-    sampler_init(&s->sampler, pc.vocab_size);
-    if (load_ptx(s, err, errlen)) return -1;
+    const ModelConfig *c = m.config;
+    if (memory_plan(s, &c[ROLE_POLICY], &c[ROLE_REFERENCE], &c[ROLE_REWARD], &c[ROLE_VALUE],
+                    max_rows, err, errlen) ||
+        init_models(s, &m, resumed, max_rows, err, errlen) || load_ptx(s, err, errlen))
+        return -1;
     alloc_buffers(s);
-    s->sched.total_steps = s->iterations * s->epochs * (s->R / s->mb);
-
-    char *dump = config_dump_string(cfg);
-    int rcode = 0;
-    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
-    if (resumed) {
-        CkptTrainerState vst;
-        int64_t fp;
-        double beta;
-        if (ckpt_load_trainer_state(last_pol, &s->policy, &st, err, errlen) ||
-            ckpt_load_trainer_state(last_val, &s->value, &vst, err, errlen) ||
-            ckpt_state_get_int(&st, "iteration", &s->iteration, err, errlen) ||
-            ckpt_state_get_int(&st, "run_id", &s->run_id, err, errlen) ||
-            ckpt_state_get_int(&st, "value_steps", &s->value_steps, err, errlen) ||
-            ckpt_state_get_int(&st, "prompts.epoch", &s->prompt_epoch, err, errlen) ||
-            ckpt_state_get_int(&st, "prompts.index", &s->prompt_index, err, errlen) ||
-            ckpt_state_get_int(&st, "prompts.fingerprint", &fp, err, errlen) ||
-            ckpt_state_get_int(&st, "bad_streak", &s->bad_streak, err, errlen) ||
-            ckpt_state_get_float(&st, "kl.beta", &beta, err, errlen)) { free(dump); return -1; }
-        if ((uint64_t)fp != s->prompt_fp) {
-            free(dump);
-            return util_err(err, errlen, "%s: the prompts changed since this checkpoint (other files, template or tokenizer): "
-                            "use another out.dir, or --set train.resume=false to start over", s->last_dir);
-        }
-        if (s->has_ptx) {
-            DataCursor cur;
-            if (data_cursor_load(&cur, &st, "ptx", err, errlen) || tokfile_iter_seek(&s->ptx_it, &cur, err, errlen)) { free(dump); return -1; }
-        }
-        s->policy_steps = st.step;
-        s->rng = st.rng;
-        s->kl.beta = beta;
-        s->saved_iteration = s->iteration;
-        if (!dist_main(&s->dist)) goto done;
-        StoreRun r;
-        if (store_get_run(s->db, s->run_id, &r, NULL, 0) == 0) store_run_free(&r);
-        else {   // the database was replaced: record the run anew
-            StoreRunInfo ri = {.stage = "ppo", .program = "ppo", .config = dump, .config_hash = s->hash, .checkpoint = last_pol};
-            rcode = store_add_run(s->db, &ri, &s->run_id, err, errlen);
-        }
-        int64_t gone = 0;
-        if (!rcode) rcode = store_set_run_status(s->db, s->run_id, STORE_RUN_RUNNING, 0, err, errlen) ||
-                            store_delete_rollouts(s->db, s->run_id, s->iteration, &gone, err, errlen);
-        if (!rcode)
-            fprintf(stderr, "ppo: resuming run %lld at iteration %lld of %lld from %s%s\n", (long long)s->run_id, (long long)s->iteration,
-                    (long long)s->iterations, s->last_dir, gone ? " (rollouts of the redone iterations removed)" : "");
-    } else {
-        rng_init(&s->rng, (uint64_t)config_get_int(cfg, "train.seed"));
-        StoreRunInfo ri = {.stage = "ppo", .program = "ppo", .config = dump, .config_hash = s->hash};
-        if (dist_main(&s->dist)) rcode = store_add_run(s->db, &ri, &s->run_id, err, errlen);
-    }
-done:
-    free(dump);
-    if (rcode) return -1;
+    if (begin_run(s, &m, resumed, &st, err, errlen)) return -1;
     ppo_prompt_order(s);
     return 0;
 }
 
 void ppo_teardown(Ppo *s) {
-    for (int64_t i = 0; i < s->n_prompts; i++) { free(s->prompts[i].ids); free(s->prompts[i].text); }
+    for (int64_t i = 0; i < s->n_prompts; i++) {
+        free(s->prompts[i].ids);
+        free(s->prompts[i].text);
+    }
     free(s->prompts);
     free(s->order);
-    void *bufs[] = {s->seq, s->plen, s->rlen, s->ended, s->pidx, s->score, s->shaped, s->old_logp, s->ref_logp, s->old_values,
-                    s->rewards, s->adv, s->ret, s->entropy, s->mask, s->perm, s->b_tok, s->b_tgt, s->b_len, s->b_x, s->b_o,
-                    s->b_a, s->b_w, s->b_d, s->g_prompts, s->g_plen, s->g_out, s->g_olen, s->g_rng};
+    void *bufs[] = {s->seq,        s->plen,   s->rlen,      s->ended,    s->pidx,
+                    s->score,      s->shaped, s->old_logp,  s->ref_logp, s->old_values,
+                    s->rewards,    s->adv,    s->ret,       s->entropy,  s->mask,
+                    s->perm,       s->b_tok,  s->b_tgt,     s->b_len,    s->b_logp,
+                    s->b_old_logp, s->b_adv,  s->b_weights, s->b_dlogp,  s->g_prompts,
+                    s->g_plen,     s->g_out,  s->g_olen,    s->g_rng};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     data_batch_free(&s->ptx_batch);
     tokfile_close(&s->ptx_file);
@@ -684,6 +819,6 @@ void ppo_teardown(Ppo *s) {
     model_free(&s->ema);
     dataset_free(s->ds);
     tok_free(s->tok);
-    store_close(s->db);
+    trainer_close(&s->tr);
     config_free(s->cfg);
 }

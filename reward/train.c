@@ -34,50 +34,59 @@
 #include "reward.h"
 #include "store.h"
 #include "tokenizer.h"
+#include "trainer.h"
 #include "util.h"
 #include <math.h>
-#include <omp.h>
-#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const ConfigEntry RM_SCHEMA[] = {
-    CONFIG_ENTRY("model.init", CONFIG_STRING, "", "SFT checkpoint to start from (required); its LM head is dropped"),
-    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "", "tokenizer directory when model.init has none"),
-    CONFIG_ENTRY("model.score_init", CONFIG_ENUM, "normal", "score.weight when model.init has none: normal = N(0, 1/sqrt(C)), or zeros",
+    CONFIG_ENTRY("model.init", CONFIG_STRING, "",
+                 "SFT checkpoint to start from (required); its LM head is dropped"),
+    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "",
+                 "tokenizer directory when model.init has none"),
+    CONFIG_ENTRY("model.score_init", CONFIG_ENUM, "normal",
+                 "score.weight when model.init has none: normal = N(0, 1/sqrt(C)), or zeros",
                  .choices = "normal|zeros"),
-    CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory: last/ (resumable) and final/ (the reward model) (required)"),
-    CONFIG_ENTRY("workspace", CONFIG_STRING, "", "workspace database with the rankings (default: OUT.DIR/workspace.db)", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("data.import", CONFIG_LIST, NULL, "JSONL ranking files imported into the workspace first (as `reward import`; a file imported before adds nothing)"),
-    CONFIG_ENTRY("data.valid_percent", CONFIG_DOUBLE, "5", "share of newly imported prompts put in the valid split", .min = "0", .max = "50"),
-    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE, "prompt rendering (as SFT); exactly one {prompt}"),
-    CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX, "text before each response (as SFT)"),
-    CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8", "rankings per optimizer step (InstructGPT: 64)", .min = "1", .max = "65536"),
-    CONFIG_ENTRY("train.micro_batch", CONFIG_INT, "16", "sequences per forward pass (whole rankings; at least the largest K)", .min = "1", .max = "65536"),
-    CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0", "tokens per sequence, longer ones keep their end (0: the longest, up to the context)", .min = "0"),
-    CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", "passes over the rankings when train.steps is 0 (InstructGPT: 1; more overfit)", .min = "1"),
-    CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0"),
-    CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "1e-5", "peak learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "cosine", "learning-rate schedule after warmup", .choices = "cosine|constant"),
-    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup steps", .min = "0"),
-    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip (0: off)", .min = "0"),
-    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "ranking order and score-head initialisation seed", .min = "0"),
-    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("eval.every", CONFIG_INT, "50", "held-out evaluation every N steps (and at the end)", .min = "1"),
-    CONFIG_ENTRY("eval.max_rankings", CONFIG_INT, "0", "held-out rankings per evaluation (0: all)", .min = "0"),
-    CONFIG_ENTRY("bias.source", CONFIG_ENUM, "auto", "what scores 0 on average after training: demonstrations, the training completions, "
-                 "none, or auto (demonstrations when the workspace has some)", .choices = "auto|demonstrations|completions|none"),
-    CONFIG_ENTRY("bias.max_examples", CONFIG_INT, "2000", "at most this many examples (the first by id) for the bias", .min = "1"),
-    CONFIG_ENTRY("save.every", CONFIG_INT, "0", "save last/ every N steps (0: at each evaluation)", .min = "0", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("log.every", CONFIG_INT, "10", "log a line every N steps when not on a terminal", .min = "1", .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRY_OUT_DIR(
+        "output directory: last/ (resumable) and final/ (the reward model) (required)"),
+    TRAINER_ENTRY_WORKSPACE("workspace database with the rankings (default: OUT.DIR/workspace.db)"),
+    CONFIG_ENTRY(
+        "data.import", CONFIG_LIST, NULL,
+        "JSONL ranking files imported into the workspace first (as `reward import`; a file imported before adds nothing)"),
+    CONFIG_ENTRY("data.valid_percent", CONFIG_DOUBLE, "5",
+                 "share of newly imported prompts put in the valid split", .min = "0", .max = "50"),
+    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE,
+                 "prompt rendering (as SFT); exactly one {prompt}"),
+    CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX,
+                 "text before each response (as SFT)"),
+    CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8",
+                 "rankings per optimizer step (InstructGPT: 64)", .min = "1", .max = "65536"),
+    CONFIG_ENTRY("train.micro_batch", CONFIG_INT, "16",
+                 "sequences per forward pass (whole rankings; at least the largest K)", .min = "1",
+                 .max = "65536"),
+    CONFIG_ENTRY(
+        "train.seq_len", CONFIG_INT, "0",
+        "tokens per sequence, longer ones keep their end (0: the longest, up to the context)",
+        .min = "0"),
+    TRAINER_ENTRIES_LENGTH(
+        "passes over the rankings when train.steps is 0 (InstructGPT: 1; more overfit)"),
+    TRAINER_ENTRIES_OPTIM("1e-5"),
+    TRAINER_ENTRY_SEED("ranking order and score-head initialisation seed"),
+    TRAINER_ENTRY_THREADS,
+    TRAINER_ENTRY_EVAL_EVERY("50", "held-out evaluation every N steps (and at the end)"),
+    CONFIG_ENTRY("eval.max_rankings", CONFIG_INT, "0", "held-out rankings per evaluation (0: all)",
+                 .min = "0"),
+    CONFIG_ENTRY(
+        "bias.source", CONFIG_ENUM, "auto",
+        "what scores 0 on average after training: demonstrations, the training completions, "
+        "none, or auto (demonstrations when the workspace has some)",
+        .choices = "auto|demonstrations|completions|none"),
+    CONFIG_ENTRY("bias.max_examples", CONFIG_INT, "2000",
+                 "at most this many examples (the first by id) for the bias", .min = "1"),
+    TRAINER_ENTRIES_CADENCE,
     {0}};
 
 static const char *usage =
@@ -86,7 +95,6 @@ static const char *usage =
     "valid split is held out). Writes OUT.DIR/last (resumable) and OUT.DIR/final (the reward model,\n"
     "its scores shifted so that the demonstrations score 0 on average), and records the run and its\n"
     "metrics in the workspace. Rerun the same command after an interruption to resume. Keys:\n";
-
 
 // Rankings tokenized: ranking i has items [first, first+k); item j's tokens are toks[off, off+len).
 typedef struct { int64_t id; int k; int64_t first, pairs; } RmRank;
@@ -104,16 +112,12 @@ typedef struct {
 typedef struct {
     Dist dist;               // rank 0 writes; every rank computes its share of each step
     Config *cfg;
-    char hash[CONFIG_HASH_HEX];
-    const char *out_dir, *tokdir;
-    char last_dir[4096], final_dir[4096], db_path[4096];
+    Trainer tr;              // OUT.DIR/last and final/ (tr.final_dir), the workspace, the run
     int bs, micro, T, max_rows;
     int64_t total_steps;
     Model model;
     Tokenizer *tok;
     Dataset *ds;             // prompt rendering
-    Store *db;
-    int64_t run_id;
     int64_t max_ranking_id;  // rankings used: ids up to this one
     RmSet train, valid;
     int64_t step;
@@ -125,8 +129,6 @@ typedef struct {
     int has_bias;
 } Rm;
 
-static uint64_t hex_u64(const char *h) { return strtoull(h, NULL, 16); }
-
 static void set_free(RmSet *s) {
     free(s->r); free(s->it); tok_ids_free(&s->toks);
     memset(s, 0, sizeof *s);
@@ -136,8 +138,7 @@ static void set_free(RmSet *s) {
 static void set_push_item(RmSet *s, int64_t off, int rank) {
     if (s->ni == s->capi) {
         s->capi = s->capi ? 2 * s->capi : 256;
-        s->it = realloc(s->it, (size_t)s->capi * sizeof(RmItem));
-        if (!s->it) DIE("out of memory loading rankings");
+        s->it = REALLOC_ARRAY(s->it, (size_t)s->capi, sizeof(RmItem));
     }
     int32_t len = (int32_t)((int64_t)s->toks.n - off);
     s->it[s->ni++] = (RmItem){off, len, rank};
@@ -152,15 +153,15 @@ static int load_ranking(const StoreRanking *r, void *ctx) {
     RmSet *s = c->set;
     if (r->id > rm->max_ranking_id) return 0;   // added after this run started
     if (r->k > REWARD_MAX_K)
-        return util_err(c->err, c->errlen, "%s: ranking %lld has %d completions, more than %d", rm->db_path, (long long)r->id, r->k, REWARD_MAX_K);
+        return util_err(c->err, c->errlen, "%s: ranking %lld has %d completions, more than %d",
+                        rm->tr.db_path, (long long)r->id, r->k, REWARD_MAX_K);
     int ranks[REWARD_MAX_K];
     for (int i = 0; i < r->k; i++) ranks[i] = r->items[i].rank;
     int64_t pairs = reward_num_pairs(ranks, r->k);
     if (pairs == 0) { s->n_tied++; return 0; }
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 256;
-        s->r = realloc(s->r, (size_t)s->cap * sizeof(RmRank));
-        if (!s->r) DIE("out of memory loading rankings");
+        s->r = REALLOC_ARRAY(s->r, (size_t)s->cap, sizeof(RmRank));
     }
     s->r[s->n++] = (RmRank){r->id, r->k, s->ni, pairs};
     s->pairs += pairs;
@@ -170,11 +171,15 @@ static int load_ranking(const StoreRanking *r, void *ctx) {
     for (int i = 0; i < r->k; i++) {
         int64_t off = (int64_t)s->toks.n;
         char e[512];
-        if (reward_encode(rm->ds, rm->tok, prefix, r->prompt, r->items[i].text, rm->model.config.max_seq_len, &s->toks, NULL, e, sizeof e))
-            return util_err(c->err, c->errlen, "%s: ranking %lld (prompt %lld): %s", rm->db_path, (long long)r->id, (long long)r->prompt_id, e);
+        if (reward_encode(rm->ds, rm->tok, prefix, r->prompt, r->items[i].text,
+                          rm->model.config.max_seq_len, &s->toks, NULL, e, sizeof e))
+            return util_err(c->err, c->errlen, "%s: ranking %lld (prompt %lld): %s", rm->tr.db_path,
+                            (long long)r->id, (long long)r->prompt_id, e);
         set_push_item(s, off, ranks[i]);
-        s->hash = data_hash_u64(data_hash_u64(s->hash, (uint64_t)r->items[i].completion_id), (uint64_t)ranks[i]);
-        s->hash = data_hash_bytes(s->hash, s->toks.ids + off, (size_t)(s->toks.n - (size_t)off) * sizeof(int32_t));
+        s->hash = data_hash_u64(data_hash_u64(s->hash, (uint64_t)r->items[i].completion_id),
+                                (uint64_t)ranks[i]);
+        s->hash = data_hash_bytes(s->hash, s->toks.ids + off,
+                                  (size_t)(s->toks.n - (size_t)off) * sizeof(int32_t));
     }
     return 0;
 }
@@ -183,17 +188,18 @@ static int load_split(Rm *rm, const char *split, RmSet *set, char *err, size_t e
     memset(set, 0, sizeof *set);
     set->hash = DATA_HASH_INIT;
     LoadCtx c = {rm, set, err, errlen};
-    int rc = store_each_ranking(rm->db, split, load_ranking, &c, err, errlen);
+    int rc = store_each_ranking(rm->tr.db, split, load_ranking, &c, err, errlen);
     return rc ? -1 : 0;
 }
 
 static int query_max_ranking_id(Rm *rm, int64_t *out, char *err, size_t errlen) {
     sqlite3_stmt *st = NULL;
-    sqlite3 *db = store_sqlite(rm->db);
+    sqlite3 *db = store_sqlite(rm->tr.db);
     *out = 0;
-    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM rankings", -1, &st, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM rankings", -1, &st, NULL) !=
+            SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW) {
-        util_err(err, errlen, "%s: reading rankings: %s", rm->db_path, sqlite3_errmsg(db));
+        util_err(err, errlen, "%s: reading rankings: %s", rm->tr.db_path, sqlite3_errmsg(db));
         sqlite3_finalize(st);
         return -1;
     }
@@ -207,7 +213,9 @@ static int64_t ranking_at(Rm *rm, int64_t p) {
     int64_t n = rm->train.n, e = p / n, i = p % n;
     if (e != rm->perm_epoch) {
         Rng r;
-        rng_init(&r, data_hash_u64(data_hash_u64(DATA_HASH_INIT, (uint64_t)config_get_int(rm->cfg, "train.seed")), (uint64_t)e));
+        rng_init(&r, data_hash_u64(data_hash_u64(DATA_HASH_INIT,
+                                                 (uint64_t)config_get_int(rm->cfg, "train.seed")),
+                                   (uint64_t)e));
         for (int64_t j = 0; j < n; j++) rm->perm[j] = j;
         for (int64_t j = n - 1; j > 0; j--) {
             int64_t q = (int64_t)rng_below(&r, (uint64_t)j + 1), t = rm->perm[j];
@@ -251,7 +259,8 @@ typedef struct {
     double correct_k[REWARD_MAX_K + 1];
 } Stats;
 
-static void stats_add(Stats *st, const RmSet *s, const RmRank *r, const float *scores, double loss) {
+static void stats_add(Stats *st, const RmSet *s, const RmRank *r, const float *scores,
+                      double loss) {
     int ranks[REWARD_MAX_K];
     for (int i = 0; i < r->k; i++) ranks[i] = s->it[r->first + i].rank;
     double c = 0, m = 0;
@@ -265,13 +274,27 @@ static void stats_reduce(Dist *d, Stats *st, int *stop) {
     if (d->size == 1) return;
     enum { K1 = REWARD_MAX_K + 1 };
     double x[6 + 2 * K1];
-    x[0] = st->loss; x[1] = (double)st->rankings; x[2] = (double)st->pairs; x[3] = st->correct; x[4] = st->margin;
+    x[0] = st->loss;
+    x[1] = (double)st->rankings;
+    x[2] = (double)st->pairs;
+    x[3] = st->correct;
+    x[4] = st->margin;
     x[5] = stop ? *stop : 0;
-    for (int k = 0; k < K1; k++) { x[6 + k] = (double)st->pairs_k[k]; x[6 + K1 + k] = st->correct_k[k]; }
+    for (int k = 0; k < K1; k++) {
+        x[6 + k] = (double)st->pairs_k[k];
+        x[6 + K1 + k] = st->correct_k[k];
+    }
     dist_allreduce_sum_double(d, x, 6 + 2 * K1);
-    st->loss = x[0]; st->rankings = (int64_t)x[1]; st->pairs = (int64_t)x[2]; st->correct = x[3]; st->margin = x[4];
+    st->loss = x[0];
+    st->rankings = (int64_t)x[1];
+    st->pairs = (int64_t)x[2];
+    st->correct = x[3];
+    st->margin = x[4];
     if (stop) *stop = x[5] > 0;
-    for (int k = 0; k < K1; k++) { st->pairs_k[k] = (int64_t)x[6 + k]; st->correct_k[k] = x[6 + K1 + k]; }
+    for (int k = 0; k < K1; k++) {
+        st->pairs_k[k] = (int64_t)x[6 + k];
+        st->correct_k[k] = x[6 + K1 + k];
+    }
 }
 
 // This rank's share [*lo, *hi) of n items: contiguous, sizes differ by at most one.
@@ -283,16 +306,17 @@ static void rank_share(const Dist *d, int64_t n, int64_t *lo, int64_t *hi) {
 // Runs the rankings idx[0..nr) of set s in micro-batches. With grad_scale > 0 also the backward of
 // grad_scale * (sum of their losses), and then a stop request (cli_stop_signal) ends it between
 // two micro-batches: 1, the gradients incomplete. Adds to *st. 0 done, -1 error.
-static int run_rankings(Rm *rm, const RmSet *s, const int64_t *idx, int64_t nr, double grad_scale, Stats *st,
-                        char *err, size_t errlen) {
+static int run_rankings(Rm *rm, const RmSet *s, const int64_t *idx, int64_t nr, double grad_scale,
+                        Stats *st, char *err, size_t errlen) {
     int64_t j0 = 0;
     while (j0 < nr) {
         if (grad_scale > 0 && cli_stop_signal()) return 1;   // training: a stop drops the step
         int rows = 0, cnt = 0;
-        while (j0 + cnt < nr && rows + s->r[idx[j0 + cnt]].k <= rm->max_rows) rows += s->r[idx[j0 + cnt++]].k;
+        while (j0 + cnt < nr && rows + s->r[idx[j0 + cnt]].k <= rm->max_rows)
+            rows += s->r[idx[j0 + cnt++]].k;
         if (cnt == 0)
-            return util_err(err, errlen, "ranking %lld has %d completions, more than a batch of %d", (long long)s->r[idx[j0]].id,
-                            s->r[idx[j0]].k, rm->max_rows);
+            return util_err(err, errlen, "ranking %lld has %d completions, more than a batch of %d",
+                            (long long)s->r[idx[j0]].id, s->r[idx[j0]].k, rm->max_rows);
         ModelBatch mb = fill_batch(rm, s, idx + j0, cnt);
         if (reward_forward(&rm->model, &mb, rm->values, rm->scores, err, errlen)) return -1;
         int row = 0;
@@ -324,20 +348,27 @@ static int evaluate(Rm *rm, const RmSet *s, Stats *st, char *err, size_t errlen)
     return rc;
 }
 
-static int log_stats(Rm *rm, const char *prefix, const Stats *st, int64_t step, char *err, size_t errlen) {
+static int log_stats(Rm *rm, const char *prefix, const Stats *st, int64_t step, char *err,
+                     size_t errlen) {
     if (!dist_main(&rm->dist)) return 0;
     char name[64];
     double acc = st->pairs ? st->correct / st->pairs : NAN;
     snprintf(name, sizeof name, "%s/loss", prefix);
-    if (store_add_metric(rm->db, rm->run_id, step, name, st->rankings ? st->loss / st->rankings : NAN, err, errlen)) return -1;
+    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name,
+                         st->rankings ? st->loss / st->rankings : NAN, err, errlen))
+        return -1;
     snprintf(name, sizeof name, "%s/accuracy", prefix);
-    if (store_add_metric(rm->db, rm->run_id, step, name, acc, err, errlen)) return -1;
+    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name, acc, err, errlen)) return -1;
     snprintf(name, sizeof name, "%s/margin", prefix);
-    if (store_add_metric(rm->db, rm->run_id, step, name, st->pairs ? st->margin / st->pairs : NAN, err, errlen)) return -1;
+    if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name,
+                         st->pairs ? st->margin / st->pairs : NAN, err, errlen))
+        return -1;
     for (int k = 2; k <= REWARD_MAX_K; k++) {
         if (!st->pairs_k[k]) continue;
         snprintf(name, sizeof name, "%s/accuracy_k%d", prefix, k);
-        if (store_add_metric(rm->db, rm->run_id, step, name, st->correct_k[k] / st->pairs_k[k], err, errlen)) return -1;
+        if (store_add_metric(rm->tr.db, rm->tr.run_id, step, name,
+                             st->correct_k[k] / st->pairs_k[k], err, errlen))
+            return -1;
     }
     return 0;
 }
@@ -349,10 +380,14 @@ static void print_stats(const char *what, const Stats *st, int64_t step) {
     for (int k = 2; k <= REWARD_MAX_K; k++) kinds += st->pairs_k[k] > 0;
     if (kinds > 1)
         for (int k = 2; k <= REWARD_MAX_K && o + 32 < sizeof byk; k++)
-            if (st->pairs_k[k]) o += (size_t)snprintf(byk + o, sizeof byk - o, " K=%d %.3f", k, st->correct_k[k] / st->pairs_k[k]);
-    fprintf(stderr, "reward: step %lld: %s loss %.4f accuracy %.4f margin %.3f (%lld rankings, %lld pairs)%s%s\n", (long long)step, what,
-            st->rankings ? st->loss / st->rankings : NAN, st->pairs ? st->correct / st->pairs : NAN,
-            st->pairs ? st->margin / st->pairs : NAN, (long long)st->rankings, (long long)st->pairs, kinds > 1 ? "; by K:" : "", byk);
+            if (st->pairs_k[k])
+                o += (size_t)snprintf(byk + o, sizeof byk - o, " K=%d %.3f", k,
+                                      st->correct_k[k] / st->pairs_k[k]);
+    fprintf(stderr, "reward: step %lld: %s loss %.4f accuracy %.4f margin %.3f (%lld rankings, "
+            "%lld pairs)%s%s\n",
+            (long long)step, what, st->rankings ? st->loss / st->rankings : NAN,
+            st->pairs ? st->correct / st->pairs : NAN, st->pairs ? st->margin / st->pairs : NAN,
+            (long long)st->rankings, (long long)st->pairs, kinds > 1 ? "; by K:" : "", byk);
 }
 
 static const char *tokenizer_dir(Rm *rm) {
@@ -361,128 +396,147 @@ static const char *tokenizer_dir(Rm *rm) {
 }
 
 static int save_last(Rm *rm, char *err, size_t errlen) {
-    if (!dist_identical(&rm->dist, rm->model.params_memory, (int64_t)(rm->model.num_params * sizeof(float))))
+    if (!trainer_same_weights(&rm->tr, &rm->model))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)rm->step);
     if (!dist_main(&rm->dist)) return 0;
     CkptTrainerState st;
-    ckpt_state_init(&st);
-    st.step = rm->step;
-    st.rng = rm->rng;
-    if (ckpt_state_set_int(&st, "config_hash", (int64_t)hex_u64(rm->hash), err, errlen) ||
-        ckpt_state_set_int(&st, "run_id", rm->run_id, err, errlen) ||
+    trainer_state_init(&st, rm->step, &rm->rng);
+    if (ckpt_state_set_int(&st, "config_hash", (int64_t)trainer_hash_u64(&rm->tr), err, errlen) ||
+        ckpt_state_set_int(&st, "run_id", rm->tr.run_id, err, errlen) ||
         ckpt_state_set_int(&st, "data.max_ranking_id", rm->max_ranking_id, err, errlen) ||
         ckpt_state_set_int(&st, "data.fingerprint", (int64_t)rm->train.hash, err, errlen) ||
         ckpt_state_set_int(&st, "data.train_rankings", rm->train.n, err, errlen) ||
         (rm->has_bias && ckpt_state_set_float(&st, "reward_bias", rm->bias, err, errlen)))
         return -1;
     int32_t eot = tok_eot(rm->tok);
-    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm), .state = &st, .has_token_ids = eot >= 0,
-                          .bos_token_id = eot, .eos_token_id = eot};
-    return ckpt_save(rm->last_dir, &rm->model, &so, err, errlen);
+    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm),
+                          .state = &st,
+                          .has_token_ids = eot >= 0,
+                          .bos_token_id = eot,
+                          .eos_token_id = eot};
+    return ckpt_save(rm->tr.last_dir, &rm->model, &so, err, errlen);
 }
 
-// Resume when OUT.DIR/last holds a trainer state of this config: 1 resumed, 0 fresh, -1 refused.
-static int try_resume(Rm *rm, CkptTrainerState *st, char *err, size_t errlen) {
-    if (!config_get_bool(rm->cfg, "train.resume")) return 0;
-    ModelConfig c;
-    CkptInfo info;
-    if (ckpt_load_config(rm->last_dir, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
-    if (ckpt_load_trainer_state(rm->last_dir, NULL, st, err, errlen)) return -1;
-    int64_t h;
-    if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) || (uint64_t)h != hex_u64(rm->hash))
-        return util_err(err, errlen, "%s holds a run with another configuration: use another out.dir, or --set train.resume=false to start over", rm->last_dir);
-    return 1;
-}
-
-static int import_files(Rm *rm, char *err, size_t errlen) {
+static int import_files(void *ctx, char *err, size_t errlen) {
+    Rm *rm = ctx;
     const char *const *files;
     int64_t n = config_get_list(rm->cfg, "data.import", &files);
     ImportOptions o = {.valid_frac = config_get_double(rm->cfg, "data.valid_percent") / 100.0};
     for (int64_t i = 0; i < n && dist_main(&rm->dist); i++) {
         ImportResult r;
-        if (rm_import_file(rm->db, files[i], &o, &r, err, errlen)) return -1;
-        if (!r.already) fprintf(stderr, "reward: imported %lld rankings from %s\n", (long long)r.rankings, files[i]);
+        if (rm_import_file(rm->tr.db, files[i], &o, &r, err, errlen)) return -1;
+        if (!r.already)
+            fprintf(stderr, "reward: imported %lld rankings from %s\n", (long long)r.rankings,
+                    files[i]);
     }
     return 0;
 }
 
-static int setup(Rm *rm, char *err, size_t errlen) {
-    if (optim_adamw_validate(config_get_double(rm->cfg, "train.beta1"), config_get_double(rm->cfg, "train.beta2"),
-                             config_get_double(rm->cfg, "train.eps"), err, errlen)) return -1;
-    rm->out_dir = config_get_string(rm->cfg, "out.dir");
-    const char *init = config_get_string(rm->cfg, "model.init");
-    if (!rm->out_dir[0]) return util_err(err, errlen, "out.dir is required");
-    if (!init[0]) return util_err(err, errlen, "model.init is required (an SFT checkpoint)");
-    if (util_mkdir_p(rm->out_dir, err, errlen)) return -1;
-    snprintf(rm->last_dir, sizeof rm->last_dir, "%s/last", rm->out_dir);
-    snprintf(rm->final_dir, sizeof rm->final_dir, "%s/final", rm->out_dir);
-    const char *ws = config_get_string(rm->cfg, "workspace");
-    if (ws[0]) snprintf(rm->db_path, sizeof rm->db_path, "%s", ws);
-    else snprintf(rm->db_path, sizeof rm->db_path, "%s/workspace.db", rm->out_dir);
-    config_hash(rm->cfg, rm->hash);
+
+// The settings read once: paths, batch shapes, threads; the workspace opened and data.import
+// imported by rank 0, then opened by the other ranks to read.
+static int setup_run(Rm *rm, char *err, size_t errlen) {
+    static const TrainerSpec spec = {.stage = "reward",
+                                     .program = "reward train",
+                                     .result = "final",
+                                     .required = {{"model.init", "an SFT checkpoint"}}};
+    if (trainer_init(&rm->tr, rm->cfg, &rm->dist, &spec, err, errlen)) return -1;
     rm->bs = (int)config_get_int(rm->cfg, "train.batch_size");
     rm->micro = (int)config_get_int(rm->cfg, "train.micro_batch");
     rm->total_steps = config_get_int(rm->cfg, "train.steps");
     rm->perm_epoch = -1;
-    int64_t th = config_get_int(rm->cfg, "train.threads");
-    if (th > 0) omp_set_num_threads((int)th);
-    // rank 0 opens (and migrates) the workspace and imports; then the others open it to read
-    if (dist_main(&rm->dist) && (store_open(&rm->db, rm->db_path, err, errlen) || store_reap_runs(rm->db, NULL, err, errlen) ||
-                                 import_files(rm, err, errlen))) return -1;
-    dist_barrier(&rm->dist);
-    if (!dist_main(&rm->dist) && store_open(&rm->db, rm->db_path, err, errlen)) return -1;
+    return trainer_open_store(&rm->tr, 1, import_files, rm, err, errlen);
+}
 
-    CkptTrainerState st;
-    int resumed = try_resume(rm, &st, err, errlen);
-    if (resumed < 0) return -1;
-    const char *from = resumed ? rm->last_dir : init;
-    ModelConfig c;
-    if (ckpt_load_config(from, &c, NULL, err, errlen)) return -1;
-    int had_score = c.score_head;
-    c.lm_head = 0;      // the unembedding is removed: ln_f's output feeds only the score
-    c.score_head = 1;
+// The model's shape from `from` (its LM head dropped, a score head added), the tokenizer and
+// the prompt rendering. *had_score: `from` holds a score head.
+static int load_model_config(Rm *rm, const char *from, ModelConfig *c, int *had_score, char *err,
+                             size_t errlen) {
+    if (ckpt_load_config(from, c, NULL, err, errlen)) return -1;
+    *had_score = c->score_head;
+    c->lm_head = 0;      // the unembedding is removed: ln_f's output feeds only the score
+    c->score_head = 1;
     if (tok_load(&rm->tok, tokenizer_dir(rm), err, errlen)) return -1;
-    if (ckpt_check_tokenizer(from, c.vocab_size, tokenizer_dir(rm), tok_vocab_size(rm->tok), err, errlen)) return -1;
+    if (ckpt_check_tokenizer(from, c->vocab_size, tokenizer_dir(rm), tok_vocab_size(rm->tok), err,
+                             errlen))
+        return -1;
     DatasetOptions dopt = {.prompt_template = config_get_string(rm->cfg, "data.prompt_template"),
-                           .response_prefix = config_get_string(rm->cfg, "data.response_prefix"), .max_tokens = c.max_seq_len};
-    if (dataset_create(&rm->ds, rm->tok, &dopt, err, errlen)) return -1;
+                           .response_prefix = config_get_string(rm->cfg, "data.response_prefix"),
+                           .max_tokens = c->max_seq_len};
+    return dataset_create(&rm->ds, rm->tok, &dopt, err, errlen);
+}
 
-    // the rankings: fixed at the first start
+// The rankings, fixed at the first start (ranking ids up to the highest one then; resuming checks
+// their fingerprint).
+static int load_rankings(Rm *rm, int resumed, const CkptTrainerState *st, char *err,
+                         size_t errlen) {
     if (resumed) {
-        if (ckpt_state_get_int(&st, "data.max_ranking_id", &rm->max_ranking_id, err, errlen)) return -1;
-    } else if (dist_main(&rm->dist) && query_max_ranking_id(rm, &rm->max_ranking_id, err, errlen)) return -1;
+        if (ckpt_state_get_int(st, "data.max_ranking_id", &rm->max_ranking_id, err, errlen))
+            return -1;
+    } else if (dist_main(&rm->dist) && query_max_ranking_id(rm, &rm->max_ranking_id, err, errlen))
+        return -1;
     // rank 0's view: labeling may add rankings while the ranks read
     if (!resumed) dist_broadcast(&rm->dist, &rm->max_ranking_id, sizeof rm->max_ranking_id);
-    rm->model.config = c;   // read by the loader (context length)
-    if (load_split(rm, "train", &rm->train, err, errlen) || load_split(rm, "valid", &rm->valid, err, errlen)) return -1;
+    if (load_split(rm, "train", &rm->train, err, errlen) ||
+        load_split(rm, "valid", &rm->valid, err, errlen))
+        return -1;
     if (!dist_identical(&rm->dist, &rm->train.hash, sizeof rm->train.hash))
-        return util_err(err, errlen, "the ranks read different training rankings from %s", rm->db_path);
+        return util_err(err, errlen, "the ranks read different training rankings from %s",
+                        rm->tr.db_path);
     if (rm->train.n == 0)
-        return util_err(err, errlen, "%s has no training rankings (rankings of prompts in the train split with at least one untied pair)%s",
-                        rm->db_path, rm->train.n_tied ? "; every ranking there is all ties" : "");
-    if (resumed) {
-        int64_t fp;
-        if (ckpt_state_get_int(&st, "data.fingerprint", &fp, err, errlen)) return -1;
-        if ((uint64_t)fp != rm->train.hash)
-            return util_err(err, errlen, "the training rankings in %s changed since this run started (deleted or edited): "
-                            "--set train.resume=false to start over", rm->db_path);
-    }
+        return util_err(err, errlen,
+                        "%s has no training rankings (rankings of prompts in the train split with "
+                        "at least one untied pair)%s",
+                        rm->tr.db_path,
+                        rm->train.n_tied ? "; every ranking there is all ties" : "");
+    int64_t fp;
+    if (!resumed) return 0;
+    if (ckpt_state_get_int(st, "data.fingerprint", &fp, err, errlen)) return -1;
+    if ((uint64_t)fp != rm->train.hash)
+        return util_err(err, errlen,
+                        "the training rankings in %s changed since this run started (deleted or "
+                        "edited): --set train.resume=false to start over",
+                        rm->tr.db_path);
+    return 0;
+}
+
+// The sequence length, the rows of a micro-batch and the step count, from the rankings.
+static int setup_shapes(Rm *rm, const ModelConfig *c, char *err, size_t errlen) {
     int max_len = rm->train.max_len > rm->valid.max_len ? rm->train.max_len : rm->valid.max_len;
     int64_t T = config_get_int(rm->cfg, "train.seq_len");
     if (T == 0) T = max_len;
-    if (T > c.max_seq_len) return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T, c.max_seq_len);
+    if (T > c->max_seq_len)
+        return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d",
+                        (long long)T, c->max_seq_len);
     rm->T = (int)T;
     int max_k = rm->train.max_k > rm->valid.max_k ? rm->train.max_k : rm->valid.max_k;
     rm->max_rows = rm->micro > max_k ? rm->micro : max_k;
-    if (!rm->total_steps) rm->total_steps = (config_get_int(rm->cfg, "train.epochs") * rm->train.n + rm->bs - 1) / rm->bs;
+    if (!rm->total_steps)
+        rm->total_steps =
+            (config_get_int(rm->cfg, "train.epochs") * rm->train.n + rm->bs - 1) / rm->bs;
+    return 0;
+}
 
-    if (model_init(&rm->model, &c, rm->max_rows, rm->T, 1, dist_main(&rm->dist), err, errlen)) return -1;
-    if (ckpt_load_weights(from, &rm->model, resumed ? 0 : CKPT_ALLOW_MISSING_SCORE, err, errlen)) return -1;
-    if (!resumed && !had_score && !strcmp(config_get_string(rm->cfg, "model.score_init"), "normal")) {
+// The model's weights from `from`; a score head `from` lacks starts as model.score_init says.
+static int init_model(Rm *rm, const char *from, const ModelConfig *c, int resumed, int had_score,
+                      char *err, size_t errlen) {
+    if (model_init(&rm->model, c, rm->max_rows, rm->T, 1, dist_main(&rm->dist), err, errlen))
+        return -1;
+    if (ckpt_load_weights(from, &rm->model, resumed ? 0 : CKPT_ALLOW_MISSING_SCORE, err, errlen))
+        return -1;
+    if (resumed || had_score) return 0;
+    if (!strcmp(config_get_string(rm->cfg, "model.score_init"), "normal")) {
         Rng r;
-        rng_init(&r, data_hash_u64(DATA_HASH_INIT, (uint64_t)config_get_int(rm->cfg, "train.seed")));
-        rng_fill_normal(&r, rm->model.params.scorew, c.n_embd, 0.0f, 1.0f / sqrtf((float)c.n_embd));
-    } else if (!resumed && !had_score) memset(rm->model.params.scorew, 0, (size_t)c.n_embd * sizeof(float));
+        rng_init(&r,
+                 data_hash_u64(DATA_HASH_INIT, (uint64_t)config_get_int(rm->cfg, "train.seed")));
+        rng_fill_normal(&r, rm->model.params.scorew, c->n_embd, 0.0f,
+                        1.0f / sqrtf((float)c->n_embd));
+    } else memset(rm->model.params.scorew, 0, (size_t)c->n_embd * sizeof(float));
+    return 0;
+}
+
+// One micro-batch's tokens, values and scores with their gradients, and the ranking order.
+static void alloc_buffers(Rm *rm) {
     size_t rows = (size_t)rm->max_rows;
     rm->tokens = CALLOC_CHECK(rows * (size_t)rm->T, sizeof(int32_t));
     rm->lengths = CALLOC_CHECK(rows, sizeof(int32_t));
@@ -491,51 +545,68 @@ static int setup(Rm *rm, char *err, size_t errlen) {
     rm->scores = CALLOC_CHECK(rows, sizeof(float));
     rm->dscores = CALLOC_CHECK(rows, sizeof(float));
     rm->perm = CALLOC_CHECK((size_t)rm->train.n, sizeof(int64_t));
+}
 
-    char *dump = config_dump_string(rm->cfg);
-    int rc = 0;
-    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
-    if (resumed) {
-        if (ckpt_load_trainer_state(rm->last_dir, &rm->model, &st, err, errlen) ||
-            ckpt_state_get_int(&st, "run_id", &rm->run_id, err, errlen)) { rc = -1; goto out; }
-        rm->step = st.step;
-        rm->rng = st.rng;
-        if (!dist_main(&rm->dist)) goto out;
-        StoreRun r;
-        if (store_get_run(rm->db, rm->run_id, &r, NULL, 0) == 0) store_run_free(&r);
-        else {   // the database was replaced: record the run anew
-            StoreRunInfo ri = {.stage = "reward", .program = "reward train", .config = dump, .config_hash = rm->hash, .checkpoint = rm->last_dir};
-            if (store_add_run(rm->db, &ri, &rm->run_id, err, errlen)) { rc = -1; goto out; }
-        }
-        if (store_set_run_status(rm->db, rm->run_id, STORE_RUN_RUNNING, 0, err, errlen)) { rc = -1; goto out; }
-        fprintf(stderr, "reward: resuming run %lld at step %lld of %lld from %s\n", (long long)rm->run_id, (long long)rm->step,
-                (long long)rm->total_steps, rm->last_dir);
-    } else {
-        rng_init(&rm->rng, (uint64_t)config_get_int(rm->cfg, "train.seed"));
-        if (!dist_main(&rm->dist)) goto out;
-        StoreRunInfo ri = {.stage = "reward", .program = "reward train", .config = dump, .config_hash = rm->hash};
-        if (store_add_run(rm->db, &ri, &rm->run_id, err, errlen)) { rc = -1; goto out; }
-    }
+static void print_data_summary(const Rm *rm) {
     int64_t ntr = 0;
     for (int64_t i = 0; i < rm->train.ni; i++) ntr += rm->train.it[i].len > rm->T;
-    fprintf(stderr, "reward: %lld training rankings (%lld pairs, K up to %d), %lld held out (%lld pairs)%s%s\n",
-            (long long)rm->train.n, (long long)rm->train.pairs, rm->train.max_k, (long long)rm->valid.n, (long long)rm->valid.pairs,
+    fprintf(stderr, "reward: %lld training rankings (%lld pairs, K up to %d), %lld held out "
+            "(%lld pairs)%s%s\n",
+            (long long)rm->train.n, (long long)rm->train.pairs, rm->train.max_k,
+            (long long)rm->valid.n, (long long)rm->valid.pairs,
             rm->train.n_tied + rm->valid.n_tied ? "; rankings that are all ties skipped" : "",
             ntr ? "; some sequences longer than train.seq_len keep their end" : "");
-    if (rm->valid.n == 0) fprintf(stderr, "reward: warning: no held-out rankings (no prompts in the valid split): no held-out accuracy\n");
-out:
-    free(dump);
-    return rc;
+    if (rm->valid.n == 0)
+        fprintf(stderr, "reward: warning: no held-out rankings (no prompts in the valid split): no "
+                        "held-out accuracy\n");
+}
+
+// The run begun, or resumed from OUT.DIR/last (weights, moments, step, random state).
+static int begin_run(Rm *rm, int resumed, CkptTrainerState *st, char *err, size_t errlen) {
+    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
+    if (!resumed) {
+        rng_init(&rm->rng, (uint64_t)config_get_int(rm->cfg, "train.seed"));
+        return trainer_begin_run(&rm->tr, 0, NULL, err, errlen);
+    }
+    if (ckpt_load_trainer_state(rm->tr.last_dir, &rm->model, st, err, errlen) ||
+        ckpt_state_get_int(st, "run_id", &rm->tr.run_id, err, errlen))
+        return -1;
+    rm->step = st->step;
+    rm->rng = st->rng;
+    if (trainer_begin_run(&rm->tr, 1, rm->tr.last_dir, err, errlen)) return -1;
+    trainer_note_resumed(&rm->tr, "step", rm->step, rm->total_steps, "");
+    return 0;
+}
+
+static int setup(Rm *rm, char *err, size_t errlen) {
+    if (setup_run(rm, err, errlen)) return -1;
+    CkptTrainerState st;
+    int resumed = trainer_try_resume(&rm->tr, rm->tr.last_dir, &st, err, errlen);
+    if (resumed < 0) return -1;
+    const char *from = resumed ? rm->tr.last_dir : config_get_string(rm->cfg, "model.init");
+    ModelConfig c;
+    int had_score;
+    if (load_model_config(rm, from, &c, &had_score, err, errlen)) return -1;
+    rm->model.config = c;   // read by the loader (context length)
+    if (load_rankings(rm, resumed, &st, err, errlen) || setup_shapes(rm, &c, err, errlen) ||
+        init_model(rm, from, &c, resumed, had_score, err, errlen))
+        return -1;
+    alloc_buffers(rm);
+    if (begin_run(rm, resumed, &st, err, errlen)) return -1;
+    if (dist_main(&rm->dist)) print_data_summary(rm);
+    return 0;
 }
 
 static void teardown(Rm *rm) {
     set_free(&rm->train);
     set_free(&rm->valid);
-    free(rm->perm); free(rm->tokens); free(rm->lengths); free(rm->values); free(rm->dvalues); free(rm->scores); free(rm->dscores);
+    void *bufs[] = {rm->perm, rm->tokens, rm->lengths, rm->values, rm->dvalues, rm->scores,
+                    rm->dscores};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     dataset_free(rm->ds);
     tok_free(rm->tok);
     model_free(&rm->model);
-    store_close(rm->db);
+    trainer_close(&rm->tr);
     config_free(rm->cfg);
 }
 
@@ -547,14 +618,17 @@ static int add_demo(const StoreDemonstration *d, void *ctx) {
     if (c->set->ni >= c->max) return 1;
     int64_t off = (int64_t)c->set->toks.n;
     char e[512];
-    if (reward_encode(c->rm->ds, c->rm->tok, config_get_string(c->rm->cfg, "data.response_prefix"), d->prompt, d->response,
-                      c->rm->model.config.max_seq_len, &c->set->toks, NULL, e, sizeof e))
-        return util_err(c->err, c->errlen, "%s: demonstration %lld: %s", c->rm->db_path, (long long)d->id, e);
+    if (reward_encode(c->rm->ds, c->rm->tok, config_get_string(c->rm->cfg, "data.response_prefix"),
+                      d->prompt, d->response, c->rm->model.config.max_seq_len, &c->set->toks, NULL,
+                      e, sizeof e))
+        return util_err(c->err, c->errlen, "%s: demonstration %lld: %s", c->rm->tr.db_path,
+                        (long long)d->id, e);
     set_push_item(c->set, off, 1);
     return 0;
 }
 
-static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char *err, size_t errlen) {
+static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char *err,
+                      size_t errlen) {
     const char *src = config_get_string(rm->cfg, "bias.source");
     int64_t maxn = config_get_int(rm->cfg, "bias.max_examples");
     *n = 0; *mean = 0;
@@ -563,11 +637,15 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
     const RmSet *s = &demos;
     if (!strcmp(src, "auto") || !strcmp(src, "demonstrations")) {
         DemoCtx c = {rm, &demos, maxn, err, errlen};
-        if (store_each_demonstration(rm->db, NULL, add_demo, &c, err, errlen) < 0) { set_free(&demos); return -1; }
+        if (store_each_demonstration(rm->tr.db, NULL, add_demo, &c, err, errlen) < 0) {
+            set_free(&demos);
+            return -1;
+        }
         *what = "demonstrations";
         if (demos.ni == 0 && !strcmp(src, "demonstrations")) {
             set_free(&demos);
-            return util_err(err, errlen, "bias.source is demonstrations but %s has none", rm->db_path);
+            return util_err(err, errlen, "bias.source is demonstrations but %s has none",
+                            rm->tr.db_path);
         }
     }
     if (demos.ni == 0) { s = &rm->train; *what = "training completions"; }
@@ -576,7 +654,10 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
     double sum = 0;
     for (int64_t i0 = lo; i0 < hi; i0 += rm->max_rows) {
         int b = (int)(hi - i0 < rm->max_rows ? hi - i0 : rm->max_rows), T = 1;
-        for (int j = 0; j < b; j++) { int l = s->it[i0 + j].len > rm->T ? rm->T : s->it[i0 + j].len; if (l > T) T = l; }
+        for (int j = 0; j < b; j++) {
+            int l = s->it[i0 + j].len > rm->T ? rm->T : s->it[i0 + j].len;
+            if (l > T) T = l;
+        }
         for (int j = 0; j < b; j++) {
             const RmItem *it = &s->it[i0 + j];
             int len = it->len > rm->T ? rm->T : it->len;
@@ -586,7 +667,10 @@ static int mean_score(Rm *rm, const char **what, double *mean, int64_t *n, char 
             rm->lengths[j] = len;
         }
         ModelBatch mb = {.B = b, .T = T, .tokens = rm->tokens, .lengths = rm->lengths};
-        if (reward_forward(&rm->model, &mb, rm->values, rm->scores, err, errlen)) { set_free(&demos); return -1; }
+        if (reward_forward(&rm->model, &mb, rm->values, rm->scores, err, errlen)) {
+            set_free(&demos);
+            return -1;
+        }
         for (int j = 0; j < b; j++) sum += rm->scores[j];
     }
     set_free(&demos);
@@ -603,10 +687,17 @@ static int finish(Rm *rm, char *err, size_t errlen) {
     if (load_split(rm, "test", &test, err, errlen)) { set_free(&test); return -1; }
     if (test.n) {
         if (test.max_k > rm->max_rows) {
-            if (main_rank) fprintf(stderr, "reward: test rankings with K=%d exceed the batch (%d): not evaluated\n", test.max_k, rm->max_rows);
+            if (main_rank)
+                fprintf(stderr,
+                        "reward: test rankings with K=%d exceed the batch (%d): not evaluated\n",
+                        test.max_k, rm->max_rows);
         } else {
             Stats st;
-            if (evaluate(rm, &test, &st, err, errlen) || log_stats(rm, "test", &st, rm->step, err, errlen)) { set_free(&test); return -1; }
+            if (evaluate(rm, &test, &st, err, errlen) ||
+                log_stats(rm, "test", &st, rm->step, err, errlen)) {
+                set_free(&test);
+                return -1;
+            }
             if (main_rank) print_stats("test", &st, rm->step);
         }
     }
@@ -621,34 +712,62 @@ static int finish(Rm *rm, char *err, size_t errlen) {
     if (save_last(rm, err, errlen)) return -1;
     if (n) {
         if (reward_fold_bias(&rm->model, rm->bias, err, errlen)) return -1;
-        if (main_rank) fprintf(stderr, "reward: bias %+.6f folded into ln_f.bias: the %lld %s had mean score %.6f\n", rm->bias, (long long)n, what, mean);
-    } else if (main_rank) fprintf(stderr, "reward: no bias applied (bias.source %s)\n", config_get_string(rm->cfg, "bias.source"));
-    if (main_rank && (store_add_metric(rm->db, rm->run_id, rm->step, "final/bias", rm->bias, err, errlen) ||
-                      store_add_metric(rm->db, rm->run_id, rm->step, "final/bias_examples", (double)n, err, errlen))) return -1;
+        if (main_rank)
+            fprintf(stderr,
+                    "reward: bias %+.6f folded into ln_f.bias: the %lld %s had mean score %.6f\n",
+                    rm->bias, (long long)n, what, mean);
+    } else if (main_rank)
+        fprintf(stderr, "reward: no bias applied (bias.source %s)\n",
+                config_get_string(rm->cfg, "bias.source"));
+    if (main_rank && (store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "final/bias", rm->bias,
+                                       err, errlen) ||
+                      store_add_metric(rm->tr.db, rm->tr.run_id, rm->step, "final/bias_examples",
+                                       (double)n, err, errlen)))
+        return -1;
     int32_t eot = tok_eot(rm->tok);
-    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm), .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
-    if (main_rank && ckpt_save(rm->final_dir, &rm->model, &so, err, errlen)) return -1;
+    CkptSaveOptions so = {.tokenizer_dir = tokenizer_dir(rm),
+                          .has_token_ids = eot >= 0,
+                          .bos_token_id = eot,
+                          .eos_token_id = eot};
+    if (main_rank && ckpt_save(rm->tr.final_dir, &rm->model, &so, err, errlen)) return -1;
     if (n) {   // the check: the same examples now score 0 on average (up to float rounding)
         double after;
         int64_t n2;
         if (mean_score(rm, &what, &after, &n2, err, errlen)) return -1;
-        if (main_rank) fprintf(stderr, "reward: after the bias the %s score %.6f on average\n", what, after);
+        if (main_rank)
+            fprintf(stderr, "reward: after the bias the %s score %.6f on average\n", what, after);
     }
-    return main_rank ? store_set_run_checkpoint(rm->db, rm->run_id, rm->final_dir, err, errlen) : 0;
+    return main_rank
+               ? store_set_run_checkpoint(rm->tr.db, rm->tr.run_id, rm->tr.final_dir, err, errlen)
+               : 0;
+}
+
+// The step's metrics in the workspace (rank 0); dt: the step's seconds.
+static int record_step(Rm *rm, const Stats *st, double loss, double acc, float lr, float norm,
+                       double dt, char *err, size_t errlen) {
+    Store *db = rm->tr.db;
+    int64_t id = rm->tr.run_id, step = rm->step;
+    if (store_add_metric(db, id, step, "train/loss", loss, err, errlen) ||
+        store_add_metric(db, id, step, "train/accuracy", acc, err, errlen) ||
+        store_add_metric(db, id, step, "train/margin", st->pairs ? st->margin / st->pairs : NAN,
+                         err, errlen) ||
+        store_add_metric(db, id, step, "train/lr", lr, err, errlen) ||
+        store_add_metric(db, id, step, "train/grad_norm", norm, err, errlen) ||
+        store_add_metric(db, id, step, "train/comparisons_per_s", (double)st->pairs / dt, err,
+                         errlen))
+        return -1;
+    if (rm->dist.size > 1 &&
+        store_add_metric(db, id, step, "train/allreduce_s", rm->dist.allreduce_s, err, errlen))
+        return -1;
+    return 0;
 }
 
 static int train(Rm *rm, char *err, size_t errlen) {
     Config *cfg = rm->cfg;
-    AdamWConfig oc = {.lr = (float)config_get_double(cfg, "train.lr"), .beta1 = (float)config_get_double(cfg, "train.beta1"),
-                      .beta2 = (float)config_get_double(cfg, "train.beta2"), .eps = (float)config_get_double(cfg, "train.eps"),
-                      .weight_decay = (float)config_get_double(cfg, "train.weight_decay"),
-                      .grad_clip = (float)config_get_double(cfg, "train.grad_clip")};
-    LrSchedule sch = {.kind = !strcmp(config_get_string(cfg, "train.schedule"), "constant") ? LR_CONSTANT : LR_COSINE,
-                      .warmup_steps = config_get_int(cfg, "train.warmup_steps"), .total_steps = rm->total_steps,
-                      .min_lr_frac = (float)config_get_double(cfg, "train.min_lr_frac")};
-    int64_t eval_every = config_get_int(cfg, "eval.every"), save_every = config_get_int(cfg, "save.every");
+    AdamWConfig oc = trainer_adamw(cfg, "train.lr");
+    LrSchedule sch = trainer_schedule(cfg, rm->total_steps);
+    int64_t eval_every = config_get_int(cfg, "eval.every"), save_every = trainer_save_every(cfg);
     int64_t log_every = config_get_int(cfg, "log.every");
-    if (!save_every) save_every = eval_every;
     CliProgress pr;
     cli_progress_start(&pr, stderr, "reward", rm->total_steps);
     cli_progress_resume(&pr, rm->step);
@@ -663,8 +782,12 @@ static int train(Rm *rm, char *err, size_t errlen) {
         double t0 = util_time_s();
         for (int j = 0; j < rm->bs; j++) {
             idx[j] = ranking_at(rm, rm->step * rm->bs + j);
-            const RmRank *r = &rm->train.r[idx[j]];   // tokens through the model (global: every rank knows them)
-            for (int i = 0; i < r->k; i++) tokens_since += rm->train.it[r->first + i].len < rm->T ? rm->train.it[r->first + i].len : rm->T;
+            // tokens through the model (global: every rank knows them)
+            const RmRank *r = &rm->train.r[idx[j]];
+            for (int i = 0; i < r->k; i++) {
+                int32_t len = rm->train.it[r->first + i].len;
+                tokens_since += len < rm->T ? len : rm->T;
+            }
         }
         model_zero_grad(&rm->model);
         Stats st = {0};
@@ -673,7 +796,10 @@ static int train(Rm *rm, char *err, size_t errlen) {
         // A stop request is looked at between micro-batches (rm->max_rows rows each), so that a
         // step of any size ends within one: the unfinished step is dropped, redone on resume
         // (its rankings follow from the step number). A signal seen by any rank stops all.
-        if (run_rankings(rm, &rm->train, idx + lo, hi - lo, 1.0 / rm->bs, &st, err, errlen) < 0) { rc = -1; break; }
+        if (run_rankings(rm, &rm->train, idx + lo, hi - lo, 1.0 / rm->bs, &st, err, errlen) < 0) {
+            rc = -1;
+            break;
+        }
         stop = cli_stop_signal() != 0;
         if (rm->dist.size > 1) {
             dist_allreduce_sum(&rm->dist, rm->model.grads_memory, (int64_t)rm->model.num_params);
@@ -685,25 +811,25 @@ static int train(Rm *rm, char *err, size_t errlen) {
         float norm = optim_adamw_step(&rm->model, &oc, lr, rm->step + 1);
         rm->step++;
         if (!isfinite(loss) || !isfinite(norm)) {
-            rc = util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); lower train.lr",
+            rc = util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, "
+                          "grad norm %g); lower train.lr",
                           (long long)rm->step, loss, (double)norm);
             break;
         }
         double dt = util_time_s() - t0;
         pairs_since += st.pairs;
-        if (main_rank && (store_add_metric(rm->db, rm->run_id, rm->step, "train/loss", loss, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/accuracy", acc, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/margin", st.pairs ? st.margin / st.pairs : NAN, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/lr", lr, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/grad_norm", norm, err, errlen) ||
-            store_add_metric(rm->db, rm->run_id, rm->step, "train/comparisons_per_s", (double)st.pairs / dt, err, errlen) ||
-            (rm->dist.size > 1 && store_add_metric(rm->db, rm->run_id, rm->step, "train/allreduce_s", rm->dist.allreduce_s, err, errlen)))) { rc = -1; break; }
+        if (main_rank && record_step(rm, &st, loss, acc, lr, norm, dt, err, errlen)) {
+            rc = -1;
+            break;
+        }
         char extra[160];
         double el = util_time_s() - t_start;
-        snprintf(extra, sizeof extra, "loss %.4f acc %.3f lr %.2e %.0f comparisons/s", loss, acc, lr, el > 0 ? pairs_since / el : 0.0);
+        snprintf(extra, sizeof extra, "loss %.4f acc %.3f lr %.2e %.0f comparisons/s", loss, acc,
+                 lr, el > 0 ? pairs_since / el : 0.0);
         if (!main_rank) {}
         else if (pr.tty) cli_progress_update(&pr, rm->step, extra);
-        else if (rm->step % log_every == 0 || rm->step == rm->total_steps || rm->step == first_step + 1) {
+        else if (rm->step % log_every == 0 || rm->step == rm->total_steps ||
+                 rm->step == first_step + 1) {
             char f[160];
             cli_progress_format(&pr, rm->step, f, sizeof f);
             fprintf(stderr, "reward: step %s %s\n", f, extra);
@@ -711,7 +837,11 @@ static int train(Rm *rm, char *err, size_t errlen) {
         int last = rm->step == rm->total_steps;
         if ((rm->step % eval_every == 0 || last) && rm->valid.n) {
             Stats vs;
-            if (evaluate(rm, &rm->valid, &vs, err, errlen) || log_stats(rm, "valid", &vs, rm->step, err, errlen)) { rc = -1; break; }
+            if (evaluate(rm, &rm->valid, &vs, err, errlen) ||
+                log_stats(rm, "valid", &vs, rm->step, err, errlen)) {
+                rc = -1;
+                break;
+            }
             if (pr.tty && main_rank) cli_progress_end(&pr);
             if (main_rank) print_stats("held-out", &vs, rm->step);
         }
@@ -723,15 +853,10 @@ static int train(Rm *rm, char *err, size_t errlen) {
     if (rc) return rc;
     double el = util_time_s() - t_start;
     if (main_rank && rm->step > first_step)
-        fprintf(stderr, "reward: trained %lld steps, %lld tokens in %.2f s: %.1f tokens/s\n", (long long)(rm->step - first_step),
-                (long long)tokens_since, el, el > 0 ? (double)tokens_since / el : 0.0);
-    if (stop) {
-        if (save_last(rm, err, errlen)) return -1;
-        if (main_rank)
-            fprintf(stderr, "reward: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
-                    (long long)rm->step, rm->last_dir);
-        return cli_stop_signal() ? cli_stop_signal() : SIGINT;
-    }
+        fprintf(stderr, "reward: trained %lld steps, %lld tokens in %.2f s: %.1f tokens/s\n",
+                (long long)(rm->step - first_step), (long long)tokens_since, el,
+                el > 0 ? (double)tokens_since / el : 0.0);
+    if (stop) return save_last(rm, err, errlen) ? -1 : trainer_stopped(&rm->tr, "step", rm->step);
     return finish(rm, err, errlen);
 }
 
@@ -739,30 +864,36 @@ int cmd_train(int argc, char **argv) {
     Rm rm;
     memset(&rm, 0, sizeof rm);
     dist_init(&rm.dist, &argc, &argv);
+    int early = trainer_config(&rm.cfg, &rm.dist, RM_SCHEMA, "reward train", usage, argc, argv);
+    if (early >= 0) return early;
     char err[1024];
-    if (config_new(&rm.cfg, RM_SCHEMA, err, sizeof err)) { fprintf(stderr, "reward train: %s\n", err); dist_abort(&rm.dist, 2); }
-    int early = config_parse_args(rm.cfg, argc, argv, "reward train", usage);
-    if (early >= 0) { config_free(rm.cfg); dist_finalize(&rm.dist); return early; }
-    cli_stop_install("reward train");
     int rc = setup(&rm, err, sizeof err), main_rank = dist_main(&rm.dist);
     if (rc == 0) {
         if (main_rank && rm.dist.size > 1)
-            fprintf(stderr, "reward: %d ranks, each computing %s%d of the %d rankings of every step\n", rm.dist.size,
-                    rm.bs % rm.dist.size ? "up to " : "", (rm.bs + rm.dist.size - 1) / rm.dist.size, rm.bs);
+            fprintf(stderr,
+                    "reward: %d ranks, each computing %s%d of the %d rankings of every step\n",
+                    rm.dist.size, rm.bs % rm.dist.size ? "up to " : "",
+                    (rm.bs + rm.dist.size - 1) / rm.dist.size, rm.bs);
         if (main_rank)
-            fprintf(stderr, "reward: run %lld, %lld steps of %d rankings (micro-batches of up to %d sequences of up to %d tokens), config %s\n",
-                    (long long)rm.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T, rm.hash);
+            fprintf(stderr, "reward: run %lld, %lld steps of %d rankings (micro-batches of up to "
+                    "%d sequences of up to %d tokens), config %s\n",
+                    (long long)rm.tr.run_id, (long long)rm.total_steps, rm.bs, rm.max_rows, rm.T,
+                    rm.tr.hash);
         rc = train(&rm, err, sizeof err);
     }
-    if (rc < 0) dist_report_error(&rm.dist, "reward train", err);
-    int code = store_finish_run(main_rank ? rm.db : NULL, rm.run_id, rc, "reward train");
+    int code = trainer_finish(&rm.tr, rc, err);
     if (rc == 0 && main_rank) {
-        if (rm.dist.size > 1) fprintf(stderr, "reward: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
-                                      rm.dist.size, rm.dist.allreduce_s, rm.step ? rm.dist.allreduce_s / (double)rm.step : 0.0);
-        fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n", rm.final_dir, rm.last_dir);
+        if (rm.dist.size > 1)
+            fprintf(stderr, "reward: %d ranks, weights identical on every rank at every save; "
+                    "%.3f s in allreduce (%.4f s per step)\n",
+                    rm.dist.size, rm.dist.allreduce_s,
+                    rm.step ? rm.dist.allreduce_s / (double)rm.step : 0.0);
+        fprintf(stderr, "reward: done: %s (the reward model), %s (resumable state)\n",
+                rm.tr.final_dir, rm.tr.last_dir);
     }
     teardown(&rm);
-    if (rc < 0 && rm.dist.size > 1) dist_abort(&rm.dist, 1);   // the others may wait in an allreduce
+    // the others may wait in an allreduce
+    if (rc < 0 && rm.dist.size > 1) dist_abort(&rm.dist, 1);
     dist_finalize(&rm.dist);
     return code;
 }

@@ -15,54 +15,55 @@
 #include "store.h"
 #include "tokfile.h"
 #include "tokenizer.h"
+#include "trainer.h"
 #include "util.h"
-#include <errno.h>
 #include <math.h>
-#include <omp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 static const ConfigEntry SFT_SCHEMA[] = {
     CONFIG_ENTRY("model.init", CONFIG_STRING, "", "checkpoint to start from (required)"),
-    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "", "tokenizer directory when model.init has none"),
-    CONFIG_ENTRY("out.dir", CONFIG_STRING, "", "output directory: last/ and best/ checkpoints (required)"),
-    CONFIG_ENTRY("workspace", CONFIG_STRING, "", "workspace database (default: OUT.DIR/workspace.db)", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("data.format", CONFIG_ENUM, "jsonl", "jsonl: prompt/response or chat lines; db: the workspace's demonstrations; text: plain-text pretraining",
-                 .choices = "jsonl|db|text"),
+    CONFIG_ENTRY("model.tokenizer", CONFIG_STRING, "",
+                 "tokenizer directory when model.init has none"),
+    TRAINER_ENTRY_OUT_DIR("output directory: last/ and best/ checkpoints (required)"),
+    TRAINER_ENTRY_WORKSPACE("workspace database (default: OUT.DIR/workspace.db)"),
+    CONFIG_ENTRY(
+        "data.format", CONFIG_ENUM, "jsonl",
+        "jsonl: prompt/response or chat lines; db: the workspace's demonstrations; text: plain-text pretraining",
+        .choices = "jsonl|db|text"),
     CONFIG_ENTRY("data.train", CONFIG_LIST, NULL, "training files (jsonl or text)"),
-    CONFIG_ENTRY("data.valid", CONFIG_LIST, NULL, "held-out files (default: a share of data.train, see valid_percent)"),
-    CONFIG_ENTRY("data.valid_percent", CONFIG_DOUBLE, "5", "share of jsonl/db examples held out when data.valid is empty", .min = "0", .max = "50"),
-    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE, "prompt rendering; exactly one {prompt}"),
-    CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX, "text before each response"),
-    CONFIG_ENTRY("data.truncation", CONFIG_ENUM, "error", "examples longer than the context", .choices = "error|truncate_prompt_left|drop"),
+    CONFIG_ENTRY("data.valid", CONFIG_LIST, NULL,
+                 "held-out files (default: a share of data.train, see valid_percent)"),
+    CONFIG_ENTRY("data.valid_percent", CONFIG_DOUBLE, "5",
+                 "share of jsonl/db examples held out when data.valid is empty", .min = "0",
+                 .max = "50"),
+    CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE,
+                 "prompt rendering; exactly one {prompt}"),
+    CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX,
+                 "text before each response"),
+    CONFIG_ENTRY("data.truncation", CONFIG_ENUM, "error", "examples longer than the context",
+                 .choices = "error|truncate_prompt_left|drop"),
     CONFIG_ENTRY("data.train_on_all", CONFIG_BOOL, "false", "loss on prompt tokens too"),
-    CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8", "sequences per micro-batch", .min = "1", .max = "65536"),
-    CONFIG_ENTRY("train.grad_accum", CONFIG_INT, "1", "micro-batches per optimizer step", .min = "1", .max = "65536"),
-    CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0", "positions per sequence (0: the model's context)", .min = "0"),
-    CONFIG_ENTRY("train.epochs", CONFIG_INT, "1", "passes over the training data (when train.steps is 0)", .min = "1"),
-    CONFIG_ENTRY("train.steps", CONFIG_INT, "0", "optimizer steps (0: from epochs)", .min = "0"),
-    CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "1e-4", "peak learning rate", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.schedule", CONFIG_ENUM, "cosine", "learning-rate schedule after warmup", .choices = "cosine|constant"),
-    CONFIG_ENTRY("train.warmup_steps", CONFIG_INT, "0", "linear warmup steps", .min = "0"),
-    CONFIG_ENTRY("train.min_lr_frac", CONFIG_DOUBLE, "0.1", "cosine floor as a fraction of the peak", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.weight_decay", CONFIG_DOUBLE, "0.0", "AdamW decay on matrices", .min = "0", .max = "10"),
-    CONFIG_ENTRY("train.beta1", CONFIG_DOUBLE, "0.9", "AdamW beta1", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.beta2", CONFIG_DOUBLE, "0.95", "AdamW beta2", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.eps", CONFIG_DOUBLE, "1e-8", "AdamW epsilon", .min = "0", .max = "1"),
-    CONFIG_ENTRY("train.grad_clip", CONFIG_DOUBLE, "1.0", "global gradient-norm clip (0: off)", .min = "0"),
-    CONFIG_ENTRY("train.seed", CONFIG_INT, "1234", "data order and sampling seed", .min = "0"),
-    CONFIG_ENTRY("train.threads", CONFIG_INT, "0", "OpenMP threads (0: OMP_NUM_THREADS or all cores)", .min = "0", .max = "4096", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("eval.every", CONFIG_INT, "100", "evaluate every N steps (and at the end)", .min = "1"),
-    CONFIG_ENTRY("eval.max_batches", CONFIG_INT, "0", "held-out batches per evaluation (0: all)", .min = "0"),
-    CONFIG_ENTRY("eval.prompts", CONFIG_LIST, NULL, "prompts sampled (greedy) and logged at each evaluation", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("eval.max_new", CONFIG_INT, "32", "new tokens per evaluation prompt", .min = "1", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("save.every", CONFIG_INT, "0", "save last/ every N steps (0: at each evaluation)", .min = "0", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("train.resume", CONFIG_BOOL, "true", "continue from OUT.DIR/last when it holds this config's run", .flags = CONFIG_NO_HASH),
-    CONFIG_ENTRY("log.every", CONFIG_INT, "10", "log a line every N steps when not on a terminal", .min = "1", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8", "sequences per micro-batch", .min = "1",
+                 .max = "65536"),
+    CONFIG_ENTRY("train.grad_accum", CONFIG_INT, "1", "micro-batches per optimizer step",
+                 .min = "1", .max = "65536"),
+    CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0",
+                 "positions per sequence (0: the model's context)", .min = "0"),
+    TRAINER_ENTRIES_LENGTH("passes over the training data (when train.steps is 0)"),
+    TRAINER_ENTRIES_OPTIM("1e-4"),
+    TRAINER_ENTRY_SEED("data order and sampling seed"),
+    TRAINER_ENTRY_THREADS,
+    TRAINER_ENTRY_EVAL_EVERY("100", "evaluate every N steps (and at the end)"),
+    CONFIG_ENTRY("eval.max_batches", CONFIG_INT, "0", "held-out batches per evaluation (0: all)",
+                 .min = "0"),
+    CONFIG_ENTRY("eval.prompts", CONFIG_LIST, NULL,
+                 "prompts sampled (greedy) and logged at each evaluation", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("eval.max_new", CONFIG_INT, "32", "new tokens per evaluation prompt", .min = "1",
+                 .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRIES_CADENCE,
     {0}};
 
 static const char *usage =
@@ -76,17 +77,13 @@ typedef struct {
     Dist dist;                 // rank 0 writes; every rank computes its share of each step
     // configuration
     Config *cfg;
-    char hash[CONFIG_HASH_HEX];
-    const char *out_dir;
-    char last_dir[4096], best_dir[4096], db_path[4096];
+    Trainer tr;                // OUT.DIR/last and best/ (tr.final_dir), the workspace, the run
     int text;                  // plain-text pretraining
     int B, T, accum;
     int64_t total_steps;
     // state
     Model model;
     Tokenizer *tok;
-    Store *db;
-    int64_t run_id;
     Dataset *ds;
     DatasetIter *train_it;
     TokFile tf_train, tf_valid;
@@ -98,61 +95,76 @@ typedef struct {
     Rng rng;
 } Sft;
 
-#define FAILF(...) do { fprintf(stderr, "sft: " __VA_ARGS__); fputc('\n', stderr); return -1; } while (0)
-
-static uint64_t hex_u64(const char *h) { return strtoull(h, NULL, 16); }
-
 typedef struct { Dataset *ds; char *err; size_t errlen; } DemoCtx;
 
 static int add_demo(const StoreDemonstration *d, void *ctx) {
     DemoCtx *c = ctx;
     // the database's test split is never trained on; its valid split is the held-out set
-    DatasetSplit sp = !strcmp(d->split, "train") ? DATASET_SPLIT_TRAIN : !strcmp(d->split, "valid") ? DATASET_SPLIT_VALID : -1;
+    DatasetSplit sp = !strcmp(d->split, "train")   ? DATASET_SPLIT_TRAIN
+                      : !strcmp(d->split, "valid") ? DATASET_SPLIT_VALID
+                                                   : -1;
     if ((int)sp < 0) return 0;
-    return dataset_add_pair(c->ds, d->prompt, d->response, "workspace", d->id, sp, c->err, c->errlen) ? -1 : 0;
+    return dataset_add_pair(c->ds, d->prompt, d->response, "workspace", d->id, sp, c->err,
+                            c->errlen)
+               ? -1
+               : 0;
 }
 
 static int load_data(Sft *s, char *err, size_t errlen) {
     const char *fmt = config_get_string(s->cfg, "data.format");
     const char *const *train, *const *valid;
-    int64_t ntrain = config_get_list(s->cfg, "data.train", &train), nvalid = config_get_list(s->cfg, "data.valid", &valid);
+    int64_t ntrain = config_get_list(s->cfg, "data.train", &train),
+            nvalid = config_get_list(s->cfg, "data.valid", &valid);
     if (!strcmp(fmt, "text")) {
         s->text = 1;
         if (ntrain == 0) return util_err(err, errlen, "data.train: no text files given");
         char path[4200];
-        snprintf(path, sizeof path, "%s/train.tok", s->out_dir);
+        snprintf(path, sizeof path, "%s/train.tok", s->tr.out_dir);
         struct stat st;
         if (stat(path, &st)) {   // tokenized once, then memory-mapped on every run
             TokfileStats ts;
             // rank 0 writes the token file; the others wait for it
             if (dist_main(&s->dist)) {
-                fprintf(stderr, "sft: tokenizing %lld text file(s) into %s\n", (long long)ntrain, path);
-                if (tokfile_write_text(path, s->tok, train, (size_t)ntrain, NULL, &ts, err, errlen)) return -1;
+                fprintf(stderr, "sft: tokenizing %lld text file(s) into %s\n", (long long)ntrain,
+                        path);
+                if (tokfile_write_text(path, s->tok, train, (size_t)ntrain, NULL, &ts, err, errlen))
+                    return -1;
             }
         }
         dist_barrier(&s->dist);
-        if (tokfile_open(&s->tf_train, path, s->tok, s->model.config.vocab_size, err, errlen)) return -1;
+        if (tokfile_open(&s->tf_train, path, s->tok, s->model.config.vocab_size, err, errlen))
+            return -1;
         TokfileIterOptions o = {.batch_size = s->B, .seq_len = s->T, .order = TOKFILE_SHUFFLED,
                                 .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
         if (tokfile_iter_init(&s->tf_it, &s->tf_train, &o, err, errlen)) return -1;
         if (nvalid > 0) {
-            snprintf(path, sizeof path, "%s/valid.tok", s->out_dir);
-            if (stat(path, &st) && dist_main(&s->dist) && tokfile_write_text(path, s->tok, valid, (size_t)nvalid, NULL, NULL, err, errlen)) return -1;
+            snprintf(path, sizeof path, "%s/valid.tok", s->tr.out_dir);
+            if (stat(path, &st) && dist_main(&s->dist) &&
+                tokfile_write_text(path, s->tok, valid, (size_t)nvalid, NULL, NULL, err, errlen))
+                return -1;
             dist_barrier(&s->dist);
-            if (tokfile_open(&s->tf_valid, path, s->tok, s->model.config.vocab_size, err, errlen)) return -1;
+            if (tokfile_open(&s->tf_valid, path, s->tok, s->model.config.vocab_size, err, errlen))
+                return -1;
             s->has_valid = 1;
         }
         int64_t per_step = (int64_t)s->B * s->accum;
         if (!s->total_steps)
-            s->total_steps = (config_get_int(s->cfg, "train.epochs") * tokfile_iter_windows(&s->tf_it) + per_step - 1) / per_step;
+            s->total_steps =
+                (config_get_int(s->cfg, "train.epochs") * tokfile_iter_windows(&s->tf_it) +
+                 per_step - 1) /
+                per_step;
         return 0;
     }
     DatasetOptions o = {.prompt_template = config_get_string(s->cfg, "data.prompt_template"),
                         .response_prefix = config_get_string(s->cfg, "data.response_prefix"),
-                        .max_tokens = s->T, .train_on_all = config_get_bool(s->cfg, "data.train_on_all"),
-                        .valid_percent = nvalid > 0 ? 0.0 : config_get_double(s->cfg, "data.valid_percent")};
-    if (dataset_truncation_parse(config_get_string(s->cfg, "data.truncation"), &o.truncation, err, errlen) ||
-        dataset_create(&s->ds, s->tok, &o, err, errlen)) return -1;
+                        .max_tokens = s->T,
+                        .train_on_all = config_get_bool(s->cfg, "data.train_on_all"),
+                        .valid_percent =
+                            nvalid > 0 ? 0.0 : config_get_double(s->cfg, "data.valid_percent")};
+    if (dataset_truncation_parse(config_get_string(s->cfg, "data.truncation"), &o.truncation, err,
+                                 errlen) ||
+        dataset_create(&s->ds, s->tok, &o, err, errlen))
+        return -1;
     if (!strcmp(fmt, "jsonl")) {
         if (ntrain == 0) return util_err(err, errlen, "data.train: no JSONL files given");
         for (int64_t i = 0; i < ntrain; i++)
@@ -161,20 +173,28 @@ static int load_data(Sft *s, char *err, size_t errlen) {
             if (dataset_load_jsonl(s->ds, valid[i], DATASET_SPLIT_VALID, err, errlen)) return -1;
     } else {   // db: the workspace's demonstrations, with the database's own split
         DemoCtx dc = {s->ds, err, errlen};
-        if (store_each_demonstration(s->db, NULL, add_demo, &dc, err, errlen)) return -1;
+        if (store_each_demonstration(s->tr.db, NULL, add_demo, &dc, err, errlen)) return -1;
     }
     DatasetStats st;
     dataset_stats(s->ds, &st);
     if (st.n_train == 0) return util_err(err, errlen, "the data set has no training examples");
     if (dist_main(&s->dist))
-        fprintf(stderr, "sft: %lld examples (%lld train, %lld held out), %lld tokens, longest %d%s\n",
-            (long long)st.n_examples, (long long)st.n_train, (long long)st.n_valid, (long long)st.n_tokens, st.max_len,
-            st.n_dropped ? " (some dropped: too long)" : "");
+        fprintf(stderr, "sft: %lld examples (%lld train, %lld held out), %lld tokens, longest "
+                "%d%s\n",
+                (long long)st.n_examples, (long long)st.n_train, (long long)st.n_valid,
+                (long long)st.n_tokens, st.max_len,
+                st.n_dropped ? " (some dropped: too long)" : "");
     s->has_valid = st.n_valid > 0;
-    DatasetIterOptions io = {.batch_size = s->B, .bucket_batches = 50, .shuffle = 1, .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
+    DatasetIterOptions io = {.batch_size = s->B,
+                             .bucket_batches = 50,
+                             .shuffle = 1,
+                             .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
     if (dataset_iter_create(&s->train_it, s->ds, DATASET_SPLIT_TRAIN, &io, err, errlen)) return -1;
     if (!s->total_steps)
-        s->total_steps = (config_get_int(s->cfg, "train.epochs") * dataset_iter_batches_per_epoch(s->train_it) + s->accum - 1) / s->accum;
+        s->total_steps =
+            (config_get_int(s->cfg, "train.epochs") * dataset_iter_batches_per_epoch(s->train_it) +
+             s->accum - 1) /
+            s->accum;
     return 0;
 }
 
@@ -188,26 +208,39 @@ static double eval_loss(Sft *s) {
     if (s->text) {
         TokfileIterOptions o = {.batch_size = s->B, .seq_len = s->T, .order = TOKFILE_SEQUENTIAL};
         TokfileIter it;
-        if (tokfile_iter_init(&it, &s->tf_valid, &o, err, sizeof err)) { fprintf(stderr, "sft: valid: %s\n", err); return NAN; }
+        if (tokfile_iter_init(&it, &s->tf_valid, &o, err, sizeof err)) {
+            fprintf(stderr, "sft: valid: %s\n", err);
+            return NAN;
+        }
         int64_t n = (tokfile_iter_windows(&it) + s->B - 1) / s->B;
         if (maxb && n > maxb) n = maxb;
         for (int64_t i = 0; i < n; i++) {
             tokfile_iter_next(&it, b, 1.0f);
             ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
-            if (model_forward(&s->model, &mb, 0, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); return NAN; }
+            if (model_forward(&s->model, &mb, 0, err, sizeof err)) {
+                fprintf(stderr, "sft: %s\n", err);
+                return NAN;
+            }
             total += s->model.loss;
             ntok += b->n_targets;
         }
     } else {
         DatasetIterOptions io = {.batch_size = s->B, .bucket_batches = 1, .shuffle = 0};
         DatasetIter *it;
-        if (dataset_iter_create(&it, s->ds, DATASET_SPLIT_VALID, &io, err, sizeof err)) { fprintf(stderr, "sft: valid: %s\n", err); return NAN; }
+        if (dataset_iter_create(&it, s->ds, DATASET_SPLIT_VALID, &io, err, sizeof err)) {
+            fprintf(stderr, "sft: valid: %s\n", err);
+            return NAN;
+        }
         int64_t n = dataset_iter_batches_per_epoch(it);
         if (maxb && n > maxb) n = maxb;
         for (int64_t i = 0; i < n; i++) {
             dataset_iter_next(it, b, 1.0f);
             ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
-            if (model_forward(&s->model, &mb, 0, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); dataset_iter_free(it); return NAN; }
+            if (model_forward(&s->model, &mb, 0, err, sizeof err)) {
+                fprintf(stderr, "sft: %s\n", err);
+                dataset_iter_free(it);
+                return NAN;
+            }
             total += s->model.loss;
             ntok += b->n_targets;
         }
@@ -225,21 +258,28 @@ static void eval_samples(Sft *s) {
     char err[512];
     KVCache kv;
     Sampler sm;
-    if (kv_init(&kv, &s->model, 1, s->model.config.max_seq_len, s->model.config.max_seq_len, err, sizeof err)) return;
+    if (kv_init(&kv, &s->model, 1, s->model.config.max_seq_len, s->model.config.max_seq_len, err,
+                sizeof err))
+        return;
     sampler_init(&sm, s->model.config.vocab_size);
-    GenConfig g = {.max_new_tokens = max_new, .eot_id = tok_eot(s->tok), .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
+    GenConfig g = {.max_new_tokens = max_new,
+                   .eot_id = tok_eot(s->tok),
+                   .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
     Rng r;
     rng_init(&r, 0);
     for (int64_t i = 0; i < np; i++) {
         TokIds ids = {0};
         int32_t out[4096], ol = 0;
-        if (dataset_encode_prompt(s->ds, prompts[i], &ids, err, sizeof err) == 0 && (int64_t)ids.n + max_new <= s->model.config.max_seq_len && max_new <= 4096) {
+        if (dataset_encode_prompt(s->ds, prompts[i], &ids, err, sizeof err) == 0 &&
+            (int64_t)ids.n + max_new <= s->model.config.max_seq_len && max_new <= 4096) {
             int32_t len = (int32_t)ids.n;
-            if (gen_generate(&s->model, &kv, &sm, &g, &r, ids.ids, &len, 1, len, out, &ol, NULL, NULL, err, sizeof err) == 0) {
+            if (gen_generate(&s->model, &kv, &sm, &g, &r, ids.ids, &len, 1, len, out, &ol, NULL,
+                             NULL, err, sizeof err) == 0) {
                 if (ol > 0 && out[ol - 1] == g.eot_id) ol--;
                 TokBytes tb = {0};
                 tok_decode(s->tok, out, (size_t)ol, &tb, err, sizeof err);
-                fprintf(stderr, "sft: sample %lld: %s ->%s\n", (long long)i + 1, prompts[i], tb.data ? tb.data : "");
+                fprintf(stderr, "sft: sample %lld: %s ->%s\n", (long long)i + 1, prompts[i],
+                        tb.data ? tb.data : "");
                 tok_bytes_free(&tb);
             }
         }
@@ -250,34 +290,40 @@ static void eval_samples(Sft *s) {
 }
 
 static int save_last(Sft *s, char *err, size_t errlen) {
-    if (!dist_identical(&s->dist, s->model.params_memory, (int64_t)(s->model.num_params * sizeof(float))))
+    if (!trainer_same_weights(&s->tr, &s->model))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)s->step);
     if (!dist_main(&s->dist)) return 0;
     CkptTrainerState st;
-    ckpt_state_init(&st);
-    st.step = s->step;
-    st.rng = s->rng;
+    trainer_state_init(&st, s->step, &s->rng);
     DataCursor cur;
     if (s->text) tokfile_iter_cursor(&s->tf_it, &cur); else dataset_iter_cursor(s->train_it, &cur);
     if (data_cursor_save(&cur, &st, "train", err, errlen) ||
-        ckpt_state_set_int(&st, "config_hash", (int64_t)hex_u64(s->hash), err, errlen) ||
-        ckpt_state_set_int(&st, "run_id", s->run_id, err, errlen) ||
-        (isfinite(s->best_val) && ckpt_state_set_float(&st, "best_val_loss", s->best_val, err, errlen)))
+        ckpt_state_set_int(&st, "config_hash", (int64_t)trainer_hash_u64(&s->tr), err, errlen) ||
+        ckpt_state_set_int(&st, "run_id", s->tr.run_id, err, errlen) ||
+        (isfinite(s->best_val) &&
+         ckpt_state_set_float(&st, "best_val_loss", s->best_val, err, errlen)))
         return -1;
-    CkptSaveOptions so = {.tokenizer_dir = NULL, .state = &st, .has_token_ids = tok_eot(s->tok) >= 0,
-                          .bos_token_id = tok_eot(s->tok), .eos_token_id = tok_eot(s->tok)};
-    so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0] ? config_get_string(s->cfg, "model.tokenizer")
-                                                                        : config_get_string(s->cfg, "model.init");
-    if (ckpt_save(s->last_dir, &s->model, &so, err, errlen)) return -1;
-    return store_set_run_checkpoint(s->db, s->run_id, s->last_dir, err, errlen);
+    CkptSaveOptions so = {.tokenizer_dir = NULL,
+                          .state = &st,
+                          .has_token_ids = tok_eot(s->tok) >= 0,
+                          .bos_token_id = tok_eot(s->tok),
+                          .eos_token_id = tok_eot(s->tok)};
+    so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0]
+                           ? config_get_string(s->cfg, "model.tokenizer")
+                           : config_get_string(s->cfg, "model.init");
+    if (ckpt_save(s->tr.last_dir, &s->model, &so, err, errlen)) return -1;
+    return store_set_run_checkpoint(s->tr.db, s->tr.run_id, s->tr.last_dir, err, errlen);
 }
 
 static int save_best(Sft *s, char *err, size_t errlen) {
     if (!dist_main(&s->dist)) return 0;
-    CkptSaveOptions so = {.has_token_ids = tok_eot(s->tok) >= 0, .bos_token_id = tok_eot(s->tok), .eos_token_id = tok_eot(s->tok)};
-    so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0] ? config_get_string(s->cfg, "model.tokenizer")
-                                                                        : config_get_string(s->cfg, "model.init");
-    return ckpt_save(s->best_dir, &s->model, &so, err, errlen);
+    CkptSaveOptions so = {.has_token_ids = tok_eot(s->tok) >= 0,
+                          .bos_token_id = tok_eot(s->tok),
+                          .eos_token_id = tok_eot(s->tok)};
+    so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0]
+                           ? config_get_string(s->cfg, "model.tokenizer")
+                           : config_get_string(s->cfg, "model.init");
+    return ckpt_save(s->tr.final_dir, &s->model, &so, err, errlen);
 }
 
 // The batch shapes against the memory this process may use, before anything of that size is
@@ -285,108 +331,102 @@ static int save_best(Sft *s, char *err, size_t errlen) {
 // micro-batches of B x T tokens held for one step.
 static int memory_check(const Sft *s, const ModelConfig *c, char *err, size_t errlen) {
     double bt = (double)s->B * s->T;
-    double need = (double)model_memory_bytes(c, s->B, s->T, 1) + (double)s->accum * (bt * 12.0 + s->B * 12.0);
+    double need =
+        (double)model_memory_bytes(c, s->B, s->T, 1) + (double)s->accum * (bt * 12.0 + s->B * 12.0);
     double avail = util_mem_available();
     if (avail > 0 && need > avail) {
         char n[32], a[32];
         util_format_bytes(n, sizeof n, need);
         util_format_bytes(a, sizeof a, avail);
-        return util_err(err, errlen, "train.batch_size %d x train.grad_accum %d sequences of %d tokens need %s but only %s is available: "
-                        "lower train.batch_size, train.grad_accum or train.seq_len", s->B, s->accum, s->T, n, a);
+        return util_err(err, errlen, "train.batch_size %d x train.grad_accum %d sequences of %d "
+                        "tokens need %s but only %s is available: lower train.batch_size, "
+                        "train.grad_accum or train.seq_len",
+                        s->B, s->accum, s->T, n, a);
     }
     return 0;
 }
 
-// Resume when OUT.DIR/last holds a trainer state of this config; -1 on a mismatch (the user
-// must choose another out.dir or train.resume=false), 1 when resumed, 0 for a fresh start.
-static int try_resume(Sft *s, CkptTrainerState *st, char *err, size_t errlen) {
-    if (!config_get_bool(s->cfg, "train.resume")) return 0;
-    ModelConfig c;
-    CkptInfo info;
-    if (ckpt_load_config(s->last_dir, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
-    if (ckpt_load_trainer_state(s->last_dir, NULL, st, err, errlen)) return -1;
-    int64_t h;
-    if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) || (uint64_t)h != hex_u64(s->hash))
-        return util_err(err, errlen, "%s holds a run with another configuration: use another out.dir, or --set train.resume=false to start over", s->last_dir);
-    return 1;
-}
-
-static int setup(Sft *s, char *err, size_t errlen) {
-    if (optim_adamw_validate(config_get_double(s->cfg, "train.beta1"), config_get_double(s->cfg, "train.beta2"),
-                             config_get_double(s->cfg, "train.eps"), err, errlen)) return -1;
-    s->out_dir = config_get_string(s->cfg, "out.dir");
-    const char *init = config_get_string(s->cfg, "model.init");
-    if (!s->out_dir[0]) return util_err(err, errlen, "out.dir is required");
-    if (!init[0]) return util_err(err, errlen, "model.init is required (a checkpoint; `rlhf init` makes one)");
-    if (util_mkdir_p(s->out_dir, err, errlen)) return -1;
-    snprintf(s->last_dir, sizeof s->last_dir, "%s/last", s->out_dir);
-    snprintf(s->best_dir, sizeof s->best_dir, "%s/best", s->out_dir);
-    const char *ws = config_get_string(s->cfg, "workspace");
-    if (ws[0]) snprintf(s->db_path, sizeof s->db_path, "%s", ws);
-    else snprintf(s->db_path, sizeof s->db_path, "%s/workspace.db", s->out_dir);
-    config_hash(s->cfg, s->hash);
+// The settings read once: paths, batch shapes, threads; the workspace opened (rank 0 only).
+static int setup_run(Sft *s, char *err, size_t errlen) {
+    static const TrainerSpec spec = {
+        .stage = "sft", .program = "sft", .result = "best",
+        .required = {{"model.init", "a checkpoint; `rlhf init` makes one"}}};
+    if (trainer_init(&s->tr, s->cfg, &s->dist, &spec, err, errlen)) return -1;
     s->B = (int)config_get_int(s->cfg, "train.batch_size");
     s->accum = (int)config_get_int(s->cfg, "train.grad_accum");
     s->total_steps = config_get_int(s->cfg, "train.steps");
     s->best_val = INFINITY;
-    int64_t th = config_get_int(s->cfg, "train.threads");
-    if (th > 0) omp_set_num_threads((int)th);
     if (s->accum % s->dist.size)
-        return util_err(err, errlen, "train.grad_accum (%d) must be a multiple of the number of ranks (%d): each rank takes an equal share of every step",
+        return util_err(err, errlen,
+                        "train.grad_accum (%d) must be a multiple of the number of ranks (%d): "
+                        "each rank takes an equal share of every step",
                         s->accum, s->dist.size);
-    if (dist_main(&s->dist) && (store_open(&s->db, s->db_path, err, errlen) || store_reap_runs(s->db, NULL, err, errlen))) return -1;
+    return trainer_open_store(&s->tr, 0, NULL, NULL, err, errlen);
+}
 
-    CkptTrainerState st;
-    int resumed = try_resume(s, &st, err, errlen);
-    if (resumed < 0) return -1;
-    const char *from = resumed ? s->last_dir : init;
+// The model from `from` (model.init, or OUT.DIR/last when resuming), its tokenizer, the data and
+// the micro-batches.
+static int setup_model(Sft *s, const char *from, char *err, size_t errlen) {
+    const char *init = config_get_string(s->cfg, "model.init");
     ModelConfig c;
     if (ckpt_load_config(from, &c, NULL, err, errlen)) return -1;
-    if (!c.lm_head) return util_err(err, errlen, "%s has no LM head: sft needs a language model", from);
+    if (!c.lm_head)
+        return util_err(err, errlen, "%s has no LM head: sft needs a language model", from);
     c.score_head = 0;
     int64_t T = config_get_int(s->cfg, "train.seq_len");
     if (T == 0) T = c.max_seq_len;
-    if (T > c.max_seq_len) return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d", (long long)T, c.max_seq_len);
+    if (T > c.max_seq_len)
+        return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d",
+                        (long long)T, c.max_seq_len);
     s->T = (int)T;
     if (memory_check(s, &c, err, errlen)) return -1;
     if (model_init(&s->model, &c, s->B, s->T, 1, dist_main(&s->dist), err, errlen) ||
-        ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen)) return -1;
+        ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen))
+        return -1;
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
     if (tok_load(&s->tok, tokdir[0] ? tokdir : init, err, errlen)) return -1;
-    if (ckpt_check_tokenizer(from, c.vocab_size, tokdir[0] ? tokdir : init, tok_vocab_size(s->tok), err, errlen)) return -1;
+    if (ckpt_check_tokenizer(from, c.vocab_size, tokdir[0] ? tokdir : init, tok_vocab_size(s->tok),
+                             err, errlen))
+        return -1;
     if (load_data(s, err, errlen)) return -1;
     s->micro = CALLOC_CHECK((size_t)s->accum, sizeof(DataBatch));
     for (int a = 0; a < s->accum; a++) data_batch_init(&s->micro[a], s->B, s->T);
+    return 0;
+}
 
-    char *dump = config_dump_string(s->cfg);
+// Resuming: the weights, moments, step, data cursor and best held-out loss of OUT.DIR/last.
+static int resume_state(Sft *s, CkptTrainerState *st, char *err, size_t errlen) {
+    DataCursor cur;
+    if (ckpt_load_trainer_state(s->tr.last_dir, &s->model, st, err, errlen) ||
+        data_cursor_load(&cur, st, "train", err, errlen) ||
+        (s->text ? tokfile_iter_seek(&s->tf_it, &cur, err, errlen)
+                 : dataset_iter_seek(s->train_it, &cur, err, errlen)) ||
+        ckpt_state_get_int(st, "run_id", &s->tr.run_id, err, errlen))
+        return -1;
+    s->step = st->step;
+    s->rng = st->rng;
+    double bv;
+    if (ckpt_state_get_float(st, "best_val_loss", &bv, NULL, 0) == 0) s->best_val = bv;
+    return 0;
+}
+
+static int setup(Sft *s, char *err, size_t errlen) {
+    if (setup_run(s, err, errlen)) return -1;
+    CkptTrainerState st;
+    int resumed = trainer_try_resume(&s->tr, s->tr.last_dir, &st, err, errlen);
+    if (resumed < 0) return -1;
+    if (setup_model(s, resumed ? s->tr.last_dir : config_get_string(s->cfg, "model.init"), err,
+                    errlen))
+        return -1;
     cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
-    if (resumed) {
-        DataCursor cur;
-        if (ckpt_load_trainer_state(s->last_dir, &s->model, &st, err, errlen) ||
-            data_cursor_load(&cur, &st, "train", err, errlen) ||
-            (s->text ? tokfile_iter_seek(&s->tf_it, &cur, err, errlen) : dataset_iter_seek(s->train_it, &cur, err, errlen)) ||
-            ckpt_state_get_int(&st, "run_id", &s->run_id, err, errlen)) { free(dump); return -1; }
-        s->step = st.step;
-        s->rng = st.rng;
-        double bv;
-        if (ckpt_state_get_float(&st, "best_val_loss", &bv, NULL, 0) == 0) s->best_val = bv;
-        if (s->db) {
-            StoreRun r;
-            if (store_get_run(s->db, s->run_id, &r, NULL, 0) == 0) store_run_free(&r);
-            else {   // the database was replaced: record the run anew
-                StoreRunInfo ri = {.stage = "sft", .program = "sft", .config = dump, .config_hash = s->hash, .checkpoint = s->last_dir};
-                if (store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
-            }
-            if (store_set_run_status(s->db, s->run_id, STORE_RUN_RUNNING, 0, err, errlen)) { free(dump); return -1; }
-            fprintf(stderr, "sft: resuming run %lld at step %lld of %lld from %s\n", (long long)s->run_id, (long long)s->step,
-                    (long long)s->total_steps, s->last_dir);
-        }
-    } else {
+    if (!resumed) {
         rng_init(&s->rng, (uint64_t)config_get_int(s->cfg, "train.seed"));
-        StoreRunInfo ri = {.stage = "sft", .program = "sft", .config = dump, .config_hash = s->hash};
-        if (s->db && store_add_run(s->db, &ri, &s->run_id, err, errlen)) { free(dump); return -1; }
+        return trainer_begin_run(&s->tr, 0, NULL, err, errlen);
     }
-    free(dump);
+    if (resume_state(s, &st, err, errlen) ||
+        trainer_begin_run(&s->tr, 1, s->tr.last_dir, err, errlen))
+        return -1;
+    trainer_note_resumed(&s->tr, "step", s->step, s->total_steps, "");
     return 0;
 }
 
@@ -399,21 +439,88 @@ static void teardown(Sft *s) {
     tokfile_close(&s->tf_valid);
     tok_free(s->tok);
     model_free(&s->model);
-    store_close(s->db);
+    trainer_close(&s->tr);
     config_free(s->cfg);
 }
 
+// One optimizer step's gradients: accum micro-batches, the loss a mean over all their target
+// tokens. Every rank reads every micro-batch (cheap) so that all agree on the normaliser and the
+// data order; rank r computes micro-batches r, r + size, ...; one allreduce sums them. A stop
+// request is looked at between micro-batches, so that a step of any size ends within one
+// micro-batch. *ntgt: the step's target tokens. Returns 0, 1 when a stop cut the step short (not
+// to be applied: its data cursor is put back, read again on resume), -1 on an error.
+static int step_gradients(Sft *s, double *loss, int64_t *ntgt, char *err, size_t errlen) {
+    DataCursor cur0;
+    if (s->text) tokfile_iter_cursor(&s->tf_it, &cur0);
+    else dataset_iter_cursor(s->train_it, &cur0);
+    for (int a = 0; a < s->accum && !cli_stop_signal(); a++) {
+        if (s->text) tokfile_iter_next(&s->tf_it, &s->micro[a], 1.0f);
+        else dataset_iter_next(s->train_it, &s->micro[a], 1.0f);
+    }
+    *ntgt = data_batch_normalise(s->micro, s->accum);
+    model_zero_grad(&s->model);
+    *loss = 0;
+    for (int a = s->dist.rank; a < s->accum; a += s->dist.size) {
+        DataBatch *b = &s->micro[a];
+        ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
+        if (model_forward(&s->model, &mb, 0, err, errlen)) return -1;
+        model_backward(&s->model, &mb, NULL, NULL);
+        *loss += s->model.loss;
+        if (cli_stop_signal()) break;
+    }
+    int partial = cli_stop_signal() != 0;
+    if (s->dist.size > 1) {
+        dist_allreduce_sum(&s->dist, s->model.grads_memory, (int64_t)s->model.num_params);
+        double red[2] = {*loss, (double)partial};   // a signal seen by any rank stops all
+        dist_allreduce_sum_double(&s->dist, red, 2);
+        *loss = red[0];
+        partial = red[1] > 0;
+    }
+    if (!partial) return 0;
+    if (s->text ? tokfile_iter_seek(&s->tf_it, &cur0, err, errlen)
+                : dataset_iter_seek(s->train_it, &cur0, err, errlen))
+        return -1;
+    return 1;
+}
+
+// The step's metrics in the workspace (rank 0).
+static int record_step(Sft *s, double loss, float lr, float norm, double tokens_per_s, char *err,
+                       size_t errlen) {
+    Store *db = s->tr.db;
+    int64_t id = s->tr.run_id, step = s->step;
+    if (!db) return 0;
+    if (store_add_metric(db, id, step, "train/loss", loss, err, errlen) ||
+        store_add_metric(db, id, step, "train/lr", lr, err, errlen) ||
+        store_add_metric(db, id, step, "train/grad_norm", norm, err, errlen) ||
+        store_add_metric(db, id, step, "train/tokens_per_s", tokens_per_s, err, errlen))
+        return -1;
+    if (s->dist.size > 1 &&
+        store_add_metric(db, id, step, "train/allreduce_s", s->dist.allreduce_s, err, errlen))
+        return -1;
+    return 0;
+}
+
+// Held-out loss (rank 0): logged and recorded, best/ saved when it is the lowest yet, samples.
+static int evaluate(Sft *s, CliProgress *pr, char *err, size_t errlen) {
+    double vl = eval_loss(s);
+    if (pr->tty) cli_progress_end(pr);
+    fprintf(stderr, "sft: step %lld: held-out loss %.4f%s\n", (long long)s->step, vl,
+            vl < s->best_val ? " (best)" : "");
+    if (store_add_metric(s->tr.db, s->tr.run_id, s->step, "valid/loss", vl, err, errlen)) return -1;
+    if (vl < s->best_val) {
+        s->best_val = vl;
+        if (save_best(s, err, errlen)) return -1;
+    }
+    eval_samples(s);
+    return 0;
+}
+
 static int train(Sft *s, char *err, size_t errlen) {
-    AdamWConfig oc = {.lr = (float)config_get_double(s->cfg, "train.lr"), .beta1 = (float)config_get_double(s->cfg, "train.beta1"),
-                      .beta2 = (float)config_get_double(s->cfg, "train.beta2"), .eps = (float)config_get_double(s->cfg, "train.eps"),
-                      .weight_decay = (float)config_get_double(s->cfg, "train.weight_decay"),
-                      .grad_clip = (float)config_get_double(s->cfg, "train.grad_clip")};
-    LrSchedule sch = {.kind = !strcmp(config_get_string(s->cfg, "train.schedule"), "constant") ? LR_CONSTANT : LR_COSINE,
-                      .warmup_steps = config_get_int(s->cfg, "train.warmup_steps"), .total_steps = s->total_steps,
-                      .min_lr_frac = (float)config_get_double(s->cfg, "train.min_lr_frac")};
-    int64_t eval_every = config_get_int(s->cfg, "eval.every"), save_every = config_get_int(s->cfg, "save.every");
+    AdamWConfig oc = trainer_adamw(s->cfg, "train.lr");
+    LrSchedule sch = trainer_schedule(s->cfg, s->total_steps);
+    int64_t eval_every = config_get_int(s->cfg, "eval.every");
+    int64_t save_every = trainer_save_every(s->cfg);
     int64_t log_every = config_get_int(s->cfg, "log.every");
-    if (!save_every) save_every = eval_every;
     CliProgress pr;
     cli_progress_start(&pr, stderr, "sft", s->total_steps);
     cli_progress_resume(&pr, s->step);
@@ -421,42 +528,12 @@ static int train(Sft *s, char *err, size_t errlen) {
     int64_t tokens_since = 0, first_step = s->step;
     int stop = 0;
     while (s->step < s->total_steps && !stop) {
-        double t0 = util_time_s();
-        // one optimizer step: accum micro-batches, the loss a mean over all their target tokens.
-        // Every rank reads every micro-batch (cheap) so that all agree on the normaliser and the
-        // data order; rank r computes micro-batches r, r + size, ...; one allreduce sums them.
-        // A stop request is looked at between micro-batches, so that a step of any size ends
-        // within one micro-batch: the unfinished step is dropped and the data cursor put back.
-        int64_t ntgt = 0;
-        DataCursor cur0;
-        if (s->text) tokfile_iter_cursor(&s->tf_it, &cur0); else dataset_iter_cursor(s->train_it, &cur0);
-        for (int a = 0; a < s->accum && !cli_stop_signal(); a++) {
-            if (s->text) tokfile_iter_next(&s->tf_it, &s->micro[a], 1.0f);
-            else dataset_iter_next(s->train_it, &s->micro[a], 1.0f);
-        }
-        ntgt = data_batch_normalise(s->micro, s->accum);
+        double t0 = util_time_s(), loss;
+        int64_t ntgt;
+        int rc = step_gradients(s, &loss, &ntgt, err, errlen);
         tokens_since += ntgt;
-        model_zero_grad(&s->model);
-        double loss = 0;
-        for (int a = s->dist.rank; a < s->accum; a += s->dist.size) {
-            DataBatch *b = &s->micro[a];
-            ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
-            if (model_forward(&s->model, &mb, 0, err, errlen)) return -1;
-            model_backward(&s->model, &mb, NULL, NULL);
-            loss += s->model.loss;
-            if (cli_stop_signal()) break;
-        }
-        int partial = cli_stop_signal() != 0;
-        if (s->dist.size > 1) {
-            dist_allreduce_sum(&s->dist, s->model.grads_memory, (int64_t)s->model.num_params);
-            double red[2] = {loss, (double)partial};   // a signal seen by any rank stops all
-            dist_allreduce_sum_double(&s->dist, red, 2);
-            loss = red[0];
-            partial = red[1] > 0;
-        }
-        if (partial) {   // the step was cut short: not applied, its data read again on resume
-            if ((s->text ? tokfile_iter_seek(&s->tf_it, &cur0, err, errlen) : dataset_iter_seek(s->train_it, &cur0, err, errlen)))
-                return -1;
+        if (rc < 0) return -1;
+        if (rc == 1) {   // the step was cut short: not applied
             stop = 1;
             break;
         }
@@ -464,39 +541,29 @@ static int train(Sft *s, char *err, size_t errlen) {
         float norm = optim_adamw_step(&s->model, &oc, lr, s->step + 1);
         s->step++;
         if (!isfinite(loss) || !isfinite(norm))
-            return util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); lower train.lr",
+            return util_err(err, errlen,
+                            "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); "
+                            "lower train.lr",
                             (long long)s->step, loss, (double)norm);
-        double dt = util_time_s() - t0;
-        if (s->db && (store_add_metric(s->db, s->run_id, s->step, "train/loss", loss, err, errlen) ||
-            store_add_metric(s->db, s->run_id, s->step, "train/lr", lr, err, errlen) ||
-            store_add_metric(s->db, s->run_id, s->step, "train/grad_norm", norm, err, errlen) ||
-            store_add_metric(s->db, s->run_id, s->step, "train/tokens_per_s", (double)ntgt / dt, err, errlen) ||
-            (s->dist.size > 1 && store_add_metric(s->db, s->run_id, s->step, "train/allreduce_s", s->dist.allreduce_s, err, errlen)))) return -1;
+        if (record_step(s, loss, lr, norm, (double)ntgt / (util_time_s() - t0), err, errlen))
+            return -1;
         char extra[128];
         double el = util_time_s() - t_start;
-        snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", loss, lr, el > 0 ? tokens_since / el : 0.0);
+        snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", loss, lr,
+                 el > 0 ? tokens_since / el : 0.0);
         if (!dist_main(&s->dist)) {}
         else if (pr.tty) cli_progress_update(&pr, s->step, extra);
-        else if (s->step % log_every == 0 || s->step == s->total_steps || s->step == first_step + 1) {
+        else if (s->step % log_every == 0 || s->step == s->total_steps ||
+                 s->step == first_step + 1) {
             char f[160];
             cli_progress_format(&pr, s->step, f, sizeof f);
             fprintf(stderr, "sft: step %s %s\n", f, extra);
         }
         int last = s->step == s->total_steps;
-        if ((s->step % eval_every == 0 || last) && s->has_valid && dist_main(&s->dist)) {
-            double vl = eval_loss(s);
-            if (pr.tty) cli_progress_end(&pr);
-            fprintf(stderr, "sft: step %lld: held-out loss %.4f%s\n", (long long)s->step, vl, vl < s->best_val ? " (best)" : "");
-            if (store_add_metric(s->db, s->run_id, s->step, "valid/loss", vl, err, errlen)) return -1;
-            if (vl < s->best_val) {
-                s->best_val = vl;
-                if (save_best(s, err, errlen)) return -1;
-            }
-            eval_samples(s);
-        }
-        if (s->step % save_every == 0 || last) {
-            if (save_last(s, err, errlen)) return -1;
-        }
+        if ((s->step % eval_every == 0 || last) && s->has_valid && dist_main(&s->dist) &&
+            evaluate(s, &pr, err, errlen))
+            return -1;
+        if ((s->step % save_every == 0 || last) && save_last(s, err, errlen)) return -1;
         stop = cli_stop_signal() != 0;
         if (s->dist.size > 1) {
             double f = stop;
@@ -507,16 +574,12 @@ static int train(Sft *s, char *err, size_t errlen) {
     if (pr.tty && dist_main(&s->dist)) cli_progress_end(&pr);
     double el = util_time_s() - t_start;
     if (dist_main(&s->dist) && s->step > first_step)
-        fprintf(stderr, "sft: trained %lld steps, %lld target tokens in %.2f s: %.1f tokens/s\n", (long long)(s->step - first_step),
-                (long long)tokens_since, el, el > 0 ? (double)tokens_since / el : 0.0);
-    if (stop) {
-        if (save_last(s, err, errlen)) return -1;
-        if (dist_main(&s->dist))
-            fprintf(stderr, "sft: interrupted by %s at step %lld; saved %s (rerun the same command to resume)\n", cli_stop_name(),
-                    (long long)s->step, s->last_dir);
-        return cli_stop_signal() ? cli_stop_signal() : SIGINT;
-    }
-    if (!s->has_valid && save_best(s, err, errlen)) return -1;   // without held-out data, best = last
+        fprintf(stderr, "sft: trained %lld steps, %lld target tokens in %.2f s: %.1f tokens/s\n",
+                (long long)(s->step - first_step), (long long)tokens_since, el,
+                el > 0 ? (double)tokens_since / el : 0.0);
+    if (stop) return save_last(s, err, errlen) ? -1 : trainer_stopped(&s->tr, "step", s->step);
+    // without held-out data, best = last
+    if (!s->has_valid && save_best(s, err, errlen)) return -1;
     return 0;
 }
 
@@ -524,26 +587,29 @@ int main(int argc, char **argv) {
     blas_startup("sft", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     Sft s;
     memset(&s, 0, sizeof s);
-    signal(SIGXFSZ, SIG_IGN);   // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of killing us
     dist_init(&s.dist, &argc, &argv);
+    int early = trainer_config(&s.cfg, &s.dist, SFT_SCHEMA, "sft", usage, argc - 1, argv + 1);
+    if (early >= 0) return early;
     char err[1024];
-    if (config_new(&s.cfg, SFT_SCHEMA, err, sizeof err)) { fprintf(stderr, "sft: %s\n", err); return 2; }
-    int early = config_parse_args(s.cfg, argc - 1, argv + 1, "sft", usage);
-    if (early >= 0) { config_free(s.cfg); dist_finalize(&s.dist); return early; }
-    cli_stop_install("sft");
     int rc = setup(&s, err, sizeof err);
     if (rc == 0 && dist_main(&s.dist)) {
-        if (s.dist.size > 1) fprintf(stderr, "sft: %d ranks, each computing %d of the %d micro-batches of every step\n", s.dist.size, s.accum / s.dist.size, s.accum);
-        fprintf(stderr, "sft: run %lld, %lld steps of %d x %d sequences of up to %d tokens, config %s\n", (long long)s.run_id,
-                (long long)s.total_steps, s.accum, s.B, s.T, s.hash);
+        if (s.dist.size > 1)
+            fprintf(stderr,
+                    "sft: %d ranks, each computing %d of the %d micro-batches of every step\n",
+                    s.dist.size, s.accum / s.dist.size, s.accum);
+        fprintf(stderr,
+                "sft: run %lld, %lld steps of %d x %d sequences of up to %d tokens, config %s\n",
+                (long long)s.tr.run_id, (long long)s.total_steps, s.accum, s.B, s.T, s.tr.hash);
     }
     if (rc == 0) rc = train(&s, err, sizeof err);
-    if (rc < 0) dist_report_error(&s.dist, "sft", err);
-    int code = store_finish_run(s.db, s.run_id, rc, "sft");
+    int code = trainer_finish(&s.tr, rc, err);
     if (rc == 0 && dist_main(&s.dist)) {
-        if (s.dist.size > 1) fprintf(stderr, "sft: %d ranks, weights identical on every rank at every save; %.3f s in allreduce (%.4f s per step)\n",
-                                      s.dist.size, s.dist.allreduce_s, s.step ? s.dist.allreduce_s / (double)s.step : 0.0);
-        fprintf(stderr, "sft: done: %s (last), %s (best)\n", s.last_dir, s.best_dir);
+        if (s.dist.size > 1)
+            fprintf(stderr, "sft: %d ranks, weights identical on every rank at every save; %.3f "
+                    "s in allreduce (%.4f s per step)\n",
+                    s.dist.size, s.dist.allreduce_s,
+                    s.step ? s.dist.allreduce_s / (double)s.step : 0.0);
+        fprintf(stderr, "sft: done: %s (last), %s (best)\n", s.tr.last_dir, s.tr.final_dir);
     }
     teardown(&s);
     if (rc < 0 && s.dist.size > 1) dist_abort(&s.dist, 1);   // the others may wait in an allreduce

@@ -12,8 +12,8 @@
 // scoring and every update take rank r's mbl = mb/N rows of each minibatch (the same rows in
 // scoring and in the first update) and the pretraining chunks r, r+N, ...; one allreduce per
 // model and optimizer step sums the gradients. Rank 0 alone writes.
-#ifndef PPO_TRAINER_H
-#define PPO_TRAINER_H
+#ifndef PPO_TRAIN_H
+#define PPO_TRAIN_H
 #include "checkpoint.h"
 #include "config.h"
 #include "data.h"
@@ -27,6 +27,7 @@
 #include "store.h"
 #include "tokfile.h"
 #include "tokenizer.h"
+#include "trainer.h"
 #include <signal.h>
 #include <stdint.h>
 
@@ -49,11 +50,13 @@ typedef struct {
     double policy_loss, clip_frac, approx_kl, ratio_mean;
     double value_loss, value_clip_frac, explained_var;
     double ptx_loss;                // mean LM loss (per token, before ptx.coef) of the ptx batches
-    double first_ratio_dev;         // max |ratio - 1| on the iteration's first minibatch (0 expected)
+    double first_ratio_dev; // max |ratio - 1| on the iteration's first minibatch (0 expected)
     double grad_norm, value_grad_norm;
     double t_gen, t_policy, t_ref, t_value, t_reward;   // generation, the four scoring passes
-    double t_train_ppo, t_train_ptx;  // update: policy + value (with the optimizer steps), pretraining
-    double t_up_policy, t_up_value, t_up_optim;         // t_train_ppo split: forward+backward each, AdamW + EMA
+    double t_train_ppo,
+        t_train_ptx; // update: policy + value (with the optimizer steps), pretraining
+    double t_up_policy, t_up_value,
+        t_up_optim;                 // t_train_ppo split: forward+backward each, AdamW + EMA
     double t_allreduce;             // in t_train_ppo: the gradient allreduces (MPI)
     int64_t gen_tokens;             // tokens generated
     int64_t seq_tokens;             // policy positions of the rollouts (one scoring pass)
@@ -65,13 +68,12 @@ typedef struct Ppo {
     Dist dist;                      // rank 0 writes; every rank computes its share
     // configuration
     Config *cfg;
-    char hash[CONFIG_HASH_HEX];
-    const char *out_dir;
-    char last_dir[4096], final_dir[4096], db_path[4096], tok_dir[4096];
+    Trainer tr; // OUT.DIR/last and policy/ (tr.final_dir), the workspace, the run
+    char tok_dir[4096];
     int R, gen_B, mb, epochs, max_new, Tp, Tseq, Tpos;
-    int Trw;                        // longest reward-model row: Tseq + 1 (a cut-off response is scored
-                                    // with the end token appended), at most the reward model's context
-    int close_unfinished;           // reward.score_unfinished: 1 append the end token, 0 score as is
+    int Trw;              // longest reward-model row: Tseq + 1 (a cut-off response is scored
+                          // with the end token appended), at most the reward model's context
+    int close_unfinished; // reward.score_unfinished: 1 append the end token, 0 score as is
     int mbl;                        // rows of each minibatch this rank computes (mb / ranks)
     int64_t iterations;
     float clip, value_clip, gamma, lam, ema_decay;
@@ -88,8 +90,6 @@ typedef struct Ppo {
     Sampler sampler;
     Tokenizer *tok;
     Dataset *ds;                    // prompt rendering only (the SFT template)
-    Store *db;
-    int64_t run_id;
     // prompts: shuffled per epoch by an Rng seeded from (seed, epoch)
     PpoPrompt *prompts;
     int64_t n_prompts, prompt_epoch, prompt_index;
@@ -120,7 +120,14 @@ typedef struct Ppo {
     int32_t *perm;                  // (R) minibatch order of the current epoch
     // minibatch scratch (mb rows)
     int32_t *b_tok, *b_tgt, *b_len; // (mb, Tseq)
-    float *b_x, *b_o, *b_a, *b_w, *b_d;   // (mb, Tseq): new and old values, advantages, weights, gradients
+    // (mbl, Tseq + 1) floats each. One allocation per line; the names on a line alias it, one
+    // name for each thing it holds in turn: scoring reads each model's output through the first
+    // line's names, the policy update uses the log-prob names, the value update the value names.
+    union { float *b_logp, *b_entropy, *b_values; };   // a model's output at each position
+    union { float *b_old_logp, *b_old_values; };       // the rollout's, for the ratio / value clip
+    union { float *b_adv, *b_returns; };               // what the update moves toward
+    float *b_weights; // per-token loss weights (1 / response tokens)
+    union { float *b_dlogp, *b_dvalues; };             // the loss's gradient, fed to backward
     // generation scratch
     int32_t *g_prompts, *g_plen, *g_out, *g_olen;
     Rng *g_rng;                     // (gen_B) one sampling stream per rollout
@@ -131,7 +138,8 @@ typedef struct Ppo {
 int  ppo_setup(Ppo *s, char *err, size_t errlen);
 void ppo_teardown(Ppo *s);
 int  ppo_save_last(Ppo *s, char *err, size_t errlen);    // OUT.DIR/last: policy, value, ema, state
-int  ppo_save_final(Ppo *s, char *err, size_t errlen);   // OUT.DIR/policy: the trained policy (EMA if on)
+int ppo_save_final(Ppo *s, char *err,
+                   size_t errlen); // OUT.DIR/policy: the trained policy (EMA if on)
 // After the NaN guard gave up: reloads the policy and value weights of OUT.DIR/last into memory
 // (the state to continue from) and says which iteration that is. -1 when there is none.
 int  ppo_restore_last(Ppo *s, char *err, size_t errlen);
@@ -145,4 +153,6 @@ enum { PPO_ITER_STOPPED = 2, PPO_ITER_STOPPED_DIRTY = 3 };
 int  ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen);
 // Stores the iteration's rollouts and metrics in one transaction.
 int  ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen);
+// The prompt order of epoch s->prompt_epoch (a shuffle seeded by train.seed and the epoch).
+void ppo_prompt_order(Ppo *s);
 #endif

@@ -1,0 +1,177 @@
+// trainer: the setup the training programs share (see trainer.h).
+#include "trainer.h"
+#include "cli.h"
+#include "util.h"
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+AdamWConfig trainer_adamw(const Config *cfg, const char *lr_key) {
+    AdamWConfig o = {.lr = (float)config_get_double(cfg, lr_key),
+                     .beta1 = (float)config_get_double(cfg, "train.beta1"),
+                     .beta2 = (float)config_get_double(cfg, "train.beta2"),
+                     .eps = (float)config_get_double(cfg, "train.eps"),
+                     .weight_decay = (float)config_get_double(cfg, "train.weight_decay"),
+                     .grad_clip = (float)config_get_double(cfg, "train.grad_clip")};
+    return o;
+}
+
+LrSchedule trainer_schedule(const Config *cfg, int64_t total_steps) {
+    int cosine = !strcmp(config_get_string(cfg, "train.schedule"), "cosine");
+    LrSchedule s = {.kind = cosine ? LR_COSINE : LR_CONSTANT,
+                    .warmup_steps = config_get_int(cfg, "train.warmup_steps"),
+                    .total_steps = total_steps,
+                    .min_lr_frac = (float)config_get_double(cfg, "train.min_lr_frac")};
+    return s;
+}
+
+int64_t trainer_save_every(const Config *cfg) {
+    int64_t every = config_get_int(cfg, "save.every");
+    return every ? every : config_get_int(cfg, "eval.every");
+}
+
+int trainer_config(Config **cfg, Dist *d, const ConfigEntry *schema, const char *prog,
+                   const char *usage, int argc, char **argv) {
+    // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of
+    // killing us
+    signal(SIGXFSZ, SIG_IGN);
+    char err[1024];
+    if (config_new(cfg, schema, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        dist_abort(d, 2);
+    }
+    int early = config_parse_args(*cfg, argc, argv, prog, usage);
+    if (early >= 0) {
+        config_free(*cfg);
+        *cfg = NULL;
+        dist_finalize(d);
+        return early;
+    }
+    cli_stop_install(prog);
+    return -1;
+}
+
+static int trainer_check(Trainer *t, char *err, size_t errlen) {
+    const Config *cfg = t->cfg;
+    if (optim_adamw_validate(config_get_double(cfg, "train.beta1"),
+                             config_get_double(cfg, "train.beta2"),
+                             config_get_double(cfg, "train.eps"), err, errlen))
+        return -1;
+    t->out_dir = config_get_string(cfg, "out.dir");
+    if (!t->out_dir[0]) return util_err(err, errlen, "out.dir is required");
+    for (const TrainerRequired *r = t->spec->required; r->key; r++)
+        if (!config_get_string(cfg, r->key)[0])
+            return util_err(err, errlen, "%s is required (%s)", r->key, r->what);
+    return 0;
+}
+
+int trainer_init(Trainer *t, Config *cfg, Dist *d, const TrainerSpec *spec, char *err,
+                 size_t errlen) {
+    t->cfg = cfg;
+    t->dist = d;
+    t->spec = spec;
+    if (trainer_check(t, err, errlen) || util_mkdir_p(t->out_dir, err, errlen)) return -1;
+    snprintf(t->last_dir, sizeof t->last_dir, "%s/last", t->out_dir);
+    snprintf(t->final_dir, sizeof t->final_dir, "%s/%s", t->out_dir, spec->result);
+    const char *ws = config_get_string(cfg, "workspace");
+    if (ws[0]) snprintf(t->db_path, sizeof t->db_path, "%s", ws);
+    else snprintf(t->db_path, sizeof t->db_path, "%s/workspace.db", t->out_dir);
+    config_hash(cfg, t->hash);
+    int64_t threads = config_get_int(cfg, "train.threads");
+    if (threads > 0) omp_set_num_threads((int)threads);
+    return 0;
+}
+
+int trainer_open_store(Trainer *t, int all_ranks,
+                       int (*prepare)(void *ctx, char *err, size_t errlen), void *ctx, char *err,
+                       size_t errlen) {
+    if (dist_main(t->dist) &&
+        (store_open(&t->db, t->db_path, err, errlen) || store_reap_runs(t->db, NULL, err, errlen) ||
+         (prepare && prepare(ctx, err, errlen))))
+        return -1;
+    if (!all_ranks) return 0;
+    dist_barrier(t->dist);
+    if (!dist_main(t->dist) && store_open(&t->db, t->db_path, err, errlen)) return -1;
+    return 0;
+}
+
+uint64_t trainer_hash_u64(const Trainer *t) { return strtoull(t->hash, NULL, 16); }
+
+int trainer_try_resume(Trainer *t, const char *dir, CkptTrainerState *st, char *err,
+                       size_t errlen) {
+    if (!config_get_bool(t->cfg, "train.resume")) return 0;
+    ModelConfig c;
+    CkptInfo info;
+    if (ckpt_load_config(dir, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
+    if (ckpt_load_trainer_state(dir, NULL, st, err, errlen)) return -1;
+    int64_t h;
+    if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) ||
+        (uint64_t)h != trainer_hash_u64(t))
+        return util_err(err, errlen,
+                        "%s holds a run with another configuration: use another out.dir, or "
+                        "--set train.resume=false to start over",
+                        t->last_dir);
+    return 1;
+}
+
+int trainer_begin_run(Trainer *t, int resumed, const char *checkpoint, char *err,
+                      size_t errlen) {
+    if (!dist_main(t->dist) || !t->db) return 0;
+    char *dump = config_dump_string(t->cfg);
+    StoreRunInfo ri = {.stage = t->spec->stage, .program = t->spec->program, .config = dump,
+                       .config_hash = t->hash};
+    int rc = 0;
+    if (!resumed) {
+        rc = store_add_run(t->db, &ri, &t->run_id, err, errlen);
+    } else {
+        StoreRun r;
+        if (store_get_run(t->db, t->run_id, &r, NULL, 0) == 0) store_run_free(&r);
+        else {   // the database was replaced: record the run anew
+            ri.checkpoint = checkpoint;
+            rc = store_add_run(t->db, &ri, &t->run_id, err, errlen);
+        }
+        if (!rc) rc = store_set_run_status(t->db, t->run_id, STORE_RUN_RUNNING, 0, err, errlen);
+    }
+    free(dump);
+    return rc ? -1 : 0;
+}
+
+void trainer_note_resumed(const Trainer *t, const char *unit, int64_t done, int64_t total,
+                          const char *extra) {
+    if (!dist_main(t->dist)) return;
+    fprintf(stderr, "%s: resuming run %lld at %s %lld of %lld from %s%s\n", t->spec->stage,
+            (long long)t->run_id, unit, (long long)done, (long long)total, t->last_dir, extra);
+}
+
+int trainer_same_weights(const Trainer *t, const Model *m) {
+    return dist_identical(t->dist, m->params_memory, (int64_t)(m->num_params * sizeof(float)));
+}
+
+void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng) {
+    ckpt_state_init(st);
+    st->step = step;
+    st->rng = *rng;
+}
+
+int trainer_stop_status(void) { return cli_stop_signal() ? cli_stop_signal() : SIGINT; }
+
+int trainer_stopped(const Trainer *t, const char *unit, int64_t done) {
+    if (dist_main(t->dist))
+        fprintf(stderr, "%s: interrupted by %s at %s %lld; saved %s (rerun the same command to "
+                        "resume)\n",
+                t->spec->stage, cli_stop_name(), unit, (long long)done, t->last_dir);
+    return trainer_stop_status();
+}
+
+int trainer_finish(Trainer *t, int rc, const char *err) {
+    if (rc < 0) dist_report_error(t->dist, t->spec->program, err);
+    return store_finish_run(t->dist && dist_main(t->dist) ? t->db : NULL, t->run_id, rc,
+                            t->spec ? t->spec->program : "");
+}
+
+void trainer_close(Trainer *t) {
+    store_close(t->db);
+    t->db = NULL;
+}
