@@ -229,7 +229,8 @@ static int parse_require(Pipeline *p, Stage *st, yaml_document_t *d, yaml_node_t
             return -1;
         }
         int rc = 0;
-        if (nc == 0) rc = pipeline_error(p, mark_line(v), mark_col(v), "an empty list of conditions");
+        if (nc == 0)
+            rc = pipeline_error(p, mark_line(v), mark_col(v), "an empty list of conditions");
         if (!rc && st->n_gates + nc > PIPELINE_MAX_ITEMS)
             rc = pipeline_error(p, mark_line(k), mark_col(k), "too many conditions (more than %d)",
                                 PIPELINE_MAX_ITEMS);

@@ -306,7 +306,7 @@ static const char *run_usage =
     "skipped; an interrupted one is run again and resumes from its checkpoint.\n"
     "  --from STAGE   start at STAGE (the stages before it must have finished)\n"
     "  --only STAGE   run STAGE alone (the stages it needs must have finished)\n"
-    "  --dry-run      validate and print the plan (and each stage's gates) without running anything\n"
+    "  --dry-run      validate and print the plan and the gates without running anything\n"
     "  --force        run the selected stages even when they could be skipped; they start over\n"
     "                 (a stage that runs afresh has its output directory removed first when\n"
     "                 rlhf run made it; only an interrupted run of the same configuration resumes)\n"
@@ -889,12 +889,13 @@ static int runner_gates(const Runner *r, Stage *st) {
         const Stage *dep = &r->p->stages[g->dep];
         double v = 0;
         char why[1024] = "", fig[64] = "(missing)";
-        int got = gate_figure(r, g, &v, why, sizeof why) == 0, held = got && gate_holds(g->op, v, g->threshold);
+        int got = gate_figure(r, g, &v, why, sizeof why) == 0;
+        int held = got && gate_holds(g->op, v, g->threshold);
         if (got) snprintf(fig, sizeof fig, "%.4g", v);
-        used += (size_t)snprintf(st->gate_note + used, used < sizeof st->gate_note ? sizeof st->gate_note - used : 0,
-                                 "%sgate: %s's %s %s %s %g %s", i ? "; " : "", dep->name.text,
-                                 g->metric, fig, pipeline_gate_op(g->op), g->threshold,
-                                 held ? "passed" : "failed");
+        size_t room = sizeof st->gate_note - used;
+        used += (size_t)snprintf(st->gate_note + used, room, "%sgate: %s's %s %s %s %g %s",
+                                 i ? "; " : "", dep->name.text, g->metric, fig,
+                                 pipeline_gate_op(g->op), g->threshold, held ? "passed" : "failed");
         if (used >= sizeof st->gate_note) used = sizeof st->gate_note - 1;
         if (held) continue;
         st->outcome = "gate failed";
@@ -1008,7 +1009,8 @@ static void runner_summary(const Runner *r, int rc) {
         const Stage *st = &p->stages[p->order[k]];
         fprintf(stderr, "  %-16s %-12s", st->name.text, st->outcome);
         if (st->seconds > 0) fprintf(stderr, " %8.1f s   %s", st->seconds, st->log);
-        if (st->gate_note[0]) fprintf(stderr, "%s(%s)", st->seconds > 0 ? "  " : " ", st->gate_note);
+        if (st->gate_note[0])
+            fprintf(stderr, "%s(%s)", st->seconds > 0 ? "  " : " ", st->gate_note);
         fprintf(stderr, "\n");
     }
     StoreRunStatus rs = rc == 0 ? STORE_RUN_DONE : r->interrupted ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;

@@ -149,13 +149,15 @@ gated "valid/loss <= 0.001" > gate.yaml
 "$R" run gate.yaml > out 2> err; rc=$?
 [ $rc -eq 1 ] && [ "$(cat after.txt)" = ran ] &&
     [ "$(grep -c "stopped by its gate" err)" -eq 1 ] &&
-    grep -q "^rlhf run: stage 'after' stopped by its gate (gate.yaml:[0-9]*:[0-9]*): sft's valid/loss is [0-9.]*, the gate requires <= 0.001; see .*/logs/sft.log and the README" err &&
+    grep -q "^rlhf run: stage 'after' stopped by its gate (gate.yaml:[0-9]*:[0-9]*): $(
+        )sft's valid/loss is [0-9.]*, the gate requires <= 0.001; see .*/logs/sft.log and the README" err &&
     grep -q "after *gate failed" err &&
     ok "gates: a gate that fails stops the pipeline, exit 1, the figure and the threshold" ||
     bad "failing gate (exit $rc)"
 gated "valid/acuracy >= 0.5" > gate.yaml
 "$R" run gate.yaml > out 2> err; rc=$?
-[ $rc -eq 1 ] && grep -q "cannot read sft's valid/acuracy: 'sft' logged no metric 'valid/acuracy' (its sft run [0-9]* logged: .*valid/loss" err &&
+[ $rc -eq 1 ] && grep -q "cannot read sft's valid/acuracy: $(
+    )'sft' logged no metric 'valid/acuracy' (its sft run [0-9]* logged: .*valid/loss" err &&
     ok "gates: an unknown metric fails, naming what was logged" || bad "unknown metric (exit $rc)"
 
 # a command stage, run from another folder: its args, inputs, outputs and the workspace resolve
@@ -196,15 +198,21 @@ printf '  - {name: lazy, run: command, args: ["true"], outputs: [made.txt, "${la
     >> cmd/c.yaml
 "$R" run cmd/c.yaml > out 2> err; rc=$?
 [ $rc -eq 1 ] &&
-    grep -q "^rlhf run: stage 'lazy' exited 0 but did not make 2 of its declared outputs: made.txt, cws/lazy/x$" err &&
+    grep -q "^rlhf run: stage 'lazy' exited 0 but did not make 2 of its declared outputs: $(
+        )made.txt, cws/lazy/x$" err &&
     grep -q "lazy *failed" err && "$R" run cmd/c.yaml > out 2> err; rc2=$?
 [ $rc -eq 1 ] && [ $rc2 -eq 1 ] && grep -q "lazy *failed" err &&
     ok "command stage: a declared output missing after exit 0 fails the stage, every time" ||
     bad "missing declared output (exit $rc, then $rc2)"
-printf 'workspace: ../sws\nstages:\n  - {name: t, run: rlhf tokenizer train, args: [--vocab-size, "260", --out, "${t.out}", corpus.txt]}\n' > cmd/sub.yaml
-cp corpus.txt cmd/
-"$R" run cmd/sub.yaml > out 2> err && [ -f sws/t/vocab.json ] && [ ! -e ../sws ] &&
-    "$R" run cmd/sub.yaml --set workspace=ws2 > out 2> err && [ -f ws2/t/vocab.json ] &&
+mkdir cmd/sub && cp corpus.txt cmd/sub/
+cat > cmd/sub/s.yaml <<'YAML'
+workspace: ../sws
+stages:
+  - {name: t, run: rlhf tokenizer train, args: [--vocab-size, "260", --out, "${t.out}", corpus.txt]}
+YAML
+(cd cmd && "$R" run sub/s.yaml > ../out 2> ../err) && [ -f cmd/sws/t/vocab.json ] && [ ! -e sws ] &&
+    (cd cmd && "$R" run sub/s.yaml --set workspace=ws2 > ../out 2> ../err) &&
+    [ -f cmd/ws2/t/vocab.json ] && [ ! -e cmd/sub/ws2 ] &&
     ok "paths: the workspace and args from the file's folder, a --set workspace from here" ||
     bad "relative paths"
 
