@@ -1,6 +1,6 @@
 // Pipeline files: parsing (libyaml), references, dependency order and each stage's command line.
 // pipeline_load has no side effects (it reads one file) so that it can be fuzzed; validation of a
-// stage's settings by its program, output paths, fingerprints and execution live in cmd_run.c.
+// stage's settings by its program, output paths, fingerprints, gates and execution live in run.c.
 // Ownership: a Pipeline owns every string and array in it; pipeline_free releases them. Every
 // array is allocated to the size the file asks for, within the limits below.
 #ifndef PIPELINE_H
@@ -68,7 +68,7 @@ typedef struct {
     int *need_idx;               // n_needs entries
     char fingerprint[17];
     char label[128];             // its runs in the database: "pipeline/NAME"
-    char *out_real;              // cmd_run: the output path resolved (see pipeline_resolve_path)
+    char *out_real;              // run.c: the output path resolved (see pipeline_resolve_path)
     // outcome
     const char *outcome;         // "ran", "skipped", "failed", "interrupted", "not run"
     char gate_note[256];         // the gates' outcome, for the summary ("" when none)
@@ -88,7 +88,7 @@ typedef struct {
     int *order;                  // n_stages entries: topological order
     char *reach; // n_stages^2: reach[s * n_stages + d] when s needs d, directly or not
     char bindir[PATH_MAX];
-    char base[PATH_MAX];         // cmd_run: the pipeline file's folder (relative paths start here)
+    char base[PATH_MAX];         // run.c: the pipeline file's folder (relative paths start here)
     char err[2048];
 } Pipeline;
 

@@ -8,6 +8,12 @@
 // An output directory is removed only when the runner made it (its marker file is in it).
 // SIGINT, SIGTERM and SIGHUP are passed on to the running stage, and the runner exits 128+signal
 // once the stage has. The first failure stops the pipeline with a summary.
+// The runner works in the pipeline file's folder, so every relative path in the file, the
+// stages' included, is read from there (--set values are made absolute first: override_abs).
+// A command stage runs its args directly (execvp), its declared inputs' contents in its
+// fingerprint and its declared outputs checked after it exits 0. A stage's gates (require) read
+// the last logged value of a metric of a stage it needs from the workspace database just before
+// it would run; a failed gate stops the pipeline.
 #include "cli.h"
 #include "pipeline.h"
 #include "store.h"
