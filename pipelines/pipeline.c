@@ -153,6 +153,103 @@ static int parse_list(Pipeline *p, yaml_document_t *d, yaml_node_t *n, Str **out
     return 0;
 }
 
+// The stage keys that hold a list or a mapping, each a bit of parse_stage's `seen` (0: none).
+static int stage_key_bit(const char *key) {
+    static const char *const keys[] = {"needs", "args", "settings", "inputs", "outputs", "require"};
+    for (int i = 0; i < 6; i++)
+        if (!strcmp(key, keys[i])) return 1 << i;
+    return 0;
+}
+
+// inputs or outputs: a list of paths (or one), none of them empty.
+static int parse_paths(Pipeline *p, yaml_document_t *d, yaml_node_t *n, Str **out, int *count,
+                       const char *what) {
+    if (parse_list(p, d, n, out, count, what)) return -1;
+    for (int i = 0; i < *count; i++)
+        if (!(*out)[i].text[0])
+            return pipeline_error(p, (*out)[i].line, (*out)[i].col, "an empty path in %s", what);
+    return 0;
+}
+
+const char *pipeline_gate_op(GateOp op) {
+    static const char *const names[] = {">=", ">", "<=", "<", "=="};
+    return names[op];
+}
+
+// One condition "METRIC OP NUMBER" into g (its metric, operator and threshold).
+static int parse_condition(Pipeline *p, Gate *g) {
+    const char *t = g->cond.text;
+    int line = g->cond.line, col = g->cond.col;
+    const char *o = t + strcspn(t, "<>=!");
+    const char *m = t;
+    while (*m == ' ') m++;
+    size_t ml = (size_t)(o - m);
+    while (ml && m[ml - 1] == ' ') ml--;
+    if (!*o || !ml || memchr(m, ' ', ml))
+        return pipeline_error(p, line, col,
+                              "malformed condition '%s': expected METRIC OP NUMBER, e.g. "
+                              "\"valid/accuracy >= 0.6\"", t);
+    size_t ol = strspn(o, "<>=!");
+    static const char *const ops[] = {">=", ">", "<=", "<", "=="};
+    int op = -1;
+    for (int i = 0; i < 5; i++)
+        if (strlen(ops[i]) == ol && !strncmp(o, ops[i], ol)) op = i;
+    if (op < 0)
+        return pipeline_error(p, line, col, "unknown operator '%.*s' in '%s' (>=, >, <=, <, ==)",
+                              (int)ol, o, t);
+    const char *num = o + ol;
+    while (*num == ' ') num++;
+    char *end;
+    errno = 0;
+    double v = strtod(num, &end);
+    while (*end == ' ') end++;
+    if (end == num || *end || errno || v != v || v - v != 0)
+        return pipeline_error(p, line, col, "condition '%s': '%s' is not a finite number", t, num);
+    g->metric = MALLOC_CHECK(ml + 1);
+    memcpy(g->metric, m, ml);
+    g->metric[ml] = 0;
+    g->op = (GateOp)op;
+    g->threshold = v;
+    return 0;
+}
+
+// require: {STAGE: CONDITION or [CONDITION, ...]}; each condition checked as it is read, the
+// stages when the references are resolved.
+static int parse_require(Pipeline *p, Stage *st, yaml_document_t *d, yaml_node_t *n) {
+    if (expect(p, n, YAML_MAPPING_NODE, "require")) return -1;
+    for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = yaml_document_get_node(d, pr->key),
+                    *v = yaml_document_get_node(d, pr->value);
+        if (expect(p, k, YAML_SCALAR_NODE, "a require key (a stage)")) return -1;
+        Str *conds = NULL;
+        int nc = 0;
+        if (parse_list(p, d, v, &conds, &nc, "require's conditions")) {
+            for (int i = 0; i < nc; i++) free(conds[i].text);
+            free(conds);
+            return -1;
+        }
+        int rc = 0;
+        if (nc == 0)
+            rc = pipeline_error(p, mark_line(v), mark_col(v), "an empty list of conditions");
+        if (!rc && st->n_gates + nc > PIPELINE_MAX_ITEMS)
+            rc = pipeline_error(p, mark_line(k), mark_col(k), "too many conditions (more than %d)",
+                                PIPELINE_MAX_ITEMS);
+        if (!rc) st->gates = REALLOC_ARRAY(st->gates, (size_t)(st->n_gates + nc), sizeof(Gate));
+        for (int i = 0; i < nc; i++) {
+            if (rc) { free(conds[i].text); continue; }
+            Gate *g = &st->gates[st->n_gates++];
+            memset(g, 0, sizeof *g);
+            g->stage = str_of(k);
+            g->cond = conds[i];
+            g->dep = -1;
+            rc = parse_condition(p, g);
+        }
+        free(conds);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
 static int parse_stage(Pipeline *p, yaml_document_t *d, yaml_node_t *n) {
     if (expect(p, n, YAML_MAPPING_NODE, "a stage")) return -1;
     Stage *st = &p->stages[p->n_stages++];   // allocated for every item of `stages`
@@ -175,17 +272,22 @@ static int parse_stage(Pipeline *p, yaml_document_t *d, yaml_node_t *n) {
             if (dst->text) return pipeline_error(p, kl, kc, "stage key '%s' given twice", key);
             if (expect(p, v, YAML_SCALAR_NODE, key)) return -1;
             *dst = str_of(v);
-        } else if (!strcmp(key, "needs") || !strcmp(key, "args") || !strcmp(key, "settings")) {
-            int bit = key[0] == 'n' ? 1 : key[0] == 'a' ? 2 : 4;
+        } else if (stage_key_bit(key)) {
+            int bit = stage_key_bit(key);
             if (seen & bit) return pipeline_error(p, kl, kc, "stage key '%s' given twice", key);
             seen |= bit;
             if (bit == 1 && parse_list(p, d, v, &st->needs, &st->n_needs, "needs")) return -1;
             if (bit == 2 && parse_list(p, d, v, &st->args, &st->n_args, "args")) return -1;
             if (bit == 4 && parse_settings(p, st, d, v, "")) return -1;
+            if (bit == 8 && parse_paths(p, d, v, &st->inputs, &st->n_inputs, "inputs")) return -1;
+            if (bit == 16 && parse_paths(p, d, v, &st->outputs, &st->n_outputs, "outputs"))
+                return -1;
+            if (bit == 32 && parse_require(p, st, d, v)) return -1;
         } else {
-            return pipeline_error(
-                p, kl, kc,
-                "unknown stage key '%s' (name, run, needs, settings, args, out, launcher)", key);
+            return pipeline_error(p, kl, kc,
+                                  "unknown stage key '%s' (name, run, needs, settings, args, "
+                                  "inputs, outputs, require, out, launcher)",
+                                  key);
         }
     }
     if (!st->name.text) return pipeline_error(p, st->line, st->col, "a stage needs a name");
@@ -691,12 +793,19 @@ static void stage_push_arg(Stage *st, char *arg) { st->argv[st->argc++] = arg; }
 
 // Checks the program words of a stage's run (sft | ppo | reward SUB | rlhf SUB...).
 static int check_program(Pipeline *p, const Stage *st, char **words, int nw) {
+    if (nw == 1 && !strcmp(words[0], "command")) {
+        if (st->n_args == 0)
+            return pipeline_error(p, st->run.line, st->run.col,
+                                  "stage '%s': run: command needs args: [PROGRAM, ARG, ...]",
+                                  st->name.text);
+        return 0;
+    }
     if (nw == 0 || !(!strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
                      !strcmp(words[0], "reward") || !strcmp(words[0], "rlhf")))
-        return pipeline_error(
-            p, st->run.line, st->run.col,
-            "stage '%s': unknown program '%s' (sft, ppo, reward SUBCOMMAND, rlhf SUBCOMMAND)",
-            st->name.text, st->run.text);
+        return pipeline_error(p, st->run.line, st->run.col,
+                              "stage '%s': unknown program '%s' (sft, ppo, reward SUBCOMMAND, "
+                              "rlhf SUBCOMMAND, command)",
+                              st->name.text, st->run.text);
     if ((!strcmp(words[0], "reward") || !strcmp(words[0], "rlhf")) && nw < 2)
         return pipeline_error(p, st->run.line, st->run.col, "stage '%s': '%s' needs a subcommand",
                               st->name.text, words[0]);
@@ -716,6 +825,7 @@ static int stage_program(Pipeline *p, Stage *st) {
     int rc = check_program(p, st, words, nw);
     if (!rc) {
         st->program = xstrdup(words[0]);
+        st->command = !strcmp(words[0], "command");
         st->config_program = !strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
                              (!strcmp(words[0], "reward") && (!strcmp(words[1], "train")));
         if (st->n_settings && !st->config_program)
@@ -727,8 +837,8 @@ static int stage_program(Pipeline *p, Stage *st) {
         // the program's words, out.dir and workspace, each setting as --set K=V, the args, NULL
         st->argv = CALLOC_CHECK((size_t)nw + 5 + 2 * (size_t)st->n_settings + (size_t)st->n_args,
                                 sizeof(char *));
-        stage_push_arg(st, join3(p->bindir, "/", words[0]));
-        for (int i = 1; i < nw; i++) stage_push_arg(st, xstrdup(words[i]));
+        if (!st->command) stage_push_arg(st, join3(p->bindir, "/", words[0]));
+        for (int i = 1; i < nw && !st->command; i++) stage_push_arg(st, xstrdup(words[i]));
     }
     free(runcopy);
     free(words);
@@ -765,6 +875,40 @@ static int stage_settings(Pipeline *p, int s, const char *out) {
     return 0;
 }
 
+// Declared paths (inputs or outputs) with their references expanded, into a new array *out.
+static int stage_paths(Pipeline *p, int s, const Str *paths, int n, char ***out) {
+    *out = CALLOC_CHECK((size_t)n + 1, sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        if (!((*out)[i] = expand(p, s, &paths[i]))) return -1;
+        if (!(*out)[i][0])
+            return pipeline_error(p, paths[i].line, paths[i].col,
+                                  "stage '%s': path '%s' is empty once expanded",
+                                  p->stages[s].name.text, paths[i].text);
+    }
+    return 0;
+}
+
+// Each gate's stage must be one the gated stage needs, directly or not.
+static int resolve_gates(Pipeline *p) {
+    for (int s = 0; s < p->n_stages; s++) {
+        Stage *st = &p->stages[s];
+        for (int i = 0; i < st->n_gates; i++) {
+            Gate *g = &st->gates[i];
+            g->dep = pipeline_stage_index(p, g->stage.text);
+            if (g->dep < 0)
+                return pipeline_error(p, g->stage.line, g->stage.col,
+                                      "stage '%s' requires a metric of '%s', which is not a stage",
+                                      st->name.text, g->stage.text);
+            if (!pipeline_depends_on(p, s, g->dep))
+                return pipeline_error(p, g->stage.line, g->stage.col,
+                                      "stage '%s' requires a metric of '%s' but does not need it "
+                                      "(add it to needs)",
+                                      st->name.text, g->stage.text);
+        }
+    }
+    return 0;
+}
+
 // The stage's whole command: program, settings, args (each with its references expanded).
 static int stage_command(Pipeline *p, int s) {
     Stage *st = &p->stages[s];
@@ -778,13 +922,17 @@ static int stage_command(Pipeline *p, int s) {
         stage_push_arg(st, ev);
     }
     st->argv[st->argc] = NULL;
-    return 0;
+    if (st->command && !st->argv[0][0])
+        return pipeline_error(p, st->args[0].line, st->args[0].col,
+                              "stage '%s': the command's program is empty", st->name.text);
+    return stage_paths(p, s, st->inputs, st->n_inputs, &st->in_paths) ||
+           stage_paths(p, s, st->outputs, st->n_outputs, &st->out_paths);
 }
 
 static int resolve(Pipeline *p) {
     if (resolve_needs(p) || topo_sort(p)) return -1;
     resolve_reach(p);
-    if (resolve_outputs(p)) return -1;
+    if (resolve_gates(p) || resolve_outputs(p)) return -1;
     for (int s = 0; s < p->n_stages; s++)
         if (stage_command(p, s)) return -1;
     return 0;
@@ -879,6 +1027,17 @@ void pipeline_free(Pipeline *p) {
             free(st->settings[i].value);
         }
         for (int i = 0; i < st->argc; i++) free(st->argv[i]);
+        for (int i = 0; i < st->n_inputs; i++) free(st->inputs[i].text);
+        for (int i = 0; i < st->n_outputs; i++) free(st->outputs[i].text);
+        for (int i = 0; st->in_paths && st->in_paths[i]; i++) free(st->in_paths[i]);
+        for (int i = 0; st->out_paths && st->out_paths[i]; i++) free(st->out_paths[i]);
+        for (int i = 0; i < st->n_gates; i++) {
+            free(st->gates[i].stage.text);
+            free(st->gates[i].cond.text);
+            free(st->gates[i].metric);
+        }
+        free(st->inputs); free(st->outputs); free(st->in_paths); free(st->out_paths);
+        free(st->gates);
         free(st->needs);
         free(st->args);
         free(st->settings);

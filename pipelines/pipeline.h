@@ -1,6 +1,6 @@
 // Pipeline files: parsing (libyaml), references, dependency order and each stage's command line.
 // pipeline_load has no side effects (it reads one file) so that it can be fuzzed; validation of a
-// stage's settings by its program, output paths, fingerprints and execution live in cmd_run.c.
+// stage's settings by its program, output paths, fingerprints, gates and execution live in run.c.
 // Ownership: a Pipeline owns every string and array in it; pipeline_free releases them. Every
 // array is allocated to the size the file asks for, within the limits below.
 #ifndef PIPELINE_H
@@ -32,6 +32,18 @@ typedef struct {
     int line, col;
 } Str;
 
+// A stage gate (`require: {STAGE: "METRIC OP NUMBER"}`): checked before the stage runs.
+typedef enum { GATE_GE, GATE_GT, GATE_LE, GATE_LT, GATE_EQ } GateOp;
+typedef struct {
+    Str stage;                   // the stage whose metric it reads (at the key's line:column)
+    Str cond;                    // the condition as written (at the value's line:column)
+    char *metric;                // e.g. valid/accuracy
+    GateOp op;
+    double threshold;
+    int dep;                     // resolved: the stage's index
+} Gate;
+const char *pipeline_gate_op(GateOp op);   // ">=", ...
+
 typedef struct {
     Str name, run, out, launcher;  // out: as given, or WORKSPACE/NAME at the name's line:column
     int out_given;
@@ -42,17 +54,24 @@ typedef struct {
     int n_settings, cap_settings;
     Str *args;
     int n_args;
+    Str *inputs, *outputs;       // declared files or folders: fingerprinted / must exist after
+    int n_inputs, n_outputs;
+    Gate *gates;
+    int n_gates;
     // resolved
-    char *program;               // sft | ppo | reward | rlhf
+    char *program;               // sft | ppo | reward | rlhf | command
+    int command;                 // run: command (args are the whole command, found on PATH)
+    char **in_paths, **out_paths; // inputs, outputs with references expanded
     int config_program;          // takes --set KEY=VALUE
     char **argv;                 // argc entries and a NULL
     int argc;
     int *need_idx;               // n_needs entries
     char fingerprint[17];
     char label[128];             // its runs in the database: "pipeline/NAME"
-    char *out_real;              // cmd_run: the output path resolved (see pipeline_resolve_path)
+    char *out_real;              // run.c: the output path resolved (see pipeline_resolve_path)
     // outcome
     const char *outcome;         // "ran", "skipped", "failed", "interrupted", "not run"
+    char gate_note[256];         // the gates' outcome, for the summary ("" when none)
     double seconds;
     char log[PATH_MAX];
 } Stage;
@@ -69,6 +88,7 @@ typedef struct {
     int *order;                  // n_stages entries: topological order
     char *reach; // n_stages^2: reach[s * n_stages + d] when s needs d, directly or not
     char bindir[PATH_MAX];
+    char base[PATH_MAX];         // run.c: the pipeline file's folder (relative paths start here)
     char err[2048];
 } Pipeline;
 

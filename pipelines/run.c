@@ -8,6 +8,12 @@
 // An output directory is removed only when the runner made it (its marker file is in it).
 // SIGINT, SIGTERM and SIGHUP are passed on to the running stage, and the runner exits 128+signal
 // once the stage has. The first failure stops the pipeline with a summary.
+// The runner works in the pipeline file's folder, so every relative path in the file, the
+// stages' included, is read from there (--set values are made absolute first: override_abs).
+// A command stage runs its args directly (execvp), its declared inputs' contents in its
+// fingerprint and its declared outputs checked after it exits 0. A stage's gates (require) read
+// the last logged value of a metric of a stage it needs from the workspace database just before
+// it would run; a failed gate stops the pipeline.
 #include "cli.h"
 #include "hash.h"
 #include "pipeline.h"
@@ -98,15 +104,83 @@ static int hash_if_input(Pipeline *p, const char *ws_real, const char *path, uin
     return 0;
 }
 
-// The stage's fingerprint: its command, its upstream stages' fingerprints, and the contents of
-// the files it names outside the workspace (so an edited data file reruns the stage). Values of
-// --set KEY=VALUE count, and so do the items of a flow list ["a", "b"].
-static int fingerprint(Pipeline *p, const char *ws_real, Stage *st) {
+#define RUN_MAX_INPUT_DEPTH 64   // folders within folders in one declared input
+
+static int hash_tree(const char *path, int depth, uint64_t *h, char *err, size_t errlen);
+
+// A folder's entries, by name (bytewise), each as its name and its contents (hash_tree).
+static int hash_dir(const char *path, int depth, uint64_t *h, char *err, size_t errlen) {
+    struct dirent **names = NULL;
+    int n = scandir(path, &names, NULL, alphasort), rc = 0;
+    if (n < 0) return util_err(err, errlen, "%s: %s", path, strerror(errno));
+    for (int i = 0; i < n; i++) {
+        const char *nm = names[i]->d_name;
+        if (!rc && strcmp(nm, ".") && strcmp(nm, "..")) {
+            char child[PATH_MAX];
+            if ((size_t)snprintf(child, sizeof child, "%s/%s", path, nm) >= sizeof child)
+                rc = util_err(err, errlen, "%s/%s: path too long", path, nm);
+            else {
+                fnv(h, nm, strlen(nm) + 1);
+                rc = hash_tree(child, depth + 1, h, err, errlen);
+            }
+        }
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
+// A declared input's contents into h: a file's SHA-256, a folder's files (names and contents)
+// recursively; links are followed, other kinds of file count by their kind alone.
+static int hash_tree(const char *path, int depth, uint64_t *h, char *err, size_t errlen) {
+    struct stat sb;
+    if (stat(path, &sb)) return util_err(err, errlen, "%s: %s", path, strerror(errno));
+    if (depth > RUN_MAX_INPUT_DEPTH)
+        return util_err(err, errlen, "%s: folders nested deeper than %d (a link loop?)", path,
+                        RUN_MAX_INPUT_DEPTH);
+    if (S_ISDIR(sb.st_mode)) {
+        fnv(h, "d", 1);
+        return hash_dir(path, depth, h, err, errlen);
+    }
+    if (!S_ISREG(sb.st_mode)) { fnv(h, "o", 1); return 0; }
+    char hex[STORE_HASH_HEX];
+    if (store_hash_file(path, hex, err, errlen)) return -1;
+    fnv(h, "f", 1);
+    fnv(h, hex, 64);
+    return 0;
+}
+
+// The stage's declared inputs into h. A missing one is an error, except in a dry run, where an
+// earlier stage would have made it (the stage then shows as one to run).
+static int hash_inputs(Pipeline *p, Stage *st, int dry, uint64_t *h) {
+    for (int i = 0; i < st->n_inputs; i++) {
+        const char *path = st->in_paths[i];
+        char err[1024];
+        struct stat sb;
+        fnv(h, path, strlen(path) + 1);
+        if (dry && stat(path, &sb) && errno == ENOENT) {
+            fnv(h, "missing", 8);
+            continue;
+        }
+        if (hash_tree(path, 0, h, err, sizeof err))
+            return pipeline_error(p, st->inputs[i].line, st->inputs[i].col,
+                                  "stage '%s': input %s", st->name.text, err);
+    }
+    return 0;
+}
+
+// The stage's fingerprint: its command, its upstream stages' fingerprints, the contents of its
+// declared inputs and of the files it names outside the workspace (so an edited data file reruns
+// the stage). Values of --set KEY=VALUE count, and so do the items of a flow list ["a", "b"].
+static int fingerprint(Pipeline *p, const char *ws_real, Stage *st, int dry) {
     uint64_t h = DATA_HASH_INIT;
     fnv(&h, st->program, strlen(st->program) + 1);
-    for (int i = 1; i < st->argc; i++) fnv(&h, st->argv[i], strlen(st->argv[i]) + 1);
+    for (int i = st->command ? 0 : 1; i < st->argc; i++)
+        fnv(&h, st->argv[i], strlen(st->argv[i]) + 1);
     for (int i = 0; i < st->n_needs; i++) fnv(&h, p->stages[st->need_idx[i]].fingerprint, 16);
-    for (int i = 1; i < st->argc; i++) {
+    for (int i = 0; i < st->n_outputs; i++) fnv(&h, st->out_paths[i], strlen(st->out_paths[i]) + 1);
+    if (hash_inputs(p, st, dry, &h)) return -1;
+    for (int i = st->command ? 0 : 1; i < st->argc; i++) {
         const char *v = st->argv[i];
         if (i > 1 && !strcmp(st->argv[i - 1], "--set") && strchr(v, '=')) v = strchr(v, '=') + 1;
         if (v[0] != '[') { if (hash_if_input(p, ws_real, v, &h)) return -1; continue; }
@@ -123,10 +197,16 @@ static int fingerprint(Pipeline *p, const char *ws_real, Stage *st) {
     return 0;
 }
 
+// The stage's program as people call it: rlhf, sft, ... (found in the programs' directory), or a
+// command stage's own first argument.
+static const char *stage_prog(const Stage *st) {
+    return st->command ? st->argv[0] : strrchr(st->argv[0], '/') + 1;
+}
+
 static void print_cmd(FILE *f, const Stage *st, const char *launcher) {
     if (launcher && launcher[0]) fprintf(f, "%s ", launcher);
     for (int i = 0; i < st->argc; i++) {
-        const char *a = i == 0 ? strrchr(st->argv[0], '/') + 1 : st->argv[i];
+        const char *a = i == 0 ? stage_prog(st) : st->argv[i];
         int quote = strpbrk(a, " \t\"'$[]{}") != NULL || !a[0];
         fprintf(f, quote ? "'%s'%s" : "%s%s", a, i + 1 < st->argc ? " " : "");
     }
@@ -158,9 +238,8 @@ static void run_catch_signals(void) {
 // Runs the stage's command in its own process group (which gets the terminal when the runner has
 // it, so a labeler typing rankings still can), streaming its output to the terminal and the log.
 // Returns the exit status (128+signal when killed).
-static int run_stage(Pipeline *p, Stage *st, const char *launcher) {
-    snprintf(st->log, sizeof st->log, "%s/%s/%s.log", p->workspace.text, PIPELINE_LOGS,
-             st->name.text);
+static int run_stage(const char *ws_real, Stage *st, const char *launcher) {
+    snprintf(st->log, sizeof st->log, "%s/%s/%s.log", ws_real, PIPELINE_LOGS, st->name.text);
     int logfd = open(st->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int pipefd[2];
     if (logfd < 0 || pipe(pipefd)) {
@@ -233,16 +312,27 @@ static const char *run_usage =
     "skipped; an interrupted one is run again and resumes from its checkpoint.\n"
     "  --from STAGE   start at STAGE (the stages before it must have finished)\n"
     "  --only STAGE   run STAGE alone (the stages it needs must have finished)\n"
-    "  --dry-run      validate and print the plan without running anything\n"
+    "  --dry-run      validate and print the plan and the gates without running anything\n"
     "  --force        run the selected stages even when they could be skipped; they start over\n"
     "                 (a stage that runs afresh has its output directory removed first when\n"
     "                 rlhf run made it; only an interrupted run of the same configuration resumes)\n"
     "  --set K=V      override: workspace=DIR, seed=N, launcher=CMD, vars.NAME=V, or\n"
     "                 STAGE.KEY=VALUE (a setting of a config stage)\n"
+    "Paths: every relative path in the file (workspace, out, inputs, outputs, settings, args) is\n"
+    "relative to the file's folder: the runner and its stages work there. A --set value is read\n"
+    "against the current directory: a relative workspace, and a value starting with ./ or ../ or\n"
+    "naming an existing file or folder, is made absolute.\n"
     "Pipeline file keys: workspace, seed, launcher, vars, stages; stage keys: name, run, needs,\n"
-    "settings, args, out, launcher. References: ${workspace}, ${seed}, ${bin} (the programs'\n"
-    "directory), ${vars.NAME}, ${STAGE.out}. A stage's out must lie inside the workspace, apart\n"
-    "from logs/, the database and other stages' outputs; stages may not be named logs or vars.\n"
+    "settings, args, inputs, outputs, require, out, launcher. run: sft | ppo | reward SUB |\n"
+    "rlhf SUB | command (args: [PROGRAM, ARG...], run directly, PROGRAM found on PATH).\n"
+    "inputs: files or folders whose contents count in the stage's fingerprint; outputs: paths the\n"
+    "stage must have made (missing after exit 0: the stage fails).\n"
+    "require: {STAGE: \"METRIC OP NUMBER\" or a list} (OP: >= > <= < ==), STAGE one it needs: the\n"
+    "last value of METRIC logged by STAGE's latest run, checked before the stage runs; a failed\n"
+    "gate stops the pipeline (exit 1) with the figure and the threshold.\n"
+    "References: ${workspace}, ${seed}, ${bin} (the programs' directory), ${vars.NAME},\n"
+    "${STAGE.out}. A stage's out must lie inside the workspace, apart from logs/, the database and\n"
+    "other stages' outputs; stages may not be named logs or vars.\n"
     "One runner per workspace (a lock); SIGINT, SIGTERM and SIGHUP are passed to the running\n"
     "stage, and the runner exits 128+signal once it has stopped.\n";
 
@@ -455,6 +545,58 @@ typedef struct {
     int interrupted;
 } Runner;
 
+// A --set KEY=VALUE as the runner applies it once it works in the pipeline file's folder: a value
+// given on the command line is read against the current directory, so a relative workspace, and
+// any other relative value that starts with ./ or ../ or names an existing file or folder here,
+// is made absolute. Returns a new string.
+static char *override_abs(const char *kv, const char *cwd) {
+    const char *eq = strchr(kv, '=');
+    if (!eq || !eq[1] || eq[1] == '/') return STRDUP_CHECK(kv);
+    const char *v = eq + 1;
+    int is_ws = (size_t)(eq - kv) == strlen("workspace") && !strncmp(kv, "workspace", 9);
+    int plain = !strncmp(kv, "seed=", 5) || !strncmp(kv, "launcher=", 9);
+    if (plain || !(is_ws || !strncmp(v, "./", 2) || !strncmp(v, "../", 3) || !access(v, F_OK)))
+        return STRDUP_CHECK(kv);
+    size_t n = strlen(kv) + strlen(cwd) + 2;
+    char *out = MALLOC_CHECK(n);
+    snprintf(out, n, "%.*s%s/%s", (int)(eq + 1 - kv), kv, cwd, v);
+    return out;
+}
+
+// Parses the file with the overrides (made absolute, see override_abs) and enters the file's
+// folder, against which every relative path in the file resolves, the stages' too (they run
+// there). Returns 0, or 1 with the message printed.
+static int runner_parse(Runner *r, const CliList *sets) {
+    Pipeline *p = r->p;
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) {
+        fprintf(stderr, "rlhf run: cannot read the current directory: %s\n", strerror(errno));
+        return 1;
+    }
+    char **over = CALLOC_CHECK((size_t)sets->n + 1, sizeof(char *));
+    for (int i = 0; i < sets->n; i++) over[i] = override_abs(sets->items[i], cwd);
+    int rc = pipeline_load(p, r->file, (const char *const *)over, sets->n);
+    for (int i = 0; i < sets->n; i++) free(over[i]);
+    free(over);
+    free(cwd);
+    if (rc) {
+        fprintf(stderr, "rlhf run: %s\n", p->err);
+        return 1;
+    }
+    char *real = realpath(r->file, NULL);
+    char *slash = real ? strrchr(real, '/') : NULL;
+    if (slash) {
+        *slash = 0;
+        snprintf(p->base, sizeof p->base, "%s", slash == real ? "/" : real);
+    }
+    free(real);
+    if (!slash || chdir(p->base)) {
+        fprintf(stderr, "rlhf run: cannot enter the folder of %s: %s\n", r->file, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
 // Loads and validates the pipeline file with the --set overrides and finds the selection.
 // Returns 0, or the exit status with the message printed.
 static int runner_load(Runner *r, const CliList *sets) {
@@ -468,10 +610,7 @@ static int runner_load(Runner *r, const CliList *sets) {
     }
     p->bindir[bl] = 0;
     *strrchr(p->bindir, '/') = 0;
-    if (pipeline_load(p, r->file, sets->items, sets->n)) {
-        fprintf(stderr, "rlhf run: %s\n", p->err);
-        return 1;
-    }
+    if (runner_parse(r, sets)) return 1;
     r->ws_real = pipeline_resolve_path(p->workspace.text);
     if (!r->ws_real) {
         fprintf(stderr, "rlhf run: %s:%d:%d: workspace '%s': %s\n", r->file, p->workspace.line,
@@ -586,6 +725,22 @@ static void runner_announce(const Runner *r, const Stage *st, const char *launch
     fprintf(stderr, "\n");
 }
 
+// Declared outputs a stage did not make: their names into `missing` (space-separated); the count.
+static int missing_outputs(const Stage *st, char *missing, size_t n) {
+    int count = 0;
+    size_t used = 0;
+    missing[0] = 0;
+    for (int i = 0; i < st->n_outputs; i++) {
+        struct stat sb;
+        if (stat(st->out_paths[i], &sb) == 0) continue;
+        count++;
+        if (used < n)
+            used += (size_t)snprintf(missing + used, n - used, "%s%s", used ? ", " : "",
+                                     st->out_paths[i]);
+    }
+    return count;
+}
+
 // Records the stage's run (or marks the resumed one running), runs it, records how it ended.
 // Returns -1 to go on, or the exit status.
 static int runner_execute(Runner *r, Stage *st, const char *launcher, int64_t run_id, int owned) {
@@ -593,7 +748,7 @@ static int runner_execute(Runner *r, Stage *st, const char *launcher, int64_t ru
     runner_announce(r, st, launcher, run_id != 0);
     char prog[8192] = "";
     for (int i = 0; i < st->argc; i++) {
-        strncat(prog, i ? st->argv[i] : strrchr(st->argv[0], '/') + 1,
+        strncat(prog, i ? st->argv[i] : stage_prog(st),
                 sizeof prog - strlen(prog) - 2);
         strncat(prog, " ", sizeof prog - strlen(prog) - 1);
     }
@@ -612,13 +767,20 @@ static int runner_execute(Runner *r, Stage *st, const char *launcher, int64_t ru
         }
     }
     double t0 = util_time_s();
-    int code = run_stage(r->p, st, launcher);
+    int code = run_stage(r->ws_real, st, launcher);
     st->seconds = util_time_s() - t0;
     if (owned) write_marker(st);
     // interrupted: a signal to the runner (passed on), or the stage's own exit on one (the
     // terminal's Ctrl-C reaches the stage's group directly)
-    int by_signal =
-        run_signal || (code == 128 + SIGINT || code == 128 + SIGTERM || code == 128 + SIGHUP);
+    char missing[1024];
+    int n_missing = code == 0 ? missing_outputs(st, missing, sizeof missing) : 0;
+    if (n_missing) {
+        fprintf(stderr, "rlhf run: stage '%s' exited 0 but did not make %d of its declared "
+                "outputs: %s\n", st->name.text, n_missing, missing);
+        code = 1;
+    }
+    int by_signal = !n_missing && (run_signal || code == 128 + SIGINT || code == 128 + SIGTERM ||
+                                   code == 128 + SIGHUP);
     StoreRunStatus rs = code == 0   ? STORE_RUN_DONE
                         : by_signal ? STORE_RUN_INTERRUPTED
                                     : STORE_RUN_FAILED;
@@ -644,13 +806,142 @@ static int runner_execute(Runner *r, Stage *st, const char *launcher, int64_t ru
     return -1;
 }
 
+// The newest run a program recorded (not the runner's own pipeline runs) between a stage run's
+// start and end: the run of the program the stage ran.
+typedef struct { double from, to; int64_t id; char stage[64]; } GateRun;
+
+static int gate_pick_run(const StoreRun *run, void *ctx) {
+    GateRun *g = ctx;
+    if (!strncmp(run->stage, "pipeline", 8) || run->started < g->from || run->started > g->to)
+        return 0;
+    g->id = run->id;
+    snprintf(g->stage, sizeof g->stage, "%s", run->stage);
+    return 0;
+}
+
+// The last value logged of a metric (by step), and the names of the metrics seen.
+typedef struct { double value; int found; char names[400]; } GateMetric;
+
+static int gate_last_value(const StoreMetric *m, void *ctx) {
+    GateMetric *g = ctx;
+    g->value = m->value;
+    g->found = 1;
+    return 0;
+}
+
+static int gate_collect_name(const StoreMetric *m, void *ctx) {
+    GateMetric *g = ctx;
+    size_t n = strlen(g->names), l = strlen(m->name);
+    const char *last = strrchr(g->names, ' ');
+    last = last ? last + 1 : g->names;
+    if (!strcmp(last, m->name) || n + l + 2 >= sizeof g->names) return 0;   // by name: repeats
+    snprintf(g->names + n, sizeof g->names - n, "%s%s", n ? " " : "", m->name);
+    return 0;
+}
+
+static int gate_holds(GateOp op, double v, double t) {
+    switch (op) {
+    case GATE_GE: return v >= t;
+    case GATE_GT: return v > t;
+    case GATE_LE: return v <= t;
+    case GATE_LT: return v < t;
+    case GATE_EQ: return v == t;
+    }
+    return 0;
+}
+
+// Reads gate g's figure: the last value of its metric logged by the program of its stage's
+// latest finished run with the stage's current fingerprint. 0 with *v, or -1 with why in `why`.
+static int gate_figure(const Runner *r, const Gate *g, double *v, char *why, size_t n) {
+    const Stage *dep = &r->p->stages[g->dep];
+    char label[128], err[1024];
+    snprintf(label, sizeof label, "pipeline/%s", dep->name.text);
+    StoreRun last;
+    memset(&last, 0, sizeof last);
+    if (store_find_last_run(r->db, label, dep->fingerprint, STORE_RUN_DONE, &last, err, sizeof err))
+        return util_err(why, n, "%s", err);
+    GateRun pick = {last.started, last.finished, 0, ""};
+    int finished = last.id != 0;
+    store_run_free(&last);
+    if (!finished)
+        return util_err(why, n, "'%s' has not finished with this configuration",
+                        dep->name.text);
+    if (store_each_run(r->db, NULL, gate_pick_run, &pick, err, sizeof err))
+        return util_err(why, n, "%s", err);
+    if (!pick.id)
+        return util_err(why, n,
+                        "'%s' recorded no metrics in the workspace database (sft, reward train, "
+                        "ppo and rlhf eval-policy do)", dep->name.text);
+    GateMetric m = {0};
+    if (store_each_metric(r->db, pick.id, g->metric, gate_last_value, &m, err, sizeof err))
+        return util_err(why, n, "%s", err);
+    if (!m.found) {
+        if (store_each_metric(r->db, pick.id, NULL, gate_collect_name, &m, err, sizeof err))
+            return util_err(why, n, "%s", err);
+        return util_err(why, n, "'%s' logged no metric '%s' (its %s run %lld logged: %s)",
+                        dep->name.text, g->metric, pick.stage, (long long)pick.id,
+                        m.names[0] ? m.names : "none");
+    }
+    *v = m.value;
+    return 0;
+}
+
+// Checks the stage's gates in turn; the outcome goes to st->gate_note. Returns -1 when all hold,
+// else 1 with one message printed: the figure, the threshold and where to look.
+static int runner_gates(const Runner *r, Stage *st) {
+    size_t used = 0;
+    for (int i = 0; i < st->n_gates; i++) {
+        const Gate *g = &st->gates[i];
+        const Stage *dep = &r->p->stages[g->dep];
+        double v = 0;
+        char why[1024] = "", fig[64] = "(missing)";
+        int got = gate_figure(r, g, &v, why, sizeof why) == 0;
+        int held = got && gate_holds(g->op, v, g->threshold);
+        if (got) snprintf(fig, sizeof fig, "%.4g", v);
+        size_t room = sizeof st->gate_note - used;
+        used += (size_t)snprintf(st->gate_note + used, room, "%sgate: %s's %s %s %s %g %s",
+                                 i ? "; " : "", dep->name.text, g->metric, fig,
+                                 pipeline_gate_op(g->op), g->threshold, held ? "passed" : "failed");
+        if (used >= sizeof st->gate_note) used = sizeof st->gate_note - 1;
+        if (held) continue;
+        st->outcome = "gate failed";
+        char log[PATH_MAX + 32];
+        snprintf(log, sizeof log, "%s/%s/%s.log", r->ws_real, PIPELINE_LOGS, dep->name.text);
+        if (got)
+            fprintf(stderr, "rlhf run: stage '%s' stopped by its gate (%s:%d:%d): %s's %s is %.4g, "
+                    "the gate requires %s %g; see %s and the README's \"Bring your own task\" "
+                    "(what to look at when a stage learned nothing)\n", st->name.text, r->file,
+                    g->cond.line, g->cond.col, dep->name.text, g->metric, v,
+                    pipeline_gate_op(g->op), g->threshold, log);
+        else
+            fprintf(stderr, "rlhf run: stage '%s' stopped by its gate (%s:%d:%d): cannot read "
+                    "%s's %s: %s; the gate requires %s %g (see \"Stage gates\" in the README)\n",
+                    st->name.text, r->file, g->cond.line, g->cond.col, dep->name.text, g->metric,
+                    why, pipeline_gate_op(g->op), g->threshold);
+        return 1;
+    }
+    return -1;
+}
+
+// A command stage's output directory, made (with the runner's marker) before its command runs, so
+// the command may write in ${STAGE.out}. 0, or -1 with the message printed.
+static int command_out_dir(const Stage *st) {
+    char err[1024];
+    if (util_mkdir_p(st->out_real, err, sizeof err)) {
+        fprintf(stderr, "rlhf run: stage '%s': %s\n", st->name.text, err);
+        return -1;
+    }
+    write_marker(st);
+    return 0;
+}
+
 // The k-th stage of the run order: skipped when unchanged since it finished, printed in a dry
 // run, else run. Returns -1 to go on, or the exit status.
 static int runner_stage(Runner *r, int k) {
     Pipeline *p = r->p;
     Stage *st = &p->stages[p->order[k]];
     char err[1024];
-    if (fingerprint(p, r->ws_real, st)) {
+    if (fingerprint(p, r->ws_real, st, r->dry)) {
         fprintf(stderr, "rlhf run: %s\n", p->err);
         return 1;
     }
@@ -666,17 +957,26 @@ static int runner_stage(Runner *r, int k) {
     if (r->db) store_run_free(&last);
     struct stat sb;
     int out_exists = lstat(st->out_real, &sb) == 0, out_is_dir = out_exists && S_ISDIR(sb.st_mode);
-    const char *launcher = st->launcher.text ? st->launcher.text : p->launcher.text;
+    // a command stage is not a training program: only its own launcher counts
+    const char *launcher = st->launcher.text ? st->launcher.text
+                           : st->command     ? NULL
+                                             : p->launcher.text;
     if (!runner_selects(r, p->order[k])) return runner_unselected(r, k, st, done_before);
     r->k_sel++;
-    int skip = done_before && out_exists && !r->force;
+    char missing[1024];
+    int skip = done_before && out_exists && !r->force &&
+               missing_outputs(st, missing, sizeof missing) == 0;
     if (r->dry) {
         printf("%-14s %-8s ", st->name.text, skip ? "skip" : "run");
         print_cmd(stdout, st, launcher);
         printf("\n");
+        for (int i = 0; i < st->n_gates; i++)
+            printf("%-14s %-8s %s: %s\n", "", "gate", st->gates[i].stage.text,
+                   st->gates[i].cond.text);
         st->outcome = skip ? "skipped" : "would run";
         return -1;
     }
+    if (st->n_gates && runner_gates(r, st) >= 0) return 1;
     if (skip) {
         fprintf(stderr, "rlhf run: stage %d of %d: %s: unchanged since its last run, skipped\n",
                 r->k_sel, r->n_sel, st->name.text);
@@ -702,6 +1002,7 @@ static int runner_stage(Runner *r, int k) {
             return 1;
         }
     }
+    if (st->command && owned && command_out_dir(st)) return 1;
     return runner_execute(r, st, launcher, run_id, owned);
 }
 
@@ -714,6 +1015,8 @@ static void runner_summary(const Runner *r, int rc) {
         const Stage *st = &p->stages[p->order[k]];
         fprintf(stderr, "  %-16s %-12s", st->name.text, st->outcome);
         if (st->seconds > 0) fprintf(stderr, " %8.1f s   %s", st->seconds, st->log);
+        if (st->gate_note[0])
+            fprintf(stderr, "%s(%s)", st->seconds > 0 ? "  " : " ", st->gate_note);
         fprintf(stderr, "\n");
     }
     StoreRunStatus rs = rc == 0 ? STORE_RUN_DONE : r->interrupted ? STORE_RUN_INTERRUPTED : STORE_RUN_FAILED;
