@@ -30,8 +30,21 @@ enum {
     Q_RUN_ADD, Q_RUN_RESUME, Q_RUN_FINISH, Q_RUN_CHECKPOINT, Q_RUN_GET, Q_RUN_LAST, Q_RUN_EXISTS,
     Q_METRIC_ADD, Q_ROLLOUT_ADD,
     Q_IMPORT_FIND, Q_IMPORT_ADD,
+    Q_PROMPT_SOURCE_ADD, Q_COMPLETION_POLICY_ADD, Q_COMPLETION_POLICY_HAS,
+    Q_SOURCE_COUNT,
     Q_COUNT
 };
+
+// Which prompts a claim may give: from source ?8 (any of the prompt's sources), among the ids of
+// the JSON array ?9, and queued for labeling unless ?10 (chosen by name): by one of its sources,
+// or it has none recorded (a row written without the store).
+#define PROMPT_FROM_SOURCE(src) \
+    "(p.source = " src " OR EXISTS (SELECT 1 FROM prompt_sources ps WHERE ps.prompt_id = p.id " \
+    "AND ps.source = " src "))"
+#define CLAIM_CHOSEN \
+    "  AND (?8 IS NULL OR " PROMPT_FROM_SOURCE("?8") ") " \
+    "  AND (?9 IS NULL OR p.id IN (SELECT value FROM json_each(?9))) " \
+    "  AND (?10 OR coalesce((SELECT max(ps.to_label) FROM prompt_sources ps WHERE ps.prompt_id = p.id), 1)) "
 
 #define RUN_COLUMNS "id, stage, name, program, config, config_hash, status, checkpoint, started, " \
                     "finished, exit_code, pid, host, parent_id"
@@ -51,30 +64,37 @@ static const char *const QUERY_SQL[Q_COUNT] = {
     [Q_LABELER_ADD] = "INSERT INTO labelers(name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
     [Q_LABELER_FIND] = "SELECT id FROM labelers WHERE name = ?1",
     [Q_LABELER_EXISTS] = "SELECT 1 FROM labelers WHERE id = ?1",
-    [Q_RANKING_ADD] = "INSERT INTO rankings(prompt_id, labeler_id, created, comment) VALUES (?1, ?2, ?3, ?4)",
+    [Q_RANKING_ADD] = "INSERT INTO rankings(prompt_id, labeler_id, created, comment, policy_hash) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_RANKING_ITEM_ADD] = "INSERT INTO ranking_items(ranking_id, completion_id, rank) VALUES (?1, ?2, ?3)",
     [Q_RANKING_DELETE] = "DELETE FROM rankings WHERE id = ?1",
     [Q_CLAIM_DROP_MINE] = "DELETE FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2",
     [Q_CLAIM_EXPIRE] = "DELETE FROM claims WHERE skipped = 0 AND expires <= ?1",
-    // ?1 labeler, ?2 now, ?3 split or NULL, ?4 min completions, ?5 overlap
+    // ?1 labeler, ?2 now, ?3 split or NULL, ?4 min completions, ?5 overlap, ?6 after this id,
+    // ?7 policy hash or NULL, ?8..?10 CLAIM_CHOSEN
     [Q_CLAIM_OWN] =
         "SELECT c.prompt_id FROM claims c JOIN prompts p ON p.id = c.prompt_id "
         "WHERE c.labeler_id = ?1 AND c.skipped = 0 AND c.expires > ?2 "
         "  AND (?3 IS NULL OR p.split = ?3) "
         "  AND (SELECT count(*) FROM completions x WHERE x.prompt_id = p.id) >= ?4 "
-        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1) "
+        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1 "
+        "                  AND (?7 IS NULL OR r.policy_hash = ?7)) "
+        CLAIM_CHOSEN
         "ORDER BY c.prompt_id LIMIT 1",
     [Q_CLAIM_NEXT] =
         "SELECT p.id FROM prompts p "
         "WHERE (?3 IS NULL OR p.split = ?3) "
         "  AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.prompt_id = p.id AND c.labeler_id = ?1 "
         "                  AND (c.skipped = 1 OR c.expires > ?2)) "
-        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1) "
-        "  AND (SELECT count(DISTINCT r.labeler_id) FROM rankings r WHERE r.prompt_id = p.id) "
+        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1 "
+        "                  AND (?7 IS NULL OR r.policy_hash = ?7)) "
+        "  AND (SELECT count(DISTINCT r.labeler_id) FROM rankings r WHERE r.prompt_id = p.id "
+        "       AND (?7 IS NULL OR r.policy_hash = ?7)) "
         "    + (SELECT count(*) FROM claims c WHERE c.prompt_id = p.id AND c.labeler_id <> ?1 "
         "       AND c.skipped = 0 AND c.expires > ?2) < ?5 "
         "  AND (SELECT count(*) FROM completions x WHERE x.prompt_id = p.id) >= ?4 "
         "  AND p.id > ?6 "
+        CLAIM_CHOSEN
         "ORDER BY p.id LIMIT 1",
     [Q_CLAIM_PUT] = "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?4, 0) "
                     "ON CONFLICT(prompt_id, labeler_id) DO UPDATE SET claimed = excluded.claimed, "
@@ -102,6 +122,12 @@ static const char *const QUERY_SQL[Q_COUNT] = {
                       "response_tokens, ended, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [Q_IMPORT_FIND] = "SELECT id, path FROM imports WHERE hash = ?1",
     [Q_IMPORT_ADD] = "INSERT INTO imports(path, hash, kind, rows, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_PROMPT_SOURCE_ADD] = "INSERT INTO prompt_sources(prompt_id, source, to_label) VALUES (?1, ?2, ?3) "
+                            "ON CONFLICT(prompt_id, source) DO UPDATE SET to_label = max(to_label, excluded.to_label)",
+    [Q_COMPLETION_POLICY_ADD] = "INSERT INTO completion_policies(policy_hash, completion_id) VALUES (?1, ?2) "
+                                "ON CONFLICT DO NOTHING",
+    [Q_COMPLETION_POLICY_HAS] = "SELECT 1 FROM completion_policies WHERE policy_hash = ?1 AND completion_id = ?2",
+    [Q_SOURCE_COUNT] = "SELECT count(*) FROM prompts p WHERE " PROMPT_FROM_SOURCE("?1"),
 };
 
 struct Store {
@@ -481,6 +507,23 @@ static const char *const MIGRATIONS[STORE_SCHEMA_VERSION] = {
     "  created REAL NOT NULL) STRICT;"
     "CREATE INDEX rollouts_run ON rollouts(run_id, iteration);"
     "CREATE INDEX rollouts_prompt ON rollouts(prompt_id);",
+
+    // 2 -> 3: every source of a prompt and whether it queued the prompt for labeling (the
+    // prompts of a workspace made before were all queued); the policy contents (hash) that
+    // sampled a completion and whose completions a ranking ranked ('' before: unknown contents)
+    "CREATE TABLE prompt_sources ("
+    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
+    "  source TEXT NOT NULL,"
+    "  to_label INTEGER NOT NULL CHECK (to_label IN (0, 1)),"
+    "  PRIMARY KEY (prompt_id, source)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX prompt_sources_source ON prompt_sources(source, prompt_id);"
+    "INSERT INTO prompt_sources(prompt_id, source, to_label) SELECT id, source, 1 FROM prompts;"
+    "CREATE TABLE completion_policies ("
+    "  policy_hash TEXT NOT NULL,"
+    "  completion_id INTEGER NOT NULL REFERENCES completions(id),"
+    "  PRIMARY KEY (policy_hash, completion_id)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX completion_policies_completion ON completion_policies(completion_id);"
+    "ALTER TABLE rankings ADD COLUMN policy_hash TEXT NOT NULL DEFAULT '';",
 };
 
 // Reads the schema version: 0 for an empty database; -1 with a message when the file is not a
@@ -728,16 +771,38 @@ static int add_or_find(Store *s, sqlite3_stmt *add, sqlite3_stmt *find, int64_t 
 
 int store_add_prompt(Store *s, const char *text, const char *split, const char *source,
                      int64_t *id, char *err, size_t errlen) {
+    return store_add_prompt_from(s, text, split, source, 1, id, err, errlen);
+}
+
+int store_add_prompt_from(Store *s, const char *text, const char *split, const char *source,
+                          int to_label, int64_t *id, char *err, size_t errlen) {
     *id = 0;
     if (need_text(s, text, "add prompt", err, errlen)) return -1;
     if (!split) split = "train";
     if (check_split(s, split, err, errlen)) return -1;
-    sqlite3_stmt *add = q(s, Q_PROMPT_ADD, err, errlen), *find = q(s, Q_PROMPT_FIND, err, errlen);
-    if (!add || !find) return -1;
+    sqlite3_stmt *add = q(s, Q_PROMPT_ADD, err, errlen), *find = q(s, Q_PROMPT_FIND, err, errlen),
+                 *from = q(s, Q_PROMPT_SOURCE_ADD, err, errlen);
+    if (!add || !find || !from) return -1;
+    int began_tx = sqlite3_get_autocommit(s->db);
+    if (op_begin(s, err, errlen)) return -1;
     bind_text(add, 1, text); bind_text(add, 2, split); bind_text(add, 3, source);
     sqlite3_bind_double(add, 4, now_s());
     bind_text(find, 1, text);
-    return add_or_find(s, add, find, id, "add prompt", err, errlen);
+    int ok = add_or_find(s, add, find, id, "add prompt", err, errlen) == 0;
+    if (ok) {
+        sqlite3_bind_int64(from, 1, *id); bind_text(from, 2, source); sqlite3_bind_int(from, 3, !!to_label);
+        ok = step_write(s, from, "add prompt: recording its source", err, errlen) == 0;
+    }
+    if (op_end(s, began_tx, ok, err, errlen)) { *id = 0; return -1; }
+    return 0;
+}
+
+int store_count_source(Store *s, const char *source, int64_t *n, char *err, size_t errlen) {
+    *n = 0;
+    sqlite3_stmt *st = q(s, Q_SOURCE_COUNT, err, errlen);
+    if (!st) return -1;
+    bind_text(st, 1, source);
+    return step_id(s, st, n, "count a source's prompts", err, errlen);
 }
 
 int store_find_prompt(Store *s, const char *text, int64_t *id, char *err, size_t errlen) {
@@ -851,6 +916,34 @@ int store_add_completion(Store *s, int64_t prompt_id, const char *text, const ch
     return add_or_find(s, add, find, id, "add completion", err, errlen);
 }
 
+int store_add_completion_policy(Store *s, int64_t completion_id, const char *policy_hash,
+                                char *err, size_t errlen) {
+    if (!policy_hash || !*policy_hash)
+        return util_err(err, errlen, "%s: add completion policy: empty policy hash", s->path);
+    sqlite3_stmt *ex = q(s, Q_COMPLETION_EXISTS, err, errlen), *st = q(s, Q_COMPLETION_POLICY_ADD, err, errlen);
+    if (!ex || !st) return -1;
+    int64_t found;
+    sqlite3_bind_int64(ex, 1, completion_id);
+    if (step_id(s, ex, &found, "add completion policy", err, errlen)) return -1;
+    if (!found)
+        return util_err(err, errlen, "%s: add completion policy: completion %lld does not exist", s->path,
+                        (long long)completion_id);
+    bind_text(st, 1, policy_hash); sqlite3_bind_int64(st, 2, completion_id);
+    return step_write(s, st, "add completion policy", err, errlen);
+}
+
+int store_completion_has_policy(Store *s, int64_t completion_id, const char *policy_hash, int *found,
+                                char *err, size_t errlen) {
+    *found = 0;
+    sqlite3_stmt *st = q(s, Q_COMPLETION_POLICY_HAS, err, errlen);
+    if (!st) return -1;
+    int64_t one;
+    bind_text(st, 1, policy_hash); sqlite3_bind_int64(st, 2, completion_id);
+    if (step_id(s, st, &one, "find completion policy", err, errlen)) return -1;
+    *found = one == 1;
+    return 0;
+}
+
 int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by, StoreCompletionFn fn,
                           void *ctx, char *err, size_t errlen) {
     // Two statements so that one prompt's completions come from the (prompt_id, ...) index.
@@ -931,6 +1024,13 @@ static int ranking_items_valid(Store *s, const StoreRankItem *items, int k, char
 
 int store_add_ranking(Store *s, int64_t prompt_id, int64_t labeler_id, const StoreRankItem *items,
                       int k, const char *comment, int64_t *id, char *err, size_t errlen) {
+    return store_add_policy_ranking(s, prompt_id, labeler_id, items, k, comment, NULL, id, err,
+                                    errlen);
+}
+
+int store_add_policy_ranking(Store *s, int64_t prompt_id, int64_t labeler_id,
+                             const StoreRankItem *items, int k, const char *comment,
+                             const char *policy_hash, int64_t *id, char *err, size_t errlen) {
     if (id) *id = 0;
     if (ranking_items_valid(s, items, k, err, errlen)) return -1;
     int began_tx = sqlite3_get_autocommit(s->db);
@@ -959,7 +1059,7 @@ int store_add_ranking(Store *s, int64_t prompt_id, int64_t labeler_id, const Sto
                  *drop = q(s, Q_CLAIM_DROP_MINE, err, errlen);
     if (!add || !item || !drop) goto end;
     sqlite3_bind_int64(add, 1, prompt_id); sqlite3_bind_int64(add, 2, labeler_id);
-    sqlite3_bind_double(add, 3, now_s()); bind_text(add, 4, comment);
+    sqlite3_bind_double(add, 3, now_s()); bind_text(add, 4, comment); bind_text(add, 5, policy_hash);
     if (step_write(s, add, "add ranking", err, errlen)) goto end;
     rid = sqlite3_last_insert_rowid(s->db);
     for (int i = 0; i < k; i++) {
@@ -1072,6 +1172,10 @@ int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *op
         bind_text_or_null(pick[i], 3, o.split);
         sqlite3_bind_int(pick[i], 4, o.min_completions);
         if (i > 0) { sqlite3_bind_int(pick[i], 5, o.overlap); sqlite3_bind_int64(pick[i], 6, after[i]); }
+        bind_text_or_null(pick[i], 7, o.policy_hash);
+        bind_text_or_null(pick[i], 8, o.source);
+        bind_text_or_null(pick[i], 9, o.only_ids);
+        sqlite3_bind_int(pick[i], 10, o.unqueued || o.source || o.only_ids);
         if (step_id(s, pick[i], &pid, "claim prompt", err, errlen)) goto end;
     }
     if (pid) {

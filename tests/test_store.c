@@ -1041,7 +1041,7 @@ static void test_refused_files(void) {
     store_close(s);
     CHECK(raw_exec(newer, "UPDATE meta SET value = 99 WHERE key = 'schema_version'") == SQLITE_OK);
     CHECK(store_open(&s, newer, err, sizeof err) == -1 && s == NULL);
-    CHECK_MSG(strstr(err, "newer.db: workspace schema version 99 is newer than this program's (2)") && one_line(err), "%s", err);
+    CHECK_MSG(strstr(err, "newer.db: workspace schema version 99 is newer than this program's (3)") && one_line(err), "%s", err);
     // Not a database at all.
     db_path(path, sizeof path, "text.db");
     FILE *f = fopen(path, "w");
