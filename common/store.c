@@ -44,7 +44,8 @@ enum {
 #define CLAIM_CHOSEN \
     "  AND (?8 IS NULL OR " PROMPT_FROM_SOURCE("?8") ") " \
     "  AND (?9 IS NULL OR p.id IN (SELECT value FROM json_each(?9))) " \
-    "  AND (?10 OR coalesce((SELECT max(ps.to_label) FROM prompt_sources ps WHERE ps.prompt_id = p.id), 1)) "
+    "  AND (?10 OR coalesce((SELECT max(ps.to_label) FROM prompt_sources ps " \
+    "                       WHERE ps.prompt_id = p.id), 1)) "
 
 #define RUN_COLUMNS "id, stage, name, program, config, config_hash, status, checkpoint, started, " \
                     "finished, exit_code, pid, host, parent_id"
@@ -122,11 +123,14 @@ static const char *const QUERY_SQL[Q_COUNT] = {
                       "response_tokens, ended, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [Q_IMPORT_FIND] = "SELECT id, path FROM imports WHERE hash = ?1",
     [Q_IMPORT_ADD] = "INSERT INTO imports(path, hash, kind, rows, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-    [Q_PROMPT_SOURCE_ADD] = "INSERT INTO prompt_sources(prompt_id, source, to_label) VALUES (?1, ?2, ?3) "
-                            "ON CONFLICT(prompt_id, source) DO UPDATE SET to_label = max(to_label, excluded.to_label)",
-    [Q_COMPLETION_POLICY_ADD] = "INSERT INTO completion_policies(policy_hash, completion_id) VALUES (?1, ?2) "
-                                "ON CONFLICT DO NOTHING",
-    [Q_COMPLETION_POLICY_HAS] = "SELECT 1 FROM completion_policies WHERE policy_hash = ?1 AND completion_id = ?2",
+    [Q_PROMPT_SOURCE_ADD] =
+        "INSERT INTO prompt_sources(prompt_id, source, to_label) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT(prompt_id, source) DO UPDATE SET to_label = max(to_label, excluded.to_label)",
+    [Q_COMPLETION_POLICY_ADD] =
+        "INSERT INTO completion_policies(policy_hash, completion_id) VALUES (?1, ?2) "
+        "ON CONFLICT DO NOTHING",
+    [Q_COMPLETION_POLICY_HAS] =
+        "SELECT 1 FROM completion_policies WHERE policy_hash = ?1 AND completion_id = ?2",
     [Q_SOURCE_COUNT] = "SELECT count(*) FROM prompts p WHERE " PROMPT_FROM_SOURCE("?1"),
 };
 
@@ -790,7 +794,9 @@ int store_add_prompt_from(Store *s, const char *text, const char *split, const c
     bind_text(find, 1, text);
     int ok = add_or_find(s, add, find, id, "add prompt", err, errlen) == 0;
     if (ok) {
-        sqlite3_bind_int64(from, 1, *id); bind_text(from, 2, source); sqlite3_bind_int(from, 3, !!to_label);
+        sqlite3_bind_int64(from, 1, *id);
+        bind_text(from, 2, source);
+        sqlite3_bind_int(from, 3, !!to_label);
         ok = step_write(s, from, "add prompt: recording its source", err, errlen) == 0;
     }
     if (op_end(s, began_tx, ok, err, errlen)) { *id = 0; return -1; }
@@ -920,20 +926,21 @@ int store_add_completion_policy(Store *s, int64_t completion_id, const char *pol
                                 char *err, size_t errlen) {
     if (!policy_hash || !*policy_hash)
         return util_err(err, errlen, "%s: add completion policy: empty policy hash", s->path);
-    sqlite3_stmt *ex = q(s, Q_COMPLETION_EXISTS, err, errlen), *st = q(s, Q_COMPLETION_POLICY_ADD, err, errlen);
+    sqlite3_stmt *ex = q(s, Q_COMPLETION_EXISTS, err, errlen),
+                 *st = q(s, Q_COMPLETION_POLICY_ADD, err, errlen);
     if (!ex || !st) return -1;
     int64_t found;
     sqlite3_bind_int64(ex, 1, completion_id);
     if (step_id(s, ex, &found, "add completion policy", err, errlen)) return -1;
     if (!found)
-        return util_err(err, errlen, "%s: add completion policy: completion %lld does not exist", s->path,
-                        (long long)completion_id);
+        return util_err(err, errlen, "%s: add completion policy: completion %lld does not exist",
+                        s->path, (long long)completion_id);
     bind_text(st, 1, policy_hash); sqlite3_bind_int64(st, 2, completion_id);
     return step_write(s, st, "add completion policy", err, errlen);
 }
 
-int store_completion_has_policy(Store *s, int64_t completion_id, const char *policy_hash, int *found,
-                                char *err, size_t errlen) {
+int store_completion_has_policy(Store *s, int64_t completion_id, const char *policy_hash,
+                                int *found, char *err, size_t errlen) {
     *found = 0;
     sqlite3_stmt *st = q(s, Q_COMPLETION_POLICY_HAS, err, errlen);
     if (!st) return -1;
@@ -1059,7 +1066,8 @@ int store_add_policy_ranking(Store *s, int64_t prompt_id, int64_t labeler_id,
                  *drop = q(s, Q_CLAIM_DROP_MINE, err, errlen);
     if (!add || !item || !drop) goto end;
     sqlite3_bind_int64(add, 1, prompt_id); sqlite3_bind_int64(add, 2, labeler_id);
-    sqlite3_bind_double(add, 3, now_s()); bind_text(add, 4, comment); bind_text(add, 5, policy_hash);
+    sqlite3_bind_double(add, 3, now_s()); bind_text(add, 4, comment);
+    bind_text(add, 5, policy_hash);
     if (step_write(s, add, "add ranking", err, errlen)) goto end;
     rid = sqlite3_last_insert_rowid(s->db);
     for (int i = 0; i < k; i++) {

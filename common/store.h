@@ -12,7 +12,7 @@
 //       split is 'train' | 'valid' | 'test'. Unique on the text alone: the same prompt imported
 //       from two files is one row, so it cannot sit in two splits (no train/test leakage). The
 //       first insert's split and source are kept.
-//   prompt_sources(prompt_id -> prompts, source, to_label)                PRIMARY KEY(prompt_id, source)
+//   prompt_sources(prompt_id -> prompts, source, to_label)          PRIMARY KEY(prompt_id, source)
 //       every source that gave the prompt (an import's --source, else the file's name); to_label 1
 //       when that source queued it for `reward label` (a prompt line, a ranking; not a
 //       demonstration unless asked). A prompt is queued when one of its sources queued it, or
@@ -52,8 +52,8 @@
 //   1  prompts, demonstrations, completions, labelers, rankings, ranking_items, reward_scores,
 //      runs (without pid, host, parent_id), metrics, imports
 //   2  claims, rollouts; runs.pid, runs.host, runs.parent_id
-//   3  prompt_sources (every prompt of an older workspace: its source, queued), completion_policies,
-//      rankings.policy_hash ('' on older rows: contents unknown, so a `reward label --policy` rerun
+//   3  prompt_sources (every prompt of an older workspace: its source, queued),
+//      completion_policies, rankings.policy_hash ('' on older rows: contents unknown, so a `reward label --policy` rerun
 //      samples and ranks those prompts once more for the policy's current contents)
 // Opening a database whose version is newer than STORE_SCHEMA_VERSION is an error (nothing is
 // touched); an older one is migrated step by step inside one BEGIN IMMEDIATE transaction.
@@ -182,8 +182,8 @@ int store_add_completion(Store *s, int64_t prompt_id, const char *text, const ch
 // (idempotent). store_completion_has_policy: *found = 1 when that was recorded.
 int store_add_completion_policy(Store *s, int64_t completion_id, const char *policy_hash,
                                 char *err, size_t errlen);
-int store_completion_has_policy(Store *s, int64_t completion_id, const char *policy_hash, int *found,
-                                char *err, size_t errlen);
+int store_completion_has_policy(Store *s, int64_t completion_id, const char *policy_hash,
+                                int *found, char *err, size_t errlen);
 typedef struct {
     int64_t id, prompt_id;
     const char *prompt, *text, *model, *split;

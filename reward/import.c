@@ -361,7 +361,7 @@ static const char *import_usage =
     "options:\n"
     "  --workspace DB        the workspace database (created when absent)\n"
     "  --labeler NAME        labeler of lines without \"labeler\" (default: the file's name)\n"
-    "  --source NAME         the prompts' source (default: the file's name): reward label --source\n"
+    "  --source NAME         the prompts' source, for reward label --source (default: file name)\n"
     "  --label-demos         queue the demonstrations' prompts for reward label too\n"
     "  --model NAME          what produced the completions (default: '')\n"
     "  --split S             put every new prompt in split S (train, valid or test)\n"

@@ -587,8 +587,8 @@ static int session(Label *L, char *err, size_t errlen) {
 // ---------------------------------------------------------------------------------------------
 // which prompts, and the policy's identity
 
-// The policy's contents: SHA-256 over the hashes of DIR's config.json and model.safetensors (DIR.old
-// when DIR is absent, as the checkpoint loaders read it).
+// The policy's contents: SHA-256 over the hashes of DIR's config.json and model.safetensors
+// (DIR.old when DIR is absent, as the checkpoint loaders read it).
 static int label_policy_hash(const char *dir, char out[STORE_HASH_HEX], char *err, size_t errlen) {
     static const char *const files[] = {"config.json", "model.safetensors"};
     char base[4096], path[4200], hex[STORE_HASH_HEX], all[256] = "";

@@ -1144,15 +1144,18 @@ static void test_prompt_choice(void) {
     CHECK(store_add_prompt_from(s, "Q1", "train", "a", 1, &q1, err, sizeof err) == 0);
     CHECK(store_add_prompt_from(s, "D1", "train", "demo", 0, &d1, err, sizeof err) == 0);
     CHECK(store_add_prompt_from(s, "D2", "valid", "demo", 0, &d2, err, sizeof err) == 0);
-    CHECK(store_add_prompt_from(s, "Q1", "train", "demo", 0, &again, err, sizeof err) == 0 && again == q1);
-    CHECK(store_add_prompt_from(s, "D2", "train", "b", 1, &again, err, sizeof err) == 0 && again == d2);
+    CHECK(store_add_prompt_from(s, "Q1", "train", "demo", 0, &again, err, sizeof err) == 0 &&
+          again == q1);
+    CHECK(store_add_prompt_from(s, "D2", "train", "b", 1, &again, err, sizeof err) == 0 &&
+          again == d2);
     CHECK(query_int(s, "SELECT count(*) FROM prompt_sources") == 5);
-    CHECK(query_int(s, "SELECT to_label FROM prompt_sources WHERE prompt_id = 1 AND source = 'demo'") == 0);
+    CHECK(query_int(s, "SELECT to_label FROM prompt_sources WHERE prompt_id = 1 "
+                       "AND source = 'demo'") == 0);
     // queued: by one of its sources (Q1 by a, D2 by b); D1 only by name
     CHECK(claimable(s, "l1", NULL, got, 8) == 2 && got[0] == q1 && got[1] == d2);
     CHECK(claimable(s, "l2", &(StoreClaimOptions){.source = "demo"}, got, 8) == 3 && got[1] == d1);
-    CHECK(claimable(s, "l3", &(StoreClaimOptions){.source = "demo", .split = "valid"}, got, 8) == 1 &&
-          got[0] == d2);
+    StoreClaimOptions demo_valid = {.source = "demo", .split = "valid"};
+    CHECK(claimable(s, "l3", &demo_valid, got, 8) == 1 && got[0] == d2);
     char ids[64];
     snprintf(ids, sizeof ids, "[%lld]", (long long)d1);
     CHECK(claimable(s, "l4", &(StoreClaimOptions){.only_ids = ids}, got, 8) == 1 && got[0] == d1);
@@ -1172,14 +1175,19 @@ static void test_prompt_choice(void) {
     CHECK(store_add_completion_policy(s, c[1], "H1", err, sizeof err) == 0);
     CHECK(store_completion_has_policy(s, c[0], "H1", &found, err, sizeof err) == 0 && found == 1);
     CHECK(store_completion_has_policy(s, c[0], "H2", &found, err, sizeof err) == 0 && found == 0);
-    CHECK(store_add_completion_policy(s, 999, "H1", err, sizeof err) == -1 && strstr(err, "completion 999 does not exist"));
-    CHECK(store_add_completion_policy(s, c[0], "", err, sizeof err) == -1 && strstr(err, "empty policy hash"));
+    CHECK(store_add_completion_policy(s, 999, "H1", err, sizeof err) == -1 &&
+          strstr(err, "completion 999 does not exist"));
+    CHECK(store_add_completion_policy(s, c[0], "", err, sizeof err) == -1 &&
+          strstr(err, "empty policy hash"));
     StoreRankItem it[2] = {{c[0], 1}, {c[1], 2}};
-    CHECK(store_add_policy_ranking(s, q1, lab, it, 2, NULL, "H1", &rid, err, sizeof err) == 0 && rid > 0);
+    CHECK(store_add_policy_ranking(s, q1, lab, it, 2, NULL, "H1", &rid, err, sizeof err) == 0 &&
+          rid > 0);
     CHECK(query_int(s, "SELECT count(*) FROM rankings WHERE policy_hash = 'H1'") == 1);
-    StoreClaimOptions h1 = {.policy_hash = "H1", .source = "a"}, h2 = {.policy_hash = "H2", .source = "a"};
+    StoreClaimOptions h1 = {.policy_hash = "H1", .source = "a"},
+                      h2 = {.policy_hash = "H2", .source = "a"};
     CHECK(store_claim_prompt(s, lab, &h1, &p, err, sizeof err) == 0 && p == 0);
-    CHECK(store_claim_prompt(s, lab, &(StoreClaimOptions){.source = "a"}, &p, err, sizeof err) == 0 && p == 0);
+    StoreClaimOptions any = {.source = "a"};
+    CHECK(store_claim_prompt(s, lab, &any, &p, err, sizeof err) == 0 && p == 0);
     CHECK(store_claim_prompt(s, lab, &h2, &p, err, sizeof err) == 0 && p == q1);
     // another labeler: H1's ranking fills the overlap of 1 for H1, not for H2
     int64_t other;
@@ -1200,16 +1208,18 @@ static void test_migration_v3(void) {
     CHECK(raw_exec(path, V1_SQL) == SQLITE_OK);
     Store *s;
     CHECK_MSG(store_open(&s, path, err, sizeof err) == 0, "%s", err);
-    CHECK(query_int(s, "SELECT count(*) FROM prompt_sources WHERE prompt_id = 1 AND source = 'v1.jsonl' "
-                       "AND to_label = 1") == 1);
+    CHECK(query_int(s, "SELECT count(*) FROM prompt_sources WHERE prompt_id = 1 "
+                       "AND source = 'v1.jsonl' AND to_label = 1") == 1);
     CHECK(query_int(s, "SELECT count(*) FROM rankings WHERE policy_hash = ''") == 1);
     CHECK(query_int(s, "SELECT count(*) FROM completion_policies") == 0);
     int64_t lab, p, n;
     CHECK(store_count_source(s, "v1.jsonl", &n, err, sizeof err) == 0 && n == 1);
     CHECK(store_find_labeler(s, "veteran", &lab, err, sizeof err) == 0 && lab == 1);
-    CHECK(store_claim_prompt(s, lab, &(StoreClaimOptions){.min_completions = 2}, &p, err, sizeof err) == 0 &&
+    CHECK(store_claim_prompt(s, lab, &(StoreClaimOptions){.min_completions = 2}, &p, err,
+                             sizeof err) == 0 &&
           p == 0);
-    CHECK(store_claim_prompt(s, lab, &(StoreClaimOptions){.policy_hash = "H"}, &p, err, sizeof err) == 0 &&
+    CHECK(store_claim_prompt(s, lab, &(StoreClaimOptions){.policy_hash = "H"}, &p, err,
+                             sizeof err) == 0 &&
           p == 1);
     CHECK_INTEGRITY(s);
     store_close(s);
@@ -1234,8 +1244,10 @@ int main(void) {
     test_case("store: a v1 database is migrated; a failed migration changes nothing", test_migration);
     test_case("store: newer schemas, non-databases and foreign databases are refused", test_refused_files);
     test_case("store: read-only workspaces are clear errors", test_read_only);
-    test_case("store: which prompts a claim gives (sources, queued, ids); policy-keyed rankings", test_prompt_choice);
-    test_case("store: a workspace from before schema 3 is queued as it was; its rankings keyed ''", test_migration_v3);
+    test_case("store: which prompts a claim gives (sources, queued, ids); policy-keyed rankings",
+              test_prompt_choice);
+    test_case("store: a workspace from before schema 3 is queued as it was; its rankings keyed ''",
+              test_migration_v3);
     nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     return test_summary();
 }
