@@ -594,8 +594,10 @@ static int label_policy_hash(const char *dir, char out[STORE_HASH_HEX], char *er
     char base[4096], path[4200], hex[STORE_HASH_HEX], all[256] = "";
     struct stat sb;
     snprintf(base, sizeof base, "%s", dir);
-    if (stat(base, &sb) && snprintf(base, sizeof base, "%s.old", dir) > 0 && stat(base, &sb))
-        snprintf(base, sizeof base, "%s", dir);   // the loader names what is missing
+    if (stat(dir, &sb) != 0) {   // the reader rule: DIR.old when DIR is absent
+        snprintf(base, sizeof base, "%s.old", dir);
+        if (stat(base, &sb) != 0) snprintf(base, sizeof base, "%s", dir);
+    }
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         snprintf(path, sizeof path, "%s/%s", base, files[i]);
         if (store_hash_file(path, hex, err, errlen)) return -1;
@@ -610,6 +612,7 @@ static int label_policy_hash(const char *dir, char out[STORE_HASH_HEX], char *er
 static const char *prompts_line_text(const char *path, int64_t lineno, char *line, int jsonl,
                                      cJSON **json, char *err, size_t errlen) {
     *json = NULL;
+    if (lineno == 1 && !strncmp(line, "\xEF\xBB\xBF", 3)) line += 3;   // a byte order mark
     if (!jsonl) return line;
     *json = cJSON_Parse(line);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(*json, "prompt");
