@@ -496,16 +496,40 @@ static int add_or_find(Store *s, sqlite3_stmt *add, sqlite3_stmt *find, int64_t 
 
 int store_add_prompt(Store *s, const char *text, const char *split, const char *source,
                      int64_t *id, char *err, size_t errlen) {
+    return store_add_prompt_from(s, text, split, source, 1, id, err, errlen);
+}
+
+int store_add_prompt_from(Store *s, const char *text, const char *split, const char *source,
+                          int to_label, int64_t *id, char *err, size_t errlen) {
     *id = 0;
     if (need_text(s, text, "add prompt", err, errlen)) return -1;
     if (!split) split = "train";
     if (check_split(s, split, err, errlen)) return -1;
-    sqlite3_stmt *add = q(s, Q_PROMPT_ADD, err, errlen), *find = q(s, Q_PROMPT_FIND, err, errlen);
-    if (!add || !find) return -1;
+    sqlite3_stmt *add = q(s, Q_PROMPT_ADD, err, errlen), *find = q(s, Q_PROMPT_FIND, err, errlen),
+                 *from = q(s, Q_PROMPT_SOURCE_ADD, err, errlen);
+    if (!add || !find || !from) return -1;
+    int began_tx = sqlite3_get_autocommit(s->db);
+    if (op_begin(s, err, errlen)) return -1;
     bind_text(add, 1, text); bind_text(add, 2, split); bind_text(add, 3, source);
     sqlite3_bind_double(add, 4, now_s());
     bind_text(find, 1, text);
-    return add_or_find(s, add, find, id, "add prompt", err, errlen);
+    int ok = add_or_find(s, add, find, id, "add prompt", err, errlen) == 0;
+    if (ok) {
+        sqlite3_bind_int64(from, 1, *id);
+        bind_text(from, 2, source);
+        sqlite3_bind_int(from, 3, !!to_label);
+        ok = step_write(s, from, "add prompt: recording its source", err, errlen) == 0;
+    }
+    if (op_end(s, began_tx, ok, err, errlen)) { *id = 0; return -1; }
+    return 0;
+}
+
+int store_count_source(Store *s, const char *source, int64_t *n, char *err, size_t errlen) {
+    *n = 0;
+    sqlite3_stmt *st = q(s, Q_SOURCE_COUNT, err, errlen);
+    if (!st) return -1;
+    bind_text(st, 1, source);
+    return step_id(s, st, n, "count a source's prompts", err, errlen);
 }
 
 int store_find_prompt(Store *s, const char *text, int64_t *id, char *err, size_t errlen) {
@@ -622,6 +646,35 @@ int store_add_completion(Store *s, int64_t prompt_id, const char *text, const ch
     return add_or_find(s, add, find, id, "add completion", err, errlen);
 }
 
+int store_add_completion_policy(Store *s, int64_t completion_id, const char *policy_hash,
+                                char *err, size_t errlen) {
+    if (!policy_hash || !*policy_hash)
+        return util_err(err, errlen, "%s: add completion policy: empty policy hash", s->path);
+    sqlite3_stmt *ex = q(s, Q_COMPLETION_EXISTS, err, errlen),
+                 *st = q(s, Q_COMPLETION_POLICY_ADD, err, errlen);
+    if (!ex || !st) return -1;
+    int64_t found;
+    sqlite3_bind_int64(ex, 1, completion_id);
+    if (step_id(s, ex, &found, "add completion policy", err, errlen)) return -1;
+    if (!found)
+        return util_err(err, errlen, "%s: add completion policy: completion %lld does not exist",
+                        s->path, (long long)completion_id);
+    bind_text(st, 1, policy_hash); sqlite3_bind_int64(st, 2, completion_id);
+    return step_write(s, st, "add completion policy", err, errlen);
+}
+
+int store_completion_has_policy(Store *s, int64_t completion_id, const char *policy_hash,
+                                int *found, char *err, size_t errlen) {
+    *found = 0;
+    sqlite3_stmt *st = q(s, Q_COMPLETION_POLICY_HAS, err, errlen);
+    if (!st) return -1;
+    int64_t one;
+    bind_text(st, 1, policy_hash); sqlite3_bind_int64(st, 2, completion_id);
+    if (step_id(s, st, &one, "find completion policy", err, errlen)) return -1;
+    *found = one == 1;
+    return 0;
+}
+
 int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by,
                           StoreCompletionFn fn, void *ctx, char *err, size_t errlen) {
     // Two statements so that one prompt's completions come from the (prompt_id, ...) index.
@@ -709,6 +762,13 @@ static int ranking_items_valid(Store *s, const StoreRankItem *items, int k, char
 
 int store_add_ranking(Store *s, int64_t prompt_id, int64_t labeler_id, const StoreRankItem *items,
                       int k, const char *comment, int64_t *id, char *err, size_t errlen) {
+    return store_add_policy_ranking(s, prompt_id, labeler_id, items, k, comment, NULL, id, err,
+                                    errlen);
+}
+
+int store_add_policy_ranking(Store *s, int64_t prompt_id, int64_t labeler_id,
+                             const StoreRankItem *items, int k, const char *comment,
+                             const char *policy_hash, int64_t *id, char *err, size_t errlen) {
     if (id) *id = 0;
     if (ranking_items_valid(s, items, k, err, errlen)) return -1;
     int began_tx = sqlite3_get_autocommit(s->db);
@@ -742,6 +802,7 @@ int store_add_ranking(Store *s, int64_t prompt_id, int64_t labeler_id, const Sto
     if (!add || !item || !drop) goto end;
     sqlite3_bind_int64(add, 1, prompt_id); sqlite3_bind_int64(add, 2, labeler_id);
     sqlite3_bind_double(add, 3, now_s()); bind_text(add, 4, comment);
+    bind_text(add, 5, policy_hash);
     if (step_write(s, add, "add ranking", err, errlen)) goto end;
     rid = sqlite3_last_insert_rowid(s->db);
     for (int i = 0; i < k; i++) {
@@ -868,6 +929,10 @@ int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *op
             sqlite3_bind_int(pick[i], 5, o.overlap);
             sqlite3_bind_int64(pick[i], 6, after[i]);
         }
+        bind_text_or_null(pick[i], 7, o.policy_hash);
+        bind_text_or_null(pick[i], 8, o.source);
+        bind_text_or_null(pick[i], 9, o.only_ids);
+        sqlite3_bind_int(pick[i], 10, o.unqueued || o.source || o.only_ids);
         if (step_id(s, pick[i], &pid, "claim prompt", err, errlen)) goto end;
     }
     if (pid) {

@@ -3,21 +3,30 @@
 // metrics, reward scores, PPO rollouts), so that sft, reward, ppo and the pipeline runner share
 // one record and people can query it with the sqlite3 shell.
 //
-// Schema (version STORE_SCHEMA_VERSION = 2; every table STRICT; times are REAL Unix seconds, so
+// Schema (version STORE_SCHEMA_VERSION = 3; every table STRICT; times are REAL Unix seconds, so
 // `datetime(created, 'unixepoch')` reads them; texts are stored byte-exact, any bytes but NUL):
 //
 //   meta(key TEXT PRIMARY KEY, value)         'application' = 'rlhf.c workspace',
-//                                             'schema_version' = '2', 'created'
+//                                             'schema_version' = '3', 'created'
 //   prompts(id, text UNIQUE, split, source, created)
 //       split is 'train' | 'valid' | 'test'. Unique on the text alone: the same prompt imported
 //       from two files is one row, so it cannot sit in two splits (no train/test leakage). The
 //       first insert's split and source are kept.
+//   prompt_sources(prompt_id -> prompts, source, to_label)          PRIMARY KEY(prompt_id, source)
+//       every source that gave the prompt (an import's --source, else the file's name); to_label 1
+//       when that source queued it for `reward label` (a prompt line, a ranking; not a
+//       demonstration unless asked). A prompt is queued when one of its sources queued it, or
+//       when none is recorded (a row written without the store).
 //   demonstrations(id, prompt_id -> prompts, response, source, created)    UNIQUE(prompt_id,
 //   response) completions(id, prompt_id -> prompts, text, model, created) UNIQUE(prompt_id, text,
 //   model)
 //       model: what produced the text ('' when unknown: an imported data set, a human).
 //   labelers(id, name UNIQUE, created)
-//   rankings(id, prompt_id -> prompts, labeler_id -> labelers, created, comment)
+//   rankings(id, prompt_id -> prompts, labeler_id -> labelers, created, comment, policy_hash)
+//       policy_hash: the contents of the policy whose samples were ranked (`reward label
+//       --policy`); '' for rankings imported, typed over stored completions, or made before v3.
+//   completion_policies(policy_hash, completion_id -> completions)        PRIMARY KEY(both)
+//       which policy contents sampled a completion (one text may come from several).
 //   ranking_items(ranking_id -> rankings ON DELETE CASCADE, completion_id -> completions, rank)
 //       PRIMARY KEY(ranking_id, completion_id); rank 1 is best, equal ranks are ties; every
 //       completion of a ranking belongs to the ranking's prompt (checked on insert).
@@ -46,6 +55,9 @@
 //   1  prompts, demonstrations, completions, labelers, rankings, ranking_items, reward_scores,
 //      runs (without pid, host, parent_id), metrics, imports
 //   2  claims, rollouts; runs.pid, runs.host, runs.parent_id
+//   3  prompt_sources (every prompt of an older workspace: its source, queued),
+//      completion_policies, rankings.policy_hash ('' on older rows: contents unknown, so a `reward label --policy` rerun
+//      samples and ranks those prompts once more for the policy's current contents)
 // Opening a database whose version is newer than STORE_SCHEMA_VERSION is an error (nothing is
 // touched); an older one is migrated step by step inside one BEGIN IMMEDIATE transaction.
 //
@@ -85,7 +97,7 @@
 
 typedef struct sqlite3 sqlite3;
 
-#define STORE_SCHEMA_VERSION  2
+#define STORE_SCHEMA_VERSION  3
 #define STORE_APPLICATION     "rlhf.c workspace"
 #define STORE_BUSY_TIMEOUT_MS 30000
 #define STORE_HASH_HEX        65      // SHA-256 as 64 lowercase hex digits + NUL
@@ -133,6 +145,12 @@ const char *store_split_for_text(const char *text, double valid_frac, double tes
 // source are kept). *id receives its id. split: NULL means "train".
 int store_add_prompt(Store *s, const char *text, const char *split, const char *source,
                      int64_t *id, char *err, size_t errlen);
+// As store_add_prompt (which is to_label = 1), and records that source gave the prompt and whether
+// it queued it for labeling (prompt_sources). A prompt queued by one source stays queued.
+int store_add_prompt_from(Store *s, const char *text, const char *split, const char *source,
+                          int to_label, int64_t *id, char *err, size_t errlen);
+// *n = how many prompts came from source (0 when it gave none).
+int store_count_source(Store *s, const char *source, int64_t *n, char *err, size_t errlen);
 // *id = the prompt with exactly this text, or 0.
 int store_find_prompt(Store *s, const char *text, int64_t *id, char *err, size_t errlen);
 
@@ -164,6 +182,12 @@ int store_each_demonstration(Store *s, const char *split, StoreDemonstrationFn f
 // Adds a completion (idempotent on prompt + text + model). model NULL means ''.
 int store_add_completion(Store *s, int64_t prompt_id, const char *text, const char *model,
                          int64_t *id, char *err, size_t errlen);
+// Records that the policy whose contents hash to policy_hash (non-empty) sampled the completion
+// (idempotent). store_completion_has_policy: *found = 1 when that was recorded.
+int store_add_completion_policy(Store *s, int64_t completion_id, const char *policy_hash,
+                                char *err, size_t errlen);
+int store_completion_has_policy(Store *s, int64_t completion_id, const char *policy_hash,
+                                int *found, char *err, size_t errlen);
 typedef struct {
     int64_t id, prompt_id;
     const char *prompt, *text, *model, *split;
@@ -195,6 +219,11 @@ typedef struct {
 // NULL means ''. *id (may be NULL) receives the ranking id.
 int store_add_ranking(Store *s, int64_t prompt_id, int64_t labeler_id, const StoreRankItem *items,
                       int k, const char *comment, int64_t *id, char *err, size_t errlen);
+// As store_add_ranking, recording the contents hash of the policy whose samples were ranked
+// (NULL: '').
+int store_add_policy_ranking(Store *s, int64_t prompt_id, int64_t labeler_id,
+                             const StoreRankItem *items, int k, const char *comment,
+                             const char *policy_hash, int64_t *id, char *err, size_t errlen);
 // Deletes a ranking and its items (undo). Deleting an absent ranking is an error.
 int store_delete_ranking(Store *s, int64_t ranking_id, char *err, size_t errlen);
 
@@ -225,6 +254,11 @@ typedef struct {
     double lease_s;          // how long a claim keeps a prompt from others; 0: 3600 s
     const char *split;       // only prompts of this split; NULL: any
     int min_completions;     // only prompts with at least this many completions; 0: any
+    const char *policy_hash; // a prompt counts as ranked (by this labeler, toward the overlap)
+                             // only by rankings of this policy's samples; NULL: any ranking
+    const char *source;      // only prompts that came from this source (queued or not); NULL: any
+    const char *only_ids;    // only these prompts: a JSON array of ids ("[3,7]"); NULL: any
+    int unqueued;            // also prompts no source queued (implied by source or only_ids)
 } StoreClaimOptions;
 
 // Gives labeler_id the next prompt to rank, inside one BEGIN IMMEDIATE transaction (or a
@@ -234,8 +268,9 @@ typedef struct {
 // labeler has neither ranked nor skipped and for which (distinct labelers who ranked it) +
 // (others' active claims) < overlap. "Next" starts after the prompt this Store claimed last and
 // wraps around to the lowest id (so a session does not rescan the prompts done before; a prompt
-// given back is offered again once the ones after it are taken). *prompt_id = the claimed prompt,
-// or 0 when nothing is left. opt may be NULL.
+// given back is offered again once the ones after it are taken). Without source, only_ids or
+// unqueued, only prompts queued for labeling (prompt_sources.to_label). *prompt_id = the claimed
+// prompt, or 0 when nothing is left. opt may be NULL.
 int store_claim_prompt(Store *s, int64_t labeler_id, const StoreClaimOptions *opt,
                        int64_t *prompt_id, char *err, size_t errlen);
 // Ends the labeler's claim on a prompt: skip = 0 gives it back (anyone, this labeler included,

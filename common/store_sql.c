@@ -1,6 +1,18 @@
 // store_sql: see store_sql.h.
 #include "store_sql.h"
 
+// Which prompts a claim may give: from source ?8 (any of the prompt's sources), among the ids of
+// the JSON array ?9, and queued for labeling unless ?10 (chosen by name): by one of its sources,
+// or it has none recorded (a row written without the store).
+#define PROMPT_FROM_SOURCE(src) \
+    "(p.source = " src " OR EXISTS (SELECT 1 FROM prompt_sources ps WHERE ps.prompt_id = p.id " \
+    "AND ps.source = " src "))"
+#define CLAIM_CHOSEN \
+    "  AND (?8 IS NULL OR " PROMPT_FROM_SOURCE("?8") ") " \
+    "  AND (?9 IS NULL OR p.id IN (SELECT value FROM json_each(?9))) " \
+    "  AND (?10 OR coalesce((SELECT max(ps.to_label) FROM prompt_sources ps " \
+    "                       WHERE ps.prompt_id = p.id), 1)) "
+
 const char *const STORE_QUERY_SQL[Q_COUNT] = {
     [Q_PROMPT_ADD] = "INSERT INTO prompts(text, split, source, created) VALUES (?1, ?2, ?3, ?4) "
                      "ON CONFLICT(text) DO NOTHING",
@@ -20,32 +32,38 @@ const char *const STORE_QUERY_SQL[Q_COUNT] = {
         "INSERT INTO labelers(name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
     [Q_LABELER_FIND] = "SELECT id FROM labelers WHERE name = ?1",
     [Q_LABELER_EXISTS] = "SELECT 1 FROM labelers WHERE id = ?1",
-    [Q_RANKING_ADD] =
-        "INSERT INTO rankings(prompt_id, labeler_id, created, comment) VALUES (?1, ?2, ?3, ?4)",
+    [Q_RANKING_ADD] = "INSERT INTO rankings(prompt_id, labeler_id, created, comment, policy_hash) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_RANKING_ITEM_ADD] =
         "INSERT INTO ranking_items(ranking_id, completion_id, rank) VALUES (?1, ?2, ?3)",
     [Q_RANKING_DELETE] = "DELETE FROM rankings WHERE id = ?1",
     [Q_CLAIM_DROP_MINE] = "DELETE FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2",
     [Q_CLAIM_EXPIRE] = "DELETE FROM claims WHERE skipped = 0 AND expires <= ?1",
-    // ?1 labeler, ?2 now, ?3 split or NULL, ?4 min completions, ?5 overlap
+    // ?1 labeler, ?2 now, ?3 split or NULL, ?4 min completions, ?5 overlap, ?6 after this id,
+    // ?7 policy hash or NULL, ?8..?10 CLAIM_CHOSEN
     [Q_CLAIM_OWN] =
         "SELECT c.prompt_id FROM claims c JOIN prompts p ON p.id = c.prompt_id "
         "WHERE c.labeler_id = ?1 AND c.skipped = 0 AND c.expires > ?2 "
         "  AND (?3 IS NULL OR p.split = ?3) "
         "  AND (SELECT count(*) FROM completions x WHERE x.prompt_id = p.id) >= ?4 "
-        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1) "
+        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1 "
+        "                  AND (?7 IS NULL OR r.policy_hash = ?7)) "
+        CLAIM_CHOSEN
         "ORDER BY c.prompt_id LIMIT 1",
     [Q_CLAIM_NEXT] =
         "SELECT p.id FROM prompts p "
         "WHERE (?3 IS NULL OR p.split = ?3) "
         "  AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.prompt_id = p.id AND c.labeler_id = ?1 "
         "                  AND (c.skipped = 1 OR c.expires > ?2)) "
-        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1) "
-        "  AND (SELECT count(DISTINCT r.labeler_id) FROM rankings r WHERE r.prompt_id = p.id) "
+        "  AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.prompt_id = p.id AND r.labeler_id = ?1 "
+        "                  AND (?7 IS NULL OR r.policy_hash = ?7)) "
+        "  AND (SELECT count(DISTINCT r.labeler_id) FROM rankings r WHERE r.prompt_id = p.id "
+        "       AND (?7 IS NULL OR r.policy_hash = ?7)) "
         "    + (SELECT count(*) FROM claims c WHERE c.prompt_id = p.id AND c.labeler_id <> ?1 "
         "       AND c.skipped = 0 AND c.expires > ?2) < ?5 "
         "  AND (SELECT count(*) FROM completions x WHERE x.prompt_id = p.id) >= ?4 "
         "  AND p.id > ?6 "
+        CLAIM_CHOSEN
         "ORDER BY p.id LIMIT 1",
     [Q_CLAIM_PUT] =
         "INSERT INTO claims(prompt_id, labeler_id, claimed, expires, skipped) VALUES (?1, ?2, ?3, ?4, 0) "
@@ -83,6 +101,15 @@ const char *const STORE_QUERY_SQL[Q_COUNT] = {
     [Q_IMPORT_FIND] = "SELECT id, path FROM imports WHERE hash = ?1",
     [Q_IMPORT_ADD] =
         "INSERT INTO imports(path, hash, kind, rows, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_PROMPT_SOURCE_ADD] =
+        "INSERT INTO prompt_sources(prompt_id, source, to_label) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT(prompt_id, source) DO UPDATE SET to_label = max(to_label, excluded.to_label)",
+    [Q_COMPLETION_POLICY_ADD] =
+        "INSERT INTO completion_policies(policy_hash, completion_id) VALUES (?1, ?2) "
+        "ON CONFLICT DO NOTHING",
+    [Q_COMPLETION_POLICY_HAS] =
+        "SELECT 1 FROM completion_policies WHERE policy_hash = ?1 AND completion_id = ?2",
+    [Q_SOURCE_COUNT] = "SELECT count(*) FROM prompts p WHERE " PROMPT_FROM_SOURCE("?1"),
 };
 
 const char *const STORE_MIGRATIONS[STORE_SCHEMA_VERSION] = {
@@ -192,4 +219,21 @@ const char *const STORE_MIGRATIONS[STORE_SCHEMA_VERSION] = {
     "  created REAL NOT NULL) STRICT;"
     "CREATE INDEX rollouts_run ON rollouts(run_id, iteration);"
     "CREATE INDEX rollouts_prompt ON rollouts(prompt_id);",
+
+    // 2 -> 3: every source of a prompt and whether it queued the prompt for labeling (the
+    // prompts of a workspace made before were all queued); the policy contents (hash) that
+    // sampled a completion and whose completions a ranking ranked ('' before: unknown contents)
+    "CREATE TABLE prompt_sources ("
+    "  prompt_id INTEGER NOT NULL REFERENCES prompts(id),"
+    "  source TEXT NOT NULL,"
+    "  to_label INTEGER NOT NULL CHECK (to_label IN (0, 1)),"
+    "  PRIMARY KEY (prompt_id, source)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX prompt_sources_source ON prompt_sources(source, prompt_id);"
+    "INSERT INTO prompt_sources(prompt_id, source, to_label) SELECT id, source, 1 FROM prompts;"
+    "CREATE TABLE completion_policies ("
+    "  policy_hash TEXT NOT NULL,"
+    "  completion_id INTEGER NOT NULL REFERENCES completions(id),"
+    "  PRIMARY KEY (policy_hash, completion_id)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX completion_policies_completion ON completion_policies(completion_id);"
+    "ALTER TABLE rankings ADD COLUMN policy_hash TEXT NOT NULL DEFAULT '';",
 };

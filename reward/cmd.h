@@ -27,6 +27,7 @@ typedef struct {
     const char *model;       // completions' model when a line has none; NULL: ''
     const char *split;       // every prompt in this split; NULL: by "split" or the hash rule
     double valid_frac, test_frac;   // the hash rule (store_split_for_text)
+    int label_demos;         // queue the demonstrations' prompts for `reward label` too
 } ImportOptions;
 
 typedef struct {

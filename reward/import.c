@@ -14,7 +14,10 @@
 //   prompt     {"prompt": P}                                 -> a prompt without completions, for
 //              `reward label` (which samples completions) and PPO (data.format db)
 //   demo       {"prompt": P, "response": R}                  -> a prompt and its demonstration (SFT
-//              data): the bias that makes demonstrations score 0 uses them
+//              data): the bias that makes demonstrations score 0 uses them. Its prompt is not
+//              queued for `reward label` unless --label-demos (label --source still reaches it)
+// Every prompt's source (--source, else the file's base name) is recorded (prompt_sources), so
+// that `reward label --source` can choose a file's prompts.
 // Optional keys on any line: "labeler" (default: --labeler, else the file's base name), "split"
 // (train|valid|test; default: --split, else by the prompt's hash), "comment", "model" (what
 // produced the completions; default --model, else ''). Other keys are ignored.
@@ -151,7 +154,9 @@ static int import_prompt(Ctx *c, const cJSON *o, const LineRanking *l, ImportRes
                             : store_split_for_text(l->prompt, c->o->valid_frac, c->o->test_frac);
     char perr2[768];
     int64_t pid2, did;
-    if (store_add_prompt(c->s, l->prompt, split, c->source, &pid2, perr2, sizeof perr2))
+    int to_label = !resp || c->o->label_demos;
+    if (store_add_prompt_from(c->s, l->prompt, split, c->source, to_label, &pid2, perr2,
+                              sizeof perr2))
         return LINE_ERR(c, "%s", perr2);
     if (resp) {
         if (store_add_demonstration(c->s, pid2, resp, c->source, &did, perr2, sizeof perr2))
@@ -349,11 +354,15 @@ static const char *import_usage =
     "                                                              last \"\\n\\nAssistant:\"\n"
     "  {\"prompt\": P, \"completions\": [..], \"ranking\": [2,1,3,1]}  K-wise: the rank of each completion\n"
     "                                                              (1 best, equal = tie), or \"2>4>1=3\"\n"
+    "  {\"prompt\": P}                                               a prompt to label (reward label)\n"
+    "  {\"prompt\": P, \"response\": R}                                a demonstration (its prompt is not\n"
+    "                                                              queued for labeling: --label-demos)\n"
     "  optional keys: \"labeler\", \"split\" (train|valid|test), \"comment\", \"model\"\n"
     "options:\n"
     "  --workspace DB        the workspace database (created when absent)\n"
     "  --labeler NAME        labeler of lines without \"labeler\" (default: the file's name)\n"
-    "  --source NAME         the prompts' source (default: the file's name)\n"
+    "  --source NAME         the prompts' source, for reward label --source (default: file name)\n"
+    "  --label-demos         queue the demonstrations' prompts for reward label too\n"
     "  --model NAME          what produced the completions (default: '')\n"
     "  --split S             put every new prompt in split S (train, valid or test)\n"
     "  --valid-percent P     else: share of new prompts held out, by a hash of the prompt (default 5)\n"
@@ -372,6 +381,7 @@ int cmd_import(int argc, char **argv) {
         CLI_STRING("--source", &o.source),
         CLI_STRING("--model", &o.model),
         CLI_STRING("--split", &o.split),
+        CLI_FLAG("--label-demos", &o.label_demos),
         CLI_DOUBLE("--valid-percent", &vp, 0, 100),
         CLI_DOUBLE("--test-percent", &tp, 0, 100),
         {0}};
@@ -387,6 +397,7 @@ int cmd_import(int argc, char **argv) {
         goto bad;
     }
     if (o.labeler && !*o.labeler) { snprintf(err, sizeof err, "--labeler is empty"); goto bad; }
+    if (o.source && !*o.source) { snprintf(err, sizeof err, "--source is empty"); goto bad; }
     o.valid_frac = vp / 100; o.test_frac = tp / 100;
     Store *s;
     if (store_open(&s, ws, err, sizeof err)) goto bad;
@@ -407,6 +418,11 @@ int cmd_import(int argc, char **argv) {
                 "reward import: %s: %lld rankings, %lld prompts, %lld demonstrations from %lld lines (import %lld)\n",
                 files.items[i], (long long)r.rankings, (long long)r.prompts,
                 (long long)r.demonstrations, (long long)r.lines, (long long)r.import_id);
+        if (!r.already && r.demonstrations && !o.label_demos)
+            fprintf(stderr,
+                    "reward import: %s: the demonstrations' prompts are not queued for reward "
+                    "label (--label-demos queues them)\n",
+                    files.items[i]);
         if (!r.already && r.skipped)
             fprintf(
                 stderr,

@@ -18,6 +18,13 @@
 // {"ranking": ..., "comment": ...}, or "skip". Texts are sent as valid UTF-8 (invalid bytes as
 // U+FFFD). A judge that exits or answers nonsense stops the session with an error (the rankings
 // stored so far stay).
+//
+// Which prompts: those queued for labeling (imported as prompt lines or with rankings; the
+// prompts of demonstrations only with `reward import --label-demos`); --source NAME (those a
+// source gave, queued or not), --prompts FILE (those whose text the file holds) and --split S
+// narrow that choice and combine. With --policy, completions and rankings are keyed to the
+// policy's contents (SHA-256 of config.json and model.safetensors), not its path: a prompt
+// ranked for other contents is sampled and ranked again, one ranked for these is not.
 #include "checkpoint.h"
 #include "cli.h"
 #include "cmd.h"
@@ -36,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,6 +57,7 @@ typedef struct {
     int64_t limit;
     // --policy: K completions sampled on the spot
     const char *policy;
+    char policy_hash[STORE_HASH_HEX];   // of the policy's contents ('' without --policy)
     Model pol;
     int has_policy;
     Tokenizer *tok;
@@ -70,6 +79,7 @@ typedef struct {
     int64_t *undo_rank, *undo_prompt;
     int nundo, capundo;
     int64_t ranked, skipped;
+    char *only_ids;           // --prompts: the chosen prompts' ids (JSON array)
 } Label;
 
 typedef struct {
@@ -86,10 +96,21 @@ static void comps_free(Comps *c) {
     memset(c, 0, sizeof *c);
 }
 
-typedef struct { Comps *c; const char *model; } CompCtx;
+typedef struct {
+    Comps *c;
+    Store *db;
+    const char *policy_hash;  // only completions these policy contents sampled; NULL: all
+    char *err;
+    size_t errlen;
+} CompCtx;
 static int collect(const StoreCompletion *sc, void *ctx) {
     CompCtx *x = ctx;
-    if (x->model && strcmp(sc->model, x->model)) return 0;
+    if (x->policy_hash) {
+        int mine;
+        if (store_completion_has_policy(x->db, sc->id, x->policy_hash, &mine, x->err, x->errlen))
+            return -1;
+        if (!mine) return 0;
+    }
     if (x->c->n == REWARD_MAX_K) { x->c->more = 1; return 1; }
     x->c->id[x->c->n] = sc->id;
     x->c->ended[x->c->n] = -1;
@@ -101,7 +122,8 @@ static int collect(const StoreCompletion *sc, void *ctx) {
 // ---------------------------------------------------------------------------------------------
 // completions
 
-// K samples of the policy for the prompt, stored as completions with model = the policy's path.
+// K samples of the policy for the prompt, stored as completions with model = the policy's path
+// and keyed to its contents (completion_policies), in one transaction.
 // ended[b] (K) receives whether sample b stopped at the end token; cids[b] its completion id.
 static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t *cids,
                               signed char *ended, char *err, size_t errlen) {
@@ -130,6 +152,8 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
     int rc = gen_generate(&L->pol, &L->kv, &L->sm, &g, &r, prompts, lens, K, Tp, out, olen, NULL,
                           NULL, err, errlen);
     size_t lp = strlen(L->prefix);
+    int tx = rc == 0 && store_begin(L->db, err, errlen) == 0;   // all K samples, or none
+    if (rc == 0 && !tx) rc = -1;
     for (int b = 0; rc == 0 && b < K; b++) {
         int n = olen[b];
         ended[b] = n > 0 && out[(size_t)b * g.max_new_tokens + n - 1] == g.eot_id;
@@ -140,19 +164,22 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
         const char *text = clean;
         if (lp && !strncmp(text, L->prefix, lp)) text += lp; // the prefix belongs to the rendering
         rc = store_add_completion(L->db, pid, text, L->policy, &cids[b], err, errlen);
+        if (rc == 0) rc = store_add_completion_policy(L->db, cids[b], L->policy_hash, err, errlen);
         free(clean);
         tok_bytes_free(&tb);
     }
+    if (tx && rc == 0) rc = store_commit(L->db, err, errlen);
+    if (tx && rc) store_rollback(L->db, NULL, 0);
     free(prompts); free(lens); free(out); free(olen);
     tok_ids_free(&ids);
     return rc;
 }
 
-// The completions to rank for a prompt: with --policy, the policy's (sampled now when it has
-// fewer than two there); else every completion of the prompt.
+// The completions to rank for a prompt: with --policy, those its contents sampled (sampled now
+// when there are fewer than two); else every completion of the prompt.
 static int gather(Label *L, int64_t pid, const char *prompt, Comps *c, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
-    CompCtx x = {c, L->policy};
+    CompCtx x = {c, L->db, L->policy ? L->policy_hash : NULL, err, errlen};
     if (store_each_completion(L->db, pid, NULL, collect, &x, err, errlen) < 0) return -1;
     if (L->policy && c->n < 2) {
         comps_free(c);
@@ -379,7 +406,8 @@ static int commit(Label *L, int64_t pid, const Comps *c, const int *ranks, const
                   int64_t *rid, char *err, size_t errlen) {
     StoreRankItem items[REWARD_MAX_K];
     for (int i = 0; i < c->n; i++) { items[i].completion_id = c->id[i]; items[i].rank = ranks[i]; }
-    if (store_add_ranking(L->db, pid, L->labeler_id, items, c->n, comment, rid, err, errlen))
+    if (store_add_policy_ranking(L->db, pid, L->labeler_id, items, c->n, comment,
+                                 L->policy ? L->policy_hash : NULL, rid, err, errlen))
         return -1;
     push_undo(L, *rid, pid);
     L->ranked++;
@@ -556,6 +584,109 @@ static int session(Label *L, char *err, size_t errlen) {
     return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// which prompts, and the policy's identity
+
+// The policy's contents: SHA-256 over the hashes of DIR's config.json and model.safetensors
+// (DIR.old when DIR is absent, as the checkpoint loaders read it).
+static int label_policy_hash(const char *dir, char out[STORE_HASH_HEX], char *err, size_t errlen) {
+    static const char *const files[] = {"config.json", "model.safetensors"};
+    char base[4096], path[4200], hex[STORE_HASH_HEX], all[256] = "";
+    struct stat sb;
+    snprintf(base, sizeof base, "%s", dir);
+    if (stat(dir, &sb) != 0) {   // the reader rule: DIR.old when DIR is absent
+        snprintf(base, sizeof base, "%s.old", dir);
+        if (stat(base, &sb) != 0) snprintf(base, sizeof base, "%s", dir);
+    }
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", base, files[i]);
+        if (store_hash_file(path, hex, err, errlen)) return -1;
+        snprintf(all + strlen(all), sizeof all - strlen(all), "%s=%s\n", files[i], hex);
+    }
+    store_hash_bytes(all, strlen(all), out);
+    return 0;
+}
+
+// The text of one line of a prompts file: a JSONL line's "prompt" (FILE ends in .jsonl), else
+// the line itself. NULL with a message on a bad JSONL line; *json receives what to free.
+static const char *prompts_line_text(const char *path, int64_t lineno, char *line, int jsonl,
+                                     cJSON **json, char *err, size_t errlen) {
+    *json = NULL;
+    if (lineno == 1 && !strncmp(line, "\xEF\xBB\xBF", 3)) line += 3;   // a byte order mark
+    if (!jsonl) return line;
+    *json = cJSON_Parse(line);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(*json, "prompt");
+    if (!cJSON_IsString(v)) {
+        util_err(err, errlen, "%s:%lld: expected a JSON object with a \"prompt\" string", path,
+                 (long long)lineno);
+        return NULL;
+    }
+    return v->valuestring;
+}
+
+// --prompts FILE: the ids of the workspace's prompts whose text the file holds, as a JSON array
+// (malloc'd) for the claim. A file none of whose prompts is in the workspace is an error.
+static int prompts_file_ids(Store *db, const char *path, char **ids_json, char *err,
+                            size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return util_err(err, errlen, "--prompts %s: %s", path, strerror(errno));
+    size_t n = strlen(path);
+    int jsonl = n >= 6 && !strcmp(path + n - 6, ".jsonl");
+    size_t cap = 64, len = 1;
+    char *out = MALLOC_CHECK(cap);
+    strcpy(out, "[");
+    CliLines lr = {0};
+    int64_t got, known = 0, unknown = 0;
+    int rc = 0;
+    while (rc == 0 && (got = cli_getline(&lr, f, path, err, errlen)) >= 0) {
+        size_t m = (size_t)got;
+        while (m && (lr.buf[m - 1] == '\n' || lr.buf[m - 1] == '\r')) lr.buf[--m] = 0;
+        if (!m) continue;
+        cJSON *j;
+        const char *text = prompts_line_text(path, lr.line, lr.buf, jsonl, &j, err, errlen);
+        int64_t id = 0;
+        if (!text || store_find_prompt(db, text, &id, err, errlen)) rc = -1;
+        cJSON_Delete(j);
+        if (rc || !id) { unknown += !rc; continue; }
+        while (cap - len < 24) out = REALLOC_CHECK(out, cap *= 2);
+        len += (size_t)snprintf(out + len, cap - len, "%s%lld", known++ ? "," : "", (long long)id);
+    }
+    if (rc == 0 && got < -1) rc = -1;
+    cli_lines_free(&lr);
+    fclose(f);
+    strcpy(out + len, "]");
+    if (rc == 0 && known == 0)
+        rc = util_err(err, errlen,
+                      "--prompts %s: none of its %lld prompts is in the workspace (reward import "
+                      "them first; %s)",
+                      path, (long long)unknown,
+                      jsonl ? "a .jsonl file's lines are {\"prompt\": ...}"
+                            : "one prompt per line; a .jsonl file for prompts with line ends");
+    if (rc == 0 && unknown)
+        fprintf(stderr, "reward label: --prompts %s: %lld of its prompts are not in the workspace "
+                        "(not labeled)\n", path, (long long)unknown);
+    if (rc) { free(out); out = NULL; }
+    *ids_json = out;
+    return rc;
+}
+
+// Checks the choice of prompts against the workspace: a source that gave no prompt, a prompts
+// file with none of the workspace's, are errors.
+static int label_choose(Label *L, const char *prompts_file, char *err, size_t errlen) {
+    if (L->co.source) {
+        int64_t n;
+        if (store_count_source(L->db, L->co.source, &n, err, errlen)) return -1;
+        if (n == 0)
+            return util_err(err, errlen,
+                            "--source '%s': no prompt of the workspace came from it (a source is "
+                            "an import's --source, else the imported file's name)",
+                            L->co.source);
+    }
+    if (prompts_file && prompts_file_ids(L->db, prompts_file, &L->only_ids, err, errlen)) return -1;
+    L->co.only_ids = L->only_ids;
+    return 0;
+}
+
 static const char *label_usage =
     "usage: reward label --workspace DB --labeler NAME [options]\n"
     "Shows the prompts that need rankings with their completions, numbered, and stores the ranking\n"
@@ -566,8 +697,10 @@ static const char *label_usage =
     "                        one JSON line {\"prompt_id\", \"prompt\", \"completions\": [...]} per prompt on\n"
     "                        stdin and answers one line: 2>1=3, [2,1,3,1], {\"ranking\": .., \"comment\": ..}\n"
     "                        or skip\n"
-    "  --policy CKPT         sample --k completions of each prompt from CKPT (stored, model = CKPT);\n"
-    "                        without it, the prompts' completions in the workspace are ranked\n"
+    "  --policy CKPT         sample --k completions of each prompt from CKPT (stored, model = CKPT,\n"
+    "                        keyed to CKPT's contents: a prompt ranked for other contents is\n"
+    "                        sampled and ranked again); without it, the prompts' completions in\n"
+    "                        the workspace are ranked\n"
     "    --k K               completions per prompt (default 4)\n"
     "    --max-new N         new tokens per completion (default 64)\n"
     "    --temperature T     (default 1)   --top-k K (default 0 = all)   --top-p P (default 1)\n"
@@ -575,6 +708,12 @@ static const char *label_usage =
     "    --tokenizer DIR     tokenizer files when CKPT has none\n"
     "    --prompt-template T / --response-prefix P   rendering (defaults as SFT)\n"
     "  --overlap N           labelers wanted per prompt (default 1; 2+ measures agreement)\n"
+    "Which prompts: those imported to be labeled (prompt lines, rankings; demonstrations only with\n"
+    "reward import --label-demos); these narrow the choice and combine:\n"
+    "  --source NAME         only prompts imported from source NAME (import --source, else the\n"
+    "                        file's name), queued or not\n"
+    "  --prompts FILE        only prompts whose text is in FILE (.jsonl: {\"prompt\"} lines; else one\n"
+    "                        prompt per line), queued or not\n"
     "  --split S             only prompts of split S (train, valid, test)\n"
     "  --limit N             stop after N rankings\n"
     "  --lease SECONDS       how long a shown prompt is kept from other labelers (default 3600)\n";
@@ -590,6 +729,7 @@ static void label_free(Label *L) {
     free(L->undo_rank);
     free(L->undo_prompt);
     free(L->jbuf);
+    free(L->only_ids);
     store_close(L->db);
 }
 
@@ -600,7 +740,7 @@ int cmd_label(int argc, char **argv) {
     L.seed = 1234;
     L.g = (GenConfig){.max_new_tokens = 64,
                       .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
-    const char *tokdir = NULL, *tmpl = NULL;
+    const char *tokdir = NULL, *tmpl = NULL, *prompts_file = NULL;
     L.prefix = DATASET_DEFAULT_RESPONSE_PREFIX;
     L.jin = L.jout = -1;
     L.jtimeout = 60;
@@ -619,6 +759,8 @@ int cmd_label(int argc, char **argv) {
         CLI_STRING("--prompt-template", &tmpl),
         CLI_STRING("--response-prefix", &L.prefix),
         CLI_STRING("--split", &L.co.split),
+        CLI_STRING("--source", &L.co.source),
+        CLI_STRING("--prompts", &prompts_file),
         CLI_INT("--k", &k, 2, REWARD_MAX_K),
         CLI_INT("--max-new", &max_new, 1, 1 << 20),
         CLI_DOUBLE("--temperature", &temperature, 0, 100),
@@ -646,12 +788,14 @@ int cmd_label(int argc, char **argv) {
         goto bad;
     }
     if (L.judge && !*L.judge) { snprintf(err, sizeof err, "--judge is empty"); goto bad; }
+    if (L.co.source && !*L.co.source) { snprintf(err, sizeof err, "--source is empty"); goto bad; }
     L.co.min_completions = L.policy ? 0 : 2;
     signal(SIGPIPE, SIG_IGN);   // a judge that dies shows up as a write error, not a silent exit
     // the judge first, while this process holds no database and no model
     if (L.judge && judge_start(&L, err, sizeof err)) goto bad;
     if (store_open(&L.db, L.db_path, err, sizeof err) ||
-        store_add_labeler(L.db, L.labeler, &L.labeler_id, err, sizeof err))
+        store_add_labeler(L.db, L.labeler, &L.labeler_id, err, sizeof err) ||
+        label_choose(&L, prompts_file, err, sizeof err))
         goto out;
     if (L.policy) {
         if (ckpt_load_model(L.policy, &L.pol, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err))
@@ -671,6 +815,8 @@ int cmd_label(int argc, char **argv) {
             goto out;
         sampler_init(&L.sm, L.pol.config.vocab_size);
         L.g.eot_id = tok_eot(L.tok);
+        if (label_policy_hash(L.policy, L.policy_hash, err, sizeof err)) goto out;
+        L.co.policy_hash = L.policy_hash;
     }
     started = 1;
     cli_stop_defer();   // from here on a signal ends the session cleanly: the prompt given back

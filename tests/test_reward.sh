@@ -411,6 +411,111 @@ mkws pol.db 4 0
         bad "label --policy"
 
 # ---------------------------------------------------------------------------------------------
+# which prompts reward label chooses: demonstrations are not queued unless asked; --source,
+# --split and --prompts narrow the choice and combine
+$PY - <<'PY'
+import json
+with open("qa.jsonl", "w") as f:
+    for i in range(4): f.write(json.dumps({"prompt": f"Q prompt {i}", "split": "valid" if i % 2 else "train"}) + "\n")
+with open("qb.jsonl", "w") as f:
+    for i in range(3): f.write(json.dumps({"prompt": f"B prompt {i}"}) + "\n")
+with open("qd.jsonl", "w") as f:
+    for i in range(3): f.write(json.dumps({"prompt": f"D prompt {i}", "response": f"answer {i}"}) + "\n")
+    f.write(json.dumps({"prompt": "Q prompt 0", "response": "both"}) + "\n")   # also a queued prompt
+with open("pick.jsonl", "w") as f:
+    for t in ("B prompt 2", "Q prompt 1", "D prompt 0", "Not imported"): f.write(json.dumps({"prompt": t}) + "\n")
+open("pick.txt", "w").write("Q prompt 3\n\nD prompt 1\nNot imported either\n")
+open("none.txt", "w").write("Nothing here\nNor here\n")
+open("badpick.jsonl", "w").write('{"prompt": "Q prompt 0"}\n{"text": "no prompt key"}\n')
+PY
+labeled() {   # labeled DB LABELER: the texts of the prompts the labeler ranked, sorted, one line
+    sql "$1" "select p.text from rankings r join prompts p on p.id = r.prompt_id
+        join labelers l on l.id = r.labeler_id where l.name = ? order by p.text" "$2" |
+        tr '\n' ',' | sed 's/,$//'
+}
+qlabel() {   # qlabel DB LABELER ARGS...: label with the base policy (2 samples, 4 tokens); every
+    db=$1; who=$2; shift 2   # labeler sees every prompt chosen (--overlap)
+    "$B/reward" label --workspace "$db" --labeler "$who" --policy base --k 2 --max-new 4 --overlap 99 \
+        --judge "$PY judge.py 0 len $who.log" "$@" > out 2> err
+}
+"$B/reward" import --workspace q.db qa.jsonl qd.jsonl > out 2> err &&
+    grep -q "qd.jsonl: the demonstrations' prompts are not queued" err &&
+    "$B/reward" import --workspace q.db --source bsrc qb.jsonl > out 2> err &&
+    qlabel q.db all && [ "$(labeled q.db all)" = \
+        "B prompt 0,B prompt 1,B prompt 2,Q prompt 0,Q prompt 1,Q prompt 2,Q prompt 3" ] &&
+    ok "import: demonstrations' prompts are not queued for labeling (a prompt line queues its prompt)" ||
+        bad "import: demonstrations queued: $(labeled q.db all)"
+"$B/reward" import --workspace qd.db --label-demos qd.jsonl > out 2> err &&
+    ! grep -q "not queued" err && qlabel qd.db all &&
+    [ "$(labeled qd.db all)" = "D prompt 0,D prompt 1,D prompt 2,Q prompt 0" ] &&
+    ok "import --label-demos: the demonstrations' prompts are queued" || bad "import --label-demos"
+qlabel q.db src --source bsrc && [ "$(labeled q.db src)" = "B prompt 0,B prompt 1,B prompt 2" ] &&
+    qlabel q.db demo --source qd.jsonl &&
+    [ "$(labeled q.db demo)" = "D prompt 0,D prompt 1,D prompt 2,Q prompt 0" ] &&
+    ok "label --source: only that source's prompts (import --source, else the file's name; queued or not)" ||
+        bad "label --source: $(labeled q.db src) / $(labeled q.db demo)"
+qlabel q.db sp --source qa.jsonl --split valid && [ "$(labeled q.db sp)" = "Q prompt 1,Q prompt 3" ] &&
+    qlabel q.db v --split valid && [ "$(labeled q.db v)" = "Q prompt 1,Q prompt 3" ] &&
+    ok "label --split, alone and with --source: only that split's prompts" ||
+        bad "label --split: $(labeled q.db sp) / $(labeled q.db v)"
+qlabel q.db pj --prompts pick.jsonl && [ "$(labeled q.db pj)" = "B prompt 2,D prompt 0,Q prompt 1" ] &&
+    grep -q "pick.jsonl: 1 of its prompts are not in the workspace" err &&
+    qlabel q.db pt --prompts pick.txt && [ "$(labeled q.db pt)" = "D prompt 1,Q prompt 3" ] &&
+    qlabel q.db pand --prompts pick.jsonl --source qa.jsonl --split valid &&
+    [ "$(labeled q.db pand)" = "Q prompt 1" ] &&
+    ok "label --prompts FILE (.jsonl or one per line): only its prompts; with --source and --split: all three" ||
+        bad "label --prompts: $(labeled q.db pj) / $(labeled q.db pt) / $(labeled q.db pand)"
+expect_fail "label --source that gave no prompt" 1 "source 'nope': no prompt of the workspace" \
+    "$B/reward" label --workspace q.db --labeler x --source nope --judge true
+expect_fail "label --source ''" 1 "source is empty" "$B/reward" label --workspace q.db \
+    --labeler x --source "" --judge true
+expect_fail "label --prompts with no prompt of the workspace" 1 \
+    "none.txt: none of its 2 prompts is in the workspace" "$B/reward" label --workspace q.db \
+    --labeler x --prompts none.txt --judge true
+expect_fail "label --prompts that does not exist" 1 "prompts nope.txt: No such file" \
+    "$B/reward" label --workspace q.db --labeler x --prompts nope.txt --judge true
+expect_fail "label --prompts: a .jsonl line without \"prompt\"" 1 "badpick.jsonl:2: expected" \
+    "$B/reward" label --workspace q.db --labeler x --prompts badpick.jsonl --judge true
+expect_fail "import --source ''" 1 "source is empty" "$B/reward" import --workspace q.db \
+    --source "" qb.jsonl
+[ "$(labeled q.db x)" = "" ] && ok "label: a bad choice of prompts ranks nothing" ||
+    bad "label: bad choice ranked $(labeled q.db x)"
+
+# rankings keyed to the policy's contents: a rerun with the same contents samples nothing new; a
+# policy retrained at the same path gets its own completions and rankings; nothing is lost
+cat > kp.yaml <<'YAML'
+model: {init: base}
+out: {dir: kp}
+data: {format: jsonl, train: [qd.jsonl, qd.jsonl, qd.jsonl], valid_percent: 0}
+train: {batch_size: 4, steps: 2, lr: 1e-2, seed: 1}
+eval: {every: 100}
+YAML
+count_k() { sql k.db "select (select count(*) from completions), (select count(*) from rankings)" |
+    tr '|' ' ' ; }
+klabel() { "$B/reward" label --workspace k.db --labeler kj --policy kp/last --k 3 --max-new 6 \
+    --temperature 2 --judge "$PY judge.py 0 len k.log" > out 2> err; }
+"$B/sft" -c kp.yaml > out 2> err && "$B/reward" import --workspace k.db qb.jsonl > out 2> err &&
+    klabel && first=$(count_k) && [ "$first" = "9 3" ] &&
+    klabel && [ "$(count_k)" = "$first" ] && [ "$(wc -l < k.log)" = 3 ] &&
+    ok "label --policy rerun with the same contents: nothing sampled, nothing ranked again" ||
+        bad "label --policy rerun: $first then $(count_k)"
+rm -rf kp && "$B/sft" -c kp.yaml --set train.seed=2 --set train.lr=3e-2 > out 2> err &&
+    klabel && second=$(count_k) && set -- $second && [ "$1" -gt 9 ] && [ "$2" = 6 ] &&
+    [ "$(wc -l < k.log)" = 6 ] && klabel && [ "$(count_k)" = "$second" ] &&
+    ok "label --policy after the policy was retrained at the same path: new completions sampled and ranked, the old kept" ||
+        bad "label --policy retrained: $first then $second then $(count_k)"
+# each ranking ranks completions its policy's contents sampled; two contents, three rankings each
+[ "$(sql k.db "select count(*) from rankings r where r.policy_hash <> '' and not exists
+    (select 1 from ranking_items i where i.ranking_id = r.id and not exists (select 1 from
+    completion_policies c where c.completion_id = i.completion_id and c.policy_hash =
+    r.policy_hash))")" = 6 ] &&
+    [ "$(sql k.db "select count(*) from (select policy_hash from rankings group by policy_hash
+        having count(*) = 3)")" = 2 ] &&
+    [ "$(sql k.db "select count(*) from completion_policies")" = 18 ] &&
+    ok "label --policy: completions and rankings record the policy's contents hash" ||
+        bad "label --policy: contents hash rows"
+
+# ---------------------------------------------------------------------------------------------
 # the terminal: a pseudo-terminal with scripted keystrokes
 cat > ptydrive.py <<'PY'
 # ptydrive.py SCRIPT.json CMD...: runs CMD on a pseudo-terminal; SCRIPT is [[expect, send], ...]; send

@@ -1180,7 +1180,7 @@ static void test_refused_files(void) {
     CHECK(raw_exec(newer, "UPDATE meta SET value = 99 WHERE key = 'schema_version'") == SQLITE_OK);
     CHECK(store_open(&s, newer, err, sizeof err) == -1 && s == NULL);
     CHECK_MSG(
-        strstr(err, "newer.db: workspace schema version 99 is newer than this program's (2)") &&
+        strstr(err, "newer.db: workspace schema version 99 is newer than this program's (3)") &&
             one_line(err),
         "%s", err);
     // Not a database at all.
@@ -1272,6 +1272,107 @@ static void test_read_only(void) {
     store_close(s);
 }
 
+// Every prompt labeler `who` may claim under o, in order (each skipped once claimed).
+static int claimable(Store *s, const char *who, const StoreClaimOptions *o, int64_t *ids, int max) {
+    char err[512];
+    int64_t lab, p;
+    int n = 0;
+    if (store_add_labeler(s, who, &lab, err, sizeof err)) return -1;
+    while (n < max && store_claim_prompt(s, lab, o, &p, err, sizeof err) == 0 && p) {
+        ids[n++] = p;
+        if (store_release_prompt(s, lab, p, 1, err, sizeof err)) return -1;
+    }
+    return n;
+}
+
+static void test_prompt_choice(void) {
+    Store *s = open_fresh("choice.db");
+    char err[512];
+    int64_t q1, d1, d2, again, n, got[8];
+    CHECK(store_add_prompt_from(s, "Q1", "train", "a", 1, &q1, err, sizeof err) == 0);
+    CHECK(store_add_prompt_from(s, "D1", "train", "demo", 0, &d1, err, sizeof err) == 0);
+    CHECK(store_add_prompt_from(s, "D2", "valid", "demo", 0, &d2, err, sizeof err) == 0);
+    CHECK(store_add_prompt_from(s, "Q1", "train", "demo", 0, &again, err, sizeof err) == 0 &&
+          again == q1);
+    CHECK(store_add_prompt_from(s, "D2", "train", "b", 1, &again, err, sizeof err) == 0 &&
+          again == d2);
+    CHECK(query_int(s, "SELECT count(*) FROM prompt_sources") == 5);
+    CHECK(query_int(s, "SELECT to_label FROM prompt_sources WHERE prompt_id = 1 "
+                       "AND source = 'demo'") == 0);
+    // queued: by one of its sources (Q1 by a, D2 by b); D1 only by name
+    CHECK(claimable(s, "l1", NULL, got, 8) == 2 && got[0] == q1 && got[1] == d2);
+    CHECK(claimable(s, "l2", &(StoreClaimOptions){.source = "demo"}, got, 8) == 3 && got[1] == d1);
+    StoreClaimOptions demo_valid = {.source = "demo", .split = "valid"};
+    CHECK(claimable(s, "l3", &demo_valid, got, 8) == 1 && got[0] == d2);
+    char ids[64];
+    snprintf(ids, sizeof ids, "[%lld]", (long long)d1);
+    CHECK(claimable(s, "l4", &(StoreClaimOptions){.only_ids = ids}, got, 8) == 1 && got[0] == d1);
+    CHECK(claimable(s, "l5", &(StoreClaimOptions){.only_ids = ids, .source = "a"}, got, 8) == 0);
+    CHECK(claimable(s, "l6", &(StoreClaimOptions){.unqueued = 1}, got, 8) == 3);
+    CHECK(store_count_source(s, "demo", &n, err, sizeof err) == 0 && n == 3);
+    CHECK(store_count_source(s, "a", &n, err, sizeof err) == 0 && n == 1);
+    CHECK(store_count_source(s, "nope", &n, err, sizeof err) == 0 && n == 0);
+    // rankings keyed to a policy's contents: ranked for H1 is done for H1 only
+    int64_t lab, c[2], rid, p;
+    int found;
+    CHECK(store_add_labeler(s, "judge", &lab, err, sizeof err) == 0);
+    CHECK(store_add_completion(s, q1, "x", "pol", &c[0], err, sizeof err) == 0);
+    CHECK(store_add_completion(s, q1, "y", "pol", &c[1], err, sizeof err) == 0);
+    CHECK(store_add_completion_policy(s, c[0], "H1", err, sizeof err) == 0);
+    CHECK(store_add_completion_policy(s, c[0], "H1", err, sizeof err) == 0);   // idempotent
+    CHECK(store_add_completion_policy(s, c[1], "H1", err, sizeof err) == 0);
+    CHECK(store_completion_has_policy(s, c[0], "H1", &found, err, sizeof err) == 0 && found == 1);
+    CHECK(store_completion_has_policy(s, c[0], "H2", &found, err, sizeof err) == 0 && found == 0);
+    CHECK(store_add_completion_policy(s, 999, "H1", err, sizeof err) == -1 &&
+          strstr(err, "completion 999 does not exist"));
+    CHECK(store_add_completion_policy(s, c[0], "", err, sizeof err) == -1 &&
+          strstr(err, "empty policy hash"));
+    StoreRankItem it[2] = {{c[0], 1}, {c[1], 2}};
+    CHECK(store_add_policy_ranking(s, q1, lab, it, 2, NULL, "H1", &rid, err, sizeof err) == 0 &&
+          rid > 0);
+    CHECK(query_int(s, "SELECT count(*) FROM rankings WHERE policy_hash = 'H1'") == 1);
+    StoreClaimOptions h1 = {.policy_hash = "H1", .source = "a"},
+                      h2 = {.policy_hash = "H2", .source = "a"};
+    CHECK(store_claim_prompt(s, lab, &h1, &p, err, sizeof err) == 0 && p == 0);
+    StoreClaimOptions any = {.source = "a"};
+    CHECK(store_claim_prompt(s, lab, &any, &p, err, sizeof err) == 0 && p == 0);
+    CHECK(store_claim_prompt(s, lab, &h2, &p, err, sizeof err) == 0 && p == q1);
+    // another labeler: H1's ranking fills the overlap of 1 for H1, not for H2
+    int64_t other;
+    CHECK(store_add_labeler(s, "other", &other, err, sizeof err) == 0);
+    CHECK(store_release_prompt(s, lab, q1, 0, err, sizeof err) == 0);
+    CHECK(store_claim_prompt(s, other, &h1, &p, err, sizeof err) == 0 && p == 0);
+    CHECK(store_claim_prompt(s, other, &h2, &p, err, sizeof err) == 0 && p == q1);
+    CHECK_INTEGRITY(s);
+    store_close(s);
+}
+
+// A workspace made before schema 3 (the v1 file above, migrated through every step): its prompts
+// are queued from their source, its rankings belong to unknown policy contents ('').
+static void test_migration_v3(void) {
+    char path[512], err[512];
+    db_path(path, sizeof path, "v1to3.db");
+    remove_db(path);
+    CHECK(raw_exec(path, V1_SQL) == SQLITE_OK);
+    Store *s;
+    CHECK_MSG(store_open(&s, path, err, sizeof err) == 0, "%s", err);
+    CHECK(query_int(s, "SELECT count(*) FROM prompt_sources WHERE prompt_id = 1 "
+                       "AND source = 'v1.jsonl' AND to_label = 1") == 1);
+    CHECK(query_int(s, "SELECT count(*) FROM rankings WHERE policy_hash = ''") == 1);
+    CHECK(query_int(s, "SELECT count(*) FROM completion_policies") == 0);
+    int64_t lab, p, n;
+    CHECK(store_count_source(s, "v1.jsonl", &n, err, sizeof err) == 0 && n == 1);
+    CHECK(store_find_labeler(s, "veteran", &lab, err, sizeof err) == 0 && lab == 1);
+    CHECK(store_claim_prompt(s, lab, &(StoreClaimOptions){.min_completions = 2}, &p, err,
+                             sizeof err) == 0 &&
+          p == 0);
+    CHECK(store_claim_prompt(s, lab, &(StoreClaimOptions){.policy_hash = "H"}, &p, err,
+                             sizeof err) == 0 &&
+          p == 1);
+    CHECK_INTEGRITY(s);
+    store_close(s);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/rlhf_test_store.XXXXXX");
     if (!mkdtemp(root)) { perror("mkdtemp"); return 1; }
@@ -1295,6 +1396,10 @@ int main(void) {
     test_case("store: newer schemas, non-databases and foreign databases are refused",
               test_refused_files);
     test_case("store: read-only workspaces are clear errors", test_read_only);
+    test_case("store: which prompts a claim gives (sources, queued, ids); policy-keyed rankings",
+              test_prompt_choice);
+    test_case("store: a workspace from before schema 3 is queued as it was; its rankings keyed ''",
+              test_migration_v3);
     test_rm_rf(root);
     return test_summary();
 }
