@@ -861,18 +861,32 @@ static int state_name_ok(const char *name, char *err, size_t errlen) {
     return 0;
 }
 
+// The trainer state's two tables (ints, floats) hold entries whose first member is the name:
+// these helpers see a table as n entries of stride bytes and kind ("int" or "float").
+static int state_find(const void *entries, int n, size_t stride, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp((const char *)entries + (size_t)i * stride, name)) return i;
+    return -1;
+}
+
+// Index of the entry called name, added at the end when absent; -1 when the table is full.
+static int state_slot(void *entries, int *n, size_t stride, const char *kind, const char *name,
+                      char *err, size_t errlen) {
+    int i = state_find(entries, *n, stride, name);
+    if (i >= 0) return i;
+    if (*n >= CKPT_MAX_ENTRIES)
+        return util_err(err, errlen, "trainer state: more than %d %s entries", CKPT_MAX_ENTRIES,
+                        kind);
+    snprintf((char *)entries + (size_t)*n * stride, CKPT_NAME_MAX, "%s", name);
+    return (*n)++;
+}
+
 int ckpt_state_set_int(CkptTrainerState *st, const char *name, int64_t value, char *err,
                        size_t errlen) {
     if (state_name_ok(name, err, errlen)) return -1;
-    for (int i = 0; i < st->n_ints; i++)
-        if (!strcmp(st->ints[i].name, name)) {
-            st->ints[i].value = value;
-            return 0;
-        }
-    if (st->n_ints >= CKPT_MAX_ENTRIES)
-        return util_err(err, errlen, "trainer state: more than %d int entries", CKPT_MAX_ENTRIES);
-    snprintf(st->ints[st->n_ints].name, CKPT_NAME_MAX, "%s", name);
-    st->ints[st->n_ints++].value = value;
+    int i = state_slot(st->ints, &st->n_ints, sizeof st->ints[0], "int", name, err, errlen);
+    if (i < 0) return -1;
+    st->ints[i].value = value;
     return 0;
 }
 
@@ -880,36 +894,45 @@ int ckpt_state_set_float(CkptTrainerState *st, const char *name, double value, c
                          size_t errlen) {
     if (state_name_ok(name, err, errlen)) return -1;
     if (!isfinite(value)) return util_err(err, errlen, "trainer state: %s is not finite", name);
-    for (int i = 0; i < st->n_floats; i++)
-        if (!strcmp(st->floats[i].name, name)) {
-            st->floats[i].value = value;
-            return 0;
-        }
-    if (st->n_floats >= CKPT_MAX_ENTRIES)
-        return util_err(err, errlen, "trainer state: more than %d float entries", CKPT_MAX_ENTRIES);
-    snprintf(st->floats[st->n_floats].name, CKPT_NAME_MAX, "%s", name);
-    st->floats[st->n_floats++].value = value;
+    int i = state_slot(st->floats, &st->n_floats, sizeof st->floats[0], "float", name, err,
+                       errlen);
+    if (i < 0) return -1;
+    st->floats[i].value = value;
     return 0;
 }
 
 int ckpt_state_get_int(const CkptTrainerState *st, const char *name, int64_t *value, char *err,
                        size_t errlen) {
-    for (int i = 0; i < st->n_ints; i++)
-        if (!strcmp(st->ints[i].name, name)) {
-            *value = st->ints[i].value;
-            return 0;
-        }
-    return util_err(err, errlen, "trainer state: no int entry \"%s\"", name);
+    int i = state_find(st->ints, st->n_ints, sizeof st->ints[0], name);
+    if (i < 0) return util_err(err, errlen, "trainer state: no int entry \"%s\"", name);
+    *value = st->ints[i].value;
+    return 0;
 }
 
 int ckpt_state_get_float(const CkptTrainerState *st, const char *name, double *value, char *err,
                          size_t errlen) {
-    for (int i = 0; i < st->n_floats; i++)
-        if (!strcmp(st->floats[i].name, name)) {
-            *value = st->floats[i].value;
-            return 0;
-        }
-    return util_err(err, errlen, "trainer state: no float entry \"%s\"", name);
+    int i = state_find(st->floats, st->n_floats, sizeof st->floats[0], name);
+    if (i < 0) return util_err(err, errlen, "trainer state: no float entry \"%s\"", name);
+    *value = st->floats[i].value;
+    return 0;
+}
+
+// Entry i of a table the caller filled: its name is terminated and valid...
+static int state_entry_name_ok(const void *entries, int i, size_t stride, const char *kind,
+                               char *err, size_t errlen) {
+    const char *name = (const char *)entries + (size_t)i * stride;
+    if (!memchr(name, 0, CKPT_NAME_MAX) || state_name_ok(name, err, errlen))
+        return util_err(err, errlen, "trainer state: bad %s entry name (#%d)", kind, i);
+    return 0;
+}
+
+// ...and no entry before it has the same name.
+static int state_entry_unique(const void *entries, int i, size_t stride, const char *kind,
+                              char *err, size_t errlen) {
+    const char *name = (const char *)entries + (size_t)i * stride;
+    if (state_find(entries, i, stride, name) >= 0)
+        return util_err(err, errlen, "trainer state: %s %s twice", kind, name);
+    return 0;
 }
 
 static int state_validate(const CkptTrainerState *st, char *err, size_t errlen) {
@@ -918,23 +941,16 @@ static int state_validate(const CkptTrainerState *st, char *err, size_t errlen) 
     if (st->n_ints < 0 || st->n_ints > CKPT_MAX_ENTRIES || st->n_floats < 0 ||
         st->n_floats > CKPT_MAX_ENTRIES)
         return util_err(err, errlen, "trainer state: bad entry counts");
-    for (int i = 0; i < st->n_ints; i++) {
-        if (!memchr(st->ints[i].name, 0, CKPT_NAME_MAX) ||
-            state_name_ok(st->ints[i].name, err, errlen))
-            return util_err(err, errlen, "trainer state: bad int entry name (#%d)", i);
-        for (int j = 0; j < i; j++)
-            if (!strcmp(st->ints[i].name, st->ints[j].name))
-                return util_err(err, errlen, "trainer state: int %s twice", st->ints[i].name);
-    }
+    size_t int_size = sizeof st->ints[0], float_size = sizeof st->floats[0];
+    for (int i = 0; i < st->n_ints; i++)
+        if (state_entry_name_ok(st->ints, i, int_size, "int", err, errlen) ||
+            state_entry_unique(st->ints, i, int_size, "int", err, errlen))
+            return -1;
     for (int i = 0; i < st->n_floats; i++) {
-        if (!memchr(st->floats[i].name, 0, CKPT_NAME_MAX) ||
-            state_name_ok(st->floats[i].name, err, errlen))
-            return util_err(err, errlen, "trainer state: bad float entry name (#%d)", i);
+        if (state_entry_name_ok(st->floats, i, float_size, "float", err, errlen)) return -1;
         if (!isfinite(st->floats[i].value))
             return util_err(err, errlen, "trainer state: %s is not finite", st->floats[i].name);
-        for (int j = 0; j < i; j++)
-            if (!strcmp(st->floats[i].name, st->floats[j].name))
-                return util_err(err, errlen, "trainer state: float %s twice", st->floats[i].name);
+        if (state_entry_unique(st->floats, i, float_size, "float", err, errlen)) return -1;
     }
     return 0;
 }
