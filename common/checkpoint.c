@@ -990,12 +990,35 @@ static int state_write_json(const char *path, const CkptTrainerState *st, char *
     return rc;
 }
 
+// Reads the object key ("ints" or "floats") of trainer_state.json into st.
+static int state_read_entries(const cJSON *r, const char *key, const char *path,
+                              CkptTrainerState *st, char *err, size_t errlen) {
+    const cJSON *obj = cJSON_GetObjectItemCaseSensitive(r, key);
+    if (!cJSON_IsObject(obj))
+        return util_err(err, errlen, "%s: \"%s\" must be an object", path, key);
+    int ints = !strcmp(key, "ints");
+    char sub[256];
+    for (const cJSON *a = obj->child; a; a = a->next) {
+        int64_t iv = 0;
+        if (ints ? !cJSON_IsString(a) || !parse_i64(a->valuestring, &iv) : !cJSON_IsNumber(a))
+            return util_err(err, errlen, "%s: %s.%.60s is not a %s", path, key, a->string,
+                            ints ? "64-bit decimal string" : "number");
+        int found = ints ? state_find(st->ints, st->n_ints, sizeof st->ints[0], a->string)
+                         : state_find(st->floats, st->n_floats, sizeof st->floats[0], a->string);
+        if (found >= 0)
+            return util_err(err, errlen, "%s: %s.%.60s appears twice", path, key, a->string);
+        if (ints ? ckpt_state_set_int(st, a->string, iv, sub, sizeof sub)
+                 : ckpt_state_set_float(st, a->string, a->valuedouble, sub, sizeof sub))
+            return util_err(err, errlen, "%s: %s", path, sub);
+    }
+    return 0;
+}
+
 static int state_parse_json(const char *path, CkptTrainerState *out, char *err, size_t errlen) {
     cJSON *r = json_parse_file(path, err, errlen);
     if (!r) return -1;
     CkptTrainerState *st = CALLOC_CHECK(1, sizeof(*st));
     int rc = -1;
-    char sub[256];
     for (const cJSON *k = r->child; k; k = k->next)
         if (strcmp(k->string, "format") && strcmp(k->string, "version") &&
             strcmp(k->string, "step") && strcmp(k->string, "rng") && strcmp(k->string, "ints") &&
@@ -1033,46 +1056,9 @@ static int state_parse_json(const char *path, CkptTrainerState *out, char *err, 
         util_err(err, errlen, "%s: rng state is all zero", path);
         goto done;
     }
-    it = cJSON_GetObjectItemCaseSensitive(r, "ints");
-    if (!cJSON_IsObject(it)) {
-        util_err(err, errlen, "%s: \"ints\" must be an object", path);
+    if (state_read_entries(r, "ints", path, st, err, errlen) ||
+        state_read_entries(r, "floats", path, st, err, errlen))
         goto done;
-    }
-    for (const cJSON *a = it->child; a; a = a->next) {
-        int64_t v;
-        if (!cJSON_IsString(a) || !parse_i64(a->valuestring, &v)) {
-            util_err(err, errlen, "%s: ints.%.60s is not a 64-bit decimal string", path, a->string);
-            goto done;
-        }
-        if (ckpt_state_get_int(st, a->string, &x, NULL, 0) == 0) {
-            util_err(err, errlen, "%s: ints.%.60s appears twice", path, a->string);
-            goto done;
-        }
-        if (ckpt_state_set_int(st, a->string, v, sub, sizeof sub)) {
-            util_err(err, errlen, "%s: %s", path, sub);
-            goto done;
-        }
-    }
-    it = cJSON_GetObjectItemCaseSensitive(r, "floats");
-    if (!cJSON_IsObject(it)) {
-        util_err(err, errlen, "%s: \"floats\" must be an object", path);
-        goto done;
-    }
-    for (const cJSON *a = it->child; a; a = a->next) {
-        double v;
-        if (!cJSON_IsNumber(a)) {
-            util_err(err, errlen, "%s: floats.%.60s is not a number", path, a->string);
-            goto done;
-        }
-        if (ckpt_state_get_float(st, a->string, &v, NULL, 0) == 0) {
-            util_err(err, errlen, "%s: floats.%.60s appears twice", path, a->string);
-            goto done;
-        }
-        if (ckpt_state_set_float(st, a->string, a->valuedouble, sub, sizeof sub)) {
-            util_err(err, errlen, "%s: %s", path, sub);
-            goto done;
-        }
-    }
     *out = *st;
     rc = 0;
 done:
