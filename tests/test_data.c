@@ -1315,12 +1315,7 @@ static void test_model_contract(void) {
 }
 
 int main(void) {
-    const char *tmpdir = getenv("TMPDIR");
-    snprintf(root, sizeof root, "%s/rlhf_data_XXXXXX", tmpdir && tmpdir[0] ? tmpdir : "/tmp");
-    if (!mkdtemp(root)) {
-        printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", root);
-        return 1;
-    }
+    if (test_scratch_dir(root, sizeof root, "rlhf_data")) return 1;
     char dir[1024], err[256];
     snprintf(dir, sizeof dir, "%s/../data/gpt2", test_data_dir());
     if (tok_load(&gpt2, dir, err, sizeof err)) {

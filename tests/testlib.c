@@ -107,6 +107,14 @@ void fixture_free(Fixture *f) {
     memset(f, 0, sizeof(*f));
 }
 
+int test_scratch_dir(char *dir, size_t n, const char *prefix) {
+    const char *tmpdir = getenv("TMPDIR");
+    snprintf(dir, n, "%s/%s_XXXXXX", tmpdir && tmpdir[0] ? tmpdir : "/tmp", prefix);
+    if (mkdtemp(dir)) return 0;
+    printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", dir);
+    return -1;
+}
+
 void *test_read_file(const char *path, size_t *len) {
     char *data, err[512];
     size_t n;
