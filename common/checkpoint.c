@@ -627,19 +627,16 @@ static void st_read_f32(const StFile *f, const StEntry *e, float *out) {
     switch (st_dtypes[e->dtype].kind) {
         case DT_F32: memcpy(out, src, n * 4); break;
         case DT_F16:
+        case DT_BF16: {
+            float (*to_f32)(uint16_t) =
+                st_dtypes[e->dtype].kind == DT_F16 ? ckpt_f16_to_f32 : ckpt_bf16_to_f32;
             for (size_t i = 0; i < n; i++) {
                 uint16_t h;
                 memcpy(&h, src + 2 * i, 2);
-                out[i] = ckpt_f16_to_f32(h);
+                out[i] = to_f32(h);
             }
             break;
-        case DT_BF16:
-            for (size_t i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy(&h, src + 2 * i, 2);
-                out[i] = ckpt_bf16_to_f32(h);
-            }
-            break;
+        }
         default: DIE("st_read_f32 on an unchecked entry");
     }
 }
