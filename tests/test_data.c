@@ -108,6 +108,17 @@ static void fixture_path(char *out, const char *name) {
 // ---------------------------------------------------------------------------------------------
 // formats
 
+// A data set made with o holding the pair "What is 2+2?" / "It is 4." (source "db", item 1).
+static Dataset *pair_ds(const DatasetOptions *o) {
+    Dataset *ds = make_ds(o);
+    if (!ds) return NULL;
+    char err[512];
+    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
+                               sizeof err) == 0,
+              "%s", err);
+    return ds;
+}
+
 // A data set (default options, max_tokens 64) holding the JSONL fixture `name`; its path into p.
 static Dataset *fixture_ds(const char *name, char p[1024]) {
     DatasetOptions o = default_opts(64);
@@ -147,11 +158,8 @@ static void test_pair_format(void) {
     dataset_free(ds);
     // train_on_all: every token carries a loss
     o.train_on_all = 1;
-    ds = make_ds(&o);
+    ds = pair_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
-                               sizeof err) == 0,
-              "%s", err);
     uint8_t ones[17];
     memset(ones, 1, sizeof ones);
     check_example(ds, 0, PAIR_IDS, ones, 17, "train_on_all");
@@ -299,21 +307,15 @@ static void test_truncation(void) {
     dataset_free(ds);
     // ... down to one prompt token in front of the response
     o.max_tokens = 5;
-    ds = make_ds(&o);
+    ds = pair_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
-                               sizeof err) == 0,
-              "%s", err);
     check_example(ds, 0, PAIR_IDS + 11, PAIR_MASK + 11, 6,
                   "truncate_prompt_left, one prompt token left");
     dataset_free(ds);
     // ... and a response that cannot fit is dropped and counted
     o.max_tokens = 4;
-    ds = make_ds(&o);
+    ds = pair_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
-                               sizeof err) == 0,
-              "%s", err);
     dataset_stats(ds, &st);
     CHECK(dataset_size(ds) == 0 && st.n_dropped == 1 && st.n_truncated == 0);
     DatasetIter *it;
