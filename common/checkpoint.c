@@ -125,16 +125,23 @@ static int write_file(const char *path, const void *data, size_t n, char *err, s
     return close_synced(fd, path, err, errlen);
 }
 
-// Reads a whole small file (at most cap bytes) into a NUL-terminated malloc'd buffer.
-static int read_small_file(const char *path, size_t cap, char **out, size_t *len, char *err,
-                           size_t errlen) {
+// Opens path for reading, a regular file (its stat in *st): the descriptor, or -1.
+static int open_regular(const char *path, struct stat *st, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
         close(fd);
         return util_err(err, errlen, "%s: not a regular file", path);
     }
+    return fd;
+}
+
+// Reads a whole small file (at most cap bytes) into a NUL-terminated malloc'd buffer.
+static int read_small_file(const char *path, size_t cap, char **out, size_t *len, char *err,
+                           size_t errlen) {
+    struct stat st;
+    int fd = open_regular(path, &st, err, errlen);
+    if (fd < 0) return -1;
     if ((uint64_t)st.st_size > cap) {
         close(fd);
         return util_err(err, errlen, "%s: file is %lld bytes, more than the %zu allowed", path,
@@ -504,13 +511,9 @@ static int st_parse_entry(StFile *f, const cJSON *it, StEntry *e, char *err, siz
 static int st_open(StFile *f, const char *path, char *err, size_t errlen) {
     memset(f, 0, sizeof(*f));
     f->path = path;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return util_err(err, errlen, "%s: not a regular file", path);
-    }
+    int fd = open_regular(path, &st, err, errlen);
+    if (fd < 0) return -1;
     f->size = (uint64_t)st.st_size;
     if (f->size < 8) {
         close(fd);
