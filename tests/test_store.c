@@ -183,21 +183,21 @@ static void test_prompts(void) {
     store_close(s);
 }
 
+// Rows a walk reported, each as its id and four of its fields joined by '|': the first 8.
 typedef struct { int n; char texts[8][64]; int64_t ids[8]; } Rows;
-static int collect_demo(const StoreDemonstration *d, void *ctx) {
-    Rows *r = ctx;
+static void rows_add(Rows *r, int64_t id, const char *a, const char *b, const char *c,
+                     const char *d) {
     if (r->n < 8) {
-        snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", d->prompt, d->response, d->split, d->source);
-        r->ids[r->n++] = d->id;
+        snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", a, b, c, d);
+        r->ids[r->n++] = id;
     }
+}
+static int collect_demo(const StoreDemonstration *d, void *ctx) {
+    rows_add(ctx, d->id, d->prompt, d->response, d->split, d->source);
     return 0;
 }
 static int collect_completion(const StoreCompletion *c, void *ctx) {
-    Rows *r = ctx;
-    if (r->n < 8) {
-        snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", c->prompt, c->text, c->model, c->split);
-        r->ids[r->n++] = c->id;
-    }
+    rows_add(ctx, c->id, c->prompt, c->text, c->model, c->split);
     return 0;
 }
 
