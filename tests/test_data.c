@@ -108,6 +108,15 @@ static void fixture_path(char *out, const char *name) {
 // ---------------------------------------------------------------------------------------------
 // formats
 
+// A data set made with o holding the JSONL file at path.
+static Dataset *jsonl_ds(const DatasetOptions *o, const char *path) {
+    Dataset *ds = make_ds(o);
+    if (!ds) return NULL;
+    char err[512];
+    CHECK_MSG(dataset_load_jsonl(ds, path, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    return ds;
+}
+
 // A data set made with o holding the pair "What is 2+2?" / "It is 4." (source "db", item 1).
 static Dataset *pair_ds(const DatasetOptions *o) {
     Dataset *ds = make_ds(o);
@@ -122,12 +131,8 @@ static Dataset *pair_ds(const DatasetOptions *o) {
 // A data set (default options, max_tokens 64) holding the JSONL fixture `name`; its path into p.
 static Dataset *fixture_ds(const char *name, char p[1024]) {
     DatasetOptions o = default_opts(64);
-    Dataset *ds = make_ds(&o);
-    if (!ds) return NULL;
-    char err[512];
     fixture_path(p, name);
-    CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
-    return ds;
+    return jsonl_ds(&o, p);
 }
 
 static void test_pair_format(void) {
@@ -287,18 +292,16 @@ static void test_truncation(void) {
     dataset_free(ds);
     // an example of exactly T+1 tokens fits (T positions, the last token only a target)
     o = default_opts(16);
-    ds = make_ds(&o);
+    ds = jsonl_ds(&o, p);
     if (ds) {
-        CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
         check_example(ds, 1, PAIR_IDS, PAIR_MASK, 17, "T+1 tokens fit");
         dataset_free(ds);
     }
     // truncate_prompt_left: the last T+1 tokens, the whole response
     o = default_opts(10);
     o.truncation = DATASET_TRUNCATE_PROMPT_LEFT;
-    ds = make_ds(&o);
+    ds = jsonl_ds(&o, p);
     if (!ds) return;
-    CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
     CHECK(dataset_size(ds) == 2);
     check_example(ds, 1, PAIR_IDS + 6, PAIR_MASK + 6, 11, "truncate_prompt_left");
     DatasetStats st;
@@ -339,9 +342,8 @@ static void test_truncation(void) {
     // drop: skipped and counted
     o = default_opts(10);
     o.truncation = DATASET_TRUNCATE_DROP;
-    ds = make_ds(&o);
+    ds = jsonl_ds(&o, p);
     if (!ds) return;
-    CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
     dataset_stats(ds, &st);
     CHECK(dataset_size(ds) == 1 && st.n_dropped == 1 && st.n_truncated == 0);
     dataset_free(ds);
@@ -596,9 +598,8 @@ static void test_split(void) {
     // 0% and 100%
     for (int k = 0; k < 2; k++) {
         o.valid_percent = k ? 100 : 0;
-        Dataset *c = make_ds(&o);
+        Dataset *c = jsonl_ds(&o, p);
         if (!c) return;
-        CHECK_MSG(dataset_load_jsonl(c, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
         dataset_stats(c, &st);
         CHECK(k ? st.n_valid == N : st.n_train == N);
         dataset_free(c);
