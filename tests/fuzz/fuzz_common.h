@@ -58,7 +58,10 @@ static inline Tokenizer *fuzz_gpt2_tokenizer(void) {
     if (!t) {
         char err[512];
         const char *dir = getenv("RLHF_GPT2_DIR");
-        if (tok_load(&t, dir ? dir : "data/gpt2", err, sizeof err) != 0) { fprintf(stderr, "%s\n", err); exit(1); }
+        if (tok_load(&t, dir ? dir : "data/gpt2", err, sizeof err) != 0) {
+            fprintf(stderr, "%s\n", err);
+            exit(1);
+        }
     }
     return t;
 }
