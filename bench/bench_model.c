@@ -245,7 +245,7 @@ int main(int argc, char **argv) {
                         CLI_INT("--T", &T_opt, 1, INT_MAX),
                         CLI_INT("--steps", &steps_opt, 1, INT_MAX),
                         CLI_INT("--prompt", &prompt_opt, 1, INT_MAX),
-                        CLI_INT("--new", &new_opt, 1, INT_MAX),
+                        CLI_INT("--new", &new_opt, 4, INT_MAX),   // the warm-up makes 4
                         {0}};
     CliCommand cmd = {.prog = "bench_model", .usage = bench_model_usage, .opts = opts};
     int status;
