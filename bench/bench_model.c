@@ -10,6 +10,7 @@
 //       read of the same bytes (the memory bandwidth they are bound by), in the same process
 #include "benchlib.h"
 #include "blas.h"
+#include "cli.h"
 #include "generate.h"
 #include "kernels.h"
 #include "model.h"
@@ -17,6 +18,7 @@
 #include "rng.h"
 #include "util.h"
 #include <cblas.h>
+#include <limits.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,25 +231,27 @@ static int bench_generate(const char *pname, const ModelConfig *c, int B, int pr
     return 0;
 }
 
+static const char bench_model_usage[] =
+    "usage: bench_model --mode sgemm|train|generate|decode [--preset gpt2|small] [--B N] [--T N]\n"
+    "                   [--steps N] [--prompt N] [--new N]\n";
+
 int main(int argc, char **argv) {
     blas_startup("bench_model", argv); // the best OpenBLAS kernel for this CPU, as the programs run
     const char *mode = NULL, *pname = "gpt2";
-    int B = -1, T = -1, steps = -1, prompt = 16, new_tok = 64;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--mode") && i + 1 < argc) mode = argv[++i];
-        else if (!strcmp(argv[i], "--preset") && i + 1 < argc) pname = argv[++i];
-        else if (!strcmp(argv[i], "--B") && i + 1 < argc) B = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--T") && i + 1 < argc) T = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--new") && i + 1 < argc) new_tok = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: %s --mode sgemm|train|generate|decode [--preset gpt2|small] "
-                            "[--B N] [--T N] [--steps N] [--prompt N] [--new N]\n", argv[0]);
-            return 2;
-        }
-    }
-    if (!mode) { fprintf(stderr, "bench_model: --mode is required\n"); return 2; }
+    int64_t B_opt = -1, T_opt = -1, steps_opt = -1, prompt_opt = 16, new_opt = 64;   // -1: preset's
+    CliOption opts[] = {CLI_STRING("--mode", &mode, .required = 1),
+                        CLI_STRING("--preset", &pname),
+                        CLI_INT("--B", &B_opt, 1, INT_MAX),
+                        CLI_INT("--T", &T_opt, 1, INT_MAX),
+                        CLI_INT("--steps", &steps_opt, 1, INT_MAX),
+                        CLI_INT("--prompt", &prompt_opt, 1, INT_MAX),
+                        CLI_INT("--new", &new_opt, 4, INT_MAX),   // the warm-up makes 4
+                        {0}};
+    CliCommand cmd = {.prog = "bench_model", .usage = bench_model_usage, .opts = opts};
+    int status;
+    if (cli_parse(&cmd, argc - 1, argv + 1, &status)) return status;
+    int B = (int)B_opt, T = (int)T_opt, steps = (int)steps_opt, prompt = (int)prompt_opt,
+        new_tok = (int)new_opt;
     if (!strcmp(mode, "sgemm")) {
         printf("{\"impl\":\"openblas\",\"mode\":\"sgemm\",\"threads\":%d,\"gflops\":%.1f}\n",
                omp_get_max_threads(), sgemm_ceiling());

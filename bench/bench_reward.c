@@ -12,42 +12,39 @@
 //       {"mode":"score",...,"completions_per_s":..,"batch_s":..}
 #include "benchlib.h"
 #include "blas.h"
+#include "cli.h"
 #include "model.h"
 #include "optim.h"
 #include "reward.h"
 #include "rng.h"
 #include "util.h"
+#include <limits.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+static const char bench_reward_usage[] =
+    "usage: bench_reward --mode train|score [--rankings N] [--K N] [--B N] [--T N] [--steps N]\n";
+
 int main(int argc, char **argv) {
     blas_startup("bench_reward",
                  argv); // the best OpenBLAS kernel for this CPU, as the programs run
     const char *mode = NULL;
-    int R = 8, K = 4, T = 128, steps = 8, Bs = 16;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--mode") && i + 1 < argc) mode = argv[++i];
-        else if (!strcmp(argv[i], "--rankings") && i + 1 < argc) R = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--K") && i + 1 < argc) K = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--T") && i + 1 < argc) T = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--B") && i + 1 < argc) Bs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else {
-            fprintf(
-                stderr,
-                "usage: %s --mode train|score [--rankings N] [--K N] [--B N] [--T N] [--steps N]\n",
-                argv[0]);
-            return 2;
-        }
-    }
-    if (!mode || (strcmp(mode, "train") && strcmp(mode, "score")) || R < 1 || K < 2 ||
-        K > REWARD_MAX_K || T < 1 || T > 256 || steps < 1 || Bs < 1) {
-        fprintf(stderr, "bench_reward: --mode train|score is required; K in 2..%d, T in 1..256\n",
-                REWARD_MAX_K);
-        return 2;
-    }
+    int64_t rankings = 8, k_opt = 4, t_opt = 128, steps_opt = 8, b_opt = 16;
+    CliOption opts[] = {CLI_STRING("--mode", &mode, .required = 1),
+                        CLI_INT("--rankings", &rankings, 1, INT_MAX),
+                        CLI_INT("--K", &k_opt, 2, REWARD_MAX_K),
+                        CLI_INT("--T", &t_opt, 1, 256),
+                        CLI_INT("--B", &b_opt, 1, INT_MAX),
+                        CLI_INT("--steps", &steps_opt, 1, INT_MAX),
+                        {0}};
+    CliCommand cmd = {.prog = "bench_reward", .usage = bench_reward_usage, .opts = opts};
+    int status;
+    if (cli_parse(&cmd, argc - 1, argv + 1, &status)) return status;
+    if (strcmp(mode, "train") && strcmp(mode, "score"))
+        return cli_usage_error(&cmd, "--mode must be train or score, not '%s'", mode);
+    int R = (int)rankings, K = (int)k_opt, T = (int)t_opt, steps = (int)steps_opt, Bs = (int)b_opt;
     ModelConfig c = {.max_seq_len = 256, .vocab_size = 8192, .n_layer = 4, .n_head = 4,
                      .n_embd = 256, .ln_eps = 1e-5f, .lm_head = 0, .score_head = 1};
     int train = !strcmp(mode, "train"), B = train ? R * K : Bs;

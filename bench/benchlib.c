@@ -1,5 +1,6 @@
 // What every benchmark program shares: see benchlib.h.
 #include "benchlib.h"
+#include "cli.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -21,16 +22,6 @@ double bench_median(double *v, int n) {
 }
 
 char *bench_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0) { fclose(f); return NULL; }
-    char *buf = malloc((size_t)n + 1);
-    if (!buf) { fclose(f); return NULL; }
-    *len = fread(buf, 1, (size_t)n, f);
-    buf[*len] = 0;
-    fclose(f);
-    return buf;
+    char *data, err[512];
+    return cli_read_file(path, &data, len, err, sizeof err) ? NULL : data;
 }

@@ -8,7 +8,7 @@
 double bench_peak_rss_mb(void);
 // the median of v[0..n) (n >= 1); sorts v in place
 double bench_median(double *v, int n);
-// the whole file at path, NUL-terminated, its length in *len; the caller frees it. NULL when it
-// cannot be opened or read.
+// the whole file at path (cli_read_file), NUL-terminated, its length in *len; the caller frees
+// it. NULL when it cannot be opened or read.
 char *bench_read_file(const char *path, size_t *len);
 #endif

@@ -125,16 +125,23 @@ static int write_file(const char *path, const void *data, size_t n, char *err, s
     return close_synced(fd, path, err, errlen);
 }
 
-// Reads a whole small file (at most cap bytes) into a NUL-terminated malloc'd buffer.
-static int read_small_file(const char *path, size_t cap, char **out, size_t *len, char *err,
-                           size_t errlen) {
+// Opens path for reading, a regular file (its stat in *st): the descriptor, or -1.
+static int open_regular(const char *path, struct stat *st, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
         close(fd);
         return util_err(err, errlen, "%s: not a regular file", path);
     }
+    return fd;
+}
+
+// Reads a whole small file (at most cap bytes) into a NUL-terminated malloc'd buffer.
+static int read_small_file(const char *path, size_t cap, char **out, size_t *len, char *err,
+                           size_t errlen) {
+    struct stat st;
+    int fd = open_regular(path, &st, err, errlen);
+    if (fd < 0) return -1;
     if ((uint64_t)st.st_size > cap) {
         close(fd);
         return util_err(err, errlen, "%s: file is %lld bytes, more than the %zu allowed", path,
@@ -504,13 +511,9 @@ static int st_parse_entry(StFile *f, const cJSON *it, StEntry *e, char *err, siz
 static int st_open(StFile *f, const char *path, char *err, size_t errlen) {
     memset(f, 0, sizeof(*f));
     f->path = path;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return util_err(err, errlen, "%s: not a regular file", path);
-    }
+    int fd = open_regular(path, &st, err, errlen);
+    if (fd < 0) return -1;
     f->size = (uint64_t)st.st_size;
     if (f->size < 8) {
         close(fd);
@@ -627,19 +630,16 @@ static void st_read_f32(const StFile *f, const StEntry *e, float *out) {
     switch (st_dtypes[e->dtype].kind) {
         case DT_F32: memcpy(out, src, n * 4); break;
         case DT_F16:
+        case DT_BF16: {
+            float (*to_f32)(uint16_t) =
+                st_dtypes[e->dtype].kind == DT_F16 ? ckpt_f16_to_f32 : ckpt_bf16_to_f32;
             for (size_t i = 0; i < n; i++) {
                 uint16_t h;
                 memcpy(&h, src + 2 * i, 2);
-                out[i] = ckpt_f16_to_f32(h);
+                out[i] = to_f32(h);
             }
             break;
-        case DT_BF16:
-            for (size_t i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy(&h, src + 2 * i, 2);
-                out[i] = ckpt_bf16_to_f32(h);
-            }
-            break;
+        }
         default: DIE("st_read_f32 on an unchecked entry");
     }
 }
@@ -861,18 +861,32 @@ static int state_name_ok(const char *name, char *err, size_t errlen) {
     return 0;
 }
 
+// The trainer state's two tables (ints, floats) hold entries whose first member is the name:
+// these helpers see a table as n entries of stride bytes and kind ("int" or "float").
+static int state_find(const void *entries, int n, size_t stride, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp((const char *)entries + (size_t)i * stride, name)) return i;
+    return -1;
+}
+
+// Index of the entry called name, added at the end when absent; -1 when the table is full.
+static int state_slot(void *entries, int *n, size_t stride, const char *kind, const char *name,
+                      char *err, size_t errlen) {
+    int i = state_find(entries, *n, stride, name);
+    if (i >= 0) return i;
+    if (*n >= CKPT_MAX_ENTRIES)
+        return util_err(err, errlen, "trainer state: more than %d %s entries", CKPT_MAX_ENTRIES,
+                        kind);
+    snprintf((char *)entries + (size_t)*n * stride, CKPT_NAME_MAX, "%s", name);
+    return (*n)++;
+}
+
 int ckpt_state_set_int(CkptTrainerState *st, const char *name, int64_t value, char *err,
                        size_t errlen) {
     if (state_name_ok(name, err, errlen)) return -1;
-    for (int i = 0; i < st->n_ints; i++)
-        if (!strcmp(st->ints[i].name, name)) {
-            st->ints[i].value = value;
-            return 0;
-        }
-    if (st->n_ints >= CKPT_MAX_ENTRIES)
-        return util_err(err, errlen, "trainer state: more than %d int entries", CKPT_MAX_ENTRIES);
-    snprintf(st->ints[st->n_ints].name, CKPT_NAME_MAX, "%s", name);
-    st->ints[st->n_ints++].value = value;
+    int i = state_slot(st->ints, &st->n_ints, sizeof st->ints[0], "int", name, err, errlen);
+    if (i < 0) return -1;
+    st->ints[i].value = value;
     return 0;
 }
 
@@ -880,36 +894,45 @@ int ckpt_state_set_float(CkptTrainerState *st, const char *name, double value, c
                          size_t errlen) {
     if (state_name_ok(name, err, errlen)) return -1;
     if (!isfinite(value)) return util_err(err, errlen, "trainer state: %s is not finite", name);
-    for (int i = 0; i < st->n_floats; i++)
-        if (!strcmp(st->floats[i].name, name)) {
-            st->floats[i].value = value;
-            return 0;
-        }
-    if (st->n_floats >= CKPT_MAX_ENTRIES)
-        return util_err(err, errlen, "trainer state: more than %d float entries", CKPT_MAX_ENTRIES);
-    snprintf(st->floats[st->n_floats].name, CKPT_NAME_MAX, "%s", name);
-    st->floats[st->n_floats++].value = value;
+    int i = state_slot(st->floats, &st->n_floats, sizeof st->floats[0], "float", name, err,
+                       errlen);
+    if (i < 0) return -1;
+    st->floats[i].value = value;
     return 0;
 }
 
 int ckpt_state_get_int(const CkptTrainerState *st, const char *name, int64_t *value, char *err,
                        size_t errlen) {
-    for (int i = 0; i < st->n_ints; i++)
-        if (!strcmp(st->ints[i].name, name)) {
-            *value = st->ints[i].value;
-            return 0;
-        }
-    return util_err(err, errlen, "trainer state: no int entry \"%s\"", name);
+    int i = state_find(st->ints, st->n_ints, sizeof st->ints[0], name);
+    if (i < 0) return util_err(err, errlen, "trainer state: no int entry \"%s\"", name);
+    *value = st->ints[i].value;
+    return 0;
 }
 
 int ckpt_state_get_float(const CkptTrainerState *st, const char *name, double *value, char *err,
                          size_t errlen) {
-    for (int i = 0; i < st->n_floats; i++)
-        if (!strcmp(st->floats[i].name, name)) {
-            *value = st->floats[i].value;
-            return 0;
-        }
-    return util_err(err, errlen, "trainer state: no float entry \"%s\"", name);
+    int i = state_find(st->floats, st->n_floats, sizeof st->floats[0], name);
+    if (i < 0) return util_err(err, errlen, "trainer state: no float entry \"%s\"", name);
+    *value = st->floats[i].value;
+    return 0;
+}
+
+// Entry i of a table the caller filled: its name is terminated and valid...
+static int state_entry_name_ok(const void *entries, int i, size_t stride, const char *kind,
+                               char *err, size_t errlen) {
+    const char *name = (const char *)entries + (size_t)i * stride;
+    if (!memchr(name, 0, CKPT_NAME_MAX) || state_name_ok(name, err, errlen))
+        return util_err(err, errlen, "trainer state: bad %s entry name (#%d)", kind, i);
+    return 0;
+}
+
+// ...and no entry before it has the same name.
+static int state_entry_unique(const void *entries, int i, size_t stride, const char *kind,
+                              char *err, size_t errlen) {
+    const char *name = (const char *)entries + (size_t)i * stride;
+    if (state_find(entries, i, stride, name) >= 0)
+        return util_err(err, errlen, "trainer state: %s %s twice", kind, name);
+    return 0;
 }
 
 static int state_validate(const CkptTrainerState *st, char *err, size_t errlen) {
@@ -918,23 +941,16 @@ static int state_validate(const CkptTrainerState *st, char *err, size_t errlen) 
     if (st->n_ints < 0 || st->n_ints > CKPT_MAX_ENTRIES || st->n_floats < 0 ||
         st->n_floats > CKPT_MAX_ENTRIES)
         return util_err(err, errlen, "trainer state: bad entry counts");
-    for (int i = 0; i < st->n_ints; i++) {
-        if (!memchr(st->ints[i].name, 0, CKPT_NAME_MAX) ||
-            state_name_ok(st->ints[i].name, err, errlen))
-            return util_err(err, errlen, "trainer state: bad int entry name (#%d)", i);
-        for (int j = 0; j < i; j++)
-            if (!strcmp(st->ints[i].name, st->ints[j].name))
-                return util_err(err, errlen, "trainer state: int %s twice", st->ints[i].name);
-    }
+    size_t int_size = sizeof st->ints[0], float_size = sizeof st->floats[0];
+    for (int i = 0; i < st->n_ints; i++)
+        if (state_entry_name_ok(st->ints, i, int_size, "int", err, errlen) ||
+            state_entry_unique(st->ints, i, int_size, "int", err, errlen))
+            return -1;
     for (int i = 0; i < st->n_floats; i++) {
-        if (!memchr(st->floats[i].name, 0, CKPT_NAME_MAX) ||
-            state_name_ok(st->floats[i].name, err, errlen))
-            return util_err(err, errlen, "trainer state: bad float entry name (#%d)", i);
+        if (state_entry_name_ok(st->floats, i, float_size, "float", err, errlen)) return -1;
         if (!isfinite(st->floats[i].value))
             return util_err(err, errlen, "trainer state: %s is not finite", st->floats[i].name);
-        for (int j = 0; j < i; j++)
-            if (!strcmp(st->floats[i].name, st->floats[j].name))
-                return util_err(err, errlen, "trainer state: float %s twice", st->floats[i].name);
+        if (state_entry_unique(st->floats, i, float_size, "float", err, errlen)) return -1;
     }
     return 0;
 }
@@ -974,12 +990,35 @@ static int state_write_json(const char *path, const CkptTrainerState *st, char *
     return rc;
 }
 
+// Reads the object key ("ints" or "floats") of trainer_state.json into st.
+static int state_read_entries(const cJSON *r, const char *key, const char *path,
+                              CkptTrainerState *st, char *err, size_t errlen) {
+    const cJSON *obj = cJSON_GetObjectItemCaseSensitive(r, key);
+    if (!cJSON_IsObject(obj))
+        return util_err(err, errlen, "%s: \"%s\" must be an object", path, key);
+    int ints = !strcmp(key, "ints");
+    char sub[256];
+    for (const cJSON *a = obj->child; a; a = a->next) {
+        int64_t iv = 0;
+        if (ints ? !cJSON_IsString(a) || !parse_i64(a->valuestring, &iv) : !cJSON_IsNumber(a))
+            return util_err(err, errlen, "%s: %s.%.60s is not a %s", path, key, a->string,
+                            ints ? "64-bit decimal string" : "number");
+        int found = ints ? state_find(st->ints, st->n_ints, sizeof st->ints[0], a->string)
+                         : state_find(st->floats, st->n_floats, sizeof st->floats[0], a->string);
+        if (found >= 0)
+            return util_err(err, errlen, "%s: %s.%.60s appears twice", path, key, a->string);
+        if (ints ? ckpt_state_set_int(st, a->string, iv, sub, sizeof sub)
+                 : ckpt_state_set_float(st, a->string, a->valuedouble, sub, sizeof sub))
+            return util_err(err, errlen, "%s: %s", path, sub);
+    }
+    return 0;
+}
+
 static int state_parse_json(const char *path, CkptTrainerState *out, char *err, size_t errlen) {
     cJSON *r = json_parse_file(path, err, errlen);
     if (!r) return -1;
     CkptTrainerState *st = CALLOC_CHECK(1, sizeof(*st));
     int rc = -1;
-    char sub[256];
     for (const cJSON *k = r->child; k; k = k->next)
         if (strcmp(k->string, "format") && strcmp(k->string, "version") &&
             strcmp(k->string, "step") && strcmp(k->string, "rng") && strcmp(k->string, "ints") &&
@@ -1017,46 +1056,9 @@ static int state_parse_json(const char *path, CkptTrainerState *out, char *err, 
         util_err(err, errlen, "%s: rng state is all zero", path);
         goto done;
     }
-    it = cJSON_GetObjectItemCaseSensitive(r, "ints");
-    if (!cJSON_IsObject(it)) {
-        util_err(err, errlen, "%s: \"ints\" must be an object", path);
+    if (state_read_entries(r, "ints", path, st, err, errlen) ||
+        state_read_entries(r, "floats", path, st, err, errlen))
         goto done;
-    }
-    for (const cJSON *a = it->child; a; a = a->next) {
-        int64_t v;
-        if (!cJSON_IsString(a) || !parse_i64(a->valuestring, &v)) {
-            util_err(err, errlen, "%s: ints.%.60s is not a 64-bit decimal string", path, a->string);
-            goto done;
-        }
-        if (ckpt_state_get_int(st, a->string, &x, NULL, 0) == 0) {
-            util_err(err, errlen, "%s: ints.%.60s appears twice", path, a->string);
-            goto done;
-        }
-        if (ckpt_state_set_int(st, a->string, v, sub, sizeof sub)) {
-            util_err(err, errlen, "%s: %s", path, sub);
-            goto done;
-        }
-    }
-    it = cJSON_GetObjectItemCaseSensitive(r, "floats");
-    if (!cJSON_IsObject(it)) {
-        util_err(err, errlen, "%s: \"floats\" must be an object", path);
-        goto done;
-    }
-    for (const cJSON *a = it->child; a; a = a->next) {
-        double v;
-        if (!cJSON_IsNumber(a)) {
-            util_err(err, errlen, "%s: floats.%.60s is not a number", path, a->string);
-            goto done;
-        }
-        if (ckpt_state_get_float(st, a->string, &v, NULL, 0) == 0) {
-            util_err(err, errlen, "%s: floats.%.60s appears twice", path, a->string);
-            goto done;
-        }
-        if (ckpt_state_set_float(st, a->string, a->valuedouble, sub, sizeof sub)) {
-            util_err(err, errlen, "%s: %s", path, sub);
-            goto done;
-        }
-    }
     *out = *st;
     rc = 0;
 done:

@@ -57,6 +57,14 @@ static void allreduce_chunks(Dist *d, void *x, int64_t n, size_t elem, MPI_Datat
             dist_abort(d, 1);
     }
 }
+
+// Broadcast of x[0..bytes) from rank root in chunks of DIST_CHUNK.
+static void bcast_chunks(Dist *d, char *x, int64_t bytes, int root) {
+    for (int64_t o = 0; o < bytes; o += DIST_CHUNK) {
+        int cnt = (int)(bytes - o < DIST_CHUNK ? bytes - o : DIST_CHUNK);
+        if (MPI_Bcast(x + o, cnt, MPI_BYTE, root, MPI_COMM_WORLD) != MPI_SUCCESS) dist_abort(d, 1);
+    }
+}
 #endif
 
 void dist_allreduce_sum(Dist *d, float *x, int64_t n) {
@@ -70,23 +78,18 @@ void dist_allreduce_sum(Dist *d, float *x, int64_t n) {
 #endif
 }
 
-void dist_allreduce_sum_double(Dist *d, double *x, int64_t n) {
+// The sum (take_max 0) or the maximum (1) of x[0..n) over the ranks, in place.
+static void allreduce_double(Dist *d, double *x, int64_t n, int take_max) {
     if (d->size == 1) return;
 #ifdef RLHF_MPI
-    allreduce_chunks(d, x, n, sizeof *x, MPI_DOUBLE, MPI_SUM);
+    allreduce_chunks(d, x, n, sizeof *x, MPI_DOUBLE, take_max ? MPI_MAX : MPI_SUM);
 #else
-    (void)x; (void)n;
+    (void)x; (void)n; (void)take_max;
 #endif
 }
 
-void dist_allreduce_max_double(Dist *d, double *x, int64_t n) {
-    if (d->size == 1) return;
-#ifdef RLHF_MPI
-    allreduce_chunks(d, x, n, sizeof *x, MPI_DOUBLE, MPI_MAX);
-#else
-    (void)x; (void)n;
-#endif
-}
+void dist_allreduce_sum_double(Dist *d, double *x, int64_t n) { allreduce_double(d, x, n, 0); }
+void dist_allreduce_max_double(Dist *d, double *x, int64_t n) { allreduce_double(d, x, n, 1); }
 
 void dist_allgather(Dist *d, void *x, int64_t bytes) {
     if (d->size == 1) return;
@@ -98,13 +101,7 @@ void dist_allgather(Dist *d, void *x, int64_t bytes) {
             dist_abort(d, 1);
         return;
     }
-    for (int r = 0; r < d->size; r++)
-        for (int64_t o = 0; o < bytes; o += DIST_CHUNK) {
-            int cnt = (int)(bytes - o < DIST_CHUNK ? bytes - o : DIST_CHUNK);
-            if (MPI_Bcast((char *)x + (int64_t)r * bytes + o, cnt, MPI_BYTE, r, MPI_COMM_WORLD) !=
-                MPI_SUCCESS)
-                dist_abort(d, 1);
-        }
+    for (int r = 0; r < d->size; r++) bcast_chunks(d, (char *)x + (int64_t)r * bytes, bytes, r);
 #else
     (void)x; (void)bytes;
 #endif
@@ -113,11 +110,7 @@ void dist_allgather(Dist *d, void *x, int64_t bytes) {
 void dist_broadcast(Dist *d, void *x, int64_t bytes) {
     if (d->size == 1) return;
 #ifdef RLHF_MPI
-    for (int64_t o = 0; o < bytes; o += DIST_CHUNK) {
-        int cnt = (int)(bytes - o < DIST_CHUNK ? bytes - o : DIST_CHUNK);
-        if (MPI_Bcast((char *)x + o, cnt, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
-            dist_abort(d, 1);
-    }
+    bcast_chunks(d, x, bytes, 0);
 #else
     (void)x; (void)bytes;
 #endif

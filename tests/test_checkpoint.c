@@ -193,6 +193,14 @@ static void st_join(const char *p, const char *header, const char *data, size_t 
 
 static void st_free(StParts *s) { cJSON_Delete(s->h); free(s->raw); }
 
+// Rewrites p with header h (deleted after) in front of s's data.
+static void st_join_json(const char *p, cJSON *h, const StParts *s) {
+    char *txt = cJSON_PrintUnformatted(h);
+    st_join(p, txt, s->data, s->data_len, 0);
+    free(txt);
+    cJSON_Delete(h);
+}
+
 static void set_offsets(cJSON *h, const char *name, double b, double e) {
     cJSON *t = cJSON_GetObjectItemCaseSensitive(h, name);
     cJSON *o = cJSON_CreateArray();
@@ -834,28 +842,19 @@ static void test_bad_trainer_state(void) {
     CHECK(st_split(p, &s) == 0);
     cJSON *h = cJSON_Duplicate(s.h, 1);
     cJSON_DeleteItemFromObjectCaseSensitive(h, "v.h.0.mlp.c_fc.bias");
-    char *txt = cJSON_PrintUnformatted(h);
-    st_join(p, txt, s.data, s.data_len, 0);
-    free(txt);
-    cJSON_Delete(h);
+    st_join_json(p, h, &s);
     CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err,
               "missing tensor v.h.0.mlp.c_fc.bias", "trainer_state.safetensors");
     h = cJSON_Duplicate(s.h, 1);
     double dims[2] = {4, 5};
     set_shape(h, "m.wte.weight", 2, dims);
-    txt = cJSON_PrintUnformatted(h);
-    st_join(p, txt, s.data, s.data_len, 0);
-    free(txt);
-    cJSON_Delete(h);
+    st_join_json(p, h, &s);
     CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err,
               "m.wte.weight has shape [4, 5]", "trainer_state.safetensors");
     h = cJSON_Duplicate(s.h, 1);
     cJSON *extra = cJSON_Parse("{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}");
     cJSON_AddItemToObject(h, "m.score.weight", extra);
-    txt = cJSON_PrintUnformatted(h);
-    st_join(p, txt, s.data, s.data_len, 0);
-    free(txt);
-    cJSON_Delete(h);
+    st_join_json(p, h, &s);
     CHECK_ERR(ckpt_load_trainer_state(dir, &m, &got, err, sizeof err), err,
               "unexpected tensor m.score.weight", "trainer_state.safetensors");
     st_free(&s);
@@ -1088,12 +1087,7 @@ static void test_save_failures(void) {
 }
 
 int main(void) {
-    const char *tmpdir = getenv("TMPDIR");
-    snprintf(root, sizeof root, "%s/rlhf_ckpt_XXXXXX", tmpdir && tmpdir[0] ? tmpdir : "/tmp");
-    if (!mkdtemp(root)) {
-        printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", root);
-        return 1;
-    }
+    if (test_scratch_dir(root, sizeof root, "rlhf_ckpt")) return 1;
     snprintf(fixture, sizeof fixture, "%s/fixtures/hf_tiny", test_data_dir());
     test_case(
         "checkpoint: HF fixture (bare names, F16/BF16, buffers, tied head) matches PyTorch's loss",

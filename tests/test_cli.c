@@ -141,20 +141,20 @@ static void test_errors(void) {
     expect_error(ARGV("f", "--out", "o", "--frob"), CLI_USAGE_ERROR, "unknown option '--frob'");
     expect_error(ARGV("f", "--out", "o", "--seed"), CLI_USAGE_ERROR, "--seed needs a value");
     expect_error(ARGV("f", "--out"), CLI_USAGE_ERROR, "--out needs a value");
-    expect_error(ARGV("f", "--out", "o", "--seed", "101"), CLI_VALUE_ERROR,
-                 "--seed: '101' is not an integer in 0..100");
-    expect_error(ARGV("f", "--out", "o", "--seed", "-1"), CLI_VALUE_ERROR,
-                 "--seed: '-1' is not an integer");
-    expect_error(ARGV("f", "--out", "o", "--seed", "7x"), CLI_VALUE_ERROR,
-                 "--seed: '7x' is not an integer");
-    expect_error(ARGV("f", "--out", "o", "--seed", ""), CLI_VALUE_ERROR, "--seed needs an integer");
-    expect_error(ARGV("f", "--out", "o", "--rate", "1.5"), CLI_VALUE_ERROR,
-                 "--rate: '1.5' is not a number in 0..1");
-    expect_error(ARGV("f", "--out", "o", "--rate", "abc"), CLI_VALUE_ERROR,
-                 "--rate: 'abc' is not a number");
-    expect_error(ARGV("f", "--out", "o", "--rate", "nan"), CLI_VALUE_ERROR,
-                 "--rate: 'nan' is not a number");
-    expect_error(ARGV("f", "--out", "o", "--even", "3"), CLI_VALUE_ERROR, "--even: '3' is odd");
+    // bad values of one option after the required ones: "f --out o OPTION VALUE"
+    static const struct { const char *option, *value, *msg; } bad_values[] = {
+        {"--seed", "101", "--seed: '101' is not an integer in 0..100"},
+        {"--seed", "-1", "--seed: '-1' is not an integer"},
+        {"--seed", "7x", "--seed: '7x' is not an integer"},
+        {"--seed", "", "--seed needs an integer"},
+        {"--rate", "1.5", "--rate: '1.5' is not a number in 0..1"},
+        {"--rate", "abc", "--rate: 'abc' is not a number"},
+        {"--rate", "nan", "--rate: 'nan' is not a number"},
+        {"--even", "3", "--even: '3' is odd"},
+    };
+    for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++)
+        expect_error(ARGV("f", "--out", "o", bad_values[i].option, bad_values[i].value),
+                     CLI_VALUE_ERROR, bad_values[i].msg);
     expect_error(ARGV("f", "--out", "o", "--seed", "1", "--seed", "2"), CLI_USAGE_ERROR,
                  "--seed is given twice");
     expect_error(ARGV("f", "--out", "o", "--json", "--json"), CLI_USAGE_ERROR,

@@ -108,15 +108,31 @@ static void fixture_path(char *out, const char *name) {
 // ---------------------------------------------------------------------------------------------
 // formats
 
+// A data set made with o holding the JSONL file at path.
+static Dataset *jsonl_ds(const DatasetOptions *o, const char *path) {
+    Dataset *ds = make_ds(o);
+    if (!ds) return NULL;
+    char err[512];
+    CHECK_MSG(dataset_load_jsonl(ds, path, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
+    return ds;
+}
+
+// A data set made with o holding the pair "What is 2+2?" / "It is 4." (source "db", item 1).
+static Dataset *pair_ds(const DatasetOptions *o) {
+    Dataset *ds = make_ds(o);
+    if (!ds) return NULL;
+    char err[512];
+    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
+                               sizeof err) == 0,
+              "%s", err);
+    return ds;
+}
+
 // A data set (default options, max_tokens 64) holding the JSONL fixture `name`; its path into p.
 static Dataset *fixture_ds(const char *name, char p[1024]) {
     DatasetOptions o = default_opts(64);
-    Dataset *ds = make_ds(&o);
-    if (!ds) return NULL;
-    char err[512];
     fixture_path(p, name);
-    CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
-    return ds;
+    return jsonl_ds(&o, p);
 }
 
 static void test_pair_format(void) {
@@ -147,11 +163,8 @@ static void test_pair_format(void) {
     dataset_free(ds);
     // train_on_all: every token carries a loss
     o.train_on_all = 1;
-    ds = make_ds(&o);
+    ds = pair_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
-                               sizeof err) == 0,
-              "%s", err);
     uint8_t ones[17];
     memset(ones, 1, sizeof ones);
     check_example(ds, 0, PAIR_IDS, ones, 17, "train_on_all");
@@ -279,18 +292,16 @@ static void test_truncation(void) {
     dataset_free(ds);
     // an example of exactly T+1 tokens fits (T positions, the last token only a target)
     o = default_opts(16);
-    ds = make_ds(&o);
+    ds = jsonl_ds(&o, p);
     if (ds) {
-        CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
         check_example(ds, 1, PAIR_IDS, PAIR_MASK, 17, "T+1 tokens fit");
         dataset_free(ds);
     }
     // truncate_prompt_left: the last T+1 tokens, the whole response
     o = default_opts(10);
     o.truncation = DATASET_TRUNCATE_PROMPT_LEFT;
-    ds = make_ds(&o);
+    ds = jsonl_ds(&o, p);
     if (!ds) return;
-    CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
     CHECK(dataset_size(ds) == 2);
     check_example(ds, 1, PAIR_IDS + 6, PAIR_MASK + 6, 11, "truncate_prompt_left");
     DatasetStats st;
@@ -299,21 +310,15 @@ static void test_truncation(void) {
     dataset_free(ds);
     // ... down to one prompt token in front of the response
     o.max_tokens = 5;
-    ds = make_ds(&o);
+    ds = pair_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
-                               sizeof err) == 0,
-              "%s", err);
     check_example(ds, 0, PAIR_IDS + 11, PAIR_MASK + 11, 6,
                   "truncate_prompt_left, one prompt token left");
     dataset_free(ds);
     // ... and a response that cannot fit is dropped and counted
     o.max_tokens = 4;
-    ds = make_ds(&o);
+    ds = pair_ds(&o);
     if (!ds) return;
-    CHECK_MSG(dataset_add_pair(ds, "What is 2+2?", "It is 4.", "db", 1, DATASET_SPLIT_AUTO, err,
-                               sizeof err) == 0,
-              "%s", err);
     dataset_stats(ds, &st);
     CHECK(dataset_size(ds) == 0 && st.n_dropped == 1 && st.n_truncated == 0);
     DatasetIter *it;
@@ -337,9 +342,8 @@ static void test_truncation(void) {
     // drop: skipped and counted
     o = default_opts(10);
     o.truncation = DATASET_TRUNCATE_DROP;
-    ds = make_ds(&o);
+    ds = jsonl_ds(&o, p);
     if (!ds) return;
-    CHECK_MSG(dataset_load_jsonl(ds, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
     dataset_stats(ds, &st);
     CHECK(dataset_size(ds) == 1 && st.n_dropped == 1 && st.n_truncated == 0);
     dataset_free(ds);
@@ -594,9 +598,8 @@ static void test_split(void) {
     // 0% and 100%
     for (int k = 0; k < 2; k++) {
         o.valid_percent = k ? 100 : 0;
-        Dataset *c = make_ds(&o);
+        Dataset *c = jsonl_ds(&o, p);
         if (!c) return;
-        CHECK_MSG(dataset_load_jsonl(c, p, DATASET_SPLIT_AUTO, err, sizeof err) == 0, "%s", err);
         dataset_stats(c, &st);
         CHECK(k ? st.n_valid == N : st.n_train == N);
         dataset_free(c);
@@ -1315,12 +1318,7 @@ static void test_model_contract(void) {
 }
 
 int main(void) {
-    const char *tmpdir = getenv("TMPDIR");
-    snprintf(root, sizeof root, "%s/rlhf_data_XXXXXX", tmpdir && tmpdir[0] ? tmpdir : "/tmp");
-    if (!mkdtemp(root)) {
-        printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", root);
-        return 1;
-    }
+    if (test_scratch_dir(root, sizeof root, "rlhf_data")) return 1;
     char dir[1024], err[256];
     snprintf(dir, sizeof dir, "%s/../data/gpt2", test_data_dir());
     if (tok_load(&gpt2, dir, err, sizeof err)) {

@@ -72,57 +72,63 @@ static int random_ranking(Rng *rng, uint64_t span, float scale, float *r, int *r
     return k;
 }
 
-// The K-wise loss of a ranking is the mean of the pairwise losses of its non-tied pairs, and its
-// gradient the mean of theirs; random K and ties.
-static void test_mean_over_pairs(void) {
+// Calls check on `trials` random rankings (random_ranking with span and scale) from one seed.
+static void each_random_ranking(uint64_t seed, int trials, uint64_t span, float scale,
+                                void (*check)(float *r, const int *ranks, int k)) {
     Rng rng;
-    rng_init(&rng, 11);
-    for (int trial = 0; trial < 200; trial++) {
+    rng_init(&rng, seed);
+    for (int trial = 0; trial < trials; trial++) {
         int ranks[16];
-        float r[16], dr[16];
-        double g[16] = {0}, sum = 0;
-        int k = random_ranking(&rng, 9, 3, r, ranks);
-        int64_t P = 0;
-        double L = reward_kwise_loss(r, ranks, k, dr, &P);
-        int64_t count = 0;
-        for (int w = 0; w < k; w++)
-            for (int l = 0; l < k; l++) {
-                if (ranks[w] >= ranks[l]) continue;
-                float pr[2] = {r[w], r[l]}, pd[2];
-                int pk[2] = {1, 2};
-                sum += reward_kwise_loss(pr, pk, 2, pd, NULL);
-                CHECK(fabs(reward_kwise_loss(pr, pk, 2, NULL, NULL) - nls((double)r[w] - r[l])) <
-                      1e-12);
-                g[w] += pd[0]; g[l] += pd[1];
-                count++;
-            }
-        CHECK(count == P && P == reward_num_pairs(ranks, k));
-        if (!P) { CHECK(L == 0); continue; }
-        CHECK_MSG(fabs(L - sum / P) < 1e-12, "K=%d: loss %.17g, mean over pairs %.17g", k, L,
-                  sum / P);
-        for (int i = 0; i < k; i++) CHECK(fabs(dr[i] - g[i] / P) < 1e-6);
+        float r[16];
+        int k = random_ranking(&rng, span, scale, r, ranks);
+        check(r, ranks, k);
     }
 }
 
-// Central finite differences of the loss (computed in double from float scores).
-static void test_finite_differences(void) {
-    Rng rng;
-    rng_init(&rng, 5);
-    for (int trial = 0; trial < 50; trial++) {
-        int ranks[8];
-        float r[8], dr[8];
-        int k = random_ranking(&rng, 7, 2, r, ranks);
-        reward_kwise_loss(r, ranks, k, dr, NULL);
-        for (int i = 0; i < k; i++) {
-            float save = r[i], h = 1.0f / 256;   // exact in float
-            r[i] = save + h; double lp = reward_kwise_loss(r, ranks, k, NULL, NULL);
-            r[i] = save - h; double lm = reward_kwise_loss(r, ranks, k, NULL, NULL);
-            r[i] = save;
-            double fd = (lp - lm) / (2.0 * h);
-            CHECK_MSG(fabs(fd - dr[i]) < 2e-5,
-                      "K=%d item %d: analytic %.8f, finite difference %.8f", k, i, dr[i], fd);
+// The K-wise loss of a ranking is the mean of the pairwise losses of its non-tied pairs, and its
+// gradient the mean of theirs.
+static void check_mean_over_pairs(float *r, const int *ranks, int k) {
+    float dr[16];
+    double g[16] = {0}, sum = 0;
+    int64_t P = 0;
+    double L = reward_kwise_loss(r, ranks, k, dr, &P);
+    int64_t count = 0;
+    for (int w = 0; w < k; w++)
+        for (int l = 0; l < k; l++) {
+            if (ranks[w] >= ranks[l]) continue;
+            float pr[2] = {r[w], r[l]}, pd[2];
+            int pk[2] = {1, 2};
+            sum += reward_kwise_loss(pr, pk, 2, pd, NULL);
+            CHECK(fabs(reward_kwise_loss(pr, pk, 2, NULL, NULL) - nls((double)r[w] - r[l])) <
+                  1e-12);
+            g[w] += pd[0]; g[l] += pd[1];
+            count++;
         }
+    CHECK(count == P && P == reward_num_pairs(ranks, k));
+    if (!P) { CHECK(L == 0); return; }
+    CHECK_MSG(fabs(L - sum / P) < 1e-12, "K=%d: loss %.17g, mean over pairs %.17g", k, L, sum / P);
+    for (int i = 0; i < k; i++) CHECK(fabs(dr[i] - g[i] / P) < 1e-6);
+}
+static void test_mean_over_pairs(void) {   // random K and ties
+    each_random_ranking(11, 200, 9, 3, check_mean_over_pairs);
+}
+
+// Central finite differences of the loss (computed in double from float scores).
+static void check_finite_differences(float *r, const int *ranks, int k) {
+    float dr[8];
+    reward_kwise_loss(r, ranks, k, dr, NULL);
+    for (int i = 0; i < k; i++) {
+        float save = r[i], h = 1.0f / 256;   // exact in float
+        r[i] = save + h; double lp = reward_kwise_loss(r, ranks, k, NULL, NULL);
+        r[i] = save - h; double lm = reward_kwise_loss(r, ranks, k, NULL, NULL);
+        r[i] = save;
+        double fd = (lp - lm) / (2.0 * h);
+        CHECK_MSG(fabs(fd - dr[i]) < 2e-5, "K=%d item %d: analytic %.8f, finite difference %.8f",
+                  k, i, dr[i], fd);
     }
+}
+static void test_finite_differences(void) {
+    each_random_ranking(5, 50, 7, 2, check_finite_differences);
 }
 
 static void test_parse(void) {

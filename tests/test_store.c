@@ -183,21 +183,21 @@ static void test_prompts(void) {
     store_close(s);
 }
 
+// Rows a walk reported, each as its id and four of its fields joined by '|': the first 8.
 typedef struct { int n; char texts[8][64]; int64_t ids[8]; } Rows;
-static int collect_demo(const StoreDemonstration *d, void *ctx) {
-    Rows *r = ctx;
+static void rows_add(Rows *r, int64_t id, const char *a, const char *b, const char *c,
+                     const char *d) {
     if (r->n < 8) {
-        snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", d->prompt, d->response, d->split, d->source);
-        r->ids[r->n++] = d->id;
+        snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", a, b, c, d);
+        r->ids[r->n++] = id;
     }
+}
+static int collect_demo(const StoreDemonstration *d, void *ctx) {
+    rows_add(ctx, d->id, d->prompt, d->response, d->split, d->source);
     return 0;
 }
 static int collect_completion(const StoreCompletion *c, void *ctx) {
-    Rows *r = ctx;
-    if (r->n < 8) {
-        snprintf(r->texts[r->n], 64, "%s|%s|%s|%s", c->prompt, c->text, c->model, c->split);
-        r->ids[r->n++] = c->id;
-    }
+    rows_add(ctx, c->id, c->prompt, c->text, c->model, c->split);
     return 0;
 }
 
@@ -499,10 +499,13 @@ static void test_imports(void) {
     store_close(s);
 }
 
-typedef struct { int n; int64_t ids[16]; double scores[16]; } Scores;
+// (id, value) pairs a walk reported (reward scores, run statuses): the first 16 are kept.
+typedef struct { int n; int64_t ids[16]; double values[16]; } IdValues;
+static void id_values_add(IdValues *v, int64_t id, double value) {
+    if (v->n < 16) { v->ids[v->n] = id; v->values[v->n] = value; v->n++; }
+}
 static int collect_score(const StoreRewardScore *r, void *ctx) {
-    Scores *v = ctx;
-    if (v->n < 16) { v->ids[v->n] = r->completion_id; v->scores[v->n] = r->score; v->n++; }
+    id_values_add(ctx, r->completion_id, r->score);
     return 0;
 }
 typedef struct { Store *s; const char *model; int n; } Scorer;
@@ -534,11 +537,11 @@ static void test_reward_scores(void) {
           strstr(err, "not finite"));
     CHECK(store_set_reward_score(s, "rm-1", c[0], INFINITY, err, sizeof err) == -1);
     CHECK(store_set_reward_score(s, "", c[0], 1, err, sizeof err) == -1);
-    Scores got = {0};
+    IdValues got = {0};
     CHECK(store_each_reward_score(s, "rm-1", collect_score, &got, err, sizeof err) == 0 &&
           got.n == 2);
-    CHECK(got.ids[0] == c[0] && got.scores[0] == 2.5 && got.ids[1] == c[1] &&
-          got.scores[1] == -0.25);
+    CHECK(got.ids[0] == c[0] && got.values[0] == 2.5 && got.ids[1] == c[1] &&
+          got.values[1] == -0.25);
     // Scoring what rm-1 has not scored yet, writing each score from inside the walk.
     Scorer sc = {s, "rm-1", 0};
     CHECK(store_each_completion(s, 0, "rm-1", score_it, &sc, err, sizeof err) == 0 && sc.n == 3);
@@ -550,10 +553,8 @@ static void test_reward_scores(void) {
     store_close(s);
 }
 
-typedef struct { int n; int64_t ids[16]; StoreRunStatus st[16]; } RunList;
 static int collect_run(const StoreRun *r, void *ctx) {
-    RunList *v = ctx;
-    if (v->n < 16) { v->ids[v->n] = r->id; v->st[v->n] = r->status; v->n++; }
+    id_values_add(ctx, r->id, r->status);
     return 0;
 }
 
@@ -608,12 +609,12 @@ static void test_runs(void) {
     store_run_free(&r);
     CHECK(store_find_last_run(s, "ppo", NULL, -1, &r, err, sizeof err) == 0 && r.id == 0);
     CHECK(store_find_last_run(s, "sft", NULL, 9, &r, err, sizeof err) == -1);
-    RunList list = {0};
+    IdValues list = {0};
     CHECK(store_each_run(s, NULL, collect_run, &list, err, sizeof err) == 0 && list.n == 4 &&
           list.ids[3] == r3);
-    list = (RunList){0};
+    list = (IdValues){0};
     CHECK(store_each_run(s, "sft", collect_run, &list, err, sizeof err) == 0 && list.n == 2 &&
-          list.st[0] == STORE_RUN_DONE && list.st[1] == STORE_RUN_FAILED);
+          list.values[0] == STORE_RUN_DONE && list.values[1] == STORE_RUN_FAILED);
     // The end of a program's run: status and exit code from its result, the exit code returned.
     int want_code[3] = {143, 1, 0}, rcs[3] = {15, -1, 0};   // rc > 0: the signal's number
     int64_t r4;

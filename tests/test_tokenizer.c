@@ -61,6 +61,12 @@ static int same_ids(const TokIds *got, const int32_t *want, size_t n) {
     return 1;
 }
 
+// Appends the ids of text[0..n) under GPT-2 to ids: 0, or -1 (the cases check only that).
+static int gpt2_encode(const void *text, size_t n, unsigned flags, TokIds *ids) {
+    char err[256];
+    return tok_encode(gpt2, text, n, flags, ids, err, sizeof err);
+}
+
 static void print_ids(const char *what, const int32_t *ids, size_t n) {
     fprintf(stderr, "      %s (%zu):", what, n);
     for (size_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
@@ -173,12 +179,11 @@ static void test_special_tokens(void) {
     if (!gpt2) return;
     const char *s = "a<|endoftext|>b";
     TokIds ids = {0};
-    char err[256];
-    CHECK(tok_encode(gpt2, s, strlen(s), 0, &ids, err, sizeof err) == 0);
+    CHECK(gpt2_encode(s, strlen(s), 0, &ids) == 0);
     const int32_t plain[] = {64, 27, 91, 437, 1659, 5239, 91, 29, 65};
     CHECK(same_ids(&ids, plain, 9));
     ids.n = 0;
-    CHECK(tok_encode(gpt2, s, strlen(s), TOK_ALLOW_SPECIAL, &ids, err, sizeof err) == 0);
+    CHECK(gpt2_encode(s, strlen(s), TOK_ALLOW_SPECIAL, &ids) == 0);
     const int32_t special[] = {64, 50256, 65};
     CHECK(same_ids(&ids, special, 3));
     tok_ids_free(&ids);
@@ -228,19 +233,18 @@ static void test_add_special(void) {
 // piece), and " \ufeffx" is " \ufeff", "x".
 static void test_whitespace_choice(void) {
     if (!gpt2) return;
-    char err[256];
     TokIds all = {0}, parts = {0};
     const char *s = " \xc2\x85x";
-    tok_encode(gpt2, s, strlen(s), 0, &all, err, sizeof err);
-    tok_encode(gpt2, " ", 1, 0, &parts, err, sizeof err);
-    tok_encode(gpt2, "\xc2\x85", 2, 0, &parts, err, sizeof err);
-    tok_encode(gpt2, "x", 1, 0, &parts, err, sizeof err);
+    gpt2_encode(s, strlen(s), 0, &all);
+    gpt2_encode(" ", 1, 0, &parts);
+    gpt2_encode("\xc2\x85", 2, 0, &parts);
+    gpt2_encode("x", 1, 0, &parts);
     CHECK(all.n == parts.n && !memcmp(all.ids, parts.ids, all.n * sizeof(int32_t)));
     all.n = parts.n = 0;
     s = " \xef\xbb\xbfx";
-    tok_encode(gpt2, s, strlen(s), 0, &all, err, sizeof err);
-    tok_encode(gpt2, " \xef\xbb\xbf", 4, 0, &parts, err, sizeof err);
-    tok_encode(gpt2, "x", 1, 0, &parts, err, sizeof err);
+    gpt2_encode(s, strlen(s), 0, &all);
+    gpt2_encode(" \xef\xbb\xbf", 4, 0, &parts);
+    gpt2_encode("x", 1, 0, &parts);
     CHECK(all.n == parts.n && !memcmp(all.ids, parts.ids, all.n * sizeof(int32_t)));
     tok_ids_free(&all);
     tok_ids_free(&parts);
@@ -249,28 +253,27 @@ static void test_whitespace_choice(void) {
 // Invalid UTF-8: cut there; each invalid byte is its own piece (its byte token).
 static void test_invalid_utf8(void) {
     if (!gpt2) return;
-    char err[256];
     TokIds got = {0}, want = {0};
     const char *s = "abc\xff" "def \xc3(\xed\xa0\x80x\xc0\xaf";
-    CHECK(tok_encode(gpt2, s, strlen(s), 0, &got, err, sizeof err) == 0);
-    tok_encode(gpt2, "abc", 3, 0, &want, err, sizeof err);
+    CHECK(gpt2_encode(s, strlen(s), 0, &got) == 0);
+    gpt2_encode("abc", 3, 0, &want);
     const unsigned char ff[] = {0xff};
-    tok_encode(gpt2, ff, 1, 0, &want, err, sizeof err);
-    tok_encode(gpt2, "def ", 4, 0, &want, err, sizeof err);
+    gpt2_encode(ff, 1, 0, &want);
+    gpt2_encode("def ", 4, 0, &want);
     const unsigned char rest[] = {0xc3};
-    tok_encode(gpt2, rest, 1, 0, &want, err, sizeof err);
-    tok_encode(gpt2, "(", 1, 0, &want, err, sizeof err);
+    gpt2_encode(rest, 1, 0, &want);
+    gpt2_encode("(", 1, 0, &want);
     const unsigned char sur[] = {0xed, 0xa0, 0x80};   // a UTF-16 surrogate: three invalid bytes
-    for (int i = 0; i < 3; i++) tok_encode(gpt2, sur + i, 1, 0, &want, err, sizeof err);
-    tok_encode(gpt2, "x", 1, 0, &want, err, sizeof err);
+    for (int i = 0; i < 3; i++) gpt2_encode(sur + i, 1, 0, &want);
+    gpt2_encode("x", 1, 0, &want);
     const unsigned char ovl[] = {0xc0, 0xaf};          // overlong '/'
-    for (int i = 0; i < 2; i++) tok_encode(gpt2, ovl + i, 1, 0, &want, err, sizeof err);
+    for (int i = 0; i < 2; i++) gpt2_encode(ovl + i, 1, 0, &want);
     CHECK(same_ids(&got, want.ids, want.n));
     // each single byte encodes to its own token, and its token decodes to it
     for (int b = 0; b < 256; b++) {
         unsigned char c = (unsigned char)b;
         got.n = 0;
-        tok_encode(gpt2, &c, 1, 0, &got, err, sizeof err);
+        gpt2_encode(&c, 1, 0, &got);
         size_t n;
         const char *tb = got.n == 1 ? tok_token(gpt2, got.ids[0], &n) : NULL;
         CHECK_MSG(tb && n == 1 && (unsigned char)tb[0] == c, "byte 0x%02x", b);
@@ -401,14 +404,12 @@ static void test_threads(void) {
     if (!gpt2) return;
     const char *s = "Concurrent encoding of the same text, with numbers 12345 and émojis 😀.\n";
     TokIds want = {0};
-    char err[256];
-    tok_encode(gpt2, s, strlen(s), 0, &want, err, sizeof err);
+    gpt2_encode(s, strlen(s), 0, &want);
     int bad = 0;
     #pragma omp parallel for reduction(+:bad)
     for (int i = 0; i < 64; i++) {
         TokIds got = {0};
-        char e2[256];
-        tok_encode(gpt2, s, strlen(s), 0, &got, e2, sizeof e2);
+        gpt2_encode(s, strlen(s), 0, &got);
         bad += !same_ids(&got, want.ids, want.n);
         tok_ids_free(&got);
     }

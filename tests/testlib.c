@@ -1,5 +1,6 @@
 #define _GNU_SOURCE   // nftw
 #include "testlib.h"
+#include "cli.h"
 #include "util.h"
 #include <ftw.h>
 #include <math.h>
@@ -106,22 +107,20 @@ void fixture_free(Fixture *f) {
     memset(f, 0, sizeof(*f));
 }
 
+int test_scratch_dir(char *dir, size_t n, const char *prefix) {
+    const char *tmpdir = getenv("TMPDIR");
+    snprintf(dir, n, "%s/%s_XXXXXX", tmpdir && tmpdir[0] ? tmpdir : "/tmp", prefix);
+    if (mkdtemp(dir)) return 0;
+    printf("FAIL cannot create a scratch directory %s\n0 passed, 1 failed\n", dir);
+    return -1;
+}
+
 void *test_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        fclose(f);
-        return NULL;
-    }
-    buf[n] = 0;
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return buf;
+    char *data, err[512];
+    size_t n;
+    if (cli_read_file(path, &data, &n, err, sizeof err)) return NULL;
+    if (len) *len = n;
+    return data;
 }
 
 void test_write_file(const char *path, const void *data, size_t n) {

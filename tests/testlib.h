@@ -44,6 +44,9 @@ int test_check_close(const char *file, int line, const float *a, const float *b,
 void *test_read_file(const char *path, size_t *len);
 void  test_write_file(const char *path, const void *data, size_t n);
 void  test_rm_rf(const char *path);
+// A fresh scratch directory $TMPDIR/PREFIX_XXXXXX (/tmp without TMPDIR) in dir[0..n); when it
+// cannot be made, prints a failed summary and returns -1 (main returns 1).
+int   test_scratch_dir(char *dir, size_t n, const char *prefix);
 
 // Named-tensor fixture files written by tests/ref/*.py (format in tests/ref/fixture.py).
 typedef struct {

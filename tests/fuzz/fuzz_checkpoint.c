@@ -6,12 +6,8 @@
 #include "model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    const uint8_t *a, *b;
-    size_t na, nb;
-    fuzz_split(data, size, &a, &na, &b, &nb);
     char p1[512], p2[512], err[512];
-    fuzz_write("config.json", a, na, p1, sizeof p1);
-    fuzz_write("model.safetensors", b, nb, p2, sizeof p2);
+    fuzz_write_split(data, size, "config.json", p1, "model.safetensors", p2, sizeof p1);
     ModelConfig c;
     CkptInfo info;
     if (ckpt_load_config(fuzz_tmpdir(), &c, &info, err, sizeof err)) return 0;

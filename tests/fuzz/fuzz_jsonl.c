@@ -4,12 +4,8 @@
 #include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static Tokenizer *t;
+    Tokenizer *t = fuzz_gpt2_tokenizer();
     char err[512];
-    if (!t) {
-        const char *dir = getenv("RLHF_GPT2_DIR");
-        if (tok_load(&t, dir ? dir : "data/gpt2", err, sizeof err) != 0) { fprintf(stderr, "%s\n", err); exit(1); }
-    }
     char p[512];
     fuzz_write("data.jsonl", data, size, p, sizeof p);
     DatasetOptions o = {.max_tokens = 64, .truncation = DATASET_TRUNCATE_PROMPT_LEFT, .valid_percent = 10};

@@ -4,12 +4,8 @@
 #include "tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    const uint8_t *a, *b;
-    size_t na, nb;
-    fuzz_split(data, size, &a, &na, &b, &nb);
     char vp[512], mp[512], err[256];
-    fuzz_write("vocab.json", a, na, vp, sizeof vp);
-    fuzz_write("merges.txt", b, nb, mp, sizeof mp);
+    fuzz_write_split(data, size, "vocab.json", vp, "merges.txt", mp, sizeof vp);
     Tokenizer *t = NULL;
     if (tok_load_files(&t, vp, mp, err, sizeof err) != 0) return 0;
     TokIds ids = {0};

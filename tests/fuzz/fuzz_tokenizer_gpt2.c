@@ -4,12 +4,8 @@
 #include "tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static Tokenizer *t;
+    Tokenizer *t = fuzz_gpt2_tokenizer();
     char err[256];
-    if (!t) {
-        const char *dir = getenv("RLHF_GPT2_DIR");
-        if (tok_load(&t, dir ? dir : "data/gpt2", err, sizeof err) != 0) { fprintf(stderr, "%s\n", err); exit(1); }
-    }
     TokIds ids = {0};
     TokBytes out = {0};
     if (tok_encode(t, data, size, 0, &ids, err, sizeof err) != 0) abort();
