@@ -829,7 +829,7 @@ static void ties_warning(const Eval *e, Results *res) {
     res->warning[0] = 0;
     if ((double)v->ties <= 0.2 * (double)e->n_resp) return;
     snprintf(res->warning, sizeof res->warning,
-             "%lld of %lld comparisons (%.0f%%) are ties, more than 20%%: the judge tells these "
+             "%lld of %lld comparisons (%.1f%%) are ties, more than 20%%: the judge tells these "
              "answers apart too rarely for the win rate to mean much%s",
              (long long)v->ties, (long long)e->n_resp, 100.0 * (double)v->ties / (double)e->n_resp,
              e->judge ? " (--responses shows its verdict in each order)" : "");

@@ -144,8 +144,8 @@ PY
 # more than 20% ties is warned about on stderr and in the output
 "$R" eval-policy --a m1 --b m2 --prompts mine.jsonl $EP --judge "$JUDGE first j4.log" \
     > table 2>err
-grep -q "warning: 6 of 6 comparisons (100%) are ties" err &&
-    grep -q "^  warning: 6 of 6 comparisons (100%) are ties, more than 20%" table &&
+grep -q "warning: 6 of 6 comparisons (100.0%) are ties" err &&
+    grep -q "^  warning: 6 of 6 comparisons (100.0%) are ties, more than 20%" table &&
     grep -q "judge: A preferred to B *0.500 .*ties 6" table &&
     grep -q "0 of 6 pairs the same in both orders; the answer shown first won 12 of 12" table &&
     ok "a judge with position bias only: every pair a tie (0.5), the ties warning on stderr and in the table" ||
