@@ -47,8 +47,9 @@ class LineProgram:
     def __init__(self, cmd, what):
         self.what, self.cmd = what, cmd
         try:
-            self.p = subprocess.Popen(cmd, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      text=True, encoding="utf-8", bufsize=1)
+            self.p = subprocess.Popen(cmd, shell=True, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, encoding="utf-8",
+                                      bufsize=1)
         except OSError as e:
             die("%s '%s': %s" % (what, cmd, e.strerror))
 
@@ -188,7 +189,8 @@ def mean(xs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description="PPO against SFT on records prompts: judge, gold score, KL.")
+    ap = argparse.ArgumentParser(
+        description="PPO against SFT on records prompts: judge, gold score, KL.")
     ap.add_argument("--a", required=True, help="policy A (e.g. the PPO policy)")
     ap.add_argument("--b", required=True, help="policy B (e.g. the SFT policy)")
     ap.add_argument("--prompts", required=True, help="JSONL with prompt (and task) keys")
@@ -212,7 +214,8 @@ def main():
     ap.add_argument("--target-win-rate", type=float)
     ap.add_argument("--target-win-lo", type=float)
     ap.add_argument("--target-accuracy-drop", type=float)
-    ap.add_argument("--target-pretrain-ratio", type=float, help="A's pretraining loss / B's at most R")
+    ap.add_argument("--target-pretrain-ratio", type=float,
+                    help="A's pretraining loss / B's at most R")
     a = ap.parse_args()
     if a.greedy:
         a.temperature = 0.0
@@ -232,7 +235,8 @@ def main():
     ties = sum(1 for w in decided if w == 0.5)
     res = {"prompts": len(rows), "judged": len(decided), "judge_skipped": skipped,
            "win_rate": win, "win_ci_bootstrap": [lo, hi], "win_ci_wilson": [wlo, whi],
-           "a_wins": sum(1 for w in decided if w == 1.0), "b_wins": sum(1 for w in decided if w == 0.0),
+           "a_wins": sum(1 for w in decided if w == 1.0),
+           "b_wins": sum(1 for w in decided if w == 0.0),
            "ties": ties, "split_decisions": sum(1 for w in decided if w in (0.25, 0.75)),
            "a_accuracy": mean(sa), "b_accuracy": mean(sb), "by_task": {},
            "settings": {"temperature": a.temperature, "max_new": a.max_new, "samples": a.samples,
@@ -273,10 +277,12 @@ def check_targets(a, res):
     if a.target_win_rate is not None and not res["win_rate"] >= a.target_win_rate:
         misses.append("win rate %.3f < %.3f" % (res["win_rate"], a.target_win_rate))
     if a.target_win_lo is not None and not res["win_ci_bootstrap"][0] > a.target_win_lo:
-        misses.append("win rate interval's lower end %.3f <= %.3f" % (res["win_ci_bootstrap"][0], a.target_win_lo))
-    if a.target_accuracy_drop is not None and not res["a_accuracy"] >= res["b_accuracy"] - a.target_accuracy_drop:
-        misses.append("accuracy %.3f below B's %.3f by more than %g" % (res["a_accuracy"], res["b_accuracy"],
-                                                                        a.target_accuracy_drop))
+        misses.append("win rate interval's lower end %.3f <= %.3f"
+                      % (res["win_ci_bootstrap"][0], a.target_win_lo))
+    drop = a.target_accuracy_drop
+    if drop is not None and not res["a_accuracy"] >= res["b_accuracy"] - drop:
+        misses.append("accuracy %.3f below B's %.3f by more than %g"
+                      % (res["a_accuracy"], res["b_accuracy"], drop))
     r = res.get("pretrain_loss_ratio")
     if a.target_pretrain_ratio is not None and not (r is not None and r <= a.target_pretrain_ratio):
         misses.append("pretraining loss ratio %s > %g" % (r, a.target_pretrain_ratio))
@@ -288,15 +294,17 @@ def fmt(v):
 
 
 def print_table(res):
-    print("A preferred to B  %s  (bootstrap 95%% %s-%s, Wilson %s-%s; %d judged, %d wins, %d losses,"
-          " %d ties, %d split by order)" % (fmt(res["win_rate"]), fmt(res["win_ci_bootstrap"][0]),
-                                             fmt(res["win_ci_bootstrap"][1]), fmt(res["win_ci_wilson"][0]),
-                                             fmt(res["win_ci_wilson"][1]), res["judged"], res["a_wins"],
-                                             res["b_wins"], res["ties"], res["split_decisions"]))
+    lo, hi = res["win_ci_bootstrap"]
+    wlo, whi = res["win_ci_wilson"]
+    print("A preferred to B  %s  (bootstrap 95%% %s-%s, Wilson %s-%s; %d judged, %d wins, "
+          "%d losses, %d ties, %d split by order)"
+          % (fmt(res["win_rate"]), fmt(lo), fmt(hi), fmt(wlo), fmt(whi), res["judged"],
+             res["a_wins"], res["b_wins"], res["ties"], res["split_decisions"]))
     print("%-16s %8s %8s" % ("", "A", "B"))
     print("%-16s %8s %8s" % ("accuracy", fmt(res["a_accuracy"]), fmt(res["b_accuracy"])))
     for t, v in res["by_task"].items():
-        print("%-16s %8s %8s   (n %d, A preferred %s)" % ("  " + t, fmt(v["a_accuracy"]), fmt(v["b_accuracy"]),
+        print("%-16s %8s %8s   (n %d, A preferred %s)"
+              % ("  " + t, fmt(v["a_accuracy"]), fmt(v["b_accuracy"]),
                                                        v["n"], fmt(v["win_rate"])))
     for k in ("reward", "kl", "pretrain_loss", "answer_tokens", "end_rate"):
         if "a_" + k in res:

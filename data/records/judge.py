@@ -46,12 +46,15 @@ def reply(req, noise, seed):
     if ranks is None:
         return "skip"
     task = rt.parse(prompt)
-    return json.dumps({"ranking": ranks, "comment": "records judge: %s/%s" % (task.kind, task.variant)})
+    comment = "records judge: %s/%s" % (task.kind, task.variant)
+    return json.dumps({"ranking": ranks, "comment": comment})
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Ranks completions of records prompts (reward label --judge).")
-    ap.add_argument("--noise", type=noise_value, default=0.0, help="label noise in 0..0.4 (default 0)")
+    ap = argparse.ArgumentParser(
+        description="Ranks completions of records prompts (reward label --judge).")
+    ap.add_argument("--noise", type=noise_value, default=0.0,
+                    help="label noise in 0..0.4 (default 0)")
     ap.add_argument("--seed", type=int, default=1, help="noise seed (default 1)")
     a = ap.parse_args()
     bad = 0

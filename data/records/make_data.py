@@ -66,7 +66,8 @@ def wrong_answer(rng, task):
     recs = task.records
     if task.kind in ("field", "format"):
         f, l, c, a = recs[0]
-        other = (rng.choice([x for x in rt.FIRST if x != f]), rng.choice([x for x in rt.LAST if x != l]),
+        other = (rng.choice([x for x in rt.FIRST if x != f]),
+                 rng.choice([x for x in rt.LAST if x != l]),
                  rng.choice([x for x in rt.CITIES if x != c]), a + rng.choice([-1, 1]))
         mixed = [other[i] if rng.random() < 0.6 else recs[0][i] for i in range(4)]
         if tuple(mixed) == recs[0]:
@@ -99,7 +100,9 @@ def sentence(rng):
 def response(rng, task, style):
     if style == "wrong":
         ans = wrong_answer(rng, task)
-        return ans if rng.random() < 0.4 else "%s %s %s." % (rng.choice(rt.OPENERS), rng.choice(rt.INTROS), ans)
+        if rng.random() < 0.4:
+            return ans
+        return "%s %s %s." % (rng.choice(rt.OPENERS), rng.choice(rt.INTROS), ans)
     if style == "concise":
         return task.answer
     if style == "verbose":
@@ -219,7 +222,8 @@ def make_sft(seed, n, mix):
     for i in range(n):
         p, t = draw(rng, "sft", rt.TASKS[i % len(rt.TASKS)], seen, exhausted)
         style = pick_style(rng, mix)
-        rows.append({"prompt": p, "response": response(rng, t, style), "task": t.kind, "style": style})
+        rows.append({"prompt": p, "response": response(rng, t, style), "task": t.kind,
+                     "style": style})
     return rows
 
 
@@ -268,7 +272,8 @@ def main():
         "sft.jsonl": jsonl(sft),
         "sft_prompts.jsonl": jsonl({"prompt": r["prompt"], "task": r["task"]} for r in sft),
         "rm_prompts.jsonl": jsonl(make_prompts(a.seed, "rm_prompts.jsonl", "rm", a.n_rm, True)),
-        "ppo_prompts.jsonl": jsonl(make_prompts(a.seed, "ppo_prompts.jsonl", "ppo", a.n_ppo, False)),
+        "ppo_prompts.jsonl": jsonl(make_prompts(a.seed, "ppo_prompts.jsonl", "ppo", a.n_ppo,
+                                                False)),
         "eval_prompts.jsonl": jsonl(make_prompts(a.seed, "eval_prompts.jsonl", "eval", a.n_eval,
                                                  True, with_answer=True)),
     }

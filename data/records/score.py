@@ -18,7 +18,8 @@ import recordtasks as rt  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Gold score of records completions: JSON lines in, numbers out.")
+    ap = argparse.ArgumentParser(
+        description="Gold score of records completions: JSON lines in, numbers out.")
     ap.add_argument("--detail", action="store_true", help="print each grade as a JSON object")
     a = ap.parse_args()
     bad = 0
