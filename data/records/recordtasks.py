@@ -1,7 +1,7 @@
 """The records task family: short personal records and instructions about their fields.
 
 Shared by the generator (make_data.py), the judge (judge.py), the gold scorer (score.py) and the
-evaluation (evaluate.py), so that they can never disagree about what a prompt asks or what its
+diagnosis (diagnose.py), so that they can never disagree about what a prompt asks or what its
 answer is: a prompt is drawn by filling a template, and read back by parsing the records and
 matching the question against the same template table.
 
