@@ -49,7 +49,7 @@ text = open(d + "/pretrain.txt").read()
 assert not any("Question: " + p + "\n" in text for p in sets["eval_prompts"])
 print("disjoint")
 EOF
-check "prompt sets disjoint, each in its split, answers recomputed, no eval question in pretraining" \
+check "prompt sets disjoint, in their splits, answers recomputed, no eval question in pretraining" \
     "grep -q disjoint $W/split.out"
 check "a bad --mix is refused" "! $PY $REC/make_data.py --out $W/x --mix 50,50 2>/dev/null"
 
