@@ -17,6 +17,7 @@
 #include "tokenizer.h"
 #include "trainer.h"
 #include "util.h"
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -418,6 +419,15 @@ static int setup_run(Sft *s, char *err, size_t errlen) {
                         "train.grad_accum (%d) must be a multiple of the number of ranks (%d): "
                         "each rank takes an equal share of every step",
                         s->accum, s->dist.size);
+    double mix_w;   // data.mix checked before anything is loaded: its text readable, not empty
+    if (mix_settings(s->cfg, &mix_w, err, errlen)) return -1;
+    const char *mix = config_get_string(s->cfg, "data.mix.text");
+    struct stat st;
+    FILE *f = mix[0] ? fopen(mix, "rb") : NULL;
+    if (f) fclose(f);
+    if (mix[0] && (!f || stat(mix, &st)))
+        return util_err(err, errlen, "data.mix.text: cannot read %s: %s", mix, strerror(errno));
+    if (mix[0] && st.st_size == 0) return util_err(err, errlen, "data.mix.text: %s is empty", mix);
     return trainer_open_store(&s->tr, 0, NULL, NULL, err, errlen);
 }
 
