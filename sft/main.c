@@ -562,7 +562,8 @@ static int step_gradients(Sft *s, double *loss, double *mix_loss, int64_t *ntgt,
     int partial = cli_stop_signal() != 0;
     if (s->dist.size > 1) {
         dist_allreduce_sum(&s->dist, s->model.grads_memory, (int64_t)s->model.num_params);
-        double red[3] = {*loss, (double)partial, *mix_loss};   // a signal seen by any rank stops all
+        // a signal seen by any rank stops all
+        double red[3] = {*loss, (double)partial, *mix_loss};
         dist_allreduce_sum_double(&s->dist, red, 3);
         *loss = red[0];
         partial = red[1] > 0;
@@ -679,7 +680,8 @@ static int train(Sft *s, char *err, size_t errlen) {
                             "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); "
                             "lower train.lr",
                             (long long)s->step, loss, (double)norm);
-        if (record_step(s, loss, mix_loss, lr, norm, (double)ntgt / (util_time_s() - t0), err, errlen))
+        if (record_step(s, loss, mix_loss, lr, norm, (double)ntgt / (util_time_s() - t0), err,
+                        errlen))
             return -1;
         char extra[128];
         double el = util_time_s() - t_start;

@@ -110,10 +110,11 @@ printf 'eval: {every: 50, pretrain_text: held.txt, pretrain_max_windows: 4}\n' >
 python3 - nomix/workspace.db mix/workspace.db > out 2>&1 <<'PY' && ok "data.mix: the text's share of every step's loss is 0.5, its loss logged; held-out pretraining loss $(cat out)" || bad "data.mix: $(cat out)"
 import sqlite3, sys
 a, b = (sqlite3.connect(p) for p in sys.argv[1:3])
-m = lambda db, n: db.execute("select step, value from metrics where name=? order by step", (n,)).fetchall()
+q = "select step, value from metrics where name=? order by step"
+m = lambda db, n: db.execute(q, (n,)).fetchall()
 steps = [s for s, _ in m(b, "train/loss")]
 share, mixl = m(b, "train/mix_share"), m(b, "train/mix_loss")
-assert [s for s, _ in share] == steps == [s for s, _ in mixl] and len(steps) > 100, "one each a step"
+assert [s for s, _ in share] == steps == [s for s, _ in mixl] and len(steps) > 100, "each step"
 assert all(abs(v - 0.5) < 1e-6 for _, v in share), share[:3]
 assert not m(a, "train/mix_share") and not m(a, "train/mix_loss"), "no mix, no mix metrics"
 pa, pb = m(a, "valid/pretrain_loss"), m(b, "valid/pretrain_loss")
@@ -142,7 +143,8 @@ for run in nomix mix; do
 done
 # without held-out demonstrations the pretraining loss is still evaluated
 "$B/sft" -c pl.yaml --set out.dir=nv --set data.valid_percent=0 --set train.steps=5 \
-    --set eval.every=5 > /dev/null 2> err && grep -q "^sft: step 5: pretraining loss [0-9.]*$" err &&
+    --set eval.every=5 > /dev/null 2> err &&
+    grep -q "^sft: step 5: pretraining loss [0-9.]*$" err &&
     ok "no held-out demonstrations: the pretraining loss alone at each evaluation" ||
         bad "pretraining loss without held-out data"
 # kill -9 and resume with the mix: bit-identical to the uninterrupted run
