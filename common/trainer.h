@@ -14,7 +14,8 @@
 // Keys read here (a program's schema must hold those of the functions it calls): out.dir,
 // workspace, train.threads, train.resume, train.beta1/beta2/eps/weight_decay/grad_clip,
 // train.schedule, train.warmup_steps, train.min_lr_frac, save.every (and eval.every when
-// save.every may be 0), and the checkpoint keys a program's TrainerSpec names as required. Key names, defaults and help texts are part of each program's interface
+// save.every may be 0), eval.pretrain_text and eval.pretrain_max_windows (trainer_pretrain_open),
+// and the checkpoint keys a program's TrainerSpec names as required. Key names, defaults and help texts are part of each program's interface
 // (tests and stored configs rely on them): the macros keep them identical across programs. The
 // config hash sorts keys (config.h), so the order of a schema's entries changes only --help.
 //

@@ -1,5 +1,6 @@
 // sft: supervised fine-tuning (InstructGPT step 1) on prompt/response or chat demonstrations,
-// and plain-text pretraining (SFT without a prompt mask). Reads like a recipe: parse the config,
+// and plain-text pretraining (SFT without a prompt mask), with an optional share of each step's
+// loss from pretraining text (data.mix). Reads like a recipe: parse the config,
 // load the model and the data, loop (step, log, evaluate, save), record everything in the
 // workspace database. Killed at any moment, the same command resumes from the last checkpoint and
 // ends with the same weights as an uninterrupted run (same thread count).
