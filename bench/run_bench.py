@@ -72,6 +72,10 @@ def main():
         env["OPENBLAS_CORETYPE"] = core             # the programs' own selection, for every process
         print(f"bench: {blas_line}; every benchmark (PyTorch too) runs with "
               f"OPENBLAS_CORETYPE={core}")
+    if "OMP_WAIT_POLICY" not in os.environ:
+        # the programs choose passive themselves when it is unset (blas_startup); PyTorch would
+        # keep libgomp's spinning default, so both sides get the programs' choice explicitly
+        env["OMP_WAIT_POLICY"] = "passive"
     measured = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=commit(),
                     threads=a.threads, system=info,
                     env={k: env.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",

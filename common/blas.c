@@ -14,6 +14,8 @@
 
 #define BLAS_REEXEC_ENV   "RLHF_BLAS_REEXEC"    // "BEST CHOSEN" in the re-executed image only
 #define BLAS_SELECTED_ENV "RLHF_BLAS_SELECTED"  // "BEST CHOSEN" after a selection, for info
+#define BLAS_WAIT_SET_ENV "RLHF_OMP_WAIT_SET"   // "1": OMP_WAIT_POLICY=passive set at startup
+#define BLAS_NO_CORE      "-"                   // the marker's BEST when only the policy is set
 
 static const struct { const char *name; unsigned bit; } blas_flag_table[] = {
     {"sse3", BLAS_SSE3}, {"avx", BLAS_AVX}, {"avx2", BLAS_AVX2}, {"fma", BLAS_FMA},
@@ -182,33 +184,48 @@ void blas_startup(const char *prog, char **argv) {
     if (marker) {                                   // never a second re-execution
         char copy[160];
         snprintf(copy, sizeof copy, "%s", marker);
-        blas_check_reexec(prog, copy);
+        if (strncmp(copy, BLAS_NO_CORE " ", strlen(BLAS_NO_CORE) + 1))
+            blas_check_reexec(prog, copy);
+        unsetenv(BLAS_REEXEC_ENV);
         return;
     }
-    if (getenv("OPENBLAS_CORETYPE")) return;        // the user's choice (or a parent's selection)
     // under valgrind (its preload libraries in LD_PRELOAD) a new image would run outside it
-    // (children are not traced by default), unchecked; the speed of the kernel does not matter
-    // there
+    // (children are not traced by default), unchecked; the speed of the kernel and of idle
+    // threads does not matter there
     const char *preload = getenv("LD_PRELOAD");
     if (preload && strstr(preload, "vgpreload")) return;
-    const char *chosen = blas_core_name();
-    const char *best = blas_best_core(blas_decision_flags(), chosen);
-    if (!best || !argv || !argv[0]) return;
+    // the user's OPENBLAS_CORETYPE (or a parent's selection) and OMP_WAIT_POLICY are kept
+    const char *chosen = blas_core_name(), *best = NULL;
+    if (!getenv("OPENBLAS_CORETYPE")) best = blas_best_core(blas_decision_flags(), chosen);
+    int set_wait = getenv("OMP_WAIT_POLICY") == NULL;
+    if ((!best && !set_wait) || !argv || !argv[0]) return;
     char value[160];
-    snprintf(value, sizeof value, "%s %s", best, chosen);
-    setenv("OPENBLAS_CORETYPE", best, 1);
+    snprintf(value, sizeof value, "%s %s", best ? best : BLAS_NO_CORE, chosen);
+    if (best) setenv("OPENBLAS_CORETYPE", best, 1);
+    if (set_wait) {   // idle threads sleep: programs sharing the cores do not slow each other
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        setenv(BLAS_WAIT_SET_ENV, "1", 1);
+    }
     setenv(BLAS_REEXEC_ENV, value, 1);
     fflush(NULL);
     execv("/proc/self/exe", argv);                  // the same binary, whatever argv[0] says
     if (strchr(argv[0], '/')) execv(argv[0], argv); // no /proc: the path it was started by
     int e = errno;
-    unsetenv("OPENBLAS_CORETYPE");
+    if (best) unsetenv("OPENBLAS_CORETYPE");
+    if (set_wait) {
+        unsetenv("OMP_WAIT_POLICY");
+        unsetenv(BLAS_WAIT_SET_ENV);
+    }
     unsetenv(BLAS_REEXEC_ENV);
-    if (!blas_quiet_rank())
+    if (blas_quiet_rank()) return;
+    if (best)
         fprintf(stderr,
                 "%s: OpenBLAS chose its %s kernel but this CPU has %s, and re-executing with "
                 "OPENBLAS_CORETYPE=%s failed (%s): set it yourself for the faster kernel\n",
                 prog, chosen, blas_isa_of(best), best, strerror(e));
+    else
+        fprintf(stderr, "%s: re-executing with OMP_WAIT_POLICY=passive failed (%s): idle OpenMP "
+                "threads spin; set OMP_WAIT_POLICY yourself\n", prog, strerror(e));
 }
 
 // The value of a "key : value" line of /proc/cpuinfo (its first processor), or "".
@@ -292,7 +309,13 @@ void blas_print_system(FILE *out) {
             p == 2 ? " build: each call runs on OpenMP's thread count" : "");
     fprintf(out, "openmp threads       %d\n", omp_get_max_threads());
     blas_print_env(out, "OMP_NUM_THREADS", "unset (one thread per online CPU)");
-    blas_print_env(out, "OMP_WAIT_POLICY", "unset (libgomp: spin a while, then sleep)");
+    const char *wait = getenv("OMP_WAIT_POLICY"), *wait_set = getenv(BLAS_WAIT_SET_ENV);
+    if (wait && wait_set && !strcmp(wait, "passive"))
+        fprintf(out, "%-20s passive (set at startup, as it was unset: idle threads sleep; "
+                "OMP_WAIT_POLICY=active spins, faster for big models alone on a machine)\n",
+                "OMP_WAIT_POLICY");
+    else if (wait) fprintf(out, "%-20s %s (set by the user)\n", "OMP_WAIT_POLICY", wait);
+    else blas_print_env(out, "OMP_WAIT_POLICY", "unset (libgomp: spin a while, then sleep)");
     blas_print_env(out, "OMP_PROC_BIND", "unset");
     blas_print_env(out, "OPENBLAS_NUM_THREADS", "unset");
     blas_print_env(out, "OPENBLAS_CORETYPE", "unset");

@@ -12,6 +12,14 @@
 // variable, and runs before MPI_Init, so under mpirun every rank does the same (rank 0 speaks).
 // Under valgrind it does nothing (the new image would escape it).
 //
+// The same re-execution sets OMP_WAIT_POLICY=passive when it is unset (and only then: a value the
+// user set is kept), so that idle OpenMP threads sleep instead of spinning: programs sharing the
+// cores (a pipeline's stages, several runs, other users) do not slow each other down. libgomp
+// reads the variable when it loads, before main, so it takes a new image; when only the policy is
+// set, RLHF_BLAS_REEXEC's BEST is "-" and nothing is printed. RLHF_OMP_WAIT_SET=1 tells
+// `rlhf info --system` that the value was set here. OMP_WAIT_POLICY=active (spinning) is faster
+// for a big model alone on its machine.
+//
 // Test hooks (environment; they change what the decision sees, never the library):
 //   RLHF_BLAS_TEST_CPU="avx2 fma ..."  the CPU's features, instead of asking the CPU
 //   RLHF_BLAS_TEST_CORE=NAME           the kernel OpenBLAS "chose at load" (without
@@ -49,7 +57,8 @@ const char *blas_best_core(unsigned cpu_flags, const char *chosen);
 const char *blas_core_name(void);
 
 // The startup call (first line of main, before MPI_Init and before anything is printed):
-// re-executes argv with OPENBLAS_CORETYPE set when blas_best_core says so; in the re-executed
+// re-executes argv with OPENBLAS_CORETYPE set when blas_best_core says so, and with
+// OMP_WAIT_POLICY=passive when that is unset (one re-execution for both); in the re-executed
 // image, checks the library took the name and prints one line about it on stderr, prefixed by
 // prog. Returns only in the image that runs on (when exec fails it says so and goes on).
 void        blas_startup(const char *prog, char **argv);

@@ -489,7 +489,7 @@ static int schema_check(const ConfigEntry *schema, int n, char *err, size_t errl
         if (e->type < CONFIG_INT || e->type > CONFIG_LIST)
             return util_err(err, errlen, "schema: %s: unknown type %d", e->key, (int)e->type);
         if (!e->help) return util_err(err, errlen, "schema: %s: no help text", e->key);
-        if (e->flags & ~CONFIG_NO_HASH)
+        if (e->flags & ~(CONFIG_NO_HASH | CONFIG_HASH_IF_SET))
             return util_err(err, errlen, "schema: %s: unknown flags", e->key);
         size_t kn = strlen(e->key);
         for (int j = 0; j < n; j++) {
@@ -1041,7 +1041,21 @@ static void put_value(Buf *b, const ConfigEntry *e, const Value *v) {
     }
 }
 
-// Nested YAML of the entries in sorted order; with_all = 0 leaves out CONFIG_NO_HASH entries.
+// 1 when entry i holds its default value (compared as they are dumped).
+static int is_default(const Config *c, int i) {
+    Buf v = {0}, d = {0};
+    buf_add(&v, "", 0);
+    buf_add(&d, "", 0);
+    put_value(&v, &c->schema[i], &c->val[i]);
+    put_value(&d, &c->schema[i], &c->def[i]);
+    int same = v.n == d.n && !memcmp(v.p, d.p, v.n);
+    free(v.p);
+    free(d.p);
+    return same;
+}
+
+// Nested YAML of the entries in sorted order; with_all = 0 leaves out CONFIG_NO_HASH entries
+// and CONFIG_HASH_IF_SET entries at their default.
 static void dump_into(const Config *c, Buf *b, int with_all) {
     const char *prev = "";   // previous key written
     buf_add(b, "", 0);
@@ -1049,6 +1063,7 @@ static void dump_into(const Config *c, Buf *b, int with_all) {
         int i = c->sorted[s];
         const ConfigEntry *e = &c->schema[i];
         if (!with_all && (e->flags & CONFIG_NO_HASH)) continue;
+        if (!with_all && (e->flags & CONFIG_HASH_IF_SET) && is_default(c, i)) continue;
         // Sections shared with the previous key are open already; open the rest.
         const char *k = e->key;
         size_t common = 0;   // length of the shared section prefix, ending at a '.'

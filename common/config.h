@@ -84,6 +84,9 @@ typedef enum {
 } ConfigType;
 
 #define CONFIG_NO_HASH 1u   // flags: left out of config_hash (still dumped): logging, threads, ...
+// left out of config_hash while it holds its default: a key added to a program later keeps the
+// hashes of configs written before it (so their runs resume and their pipeline stages skip)
+#define CONFIG_HASH_IF_SET 2u
 
 typedef struct {
     const char *key;       // dotted, parts of [a-z0-9_], e.g. "train.lr"; NULL ends the table

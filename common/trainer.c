@@ -1,7 +1,9 @@
 // trainer: the setup the training programs share (see trainer.h).
 #include "trainer.h"
 #include "cli.h"
+#include "tokfile.h"
 #include "util.h"
+#include <math.h>
 #include <omp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -174,4 +176,70 @@ int trainer_finish(Trainer *t, int rc, const char *err) {
 void trainer_close(Trainer *t) {
     store_close(t->db);
     t->db = NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Held-out pretraining loss
+
+int trainer_pretrain_open(TrainerPretrain *p, const Trainer *t, const Tokenizer *tok,
+                          int64_t model_vocab, int max_T, char *err, size_t errlen) {
+    memset(p, 0, sizeof *p);
+    const char *text = config_get_string(t->cfg, "eval.pretrain_text");
+    if (!text[0]) return 0;
+    char path[4200], e[1024];
+    snprintf(path, sizeof path, "%s/pretrain_eval.tok", t->out_dir);
+    int rc = 0;
+    if (dist_main(t->dist)) rc = tokfile_write_text(path, tok, &text, 1, NULL, NULL, e, sizeof e);
+    dist_barrier(t->dist);
+    if (rc) return util_err(err, errlen, "eval.pretrain_text: %s", e);
+    TokFile f;
+    memset(&f, 0, sizeof f);
+    if (tokfile_open(&f, path, tok, model_vocab, e, sizeof e))
+        return util_err(err, errlen, "eval.pretrain_text: %s", e);
+    if (f.n_tokens < 2) {
+        tokfile_close(&f);
+        return util_err(err, errlen, "eval.pretrain_text: %s has no text (at least 2 tokens are "
+                        "needed)", text);
+    }
+    p->W = f.n_tokens - 1 < max_T ? f.n_tokens - 1 : max_T;
+    p->windows = (f.n_tokens - 1 + p->W - 1) / p->W;
+    int64_t maxw = config_get_int(t->cfg, "eval.pretrain_max_windows");
+    if (maxw && p->windows > maxw) p->windows = maxw;
+    p->n = p->windows * p->W + 1 < f.n_tokens ? p->windows * p->W + 1 : f.n_tokens;
+    p->ids = MALLOC_CHECK((size_t)p->n * sizeof(int32_t));
+    tokfile_read(&f, 0, p->n, p->ids);
+    tokfile_close(&f);
+    return 0;
+}
+
+int trainer_pretrain_loss(const TrainerPretrain *p, Model *m, int max_B, double *loss, char *err,
+                          size_t errlen) {
+    int64_t W = p->W;
+    int32_t *tok = CALLOC_CHECK((size_t)(max_B * W), sizeof(int32_t));
+    int32_t *tgt = CALLOC_CHECK((size_t)(max_B * W), sizeof(int32_t));
+    int32_t *len = CALLOC_CHECK((size_t)max_B, sizeof(int32_t));
+    double total = 0;
+    int rc = 0;
+    for (int64_t w0 = 0; w0 < p->windows && !rc; w0 += max_B) {
+        int rows = (int)(p->windows - w0 < max_B ? p->windows - w0 : max_B);
+        for (int r = 0; r < rows; r++) {   // window w predicts ids[w W + 1 ..] from ids[w W ..]
+            int64_t start = (w0 + r) * W, left = p->n - 1 - start;
+            len[r] = (int32_t)(left < W ? left : W);
+            memcpy(tok + r * W, p->ids + start, (size_t)len[r] * sizeof(int32_t));
+            memcpy(tgt + r * W, p->ids + start + 1, (size_t)len[r] * sizeof(int32_t));
+        }
+        ModelBatch mb = {.B = rows, .T = (int)W, .tokens = tok, .lengths = len, .targets = tgt};
+        rc = model_forward(m, &mb, 0, err, errlen);
+        total += m->loss;
+    }
+    free(tok);
+    free(tgt);
+    free(len);
+    *loss = rc ? NAN : total / (double)(p->n - 1);
+    return rc;
+}
+
+void trainer_pretrain_free(TrainerPretrain *p) {
+    free(p->ids);
+    memset(p, 0, sizeof *p);
 }

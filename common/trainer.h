@@ -14,7 +14,8 @@
 // Keys read here (a program's schema must hold those of the functions it calls): out.dir,
 // workspace, train.threads, train.resume, train.beta1/beta2/eps/weight_decay/grad_clip,
 // train.schedule, train.warmup_steps, train.min_lr_frac, save.every (and eval.every when
-// save.every may be 0), and the checkpoint keys a program's TrainerSpec names as required. Key names, defaults and help texts are part of each program's interface
+// save.every may be 0), eval.pretrain_text and eval.pretrain_max_windows (trainer_pretrain_open),
+// and the checkpoint keys a program's TrainerSpec names as required. Key names, defaults and help texts are part of each program's interface
 // (tests and stored configs rely on them): the macros keep them identical across programs. The
 // config hash sorts keys (config.h), so the order of a schema's entries changes only --help.
 //
@@ -30,6 +31,7 @@
 #include "dist.h"
 #include "optim.h"
 #include "store.h"
+#include "tokenizer.h"
 #include <stdint.h>
 
 // ---------------------------------------------------------------------------------------------
@@ -192,4 +194,35 @@ void trainer_close(Trainer *t);   // closes the store; the Config is the program
 
 // The config hash as stored in trainer states (an int64 of its 64 bits).
 uint64_t trainer_hash_u64(const Trainer *t);
+// ---------------------------------------------------------------------------------------------
+// Held-out pretraining loss (sft and ppo): the mean next-token loss of the model being trained on
+// a fixed text, at each evaluation, to see what training costs the language model. The text is
+// tokenized as sft's data.format text and ppo's ptx.data are (documents separated by
+// "<|endoftext|>", each followed by the end token; tokfile.h) into OUT.DIR/pretrain_eval.tok at
+// every start, then read as consecutive windows of W = min(tokens - 1, the model's batch length)
+// positions, every token after the first predicted once: `rlhf eval CKPT --ids` on the same
+// tokens gives the same number when the batch length is the model's context. Neither key changes
+// training (not in the config hash).
+#define TRAINER_ENTRIES_PRETRAIN_EVAL                                                           \
+    CONFIG_ENTRY("eval.pretrain_text", CONFIG_STRING, "",                                       \
+                 "held-out pretraining text: its loss is valid/pretrain_loss at each evaluation " \
+                 "(empty: off)",                                                                \
+                 .flags = CONFIG_NO_HASH),                                                      \
+    CONFIG_ENTRY("eval.pretrain_max_windows", CONFIG_INT, "16",                                 \
+                 "windows of eval.pretrain_text per evaluation (0: all)", .min = "0",          \
+                 .flags = CONFIG_NO_HASH)
+typedef struct {
+    int32_t *ids;          // the tokens evaluated (owned; NULL when eval.pretrain_text is empty)
+    int64_t n;             // how many (at most max_windows * W + 1 of the text's)
+    int64_t W, windows;    // window length and count
+} TrainerPretrain;
+// Reads eval.pretrain_text and eval.pretrain_max_windows; rank 0 writes the token file, the
+// others wait (a barrier). max_T: the model's batch length. p is zeroed first; off when the key
+// is empty. A missing, unreadable or empty file is an error naming eval.pretrain_text.
+int trainer_pretrain_open(TrainerPretrain *p, const Trainer *t, const Tokenizer *tok,
+                          int64_t model_vocab, int max_T, char *err, size_t errlen);
+// The mean next-token loss over p's windows, in batches of at most max_B rows (the model's).
+int trainer_pretrain_loss(const TrainerPretrain *p, Model *m, int max_B, double *loss, char *err,
+                          size_t errlen);
+void trainer_pretrain_free(TrainerPretrain *p);   // leaves *p zeroed
 #endif

@@ -117,6 +117,10 @@ static const ConfigEntry PPO_SCHEMA[] = {
     TRAINER_ENTRY_RESUME,
     TRAINER_ENTRY_SAVE_EVERY("10", "1", "save OUT.DIR/last every N iterations (and at the end)"),
     TRAINER_ENTRY_LOG_EVERY("1", "print a line every N iterations"),
+    CONFIG_ENTRY("eval.every", CONFIG_INT, "10",
+                 "with eval.pretrain_text: its loss every N iterations (and at the end)",
+                 .min = "1", .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRIES_PRETRAIN_EVAL,
     CONFIG_ENTRY("memory.limit_gb", CONFIG_DOUBLE, "0",
                  "refuse a memory plan above this (0: MemAvailable)", .min = "0",
                  .flags = CONFIG_NO_HASH),
@@ -166,6 +170,17 @@ static void note_dirty_stop(const Ppo *s) {
             cli_stop_name(), now, s->tr.last_dir, saved, redo);
 }
 
+// The policy's loss on eval.pretrain_text (rank 0), recorded as valid/pretrain_loss and printed.
+static int evaluate_pretrain(Ppo *s, CliProgress *pr, char *err, size_t errlen) {
+    double pl;
+    if (!s->pre.ids || !dist_main(&s->dist)) return 0;
+    if (trainer_pretrain_loss(&s->pre, &s->policy, s->policy.max_B, &pl, err, errlen)) return -1;
+    if (pr->tty) cli_progress_end(pr);
+    fprintf(stderr, "ppo: iteration %lld: pretraining loss %.4f\n", (long long)s->iteration, pl);
+    return store_add_metric(s->tr.db, s->tr.run_id, s->iteration, "valid/pretrain_loss", pl, err,
+                            errlen);
+}
+
 static int train(Ppo *s, char *err, size_t errlen) {
     int64_t save_every = config_get_int(s->cfg, "save.every"),
             log_every = config_get_int(s->cfg, "log.every");
@@ -178,6 +193,8 @@ static int train(Ppo *s, char *err, size_t errlen) {
     CliProgress pr;
     cli_progress_start(&pr, stderr, "ppo", s->iterations);
     cli_progress_resume(&pr, first);
+    int64_t eval_every = config_get_int(s->cfg, "eval.every");
+    if (first == 0 && evaluate_pretrain(s, &pr, err, errlen)) return -1;   // the starting point
     while (s->iteration < s->iterations && !stop) {
         PpoStats st;
         int rc = ppo_iteration(s, &st, err, errlen);
@@ -214,6 +231,9 @@ static int train(Ppo *s, char *err, size_t errlen) {
         if (main_rank &&
             (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1))
             log_line(s, &st, &pr);
+        if ((s->iteration % eval_every == 0 || s->iteration == s->iterations) &&
+            evaluate_pretrain(s, &pr, err, errlen))
+            return -1;
         if (s->iteration % save_every == 0 || s->iteration == s->iterations || stop)
             if (ppo_save_last(s, err, errlen)) return -1;
     }

@@ -102,6 +102,7 @@ typedef struct Ppo {
     TokFile ptx_file;
     TokfileIter ptx_it;
     DataBatch ptx_batch;
+    TrainerPretrain pre;   // eval.pretrain_text, on the policy
     // training state (saved in checkpoints)
     PpoKlController kl;
     Rng rng;

@@ -786,7 +786,9 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     const ModelConfig *c = m.config;
     if (memory_plan(s, &c[ROLE_POLICY], &c[ROLE_REFERENCE], &c[ROLE_REWARD], &c[ROLE_VALUE],
                     max_rows, err, errlen) ||
-        init_models(s, &m, resumed, max_rows, err, errlen) || load_ptx(s, err, errlen))
+        init_models(s, &m, resumed, max_rows, err, errlen) || load_ptx(s, err, errlen) ||
+        trainer_pretrain_open(&s->pre, &s->tr, s->tok, s->policy.config.vocab_size,
+                              s->policy.max_T, err, errlen))
         return -1;
     alloc_buffers(s);
     if (begin_run(s, &m, resumed, &st, err, errlen)) return -1;
@@ -810,6 +812,7 @@ void ppo_teardown(Ppo *s) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     data_batch_free(&s->ptx_batch);
     tokfile_close(&s->ptx_file);
+    trainer_pretrain_free(&s->pre);
     if (s->sampler.probs) sampler_free(&s->sampler);
     if (s->kv.memory) kv_free(&s->kv);
     model_free(&s->policy);

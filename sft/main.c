@@ -1,5 +1,6 @@
 // sft: supervised fine-tuning (InstructGPT step 1) on prompt/response or chat demonstrations,
-// and plain-text pretraining (SFT without a prompt mask). Reads like a recipe: parse the config,
+// and plain-text pretraining (SFT without a prompt mask), with an optional share of each step's
+// loss from pretraining text (data.mix). Reads like a recipe: parse the config,
 // load the model and the data, loop (step, log, evaluate, save), record everything in the
 // workspace database. Killed at any moment, the same command resumes from the last checkpoint and
 // ends with the same weights as an uninterrupted run (same thread count).
@@ -17,6 +18,7 @@
 #include "tokenizer.h"
 #include "trainer.h"
 #include "util.h"
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,12 @@ static const ConfigEntry SFT_SCHEMA[] = {
     CONFIG_ENTRY("data.truncation", CONFIG_ENUM, "error", "examples longer than the context",
                  .choices = "error|truncate_prompt_left|drop"),
     CONFIG_ENTRY("data.train_on_all", CONFIG_BOOL, "false", "loss on prompt tokens too"),
+    CONFIG_ENTRY("data.mix.text", CONFIG_STRING, "",
+                 "pretraining text mixed into every step (tokenized into OUT.DIR/mix.tok)",
+                 .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("data.mix.weight", CONFIG_DOUBLE, "0",
+                 "share of each step's loss from data.mix.text, in (0, 1) (0 without it: no mix)",
+                 .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("train.batch_size", CONFIG_INT, "8", "sequences per micro-batch", .min = "1",
                  .max = "65536"),
     CONFIG_ENTRY("train.grad_accum", CONFIG_INT, "1", "micro-batches per optimizer step",
@@ -63,6 +71,7 @@ static const ConfigEntry SFT_SCHEMA[] = {
                  "prompts sampled (greedy) and logged at each evaluation", .flags = CONFIG_NO_HASH),
     CONFIG_ENTRY("eval.max_new", CONFIG_INT, "32", "new tokens per evaluation prompt", .min = "1",
                  .flags = CONFIG_NO_HASH),
+    TRAINER_ENTRIES_PRETRAIN_EVAL,
     TRAINER_ENTRIES_CADENCE,
     {0}};
 
@@ -90,6 +99,13 @@ typedef struct {
     TokfileIter tf_it;
     int has_valid;
     DataBatch *micro;          // (accum) micro-batches
+    // the pretraining mix (data.mix): a text micro-batch beside each micro-batch, its tokens
+    // weighted so that mix_w of the step's loss is theirs
+    double mix_w;              // 0: no mix
+    TokFile tf_mix;
+    TokfileIter mix_it;
+    DataBatch *mix;            // (accum) text micro-batches, NULL without a mix
+    TrainerPretrain pre;       // eval.pretrain_text
     int64_t step;              // optimizer steps done
     double best_val;
     Rng rng;
@@ -198,6 +214,47 @@ static int load_data(Sft *s, char *err, size_t errlen) {
     return 0;
 }
 
+// data.mix's two keys: off (no text, weight 0), or a text and a weight in (0, 1).
+static int mix_settings(const Config *cfg, double *w, char *err, size_t errlen) {
+    const char *text = config_get_string(cfg, "data.mix.text");
+    *w = config_get_double(cfg, "data.mix.weight");
+    if (!text[0] && *w == 0) return 0;
+    if (!text[0])
+        return util_err(err, errlen, "data.mix.weight is %g but data.mix.text is not set: name the "
+                        "pretraining text to mix in", *w);
+    if (!(*w > 0 && *w < 1))
+        return util_err(err, errlen, "data.mix.weight must be in (0, 1), the share of each step's "
+                        "loss that comes from data.mix.text (got %g)", *w);
+    return 0;
+}
+
+// The pretraining mix: data.mix.text tokenized into OUT.DIR/mix.tok (anew on a fresh start; kept
+// on resume, so that the windows read again are the same), shuffled windows of train.seq_len.
+static int load_mix(Sft *s, int resumed, char *err, size_t errlen) {
+    if (mix_settings(s->cfg, &s->mix_w, err, errlen)) return -1;
+    if (s->mix_w == 0) return 0;
+    const char *text = config_get_string(s->cfg, "data.mix.text");
+    char path[4200], e[1024];
+    snprintf(path, sizeof path, "%s/mix.tok", s->tr.out_dir);
+    struct stat st;
+    int rc = 0;
+    if ((!resumed || stat(path, &st)) && dist_main(&s->dist))
+        rc = tokfile_write_text(path, s->tok, &text, 1, NULL, NULL, e, sizeof e);
+    dist_barrier(&s->dist);
+    if (rc || tokfile_open(&s->tf_mix, path, s->tok, s->model.config.vocab_size, e, sizeof e))
+        return util_err(err, errlen, "data.mix.text: %s", e);
+    if (s->tf_mix.n_tokens < (int64_t)s->T + 1)
+        return util_err(err, errlen, "data.mix.text: %s has %lld tokens, fewer than one window of "
+                        "train.seq_len + 1 = %d", text, (long long)s->tf_mix.n_tokens, s->T + 1);
+    TokfileIterOptions o = {.batch_size = s->B, .seq_len = s->T, .order = TOKFILE_SHUFFLED,
+                            .seed = (uint64_t)config_get_int(s->cfg, "train.seed")};
+    if (tokfile_iter_init(&s->mix_it, &s->tf_mix, &o, e, sizeof e))
+        return util_err(err, errlen, "data.mix.text: %s", e);
+    s->mix = CALLOC_CHECK((size_t)s->accum, sizeof(DataBatch));
+    for (int a = 0; a < s->accum; a++) data_batch_init(&s->mix[a], s->B, s->T);
+    return 0;
+}
+
 // Mean next-token loss over the held-out data (all of it, or eval.max_batches batches).
 static double eval_loss(Sft *s) {
     int64_t maxb = config_get_int(s->cfg, "eval.max_batches");
@@ -297,7 +354,9 @@ static int save_last(Sft *s, char *err, size_t errlen) {
     trainer_state_init(&st, s->step, &s->rng);
     DataCursor cur;
     if (s->text) tokfile_iter_cursor(&s->tf_it, &cur); else dataset_iter_cursor(s->train_it, &cur);
-    if (data_cursor_save(&cur, &st, "train", err, errlen) ||
+    if (data_cursor_save(&cur, &st, "train", err, errlen)) return -1;
+    if (s->mix) tokfile_iter_cursor(&s->mix_it, &cur);
+    if ((s->mix && data_cursor_save(&cur, &st, "mix", err, errlen)) ||
         ckpt_state_set_int(&st, "config_hash", (int64_t)trainer_hash_u64(&s->tr), err, errlen) ||
         ckpt_state_set_int(&st, "run_id", s->tr.run_id, err, errlen) ||
         (isfinite(s->best_val) &&
@@ -331,8 +390,10 @@ static int save_best(Sft *s, char *err, size_t errlen) {
 // micro-batches of B x T tokens held for one step.
 static int memory_check(const Sft *s, const ModelConfig *c, char *err, size_t errlen) {
     double bt = (double)s->B * s->T;
-    double need =
-        (double)model_memory_bytes(c, s->B, s->T, 1) + (double)s->accum * (bt * 12.0 + s->B * 12.0);
+    double mix_w;   // the mix's text micro-batches are as many and as large
+    int batches = mix_settings(s->cfg, &mix_w, NULL, 0) == 0 && mix_w > 0 ? 2 : 1;
+    double need = (double)model_memory_bytes(c, s->B, s->T, 1) +
+                  (double)batches * s->accum * (bt * 12.0 + s->B * 12.0);
     double avail = util_mem_available();
     if (avail > 0 && need > avail) {
         char n[32], a[32];
@@ -361,12 +422,21 @@ static int setup_run(Sft *s, char *err, size_t errlen) {
                         "train.grad_accum (%d) must be a multiple of the number of ranks (%d): "
                         "each rank takes an equal share of every step",
                         s->accum, s->dist.size);
+    double mix_w;   // data.mix checked before anything is loaded: its text readable, not empty
+    if (mix_settings(s->cfg, &mix_w, err, errlen)) return -1;
+    const char *mix = config_get_string(s->cfg, "data.mix.text");
+    struct stat st;
+    FILE *f = mix[0] ? fopen(mix, "rb") : NULL;
+    if (f) fclose(f);
+    if (mix[0] && (!f || stat(mix, &st)))
+        return util_err(err, errlen, "data.mix.text: cannot read %s: %s", mix, strerror(errno));
+    if (mix[0] && st.st_size == 0) return util_err(err, errlen, "data.mix.text: %s is empty", mix);
     return trainer_open_store(&s->tr, 0, NULL, NULL, err, errlen);
 }
 
-// The model from `from` (model.init, or OUT.DIR/last when resuming), its tokenizer, the data and
-// the micro-batches.
-static int setup_model(Sft *s, const char *from, char *err, size_t errlen) {
+// The model from `from` (model.init, or OUT.DIR/last when resuming), its tokenizer, the data, the
+// pretraining mix and held-out text, and the micro-batches.
+static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t errlen) {
     const char *init = config_get_string(s->cfg, "model.init");
     ModelConfig c;
     if (ckpt_load_config(from, &c, NULL, err, errlen)) return -1;
@@ -388,7 +458,9 @@ static int setup_model(Sft *s, const char *from, char *err, size_t errlen) {
     if (ckpt_check_tokenizer(from, c.vocab_size, tokdir[0] ? tokdir : init, tok_vocab_size(s->tok),
                              err, errlen))
         return -1;
-    if (load_data(s, err, errlen)) return -1;
+    if (load_data(s, err, errlen) || load_mix(s, resumed, err, errlen) ||
+        trainer_pretrain_open(&s->pre, &s->tr, s->tok, c.vocab_size, s->T, err, errlen))
+        return -1;
     s->micro = CALLOC_CHECK((size_t)s->accum, sizeof(DataBatch));
     for (int a = 0; a < s->accum; a++) data_batch_init(&s->micro[a], s->B, s->T);
     return 0;
@@ -403,6 +475,9 @@ static int resume_state(Sft *s, CkptTrainerState *st, char *err, size_t errlen) 
                  : dataset_iter_seek(s->train_it, &cur, err, errlen)) ||
         ckpt_state_get_int(st, "run_id", &s->tr.run_id, err, errlen))
         return -1;
+    if (s->mix && (data_cursor_load(&cur, st, "mix", err, errlen) ||
+                   tokfile_iter_seek(&s->mix_it, &cur, err, errlen)))
+        return -1;
     s->step = st->step;
     s->rng = st->rng;
     double bv;
@@ -415,8 +490,8 @@ static int setup(Sft *s, char *err, size_t errlen) {
     CkptTrainerState st;
     int resumed = trainer_try_resume(&s->tr, s->tr.last_dir, &st, err, errlen);
     if (resumed < 0) return -1;
-    if (setup_model(s, resumed ? s->tr.last_dir : config_get_string(s->cfg, "model.init"), err,
-                    errlen))
+    if (setup_model(s, resumed ? s->tr.last_dir : config_get_string(s->cfg, "model.init"),
+                    resumed, err, errlen))
         return -1;
     cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
     if (!resumed) {
@@ -433,6 +508,10 @@ static int setup(Sft *s, char *err, size_t errlen) {
 static void teardown(Sft *s) {
     if (s->micro) for (int a = 0; a < s->accum; a++) data_batch_free(&s->micro[a]);
     free(s->micro);
+    if (s->mix) for (int a = 0; a < s->accum; a++) data_batch_free(&s->mix[a]);
+    free(s->mix);
+    tokfile_close(&s->tf_mix);
+    trainer_pretrain_free(&s->pre);
     dataset_iter_free(s->train_it);
     dataset_free(s->ds);
     tokfile_close(&s->tf_train);
@@ -447,45 +526,78 @@ static void teardown(Sft *s) {
 // tokens. Every rank reads every micro-batch (cheap) so that all agree on the normaliser and the
 // data order; rank r computes micro-batches r, r + size, ...; one allreduce sums them. A stop
 // request is looked at between micro-batches, so that a step of any size ends within one
-// micro-batch. *ntgt: the step's target tokens. Returns 0, 1 when a stop cut the step short (not
-// to be applied: its data cursor is put back, read again on resume), -1 on an error.
-static int step_gradients(Sft *s, double *loss, int64_t *ntgt, char *err, size_t errlen) {
-    DataCursor cur0;
+// micro-batch. With a pretraining mix, each micro-batch has a text micro-batch beside it; the
+// weights make the step's loss (1 - W) x the mean over the data's target tokens + W x the mean
+// over the text's. *ntgt: the step's target tokens (the data's); *mix_loss: the text's mean loss
+// (0 without a mix). Returns 0, 1 when a stop cut the step short (not to be applied: its data
+// cursors are put back, read again on resume), -1 on an error.
+static int step_gradients(Sft *s, double *loss, double *mix_loss, int64_t *ntgt, char *err,
+                          size_t errlen) {
+    DataCursor cur0, mcur0;
     if (s->text) tokfile_iter_cursor(&s->tf_it, &cur0);
     else dataset_iter_cursor(s->train_it, &cur0);
+    if (s->mix) tokfile_iter_cursor(&s->mix_it, &mcur0);
     for (int a = 0; a < s->accum && !cli_stop_signal(); a++) {
         if (s->text) tokfile_iter_next(&s->tf_it, &s->micro[a], 1.0f);
         else dataset_iter_next(s->train_it, &s->micro[a], 1.0f);
+        if (s->mix) tokfile_iter_next(&s->mix_it, &s->mix[a], 1.0f);
     }
     *ntgt = data_batch_normalise(s->micro, s->accum);
+    if (s->mix) {   // normalised weights are all 1/N: the shares replace them
+        int64_t nmix = data_batch_normalise(s->mix, s->accum);
+        for (int a = 0; a < s->accum; a++) {
+            data_batch_set_weight(&s->micro[a], (float)((1.0 - s->mix_w) / (double)*ntgt));
+            data_batch_set_weight(&s->mix[a], (float)(s->mix_w / (double)nmix));
+        }
+    }
     model_zero_grad(&s->model);
-    *loss = 0;
+    *loss = *mix_loss = 0;
     for (int a = s->dist.rank; a < s->accum; a += s->dist.size) {
-        DataBatch *b = &s->micro[a];
-        ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
-        if (model_forward(&s->model, &mb, 0, err, errlen)) return -1;
-        model_backward(&s->model, &mb, NULL, NULL);
-        *loss += s->model.loss;
+        for (int k = 0; k < (s->mix ? 2 : 1); k++) {
+            DataBatch *b = k ? &s->mix[a] : &s->micro[a];
+            ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
+            if (model_forward(&s->model, &mb, 0, err, errlen)) return -1;
+            model_backward(&s->model, &mb, NULL, NULL);
+            *(k ? mix_loss : loss) += s->model.loss;
+        }
         if (cli_stop_signal()) break;
     }
     int partial = cli_stop_signal() != 0;
     if (s->dist.size > 1) {
         dist_allreduce_sum(&s->dist, s->model.grads_memory, (int64_t)s->model.num_params);
-        double red[2] = {*loss, (double)partial};   // a signal seen by any rank stops all
-        dist_allreduce_sum_double(&s->dist, red, 2);
+        // a signal seen by any rank stops all
+        double red[3] = {*loss, (double)partial, *mix_loss};
+        dist_allreduce_sum_double(&s->dist, red, 3);
         *loss = red[0];
         partial = red[1] > 0;
+        *mix_loss = red[2];
+    }
+    if (s->mix) {   // each part as a mean over its own tokens
+        *loss /= 1.0 - s->mix_w;
+        *mix_loss /= s->mix_w;
     }
     if (!partial) return 0;
-    if (s->text ? tokfile_iter_seek(&s->tf_it, &cur0, err, errlen)
-                : dataset_iter_seek(s->train_it, &cur0, err, errlen))
+    if ((s->text ? tokfile_iter_seek(&s->tf_it, &cur0, err, errlen)
+                 : dataset_iter_seek(s->train_it, &cur0, err, errlen)) ||
+        (s->mix && tokfile_iter_seek(&s->mix_it, &mcur0, err, errlen)))
         return -1;
     return 1;
 }
 
+// The share of the step's loss weight on the mix's text tokens (the batches as they were fed).
+static double mix_share(const Sft *s) {
+    double w[2] = {0, 0};
+    for (int k = 0; k < 2; k++)
+        for (int a = 0; a < s->accum; a++) {
+            const DataBatch *b = k ? &s->mix[a] : &s->micro[a];
+            for (int64_t i = 0; i < (int64_t)b->B * b->T; i++) w[k] += b->weights[i];
+        }
+    return w[1] / (w[0] + w[1]);
+}
+
 // The step's metrics in the workspace (rank 0).
-static int record_step(Sft *s, double loss, float lr, float norm, double tokens_per_s, char *err,
-                       size_t errlen) {
+static int record_step(Sft *s, double loss, double mix_loss, float lr, float norm,
+                       double tokens_per_s, char *err, size_t errlen) {
     Store *db = s->tr.db;
     int64_t id = s->tr.run_id, step = s->step;
     if (!db) return 0;
@@ -494,18 +606,39 @@ static int record_step(Sft *s, double loss, float lr, float norm, double tokens_
         store_add_metric(db, id, step, "train/grad_norm", norm, err, errlen) ||
         store_add_metric(db, id, step, "train/tokens_per_s", tokens_per_s, err, errlen))
         return -1;
+    if (s->mix && (store_add_metric(db, id, step, "train/mix_loss", mix_loss, err, errlen) ||
+                   store_add_metric(db, id, step, "train/mix_share", mix_share(s), err, errlen)))
+        return -1;
     if (s->dist.size > 1 &&
         store_add_metric(db, id, step, "train/allreduce_s", s->dist.allreduce_s, err, errlen))
         return -1;
     return 0;
 }
 
-// Held-out loss (rank 0): logged and recorded, best/ saved when it is the lowest yet, samples.
+// The loss on eval.pretrain_text (rank 0), recorded as valid/pretrain_loss; "" when it is off.
+static int evaluate_pretrain(Sft *s, char *line, size_t n, char *err, size_t errlen) {
+    line[0] = '\0';
+    if (!s->pre.ids) return 0;
+    double pl;
+    if (trainer_pretrain_loss(&s->pre, &s->model, s->B, &pl, err, errlen)) return -1;
+    snprintf(line, n, "pretraining loss %.4f", pl);
+    return store_add_metric(s->tr.db, s->tr.run_id, s->step, "valid/pretrain_loss", pl, err,
+                            errlen);
+}
+
+// Held-out loss (rank 0): logged and recorded, best/ saved when it is the lowest yet, samples;
+// the pretraining loss. Without held-out data (eval.pretrain_text only), the pretraining loss.
 static int evaluate(Sft *s, CliProgress *pr, char *err, size_t errlen) {
-    double vl = eval_loss(s);
+    char pre[64];
+    if (evaluate_pretrain(s, pre, sizeof pre, err, errlen)) return -1;
     if (pr->tty) cli_progress_end(pr);
-    fprintf(stderr, "sft: step %lld: held-out loss %.4f%s\n", (long long)s->step, vl,
-            vl < s->best_val ? " (best)" : "");
+    if (!s->has_valid) {
+        fprintf(stderr, "sft: step %lld: %s\n", (long long)s->step, pre);
+        return 0;
+    }
+    double vl = eval_loss(s);
+    fprintf(stderr, "sft: step %lld: held-out loss %.4f%s%s%s\n", (long long)s->step, vl,
+            vl < s->best_val ? " (best)" : "", pre[0] ? ", " : "", pre);
     if (store_add_metric(s->tr.db, s->tr.run_id, s->step, "valid/loss", vl, err, errlen)) return -1;
     if (vl < s->best_val) {
         s->best_val = vl;
@@ -527,10 +660,15 @@ static int train(Sft *s, char *err, size_t errlen) {
     double t_start = util_time_s();
     int64_t tokens_since = 0, first_step = s->step;
     int stop = 0;
+    char pre[64] = "";   // the starting point of the pretraining loss
+    if (s->step == 0 && dist_main(&s->dist) && evaluate_pretrain(s, pre, sizeof pre, err, errlen))
+        return -1;
+    if (s->step == 0 && pre[0] && dist_main(&s->dist))
+        fprintf(stderr, "sft: step 0: %s\n", pre);
     while (s->step < s->total_steps && !stop) {
-        double t0 = util_time_s(), loss;
+        double t0 = util_time_s(), loss, mix_loss;
         int64_t ntgt;
-        int rc = step_gradients(s, &loss, &ntgt, err, errlen);
+        int rc = step_gradients(s, &loss, &mix_loss, &ntgt, err, errlen);
         tokens_since += ntgt;
         if (rc < 0) return -1;
         if (rc == 1) {   // the step was cut short: not applied
@@ -545,11 +683,14 @@ static int train(Sft *s, char *err, size_t errlen) {
                             "step %lld: the loss or gradient is not finite (loss %g, grad norm %g); "
                             "lower train.lr",
                             (long long)s->step, loss, (double)norm);
-        if (record_step(s, loss, lr, norm, (double)ntgt / (util_time_s() - t0), err, errlen))
+        if (record_step(s, loss, mix_loss, lr, norm, (double)ntgt / (util_time_s() - t0), err,
+                        errlen))
             return -1;
         char extra[128];
         double el = util_time_s() - t_start;
-        snprintf(extra, sizeof extra, "loss %.4f lr %.2e %.0f tok/s", loss, lr,
+        int k = snprintf(extra, sizeof extra, "loss %.4f", loss);
+        if (s->mix) k += snprintf(extra + k, sizeof extra - (size_t)k, " mix %.4f", mix_loss);
+        snprintf(extra + k, sizeof extra - (size_t)k, " lr %.2e %.0f tok/s", lr,
                  el > 0 ? tokens_since / el : 0.0);
         if (!dist_main(&s->dist)) {}
         else if (pr.tty) cli_progress_update(&pr, s->step, extra);
@@ -560,8 +701,8 @@ static int train(Sft *s, char *err, size_t errlen) {
             fprintf(stderr, "sft: step %s %s\n", f, extra);
         }
         int last = s->step == s->total_steps;
-        if ((s->step % eval_every == 0 || last) && s->has_valid && dist_main(&s->dist) &&
-            evaluate(s, &pr, err, errlen))
+        if ((s->step % eval_every == 0 || last) && (s->has_valid || s->pre.ids) &&
+            dist_main(&s->dist) && evaluate(s, &pr, err, errlen))
             return -1;
         if ((s->step % save_every == 0 || last) && save_last(s, err, errlen)) return -1;
         stop = cli_stop_signal() != 0;

@@ -4,7 +4,8 @@
 # arguments and environment, says so in one line, never loops, and leaves a user's own
 # OPENBLAS_CORETYPE alone; stages of a pipeline inherit the choice silently. The library's own
 # choice is pretended with RLHF_BLAS_TEST_CORE (this machine's library may choose right already);
-# the kernel selected is always one this CPU runs (the decision on its real features).
+# the kernel selected is always one this CPU runs (the decision on its real features). The same
+# re-execution sets OMP_WAIT_POLICY=passive when it is unset, never replacing the user's value.
 . "$PWD/tests/lib.sh"
 lib_workspace
 unset OPENBLAS_CORETYPE RLHF_BLAS_TEST_CORE RLHF_BLAS_TEST_CORE_AFTER RLHF_BLAS_TEST_CPU \
@@ -20,6 +21,27 @@ best=$(sed -n 's/^openblas core .*best for this CPU: \([A-Za-z0-9_]*\))$/\1/p' s
         [ ! -s err ] &&
     ok "rlhf info --system: CPU, ISA, kernel $native (best for this CPU: $best), config, threads; nothing on stderr" ||
         bad "info --system: $(cat sys.txt)"
+
+# OMP_WAIT_POLICY: unset, the program re-executes itself with passive, which the OpenMP library
+# of the image that runs takes (libgomp's own report: GOMP_SPINCOUNT 0 under passive); a value the
+# user set is kept, whatever the kernel decision
+env -u OMP_WAIT_POLICY OMP_DISPLAY_ENV=verbose "$R" info --system > out 2> err
+spin=$(sed -n "s/^ *GOMP_SPINCOUNT = '\([0-9]*\)'.*/\1/p" err | tail -1)
+[ "$spin" = 0 ] && grep -q "^OMP_WAIT_POLICY *passive (set at startup, as it was unset" out &&
+    ! grep -v "^ \|OPENMP DISPLAY\|^$" err | grep -q . &&
+    ok "OMP_WAIT_POLICY unset: the program runs with passive (libgomp's spin count $spin), says so in info --system, nothing on stderr" ||
+        bad "OMP_WAIT_POLICY unset: spin count '$spin', $(grep OMP_WAIT out)"
+for kernel in "" Prescott; do
+    for pol in active PASSIVE; do
+        RLHF_BLAS_TEST_CORE=$kernel OMP_WAIT_POLICY=$pol OMP_DISPLAY_ENV=verbose "$R" info \
+            --system > out 2> err
+        want=$([ $pol = active ] && echo ACTIVE || echo PASSIVE)
+        got=$(sed -n "s/^ *OMP_WAIT_POLICY = '\([A-Z]*\)'.*/\1/p" err | tail -1)
+        [ "$got" = "$want" ] && grep -q "^OMP_WAIT_POLICY *$pol (set by the user)$" out &&
+            ok "OMP_WAIT_POLICY=$pol set by the user is kept${kernel:+ (through a kernel re-execution)}" ||
+                bad "OMP_WAIT_POLICY=$pol kept (kernel '$kernel'): libgomp $got, $(grep OMP_WAIT out)"
+    done
+done
 
 if [ "$best" = generic ]; then
     # a CPU without AVX: no kernel is better than what the library chose, nothing may change

@@ -687,6 +687,40 @@ static void test_hostile(void) {
     CHECK(errors > 1000 && oks > 10);
 }
 
+// A key added later with CONFIG_HASH_IF_SET: at its default the hash is the one of the schema
+// without it (configs written before keep their hash); set to anything else it counts.
+static void test_hash_if_set(void) {
+    static const ConfigEntry OLD[] = {
+        CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "0.001", "rate"),
+        CONFIG_ENTRY("data.path", CONFIG_STRING, "a.jsonl", "data"),
+        {0}};
+    static const ConfigEntry NEW[] = {
+        CONFIG_ENTRY("train.lr", CONFIG_DOUBLE, "0.001", "rate"),
+        CONFIG_ENTRY("data.mix.text", CONFIG_STRING, "", "text", .flags = CONFIG_HASH_IF_SET),
+        CONFIG_ENTRY("data.mix.weight", CONFIG_DOUBLE, "0", "w", .flags = CONFIG_HASH_IF_SET),
+        CONFIG_ENTRY("data.path", CONFIG_STRING, "a.jsonl", "data"),
+        {0}};
+    char err[256], ho[CONFIG_HASH_HEX], hn[CONFIG_HASH_HEX], hs[CONFIG_HASH_HEX];
+    Config *o = NULL, *n = NULL;
+    CHECK_MSG(config_new(&o, OLD, err, sizeof err) == 0 && config_new(&n, NEW, err, sizeof err) == 0,
+              "%s", err);
+    config_hash(o, ho);
+    config_hash(n, hn);
+    CHECK_MSG(!strcmp(ho, hn), "default-valued new keys changed the hash: %s vs %s", ho, hn);
+    CHECK(config_set(n, "data.mix.weight=0.25", err, sizeof err) == 0);
+    config_hash(n, hs);
+    CHECK(strcmp(ho, hs) != 0);
+    CHECK(config_set(n, "data.mix.weight=0", err, sizeof err) == 0 &&
+          config_set(n, "data.mix.text=t.txt", err, sizeof err) == 0);
+    config_hash(n, hs);
+    CHECK(strcmp(ho, hs) != 0);
+    char *d = config_dump_string(n);   // the dump still shows every key
+    CHECK(strstr(d, "weight: 0") != NULL && strstr(d, "text: \"t.txt\"") != NULL);
+    free(d);
+    config_free(o);
+    config_free(n);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/rlhf_test_config.XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
@@ -696,6 +730,7 @@ int main(void) {
     test_case("config: --set overrides and their errors", test_overrides);
     test_case("config: file errors with exact line and column", test_file_errors);
     test_case("config: canonical dump, reload, hash", test_dump_and_hash);
+    test_case("config: a key added later leaves old hashes alone at its default", test_hash_if_set);
     test_case("config: help lists every key", test_help);
     test_case("config: bad schemas are refused", test_schema_errors);
     test_case("config: getter misuse exits with the key", test_getter_misuse);

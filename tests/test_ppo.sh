@@ -4,6 +4,7 @@
 #   - policy == reference: KL exactly 0 and ratio exactly 1 on the first minibatch
 #   - the mean score rises clearly within 10 iterations while the KL stays below 15 nats/episode
 #   - with the pretraining mix the LM loss on the pretraining text rises less than without
+#   - the held-out pretraining loss (eval.pretrain_text) is recorded and equals rlhf eval's
 #   - kill -9 at a random moment and the same command ends bit-identical (weights, moments, EMA,
 #     rollouts), the database consistent
 #   - the NaN/Inf guard skips, then stops and keeps the last good checkpoint
@@ -115,6 +116,31 @@ awk -v a="$l0" -v b="$loff" -v c="$lon" \
     [ -f on/ptx.tok ] &&
         ok "pretraining loss: start $l0, ptx off $loff, ptx on $lon (rises less with ptx)" ||
         bad "ptx: start $l0 off $loff on $lon"
+
+# 2b. the held-out pretraining loss (eval.pretrain_text): at iteration 0, every eval.every
+# iterations and at the end, equal to `rlhf eval` on the same two windows of 32 positions (the
+# policy's longest row here: ptx.seq_len) of held.txt's tokens and the end token
+sums 40 'Take %d from %d: %d is left, and %d more.' > held.txt
+"$B/ppo" -c ppo.yaml --set ptx.coef=1 --set out.dir=pl --set train.iterations=3 \
+    --set eval.every=2 --set eval.pretrain_text=held.txt --set eval.pretrain_max_windows=2 \
+    > /dev/null 2> err || bad "ppo run with eval.pretrain_text"
+{ cat held.txt; printf '<|endoftext|>'; } | "$B/rlhf" tokenizer encode tok --special |
+    tr -s ' \n' '\n' > held.ids
+head -n 33 held.ids > w1.ids; sed -n '33,65p' held.ids > w2.ids
+two_windows() {   # the mean loss of CKPT on the two windows
+    a=$("$B/rlhf" eval "$1" --ids w1.ids 2> /dev/null | sed -n 's/^loss //p')
+    b=$("$B/rlhf" eval "$1" --ids w2.ids 2> /dev/null | sed -n 's/^loss //p')
+    awk -v a="$a" -v b="$b" 'BEGIN { if (a != "" && b != "") printf "%.6f", (a + b) / 2 }'
+}
+p0=$(metric pl/workspace.db valid/pretrain_loss 0); p2=$(metric pl/workspace.db valid/pretrain_loss 2)
+p3=$(metric pl/workspace.db valid/pretrain_loss 3); p1=$(metric pl/workspace.db valid/pretrain_loss 1)
+w0=$(two_windows pre/best); w3=$(two_windows pl/policy)
+[ "$p1" = none ] && [ "$p2" != none ] && close "$p0" "$w0" 1e-5 && close "$p3" "$w3" 1e-5 &&
+    grep -q "^ppo: iteration 3: pretraining loss [0-9.]*$" err &&
+    ok "ppo: valid/pretrain_loss at iterations 0, 2 and 3 ($p0 -> $p3) equals rlhf eval's ($w0 -> $w3)" ||
+        bad "ppo pretraining loss: $p0 $p1 $p2 $p3, rlhf eval $w0 $w3"
+expect_fail "a missing eval.pretrain_text is named" 1 "^ppo: eval.pretrain_text" "$B/ppo" \
+    -c ppo.yaml --set out.dir=o7 --set eval.pretrain_text=nope.txt
 
 # 3. kill -9 at a random moment, rerun: the same result as the uninterrupted run
 cat > long.yaml <<'YAML'
