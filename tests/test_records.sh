@@ -5,7 +5,7 @@
 # drives the judge through the real protocol on a tiny untrained policy, with the
 # demonstrations imported but not queued; `rlhf eval-policy --judge --score` judges and scores
 # two policies with the family's programs; pipelines/records.yaml passes
-# `rlhf run --dry-run` with its gates. A few seconds.
+# `rlhf run --dry-run` with its gates and pretraining mix. A few seconds.
 . "$PWD/tests/lib.sh"
 export OMP_NUM_THREADS=1
 lib_workspace
@@ -132,4 +132,7 @@ check "pipelines/records.yaml: gates on pretrain's loss and on the reward model'
 check "pipelines/records.yaml: the data and the judge named from the file's folder" \
     "grep -q '^data *run *python3 ../data/records/make_data.py' $W/plan && \
      grep -q \"judge 'python3 ../data/records/judge.py --noise 0.1 --seed 1234'\" $W/plan"
+check "pipelines/records.yaml: SFT mixes pretraining text; SFT and PPO log its held-out loss" \
+    "grep '^sft ' $W/plan | grep -q 'data.mix.weight=0.5' && \
+     [ \$(grep -c 'eval.pretrain_text=.*pretrain_valid.txt' $W/plan) = 2 ]"
 lib_summary
