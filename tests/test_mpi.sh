@@ -24,14 +24,22 @@ fi
 MPIRUN="timeout 120 mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
 DIFF="python3 $ROOT/tests/safetensors_diff.py"
 # rank_killed LABEL MATCH CMD...: CMD (mpirun, 2 ranks) running, the rank whose command line starts
-# with MATCH gets SIGKILL after 3 s: the whole job must end within 30 s, with a failure status
+# with MATCH gets SIGKILL once both ranks have run 2 s (waiting for them to start: on a slow or
+# loaded machine mpirun takes seconds): the whole job must end within 30 s, with a failure status
 rank_killed() {
     label=$1; match=$2; shift 2
     "$@" > out 2> err &
     mp=$!
-    sleep 3
+    t=0
+    while [ "$(procs_started_with "$match" | wc -l)" -lt 2 ] && [ $t -lt 600 ]; do
+        sleep 0.1; t=$((t + 1))
+    done
+    sleep 2
     victim=$(procs_started_with "$match" | head -1)
-    kill -9 "$victim" 2>/dev/null
+    if [ -z "$victim" ] || ! kill -9 "$victim" 2>/dev/null; then
+        kill -9 $mp; procs_kill_in "$W"; bad "${label}no rank to kill: the job did not start in 60 s"
+        return
+    fi
     t=0
     while kill -0 $mp 2>/dev/null && [ $t -lt 30 ]; do sleep 1; t=$((t + 1)); done
     if kill -0 $mp 2>/dev/null; then
