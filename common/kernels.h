@@ -65,4 +65,47 @@ void logprob_backward(float *logits_to_dlogits, const float *lse, const int32_t 
 void score_forward(float *out, const float *inp, const float *w, int64_t N, int C);
 void score_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                     int64_t N, int C);
+
+// ---- Llama-style kernels (see model.h for the block kind that uses them) ----
+
+// out (N,OC) = [out +] inp (N,C) @ weight^T + bias, weight (OC,C) in the nn.Linear layout
+// [out, in], bias (OC) or NULL; beta_one as matmul_forward.
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int64_t N, int C, int OC, int beta_one);
+// dinp (N,C) or NULL, dweight (OC,C), dbias (OC) or NULL, dout (N,OC)
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC);
+
+// RMSNorm: out (N,C) = inp * rstd * weight, rstd (N) = 1 / sqrt(mean(inp^2) + eps) saved.
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
+                     int C, float eps);
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int64_t N, int C);
+
+// RoPE frequencies: inv_freq (hd/2)[i] = theta^(-2i/hd), then Llama 3's scaling when
+// scaling == 1 (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings),
+// computed in double and rounded once.
+void rope_inv_freq(float *inv_freq, int hd, double theta, int scaling, double factor,
+                   double low_freq_factor, double high_freq_factor, int original_max_pos);
+// Rotates, in place, the heads of N rows: head h of row n is x[n*stride + h*hd .. +hd), rotated
+// by angle pos[n] * inv_freq[i] in the HF rotate_half convention (element i pairs with i + hd/2).
+// backward applies the inverse rotation to the gradient in place (the rotation is orthogonal).
+void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int64_t N, int nheads,
+                  int hd, int64_t stride);
+void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int64_t N, int nheads,
+                   int hd, int64_t stride);
+
+// SwiGLU: gu (N,2F) holds [gate | up] per row; out (N,F) = silu(gate) * up.
+void swiglu_forward(float *out, const float *gu, int64_t N, int F);
+void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, int F);
+
+// Grouped-query causal attention over packed sequences (as attention_forward): qkv (N, QKV) rows
+// [NH q heads | KVH k heads | KVH v heads] of hd each (QKV = (NH + 2 KVH) hd); q head h reads
+// kv head h / (NH / KVH). out (N, NH*hd); att as attention_forward (NH*len^2 per sequence).
+// Scores are scaled by 1/sqrt(hd). GPT-2 is the case KVH = NH, hd = C/NH.
+void attention_gqa_forward(float *out, float *att, const float *qkv, const int64_t *off,
+                           const int64_t *att_off, int B, int NH, int KVH, int hd);
+void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                            const float *att, const int64_t *off, const int64_t *att_off, int B,
+                            int NH, int KVH, int hd);
 #endif

@@ -42,13 +42,14 @@ static void param_sizes(const ModelConfig *c, size_t *s) {
     s[P_FCPROJW] = L * 4 * C * C; s[P_FCPROJB] = L * C;
     s[P_LNFW] = C;             s[P_LNFB] = C;
     s[P_SCOREW] = c->score_head ? C : 0;
+    s[P_QNORMW] = 0; s[P_KNORMW] = 0; s[P_LMHEADW] = 0;
 }
 
 static void carve_params(ModelParams *p, float *mem, const size_t *s) {
     float **ptrs[MODEL_NUM_PARAMS] = {
         &p->wte, &p->wpe, &p->ln1w, &p->ln1b, &p->qkvw, &p->qkvb, &p->attprojw, &p->attprojb,
         &p->ln2w, &p->ln2b, &p->fcw, &p->fcb, &p->fcprojw, &p->fcprojb, &p->lnfw, &p->lnfb,
-        &p->scorew};
+        &p->scorew, &p->qnormw, &p->knormw, &p->lmheadw};
     for (int i = 0; i < MODEL_NUM_PARAMS; i++) { *ptrs[i] = mem; mem += s[i]; }
 }
 

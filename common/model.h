@@ -1,4 +1,4 @@
-// GPT-2: the blueprint (ModelConfig), the weights (one allocation carved into named tensors by a
+// The transformer: the blueprint (ModelConfig), the weights (one allocation carved into named tensors by a
 // size table, with gradients and AdamW moments laid out the same way), and the wave of
 // activations (allocated once at init for the largest batch, never inside a step).
 //
@@ -7,25 +7,74 @@
 // Heads: the tied LM head (logits over the vocabulary, computed only for the rows that need them)
 // and a scalar head `score.weight` (reward model: read at the last real token; value model: every
 // token). Ownership: a Model owns all its buffers; model_free releases them.
+//
+// Two block kinds, chosen by ModelConfig.arch (the zero value is GPT-2, so a config that names no
+// architecture is a GPT-2 one). The difference lives in model.c's table of block kinds (sizes,
+// activation slots, layer forward/backward, tensor names) and generate.c's decoding step table,
+// never in branches across the kernels:
+//   GPT-2        pre-LN LayerNorm, learned positions (wpe), GELU(tanh), tied LM head,
+//                weights in the HF Conv1D layout [in, out].
+//   Llama-style  RMSNorm, rotary positions (rope_theta, optional Llama 3 scaling), SwiGLU MLP,
+//                grouped-query attention (n_kv_head heads of K/V, 1 = multi-query), head_dim
+//                from the config, optional q/k/v biases (Qwen2), per-head q/k RMSNorm (Qwen3),
+//                tied or untied LM head; weights in the nn.Linear layout [out, in].
+// Slots of ModelParams under Llama-style (QKV = (n_head + 2 n_kv_head) * hd, F = d_ff):
+//   wte (V,C) embed_tokens; wpe, ln1b, ln2b, attprojb, fcb, fcprojb, lnfb: size 0
+//   ln1w (L,C) input_layernorm; ln2w (L,C) post_attention_layernorm; lnfw (C) model.norm
+//   qkvw (L,QKV,C): rows [q_proj | k_proj | v_proj], so each HF tensor is a contiguous slice
+//   qkvb (L,QKV) with qkv_bias, else size 0
+//   attprojw (L,C,NH*hd) o_proj
+//   fcw (L,2F,C): rows [gate_proj | up_proj]; fcprojw (L,C,F) down_proj
+//   qnormw, knormw (L,hd) with qk_norm, else size 0
+//   lmheadw (V,C) lm_head when the embeddings are untied, else size 0 (GPT-2: always 0)
 #ifndef MODEL_H
 #define MODEL_H
 #include <stddef.h>
 #include <stdint.h>
 
+enum { MODEL_ARCH_GPT2 = 0, MODEL_ARCH_LLAMA = 1 };
+// Hugging Face model_type a checkpoint is written with (config.json keys and architectures).
+// GPT2 implies MODEL_ARCH_GPT2; the others MODEL_ARCH_LLAMA.
+enum { MODEL_FAMILY_GPT2 = 0, MODEL_FAMILY_LLAMA, MODEL_FAMILY_MISTRAL, MODEL_FAMILY_QWEN2,
+       MODEL_FAMILY_QWEN3 };
+enum { MODEL_ROPE_DEFAULT = 0, MODEL_ROPE_LLAMA3 = 1 };
+
 typedef struct {
-    int max_seq_len;   // n_positions: rows of wpe, the longest sequence the model can see
+    int arch;          // MODEL_ARCH_*: the block kind
+    int family;        // MODEL_FAMILY_*: naming in config.json (must agree with arch)
+    int max_seq_len;   // n_positions / max_position_embeddings: longest sequence (GPT-2: wpe rows)
     int vocab_size;    // V
     int n_layer;       // L
     int n_head;        // NH
     int n_embd;        // C
-    float ln_eps;      // layer_norm_epsilon (GPT-2: 1e-5)
-    int lm_head;       // 1: tied LM head used (policy, SFT); 0: no unembedding (reward/value)
+    float ln_eps;      // layer_norm_epsilon (GPT-2: 1e-5) / rms_norm_eps (Llama-style)
+    int lm_head;       // 1: LM head used (policy, SFT); 0: no unembedding (reward/value)
     int score_head;    // 1: scalar head score.weight (1,C) exists
+    // Llama-style only; GPT-2 leaves them 0 (the model_*() accessors below give the values used)
+    int n_kv_head;     // num_key_value_heads KVH, divides n_head; 0 = n_head
+    int head_dim;      // hd; 0 = n_embd / n_head (GPT-2 requires that)
+    int d_ff;          // intermediate_size F of the SwiGLU MLP (GPT-2: 4C, implied)
+    float rope_theta;  // RoPE base (e.g. 10000, 1e6)
+    int rope_scaling;  // MODEL_ROPE_*; LLAMA3 uses the four fields below
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;  // original_max_position_embeddings
+    int qkv_bias;      // q/k/v projections have biases (Qwen2)
+    int qk_norm;       // per-head RMSNorm of q and k before RoPE (Qwen3)
+    int untied;        // lm_head.weight separate from embed_tokens (tie_word_embeddings false)
 } ModelConfig;
+
+static inline int model_kv_heads(const ModelConfig *c) {
+    return c->n_kv_head ? c->n_kv_head : c->n_head;
+}
+static inline int model_head_dim(const ModelConfig *c) {
+    return c->head_dim ? c->head_dim : c->n_embd / c->n_head;
+}
+static inline int model_ff(const ModelConfig *c) { return c->d_ff ? c->d_ff : 4 * c->n_embd; }
 
 enum {
     P_WTE, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B,
-    P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB, P_SCOREW, MODEL_NUM_PARAMS
+    P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB, P_SCOREW, P_QNORMW, P_KNORMW, P_LMHEADW,
+    MODEL_NUM_PARAMS
 };
 
 typedef struct {
@@ -46,6 +95,9 @@ typedef struct {
     float *lnfw;      // (C)
     float *lnfb;      // (C)
     float *scorew;    // (C), or size 0 without a score head
+    float *qnormw;    // (L, hd) Qwen3 q_norm, else size 0
+    float *knormw;    // (L, hd) Qwen3 k_norm, else size 0
+    float *lmheadw;   // (V, C) untied lm_head, else size 0
 } ModelParams;
 
 typedef struct {
@@ -130,7 +182,11 @@ void model_get_values(const Model *m, float *out);     // scalar head per positi
 // Logits row of (b, t) after a forward that computed it, else NULL.
 const float *model_logits_at(const Model *m, int b, int t);
 
-// Per-tensor view with Hugging Face GPT-2 names ("h.3.attn.c_attn.weight"): index 0 .. count-1.
+// Per-tensor view with Hugging Face names, index 0 .. count-1. GPT-2: bare GPT2Model names
+// ("h.3.attn.c_attn.weight", shapes [in, out]) and "score.weight". Llama-style: the names
+// save_pretrained writes ("model.embed_tokens.weight", "model.layers.3.self_attn.q_proj.weight"
+// [out, in], "model.norm.weight", "lm_head.weight" when untied, "score.weight"); q/k/v and
+// gate/up are slices of the fused qkvw / fcw rows.
 typedef struct {
     char name[64];
     int ndim;
