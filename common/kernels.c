@@ -108,9 +108,11 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 // The weight (and bias) gradients of a normalisation, sums over rows: dweight[c] += sum_i
 // dout[i,c] * (inp[i,c] - mean[i]) * rstd[i], dbias[c] += sum_i dout[i,c]. mean NULL: 0
 // (RMSNorm); dbias NULL: none. Fixed chunks of rows are added in chunk order (as colsum_add), so
-// the result does not depend on the thread count.
-static void norm_weight_grads(float *dweight, float *dbias, const float *dout, const float *inp,
-                              const float *mean, const float *rstd, int64_t N, int C) {
+// the result does not depend on the thread count. Inlined into each caller: layernorm's loop stays
+// the one it had, and rmsnorm's drops the mean.
+__attribute__((always_inline)) static inline void
+norm_weight_grads(float *dweight, float *dbias, const float *dout, const float *inp,
+                  const float *mean, const float *rstd, int64_t N, int C) {
     int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
     int nstrip = (C + LN_STRIP - 1) / LN_STRIP;
     #pragma omp parallel for ordered schedule(static, 1)
@@ -305,13 +307,9 @@ static void matmul_forward_few(float *out, const float *inp, const float *weight
     }
 }
 
-void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
-                    int64_t N, int C, int OC, int beta_one) {
-    if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
-    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) {
-        matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
-        return;
-    }
+// Before an sgemm of out (N,OC) that adds the product with the returned beta: out = [out +] bias
+// (rows filled in parallel), beta 1; no bias: beta 1 when beta_one, else 0 (out is overwritten).
+static float bias_init(float *out, const float *bias, int64_t N, int OC, int beta_one) {
     if (bias) {
         #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; i++) {
@@ -320,7 +318,17 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
             else          { memcpy(o, bias, (size_t)OC * sizeof(float)); }
         }
     }
-    float beta = (bias || beta_one) ? 1.0f : 0.0f;
+    return (bias || beta_one) ? 1.0f : 0.0f;
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int64_t N, int C, int OC, int beta_one) {
+    if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
+    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) {
+        matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
+        return;
+    }
+    float beta = bias_init(out, bias, N, OC, beta_one);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, OC, C, 1.0f, inp, C,
                 weight, OC, beta, out, OC);
 }
@@ -742,15 +750,7 @@ void score_backward(float *dinp, float *dw, const float *dout, const float *inp,
 
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
-    if (bias) {
-        #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < N; i++) {
-            float *o = out + i * OC;
-            if (beta_one) { for (int j = 0; j < OC; j++) o[j] += bias[j]; }
-            else          { memcpy(o, bias, (size_t)OC * sizeof(float)); }
-        }
-    }
-    float beta = (bias || beta_one) ? 1.0f : 0.0f;
+    float beta = bias_init(out, bias, N, OC, beta_one);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, OC, C, 1.0f, inp, C, weight,
                 C, beta, out, OC);
 }
