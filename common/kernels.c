@@ -363,7 +363,10 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
                      (s_[0] + s_[2]) + (s_[1] + s_[3]); })
 #endif
 
-static void logits_one_row(float *out, const float *x, const float *wte, int V, int C) {
+// One row against a weight in the [out, in] layout (V rows of C): out[v] = [out[v] +] [bias[v] +]
+// x . wte[v], each weight row streamed once. The LM head at B = 1, and linear_forward's one row.
+static void rowdot_one_row(float *out, const float *x, const float *wte, const float *bias,
+                           int beta_one, int V, int C) {
     int C16 = C & ~15;
     int npair = (V + 1) / 2;
     #pragma omp parallel for schedule(static)
@@ -381,6 +384,8 @@ static void logits_one_row(float *out, const float *x, const float *wte, int V, 
             float sum = 0.0f;
             for (int i = 0; i < 16; i++) sum += acc[i];
             for (int c = C16; c < C; c++) sum += x[c] * w[c];
+            if (bias || beta_one)
+                sum += (beta_one ? out[v0 + vi] : 0.0f) + (bias ? bias[v0 + vi] : 0.0f);
             out[v0 + vi] = sum;
         }
     }
@@ -392,7 +397,7 @@ void logits_forward(float *out, const float *inp, const float *wte, int64_t M, i
                     0.0f, out, V);
         return;
     }
-    if (M == 1) { logits_one_row(out, inp, wte, V, C); return; }
+    if (M == 1) { rowdot_one_row(out, inp, wte, NULL, 0, V, C); return; }
     int CV = C - C % VW;
     int nblk = (V + LG_VB - 1) / LG_VB;
     #pragma omp parallel for schedule(static)
@@ -750,6 +755,8 @@ void score_backward(float *dinp, float *dw, const float *dout, const float *inp,
 
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
+    // one row (decoding): sgemm would pack the whole weight for it (4x slower at C 576, OC 3072)
+    if (N == 1) { rowdot_one_row(out, inp, weight, bias, beta_one, OC, C); return; }
     float beta = bias_init(out, bias, N, OC, beta_one);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, OC, C, 1.0f, inp, C, weight,
                 C, beta, out, OC);
