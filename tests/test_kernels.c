@@ -671,6 +671,7 @@ static void test_rope(void) {
     int32_t far[5] = {1001, 4097, 32767, 131071, 1000};
     test_rope_case(far, 5, 2, 64, 0, 1e6);
     test_rope_case(far, 5, 1, 48, 5, 1e6);
+    test_rope_case(far, 5, 2, 160, 3, 1e6);   // 80 pairs: a block of 64 cosines and a partial one
 }
 
 // ---- SwiGLU
