@@ -276,7 +276,7 @@ static void gpt2_tensor(const Model *m, int i, ModelTensor *t, int *slot, size_t
     }
 }
 
-// ---- Llama-style: RMSNorm, RoPE, grouped-query attention, SwiGLU, nn.Linear weights [out, in] ----
+// ---- Llama-style: RMSNorm, RoPE, grouped-query attention, SwiGLU, nn.Linear [out, in] ----
 
 static int llama_validate(const ModelConfig *c, char *err, size_t errlen) {
     int NH = c->n_head, KVH = model_kv_heads(c);
