@@ -627,6 +627,8 @@ static const BlockKind *model_kind(const ModelConfig *c) {
     return &MODEL_KINDS[c->arch == MODEL_ARCH_LLAMA ? MODEL_ARCH_LLAMA : MODEL_ARCH_GPT2];
 }
 
+const char *model_kind_name(const ModelConfig *c) { return model_kind(c)->name; }
+
 // ---- shared: configuration, memory plan, allocation ----
 
 static int validate_common(const ModelConfig *c, const KindKeys *k, char *err, size_t errlen) {

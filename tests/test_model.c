@@ -870,6 +870,9 @@ static void test_llama_memory(void) {
     CHECK(model_init(&m, &c, 2, 8, 1, 0, err, sizeof err) == 0);
     CHECK(m.num_params * 4 * sizeof(float) + m.acts_floats * sizeof(float) <= tr);
     CHECK(m.qk_in != NULL && m.inv_freq != NULL && m.ln1_mean == NULL && m.params.wpe != NULL);
+    CHECK(!strcmp(model_kind_name(&c), "llama-style"));
+    c.arch = MODEL_ARCH_GPT2;
+    CHECK(!strcmp(model_kind_name(&c), "gpt2"));
     model_free(&m);
 }
 
