@@ -240,8 +240,9 @@ def check_inv_freq(c):
             got = (1.0 - s) / factor + s
             assert abs(got - want) < 1e-15, f"{c.name}: llama3 interpolation discontinuous at {wl}"
         assert torch.all(inv[1:] < inv[:-1]), f"{c.name}: scaled frequencies not decreasing"
-    print(f"  inv_freq ({c.hd // 2} frequencies{', llama3: ' + ' '.join(sorted(regimes)) if regimes else ''}):"
-          f" vectorised vs scalar formula rel {err:.3g}")
+    kinds = ", llama3: " + " ".join(sorted(regimes)) if regimes else ""
+    print(f"  inv_freq ({c.hd // 2} frequencies{kinds}): vectorised vs scalar formula "
+          f"rel {err:.3g}")
     return inv
 
 
@@ -373,8 +374,9 @@ def alt_hidden_states(c, P, tokens, inv):
             heads.append(torch.softmax(s, dim=-1) @ vv)
         x = x + F.linear(torch.cat(heads, dim=-1), P[a + "o_proj.weight"])
         h = alt_norm(x, P[p + "post_attention_layernorm.weight"], c.eps)
-        m = F.silu(F.linear(h, P[p + "mlp.gate_proj.weight"])) * F.linear(h, P[p + "mlp.up_proj.weight"])
-        x = x + F.linear(m, P[p + "mlp.down_proj.weight"])
+        gate = F.silu(F.linear(h, P[p + "mlp.gate_proj.weight"]))
+        up = F.linear(h, P[p + "mlp.up_proj.weight"])
+        x = x + F.linear(gate * up, P[p + "mlp.down_proj.weight"])
     return alt_norm(x, P["model.norm.weight"], c.eps)
 
 
@@ -504,9 +506,9 @@ def adamw_run(f_lm, P0, names):
     """10 steps of torch.optim.AdamW with a hand-written AdamW alongside (check 5)."""
     lr, b1, b2, eps, wd, clip = ADAM.values()
     P = leaf_copy(P0, names)
-    opt = torch.optim.AdamW([{"params": [p for p in P.values() if p.ndim >= 2], "weight_decay": wd},
-                             {"params": [p for p in P.values() if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=lr, betas=(b1, b2), eps=eps)
+    groups = [{"params": [p for p in P.values() if p.ndim >= 2], "weight_decay": wd},
+              {"params": [p for p in P.values() if p.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(b1, b2), eps=eps)
     Pm, mstate = OrderedDict((n, P0[n].clone()) for n in names), {}
     losses, norms = [], []
     for step in range(1, ADAM_STEPS + 1):
