@@ -73,6 +73,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fixture import write_fixture, read_fixture  # noqa: E402
+from refcheck import (adamw_step, finite_difference_check, grads_of,  # noqa: E402
+                      leaf_copy, max_rel)
 
 DT = torch.float64
 HEAD = "score.weight"
@@ -85,6 +87,9 @@ ADAM_STEPS = 10
 # correction of v) matters more, not less.
 ADAM = OrderedDict([("lr", 1e-2), ("beta1", 0.9), ("beta2", 0.95), ("eps", 1e-5),
                     ("weight_decay", 0.1), ("grad_clip", 1.0)])
+# adamw_step's lr, betas, eps, wd, clip
+ADAM_ARGS = (ADAM["lr"], (ADAM["beta1"], ADAM["beta2"]), ADAM["eps"], ADAM["weight_decay"],
+             ADAM["grad_clip"])
 FAMILY = {"llama": 1, "mistral": 2, "qwen2": 3, "qwen3": 4}
 FIXTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 
@@ -390,10 +395,6 @@ def alt_loss(c, P, tokens, targets, weights, inv):
 # ---------------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------------
-def max_rel(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-300)).item()
-
-
 def check_rope(c, inv):
     """Check 1: rotate_half RoPE against complex multiplication, norms, relative positions."""
     gen = torch.Generator().manual_seed(5)
@@ -410,68 +411,6 @@ def check_rope(c, inv):
     print(f"  RoPE (positions 0..{Tx - 1}): rotate_half vs complex rel {e_def:.3g}, norm kept rel "
           f"{e_norm:.3g}, <R(m)q,R(n)k> shift-invariant rel {e_rel:.3g}")
     assert e_def < 1e-13 and e_norm < 1e-13 and e_rel < 1e-9
-
-
-def leaf_copy(P, names=None):
-    return OrderedDict((n, P[n].detach().clone().requires_grad_(True)) for n in (names or P))
-
-
-def grads_of(fn, P):
-    """(value, {name: grad}) of scalar fn(P) with respect to every tensor of P."""
-    Q = leaf_copy(P)
-    out = fn(Q)
-    gs = torch.autograd.grad(out, list(Q.values()), allow_unused=True)
-    return out.detach(), OrderedDict((n, torch.zeros_like(Q[n]) if g is None else g)
-                                     for n, g in zip(Q, gs))
-
-
-def finite_difference_check(fn, P, G, label, per_param, h=1e-3, tol=1e-6):
-    """Fourth-order central differences on the largest-|grad| entry and random entries of
-    every tensor in G. rel err = |fd - ad| / max(|ad|, 1e-3 max|G[name]|, 1e-6) (the floors
-    matter only where a gradient is near zero: lm_head.weight has none for the values)."""
-    gen = torch.Generator().manual_seed(99)
-    worst = 0.0
-    with torch.no_grad():
-        for name, g in G.items():
-            flat = g.reshape(-1)
-            picks = [int(flat.abs().argmax())]
-            picks += torch.randint(0, flat.numel(), (per_param - 1,), generator=gen).tolist()
-            gmax = flat.abs().max().item()
-            for i in picks:
-                Q = OrderedDict((n, t.clone()) for n, t in P.items())
-                q = Q[name].view(-1)
-                x0 = q[i].item()
-                f_at = []
-                for d in (-2 * h, -h, h, 2 * h):
-                    q[i] = x0 + d
-                    f_at.append(fn(Q).item())
-                fd = (f_at[0] - 8 * f_at[1] + 8 * f_at[2] - f_at[3]) / (12 * h)
-                ad = flat[i].item()
-                err = abs(fd - ad) / max(abs(ad), 1e-3 * gmax, 1e-6)
-                worst = max(worst, err)
-                assert err < tol, (f"{label}: finite differences at {name}[{i}]: fd {fd!r} "
-                                   f"autograd {ad!r} rel {err:.3g}")
-    print(f"  finite differences ({label}): {len(G)} tensors x {per_param} entries, "
-          f"worst rel err {worst:.3g}")
-
-
-def manual_adamw_step(P, grads, state, step):
-    """The C engine's update (common/optim.c, torch.optim.AdamW + clip_grad_norm_):
-       norm = ||all grads||_2; if norm > clip: g *= clip / (norm + 1e-6);
-       p *= 1 - lr*wd (wd only for ndim >= 2); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-       p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
-    lr, b1, b2, eps, wd, clip = ADAM.values()
-    norm = torch.sqrt(sum((g ** 2).sum() for g in grads.values())).item()
-    coef = clip / (norm + 1e-6) if norm > clip else 1.0
-    for n, p in P.items():
-        g = grads[n] * coef
-        m, v = state.setdefault(n, (torch.zeros_like(p), torch.zeros_like(p)))
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        state[n] = (m, v)
-        p = p * (1 - lr * (wd if p.ndim >= 2 else 0.0))
-        P[n] = p - lr / (1 - b1 ** step) * m / (v.sqrt() / math.sqrt(1 - b2 ** step) + eps)
-    return norm
 
 
 def float32_check(c, P0, tokens, targets, weights, lengths, inv, logits, G, final):
@@ -495,7 +434,7 @@ def float32_check(c, P0, tokens, targets, weights, lengths, inv, logits, G, fina
     state = {}
     for step in range(1, ADAM_STEPS + 1):
         _, g = grads_of(f32_lm, P)
-        manual_adamw_step(P, g, state, step)
+        adamw_step(P, g, state, step, *ADAM_ARGS)
     e_final = max((P[n].double() - final[n]).abs().max().item() for n in final)
     print(f"  torch float32: logits abs {e_logits:.3g}, grads rel-to-max {e_grad:.3g}, "
           f"params after {ADAM_STEPS} AdamW steps abs {e_final:.3g}")
@@ -520,7 +459,7 @@ def adamw_run(f_lm, P0, names):
         losses.append(loss.item())
         norms.append(norm.item())
         ml, mg = grads_of(f_lm, Pm)
-        mnorm = manual_adamw_step(Pm, mg, mstate, step)
+        mnorm = adamw_step(Pm, mg, mstate, step, *ADAM_ARGS)
         assert abs(ml.item() - loss.item()) < 1e-12 and abs(mnorm - norm.item()) < 1e-12
     e = max(max_rel(Pm[n], P[n].detach()) for n in names)
     print(f"  manual AdamW vs torch.optim.AdamW after {ADAM_STEPS} steps: worst rel {e:.3g}")
@@ -603,8 +542,8 @@ def run_case(c):
 
     # Check 4: finite differences (fewer entries for the long case: each forward is larger).
     per = 2 if max(c.lengths) > 100 else 4
-    finite_difference_check(f_lm, P0, G, "LM loss", per)
-    finite_difference_check(f_val, P0, SG, "values", per)
+    finite_difference_check(f_lm, P0, G, "LM loss", per, floor=1e-6)
+    finite_difference_check(f_val, P0, SG, "values", per, floor=1e-6)
 
     final, losses, norms = adamw_run(f_lm, P0, lm_names)
     float32_check(c, P0, tokens, targets, weights, lengths, inv, logits, G, final)
