@@ -46,9 +46,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fixture import write_fixture, read_fixture  # noqa: E402
 from refcheck import (adamw_step, finite_difference_check, grads_of,  # noqa: E402
-                      leaf_copy, max_rel)
+                      leaf_copy, max_rel, write_fixture_checked)
 
 DT = torch.float64
 
@@ -322,15 +321,7 @@ def main():
     tensors += [("final." + n, P[n]) for n in lm_names]
     path = os.path.normpath(OUT_PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_fixture(path, tensors)
-
-    # Read it back to make sure the file says what we meant.
-    back = read_fixture(path)
-    assert list(back) == [n for n, _ in tensors]
-    for n, t in tensors:
-        a = t.detach().numpy()
-        assert back[n].shape == a.shape, n
-        assert (abs(back[n].astype("float64") - a) <= 1e-7 * (1 + abs(a))).all(), n
+    write_fixture_checked(path, tensors)
     print(f"wrote {path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes")
 
 

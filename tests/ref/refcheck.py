@@ -7,6 +7,8 @@ from collections import OrderedDict
 
 import torch
 
+from fixture import read_fixture, write_fixture
+
 
 def leaf_copy(P, names=None):
     """Fresh leaf tensors requiring grad (all of P, or the names given, in that order)."""
@@ -79,3 +81,15 @@ def adamw_step(P, grads, state, step, lr, betas, eps, wd, clip):
         p = p * (1 - lr * (wd if p.ndim >= 2 else 0.0))
         P[n] = p - lr / (1 - b1 ** step) * m / (v.sqrt() / math.sqrt(1 - b2 ** step) + eps)
     return norm
+
+
+def write_fixture_checked(path, tensors):
+    """write_fixture, then reads the file back to make sure it says what we meant (names in
+    order, shapes, values within float32 rounding)."""
+    write_fixture(path, tensors)
+    back = read_fixture(path)
+    assert list(back) == [n for n, _ in tensors]
+    for n, t in tensors:
+        a = t.detach().numpy()
+        assert back[n].shape == a.shape, n
+        assert (abs(back[n].astype("float64") - a) <= 1e-7 * (1 + abs(a))).all(), n
