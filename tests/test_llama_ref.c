@@ -95,6 +95,9 @@ static int ref_model(Model *m, int score) {
                          f ? "has another shape in the reference" : "is not in the reference");
         else
             memcpy(t.data, f->data, (size_t)n * sizeof(float));
+        // the reference decays exactly the matrices (torch's AdamW groups by ndim)
+        CHECK_MSG(bad || t.decay == (f->ndim >= 2), "%s: %s: decay %d, reference ndim %d", rc.name,
+                  t.name, t.decay, f ? f->ndim : 0);
     }
     if (bad || count != want) {
         model_free(m);
