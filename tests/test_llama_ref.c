@@ -3,8 +3,8 @@
 // multi-query with head_dim 48 and an untied head, Qwen2's q/k/v biases, Qwen3's q/k norms with
 // head_dim 64, and 1030 positions under rope_theta 1e6 with Llama 3 scaling. For each: logits
 // (1e-4), masked loss (1e-5), every gradient (1e-4 of that tensor's largest), the scalar head's
-// values and gradients, and 10 AdamW steps through the optimizer as sft drives it. Each case
-// prints the worst differences it measured.
+// values and gradients, each sequence run alone, and 10 AdamW steps through the optimizer as sft
+// drives it. Each case prints the worst differences it measured.
 #include "model.h"
 #include "optim.h"
 #include "testlib.h"
@@ -208,6 +208,37 @@ static void test_scalar_head(void) {
     model_free(&m);
 }
 
+// Each sequence run alone (a batch of one, T = its length) gives the reference's logits too.
+static void test_alone(void) {
+    Model m;
+    if (ref_model(&m, 0)) return;
+    const float *ref = need("logits")->data;
+    char err[256], what[96];
+    double worst = 0;
+    int64_t row = 0;
+    snprintf(what, sizeof what, "%s: logits of a sequence alone", rc.name);
+    for (int bi = 0; bi < rc.B; bi++) {
+        size_t at = (size_t)bi * rc.T;
+        ModelBatch s = {.B = 1,
+                        .T = rc.lengths[bi],
+                        .tokens = rc.tokens + at,
+                        .lengths = &rc.lengths[bi],
+                        .targets = rc.targets + at,
+                        .weights = rc.weights + at};
+        int rc_fwd = model_forward(&m, &s, MODEL_LOGITS_ALL, err, sizeof err);
+        CHECK_MSG(rc_fwd == 0, "%s: forward of sequence %d alone: %s", rc.name, bi, err);
+        for (int t = 0; t < rc.lengths[bi] && rc_fwd == 0; t++, row++) {
+            const float *got = model_logits_at(&m, 0, t), *want = ref + row * rc.V;
+            CHECK_MSG(got != NULL, "%s: no logits at (0, %d)", rc.name, t);
+            if (!got) continue;
+            CHECK_CLOSE(got, want, (size_t)rc.V, 1e-4, 1e-4, what);
+            worst = fmax(worst, worst_diff(got, want, rc.V, 0));
+        }
+    }
+    printf("   %s: each sequence alone: logits |d| %.2g\n", rc.name, worst);
+    model_free(&m);
+}
+
 // 10 steps as sft takes them: forward, zero_grad, backward, optim_adamw_step at lr_at's rate.
 static void test_adamw(void) {
     Model m;
@@ -290,6 +321,8 @@ int main(void) {
         test_case(title, test_forward_backward);
         snprintf(title, sizeof title, "%s: scalar head values and gradients vs PyTorch", rc.name);
         test_case(title, test_scalar_head);
+        snprintf(title, sizeof title, "%s: each sequence alone vs PyTorch", rc.name);
+        test_case(title, test_alone);
         snprintf(title, sizeof title, "%s: 10 AdamW steps vs PyTorch", rc.name);
         test_case(title, test_adamw);
         fixture_free(&rc.fx);
