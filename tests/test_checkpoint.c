@@ -1264,25 +1264,28 @@ static void test_llama_roundtrip(void) {
     model_free(&a);
 }
 
-// Runs hf_llama_interop.py check on dir with tokens file tok; returns the loss it prints, or
-// NAN (and fails the case) when it fails or prints none while one is expected (want_loss).
-static double python_llama_check(const char *dir, const char *tok, int want_loss) {
-    char cmd[2048], line[512];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/ref/hf_llama_interop.py check '%s' '%s' 2>&1",
-             test_data_dir(), dir, tok);
+// Runs "hf_llama_interop.py ARGS" (one python run for several checkpoints) and reads the
+// losses it prints, "loss <value>" or "loss -" (NAN), into loss[0..n). Returns 0, or -1 (and
+// fails the case) when it fails or prints another number of losses.
+static int python_llama(const char *args, double *loss, int n) {
+    char cmd[8192], line[512];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/ref/hf_llama_interop.py %s 2>&1",
+             test_data_dir(), args);
     FILE *p = popen(cmd, "r");
-    if (!p) { test_fail_at(__FILE__, __LINE__, "cannot run %s", cmd); return NAN; }
-    double loss = NAN;
+    if (!p) { test_fail_at(__FILE__, __LINE__, "cannot run %s", cmd); return -1; }
+    int got = 0;
     while (fgets(line, sizeof line, p)) {
-        if (!strncmp(line, "loss ", 5)) loss = atof(line + 5);
+        if (!strncmp(line, "loss ", 5) && got < n)
+            loss[got++] = line[5] == '-' ? NAN : atof(line + 5);
         else fprintf(stderr, "    python: %s", line);
     }
     int st = pclose(p);
-    if (st != 0)
-        test_fail_at(__FILE__, __LINE__, "%s exited with status %d (python3-torch missing?)", cmd,
-                     st);
-    if (want_loss && isnan(loss)) test_fail_at(__FILE__, __LINE__, "%s printed no loss", cmd);
-    return st == 0 ? loss : NAN;
+    if (st != 0 || got != n) {
+        test_fail_at(__FILE__, __LINE__, "%s exited with status %d after %d of %d losses "
+                     "(python3-torch missing?)", cmd, st, got, n);
+        return -1;
+    }
+    return 0;
 }
 
 // Mean next-token loss of the ids in file tok (at most 64).
@@ -1312,48 +1315,54 @@ static float llama_tokens_loss(Model *m, const char *tok) {
 }
 
 static void test_llama_python_reads_ours(void) {
-    char dir[1024], tok[1024], err[512];
+    char dir[1024], tok[1024], args[4096] = "check";
     path(tok, root, "llama_tokens.txt");
     write_text(tok, "1 17 3 36 0 5 5 22 31 9 2 14 30 7 11 35\n");
-    // each family in another layout: float32 / bfloat16, one file / shards
+    // each family in another layout: float32 / bfloat16, one file / shards; then a reward model
+    // (ForSequenceClassification: score.weight, no lm_head)
     const struct { int fam, bf16; int64_t shard; } cases[] = {
         {MODEL_FAMILY_LLAMA, 1, 6000}, {MODEL_FAMILY_MISTRAL, 0, 0},
-        {MODEL_FAMILY_QWEN2, 0, 5000}, {MODEL_FAMILY_QWEN3, 1, 0}};
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        {MODEL_FAMILY_QWEN2, 0, 5000}, {MODEL_FAMILY_QWEN3, 1, 0}, {MODEL_FAMILY_MISTRAL, 0, 0}};
+    enum { N = sizeof cases / sizeof cases[0] };
+    double ours[N], theirs[N];
+    for (int i = 0; i < N; i++) {
         ModelConfig c = llama_cfg(cases[i].fam);
+        c.lm_head = i < N - 1;
+        c.score_head = i == N - 1;
         Model a, b;
-        llama_model(&a, &c, 0, 30 + i);
+        llama_model(&a, &c, 0, 30 + (uint64_t)i);
         CkptSaveOptions o = {.save_dtype = cases[i].bf16, .max_shard_bytes = cases[i].shard,
                              .has_token_ids = 1, .bos_token_id = 1, .eos_token_id = 2};
-        path(dir, root, "llama_py");
-        if (reload_same(dir, &a, &o, &b)) { model_free(&a); continue; }
-        double ours = llama_tokens_loss(&b, tok), theirs = python_llama_check(dir, tok, 1);
-        check_rel(ours, theirs, 1e-5, family_name[cases[i].fam]);
+        char nm[32];
+        snprintf(nm, sizeof nm, "llama_py%d", i);
+        path(dir, root, nm);
+        ours[i] = NAN;
+        if (!reload_same(dir, &a, &o, &b)) {   // the loss of what was written (bf16 rounded)
+            if (c.lm_head) ours[i] = llama_tokens_loss(&b, tok);
+            model_free(&b);
+        }
+        size_t k = strlen(args);
+        snprintf(args + k, sizeof args - k, " '%s' '%s'", dir, tok);
         model_free(&a);
-        model_free(&b);
     }
-    // a reward model: ForSequenceClassification with score.weight and no lm_head
-    ModelConfig c = llama_cfg(MODEL_FAMILY_MISTRAL);
-    c.lm_head = 0;
-    c.score_head = 1;
-    Model a;
-    llama_model(&a, &c, 0, 40);
-    path(dir, root, "llama_py_rm");
-    test_rm_rf(dir);
-    CHECK_MSG(ckpt_save(dir, &a, NULL, err, sizeof err) == 0, "%s", err);
-    python_llama_check(dir, tok, 0);
-    model_free(&a);
+    if (python_llama(args, theirs, N)) return;
+    for (int i = 0; i < N - 1; i++) check_rel(ours[i], theirs[i], 1e-5, family_name[cases[i].fam]);
+    CHECK(isnan(theirs[N - 1]));
 }
 
 // Checkpoints written by the PyTorch script the way transformers lays them out.
 static void test_llama_hf_written(void) {
     static const char *variants[] = {"llama", "qwen2", "qwen3", "mistral"};
-    char dir[1024], cmd[2048], p[1024], err[512];
+    char dir[1024], p[1024], err[512], args[4096] = "write";
+    double printed[4];
     for (int i = 0; i < 4; i++) {
         path(dir, root, variants[i]);
-        snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/ref/hf_llama_interop.py write '%s' %s "
-                 ">/dev/null", test_data_dir(), dir, variants[i]);
-        if (system(cmd)) { test_fail_at(__FILE__, __LINE__, "%s failed", cmd); continue; }
+        size_t k = strlen(args);
+        snprintf(args + k, sizeof args - k, " '%s' %s", dir, variants[i]);
+    }
+    if (python_llama(args, printed, 4)) return;
+    for (int i = 0; i < 4; i++) {
+        path(dir, root, variants[i]);
         ModelConfig c;
         CkptInfo info;
         CHECK_MSG(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0, "%s", err);
@@ -1374,6 +1383,7 @@ static void test_llama_hf_written(void) {
         double ours = llama_tokens_loss(&m, p);
         path(p, dir, "expected_loss.txt");
         check_rel(ours, read_number_file(p), 1e-5, variants[i]);
+        check_rel(ours, printed[i], 1e-5, variants[i]);
         model_free(&m);
     }
 }

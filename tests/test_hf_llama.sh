@@ -13,15 +13,16 @@ if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
     lib_summary
     exit $?
 fi
-for v in llama qwen2 qwen3 mistral; do
-    if /usr/bin/python3 tests/ref/hf_llama_interop.py write "$W/$v" $v >"$W/out" 2>"$W/err"; then
+if /usr/bin/python3 tests/ref/hf_llama_interop.py write "$W/llama" llama "$W/qwen2" qwen2 \
+    "$W/qwen3" qwen3 "$W/mistral" mistral >"$W/out" 2>"$W/err"; then
+    for v in llama qwen2 qwen3 mistral; do
         want=$(cat "$W/$v/expected_loss.txt")
         loss=$("$R" eval "$W/$v" --ids "$W/$v/tokens.txt" 2>"$W/err" | sed -n 's/^loss //p')
         close "$loss" "$want" 1e-5 &&
             ok "$v checkpoint written as transformers lays it out: rlhf eval loss $loss = PyTorch's $want" ||
             bad "$v: rlhf eval loss '$loss' vs PyTorch $want"
-    else bad "hf_llama_interop.py write $v"; fi
-done
+    done
+else bad "hf_llama_interop.py write"; fi
 # a shard the index lists but the directory lacks: one line naming it, exit 1
 rm "$W/llama/model-00002-of-00003.safetensors"
 expect_fail "a missing shard is named" 1 "shard model-00002-of-00003.safetensors.*missing" \

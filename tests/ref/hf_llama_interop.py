@@ -14,7 +14,7 @@ a hand-written float64 Llama:
     logits = RMSNorm(x) * norm @ (lm_head or embed_tokens)^T;  loss = mean next-token CE
 
 Usage (from the repository root):
-  /usr/bin/python3 tests/ref/hf_llama_interop.py write DIR VARIANT
+  /usr/bin/python3 tests/ref/hf_llama_interop.py write DIR VARIANT [DIR VARIANT ...]
       Writes a tiny random checkpoint the way transformers' save_pretrained lays it out
       (config.json with the class's keys, safetensors with HF names) plus tokens.txt and
       expected_loss.txt (the loss of the tokens, float64, from exactly the stored values), and
@@ -25,12 +25,13 @@ Usage (from the repository root):
         qwen3    q/k norms, head_dim 16 with hidden_size 24 / 3 heads, rope_theta 1e6, tied,
                  2 shards + index
         mistral  multi-query (1 KV head), untied, F16, sliding_window null, one file
-  /usr/bin/python3 tests/ref/hf_llama_interop.py check DIR TOKENS
+  /usr/bin/python3 tests/ref/hf_llama_interop.py check DIR TOKENS [DIR TOKENS ...]
       Reads a checkpoint written by ckpt_save: checks that config.json has exactly the keys
       transformers writes for its model_type (sorted), that every tensor has its HF name and
       shape and the torch_dtype's dtype, that each safetensors file is 8-byte aligned with
       contiguous offsets, and that a sharded checkpoint's index lists every tensor in its shard
-      with the right total_size; prints "loss <value>" for the ids in the file TOKENS.
+      with the right total_size; prints "loss <value>" for the ids in the file TOKENS ("loss -"
+      for a reward / value model without an LM head), one line per checkpoint.
 """
 import json
 import math
@@ -379,18 +380,17 @@ def cmd_check(ckpt, tokens_file):
     with open(tokens_file) as f:
         tokens = [int(t) for t in f.read().split()]
     print(f"files {n_files}, dtype {cfg['torch_dtype']}")
-    if lm:
-        print(f"loss {lm_loss(cfg, P, tokens):.12f}")
+    print(f"loss {lm_loss(cfg, P, tokens):.12f}" if lm else "loss -")
 
 
 def main():
-    if len(sys.argv) == 4 and sys.argv[1] == "write":
-        cmd_write(sys.argv[2], sys.argv[3])
-    elif len(sys.argv) == 4 and sys.argv[1] == "check":
-        cmd_check(sys.argv[2], sys.argv[3])
-    else:
+    # several (DIR, VARIANT) or (DIR, TOKENS) pairs in one run: torch starts once
+    args = sys.argv[2:]
+    if len(sys.argv) < 4 or sys.argv[1] not in ("write", "check") or len(args) % 2:
         print(__doc__)
         sys.exit(2)
+    for i in range(0, len(args), 2):
+        (cmd_write if sys.argv[1] == "write" else cmd_check)(args[i], args[i + 1])
 
 
 if __name__ == "__main__":
