@@ -76,9 +76,8 @@ static double read_number_file(const char *p) {
     return v;
 }
 
-static int read_tokens(int32_t *tok, int max) {
-    char p[1024];
-    path(p, fixture, "tokens.txt");
+// The whitespace-separated ids of file p (at most max).
+static int read_tokens(const char *p, int32_t *tok, int max) {
     char *s = test_read_file(p, NULL);
     if (!s) { fprintf(stderr, "cannot read %s\n", p); exit(1); }
     int n = 0;
@@ -91,11 +90,11 @@ static int read_tokens(int32_t *tok, int max) {
     return n;
 }
 
-// Mean next-token cross-entropy of the fixture's token sequence.
-static float sequence_loss(Model *m) {
+// Mean next-token cross-entropy of the ids in file p (at most 64).
+static float file_loss(Model *m, const char *p) {
     int32_t tok[64], tgt[64], len;
     float w[64];
-    int T = read_tokens(tok, 64);
+    int T = read_tokens(p, tok, 64);
     for (int t = 0; t < T; t++) {
         tgt[t] = t + 1 < T ? tok[t + 1] : -1;
         w[t] = t + 1 < T ? 1.0f / (float)(T - 1) : 0.0f;
@@ -108,6 +107,13 @@ static float sequence_loss(Model *m) {
         return NAN;
     }
     return m->loss;
+}
+
+// ... of the fixture's token sequence.
+static float sequence_loss(Model *m) {
+    char p[1024];
+    path(p, fixture, "tokens.txt");
+    return file_loss(m, p);
 }
 
 // Runs hf_interop.py check on dir; returns the printed loss or NAN (and fails the case).
@@ -1288,32 +1294,6 @@ static int python_llama(const char *args, double *loss, int n) {
     return 0;
 }
 
-// Mean next-token loss of the ids in file tok (at most 64).
-static float llama_tokens_loss(Model *m, const char *tok) {
-    char *s = test_read_file(tok, NULL);
-    int32_t ids[64], tgt[64], len = 0;
-    float w[64];
-    for (char *q = s; q && len < 64;) {
-        char *end;
-        long v = strtol(q, &end, 10);
-        if (end == q) break;
-        ids[len++] = (int32_t)v;
-        q = end;
-    }
-    free(s);
-    for (int t = 0; t < len; t++) {
-        tgt[t] = t + 1 < len ? ids[t + 1] : -1;
-        w[t] = t + 1 < len ? 1.0f / (float)(len - 1) : 0.0f;
-    }
-    ModelBatch b = {.B = 1, .T = len, .tokens = ids, .lengths = &len, .targets = tgt, .weights = w};
-    char err[256];
-    if (model_forward(m, &b, 0, err, sizeof err)) {
-        test_fail_at(__FILE__, __LINE__, "forward: %s", err);
-        return NAN;
-    }
-    return m->loss;
-}
-
 static void test_llama_python_reads_ours(void) {
     char dir[1024], tok[1024], args[4096] = "check";
     path(tok, root, "llama_tokens.txt");
@@ -1338,7 +1318,7 @@ static void test_llama_python_reads_ours(void) {
         path(dir, root, nm);
         ours[i] = NAN;
         if (!reload_same(dir, &a, &o, &b)) {   // the loss of what was written (bf16 rounded)
-            if (c.lm_head) ours[i] = llama_tokens_loss(&b, tok);
+            if (c.lm_head) ours[i] = file_loss(&b, tok);
             model_free(&b);
         }
         size_t k = strlen(args);
@@ -1380,7 +1360,7 @@ static void test_llama_hf_written(void) {
             continue;
         }
         path(p, dir, "tokens.txt");
-        double ours = llama_tokens_loss(&m, p);
+        double ours = file_loss(&m, p);
         path(p, dir, "expected_loss.txt");
         check_rel(ours, read_number_file(p), 1e-5, variants[i]);
         check_rel(ours, printed[i], 1e-5, variants[i]);
