@@ -1004,8 +1004,9 @@ static int config_write_llama(const char *path, const ModelConfig *c, const Ckpt
                               char *err, size_t errlen) {
     const CkptFamily *f = family_by_id(c->family);
     int fam = c->family, llama = fam == MODEL_FAMILY_LLAMA, mistral = fam == MODEL_FAMILY_MISTRAL;
-    int qwen = fam == MODEL_FAMILY_QWEN2 || fam == MODEL_FAMILY_QWEN3, ids = opt && opt->has_token_ids;
-    int hd = model_head_dim(c), hd_implied = c->n_embd % c->n_head == 0 && hd == c->n_embd / c->n_head;
+    int qwen = fam == MODEL_FAMILY_QWEN2 || fam == MODEL_FAMILY_QWEN3;
+    int ids = opt && opt->has_token_ids, hd = model_head_dim(c);
+    int hd_implied = c->n_embd % c->n_head == 0 && hd == c->n_embd / c->n_head;
     char name[64];
     cJSON *r = cJSON_CreateObject(), *arch = cJSON_CreateArray();
     if (c->lm_head) {
@@ -1120,7 +1121,10 @@ static int config_parse_rope(const cJSON *r, ModelConfig *c, const char *path, c
                              size_t errlen) {
     const char *key = "rope_parameters";
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(r, key);
-    if (!s || cJSON_IsNull(s)) { key = "rope_scaling"; s = cJSON_GetObjectItemCaseSensitive(r, key); }
+    if (!s || cJSON_IsNull(s)) {
+        key = "rope_scaling";
+        s = cJSON_GetObjectItemCaseSensitive(r, key);
+    }
     double theta;
     if (json_get_num(r, "rope_theta", 10000.0, &theta, path, err, errlen) < 0) return -1;
     if (cJSON_IsObject(s) && !strcmp(key, "rope_parameters") &&
@@ -1973,7 +1977,8 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
     if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen))
         return -1;
     ModelConfig fc;
-    if (config_parse(p, &fc, NULL, err, errlen) || config_check_same(p, &fc, &m->config, err, errlen))
+    if (config_parse(p, &fc, NULL, err, errlen) ||
+        config_check_same(p, &fc, &m->config, err, errlen))
         return -1;
     StSet set;
     if (st_set_open(&set, d, err, errlen)) return -1;

@@ -1012,8 +1012,10 @@ static void test_interrupted_saves(void) {
         if (WIFEXITED(status))
             CHECK_MSG(which ? is_b : is_a, "iteration %d: a finished save is not visible", it);
     }
-    fprintf(stderr, "    kill test: save takes %.2f ms; %d of 60 saves killed, %d left DIR absent (read DIR.old), %d left DIR.old\n",
-            t_save * 1e3, kills, mid_swap, leftovers);
+    fprintf(
+        stderr,
+        "    kill test: save takes %.2f ms; %d of 60 saves killed, %d left DIR absent (read DIR.old), %d left DIR.old\n",
+        t_save * 1e3, kills, mid_swap, leftovers);
     CHECK_MSG(ckpt_recover(dir, err, sizeof err) == 0, "%s", err);
     CHECK(exists(dir) && !exists(old));
     model_free(&a);
@@ -1202,7 +1204,8 @@ static void test_llama_roundtrip(void) {
             CHECK_MSG(memcmp(a.params_memory, b.params_memory, a.num_params * 4) == 0,
                       "%s heads %d: weights differ after the round trip", family_name[fam], heads);
             cJSON *j = read_config_json(dir);
-            cJSON *mt = cJSON_GetObjectItem(j, "model_type"), *ar = cJSON_GetObjectItem(j, "architectures");
+            cJSON *mt = cJSON_GetObjectItem(j, "model_type");
+            cJSON *ar = cJSON_GetObjectItem(j, "architectures");
             CHECK(cJSON_IsString(mt) && !strcmp(mt->valuestring, family_name[fam]));
             const char *prefix[] = {"", "Llama", "Mistral", "Qwen2", "Qwen3"};
             snprintf(want, sizeof want, "%s%s", prefix[fam],
@@ -1374,7 +1377,8 @@ static uint16_t f16_exact(float x) {
     uint32_t u;
     memcpy(&u, &x, 4);
     if (!(u & 0x7fffffffu)) return (uint16_t)(u >> 16);
-    uint32_t sign = (u >> 16) & 0x8000u, ex = ((u >> 23) & 0xffu) - 127 + 15, man = (u >> 13) & 0x3ffu;
+    uint32_t sign = (u >> 16) & 0x8000u, man = (u >> 13) & 0x3ffu;
+    uint32_t ex = ((u >> 23) & 0xffu) - 127 + 15;
     return (uint16_t)(sign | ex << 10 | man);
 }
 
@@ -1509,7 +1513,8 @@ static void write_two_shards(const char *good, const char *dir, const char *extr
     if (extra) {   // a (1) F32 tensor
         float z = 0.5f;
         memcpy(data[1] + off[1], &z, 4);
-        cJSON_AddItemToObject(h[1], extra, cJSON_Parse("{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,0]}"));
+        cJSON_AddItemToObject(
+            h[1], extra, cJSON_Parse("{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,0]}"));
         set_offsets(h[1], extra, (double)off[1], (double)(off[1] + 4));
         off[1] += 4;
         cJSON_AddStringToObject(wm, extra, "model-00002-of-00002.safetensors");
@@ -1654,13 +1659,16 @@ static void test_llama_bad_config(void) {
               Q3 = MODEL_FAMILY_QWEN3;
     const ConfigCase cases[] = {
         // sliding windows: refused when in use, accepted when as long as the context or off
-        {M, "sliding_window", "16", NULL, NULL, "\"sliding_window\" is 16, below "
+        {M, "sliding_window", "16", NULL, NULL,
+         "\"sliding_window\" is 16, below "
          "max_position_embeddings 64: sliding-window attention is not supported"},
         {M, "sliding_window", "64", NULL, NULL, NULL},
         {M, "sliding_window", "4096", NULL, NULL, NULL},
-        {Q2, "use_sliding_window", "true", "sliding_window", "16", "\"use_sliding_window\" is true"},
+        {Q2, "use_sliding_window", "true", "sliding_window", "16",
+         "\"use_sliding_window\" is true"},
         {Q2, "use_sliding_window", "false", "sliding_window", "16", NULL},
-        {Q3, "use_sliding_window", "true", "sliding_window", "16", "\"use_sliding_window\" is true"},
+        {Q3, "use_sliding_window", "true", "sliding_window", "16",
+         "\"use_sliding_window\" is true"},
         {Q3, "layer_types", "[\"full_attention\", \"sliding_attention\"]", NULL, NULL,
          "\"layer_types\" lists a layer of type \"sliding_attention\""},
         {Q3, "layer_types", "[\"full_attention\", \"full_attention\"]", NULL, NULL, NULL},
@@ -1674,20 +1682,24 @@ static void test_llama_bad_config(void) {
          "\"rope_scaling\" of type \"linear\" is not supported"},
         {Q2, "rope_scaling", "{\"rope_type\": \"dynamic\", \"factor\": 2.0}", NULL, NULL,
          "\"rope_scaling\" of type \"dynamic\""},
-        {Q3, "rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4.0, "
-         "\"original_max_position_embeddings\": 32768}", NULL, NULL,
-         "\"rope_scaling\" of type \"yarn\""},
-        {L, "rope_parameters", "{\"rope_type\": \"longrope\", \"rope_theta\": 10000.0}", NULL,
-         NULL, "\"rope_parameters\" of type \"longrope\""},
-        {L, "rope_scaling", "{\"rope_type\": \"llama3\", \"low_freq_factor\": 1.0, "
-         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8}", NULL, NULL,
-         "needs \"factor\""},
-        {L, "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": "
+        {Q3, "rope_scaling",
+         "{\"rope_type\": \"yarn\", \"factor\": 4.0, "
+         "\"original_max_position_embeddings\": 32768}",
+         NULL, NULL, "\"rope_scaling\" of type \"yarn\""},
+        {L, "rope_parameters", "{\"rope_type\": \"longrope\", \"rope_theta\": 10000.0}", NULL, NULL,
+         "\"rope_parameters\" of type \"longrope\""},
+        {L, "rope_scaling",
+         "{\"rope_type\": \"llama3\", \"low_freq_factor\": 1.0, "
+         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8}",
+         NULL, NULL, "needs \"factor\""},
+        {L, "rope_scaling",
+         "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": "
          "1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8, \"beta\": 1}",
          NULL, NULL, "unsupported key \"beta\""},
-        {L, "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": "
-         "4.0, \"high_freq_factor\": 1.0, \"original_max_position_embeddings\": 8}", NULL, NULL,
-         "high_freq_factor > low_freq_factor"},
+        {L, "rope_scaling",
+         "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": "
+         "4.0, \"high_freq_factor\": 1.0, \"original_max_position_embeddings\": 8}",
+         NULL, NULL, "high_freq_factor > low_freq_factor"},
         {L, "rope_scaling", "3", NULL, NULL, "\"rope_scaling\" must be null or an object"},
         {L, "rope_theta", "0", NULL, NULL, "\"rope_theta\" must be positive"},
         // biases and activations these classes would run
@@ -1717,7 +1729,7 @@ static void test_llama_bad_config(void) {
         {L, "eos_token_id", "[2, 5]", NULL, NULL, NULL},
         {L, "eos_token_id", "null", NULL, NULL, NULL},
         {L, "rope_scaling", "{\"rope_type\": \"default\"}", "rope_theta", "5e5", NULL},
-        {M, "attention_bias", "true", NULL, NULL, NULL},   // MistralAttention has no biases
+        {M, "attention_bias", "true", NULL, NULL, NULL}, // MistralAttention has no biases
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const ConfigCase *k = &cases[i];
@@ -1823,13 +1835,15 @@ static void test_llama_heads(void) {
         path(p, dir, "model.safetensors");
         StParts s;
         if (st_split(p, &s)) continue;
-        cJSON *h = cJSON_Duplicate(s.h, 1), *e = cJSON_GetObjectItem(h, "model.embed_tokens.weight");
+        cJSON *h = cJSON_Duplicate(s.h, 1),
+              *e = cJSON_GetObjectItem(h, "model.embed_tokens.weight");
         size_t b = (size_t)offset_of(h, "model.embed_tokens.weight", 0);
         size_t n = (size_t)offset_of(h, "model.embed_tokens.weight", 1) - b;
         char *data = MALLOC_CHECK(s.data_len + n + 64);
         memcpy(data, s.data, s.data_len);
         size_t len = s.data_len;
-        const char *name = k < 2 ? "lm_head.weight" : "model.layers.1.self_attn.rotary_emb.inv_freq";
+        const char *name =
+            k < 2 ? "lm_head.weight" : "model.layers.1.self_attn.rotary_emb.inv_freq";
         if (k < 2) {
             memcpy(data + len, s.data + b, n);
             if (k == 1) data[len + 5] ^= 0x40;
@@ -1838,7 +1852,8 @@ static void test_llama_heads(void) {
             len += n;
         } else {
             memset(data + len, 0, 16);
-            cJSON_AddItemToObject(h, name, cJSON_Parse("{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,0]}"));
+            cJSON_AddItemToObject(
+                h, name, cJSON_Parse("{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,0]}"));
             set_offsets(h, name, (double)len, (double)(len + 16));
             len += 16;
         }

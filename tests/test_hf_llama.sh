@@ -19,7 +19,7 @@ if /usr/bin/python3 tests/ref/hf_llama_interop.py write "$W/llama" llama "$W/qwe
         want=$(cat "$W/$v/expected_loss.txt")
         loss=$("$R" eval "$W/$v" --ids "$W/$v/tokens.txt" 2>"$W/err" | sed -n 's/^loss //p')
         close "$loss" "$want" 1e-5 &&
-            ok "$v checkpoint written as transformers lays it out: rlhf eval loss $loss = PyTorch's $want" ||
+            ok "$v in transformers' layout: rlhf eval loss $loss = PyTorch's $want" ||
             bad "$v: rlhf eval loss '$loss' vs PyTorch $want"
     done
 else bad "hf_llama_interop.py write"; fi
