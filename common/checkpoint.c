@@ -755,25 +755,22 @@ static int st_set_check_listed(const StSet *s, const cJSON *wm, const char *ip, 
     return 0;
 }
 
-// Opens the shards listed in the weight_map of the index file ip in directory d.
-static int st_set_open_index(StSet *s, const char *d, const char *ip, char *err, size_t errlen) {
-    cJSON *r = json_parse_file(ip, err, errlen);
-    if (!r) return -1;
-    int rc = -1, n = 0;
-    const char **names = NULL;
+// The weight_map of index r (file ip): a non-empty object of tensor names (each once) to shard
+// file names; *shards (malloc'd, pointing into r) receives the distinct shards in name order.
+static int index_shards(const cJSON *r, const char *ip, const char ***shards, int *nshards,
+                        char *err, size_t errlen) {
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(r, "weight_map");
-    if (!cJSON_IsObject(wm) || !wm->child) {
-        util_err(err, errlen, "%s: \"weight_map\" must be a non-empty object", ip);
-        goto done;
-    }
+    if (!cJSON_IsObject(wm) || !wm->child)
+        return util_err(err, errlen, "%s: \"weight_map\" must be a non-empty object", ip);
+    int n = 0, nf = 0;
     for (const cJSON *v = wm->child; v; v = v->next) n++;
-    names = MALLOC_CHECK((size_t)n * sizeof(*names));
+    const char **names = MALLOC_CHECK((size_t)n * sizeof(*names));
     n = 0;
     for (const cJSON *v = wm->child; v; v = v->next) {
         if (!shard_name_ok(v)) {
-            util_err(err, errlen, "%s: weight_map[\"%.80s\"] must be a file name in the "
-                     "checkpoint directory", ip, v->string);
-            goto done;
+            free(names);
+            return util_err(err, errlen, "%s: weight_map[\"%.80s\"] must be a file name in the "
+                            "checkpoint directory", ip, v->string);
         }
         names[n++] = v->string;
     }
@@ -781,14 +778,27 @@ static int st_set_open_index(StSet *s, const char *d, const char *ip, char *err,
     for (int i = 1; i < n; i++)
         if (!strcmp(names[i], names[i - 1])) {
             util_err(err, errlen, "%s: tensor %s appears twice in weight_map", ip, names[i]);
-            goto done;
+            free(names);
+            return -1;
         }
     n = 0;
     for (const cJSON *v = wm->child; v; v = v->next) names[n++] = v->valuestring;
-    qsort(names, (size_t)n, sizeof(*names), cmp_str_ptr);   // the distinct shards
-    int nf = 0;
+    qsort(names, (size_t)n, sizeof(*names), cmp_str_ptr);
     for (int i = 0; i < n; i++)
         if (!nf || strcmp(names[i], names[nf - 1])) names[nf++] = names[i];
+    *shards = names;
+    *nshards = nf;
+    return 0;
+}
+
+// Opens the shards listed in the weight_map of the index file ip in directory d.
+static int st_set_open_index(StSet *s, const char *d, const char *ip, char *err, size_t errlen) {
+    cJSON *r = json_parse_file(ip, err, errlen);
+    if (!r) return -1;
+    int rc = -1, nf = 0;
+    const char **names = NULL;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(r, "weight_map");
+    if (index_shards(r, ip, &names, &nf, err, errlen)) goto done;
     s->f = CALLOC_CHECK((size_t)nf, sizeof(StFile));
     s->paths = CALLOC_CHECK((size_t)nf, sizeof(*s->paths));
     for (int i = 0; i < nf; i++) {
@@ -2017,6 +2027,28 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
 done:
     free(src);
     st_set_close(&set);
+    return rc;
+}
+
+int ckpt_model_files(const char *dir, CkptFileFn fn, void *ctx, char *err, size_t errlen) {
+    char d[PATH_CAP], p[PATH_CAP];
+    int from_old, rc = 0;
+    if (resolve_dir(dir, d, &from_old, err, errlen)) return -1;
+    int single = file_exists(d, ST_SINGLE) || !file_exists(d, ST_INDEX);
+    const char *first[2] = {"config.json", single ? ST_SINGLE : ST_INDEX};
+    for (int i = 0; i < 2; i++)
+        if (path_join(p, d, first[i], err, errlen) || (rc = fn(p, first[i], ctx)))
+            return rc ? rc : -1;
+    if (single) return 0;
+    cJSON *r = json_parse_file(p, err, errlen);
+    const char **names = NULL;
+    int n = 0;
+    rc = !r || index_shards(r, p, &names, &n, err, errlen) ? -1 : 0;
+    for (int i = 0; !rc && i < n; i++)
+        if (path_join(p, d, names[i], err, errlen)) rc = -1;
+        else rc = fn(p, names[i], ctx);
+    free(names);
+    cJSON_Delete(r);
     return rc;
 }
 

@@ -1190,6 +1190,17 @@ static int reload_same(const char *dir, const Model *m, const CkptSaveOptions *o
     return 0;
 }
 
+// ckpt_model_files callbacks: append the name to ctx (a char[1024]); stop at the index (7).
+static int collect_name(const char *p, const char *name, void *ctx) {
+    size_t k = strlen(ctx);
+    snprintf((char *)ctx + k, 1024 - k, "%s ", name);
+    return exists(p) ? 0 : 1;
+}
+static int stop_at_index(const char *p, const char *name, void *ctx) {
+    (void)p; (void)ctx;
+    return strstr(name, "index") ? 7 : 0;
+}
+
 static void test_llama_roundtrip(void) {
     char dir[1024], err[512], want[96];
     for (int fam = MODEL_FAMILY_LLAMA; fam <= MODEL_FAMILY_QWEN3; fam++)
@@ -1249,6 +1260,20 @@ static void test_llama_roundtrip(void) {
         while (d && (e = readdir(d))) shards += !strncmp(e->d_name, "model-000", 9);
         if (d) closedir(d);
         CHECK_MSG(shards > 2, "only %d shards", shards);
+        // the files of the model, in order: config, index, shards
+        char names[1024] = "";
+        CHECK_MSG(ckpt_model_files(dir, collect_name, names, err, sizeof err) == 0, "%s", err);
+        char files[1024];
+        int k = snprintf(files, sizeof files, "config.json model.safetensors.index.json ");
+        for (int i = 1; i <= shards; i++)
+            k += snprintf(files + k, sizeof files - (size_t)k, "model-%05d-of-%05d.safetensors ",
+                          i, shards);
+        CHECK_MSG(!strcmp(names, files), "model files: %s", names);
+        names[0] = 0;
+        path(p, root, "llama_bf16");
+        CHECK(ckpt_model_files(p, collect_name, names, err, sizeof err) == 0 &&
+              !strcmp(names, "config.json model.safetensors "));
+        CHECK(ckpt_model_files(dir, stop_at_index, NULL, err, sizeof err) == 7);
         model_free(&b);
     }
     // the trainer state of a Llama model: weights, moments and state bit-identical
