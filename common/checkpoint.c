@@ -673,17 +673,17 @@ static int st_check(const StEntry *e, int ndim, const int64_t *shape, char *err,
     return 0;
 }
 
-// Converts a checked entry into float32 (cannot fail after st_check).
-static void st_read_f32(const StEntry *e, float *out) {
+// Converts elements [first, first + n) of a checked entry into float32 (cannot fail after
+// st_check).
+static void st_read_f32_range(const StEntry *e, size_t first, size_t n, float *out) {
     const StFile *f = e->file;
-    const uint8_t *src = f->data + e->begin;
-    size_t n = (size_t)(e->end - e->begin) / (size_t)st_dtypes[e->dtype].size;
-    switch (st_dtypes[e->dtype].kind) {
+    int kind = st_dtypes[e->dtype].kind;
+    const uint8_t *src = f->data + e->begin + first * (size_t)st_dtypes[e->dtype].size;
+    switch (kind) {
         case DT_F32: memcpy(out, src, n * 4); break;
         case DT_F16:
         case DT_BF16: {
-            float (*to_f32)(uint16_t) =
-                st_dtypes[e->dtype].kind == DT_F16 ? ckpt_f16_to_f32 : ckpt_bf16_to_f32;
+            float (*to_f32)(uint16_t) = kind == DT_F16 ? ckpt_f16_to_f32 : ckpt_bf16_to_f32;
             for (size_t i = 0; i < n; i++) {
                 uint16_t h;
                 memcpy(&h, src + 2 * i, 2);
@@ -693,6 +693,11 @@ static void st_read_f32(const StEntry *e, float *out) {
         }
         default: DIE("st_read_f32 on an unchecked entry");
     }
+}
+
+// The whole entry.
+static void st_read_f32(const StEntry *e, float *out) {
+    st_read_f32_range(e, 0, (size_t)(e->end - e->begin) / (size_t)st_dtypes[e->dtype].size, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1896,7 +1901,7 @@ static int find_tensor(StSet *s, const Model *m, const ModelTensor *t, StEntry *
     snprintf(pref, sizeof pref, "transformer.%s", t->name);
     StEntry *b = st_set_find(s, pref);
     if (*out && b)
-        return util_err(err, errlen, "%s: holds both %s and %s", s->f[0].path, t->name, pref);
+        return util_err(err, errlen, "%s: holds both %s and %s", b->file->path, t->name, pref);
     if (b) *out = b;
     return 0;
 }
@@ -1966,11 +1971,15 @@ static int check_leftovers(StSet *s, const Model *m, int flags, StEntry **lm_hea
 // conversion.
 static int check_tied_head(const StEntry *lm_head, const StEntry *emb, const Model *m,
                            const char *emb_name, char *err, size_t errlen) {
-    size_t cnt = (size_t)m->config.vocab_size * (size_t)m->config.n_embd;
-    float *x = MALLOC_CHECK(cnt * sizeof(float)), *y = MALLOC_CHECK(cnt * sizeof(float));
-    st_read_f32(lm_head, x);
-    st_read_f32(emb, y);
-    int same = memcmp(x, y, cnt * sizeof(float)) == 0;
+    size_t cnt = (size_t)m->config.vocab_size * (size_t)m->config.n_embd, block = 1 << 16;
+    float *x = MALLOC_CHECK(block * sizeof(float)), *y = MALLOC_CHECK(block * sizeof(float));
+    int same = 1;
+    for (size_t i = 0; same && i < cnt; i += block) {   // a block at a time: V x C can be large
+        size_t k = cnt - i < block ? cnt - i : block;
+        st_read_f32_range(lm_head, i, k, x);
+        st_read_f32_range(emb, i, k, y);
+        same = memcmp(x, y, k * sizeof(float)) == 0;
+    }
     free(x);
     free(y);
     if (same) return 0;
