@@ -1,4 +1,4 @@
-"""Hugging Face interop of the Llama family's checkpoints (test_checkpoint.c, test_hf_llama.sh).
+"""Hugging Face interop of the Llama family's checkpoints (test_checkpoint_llama, test_hf_llama.sh).
 
 Only the Debian python with torch and the standard library (no `transformers`, no `safetensors`):
 safetensors files are read and written by hand (tests/ref/hf_interop.py's helpers), and the model
