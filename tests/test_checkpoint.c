@@ -6,6 +6,7 @@
 // at random moments, a full disk) always leave a loadable checkpoint.
 #define _GNU_SOURCE   // nftw
 #include "checkpoint.h"
+#include "ckpt_helpers.h"
 #include "model.h"
 #include "rng.h"
 #include "testlib.h"
@@ -24,17 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 
-static char root[512];      // scratch directory for this run
 static char fixture[512];   // tests/fixtures/hf_tiny
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
 
-// out[1024] = a/b, or a + suffix (the names here are short: a longer one is a broken setup)
-static void path(char *out, const char *a, const char *b) {
-    if (snprintf(out, 1024, "%s/%s", a, b) >= 1024) { fprintf(stderr, "path too long\n"); exit(1); }
-}
 static void sibling(char *out, const char *a, const char *suffix) {
     if (snprintf(out, 1024, "%s%s", a, suffix) >= 1024) {
         fprintf(stderr, "path too long\n");
@@ -43,69 +39,20 @@ static void sibling(char *out, const char *a, const char *suffix) {
 }
 
 
-static int exists(const char *p) { struct stat st; return lstat(p, &st) == 0; }
 
 
-static void write_text(const char *p, const char *s) { test_write_file(p, s, strlen(s)); }
 
 
-static void copy_dir_file(const char *src_dir, const char *dst_dir, const char *name) {
-    char a[1024], b[1024];
-    path(a, src_dir, name);
-    path(b, dst_dir, name);
-    size_t n;
-    char *d = test_read_file(a, &n);
-    if (!d) { fprintf(stderr, "cannot read %s\n", a); exit(1); }
-    test_write_file(b, d, n);
-    free(d);
-}
 
-static void fresh_dir(char *out, const char *name) {
-    path(out, root, name);
-    test_rm_rf(out);
-    mkdir(out, 0777);
-}
 
-static double read_number_file(const char *p) {
-    char *s = test_read_file(p, NULL);
-    if (!s) { fprintf(stderr, "cannot read %s\n", p); exit(1); }
-    double v = atof(s);
-    free(s);
-    return v;
-}
 
-static int read_tokens(int32_t *tok, int max) {
+
+
+// ... of the fixture's token sequence.
+static float sequence_loss(Model *m) {
     char p[1024];
     path(p, fixture, "tokens.txt");
-    char *s = test_read_file(p, NULL);
-    if (!s) { fprintf(stderr, "cannot read %s\n", p); exit(1); }
-    int n = 0;
-    char *q = s, *end;
-    for (long v = strtol(q, &end, 10); end != q && n < max; v = strtol(q, &end, 10)) {
-        tok[n++] = (int32_t)v;
-        q = end;
-    }
-    free(s);
-    return n;
-}
-
-// Mean next-token cross-entropy of the fixture's token sequence.
-static float sequence_loss(Model *m) {
-    int32_t tok[64], tgt[64], len;
-    float w[64];
-    int T = read_tokens(tok, 64);
-    for (int t = 0; t < T; t++) {
-        tgt[t] = t + 1 < T ? tok[t + 1] : -1;
-        w[t] = t + 1 < T ? 1.0f / (float)(T - 1) : 0.0f;
-    }
-    len = T;
-    ModelBatch b = {.B = 1, .T = T, .tokens = tok, .lengths = &len, .targets = tgt, .weights = w};
-    char err[256];
-    if (model_forward(m, &b, 0, err, sizeof err)) {
-        test_fail_at(__FILE__, __LINE__, "forward: %s", err);
-        return NAN;
-    }
-    return m->loss;
+    return file_loss(m, p);
 }
 
 // Runs hf_interop.py check on dir; returns the printed loss or NAN (and fails the case).
@@ -128,19 +75,7 @@ static double python_check_loss(const char *dir) {
     return st == 0 ? loss : NAN;
 }
 
-static void check_rel(double got, double want, double rel, const char *what) {
-    CHECK_MSG(fabs(got - want) <= rel * fabs(want), "%s: %.9g vs %.9g (rel tol %g)", what, got,
-              want, rel);
-}
 
-static int load_model(const char *dir, Model *m, int trainable, int flags) {
-    char err[512];
-    if (ckpt_load_model(dir, m, 1, 16, trainable, flags, err, sizeof err)) {
-        test_fail_at(__FILE__, __LINE__, "load %s: %s", dir, err);
-        return -1;
-    }
-    return 0;
-}
 
 
 // The small model the error-path tests corrupt: L=1, NH=2, C=4, V=5, T=3.
@@ -156,58 +91,11 @@ static void small_model(Model *m, int trainable, uint64_t seed) {
     model_init_weights(m, seed);
 }
 
-static void fill_sentinel(Model *m) {
-    for (size_t i = 0; i < m->num_params; i++) m->params_memory[i] = 7.0f;
-}
-static int is_sentinel(const Model *m) {
-    for (size_t i = 0; i < m->num_params; i++) if (m->params_memory[i] != 7.0f) return 0;
-    return 1;
-}
 
-// safetensors pieces: parse a file into (header JSON, data) so a case can mutate and rewrite it
-typedef struct { cJSON *h; char *raw; const char *data; size_t data_len; } StParts;
 
-static int st_split(const char *p, StParts *s) {
-    size_t n;
-    s->raw = test_read_file(p, &n);
-    if (!s->raw) return -1;
-    uint64_t hl;
-    memcpy(&hl, s->raw, 8);
-    s->h = cJSON_ParseWithLength(s->raw + 8, (size_t)hl);
-    s->data = s->raw + 8 + hl;
-    s->data_len = n - 8 - (size_t)hl;
-    return s->h ? 0 : -1;
-}
 
-static void st_join(const char *p, const char *header, const char *data, size_t data_len,
-                    size_t extra) {
-    size_t hl = strlen(header);
-    FILE *f = fopen(p, "wb");
-    uint64_t h64 = hl;
-    fwrite(&h64, 8, 1, f);
-    fwrite(header, 1, hl, f);
-    fwrite(data, 1, data_len, f);
-    for (size_t i = 0; i < extra; i++) fputc(0, f);
-    fclose(f);
-}
 
-static void st_free(StParts *s) { cJSON_Delete(s->h); free(s->raw); }
 
-// Rewrites p with header h (deleted after) in front of s's data.
-static void st_join_json(const char *p, cJSON *h, const StParts *s) {
-    char *txt = cJSON_PrintUnformatted(h);
-    st_join(p, txt, s->data, s->data_len, 0);
-    free(txt);
-    cJSON_Delete(h);
-}
-
-static void set_offsets(cJSON *h, const char *name, double b, double e) {
-    cJSON *t = cJSON_GetObjectItemCaseSensitive(h, name);
-    cJSON *o = cJSON_CreateArray();
-    cJSON_AddItemToArray(o, cJSON_CreateNumber(b));
-    cJSON_AddItemToArray(o, cJSON_CreateNumber(e));
-    cJSON_ReplaceItemInObjectCaseSensitive(t, "data_offsets", o);
-}
 
 static void set_shape(cJSON *h, const char *name, int n, const double *dims) {
     cJSON *t = cJSON_GetObjectItemCaseSensitive(h, name);
@@ -221,11 +109,6 @@ static void set_dtype(cJSON *h, const char *name, const char *dt) {
                                            cJSON_CreateString(dt));
 }
 
-static double offset_of(cJSON *h, const char *name, int which) {
-    cJSON *o =
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(h, name), "data_offsets");
-    return cJSON_GetArrayItem(o, which)->valuedouble;
-}
 
 // ---------------------------------------------------------------------------------------------
 // cases
@@ -248,42 +131,7 @@ static void test_hf_fixture_loss(void) {
     model_free(&m);
 }
 
-static void fill_state(Model *m, CkptTrainerState *st, uint64_t seed) {
-    Rng r;
-    rng_init(&r, seed);
-    rng_fill_normal(&r, m->m_memory, (int64_t)m->num_params, 0.0f, 1e-3f);
-    for (size_t i = 0; i < m->num_params; i++) m->v_memory[i] = rng_float(&r) * 1e-6f;
-    ckpt_state_init(st);
-    st->step = 1234567 + (int64_t)seed;
-    rng_init(&st->rng, seed * 7 + 1);
-    for (int i = 0; i < 5; i++) rng_u64(&st->rng);
-    char err[256];
-    CHECK(ckpt_state_set_int(st, "data.cursor", ((int64_t)1 << 62) + 5, err, sizeof err) == 0);
-    CHECK(ckpt_state_set_int(st, "data.min", INT64_MIN, err, sizeof err) == 0);
-    CHECK(ckpt_state_set_int(st, "data.max", INT64_MAX, err, sizeof err) == 0);
-    CHECK(ckpt_state_set_float(st, "kl.beta", 0.02, err, sizeof err) == 0);
-    CHECK(ckpt_state_set_float(st, "third", 1.0 / 3.0, err, sizeof err) == 0);
-    CHECK(ckpt_state_set_float(st, "tiny", 1e-300, err, sizeof err) == 0);
-    CHECK(ckpt_state_set_float(st, "huge", -1.7976931348623157e308, err, sizeof err) == 0);
-    CHECK(ckpt_state_set_float(st, "sum", 0.1 + 0.2, err, sizeof err) == 0);
-}
 
-static int states_equal(const CkptTrainerState *a, const CkptTrainerState *b) {
-    if (a->step != b->step || memcmp(&a->rng, &b->rng, sizeof a->rng) || a->n_ints != b->n_ints ||
-        a->n_floats != b->n_floats)
-        return 0;
-    for (int i = 0; i < a->n_ints; i++) {
-        int64_t v;
-        if (ckpt_state_get_int(b, a->ints[i].name, &v, NULL, 0) || v != a->ints[i].value) return 0;
-    }
-    for (int i = 0; i < a->n_floats; i++) {
-        double v;
-        if (ckpt_state_get_float(b, a->floats[i].name, &v, NULL, 0) ||
-            memcmp(&v, &a->floats[i].value, sizeof v))
-            return 0;
-    }
-    return 1;
-}
 
 static void make_tokenizer_dir(char *tokdir) {
     char p[1024];
@@ -704,7 +552,7 @@ static void test_bad_config(void) {
          "unsupported architecture \"GPT2DoubleHeadsModel\""},
         {"architectures", "[]", "non-empty array"},
         {"architectures", "[3]", "unsupported architecture"},
-        {"model_type", "\"llama\"", "model_type must be \"gpt2\""},
+        {"model_type", "\"gpt3\"", "model_type \"gpt3\" is not supported"},
         {"activation_function", "\"relu\"", "activation_function"},
         {"tie_word_embeddings", "false", "tie_word_embeddings"},
         {"scale_attn_by_inverse_layer_idx", "true", "scale_attn_by_inverse_layer_idx"},
@@ -720,13 +568,9 @@ static void test_bad_config(void) {
         cJSON *c = cJSON_Duplicate(base, 1);
         cJSON_DeleteItemFromObjectCaseSensitive(c, cases[i].key);
         if (cases[i].json) cJSON_AddItemToObject(c, cases[i].key, cJSON_Parse(cases[i].json));
-        char *s = cJSON_Print(c);
-        cJSON_Delete(c);
         fresh_dir(dir, "badcfg");
         copy_dir_file(good, dir, "model.safetensors");
-        path(p, dir, "config.json");
-        write_text(p, s);
-        free(s);
+        write_config(dir, c);
         ModelConfig mc;
         int rc = ckpt_load_config(dir, &mc, NULL, err, sizeof err);
         if (!cases[i].want) { CHECK_MSG(rc == 0, "case %zu: %s", i, err); continue; }
@@ -741,11 +585,8 @@ static void test_bad_config(void) {
     cJSON_ReplaceItemInObjectCaseSensitive(c, "architectures",
                                            cJSON_Parse("[\"GPT2ForSequenceClassification\"]"));
     cJSON_AddNumberToObject(c, "num_labels", 2);
-    char *s = cJSON_Print(c);
-    cJSON_Delete(c);
+    write_config(dir, c);
     path(p, dir, "config.json");
-    write_text(p, s);
-    free(s);
     ModelConfig mc;
     CHECK_ERR(ckpt_load_config(dir, &mc, NULL, err, sizeof err), err, "num_labels is 2",
               "config.json");
@@ -1004,8 +845,10 @@ static void test_interrupted_saves(void) {
         if (WIFEXITED(status))
             CHECK_MSG(which ? is_b : is_a, "iteration %d: a finished save is not visible", it);
     }
-    fprintf(stderr, "    kill test: save takes %.2f ms; %d of 60 saves killed, %d left DIR absent (read DIR.old), %d left DIR.old\n",
-            t_save * 1e3, kills, mid_swap, leftovers);
+    fprintf(
+        stderr,
+        "    kill test: save takes %.2f ms; %d of 60 saves killed, %d left DIR absent (read DIR.old), %d left DIR.old\n",
+        t_save * 1e3, kills, mid_swap, leftovers);
     CHECK_MSG(ckpt_recover(dir, err, sizeof err) == 0, "%s", err);
     CHECK(exists(dir) && !exists(old));
     model_free(&a);
