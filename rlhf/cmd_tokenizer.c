@@ -8,23 +8,27 @@
 #include <string.h>
 
 static const char *usage =
-    "usage: rlhf tokenizer encode DIR [--text FILE] [--special]   text (stdin by default) -> ids\n"
+    "usage: rlhf tokenizer encode DIR [--text FILE] [--special] [--add-special]   text (stdin by default) -> ids\n"
     "       rlhf tokenizer decode DIR [--ids FILE]                ids (stdin by default) -> exact bytes\n"
     "       rlhf tokenizer train --vocab-size N --out DIR [--min-frequency N] [--max-bytes N] FILE...\n"
-    "DIR holds vocab.json + merges.txt (or encoder.json + vocab.bpe), e.g. a checkpoint.\n"
-    "--special: recognise special tokens such as <|endoftext|> in the text.\n";
+    "DIR holds a Hugging Face tokenizer.json (+ tokenizer_config.json), used when present, or\n"
+    "vocab.json + merges.txt (or encoder.json + vocab.bpe), e.g. a checkpoint.\n"
+    "--special: recognise special tokens such as <|endoftext|> in the text.\n"
+    "--add-special: add what the tokenizer.json's post-processor adds (BOS, EOS).\n";
 
 static int encode_decode(int decode, int argc, char **argv) {
     const char *dir = NULL, *in = "-";
     unsigned flags = 0;
-    int special = 0, status;
-    CliOption encode_opts[] = {CLI_STRING("--text", &in), CLI_FLAG("--special", &special), {0}};
+    int special = 0, add = 0, status;
+    CliOption encode_opts[] = {CLI_STRING("--text", &in), CLI_FLAG("--special", &special),
+                               CLI_FLAG("--add-special", &add), {0}};
     CliOption decode_opts[] = {CLI_STRING("--ids", &in), {0}};
     CliCommand cmd = {.prog = "rlhf tokenizer", .usage = usage,
                       .opts = decode ? decode_opts : encode_opts, .arg_name = "DIR", .arg = &dir};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
     if (!dir) return cli_usage_error(&cmd, "missing tokenizer DIR");
     if (special) flags |= TOK_ALLOW_SPECIAL;
+    if (add) flags |= TOK_ADD_SPECIAL;
     char err[512];
     Tokenizer *t;
     if (tok_load(&t, dir, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); return 1; }
