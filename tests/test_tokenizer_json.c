@@ -331,6 +331,80 @@ static void test_errors(void) {
     tok_free(t);
 }
 
+// GPT-2's own tokenizer.json (HF's layout: ByteLevel pre-tokenizer with its regex, ByteLevel
+// decoder), made here from data/gpt2's two files, encodes every recorded string and random bytes
+// exactly as the two-file tokenizer does (itself checked against gpt-3-encoder).
+static void test_gpt2_json(void) {
+    char err[512], path[200];
+    size_t len;
+    char *vocab = test_read_file("data/gpt2/vocab.json", &len);
+    char *merges = test_read_file("data/gpt2/merges.txt", &len);
+    if (!vocab || !merges) { CHECK_MSG(0, "cannot read data/gpt2"); free(vocab); free(merges); return; }
+    cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddItemToObject(model, "vocab", cJSON_Parse(vocab));
+    cJSON *m = cJSON_AddArrayToObject(model, "merges");
+    for (char *line = strtok(merges, "\n"); line; line = strtok(NULL, "\n"))
+        if (line[0] != '#') cJSON_AddItemToArray(m, cJSON_CreateString(line));
+    cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
+    cJSON_AddStringToObject(pre, "type", "ByteLevel");
+    cJSON_AddFalseToObject(pre, "add_prefix_space");
+    cJSON_AddTrueToObject(pre, "use_regex");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "decoder"), "type", "ByteLevel");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "post_processor"), "type", "ByteLevel");
+    cJSON *eot = cJSON_CreateObject();
+    cJSON_AddNumberToObject(eot, "id", 50256);
+    cJSON_AddStringToObject(eot, "content", "<|endoftext|>");
+    cJSON_AddTrueToObject(eot, "special");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "added_tokens"), eot);
+    char *json = cJSON_PrintUnformatted(root);
+    snprintf(path, sizeof(path), "%s/gpt2.json", tmp_root);
+    test_write_file(path, json, strlen(json));
+    Tokenizer *a = NULL, *b = NULL;
+    CHECK_MSG(tok_load_json(&a, path, NULL, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(tok_load(&b, "data/gpt2", err, sizeof err) == 0, "%s", err);
+    snprintf(path, sizeof(path), "%s/fixtures/tokenizers/llama3/ref.jsonl", test_data_dir());
+    char *cases = test_read_file(path, &len);
+    int n = 0, bad = 0;
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    for (char *line = cases ? strtok(cases, "\n") : NULL; a && b && line && bad < 5;
+         line = strtok(NULL, "\n")) {
+        cJSON *c = cJSON_Parse(line);
+        const char *text = c ? cJSON_GetObjectItem(c, "text")->valuestring : "";
+        char buf[80];
+        size_t tn = strlen(text);
+        if (n % 3 == 2) {   // and random bytes
+            tn = (size_t)(n % 79) + 1;
+            for (size_t i = 0; i < tn; i++) { r ^= r << 13; r ^= r >> 7; r ^= r << 17; buf[i] = (char)r; }
+            text = buf;
+        }
+        for (unsigned f = 0; f < 2; f++) {
+            TokIds x = {0}, y = {0};
+            TokBytes back = {0};
+            CHECK(tok_encode(a, text, tn, f, &x, err, sizeof err) == 0);
+            CHECK(tok_encode(b, text, tn, f, &y, err, sizeof err) == 0);
+            CHECK(tok_decode(a, x.ids, x.n, &back, err, sizeof err) == 0);
+            int ok = x.n == y.n && !memcmp(x.ids, y.ids, x.n * sizeof(int32_t)) && back.n == tn &&
+                     !memcmp(back.data, text, tn);
+            if (!ok) { bad++; CHECK_MSG(0, "case %d (flags %u) differs from the two-file GPT-2", n, f); }
+            tok_ids_free(&x);
+            tok_ids_free(&y);
+            tok_bytes_free(&back);
+        }
+        n++;
+        cJSON_Delete(c);
+    }
+    CHECK(n >= 300);
+    CHECK(a && tok_eot(a) == -1 && tok_vocab_size(a) == 50257 && tok_is_special(a, 50256));
+    tok_free(a);
+    tok_free(b);
+    free(cases);
+    free(json);
+    cJSON_Delete(root);
+    free(vocab);
+    free(merges);
+}
+
 int main(void) {
     snprintf(tmp_root, sizeof(tmp_root), "/tmp/test_tokjson_XXXXXX");
     if (!mkdtemp(tmp_root)) { perror("mkdtemp"); return 1; }
@@ -340,6 +414,7 @@ int main(void) {
     test_case("tokenizer.json: SentencePiece-style BPE, byte fallback vs @lenml/tokenizers",
               test_llama2);
     test_case("tokenizer.json: invalid UTF-8 and random bytes round-trip", test_invalid_bytes);
+    test_case("tokenizer.json: GPT-2's own tokenizer.json equals its two files", test_gpt2_json);
     test_case("tokenizer.json: special and added tokens, BOS/EOS", test_special_and_bos);
     test_case("tokenizer.json: Split behaviours, Metaspace, unk, Replace", test_small_files);
     test_case("tokenizer.json: unsupported keys are errors naming them", test_errors);
