@@ -1,4 +1,14 @@
-// tokenizer: GPT-2 byte-level BPE (encode, decode, load, save) and a small BPE trainer.
+// tokenizer: GPT-2 byte-level BPE (encode, decode, load, save), Hugging Face tokenizer.json, and
+// a small BPE trainer.
+//
+// tokenizer.json (common/tokjson.c; the README's "Tokenizers" section lists what is supported):
+// byte-level BPE (Llama 3, Qwen2, GPT-2's own file) and SentencePiece-style BPE (Llama 2,
+// Mistral) run as Hugging Face's tokenizers runs them, byte for byte: added tokens first (special
+// ones only with TOK_ALLOW_SPECIAL, the others always), then normalizers, pre-tokenizers, BPE;
+// TOK_ADD_SPECIAL adds the post-processor's BOS/EOS. tok_token and tok_decode give decoded bytes
+// (U+2581 as a space, <0xNN> as its byte); tok_find looks up the model's spelling. Anything the
+// loader does not support is an error naming the JSON key. tok_save and tok_add_special refuse
+// such a tokenizer.
 //
 // The tokenizer is byte-exact with GPT-2 on GPT-2's own vocab.json + merges.txt (shipped in
 // data/gpt2/): text is split by GPT-2's pre-tokenizer pattern
