@@ -11,6 +11,14 @@
 # The npm packages go into TOKREF_DIR (default /tmp/tokref, outside the repo) when absent; without
 # node or the registry the C figures are printed alone. Never fails on time.
 BUILD=${1:-build}
+# our CHECK line ($out) against each JavaScript package's ($js)
+compare_ids() {
+    ours=$(printf '%s\n' "$out" | sed -n 's/^CHECK \(tokens=.*\)$/\1/p')
+    printf '%s\n' "$js" | sed -n 's/^CHECK \([^ ]*\) \(tokens=.*\)$/\1 \2/p' | while read -r name check; do
+        if [ "$check" = "$ours" ]; then echo "same ids as $name ($check)"
+        else echo "WARNING: ids differ from $name: ours $ours, theirs $check"; fi
+    done
+}
 REF=${TOKREF_DIR:-/tmp/tokref}
 BIN="$BUILD/bench/bench_tokenizer"
 [ -x "$BIN" ] || make "$BIN" >&2 || { echo "tokenizer.sh: cannot build $BIN" >&2; exit 1; }
@@ -35,11 +43,7 @@ fi
 # shellcheck disable=SC2086
 out=$("$BIN" --corpus "$CORPUS" $refs) || exit 1
 printf '%s\n' "$out"
-ours=$(printf '%s\n' "$out" | sed -n 's/^CHECK \(tokens=.*\)$/\1/p')
-printf '%s\n' "$js" | sed -n 's/^CHECK \([^ ]*\) \(tokens=.*\)$/\1 \2/p' | while read -r name check; do
-    if [ "$check" = "$ours" ]; then echo "same ids as $name ($check)"
-    else echo "WARNING: ids differ from $name: ours $ours, theirs $check"; fi
-done
+compare_ids
 
 # Llama 3's tokenizer.json
 L3="$BUILD/bench_tokenizer_llama3"
@@ -63,8 +67,4 @@ fi
 # shellcheck disable=SC2086
 out=$("$BIN" --vocab "$L3" --label llama3 --corpus "$CORPUS" $refs) || exit 1
 printf '%s\n' "$out"
-ours=$(printf '%s\n' "$out" | sed -n 's/^CHECK \(tokens=.*\)$/\1/p')
-printf '%s\n' "$js" | sed -n 's/^CHECK \([^ ]*\) \(tokens=.*\)$/\1 \2/p' | while read -r name check; do
-    if [ "$check" = "$ours" ]; then echo "same ids as $name ($check)"
-    else echo "WARNING: ids differ from $name: ours $ours, theirs $check"; fi
-done
+compare_ids

@@ -547,20 +547,27 @@ static int tj_pattern(const TjLoad *L, const cJSON *node, const char *key, const
                     "{\"Regex\": ...}", L->path, key);
 }
 
-static int tj_norm(const TjLoad *L, TokJson *j, const cJSON *node, const char *key) {
+// A Sequence step: fn on each element of node's array `arr`, keyed KEY.arr[i].
+typedef int (*TjStepFn)(const TjLoad *L, void *ctx, const cJSON *node, const char *key);
+static int tj_each(const TjLoad *L, void *ctx, const cJSON *node, const char *arr, const char *key,
+                   TjStepFn fn) {
+    const cJSON *a = jget(node, arr);
+    char sub[160];
+    int i = 0;
+    for (const cJSON *c = cJSON_IsArray(a) ? a->child : NULL; c; c = c->next, i++) {
+        snprintf(sub, sizeof(sub), "%s.%s[%d]", key, arr, i);
+        if (fn(L, ctx, c, sub)) return -1;
+    }
+    return 0;
+}
+
+static int tj_norm(const TjLoad *L, void *ctx, const cJSON *node, const char *key) {
+    TokJson *j = ctx;
     if (!node || cJSON_IsNull(node)) return 0;
     const char *type;
     char sub[160];
     if (tj_type(L, node, key, &type)) return -1;
-    if (strcmp(type, "Sequence") == 0) {
-        const cJSON *arr = jget(node, "normalizers");
-        int i = 0;
-        for (const cJSON *c = cJSON_IsArray(arr) ? arr->child : NULL; c; c = c->next, i++) {
-            snprintf(sub, sizeof(sub), "%s.normalizers[%d]", key, i);
-            if (tj_norm(L, j, c, sub)) return -1;
-        }
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0) return tj_each(L, j, node, "normalizers", key, tj_norm);
     if (j->n_norm == TJ_MAX_STEPS)
         return util_err(L->err, L->errlen, "%s: %s: more than %d normalizer steps", L->path, key,
                         TJ_MAX_STEPS);
@@ -601,20 +608,13 @@ static int tj_behavior(const TjLoad *L, const char *s, const char *key, int *beh
     return tj_unsupported(L, key, s ? s : "(missing)");
 }
 
-static int tj_pre(const TjLoad *L, TokJson *j, const cJSON *node, const char *key) {
+static int tj_pre(const TjLoad *L, void *ctx, const cJSON *node, const char *key) {
+    TokJson *j = ctx;
     if (!node || cJSON_IsNull(node)) return 0;
     const char *type;
     char sub[160];
     if (tj_type(L, node, key, &type)) return -1;
-    if (strcmp(type, "Sequence") == 0) {
-        const cJSON *arr = jget(node, "pretokenizers");
-        int i = 0;
-        for (const cJSON *c = cJSON_IsArray(arr) ? arr->child : NULL; c; c = c->next, i++) {
-            snprintf(sub, sizeof(sub), "%s.pretokenizers[%d]", key, i);
-            if (tj_pre(L, j, c, sub)) return -1;
-        }
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0) return tj_each(L, j, node, "pretokenizers", key, tj_pre);
     if (j->n_pre == TJ_MAX_STEPS)
         return util_err(L->err, L->errlen, "%s: %s: more than %d pre-tokenizer steps", L->path,
                         key, TJ_MAX_STEPS);
@@ -888,21 +888,14 @@ static void tj_added(Tokenizer *t, const cJSON *added) {
 }
 
 // The post-processor's template for one sequence: the ids before and after it.
-static int tj_post(const TjLoad *L, Tokenizer *t, const cJSON *node, const char *key) {
+static int tj_post(const TjLoad *L, void *ctx, const cJSON *node, const char *key) {
+    Tokenizer *t = ctx;
     TokJson *j = t->js;
     if (!node || cJSON_IsNull(node)) return 0;
     const char *type;
     char sub[160];
     if (tj_type(L, node, key, &type)) return -1;
-    if (strcmp(type, "Sequence") == 0) {
-        const cJSON *arr = jget(node, "processors");
-        int i = 0;
-        for (const cJSON *c = cJSON_IsArray(arr) ? arr->child : NULL; c; c = c->next, i++) {
-            snprintf(sub, sizeof(sub), "%s.processors[%d]", key, i);
-            if (tj_post(L, t, c, sub)) return -1;
-        }
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0) return tj_each(L, t, node, "processors", key, tj_post);
     if (strcmp(type, "ByteLevel") == 0) return 0;   // offsets only
     if (strcmp(type, "TemplateProcessing") != 0) {
         snprintf(sub, sizeof(sub), "%s.type", key);
