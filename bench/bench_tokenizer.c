@@ -110,10 +110,11 @@ static int bench_tok_args(int argc, char **argv, BenchTokOpts *o) {
         else if (!strcmp(argv[i], "--ref") && i + 1 < argc && o->n_refs < 16)
             o->refs[o->n_refs++] = argv[++i];
         else {
-            fprintf(stderr,
-                    "usage: %s [--vocab DIR] [--label L] [--corpus FILE] [--write-corpus FILE] [--runs N] "
-                    "[--ref NAME[:FIGURE]=MBS]...\n",
-                    argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--vocab DIR] [--label L] [--corpus FILE] [--write-corpus FILE] [--runs N] "
+                "[--ref NAME[:FIGURE]=MBS]...\n",
+                argv[0]);
             return 2;
         }
     }
@@ -164,7 +165,8 @@ static int bench_tok_time_lines(Tokenizer *tok, const char *text, size_t len, co
         ids.n = 0;
         double t0 = util_time_s();
         for (size_t l = 0; l < n_lines && !rc; l++)
-            if (tok_encode(tok, text + start[l], start[l + 1] - start[l], 0, &ids, err, sizeof err)) {
+            if (tok_encode(tok, text + start[l], start[l + 1] - start[l], 0, &ids, err,
+                           sizeof err)) {
                 fprintf(stderr, "bench_tokenizer: %s\n", err);
                 rc = 1;
             }
@@ -269,7 +271,10 @@ int main(int argc, char **argv) {
     char err[512];
     Tokenizer *tok;
     double t0 = util_time_s();
-    if (tok_load(&tok, o.vocab, err, sizeof err)) { fprintf(stderr, "bench_tokenizer: %s\n", err); return 1; }
+    if (tok_load(&tok, o.vocab, err, sizeof err)) {
+        fprintf(stderr, "bench_tokenizer: %s\n", err);
+        return 1;
+    }
     double t_load = util_time_s() - t0;
     printf(
         "bench_tokenizer: corpus %zu bytes (%s), vocabulary %s (%lld tokens, loaded in %.3f s)\n",

@@ -172,8 +172,8 @@ static int regex_compile(TokRegex *rx, char *err, size_t errlen) {
     int code;
     PCRE2_SIZE off;
     rx->jit = 0;
-    rx->re = pcre2_compile((PCRE2_SPTR)TOK_GPT2_PATTERN, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
-                           &code, &off, NULL);
+    rx->re = pcre2_compile((PCRE2_SPTR)TOK_GPT2_PATTERN, PCRE2_ZERO_TERMINATED,
+                           PCRE2_UTF | PCRE2_UCP, &code, &off, NULL);
     if (!rx->re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof(msg));
@@ -596,9 +596,10 @@ static int vocab_read_tokens(const Tokenizer *t, const char *path, const cJSON *
         }
         double v = c->valuedouble;
         if (!(v >= 0 && v < (double)n && v == (double)(int64_t)v)) {
-            st = util_err(err, errlen, "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
-                          "(ids must be 0..V-1 without gaps)", path, tok_show(sb, key, strlen(key)), v,
-                          (long long)n - 1);
+            st = util_err(err, errlen,
+                          "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
+                          "(ids must be 0..V-1 without gaps)",
+                          path, tok_show(sb, key, strlen(key)), v, (long long)n - 1);
             break;
         }
         int64_t id = (int64_t)v;

@@ -95,9 +95,9 @@ int tok_save(const Tokenizer *t, const char *dir, char *err, size_t errlen);
 
 int64_t tok_vocab_size(const Tokenizer *t);   // V: ids are 0..V-1
 int64_t tok_n_merges(const Tokenizer *t);
-int32_t tok_eot(const Tokenizer *t);          // id of <|endoftext|> (tokenizer.json: the EOS), or -1
+int32_t tok_eot(const Tokenizer *t);          // <|endoftext|> (tokenizer.json: the EOS) or -1
 int32_t tok_bos(const Tokenizer *t);          // tokenizer.json's BOS id, or -1 (GPT-2: none)
-int32_t tok_eos(const Tokenizer *t);          // tokenizer.json's EOS id; GPT-2: <|endoftext|>; or -1
+int32_t tok_eos(const Tokenizer *t);          // tokenizer.json's EOS, GPT-2's <|endoftext|>, -1
 int     tok_is_json(const Tokenizer *t);      // loaded from a tokenizer.json
 int     tok_is_special(const Tokenizer *t, int32_t id);
 // The bytes of token `id` (not NUL-terminated; *len set), or NULL when id is out of range.

@@ -16,7 +16,7 @@
 #define N_CP 324                          // byte-level alphabet is U+0021 .. U+0143
 #define FLAG_SPECIAL 1u
 #define FLAG_WHOLE 2u      // BPE(token's bytes) == [token]: a piece equal to it needs no merging
-#define FLAG_NOTMODEL 4u   // tokenizer.json: an added token outside model.vocab (BPE never makes it)
+#define FLAG_NOTMODEL 4u   // tokenizer.json: an added token outside model.vocab (BPE never gives)
 #define TOK_GPT2_PATTERN \
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 

@@ -290,7 +290,8 @@ static void tj_unicode_norm(int kind, const unsigned char *p, size_t n, TokBytes
 }
 
 // The normalizer steps on s[0..n); the result is in one of the two buffers (returned).
-static TokBytes *tj_normalize(const TokJson *j, const unsigned char *s, size_t n, TokBytes bufs[2]) {
+static TokBytes *tj_normalize(const TokJson *j, const unsigned char *s, size_t n,
+                              TokBytes bufs[2]) {
     TokBytes *cur = NULL;
     for (int i = 0; i < j->n_norm; i++) {
         const TjNorm *nm = &j->norm[i];
@@ -387,7 +388,10 @@ int tokjson_encode(const Tokenizer *t, const unsigned char *s, size_t len, unsig
     for (int k = 0; k < j->n_pre; k++)
         if (j->pre[k].rx.re) {
             c.md[k] = pcre2_match_data_create_from_pattern(j->pre[k].rx.re, NULL);
-            if (!c.md[k]) { fprintf(stderr, "%s:%d: out of memory\n", __FILE__, __LINE__); abort(); }
+            if (!c.md[k]) {
+                fprintf(stderr, "%s:%d: out of memory\n", __FILE__, __LINE__);
+                abort();
+            }
         }
     TokBytes nb[2] = {{0}, {0}};
     if (flags & TOK_ADD_SPECIAL)
@@ -677,9 +681,11 @@ static int tj_model_opts(const TjLoad *L, TokJson *j, const cJSON *model) {
     j->fuse_unk = jbool(model, "fuse_unk", 0);
     j->ignore_merges = jbool(model, "ignore_merges", 0);
     if (!cJSON_IsObject(jget(model, "vocab")))
-        return util_err(L->err, L->errlen, "%s: model.vocab: missing (expected an object)", L->path);
+        return util_err(L->err, L->errlen, "%s: model.vocab: missing (expected an object)",
+                        L->path);
     if (!cJSON_IsArray(jget(model, "merges")))
-        return util_err(L->err, L->errlen, "%s: model.merges: missing (expected an array)", L->path);
+        return util_err(L->err, L->errlen, "%s: model.merges: missing (expected an array)",
+                        L->path);
     return 0;
 }
 
@@ -698,8 +704,9 @@ static int tj_tokens(const TjLoad *L, Tokenizer *t, const cJSON *vocab, const cJ
     for (const cJSON *c = vocab->child; c; c = c->next) {
         int64_t id = tj_id(c);
         if (id < 0)
-            return util_err(L->err, L->errlen, "%s: model.vocab: token \"%s\": id is not an "
-                            "integer in 0..%lld", L->path, tok_show(sb, c->string, strlen(c->string)),
+            return util_err(L->err, L->errlen,
+                            "%s: model.vocab: token \"%s\": id is not an integer in 0..%lld",
+                            L->path, tok_show(sb, c->string, strlen(c->string)),
                             (long long)TOK_MAX_VOCAB - 1);
         if (id + 1 > n) n = id + 1;
     }
@@ -754,7 +761,8 @@ static int tj_tokens(const TjLoad *L, Tokenizer *t, const cJSON *vocab, const cJ
         int32_t first, dup = tok_vmap_build(t, &first);
         if (dup >= 0)
             st = util_err(L->err, L->errlen, "%s: duplicate token: ids %d and %d are both \"%s\"",
-                          L->path, first, dup, tok_show(sb, t->bytes + t->off[dup], tok_len(t, dup)));
+                          L->path, first, dup,
+                          tok_show(sb, t->bytes + t->off[dup], tok_len(t, dup)));
     }
     tok_bytes_free(&all);
     free(key);
@@ -819,7 +827,8 @@ static int tj_merges(const TjLoad *L, Tokenizer *t, const cJSON *merges) {
         t->m_a[t->n_merges] = ia;
         t->m_b[t->n_merges] = ib;
         t->m_res[t->n_merges] = res;
-        if (tok_pairs_insert(t, (int32_t)t->n_merges) < 0) t->n_merges++;   // a repeat keeps its first rank
+        // a merge listed twice keeps its first rank
+        if (tok_pairs_insert(t, (int32_t)t->n_merges) < 0) t->n_merges++;
     }
     tok_bytes_free(&tmp);
     tok_bytes_free(&cat);
@@ -906,7 +915,8 @@ static int tj_post(const TjLoad *L, void *ctx, const cJSON *node, const char *ke
     j->n_prefix = j->n_suffix = 0;
     for (const cJSON *c = cJSON_IsArray(single) ? single->child : NULL; c; c = c->next, i++) {
         snprintf(sub, sizeof(sub), "%s.single[%d]", key, i);
-        const char *seq = jstr(jget(c, "Sequence"), "id"), *sp = jstr(jget(c, "SpecialToken"), "id");
+        const char *seq = jstr(jget(c, "Sequence"), "id"),
+                   *sp = jstr(jget(c, "SpecialToken"), "id");
         if (seq) {
             if (strcmp(seq, "A") != 0 || seen_a) return tj_unsupported(L, sub, seq);
             seen_a = 1;
@@ -936,7 +946,8 @@ static int tj_config(const TjLoad *L, Tokenizer *t, const cJSON *cfg) {
     TokJson *j = t->js;
     const char *bos = jtoken(cfg, "bos_token"), *eos = jtoken(cfg, "eos_token");
     j->bos = bos ? tok_vmap_get(t, bos, strlen(bos)) : (j->n_prefix ? j->prefix[0] : -1);
-    j->eos = eos ? tok_vmap_get(t, eos, strlen(eos)) : (j->n_suffix ? j->suffix[j->n_suffix - 1] : -1);
+    j->eos =
+        eos ? tok_vmap_get(t, eos, strlen(eos)) : (j->n_suffix ? j->suffix[j->n_suffix - 1] : -1);
     if (bos && j->bos < 0)
         return util_err(L->err, L->errlen, "%s: bos_token: \"%s\" is not a token", L->path, bos);
     if (eos && j->eos < 0)
@@ -1008,7 +1019,8 @@ static int tj_decoder_steps(const TjLoad *L, TokJson *j, const cJSON *node, cons
     }
     if (*fused) return tj_unsupported(L, key, "a per-token step after Fuse");
     if (strcmp(type, "ByteLevel") == 0) {
-        if (!j->byte_level) return tj_unsupported(L, key, "ByteLevel without a ByteLevel pre-tokenizer");
+        if (!j->byte_level)
+            return tj_unsupported(L, key, "ByteLevel without a ByteLevel pre-tokenizer");
         s->kind = DEC_BYTELEVEL;
     } else if (strcmp(type, "ByteFallback") == 0) {
         s->kind = DEC_BYTEFALLBACK;
@@ -1093,7 +1105,8 @@ static int tj_build(const TjLoad *L, const TjLoad *C, Tokenizer *t, const cJSON 
     const cJSON *model = jget(root, "model"), *added = jget(root, "added_tokens");
     const cJSON *empty = cJSON_CreateArray();
     int st = 0;
-    if (!cJSON_IsObject(root)) st = util_err(L->err, L->errlen, "%s: expected a JSON object", L->path);
+    if (!cJSON_IsObject(root))
+        st = util_err(L->err, L->errlen, "%s: expected a JSON object", L->path);
     if (!st && !cJSON_IsObject(model))
         st = util_err(L->err, L->errlen, "%s: model: missing (expected an object)", L->path);
     if (!st && added && !cJSON_IsNull(added) && !cJSON_IsArray(added))

@@ -31,23 +31,38 @@ static int encode_decode(int decode, int argc, char **argv) {
     if (add) flags |= TOK_ADD_SPECIAL;
     char err[512];
     Tokenizer *t;
-    if (tok_load(&t, dir, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); return 1; }
+    if (tok_load(&t, dir, err, sizeof err)) {
+        fprintf(stderr, "rlhf tokenizer: %s\n", err);
+        return 1;
+    }
     char *data; size_t len;
-    if (cli_read_file(in, &data, &len, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); tok_free(t); return 1; }
+    if (cli_read_file(in, &data, &len, err, sizeof err)) {
+        fprintf(stderr, "rlhf tokenizer: %s\n", err);
+        tok_free(t);
+        return 1;
+    }
     int rc = 0;
     if (!decode) {
         TokIds ids = {0};
-        if (tok_encode(t, data, len, flags, &ids, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
+        if (tok_encode(t, data, len, flags, &ids, err, sizeof err)) {
+            fprintf(stderr, "rlhf tokenizer: %s\n", err);
+            rc = 1;
+        }
         for (size_t i = 0; i < ids.n && !rc; i++) printf(i + 1 < ids.n ? "%d " : "%d", ids.ids[i]);
         if (!rc) printf("\n");
         tok_ids_free(&ids);
     } else {
         int32_t *ids; size_t n;
         TokBytes out = {0};
-        if (cli_parse_ids(in, data, tok_vocab_size(t) - 1, &ids, &n, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
-        else {
-            if (tok_decode(t, ids, n, &out, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
-            else fwrite(out.data, 1, out.n, stdout);
+        if (cli_parse_ids(in, data, tok_vocab_size(t) - 1, &ids, &n, err, sizeof err)) {
+            fprintf(stderr, "rlhf tokenizer: %s\n", err);
+            rc = 1;
+        } else {
+            if (tok_decode(t, ids, n, &out, err, sizeof err)) {
+                fprintf(stderr, "rlhf tokenizer: %s\n", err);
+                rc = 1;
+            } else
+                fwrite(out.data, 1, out.n, stdout);
             free(ids);
         }
         tok_bytes_free(&out);

@@ -18,11 +18,12 @@ static char tmp_root[64];   // scratch folder: the vendored files, decompressed
 static Tokenizer *load_vendored(const char *name) {
     char cmd[1200], dir[160], err[512];
     snprintf(dir, sizeof(dir), "%s/%s", tmp_root, name);
-    snprintf(cmd, sizeof(cmd),
-             "mkdir -p %s && gzip -dc %s/fixtures/tokenizers/%s/tokenizer.json.gz > %s/tokenizer.json"
-             " && gzip -dc %s/fixtures/tokenizers/%s/tokenizer_config.json.gz > "
-             "%s/tokenizer_config.json", dir, test_data_dir(), name, dir, test_data_dir(), name,
-             dir);
+    snprintf(
+        cmd, sizeof(cmd),
+        "mkdir -p %s && gzip -dc %s/fixtures/tokenizers/%s/tokenizer.json.gz > %s/tokenizer.json"
+        " && gzip -dc %s/fixtures/tokenizers/%s/tokenizer_config.json.gz > "
+        "%s/tokenizer_config.json",
+        dir, test_data_dir(), name, dir, test_data_dir(), name, dir);
     if (system(cmd) != 0) { CHECK_MSG(0, "cannot decompress %s", name); return NULL; }
     Tokenizer *t = NULL;
     CHECK_MSG(tok_load(&t, dir, err, sizeof err) == 0, "%s: %s", name, err);
@@ -116,8 +117,17 @@ static void check_invalid_bytes(const char *name, int random) {
     char dir[160], err[512];
     snprintf(dir, sizeof(dir), "%s/%s", tmp_root, name);
     if (tok_load(&t, dir, err, sizeof err)) { CHECK_MSG(0, "%s", err); return; }
-    const char *cases[] = {"\xff", "abc\xff" "def", "\xc3", "caf\xc3", "\xed\xa0\x80 surrogate",
-                           "\xf8\x88\x80\x80\x80", "ok \x80\x80\x80 ok", "\xe2\x96", "12\xfe" "345"};
+    const char *cases[] = {"\xff",
+                           "abc\xff"
+                           "def",
+                           "\xc3",
+                           "caf\xc3",
+                           "\xed\xa0\x80 surrogate",
+                           "\xf8\x88\x80\x80\x80",
+                           "ok \x80\x80\x80 ok",
+                           "\xe2\x96",
+                           "12\xfe"
+                           "345"};
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         TokIds ids = {0};
         TokBytes back = {0};
@@ -142,13 +152,16 @@ static void check_invalid_bytes(const char *name, int random) {
         size_t m = (size_t)(k % 64) + 1;
         for (size_t i = 0; i < m; i++) {
             r ^= r << 13; r ^= r >> 7; r ^= r << 17;
-            buf[i] = k % 2 ? (unsigned char)r : (unsigned char)"ab \n\xc3\xa9\xe4\xb8\xad" "1"[r % 9];
+            buf[i] = k % 2 ? (unsigned char)r
+                           : (unsigned char)"ab \n\xc3\xa9\xe4\xb8\xad"
+                                            "1"[r % 9];
         }
         TokIds v = {0};
         TokBytes back = {0};
         CHECK(tok_encode(t, buf, m, 0, &v, err, sizeof err) == 0);
         CHECK(tok_decode(t, v.ids, v.n, &back, err, sizeof err) == 0);
-        CHECK_MSG(back.n == m && !memcmp(back.data, buf, m), "%s: random bytes %d do not round-trip", name, k);
+        CHECK_MSG(back.n == m && !memcmp(back.data, buf, m),
+                  "%s: random bytes %d do not round-trip", name, k);
         tok_ids_free(&v);
         tok_bytes_free(&back);
     }
@@ -233,7 +246,8 @@ static void test_small_files(void) {
     char err[512];
     Tokenizer *t = NULL;
 #define SPLIT_FILE                                                                                 \
-    "{" SMALL_MODEL ", \"decoder\": {\"type\": \"Fuse\"}, \"pre_tokenizer\": {\"type\": \"Split\", "  \
+    "{" SMALL_MODEL                                                                                \
+    ", \"decoder\": {\"type\": \"Fuse\"}, \"pre_tokenizer\": {\"type\": \"Split\", "               \
     "\"pattern\": {\"String\": \"-\"}, \"behavior\": \"%s\", \"invert\": %s}}"
     struct { const char *beh, *inv; int32_t want[8]; size_t n; } cases[] = {
         {"Isolated", "false", {4, 6, 3}, 3},   // "abc-ab": abc | - | ab
@@ -260,8 +274,10 @@ static void test_small_files(void) {
     tok_free(t);
     t = NULL;
     // Metaspace pre-tokenizer + decoder: "▁" for spaces, prepended, pieces cut before each one
-    const char *meta = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"\xe2\x96\x81\": 0, \"a\": 1,"
-        " \"\xe2\x96\x81" "a\": 2}, \"merges\": [\"\xe2\x96\x81 a\"]}, \"pre_tokenizer\": {\"type\":"
+    const char *meta =
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"\xe2\x96\x81\": 0, \"a\": 1,"
+        " \"\xe2\x96\x81"
+        "a\": 2}, \"merges\": [\"\xe2\x96\x81 a\"]}, \"pre_tokenizer\": {\"type\":"
         " \"Metaspace\", \"replacement\": \"\xe2\x96\x81\", \"prepend_scheme\": \"always\", "
         "\"split\": true}, \"decoder\": {\"type\": \"Metaspace\", \"replacement\": \"\xe2\x96\x81\","
         " \"prepend_scheme\": \"always\"}}";
@@ -339,7 +355,12 @@ static void test_gpt2_json(void) {
     size_t len;
     char *vocab = test_read_file("data/gpt2/vocab.json", &len);
     char *merges = test_read_file("data/gpt2/merges.txt", &len);
-    if (!vocab || !merges) { CHECK_MSG(0, "cannot read data/gpt2"); free(vocab); free(merges); return; }
+    if (!vocab || !merges) {
+        CHECK_MSG(0, "cannot read data/gpt2");
+        free(vocab);
+        free(merges);
+        return;
+    }
     cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
     cJSON_AddStringToObject(model, "type", "BPE");
     cJSON_AddItemToObject(model, "vocab", cJSON_Parse(vocab));
@@ -375,7 +396,12 @@ static void test_gpt2_json(void) {
         size_t tn = strlen(text);
         if (n % 3 == 2) {   // and random bytes
             tn = (size_t)(n % 79) + 1;
-            for (size_t i = 0; i < tn; i++) { r ^= r << 13; r ^= r >> 7; r ^= r << 17; buf[i] = (char)r; }
+            for (size_t i = 0; i < tn; i++) {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                buf[i] = (char)r;
+            }
             text = buf;
         }
         for (unsigned f = 0; f < 2; f++) {
@@ -386,7 +412,10 @@ static void test_gpt2_json(void) {
             CHECK(tok_decode(a, x.ids, x.n, &back, err, sizeof err) == 0);
             int ok = x.n == y.n && !memcmp(x.ids, y.ids, x.n * sizeof(int32_t)) && back.n == tn &&
                      !memcmp(back.data, text, tn);
-            if (!ok) { bad++; CHECK_MSG(0, "case %d (flags %u) differs from the two-file GPT-2", n, f); }
+            if (!ok) {
+                bad++;
+                CHECK_MSG(0, "case %d (flags %u) differs from the two-file GPT-2", n, f);
+            }
             tok_ids_free(&x);
             tok_ids_free(&y);
             tok_bytes_free(&back);
