@@ -299,6 +299,36 @@ static void test_small_files(void) {
     tok_free(t);
 }
 
+// tokenizer_config.json: bos_token / eos_token, add_bos_token / add_eos_token over the template.
+static void test_config(void) {
+    char err[512], jp[200], cp[200];
+    snprintf(jp, sizeof(jp), "%s/cfg.json", tmp_root);
+    snprintf(cp, sizeof(cp), "%s/cfg_config.json", tmp_root);
+    const char *body = "{" SMALL_MODEL ", \"decoder\": {\"type\": \"Fuse\"}}";
+    test_write_file(jp, body, strlen(body));
+    const char *cfg = "{\"bos_token\": \"a\", \"eos_token\": {\"content\": \"b\"}, "
+                      "\"add_bos_token\": true, \"add_eos_token\": true}";
+    test_write_file(cp, cfg, strlen(cfg));
+    Tokenizer *t = NULL;
+    CHECK_MSG(tok_load_json(&t, jp, cp, err, sizeof err) == 0, "%s", err);
+    if (t) {
+        TokIds ids = {0};
+        CHECK(tok_bos(t) == 0 && tok_eos(t) == 1 && tok_eot(t) == 1);
+        CHECK(tok_encode(t, "c", 1, TOK_ADD_SPECIAL, &ids, err, sizeof err) == 0);
+        CHECK(ids.n == 3 && ids.ids[0] == 0 && ids.ids[1] == 2 && ids.ids[2] == 1);
+        ids.n = 0;
+        CHECK(tok_encode(t, "c", 1, 0, &ids, err, sizeof err) == 0);
+        CHECK(ids.n == 1 && ids.ids[0] == 2);
+        tok_ids_free(&ids);
+        tok_free(t);
+        t = NULL;
+    }
+    cfg = "{\"bos_token\": \"<nope>\"}";
+    test_write_file(cp, cfg, strlen(cfg));
+    CHECK(tok_load_json(&t, jp, cp, err, sizeof err) == -1 && !t);
+    CHECK_MSG(strstr(err, "cfg_config.json") && strstr(err, "bos_token"), "got: %s", err);
+}
+
 // Every unsupported or malformed part is an error naming its key.
 static void test_errors(void) {
     struct { const char *body, *want; } cases[] = {
@@ -446,6 +476,7 @@ int main(void) {
     test_case("tokenizer.json: GPT-2's own tokenizer.json equals its two files", test_gpt2_json);
     test_case("tokenizer.json: special and added tokens, BOS/EOS", test_special_and_bos);
     test_case("tokenizer.json: Split behaviours, Metaspace, unk, Replace", test_small_files);
+    test_case("tokenizer.json: tokenizer_config.json's BOS/EOS settings", test_config);
     test_case("tokenizer.json: unsupported keys are errors naming them", test_errors);
     test_rm_rf(tmp_root);
     return test_summary();
