@@ -720,6 +720,11 @@ static int tj_tokens(const TjLoad *L, Tokenizer *t, const cJSON *vocab, const cJ
         if (id + 1 > n) n = id + 1;
     }
     if (n == 0) return util_err(L->err, L->errlen, "%s: model.vocab: empty", L->path);
+    int64_t entries = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
+    if (n > entries)   // before allocating n of anything: a hostile id must not cost memory
+        return util_err(L->err, L->errlen, "%s: model.vocab: ids go up to %lld but there are only "
+                        "%lld tokens (ids must be 0..V-1 without gaps)", L->path,
+                        (long long)n - 1, (long long)entries);
     const char **key = CALLOC_CHECK((size_t)n, sizeof(char *));
     uint8_t *from_added = CALLOC_CHECK((size_t)n, 1);
     int st = 0;

@@ -352,8 +352,11 @@ static void test_errors(void) {
          "\"RobertaProcessing\"}}", "post_processor.type"},
         {"{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}, \"decoder\": "
          "{\"type\": \"Fuse\"}}", "model.merges[0]"},
-        {"{\"model\": {\"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}, \"decoder\": "
-         "{\"type\": \"Fuse\"}}", "no token has id 1"},
+        {"{\"model\": {\"vocab\": {\"a\": 0, \"c\": 2}, \"merges\": []}, \"added_tokens\": "
+         "[{\"id\": 0, \"content\": \"a\"}], \"decoder\": {\"type\": \"Fuse\"}}",
+         "no token has id 1"},
+        {"{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1000000000}, \"merges\": []}, "
+         "\"decoder\": {\"type\": \"Fuse\"}}", "ids go up to 1000000000 but there are only 2"},
         {"{\"model\": {\"byte_fallback\": true, \"vocab\": {\"a\": 0}, \"merges\": []}, "
          "\"decoder\": {\"type\": \"Fuse\"}}", "model.byte_fallback"},
         {"{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": {\"type\": \"Fuse\"},"
