@@ -265,6 +265,20 @@ static void test_small_files(void) {
         tok_free(t);
         t = NULL;
     }
+    // Added tokens: lstrip/rstrip take the white space beside them; single_word only whole words
+    const char *added = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, "
+        "\"c\": 2, \"ab\": 3, \"abc\": 4, \" \": 5, \"-\": 6}, \"merges\": [\"a b\", \"ab c\"]}, "
+        "\"added_tokens\": [{\"id\": 7, \"content\": \"<m>\", \"lstrip\": true, \"rstrip\": "
+        "true}, {\"id\": 3, \"content\": \"ab\", \"single_word\": true}], \"decoder\": "
+        "{\"type\": \"Fuse\"}}";
+    CHECK_MSG(load_small(added, &t, err, sizeof err) == 0, "%s", err);
+    if (t) {
+        encode_expect(t, "a <m>  b", (const int32_t[]){0, 7, 1}, 3);
+        encode_expect(t, "abc", (const int32_t[]){4}, 1);      // "ab" inside a word: BPE
+        encode_expect(t, "ab-c", (const int32_t[]){3, 6, 2}, 3);
+    }
+    tok_free(t);
+    t = NULL;
     // Unknown characters: the unk token, fused when fuse_unk
     const char *unk = "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"-\", \"fuse_unk\": true, "
         "\"vocab\": {\"a\": 0, \"b\": 1, \"-\": 2}, \"merges\": []}, \"decoder\": {\"type\": "
@@ -478,7 +492,8 @@ int main(void) {
     test_case("tokenizer.json: invalid UTF-8 and random bytes round-trip", test_invalid_bytes);
     test_case("tokenizer.json: GPT-2's own tokenizer.json equals its two files", test_gpt2_json);
     test_case("tokenizer.json: special and added tokens, BOS/EOS", test_special_and_bos);
-    test_case("tokenizer.json: Split behaviours, Metaspace, unk, Replace", test_small_files);
+    test_case("tokenizer.json: Split behaviours, added tokens, Metaspace, unk, Replace",
+              test_small_files);
     test_case("tokenizer.json: tokenizer_config.json's BOS/EOS settings", test_config);
     test_case("tokenizer.json: unsupported keys are errors naming them", test_errors);
     test_rm_rf(tmp_root);
