@@ -634,6 +634,10 @@ static int tj_pre(const TjLoad *L, void *ctx, const cJSON *node, const char *key
         st->invert = jbool(node, "invert", 0);
         snprintf(sub, sizeof(sub), "%s.pattern", key);
         if (tj_regex(L, &st->rx, pat, !is_regex, sub)) return -1;
+    } else if (strcmp(type, "Digits") == 0) {   // ASCII digits apart (each, or each run)
+        st->kind = PRE_SPLIT;
+        st->behavior = jbool(node, "individual_digits", 0) ? BEH_ISOLATED : BEH_CONTIGUOUS;
+        if (tj_regex(L, &st->rx, "[0-9]", 0, key)) return -1;
     } else if (strcmp(type, "ByteLevel") == 0) {
         st->kind = PRE_BYTELEVEL;
         st->add_prefix_space = jbool(node, "add_prefix_space", 1);

@@ -109,6 +109,7 @@ static void check_reference(const char *name, int min_trips) {
 static void test_llama3(void) { check_reference("llama3", 340); }
 static void test_qwen2_5(void) { check_reference("qwen2_5", 330); }
 static void test_llama2(void) { check_reference("llama2", 250); }
+static void test_gpt2_digits(void) { check_reference("gpt2_digits", 340); }
 
 // Bytes that are not UTF-8 (the reference cannot take them): each is its own piece, its byte
 // token (byte-level) or its <0xNN> token (byte fallback); everything round-trips.
@@ -172,6 +173,7 @@ static void test_invalid_bytes(void) {
     check_invalid_bytes("llama3", 1);
     check_invalid_bytes("qwen2_5", 0);   // NFC changes some random strings, as HF's does
     check_invalid_bytes("llama2", 1);
+    check_invalid_bytes("gpt2_digits", 1);
 }
 
 // Special tokens are text unless allowed; non-special added tokens are always matched; BOS/EOS
@@ -353,7 +355,7 @@ static void test_errors(void) {
          "\"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}, {\"type\": \"Lowercase\"}]}}",
          "normalizer.normalizers[1].type"},
         {"{" SMALL_MODEL ", \"decoder\": {\"type\": \"Fuse\"}, \"pre_tokenizer\": {\"type\": "
-         "\"Digits\"}}", "pre_tokenizer.type"},
+         "\"Whitespace\"}}", "pre_tokenizer.type"},
         {"{" SMALL_MODEL ", \"decoder\": {\"type\": \"Fuse\"}, \"pre_tokenizer\": {\"type\": "
          "\"Split\", \"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}}",
          "pre_tokenizer.pattern"},
@@ -489,6 +491,8 @@ int main(void) {
     test_case("tokenizer.json: Qwen2.5 (byte-level, NFC) vs @lenml/tokenizers", test_qwen2_5);
     test_case("tokenizer.json: SentencePiece-style BPE, byte fallback vs @lenml/tokenizers",
               test_llama2);
+    test_case("tokenizer.json: GPT-2 + Digits (SmolLM2's layout) vs @lenml/tokenizers",
+              test_gpt2_digits);
     test_case("tokenizer.json: invalid UTF-8 and random bytes round-trip", test_invalid_bytes);
     test_case("tokenizer.json: GPT-2's own tokenizer.json equals its two files", test_gpt2_json);
     test_case("tokenizer.json: special and added tokens, BOS/EOS", test_special_and_bos);
