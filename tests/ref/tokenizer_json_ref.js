@@ -5,6 +5,7 @@
 // (the tokenizers of transformers.js, without the rest). tests/test_tokenizer.c checks
 // common/tokenizer.c against every case, byte for byte.
 //
+//   npm install --prefix /tmp/tokref @lenml/tokenizers    (once; outside the repo)
 //   node tests/ref/tokenizer_json_ref.js NAME...      (from the repo root; NODE_PATH or
 //                                                     TOKREF_DIR: where @lenml/tokenizers is)
 //
@@ -21,7 +22,7 @@ const fs = require('fs');
 const path = require('path');
 const zlib = require('zlib');
 
-const refDir = process.env.TOKREF_DIR || '/work/npm-tok';
+const refDir = process.env.TOKREF_DIR || '/tmp/tokref';
 const load = (p) => require(require.resolve(p, {
     paths: [refDir, ...(process.env.NODE_PATH || '').split(':').filter(Boolean)] }));
 const { TokenizerLoader } = load('@lenml/tokenizers');
