@@ -59,7 +59,8 @@
 
 // Flags for tok_encode.
 #define TOK_ALLOW_SPECIAL 1u   // recognise special tokens' text (e.g. "<|endoftext|>") in the input
-#define TOK_ADD_SPECIAL 2u     // tokenizer.json: add what the post-processor adds (BOS, EOS)
+#define TOK_ADD_SPECIAL 2u     // tokenizer.json: add what the post-processor adds (BOS, EOS);
+                               // GPT-2's two files have no post-processor: nothing is added
 
 typedef struct Tokenizer Tokenizer;
 
