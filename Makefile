@@ -9,7 +9,7 @@ WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2
 CFLAGS  := -std=gnu11 $(WARN) -g -fopenmp -fno-math-errno -Icommon $(ARCH)
 # each object lists the headers it included (.d files), so a header change rebuilds its users only
 DEPFLAGS = -MMD -MP
-LDLIBS  := -lopenblas -lsqlite3 -lyaml -lpcre2-8 -lcjson -lm
+LDLIBS  := -lopenblas -lsqlite3 -lyaml -lpcre2-8 -lcjson -lutf8proc -lm
 ifeq ($(MPI),1)
   # data parallelism across processes: mpicc, and the -DRLHF_MPI half of common/dist.c
   CC      := mpicc

@@ -1,9 +1,11 @@
-// bench_tokenizer: GPT-2 tokenizer speed on one thread, in MB/s (10^6 bytes of input text per
-// second), best of several runs.
+// bench_tokenizer: tokenizer speed on one thread, in MB/s (10^6 bytes of input text per
+// second), best of several runs; GPT-2's (data/gpt2) by default, or any tokenizer directory
+// (a tokenizer.json one included, e.g. Llama 3's) with --vocab.
 //
-//   bench_tokenizer [--vocab DIR] [--corpus FILE] [--write-corpus FILE] [--runs N]
+//   bench_tokenizer [--vocab DIR] [--label L] [--corpus FILE] [--write-corpus FILE] [--runs N]
 //                   [--ref NAME=MBS]...
 //
+// --label L names the figures tokenizer_L_FIGURE instead of tokenizer_FIGURE.
 // The corpus is ~4 MiB of English: the license texts of /usr/share/common-licenses (sorted,
 // concatenated, repeated, cut at a line end), or FILE. Figures:
 //   encode_per_line  every line (with its '\n') encoded by its own tok_encode call
@@ -91,7 +93,7 @@ static char *build_corpus(size_t *len) {
 }
 
 typedef struct {
-    const char *vocab, *corpus_path, *write_path;
+    const char *vocab, *corpus_path, *write_path, *label;
     const char *refs[16];   // NAME[:FIGURE]=MBS
     int n_refs, runs;
 } BenchTokOpts;
@@ -104,13 +106,15 @@ static int bench_tok_args(int argc, char **argv, BenchTokOpts *o) {
         else if (!strcmp(argv[i], "--corpus") && i + 1 < argc) o->corpus_path = argv[++i];
         else if (!strcmp(argv[i], "--write-corpus") && i + 1 < argc) o->write_path = argv[++i];
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc) o->runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--label") && i + 1 < argc) o->label = argv[++i];
         else if (!strcmp(argv[i], "--ref") && i + 1 < argc && o->n_refs < 16)
             o->refs[o->n_refs++] = argv[++i];
         else {
-            fprintf(stderr,
-                    "usage: %s [--vocab DIR] [--corpus FILE] [--write-corpus FILE] [--runs N] "
-                    "[--ref NAME[:FIGURE]=MBS]...\n",
-                    argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--vocab DIR] [--label L] [--corpus FILE] [--write-corpus FILE] [--runs N] "
+                "[--ref NAME[:FIGURE]=MBS]...\n",
+                argv[0]);
             return 2;
         }
     }
@@ -161,7 +165,8 @@ static int bench_tok_time_lines(Tokenizer *tok, const char *text, size_t len, co
         ids.n = 0;
         double t0 = util_time_s();
         for (size_t l = 0; l < n_lines && !rc; l++)
-            if (tok_encode(tok, text + start[l], start[l + 1] - start[l], 0, &ids, err, sizeof err)) {
+            if (tok_encode(tok, text + start[l], start[l + 1] - start[l], 0, &ids, err,
+                           sizeof err)) {
                 fprintf(stderr, "bench_tokenizer: %s\n", err);
                 rc = 1;
             }
@@ -222,16 +227,17 @@ static void bench_tok_result(const Figure *fig, const BenchTokOpts *o) {
         if (fig_len != strlen(fig->name) || strncmp(figure, fig->name, fig_len)) continue;
         double rv = atof(eq + 1);
         printf(
-            "RESULT {\"name\":\"tokenizer_%s\",\"value\":%.3f,\"unit\":\"MB/s\",\"ref_name\":\"%.*s\","
-            "\"ref_value\":%.3f,\"ratio\":%.3f}\n",
-            fig->name, fig->mbs, (int)name_len, ref, rv, rv > 0 ? fig->mbs / rv : 0.0);
+            "RESULT {\"name\":\"tokenizer_%s%s%s\",\"value\":%.3f,\"unit\":\"MB/s\",\"ref_name\":"
+            "\"%.*s\",\"ref_value\":%.3f,\"ratio\":%.3f}\n",
+            o->label ? o->label : "", o->label ? "_" : "", fig->name, fig->mbs, (int)name_len, ref,
+            rv, rv > 0 ? fig->mbs / rv : 0.0);
         printed = 1;
     }
     if (!printed)
         printf(
-            "RESULT {\"name\":\"tokenizer_%s\",\"value\":%.3f,\"unit\":\"MB/s\",\"ref_name\":null,"
+            "RESULT {\"name\":\"tokenizer_%s%s%s\",\"value\":%.3f,\"unit\":\"MB/s\",\"ref_name\":null,"
             "\"ref_value\":null,\"ratio\":null}\n",
-            fig->name, fig->mbs);
+            o->label ? o->label : "", o->label ? "_" : "", fig->name, fig->mbs);
 }
 
 // the human lines, the CHECK line and the RESULT lines
@@ -265,7 +271,10 @@ int main(int argc, char **argv) {
     char err[512];
     Tokenizer *tok;
     double t0 = util_time_s();
-    if (tok_load(&tok, o.vocab, err, sizeof err)) { fprintf(stderr, "bench_tokenizer: %s\n", err); return 1; }
+    if (tok_load(&tok, o.vocab, err, sizeof err)) {
+        fprintf(stderr, "bench_tokenizer: %s\n", err);
+        return 1;
+    }
     double t_load = util_time_s() - t0;
     printf(
         "bench_tokenizer: corpus %zu bytes (%s), vocabulary %s (%lld tokens, loaded in %.3f s)\n",

@@ -3,6 +3,7 @@
 // the same corpus as bench_tokenizer, one thread, best of N runs, MB/s = 10^6 input bytes / s.
 //
 //   node bench/tokenizer_ref.js CORPUS [RUNS]      (NODE_PATH or TOKREF_DIR: where the packages are)
+//   node bench/tokenizer_ref.js CORPUS RUNS llama3 DIR   (Llama 3's tokenizer.json: see benchLlama3)
 //
 // Prints one JSON line per (package, figure): {"name", "figure", "mb_s", "tokens", "checksum"},
 // and for bench/tokenizer.sh a line "REF NAME[:FIGURE]=MBS" per figure and "CHECK NAME tokens=N
@@ -31,7 +32,7 @@ function checksum(ids) {
     return h;
 }
 
-function bench(name, encode, decode, whole) {
+function bench(name, encode, decode, whole, check = true) {
     let best = Infinity, all = [];
     for (let r = 0; r < runs; r++) {
         const t0 = process.hrtime.bigint();
@@ -43,7 +44,7 @@ function bench(name, encode, decode, whole) {
     }
     console.log(JSON.stringify({ name, figure: 'encode_per_line', mb_s: mb / best, tokens: all.length, checksum: checksum(all) }));
     console.log(`REF ${name}=${(mb / best).toFixed(3)}`);
-    console.log(`CHECK ${name} tokens=${all.length} checksum=${checksum(all)}`);
+    if (check) console.log(`CHECK ${name} tokens=${all.length} checksum=${checksum(all)}`);
     if (whole) {
         let bw = Infinity, n = 0;
         for (let r = 0; r < runs; r++) {
@@ -69,13 +70,44 @@ function bench(name, encode, decode, whole) {
     }
 }
 
+// node bench/tokenizer_ref.js CORPUS RUNS llama3 DIR: the Llama 3 tokenizer.json in DIR with the
+// JavaScript HF tokenizers (@lenml/tokenizers; its ids must equal ours), and tiktoken (npm, the
+// Rust core compiled to WASM) with cl100k_base: the encoding whose pre-tokenizer regex Llama 3's
+// is (digits in threes, the same letter and punctuation classes) and whose 100k merges Llama 3's
+// first 100k tokens are (on English text the ids often coincide: the bench corpus gives the
+// same checksum); it is timed, not compared.
+function benchLlama3(dir) {
+    const tokenizerJSON = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+    const tokenizerConfig = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
+    let tk = null, lenml = null;
+    try { tk = load('tiktoken'); } catch (e) { console.error('tiktoken not installed'); }
+    try { lenml = load('@lenml/tokenizers'); } catch (e) { console.error('@lenml/tokenizers not installed'); }
+    if (tk) {
+        const enc = tk.get_encoding('cl100k_base');
+        const td = new TextDecoder();
+        bench(`tiktoken@${version('tiktoken')}/cl100k_base`, (s) => enc.encode(s),
+              (ids) => td.decode(enc.decode(Uint32Array.from(ids))), true, false);
+        enc.free();
+    }
+    if (lenml) {
+        const tok = lenml.TokenizerLoader.fromPreTrained({ tokenizerJSON, tokenizerConfig });
+        bench(`@lenml/tokenizers@${version('@lenml/tokenizers')}/llama3`,
+              (s) => tok.encode(s, { add_special_tokens: false }),
+              (ids) => tok.decode(ids, { clean_up_tokenization_spaces: false }), true);
+    }
+}
+
+const llama3 = process.argv[4] === 'llama3';
 let g3 = null, gt = null;
-try { g3 = load('gpt-3-encoder'); } catch (e) { console.error('gpt-3-encoder not installed'); }
-try { gt = load('gpt-tokenizer/encoding/r50k_base'); } catch (e) { console.error('gpt-tokenizer not installed'); }
-const version = (p) => {
-    try { return JSON.parse(fs.readFileSync(require.resolve(p + '/package.json', { paths: [refDir] }))).version; }
-    catch (e) { return '?'; }
+if (!llama3) try { g3 = load('gpt-3-encoder'); } catch (e) { console.error('gpt-3-encoder not installed'); }
+if (!llama3) try { gt = load('gpt-tokenizer/encoding/r50k_base'); } catch (e) { console.error('gpt-tokenizer not installed'); }
+const version = (p) => {   // packages with an "exports" map hide package.json from require.resolve
+    for (const f of [() => require.resolve(p + '/package.json', { paths: [refDir] }),
+                     () => path.join(refDir, 'node_modules', p, 'package.json')])
+        try { return JSON.parse(fs.readFileSync(f())).version; } catch (e) { /* next */ }
+    return '?';
 };
+if (llama3) benchLlama3(process.argv[5]);
 if (g3) bench(`gpt-3-encoder@${version('gpt-3-encoder')}`, g3.encode, g3.decode, false);
 if (gt) {
     const opt = { disallowedSpecial: new Set() };

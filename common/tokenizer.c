@@ -12,10 +12,10 @@
 // join the heap after it. O(n log n) in the piece length, so a megabyte-long word is fine.
 #define _GNU_SOURCE   // memmem
 #include "tokenizer.h"
+#include "tokenizer_impl.h"
 #include "utf8.h"
 #include "util.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <pcre2.h>
@@ -29,20 +29,14 @@
 #define TOK_MAX_VOCAB_FILE                                                                         \
     ((int64_t)64 << 20) // vocab.json / merges.txt larger: refused (GPT-2's: 1 MB)
 #define TOK_MAX_TEXT_FILE ((int64_t)1 << 32)    // training text files larger: refused
-#define TOK_MAX_VOCAB ((int64_t)1 << 30)  // ids are int32_t; this leaves room for hash tables
-#define N_CP 324                          // byte-level alphabet is U+0021 .. U+0143
-#define FLAG_SPECIAL 1u
-#define FLAG_WHOLE 2u   // BPE(token's bytes) == [token]: a piece equal to it needs no merging
 
-static const char GPT2_PATTERN[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 static const char EOT_TEXT[] = "<|endoftext|>";
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers: error messages, hashing
 
 // Printable form of some bytes for error messages: at most 40 input bytes, \xNN for the rest.
-static const char *show(char buf[200], const void *p, size_t n) {
+const char *tok_show(char buf[200], const void *p, size_t n) {
     const unsigned char *s = p;
     size_t k = 0;
     for (size_t i = 0; i < n && i < 40; i++) {
@@ -87,7 +81,7 @@ static uint64_t pow2_at_least(uint64_t n) {
 }
 
 // Reads a whole regular file (at most max bytes) into a NUL-terminated buffer.
-static int read_file(const char *path, int64_t max, char **data, size_t *len, char *err,
+int tok_read_file(const char *path, int64_t max, char **data, size_t *len, char *err,
                      size_t errlen) {
     *data = NULL; *len = 0;
     FILE *f = fopen(path, "rb");
@@ -135,7 +129,7 @@ static void byte_alphabet(uint16_t byte_cp[256], int16_t cp_byte[N_CP], uint8_t 
 // ---------------------------------------------------------------------------------------------
 // Growable byte buffer (also TokBytes) and id buffer
 
-static void bytes_reserve(TokBytes *b, size_t extra) {
+void tok_bytes_reserve(TokBytes *b, size_t extra) {
     if (b->n + extra + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->n + extra + 1) cap *= 2;
@@ -143,15 +137,15 @@ static void bytes_reserve(TokBytes *b, size_t extra) {
         b->cap = cap;
     }
 }
-static void bytes_put(TokBytes *b, const void *p, size_t n) {
-    bytes_reserve(b, n);
+void tok_bytes_put(TokBytes *b, const void *p, size_t n) {
+    tok_bytes_reserve(b, n);
     if (n) memcpy(b->data + b->n, p, n);
     b->n += n;
     b->data[b->n] = 0;
 }
-static void bytes_puts(TokBytes *b, const char *s) { bytes_put(b, s, strlen(s)); }
+void tok_bytes_puts(TokBytes *b, const char *s) { tok_bytes_put(b, s, strlen(s)); }
 
-static void ids_push(TokIds *v, int32_t id) {
+void tok_ids_push(TokIds *v, int32_t id) {
     if (v->n == v->cap) {
         v->cap = v->cap ? v->cap * 2 : 256;
         v->ids = REALLOC_CHECK(v->ids, v->cap * sizeof(int32_t));
@@ -173,17 +167,13 @@ void tok_bytes_free(TokBytes *b) {
 // ---------------------------------------------------------------------------------------------
 // The pre-tokenizer (PCRE2)
 
-typedef struct {
-    pcre2_code *re;
-    int jit;   // 1 when JIT compilation succeeded
-} TokRegex;
 
 static int regex_compile(TokRegex *rx, char *err, size_t errlen) {
     int code;
     PCRE2_SIZE off;
     rx->jit = 0;
-    rx->re = pcre2_compile((PCRE2_SPTR)GPT2_PATTERN, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
-                           &code, &off, NULL);
+    rx->re = pcre2_compile((PCRE2_SPTR)TOK_GPT2_PATTERN, PCRE2_ZERO_TERMINATED,
+                           PCRE2_UTF | PCRE2_UCP, &code, &off, NULL);
     if (!rx->re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof(msg));
@@ -194,7 +184,7 @@ static int regex_compile(TokRegex *rx, char *err, size_t errlen) {
     return 0;
 }
 
-static void regex_free(TokRegex *rx) {
+void tok_regex_free(TokRegex *rx) {
     pcre2_code_free(rx->re);
     rx->re = NULL;
 }
@@ -246,37 +236,10 @@ static int pretokenize(const TokRegex *rx, pcre2_match_data *md, const unsigned 
 // ---------------------------------------------------------------------------------------------
 // The tokenizer
 
-typedef struct {
-    uint64_t key;   // a << 32 | b, UINT64_MAX when the slot is empty
-    int64_t rank;   // key and rank side by side: one cache line per probe
-} PairSlot;
 
-struct Tokenizer {
-    int64_t n_vocab;          // V
-    char *bytes;              // every token's bytes back to back
-    int64_t *off;             // [V+1] token i is bytes[off[i] .. off[i+1])
-    uint8_t *flags;           // [V] FLAG_SPECIAL | FLAG_WHOLE
-    int32_t *vmap;            // [vmask+1] open addressing: token bytes -> id, -1 empty
-    uint64_t vmask;
-    int64_t n_merges;         // M
-    int32_t *m_a, *m_b, *m_res;   // [M] merge r joins m_a[r], m_b[r] into m_res[r]
-    PairSlot *pairs;          // [pmask+1] open addressing: pair -> rank
-    uint64_t pmask;
-    int32_t byte_tok[256];    // the token of each single byte
-    int32_t *special;         // [n_special] ids of special tokens
-    int64_t n_special;
-    int32_t eot;              // <|endoftext|> or -1
-    uint16_t byte_cp[256];    // byte-level alphabet
-    int16_t cp_byte[N_CP];
-    uint8_t base_order[256];
-    TokRegex rx;
-};
 
-static inline size_t tok_len(const Tokenizer *t, int32_t id) {
-    return (size_t)(t->off[id + 1] - t->off[id]);
-}
 
-static int32_t vmap_get(const Tokenizer *t, const void *p, size_t n) {
+int32_t tok_vmap_get(const Tokenizer *t, const void *p, size_t n) {
     uint64_t i = hash_bytes(p, n) & t->vmask;
     for (;; i = (i + 1) & t->vmask) {
         int32_t id = t->vmap[i];
@@ -286,7 +249,7 @@ static int32_t vmap_get(const Tokenizer *t, const void *p, size_t n) {
 }
 
 // Builds the bytes -> id map; on a duplicate returns the id that repeats (sets *first), else -1.
-static int32_t vmap_build(Tokenizer *t, int32_t *first) {
+int32_t tok_vmap_build(Tokenizer *t, int32_t *first) {
     free(t->vmap);
     t->vmask = pow2_at_least((uint64_t)t->n_vocab * 2) - 1;
     t->vmap = MALLOC_CHECK((t->vmask + 1) * sizeof(int32_t));
@@ -317,7 +280,7 @@ static int32_t pair_rank(const Tokenizer *t, int32_t a, int32_t b) {
 }
 
 // Inserts merge `rank`; returns the earlier rank of the same pair when it is a duplicate, else -1.
-static int32_t pairs_insert(Tokenizer *t, int32_t rank) {
+int32_t tok_pairs_insert(Tokenizer *t, int32_t rank) {
     uint64_t key = (uint64_t)(uint32_t)t->m_a[rank] << 32 | (uint32_t)t->m_b[rank];
     uint64_t i = mix64(key) & t->pmask;
     for (;; i = (i + 1) & t->pmask) {
@@ -330,13 +293,13 @@ static int32_t pairs_insert(Tokenizer *t, int32_t rank) {
     }
 }
 
-static void pairs_alloc(Tokenizer *t, int64_t n_merges) {
+void tok_pairs_alloc(Tokenizer *t, int64_t n_merges) {
     t->pmask = pow2_at_least((uint64_t)n_merges * 2) - 1;
     t->pairs = MALLOC_CHECK((t->pmask + 1) * sizeof(PairSlot));
     for (uint64_t i = 0; i <= t->pmask; i++) t->pairs[i] = (PairSlot){UINT64_MAX, -1};
 }
 
-static Tokenizer *tok_new(void) {
+Tokenizer *tok_new(void) {
     Tokenizer *t = CALLOC_CHECK(1, sizeof(Tokenizer));
     byte_alphabet(t->byte_cp, t->cp_byte, t->base_order);
     t->eot = -1;
@@ -348,42 +311,36 @@ void tok_free(Tokenizer *t) {
     free(t->bytes); free(t->off); free(t->flags); free(t->vmap);
     free(t->m_a); free(t->m_b); free(t->m_res); free(t->pairs);
     free(t->special);
-    if (t->rx.re) regex_free(&t->rx);
+    if (t->rx.re) tok_regex_free(&t->rx);
+    tokjson_free(t->js);
     free(t);
 }
 
 int64_t tok_vocab_size(const Tokenizer *t) { return t->n_vocab; }
 int64_t tok_n_merges(const Tokenizer *t) { return t->n_merges; }
 int32_t tok_eot(const Tokenizer *t) { return t->eot; }
+int32_t tok_bos(const Tokenizer *t) { return t->js ? tokjson_bos(t) : -1; }
+int32_t tok_eos(const Tokenizer *t) { return t->js ? tokjson_eos(t) : t->eot; }
+int tok_is_json(const Tokenizer *t) { return t->js != NULL; }
 int tok_is_special(const Tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_vocab && (t->flags[id] & FLAG_SPECIAL);
 }
 const char *tok_token(const Tokenizer *t, int32_t id, size_t *len) {
     if (id < 0 || id >= t->n_vocab) { if (len) *len = 0; return NULL; }
+    if (t->js) return tokjson_token(t, id, len);
     if (len) *len = tok_len(t, id);
     return t->bytes + t->off[id];
 }
 int32_t tok_find(const Tokenizer *t, const void *text, size_t len) {
-    return vmap_get(t, text, len);
+    return tok_vmap_get(t, text, len);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The merge loop
 
-typedef struct {
-    int32_t rank;
-    int64_t pos;   // index of the pair's left symbol in the piece
-} HeapEnt;
 
-typedef struct {   // scratch space of one encode call, grown as needed
-    int32_t *sym;          // [n] symbol ids, -1 once merged into its left neighbour
-    int64_t *next, *prev;  // [n] linked list over live symbols, -1 at the ends
-    HeapEnt *heap;         // [3n] candidate pairs
-    int64_t *defer;        // [2n] left positions of pairs created in the current round
-    size_t cap;
-} Scratch;
 
-static void scratch_reserve(Scratch *s, size_t n) {
+void tok_scratch_reserve(Scratch *s, size_t n) {
     if (n <= s->cap) return;
     size_t cap = s->cap ? s->cap : 64;
     while (cap < n) cap *= 2;
@@ -395,7 +352,7 @@ static void scratch_reserve(Scratch *s, size_t n) {
     s->cap = cap;
 }
 
-static void scratch_free(Scratch *s) {
+void tok_scratch_free(Scratch *s) {
     free(s->sym); free(s->next); free(s->prev); free(s->heap); free(s->defer);
     memset(s, 0, sizeof(*s));
 }
@@ -430,17 +387,16 @@ static HeapEnt heap_pop(HeapEnt *h, size_t *n) {
     return top;
 }
 
-// BPE of one piece p[0..n), n >= 1; appends the resulting ids to out.
-static void bpe_piece(const Tokenizer *t, const unsigned char *p, size_t n, Scratch *s,
-                      TokIds *out) {
-    if (n == 1) { ids_push(out, t->byte_tok[p[0]]); return; }
-    scratch_reserve(s, n);
+// BPE over the n >= 1 symbols s->sym[0..n) (scratch reserved for n); appends the resulting ids to
+// out. GPT-2's encoder.py semantics (rounds) unless immediate is set: then each new pair joins the
+// heap at once and the lowest (rank, position) is always merged next, as HF tokenizers' BPE does.
+// Both agree whenever ranks grow with token length, as in every real merges list.
+void tok_bpe_merge(const Tokenizer *t, size_t n, Scratch *s, int immediate, TokIds *out) {
     int32_t *sym = s->sym;
     int64_t *next = s->next, *prev = s->prev;
     HeapEnt *heap = s->heap;
     size_t nh = 0;
     for (size_t i = 0; i < n; i++) {
-        sym[i] = t->byte_tok[p[i]];
         next[i] = i + 1 < n ? (int64_t)i + 1 : -1;
         prev[i] = (int64_t)i - 1;
     }
@@ -462,6 +418,7 @@ static void bpe_piece(const Tokenizer *t, const unsigned char *p, size_t n, Scra
             if (next[j] >= 0) prev[next[j]] = i;
             if (prev[i] >= 0) s->defer[nd++] = prev[i];
             s->defer[nd++] = i;
+            if (immediate) break;
         }
         for (size_t k = 0; k < nd; k++) {   // pairs created in this round join the heap now
             int64_t i = s->defer[k];
@@ -470,7 +427,16 @@ static void bpe_piece(const Tokenizer *t, const unsigned char *p, size_t n, Scra
             if (r2 >= 0) heap_push(heap, &nh, (HeapEnt){r2, i});
         }
     }
-    for (int64_t i = 0; i >= 0; i = next[i]) ids_push(out, sym[i]);
+    for (int64_t i = 0; i >= 0; i = next[i]) tok_ids_push(out, sym[i]);
+}
+
+// GPT-2's BPE of one piece p[0..n), n >= 1: the symbols are the bytes' tokens.
+static void bpe_piece(const Tokenizer *t, const unsigned char *p, size_t n, Scratch *s,
+                      TokIds *out) {
+    if (n == 1) { tok_ids_push(out, t->byte_tok[p[0]]); return; }
+    tok_scratch_reserve(s, n);
+    for (size_t i = 0; i < n; i++) s->sym[i] = t->byte_tok[p[i]];
+    tok_bpe_merge(t, n, s, 0, out);
 }
 
 typedef struct {
@@ -482,15 +448,15 @@ typedef struct {
 static int encode_piece(void *ctx, const unsigned char *p, size_t n) {
     EncodeCtx *e = ctx;
     const Tokenizer *t = e->t;
-    if (n == 1) { ids_push(e->out, t->byte_tok[p[0]]); return 0; }
-    int32_t id = vmap_get(t, p, n);
-    if (id >= 0 && (t->flags[id] & FLAG_WHOLE)) ids_push(e->out, id);
+    if (n == 1) { tok_ids_push(e->out, t->byte_tok[p[0]]); return 0; }
+    int32_t id = tok_vmap_get(t, p, n);
+    if (id >= 0 && (t->flags[id] & FLAG_WHOLE)) tok_ids_push(e->out, id);
     else bpe_piece(t, p, n, e->s, e->out);
     return 0;
 }
 
 // Marks the tokens whose own BPE is themselves (FLAG_WHOLE).
-static void mark_whole_tokens(Tokenizer *t) {
+void tok_mark_whole(Tokenizer *t) {
     Scratch s = {0};
     TokIds tmp = {0};
     for (int32_t id = 0; id < t->n_vocab; id++) {
@@ -498,14 +464,16 @@ static void mark_whole_tokens(Tokenizer *t) {
         size_t n = tok_len(t, id);
         if (n == 0) continue;
         tmp.n = 0;
-        bpe_piece(t, (const unsigned char *)t->bytes + t->off[id], n, &s, &tmp);
+        if (t->flags[id] & FLAG_NOTMODEL) continue;
+        if (t->js) tokjson_model(t, (const unsigned char *)t->bytes + t->off[id], n, &s, &tmp);
+        else bpe_piece(t, (const unsigned char *)t->bytes + t->off[id], n, &s, &tmp);
         if (tmp.n == 1 && tmp.ids[0] == id) t->flags[id] |= FLAG_WHOLE;
     }
-    scratch_free(&s);
+    tok_scratch_free(&s);
     tok_ids_free(&tmp);
 }
 
-static void special_add_id(Tokenizer *t, int32_t id) {
+void tok_special_add_id(Tokenizer *t, int32_t id) {
     if (t->flags[id] & FLAG_SPECIAL) return;
     t->flags[id] |= FLAG_SPECIAL;
     t->special = REALLOC_CHECK(t->special, (size_t)(t->n_special + 1) * sizeof(int32_t));
@@ -517,7 +485,7 @@ static void special_add_id(Tokenizer *t, int32_t id) {
 static int tok_finish(Tokenizer *t, const char *what, char *err, size_t errlen) {
     for (int b = 0; b < 256; b++) {
         unsigned char c = (unsigned char)b;
-        t->byte_tok[b] = vmap_get(t, &c, 1);
+        t->byte_tok[b] = tok_vmap_get(t, &c, 1);
         if (t->byte_tok[b] < 0)
             return util_err(err, errlen, "%s: byte 0x%02x has no token (a byte-level vocabulary "
                         "needs all 256)", what, b);
@@ -530,12 +498,12 @@ static int tok_finish(Tokenizer *t, const char *what, char *err, size_t errlen) 
         while (i < n - 2 && (p[i] == '_' || (p[i] >= '0' && p[i] <= '9') ||
                              (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')))
             i++;
-        if (i == n - 2) special_add_id(t, id);
+        if (i == n - 2) tok_special_add_id(t, id);
     }
-    t->eot = vmap_get(t, EOT_TEXT, sizeof(EOT_TEXT) - 1);
+    t->eot = tok_vmap_get(t, EOT_TEXT, sizeof(EOT_TEXT) - 1);
     int st = regex_compile(&t->rx, err, errlen);
     if (st) return st;
-    mark_whole_tokens(t);
+    tok_mark_whole(t);
     return 0;
 }
 
@@ -544,7 +512,7 @@ static int tok_finish(Tokenizer *t, const char *what, char *err, size_t errlen) 
 
 // Converts a byte-level string (UTF-8 of GPT-2's alphabet) to the bytes it stands for, appended
 // to b. Returns 0, or -1 with *bad_cp set (-1 for malformed UTF-8).
-static int unbyte(const Tokenizer *t, const unsigned char *s, size_t n, TokBytes *b, long *bad_cp) {
+int tok_unbyte(const Tokenizer *t, const unsigned char *s, size_t n, TokBytes *b, long *bad_cp) {
     size_t i = 0;
     while (i < n) {
         uint32_t cp;
@@ -552,7 +520,7 @@ static int unbyte(const Tokenizer *t, const unsigned char *s, size_t n, TokBytes
         if (!k) { *bad_cp = -1; return -1; }
         if (cp >= N_CP || t->cp_byte[cp] < 0) { *bad_cp = cp; return -1; }
         unsigned char c = (unsigned char)t->cp_byte[cp];
-        bytes_put(b, &c, 1);
+        tok_bytes_put(b, &c, 1);
         i += (size_t)k;
     }
     return 0;
@@ -569,7 +537,7 @@ static void line_col(const char *text, size_t at, long long *line, long long *co
 
 // vocab.json's text as a cJSON tree in *root: refuses an escaped NUL, invalid JSON and text after
 // the object (each with line and column). Frees text.
-static int vocab_parse(const char *path, char *text, size_t len, cJSON **root, char *err,
+int tok_json_parse(const char *path, char *text, size_t len, cJSON **root, char *err,
                        size_t errlen) {
     // cJSON turns "\u0000" into a NUL inside a C string, which would silently cut the key: refuse
     // it here (no byte-level token contains U+0000 anyway).
@@ -623,20 +591,21 @@ static int vocab_read_tokens(const Tokenizer *t, const char *path, const cJSON *
         const char *key = c->string ? c->string : "";
         if (!cJSON_IsNumber(c)) {
             st = util_err(err, errlen, "%s: token \"%s\": value is not a number", path,
-                          show(sb, key, strlen(key)));
+                          tok_show(sb, key, strlen(key)));
             break;
         }
         double v = c->valuedouble;
         if (!(v >= 0 && v < (double)n && v == (double)(int64_t)v)) {
-            st = util_err(err, errlen, "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
-                          "(ids must be 0..V-1 without gaps)", path, show(sb, key, strlen(key)), v,
-                          (long long)n - 1);
+            st = util_err(err, errlen,
+                          "%s: token \"%s\": id %.17g is not an integer in 0..%lld "
+                          "(ids must be 0..V-1 without gaps)",
+                          path, tok_show(sb, key, strlen(key)), v, (long long)n - 1);
             break;
         }
         int64_t id = (int64_t)v;
         if (order[id] >= 0) {
             st = util_err(err, errlen, "%s: id %lld is used twice (token \"%s\")", path,
-                          (long long)id, show(sb, key, strlen(key)));
+                          (long long)id, tok_show(sb, key, strlen(key)));
             break;
         }
         // a token must stand for at least one byte (cJSON also ends a key at an escaped NUL)
@@ -648,13 +617,13 @@ static int vocab_read_tokens(const Tokenizer *t, const char *path, const cJSON *
         order[id] = (int32_t)k;
         start[k] = (int64_t)all->n;
         long bad;
-        if (unbyte(t, (const unsigned char *)key, strlen(key), all, &bad)) {
+        if (tok_unbyte(t, (const unsigned char *)key, strlen(key), all, &bad)) {
             if (bad < 0)
                 st = util_err(err, errlen, "%s: token id %lld is not valid UTF-8", path,
                               (long long)id);
             else
                 st = util_err(err, errlen, "%s: token \"%s\" (id %lld): U+%04lX is not in GPT-2's "
-                              "byte-level alphabet", path, show(sb, key, strlen(key)),
+                              "byte-level alphabet", path, tok_show(sb, key, strlen(key)),
                               (long long)id, bad);
             break;
         }
@@ -679,19 +648,19 @@ static int vocab_place(Tokenizer *t, const char *path, int64_t n, const TokBytes
         o += start[f + 1] - start[f];
     }
     t->off[n] = o;
-    int32_t first, dup = vmap_build(t, &first);
+    int32_t first, dup = tok_vmap_build(t, &first);
     if (dup < 0) return 0;
     char sb[200];
     return util_err(err, errlen, "%s: duplicate token: ids %d and %d are both \"%s\"", path, first,
-                    dup, show(sb, t->bytes + t->off[dup], tok_len(t, dup)));
+                    dup, tok_show(sb, t->bytes + t->off[dup], tok_len(t, dup)));
 }
 
 static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) {
     char *text;
     size_t len;
     cJSON *root;
-    if (read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen)) return -1;
-    if (vocab_parse(path, text, len, &root, err, errlen)) return -1;
+    if (tok_read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen)) return -1;
+    if (tok_json_parse(path, text, len, &root, err, errlen)) return -1;
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return util_err(err, errlen, "%s: expected a JSON object {\"token\": id, ...}", path);
@@ -718,7 +687,7 @@ static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) 
 static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen) {
     char *text;
     size_t len;
-    int st = read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen);
+    int st = tok_read_file(path, TOK_MAX_VOCAB_FILE, &text, &len, err, errlen);
     if (st) return st;
     int64_t cap = 0;   // number of lines: an upper bound on the merges
     for (size_t i = 0; i < len; i++) cap += text[i] == '\n';
@@ -726,7 +695,7 @@ static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen)
     t->m_a = MALLOC_CHECK((size_t)cap * sizeof(int32_t));
     t->m_b = MALLOC_CHECK((size_t)cap * sizeof(int32_t));
     t->m_res = MALLOC_CHECK((size_t)cap * sizeof(int32_t));
-    pairs_alloc(t, cap);
+    tok_pairs_alloc(t, cap);
     TokBytes a = {0}, b = {0};
     char sb[200], sb2[200];
     long long line = 0, blank_line = 0;
@@ -748,38 +717,38 @@ static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen)
         const char *sp = memchr(s, ' ', n);
         if (!sp || sp == s || sp == s + n - 1 || memchr(sp + 1, ' ', (size_t)(s + n - sp - 1))) {
             st = util_err(err, errlen, "%s: line %lld: expected two tokens separated by one space, "
-                      "got \"%s\"", path, line, show(sb, s, n));
+                      "got \"%s\"", path, line, tok_show(sb, s, n));
             break;
         }
         size_t na = (size_t)(sp - s), nb = n - na - 1;
         long bad;
         a.n = b.n = 0;
-        if (unbyte(t, (const unsigned char *)s, na, &a, &bad) ||
-            unbyte(t, (const unsigned char *)sp + 1, nb, &b, &bad)) {
+        if (tok_unbyte(t, (const unsigned char *)s, na, &a, &bad) ||
+            tok_unbyte(t, (const unsigned char *)sp + 1, nb, &b, &bad)) {
             st = util_err(err, errlen, "%s: line %lld: \"%s\" is not a byte-level token pair", path,
-                      line, show(sb, s, n));
+                      line, tok_show(sb, s, n));
             break;
         }
-        int32_t ia = vmap_get(t, a.data, a.n), ib = vmap_get(t, b.data, b.n);
+        int32_t ia = tok_vmap_get(t, a.data, a.n), ib = tok_vmap_get(t, b.data, b.n);
         if (ia < 0 || ib < 0) {
             st = util_err(err, errlen, "%s: line %lld: token \"%s\" is not in the vocabulary", path,
-                      line, ia < 0 ? show(sb, s, na) : show(sb, sp + 1, nb));
+                      line, ia < 0 ? tok_show(sb, s, na) : tok_show(sb, sp + 1, nb));
             break;
         }
-        bytes_put(&a, b.data, b.n);
-        int32_t ir = vmap_get(t, a.data, a.n);
+        tok_bytes_put(&a, b.data, b.n);
+        int32_t ir = tok_vmap_get(t, a.data, a.n);
         if (ir < 0) {
             st = util_err(err, errlen,
                           "%s: line %lld: the merge result \"%s\" is not in the vocabulary", path,
-                          line, show(sb2, a.data, a.n));
+                          line, tok_show(sb2, a.data, a.n));
             break;
         }
         int64_t r = t->n_merges;
         t->m_a[r] = ia; t->m_b[r] = ib; t->m_res[r] = ir;
-        int32_t prev = pairs_insert(t, (int32_t)r);
+        int32_t prev = tok_pairs_insert(t, (int32_t)r);
         if (prev >= 0) {
             st = util_err(err, errlen, "%s: line %lld: merge \"%s\" repeats merge %d", path, line,
-                      show(sb, s, n), prev + 1);
+                      tok_show(sb, s, n), prev + 1);
             break;
         }
         t->n_merges++;
@@ -811,6 +780,13 @@ int tok_load(Tokenizer **out, const char *dir, char *err, size_t errlen) {
     *out = NULL;
     size_t n = strlen(dir);
     char *v = MALLOC_CHECK(n + 32), *m = MALLOC_CHECK(n + 32);
+    snprintf(v, n + 32, "%s/tokenizer.json", dir);
+    snprintf(m, n + 32, "%s/tokenizer_config.json", dir);
+    if (file_exists(v)) {
+        int st = tok_load_json(out, v, file_exists(m) ? m : NULL, err, errlen);
+        free(v); free(m);
+        return st;
+    }
     snprintf(v, n + 32, "%s/vocab.json", dir);
     snprintf(m, n + 32, "%s/merges.txt", dir);
     if (!file_exists(v) && !file_exists(m)) {
@@ -871,43 +847,46 @@ static void put_token(const Tokenizer *t, int32_t id, int json, TokBytes *b) {
         unsigned cp = t->byte_cp[p[i]];
         char u[8];
         if (cp < 0x80) {
-            if (json && (cp == '"' || cp == '\\')) bytes_put(b, "\\", 1);
+            if (json && (cp == '"' || cp == '\\')) tok_bytes_put(b, "\\", 1);
             u[0] = (char)cp;
-            bytes_put(b, u, 1);
+            tok_bytes_put(b, u, 1);
         } else if (json) {
             snprintf(u, sizeof(u), "\\u%04x", cp);
-            bytes_put(b, u, 6);
+            tok_bytes_put(b, u, 6);
         } else {
             u[0] = (char)(0xc0 | (cp >> 6));
             u[1] = (char)(0x80 | (cp & 0x3f));
-            bytes_put(b, u, 2);
+            tok_bytes_put(b, u, 2);
         }
     }
 }
 
 int tok_save(const Tokenizer *t, const char *dir, char *err, size_t errlen) {
+    if (t->js)
+        return util_err(err, errlen, "%s: a tokenizer.json tokenizer is not saved as vocab.json + "
+                        "merges.txt (copy its tokenizer.json instead)", dir);
     TokBytes b = {0};
     size_t n = strlen(dir);
     char *path = MALLOC_CHECK(n + 32);
-    bytes_puts(&b, "{");
+    tok_bytes_puts(&b, "{");
     for (int32_t id = 0; id < t->n_vocab; id++) {
         char num[32];
-        bytes_puts(&b, id ? ", \"" : "\"");
+        tok_bytes_puts(&b, id ? ", \"" : "\"");
         put_token(t, id, 1, &b);
         snprintf(num, sizeof(num), "\": %d", id);
-        bytes_puts(&b, num);
+        tok_bytes_puts(&b, num);
     }
-    bytes_puts(&b, "}");
+    tok_bytes_puts(&b, "}");
     snprintf(path, n + 32, "%s/vocab.json", dir);
     int st = write_atomic(path, b.data, b.n, err, errlen);
     if (!st) {
         b.n = 0;
-        bytes_puts(&b, "#version: 0.2\n");
+        tok_bytes_puts(&b, "#version: 0.2\n");
         for (int64_t r = 0; r < t->n_merges; r++) {
             put_token(t, t->m_a[r], 0, &b);
-            bytes_puts(&b, " ");
+            tok_bytes_puts(&b, " ");
             put_token(t, t->m_b[r], 0, &b);
-            bytes_puts(&b, "\n");
+            tok_bytes_puts(&b, "\n");
         }
         snprintf(path, n + 32, "%s/merges.txt", dir);
         st = write_atomic(path, b.data, b.n, err, errlen);
@@ -923,7 +902,9 @@ int tok_save(const Tokenizer *t, const char *dir, char *err, size_t errlen) {
 int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, char *err,
                     size_t errlen) {
     if (len == 0) return util_err(err, errlen, "tok_add_special: empty token");
-    int32_t found = vmap_get(t, text, len);
+    if (t->js)
+        return util_err(err, errlen, "tok_add_special: a tokenizer.json has its added tokens");
+    int32_t found = tok_vmap_get(t, text, len);
     if (found < 0) {
         if (t->n_vocab >= TOK_MAX_VOCAB)
             return util_err(err, errlen, "tok_add_special: vocabulary is full");
@@ -936,10 +917,10 @@ int tok_add_special(Tokenizer *t, const void *text, size_t len, int32_t *id, cha
         t->flags[v] = 0;
         t->n_vocab = v + 1;
         int32_t first;
-        vmap_build(t, &first);   // cannot find a duplicate: text was not a token
+        tok_vmap_build(t, &first);   // cannot find a duplicate: text was not a token
         found = (int32_t)v;
     }
-    special_add_id(t, found);
+    tok_special_add_id(t, found);
     if (len == sizeof(EOT_TEXT) - 1 && memcmp(text, EOT_TEXT, len) == 0) t->eot = found;
     if (id) *id = found;
     return 0;
@@ -949,6 +930,11 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
                char *err, size_t errlen) {
     const unsigned char *s = text;
     size_t n_before = out->n;
+    if (t->js) {
+        int st = tokjson_encode(t, s, len, flags, out, err, errlen);
+        if (st) out->n = n_before;
+        return st;
+    }
     Scratch scratch = {0};
     EncodeCtx ctx = {t, &scratch, out};
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->rx.re, NULL);
@@ -981,13 +967,13 @@ int tok_encode(const Tokenizer *t, const void *text, size_t len, unsigned flags,
             first = 0;
             st = pretokenize(&t->rx, md, s + pos, best - pos, encode_piece, &ctx, err, errlen);
             if (best_id < 0) break;
-            ids_push(out, best_id);
+            tok_ids_push(out, best_id);
             pos = best + best_len;
         }
         free(next);
     }
     pcre2_match_data_free(md);
-    scratch_free(&scratch);
+    tok_scratch_free(&scratch);
     if (st) out->n = n_before;   // nothing appended on error
     return st;
 }
@@ -1001,7 +987,8 @@ int tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, TokBytes *out, 
                             ids[i], i, (long long)t->n_vocab - 1);
         total += tok_len(t, ids[i]);
     }
-    bytes_reserve(out, total);
+    if (t->js) return tokjson_decode(t, ids, n, out);
+    tok_bytes_reserve(out, total);
     for (size_t i = 0; i < n; i++) {
         size_t k = tok_len(t, ids[i]);
         memcpy(out->data + out->n, t->bytes + t->off[ids[i]], k);
@@ -1223,7 +1210,7 @@ static int train_count_pieces(const char *const *paths, size_t n_paths, const To
     for (size_t f = 0; f < n_paths && st == 0 && budget > 0; f++) {
         char *text;
         size_t len;
-        st = read_file(paths[f], TOK_MAX_TEXT_FILE, &text, &len, err, errlen);
+        st = tok_read_file(paths[f], TOK_MAX_TEXT_FILE, &text, &len, err, errlen);
         if (st) break;
         if ((int64_t)len > budget) len = (size_t)budget;
         budget -= (int64_t)len;
@@ -1241,7 +1228,7 @@ static int train_count_pieces(const char *const *paths, size_t n_paths, const To
             opt->progress(opt->progress_ctx, "files", (int64_t)f + 1, (int64_t)n_paths);
     }
     pcre2_match_data_free(md);
-    regex_free(&rx);
+    tok_regex_free(&rx);
     return st;
 }
 
@@ -1291,7 +1278,7 @@ static void train_setup(Trainer *tr) {
     t->m_res = MALLOC_CHECK((size_t)tr->mcap * sizeof(int32_t));
     t->off[0] = 0;
     for (int i = 0; i < 256; i++) {
-        bytes_put(&tr->tb, &t->base_order[i], 1);
+        tok_bytes_put(&tr->tb, &t->base_order[i], 1);
         t->off[i + 1] = (int64_t)tr->tb.n;
     }
     t->n_vocab = 256;
@@ -1316,7 +1303,7 @@ static int64_t train_add_merge(Trainer *tr, int32_t a, int32_t b, int32_t *c) {
             tr->tcap *= 2;
             t->off = REALLOC_CHECK(t->off, (size_t)(tr->tcap + 1) * sizeof(int64_t));
         }
-        bytes_put(&tr->tb, nb, la + lb);
+        tok_bytes_put(&tr->tb, nb, la + lb);
         t->off[++t->n_vocab] = (int64_t)tr->tb.n;
     }
     free(nb);
@@ -1405,7 +1392,7 @@ static void train_learn(Trainer *tr, const TokTrainOptions *opt, int64_t want_to
 // Step 3: <|endoftext|> last, then the Tokenizer proper (lookup tables, pattern).
 static int train_finish(Trainer *tr, char *err, size_t errlen) {
     Tokenizer *t = tr->t;
-    bytes_put(&tr->tb, EOT_TEXT, sizeof(EOT_TEXT) - 1);
+    tok_bytes_put(&tr->tb, EOT_TEXT, sizeof(EOT_TEXT) - 1);
     if (t->n_vocab + 1 > tr->tcap)
         t->off = REALLOC_CHECK(t->off, (size_t)(t->n_vocab + 2) * sizeof(int64_t));
     t->off[++t->n_vocab] = (int64_t)tr->tb.n;
@@ -1413,10 +1400,10 @@ static int train_finish(Trainer *tr, char *err, size_t errlen) {
     tr->tb.data = NULL;
     t->flags = CALLOC_CHECK((size_t)t->n_vocab, 1);
     int32_t first;
-    if (vmap_build(t, &first) >= 0)
+    if (tok_vmap_build(t, &first) >= 0)
         return util_err(err, errlen, "tok_train: a learned token spells <|endoftext|>");
-    pairs_alloc(t, t->n_merges);
-    for (int64_t r = 0; r < t->n_merges; r++) pairs_insert(t, (int32_t)r);
+    tok_pairs_alloc(t, t->n_merges);
+    for (int64_t r = 0; r < t->n_merges; r++) tok_pairs_insert(t, (int32_t)r);
     return tok_finish(t, "tok_train", err, errlen);
 }
 

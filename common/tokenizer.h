@@ -1,4 +1,14 @@
-// tokenizer: GPT-2 byte-level BPE (encode, decode, load, save) and a small BPE trainer.
+// tokenizer: GPT-2 byte-level BPE (encode, decode, load, save), Hugging Face tokenizer.json, and
+// a small BPE trainer.
+//
+// tokenizer.json (common/tokjson.c; the README's "Tokenizers" section lists what is supported):
+// byte-level BPE (Llama 3, Qwen2, GPT-2's own file) and SentencePiece-style BPE (Llama 2,
+// Mistral) run as Hugging Face's tokenizers runs them, byte for byte: added tokens first (special
+// ones only with TOK_ALLOW_SPECIAL, the others always), then normalizers, pre-tokenizers, BPE;
+// TOK_ADD_SPECIAL adds the post-processor's BOS/EOS. tok_token and tok_decode give decoded bytes
+// (U+2581 as a space, <0xNN> as its byte); tok_find looks up the model's spelling. Anything the
+// loader does not support is an error naming the JSON key. tok_save and tok_add_special refuse
+// such a tokenizer.
 //
 // The tokenizer is byte-exact with GPT-2 on GPT-2's own vocab.json + merges.txt (shipped in
 // data/gpt2/): text is split by GPT-2's pre-tokenizer pattern
@@ -49,6 +59,8 @@
 
 // Flags for tok_encode.
 #define TOK_ALLOW_SPECIAL 1u   // recognise special tokens' text (e.g. "<|endoftext|>") in the input
+#define TOK_ADD_SPECIAL 2u     // tokenizer.json: add what the post-processor adds (BOS, EOS);
+                               // GPT-2's two files have no post-processor: nothing is added
 
 typedef struct Tokenizer Tokenizer;
 
@@ -65,9 +77,13 @@ typedef struct {
 void tok_ids_free(TokIds *v);
 void tok_bytes_free(TokBytes *b);
 
-// Loads dir/vocab.json + dir/merges.txt, or else the older names dir/encoder.json + dir/vocab.bpe.
+// Loads dir/tokenizer.json (with dir/tokenizer_config.json when present) when there is one, else
+// dir/vocab.json + dir/merges.txt, or else the older names dir/encoder.json + dir/vocab.bpe.
 // On success *out owns a new Tokenizer (free with tok_free); on error *out is NULL.
 int tok_load(Tokenizer **out, const char *dir, char *err, size_t errlen);
+// Loads a Hugging Face tokenizer.json; config_path (tokenizer_config.json) may be NULL.
+int tok_load_json(Tokenizer **out, const char *json_path, const char *config_path, char *err,
+                  size_t errlen);
 // Same with explicit paths.
 int tok_load_files(Tokenizer **out, const char *vocab_path, const char *merges_path, char *err,
                    size_t errlen);
@@ -80,7 +96,10 @@ int tok_save(const Tokenizer *t, const char *dir, char *err, size_t errlen);
 
 int64_t tok_vocab_size(const Tokenizer *t);   // V: ids are 0..V-1
 int64_t tok_n_merges(const Tokenizer *t);
-int32_t tok_eot(const Tokenizer *t);          // id of <|endoftext|>, or -1 when there is none
+int32_t tok_eot(const Tokenizer *t);          // <|endoftext|> (tokenizer.json: the EOS) or -1
+int32_t tok_bos(const Tokenizer *t);          // tokenizer.json's BOS id, or -1 (GPT-2: none)
+int32_t tok_eos(const Tokenizer *t);          // tokenizer.json's EOS, GPT-2's <|endoftext|>, -1
+int     tok_is_json(const Tokenizer *t);      // loaded from a tokenizer.json
 int     tok_is_special(const Tokenizer *t, int32_t id);
 // The bytes of token `id` (not NUL-terminated; *len set), or NULL when id is out of range.
 const char *tok_token(const Tokenizer *t, int32_t id, size_t *len);

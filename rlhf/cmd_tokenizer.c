@@ -8,42 +8,61 @@
 #include <string.h>
 
 static const char *usage =
-    "usage: rlhf tokenizer encode DIR [--text FILE] [--special]   text (stdin by default) -> ids\n"
+    "usage: rlhf tokenizer encode DIR [--text FILE] [--special] [--add-special]   text (stdin by default) -> ids\n"
     "       rlhf tokenizer decode DIR [--ids FILE]                ids (stdin by default) -> exact bytes\n"
     "       rlhf tokenizer train --vocab-size N --out DIR [--min-frequency N] [--max-bytes N] FILE...\n"
-    "DIR holds vocab.json + merges.txt (or encoder.json + vocab.bpe), e.g. a checkpoint.\n"
-    "--special: recognise special tokens such as <|endoftext|> in the text.\n";
+    "DIR holds a Hugging Face tokenizer.json (+ tokenizer_config.json), used when present, or\n"
+    "vocab.json + merges.txt (or encoder.json + vocab.bpe), e.g. a checkpoint.\n"
+    "--special: recognise special tokens such as <|endoftext|> in the text.\n"
+    "--add-special: add what the tokenizer.json's post-processor adds (BOS, EOS).\n";
 
 static int encode_decode(int decode, int argc, char **argv) {
     const char *dir = NULL, *in = "-";
     unsigned flags = 0;
-    int special = 0, status;
-    CliOption encode_opts[] = {CLI_STRING("--text", &in), CLI_FLAG("--special", &special), {0}};
+    int special = 0, add = 0, status;
+    CliOption encode_opts[] = {CLI_STRING("--text", &in), CLI_FLAG("--special", &special),
+                               CLI_FLAG("--add-special", &add), {0}};
     CliOption decode_opts[] = {CLI_STRING("--ids", &in), {0}};
     CliCommand cmd = {.prog = "rlhf tokenizer", .usage = usage,
                       .opts = decode ? decode_opts : encode_opts, .arg_name = "DIR", .arg = &dir};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
     if (!dir) return cli_usage_error(&cmd, "missing tokenizer DIR");
     if (special) flags |= TOK_ALLOW_SPECIAL;
+    if (add) flags |= TOK_ADD_SPECIAL;
     char err[512];
     Tokenizer *t;
-    if (tok_load(&t, dir, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); return 1; }
+    if (tok_load(&t, dir, err, sizeof err)) {
+        fprintf(stderr, "rlhf tokenizer: %s\n", err);
+        return 1;
+    }
     char *data; size_t len;
-    if (cli_read_file(in, &data, &len, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); tok_free(t); return 1; }
+    if (cli_read_file(in, &data, &len, err, sizeof err)) {
+        fprintf(stderr, "rlhf tokenizer: %s\n", err);
+        tok_free(t);
+        return 1;
+    }
     int rc = 0;
     if (!decode) {
         TokIds ids = {0};
-        if (tok_encode(t, data, len, flags, &ids, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
+        if (tok_encode(t, data, len, flags, &ids, err, sizeof err)) {
+            fprintf(stderr, "rlhf tokenizer: %s\n", err);
+            rc = 1;
+        }
         for (size_t i = 0; i < ids.n && !rc; i++) printf(i + 1 < ids.n ? "%d " : "%d", ids.ids[i]);
         if (!rc) printf("\n");
         tok_ids_free(&ids);
     } else {
         int32_t *ids; size_t n;
         TokBytes out = {0};
-        if (cli_parse_ids(in, data, tok_vocab_size(t) - 1, &ids, &n, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
-        else {
-            if (tok_decode(t, ids, n, &out, err, sizeof err)) { fprintf(stderr, "rlhf tokenizer: %s\n", err); rc = 1; }
-            else fwrite(out.data, 1, out.n, stdout);
+        if (cli_parse_ids(in, data, tok_vocab_size(t) - 1, &ids, &n, err, sizeof err)) {
+            fprintf(stderr, "rlhf tokenizer: %s\n", err);
+            rc = 1;
+        } else {
+            if (tok_decode(t, ids, n, &out, err, sizeof err)) {
+                fprintf(stderr, "rlhf tokenizer: %s\n", err);
+                rc = 1;
+            } else
+                fwrite(out.data, 1, out.n, stdout);
             free(ids);
         }
         tok_bytes_free(&out);

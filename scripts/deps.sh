@@ -50,8 +50,10 @@ int main(void) { yaml_parser_t p; return !yaml_parser_initialize(&p); }' '-lyaml
 int main(void) { return pcre2_compile((PCRE2_SPTR)"a", 1, 0, &(int){0}, &(PCRE2_SIZE){0}, NULL) == NULL; }' '-lpcre2-8' || need libpcre2-dev
     c_works '#include <cjson/cJSON.h>
 int main(void) { cJSON *j = cJSON_Parse("1"); cJSON_Delete(j); return j == NULL; }' '-lcjson' || need libcjson-dev
+    c_works '#include <utf8proc.h>
+int main(void) { return utf8proc_version() == NULL; }' '-lutf8proc' || need libutf8proc-dev
 else
-    for p in libopenblas-openmp-dev libsqlite3-dev libyaml-dev libpcre2-dev libcjson-dev; do
+    for p in libopenblas-openmp-dev libsqlite3-dev libyaml-dev libpcre2-dev libcjson-dev libutf8proc-dev; do
         need $p
     done
 fi

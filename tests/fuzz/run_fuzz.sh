@@ -19,7 +19,7 @@ for c in common/*.c pipelines/pipeline.c reward/import.c reward/text.c; do
     if [ ! -f "$o" ] || [ "$c" -nt "$o" ]; then clang $CFLAGS -fsanitize=fuzzer-no-link -c "$c" -o "$o" || exit 1; fi
     objs="$objs $o"
 done
-LIBS="-lopenblas -lsqlite3 -lyaml -lpcre2-8 -lcjson -lm -lgomp"
+LIBS="-lopenblas -lsqlite3 -lyaml -lpcre2-8 -lcjson -lutf8proc -lm -lgomp"
 status=0
 for src in tests/fuzz/fuzz_*.c; do
     t=$(basename "$src" .c)
