@@ -1,0 +1,3 @@
+#include "loss.h"
+#include "testlib.h"
+int main(void) { return test_summary(); }
