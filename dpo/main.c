@@ -410,7 +410,7 @@ static int setup_run(Dpo *d, char *err, size_t errlen) {
                                      .result = "final",
                                      .required = {{"model.init", "the policy to start from, "
                                                    "usually the SFT model"}}};
-    if (read_loss(d, err, errlen) || trainer_init(&d->tr, d->cfg, &d->dist, &spec, err, errlen))
+    if (trainer_init(&d->tr, d->cfg, &d->dist, &spec, err, errlen) || read_loss(d, err, errlen))
         return -1;
     d->bs = (int)config_get_int(d->cfg, "train.batch_size");
     d->max_rows = (int)config_get_int(d->cfg, "train.micro_batch");
@@ -525,7 +525,12 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
         int64_t fp;
         if (rc == 0) {
             if (ckpt_state_get_int(st, "reference.fingerprint", &fp, err, errlen)) return -1;
-            if ((uint64_t)fp == dpo_ref_fingerprint(&d->train, &d->valid)) return 0;
+            if ((uint64_t)fp == dpo_ref_fingerprint(&d->train, &d->valid)) {
+                if (dist_main(&d->dist))
+                    fprintf(stderr, "dpo: reference log-probabilities read from %s\n",
+                            d->ref_path);
+                return 0;
+            }
             return util_err(err, errlen, "%s differs from the reference log-probabilities this "
                             "run trained with: --set train.resume=false to start over",
                             d->ref_path);
