@@ -53,8 +53,8 @@ double dpo_reward(const DpoLossConfig *c, double logp, double ref, int64_t n);
 // not NULL, receives d loss / d logp of each item.
 double dpo_pair_loss(const DpoLossConfig *c, const double *logp, const double *ref,
                      const int64_t *n, double *dlogp);
-// One ranking of 2 <= k <= DPO_MAX_K items, listwise (see above). Returns the loss (0 when all are tied);
-// dlogp (k), when not NULL, receives d loss / d logp.
+// One ranking of 2 <= k <= DPO_MAX_K items, listwise (see above). Returns the loss (0 when all
+// are tied); dlogp (k), when not NULL, receives d loss / d logp.
 double dpo_listwise_loss(const DpoLossConfig *c, int k, const double *logp, const double *ref,
                          const int64_t *n, const int *ranks, double *dlogp);
 

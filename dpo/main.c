@@ -710,7 +710,8 @@ static void print_step(Dpo *d, CliProgress *pr, const DpoStats *st, float lr, in
 static int train(Dpo *d, char *err, size_t errlen) {
     AdamWConfig oc = trainer_adamw(d->cfg, "train.lr");
     LrSchedule sch = trainer_schedule(d->cfg, d->total_steps);
-    int64_t eval_every = config_get_int(d->cfg, "eval.every"), save_every = trainer_save_every(d->cfg);
+    int64_t eval_every = config_get_int(d->cfg, "eval.every");
+    int64_t save_every = trainer_save_every(d->cfg);
     CliProgress pr;
     cli_progress_start(&pr, stderr, "dpo", d->total_steps);
     cli_progress_resume(&pr, d->step);

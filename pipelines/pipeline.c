@@ -828,7 +828,8 @@ static int stage_program(Pipeline *p, Stage *st) {
         st->program = xstrdup(words[0]);
         st->command = !strcmp(words[0], "command");
         st->config_program = !strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
-                             !strcmp(words[0], "dpo") || (!strcmp(words[0], "reward") && (!strcmp(words[1], "train")));
+                             !strcmp(words[0], "dpo") ||
+                             (!strcmp(words[0], "reward") && (!strcmp(words[1], "train")));
         if (st->n_settings && !st->config_program)
             rc = pipeline_error(p, st->settings[0].line, st->settings[0].col,
                                 "stage '%s': '%s' takes args, not settings", st->name.text,

@@ -77,7 +77,8 @@ for p in train valid; do
     done
 done
 c=$(m train/rewards/chosen 30); r=$(m train/rewards/rejected 30); g=$(m train/rewards/margins 30)
-[ -z "$missing" ] && close "$g" "$(awk -v a="$c" -v b="$r" 'BEGIN { printf "%.12g", a - b }')" 1e-9 &&
+diff=$(awk -v a="$c" -v b="$r" 'BEGIN { printf "%.12g", a - b }')
+[ -z "$missing" ] && close "$g" "$diff" 1e-9 &&
     [ -f run/final/model.safetensors ] && [ -f run/reference_logps.bin ] &&
     ok "TRL's metrics under train/ and valid/ (margins = chosen - rejected), final/ written" ||
     bad "metrics missing:$missing (margins $g, chosen $c, rejected $r)"
