@@ -571,6 +571,13 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
                 ref[0] ? ref : "the starting policy", d->ref_path);
         if (dpo_ref_write(d->ref_path, &d->train, &d->valid, err, errlen)) return -1;
     }
+    int64_t fp;   // computed again on resume: the numbers the run trained with?
+    if (resumed && dist_main(&d->dist) &&
+        ckpt_state_get_int(st, "reference.fingerprint", &fp, NULL, 0) == 0 &&
+        (uint64_t)fp != dpo_ref_fingerprint(&d->train, &d->valid))
+        fprintf(stderr, "dpo: warning: the reference log-probabilities computed again differ from "
+                "those this run trained with (%s changed, or another thread count): the resumed "
+                "run will not match an uninterrupted one bit for bit\n", ref);
     return 0;
 }
 
