@@ -115,10 +115,14 @@ done
 # log-probabilities read back
 sed 's/dir: run/dir: full/; s/steps: 30/steps: 60/' dpo.yaml > full.yaml
 printf 'save: {every: 2}\n' >> full.yaml
+t0=$(date +%s.%N)
 "$B/dpo" -c full.yaml > /dev/null 2>&1
+T=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
 sed 's/dir: full/dir: killed/' full.yaml > killed.yaml
 kills=0
-for delay in 0.6 0.3 0.9 1.2 0.45 1.5; do
+# moments as shares of an uninterrupted run (the startup and the reference pass come first)
+for f in 0.5 0.3 0.6 0.7 0.45 0.8; do
+    delay=$(awk -v t="$T" -v f="$f" 'BEGIN { printf "%.3f", t * f }')
     "$B/dpo" -c killed.yaml > /dev/null 2>&1 &
     pid=$!
     sleep "$delay"
