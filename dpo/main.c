@@ -14,7 +14,7 @@
 // needs only the step count. The rankings used are fixed when the run starts (ids up to the
 // highest one then; their fingerprint is checked on resume).
 //
-// The reference (model.ref, default model.init) is run once over every item of both splits at a
+// The reference (model.ref, default model.init) is run once over every sequence of both splits at a
 // fresh start; its log-probabilities go to OUT.DIR/reference_logps.bin, which a resumed run reads
 // back (checked against the fingerprint saved in last/), so the reference is never loaded again.
 // SimPO needs no reference.
@@ -121,32 +121,26 @@ typedef struct {
     Rng rng;
     int64_t *perm, perm_epoch;
     int32_t *tokens, *lengths, *targets;   // (max_rows, T), (max_rows), (max_rows, T)
+    int64_t *rowseq;                       // (max_rows) the sequence of each row
     float *logp, *dlogp;                   // (max_rows, T)
 } Dpo;
 
 // ---------------------------------------------------------------------------------------------
 // Running groups through a model
 
-// Fills the micro-batch with the sequences of groups idx[0..ng) of s: tokens, lengths, and the
-// next-token targets over each response.
-static ModelBatch fill_batch(Dpo *d, const DpoSet *s, const int64_t *idx, int ng) {
+// Fills the micro-batch with sequences seq[0..n) of s: tokens, lengths, and the next-token
+// targets over each response.
+static ModelBatch fill_batch(Dpo *d, const DpoSet *s, const int64_t *seq, int n) {
     int B = 0, T = 1;
-    for (int j = 0; j < ng; j++)
-        for (int i = 0; i < s->g[idx[j]].k; i++) {
-            int len = s->seq[s->it[s->g[idx[j]].first + i].seq].len;
-            if (len > T) T = len;
-        }
-    for (int j = 0; j < ng; j++) {
-        const DpoGroup *g = &s->g[idx[j]];
-        for (int i = 0; i < g->k; i++, B++) {
-            const DpoSeq *q = &s->seq[s->it[g->first + i].seq];
-            int32_t *row = d->tokens + (size_t)B * T, *tg = d->targets + (size_t)B * T;
-            memcpy(row, s->toks.ids + q->off, (size_t)q->len * sizeof(int32_t));
-            memset(row + q->len, 0, (size_t)(T - q->len) * sizeof(int32_t));
-            for (int t = 0; t < T; t++)
-                tg[t] = t >= q->start - 1 && t < q->len - 1 ? row[t + 1] : -1;
-            d->lengths[B] = q->len;
-        }
+    for (int j = 0; j < n; j++)
+        if (s->seq[seq[j]].len > T) T = s->seq[seq[j]].len;
+    for (; B < n; B++) {
+        const DpoSeq *q = &s->seq[seq[B]];
+        int32_t *row = d->tokens + (size_t)B * T, *tg = d->targets + (size_t)B * T;
+        memcpy(row, s->toks.ids + q->off, (size_t)q->len * sizeof(int32_t));
+        memset(row + q->len, 0, (size_t)(T - q->len) * sizeof(int32_t));
+        for (int t = 0; t < T; t++) tg[t] = t >= q->start - 1 && t < q->len - 1 ? row[t + 1] : -1;
+        d->lengths[B] = q->len;
     }
     return (ModelBatch){.B = B, .T = T, .tokens = d->tokens, .lengths = d->lengths,
                         .targets = d->targets};
@@ -177,10 +171,16 @@ static void stats_reduce(Dist *dist, DpoStats *st, int *stop) {
 // What run_groups does with the groups it runs.
 typedef struct {
     double grad_scale;       // > 0: the backward of grad_scale * (sum of their losses)
-    double *logp_out;        // (s->ni) when not NULL: each item's log-probability (the reference
-                             // pass: no loss, no statistics)
-    DpoStats *st;            // statistics added to (unless logp_out)
+    DpoStats *st;            // statistics added to
 } RunSpec;
+
+// A sequence's log-probability: the sum over its response tokens of row's log-probs.
+static double seq_logp(const Dpo *d, const DpoSeq *q, int row, int T) {
+    const float *l = d->logp + (size_t)row * T;
+    double lp = 0;
+    for (int t = q->start - 1; t < q->len - 1; t++) lp += l[t];
+    return lp;
+}
 
 // The loss of one group and d loss / d logp of its items; statistics added to st.
 static double group_loss(const Dpo *d, const DpoSet *s, const DpoGroup *g, const double *lp,
@@ -189,7 +189,7 @@ static double group_loss(const Dpo *d, const DpoSet *s, const DpoGroup *g, const
     int ranks[DPO_MAX_K];
     for (int i = 0; i < g->k; i++) {
         ranks[i] = s->it[g->first + i].rank;
-        if (s->ref) ref[i] = s->ref[g->first + i];
+        if (s->ref) ref[i] = s->ref[s->it[g->first + i].seq];
     }
     double loss = d->loss.listwise ? dpo_listwise_loss(&d->loss, g->k, lp, ref, n, ranks, dl)
                                    : dpo_pair_loss(&d->loss, lp, ref, n, dl);
@@ -213,7 +213,10 @@ static int run_groups(Dpo *d, const DpoSet *s, const int64_t *idx, int64_t ng, c
         if (cnt == 0)
             return util_err(err, errlen, "a group of %d sequences does not fit "
                             "train.micro_batch %d", s->g[idx[j0]].k, d->max_rows);
-        ModelBatch mb = fill_batch(d, s, idx + j0, cnt);
+        for (int j = 0, b = 0; j < cnt; j++)
+            for (int i = 0; i < s->g[idx[j0 + j]].k; i++)
+                d->rowseq[b++] = s->it[s->g[idx[j0 + j]].first + i].seq;
+        ModelBatch mb = fill_batch(d, s, d->rowseq, rows);
         if (model_forward(&d->model, &mb, 0, err, errlen)) return -1;
         model_get_logp(&d->model, d->logp);
         if (rs->grad_scale > 0) memset(d->dlogp, 0, (size_t)mb.B * mb.T * sizeof(float));
@@ -224,13 +227,10 @@ static int run_groups(Dpo *d, const DpoSet *s, const int64_t *idx, int64_t ng, c
             int64_t n[DPO_MAX_K];
             for (int i = 0; i < g->k; i++) {
                 const DpoSeq *q = &s->seq[s->it[g->first + i].seq];
-                const float *l = d->logp + (size_t)(row + i) * mb.T;
-                lp[i] = 0;
-                for (int t = q->start - 1; t < q->len - 1; t++) lp[i] += l[t];
+                lp[i] = seq_logp(d, q, row + i, mb.T);
                 n[i] = q->len - q->start;
-                if (rs->logp_out) rs->logp_out[g->first + i] = lp[i];
             }
-            if (!rs->logp_out) group_loss(d, s, g, lp, n, dl, rs->st);
+            group_loss(d, s, g, lp, n, dl, rs->st);
             if (rs->grad_scale > 0)
                 for (int i = 0; i < g->k; i++) {
                     const DpoSeq *q = &s->seq[s->it[g->first + i].seq];
@@ -259,19 +259,23 @@ static int64_t *range_index(int64_t lo, int64_t hi) {
     return idx;
 }
 
-// Every item's log-probability under the model now loaded (the reference), into s->ref: each
-// rank runs its share of the groups, one allreduce gathers them (the others' entries are 0).
+// Every sequence's log-probability under the model now loaded (the reference), into s->ref: each
+// rank runs its share of the sequences, one allreduce gathers them (the others' entries are 0).
 static int reference_pass(Dpo *d, DpoSet *s, char *err, size_t errlen) {
     free(s->ref);
-    s->ref = CALLOC_CHECK((size_t)s->ni + 1, sizeof(double));
+    s->ref = CALLOC_CHECK((size_t)s->nseq + 1, sizeof(double));
     int64_t lo, hi;
-    rank_share(&d->dist, s->ng, &lo, &hi);
-    int64_t *idx = range_index(lo, hi);
-    RunSpec rs = {.logp_out = s->ref};
-    int rc = run_groups(d, s, idx, hi - lo, &rs, err, errlen);
-    free(idx);
-    if (rc == 0) dist_allreduce_sum_double(&d->dist, s->ref, s->ni);
-    return rc;
+    rank_share(&d->dist, s->nseq, &lo, &hi);
+    for (int64_t i0 = lo; i0 < hi; i0 += d->max_rows) {
+        int n = (int)(hi - i0 < d->max_rows ? hi - i0 : d->max_rows);
+        for (int j = 0; j < n; j++) d->rowseq[j] = i0 + j;
+        ModelBatch mb = fill_batch(d, s, d->rowseq, n);
+        if (model_forward(&d->model, &mb, 0, err, errlen)) return -1;
+        model_get_logp(&d->model, d->logp);
+        for (int j = 0; j < n; j++) s->ref[i0 + j] = seq_logp(d, &s->seq[i0 + j], j, mb.T);
+    }
+    dist_allreduce_sum_double(&d->dist, s->ref, s->nseq);
+    return 0;
 }
 
 static int evaluate(Dpo *d, const DpoSet *s, DpoStats *st, char *err, size_t errlen) {
@@ -503,6 +507,7 @@ static void alloc_buffers(Dpo *d) {
     d->tokens = CALLOC_CHECK(bt, sizeof(int32_t));
     d->targets = CALLOC_CHECK(bt, sizeof(int32_t));
     d->lengths = CALLOC_CHECK(rows, sizeof(int32_t));
+    d->rowseq = CALLOC_CHECK(rows, sizeof(int64_t));
     d->logp = CALLOC_CHECK(bt, sizeof(float));
     d->dlogp = CALLOC_CHECK(bt, sizeof(float));
     d->perm = CALLOC_CHECK((size_t)d->train.ng, sizeof(int64_t));
@@ -514,8 +519,8 @@ static void alloc_buffers(Dpo *d) {
 static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char *err,
                            size_t errlen) {
     if (d->loss.kind == DPO_LOSS_SIMPO) {
-        d->train.ref = CALLOC_CHECK((size_t)d->train.ni + 1, sizeof(double));
-        d->valid.ref = CALLOC_CHECK((size_t)d->valid.ni + 1, sizeof(double));
+        d->train.ref = CALLOC_CHECK((size_t)d->train.nseq + 1, sizeof(double));
+        d->valid.ref = CALLOC_CHECK((size_t)d->valid.nseq + 1, sizeof(double));
         return 0;
     }
     const char *ref = config_get_string(d->cfg, "model.ref");
@@ -567,7 +572,7 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
     if (rc) return -1;
     if (dist_main(&d->dist)) {
         fprintf(stderr, "dpo: reference log-probabilities of %lld sequences in %.1f s (%s), "
-                "stored in %s\n", (long long)(d->train.ni + d->valid.ni), util_time_s() - t0,
+                "stored in %s\n", (long long)(d->train.nseq + d->valid.nseq), util_time_s() - t0,
                 ref[0] ? ref : "the starting policy", d->ref_path);
         if (dpo_ref_write(d->ref_path, &d->train, &d->valid, err, errlen)) return -1;
     }
@@ -634,7 +639,7 @@ static int setup(Dpo *d, char *err, size_t errlen) {
 static void teardown(Dpo *d) {
     dpo_set_free(&d->train);
     dpo_set_free(&d->valid);
-    void *bufs[] = {d->perm, d->tokens, d->targets, d->lengths, d->logp, d->dlogp};
+    void *bufs[] = {d->perm, d->tokens, d->targets, d->lengths, d->rowseq, d->logp, d->dlogp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     dataset_free(d->ds);
     tok_free(d->tok);

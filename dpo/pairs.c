@@ -130,7 +130,7 @@ int dpo_set_load(DpoSet *s, const DpoLoadOptions *o, const char *split, char *er
 typedef struct {
     char magic[8];
     uint64_t train_hash, valid_hash;
-    int64_t train_items, valid_items;
+    int64_t train_seqs, valid_seqs;
 } RefHeader;
 
 static RefHeader ref_header(const DpoSet *train, const DpoSet *valid) {
@@ -138,8 +138,8 @@ static RefHeader ref_header(const DpoSet *train, const DpoSet *valid) {
     memcpy(h.magic, REF_MAGIC, 8);
     h.train_hash = train->hash;
     h.valid_hash = valid->hash;
-    h.train_items = train->ni;
-    h.valid_items = valid->ni;
+    h.train_seqs = train->nseq;
+    h.valid_seqs = valid->nseq;
     return h;
 }
 
@@ -151,8 +151,8 @@ int dpo_ref_write(const char *path, const DpoSet *train, const DpoSet *valid, ch
     if (!f) return util_err(err, errlen, "%s: %s", tmp, strerror(errno));
     RefHeader h = ref_header(train, valid);
     int ok = fwrite(&h, sizeof h, 1, f) == 1 &&
-             fwrite(train->ref, sizeof(double), (size_t)train->ni, f) == (size_t)train->ni &&
-             fwrite(valid->ref, sizeof(double), (size_t)valid->ni, f) == (size_t)valid->ni &&
+             fwrite(train->ref, sizeof(double), (size_t)train->nseq, f) == (size_t)train->nseq &&
+             fwrite(valid->ref, sizeof(double), (size_t)valid->nseq, f) == (size_t)valid->nseq &&
              fflush(f) == 0 && fsync(fileno(f)) == 0;
     int e = errno;
     if (fclose(f) != 0 && ok) { ok = 0; e = errno; }
@@ -174,10 +174,10 @@ int dpo_ref_read(const char *path, DpoSet *train, DpoSet *valid, char *err, size
     RefHeader want = ref_header(train, valid), h;
     int ok = fread(&h, sizeof h, 1, f) == 1 && !memcmp(&h, &want, sizeof h);
     if (ok) {
-        train->ref = CALLOC_CHECK((size_t)train->ni + 1, sizeof(double));
-        valid->ref = CALLOC_CHECK((size_t)valid->ni + 1, sizeof(double));
-        ok = fread(train->ref, sizeof(double), (size_t)train->ni, f) == (size_t)train->ni &&
-             fread(valid->ref, sizeof(double), (size_t)valid->ni, f) == (size_t)valid->ni &&
+        train->ref = CALLOC_CHECK((size_t)train->nseq + 1, sizeof(double));
+        valid->ref = CALLOC_CHECK((size_t)valid->nseq + 1, sizeof(double));
+        ok = fread(train->ref, sizeof(double), (size_t)train->nseq, f) == (size_t)train->nseq &&
+             fread(valid->ref, sizeof(double), (size_t)valid->nseq, f) == (size_t)valid->nseq &&
              fgetc(f) == EOF;
     }
     fclose(f);
@@ -189,6 +189,6 @@ int dpo_ref_read(const char *path, DpoSet *train, DpoSet *valid, char *err, size
 }
 
 uint64_t dpo_ref_fingerprint(const DpoSet *train, const DpoSet *valid) {
-    uint64_t h = data_hash_bytes(DATA_HASH_INIT, train->ref, (size_t)train->ni * sizeof(double));
-    return data_hash_bytes(h, valid->ref, (size_t)valid->ni * sizeof(double));
+    uint64_t h = data_hash_bytes(DATA_HASH_INIT, train->ref, (size_t)train->nseq * sizeof(double));
+    return data_hash_bytes(h, valid->ref, (size_t)valid->nseq * sizeof(double));
 }

@@ -11,9 +11,10 @@
 // fingerprint covers every group's items: ranks, tokens and where the response starts, so two
 // sets that train alike have equal fingerprints whatever the rankings they came from.
 //
-// Reference log-probabilities (one double per item) are stored in OUT.DIR/reference_logps.bin:
-//     "RLHFDPO1", uint64 train fingerprint, uint64 valid fingerprint, int64 train items,
-//     int64 valid items, then the train items' doubles and the valid items' (little-endian);
+// Reference log-probabilities (one double per sequence: a completion shared by several pairs is
+// run once) are stored in OUT.DIR/reference_logps.bin:
+//     "RLHFDPO1", uint64 train fingerprint, uint64 valid fingerprint, int64 train sequences,
+//     int64 valid sequences, then the train sequences' doubles and the valid ones' (little-endian);
 // written atomically (a temporary file, fsync, rename). dpo_ref_fingerprint hashes its numbers so
 // that a resumed run checks it reads what it trained with.
 //
@@ -37,7 +38,7 @@ typedef struct {
     DpoItem *it;   int64_t ni, capi;
     DpoGroup *g;   int64_t ng, capg;
     TokIds toks;
-    double *ref;             // (ni) reference log-probabilities, NULL until computed or read
+    double *ref;             // (nseq) reference log-probabilities, NULL until computed or read
     int64_t rankings;        // rankings read (with at least one untied pair)
     int64_t n_tied;          // rankings that are all ties (skipped)
     int64_t truncated;       // sequences longer than the context (their end kept)
