@@ -168,7 +168,7 @@ static void stats_reduce(Dist *dist, DpoStats *st, int *stop) {
     if (stop) *stop = x[STATS_N - 1] > 0;
 }
 
-// What run_groups does with the groups it runs.
+// What run_groups does with the groups it runs (training).
 typedef struct {
     double grad_scale;       // > 0: the backward of grad_scale * (sum of their losses)
     DpoStats *st;            // statistics added to
@@ -252,42 +252,56 @@ static void rank_share(const Dist *dist, int64_t n, int64_t *lo, int64_t *hi) {
     *hi = n * (dist->rank + 1) / dist->size;
 }
 
-// Groups [lo, hi) of s in order (their indices in a fresh array).
-static int64_t *range_index(int64_t lo, int64_t hi) {
-    int64_t *idx = MALLOC_CHECK((size_t)(hi > lo ? hi - lo : 1) * sizeof(int64_t));
-    for (int64_t i = lo; i < hi; i++) idx[i - lo] = i;
-    return idx;
-}
-
-// Every sequence's log-probability under the model now loaded (the reference), into s->ref: each
-// rank runs its share of the sequences, one allreduce gathers them (the others' entries are 0).
-static int reference_pass(Dpo *d, DpoSet *s, char *err, size_t errlen) {
-    free(s->ref);
-    s->ref = CALLOC_CHECK((size_t)s->nseq + 1, sizeof(double));
+// The log-probabilities of sequences [0, n) of s under the model now loaded, into out (n): each
+// rank runs its share, one allreduce gathers them (the others' entries are 0). A completion in
+// several pairs is run once.
+static int seq_pass(Dpo *d, const DpoSet *s, int64_t n, double *out, char *err, size_t errlen) {
     int64_t lo, hi;
-    rank_share(&d->dist, s->nseq, &lo, &hi);
+    memset(out, 0, (size_t)n * sizeof(double));
+    rank_share(&d->dist, n, &lo, &hi);
     for (int64_t i0 = lo; i0 < hi; i0 += d->max_rows) {
-        int n = (int)(hi - i0 < d->max_rows ? hi - i0 : d->max_rows);
-        for (int j = 0; j < n; j++) d->rowseq[j] = i0 + j;
-        ModelBatch mb = fill_batch(d, s, d->rowseq, n);
+        int b = (int)(hi - i0 < d->max_rows ? hi - i0 : d->max_rows);
+        for (int j = 0; j < b; j++) d->rowseq[j] = i0 + j;
+        ModelBatch mb = fill_batch(d, s, d->rowseq, b);
         if (model_forward(&d->model, &mb, 0, err, errlen)) return -1;
         model_get_logp(&d->model, d->logp);
-        for (int j = 0; j < n; j++) s->ref[i0 + j] = seq_logp(d, &s->seq[i0 + j], j, mb.T);
+        for (int j = 0; j < b; j++) out[i0 + j] = seq_logp(d, &s->seq[i0 + j], j, mb.T);
     }
-    dist_allreduce_sum_double(&d->dist, s->ref, s->nseq);
+    dist_allreduce_sum_double(&d->dist, out, n);
     return 0;
 }
 
+// Every sequence's log-probability under the model now loaded (the reference), into s->ref.
+static int reference_pass(Dpo *d, DpoSet *s, char *err, size_t errlen) {
+    free(s->ref);
+    s->ref = CALLOC_CHECK((size_t)s->nseq + 1, sizeof(double));
+    return seq_pass(d, s, s->nseq, s->ref, err, errlen);
+}
+
+// The statistics of s's first groups (all, or eval.max_groups) under the policy: one pass over
+// the sequences they use, then the losses from those numbers (so that at step 0 the policy's
+// numbers are the reference's, bit for bit).
 static int evaluate(Dpo *d, const DpoSet *s, DpoStats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
-    int64_t n = s->ng, maxg = config_get_int(d->cfg, "eval.max_groups"), lo, hi;
-    if (maxg && n > maxg) n = maxg;
-    rank_share(&d->dist, n, &lo, &hi);   // each rank runs its share; the sums are reduced
-    int64_t *idx = range_index(lo, hi);
-    RunSpec rs = {.st = st};
-    int rc = run_groups(d, s, idx, hi - lo, &rs, err, errlen);
-    free(idx);
-    if (rc == 0) stats_reduce(&d->dist, st, NULL);
+    int64_t ng = s->ng, maxg = config_get_int(d->cfg, "eval.max_groups"), nseq = 0;
+    if (maxg && ng > maxg) ng = maxg;
+    for (int64_t j = 0; j < ng; j++)
+        for (int i = 0; i < s->g[j].k; i++)
+            if (s->it[s->g[j].first + i].seq >= nseq) nseq = s->it[s->g[j].first + i].seq + 1;
+    double *lps = MALLOC_CHECK((size_t)(nseq + 1) * sizeof(double));
+    int rc = seq_pass(d, s, nseq, lps, err, errlen);
+    for (int64_t j = 0; j < ng && rc == 0; j++) {
+        const DpoGroup *g = &s->g[j];
+        double lp[DPO_MAX_K], dl[DPO_MAX_K];
+        int64_t n[DPO_MAX_K];
+        for (int i = 0; i < g->k; i++) {
+            const DpoSeq *q = &s->seq[s->it[g->first + i].seq];
+            lp[i] = lps[s->it[g->first + i].seq];
+            n[i] = q->len - q->start;
+        }
+        group_loss(d, s, g, lp, n, dl, st);
+    }
+    free(lps);
     return rc;
 }
 
