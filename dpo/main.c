@@ -25,6 +25,7 @@
 // same command resumes and ends with the same weights (same thread count). Under MPI every rank
 // takes a contiguous share of each step's groups; one allreduce sums the gradients and the
 // statistics.
+#include "blas.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "cmd.h"
@@ -787,6 +788,7 @@ static int train(Dpo *d, char *err, size_t errlen) {
 }
 
 int main(int argc, char **argv) {
+    blas_startup("dpo", argv);   // the best OpenBLAS kernel for this CPU (may re-execute)
     Dpo d;
     memset(&d, 0, sizeof d);
     dist_init(&d.dist, &argc, &argv);
