@@ -13,13 +13,7 @@ lib_workspace
 AT_EXIT='procs_kill_in "$W"'
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 ERR_LINES=8
-sql() { $PY - "$@" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-for row in db.execute(sys.argv[2], sys.argv[3:]):
-    print("|".join(str(x) for x in row))
-PY
-}
+sql() { sqlite3 -batch "$1" "$2"; }   # the sqlite3 shell (scripts/deps.sh test installs it)
 cd "$W" || exit 1
 tiny_data 200
 # the same pairs as rank.jsonl's rankings give, one line each, in the order dpo takes them
@@ -60,7 +54,7 @@ done
 "$B/dpo" -c dpo.yaml > out 2> err || bad "dpo run"
 m() {   # m NAME STEP: the run's metric NAME at STEP
     sql ws.db "select value from metrics m join runs r on r.id = m.run_id where r.stage = 'dpo'
-               and r.checkpoint like '%run/final' and m.name = ? and m.step = ?" "$1" "$2"
+               and r.checkpoint like '%run/final' and m.name = '$1' and m.step = $2"
 }
 l0=$(m valid/loss 0); m0=$(m valid/rewards/margins 0); a30=$(m valid/rewards/accuracies 30)
 close "$l0" 0.69314718 1e-7 && [ "$m0" = 0.0 ] && [ "$(m valid/rewards/chosen 0)" = 0.0 ] &&
