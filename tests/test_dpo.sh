@@ -131,6 +131,20 @@ done
     cmp -s full/final/model.safetensors killed/final/model.safetensors &&
     ok "killed $kills times with SIGKILL and resumed: bit-identical weights and moments" ||
     bad "kill/resume (kills $kills)"
+# SIGINT (Ctrl-C) mid-run: last/ saved, exit 130, the run interrupted; the rerun ends the same
+sed 's/dir: full/dir: stopped/' full.yaml > stopped.yaml
+"$B/dpo" -c stopped.yaml > /dev/null 2> stop.err &
+pid=$!
+sleep "$(awk -v t="$T" 'BEGIN { printf "%.3f", t * 0.6 }')"
+kill -INT $pid 2>/dev/null
+wait $pid
+rc=$?
+st=$(sql ws.db "select status from runs where stage = 'dpo' and checkpoint like '%stopped/last'")
+"$B/dpo" -c stopped.yaml > /dev/null 2> err
+[ "$rc" = 130 ] && grep -q "interrupted by SIGINT at step" stop.err && [ "$st" = interrupted ] &&
+    cmp -s full/final/model.safetensors stopped/final/model.safetensors &&
+    ok "SIGINT: last/ saved, exit 130, run interrupted; the rerun ends bit-identical" ||
+    { cp stop.err err; bad "SIGINT (exit $rc, status '$st')"; }
 # the stored reference lost: computed again from model.init, the same numbers
 cp killed/reference_logps.bin ref.keep
 rm killed/reference_logps.bin
