@@ -88,6 +88,22 @@ fp() { sed -n 's/.*data fingerprint \([0-9a-f]*\).*/\1/p' "$1"; }
     ok "200 3-wise rankings and their 600 pairs imported pairwise: the same pairs, weights" ||
     bad "K-wise vs pairwise (fingerprints $(fp err) / $(fp pw.err))"
 
+# conversational pairs (Anthropic-HH transcripts): the earlier turns become the prompt
+$PY - <<'PY'
+import json
+with open("rank.jsonl") as f, open("hh.jsonl", "w") as out:
+    for line in f:
+        r = json.loads(line)
+        conv = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: " + r["prompt"] + "\n\nAssistant: "
+        out.write(json.dumps({"chosen": conv + r["completions"][0], "rejected": conv + "no"}) + "\n")
+PY
+"$B/dpo" -c dpo.yaml --set out.dir=hh --set workspace=hh.db --set "data.import=[hh.jsonl]" \
+    --set train.steps=10 > /dev/null 2> err &&
+    grep -q "imported 200 rankings from hh.jsonl" err && [ -f hh/final/model.safetensors ] &&
+    [ "$(sql hh.db "select count(*) from prompts where text like 'hi' || char(10) || char(10) ||
+        'Assistant: hello' || char(10) || char(10) || 'Human: What is %'")" = 200 ] &&
+    ok "conversational (HH) pairs: the earlier turns are the prompt, 10 steps" || bad "HH pairs"
+
 # ---------------------------------------------------------------------------------------------
 # the other losses train too
 for v in "ipo:loss.type=ipo" "cdpo:loss.label_smoothing=0.1" "simpo:loss.type=simpo" \
