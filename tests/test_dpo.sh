@@ -95,7 +95,8 @@ with open("rank.jsonl") as f, open("hh.jsonl", "w") as out:
     for line in f:
         r = json.loads(line)
         conv = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: " + r["prompt"] + "\n\nAssistant: "
-        out.write(json.dumps({"chosen": conv + r["completions"][0], "rejected": conv + "no"}) + "\n")
+        pair = {"chosen": conv + r["completions"][0], "rejected": conv + "no"}
+        out.write(json.dumps(pair) + "\n")
 PY
 "$B/dpo" -c dpo.yaml --set out.dir=hh --set workspace=hh.db --set "data.import=[hh.jsonl]" \
     --set train.steps=10 > /dev/null 2> err &&
