@@ -42,7 +42,7 @@ FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCH_SRC  := $(wildcard bench/bench_*.c)
 BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # programs: every folder with a main.c builds one binary of its name (rlhf/ also links pipelines/)
-PROG_BIN   := $(foreach d,rlhf sft reward ppo,$(BUILD)/bin/$(d))
+PROG_BIN   := $(foreach d,rlhf sft reward ppo dpo,$(BUILD)/bin/$(d))
 
 .PHONY: all test bench clean deps demo fuzz
 # objects are kept (never removed as intermediates), so a second make builds nothing
@@ -55,7 +55,10 @@ $(BUILD)/pipelines/%.o: INC := -Ipipelines
 $(BUILD)/data/demo/%.o: INC := -Idata/demo
 $(BUILD)/reward/%.o:    INC := -Ireward
 $(BUILD)/ppo/%.o:       INC := -Ippo
+# dpo imports files as `reward import` does (reward/cmd.h, linked from reward/)
+$(BUILD)/dpo/%.o:       INC := -Idpo -Ireward
 $(BUILD)/tests/%.o:     INC := -Itests -Ipipelines -Idata/demo
+$(BUILD)/tests/test_dpo.o: INC := -Itests -Idpo
 $(BUILD)/tests/fuzz/%.o: INC := -Itests/fuzz -Ipipelines -Ireward
 $(BUILD)/bench/%.o:     INC := -Ibench
 
@@ -82,6 +85,10 @@ $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz_driver.o $(BUI
 # the import fuzz target runs `reward import`'s own code
 $(BUILD)/fuzz/fuzz_import: $(BUILD)/reward/import.o $(BUILD)/reward/text.o
 
+# the losses of dpo, tested on their own (the object before the libraries it uses)
+$(BUILD)/tests/test_dpo: $(BUILD)/tests/test_dpo.o $(BUILD)/tests/testlib.o $(BUILD)/dpo/loss.o $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
 # bench/benchlib.c: what the benchmarks share (peak memory, median, reading a file)
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/bench/benchlib.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
@@ -92,6 +99,7 @@ $(BUILD)/bin/rlhf: $(RLHF_OBJ) $(DEMO_LIB) $(LIB)
 $(BUILD)/bin/sft: $(call prog_obj,sft) $(LIB)
 $(BUILD)/bin/reward: $(call prog_obj,reward) $(LIB)
 $(BUILD)/bin/ppo: $(call prog_obj,ppo) $(LIB)
+$(BUILD)/bin/dpo: $(call prog_obj,dpo) $(BUILD)/reward/import.o $(BUILD)/reward/text.o $(LIB)
 $(PROG_BIN):
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)

@@ -303,7 +303,7 @@ static int parse_stage(Pipeline *p, yaml_document_t *d, yaml_node_t *n) {
     if (!st->run.text)
         return pipeline_error(
             p, st->line, st->col,
-            "stage '%s' needs 'run' (sft, ppo, reward SUBCOMMAND or rlhf SUBCOMMAND)",
+            "stage '%s' needs 'run' (sft, ppo, dpo, reward SUBCOMMAND or rlhf SUBCOMMAND)",
             st->name.text);
     for (int i = 0; i < p->n_stages - 1; i++)
         if (!strcmp(p->stages[i].name.text, st->name.text))
@@ -791,7 +791,7 @@ static int resolve_outputs(Pipeline *p) {
 // nothing unfreed).
 static void stage_push_arg(Stage *st, char *arg) { st->argv[st->argc++] = arg; }
 
-// Checks the program words of a stage's run (sft | ppo | reward SUB | rlhf SUB...).
+// Checks the program words of a stage's run (sft | ppo | dpo | reward SUB | rlhf SUB...).
 static int check_program(Pipeline *p, const Stage *st, char **words, int nw) {
     if (nw == 1 && !strcmp(words[0], "command")) {
         if (st->n_args == 0)
@@ -801,9 +801,10 @@ static int check_program(Pipeline *p, const Stage *st, char **words, int nw) {
         return 0;
     }
     if (nw == 0 || !(!strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
-                     !strcmp(words[0], "reward") || !strcmp(words[0], "rlhf")))
+                     !strcmp(words[0], "dpo") || !strcmp(words[0], "reward") ||
+                     !strcmp(words[0], "rlhf")))
         return pipeline_error(p, st->run.line, st->run.col,
-                              "stage '%s': unknown program '%s' (sft, ppo, reward SUBCOMMAND, "
+                              "stage '%s': unknown program '%s' (sft, ppo, dpo, reward SUBCOMMAND, "
                               "rlhf SUBCOMMAND, command)",
                               st->name.text, st->run.text);
     if ((!strcmp(words[0], "reward") || !strcmp(words[0], "rlhf")) && nw < 2)
@@ -827,6 +828,7 @@ static int stage_program(Pipeline *p, Stage *st) {
         st->program = xstrdup(words[0]);
         st->command = !strcmp(words[0], "command");
         st->config_program = !strcmp(words[0], "sft") || !strcmp(words[0], "ppo") ||
+                             !strcmp(words[0], "dpo") ||
                              (!strcmp(words[0], "reward") && (!strcmp(words[1], "train")));
         if (st->n_settings && !st->config_program)
             rc = pipeline_error(p, st->settings[0].line, st->settings[0].col,

@@ -59,7 +59,7 @@ typedef struct {
     Gate *gates;
     int n_gates;
     // resolved
-    char *program;               // sft | ppo | reward | rlhf | command
+    char *program;               // sft | ppo | dpo | reward | rlhf | command
     int command;                 // run: command (args are the whole command, found on PATH)
     char **in_paths, **out_paths; // inputs, outputs with references expanded
     int config_program;          // takes --set KEY=VALUE

@@ -323,7 +323,7 @@ static const char *run_usage =
     "against the current directory: a relative workspace, and a value starting with ./ or ../ or\n"
     "naming an existing file or folder, is made absolute.\n"
     "Pipeline file keys: workspace, seed, launcher, vars, stages; stage keys: name, run, needs,\n"
-    "settings, args, inputs, outputs, require, out, launcher. run: sft | ppo | reward SUB |\n"
+    "settings, args, inputs, outputs, require, out, launcher. run: sft | ppo | dpo | reward SUB |\n"
     "rlhf SUB | command (args: [PROGRAM, ARG...], run directly, PROGRAM found on PATH).\n"
     "inputs: files or folders whose contents count in the stage's fingerprint; outputs: paths the\n"
     "stage must have made (missing after exit 0: the stage fails).\n"
@@ -871,7 +871,7 @@ static int gate_figure(const Runner *r, const Gate *g, double *v, char *why, siz
     if (!pick.id)
         return util_err(why, n,
                         "'%s' recorded no metrics in the workspace database (sft, reward train, "
-                        "ppo and rlhf eval-policy do)", dep->name.text);
+                        "ppo, dpo and rlhf eval-policy do)", dep->name.text);
     GateMetric m = {0};
     if (store_each_metric(r->db, pick.id, g->metric, gate_last_value, &m, err, sizeof err))
         return util_err(why, n, "%s", err);
