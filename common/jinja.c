@@ -21,7 +21,8 @@ int jinja_rerr(Render *R, const Node *at, const char *fmt, ...) {
 // Counts one evaluation step and checks the render's limits.
 static int step(Render *R, const Node *at) {
     if (++R->steps > JINJA_MAX_STEPS)
-        return jinja_rerr(R, at, "the render took more than %lld steps", (long long)JINJA_MAX_STEPS);
+        return jinja_rerr(R, at, "the render took more than %lld steps",
+                          (long long)JINJA_MAX_STEPS);
     if (R->arena.used + R->out_bytes > JINJA_MAX_BYTES)
         return jinja_rerr(R, at, "the render used more than %zu MiB", JINJA_MAX_BYTES >> 20);
     return 0;
@@ -104,7 +105,8 @@ static Value from_json(Render *R, const cJSON *j) {
     if (cJSON_IsObject(j)) {
         Dict *d = jinja_dict_new(R);
         for (const cJSON *c = j->child; c; c = c->next)
-            if (c->string) jinja_dict_set(&R->arena, d, c->string, strlen(c->string), from_json(R, c));
+            if (c->string)
+                jinja_dict_set(&R->arena, d, c->string, strlen(c->string), from_json(R, c));
         return v_dict(d);
     }
     return v_none();
@@ -192,7 +194,8 @@ static void buf_repr_str(Buf *b, const char *s, size_t n) {
 
 // Python's repr, as lists and dicts print.
 static int buf_repr(Render *R, const Node *at, Buf *b, Value v, int depth) {
-    if (depth > JINJA_MAX_NEST) return jinja_rerr(R, at, "a value nested deeper than %d levels", JINJA_MAX_NEST);
+    if (depth > JINJA_MAX_NEST)
+        return jinja_rerr(R, at, "a value nested deeper than %d levels", JINJA_MAX_NEST);
     switch (v.k) {
     case V_UNDEF: return 0;
     case V_NONE: buf_str(b, "None"); return 0;
@@ -249,7 +252,8 @@ static void buf_newline_indent(Buf *b, int indent, int depth) {
 // json.dumps(v, ensure_ascii=False, indent=indent) as transformers' tojson writes it: ", " and
 // ": " without indent, "," and ": " with it.
 int jinja_buf_json(Render *R, const Node *at, Buf *b, Value v, int indent, int depth) {
-    if (depth > JINJA_MAX_NEST) return jinja_rerr(R, at, "a value nested deeper than %d levels", JINJA_MAX_NEST);
+    if (depth > JINJA_MAX_NEST)
+        return jinja_rerr(R, at, "a value nested deeper than %d levels", JINJA_MAX_NEST);
     switch (v.k) {
     case V_UNDEF: case V_NONE: buf_str(b, "null"); return 0;
     case V_BOOL: buf_str(b, v.i ? "true" : "false"); return 0;
@@ -271,7 +275,8 @@ int jinja_buf_json(Render *R, const Node *at, Buf *b, Value v, int indent, int d
                 buf_json_str(b, v.d->keys[i].s, v.d->keys[i].n);
                 buf_str(b, ": ");
             }
-            if (jinja_buf_json(R, at, b, islist ? v.l->v[i] : v.d->vals[i], indent, depth + 1)) return -1;
+            if (jinja_buf_json(R, at, b, islist ? v.l->v[i] : v.d->vals[i], indent, depth + 1))
+                return -1;
         }
         if (indent > 0 && n) buf_newline_indent(b, indent, depth);
         buf_add(b, islist ? "]" : "}", 1);
@@ -291,7 +296,8 @@ Value jinja_buf_take(Render *R, Buf *b) {
 // Deep equality as Python's ==: numbers by value (True == 1), lists and dicts item by item.
 int jinja_val_eq(Value a, Value b, int depth) {
     if (depth > JINJA_MAX_NEST) return 0;
-    if (is_num(a) && is_num(b)) return num(a) == num(b) && (a.k == V_FLOAT || b.k == V_FLOAT || a.i == b.i);
+    if (is_num(a) && is_num(b))
+        return num(a) == num(b) && (a.k == V_FLOAT || b.k == V_FLOAT || a.i == b.i);
     if (a.k != b.k) return 0;
     switch (a.k) {
     case V_UNDEF: case V_NONE: return 1;
@@ -339,7 +345,8 @@ size_t jinja_value_length(Value v) {
 
 // Python's slice indices for a sequence of n items: the positions it selects into idx (a
 // caller's array of n), their count returned.
-static size_t slice_indices(int64_t n, const Value *start, const Value *stop, int64_t stepv, int64_t *idx) {
+static size_t slice_indices(int64_t n, const Value *start, const Value *stop, int64_t stepv,
+                            int64_t *idx) {
     int64_t lo, hi;
     if (stepv > 0) {
         lo = start ? start->i : 0;
@@ -384,19 +391,22 @@ static int eval_args(Render *R, const NodeList *l, Frame *f, Args *a) {
 const Value *jinja_arg(const Args *a, size_t i, const char *name) {
     if (i < a->npos) return &a->pos[i];
     for (size_t k = 0; name && k < a->nkw; k++)
-        if (a->kwn[k].n == strlen(name) && !memcmp(a->kwn[k].s, name, a->kwn[k].n)) return &a->kwv[k];
+        if (a->kwn[k].n == strlen(name) && !memcmp(a->kwn[k].s, name, a->kwn[k].n))
+            return &a->kwv[k];
     return NULL;
 }
 
 int jinja_want_str(Render *R, const Node *at, const Value *v, const char *what) {
     if (!v || v->k != V_STR)
-        return jinja_rerr(R, at, "%s expects a string, got %s", what, v ? jinja_kind_name(v->k) : "nothing");
+        return jinja_rerr(R, at, "%s expects a string, got %s", what,
+                          v ? jinja_kind_name(v->k) : "nothing");
     return 0;
 }
 
 int jinja_want_int(Render *R, const Node *at, const Value *v, const char *what) {
     if (!v || (v->k != V_INT && v->k != V_BOOL))
-        return jinja_rerr(R, at, "%s expects an integer, got %s", what, v ? jinja_kind_name(v->k) : "nothing");
+        return jinja_rerr(R, at, "%s expects an integer, got %s", what,
+                          v ? jinja_kind_name(v->k) : "nothing");
     return 0;
 }
 
@@ -428,7 +438,8 @@ static int eval_index(Render *R, const Node *n, Value obj, Value idx, Value *out
             *out = v_str(obj.str.s + a, b - a);
         }
     } else if ((obj.k == V_LIST || obj.k == V_STR) && idx.k != V_STR && idx.k != V_UNDEF) {
-        return jinja_rerr(R, n, "a %s index must be an integer, got %s", jinja_kind_name(obj.k), jinja_kind_name(idx.k));
+        return jinja_rerr(R, n, "a %s index must be an integer, got %s", jinja_kind_name(obj.k),
+                          jinja_kind_name(idx.k));
     }
     return 0;
 }
@@ -528,7 +539,9 @@ static int contains(Render *R, const Node *n, Value item, Value box, int *res) {
     *res = 0;
     if (box.k == V_UNDEF) return 0;
     if (box.k == V_STR) {
-        if (item.k != V_STR) return jinja_rerr(R, n, "'in <string>' needs a string on the left, got %s", jinja_kind_name(item.k));
+        if (item.k != V_STR)
+            return jinja_rerr(R, n, "'in <string>' needs a string on the left, got %s",
+                              jinja_kind_name(item.k));
         *res = item.str.n == 0 || memmem(box.str.s, box.str.n, item.str.s, item.str.n) != NULL;
         return 0;
     }
@@ -540,7 +553,8 @@ static int contains(Render *R, const Node *n, Value item, Value box, int *res) {
         *res = item.k == V_STR && jinja_dict_get(box.d, item.str.s, item.str.n) != NULL;
         return 0;
     }
-    return jinja_rerr(R, n, "'in' needs a string, list or dict on the right, got %s", jinja_kind_name(box.k));
+    return jinja_rerr(R, n, "'in' needs a string, list or dict on the right, got %s",
+                      jinja_kind_name(box.k));
 }
 
 static int compare(Render *R, const Node *n, int op, Value a, Value b, Value *out) {
@@ -554,7 +568,8 @@ static int compare(Render *R, const Node *n, int op, Value a, Value b, Value *ou
         c = memcmp(a.str.s, b.str.s, m);
         if (!c) c = a.str.n < b.str.n ? -1 : a.str.n > b.str.n;
     } else {
-        return jinja_rerr(R, n, "cannot compare %s with %s", jinja_kind_name(a.k), jinja_kind_name(b.k));
+        return jinja_rerr(R, n, "cannot compare %s with %s", jinja_kind_name(a.k),
+                          jinja_kind_name(b.k));
     }
     *out = v_bool(op == OP_LT ? c < 0 : op == OP_LE ? c <= 0 : op == OP_GT ? c > 0 : c >= 0);
     return 0;
@@ -587,7 +602,8 @@ int jinja_binop(Render *R, const Node *n, Value a, Value b, Value *out) {
     if (op == OP_MUL && ((a.k == V_STR && b.k == V_INT) || (a.k == V_INT && b.k == V_STR))) {
         Value s = a.k == V_STR ? a : b;
         int64_t k = a.k == V_INT ? a.i : b.i;
-        if (k > 0 && s.str.n * (uint64_t)k > JINJA_MAX_BYTES) return jinja_rerr(R, n, "string repetition too long");
+        if (k > 0 && s.str.n * (uint64_t)k > JINJA_MAX_BYTES)
+            return jinja_rerr(R, n, "string repetition too long");
         Buf buf = {0};
         buf_add(&buf, "", 0);
         for (int64_t i = 0; i < k; i++) buf_add(&buf, s.str.s, s.str.n);
@@ -595,7 +611,8 @@ int jinja_binop(Render *R, const Node *n, Value a, Value b, Value *out) {
         return 0;
     }
     static const char *opnames[] = {"+", "-", "*", "/", "//", "%", "**"};
-    return jinja_rerr(R, n, "unsupported operand types for %s: %s and %s", opnames[op], jinja_kind_name(a.k), jinja_kind_name(b.k));
+    return jinja_rerr(R, n, "unsupported operand types for %s: %s and %s", opnames[op],
+                      jinja_kind_name(a.k), jinja_kind_name(b.k));
 }
 
 
@@ -605,12 +622,15 @@ static int eval_call(Render *R, const Node *n, Frame *f, Value *out) {
     if (c->kind == N_ATTR) {
         Value obj;
         if (jinja_eval(R, c->a, f, &obj) || eval_args(R, &n->list, f, &a)) return -1;
-        Value *member = (obj.k == V_DICT || obj.k == V_NS) ? jinja_dict_get(obj.d, c->s, c->n) : NULL;
-        if (member && (member->k == V_MACRO || member->k == V_FUNC)) return jinja_call_value(R, n, *member, &a, f, out);
+        Value *member =
+            (obj.k == V_DICT || obj.k == V_NS) ? jinja_dict_get(obj.d, c->s, c->n) : NULL;
+        if (member && (member->k == V_MACRO || member->k == V_FUNC))
+            return jinja_call_value(R, n, *member, &a, f, out);
         int found = 0;
         if (jinja_call_method(R, c, obj, &a, out, &found)) return -1;
         if (found) return 0;
-        return jinja_rerr(R, c, "unknown method '%.*s' of a %s", (int)c->n, c->s, jinja_kind_name(obj.k));
+        return jinja_rerr(R, c, "unknown method '%.*s' of a %s", (int)c->n, c->s,
+                          jinja_kind_name(obj.k));
     }
     Value callee;
     if (jinja_eval(R, c, f, &callee) || eval_args(R, &n->list, f, &a)) return -1;
@@ -640,7 +660,8 @@ int jinja_eval(Render *R, const Node *n, Frame *f, Value *out) {
         for (size_t i = 0; i < n->list.n; i++) {
             const Node *p = n->list.v[i];
             if (jinja_eval(R, p->a, f, &a) || jinja_eval(R, p->b, f, &b)) return -1;
-            if (a.k != V_STR) return jinja_rerr(R, p, "dict keys must be strings, got %s", jinja_kind_name(a.k));
+            if (a.k != V_STR)
+                return jinja_rerr(R, p, "dict keys must be strings, got %s", jinja_kind_name(a.k));
             jinja_dict_set(&R->arena, d, a.str.s, a.str.n, b);
         }
         *out = v_dict(d);
@@ -682,7 +703,9 @@ int jinja_eval(Render *R, const Node *n, Frame *f, Value *out) {
         return 0;
     case N_NEG: case N_POS:
         if (jinja_eval(R, n->a, f, &a)) return -1;
-        if (!is_num(a)) return jinja_rerr(R, n, "bad operand type for unary %c: %s", n->kind == N_NEG ? '-' : '+', jinja_kind_name(a.k));
+        if (!is_num(a))
+            return jinja_rerr(R, n, "bad operand type for unary %c: %s",
+                              n->kind == N_NEG ? '-' : '+', jinja_kind_name(a.k));
         if (n->kind == N_POS) *out = a.k == V_BOOL ? v_int(a.i) : a;
         else if (a.k == V_FLOAT) *out = v_float(-a.f);
         else if (a.i == INT64_MIN) return jinja_rerr(R, n, "integer overflow");
@@ -714,14 +737,18 @@ static int bind(Render *R, const Node *target, Value v, Frame *f) {
         Value ns;
         if (lookup(R, target->a, f, &ns)) return -1;
         if (ns.k != V_NS)
-            return jinja_rerr(R, target, "cannot set attribute '%s' of a %s (only of a namespace())", target->s,
-                        jinja_kind_name(ns.k));
+            return jinja_rerr(R, target,
+                              "cannot set attribute '%s' of a %s (only of a namespace())",
+                              target->s, jinja_kind_name(ns.k));
         jinja_dict_set(&R->arena, ns.d, target->s, target->n, v);
         return 0;
     }
-    if (v.k != V_LIST) return jinja_rerr(R, target, "cannot unpack a %s into %zu names", jinja_kind_name(v.k), target->list.n);
+    if (v.k != V_LIST)
+        return jinja_rerr(R, target, "cannot unpack a %s into %zu names", jinja_kind_name(v.k),
+                          target->list.n);
     if (v.l->n != target->list.n)
-        return jinja_rerr(R, target, "cannot unpack %zu values into %zu names", v.l->n, target->list.n);
+        return jinja_rerr(R, target, "cannot unpack %zu values into %zu names", v.l->n,
+                          target->list.n);
     for (size_t i = 0; i < v.l->n; i++)
         if (bind(R, target->list.v[i], v.l->v[i], f)) return -1;
     return 0;
@@ -740,9 +767,17 @@ static void loop_info(Render *R, Dict *d, const List *items, size_t i) {
     static const char *const keys[] = {"index", "index0", "revindex", "revindex0", "first", "last",
                                        "length", "depth", "depth0", "previtem", "nextitem"};
     int64_t len = (int64_t)items->n, k = (int64_t)i;
-    Value vals[] = {v_int(k + 1), v_int(k), v_int(len - k), v_int(len - k - 1), v_bool(k == 0),
-                    v_bool(k == len - 1), v_int(len), v_int(1), v_int(0),
-                    i > 0 ? items->v[i - 1] : v_undef(), i + 1 < items->n ? items->v[i + 1] : v_undef()};
+    Value vals[] = {v_int(k + 1),
+                    v_int(k),
+                    v_int(len - k),
+                    v_int(len - k - 1),
+                    v_bool(k == 0),
+                    v_bool(k == len - 1),
+                    v_int(len),
+                    v_int(1),
+                    v_int(0),
+                    i > 0 ? items->v[i - 1] : v_undef(),
+                    i + 1 < items->n ? items->v[i + 1] : v_undef()};
     size_t n = sizeof keys / sizeof keys[0];
     for (size_t j = 0; j < n; j++) {
         if (d->n == n) d->vals[j] = vals[j];
@@ -753,7 +788,8 @@ static void loop_info(Render *R, Dict *d, const List *items, size_t i) {
 static int render_for(Render *R, const Node *n, Frame *parent, Buf *out) {
     Value it, items;
     if (jinja_eval(R, n->b, parent, &it)) return -1;
-    if (it.k == V_NONE || (it.k != V_LIST && it.k != V_DICT && it.k != V_NS && it.k != V_STR && it.k != V_UNDEF))
+    if (it.k == V_NONE ||
+        (it.k != V_LIST && it.k != V_DICT && it.k != V_NS && it.k != V_STR && it.k != V_UNDEF))
         return jinja_rerr(R, n->b, "cannot loop over a %s", jinja_kind_name(it.k));
     if (jinja_value_to_list(R, n->b, it, "for", &items)) return -1;
     Frame fr = {.parent = parent};
@@ -827,12 +863,14 @@ int jinja_render_body(Render *R, const NodeList *body, Frame *f, Buf *out) {
 
 int jinja_render(const JinjaTemplate *t, const cJSON *ctx, char **out, char *err, size_t errlen) {
     *out = NULL;
-    if (ctx && !cJSON_IsObject(ctx)) return util_err(err, errlen, "the template's context must be a JSON object");
+    if (ctx && !cJSON_IsObject(ctx))
+        return util_err(err, errlen, "the template's context must be a JSON object");
     Render R = {.err = err, .errlen = errlen};
     Frame root = {0};
     R.root = &root;
     for (const cJSON *c = ctx ? ctx->child : NULL; c; c = c->next)
-        if (c->string) jinja_dict_set(&R.arena, &root.vars, c->string, strlen(c->string), from_json(&R, c));
+        if (c->string)
+            jinja_dict_set(&R.arena, &root.vars, c->string, strlen(c->string), from_json(&R, c));
     Buf b = {0};
     buf_add(&b, "", 0);
     int rc = jinja_render_body(&R, &t->body, &root, &b);
@@ -847,7 +885,8 @@ int jinja_render(const JinjaTemplate *t, const cJSON *ctx, char **out, char *err
 // ---------------------------------------------------------------------------------------------
 // Chat helpers.
 
-const char *jinja_chat_template(const cJSON *config, const char *override, char *err, size_t errlen) {
+const char *jinja_chat_template(const cJSON *config, const char *override, char *err,
+                                size_t errlen) {
     if (override) return override;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(config, "chat_template");
     if (cJSON_IsString(t)) return t->valuestring;
@@ -855,14 +894,16 @@ const char *jinja_chat_template(const cJSON *config, const char *override, char 
         for (const cJSON *c = t->child; c; c = c->next) {
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
             const cJSON *tmpl = cJSON_GetObjectItemCaseSensitive(c, "template");
-            if (cJSON_IsString(name) && !strcmp(name->valuestring, "default") && cJSON_IsString(tmpl))
+            if (cJSON_IsString(name) && !strcmp(name->valuestring, "default") &&
+                cJSON_IsString(tmpl))
                 return tmpl->valuestring;
         }
         util_err(err, errlen, "'chat_template' has no template named \"default\"");
         return NULL;
     }
-    util_err(err, errlen, "%s", t ? "'chat_template' is neither a string nor a list of named templates"
-                                  : "no 'chat_template' in the tokenizer config");
+    util_err(err, errlen, "%s",
+             t ? "'chat_template' is neither a string nor a list of named templates"
+               : "no 'chat_template' in the tokenizer config");
     return NULL;
 }
 

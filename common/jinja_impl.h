@@ -19,7 +19,7 @@
 
 #define JINJA_MAX_NEST    200                    // nesting of blocks and expressions in the source
 #define JINJA_MAX_MACRO   64                     // nested macro calls while rendering
-#define JINJA_MAX_STEPS   2000000LL              // evaluation steps per render (a chat: ~60 a message)
+#define JINJA_MAX_STEPS   2000000LL              // evaluation steps per render (~60 a message)
 #define JINJA_MAX_BYTES   ((size_t)256 << 20)    // values and output per render
 #define JINJA_MAX_RANGE   1000000                // items one range() may make
 
@@ -150,7 +150,9 @@ struct JinjaTemplate {
 // ---------------------------------------------------------------------------------------------
 // Values. Strings are (pointer, length) into the template, the context or the render's arena.
 
-typedef enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_NS, V_MACRO, V_FUNC } VKind;
+typedef enum {
+    V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_NS, V_MACRO, V_FUNC
+} VKind;
 
 typedef struct List List;
 typedef struct Dict Dict;
@@ -231,7 +233,8 @@ typedef struct {
 // What the renderer (jinja.c) and the library of filters, tests and functions (jinja_lib.c)
 // share. Functions returning int give 0, or -1 with the message in R->err (jinja_rerr: "line L
 // column C: ..." at the node).
-int   jinja_rerr(Render *R, const Node *at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int jinja_rerr(Render *R, const Node *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 const char *jinja_kind_name(VKind k);
 List *jinja_list_new(Render *R, size_t cap);
 void  jinja_list_add(Render *R, List *l, Value v);
@@ -257,10 +260,10 @@ int   jinja_func_lookup(const char *name, size_t n);   // a global function's id
 int   jinja_call_value(Render *R, const Node *n, Value callee, const Args *a, Frame *f, Value *out);
 // A method of a string or dict (obj.name(args)); *found is 0 when there is no such method.
 int   jinja_call_method(Render *R, const Node *n, Value obj, const Args *a, Value *out, int *found);
-int   jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nlen, Value v, const Args *a,
-                         Frame *f, Value *out);
-int   jinja_apply_test(Render *R, const Node *n, const char *name, size_t nlen, Value v, const Args *a,
-                       Frame *f, int *res);
+int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nlen, Value v,
+                       const Args *a, Frame *f, Value *out);
+int jinja_apply_test(Render *R, const Node *n, const char *name, size_t nlen, Value v,
+                     const Args *a, Frame *f, int *res);
 // A list of v's items: a list itself, a dict's keys, a string's characters, [] for undefined.
 int   jinja_value_to_list(Render *R, const Node *n, Value v, const char *what, Value *out);
 

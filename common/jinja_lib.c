@@ -9,7 +9,8 @@
 #include "jinja_impl.h"
 #include "utf8.h"
 
-static const char *const FUNC_NAMES[] = {"range", "namespace", "dict", "raise_exception", "strftime_now", NULL};
+static const char *const FUNC_NAMES[] = {"range",           "namespace",    "dict",
+                                         "raise_exception", "strftime_now", NULL};
 
 int jinja_func_lookup(const char *name, size_t n) {
     for (int i = 0; FUNC_NAMES[i]; i++)
@@ -24,13 +25,17 @@ static int call_macro(Render *R, const Node *n, const Node *m, const Args *a, Va
     if (R->macro_depth >= JINJA_MAX_MACRO)
         return jinja_rerr(R, n, "macro calls nested deeper than %d", JINJA_MAX_MACRO);
     if (a->npos > m->list.n)
-        return jinja_rerr(R, n, "macro '%s' takes %zu arguments, got %zu", m->s, m->list.n, a->npos);
+        return jinja_rerr(R, n, "macro '%s' takes %zu arguments, got %zu", m->s, m->list.n,
+                          a->npos);
     Frame fr = {.parent = R->root};
     for (size_t k = 0; k < a->nkw; k++) {
         int known = 0;
         for (size_t i = 0; i < m->list.n; i++)
-            known |= m->list.v[i]->n == a->kwn[k].n && !memcmp(m->list.v[i]->s, a->kwn[k].s, a->kwn[k].n);
-        if (!known) return jinja_rerr(R, n, "macro '%s' has no parameter '%.*s'", m->s, (int)a->kwn[k].n, a->kwn[k].s);
+            known |= m->list.v[i]->n == a->kwn[k].n &&
+                     !memcmp(m->list.v[i]->s, a->kwn[k].s, a->kwn[k].n);
+        if (!known)
+            return jinja_rerr(R, n, "macro '%s' has no parameter '%.*s'", m->s, (int)a->kwn[k].n,
+                              a->kwn[k].s);
     }
     for (size_t i = 0; i < m->list.n; i++) {
         const Node *p = m->list.v[i];
@@ -55,12 +60,14 @@ static int call_macro(Render *R, const Node *n, const Node *m, const Args *a, Va
 static int call_range(Render *R, const Node *n, const Args *a, Value *out) {
     for (size_t i = 0; i < a->npos; i++)
         if (jinja_want_int(R, n, &a->pos[i], "range")) return -1;
-    if (a->npos < 1 || a->npos > 3) return jinja_rerr(R, n, "range takes 1 to 3 arguments, got %zu", a->npos);
+    if (a->npos < 1 || a->npos > 3)
+        return jinja_rerr(R, n, "range takes 1 to 3 arguments, got %zu", a->npos);
     int64_t lo = a->npos > 1 ? a->pos[0].i : 0, hi = a->npos > 1 ? a->pos[1].i : a->pos[0].i;
     int64_t st = a->npos > 2 ? a->pos[2].i : 1;
     if (st == 0) return jinja_rerr(R, n, "range step cannot be zero");
     double count = ceil(((double)hi - (double)lo) / (double)st);
-    if (count > JINJA_MAX_RANGE) return jinja_rerr(R, n, "range of more than %d items", JINJA_MAX_RANGE);
+    if (count > JINJA_MAX_RANGE)
+        return jinja_rerr(R, n, "range of more than %d items", JINJA_MAX_RANGE);
     List *l = jinja_list_new(R, count > 0 ? (size_t)count : 0);
     for (int64_t i = lo; st > 0 ? i < hi : i > hi; i += st) jinja_list_add(R, l, v_int(i));
     *out = v_list(l);
@@ -81,11 +88,14 @@ int jinja_call_value(Render *R, const Node *n, Value callee, const Args *a, Fram
         Dict *d = jinja_dict_new(R);
         for (size_t i = 0; i < a->npos; i++) {
             if (a->pos[i].k != V_DICT && a->pos[i].k != V_NS)
-                return jinja_rerr(R, n, "%s takes keyword arguments or a dict", FUNC_NAMES[callee.i]);
+                return jinja_rerr(R, n, "%s takes keyword arguments or a dict",
+                                  FUNC_NAMES[callee.i]);
             for (size_t k = 0; k < a->pos[i].d->n; k++)
-                jinja_dict_set(&R->arena, d, a->pos[i].d->keys[k].s, a->pos[i].d->keys[k].n, a->pos[i].d->vals[k]);
+                jinja_dict_set(&R->arena, d, a->pos[i].d->keys[k].s, a->pos[i].d->keys[k].n,
+                               a->pos[i].d->vals[k]);
         }
-        for (size_t k = 0; k < a->nkw; k++) jinja_dict_set(&R->arena, d, a->kwn[k].s, a->kwn[k].n, a->kwv[k]);
+        for (size_t k = 0; k < a->nkw; k++)
+            jinja_dict_set(&R->arena, d, a->kwn[k].s, a->kwn[k].n, a->kwv[k]);
         *out = (Value){.k = callee.i == F_NAMESPACE ? V_NS : V_DICT, .d = d};
         return 0;
     }
@@ -115,7 +125,9 @@ int jinja_call_value(Render *R, const Node *n, Value callee, const Args *a, Fram
     }
 }
 
-static int is_ws(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
+static int is_ws(unsigned char c) {
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
+}
 
 // The code point at s[0..n) (invalid bytes stand for themselves), its length in *len.
 static uint32_t cp_at(const char *s, size_t n, size_t *len) {
@@ -160,18 +172,21 @@ static Value change_case(Render *R, Value s, int how) {
     int start = 1;
     for (size_t i = 0; i < s.str.n; i++) {
         char c = s.str.s[i];
-        int up = how == CASE_UPPER || ((how == CASE_CAPITALIZE && i == 0) || (how >= CASE_TITLE_PY && start));
+        int up = how == CASE_UPPER ||
+                 ((how == CASE_CAPITALIZE && i == 0) || (how >= CASE_TITLE_PY && start));
         o[i] = (char)(up ? toupper((unsigned char)c) : tolower((unsigned char)c));
         if ((unsigned char)c >= 0x80) o[i] = c;
         if (how == CASE_TITLE_PY) start = !isalpha((unsigned char)c);
-        else if (how == CASE_TITLE_JINJA) start = is_ws((unsigned char)c) || (c && strchr("-({[<", c));
+        else if (how == CASE_TITLE_JINJA)
+            start = is_ws((unsigned char)c) || (c && strchr("-({[<", c));
     }
     o[s.str.n] = 0;
     return v_str(o, s.str.n);
 }
 
 static int str_replace(Render *R, const Node *n, Value s, const Args *a, size_t first, Value *out) {
-    const Value *old = jinja_arg(a, first, "old"), *new = jinja_arg(a, first + 1, "new"), *cnt = jinja_arg(a, first + 2, "count");
+    const Value *old = jinja_arg(a, first, "old"), *new = jinja_arg(a, first + 1, "new"),
+                *cnt = jinja_arg(a, first + 2, "count");
     if (jinja_want_str(R, n, old, "replace") || jinja_want_str(R, n, new, "replace")) return -1;
     if (cnt && jinja_want_int(R, n, cnt, "replace")) return -1;
     int64_t left = cnt ? cnt->i : -1;
@@ -179,7 +194,9 @@ static int str_replace(Render *R, const Node *n, Value s, const Args *a, size_t 
     buf_add(&b, "", 0);
     size_t i = 0;
     while (i <= s.str.n) {
-        const char *hit = left == 0 ? NULL : old->str.n ? memmem(s.str.s + i, s.str.n - i, old->str.s, old->str.n) : s.str.s + i;
+        const char *hit = left == 0    ? NULL
+                          : old->str.n ? memmem(s.str.s + i, s.str.n - i, old->str.s, old->str.n)
+                                       : s.str.s + i;
         if (!hit) break;
         size_t at = (size_t)(hit - s.str.s);
         buf_add(&b, s.str.s + i, at - i);
@@ -210,7 +227,8 @@ static int str_split(Render *R, const Node *n, Value s, const Args *a, Value *ou
     const char *p = s.str.s, *end = s.str.s + s.str.n;
     if (sep) {
         for (;;) {
-            const char *hit = left == 0 ? NULL : memmem(p, (size_t)(end - p), sep->str.s, sep->str.n);
+            const char *hit =
+                left == 0 ? NULL : memmem(p, (size_t)(end - p), sep->str.s, sep->str.n);
             if (!hit) break;
             jinja_list_add(R, l, v_str(p, (size_t)(hit - p)));
             p = hit + sep->str.n;
@@ -267,9 +285,11 @@ static Value dict_items(Render *R, const Dict *d) {
     return v_list(l);
 }
 
-static int join(Render *R, const Node *n, Value items, const Value *sep, const Value *attr, Value *out) {
+static int join(Render *R, const Node *n, Value items, const Value *sep, const Value *attr,
+                Value *out) {
     if (items.k == V_UNDEF) { *out = v_str("", 0); return 0; }
-    if (items.k != V_LIST) return jinja_rerr(R, n, "join expects a list, got %s", jinja_kind_name(items.k));
+    if (items.k != V_LIST)
+        return jinja_rerr(R, n, "join expects a list, got %s", jinja_kind_name(items.k));
     if (sep && jinja_want_str(R, n, sep, "join")) return -1;
     Buf b = {0};
     buf_add(&b, "", 0);
@@ -286,7 +306,9 @@ static int join(Render *R, const Node *n, Value items, const Value *sep, const V
     return 0;
 }
 
-static int name_is(const char *name, size_t n, const char *s) { return strlen(s) == n && !memcmp(name, s, n); }
+static int name_is(const char *name, size_t n, const char *s) {
+    return strlen(s) == n && !memcmp(name, s, n);
+}
 
 int jinja_call_method(Render *R, const Node *n, Value obj, const Args *a, Value *out, int *found) {
     const char *m = n->s;
@@ -317,7 +339,8 @@ int jinja_call_method(Render *R, const Node *n, Value obj, const Args *a, Value 
         if (name_is(m, mn, "keys") || name_is(m, mn, "values")) {
             List *l = jinja_list_new(R, obj.d->n);
             for (size_t i = 0; i < obj.d->n; i++)
-                jinja_list_add(R, l, m[0] == 'k' ? v_str(obj.d->keys[i].s, obj.d->keys[i].n) : obj.d->vals[i]);
+                jinja_list_add(
+                    R, l, m[0] == 'k' ? v_str(obj.d->keys[i].s, obj.d->keys[i].n) : obj.d->vals[i]);
             *out = v_list(l);
             return 0;
         }
@@ -353,7 +376,8 @@ int jinja_value_to_list(Render *R, const Node *n, Value v, const char *what, Val
     if (v.k == V_LIST) { *out = v; return 0; }
     List *l = jinja_list_new(R, 4);
     if (v.k == V_DICT || v.k == V_NS) {
-        for (size_t i = 0; i < v.d->n; i++) jinja_list_add(R, l, v_str(v.d->keys[i].s, v.d->keys[i].n));
+        for (size_t i = 0; i < v.d->n; i++)
+            jinja_list_add(R, l, v_str(v.d->keys[i].s, v.d->keys[i].n));
     } else if (v.k == V_STR) {
         for (size_t i = 0, k; i < v.str.n; i += k) {
             cp_at(v.str.s + i, v.str.n - i, &k);
@@ -367,7 +391,8 @@ int jinja_value_to_list(Render *R, const Node *n, Value v, const char *what, Val
 }
 
 // selectattr / rejectattr (attr [, test, args...]) and select / reject ([test, args...]).
-static int select_items(Render *R, const Node *n, Value v, const Args *a, Frame *f, int byattr, int keep, Value *out) {
+static int select_items(Render *R, const Node *n, Value v, const Args *a, Frame *f, int byattr,
+                        int keep, Value *out) {
     Value items;
     if (jinja_value_to_list(R, n, v, n->s, &items)) return -1;
     const Value *attr = byattr ? jinja_arg(a, 0, NULL) : NULL;
@@ -392,7 +417,8 @@ static int select_items(Render *R, const Node *n, Value v, const Args *a, Frame 
 static int map_items(Render *R, const Node *n, Value v, const Args *a, Frame *f, Value *out) {
     Value items;
     if (jinja_value_to_list(R, n, v, "map", &items)) return -1;
-    const Value *attr = jinja_arg(a, a->npos, "attribute"), *dflt = jinja_arg(a, a->npos, "default");
+    const Value *attr = jinja_arg(a, a->npos, "attribute"),
+                *dflt = jinja_arg(a, a->npos, "default");
     const Value *filter = a->npos ? &a->pos[0] : NULL;
     if (!attr && jinja_want_str(R, n, filter, "map")) return -1;
     if (attr && jinja_want_str(R, n, attr, "map")) return -1;
@@ -403,7 +429,8 @@ static int map_items(Render *R, const Node *n, Value v, const Args *a, Frame *f,
         if (attr) {
             x = attr_path(items.l->v[i], attr);
             if (x.k == V_UNDEF && dflt) x = *dflt;
-        } else if (jinja_apply_filter(R, n, filter->str.s, filter->str.n, items.l->v[i], &fargs, f, &x)) {
+        } else if (jinja_apply_filter(R, n, filter->str.s, filter->str.n, items.l->v[i], &fargs, f,
+                                      &x)) {
             return -1;
         }
         jinja_list_add(R, l, x);
@@ -414,7 +441,10 @@ static int map_items(Render *R, const Node *n, Value v, const Args *a, Frame *f,
 
 static int to_number(Render *R, const Node *n, Value v, const Value *dflt, int as_int, Value *out) {
     *out = dflt ? *dflt : as_int ? v_int(0) : v_float(0);
-    if (v.k == V_INT || v.k == V_BOOL) { *out = as_int ? v_int(v.i) : v_float((double)v.i); return 0; }
+    if (v.k == V_INT || v.k == V_BOOL) {
+        *out = as_int ? v_int(v.i) : v_float((double)v.i);
+        return 0;
+    }
     if (v.k == V_FLOAT) {
         if (!as_int) *out = v;
         else if (isfinite(v.f) && fabs(v.f) < 9.2e18) *out = v_int((int64_t)v.f);
@@ -438,8 +468,8 @@ static int to_number(Render *R, const Node *n, Value v, const Value *dflt, int a
     return 0;
 }
 
-int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Value v, const Args *a,
-                        Frame *f, Value *out) {
+int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Value v,
+                       const Args *a, Frame *f, Value *out) {
 #define IS(s) name_is(name, nl, s)
     if (IS("safe")) { *out = v; return 0; }
     if (IS("length") || IS("count")) {
@@ -467,7 +497,8 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
         if (ind && ind->k != V_NONE && jinja_want_int(R, n, ind, "tojson")) return -1;
         Buf b = {0};
         buf_add(&b, "", 0);
-        if (jinja_buf_json(R, n, &b, v, ind && ind->k != V_NONE ? (int)(ind->i > 64 ? 64 : ind->i) : 0, 0)) {
+        if (jinja_buf_json(R, n, &b, v,
+                           ind && ind->k != V_NONE ? (int)(ind->i > 64 ? 64 : ind->i) : 0, 0)) {
             free(b.s);
             return -1;
         }
@@ -476,7 +507,8 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
     }
     if (IS("items")) {
         if (v.k == V_UNDEF) { *out = v_list(jinja_list_new(R, 0)); return 0; }
-        if (v.k != V_DICT && v.k != V_NS) return jinja_rerr(R, n, "items expects a dict, got %s", jinja_kind_name(v.k));
+        if (v.k != V_DICT && v.k != V_NS)
+            return jinja_rerr(R, n, "items expects a dict, got %s", jinja_kind_name(v.k));
         *out = dict_items(R, v.d);
         return 0;
     }
@@ -502,10 +534,12 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
         *out = v_list(r);
         return 0;
     }
-    if (IS("selectattr") || IS("rejectattr")) return select_items(R, n, v, a, f, 1, IS("selectattr"), out);
+    if (IS("selectattr") || IS("rejectattr"))
+        return select_items(R, n, v, a, f, 1, IS("selectattr"), out);
     if (IS("select") || IS("reject")) return select_items(R, n, v, a, f, 0, IS("select"), out);
     if (IS("map")) return map_items(R, n, v, a, f, out);
-    if (IS("int") || IS("float")) return to_number(R, n, v, jinja_arg(a, 0, "default"), IS("int"), out);
+    if (IS("int") || IS("float"))
+        return to_number(R, n, v, jinja_arg(a, 0, "default"), IS("int"), out);
     if (IS("abs")) {
         if (!is_num(v)) return jinja_rerr(R, n, "abs of a %s", jinja_kind_name(v.k));
         if (v.k == V_FLOAT) *out = v_float(fabs(v.f));
@@ -514,8 +548,8 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
         return 0;
     }
     // the string filters
-    int strf = IS("trim") || IS("strip") || IS("upper") || IS("lower") || IS("capitalize") || IS("title") ||
-               IS("replace");
+    int strf = IS("trim") || IS("strip") || IS("upper") || IS("lower") || IS("capitalize") ||
+               IS("title") || IS("replace");
     if (!strf) return jinja_rerr(R, n, "unknown filter '%.*s'", (int)(nl > 40 ? 40 : nl), name);
     if (v.k == V_UNDEF) v = v_str("", 0);
     if (v.k != V_STR) {
@@ -558,7 +592,9 @@ int jinja_apply_test(Render *R, const Node *n, const char *name, size_t nl, Valu
     else if (IS("lower") || IS("upper")) {
         *res = v.k == V_STR;
         for (size_t i = 0; *res && i < v.str.n; i++)
-            if (IS("lower") ? isupper((unsigned char)v.str.s[i]) : islower((unsigned char)v.str.s[i])) *res = 0;
+            if (IS("lower") ? isupper((unsigned char)v.str.s[i])
+                            : islower((unsigned char)v.str.s[i]))
+                *res = 0;
     } else if (IS("odd") || IS("even") || IS("divisibleby")) {
         if (jinja_want_int(R, n, &v, name)) return -1;
         int64_t d = 2;
@@ -570,10 +606,14 @@ int jinja_apply_test(Render *R, const Node *n, const char *name, size_t nl, Valu
         int64_t r = d == -1 ? 0 : v.i % d;
         *res = IS("odd") ? r != 0 : r == 0;
     } else {
-        int op = IS("eq") || IS("equalto") || IS("==") || IS("sameas") ? OP_EQ : IS("ne") || IS("!=") ? OP_NE
-               : IS("lt") || IS("lessthan") || IS("<") ? OP_LT : IS("le") || IS("<=") ? OP_LE
-               : IS("gt") || IS("greaterthan") || IS(">") ? OP_GT : IS("ge") || IS(">=") ? OP_GE
-               : IS("in") ? OP_IN : -1;
+        int op = IS("eq") || IS("equalto") || IS("==") || IS("sameas") ? OP_EQ
+                 : IS("ne") || IS("!=")                                ? OP_NE
+                 : IS("lt") || IS("lessthan") || IS("<")               ? OP_LT
+                 : IS("le") || IS("<=")                                ? OP_LE
+                 : IS("gt") || IS("greaterthan") || IS(">")            ? OP_GT
+                 : IS("ge") || IS(">=")                                ? OP_GE
+                 : IS("in")                                            ? OP_IN
+                                                                       : -1;
         if (op < 0) return jinja_rerr(R, n, "unknown test '%.*s'", (int)(nl > 40 ? 40 : nl), name);
         if (!x) return jinja_rerr(R, n, "test '%.*s' needs an argument", (int)nl, name);
         Node tmp = *n;

@@ -51,7 +51,8 @@ typedef struct {
     size_t errlen;
 } Lexer;
 
-static int lex_err(Lexer *L, size_t off, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int lex_err(Lexer *L, size_t off, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int lex_err(Lexer *L, size_t off, const char *fmt, ...) {
     char msg[256];
     va_list ap;
@@ -89,7 +90,9 @@ static Tok *lex_push(Lexer *L, TokKind kind, size_t off) {
     return t;
 }
 
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+static int is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 
 // Emits the text src[a..b) as a T_TEXT token (nothing when empty).
 static void lex_text(Lexer *L, size_t a, size_t b) {
@@ -247,13 +250,14 @@ static int lex_tag(Lexer *L, char close, size_t open_off, int *trim_after) {
                 if (left >= 2 && !memcmp(s, ops2[i], 2)) n = 2;
             if (!n && strchr("+-*/%~<>=()[]{}.,:|", c) && c) n = 1;
             if (!n) {
-                if ((unsigned char)c >= 0x80) return lex_err(L, L->pos, "unexpected non-ASCII character in a tag");
+                if ((unsigned char)c >= 0x80)
+                    return lex_err(L, L->pos, "unexpected non-ASCII character in a tag");
                 return lex_err(L, L->pos, "unexpected character '%c' in a tag", c);
             }
             if (c == '{') braces++;
             if (c == '}' && braces > 0) braces--;
             Tok *t = lex_push(L, T_OP, L->pos);
-            t->s = s;
+            t->s = arena_strndup(L->arena, s, n);   // a test may be named by one (`is >=`)
             t->n = n;
             L->pos += n;
         }
@@ -277,7 +281,8 @@ static int lex_all(Lexer *L) {
         const char *open = NULL;
         size_t p = L->pos;
         for (; p + 1 < L->len; p++)
-            if (L->src[p] == '{' && (L->src[p + 1] == '{' || L->src[p + 1] == '%' || L->src[p + 1] == '#')) {
+            if (L->src[p] == '{' &&
+                (L->src[p + 1] == '{' || L->src[p + 1] == '%' || L->src[p + 1] == '#')) {
                 open = L->src + p;
                 break;
             }
@@ -349,7 +354,9 @@ static Node *node_new(Parser *P, NodeKind kind, const Tok *at) {
 }
 
 static const Tok *peek(Parser *P) { return &P->t[P->pos]; }
-static const Tok *peek2(Parser *P) { return P->t[P->pos].kind == T_EOF ? &P->t[P->pos] : &P->t[P->pos + 1]; }
+static const Tok *peek2(Parser *P) {
+    return P->t[P->pos].kind == T_EOF ? &P->t[P->pos] : &P->t[P->pos + 1];
+}
 static const Tok *next(Parser *P) {
     const Tok *t = &P->t[P->pos];
     if (t->kind != T_EOF) P->pos++;
@@ -377,7 +384,8 @@ static const char *tok_desc(const Tok *t, char *buf, size_t n) {
     }
 }
 
-static int perr(Parser *P, const Tok *at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int perr(Parser *P, const Tok *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int perr(Parser *P, const Tok *at, const char *fmt, ...) {
     char msg[256];
     va_list ap;
@@ -404,7 +412,8 @@ static int expect_kind(Parser *P, TokKind k, const char *what) {
 }
 
 static int nest_in(Parser *P, const Tok *at) {
-    if (++P->depth > JINJA_MAX_NEST) return perr(P, at, "nesting deeper than %d levels", JINJA_MAX_NEST);
+    if (++P->depth > JINJA_MAX_NEST)
+        return perr(P, at, "nesting deeper than %d levels", JINJA_MAX_NEST);
     return 0;
 }
 
@@ -458,7 +467,8 @@ static Node *parse_primary(Parser *P) {
         n->f = t->f;
     } else if (t->kind == T_NAME) {
         next(P);
-        if (is_name(t, "true") || is_name(t, "True") || is_name(t, "false") || is_name(t, "False")) {
+        if (is_name(t, "true") || is_name(t, "True") || is_name(t, "false") ||
+            is_name(t, "False")) {
             n = node_new(P, N_BOOL, t);
             n->i = t->s[0] == 't' || t->s[0] == 'T';
         } else if (is_name(t, "none") || is_name(t, "None")) {
@@ -490,7 +500,8 @@ static Node *parse_primary(Parser *P) {
         n = node_new(P, N_DICT, t);
         while (!is_op(peek(P), "}")) {
             Node *pair = node_new(P, N_PAIR, peek(P));
-            if (!(pair->a = parse_expr(P)) || expect_op(P, ":") || !(pair->b = parse_expr(P))) return NULL;
+            if (!(pair->a = parse_expr(P)) || expect_op(P, ":") || !(pair->b = parse_expr(P)))
+                return NULL;
             list_push(P->arena, &n->list, pair);
             if (!is_op(peek(P), ",")) break;
             next(P);
@@ -589,8 +600,8 @@ static Node *parse_filters(Parser *P, Node *n) {
             }
             const Tok *name = peek(P);
             Node *m = node_new(P, N_TEST, name);
-            if (name->kind == T_NAME || is_op(name, "==") || is_op(name, "!=") || is_op(name, "<") ||
-                is_op(name, ">") || is_op(name, "<=") || is_op(name, ">=")) {
+            if (name->kind == T_NAME || is_op(name, "==") || is_op(name, "!=") ||
+                is_op(name, "<") || is_op(name, ">") || is_op(name, "<=") || is_op(name, ">=")) {
                 next(P);
             } else {
                 perr(P, name, "expected a test name after 'is'");
@@ -598,17 +609,13 @@ static Node *parse_filters(Parser *P, Node *n) {
             }
             m->a = n;
             m->op = neg;
-            if (is_name(name, "none") || is_name(name, "true") || is_name(name, "false")) {
-                m->s = name->s;   // `is none` etc.: names that are also literals
-            } else {
-                m->s = name->s;
-            }
+            m->s = name->s;   // a name, or an operator (`is ==`, `is >=`)
             m->n = name->n;
             const Tok *u = peek(P);
             if (is_op(u, "(")) {
                 if (parse_args(P, &m->list)) return NULL;
-            } else if (u->kind == T_STRING || u->kind == T_INT || u->kind == T_FLOAT || is_op(u, "[") ||
-                       is_op(u, "{") ||
+            } else if (u->kind == T_STRING || u->kind == T_INT || u->kind == T_FLOAT ||
+                       is_op(u, "[") || is_op(u, "{") ||
                        (u->kind == T_NAME && !is_name(u, "and") && !is_name(u, "or") &&
                         !is_name(u, "else") && !is_name(u, "if") && !is_name(u, "in") &&
                         !is_name(u, "is") && !is_name(u, "not"))) {
@@ -922,7 +929,8 @@ static int parse_stmt(Parser *P, Node **n) {
     const Tok *kw = peek(P);
     char d[64];
     *n = NULL;
-    if (kw->kind != T_NAME) return perr(P, kw, "expected a statement name, got %s", tok_desc(kw, d, sizeof d));
+    if (kw->kind != T_NAME)
+        return perr(P, kw, "expected a statement name, got %s", tok_desc(kw, d, sizeof d));
     next(P);
     if (is_name(kw, "if")) *n = parse_if(P, kw);
     else if (is_name(kw, "for")) *n = parse_for(P, kw);
@@ -973,7 +981,8 @@ static int parse_body(Parser *P, NodeList *body, const char *const *ends, const 
                     P->depth--;
                     return 0;
                 }
-            if (kw->kind == T_NAME && kw->n > 3 && !memcmp(kw->s, "end", 3) && !is_name(kw, "endgeneration"))
+            if (kw->kind == T_NAME && kw->n > 3 && !memcmp(kw->s, "end", 3) &&
+                !is_name(kw, "endgeneration"))
                 return perr(P, kw, "unexpected '%.*s'%s%s", (int)(kw->n > 40 ? 40 : kw->n), kw->s,
                             ends ? " in " : "", ends ? what : "");
             if (is_name(kw, "else") || is_name(kw, "elif"))

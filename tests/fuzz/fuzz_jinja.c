@@ -8,15 +8,21 @@
 #include "jinja.h"
 
 static const char DEFAULT_CTX[] =
-    "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"},"
-    " {\"role\": \"assistant\", \"content\": \"<think>\\nx\\n</think>\\n\\nHello\", \"tool_calls\": [{\"type\": "
-    "\"function\", \"function\": {\"name\": \"f\", \"arguments\": {\"a\": 1}}}]}, {\"role\": \"tool\", \"content\": "
-    "\"42\"}, {\"role\": \"user\", \"content\": \"Bye \\u00e9\"}], \"add_generation_prompt\": true, \"bos_token\": "
-    "\"<s>\", \"eos_token\": \"</s>\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}";
+    "{\"messages\": ["
+    "{\"role\": \"system\", \"content\": \"Be brief.\"},"
+    "{\"role\": \"user\", \"content\": \"Hi\"},"
+    "{\"role\": \"assistant\", \"content\": \"<think>\\nx\\n</think>\\n\\nHello\","
+    " \"tool_calls\": [{\"type\": \"function\","
+    " \"function\": {\"name\": \"f\", \"arguments\": {\"a\": 1}}}]},"
+    "{\"role\": \"tool\", \"content\": \"42\"},"
+    "{\"role\": \"user\", \"content\": \"Bye \\u00e9\"}],"
+    " \"add_generation_prompt\": true, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\","
+    " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}";
 
 // An error message must be one non-empty line that says where.
 static void check_err(const char *err) {
-    if (!err[0] || strchr(err, '\n') || (strncmp(err, "line ", 5) && !strstr(err, "context"))) abort();
+    if (!err[0] || strchr(err, '\n') || (strncmp(err, "line ", 5) && !strstr(err, "context")))
+        abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
