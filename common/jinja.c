@@ -10,12 +10,11 @@
 #include "jinja_impl.h"
 
 int jinja_rerr(Render *R, const Node *at, const char *fmt, ...) {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    jinja_verr(R->err, R->errlen, at->line, at->col, fmt, ap);
     va_end(ap);
-    return util_err(R->err, R->errlen, "line %d column %d: %s", at->line, at->col, msg);
+    return -1;
 }
 
 // Counts one evaluation step and checks the render's limits.

@@ -11,10 +11,11 @@
 // macro with defaults; literals (strings, ints, floats, true/false/none, lists, tuples, dicts);
 // operators + - * / // % ** ~, comparisons, and/or/not, in/not in, `a if c else b`, indexing,
 // slicing ([a:b:c], [::-1]) and attribute access; filters abs, capitalize, count, default (d),
-// first, float, int, items, join, last, length, list, lower, map, rejectattr, replace, reverse,
-// safe, selectattr, string, strip, title, tojson (indent), trim, unique, upper; tests callable,
-// defined, divisibleby, eq/equalto/==, even, false, float, ge, gt, in, integer, iterable, le,
-// lower, lt, mapping, ne, none, number, odd, sequence, string, true, undefined, upper;
+// first, float, int, items, join, last, length, list, lower, map, reject, rejectattr, replace,
+// reverse, safe, select, selectattr, string, strip, title, tojson (indent), trim, unique, upper;
+// tests boolean, callable, defined, divisibleby, eq/equalto/==, even, false, float, ge, gt, in,
+// integer, iterable, le, lower, lt, mapping, ne, none, number, odd, sequence, string, true,
+// undefined, upper;
 // methods on strings (strip lstrip rstrip split startswith endswith upper lower title capitalize
 // replace join), dicts (items get keys values); functions range, namespace, dict,
 // raise_exception(msg) (the render fails with msg) and strftime_now(format) (local time).
@@ -36,6 +37,9 @@
 // by jinja_free (NULL is fine). jinja_render only reads the template and the context, so one
 // template may be rendered by several threads at once; *out is a malloc'd NUL-terminated string
 // the caller frees (NULL after an error). No global state.
+//
+// Files: jinja_parse.c (lexer and parser), jinja.c (values, evaluation, statements, this API),
+// jinja_lib.c (functions, methods, filters, tests), jinja_impl.h (what they share, private).
 #ifndef JINJA_H
 #define JINJA_H
 #include <stddef.h>

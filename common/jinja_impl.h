@@ -230,6 +230,10 @@ typedef struct {
     size_t nkw;
 } Args;
 
+// The one error format: "line L column C: message" into err (util_err: one line).
+void jinja_verr(char *err, size_t errlen, int line, int col, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+
 // What the renderer (jinja.c) and the library of filters, tests and functions (jinja_lib.c)
 // share. Functions returning int give 0, or -1 with the message in R->err (jinja_rerr: "line L
 // column C: ..." at the node).

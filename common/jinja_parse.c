@@ -8,6 +8,12 @@
 
 #include "jinja_impl.h"
 
+void jinja_verr(char *err, size_t errlen, int line, int col, const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    util_err(err, errlen, "line %d column %d: %s", line, col, msg);
+}
+
 // Characters before s[off] on its line, plus one: the column of s[off] (UTF-8 aware).
 static void src_pos(const char *s, size_t off, int *line, int *col) {
     int l = 1, c = 1;
@@ -54,14 +60,13 @@ typedef struct {
 static int lex_err(Lexer *L, size_t off, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int lex_err(Lexer *L, size_t off, const char *fmt, ...) {
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     int line, col;
     src_pos(L->src, off, &line, &col);
-    return util_err(L->err, L->errlen, "line %d column %d: %s", line, col, msg);
+    va_list ap;
+    va_start(ap, fmt);
+    jinja_verr(L->err, L->errlen, line, col, fmt, ap);
+    va_end(ap);
+    return -1;
 }
 
 static Tok *lex_push(Lexer *L, TokKind kind, size_t off) {
@@ -353,6 +358,17 @@ static Node *node_new(Parser *P, NodeKind kind, const Tok *at) {
     return n;
 }
 
+// A node over operand a (may be NULL) named by the token name (may be NULL).
+static Node *node_on(Parser *P, NodeKind kind, const Tok *at, Node *a, const Tok *name) {
+    Node *n = node_new(P, kind, at);
+    n->a = a;
+    if (name) {
+        n->s = name->s;
+        n->n = name->n;
+    }
+    return n;
+}
+
 static const Tok *peek(Parser *P) { return &P->t[P->pos]; }
 static const Tok *peek2(Parser *P) {
     return P->t[P->pos].kind == T_EOF ? &P->t[P->pos] : &P->t[P->pos + 1];
@@ -387,12 +403,11 @@ static const char *tok_desc(const Tok *t, char *buf, size_t n) {
 static int perr(Parser *P, const Tok *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int perr(Parser *P, const Tok *at, const char *fmt, ...) {
-    char msg[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    jinja_verr(P->err, P->errlen, at->line, at->col, fmt, ap);
     va_end(ap);
-    return util_err(P->err, P->errlen, "line %d column %d: %s", at->line, at->col, msg);
+    return -1;
 }
 
 static int expect_op(Parser *P, const char *op) {
@@ -430,9 +445,7 @@ static int parse_args(Parser *P, NodeList *l) {
         if (t->kind == T_NAME && is_op(peek2(P), "=")) {
             next(P);
             next(P);
-            arg = node_new(P, N_KWARG, t);
-            arg->s = t->s;
-            arg->n = t->n;
+            arg = node_on(P, N_KWARG, t, NULL, t);
             if (!(arg->a = parse_expr(P))) return -1;
         } else if (!(arg = parse_expr(P))) {
             return -1;
@@ -474,9 +487,7 @@ static Node *parse_primary(Parser *P) {
         } else if (is_name(t, "none") || is_name(t, "None")) {
             n = node_new(P, N_NONE, t);
         } else {
-            n = node_new(P, N_NAME, t);
-            n->s = t->s;
-            n->n = t->n;
+            n = node_on(P, N_NAME, t, NULL, t);
         }
     } else if (is_op(t, "(") || is_op(t, "[")) {
         int paren = is_op(t, "(");
@@ -559,10 +570,7 @@ static Node *parse_postfix(Parser *P, Node *n) {
                 perr(P, name, "expected an attribute name after '.'");
                 return NULL;
             }
-            Node *m = node_new(P, N_ATTR, name);
-            m->a = n;
-            m->s = name->s;
-            m->n = name->n;
+            Node *m = node_on(P, N_ATTR, name, n, name);
             n = m;
         } else if (is_op(t, "[")) {
             if (!(n = parse_subscript(P, n))) return NULL;
@@ -585,10 +593,7 @@ static Node *parse_filters(Parser *P, Node *n) {
             next(P);
             const Tok *name = peek(P);
             if (expect_kind(P, T_NAME, "a filter name")) return NULL;
-            Node *m = node_new(P, N_FILTER, name);
-            m->a = n;
-            m->s = name->s;
-            m->n = name->n;
+            Node *m = node_on(P, N_FILTER, name, n, name);
             if (is_op(peek(P), "(") && parse_args(P, &m->list)) return NULL;
             n = m;
         } else if (is_name(t, "is")) {
@@ -726,29 +731,20 @@ static Node *parse_not(Parser *P) {
     return n;
 }
 
-static Node *parse_and(Parser *P) {
-    Node *n = parse_not(P);
-    while (n && is_name(peek(P), "and")) {
+// `a and b and ...` over the `not` level (or = 0), `a or b or ...` over the `and` level (or = 1).
+static Node *parse_logical(Parser *P, int or) {
+    Node *n = or ? parse_logical(P, 0) : parse_not(P);
+    while (n && is_name(peek(P), or ? "or" : "and")) {
         const Tok *t = next(P);
-        Node *m = node_new(P, N_AND, t);
+        Node *m = node_new(P, or ? N_OR : N_AND, t);
         m->a = n;
-        if (!(m->b = parse_not(P))) return NULL;
+        if (!(m->b = or ? parse_logical(P, 0) : parse_not(P))) return NULL;
         n = m;
     }
     return n;
 }
 
-static Node *parse_or(Parser *P) {
-    Node *n = parse_and(P);
-    while (n && is_name(peek(P), "or")) {
-        const Tok *t = next(P);
-        Node *m = node_new(P, N_OR, t);
-        m->a = n;
-        if (!(m->b = parse_and(P))) return NULL;
-        n = m;
-    }
-    return n;
-}
+static Node *parse_or(Parser *P) { return parse_logical(P, 1); }
 
 static Node *parse_expr(Parser *P) {
     const Tok *t0 = peek(P);
@@ -778,17 +774,12 @@ static Node *parse_target(Parser *P, int allow_attr) {
     for (;;) {
         const Tok *name = peek(P);
         if (expect_kind(P, T_NAME, "a variable name")) return NULL;
-        Node *n = node_new(P, N_NAME, name);
-        n->s = name->s;
-        n->n = name->n;
+        Node *n = node_on(P, N_NAME, name, NULL, name);
         if (allow_attr && !paren && list->list.n == 0 && is_op(peek(P), ".")) {
             next(P);
             const Tok *attr = peek(P);
             if (expect_kind(P, T_NAME, "an attribute name")) return NULL;
-            Node *m = node_new(P, N_ATTR, attr);
-            m->a = n;
-            m->s = attr->s;
-            m->n = attr->n;
+            Node *m = node_on(P, N_ATTR, attr, n, attr);
             return m;
         }
         list_push(P->arena, &list->list, n);
@@ -804,6 +795,15 @@ static int parse_body(Parser *P, NodeList *body, const char *const *ends, const 
 
 static int expect_close(Parser *P) { return expect_kind(P, T_STMT_CLOSE, "'%}'"); }
 
+// The statements up to {% END %} and that tag, consumed.
+static int parse_closed_body(Parser *P, NodeList *body, const char *end, const Tok *opened,
+                             const char *what) {
+    const char *const ends[] = {end, NULL};
+    if (parse_body(P, body, ends, opened, what)) return -1;
+    next(P);
+    return expect_close(P);
+}
+
 // {% if %}: the elif chain becomes nested ifs in the else bodies.
 static Node *parse_if(Parser *P, const Tok *kw) {
     static const char *const ends[] = {"elif", "else", "endif", NULL};
@@ -818,12 +818,7 @@ static Node *parse_if(Parser *P, const Tok *kw) {
         return n;
     }
     if (expect_close(P)) return NULL;
-    if (is_name(end, "else")) {
-        static const char *const endif[] = {"endif", NULL};
-        if (parse_body(P, &n->list2, endif, kw, "if")) return NULL;
-        next(P);
-        if (expect_close(P)) return NULL;
-    }
+    if (is_name(end, "else") && parse_closed_body(P, &n->list2, "endif", kw, "if")) return NULL;
     return n;
 }
 
@@ -852,12 +847,7 @@ static Node *parse_for(Parser *P, const Tok *kw) {
     if (rc) return NULL;
     const Tok *end = next(P);
     if (expect_close(P)) return NULL;
-    if (is_name(end, "else")) {
-        static const char *const endfor[] = {"endfor", NULL};
-        if (parse_body(P, &n->list2, endfor, kw, "for")) return NULL;
-        next(P);
-        if (expect_close(P)) return NULL;
-    }
+    if (is_name(end, "else") && parse_closed_body(P, &n->list2, "endfor", kw, "for")) return NULL;
     return n;
 }
 
@@ -885,10 +875,8 @@ static Node *parse_set(Parser *P, const Tok *kw) {
         perr(P, peek(P), "a block set assigns one plain name");
         return NULL;
     }
-    static const char *const ends[] = {"endset", NULL};
-    if (expect_close(P) || parse_body(P, &n->list, ends, kw, "set")) return NULL;
-    next(P);
-    return expect_close(P) ? NULL : n;
+    if (expect_close(P) || parse_closed_body(P, &n->list, "endset", kw, "set")) return NULL;
+    return n;
 }
 
 static Node *parse_macro(Parser *P, const Tok *kw) {
@@ -901,9 +889,7 @@ static Node *parse_macro(Parser *P, const Tok *kw) {
     while (!is_op(peek(P), ")")) {
         const Tok *p = peek(P);
         if (expect_kind(P, T_NAME, "a parameter name")) return NULL;
-        Node *param = node_new(P, N_PARAM, p);
-        param->s = p->s;
-        param->n = p->n;
+        Node *param = node_on(P, N_PARAM, p, NULL, p);
         if (is_op(peek(P), "=")) {
             next(P);
             if (!(param->a = parse_expr(P))) return NULL;
@@ -912,15 +898,12 @@ static Node *parse_macro(Parser *P, const Tok *kw) {
         if (!is_op(peek(P), ",")) break;
         next(P);
     }
-    static const char *const ends[] = {"endmacro", NULL};
     if (expect_op(P, ")") || expect_close(P)) return NULL;
     int loops = P->loops;   // a loop around the definition is not around the body
     P->loops = 0;
-    int rc = parse_body(P, &n->list2, ends, kw, "macro");
+    int rc = parse_closed_body(P, &n->list2, "endmacro", kw, "macro");
     P->loops = loops;
-    if (rc) return NULL;
-    next(P);
-    return expect_close(P) ? NULL : n;
+    return rc ? NULL : n;
 }
 
 // One {% ... %} statement after its opening; *n is NULL for statements that render nothing and
@@ -964,9 +947,7 @@ static int parse_body(Parser *P, NodeList *body, const char *const *ends, const 
         }
         if (t->kind == T_TEXT) {
             next(P);
-            Node *n = node_new(P, N_TEXT, t);
-            n->s = t->s;
-            n->n = t->n;
+            Node *n = node_on(P, N_TEXT, t, NULL, t);
             list_push(P->arena, body, n);
         } else if (t->kind == T_EXPR_OPEN) {
             next(P);
