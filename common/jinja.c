@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "jinja_impl.h"
+#include "utf8.h"
 
 int jinja_rerr(Render *R, const Node *at, const char *fmt, ...) {
     va_list ap;
@@ -226,10 +227,12 @@ static int buf_repr(Render *R, const Node *at, Buf *b, Value v, int depth) {
     return 0;
 }
 
-static void buf_json_str(Buf *b, const char *s, size_t n) {
+static void buf_json_str(Buf *b, const char *s, size_t n, int ensure_ascii) {
     buf_add(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        uint32_t cp;
+        int k;
         if (c == '"') buf_str(b, "\\\"");
         else if (c == '\\') buf_str(b, "\\\\");
         else if (c == '\n') buf_str(b, "\\n");
@@ -238,7 +241,16 @@ static void buf_json_str(Buf *b, const char *s, size_t n) {
         else if (c == '\b') buf_str(b, "\\b");
         else if (c == '\f') buf_str(b, "\\f");
         else if (c < 0x20) buf_printf(b, "\\u%04x", c);
-        else buf_add(b, s + i, 1);
+        else if (c >= 0x80 && ensure_ascii && (k = utf8_decode(s + i, n - i, &cp)) > 0) {
+            if (cp >= 0x10000)   // a surrogate pair, as Python writes it
+                buf_printf(b, "\\u%04x\\u%04x", 0xD800 + ((cp - 0x10000) >> 10),
+                           0xDC00 + ((cp - 0x10000) & 0x3FF));
+            else
+                buf_printf(b, "\\u%04x", cp);
+            i += (size_t)k - 1;
+        } else {
+            buf_add(b, s + i, 1);
+        }
     }
     buf_add(b, "\"", 1);
 }
@@ -248,9 +260,20 @@ static void buf_newline_indent(Buf *b, int indent, int depth) {
     for (int i = 0; i < indent * depth; i++) buf_add(b, " ", 1);
 }
 
-// json.dumps(v, ensure_ascii=False, indent=indent) as transformers' tojson writes it: ", " and
-// ": " without indent, "," and ": " with it.
-int jinja_buf_json(Render *R, const Node *at, Buf *b, Value v, int indent, int depth) {
+typedef struct {
+    Str key;
+    Value val;
+} Entry;
+
+static int entry_cmp(const void *x, const void *y) {
+    const Str *a = &((const Entry *)x)->key, *b = &((const Entry *)y)->key;
+    int c = memcmp(a->s, b->s, a->n < b->n ? a->n : b->n);
+    return c ? c : (a->n > b->n) - (a->n < b->n);
+}
+
+// json.dumps(v, ...) as transformers' tojson calls it: ensure_ascii off, no indent, separators
+// ", " and ": " (with an indent: "," and ": ") unless given, keys in order unless sort_keys.
+int jinja_buf_json(Render *R, const Node *at, Buf *b, Value v, const JsonStyle *st, int depth) {
     if (depth > JINJA_MAX_NEST)
         return jinja_rerr(R, at, "a value nested deeper than %d levels", JINJA_MAX_NEST);
     switch (v.k) {
@@ -262,22 +285,27 @@ int jinja_buf_json(Render *R, const Node *at, Buf *b, Value v, int indent, int d
         else if (isinf(v.f)) buf_str(b, v.f < 0 ? "-Infinity" : "Infinity");
         else buf_float(b, v.f);
         return 0;
-    case V_STR: buf_json_str(b, v.str.s, v.str.n); return 0;
+    case V_STR: buf_json_str(b, v.str.s, v.str.n, st->ensure_ascii); return 0;
     case V_LIST: case V_DICT: case V_NS: {
         int islist = v.k == V_LIST;
         size_t n = islist ? v.l->n : v.d->n;
+        Entry *e = NULL;
+        if (!islist) {
+            e = arena_alloc(&R->arena, (n ? n : 1) * sizeof *e);
+            for (size_t i = 0; i < n; i++) e[i] = (Entry){v.d->keys[i], v.d->vals[i]};
+            if (st->sort_keys && n > 1) qsort(e, n, sizeof *e, entry_cmp);
+        }
         buf_add(b, islist ? "[" : "{", 1);
         for (size_t i = 0; i < n; i++) {
-            if (i) buf_str(b, indent > 0 ? "," : ", ");
-            if (indent > 0) buf_newline_indent(b, indent, depth + 1);
+            if (i) buf_add(b, st->item_sep.s, st->item_sep.n);
+            if (st->indent > 0) buf_newline_indent(b, st->indent, depth + 1);
             if (!islist) {
-                buf_json_str(b, v.d->keys[i].s, v.d->keys[i].n);
-                buf_str(b, ": ");
+                buf_json_str(b, e[i].key.s, e[i].key.n, st->ensure_ascii);
+                buf_add(b, st->key_sep.s, st->key_sep.n);
             }
-            if (jinja_buf_json(R, at, b, islist ? v.l->v[i] : v.d->vals[i], indent, depth + 1))
-                return -1;
+            if (jinja_buf_json(R, at, b, islist ? v.l->v[i] : e[i].val, st, depth + 1)) return -1;
         }
-        if (indent > 0 && n) buf_newline_indent(b, indent, depth);
+        if (st->indent > 0 && n) buf_newline_indent(b, st->indent, depth);
         buf_add(b, islist ? "]" : "}", 1);
         return 0;
     }

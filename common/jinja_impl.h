@@ -249,7 +249,14 @@ int   jinja_truthy(Value v);
 int   jinja_val_eq(Value a, Value b, int depth);                  // Python's ==, deep
 size_t jinja_value_length(Value v);                               // code points, items or keys
 int   jinja_buf_value(Render *R, const Node *at, Buf *b, Value v); // as {{ v }} prints it
-int   jinja_buf_json(Render *R, const Node *at, Buf *b, Value v, int indent, int depth);
+// How tojson writes: indent (0: one line), the separators between items and after keys,
+// sort_keys, ensure_ascii (non-ASCII as \uXXXX).
+typedef struct {
+    int indent;
+    Str item_sep, key_sep;
+    int sort_keys, ensure_ascii;
+} JsonStyle;
+int   jinja_buf_json(Render *R, const Node *at, Buf *b, Value v, const JsonStyle *st, int depth);
 Value jinja_buf_take(Render *R, Buf *b);                          // b's text in the arena; b freed
 int   jinja_eval(Render *R, const Node *n, Frame *f, Value *out);
 // Renders body; 0, -1 on error, or FLOW_BREAK / FLOW_CONTINUE.

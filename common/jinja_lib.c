@@ -306,6 +306,38 @@ static int join(Render *R, const Node *n, Value items, const Value *sep, const V
     return 0;
 }
 
+// Jinja's indent(width=4, first=False, blank=False): every line but the first (and the first
+// when first) gets width spaces (or the width string); empty lines only when blank.
+static int indent(Render *R, const Node *n, Value s, const Args *a, Value *out) {
+    const Value *w = jinja_arg(a, 0, "width"), *first = jinja_arg(a, 1, "first"),
+                *blank = jinja_arg(a, 2, "blank");
+    Buf pad = {0}, b = {0};
+    buf_add(&pad, "", 0);
+    buf_add(&b, "", 0);
+    if (w && w->k == V_STR) buf_add(&pad, w->str.s, w->str.n);
+    else if (w && jinja_want_int(R, n, w, "indent")) { free(pad.s); free(b.s); return -1; }
+    else for (int64_t i = 0; i < (w ? (w->i > 256 ? 256 : w->i) : 4); i++) buf_add(&pad, " ", 1);
+    const char *p = s.str.s, *end = s.str.s + s.str.n;
+    for (int line = 0; p < end || line == 0; line++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        if (line > 0) buf_add(&b, "\n", 1);
+        int want = line == 0 ? first && jinja_truthy(*first) : (e > p || (blank && jinja_truthy(*blank)));
+        if (want) buf_add(&b, pad.s, pad.n);
+        buf_add(&b, p, (size_t)(e - p));
+        if (!nl) break;
+        p = nl + 1;
+        if (p == end) break;   // a final newline ends the text, it does not start a line
+    }
+    if (s.str.n && end[-1] == '\n') {
+        buf_add(&b, "\n", 1);
+        if (blank && jinja_truthy(*blank)) buf_add(&b, pad.s, pad.n);   // as Python's splitlines
+    }
+    free(pad.s);
+    *out = jinja_buf_take(R, &b);
+    return 0;
+}
+
 static int name_is(const char *name, size_t n, const char *s) {
     return strlen(s) == n && !memcmp(name, s, n);
 }
@@ -468,6 +500,34 @@ static int to_number(Render *R, const Node *n, Value v, const Value *dflt, int a
     return 0;
 }
 
+// tojson(indent=None, separators=None, sort_keys=False, ensure_ascii=False), transformers' own.
+static int tojson(Render *R, const Node *n, Value v, const Args *a, Value *out) {
+    const Value *ind = jinja_arg(a, 0, "indent"), *seps = jinja_arg(a, a->npos, "separators");
+    const Value *sort = jinja_arg(a, a->npos, "sort_keys"), *ascii = jinja_arg(a, a->npos, "ensure_ascii");
+    JsonStyle st = {.item_sep = {", ", 2}, .key_sep = {": ", 2}};
+    if (ind && ind->k != V_NONE) {
+        if (jinja_want_int(R, n, ind, "tojson's indent")) return -1;
+        st.indent = (int)(ind->i > 64 ? 64 : ind->i < 0 ? 0 : ind->i);
+        if (st.indent > 0) st.item_sep = (Str){",", 1};
+    }
+    if (seps && seps->k != V_NONE) {
+        if (seps->k != V_LIST || seps->l->n != 2 || seps->l->v[0].k != V_STR || seps->l->v[1].k != V_STR)
+            return jinja_rerr(R, n, "tojson's separators must be two strings");
+        st.item_sep = (Str){seps->l->v[0].str.s, seps->l->v[0].str.n};
+        st.key_sep = (Str){seps->l->v[1].str.s, seps->l->v[1].str.n};
+    }
+    st.sort_keys = sort && jinja_truthy(*sort);
+    st.ensure_ascii = ascii && jinja_truthy(*ascii);
+    Buf b = {0};
+    buf_add(&b, "", 0);
+    if (jinja_buf_json(R, n, &b, v, &st, 0)) {
+        free(b.s);
+        return -1;
+    }
+    *out = jinja_buf_take(R, &b);
+    return 0;
+}
+
 int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Value v,
                        const Args *a, Frame *f, Value *out) {
 #define IS(s) name_is(name, nl, s)
@@ -492,19 +552,7 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
         *out = jinja_buf_take(R, &b);
         return 0;
     }
-    if (IS("tojson")) {
-        const Value *ind = jinja_arg(a, 0, "indent");
-        if (ind && ind->k != V_NONE && jinja_want_int(R, n, ind, "tojson")) return -1;
-        Buf b = {0};
-        buf_add(&b, "", 0);
-        if (jinja_buf_json(R, n, &b, v,
-                           ind && ind->k != V_NONE ? (int)(ind->i > 64 ? 64 : ind->i) : 0, 0)) {
-            free(b.s);
-            return -1;
-        }
-        *out = jinja_buf_take(R, &b);
-        return 0;
-    }
+    if (IS("tojson")) return tojson(R, n, v, a, out);
     if (IS("items")) {
         if (v.k == V_UNDEF) { *out = v_list(jinja_list_new(R, 0)); return 0; }
         if (v.k != V_DICT && v.k != V_NS)
@@ -548,7 +596,7 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
         return 0;
     }
     // the string filters
-    int strf = IS("trim") || IS("strip") || IS("upper") || IS("lower") || IS("capitalize") ||
+    int strf = IS("trim") || IS("strip") || IS("upper") || IS("lower") || IS("capitalize") || IS("indent") ||
                IS("title") || IS("replace");
     if (!strf) return jinja_rerr(R, n, "unknown filter '%.*s'", (int)(nl > 40 ? 40 : nl), name);
     if (v.k == V_UNDEF) v = v_str("", 0);
@@ -564,6 +612,7 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
         return 0;
     }
     if (IS("replace")) return str_replace(R, n, v, a, 0, out);
+    if (IS("indent")) return indent(R, n, v, a, out);
     *out = change_case(R, v, IS("upper") ? CASE_UPPER : IS("lower") ? CASE_LOWER
                              : IS("capitalize") ? CASE_CAPITALIZE : CASE_TITLE_JINJA);
     return 0;

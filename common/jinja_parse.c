@@ -702,8 +702,15 @@ static Node *parse_math1(Parser *P) {
     }
 }
 
+static int peek_is_compare(Parser *P) {
+    const Tok *t = peek(P);
+    return is_op(t, "==") || is_op(t, "!=") || is_op(t, "<") || is_op(t, "<=") || is_op(t, ">") ||
+           is_op(t, ">=") || is_name(t, "in") || (is_name(t, "not") && is_name(peek2(P), "in"));
+}
+
+// Comparisons chain as in Python: a < b <= c is (a < b) and (b <= c).
 static Node *parse_compare(Parser *P) {
-    Node *n = parse_math1(P);
+    Node *n = parse_math1(P), *chain = NULL;
     for (;;) {
         const Tok *t = peek(P);
         int op = is_op(t, "==") ? OP_EQ : is_op(t, "!=") ? OP_NE : is_op(t, "<") ? OP_LT
@@ -714,9 +721,19 @@ static Node *parse_compare(Parser *P) {
             next(P);
             op = OP_NOTIN;
         }
-        if (op < 0) return n;
+        if (op < 0) return chain ? chain : n;
         next(P);
-        n = binary(P, t, op, n, parse_math1(P));
+        Node *left = chain ? n->b : n;
+        n = binary(P, t, op, left, parse_math1(P));
+        if (!n) return NULL;
+        if (chain) {
+            Node *both = node_new(P, N_AND, t);
+            both->a = chain;
+            both->b = n;
+            chain = both;
+        } else if (peek_is_compare(P)) {
+            chain = n;
+        }
     }
 }
 
@@ -981,11 +998,28 @@ static int parse_body(Parser *P, NodeList *body, const char *const *ends, const 
     return 0;
 }
 
+// The source as Jinja reads it: every \r\n and \r is \n, and one newline at the very end is dropped
+// (keep_trailing_newline is off in transformers, as by default).
+static const char *normalize_newlines(Arena *a, const char *text, size_t *len) {
+    size_t n = strlen(text), k = 0;
+    char *s = arena_alloc(a, n + 1);
+    for (size_t i = 0; i < n; i++) {
+        if (text[i] == '\r' && i + 1 < n && text[i + 1] == '\n') continue;
+        s[k++] = text[i] == '\r' ? '\n' : text[i];
+    }
+    if (k && s[k - 1] == '\n') k--;
+    s[k] = 0;
+    *len = k;
+    return s;
+}
+
 int jinja_parse(const char *text, JinjaTemplate **out, char *err, size_t errlen) {
     *out = NULL;
     if (!text) return util_err(err, errlen, "no template");
     JinjaTemplate *t = CALLOC_CHECK(1, sizeof *t);
-    Lexer L = {.src = text, .len = strlen(text), .arena = &t->arena, .at_line = 1, .at_col = 1,
+    size_t len;
+    const char *src = normalize_newlines(&t->arena, text, &len);
+    Lexer L = {.src = src, .len = len, .arena = &t->arena, .at_line = 1, .at_col = 1,
                .err = err, .errlen = errlen};
     int rc = lex_all(&L);
     if (rc == 0) {

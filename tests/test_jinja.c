@@ -175,6 +175,8 @@ static void test_expressions(void) {
          NULL, "True True True True False"},
         {"{{ not 0 }} {{ 0 or 'x' }} {{ 1 and 'y' }} {{ '' and 'z' }}|{{ none or [] }}", NULL,
          "True x y |[]"},
+        {"{{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }} {{ 1 < 3 == 3 }} {{ 0 < 1 in [1] }}", NULL,
+         "True False True True"},
         {"{{ 'yes' if 1 > 0 else 'no' }} {{ 'yes' if 0 else 'no' }} [{{ 'only' if false }}]", NULL,
          "yes no []"},
         {"{{ s[0] }} {{ s[-1] }} {{ s[1:3] }} {{ s[::-1] }} {{ s[::2] }} {{ s[10] }}|{{ s[-2:] }}",
