@@ -341,7 +341,7 @@ int jinja_val_eq(Value a, Value b, int depth) {
             if (!o || !jinja_val_eq(a.d->vals[i], *o, depth + 1)) return 0;
         }
         return 1;
-    case V_MACRO: return a.m == b.m;
+    case V_MACRO: return a.mac.node == b.mac.node && a.mac.env == b.mac.env;
     case V_FUNC: return a.i == b.i;
     default: return 0;
     }
@@ -819,27 +819,47 @@ static int render_for(Render *R, const Node *n, Frame *parent, Buf *out) {
         (it.k != V_LIST && it.k != V_DICT && it.k != V_NS && it.k != V_STR && it.k != V_UNDEF))
         return jinja_rerr(R, n->b, "cannot loop over a %s", jinja_kind_name(it.k));
     if (jinja_value_to_list(R, n->b, it, "for", &items)) return -1;
-    Frame fr = {.parent = parent};
+    Frame *fr = jinja_frame_new(R, parent);
     List *sel = items.l;
     if (n->c) {   // the loop's `if`: items are selected before the loop (loop.length counts them)
         sel = jinja_list_new(R, items.l->n);
         for (size_t i = 0; i < items.l->n; i++) {
             Value keep;
-            if (bind(R, n->a, items.l->v[i], &fr) || jinja_eval(R, n->c, &fr, &keep)) return -1;
+            if (bind(R, n->a, items.l->v[i], fr) || jinja_eval(R, n->c, fr, &keep)) return -1;
             if (jinja_truthy(keep)) jinja_list_add(R, sel, items.l->v[i]);
         }
     }
     Dict *loop = jinja_dict_new(R);
-    jinja_dict_set(&R->arena, &fr.vars, "loop", 4, v_dict(loop));
+    jinja_dict_set(&R->arena, &fr->vars, "loop", 4, v_dict(loop));
     for (size_t i = 0; i < sel->n; i++) {
         loop_info(R, loop, sel, i);
-        if (bind(R, n->a, sel->v[i], &fr)) return -1;
-        int rc = jinja_render_body(R, &n->list, &fr, out);
+        if (bind(R, n->a, sel->v[i], fr)) return -1;
+        int rc = jinja_render_body(R, &n->list, fr, out);
         if (rc < 0) return -1;
         if (rc == FLOW_BREAK) break;
     }
     if (!sel->n) return jinja_render_body(R, &n->list2, parent, out) < 0 ? -1 : 0;
     return 0;
+}
+
+Frame *jinja_frame_new(Render *R, Frame *parent) {
+    Frame *f = arena_alloc(&R->arena, sizeof *f);
+    memset(f, 0, sizeof *f);
+    f->parent = parent;
+    return f;
+}
+
+// {% call m(args) %}body{% endcall %}: m's output, with `caller` rendering body here.
+static int render_call_block(Render *R, const Node *n, Frame *f, Buf *out) {
+    Value callee, res;
+    Args a;
+    if (jinja_eval(R, n->a->a, f, &callee) || eval_args(R, &n->a->list, f, &a)) return -1;
+    if (callee.k != V_MACRO)
+        return jinja_rerr(R, n->a, "a call block calls a macro, not a %s",
+                          jinja_kind_name(callee.k));
+    Value caller = {.k = V_MACRO, .mac = {n, f}};
+    if (jinja_call_macro(R, n->a, callee, &a, &caller, &res)) return -1;
+    return emit(R, out, res.str.s, res.str.n);
 }
 
 static int render_stmt(Render *R, const Node *n, Frame *f, Buf *out) {
@@ -868,10 +888,11 @@ static int render_stmt(Render *R, const Node *n, Frame *f, Buf *out) {
         }
         return bind(R, n->a, v, f);
     case N_MACRO: {
-        Value m = {.k = V_MACRO, .m = n};
+        Value m = {.k = V_MACRO, .mac = {n, f}};
         jinja_dict_set(&R->arena, &f->vars, n->s, n->n, m);
         return 0;
     }
+    case N_CALLBLOCK: return render_call_block(R, n, f, out);
     case N_BREAK: return FLOW_BREAK;
     case N_CONTINUE: return FLOW_CONTINUE;
     default: return jinja_rerr(R, n, "not a statement");

@@ -3,23 +3,27 @@
 //
 // Whitespace is handled as transformers renders chat templates: trim_blocks (the first newline
 // after a {% %} or {# #} tag is dropped) and lstrip_blocks (spaces and tabs before a {% or {# that
-// starts a line are dropped), plus the explicit {{- -}} {%- -%} {#- -#} markers.
+// starts a line are dropped), plus the explicit {{- -}} {%- -%} {#- -#} markers; the source's
+// CRLF and CR read as LF and one newline at its very end is dropped, as Jinja does.
 //
 // Supported: {{ }}, {% %}, {# #}; if/elif/else; for (one name or a tuple of names, `if` filter,
 // else, loop.index/index0/revindex/revindex0/first/last/length/previtem/nextitem, break,
 // continue); set (a name, a tuple of names, ns.attr, and the block form {% set x %}..{% endset %});
-// macro with defaults; literals (strings, ints, floats, true/false/none, lists, tuples, dicts);
+// macro with defaults (it sees the scope it was defined in), call blocks ({% call m() %} with
+// caller(), parameters too); literals (strings, ints, floats, true/false/none, lists, tuples,
+// dicts);
 // operators + - * / // % ** ~, comparisons, and/or/not, in/not in, `a if c else b`, indexing,
 // slicing ([a:b:c], [::-1]) and attribute access; filters abs, capitalize, count, default (d),
-// first, float, int, items, join, last, length, list, lower, map, reject, rejectattr, replace,
-// reverse, safe, select, selectattr, string, strip, title, tojson (indent), trim, unique, upper;
+// first, float, indent, int, items, join, last, length, list, lower, map, reject, rejectattr,
+// replace, reverse, safe, select, selectattr, string, strip, title, tojson (indent, separators,
+// sort_keys, ensure_ascii), trim, unique, upper;
 // tests boolean, callable, defined, divisibleby, eq/equalto/==, even, false, float, ge, gt, in,
 // integer, iterable, le, lower, lt, mapping, ne, none, number, odd, sequence, string, true,
 // undefined, upper;
 // methods on strings (strip lstrip rstrip split startswith endswith upper lower title capitalize
 // replace join), dicts (items get keys values); functions range, namespace, dict,
 // raise_exception(msg) (the render fails with msg) and strftime_now(format) (local time).
-// Anything else (include, extends, block, call, filter blocks, str.format, list.append...) is an
+// Anything else (include, extends, block, filter blocks, *args, str.format, list.append...) is an
 // error naming the construct. Case changes (upper, lower, title, capitalize) change ASCII letters
 // only. Values print as Python does (True, None, 1.0, ['a', 1], {'k': 'v'}); undefined prints
 // as nothing and an attribute of undefined is undefined.

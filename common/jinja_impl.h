@@ -104,7 +104,7 @@ static inline void buf_printf(Buf *b, const char *fmt, ...) {
 
 typedef enum {
     // statements
-    N_TEXT, N_OUTPUT, N_IF, N_FOR, N_SET, N_MACRO, N_BREAK, N_CONTINUE,
+    N_TEXT, N_OUTPUT, N_IF, N_FOR, N_SET, N_MACRO, N_CALLBLOCK, N_BREAK, N_CONTINUE,
     // expressions
     N_STR, N_INT, N_FLOAT, N_BOOL, N_NONE, N_LIST, N_DICT, N_PAIR, N_NAME, N_ATTR, N_INDEX,
     N_SLICE, N_CALL, N_KWARG, N_FILTER, N_TEST, N_BIN, N_NOT, N_NEG, N_POS, N_AND, N_OR, N_COND,
@@ -137,7 +137,8 @@ struct Node {
 // Children by kind:
 //   N_OUTPUT a=expr; N_IF a=cond list=body list2=else; N_FOR a=target b=iterable c=filter
 //   list=body list2=else; N_SET a=target b=value (NULL: block set, list=body); N_MACRO s=name
-//   list=N_PARAMs (a=default or NULL) list2=body; N_LIST list=items; N_DICT list=N_PAIRs (a, b);
+//   list=N_PARAMs (a=default or NULL) list2=body; N_CALLBLOCK a=the N_CALL list=N_PARAMs
+//   list2=body; N_LIST list=items; N_DICT list=N_PAIRs (a, b);
 //   N_ATTR a=object s=name; N_INDEX a=object b=index; N_SLICE a=object b,c,d=start,stop,step
 //   (each may be NULL); N_CALL a=callee list=args (N_KWARG s=name a=value among them);
 //   N_FILTER/N_TEST a=operand s=name list=args; N_BIN op a b; N_NOT/N_NEG/N_POS a;
@@ -167,7 +168,10 @@ typedef struct {
         } str;
         List *l;
         Dict *d;          // V_DICT, V_NS
-        const Node *m;    // V_MACRO
+        struct {
+            const Node *node;   // N_MACRO, or the N_CALLBLOCK of a `caller`
+            struct Frame *env;  // the frame it was defined in (its body sees that scope)
+        } mac;                  // V_MACRO
     };
 } Value;
 
@@ -266,8 +270,14 @@ const Value *jinja_arg(const Args *a, size_t i, const char *name);  // argument 
 int   jinja_want_str(Render *R, const Node *at, const Value *v, const char *what);
 int   jinja_want_int(Render *R, const Node *at, const Value *v, const char *what);
 
+// A new frame in the render's arena (frames outlive their block: a macro keeps its own).
+Frame *jinja_frame_new(Render *R, Frame *parent);
+
 // jinja_lib.c: the builtins.
 int   jinja_func_lookup(const char *name, size_t n);   // a global function's id, or -1
+// Calls a macro value with arguments a; caller (NULL: none) is bound as `caller` in its body.
+int   jinja_call_macro(Render *R, const Node *n, Value macro, const Args *a, const Value *caller,
+                       Value *out);
 int   jinja_call_value(Render *R, const Node *n, Value callee, const Args *a, Frame *f, Value *out);
 // A method of a string or dict (obj.name(args)); *found is 0 when there is no such method.
 int   jinja_call_method(Render *R, const Node *n, Value obj, const Args *a, Value *out, int *found);

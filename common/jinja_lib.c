@@ -21,13 +21,11 @@ int jinja_func_lookup(const char *name, size_t n) {
 // ---------------------------------------------------------------------------------------------
 // Functions, methods, filters and tests.
 
-static int call_macro(Render *R, const Node *n, const Node *m, const Args *a, Value *out) {
-    if (R->macro_depth >= JINJA_MAX_MACRO)
-        return jinja_rerr(R, n, "macro calls nested deeper than %d", JINJA_MAX_MACRO);
+// Binds a macro's parameters in fr: positional, then by name, then defaults (evaluated in fr).
+static int bind_params(Render *R, const Node *n, const Node *m, const Args *a, Frame *fr) {
     if (a->npos > m->list.n)
         return jinja_rerr(R, n, "macro '%s' takes %zu arguments, got %zu", m->s, m->list.n,
                           a->npos);
-    Frame fr = {.parent = R->root};
     for (size_t k = 0; k < a->nkw; k++) {
         int known = 0;
         for (size_t i = 0; i < m->list.n; i++)
@@ -41,13 +39,24 @@ static int call_macro(Render *R, const Node *n, const Node *m, const Args *a, Va
         const Node *p = m->list.v[i];
         const Value *v = jinja_arg(a, i, p->s);
         Value d = v_undef();
-        if (!v && p->a && jinja_eval(R, p->a, &fr, &d)) return -1;
-        jinja_dict_set(&R->arena, &fr.vars, p->s, p->n, v ? *v : d);
+        if (!v && p->a && jinja_eval(R, p->a, fr, &d)) return -1;
+        jinja_dict_set(&R->arena, &fr->vars, p->s, p->n, v ? *v : d);
     }
+    return 0;
+}
+
+int jinja_call_macro(Render *R, const Node *n, Value macro, const Args *a, const Value *caller,
+                     Value *out) {
+    const Node *m = macro.mac.node;
+    if (R->macro_depth >= JINJA_MAX_MACRO)
+        return jinja_rerr(R, n, "macro calls nested deeper than %d", JINJA_MAX_MACRO);
+    Frame *fr = jinja_frame_new(R, macro.mac.env);
+    if (bind_params(R, n, m, a, fr)) return -1;
+    if (caller) jinja_dict_set(&R->arena, &fr->vars, "caller", 6, *caller);
     Buf b = {0};
     buf_add(&b, "", 0);
     R->macro_depth++;
-    int rc = jinja_render_body(R, &m->list2, &fr, &b);
+    int rc = jinja_render_body(R, &m->list2, fr, &b);
     R->macro_depth--;
     if (rc < 0) {
         free(b.s);
@@ -75,7 +84,7 @@ static int call_range(Render *R, const Node *n, const Args *a, Value *out) {
 }
 
 int jinja_call_value(Render *R, const Node *n, Value callee, const Args *a, Frame *f, Value *out) {
-    if (callee.k == V_MACRO) return call_macro(R, n, callee.m, a, out);
+    if (callee.k == V_MACRO) return jinja_call_macro(R, n, callee, a, NULL, out);
     if (callee.k != V_FUNC) {
         if (n->a->kind == N_NAME)
             return jinja_rerr(R, n, "'%.*s' is %s, not a function", (int)n->a->n, n->a->s,
@@ -322,7 +331,8 @@ static int indent(Render *R, const Node *n, Value s, const Args *a, Value *out) 
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *e = nl ? nl : end;
         if (line > 0) buf_add(&b, "\n", 1);
-        int want = line == 0 ? first && jinja_truthy(*first) : (e > p || (blank && jinja_truthy(*blank)));
+        int want =
+            line == 0 ? first && jinja_truthy(*first) : (e > p || (blank && jinja_truthy(*blank)));
         if (want) buf_add(&b, pad.s, pad.n);
         buf_add(&b, p, (size_t)(e - p));
         if (!nl) break;
@@ -503,7 +513,8 @@ static int to_number(Render *R, const Node *n, Value v, const Value *dflt, int a
 // tojson(indent=None, separators=None, sort_keys=False, ensure_ascii=False), transformers' own.
 static int tojson(Render *R, const Node *n, Value v, const Args *a, Value *out) {
     const Value *ind = jinja_arg(a, 0, "indent"), *seps = jinja_arg(a, a->npos, "separators");
-    const Value *sort = jinja_arg(a, a->npos, "sort_keys"), *ascii = jinja_arg(a, a->npos, "ensure_ascii");
+    const Value *sort = jinja_arg(a, a->npos, "sort_keys"),
+                *ascii = jinja_arg(a, a->npos, "ensure_ascii");
     JsonStyle st = {.item_sep = {", ", 2}, .key_sep = {": ", 2}};
     if (ind && ind->k != V_NONE) {
         if (jinja_want_int(R, n, ind, "tojson's indent")) return -1;
@@ -511,7 +522,8 @@ static int tojson(Render *R, const Node *n, Value v, const Args *a, Value *out) 
         if (st.indent > 0) st.item_sep = (Str){",", 1};
     }
     if (seps && seps->k != V_NONE) {
-        if (seps->k != V_LIST || seps->l->n != 2 || seps->l->v[0].k != V_STR || seps->l->v[1].k != V_STR)
+        if (seps->k != V_LIST || seps->l->n != 2 || seps->l->v[0].k != V_STR ||
+            seps->l->v[1].k != V_STR)
             return jinja_rerr(R, n, "tojson's separators must be two strings");
         st.item_sep = (Str){seps->l->v[0].str.s, seps->l->v[0].str.n};
         st.key_sep = (Str){seps->l->v[1].str.s, seps->l->v[1].str.n};
@@ -596,8 +608,8 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
         return 0;
     }
     // the string filters
-    int strf = IS("trim") || IS("strip") || IS("upper") || IS("lower") || IS("capitalize") || IS("indent") ||
-               IS("title") || IS("replace");
+    int strf = IS("trim") || IS("strip") || IS("upper") || IS("lower") || IS("capitalize") ||
+               IS("indent") || IS("title") || IS("replace");
     if (!strf) return jinja_rerr(R, n, "unknown filter '%.*s'", (int)(nl > 40 ? 40 : nl), name);
     if (v.k == V_UNDEF) v = v_str("", 0);
     if (v.k != V_STR) {

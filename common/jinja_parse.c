@@ -896,31 +896,59 @@ static Node *parse_set(Parser *P, const Tok *kw) {
     return n;
 }
 
+// "(a, b=default, ...)": a macro's or a call block's parameters into l.
+static int parse_params(Parser *P, NodeList *l) {
+    if (expect_op(P, "(")) return -1;
+    while (!is_op(peek(P), ")")) {
+        const Tok *p = peek(P);
+        if (expect_kind(P, T_NAME, "a parameter name")) return -1;
+        Node *param = node_on(P, N_PARAM, p, NULL, p);
+        if (is_op(peek(P), "=")) {
+            next(P);
+            if (!(param->a = parse_expr(P))) return -1;
+        }
+        list_push(P->arena, l, param);
+        if (!is_op(peek(P), ",")) break;
+        next(P);
+    }
+    return expect_op(P, ")");
+}
+
+// The body of a macro or call block, up to its end tag: a loop around it is not around the body.
+static int parse_macro_body(Parser *P, Node *n, const char *end, const Tok *kw) {
+    int loops = P->loops;
+    P->loops = 0;
+    int rc = parse_closed_body(P, &n->list2, end, kw, kw->s);
+    P->loops = loops;
+    return rc;
+}
+
 static Node *parse_macro(Parser *P, const Tok *kw) {
     Node *n = node_new(P, N_MACRO, kw);
     const Tok *name = peek(P);
     if (expect_kind(P, T_NAME, "a macro name")) return NULL;
     n->s = name->s;
     n->n = name->n;
-    if (expect_op(P, "(")) return NULL;
-    while (!is_op(peek(P), ")")) {
-        const Tok *p = peek(P);
-        if (expect_kind(P, T_NAME, "a parameter name")) return NULL;
-        Node *param = node_on(P, N_PARAM, p, NULL, p);
-        if (is_op(peek(P), "=")) {
-            next(P);
-            if (!(param->a = parse_expr(P))) return NULL;
-        }
-        list_push(P->arena, &n->list, param);
-        if (!is_op(peek(P), ",")) break;
-        next(P);
+    if (parse_params(P, &n->list) || expect_close(P) || parse_macro_body(P, n, "endmacro", kw))
+        return NULL;
+    return n;
+}
+
+// {% call [(params)] macro(args) %}body{% endcall %}: the macro is called with `caller`, a macro
+// whose body is this one (seeing the variables around the block).
+static Node *parse_call_block(Parser *P, const Tok *kw) {
+    Node *n = node_new(P, N_CALLBLOCK, kw);
+    n->s = "caller";
+    n->n = 6;
+    if (is_op(peek(P), "(") && parse_params(P, &n->list)) return NULL;
+    const Tok *at = peek(P);
+    if (!(n->a = parse_expr(P))) return NULL;
+    if (n->a->kind != N_CALL) {
+        perr(P, at, "a call block needs a macro call after 'call'");
+        return NULL;
     }
-    if (expect_op(P, ")") || expect_close(P)) return NULL;
-    int loops = P->loops;   // a loop around the definition is not around the body
-    P->loops = 0;
-    int rc = parse_closed_body(P, &n->list2, "endmacro", kw, "macro");
-    P->loops = loops;
-    return rc ? NULL : n;
+    if (expect_close(P) || parse_macro_body(P, n, "endcall", kw)) return NULL;
+    return n;
 }
 
 // One {% ... %} statement after its opening; *n is NULL for statements that render nothing and
@@ -936,6 +964,7 @@ static int parse_stmt(Parser *P, Node **n) {
     else if (is_name(kw, "for")) *n = parse_for(P, kw);
     else if (is_name(kw, "set")) *n = parse_set(P, kw);
     else if (is_name(kw, "macro")) *n = parse_macro(P, kw);
+    else if (is_name(kw, "call")) *n = parse_call_block(P, kw);
     else if (is_name(kw, "break") || is_name(kw, "continue")) {
         if (!P->loops) return perr(P, kw, "'%s' outside a for loop", kw->s);
         *n = node_new(P, is_name(kw, "break") ? N_BREAK : N_CONTINUE, kw);

@@ -154,6 +154,10 @@ static void test_whitespace(void) {
         // '-' wins over lstrip: all whitespace before, newlines included
         {"a\n\n   {%- set x = 1 %}b", NULL, "ab"},
         {"{% generation %}kept{% endgeneration %}", NULL, "kept"},
+        // the source as Jinja reads it: CRLF is LF, one final newline is dropped
+        {"a\n", NULL, "a"},
+        {"a\n\n", NULL, "a\n"},
+        {"{% if true %}\r\nx\r\ny\r{% endif %}\r\n", NULL, "x\ny\n"},
     };
     RUN(cases);
 }
@@ -229,6 +233,14 @@ static void test_statements(void) {
          "endmacro %}"
          "{{ fact(5) }}",
          NULL, "120"},
+        {"{% macro box(t) %}[{{ t }}|{{ caller() }}]{% endmacro %}"
+         "{% for x in [1, 2] %}{% call box('b') %}in {{ x }}{% endcall %}{% endfor %}", NULL,
+         "[b|in 1][b|in 2]"},
+        {"{% macro each(xs) %}{% for x in xs %}{{ caller(x) }}{% endfor %}{% endmacro %}"
+         "{% call(v) each([1, 2]) %}<{{ v }}>{% endcall %}", NULL, "<1><2>"},
+        // a macro sees the scope it was defined in, even called from elsewhere
+        {"{% set ns = namespace() %}{% for x in ['a'] %}{% macro m() %}{{ x }}{% endmacro %}"
+         "{% set ns.m = m %}{% endfor %}{{ ns.m() }}", NULL, "a"},
         {"{% for m in messages %}{{ m.role }}{% if not loop.last %},{% endif %}{% endfor %}",
          "{\"messages\": [{\"role\": \"system\"}, {\"role\": \"user\"}]}", "system,user"},
     };
@@ -273,6 +285,13 @@ static void test_filters(void) {
         {"{{ d|tojson(indent=2) }}", "{\"d\": {\"a\": [1, 2], \"b\": {}, \"c\": []}}",
          "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": {},\n  \"c\": []\n}"},
         {"{{ '<b>'|safe }} {{ 'x'|tojson }} {{ none|tojson }}", NULL, "<b> \"x\" null"},
+        {"{{ d|tojson(separators=(',', ':'), sort_keys=true) }} {{ "
+         "'e\u00e9\U0001F600'|tojson(ensure_ascii=true) }}",
+         "{\"d\": {\"b\": 1, \"a\": [1, \"\u00e9\"]}}",
+         "{\"a\":[1,\"\xc3\xa9\"],\"b\":1} \"e\\u00e9\\ud83d\\ude00\""},
+        {"[{{ 'a\nb\n\nc'|indent(2) }}] [{{ 'a\nb'|indent(2, true) }}] [{{ 'x\n'|indent('>', "
+         "blank=true) }}]",
+         NULL, "[a\n  b\n\n  c] [  a\n  b] [x\n>]"},
     };
     RUN(cases);
 }
@@ -346,6 +365,9 @@ static void test_errors(void) {
         {"{{ '\\u12' }}", NULL, "line 1 column 5", "bad \\u escape"},
         {"{{ x[] }}", NULL, "line 1 column 5", "empty subscript"},
         {"{% frobnicate %}", NULL, "line 1 column 4", "unsupported construct 'frobnicate'"},
+        {"{% call 1 %}{% endcall %}", NULL, "line 1 column 9", "a call block needs a macro call"},
+        {"{% call foo() %}x{% endcall %}", NULL, "line 1 column 12", "calls a macro, not a "
+         "undefined"},
         // render errors
         {"{{ raise_exception('Roles must alternate') }}", NULL, "line 1 column 19",
          "Roles must alternate"},
@@ -426,7 +448,7 @@ static void test_template_owns_its_text(void) {
     memcpy(src, text, sizeof text);
     JinjaTemplate *t;
     CHECK(jinja_parse(src, &t, err, sizeof err) == 0);
-    memset(src, 'X', sizeof text - 1);   // (freed only at the end: a store before free is dead code)
+    memset(src, 'X', sizeof text - 1);   // freed only at the end: a store before free is dead
     cJSON *ctx = cJSON_Parse("{\"name\": \"!\", \"m\": {\"role\": \"user\"}}");
     CHECK(jinja_render(t, ctx, &out, err, sizeof err) == 0);
     CHECK_MSG(out && !strcmp(out, "lit! True user12"), "got %s", out ? out : err);
@@ -489,7 +511,8 @@ int main(void) {
     test_case("jinja: tests, methods and global functions", test_tests_and_methods);
     test_case("jinja: every error names the construct at its line and column", test_errors);
     test_case("jinja: deep nesting is an error, not a stack overflow", test_nesting_limit);
-    test_case("jinja: a parsed template keeps nothing of its source text", test_template_owns_its_text);
+    test_case("jinja: a parsed template keeps nothing of its source "
+              "text", test_template_owns_its_text);
     test_case("jinja: chat template choice and context from tokenizer_config.json",
               test_chat_helpers);
     return test_summary();
