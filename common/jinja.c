@@ -623,8 +623,7 @@ int jinja_binop(Render *R, const Node *n, Value a, Value b, Value *out) {
         *out = v_list(l);
         return 0;
     }
-    if (op == OP_ADD && (a.k == V_STR || b.k == V_STR) && a.k != V_NONE && b.k != V_NONE &&
-        a.k != V_UNDEF && b.k != V_UNDEF)
+    if (op == OP_ADD && a.k == V_STR && b.k == V_STR)   // as Python: str + 1 is an error (use ~)
         return str_concat(R, n, a, b, out);
     if (op == OP_MUL && ((a.k == V_STR && b.k == V_INT) || (a.k == V_INT && b.k == V_STR))) {
         Value s = a.k == V_STR ? a : b;

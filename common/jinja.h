@@ -25,8 +25,8 @@
 // raise_exception(msg) (the render fails with msg) and strftime_now(format) (local time).
 // Anything else (include, extends, block, filter blocks, *args, str.format, list.append...) is an
 // error naming the construct. Case changes (upper, lower, title, capitalize) change ASCII letters
-// only. Values print as Python does (True, None, 1.0, ['a', 1], {'k': 'v'}); undefined prints
-// as nothing and an attribute of undefined is undefined.
+// only. Values print as Python does (True, None, 1.0, ['a', 1], {'k': 'v'}); + joins two strings
+// only (~ converts); undefined prints as nothing and an attribute of undefined is undefined.
 //
 // Limits (hostile templates end with an error, never a crash or a hang): 200 levels of nesting
 // in the source, 64 nested macro calls, 2 million evaluation steps (a real chat template takes

@@ -384,8 +384,8 @@ static void test_errors(void) {
         {"{{ x[] }}", NULL, "line 1 column 5", "empty subscript"},
         {"{% frobnicate %}", NULL, "line 1 column 4", "unsupported construct 'frobnicate'"},
         {"{% call 1 %}{% endcall %}", NULL, "line 1 column 9", "a call block needs a macro call"},
-        {"{% call foo() %}x{% endcall %}", NULL, "line 1 column 12", "calls a macro, not a "
-         "undefined"},
+        {"{% call foo() %}x{% endcall %}", NULL, "line 1 column 12",
+         "calls a macro, not a undefined"},
         // render errors
         {"{{ raise_exception('Roles must alternate') }}", NULL, "line 1 column 19",
          "Roles must alternate"},
@@ -399,6 +399,8 @@ static void test_errors(void) {
          "unsupported operand types for +: integer and none"},
         {"{{ 'a' + u }}", NULL, "line 1 column 8",
          "unsupported operand types for +: string and undefined"},
+        {"{{ 'n: ' + 1 }}", NULL, "line 1 column 10",
+         "unsupported operand types for +: string and integer"},
         {"{{ 1 < 'a' }}", NULL, "line 1 column 6", "cannot compare integer with string"},
         {"{% for x in 5 %}{% endfor %}", NULL, "line 1 column 13", "cannot loop over a integer"},
         {"{% set x.y = 1 %}", "{\"x\": {}}", "line 1 column 10", "only of a namespace()"},

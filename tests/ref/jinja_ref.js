@@ -158,7 +158,7 @@ function render(t, conv, addGen) {
 // what common/jinja.c follows): such cases are recorded with not_compared and the reason.
 const KNOWN_JS_DIFFERENCES = [
     [(t, c, out) => out !== undefined && out.includes('[object Map]'),
-     'a dict joined into a string prints as [object Map]; Python prints its repr'],
+     'a dict added to a string gives "[object Map]"; in Python str + dict is an error'],
     [(t, c) => t.name === 'mistral_nemo' && c[0] === 'assistant_first',
      'selectattr(attr, "undefined") keeps no item here; in Python it keeps the messages without ' +
      'tool_calls and the template raises its "roles must alternate" error'],
