@@ -34,6 +34,13 @@ const char *jinja_kind_name(VKind k) {
     return names[k];
 }
 
+const char *jinja_kind_a(VKind k) {
+    static const char *names[] = {"an undefined value", "none", "a boolean", "an integer",
+                                  "a float", "a string", "a list", "a dict", "a namespace",
+                                  "a macro", "a function"};
+    return names[k];
+}
+
 List *jinja_list_new(Render *R, size_t cap) {
     List *l = arena_alloc(&R->arena, sizeof *l);
     l->n = 0;
@@ -309,7 +316,7 @@ int jinja_buf_json(Render *R, const Node *at, Buf *b, Value v, const JsonStyle *
         buf_add(b, islist ? "]" : "}", 1);
         return 0;
     }
-    default: return jinja_rerr(R, at, "a %s cannot be written as JSON", jinja_kind_name(v.k));
+    default: return jinja_rerr(R, at, "%s cannot be written as JSON", jinja_kind_a(v.k));
     }
 }
 
@@ -426,14 +433,14 @@ const Value *jinja_arg(const Args *a, size_t i, const char *name) {
 int jinja_want_str(Render *R, const Node *at, const Value *v, const char *what) {
     if (!v || v->k != V_STR)
         return jinja_rerr(R, at, "%s expects a string, got %s", what,
-                          v ? jinja_kind_name(v->k) : "nothing");
+                          v ? jinja_kind_a(v->k) : "nothing");
     return 0;
 }
 
 int jinja_want_int(Render *R, const Node *at, const Value *v, const char *what) {
     if (!v || (v->k != V_INT && v->k != V_BOOL))
         return jinja_rerr(R, at, "%s expects an integer, got %s", what,
-                          v ? jinja_kind_name(v->k) : "nothing");
+                          v ? jinja_kind_a(v->k) : "nothing");
     return 0;
 }
 
@@ -465,8 +472,8 @@ static int eval_index(Render *R, const Node *n, Value obj, Value idx, Value *out
             *out = v_str(obj.str.s + a, b - a);
         }
     } else if ((obj.k == V_LIST || obj.k == V_STR) && idx.k != V_STR && idx.k != V_UNDEF) {
-        return jinja_rerr(R, n, "a %s index must be an integer, got %s", jinja_kind_name(obj.k),
-                          jinja_kind_name(idx.k));
+        return jinja_rerr(R, n, "%s index must be an integer, got %s", jinja_kind_a(obj.k),
+                          jinja_kind_a(idx.k));
     }
     return 0;
 }
@@ -484,7 +491,7 @@ static int eval_slice(Render *R, const Node *n, Frame *f, Value *out) {
     if (st == 0) return jinja_rerr(R, n, "slice step cannot be zero");
     if (obj.k != V_LIST && obj.k != V_STR) {
         if (obj.k == V_UNDEF) { *out = obj; return 0; }
-        return jinja_rerr(R, n, "cannot slice a %s", jinja_kind_name(obj.k));
+        return jinja_rerr(R, n, "cannot slice %s", jinja_kind_a(obj.k));
     }
     int64_t len = (int64_t)jinja_value_length(obj);
     int64_t *idx = arena_alloc(&R->arena, (size_t)(len + 1) * sizeof *idx);
@@ -568,7 +575,7 @@ static int contains(Render *R, const Node *n, Value item, Value box, int *res) {
     if (box.k == V_STR) {
         if (item.k != V_STR)
             return jinja_rerr(R, n, "'in <string>' needs a string on the left, got %s",
-                              jinja_kind_name(item.k));
+                              jinja_kind_a(item.k));
         *res = item.str.n == 0 || memmem(box.str.s, box.str.n, item.str.s, item.str.n) != NULL;
         return 0;
     }
@@ -581,7 +588,7 @@ static int contains(Render *R, const Node *n, Value item, Value box, int *res) {
         return 0;
     }
     return jinja_rerr(R, n, "'in' needs a string, list or dict on the right, got %s",
-                      jinja_kind_name(box.k));
+                      jinja_kind_a(box.k));
 }
 
 static int compare(Render *R, const Node *n, int op, Value a, Value b, Value *out) {
@@ -595,8 +602,8 @@ static int compare(Render *R, const Node *n, int op, Value a, Value b, Value *ou
         c = memcmp(a.str.s, b.str.s, m);
         if (!c) c = a.str.n < b.str.n ? -1 : a.str.n > b.str.n;
     } else {
-        return jinja_rerr(R, n, "cannot compare %s with %s", jinja_kind_name(a.k),
-                          jinja_kind_name(b.k));
+        return jinja_rerr(R, n, "cannot compare %s with %s", jinja_kind_a(a.k),
+                          jinja_kind_a(b.k));
     }
     *out = v_bool(op == OP_LT ? c < 0 : op == OP_LE ? c <= 0 : op == OP_GT ? c > 0 : c >= 0);
     return 0;
@@ -655,8 +662,8 @@ static int eval_call(Render *R, const Node *n, Frame *f, Value *out) {
         int found = 0;
         if (jinja_call_method(R, c, obj, &a, out, &found)) return -1;
         if (found) return 0;
-        return jinja_rerr(R, c, "unknown method '%.*s' of a %s", (int)c->n, c->s,
-                          jinja_kind_name(obj.k));
+        return jinja_rerr(R, c, "unknown method '%.*s' of %s", (int)c->n, c->s,
+                          jinja_kind_a(obj.k));
     }
     Value callee;
     if (jinja_eval(R, c, f, &callee) || eval_args(R, &n->list, f, &a)) return -1;
@@ -687,7 +694,7 @@ int jinja_eval(Render *R, const Node *n, Frame *f, Value *out) {
             const Node *p = n->list.v[i];
             if (jinja_eval(R, p->a, f, &a) || jinja_eval(R, p->b, f, &b)) return -1;
             if (a.k != V_STR)
-                return jinja_rerr(R, p, "dict keys must be strings, got %s", jinja_kind_name(a.k));
+                return jinja_rerr(R, p, "dict keys must be strings, got %s", jinja_kind_a(a.k));
             jinja_dict_set(&R->arena, d, a.str.s, a.str.n, b);
         }
         *out = v_dict(d);
@@ -764,13 +771,13 @@ static int bind(Render *R, const Node *target, Value v, Frame *f) {
         if (lookup(R, target->a, f, &ns)) return -1;
         if (ns.k != V_NS)
             return jinja_rerr(R, target,
-                              "cannot set attribute '%s' of a %s (only of a namespace())",
-                              target->s, jinja_kind_name(ns.k));
+                              "cannot set attribute '%s' of %s (only of a namespace())",
+                              target->s, jinja_kind_a(ns.k));
         jinja_dict_set(&R->arena, ns.d, target->s, target->n, v);
         return 0;
     }
     if (v.k != V_LIST)
-        return jinja_rerr(R, target, "cannot unpack a %s into %zu names", jinja_kind_name(v.k),
+        return jinja_rerr(R, target, "cannot unpack %s into %zu names", jinja_kind_a(v.k),
                           target->list.n);
     if (v.l->n != target->list.n)
         return jinja_rerr(R, target, "cannot unpack %zu values into %zu names", v.l->n,
@@ -816,7 +823,7 @@ static int render_for(Render *R, const Node *n, Frame *parent, Buf *out) {
     if (jinja_eval(R, n->b, parent, &it)) return -1;
     if (it.k == V_NONE ||
         (it.k != V_LIST && it.k != V_DICT && it.k != V_NS && it.k != V_STR && it.k != V_UNDEF))
-        return jinja_rerr(R, n->b, "cannot loop over a %s", jinja_kind_name(it.k));
+        return jinja_rerr(R, n->b, "cannot loop over %s", jinja_kind_a(it.k));
     if (jinja_value_to_list(R, n->b, it, "for", &items)) return -1;
     Frame *fr = jinja_frame_new(R, parent);
     List *sel = items.l;
@@ -854,8 +861,8 @@ static int render_call_block(Render *R, const Node *n, Frame *f, Buf *out) {
     Args a;
     if (jinja_eval(R, n->a->a, f, &callee) || eval_args(R, &n->a->list, f, &a)) return -1;
     if (callee.k != V_MACRO)
-        return jinja_rerr(R, n->a, "a call block calls a macro, not a %s",
-                          jinja_kind_name(callee.k));
+        return jinja_rerr(R, n->a, "a call block calls a macro, not %s",
+                          jinja_kind_a(callee.k));
     Value caller = {.k = V_MACRO, .mac = {n, f}};
     if (jinja_call_macro(R, n->a, callee, &a, &caller, &res)) return -1;
     return emit(R, out, res.str.s, res.str.n);

@@ -243,7 +243,8 @@ void jinja_verr(char *err, size_t errlen, int line, int col, const char *fmt, va
 // column C: ..." at the node).
 int jinja_rerr(Render *R, const Node *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-const char *jinja_kind_name(VKind k);
+const char *jinja_kind_name(VKind k);   // "integer"
+const char *jinja_kind_a(VKind k);      // "an integer"
 List *jinja_list_new(Render *R, size_t cap);
 void  jinja_list_add(Render *R, List *l, Value v);
 Dict *jinja_dict_new(Render *R);

@@ -89,7 +89,7 @@ int jinja_call_value(Render *R, const Node *n, Value callee, const Args *a, Fram
         if (n->a->kind == N_NAME)
             return jinja_rerr(R, n, "'%.*s' is %s, not a function", (int)n->a->n, n->a->s,
                         callee.k == V_UNDEF ? "undefined" : jinja_kind_name(callee.k));
-        return jinja_rerr(R, n, "a %s is not callable", jinja_kind_name(callee.k));
+        return jinja_rerr(R, n, "%s is not callable", jinja_kind_a(callee.k));
     }
     switch (callee.i) {
     case F_RANGE: return call_range(R, n, a, out);
@@ -298,7 +298,7 @@ static int join(Render *R, const Node *n, Value items, const Value *sep, const V
                 Value *out) {
     if (items.k == V_UNDEF) { *out = v_str("", 0); return 0; }
     if (items.k != V_LIST)
-        return jinja_rerr(R, n, "join expects a list, got %s", jinja_kind_name(items.k));
+        return jinja_rerr(R, n, "join expects a list, got %s", jinja_kind_a(items.k));
     if (sep && jinja_want_str(R, n, sep, "join")) return -1;
     Buf b = {0};
     buf_add(&b, "", 0);
@@ -426,7 +426,7 @@ int jinja_value_to_list(Render *R, const Node *n, Value v, const char *what, Val
             jinja_list_add(R, l, v_str(v.str.s + i, k));
         }
     } else if (v.k != V_UNDEF) {
-        return jinja_rerr(R, n, "%s expects a sequence, got %s", what, jinja_kind_name(v.k));
+        return jinja_rerr(R, n, "%s expects a sequence, got %s", what, jinja_kind_a(v.k));
     }
     *out = v_list(l);
     return 0;
@@ -546,7 +546,7 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
     if (IS("safe")) { *out = v; return 0; }
     if (IS("length") || IS("count")) {
         if (v.k != V_STR && v.k != V_LIST && v.k != V_DICT && v.k != V_NS && v.k != V_UNDEF)
-            return jinja_rerr(R, n, "length of a %s", jinja_kind_name(v.k));
+            return jinja_rerr(R, n, "length of %s", jinja_kind_a(v.k));
         *out = v_int((int64_t)jinja_value_length(v));
         return 0;
     }
@@ -568,7 +568,7 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
     if (IS("items")) {
         if (v.k == V_UNDEF) { *out = v_list(jinja_list_new(R, 0)); return 0; }
         if (v.k != V_DICT && v.k != V_NS)
-            return jinja_rerr(R, n, "items expects a dict, got %s", jinja_kind_name(v.k));
+            return jinja_rerr(R, n, "items expects a dict, got %s", jinja_kind_a(v.k));
         *out = dict_items(R, v.d);
         return 0;
     }
@@ -601,7 +601,7 @@ int jinja_apply_filter(Render *R, const Node *n, const char *name, size_t nl, Va
     if (IS("int") || IS("float"))
         return to_number(R, n, v, jinja_arg(a, 0, "default"), IS("int"), out);
     if (IS("abs")) {
-        if (!is_num(v)) return jinja_rerr(R, n, "abs of a %s", jinja_kind_name(v.k));
+        if (!is_num(v)) return jinja_rerr(R, n, "abs of %s", jinja_kind_a(v.k));
         if (v.k == V_FLOAT) *out = v_float(fabs(v.f));
         else if (v.i == INT64_MIN) return jinja_rerr(R, n, "integer overflow");
         else *out = v_int(v.i < 0 ? -v.i : v.i);
