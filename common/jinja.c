@@ -670,8 +670,7 @@ static int eval_call(Render *R, const Node *n, Frame *f, Value *out) {
     return jinja_call_value(R, n, callee, &a, f, out);
 }
 
-int jinja_eval(Render *R, const Node *n, Frame *f, Value *out) {
-    if (step(R, n)) return -1;
+static int eval_node(Render *R, const Node *n, Frame *f, Value *out) {
     Value a, b;
     switch (n->kind) {
     case N_STR: *out = v_str(n->s, n->n); return 0;
@@ -906,13 +905,28 @@ static int render_stmt(Render *R, const Node *n, Frame *f, Buf *out) {
 }
 
 // Renders the statements of body; returns 0, -1 on error, or FLOW_BREAK / FLOW_CONTINUE.
+// Evaluation and rendering recurse along the tree; the depth of that recursion is bounded (a
+// chain like x|trim|trim|... or 1+1+1+... is deep though its source is flat).
+static int enter(Render *R, const Node *at) {
+    if (++R->depth > JINJA_MAX_DEPTH)
+        return jinja_rerr(R, at, "expressions and blocks nested deeper than %d levels while "
+                          "rendering", JINJA_MAX_DEPTH);
+    return step(R, at);
+}
+
+int jinja_eval(Render *R, const Node *n, Frame *f, Value *out) {
+    int rc = enter(R, n) ? -1 : eval_node(R, n, f, out);
+    R->depth--;
+    return rc;
+}
+
 int jinja_render_body(Render *R, const NodeList *body, Frame *f, Buf *out) {
-    for (size_t i = 0; i < body->n; i++) {
-        if (step(R, body->v[i])) return -1;
-        int rc = render_stmt(R, body->v[i], f, out);
-        if (rc) return rc;
+    int rc = 0;
+    for (size_t i = 0; i < body->n && !rc; i++) {
+        rc = enter(R, body->v[i]) ? -1 : render_stmt(R, body->v[i], f, out);
+        R->depth--;
     }
-    return 0;
+    return rc;
 }
 
 int jinja_render(const JinjaTemplate *t, const cJSON *ctx, char **out, char *err, size_t errlen) {

@@ -29,8 +29,9 @@
 // only (~ converts); undefined prints as nothing and an attribute of undefined is undefined.
 //
 // Limits (hostile templates end with an error, never a crash or a hang): 200 levels of nesting
-// in the source, 64 nested macro calls, 2 million evaluation steps (a real chat template takes
-// about 60 per message) and 256 MiB of values and output per render.
+// in the source, 1,000 levels of recursion while rendering (a chain like x|f|f|f... or 1+1+1...
+// is deep though flat in the source), 64 nested macro calls, 2 million evaluation steps (a real
+// chat template takes about 60 per message) and 256 MiB of values and output per render.
 //
 // Errors: jinja_parse and jinja_render return 0, or -1 with one line in err[errlen] (util_err;
 // err may be NULL) that starts "line L column C: " (1-based; columns count characters) and

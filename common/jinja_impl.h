@@ -22,6 +22,7 @@
 #define JINJA_MAX_STEPS   2000000LL              // evaluation steps per render (~60 a message)
 #define JINJA_MAX_BYTES   ((size_t)256 << 20)    // values and output per render
 #define JINJA_MAX_RANGE   1000000                // items one range() may make
+#define JINJA_MAX_DEPTH   1000                   // recursion while rendering (a chat: under 50)
 
 // ---------------------------------------------------------------------------------------------
 // Arena: bump allocation in chunks, all freed at once. `used` counts bytes for the render limit.
@@ -202,6 +203,7 @@ typedef struct {
     size_t errlen;
     int64_t steps;
     int macro_depth;
+    int depth;          // recursion of evaluation and rendering now
     size_t out_bytes;   // bytes in the output buffers now being written
     Frame *root;
 } Render;

@@ -455,7 +455,16 @@ static void test_nesting_limit(void) {
     k = (size_t)sprintf(src, "{{ x");
     for (int i = 0; i < 20000; i++) k += (size_t)sprintf(src + k, "|trim");
     strcpy(src + k, " }}");
-    CHECK(jinja_parse(src, &t, err, sizeof err) == 0);   // long but flat chains are fine
+    CHECK(jinja_parse(src, &t, err, sizeof err) == 0);   // long flat chains parse...
+    char *out;
+    CHECK_ERR(jinja_render(t, NULL, &out, err, sizeof err), err,   // ...but render deep
+              "nested deeper than 1000 levels while rendering", "line 1 column");
+    jinja_free(t);
+    k = (size_t)sprintf(src, "{{ 0");
+    for (int i = 0; i < 20000; i++) k += (size_t)sprintf(src + k, " + 1");
+    strcpy(src + k, " }}");
+    CHECK(jinja_parse(src, &t, err, sizeof err) == 0);
+    CHECK_ERR(jinja_render(t, NULL, &out, err, sizeof err), err, "nested deeper than 1000", NULL);
     jinja_free(t);
     free(src);
 }
