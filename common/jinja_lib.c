@@ -506,7 +506,6 @@ static int to_number(Render *R, const Node *n, Value v, const Value *dflt, int a
         if (!as_int) *out = v_float(d);
         else if (fabs(d) < 9.2e18) *out = v_int((int64_t)d);
     }
-    (void)R; (void)n;
     return 0;
 }
 
@@ -635,7 +634,6 @@ int jinja_apply_test(Render *R, const Node *n, const char *name, size_t nl, Valu
                       Frame *f, int *res) {
 #define IS(s) name_is(name, nl, s)
     const Value *x = jinja_arg(a, 0, NULL);
-    (void)f;
     if (IS("defined")) *res = v.k != V_UNDEF;
     else if (IS("undefined")) *res = v.k == V_UNDEF;
     else if (IS("none")) *res = v.k == V_NONE;
