@@ -442,9 +442,9 @@ static int select_items(Render *R, const Node *n, Value v, const Args *a, Frame 
     size_t ti = byattr ? 1 : 0;
     const Value *test = jinja_arg(a, ti, NULL);
     if (test && jinja_want_str(R, n, test, n->s)) return -1;
-    Args targs = *a;
-    targs.pos += a->npos > ti + 1 ? ti + 1 : a->npos;
+    Args targs = *a;   // the test's own arguments: those after the test's name
     targs.npos = a->npos > ti + 1 ? a->npos - ti - 1 : 0;
+    targs.pos = targs.npos ? a->pos + ti + 1 : NULL;
     List *l = jinja_list_new(R, items.l->n);
     for (size_t i = 0; i < items.l->n; i++) {
         Value x = byattr ? attr_path(items.l->v[i], attr) : items.l->v[i];
