@@ -113,6 +113,7 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 __attribute__((always_inline)) static inline void
 norm_weight_grads(float *dweight, float *dbias, const float *dout, const float *inp,
                   const float *mean, const float *rstd, int64_t N, int C) {
+    if (!dweight) return;   // a frozen norm
     int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
     int nstrip = (C + LN_STRIP - 1) / LN_STRIP;
     #pragma omp parallel for ordered schedule(static, 1)
@@ -462,9 +463,9 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
     if (dinp)   // dinp (N,C) += dout (N,OC) @ weight^T (OC,C)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, C, OC, 1.0f, dout, OC,
                     weight, OC, 1.0f, dinp, C);
-    // dweight (C,OC) += inp^T (C,N) @ dout (N,OC)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (blasint)N, 1.0f, inp, C, dout, OC,
-                1.0f, dweight, OC);
+    if (dweight)   // dweight (C,OC) += inp^T (C,N) @ dout (N,OC); NULL: a frozen weight
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (blasint)N, 1.0f, inp, C, dout,
+                    OC, 1.0f, dweight, OC);
     if (dbias) colsum_add(dbias, dout, N, OC);
 }
 
@@ -749,6 +750,7 @@ void score_backward(float *dinp, float *dw, const float *dout, const float *inp,
         float *d = dinp + i * C;
         for (int c = 0; c < C; c++) d[c] += g * w[c];
     }
+    if (!dw) return;   // a frozen head
     int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
     #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < nchunk; ch++) {
@@ -780,9 +782,9 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
     if (dinp)   // dinp (N,C) += dout (N,OC) @ weight (OC,C)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, 1.0f, dout, OC,
                     weight, C, 1.0f, dinp, C);
-    // dweight (OC,C) += dout^T (OC,N) @ inp (N,C)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)N, 1.0f, dout, OC, inp, C,
-                1.0f, dweight, C);
+    if (dweight)   // dweight (OC,C) += dout^T (OC,N) @ inp (N,C); NULL: a frozen weight
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)N, 1.0f, dout, OC,
+                    inp, C, 1.0f, dweight, C);
     if (dbias) colsum_add(dbias, dout, N, OC);
 }
 

@@ -33,7 +33,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
                     int64_t N, int C, int OC, int beta_one);
 // LM head: out (M,V) = inp (M,C) @ wte^T, wte (V,C)
 void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C);
-// dinp (N,C) or NULL, dweight (C,OC), dbias (OC) or NULL, dout (N,OC)
+// dinp (N,C) or NULL, dweight (C,OC) or NULL (frozen), dbias (OC) or NULL, dout (N,OC)
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC);
 
@@ -73,7 +73,7 @@ void score_backward(float *dinp, float *dw, const float *dout, const float *inp,
 // weight once (the LM head's kernels) instead of sgemm: the same to rounding, not bit for bit.
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
-// dinp (N,C) or NULL, dweight (OC,C), dbias (OC) or NULL, dout (N,OC)
+// dinp (N,C) or NULL, dweight (OC,C) or NULL (frozen), dbias (OC) or NULL, dout (N,OC)
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC);
 

@@ -3,6 +3,7 @@
 // NH query heads, KVH key/value heads, hd head size, F SwiGLU width, QKV fused q|k|v row width.
 #include "model.h"
 #include "kernels.h"
+#include "lora.h"
 #include "rng.h"
 #include "util.h"
 #include <cblas.h>
@@ -53,6 +54,9 @@ typedef struct {
     void (*tensor)(const Model *m, int i, ModelTensor *t, int *slot, size_t *offset);
 } BlockKind;
 
+// A gradient slice of a frozen base is NULL (the kernels then skip that weight's gradient).
+static float *GA(float *g, size_t off) { return g ? g + off : NULL; }
+
 // Per-layer activation pointers: trainable models keep every layer for backward; inference-only
 // models reuse one layer's buffers (and two alternating residual slots).
 static float *layer_slot(const Model *m, float *base, int l, size_t per) {
@@ -87,6 +91,16 @@ static LayerActs layer_acts(const Model *m, int l, const BlockDims *d) {
         .qk_in = layer_slot(m, m->qk_in, l, N * d->qk_heads * d->hd),
         .qk_rstd = layer_slot(m, m->qk_rstd, l, N * d->qk_heads)};
     return a;
+}
+
+// The attached adapters after the base product `at` of layer l (forward) and after its input
+// gradient (backward); nothing when none are on. ld: floats per row of the product.
+static void lora_fwd(Model *m, int l, int at, const float *in, float *out, size_t ld) {
+    if (m->lora_on) lora_forward(m->lora, l, at, in, out, (int64_t)ld, m->N, m->lora_on > 1);
+}
+static void lora_bwd(Model *m, int l, int at, const float *in, const float *dout, size_t ld,
+                     float *dinp) {
+    if (m->lora_on) lora_backward(m->lora, l, at, in, dout, (int64_t)ld, dinp, m->N);
 }
 
 // ---- GPT-2: pre-LN LayerNorm, learned positions, GELU MLP, Conv1D weights [in, out] ----
@@ -159,14 +173,18 @@ static void gpt2_layer_forward(Model *m, int l) {
     size_t NC = (size_t)N * C, lc = (size_t)l * C;
     layernorm_forward(a.ln1, a.ln1m, a.ln1r, a.x, p->ln1w + lc, p->ln1b + lc, N, C, c->ln_eps);
     matmul_forward(a.qkv, a.ln1, p->qkvw + lc * 3 * C, p->qkvb + lc * 3, N, C, 3 * C, 0);
+    lora_fwd(m, l, LORA_AT_QKV, a.ln1, a.qkv, 3 * (size_t)C);
     attention_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, C, NH);
     vec_copy(a.rm, a.x, (int64_t)NC);   // residual fused into the projection's sgemm
     matmul_forward(a.rm, a.atty, p->attprojw + lc * C, p->attprojb + lc, N, C, C, 1);
+    lora_fwd(m, l, LORA_AT_O, a.atty, a.rm, (size_t)C);
     layernorm_forward(a.ln2, a.ln2m, a.ln2r, a.rm, p->ln2w + lc, p->ln2b + lc, N, C, c->ln_eps);
     matmul_forward(a.fch, a.ln2, p->fcw + lc * 4 * C, p->fcb + lc * 4, N, C, 4 * C, 0);
+    lora_fwd(m, l, LORA_AT_FC, a.ln2, a.fch, 4 * (size_t)C);
     gelu_forward(a.fchg, a.fch, (int64_t)N * 4 * C);
     vec_copy(a.xo, a.rm, (int64_t)NC);
     matmul_forward(a.xo, a.fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, N, 4 * C, C, 1);
+    lora_fwd(m, l, LORA_AT_DOWN, a.fchg, a.xo, (size_t)C);
 }
 
 static void gpt2_layer_backward(Model *m, int l) {
@@ -180,26 +198,30 @@ static void gpt2_layer_backward(Model *m, int l) {
     size_t NC = (size_t)N * C, lc = (size_t)l * C;
     // MLP: resid[l+1] = rm + gelu(ln2(rm) @ fcw + fcb) @ fcprojw + fcprojb
     vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
-    matmul_backward(m->dfch_gelu, g->fcprojw + lc * 4 * C, g->fcprojb + lc, m->dresid, a.fchg,
+    matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(g->fcprojb, lc), m->dresid, a.fchg,
                     p->fcprojw + lc * 4 * C, N, 4 * C, C);
+    lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     vec_zero(m->dfch, (int64_t)(4 * NC));
     gelu_backward(m->dfch, a.fch, m->dfch_gelu, (int64_t)N * 4 * C);
     vec_zero(m->dln, (int64_t)(NC));
-    matmul_backward(m->dln, g->fcw + lc * 4 * C, g->fcb + lc * 4, m->dfch, a.ln2,
+    matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(g->fcb, lc * 4), m->dfch, a.ln2,
                     p->fcw + lc * 4 * C, N, C, 4 * C);
-    layernorm_backward(m->dresid, g->ln2w + lc, g->ln2b + lc, m->dln, a.rm, p->ln2w + lc, a.ln2m,
+    lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 4 * (size_t)C, m->dln);
+    layernorm_backward(m->dresid, GA(g->ln2w, lc), GA(g->ln2b, lc), m->dln, a.rm, p->ln2w + lc, a.ln2m,
                        a.ln2r, N, C);
     // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
     vec_zero(m->datty, (int64_t)(NC));
-    matmul_backward(m->datty, g->attprojw + lc * C, g->attprojb + lc, m->dresid, a.atty,
+    matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(g->attprojb, lc), m->dresid, a.atty,
                     p->attprojw + lc * C, N, C, C);
+    lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     vec_zero(m->dqkv, (int64_t)(3 * NC));
     attention_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B, C,
                        NH);
     vec_zero(m->dln, (int64_t)(NC));
-    matmul_backward(m->dln, g->qkvw + lc * 3 * C, g->qkvb + lc * 3, m->dqkv, a.ln1,
+    matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(g->qkvb, lc * 3), m->dqkv, a.ln1,
                     p->qkvw + lc * 3 * C, N, C, 3 * C);
-    layernorm_backward(m->dresid, g->ln1w + lc, g->ln1b + lc, m->dln, a.x, p->ln1w + lc, a.ln1m,
+    lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, 3 * (size_t)C, m->dln);
+    layernorm_backward(m->dresid, GA(g->ln1w, lc), GA(g->ln1b, lc), m->dln, a.x, p->ln1w + lc, a.ln1m,
                        a.ln1r, N, C);
 }
 
@@ -430,9 +452,9 @@ static void qk_norm_backward(Model *m, int l, const LayerActs *a, const BlockDim
     size_t lh = (size_t)l * hd, qn = (size_t)N * NH * hd;
     qk_move(m->qk_tmp, m->dqkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 1);
     vec_zero(m->dqk_tmp, (int64_t)((size_t)N * d->qk_heads * d->hd));
-    rmsnorm_backward(m->dqk_tmp, g->qnormw + lh, m->qk_tmp, a->qk_in, p->qnormw + lh, a->qk_rstd,
+    rmsnorm_backward(m->dqk_tmp, GA(g->qnormw, lh), m->qk_tmp, a->qk_in, p->qnormw + lh, a->qk_rstd,
                      N * NH, hd);
-    rmsnorm_backward(m->dqk_tmp + qn, g->knormw + lh, m->qk_tmp + qn, a->qk_in + qn,
+    rmsnorm_backward(m->dqk_tmp + qn, GA(g->knormw, lh), m->qk_tmp + qn, a->qk_in + qn,
                      p->knormw + lh, a->qk_rstd + N * NH, N * KVH, hd);
     qk_move(m->dqk_tmp, m->dqkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 0);
 }
@@ -449,17 +471,21 @@ static void llama_layer_forward(Model *m, int l) {
     rmsnorm_forward(a.ln1, a.ln1r, a.x, p->ln1w + lc, N, C, c->ln_eps);
     linear_forward(a.qkv, a.ln1, p->qkvw + lq * C, c->qkv_bias ? p->qkvb + lq : NULL, N, C, QKV,
                    0);
+    lora_fwd(m, l, LORA_AT_QKV, a.ln1, a.qkv, (size_t)QKV);
     if (c->qk_norm) qk_norm_forward(m, l, &a, &d);
     // q and k heads are contiguous in each row: one rotation call covers both
     rope_forward(a.qkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     attention_gqa_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, NH, KVH, hd);
     vec_copy(a.rm, a.x, (int64_t)NC);   // residual fused into the projection's sgemm
     linear_forward(a.rm, a.atty, p->attprojw + lc * AH, NULL, N, AH, C, 1);
+    lora_fwd(m, l, LORA_AT_O, a.atty, a.rm, (size_t)C);
     rmsnorm_forward(a.ln2, a.ln2r, a.rm, p->ln2w + lc, N, C, c->ln_eps);
     linear_forward(a.fch, a.ln2, p->fcw + lc * 2 * F, NULL, N, C, 2 * F, 0);
+    lora_fwd(m, l, LORA_AT_FC, a.ln2, a.fch, 2 * (size_t)F);
     swiglu_forward(a.fchg, a.fch, N, F);
     vec_copy(a.xo, a.rm, (int64_t)NC);
     linear_forward(a.xo, a.fchg, p->fcprojw + lc * F, NULL, N, F, C, 1);
+    lora_fwd(m, l, LORA_AT_DOWN, a.fchg, a.xo, (size_t)C);
 }
 
 static void llama_layer_backward(Model *m, int l) {
@@ -474,27 +500,31 @@ static void llama_layer_backward(Model *m, int l) {
     size_t NC = (size_t)N * C, lc = (size_t)l * C, lq = (size_t)l * QKV;
     // MLP: resid[l+1] = rm + swiglu(rmsnorm(rm) @ fcw^T) @ fcprojw^T
     vec_zero(m->dfch_gelu, N * F);
-    linear_backward(m->dfch_gelu, g->fcprojw + lc * F, NULL, m->dresid, a.fchg, p->fcprojw + lc * F,
+    linear_backward(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg, p->fcprojw + lc * F,
                     N, F, C);
+    lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     vec_zero(m->dfch, N * 2 * F);
     swiglu_backward(m->dfch, m->dfch_gelu, a.fch, N, F);
     vec_zero(m->dln, (int64_t)NC);
-    linear_backward(m->dln, g->fcw + lc * 2 * F, NULL, m->dfch, a.ln2, p->fcw + lc * 2 * F, N, C,
+    linear_backward(m->dln, GA(g->fcw, lc * 2 * F), NULL, m->dfch, a.ln2, p->fcw + lc * 2 * F, N, C,
                     2 * F);
-    rmsnorm_backward(m->dresid, g->ln2w + lc, m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
+    lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 2 * (size_t)F, m->dln);
+    rmsnorm_backward(m->dresid, GA(g->ln2w, lc), m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
     // attention: rm = x + attn(rope(qknorm(rmsnorm(x) @ qkvw^T + qkvb))) @ attprojw^T
     vec_zero(m->datty, N * AH);
-    linear_backward(m->datty, g->attprojw + lc * AH, NULL, m->dresid, a.atty, p->attprojw + lc * AH,
+    linear_backward(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty, p->attprojw + lc * AH,
                     N, AH, C);
+    lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     vec_zero(m->dqkv, N * QKV);
     attention_gqa_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B,
                            NH, KVH, hd);
     rope_backward(m->dqkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
     vec_zero(m->dln, (int64_t)NC);
-    linear_backward(m->dln, g->qkvw + lq * C, c->qkv_bias ? g->qkvb + lq : NULL, m->dqkv, a.ln1,
+    linear_backward(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL, m->dqkv, a.ln1,
                     p->qkvw + lq * C, N, C, QKV);
-    rmsnorm_backward(m->dresid, g->ln1w + lc, m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
+    lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, (size_t)QKV, m->dln);
+    rmsnorm_backward(m->dresid, GA(g->ln1w, lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
 }
 
 static void llama_final_forward(Model *m) {
@@ -729,7 +759,7 @@ size_t model_memory_bytes(const ModelConfig *c, int max_B, int max_T, int traina
     ActSlot t[64];
     int k = act_table(NULL, c, max_B, max_T, trainable, t);
     for (int i = 0; i < k; i++) na += t[i].n;
-    return (np * (trainable ? 4 : 1) + na) * sizeof(float) + int_bytes(max_B, max_T);
+    return (np * (trainable == 1 ? 4 : 1) + na) * sizeof(float) + int_bytes(max_B, max_T);
 }
 
 int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainable, int verbose,
@@ -753,7 +783,7 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     size_t pbytes = m->num_params * sizeof(float);
     m->params_memory = ALIGNED_CHECK(pbytes);
     carve_params(&m->params, m->params_memory, m->param_sizes);
-    if (trainable) {
+    if (trainable == 1) {   // MODEL_TRAIN_FROZEN: m->grads stays all NULL (no base gradients)
         m->grads_memory = ALIGNED_CHECK(pbytes);
         carve_params(&m->grads, m->grads_memory, m->param_sizes);
         m->m_memory = ALIGNED_CHECK(pbytes);
@@ -780,13 +810,14 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     if (kind->setup) kind->setup(m);
     if (verbose) {
         char a[32], b[32], tot[32];
-        util_format_bytes(a, sizeof a, (double)pbytes * (trainable ? 4 : 1));
+        util_format_bytes(a, sizeof a, (double)pbytes * (trainable == 1 ? 4 : 1));
         util_format_bytes(b, sizeof b, (double)m->acts_floats * sizeof(float));
         util_format_bytes(tot, sizeof tot, (double)model_memory_bytes(c, max_B, max_T, trainable));
         fprintf(stderr,
                 "model (%s): %zu parameters; memory: weights%s %s, activations (B=%d, T=%d) %s, "
                 "total %s\n",
-                kind->name, m->num_params, trainable ? "+grads+AdamW" : "", a, max_B, max_T, b,
+                kind->name, m->num_params,
+                trainable == 1 ? "+grads+AdamW" : trainable ? " (frozen)" : "", a, max_B, max_T, b,
                 tot);
     }
     return 0;
@@ -825,10 +856,17 @@ void model_zero_grad(Model *m) {
     if (m->grads_memory) vec_zero(m->grads_memory, (int64_t)m->num_params);
 }
 
+// The scalar head's weights: the adapters' trained copy when they are on and have one.
+static const float *model_score_w(const Model *m) {
+    return m->lora_on && m->lora->score ? m->lora->score : m->params.scorew;
+}
+
 int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t errlen) {
     const ModelConfig *c = &m->config;
     int B = b->B, T = b->T, C = c->n_embd, V = c->vocab_size, L = c->n_layer, NH = c->n_head;
     m->has_lm_out = 0; m->has_entropy = 0; m->N = 0; m->M = 0; m->loss = 0.0f;
+    // 2: adapters with dropout (training), 1: adapters, 0: the base alone
+    m->lora_on = !m->lora || (flags & MODEL_NO_LORA) ? 0 : (flags & MODEL_DROPOUT) ? 2 : 1;
     if (B <= 0 || B > m->max_B)
         return util_err(err, errlen, "batch size %d is outside 1..%d chosen at init", B, m->max_B);
     if (T <= 0 || T > m->max_T)
@@ -902,7 +940,7 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
         m->has_lm_out = 1;
         m->has_entropy = (flags & MODEL_ENTROPY) != 0;
     }
-    if (c->score_head) score_forward(m->values, m->lnf, p->scorew, N, C);
+    if (c->score_head) score_forward(m->values, m->lnf, model_score_w(m), N, C);
     return 0;
 }
 
@@ -933,8 +971,9 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
         // dhead_in (M,C) = dlogits (M,V) @ W (V,C); dW (V,C) += dlogits^T @ head_in (M,C)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, C, V, 1.0f, m->logits, V,
                     head_w, C, 0.0f, m->dhead_in, C);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, (blasint)M, 1.0f, m->logits, V,
-                    m->head_in, C, 1.0f, head_dw, C);
+        if (head_dw)   // a frozen base: no embedding gradient
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, (blasint)M, 1.0f, m->logits,
+                        V, m->head_in, C, 1.0f, head_dw, C);
         #pragma omp parallel for schedule(static)   // head rows are distinct: no two write one row
         for (int64_t j = 0; j < M; j++) {
             float *d = m->dln + (size_t)m->head_rows[j] * C;
@@ -946,11 +985,12 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
     if (dvalues && c->score_head) {
         float *dv = m->head_dlogp;  // free again once the LM head is done: (N) value gradients
         for (int64_t r = 0; r < N; r++) dv[r] = dvalues[(size_t)m->row_seq[r] * T + m->row_pos[r]];
-        score_backward(m->dln, g->scorew, dv, m->lnf, p->scorew, N, C);
+        float *dscore = m->lora_on && m->lora->score ? m->lora->dscore : g->scorew;
+        score_backward(m->dln, dscore, dv, m->lnf, model_score_w(m), N, C);
     }
     kind->final_backward(m);
     for (int l = L - 1; l >= 0; l--) kind->layer_backward(m, l);
-    kind->embed_backward(m);
+    if (m->grads_memory) kind->embed_backward(m);   // a frozen base's embeddings never train
 }
 
 static void to_bt(const Model *m, const float *rows_val, const int32_t *rows, int64_t nrows,

@@ -112,11 +112,20 @@ typedef struct {
 // forward flags
 #define MODEL_LOGITS_ALL 1    // LM head on every real position (else only where a loss needs it)
 #define MODEL_ENTROPY    2    // also per-token entropy of the LM head's distribution
+#define MODEL_NO_LORA    4    // the attached adapters are off: exactly the base (lora.h)
+#define MODEL_DROPOUT    8    // the adapters' lora_dropout applies (training forwards)
+
+// model_init's `trainable`: 0 inference, 1 everything trains, MODEL_TRAIN_FROZEN the activations
+// backward needs but no gradients and no moments for the base (adapters train: lora.h)
+#define MODEL_TRAIN_FROZEN 2
+struct Lora;
 
 typedef struct {
     ModelConfig config;
     int max_B, max_T;         // the largest batch chosen at init
-    int trainable;            // gradients, moments and per-layer activations exist
+    int trainable;            // per-layer activations exist; 1: also gradients and moments
+    struct Lora *lora;        // attached adapters (borrowed, lora_attach), or NULL
+    int lora_on;              // the last forward ran the adapters (backward follows it)
     size_t param_sizes[MODEL_NUM_PARAMS];
     size_t num_params;
     float *params_memory;  ModelParams params;
@@ -165,7 +174,7 @@ typedef struct {
 // Returns 0 or -1 with a message naming the problem.
 int  model_config_validate(const ModelConfig *c, char *err, size_t errlen);
 // Allocates weights (zeroed), and for trainable models gradients, moments and activations for
-// batches up to max_B x max_T. Prints the memory budget to stderr when verbose. Returns 0 or -1.
+// batches up to max_B x max_T (MODEL_TRAIN_FROZEN: activations only). Prints the memory budget to stderr when verbose. Returns 0 or -1.
 int  model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainable, int verbose,
                 char *err, size_t errlen);
 void model_free(Model *m);

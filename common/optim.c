@@ -51,31 +51,35 @@ static int param_decays(int p) {
            p == P_FCPROJW || p == P_SCOREW || p == P_LMHEADW;
 }
 
-float optim_adamw_step(Model *m, const AdamWConfig *c, float lr, int64_t t) {
-    if (!m->trainable) DIE("optimizer step on a model without gradients");
-    float norm = optim_grad_norm(m);
-    float gscale = 1.0f;
-    if (c->grad_clip > 0.0f && norm > c->grad_clip) gscale = c->grad_clip / (norm + 1e-6f);
+void optim_adamw_update(float *w, const float *g, float *mm, float *vv, int64_t n,
+                        const AdamWConfig *c, float lr, int64_t t, float gscale, int decays) {
     // As torch.optim.AdamW: w *= 1 - lr wd; w -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).
     // The constants are hoisted so the loop has one sqrt and one division per element: with two
     // divisions and a sqrt it was bound by the divider rather than by memory (28 bytes/element).
     float bc1 = 1.0f - powf(c->beta1, (float)t), bc2 = 1.0f - powf(c->beta2, (float)t);
     float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
     float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    float decay = 1.0f - lr * (decays ? c->weight_decay : 0.0f);
+    #pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * gscale;
+        float mi = b1 * mm[i] + (1.0f - b1) * gi;
+        float vi = b2 * vv[i] + (1.0f - b2) * gi * gi;
+        mm[i] = mi; vv[i] = vi;
+        w[i] = w[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    }
+}
+
+float optim_adamw_step(Model *m, const AdamWConfig *c, float lr, int64_t t) {
+    if (!m->grads_memory) DIE("optimizer step on a model without gradients (frozen or inference)");
+    float norm = optim_grad_norm(m);
+    float gscale = 1.0f;
+    if (c->grad_clip > 0.0f && norm > c->grad_clip) gscale = c->grad_clip / (norm + 1e-6f);
     size_t base = 0;
     for (int p = 0; p < MODEL_NUM_PARAMS; p++) {
         int64_t n = (int64_t)m->param_sizes[p];
-        float decay = 1.0f - lr * (param_decays(p) ? c->weight_decay : 0.0f);
-        float *w = m->params_memory + base, *g = m->grads_memory + base;
-        float *mm = m->m_memory + base, *vv = m->v_memory + base;
-        #pragma omp parallel for simd schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            float gi = g[i] * gscale;
-            float mi = b1 * mm[i] + (1.0f - b1) * gi;
-            float vi = b2 * vv[i] + (1.0f - b2) * gi * gi;
-            mm[i] = mi; vv[i] = vi;
-            w[i] = w[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
-        }
+        optim_adamw_update(m->params_memory + base, m->grads_memory + base, m->m_memory + base,
+                           m->v_memory + base, n, c, lr, t, gscale, param_decays(p));
         base += (size_t)n;
     }
     return norm;

@@ -33,4 +33,8 @@ int optim_adamw_validate(double beta1, double beta2, double eps, char *err, size
 // One AdamW step: clips (if configured), updates params and moments. `t` is the 1-based step
 // count used for bias correction. Returns the gradient norm before clipping.
 float optim_adamw_step(Model *m, const AdamWConfig *c, float lr, int64_t t);
+// The AdamW update of n parameters w with gradients g (times gscale, the clip) and moments mm,
+// vv; decays: weight decay applies. optim_adamw_step runs it per parameter slot (lora.c too).
+void optim_adamw_update(float *w, const float *g, float *mm, float *vv, int64_t n,
+                        const AdamWConfig *c, float lr, int64_t t, float gscale, int decays);
 #endif

@@ -1,0 +1,111 @@
+// LoRA adapters: low-rank updates beside a frozen base Model's linear layers, as PEFT defines
+// them. For a chosen layer with input x (N,in) and output y (N,out):
+//     y = base(x) + scale * (dropout(x) A^T) B^T,   A (r,in), B (out,r), scale = lora_alpha / r
+// A starts as PEFT's kaiming-uniform (bound 1/sqrt(in)), B at zero (so a new adapter is exactly
+// the base). Targets are PEFT's target_modules names: GPT-2 "c_attn" (the fused q|k|v Conv1D, one
+// adapter over all 3C outputs), "c_proj" (both attn.c_proj and mlp.c_proj, as PEFT's suffix match),
+// "attn.c_proj", "mlp.c_proj", "c_fc"; Llama-style "q_proj", "k_proj", "v_proj", "o_proj",
+// "gate_proj", "up_proj", "down_proj" (an adapter on q_proj adds only to q's rows of the fused
+// q|k|v product; gate/up likewise). Optionally the scalar head trains as a copy (PEFT's
+// modules_to_save ["score"]).
+//
+// Ownership: a Lora owns its adapter weights, their gradients and AdamW moments, and the
+// activations its forward keeps for backward. It borrows nothing: lora_attach stores a pointer
+// to it in a Model (the base), which never frees it. A base Model initialised with
+// MODEL_TRAIN_FROZEN keeps activations for backward but has no gradients and no moments of its
+// own; any number of Loras may be made for one base config, and the one attached at forward time
+// is the one used (attach another to switch: e.g. a reward Lora and a value Lora on one base, run
+// one after the other). The forward flag MODEL_NO_LORA runs the base alone (PPO's reference is the
+// policy's base with adapters off). Not thread-safe; no global state.
+#ifndef LORA_H
+#define LORA_H
+#include "model.h"
+#include "optim.h"
+#include <stddef.h>
+#include <stdint.h>
+
+#define LORA_MAX_TARGETS 16
+#define LORA_MAX_SITES 8
+
+// Where an adapter adds to a block: the four linear products of a layer.
+enum { LORA_AT_QKV, LORA_AT_O, LORA_AT_FC, LORA_AT_DOWN };
+
+typedef struct {
+    int r;                  // rank, > 0
+    float alpha;            // lora_alpha; scale = alpha / r
+    float dropout;          // lora_dropout in [0, 1): on the adapter's input, training only
+    int n_targets;
+    char targets[LORA_MAX_TARGETS][32];   // target_modules, PEFT names
+    int train_score;        // the scalar head trains (a copy, modules_to_save ["score"])
+} LoraConfig;
+
+// One adapted linear layer kind (the same in every layer).
+typedef struct {
+    const char *name;       // the module name after "h.L." / "model.layers.L."
+    int at;                 // LORA_AT_*
+    int64_t col0, out, in;  // output columns [col0, col0+out) of the product, input width
+    int fan_in_fan_out;     // GPT-2 Conv1D: the base weight is [in, out]
+} LoraSite;
+
+typedef struct Lora {
+    LoraConfig cfg;
+    ModelConfig base;       // the base's config (shapes are checked against it)
+    float scale;
+    int nsite;
+    LoraSite site[LORA_MAX_SITES];
+    size_t per_layer;       // floats of one layer's A and B over all sites
+    size_t num_params;      // L * per_layer (+ C with the score head)
+    float *params, *grads, *m, *v;  // one buffer each: layer-major, site, A then B; then score
+    float *score, *dscore;  // the score head copy (C) and its gradient, else NULL
+    int trainable;
+    int64_t max_N;
+    float *u;               // (L, nsite, max_N, r): dropout(x) A^T, kept for backward
+    float *xd;              // (L, nsite, max_N, in) dropped inputs, only with dropout > 0
+    float *du, *dx;         // scratch (max_N, r), (max_N, max in)
+    uint64_t seed;          // dropout stream
+    uint64_t dropout_call;  // forwards with dropout so far (part of the mask's key)
+    int last_drop;          // the last forward applied dropout (its backward follows it)
+} Lora;
+
+// Parses "q_proj,v_proj" (commas, spaces) into cfg->targets. 0 or -1 with a message.
+int lora_parse_targets(LoraConfig *cfg, const char *list, char *err, size_t errlen);
+// Checks cfg against the base config (rank, alpha, dropout, every target a module of that
+// architecture). 0 or -1 with a message naming the problem.
+int lora_validate(const LoraConfig *cfg, const ModelConfig *base, char *err, size_t errlen);
+// Allocates adapters for batches of up to max_N packed rows (the base's max_B * max_T);
+// trainable: gradients, moments and the activations backward needs. Weights start zero.
+int lora_init(Lora *lo, const LoraConfig *cfg, const ModelConfig *base, int64_t max_N,
+              int trainable, char *err, size_t errlen);
+void lora_free(Lora *lo);
+// PEFT's initialisation: A kaiming-uniform from seed, B zero, the score copy from base_score.
+void lora_init_weights(Lora *lo, uint64_t seed, const float *base_score);
+// Bytes lora_init allocates (the memory plan).
+size_t lora_memory_bytes(const LoraConfig *cfg, const ModelConfig *base, int64_t max_N,
+                         int trainable);
+// Parameters of the adapters (A, B and the score copy).
+size_t lora_param_count(const LoraConfig *cfg, const ModelConfig *base);
+
+// The base uses lo (NULL: none) from its next forward on. lo's shapes must be the base's.
+int lora_attach(Model *base, Lora *lo, char *err, size_t errlen);
+
+// Called by model.c's blocks after the base product `at` of layer l (out rows ld_out floats
+// apart); drop: dropout on. And in backward, after the base's input gradient: dout the product's
+// gradient rows, dinp += the adapter's share; gradients of A and B accumulate.
+void lora_forward(Lora *lo, int l, int at, const float *in, float *out, int64_t ld_out, int64_t N,
+                  int drop);
+void lora_backward(Lora *lo, int l, int at, const float *in, const float *dout, int64_t ld_out,
+                   float *dinp, int64_t N);
+
+void lora_zero_grad(Lora *lo);
+// Global L2 norm of the adapter gradients, and one AdamW step on the adapters only (matrices
+// decay; clipping over the adapters' norm). Returns the norm before clipping.
+float lora_grad_norm(const Lora *lo);
+float lora_adamw_step(Lora *lo, const AdamWConfig *c, float lr, int64_t t);
+
+// A and B of (layer, site) inside params (or grads with grad = 1).
+float *lora_a(const Lora *lo, int l, int s, int grad);
+float *lora_b(const Lora *lo, int l, int s, int grad);
+
+// Adds scale * B A into the base's weights (a plain model afterwards; Conv1D transposed).
+void lora_merge(const Lora *lo, Model *base);
+#endif
