@@ -268,14 +268,16 @@ static float *lora_u(const Lora *lo, int l, int s) {
     return lo->u + ((size_t)(lo->trainable ? l : 0) * lo->nsite + s) * N * r;
 }
 
+void lora_begin(Lora *lo, int drop) {
+    lo->last_drop = drop && lo->cfg.dropout > 0.0f;
+    if (lo->last_drop) lo->dropout_call++;
+}
+
 void lora_forward(Lora *lo, int l, int at, const float *in, float *out, int64_t ld_out, int64_t N,
                   int drop) {
     int r = lo->cfg.r;
     float p = lo->cfg.dropout;
-    if (l == 0) {
-        lo->last_drop = drop && p > 0.0f;
-        if (lo->last_drop) lo->dropout_call++;
-    }
+    drop = drop && lo->last_drop;
     for (int s = 0; s < lo->nsite; s++) {
         const LoraSite *st = &lo->site[s];
         if (st->at != at) continue;

@@ -88,6 +88,8 @@ size_t lora_param_count(const LoraConfig *cfg, const ModelConfig *base);
 // The base uses lo (NULL: none) from its next forward on. lo's shapes must be the base's.
 int lora_attach(Model *base, Lora *lo, char *err, size_t errlen);
 
+// Called by model_forward before the first layer: a new dropout draw when drop (and p > 0).
+void lora_begin(Lora *lo, int drop);
 // Called by model.c's blocks after the base product `at` of layer l (out rows ld_out floats
 // apart); drop: dropout on. And in backward, after the base's input gradient: dout the product's
 // gradient rows, dinp += the adapter's share; gradients of A and B accumulate.

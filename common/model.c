@@ -867,6 +867,7 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     m->has_lm_out = 0; m->has_entropy = 0; m->N = 0; m->M = 0; m->loss = 0.0f;
     // 2: adapters with dropout (training), 1: adapters, 0: the base alone
     m->lora_on = !m->lora || (flags & MODEL_NO_LORA) ? 0 : (flags & MODEL_DROPOUT) ? 2 : 1;
+    if (m->lora_on) lora_begin(m->lora, m->lora_on > 1);
     if (B <= 0 || B > m->max_B)
         return util_err(err, errlen, "batch size %d is outside 1..%d chosen at init", B, m->max_B);
     if (T <= 0 || T > m->max_T)

@@ -1,0 +1,345 @@
+// LoRA adapters (common/lora.h) on both block kinds: a zero B is exactly the base; adapters off
+// (MODEL_NO_LORA) is the base bit for bit; merged weights give the adapter's logits; gradients of
+// A, B and the score copy against finite differences, with and without dropout, through a
+// frozen base (MODEL_TRAIN_FROZEN: no base gradients); AdamW moves only the adapters; bad
+// configurations are one-line errors; and the memory plan of a GPT-2 124M shape, full vs r=16.
+#include "lora.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "testlib.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { BB = 3, TT = 7 };
+
+static ModelConfig cfg_of(int arch) {
+    if (arch == MODEL_ARCH_GPT2) {
+        ModelConfig c = {.max_seq_len = 16, .vocab_size = 23, .n_layer = 2, .n_head = 2,
+                         .n_embd = 12, .ln_eps = 1e-5f, .lm_head = 1, .score_head = 1};
+        return c;
+    }
+    ModelConfig c = {.arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_QWEN2, .max_seq_len = 16,
+                     .vocab_size = 23, .n_layer = 2, .n_head = 4, .n_embd = 16, .ln_eps = 1e-5f,
+                     .lm_head = 1, .score_head = 1, .n_kv_head = 2, .d_ff = 20,
+                     .rope_theta = 10000.0f, .qkv_bias = 1};
+    return c;
+}
+
+static const char *all_targets(int arch) {
+    return arch == MODEL_ARCH_GPT2 ? "c_attn, c_proj, c_fc"
+                                   : "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
+}
+
+typedef struct {
+    int32_t tok[BB * TT], tgt[BB * TT], len[BB];
+    float w[BB * TT], dv[BB * TT];
+    ModelBatch b;
+} Batch;
+
+static void batch_make(Batch *bt, int V) {
+    Rng g;
+    rng_init(&g, 7);
+    int lens[BB] = {7, 4, 6};
+    for (int i = 0; i < BB * TT; i++) {
+        bt->tok[i] = (int32_t)rng_below(&g, (uint64_t)V);
+        bt->tgt[i] = (int32_t)rng_below(&g, (uint64_t)V);
+        bt->w[i] = 0.5f + rng_float(&g);
+        bt->dv[i] = rng_float(&g) - 0.5f;
+    }
+    memcpy(bt->len, lens, sizeof lens);
+    bt->b = (ModelBatch){.B = BB, .T = TT, .tokens = bt->tok, .lengths = bt->len,
+                         .targets = bt->tgt, .weights = bt->w};
+}
+
+static void base_make(Model *m, const ModelConfig *c, int trainable) {
+    char err[256];
+    CHECK_MSG(model_init(m, c, BB, TT, trainable, 0, err, sizeof err) == 0, "%s", err);
+    model_init_weights(m, 11);
+}
+
+// Adapters with B drawn too (a fresh adapter's B is zero, which would test nothing).
+static void lora_make(Lora *lo, const ModelConfig *c, const char *targets, float dropout,
+                      int train_score, const float *score) {
+    LoraConfig lc = {.r = 3, .alpha = 6.0f, .dropout = dropout, .train_score = train_score};
+    char err[256];
+    CHECK_MSG(lora_parse_targets(&lc, targets, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(lora_init(lo, &lc, c, BB * TT, 1, err, sizeof err) == 0, "%s", err);
+    lora_init_weights(lo, 5, score);
+    Rng g;
+    rng_init(&g, 9);
+    for (int l = 0; l < c->n_layer; l++)
+        for (int s = 0; s < lo->nsite; s++) {
+            float *b = lora_b(lo, l, s, 0);
+            for (int64_t i = 0; i < lo->site[s].out * lc.r; i++) b[i] = 0.3f * rng_normal(&g);
+        }
+    if (lo->score)
+        for (int i = 0; i < c->n_embd; i++) lo->score[i] += 0.1f * rng_normal(&g);
+}
+
+static void forward_ok(Model *m, const ModelBatch *b, int flags) {
+    char err[256];
+    CHECK_MSG(model_forward(m, b, flags, err, sizeof err) == 0, "%s", err);
+}
+
+// log-probs and values of a forward, (BB*TT) each
+static void outputs(Model *m, const ModelBatch *b, int flags, float *logp, float *val) {
+    forward_ok(m, b, flags);
+    model_get_logp(m, logp);
+    model_get_values(m, val);
+}
+
+static void test_zero_b_and_off_are_base(void) {
+    for (int arch = 0; arch < 2; arch++) {
+        ModelConfig c = cfg_of(arch);
+        Model m;
+        base_make(&m, &c, MODEL_TRAIN_FROZEN);
+        Batch bt;
+        batch_make(&bt, c.vocab_size);
+        float lp0[BB * TT], v0[BB * TT], lp1[BB * TT], v1[BB * TT];
+        outputs(&m, &bt.b, 0, lp0, v0);
+        Lora lo;
+        LoraConfig lc = {.r = 4, .alpha = 8.0f};
+        char err[256];
+        CHECK(lora_parse_targets(&lc, all_targets(arch), err, sizeof err) == 0);
+        CHECK_MSG(lora_init(&lo, &lc, &c, BB * TT, 1, err, sizeof err) == 0, "%s", err);
+        lora_init_weights(&lo, 3, NULL);   // PEFT's start: A random, B zero
+        CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
+        outputs(&m, &bt.b, 0, lp1, v1);
+        CHECK_MSG(memcmp(lp0, lp1, sizeof lp0) == 0 && memcmp(v0, v1, sizeof v0) == 0,
+                  "%s: a zero B changed the base's outputs", model_kind_name(&c));
+        lora_free(&lo);
+        lora_make(&lo, &c, all_targets(arch), 0.0f, 1, m.params.scorew);
+        CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
+        outputs(&m, &bt.b, 0, lp1, v1);
+        CHECK_MSG(memcmp(lp0, lp1, sizeof lp0) != 0, "adapters changed nothing");
+        outputs(&m, &bt.b, MODEL_NO_LORA, lp1, v1);
+        CHECK_MSG(memcmp(lp0, lp1, sizeof lp0) == 0 && memcmp(v0, v1, sizeof v0) == 0,
+                  "%s: adapters off is not the base bit for bit", model_kind_name(&c));
+        lora_free(&lo);
+        model_free(&m);
+    }
+}
+
+static void test_merge_equals_adapters(void) {
+    for (int arch = 0; arch < 2; arch++) {
+        ModelConfig c = cfg_of(arch);
+        // each target alone too: a q_proj adapter touches only q's rows of the fused product
+        const char *sets[] = {all_targets(arch), arch ? "k_proj" : "attn.c_proj",
+                              arch ? "up_proj,v_proj" : "mlp.c_proj"};
+        for (int k = 0; k < 3; k++) {
+            Model m, merged;
+            base_make(&m, &c, 0);
+            base_make(&merged, &c, 0);
+            Lora lo;
+            lora_make(&lo, &c, sets[k], 0.0f, 1, m.params.scorew);
+            char err[256];
+            CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
+            Batch bt;
+            batch_make(&bt, c.vocab_size);
+            float lp[BB * TT], v[BB * TT], lpm[BB * TT], vm[BB * TT];
+            outputs(&m, &bt.b, 0, lp, v);
+            lora_merge(&lo, &merged);
+            outputs(&merged, &bt.b, 0, lpm, vm);
+            char what[96];
+            snprintf(what, sizeof what, "%s [%s] merged log-probs", model_kind_name(&c), sets[k]);
+            CHECK_CLOSE(lpm, lp, BB * TT, 2e-5, 2e-5, what);
+            CHECK_CLOSE(vm, v, BB * TT, 2e-5, 2e-5, "merged values");
+            lora_free(&lo);
+            model_free(&m);
+            model_free(&merged);
+        }
+    }
+}
+
+// loss = sum w * CE + sum dv * value, as model_backward's dlogp = -w and dvalues = dv
+static double loss_of(Model *m, Batch *bt, int flags) {
+    forward_ok(m, &bt->b, flags);
+    float val[BB * TT];
+    model_get_values(m, val);
+    double s = m->loss;
+    for (int i = 0; i < BB; i++)
+        for (int t = 0; t < bt->len[i]; t++) s += (double)bt->dv[i * TT + t] * val[i * TT + t];
+    return s;
+}
+
+static void check_fd(Model *m, Lora *lo, Batch *bt, int flags, const char *label) {
+    lora_zero_grad(lo);
+    uint64_t call0 = lo->dropout_call;
+    forward_ok(m, &bt->b, flags);
+    model_backward(m, &bt->b, NULL, bt->dv);
+    uint64_t call = lo->dropout_call;
+    Rng g;
+    rng_init(&g, 21);
+    int bad = 0, checked = 0;
+    for (int k = 0; k < 60; k++) {
+        size_t i = (size_t)rng_below(&g, lo->num_params);
+        float keep = lo->params[i], h = 3e-3f;
+        lo->dropout_call = call0;   // the same masks as the analytic forward
+        lo->params[i] = keep + h;
+        double up = loss_of(m, bt, flags);
+        lo->dropout_call = call0;
+        lo->params[i] = keep - h;
+        double dn = loss_of(m, bt, flags);
+        lo->params[i] = keep;
+        double fd = (up - dn) / (2.0 * h), an = lo->grads[i];
+        checked++;
+        if (fabs(fd - an) > 2e-3 + 2e-2 * fabs(fd)) {
+            if (bad++ < 3)
+                fprintf(stderr, "%s: param %zu analytic %g, finite differences %g\n", label, i, an,
+                        fd);
+        }
+    }
+    lo->dropout_call = call;
+    CHECK_MSG(bad == 0, "%s: %d of %d gradients off", label, bad, checked);
+}
+
+static void test_gradients(void) {
+    for (int arch = 0; arch < 2; arch++)
+        for (int drop = 0; drop < 2; drop++) {
+            ModelConfig c = cfg_of(arch);
+            Model m;
+            base_make(&m, &c, MODEL_TRAIN_FROZEN);
+            CHECK(m.grads_memory == NULL && m.m_memory == NULL);
+            Lora lo;
+            lora_make(&lo, &c, all_targets(arch), drop ? 0.3f : 0.0f, 1, m.params.scorew);
+            char err[256];
+            CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
+            Batch bt;
+            batch_make(&bt, c.vocab_size);
+            char label[96];
+            snprintf(label, sizeof label, "%s%s", model_kind_name(&c), drop ? " with dropout" : "");
+            check_fd(&m, &lo, &bt, drop ? MODEL_DROPOUT : 0, label);
+            lora_free(&lo);
+            model_free(&m);
+        }
+}
+
+static void test_dropout_masks(void) {
+    ModelConfig c = cfg_of(MODEL_ARCH_LLAMA);
+    Model m;
+    base_make(&m, &c, MODEL_TRAIN_FROZEN);
+    Lora lo;
+    lora_make(&lo, &c, "q_proj", 0.25f, 0, NULL);
+    char err[256];
+    CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
+    Batch bt;
+    batch_make(&bt, c.vocab_size);
+    float a[BB * TT], b[BB * TT], v[BB * TT], e[BB * TT];
+    outputs(&m, &bt.b, 0, e, v);          // evaluation: no dropout
+    outputs(&m, &bt.b, MODEL_DROPOUT, a, v);
+    CHECK_MSG(memcmp(a, e, sizeof a) != 0, "dropout changed nothing");
+    outputs(&m, &bt.b, MODEL_DROPOUT, b, v);
+    CHECK_MSG(memcmp(a, b, sizeof a) != 0, "two training forwards drew the same masks");
+    outputs(&m, &bt.b, 0, b, v);
+    CHECK_MSG(memcmp(e, b, sizeof e) == 0, "evaluation forwards differ");
+    // the share of dropped inputs is near p (layer 0's q_proj reads ln1 rows: N x C elements)
+    outputs(&m, &bt.b, MODEL_DROPOUT, a, v);
+    int64_t n = (int64_t)m.N * c.n_embd, zero = 0;
+    for (int64_t i = 0; i < n; i++) zero += lo.xd[i] == 0.0f;
+    CHECK_MSG(zero > n / 8 && zero < n * 3 / 8, "%lld of %lld inputs dropped at p = 0.25",
+              (long long)zero, (long long)n);
+    lora_free(&lo);
+    model_free(&m);
+}
+
+static void test_adamw_moves_adapters_only(void) {
+    ModelConfig c = cfg_of(MODEL_ARCH_GPT2);
+    Model m;
+    base_make(&m, &c, MODEL_TRAIN_FROZEN);
+    size_t nb = m.num_params * sizeof(float);
+    float *before = malloc(nb);
+    memcpy(before, m.params_memory, nb);
+    Lora lo;
+    lora_make(&lo, &c, "c_attn,c_proj", 0.0f, 0, NULL);
+    char err[256];
+    CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
+    Batch bt;
+    batch_make(&bt, c.vocab_size);
+    AdamWConfig ac = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                      .weight_decay = 0.1f, .grad_clip = 1.0f};
+    double first = 0.0, last = 0.0;
+    for (int step = 1; step <= 8; step++) {
+        lora_zero_grad(&lo);
+        forward_ok(&m, &bt.b, MODEL_DROPOUT);
+        if (step == 1) first = m.loss;
+        last = m.loss;
+        model_backward(&m, &bt.b, NULL, NULL);
+        lora_adamw_step(&lo, &ac, ac.lr, step);
+    }
+    CHECK_MSG(memcmp(before, m.params_memory, nb) == 0, "the frozen base moved");
+    CHECK_MSG(last < first, "8 adapter steps did not lower the loss (%g -> %g)", first, last);
+    free(before);
+    lora_free(&lo);
+    model_free(&m);
+}
+
+static void test_bad_inputs(void) {
+    ModelConfig g = cfg_of(MODEL_ARCH_GPT2), l = cfg_of(MODEL_ARCH_LLAMA);
+    LoraConfig lc = {.r = 4, .alpha = 8.0f};
+    char err[256];
+    CHECK(lora_parse_targets(&lc, "q_proj", err, sizeof err) == 0);
+    CHECK_ERR(lora_validate(&lc, &g, err, sizeof err), err, "'q_proj' is no linear layer",
+              "c_attn");
+    CHECK(lora_parse_targets(&lc, "c_attn", err, sizeof err) == 0);
+    CHECK_ERR(lora_validate(&lc, &l, err, sizeof err), err, "'c_attn'", "q_proj");
+    CHECK_ERR(lora_parse_targets(&lc, " , ", err, sizeof err), err, "target_modules is empty",
+              NULL);
+    CHECK(lora_parse_targets(&lc, "c_attn", err, sizeof err) == 0);
+    lc.r = 0;
+    CHECK_ERR(lora_validate(&lc, &g, err, sizeof err), err, "lora r must be", "got 0");
+    lc.r = 4; lc.alpha = 0.0f;
+    CHECK_ERR(lora_validate(&lc, &g, err, sizeof err), err, "lora_alpha", NULL);
+    lc.alpha = 8.0f; lc.dropout = 1.0f;
+    CHECK_ERR(lora_validate(&lc, &g, err, sizeof err), err, "lora_dropout", NULL);
+    lc.dropout = 0.0f;
+    Lora lo;
+    CHECK(lora_init(&lo, &lc, &g, BB * TT, 1, err, sizeof err) == 0);
+    Model m;
+    ModelConfig wider = g;
+    wider.n_embd = 16;
+    base_make(&m, &wider, MODEL_TRAIN_FROZEN);
+    CHECK_ERR(lora_attach(&m, &lo, err, sizeof err), err, "another base shape", "C=16");
+    model_free(&m);
+    lora_free(&lo);
+}
+
+// The memory plan of a GPT-2 124M shape (B=8, T=256): every weight trained vs a frozen base
+// with r=16 adapters on c_attn, c_proj and c_fc (the figure the README quotes).
+static void test_memory_plan(void) {
+    ModelConfig c = {.max_seq_len = 1024, .vocab_size = 50257, .n_layer = 12, .n_head = 12,
+                     .n_embd = 768, .ln_eps = 1e-5f, .lm_head = 1};
+    LoraConfig lc = {.r = 16, .alpha = 32.0f};
+    char err[256];
+    CHECK(lora_parse_targets(&lc, "c_attn,c_proj,c_fc", err, sizeof err) == 0);
+    int Bm = 8, Tm = 256;
+    size_t full = model_memory_bytes(&c, Bm, Tm, 1);
+    size_t frozen = model_memory_bytes(&c, Bm, Tm, MODEL_TRAIN_FROZEN);
+    size_t ad = lora_memory_bytes(&lc, &c, (int64_t)Bm * Tm, 1);
+    size_t np = lora_param_count(&lc, &c);
+    printf("memory (GPT-2 124M shape, B=%d T=%d): full fine-tuning %.1f MiB; frozen base %.1f "
+           "MiB + LoRA r=16 (%zu parameters) %.1f MiB = %.1f MiB (%.2fx)\n",
+           Bm, Tm, full / 1048576.0, frozen / 1048576.0, np, ad / 1048576.0,
+           (frozen + ad) / 1048576.0, (double)(frozen + ad) / (double)full);
+    // weights 124M x 4 bytes x (params, grads, m, v) vs x 1: the base's three copies are gone
+    CHECK(frozen + ad < full);
+    CHECK(full - frozen == 3 * sizeof(float) * (size_t)124439808);
+    CHECK(np == 12 * 16 * ((768 + 2304) + (768 + 768) + (768 + 3072) + (3072 + 768)));
+}
+
+int main(void) {
+    test_case("lora: a zero B and adapters off are the base bit for bit (GPT-2, Llama)",
+              test_zero_b_and_off_are_base);
+    test_case("lora: merged weights equal the adapters (every target, fused q|k|v and gate|up)",
+              test_merge_equals_adapters);
+    test_case("lora: gradients of A, B and the score copy vs finite differences, frozen base",
+              test_gradients);
+    test_case("lora: dropout masks differ per training forward, none in evaluation",
+              test_dropout_masks);
+    test_case("lora: AdamW moves only the adapters", test_adamw_moves_adapters_only);
+    test_case("lora: bad configurations are one-line errors", test_bad_inputs);
+    test_case("lora: memory plan of a GPT-2 124M shape, full vs r=16", test_memory_plan);
+    return test_summary();
+}
