@@ -6,8 +6,11 @@
 #include "lora.h"
 #include "model.h"
 #include "optim.h"
+#include "peft.h"
 #include "rng.h"
+#include "safetensors.h"
 #include "testlib.h"
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -329,7 +332,148 @@ static void test_memory_plan(void) {
     CHECK(np == 12 * 16 * ((768 + 2304) + (768 + 768) + (768 + 3072) + (3072 + 768)));
 }
 
-int main(void) {
+static void test_peft_round_trip(void) {
+    for (int arch = 0; arch < 2; arch++) {
+        ModelConfig c = cfg_of(arch);
+        Model m;
+        base_make(&m, &c, MODEL_TRAIN_FROZEN);
+        Lora lo, back;
+        lora_make(&lo, &c, arch ? "q_proj,v_proj,down_proj" : "c_attn,c_proj", 0.1f, 1,
+                  m.params.scorew);
+        char dir[256], err[512], path[512];
+        CHECK(test_scratch_dir(dir, sizeof dir, "lora") == 0);
+        CHECK_MSG(peft_save(&lo, dir, "tiny-base", 1, err, sizeof err) == 0, "%s", err);
+        CHECK_MSG(peft_load(&back, dir, &c, BB * TT, 1, err, sizeof err) == 0, "%s", err);
+        CHECK(back.num_params == lo.num_params && back.cfg.r == lo.cfg.r &&
+              back.cfg.alpha == lo.cfg.alpha && back.cfg.train_score);
+        CHECK(memcmp(back.params, lo.params, lo.num_params * sizeof(float)) == 0);
+        snprintf(path, sizeof path, "%s/%s", dir, PEFT_CONFIG);
+        char *js = test_read_file(path, NULL);
+        cJSON *cj = js ? cJSON_Parse(js) : NULL;
+        CHECK(cj != NULL);
+        if (cj) {
+            const cJSON *pt = cJSON_GetObjectItem(cj, "peft_type"),
+                        *tt = cJSON_GetObjectItem(cj, "task_type"),
+                        *ff = cJSON_GetObjectItem(cj, "fan_in_fan_out"),
+                        *dr = cJSON_GetObjectItem(cj, "lora_dropout");
+            CHECK(cJSON_IsString(pt) && !strcmp(pt->valuestring, "LORA"));
+            CHECK(cJSON_IsString(tt) && !strcmp(tt->valuestring, "SEQ_CLS"));
+            CHECK(cJSON_IsBool(ff) && cJSON_IsTrue(ff) == !arch);
+            CHECK(cJSON_IsNumber(dr) && dr->valuedouble == 0.1);
+        }
+        cJSON_Delete(cj);
+        free(js);
+        StFile f;
+        snprintf(path, sizeof path, "%s/%s", dir, PEFT_WEIGHTS);
+        CHECK_MSG(st_open(&f, path, err, sizeof err) == 0, "%s", err);
+        const char *want = arch ? "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+                                : "base_model.model.transformer.h.1.attn.c_attn.lora_B.weight";
+        StEntry *e = st_find(&f, want);
+        CHECK_MSG(e != NULL, "%s lacks %s", path, want);
+        if (e) CHECK(e->shape[0] == (arch ? 3 : 3 * c.n_embd) && e->shape[1] == (arch ? c.n_embd : 3));
+        CHECK(st_find(&f, "base_model.model.score.weight") != NULL);
+        st_close(&f);
+        // an adapter for another base: the shapes say so
+        ModelConfig other = c;
+        other.n_layer = 1;
+        CHECK_ERR(peft_load(&back, dir, &other, BB * TT, 1, err, sizeof err), err,
+                  "is no adapter of this base", NULL);
+        other = c;
+        other.n_embd = arch ? 24 : 16;
+        CHECK_ERR(peft_load(&back, dir, &other, BB * TT, 1, err, sizeof err), err,
+                  "another base shape", NULL);
+        ModelConfig noscore = c;
+        noscore.score_head = 0;
+        CHECK_ERR(peft_load(&back, dir, &noscore, BB * TT, 1, err, sizeof err), err,
+                  "no score head", NULL);
+        lora_free(&back);
+        lora_free(&lo);
+        model_free(&m);
+        test_rm_rf(dir);
+    }
+}
+
+// --export DIR ARCH: the files tests/ref/lora_ref.py checks: DIR/base.safetensors (the base's
+// HF tensors), DIR/config.txt, DIR/adapter/ (PEFT files), DIR/out.safetensors (the batch, our
+// logits with the adapters and the gradients of every A and B for sum w * CE).
+static int export_case(const char *dir, int arch) {
+    ModelConfig c = cfg_of(arch);
+    Model m;
+    base_make(&m, &c, MODEL_TRAIN_FROZEN);
+    Lora lo;
+    lora_make(&lo, &c, all_targets(arch), 0.0f, 0, NULL);
+    char err[512], path[512];
+    if (lora_attach(&m, &lo, err, sizeof err)) goto fail;
+    snprintf(path, sizeof path, "%s/adapter", dir);
+    if (peft_save(&lo, path, "tiny", 0, err, sizeof err)) goto fail;
+    int nt = model_tensor_count(&m);
+    StOut *o = calloc((size_t)nt + 8 + 2 * (size_t)c.n_layer * lo.nsite, sizeof *o);
+    for (int i = 0; i < nt; i++) {
+        ModelTensor t;
+        model_tensor(&m, i, &t);
+        snprintf(o[i].name, sizeof o[i].name, "%s", t.name);
+        o[i].ndim = t.ndim; o[i].shape[0] = t.shape[0]; o[i].shape[1] = t.shape[1];
+        o[i].data = t.data;
+    }
+    snprintf(path, sizeof path, "%s/base.safetensors", dir);
+    if (st_write(path, o, nt, 0, err, sizeof err)) goto fail;
+    Batch bt;
+    batch_make(&bt, c.vocab_size);
+    static float ftok[BB * TT], ftgt[BB * TT], flen[BB], logits[BB * TT * 64];
+    for (int i = 0; i < BB * TT; i++) {
+        if (i % TT >= bt.len[i / TT]) bt.tgt[i] = -1;
+        ftok[i] = (float)bt.tok[i];
+        ftgt[i] = (float)bt.tgt[i];
+    }
+    for (int i = 0; i < BB; i++) flen[i] = (float)bt.len[i];
+    lora_zero_grad(&lo);
+    if (model_forward(&m, &bt.b, MODEL_LOGITS_ALL, err, sizeof err)) goto fail;
+    for (int b = 0; b < BB; b++)
+        for (int t = 0; t < bt.len[b]; t++)
+            memcpy(logits + (size_t)(b * TT + t) * c.vocab_size, model_logits_at(&m, b, t),
+                   (size_t)c.vocab_size * sizeof(float));
+    // the loss's gradient: a forward with targets (logits only where a loss is)
+    if (model_forward(&m, &bt.b, 0, err, sizeof err)) goto fail;
+    model_backward(&m, &bt.b, NULL, NULL);
+    int n = 0;
+    StOut *x = o;
+#define OUT2(nm, d0, d1, ptr) \
+    snprintf(x[n].name, sizeof x[n].name, "%s", nm); x[n].ndim = 2; x[n].shape[0] = d0; \
+    x[n].shape[1] = d1; x[n].data = ptr; n++
+    OUT2("tokens", BB, TT, ftok);
+    OUT2("targets", BB, TT, ftgt);
+    OUT2("weights", BB, TT, bt.w);
+    OUT2("lengths", 1, BB, flen);
+    OUT2("logits", BB * TT, c.vocab_size, logits);
+    for (int l = 0; l < c.n_layer; l++)
+        for (int s = 0; s < lo.nsite; s++)
+            for (int w = 0; w < 2; w++) {
+                char nm[96];
+                snprintf(nm, sizeof nm, "grad.%d.%s.lora_%c", l, lo.site[s].name, w ? 'B' : 'A');
+                OUT2(nm, w ? lo.site[s].out : lo.cfg.r, w ? lo.cfg.r : lo.site[s].in,
+                     w ? lora_b(&lo, l, s, 1) : lora_a(&lo, l, s, 1));
+            }
+#undef OUT2
+    snprintf(path, sizeof path, "%s/out.safetensors", dir);
+    if (st_write(path, o, n, 0, err, sizeof err)) goto fail;
+    free(o);
+    snprintf(path, sizeof path, "%s/config.txt", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return 1;
+    fprintf(f, "arch %d\nV %d\nC %d\nL %d\nNH %d\nKVH %d\nF %d\nmax_seq_len %d\n", arch,
+            c.vocab_size, c.n_embd, c.n_layer, c.n_head, model_kv_heads(&c), model_ff(&c),
+            c.max_seq_len);
+    fclose(f);
+    lora_free(&lo);
+    model_free(&m);
+    return 0;
+fail:
+    fprintf(stderr, "export: %s\n", err);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--export")) return export_case(argv[2], atoi(argv[3]));
     test_case("lora: a zero B and adapters off are the base bit for bit (GPT-2, Llama)",
               test_zero_b_and_off_are_base);
     test_case("lora: merged weights equal the adapters (every target, fused q|k|v and gate|up)",
@@ -341,5 +485,7 @@ int main(void) {
     test_case("lora: AdamW moves only the adapters", test_adamw_moves_adapters_only);
     test_case("lora: bad configurations are one-line errors", test_bad_inputs);
     test_case("lora: memory plan of a GPT-2 124M shape, full vs r=16", test_memory_plan);
+    test_case("lora: PEFT files written and read back; another base's adapter is an error",
+              test_peft_round_trip);
     return test_summary();
 }

@@ -1,0 +1,200 @@
+// PEFT adapter files: adapter_config.json and adapter_model.safetensors. See peft.h.
+#include "peft.h"
+#include "fileio.h"
+#include "safetensors.h"
+#include "util.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+// The tensor name PEFT gives A (which 0) or B (1) of site s in layer l.
+static void peft_name(char *out, size_t n, const Lora *lo, int l, int s, int which) {
+    const char *stem = lo->base.arch == MODEL_ARCH_GPT2 ? "transformer.h" : "model.layers";
+    snprintf(out, n, "base_model.model.%s.%d.%s.lora_%c.weight", stem, l, lo->site[s].name,
+             which ? 'B' : 'A');
+}
+#define PEFT_SCORE "base_model.model.score.weight"
+
+int peft_save(const Lora *lo, const char *dir, const char *base_name, int seq_cls, char *err,
+              size_t errlen) {
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return util_err(err, errlen, "%s: cannot make the directory: %s", dir, strerror(errno));
+    char path[FIO_PATH_CAP];
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "peft_type", "LORA");
+    cJSON_AddStringToObject(r, "task_type", seq_cls ? "SEQ_CLS" : "CAUSAL_LM");
+    cJSON_AddStringToObject(r, "base_model_name_or_path", base_name ? base_name : "");
+    cJSON_AddNumberToObject(r, "r", lo->cfg.r);
+    cJSON_AddNumberToObject(r, "lora_alpha", (double)lo->cfg.alpha);
+    // the float's shortest decimal (0.1f as 0.1, not 0.10000000149011612)
+    char num[32];
+    snprintf(num, sizeof num, "%.9g", (double)lo->cfg.dropout);
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(num, sizeof num, "%.*g", prec, (double)lo->cfg.dropout);
+        if ((float)strtod(num, NULL) == lo->cfg.dropout) break;
+    }
+    cJSON_AddNumberToObject(r, "lora_dropout", strtod(num, NULL));
+    cJSON *t = cJSON_AddArrayToObject(r, "target_modules");
+    for (int i = 0; i < lo->cfg.n_targets; i++)
+        cJSON_AddItemToArray(t, cJSON_CreateString(lo->cfg.targets[i]));
+    cJSON_AddStringToObject(r, "bias", "none");
+    cJSON_AddBoolToObject(r, "fan_in_fan_out", lo->base.arch == MODEL_ARCH_GPT2);
+    if (lo->score) {
+        cJSON *ms = cJSON_AddArrayToObject(r, "modules_to_save");
+        cJSON_AddItemToArray(ms, cJSON_CreateString("score"));
+    } else {
+        cJSON_AddNullToObject(r, "modules_to_save");
+    }
+    cJSON_AddBoolToObject(r, "inference_mode", 1);
+    cJSON_AddBoolToObject(r, "init_lora_weights", 1);
+    cJSON_AddBoolToObject(r, "use_rslora", 0);
+    cJSON_AddBoolToObject(r, "use_dora", 0);
+    int rc = fio_path_join(path, dir, PEFT_CONFIG, err, errlen);
+    if (!rc) rc = fio_write_json(path, r, err, errlen);
+    cJSON_Delete(r);
+    if (rc) return -1;
+    int L = lo->base.n_layer, n = 0, cap = 2 * L * lo->nsite + 1;
+    StOut *o = CALLOC_CHECK((size_t)cap, sizeof *o);
+    for (int l = 0; l < L; l++)
+        for (int s = 0; s < lo->nsite; s++)
+            for (int w = 0; w < 2; w++) {
+                StOut *x = &o[n++];
+                peft_name(x->name, sizeof x->name, lo, l, s, w);
+                x->ndim = 2;
+                x->shape[0] = w ? lo->site[s].out : lo->cfg.r;
+                x->shape[1] = w ? lo->cfg.r : lo->site[s].in;
+                x->data = w ? lora_b(lo, l, s, 0) : lora_a(lo, l, s, 0);
+            }
+    if (lo->score) {
+        StOut *x = &o[n++];
+        snprintf(x->name, sizeof x->name, PEFT_SCORE);
+        x->ndim = 2; x->shape[0] = 1; x->shape[1] = lo->base.n_embd;
+        x->data = lo->score;
+    }
+    rc = fio_path_join(path, dir, PEFT_WEIGHTS, err, errlen);
+    if (!rc) rc = st_write(path, o, n, 0, err, errlen);
+    free(o);
+    return rc ? -1 : fio_fsync_dir(dir, err, errlen);
+}
+
+static int peft_config_fields(LoraConfig *cfg, const cJSON *r, const char *path,
+                              const ModelConfig *base, char *err, size_t errlen) {
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(r, "peft_type");
+    if (!cJSON_IsString(pt) || strcmp(pt->valuestring, "LORA"))
+        return util_err(err, errlen, "%s: peft_type must be \"LORA\"", path);
+    const cJSON *rr = cJSON_GetObjectItemCaseSensitive(r, "r");
+    const cJSON *al = cJSON_GetObjectItemCaseSensitive(r, "lora_alpha");
+    const cJSON *dr = cJSON_GetObjectItemCaseSensitive(r, "lora_dropout");
+    if (!cJSON_IsNumber(rr) || rr->valuedouble != (double)(int)rr->valuedouble)
+        return util_err(err, errlen, "%s: r must be an integer", path);
+    if (!cJSON_IsNumber(al)) return util_err(err, errlen, "%s: lora_alpha must be a number", path);
+    if (dr && !cJSON_IsNumber(dr))
+        return util_err(err, errlen, "%s: lora_dropout must be a number", path);
+    cfg->r = (int)rr->valuedouble;
+    cfg->alpha = (float)al->valuedouble;
+    cfg->dropout = dr ? (float)dr->valuedouble : 0.0f;
+    const cJSON *bias = cJSON_GetObjectItemCaseSensitive(r, "bias");
+    if (bias && !(cJSON_IsString(bias) && !strcmp(bias->valuestring, "none")))
+        return util_err(err, errlen, "%s: bias must be \"none\" (trained biases are not supported)",
+                        path);
+    static const char *const unsupported[] = {"use_dora", "use_rslora"};
+    for (int i = 0; i < 2; i++)
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, unsupported[i])))
+            return util_err(err, errlen, "%s: %s is not supported", path, unsupported[i]);
+    const cJSON *fif = cJSON_GetObjectItemCaseSensitive(r, "fan_in_fan_out");
+    int want = base->arch == MODEL_ARCH_GPT2;
+    if (fif && cJSON_IsBool(fif) && cJSON_IsTrue(fif) != want)
+        return util_err(err, errlen, "%s: fan_in_fan_out is %s, a %s base needs %s", path,
+                        cJSON_IsTrue(fif) ? "true" : "false", model_kind_name(base),
+                        want ? "true" : "false");
+    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(r, "target_modules");
+    if (!cJSON_IsArray(tm))
+        return util_err(err, errlen,
+                        "%s: target_modules must be a list of names (a regular expression is not "
+                        "supported)",
+                        path);
+    cfg->n_targets = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, tm) {
+        if (!cJSON_IsString(x) || strlen(x->valuestring) >= sizeof cfg->targets[0] ||
+            cfg->n_targets == LORA_MAX_TARGETS)
+            return util_err(err, errlen, "%s: target_modules: a name is not a short string", path);
+        snprintf(cfg->targets[cfg->n_targets++], sizeof cfg->targets[0], "%s", x->valuestring);
+    }
+    if (cfg->n_targets == 0) return util_err(err, errlen, "%s: target_modules is empty", path);
+    cfg->train_score = 0;
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(r, "modules_to_save");
+    if (cJSON_IsArray(ms)) {
+        cJSON_ArrayForEach(x, ms) {
+            if (!cJSON_IsString(x) || strcmp(x->valuestring, "score"))
+                return util_err(err, errlen, "%s: modules_to_save may name only \"score\"", path);
+            cfg->train_score = 1;
+        }
+    }
+    char e2[256];
+    if (lora_validate(cfg, base, e2, sizeof e2))
+        return util_err(err, errlen, "%s: %s", path, e2);
+    return 0;
+}
+
+int peft_read_config(LoraConfig *cfg, const char *dir, const ModelConfig *base, char *err,
+                     size_t errlen) {
+    memset(cfg, 0, sizeof *cfg);
+    char path[FIO_PATH_CAP];
+    if (fio_path_join(path, dir, PEFT_CONFIG, err, errlen)) return -1;
+    cJSON *r = fio_read_json(path, err, errlen);
+    if (!r) return -1;
+    int rc = peft_config_fields(cfg, r, path, base, err, errlen);
+    cJSON_Delete(r);
+    return rc;
+}
+
+// One tensor of the file into dst, checked against its shape.
+static int peft_take(StFile *f, const char *name, int64_t d0, int64_t d1, float *dst,
+                     const char *path, char *err, size_t errlen) {
+    StEntry *e = st_find(f, name);
+    if (!e) return util_err(err, errlen, "%s: tensor %s is missing", path, name);
+    int64_t shape[2] = {d0, d1};
+    char e2[256];
+    if (st_check(e, 2, shape, e2, sizeof e2))
+        return util_err(err, errlen, "%s: %s (an adapter for another base shape?)", path, e2);
+    st_read_f32(e, dst);
+    e->used = 1;
+    return 0;
+}
+
+int peft_load(Lora *lo, const char *dir, const ModelConfig *base, int64_t max_N, int trainable,
+              char *err, size_t errlen) {
+    LoraConfig cfg;
+    memset(lo, 0, sizeof *lo);
+    if (peft_read_config(&cfg, dir, base, err, errlen)) return -1;
+    if (lora_init(lo, &cfg, base, max_N, trainable, err, errlen)) return -1;
+    char path[FIO_PATH_CAP], name[128];
+    StFile f;
+    if (fio_path_join(path, dir, PEFT_WEIGHTS, err, errlen) || st_open(&f, path, err, errlen)) {
+        lora_free(lo);
+        return -1;
+    }
+    int rc = 0;
+    for (int l = 0; l < base->n_layer && !rc; l++)
+        for (int s = 0; s < lo->nsite && !rc; s++) {
+            peft_name(name, sizeof name, lo, l, s, 0);
+            rc = peft_take(&f, name, cfg.r, lo->site[s].in, lora_a(lo, l, s, 0), path, err,
+                           errlen);
+            peft_name(name, sizeof name, lo, l, s, 1);
+            if (!rc)
+                rc = peft_take(&f, name, lo->site[s].out, cfg.r, lora_b(lo, l, s, 0), path, err,
+                               errlen);
+        }
+    if (!rc && lo->score)
+        rc = peft_take(&f, PEFT_SCORE, 1, base->n_embd, lo->score, path, err, errlen);
+    for (int i = 0; i < f.n && !rc; i++)
+        if (!f.e[i].used)
+            rc = util_err(err, errlen, "%s: tensor %s is no adapter of this base (%s, %d layers)",
+                          path, f.e[i].name, model_kind_name(base), base->n_layer);
+    st_close(&f);
+    if (rc) lora_free(lo);
+    return rc;
+}
