@@ -14,6 +14,7 @@ int cmd_eval(int argc, char **argv);          // loss and perplexity on a text
 int cmd_generate(int argc, char **argv);      // sampled continuations
 int cmd_tokenizer(int argc, char **argv);     // cmd_tokenizer.c: encode, decode, train
 int cmd_eval_policy(int argc, char **argv);   // cmd_evalpolicy.c: compare two policies
+int cmd_merge(int argc, char **argv);         // cmd_merge.c: fold a LoRA adapter in
 
 // cmd_model.c: the next-token loss of ids[0..n) (n >= 2) under m (an LM head), in consecutive
 // windows of W tokens (W <= the context chosen at init), B windows per forward pass (B <= the

@@ -3,6 +3,7 @@
 // A, B and the score copy against finite differences, with and without dropout, through a
 // frozen base (MODEL_TRAIN_FROZEN: no base gradients); AdamW moves only the adapters; bad
 // configurations are one-line errors; and the memory plan of a GPT-2 124M shape, full vs r=16.
+#include "checkpoint.h"
 #include "lora.h"
 #include "model.h"
 #include "optim.h"
@@ -394,7 +395,7 @@ static void test_peft_round_trip(void) {
 }
 
 // --export DIR ARCH: the files tests/ref/lora_ref.py checks: DIR/base.safetensors (the base's
-// HF tensors), DIR/config.txt, DIR/adapter/ (PEFT files), DIR/out.safetensors (the batch, our
+// HF tensors; DIR/base the same as a checkpoint), DIR/config.txt, DIR/adapter/ (PEFT files), DIR/out.safetensors (the batch, our
 // logits with the adapters and the gradients of every A and B for sum w * CE).
 static int export_case(const char *dir, int arch) {
     ModelConfig c = cfg_of(arch);
@@ -417,6 +418,8 @@ static int export_case(const char *dir, int arch) {
     }
     snprintf(path, sizeof path, "%s/base.safetensors", dir);
     if (st_write(path, o, nt, 0, err, sizeof err)) goto fail;
+    snprintf(path, sizeof path, "%s/base", dir);   // the same as a checkpoint, for rlhf merge
+    if (ckpt_save(path, &m, NULL, err, sizeof err)) goto fail;
     Batch bt;
     batch_make(&bt, c.vocab_size);
     static float ftok[BB * TT], ftgt[BB * TT], flen[BB], logits[BB * TT * 64];

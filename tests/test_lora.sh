@@ -1,0 +1,48 @@
+#!/bin/sh
+# LoRA adapters against a hand-written float64 PyTorch reference (tests/ref/lora_ref.py), for a
+# GPT-2 and a Llama-style (Qwen2, grouped-query) base: the PEFT files build/tests/test_lora
+# writes are read back by the script, applied by hand and give the engine's logits; the engine's
+# gradients of every lora_A / lora_B equal autograd's; `rlhf merge` folds an adapter into a
+# plain checkpoint whose logits (no adapters) are the adapter's; merge's bad inputs.
+. "$PWD/tests/lib.sh"
+PY=/usr/bin/python3
+lib_workspace
+export OMP_NUM_THREADS=1
+for arch in 0 1; do
+    name=$( [ $arch = 0 ] && echo gpt2 || echo llama )
+    D="$W/$name"
+    mkdir "$D"
+    if "$ROOT/$BUILD/tests/test_lora" --export "$D" $arch 2>"$W/err" &&
+        "$R" merge "$D/base" "$D/adapter" --out "$D/merged" 2>"$W/err" &&
+        [ -f "$D/merged/model.safetensors" ]; then
+        ok "$name: exported, merged"
+    else
+        bad "$name: exported, merged"
+        continue
+    fi
+    if "$PY" "$TESTS/ref/lora_ref.py" "$D" --merged "$D/merged" >"$W/ref" 2>"$W/err"; then
+        ok "$name: PyTorch reference: $(grep -c '^ok' "$W/ref") checks"
+    else
+        cat "$W/ref" >"$W/err"
+        bad "$name: PyTorch reference"
+    fi
+done
+expect_fail "merge: a GPT-2 adapter on a Llama-style base" 1 \
+    "fan_in_fan_out is true, a llama-style base needs false" \
+    "$R" merge "$W/llama/base" "$W/gpt2/adapter" --out "$W/x1"
+"$R" init --preset tiny --vocab-size 23 --n-positions 16 --out "$W/wide" 2>/dev/null
+expect_fail "merge: an adapter for another width" 1 "c_attn.lora_A.weight.*another base shape" \
+    "$R" merge "$W/wide" "$W/gpt2/adapter" --out "$W/x0"
+cp -r "$W/gpt2/adapter" "$W/a1"
+sed 's/"c_fc"/"q_proj"/' "$W/gpt2/adapter/adapter_config.json" >"$W/a1/adapter_config.json"
+expect_fail "merge: an unknown target module" 1 "'q_proj' is no linear layer of a gpt2 model" \
+    "$R" merge "$W/gpt2/base" "$W/a1" --out "$W/x3"
+sed 's/"r":.*/"r": 0,/' "$W/gpt2/adapter/adapter_config.json" >"$W/a1/adapter_config.json"
+expect_fail "merge: r = 0" 1 "lora r must be in 1..65536 (got 0)" \
+    "$R" merge "$W/gpt2/base" "$W/a1" --out "$W/x4"
+[ ! -e "$W/x0" ] && [ ! -e "$W/x1" ] && [ ! -e "$W/x3" ] && [ ! -e "$W/x4" ] &&
+    ok "merge: nothing written on an error" || bad "merge: nothing written on an error"
+expect_fail "merge: no adapter there" 1 "adapter_config.json" \
+    "$R" merge "$W/gpt2/base" "$W/nothing" --out "$W/x2"
+expect_fail "merge: --out missing" 2 "missing --out" "$R" merge "$W/gpt2/base" "$W/gpt2/adapter"
+lib_summary
