@@ -401,3 +401,12 @@ void lora_merge(const Lora *lo, Model *base) {
         }
     if (lo->score) memcpy(base->params.scorew, lo->score, (size_t)c->n_embd * sizeof(float));
 }
+
+int lora_merge_copy(const Lora *lo, const Model *base, Model *dst, char *err, size_t errlen) {
+    if (dst->num_params != base->num_params ||
+        memcmp(dst->param_sizes, base->param_sizes, sizeof base->param_sizes))
+        return util_err(err, errlen, "lora merge: the copy's shapes are not the base's");
+    memcpy(dst->params_memory, base->params_memory, base->num_params * sizeof(float));
+    lora_merge(lo, dst);
+    return 0;
+}

@@ -110,4 +110,7 @@ float *lora_b(const Lora *lo, int l, int s, int grad);
 
 // Adds scale * B A into the base's weights (a plain model afterwards; Conv1D transposed).
 void lora_merge(const Lora *lo, Model *base);
+// dst (initialised with the base's config, any batch size, e.g. for sampling) gets the base's
+// weights with lo merged in; the base is untouched. -1 when the shapes differ.
+int lora_merge_copy(const Lora *lo, const Model *base, Model *dst, char *err, size_t errlen);
 #endif

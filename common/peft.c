@@ -1,5 +1,6 @@
 // PEFT adapter files: adapter_config.json and adapter_model.safetensors. See peft.h.
 #include "peft.h"
+#include "checkpoint.h"
 #include "fileio.h"
 #include "safetensors.h"
 #include "util.h"
@@ -10,12 +11,38 @@
 #include <sys/stat.h>
 
 // The tensor name PEFT gives A (which 0) or B (1) of site s in layer l.
-static void peft_name(char *out, size_t n, const Lora *lo, int l, int s, int which) {
+static void peft_name(char *out, size_t n, const char *prefix, const Lora *lo, int l, int s,
+                      int which) {
     const char *stem = lo->base.arch == MODEL_ARCH_GPT2 ? "transformer.h" : "model.layers";
-    snprintf(out, n, "base_model.model.%s.%d.%s.lora_%c.weight", stem, l, lo->site[s].name,
-             which ? 'B' : 'A');
+    snprintf(out, n, "%sbase_model.model.%s.%d.%s.lora_%c.weight", prefix, stem, l,
+             lo->site[s].name, which ? 'B' : 'A');
 }
 #define PEFT_SCORE "base_model.model.score.weight"
+
+// The tensors of buffer buf (params, or the moments laid out as they are) under PEFT's names,
+// each with prefix in front; *n of them (malloc'd).
+static StOut *peft_outs(const Lora *lo, const float *buf, const char *prefix, int *n) {
+    int L = lo->base.n_layer, k = 0;
+    StOut *o = CALLOC_CHECK((size_t)(2 * L * lo->nsite + 1), sizeof *o);
+    for (int l = 0; l < L; l++)
+        for (int s = 0; s < lo->nsite; s++)
+            for (int w = 0; w < 2; w++) {
+                StOut *x = &o[k++];
+                peft_name(x->name, sizeof x->name, prefix, lo, l, s, w);
+                x->ndim = 2;
+                x->shape[0] = w ? lo->site[s].out : lo->cfg.r;
+                x->shape[1] = w ? lo->cfg.r : lo->site[s].in;
+                x->data = buf + ((w ? lora_b(lo, l, s, 0) : lora_a(lo, l, s, 0)) - lo->params);
+            }
+    if (lo->score) {
+        StOut *x = &o[k++];
+        snprintf(x->name, sizeof x->name, "%s%s", prefix, PEFT_SCORE);
+        x->ndim = 2; x->shape[0] = 1; x->shape[1] = lo->base.n_embd;
+        x->data = buf + (lo->score - lo->params);
+    }
+    *n = k;
+    return o;
+}
 
 int peft_save(const Lora *lo, const char *dir, const char *base_name, int seq_cls, char *err,
               size_t errlen) {
@@ -55,24 +82,8 @@ int peft_save(const Lora *lo, const char *dir, const char *base_name, int seq_cl
     if (!rc) rc = fio_write_json(path, r, err, errlen);
     cJSON_Delete(r);
     if (rc) return -1;
-    int L = lo->base.n_layer, n = 0, cap = 2 * L * lo->nsite + 1;
-    StOut *o = CALLOC_CHECK((size_t)cap, sizeof *o);
-    for (int l = 0; l < L; l++)
-        for (int s = 0; s < lo->nsite; s++)
-            for (int w = 0; w < 2; w++) {
-                StOut *x = &o[n++];
-                peft_name(x->name, sizeof x->name, lo, l, s, w);
-                x->ndim = 2;
-                x->shape[0] = w ? lo->site[s].out : lo->cfg.r;
-                x->shape[1] = w ? lo->cfg.r : lo->site[s].in;
-                x->data = w ? lora_b(lo, l, s, 0) : lora_a(lo, l, s, 0);
-            }
-    if (lo->score) {
-        StOut *x = &o[n++];
-        snprintf(x->name, sizeof x->name, PEFT_SCORE);
-        x->ndim = 2; x->shape[0] = 1; x->shape[1] = lo->base.n_embd;
-        x->data = lo->score;
-    }
+    int n;
+    StOut *o = peft_outs(lo, lo->params, "", &n);
     rc = fio_path_join(path, dir, PEFT_WEIGHTS, err, errlen);
     if (!rc) rc = st_write(path, o, n, 0, err, errlen);
     free(o);
@@ -180,10 +191,10 @@ int peft_load(Lora *lo, const char *dir, const ModelConfig *base, int64_t max_N,
     int rc = 0;
     for (int l = 0; l < base->n_layer && !rc; l++)
         for (int s = 0; s < lo->nsite && !rc; s++) {
-            peft_name(name, sizeof name, lo, l, s, 0);
+            peft_name(name, sizeof name, "", lo, l, s, 0);
             rc = peft_take(&f, name, cfg.r, lo->site[s].in, lora_a(lo, l, s, 0), path, err,
                            errlen);
-            peft_name(name, sizeof name, lo, l, s, 1);
+            peft_name(name, sizeof name, "", lo, l, s, 1);
             if (!rc)
                 rc = peft_take(&f, name, lo->site[s].out, cfg.r, lora_b(lo, l, s, 0), path, err,
                                errlen);
@@ -197,4 +208,60 @@ int peft_load(Lora *lo, const char *dir, const ModelConfig *base, int64_t max_N,
     st_close(&f);
     if (rc) lora_free(lo);
     return rc;
+}
+
+int peft_save_moments(const Lora *lo, const char *dir, char *err, size_t errlen) {
+    if (!lo->m) return util_err(err, errlen, "lora: adapters without moments (not trainable)");
+    int nm, nv;
+    StOut *m = peft_outs(lo, lo->m, "m.", &nm), *v = peft_outs(lo, lo->v, "v.", &nv);
+    StOut *all = CALLOC_CHECK((size_t)(nm + nv), sizeof *all);
+    memcpy(all, m, (size_t)nm * sizeof *all);
+    memcpy(all + nm, v, (size_t)nv * sizeof *all);
+    char path[FIO_PATH_CAP];
+    int rc = fio_path_join(path, dir, PEFT_MOMENTS, err, errlen);
+    if (!rc) rc = st_write(path, all, nm + nv, 0, err, errlen);
+    free(m); free(v); free(all);
+    return rc ? -1 : 0;
+}
+
+int peft_load_moments(Lora *lo, const char *dir, char *err, size_t errlen) {
+    if (!lo->m) return util_err(err, errlen, "lora: adapters without moments (not trainable)");
+    char path[FIO_PATH_CAP];
+    StFile f;
+    if (fio_path_join(path, dir, PEFT_MOMENTS, err, errlen) || st_open(&f, path, err, errlen))
+        return -1;
+    int rc = 0;
+    for (int which = 0; which < 2 && !rc; which++) {
+        int n;
+        float *buf = which ? lo->v : lo->m;
+        StOut *o = peft_outs(lo, buf, which ? "v." : "m.", &n);
+        for (int i = 0; i < n && !rc; i++)
+            rc = peft_take(&f, o[i].name, o[i].shape[0], o[i].shape[1],
+                           buf + (o[i].data - buf), path, err, errlen);
+        free(o);
+    }
+    for (int i = 0; i < f.n && !rc; i++)
+        if (!f.e[i].used)
+            rc = util_err(err, errlen, "%s: tensor %s is no moment of these adapters", path,
+                          f.e[i].name);
+    st_close(&f);
+    return rc;
+}
+
+int peft_state_put(const Lora *lo, CkptTrainerState *st, char *err, size_t errlen) {
+    if (ckpt_state_set_int(st, "lora.seed", (int64_t)lo->seed, err, errlen) ||
+        ckpt_state_set_int(st, "lora.dropout_call", (int64_t)lo->dropout_call, err, errlen))
+        return -1;
+    return 0;
+}
+
+int peft_state_get(Lora *lo, const CkptTrainerState *st, char *err, size_t errlen) {
+    int64_t seed, call;
+    if (ckpt_state_get_int(st, "lora.seed", &seed, err, errlen) ||
+        ckpt_state_get_int(st, "lora.dropout_call", &call, err, errlen))
+        return -1;
+    if (call < 0) return util_err(err, errlen, "trainer state: lora.dropout_call is negative");
+    lo->seed = (uint64_t)seed;
+    lo->dropout_call = (uint64_t)call;
+    return 0;
 }

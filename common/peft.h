@@ -14,10 +14,12 @@
 // tensor. Ownership: nothing is kept; peft_load initialises a Lora the caller frees.
 #ifndef PEFT_H
 #define PEFT_H
+#include "checkpoint.h"
 #include "lora.h"
 
 #define PEFT_CONFIG "adapter_config.json"
 #define PEFT_WEIGHTS "adapter_model.safetensors"
+#define PEFT_MOMENTS "adapter_optimizer.safetensors"
 
 // Writes lo into directory dir (made when absent; the two files must not exist yet).
 // base_name: base_model_name_or_path; seq_cls: task_type SEQ_CLS (a reward/value model).
@@ -29,4 +31,13 @@ int peft_load(Lora *lo, const char *dir, const ModelConfig *base, int64_t max_N,
 // Only the config (what peft_load checks), for callers that size things first.
 int peft_read_config(LoraConfig *cfg, const char *dir, const ModelConfig *base, char *err,
                      size_t errlen);
+
+// Exact resume: the AdamW moments as DIR/adapter_optimizer.safetensors ("m.<PEFT name>",
+// "v.<PEFT name>", F32), and the dropout stream (lora.seed, lora.dropout_call) as ints of the
+// caller's trainer state (checkpoint.h). With the adapter files, the trainer state's step and the
+// data cursors, a resumed run is bit-identical to one that never stopped.
+int peft_save_moments(const Lora *lo, const char *dir, char *err, size_t errlen);
+int peft_load_moments(Lora *lo, const char *dir, char *err, size_t errlen);
+int peft_state_put(const Lora *lo, CkptTrainerState *st, char *err, size_t errlen);
+int peft_state_get(Lora *lo, const CkptTrainerState *st, char *err, size_t errlen);
 #endif

@@ -136,16 +136,16 @@ static void test_merge_equals_adapters(void) {
         for (int k = 0; k < 3; k++) {
             Model m, merged;
             base_make(&m, &c, 0);
-            base_make(&merged, &c, 0);
+            char err[256];
+            CHECK(model_init(&merged, &c, BB, TT, 0, 0, err, sizeof err) == 0);
             Lora lo;
             lora_make(&lo, &c, sets[k], 0.0f, 1, m.params.scorew);
-            char err[256];
             CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
             Batch bt;
             batch_make(&bt, c.vocab_size);
             float lp[BB * TT], v[BB * TT], lpm[BB * TT], vm[BB * TT];
             outputs(&m, &bt.b, 0, lp, v);
-            lora_merge(&lo, &merged);
+            CHECK(lora_merge_copy(&lo, &m, &merged, err, sizeof err) == 0);
             outputs(&merged, &bt.b, 0, lpm, vm);
             char what[96];
             snprintf(what, sizeof what, "%s [%s] merged log-probs", model_kind_name(&c), sets[k]);
@@ -278,6 +278,57 @@ static void test_adamw_moves_adapters_only(void) {
     free(before);
     lora_free(&lo);
     model_free(&m);
+}
+
+// n AdamW steps with dropout on the adapters of m
+static void train_steps(Model *m, Lora *lo, Batch *bt, int64_t first, int n) {
+    AdamWConfig ac = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                      .weight_decay = 0.1f, .grad_clip = 1.0f};
+    for (int64_t step = first; step < first + n; step++) {
+        lora_zero_grad(lo);
+        forward_ok(m, &bt->b, MODEL_DROPOUT);
+        model_backward(m, &bt->b, NULL, bt->dv);
+        lora_adamw_step(lo, &ac, ac.lr, step);
+    }
+}
+
+static void test_exact_resume(void) {
+    for (int arch = 0; arch < 2; arch++) {
+        ModelConfig c = cfg_of(arch);
+        Model m;
+        base_make(&m, &c, MODEL_TRAIN_FROZEN);
+        Batch bt;
+        batch_make(&bt, c.vocab_size);
+        Lora straight, first, resumed;
+        char err[512], dir[256];
+        lora_make(&straight, &c, all_targets(arch), 0.2f, 1, m.params.scorew);
+        lora_make(&first, &c, all_targets(arch), 0.2f, 1, m.params.scorew);
+        CHECK(lora_attach(&m, &straight, err, sizeof err) == 0);
+        train_steps(&m, &straight, &bt, 1, 5);
+        CHECK(lora_attach(&m, &first, err, sizeof err) == 0);
+        train_steps(&m, &first, &bt, 1, 3);
+        CHECK(test_scratch_dir(dir, sizeof dir, "lora_resume") == 0);
+        CkptTrainerState st = {.step = 3};
+        CHECK_MSG(peft_save(&first, dir, "tiny", 1, err, sizeof err) == 0 &&
+                      peft_save_moments(&first, dir, err, sizeof err) == 0 &&
+                      peft_state_put(&first, &st, err, sizeof err) == 0,
+                  "%s", err);
+        lora_free(&first);   // as a killed run: nothing but the files and the trainer state
+        CHECK_MSG(peft_load(&resumed, dir, &c, BB * TT, 1, err, sizeof err) == 0 &&
+                      peft_load_moments(&resumed, dir, err, sizeof err) == 0 &&
+                      peft_state_get(&resumed, &st, err, sizeof err) == 0,
+                  "%s", err);
+        CHECK(lora_attach(&m, &resumed, err, sizeof err) == 0);
+        train_steps(&m, &resumed, &bt, st.step + 1, 2);
+        CHECK_MSG(memcmp(straight.params, resumed.params, straight.num_params * 4) == 0 &&
+                      memcmp(straight.m, resumed.m, straight.num_params * 4) == 0 &&
+                      memcmp(straight.v, resumed.v, straight.num_params * 4) == 0,
+                  "%s: 3 steps + resume + 2 are not 5 steps bit for bit", model_kind_name(&c));
+        lora_free(&straight);
+        lora_free(&resumed);
+        model_free(&m);
+        test_rm_rf(dir);
+    }
 }
 
 static void test_bad_inputs(void) {
@@ -487,6 +538,8 @@ int main(int argc, char **argv) {
               test_dropout_masks);
     test_case("lora: AdamW moves only the adapters", test_adamw_moves_adapters_only);
     test_case("lora: bad configurations are one-line errors", test_bad_inputs);
+    test_case("lora: 3 steps, save, load, 2 steps = 5 steps bit for bit (dropout, moments)",
+              test_exact_resume);
     test_case("lora: memory plan of a GPT-2 124M shape, full vs r=16", test_memory_plan);
     test_case("lora: PEFT files written and read back; another base's adapter is an error",
               test_peft_round_trip);
