@@ -1,4 +1,5 @@
-// LoRA adapters beside a frozen base: sites, allocation, forward/backward, AdamW, merge. See lora.h.
+// LoRA adapters beside a frozen base: sites, allocation, forward, backward, AdamW, merge.
+// See lora.h.
 #include "lora.h"
 #include "rng.h"
 #include "util.h"

@@ -207,8 +207,8 @@ static void gpt2_layer_backward(Model *m, int l) {
     matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(g->fcb, lc * 4), m->dfch, a.ln2,
                     p->fcw + lc * 4 * C, N, C, 4 * C);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 4 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(g->ln2w, lc), GA(g->ln2b, lc), m->dln, a.rm, p->ln2w + lc, a.ln2m,
-                       a.ln2r, N, C);
+    layernorm_backward(m->dresid, GA(g->ln2w, lc), GA(g->ln2b, lc), m->dln, a.rm, p->ln2w + lc,
+                       a.ln2m, a.ln2r, N, C);
     // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
     vec_zero(m->datty, (int64_t)(NC));
     matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(g->attprojb, lc), m->dresid, a.atty,
@@ -221,8 +221,8 @@ static void gpt2_layer_backward(Model *m, int l) {
     matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(g->qkvb, lc * 3), m->dqkv, a.ln1,
                     p->qkvw + lc * 3 * C, N, C, 3 * C);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, 3 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(g->ln1w, lc), GA(g->ln1b, lc), m->dln, a.x, p->ln1w + lc, a.ln1m,
-                       a.ln1r, N, C);
+    layernorm_backward(m->dresid, GA(g->ln1w, lc), GA(g->ln1b, lc), m->dln, a.x, p->ln1w + lc,
+                       a.ln1m, a.ln1r, N, C);
 }
 
 static void gpt2_final_forward(Model *m) {
@@ -500,8 +500,8 @@ static void llama_layer_backward(Model *m, int l) {
     size_t NC = (size_t)N * C, lc = (size_t)l * C, lq = (size_t)l * QKV;
     // MLP: resid[l+1] = rm + swiglu(rmsnorm(rm) @ fcw^T) @ fcprojw^T
     vec_zero(m->dfch_gelu, N * F);
-    linear_backward(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg, p->fcprojw + lc * F,
-                    N, F, C);
+    linear_backward(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg,
+                    p->fcprojw + lc * F, N, F, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     vec_zero(m->dfch, N * 2 * F);
     swiglu_backward(m->dfch, m->dfch_gelu, a.fch, N, F);
@@ -512,8 +512,8 @@ static void llama_layer_backward(Model *m, int l) {
     rmsnorm_backward(m->dresid, GA(g->ln2w, lc), m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
     // attention: rm = x + attn(rope(qknorm(rmsnorm(x) @ qkvw^T + qkvb))) @ attprojw^T
     vec_zero(m->datty, N * AH);
-    linear_backward(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty, p->attprojw + lc * AH,
-                    N, AH, C);
+    linear_backward(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
+                    p->attprojw + lc * AH, N, AH, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     vec_zero(m->dqkv, N * QKV);
     attention_gqa_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B,
@@ -521,8 +521,8 @@ static void llama_layer_backward(Model *m, int l) {
     rope_backward(m->dqkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
     vec_zero(m->dln, (int64_t)NC);
-    linear_backward(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL, m->dqkv, a.ln1,
-                    p->qkvw + lq * C, N, C, QKV);
+    linear_backward(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL, m->dqkv,
+                    a.ln1, p->qkvw + lq * C, N, C, QKV);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, (size_t)QKV, m->dln);
     rmsnorm_backward(m->dresid, GA(g->ln1w, lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
 }

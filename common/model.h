@@ -174,7 +174,8 @@ typedef struct {
 // Returns 0 or -1 with a message naming the problem.
 int  model_config_validate(const ModelConfig *c, char *err, size_t errlen);
 // Allocates weights (zeroed), and for trainable models gradients, moments and activations for
-// batches up to max_B x max_T (MODEL_TRAIN_FROZEN: activations only). Prints the memory budget to stderr when verbose. Returns 0 or -1.
+// batches up to max_B x max_T (MODEL_TRAIN_FROZEN: activations only). Prints the memory budget
+// to stderr when verbose. Returns 0 or -1.
 int  model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainable, int verbose,
                 char *err, size_t errlen);
 void model_free(Model *m);

@@ -14,7 +14,8 @@ static const char *merge_usage =
     "Folds a LoRA adapter (ADAPTER/adapter_config.json + adapter_model.safetensors, as PEFT\n"
     "saves them) into the weights of the checkpoint BASE: W += lora_alpha / r * B A for every\n"
     "adapted layer (transposed for GPT-2's Conv1D layers), and the adapter's score head when it\n"
-    "trains one (modules_to_save). DIR is a plain checkpoint (config, weights, BASE's tokenizer).\n";
+    "trains one (modules_to_save). DIR is a plain checkpoint (config, weights, and BASE's\n"
+    "tokenizer).\n";
 
 int cmd_merge(int argc, char **argv) {
     const char *out = NULL;

@@ -24,7 +24,8 @@ static const CliSubcommand commands[] = {
      "demo --out DIR               generate the demo data set (offline, deterministic)"},
     {"judge", demo_judge_cmd,
      "[--noise P] [--seed S]       rank completions read from stdin (reward label --judge)"},
-    {"merge", cmd_merge, "BASE ADAPTER --out DIR       fold a LoRA (PEFT) adapter into the weights"},
+    {"merge", cmd_merge,
+     "BASE ADAPTER --out DIR       fold a LoRA (PEFT) adapter into the weights"},
     {"eval-policy", cmd_eval_policy,
      "--a CKPT --b CKPT --prompts FILE   win rate, reward, KL, accuracy, alignment tax"},
     {0}};

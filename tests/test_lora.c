@@ -422,7 +422,8 @@ static void test_peft_round_trip(void) {
                                 : "base_model.model.transformer.h.1.attn.c_attn.lora_B.weight";
         StEntry *e = st_find(&f, want);
         CHECK_MSG(e != NULL, "%s lacks %s", path, want);
-        if (e) CHECK(e->shape[0] == (arch ? 3 : 3 * c.n_embd) && e->shape[1] == (arch ? c.n_embd : 3));
+        if (e)
+            CHECK(e->shape[0] == (arch ? 3 : 3 * c.n_embd) && e->shape[1] == (arch ? c.n_embd : 3));
         CHECK(st_find(&f, "base_model.model.score.weight") != NULL);
         st_close(&f);
         // an adapter for another base: the shapes say so
@@ -446,8 +447,9 @@ static void test_peft_round_trip(void) {
 }
 
 // --export DIR ARCH: the files tests/ref/lora_ref.py checks: DIR/base.safetensors (the base's
-// HF tensors; DIR/base the same as a checkpoint), DIR/config.txt, DIR/adapter/ (PEFT files), DIR/out.safetensors (the batch, our
-// logits with the adapters and the gradients of every A and B for sum w * CE).
+// HF tensors; DIR/base the same as a checkpoint), DIR/config.txt, DIR/adapter/ (PEFT files),
+// DIR/out.safetensors (the batch, our logits with the adapters and the gradients of every A and B
+// for sum w * CE).
 static int export_case(const char *dir, int arch) {
     ModelConfig c = cfg_of(arch);
     Model m;
