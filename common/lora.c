@@ -122,14 +122,15 @@ size_t lora_param_count(const LoraConfig *cfg, const ModelConfig *base) {
            (cfg->train_score ? (size_t)base->n_embd : 0);
 }
 
-// Activation floats: u for every (layer, site), the dropped inputs, the scratch.
+// Activation floats as lora_init allocates them: u for every (layer, site) kept, the dropped
+// inputs (with dropout), the scratch du and dx.
 static size_t lora_act_floats(const LoraConfig *cfg, const LoraSite *s, int n, int L,
                               int64_t max_N, int trainable) {
     size_t N = (size_t)max_N, r = (size_t)cfg->r, per = 0;
-    for (int i = 0; i < n; i++) per += cfg->dropout > 0.0f ? (size_t)s[i].in : 0;
+    for (int i = 0; i < n; i++) per += (size_t)s[i].in;
     size_t La = trainable ? (size_t)L : 1;
-    return La * n * N * r + (trainable ? La * N * per : 0) + N * r +
-           N * (size_t)lora_max_in(s, n) + N * (per ? (size_t)lora_max_in(s, n) : 0);
+    return La * (size_t)n * N * r + (cfg->dropout > 0.0f ? La * N * per : 0) + N * r +
+           N * (size_t)lora_max_in(s, n);
 }
 
 size_t lora_memory_bytes(const LoraConfig *cfg, const ModelConfig *base, int64_t max_N,

@@ -83,6 +83,17 @@ static void lora_make(Lora *lo, const ModelConfig *c, const char *targets, float
         for (int i = 0; i < c->n_embd; i++) lo->score[i] += 0.1f * rng_normal(&g);
 }
 
+// A frozen base of arch with adapters on targets attached, and the test batch.
+static void rig(Model *m, Lora *lo, Batch *bt, int arch, const char *targets, float dropout,
+                int score) {
+    ModelConfig c = cfg_of(arch);
+    base_make(m, &c, MODEL_TRAIN_FROZEN);
+    lora_make(lo, &c, targets, dropout, score, score ? m->params.scorew : NULL);
+    char err[256];
+    CHECK_MSG(lora_attach(m, lo, err, sizeof err) == 0, "%s", err);
+    batch_make(bt, c.vocab_size);
+}
+
 static void forward_ok(Model *m, const ModelBatch *b, int flags) {
     char err[256];
     CHECK_MSG(model_forward(m, b, flags, err, sizeof err) == 0, "%s", err);
@@ -203,18 +214,14 @@ static void check_fd(Model *m, Lora *lo, Batch *bt, int flags, const char *label
 static void test_gradients(void) {
     for (int arch = 0; arch < 2; arch++)
         for (int drop = 0; drop < 2; drop++) {
-            ModelConfig c = cfg_of(arch);
             Model m;
-            base_make(&m, &c, MODEL_TRAIN_FROZEN);
-            CHECK(m.grads_memory == NULL && m.m_memory == NULL);
             Lora lo;
-            lora_make(&lo, &c, all_targets(arch), drop ? 0.3f : 0.0f, 1, m.params.scorew);
-            char err[256];
-            CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
             Batch bt;
-            batch_make(&bt, c.vocab_size);
+            rig(&m, &lo, &bt, arch, all_targets(arch), drop ? 0.3f : 0.0f, 1);
+            CHECK(m.grads_memory == NULL && m.m_memory == NULL);
             char label[96];
-            snprintf(label, sizeof label, "%s%s", model_kind_name(&c), drop ? " with dropout" : "");
+            snprintf(label, sizeof label, "%s%s", model_kind_name(&m.config),
+                     drop ? " with dropout" : "");
             check_fd(&m, &lo, &bt, drop ? MODEL_DROPOUT : 0, label);
             lora_free(&lo);
             model_free(&m);
@@ -222,15 +229,10 @@ static void test_gradients(void) {
 }
 
 static void test_dropout_masks(void) {
-    ModelConfig c = cfg_of(MODEL_ARCH_LLAMA);
     Model m;
-    base_make(&m, &c, MODEL_TRAIN_FROZEN);
     Lora lo;
-    lora_make(&lo, &c, "q_proj", 0.25f, 0, NULL);
-    char err[256];
-    CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
     Batch bt;
-    batch_make(&bt, c.vocab_size);
+    rig(&m, &lo, &bt, MODEL_ARCH_LLAMA, "q_proj", 0.25f, 0);
     float a[BB * TT], b[BB * TT], v[BB * TT], e[BB * TT];
     outputs(&m, &bt.b, 0, e, v);          // evaluation: no dropout
     outputs(&m, &bt.b, MODEL_DROPOUT, a, v);
@@ -241,41 +243,10 @@ static void test_dropout_masks(void) {
     CHECK_MSG(memcmp(e, b, sizeof e) == 0, "evaluation forwards differ");
     // the share of dropped inputs is near p (layer 0's q_proj reads ln1 rows: N x C elements)
     outputs(&m, &bt.b, MODEL_DROPOUT, a, v);
-    int64_t n = (int64_t)m.N * c.n_embd, zero = 0;
+    int64_t n = (int64_t)m.N * m.config.n_embd, zero = 0;
     for (int64_t i = 0; i < n; i++) zero += lo.xd[i] == 0.0f;
     CHECK_MSG(zero > n / 8 && zero < n * 3 / 8, "%lld of %lld inputs dropped at p = 0.25",
               (long long)zero, (long long)n);
-    lora_free(&lo);
-    model_free(&m);
-}
-
-static void test_adamw_moves_adapters_only(void) {
-    ModelConfig c = cfg_of(MODEL_ARCH_GPT2);
-    Model m;
-    base_make(&m, &c, MODEL_TRAIN_FROZEN);
-    size_t nb = m.num_params * sizeof(float);
-    float *before = malloc(nb);
-    memcpy(before, m.params_memory, nb);
-    Lora lo;
-    lora_make(&lo, &c, "c_attn,c_proj", 0.0f, 0, NULL);
-    char err[256];
-    CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
-    Batch bt;
-    batch_make(&bt, c.vocab_size);
-    AdamWConfig ac = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
-                      .weight_decay = 0.1f, .grad_clip = 1.0f};
-    double first = 0.0, last = 0.0;
-    for (int step = 1; step <= 8; step++) {
-        lora_zero_grad(&lo);
-        forward_ok(&m, &bt.b, MODEL_DROPOUT);
-        if (step == 1) first = m.loss;
-        last = m.loss;
-        model_backward(&m, &bt.b, NULL, NULL);
-        lora_adamw_step(&lo, &ac, ac.lr, step);
-    }
-    CHECK_MSG(memcmp(before, m.params_memory, nb) == 0, "the frozen base moved");
-    CHECK_MSG(last < first, "8 adapter steps did not lower the loss (%g -> %g)", first, last);
-    free(before);
     lora_free(&lo);
     model_free(&m);
 }
@@ -290,6 +261,24 @@ static void train_steps(Model *m, Lora *lo, Batch *bt, int64_t first, int n) {
         model_backward(m, &bt->b, NULL, bt->dv);
         lora_adamw_step(lo, &ac, ac.lr, step);
     }
+}
+
+static void test_adamw_moves_adapters_only(void) {
+    Model m;
+    Lora lo;
+    Batch bt;
+    rig(&m, &lo, &bt, MODEL_ARCH_GPT2, "c_attn,c_proj", 0.1f, 0);
+    size_t nb = m.num_params * sizeof(float);
+    float *before = malloc(nb);
+    memcpy(before, m.params_memory, nb);
+    double first = loss_of(&m, &bt, 0);
+    train_steps(&m, &lo, &bt, 1, 8);
+    double last = loss_of(&m, &bt, 0);
+    CHECK_MSG(memcmp(before, m.params_memory, nb) == 0, "the frozen base moved");
+    CHECK_MSG(last < first, "8 adapter steps did not lower the loss (%g -> %g)", first, last);
+    free(before);
+    lora_free(&lo);
+    model_free(&m);
 }
 
 static void test_exact_resume(void) {

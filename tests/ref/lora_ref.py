@@ -117,6 +117,16 @@ def logits_of(cfg, Q, tokens):
     return llama_ref.lm_logits(c, Q, tokens, llama_ref.inv_freq(c))
 
 
+def worst_gap(ours, ref, lengths):
+    """Largest |ours - ref| over the real positions, relative to 1 + the sequence's largest."""
+    worst = 0.0
+    for b in range(ours.shape[0]):
+        n = int(lengths[b])
+        err = (ours[b, :n] - ref[b, :n]).abs().max().item()
+        worst = max(worst, err / (1.0 + ref[b, :n].abs().max().item()))
+    return worst
+
+
 def main():
     d = sys.argv[1]
     cfg = read_config(os.path.join(d, "config.txt"))
@@ -150,11 +160,7 @@ def main():
     ours = out["logits"].reshape(Bn, T, V)
     Q = effective(cfg, P, adapters, scale)
     ref = logits_of(cfg, Q, tokens)
-    worst = 0.0
-    for b in range(Bn):
-        n = int(lengths[b])
-        err = (ours[b, :n] - ref[b, :n]).abs().max().item()
-        worst = max(worst, err / (1.0 + ref[b, :n].abs().max().item()))
+    worst = worst_gap(ours, ref, lengths)
     check(worst < 2e-5, "logits with the adapters vs the float64 reference (worst %.2e)" % worst)
 
     # loss = sum w * CE at the real positions with a target (causal: padding changes nothing)
@@ -184,12 +190,7 @@ def main():
         M = {k[len("transformer."):] if k.startswith("transformer.") else k: v
              for k, v in M.items()}
         check(set(M) == set(P), "the merged checkpoint holds the base's tensors")
-        merged = logits_of(cfg, M, tokens)
-        worst = 0.0
-        for b in range(Bn):
-            n = int(lengths[b])
-            err = (ours[b, :n] - merged[b, :n]).abs().max().item()
-            worst = max(worst, err / (1.0 + merged[b, :n].abs().max().item()))
+        worst = worst_gap(ours, logits_of(cfg, M, tokens), lengths)
         check(worst < 2e-5, "rlhf merge's checkpoint, no adapters, vs the engine's adapter logits "
               "(worst %.2e)" % worst)
     if FAILS:
