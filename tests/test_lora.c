@@ -388,6 +388,7 @@ static void test_peft_round_trip(void) {
         CHECK(back.num_params == lo.num_params && back.cfg.r == lo.cfg.r &&
               back.cfg.alpha == lo.cfg.alpha && back.cfg.train_score);
         CHECK(memcmp(back.params, lo.params, lo.num_params * sizeof(float)) == 0);
+        lora_free(&back);
         snprintf(path, sizeof path, "%s/%s", dir, PEFT_CONFIG);
         char *js = test_read_file(path, NULL);
         cJSON *cj = js ? cJSON_Parse(js) : NULL;
