@@ -15,7 +15,8 @@
 // MODEL_TRAIN_FROZEN keeps activations for backward but has no gradients and no moments of its
 // own; any number of Loras may be made for one base config, and the one attached at forward time
 // is the one used (attach another to switch: e.g. a reward Lora and a value Lora on one base, run
-// one after the other). The forward flag MODEL_NO_LORA runs the base alone (PPO's reference is the
+// one after the other; the base's activations are one set, so a forward and its backward run
+// with the same adapters attached, and model_backward stops the program otherwise). The forward flag MODEL_NO_LORA runs the base alone (PPO's reference is the
 // policy's base with adapters off). Not thread-safe; no global state.
 #ifndef LORA_H
 #define LORA_H

@@ -868,6 +868,7 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     // 2: adapters with dropout (training), 1: adapters, 0: the base alone
     m->lora_on = !m->lora || (flags & MODEL_NO_LORA) ? 0 : (flags & MODEL_DROPOUT) ? 2 : 1;
     if (m->lora_on) lora_begin(m->lora, m->lora_on > 1);
+    m->lora_fwd = m->lora_on ? m->lora : NULL;
     if (B <= 0 || B > m->max_B)
         return util_err(err, errlen, "batch size %d is outside 1..%d chosen at init", B, m->max_B);
     if (T <= 0 || T > m->max_T)
@@ -949,6 +950,8 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
     if (!m->trainable) DIE("model_backward on a model initialised without gradients");
     if (m->N == 0 || b->B != m->cur_B || b->T != m->cur_T)
         DIE("model_backward without a matching model_forward");
+    if (m->lora_fwd != (m->lora_on ? m->lora : NULL))
+        DIE("model_backward: other adapters attached since the forward");
     const ModelConfig *c = &m->config;
     int T = b->T, C = c->n_embd, V = c->vocab_size, L = c->n_layer;
     int64_t N = m->N, M = m->M;

@@ -126,6 +126,7 @@ typedef struct {
     int trainable;            // per-layer activations exist; 1: also gradients and moments
     struct Lora *lora;        // attached adapters (borrowed, lora_attach), or NULL
     int lora_on;              // the last forward ran the adapters (backward follows it)
+    const struct Lora *lora_fwd;  // the adapters that forward ran (backward checks them)
     size_t param_sizes[MODEL_NUM_PARAMS];
     size_t num_params;
     float *params_memory;  ModelParams params;
