@@ -13,11 +13,20 @@
 // activations its forward keeps for backward. It borrows nothing: lora_attach stores a pointer
 // to it in a Model (the base), which never frees it. A base Model initialised with
 // MODEL_TRAIN_FROZEN keeps activations for backward but has no gradients and no moments of its
-// own; any number of Loras may be made for one base config, and the one attached at forward time
-// is the one used (attach another to switch: e.g. a reward Lora and a value Lora on one base, run
-// one after the other; the base's activations are one set, so a forward and its backward run
-// with the same adapters attached, and model_backward stops the program otherwise). The forward flag MODEL_NO_LORA runs the base alone (PPO's reference is the
-// policy's base with adapters off). Not thread-safe; no global state.
+// own. Any number of Loras may be made for one base config; the one attached at forward time is
+// the one used (attach another to switch: e.g. a reward Lora and a value Lora on one base, run
+// one after the other). The base's activations are one set: a forward and its backward run with
+// the same adapters attached (model_backward stops the program otherwise). The forward flag
+// MODEL_NO_LORA runs the base alone (PPO's reference is the policy's base with adapters off).
+// Not thread-safe; no global state.
+//
+// A training step with adapters:
+//     model_init(&base, &cfg, B, T, MODEL_TRAIN_FROZEN, ...); load the base's weights
+//     lora_init(&lo, &lcfg, &cfg, B * T, 1, ...); lora_init_weights(&lo, seed, base.params.scorew)
+//       (or peft_load: peft.h); lora_attach(&base, &lo, ...)
+//     lora_zero_grad(&lo); model_forward(&base, &batch, MODEL_DROPOUT, ...);
+//     model_backward(&base, ...); lora_adamw_step(&lo, &adamw, lr, step)
+// and the reference: model_forward(&base, &batch, MODEL_NO_LORA, ...).
 #ifndef LORA_H
 #define LORA_H
 #include "model.h"
