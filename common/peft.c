@@ -78,6 +78,10 @@ int peft_save(const Lora *lo, const char *dir, const char *base_name, int seq_cl
     cJSON_AddBoolToObject(r, "init_lora_weights", 1);
     cJSON_AddBoolToObject(r, "use_rslora", 0);
     cJSON_AddBoolToObject(r, "use_dora", 0);
+    cJSON_AddObjectToObject(r, "rank_pattern");
+    cJSON_AddObjectToObject(r, "alpha_pattern");
+    cJSON_AddNullToObject(r, "layers_to_transform");
+    cJSON_AddNullToObject(r, "layers_pattern");
     int rc = fio_path_join(path, dir, PEFT_CONFIG, err, errlen);
     if (!rc) rc = fio_write_json(path, r, err, errlen);
     cJSON_Delete(r);
@@ -114,6 +118,16 @@ static int peft_config_fields(LoraConfig *cfg, const cJSON *r, const char *path,
     for (int i = 0; i < 2; i++)
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, unsupported[i])))
             return util_err(err, errlen, "%s: %s is not supported", path, unsupported[i]);
+    // per-module ranks, scales or layers: every adapted layer here has the one r and alpha
+    static const char *const per_module[] = {"rank_pattern", "alpha_pattern",
+                                             "layers_to_transform", "layers_pattern"};
+    for (int i = 0; i < 4; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(r, per_module[i]);
+        if (x && !cJSON_IsNull(x) && !(cJSON_IsObject(x) && !x->child) &&
+            !(cJSON_IsArray(x) && !x->child))
+            return util_err(err, errlen, "%s: %s is not supported (one r and alpha everywhere)",
+                            path, per_module[i]);
+    }
     const cJSON *fif = cJSON_GetObjectItemCaseSensitive(r, "fan_in_fan_out");
     int want = base->arch == MODEL_ARCH_GPT2;
     if (fif && cJSON_IsBool(fif) && cJSON_IsTrue(fif) != want)

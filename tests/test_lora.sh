@@ -40,7 +40,11 @@ expect_fail "merge: an unknown target module" 1 "'q_proj' is no linear layer of 
 sed 's/"r":.*/"r": 0,/' "$W/gpt2/adapter/adapter_config.json" >"$W/a1/adapter_config.json"
 expect_fail "merge: r = 0" 1 "lora r must be in 1..65536 (got 0)" \
     "$R" merge "$W/gpt2/base" "$W/a1" --out "$W/x4"
-[ ! -e "$W/x0" ] && [ ! -e "$W/x1" ] && [ ! -e "$W/x3" ] && [ ! -e "$W/x4" ] &&
+sed 's/"r":.*/"r": 3, "rank_pattern": {"q_proj": 8},/' "$W/gpt2/adapter/adapter_config.json" \
+    >"$W/a1/adapter_config.json"
+expect_fail "merge: per-module ranks" 1 "rank_pattern is not supported" \
+    "$R" merge "$W/gpt2/base" "$W/a1" --out "$W/x5"
+[ ! -e "$W/x0" ] && [ ! -e "$W/x5" ] && [ ! -e "$W/x1" ] && [ ! -e "$W/x3" ] && [ ! -e "$W/x4" ] &&
     ok "merge: nothing written on an error" || bad "merge: nothing written on an error"
 expect_fail "merge: no adapter there" 1 "adapter_config.json" \
     "$R" merge "$W/gpt2/base" "$W/nothing" --out "$W/x2"
