@@ -45,7 +45,8 @@ static void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
     for (int64_t r = 0; r < R; r++) {
         for (int h = 0; h < NH; h++) {
             int b = kv->row_seq[r], pos = kv->row_pos[r];
-            size_t base = (((size_t)l * kv->max_B + b) * kv->KVH + h / group) * (size_t)kv->max_T * hd;
+            size_t base =
+                (((size_t)l * kv->max_B + b) * kv->KVH + h / group) * (size_t)kv->max_T * hd;
             const float *q = kv->qkv + (size_t)r * kv->qkv_w + (size_t)h * hd;
             float sc[pos + 1];
             float mx = -INFINITY;
@@ -206,7 +207,9 @@ static const KVStep *kv_sizes(KVCache *kv, const ModelConfig *c, int max_B, int 
 }
 
 // len, last_row (max_B) and row_tok, row_pos, row_seq, chunk_tok (max_rows)
-static size_t kv_int_count(int max_B, int max_rows) { return (size_t)max_B * 2 + 4 * (size_t)max_rows; }
+static size_t kv_int_count(int max_B, int max_rows) {
+    return (size_t)max_B * 2 + 4 * (size_t)max_rows;
+}
 
 int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, char *err,
             size_t errlen) {

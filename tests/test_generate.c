@@ -207,8 +207,9 @@ static void check_logits(const float *got, const float *want, int V, double tol,
 
 // Feeds sequences b of tok (B, T) row-major, lengths len, to the cache: the first pre[b] tokens
 // in calls of at most `chunk` tokens per sequence (chunked prefill, all sequences together), then
-// one token per call. Checks every new row's logits against model_logits_at(full, ...).
-static void feed_and_check(const Model *m, const Model *full, const int32_t *tok, const int32_t *len,
+// one token per call. Checks every new row's logits against model_logits_at(m, ...), which the
+// full forward of the same batch left in m (the cache only reads the weights).
+static void feed_and_check(const Model *m, const int32_t *tok, const int32_t *len,
                            const int32_t *pre, int B, int T, int chunk) {
     char err[256];
     KVCache kv;
@@ -231,12 +232,14 @@ static void feed_and_check(const Model *m, const Model *full, const int32_t *tok
         CHECK(kv_forward(m, &kv, buf, nn, B, width, all, err, sizeof err) == 0);
         for (int b = 0, row = 0; b < B; b++)
             for (int i = 0; i < nn[b]; i++, row++)
-                check_logits(all + (size_t)row * V, model_logits_at(full, b, pos[b] + i), V, 1e-4,
+                check_logits(all + (size_t)row * V, model_logits_at(m, b, pos[b] + i), V, 1e-4,
                              "KV-cache logits vs the full forward", b, pos[b] + i);
         for (int b = 0; b < B; b++) {
-            if (nn[b])
-                check_logits(kv.logits + (size_t)b * V, model_logits_at(full, b, pos[b] + nn[b] - 1),
-                             V, 1e-4, "newest logits vs the full forward", b, pos[b] + nn[b] - 1);
+            if (nn[b]) {
+                int at = pos[b] + nn[b] - 1;
+                check_logits(kv.logits + (size_t)b * V, model_logits_at(m, b, at), V, 1e-4,
+                             "newest logits vs the full forward", b, at);
+            }
             pos[b] += nn[b];
         }
     }
@@ -257,7 +260,7 @@ static void llama_kv_case(const ModelConfig *c, int T, const int32_t *len, const
     ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len};
     char err[256];
     CHECK_MSG(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0, "%s", err);
-    feed_and_check(&m, &m, tok, len, pre, B, T, chunk);
+    feed_and_check(&m, tok, len, pre, B, T, chunk);
     free(tok);
     model_free(&m);
 }
@@ -329,7 +332,8 @@ static void test_llama_greedy_equals_full(void) {
     for (int ci = 0; ci < 3; ci++) {
         const ModelConfig *c = cs[ci];
         Model m; tiny_llama(&m, c, 1, TP + NEW);
-        int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 10, 11, 12, 0, 0, 0, 0};
+        int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0,
+                                   10, 11, 12, 0, 0, 0, 0};
         int32_t plen[B] = {7, 2, 3}, out[B * NEW], ol[B];
         GenConfig g = pure_sampling(NEW);
         g.sampler.temperature = 0.0f;
