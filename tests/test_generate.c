@@ -10,6 +10,7 @@
 #include "sampler.h"
 #include "testlib.h"
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,6 +365,42 @@ static void test_llama_greedy_equals_full(void) {
     }
 }
 
+// Prefill and 10 one-token steps of a padded batch, every logit of the steps in out
+// (10, B, V): the same on 1 thread as on 2 (bit for bit here; 1e-6 leaves room for a BLAS that
+// splits its sums by thread).
+static void decode_logits(const Model *m, int threads, float *out) {
+    enum { B = 3, T = 40, STEPS = 10 };
+    int V = m->config.vocab_size;
+    int32_t tok[B * T], pre[B] = {20, 3, 11}, one[B] = {1, 1, 1};
+    Rng r; rng_init(&r, 5);
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)rng_below(&r, (uint64_t)V);
+    char err[256];
+    KVCache kv;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    CHECK(kv_init(&kv, m, B, T, B * T, err, sizeof err) == 0);
+    CHECK(kv_forward(m, &kv, tok, pre, B, T, NULL, err, sizeof err) == 0);
+    for (int s = 0; s < STEPS; s++) {
+        int32_t next[B];
+        for (int b = 0; b < B; b++) next[b] = tok[b * T + kv.len[b]];
+        CHECK(kv_forward(m, &kv, next, one, B, 1, NULL, err, sizeof err) == 0);
+        memcpy(out + (size_t)s * B * V, kv.logits, (size_t)B * V * sizeof(float));
+    }
+    omp_set_num_threads(saved);
+    kv_free(&kv);
+}
+
+static void test_llama_threads_agree(void) {
+    Model m; tiny_llama(&m, &llama_all, 1, 1);
+    size_t n = (size_t)10 * 3 * llama_all.vocab_size;
+    float *one = malloc(n * sizeof(float)), *two = malloc(n * sizeof(float));
+    decode_logits(&m, 1, one);
+    decode_logits(&m, 2, two);
+    CHECK_CLOSE(two, one, n, 0.0, 1e-6, "decoding logits on 2 threads vs 1");
+    free(one); free(two);
+    model_free(&m);
+}
+
 // The cache holds keys and values per KV head: T more positions cost 2 L B KVH T hd floats, and
 // a cache made for one model refuses another's shape.
 static void test_llama_cache_size(void) {
@@ -524,6 +561,8 @@ int main(void) {
               test_llama_batch_equals_alone);
     test_case("generate: Llama-style greedy generation equals the argmax of full forwards",
               test_llama_greedy_equals_full);
+    test_case("generate: Llama-style decoding on 1 and 2 threads agrees",
+              test_llama_threads_agree);
     test_case("generate: Llama-style cache sized by KV heads, refuses another model's shape",
               test_llama_cache_size);
     test_case("sampler: greedy, top-k, top-p, temperature frequencies", test_sampler_rules);
