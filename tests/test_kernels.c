@@ -499,9 +499,8 @@ static void lin_pass(void *p, float *res) {
     APPEND(res, k, c->out, c->N * c->OC); APPEND(res, k, c->din, nd); APPEND(res, k, c->dw, nw);
     APPEND(res, k, c->db, c->OC);
 }
-static void test_linear_n(int64_t N, int with_bias) {
+static void test_linear_n(int64_t N, int C, int OC, int with_bias) {
     Rng rng; rng_init(&rng, 31);
-    int C = 7, OC = 11;
     LinCtx c = {zeros(N * OC), randn(&rng, N * C, 1), randn(&rng, OC * C, 1),
                 with_bias ? randn(&rng, OC, 1) : NULL, randn(&rng, N * OC, 1), zeros(N * C),
                 zeros(OC * C), zeros(OC), NULL, NULL, NULL, malloc((size_t)N * OC * sizeof(double)),
@@ -526,9 +525,13 @@ static void test_linear_n(int64_t N, int with_bias) {
     free(c.db); free(c.inp_d); free(c.w_d); free(c.b_d); free(c.y);
 }
 static void test_linear(void) {
-    test_linear_n(5, 1);
-    test_linear_n(37, 0);
-    test_linear_n(150, 1);   // the bias gradient's row sum: two full chunks of 64 and a partial
+    test_linear_n(5, 7, 11, 1);
+    test_linear_n(37, 7, 11, 0);
+    test_linear_n(150, 7, 11, 1);   // the bias gradient's row sum: two full chunks of 64, a partial
+    test_linear_n(1, 37, 11, 1);    // one row (decoding): two vectors of 16 and a tail
+    test_linear_n(1, 7, 12, 0);
+    test_linear_n(3, 37, 11, 1);    // few rows (decoding): one pass of 4 rows, a tail of channels
+    test_linear_n(8, 37, 40, 1);    // two passes of 4 rows, a second block of 32 outputs
 }
 
 // ---- RMSNorm
@@ -668,6 +671,7 @@ static void test_rope(void) {
     int32_t far[5] = {1001, 4097, 32767, 131071, 1000};
     test_rope_case(far, 5, 2, 64, 0, 1e6);
     test_rope_case(far, 5, 1, 48, 5, 1e6);
+    test_rope_case(far, 5, 2, 160, 3, 1e6);   // 80 pairs: a block of 64 cosines and a partial one
 }
 
 // ---- SwiGLU
