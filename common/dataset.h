@@ -106,6 +106,10 @@ typedef struct {
     DatasetTruncation truncation;
     int train_on_all;              // 1: loss on every token (prompt and template too)
     double valid_percent;          // 0..100: share of AUTO examples held out
+    // NULL: the built-in format above. Else chats and pairs (as [user P, assistant R]) are
+    // rendered with this chat template (chat.h; borrowed: it must outlive the Dataset), the loss
+    // on the assistant turns found by rendering; prompts get the generation prompt.
+    const struct ChatTemplate *chat;
 } DatasetOptions;
 
 // A chat message; role is "system", "user" or "assistant".
