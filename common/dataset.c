@@ -427,9 +427,10 @@ static int flush_pending(Dataset *ds, Pending *p, int64_t n, const char *path, i
     for (int64_t i = 0; i < n; i++) {
         char where[WHERE_LEN];
         where_str(where, path, p[i].line);
-        if (p[i].rc) {
+        if (p[i].rc) {   // the message before pending_clear wipes it
+            util_err(err, errlen, "%s: %s", where, p[i].err);
             pending_clear(p, n);
-            return util_err(err, errlen, "%s: %s", where, p[i].err);
+            return -1;
         }
         if (commit_encoded(ds, &p[i].enc, messages_hash(p[i].msgs, p[i].n_msgs), source, p[i].line,
                            split, where, err, errlen)) {

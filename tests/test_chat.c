@@ -1,0 +1,231 @@
+// Chat templates applied to conversations (common/chat.h) with a tiny byte-level tokenizer.json
+// whose tokenizer_config.json carries Qwen2.5's ChatML template (tests/fixtures/chat_tiny):
+// assistant spans found by rendering equal hand-computed ones, SFT masks follow them, templates
+// that break the prefix property are a clear error, prompt message lists render with the
+// generation prompt, and the end-of-turn token <|im_end|> is a stop token.
+#include "chat.h"
+#include "dataset.h"
+#include "testlib.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char root[1024];
+static char fixdir[1024];
+static Tokenizer *tok;
+
+#define QWEN_SYS "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful " \
+                 "assistant.<|im_end|>\n"
+
+static ChatTemplate *load(const char *override) {
+    char err[512];
+    ChatTemplate *ct = NULL;
+    CHECK_MSG(chat_template_load(&ct, fixdir, override, err, sizeof err) == 0, "%s", err);
+    CHECK(ct != NULL);
+    return ct;
+}
+
+static void test_segments(void) {
+    ChatTemplate *ct = load(NULL);
+    if (!ct) return;
+    DatasetMessage m[5] = {{"system", "S"}, {"user", "U1"}, {"assistant", "A1"}, {"user", "U2"},
+                           {"assistant", "A2"}};
+    char *text, err[512];
+    ChatSegment *sg;
+    int ns;
+    CHECK_MSG(chat_segments(ct, m, 5, &text, &sg, &ns, err, sizeof err) == 0, "%s", err);
+    const char *want[4] = {"<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n"
+                           "<|im_start|>assistant\n",
+                           "A1<|im_end|>\n",
+                           "<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n",
+                           "A2<|im_end|>\n"};
+    CHECK_MSG(ns == 4, "%d segments", ns);
+    for (int i = 0; i < ns && i < 4; i++) {
+        size_t n = sg[i].end - sg[i].start;
+        CHECK_MSG(n == strlen(want[i]) && !memcmp(text + sg[i].start, want[i], n),
+                  "segment %d: %.*s", i, (int)n, text + sg[i].start);
+        CHECK(sg[i].assistant == (i % 2 == 1));
+    }
+    free(text);
+    free(sg);
+    // a template that rewrites earlier turns (here: the message count in front) breaks the
+    // prefix property: a clear error naming the message
+    chat_template_free(ct);
+    ct = load("{{ messages|length }}{% for m in messages %}{{ m.content }}{% endfor %}");
+    CHECK_ERR(chat_segments(ct, m, 5, &text, &sg, &ns, err, sizeof err), err, "prefix property",
+              "messages[2]");
+    chat_template_free(ct);
+    // a template's own error
+    ct = load("{{ raise_exception('no system messages') }}");
+    CHECK_ERR(chat_segments(ct, m, 5, &text, &sg, &ns, err, sizeof err), err,
+              "no system messages", "data.chat_template");
+    chat_template_free(ct);
+}
+
+// The tokens of a text as one piece (special tokens recognised).
+static void encode(const char *s, TokIds *ids) {
+    char err[256];
+    CHECK(tok_encode(tok, s, strlen(s), TOK_ALLOW_SPECIAL, ids, err, sizeof err) == 0);
+}
+
+static void test_sft_masks(void) {
+    ChatTemplate *ct = load(NULL);
+    char err[512], path[1200];
+    DatasetOptions o = {.max_tokens = 200, .chat = ct};
+    Dataset *ds = NULL;
+    CHECK_MSG(dataset_create(&ds, tok, &o, err, sizeof err) == 0, "%s", err);
+    snprintf(path, sizeof path, "%s/chat.jsonl", root);
+    const char *jl = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": "
+                     "\"assistant\", \"content\": \"yo\"}, {\"role\": \"user\", \"content\": "
+                     "\"ok\"}, {\"role\": \"assistant\", \"content\": \"k\"}]}\n"
+                     "{\"prompt\": \"p\", \"response\": \"r\"}\n";
+    test_write_file(path, jl, strlen(jl));
+    CHECK_MSG(dataset_load_jsonl(ds, path, DATASET_SPLIT_TRAIN, err, sizeof err) == 0, "%s", err);
+    // hand-computed: prompt pieces mask 0, "yo<|im_end|>\n" and "k<|im_end|>\n" mask 1
+    const char *pieces[] = {QWEN_SYS "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+                            "yo<|im_end|>\n",
+                            "<|im_start|>user\nok<|im_end|>\n<|im_start|>assistant\n",
+                            "k<|im_end|>\n"};
+    TokIds ids = {0};
+    uint8_t mask[400];
+    for (int i = 0; i < 4; i++) {
+        size_t before = ids.n;
+        encode(pieces[i], &ids);
+        memset(mask + before, i % 2, ids.n - before);
+    }
+    DatasetExample ex;
+    CHECK(dataset_example(ds, 0, &ex) == 0);
+    CHECK_MSG((size_t)ex.len == ids.n, "%d tokens, want %zu", ex.len, ids.n);
+    if ((size_t)ex.len == ids.n) {
+        CHECK(!memcmp(ex.tokens, ids.ids, ids.n * sizeof(int32_t)));
+        CHECK(!memcmp(ex.mask, mask, ids.n));
+    }
+    CHECK(ex.n_targets == (int32_t)(strlen("yo") + strlen("k") + 4));   // + <|im_end|> \n twice
+    // a pair is the one-turn chat [user P, assistant R]
+    CHECK(dataset_example(ds, 1, &ex) == 0);
+    ids.n = 0;
+    encode(QWEN_SYS "<|im_start|>user\np<|im_end|>\n<|im_start|>assistant\nr<|im_end|>\n", &ids);
+    CHECK((size_t)ex.len == ids.n && !memcmp(ex.tokens, ids.ids, ids.n * sizeof(int32_t)));
+    // the prompt for generation: the same prefix with the generation prompt
+    TokIds p = {0};
+    DatasetMessage pm[1] = {{"user", "p"}};
+    CHECK(dataset_encode_chat_prompt(ds, pm, 1, &p, err, sizeof err) == 0);
+    ids.n = 0;
+    encode(QWEN_SYS "<|im_start|>user\np<|im_end|>\n<|im_start|>assistant\n", &ids);
+    CHECK(p.n == ids.n && !memcmp(p.ids, ids.ids, ids.n * sizeof(int32_t)));
+    // bad lines name file:line
+    const char *bad[][2] = {
+        {"{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}\n", "role must be"},
+        {"{\"messages\": []}\n", "empty"},
+    };
+    for (int i = 0; i < 2; i++) {
+        test_write_file(path, bad[i][0], strlen(bad[i][0]));
+        CHECK_ERR(dataset_load_jsonl(ds, path, DATASET_SPLIT_TRAIN, err, sizeof err), err,
+                  bad[i][1], "chat.jsonl:1");
+    }
+    dataset_free(ds);
+    chat_template_free(ct);
+    // a template error names file:line too
+    ct = load("{{ raise_exception('bad turn') }}");
+    o.chat = ct;
+    CHECK(dataset_create(&ds, tok, &o, err, sizeof err) == 0);
+    test_write_file(path, jl, strlen(jl));
+    CHECK_ERR(dataset_load_jsonl(ds, path, DATASET_SPLIT_TRAIN, err, sizeof err), err, "bad turn",
+              "chat.jsonl:1");
+    dataset_free(ds);
+    chat_template_free(ct);
+    tok_ids_free(&ids);
+    tok_ids_free(&p);
+}
+
+static void test_prompts(void) {
+    ChatTemplate *ct = load(NULL);
+    char err[512], *text;
+    int rendered;
+    const char *lines[][2] = {
+        {"{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
+         QWEN_SYS "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"},
+        {"{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", "
+         "\"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}, {\"role\": \"user\", "
+         "\"content\": \"c\"}]}",
+         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\na<|im_end|>\n<|im_start|>"
+         "assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n"},
+        {"{\"prompt\": \"plain text\"}", "plain text"},
+    };
+    for (int i = 0; i < 3; i++) {
+        cJSON *j = cJSON_Parse(lines[i][0]);
+        CHECK_MSG(chat_prompt_from_json(ct, j, &text, &rendered, "p.jsonl:1", err, sizeof err) == 0,
+                  "%s", err);
+        CHECK_MSG(text && !strcmp(text, lines[i][1]), "line %d: %s", i, text ? text : "(null)");
+        CHECK(rendered == (i < 2));
+        free(text);
+        cJSON_Delete(j);
+    }
+    const char *bad[][2] = {
+        {"{\"prompt\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", "
+         "\"content\": \"b\"}]}", "must end with a user message"},
+        {"{\"messages\": []}", "is empty"},
+        {"{\"prompt\": [{\"role\": \"boss\", \"content\": \"a\"}]}", "role must be"},
+        {"{\"prompt\": [{\"role\": \"user\"}]}", "\"role\" and \"content\""},
+        {"{\"text\": \"x\"}", "no \"prompt\""},
+    };
+    for (int i = 0; i < 5; i++) {
+        cJSON *j = cJSON_Parse(bad[i][0]);
+        CHECK_ERR(chat_prompt_from_json(ct, j, &text, &rendered, "p.jsonl:7", err, sizeof err), err,
+                  bad[i][1], "p.jsonl:7");
+        cJSON_Delete(j);
+    }
+    cJSON *j = cJSON_Parse(lines[0][0]);
+    CHECK_ERR(chat_prompt_from_json(NULL, j, &text, &rendered, "p.jsonl:2", err, sizeof err), err,
+              "needs a chat template", "p.jsonl:2");
+    cJSON_Delete(j);
+    chat_template_free(ct);
+}
+
+static void test_stops(void) {
+    ChatTemplate *ct = load(NULL);
+    char err[512], path[1200];
+    int32_t ids[8];
+    int n;
+    // the tokenizer's EOS (<|endoftext|> 256) and the template's end of turn (<|im_end|> 258)
+    CHECK_MSG(chat_stop_ids(ct, tok, NULL, ids, 8, &n, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(n == 2 && ids[0] == 256 && ids[1] == 258, "n %d", n);
+    // plus eos_token_id lists of config.json / generation_config.json, without repeats
+    snprintf(path, sizeof path, "%s/generation_config.json", root);
+    test_write_file(path, "{\"eos_token_id\": [258, 7, 256]}", 31);
+    snprintf(path, sizeof path, "%s/config.json", root);
+    test_write_file(path, "{\"eos_token_id\": 9}", 19);
+    CHECK(chat_stop_ids(ct, tok, root, ids, 8, &n, err, sizeof err) == 0);
+    CHECK_MSG(n == 4 && ids[0] == 256 && ids[1] == 9 && ids[2] == 258 && ids[3] == 7, "n %d", n);
+    // without a template: the EOS only
+    CHECK(chat_stop_ids(NULL, tok, NULL, ids, 8, &n, err, sizeof err) == 0 && n == 1);
+    // no tokenizer_config.json and no override: no template, no error
+    ChatTemplate *none = ct;
+    CHECK(chat_template_load(&none, root, NULL, err, sizeof err) == 0 && none == NULL);
+    CHECK_ERR(chat_template_load(&none, root, "/nonexistent/t.jinja", err, sizeof err), err,
+              "data.chat_template", "t.jinja");
+    CHECK_ERR(chat_template_load(&none, root, "{% if %}", err, sizeof err), err,
+              "data.chat_template", "line 1");
+    chat_template_free(ct);
+}
+
+int main(void) {
+    if (test_scratch_dir(root, sizeof root, "rlhf_chat")) return 1;
+    snprintf(fixdir, sizeof fixdir, "%s/fixtures/chat_tiny", test_data_dir());
+    char err[512];
+    if (tok_load(&tok, fixdir, err, sizeof err)) {
+        printf("FAIL cannot load %s: %s\n0 passed, 1 failed\n", fixdir, err);
+        return 1;
+    }
+    test_case("chat: assistant spans by rendering; prefix-property and template errors",
+              test_segments);
+    test_case("chat: SFT masks on assistant turns only; pairs; prompts; bad lines file:line",
+              test_sft_masks);
+    test_case("chat: prompt message lists render with the generation prompt; bad prompts",
+              test_prompts);
+    test_case("chat: stop ids: EOS, config eos_token_id lists, the template's end of turn",
+              test_stops);
+    tok_free(tok);
+    test_rm_rf(root);
+    return test_summary();
+}
