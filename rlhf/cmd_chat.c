@@ -28,7 +28,8 @@ static const char *chat_usage =
     "  --seed S              sampling seed (default 1234)\n"
     "Each input line is a user message; the answer is streamed as it is sampled and ends at the\n"
     "template's end-of-turn token (or the tokenizer's end token). /reset starts a new\n"
-    "conversation, /quit (or the end of input) ends. Without a terminal, lines come from stdin.\n"
+    "conversation (the sampler restarts from --seed); /quit (or the end of input) ends.\n"
+    "Without a terminal, lines come from stdin.\n"
     "When the conversation outgrows the context, its oldest turns are left out.\n";
 
 typedef struct {
@@ -192,6 +193,7 @@ static int chat_loop(Chat *c, const ChatArgs *a) {
         if (!strcmp(line, "/quit")) break;
         if (!strcmp(line, "/reset")) {
             chat_history_clear(c);
+            rng_init(&c->rng, (uint64_t)a->seed);   // as if started afresh: reproducible
             if (a->system) chat_history_add(c, "system", a->system);
             fprintf(stderr, "rlhf chat: new conversation\n");
             continue;
