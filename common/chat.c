@@ -263,37 +263,6 @@ int chat_messages_from_json(const cJSON *arr, const char *key, DatasetMessage **
     return 0;
 }
 
-int chat_prompt_from_json(const ChatTemplate *ct, const cJSON *obj, char **text, int *rendered,
-                          const char *where, char *err, size_t errlen) {
-    *text = NULL;
-    *rendered = 0;
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(obj, "prompt");
-    const char *key = "prompt";
-    if (cJSON_IsString(p)) {
-        *text = STRDUP_CHECK(p->valuestring);
-        return 0;
-    }
-    if (!p) {
-        p = cJSON_GetObjectItemCaseSensitive(obj, "messages");
-        key = "messages";
-    }
-    if (!p)
-        return util_err(err, errlen, "%s: no \"prompt\" (a string or a message list) and no "
-                        "\"messages\"", where);
-    DatasetMessage *m;
-    int n;
-    if (chat_messages_from_json(p, key, &m, &n, where, err, errlen)) return -1;
-    int rc = chat_check_messages(m, n, 0, where, err, errlen);
-    if (!rc && !ct)
-        rc = util_err(err, errlen, "%s: a prompt given as messages needs a chat template "
-                      "(tokenizer_config.json's chat_template, or data.chat_template)", where);
-    if (!rc && chat_render(ct, m, n, 1, text, err, errlen))
-        rc = util_err_prefix(err, errlen, "%s: ", where);
-    free(m);
-    if (!rc) *rendered = 1;
-    return rc;
-}
-
 static void chat_add_stop(int32_t *ids, int max, int *n, int64_t id) {
     if (id < 0 || id > INT32_MAX || *n >= max) return;
     for (int i = 0; i < *n; i++)

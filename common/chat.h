@@ -71,13 +71,6 @@ int chat_check_messages(const DatasetMessage *m, int n, int final_assistant, con
 int chat_messages_from_json(const cJSON *arr, const char *key, DatasetMessage **msgs, int *n,
                             const char *where, char *err, size_t errlen);
 
-// The text of a prompt from a prompts-file JSON object: "prompt" as a string is returned as is
-// (*rendered = 0); "prompt" as a message list, or "messages" (a list that ends with a user turn),
-// is rendered with add_generation_prompt (*rendered = 1), which needs a template (ct not NULL).
-// *text is malloc'd. where ("file:line") names the line in messages.
-int chat_prompt_from_json(const ChatTemplate *ct, const cJSON *obj, char **text, int *rendered,
-                          const char *where, char *err, size_t errlen);
-
 // Tokens that end a generation, at most max of them, without repeats, into ids[0..*n): the
 // tokenizer's EOS, eos_token_id (an id or a list) of dir/config.json and
 // dir/generation_config.json (dir may be NULL; missing files are fine), and the template's

@@ -683,6 +683,36 @@ int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, in
     return 0;
 }
 
+int dataset_prompt_json(const Dataset *ds, const cJSON *obj, char **text, TokIds *ids,
+                        const char *where, char *err, size_t errlen) {
+    *text = NULL;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(obj, "prompt");
+    if (cJSON_IsString(p)) {
+        if (dataset_encode_prompt(ds, p->valuestring, ids, err, errlen))
+            return util_err_prefix(err, errlen, "%s: ", where);
+        *text = STRDUP_CHECK(p->valuestring);
+        return 0;
+    }
+    const char *key = p ? "prompt" : "messages";
+    if (!p) p = cJSON_GetObjectItemCaseSensitive(obj, "messages");
+    if (!p)
+        return util_err(err, errlen, "%s: no \"prompt\" (a string or a message list) and no "
+                        "\"messages\"", where);
+    DatasetMessage *m;
+    int n;
+    if (chat_messages_from_json(p, key, &m, &n, where, err, errlen)) return -1;
+    size_t before = ids->n;
+    int rc = chat_check_messages(m, n, 0, where, err, errlen);
+    if (!rc && dataset_encode_chat_prompt(ds, m, n, ids, err, errlen))
+        rc = util_err_prefix(err, errlen, "%s: ", where);
+    free(m);
+    TokBytes tb = {0};
+    if (!rc) rc = tok_decode(ds->tok, ids->ids + before, ids->n - before, &tb, err, errlen);
+    if (!rc) *text = utf8_clean(tb.data ? tb.data : "", tb.n);
+    tok_bytes_free(&tb);
+    return rc;
+}
+
 // ---------------------------------------------------------------------------------------------
 // batches
 

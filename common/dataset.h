@@ -79,6 +79,7 @@
 #define DATASET_H
 #include "data.h"
 #include "tokenizer.h"
+#include <cjson/cJSON.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -178,6 +179,16 @@ int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, ch
 // training, assistant turns with their end tokens), ready for the next assistant turn.
 int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, int n_msgs,
                                TokIds *out, char *err, size_t errlen);
+
+// A prompt from a prompts-file JSON object (ppo, dpo, eval and generation prompts): "prompt" as a
+// string is one user message (dataset_encode_prompt); "prompt" as a message list, or "messages"
+// ([{"role", "content"}, ...] ending with a user turn), is a conversation for the next assistant
+// turn (dataset_encode_chat_prompt: the chat template with its generation prompt, or the
+// built-in format). Appends the tokens to *ids and sets *text (malloc'd) to the prompt's text:
+// the string itself, or the decoded tokens of a conversation. where ("file:line") starts every
+// message.
+int dataset_prompt_json(const Dataset *ds, const cJSON *obj, char **text, TokIds *ids,
+                        const char *where, char *err, size_t errlen);
 
 // ---------------------------------------------------------------------------------------------
 // batches

@@ -138,29 +138,55 @@ static void test_sft_masks(void) {
     tok_ids_free(&p);
 }
 
+// The tokens of a prompt-file line through dataset_prompt_json equal the tokens of want (special
+// tokens recognised), and its text is want.
+static void check_prompt(const Dataset *ds, const char *line, const char *want) {
+    char err[512], *text = NULL;
+    TokIds got = {0}, ids = {0};
+    cJSON *j = cJSON_Parse(line);
+    CHECK_MSG(dataset_prompt_json(ds, j, &text, &got, "p.jsonl:1", err, sizeof err) == 0, "%s",
+              err);
+    encode(want, &ids);
+    CHECK_MSG(text && !strcmp(text, want), "%s -> %s", line, text ? text : "(null)");
+    CHECK(got.n == ids.n && !memcmp(got.ids, ids.ids, ids.n * sizeof(int32_t)));
+    free(text);
+    tok_ids_free(&got);
+    tok_ids_free(&ids);
+    cJSON_Delete(j);
+}
+
 static void test_prompts(void) {
     ChatTemplate *ct = load(NULL);
     char err[512], *text;
-    int rendered;
-    const char *lines[][2] = {
-        {"{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
-         QWEN_SYS "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"},
-        {"{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", "
-         "\"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}, {\"role\": \"user\", "
-         "\"content\": \"c\"}]}",
-         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\na<|im_end|>\n<|im_start|>"
-         "assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n"},
-        {"{\"prompt\": \"plain text\"}", "plain text"},
-    };
-    for (int i = 0; i < 3; i++) {
-        cJSON *j = cJSON_Parse(lines[i][0]);
-        CHECK_MSG(chat_prompt_from_json(ct, j, &text, &rendered, "p.jsonl:1", err, sizeof err) == 0,
-                  "%s", err);
-        CHECK_MSG(text && !strcmp(text, lines[i][1]), "line %d: %s", i, text ? text : "(null)");
-        CHECK(rendered == (i < 2));
-        free(text);
-        cJSON_Delete(j);
-    }
+    DatasetOptions o = {.max_tokens = 200, .chat = ct};
+    Dataset *ds = NULL, *plain = NULL;
+    CHECK_MSG(dataset_create(&ds, tok, &o, err, sizeof err) == 0, "%s", err);
+    const char *conv = "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, "
+                       "{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", "
+                       "\"content\": \"b\"}, {\"role\": \"user\", \"content\": \"c\"}]}";
+    check_prompt(ds, "{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
+                 QWEN_SYS "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    check_prompt(ds, conv,
+                 "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\na<|im_end|>\n"
+                 "<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n"
+                 "<|im_start|>assistant\n");
+    // a string prompt is the user's message: its tokens are the rendered conversation's, its
+    // text the string
+    TokIds a = {0}, b = {0};
+    cJSON *j = cJSON_Parse("{\"prompt\": \"hi\"}");
+    CHECK(dataset_prompt_json(ds, j, &text, &a, "p.jsonl:1", err, sizeof err) == 0);
+    CHECK(text && !strcmp(text, "hi"));
+    free(text);
+    cJSON_Delete(j);
+    encode(QWEN_SYS "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", &b);
+    CHECK(a.n == b.n && !memcmp(a.ids, b.ids, a.n * sizeof(int32_t)));
+    tok_ids_free(&a);
+    tok_ids_free(&b);
+    // without a template: the built-in format
+    o.chat = NULL;
+    CHECK_MSG(dataset_create(&plain, tok, &o, err, sizeof err) == 0, "%s", err);
+    check_prompt(plain, conv, "System: Be brief.\n\nHuman: a\n\nAssistant: b<|endoftext|>Human: c"
+                 "\n\nAssistant:");
     const char *bad[][2] = {
         {"{\"prompt\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", "
          "\"content\": \"b\"}]}", "must end with a user message"},
@@ -168,17 +194,16 @@ static void test_prompts(void) {
         {"{\"prompt\": [{\"role\": \"boss\", \"content\": \"a\"}]}", "role must be"},
         {"{\"prompt\": [{\"role\": \"user\"}]}", "\"role\" and \"content\""},
         {"{\"text\": \"x\"}", "no \"prompt\""},
+        {"{\"prompt\": 3}", "list of messages"},
     };
-    for (int i = 0; i < 5; i++) {
-        cJSON *j = cJSON_Parse(bad[i][0]);
-        CHECK_ERR(chat_prompt_from_json(ct, j, &text, &rendered, "p.jsonl:7", err, sizeof err), err,
+    for (int i = 0; i < 6; i++) {
+        j = cJSON_Parse(bad[i][0]);
+        CHECK_ERR(dataset_prompt_json(ds, j, &text, &a, "p.jsonl:7", err, sizeof err), err,
                   bad[i][1], "p.jsonl:7");
         cJSON_Delete(j);
     }
-    cJSON *j = cJSON_Parse(lines[0][0]);
-    CHECK_ERR(chat_prompt_from_json(NULL, j, &text, &rendered, "p.jsonl:2", err, sizeof err), err,
-              "needs a chat template", "p.jsonl:2");
-    cJSON_Delete(j);
+    dataset_free(ds);
+    dataset_free(plain);
     chat_template_free(ct);
 }
 
@@ -221,7 +246,7 @@ int main(void) {
               test_segments);
     test_case("chat: SFT masks on assistant turns only; pairs; prompts; bad lines file:line",
               test_sft_masks);
-    test_case("chat: prompt message lists render with the generation prompt; bad prompts",
+    test_case("chat: prompt message lists: the template's generation prompt or the built-in format",
               test_prompts);
     test_case("chat: stop ids: EOS, config eos_token_id lists, the template's end of turn",
               test_stops);
