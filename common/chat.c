@@ -104,7 +104,7 @@ int chat_render(const ChatTemplate *ct, const DatasetMessage *m, int n, int add_
     int rc = jinja_render(ct->tmpl, ctx, out, jerr, sizeof jerr);
     cJSON_Delete(ctx);
     cJSON_Delete(msgs);
-    if (rc) return util_err(err, errlen, "chat template %s: %s", ct->origin, jerr);
+    if (rc) return util_err(err, errlen, "%s: chat template: %s", ct->origin, jerr);
     return 0;
 }
 
@@ -130,9 +130,9 @@ static int chat_check_prefix(const ChatTemplate *ct, const char *prefix, const c
                              const char *what, int i, char *err, size_t errlen) {
     size_t at = chat_diff_at(prefix, whole);
     if (prefix[at] == 0) return 0;
-    return util_err(err, errlen, "chat template %s breaks the prefix property at messages[%d]: %s "
-                    "differ at byte %zu, so the assistant turn cannot be found by rendering",
-                    ct->origin, i, what, at + 1);
+    return util_err(err, errlen, "%s: the chat template breaks the prefix property at "
+                    "messages[%d]: %s differ at byte %zu, so the assistant turn cannot be found by "
+                    "rendering", ct->origin, i, what, at + 1);
 }
 
 int chat_segments(const ChatTemplate *ct, const DatasetMessage *m, int n, char **text,
@@ -154,7 +154,7 @@ int chat_segments(const ChatTemplate *ct, const DatasetMessage *m, int n, char *
              chat_check_prefix(ct, b, full, "messages[0..i] and the whole conversation", i, err,
                                errlen);
         if (!rc && strlen(a) < prev)
-            rc = util_err(err, errlen, "chat template %s breaks the prefix property at "
+            rc = util_err(err, errlen, "%s: the chat template breaks the prefix property at "
                           "messages[%d]: its prompt ends before the previous turn does",
                           ct->origin, i);
         if (!rc) {
