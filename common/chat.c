@@ -186,9 +186,7 @@ int chat_encode_prompt(const ChatTemplate *ct, const Tokenizer *tok, const Datas
     return rc;
 }
 
-typedef enum { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_BAD } ChatRole;
-
-static ChatRole chat_role(const char *r) {
+ChatRole chat_role(const char *r) {
     if (!r) return CHAT_BAD;
     if (!strcmp(r, "system")) return CHAT_SYSTEM;
     if (!strcmp(r, "user")) return CHAT_USER;

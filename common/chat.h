@@ -60,6 +60,9 @@ int chat_segments(const ChatTemplate *ct, const DatasetMessage *m, int n, char *
 int chat_encode_prompt(const ChatTemplate *ct, const Tokenizer *tok, const DatasetMessage *m,
                        int n, TokIds *out, char *err, size_t errlen);
 
+typedef enum { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_BAD } ChatRole;
+ChatRole chat_role(const char *role);   // "system", "user", "assistant"; else (or NULL) CHAT_BAD
+
 // Checks a conversation's roles and contents for a prompt (final_assistant 0: it ends with a user
 // message) or a training example (1: it ends with an assistant message): [system] then turns
 // alternating user, assistant. where names it in messages ("file:line").

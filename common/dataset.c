@@ -148,16 +148,6 @@ void dataset_free(Dataset *ds) {
 // ---------------------------------------------------------------------------------------------
 // rendering and tokenization
 
-typedef enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT, ROLE_BAD } Role;
-
-static Role role_of(const char *r) {
-    if (!r) return ROLE_BAD;
-    if (!strcmp(r, "system")) return ROLE_SYSTEM;
-    if (!strcmp(r, "user")) return ROLE_USER;
-    if (!strcmp(r, "assistant")) return ROLE_ASSISTANT;
-    return ROLE_BAD;
-}
-
 static void ids_push(TokIds *ids, int32_t id) {
     if (ids->n == ids->cap) {
         ids->cap = ids->cap ? 2 * ids->cap : 64;
@@ -234,14 +224,14 @@ static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, En
         const char *c = m[i].content;
         size_t nc = strlen(c);
         int rc = 0;
-        switch (role_of(m[i].role)) {
-        case ROLE_SYSTEM:
+        switch (chat_role(m[i].role)) {
+        case CHAT_SYSTEM:
             rc = encode_in_template(ds, e, ds->system_tpl, ds->system_at, c, nc, pm, err, errlen);
             break;
-        case ROLE_USER:
+        case CHAT_USER:
             rc = encode_in_template(ds, e, ds->prompt_tpl, ds->prompt_at, c, nc, pm, err, errlen);
             break;
-        case ROLE_ASSISTANT:
+        case CHAT_ASSISTANT:
             e->resp_start = e->ids.n;
             rc = encode_segment(ds, e, ds->response_prefix, strlen(ds->response_prefix), c, nc, "",
                                 0, 1, err, errlen);
@@ -251,7 +241,7 @@ static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, En
                 e->mask[e->ids.n - 1] = 1;
             }
             break;
-        case ROLE_BAD:
+        case CHAT_BAD:
             rc = util_err(err, errlen, "unknown role");
             break;
         }

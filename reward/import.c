@@ -173,6 +173,15 @@ static int import_prompt(Ctx *c, const cJSON *o, const LineRanking *l, ImportRes
     return 0;
 }
 
+// A pair's ranking: texts[0] better than texts[1]; 1 (nothing to store) when they are equal.
+static int pair_ranking(LineRanking *l) {
+    if (!strcmp(l->texts[0], l->texts[1])) return 1;
+    l->k = 2;
+    l->ranks[0] = 1;
+    l->ranks[1] = 2;
+    return 0;
+}
+
 // The text of a message-list prompt (messages ending with a user turn): rendered with the chat
 // template and its generation prompt; without a template, a lone user message's content.
 static int render_prompt(Ctx *c, const cJSON *arr, const char *key, char **out) {
@@ -242,11 +251,7 @@ static int read_chat_pair(Ctx *c, const cJSON *o, LineRanking *l) {
         if (rc) return -1;
         l->prompt = l->hh_prompt;
     }
-    if (!strcmp(l->texts[0], l->texts[1])) return 1;
-    l->k = 2;
-    l->ranks[0] = 1;
-    l->ranks[1] = 2;
-    return 0;
+    return pair_ranking(l);
 }
 
 // A pair line: {"prompt", "chosen", "rejected"}, or HH transcripts {"chosen", "rejected"} cut at
@@ -275,11 +280,7 @@ static int read_pair(Ctx *c, const cJSON *o, LineRanking *l) {
                                "\"\\n\\nAssistant:\" (not one conversation)");
         l->prompt = l->hh_prompt;
     }
-    if (!strcmp(l->texts[0], l->texts[1])) return 1;
-    l->k = 2;
-    l->ranks[0] = 1;
-    l->ranks[1] = 2;
-    return 0;
+    return pair_ranking(l);
 }
 
 // Stores the line's prompt, labeler, completions and ranking.
