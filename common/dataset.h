@@ -18,6 +18,13 @@
 // no escaping; text that looks like a special token ("<|endoftext|>") is ordinary text, and the
 // only end tokens are the ones added by id. With train_on_all every mask is 1.
 //
+// With a chat template (DatasetOptions.chat; chat.h) a conversation is instead rendered by the
+// template and cut into pieces by rendering: prompt text (mask 0, 1 with train_on_all) and
+// assistant turns (mask 1: the turn's text and what the template writes after it up to the next
+// turn, e.g. "answer<|im_end|>\n"); no end token is added by id (the template writes its own),
+// and <|endoftext|> is not required. Each piece is tokenized alone with special tokens
+// recognised. A pair is the chat [user P, assistant R]; a prompt gets the generation prompt.
+//
 // Why segments are tokenized separately and concatenated, never as one string: BPE pieces can
 // cross the boundary. With a template ending in "Assistant: " and a response "Hello", one string
 // would give the token " Hello" that is half prompt and half response, so no mask could be exact;
