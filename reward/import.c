@@ -225,7 +225,8 @@ static const char *last_assistant(Ctx *c, const cJSON *list, const char *key) {
 static int read_chat_pair(Ctx *c, const cJSON *o, LineRanking *l) {
     const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "chosen");
     const cJSON *rj = cJSON_GetObjectItemCaseSensitive(o, "rejected");
-    if (!cJSON_IsArray(rj)) return LINE_ERR(c, "\"rejected\" must be a message list as \"chosen\" is");
+    if (!cJSON_IsArray(rj))
+        return LINE_ERR(c, "\"rejected\" must be a message list as \"chosen\" is");
     int nc = cJSON_GetArraySize(ch), nr = cJSON_GetArraySize(rj);
     if (nc == 0 || nr == 0) return LINE_ERR(c, "\"%s\" is empty", nc ? "rejected" : "chosen");
     if (!(l->texts[0] = last_assistant(c, ch, "chosen")) ||
@@ -447,9 +448,10 @@ static const char *import_usage =
     "  {\"prompt\": P}                                               a prompt to label (reward label)\n"
     "  {\"prompt\": P, \"response\": R}                                a demonstration (its prompt is not\n"
     "                                                              queued for labeling: --label-demos)\n"
-    "  {\"prompt\": [messages], \"chosen\": [message], \"rejected\": [message]}   conversational\n"
-    "  {\"chosen\": [messages], \"rejected\": [messages]}           (TRL): the shared messages are the\n"
-    "                                                              prompt, rendered with the chat template\n"
+    "  {\"prompt\": [messages], \"chosen\": [message], \"rejected\": [message]}\n"
+    "  {\"chosen\": [messages], \"rejected\": [messages]}               conversational (TRL): the prompt\n"
+    "                                                              (\"prompt\", or the messages shared)\n"
+    "                                                              rendered with the chat template\n"
     "  optional keys: \"labeler\", \"split\" (train|valid|test), \"comment\", \"model\"\n"
     "options:\n"
     "  --workspace DB        the workspace database (created when absent)\n"
