@@ -20,7 +20,8 @@ chat() { "$R" chat m --tokenizer "$TOK" --temperature 1 "$@"; }
 # to "how are you" alone, and a conversation of both, a /reset, "hello" again, /quit
 printf 'hello\n' | chat --seed 7 --max-new-tokens 12 > a1 2>err
 printf 'how are you\n' | chat --seed 7 --max-new-tokens 12 > alone 2>>err
-printf 'hello\nhow are you\n/reset\nhello\n/quit\nnot read\n' | chat --seed 7 --max-new-tokens 12 > out 2>>err
+printf 'hello\nhow are you\n/reset\nhello\n/quit\nnot read\n' |
+    chat --seed 7 --max-new-tokens 12 > out 2>>err
 python3 - a1 alone out > verdict <<'PY'
 import sys
 a1, alone, out = (open(f, 'rb').read() for f in sys.argv[1:])
@@ -52,16 +53,14 @@ rm m/generation_config.json
 # 3. bad inputs: one line, exit 1
 expect_fail "rlhf chat: a missing checkpoint" 1 "no-such" "$R" chat no-such
 printf 'hi\n' > in
+raise="{{ raise_exception('nope') }}"
 expect_fail "rlhf chat: a template error names the template" 1 "data.chat_template.*nope" \
-    sh -c "\"$R\" chat m --tokenizer \"$TOK\" --chat-template \"{{ raise_exception('nope') }}\" < in"
+    sh -c '"$1" chat m --tokenizer "$2" --chat-template "$3" < in' sh "$R" "$TOK" "$raise"
 
 # 4. sft on chat data with the template; a template breaking the prefix property is an error
-cat > chat.jsonl <<'EOF'
-{"messages": [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "5"}]}
-{"messages": [{"role": "system", "content": "Add."}, {"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
-EOF
-for i in 1 2 3 4 5 6 7 8; do sed -n 1p chat.jsonl; done > train.jsonl
-cat chat.jsonl >> train.jsonl
+CD="$FIX/chat_data"
+for i in 1 2 3 4 5 6 7 8; do sed -n 1p "$CD/sft_chat.jsonl"; done > train.jsonl
+cat "$CD/sft_chat.jsonl" >> train.jsonl
 # (checkpoints copy vocab.json + merges.txt: give the tokenizer directory those too, the same
 # 259 tokens; tokenizer.json and its template are what is read)
 mkdir tok && cp "$TOK"/* tok/ && printf '#version: 0.2\n' > tok/merges.txt &&
@@ -75,35 +74,27 @@ train: {batch_size: 4, epochs: 1, lr: 1e-3}
 YAML
 "$B/sft" -c sft.yaml > out 2>err && grep -q "10 examples" err &&
     ok "sft trains on chats rendered with the template" || bad "sft with a chat template"
+count='{{ messages|length }}{% for m in messages %}{{ m.content }}{% endfor %}'
 expect_fail "sft: a template breaking the prefix property" 1 "train.jsonl:1.*prefix property" \
-    "$B/sft" -c sft.yaml --set out.dir=run2 \
-    --set "data.chat_template={{ messages|length }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    "$B/sft" -c sft.yaml --set out.dir=run2 --set "data.chat_template=$count"
 
 # 5. reward import: TRL's conversational forms equal the pairwise import of the rendered texts
-SYS='<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n'
-cat > conv.jsonl <<'EOF'
-{"prompt": [{"role": "user", "content": "Hi?"}], "chosen": [{"role": "assistant", "content": "Hello."}], "rejected": [{"role": "assistant", "content": "Go."}]}
-{"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "good"}], "rejected": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "bad"}]}
-EOF
-cat > flat.jsonl <<EOF
-{"prompt": "${SYS}<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n", "chosen": "Hello.", "rejected": "Go."}
-{"prompt": "${SYS}<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n", "chosen": "good", "rejected": "bad"}
-EOF
-"$B/reward" import --workspace a.db --tokenizer "$TOK" --source s --labeler l conv.jsonl \
-    2>err && "$B/reward" import --workspace b.db --source s --labeler l flat.jsonl 2>>err ||
-    bad "reward import"
+imp() { "$B/reward" import --source s --labeler l --workspace "$@"; }
+imp a.db --tokenizer "$TOK" "$CD/prefs_conv.jsonl" 2>err &&
+    imp b.db "$CD/prefs_rendered.jsonl" 2>>err || bad "reward import"
 dump() {
     sqlite3 "$1" "select p.text, c.text, r.rank from prompts p join completions c on
         c.prompt_id = p.id join ranking_items r on r.completion_id = c.id order by c.id"
 }
 dump a.db > a.txt 2>>err; dump b.db > b.txt 2>>err
-[ -s a.txt ] && cmp -s a.txt b.txt && ok "reward import: TRL conversations == rendered pairs" ||
+[ "$(wc -l < a.txt)" -ge 4 ] && cmp -s a.txt b.txt &&
+    ok "reward import: TRL conversations == rendered pairs" ||
     bad "reward import: conversational != pairwise"
-echo '{"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"}], "rejected": [{"role": "user", "content": "z"}, {"role": "assistant", "content": "y"}]}' > diff.jsonl
 expect_fail "reward import: conversations that differ before the end" 1 \
-    "diff.jsonl:1: chosen and rejected differ" \
-    "$B/reward" import --workspace c.db --tokenizer "$TOK" diff.jsonl
-echo '{"prompt": [{"role": "wizard", "content": "a"}], "chosen": [{"role": "assistant", "content": "x"}], "rejected": [{"role": "assistant", "content": "y"}]}' > role.jsonl
-expect_fail "reward import: an unknown role names file:line" 1 "role.jsonl:1: .*role must be" \
-    "$B/reward" import --workspace c.db --tokenizer "$TOK" role.jsonl
+    "prefs_bad_prefix.jsonl:1: chosen and rejected differ" \
+    imp c.db --tokenizer "$TOK" "$CD/prefs_bad_prefix.jsonl"
+expect_fail "reward import: an unknown role names file:line" 1 \
+    "prefs_bad_role.jsonl:1: .*role must be" imp c.db --tokenizer "$TOK" "$CD/prefs_bad_role.jsonl"
+expect_fail "reward import: a conversation as the prompt needs a template" 1 \
+    "prefs_conv.jsonl:2: .*needs a chat template" imp d.db "$CD/prefs_conv.jsonl"
 lib_summary
