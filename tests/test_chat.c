@@ -5,6 +5,8 @@
 // generation prompt, and the end-of-turn token <|im_end|> is a stop token.
 #include "chat.h"
 #include "dataset.h"
+#include "generate.h"
+#include "rng.h"
 #include "testlib.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,6 +236,52 @@ static void test_stops(void) {
     chat_template_free(ct);
 }
 
+// Generation stops at the template's end of turn: a tiny random GPT-2 of 259 tokens whose
+// <|im_end|> embedding is made twice the embedding of its first greedy token (tied head: twice
+// the logit), so that <|im_end|> is chosen first; with chat_stop_ids the answer is that one
+// token, without stop ids generation runs on to max_new_tokens.
+static void test_stop_at_im_end(void) {
+    ModelConfig c = {.max_seq_len = 32, .vocab_size = 259, .n_layer = 1, .n_head = 2,
+                     .n_embd = 16, .ln_eps = 1e-5f, .lm_head = 1};
+    Model m;
+    char err[512];
+    if (model_init(&m, &c, 1, 32, 0, 0, err, sizeof err)) {
+        CHECK_MSG(0, "%s", err);
+        return;
+    }
+    model_init_weights(&m, 3);
+    KVCache kv;
+    Sampler sm;
+    CHECK(kv_init(&kv, &m, 1, 32, 32, err, sizeof err) == 0);
+    sampler_init(&sm, 259);
+    GenConfig g = {.max_new_tokens = 8, .eot_id = -1, .sampler = {.temperature = 0.0f,
+                                                                  .top_p = 1.0f}};
+    int32_t prompt[3] = {'h', 'i', '?'}, len = 3, out[8], ol = 0;
+    Rng r;
+    rng_init(&r, 1);
+    CHECK(gen_generate(&m, &kv, &sm, &g, &r, prompt, &len, 1, 3, out, &ol, NULL, NULL, err,
+                       sizeof err) == 0);
+    int32_t first = out[0];
+    CHECK(first != 258);
+    float *e = m.params.wte;
+    for (int k = 0; k < c.n_embd; k++) e[258 * c.n_embd + k] = 2.0f * e[first * c.n_embd + k];
+    ChatTemplate *ct = load(NULL);
+    CHECK(chat_stop_ids(ct, tok, NULL, g.stop_ids, GEN_MAX_STOP, &g.n_stop, err, sizeof err) == 0);
+    kv_reset(&kv);
+    CHECK(gen_generate(&m, &kv, &sm, &g, &r, prompt, &len, 1, 3, out, &ol, NULL, NULL, err,
+                       sizeof err) == 0);
+    CHECK_MSG(ol == 1 && out[0] == 258, "%d tokens, the first %d", ol, out[0]);
+    g.n_stop = 0;
+    kv_reset(&kv);
+    CHECK(gen_generate(&m, &kv, &sm, &g, &r, prompt, &len, 1, 3, out, &ol, NULL, NULL, err,
+                       sizeof err) == 0);
+    CHECK(ol == 8 && out[0] == 258);
+    chat_template_free(ct);
+    sampler_free(&sm);
+    kv_free(&kv);
+    model_free(&m);
+}
+
 int main(void) {
     if (test_scratch_dir(root, sizeof root, "rlhf_chat")) return 1;
     snprintf(fixdir, sizeof fixdir, "%s/fixtures/chat_tiny", test_data_dir());
@@ -250,6 +298,8 @@ int main(void) {
               test_prompts);
     test_case("chat: stop ids: EOS, config eos_token_id lists, the template's end of turn",
               test_stops);
+    test_case("chat: generation stops at the template's end of turn (<|im_end|>)",
+              test_stop_at_im_end);
     tok_free(tok);
     test_rm_rf(root);
     return test_summary();
