@@ -2,6 +2,7 @@
 // The rules (rendering, masks, truncation, splits, batch order) are stated in dataset.h.
 #define _GNU_SOURCE   // getline
 #include "dataset.h"
+#include "chat.h"
 #include "cli.h"
 #include "rng.h"
 #include "utf8.h"
@@ -111,7 +112,7 @@ int dataset_create(Dataset **out, const Tokenizer *tok, const DatasetOptions *op
     if (opt->truncation != DATASET_TRUNCATE_ERROR &&
         opt->truncation != DATASET_TRUNCATE_PROMPT_LEFT && opt->truncation != DATASET_TRUNCATE_DROP)
         return util_err(err, errlen, "unknown truncation rule %d", (int)opt->truncation);
-    if (tok_eot(tok) < 0)
+    if (!opt->chat && tok_eot(tok) < 0)
         return util_err(err, errlen,
                         "the tokenizer has no <|endoftext|> token to end responses with");
     Dataset *ds = CALLOC_CHECK(1, sizeof *ds);
@@ -146,60 +147,6 @@ void dataset_free(Dataset *ds) {
 
 // ---------------------------------------------------------------------------------------------
 // rendering and tokenization
-
-typedef enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT, ROLE_BAD } Role;
-
-static Role role_of(const char *r) {
-    if (!r) return ROLE_BAD;
-    if (!strcmp(r, "system")) return ROLE_SYSTEM;
-    if (!strcmp(r, "user")) return ROLE_USER;
-    if (!strcmp(r, "assistant")) return ROLE_ASSISTANT;
-    return ROLE_BAD;
-}
-
-// Checks a conversation: [system] (user assistant)+ when final_assistant, else [system]
-// (user assistant)* user. Contents must be valid UTF-8; assistant contents non-empty.
-static int check_messages(const DatasetMessage *m, int n, int final_assistant, const char *where,
-                          char *err, size_t errlen) {
-    if (n < 1) return util_err(err, errlen, "%s: messages is empty", where);
-    int first = role_of(m[0].role) == ROLE_SYSTEM;   // messages before the first user turn
-    for (int i = 0; i < n; i++) {
-        Role r = role_of(m[i].role);
-        if (r == ROLE_BAD)
-            return util_err(err, errlen, "%s: messages[%d].role must be \"system\", \"user\" or "
-                            "\"assistant\" (got \"%.40s\")", where, i,
-                            m[i].role ? m[i].role : "(null)");
-        if (!m[i].content)
-            return util_err(err, errlen, "%s: messages[%d] has no content", where, i);
-        size_t len = strlen(m[i].content);
-        size_t ok = utf8_valid_len(m[i].content, len);
-        if (ok != len)
-            return util_err(err, errlen, "%s: messages[%d].content has invalid UTF-8 at byte %zu",
-                            where, i, ok + 1);
-        if (r == ROLE_SYSTEM && i > 0)
-            return util_err(err, errlen, "%s: messages[%d]: a system message may only come first",
-                            where, i);
-        if (r != ROLE_SYSTEM) {
-            Role want = ((i - first) % 2 == 0) ? ROLE_USER : ROLE_ASSISTANT;
-            if (r != want)
-                return util_err(err, errlen, "%s: messages[%d] is a%s %s message where a%s %s "
-                                "message must come (turns alternate user, assistant)", where, i,
-                                r == ROLE_USER ? "" : "n", m[i].role, want == ROLE_USER ? "" : "n",
-                                want == ROLE_USER ? "user" : "assistant");
-        }
-        if (r == ROLE_ASSISTANT && len == 0)
-            return util_err(err, errlen, "%s: messages[%d]: empty assistant content", where, i);
-    }
-    Role last = role_of(m[n - 1].role);
-    if (final_assistant && last != ROLE_ASSISTANT)
-        return util_err(err, errlen, "%s: the last message must be from the assistant (it is %s)",
-                        where, m[n - 1].role);
-    if (!final_assistant && last != ROLE_USER)
-        return util_err(err, errlen,
-                        "%s: a prompt conversation must end with a user message (it ends with %s)",
-                        where, m[n - 1].role);
-    return 0;
-}
 
 static void ids_push(TokIds *ids, int32_t id) {
     if (ids->n == ids->cap) {
@@ -243,24 +190,48 @@ static int encode_in_template(const Dataset *ds, Encoded *e, const char *tpl, si
     return encode_segment(ds, e, tpl, at, c, nc, rest, strlen(rest), v, err, errlen);
 }
 
+// Renders a checked conversation with the chat template and tokenizes its segments (chat.h):
+// assistant turns mask 1, the rest mask 0 (1 with train_on_all).
+static int encode_with_template(const Dataset *ds, const DatasetMessage *m, int n, Encoded *e,
+                                char *err, size_t errlen) {
+    char *text;
+    ChatSegment *sg;
+    int ns;
+    if (chat_segments(ds->opt.chat, m, n, &text, &sg, &ns, err, errlen)) return -1;
+    int rc = 0;
+    for (int i = 0; i < ns && !rc; i++) {
+        size_t before = e->ids.n;
+        if (sg[i].assistant) e->resp_start = before;
+        rc = tok_encode(ds->tok, text + sg[i].start, sg[i].end - sg[i].start, TOK_ALLOW_SPECIAL,
+                        &e->ids, err, errlen);
+        if (rc || e->ids.n == before) continue;
+        mask_reserve(e, e->ids.n);
+        memset(e->mask + before, sg[i].assistant || ds->opt.train_on_all, e->ids.n - before);
+    }
+    free(text);
+    free(sg);
+    return rc;
+}
+
 // Renders and tokenizes a checked conversation (see dataset.h).
 static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, Encoded *e,
                            char *err, size_t errlen) {
     uint8_t pm = ds->opt.train_on_all ? 1 : 0;
     e->ids.n = 0;
     e->resp_start = 0;
+    if (ds->opt.chat) return encode_with_template(ds, m, n, e, err, errlen);
     for (int i = 0; i < n; i++) {
         const char *c = m[i].content;
         size_t nc = strlen(c);
         int rc = 0;
-        switch (role_of(m[i].role)) {
-        case ROLE_SYSTEM:
+        switch (chat_role(m[i].role)) {
+        case CHAT_SYSTEM:
             rc = encode_in_template(ds, e, ds->system_tpl, ds->system_at, c, nc, pm, err, errlen);
             break;
-        case ROLE_USER:
+        case CHAT_USER:
             rc = encode_in_template(ds, e, ds->prompt_tpl, ds->prompt_at, c, nc, pm, err, errlen);
             break;
-        case ROLE_ASSISTANT:
+        case CHAT_ASSISTANT:
             e->resp_start = e->ids.n;
             rc = encode_segment(ds, e, ds->response_prefix, strlen(ds->response_prefix), c, nc, "",
                                 0, 1, err, errlen);
@@ -270,7 +241,7 @@ static int encode_messages(const Dataset *ds, const DatasetMessage *m, int n, En
                 e->mask[e->ids.n - 1] = 1;
             }
             break;
-        case ROLE_BAD:
+        case CHAT_BAD:
             rc = util_err(err, errlen, "unknown role");
             break;
         }
@@ -375,7 +346,7 @@ static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair
                                 what, ok + 1);
         }
         if (!m[1].content[0]) return util_err(err, errlen, "%s: empty response", where);
-    } else if (check_messages(m, n, 1, where, err, errlen)) return -1;
+    } else if (chat_check_messages(m, n, 1, where, err, errlen)) return -1;
     Encoded e = {0};
     if (encode_messages(ds, m, n, &e, err, errlen)) {
         encoded_free(&e);
@@ -446,9 +417,10 @@ static int flush_pending(Dataset *ds, Pending *p, int64_t n, const char *path, i
     for (int64_t i = 0; i < n; i++) {
         char where[WHERE_LEN];
         where_str(where, path, p[i].line);
-        if (p[i].rc) {
+        if (p[i].rc) {   // the message before pending_clear wipes it
+            util_err(err, errlen, "%s: %s", where, p[i].err);
             pending_clear(p, n);
-            return util_err(err, errlen, "%s: %s", where, p[i].err);
+            return -1;
         }
         if (commit_encoded(ds, &p[i].enc, messages_hash(p[i].msgs, p[i].n_msgs), source, p[i].line,
                            split, where, err, errlen)) {
@@ -557,7 +529,7 @@ static int parse_line(Pending *p, char *s, size_t n, size_t col0, const char *wh
             p->msgs[i].role = role->valuestring;
             p->msgs[i].content = content->valuestring;
         }
-        return check_messages(p->msgs, p->n_msgs, 1, where, err, errlen);
+        return chat_check_messages(p->msgs, p->n_msgs, 1, where, err, errlen);
     }
     if (!prompt && !resp)
         return util_err(err, errlen,
@@ -685,7 +657,12 @@ int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, ch
 
 int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, int n_msgs,
                                TokIds *out, char *err, size_t errlen) {
-    if (check_messages(msgs, n_msgs, 0, "prompt", err, errlen)) return -1;
+    if (chat_check_messages(msgs, n_msgs, 0, "prompt", err, errlen)) return -1;
+    if (ds->opt.chat) {
+        if (chat_encode_prompt(ds->opt.chat, ds->tok, msgs, n_msgs, out, err, errlen))
+            return util_err_prefix(err, errlen, "prompt: ");
+        return 0;
+    }
     Encoded e = {0};
     if (encode_messages(ds, msgs, n_msgs, &e, err, errlen)) {
         encoded_free(&e);
@@ -694,6 +671,36 @@ int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, in
     for (size_t i = 0; i < e.ids.n; i++) ids_push(out, e.ids.ids[i]);
     encoded_free(&e);
     return 0;
+}
+
+int dataset_prompt_json(const Dataset *ds, const cJSON *obj, char **text, TokIds *ids,
+                        const char *where, char *err, size_t errlen) {
+    *text = NULL;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(obj, "prompt");
+    if (cJSON_IsString(p)) {
+        if (dataset_encode_prompt(ds, p->valuestring, ids, err, errlen))
+            return util_err_prefix(err, errlen, "%s: ", where);
+        *text = STRDUP_CHECK(p->valuestring);
+        return 0;
+    }
+    const char *key = p ? "prompt" : "messages";
+    if (!p) p = cJSON_GetObjectItemCaseSensitive(obj, "messages");
+    if (!p)
+        return util_err(err, errlen, "%s: no \"prompt\" (a string or a message list) and no "
+                        "\"messages\"", where);
+    DatasetMessage *m;
+    int n;
+    if (chat_messages_from_json(p, key, &m, &n, where, err, errlen)) return -1;
+    size_t before = ids->n;
+    int rc = chat_check_messages(m, n, 0, where, err, errlen);
+    if (!rc && dataset_encode_chat_prompt(ds, m, n, ids, err, errlen))
+        rc = util_err_prefix(err, errlen, "%s: ", where);
+    free(m);
+    TokBytes tb = {0};
+    if (!rc) rc = tok_decode(ds->tok, ids->ids + before, ids->n - before, &tb, err, errlen);
+    if (!rc) *text = utf8_clean(tb.data ? tb.data : "", tb.n);
+    tok_bytes_free(&tb);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------

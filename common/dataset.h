@@ -18,6 +18,13 @@
 // no escaping; text that looks like a special token ("<|endoftext|>") is ordinary text, and the
 // only end tokens are the ones added by id. With train_on_all every mask is 1.
 //
+// With a chat template (DatasetOptions.chat; chat.h) a conversation is instead rendered by the
+// template and cut into pieces by rendering: prompt text (mask 0, 1 with train_on_all) and
+// assistant turns (mask 1: the turn's text and what the template writes after it up to the next
+// turn, e.g. "answer<|im_end|>\n"); no end token is added by id (the template writes its own),
+// and <|endoftext|> is not required. Each piece is tokenized alone with special tokens
+// recognised. A pair is the chat [user P, assistant R]; a prompt gets the generation prompt.
+//
 // Why segments are tokenized separately and concatenated, never as one string: BPE pieces can
 // cross the boundary. With a template ending in "Assistant: " and a response "Hello", one string
 // would give the token " Hello" that is half prompt and half response, so no mask could be exact;
@@ -79,6 +86,7 @@
 #define DATASET_H
 #include "data.h"
 #include "tokenizer.h"
+#include <cjson/cJSON.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -106,6 +114,10 @@ typedef struct {
     DatasetTruncation truncation;
     int train_on_all;              // 1: loss on every token (prompt and template too)
     double valid_percent;          // 0..100: share of AUTO examples held out
+    // NULL: the built-in format above. Else chats and pairs (as [user P, assistant R]) are
+    // rendered with this chat template (chat.h; borrowed: it must outlive the Dataset), the loss
+    // on the assistant turns found by rendering; prompts get the generation prompt.
+    const struct ChatTemplate *chat;
 } DatasetOptions;
 
 // A chat message; role is "system", "user" or "assistant".
@@ -174,6 +186,16 @@ int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, ch
 // training, assistant turns with their end tokens), ready for the next assistant turn.
 int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, int n_msgs,
                                TokIds *out, char *err, size_t errlen);
+
+// A prompt from a prompts-file JSON object (ppo, dpo, eval and generation prompts): "prompt" as a
+// string is one user message (dataset_encode_prompt); "prompt" as a message list, or "messages"
+// ([{"role", "content"}, ...] ending with a user turn), is a conversation for the next assistant
+// turn (dataset_encode_chat_prompt: the chat template with its generation prompt, or the
+// built-in format). Appends the tokens to *ids and sets *text (malloc'd) to the prompt's text:
+// the string itself, or the decoded tokens of a conversation. where ("file:line") starts every
+// message.
+int dataset_prompt_json(const Dataset *ds, const cJSON *obj, char **text, TokIds *ids,
+                        const char *where, char *err, size_t errlen);
 
 // ---------------------------------------------------------------------------------------------
 // batches

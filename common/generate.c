@@ -371,12 +371,19 @@ static int generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g,
                                        rng + (size_t)b * rng_stride);
             out[(size_t)b * g->max_new_tokens + out_lens[b]++] = t;
             if (cb) cb(user, b, t);
-            if (t == g->eot_id || out_lens[b] == g->max_new_tokens) { done[b] = 1; continue; }
+            if (gen_is_stop(g, t) || out_lens[b] == g->max_new_tokens) { done[b] = 1; continue; }
             cur[b] = t; nn[b] = 1; active++;
         }
         if (!active) break;
         if (kv_forward(m, kv, cur, nn, B, 1, NULL, err, errlen)) return -1;
     }
+    return 0;
+}
+
+int gen_is_stop(const GenConfig *g, int32_t token) {
+    if (token == g->eot_id) return 1;
+    for (int i = 0; i < g->n_stop && i < GEN_MAX_STOP; i++)
+        if (token == g->stop_ids[i]) return 1;
     return 0;
 }
 

@@ -45,13 +45,20 @@ void kv_reset(KVCache *kv);   // forget every sequence
 int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t *n_new, int B,
                int Tc, float *all_logits, char *err, size_t errlen);
 
+#define GEN_MAX_STOP 8   // stop tokens besides eot_id
+
 typedef struct {
     int max_new_tokens;     // stop after this many new tokens
     int eot_id;             // stop a sequence at this token (kept in the output); -1: none
+    int n_stop;             // and at any of stop_ids[0..n_stop) (end-of-turn tokens: <|im_end|>,
+    int32_t stop_ids[GEN_MAX_STOP];   // <|eot_id|>, ...; chat_stop_ids finds them), kept too
     SamplerConfig sampler;
     int (*cancel)(void *); // NULL, or cancel(cancel_user) asked before every decoding step:
     void *cancel_user;      // nonzero ends the call (it returns 1)
 } GenConfig;
+
+// 1 when token ends a sequence under g (eot_id or one of stop_ids).
+int gen_is_stop(const GenConfig *g, int32_t token);
 
 // Called for every new token as soon as it is chosen (streaming); may be NULL.
 typedef void (*GenCallback)(void *user, int b, int32_t token);

@@ -97,11 +97,14 @@ typedef struct {
     char *err; size_t errlen;
 } PromptCtx;
 
-static int add_prompt(PromptCtx *c, const char *text, int64_t prompt_id, const char *where) {
+// (pre: the prompt's tokens when already encoded, taken over; NULL: encode text)
+static int add_prompt(PromptCtx *c, const char *text, TokIds *pre, int64_t prompt_id,
+                      const char *where) {
     Ppo *s = c->s;
     TokIds ids = {0};
     char e[512];
-    if (dataset_encode_prompt(s->ds, text, &ids, e, sizeof e)) {
+    if (pre) ids = *pre;
+    else if (dataset_encode_prompt(s->ds, text, &ids, e, sizeof e)) {
         tok_ids_free(&ids);
         return util_err(c->err, c->errlen, "%s: %s", where, e);
     }
@@ -169,18 +172,17 @@ static int load_jsonl_prompts(PromptCtx *c, const char *path) {
             else if (!cJSON_IsObject(o))
                 rc = util_err(c->err, c->errlen,
                               "%s: expected a JSON object with a \"prompt\" string", where);
-            else {
-                const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompt");
-                if (!p) rc = util_err(c->err, c->errlen, "%s: missing key \"prompt\"", where);
-                else if (!cJSON_IsString(p))
-                    rc = util_err(c->err, c->errlen, "%s: \"prompt\" must be a string", where);
-                else {
-                    int64_t id = 0;
-                    char e2[512];
-                    if (store_find_prompt(c->s->tr.db, p->valuestring, &id, e2, sizeof e2))
-                        rc = util_err(c->err, c->errlen, "%s", e2);
-                    else rc = add_prompt(c, p->valuestring, id, where);
-                }
+            else {   // a string, or a message list (dataset_prompt_json)
+                char *text = NULL;
+                TokIds ids = {0};
+                int64_t id = 0;
+                char e2[512];
+                rc = dataset_prompt_json(c->s->ds, o, &text, &ids, where, c->err, c->errlen);
+                if (!rc && store_find_prompt(c->s->tr.db, text, &id, e2, sizeof e2))
+                    rc = util_err(c->err, c->errlen, "%s", e2);
+                if (!rc) rc = add_prompt(c, text, &ids, id, where);
+                else tok_ids_free(&ids);
+                free(text);
             }
             cJSON_Delete(o);
         }
@@ -196,7 +198,7 @@ static int add_db_prompt(const StorePrompt *p, void *ctx) {
     PromptCtx *c = ctx;
     char where[128];
     snprintf(where, sizeof where, "workspace prompt %lld", (long long)p->id);
-    return add_prompt(c, p->text, p->id, where) ? -1 : 0;
+    return add_prompt(c, p->text, NULL, p->id, where) ? -1 : 0;
 }
 
 static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {

@@ -28,6 +28,7 @@ typedef struct {
     const char *split;       // every prompt in this split; NULL: by "split" or the hash rule
     double valid_frac, test_frac;   // the hash rule (store_split_for_text)
     int label_demos;         // queue the demonstrations' prompts for `reward label` too
+    const struct ChatTemplate *chat;   // renders message-list prompts (chat.h); NULL: none
 } ImportOptions;
 
 typedef struct {

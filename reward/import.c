@@ -16,6 +16,12 @@
 //   demo       {"prompt": P, "response": R}                  -> a prompt and its demonstration (SFT
 //              data): the bias that makes demonstrations score 0 uses them. Its prompt is not
 //              queued for `reward label` unless --label-demos (label --source still reaches it)
+// Conversational lines (TRL's format): "prompt" may be a message list ({"role", "content"}, ending
+// with a user turn), rendered with the chat template and the generation prompt (--tokenizer DIR's
+// tokenizer_config.json, or --chat-template; without one, a lone user message is its content);
+//   {"prompt": [messages], "chosen": [assistant message], "rejected": [assistant message]}
+//   {"chosen": [messages], "rejected": [messages]}   the same conversation up to the last message
+//              (the prompt), then one assistant message each (the completions)
 // Every prompt's source (--source, else the file's base name) is recorded (prompt_sources), so
 // that `reward label --source` can choose a file's prompts.
 // Optional keys on any line: "labeler" (default: --labeler, else the file's base name), "split"
@@ -24,6 +30,7 @@
 // A line whose chosen and rejected are the same text compares nothing: it is skipped and counted.
 // Any bad line (JSON, UTF-8, a missing or mistyped key, a bad ranking, a NUL character) is an
 // error "FILE:LINE: ..." and nothing of that file is stored.
+#include "chat.h"
 #include "cli.h"
 #include "cmd.h"
 #include "reward.h"
@@ -166,6 +173,88 @@ static int import_prompt(Ctx *c, const cJSON *o, const LineRanking *l, ImportRes
     return 0;
 }
 
+// A pair's ranking: texts[0] better than texts[1]; 1 (nothing to store) when they are equal.
+static int pair_ranking(LineRanking *l) {
+    if (!strcmp(l->texts[0], l->texts[1])) return 1;
+    l->k = 2;
+    l->ranks[0] = 1;
+    l->ranks[1] = 2;
+    return 0;
+}
+
+// The text of a message-list prompt (messages ending with a user turn): rendered with the chat
+// template and its generation prompt; without a template, a lone user message's content.
+static int render_prompt(Ctx *c, const cJSON *arr, const char *key, char **out) {
+    char where[600], cerr[768];
+    snprintf(where, sizeof where, "%s:%lld", c->path, (long long)c->lineno);
+    DatasetMessage *m;
+    int n, rc;
+    if (chat_messages_from_json(arr, key, &m, &n, where, c->err, c->errlen)) return -1;
+    rc = chat_check_messages(m, n, 0, where, c->err, c->errlen);
+    if (!rc && c->o->chat) {
+        rc = chat_render(c->o->chat, m, n, 1, out, cerr, sizeof cerr);
+        if (rc) LINE_ERR(c, "%s", cerr);
+    } else if (!rc && n == 1) *out = STRDUP_CHECK(m[0].content);
+    else if (!rc)
+        rc = LINE_ERR(c, "a conversation of %d messages as a prompt needs a chat template "
+                         "(--tokenizer DIR with a tokenizer_config.json, or --chat-template)", n);
+    free(m);
+    return rc ? -1 : 0;
+}
+
+// The content of the assistant message that ends list (at index n - 1).
+static const char *last_assistant(Ctx *c, const cJSON *list, const char *key) {
+    const cJSON *last = cJSON_GetArrayItem(list, cJSON_GetArraySize(list) - 1);
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(last, "role");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(last, "content");
+    if (!cJSON_IsString(r) || strcmp(r->valuestring, "assistant") || !cJSON_IsString(t)) {
+        LINE_ERR(c, "\"%s\" must end with an assistant message {\"role\": \"assistant\", "
+                    "\"content\": str}", key);
+        return NULL;
+    }
+    size_t len = strlen(t->valuestring);
+    if (rm_utf8_valid_len(t->valuestring, len) != len) {
+        LINE_ERR(c, "\"%s\": the assistant message is not valid UTF-8", key);
+        return NULL;
+    }
+    return t->valuestring;
+}
+
+// A conversational pair: with a "prompt" (read already), chosen and rejected are one assistant
+// message each; without, two conversations equal up to their last (assistant) messages.
+static int read_chat_pair(Ctx *c, const cJSON *o, LineRanking *l) {
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "chosen");
+    const cJSON *rj = cJSON_GetObjectItemCaseSensitive(o, "rejected");
+    if (!cJSON_IsArray(rj))
+        return LINE_ERR(c, "\"rejected\" must be a message list as \"chosen\" is");
+    int nc = cJSON_GetArraySize(ch), nr = cJSON_GetArraySize(rj);
+    if (nc == 0 || nr == 0) return LINE_ERR(c, "\"%s\" is empty", nc ? "rejected" : "chosen");
+    if (!(l->texts[0] = last_assistant(c, ch, "chosen")) ||
+        !(l->texts[1] = last_assistant(c, rj, "rejected")))
+        return -1;
+    if (l->prompt) {
+        if (nc != 1 || nr != 1)
+            return LINE_ERR(c, "with a \"prompt\", \"chosen\" and \"rejected\" hold one "
+                               "assistant message each");
+    } else {
+        int same = nc == nr;
+        for (int i = 0; same && i < nc - 1; i++)
+            same = cJSON_Compare(cJSON_GetArrayItem(ch, i), cJSON_GetArrayItem(rj, i), 1);
+        if (!same)
+            return LINE_ERR(c, "chosen and rejected differ before their last message (not one "
+                               "conversation)");
+        if (nc < 2) return LINE_ERR(c, "\"chosen\" has no prompt before its assistant message");
+        cJSON *prompt = cJSON_CreateArray();
+        for (int i = 0; i < nc - 1; i++)
+            cJSON_AddItemToArray(prompt, cJSON_Duplicate(cJSON_GetArrayItem(ch, i), 1));
+        int rc = render_prompt(c, prompt, "chosen", &l->hh_prompt);
+        cJSON_Delete(prompt);
+        if (rc) return -1;
+        l->prompt = l->hh_prompt;
+    }
+    return pair_ranking(l);
+}
+
 // A pair line: {"prompt", "chosen", "rejected"}, or HH transcripts {"chosen", "rejected"} cut at
 // the last "\n\nAssistant:". Returns 1 when chosen and rejected are the same text (skipped).
 static int read_pair(Ctx *c, const cJSON *o, LineRanking *l) {
@@ -175,6 +264,8 @@ static int read_pair(Ctx *c, const cJSON *o, LineRanking *l) {
                            "\"rejected\"} (HH), {\"prompt\", \"completions\", \"ranking\"}, "
                            "{\"prompt\"} or {\"prompt\", \"response\"}");
     int bad = 0;
+    if (cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "chosen")))
+        return read_chat_pair(c, o, l);
     const char *ch = get_str(c, o, "chosen", 1, &bad);
     const char *rj = bad ? NULL : get_str(c, o, "rejected", 1, &bad);
     if (bad) return -1;
@@ -190,11 +281,7 @@ static int read_pair(Ctx *c, const cJSON *o, LineRanking *l) {
                                "\"\\n\\nAssistant:\" (not one conversation)");
         l->prompt = l->hh_prompt;
     }
-    if (!strcmp(l->texts[0], l->texts[1])) return 1;
-    l->k = 2;
-    l->ranks[0] = 1;
-    l->ranks[1] = 2;
-    return 0;
+    return pair_ranking(l);
 }
 
 // Stores the line's prompt, labeler, completions and ranking.
@@ -233,7 +320,11 @@ static int read_common(Ctx *c, const char *line, const cJSON *o, LineRanking *l)
         for (const cJSON *b = a->next; b; b = b->next)
             if (!strcmp(a->string, b->string)) return LINE_ERR(c, "duplicate key \"%s\"", a->string);
     int bad = 0;
-    l->prompt = get_str(c, o, "prompt", 0, &bad);
+    const cJSON *pl = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+    if (cJSON_IsArray(pl)) {
+        if (render_prompt(c, pl, "prompt", &l->hh_prompt)) return -1;
+        l->prompt = l->hh_prompt;
+    } else l->prompt = get_str(c, o, "prompt", 0, &bad);
     l->labeler = get_str(c, o, "labeler", 0, &bad);
     l->split = get_str(c, o, "split", 0, &bad);
     l->comment = get_str(c, o, "comment", 0, &bad);
@@ -357,6 +448,10 @@ static const char *import_usage =
     "  {\"prompt\": P}                                               a prompt to label (reward label)\n"
     "  {\"prompt\": P, \"response\": R}                                a demonstration (its prompt is not\n"
     "                                                              queued for labeling: --label-demos)\n"
+    "  {\"prompt\": [messages], \"chosen\": [message], \"rejected\": [message]}\n"
+    "  {\"chosen\": [messages], \"rejected\": [messages]}               conversational (TRL): the prompt\n"
+    "                                                              (\"prompt\", or the messages shared)\n"
+    "                                                              rendered with the chat template\n"
     "  optional keys: \"labeler\", \"split\" (train|valid|test), \"comment\", \"model\"\n"
     "options:\n"
     "  --workspace DB        the workspace database (created when absent)\n"
@@ -366,10 +461,12 @@ static const char *import_usage =
     "  --model NAME          what produced the completions (default: '')\n"
     "  --split S             put every new prompt in split S (train, valid or test)\n"
     "  --valid-percent P     else: share of new prompts held out, by a hash of the prompt (default 5)\n"
-    "  --test-percent P      and put in the test split (default 0)\n";
+    "  --test-percent P      and put in the test split (default 0)\n"
+    "  --tokenizer DIR       the chat template of DIR/tokenizer_config.json renders message lists\n"
+    "  --chat-template T     that template instead (a file, or inline text)\n";
 
 int cmd_import(int argc, char **argv) {
-    const char *ws = NULL;
+    const char *ws = NULL, *tokdir = NULL, *tmpl = NULL;
     ImportOptions o = {.valid_frac = 0.05};
     double vp = 5, tp = 0;
     char err[1024];
@@ -384,6 +481,8 @@ int cmd_import(int argc, char **argv) {
         CLI_FLAG("--label-demos", &o.label_demos),
         CLI_DOUBLE("--valid-percent", &vp, 0, 100),
         CLI_DOUBLE("--test-percent", &tp, 0, 100),
+        CLI_STRING("--tokenizer", &tokdir),
+        CLI_STRING("--chat-template", &tmpl),
         {0}};
     CliCommand cmd = {.prog = "reward import", .usage = import_usage, .opts = opts,
                       .arg_name = "FILE", .arg_list = &files, .args_min = 1, .value_status = 1};
@@ -399,8 +498,19 @@ int cmd_import(int argc, char **argv) {
     if (o.labeler && !*o.labeler) { snprintf(err, sizeof err, "--labeler is empty"); goto bad; }
     if (o.source && !*o.source) { snprintf(err, sizeof err, "--source is empty"); goto bad; }
     o.valid_frac = vp / 100; o.test_frac = tp / 100;
+    ChatTemplate *chat = NULL;
+    if ((tokdir || tmpl) && chat_template_load(&chat, tokdir, tmpl, err, sizeof err)) goto bad;
+    if (tokdir && !tmpl && !chat) {
+        snprintf(err, sizeof err, "--tokenizer %s: no tokenizer_config.json with a chat_template",
+                 tokdir);
+        goto bad;
+    }
+    o.chat = chat;
     Store *s;
-    if (store_open(&s, ws, err, sizeof err)) goto bad;
+    if (store_open(&s, ws, err, sizeof err)) {
+        chat_template_free(chat);
+        goto bad;
+    }
     int rc = 0;
     for (int i = 0; i < files.n; i++) {
         ImportResult r;
@@ -430,6 +540,7 @@ int cmd_import(int argc, char **argv) {
                 files.items[i], (long long)r.skipped);
     }
     store_close(s);
+    chat_template_free(chat);
     cli_list_free(&files);
     return rc;
 bad:

@@ -139,10 +139,17 @@ typedef struct {
 static int load_prompts(Eval *e) {
     char *data, err[512];
     size_t len;
-    if (cli_read_lines_file(e->prompts_path, &data, &len, err, sizeof err)) EFAIL("%s", err);
+    Dataset *ds;   // renders and tokenizes the prompts exactly as SFT trained on them (dataset.h)
+    DatasetOptions o = {.max_tokens = 1 << 20};
+    if (dataset_create(&ds, e->tok, &o, err, sizeof err)) EFAIL("%s", err);
+    if (cli_read_lines_file(e->prompts_path, &data, &len, err, sizeof err)) {
+        dataset_free(ds);
+        EFAIL("%s", err);
+    }
     size_t cap = 64;
     e->prompts = MALLOC_CHECK(cap * sizeof(char *));
     e->line = MALLOC_CHECK(cap * sizeof(int64_t));
+    e->prompt_ids = MALLOC_CHECK(cap * sizeof(TokIds));
     int64_t line = 0;
     int rc = 0;
     for (char *s = data; s && *s && !rc;) {
@@ -153,7 +160,7 @@ static int load_prompts(Eval *e) {
         if (s[sp]) {
             cJSON *j = cJSON_Parse(s);
             cJSON *p = j ? cJSON_GetObjectItemCaseSensitive(j, "prompt") : NULL;
-            if (!cJSON_IsString(p) || !*p->valuestring) {
+            if (!j || (cJSON_IsString(p) && !*p->valuestring)) {
                 fprintf(stderr, "rlhf eval-policy: %s:%lld: %s\n", e->prompts_path, (long long)line,
                         !j ? "invalid JSON"
                            : "expected an object with a non-empty \"prompt\" string");
@@ -163,15 +170,28 @@ static int load_prompts(Eval *e) {
                     cap *= 2;
                     e->prompts = REALLOC_ARRAY(e->prompts, cap, sizeof(char *));
                     e->line = REALLOC_ARRAY(e->line, cap, sizeof(int64_t));
+                    e->prompt_ids = REALLOC_ARRAY(e->prompt_ids, cap, sizeof(TokIds));
                 }
-                e->line[e->n_prompts] = line;
-                e->prompts[e->n_prompts++] = STRDUP_CHECK(p->valuestring);
+                // a string, or a message list (dataset_prompt_json)
+                char where[600], *text;
+                snprintf(where, sizeof where, "%s:%lld", e->prompts_path, (long long)line);
+                TokIds ids = {0};
+                if (dataset_prompt_json(ds, j, &text, &ids, where, err, sizeof err)) {
+                    fprintf(stderr, "rlhf eval-policy: %s\n", err);
+                    tok_ids_free(&ids);
+                    rc = -1;
+                } else {
+                    e->line[e->n_prompts] = line;
+                    e->prompt_ids[e->n_prompts] = ids;
+                    e->prompts[e->n_prompts++] = text;
+                }
             }
             cJSON_Delete(j);
         }
         s = nl ? nl + 1 : NULL;
     }
     free(data);
+    dataset_free(ds);
     if (rc) return -1;
     if (e->n_prompts == 0) EFAIL("%s holds no prompts", e->prompts_path);
     e->n_resp = e->n_prompts * e->samples;
@@ -211,22 +231,11 @@ static int check_judge_fits(const Eval *e) {
           name, (long long)(e->n_prompts - e->n_demo), (long long)e->n_prompts);
 }
 
-// Renders and tokenizes the prompts exactly as SFT trained on them (dataset.h).
+// The longest prompt's tokens (load_prompts tokenized them).
 static int encode_prompts(Eval *e) {
-    char err[512];
-    Dataset *ds;
-    DatasetOptions o = {.max_tokens = 1 << 20};
-    if (dataset_create(&ds, e->tok, &o, err, sizeof err)) EFAIL("%s", err);
-    e->prompt_ids = CALLOC_CHECK((size_t)e->n_prompts, sizeof(TokIds));
-    for (int64_t i = 0; i < e->n_prompts; i++) {
-        if (dataset_encode_prompt(ds, e->prompts[i], &e->prompt_ids[i], err, sizeof err)) {
-            dataset_free(ds);
-            EFAIL("%s: prompt %lld: %s", e->prompts_path, (long long)i + 1, err);
-        }
+    for (int64_t i = 0; i < e->n_prompts; i++)
         if ((int64_t)e->prompt_ids[i].n > e->longest_prompt)
             e->longest_prompt = (int64_t)e->prompt_ids[i].n;
-    }
-    dataset_free(ds);
     return 0;
 }
 

@@ -12,6 +12,7 @@ int cmd_init(int argc, char **argv);          // cmd_model.c: a random initialis
 int cmd_info(int argc, char **argv);          // what a checkpoint holds and needs
 int cmd_eval(int argc, char **argv);          // loss and perplexity on a text
 int cmd_generate(int argc, char **argv);      // sampled continuations
+int cmd_chat(int argc, char **argv);          // cmd_chat.c: interactive chat
 int cmd_tokenizer(int argc, char **argv);     // cmd_tokenizer.c: encode, decode, train
 int cmd_eval_policy(int argc, char **argv);   // cmd_evalpolicy.c: compare two policies
 int cmd_merge(int argc, char **argv);         // cmd_merge.c: fold a LoRA adapter in

@@ -18,6 +18,7 @@ static const CliSubcommand commands[] = {
      "CKPT                         config, parameters, memory to train and sample"},
     {"generate", cmd_generate,
      "CKPT --prompt TEXT|--prompts FILE   sample continuations (streamed)"},
+    {"chat", cmd_chat, "CKPT [--system TEXT] ...       chat in the terminal with the chat template"},
     {"eval", cmd_eval, "CKPT --text FILE|--ids FILE  mean next-token loss and perplexity"},
     {"tokenizer", cmd_tokenizer, "encode|decode|train ...      GPT-2 byte-level BPE tools"},
     {"data", demo_data_cmd,

@@ -5,6 +5,7 @@
 // workspace database. Killed at any moment, the same command resumes from the last checkpoint and
 // ends with the same weights as an uninterrupted run (same thread count).
 #include "blas.h"
+#include "chat.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "config.h"
@@ -45,6 +46,9 @@ static const ConfigEntry SFT_SCHEMA[] = {
                  "prompt rendering; exactly one {prompt}"),
     CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX,
                  "text before each response"),
+    CONFIG_ENTRY("data.chat_template", CONFIG_STRING, "",
+                 "chat template (a file, or inline text) instead of tokenizer_config.json's",
+                 .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("data.truncation", CONFIG_ENUM, "error", "examples longer than the context",
                  .choices = "error|truncate_prompt_left|drop"),
     CONFIG_ENTRY("data.train_on_all", CONFIG_BOOL, "false", "loss on prompt tokens too"),
@@ -93,6 +97,7 @@ typedef struct {
     // state
     Model model;
     Tokenizer *tok;
+    ChatTemplate *chat;        // the tokenizer directory's chat template, or NULL
     Dataset *ds;
     DatasetIter *train_it;
     TokFile tf_train, tf_valid;
@@ -174,6 +179,7 @@ static int load_data(Sft *s, char *err, size_t errlen) {
     DatasetOptions o = {.prompt_template = config_get_string(s->cfg, "data.prompt_template"),
                         .response_prefix = config_get_string(s->cfg, "data.response_prefix"),
                         .max_tokens = s->T,
+                        .chat = s->chat,
                         .train_on_all = config_get_bool(s->cfg, "data.train_on_all"),
                         .valid_percent =
                             nvalid > 0 ? 0.0 : config_get_double(s->cfg, "data.valid_percent")};
@@ -322,6 +328,8 @@ static void eval_samples(Sft *s) {
     GenConfig g = {.max_new_tokens = max_new,
                    .eot_id = tok_eot(s->tok),
                    .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
+    if (chat_stop_ids(s->chat, s->tok, NULL, g.stop_ids, GEN_MAX_STOP, &g.n_stop, err, sizeof err))
+        g.n_stop = 0;
     Rng r;
     rng_init(&r, 0);
     for (int64_t i = 0; i < np; i++) {
@@ -332,7 +340,7 @@ static void eval_samples(Sft *s) {
             int32_t len = (int32_t)ids.n;
             if (gen_generate(&s->model, &kv, &sm, &g, &r, ids.ids, &len, 1, len, out, &ol, NULL,
                              NULL, err, sizeof err) == 0) {
-                if (ol > 0 && out[ol - 1] == g.eot_id) ol--;
+                if (ol > 0 && gen_is_stop(&g, out[ol - 1])) ol--;
                 TokBytes tb = {0};
                 tok_decode(s->tok, out, (size_t)ol, &tb, err, sizeof err);
                 fprintf(stderr, "sft: sample %lld: %s ->%s\n", (long long)i + 1, prompts[i],
@@ -454,7 +462,10 @@ static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t 
         ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen))
         return -1;
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
-    if (tok_load(&s->tok, tokdir[0] ? tokdir : init, err, errlen)) return -1;
+    if (tok_load(&s->tok, tokdir[0] ? tokdir : init, err, errlen) ||
+        chat_template_load(&s->chat, tokdir[0] ? tokdir : init,
+                           config_get_string(s->cfg, "data.chat_template"), err, errlen))
+        return -1;
     if (ckpt_check_tokenizer(from, c.vocab_size, tokdir[0] ? tokdir : init, tok_vocab_size(s->tok),
                              err, errlen))
         return -1;
@@ -517,6 +528,7 @@ static void teardown(Sft *s) {
     tokfile_close(&s->tf_train);
     tokfile_close(&s->tf_valid);
     tok_free(s->tok);
+    chat_template_free(s->chat);
     model_free(&s->model);
     trainer_close(&s->tr);
     config_free(s->cfg);

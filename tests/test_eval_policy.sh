@@ -39,6 +39,13 @@ expect_fail "eval-policy on prompts of no demo task without --judge: refused, na
     "$R" eval-policy --a m1 --b m2 --prompts mine.jsonl $EP
 expect_fail "...and on a file where only some are demo tasks" 1 "(4 of 7 prompts are not)" \
     "$R" eval-policy --a m1 --b m2 --prompts mixed.jsonl $EP
+printf '%s\n' '{"messages": [{"role": "user", "content": "Tell me about the sea."}]}' > conv.jsonl
+expect_fail "prompts as message lists are read (here refused by the demo's judge)" 1 \
+    "conv.jsonl:1 (.*Tell me about the sea.*) is not one of the demo's tasks (1 of 1 prompts" \
+    "$R" eval-policy --a m1 --b m2 --prompts conv.jsonl $EP
+printf '%s\n' '{"prompt": "x"}' '{"prompt": [{"role": "bot", "content": "x"}]}' > role.jsonl
+expect_fail "a message-list prompt with an unknown role names file:line" 1 \
+    "role.jsonl:2: messages\[0\].role must be" "$R" eval-policy --a m1 --b m2 --prompts role.jsonl $EP
 printf '%s\n' '{"prompt":"Tell me a joke.","completions":["Ha.","A very long joke."]}' \
     '{"prompt":"What is 1 plus 1?","completions":["3","2"]}' > jreq
 "$R" judge --noise 0 < jreq > out 2>err; rc=$?

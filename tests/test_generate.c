@@ -141,6 +141,15 @@ static void test_generate_determinism_and_chunking(void) {
     CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out2, ol2, NULL, NULL, err,
                        sizeof err) == 0);
     CHECK(ol2[0] == first + 1 && out2[first] == g.eot_id);
+    // the same token as a stop id (an end-of-turn token) instead of eot_id
+    g.eot_id = -1;
+    g.n_stop = 1;
+    g.stop_ids[0] = out1[3];
+    CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out2, ol2, NULL, NULL, err,
+                       sizeof err) == 0);
+    CHECK(ol2[0] == first + 1 && out2[first] == g.stop_ids[0] && gen_is_stop(&g, out1[3]));
+    g.eot_id = out1[3];
+    g.n_stop = 0;
     // errors: a prompt too long for the context, an empty prompt
     g.max_new_tokens = 15;
     CHECK(gen_generate(&m, &big, &s, &g, &r1, prompts, plen, B, TP, out2, ol2, NULL, NULL, err,

@@ -263,6 +263,10 @@ expect_fail "a reward model without a score head" 1 "no score head" "$B/ppo" -c 
 printf '{"prompt": "What is 1 plus 2?"}\n{"promt": "x"}\n' > bad.jsonl
 expect_fail "a bad prompt line names file and line" 1 "bad.jsonl:2" "$B/ppo" -c ppo.yaml \
     --set out.dir=o3 --set data.prompts=bad.jsonl
+printf '{"prompt": [{"role": "user", "content": "What is 1 plus 2?"}]}\n{"messages": [{"role": "bot", "content": "x"}]}\n' > bad2.jsonl
+expect_fail "prompts as message lists; a bad role names file and line" 1 \
+    "bad2.jsonl:2: messages\[0\].role must be" "$B/ppo" -c ppo.yaml --set out.dir=o3 \
+    --set data.prompts=bad2.jsonl
 expect_fail "ptx on without pretraining data" 1 "ptx.data" "$B/ppo" -c ppo.yaml --set out.dir=o4 \
     --set ptx.coef=27.8 --set ptx.data=
 expect_fail "rollout batch not a multiple of the minibatch" 1 "multiple of ppo.minibatch_size" \

@@ -1,0 +1,100 @@
+#!/bin/sh
+# Conversations with the model's chat template, end to end on a tiny model and a byte-level
+# tokenizer.json whose tokenizer_config.json has Qwen2.5's ChatML template
+# (tests/fixtures/chat_tiny): `rlhf chat` with piped stdin streams its answers, keeps the
+# history, /reset starts over and generation stops at the stop tokens; sft trains on a chat file
+# with the template (and a template that breaks the prefix property is a clear error); reward
+# import of TRL's conversational preferences equals the pairwise import of the rendered texts.
+. "$PWD/tests/lib.sh"
+lib_workspace
+cd "$W" || exit 1
+TOK="$FIX/chat_tiny"
+"$R" init --preset tiny --vocab-size 259 --seed 5 --out m 2>/dev/null
+
+# 1. rlhf chat: --help, greedy answers, history, /reset
+"$R" chat --help > out 2>&1 && grep -q -- "--max-new-tokens" out && grep -q "/reset" out &&
+    ok "rlhf chat --help" || bad "rlhf chat --help"
+chat() { "$R" chat m --tokenizer "$TOK" --temperature 1 "$@"; }
+# answers are random bytes (newlines too): compare whole outputs (sampled: greedy decoding of a
+# random model repeats one byte). The answer to "hello" alone,
+# to "how are you" alone, and a conversation of both, a /reset, "hello" again, /quit
+printf 'hello\n' | chat --seed 7 --max-new-tokens 12 > a1 2>err
+printf 'how are you\n' | chat --seed 7 --max-new-tokens 12 > alone 2>>err
+printf 'hello\nhow are you\n/reset\nhello\n/quit\nnot read\n' |
+    chat --seed 7 --max-new-tokens 12 > out 2>>err
+python3 - a1 alone out > verdict <<'PY'
+import sys
+a1, alone, out = (open(f, 'rb').read() for f in sys.argv[1:])
+ok_ends = len(a1) > 1 and out.startswith(a1) and out.endswith(a1) and len(out) > 2 * len(a1)
+mid = out[len(a1):len(out) - len(a1)]
+print("ends" if ok_ends else "no", "history" if mid != alone else "same")
+PY
+grep -q "^ends" verdict && grep -q "new conversation" err &&
+    ok "rlhf chat: streamed answers; /reset gives the first answer again; /quit ends" ||
+    bad "rlhf chat: /reset ($(cat verdict))"
+grep -q "history" verdict && ok "rlhf chat: the second answer depends on the history" ||
+    bad "rlhf chat: history ignored"
+printf 'hello\n' | chat --seed 7 --max-new-tokens 12 --system "Be brief." > sys 2>>err
+cmp -s sys a1 && bad "rlhf chat: --system ignored" || ok "rlhf chat: --system changes the answer"
+
+# 2. generation stops at a stop token: generation_config.json's eos_token_id (ids are bytes in
+# this tokenizer): the answer (40 tokens without it) is cut before the first occurrence of its
+# third byte
+printf 'hello\n' | chat --seed 2 --max-new-tokens 40 > long 2>>err
+v=$(head -c 3 long | tail -c 1 | od -An -tu1 | tr -d ' ')
+echo "{\"eos_token_id\": [$v]}" > m/generation_config.json
+printf 'hello\n' | chat --seed 2 --max-new-tokens 40 > cut 2>>err
+want=$(python3 -c "import sys; d=open('long','rb').read(); print(len(d[:d.index(bytes([$v]))]))")
+got=$(($(wc -c < cut) - 1))   # the final newline
+[ "$got" -eq "$want" ] && [ "$want" -ge 2 ] && ok "rlhf chat stops at generation_config's eos" ||
+    bad "rlhf chat stop: $got bytes, want $want"
+rm m/generation_config.json
+
+# 3. bad inputs: one line, exit 1
+expect_fail "rlhf chat: a missing checkpoint" 1 "no-such" "$R" chat no-such
+printf 'hi\n' > in
+raise="{{ raise_exception('nope') }}"
+expect_fail "rlhf chat: a template error names the template" 1 "data.chat_template.*nope" \
+    sh -c '"$1" chat m --tokenizer "$2" --chat-template "$3" < in' sh "$R" "$TOK" "$raise"
+
+# 4. sft on chat data with the template; a template breaking the prefix property is an error
+CD="$FIX/chat_data"
+for i in 1 2 3 4 5 6 7 8; do sed -n 1p "$CD/sft_chat.jsonl"; done > train.jsonl
+cat "$CD/sft_chat.jsonl" >> train.jsonl
+# (checkpoints copy vocab.json + merges.txt: give the tokenizer directory those too, the same
+# 259 tokens; tokenizer.json and its template are what is read)
+mkdir tok && cp "$TOK"/* tok/ && printf '#version: 0.2\n' > tok/merges.txt &&
+    python3 -c "import json; t=json.load(open('tok/tokenizer.json'));
+json.dump(t['model']['vocab'], open('tok/vocab.json', 'w'))"
+cat > sft.yaml <<YAML
+model: {init: m, tokenizer: tok}
+out: {dir: run}
+data: {format: jsonl, train: [train.jsonl], valid_percent: 0}
+train: {batch_size: 4, epochs: 1, lr: 1e-3}
+YAML
+"$B/sft" -c sft.yaml > out 2>err && grep -q "10 examples" err &&
+    ok "sft trains on chats rendered with the template" || bad "sft with a chat template"
+count='{{ messages|length }}{% for m in messages %}{{ m.content }}{% endfor %}'
+expect_fail "sft: a template breaking the prefix property" 1 "train.jsonl:1.*prefix property" \
+    "$B/sft" -c sft.yaml --set out.dir=run2 --set "data.chat_template=$count"
+
+# 5. reward import: TRL's conversational forms equal the pairwise import of the rendered texts
+imp() { "$B/reward" import --source s --labeler l --workspace "$@"; }
+imp a.db --tokenizer "$TOK" "$CD/prefs_conv.jsonl" 2>err &&
+    imp b.db "$CD/prefs_rendered.jsonl" 2>>err || bad "reward import"
+dump() {
+    sqlite3 "$1" "select p.text, c.text, r.rank from prompts p join completions c on
+        c.prompt_id = p.id join ranking_items r on r.completion_id = c.id order by c.id"
+}
+dump a.db > a.txt 2>>err; dump b.db > b.txt 2>>err
+[ "$(wc -l < a.txt)" -ge 4 ] && cmp -s a.txt b.txt &&
+    ok "reward import: TRL conversations == rendered pairs" ||
+    bad "reward import: conversational != pairwise"
+expect_fail "reward import: conversations that differ before the end" 1 \
+    "prefs_bad_prefix.jsonl:1: chosen and rejected differ" \
+    imp c.db --tokenizer "$TOK" "$CD/prefs_bad_prefix.jsonl"
+expect_fail "reward import: an unknown role names file:line" 1 \
+    "prefs_bad_role.jsonl:1: .*role must be" imp c.db --tokenizer "$TOK" "$CD/prefs_bad_role.jsonl"
+expect_fail "reward import: a conversation as the prompt needs a template" 1 \
+    "prefs_conv.jsonl:2: .*needs a chat template" imp d.db "$CD/prefs_conv.jsonl"
+lib_summary
