@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "util.h"
+#include <cblas.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define LOWP_X86 1
@@ -18,6 +19,8 @@
 #define LOWP_RG 8
 // activations rounded to bf16 live on the stack up to this many bytes, in a malloc'd buffer above
 #define LOWP_STACK_BYTES 65536
+// the loops over a kernel's rows, unrolled so that each row's accumulators stay in registers
+#define LOWP_UNROLL _Pragma("GCC unroll 8")
 
 // sum[r] = w . x[r] for r < R, w one weight row of C (bf16 bits, int8, or for the AVX512 bf16
 // path with xb: bf16 activations), x fp32 rows
@@ -44,7 +47,7 @@ float lowp_bf16_to_float(uint16_t h) {
 static void rowdot_bf16_scalar(float *sum, const void *wv, const float *const *x,
                                const uint16_t *const *xb, int C, int R) {
     const uint16_t *w = wv;
-    for (int r = 0; r < R; r++) {
+    LOWP_UNROLL for (int r = 0; r < R; r++) {
         float s = 0.0f;
         for (int c = 0; c < C; c++) s += lowp_bf16_to_float(w[c]) * x[r][c];
         sum[r] = s;
@@ -54,7 +57,7 @@ static void rowdot_bf16_scalar(float *sum, const void *wv, const float *const *x
 static void rowdot_int8_scalar(float *sum, const void *wv, const float *const *x,
                                const uint16_t *const *xb, int C, int R) {
     const int8_t *w = wv;
-    for (int r = 0; r < R; r++) {
+    LOWP_UNROLL for (int r = 0; r < R; r++) {
         float s = 0.0f;
         for (int c = 0; c < C; c++) s += (float)w[c] * x[r][c];
         sum[r] = s;
@@ -87,12 +90,12 @@ T_AVX2_INLINE __m256 widen8_int8(const int8_t *w) {
 #define LOWP_AVX2_BODY(WIDEN, W, SCALAR_W)                                                         \
     do {                                                                                           \
         __m256 a0[LOWP_RG], a1[LOWP_RG];                                                           \
-        for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm256_setzero_ps();                           \
+        LOWP_UNROLL for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm256_setzero_ps();                           \
         int c = 0;                                                                                 \
         if (R <= 4) {                                                                              \
             for (; c + 16 <= C; c += 16) {                                                         \
                 __m256 w0 = WIDEN(W + c), w1 = WIDEN(W + c + 8);                                   \
-                for (int r = 0; r < R; r++) {                                                      \
+                LOWP_UNROLL for (int r = 0; r < R; r++) {                                                      \
                     a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[r] + c), a0[r]);                 \
                     a1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[r] + c + 8), a1[r]);             \
                 }                                                                                  \
@@ -100,13 +103,13 @@ T_AVX2_INLINE __m256 widen8_int8(const int8_t *w) {
         }                                                                                          \
         for (; c + 8 <= C; c += 8) {                                                               \
             __m256 w0 = WIDEN(W + c);                                                              \
-            for (int r = 0; r < R; r++)                                                            \
+            LOWP_UNROLL for (int r = 0; r < R; r++)                                                            \
                 a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[r] + c), a0[r]);                     \
         }                                                                                          \
-        for (int r = 0; r < R; r++) sum[r] = hsum256(_mm256_add_ps(a0[r], a1[r]));                 \
+        LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] = hsum256(_mm256_add_ps(a0[r], a1[r]));                 \
         for (; c < C; c++) {                                                                       \
             float wf = SCALAR_W;                                                                   \
-            for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];                                    \
+            LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];                                    \
         }                                                                                          \
     } while (0)
 
@@ -150,13 +153,13 @@ T_AVX2 static void rowdot_int8_avx2(float *sum, const void *w, const float *cons
 T_512_INLINE void rowdot_bf16_512_r(float *sum, const uint16_t *w, const float *const *x,
                                     const uint16_t *const *xb, int C, int R) {
     __m512 a0[LOWP_RG], a1[LOWP_RG];
-    for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+    LOWP_UNROLL for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_ps();
     int c = 0;
     if (R <= 2) {
         for (; c + 64 <= C; c += 64) {
             __m512bh w0 = (__m512bh)_mm512_loadu_si512(w + c);
             __m512bh w1 = (__m512bh)_mm512_loadu_si512(w + c + 32);
-            for (int r = 0; r < R; r++) {
+            LOWP_UNROLL for (int r = 0; r < R; r++) {
                 a0[r] = _mm512_dpbf16_ps(a0[r], w0, (__m512bh)_mm512_loadu_si512(xb[r] + c));
                 a1[r] = _mm512_dpbf16_ps(a1[r], w1, (__m512bh)_mm512_loadu_si512(xb[r] + c + 32));
             }
@@ -164,13 +167,13 @@ T_512_INLINE void rowdot_bf16_512_r(float *sum, const uint16_t *w, const float *
     }
     for (; c + 32 <= C; c += 32) {
         __m512bh w0 = (__m512bh)_mm512_loadu_si512(w + c);
-        for (int r = 0; r < R; r++)
+        LOWP_UNROLL for (int r = 0; r < R; r++)
             a0[r] = _mm512_dpbf16_ps(a0[r], w0, (__m512bh)_mm512_loadu_si512(xb[r] + c));
     }
-    for (int r = 0; r < R; r++) sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
+    LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
     for (; c < C; c++) {
         float wf = lowp_bf16_to_float(w[c]);
-        for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];
+        LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];
     }
 }
 
@@ -181,12 +184,12 @@ T_512_INLINE __m512 widen16_int8(const int8_t *w) {
 T_512_INLINE void rowdot_int8_512_r(float *sum, const int8_t *w, const float *const *x, int C,
                                     int R) {
     __m512 a0[LOWP_RG], a1[LOWP_RG];
-    for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+    LOWP_UNROLL for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_ps();
     int c = 0;
     if (R <= 4) {
         for (; c + 32 <= C; c += 32) {
             __m512 w0 = widen16_int8(w + c), w1 = widen16_int8(w + c + 16);
-            for (int r = 0; r < R; r++) {
+            LOWP_UNROLL for (int r = 0; r < R; r++) {
                 a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[r] + c), a0[r]);
                 a1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x[r] + c + 16), a1[r]);
             }
@@ -194,12 +197,12 @@ T_512_INLINE void rowdot_int8_512_r(float *sum, const int8_t *w, const float *co
     }
     for (; c + 16 <= C; c += 16) {
         __m512 w0 = widen16_int8(w + c);
-        for (int r = 0; r < R; r++) a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[r] + c), a0[r]);
+        LOWP_UNROLL for (int r = 0; r < R; r++) a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[r] + c), a0[r]);
     }
-    for (int r = 0; r < R; r++) sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
+    LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
     for (; c < C; c++) {
         float wf = (float)w[c];
-        for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];
+        LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];
     }
 }
 
@@ -298,24 +301,40 @@ static int lowp_check_finite(const float *w, LowpLayout layout, LowpFormat fmt, 
                     lowp_format_name(fmt));
 }
 
+// channels converted together: GPT-2's [in, out] weights are then read 64 bytes at a time, and
+// the matrix's rows written as 16 sequential streams
+#define LOWP_CONV_BLOCK 16
+
 static void lowp_convert(LowpMatrix *m, const float *w, LowpLayout layout) {
-    int C = m->C, OC = m->OC;
+    int C = m->C, OC = m->OC, nblk = (OC + LOWP_CONV_BLOCK - 1) / LOWP_CONV_BLOCK;
     #pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++) {
-        if (m->fmt == LOWP_BF16) {
-            uint16_t *d = m->bf16 + (size_t)o * C;
-            for (int c = 0; c < C; c++) d[c] = lowp_bf16_from_float(lowp_src(w, layout, C, OC, o, c));
+    for (int blk = 0; blk < nblk; blk++) {
+        int o0 = blk * LOWP_CONV_BLOCK, nb = OC - o0 < LOWP_CONV_BLOCK ? OC - o0 : LOWP_CONV_BLOCK;
+        if (m->fmt == LOWP_BF16 && layout == LOWP_OUT_IN) {
+            for (size_t i = (size_t)o0 * C; i < (size_t)(o0 + nb) * C; i++)
+                m->bf16[i] = lowp_bf16_from_float(w[i]);
             continue;
         }
-        float mx = 0.0f;
-        for (int c = 0; c < C; c++) mx = fmaxf(mx, fabsf(lowp_src(w, layout, C, OC, o, c)));
-        float scale = mx / 127.0f, inv = mx > 0.0f ? 127.0f / mx : 0.0f;
-        int8_t *d = m->q + (size_t)o * C;
-        for (int c = 0; c < C; c++) {
-            float q = rintf(lowp_src(w, layout, C, OC, o, c) * inv);
-            d[c] = (int8_t)(q > 127.0f ? 127 : q < -127.0f ? -127 : q);
+        if (m->fmt == LOWP_BF16) {
+            for (int c = 0; c < C; c++)
+                for (int j = 0; j < nb; j++)
+                    m->bf16[(size_t)(o0 + j) * C + c] =
+                        lowp_bf16_from_float(w[(size_t)c * OC + o0 + j]);
+            continue;
         }
-        m->scale[o] = scale;
+        float mx[LOWP_CONV_BLOCK] = {0}, inv[LOWP_CONV_BLOCK];
+        for (int c = 0; c < C; c++)
+            for (int j = 0; j < nb; j++)
+                mx[j] = fmaxf(mx[j], fabsf(lowp_src(w, layout, C, OC, o0 + j, c)));
+        for (int j = 0; j < nb; j++) {
+            m->scale[o0 + j] = mx[j] / 127.0f;
+            inv[j] = mx[j] > 0.0f ? 127.0f / mx[j] : 0.0f;
+        }
+        for (int c = 0; c < C; c++)
+            for (int j = 0; j < nb; j++) {
+                float q = rintf(lowp_src(w, layout, C, OC, o0 + j, c) * inv[j]);
+                m->q[(size_t)(o0 + j) * C + c] = (int8_t)(q > 127.0f ? 127 : q < -127.0f ? -127 : q);
+            }
     }
 }
 
@@ -380,8 +399,41 @@ void lowp_matrix_row(float *dst, const LowpMatrix *m, int r) {
 
 // ---- products ----
 
+// output channels per tile (TILE x C floats of scratch, 3 MiB at C = 3072)
+#define LOWP_TILE 256
+
+// rows o0 .. o0+n of W in fp32 into dst (n, C)
+static void lowp_dequant_rows(float *dst, const LowpMatrix *m, int o0, int n) {
+    #pragma omp parallel for schedule(static)
+    for (int j = 0; j < n; j++) lowp_matrix_row(dst + (size_t)j * m->C, m, o0 + j);
+}
+
+// the many-rows product: tile by tile of output channels, dequantised then sgemm
+static void lowp_forward_sgemm(float *out, const float *inp, const LowpMatrix *m,
+                               const float *bias, int64_t N, int beta_one) {
+    int C = m->C, OC = m->OC;
+    float *tile = MALLOC_CHECK((size_t)LOWP_TILE * C * sizeof(float));
+    if (bias || !beta_one) {
+        #pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N; i++)
+            for (int o = 0; o < OC; o++)
+                out[i * OC + o] = (beta_one ? out[i * OC + o] : 0.0f) + (bias ? bias[o] : 0.0f);
+    }
+    for (int o0 = 0; o0 < OC; o0 += LOWP_TILE) {
+        int n = OC - o0 < LOWP_TILE ? OC - o0 : LOWP_TILE;
+        lowp_dequant_rows(tile, m, o0, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, n, C, 1.0f, inp, C, tile, C,
+                    1.0f, out + o0, OC);
+    }
+    free(tile);
+}
+
 void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
                   int beta_one) {
+    if (N > LOWP_SGEMM_ROWS) {
+        lowp_forward_sgemm(out, inp, m, bias, N, beta_one);
+        return;
+    }
     int C = m->C, OC = m->OC;
     LowpRowDot dot = lowp_rowdot(m);
     const void *wbase = m->fmt == LOWP_BF16 ? (const void *)m->bf16 : (const void *)m->q;
@@ -401,13 +453,13 @@ void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float
             int R = N - r0 < LOWP_RG ? (int)(N - r0) : LOWP_RG;
             const float *x[LOWP_RG];
             const uint16_t *xr[LOWP_RG] = {0};
-            for (int r = 0; r < R; r++) {
+            LOWP_UNROLL for (int r = 0; r < R; r++) {
                 x[r] = inp + (r0 + r) * C;
                 if (xb) xr[r] = xb + (r0 + r) * C;
             }
             float sum[LOWP_RG];
             dot(sum, w, x, xr, C, R);
-            for (int r = 0; r < R; r++) {
+            LOWP_UNROLL for (int r = 0; r < R; r++) {
                 float *dst = out + (r0 + r) * OC + o;
                 *dst = (beta_one ? *dst : 0.0f) + b + sum[r] * post;
             }

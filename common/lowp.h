@@ -72,11 +72,18 @@ void lowp_matrix_free(LowpMatrix *m);
 // bytes of weights (and scales) the matrix holds: what one product streams
 int64_t lowp_matrix_bytes(const LowpMatrix *m);
 
+// More rows than this multiply dequantised tiles of the weights with sgemm (see lowp_forward).
+#define LOWP_SGEMM_ROWS 16
+
 // out (N, OC) = [out +] inp (N, C) @ W^T + bias, W the matrix (OC, C) in fp32 terms, bias (OC) or
-// NULL, beta_one as linear_forward (a residual add fused into the product). Any N >= 1: rows are
-// taken in groups of up to 8 against each weight row while it is in cache, so every weight byte is
-// read from memory once for up to 64 rows and more. The bf16 path of AVX512 rounds N * C
-// activations to bf16 into a buffer it allocates (on the stack up to 64 KiB).
+// NULL, beta_one as linear_forward (a residual add fused into the product). Up to
+// LOWP_SGEMM_ROWS rows (decoding): the path's kernels, rows in groups of up to 8 against each
+// weight row while it is in cache, every weight byte read from memory once; the result does not
+// depend on the number of threads. The AVX512 bf16 kernel rounds the N * C activations to bf16
+// into a buffer (on the stack up to 64 KiB, malloc'd above). More rows (B = 64 decoding, scoring):
+// the product is bound by arithmetic, not by reading weights, so tiles of 256 output channels
+// are dequantised to fp32 (a malloc'd 256 x C scratch) and multiplied by sgemm, whose rounding,
+// as linear_forward's, may change with the thread count; the path then plays no part.
 void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
                   int beta_one);
 // row r of W in fp32 (C floats): an embedding lookup from a tied bf16 / int8 token table

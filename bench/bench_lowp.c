@@ -1,0 +1,278 @@
+// Decoding's weight products in fp32, bf16 and int8 (common/lowp.h), on the decoding matrices of
+// GPT-2 124M and of SmolLM2-135M, at 1, 8 and 64 rows, beside the memory bandwidth measured here
+// in the same process (a parallel read of the same number of weight bytes):
+//   bench_lowp [--model gpt2|smollm2|both] [--rows 1,8,64] [--threads 2]
+// One "token pass" runs every layer's products and the LM head once at R rows (the attention,
+// norms and activations are left out: they read no weights). fp32 is the engine's own path
+// (matmul_forward on GPT-2's [in, out] weights, linear_forward on Llama's [out, in], logits_forward
+// for the head); bf16 and int8 run on the best path this CPU has and on the portable one.
+// Prints a table, the ratios the targets are about (at 1 row), and one JSON line per model.
+#include "benchlib.h"
+#include "blas.h"
+#include "kernels.h"
+#include "lowp.h"
+#include "rng.h"
+#include "util.h"
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int layout_in_out;   // GPT-2's Conv1D weights [in, out]
+    int L, C, V;
+    int n;               // products per layer
+    int in[4], out[4];   // their shapes
+} Shape;
+
+static const Shape shapes[] = {
+    {"gpt2", 1, 12, 768, 50257, 4, {768, 768, 768, 3072}, {2304, 768, 3072, 768}},
+    // q, k, v fused (9 + 3 + 3 heads of 64), o, gate|up fused, down
+    {"smollm2", 0, 30, 576, 49152, 4, {576, 576, 576, 1536}, {960, 576, 3072, 576}},
+};
+
+typedef struct {
+    const Shape *s;
+    int nmat;            // L * n + 1 (the head last)
+    float **w;           // fp32 weights, each in the model's layout (the head (V, C))
+    LowpMatrix *mb, *mi; // bf16, int8 copies
+    int64_t bytes32;
+} Weights;
+
+static int mat_in(const Shape *s, int k) { return k == s->L * s->n ? s->C : s->in[k % s->n]; }
+static int mat_out(const Shape *s, int k) { return k == s->L * s->n ? s->V : s->out[k % s->n]; }
+
+// Sums n bytes of x in parallel: the read bandwidth the products are bound by.
+static float read_bytes(const void *x, int64_t n) {
+    const float *f = x;
+    int64_t nf = n / 4;
+    float total = 0.0f;
+    #pragma omp parallel for reduction(+:total) schedule(static)
+    for (int64_t c = 0; c < (nf + 4095) / 4096; c++) {
+        int64_t i0 = c * 4096, i1 = i0 + 4096 < nf ? i0 + 4096 : nf;
+        float s = 0.0f;
+        #pragma omp simd reduction(+:s)
+        for (int64_t i = i0; i < i1; i++) s += f[i];
+        total += s;
+    }
+    return total;
+}
+
+static void weights_init(Weights *w, const Shape *s) {
+    w->s = s;
+    w->nmat = s->L * s->n + 1;
+    w->w = calloc((size_t)w->nmat, sizeof *w->w);
+    w->mb = calloc((size_t)w->nmat, sizeof *w->mb);
+    w->mi = calloc((size_t)w->nmat, sizeof *w->mi);
+    w->bytes32 = 0;
+    Rng r;
+    rng_init(&r, 42);
+    for (int k = 0; k < w->nmat; k++) {
+        int64_t n = (int64_t)mat_in(s, k) * mat_out(s, k);
+        w->w[k] = ALIGNED_CHECK((size_t)n * sizeof(float));
+        rng_fill_normal(&r, w->w[k], n, 0.0f, 0.02f);
+        w->bytes32 += 4 * n;
+    }
+}
+
+// converts every matrix to fmt (refresh: again, into the buffers it has); returns the seconds
+static double weights_convert(Weights *w, LowpFormat fmt, int refresh) {
+    char err[256];
+    double t0 = util_time_s();
+    for (int k = 0; k < w->nmat; k++) {
+        int head = k == w->nmat - 1;
+        LowpLayout lay = w->s->layout_in_out && !head ? LOWP_IN_OUT : LOWP_OUT_IN;
+        LowpMatrix *m = fmt == LOWP_BF16 ? &w->mb[k] : &w->mi[k];
+        int rc = refresh ? lowp_matrix_refresh(m, w->w[k], lay, err, sizeof err)
+                         : lowp_matrix_init(m, fmt, w->w[k], lay, mat_in(w->s, k),
+                                            mat_out(w->s, k), err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "bench_lowp: %s\n", err);
+            exit(1);
+        }
+    }
+    return util_time_s() - t0;
+}
+
+// one token pass at R rows in fmt (fp32: the engine's kernels)
+static void pass(const Weights *w, LowpFormat fmt, const float *x, float *y, int R) {
+    const Shape *s = w->s;
+    for (int k = 0; k < w->nmat; k++) {
+        int C = mat_in(s, k), OC = mat_out(s, k), head = k == w->nmat - 1;
+        if (fmt == LOWP_BF16) lowp_forward(y, x, &w->mb[k], NULL, R, 0);
+        else if (fmt == LOWP_INT8) lowp_forward(y, x, &w->mi[k], NULL, R, 0);
+        else if (head) logits_forward(y, x, w->w[k], R, OC, C);
+        else if (s->layout_in_out) matmul_forward(y, x, w->w[k], NULL, R, C, OC, 0);
+        else linear_forward(y, x, w->w[k], NULL, R, C, OC, 0);
+    }
+}
+
+// median seconds of a token pass (after a warm-up; at least 5 runs and 0.4 s)
+static double time_pass(const Weights *w, LowpFormat fmt, const float *x, float *y, int R) {
+    double t[64];
+    int n = 0;
+    pass(w, fmt, x, y, R);
+    double start = util_time_s();
+    while (n < 64 && (n < 5 || util_time_s() - start < 0.4)) {
+        double t0 = util_time_s();
+        pass(w, fmt, x, y, R);
+        t[n++] = util_time_s() - t0;
+    }
+    return bench_median(t, n);
+}
+
+static double time_read(const void *buf, int64_t bytes) {
+    double t[16];
+    volatile float sink = 0.0f;
+    for (int i = 0; i < 12; i++) {
+        double t0 = util_time_s();
+        sink += read_bytes(buf, bytes);
+        t[i] = util_time_s() - t0;
+    }
+    (void)sink;
+    return bench_median(t + 1, 11);
+}
+
+static void set_paths(Weights *w, LowpPath path) {
+    char err[256];
+    for (int k = 0; k < w->nmat; k++) {
+        if (lowp_matrix_set_path(&w->mb[k], path, err, sizeof err) ||
+            lowp_matrix_set_path(&w->mi[k], path, err, sizeof err)) {
+            fprintf(stderr, "bench_lowp: %s\n", err);
+            exit(1);
+        }
+    }
+}
+
+static void bench_model(const Shape *s, const int *rows, int nrows) {
+    Weights w;
+    weights_init(&w, s);
+    double tb = weights_convert(&w, LOWP_BF16, 0), ti = weights_convert(&w, LOWP_INT8, 0);
+    double rfb = weights_convert(&w, LOWP_BF16, 1), rfi = weights_convert(&w, LOWP_INT8, 1);
+    int64_t bb = 0, bi = 0;
+    for (int k = 0; k < w.nmat; k++) {
+        bb += lowp_matrix_bytes(&w.mb[k]);
+        bi += lowp_matrix_bytes(&w.mi[k]);
+    }
+    int maxC = 4 * s->C, maxOC = s->V;
+    int maxR = 1;
+    for (int i = 0; i < nrows; i++) maxR = rows[i] > maxR ? rows[i] : maxR;
+    float *x = ALIGNED_CHECK((size_t)maxR * maxC * sizeof(float));
+    float *y = ALIGNED_CHECK((size_t)maxR * maxOC * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)maxR * maxC; i++) x[i] = 0.01f * (float)(i % 97) - 0.4f;
+    // the bandwidth limit: the same number of bytes read from a buffer as large as the fp32 weights
+    char *rd = ALIGNED_CHECK((size_t)w.bytes32);
+    memset(rd, 1, (size_t)w.bytes32);
+    double r32 = time_read(rd, w.bytes32), rb = time_read(rd, bb), ri = time_read(rd, bi);
+    free(rd);
+    LowpPath best = lowp_default_path(LOWP_BF16);
+    printf("\n%s: %d matrices, fp32 %.0f MB, bf16 %.0f MB, int8 %.0f MB; conversion from fp32: "
+           "bf16 %.0f ms, int8 %.0f ms (refresh into them: %.0f, %.0f ms); read limit %.1f GB/s "
+           "(%d threads)\n",
+           s->name, w.nmat, w.bytes32 / 1e6, bb / 1e6, bi / 1e6, tb * 1e3, ti * 1e3, rfb * 1e3,
+           rfi * 1e3,
+           w.bytes32 / r32 / 1e9, omp_get_max_threads());
+    printf("%-6s %-17s %10s %12s %8s %10s\n", "rows", "format/path", "ms/pass", "ms/token", "GB/s",
+           "of limit");
+    printf("{\"bench\":\"lowp\",\"model\":\"%s\",\"threads\":%d,\"read_gb_s\":%.2f,"
+           "\"convert_bf16_ms\":%.1f,\"convert_int8_ms\":%.1f,\"refresh_bf16_ms\":%.1f,"
+           "\"refresh_int8_ms\":%.1f}\n",
+           s->name, omp_get_max_threads(), w.bytes32 / r32 / 1e9, tb * 1e3, ti * 1e3, rfb * 1e3,
+           rfi * 1e3);
+    for (int i = 0; i < nrows; i++) {
+        int R = rows[i];
+        struct { const char *name; LowpFormat f; LowpPath p; int64_t bytes; double lim; } cfg[] = {
+            {"fp32 engine", LOWP_FP32, best, w.bytes32, r32},
+            {"bf16", LOWP_BF16, best, bb, rb},
+            {"int8", LOWP_INT8, best, bi, ri},
+            {"bf16 portable", LOWP_BF16, LOWP_PATH_PORTABLE, bb, rb},
+            {"int8 portable", LOWP_INT8, LOWP_PATH_PORTABLE, bi, ri},
+        };
+        double t[5];
+        for (int c = 0; c < 5; c++) {
+            if (c > 0 && !lowp_path_supported(cfg[c].p, cfg[c].f)) {
+                t[c] = 0;
+                continue;
+            }
+            if (c > 0) set_paths(&w, cfg[c].p);
+            t[c] = time_pass(&w, cfg[c].f, x, y, R);
+            char label[48];
+            snprintf(label, sizeof label, "%s%s", cfg[c].name,
+                     c == 1 || c == 2 ? (best == LOWP_PATH_AVX512 ? " avx512" : " portable") : "");
+            printf("%-6d %-17s %10.2f %12.3f %8.1f %9.2f\n", R, label, t[c] * 1e3,
+                   t[c] * 1e3 / R, cfg[c].bytes / t[c] / 1e9, cfg[c].lim / t[c]);
+            printf("{\"bench\":\"lowp\",\"model\":\"%s\",\"rows\":%d,\"config\":\"%s\","
+                   "\"ms_pass\":%.3f,\"gb_s\":%.2f,\"of_limit\":%.3f}\n",
+                   s->name, R, label, t[c] * 1e3, cfg[c].bytes / t[c] / 1e9, cfg[c].lim / t[c]);
+        }
+        set_paths(&w, best);
+        if (t[1] > 0 && t[2] > 0)
+            printf("   %d rows: bf16 %.2f of its bandwidth limit (target >= 0.8), bf16 %.2fx fp32 "
+                   "(target >= 1.8), int8 %.2fx fp32 (target >= 3)\n",
+                   R, rb / t[1], t[0] / t[1], t[0] / t[2]);
+    }
+    for (int k = 0; k < w.nmat; k++) {
+        free(w.w[k]);
+        lowp_matrix_free(&w.mb[k]);
+        lowp_matrix_free(&w.mi[k]);
+    }
+    free(w.w);
+    free(w.mb);
+    free(w.mi);
+    free(x);
+    free(y);
+}
+
+static int parse_rows(const char *s, int *rows, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096) return -1;
+        rows[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+int main(int argc, char **argv) {
+    blas_startup("bench_lowp", argv);
+    const char *model = "both";
+    int rows[16] = {1, 8, 64}, nrows = 3, threads = 2;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 < argc && strcmp(argv[i], "--model") == 0) model = argv[++i];
+        else if (i + 1 < argc && strcmp(argv[i], "--rows") == 0) {
+            nrows = parse_rows(argv[++i], rows, 16);
+            if (nrows < 1) {
+                fprintf(stderr, "bench_lowp: bad --rows '%s' (e.g. 1,8,64)\n", argv[i]);
+                return 1;
+            }
+        } else if (i + 1 < argc && strcmp(argv[i], "--threads") == 0) {
+            threads = atoi(argv[++i]);
+            if (threads < 1) {
+                fprintf(stderr, "bench_lowp: bad --threads '%s'\n", argv[i]);
+                return 1;
+            }
+        } else {
+            fprintf(stderr, "usage: bench_lowp [--model gpt2|smollm2|both] [--rows 1,8,64] "
+                            "[--threads N]\n");
+            return 1;
+        }
+    }
+    omp_set_num_threads(threads);
+    int found = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        if (strcmp(model, "both") && strcmp(model, shapes[i].name)) continue;
+        found = 1;
+        bench_model(&shapes[i], rows, nrows);
+    }
+    if (!found) {
+        fprintf(stderr, "bench_lowp: unknown --model '%s' (gpt2, smollm2 or both)\n", model);
+        return 1;
+    }
+    printf("(best path on this CPU: %s; peak memory %.0f MiB)\n",
+           lowp_path_name(lowp_default_path(LOWP_BF16)), bench_peak_rss_mb());
+    return 0;
+}
