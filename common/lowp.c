@@ -27,12 +27,19 @@
 typedef void (*LowpRowDot)(float *sum, const void *w, const float *const *x,
                            const uint16_t *const *xb, int C, int R);
 
+// fp32 weights read as their bits (may_alias: the vectoriser takes this, not memcpy)
+typedef uint32_t __attribute__((may_alias)) LowpBits;
+
+// fp32 bits -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN
+static inline uint16_t lowp_bf16_from_bits(uint32_t u) {
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
+}
+
 uint16_t lowp_bf16_from_float(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   // quiet NaN
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    return lowp_bf16_from_bits(u);
 }
 
 float lowp_bf16_to_float(uint16_t h) {
@@ -275,24 +282,19 @@ int lowp_parse_format(const char *s, LowpFormat *fmt, char *err, size_t errlen) 
 
 // ---- conversion ----
 
-// w[o, c] of the fp32 weight in its layout
-static inline float lowp_src(const float *w, LowpLayout layout, int C, int OC, int o, int c) {
-    return layout == LOWP_OUT_IN ? w[(size_t)o * C + c] : w[(size_t)c * OC + o];
-}
-
 // the first non-finite weight, as an error naming it; 0 when all are finite. With bf16, a finite
-// weight that rounds to infinity counts too.
+// weight that rounds to infinity counts too: |w| >= 0x7f7f8000 as bits (round to nearest even).
 static int lowp_check_finite(const float *w, LowpLayout layout, LowpFormat fmt, int C, int OC,
                              char *err, size_t errlen) {
     size_t n = (size_t)C * OC;
-    size_t bad = n;
-    #pragma omp parallel for reduction(min:bad) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        int ok = isfinite(w[i]) && (fmt != LOWP_BF16 || isfinite(lowp_bf16_to_float(
-                                                            lowp_bf16_from_float(w[i]))));
-        if (!ok && i < bad) bad = i;
-    }
-    if (bad == n) return 0;
+    uint32_t limit = fmt == LOWP_BF16 ? 0x7f7f8000u : 0x7f800000u;
+    const LowpBits *u = (const LowpBits *)w;
+    int64_t nbad = 0;
+    #pragma omp parallel for simd reduction(+:nbad) schedule(static)
+    for (size_t i = 0; i < n; i++) nbad += (u[i] & 0x7fffffffu) >= limit;
+    if (nbad == 0) return 0;
+    size_t bad = 0;
+    while ((u[bad] & 0x7fffffffu) < limit) bad++;
     size_t r = bad / (layout == LOWP_OUT_IN ? C : OC), c = bad % (layout == LOWP_OUT_IN ? C : OC);
     float v = w[bad];
     return util_err(err, errlen, "weight [%zu, %zu] is %s: cannot convert to %s", r, c,
@@ -301,40 +303,68 @@ static int lowp_check_finite(const float *w, LowpLayout layout, LowpFormat fmt, 
                     lowp_format_name(fmt));
 }
 
-// channels converted together: GPT-2's [in, out] weights are then read 64 bytes at a time, and
-// the matrix's rows written as 16 sequential streams
-#define LOWP_CONV_BLOCK 16
+// w * inv rounded to nearest (ties to even) and kept in [-127, 127]
+static inline int8_t lowp_quant(float w, float inv) {
+    float q = rintf(w * inv);
+    return (int8_t)(q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q);
+}
+
+// channels converted together: GPT-2's [in, out] weights are then read 256 bytes at a time, and
+// the matrix's rows written as 64 sequential streams
+#define LOWP_CONV_BLOCK 64
 
 static void lowp_convert(LowpMatrix *m, const float *w, LowpLayout layout) {
     int C = m->C, OC = m->OC, nblk = (OC + LOWP_CONV_BLOCK - 1) / LOWP_CONV_BLOCK;
     #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < nblk; blk++) {
         int o0 = blk * LOWP_CONV_BLOCK, nb = OC - o0 < LOWP_CONV_BLOCK ? OC - o0 : LOWP_CONV_BLOCK;
+        const LowpBits *restrict u = (const LowpBits *)w;
         if (m->fmt == LOWP_BF16 && layout == LOWP_OUT_IN) {
-            for (size_t i = (size_t)o0 * C; i < (size_t)(o0 + nb) * C; i++)
-                m->bf16[i] = lowp_bf16_from_float(w[i]);
+            uint16_t *restrict d = m->bf16;
+            size_t i1 = (size_t)(o0 + nb) * C;
+            #pragma omp simd
+            for (size_t i = (size_t)o0 * C; i < i1; i++) d[i] = lowp_bf16_from_bits(u[i]);
             continue;
         }
         if (m->fmt == LOWP_BF16) {
             for (int c = 0; c < C; c++)
                 for (int j = 0; j < nb; j++)
-                    m->bf16[(size_t)(o0 + j) * C + c] =
-                        lowp_bf16_from_float(w[(size_t)c * OC + o0 + j]);
+                    m->bf16[(size_t)(o0 + j) * C + c] = lowp_bf16_from_bits(u[(size_t)c * OC + o0 + j]);
             continue;
         }
         float mx[LOWP_CONV_BLOCK] = {0}, inv[LOWP_CONV_BLOCK];
-        for (int c = 0; c < C; c++)
-            for (int j = 0; j < nb; j++)
-                mx[j] = fmaxf(mx[j], fabsf(lowp_src(w, layout, C, OC, o0 + j, c)));
+        if (layout == LOWP_OUT_IN) {
+            for (int j = 0; j < nb; j++) {
+                const float *row = w + (size_t)(o0 + j) * C;
+                float v = 0.0f;
+                #pragma omp simd reduction(max:v)
+                for (int c = 0; c < C; c++) v = fabsf(row[c]) > v ? fabsf(row[c]) : v;
+                mx[j] = v;
+            }
+        } else {
+            for (int c = 0; c < C; c++)
+                for (int j = 0; j < nb; j++) {
+                    float a = fabsf(w[(size_t)c * OC + o0 + j]);
+                    mx[j] = a > mx[j] ? a : mx[j];
+                }
+        }
         for (int j = 0; j < nb; j++) {
             m->scale[o0 + j] = mx[j] / 127.0f;
             inv[j] = mx[j] > 0.0f ? 127.0f / mx[j] : 0.0f;
         }
-        for (int c = 0; c < C; c++)
+        if (layout == LOWP_OUT_IN) {
             for (int j = 0; j < nb; j++) {
-                float q = rintf(lowp_src(w, layout, C, OC, o0 + j, c) * inv[j]);
-                m->q[(size_t)(o0 + j) * C + c] = (int8_t)(q > 127.0f ? 127 : q < -127.0f ? -127 : q);
+                const float *row = w + (size_t)(o0 + j) * C;
+                int8_t *d = m->q + (size_t)(o0 + j) * C;
+                float s = inv[j];
+                #pragma omp simd
+                for (int c = 0; c < C; c++) d[c] = lowp_quant(row[c], s);
             }
+        } else {
+            for (int c = 0; c < C; c++)
+                for (int j = 0; j < nb; j++)
+                    m->q[(size_t)(o0 + j) * C + c] = lowp_quant(w[(size_t)c * OC + o0 + j], inv[j]);
+        }
     }
 }
 
