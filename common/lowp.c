@@ -97,12 +97,12 @@ T_AVX2_INLINE __m256 widen8_int8(const int8_t *w) {
 #define LOWP_AVX2_BODY(WIDEN, W, SCALAR_W)                                                         \
     do {                                                                                           \
         __m256 a0[LOWP_RG], a1[LOWP_RG];                                                           \
-        LOWP_UNROLL for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm256_setzero_ps();                           \
+        LOWP_UNROLL for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm256_setzero_ps();               \
         int c = 0;                                                                                 \
         if (R <= 4) {                                                                              \
             for (; c + 16 <= C; c += 16) {                                                         \
                 __m256 w0 = WIDEN(W + c), w1 = WIDEN(W + c + 8);                                   \
-                LOWP_UNROLL for (int r = 0; r < R; r++) {                                                      \
+                LOWP_UNROLL for (int r = 0; r < R; r++) {                                          \
                     a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[r] + c), a0[r]);                 \
                     a1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[r] + c + 8), a1[r]);             \
                 }                                                                                  \
@@ -110,13 +110,13 @@ T_AVX2_INLINE __m256 widen8_int8(const int8_t *w) {
         }                                                                                          \
         for (; c + 8 <= C; c += 8) {                                                               \
             __m256 w0 = WIDEN(W + c);                                                              \
-            LOWP_UNROLL for (int r = 0; r < R; r++)                                                            \
+            LOWP_UNROLL for (int r = 0; r < R; r++)                                                \
                 a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[r] + c), a0[r]);                     \
         }                                                                                          \
-        LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] = hsum256(_mm256_add_ps(a0[r], a1[r]));                 \
+        LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] = hsum256(_mm256_add_ps(a0[r], a1[r]));     \
         for (; c < C; c++) {                                                                       \
             float wf = SCALAR_W;                                                                   \
-            LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];                                    \
+            LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];                        \
         }                                                                                          \
     } while (0)
 
@@ -177,7 +177,8 @@ T_512_INLINE void rowdot_bf16_512_r(float *sum, const uint16_t *w, const float *
         LOWP_UNROLL for (int r = 0; r < R; r++)
             a0[r] = _mm512_dpbf16_ps(a0[r], w0, (__m512bh)_mm512_loadu_si512(xb[r] + c));
     }
-    LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
+    LOWP_UNROLL for (int r = 0; r < R; r++)
+        sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
     for (; c < C; c++) {
         float wf = lowp_bf16_to_float(w[c]);
         LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];
@@ -204,9 +205,11 @@ T_512_INLINE void rowdot_int8_512_r(float *sum, const int8_t *w, const float *co
     }
     for (; c + 16 <= C; c += 16) {
         __m512 w0 = widen16_int8(w + c);
-        LOWP_UNROLL for (int r = 0; r < R; r++) a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[r] + c), a0[r]);
+        LOWP_UNROLL for (int r = 0; r < R; r++)
+            a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[r] + c), a0[r]);
     }
-    LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
+    LOWP_UNROLL for (int r = 0; r < R; r++)
+        sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
     for (; c < C; c++) {
         float wf = (float)w[c];
         LOWP_UNROLL for (int r = 0; r < R; r++) sum[r] += wf * x[r][c];
@@ -329,7 +332,8 @@ static void lowp_convert(LowpMatrix *m, const float *w, LowpLayout layout) {
         if (m->fmt == LOWP_BF16) {
             for (int c = 0; c < C; c++)
                 for (int j = 0; j < nb; j++)
-                    m->bf16[(size_t)(o0 + j) * C + c] = lowp_bf16_from_bits(u[(size_t)c * OC + o0 + j]);
+                    m->bf16[(size_t)(o0 + j) * C + c] =
+                        lowp_bf16_from_bits(u[(size_t)c * OC + o0 + j]);
             continue;
         }
         float mx[LOWP_CONV_BLOCK] = {0}, inv[LOWP_CONV_BLOCK];

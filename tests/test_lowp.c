@@ -138,8 +138,8 @@ static void test_bad_weights(void) {
     CHECK(lowp_matrix_init(&m, LOWP_INT8, w, LOWP_OUT_IN, 4, 3, err, sizeof err) == 0);
     CHECK(m.q[7] == 127 && m.q[0] == 0);
     w[0] = INFINITY;
-    CHECK_ERR(lowp_matrix_refresh(&m, w, LOWP_OUT_IN, err, sizeof err), err, "weight [0, 0] is +Inf",
-              NULL);
+    CHECK_ERR(lowp_matrix_refresh(&m, w, LOWP_OUT_IN, err, sizeof err), err,
+              "weight [0, 0] is +Inf", NULL);
     lowp_matrix_free(&m);
     CHECK_ERR(lowp_matrix_init(&m, LOWP_INT8, w, LOWP_OUT_IN, 0, 3, err, sizeof err), err,
               "bad matrix shape", NULL);
