@@ -6,7 +6,7 @@
 // norms and activations are left out: they read no weights). fp32 is the engine's own path
 // (matmul_forward on GPT-2's [in, out] weights, linear_forward on Llama's [out, in], logits_forward
 // for the head); bf16 and int8 run on the best path this CPU has and on the portable one.
-// Prints a table, the ratios the targets are about (at 1 row), and one JSON line per model.
+// Prints a table, the ratios the targets are about, and RESULT lines for bench/run_bench.py.
 #include "benchlib.h"
 #include "blas.h"
 #include "kernels.h"
@@ -39,6 +39,18 @@ typedef struct {
     LowpMatrix *mb, *mi; // bf16, int8 copies
     int64_t bytes32;
 } Weights;
+
+// one figure for bench/run_bench.py (its RESULT protocol; ref_name NULL: no reference)
+static void result(const char *name, double value, const char *unit, const char *ref_name,
+                   double ref) {
+    if (!ref_name) {
+        printf("RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":null,"
+               "\"ref_value\":null,\"ratio\":null}\n", name, value, unit);
+        return;
+    }
+    printf("RESULT {\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ref_name\":\"%s\","
+           "\"ref_value\":%.3f,\"ratio\":%.3f}\n", name, value, unit, ref_name, ref, value / ref);
+}
 
 static int mat_in(const Shape *s, int k) { return k == s->L * s->n ? s->C : s->in[k % s->n]; }
 static int mat_out(const Shape *s, int k) { return k == s->L * s->n ? s->V : s->out[k % s->n]; }
@@ -175,11 +187,13 @@ static void bench_model(const Shape *s, const int *rows, int nrows) {
            w.bytes32 / r32 / 1e9, omp_get_max_threads());
     printf("%-6s %-17s %10s %12s %8s %10s\n", "rows", "format/path", "ms/pass", "ms/token", "GB/s",
            "of limit");
-    printf("{\"bench\":\"lowp\",\"model\":\"%s\",\"threads\":%d,\"read_gb_s\":%.2f,"
-           "\"convert_bf16_ms\":%.1f,\"convert_int8_ms\":%.1f,\"refresh_bf16_ms\":%.1f,"
-           "\"refresh_int8_ms\":%.1f}\n",
-           s->name, omp_get_max_threads(), w.bytes32 / r32 / 1e9, tb * 1e3, ti * 1e3, rfb * 1e3,
-           rfi * 1e3);
+    char name[96];
+    snprintf(name, sizeof name, "lowp %s read limit (%d threads)", s->name, omp_get_max_threads());
+    result(name, w.bytes32 / r32 / 1e9, "GB/s", NULL, 0);
+    snprintf(name, sizeof name, "lowp %s bf16 refresh of all weights", s->name);
+    result(name, rfb * 1e3, "ms", NULL, 0);
+    snprintf(name, sizeof name, "lowp %s int8 refresh of all weights", s->name);
+    result(name, rfi * 1e3, "ms", NULL, 0);
     for (int i = 0; i < nrows; i++) {
         int R = rows[i];
         struct { const char *name; LowpFormat f; LowpPath p; int64_t bytes; double lim; } cfg[] = {
@@ -202,9 +216,13 @@ static void bench_model(const Shape *s, const int *rows, int nrows) {
                      c == 1 || c == 2 ? (best == LOWP_PATH_AVX512 ? " avx512" : " portable") : "");
             printf("%-6d %-17s %10.2f %12.3f %8.1f %9.2f\n", R, label, t[c] * 1e3,
                    t[c] * 1e3 / R, cfg[c].bytes / t[c] / 1e9, cfg[c].lim / t[c]);
-            printf("{\"bench\":\"lowp\",\"model\":\"%s\",\"rows\":%d,\"config\":\"%s\","
-                   "\"ms_pass\":%.3f,\"gb_s\":%.2f,\"of_limit\":%.3f}\n",
-                   s->name, R, label, t[c] * 1e3, cfg[c].bytes / t[c] / 1e9, cfg[c].lim / t[c]);
+            snprintf(name, sizeof name, "lowp %s B=%d %s", s->name, R, label);
+            result(name, cfg[c].bytes / t[c] / 1e9, "GB/s", "read limit, same bytes",
+                   cfg[c].bytes / cfg[c].lim / 1e9);
+            if (c > 0) {
+                snprintf(name, sizeof name, "lowp %s B=%d %s speed", s->name, R, label);
+                result(name, R / t[c], "tok/s", "fp32 engine", R / t[0]);
+            }
         }
         set_paths(&w, best);
         if (t[1] > 0 && t[2] > 0)
