@@ -316,6 +316,28 @@ static inline int8_t lowp_quant(float w, float inv) {
 // the matrix's rows written as 64 sequential streams
 #define LOWP_CONV_BLOCK 64
 
+// GPT-2's [in, out] weights, channels o0 .. o0+nb: tiles of LOWP_CONV_BLOCK inputs by nb channels
+// copied in reading order into an L1 buffer, then converted and written out transposed, each
+// channel's row a contiguous run (inv: int8's 1/scale per channel; NULL for bf16)
+static void lowp_convert_tiles(LowpMatrix *m, const float *w, int o0, int nb, const float *inv) {
+    int C = m->C, OC = m->OC;
+    float tmp[LOWP_CONV_BLOCK][LOWP_CONV_BLOCK];   // [input][channel], 16 KiB
+    for (int c0 = 0; c0 < C; c0 += LOWP_CONV_BLOCK) {
+        int nc = C - c0 < LOWP_CONV_BLOCK ? C - c0 : LOWP_CONV_BLOCK;
+        for (int cc = 0; cc < nc; cc++)
+            memcpy(tmp[cc], w + (size_t)(c0 + cc) * OC + o0, (size_t)nb * sizeof(float));
+        for (int j = 0; j < nb; j++) {
+            if (!inv) {
+                uint16_t *d = m->bf16 + (size_t)(o0 + j) * C + c0;
+                for (int cc = 0; cc < nc; cc++) d[cc] = lowp_bf16_from_float(tmp[cc][j]);
+            } else {
+                int8_t *d = m->q + (size_t)(o0 + j) * C + c0;
+                for (int cc = 0; cc < nc; cc++) d[cc] = lowp_quant(tmp[cc][j], inv[j]);
+            }
+        }
+    }
+}
+
 static void lowp_convert(LowpMatrix *m, const float *w, LowpLayout layout) {
     int C = m->C, OC = m->OC, nblk = (OC + LOWP_CONV_BLOCK - 1) / LOWP_CONV_BLOCK;
     #pragma omp parallel for schedule(static)
@@ -330,10 +352,7 @@ static void lowp_convert(LowpMatrix *m, const float *w, LowpLayout layout) {
             continue;
         }
         if (m->fmt == LOWP_BF16) {
-            for (int c = 0; c < C; c++)
-                for (int j = 0; j < nb; j++)
-                    m->bf16[(size_t)(o0 + j) * C + c] =
-                        lowp_bf16_from_bits(u[(size_t)c * OC + o0 + j]);
+            lowp_convert_tiles(m, w, o0, nb, NULL);
             continue;
         }
         float mx[LOWP_CONV_BLOCK] = {0}, inv[LOWP_CONV_BLOCK];
@@ -365,9 +384,7 @@ static void lowp_convert(LowpMatrix *m, const float *w, LowpLayout layout) {
                 for (int c = 0; c < C; c++) d[c] = lowp_quant(row[c], s);
             }
         } else {
-            for (int c = 0; c < C; c++)
-                for (int j = 0; j < nb; j++)
-                    m->q[(size_t)(o0 + j) * C + c] = lowp_quant(w[(size_t)c * OC + o0 + j], inv[j]);
+            lowp_convert_tiles(m, w, o0, nb, inv);
         }
     }
 }
