@@ -36,6 +36,11 @@ static inline uint16_t lowp_bf16_from_bits(uint32_t u) {
     return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
 }
 
+// one row x against 4 consecutive weight rows (ld elements apart): sum[k] = w_k . x. Decoding's
+// one row: 4 independent accumulators, and the per-row costs (the final sums) shared
+typedef void (*LowpQuadDot)(float *sum, const void *w, size_t ld, const float *x,
+                            const uint16_t *xb, int C);
+
 uint16_t lowp_bf16_from_float(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -151,6 +156,25 @@ T_AVX2 static void rowdot_int8_avx2(float *sum, const void *w, const float *cons
     LOWP_BY_R(rowdot_int8_avx2_r, sum, (const int8_t *)w, x, C);
 }
 
+#define LOWP_QUAD_AVX2(NAME, TYPE, WIDEN, SCALAR_W)                                                \
+    T_AVX2 static void NAME(float *sum, const void *wv, size_t ld, const float *x,                 \
+                            const uint16_t *xb, int C) {                                           \
+        const TYPE *w = wv;                                                                        \
+        __m256 a[4];                                                                               \
+        LOWP_UNROLL for (int k = 0; k < 4; k++) a[k] = _mm256_setzero_ps();                        \
+        int c = 0;                                                                                 \
+        for (; c + 8 <= C; c += 8) {                                                               \
+            __m256 xv = _mm256_loadu_ps(x + c);                                                    \
+            LOWP_UNROLL for (int k = 0; k < 4; k++)                                                \
+                a[k] = _mm256_fmadd_ps(WIDEN(w + k * ld + c), xv, a[k]);                           \
+        }                                                                                          \
+        LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] = hsum256(a[k]);                            \
+        for (; c < C; c++)                                                                         \
+            LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] += SCALAR_W(w[k * ld + c]) * x[c];      \
+    }
+LOWP_QUAD_AVX2(quad_bf16_avx2, uint16_t, widen8_bf16, lowp_bf16_to_float)
+LOWP_QUAD_AVX2(quad_int8_avx2, int8_t, widen8_int8, (float))
+
 // ---- AVX512 path: vdpbf16ps for bf16, AVX512F dequantisation for int8 ----
 #define T_512 "avx512f,avx512bw,avx512vl,avx512bf16,fma"
 #define T_512_INLINE static inline __attribute__((always_inline, target(T_512)))
@@ -228,6 +252,39 @@ __attribute__((target(T_512))) static void rowdot_int8_512(float *sum, const voi
                                                            int R) {
     LOWP_BY_R(rowdot_int8_512_r, sum, (const int8_t *)w, x, C);
 }
+__attribute__((target(T_512))) static void quad_bf16_512(float *sum, const void *wv, size_t ld,
+                                                         const float *x, const uint16_t *xb,
+                                                         int C) {
+    const uint16_t *w = wv;
+    __m512 a[4];
+    LOWP_UNROLL for (int k = 0; k < 4; k++) a[k] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 32 <= C; c += 32) {
+        __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + c);
+        LOWP_UNROLL for (int k = 0; k < 4; k++)
+            a[k] = _mm512_dpbf16_ps(a[k], (__m512bh)_mm512_loadu_si512(w + k * ld + c), xv);
+    }
+    LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] = _mm512_reduce_add_ps(a[k]);
+    for (; c < C; c++)
+        LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] += lowp_bf16_to_float(w[k * ld + c]) * x[c];
+}
+
+__attribute__((target(T_512))) static void quad_int8_512(float *sum, const void *wv, size_t ld,
+                                                         const float *x, const uint16_t *xb,
+                                                         int C) {
+    const int8_t *w = wv;
+    __m512 a[4];
+    LOWP_UNROLL for (int k = 0; k < 4; k++) a[k] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 16 <= C; c += 16) {
+        __m512 xv = _mm512_loadu_ps(x + c);
+        LOWP_UNROLL for (int k = 0; k < 4; k++)
+            a[k] = _mm512_fmadd_ps(widen16_int8(w + k * ld + c), xv, a[k]);
+    }
+    LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] = _mm512_reduce_add_ps(a[k]);
+    for (; c < C; c++)
+        LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] += (float)w[k * ld + c] * x[c];
+}
 #endif
 
 // ---- dispatch ----
@@ -262,6 +319,16 @@ static LowpRowDot lowp_rowdot(const LowpMatrix *m) {
     if (m->path == LOWP_PATH_PORTABLE) return b ? rowdot_bf16_avx2 : rowdot_int8_avx2;
 #endif
     return b ? rowdot_bf16_scalar : rowdot_int8_scalar;
+}
+
+// the 4-channel kernel for one row; NULL on the scalar path (it takes channels one at a time)
+static LowpQuadDot lowp_quaddot(const LowpMatrix *m) {
+#ifdef LOWP_X86
+    int b = m->fmt == LOWP_BF16;
+    if (m->path == LOWP_PATH_AVX512) return b ? quad_bf16_512 : quad_int8_512;
+    if (m->path == LOWP_PATH_PORTABLE) return b ? quad_bf16_avx2 : quad_int8_avx2;
+#endif
+    return NULL;
 }
 
 const char *lowp_format_name(LowpFormat fmt) {
@@ -496,8 +563,23 @@ void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float
         xb = n <= LOWP_STACK_BYTES / 2 ? stack_xb : (heap_xb = MALLOC_CHECK(n * sizeof *xb));
         for (size_t i = 0; i < n; i++) xb[i] = lowp_bf16_from_float(inp[i]);
     }
+    LowpQuadDot quad = N == 1 ? lowp_quaddot(m) : NULL;
+    int nquad = quad ? OC / 4 : 0;
+    if (quad) {
+        #pragma omp parallel for schedule(static)
+        for (int qd = 0; qd < nquad; qd++) {
+            float sum[4];
+            quad(sum, (const char *)wbase + 4 * (size_t)qd * wrow, (size_t)C, inp, xb, C);
+            for (int k = 0; k < 4; k++) {
+                int o = 4 * qd + k;
+                float post = m->fmt == LOWP_INT8 ? m->scale[o] : 1.0f;
+                out[o] = (beta_one ? out[o] : 0.0f) + (bias ? bias[o] : 0.0f) + sum[k] * post;
+            }
+        }
+    }
+    // every channel (more rows, or the scalar path), or the channels after the last 4
     #pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++) {
+    for (int o = 4 * nquad; o < OC; o++) {
         const void *w = (const char *)wbase + o * wrow;
         float post = m->fmt == LOWP_INT8 ? m->scale[o] : 1.0f, b = bias ? bias[o] : 0.0f;
         for (int64_t r0 = 0; r0 < N; r0 += LOWP_RG) {
