@@ -577,8 +577,9 @@ void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float
             }
         }
     }
-    // every channel (more rows, or the scalar path), or the channels after the last 4
-    #pragma omp parallel for schedule(static)
+    // every channel (more rows, or the scalar path), or the channels after the last 4 (no
+    // parallel section at all when there are none: each costs a wake-up of the threads)
+    #pragma omp parallel for schedule(static) if (OC - 4 * nquad > 0)
     for (int o = 4 * nquad; o < OC; o++) {
         const void *w = (const char *)wbase + o * wrow;
         float post = m->fmt == LOWP_INT8 ? m->scale[o] : 1.0f, b = bias ? bias[o] : 0.0f;
