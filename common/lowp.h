@@ -76,15 +76,16 @@ int64_t lowp_matrix_bytes(const LowpMatrix *m);
 #define LOWP_SGEMM_ROWS 16
 
 // out (N, OC) = [out +] inp (N, C) @ W^T + bias, W the matrix (OC, C) in fp32 terms, bias (OC) or
-// NULL, beta_one as linear_forward (a residual add fused into the product). Up to
-// LOWP_SGEMM_ROWS rows (decoding): the path's kernels, one row against 4 weight rows at a time,
-// more in groups of up to 8 rows against each weight row while it is in cache: every weight byte
-// is read from memory once; the result does not
-// depend on the number of threads. The AVX512 bf16 kernel rounds the N * C activations to bf16
-// into a buffer (on the stack up to 64 KiB, malloc'd above). More rows (B = 64 decoding, scoring):
-// the product is bound by arithmetic, not by reading weights, so tiles of 256 output channels
-// are dequantised to fp32 (a malloc'd 256 x C scratch) and multiplied by sgemm, whose rounding,
-// as linear_forward's, may change with the thread count; the path then plays no part.
+// NULL, beta_one as linear_forward (a residual add fused into the product).
+// Up to LOWP_SGEMM_ROWS rows (decoding): the path's kernels, one row against 4 weight rows at a
+// time, more rows in groups of up to 8 against each weight row while it is in cache, so every
+// weight byte is read from memory once; the result does not depend on the number of threads. The
+// AVX512 bf16 kernels round the N * C activations to bf16 into a buffer (on the stack up to
+// 64 KiB, malloc'd above).
+// More rows (B = 64 decoding, scoring): the product is bound by arithmetic, not by reading
+// weights, so tiles of 256 output channels are dequantised to fp32 (a malloc'd 256 x C scratch)
+// and multiplied by sgemm, whose rounding, as linear_forward's, may change with the thread count;
+// the path then plays no part.
 void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
                   int beta_one);
 // row r of W in fp32 (C floats): an embedding lookup from a tied bf16 / int8 token table
