@@ -256,6 +256,11 @@ static int parse_rows(const char *s, int *rows, int max) {
 
 int main(int argc, char **argv) {
     blas_startup("bench_lowp", argv);
+    char err[256];
+    if (lowp_check_env(err, sizeof err)) {
+        fprintf(stderr, "bench_lowp: %s\n", err);
+        return 1;
+    }
     const char *model = "both";
     int rows[16] = {1, 8, 64}, nrows = 3, threads = 2;
     for (int i = 1; i < argc; i++) {

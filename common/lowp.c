@@ -312,6 +312,12 @@ LowpPath lowp_default_path(LowpFormat fmt) {
     return LOWP_PATH_SCALAR;
 }
 
+int lowp_check_env(char *err, size_t errlen) {
+    const char *env = getenv("RLHF_LOWP");
+    if (!env || !*env || strcmp(env, "portable") == 0 || strcmp(env, "scalar") == 0) return 0;
+    return util_err(err, errlen, "RLHF_LOWP='%s' is not a kernel choice (portable or scalar)", env);
+}
+
 static LowpRowDot lowp_rowdot(const LowpMatrix *m) {
     int b = m->fmt == LOWP_BF16;
 #ifdef LOWP_X86

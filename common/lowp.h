@@ -51,8 +51,10 @@ const char *lowp_format_name(LowpFormat fmt);
 const char *lowp_path_name(LowpPath path);
 // The fastest path this CPU runs for fmt, or LOWP_PATH_PORTABLE (SCALAR without AVX2) when the
 // environment has RLHF_LOWP=portable. RLHF_LOWP=scalar forces plain C. Any other value of
-// RLHF_LOWP is ignored.
+// RLHF_LOWP is ignored here: programs call lowp_check_env first.
 LowpPath lowp_default_path(LowpFormat fmt);
+// 0 when RLHF_LOWP is unset, empty, "portable" or "scalar"; -1 with an error naming it otherwise
+int lowp_check_env(char *err, size_t errlen);
 // whether this CPU runs path for fmt
 int lowp_path_supported(LowpPath path, LowpFormat fmt);
 

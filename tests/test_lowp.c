@@ -172,8 +172,13 @@ static void test_dispatch_env(void) {
     lowp_matrix_free(&m);
     setenv("RLHF_LOWP", "scalar", 1);
     CHECK(lowp_default_path(LOWP_INT8) == LOWP_PATH_SCALAR);
+    CHECK(lowp_check_env(err, sizeof err) == 0);
+    setenv("RLHF_LOWP", "avx2", 1);
+    CHECK_ERR(lowp_check_env(err, sizeof err), err, "RLHF_LOWP='avx2'", "portable or scalar");
+    CHECK(lowp_default_path(LOWP_BF16) == best);   // ignored by the kernels themselves
     if (keep) setenv("RLHF_LOWP", keep, 1);
     else unsetenv("RLHF_LOWP");
+    CHECK(keep || lowp_check_env(err, sizeof err) == 0);
     printf("   (this CPU's best path: %s)\n", lowp_path_name(best));
 }
 
