@@ -515,7 +515,9 @@ int64_t lowp_matrix_bytes(const LowpMatrix *m) {
 void lowp_matrix_row(float *dst, const LowpMatrix *m, int r) {
     size_t base = (size_t)r * m->C;
     if (m->fmt == LOWP_BF16) {
-        for (int c = 0; c < m->C; c++) dst[c] = lowp_bf16_to_float(m->bf16[base + c]);
+        LowpBits *restrict d = (LowpBits *)dst;   // the bits shifted into place: vectorises
+        const uint16_t *restrict h = m->bf16 + base;
+        for (int c = 0; c < m->C; c++) d[c] = (uint32_t)h[c] << 16;
     } else {
         for (int c = 0; c < m->C; c++) dst[c] = (float)m->q[base + c] * m->scale[r];
     }
@@ -523,8 +525,9 @@ void lowp_matrix_row(float *dst, const LowpMatrix *m, int r) {
 
 // ---- products ----
 
-// output channels per tile (TILE x C floats of scratch, 3 MiB at C = 3072)
-#define LOWP_TILE 256
+// output channels per tile: about 2 MiB of fp32 scratch, at least 256 channels (3 MiB at C = 3072)
+#define LOWP_TILE_BYTES (2 << 20)
+#define LOWP_TILE_MIN 256
 
 // rows o0 .. o0+n of W in fp32 into dst (n, C)
 static void lowp_dequant_rows(float *dst, const LowpMatrix *m, int o0, int n) {
@@ -536,18 +539,21 @@ static void lowp_dequant_rows(float *dst, const LowpMatrix *m, int o0, int n) {
 static void lowp_forward_sgemm(float *out, const float *inp, const LowpMatrix *m,
                                const float *bias, int64_t N, int beta_one) {
     int C = m->C, OC = m->OC;
-    float *tile = MALLOC_CHECK((size_t)LOWP_TILE * C * sizeof(float));
-    if (bias || !beta_one) {
+    int tile_n = LOWP_TILE_BYTES / (4 * C) / 16 * 16;
+    tile_n = tile_n < LOWP_TILE_MIN ? LOWP_TILE_MIN : tile_n;
+    float *tile = MALLOC_CHECK((size_t)tile_n * C * sizeof(float));
+    if (bias) {   // out = [out +] bias first, then sgemm adds (beta 1); without bias, beta says it
         #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; i++)
             for (int o = 0; o < OC; o++)
-                out[i * OC + o] = (beta_one ? out[i * OC + o] : 0.0f) + (bias ? bias[o] : 0.0f);
+                out[i * OC + o] = (beta_one ? out[i * OC + o] : 0.0f) + bias[o];
     }
-    for (int o0 = 0; o0 < OC; o0 += LOWP_TILE) {
-        int n = OC - o0 < LOWP_TILE ? OC - o0 : LOWP_TILE;
+    float beta = bias || beta_one ? 1.0f : 0.0f;
+    for (int o0 = 0; o0 < OC; o0 += tile_n) {
+        int n = OC - o0 < tile_n ? OC - o0 : tile_n;
         lowp_dequant_rows(tile, m, o0, n);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, n, C, 1.0f, inp, C, tile, C,
-                    1.0f, out + o0, OC);
+                    beta, out + o0, OC);
     }
     free(tile);
 }

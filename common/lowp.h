@@ -85,8 +85,8 @@ int64_t lowp_matrix_bytes(const LowpMatrix *m);
 // AVX512 bf16 kernels round the N * C activations to bf16 into a buffer (on the stack up to
 // 64 KiB, malloc'd above).
 // More rows (B = 64 decoding, scoring): the product is bound by arithmetic, not by reading
-// weights, so tiles of 256 output channels are dequantised to fp32 (a malloc'd 256 x C scratch)
-// and multiplied by sgemm, whose rounding, as linear_forward's, may change with the thread count;
+// weights, so tiles of at least 256 output channels are dequantised to fp32 (a malloc'd scratch
+// of about 2 MiB, 256 x C floats where that is more) and multiplied by sgemm, whose rounding, as linear_forward's, may change with the thread count;
 // the path then plays no part.
 void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
                   int beta_one);

@@ -315,6 +315,15 @@ static void test_paths_agree(void) {
         CHECK(lowp_matrix_set_path(&m, LOWP_PATH_SCALAR, err, sizeof err) == 0);
         lowp_forward(b, x, &m, NULL, N, 0);
         CHECK_CLOSE(a, b, (size_t)N * OC, 1e-5, 1e-5, lowp_format_name(m.fmt));
+        // the sgemm path (more rows) without bias or beta_one overwrites what out held, NaN too
+        float *x20 = malloc((size_t)20 * C * sizeof(float)), *y20 = malloc((size_t)20 * OC * 4);
+        for (int i = 0; i < 20; i++) memcpy(x20 + (size_t)i * C, x + (size_t)(i % N) * C, 4 * C);
+        for (int i = 0; i < 20 * OC; i++) y20[i] = NAN;
+        lowp_forward(y20, x20, &m, NULL, 20, 0);
+        for (int i = 0; i < 20; i++)
+            CHECK_CLOSE(y20 + (size_t)i * OC, b + (size_t)(i % N) * OC, OC, 1e-5, 1e-5, "20 rows");
+        free(x20);
+        free(y20);
         lowp_matrix_free(&m);
     }
     free(w);
