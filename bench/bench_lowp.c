@@ -2,8 +2,9 @@
 // GPT-2 124M and of SmolLM2-135M, at 1, 8 and 64 rows, beside the memory bandwidth measured here
 // in the same process (a parallel read of the same number of weight bytes):
 //   bench_lowp [--model gpt2|smollm2|both] [--rows 1,8,64] [--threads 2]
-// One "token pass" runs every layer's products and the LM head once at R rows (the attention,
-// norms and activations are left out: they read no weights). fp32 is the engine's own path
+// Each figure is the best of several rounds taken in turns with the others and with a read of
+// its bytes (see bench_rows). One "token pass" runs every layer's products and the LM head once
+// at R rows (attention, norms and activations are left out: they read no weights). fp32 is the engine's own path
 // (matmul_forward on GPT-2's [in, out] weights, linear_forward on Llama's [out, in], logits_forward
 // for the head); bf16 and int8 run on the best path this CPU has and on the portable one.
 // Prints a table, the ratios the targets are about, and RESULT lines for bench/run_bench.py.
@@ -119,30 +120,17 @@ static void pass(const Weights *w, LowpFormat fmt, const float *x, float *y, int
     }
 }
 
-// median seconds of a token pass (after a warm-up; at least 5 runs and 0.4 s)
-static double time_pass(const Weights *w, LowpFormat fmt, const float *x, float *y, int R) {
-    double t[64];
-    int n = 0;
+// seconds of one token pass / of one read of bytes
+static double one_pass(const Weights *w, LowpFormat fmt, const float *x, float *y, int R) {
+    double t0 = util_time_s();
     pass(w, fmt, x, y, R);
-    double start = util_time_s();
-    while (n < 64 && (n < 5 || util_time_s() - start < 0.4)) {
-        double t0 = util_time_s();
-        pass(w, fmt, x, y, R);
-        t[n++] = util_time_s() - t0;
-    }
-    return bench_median(t, n);
+    return util_time_s() - t0;
 }
 
-static double time_read(const void *buf, int64_t bytes) {
-    double t[16];
-    volatile uint64_t sink = 0;
-    for (int i = 0; i < 12; i++) {
-        double t0 = util_time_s();
-        sink ^= read_bytes(buf, bytes);
-        t[i] = util_time_s() - t0;
-    }
-    (void)sink;
-    return bench_median(t + 1, 11);
+static double one_read(const void *buf, int64_t bytes, volatile uint64_t *sink) {
+    double t0 = util_time_s();
+    *sink ^= read_bytes(buf, bytes);
+    return util_time_s() - t0;
 }
 
 static void set_paths(Weights *w, LowpPath path) {
@@ -156,16 +144,74 @@ static void set_paths(Weights *w, LowpPath path) {
     }
 }
 
+static int64_t weights_bytes(const Weights *w, LowpFormat fmt) {
+    int64_t n = 0;
+    for (int k = 0; k < w->nmat; k++)
+        n += fmt == LOWP_BF16 ? lowp_matrix_bytes(&w->mb[k])
+             : fmt == LOWP_INT8 ? lowp_matrix_bytes(&w->mi[k])
+                                : 4 * (int64_t)mat_in(w->s, k) * mat_out(w->s, k);
+    return n;
+}
+
+// The 5 configurations at R rows, and the read of each one's bytes, taken in turns (rounds), so
+// that a change in the machine's load touches them alike; the best of each, at least 5 rounds and
+// 2 s. Prints them, their RESULT lines and the target ratios.
+static void bench_rows(Weights *w, int R, const float *x, float *y, const void *rd) {
+    const Shape *s = w->s;
+    LowpPath best = lowp_default_path(LOWP_BF16);
+    struct { const char *name; LowpFormat f; LowpPath p; } cfg[] = {
+        {"fp32 engine", LOWP_FP32, best},
+        {best == LOWP_PATH_AVX512 ? "bf16 avx512" : "bf16", LOWP_BF16, best},
+        {best == LOWP_PATH_AVX512 ? "int8 avx512" : "int8", LOWP_INT8, best},
+        {"bf16 portable", LOWP_BF16, LOWP_PATH_PORTABLE},
+        {"int8 portable", LOWP_INT8, LOWP_PATH_PORTABLE},
+    };
+    enum { NC = 5 };
+    double t[NC], lim[NC];
+    int64_t bytes[NC];
+    int run[NC];
+    volatile uint64_t sink = 0;
+    for (int c = 0; c < NC; c++) {
+        t[c] = lim[c] = 1e30;
+        bytes[c] = weights_bytes(w, cfg[c].f);
+        run[c] = c == 0 || lowp_path_supported(cfg[c].p, cfg[c].f);
+    }
+    double start = util_time_s();
+    for (int round = 0; round < 6 || (round < 40 && util_time_s() - start < 2.0); round++) {
+        for (int c = 0; c < NC; c++) {
+            if (!run[c]) continue;
+            if (c > 0) set_paths(w, cfg[c].p);
+            double tp = one_pass(w, cfg[c].f, x, y, R), tr = one_read(rd, bytes[c], &sink);
+            if (round == 0) continue;   // warm-up
+            t[c] = tp < t[c] ? tp : t[c];
+            lim[c] = tr < lim[c] ? tr : lim[c];
+        }
+    }
+    set_paths(w, best);
+    char name[96];
+    for (int c = 0; c < NC; c++) {
+        if (!run[c]) continue;
+        printf("%-6d %-17s %10.2f %12.3f %8.1f %9.2f\n", R, cfg[c].name, t[c] * 1e3,
+               t[c] * 1e3 / R, bytes[c] / t[c] / 1e9, lim[c] / t[c]);
+        snprintf(name, sizeof name, "lowp %s B=%d %s", s->name, R, cfg[c].name);
+        result(name, bytes[c] / t[c] / 1e9, "GB/s", "read limit, same bytes",
+               bytes[c] / lim[c] / 1e9);
+        if (c > 0) {
+            snprintf(name, sizeof name, "lowp %s B=%d %s speed", s->name, R, cfg[c].name);
+            result(name, R / t[c], "tok/s", "fp32 engine", R / t[0]);
+        }
+    }
+    printf("   %d rows: bf16 %.2f of its bandwidth limit (target >= 0.8), bf16 %.2fx fp32 "
+           "(target >= 1.8), int8 %.2fx fp32 (target >= 3)\n",
+           R, lim[1] / t[1], t[0] / t[1], t[0] / t[2]);
+}
+
 static void bench_model(const Shape *s, const int *rows, int nrows) {
     Weights w;
     weights_init(&w, s);
     double tb = weights_convert(&w, LOWP_BF16, 0), ti = weights_convert(&w, LOWP_INT8, 0);
     double rfb = weights_convert(&w, LOWP_BF16, 1), rfi = weights_convert(&w, LOWP_INT8, 1);
-    int64_t bb = 0, bi = 0;
-    for (int k = 0; k < w.nmat; k++) {
-        bb += lowp_matrix_bytes(&w.mb[k]);
-        bi += lowp_matrix_bytes(&w.mi[k]);
-    }
+    int64_t bb = weights_bytes(&w, LOWP_BF16), bi = weights_bytes(&w, LOWP_INT8);
     int maxC = 4 * s->C, maxOC = s->V;
     int maxR = 1;
     for (int i = 0; i < nrows; i++) maxR = rows[i] > maxR ? rows[i] : maxR;
@@ -175,15 +221,17 @@ static void bench_model(const Shape *s, const int *rows, int nrows) {
     // the bandwidth limit: the same number of bytes read from a buffer as large as the fp32 weights
     char *rd = ALIGNED_CHECK((size_t)w.bytes32);
     memset(rd, 1, (size_t)w.bytes32);
-    double r32 = time_read(rd, w.bytes32), rb = time_read(rd, bb), ri = time_read(rd, bi);
-    free(rd);
-    LowpPath best = lowp_default_path(LOWP_BF16);
+    volatile uint64_t sink = 0;
+    double r32 = 1e30;
+    for (int i = 0; i < 5; i++) {
+        double t = one_read(rd, w.bytes32, &sink);
+        r32 = t < r32 ? t : r32;
+    }
     printf("\n%s: %d matrices, fp32 %.0f MB, bf16 %.0f MB, int8 %.0f MB; conversion from fp32: "
            "bf16 %.0f ms, int8 %.0f ms (refresh into them: %.0f, %.0f ms); read limit %.1f GB/s "
            "(%d threads)\n",
            s->name, w.nmat, w.bytes32 / 1e6, bb / 1e6, bi / 1e6, tb * 1e3, ti * 1e3, rfb * 1e3,
-           rfi * 1e3,
-           w.bytes32 / r32 / 1e9, omp_get_max_threads());
+           rfi * 1e3, w.bytes32 / r32 / 1e9, omp_get_max_threads());
     printf("%-6s %-17s %10s %12s %8s %10s\n", "rows", "format/path", "ms/pass", "ms/token", "GB/s",
            "of limit");
     char name[96];
@@ -193,42 +241,8 @@ static void bench_model(const Shape *s, const int *rows, int nrows) {
     result(name, rfb * 1e3, "ms", NULL, 0);
     snprintf(name, sizeof name, "lowp %s int8 refresh of all weights", s->name);
     result(name, rfi * 1e3, "ms", NULL, 0);
-    for (int i = 0; i < nrows; i++) {
-        int R = rows[i];
-        struct { const char *name; LowpFormat f; LowpPath p; int64_t bytes; double lim; } cfg[] = {
-            {"fp32 engine", LOWP_FP32, best, w.bytes32, r32},
-            {"bf16", LOWP_BF16, best, bb, rb},
-            {"int8", LOWP_INT8, best, bi, ri},
-            {"bf16 portable", LOWP_BF16, LOWP_PATH_PORTABLE, bb, rb},
-            {"int8 portable", LOWP_INT8, LOWP_PATH_PORTABLE, bi, ri},
-        };
-        double t[5];
-        for (int c = 0; c < 5; c++) {
-            if (c > 0 && !lowp_path_supported(cfg[c].p, cfg[c].f)) {
-                t[c] = 0;
-                continue;
-            }
-            if (c > 0) set_paths(&w, cfg[c].p);
-            t[c] = time_pass(&w, cfg[c].f, x, y, R);
-            char label[48];
-            snprintf(label, sizeof label, "%s%s", cfg[c].name,
-                     c == 1 || c == 2 ? (best == LOWP_PATH_AVX512 ? " avx512" : " portable") : "");
-            printf("%-6d %-17s %10.2f %12.3f %8.1f %9.2f\n", R, label, t[c] * 1e3,
-                   t[c] * 1e3 / R, cfg[c].bytes / t[c] / 1e9, cfg[c].lim / t[c]);
-            snprintf(name, sizeof name, "lowp %s B=%d %s", s->name, R, label);
-            result(name, cfg[c].bytes / t[c] / 1e9, "GB/s", "read limit, same bytes",
-                   cfg[c].bytes / cfg[c].lim / 1e9);
-            if (c > 0) {
-                snprintf(name, sizeof name, "lowp %s B=%d %s speed", s->name, R, label);
-                result(name, R / t[c], "tok/s", "fp32 engine", R / t[0]);
-            }
-        }
-        set_paths(&w, best);
-        if (t[1] > 0 && t[2] > 0)
-            printf("   %d rows: bf16 %.2f of its bandwidth limit (target >= 0.8), bf16 %.2fx fp32 "
-                   "(target >= 1.8), int8 %.2fx fp32 (target >= 3)\n",
-                   R, rb / t[1], t[0] / t[1], t[0] / t[2]);
-    }
+    for (int i = 0; i < nrows; i++) bench_rows(&w, rows[i], x, y, rd);
+    free(rd);
     for (int k = 0; k < w.nmat; k++) {
         free(w.w[k]);
         lowp_matrix_free(&w.mb[k]);
