@@ -4,9 +4,9 @@
 //   bench_lowp [--model gpt2|smollm2|both] [--rows 1,8,64] [--threads 2]
 // Each figure is the best of several rounds taken in turns with the others and with a read of
 // its bytes (see bench_rows). One "token pass" runs every layer's products and the LM head once
-// at R rows (attention, norms and activations are left out: they read no weights). fp32 is the engine's own path
-// (matmul_forward on GPT-2's [in, out] weights, linear_forward on Llama's [out, in], logits_forward
-// for the head); bf16 and int8 run on the best path this CPU has and on the portable one.
+// at R rows (attention, norms and activations are left out: they read no weights). fp32 is the
+// engine's own path (matmul_forward on GPT-2's [in, out] weights, linear_forward on Llama's
+// [out, in], logits_forward for the head); bf16 and int8 run on the best path this CPU has and on the portable one.
 // Prints a table, the ratios the targets are about, and RESULT lines for bench/run_bench.py.
 #include "benchlib.h"
 #include "blas.h"
