@@ -258,6 +258,7 @@ __attribute__((target(T_512))) static void rowdot_int8_512(float *sum, const voi
                                                            int R) {
     LOWP_BY_R(rowdot_int8_512_r, sum, (const int8_t *)w, x, C);
 }
+
 __attribute__((target(T_512))) static void quad_bf16_512(float *sum, const void *wv, size_t ld,
                                                          const float *x, const uint16_t *xb,
                                                          int C) {
