@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,"
                          "train_smollm2,smol_gen1,smol_gen8,smol_gen64,tokenizer,mpi,sft,reward,"
-                         "ppo")
+                         "ppo,lowp")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     want = lambda n: not only or n in only
@@ -132,13 +132,16 @@ def main():
     # scripts that print RESULT lines: the tokenizer against JavaScript tokenizers, SFT on 1 and 2
     # MPI ranks, and the stage programs' own benchmarks when present
     ppo_bin = os.path.join(a.build, "bench", "bench_ppo")
+    lowp_bin = os.path.join(a.build, "bench", "bench_lowp")
     quick_reward = ["--quick"] if a.quick else []
     quick_ppo = ["--iterations", "2", "--repeats", "1"] if a.quick else []
     for name, cmd in (("tokenizer", ["sh", "bench/tokenizer.sh", a.build]),
                       ("mpi", ["sh", "bench/mpi.sh", a.build]),
                       ("sft", ["sh", "bench/sft.sh", a.build]),
                       ("reward", ["sh", "bench/bench_reward.sh", a.build] + quick_reward),
-                      ("ppo", [ppo_bin, "--preset", "small"] + quick_ppo)):
+                      ("ppo", [ppo_bin, "--preset", "small"] + quick_ppo),
+                      ("lowp", [lowp_bin, "--threads", str(a.threads)]
+                       + (["--rows", "1"] if a.quick else []))):
         program = cmd[1] if cmd[0] == "sh" else cmd[0]
         if not want(name) or not os.path.exists(os.path.join(ROOT, program)):
             continue

@@ -1,0 +1,99 @@
+// Reduced-precision weight copies for the models that never train (sampling copies, frozen
+// reference and reward models) and the kernels that multiply by them, reading the narrow weights
+// and accumulating in fp32.
+//
+// A LowpMatrix holds one weight matrix in bf16 or int8, ALWAYS stored in the nn.Linear layout
+// [out, in] (OC rows of C): each output channel is one contiguous row, so the products stream
+// every weight byte once. A GPT-2 Conv1D weight ([in, out]) is transposed on conversion.
+// - bf16: each weight rounded to nearest, ties to even, from fp32 (relative error <= 2^-8).
+// - int8: symmetric, one fp32 scale per output channel (a row of [out, in], a column of GPT-2's
+//   [in, out]): scale = max|w| / 127, q = round(w / scale) in [-127, 127]; the channel's largest
+//   weight maps to +-127 and every weight is off by at most scale / 2. A channel of zeros has
+//   scale 0.
+// Non-finite weights (NaN, +-Inf), and finite ones that bf16 would round to infinity, are refused
+// with an error naming the element: a frozen model with them is broken, not slow.
+//
+// Kernels, chosen at run time per matrix (lowp_matrix_init picks the best path this CPU runs;
+// RLHF_LOWP=portable in the environment, or lowp_matrix_set_path, forces the portable one):
+// - LOWP_PATH_AVX512: bf16 through AVX512-BF16's vdpbf16ps (the activations are rounded to bf16
+//   as well, relative 2^-8 each, as bf16 matmuls do), int8 dequantised on the fly with AVX512F.
+//   Needs avx512f, avx512bw, avx512vl and, for bf16, avx512_bf16.
+// - LOWP_PATH_PORTABLE: AVX2 + FMA, every x86-64 since 2013: bf16 widened to fp32 by a 16-bit
+//   shift, int8 widened and converted, both multiplied with fp32 activations (no rounding of them).
+// - LOWP_PATH_SCALAR: plain C, where neither exists (and on other architectures).
+// int8 is always dequantised on the fly (fp32 activations, the scale applied once per channel),
+// which keeps int8's only error the weight's rounding.
+// Each output element is computed by one thread in a fixed order, so results do not depend on the
+// number of threads. Kernels parallelise over output channels with OpenMP and must not be called
+// from inside another parallel region.
+#ifndef LOWP_H
+#define LOWP_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { LOWP_FP32 = 0, LOWP_BF16 = 1, LOWP_INT8 = 2 } LowpFormat;
+// the layout of the fp32 weight given to lowp_matrix_init
+typedef enum { LOWP_OUT_IN = 0, LOWP_IN_OUT = 1 } LowpLayout;
+typedef enum { LOWP_PATH_SCALAR = 0, LOWP_PATH_PORTABLE = 1, LOWP_PATH_AVX512 = 2 } LowpPath;
+
+typedef struct {
+    LowpFormat fmt;      // LOWP_BF16 or LOWP_INT8
+    LowpPath path;       // the kernels this matrix's products use
+    int C, OC;           // in, out: stored as OC rows of C
+    uint16_t *bf16;      // (OC, C) bf16 bits, when fmt is LOWP_BF16; owned
+    int8_t *q;           // (OC, C), when fmt is LOWP_INT8; owned
+    float *scale;        // (OC), when fmt is LOWP_INT8; owned
+} LowpMatrix;
+
+// "fp32" | "bf16" | "int8" -> *fmt; -1 with an error naming s otherwise.
+int lowp_parse_format(const char *s, LowpFormat *fmt, char *err, size_t errlen);
+const char *lowp_format_name(LowpFormat fmt);
+const char *lowp_path_name(LowpPath path);
+// The fastest path this CPU runs for fmt, or LOWP_PATH_PORTABLE (SCALAR without AVX2) when the
+// environment has RLHF_LOWP=portable. RLHF_LOWP=scalar forces plain C. Any other value of
+// RLHF_LOWP is ignored here: programs call lowp_check_env first.
+LowpPath lowp_default_path(LowpFormat fmt);
+// 0 when RLHF_LOWP is unset, empty, "portable" or "scalar"; -1 with an error naming it otherwise
+int lowp_check_env(char *err, size_t errlen);
+// whether this CPU runs path for fmt
+int lowp_path_supported(LowpPath path, LowpFormat fmt);
+
+// m from the fp32 weight w: (OC, C) when layout is LOWP_OUT_IN, (C, OC) when LOWP_IN_OUT.
+// fmt bf16 or int8; the path is lowp_default_path(fmt). 0, or -1 with an error (m is then empty
+// and lowp_matrix_free on it is harmless).
+int lowp_matrix_init(LowpMatrix *m, LowpFormat fmt, const float *w, LowpLayout layout, int C,
+                     int OC, char *err, size_t errlen);
+// Converts w again into m's own buffers (same format, shape and layout as at init): the sampling
+// copy's refresh after an update. 0, or -1 with an error (m's contents are then unspecified
+// and must be refreshed again before use).
+int lowp_matrix_refresh(LowpMatrix *m, const float *w, LowpLayout layout, char *err,
+                        size_t errlen);
+// forces m's kernels; -1 with an error when this CPU does not run path for m's format
+int lowp_matrix_set_path(LowpMatrix *m, LowpPath path, char *err, size_t errlen);
+void lowp_matrix_free(LowpMatrix *m);
+// bytes of weights (and scales) the matrix holds: what one product streams
+int64_t lowp_matrix_bytes(const LowpMatrix *m);
+
+// More rows than this multiply dequantised tiles of the weights with sgemm (see lowp_forward).
+#define LOWP_SGEMM_ROWS 16
+
+// out (N, OC) = [out +] inp (N, C) @ W^T + bias, W the matrix (OC, C) in fp32 terms, bias (OC) or
+// NULL, beta_one as linear_forward (a residual add fused into the product).
+// Up to LOWP_SGEMM_ROWS rows (decoding): the path's kernels, one row against 4 weight rows at a
+// time, more rows in groups of up to 8 against each weight row while it is in cache, so every
+// weight byte is read from memory once; the result does not depend on the number of threads. The
+// AVX512 bf16 kernels round the N * C activations to bf16 into a buffer (on the stack up to
+// 64 KiB, malloc'd above).
+// More rows (B = 64 decoding, scoring): the product is bound by arithmetic, not by reading
+// weights, so tiles of at least 256 output channels are dequantised to fp32 (a malloc'd scratch
+// of about 2 MiB, 256 x C floats where that is more) and multiplied by sgemm, whose rounding, as linear_forward's, may change with the thread count;
+// the path then plays no part.
+void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
+                  int beta_one);
+// row r of W in fp32 (C floats): an embedding lookup from a tied bf16 / int8 token table
+void lowp_matrix_row(float *dst, const LowpMatrix *m, int r);
+
+// fp32 -> bf16 bits, round to nearest even (NaN stays NaN), and back (exact)
+uint16_t lowp_bf16_from_float(float f);
+float lowp_bf16_to_float(uint16_t h);
+#endif
