@@ -19,6 +19,11 @@
 #include <string.h>
 
 static const ConfigEntry PPO_SCHEMA[] = {
+    CONFIG_ENTRY("algorithm", CONFIG_ENUM, "ppo",
+                 "ppo: clipped PPO with a value model and GAE (InstructGPT); grpo: group-relative "
+                 "advantages (r - group mean) / group std, no value model; rloo: r minus the mean "
+                 "of the other completions of the prompt, no value model",
+                 .choices = "ppo|grpo|rloo", .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("model.policy", CONFIG_STRING, "",
                  "the SFT checkpoint the policy starts from (required)"),
     CONFIG_ENTRY("model.reference", CONFIG_STRING, "",
@@ -49,6 +54,13 @@ static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("rollout.generation_batch", CONFIG_INT, "0",
                  "prompts generated at once (0: the whole rollout batch; bounds the KV cache)",
                  .min = "0", .max = "1048576"),
+    CONFIG_ENTRY("rollout.group_size", CONFIG_INT, "1",
+                 "completions sampled per prompt (rollout.batch_size / group_size prompts per "
+                 "iteration); grpo and rloo need 2 or more",
+                 .min = "1", .max = "65536", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("grpo.scale_std", CONFIG_BOOL, "true",
+                 "grpo: divide by the group's standard deviation (false: r - group mean only)",
+                 .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("rollout.max_new_tokens", CONFIG_INT, "64", "longest response", .min = "1",
                  .max = "1048576"),
     CONFIG_ENTRY("rollout.temperature", CONFIG_DOUBLE, "1.0",
@@ -71,6 +83,11 @@ static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("kl.beta", CONFIG_DOUBLE, "0.02",
                  "KL penalty coefficient (the start value with the adaptive controller)",
                  .min = "0", .max = "1000"),
+    CONFIG_ENTRY("kl.mode", CONFIG_ENUM, "reward",
+                 "reward: -beta (log pi - log pi_ref) per token in the reward (InstructGPT); loss: "
+                 "beta times the k3 estimator (e^(ref-logp) - 1 - (ref-logp)) per token added to "
+                 "the policy loss (GRPO)",
+                 .choices = "reward|loss", .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("kl.controller", CONFIG_ENUM, "fixed",
                  "fixed beta, or adaptive toward kl.target (Ziegler et al. 2019)",
                  .choices = "fixed|adaptive"),

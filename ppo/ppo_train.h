@@ -49,6 +49,8 @@ typedef struct {
     double resp_len, end_rate;      // response tokens; share that ended with the end token
     double policy_loss, clip_frac, approx_kl, ratio_mean;
     double value_loss, value_clip_frac, explained_var;
+    double kl_loss;                 // kl.mode loss: the k3 term beta * mean_t k3 (NaN otherwise)
+    double adv_abs;                 // mean |advantage| per episode (critic-free algorithms)
     double ptx_loss;                // mean LM loss (per token, before ptx.coef) of the ptx batches
     double first_ratio_dev; // max |ratio - 1| on the iteration's first minibatch (0 expected)
     double grad_norm, value_grad_norm;
@@ -63,6 +65,8 @@ typedef struct {
     int64_t ppo_tokens, ptx_tokens; // positions through training forward+backward
     int64_t minibatches, skipped;
 } PpoStats;
+
+enum { PPO_ALGO = 0 };   // algorithm ppo; grpo and rloo are PPO_ADV_GRPO and PPO_ADV_RLOO
 
 typedef struct Ppo {
     Dist dist;                      // rank 0 writes; every rank computes its share
@@ -79,6 +83,12 @@ typedef struct Ppo {
     float clip, value_clip, gamma, lam, ema_decay;
     float eos_penalty, score_clip;
     int whiten, max_bad;
+    // algorithm: PPO_ALGO (the value model and GAE) or critic-free, PPO_ADV_GRPO / PPO_ADV_RLOO
+    // (ppo.h): rollout.group_size completions per prompt, one advantage per completion from its
+    // group's rewards, no value model loaded, trained or saved
+    int algo, group, scale_std;
+    int has_value;                  // algo == PPO_ALGO
+    int kl_loss;                    // kl.mode loss: k3 * beta in the policy loss, not the reward
     int64_t nan_from;               // debug.nan_from_iteration (fault injection for tests)
     GenConfig gen;
     AdamWConfig opt_policy, opt_value;
@@ -116,6 +126,7 @@ typedef struct Ppo {
     int32_t *plen, *rlen, *ended;   // (R)
     int64_t *pidx;                  // (R) prompt index
     float *score, *shaped;          // (R) raw and shaped reward-model score
+    float *ep_reward, *ep_adv;      // (R) critic-free: each episode's reward and advantage
     float *old_logp, *ref_logp, *old_values, *rewards, *adv, *ret, *entropy;   // (R, Tpos)
     uint8_t *mask;                  // (R, Tpos) 1 on response positions
     int32_t *perm;                  // (R) minibatch order of the current epoch
@@ -128,6 +139,7 @@ typedef struct Ppo {
     union { float *b_old_logp, *b_old_values; };       // the rollout's, for the ratio / value clip
     union { float *b_adv, *b_returns; };               // what the update moves toward
     float *b_weights; // per-token loss weights (1 / response tokens)
+    float *b_ref;     // kl.mode loss: the reference's log-probs of the minibatch
     union { float *b_dlogp, *b_dvalues; };             // the loss's gradient, fed to backward
     // generation scratch
     int32_t *g_prompts, *g_plen, *g_out, *g_olen;

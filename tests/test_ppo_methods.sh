@@ -1,0 +1,147 @@
+#!/bin/sh
+# The ppo program's critic-free algorithms (algorithm: grpo | rloo) and the KL as a loss term
+# (kl.mode: loss), end to end on tiny models (the fixtures of test_ppo.sh: a reward model that
+# prefers digit tokens, a policy pretrained briefly on the sums it is asked about):
+#   - the defaults written out (algorithm ppo, group size 1, kl.mode reward) change neither the
+#     config hash nor a bit of the result
+#   - grpo and rloo: no value model in the memory plan, none loaded or saved; group_size
+#     completions of each prompt side by side; the score rises
+#   - kl.mode loss: the k3 term recorded, the rollouts' rewards without the KL
+#   - kill -9 and the same command ends bit-identical, for grpo and for rloo
+#   - bad settings: clear messages
+. "$PWD/tests/lib.sh"
+lib_workspace
+export OMP_WAIT_POLICY=passive
+ERR_LINES=8
+metric() {   # metric DB NAME STEP
+    python3 -c "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute('select value from metrics where name=? and step=?', (sys.argv[2], int(sys.argv[3]))).fetchone(); print(repr(r[0]) if r else 'none')" "$@"
+}
+cd "$W" || exit 1
+
+sums 300 "$SUM_TEXT" > corpus.txt
+sums 300 "$SUM_PROMPT" > prompts.jsonl
+tiny_tok 300
+"$B/rlhf" init --preset tiny --n-layer 2 --n-positions 48 --n-embd 32 --tokenizer tok --seed 5 \
+    --out base 2>/dev/null
+"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 48 --n-embd 32 --tokenizer tok --seed 6 \
+    --score-head --no-lm-head --out rm 2>/dev/null
+python3 "$FIX/ppo_craft_reward.py" rm > /dev/null || bad "crafting the reward model"
+cat > pre.yaml <<'YAML'
+model: {init: base}
+out: {dir: pre}
+data: {format: text, train: [corpus.txt]}
+train: {batch_size: 8, seq_len: 32, steps: 80, lr: 3e-3}
+eval: {every: 1000}
+YAML
+"$B/sft" -c pre.yaml > /dev/null 2>&1 || bad "pretraining the policy"
+cat > ppo.yaml <<'YAML'
+model: {policy: pre/best, reward: rm}
+out: {dir: ppo}
+data: {prompts: [prompts.jsonl], prompt_template: "{prompt}"}
+rollout: {batch_size: 16, max_new_tokens: 12}
+ppo: {minibatch_size: 4, epochs: 2}
+ptx: {coef: 0}
+kl: {beta: 0.1}
+train: {iterations: 3, policy_lr: 2e-3, value_lr: 3e-3}
+YAML
+
+# 1. the defaults written out: the same config hash and the same bits as PPO without them
+"$B/ppo" -c ppo.yaml > /dev/null 2> err1 || bad "ppo run"
+mv ppo ppo2
+"$B/ppo" -c ppo.yaml --set algorithm=ppo --set rollout.group_size=1 \
+    --set kl.mode=reward --set grpo.scale_std=true > /dev/null 2> err2 || bad "ppo run, defaults set"
+h1=$(sed -n 's/.*config \([0-9a-f]*\)$/\1/p' err1); h2=$(sed -n 's/.*config \([0-9a-f]*\)$/\1/p' err2)
+[ -n "$h1" ] && [ "$h1" = "$h2" ] && cmp -s ppo/policy/model.safetensors ppo2/policy/model.safetensors &&
+    cmp -s ppo/last/value/model.safetensors ppo2/last/value/model.safetensors &&
+    ok "algorithm ppo, group size 1, kl.mode reward written out: config hash $h1 and result unchanged" ||
+    bad "the defaults written out changed PPO ($h1 vs $h2)"
+
+# 2. grpo: no value model anywhere; group_size completions per prompt; the score rises
+cat > grpo.yaml <<'YAML'
+algorithm: grpo
+model: {policy: pre/best, reward: rm}
+out: {dir: grpo}
+data: {prompts: [prompts.jsonl], prompt_template: "{prompt}"}
+rollout: {batch_size: 16, group_size: 4, max_new_tokens: 12}
+ppo: {minibatch_size: 4, epochs: 2}
+ptx: {coef: 0}
+kl: {beta: 0.1}
+train: {iterations: 10, policy_lr: 2e-3}
+save: {every: 5}
+YAML
+"$B/ppo" -c grpo.yaml > out 2> err || bad "grpo run"
+grep -q "^ppo: memory plan.*critic-free: no value model" err && ! grep -q "^ppo:   value" err &&
+    grep -q "^ppo:   policy" err && grep -q "^ppo:   reward" err &&
+    ok "grpo: the memory plan has no value model (and says so)" || bad "grpo memory plan: $(grep '^ppo:  ' err)"
+[ -f grpo/policy/model.safetensors ] && [ -f grpo/last/policy/model.safetensors ] && [ ! -e grpo/last/value ] &&
+    ok "grpo: policy/ and last/ written, no value model saved" || bad "grpo outputs: $(ls grpo/last)"
+python3 - grpo/workspace.db > out 2>&1 <<'PY' && ok "grpo: 4 completions of each prompt side by side, 4 prompts per iteration, the score rises ($(cat out))" || bad "grpo groups or learning: $(cat out)"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+for it in range(1, 11):
+    p = [r[0] for r in db.execute("select prompt from rollouts where iteration=? order by id", (it,))]
+    assert len(p) == 16, len(p)
+    groups = [p[i:i + 4] for i in range(0, 16, 4)]
+    assert all(len(set(g)) == 1 for g in groups), groups
+    assert len(set(g[0] for g in groups)) == 4, groups
+m = lambda n, s: db.execute("select value from metrics where name=? and step=?", (n, s)).fetchone()[0]
+first, last = m("ppo/score", 1), sum(m("ppo/score", s) for s in (8, 9, 10)) / 3
+assert db.execute("select count(*) from metrics where name='ppo/value_loss' and value=value").fetchone()[0] == 0
+assert m("ppo/advantage_abs", 1) > 0
+print("%.3f -> %.3f" % (first, last))
+assert last > first + 0.25, (first, last)
+PY
+
+# 3. rloo with the KL as a loss term: recorded, and the rollouts' rewards are the shaped scores
+"$B/ppo" -c grpo.yaml --set algorithm=rloo --set out.dir=rloo --set kl.mode=loss \
+    --set train.iterations=4 > /dev/null 2> err || bad "rloo run (kl.mode loss)"
+grep -q "critic-free: no value model" err && [ ! -e rloo/last/value ] &&
+python3 - rloo/workspace.db > out 2>&1 <<'PY' && ok "rloo, kl.mode loss: k3 loss term recorded (>= 0), rewards without the KL" || bad "rloo kl loss: $(cat out)"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+kl = [r[0] for r in db.execute("select value from metrics where name='ppo/kl_loss' order by step")]
+assert len(kl) == 4 and all(k >= 0 for k in kl), kl
+r = db.execute("select score, reward, kl, ended from rollouts").fetchall()
+# missing_eos_penalty 1: reward = score - (not ended); no -beta KL in it although KL is not 0
+assert all(abs(rw - (s - (0 if e else 1))) < 1e-5 for s, rw, k, e in r), r[:3]
+assert any(abs(k) > 1e-6 for s, rw, k, e in r)
+PY
+
+# 4. kill -9 at a random moment and the same command: the same bits, for grpo and rloo
+for algo in grpo rloo; do
+    sed -e "s/algorithm: grpo/algorithm: $algo/" -e 's/iterations: 10/iterations: 30/' \
+        -e 's/every: 5/every: 1/' -e "s/dir: grpo/dir: full_$algo/" grpo.yaml > full.yaml
+    sed "s/dir: full_$algo/dir: killed_$algo/" full.yaml > killed.yaml
+    "$B/ppo" -c full.yaml > /dev/null 2> err || bad "uninterrupted $algo run"
+    killed=0
+    for delay in 1.0 1.5 0.7 2.5 0.4; do
+        rm -rf "killed_$algo"
+        "$B/ppo" -c killed.yaml > /dev/null 2>&1 &
+        pid=$!
+        sleep $delay
+        if kill -9 $pid 2>/dev/null; then
+            wait $pid 2>/dev/null
+            if [ -d "killed_$algo/last" ] || [ -d "killed_$algo/last.old" ]; then killed=1; break; fi
+        else wait $pid 2>/dev/null; fi
+    done
+    "$B/ppo" -c killed.yaml > /dev/null 2> err
+    at=$(sed -n 's/.*resuming run [0-9]* at iteration \([0-9]*\).*/\1/p' err)
+    same=1
+    for f in last/policy/model.safetensors last/policy/trainer_state.safetensors policy/model.safetensors; do
+        cmp -s "full_$algo/$f" "killed_$algo/$f" || { same=0; echo "    differs: $f"; }
+    done
+    q="select iteration, prompt, response, score, reward, kl from rollouts order by iteration, id"
+    [ "$(sqlite3 "full_$algo/workspace.db" "$q" | md5sum)" = "$(sqlite3 "killed_$algo/workspace.db" "$q" | md5sum)" ] || same=0
+    if [ $killed -eq 1 ] && [ -n "$at" ] && [ $same -eq 1 ]; then
+        ok "$algo: kill -9 (resumed at iteration $at of 30): policy, moments, result and rollouts bit-identical"
+    else bad "$algo kill/resume (killed=$killed at=$at same=$same)"; fi
+done
+
+# 5. bad settings
+expect_fail "grpo without a group is refused, naming rollout.group_size" 1 "rollout.group_size to 2 or more" \
+    "$B/ppo" -c grpo.yaml --set out.dir=b1 --set rollout.group_size=1
+expect_fail "a rollout batch not a multiple of the group size is refused" 1 "multiple of rollout.group_size" \
+    "$B/ppo" -c grpo.yaml --set out.dir=b2 --set rollout.group_size=3
+expect_fail "an unknown algorithm names the choices" 1 "algorithm: expected one of ppo, grpo, rloo" \
+    "$B/ppo" -c grpo.yaml --set out.dir=b3 --set algorithm=dpo
+lib_summary
