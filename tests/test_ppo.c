@@ -502,6 +502,32 @@ static void test_kl_loss(void) {
     CHECK(ppo_kl_loss(ref, ref, w, 2, 0.5f, z) == 0.0 && z[0] == 0.0f && z[1] == 0.0f);
 }
 
+static void test_reward_parts(void) {
+    // three models' scores of two episodes, one row per model
+    float sc[6] = {1, -2, 3, 0, 2, 1}, out[2];
+    ppo_combine_scores(sc, 3, 2, 2, 0, out);
+    CHECK(out[0] == 2.0f && fabsf(out[1] - (-1.0f / 3.0f)) < 1e-7f);
+    ppo_combine_scores(sc, 3, 2, 2, 1, out);
+    CHECK(out[0] == 1.0f && out[1] == -2.0f);
+    ppo_combine_scores(sc, 1, 2, 2, 1, out);   // one model: its score
+    CHECK(out[0] == 1.0f && out[1] == -2.0f);
+    // over-length: zone 4 of 16 tokens, coefficient 2
+    CHECK(ppo_overlong_penalty(12, 16, 4, 2.0) == 0.0);
+    CHECK(ppo_overlong_penalty(13, 16, 4, 2.0) == 0.5);
+    CHECK(ppo_overlong_penalty(16, 16, 4, 2.0) == 2.0);
+    CHECK(ppo_overlong_penalty(15, 16, 0, 2.0) == 0.0 && ppo_overlong_penalty(16, 16, 0, 2.0) == 2.0);
+    // running normalisation: two batches give the moments of all four values
+    PpoRunningMoments m = {0};
+    float a[2] = {1, 3}, b[2] = {5, 7}, o[2];
+    ppo_running_normalize(&m, a, 2, o);
+    CHECK(m.count == 2 && m.mean == 2.0 && fabs(m.m2 - 2.0) < 1e-12);
+    CHECK(fabs(o[0] - (-1.0 / sqrt(2.0 + 1e-8))) < 1e-6);
+    ppo_running_normalize(&m, b, 2, o);
+    // {1,3,5,7}: mean 4, sum of squares 20, unbiased variance 20/3
+    CHECK(m.count == 4 && fabs(m.mean - 4.0) < 1e-12 && fabs(m.m2 - 20.0) < 1e-12);
+    CHECK(fabs(o[1] - 3.0 / sqrt(20.0 / 3 + 1e-8)) < 1e-6);
+}
+
 int main(void) {
     test_case("KL estimators k1 and k3 (hand values, zero at equality)", test_kl_estimators);
     test_case("per-token rewards, score shaping (missing end token, clipping)",
@@ -524,5 +550,7 @@ int main(void) {
               test_policy_equals_reference);
     test_case("GRPO (with and without the std) and RLOO advantages by hand", test_group_advantages);
     test_case("k3 KL loss term: hand values, d/dlogp, central differences", test_kl_loss);
+    test_case("reward ensemble mean/min, over-length penalty, running normalisation by hand",
+              test_reward_parts);
     return test_summary();
 }
