@@ -199,6 +199,8 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
         for (int i = 0; i < 4; i++) memset(f[i], 0, RT * sizeof(float));
         memset(s->score, 0, (size_t)s->R * sizeof(float));
+        if (s->parts.n_rm > 1)
+            memset(s->parts.rm_score, 0, (size_t)s->parts.n_rm * s->R * sizeof(float));
     }
     for (int k = 0; k < s->R / s->mb; k++) {
         if (stop_now(s)) return PPO_ITER_STOPPED;
@@ -236,6 +238,7 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         model_get_values(&s->reward, s->b_values);
         for (int i = 0; i < n; i++)
             s->score[idx[i]] = s->b_values[(size_t)i * Tr + s->b_len[i] - 1];
+        if (s->parts.n_rm > 1 && ppo_parts_score(s, &rb, idx, n, err, errlen)) return -1;
         double t4 = util_time_s();
         st->t_policy += t1 - t0;
         st->t_ref += t2 - t1;
@@ -246,6 +249,8 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
         for (int i = 0; i < 4; i++) dist_allreduce_sum(&s->dist, f[i], (int64_t)RT);
         dist_allreduce_sum(&s->dist, s->score, s->R);
+        if (s->parts.n_rm > 1)
+            dist_allreduce_sum(&s->dist, s->parts.rm_score, (int64_t)s->parts.n_rm * s->R);
     }
     return 0;
 }
@@ -277,7 +282,8 @@ static void advantages(Ppo *s, PpoStats *st) {
     for (int b = 0; b < s->R; b++) {
         size_t o = (size_t)b * s->Tpos + s->plen[b] - 1;
         int n = s->rlen[b];
-        s->shaped[b] = ppo_shape_score(s->score[b], s->ended[b], s->eos_penalty, s->score_clip);
+        float total = s->parts.on ? s->parts.total[b] : s->score[b];
+        s->shaped[b] = ppo_shape_score(total, s->ended[b], s->eos_penalty, s->score_clip);
         double nonscore =
             ppo_rewards(s->old_logp + o, s->ref_logp + o, n, beta, s->shaped[b], s->rewards + o);
         double k1 = 0, k3 = 0;
@@ -530,6 +536,7 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         if (s->prompt_epoch != epoch0) { s->prompt_epoch = epoch0; ppo_prompt_order(s); }
     }
     if (rc) return rc;
+    if (ppo_parts_total(s, err, errlen)) return -1;
     advantages(s, st);
     int nmb = s->R / s->mb;
     for (int ep = 0; ep < s->epochs; ep++) {
@@ -580,7 +587,7 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
 // A response as text for the store: UTF-8, with every byte that is not part of valid UTF-8 (a
 // sampled sequence of byte-level tokens can cut a character) and every NUL replaced by U+FFFD,
 // so that the rollouts table reads cleanly from any SQL client.
-static char *decode(const Tokenizer *tok, const int32_t *ids, int n) {
+char *ppo_decode(const Tokenizer *tok, const int32_t *ids, int n) {
     TokBytes tb = {0};
     tok_decode(tok, ids, (size_t)n, &tb, NULL, 0);
     char *out = utf8_clean(tb.data, tb.n);
@@ -598,7 +605,7 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
         for (int t = 0; t < s->rlen[b]; t++)
             kl += ppo_kl_k1(s->old_logp[o + t], s->ref_logp[o + t]);
         double nonscore = -st->beta * kl;
-        char *resp = decode(s->tok, s->seq + (size_t)b * s->Tseq + s->plen[b],
+        char *resp = ppo_decode(s->tok, s->seq + (size_t)b * s->Tseq + s->plen[b],
                             s->rlen[b] - (s->ended[b] ? 1 : 0));
         StoreRollout r = {.run_id = s->tr.run_id,
                           .iteration = it,
@@ -609,8 +616,10 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
                           .reward = s->kl_loss ? s->shaped[b] : s->shaped[b] + nonscore,
                           .kl = kl,
                           .response_tokens = s->rlen[b],
-                          .ended = s->ended[b]};
+                          .ended = s->ended[b],
+                          .components = ppo_parts_components(s, b)};
         int rc = store_add_rollout(s->tr.db, &r, NULL, err, errlen);
+        free((char *)r.components);
         free(resp);
         if (rc) { store_rollback(s->tr.db, NULL, 0); return -1; }
     }
@@ -666,7 +675,8 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
             return -1;
         }
     // what only the other modes measure (PPO's default records stay as they were)
-    if ((s->kl_loss &&
+    if (ppo_parts_metrics(s, it, err, errlen) ||
+        (s->kl_loss &&
          store_add_metric(s->tr.db, s->tr.run_id, it, "ppo/kl_loss", st->kl_loss, err, errlen)) ||
         (!s->has_value && store_add_metric(s->tr.db, s->tr.run_id, it, "ppo/advantage_abs",
                                            st->adv_abs, err, errlen))) {

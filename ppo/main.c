@@ -80,6 +80,33 @@ static const ConfigEntry PPO_SCHEMA[] = {
         .choices = "end_token|as_is"),
     CONFIG_ENTRY("reward.clip", CONFIG_DOUBLE, "0", "clip scores to [-clip, clip] (0: off)",
                  .min = "0"),
+    CONFIG_ENTRY("reward.models", CONFIG_LIST, NULL,
+                 "more reward model checkpoints, scored with model.reward and combined by "
+                 "reward.combine (an ensemble against reward hacking)", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.combine", CONFIG_ENUM, "mean",
+                 "how the reward models' scores combine: their mean, or their minimum",
+                 .choices = "mean|min", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.programs", CONFIG_LIST, NULL,
+                 "reward programs (run through /bin/sh once per iteration): a JSON line "
+                 "{\"prompt\": ..., \"completion\": ...} per episode on stdin, one number per line "
+                 "back, added to the score times its weight", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.program_weights", CONFIG_LIST, NULL,
+                 "one weight per reward program (default 1 each)", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.program_timeout", CONFIG_DOUBLE, "60",
+                 "seconds a reward program may go without reading or answering before it is "
+                 "stopped and the run with it", .min = "0.01", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("reward.length_penalty", CONFIG_DOUBLE, "0",
+                 "subtracted from the reward per response token (0: off)", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.overlong_penalty", CONFIG_DOUBLE, "0",
+                 "subtracted from the reward of a response running into rollout.max_new_tokens "
+                 "(0: off), rising linearly over the last reward.overlong_tokens tokens",
+                 .min = "0", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.overlong_tokens", CONFIG_INT, "0",
+                 "the zone before rollout.max_new_tokens where reward.overlong_penalty rises (0: "
+                 "only a response of max_new_tokens is penalised)", .min = "0", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.normalize", CONFIG_BOOL, "false",
+                 "normalise the reward by the running mean and std of every reward so far",
+                 .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("kl.beta", CONFIG_DOUBLE, "0.02",
                  "KL penalty coefficient (the start value with the adaptive controller)",
                  .min = "0", .max = "1000"),

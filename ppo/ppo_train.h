@@ -68,6 +68,29 @@ typedef struct {
 
 enum { PPO_ALGO = 0 };   // algorithm ppo; grpo and rloo are PPO_ADV_GRPO and PPO_ADV_RLOO
 
+// The reward's parts besides model.reward's score (rewards.c). Off by default: the reward is then
+// that score alone, as it always was.
+typedef struct {
+    int on;                         // any part below is in use
+    int n_rm;                       // reward models: model.reward and reward.models
+    Model *rm;                      // (n_rm - 1) reward.models
+    ModelConfig *rm_config;         // (n_rm - 1)
+    const char *const *rm_dirs;     // (n_rm - 1) the config's list
+    int combine_min;                // reward.combine min (else mean)
+    int n_prog;
+    const char *const *prog_cmd;    // (n_prog) the config's list
+    double *prog_w;                 // (n_prog)
+    double prog_timeout;
+    double len_coef, over_coef;
+    int over_zone;
+    int normalize;
+    PpoRunningMoments norm;         // saved in checkpoints when normalize is on
+    float *rm_score;                // (n_rm, R) each model's score
+    float *prog_score;              // (n_prog, R)
+    float *len_pen, *over_pen;      // (R)
+    float *raw, *total;             // (R) the sum of the parts; after normalisation
+} PpoRewardParts;
+
 typedef struct Ppo {
     Dist dist;                      // rank 0 writes; every rank computes its share
     // configuration
@@ -89,6 +112,7 @@ typedef struct Ppo {
     int algo, group, scale_std;
     int has_value;                  // algo == PPO_ALGO
     int kl_loss;                    // kl.mode loss: k3 * beta in the policy loss, not the reward
+    PpoRewardParts parts;           // reward models beyond model.reward, programs, penalties
     int64_t nan_from;               // debug.nan_from_iteration (fault injection for tests)
     GenConfig gen;
     AdamWConfig opt_policy, opt_value;
@@ -146,6 +170,26 @@ typedef struct Ppo {
     Rng *g_rng;                     // (gen_B) one sampling stream per rollout
 } Ppo;
 
+
+// rewards.c: the reward's parts (see PpoRewardParts). config: reads the settings and the extra
+// reward models' configs (before the memory plan); plan_bytes: their memory; load: the models;
+// score: their scores of a reward minibatch (rb, rows idx, b_len their lengths); total: after
+// scoring, every part and the total of each episode; components: episode b's parts as a JSON
+// object (malloc'd; NULL when off); metrics: the iteration's means (reward/...); state: the
+// normalisation moments into / out of a checkpoint's trainer state.
+int    ppo_parts_config(Ppo *s, const ModelConfig *policy, char *err, size_t errlen);
+size_t ppo_parts_plan_bytes(const Ppo *s);
+int    ppo_parts_load(Ppo *s, char *err, size_t errlen);
+int    ppo_parts_score(Ppo *s, const ModelBatch *rb, const int32_t *idx, int n, char *err,
+                       size_t errlen);
+int    ppo_parts_total(Ppo *s, char *err, size_t errlen);
+char  *ppo_parts_components(const Ppo *s, int b);
+int    ppo_parts_metrics(Ppo *s, int64_t step, char *err, size_t errlen);
+int    ppo_parts_save_state(const Ppo *s, CkptTrainerState *st, char *err, size_t errlen);
+int    ppo_parts_load_state(Ppo *s, const CkptTrainerState *st, char *err, size_t errlen);
+void   ppo_parts_free(Ppo *s);
+// iteration.c: a response as clean UTF-8 text (malloc'd)
+char *ppo_decode(const Tokenizer *tok, const int32_t *ids, int n);
 
 // setup.c
 int  ppo_setup(Ppo *s, char *err, size_t errlen);

@@ -328,7 +328,7 @@ typedef struct { const char *what; size_t bytes; char detail[160]; } PlanRow;
 static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc,
                        const ModelConfig *vc, int max_rows, char *err, size_t errlen) {
     int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
-    PlanRow rows[8];
+    PlanRow rows[9];
     int n = 0;
 #define ROW(w, b, ...)                                                                             \
     do {                                                                                           \
@@ -347,6 +347,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
         ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1),
             "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl,
             s->Tpos);
+    if (s->parts.n_rm > 1)
+        ROW("reward+", ppo_parts_plan_bytes(s), "reward.models: %d more frozen reward models",
+            s->parts.n_rm - 1);
     if (s->has_ema)
         ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)",
             (double)s->ema_decay);
@@ -406,7 +409,8 @@ static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char
         ckpt_state_set_int(st, "prompts.index", s->prompt_index, err, errlen) ||
         ckpt_state_set_int(st, "prompts.fingerprint", (int64_t)s->prompt_fp, err, errlen) ||
         ckpt_state_set_int(st, "bad_streak", s->bad_streak, err, errlen) ||
-        ckpt_state_set_float(st, "kl.beta", s->kl.beta, err, errlen)) return -1;
+        ckpt_state_set_float(st, "kl.beta", s->kl.beta, err, errlen) ||
+        ppo_parts_save_state(s, st, err, errlen)) return -1;
     if (s->has_ptx) {
         DataCursor c;
         tokfile_iter_cursor(&s->ptx_it, &c);
@@ -740,7 +744,8 @@ static int resume_state(Ppo *s, const PpoRoles *m, CkptTrainerState *st, char *e
         ckpt_state_get_int(st, "prompts.index", &s->prompt_index, err, errlen) ||
         ckpt_state_get_int(st, "prompts.fingerprint", &fp, err, errlen) ||
         ckpt_state_get_int(st, "bad_streak", &s->bad_streak, err, errlen) ||
-        ckpt_state_get_float(st, "kl.beta", &beta, err, errlen))
+        ckpt_state_get_float(st, "kl.beta", &beta, err, errlen) ||
+        ppo_parts_load_state(s, st, err, errlen))
         return -1;
     if ((uint64_t)fp != s->prompt_fp)
         return util_err(err, errlen, "%s: the prompts changed since this checkpoint (other "
@@ -799,13 +804,15 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     if (!dist_identical(&s->dist, &s->prompt_fp, sizeof s->prompt_fp))
         return util_err(err, errlen, "the ranks read different prompts (data.format db: was the "
                                      "workspace changed meanwhile?)");
-    if (setup_lengths(s, &m, err, errlen)) return -1;
+    if (setup_lengths(s, &m, err, errlen) || ppo_parts_config(s, &m.config[ROLE_POLICY], err, errlen))
+        return -1;
     int max_rows = s->gen_B * s->Tp;
     if (max_rows > 4096) max_rows = s->gen_B > 4096 ? s->gen_B : 4096;
     const ModelConfig *c = m.config;
     if (memory_plan(s, &c[ROLE_POLICY], &c[ROLE_REFERENCE], &c[ROLE_REWARD], &c[ROLE_VALUE],
                     max_rows, err, errlen) ||
-        init_models(s, &m, resumed, max_rows, err, errlen) || load_ptx(s, err, errlen) ||
+        init_models(s, &m, resumed, max_rows, err, errlen) || ppo_parts_load(s, err, errlen) ||
+        load_ptx(s, err, errlen) ||
         trainer_pretrain_open(&s->pre, &s->tr, s->tok, s->policy.config.vocab_size,
                               s->policy.max_T, err, errlen))
         return -1;
@@ -840,6 +847,7 @@ void ppo_teardown(Ppo *s) {
     model_free(&s->reward);
     model_free(&s->value);
     model_free(&s->ema);
+    ppo_parts_free(s);
     dataset_free(s->ds);
     tok_free(s->tok);
     trainer_close(&s->tr);
