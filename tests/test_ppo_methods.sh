@@ -137,7 +137,81 @@ for algo in grpo rloo; do
     else bad "$algo kill/resume (killed=$killed at=$at same=$same)"; fi
 done
 
-# 5. bad settings
+# 5. reward parts: an ensemble of reward models, a reward program, penalties; each part logged
+# per iteration and stored with each rollout
+"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 48 --n-embd 32 --tokenizer tok --seed 7 \
+    --score-head --no-lm-head --out rm_rand 2>/dev/null
+cat > chars.py <<'PY'
+import json, sys
+for line in sys.stdin:
+    print(len(json.loads(line)["completion"]), flush=True)
+PY
+for comb in mean min; do
+    "$B/ppo" -c grpo.yaml --set out.dir=parts_$comb --set train.iterations=2 --set kl.mode=loss \
+        --set "reward.models=[rm_rand, rm]" --set reward.combine=$comb \
+        --set "reward.programs=[python3 chars.py]" --set "reward.program_weights=[0.5]" \
+        --set reward.length_penalty=0.1 --set reward.overlong_penalty=2 \
+        --set reward.overlong_tokens=4 > /dev/null 2> err || bad "run with reward parts ($comb): $(tail -1 err)"
+    python3 - parts_$comb/workspace.db $comb > out 2>&1 <<'PY' && ok "reward parts ($comb of 3 reward models, a program, length and over-length penalties): each by hand, stored per rollout and logged per iteration" || bad "reward parts ($comb): $(cat out)"
+import json, sqlite3, sys
+db, comb = sqlite3.connect(sys.argv[1]), sys.argv[2]
+rows = db.execute("select response, score, reward, response_tokens, ended, components, iteration from rollouts").fetchall()
+assert len(rows) == 32
+for resp, score, reward, n, ended, comp, it in rows:
+    c = json.loads(comp)
+    rm = c["reward_models"]
+    # model.reward (rm) first, then reward.models: rm_rand, rm again
+    assert len(rm) == 3 and rm[0] != rm[1] and rm[0] == rm[2], rm
+    want = sum(rm) / 3 if comb == "mean" else min(rm)
+    assert abs(c["score"] - want) < 1e-5 and abs(score - c["score"]) < 1e-6, (c, want)
+    assert c["programs"] == [len(resp)], (c["programs"], resp)
+    assert abs(c["length_penalty"] - 0.1 * n) < 1e-5
+    over = 0 if n <= 8 else 2 * min(1, (n - 8) / 4)
+    assert abs(c["overlong_penalty"] - over) < 1e-5, (n, c)
+    total = c["score"] + 0.5 * len(resp) - 0.1 * n - over
+    assert abs(c["total"] - total) < 1e-3, (c, total)
+    # kl.mode loss: the reward is the total, less the missing-end penalty (1)
+    assert abs(reward - (total - (0 if ended else 1))) < 1e-3, (reward, total)
+m = dict(((n, s), v) for n, s, v in db.execute("select name, step, value from metrics where name like 'reward/%'"))
+for it in (1, 2):
+    progs = [len(r[0]) for r in rows if r[6] == it]
+    assert abs(m[("reward/program_0", it)] - sum(progs) / 16) < 1e-4
+    for k in range(3):
+        assert ("reward/model_%d" % k, it) in m
+    assert ("reward/length_penalty", it) in m and ("reward/overlong_penalty", it) in m
+PY
+done
+"$B/ppo" -c grpo.yaml --set out.dir=norm --set train.iterations=3 --set reward.normalize=true \
+    --set reward.length_penalty=0.05 > /dev/null 2> err &&
+python3 - norm/workspace.db > out 2>&1 <<'PY' && ok "reward.normalize: the rewards of the first iteration have mean 0 and std 1" || bad "reward normalisation: $(cat out) $(tail -1 err)"
+import json, sqlite3, sys, statistics as st
+db = sqlite3.connect(sys.argv[1])
+z = [json.loads(c)["normalized"] for (c,) in db.execute("select components from rollouts where iteration = 1")]
+assert abs(st.mean(z)) < 1e-4 and abs(st.stdev(z) - 1) < 1e-3, z
+PY
+
+# 6. a reward program that hangs, crashes, answers too little or answers garbage: a clear error
+prog_fail() {   # NAME PATTERN PROGRAM [--set ...]
+    name=$1; pat=$2; prog=$3; shift 3
+    expect_fail "$name" 1 "$pat" "$B/ppo" -c grpo.yaml --set out.dir=pf --set train.iterations=1 \
+        --set "reward.programs=[$prog]" "$@"
+}
+prog_fail "a reward program that hangs is stopped after reward.program_timeout" \
+    "reward.programs\[0\] (sleep 30): no progress for 1 s (reward.program_timeout)" "sleep 30" \
+    --set reward.program_timeout=1
+prog_fail "a reward program that crashes is named with its status" \
+    "reward.programs\[0\] (exit 3): exited with status 3 after 0 of 16 answers" "exit 3"
+prog_fail "a reward program that answers garbage names the answer" \
+    "reward.programs\[0\] (.*): answer 1 is not a finite number: 'banana'" "sed s/.*/banana/"
+prog_fail "a reward program that answers too few lines says so" \
+    "reward.programs\[0\] (.*): answered 1 lines for 16 completions" "sed -n 1s/.*/1/p"
+prog_fail "an infinite answer is refused" "answer 1 is not a finite number: 'inf'" "sed s/.*/inf/"
+prog_fail "weights that do not match the programs are refused" \
+    "reward.program_weights has 2 weights for 1 reward.programs" "cat" --set "reward.program_weights=[1, 2]"
+expect_fail "a reward.models entry without a score head is refused" 1 "reward.models\[0\]: pre/best has no score head" \
+    "$B/ppo" -c grpo.yaml --set out.dir=pf --set "reward.models=[pre/best]"
+
+# 7. bad settings
 expect_fail "grpo without a group is refused, naming rollout.group_size" 1 "rollout.group_size to 2 or more" \
     "$B/ppo" -c grpo.yaml --set out.dir=b1 --set rollout.group_size=1
 expect_fail "a rollout batch not a multiple of the group size is refused" 1 "multiple of rollout.group_size" \
