@@ -161,6 +161,25 @@ static const ConfigEntry PPO_SCHEMA[] = {
     TRAINER_ENTRY_RESUME,
     TRAINER_ENTRY_SAVE_EVERY("10", "1", "save OUT.DIR/last every N iterations (and at the end)"),
     TRAINER_ENTRY_LOG_EVERY("1", "print a line every N iterations"),
+    CONFIG_ENTRY("guards.action", CONFIG_ENUM, "stop",
+                 "when a guard fires: stop the run (OUT.DIR/last keeps the last good "
+                 "checkpoint), or rollback: the last good checkpoint becomes the result",
+                 .choices = "stop|rollback", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.kl_max", CONFIG_DOUBLE, "0",
+                 "fire when the mean KL per episode rises above this (0: off)", .min = "0",
+                 .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.kl_min", CONFIG_DOUBLE, "-1e9",
+                 "fire when the mean KL per episode falls below this (e.g. -0.5: a negative "
+                 "KL; -1e9: off)", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.len_min", CONFIG_DOUBLE, "0",
+                 "fire when the mean response length (tokens) falls below this: collapse "
+                 "(0: off)", .min = "0", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.len_max", CONFIG_DOUBLE, "0",
+                 "fire when the mean response length rises above this: explosion (0: off)",
+                 .min = "0", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.patience", CONFIG_INT, "1",
+                 "iterations in a row outside a band before its guard fires", .min = "1",
+                 .flags = CONFIG_NO_HASH),
     CONFIG_ENTRY("eval.every", CONFIG_INT, "10",
                  "with eval.pretrain_text: its loss every N iterations (and at the end)",
                  .min = "1", .flags = CONFIG_NO_HASH),
@@ -225,6 +244,27 @@ static int evaluate_pretrain(Ppo *s, CliProgress *pr, char *err, size_t errlen) 
                             errlen);
 }
 
+// The guards after an iteration (every rank computes the same figures): 0 on; 1 the run ended
+// cleanly by a rollback (the last good checkpoint saved as the result); -1 stopped or an error.
+static int guard(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
+    char why[512], e2[512];
+    int rc = ppo_guards_check(s, st, why, sizeof why, err, errlen);
+    if (rc <= 0) return rc;
+    if (strcmp(config_get_string(s->cfg, "guards.action"), "rollback"))
+        return util_err(err, errlen, "%s; stopped (guards.action stop)%s%s", why,
+                        s->saved_iteration >= 0 ? ": the last good checkpoint is " : "",
+                        s->saved_iteration >= 0 ? s->tr.last_dir : "");
+    char ema[4300];
+    snprintf(ema, sizeof ema, "%s/ema", s->tr.last_dir);
+    if (ppo_restore_last(s, e2, sizeof e2) ||
+        (s->has_ema && ckpt_load_weights(ema, &s->ema, 0, e2, sizeof e2)))
+        return util_err(err, errlen, "%s; no checkpoint to roll back to yet: stopped", why);
+    if (dist_main(&s->dist))
+        fprintf(stderr, "ppo: rolled back to the last good checkpoint %s (iteration %lld): it is "
+                "the result\n", s->tr.last_dir, (long long)s->iteration);
+    return ppo_save_final(s, err, errlen) ? -1 : 1;
+}
+
 static int train(Ppo *s, char *err, size_t errlen) {
     int64_t save_every = config_get_int(s->cfg, "save.every"),
             log_every = config_get_int(s->cfg, "log.every");
@@ -272,6 +312,8 @@ static int train(Ppo *s, char *err, size_t errlen) {
         s->t_allreduce += st.t_allreduce;
         s->run_steps += st.minibatches;
         if (main_rank && ppo_record(s, &st, err, errlen)) return -1;
+        int g = guard(s, &st, err, errlen);
+        if (g) return g < 0 ? -1 : 0;
         if (main_rank &&
             (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1))
             log_line(s, &st, &pr);

@@ -142,6 +142,7 @@ typedef struct Ppo {
     Rng rng;
     int64_t iteration, policy_steps, value_steps;
     int64_t bad_streak;             // minibatches skipped in a row (NaN / Inf guard)
+    int64_t guard_streak;           // iterations in a row outside a guard's band (guards.c)
     int64_t saved_iteration;        // iteration of OUT.DIR/last (-1: none yet)
     double t_allreduce;             // seconds in gradient allreduces this run (MPI)
     int64_t run_steps;              // optimizer steps this run (not counting those before a resume)
@@ -188,6 +189,10 @@ int    ppo_parts_metrics(Ppo *s, int64_t step, char *err, size_t errlen);
 int    ppo_parts_save_state(const Ppo *s, CkptTrainerState *st, char *err, size_t errlen);
 int    ppo_parts_load_state(Ppo *s, const CkptTrainerState *st, char *err, size_t errlen);
 void   ppo_parts_free(Ppo *s);
+// guards.c: after iteration s->iteration (recorded): 1 when a guard fired (why says which, with the
+// figure and the threshold; recorded as metric guard/<name>), 0 when none did, -1 on an error.
+int ppo_guards_check(Ppo *s, const PpoStats *st, char *why, size_t whylen, char *err,
+                     size_t errlen);
 // iteration.c: a response as clean UTF-8 text (malloc'd)
 char *ppo_decode(const Tokenizer *tok, const int32_t *ids, int n);
 

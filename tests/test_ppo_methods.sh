@@ -211,7 +211,39 @@ prog_fail "weights that do not match the programs are refused" \
 expect_fail "a reward.models entry without a score head is refused" 1 "reward.models\[0\]: pre/best has no score head" \
     "$B/ppo" -c grpo.yaml --set out.dir=pf --set "reward.models=[pre/best]"
 
-# 7. bad settings
+# 7. guards: each fires on a crafted case, reports the figure and the threshold, records it
+"$B/ppo" -c grpo.yaml --set out.dir=g1 --set save.every=1 --set guards.kl_max=0.3 \
+    --set train.iterations=6 > /dev/null 2> err; rc=$?
+it=$(sed -n 's/.*guard guards.kl_max fired at iteration \([0-9]*\): mean KL per episode \([0-9.e-]*\) above guards.kl_max 0.3.*/\1/p' err | head -1)
+kl=$(sed -n 's/.*mean KL per episode \([0-9.e-]*\) above.*/\1/p' err | head -1)
+[ $rc -eq 1 ] && [ -n "$it" ] && grep -q "stopped (guards.action stop): the last good checkpoint is g1/last" err &&
+    [ "$(metric g1/workspace.db guard/kl_max "$it")" != none ] && [ ! -e g1/policy ] &&
+    python3 -c "import json,sys; s=json.load(open('g1/last/policy/trainer_state.json')); sys.exit(0)" 2>/dev/null &&
+    ok "guards.kl_max: fired at iteration $it (KL $kl > 0.3), exit 1, recorded as guard/kl_max, last/ kept" ||
+    bad "guards.kl_max (rc $rc, it $it): $(tail -2 err)"
+expect_fail "guards.kl_min fires on iteration 1's zero KL, naming figure and threshold" 1 \
+    "guard guards.kl_min fired at iteration 1: mean KL per episode 0 below guards.kl_min 0.5" \
+    "$B/ppo" -c grpo.yaml --set out.dir=g2 --set guards.kl_min=0.5
+expect_fail "guards.len_max fires on an explosion of the response length" 1 \
+    "guard guards.len_max fired at iteration 1: mean response length [0-9.]* above guards.len_max 2" \
+    "$B/ppo" -c grpo.yaml --set out.dir=g3 --set guards.len_max=2
+expect_fail "guards.len_min fires on a collapse, and a rollback without a checkpoint stops" 1 \
+    "guards.len_min 50; no checkpoint to roll back to yet: stopped" \
+    "$B/ppo" -c grpo.yaml --set out.dir=g4 --set guards.len_min=50 --set guards.action=rollback
+"$B/ppo" -c grpo.yaml --set out.dir=g5 --set guards.len_min=50 --set guards.patience=3 \
+    --set train.iterations=2 > /dev/null 2> err && [ "$(grep -c "below guards.len_min 50 ([12] of 3 iterations in a row)" err)" = 2 ] &&
+    ok "guards.patience: outside the band for fewer iterations than the patience only warns" ||
+    bad "guards.patience: $(tail -2 err)"
+# rollback: the result is the last good checkpoint, bit for bit
+"$B/ppo" -c grpo.yaml --set out.dir=g6 --set save.every=1 --set guards.kl_max=0.3 \
+    --set guards.action=rollback --set train.iterations=6 > /dev/null 2> err; rc=$?
+it=$(sed -n 's/.*rolled back to the last good checkpoint g6\/last (iteration \([0-9]*\)).*/\1/p' err)
+[ -n "$it" ] && "$B/ppo" -c grpo.yaml --set out.dir=g7 --set train.iterations="$it" > /dev/null 2>&1
+[ $rc -eq 0 ] && [ -n "$it" ] && cmp -s g6/policy/model.safetensors g7/policy/model.safetensors &&
+    ok "guards.action rollback: the result is the last good checkpoint (iteration $it), equal to a run of $it iterations" ||
+    bad "guards rollback (rc $rc, it $it): $(tail -2 err)"
+
+# 8. bad settings
 expect_fail "grpo without a group is refused, naming rollout.group_size" 1 "rollout.group_size to 2 or more" \
     "$B/ppo" -c grpo.yaml --set out.dir=b1 --set rollout.group_size=1
 expect_fail "a rollout batch not a multiple of the group size is refused" 1 "multiple of rollout.group_size" \
