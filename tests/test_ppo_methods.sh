@@ -212,14 +212,14 @@ expect_fail "a reward.models entry without a score head is refused" 1 "reward.mo
     "$B/ppo" -c grpo.yaml --set out.dir=pf --set "reward.models=[pre/best]"
 
 # 7. guards: each fires on a crafted case, reports the figure and the threshold, records it
-"$B/ppo" -c grpo.yaml --set out.dir=g1 --set save.every=1 --set guards.kl_max=0.3 \
+"$B/ppo" -c grpo.yaml --set out.dir=g1 --set save.every=1 --set guards.kl_max=0.15 \
     --set train.iterations=6 > /dev/null 2> err; rc=$?
-it=$(sed -n 's/.*guard guards.kl_max fired at iteration \([0-9]*\): mean KL per episode \([0-9.e-]*\) above guards.kl_max 0.3.*/\1/p' err | head -1)
+it=$(sed -n 's/.*guard guards.kl_max fired at iteration \([0-9]*\): mean KL per episode \([0-9.e-]*\) above guards.kl_max 0.15.*/\1/p' err | head -1)
 kl=$(sed -n 's/.*mean KL per episode \([0-9.e-]*\) above.*/\1/p' err | head -1)
 [ $rc -eq 1 ] && [ -n "$it" ] && grep -q "stopped (guards.action stop): the last good checkpoint is g1/last" err &&
     [ "$(metric g1/workspace.db guard/kl_max "$it")" != none ] && [ ! -e g1/policy ] &&
-    python3 -c "import json,sys; s=json.load(open('g1/last/policy/trainer_state.json')); sys.exit(0)" 2>/dev/null &&
-    ok "guards.kl_max: fired at iteration $it (KL $kl > 0.3), exit 1, recorded as guard/kl_max, last/ kept" ||
+    python3 -c "import json,sys; s=json.load(open('g1/last/policy/trainer_state.json')); sys.exit(int(s['ints']['iteration']) != $it - 1)" &&
+    ok "guards.kl_max: fired at iteration $it (KL $kl > 0.15), exit 1, recorded as guard/kl_max, last/ kept at iteration $((it - 1))" ||
     bad "guards.kl_max (rc $rc, it $it): $(tail -2 err)"
 expect_fail "guards.kl_min fires on iteration 1's zero KL, naming figure and threshold" 1 \
     "guard guards.kl_min fired at iteration 1: mean KL per episode 0 below guards.kl_min 0.5" \
@@ -235,7 +235,7 @@ expect_fail "guards.len_min fires on a collapse, and a rollback without a checkp
     ok "guards.patience: outside the band for fewer iterations than the patience only warns" ||
     bad "guards.patience: $(tail -2 err)"
 # rollback: the result is the last good checkpoint, bit for bit
-"$B/ppo" -c grpo.yaml --set out.dir=g6 --set save.every=1 --set guards.kl_max=0.3 \
+"$B/ppo" -c grpo.yaml --set out.dir=g6 --set save.every=1 --set guards.kl_max=0.15 \
     --set guards.action=rollback --set train.iterations=6 > /dev/null 2> err; rc=$?
 it=$(sed -n 's/.*rolled back to the last good checkpoint g6\/last (iteration \([0-9]*\)).*/\1/p' err)
 [ -n "$it" ] && "$B/ppo" -c grpo.yaml --set out.dir=g7 --set train.iterations="$it" > /dev/null 2>&1
