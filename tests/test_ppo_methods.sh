@@ -243,7 +243,43 @@ it=$(sed -n 's/.*rolled back to the last good checkpoint g6\/last (iteration \([
     ok "guards.action rollback: the result is the last good checkpoint (iteration $it), equal to a run of $it iterations" ||
     bad "guards rollback (rc $rc, it $it): $(tail -2 err)"
 
-# 8. bad settings
+# 8. the comparison pipeline validates (every program checks its settings) without running; its
+# table reads the runs it records
+peak=$(metric grpo/workspace.db run/peak_rss_bytes 0)
+awk -v p="$peak" 'BEGIN { exit !(p > 1e6 && p < 1e11) }' &&
+    ok "a finished run records its peak memory (run/peak_rss_bytes $peak)" || bad "run/peak_rss_bytes: $peak"
+(cd "$ROOT" && "$B/rlhf" run pipelines/demo-methods.yaml --dry-run --set workspace="$W/dry") > out 2> err &&
+    for m in ppo grpo rloo dpo ipo; do grep -q "^$m  *run " out && grep -q "^eval-$m  *run .*--name eval-$m" out || exit 1; done &&
+    grep -q "^grpo .*--set algorithm=grpo .*--set rollout.group_size=4 .*--set kl.mode=loss" out &&
+    grep -q "^ipo .*--set loss.type=ipo" out && [ ! -d "$W/dry/logs" ] &&
+    ok "pipelines/demo-methods.yaml validates with --dry-run: ppo, grpo, rloo, dpo, ipo, each evaluated against SFT" ||
+    bad "demo-methods.yaml --dry-run: $(tail -3 err)"
+cp grpo/workspace.db table.db
+python3 - table.db <<'PY' || bad "crafting the table's runs"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+def run(stage, name, ckpt, t0, t1):
+    c = db.execute("insert into runs(stage, name, program, config, config_hash, status, checkpoint, started, finished) values (?, ?, '', '', '', 'done', ?, ?, ?)", (stage, name, ckpt, t0, t1))
+    return c.lastrowid
+def metric(r, n, v):
+    db.execute("insert into metrics(run_id, name, step, value, time) values (?, ?, 0, ?, 0)", (r, n, v))
+run("pipeline/grpo", "demo-methods.yaml", "/ws/grpo", 100, 190.4)
+r = run("ppo", "", "/ws/grpo/policy", 101, 190)
+metric(r, "run/peak_rss_bytes", 300 * 1048576)
+e = run("eval", "eval-grpo", "/ws/grpo/policy", 200, 210)
+for n, v in [("win_rate", 0.7125), ("win_rate_lo", 0.65), ("win_rate_hi", 0.77), ("a/accuracy", 0.4),
+             ("b/accuracy", 0.29), ("a/kl", 1.234), ("a/pretrain_loss", 2.8), ("b/pretrain_loss", 2.69)]:
+    metric(e, n, v)
+db.commit()
+PY
+sh "$ROOT/scripts/methods_table.sh" table.db grpo dpo > out 2> err &&
+    grep -qF "| SFT | - | 0.290 | 0 | 2.690 | - | - |" out &&
+    grep -qF "| grpo | 0.713 (0.650-0.770) | 0.400 | 1.23 | 2.800 | 90 s | 300 MiB |" out &&
+    grep -qF "| dpo | - | - | - | - | - s | - MiB |" out &&
+    ok "scripts/methods_table.sh: one row per method from its eval and stage runs, '-' where none" ||
+    bad "methods table: $(cat out err)"
+
+# 9. bad settings
 expect_fail "grpo without a group is refused, naming rollout.group_size" 1 "rollout.group_size to 2 or more" \
     "$B/ppo" -c grpo.yaml --set out.dir=b1 --set rollout.group_size=1
 expect_fail "a rollout batch not a multiple of the group size is refused" 1 "multiple of rollout.group_size" \
