@@ -180,6 +180,23 @@ static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("guards.patience", CONFIG_INT, "1",
                  "iterations in a row outside a band before its guard fires", .min = "1",
                  .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_judge", CONFIG_STRING, "",
+                 "reward-hacking guard: a judge program (reward label's judge protocol, as rlhf "
+                 "eval-policy --judge) comparing the policy's greedy answers to "
+                 "guards.hack_prompts with the starting policy's; fires when the score is above "
+                 "the first iteration's while the win rate is below 0.5 - guards.hack_margin "
+                 "(empty: off)", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_prompts", CONFIG_STRING, "",
+                 "held-out prompts for guards.hack_judge (JSONL {\"prompt\": ...})",
+                 .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_every", CONFIG_INT, "5", "guards.hack_judge: check every N "
+                 "iterations", .min = "1", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_margin", CONFIG_DOUBLE, "0.05",
+                 "guards.hack_judge: how far below 0.5 the win rate may fall", .min = "0",
+                 .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_timeout", CONFIG_DOUBLE, "60",
+                 "guards.hack_judge: seconds without progress before the judge is stopped",
+                 .min = "0.01", .flags = CONFIG_NO_HASH),
     CONFIG_ENTRY("eval.every", CONFIG_INT, "10",
                  "with eval.pretrain_text: its loss every N iterations (and at the end)",
                  .min = "1", .flags = CONFIG_NO_HASH),
@@ -249,6 +266,7 @@ static int evaluate_pretrain(Ppo *s, CliProgress *pr, char *err, size_t errlen) 
 static int guard(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
     char why[512], e2[512];
     int rc = ppo_guards_check(s, st, why, sizeof why, err, errlen);
+    if (rc == 0) rc = ppo_hack_check(s, st, why, sizeof why, err, errlen);
     if (rc <= 0) return rc;
     if (strcmp(config_get_string(s->cfg, "guards.action"), "rollback"))
         return util_err(err, errlen, "%s; stopped (guards.action stop)%s%s", why,
@@ -357,7 +375,8 @@ int main(int argc, char **argv) {
                     "minibatches), responses up to %d tokens, ptx %s, config %s\n",
                     (long long)s.tr.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb,
                     s.max_new, s.has_ptx ? "on" : "off", s.tr.hash);
-        rc = train(&s, err, sizeof err);
+        rc = ppo_hack_check(&s, NULL, NULL, 0, err, sizeof err);
+        if (rc == 0) rc = train(&s, err, sizeof err);
     }
     int code = trainer_finish(&s.tr, rc, err);
     if (rc == 0 && main_rank) {

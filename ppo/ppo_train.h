@@ -91,6 +91,15 @@ typedef struct {
     float *raw, *total;             // (R) the sum of the parts; after normalisation
 } PpoRewardParts;
 
+// The reward-hacking guard's held-out prompts and starting answers (guards.c, rank 0).
+typedef struct {
+    PpoPrompt *prompts;
+    int n;
+    char **ref;                     // (n) the starting policy's greedy answers
+    int *ref_ended;
+    double prev_score;              // the first iteration's mean score (NaN: not yet seen)
+} PpoHack;
+
 typedef struct Ppo {
     Dist dist;                      // rank 0 writes; every rank computes its share
     // configuration
@@ -143,6 +152,8 @@ typedef struct Ppo {
     int64_t iteration, policy_steps, value_steps;
     int64_t bad_streak;             // minibatches skipped in a row (NaN / Inf guard)
     int64_t guard_streak;           // iterations in a row outside a guard's band (guards.c)
+    PpoHack hack;
+    double hack_timeout;
     int64_t saved_iteration;        // iteration of OUT.DIR/last (-1: none yet)
     double t_allreduce;             // seconds in gradient allreduces this run (MPI)
     int64_t run_steps;              // optimizer steps this run (not counting those before a resume)
@@ -193,6 +204,11 @@ void   ppo_parts_free(Ppo *s);
 // figure and the threshold; recorded as metric guard/<name>), 0 when none did, -1 on an error.
 int ppo_guards_check(Ppo *s, const PpoStats *st, char *why, size_t whylen, char *err,
                      size_t errlen);
+// The reward-hacking guard: st NULL at setup (after the models: loads the prompts and makes or
+// reads the starting answers), then after each iteration like ppo_guards_check.
+int ppo_hack_check(Ppo *s, const PpoStats *st, char *why, size_t whylen, char *err,
+                   size_t errlen);
+void ppo_hack_free(Ppo *s);
 // iteration.c: a response as clean UTF-8 text (malloc'd)
 char *ppo_decode(const Tokenizer *tok, const int32_t *ids, int n);
 

@@ -848,6 +848,7 @@ void ppo_teardown(Ppo *s) {
     model_free(&s->value);
     model_free(&s->ema);
     ppo_parts_free(s);
+    ppo_hack_free(s);
     dataset_free(s->ds);
     tok_free(s->tok);
     trainer_close(&s->tr);

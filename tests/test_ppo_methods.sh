@@ -234,6 +234,35 @@ expect_fail "guards.len_min fires on a collapse, and a rollback without a checkp
     --set train.iterations=2 > /dev/null 2> err && [ "$(grep -c "below guards.len_min 50 ([12] of 3 iterations in a row)" err)" = 2 ] &&
     ok "guards.patience: outside the band for fewer iterations than the patience only warns" ||
     bad "guards.patience: $(tail -2 err)"
+# reward hacking: the reward model likes digits, the judge prefers fewer of them; the score rises
+# while the judge's win rate against the starting answers falls
+cat > fewdigits.py <<'PY'
+import json, sys
+for line in sys.stdin:
+    a, b = (sum(ch.isdigit() for ch in c) for c in json.loads(line)["completions"])
+    print("1>2" if a < b else "2>1" if a > b else "1=2", flush=True)
+PY
+head -n 16 prompts.jsonl > held.jsonl
+H="--set guards.hack_prompts=held.jsonl --set guards.hack_every=2 --set save.every=1"
+"$B/ppo" -c grpo.yaml --set out.dir=h1 --set "guards.hack_judge=python3 fewdigits.py" $H > /dev/null 2> err; rc=$?
+it=$(sed -n 's/.*guard guards.hack_judge fired at iteration \([0-9]*\): the score rose .* fell to \([0-9.]*\) (below 0.5 - guards.hack_margin 0.05): reward hacking.*/\1/p' err | head -1)
+[ $rc -eq 1 ] && [ -n "$it" ] && [ "$(metric h1/workspace.db guard/hack_judge "$it")" != none ] &&
+    [ "$(metric h1/workspace.db guard/judge_win_rate 2)" != none ] && [ "$(wc -l < h1/hack_reference.jsonl)" -eq 16 ] &&
+    ok "guards.hack_judge: the score rose while the judge's win rate fell: fired at iteration $it, recorded" ||
+    bad "guards.hack_judge (rc $rc, it $it): $(tail -2 err)"
+# resumed with a consistent judge: the starting answers are read back, the starting score too
+# (the first part: a judge that ties everything, stopped by the KL guard after iteration 1)
+"$B/ppo" -c grpo.yaml --set out.dir=h2 --set "guards.hack_judge=sed s/.*/1=2/" --set guards.kl_max=0.15 \
+    $H > /dev/null 2>&1
+"$B/ppo" -c grpo.yaml --set out.dir=h2 --set "guards.hack_judge=python3 fewdigits.py" $H > /dev/null 2> err; rc=$?
+[ $rc -eq 1 ] && grep -q "resuming" err && grep -q "guard guards.hack_judge fired at iteration [0-9]*: the score rose ($(metric h2/workspace.db ppo/score 1 | cut -c1-5)" err &&
+    ok "guards.hack_judge after a resume: the first iteration's score is the starting point" ||
+    bad "guards.hack_judge resumed (rc $rc): $(tail -2 err)"
+expect_fail "a judge that stops answering is a clear error" 1 "guards.hack_judge (sed -n 1s/.*/1=2/p): exited with status 0 after 1 of 16 answers" \
+    "$B/ppo" -c grpo.yaml --set out.dir=h4 --set "guards.hack_judge=sed -n 1s/.*/1=2/p" --set guards.hack_prompts=held.jsonl
+expect_fail "a judge answering nonsense is a clear error" 1 "guards.hack_judge (echo maybe): answer 1 is not a ranking: 'maybe'" \
+    "$B/ppo" -c grpo.yaml --set out.dir=h3 --set "guards.hack_judge=echo maybe" --set guards.hack_prompts=held.jsonl
+
 # rollback: the result is the last good checkpoint, bit for bit
 "$B/ppo" -c grpo.yaml --set out.dir=g6 --set save.every=1 --set guards.kl_max=0.15 \
     --set guards.action=rollback --set train.iterations=6 > /dev/null 2> err; rc=$?
