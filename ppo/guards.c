@@ -26,8 +26,10 @@ int ppo_guards_check(Ppo *s, const PpoStats *st, char *why, size_t whylen, char 
                      size_t errlen) {
     Config *c = s->cfg;
     Guard g[] = {
-        {"kl_max", "guards.kl_max", "mean KL per episode", st->kl, config_get_double(c, "guards.kl_max"), 1},
-        {"kl_min", "guards.kl_min", "mean KL per episode", st->kl, config_get_double(c, "guards.kl_min"), 0},
+        {"kl_max", "guards.kl_max", "mean KL per episode", st->kl,
+         config_get_double(c, "guards.kl_max"), 1},
+        {"kl_min", "guards.kl_min", "mean KL per episode", st->kl,
+         config_get_double(c, "guards.kl_min"), 0},
         {"len_max", "guards.len_max", "mean response length", st->resp_len,
          config_get_double(c, "guards.len_max"), 1},
         {"len_min", "guards.len_min", "mean response length", st->resp_len,
@@ -43,17 +45,19 @@ int ppo_guards_check(Ppo *s, const PpoStats *st, char *why, size_t whylen, char 
         out = 1;
         int main_rank = dist_main(&s->dist);
         if (++s->guard_streak < config_get_int(c, "guards.patience")) {
+            long long pat = (long long)config_get_int(c, "guards.patience");
             if (main_rank)
                 fprintf(stderr, "ppo: guard: iteration %lld: %s %.4g %s %s %.4g (%lld of %lld "
-                    "iterations in a row)\n",
-                    (long long)s->iteration, g[i].what, g[i].value,
-                    g[i].above ? "above" : "below", g[i].key, g[i].limit,
-                    (long long)s->guard_streak, (long long)config_get_int(c, "guards.patience"));
+                        "iterations in a row)\n",
+                        (long long)s->iteration, g[i].what, g[i].value,
+                        g[i].above ? "above" : "below", g[i].key, g[i].limit,
+                        (long long)s->guard_streak, pat);
             return 0;
         }
         char name[64];
         snprintf(name, sizeof name, "guard/%s", g[i].name);
-        if (main_rank && store_add_metric(s->tr.db, s->tr.run_id, s->iteration, name, g[i].value, err, errlen))
+        if (main_rank &&
+            store_add_metric(s->tr.db, s->tr.run_id, s->iteration, name, g[i].value, err, errlen))
             return -1;
         snprintf(why, whylen, "guard %s fired at iteration %lld: %s %.4g %s %s %.4g", g[i].key,
                  (long long)s->iteration, g[i].what, g[i].value,

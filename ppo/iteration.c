@@ -566,7 +566,8 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     }
     if (st->minibatches > 0) {
         double m = (double)st->minibatches;
-        st->policy_loss /= m; st->kl_loss /= m; st->clip_frac /= m; st->approx_kl /= m; st->ratio_mean /= m;
+        st->policy_loss /= m; st->kl_loss /= m; st->clip_frac /= m; st->approx_kl /= m;
+        st->ratio_mean /= m;
         st->value_loss /= m; st->value_clip_frac /= m; st->ptx_loss /= m;
         st->grad_norm /= m; st->value_grad_norm /= m;
     } else {

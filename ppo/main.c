@@ -96,14 +96,16 @@ static const ConfigEntry PPO_SCHEMA[] = {
                  "seconds a reward program may go without reading or answering before it is "
                  "stopped and the run with it", .min = "0.01", .flags = CONFIG_NO_HASH),
     CONFIG_ENTRY("reward.length_penalty", CONFIG_DOUBLE, "0",
-                 "subtracted from the reward per response token (0: off)", .flags = CONFIG_HASH_IF_SET),
+                 "subtracted from the reward per response token (0: off)",
+                 .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("reward.overlong_penalty", CONFIG_DOUBLE, "0",
                  "subtracted from the reward of a response running into rollout.max_new_tokens "
                  "(0: off), rising linearly over the last reward.overlong_tokens tokens",
                  .min = "0", .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("reward.overlong_tokens", CONFIG_INT, "0",
                  "the zone before rollout.max_new_tokens where reward.overlong_penalty rises (0: "
-                 "only a response of max_new_tokens is penalised)", .min = "0", .flags = CONFIG_HASH_IF_SET),
+                 "only a response of max_new_tokens is penalised)", .min = "0",
+                 .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("reward.normalize", CONFIG_BOOL, "false",
                  "normalise the reward by the running mean and std of every reward so far",
                  .flags = CONFIG_HASH_IF_SET),

@@ -530,7 +530,9 @@ static void read_settings(Ppo *s) {
     s->lam = (float)config_get_double(c, "ppo.lambda");
     s->whiten = config_get_bool(c, "ppo.whiten_advantages");
     const char *algo = config_get_string(c, "algorithm");
-    s->algo = !strcmp(algo, "grpo") ? PPO_ADV_GRPO : !strcmp(algo, "rloo") ? PPO_ADV_RLOO : PPO_ALGO;
+    s->algo = !strcmp(algo, "grpo")   ? PPO_ADV_GRPO
+              : !strcmp(algo, "rloo") ? PPO_ADV_RLOO
+                                      : PPO_ALGO;
     s->has_value = s->algo == PPO_ALGO;
     s->group = (int)config_get_int(c, "rollout.group_size");
     s->scale_std = config_get_bool(c, "grpo.scale_std");
@@ -804,7 +806,8 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     if (!dist_identical(&s->dist, &s->prompt_fp, sizeof s->prompt_fp))
         return util_err(err, errlen, "the ranks read different prompts (data.format db: was the "
                                      "workspace changed meanwhile?)");
-    if (setup_lengths(s, &m, err, errlen) || ppo_parts_config(s, &m.config[ROLE_POLICY], err, errlen))
+    if (setup_lengths(s, &m, err, errlen) ||
+        ppo_parts_config(s, &m.config[ROLE_POLICY], err, errlen))
         return -1;
     int max_rows = s->gen_B * s->Tp;
     if (max_rows > 4096) max_rows = s->gen_B > 4096 ? s->gen_B : 4096;

@@ -491,8 +491,8 @@ static void test_kl_loss(void) {
         memcpy(lm, logp, sizeof lm);
         lp[i] += 1e-3f;
         lm[i] -= 1e-3f;
-        double fd = (ppo_kl_loss(lp, ref, w, 3, 0.5f, NULL) - ppo_kl_loss(lm, ref, w, 3, 0.5f, NULL)) /
-                    (lp[i] - lm[i]);
+        double fd = (ppo_kl_loss(lp, ref, w, 3, 0.5f, NULL) -
+                     ppo_kl_loss(lm, ref, w, 3, 0.5f, NULL)) / (lp[i] - lm[i]);
         float g[3] = {0, 0, 0};
         ppo_kl_loss(logp, ref, w, 3, 0.5f, g);
         CHECK(fabs(fd - g[i]) < 1e-3);
@@ -515,7 +515,8 @@ static void test_reward_parts(void) {
     CHECK(ppo_overlong_penalty(12, 16, 4, 2.0) == 0.0);
     CHECK(ppo_overlong_penalty(13, 16, 4, 2.0) == 0.5);
     CHECK(ppo_overlong_penalty(16, 16, 4, 2.0) == 2.0);
-    CHECK(ppo_overlong_penalty(15, 16, 0, 2.0) == 0.0 && ppo_overlong_penalty(16, 16, 0, 2.0) == 2.0);
+    CHECK(ppo_overlong_penalty(15, 16, 0, 2.0) == 0.0);
+    CHECK(ppo_overlong_penalty(16, 16, 0, 2.0) == 2.0);
     // running normalisation: two batches give the moments of all four values
     PpoRunningMoments m = {0};
     float a[2] = {1, 3}, b[2] = {5, 7}, o[2];
