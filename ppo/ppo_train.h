@@ -1,6 +1,8 @@
-// The ppo program's state and its three parts: setup.c (configuration, models, data, memory plan,
-// checkpoints and resume), iteration.c (one PPO-ptx iteration: rollouts, scoring, advantages,
-// minibatch updates) and main.c (the recipe: parse, set up, loop, log, save).
+// The ppo program's state and its parts: setup.c (configuration, models, data, memory plan,
+// checkpoints and resume), iteration.c (one iteration: rollouts, scoring, advantages (PPO's GAE
+// or the critic-free GRPO / RLOO), minibatch updates), rewards.c (the reward's parts besides
+// model.reward: more reward models, reward programs, penalties, normalisation), guards.c (KL and
+// length bands, reward hacking) and main.c (the recipe: parse, set up, loop, log, save).
 //
 // Letters: R rollouts per iteration (rollout.batch_size), mb sequences per minibatch, Tseq the
 // longest prompt + response (tokens), Tpos = Tseq - 1 the positions the policy sees (the last
