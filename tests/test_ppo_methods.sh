@@ -7,7 +7,8 @@
 #   - grpo and rloo: no value model in the memory plan, none loaded or saved; group_size
 #     completions of each prompt side by side; the score rises
 #   - kl.mode loss: the k3 term recorded, the rollouts' rewards without the KL
-#   - kill -9 and the same command ends bit-identical, for grpo and for rloo
+#   - kill -9 and the same command ends bit-identical, for grpo and for rloo (with reward
+#     normalisation)
 #   - bad settings: clear messages
 . "$PWD/tests/lib.sh"
 . "$TESTS/ppo_fixture.sh"
@@ -94,10 +95,16 @@ PY
 for algo in grpo rloo; do
     sed -e "s/algorithm: grpo/algorithm: $algo/" -e 's/iterations: 10/iterations: 30/' \
         -e 's/every: 5/every: 1/' -e "s/dir: grpo/dir: full_$algo/" grpo.yaml > full.yaml
+    # rloo with the running reward normalisation, whose moments must resume exactly too
+    [ $algo = rloo ] && printf 'reward: {normalize: true, length_penalty: 0.05}\n' >> full.yaml
     sed "s/dir: full_$algo/dir: killed_$algo/" full.yaml > killed.yaml
+    t0=$(date +%s.%N)
     "$B/ppo" -c full.yaml > /dev/null 2> err || bad "uninterrupted $algo run"
+    T=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
     killed=0
-    for delay in 1.0 1.5 0.7 2.5 0.4; do
+    # moments as shares of the uninterrupted run (start-up first, then 30 iterations)
+    for f in 0.6 0.5 0.75 0.4 0.85 0.3; do
+        delay=$(awk -v t="$T" -v f="$f" 'BEGIN { printf "%.3f", t * f }')
         rm -rf "killed_$algo"
         "$B/ppo" -c killed.yaml > /dev/null 2>&1 &
         pid=$!
@@ -113,10 +120,10 @@ for algo in grpo rloo; do
     for f in last/policy/model.safetensors last/policy/trainer_state.safetensors policy/model.safetensors; do
         cmp -s "full_$algo/$f" "killed_$algo/$f" || { same=0; echo "    differs: $f"; }
     done
-    q="select iteration, prompt, response, score, reward, kl from rollouts order by iteration, id"
+    q="select iteration, prompt, response, score, reward, kl, components from rollouts order by iteration, id"
     [ "$(sqlite3 "full_$algo/workspace.db" "$q" | md5sum)" = "$(sqlite3 "killed_$algo/workspace.db" "$q" | md5sum)" ] || same=0
     if [ $killed -eq 1 ] && [ -n "$at" ] && [ $same -eq 1 ]; then
-        ok "$algo: kill -9 (resumed at iteration $at of 30): policy, moments, result and rollouts bit-identical"
+        ok "$algo: kill -9 (resumed at iteration $at of 30): policy, moments, result and rollouts (with their reward parts) bit-identical"
     else bad "$algo kill/resume (killed=$killed at=$at same=$same)"; fi
 done
 
