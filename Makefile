@@ -54,7 +54,8 @@ $(BUILD)/rlhf/%.o:      INC := -Irlhf -Ipipelines -Idata/demo
 $(BUILD)/pipelines/%.o: INC := -Ipipelines
 $(BUILD)/data/demo/%.o: INC := -Idata/demo
 $(BUILD)/reward/%.o:    INC := -Ireward
-$(BUILD)/ppo/%.o:       INC := -Ippo
+# ppo runs reward programs as `rlhf eval-policy --score` runs its (rlhf/extprog.c)
+$(BUILD)/ppo/%.o:       INC := -Ippo -Irlhf
 # dpo imports files as `reward import` does (reward/cmd.h, linked from reward/)
 $(BUILD)/dpo/%.o:       INC := -Idpo -Ireward
 $(BUILD)/tests/%.o:     INC := -Itests -Ipipelines -Idata/demo
@@ -98,7 +99,7 @@ prog_obj = $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/*.c))
 $(BUILD)/bin/rlhf: $(RLHF_OBJ) $(DEMO_LIB) $(LIB)
 $(BUILD)/bin/sft: $(call prog_obj,sft) $(LIB)
 $(BUILD)/bin/reward: $(call prog_obj,reward) $(LIB)
-$(BUILD)/bin/ppo: $(call prog_obj,ppo) $(LIB)
+$(BUILD)/bin/ppo: $(call prog_obj,ppo) $(BUILD)/rlhf/extprog.o $(LIB)
 $(BUILD)/bin/dpo: $(call prog_obj,dpo) $(BUILD)/reward/import.o $(BUILD)/reward/text.o $(LIB)
 $(PROG_BIN):
 	@mkdir -p $(dir $@)

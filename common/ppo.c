@@ -145,3 +145,68 @@ void ppo_ema_update(float *ema, const float *w, int64_t n, float decay) {
     #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) ema[i] = decay * ema[i] + a * w[i];
 }
+
+void ppo_group_advantages(const float *r, int64_t n_groups, int g, int kind, int scale_std,
+                          float *adv) {
+    for (int64_t k = 0; k < n_groups; k++) {
+        const float *x = r + k * g;
+        float *a = adv + k * g;
+        double sum = 0.0, ss = 0.0;
+        for (int i = 0; i < g; i++) sum += x[i];
+        double mean = sum / g;
+        for (int i = 0; i < g; i++) ss += ((double)x[i] - mean) * ((double)x[i] - mean);
+        double sd = g > 1 ? sqrt(ss / (g - 1)) : 0.0;
+        for (int i = 0; i < g; i++) {
+            double v;
+            if (kind == PPO_ADV_RLOO) v = g > 1 ? x[i] - (sum - x[i]) / (g - 1) : 0.0;
+            else v = scale_std ? (x[i] - mean) / (sd + 1e-4) : x[i] - mean;
+            a[i] = (float)v;
+        }
+    }
+}
+
+double ppo_kl_loss(const float *logp, const float *ref, const float *w, int64_t n, float beta,
+                   float *dlogp) {
+    double loss = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        if (w[i] <= 0.0f) continue;
+        loss += (double)w[i] * ppo_kl_k3(logp[i], ref[i]);
+        if (dlogp)
+            dlogp[i] += (float)((double)beta * w[i] * -expm1((double)ref[i] - (double)logp[i]));
+    }
+    return (double)beta * loss;
+}
+
+void ppo_combine_scores(const float *scores, int K, int64_t stride, int64_t n, int min,
+                        float *out) {
+    for (int64_t b = 0; b < n; b++) {
+        double acc = scores[b];
+        for (int k = 1; k < K; k++) {
+            double v = scores[k * stride + b];
+            acc = min ? (v < acc ? v : acc) : acc + v;
+        }
+        out[b] = (float)(min ? acc : acc / K);
+    }
+}
+
+double ppo_overlong_penalty(int len, int max_new, int zone, double coef) {
+    if (zone <= 0) return len >= max_new ? coef : 0.0;
+    int start = max_new - zone;
+    if (len <= start) return 0.0;
+    double f = (double)(len - start) / zone;
+    return coef * (f > 1.0 ? 1.0 : f);
+}
+
+void ppo_running_normalize(PpoRunningMoments *m, const float *x, int64_t n, float *out) {
+    if (n <= 0) return;
+    double s = 0.0, ss = 0.0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    double bm = s / (double)n;
+    for (int64_t i = 0; i < n; i++) ss += ((double)x[i] - bm) * ((double)x[i] - bm);
+    double tot = m->count + (double)n, d = bm - m->mean;
+    m->m2 += ss + d * d * m->count * (double)n / tot;
+    m->mean += d * (double)n / tot;
+    m->count = tot;
+    double var = m->count > 1 ? m->m2 / (m->count - 1) : 0.0, sd = sqrt(var + 1e-8);
+    for (int64_t i = 0; i < n; i++) out[i] = (float)(((double)x[i] - m->mean) / sd);
+}

@@ -97,6 +97,37 @@ typedef struct {
 } PpoKlController;
 void ppo_kl_update(PpoKlController *c, double kl, int64_t n_steps);
 
+// Critic-free advantages (one scalar per episode, given to each of its response tokens) from the
+// rewards r of n_groups groups of g completions of the same prompt, stored group after group:
+//   PPO_ADV_GRPO  A_i = (r_i - mean) / (std + 1e-4), std the group's unbiased standard deviation
+//                 (Shao et al. 2024, as TRL); scale_std = 0: A_i = r_i - mean (Dr. GRPO)
+//   PPO_ADV_RLOO  A_i = r_i - (sum_{j != i} r_j) / (g - 1), the leave-one-out baseline
+//                 (Ahmadian et al. 2024); needs g >= 2
+// With g = 1 GRPO gives 0 (a lone completion has no group to compare with).
+enum { PPO_ADV_GRPO = 1, PPO_ADV_RLOO = 2 };
+void ppo_group_advantages(const float *r, int64_t n_groups, int g, int kind, int scale_std,
+                          float *adv);
+
+// The KL penalty as a loss term (GRPO): beta * sum_t w_t k3(logp_t, ref_t), returned, with
+// d/dlogp_t = beta w_t (1 - e^(ref_t - logp_t)) added to dlogp (entries with w <= 0 untouched).
+double ppo_kl_loss(const float *logp, const float *ref, const float *w, int64_t n, float beta,
+                   float *dlogp);
+
+// Reward ensemble: out[b] = the mean (or, min = 1, the minimum) over k of scores[k * stride + b],
+// b < n: K reward models' scores of n episodes, one row per model.
+void ppo_combine_scores(const float *scores, int K, int64_t stride, int64_t n, int min,
+                        float *out);
+
+// The over-length penalty (DAPO's soft one): 0 up to max_new - zone tokens, then rising linearly
+// to coef at max_new tokens (zone <= 0: coef for a response of max_new tokens, else 0).
+double ppo_overlong_penalty(int len, int max_new, int zone, double coef);
+
+// Running reward normalisation: the count, mean and sum of squared deviations of every reward
+// seen (Chan et al.'s pairwise update, in double); ppo_running_normalize adds x[0..n) to them,
+// then writes (x - mean) / sqrt(var + 1e-8) with the updated unbiased variance.
+typedef struct { double count, mean, m2; } PpoRunningMoments;
+void ppo_running_normalize(PpoRunningMoments *m, const float *x, int64_t n, float *out);
+
 // ema = decay * ema + (1 - decay) * w over n floats (parallel; the same result for any thread
 // count: element-wise).
 void ppo_ema_update(float *ema, const float *w, int64_t n, float decay);

@@ -1298,6 +1298,7 @@ int store_add_rollout(Store *s, const StoreRollout *r, int64_t *id, char *err, s
     bind_real_or_null(st, 8, r->kl);
     sqlite3_bind_int64(st, 9, r->response_tokens); sqlite3_bind_int(st, 10, r->ended ? 1 : 0);
     sqlite3_bind_double(st, 11, now_s());
+    bind_text(st, 12, r->components ? r->components : "");
     int rc = sqlite3_step(st), ret = 0;
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
         ret = util_err(err, errlen, "%s: add rollout: run %lld or prompt %lld does not exist",

@@ -3,7 +3,7 @@
 // metrics, reward scores, PPO rollouts), so that sft, reward, ppo and the pipeline runner share
 // one record and people can query it with the sqlite3 shell.
 //
-// Schema (version STORE_SCHEMA_VERSION = 3; every table STRICT; times are REAL Unix seconds, so
+// Schema (version STORE_SCHEMA_VERSION = 4; every table STRICT; times are REAL Unix seconds, so
 // `datetime(created, 'unixepoch')` reads them; texts are stored byte-exact, any bytes but NUL):
 //
 //   meta(key TEXT PRIMARY KEY, value)         'application' = 'rlhf.c workspace',
@@ -46,7 +46,9 @@
 //       stored as NULL (SQLite has no NaN).
 //   rollouts(id, run_id -> runs ON DELETE CASCADE, iteration, prompt_id -> prompts (NULL when the
 //       prompt did not come from the store), prompt, response, score, reward, kl, response_tokens,
-//       ended)                                                             INDEX(run_id, iteration)
+//       ended, components)                                                 INDEX(run_id, iteration)
+//       components: the parts of the reward as a JSON object (ppo's reward models, reward
+//       programs, penalties, normalisation); '' when the reward is the reward model's score alone.
 //   imports(id, path, hash UNIQUE, kind, rows, created)
 //       hash: SHA-256 of the file's contents (store_hash_file), so a file imported twice, under
 //       any name, is recognised.
@@ -58,6 +60,7 @@
 //   3  prompt_sources (every prompt of an older workspace: its source, queued),
 //      completion_policies, rankings.policy_hash ('' on older rows: contents unknown, so a `reward label --policy` rerun
 //      samples and ranks those prompts once more for the policy's current contents)
+//   4  rollouts.components ('' on older rows)
 // Opening a database whose version is newer than STORE_SCHEMA_VERSION is an error (nothing is
 // touched); an older one is migrated step by step inside one BEGIN IMMEDIATE transaction.
 //
@@ -97,7 +100,7 @@
 
 typedef struct sqlite3 sqlite3;
 
-#define STORE_SCHEMA_VERSION  3
+#define STORE_SCHEMA_VERSION  4
 #define STORE_APPLICATION     "rlhf.c workspace"
 #define STORE_BUSY_TIMEOUT_MS 30000
 #define STORE_HASH_HEX        65      // SHA-256 as 64 lowercase hex digits + NUL
@@ -381,6 +384,7 @@ typedef struct {
     double kl;                // sum over response tokens of log pi - log pi_ref
     int64_t response_tokens;
     int ended;                // 1 when the response ended with the end token
+    const char *components;   // the reward's parts, a JSON object (NULL: stored as '')
 } StoreRollout;
 // Stores one rollout (id ignored). NaN score/reward/kl are stored as NULL.
 int store_add_rollout(Store *s, const StoreRollout *r, int64_t *id, char *err, size_t errlen);

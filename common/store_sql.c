@@ -97,7 +97,8 @@ const char *const STORE_QUERY_SQL[Q_COUNT] = {
         "ON CONFLICT(run_id, name, step) DO UPDATE SET value = excluded.value, time = excluded.time",
     [Q_ROLLOUT_ADD] =
         "INSERT INTO rollouts(run_id, iteration, prompt_id, prompt, response, score, reward, kl, "
-        "response_tokens, ended, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "response_tokens, ended, created, components) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [Q_IMPORT_FIND] = "SELECT id, path FROM imports WHERE hash = ?1",
     [Q_IMPORT_ADD] =
         "INSERT INTO imports(path, hash, kind, rows, created) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -236,4 +237,7 @@ const char *const STORE_MIGRATIONS[STORE_SCHEMA_VERSION] = {
     "  PRIMARY KEY (policy_hash, completion_id)) STRICT, WITHOUT ROWID;"
     "CREATE INDEX completion_policies_completion ON completion_policies(completion_id);"
     "ALTER TABLE rankings ADD COLUMN policy_hash TEXT NOT NULL DEFAULT '';",
+
+    // 3 -> 4: the parts of a rollout's reward (ppo's reward models, programs, penalties)
+    "ALTER TABLE rollouts ADD COLUMN components TEXT NOT NULL DEFAULT '';",
 };

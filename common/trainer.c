@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 AdamWConfig trainer_adamw(const Config *cfg, const char *lr_key) {
     AdamWConfig o = {.lr = (float)config_get_double(cfg, lr_key),
@@ -169,6 +170,13 @@ int trainer_stopped(const Trainer *t, const char *unit, int64_t done) {
 
 int trainer_finish(Trainer *t, int rc, const char *err) {
     if (rc < 0) dist_report_error(t->dist, t->spec->program, err);
+    // the process's peak resident memory (this process only: a resumed run's is its last part's),
+    // for comparing methods (pipelines/demo-methods.yaml)
+    struct rusage ru;
+    char e[256];
+    if (rc == 0 && t->db && t->dist && dist_main(t->dist) && getrusage(RUSAGE_SELF, &ru) == 0)
+        store_add_metric(t->db, t->run_id, 0, "run/peak_rss_bytes", (double)ru.ru_maxrss * 1024.0,
+                         e, sizeof e);
     return store_finish_run(t->dist && dist_main(t->dist) ? t->db : NULL, t->run_id, rc,
                             t->spec ? t->spec->program : "");
 }

@@ -188,7 +188,8 @@ int trainer_stopped(const Trainer *t, const char *unit, int64_t done);
 int trainer_stop_status(void);
 // The end of a run: after a failure (rc < 0) err's message on stderr, from one rank
 // (dist_report_error); the run marked done, failed or interrupted by rc (store_finish_run, rank
-// 0). Returns the process's exit status.
+// 0); a run that succeeded records its process's peak resident memory as the metric
+// run/peak_rss_bytes (step 0). Returns the process's exit status.
 int trainer_finish(Trainer *t, int rc, const char *err);
 void trainer_close(Trainer *t);   // closes the store; the Config is the program's to free
 

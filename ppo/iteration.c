@@ -199,6 +199,8 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
         for (int i = 0; i < 4; i++) memset(f[i], 0, RT * sizeof(float));
         memset(s->score, 0, (size_t)s->R * sizeof(float));
+        if (s->parts.n_rm > 1)
+            memset(s->parts.rm_score, 0, (size_t)s->parts.n_rm * s->R * sizeof(float));
     }
     for (int k = 0; k < s->R / s->mb; k++) {
         if (stop_now(s)) return PPO_ITER_STOPPED;
@@ -220,12 +222,14 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         model_get_logp(&s->ref, s->b_logp);
         scatter(s, s->ref_logp, idx, n, T, s->b_logp);
         double t2 = util_time_s();
-        ModelBatch vb = b;
-        vb.targets = NULL;
-        if (model_forward(&s->value, &vb, 0, e, sizeof e))
-            return util_err(err, errlen, "value: %s", e);
-        model_get_values(&s->value, s->b_values);
-        scatter(s, s->old_values, idx, n, T, s->b_values);
+        if (s->has_value) {
+            ModelBatch vb = b;
+            vb.targets = NULL;
+            if (model_forward(&s->value, &vb, 0, e, sizeof e))
+                return util_err(err, errlen, "value: %s", e);
+            model_get_values(&s->value, s->b_values);
+            scatter(s, s->old_values, idx, n, T, s->b_values);
+        }
         double t3 = util_time_s();
         ModelBatch rb;
         int Tr = batch_reward(s, idx, n, &rb);
@@ -234,6 +238,7 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         model_get_values(&s->reward, s->b_values);
         for (int i = 0; i < n; i++)
             s->score[idx[i]] = s->b_values[(size_t)i * Tr + s->b_len[i] - 1];
+        if (s->parts.n_rm > 1 && ppo_parts_score(s, &rb, idx, n, err, errlen)) return -1;
         double t4 = util_time_s();
         st->t_policy += t1 - t0;
         st->t_ref += t2 - t1;
@@ -244,6 +249,8 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
         for (int i = 0; i < 4; i++) dist_allreduce_sum(&s->dist, f[i], (int64_t)RT);
         dist_allreduce_sum(&s->dist, s->score, s->R);
+        if (s->parts.n_rm > 1)
+            dist_allreduce_sum(&s->dist, s->parts.rm_score, (int64_t)s->parts.n_rm * s->R);
     }
     return 0;
 }
@@ -251,15 +258,32 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
 // ---------------------------------------------------------------------------------------------
 // 5. rewards and advantages
 
+// Critic-free (grpo, rloo): each episode's reward (the shaped score, plus the non-score reward
+// when the KL is in the reward) against the other completions of its prompt; the episode's
+// advantage is given to every response token.
+static void group_advantages(Ppo *s, PpoStats *st) {
+    ppo_group_advantages(s->ep_reward, s->R / s->group, s->group, s->algo, s->scale_std, s->ep_adv);
+    double a = 0.0;
+    for (int b = 0; b < s->R; b++) {
+        size_t o = (size_t)b * s->Tpos + s->plen[b] - 1;
+        for (int t = 0; t < s->rlen[b]; t++) s->adv[o + t] = s->ep_adv[b];
+        a += fabs((double)s->ep_adv[b]);
+    }
+    st->adv_abs = a / s->R;
+    st->explained_var = NAN;
+}
+
 static void advantages(Ppo *s, PpoStats *st) {
-    float beta = (float)s->kl.beta;
+    // kl.mode loss: the KL is a term of the policy loss, not of the reward
+    float beta = s->kl_loss ? 0.0f : (float)s->kl.beta;
     double ssum = 0, ssq = 0, ent = 0;
     int64_t ntok = 0;
     st->beta = s->kl.beta;
     for (int b = 0; b < s->R; b++) {
         size_t o = (size_t)b * s->Tpos + s->plen[b] - 1;
         int n = s->rlen[b];
-        s->shaped[b] = ppo_shape_score(s->score[b], s->ended[b], s->eos_penalty, s->score_clip);
+        float total = s->parts.on ? s->parts.total[b] : s->score[b];
+        s->shaped[b] = ppo_shape_score(total, s->ended[b], s->eos_penalty, s->score_clip);
         double nonscore =
             ppo_rewards(s->old_logp + o, s->ref_logp + o, n, beta, s->shaped[b], s->rewards + o);
         double k1 = 0, k3 = 0;
@@ -269,7 +293,9 @@ static void advantages(Ppo *s, PpoStats *st) {
             ent += s->entropy[o + t];
         }
         ntok += n;
-        ppo_gae(s->rewards + o, s->old_values + o, n, s->gamma, s->lam, s->adv + o, s->ret + o);
+        s->ep_reward[b] = (float)(s->shaped[b] + nonscore);
+        if (s->has_value)
+            ppo_gae(s->rewards + o, s->old_values + o, n, s->gamma, s->lam, s->adv + o, s->ret + o);
         st->kl += k1;
         st->kl_k3 += k3;
         st->nonscore += nonscore;
@@ -289,6 +315,7 @@ static void advantages(Ppo *s, PpoStats *st) {
     st->resp_len /= R;
     st->end_rate /= R;
     st->entropy = ntok ? ent / (double)ntok : 0.0;
+    if (!s->has_value) { group_advantages(s, st); return; }
     int64_t RT = (int64_t)s->R * s->Tpos;
     st->explained_var = ppo_explained_variance(s->old_values, s->ret, s->mask, RT);
     if (s->whiten) ppo_whiten(s->adv, s->mask, RT, 1);
@@ -301,7 +328,7 @@ static void advantages(Ppo *s, PpoStats *st) {
 // the minibatch on all) and the statistics' sums.
 enum {
     BAD_POLICY, BAD_VALUE, BAD_PTX,
-    P_LOSS, P_CLIP, P_AKL, P_RATIO, P_NTOK, P_NONFIN,
+    P_LOSS, P_CLIP, P_AKL, P_RATIO, P_NTOK, P_NONFIN, P_KL,
     V_LOSS, V_CLIP, V_NTOK, V_NONFIN,
     PTX, NRED
 };
@@ -317,6 +344,13 @@ static int update_policy(Ppo *s, const ModelBatch *b, const int32_t *idx, int n,
     gather(s, s->old_logp, idx, n, T, old_logp);
     gather(s, s->adv, idx, n, T, adv);
     ppo_policy_loss(new_logp, old_logp, adv, s->b_weights, NT, s->clip, dlogp, ps);
+    if (s->kl_loss) {   // + beta k3 per token, in the same per-token mean
+        gather(s, s->ref_logp, idx, n, T, s->b_ref);
+        double kl = ppo_kl_loss(new_logp, s->b_ref, s->b_weights, NT, (float)s->kl.beta, dlogp);
+        red[P_KL] = kl;
+        ps->loss += kl;
+        if (!isfinite(kl)) ps->n_nonfinite++;
+    }
     if (s->nan_from > 0 && s->iteration + 1 >= s->nan_from) {   // fault injection
         ps->loss = NAN;
         ps->n_nonfinite++;
@@ -401,6 +435,7 @@ static int update_bad(const double *red, char *why, size_t whylen) {
 static void update_stats(Ppo *s, PpoStats *st, const double *red, float gp, float gv) {
     if (s->has_ptx) st->ptx_tokens += (int64_t)s->ptx_B * s->ptx_T;
     st->policy_loss += red[P_LOSS];
+    st->kl_loss += red[P_KL];
     st->clip_frac += red[P_NTOK] > 0 ? red[P_CLIP] / red[P_NTOK] : 0.0;
     st->approx_kl += red[P_NTOK] > 0 ? red[P_AKL] / red[P_NTOK] : 0.0;
     st->ratio_mean += red[P_NTOK] > 0 ? red[P_RATIO] / red[P_NTOK] : 0.0;
@@ -431,11 +466,12 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     double red[NRED] = {0};
     double t0 = util_time_s();
     model_zero_grad(&s->policy);
-    model_zero_grad(&s->value);
+    if (s->has_value) model_zero_grad(&s->value);
     PpoPolicyStats ps;
     if (update_policy(s, &b, idx, n, T, red, &ps, err, errlen)) return -1;
     double tv = util_time_s();
-    if (!red[BAD_POLICY] && update_value(s, &b, idx, n, T, red, err, errlen)) return -1;
+    if (s->has_value && !red[BAD_POLICY] && update_value(s, &b, idx, n, T, red, err, errlen))
+        return -1;
     double t1 = util_time_s();
     if (s->has_ptx && update_ptx(s, red, err, errlen)) return -1;
     double t2 = util_time_s();
@@ -449,11 +485,12 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     if (s->dist.size > 1) {   // one allreduce per model and optimizer step
         double ta = util_time_s();
         dist_allreduce_sum(&s->dist, s->policy.grads_memory, (int64_t)s->policy.num_params);
-        dist_allreduce_sum(&s->dist, s->value.grads_memory, (int64_t)s->value.num_params);
+        if (s->has_value)
+            dist_allreduce_sum(&s->dist, s->value.grads_memory, (int64_t)s->value.num_params);
         st->t_allreduce += util_time_s() - ta;
     }
     double t2b = util_time_s();
-    float gp = optim_grad_norm(&s->policy), gv = optim_grad_norm(&s->value);
+    float gp = optim_grad_norm(&s->policy), gv = s->has_value ? optim_grad_norm(&s->value) : 0.0f;
     if (!isfinite(gp) || !isfinite(gv)) {
         snprintf(why, whylen, "gradient norm not finite (policy %g, value %g)", (double)gp,
                  (double)gv);
@@ -461,8 +498,10 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     }
     float lr = lr_at(&s->sched, s->opt_policy.lr, s->policy_steps);
     optim_adamw_step(&s->policy, &s->opt_policy, lr, ++s->policy_steps);
-    float lrv = lr_at(&s->sched, s->opt_value.lr, s->value_steps);
-    optim_adamw_step(&s->value, &s->opt_value, lrv, ++s->value_steps);
+    if (s->has_value) {
+        float lrv = lr_at(&s->sched, s->opt_value.lr, s->value_steps);
+        optim_adamw_step(&s->value, &s->opt_value, lrv, ++s->value_steps);
+    }
     if (s->has_ema)
         ppo_ema_update(s->ema.params_memory, s->policy.params_memory, (int64_t)s->policy.num_params,
                        s->ema_decay);
@@ -484,7 +523,8 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     // the iteration before the first update, so that the state saved is that of its start
     Rng rng0 = s->rng;
     int64_t epoch0 = s->prompt_epoch, index0 = s->prompt_index;
-    for (int b = 0; b < s->R; b++) s->pidx[b] = next_prompt(s);
+    // rollout.group_size completions of each prompt, side by side (each its own sampling stream)
+    for (int b = 0; b < s->R; b++) s->pidx[b] = b % s->group ? s->pidx[b - 1] : next_prompt(s);
     int rc = generate(s, st, err, errlen);
     for (int b = 0; b < s->R && rc == 0; b++) s->perm[b] = b;
     if (rc == 0) shuffle(s->perm, s->R, &s->rng);
@@ -496,6 +536,7 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         if (s->prompt_epoch != epoch0) { s->prompt_epoch = epoch0; ppo_prompt_order(s); }
     }
     if (rc) return rc;
+    if (ppo_parts_total(s, err, errlen)) return -1;
     advantages(s, st);
     int nmb = s->R / s->mb;
     for (int ep = 0; ep < s->epochs; ep++) {
@@ -525,7 +566,8 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     }
     if (st->minibatches > 0) {
         double m = (double)st->minibatches;
-        st->policy_loss /= m; st->clip_frac /= m; st->approx_kl /= m; st->ratio_mean /= m;
+        st->policy_loss /= m; st->kl_loss /= m; st->clip_frac /= m; st->approx_kl /= m;
+        st->ratio_mean /= m;
         st->value_loss /= m; st->value_clip_frac /= m; st->ptx_loss /= m;
         st->grad_norm /= m; st->value_grad_norm /= m;
     } else {
@@ -534,6 +576,8 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             NAN;
     }
     if (!s->has_ptx) st->ptx_loss = NAN;
+    if (!s->kl_loss) st->kl_loss = NAN;
+    if (!s->has_value) st->value_loss = st->value_clip_frac = st->value_grad_norm = NAN;
     ppo_kl_update(&s->kl, st->kl, s->R);
     return 0;
 }
@@ -544,7 +588,7 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
 // A response as text for the store: UTF-8, with every byte that is not part of valid UTF-8 (a
 // sampled sequence of byte-level tokens can cut a character) and every NUL replaced by U+FFFD,
 // so that the rollouts table reads cleanly from any SQL client.
-static char *decode(const Tokenizer *tok, const int32_t *ids, int n) {
+char *ppo_decode(const Tokenizer *tok, const int32_t *ids, int n) {
     TokBytes tb = {0};
     tok_decode(tok, ids, (size_t)n, &tb, NULL, 0);
     char *out = utf8_clean(tb.data, tb.n);
@@ -562,7 +606,7 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
         for (int t = 0; t < s->rlen[b]; t++)
             kl += ppo_kl_k1(s->old_logp[o + t], s->ref_logp[o + t]);
         double nonscore = -st->beta * kl;
-        char *resp = decode(s->tok, s->seq + (size_t)b * s->Tseq + s->plen[b],
+        char *resp = ppo_decode(s->tok, s->seq + (size_t)b * s->Tseq + s->plen[b],
                             s->rlen[b] - (s->ended[b] ? 1 : 0));
         StoreRollout r = {.run_id = s->tr.run_id,
                           .iteration = it,
@@ -570,11 +614,13 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
                           .prompt = p->text,
                           .response = resp,
                           .score = s->score[b],
-                          .reward = s->shaped[b] + nonscore,
+                          .reward = s->kl_loss ? s->shaped[b] : s->shaped[b] + nonscore,
                           .kl = kl,
                           .response_tokens = s->rlen[b],
-                          .ended = s->ended[b]};
+                          .ended = s->ended[b],
+                          .components = ppo_parts_components(s, b)};
         int rc = store_add_rollout(s->tr.db, &r, NULL, err, errlen);
+        free((char *)r.components);
         free(resp);
         if (rc) { store_rollback(s->tr.db, NULL, 0); return -1; }
     }
@@ -629,5 +675,14 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
             store_rollback(s->tr.db, NULL, 0);
             return -1;
         }
+    // what only the other modes measure (PPO's default records stay as they were)
+    if (ppo_parts_metrics(s, it, err, errlen) ||
+        (s->kl_loss &&
+         store_add_metric(s->tr.db, s->tr.run_id, it, "ppo/kl_loss", st->kl_loss, err, errlen)) ||
+        (!s->has_value && store_add_metric(s->tr.db, s->tr.run_id, it, "ppo/advantage_abs",
+                                           st->adv_abs, err, errlen))) {
+        store_rollback(s->tr.db, NULL, 0);
+        return -1;
+    }
     return store_commit(s->tr.db, err, errlen);
 }

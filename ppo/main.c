@@ -19,6 +19,11 @@
 #include <string.h>
 
 static const ConfigEntry PPO_SCHEMA[] = {
+    CONFIG_ENTRY("algorithm", CONFIG_ENUM, "ppo",
+                 "ppo: clipped PPO with a value model and GAE (InstructGPT); grpo: group-relative "
+                 "advantages (r - group mean) / group std, no value model; rloo: r minus the mean "
+                 "of the other completions of the prompt, no value model",
+                 .choices = "ppo|grpo|rloo", .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("model.policy", CONFIG_STRING, "",
                  "the SFT checkpoint the policy starts from (required)"),
     CONFIG_ENTRY("model.reference", CONFIG_STRING, "",
@@ -49,6 +54,13 @@ static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("rollout.generation_batch", CONFIG_INT, "0",
                  "prompts generated at once (0: the whole rollout batch; bounds the KV cache)",
                  .min = "0", .max = "1048576"),
+    CONFIG_ENTRY("rollout.group_size", CONFIG_INT, "1",
+                 "completions sampled per prompt (rollout.batch_size / group_size prompts per "
+                 "iteration); grpo and rloo need 2 or more",
+                 .min = "1", .max = "65536", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("grpo.scale_std", CONFIG_BOOL, "true",
+                 "grpo: divide by the group's standard deviation (false: r - group mean only)",
+                 .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("rollout.max_new_tokens", CONFIG_INT, "64", "longest response", .min = "1",
                  .max = "1048576"),
     CONFIG_ENTRY("rollout.temperature", CONFIG_DOUBLE, "1.0",
@@ -68,9 +80,43 @@ static const ConfigEntry PPO_SCHEMA[] = {
         .choices = "end_token|as_is"),
     CONFIG_ENTRY("reward.clip", CONFIG_DOUBLE, "0", "clip scores to [-clip, clip] (0: off)",
                  .min = "0"),
+    CONFIG_ENTRY("reward.models", CONFIG_LIST, NULL,
+                 "more reward model checkpoints, scored with model.reward and combined by "
+                 "reward.combine (an ensemble against reward hacking)", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.combine", CONFIG_ENUM, "mean",
+                 "how the reward models' scores combine: their mean, or their minimum",
+                 .choices = "mean|min", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.programs", CONFIG_LIST, NULL,
+                 "reward programs (run through /bin/sh once per iteration): a JSON line "
+                 "{\"prompt\": ..., \"completion\": ...} per episode on stdin, one number per line "
+                 "back, added to the score times its weight", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.program_weights", CONFIG_LIST, NULL,
+                 "one weight per reward program (default 1 each)", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.program_timeout", CONFIG_DOUBLE, "60",
+                 "seconds a reward program may go without reading or answering before it is "
+                 "stopped and the run with it", .min = "0.01", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("reward.length_penalty", CONFIG_DOUBLE, "0",
+                 "subtracted from the reward per response token (0: off)",
+                 .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.overlong_penalty", CONFIG_DOUBLE, "0",
+                 "subtracted from the reward of a response running into rollout.max_new_tokens "
+                 "(0: off), rising linearly over the last reward.overlong_tokens tokens",
+                 .min = "0", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.overlong_tokens", CONFIG_INT, "0",
+                 "the zone before rollout.max_new_tokens where reward.overlong_penalty rises (0: "
+                 "only a response of max_new_tokens is penalised)", .min = "0",
+                 .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("reward.normalize", CONFIG_BOOL, "false",
+                 "normalise the reward by the running mean and std of every reward so far",
+                 .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("kl.beta", CONFIG_DOUBLE, "0.02",
                  "KL penalty coefficient (the start value with the adaptive controller)",
                  .min = "0", .max = "1000"),
+    CONFIG_ENTRY("kl.mode", CONFIG_ENUM, "reward",
+                 "reward: -beta (log pi - log pi_ref) per token in the reward (InstructGPT); loss: "
+                 "beta times the k3 estimator (e^(ref-logp) - 1 - (ref-logp)) per token added to "
+                 "the policy loss (GRPO)",
+                 .choices = "reward|loss", .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("kl.controller", CONFIG_ENUM, "fixed",
                  "fixed beta, or adaptive toward kl.target (Ziegler et al. 2019)",
                  .choices = "fixed|adaptive"),
@@ -117,6 +163,42 @@ static const ConfigEntry PPO_SCHEMA[] = {
     TRAINER_ENTRY_RESUME,
     TRAINER_ENTRY_SAVE_EVERY("10", "1", "save OUT.DIR/last every N iterations (and at the end)"),
     TRAINER_ENTRY_LOG_EVERY("1", "print a line every N iterations"),
+    CONFIG_ENTRY("guards.action", CONFIG_ENUM, "stop",
+                 "when a guard fires: stop the run (OUT.DIR/last keeps the last good "
+                 "checkpoint), or rollback: the last good checkpoint becomes the result",
+                 .choices = "stop|rollback", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.kl_max", CONFIG_DOUBLE, "0",
+                 "fire when the mean KL per episode rises above this (0: off)", .min = "0",
+                 .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.kl_min", CONFIG_DOUBLE, "-1e9",
+                 "fire when the mean KL per episode falls below this (e.g. -0.5: a negative "
+                 "KL; -1e9: off)", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.len_min", CONFIG_DOUBLE, "0",
+                 "fire when the mean response length (tokens) falls below this: collapse "
+                 "(0: off)", .min = "0", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.len_max", CONFIG_DOUBLE, "0",
+                 "fire when the mean response length rises above this: explosion (0: off)",
+                 .min = "0", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.patience", CONFIG_INT, "1",
+                 "iterations in a row outside a band before its guard fires", .min = "1",
+                 .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_judge", CONFIG_STRING, "",
+                 "reward-hacking guard: a judge program (reward label's judge protocol, as rlhf "
+                 "eval-policy --judge) comparing the policy's greedy answers to "
+                 "guards.hack_prompts with the starting policy's; fires when the score is above "
+                 "the first iteration's while the win rate is below 0.5 - guards.hack_margin "
+                 "(empty: off)", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_prompts", CONFIG_STRING, "",
+                 "held-out prompts for guards.hack_judge (JSONL {\"prompt\": ...})",
+                 .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_every", CONFIG_INT, "5", "guards.hack_judge: check every N "
+                 "iterations", .min = "1", .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_margin", CONFIG_DOUBLE, "0.05",
+                 "guards.hack_judge: how far below 0.5 the win rate may fall", .min = "0",
+                 .flags = CONFIG_NO_HASH),
+    CONFIG_ENTRY("guards.hack_timeout", CONFIG_DOUBLE, "60",
+                 "guards.hack_judge: seconds without progress before the judge is stopped",
+                 .min = "0.01", .flags = CONFIG_NO_HASH),
     CONFIG_ENTRY("eval.every", CONFIG_INT, "10",
                  "with eval.pretrain_text: its loss every N iterations (and at the end)",
                  .min = "1", .flags = CONFIG_NO_HASH),
@@ -181,6 +263,28 @@ static int evaluate_pretrain(Ppo *s, CliProgress *pr, char *err, size_t errlen) 
                             errlen);
 }
 
+// The guards after an iteration (every rank computes the same figures): 0 on; 1 the run ended
+// cleanly by a rollback (the last good checkpoint saved as the result); -1 stopped or an error.
+static int guard(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
+    char why[512], e2[512];
+    int rc = ppo_guards_check(s, st, why, sizeof why, err, errlen);
+    if (rc == 0) rc = ppo_hack_check(s, st, why, sizeof why, err, errlen);
+    if (rc <= 0) return rc;
+    if (strcmp(config_get_string(s->cfg, "guards.action"), "rollback"))
+        return util_err(err, errlen, "%s; stopped (guards.action stop)%s%s", why,
+                        s->saved_iteration >= 0 ? ": the last good checkpoint is " : "",
+                        s->saved_iteration >= 0 ? s->tr.last_dir : "");
+    char ema[4300];
+    snprintf(ema, sizeof ema, "%s/ema", s->tr.last_dir);
+    if (ppo_restore_last(s, e2, sizeof e2) ||
+        (s->has_ema && ckpt_load_weights(ema, &s->ema, 0, e2, sizeof e2)))
+        return util_err(err, errlen, "%s; no checkpoint to roll back to yet: stopped", why);
+    if (dist_main(&s->dist))
+        fprintf(stderr, "ppo: rolled back to the last good checkpoint %s (iteration %lld): it is "
+                "the result\n", s->tr.last_dir, (long long)s->iteration);
+    return ppo_save_final(s, err, errlen) ? -1 : 1;
+}
+
 static int train(Ppo *s, char *err, size_t errlen) {
     int64_t save_every = config_get_int(s->cfg, "save.every"),
             log_every = config_get_int(s->cfg, "log.every");
@@ -228,6 +332,8 @@ static int train(Ppo *s, char *err, size_t errlen) {
         s->t_allreduce += st.t_allreduce;
         s->run_steps += st.minibatches;
         if (main_rank && ppo_record(s, &st, err, errlen)) return -1;
+        int g = guard(s, &st, err, errlen);
+        if (g) return g < 0 ? -1 : 0;
         if (main_rank &&
             (s->iteration % log_every == 0 || s->iteration == s->iterations || s->iteration == 1))
             log_line(s, &st, &pr);
@@ -271,7 +377,8 @@ int main(int argc, char **argv) {
                     "minibatches), responses up to %d tokens, ptx %s, config %s\n",
                     (long long)s.tr.run_id, (long long)s.iterations, s.R, s.epochs, s.R / s.mb,
                     s.max_new, s.has_ptx ? "on" : "off", s.tr.hash);
-        rc = train(&s, err, sizeof err);
+        rc = ppo_hack_check(&s, NULL, NULL, 0, err, sizeof err);
+        if (rc == 0) rc = train(&s, err, sizeof err);
     }
     int code = trainer_finish(&s.tr, rc, err);
     if (rc == 0 && main_rank) {

@@ -1,6 +1,8 @@
-// The ppo program's state and its three parts: setup.c (configuration, models, data, memory plan,
-// checkpoints and resume), iteration.c (one PPO-ptx iteration: rollouts, scoring, advantages,
-// minibatch updates) and main.c (the recipe: parse, set up, loop, log, save).
+// The ppo program's state and its parts: setup.c (configuration, models, data, memory plan,
+// checkpoints and resume), iteration.c (one iteration: rollouts, scoring, advantages (PPO's GAE
+// or the critic-free GRPO / RLOO), minibatch updates), rewards.c (the reward's parts besides
+// model.reward: more reward models, reward programs, penalties, normalisation), guards.c (KL and
+// length bands, reward hacking) and main.c (the recipe: parse, set up, loop, log, save).
 //
 // Letters: R rollouts per iteration (rollout.batch_size), mb sequences per minibatch, Tseq the
 // longest prompt + response (tokens), Tpos = Tseq - 1 the positions the policy sees (the last
@@ -49,6 +51,8 @@ typedef struct {
     double resp_len, end_rate;      // response tokens; share that ended with the end token
     double policy_loss, clip_frac, approx_kl, ratio_mean;
     double value_loss, value_clip_frac, explained_var;
+    double kl_loss;                 // kl.mode loss: the k3 term beta * mean_t k3 (NaN otherwise)
+    double adv_abs;                 // mean |advantage| per episode (critic-free algorithms)
     double ptx_loss;                // mean LM loss (per token, before ptx.coef) of the ptx batches
     double first_ratio_dev; // max |ratio - 1| on the iteration's first minibatch (0 expected)
     double grad_norm, value_grad_norm;
@@ -63,6 +67,40 @@ typedef struct {
     int64_t ppo_tokens, ptx_tokens; // positions through training forward+backward
     int64_t minibatches, skipped;
 } PpoStats;
+
+enum { PPO_ALGO = 0 };   // algorithm ppo; grpo and rloo are PPO_ADV_GRPO and PPO_ADV_RLOO
+
+// The reward's parts besides model.reward's score (rewards.c). Off by default: the reward is then
+// that score alone, as it always was.
+typedef struct {
+    int on;                         // any part below is in use
+    int n_rm;                       // reward models: model.reward and reward.models
+    Model *rm;                      // (n_rm - 1) reward.models
+    ModelConfig *rm_config;         // (n_rm - 1)
+    const char *const *rm_dirs;     // (n_rm - 1) the config's list
+    int combine_min;                // reward.combine min (else mean)
+    int n_prog;
+    const char *const *prog_cmd;    // (n_prog) the config's list
+    double *prog_w;                 // (n_prog)
+    double prog_timeout;
+    double len_coef, over_coef;
+    int over_zone;
+    int normalize;
+    PpoRunningMoments norm;         // saved in checkpoints when normalize is on
+    float *rm_score;                // (n_rm, R) each model's score
+    float *prog_score;              // (n_prog, R)
+    float *len_pen, *over_pen;      // (R)
+    float *raw, *total;             // (R) the sum of the parts; after normalisation
+} PpoRewardParts;
+
+// The reward-hacking guard's held-out prompts and starting answers (guards.c, rank 0).
+typedef struct {
+    PpoPrompt *prompts;
+    int n;
+    char **ref;                     // (n) the starting policy's greedy answers
+    int *ref_ended;
+    double prev_score;              // the first iteration's mean score (NaN: not yet seen)
+} PpoHack;
 
 typedef struct Ppo {
     Dist dist;                      // rank 0 writes; every rank computes its share
@@ -79,6 +117,13 @@ typedef struct Ppo {
     float clip, value_clip, gamma, lam, ema_decay;
     float eos_penalty, score_clip;
     int whiten, max_bad;
+    // algorithm: PPO_ALGO (the value model and GAE) or critic-free, PPO_ADV_GRPO / PPO_ADV_RLOO
+    // (ppo.h): rollout.group_size completions per prompt, one advantage per completion from its
+    // group's rewards, no value model loaded, trained or saved
+    int algo, group, scale_std;
+    int has_value;                  // algo == PPO_ALGO
+    int kl_loss;                    // kl.mode loss: k3 * beta in the policy loss, not the reward
+    PpoRewardParts parts;           // reward models beyond model.reward, programs, penalties
     int64_t nan_from;               // debug.nan_from_iteration (fault injection for tests)
     GenConfig gen;
     AdamWConfig opt_policy, opt_value;
@@ -108,6 +153,9 @@ typedef struct Ppo {
     Rng rng;
     int64_t iteration, policy_steps, value_steps;
     int64_t bad_streak;             // minibatches skipped in a row (NaN / Inf guard)
+    int64_t guard_streak;           // iterations in a row outside a guard's band (guards.c)
+    PpoHack hack;
+    double hack_timeout;
     int64_t saved_iteration;        // iteration of OUT.DIR/last (-1: none yet)
     double t_allreduce;             // seconds in gradient allreduces this run (MPI)
     int64_t run_steps;              // optimizer steps this run (not counting those before a resume)
@@ -116,6 +164,7 @@ typedef struct Ppo {
     int32_t *plen, *rlen, *ended;   // (R)
     int64_t *pidx;                  // (R) prompt index
     float *score, *shaped;          // (R) raw and shaped reward-model score
+    float *ep_reward, *ep_adv;      // (R) critic-free: each episode's reward and advantage
     float *old_logp, *ref_logp, *old_values, *rewards, *adv, *ret, *entropy;   // (R, Tpos)
     uint8_t *mask;                  // (R, Tpos) 1 on response positions
     int32_t *perm;                  // (R) minibatch order of the current epoch
@@ -128,12 +177,42 @@ typedef struct Ppo {
     union { float *b_old_logp, *b_old_values; };       // the rollout's, for the ratio / value clip
     union { float *b_adv, *b_returns; };               // what the update moves toward
     float *b_weights; // per-token loss weights (1 / response tokens)
+    float *b_ref;     // kl.mode loss: the reference's log-probs of the minibatch
     union { float *b_dlogp, *b_dvalues; };             // the loss's gradient, fed to backward
     // generation scratch
     int32_t *g_prompts, *g_plen, *g_out, *g_olen;
     Rng *g_rng;                     // (gen_B) one sampling stream per rollout
 } Ppo;
 
+
+// rewards.c: the reward's parts (see PpoRewardParts). config: reads the settings and the extra
+// reward models' configs (before the memory plan); plan_bytes: their memory; load: the models;
+// score: their scores of a reward minibatch (rb, rows idx, b_len their lengths); total: after
+// scoring, every part and the total of each episode; components: episode b's parts as a JSON
+// object (malloc'd; NULL when off); metrics: the iteration's means (reward/...); state: the
+// normalisation moments into / out of a checkpoint's trainer state.
+int    ppo_parts_config(Ppo *s, const ModelConfig *policy, char *err, size_t errlen);
+size_t ppo_parts_plan_bytes(const Ppo *s);
+int    ppo_parts_load(Ppo *s, char *err, size_t errlen);
+int    ppo_parts_score(Ppo *s, const ModelBatch *rb, const int32_t *idx, int n, char *err,
+                       size_t errlen);
+int    ppo_parts_total(Ppo *s, char *err, size_t errlen);
+char  *ppo_parts_components(const Ppo *s, int b);
+int    ppo_parts_metrics(Ppo *s, int64_t step, char *err, size_t errlen);
+int    ppo_parts_save_state(const Ppo *s, CkptTrainerState *st, char *err, size_t errlen);
+int    ppo_parts_load_state(Ppo *s, const CkptTrainerState *st, char *err, size_t errlen);
+void   ppo_parts_free(Ppo *s);
+// guards.c: after iteration s->iteration (recorded): 1 when a guard fired (why says which, with the
+// figure and the threshold; recorded as metric guard/<name>), 0 when none did, -1 on an error.
+int ppo_guards_check(Ppo *s, const PpoStats *st, char *why, size_t whylen, char *err,
+                     size_t errlen);
+// The reward-hacking guard: st NULL at setup (after the models: loads the prompts and makes or
+// reads the starting answers), then after each iteration like ppo_guards_check.
+int ppo_hack_check(Ppo *s, const PpoStats *st, char *why, size_t whylen, char *err,
+                   size_t errlen);
+void ppo_hack_free(Ppo *s);
+// iteration.c: a response as clean UTF-8 text (malloc'd)
+char *ppo_decode(const Tokenizer *tok, const int32_t *ids, int n);
 
 // setup.c
 int  ppo_setup(Ppo *s, char *err, size_t errlen);

@@ -330,7 +330,7 @@ typedef struct { const char *what; size_t bytes; char detail[160]; } PlanRow;
 static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc,
                        const ModelConfig *vc, int max_rows, char *err, size_t errlen) {
     int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
-    PlanRow rows[8];
+    PlanRow rows[9];
     int n = 0;
 #define ROW(w, b, ...)                                                                             \
     do {                                                                                           \
@@ -345,9 +345,13 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
         "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
     ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0),
         "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
-    ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1),
-        "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl,
-        s->Tpos);
+    if (s->has_value)
+        ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1),
+            "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl,
+            s->Tpos);
+    if (s->parts.n_rm > 1)
+        ROW("reward+", ppo_parts_plan_bytes(s), "reward.models: %d more frozen reward models",
+            s->parts.n_rm - 1);
     if (s->has_ema)
         ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)",
             (double)s->ema_decay);
@@ -370,8 +374,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     util_format_bytes(l, sizeof l, lim);
     if (dist_main(&s->dist)) {
         fprintf(stderr, "ppo: memory plan (%d rollouts of up to %d tokens, minibatch %d, "
-                "generation batch %d)%s:\n",
-                s->R, s->Tseq, s->mb, s->gen_B, s->dist.size > 1 ? ", per rank" : "");
+                "generation batch %d)%s%s:\n",
+                s->R, s->Tseq, s->mb, s->gen_B, s->dist.size > 1 ? ", per rank" : "",
+                s->has_value ? "" : ", critic-free: no value model");
         for (int i = 0; i < n; i++) {
             util_format_bytes(b, sizeof b, (double)rows[i].bytes);
             fprintf(stderr, "ppo:   %-10s %10s  %s\n", rows[i].what, b, rows[i].detail);
@@ -406,7 +411,8 @@ static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char
         ckpt_state_set_int(st, "prompts.index", s->prompt_index, err, errlen) ||
         ckpt_state_set_int(st, "prompts.fingerprint", (int64_t)s->prompt_fp, err, errlen) ||
         ckpt_state_set_int(st, "bad_streak", s->bad_streak, err, errlen) ||
-        ckpt_state_set_float(st, "kl.beta", s->kl.beta, err, errlen)) return -1;
+        ckpt_state_set_float(st, "kl.beta", s->kl.beta, err, errlen) ||
+        ppo_parts_save_state(s, st, err, errlen)) return -1;
     if (s->has_ptx) {
         DataCursor c;
         tokfile_iter_cursor(&s->ptx_it, &c);
@@ -418,7 +424,7 @@ static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char
 // 1 when the policy, value and EMA weights are the same bytes on every rank.
 static int ranks_identical(Ppo *s) {
     int same = trainer_same_weights(&s->tr, &s->policy);
-    same &= trainer_same_weights(&s->tr, &s->value);
+    if (s->has_value) same &= trainer_same_weights(&s->tr, &s->value);
     if (s->has_ema) same &= trainer_same_weights(&s->tr, &s->ema);
     return same;
 }
@@ -452,7 +458,7 @@ int ppo_save_last(Ppo *s, char *err, size_t errlen) {
     snprintf(p, sizeof p, "%s/policy", tmp);
     if (ckpt_save(p, &s->policy, &sp, err, errlen)) goto fail;
     snprintf(p, sizeof p, "%s/value", tmp);
-    if (ckpt_save(p, &s->value, &sv, err, errlen)) goto fail;
+    if (s->has_value && ckpt_save(p, &s->value, &sv, err, errlen)) goto fail;
     if (s->has_ema) {
         snprintf(p, sizeof p, "%s/ema", tmp);
         if (ckpt_save(p, &s->ema, &so, err, errlen)) goto fail;
@@ -503,7 +509,7 @@ int ppo_restore_last(Ppo *s, char *err, size_t errlen) {
     if (ckpt_state_get_int(&st, "iteration", &it, err, errlen) ||
         load_role("last/policy", p, &s->policy, CKPT_IGNORE_SCORE, err, errlen)) return -1;
     snprintf(p, sizeof p, "%s/value", s->tr.last_dir);
-    if (load_role("last/value", p, &s->value, 0, err, errlen)) return -1;
+    if (s->has_value && load_role("last/value", p, &s->value, 0, err, errlen)) return -1;
     s->iteration = it;
     return 0;
 }
@@ -525,6 +531,14 @@ static void read_settings(Ppo *s) {
     s->gamma = (float)config_get_double(c, "ppo.gamma");
     s->lam = (float)config_get_double(c, "ppo.lambda");
     s->whiten = config_get_bool(c, "ppo.whiten_advantages");
+    const char *algo = config_get_string(c, "algorithm");
+    s->algo = !strcmp(algo, "grpo")   ? PPO_ADV_GRPO
+              : !strcmp(algo, "rloo") ? PPO_ADV_RLOO
+                                      : PPO_ALGO;
+    s->has_value = s->algo == PPO_ALGO;
+    s->group = (int)config_get_int(c, "rollout.group_size");
+    s->scale_std = config_get_bool(c, "grpo.scale_std");
+    s->kl_loss = !strcmp(config_get_string(c, "kl.mode"), "loss");
     s->max_bad = (int)config_get_int(c, "ppo.max_bad_minibatches");
     s->eos_penalty = (float)config_get_double(c, "reward.missing_eos_penalty");
     s->score_clip = (float)config_get_double(c, "reward.clip");
@@ -555,6 +569,8 @@ static void alloc_buffers(Ppo *s) {
     s->ended = CALLOC_CHECK(R, sizeof(int32_t));
     s->pidx = CALLOC_CHECK(R, sizeof(int64_t));
     s->score = CALLOC_CHECK(R, sizeof(float));
+    s->ep_reward = CALLOC_CHECK(R, sizeof(float));
+    s->ep_adv = CALLOC_CHECK(R, sizeof(float));
     s->shaped = CALLOC_CHECK(R, sizeof(float));
     float **f[7] = {&s->old_logp, &s->ref_logp, &s->old_values, &s->rewards,
                     &s->adv,      &s->ret,      &s->entropy};
@@ -564,8 +580,8 @@ static void alloc_buffers(Ppo *s) {
     s->b_tok = CALLOC_CHECK(M, sizeof(int32_t));
     s->b_tgt = CALLOC_CHECK(M, sizeof(int32_t));
     s->b_len = CALLOC_CHECK((size_t)s->mbl, sizeof(int32_t));
-    float **g[5] = {&s->b_logp, &s->b_old_logp, &s->b_adv, &s->b_weights, &s->b_dlogp};
-    for (int i = 0; i < 5; i++) *g[i] = CALLOC_CHECK(M, sizeof(float));
+    float **g[6] = {&s->b_logp, &s->b_old_logp, &s->b_adv, &s->b_weights, &s->b_dlogp, &s->b_ref};
+    for (int i = 0; i < 6; i++) *g[i] = CALLOC_CHECK(M, sizeof(float));
     s->g_prompts = CALLOC_CHECK((size_t)s->gen_B * s->Tp, sizeof(int32_t));
     s->g_plen = CALLOC_CHECK((size_t)s->gen_B, sizeof(int32_t));
     s->g_out = CALLOC_CHECK((size_t)s->gen_B * s->max_new, sizeof(int32_t));
@@ -609,6 +625,13 @@ static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
         return util_err(err, errlen,
                         "rollout.batch_size (%d) must be a multiple of ppo.minibatch_size (%d)",
                         s->R, s->mb);
+    if (s->R % s->group)
+        return util_err(err, errlen, "rollout.batch_size (%d) must be a multiple of "
+                        "rollout.group_size (%d)", s->R, s->group);
+    if (!s->has_value && s->group < 2)
+        return util_err(err, errlen, "algorithm %s compares each completion with the others of "
+                        "its prompt: set rollout.group_size to 2 or more (it is %d)",
+                        config_get_string(cfg, "algorithm"), s->group);
     if (s->mb % s->dist.size)
         return util_err(err, errlen, "ppo.minibatch_size (%d) must be a multiple of the number "
                         "of ranks (%d): each rank takes an equal share of every minibatch",
@@ -630,12 +653,13 @@ static int setup_tokenizer(Ppo *s, char *err, size_t errlen) {
 // Each role's config, checked for its part; one vocabulary, the shortest context.
 static int load_role_configs(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
     static const int want_lm[N_ROLES] = {1, 1, 0, 0};
-    for (int i = 0; i < N_ROLES; i++)
+    int roles = s->has_value ? N_ROLES : ROLE_VALUE;   // critic-free: no value model
+    for (int i = 0; i < roles; i++)
         if (role_config(PPO_ROLE_NAMES[i], m->dir[i], want_lm[i], &m->config[i], err, errlen))
             return -1;
     const ModelConfig *pc = &m->config[ROLE_POLICY];
     m->context = pc->max_seq_len;
-    for (int i = 1; i < N_ROLES; i++) {
+    for (int i = 1; i < roles; i++) {
         if (m->config[i].vocab_size != pc->vocab_size)
             return util_err(err, errlen, "%s has a vocabulary of %d tokens, model.policy %d: all "
                             "four models must share the tokenizer",
@@ -685,10 +709,11 @@ static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, cha
     int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
     const int rows_T[N_ROLES] = {pT, s->Tpos, s->Trw, s->Tpos};
     char e[1024];
-    for (int i = 0; i < N_ROLES; i++)
+    int roles = s->has_value ? N_ROLES : ROLE_VALUE;
+    for (int i = 0; i < roles; i++)
         if (model_init(models[i], &m->config[i], s->mbl, rows_T[i], trainable[i], 0, e, sizeof e))
             return util_err(err, errlen, "%s: %s", PPO_ROLE_NAMES[i], e);
-    for (int i = 0; i < N_ROLES; i++)
+    for (int i = 0; i < roles; i++)
         if (load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i], err, errlen))
             return -1;
     const ModelConfig *pc = &m->config[ROLE_POLICY];
@@ -715,7 +740,7 @@ static int resume_state(Ppo *s, const PpoRoles *m, CkptTrainerState *st, char *e
     int64_t fp;
     double beta;
     if (ckpt_load_trainer_state(m->last_policy, &s->policy, st, err, errlen) ||
-        ckpt_load_trainer_state(m->last_value, &s->value, &vst, err, errlen) ||
+        (s->has_value && ckpt_load_trainer_state(m->last_value, &s->value, &vst, err, errlen)) ||
         ckpt_state_get_int(st, "iteration", &s->iteration, err, errlen) ||
         ckpt_state_get_int(st, "run_id", &s->tr.run_id, err, errlen) ||
         ckpt_state_get_int(st, "value_steps", &s->value_steps, err, errlen) ||
@@ -723,7 +748,8 @@ static int resume_state(Ppo *s, const PpoRoles *m, CkptTrainerState *st, char *e
         ckpt_state_get_int(st, "prompts.index", &s->prompt_index, err, errlen) ||
         ckpt_state_get_int(st, "prompts.fingerprint", &fp, err, errlen) ||
         ckpt_state_get_int(st, "bad_streak", &s->bad_streak, err, errlen) ||
-        ckpt_state_get_float(st, "kl.beta", &beta, err, errlen))
+        ckpt_state_get_float(st, "kl.beta", &beta, err, errlen) ||
+        ppo_parts_load_state(s, st, err, errlen))
         return -1;
     if ((uint64_t)fp != s->prompt_fp)
         return util_err(err, errlen, "%s: the prompts changed since this checkpoint (other "
@@ -782,13 +808,16 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     if (!dist_identical(&s->dist, &s->prompt_fp, sizeof s->prompt_fp))
         return util_err(err, errlen, "the ranks read different prompts (data.format db: was the "
                                      "workspace changed meanwhile?)");
-    if (setup_lengths(s, &m, err, errlen)) return -1;
+    if (setup_lengths(s, &m, err, errlen) ||
+        ppo_parts_config(s, &m.config[ROLE_POLICY], err, errlen))
+        return -1;
     int max_rows = s->gen_B * s->Tp;
     if (max_rows > 4096) max_rows = s->gen_B > 4096 ? s->gen_B : 4096;
     const ModelConfig *c = m.config;
     if (memory_plan(s, &c[ROLE_POLICY], &c[ROLE_REFERENCE], &c[ROLE_REWARD], &c[ROLE_VALUE],
                     max_rows, err, errlen) ||
-        init_models(s, &m, resumed, max_rows, err, errlen) || load_ptx(s, err, errlen) ||
+        init_models(s, &m, resumed, max_rows, err, errlen) || ppo_parts_load(s, err, errlen) ||
+        load_ptx(s, err, errlen) ||
         trainer_pretrain_open(&s->pre, &s->tr, s->tok, s->policy.config.vocab_size,
                               s->policy.max_T, err, errlen))
         return -1;
@@ -805,7 +834,8 @@ void ppo_teardown(Ppo *s) {
     }
     free(s->prompts);
     free(s->order);
-    void *bufs[] = {s->seq,        s->plen,   s->rlen,      s->ended,    s->pidx,
+    void *bufs[] = {s->ep_reward, s->ep_adv, s->b_ref,
+                    s->seq,        s->plen,   s->rlen,      s->ended,    s->pidx,
                     s->score,      s->shaped, s->old_logp,  s->ref_logp, s->old_values,
                     s->rewards,    s->adv,    s->ret,       s->entropy,  s->mask,
                     s->perm,       s->b_tok,  s->b_tgt,     s->b_len,    s->b_logp,
@@ -822,6 +852,8 @@ void ppo_teardown(Ppo *s) {
     model_free(&s->reward);
     model_free(&s->value);
     model_free(&s->ema);
+    ppo_parts_free(s);
+    ppo_hack_free(s);
     dataset_free(s->ds);
     tok_free(s->tok);
     trainer_close(&s->tr);

@@ -167,7 +167,7 @@ import sqlite3, sys
 a, b = (sqlite3.connect(p) for p in sys.argv[1:3])
 assert b.execute("select count(*), min(status) from runs").fetchone() == (1, "done")
 # final/bias moves with ln_f.bias (see the top): the final models' scores are compared instead
-q = "select name, step, value from metrics where name not like '%per_s' and name not like '%allreduce%' and name != 'final/bias' order by name, step"
+q = "select name, step, value from metrics where name not like '%per_s' and name not like '%allreduce%' and name != 'final/bias' and name not like 'run/%' order by name, step"
 ma, mb = a.execute(q).fetchall(), b.execute(q).fetchall()
 assert [x[:2] for x in ma] == [x[:2] for x in mb], "different metrics"
 worst = max((abs(x[2] - y[2]), x[0]) for x, y in zip(ma, mb))
@@ -225,6 +225,16 @@ below "$dp" 5e-5 && below "$dv" 5e-5 &&
     [ "$(grep -c 'memory plan' err)" -eq 1 ] && [ "$(grep -c 'ppo: iter 1/1' err)" -eq 1 ] &&
     ok "ppo: one iteration on 2 ranks = 1 rank (8 optimizer steps; max |diff| policy $dp, value $dv; < 5e-5), rank 1 quiet" ||
         bad "ppo 2 ranks vs 1: policy $dp value $dv"
+# P1b. grpo (no value model, KL as a k3 loss term) with a second reward model and a reward program:
+# 2 ranks = 1 rank
+printf '#!/bin/sh\ncat > /dev/null; yes 0.5 | head -n 16\n' > half.sh && chmod +x half.sh
+G="--set algorithm=grpo --set rollout.group_size=4 --set kl.mode=loss --set reward.models=[prm] --set reward.programs=[./half.sh]"
+OMP_NUM_THREADS=1 "$MB/ppo" -c ppo.yaml --set out.dir=g1 $G > out 2> err
+$MPIRUN -np 2 "$MB/ppo" -c ppo.yaml --set out.dir=g2 $G > out 2>> err
+dp=$($DIFF --no-key-bias g1/last/policy/model.safetensors g2/last/policy/model.safetensors 2>&1)
+below "$dp" 5e-5 && [ ! -e g2/last/value ] && [ "$(grep -c 'critic-free: no value model' err)" -eq 2 ] &&
+    ok "grpo with an ensemble and a reward program: one iteration on 2 ranks = 1 rank (max |diff| policy $dp < 5e-5)" ||
+        bad "grpo 2 ranks vs 1: policy $dp"
 python3 - p1/workspace.db p2/workspace.db > out 2> err2 <<'PY' && ok "ppo on 2 ranks: the same 16 rollouts stored once (text identical, score/KL/reward within 1e-5), statistics within 1e-5 ($(cat out))" || { cat err2 >> err; bad "ppo rollouts 2 vs 1: $(cat out)"; }
 import sqlite3, sys
 a, b = (sqlite3.connect(p) for p in sys.argv[1:3])

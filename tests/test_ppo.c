@@ -448,6 +448,87 @@ static void test_policy_equals_reference(void) {
     model_free(&ref);
 }
 
+static void test_group_advantages(void) {
+    // two groups of three: rewards {1, 2, 6} and {0, 0, 0}
+    float r[6] = {1, 2, 6, 0, 0, 0}, a[6];
+    // GRPO: mean 3, unbiased std sqrt(((-2)^2 + (-1)^2 + 3^2) / 2) = sqrt(7)
+    ppo_group_advantages(r, 2, 3, PPO_ADV_GRPO, 1, a);
+    double sd = sqrt(7.0) + 1e-4;
+    CHECK(fabs(a[0] - (-2.0 / sd)) < 1e-6 && fabs(a[1] - (-1.0 / sd)) < 1e-6 &&
+          fabs(a[2] - 3.0 / sd) < 1e-6);
+    CHECK(a[3] == 0.0f && a[4] == 0.0f && a[5] == 0.0f);   // equal rewards: no signal
+    // without the std: r - mean
+    ppo_group_advantages(r, 2, 3, PPO_ADV_GRPO, 0, a);
+    CHECK(a[0] == -2.0f && a[1] == -1.0f && a[2] == 3.0f && a[3] == 0.0f);
+    // RLOO: r_i - mean of the others: 1 - 4, 2 - 3.5, 6 - 1.5
+    ppo_group_advantages(r, 2, 3, PPO_ADV_RLOO, 1, a);
+    CHECK(a[0] == -3.0f && a[1] == -1.5f && a[2] == 4.5f && a[5] == 0.0f);
+    // RLOO is (g / (g - 1)) times the mean-centred advantage
+    CHECK(fabs(a[2] - 1.5 * 3.0) < 1e-6);
+    // a group of one has no baseline to compare with: 0
+    float one[1] = {5}, a1[1] = {9};
+    ppo_group_advantages(one, 1, 1, PPO_ADV_RLOO, 1, a1);
+    CHECK(a1[0] == 0.0f);
+    ppo_group_advantages(one, 1, 1, PPO_ADV_GRPO, 1, a1);
+    CHECK(a1[0] == 0.0f);
+}
+
+static void test_kl_loss(void) {
+    // beta 0.5, weights 1/2 on two tokens, the third masked out
+    float logp[3] = {-1.0f, -2.0f, -0.3f}, ref[3] = {-1.5f, -1.0f, -9.0f}, w[3] = {0.5f, 0.5f, 0};
+    float d[3] = {0.25f, 0, 7};   // added to what is there
+    double l = ppo_kl_loss(logp, ref, w, 3, 0.5f, d);
+    // k3(d) = e^d - 1 - d with d = ref - logp = -0.5 and 1
+    double k0 = exp(-0.5) - 1 + 0.5, k1 = exp(1.0) - 1 - 1;
+    CHECK(fabs(l - 0.5 * 0.5 * (k0 + k1)) < 1e-7);
+    CHECK(fabs(d[0] - (0.25 + 0.25 * (1 - exp(-0.5)))) < 1e-6);
+    CHECK(fabs(d[1] - 0.25 * (1 - exp(1.0))) < 1e-6);
+    CHECK(d[2] == 7.0f);
+    // central differences of the loss in logp
+    for (int i = 0; i < 2; i++) {
+        float lp[3], lm[3];
+        memcpy(lp, logp, sizeof lp);
+        memcpy(lm, logp, sizeof lm);
+        lp[i] += 1e-3f;
+        lm[i] -= 1e-3f;
+        double fd = (ppo_kl_loss(lp, ref, w, 3, 0.5f, NULL) -
+                     ppo_kl_loss(lm, ref, w, 3, 0.5f, NULL)) / (lp[i] - lm[i]);
+        float g[3] = {0, 0, 0};
+        ppo_kl_loss(logp, ref, w, 3, 0.5f, g);
+        CHECK(fabs(fd - g[i]) < 1e-3);
+    }
+    // equal to the reference: loss and gradient exactly 0
+    float z[2] = {0, 0};
+    CHECK(ppo_kl_loss(ref, ref, w, 2, 0.5f, z) == 0.0 && z[0] == 0.0f && z[1] == 0.0f);
+}
+
+static void test_reward_parts(void) {
+    // three models' scores of two episodes, one row per model
+    float sc[6] = {1, -2, 3, 0, 2, 1}, out[2];
+    ppo_combine_scores(sc, 3, 2, 2, 0, out);
+    CHECK(out[0] == 2.0f && fabsf(out[1] - (-1.0f / 3.0f)) < 1e-7f);
+    ppo_combine_scores(sc, 3, 2, 2, 1, out);
+    CHECK(out[0] == 1.0f && out[1] == -2.0f);
+    ppo_combine_scores(sc, 1, 2, 2, 1, out);   // one model: its score
+    CHECK(out[0] == 1.0f && out[1] == -2.0f);
+    // over-length: zone 4 of 16 tokens, coefficient 2
+    CHECK(ppo_overlong_penalty(12, 16, 4, 2.0) == 0.0);
+    CHECK(ppo_overlong_penalty(13, 16, 4, 2.0) == 0.5);
+    CHECK(ppo_overlong_penalty(16, 16, 4, 2.0) == 2.0);
+    CHECK(ppo_overlong_penalty(15, 16, 0, 2.0) == 0.0);
+    CHECK(ppo_overlong_penalty(16, 16, 0, 2.0) == 2.0);
+    // running normalisation: two batches give the moments of all four values
+    PpoRunningMoments m = {0};
+    float a[2] = {1, 3}, b[2] = {5, 7}, o[2];
+    ppo_running_normalize(&m, a, 2, o);
+    CHECK(m.count == 2 && m.mean == 2.0 && fabs(m.m2 - 2.0) < 1e-12);
+    CHECK(fabs(o[0] - (-1.0 / sqrt(2.0 + 1e-8))) < 1e-6);
+    ppo_running_normalize(&m, b, 2, o);
+    // {1,3,5,7}: mean 4, sum of squares 20, unbiased variance 20/3
+    CHECK(m.count == 4 && fabs(m.mean - 4.0) < 1e-12 && fabs(m.m2 - 20.0) < 1e-12);
+    CHECK(fabs(o[1] - 3.0 / sqrt(20.0 / 3 + 1e-8)) < 1e-6);
+}
+
 int main(void) {
     test_case("KL estimators k1 and k3 (hand values, zero at equality)", test_kl_estimators);
     test_case("per-token rewards, score shaping (missing end token, clipping)",
@@ -468,5 +549,9 @@ int main(void) {
               test_value_gradient_through_model);
     test_case("policy equal to the frozen reference: KL exactly 0, ratio exactly 1",
               test_policy_equals_reference);
+    test_case("GRPO (with and without the std) and RLOO advantages by hand", test_group_advantages);
+    test_case("k3 KL loss term: hand values, d/dlogp, central differences", test_kl_loss);
+    test_case("reward ensemble mean/min, over-length penalty, running normalisation by hand",
+              test_reward_parts);
     return test_summary();
 }

@@ -10,34 +10,17 @@
 #   - the NaN/Inf guard skips, then stops and keeps the last good checkpoint
 #   - bad inputs: clear messages, non-zero exits
 . "$PWD/tests/lib.sh"
+. "$TESTS/ppo_fixture.sh"
 lib_workspace
 # Threads that sleep rather than spin when idle: these models are tiny, and on a shared machine
 # spinning OpenMP threads slow every parallel region down by orders of magnitude.
 export OMP_WAIT_POLICY=passive
 ERR_LINES=8
-metric() {   # metric DB NAME STEP
-    python3 -c "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute('select value from metrics where name=? and step=?', (sys.argv[2], int(sys.argv[3]))).fetchone(); print(repr(r[0]) if r else 'none')" "$@"
-}
 eval_loss() { "$B/rlhf" eval "$1" --text corpus.txt 2>&1 | sed -n 's/^loss //p'; }
 cd "$W" || exit 1
 
 # data: prompts "What is a plus b?" and the same sums as text
-sums 300 "$SUM_TEXT" > corpus.txt
-sums 300 "$SUM_PROMPT" > prompts.jsonl
-tiny_tok 300
-"$B/rlhf" init --preset tiny --n-layer 2 --n-positions 48 --n-embd 32 --tokenizer tok --seed 5 \
-    --out base 2>/dev/null
-"$B/rlhf" init --preset tiny --n-layer 1 --n-positions 48 --n-embd 32 --tokenizer tok --seed 6 \
-    --score-head --no-lm-head --out rm 2>/dev/null
-python3 "$FIX/ppo_craft_reward.py" rm > /dev/null || bad "crafting the reward model"
-cat > pre.yaml <<'YAML'
-model: {init: base}
-out: {dir: pre}
-data: {format: text, train: [corpus.txt]}
-train: {batch_size: 8, seq_len: 32, steps: 80, lr: 3e-3}
-eval: {every: 1000}
-YAML
-"$B/sft" -c pre.yaml > /dev/null 2>&1 || bad "pretraining the policy"
+ppo_fixture
 cat > ppo.yaml <<'YAML'
 model: {policy: pre/best, reward: rm}
 out: {dir: off}
