@@ -122,6 +122,17 @@ static int collect(const StoreCompletion *sc, void *ctx) {
 // ---------------------------------------------------------------------------------------------
 // completions
 
+// The KV cache holds K sequences of at least n positions: grown (doubling, up to the context)
+// when a prompt needs more, so that it is sized by the prompts, not by a context of 32k.
+static int label_kv_reserve(Label *L, int n, char *err, size_t errlen) {
+    if (L->kv.memory && L->kv.max_T >= n) return 0;
+    int ctx = L->pol.config.max_seq_len, T = L->kv.max_T ? L->kv.max_T : 256;
+    while (T < n) T *= 2;
+    if (T > ctx) T = ctx;
+    kv_free(&L->kv);
+    return kv_init(&L->kv, &L->pol, L->k, T, L->k * 64, err, errlen);
+}
+
 // K samples of the policy for the prompt, stored as completions with model = the policy's path
 // and keyed to its contents (completion_policies), in one transaction.
 // ended[b] (K) receives whether sample b stopped at the end token; cids[b] its completion id.
@@ -149,7 +160,9 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
     }
     Rng r;   // the same prompt gets the same samples whenever it is labeled
     rng_init(&r, data_hash_u64(data_hash_u64(DATA_HASH_INIT, L->seed), (uint64_t)pid));
-    int rc = gen_generate(&L->pol, &L->kv, &L->sm, &g, &r, prompts, lens, K, Tp, out, olen, NULL,
+    int rc = label_kv_reserve(L, Tp + g.max_new_tokens, err, errlen);
+    if (rc == 0)
+        rc = gen_generate(&L->pol, &L->kv, &L->sm, &g, &r, prompts, lens, K, Tp, out, olen, NULL,
                           NULL, err, errlen);
     size_t lp = strlen(L->prefix);
     int tx = rc == 0 && store_begin(L->db, err, errlen) == 0;   // all K samples, or none
@@ -811,8 +824,6 @@ int cmd_label(int argc, char **argv) {
                             .response_prefix = L.prefix,
                             .max_tokens = L.pol.config.max_seq_len};
         if (dataset_create(&L.ds, L.tok, &o, err, sizeof err)) goto out;
-        if (kv_init(&L.kv, &L.pol, L.k, L.pol.config.max_seq_len, L.k * 64, err, sizeof err))
-            goto out;
         sampler_init(&L.sm, L.pol.config.vocab_size);
         L.g.eot_id = tok_eot(L.tok);
         if (label_policy_hash(L.policy, L.policy_hash, err, sizeof err)) goto out;

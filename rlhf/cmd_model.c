@@ -399,10 +399,16 @@ int rlhf_window_loss(Model *m, const int32_t *ids, size_t n, int64_t W, int64_t 
     return rc;
 }
 
+int64_t rlhf_eval_window(const ModelConfig *c, size_t n) {
+    int64_t W = c->max_seq_len < RLHF_EVAL_WINDOW_MAX ? c->max_seq_len : RLHF_EVAL_WINDOW_MAX;
+    return (int64_t)n - 1 < W ? (int64_t)n - 1 : W;
+}
+
 static const char *eval_usage =
     "usage: rlhf eval CKPT (--text FILE | --ids FILE) [--tokenizer DIR] [--batch B]\n"
     "Mean next-token cross-entropy over the whole input, in consecutive windows of the model's\n"
-    "context (every token after the first is predicted once). Prints 'loss <value>' and\n"
+    "context, at most 1024 tokens (every token after the first is predicted once). Prints\n"
+    "'loss <value>' and\n"
     "'perplexity <value>'. --ids takes whitespace-separated token ids; --text is tokenized with\n"
     "the checkpoint's tokenizer (or --tokenizer DIR). FILE '-' reads stdin.\n";
 
@@ -446,7 +452,7 @@ int cmd_eval(int argc, char **argv) {
         ids = ti.ids; n = ti.n;
     }
     if (n < 2) { free(ids); FAIL("rlhf eval: need at least 2 tokens (got %zu)", n); }
-    int64_t W = (int64_t)n - 1 < c.max_seq_len ? (int64_t)n - 1 : c.max_seq_len;
+    int64_t W = rlhf_eval_window(&c, n);
     int64_t nwin = ((int64_t)n - 1 + W - 1) / W;
     if (batch > nwin) batch = nwin;
     Model m;
