@@ -1,4 +1,5 @@
-// Forward/backward kernels of GPT-2. See kernels.h for the legend and conventions.
+// Forward/backward kernels of GPT-2 and of the Llama-style block. See kernels.h for the legend
+// and conventions.
 #include "kernels.h"
 #include <cblas.h>
 #include <math.h>
@@ -104,6 +105,36 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
+// The weight (and bias) gradients of a normalisation, sums over rows: dweight[c] += sum_i
+// dout[i,c] * (inp[i,c] - mean[i]) * rstd[i], dbias[c] += sum_i dout[i,c]. mean NULL: 0
+// (RMSNorm); dbias NULL: none. Fixed chunks of rows are added in chunk order (as colsum_add), so
+// the result does not depend on the thread count. Inlined into each caller: layernorm's loop stays
+// the one it had, and rmsnorm's drops the mean.
+__attribute__((always_inline)) static inline void
+norm_weight_grads(float *dweight, float *dbias, const float *dout, const float *inp,
+                  const float *mean, const float *rstd, int64_t N, int C) {
+    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+    int nstrip = (C + LN_STRIP - 1) / LN_STRIP;
+    #pragma omp parallel for ordered schedule(static, 1)
+    for (int64_t it = 0; it < nstrip * nch; it++) {
+        int64_t ch = it % nch, i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
+        int c0 = (int)(it / nch) * LN_STRIP, w = C - c0 < LN_STRIP ? C - c0 : LN_STRIP;
+        float dw[LN_STRIP], db[LN_STRIP];
+        for (int c = 0; c < w; c++) { dw[c] = 0.0f; db[c] = 0.0f; }
+        for (int64_t i = i0; i < i1; i++) {
+            const float *d = dout + i * C + c0, *x = inp + i * C + c0;
+            float m = mean ? mean[i] : 0.0f, r = rstd[i];
+            #pragma omp simd
+            for (int c = 0; c < w; c++) { dw[c] += d[c] * (x[c] - m) * r; db[c] += d[c]; }
+        }
+        #pragma omp ordered
+        {
+            for (int c = 0; c < w; c++) dweight[c0 + c] += dw[c];
+            if (dbias) for (int c = 0; c < w; c++) dbias[c0 + c] += db[c];
+        }
+    }
+}
+
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, const float *mean, const float *rstd,
                         int64_t N, int C) {
@@ -127,24 +158,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             di[c] += r * (d[c] * weight[c] - sum_dn - xh * sum_dnx);
         }
     }
-    // dweight, dbias: sums over rows, in fixed chunks of rows added in chunk order (as colsum_add)
-    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-    int nstrip = (C + LN_STRIP - 1) / LN_STRIP;
-    #pragma omp parallel for ordered schedule(static, 1)
-    for (int64_t it = 0; it < nstrip * nch; it++) {
-        int64_t ch = it % nch, i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
-        int c0 = (int)(it / nch) * LN_STRIP, w = C - c0 < LN_STRIP ? C - c0 : LN_STRIP;
-        float dw[LN_STRIP], db[LN_STRIP];
-        for (int c = 0; c < w; c++) { dw[c] = 0.0f; db[c] = 0.0f; }
-        for (int64_t i = i0; i < i1; i++) {
-            const float *d = dout + i * C + c0, *x = inp + i * C + c0;
-            float m = mean[i], r = rstd[i];
-            #pragma omp simd
-            for (int c = 0; c < w; c++) { dw[c] += d[c] * (x[c] - m) * r; db[c] += d[c]; }
-        }
-        #pragma omp ordered
-        for (int c = 0; c < w; c++) { dweight[c0 + c] += dw[c]; dbias[c0 + c] += db[c]; }
-    }
+    norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
 }
 
 // Few rows (decoding): sgemm would pack the whole weight for a handful of rows, tripling the
@@ -293,13 +307,9 @@ static void matmul_forward_few(float *out, const float *inp, const float *weight
     }
 }
 
-void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
-                    int64_t N, int C, int OC, int beta_one) {
-    if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
-    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) {
-        matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
-        return;
-    }
+// Before an sgemm of out (N,OC) that adds the product with the returned beta: out = [out +] bias
+// (rows filled in parallel), beta 1; no bias: beta 1 when beta_one, else 0 (out is overwritten).
+static float bias_init(float *out, const float *bias, int64_t N, int OC, int beta_one) {
     if (bias) {
         #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < N; i++) {
@@ -308,7 +318,17 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
             else          { memcpy(o, bias, (size_t)OC * sizeof(float)); }
         }
     }
-    float beta = (bias || beta_one) ? 1.0f : 0.0f;
+    return (bias || beta_one) ? 1.0f : 0.0f;
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int64_t N, int C, int OC, int beta_one) {
+    if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
+    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) {
+        matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
+        return;
+    }
+    float beta = bias_init(out, bias, N, OC, beta_one);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, OC, C, 1.0f, inp, C,
                 weight, OC, beta, out, OC);
 }
@@ -343,7 +363,10 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
                      (s_[0] + s_[2]) + (s_[1] + s_[3]); })
 #endif
 
-static void logits_one_row(float *out, const float *x, const float *wte, int V, int C) {
+// One row against a weight in the [out, in] layout (V rows of C): out[v] = [out[v] +] [bias[v] +]
+// x . wte[v], each weight row streamed once. The LM head at B = 1, and linear_forward's one row.
+static void rowdot_one_row(float *out, const float *x, const float *wte, const float *bias,
+                           int beta_one, int V, int C) {
     int C16 = C & ~15;
     int npair = (V + 1) / 2;
     #pragma omp parallel for schedule(static)
@@ -361,6 +384,8 @@ static void logits_one_row(float *out, const float *x, const float *wte, int V, 
             float sum = 0.0f;
             for (int i = 0; i < 16; i++) sum += acc[i];
             for (int c = C16; c < C; c++) sum += x[c] * w[c];
+            if (bias || beta_one)
+                sum += (beta_one ? out[v0 + vi] : 0.0f) + (bias ? bias[v0 + vi] : 0.0f);
             out[v0 + vi] = sum;
         }
     }
@@ -372,7 +397,7 @@ void logits_forward(float *out, const float *inp, const float *wte, int64_t M, i
                     0.0f, out, V);
         return;
     }
-    if (M == 1) { logits_one_row(out, inp, wte, V, C); return; }
+    if (M == 1) { rowdot_one_row(out, inp, wte, NULL, 0, V, C); return; }
     int CV = C - C % VW;
     int nblk = (V + LG_VB - 1) / LG_VB;
     #pragma omp parallel for schedule(static)
@@ -434,8 +459,9 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 }
 
 // Attention is the only layer that mixes information across time. For each query row t of
-// sequence b and head h: p = softmax(q_t . k_s / sqrt(hd), s <= t); y_t = sum_s p_s v_s.
-// Every (sequence, head) pair is independent, so the pairs run in parallel, one thread each.
+// sequence b and head h: p = softmax(q_t . k_s / sqrt(hd), s <= t); y_t = sum_s p_s v_s, with k
+// and v from kv head h / (NH / KVH) (grouped-query attention; GPT-2 is KVH = NH). Work is split
+// by (sequence, head) pairs, one thread each.
 // Sequences of at least ATT_GEMM_MIN tokens go through single-threaded sgemm (OpenBLAS runs on
 // the calling thread inside a parallel region) on blocks of ATT_BLOCK query rows, each against
 // only the keys up to its last row: the masked triangle is skipped except within the diagonal
@@ -510,22 +536,31 @@ static void att_forward_loop(float *y, float *p, const float *q, const float *k,
     }
 }
 
-void attention_forward(float *out, float *att, const float *qkv, const int64_t *off,
-                       const int64_t *att_off, int B, int C, int NH) {
-    int hd = C / NH;
+// Forward: every (sequence, q head) pair is independent (the heads of a group only read their
+// shared K and V), so the pairs run in parallel, one thread each.
+void attention_gqa_forward(float *out, float *att, const float *qkv, const int64_t *off,
+                           const int64_t *att_off, int B, int NH, int KVH, int hd) {
     float scale = 1.0f / sqrtf((float)hd);
-    int64_t C3 = 3 * (int64_t)C;
+    int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, C = (int64_t)NH * hd;
+    int group = NH / KVH;
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             int64_t r0 = off[b], len = off[b + 1] - off[b];
-            const float *q = qkv + r0 * C3 + h * hd;
+            const float *q = qkv + r0 * QKV + (int64_t)h * hd;
+            const float *k = qkv + r0 * QKV + C + (int64_t)(h / group) * hd;
+            const float *v = k + (int64_t)KVH * hd;
             float *p = att + att_off[b] + (int64_t)h * len * len, *y = out + r0 * C + h * hd;
-            if (len >= ATT_GEMM_MIN)
-                att_forward_gemm(y, p, q, q + C, q + 2 * C, len, hd, C3, C, scale);
-            else att_forward_loop(y, p, q, q + C, q + 2 * C, len, hd, C3, C, scale);
+            if (len >= ATT_GEMM_MIN) att_forward_gemm(y, p, q, k, v, len, hd, QKV, C, scale);
+            else att_forward_loop(y, p, q, k, v, len, hd, QKV, C, scale);
         }
     }
+}
+
+// GPT-2's attention is the case KVH = NH: the same calls in the same order, the same bits.
+void attention_forward(float *out, float *att, const float *qkv, const int64_t *off,
+                       const int64_t *att_off, int B, int C, int NH) {
+    attention_gqa_forward(out, att, qkv, off, att_off, B, NH, NH, C / NH);
 }
 
 // Backward of one (sequence, head) through sgemm, block by block of query rows:
@@ -587,27 +622,41 @@ static void att_backward_loop(float *dq, float *dk, float *dv, float *d, const f
     }
 }
 
+// Backward: the q heads of a group all add into their shared kv head's dK and dV, so one thread
+// takes a (sequence, kv head) pair and runs its group's q heads one after the other; pairs touch
+// disjoint slices of dqkv and scratch and run in parallel. (With KVH = NH this is GPT-2's
+// (sequence, head) parallelism.)
+void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                            const float *att, const int64_t *off, const int64_t *att_off, int B,
+                            int NH, int KVH, int hd) {
+    float scale = 1.0f / sqrtf((float)hd);
+    int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, C = (int64_t)NH * hd;
+    int group = NH / KVH;
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++) {
+        for (int kh = 0; kh < KVH; kh++) {
+            int64_t r0 = off[b], len = off[b + 1] - off[b];
+            const float *k = qkv + r0 * QKV + C + (int64_t)kh * hd, *v = k + (int64_t)KVH * hd;
+            float *dk = dqkv + r0 * QKV + C + (int64_t)kh * hd, *dv = dk + (int64_t)KVH * hd;
+            for (int h = kh * group; h < (kh + 1) * group; h++) {
+                int64_t a = att_off[b] + (int64_t)h * len * len;
+                const float *q = qkv + r0 * QKV + (int64_t)h * hd, *dy = dout + r0 * C + h * hd;
+                float *dq = dqkv + r0 * QKV + (int64_t)h * hd;
+                if (len >= ATT_GEMM_MIN)
+                    att_backward_gemm(dq, dk, dv, scratch + a, dy, q, k, v, att + a, len, hd, QKV,
+                                      C, scale);
+                else
+                    att_backward_loop(dq, dk, dv, scratch + a, dy, q, k, v, att + a, len, hd, QKV,
+                                      C, scale);
+            }
+        }
+    }
+}
+
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                         const float *att, const int64_t *off, const int64_t *att_off, int B, int C,
                         int NH) {
-    int hd = C / NH;
-    float scale = 1.0f / sqrtf((float)hd);
-    int64_t C3 = 3 * (int64_t)C;
-    // each (b,h) touches only its own slices of dqkv and scratch, so the pairs run in parallel
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            int64_t r0 = off[b], len = off[b + 1] - off[b], a = att_off[b] + (int64_t)h * len * len;
-            const float *q = qkv + r0 * C3 + h * hd, *dy = dout + r0 * C + h * hd;
-            float *dq = dqkv + r0 * C3 + h * hd;
-            if (len >= ATT_GEMM_MIN)
-                att_backward_gemm(dq, dq + C, dq + 2 * C, scratch + a, dy, q, q + C, q + 2 * C,
-                                  att + a, len, hd, C3, C, scale);
-            else
-                att_backward_loop(dq, dq + C, dq + 2 * C, scratch + a, dy, q, q + C, q + 2 * C,
-                                  att + a, len, hd, C3, C, scale);
-        }
-    }
+    attention_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, NH, C / NH);
 }
 
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
@@ -698,6 +747,162 @@ void score_backward(float *dinp, float *dw, const float *dout, const float *inp,
             float g = dout[i];
             const float *x = inp + i * C;
             for (int c = c0; c < c1; c++) dw[c] += g * x[c];
+        }
+    }
+}
+
+// ---- Llama-style kernels
+
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int64_t N, int C, int OC, int beta_one) {
+    // one row (decoding): sgemm would pack the whole weight for it (4x slower at C 576, OC 3072)
+    if (N == 1) { rowdot_one_row(out, inp, weight, bias, beta_one, OC, C); return; }
+    float beta = bias_init(out, bias, N, OC, beta_one);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, OC, C, 1.0f, inp, C, weight,
+                C, beta, out, OC);
+}
+
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC) {
+    if (dinp)   // dinp (N,C) += dout (N,OC) @ weight (OC,C)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, 1.0f, dout, OC,
+                    weight, C, 1.0f, dinp, C);
+    // dweight (OC,C) += dout^T (OC,N) @ inp (N,C)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)N, 1.0f, dout, OC, inp, C,
+                1.0f, dweight, C);
+    if (dbias) colsum_add(dbias, dout, N, OC);
+}
+
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
+                     int C, float eps) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *x = inp + i * C;
+        float ss = 0.0f;
+        #pragma omp simd reduction(+:ss)
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        float *o = out + i * C;
+        #pragma omp simd
+        for (int c = 0; c < C; c++) o[c] = x[c] * r * weight[c];
+        rstd[i] = r;
+    }
+}
+
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                      const float *weight, const float *rstd, int64_t N, int C) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *d = dout + i * C, *x = inp + i * C;
+        float r = rstd[i];
+        // y = x r w with r = (mean(x^2) + eps)^-1/2: dx = r (dout w - x r^2 mean(dout w x))
+        float sum_dwx = 0.0f;
+        #pragma omp simd reduction(+:sum_dwx)
+        for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
+        float k = r * r * sum_dwx / C;
+        float *di = dinp + i * C;
+        #pragma omp simd
+        for (int c = 0; c < C; c++) di[c] += r * (d[c] * weight[c] - x[c] * k);
+    }
+    norm_weight_grads(dweight, NULL, dout, inp, NULL, rstd, N, C);
+}
+
+void rope_inv_freq(float *inv_freq, int hd, double theta, int scaling, double factor,
+                   double low_freq_factor, double high_freq_factor, int original_max_pos) {
+    // Llama 3 (transformers' _compute_llama3_parameters): wavelengths longer than the original
+    // context / low_freq_factor are slowed by factor, shorter than original / high_freq_factor
+    // kept, and the band between interpolated by where original / wavelength falls in it
+    double low_wavelen = original_max_pos / low_freq_factor;
+    double high_wavelen = original_max_pos / high_freq_factor;
+    for (int i = 0; i < hd / 2; i++) {
+        double f = 1.0 / pow(theta, (2.0 * i) / hd);
+        if (scaling == 1) {
+            double wavelen = 2.0 * M_PI / f;
+            if (wavelen > low_wavelen) {
+                f = f / factor;
+            } else if (!(wavelen < high_wavelen)) {
+                double smooth = (original_max_pos / wavelen - low_freq_factor) /
+                                (high_freq_factor - low_freq_factor);
+                f = (1.0 - smooth) * f / factor + smooth * f;
+            }
+        }
+        inv_freq[i] = (float)f;
+    }
+}
+
+// Rotates each head's pairs (x[i], x[i + hd/2]) by angle pos * inv_freq[i] times sign. The angle
+// and its cosine and sine are computed in double (in float, pos * inv_freq loses a part in 1e7
+// of an angle of thousands of radians: 1e-3 at position 10^4), once per row and pair block,
+// shared by all heads of the row; the rotation itself is one vectorised pass over the row.
+#define ROPE_BLOCK 64
+static void rope_rotate(float *x, const int32_t *pos, const float *inv_freq, int64_t N,
+                        int nheads, int hd, int64_t stride, float sign) {
+    int half = hd / 2;
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        float cs[ROPE_BLOCK], sn[ROPE_BLOCK];
+        for (int i0 = 0; i0 < half; i0 += ROPE_BLOCK) {
+            int w = half - i0 < ROPE_BLOCK ? half - i0 : ROPE_BLOCK;
+            for (int i = 0; i < w; i++) {
+                double a = (double)pos[n] * (double)inv_freq[i0 + i];
+                cs[i] = (float)cos(a);
+                sn[i] = sign * (float)sin(a);
+            }
+            for (int h = 0; h < nheads; h++) {
+                float *x1 = x + n * stride + (int64_t)h * hd + i0, *x2 = x1 + half;
+                #pragma omp simd
+                for (int i = 0; i < w; i++) {
+                    float a = x1[i], b = x2[i];
+                    x1[i] = a * cs[i] - b * sn[i];
+                    x2[i] = b * cs[i] + a * sn[i];
+                }
+            }
+        }
+    }
+}
+
+void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int64_t N, int nheads,
+                  int hd, int64_t stride) {
+    rope_rotate(x, pos, inv_freq, N, nheads, hd, stride, 1.0f);
+}
+
+void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int64_t N, int nheads,
+                   int hd, int64_t stride) {
+    rope_rotate(dx, pos, inv_freq, N, nheads, hd, stride, -1.0f);
+}
+
+// SwiGLU works on blocks of SWIGLU_BLOCK columns of a row, so that one row (decoding) still
+// spreads over the threads; each block is one vectorised pass.
+#define SWIGLU_BLOCK 1024
+void swiglu_forward(float *out, const float *gu, int64_t N, int F) {
+    int nblk = (F + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        for (int blk = 0; blk < nblk; blk++) {
+            int j0 = blk * SWIGLU_BLOCK, w = F - j0 < SWIGLU_BLOCK ? F - j0 : SWIGLU_BLOCK;
+            const float *g = gu + n * 2 * F + j0, *u = g + F;
+            float *o = out + n * F + j0;
+            #pragma omp simd
+            for (int j = 0; j < w; j++) o[j] = g[j] / (1.0f + exp_fast(-g[j])) * u[j];
+        }
+    }
+}
+
+void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, int F) {
+    int nblk = (F + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        for (int blk = 0; blk < nblk; blk++) {
+            int j0 = blk * SWIGLU_BLOCK, w = F - j0 < SWIGLU_BLOCK ? F - j0 : SWIGLU_BLOCK;
+            const float *g = gu + n * 2 * F + j0, *u = g + F, *d = dout + n * F + j0;
+            float *dg = dgu + n * 2 * F + j0, *du = dg + F;
+            #pragma omp simd
+            for (int j = 0; j < w; j++) {
+                // silu(g) = g s with s = sigmoid(g); silu'(g) = s (1 + g (1 - s))
+                float s = 1.0f / (1.0f + exp_fast(-g[j]));
+                dg[j] += d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
+                du[j] += d[j] * g[j] * s;
+            }
         }
     }
 }

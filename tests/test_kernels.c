@@ -1,9 +1,11 @@
 // Finite-difference checks of every kernel pair in common/kernels.c: for a random projection
 // r of the output, L = sum r*out; the backward's gradient of L must match central differences
-// (computed in float, accumulated in double) within the stated tolerance.
+// within the stated tolerance. GPT-2's kernels: differences of the float kernel, accumulated in
+// double. The Llama-style kernels: differences of a reference forward written here in double.
 #include "kernels.h"
 #include "rng.h"
 #include "testlib.h"
+#include <complex.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -399,6 +401,425 @@ static void test_score(void) {
     free(c.out); free(c.inp); free(c.w); free(c.r); free(din); free(dw);
 }
 
+// ==== Llama-style kernels. Each gradient is checked against central differences of a reference
+// forward written here in double from the definition (L = sum r * out, r random), so the
+// differences are exact to ~1e-9 and the tolerance measures the float kernel alone. Gradient
+// buffers start at ACC0, not 0: every _backward must add into them.
+#define ACC0 0.25f
+typedef double (*RefLossFn)(void *ctx);
+// One forward and backward of a kernel, its outputs and gradients copied into res.
+typedef void (*PassFn)(void *ctx, float *res);
+
+static double *to_double(const float *x, int64_t n) {
+    double *d = malloc((size_t)n * sizeof(double));
+    for (int64_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+static float *filled(int64_t n, float v) {
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = v;
+    return x;
+}
+static double dot_fd(const float *a, const double *b, int64_t n) {
+    double s = 0; for (int64_t i = 0; i < n; i++) s += a[i] * b[i]; return s;
+}
+
+// g (the analytic gradient of x, ACC0 included) against central differences of the double loss f
+// on nsample elements spread over x: |fd - (g - ACC0)| <= tol * (1 + |fd|).
+static void fd_check_ref(const char *what, RefLossFn f, void *ctx, double *x, const float *g,
+                         int64_t n, int64_t nsample, double tol) {
+    int64_t step = n > nsample ? n / nsample : 1;
+    int bad = 0;
+    double h = 1e-5;
+    for (int64_t i = 0; i < n; i += step) {
+        double keep = x[i];
+        x[i] = keep + h; double lp = f(ctx);
+        x[i] = keep - h; double lm = f(ctx);
+        x[i] = keep;
+        double fd = (lp - lm) / (2.0 * h), an = (double)g[i] - ACC0;
+        if (!(fabs(fd - an) <= tol * (1.0 + fabs(fd))) && bad++ < 3)
+            test_fail_at(__FILE__, __LINE__, "%s[%lld]: analytic %.8g vs finite-difference %.8g",
+                         what, (long long)i, an, fd);
+    }
+}
+
+// a (float kernel) against want (double reference): |a - want| <= tol * (1 + |want|)
+static void check_ref(const char *what, const float *a, const double *want, int64_t n, double tol) {
+    int64_t bad = 0, worst = 0;
+    double worst_e = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs(a[i] - want[i]) / (1.0 + fabs(want[i]));
+        if (!(e <= tol)) {
+            if (bad++ == 0 || e > worst_e) { worst = i; worst_e = e; }
+        }
+    }
+    CHECK_MSG(bad == 0,
+              "%s: %lld of %lld differ from the double reference, e.g. [%lld] %.8g vs %.8g",
+              what, (long long)bad, (long long)n, (long long)worst, a[worst], want[worst]);
+}
+
+// The pass on 1 thread and on 2 gives the same bits.
+static void check_threads(const char *what, PassFn pass, void *ctx, int64_t nres) {
+    float *r1 = zeros(nres), *r2 = zeros(nres);
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    pass(ctx, r1);
+    omp_set_num_threads(2);
+    pass(ctx, r2);
+    omp_set_num_threads(nt);
+    CHECK_MSG(memcmp(r1, r2, (size_t)nres * sizeof(float)) == 0, "%s: 1 and 2 threads differ",
+              what);
+    free(r1); free(r2);
+}
+#define APPEND(res, k, src, n) (memcpy((res) + (k), (src), (size_t)(n) * sizeof(float)), (k) += (n))
+
+// ---- linear: nn.Linear layout, weight (OC, C)
+typedef struct {
+    float *out, *inp, *w, *b, *r, *din, *dw, *db;
+    double *inp_d, *w_d, *b_d, *y;
+    int64_t N; int C, OC;
+} LinCtx;
+static double lin_ref_loss(void *p) {
+    LinCtx *c = p;
+    for (int64_t n = 0; n < c->N; n++) for (int j = 0; j < c->OC; j++) {
+        double s = c->b ? c->b_d[j] : 0.0;
+        for (int k = 0; k < c->C; k++) s += c->inp_d[n * c->C + k] * c->w_d[(int64_t)j * c->C + k];
+        c->y[n * c->OC + j] = s;
+    }
+    return dot_fd(c->r, c->y, c->N * c->OC);
+}
+static void lin_pass(void *p, float *res) {
+    LinCtx *c = p;
+    int64_t k = 0, nd = c->N * c->C, nw = (int64_t)c->OC * c->C;
+    linear_forward(c->out, c->inp, c->w, c->b, c->N, c->C, c->OC, 0);
+    for (int64_t i = 0; i < nd; i++) c->din[i] = ACC0;
+    for (int64_t i = 0; i < nw; i++) c->dw[i] = ACC0;
+    for (int j = 0; j < c->OC; j++) c->db[j] = ACC0;
+    linear_backward(c->din, c->dw, c->b ? c->db : NULL, c->r, c->inp, c->w, c->N, c->C, c->OC);
+    APPEND(res, k, c->out, c->N * c->OC); APPEND(res, k, c->din, nd); APPEND(res, k, c->dw, nw);
+    APPEND(res, k, c->db, c->OC);
+}
+static void test_linear_n(int64_t N, int C, int OC, int with_bias) {
+    Rng rng; rng_init(&rng, 31);
+    LinCtx c = {zeros(N * OC), randn(&rng, N * C, 1), randn(&rng, OC * C, 1),
+                with_bias ? randn(&rng, OC, 1) : NULL, randn(&rng, N * OC, 1), zeros(N * C),
+                zeros(OC * C), zeros(OC), NULL, NULL, NULL, malloc((size_t)N * OC * sizeof(double)),
+                N, C, OC};
+    c.inp_d = to_double(c.inp, N * C); c.w_d = to_double(c.w, OC * C);
+    c.b_d = with_bias ? to_double(c.b, OC) : NULL;
+    check_threads("linear", lin_pass, &c, N * OC + N * C + OC * C + OC);
+    lin_ref_loss(&c);
+    check_ref("linear_forward", c.out, c.y, N * OC, 1e-5);
+    fd_check_ref("linear dinp", lin_ref_loss, &c, c.inp_d, c.din, N * C, 200, 1e-5);
+    fd_check_ref("linear dweight", lin_ref_loss, &c, c.w_d, c.dw, OC * C, 200, 1e-5);
+    if (with_bias) fd_check_ref("linear dbias", lin_ref_loss, &c, c.b_d, c.db, OC, 200, 1e-5);
+    // beta_one adds into out; dinp NULL leaves the weight gradient as it was
+    float *o2 = filled(N * OC, 1.0f), *dw2 = filled(OC * C, ACC0);
+    linear_forward(o2, c.inp, c.w, c.b, N, C, OC, 1);
+    for (int64_t i = 0; i < N * OC; i++) o2[i] -= 1.0f;
+    CHECK_CLOSE(o2, c.out, (size_t)(N * OC), 1e-5, 1e-5, "linear beta_one residual add");
+    linear_backward(NULL, dw2, NULL, c.r, c.inp, c.w, N, C, OC);
+    CHECK_CLOSE(dw2, c.dw, (size_t)(OC * C), 1e-6, 1e-6, "linear backward without dinp");
+    free(o2); free(dw2);
+    free(c.out); free(c.inp); free(c.w); free(c.b); free(c.r); free(c.din); free(c.dw);
+    free(c.db); free(c.inp_d); free(c.w_d); free(c.b_d); free(c.y);
+}
+static void test_linear(void) {
+    test_linear_n(5, 7, 11, 1);
+    test_linear_n(37, 7, 11, 0);
+    test_linear_n(150, 7, 11, 1);   // the bias gradient's row sum: two full chunks of 64, a partial
+    test_linear_n(1, 37, 11, 1);    // one row (decoding): two vectors of 16 and a tail
+    test_linear_n(1, 7, 12, 0);
+}
+
+// ---- RMSNorm
+typedef struct {
+    float *out, *rstd, *inp, *w, *r, *din, *dw;
+    double *inp_d, *w_d, *y;
+    int64_t N; int C;
+} RmsCtx;
+#define RMS_EPS 1e-6f
+static double rms_ref_loss(void *p) {
+    RmsCtx *c = p;
+    for (int64_t n = 0; n < c->N; n++) {
+        const double *x = c->inp_d + n * c->C;
+        double ss = 0;
+        for (int i = 0; i < c->C; i++) ss += x[i] * x[i];
+        double r = 1.0 / sqrt(ss / c->C + (double)RMS_EPS);
+        for (int i = 0; i < c->C; i++) c->y[n * c->C + i] = x[i] * r * c->w_d[i];
+    }
+    return dot_fd(c->r, c->y, c->N * c->C);
+}
+static void rms_pass(void *p, float *res) {
+    RmsCtx *c = p;
+    int64_t k = 0, nd = c->N * c->C;
+    rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, RMS_EPS);
+    for (int64_t i = 0; i < nd; i++) c->din[i] = ACC0;
+    for (int i = 0; i < c->C; i++) c->dw[i] = ACC0;
+    rmsnorm_backward(c->din, c->dw, c->r, c->inp, c->w, c->rstd, c->N, c->C);
+    APPEND(res, k, c->out, nd); APPEND(res, k, c->rstd, c->N); APPEND(res, k, c->din, nd);
+    APPEND(res, k, c->dw, c->C);
+}
+static void test_rmsnorm_n(int64_t N, int C) {
+    Rng rng; rng_init(&rng, 32);
+    RmsCtx c = {zeros(N * C), zeros(N), randn(&rng, N * C, 2), randn(&rng, C, 1),
+                randn(&rng, N * C, 1), zeros(N * C), zeros(C), NULL, NULL,
+                malloc((size_t)(N * C) * sizeof(double)), N, C};
+    c.inp_d = to_double(c.inp, N * C); c.w_d = to_double(c.w, C);
+    check_threads("rmsnorm", rms_pass, &c, 2 * N * C + N + C);
+    rms_ref_loss(&c);
+    check_ref("rmsnorm_forward", c.out, c.y, N * C, 2e-6);
+    fd_check_ref("rmsnorm dinp", rms_ref_loss, &c, c.inp_d, c.din, N * C, 200, 2e-5);
+    fd_check_ref("rmsnorm dweight", rms_ref_loss, &c, c.w_d, c.dw, C, 200, 2e-5);
+    free(c.out); free(c.rstd); free(c.inp); free(c.w); free(c.r); free(c.din); free(c.dw);
+    free(c.inp_d); free(c.w_d); free(c.y);
+}
+static void test_rmsnorm(void) {
+    test_rmsnorm_n(150, 7);   // the weight gradient's row sum: two full chunks of 64, a partial
+    test_rmsnorm_n(3, 2100);  // two column strips of 2048
+}
+
+// ---- RoPE frequencies
+static void test_rope_inv_freq(void) {
+    // default: theta^(-2i/hd), theta 1e6 (Qwen2), hd 64
+    float f[64];
+    double want[64];
+    rope_inv_freq(f, 64, 1e6, 0, 0, 0, 0, 0);
+    for (int i = 0; i < 32; i++) want[i] = pow(1e6, -2.0 * i / 64);
+    check_ref("default inv_freq", f, want, 32, 1.5e-7);
+    // Llama 3.1: theta 500000, hd 128, factor 8, low_freq_factor 1, high_freq_factor 4,
+    // original context 8192. Written as transformers writes it: wavelength 2 pi / f; beyond
+    // 8192 / 1 slowed by 8; below 8192 / 4 kept; between, smooth = (8192 / wavelen - 1) / (4 - 1)
+    // mixes f / 8 and f.
+    int bands[3] = {0, 0, 0};
+    for (int i = 0; i < 64; i++) {
+        double inv = pow(500000.0, -2.0 * i / 128), wavelen = 2 * M_PI / inv;
+        double slow = wavelen > 8192.0 ? inv / 8 : inv;
+        double smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+        double mixed = (1 - smooth) * slow / 8 + smooth * slow;
+        int medium = !(wavelen < 8192.0 / 4) && !(wavelen > 8192.0 / 1);
+        want[i] = medium ? mixed : slow;
+        bands[wavelen < 2048.0 ? 0 : medium ? 1 : 2]++;
+    }
+    CHECK_MSG(bands[0] == 29 && bands[1] == 6 && bands[2] == 29,
+              "llama3 bands: %d kept, %d smoothed, %d slowed", bands[0], bands[1], bands[2]);
+    float g[64];
+    rope_inv_freq(g, 128, 500000.0, 1, 8.0, 1.0, 4.0, 8192);
+    check_ref("llama3 inv_freq", g, want, 64, 1.5e-7);
+    // the bands by hand: pair 0 is kept (1), pair 63 slowed by 8, pair 32 smoothed
+    CHECK(g[0] == 1.0f);
+    CHECK(fabs(g[63] - pow(500000.0, -126.0 / 128) / 8) <= 1e-7 * g[63]);
+    double f32 = pow(500000.0, -0.5), s32 = (8192.0 * f32 / (2 * M_PI) - 1) / 3;
+    CHECK(fabs(g[32] - ((1 - s32) * f32 / 8 + s32 * f32)) <= 1e-7 * g[32]);
+    CHECK(s32 > 0.05 && s32 < 0.95);
+}
+
+// ---- RoPE: rows of nheads heads with stride > nheads * hd (the gap must stay untouched)
+typedef struct {
+    float *x, *xr, *r, *dx, *inv;
+    double *x_d, *y;
+    int32_t *pos;
+    int64_t N, stride; int nheads, hd;
+} RopeCtx;
+// the definition: pair (x_i, x_{i+hd/2}) as the complex number x_i + i x_{i+hd/2}, times
+// e^{i pos inv_freq_i}
+static double rope_ref_loss(void *p) {
+    RopeCtx *c = p;
+    int half = c->hd / 2;
+    for (int64_t i = 0; i < c->N * c->stride; i++) c->y[i] = c->x_d[i];
+    for (int64_t n = 0; n < c->N; n++) for (int h = 0; h < c->nheads; h++)
+        for (int i = 0; i < half; i++) {
+            int64_t a = n * c->stride + (int64_t)h * c->hd + i;
+            double complex z = (c->x_d[a] + I * c->x_d[a + half]) *
+                               cexp(I * ((double)c->pos[n] * (double)c->inv[i]));
+            c->y[a] = creal(z);
+            c->y[a + half] = cimag(z);
+        }
+    return dot_fd(c->r, c->y, c->N * c->stride);
+}
+static void rope_pass(void *p, float *res) {
+    RopeCtx *c = p;
+    int64_t k = 0, n = c->N * c->stride;
+    memcpy(c->xr, c->x, (size_t)n * sizeof(float));
+    rope_forward(c->xr, c->pos, c->inv, c->N, c->nheads, c->hd, c->stride);
+    // rope_backward is in place: dx starts as dout
+    memcpy(c->dx, c->r, (size_t)n * sizeof(float));
+    rope_backward(c->dx, c->pos, c->inv, c->N, c->nheads, c->hd, c->stride);
+    for (int64_t i = 0; i < n; i++) c->dx[i] += ACC0;   // (fd_check_ref subtracts ACC0)
+    APPEND(res, k, c->xr, n); APPEND(res, k, c->dx, n);
+}
+static void test_rope_case(const int32_t *pos, int N, int nheads, int hd, int pad, double theta) {
+    Rng rng; rng_init(&rng, 33);
+    int64_t stride = (int64_t)nheads * hd + pad, n = N * stride;
+    RopeCtx c = {randn(&rng, n, 1), zeros(n), randn(&rng, n, 1), zeros(n), zeros(hd / 2),
+                 NULL, malloc((size_t)n * sizeof(double)), (int32_t *)pos, N, stride, nheads, hd};
+    c.x_d = to_double(c.x, n);
+    rope_inv_freq(c.inv, hd, theta, 0, 0, 0, 0, 0);
+    check_threads("rope", rope_pass, &c, 2 * n);
+    rope_ref_loss(&c);
+    check_ref("rope_forward vs complex rotation", c.xr, c.y, n, 1e-6);
+    fd_check_ref("rope dx", rope_ref_loss, &c, c.x_d, c.dx, n, 300, 1e-6);
+    free(c.x); free(c.xr); free(c.r); free(c.dx); free(c.inv); free(c.x_d); free(c.y);
+}
+static void test_rope(void) {
+    int32_t pos[6] = {0, 1, 5, 2, 17, 3};
+    test_rope_case(pos, 6, 3, 6, 4, 10000.0);
+    // past 1,000 with theta 1e6: angles of up to 1.3e5 radians, where a float angle is off by
+    // ~1e-2
+    int32_t far[5] = {1001, 4097, 32767, 131071, 1000};
+    test_rope_case(far, 5, 2, 64, 0, 1e6);
+    test_rope_case(far, 5, 1, 48, 5, 1e6);
+}
+
+// ---- SwiGLU
+typedef struct {
+    float *out, *gu, *r, *dgu;
+    double *gu_d, *y;
+    int64_t N; int F;
+} SwCtx;
+static double sw_ref_loss(void *p) {
+    SwCtx *c = p;
+    for (int64_t n = 0; n < c->N; n++) for (int j = 0; j < c->F; j++) {
+        double g = c->gu_d[n * 2 * c->F + j], u = c->gu_d[n * 2 * c->F + c->F + j];
+        c->y[n * c->F + j] = g / (1.0 + exp(-g)) * u;
+    }
+    return dot_fd(c->r, c->y, c->N * c->F);
+}
+static void sw_pass(void *p, float *res) {
+    SwCtx *c = p;
+    int64_t k = 0;
+    swiglu_forward(c->out, c->gu, c->N, c->F);
+    for (int64_t i = 0; i < 2 * c->N * c->F; i++) c->dgu[i] = ACC0;
+    swiglu_backward(c->dgu, c->r, c->gu, c->N, c->F);
+    APPEND(res, k, c->out, c->N * c->F); APPEND(res, k, c->dgu, 2 * c->N * c->F);
+}
+static void test_swiglu_n(int64_t N, int F) {
+    Rng rng; rng_init(&rng, 34);
+    SwCtx c = {zeros(N * F), randn(&rng, 2 * N * F, 3), randn(&rng, N * F, 1), zeros(2 * N * F),
+               NULL, malloc((size_t)(N * F) * sizeof(double)), N, F};
+    float big[6] = {30.0f, -30.0f, 100.0f, -100.0f, 0.0f, -1e-3f};   // saturation both ways
+    for (int i = 0; i < 6 && i < F; i++) c.gu[i] = big[i];
+    c.gu_d = to_double(c.gu, 2 * N * F);
+    check_threads("swiglu", sw_pass, &c, 3 * N * F);
+    sw_ref_loss(&c);
+    check_ref("swiglu_forward", c.out, c.y, N * F, 1e-6);
+    fd_check_ref("swiglu dgate/dup", sw_ref_loss, &c, c.gu_d, c.dgu, 2 * N * F, 300, 1e-5);
+    free(c.out); free(c.gu); free(c.r); free(c.dgu); free(c.gu_d); free(c.y);
+}
+static void test_swiglu(void) {
+    test_swiglu_n(3, 11);
+    test_swiglu_n(2, 1100);   // two column blocks of 1024 per row
+}
+
+// ---- grouped-query attention
+typedef struct {
+    float *out, *att, *qkv, *r, *dqkv, *scratch;
+    double *qkv_d, *y;
+    int64_t *off, *att_off;
+    int B, NH, KVH, hd;
+    int64_t N, A;
+} GqaCtx;
+// the definition, in double: q head h attends with kv head h / (NH / KVH)
+static double gqa_ref_loss(void *p) {
+    GqaCtx *c = p;
+    int hd = c->hd, group = c->NH / c->KVH;
+    int64_t QKV = (int64_t)(c->NH + 2 * c->KVH) * hd, C = (int64_t)c->NH * hd;
+    double sc[256];
+    for (int b = 0; b < c->B; b++) for (int h = 0; h < c->NH; h++)
+        for (int64_t t = c->off[b]; t < c->off[b + 1]; t++) {
+            const double *q = c->qkv_d + t * QKV + (int64_t)h * hd;
+            double mx = -1e300, sum = 0;
+            for (int64_t s = c->off[b]; s <= t; s++) {
+                const double *k = c->qkv_d + s * QKV + C + (int64_t)(h / group) * hd;
+                double d = 0;
+                for (int i = 0; i < hd; i++) d += q[i] * k[i];
+                sc[s - c->off[b]] = d / sqrt((double)hd);
+                if (sc[s - c->off[b]] > mx) mx = sc[s - c->off[b]];
+            }
+            for (int64_t s = 0; s <= t - c->off[b]; s++) { sc[s] = exp(sc[s] - mx); sum += sc[s]; }
+            for (int i = 0; i < hd; i++) {
+                double y = 0;
+                for (int64_t s = c->off[b]; s <= t; s++)
+                    y += sc[s - c->off[b]] / sum *
+                         c->qkv_d[s * QKV + C + (int64_t)(c->KVH + h / group) * hd + i];
+                c->y[t * C + (int64_t)h * hd + i] = y;
+            }
+        }
+    return dot_fd(c->r, c->y, c->N * C);
+}
+static void gqa_pass(void *p, float *res) {
+    GqaCtx *c = p;
+    int64_t k = 0, nq = c->N * (c->NH + 2 * c->KVH) * c->hd, ny = c->N * c->NH * c->hd;
+    attention_gqa_forward(c->out, c->att, c->qkv, c->off, c->att_off, c->B, c->NH, c->KVH, c->hd);
+    for (int64_t i = 0; i < nq; i++) c->dqkv[i] = ACC0;
+    attention_gqa_backward(c->dqkv, c->scratch, c->r, c->qkv, c->att, c->off, c->att_off, c->B,
+                           c->NH, c->KVH, c->hd);
+    APPEND(res, k, c->out, ny); APPEND(res, k, c->att, c->A); APPEND(res, k, c->dqkv, nq);
+}
+// lens (B) packed; short ones take the hand loop, >= 64 tokens the sgemm blocks of 64 rows
+static void gqa_setup(GqaCtx *c, Rng *rng, const int *lens, int B, int NH, int KVH, int hd) {
+    c->B = B; c->NH = NH; c->KVH = KVH; c->hd = hd;
+    c->off = calloc((size_t)B + 1, sizeof(int64_t));
+    c->att_off = calloc((size_t)B, sizeof(int64_t));
+    c->A = 0;
+    for (int b = 0; b < B; b++) {
+        c->off[b + 1] = c->off[b] + lens[b];
+        c->att_off[b] = c->A;
+        c->A += (int64_t)NH * lens[b] * lens[b];
+    }
+    c->N = c->off[B];
+    int64_t nq = c->N * (NH + 2 * KVH) * hd, ny = c->N * NH * hd;
+    c->qkv = randn(rng, nq, 1); c->r = randn(rng, ny, 1);
+    c->out = zeros(ny); c->att = zeros(c->A); c->scratch = zeros(c->A); c->dqkv = zeros(nq);
+    c->qkv_d = to_double(c->qkv, nq);
+    c->y = malloc((size_t)ny * sizeof(double));
+}
+static void gqa_free(GqaCtx *c) {
+    free(c->out); free(c->att); free(c->qkv); free(c->r); free(c->dqkv); free(c->scratch);
+    free(c->qkv_d); free(c->y); free(c->off); free(c->att_off);
+}
+static void test_gqa_case(const int *lens, int B, int NH, int KVH, int hd, int64_t nsample) {
+    Rng rng; rng_init(&rng, 35);
+    GqaCtx c;
+    gqa_setup(&c, &rng, lens, B, NH, KVH, hd);
+    int64_t nq = c.N * (NH + 2 * KVH) * hd, ny = c.N * NH * hd;
+    check_threads("attention_gqa", gqa_pass, &c, ny + c.A + nq);
+    gqa_ref_loss(&c);
+    char what[96];
+    snprintf(what, sizeof what, "attention_gqa_forward NH=%d KVH=%d hd=%d", NH, KVH, hd);
+    check_ref(what, c.out, c.y, ny, 2e-6);
+    snprintf(what, sizeof what, "attention_gqa dqkv NH=%d KVH=%d hd=%d", NH, KVH, hd);
+    fd_check_ref(what, gqa_ref_loss, &c, c.qkv_d, c.dqkv, nq, nsample, 2e-5);
+    gqa_free(&c);
+}
+static void test_attention_gqa(void) {
+    int short_lens[3] = {5, 1, 8}, mqa_lens[2] = {7, 3}, long_lens[3] = {70, 2, 65};
+    test_gqa_case(short_lens, 3, 9, 3, 6, 400);     // 9 heads in 3 groups of 3
+    test_gqa_case(mqa_lens, 2, 4, 1, 64, 400);      // multi-query: 4 heads share one
+    test_gqa_case(long_lens, 3, 9, 3, 48, 120);     // the sgemm path, a partial block
+}
+
+// With KVH = NH, GQA attention is GPT-2's: the same bits forward and backward.
+static void test_attention_gqa_is_gpt2(void) {
+    int lens[3] = {70, 1, 66};
+    Rng rng; rng_init(&rng, 36);
+    GqaCtx c;
+    gqa_setup(&c, &rng, lens, 3, 3, 3, 5);
+    int64_t nq = c.N * 9 * 5, ny = c.N * 15;
+    float *res = zeros(ny + c.A + nq), *out = zeros(ny), *att = zeros(c.A);
+    float *dqkv = filled(nq, ACC0);
+    gqa_pass(&c, res);
+    attention_forward(out, att, c.qkv, c.off, c.att_off, 3, 15, 3);
+    attention_backward(dqkv, c.scratch, c.r, c.qkv, att, c.off, c.att_off, 3, 15, 3);
+    CHECK_MSG(memcmp(res, out, (size_t)ny * sizeof(float)) == 0, "GQA vs GPT-2 attention: out");
+    CHECK_MSG(memcmp(res + ny, att, (size_t)c.A * sizeof(float)) == 0,
+              "GQA vs GPT-2 attention: att");
+    CHECK_MSG(memcmp(res + ny + c.A, dqkv, (size_t)nq * sizeof(float)) == 0,
+              "GQA vs GPT-2 attention: dqkv");
+    free(res); free(out); free(att); free(dqkv);
+    gqa_free(&c);
+}
+
 int main(void) {
     test_case("kernels: layernorm forward/backward vs finite differences", test_layernorm);
     test_case("kernels: matmul forward/backward vs naive product and finite differences",
@@ -415,5 +836,16 @@ int main(void) {
     test_case("kernels: encoder forward/backward with repeated tokens", test_encoder);
     test_case("kernels: fused log-prob/cross-entropy and entropy", test_logprob);
     test_case("kernels: scalar head forward/backward", test_score);
+    test_case("kernels: linear (nn.Linear layout) vs double reference and finite differences",
+              test_linear);
+    test_case("kernels: rmsnorm vs double reference and finite differences", test_rmsnorm);
+    test_case("kernels: rope_inv_freq, default and Llama 3 scaling's three bands",
+              test_rope_inv_freq);
+    test_case("kernels: rope vs complex rotation, positions past 1000 with theta 1e6", test_rope);
+    test_case("kernels: swiglu vs double reference and finite differences", test_swiglu);
+    test_case("kernels: grouped-query attention (9/3 heads, multi-query) vs double reference",
+              test_attention_gqa);
+    test_case("kernels: grouped-query attention with KVH = NH is GPT-2's, bit for bit",
+              test_attention_gqa_is_gpt2);
     return test_summary();
 }
