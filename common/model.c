@@ -1,4 +1,6 @@
-// GPT-2 model: sizes, allocation, forward and backward. See model.h.
+// The transformer: sizes, allocation, forward and backward for both block kinds. See model.h.
+// Legend: B sequences, T longest sequence, N packed rows, C channels, V vocabulary, L layers,
+// NH query heads, KVH key/value heads, hd head size, F SwiGLU width, QKV fused q|k|v row width.
 #include "model.h"
 #include "kernels.h"
 #include "rng.h"
@@ -9,28 +11,111 @@
 #include <stdlib.h>
 #include <string.h>
 
-int model_config_validate(const ModelConfig *c, char *err, size_t errlen) {
-    if (c->n_layer <= 0 || c->n_layer > 1024)
-        return util_err(err, errlen, "n_layer must be in 1..1024 (got %d)", c->n_layer);
-    if (c->n_head <= 0) return util_err(err, errlen, "n_head must be positive (got %d)", c->n_head);
-    if (c->n_embd <= 0 || c->n_embd > 65536)
-        return util_err(err, errlen, "n_embd must be in 1..65536 (got %d)", c->n_embd);
+// ---- block kinds ----
+// Everything that differs between GPT-2 and the Llama-style block lives in one BlockKind per
+// architecture (model_kind()): config checks, parameter sizes, activation widths, the embedding,
+// one layer's forward and backward, the final norm and the tensor names. The rest of this file
+// (batch packing, the heads, memory planning, initialisation) is shared and loops through it.
+
+// Per-row widths of one layer's activations; they size the activation slots and the scratch.
+typedef struct {
+    size_t qkv;       // fused q|k|v row (GPT-2 3C; Llama (NH + 2 KVH) hd)
+    size_t atty;      // attention output (GPT-2 C; Llama NH hd)
+    size_t fch;       // MLP input projection (GPT-2 4C; Llama 2F gate|up)
+    size_t fch_act;   // MLP activation (GPT-2 4C GELU; Llama F SwiGLU)
+    size_t ln_mean;   // 1: the norms keep a mean (LayerNorm); 0: RMSNorm
+    size_t qk_heads;  // heads normed per row (Qwen3: NH + KVH), else 0
+    size_t hd;        // head size
+    size_t rope;      // RoPE inverse frequencies (hd/2), else 0
+} BlockDims;
+
+// What the Hugging Face config.json of a kind calls the common fields (for error messages).
+typedef struct {
+    const char *n_layer, *n_head, *n_embd, *max_pos, *eps;
+} KindKeys;
+
+typedef struct {
+    const char *name;                                  // as the memory plan prints it
+    KindKeys keys;
+    int (*validate)(const ModelConfig *c, char *err, size_t errlen);  // the kind's own fields
+    void (*param_sizes)(const ModelConfig *c, size_t *s);
+    BlockDims (*dims)(const ModelConfig *c);
+    void (*setup)(Model *m);                           // after allocation; NULL: nothing to do
+    void (*embed_forward)(Model *m);                   // tokens -> resid[0]
+    void (*embed_backward)(Model *m);                  // dresid -> dwte (and dwpe)
+    void (*layer_forward)(Model *m, int l);            // resid[l] -> resid[l+1]
+    // on entry dresid = d/d resid[l+1], on return d/d resid[l]
+    void (*layer_backward)(Model *m, int l);
+    void (*final_forward)(Model *m);                   // resid[L] -> lnf
+    void (*final_backward)(Model *m);                  // dln (= d lnf) -> dresid (overwritten)
+    int (*tensor_count)(const Model *m);
+    // tensor i's name and shape, and where it lives: parameter slot and offset into the slot
+    void (*tensor)(const Model *m, int i, ModelTensor *t, int *slot, size_t *offset);
+} BlockKind;
+
+// Per-layer activation pointers: trainable models keep every layer for backward; inference-only
+// models reuse one layer's buffers (and two alternating residual slots).
+static float *layer_slot(const Model *m, float *base, int l, size_t per) {
+    return base ? base + (m->trainable ? (size_t)l : 0) * per : NULL;
+}
+static float *resid_at(const Model *m, int l, size_t NC) {
+    return m->resid + (size_t)(m->trainable ? l : (l & 1)) * NC;
+}
+
+// One layer's activations in the current batch.
+typedef struct {
+    float *x, *xo;                  // residual in and out (N,C)
+    float *ln1, *ln1m, *ln1r;       // first norm output (N,C), mean (N) or NULL, rstd (N)
+    float *qkv, *att, *atty, *rm;   // fused q|k|v, softmax rows, attention output, resid mid
+    float *ln2, *ln2m, *ln2r;       // second norm
+    float *fch, *fchg;              // MLP projection and activation
+    float *qk_in, *qk_rstd;         // Qwen3 q/k norm input and rstd, else NULL
+} LayerActs;
+
+static LayerActs layer_acts(const Model *m, int l, const BlockDims *d) {
+    size_t N = (size_t)m->N, NC = N * (size_t)m->config.n_embd;
+    size_t att = (size_t)m->max_B * m->config.n_head * m->max_T * m->max_T;
+    LayerActs a = {
+        .x = resid_at(m, l, NC), .xo = resid_at(m, l + 1, NC),
+        .ln1 = layer_slot(m, m->ln1, l, NC), .ln1m = layer_slot(m, m->ln1_mean, l, N),
+        .ln1r = layer_slot(m, m->ln1_rstd, l, N), .qkv = layer_slot(m, m->qkv, l, N * d->qkv),
+        .att = layer_slot(m, m->att, l, att), .atty = layer_slot(m, m->atty, l, N * d->atty),
+        .rm = layer_slot(m, m->resmid, l, NC), .ln2 = layer_slot(m, m->ln2, l, NC),
+        .ln2m = layer_slot(m, m->ln2_mean, l, N), .ln2r = layer_slot(m, m->ln2_rstd, l, N),
+        .fch = layer_slot(m, m->fch, l, N * d->fch),
+        .fchg = layer_slot(m, m->fch_gelu, l, N * d->fch_act),
+        .qk_in = layer_slot(m, m->qk_in, l, N * d->qk_heads * d->hd),
+        .qk_rstd = layer_slot(m, m->qk_rstd, l, N * d->qk_heads)};
+    return a;
+}
+
+// ---- GPT-2: pre-LN LayerNorm, learned positions, GELU MLP, Conv1D weights [in, out] ----
+
+static int gpt2_validate(const ModelConfig *c, char *err, size_t errlen) {
     if (c->n_embd % c->n_head)
         return util_err(err, errlen, "n_embd (%d) must be divisible by n_head (%d)", c->n_embd,
                         c->n_head);
-    if (c->vocab_size <= 0 || c->vocab_size > (1 << 24))
-        return util_err(err, errlen, "vocab_size must be in 1..16777216 (got %d)", c->vocab_size);
-    if (c->max_seq_len <= 0 || c->max_seq_len > (1 << 20))
-        return util_err(err, errlen, "n_positions must be in 1..1048576 (got %d)", c->max_seq_len);
-    if (!(c->ln_eps > 0.0f) || !(c->ln_eps < 1.0f))
-        return util_err(err, errlen, "layer_norm_epsilon must be in (0, 1) (got %g)",
-                        (double)c->ln_eps);
-    if (!c->lm_head && !c->score_head)
-        return util_err(err, errlen, "a model needs the LM head, the score head or both");
+    if (c->head_dim && c->head_dim != c->n_embd / c->n_head)
+        return util_err(err, errlen, "head_dim %d: GPT-2's heads are n_embd / n_head = %d wide",
+                        c->head_dim, c->n_embd / c->n_head);
+    if (c->n_kv_head && c->n_kv_head != c->n_head)
+        return util_err(err, errlen,
+                        "num_key_value_heads %d: GPT-2 has no grouped-query attention (n_head %d)",
+                        c->n_kv_head, c->n_head);
+    if (c->d_ff && c->d_ff != 4 * c->n_embd)
+        return util_err(err, errlen, "n_inner %d: the GPT-2 block's MLP is 4 * n_embd = %d wide",
+                        c->d_ff, 4 * c->n_embd);
+    if (c->untied)
+        return util_err(err, errlen,
+                        "tie_word_embeddings false: GPT-2's LM head is always tied to wte");
+    if (c->qk_norm || c->qkv_bias)
+        return util_err(err, errlen, "GPT-2 has neither q/k norms nor a separate q/k/v bias flag");
+    if (c->rope_scaling)
+        return util_err(err, errlen, "rope_scaling: GPT-2 has learned positions, not RoPE");
     return 0;
 }
 
-static void param_sizes(const ModelConfig *c, size_t *s) {
+static void gpt2_param_sizes(const ModelConfig *c, size_t *s) {
     size_t V = (size_t)c->vocab_size, C = (size_t)c->n_embd, L = (size_t)c->n_layer;
     size_t maxT = (size_t)c->max_seq_len;
     s[P_WTE] = V * C;          s[P_WPE] = maxT * C;
@@ -45,6 +130,538 @@ static void param_sizes(const ModelConfig *c, size_t *s) {
     s[P_QNORMW] = 0; s[P_KNORMW] = 0; s[P_LMHEADW] = 0;
 }
 
+static BlockDims gpt2_dims(const ModelConfig *c) {
+    size_t C = (size_t)c->n_embd;
+    BlockDims d = {.qkv = 3 * C, .atty = C, .fch = 4 * C, .fch_act = 4 * C, .ln_mean = 1,
+                   .qk_heads = 0, .hd = C / (size_t)c->n_head, .rope = 0};
+    return d;
+}
+
+static void gpt2_embed_forward(Model *m) {
+    int C = m->config.n_embd;
+    encoder_forward(resid_at(m, 0, (size_t)m->N * C), m->row_tok, m->row_pos, m->params.wte,
+                    m->params.wpe, m->N, C);
+}
+
+static void gpt2_embed_backward(Model *m) {
+    const ModelConfig *c = &m->config;
+    encoder_backward(m->grads.wte, m->grads.wpe, m->dresid, m->row_tok, m->row_pos, m->N,
+                     c->n_embd, c->vocab_size, c->max_seq_len);
+}
+
+static void gpt2_layer_forward(Model *m, int l) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *p = &m->params;
+    BlockDims d = gpt2_dims(c);
+    LayerActs a = layer_acts(m, l, &d);
+    int64_t N = m->N;
+    int C = c->n_embd, NH = c->n_head;
+    size_t NC = (size_t)N * C, lc = (size_t)l * C;
+    layernorm_forward(a.ln1, a.ln1m, a.ln1r, a.x, p->ln1w + lc, p->ln1b + lc, N, C, c->ln_eps);
+    matmul_forward(a.qkv, a.ln1, p->qkvw + lc * 3 * C, p->qkvb + lc * 3, N, C, 3 * C, 0);
+    attention_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, C, NH);
+    vec_copy(a.rm, a.x, (int64_t)NC);   // residual fused into the projection's sgemm
+    matmul_forward(a.rm, a.atty, p->attprojw + lc * C, p->attprojb + lc, N, C, C, 1);
+    layernorm_forward(a.ln2, a.ln2m, a.ln2r, a.rm, p->ln2w + lc, p->ln2b + lc, N, C, c->ln_eps);
+    matmul_forward(a.fch, a.ln2, p->fcw + lc * 4 * C, p->fcb + lc * 4, N, C, 4 * C, 0);
+    gelu_forward(a.fchg, a.fch, (int64_t)N * 4 * C);
+    vec_copy(a.xo, a.rm, (int64_t)NC);
+    matmul_forward(a.xo, a.fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, N, 4 * C, C, 1);
+}
+
+static void gpt2_layer_backward(Model *m, int l) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *p = &m->params;
+    ModelParams *g = &m->grads;
+    BlockDims d = gpt2_dims(c);
+    LayerActs a = layer_acts(m, l, &d);
+    int64_t N = m->N;
+    int C = c->n_embd, NH = c->n_head;
+    size_t NC = (size_t)N * C, lc = (size_t)l * C;
+    // MLP: resid[l+1] = rm + gelu(ln2(rm) @ fcw + fcb) @ fcprojw + fcprojb
+    vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
+    matmul_backward(m->dfch_gelu, g->fcprojw + lc * 4 * C, g->fcprojb + lc, m->dresid, a.fchg,
+                    p->fcprojw + lc * 4 * C, N, 4 * C, C);
+    vec_zero(m->dfch, (int64_t)(4 * NC));
+    gelu_backward(m->dfch, a.fch, m->dfch_gelu, (int64_t)N * 4 * C);
+    vec_zero(m->dln, (int64_t)(NC));
+    matmul_backward(m->dln, g->fcw + lc * 4 * C, g->fcb + lc * 4, m->dfch, a.ln2,
+                    p->fcw + lc * 4 * C, N, C, 4 * C);
+    layernorm_backward(m->dresid, g->ln2w + lc, g->ln2b + lc, m->dln, a.rm, p->ln2w + lc, a.ln2m,
+                       a.ln2r, N, C);
+    // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
+    vec_zero(m->datty, (int64_t)(NC));
+    matmul_backward(m->datty, g->attprojw + lc * C, g->attprojb + lc, m->dresid, a.atty,
+                    p->attprojw + lc * C, N, C, C);
+    vec_zero(m->dqkv, (int64_t)(3 * NC));
+    attention_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B, C,
+                       NH);
+    vec_zero(m->dln, (int64_t)(NC));
+    matmul_backward(m->dln, g->qkvw + lc * 3 * C, g->qkvb + lc * 3, m->dqkv, a.ln1,
+                    p->qkvw + lc * 3 * C, N, C, 3 * C);
+    layernorm_backward(m->dresid, g->ln1w + lc, g->ln1b + lc, m->dln, a.x, p->ln1w + lc, a.ln1m,
+                       a.ln1r, N, C);
+}
+
+static void gpt2_final_forward(Model *m) {
+    const ModelConfig *c = &m->config;
+    int C = c->n_embd;
+    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, resid_at(m, c->n_layer, (size_t)m->N * C),
+                      m->params.lnfw, m->params.lnfb, m->N, C, c->ln_eps);
+}
+
+static void gpt2_final_backward(Model *m) {
+    const ModelConfig *c = &m->config;
+    int C = c->n_embd;
+    size_t NC = (size_t)m->N * C;
+    vec_zero(m->dresid, (int64_t)(NC));
+    layernorm_backward(m->dresid, m->grads.lnfw, m->grads.lnfb, m->dln,
+                       resid_at(m, c->n_layer, NC), m->params.lnfw, m->lnf_mean, m->lnf_rstd,
+                       m->N, C);
+}
+
+static int gpt2_tensor_count(const Model *m) {
+    return 2 + 12 * m->config.n_layer + 2 + (m->config.score_head ? 1 : 0);
+}
+
+static void tensor_shape(ModelTensor *t, int ndim, int64_t d0, int64_t d1) {
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = ndim == 2 ? d1 : 0;
+}
+
+static void gpt2_tensor(const Model *m, int i, ModelTensor *t, int *slot, size_t *offset) {
+    static const char *layer_names[12] = {
+        "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
+        "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+        "mlp.c_proj.weight", "mlp.c_proj.bias"};
+    static const int layer_param[12] = {P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB,
+                                        P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB};
+    const ModelConfig *c = &m->config;
+    int64_t C = c->n_embd, L = c->n_layer;
+    if (i == 0) {
+        *slot = P_WTE;
+        snprintf(t->name, sizeof t->name, "wte.weight");
+        tensor_shape(t, 2, c->vocab_size, C);
+    } else if (i == 1) {
+        *slot = P_WPE;
+        snprintf(t->name, sizeof t->name, "wpe.weight");
+        tensor_shape(t, 2, c->max_seq_len, C);
+    } else if (i < 2 + 12 * L) {
+        int l = (i - 2) / 12, k = (i - 2) % 12;
+        int pi = layer_param[k];
+        *slot = pi;
+        snprintf(t->name, sizeof t->name, "h.%d.%s", l, layer_names[k]);
+        size_t per = m->param_sizes[pi] / (size_t)L;
+        *offset = (size_t)l * per;
+        switch (pi) {
+            case P_QKVW:     tensor_shape(t, 2, C, 3 * C); break;
+            case P_ATTPROJW: tensor_shape(t, 2, C, C); break;
+            case P_FCW:      tensor_shape(t, 2, C, 4 * C); break;
+            case P_FCPROJW:  tensor_shape(t, 2, 4 * C, C); break;
+            default:         tensor_shape(t, 1, (int64_t)per, 0); break;
+        }
+    } else if (i == 2 + 12 * L) {
+        *slot = P_LNFW;
+        snprintf(t->name, sizeof t->name, "ln_f.weight");
+        tensor_shape(t, 1, C, 0);
+    } else if (i == 3 + 12 * L) {
+        *slot = P_LNFB;
+        snprintf(t->name, sizeof t->name, "ln_f.bias");
+        tensor_shape(t, 1, C, 0);
+    } else {
+        *slot = P_SCOREW;
+        snprintf(t->name, sizeof t->name, "score.weight");
+        tensor_shape(t, 2, 1, C);
+    }
+}
+
+// ---- Llama-style: RMSNorm, RoPE, grouped-query attention, SwiGLU, nn.Linear weights [out, in] ----
+
+static int llama_validate(const ModelConfig *c, char *err, size_t errlen) {
+    int NH = c->n_head, KVH = model_kv_heads(c);
+    if (c->n_kv_head < 0 || KVH > NH || NH % KVH)
+        return util_err(err, errlen,
+                        "num_key_value_heads (%d) must divide num_attention_heads (%d)",
+                        c->n_kv_head, NH);
+    if (c->head_dim < 0 || c->head_dim > 1024)
+        return util_err(err, errlen, "head_dim must be in 1..1024 (got %d)", c->head_dim);
+    if (!c->head_dim && c->n_embd % NH)
+        return util_err(err, errlen,
+                        "hidden_size (%d) must be divisible by num_attention_heads (%d) when "
+                        "head_dim is not given",
+                        c->n_embd, NH);
+    int hd = model_head_dim(c);
+    if (hd <= 0 || hd % 2)
+        return util_err(err, errlen, "head_dim must be even and positive for RoPE (got %d)", hd);
+    if ((int64_t)(NH + 2 * KVH) * hd > (1 << 20))
+        return util_err(err, errlen,
+                        "(num_attention_heads + 2 num_key_value_heads) * head_dim must be at most "
+                        "1048576 (got %lld)",
+                        (long long)(NH + 2 * KVH) * hd);
+    if (c->d_ff <= 0 || c->d_ff > (1 << 20))
+        return util_err(err, errlen, "intermediate_size must be in 1..1048576 (got %d)", c->d_ff);
+    if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
+        return util_err(err, errlen, "rope_theta must be positive and finite (got %g)",
+                        (double)c->rope_theta);
+    if (c->rope_scaling != MODEL_ROPE_DEFAULT && c->rope_scaling != MODEL_ROPE_LLAMA3)
+        return util_err(err, errlen, "rope_scaling: only rope_type llama3 is supported (got %d)",
+                        c->rope_scaling);
+    if (c->rope_scaling == MODEL_ROPE_LLAMA3) {
+        if (!(c->rope_factor > 0.0f) || !isfinite(c->rope_factor))
+            return util_err(err, errlen, "rope_scaling.factor must be positive (got %g)",
+                            (double)c->rope_factor);
+        if (!(c->rope_low_freq_factor > 0.0f) || !isfinite(c->rope_low_freq_factor))
+            return util_err(err, errlen, "rope_scaling.low_freq_factor must be positive (got %g)",
+                            (double)c->rope_low_freq_factor);
+        if (!(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
+            !isfinite(c->rope_high_freq_factor))
+            return util_err(err, errlen,
+                            "rope_scaling.high_freq_factor (%g) must exceed low_freq_factor (%g)",
+                            (double)c->rope_high_freq_factor, (double)c->rope_low_freq_factor);
+        if (c->rope_original_max_pos <= 0)
+            return util_err(err, errlen,
+                            "rope_scaling.original_max_position_embeddings must be positive "
+                            "(got %d)",
+                            c->rope_original_max_pos);
+    }
+    return 0;
+}
+
+static void llama_param_sizes(const ModelConfig *c, size_t *s) {
+    size_t V = (size_t)c->vocab_size, C = (size_t)c->n_embd, L = (size_t)c->n_layer;
+    size_t NH = (size_t)c->n_head, KVH = (size_t)model_kv_heads(c);
+    size_t hd = (size_t)model_head_dim(c), F = (size_t)model_ff(c), QKV = (NH + 2 * KVH) * hd;
+    memset(s, 0, MODEL_NUM_PARAMS * sizeof(*s));   // no wpe and no LayerNorm/MLP biases
+    s[P_WTE] = V * C;
+    s[P_LN1W] = L * C;
+    s[P_QKVW] = L * QKV * C;
+    s[P_QKVB] = c->qkv_bias ? L * QKV : 0;
+    s[P_ATTPROJW] = L * C * NH * hd;
+    s[P_LN2W] = L * C;
+    s[P_FCW] = L * 2 * F * C;
+    s[P_FCPROJW] = L * C * F;
+    s[P_LNFW] = C;
+    s[P_SCOREW] = c->score_head ? C : 0;
+    s[P_QNORMW] = c->qk_norm ? L * hd : 0;
+    s[P_KNORMW] = c->qk_norm ? L * hd : 0;
+    s[P_LMHEADW] = c->untied && c->lm_head ? V * C : 0;
+}
+
+static BlockDims llama_dims(const ModelConfig *c) {
+    size_t NH = (size_t)c->n_head, KVH = (size_t)model_kv_heads(c);
+    size_t hd = (size_t)model_head_dim(c), F = (size_t)model_ff(c);
+    BlockDims d = {.qkv = (NH + 2 * KVH) * hd, .atty = NH * hd, .fch = 2 * F, .fch_act = F,
+                   .ln_mean = 0, .qk_heads = c->qk_norm ? NH + KVH : 0, .hd = hd,
+                   .rope = hd / 2};
+    return d;
+}
+
+static void llama_setup(Model *m) {
+    const ModelConfig *c = &m->config;
+    rope_inv_freq(m->inv_freq, model_head_dim(c), c->rope_theta, c->rope_scaling, c->rope_factor,
+                  c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_pos);
+}
+
+// No position table: resid[0] rows are the token embeddings.
+static void llama_embed_forward(Model *m) {
+    int C = m->config.n_embd;
+    float *out = resid_at(m, 0, (size_t)m->N * C);
+    const float *wte = m->params.wte;
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m->N; i++)
+        memcpy(out + (size_t)i * C, wte + (size_t)m->row_tok[i] * C, (size_t)C * sizeof(float));
+}
+
+static void llama_embed_backward(Model *m) {
+    int C = m->config.n_embd, nchunk = (C + 63) / 64;
+    // several rows can share a token: each thread owns a slice of channels, rows in order
+    #pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nchunk; ch++) {
+        int c0 = ch * 64, c1 = c0 + 64 < C ? c0 + 64 : C;
+        for (int64_t i = 0; i < m->N; i++) {
+            const float *d = m->dresid + (size_t)i * C;
+            float *te = m->grads.wte + (size_t)m->row_tok[i] * C;
+            for (int k = c0; k < c1; k++) te[k] += d[k];
+        }
+    }
+}
+
+// Qwen3's per-head q/k RMSNorm works on contiguous head rows: `rows` holds the q heads of every
+// packed row (N*NH rows of hd), then the k heads (N*KVH rows). to_rows copies them out of the
+// fused q|k|v rows, else back in.
+static void qk_move(float *rows, float *qkv, int64_t N, size_t QKV, size_t NH, size_t KVH,
+                    size_t hd, int to_rows) {
+    size_t qn = NH * hd, kn = KVH * hd;
+    float *krows = rows + (size_t)N * qn;
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        float *f = qkv + (size_t)n * QKV, *q = rows + (size_t)n * qn, *k = krows + (size_t)n * kn;
+        if (to_rows) {
+            memcpy(q, f, qn * sizeof(float));
+            memcpy(k, f + qn, kn * sizeof(float));
+        } else {
+            memcpy(f, q, qn * sizeof(float));
+            memcpy(f + qn, k, kn * sizeof(float));
+        }
+    }
+}
+
+static void qk_norm_forward(Model *m, int l, const LayerActs *a, const BlockDims *d) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *p = &m->params;
+    int64_t N = m->N, NH = c->n_head, KVH = model_kv_heads(c);
+    int hd = (int)d->hd;
+    size_t lh = (size_t)l * hd, qn = (size_t)N * NH * hd;
+    qk_move(a->qk_in, a->qkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 1);
+    rmsnorm_forward(m->qk_tmp, a->qk_rstd, a->qk_in, p->qnormw + lh, N * NH, hd, c->ln_eps);
+    rmsnorm_forward(m->qk_tmp + qn, a->qk_rstd + N * NH, a->qk_in + qn, p->knormw + lh, N * KVH,
+                    hd, c->ln_eps);
+    qk_move(m->qk_tmp, a->qkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 0);
+}
+
+// dqkv's q and k parts: d(normed) in, d(projection output) out
+static void qk_norm_backward(Model *m, int l, const LayerActs *a, const BlockDims *d) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *p = &m->params;
+    ModelParams *g = &m->grads;
+    int64_t N = m->N, NH = c->n_head, KVH = model_kv_heads(c);
+    int hd = (int)d->hd;
+    size_t lh = (size_t)l * hd, qn = (size_t)N * NH * hd;
+    qk_move(m->qk_tmp, m->dqkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 1);
+    vec_zero(m->dqk_tmp, (int64_t)((size_t)N * d->qk_heads * d->hd));
+    rmsnorm_backward(m->dqk_tmp, g->qnormw + lh, m->qk_tmp, a->qk_in, p->qnormw + lh, a->qk_rstd,
+                     N * NH, hd);
+    rmsnorm_backward(m->dqk_tmp + qn, g->knormw + lh, m->qk_tmp + qn, a->qk_in + qn,
+                     p->knormw + lh, a->qk_rstd + N * NH, N * KVH, hd);
+    qk_move(m->dqk_tmp, m->dqkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 0);
+}
+
+static void llama_layer_forward(Model *m, int l) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *p = &m->params;
+    BlockDims d = llama_dims(c);
+    LayerActs a = layer_acts(m, l, &d);
+    int64_t N = m->N;
+    int C = c->n_embd, NH = c->n_head, KVH = model_kv_heads(c), hd = (int)d.hd;
+    int QKV = (int)d.qkv, AH = (int)d.atty, F = (int)d.fch_act;
+    size_t NC = (size_t)N * C, lc = (size_t)l * C, lq = (size_t)l * QKV;
+    rmsnorm_forward(a.ln1, a.ln1r, a.x, p->ln1w + lc, N, C, c->ln_eps);
+    linear_forward(a.qkv, a.ln1, p->qkvw + lq * C, c->qkv_bias ? p->qkvb + lq : NULL, N, C, QKV,
+                   0);
+    if (c->qk_norm) qk_norm_forward(m, l, &a, &d);
+    // q and k heads are contiguous in each row: one rotation call covers both
+    rope_forward(a.qkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
+    attention_gqa_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, NH, KVH, hd);
+    vec_copy(a.rm, a.x, (int64_t)NC);   // residual fused into the projection's sgemm
+    linear_forward(a.rm, a.atty, p->attprojw + lc * AH, NULL, N, AH, C, 1);
+    rmsnorm_forward(a.ln2, a.ln2r, a.rm, p->ln2w + lc, N, C, c->ln_eps);
+    linear_forward(a.fch, a.ln2, p->fcw + lc * 2 * F, NULL, N, C, 2 * F, 0);
+    swiglu_forward(a.fchg, a.fch, N, F);
+    vec_copy(a.xo, a.rm, (int64_t)NC);
+    linear_forward(a.xo, a.fchg, p->fcprojw + lc * F, NULL, N, F, C, 1);
+}
+
+static void llama_layer_backward(Model *m, int l) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *p = &m->params;
+    ModelParams *g = &m->grads;
+    BlockDims d = llama_dims(c);
+    LayerActs a = layer_acts(m, l, &d);
+    int64_t N = m->N;
+    int C = c->n_embd, NH = c->n_head, KVH = model_kv_heads(c), hd = (int)d.hd;
+    int QKV = (int)d.qkv, AH = (int)d.atty, F = (int)d.fch_act;
+    size_t NC = (size_t)N * C, lc = (size_t)l * C, lq = (size_t)l * QKV;
+    // MLP: resid[l+1] = rm + swiglu(rmsnorm(rm) @ fcw^T) @ fcprojw^T
+    vec_zero(m->dfch_gelu, N * F);
+    linear_backward(m->dfch_gelu, g->fcprojw + lc * F, NULL, m->dresid, a.fchg, p->fcprojw + lc * F,
+                    N, F, C);
+    vec_zero(m->dfch, N * 2 * F);
+    swiglu_backward(m->dfch, m->dfch_gelu, a.fch, N, F);
+    vec_zero(m->dln, (int64_t)NC);
+    linear_backward(m->dln, g->fcw + lc * 2 * F, NULL, m->dfch, a.ln2, p->fcw + lc * 2 * F, N, C,
+                    2 * F);
+    rmsnorm_backward(m->dresid, g->ln2w + lc, m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
+    // attention: rm = x + attn(rope(qknorm(rmsnorm(x) @ qkvw^T + qkvb))) @ attprojw^T
+    vec_zero(m->datty, N * AH);
+    linear_backward(m->datty, g->attprojw + lc * AH, NULL, m->dresid, a.atty, p->attprojw + lc * AH,
+                    N, AH, C);
+    vec_zero(m->dqkv, N * QKV);
+    attention_gqa_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B,
+                           NH, KVH, hd);
+    rope_backward(m->dqkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
+    if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
+    vec_zero(m->dln, (int64_t)NC);
+    linear_backward(m->dln, g->qkvw + lq * C, c->qkv_bias ? g->qkvb + lq : NULL, m->dqkv, a.ln1,
+                    p->qkvw + lq * C, N, C, QKV);
+    rmsnorm_backward(m->dresid, g->ln1w + lc, m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
+}
+
+static void llama_final_forward(Model *m) {
+    const ModelConfig *c = &m->config;
+    int C = c->n_embd;
+    rmsnorm_forward(m->lnf, m->lnf_rstd, resid_at(m, c->n_layer, (size_t)m->N * C),
+                    m->params.lnfw, m->N, C, c->ln_eps);
+}
+
+static void llama_final_backward(Model *m) {
+    const ModelConfig *c = &m->config;
+    int C = c->n_embd;
+    size_t NC = (size_t)m->N * C;
+    vec_zero(m->dresid, (int64_t)(NC));
+    rmsnorm_backward(m->dresid, m->grads.lnfw, m->dln, resid_at(m, c->n_layer, NC),
+                     m->params.lnfw, m->lnf_rstd, m->N, C);
+}
+
+// The tensors of one Llama-style layer in save_pretrained's order; q/k/v and gate/up are row
+// slices of the fused qkvw / fcw (and qkvb).
+enum { LT_NORM1, LT_Q, LT_K, LT_V, LT_QB, LT_KB, LT_VB, LT_QN, LT_KN, LT_O, LT_NORM2, LT_GATE,
+       LT_UP, LT_DOWN, LT_COUNT };
+static const char *const llama_layer_names[LT_COUNT] = {
+    "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.bias",
+    "self_attn.v_proj.bias", "self_attn.q_norm.weight", "self_attn.k_norm.weight",
+    "self_attn.o_proj.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
+    "mlp.up_proj.weight", "mlp.down_proj.weight"};
+
+static int llama_layer_has(const ModelConfig *c, int k) {
+    if (k >= LT_QB && k <= LT_VB) return c->qkv_bias != 0;
+    if (k == LT_QN || k == LT_KN) return c->qk_norm != 0;
+    return 1;
+}
+
+static int llama_layer_tensors(const ModelConfig *c) {
+    int n = 0;
+    for (int k = 0; k < LT_COUNT; k++) n += llama_layer_has(c, k);
+    return n;
+}
+
+static int llama_tensor_count(const Model *m) {
+    const ModelConfig *c = &m->config;
+    return 1 + c->n_layer * llama_layer_tensors(c) + 1 + (m->param_sizes[P_LMHEADW] ? 1 : 0) +
+           (c->score_head ? 1 : 0);
+}
+
+// layer tensor k: slot, shape and offset inside the layer's part of the slot
+static void llama_layer_tensor(const ModelConfig *c, int k, ModelTensor *t, int *slot,
+                               size_t *inner) {
+    int64_t C = c->n_embd, NH = c->n_head, KVH = model_kv_heads(c), hd = model_head_dim(c);
+    int64_t F = model_ff(c), q = NH * hd, kv = KVH * hd;
+    static const int slots[LT_COUNT] = {P_LN1W, P_QKVW, P_QKVW, P_QKVW, P_QKVB, P_QKVB, P_QKVB,
+                                        P_QNORMW, P_KNORMW, P_ATTPROJW, P_LN2W, P_FCW, P_FCW,
+                                        P_FCPROJW};
+    // first row of the slice in the fused tensor (q/k/v, gate/up)
+    static const int first[LT_COUNT] = {0, 0, 1, 2, 0, 1, 2, 0, 0, 0, 0, 0, 1, 0};
+    int64_t rows = 0, cols = 0;
+    switch (k) {
+        case LT_NORM1: case LT_NORM2: rows = C; break;
+        case LT_Q: rows = q; cols = C; break;
+        case LT_K: case LT_V: rows = kv; cols = C; break;
+        case LT_QB: rows = q; break;
+        case LT_KB: case LT_VB: rows = kv; break;
+        case LT_QN: case LT_KN: rows = hd; break;
+        case LT_O: rows = C; cols = q; break;
+        case LT_GATE: case LT_UP: rows = F; cols = C; break;
+        default: rows = C; cols = F; break;   // LT_DOWN
+    }
+    *slot = slots[k];
+    int64_t row0 = first[k] == 0 ? 0 : (k == LT_UP ? F : first[k] == 1 ? q : q + kv);
+    *inner = (size_t)(row0 * (cols ? cols : 1));
+    tensor_shape(t, cols ? 2 : 1, rows, cols);
+}
+
+static void llama_tensor(const Model *m, int i, ModelTensor *t, int *slot, size_t *offset) {
+    const ModelConfig *c = &m->config;
+    int per = llama_layer_tensors(c), L = c->n_layer;
+    int64_t C = c->n_embd, V = c->vocab_size;
+    if (i == 0) {
+        *slot = P_WTE;
+        snprintf(t->name, sizeof t->name, "model.embed_tokens.weight");
+        tensor_shape(t, 2, V, C);
+    } else if (i < 1 + L * per) {
+        int l = (i - 1) / per, j = (i - 1) % per, k = 0;
+        for (;; k++)   // the j-th tensor this configuration has
+            if (llama_layer_has(c, k) && j-- == 0) break;
+        size_t inner;
+        llama_layer_tensor(c, k, t, slot, &inner);
+        *offset = (size_t)l * (m->param_sizes[*slot] / (size_t)L) + inner;
+        snprintf(t->name, sizeof t->name, "model.layers.%d.%s", l, llama_layer_names[k]);
+    } else if (i == 1 + L * per) {
+        *slot = P_LNFW;
+        snprintf(t->name, sizeof t->name, "model.norm.weight");
+        tensor_shape(t, 1, C, 0);
+    } else if (i == 2 + L * per && m->param_sizes[P_LMHEADW]) {
+        *slot = P_LMHEADW;
+        snprintf(t->name, sizeof t->name, "lm_head.weight");
+        tensor_shape(t, 2, V, C);
+    } else {
+        *slot = P_SCOREW;
+        snprintf(t->name, sizeof t->name, "score.weight");
+        tensor_shape(t, 2, 1, C);
+    }
+}
+
+static const BlockKind MODEL_KINDS[2] = {
+    [MODEL_ARCH_GPT2] = {
+        .name = "gpt2",
+        .keys = {"n_layer", "n_head", "n_embd", "n_positions", "layer_norm_epsilon"},
+        .validate = gpt2_validate, .param_sizes = gpt2_param_sizes, .dims = gpt2_dims,
+        .setup = NULL, .embed_forward = gpt2_embed_forward,
+        .embed_backward = gpt2_embed_backward, .layer_forward = gpt2_layer_forward,
+        .layer_backward = gpt2_layer_backward, .final_forward = gpt2_final_forward,
+        .final_backward = gpt2_final_backward, .tensor_count = gpt2_tensor_count,
+        .tensor = gpt2_tensor},
+    [MODEL_ARCH_LLAMA] = {
+        .name = "llama-style",
+        .keys = {"num_hidden_layers", "num_attention_heads", "hidden_size",
+                 "max_position_embeddings", "rms_norm_eps"},
+        .validate = llama_validate, .param_sizes = llama_param_sizes, .dims = llama_dims,
+        .setup = llama_setup, .embed_forward = llama_embed_forward,
+        .embed_backward = llama_embed_backward, .layer_forward = llama_layer_forward,
+        .layer_backward = llama_layer_backward, .final_forward = llama_final_forward,
+        .final_backward = llama_final_backward, .tensor_count = llama_tensor_count,
+        .tensor = llama_tensor},
+};
+
+static const BlockKind *model_kind(const ModelConfig *c) {
+    return &MODEL_KINDS[c->arch == MODEL_ARCH_LLAMA ? MODEL_ARCH_LLAMA : MODEL_ARCH_GPT2];
+}
+
+// ---- shared: configuration, memory plan, allocation ----
+
+static int validate_common(const ModelConfig *c, const KindKeys *k, char *err, size_t errlen) {
+    if (c->n_layer <= 0 || c->n_layer > 1024)
+        return util_err(err, errlen, "%s must be in 1..1024 (got %d)", k->n_layer, c->n_layer);
+    if (c->n_head <= 0)
+        return util_err(err, errlen, "%s must be positive (got %d)", k->n_head, c->n_head);
+    if (c->n_embd <= 0 || c->n_embd > 65536)
+        return util_err(err, errlen, "%s must be in 1..65536 (got %d)", k->n_embd, c->n_embd);
+    if (c->vocab_size <= 0 || c->vocab_size > (1 << 24))
+        return util_err(err, errlen, "vocab_size must be in 1..16777216 (got %d)", c->vocab_size);
+    if (c->max_seq_len <= 0 || c->max_seq_len > (1 << 20))
+        return util_err(err, errlen, "%s must be in 1..1048576 (got %d)", k->max_pos,
+                        c->max_seq_len);
+    if (!(c->ln_eps > 0.0f) || !(c->ln_eps < 1.0f))
+        return util_err(err, errlen, "%s must be in (0, 1) (got %g)", k->eps, (double)c->ln_eps);
+    if (!c->lm_head && !c->score_head)
+        return util_err(err, errlen, "a model needs the LM head, the score head or both");
+    return 0;
+}
+
+int model_config_validate(const ModelConfig *c, char *err, size_t errlen) {
+    if (c->arch != MODEL_ARCH_GPT2 && c->arch != MODEL_ARCH_LLAMA)
+        return util_err(err, errlen, "unknown architecture %d (0 gpt2, 1 llama-style)", c->arch);
+    if (c->family < MODEL_FAMILY_GPT2 || c->family > MODEL_FAMILY_QWEN3)
+        return util_err(err, errlen, "unknown model_type family %d", c->family);
+    if ((c->family == MODEL_FAMILY_GPT2) != (c->arch == MODEL_ARCH_GPT2))
+        return util_err(err, errlen,
+                        "model_type and architecture disagree: gpt2 is the GPT-2 block, "
+                        "llama, mistral, qwen2 and qwen3 the Llama-style block");
+    const BlockKind *k = model_kind(c);
+    if (validate_common(c, &k->keys, err, errlen)) return -1;
+    return k->validate(c, err, errlen);
+}
+
 static void carve_params(ModelParams *p, float *mem, const size_t *s) {
     float **ptrs[MODEL_NUM_PARAMS] = {
         &p->wte, &p->wpe, &p->ln1w, &p->ln1b, &p->qkvw, &p->qkvb, &p->attprojw, &p->attprojb,
@@ -53,33 +670,45 @@ static void carve_params(ModelParams *p, float *mem, const size_t *s) {
     for (int i = 0; i < MODEL_NUM_PARAMS; i++) { *ptrs[i] = mem; mem += s[i]; }
 }
 
+// first float of parameter slot `slot`
+static size_t slot_base(const size_t *sizes, int slot) {
+    size_t base = 0;
+    for (int k = 0; k < slot; k++) base += sizes[k];
+    return base;
+}
+
 // Activation table: name -> number of floats. One place defines the layout for both the size
-// computation and the carving, so they cannot disagree.
+// computation and the carving, so they cannot disagree; the kind gives the widths. Slots a kind
+// does not use have 0 floats (NULL pointers).
 typedef struct { float **ptr; size_t n; } ActSlot;
 
 static int act_table(Model *m, const ModelConfig *c, int max_B, int max_T, int trainable,
                      ActSlot *t) {
+    BlockDims d = model_kind(c)->dims(c);
     size_t N = (size_t)max_B * max_T, C = (size_t)c->n_embd, V = (size_t)c->vocab_size;
     size_t L = (size_t)c->n_layer, NH = (size_t)c->n_head;
     size_t La = trainable ? L : 1, Lr = trainable ? L + 1 : 2;
-    size_t lm = c->lm_head ? 1 : 0, tr = trainable ? 1 : 0;
+    size_t lm = c->lm_head ? 1 : 0, tr = trainable ? 1 : 0, qk = d.qk_heads * d.hd;
     int k = 0;
 #define SLOT(field, count) t[k].ptr = m ? &m->field : NULL; t[k].n = (count); k++
     SLOT(resid, Lr * N * C);
     SLOT(resmid, La * N * C);
-    SLOT(ln1, La * N * C);  SLOT(ln1_mean, La * N);  SLOT(ln1_rstd, La * N);
-    SLOT(qkv, La * N * 3 * C);
+    SLOT(ln1, La * N * C);  SLOT(ln1_mean, La * N * d.ln_mean);  SLOT(ln1_rstd, La * N);
+    SLOT(qkv, La * N * d.qkv);
     SLOT(att, La * (size_t)max_B * NH * max_T * max_T);
-    SLOT(atty, La * N * C);
-    SLOT(ln2, La * N * C);  SLOT(ln2_mean, La * N);  SLOT(ln2_rstd, La * N);
-    SLOT(fch, La * N * 4 * C);  SLOT(fch_gelu, La * N * 4 * C);
-    SLOT(lnf, N * C);  SLOT(lnf_mean, N);  SLOT(lnf_rstd, N);
+    SLOT(atty, La * N * d.atty);
+    SLOT(ln2, La * N * C);  SLOT(ln2_mean, La * N * d.ln_mean);  SLOT(ln2_rstd, La * N);
+    SLOT(fch, La * N * d.fch);  SLOT(fch_gelu, La * N * d.fch_act);
+    SLOT(lnf, N * C);  SLOT(lnf_mean, N * d.ln_mean);  SLOT(lnf_rstd, N);
     SLOT(head_in, lm * N * C);  SLOT(logits, lm * N * V);
     SLOT(lse, N);  SLOT(head_logp, N);  SLOT(head_ent, N);  SLOT(values, N);
-    SLOT(dresid, tr * N * C);  SLOT(dln, tr * N * C);  SLOT(datty, tr * N * C);
-    SLOT(dqkv, tr * N * 3 * C);  SLOT(dfch, tr * N * 4 * C);  SLOT(dfch_gelu, tr * N * 4 * C);
+    SLOT(dresid, tr * N * C);  SLOT(dln, tr * N * C);  SLOT(datty, tr * N * d.atty);
+    SLOT(dqkv, tr * N * d.qkv);  SLOT(dfch, tr * N * d.fch);  SLOT(dfch_gelu, tr * N * d.fch_act);
     SLOT(dhead_in, tr * lm * N * C);  SLOT(head_dlogp, tr * N);
     SLOT(datt, tr * (size_t)max_B * NH * max_T * max_T);
+    SLOT(qk_in, La * N * qk);  SLOT(qk_rstd, La * N * d.qk_heads);
+    SLOT(qk_tmp, N * qk);  SLOT(dqk_tmp, tr * N * qk);
+    SLOT(inv_freq, d.rope);
 #undef SLOT
     return k;
 }
@@ -93,7 +722,7 @@ static size_t int_bytes(int max_B, int max_T) {
 
 size_t model_memory_bytes(const ModelConfig *c, int max_B, int max_T, int trainable) {
     size_t s[MODEL_NUM_PARAMS], np = 0, na = 0;
-    param_sizes(c, s);
+    model_kind(c)->param_sizes(c, s);
     for (int i = 0; i < MODEL_NUM_PARAMS; i++) np += s[i];
     ActSlot t[64];
     int k = act_table(NULL, c, max_B, max_T, trainable, t);
@@ -105,17 +734,18 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
                char *err, size_t errlen) {
     memset(m, 0, sizeof(*m));
     if (model_config_validate(c, err, errlen)) return -1;
+    const BlockKind *kind = model_kind(c);
     if (max_B <= 0 || max_T <= 0)
         return util_err(err, errlen,
                         "batch size and sequence length must be positive (got B=%d T=%d)", max_B,
                         max_T);
     if (max_T > c->max_seq_len)
         return util_err(err, errlen,
-                        "sequence length %d exceeds the model's context n_positions=%d", max_T,
-                        c->max_seq_len);
+                        "sequence length %d exceeds the model's context %s=%d", max_T,
+                        kind->keys.max_pos, c->max_seq_len);
     m->config = *c;
     m->max_B = max_B; m->max_T = max_T; m->trainable = trainable;
-    param_sizes(c, m->param_sizes);
+    kind->param_sizes(c, m->param_sizes);
     m->num_params = 0;
     for (int i = 0; i < MODEL_NUM_PARAMS; i++) m->num_params += m->param_sizes[i];
     size_t pbytes = m->num_params * sizeof(float);
@@ -145,13 +775,16 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     m->row_seq = (int32_t *)ib;                   ib += N * sizeof(int32_t);
     m->head_rows = (int32_t *)ib;                 ib += N * sizeof(int32_t);
     m->head_tgt = (int32_t *)ib;
+    if (kind->setup) kind->setup(m);
     if (verbose) {
         char a[32], b[32], tot[32];
         util_format_bytes(a, sizeof a, (double)pbytes * (trainable ? 4 : 1));
         util_format_bytes(b, sizeof b, (double)m->acts_floats * sizeof(float));
         util_format_bytes(tot, sizeof tot, (double)model_memory_bytes(c, max_B, max_T, trainable));
-        fprintf(stderr, "model: %zu parameters; memory: weights%s %s, activations (B=%d, T=%d) %s, "
-                "total %s\n", m->num_params, trainable ? "+grads+AdamW" : "", a, max_B, max_T, b,
+        fprintf(stderr,
+                "model (%s): %zu parameters; memory: weights%s %s, activations (B=%d, T=%d) %s, "
+                "total %s\n",
+                kind->name, m->num_params, trainable ? "+grads+AdamW" : "", a, max_B, max_T, b,
                 tot);
     }
     return 0;
@@ -165,34 +798,29 @@ void model_free(Model *m) {
 
 void model_init_weights(Model *m, uint64_t seed) {
     const ModelConfig *c = &m->config;
-    ModelParams *p = &m->params;
     memset(m->params_memory, 0, m->num_params * sizeof(float));
     float proj_std = 0.02f / sqrtf(2.0f * c->n_layer);
-    // one stream per tensor: adding a head does not change the other tensors' values
-    rng_fill_normal_chunked(seed, P_WTE, p->wte, (int64_t)m->param_sizes[P_WTE], 0.0f, 0.02f);
-    rng_fill_normal_chunked(seed, P_WPE, p->wpe, (int64_t)m->param_sizes[P_WPE], 0.0f, 0.01f);
-    rng_fill_normal_chunked(seed, P_QKVW, p->qkvw, (int64_t)m->param_sizes[P_QKVW], 0.0f, 0.02f);
-    rng_fill_normal_chunked(seed, P_ATTPROJW, p->attprojw, (int64_t)m->param_sizes[P_ATTPROJW],
-                            0.0f, proj_std);
-    rng_fill_normal_chunked(seed, P_FCW, p->fcw, (int64_t)m->param_sizes[P_FCW], 0.0f, 0.02f);
-    rng_fill_normal_chunked(seed, P_FCPROJW, p->fcprojw, (int64_t)m->param_sizes[P_FCPROJW], 0.0f,
-                            proj_std);
-    if (c->score_head)
-        rng_fill_normal_chunked(seed, P_SCOREW, p->scorew, (int64_t)m->param_sizes[P_SCOREW], 0.0f,
-                                0.02f);
-    for (size_t i = 0; i < m->param_sizes[P_LN1W]; i++) { p->ln1w[i] = 1.0f; p->ln2w[i] = 1.0f; }
-    for (int i = 0; i < c->n_embd; i++) p->lnfw[i] = 1.0f;
+    // one stream per slot: adding a head (or a kind's own slot) does not change the others
+    static const int normal[] = {P_WTE, P_WPE, P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW, P_SCOREW,
+                                 P_LMHEADW};
+    static const int ones[] = {P_LN1W, P_LN2W, P_LNFW, P_QNORMW, P_KNORMW};
+    for (size_t k = 0; k < sizeof normal / sizeof normal[0]; k++) {
+        int slot = normal[k];
+        float std = slot == P_WPE ? 0.01f
+                    : slot == P_ATTPROJW || slot == P_FCPROJW ? proj_std : 0.02f;
+        int64_t n = (int64_t)m->param_sizes[slot];
+        if (n) rng_fill_normal_chunked(seed, (uint64_t)slot,
+                                       m->params_memory + slot_base(m->param_sizes, slot), n, 0.0f,
+                                       std);
+    }
+    for (size_t k = 0; k < sizeof ones / sizeof ones[0]; k++) {
+        float *w = m->params_memory + slot_base(m->param_sizes, ones[k]);
+        for (size_t i = 0; i < m->param_sizes[ones[k]]; i++) w[i] = 1.0f;
+    }
 }
 
 void model_zero_grad(Model *m) {
     if (m->grads_memory) vec_zero(m->grads_memory, (int64_t)m->num_params);
-}
-
-// Per-layer activation pointers: trainable models keep every layer for backward; inference-only
-// models reuse one layer's buffers (and two alternating residual slots).
-#define LAYER(field, l, per) (m->field + (m->trainable ? (size_t)(l) : 0) * (per))
-static float *resid_at(const Model *m, int l, size_t NC) {
-    return m->resid + (size_t)(m->trainable ? l : (l & 1)) * NC;
 }
 
 int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t errlen) {
@@ -230,34 +858,14 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     }
     m->off[B] = N;
     m->N = N; m->cur_B = B; m->cur_T = T;
-    size_t NC = (size_t)N * C;
     const ModelParams *p = &m->params;
+    const BlockKind *kind = model_kind(c);
 
-    encoder_forward(resid_at(m, 0, NC), m->row_tok, m->row_pos, p->wte, p->wpe, N, C);
-    for (int l = 0; l < L; l++) {
-        float *x = resid_at(m, l, NC), *xo = resid_at(m, l + 1, NC);
-        float *ln1 = LAYER(ln1, l, NC), *ln1m = LAYER(ln1_mean, l, N),
-              *ln1r = LAYER(ln1_rstd, l, N);
-        float *qkv = LAYER(qkv, l, 3 * NC),
-              *att = LAYER(att, l, (size_t)m->max_B * NH * m->max_T * m->max_T);
-        float *atty = LAYER(atty, l, NC), *rm = LAYER(resmid, l, NC);
-        float *ln2 = LAYER(ln2, l, NC), *ln2m = LAYER(ln2_mean, l, N),
-              *ln2r = LAYER(ln2_rstd, l, N);
-        float *fch = LAYER(fch, l, 4 * NC), *fchg = LAYER(fch_gelu, l, 4 * NC);
-        size_t lc = (size_t)l * C;
-        layernorm_forward(ln1, ln1m, ln1r, x, p->ln1w + lc, p->ln1b + lc, N, C, c->ln_eps);
-        matmul_forward(qkv, ln1, p->qkvw + lc * 3 * C, p->qkvb + lc * 3, N, C, 3 * C, 0);
-        attention_forward(atty, att, qkv, m->off, m->att_off, B, C, NH);
-        vec_copy(rm, x, (int64_t)NC);   // residual fused into the projection's sgemm
-        matmul_forward(rm, atty, p->attprojw + lc * C, p->attprojb + lc, N, C, C, 1);
-        layernorm_forward(ln2, ln2m, ln2r, rm, p->ln2w + lc, p->ln2b + lc, N, C, c->ln_eps);
-        matmul_forward(fch, ln2, p->fcw + lc * 4 * C, p->fcb + lc * 4, N, C, 4 * C, 0);
-        gelu_forward(fchg, fch, (int64_t)N * 4 * C);
-        vec_copy(xo, rm, (int64_t)NC);
-        matmul_forward(xo, fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, N, 4 * C, C, 1);
-    }
-    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, resid_at(m, L, NC), p->lnfw, p->lnfb, N, C,
-                      c->ln_eps);
+    kind->embed_forward(m);
+    for (int l = 0; l < L; l++) kind->layer_forward(m, l);
+    kind->final_forward(m);
+    // the LM head: tied to the embeddings, or its own matrix (lm_head.weight)
+    const float *head_w = c->untied ? p->lmheadw : p->wte;
 
     if (c->lm_head && (b->targets || (flags & MODEL_LOGITS_ALL))) {
         // the LM head only on the rows that need it: a loss, or an explicit request
@@ -277,7 +885,7 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
             memcpy(m->head_in + (size_t)j * C, m->lnf + (size_t)m->head_rows[j] * C,
                    (size_t)C * sizeof(float));
         if (M > 0) {  // logits (M,V) = head_in (M,C) @ wte^T
-            logits_forward(m->logits, m->head_in, p->wte, M, V, C);
+            logits_forward(m->logits, m->head_in, head_w, M, V, C);
             logprob_forward(m->head_logp, (flags & MODEL_ENTROPY) ? m->head_ent : NULL, m->lse,
                             m->logits, m->head_tgt, M, V);
         }
@@ -301,11 +909,14 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
     if (m->N == 0 || b->B != m->cur_B || b->T != m->cur_T)
         DIE("model_backward without a matching model_forward");
     const ModelConfig *c = &m->config;
-    int B = b->B, T = b->T, C = c->n_embd, V = c->vocab_size, L = c->n_layer, NH = c->n_head;
+    int T = b->T, C = c->n_embd, V = c->vocab_size, L = c->n_layer;
     int64_t N = m->N, M = m->M;
     size_t NC = (size_t)N * C;
     const ModelParams *p = &m->params;
     ModelParams *g = &m->grads;
+    const BlockKind *kind = model_kind(c);
+    const float *head_w = c->untied ? p->lmheadw : p->wte;
+    float *head_dw = c->untied ? g->lmheadw : g->wte;
 
     // gradient w.r.t. the ln_f output accumulates in dln
     vec_zero(m->dln, (int64_t)(NC));
@@ -317,11 +928,11 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
             m->head_dlogp[j] = m->head_tgt[j] < 0 ? 0.0f : dlogp ? dlogp[bt] : -w;
         }
         logprob_backward(m->logits, m->lse, m->head_tgt, m->head_dlogp, M, V);
-        // dhead_in (M,C) = dlogits (M,V) @ wte (V,C); dwte (V,C) += dlogits^T @ head_in (M,C)
+        // dhead_in (M,C) = dlogits (M,V) @ W (V,C); dW (V,C) += dlogits^T @ head_in (M,C)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, C, V, 1.0f, m->logits, V,
-                    p->wte, C, 0.0f, m->dhead_in, C);
+                    head_w, C, 0.0f, m->dhead_in, C);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, (blasint)M, 1.0f, m->logits, V,
-                    m->head_in, C, 1.0f, g->wte, C);
+                    m->head_in, C, 1.0f, head_dw, C);
         #pragma omp parallel for schedule(static)   // head rows are distinct: no two write one row
         for (int64_t j = 0; j < M; j++) {
             float *d = m->dln + (size_t)m->head_rows[j] * C;
@@ -335,44 +946,9 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
         for (int64_t r = 0; r < N; r++) dv[r] = dvalues[(size_t)m->row_seq[r] * T + m->row_pos[r]];
         score_backward(m->dln, g->scorew, dv, m->lnf, p->scorew, N, C);
     }
-    vec_zero(m->dresid, (int64_t)(NC));
-    layernorm_backward(m->dresid, g->lnfw, g->lnfb, m->dln, resid_at(m, L, NC), p->lnfw,
-                       m->lnf_mean, m->lnf_rstd, N, C);
-    for (int l = L - 1; l >= 0; l--) {
-        size_t lc = (size_t)l * C;
-        float *x = resid_at(m, l, NC);
-        float *ln1 = LAYER(ln1, l, NC), *ln1m = LAYER(ln1_mean, l, N),
-              *ln1r = LAYER(ln1_rstd, l, N);
-        float *qkv = LAYER(qkv, l, 3 * NC),
-              *att = LAYER(att, l, (size_t)m->max_B * NH * m->max_T * m->max_T);
-        float *atty = LAYER(atty, l, NC), *rm = LAYER(resmid, l, NC);
-        float *ln2 = LAYER(ln2, l, NC), *ln2m = LAYER(ln2_mean, l, N),
-              *ln2r = LAYER(ln2_rstd, l, N);
-        float *fch = LAYER(fch, l, 4 * NC), *fchg = LAYER(fch_gelu, l, 4 * NC);
-        // MLP: resid[l+1] = rm + gelu(ln2(rm) @ fcw + fcb) @ fcprojw + fcprojb
-        vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
-        matmul_backward(m->dfch_gelu, g->fcprojw + lc * 4 * C, g->fcprojb + lc, m->dresid, fchg,
-                        p->fcprojw + lc * 4 * C, N, 4 * C, C);
-        vec_zero(m->dfch, (int64_t)(4 * NC));
-        gelu_backward(m->dfch, fch, m->dfch_gelu, (int64_t)N * 4 * C);
-        vec_zero(m->dln, (int64_t)(NC));
-        matmul_backward(m->dln, g->fcw + lc * 4 * C, g->fcb + lc * 4, m->dfch, ln2,
-                        p->fcw + lc * 4 * C, N, C, 4 * C);
-        layernorm_backward(m->dresid, g->ln2w + lc, g->ln2b + lc, m->dln, rm, p->ln2w + lc, ln2m,
-                           ln2r, N, C);
-        // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
-        vec_zero(m->datty, (int64_t)(NC));
-        matmul_backward(m->datty, g->attprojw + lc * C, g->attprojb + lc, m->dresid, atty,
-                        p->attprojw + lc * C, N, C, C);
-        vec_zero(m->dqkv, (int64_t)(3 * NC));
-        attention_backward(m->dqkv, m->datt, m->datty, qkv, att, m->off, m->att_off, B, C, NH);
-        vec_zero(m->dln, (int64_t)(NC));
-        matmul_backward(m->dln, g->qkvw + lc * 3 * C, g->qkvb + lc * 3, m->dqkv, ln1,
-                        p->qkvw + lc * 3 * C, N, C, 3 * C);
-        layernorm_backward(m->dresid, g->ln1w + lc, g->ln1b + lc, m->dln, x, p->ln1w + lc, ln1m,
-                           ln1r, N, C);
-    }
-    encoder_backward(g->wte, g->wpe, m->dresid, m->row_tok, m->row_pos, N, C, V, c->max_seq_len);
+    kind->final_backward(m);
+    for (int l = L - 1; l >= 0; l--) kind->layer_backward(m, l);
+    kind->embed_backward(m);
 }
 
 static void to_bt(const Model *m, const float *rows_val, const int32_t *rows, int64_t nrows,
@@ -408,67 +984,15 @@ const float *model_logits_at(const Model *m, int b, int t) {
     return NULL;
 }
 
-int model_tensor_count(const Model *m) {
-    return 2 + 12 * m->config.n_layer + 2 + (m->config.score_head ? 1 : 0);
-}
+int model_tensor_count(const Model *m) { return model_kind(&m->config)->tensor_count(m); }
 
 void model_tensor(const Model *m, int i, ModelTensor *t) {
-    static const char *layer_names[12] = {
-        "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
-        "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
-        "mlp.c_proj.weight", "mlp.c_proj.bias"};
-    static const int layer_param[12] = {P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB,
-                                        P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB};
-    const ModelConfig *c = &m->config;
-    int64_t C = c->n_embd, L = c->n_layer;
     memset(t, 0, sizeof(*t));
-    int pi;
+    int slot = 0;
     size_t offset = 0;
-    if (i == 0) {
-        pi = P_WTE;
-        snprintf(t->name, sizeof t->name, "wte.weight");
-        t->ndim = 2;
-        t->shape[0] = c->vocab_size;
-        t->shape[1] = C;
-    } else if (i == 1) {
-        pi = P_WPE;
-        snprintf(t->name, sizeof t->name, "wpe.weight");
-        t->ndim = 2;
-        t->shape[0] = c->max_seq_len;
-        t->shape[1] = C;
-    } else if (i < 2 + 12 * L) {
-        int l = (i - 2) / 12, k = (i - 2) % 12;
-        pi = layer_param[k];
-        snprintf(t->name, sizeof t->name, "h.%d.%s", l, layer_names[k]);
-        size_t per = m->param_sizes[pi] / (size_t)L;
-        offset = (size_t)l * per;
-        switch (pi) {
-            case P_QKVW:    t->ndim = 2; t->shape[0] = C;     t->shape[1] = 3 * C; break;
-            case P_ATTPROJW:t->ndim = 2; t->shape[0] = C;     t->shape[1] = C; break;
-            case P_FCW:     t->ndim = 2; t->shape[0] = C;     t->shape[1] = 4 * C; break;
-            case P_FCPROJW: t->ndim = 2; t->shape[0] = 4 * C; t->shape[1] = C; break;
-            default:        t->ndim = 1; t->shape[0] = (int64_t)per; break;
-        }
-    } else if (i == 2 + 12 * L) {
-        pi = P_LNFW;
-        snprintf(t->name, sizeof t->name, "ln_f.weight");
-        t->ndim = 1;
-        t->shape[0] = C;
-    } else if (i == 3 + 12 * L) {
-        pi = P_LNFB;
-        snprintf(t->name, sizeof t->name, "ln_f.bias");
-        t->ndim = 1;
-        t->shape[0] = C;
-    } else {
-        pi = P_SCOREW;
-        snprintf(t->name, sizeof t->name, "score.weight");
-        t->ndim = 2;
-        t->shape[0] = 1;
-        t->shape[1] = C;
-    }
-    size_t base = 0;
-    for (int k = 0; k < pi; k++) base += m->param_sizes[k];
-    t->data = m->params_memory + base + offset;
-    t->grad = m->grads_memory ? m->grads_memory + base + offset : NULL;
+    model_kind(&m->config)->tensor(m, i, t, &slot, &offset);
+    size_t base = slot_base(m->param_sizes, slot) + offset;
+    t->data = m->params_memory + base;
+    t->grad = m->grads_memory ? m->grads_memory + base : NULL;
     t->decay = t->ndim >= 2;
 }

@@ -143,6 +143,12 @@ typedef struct {
     // backward scratch, one layer's worth (reused down the stack)
     float *dresid, *dln, *datty, *dqkv, *dfch, *dfch_gelu, *dhead_in, *head_dlogp;
     float *datt;       // (B*NH*T*T) attention score gradients
+    // Llama-style only (size 0, NULL under GPT-2); widths there: qkv (N,QKV), atty (N,NH*hd),
+    // fch (N,2F) [gate | up], fch_gelu (N,F) the SwiGLU output; ln*_mean unused
+    float *qk_in;      // (L, N*(NH+KVH), hd) Qwen3: q rows (N*NH) then k rows (N*KVH) before norm
+    float *qk_rstd;    // (L, N*(NH+KVH)) Qwen3: their RMSNorm rstd
+    float *qk_tmp, *dqk_tmp;  // (N*(NH+KVH), hd) Qwen3 scratch, one layer's worth
+    float *inv_freq;   // (hd/2) RoPE inverse frequencies, computed once at init
     // batch bookkeeping
     int32_t *row_tok, *row_pos, *row_tgt, *row_seq;   // (N) token, position, target, sequence
     int32_t *head_tgt;     // (N) target of each LM-head row
@@ -163,7 +169,9 @@ int  model_config_validate(const ModelConfig *c, char *err, size_t errlen);
 int  model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainable, int verbose,
                 char *err, size_t errlen);
 void model_free(Model *m);
-// GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2L), LN weights 1.
+// GPT-2-style initialisation for both kinds: N(0, 0.02) matrices (GPT-2's wpe N(0, 0.01)),
+// residual projections scaled by 1/sqrt(2L), norm weights 1, biases 0. One random stream per
+// tensor slot (P_*), so a slot another kind lacks does not change the others' values.
 void model_init_weights(Model *m, uint64_t seed);
 size_t model_memory_bytes(const ModelConfig *c, int max_B, int max_T, int trainable);
 

@@ -48,7 +48,7 @@ float optim_grad_norm(const Model *m) {
 
 static int param_decays(int p) {
     return p == P_WTE || p == P_WPE || p == P_QKVW || p == P_ATTPROJW || p == P_FCW ||
-           p == P_FCPROJW || p == P_SCOREW;
+           p == P_FCPROJW || p == P_SCOREW || p == P_LMHEADW;
 }
 
 float optim_adamw_step(Model *m, const AdamWConfig *c, float lr, int64_t t) {

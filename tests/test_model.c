@@ -1,7 +1,9 @@
 // Whole-model tests: the tiny GPT-2 of tests/ref/gpt2_ref.py (PyTorch, float64 truth) must be
 // reproduced to stated tolerances (logits, masked loss, every gradient, the scalar head and its
 // gradients, 10 AdamW steps); padded batches equal sequences run alone; 1 and 2 threads agree;
-// bad configurations and batches are errors, not crashes.
+// bad configurations and batches are errors, not crashes. The Llama-style block kind: every
+// tensor's gradient against finite differences on shapes nobody tunes for, padding, threads,
+// HF tensor names and configuration errors.
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -318,6 +320,381 @@ static void test_bad_configs(void) {
     model_free(&m);
 }
 
+// ---- the Llama-style block kind: small shapes nobody tunes for ----
+
+enum { LV_GQA, LV_MQA, LV_LLAMA3, LV_COUNT };
+static const char *const LLAMA_VARIANT_NAMES[LV_COUNT] = {
+    "9 heads / 3 KV heads, Qwen2 q/k/v biases, tied",
+    "multi-query, head_dim 48 != C/NH, Qwen3 q/k norms, untied",
+    "Llama 3 rope scaling, rope_theta 1e6, untied"};
+
+static ModelConfig llama_config(int variant) {
+    ModelConfig c = {.arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_LLAMA, .max_seq_len = 64,
+                     .vocab_size = 37, .n_layer = 2, .n_head = 9, .n_embd = 36, .ln_eps = 1e-5f,
+                     .lm_head = 1, .score_head = 1, .n_kv_head = 3, .d_ff = 20,
+                     .rope_theta = 10000.0f};
+    if (variant == LV_GQA) {
+        c.family = MODEL_FAMILY_QWEN2;
+        c.qkv_bias = 1;
+    } else if (variant == LV_MQA) {
+        c.family = MODEL_FAMILY_QWEN3;
+        c.vocab_size = 29; c.n_head = 2; c.n_kv_head = 1; c.n_embd = 16; c.head_dim = 48;
+        c.qk_norm = 1; c.untied = 1;
+    } else {
+        c.vocab_size = 31; c.n_head = 4; c.n_kv_head = 2; c.n_embd = 16; c.untied = 1;
+        c.rope_theta = 1e6f; c.rope_scaling = MODEL_ROPE_LLAMA3; c.rope_factor = 8.0f;
+        c.rope_low_freq_factor = 1.0f; c.rope_high_freq_factor = 4.0f;
+        c.rope_original_max_pos = 8;
+    }
+    return c;
+}
+
+enum { LB = 3, LT = 7 };
+static const int32_t LLAMA_LENGTHS[LB] = {7, 4, 6};
+
+typedef struct {
+    int32_t tokens[LB * LT], targets[LB * LT];
+    float dlogp[LB * LT], dvalues[LB * LT];
+} LlamaBatch;
+
+static void llama_batch(LlamaBatch *lb, int nv, uint64_t seed) {
+    Rng r;
+    rng_init(&r, seed);
+    for (int i = 0; i < LB * LT; i++) {
+        lb->tokens[i] = (int32_t)rng_below(&r, (uint64_t)nv);
+        lb->targets[i] = i % 5 == 3 ? -1 : (int32_t)rng_below(&r, (uint64_t)nv);
+        lb->dlogp[i] = rng_normal(&r);
+        lb->dvalues[i] = rng_normal(&r);
+    }
+}
+
+static ModelBatch llama_model_batch(const LlamaBatch *lb) {
+    ModelBatch b = {.B = LB, .T = LT, .tokens = lb->tokens, .lengths = LLAMA_LENGTHS,
+                    .targets = lb->targets};
+    return b;
+}
+
+// Weights large enough that every path carries gradient: matrices N(0, 0.25), norm weights
+// 1 + N(0, 0.2), biases N(0, 0.2).
+static void llama_model(Model *m, int variant, int trainable, int max_B, int max_T) {
+    ModelConfig c = llama_config(variant);
+    char err[256];
+    if (model_init(m, &c, max_B, max_T, trainable, 0, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    model_init_weights(m, 5);
+    Rng r;
+    rng_init(&r, 11);
+    for (int i = 0; i < model_tensor_count(m); i++) {
+        ModelTensor t;
+        model_tensor(m, i, &t);
+        int64_t n = t.ndim == 2 ? t.shape[0] * t.shape[1] : t.shape[0];
+        int norm = strstr(t.name, "norm") != NULL;
+        for (int64_t j = 0; j < n; j++)
+            t.data[j] = (norm ? 1.0f : 0.0f) + (t.ndim == 2 ? 0.25f : 0.2f) * rng_normal(&r);
+    }
+}
+
+// J = sum dlogp * log p(target) + sum dvalues * value, in double from the model's outputs
+static double llama_objective(Model *m, const LlamaBatch *lb) {
+    ModelBatch b = llama_model_batch(lb);
+    char err[256];
+    if (model_forward(m, &b, 0, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    float lp[LB * LT], v[LB * LT];
+    model_get_logp(m, lp);
+    model_get_values(m, v);
+    double j = 0;
+    for (int i = 0; i < LB * LT; i++)
+        j += (double)lb->dlogp[i] * lp[i] + (double)lb->dvalues[i] * v[i];
+    return j;
+}
+
+// Every tensor's gradient against central differences of J at its largest-gradient entries
+// and a few random ones.
+static void test_llama_gradients(void) {
+    for (int variant = 0; variant < LV_COUNT; variant++) {
+        Model m;
+        llama_model(&m, variant, 1, LB, LT);
+        LlamaBatch lb;
+        llama_batch(&lb, m.config.vocab_size, 3 + (uint64_t)variant);
+        ModelBatch b = llama_model_batch(&lb);
+        llama_objective(&m, &lb);
+        model_zero_grad(&m);
+        model_backward(&m, &b, lb.dlogp, lb.dvalues);
+        Rng r;
+        rng_init(&r, 17);
+        for (int i = 0; i < model_tensor_count(&m); i++) {
+            ModelTensor t;
+            model_tensor(&m, i, &t);
+            int64_t n = t.ndim == 2 ? t.shape[0] * t.shape[1] : t.shape[0];
+            double gmax = 0;
+            int64_t imax = 0;
+            for (int64_t j = 0; j < n; j++)
+                if (fabs(t.grad[j]) > gmax) { gmax = fabs(t.grad[j]); imax = j; }
+            CHECK_MSG(gmax > 1e-4, "%s [%s]: gradient is all but zero (max %g)", t.name,
+                      LLAMA_VARIANT_NAMES[variant], gmax);
+            for (int s = 0; s < 4; s++) {
+                int64_t j = s == 0 ? imax : (int64_t)rng_below(&r, (uint64_t)n);
+                float keep = t.data[j];
+                double eps = 1e-2;
+                t.data[j] = keep + (float)eps;
+                double jp = llama_objective(&m, &lb);
+                t.data[j] = keep - (float)eps;
+                double jm = llama_objective(&m, &lb);
+                t.data[j] = keep;
+                double fd = (jp - jm) / (2 * eps), g = t.grad[j];
+                CHECK_MSG(fabs(fd - g) <= 5e-3 * gmax + 5e-3 * fabs(g),
+                          "%s[%lld] [%s]: backward %g vs finite differences %g (max %g)", t.name,
+                          (long long)j, LLAMA_VARIANT_NAMES[variant], g, fd, gmax);
+            }
+        }
+        model_free(&m);
+    }
+}
+
+// Each sequence alone (in a model sized for one) equals its row of the padded batch; the batch
+// runs on an inference-only model (one layer's buffers reused), the singles on a trainable one.
+static void test_llama_padding(void) {
+    for (int variant = 0; variant < LV_COUNT; variant++) {
+        Model m, one;
+        llama_model(&m, variant, 0, LB, LT);
+        llama_model(&one, variant, 1, 1, LT);
+        int nv = m.config.vocab_size;
+        LlamaBatch lb;
+        llama_batch(&lb, nv, 9);
+        ModelBatch b = llama_model_batch(&lb);
+        char err[256];
+        CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+        float vals[LB * LT], lp[LB * LT];
+        model_get_values(&m, vals);
+        model_get_logp(&m, lp);
+        for (int bi = 0; bi < LB; bi++) {
+            int len = LLAMA_LENGTHS[bi];
+            ModelBatch s = {.B = 1, .T = len, .tokens = lb.tokens + bi * LT,
+                            .lengths = &LLAMA_LENGTHS[bi], .targets = lb.targets + bi * LT};
+            CHECK(model_forward(&one, &s, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+            float v1[LT], l1[LT];
+            model_get_values(&one, v1);
+            model_get_logp(&one, l1);
+            CHECK_CLOSE(v1, vals + bi * LT, (size_t)len, 1e-5, 1e-5, "values alone vs batched");
+            CHECK_CLOSE(l1, lp + bi * LT, (size_t)len, 1e-5, 1e-5, "log-probs alone vs batched");
+            for (int t = 0; t < len; t++)
+                CHECK_CLOSE(model_logits_at(&one, 0, t), model_logits_at(&m, bi, t), (size_t)nv,
+                            1e-5, 1e-5, "logits alone vs batched");
+        }
+        model_free(&m);
+        model_free(&one);
+    }
+}
+
+static void test_llama_threads(void) {
+    int keep = omp_get_max_threads();
+    for (int variant = 0; variant < LV_COUNT; variant++) {
+        Model m;
+        llama_model(&m, variant, 1, LB, LT);
+        LlamaBatch lb;
+        llama_batch(&lb, m.config.vocab_size, 4);
+        ModelBatch b = llama_model_batch(&lb);
+        float *g[2], loss[2];
+        char err[256];
+        for (int k = 0; k < 2; k++) {
+            omp_set_num_threads(k + 1);
+            CHECK(model_forward(&m, &b, 0, err, sizeof err) == 0);
+            loss[k] = m.loss;
+            model_zero_grad(&m);
+            model_backward(&m, &b, NULL, lb.dvalues);
+            g[k] = malloc(m.num_params * sizeof(float));
+            memcpy(g[k], m.grads_memory, m.num_params * sizeof(float));
+        }
+        omp_set_num_threads(keep);
+        CHECK_CLOSE(&loss[1], &loss[0], 1, 1e-6, 1e-6, "Llama loss with 1 vs 2 threads");
+        check_scaled(g[1], g[0], (int64_t)m.num_params, 1e-5,
+                     "Llama gradients with 1 vs 2 threads");
+        free(g[0]); free(g[1]);
+        model_free(&m);
+    }
+}
+
+// HF names in save_pretrained's order, shapes [out, in], q/k/v and gate/up as row slices of the
+// fused tensors, and the tensors tile the parameters exactly.
+static void test_llama_tensors(void) {
+    ModelConfig c = llama_config(LV_GQA);
+    c.qk_norm = 1; c.untied = 1; c.head_dim = 6;   // every optional tensor; hd*NH != C
+    Model m;
+    char err[256];
+    CHECK(model_init(&m, &c, 1, 4, 1, 0, err, sizeof err) == 0);
+    const int64_t NH = 9, KVH = 3, hd = 6, E = 36, F = 20, NV = 37, QKV = (NH + 2 * KVH) * hd;
+    CHECK(model_tensor_count(&m) == 1 + 2 * 14 + 1 + 1 + 1);
+    static const char *const want[] = {
+        "model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
+        "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.v_proj.weight", "model.layers.0.self_attn.q_proj.bias",
+        "model.layers.0.self_attn.k_proj.bias", "model.layers.0.self_attn.v_proj.bias",
+        "model.layers.0.self_attn.q_norm.weight", "model.layers.0.self_attn.k_norm.weight",
+        "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.0.post_attention_layernorm.weight", "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight",
+        "model.layers.1.input_layernorm.weight"};
+    const int64_t shape[][2] = {{NV, E}, {E, 0}, {NH * hd, E}, {KVH * hd, E}, {KVH * hd, E},
+                                {NH * hd, 0}, {KVH * hd, 0}, {KVH * hd, 0}, {hd, 0}, {hd, 0},
+                                {E, NH * hd}, {E, 0}, {F, E}, {F, E}, {E, F}, {E, 0}};
+    ModelTensor t;
+    for (int i = 0; i < (int)(sizeof want / sizeof want[0]); i++) {
+        model_tensor(&m, i, &t);
+        CHECK_MSG(!strcmp(t.name, want[i]), "tensor %d is %s, not %s", i, t.name, want[i]);
+        CHECK_MSG(t.shape[0] == shape[i][0] && t.shape[1] == shape[i][1] &&
+                      t.ndim == (shape[i][1] ? 2 : 1) && t.decay == (t.ndim == 2),
+                  "%s: shape [%lld, %lld]", t.name, (long long)t.shape[0], (long long)t.shape[1]);
+    }
+    const ModelParams *p = &m.params;
+    ModelTensor q, k, v, gate, up;
+    model_tensor(&m, 2 + 14, &q);   // layer 1
+    model_tensor(&m, 3 + 14, &k);
+    model_tensor(&m, 4 + 14, &v);
+    model_tensor(&m, 12 + 14, &gate);
+    model_tensor(&m, 13 + 14, &up);
+    CHECK(q.data == p->qkvw + QKV * E && k.data == q.data + NH * hd * E &&
+          v.data == k.data + KVH * hd * E && k.grad == m.grads.qkvw + QKV * E + NH * hd * E);
+    CHECK(gate.data == p->fcw + 2 * F * E && up.data == gate.data + F * E);
+    const char *tail[] = {"model.norm.weight", "lm_head.weight", "score.weight"};
+    for (int i = 0; i < 3; i++) {
+        model_tensor(&m, 29 + i, &t);
+        CHECK_MSG(!strcmp(t.name, tail[i]), "tensor %d is %s, not %s", 29 + i, t.name, tail[i]);
+    }
+    CHECK(t.data == p->scorew && t.shape[0] == 1 && t.shape[1] == E);
+    // the listing covers every parameter once
+    size_t total = 0;
+    char *seen = calloc(m.num_params, 1);
+    for (int i = 0; i < model_tensor_count(&m); i++) {
+        model_tensor(&m, i, &t);
+        int64_t n = t.ndim == 2 ? t.shape[0] * t.shape[1] : t.shape[0];
+        for (int64_t j = 0; j < n; j++) seen[(t.data - m.params_memory) + j]++;
+        total += (size_t)n;
+    }
+    int once = 1;
+    for (size_t j = 0; j < m.num_params; j++) once &= seen[j] == 1;
+    CHECK(total == m.num_params && once);
+    free(seen);
+    model_free(&m);
+    // tied, no score head: no lm_head.weight, and no q/k norms or biases
+    c = llama_config(LV_LLAMA3);
+    c.untied = 0; c.score_head = 0;
+    CHECK(model_init(&m, &c, 1, 4, 0, 0, err, sizeof err) == 0);
+    CHECK(model_tensor_count(&m) == 1 + 2 * 9 + 1);
+    model_tensor(&m, 1 + 2 * 9, &t);
+    CHECK(!strcmp(t.name, "model.norm.weight"));
+    model_free(&m);
+}
+
+// Initialisation: RMSNorm weights 1, biases 0, the untied head its own stream.
+static void test_llama_init(void) {
+    ModelConfig c = llama_config(LV_MQA);
+    c.qkv_bias = 1;
+    Model m;
+    char err[256];
+    CHECK(model_init(&m, &c, 1, 4, 0, 0, err, sizeof err) == 0);
+    model_init_weights(&m, 3);
+    const ModelParams *p = &m.params;
+    int ok = 1;
+    for (size_t i = 0; i < m.param_sizes[P_LN1W]; i++)
+        ok &= p->ln1w[i] == 1.0f && p->ln2w[i] == 1.0f;
+    for (size_t i = 0; i < m.param_sizes[P_QNORMW]; i++)
+        ok &= p->qnormw[i] == 1.0f && p->knormw[i] == 1.0f;
+    for (size_t i = 0; i < m.param_sizes[P_QKVB]; i++) ok &= p->qkvb[i] == 0.0f;
+    for (int i = 0; i < c.n_embd; i++) ok &= p->lnfw[i] == 1.0f;
+    CHECK(ok);
+    CHECK(p->lmheadw[0] != 0.0f && memcmp(p->lmheadw, p->wte, m.param_sizes[P_WTE] * 4) != 0);
+    double s = 0;
+    for (size_t i = 0; i < m.param_sizes[P_FCW]; i++) s += (double)p->fcw[i] * p->fcw[i];
+    s = sqrt(s / (double)m.param_sizes[P_FCW]);
+    CHECK_MSG(s > 0.018 && s < 0.022, "mlp weights std %g, want 0.02", s);
+    model_free(&m);
+}
+
+// AdamW decays the matrices (the untied lm_head too), never norm weights or biases: with zero
+// gradients one step only scales the decayed tensors by 1 - lr * weight_decay.
+static void test_llama_decay(void) {
+    Model m;
+    llama_model(&m, LV_MQA, 1, 1, 4);
+    float *before = malloc(m.num_params * sizeof(float));
+    memcpy(before, m.params_memory, m.num_params * sizeof(float));
+    model_zero_grad(&m);
+    AdamWConfig oc = FIXTURE_ADAMW;
+    optim_adamw_step(&m, &oc, oc.lr, 1);
+    float scale = 1.0f - oc.lr * oc.weight_decay;
+    for (int i = 0; i < model_tensor_count(&m); i++) {
+        ModelTensor t;
+        model_tensor(&m, i, &t);
+        int64_t n = t.ndim == 2 ? t.shape[0] * t.shape[1] : t.shape[0];
+        const float *b0 = before + (t.data - m.params_memory);
+        int ok = 1;
+        for (int64_t j = 0; j < n; j++) ok &= t.data[j] == (t.decay ? b0[j] * scale : b0[j]);
+        CHECK_MSG(ok, "%s: decay %d not applied as stated", t.name, t.decay);
+    }
+    free(before);
+    model_free(&m);
+}
+
+static void test_llama_bad_configs(void) {
+    char err[256];
+    Model m;
+    ModelConfig good = llama_config(LV_GQA), c;
+#define BAD(edit, want) do { c = good; edit; \
+        CHECK_ERR(model_init(&m, &c, 1, 8, 1, 0, err, sizeof err), err, want, NULL); } while (0)
+    BAD(c.n_kv_head = 2, "num_key_value_heads (2) must divide num_attention_heads (9)");
+    BAD(c.n_kv_head = 18, "num_key_value_heads");
+    BAD(c.n_embd = 35, "hidden_size (35) must be divisible by num_attention_heads");
+    BAD(c.head_dim = 5, "head_dim must be even");
+    BAD(c.head_dim = -2, "head_dim");
+    BAD(c.d_ff = 0, "intermediate_size");
+    BAD(c.rope_theta = 0.0f, "rope_theta");
+    BAD(c.rope_scaling = 2, "rope_scaling");
+    BAD((c.rope_scaling = 1, c.rope_factor = 0, c.rope_low_freq_factor = 1,
+         c.rope_high_freq_factor = 4, c.rope_original_max_pos = 8), "rope_scaling.factor");
+    BAD((c.rope_scaling = 1, c.rope_factor = 8, c.rope_low_freq_factor = 4,
+         c.rope_high_freq_factor = 4, c.rope_original_max_pos = 8), "high_freq_factor");
+    BAD((c.rope_scaling = 1, c.rope_factor = 8, c.rope_low_freq_factor = 1,
+         c.rope_high_freq_factor = 4, c.rope_original_max_pos = 0),
+        "original_max_position_embeddings");
+    BAD(c.family = MODEL_FAMILY_GPT2, "model_type");
+    BAD(c.arch = 7, "architecture");
+    BAD(c.n_layer = 0, "num_hidden_layers");
+    BAD(c.ln_eps = 0.0f, "rms_norm_eps");
+    BAD(c.max_seq_len = 4, "max_position_embeddings=4");
+    // GPT-2 keeps its own rules and keys
+    good = (ModelConfig){.max_seq_len = 16, .vocab_size = 50, .n_layer = 1, .n_head = 2,
+                         .n_embd = 8, .ln_eps = 1e-5f, .lm_head = 1};
+    BAD(c.family = MODEL_FAMILY_LLAMA, "model_type");
+    BAD(c.head_dim = 8, "head_dim 8");
+    BAD(c.n_kv_head = 1, "num_key_value_heads");
+    BAD(c.untied = 1, "tie_word_embeddings");
+    BAD(c.d_ff = 16, "n_inner");
+    BAD(c.qk_norm = 1, "q/k norms");
+#undef BAD
+    c = good; c.head_dim = 4; c.n_kv_head = 2; c.d_ff = 32;   // the implied values are fine
+    CHECK(model_config_validate(&c, err, sizeof err) == 0);
+}
+
+// The memory plan: trainable costs weights x4 plus per-layer activations; the Llama kind has
+// no position table, so its context costs nothing until a batch uses it.
+static void test_llama_memory(void) {
+    ModelConfig c = llama_config(LV_MQA);
+    size_t inf = model_memory_bytes(&c, 2, 8, 0), tr = model_memory_bytes(&c, 2, 8, 1);
+    CHECK(inf > 0 && tr > inf);
+    c.max_seq_len = 1 << 20;
+    CHECK(model_memory_bytes(&c, 2, 8, 0) == inf);
+    Model m;
+    char err[256];
+    CHECK(model_init(&m, &c, 2, 8, 1, 0, err, sizeof err) == 0);
+    CHECK(m.num_params * 4 * sizeof(float) + m.acts_floats * sizeof(float) <= tr);
+    CHECK(m.qk_in != NULL && m.inv_freq != NULL && m.ln1_mean == NULL && m.params.wpe != NULL);
+    model_free(&m);
+}
+
 int main(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/fixtures/gpt2_tiny.bin", test_data_dir());
@@ -336,6 +713,15 @@ int main(void) {
     test_case("model: 1 and 2 OpenMP threads agree", test_threads_agree);
     test_case("model: training steps are bitwise repeatable", test_bitwise_repeatable);
     test_case("model: bad configurations and batches are errors", test_bad_configs);
+    test_case("llama: every gradient vs finite differences (GQA, MQA, hd 48, untied, biases, q/k "
+              "norms, Llama 3 rope)", test_llama_gradients);
+    test_case("llama: padded batch equals each sequence alone", test_llama_padding);
+    test_case("llama: 1 and 2 OpenMP threads agree", test_llama_threads);
+    test_case("llama: HF tensor names, shapes and fused slices", test_llama_tensors);
+    test_case("llama: initialisation", test_llama_init);
+    test_case("llama: AdamW decays matrices only (the untied lm_head too)", test_llama_decay);
+    test_case("llama: bad configurations name the HF key", test_llama_bad_configs);
+    test_case("llama: memory plan", test_llama_memory);
     fixture_free(&fx);
     return test_summary();
 }
