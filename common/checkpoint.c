@@ -289,16 +289,30 @@ float ckpt_f16_to_f32(uint16_t h) {
 
 float ckpt_bf16_to_f32(uint16_t b) { return bits_to_f32((uint32_t)b << 16); }
 
+uint16_t ckpt_f32_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);   // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);   // round to nearest, ties to the even upper half
+    return (uint16_t)(u >> 16);
+}
+
+int ckpt_parse_dtype(const char *s, int *dtype, char *err, size_t errlen) {
+    if (s && !strcmp(s, "float32")) *dtype = CKPT_DTYPE_FLOAT32;
+    else if (s && !strcmp(s, "bfloat16")) *dtype = CKPT_DTYPE_BFLOAT16;
+    else
+        return util_err(err, errlen, "save_dtype must be float32 or bfloat16 (got \"%.40s\")",
+                        s ? s : "");
+    return 0;
+}
+
 // ---------------------------------------------------------------------------------------------
 // JSON helpers (cJSON)
 // ---------------------------------------------------------------------------------------------
 
-// An integral JSON number in [lo, hi]. Returns 1 found, 0 absent (or null when null_ok), -1 bad.
-static int json_get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int null_ok,
-                        int64_t *out, const char *path, char *err, size_t errlen) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!it) return 0;
-    if (null_ok && cJSON_IsNull(it)) return 0;
+// JSON value it (named key) as an integral number in [lo, hi]: 1, or -1 with a message.
+static int json_int_item(const cJSON *it, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                         const char *path, char *err, size_t errlen) {
     double v = it->valuedouble;
     if (!cJSON_IsNumber(it) || !isfinite(v) || v != floor(v) || fabs(v) > EXACT_INT_MAX)
         return util_err(err, errlen, "%s: \"%s\" must be an integer", path, key);
@@ -306,6 +320,39 @@ static int json_get_int(const cJSON *obj, const char *key, int64_t lo, int64_t h
         return util_err(err, errlen, "%s: \"%s\" is %.0f, outside %" PRId64 "..%" PRId64, path, key,
                         v, lo, hi);
     *out = (int64_t)v;
+    return 1;
+}
+
+// An integral JSON number in [lo, hi]. Returns 1 found, 0 absent (or null when null_ok), -1 bad.
+static int json_get_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int null_ok,
+                        int64_t *out, const char *path, char *err, size_t errlen) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!it) return 0;
+    if (null_ok && cJSON_IsNull(it)) return 0;
+    return json_int_item(it, key, lo, hi, out, path, err, errlen);
+}
+
+// A finite JSON number; absent or null: *out = def. Returns 1 found, 0 default, -1 bad.
+static int json_get_num(const cJSON *obj, const char *key, double def, double *out,
+                        const char *path, char *err, size_t errlen) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = def;
+    if (!it || cJSON_IsNull(it)) return 0;
+    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
+        return util_err(err, errlen, "%s: \"%s\" must be a number", path, key);
+    *out = it->valuedouble;
+    return 1;
+}
+
+// A JSON boolean; absent or null: *out = def. Returns 1 found, 0 default, -1 bad.
+static int json_get_bool(const cJSON *obj, const char *key, int def, int *out, const char *path,
+                         char *err, size_t errlen) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = def;
+    if (!it || cJSON_IsNull(it)) return 0;
+    if (!cJSON_IsBool(it))
+        return util_err(err, errlen, "%s: \"%s\" must be true or false", path, key);
+    *out = cJSON_IsTrue(it);
     return 1;
 }
 
@@ -393,8 +440,10 @@ static const struct { const char *name; int size; int kind; } st_dtypes[] = {
     {"BOOL", 1, DT_OTHER}, {"F8_E4M3", 1, DT_OTHER}, {"F8_E5M2", 1, DT_OTHER}};
 #define ST_NUM_DTYPES ((int)(sizeof st_dtypes / sizeof st_dtypes[0]))
 
+typedef struct StFile StFile;
 typedef struct {
     const char *name;          // points into the parsed header (owned by StFile.json)
+    const StFile *file;        // the file holding it
     int dtype;                 // index into st_dtypes
     int ndim;
     int64_t shape[ST_MAX_DIMS];
@@ -402,7 +451,7 @@ typedef struct {
     int used;                  // claimed by the loader (anything unclaimed is an error)
 } StEntry;
 
-typedef struct {
+struct StFile {
     const char *path;
     uint8_t *map;              // the whole file, read-only
     uint64_t size;
@@ -411,7 +460,7 @@ typedef struct {
     cJSON *json;
     StEntry *e;                // sorted by name
     int n;
-} StFile;
+};
 
 static void st_close(StFile *f) {
     if (f->map) munmap(f->map, (size_t)f->size);
@@ -573,6 +622,7 @@ static int st_open(StFile *f, const char *path, char *err, size_t errlen) {
             continue;
         }
         if (st_parse_entry(f, it, &f->e[f->n], err, errlen)) goto fail;
+        f->e[f->n].file = f;
         f->n++;
     }
     qsort(f->e, (size_t)f->n, sizeof(StEntry), cmp_entry_name);
@@ -605,8 +655,8 @@ static StEntry *st_find(StFile *f, const char *name) {
     return bsearch(&key, f->e, (size_t)f->n, sizeof(StEntry), cmp_entry_name);
 }
 
-static int st_check(const StFile *f, const StEntry *e, int ndim, const int64_t *shape, char *err,
-                    size_t errlen) {
+static int st_check(const StEntry *e, int ndim, const int64_t *shape, char *err, size_t errlen) {
+    const StFile *f = e->file;
     int same = e->ndim == ndim;
     for (int i = 0; same && i < ndim; i++) same = e->shape[i] == shape[i];
     if (!same) {
@@ -624,7 +674,8 @@ static int st_check(const StFile *f, const StEntry *e, int ndim, const int64_t *
 }
 
 // Converts a checked entry into float32 (cannot fail after st_check).
-static void st_read_f32(const StFile *f, const StEntry *e, float *out) {
+static void st_read_f32(const StEntry *e, float *out) {
+    const StFile *f = e->file;
     const uint8_t *src = f->data + e->begin;
     size_t n = (size_t)(e->end - e->begin) / (size_t)st_dtypes[e->dtype].size;
     switch (st_dtypes[e->dtype].kind) {
@@ -645,21 +696,179 @@ static void st_read_f32(const StFile *f, const StEntry *e, float *out) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// safetensors writer (F32 only): the header is padded with spaces so the data is 8-byte aligned
+// The weights of a checkpoint: model.safetensors, or the shards model.safetensors.index.json
+// lists, each validated as above and cross-checked against the index
+// ---------------------------------------------------------------------------------------------
+
+#define ST_SINGLE "model.safetensors"
+#define ST_INDEX  "model.safetensors.index.json"
+#define SHARD_NAME_MAX 255
+
+typedef struct {
+    StFile *f;                 // the files (their entries point back at them: never moved)
+    char (*paths)[PATH_CAP];   // f[i].path
+    int nf;
+} StSet;
+
+static void st_set_close(StSet *s) {
+    for (int i = 0; i < s->nf; i++) st_close(&s->f[i]);
+    free(s->f);
+    free(s->paths);
+    memset(s, 0, sizeof(*s));
+}
+
+static StEntry *st_set_find(StSet *s, const char *name) {
+    for (int i = 0; i < s->nf; i++) {
+        StEntry *e = st_find(&s->f[i], name);
+        if (e) return e;
+    }
+    return NULL;
+}
+
+// A shard's name as the index gives it: a plain file name in the checkpoint directory.
+static int shard_name_ok(const cJSON *v) {
+    if (!cJSON_IsString(v)) return 0;
+    const char *n = v->valuestring;
+    size_t len = strlen(n);
+    return len > 0 && len <= SHARD_NAME_MAX && !strchr(n, '/') && strcmp(n, ".") &&
+           strcmp(n, "..");
+}
+
+static int cmp_str_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+// Every tensor of every shard is listed in the index, under that shard (ip is the index's path).
+static int st_set_check_listed(const StSet *s, const cJSON *wm, const char *ip, char *err,
+                               size_t errlen) {
+    for (int k = 0; k < s->nf; k++)
+        for (int i = 0; i < s->f[k].n; i++) {
+            const char *nm = s->f[k].e[i].name;
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(wm, nm);
+            if (!v)
+                return util_err(err, errlen, "%s: holds tensor %s, which %s does not list",
+                                s->f[k].path, nm, ip);
+            if (strcmp(v->valuestring, strrchr(s->f[k].path, '/') + 1))
+                return util_err(err, errlen, "%s: tensor %s is in two shards (%s and %s)", ip, nm,
+                                strrchr(s->f[k].path, '/') + 1, v->valuestring);
+        }
+    return 0;
+}
+
+// Opens the shards listed in the weight_map of the index file ip in directory d.
+static int st_set_open_index(StSet *s, const char *d, const char *ip, char *err, size_t errlen) {
+    cJSON *r = json_parse_file(ip, err, errlen);
+    if (!r) return -1;
+    int rc = -1, n = 0;
+    const char **names = NULL;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(r, "weight_map");
+    if (!cJSON_IsObject(wm) || !wm->child) {
+        util_err(err, errlen, "%s: \"weight_map\" must be a non-empty object", ip);
+        goto done;
+    }
+    for (const cJSON *v = wm->child; v; v = v->next) n++;
+    names = MALLOC_CHECK((size_t)n * sizeof(*names));
+    n = 0;
+    for (const cJSON *v = wm->child; v; v = v->next) {
+        if (!shard_name_ok(v)) {
+            util_err(err, errlen, "%s: weight_map[\"%.80s\"] must be a file name in the "
+                     "checkpoint directory", ip, v->string);
+            goto done;
+        }
+        names[n++] = v->string;
+    }
+    qsort(names, (size_t)n, sizeof(*names), cmp_str_ptr);
+    for (int i = 1; i < n; i++)
+        if (!strcmp(names[i], names[i - 1])) {
+            util_err(err, errlen, "%s: tensor %s appears twice in weight_map", ip, names[i]);
+            goto done;
+        }
+    n = 0;
+    for (const cJSON *v = wm->child; v; v = v->next) names[n++] = v->valuestring;
+    qsort(names, (size_t)n, sizeof(*names), cmp_str_ptr);   // the distinct shards
+    int nf = 0;
+    for (int i = 0; i < n; i++)
+        if (!nf || strcmp(names[i], names[nf - 1])) names[nf++] = names[i];
+    s->f = CALLOC_CHECK((size_t)nf, sizeof(StFile));
+    s->paths = CALLOC_CHECK((size_t)nf, sizeof(*s->paths));
+    for (int i = 0; i < nf; i++) {
+        if (path_join(s->paths[i], d, names[i], err, errlen)) goto done;
+        if (!file_exists(d, names[i])) {
+            util_err(err, errlen, "%s: shard %s (listed in weight_map) is missing", ip, names[i]);
+            goto done;
+        }
+        if (st_open(&s->f[i], s->paths[i], err, errlen)) goto done;
+        s->nf++;
+    }
+    for (const cJSON *v = wm->child; v; v = v->next) {
+        const char *nm[1] = {v->valuestring};
+        const char **k = bsearch(nm, names, (size_t)nf, sizeof(*names), cmp_str_ptr);
+        if (!st_find(&s->f[k - names], v->string)) {
+            util_err(err, errlen, "%s: weight_map puts %s in %s, which does not hold it", ip,
+                     v->string, v->valuestring);
+            goto done;
+        }
+    }
+    rc = st_set_check_listed(s, wm, ip, err, errlen);
+done:
+    free(names);
+    cJSON_Delete(r);
+    if (rc) st_set_close(s);
+    return rc;
+}
+
+// The weights of checkpoint directory d: model.safetensors, else the index's shards.
+static int st_set_open(StSet *s, const char *d, char *err, size_t errlen) {
+    memset(s, 0, sizeof(*s));
+    char ip[PATH_CAP];
+    if (!file_exists(d, ST_SINGLE) && file_exists(d, ST_INDEX))
+        return path_join(ip, d, ST_INDEX, err, errlen) ||
+               st_set_open_index(s, d, ip, err, errlen) ? -1 : 0;
+    s->f = CALLOC_CHECK(1, sizeof(StFile));
+    s->paths = CALLOC_CHECK(1, sizeof(*s->paths));
+    if (path_join(s->paths[0], d, ST_SINGLE, err, errlen) ||
+        st_open(&s->f[0], s->paths[0], err, errlen)) {
+        st_set_close(s);
+        return -1;
+    }
+    s->nf = 1;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// safetensors writer (F32 or BF16): the header is padded with spaces so the data is 8-byte aligned
 // ---------------------------------------------------------------------------------------------
 
 typedef struct { char name[96]; int ndim; int64_t shape[2]; const float *data; } StOut;
 
-static int st_write(const char *path, const StOut *t, int n, char *err, size_t errlen) {
+static uint64_t st_out_bytes(const StOut *t, int bf16) {
+    uint64_t bytes = bf16 ? 2 : 4;
+    for (int d = 0; d < t->ndim; d++) bytes *= (uint64_t)t->shape[d];
+    return bytes;
+}
+
+// Writes n floats as bfloat16 (round to nearest even), a block at a time.
+static int write_bf16(int fd, const float *x, size_t n, const char *path, char *err,
+                      size_t errlen) {
+    uint16_t buf[8192];
+    for (size_t i = 0; i < n; i += 8192) {
+        size_t k = n - i < 8192 ? n - i : 8192;
+        for (size_t j = 0; j < k; j++) buf[j] = ckpt_f32_to_bf16(x[i + j]);
+        if (write_all(fd, buf, k * 2, path, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+// Writes tensors t[0..n) as one safetensors file, F32 or (bf16) BF16.
+static int st_write(const char *path, const StOut *t, int n, int bf16, char *err, size_t errlen) {
     size_t cap = 64 + (size_t)n * 192, len = 0;
     char *h = MALLOC_CHECK(cap);
     len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
-        uint64_t bytes = 4;
-        for (int d = 0; d < t[i].ndim; d++) bytes *= (uint64_t)t[i].shape[d];
-        len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[",
-                                t[i].name);
+        uint64_t bytes = st_out_bytes(&t[i], bf16);
+        len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[",
+                                t[i].name, bf16 ? "BF16" : "F32");
         for (int d = 0; d < t[i].ndim; d++)
             len += (size_t)snprintf(h + len, cap - len, "%s%" PRId64, d ? "," : "", t[i].shape[d]);
         len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
@@ -675,9 +884,9 @@ static int st_write(const char *path, const StOut *t, int n, char *err, size_t e
     int rc = write_all(fd, &hl, 8, path, err, errlen) || write_all(fd, h, len, path, err, errlen);
     free(h);
     for (int i = 0; !rc && i < n; i++) {
-        size_t numel = 1;
-        for (int d = 0; d < t[i].ndim; d++) numel *= (size_t)t[i].shape[d];
-        rc = write_all(fd, t[i].data, numel * sizeof(float), path, err, errlen);
+        size_t numel = (size_t)st_out_bytes(&t[i], 0) / sizeof(float);
+        rc = bf16 ? write_bf16(fd, t[i].data, numel, path, err, errlen)
+                  : write_all(fd, t[i].data, numel * sizeof(float), path, err, errlen);
     }
     if (rc) { close(fd); return -1; }
     return close_synced(fd, path, err, errlen);
@@ -687,18 +896,69 @@ static int st_write(const char *path, const StOut *t, int n, char *err, size_t e
 // config.json
 // ---------------------------------------------------------------------------------------------
 
+// The Hugging Face model_type of each family, the prefix of its architectures and the default
+// max_position_embeddings of its config class (used when config.json has none).
+typedef struct { const char *model_type, *prefix; int family, max_pos; } CkptFamily;
+static const CkptFamily ckpt_families[] = {
+    {"gpt2", "GPT2", MODEL_FAMILY_GPT2, 1024},
+    {"llama", "Llama", MODEL_FAMILY_LLAMA, 2048},
+    {"mistral", "Mistral", MODEL_FAMILY_MISTRAL, 131072},
+    {"qwen2", "Qwen2", MODEL_FAMILY_QWEN2, 32768},
+    {"qwen3", "Qwen3", MODEL_FAMILY_QWEN3, 32768}};
+#define CKPT_NUM_FAMILIES ((int)(sizeof ckpt_families / sizeof ckpt_families[0]))
+
+static const CkptFamily *family_by_id(int family) {
+    for (int i = 0; i < CKPT_NUM_FAMILIES; i++)
+        if (ckpt_families[i].family == family) return &ckpt_families[i];
+    return NULL;
+}
+
+// A model's config can be written in its family's config.json: the block kind goes with the
+// family, and what the family implies (Qwen2's q/k/v biases, Qwen3's q/k norms) holds.
+static int config_check_family(const ModelConfig *c, char *err, size_t errlen) {
+    const CkptFamily *f = family_by_id(c->family);
+    int gpt2 = c->arch == MODEL_ARCH_GPT2;
+    if (!f || (c->arch != MODEL_ARCH_GPT2 && c->arch != MODEL_ARCH_LLAMA) ||
+        gpt2 != (c->family == MODEL_FAMILY_GPT2))
+        return util_err(err, errlen, "family %d does not go with architecture %d",
+                        c->family, c->arch);
+    if (gpt2) return 0;
+    if (c->qkv_bias != (c->family == MODEL_FAMILY_QWEN2))
+        return util_err(err, errlen, "%s q/k/v biases: model_type %s %s them",
+                        c->qkv_bias ? "with" : "without", f->model_type,
+                        c->qkv_bias ? "cannot express" : "implies");
+    if (c->qk_norm != (c->family == MODEL_FAMILY_QWEN3))
+        return util_err(err, errlen, "%s q/k norms: model_type %s %s them",
+                        c->qk_norm ? "with" : "without", f->model_type,
+                        c->qk_norm ? "cannot express" : "implies");
+    return 0;
+}
+
 // Shortest decimal that reads back as the same float ("1e-05" for 1e-5f).
-static double float_as_short_double(float x) {
-    char buf[40];
+static void float_short(char *buf, size_t n, float x) {
     for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)x);
+        snprintf(buf, n, "%.*g", prec, (double)x);
         if (strtof(buf, NULL) == x) break;
     }
+}
+
+static double float_as_short_double(float x) {
+    char buf[48];
+    float_short(buf, sizeof buf, x);
     return strtod(buf, NULL);
 }
 
-static int config_write(const char *path, const ModelConfig *c, const CkptSaveOptions *opt,
-                        char *err, size_t errlen) {
+// A float the way Python's json writes one: shortest digits, always with '.' or an exponent
+// ("10000.0", "1e-05"), so that transformers reads back a float where it expects one.
+static void add_float(cJSON *r, const char *key, float x) {
+    char buf[48];
+    float_short(buf, sizeof buf, x);
+    if (!strpbrk(buf, ".e")) strcat(buf, ".0");
+    cJSON_AddItemToObject(r, key, cJSON_CreateRaw(buf));
+}
+
+static int config_write_gpt2(const char *path, const ModelConfig *c, const CkptSaveOptions *opt,
+                             char *err, size_t errlen) {
     cJSON *r = cJSON_CreateObject(), *arch = cJSON_CreateArray();
     if (c->lm_head) cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
     if (c->score_head)
@@ -719,68 +979,128 @@ static int config_write(const char *path, const ModelConfig *c, const CkptSaveOp
         cJSON_AddNumberToObject(r, "bos_token_id", opt->bos_token_id);
         cJSON_AddNumberToObject(r, "eos_token_id", opt->eos_token_id);
     }
-    cJSON_AddStringToObject(r, "torch_dtype", "float32");
+    int bf16 = opt && opt->save_dtype == CKPT_DTYPE_BFLOAT16;
+    cJSON_AddStringToObject(r, "torch_dtype", bf16 ? "bfloat16" : "float32");
     if (!r || !arch) DIE("cJSON: out of memory");
     int rc = write_json(path, r, err, errlen);
     cJSON_Delete(r);
     return rc;
 }
 
-static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *err,
-                        size_t errlen) {
-    cJSON *r = json_parse_file(path, err, errlen);
-    if (!r) return -1;
-    int rc = -1;
-    memset(c, 0, sizeof(*c));
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(r, "model_type");
-    if (it && (!cJSON_IsString(it) || strcmp(it->valuestring, "gpt2"))) {
-        util_err(err, errlen, "%s: model_type must be \"gpt2\"", path);
-        goto done;
+// rope_scaling of type llama3, keys sorted.
+static cJSON *rope_scaling_json(const ModelConfig *c) {
+    cJSON *s = cJSON_CreateObject();
+    add_float(s, "factor", c->rope_factor);
+    add_float(s, "high_freq_factor", c->rope_high_freq_factor);
+    add_float(s, "low_freq_factor", c->rope_low_freq_factor);
+    cJSON_AddNumberToObject(s, "original_max_position_embeddings", c->rope_original_max_pos);
+    cJSON_AddStringToObject(s, "rope_type", "llama3");
+    return s;
+}
+
+// The keys of LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config in the sorted order of
+// transformers' to_json_string, with the values our model runs with.
+static int config_write_llama(const char *path, const ModelConfig *c, const CkptSaveOptions *opt,
+                              char *err, size_t errlen) {
+    const CkptFamily *f = family_by_id(c->family);
+    int fam = c->family, llama = fam == MODEL_FAMILY_LLAMA, mistral = fam == MODEL_FAMILY_MISTRAL;
+    int qwen = fam == MODEL_FAMILY_QWEN2 || fam == MODEL_FAMILY_QWEN3, ids = opt && opt->has_token_ids;
+    int hd = model_head_dim(c), hd_implied = c->n_embd % c->n_head == 0 && hd == c->n_embd / c->n_head;
+    char name[64];
+    cJSON *r = cJSON_CreateObject(), *arch = cJSON_CreateArray();
+    if (c->lm_head) {
+        snprintf(name, sizeof name, "%sForCausalLM", f->prefix);
+        cJSON_AddItemToArray(arch, cJSON_CreateString(name));
     }
+    if (c->score_head) {
+        snprintf(name, sizeof name, "%sForSequenceClassification", f->prefix);
+        cJSON_AddItemToArray(arch, cJSON_CreateString(name));
+    }
+    cJSON_AddItemToObject(r, "architectures", arch);
+    if (llama || fam == MODEL_FAMILY_QWEN3) cJSON_AddFalseToObject(r, "attention_bias");
+    add_float(r, "attention_dropout", 0.0f);
+    if (ids) cJSON_AddNumberToObject(r, "bos_token_id", opt->bos_token_id);
+    if (ids) cJSON_AddNumberToObject(r, "eos_token_id", opt->eos_token_id);
+    if (fam != MODEL_FAMILY_QWEN2 || !hd_implied) cJSON_AddNumberToObject(r, "head_dim", hd);
+    cJSON_AddStringToObject(r, "hidden_act", "silu");
+    cJSON_AddNumberToObject(r, "hidden_size", c->n_embd);
+    if (c->score_head) {   // num_labels 1, the way PretrainedConfig serialises it
+        cJSON *id2 = cJSON_CreateObject();
+        cJSON_AddStringToObject(id2, "0", "LABEL_0");
+        cJSON_AddItemToObject(r, "id2label", id2);
+    }
+    add_float(r, "initializer_range", 0.02f);
+    cJSON_AddNumberToObject(r, "intermediate_size", model_ff(c));
+    if (c->score_head) {
+        cJSON *l2 = cJSON_CreateObject();
+        cJSON_AddNumberToObject(l2, "LABEL_0", 0);
+        cJSON_AddItemToObject(r, "label2id", l2);
+    }
+    cJSON_AddNumberToObject(r, "max_position_embeddings", c->max_seq_len);
+    if (qwen) cJSON_AddNumberToObject(r, "max_window_layers", c->n_layer);
+    if (llama) cJSON_AddFalseToObject(r, "mlp_bias");
+    cJSON_AddStringToObject(r, "model_type", f->model_type);
+    cJSON_AddNumberToObject(r, "num_attention_heads", c->n_head);
+    cJSON_AddNumberToObject(r, "num_hidden_layers", c->n_layer);
+    cJSON_AddNumberToObject(r, "num_key_value_heads", model_kv_heads(c));
+    if (llama) cJSON_AddNumberToObject(r, "pretraining_tp", 1);
+    add_float(r, "rms_norm_eps", c->ln_eps);
+    if (c->rope_scaling == MODEL_ROPE_LLAMA3)
+        cJSON_AddItemToObject(r, "rope_scaling", rope_scaling_json(c));
+    else if (!mistral) cJSON_AddNullToObject(r, "rope_scaling");
+    add_float(r, "rope_theta", c->rope_theta);
+    if (mistral || qwen) cJSON_AddNullToObject(r, "sliding_window");
+    cJSON_AddBoolToObject(r, "tie_word_embeddings", !c->untied);
+    int bf16 = opt && opt->save_dtype == CKPT_DTYPE_BFLOAT16;
+    cJSON_AddStringToObject(r, "torch_dtype", bf16 ? "bfloat16" : "float32");
+    cJSON_AddTrueToObject(r, "use_cache");
+    if (qwen) cJSON_AddFalseToObject(r, "use_sliding_window");
+    cJSON_AddNumberToObject(r, "vocab_size", c->vocab_size);
+    if (!r || !arch) DIE("cJSON: out of memory");
+    int rc = write_json(path, r, err, errlen);
+    cJSON_Delete(r);
+    return rc;
+}
+
+static int config_write(const char *path, const ModelConfig *c, const CkptSaveOptions *opt,
+                        char *err, size_t errlen) {
+    return c->arch == MODEL_ARCH_GPT2 ? config_write_gpt2(path, c, opt, err, errlen)
+                                      : config_write_llama(path, c, opt, err, errlen);
+}
+
+// GPT2Config keys into *c.
+static int config_parse_gpt2(const cJSON *r, ModelConfig *c, const char *path, char *err,
+                             size_t errlen) {
     static const char *required[] = {"n_layer", "n_head", "n_embd", "vocab_size"};
-    int64_t v[4], npos = -1, nctx = -1, x;
+    int64_t v[4], npos = -1, nctx = -1;
     for (int i = 0; i < 4; i++) {
         int got = json_get_int(r, required[i], INT32_MIN, INT32_MAX, 0, &v[i], path, err, errlen);
-        if (got < 0) goto done;
-        if (!got) { util_err(err, errlen, "%s: missing key \"%s\"", path, required[i]); goto done; }
+        if (got < 0) return -1;
+        if (!got) return util_err(err, errlen, "%s: missing key \"%s\"", path, required[i]);
     }
     c->n_layer = (int)v[0]; c->n_head = (int)v[1]; c->n_embd = (int)v[2]; c->vocab_size = (int)v[3];
-    if (json_get_int(r, "n_positions", INT32_MIN, INT32_MAX, 0, &npos, path, err, errlen) < 0)
-        goto done;
-    if (json_get_int(r, "n_ctx", INT32_MIN, INT32_MAX, 0, &nctx, path, err, errlen) < 0) goto done;
-    if (npos < 0 && nctx < 0) {
-        util_err(err, errlen, "%s: missing key \"n_positions\"", path);
-        goto done;
-    }
-    if (npos >= 0 && nctx >= 0 && npos != nctx) {
-        util_err(err, errlen, "%s: n_positions (%" PRId64 ") and n_ctx (%" PRId64 ") differ", path,
-                 npos, nctx);
-        goto done;
-    }
+    if (json_get_int(r, "n_positions", INT32_MIN, INT32_MAX, 0, &npos, path, err, errlen) < 0 ||
+        json_get_int(r, "n_ctx", INT32_MIN, INT32_MAX, 0, &nctx, path, err, errlen) < 0)
+        return -1;
+    if (npos < 0 && nctx < 0) return util_err(err, errlen, "%s: missing key \"n_positions\"", path);
+    if (npos >= 0 && nctx >= 0 && npos != nctx)
+        return util_err(err, errlen, "%s: n_positions (%" PRId64 ") and n_ctx (%" PRId64 ") differ",
+                        path, npos, nctx);
     c->max_seq_len = (int)(npos >= 0 ? npos : nctx);
-    c->ln_eps = 1e-5f;
-    it = cJSON_GetObjectItemCaseSensitive(r, "layer_norm_epsilon");
-    if (it) {
-        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) {
-            util_err(err, errlen, "%s: \"layer_norm_epsilon\" must be a number", path);
-            goto done;
-        }
-        c->ln_eps = (float)it->valuedouble;
-    }
-    it = cJSON_GetObjectItemCaseSensitive(r, "activation_function");
+    double eps;
+    if (json_get_num(r, "layer_norm_epsilon", 1e-5, &eps, path, err, errlen) < 0) return -1;
+    c->ln_eps = (float)eps;
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(r, "activation_function");
     if (it && (!cJSON_IsString(it) || (strcmp(it->valuestring, "gelu_new") &&
-                                       strcmp(it->valuestring, "gelu_pytorch_tanh")))) {
-        util_err(err, errlen,
-                 "%s: activation_function must be \"gelu_new\" (GELU, tanh approximation)", path);
-        goto done;
-    }
+                                       strcmp(it->valuestring, "gelu_pytorch_tanh"))))
+        return util_err(err, errlen,
+                        "%s: activation_function must be \"gelu_new\" (GELU, tanh approximation)",
+                        path);
     int64_t ninner;
     int got = json_get_int(r, "n_inner", INT32_MIN, INT32_MAX, 1, &ninner, path, err, errlen);
-    if (got < 0) goto done;
-    if (got && ninner != 4 * (int64_t)c->n_embd) {
-        util_err(err, errlen, "%s: n_inner must be 4 * n_embd or null", path);
-        goto done;
-    }
+    if (got < 0) return -1;
+    if (got && ninner != 4 * (int64_t)c->n_embd)
+        return util_err(err, errlen, "%s: n_inner must be 4 * n_embd or null", path);
     static const struct { const char *key; int want;
     } flags[] = {{"tie_word_embeddings", 1},
                  {"scale_attn_weights", 1},
@@ -788,50 +1108,250 @@ static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *
                  {"add_cross_attention", 0}};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         it = cJSON_GetObjectItemCaseSensitive(r, flags[i].key);
-        if (it && (!cJSON_IsBool(it) || cJSON_IsTrue(it) != flags[i].want)) {
-            util_err(err, errlen, "%s: \"%s\" must be %s (GPT-2 as this engine runs it)", path,
-                     flags[i].key, flags[i].want ? "true" : "false");
+        if (it && (!cJSON_IsBool(it) || cJSON_IsTrue(it) != flags[i].want))
+            return util_err(err, errlen, "%s: \"%s\" must be %s (GPT-2 as this engine runs it)",
+                            path, flags[i].key, flags[i].want ? "true" : "false");
+    }
+    return 0;
+}
+
+// rope_theta and rope_scaling (or transformers 5's rope_parameters, which holds both) into *c.
+static int config_parse_rope(const cJSON *r, ModelConfig *c, const char *path, char *err,
+                             size_t errlen) {
+    const char *key = "rope_parameters";
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(r, key);
+    if (!s || cJSON_IsNull(s)) { key = "rope_scaling"; s = cJSON_GetObjectItemCaseSensitive(r, key); }
+    double theta;
+    if (json_get_num(r, "rope_theta", 10000.0, &theta, path, err, errlen) < 0) return -1;
+    if (cJSON_IsObject(s) && !strcmp(key, "rope_parameters") &&
+        json_get_num(s, "rope_theta", theta, &theta, path, err, errlen) < 0)
+        return -1;
+    if (!(theta > 0) || theta > 3e38)
+        return util_err(err, errlen, "%s: \"rope_theta\" must be positive (got %g)", path, theta);
+    c->rope_theta = (float)theta;
+    if (!s || cJSON_IsNull(s)) return 0;
+    if (!cJSON_IsObject(s))
+        return util_err(err, errlen, "%s: \"%s\" must be null or an object", path, key);
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(s, "rope_type");
+    if (!ty) ty = cJSON_GetObjectItemCaseSensitive(s, "type");
+    if (!cJSON_IsString(ty))
+        return util_err(err, errlen, "%s: \"%s\" needs a string rope_type", path, key);
+    if (!strcmp(ty->valuestring, "default")) return 0;
+    if (strcmp(ty->valuestring, "llama3"))
+        return util_err(err, errlen, "%s: \"%s\" of type \"%.40s\" is not supported (only llama3)",
+                        path, key, ty->valuestring);
+    static const char *known[] = {"rope_type", "type", "factor", "low_freq_factor",
+                                  "high_freq_factor", "original_max_position_embeddings",
+                                  "rope_theta"};
+    for (const cJSON *k = s->child; k; k = k->next) {
+        size_t i = 0;
+        while (i < sizeof known / sizeof known[0] && strcmp(k->string, known[i])) i++;
+        if (i == sizeof known / sizeof known[0])
+            return util_err(err, errlen, "%s: \"%s\" has an unsupported key \"%.40s\"", path, key,
+                            k->string);
+    }
+    static const char *need[] = {"factor", "low_freq_factor", "high_freq_factor"};
+    double v[3];
+    for (int i = 0; i < 3; i++) {
+        int got = json_get_num(s, need[i], 0, &v[i], path, err, errlen);
+        if (got <= 0)
+            return got < 0 ? -1 : util_err(err, errlen, "%s: \"%s\" of type llama3 needs \"%s\"",
+                                           path, key, need[i]);
+    }
+    if (!(v[0] >= 1) || !(v[1] > 0) || !(v[2] > v[1]))
+        return util_err(err, errlen, "%s: \"%s\": llama3 needs factor >= 1 and high_freq_factor > "
+                        "low_freq_factor > 0", path, key);
+    int64_t om;
+    int got = json_get_int(s, "original_max_position_embeddings", 1, INT32_MAX, 0, &om, path, err,
+                           errlen);
+    if (got <= 0)
+        return got < 0 ? -1 : util_err(err, errlen, "%s: \"%s\" of type llama3 needs "
+                                       "\"original_max_position_embeddings\"", path, key);
+    c->rope_scaling = MODEL_ROPE_LLAMA3;
+    c->rope_factor = (float)v[0];
+    c->rope_low_freq_factor = (float)v[1];
+    c->rope_high_freq_factor = (float)v[2];
+    c->rope_original_max_pos = (int)om;
+    return 0;
+}
+
+// What the family's classes would run that this engine does not: refused, naming the key.
+static int config_refuse_unsupported(const cJSON *r, const ModelConfig *c, const char *path,
+                                     char *err, size_t errlen) {
+    static const char *moe[] = {"num_experts", "num_local_experts", "num_experts_per_tok",
+                                "n_routed_experts", "n_shared_experts", "moe_intermediate_size",
+                                "shared_expert_intermediate_size"};
+    for (size_t i = 0; i < sizeof moe / sizeof moe[0]; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(r, moe[i]);
+        if (it && !cJSON_IsNull(it) && !(cJSON_IsNumber(it) && it->valuedouble == 0))
+            return util_err(err, errlen, "%s: \"%s\" is set: mixture-of-experts models are not "
+                            "supported", path, moe[i]);
+    }
+    int fam = c->family, qwen = fam == MODEL_FAMILY_QWEN2 || fam == MODEL_FAMILY_QWEN3, on;
+    int64_t win;
+    int got = json_get_int(r, "sliding_window", 0, INT32_MAX, 1, &win, path, err, errlen);
+    if (got < 0) return -1;
+    int short_window = got && win < c->max_seq_len;   // a window as long as the context is none
+    if (fam == MODEL_FAMILY_MISTRAL && short_window)
+        return util_err(err, errlen, "%s: \"sliding_window\" is %" PRId64 ", below "
+                        "max_position_embeddings %d: sliding-window attention is not supported",
+                        path, win, c->max_seq_len);
+    if (qwen && json_get_bool(r, "use_sliding_window", 0, &on, path, err, errlen) < 0) return -1;
+    if (qwen && on && short_window)
+        return util_err(err, errlen, "%s: \"use_sliding_window\" is true (window %" PRId64 "): "
+                        "sliding-window attention is not supported", path, win);
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(r, "layer_types");
+    for (const cJSON *a = cJSON_IsArray(lt) ? lt->child : NULL; a; a = a->next)
+        if (!cJSON_IsString(a) || strcmp(a->valuestring, "full_attention"))
+            return util_err(err, errlen, "%s: \"layer_types\" lists a layer of type %s%.40s%s: "
+                            "only full_attention is supported", path, cJSON_IsString(a) ? "\"" : "",
+                            cJSON_IsString(a) ? a->valuestring : "(not a string)",
+                            cJSON_IsString(a) ? "\"" : "");
+    if (lt && !cJSON_IsNull(lt) && !cJSON_IsArray(lt))
+        return util_err(err, errlen, "%s: \"layer_types\" must be a list", path);
+    // biases the family's classes read: Llama's attention_bias / mlp_bias, Qwen3's attention_bias
+    // (Qwen2's q/k/v biases are implied by its model_type; Mistral and Qwen2 have no such keys)
+    static const struct { const char *key; int family; const char *what; } bias[] = {
+        {"attention_bias", MODEL_FAMILY_LLAMA, "attention projection biases"},
+        {"mlp_bias", MODEL_FAMILY_LLAMA, "MLP biases"},
+        {"attention_bias", MODEL_FAMILY_QWEN3, "attention projection biases"}};
+    for (size_t i = 0; i < sizeof bias / sizeof bias[0]; i++) {
+        if (bias[i].family != fam) continue;
+        if (json_get_bool(r, bias[i].key, 0, &on, path, err, errlen) < 0) return -1;
+        if (on)
+            return util_err(err, errlen, "%s: \"%s\" is true: %s are not supported", path,
+                            bias[i].key, bias[i].what);
+    }
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(r, "hidden_act");
+    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
+        return util_err(err, errlen, "%s: \"hidden_act\" is %s%.40s%s: only silu (SwiGLU) is "
+                        "supported", path, cJSON_IsString(act) ? "\"" : "",
+                        cJSON_IsString(act) ? act->valuestring : "not a string",
+                        cJSON_IsString(act) ? "\"" : "");
+    return 0;
+}
+
+// LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config keys into *c (see checkpoint.h).
+static int config_parse_llama(const cJSON *r, const CkptFamily *f, ModelConfig *c,
+                              const char *path, char *err, size_t errlen) {
+    c->arch = MODEL_ARCH_LLAMA;
+    c->family = f->family;
+    static const char *required[] = {"num_hidden_layers", "num_attention_heads", "hidden_size",
+                                     "vocab_size", "intermediate_size"};
+    int64_t v[5], x;
+    for (int i = 0; i < 5; i++) {
+        int got = json_get_int(r, required[i], i == 4 ? 1 : INT32_MIN, INT32_MAX, 0, &v[i], path,
+                               err, errlen);
+        if (got < 0) return -1;
+        if (!got) return util_err(err, errlen, "%s: missing key \"%s\"", path, required[i]);
+    }
+    c->n_layer = (int)v[0]; c->n_head = (int)v[1]; c->n_embd = (int)v[2];
+    c->vocab_size = (int)v[3]; c->d_ff = (int)v[4];
+    int got = json_get_int(r, "num_key_value_heads", 1, INT32_MAX, 1, &x, path, err, errlen);
+    if (got < 0) return -1;
+    c->n_kv_head = got ? (int)x : c->n_head;
+    if ((got = json_get_int(r, "head_dim", 1, INT32_MAX, 1, &x, path, err, errlen)) < 0) return -1;
+    c->head_dim = got ? (int)x : 0;
+    got = json_get_int(r, "max_position_embeddings", INT32_MIN, INT32_MAX, 0, &x, path, err,
+                       errlen);
+    if (got < 0) return -1;
+    c->max_seq_len = got ? (int)x : f->max_pos;
+    double eps;
+    int tie;
+    if (json_get_num(r, "rms_norm_eps", 1e-6, &eps, path, err, errlen) < 0 ||
+        json_get_bool(r, "tie_word_embeddings", 0, &tie, path, err, errlen) < 0)
+        return -1;
+    c->ln_eps = (float)eps;
+    c->untied = !tie;
+    c->qkv_bias = f->family == MODEL_FAMILY_QWEN2;
+    c->qk_norm = f->family == MODEL_FAMILY_QWEN3;
+    if (config_parse_rope(r, c, path, err, errlen)) return -1;
+    return config_refuse_unsupported(r, c, path, err, errlen);
+}
+
+// architectures: the family's LM and sequence-classification classes set lm_head / score_head
+// (absent: an LM).
+static int config_parse_arch(const cJSON *r, const CkptFamily *f, ModelConfig *c,
+                             const char *path, char *err, size_t errlen) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(r, "architectures");
+    if (!it || cJSON_IsNull(it)) { c->lm_head = 1; return 0; }
+    if (!cJSON_IsArray(it) || !it->child)
+        return util_err(err, errlen, "%s: \"architectures\" must be a non-empty array of names",
+                        path);
+    int gpt2 = f->family == MODEL_FAMILY_GPT2;
+    char lm[64], bare[64], score[64];
+    snprintf(lm, sizeof lm, "%s%s", f->prefix, gpt2 ? "LMHeadModel" : "ForCausalLM");
+    snprintf(bare, sizeof bare, "%s", gpt2 ? "GPT2Model" : "");  // GPT-2's head is the tied wte
+    snprintf(score, sizeof score, "%sForSequenceClassification", f->prefix);
+    for (const cJSON *a = it->child; a; a = a->next) {
+        const char *s = cJSON_IsString(a) ? a->valuestring : NULL;
+        if (s && (!strcmp(s, lm) || (bare[0] && !strcmp(s, bare)))) c->lm_head = 1;
+        else if (s && !strcmp(s, score)) c->score_head = 1;
+        else
+            return util_err(err, errlen, "%s: unsupported architecture %s%.60s%s (%s, %s)", path,
+                            s ? "\"" : "", s ? s : "(not a string)", s ? "\"" : "", lm, score);
+    }
+    return 0;
+}
+
+// A reward/value head has one label: num_labels (GPT-2's files) or id2label (what
+// PretrainedConfig writes) must say 1 when present.
+static int config_check_labels(const cJSON *r, const char *path, char *err, size_t errlen) {
+    int64_t x;
+    int got = json_get_int(r, "num_labels", INT32_MIN, INT32_MAX, 0, &x, path, err, errlen);
+    if (got < 0) return -1;
+    if (got && x != 1)
+        return util_err(err, errlen, "%s: num_labels is %" PRId64 "; a reward/value head has 1",
+                        path, x);
+    const cJSON *id2 = cJSON_GetObjectItemCaseSensitive(r, "id2label");
+    if (id2 && !cJSON_IsNull(id2) && (!cJSON_IsObject(id2) || cJSON_GetArraySize(id2) != 1))
+        return util_err(err, errlen, "%s: \"id2label\" has %d labels; a reward/value head has 1",
+                        path, cJSON_IsObject(id2) ? cJSON_GetArraySize(id2) : -1);
+    return 0;
+}
+
+// bos_token_id / eos_token_id: an id of the vocabulary, null or absent (-1), or a list of them
+// (Llama 3 lists several end-of-sequence ids): its first.
+static int config_token_id(const cJSON *r, const char *key, int vocab, int *out, const char *path,
+                           char *err, size_t errlen) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(r, key);
+    *out = -1;
+    if (cJSON_IsArray(it)) it = it->child;
+    if (!it || cJSON_IsNull(it)) return 0;
+    int64_t x;
+    if (json_int_item(it, key, 0, (int64_t)vocab - 1, &x, path, err, errlen) < 0) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *err,
+                        size_t errlen) {
+    cJSON *r = json_parse_file(path, err, errlen);
+    if (!r) return -1;
+    int rc = -1, ids[2];
+    memset(c, 0, sizeof(*c));
+    const CkptFamily *f = &ckpt_families[0];   // no model_type: GPT-2, as the old files
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(r, "model_type");
+    if (it) {
+        f = NULL;
+        for (int i = 0; cJSON_IsString(it) && i < CKPT_NUM_FAMILIES; i++)
+            if (!strcmp(it->valuestring, ckpt_families[i].model_type)) f = &ckpt_families[i];
+        if (!f) {
+            util_err(err, errlen, "%s: model_type %s%.40s%s is not supported (gpt2, llama, "
+                     "mistral, qwen2, qwen3)", path, cJSON_IsString(it) ? "\"" : "",
+                     cJSON_IsString(it) ? it->valuestring : "(not a string)",
+                     cJSON_IsString(it) ? "\"" : "");
             goto done;
         }
     }
-    it = cJSON_GetObjectItemCaseSensitive(r, "architectures");
-    if (!it || cJSON_IsNull(it)) c->lm_head = 1;
-    else {
-        if (!cJSON_IsArray(it) || !it->child) {
-            util_err(err, errlen, "%s: \"architectures\" must be a non-empty array of names", path);
-            goto done;
-        }
-        for (const cJSON *a = it->child; a; a = a->next) {
-            if (cJSON_IsString(a) && (!strcmp(a->valuestring, "GPT2LMHeadModel") ||
-                                      !strcmp(a->valuestring, "GPT2Model")))
-                c->lm_head = 1;
-            else if (cJSON_IsString(a) && !strcmp(a->valuestring, "GPT2ForSequenceClassification"))
-                c->score_head = 1;
-            else {
-                util_err(err, errlen, "%s: unsupported architecture %s%.60s%s (GPT2LMHeadModel, "
-                         "GPT2ForSequenceClassification)", path, cJSON_IsString(a) ? "\"" : "",
-                         cJSON_IsString(a) ? a->valuestring : "(not a string)",
-                         cJSON_IsString(a) ? "\"" : "");
-                goto done;
-            }
-        }
-    }
-    if (c->score_head) {
-        got = json_get_int(r, "num_labels", INT32_MIN, INT32_MAX, 0, &x, path, err, errlen);
-        if (got < 0) goto done;
-        if (got && x != 1) {
-            util_err(err, errlen, "%s: num_labels is %" PRId64 "; a reward/value head has 1", path,
-                     x);
-            goto done;
-        }
-    }
-    int ids[2] = {-1, -1};
-    static const char *idkeys[2] = {"bos_token_id", "eos_token_id"};
-    for (int i = 0; i < 2; i++) {
-        got = json_get_int(r, idkeys[i], 0, (int64_t)c->vocab_size - 1, 1, &x, path, err, errlen);
-        if (got < 0) goto done;
-        if (got) ids[i] = (int)x;
-    }
+    if (f->family == MODEL_FAMILY_GPT2 ? config_parse_gpt2(r, c, path, err, errlen)
+                                       : config_parse_llama(r, f, c, path, err, errlen))
+        goto done;
+    if (config_parse_arch(r, f, c, path, err, errlen) ||
+        (c->score_head && config_check_labels(r, path, err, errlen)) ||
+        config_token_id(r, "bos_token_id", c->vocab_size, &ids[0], path, err, errlen) ||
+        config_token_id(r, "eos_token_id", c->vocab_size, &ids[1], path, err, errlen))
+        goto done;
     char verr[256];
     if (model_config_validate(c, verr, sizeof verr)) {
         util_err(err, errlen, "%s: %s", path, verr);
@@ -1071,17 +1591,18 @@ done:
 // Save
 // ---------------------------------------------------------------------------------------------
 
-// Tensor list of a model for the writer: prefix "transformer." for the transformer (HF
-// save_pretrained naming), bare "score.weight"; src selects params (0), m (1) or v (2).
+// Tensor list of a model for the writer: GPT-2's transformer gets the prefix "transformer." (HF
+// save_pretrained naming), the Llama family's names are the HF ones already, "score.weight" is
+// bare; src selects params (0), m (1) or v (2).
 static StOut *model_outputs(const Model *m, int src, int *n) {
-    int cnt = model_tensor_count(m);
+    int cnt = model_tensor_count(m), gpt2 = m->config.arch == MODEL_ARCH_GPT2;
     StOut *o = CALLOC_CHECK((size_t)cnt, sizeof(StOut));
     for (int i = 0; i < cnt; i++) {
         ModelTensor t;
         model_tensor(m, i, &t);
         if (src == 0)
             snprintf(o[i].name, sizeof o[i].name, "%s%s",
-                     strcmp(t.name, "score.weight") ? "transformer." : "", t.name);
+                     gpt2 && strcmp(t.name, "score.weight") ? "transformer." : "", t.name);
         else snprintf(o[i].name, sizeof o[i].name, "%s.%s", src == 1 ? "m" : "v", t.name);
         o[i].ndim = t.ndim;
         o[i].shape[0] = t.shape[0];
@@ -1093,17 +1614,78 @@ static StOut *model_outputs(const Model *m, int src, int *n) {
     return o;
 }
 
+static int cmp_out_name(const void *a, const void *b) {
+    return strcmp((*(const StOut *const *)a)->name, (*(const StOut *const *)b)->name);
+}
+
+// model.safetensors.index.json for shards; first[s] .. first[s+1] are the tensors of shard s.
+static int write_shard_index(const char *tmp, const StOut *o, int n, const int *first, int ns,
+                             uint64_t total, char *err, size_t errlen) {
+    const StOut **sorted = MALLOC_CHECK((size_t)n * sizeof(*sorted));
+    int *shard_of = MALLOC_CHECK((size_t)n * sizeof(int));
+    for (int s = 0; s < ns; s++)
+        for (int i = first[s]; i < first[s + 1]; i++) shard_of[i] = s;
+    for (int i = 0; i < n; i++) sorted[i] = &o[i];
+    qsort(sorted, (size_t)n, sizeof(*sorted), cmp_out_name);   // sorted keys, as transformers
+    cJSON *r = cJSON_CreateObject(), *meta = cJSON_CreateObject(), *wm = cJSON_CreateObject();
+    cJSON_AddNumberToObject(meta, "total_size", (double)total);
+    cJSON_AddItemToObject(r, "metadata", meta);
+    char name[64], p[PATH_CAP];
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors",
+                 shard_of[sorted[i] - o] + 1, ns);
+        cJSON_AddStringToObject(wm, sorted[i]->name, name);
+    }
+    cJSON_AddItemToObject(r, "weight_map", wm);
+    if (!r || !meta || !wm) DIE("cJSON: out of memory");
+    int rc = path_join(p, tmp, ST_INDEX, err, errlen) || write_json(p, r, err, errlen) ? -1 : 0;
+    cJSON_Delete(r);
+    free(sorted);
+    free(shard_of);
+    return rc;
+}
+
+// The weights: model.safetensors, or (past max_shard_bytes) shards and their index. Shards are
+// filled in model order, a new one started when the next tensor would not fit (transformers'
+// rule), so a tensor larger than the limit has a shard of its own.
+static int save_weights(const char *tmp, const Model *m, const CkptSaveOptions *opt, char *err,
+                        size_t errlen) {
+    int n, bf16 = opt && opt->save_dtype == CKPT_DTYPE_BFLOAT16, rc = 0;
+    uint64_t cap = opt && opt->max_shard_bytes > 0 ? (uint64_t)opt->max_shard_bytes : 0, total = 0;
+    StOut *o = model_outputs(m, 0, &n);
+    for (int i = 0; i < n; i++) total += st_out_bytes(&o[i], bf16);
+    char p[PATH_CAP], name[64];
+    if (!cap || total <= cap) {
+        rc = path_join(p, tmp, ST_SINGLE, err, errlen) || st_write(p, o, n, bf16, err, errlen);
+        free(o);
+        return rc ? -1 : 0;
+    }
+    int *first = MALLOC_CHECK(((size_t)n + 1) * sizeof(int)), ns = 0;
+    uint64_t used = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t b = st_out_bytes(&o[i], bf16);
+        if (!ns || (used && used + b > cap)) { first[ns++] = i; used = 0; }
+        used += b;
+    }
+    first[ns] = n;
+    for (int s = 0; !rc && s < ns; s++) {
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, ns);
+        rc = path_join(p, tmp, name, err, errlen) ||
+             st_write(p, o + first[s], first[s + 1] - first[s], bf16, err, errlen);
+    }
+    if (!rc) rc = write_shard_index(tmp, o, n, first, ns, total, err, errlen);
+    free(first);
+    free(o);
+    return rc ? -1 : 0;
+}
+
 static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions *opt, char *err,
                          size_t errlen) {
     char p[PATH_CAP], src[PATH_CAP];
     if (path_join(p, tmp, "config.json", err, errlen) ||
-        config_write(p, &m->config, opt, err, errlen))
+        config_write(p, &m->config, opt, err, errlen) || save_weights(tmp, m, opt, err, errlen))
         return -1;
-    int n;
-    StOut *o = model_outputs(m, 0, &n);
-    int rc = path_join(p, tmp, "model.safetensors", err, errlen) || st_write(p, o, n, err, errlen);
-    free(o);
-    if (rc) return -1;
+    int n, rc;
     if (opt && opt->tokenizer_dir) {
         static const char *files[2] = {"vocab.json", "merges.txt"};
         for (int i = 0; i < 2; i++)
@@ -1118,7 +1700,7 @@ static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions 
         memcpy(mv + n, b, (size_t)n * sizeof(StOut));
         free(a); free(b);
         rc = path_join(p, tmp, "trainer_state.safetensors", err, errlen) ||
-             st_write(p, mv, 2 * n, err, errlen);
+             st_write(p, mv, 2 * n, 0, err, errlen);
         free(mv);
         if (rc) return -1;
         if (path_join(p, tmp, "trainer_state.json", err, errlen) ||
@@ -1128,21 +1710,38 @@ static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions 
     return fsync_dir(tmp, err, errlen);
 }
 
-int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char *err,
-              size_t errlen) {
-    char d[DIR_CAP], old[PATH_CAP], tmp[PATH_CAP], parent[PATH_CAP], base[PATH_CAP], scratch[256];
-    if (norm_dir(dir, d, err, errlen)) return -1;
-    if (opt && opt->state) {
+// What ckpt_save can check before touching the file system (d names the checkpoint).
+static int save_check(const char *d, const Model *m, const CkptSaveOptions *opt, char *err,
+                      size_t errlen) {
+    char sub[256];
+    if (config_check_family(&m->config, sub, sizeof sub))
+        return util_err(err, errlen, "%s: %s", d, sub);
+    if (!opt) return 0;
+    if (opt->save_dtype != CKPT_DTYPE_FLOAT32 && opt->save_dtype != CKPT_DTYPE_BFLOAT16)
+        return util_err(err, errlen, "%s: unknown save_dtype %d", d, opt->save_dtype);
+    if (opt->max_shard_bytes < 0)
+        return util_err(err, errlen, "%s: max_shard_bytes is negative", d);
+    if (opt->state) {
         if (!m->m_memory || !m->v_memory)
             return util_err(err, errlen,
                             "%s: a trainer state needs a trainable model (AdamW moments)", d);
+        if (opt->save_dtype != CKPT_DTYPE_FLOAT32)
+            return util_err(err, errlen, "%s: save_dtype bfloat16 with a trainer state: an exact "
+                            "resume needs the float32 weights", d);
         if (state_validate(opt->state, err, errlen)) return -1;
     }
-    if (opt && opt->has_token_ids &&
+    if (opt->has_token_ids &&
         (opt->bos_token_id < 0 || opt->bos_token_id >= m->config.vocab_size ||
          opt->eos_token_id < 0 || opt->eos_token_id >= m->config.vocab_size))
         return util_err(err, errlen, "%s: bos/eos token ids %d/%d outside the vocabulary", d,
                         opt->bos_token_id, opt->eos_token_id);
+    return 0;
+}
+
+int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char *err,
+              size_t errlen) {
+    char d[DIR_CAP], old[PATH_CAP], tmp[PATH_CAP], parent[PATH_CAP], base[PATH_CAP], scratch[256];
+    if (norm_dir(dir, d, err, errlen) || save_check(d, m, opt, err, errlen)) return -1;
     snprintf(old, sizeof old, "%s.old", d);
     path_split(d, parent, base);
     if (ckpt_recover(d, err, errlen)) return -1;
@@ -1223,113 +1822,196 @@ static int is_mask_buffer(const char *n) {
     return !strcmp(n, ".attn.bias") || !strcmp(n, ".attn.masked_bias");
 }
 
-int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t errlen) {
-    char d[PATH_CAP], p[PATH_CAP];
-    int from_old;
-    if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen))
-        return -1;
-    ModelConfig fc;
-    if (config_parse(p, &fc, NULL, err, errlen)) return -1;
-    const ModelConfig *mc = &m->config;
-    static const char *keys[5] = {"n_layer", "n_head", "n_embd", "vocab_size", "n_positions"};
-    int fv[5] = {fc.n_layer, fc.n_head, fc.n_embd, fc.vocab_size, fc.max_seq_len};
-    int mv[5] = {mc->n_layer, mc->n_head, mc->n_embd, mc->vocab_size, mc->max_seq_len};
-    for (int i = 0; i < 5; i++)
-        if (fv[i] != mv[i])
-            return util_err(err, errlen, "%s: %s is %d but the model has %d", p, keys[i], fv[i],
-                            mv[i]);
-    if (fc.ln_eps != mc->ln_eps)
-        return util_err(err, errlen, "%s: layer_norm_epsilon is %g but the model has %g", p,
-                        (double)fc.ln_eps, (double)mc->ln_eps);
-    if (path_join(p, d, "model.safetensors", err, errlen)) return -1;
-    StFile f;
-    if (st_open(&f, p, err, errlen)) return -1;
-    int n = model_tensor_count(m), rc = -1, missing = 0;
-    StEntry **src = CALLOC_CHECK((size_t)n, sizeof(StEntry *));
+// "model.[layers.N.self_attn.]rotary_emb.inv_freq": RoPE frequency buffers of old Llama exports.
+static int is_rotary_buffer(const char *n) {
+    size_t len = strlen(n), sl = strlen("rotary_emb.inv_freq");
+    return !strncmp(n, "model.", 6) && len >= sl && !strcmp(n + len - sl, "rotary_emb.inv_freq") &&
+           (len == 6 + sl || n[len - sl - 1] == '.');
+}
+
+// The file's config (f, read from p) against the model's (m): what the weights were made for.
+static int config_check_same(const char *p, const ModelConfig *f, const ModelConfig *m, char *err,
+                             size_t errlen) {
+    if (f->arch != m->arch || f->family != m->family) {
+        const CkptFamily *a = family_by_id(f->family), *b = family_by_id(m->family);
+        return util_err(err, errlen, "%s: model_type is %s but the model is %s", p,
+                        a ? a->model_type : "?", b ? b->model_type : "?");
+    }
+    int llama = f->arch == MODEL_ARCH_LLAMA, l3 = llama && f->rope_scaling == MODEL_ROPE_LLAMA3;
+    const struct { const char *gpt2, *llama; int64_t fv, mv; } ints[] = {
+        {"n_layer", "num_hidden_layers", f->n_layer, m->n_layer},
+        {"n_head", "num_attention_heads", f->n_head, m->n_head},
+        {"n_embd", "hidden_size", f->n_embd, m->n_embd},
+        {"vocab_size", "vocab_size", f->vocab_size, m->vocab_size},
+        {"n_positions", "max_position_embeddings", f->max_seq_len, m->max_seq_len},
+        {NULL, "num_key_value_heads", model_kv_heads(f), model_kv_heads(m)},
+        {NULL, "head_dim", model_head_dim(f), model_head_dim(m)},
+        {NULL, "intermediate_size", model_ff(f), model_ff(m)},
+        {NULL, "tie_word_embeddings", !f->untied, !m->untied},
+        {NULL, "q/k/v biases", f->qkv_bias, m->qkv_bias},
+        {NULL, "q/k norms", f->qk_norm, m->qk_norm},
+        {NULL, "rope_scaling (1 = llama3)", f->rope_scaling, m->rope_scaling},
+        {NULL, l3 ? "original_max_position_embeddings" : NULL, f->rope_original_max_pos,
+         m->rope_original_max_pos}};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        const char *k = llama ? ints[i].llama : ints[i].gpt2;
+        if (k && ints[i].fv != ints[i].mv)
+            return util_err(err, errlen, "%s: %s is %" PRId64 " but the model has %" PRId64, p, k,
+                            ints[i].fv, ints[i].mv);
+    }
+    const struct { const char *key; float fv, mv; } fl[] = {
+        {llama ? "rms_norm_eps" : "layer_norm_epsilon", f->ln_eps, m->ln_eps},
+        {llama ? "rope_theta" : NULL, f->rope_theta, m->rope_theta},
+        {l3 ? "rope_scaling factor" : NULL, f->rope_factor, m->rope_factor},
+        {l3 ? "low_freq_factor" : NULL, f->rope_low_freq_factor, m->rope_low_freq_factor},
+        {l3 ? "high_freq_factor" : NULL, f->rope_high_freq_factor, m->rope_high_freq_factor}};
+    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
+        if (fl[i].key && fl[i].fv != fl[i].mv)
+            return util_err(err, errlen, "%s: %s is %g but the model has %g", p, fl[i].key,
+                            (double)fl[i].fv, (double)fl[i].mv);
+    return 0;
+}
+
+// The file entry of model tensor t (NULL when absent). GPT-2: bare or "transformer."-prefixed,
+// not both; the Llama family: the name as it is.
+static int find_tensor(StSet *s, const Model *m, const ModelTensor *t, StEntry **out, char *err,
+                       size_t errlen) {
+    *out = st_set_find(s, t->name);
+    if (m->config.arch != MODEL_ARCH_GPT2 || !strcmp(t->name, "score.weight")) return 0;
+    char pref[96];
+    snprintf(pref, sizeof pref, "transformer.%s", t->name);
+    StEntry *b = st_set_find(s, pref);
+    if (*out && b)
+        return util_err(err, errlen, "%s: holds both %s and %s", s->f[0].path, t->name, pref);
+    if (b) *out = b;
+    return 0;
+}
+
+// Matches every model tensor with its file entry (src[i], NULL where a flag or a missing LM head
+// allows it) and checks shapes and dtypes.
+static int match_tensors(StSet *s, const Model *m, int flags, StEntry **src, const char *where,
+                         char *err, size_t errlen) {
+    int n = model_tensor_count(m), missing = 0;
     char first_missing[96] = "";
     for (int i = 0; i < n; i++) {
         ModelTensor t;
         model_tensor(m, i, &t);
-        char pref[96];
-        snprintf(pref, sizeof pref, "transformer.%s", t.name);
-        int is_score = !strcmp(t.name, "score.weight");
-        StEntry *a = st_find(&f, t.name), *b = is_score ? NULL : st_find(&f, pref);
-        if (a && b) {
-            util_err(err, errlen, "%s: holds both %s and %s", p, t.name, pref);
-            goto done;
-        }
-        src[i] = a ? a : b;
+        if (find_tensor(s, m, &t, &src[i], err, errlen)) return -1;
         if (!src[i]) {
-            if (is_score && (flags & CKPT_ALLOW_MISSING_SCORE)) continue;
+            if (!strcmp(t.name, "score.weight") && (flags & CKPT_ALLOW_MISSING_SCORE)) continue;
+            if (!strcmp(t.name, "lm_head.weight") && !m->config.lm_head) continue;  // reward model
             if (!missing++) snprintf(first_missing, sizeof first_missing, "%s", t.name);
             continue;
         }
-        if (st_check(&f, src[i], t.ndim, t.shape, err, errlen)) goto done;
+        if (st_check(src[i], t.ndim, t.shape, err, errlen)) return -1;
         src[i]->used = 1;
     }
-    if (missing) {
-        if (!strcmp(first_missing, "score.weight"))
-            util_err(err, errlen, "%s: missing tensor score.weight (a reward/value head; pass "
-                     "CKPT_ALLOW_MISSING_SCORE to initialise it yourself)", p);
-        else if (missing == 1) util_err(err, errlen, "%s: missing tensor %s", p, first_missing);
-        else
-            util_err(err, errlen, "%s: missing tensor %s and %d more", p, first_missing,
-                     missing - 1);
+    if (!missing) return 0;
+    if (!strcmp(first_missing, "score.weight"))
+        return util_err(err, errlen, "%s: missing tensor score.weight (a reward/value head; pass "
+                        "CKPT_ALLOW_MISSING_SCORE to initialise it yourself)", where);
+    if (missing == 1) return util_err(err, errlen, "%s: missing tensor %s", where, first_missing);
+    return util_err(err, errlen, "%s: missing tensor %s and %d more", where, first_missing,
+                    missing - 1);
+}
+
+// The file entries no model tensor claimed: buffers of old exports (skipped), a tied
+// lm_head.weight (returned in *lm_head to compare with the embeddings), score.weight with
+// CKPT_IGNORE_SCORE, an untied lm_head.weight the model has no head for; anything else is an
+// error.
+static int check_leftovers(StSet *s, const Model *m, int flags, StEntry **lm_head, char *err,
+                           size_t errlen) {
+    const ModelConfig *mc = &m->config;
+    *lm_head = NULL;
+    for (int k = 0; k < s->nf; k++)
+        for (int i = 0; i < s->f[k].n; i++) {
+            StEntry *e = &s->f[k].e[i];
+            if (e->used) continue;
+            const char *bare = !strncmp(e->name, "transformer.", 12) ? e->name + 12 : e->name;
+            if (mc->arch == MODEL_ARCH_GPT2 ? is_mask_buffer(bare) : is_rotary_buffer(e->name))
+                continue;
+            if (!strcmp(e->name, "lm_head.weight") && mc->untied) continue;   // no LM head here
+            if (!strcmp(e->name, "lm_head.weight")) {
+                int64_t shape[2] = {mc->vocab_size, mc->n_embd};
+                if (st_check(e, 2, shape, err, errlen)) return -1;
+                *lm_head = e;
+                continue;
+            }
+            if (!strcmp(e->name, "score.weight") && !mc->score_head) {
+                if (flags & CKPT_IGNORE_SCORE) continue;
+                return util_err(err, errlen, "%s: holds score.weight (a reward/value model) but "
+                                "the model has no score head (pass CKPT_IGNORE_SCORE to drop it)",
+                                e->file->path);
+            }
+            return util_err(err, errlen, "%s: unexpected tensor %s", e->file->path, e->name);
+        }
+    return 0;
+}
+
+// A tied lm_head.weight must equal the embeddings (entry emb, model tensor name emb_name) after
+// conversion.
+static int check_tied_head(const StEntry *lm_head, const StEntry *emb, const Model *m,
+                           const char *emb_name, char *err, size_t errlen) {
+    size_t cnt = (size_t)m->config.vocab_size * (size_t)m->config.n_embd;
+    float *x = MALLOC_CHECK(cnt * sizeof(float)), *y = MALLOC_CHECK(cnt * sizeof(float));
+    st_read_f32(lm_head, x);
+    st_read_f32(emb, y);
+    int same = memcmp(x, y, cnt * sizeof(float)) == 0;
+    free(x);
+    free(y);
+    if (same) return 0;
+    if (m->config.arch == MODEL_ARCH_GPT2)
+        return util_err(err, errlen, "%s: lm_head.weight differs from %s (untied output heads "
+                        "are not supported)", lm_head->file->path, emb_name);
+    return util_err(err, errlen, "%s: lm_head.weight differs from %s but tie_word_embeddings is "
+                    "true", lm_head->file->path, emb_name);
+}
+
+int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t errlen) {
+    char d[PATH_CAP], p[PATH_CAP], where[PATH_CAP];
+    int from_old;
+    if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen))
+        return -1;
+    ModelConfig fc;
+    if (config_parse(p, &fc, NULL, err, errlen) || config_check_same(p, &fc, &m->config, err, errlen))
+        return -1;
+    StSet set;
+    if (st_set_open(&set, d, err, errlen)) return -1;
+    // missing tensors are named against model.safetensors or the index
+    if (path_join(where, d, file_exists(d, ST_SINGLE) ? ST_SINGLE : ST_INDEX, err, errlen)) {
+        st_set_close(&set);
+        return -1;
+    }
+    int n = model_tensor_count(m), rc = -1, emb = 0;
+    StEntry **src = CALLOC_CHECK((size_t)n, sizeof(StEntry *)), *lm_head;
+    if (match_tensors(&set, m, flags, src, where, err, errlen) ||
+        check_leftovers(&set, m, flags, &lm_head, err, errlen))
         goto done;
+    ModelTensor t;
+    for (int i = 0; i < n; i++) {
+        model_tensor(m, i, &t);
+        if (t.data == m->params.wte) emb = i;
     }
-    StEntry *lm_head = NULL;
-    for (int i = 0; i < f.n; i++) {
-        StEntry *e = &f.e[i];
-        if (e->used) continue;
-        const char *bare = !strncmp(e->name, "transformer.", 12) ? e->name + 12 : e->name;
-        if (is_mask_buffer(bare)) { e->used = 1; continue; }
-        if (!strcmp(e->name, "lm_head.weight")) {
-            int64_t shape[2] = {mc->vocab_size, mc->n_embd};
-            if (st_check(&f, e, 2, shape, err, errlen)) goto done;
-            lm_head = e;
-            continue;
-        }
-        if (!strcmp(e->name, "score.weight") && !mc->score_head) {
-            if (flags & CKPT_IGNORE_SCORE) continue;
-            util_err(err, errlen, "%s: holds score.weight (a reward/value model) but the model has "
-                     "no score head (pass CKPT_IGNORE_SCORE to drop it)", p);
-            goto done;
-        }
-        util_err(err, errlen, "%s: unexpected tensor %s", p, e->name);
-        goto done;
-    }
-    if (lm_head) {   // must be the tied wte: compare after conversion, before touching the model
-        size_t cnt = (size_t)mc->vocab_size * (size_t)mc->n_embd;
-        float *x = MALLOC_CHECK(cnt * sizeof(float)), *y = MALLOC_CHECK(cnt * sizeof(float));
-        st_read_f32(&f, lm_head, x);
-        st_read_f32(&f, src[0], y);
-        int same = memcmp(x, y, cnt * sizeof(float)) == 0;
-        free(x); free(y);
-        if (!same) {
-            util_err(err, errlen, "%s: lm_head.weight differs from wte.weight (untied output heads "
-                     "are not supported)", p);
-            goto done;
-        }
-    }
+    model_tensor(m, emb, &t);
+    if (lm_head && check_tied_head(lm_head, src[emb], m, t.name, err, errlen)) goto done;
     for (int i = 0; i < n; i++) {
         if (!src[i]) continue;
-        ModelTensor t;
         model_tensor(m, i, &t);
-        st_read_f32(&f, src[i], t.data);
+        st_read_f32(src[i], t.data);
         // a NaN or Inf weight would poison every output: refuse it here, naming the tensor
         int64_t cnt = t.shape[0] * (t.ndim == 2 ? t.shape[1] : 1);
         for (int64_t j = 0; j < cnt; j++)
             if (!isfinite(t.data[j])) {
                 util_err(err, errlen, "%s: tensor %s holds %s at element %lld (a diverged or "
-                         "corrupt checkpoint)", p, src[i]->name, isnan(t.data[j]) ? "NaN" : "Inf",
-                         (long long)j);
+                         "corrupt checkpoint)", src[i]->file->path, src[i]->name,
+                         isnan(t.data[j]) ? "NaN" : "Inf", (long long)j);
                 goto done;
             }
     }
     rc = 0;
 done:
     free(src);
-    st_close(&f);
+    st_set_close(&set);
     return rc;
 }
 
@@ -1372,7 +2054,7 @@ int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, cha
             snprintf(nm, sizeof nm, "%s.%s", i < n ? "m" : "v", t.name);
             src[i] = st_find(&f, nm);
             if (!src[i]) { util_err(err, errlen, "%s: missing tensor %s", p, nm); ok = 0; }
-            else if (st_check(&f, src[i], t.ndim, t.shape, err, errlen)) ok = 0;
+            else if (st_check(src[i], t.ndim, t.shape, err, errlen)) ok = 0;
             else src[i]->used = 1;
         }
         for (int i = 0; ok && i < f.n; i++)
@@ -1383,7 +2065,7 @@ int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, cha
         for (int i = 0; ok && i < 2 * n; i++) {
             ModelTensor t;
             model_tensor(m, i % n, &t);
-            st_read_f32(&f, src[i],
+            st_read_f32(src[i],
                         (i < n ? m->m_memory : m->v_memory) + (t.data - m->params_memory));
         }
         free(src);

@@ -1,30 +1,61 @@
 // Checkpoints: directories a Hugging Face user recognises, written atomically, read defensively.
 //
 // Layout of a checkpoint directory DIR:
-//   config.json                 GPT2Config keys: model_type "gpt2", architectures, n_layer,
-//                               n_head, n_embd, n_positions, n_ctx, vocab_size,
-//                               layer_norm_epsilon, activation_function "gelu_new",
-//                               num_labels 1 with a score head, bos/eos_token_id when known
-//   model.safetensors           the weights, F32, HF GPT-2 names as save_pretrained writes them:
-//                               "transformer.<name>" for the transformer ("transformer.h.3.attn.
-//                               c_attn.weight", Conv1D layout [in, out], exactly the shapes
-//                               model_tensor() reports) and bare "score.weight" (1,C) for the
-//                               scalar head. The tied lm_head.weight is not stored (as in HF).
+//   config.json                 the config of the model's family (ModelConfig.family), keys as
+//                               transformers writes them (below)
+//   model.safetensors           the weights, F32 (or BF16 with save_dtype), HF names as
+//                               save_pretrained writes them (below)
+//   model-0000i-of-0000n.safetensors + model.safetensors.index.json
+//                               instead of model.safetensors when max_shard_bytes splits it:
+//                               {"metadata": {"total_size": bytes}, "weight_map": {name: file}}
 //   vocab.json, merges.txt      copied verbatim from a tokenizer directory, when one is given
-//   trainer_state.safetensors   AdamW moments "m.<name>" / "v.<name>" (bare names), F32
+//   trainer_state.safetensors   AdamW moments "m.<name>" / "v.<name>" (model_tensor names), F32
 //   trainer_state.json          {"format": "rlhf.c trainer state", "version": 1, "step": S,
 //                                "rng": ["u64", "u64", "u64", "u64"],      (decimal strings)
 //                                "ints": {"name": "int64", ...},           (decimal strings)
 //                                "floats": {"name": number, ...}}          (17 significant digits)
-// architectures: ["GPT2LMHeadModel"] for an LM, ["GPT2ForSequenceClassification"] for a reward or
-// value model, both (in that order) for a model with both heads. Loading maps them back to
-// ModelConfig.lm_head / score_head ("GPT2Model" counts as an LM: its head is the tied wte).
 //
-// Loading accepts what Hugging Face writes: "transformer."-prefixed or bare names (the public
-// gpt2 files use bare ones; one file may not hold both spellings of a tensor); F32, F16 and BF16
-// data (converted to float32); lm_head.weight is checked to equal wte.weight (an untied head is an
+// GPT-2 (model_type "gpt2"): GPT2Config keys: architectures, n_layer, n_head, n_embd,
+// n_positions, n_ctx, vocab_size, layer_norm_epsilon, activation_function "gelu_new",
+// num_labels 1 with a score head, bos/eos_token_id when known. Tensors: "transformer.<name>" for
+// the transformer ("transformer.h.3.attn.c_attn.weight", Conv1D layout [in, out], exactly the
+// shapes model_tensor() reports) and bare "score.weight" (1,C). The tied lm_head.weight is not
+// stored (as in HF). architectures: ["GPT2LMHeadModel"] for an LM,
+// ["GPT2ForSequenceClassification"] for a reward or value model, both (in that order) for a model
+// with both heads ("GPT2Model" also counts as an LM: its head is the tied wte).
+//
+// The Llama family (model_type "llama", "mistral", "qwen2", "qwen3"; MODEL_ARCH_LLAMA):
+//   config.json  the keys of LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config:
+//     hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads (absent: the
+//     heads), head_dim (absent or null: hidden_size / heads), intermediate_size, vocab_size,
+//     max_position_embeddings (absent: the class's default), rms_norm_eps (absent: 1e-6),
+//     rope_theta (absent: 10000), rope_scaling (null, or rope_type / type "llama3" with factor,
+//     low_freq_factor, high_freq_factor, original_max_position_embeddings; transformers 5's
+//     rope_parameters is read the same way), tie_word_embeddings (absent: false, the classes'
+//     default), hidden_act "silu", bos_token_id, eos_token_id (a list: its first id).
+//     qwen2 implies q/k/v biases, qwen3 per-head q/k RMSNorm. Refused, naming the key:
+//     sliding-window attention in use (mistral sliding_window below max_position_embeddings;
+//     qwen use_sliding_window with sliding layers; layer_types with "sliding_attention"), MoE
+//     keys (num_experts, num_local_experts, ...), other rope scalings (linear, dynamic, yarn,
+//     ...), attention_bias / mlp_bias true (llama; attention_bias on qwen3), another hidden_act.
+//     Written with sorted keys (as transformers' to_json_string) and torch_dtype.
+//   architectures  ["<P>ForCausalLM"] and / or ["<P>ForSequenceClassification"] (num_labels 1,
+//     written as id2label / label2id), P = Llama, Mistral, Qwen2, Qwen3 as the model_type says.
+//   tensors  the names model_tensor() gives ("model.embed_tokens.weight",
+//     "model.layers.3.self_attn.q_proj.weight" [out, in], "model.norm.weight", "lm_head.weight"
+//     when untied, bare "score.weight" (1,C)); q/k/v and gate/up are slices of the fused
+//     tensors. Loading: a tied model's lm_head.weight may be absent or equal to
+//     embed_tokens; an untied one's is required (unless the model has no LM head: a reward model
+//     from an LM); rotary_emb.inv_freq buffers of old exports are ignored.
+//
+// Loading accepts what Hugging Face writes: for GPT-2 "transformer."-prefixed or bare names (the
+// public gpt2 files use bare ones; one file may not hold both spellings of a tensor); F32, F16
+// and BF16 data (converted to float32); model.safetensors or, when it is absent, the shards that
+// model.safetensors.index.json lists (every shard validated as below; a tensor the index lists
+// must be in its shard, a tensor in a shard must be listed there, no tensor in two shards, no
+// shard name with a '/'). A GPT-2 lm_head.weight must equal wte.weight (an untied head is an
 // error) and the h.N.attn.bias / h.N.attn.masked_bias buffers of old exports are ignored. Any
-// other tensor is an error, as is any tensor of the model that the file lacks (named). The whole
+// other tensor is an error, as is any tensor of the model that the files lack (named). The whole
 // safetensors header is validated before a byte of data is used: header length vs file size,
 // JSON syntax, every dtype, every shape, data_offsets inside the data area, sizes equal to
 // numel * dtype size, no two tensors overlapping, no name twice. Files are memory-mapped
@@ -65,7 +96,7 @@
 
 // What config.json and the directory say besides the ModelConfig.
 typedef struct {
-    int bos_token_id, eos_token_id;  // -1 when config.json has none
+    int bos_token_id, eos_token_id;  // -1 when config.json has none (a list: its first id)
     int has_tokenizer;               // vocab.json and merges.txt are present
     int has_trainer_state;           // trainer_state.json and trainer_state.safetensors present
     int from_old;                    // DIR was absent: read DIR.old (see the reader rule)
@@ -82,12 +113,21 @@ typedef struct {
     struct { char name[CKPT_NAME_MAX]; double value; } floats[CKPT_MAX_ENTRIES];  // finite
 } CkptTrainerState;
 
+// Storage type of the saved weights (config.json's torch_dtype).
+enum { CKPT_DTYPE_FLOAT32 = 0, CKPT_DTYPE_BFLOAT16 = 1 };
+
 typedef struct {
     const char *tokenizer_dir;       // copy its vocab.json + merges.txt; NULL: no tokenizer files
     int has_token_ids;               // write bos_token_id / eos_token_id into config.json
     int bos_token_id, eos_token_id;
     const CkptTrainerState *state;   // also write the trainer state (needs a trainable Model,
                                      // whose m_memory / v_memory are saved); NULL: weights only
+    int save_dtype;                  // CKPT_DTYPE_*: FLOAT32 (the zero value) or BFLOAT16
+                                     // (round to nearest even; not with a trainer state, whose
+                                     // resume needs the float32 weights)
+    int64_t max_shard_bytes;         // > 0: weights over this size go into shards of at most this
+                                     // many bytes (a larger tensor gets one of its own) and
+                                     // model.safetensors.index.json; 0: one model.safetensors
 } CkptSaveOptions;
 
 // ckpt_load_weights flags
@@ -102,8 +142,10 @@ int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char 
 // Reads config.json into *c (lm_head / score_head from architectures) and, when info is not
 // NULL, *info. The caller may change lm_head / score_head before model_init.
 int ckpt_load_config(const char *dir, ModelConfig *c, CkptInfo *info, char *err, size_t errlen);
-// Reads model.safetensors into m->params. m's config must match config.json (layers, heads,
-// width, vocabulary, positions, epsilon); flags as above. Other buffers of m are untouched.
+// Reads model.safetensors (or its shards) into m->params. m's config must match config.json
+// (family, layers, heads, width, vocabulary, positions, epsilon, and for the Llama family KV
+// heads, head_dim, intermediate_size, RoPE, tying); flags as above. Other buffers of m are
+// untouched (and so are its params when a file is bad; a NaN or Inf is found while reading).
 int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t errlen);
 // Convenience: ckpt_load_config + model_init(max_B, max_T, trainable) + ckpt_load_weights.
 // On error m is left freed (nothing to release).
@@ -133,6 +175,11 @@ int ckpt_state_get_float(const CkptTrainerState *st, const char *name, double *v
 // IEEE half and bfloat16 to float32 (exact; NaN stays NaN, subnormals included).
 float ckpt_f16_to_f32(uint16_t h);
 float ckpt_bf16_to_f32(uint16_t b);
+// float32 to bfloat16, rounding to nearest even (as torch's .to(torch.bfloat16)); values past the
+// largest bfloat16 become infinities, a NaN stays a (quiet) NaN.
+uint16_t ckpt_f32_to_bf16(float x);
+// "float32" / "bfloat16" (a save_dtype setting) to CKPT_DTYPE_*: 0, or -1 naming the value.
+int ckpt_parse_dtype(const char *s, int *dtype, char *err, size_t errlen);
 // A tokenizer belongs to a model when its ids fit the model's vocabulary: -1 with a message
 // naming both (the tokenizer directory tokdir and the checkpoint ckpt) when it has more tokens
 // than vocab_size. Every program that pairs a tokenizer with a model checks this way.

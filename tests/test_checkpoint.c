@@ -704,7 +704,7 @@ static void test_bad_config(void) {
          "unsupported architecture \"GPT2DoubleHeadsModel\""},
         {"architectures", "[]", "non-empty array"},
         {"architectures", "[3]", "unsupported architecture"},
-        {"model_type", "\"llama\"", "model_type must be \"gpt2\""},
+        {"model_type", "\"gpt3\"", "model_type \"gpt3\" is not supported"},
         {"activation_function", "\"relu\"", "activation_function"},
         {"tie_word_embeddings", "false", "tie_word_embeddings"},
         {"scale_attn_by_inverse_layer_idx", "true", "scale_attn_by_inverse_layer_idx"},
