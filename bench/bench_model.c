@@ -4,6 +4,7 @@
 // figures for training):
 //   bench_model --mode sgemm                      sgemm ceiling (GFLOP/s) at 2048^3
 //   bench_model --mode train --preset gpt2 --B 4 --T 256 [--steps 5]
+//   bench_model --mode train --preset smollm2-135m --B 4 --T 256  (Llama-style; any mode)
 //   bench_model --mode generate --preset gpt2 --B 8 [--prompt 16 --new 64]
 //   bench_model --mode decode --preset gpt2 --B 8  the decoding step's kernels alone: the layer
 //       products and the LM head at B rows, as GB/s of weights streamed, beside a plain parallel
@@ -25,14 +26,31 @@
 #include <string.h>
 #include <sys/resource.h>
 
+// The benchmarks' shapes. GPT-2's; the Llama-style SmolLM2-135M (30 layers, 576 wide, 9 heads
+// over 3 KV heads, 1536 MLP, tied) and a small Llama-style shape for smoke runs. bench_torch.py
+// holds the same table.
+typedef struct {
+    const char *name;
+    int arch, L, NH, KVH, C, F, V, ctx;
+    float theta;
+} BenchPreset;
+
+static const BenchPreset bench_presets[] = {
+    {"gpt2", MODEL_ARCH_GPT2, 12, 12, 0, 768, 0, 50257, 1024, 0.0f},
+    {"small", MODEL_ARCH_GPT2, 4, 4, 0, 256, 0, 8192, 256, 0.0f},
+    {"smollm2-135m", MODEL_ARCH_LLAMA, 30, 9, 3, 576, 1536, 49152, 2048, 100000.0f},
+    {"llama-small", MODEL_ARCH_LLAMA, 4, 4, 2, 256, 688, 8192, 256, 10000.0f},
+};
+
 static int preset(const char *name, ModelConfig *c) {
-    static const struct { const char *name; int L, NH, C, V, ctx; } presets[] = {
-        {"gpt2", 12, 12, 768, 50257, 1024}, {"small", 4, 4, 256, 8192, 256}};
-    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
-        if (strcmp(name, presets[i].name)) continue;
-        *c = (ModelConfig){.n_layer = presets[i].L, .n_head = presets[i].NH, .n_embd = presets[i].C,
-                           .vocab_size = presets[i].V, .max_seq_len = presets[i].ctx,
-                           .ln_eps = 1e-5f, .lm_head = 1};
+    for (size_t i = 0; i < sizeof bench_presets / sizeof bench_presets[0]; i++) {
+        const BenchPreset *p = &bench_presets[i];
+        if (strcmp(name, p->name)) continue;
+        *c = (ModelConfig){.arch = p->arch, .n_layer = p->L, .n_head = p->NH, .n_embd = p->C,
+                           .vocab_size = p->V, .max_seq_len = p->ctx, .ln_eps = 1e-5f,
+                           .lm_head = 1, .n_kv_head = p->KVH, .d_ff = p->F,
+                           .rope_theta = p->theta};
+        if (p->arch == MODEL_ARCH_LLAMA) c->family = MODEL_FAMILY_LLAMA;
         return 0;
     }
     return -1;
@@ -58,11 +76,23 @@ static double sgemm_ceiling(void) {
     return best;
 }
 
+// Widths of one layer's four products for either block kind: qkv (C -> QKV), the attention
+// output (A -> C), the MLP's input product (C -> FC) and its output (ACT -> C).
+typedef struct { int64_t QKV, A, FC, ACT; } LayerWidths;
+
+static LayerWidths layer_widths(const ModelConfig *c) {
+    int64_t C = c->n_embd, hd = model_head_dim(c), F = model_ff(c);
+    int llama = c->arch == MODEL_ARCH_LLAMA;
+    return (LayerWidths){.QKV = (c->n_head + 2 * (int64_t)model_kv_heads(c)) * hd,
+                         .A = c->n_head * hd, .FC = llama ? 2 * F : 4 * C, .ACT = llama ? F : 4 * C};
+}
+
 // FLOPs of one training step (forward + backward = 3x forward; attention counted causally).
 static double train_flops(const ModelConfig *c, int B, int T) {
+    LayerWidths w = layer_widths(c);
     double C = c->n_embd, L = c->n_layer, V = c->vocab_size, tok = (double)B * T;
-    double per_tok = 2.0 * L * (3 * C * C + C * C + 4 * C * C + 4 * C * C) + 2.0 * C * V;
-    double attn = 2.0 * 2.0 * L * C * (double)B * T * (T + 1) / 2.0;
+    double per_tok = 2.0 * L * ((double)C * w.QKV + w.A * C + C * w.FC + w.ACT * C) + 2.0 * C * V;
+    double attn = 2.0 * 2.0 * L * (double)w.A * B * T * (T + 1) / 2.0;
     return 3.0 * (per_tok * tok + attn);
 }
 
@@ -80,48 +110,60 @@ static float read_all(const float *x, int64_t n) {
     return total;
 }
 
+// A product out (N,OC) = [out +] inp (N,C) W + bias in the block kind's weight layout.
+typedef void (*ProductFn)(float *out, const float *inp, const float *weight, const float *bias,
+                          int64_t N, int C, int OC, int beta_one);
+
+// Layer l's slice of a bias of `width` per layer, or NULL where the model has none.
+static const float *bias_at(const Model *m, int slot, const float *b, int64_t l, int64_t width) {
+    return m->param_sizes[slot] ? b + l * width : NULL;
+}
+
 // The decoding step's weight-bound kernels at B rows: the 4 products of every layer, then the LM
 // head. Best of 5 after a warm-up; GB/s of weights read.
 static void bench_decode(const Model *m, int B) {
     const ModelConfig *c = &m->config;
     const ModelParams *p = &m->params;
     int64_t C = c->n_embd, L = c->n_layer, V = c->vocab_size;
-    float *x = ALIGNED_CHECK((size_t)B * 4 * C * sizeof(float)),
-          *y = ALIGNED_CHECK((size_t)B * 4 * C * sizeof(float));
+    LayerWidths w = layer_widths(c);
+    ProductFn prod = c->arch == MODEL_ARCH_LLAMA ? linear_forward : matmul_forward;
+    int64_t widest = w.QKV > w.FC ? w.QKV : w.FC;
+    float *x = ALIGNED_CHECK((size_t)B * widest * sizeof(float)),
+          *y = ALIGNED_CHECK((size_t)B * widest * sizeof(float));
     float *lg = ALIGNED_CHECK((size_t)B * V * sizeof(float));
-    for (int64_t i = 0; i < B * 4 * C; i++) x[i] = 0.01f * (float)(i % 97);
+    for (int64_t i = 0; i < B * widest; i++) x[i] = 0.01f * (float)(i % 97);
     double best_mm = 1e30, best_lg = 1e30, best_rd = 1e30;
     volatile float sink = 0.0f;
     for (int it = 0; it < 6; it++) {
         double t0 = util_time_s();
         for (int64_t l = 0; l < L; l++) {
-            matmul_forward(y, x, p->qkvw + l * C * 3 * C, p->qkvb + l * 3 * C, B, (int)C,
-                           (int)(3 * C), 0);
-            matmul_forward(y, x, p->attprojw + l * C * C, p->attprojb + l * C, B, (int)C, (int)C,
-                           1);
-            matmul_forward(y, x, p->fcw + l * C * 4 * C, p->fcb + l * 4 * C, B, (int)C,
-                           (int)(4 * C), 0);
-            matmul_forward(y, x, p->fcprojw + l * 4 * C * C, p->fcprojb + l * C, B, (int)(4 * C),
-                           (int)C, 1);
+            prod(y, x, p->qkvw + l * C * w.QKV, bias_at(m, P_QKVB, p->qkvb, l, w.QKV), B, (int)C,
+                 (int)w.QKV, 0);
+            prod(y, x, p->attprojw + l * w.A * C, bias_at(m, P_ATTPROJB, p->attprojb, l, C), B,
+                 (int)w.A, (int)C, 1);
+            prod(y, x, p->fcw + l * C * w.FC, bias_at(m, P_FCB, p->fcb, l, w.FC), B, (int)C,
+                 (int)w.FC, 0);
+            prod(y, x, p->fcprojw + l * w.ACT * C, bias_at(m, P_FCPROJB, p->fcprojb, l, C), B,
+                 (int)w.ACT, (int)C, 1);
         }
         double t1 = util_time_s();
         logits_forward(lg, x, p->wte, B, (int)V, (int)C);
         double t2 = util_time_s();
-        sink +=
-            read_all(p->qkvw, (int64_t)(p->lnfw - p->qkvw)); // the layers' weights, in memory order
+        // the layers' weights, in memory order
+        sink += read_all(p->qkvw, (int64_t)(p->lnfw - p->qkvw));
         double t3 = util_time_s();
         if (it == 0) continue;
         if (t1 - t0 < best_mm) best_mm = t1 - t0;
         if (t2 - t1 < best_lg) best_lg = t2 - t1;
         if (t3 - t2 < best_rd) best_rd = t3 - t2;
     }
-    double mm_bytes = 12.0 * C * C * L * 4, lg_bytes = (double)V * C * 4;
-    double rd_bytes = (double)(p->lnfw - p->qkvw) * 4;
-    printf(
-        "{\"impl\":\"rlhf.c\",\"mode\":\"decode\",\"B\":%d,\"threads\":%d,\"layers_ms\":%.2f,\"layers_gb_s\":%.1f,"
-        "\"lm_head_ms\":%.2f,\"lm_head_gb_s\":%.1f,\"read_gb_s\":%.1f}\n",
-        B, omp_get_max_threads(), best_mm * 1e3, mm_bytes / best_mm / 1e9, best_lg * 1e3,
-        lg_bytes / best_lg / 1e9, rd_bytes / best_rd / 1e9);
+    double mm_bytes = 4.0 * L * (C * w.QKV + w.A * C + C * w.FC + w.ACT * C);
+    double lg_bytes = (double)V * C * 4, rd_bytes = (double)(p->lnfw - p->qkvw) * 4;
+    printf("{\"impl\":\"rlhf.c\",\"mode\":\"decode\",\"B\":%d,\"threads\":%d,"
+           "\"layers_ms\":%.2f,\"layers_gb_s\":%.1f,\"lm_head_ms\":%.2f,\"lm_head_gb_s\":%.1f,"
+           "\"read_gb_s\":%.1f}\n",
+           B, omp_get_max_threads(), best_mm * 1e3, mm_bytes / best_mm / 1e9, best_lg * 1e3,
+           lg_bytes / best_lg / 1e9, rd_bytes / best_rd / 1e9);
     free(x); free(y); free(lg);
 }
 
@@ -232,7 +274,8 @@ static int bench_generate(const char *pname, const ModelConfig *c, int B, int pr
 }
 
 static const char bench_model_usage[] =
-    "usage: bench_model --mode sgemm|train|generate|decode [--preset gpt2|small] [--B N] [--T N]\n"
+    "usage: bench_model --mode sgemm|train|generate|decode\n"
+    "                   [--preset gpt2|small|smollm2-135m|llama-small] [--B N] [--T N]\n"
     "                   [--steps N] [--prompt N] [--new N]\n";
 
 int main(int argc, char **argv) {
@@ -259,7 +302,8 @@ int main(int argc, char **argv) {
     }
     ModelConfig c;
     if (preset(pname, &c)) { fprintf(stderr, "bench_model: unknown preset %s\n", pname); return 2; }
-    int small = !strcmp(pname, "small");
+    // the small shapes' defaults: a bigger batch, shorter sequences, more steps
+    int small = !strcmp(pname, "small") || !strcmp(pname, "llama-small");
     if (!strcmp(mode, "train")) {
         return bench_train(pname, &c, B < 0 ? (small ? 16 : 4) : B, T < 0 ? (small ? 128 : 256) : T,
                            steps < 0 ? (small ? 20 : 5) : steps);

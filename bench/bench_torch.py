@@ -1,10 +1,12 @@
-"""PyTorch side of the speed benchmarks: the same GPT-2 as the C engine, in float32 on the CPU.
+"""PyTorch side of the speed benchmarks: the same models as the C engine (GPT-2 and the Llama-style
+SmolLM2-135M shape), in float32 on the CPU.
 
 One configuration per process, so that peak memory (ru_maxrss) belongs to that configuration:
 
   /usr/bin/python3 bench/bench_torch.py --mode train --preset gpt2  --B 4  --T 256  [--steps 5]
   /usr/bin/python3 bench/bench_torch.py --mode train --preset small --B 16 --T 128  [--steps 20]
   /usr/bin/python3 bench/bench_torch.py --mode generate --preset gpt2 --B 8 [--sampling greedy]
+  /usr/bin/python3 bench/bench_torch.py --mode train --preset smollm2-135m --B 4 --T 256
 
 train:    one step = forward + masked mean cross-entropy over all B*T tokens + backward +
           AdamW (weight decay 0.1 on matrices, 0 on biases/LayerNorm); 2 warmup steps, then
@@ -24,6 +26,14 @@ The model is the hand-written GPT-2 of tests/ref/gpt2_ref.py in its fast eager f
 nn.Linear (addmm), F.layer_norm, F.gelu(approximate="tanh"), attention written by hand
 (torch 1.13 has no F.scaled_dot_product_attention), tied LM head, N(0, 0.02) init
 (c_proj weights scaled by 1/sqrt(2L) as in GPT-2), no dropout.
+
+The Llama-style model (presets smollm2-135m, llama-small) is written in the same style: RMSNorm in
+its hand form (torch 1.13 has no F.rms_norm), q/k/v and gate/up each one nn.Linear without bias
+(the fused products the C engine runs too), hand-written rotate-half RoPE from a cos/sin table,
+grouped-query attention with the query heads of a KV head folded into the rows of one product (no
+copies of K and V), SwiGLU, a tied LM head; N(0, 0.02) init with o_proj/down_proj scaled by
+1/sqrt(2L), norm weights 1; AdamW decays the matrices only. Its KV cache is preallocated per
+layer by KV heads, as in rlhf.c.
 """
 import argparse
 import json
@@ -41,6 +51,11 @@ PRESETS = {
     #          layers, heads, channels, vocab, max positions
     "gpt2":  dict(L=12, NH=12, C=768, V=50257, maxT=1024),
     "small": dict(L=4, NH=4, C=256, V=8192, maxT=256),
+}
+# Llama-style shapes (bench_model.c has the same): KV heads, MLP width, RoPE base
+LLAMA_PRESETS = {
+    "smollm2-135m": dict(L=30, NH=9, KVH=3, C=576, F=1536, V=49152, maxT=2048, theta=100000.0),
+    "llama-small":  dict(L=4, NH=4, KVH=2, C=256, F=688, V=8192, maxT=256, theta=10000.0),
 }
 
 
@@ -124,6 +139,101 @@ class GPT2(nn.Module):
         return F.linear(h, self.wte.weight)
 
 
+def rms_norm(x, w, eps):
+    """RMSNorm in its hand form: x / sqrt(mean(x^2) + eps) * w."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rotate(x, cos, sin):
+    """RoPE, rotate-half convention: element i pairs with i + hd/2. x (..., T, hd), cos/sin (T, hd)."""
+    half = x.shape[-1] // 2
+    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rot * sin
+
+
+class LlamaBlock(nn.Module):
+    """x + o_proj(attn(rms(x))), then x + down(silu(gate) * up) of rms(x)."""
+
+    def __init__(self, C, NH, KVH, F_, eps):
+        super().__init__()
+        self.NH, self.KVH, self.hd, self.eps = NH, KVH, C // NH, eps
+        self.ln_1 = nn.Parameter(torch.ones(C))
+        self.qkv = nn.Linear(C, (NH + 2 * KVH) * self.hd, bias=False)
+        self.o_proj = nn.Linear(NH * self.hd, C, bias=False)
+        self.ln_2 = nn.Parameter(torch.ones(C))
+        self.gate_up = nn.Linear(C, 2 * F_, bias=False)
+        self.down_proj = nn.Linear(F_, C, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache=None, pos=0):
+        """x (B,T,C); cos/sin (T,hd) of positions [pos, pos+T); mask bool (T, pos+T) or None;
+        cache: optional (k_buf, v_buf) each (B,KVH,maxT,hd), written at [pos, pos+T)."""
+        B, T, C = x.shape
+        NH, KVH, hd = self.NH, self.KVH, self.hd
+        G = NH // KVH
+        q, k, v = self.qkv(rms_norm(x, self.ln_1, self.eps)).split(
+            [NH * hd, KVH * hd, KVH * hd], dim=-1)
+        q = rotate(q.view(B, T, NH, hd).transpose(1, 2), cos, sin)        # (B,NH,T,hd)
+        k = rotate(k.view(B, T, KVH, hd).transpose(1, 2), cos, sin)       # (B,KVH,T,hd)
+        v = v.view(B, T, KVH, hd).transpose(1, 2)
+        if cache is not None:
+            k_buf, v_buf = cache
+            k_buf[:, :, pos:pos + T] = k
+            v_buf[:, :, pos:pos + T] = v
+            k, v = k_buf[:, :, :pos + T], v_buf[:, :, :pos + T]
+        # the G query heads of a KV head as G*T rows of one product against that head's keys
+        qg = q.reshape(B, KVH, G * T, hd)
+        att = torch.matmul(qg, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(hd))   # (B,KVH,G*T,S)
+        if mask is not None:
+            att = att.view(B, KVH, G, T, -1).masked_fill(mask, float("-inf")).view(B, KVH, G * T, -1)
+        y = torch.matmul(torch.softmax(att, dim=-1), v)                          # (B,KVH,G*T,hd)
+        y = y.view(B, NH, T, hd).transpose(1, 2).reshape(B, T, NH * hd)
+        x = x + self.o_proj(y)
+        gate, up = self.gate_up(rms_norm(x, self.ln_2, self.eps)).chunk(2, dim=-1)
+        return x + self.down_proj(F.silu(gate) * up)
+
+
+class Llama(nn.Module):
+    def __init__(self, L, NH, KVH, C, F, V, maxT, theta, eps=1e-5):
+        super().__init__()
+        self.cfg = dict(L=L, NH=NH, KVH=KVH, C=C, V=V, maxT=maxT)
+        self.eps = eps
+        self.wte = nn.Embedding(V, C)
+        self.h = nn.ModuleList(LlamaBlock(C, NH, KVH, F, eps) for _ in range(L))
+        self.ln_f = nn.Parameter(torch.ones(C))
+        hd = C // NH
+        inv_freq = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+        ang = torch.arange(maxT, dtype=torch.float64)[:, None] * inv_freq[None, :]
+        ang = torch.cat((ang, ang), dim=-1)
+        self.register_buffer("cos", ang.cos().float(), persistent=False)
+        self.register_buffer("sin", ang.sin().float(), persistent=False)
+        self._init(L)
+
+    @torch.no_grad()
+    def _init(self, L):
+        for name, p in self.named_parameters():
+            if p.ndim == 1:
+                p.fill_(1.0)
+            else:
+                std = 0.02 / math.sqrt(2 * L) if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
+                p.normal_(0.0, std)
+
+    def hidden(self, idx, caches=None, pos=0):
+        """Final-norm rows of tokens idx (B,T) placed at positions [pos, pos+T)."""
+        B, T = idx.shape
+        x = self.wte(idx)
+        cos, sin = self.cos[pos:pos + T], self.sin[pos:pos + T]
+        mask = None
+        if T > 1:
+            mask = torch.ones(T, pos + T, dtype=torch.bool).triu_(pos + 1)
+        for l, block in enumerate(self.h):
+            x = block(x, cos, sin, mask, None if caches is None else caches[l], pos)
+        return rms_norm(x, self.ln_f, self.eps)
+
+    def logits(self, h):
+        """Tied LM head."""
+        return F.linear(h, self.wte.weight)
+
+
 def train_bench(model, B, T, steps, warmup=2):
     V = model.cfg["V"]
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -171,7 +281,8 @@ def generate(model, prompts, n_new, sampling, g):
     total = P + n_new
     assert total <= cfg["maxT"]
     hd = cfg["C"] // cfg["NH"]
-    caches = [(torch.empty(B, cfg["NH"], total, hd), torch.empty(B, cfg["NH"], total, hd))
+    kvh = cfg.get("KVH", cfg["NH"])                       # the cache is sized by KV heads
+    caches = [(torch.empty(B, kvh, total, hd), torch.empty(B, kvh, total, hd))
               for _ in range(cfg["L"])]
     out = torch.empty(B, n_new, dtype=torch.long)
     h = model.hidden(prompts, caches, 0)[:, -1]          # only the last position's logits
@@ -204,7 +315,7 @@ def generate_bench(model, B, prompt_len, n_new, sampling):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["train", "generate"], required=True)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="gpt2")
+    ap.add_argument("--preset", choices=sorted(PRESETS) + sorted(LLAMA_PRESETS), default="gpt2")
     ap.add_argument("--B", type=int, default=None, help="batch (train gpt2: 4, small: 16; generate: 1)")
     ap.add_argument("--T", type=int, default=None, help="train sequence length (gpt2: 256, small: 128)")
     ap.add_argument("--steps", type=int, default=None, help="timed train steps (gpt2: 5, small: 20)")
@@ -218,12 +329,12 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     torch.set_grad_enabled(a.mode == "train")
-    is_gpt2 = a.preset == "gpt2"
-    model = GPT2(**PRESETS[a.preset])
+    full = a.preset in ("gpt2", "smollm2-135m")         # the full-size shapes take their defaults
+    model = GPT2(**PRESETS[a.preset]) if a.preset in PRESETS else Llama(**LLAMA_PRESETS[a.preset])
     if a.mode == "train":
-        B = a.B or (4 if is_gpt2 else 16)
-        T = a.T or (256 if is_gpt2 else 128)
-        steps = a.steps or (5 if is_gpt2 else 20)
+        B = a.B or (4 if full else 16)
+        T = a.T or (256 if full else 128)
+        steps = a.steps or (5 if full else 20)
         model.train()
         step_s, tps = train_bench(model, B, T, steps)
         extra = {}

@@ -2,8 +2,8 @@
 
   /usr/bin/python3 bench/run_bench.py [--build build] [--threads 2] [--quick] [--only NAME,...]
 
-Engine figures: bench_model (C) and bench_torch.py (PyTorch, the same GPT-2, same threads and
-shapes) run back to back, one configuration per process so that peak memory belongs to it; the
+Engine figures: bench_model (C) and bench_torch.py (PyTorch, the same model: GPT-2 and the
+Llama-style SmolLM2-135M shape; same threads and shapes) run back to back, one configuration per process so that peak memory belongs to it; the
 ratio is ours / PyTorch. The sgemm ceiling is measured by bench_model itself. Tokenizer figures
 come from bench/tokenizer.sh. Everything is printed as a table and written to
 bench/results.json: "measured" says where and how (date, commit, the machine as `rlhf info
@@ -59,7 +59,8 @@ def main():
                     help="fewer steps (a smoke run, noisier figures)")
     ap.add_argument("--only", default="",
                     help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,"
-                         "tokenizer,mpi,sft,reward,ppo")
+                         "train_smollm2,smol_gen1,smol_gen8,smol_gen64,tokenizer,mpi,sft,reward,"
+                         "ppo")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     want = lambda n: not only or n in only
@@ -98,11 +99,13 @@ def main():
 
     print(f"{'figure':34s} {'rlhf.c':>10s} {'unit':9s} {'reference':22s} {'ref':>10s}  ratio")
     ceiling = None
-    if want("sgemm") or want("train_gpt2") or want("train_small"):
+    if want("sgemm") or want("train_gpt2") or want("train_small") or want("train_smollm2"):
         ceiling = run_json([cbin, "--mode", "sgemm"], env)["gflops"]
         add("sgemm ceiling (2048^3)", ceiling, "GFLOP/s", "-", None)
     for name, preset, B, T, steps in (("train_gpt2", "gpt2", 4, 256, 2 if a.quick else 5),
-                                      ("train_small", "small", 16, 128, 5 if a.quick else 20)):
+                                      ("train_small", "small", 16, 128, 5 if a.quick else 20),
+                                      ("train_smollm2", "smollm2-135m", 4, 256,
+                                       2 if a.quick else 5)):
         if not want(name):
             continue
         args = ["--mode", "train", "--preset", preset, "--B", str(B), "--T", str(T),
@@ -115,15 +118,17 @@ def main():
         add(f"{tag} GFLOP/s", c["gflops"], "GFLOP/s", "sgemm ceiling, same process",
             c.get("ceiling_gflops", ceiling))
         add(f"{tag} peak RSS", c["peak_rss_mb"], "MiB", "pytorch", t["peak_rss_mb"])
-    for B in (1, 8, 64):
-        if not want(f"gen{B}"):
+    for name, preset, B in [(f"gen{B}", "gpt2", B) for B in (1, 8, 64)] + \
+                           [(f"smol_gen{B}", "smollm2-135m", B) for B in (1, 8, 64)]:
+        if not want(name):
             continue
-        args = ["--mode", "generate", "--preset", "gpt2", "--B", str(B)]
+        args = ["--mode", "generate", "--preset", preset, "--B", str(B)]
         c = run_json([cbin] + args, env)
         t = run_json(torch + args, env)
-        add(f"generate gpt2 B={B} tokens/s", c["tokens_per_s"], "tok/s", "pytorch",
+        add(f"generate {preset} B={B} tokens/s", c["tokens_per_s"], "tok/s", "pytorch",
             t["tokens_per_s"])
-        add(f"generate gpt2 B={B} peak RSS", c["peak_rss_mb"], "MiB", "pytorch", t["peak_rss_mb"])
+        add(f"generate {preset} B={B} peak RSS", c["peak_rss_mb"], "MiB", "pytorch",
+            t["peak_rss_mb"])
     # scripts that print RESULT lines: the tokenizer against JavaScript tokenizers, SFT on 1 and 2
     # MPI ranks, and the stage programs' own benchmarks when present
     ppo_bin = os.path.join(a.build, "bench", "bench_ppo")

@@ -1,5 +1,7 @@
 // KV-cache decoding. The per-layer math is the model's (same kernels); only attention differs:
-// a new token at position p attends to the cached keys/values 0..p of its own sequence.
+// a new token at position p attends to the cached keys/values 0..p of its own sequence. What
+// differs between the block kinds is in the table kv_steps below; kv_forward (the rows of a call,
+// the layers in order, the LM head at each sequence's newest row) is shared.
 #include "generate.h"
 #include "kernels.h"
 #include "util.h"
@@ -7,10 +9,209 @@
 #include <stdlib.h>
 #include <string.h>
 
+// One block kind's decoding step. R rows of this call are in kv->row_tok / row_pos / row_seq; each
+// function reads and writes the step activations of kv.
+typedef struct {
+    int layernorm;   // 1: LayerNorm (means kept per row); 0: RMSNorm
+    int rope;        // 1: rotary positions (inv_freq kept)
+    // row widths of the fused qkv product, the MLP's input product and its activation
+    void (*widths)(const ModelConfig *c, int *qkv_w, int *fc_w, int *act_w);
+    void (*embed)(const Model *m, KVCache *kv, int64_t R);             // kv->x = the rows' input
+    void (*layer)(const Model *m, KVCache *kv, int l, int64_t R);      // kv->x through layer l
+    void (*final_norm)(const Model *m, KVCache *kv, int64_t R);        // kv->ln = norm(kv->x)
+} KVStep;
+
+// Appends the keys and values of this call's rows (kv->qkv, after RoPE where used) to each
+// sequence's cache of layer l, head by head.
+static void kv_append(KVCache *kv, int l, int64_t R) {
+    int hd = kv->hd, NH = kv->NH, KVH = kv->KVH;
+    for (int64_t j = 0; j < R; j++) {
+        int b = kv->row_seq[j], pos = kv->row_pos[j];
+        const float *row = kv->qkv + (size_t)j * kv->qkv_w;
+        for (int h = 0; h < KVH; h++) {
+            size_t dst = ((((size_t)l * kv->max_B + b) * KVH + h) * kv->max_T + pos) * hd;
+            memcpy(kv->k + dst, row + (size_t)(NH + h) * hd, (size_t)hd * sizeof(float));
+            memcpy(kv->v + dst, row + (size_t)(NH + KVH + h) * hd, (size_t)hd * sizeof(float));
+        }
+    }
+}
+
+// Attention of each new row against its sequence's cache of layer l (which already holds the row
+// itself): query head h reads KV head h / (NH / KVH). out (R, NH * hd).
+static void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
+    int NH = kv->NH, hd = kv->hd, group = kv->NH / kv->KVH;
+    float scale = 1.0f / sqrtf((float)hd);
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int64_t r = 0; r < R; r++) {
+        for (int h = 0; h < NH; h++) {
+            int b = kv->row_seq[r], pos = kv->row_pos[r];
+            size_t base = (((size_t)l * kv->max_B + b) * kv->KVH + h / group) * (size_t)kv->max_T * hd;
+            const float *q = kv->qkv + (size_t)r * kv->qkv_w + (size_t)h * hd;
+            float sc[pos + 1];
+            float mx = -INFINITY;
+            for (int s = 0; s <= pos; s++) {
+                const float *k = kv->k + base + (size_t)s * hd;
+                float d = 0.0f;
+                #pragma omp simd reduction(+:d)
+                for (int i = 0; i < hd; i++) d += q[i] * k[i];
+                sc[s] = d * scale;
+                if (sc[s] > mx) mx = sc[s];
+            }
+            float sum = 0.0f;
+            for (int s = 0; s <= pos; s++) { sc[s] = expf(sc[s] - mx); sum += sc[s]; }
+            float inv = 1.0f / sum;
+            float *y = out + (size_t)r * NH * hd + (size_t)h * hd;
+            for (int i = 0; i < hd; i++) y[i] = 0.0f;
+            for (int s = 0; s <= pos; s++) {
+                const float *v = kv->v + base + (size_t)s * hd;
+                float w = sc[s] * inv;
+                #pragma omp simd
+                for (int i = 0; i < hd; i++) y[i] += w * v[i];
+            }
+        }
+    }
+}
+
+// ---- GPT-2: LayerNorm, learned positions, GELU MLP, weights [in, out] ----
+
+static void kv_widths_gpt2(const ModelConfig *c, int *qkv_w, int *fc_w, int *act_w) {
+    *qkv_w = 3 * c->n_embd;
+    *fc_w = *act_w = 4 * c->n_embd;
+}
+
+static void kv_embed_gpt2(const Model *m, KVCache *kv, int64_t R) {
+    encoder_forward(kv->x, kv->row_tok, kv->row_pos, m->params.wte, m->params.wpe, R, kv->C);
+}
+
+static void kv_layer_gpt2(const Model *m, KVCache *kv, int l, int64_t R) {
+    const ModelParams *p = &m->params;
+    int C = kv->C;
+    float eps = m->config.ln_eps;
+    size_t lc = (size_t)l * C;
+    layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln1w + lc, p->ln1b + lc, R, C, eps);
+    matmul_forward(kv->qkv, kv->ln, p->qkvw + lc * 3 * C, p->qkvb + lc * 3, R, C, 3 * C, 0);
+    kv_append(kv, l, R);
+    kv_attention(kv->atty, kv, R, l);
+    matmul_forward(kv->x, kv->atty, p->attprojw + lc * C, p->attprojb + lc, R, C, C, 1);
+    layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln2w + lc, p->ln2b + lc, R, C, eps);
+    matmul_forward(kv->fch, kv->ln, p->fcw + lc * 4 * C, p->fcb + lc * 4, R, C, 4 * C, 0);
+    gelu_forward(kv->fchg, kv->fch, R * 4 * C);
+    matmul_forward(kv->x, kv->fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, R, 4 * C, C, 1);
+}
+
+static void kv_final_norm_gpt2(const Model *m, KVCache *kv, int64_t R) {
+    layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, m->params.lnfw, m->params.lnfb, R, kv->C,
+                      m->config.ln_eps);
+}
+
+// ---- Llama-style: RMSNorm, RoPE, GQA, optional q/k/v biases and q/k norms, SwiGLU, [out, in] ----
+
+static void kv_widths_llama(const ModelConfig *c, int *qkv_w, int *fc_w, int *act_w) {
+    *qkv_w = (c->n_head + 2 * model_kv_heads(c)) * model_head_dim(c);
+    *fc_w = 2 * model_ff(c);
+    *act_w = model_ff(c);
+}
+
+static void kv_embed_llama(const Model *m, KVCache *kv, int64_t R) {
+    size_t C = (size_t)kv->C;
+    for (int64_t r = 0; r < R; r++)
+        memcpy(kv->x + (size_t)r * C, m->params.wte + (size_t)kv->row_tok[r] * C,
+               C * sizeof(float));
+}
+
+// Qwen3's per-head RMSNorm of nheads heads starting at column col of every qkv row: the heads are
+// gathered into (R * nheads, hd) rows, normalised by weight w (hd), and put back.
+static void kv_head_norm(KVCache *kv, int col, int nheads, const float *w, int64_t R, float eps) {
+    size_t width = (size_t)nheads * kv->hd;
+    for (int64_t r = 0; r < R; r++)
+        memcpy(kv->hn_in + (size_t)r * width, kv->qkv + (size_t)r * kv->qkv_w + col,
+               width * sizeof(float));
+    rmsnorm_forward(kv->hn_out, kv->hn_rstd, kv->hn_in, w, R * nheads, kv->hd, eps);
+    for (int64_t r = 0; r < R; r++)
+        memcpy(kv->qkv + (size_t)r * kv->qkv_w + col, kv->hn_out + (size_t)r * width,
+               width * sizeof(float));
+}
+
+static void kv_layer_llama(const Model *m, KVCache *kv, int l, int64_t R) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *p = &m->params;
+    int C = kv->C, NH = kv->NH, KVH = kv->KVH, hd = kv->hd, QKV = kv->qkv_w, F = kv->act_w;
+    size_t lc = (size_t)l * C;
+    rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln1w + lc, R, C, c->ln_eps);
+    linear_forward(kv->qkv, kv->ln, p->qkvw + (size_t)l * QKV * C,
+                   c->qkv_bias ? p->qkvb + (size_t)l * QKV : NULL, R, C, QKV, 0);
+    if (c->qk_norm) {
+        kv_head_norm(kv, 0, NH, p->qnormw + (size_t)l * hd, R, c->ln_eps);
+        kv_head_norm(kv, NH * hd, KVH, p->knormw + (size_t)l * hd, R, c->ln_eps);
+    }
+    // q and k heads are adjacent in a row: one rotation at each row's own position
+    rope_forward(kv->qkv, kv->row_pos, kv->inv_freq, R, NH + KVH, hd, QKV);
+    kv_append(kv, l, R);
+    kv_attention(kv->atty, kv, R, l);
+    linear_forward(kv->x, kv->atty, p->attprojw + lc * NH * hd, NULL, R, NH * hd, C, 1);
+    rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln2w + lc, R, C, c->ln_eps);
+    linear_forward(kv->fch, kv->ln, p->fcw + lc * 2 * F, NULL, R, C, 2 * F, 0);
+    swiglu_forward(kv->fchg, kv->fch, R, F);
+    linear_forward(kv->x, kv->fchg, p->fcprojw + lc * F, NULL, R, F, C, 1);
+}
+
+static void kv_final_norm_llama(const Model *m, KVCache *kv, int64_t R) {
+    rmsnorm_forward(kv->ln, kv->rstd, kv->x, m->params.lnfw, R, kv->C, m->config.ln_eps);
+}
+
+static const KVStep kv_steps[] = {
+    [MODEL_ARCH_GPT2] = {1, 0, kv_widths_gpt2, kv_embed_gpt2, kv_layer_gpt2, kv_final_norm_gpt2},
+    [MODEL_ARCH_LLAMA] = {0, 1, kv_widths_llama, kv_embed_llama, kv_layer_llama,
+                          kv_final_norm_llama},
+};
+
+static const KVStep *kv_step(int arch) {
+    int n = (int)(sizeof kv_steps / sizeof kv_steps[0]);
+    return arch >= 0 && arch < n && kv_steps[arch].layer ? &kv_steps[arch] : NULL;
+}
+
+// The floats of a cache whose sizes kv holds: one table for kv_init's carving and
+// kv_memory_bytes, so they cannot disagree.
+typedef struct { float **ptr; size_t n; } KVSlot;
+
+static int kv_layout(KVCache *kv, const KVStep *st, int qk_norm, KVSlot *t) {
+    size_t R = (size_t)kv->max_rows, B = (size_t)kv->max_B, C = (size_t)kv->C;
+    size_t cache = (size_t)kv->L * B * kv->KVH * kv->max_T * kv->hd;
+    size_t att = (size_t)kv->NH * kv->hd, hn = qk_norm ? R * att : 0;
+    int k = 0;
+#define SLOT(field, count) t[k].ptr = &kv->field; t[k].n = (count); k++
+    SLOT(k, cache);  SLOT(v, cache);
+    SLOT(x, R * C);  SLOT(ln, R * C);  SLOT(mean, st->layernorm ? R : 0);  SLOT(rstd, R);
+    SLOT(qkv, R * kv->qkv_w);  SLOT(atty, R * att);
+    SLOT(fch, R * kv->fc_w);  SLOT(fchg, R * kv->act_w);
+    SLOT(hn_in, hn);  SLOT(hn_out, hn);  SLOT(hn_rstd, qk_norm ? R * kv->NH : 0);
+    SLOT(inv_freq, st->rope ? (size_t)kv->hd / 2 : 0);
+    SLOT(head_in, B * C);  SLOT(logits, B * kv->V);  SLOT(head_logits, B * kv->V);
+#undef SLOT
+    return k;
+}
+
+// kv's sizes for model c (no memory); NULL step when the architecture has none.
+static const KVStep *kv_sizes(KVCache *kv, const ModelConfig *c, int max_B, int max_T,
+                              int max_rows) {
+    memset(kv, 0, sizeof(*kv));
+    const KVStep *st = kv_step(c->arch);
+    if (!st) return NULL;
+    kv->max_B = max_B; kv->max_T = max_T; kv->max_rows = max_rows;
+    kv->arch = c->arch;
+    kv->L = c->n_layer; kv->NH = c->n_head; kv->KVH = model_kv_heads(c);
+    kv->hd = model_head_dim(c); kv->C = c->n_embd; kv->V = c->vocab_size;
+    st->widths(c, &kv->qkv_w, &kv->fc_w, &kv->act_w);
+    return st;
+}
+
+// len, last_row (max_B) and row_tok, row_pos, row_seq, chunk_tok (max_rows)
+static size_t kv_int_count(int max_B, int max_rows) { return (size_t)max_B * 2 + 4 * (size_t)max_rows; }
+
 int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, char *err,
             size_t errlen) {
-    memset(kv, 0, sizeof(*kv));
     const ModelConfig *c = &m->config;
+    memset(kv, 0, sizeof(*kv));
     if (!c->lm_head) return util_err(err, errlen, "generation needs a model with an LM head");
     if (max_B <= 0 || max_T <= 0 || max_rows <= 0)
         return util_err(err, errlen, "KV cache sizes must be positive (B=%d T=%d rows=%d)", max_B,
@@ -19,28 +220,21 @@ int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, cha
         return util_err(err, errlen,
                         "KV cache length %d exceeds the model's context n_positions=%d", max_T,
                         c->max_seq_len);
-    kv->max_B = max_B; kv->max_T = max_T; kv->max_rows = max_rows;
-    kv->L = c->n_layer; kv->NH = c->n_head; kv->C = c->n_embd; kv->V = c->vocab_size;
-    size_t C = (size_t)kv->C, R = (size_t)max_rows;
-    size_t cache = (size_t)kv->L * max_B * max_T * C;   // NH * hd = C
-    size_t floats = 2 * cache + R * (C + C + 1 + 1 + 3 * C + C + 4 * C + 4 * C) +
-                    (size_t)max_B * (C + 2 * (size_t)kv->V);
+    const KVStep *st = kv_sizes(kv, c, max_B, max_T, max_rows);
+    if (!st) return util_err(err, errlen, "no KV-cache decoding for architecture %d", c->arch);
+    KVSlot t[32];
+    int n = kv_layout(kv, st, c->qk_norm, t);
+    size_t floats = 0;
+    for (int i = 0; i < n; i++) floats += (t[i].n + 15) & ~(size_t)15;   // 64-byte aligned slots
     kv->memory = ALIGNED_CHECK(floats * sizeof(float));
     float *p = kv->memory;
-    kv->k = p; p += cache;
-    kv->v = p; p += cache;
-    kv->x = p; p += R * C;
-    kv->ln = p; p += R * C;
-    kv->mean = p; p += R;
-    kv->rstd = p; p += R;
-    kv->qkv = p; p += R * 3 * C;
-    kv->atty = p; p += R * C;
-    kv->fch = p; p += R * 4 * C;
-    kv->fchg = p; p += R * 4 * C;
-    kv->head_in = p; p += (size_t)max_B * C;
-    kv->logits = p; p += (size_t)max_B * kv->V;
-    kv->head_logits = p;
-    kv->len = CALLOC_CHECK((size_t)max_B * 2 + 4 * R, sizeof(int32_t));
+    for (int i = 0; i < n; i++) { *t[i].ptr = t[i].n ? p : NULL; p += (t[i].n + 15) & ~(size_t)15; }
+    if (st->rope)
+        rope_inv_freq(kv->inv_freq, kv->hd, c->rope_theta, c->rope_scaling, c->rope_factor,
+                      c->rope_low_freq_factor, c->rope_high_freq_factor,
+                      c->rope_original_max_pos);
+    size_t R = (size_t)max_rows;
+    kv->len = CALLOC_CHECK(kv_int_count(max_B, max_rows), sizeof(int32_t));
     kv->last_row = kv->len + max_B;
     kv->row_tok = kv->last_row + max_B;
     kv->row_pos = kv->row_tok + R;
@@ -53,47 +247,10 @@ void kv_free(KVCache *kv) { free(kv->memory); free(kv->len); memset(kv, 0, sizeo
 
 void kv_reset(KVCache *kv) { memset(kv->len, 0, (size_t)kv->max_B * sizeof(int32_t)); }
 
-// Attention of each new row against its sequence's cache (which already holds the row itself).
-static void kv_attention(float *out, const float *qkv, const float *kc, const float *vc,
-                         const KVCache *kv, int64_t R, int layer) {
-    int C = kv->C, NH = kv->NH, hd = C / NH;
-    float scale = 1.0f / sqrtf((float)hd);
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int64_t r = 0; r < R; r++) {
-        for (int h = 0; h < NH; h++) {
-            int b = kv->row_seq[r], pos = kv->row_pos[r];
-            size_t base = (((size_t)layer * kv->max_B + b) * NH + h) * (size_t)kv->max_T * hd;
-            const float *q = qkv + (size_t)r * 3 * C + (size_t)h * hd;
-            float sc[pos + 1];
-            float mx = -INFINITY;
-            for (int s = 0; s <= pos; s++) {
-                const float *k = kc + base + (size_t)s * hd;
-                float d = 0.0f;
-                #pragma omp simd reduction(+:d)
-                for (int i = 0; i < hd; i++) d += q[i] * k[i];
-                sc[s] = d * scale;
-                if (sc[s] > mx) mx = sc[s];
-            }
-            float sum = 0.0f;
-            for (int s = 0; s <= pos; s++) { sc[s] = expf(sc[s] - mx); sum += sc[s]; }
-            float inv = 1.0f / sum;
-            float *y = out + (size_t)r * C + (size_t)h * hd;
-            for (int i = 0; i < hd; i++) y[i] = 0.0f;
-            for (int s = 0; s <= pos; s++) {
-                const float *v = vc + base + (size_t)s * hd;
-                float w = sc[s] * inv;
-                #pragma omp simd
-                for (int i = 0; i < hd; i++) y[i] += w * v[i];
-            }
-        }
-    }
-}
-
-int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t *n_new, int B,
-               int Tc, float *all_logits, char *err, size_t errlen) {
-    const ModelConfig *c = &m->config;
-    const ModelParams *p = &m->params;
-    int C = kv->C, NH = kv->NH, hd = C / NH, V = kv->V;
+// Checks a call's sizes and token ids and lays its rows out packed (kv->row_*, last_row);
+// returns the number of rows or -1 with a message.
+static int64_t kv_rows(KVCache *kv, const int32_t *tokens, const int32_t *n_new, int B, int Tc,
+                       char *err, size_t errlen) {
     if (B <= 0 || B > kv->max_B)
         return util_err(err, errlen, "batch size %d is outside 1..%d of the KV cache", B,
                         kv->max_B);
@@ -116,50 +273,40 @@ int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t
         kv->last_row[b] = -1;
         for (int i = 0; i < n_new[b]; i++, r++) {
             int32_t tok = tokens[(size_t)b * Tc + i];
-            if (tok < 0 || tok >= V)
+            if (tok < 0 || tok >= kv->V)
                 return util_err(err, errlen, "token id %d is outside the vocabulary 0..%d", tok,
-                                V - 1);
+                                kv->V - 1);
             kv->row_tok[r] = tok; kv->row_pos[r] = kv->len[b] + i; kv->row_seq[r] = b;
             kv->last_row[b] = (int32_t)r;
         }
     }
-    if (R == 0) return 0;
-    encoder_forward(kv->x, kv->row_tok, kv->row_pos, p->wte, p->wpe, R, C);
-    for (int l = 0; l < c->n_layer; l++) {
-        size_t lc = (size_t)l * C;
-        layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln1w + lc, p->ln1b + lc, R, C,
-                          c->ln_eps);
-        matmul_forward(kv->qkv, kv->ln, p->qkvw + lc * 3 * C, p->qkvb + lc * 3, R, C, 3 * C, 0);
-        // append this call's keys and values, head by head, to each sequence's cache
-        for (int64_t j = 0; j < R; j++) {
-            int b = kv->row_seq[j], pos = kv->row_pos[j];
-            for (int h = 0; h < NH; h++) {
-                size_t dst = ((((size_t)l * kv->max_B + b) * NH + h) * kv->max_T + pos) * hd;
-                memcpy(kv->k + dst, kv->qkv + (size_t)j * 3 * C + C + (size_t)h * hd,
-                       (size_t)hd * sizeof(float));
-                memcpy(kv->v + dst, kv->qkv + (size_t)j * 3 * C + 2 * C + (size_t)h * hd,
-                       (size_t)hd * sizeof(float));
-            }
-        }
-        kv_attention(kv->atty, kv->qkv, kv->k, kv->v, kv, R, l);
-        matmul_forward(kv->x, kv->atty, p->attprojw + lc * C, p->attprojb + lc, R, C, C, 1);
-        layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln2w + lc, p->ln2b + lc, R, C,
-                          c->ln_eps);
-        matmul_forward(kv->fch, kv->ln, p->fcw + lc * 4 * C, p->fcb + lc * 4, R, C, 4 * C, 0);
-        gelu_forward(kv->fchg, kv->fch, R * 4 * C);
-        matmul_forward(kv->x, kv->fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, R, 4 * C, C, 1);
-    }
-    layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->lnfw, p->lnfb, R, C, c->ln_eps);
+    return R;
+}
+
+int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t *n_new, int B,
+               int Tc, float *all_logits, char *err, size_t errlen) {
+    const ModelConfig *c = &m->config;
+    const KVStep *st = kv_step(kv->arch);
+    int C = kv->C, V = kv->V;
+    if (!st || c->arch != kv->arch || c->n_layer != kv->L || c->n_embd != C ||
+        c->vocab_size != V || model_kv_heads(c) != kv->KVH)
+        return util_err(err, errlen, "the KV cache was made for another model's shape");
+    int64_t R = kv_rows(kv, tokens, n_new, B, Tc, err, errlen);
+    if (R <= 0) return (int)R;
+    st->embed(m, kv, R);
+    for (int l = 0; l < c->n_layer; l++) st->layer(m, kv, l, R);
+    st->final_norm(m, kv, R);
     for (int b = 0; b < B; b++) kv->len[b] += n_new[b];
-    if (all_logits)
-        logits_forward(all_logits, kv->ln, p->wte, R, V, C);
+    // the LM head: embed_tokens when tied (GPT-2 always), lm_head when untied
+    const float *head = c->untied ? m->params.lmheadw : m->params.wte;
+    if (all_logits) logits_forward(all_logits, kv->ln, head, R, V, C);
     // logits at each sequence's newest position only: the rest are not needed to sample
     int nb = 0;
     for (int b = 0; b < B; b++)
         if (kv->last_row[b] >= 0)
             memcpy(kv->head_in + (size_t)nb++ * C, kv->ln + (size_t)kv->last_row[b] * C,
                    (size_t)C * sizeof(float));
-    logits_forward(kv->head_logits, kv->head_in, p->wte, nb, V, C);
+    logits_forward(kv->head_logits, kv->head_in, head, nb, V, C);
     // each sequence's slot is written only when it had new tokens: earlier logits survive
     for (int b = 0, j = 0; b < B; b++)
         if (kv->last_row[b] >= 0)
@@ -245,10 +392,13 @@ int gen_generate_each(const Model *m, KVCache *kv, Sampler *s, const GenConfig *
 }
 
 size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows) {
-    // the same sizes as kv_init: cache, step activations, logits, then the int32 bookkeeping
-    size_t C = (size_t)c->n_embd, R = (size_t)max_rows;
-    size_t cache = (size_t)c->n_layer * max_B * max_T * C;
-    size_t floats = 2 * cache + R * (C + C + 1 + 1 + 3 * C + C + 4 * C + 4 * C) +
-                    (size_t)max_B * (C + 2 * (size_t)c->vocab_size);
-    return floats * sizeof(float) + ((size_t)max_B * 2 + 4 * R) * sizeof(int32_t);
+    // the same table as kv_init: cache, step activations, logits, then the int32 bookkeeping
+    KVCache d;
+    const KVStep *st = kv_sizes(&d, c, max_B, max_T, max_rows);
+    if (!st) return 0;
+    KVSlot t[32];
+    int n = kv_layout(&d, st, c->qk_norm, t);
+    size_t floats = 0;
+    for (int i = 0; i < n; i++) floats += (t[i].n + 15) & ~(size_t)15;
+    return floats * sizeof(float) + kv_int_count(max_B, max_rows) * sizeof(int32_t);
 }

@@ -3,6 +3,12 @@
 // A KVCache owns its keys/values and the step activations (allocated once in kv_init, for
 // max_B sequences of up to max_T positions, at most max_rows new tokens per call); kv_free
 // releases them. The model is only read.
+//
+// Both block kinds of model.h decode here; what differs (embedding, one layer's step, the final
+// norm, the sizes of the step activations) lives in generate.c's table of decoding steps, indexed
+// by ModelConfig.arch. Keys and values are cached per KV head (KVH = model_kv_heads, hd =
+// model_head_dim; GPT-2: KVH = NH, hd = C / NH), after RoPE for the Llama-style kind, so a
+// grouped-query model caches NH / KVH times less than its query heads would need.
 #ifndef GENERATE_H
 #define GENERATE_H
 #include "model.h"
@@ -10,11 +16,17 @@
 
 typedef struct {
     int max_B, max_T, max_rows;
-    int L, NH, C, V;
-    float *k, *v;          // (L, max_B, NH, max_T, hd)
+    int arch;              // MODEL_ARCH_* of the model the cache was made for
+    int L, NH, KVH, hd, C, V;
+    int qkv_w, fc_w, act_w;  // widths of a row's qkv, MLP input product and MLP activation
+    float *k, *v;          // (L, max_B, KVH, max_T, hd)
     int32_t *len;          // (max_B) positions cached per sequence
     float *memory;
-    float *x, *ln, *mean, *rstd, *qkv, *atty, *fch, *fchg, *head_in;  // step activations
+    // step activations, max_rows rows each (mean: LayerNorm only; hn_*: per-head q/k RMSNorm)
+    float *x, *ln, *mean, *rstd, *qkv, *atty, *fch, *fchg;
+    float *hn_in, *hn_out, *hn_rstd;  // (max_rows * NH * hd), ..., (max_rows * NH)
+    float *inv_freq;       // (hd / 2) RoPE frequencies (Llama-style only)
+    float *head_in;        // (max_B, C) final-norm rows of each sequence's newest token
     float *logits;         // (max_B, V) logits at each sequence's newest position
     float *head_logits;    // (max_B, V) scratch: packed rows of the last call
     int32_t *row_tok, *row_pos, *row_seq;  // (max_rows)

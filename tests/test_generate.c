@@ -1,6 +1,9 @@
 // KV-cache decoding and sampling: incremental logits equal the full forward's, prompts of
 // different lengths batch correctly, chunked prefill equals one pass, the same seed gives the same
-// samples, and each sampling rule keeps exactly the tokens it should.
+// samples, and each sampling rule keeps exactly the tokens it should. Both block kinds: GPT-2 and
+// tiny Llama-style models in the shapes nobody tunes for (9 query heads over 3 KV heads,
+// multi-query, head_dim 48 apart from n_embd / n_head, Qwen2 biases, Qwen3 q/k norms, untied
+// head, Llama 3 RoPE scaling at rope_theta 1e6 with positions past 1000).
 #include "generate.h"
 #include "model.h"
 #include "rng.h"
@@ -150,6 +153,236 @@ static void test_generate_determinism_and_chunking(void) {
     model_free(&m); model_free(&full);
 }
 
+// ---- Llama-style ----
+
+// 9 query heads over 3 KV heads of head_dim 48 (n_embd 72: 8 per head), q/k/v biases, untied
+// head, Llama 3 scaling with a short original context so that it changes positions near 1000
+static const ModelConfig llama_gqa = {
+    .arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_LLAMA, .max_seq_len = 1100, .vocab_size = 67,
+    .n_layer = 2, .n_head = 9, .n_embd = 72, .ln_eps = 1e-5f, .lm_head = 1, .n_kv_head = 3,
+    .head_dim = 48, .d_ff = 100, .rope_theta = 1e6f, .rope_scaling = MODEL_ROPE_LLAMA3,
+    .rope_factor = 8.0f, .rope_low_freq_factor = 1.0f, .rope_high_freq_factor = 4.0f,
+    .rope_original_max_pos = 256, .qkv_bias = 1, .untied = 1};
+// multi-query (one KV head), Qwen3's per-head q/k norms, tied embeddings, head_dim 16
+static const ModelConfig llama_mqa = {
+    .arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_QWEN3, .max_seq_len = 64, .vocab_size = 61,
+    .n_layer = 3, .n_head = 4, .n_embd = 40, .ln_eps = 1e-6f, .lm_head = 1, .n_kv_head = 1,
+    .head_dim = 16, .d_ff = 56, .rope_theta = 10000.0f, .qk_norm = 1};
+// all of it at once: GQA, biases, q/k norms, untied, Llama 3 scaling
+static const ModelConfig llama_all = {
+    .arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_LLAMA, .max_seq_len = 48, .vocab_size = 53,
+    .n_layer = 2, .n_head = 6, .n_embd = 36, .ln_eps = 1e-5f, .lm_head = 1, .n_kv_head = 2,
+    .head_dim = 10, .d_ff = 44, .rope_theta = 500000.0f, .rope_scaling = MODEL_ROPE_LLAMA3,
+    .rope_factor = 4.0f, .rope_low_freq_factor = 1.0f, .rope_high_freq_factor = 2.0f,
+    .rope_original_max_pos = 16, .qkv_bias = 1, .qk_norm = 1, .untied = 1};
+
+// A tiny random Llama-style model of config c: weights N(0, 0.3) (0.05 for deep products so that
+// the residual stream stays of order 1), every RMSNorm weight near 1.
+static void tiny_llama(Model *m, const ModelConfig *c, int max_B, int max_T) {
+    char err[256];
+    if (model_init(m, c, max_B, max_T, 0, 0, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    Rng r; rng_init(&r, 42);
+    rng_fill_normal(&r, m->params_memory, (int64_t)m->num_params, 0.0f, 0.3f);
+    float *ones[] = {m->params.ln1w, m->params.ln2w, m->params.lnfw, m->params.qnormw,
+                     m->params.knormw};
+    int sizes[] = {P_LN1W, P_LN2W, P_LNFW, P_QNORMW, P_KNORMW};
+    for (int i = 0; i < 5; i++)
+        for (size_t j = 0; j < m->param_sizes[sizes[i]]; j++) ones[i][j] = 1.0f + 0.1f * ones[i][j];
+}
+
+// got (V) is want (V) within tol of want's largest magnitude
+static void check_logits(const float *got, const float *want, int V, double tol, const char *what,
+                         int b, int t) {
+    double mx = 0, d = 0;
+    for (int i = 0; i < V; i++) {
+        mx = fmax(mx, fabs(want[i]));
+        d = fmax(d, fabs((double)got[i] - want[i]));
+    }
+    CHECK_MSG(d <= tol * mx, "%s, sequence %d position %d: differs by %.3g of %.3g", what, b, t, d,
+              mx);
+}
+
+// Feeds sequences b of tok (B, T) row-major, lengths len, to the cache: the first pre[b] tokens
+// in calls of at most `chunk` tokens per sequence (chunked prefill, all sequences together), then
+// one token per call. Checks every new row's logits against model_logits_at(full, ...).
+static void feed_and_check(const Model *m, const Model *full, const int32_t *tok, const int32_t *len,
+                           const int32_t *pre, int B, int T, int chunk) {
+    char err[256];
+    KVCache kv;
+    CHECK(kv_init(&kv, m, B, T, B * chunk, err, sizeof err) == 0);
+    int V = m->config.vocab_size;
+    float *all = malloc((size_t)B * chunk * V * sizeof(float));
+    int32_t pos[B], nn[B], buf[B * chunk];
+    for (int b = 0; b < B; b++) pos[b] = 0;
+    for (int calls = 0;; calls++) {
+        int any = 0, width = 1;
+        for (int b = 0; b < B; b++) {
+            int left = pos[b] < pre[b] ? pre[b] - pos[b] : (pos[b] < len[b] ? 1 : 0);
+            nn[b] = left < chunk ? left : chunk;
+            width = nn[b] > width ? nn[b] : width;
+            any |= nn[b] > 0;
+        }
+        if (!any) break;
+        for (int b = 0; b < B; b++)
+            memcpy(buf + b * width, tok + (size_t)b * T + pos[b], (size_t)nn[b] * sizeof(int32_t));
+        CHECK(kv_forward(m, &kv, buf, nn, B, width, all, err, sizeof err) == 0);
+        for (int b = 0, row = 0; b < B; b++)
+            for (int i = 0; i < nn[b]; i++, row++)
+                check_logits(all + (size_t)row * V, model_logits_at(full, b, pos[b] + i), V, 1e-4,
+                             "KV-cache logits vs the full forward", b, pos[b] + i);
+        for (int b = 0; b < B; b++) {
+            if (nn[b])
+                check_logits(kv.logits + (size_t)b * V, model_logits_at(full, b, pos[b] + nn[b] - 1),
+                             V, 1e-4, "newest logits vs the full forward", b, pos[b] + nn[b] - 1);
+            pos[b] += nn[b];
+        }
+    }
+    for (int b = 0; b < B; b++) CHECK(kv.len[b] == len[b]);
+    free(all);
+    kv_free(&kv);
+}
+
+// A padded batch of random sequences of lengths len through the full forward (MODEL_LOGITS_ALL)
+// and through the cache (prefill of pre[b] tokens in chunks, then one token at a time).
+static void llama_kv_case(const ModelConfig *c, int T, const int32_t *len, const int32_t *pre,
+                          int chunk) {
+    enum { B = 3 };
+    Model m; tiny_llama(&m, c, B, T);
+    int32_t *tok = malloc((size_t)B * T * sizeof(int32_t));
+    Rng r; rng_init(&r, 7);
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+    ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len};
+    char err[256];
+    CHECK_MSG(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0, "%s", err);
+    feed_and_check(&m, &m, tok, len, pre, B, T, chunk);
+    free(tok);
+    model_free(&m);
+}
+
+static void test_llama_incremental_equals_full(void) {
+    // positions past 1000 under rope_theta 1e6 and Llama 3 scaling; the prompts prefill in
+    // chunks of up to 128 tokens, then the last tokens one at a time
+    int32_t len_gqa[3] = {1030, 700, 9}, pre_gqa[3] = {1010, 690, 1};
+    llama_kv_case(&llama_gqa, 1030, len_gqa, pre_gqa, 128);
+    int32_t len_mqa[3] = {40, 23, 64}, pre_mqa[3] = {17, 0, 33};
+    llama_kv_case(&llama_mqa, 64, len_mqa, pre_mqa, 5);
+    int32_t len_all[3] = {48, 2, 31}, pre_all[3] = {30, 2, 7};
+    llama_kv_case(&llama_all, 48, len_all, pre_all, 8);
+}
+
+// Each sequence of a padded batch decodes as it would alone (its own cache of one sequence).
+static void test_llama_batch_equals_alone(void) {
+    enum { B = 3, T = 40 };
+    const ModelConfig *cs[] = {&llama_all, &llama_mqa};
+    for (int ci = 0; ci < 2; ci++) {
+        const ModelConfig *c = cs[ci];
+        Model m; tiny_llama(&m, c, 1, 1);
+        int V = c->vocab_size;
+        int32_t tok[B * T], len[B] = {40, 13, 27};
+        Rng r; rng_init(&r, 11);
+        for (int i = 0; i < B * T; i++) tok[i] = (int32_t)rng_below(&r, (uint64_t)V);
+        char err[256];
+        KVCache batch, alone;
+        CHECK(kv_init(&batch, &m, B, T, B * T, err, sizeof err) == 0);
+        CHECK(kv_init(&alone, &m, 1, T, T, err, sizeof err) == 0);
+        int32_t pre[B] = {12, 13, 1}, one[B];
+        float *want = malloc((size_t)B * T * V * sizeof(float));
+        for (int b = 0; b < B; b++) {   // each sequence alone, every position one at a time
+            kv_reset(&alone);
+            for (int t = 0; t < len[b]; t++) {
+                int32_t n1 = 1;
+                CHECK(kv_forward(&m, &alone, tok + b * T + t, &n1, 1, 1, NULL, err, sizeof err) ==
+                      0);
+                memcpy(want + ((size_t)b * T + t) * V, alone.logits, (size_t)V * sizeof(float));
+            }
+        }
+        CHECK(kv_forward(&m, &batch, tok, pre, B, T, NULL, err, sizeof err) == 0);
+        for (;;) {
+            // every sequence's newest logits (kept while the others advance) are its own alone
+            int any = 0;
+            int32_t next[B];
+            for (int b = 0; b < B; b++) {
+                int at = batch.len[b] - 1;
+                check_logits(batch.logits + (size_t)b * V, want + ((size_t)b * T + at) * V, V,
+                             1e-5, "batched vs alone", b, at);
+                one[b] = batch.len[b] < len[b];
+                next[b] = one[b] ? tok[b * T + batch.len[b]] : 0;
+                any |= one[b];
+            }
+            if (!any) break;
+            CHECK(kv_forward(&m, &batch, next, one, B, 1, NULL, err, sizeof err) == 0);
+        }
+        free(want);
+        kv_free(&batch); kv_free(&alone);
+        model_free(&m);
+    }
+}
+
+// Greedy generation equals the argmax of full forwards, token by token, for prompts of
+// different lengths decoded together.
+static void test_llama_greedy_equals_full(void) {
+    enum { B = 3, TP = 7, NEW = 12 };
+    const ModelConfig *cs[] = {&llama_gqa, &llama_mqa, &llama_all};
+    for (int ci = 0; ci < 3; ci++) {
+        const ModelConfig *c = cs[ci];
+        Model m; tiny_llama(&m, c, 1, TP + NEW);
+        int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 10, 11, 12, 0, 0, 0, 0};
+        int32_t plen[B] = {7, 2, 3}, out[B * NEW], ol[B];
+        GenConfig g = pure_sampling(NEW);
+        g.sampler.temperature = 0.0f;
+        char err[256];
+        KVCache kv;
+        Sampler s;
+        sampler_init(&s, c->vocab_size);
+        CHECK(kv_init(&kv, &m, B, TP + NEW, 4, err, sizeof err) == 0);   // prefill: 1 per prompt
+        Rng r; rng_init(&r, 3);
+        CHECK(gen_generate(&m, &kv, &s, &g, &r, prompts, plen, B, TP, out, ol, NULL, NULL, err,
+                           sizeof err) == 0);
+        for (int b = 0; b < B; b++) {
+            int32_t seq[TP + NEW], len = plen[b];
+            memcpy(seq, prompts + b * TP, (size_t)len * sizeof(int32_t));
+            CHECK(ol[b] == NEW);
+            for (int k = 0; k < NEW; k++) {
+                ModelBatch fb = {.B = 1, .T = len, .tokens = seq, .lengths = &len};
+                CHECK(model_forward(&m, &fb, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+                int32_t want = sampler_argmax(model_logits_at(&m, 0, len - 1), c->vocab_size);
+                CHECK_MSG(out[b * NEW + k] == want,
+                          "config %d: greedy token %d of prompt %d: %d, full forward says %d", ci,
+                          k, b, out[b * NEW + k], want);
+                seq[len++] = want;
+            }
+        }
+        kv_free(&kv); sampler_free(&s);
+        model_free(&m);
+    }
+}
+
+// The cache holds keys and values per KV head: T more positions cost 2 L B KVH T hd floats, and
+// a cache made for one model refuses another's shape.
+static void test_llama_cache_size(void) {
+    const ModelConfig *c = &llama_gqa;
+    size_t a = kv_memory_bytes(c, 2, 64, 16), b = kv_memory_bytes(c, 2, 128, 16);
+    CHECK_MSG(b - a == 2 * sizeof(float) * 2 * 2 * 3 * 64 * 48,
+              "64 more positions cost %zu bytes, want %zu", b - a,
+              2 * sizeof(float) * 2 * 2 * 3 * 64 * 48);
+    Model m, other;
+    tiny_llama(&m, c, 1, 1);
+    tiny_llama(&other, &llama_all, 1, 1);
+    char err[256];
+    KVCache kv;
+    CHECK(kv_init(&kv, &m, 2, 64, 16, err, sizeof err) == 0);
+    size_t cache = (size_t)2 * 2 * 3 * 64 * 48;   // L, B, KVH, T, hd
+    CHECK(kv.v - kv.k >= (ptrdiff_t)cache && kv.v - kv.k < (ptrdiff_t)cache + 16);
+    int32_t t1 = 1, n1 = 1;
+    CHECK_ERR(kv_forward(&other, &kv, &t1, &n1, 1, 1, NULL, err, sizeof err), err, "another model",
+              NULL);
+    kv_free(&kv);
+    model_free(&m); model_free(&other);
+}
+
 // the streams of B sequences, seeded base, base + 1, ...
 static void streams_init(Rng *r, int B, uint64_t base) {
     for (int b = 0; b < B; b++) rng_init(&r[b], base + (uint64_t)b);
@@ -280,6 +513,15 @@ int main(void) {
               test_generate_each_streams);
     test_case("generate: a cancel function ends generation between decoding steps",
               test_generate_cancel);
+    test_case("generate: Llama-style KV-cache logits equal the full forward (GQA, MQA, biases, "
+              "q/k norms, untied, Llama 3 RoPE past position 1000)",
+              test_llama_incremental_equals_full);
+    test_case("generate: Llama-style padded batch decodes as each sequence alone",
+              test_llama_batch_equals_alone);
+    test_case("generate: Llama-style greedy generation equals the argmax of full forwards",
+              test_llama_greedy_equals_full);
+    test_case("generate: Llama-style cache sized by KV heads, refuses another model's shape",
+              test_llama_cache_size);
     test_case("sampler: greedy, top-k, top-p, temperature frequencies", test_sampler_rules);
     return test_summary();
 }
