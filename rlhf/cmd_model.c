@@ -62,8 +62,8 @@ static const char *init_usage =
     "  --d-ff N            SwiGLU MLP width (intermediate_size)\n"
     "  --rope-theta X      RoPE base\n"
     "  --untied            a separate LM head (lm_head.weight) instead of the tied embeddings\n"
-    "  --qkv-bias          biases on the q/k/v projections (Qwen2)\n"
-    "  --qk-norm           per-head RMSNorm of q and k (Qwen3)\n"
+    "  --qkv-bias          biases on the q/k/v projections (written as a Qwen2 model)\n"
+    "  --qk-norm           per-head RMSNorm of q and k (written as a Qwen3 model)\n"
     "  --score-head        add the scalar head score.weight (reward / value model)\n"
     "  --no-lm-head        reward / value model without the LM head (needs --score-head)\n"
     "  --seed S            initialisation seed (default 1234)\n"
@@ -121,6 +121,16 @@ static int init_config(const Preset *p, const InitOverrides *o, int64_t vocab, M
         if (o->ff) c->d_ff = (int)o->ff;
         if (o->theta) c->rope_theta = (float)o->theta;
         c->untied |= o->untied;
+        // Hugging Face has these only as families: q/k/v biases alone are Qwen2's, q/k norms
+        // Qwen3's (Llama's attention_bias would add o_proj's too)
+        if (o->qkv_bias && (o->qk_norm || c->qk_norm))
+            return util_err(err, errlen, "--qkv-bias: no Hugging Face family has q/k/v biases and "
+                            "q/k norms together (Qwen2 has the biases, Qwen3 the norms)");
+        if (o->qk_norm && c->qkv_bias)
+            return util_err(err, errlen, "--qk-norm: no Hugging Face family has q/k/v biases and "
+                            "q/k norms together (Qwen2 has the biases, Qwen3 the norms)");
+        if (o->qkv_bias) c->family = MODEL_FAMILY_QWEN2;
+        if (o->qk_norm) c->family = MODEL_FAMILY_QWEN3;
         c->qkv_bias |= o->qkv_bias;
         c->qk_norm |= o->qk_norm;
     }
