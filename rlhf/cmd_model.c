@@ -235,7 +235,8 @@ int cmd_init(int argc, char **argv) {
     int rc = ckpt_save(out, &m, &so, err, sizeof err);
     char shape[160];
     init_describe(&c, shape, sizeof shape);
-    if (!rc) fprintf(stderr, "rlhf init: %s: %zu parameters (%s) written\n", out, m.num_params, shape);
+    if (!rc)
+        fprintf(stderr, "rlhf init: %s: %zu parameters (%s) written\n", out, m.num_params, shape);
     model_free(&m);
     if (rc) FAIL("rlhf init: %s", err);
     return 0;
@@ -249,8 +250,9 @@ static const char *info_usage =
     "gradients, AdamW moments, activations at B x T) and to sample (weights, KV cache for B x T),\n"
     "after loading the weights (every dtype, shape and value checked: a checkpoint info accepts\n"
     "loads). Defaults: B = 8, T = the model's context, at most 2048.\n"
-    "--system: the CPU and its vector extensions, the OpenBLAS kernel (and whether it was selected\n"
-    "at startup), OpenBLAS's configuration, the thread counts and the variables that set them.\n";
+    "--system: the CPU and its vector extensions, the OpenBLAS kernel (and whether it was\n"
+    "selected at startup), OpenBLAS's configuration, the thread counts and the variables that\n"
+    "set them.\n";
 
 static const char *const info_family_names[] = {"gpt2", "llama", "mistral", "qwen2", "qwen3"};
 
@@ -451,14 +453,20 @@ int cmd_eval(int argc, char **argv) {
         if (rc) FAIL("rlhf eval: %s", err);
     } else {
         Tokenizer *t;
-        if (load_tokenizer(&t, dir, tokdir, err, sizeof err)) { free(data); FAIL("rlhf eval: %s", err); }
+        if (load_tokenizer(&t, dir, tokdir, err, sizeof err)) {
+            free(data);
+            FAIL("rlhf eval: %s", err);
+        }
         TokIds ti = {0};
         int rc = tok_encode(t, data, len, 0, &ti, err, sizeof err);
         free(data);
         int64_t tv = tok_vocab_size(t);
         tok_free(t);
         if (rc) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
-        if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tv, err, sizeof err)) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
+        if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tv, err, sizeof err)) {
+            tok_ids_free(&ti);
+            FAIL("rlhf eval: %s", err);
+        }
         ids = ti.ids; n = ti.n;
     }
     if (n < 2) { free(ids); FAIL("rlhf eval: need at least 2 tokens (got %zu)", n); }
@@ -603,9 +611,9 @@ static int gen_load_prompts(const GenArgs *a, GenPrompts *g) {
             FAIL("rlhf generate: %s", err);
         if (p->n == 0) FAIL("rlhf generate: prompt %zu is empty", i + 1);
         if ((int64_t)p->n + a->max_new > g->c.max_seq_len)
-            FAIL(
-                "rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the context of %d",
-                i + 1, p->n, (long long)a->max_new, g->c.max_seq_len);
+            FAIL("rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the "
+                 "context of %d",
+                 i + 1, p->n, (long long)a->max_new, g->c.max_seq_len);
         if ((int64_t)p->n > g->maxlen) g->maxlen = (int64_t)p->n;
     }
     return 0;
