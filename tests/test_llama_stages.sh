@@ -189,6 +189,14 @@ grep -q "no bias folded: the model's final RMSNorm" err &&
     [ "$(metric ws.db final/bias)" = 0.0 ] &&
     ok "no bias to fold in RMSNorm: said so, final/ holds last/'s weights, final/bias 0" ||
     bad "bias on a Llama reward model"
+"$B/reward" train -c rm.yaml --set model.init=lsftu/last --set out.dir=lrmu \
+    --set train.steps=3 > out 2> err &&
+    shape lrmu/final/config.json "architectures=['LlamaForSequenceClassification']" \
+        tie_word_embeddings=False 2>> err &&
+    [ "$(tensors lrmu/final | grep -c 'lm_head\|score.weight')" = 1 ] &&
+    "$R" info lrmu/final > /dev/null 2>> err &&
+    ok "a reward model from the untied SFT model: its lm_head.weight dropped, score.weight added, it loads" ||
+    bad "reward model from an untied SFT model"
 head -20 train.jsonl | sed 's/"response"/"completion"/' > demos.jsonl
 "$B/reward" score lrm/final --input demos.jsonl > scores.jsonl 2> err &&
     [ "$(grep -c '"score":-*[0-9]' scores.jsonl)" = 20 ] && ! grep -qi "nan\|inf" scores.jsonl &&
