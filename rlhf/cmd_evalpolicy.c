@@ -261,6 +261,12 @@ static int check_lm(const char *dir, const Eval *e, const char *role) {
     ModelConfig c;
     if (ckpt_load_config(dir, &c, NULL, err, sizeof err)) EFAIL("%s: %s", role, err);
     if (!c.lm_head) EFAIL("%s: %s is a reward/value model without an LM head", role, dir);
+    ModelConfig ac;   // --b and --reference read --a's tokens: their tokenizers must agree
+    if (strcmp(dir, e->a) &&
+        (ckpt_load_config(e->a, &ac, NULL, err, sizeof err) ||
+         reward_check_tokenizer(role, dir, &c, &ac, e->tokdir ? e->tokdir : e->a, e->tok, err,
+                                sizeof err)))
+        EFAIL("%s", err);
     if (e->longest_prompt + e->max_new > c.max_seq_len)
         EFAIL(
             "%s: a prompt of %lld tokens plus --max-new %lld exceeds the context of %d; lower --max-new",

@@ -342,4 +342,9 @@ head -12 prompts.jsonl > ep.jsonl
 expect_fail "eval-policy: a reward model of another tokenizer refused" 1 "disagree on token id" \
     "$R" eval-policy --a mixed/policy --b lpre/best --prompts ep.jsonl --max-new 6 \
     --reward grm_other --judge "$PY $ROOT/reward/judge_example.py"
+"$R" init --preset llama-tiny --n-positions 48 --tokenizer tok2 --out lother 2> /dev/null
+expect_fail "eval-policy: a policy B of another tokenizer refused, naming --b and the id" 1 \
+    "^rlhf eval-policy: --b: the tokenizer of lother and the policy's (mixed/policy) disagree" \
+    "$R" eval-policy --a mixed/policy --b lother --prompts ep.jsonl --max-new 6 \
+    --judge "$PY $ROOT/reward/judge_example.py"
 lib_summary
