@@ -102,6 +102,18 @@ for kv in sys.argv[2:]:
     tensors over | grep -q "^lm_head.weight$" &&
     ok "overrides: --n-kv-head 1 (multi-query), --head-dim, --d-ff, --untied (lm_head.weight), --rope-theta, --qk-norm (Qwen3), --qkv-bias (Qwen2)" ||
     bad "overrides: $(cat over.txt | tr '\n' '|')"
+# a Hugging Face config with Llama 3's rope scaling: info names it
+cp -r lbase l3 && $PY - l3/config.json <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["rope_theta"] = 500000.0
+c["rope_scaling"] = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 16, "rope_type": "llama3"}
+json.dump(c, open(sys.argv[1], "w"))
+PY
+"$R" info l3 > l3.txt 2> err &&
+    grep -q "^rope  *theta 500000, llama3 scaling (factor 8, low 1, high 4, original context 16)$" \
+        l3.txt && ok "info: Llama 3's rope scaling from config.json" || bad "info with rope_scaling"
 expect_fail "a Llama-only option on a GPT-2 preset: refused, naming it" 1 \
     "rlhf init: --n-kv-head applies to the Llama-family presets" "$R" init --preset tiny \
     --n-kv-head 2 --out x
