@@ -2,6 +2,7 @@
 // reward.h for the definitions.
 #include "reward.h"
 #include "checkpoint.h"
+#include "cli.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -307,14 +308,9 @@ static int read_merges(const char *dir, char **out, size_t *n) {
     for (int i = 0; i < 2; i++) {
         char path[4200];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        FILE *f = fopen(path, "rb");
-        if (!f) continue;
-        size_t cap = 1 << 16, len = 0, got;
-        char *buf = MALLOC_CHECK(cap);
-        while ((got = fread(buf + len, 1, cap - len, f)) > 0)
-            if ((len += got) == cap) buf = REALLOC_CHECK(buf, cap *= 2);
-        fclose(f);
-        size_t skip = 0;
+        char *buf;
+        size_t len, skip = 0;
+        if (cli_read_file(path, &buf, &len, NULL, 0)) continue;
         if (len >= 8 && !memcmp(buf, "#version", 8)) {
             const char *nl = memchr(buf, '\n', len);
             skip = nl ? (size_t)(nl - buf) + 1 : len;

@@ -291,6 +291,13 @@ PY
 expect_fail "ppo: a reward model whose tokenizer gives an id other bytes: refused, naming the id" 1 \
     "model.reward: the tokenizer of grm_other and the policy's (lpre/best) disagree on token id" \
     "$B/ppo" -c ppo.yaml --set model.reward=grm_other --set out.dir=o1
+# the same tokens, two merges in the other order: text is split differently
+mkdir grm_merges && cp grm/config.json grm/model.safetensors grm/vocab.json grm_merges/
+awk 'NR == 2 { held = $0; next } NR == 3 { print; print held; next } { print }' grm/merges.txt \
+    > grm_merges/merges.txt
+expect_fail "ppo: a reward model whose tokenizer has the same tokens but other merges: refused" 1 \
+    "model.reward: .*grm_merges .*same tokens but different merges" \
+    "$B/ppo" -c ppo.yaml --set model.reward=grm_merges --set out.dir=o3
 mkdir grm_bare && cp grm/config.json grm/model.safetensors grm_bare/
 expect_fail "ppo: a GPT-2 reward model without tokenizer files beside a Llama-style policy: refused" 1 \
     "model.reward: grm_bare is a GPT-2 model without tokenizer files beside a Llama-style policy" \
