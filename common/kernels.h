@@ -69,7 +69,8 @@ void score_backward(float *dinp, float *dw, const float *dout, const float *inp,
 // ---- Llama-style kernels (see model.h for the block kind that uses them) ----
 
 // out (N,OC) = [out +] inp (N,C) @ weight^T + bias, weight (OC,C) in the nn.Linear layout
-// [out, in], bias (OC) or NULL; beta_one as matmul_forward.
+// [out, in], bias (OC) or NULL; beta_one as matmul_forward. Up to 8 rows (decoding) stream the
+// weight once (the LM head's kernels) instead of sgemm: the same to rounding, not bit for bit.
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
 // dinp (N,C) or NULL, dweight (OC,C), dbias (OC) or NULL, dout (N,OC)

@@ -530,6 +530,8 @@ static void test_linear(void) {
     test_linear_n(150, 7, 11, 1);   // the bias gradient's row sum: two full chunks of 64, a partial
     test_linear_n(1, 37, 11, 1);    // one row (decoding): two vectors of 16 and a tail
     test_linear_n(1, 7, 12, 0);
+    test_linear_n(3, 37, 11, 1);    // few rows (decoding): one pass of 4 rows, a tail of channels
+    test_linear_n(8, 37, 40, 1);    // two passes of 4 rows, a second block of 32 outputs
 }
 
 // ---- RMSNorm
@@ -669,6 +671,7 @@ static void test_rope(void) {
     int32_t far[5] = {1001, 4097, 32767, 131071, 1000};
     test_rope_case(far, 5, 2, 64, 0, 1e6);
     test_rope_case(far, 5, 1, 48, 5, 1e6);
+    test_rope_case(far, 5, 2, 160, 3, 1e6);   // 80 pairs: a block of 64 cosines and a partial one
 }
 
 // ---- SwiGLU
