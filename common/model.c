@@ -276,7 +276,7 @@ static void gpt2_tensor(const Model *m, int i, ModelTensor *t, int *slot, size_t
     }
 }
 
-// ---- Llama-style: RMSNorm, RoPE, grouped-query attention, SwiGLU, nn.Linear weights [out, in] ----
+// ---- Llama-style: RMSNorm, RoPE, grouped-query attention, SwiGLU, nn.Linear [out, in] ----
 
 static int llama_validate(const ModelConfig *c, char *err, size_t errlen) {
     int NH = c->n_head, KVH = model_kv_heads(c);
@@ -627,6 +627,8 @@ static const BlockKind *model_kind(const ModelConfig *c) {
     return &MODEL_KINDS[c->arch == MODEL_ARCH_LLAMA ? MODEL_ARCH_LLAMA : MODEL_ARCH_GPT2];
 }
 
+const char *model_kind_name(const ModelConfig *c) { return model_kind(c)->name; }
+
 // ---- shared: configuration, memory plan, allocation ----
 
 static int validate_common(const ModelConfig *c, const KindKeys *k, char *err, size_t errlen) {
@@ -864,8 +866,6 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     kind->embed_forward(m);
     for (int l = 0; l < L; l++) kind->layer_forward(m, l);
     kind->final_forward(m);
-    // the LM head: tied to the embeddings, or its own matrix (lm_head.weight)
-    const float *head_w = c->untied ? p->lmheadw : p->wte;
 
     if (c->lm_head && (b->targets || (flags & MODEL_LOGITS_ALL))) {
         // the LM head only on the rows that need it: a loss, or an explicit request
@@ -884,7 +884,9 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
         for (int64_t j = 0; j < M; j++)
             memcpy(m->head_in + (size_t)j * C, m->lnf + (size_t)m->head_rows[j] * C,
                    (size_t)C * sizeof(float));
-        if (M > 0) {  // logits (M,V) = head_in (M,C) @ wte^T
+        // the LM head's matrix W: the embeddings (tied) or lm_head.weight (untied)
+        const float *head_w = c->untied ? p->lmheadw : p->wte;
+        if (M > 0) {  // logits (M,V) = head_in (M,C) @ W^T
             logits_forward(m->logits, m->head_in, head_w, M, V, C);
             logprob_forward(m->head_logp, (flags & MODEL_ENTROPY) ? m->head_ent : NULL, m->lse,
                             m->logits, m->head_tgt, M, V);

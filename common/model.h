@@ -174,6 +174,8 @@ void model_free(Model *m);
 // tensor slot (P_*), so a slot another kind lacks does not change the others' values.
 void model_init_weights(Model *m, uint64_t seed);
 size_t model_memory_bytes(const ModelConfig *c, int max_B, int max_T, int trainable);
+// The block kind of c->arch as the memory plan prints it: "gpt2" or "llama-style".
+const char *model_kind_name(const ModelConfig *c);
 
 // Forward pass; returns 0 or -1 (bad batch: sizes, lengths, token ids) with a message.
 int  model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t errlen);

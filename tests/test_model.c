@@ -413,6 +413,184 @@ static double llama_objective(Model *m, const LlamaBatch *lb) {
     return j;
 }
 
+// ---- a double-precision Llama forward written from the HF tensors, by name ----
+// It reads only model_tensor()'s listing, so it checks the fused layout, the slices and the
+// wiring of the block (q/k norm before RoPE, rotate_half pairs, KV head h / (NH/KVH), SwiGLU,
+// the untied head) independently of the engine's own buffers.
+
+static const float *ref_tensor(const Model *m, const char *name) {
+    for (int i = 0; i < model_tensor_count(m); i++) {
+        ModelTensor t;
+        model_tensor(m, i, &t);
+        if (!strcmp(t.name, name)) return t.data;
+    }
+    fprintf(stderr, "no tensor %s\n", name);
+    exit(1);
+}
+
+static const float *ref_layer(const Model *m, int l, const char *name) {
+    char full[96];
+    snprintf(full, sizeof full, "model.layers.%d.%s", l, name);
+    return ref_tensor(m, full);
+}
+
+// y (rows, n) = x (rows, n) * rsqrt(mean x^2 + eps) * w
+static void ref_rmsnorm(double *y, const double *x, const float *w, int rows, int n, double eps) {
+    for (int r = 0; r < rows; r++) {
+        double s = 0;
+        for (int i = 0; i < n; i++) s += x[r * n + i] * x[r * n + i];
+        double k = 1.0 / sqrt(s / n + eps);
+        for (int i = 0; i < n; i++) y[r * n + i] = x[r * n + i] * k * w[i];
+    }
+}
+
+// y (out) = W (out, in) x (+ b)
+static void ref_linear(double *y, const float *W, const float *b, const double *x, int out,
+                       int in) {
+    for (int o = 0; o < out; o++) {
+        double s = b ? b[o] : 0.0;
+        for (int i = 0; i < in; i++) s += (double)W[(size_t)o * in + i] * x[i];
+        y[o] = s;
+    }
+}
+
+// HF's _compute_llama3_parameters, in double
+static double ref_inv_freq(const ModelConfig *c, int i, int hd) {
+    double f = pow((double)c->rope_theta, -2.0 * i / hd);
+    if (c->rope_scaling != MODEL_ROPE_LLAMA3) return f;
+    double old = c->rope_original_max_pos, lo = c->rope_low_freq_factor;
+    double hi = c->rope_high_freq_factor, wl = 2 * M_PI / f;
+    if (wl < old / hi) return f;
+    if (wl > old / lo) return f / c->rope_factor;
+    double smooth = (old / wl - lo) / (hi - lo);
+    return (1 - smooth) * f / c->rope_factor + smooth * f;
+}
+
+static void ref_rope(double *x, int nheads, int hd, int pos, const ModelConfig *c) {
+    for (int h = 0; h < nheads; h++)
+        for (int i = 0; i < hd / 2; i++) {
+            double ang = pos * ref_inv_freq(c, i, hd), *a = x + h * hd + i, *b = a + hd / 2;
+            double a0 = *a, b0 = *b;
+            *a = a0 * cos(ang) - b0 * sin(ang);
+            *b = b0 * cos(ang) + a0 * sin(ang);
+        }
+}
+
+// logits (len, V) and values (len) of one sequence
+static void ref_llama_forward(const Model *m, const int32_t *tok, int len, double *logits,
+                              double *values) {
+    const ModelConfig *c = &m->config;
+    int E = c->n_embd, NH = c->n_head, KVH = model_kv_heads(c), hd = model_head_dim(c);
+    int F = model_ff(c), nv = c->vocab_size, grp = NH / KVH;
+    double eps = c->ln_eps;
+    double *x = calloc((size_t)len * E, sizeof(double)), *h = malloc((size_t)E * sizeof(double));
+    double *q = malloc((size_t)len * NH * hd * sizeof(double));
+    double *k = malloc((size_t)len * KVH * hd * sizeof(double));
+    double *v = malloc((size_t)len * KVH * hd * sizeof(double));
+    double *o = malloc((size_t)NH * hd * sizeof(double)), *y = malloc((size_t)E * sizeof(double));
+    double *g = malloc((size_t)F * sizeof(double)), *u = malloc((size_t)F * sizeof(double));
+    double *p = malloc((size_t)len * sizeof(double));
+    const float *emb = ref_tensor(m, "model.embed_tokens.weight");
+    for (int t = 0; t < len; t++)
+        for (int i = 0; i < E; i++) x[t * E + i] = emb[(size_t)tok[t] * E + i];
+    for (int l = 0; l < c->n_layer; l++) {
+        for (int t = 0; t < len; t++) {
+            double *qt = q + t * NH * hd, *kt = k + t * KVH * hd, *vt = v + t * KVH * hd;
+            ref_rmsnorm(h, x + t * E, ref_layer(m, l, "input_layernorm.weight"), 1, E, eps);
+            ref_linear(qt, ref_layer(m, l, "self_attn.q_proj.weight"),
+                       c->qkv_bias ? ref_layer(m, l, "self_attn.q_proj.bias") : NULL, h, NH * hd,
+                       E);
+            ref_linear(kt, ref_layer(m, l, "self_attn.k_proj.weight"),
+                       c->qkv_bias ? ref_layer(m, l, "self_attn.k_proj.bias") : NULL, h,
+                       KVH * hd, E);
+            ref_linear(vt, ref_layer(m, l, "self_attn.v_proj.weight"),
+                       c->qkv_bias ? ref_layer(m, l, "self_attn.v_proj.bias") : NULL, h,
+                       KVH * hd, E);
+            if (c->qk_norm) {
+                ref_rmsnorm(qt, qt, ref_layer(m, l, "self_attn.q_norm.weight"), NH, hd, eps);
+                ref_rmsnorm(kt, kt, ref_layer(m, l, "self_attn.k_norm.weight"), KVH, hd, eps);
+            }
+            ref_rope(qt, NH, hd, t, c);
+            ref_rope(kt, KVH, hd, t, c);
+        }
+        for (int t = 0; t < len; t++) {   // causal attention, then x += o_proj(o)
+            for (int hh = 0; hh < NH; hh++) {
+                const double *qh = q + (t * NH + hh) * hd;
+                int kv = hh / grp;
+                double mx = -1e300, z = 0;
+                for (int s = 0; s <= t; s++) {
+                    double d = 0;
+                    for (int i = 0; i < hd; i++) d += qh[i] * k[(s * KVH + kv) * hd + i];
+                    p[s] = d / sqrt((double)hd);
+                    mx = fmax(mx, p[s]);
+                }
+                for (int s = 0; s <= t; s++) z += (p[s] = exp(p[s] - mx));
+                for (int i = 0; i < hd; i++) {
+                    double acc = 0;
+                    for (int s = 0; s <= t; s++) acc += p[s] / z * v[(s * KVH + kv) * hd + i];
+                    o[hh * hd + i] = acc;
+                }
+            }
+            ref_linear(y, ref_layer(m, l, "self_attn.o_proj.weight"), NULL, o, E, NH * hd);
+            for (int i = 0; i < E; i++) x[t * E + i] += y[i];
+            ref_rmsnorm(h, x + t * E, ref_layer(m, l, "post_attention_layernorm.weight"), 1, E,
+                        eps);
+            ref_linear(g, ref_layer(m, l, "mlp.gate_proj.weight"), NULL, h, F, E);
+            ref_linear(u, ref_layer(m, l, "mlp.up_proj.weight"), NULL, h, F, E);
+            for (int i = 0; i < F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            ref_linear(y, ref_layer(m, l, "mlp.down_proj.weight"), NULL, g, E, F);
+            for (int i = 0; i < E; i++) x[t * E + i] += y[i];
+        }
+    }
+    const float *head = ref_tensor(m, c->untied ? "lm_head.weight" : "model.embed_tokens.weight");
+    const float *score = ref_tensor(m, "score.weight");
+    for (int t = 0; t < len; t++) {
+        ref_rmsnorm(h, x + t * E, ref_tensor(m, "model.norm.weight"), 1, E, eps);
+        ref_linear(logits + (size_t)t * nv, head, NULL, h, nv, E);
+        ref_linear(values + t, score, NULL, h, 1, E);
+    }
+    free(x); free(h); free(q); free(k); free(v); free(o); free(y); free(g); free(u); free(p);
+}
+
+// One sequence per variant, and for the Llama 3 variant one past position 1000 (rope_theta 1e6).
+static void test_llama_reference(void) {
+    for (int variant = 0; variant <= LV_COUNT; variant++) {
+        int len = variant == LV_COUNT ? 1100 : LT;
+        Model m;
+        llama_model(&m, variant == LV_COUNT ? LV_LLAMA3 : variant, 0, 1, len < 64 ? LT : 64);
+        if (len > 64) {   // the same weights in a model with a long context
+            Model big;
+            ModelConfig c = m.config;
+            c.max_seq_len = 2048;
+            char err[256];
+            CHECK(model_init(&big, &c, 1, len, 0, 0, err, sizeof err) == 0);
+            memcpy(big.params_memory, m.params_memory, m.num_params * sizeof(float));
+            model_free(&m);
+            m = big;
+        }
+        int nv = m.config.vocab_size;
+        int32_t *tok = malloc((size_t)len * sizeof(int32_t));
+        for (int t = 0; t < len; t++) tok[t] = (int32_t)((t * 7 + 3) % nv);
+        double *want = malloc((size_t)len * nv * sizeof(double));
+        double *wv = malloc((size_t)len * sizeof(double));
+        ref_llama_forward(&m, tok, len, want, wv);
+        ModelBatch b = {.B = 1, .T = len, .tokens = tok, .lengths = &len};
+        char err[256];
+        CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+        float *vals = malloc((size_t)len * sizeof(float)), *wf = malloc((size_t)nv * sizeof(float));
+        model_get_values(&m, vals);
+        for (int t = 0; t < len; t++) {
+            for (int i = 0; i < nv; i++) wf[i] = (float)want[(size_t)t * nv + i];
+            float w1 = (float)wv[t];
+            CHECK_CLOSE(model_logits_at(&m, 0, t), wf, (size_t)nv, 1e-4, 1e-4,
+                        "logits vs the double reference");
+            CHECK_CLOSE(&vals[t], &w1, 1, 1e-4, 1e-4, "value vs the double reference");
+        }
+        free(tok); free(want); free(wv); free(vals); free(wf);
+        model_free(&m);
+    }
+}
+
 // Every tensor's gradient against central differences of J at its largest-gradient entries
 // and a few random ones.
 static void test_llama_gradients(void) {
@@ -692,6 +870,9 @@ static void test_llama_memory(void) {
     CHECK(model_init(&m, &c, 2, 8, 1, 0, err, sizeof err) == 0);
     CHECK(m.num_params * 4 * sizeof(float) + m.acts_floats * sizeof(float) <= tr);
     CHECK(m.qk_in != NULL && m.inv_freq != NULL && m.ln1_mean == NULL && m.params.wpe != NULL);
+    CHECK(!strcmp(model_kind_name(&c), "llama-style"));
+    c.arch = MODEL_ARCH_GPT2;
+    CHECK(!strcmp(model_kind_name(&c), "gpt2"));
     model_free(&m);
 }
 
@@ -713,6 +894,8 @@ int main(void) {
     test_case("model: 1 and 2 OpenMP threads agree", test_threads_agree);
     test_case("model: training steps are bitwise repeatable", test_bitwise_repeatable);
     test_case("model: bad configurations and batches are errors", test_bad_configs);
+    test_case("llama: forward vs a double reference built from the HF tensors (and positions "
+              "past 1000)", test_llama_reference);
     test_case("llama: every gradient vs finite differences (GQA, MQA, hd 48, untied, biases, q/k "
               "norms, Llama 3 rope)", test_llama_gradients);
     test_case("llama: padded batch equals each sequence alone", test_llama_padding);
