@@ -673,17 +673,17 @@ static int st_check(const StEntry *e, int ndim, const int64_t *shape, char *err,
     return 0;
 }
 
-// Converts a checked entry into float32 (cannot fail after st_check).
-static void st_read_f32(const StEntry *e, float *out) {
+// Converts elements [first, first + n) of a checked entry into float32 (cannot fail after
+// st_check).
+static void st_read_f32_range(const StEntry *e, size_t first, size_t n, float *out) {
     const StFile *f = e->file;
-    const uint8_t *src = f->data + e->begin;
-    size_t n = (size_t)(e->end - e->begin) / (size_t)st_dtypes[e->dtype].size;
-    switch (st_dtypes[e->dtype].kind) {
+    int kind = st_dtypes[e->dtype].kind;
+    const uint8_t *src = f->data + e->begin + first * (size_t)st_dtypes[e->dtype].size;
+    switch (kind) {
         case DT_F32: memcpy(out, src, n * 4); break;
         case DT_F16:
         case DT_BF16: {
-            float (*to_f32)(uint16_t) =
-                st_dtypes[e->dtype].kind == DT_F16 ? ckpt_f16_to_f32 : ckpt_bf16_to_f32;
+            float (*to_f32)(uint16_t) = kind == DT_F16 ? ckpt_f16_to_f32 : ckpt_bf16_to_f32;
             for (size_t i = 0; i < n; i++) {
                 uint16_t h;
                 memcpy(&h, src + 2 * i, 2);
@@ -693,6 +693,11 @@ static void st_read_f32(const StEntry *e, float *out) {
         }
         default: DIE("st_read_f32 on an unchecked entry");
     }
+}
+
+// The whole entry.
+static void st_read_f32(const StEntry *e, float *out) {
+    st_read_f32_range(e, 0, (size_t)(e->end - e->begin) / (size_t)st_dtypes[e->dtype].size, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,25 +760,22 @@ static int st_set_check_listed(const StSet *s, const cJSON *wm, const char *ip, 
     return 0;
 }
 
-// Opens the shards listed in the weight_map of the index file ip in directory d.
-static int st_set_open_index(StSet *s, const char *d, const char *ip, char *err, size_t errlen) {
-    cJSON *r = json_parse_file(ip, err, errlen);
-    if (!r) return -1;
-    int rc = -1, n = 0;
-    const char **names = NULL;
+// The weight_map of index r (file ip): a non-empty object of tensor names (each once) to shard
+// file names; *shards (malloc'd, pointing into r) receives the distinct shards in name order.
+static int index_shards(const cJSON *r, const char *ip, const char ***shards, int *nshards,
+                        char *err, size_t errlen) {
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(r, "weight_map");
-    if (!cJSON_IsObject(wm) || !wm->child) {
-        util_err(err, errlen, "%s: \"weight_map\" must be a non-empty object", ip);
-        goto done;
-    }
+    if (!cJSON_IsObject(wm) || !wm->child)
+        return util_err(err, errlen, "%s: \"weight_map\" must be a non-empty object", ip);
+    int n = 0, nf = 0;
     for (const cJSON *v = wm->child; v; v = v->next) n++;
-    names = MALLOC_CHECK((size_t)n * sizeof(*names));
+    const char **names = MALLOC_CHECK((size_t)n * sizeof(*names));
     n = 0;
     for (const cJSON *v = wm->child; v; v = v->next) {
         if (!shard_name_ok(v)) {
-            util_err(err, errlen, "%s: weight_map[\"%.80s\"] must be a file name in the "
-                     "checkpoint directory", ip, v->string);
-            goto done;
+            free(names);
+            return util_err(err, errlen, "%s: weight_map[\"%.80s\"] must be a file name in the "
+                            "checkpoint directory", ip, v->string);
         }
         names[n++] = v->string;
     }
@@ -781,14 +783,27 @@ static int st_set_open_index(StSet *s, const char *d, const char *ip, char *err,
     for (int i = 1; i < n; i++)
         if (!strcmp(names[i], names[i - 1])) {
             util_err(err, errlen, "%s: tensor %s appears twice in weight_map", ip, names[i]);
-            goto done;
+            free(names);
+            return -1;
         }
     n = 0;
     for (const cJSON *v = wm->child; v; v = v->next) names[n++] = v->valuestring;
-    qsort(names, (size_t)n, sizeof(*names), cmp_str_ptr);   // the distinct shards
-    int nf = 0;
+    qsort(names, (size_t)n, sizeof(*names), cmp_str_ptr);
     for (int i = 0; i < n; i++)
         if (!nf || strcmp(names[i], names[nf - 1])) names[nf++] = names[i];
+    *shards = names;
+    *nshards = nf;
+    return 0;
+}
+
+// Opens the shards listed in the weight_map of the index file ip in directory d.
+static int st_set_open_index(StSet *s, const char *d, const char *ip, char *err, size_t errlen) {
+    cJSON *r = json_parse_file(ip, err, errlen);
+    if (!r) return -1;
+    int rc = -1, nf = 0;
+    const char **names = NULL;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(r, "weight_map");
+    if (index_shards(r, ip, &names, &nf, err, errlen)) goto done;
     s->f = CALLOC_CHECK((size_t)nf, sizeof(StFile));
     s->paths = CALLOC_CHECK((size_t)nf, sizeof(*s->paths));
     for (int i = 0; i < nf; i++) {
@@ -1004,8 +1019,9 @@ static int config_write_llama(const char *path, const ModelConfig *c, const Ckpt
                               char *err, size_t errlen) {
     const CkptFamily *f = family_by_id(c->family);
     int fam = c->family, llama = fam == MODEL_FAMILY_LLAMA, mistral = fam == MODEL_FAMILY_MISTRAL;
-    int qwen = fam == MODEL_FAMILY_QWEN2 || fam == MODEL_FAMILY_QWEN3, ids = opt && opt->has_token_ids;
-    int hd = model_head_dim(c), hd_implied = c->n_embd % c->n_head == 0 && hd == c->n_embd / c->n_head;
+    int qwen = fam == MODEL_FAMILY_QWEN2 || fam == MODEL_FAMILY_QWEN3;
+    int ids = opt && opt->has_token_ids, hd = model_head_dim(c);
+    int hd_implied = c->n_embd % c->n_head == 0 && hd == c->n_embd / c->n_head;
     char name[64];
     cJSON *r = cJSON_CreateObject(), *arch = cJSON_CreateArray();
     if (c->lm_head) {
@@ -1120,7 +1136,10 @@ static int config_parse_rope(const cJSON *r, ModelConfig *c, const char *path, c
                              size_t errlen) {
     const char *key = "rope_parameters";
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(r, key);
-    if (!s || cJSON_IsNull(s)) { key = "rope_scaling"; s = cJSON_GetObjectItemCaseSensitive(r, key); }
+    if (!s || cJSON_IsNull(s)) {
+        key = "rope_scaling";
+        s = cJSON_GetObjectItemCaseSensitive(r, key);
+    }
     double theta;
     if (json_get_num(r, "rope_theta", 10000.0, &theta, path, err, errlen) < 0) return -1;
     if (cJSON_IsObject(s) && !strcmp(key, "rope_parameters") &&
@@ -1882,7 +1901,7 @@ static int find_tensor(StSet *s, const Model *m, const ModelTensor *t, StEntry *
     snprintf(pref, sizeof pref, "transformer.%s", t->name);
     StEntry *b = st_set_find(s, pref);
     if (*out && b)
-        return util_err(err, errlen, "%s: holds both %s and %s", s->f[0].path, t->name, pref);
+        return util_err(err, errlen, "%s: holds both %s and %s", b->file->path, t->name, pref);
     if (b) *out = b;
     return 0;
 }
@@ -1952,11 +1971,15 @@ static int check_leftovers(StSet *s, const Model *m, int flags, StEntry **lm_hea
 // conversion.
 static int check_tied_head(const StEntry *lm_head, const StEntry *emb, const Model *m,
                            const char *emb_name, char *err, size_t errlen) {
-    size_t cnt = (size_t)m->config.vocab_size * (size_t)m->config.n_embd;
-    float *x = MALLOC_CHECK(cnt * sizeof(float)), *y = MALLOC_CHECK(cnt * sizeof(float));
-    st_read_f32(lm_head, x);
-    st_read_f32(emb, y);
-    int same = memcmp(x, y, cnt * sizeof(float)) == 0;
+    size_t cnt = (size_t)m->config.vocab_size * (size_t)m->config.n_embd, block = 1 << 16;
+    float *x = MALLOC_CHECK(block * sizeof(float)), *y = MALLOC_CHECK(block * sizeof(float));
+    int same = 1;
+    for (size_t i = 0; same && i < cnt; i += block) {   // a block at a time: V x C can be large
+        size_t k = cnt - i < block ? cnt - i : block;
+        st_read_f32_range(lm_head, i, k, x);
+        st_read_f32_range(emb, i, k, y);
+        same = memcmp(x, y, k * sizeof(float)) == 0;
+    }
     free(x);
     free(y);
     if (same) return 0;
@@ -1973,7 +1996,8 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
     if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen))
         return -1;
     ModelConfig fc;
-    if (config_parse(p, &fc, NULL, err, errlen) || config_check_same(p, &fc, &m->config, err, errlen))
+    if (config_parse(p, &fc, NULL, err, errlen) ||
+        config_check_same(p, &fc, &m->config, err, errlen))
         return -1;
     StSet set;
     if (st_set_open(&set, d, err, errlen)) return -1;
@@ -2012,6 +2036,28 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
 done:
     free(src);
     st_set_close(&set);
+    return rc;
+}
+
+int ckpt_model_files(const char *dir, CkptFileFn fn, void *ctx, char *err, size_t errlen) {
+    char d[PATH_CAP], p[PATH_CAP];
+    int from_old, rc = 0;
+    if (resolve_dir(dir, d, &from_old, err, errlen)) return -1;
+    int single = file_exists(d, ST_SINGLE) || !file_exists(d, ST_INDEX);
+    const char *first[2] = {"config.json", single ? ST_SINGLE : ST_INDEX};
+    for (int i = 0; i < 2; i++)
+        if (path_join(p, d, first[i], err, errlen) || (rc = fn(p, first[i], ctx)))
+            return rc ? rc : -1;
+    if (single) return 0;
+    cJSON *r = json_parse_file(p, err, errlen);
+    const char **names = NULL;
+    int n = 0;
+    rc = !r || index_shards(r, p, &names, &n, err, errlen) ? -1 : 0;
+    for (int i = 0; !rc && i < n; i++)
+        if (path_join(p, d, names[i], err, errlen)) rc = -1;
+        else rc = fn(p, names[i], ctx);
+    free(names);
+    cJSON_Delete(r);
     return rc;
 }
 

@@ -157,6 +157,15 @@ int ckpt_load_model(const char *dir, Model *m, int max_B, int max_T, int trainab
 int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, char *err,
                             size_t errlen);
 
+// The files a checkpoint's model comes from, in a fixed order: config.json, then
+// model.safetensors, or model.safetensors.index.json followed by its shards in name order (in
+// DIR.old under the reader rule). fn(path, name, ctx) is called for each (name: the file's name
+// inside the directory); the files are not validated beyond the index's weight_map. For hashing
+// a model's identity. Returns 0, fn's first non-zero return, or -1 with a message (no such
+// checkpoint, a bad index).
+typedef int (*CkptFileFn)(const char *path, const char *name, void *ctx);
+int ckpt_model_files(const char *dir, CkptFileFn fn, void *ctx, char *err, size_t errlen);
+
 // Repairs DIR after an interrupted save (see the reader rule). 0 also when nothing was to do.
 int ckpt_recover(const char *dir, char *err, size_t errlen);
 

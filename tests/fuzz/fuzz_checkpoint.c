@@ -1,4 +1,6 @@
-// Checkpoint loading: config.json and model.safetensors from the input (split at "\n----\n").
+// Checkpoint loading: config.json and the weights from the input (split at "\n----\n"). The
+// weights part is model.safetensors, or, when it starts with '{', model.safetensors.index.json
+// and (after another "\n----\n") the one shard model-00001-of-00001.safetensors it may name.
 // Any input must give either a loaded model or a one-line error, never a crash or a huge
 // allocation.
 #include "checkpoint.h"
@@ -6,14 +8,27 @@
 #include "model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char p1[512], p2[512], err[512];
-    fuzz_write_split(data, size, "config.json", p1, "model.safetensors", p2, sizeof p1);
+    char p1[512], p2[512], p3[512], err[512];
+    const uint8_t *cfg, *w, *idx, *shard;
+    size_t ncfg, nw, nidx, nshard;
+    fuzz_split(data, size, &cfg, &ncfg, &w, &nw);
+    fuzz_write("config.json", cfg, ncfg, p1, sizeof p1);
+    snprintf(p2, sizeof p2, "%s/model.safetensors", fuzz_tmpdir());
+    snprintf(p3, sizeof p3, "%s/model.safetensors.index.json", fuzz_tmpdir());
+    unlink(p2);
+    unlink(p3);
+    if (nw && w[0] == '{') {
+        fuzz_split(w, nw, &idx, &nidx, &shard, &nshard);
+        fuzz_write("model.safetensors.index.json", idx, nidx, p3, sizeof p3);
+        fuzz_write("model-00001-of-00001.safetensors", shard, nshard, p2, sizeof p2);
+    } else {
+        fuzz_write("model.safetensors", w, nw, p2, sizeof p2);
+    }
     ModelConfig c;
     CkptInfo info;
     if (ckpt_load_config(fuzz_tmpdir(), &c, &info, err, sizeof err)) return 0;
     // keep the model small enough for a fuzzer: the header is validated against it anyway
-    if ((int64_t)c.vocab_size * c.n_embd > (1 << 22) || (int64_t)c.n_layer * c.n_embd * c.n_embd > (1 << 22) ||
-        (int64_t)c.max_seq_len * c.n_embd > (1 << 22)) return 0;
+    if (model_memory_bytes(&c, 1, 1, 0) > ((size_t)64 << 20)) return 0;
     Model m;
     if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err)) return 0;
     ckpt_load_weights(fuzz_tmpdir(), &m, CKPT_ALLOW_MISSING_SCORE, err, sizeof err);
