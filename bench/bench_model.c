@@ -84,7 +84,8 @@ static LayerWidths layer_widths(const ModelConfig *c) {
     int64_t C = c->n_embd, hd = model_head_dim(c), F = model_ff(c);
     int llama = c->arch == MODEL_ARCH_LLAMA;
     return (LayerWidths){.QKV = (c->n_head + 2 * (int64_t)model_kv_heads(c)) * hd,
-                         .A = c->n_head * hd, .FC = llama ? 2 * F : 4 * C, .ACT = llama ? F : 4 * C};
+                         .A = c->n_head * hd, .FC = llama ? 2 * F : 4 * C,
+                         .ACT = llama ? F : 4 * C};
 }
 
 // FLOPs of one training step (forward + backward = 3x forward; attention counted causally).
@@ -217,8 +218,9 @@ static int bench_train(const char *pname, const ModelConfig *c, int B, int T, in
     // the ceiling again, in this process right after the steps: on a shared machine the load
     // changes between processes, and the fraction should compare like with like
     double ceil_now = sgemm_ceiling();
-    printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
-           "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
+    printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,"
+           "\"threads\":%d,\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,"
+           "\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
            pname, B, T, omp_get_max_threads(), B * T / step_s, step_s, fl / step_s / 1e9, ceil_now,
            rss);
     free(tok); free(tgt); free(len); free(w);
@@ -258,13 +260,15 @@ static int bench_generate(const char *pname, const ModelConfig *c, int B, int pr
         return 1;
     }
     double t0 = util_time_s();
-    if (gen_generate(&m, &kv, &s, &g, &r, pr, pl, B, prompt, out, ol, NULL, NULL, err, sizeof err)) {
+    if (gen_generate(&m, &kv, &s, &g, &r, pr, pl, B, prompt, out, ol, NULL, NULL, err,
+                     sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
     double dt = util_time_s() - t0;
-    printf("{\"impl\":\"rlhf.c\",\"mode\":\"generate\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,"
-           "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,\"prompt_len\":%d,\"new_tokens\":%d}\n",
+    printf("{\"impl\":\"rlhf.c\",\"mode\":\"generate\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,"
+           "\"threads\":%d,\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"peak_rss_mb\":%.1f,"
+           "\"prompt_len\":%d,\"new_tokens\":%d}\n",
            pname, B, maxT, omp_get_max_threads(), (double)B * new_tok / dt, dt, bench_peak_rss_mb(),
            prompt, new_tok);
     kv_free(&kv); sampler_free(&s);

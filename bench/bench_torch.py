@@ -145,7 +145,8 @@ def rms_norm(x, w, eps):
 
 
 def rotate(x, cos, sin):
-    """RoPE, rotate-half convention: element i pairs with i + hd/2. x (..., T, hd), cos/sin (T, hd)."""
+    """RoPE, rotate-half convention: element i pairs with i + hd/2.
+    x (..., T, hd), cos/sin (T, hd)."""
     half = x.shape[-1] // 2
     rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rot * sin
@@ -184,7 +185,8 @@ class LlamaBlock(nn.Module):
         qg = q.reshape(B, KVH, G * T, hd)
         att = torch.matmul(qg, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(hd))   # (B,KVH,G*T,S)
         if mask is not None:
-            att = att.view(B, KVH, G, T, -1).masked_fill(mask, float("-inf")).view(B, KVH, G * T, -1)
+            att = att.view(B, KVH, G, T, -1).masked_fill(mask, float("-inf"))
+            att = att.view(B, KVH, G * T, -1)
         y = torch.matmul(torch.softmax(att, dim=-1), v)                          # (B,KVH,G*T,hd)
         y = y.view(B, NH, T, hd).transpose(1, 2).reshape(B, T, NH * hd)
         x = x + self.o_proj(y)
@@ -214,7 +216,8 @@ class Llama(nn.Module):
             if p.ndim == 1:
                 p.fill_(1.0)
             else:
-                std = 0.02 / math.sqrt(2 * L) if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
+                scaled = name.endswith(("o_proj.weight", "down_proj.weight"))
+                std = 0.02 / math.sqrt(2 * L) if scaled else 0.02
                 p.normal_(0.0, std)
 
     def hidden(self, idx, caches=None, pos=0):

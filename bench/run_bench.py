@@ -3,8 +3,8 @@
   /usr/bin/python3 bench/run_bench.py [--build build] [--threads 2] [--quick] [--only NAME,...]
 
 Engine figures: bench_model (C) and bench_torch.py (PyTorch, the same model: GPT-2 and the
-Llama-style SmolLM2-135M shape; same threads and shapes) run back to back, one configuration per process so that peak memory belongs to it; the
-ratio is ours / PyTorch. The sgemm ceiling is measured by bench_model itself. Tokenizer figures
+Llama-style SmolLM2-135M shape; same threads and shapes) run back to back, one configuration per
+process so that peak memory belongs to it; the ratio is ours / PyTorch. The sgemm ceiling is measured by bench_model itself. Tokenizer figures
 come from bench/tokenizer.sh. Everything is printed as a table and written to
 bench/results.json: "measured" says where and how (date, commit, the machine as `rlhf info
 --system` sees it under the benchmarks' settings: CPU, ISA, OpenBLAS kernel and configuration,

@@ -10,6 +10,7 @@
 #include "sampler.h"
 #include "testlib.h"
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,8 +208,9 @@ static void check_logits(const float *got, const float *want, int V, double tol,
 
 // Feeds sequences b of tok (B, T) row-major, lengths len, to the cache: the first pre[b] tokens
 // in calls of at most `chunk` tokens per sequence (chunked prefill, all sequences together), then
-// one token per call. Checks every new row's logits against model_logits_at(full, ...).
-static void feed_and_check(const Model *m, const Model *full, const int32_t *tok, const int32_t *len,
+// one token per call. Checks every new row's logits against model_logits_at(m, ...), which the
+// full forward of the same batch left in m (the cache only reads the weights).
+static void feed_and_check(const Model *m, const int32_t *tok, const int32_t *len,
                            const int32_t *pre, int B, int T, int chunk) {
     char err[256];
     KVCache kv;
@@ -231,12 +233,14 @@ static void feed_and_check(const Model *m, const Model *full, const int32_t *tok
         CHECK(kv_forward(m, &kv, buf, nn, B, width, all, err, sizeof err) == 0);
         for (int b = 0, row = 0; b < B; b++)
             for (int i = 0; i < nn[b]; i++, row++)
-                check_logits(all + (size_t)row * V, model_logits_at(full, b, pos[b] + i), V, 1e-4,
+                check_logits(all + (size_t)row * V, model_logits_at(m, b, pos[b] + i), V, 1e-4,
                              "KV-cache logits vs the full forward", b, pos[b] + i);
         for (int b = 0; b < B; b++) {
-            if (nn[b])
-                check_logits(kv.logits + (size_t)b * V, model_logits_at(full, b, pos[b] + nn[b] - 1),
-                             V, 1e-4, "newest logits vs the full forward", b, pos[b] + nn[b] - 1);
+            if (nn[b]) {
+                int at = pos[b] + nn[b] - 1;
+                check_logits(kv.logits + (size_t)b * V, model_logits_at(m, b, at), V, 1e-4,
+                             "newest logits vs the full forward", b, at);
+            }
             pos[b] += nn[b];
         }
     }
@@ -257,7 +261,7 @@ static void llama_kv_case(const ModelConfig *c, int T, const int32_t *len, const
     ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len};
     char err[256];
     CHECK_MSG(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0, "%s", err);
-    feed_and_check(&m, &m, tok, len, pre, B, T, chunk);
+    feed_and_check(&m, tok, len, pre, B, T, chunk);
     free(tok);
     model_free(&m);
 }
@@ -329,7 +333,8 @@ static void test_llama_greedy_equals_full(void) {
     for (int ci = 0; ci < 3; ci++) {
         const ModelConfig *c = cs[ci];
         Model m; tiny_llama(&m, c, 1, TP + NEW);
-        int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 10, 11, 12, 0, 0, 0, 0};
+        int32_t prompts[B * TP] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0,
+                                   10, 11, 12, 0, 0, 0, 0};
         int32_t plen[B] = {7, 2, 3}, out[B * NEW], ol[B];
         GenConfig g = pure_sampling(NEW);
         g.sampler.temperature = 0.0f;
@@ -358,6 +363,42 @@ static void test_llama_greedy_equals_full(void) {
         kv_free(&kv); sampler_free(&s);
         model_free(&m);
     }
+}
+
+// Prefill and 10 one-token steps of a padded batch, every logit of the steps in out
+// (10, B, V): the same on 1 thread as on 2 (bit for bit here; 1e-6 leaves room for a BLAS that
+// splits its sums by thread).
+static void decode_logits(const Model *m, int threads, float *out) {
+    enum { B = 3, T = 40, STEPS = 10 };
+    int V = m->config.vocab_size;
+    int32_t tok[B * T], pre[B] = {20, 3, 11}, one[B] = {1, 1, 1};
+    Rng r; rng_init(&r, 5);
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)rng_below(&r, (uint64_t)V);
+    char err[256];
+    KVCache kv;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    CHECK(kv_init(&kv, m, B, T, B * T, err, sizeof err) == 0);
+    CHECK(kv_forward(m, &kv, tok, pre, B, T, NULL, err, sizeof err) == 0);
+    for (int s = 0; s < STEPS; s++) {
+        int32_t next[B];
+        for (int b = 0; b < B; b++) next[b] = tok[b * T + kv.len[b]];
+        CHECK(kv_forward(m, &kv, next, one, B, 1, NULL, err, sizeof err) == 0);
+        memcpy(out + (size_t)s * B * V, kv.logits, (size_t)B * V * sizeof(float));
+    }
+    omp_set_num_threads(saved);
+    kv_free(&kv);
+}
+
+static void test_llama_threads_agree(void) {
+    Model m; tiny_llama(&m, &llama_all, 1, 1);
+    size_t n = (size_t)10 * 3 * llama_all.vocab_size;
+    float *one = malloc(n * sizeof(float)), *two = malloc(n * sizeof(float));
+    decode_logits(&m, 1, one);
+    decode_logits(&m, 2, two);
+    CHECK_CLOSE(two, one, n, 0.0, 1e-6, "decoding logits on 2 threads vs 1");
+    free(one); free(two);
+    model_free(&m);
 }
 
 // The cache holds keys and values per KV head: T more positions cost 2 L B KVH T hd floats, and
@@ -520,6 +561,8 @@ int main(void) {
               test_llama_batch_equals_alone);
     test_case("generate: Llama-style greedy generation equals the argmax of full forwards",
               test_llama_greedy_equals_full);
+    test_case("generate: Llama-style decoding on 1 and 2 threads agrees",
+              test_llama_threads_agree);
     test_case("generate: Llama-style cache sized by KV heads, refuses another model's shape",
               test_llama_cache_size);
     test_case("sampler: greedy, top-k, top-p, temperature frequencies", test_sampler_rules);
