@@ -116,6 +116,7 @@ static const ConfigEntry PPO_SCHEMA[] = {
     TRAINER_ENTRY_THREADS,
     TRAINER_ENTRY_RESUME,
     TRAINER_ENTRY_SAVE_EVERY("10", "1", "save OUT.DIR/last every N iterations (and at the end)"),
+    TRAINER_ENTRIES_SAVE_FORMAT,
     TRAINER_ENTRY_LOG_EVERY("1", "print a line every N iterations"),
     CONFIG_ENTRY("eval.every", CONFIG_INT, "10",
                  "with eval.pretrain_text: its loss every N iterations (and at the end)",

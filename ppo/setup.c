@@ -489,6 +489,7 @@ int ppo_save_final(Ppo *s, char *err, size_t errlen) {
                           .has_token_ids = eot >= 0,
                           .bos_token_id = eot,
                           .eos_token_id = eot};
+    trainer_save_format(s->cfg, &so);
     if (ckpt_save(s->tr.final_dir, s->has_ema ? &s->ema : &s->policy, &so, err, errlen)) return -1;
     return store_set_run_checkpoint(s->tr.db, s->tr.run_id, s->tr.final_dir, err, errlen);
 }

@@ -89,6 +89,7 @@ static const ConfigEntry RM_SCHEMA[] = {
     CONFIG_ENTRY("bias.max_examples", CONFIG_INT, "2000",
                  "at most this many examples (the first by id) for the bias", .min = "1"),
     TRAINER_ENTRIES_CADENCE,
+    TRAINER_ENTRIES_SAVE_FORMAT,
     {0}};
 
 static const char *usage =
@@ -739,6 +740,7 @@ static int finish(Rm *rm, char *err, size_t errlen) {
                           .has_token_ids = eot >= 0,
                           .bos_token_id = eot,
                           .eos_token_id = eot};
+    trainer_save_format(rm->cfg, &so);
     if (main_rank && ckpt_save(rm->tr.final_dir, &rm->model, &so, err, errlen)) return -1;
     if (n && foldable) {   // the check: the same examples now score 0 on average (float rounding)
         double after;

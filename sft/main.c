@@ -73,6 +73,7 @@ static const ConfigEntry SFT_SCHEMA[] = {
                  .flags = CONFIG_NO_HASH),
     TRAINER_ENTRIES_PRETRAIN_EVAL,
     TRAINER_ENTRIES_CADENCE,
+    TRAINER_ENTRIES_SAVE_FORMAT,
     {0}};
 
 static const char *usage =
@@ -381,6 +382,7 @@ static int save_best(Sft *s, char *err, size_t errlen) {
     so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0]
                            ? config_get_string(s->cfg, "model.tokenizer")
                            : config_get_string(s->cfg, "model.init");
+    trainer_save_format(s->cfg, &so);
     return ckpt_save(s->tr.final_dir, &s->model, &so, err, errlen);
 }
 

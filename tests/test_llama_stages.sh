@@ -158,6 +158,18 @@ close "$got" "$want" 1e-5 &&
     ok "untied LM head: sft trains it, lm_head.weight saved, the checkpoint evaluates" ||
     bad "untied sft"
 
+# the result in bfloat16 shards with their index (save.dtype, save.max_shard_bytes); last/ stays
+# float32 in one file
+"$B/sft" -c sft.yaml --set out.dir=lsftb --set train.steps=5 --set save.dtype=bfloat16 \
+    --set save.max_shard_bytes=40000 > out 2> err &&
+    [ -f lsftb/best/model.safetensors.index.json ] && [ ! -f lsftb/best/model.safetensors ] &&
+    [ "$(ls lsftb/best/model-*-of-*.safetensors | wc -l)" -ge 2 ] &&
+    shape lsftb/best/config.json torch_dtype=bfloat16 2>> err &&
+    shape lsftb/last/config.json torch_dtype=float32 2>> err && [ -f lsftb/last/model.safetensors ] &&
+    "$R" eval lsftb/best --ids held.ids > out 2>> err && "$R" info lsftb/best > /dev/null 2>> err &&
+    ok "save.dtype bfloat16 and save.max_shard_bytes: best/ in bfloat16 shards that load, last/ float32" ||
+    bad "bfloat16 shards"
+
 # ---------------------------------------------------------------------------------------------
 # 3. reward: label with the Llama policy, train from it, score, inspect
 "$B/reward" import --workspace lab.db prompts.jsonl > /dev/null 2> err &&
@@ -168,6 +180,11 @@ close "$got" "$want" 1e-5 &&
     [ "$(sqlite3 -batch lab.db "SELECT count(DISTINCT model) FROM completions WHERE model LIKE '%lsft/best'")" = 1 ] &&
     ok "reward label --policy (Llama-style) with a judge: 3 prompts sampled and ranked" ||
     bad "label with the Llama policy"
+"$B/reward" label --workspace lab.db --labeler py --policy lsftb/best --k 2 --max-new 3 \
+    --limit 1 --judge "$PY $ROOT/reward/judge_example.py" > /dev/null 2> err &&
+    [ "$(sqlite3 -batch lab.db "SELECT count(*) FROM completions WHERE model LIKE '%lsftb/best'")" = 2 ] &&
+    ok "reward label --policy with a sharded checkpoint: its contents hashed through the index and shards" ||
+    bad "label with a sharded policy"
 "$B/reward" import --workspace ws.db --valid-percent 20 rank.jsonl > /dev/null 2> err ||
     bad "import rankings"
 cat > rm.yaml <<'YAML'
