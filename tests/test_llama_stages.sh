@@ -336,6 +336,21 @@ YAML
         2>> err && [ "$(metric lfull/workspace.db ppo/score | grep -c 'nan\|inf')" = 0 ] &&
     ok "ppo with Llama-style policy, reference, reward and value models: 24 iterations, finite scores" ||
     bad "all-Llama ppo"
+# the held-out pretraining loss at the end equals `rlhf eval` on the same two windows of 32
+# positions (ptx.seq_len, the policy's longest row) of held.txt's tokens and the end token
+"$B/ppo" -c lppo.yaml --set out.dir=lpl --set train.iterations=3 --set train.ema=0 \
+    --set eval.pretrain_text=held.txt --set eval.pretrain_max_windows=2 > /dev/null 2> err ||
+    bad "llama ppo with eval.pretrain_text"
+{ cat held.txt; printf '<|endoftext|>'; } | "$R" tokenizer encode tok --special |
+    tr -s ' \n' '\n' > held_all.ids
+head -n 33 held_all.ids > w1.ids; sed -n '33,65p' held_all.ids > w2.ids
+a=$("$R" eval lpl/policy --ids w1.ids 2> /dev/null | sed -n 's/^loss //p')
+b=$("$R" eval lpl/policy --ids w2.ids 2> /dev/null | sed -n 's/^loss //p')
+want=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.6f", (a + b) / 2 }')
+got=$(metric lpl/workspace.db valid/pretrain_loss | tail -1)
+[ -n "$a" ] && [ -n "$b" ] && close "$got" "$want" 1e-5 &&
+    ok "ppo on Llama-style models: the final valid/pretrain_loss $got equals rlhf eval's $want" ||
+    bad "llama ppo pretraining loss: ppo $got, rlhf eval $want ($a, $b)"
 sed 's/dir: lfull/dir: lkilled/' lppo.yaml > lkilled.yaml
 killed=0
 for delay in 0.3 0.6 0.1 1.0; do
