@@ -1,29 +1,21 @@
 // Checkpoint directories: config.json, model.safetensors, tokenizer files, trainer state.
 // See checkpoint.h for the layout, the atomic-save protocol and the reader rule.
 #include "checkpoint.h"
+#include "fileio.h"
+#include "safetensors.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "safetensors data is little-endian; this reader assumes a little-endian host"
-#endif
-
-#define PATH_CAP        4096
-#define DIR_CAP         (PATH_CAP - 64)   // a checkpoint path leaves room for ".tmp.<pid>.<n>"
-#define ST_HEADER_MAX   (100u << 20)      // the safetensors format's own limit on the header
-#define JSON_FILE_MAX   (16u << 20)       // config.json / trainer_state.json
-#define ST_MAX_DIMS     8
+#define DIR_CAP         (FIO_PATH_CAP - 64)   // a checkpoint path leaves room for ".tmp.<pid>.<n>"
 #define EXACT_INT_MAX   9007199254740992.0  // 2^53: JSON numbers are exact integers up to here
 #define STATE_FORMAT    "rlhf.c trainer state"
 #define STATE_VERSION   1
@@ -43,12 +35,6 @@ static int norm_dir(const char *dir, char *out, char *err, size_t errlen) {
     return 0;
 }
 
-static int path_join(char *out, const char *a, const char *b, char *err, size_t errlen) {
-    int n = snprintf(out, PATH_CAP, "%s/%s", a, b);
-    if (n < 0 || n >= PATH_CAP)
-        return util_err(err, errlen, "checkpoint: path too long: %s/%s", a, b);
-    return 0;
-}
 
 // Parent directory of a normalised path, and the last component.
 static void path_split(const char *d, char *parent, char *base) {
@@ -67,124 +53,14 @@ static int path_kind(const char *p) {
     return S_ISDIR(st.st_mode) ? PK_DIR : PK_OTHER;
 }
 
-static int file_exists(const char *dir, const char *name) {
-    char p[PATH_CAP];
-    if (snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p) return 0;
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
 
-static int write_all(int fd, const void *buf, size_t n, const char *path, char *err,
-                     size_t errlen) {
-    const char *p = buf;
-    while (n) {
-        size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
-        ssize_t w = write(fd, p, chunk);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return util_err(err, errlen, "%s: write failed: %s", path, strerror(errno));
-        }
-        if (w == 0) return util_err(err, errlen, "%s: write failed: no progress", path);
-        p += w; n -= (size_t)w;
-    }
-    return 0;
-}
 
-static int open_new(const char *path, char *err, size_t errlen) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) return util_err(err, errlen, "%s: cannot create: %s", path, strerror(errno));
-    return fd;
-}
 
-// fsync + close, reporting either failure (delayed write errors such as ENOSPC show up here).
-static int close_synced(int fd, const char *path, char *err, size_t errlen) {
-    if (fsync(fd)) {
-        int e = errno;
-        close(fd);
-        return util_err(err, errlen, "%s: fsync failed: %s", path, strerror(e));
-    }
-    if (close(fd)) return util_err(err, errlen, "%s: close failed: %s", path, strerror(errno));
-    return 0;
-}
 
-static int fsync_dir(const char *path, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return util_err(err, errlen, "%s: cannot open directory: %s", path, strerror(errno));
-    int rc = fsync(fd), e = errno;
-    close(fd);
-    if (rc && e != EINVAL && e != ENOTSUP)   // some file systems cannot sync directories
-        return util_err(err, errlen, "%s: fsync failed: %s", path, strerror(e));
-    return 0;
-}
 
-static int write_file(const char *path, const void *data, size_t n, char *err, size_t errlen) {
-    int fd = open_new(path, err, errlen);
-    if (fd < 0) return -1;
-    if (write_all(fd, data, n, path, err, errlen)) { close(fd); return -1; }
-    return close_synced(fd, path, err, errlen);
-}
 
-// Opens path for reading, a regular file (its stat in *st): the descriptor, or -1.
-static int open_regular(const char *path, struct stat *st, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return util_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
-        close(fd);
-        return util_err(err, errlen, "%s: not a regular file", path);
-    }
-    return fd;
-}
 
-// Reads a whole small file (at most cap bytes) into a NUL-terminated malloc'd buffer.
-static int read_small_file(const char *path, size_t cap, char **out, size_t *len, char *err,
-                           size_t errlen) {
-    struct stat st;
-    int fd = open_regular(path, &st, err, errlen);
-    if (fd < 0) return -1;
-    if ((uint64_t)st.st_size > cap) {
-        close(fd);
-        return util_err(err, errlen, "%s: file is %lld bytes, more than the %zu allowed", path,
-                        (long long)st.st_size, cap);
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    char *buf = MALLOC_CHECK(n + 1);
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got != n) { free(buf); return util_err(err, errlen, "%s: read failed", path); }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
-}
 
-static int copy_file(const char *src, const char *dst, char *err, size_t errlen) {
-    int in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0) return util_err(err, errlen, "%s: cannot open: %s", src, strerror(errno));
-    int out = open_new(dst, err, errlen);
-    if (out < 0) { close(in); return -1; }
-    char *buf = MALLOC_CHECK(1 << 20);
-    int rc = 0;
-    for (;;) {
-        ssize_t r = read(in, buf, 1 << 20);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            rc = util_err(err, errlen, "%s: read failed: %s", src, strerror(errno));
-            break;
-        }
-        if (r == 0) break;
-        if (write_all(out, buf, (size_t)r, dst, err, errlen)) { rc = -1; break; }
-    }
-    free(buf);
-    close(in);
-    if (rc) { close(out); return -1; }
-    return close_synced(out, dst, err, errlen);
-}
 
 // Removes a directory that holds only plain files (a checkpoint or a temporary one), removing
 // config.json last so that a half-removed directory never looks like a complete checkpoint to
@@ -202,7 +78,7 @@ static int remove_flat_dir(const char *path, char *err, size_t errlen) {
             int is_config = !strcmp(e->d_name, "config.json");
             if (pass == 2 && !is_config) continue;
             if (pass == 1 && is_config) continue;
-            char p[PATH_CAP];
+            char p[FIO_PATH_CAP];
             if (snprintf(p, sizeof p, "%s/%s", path, e->d_name) >= (int)sizeof p) {
                 rc = util_err(err, errlen, "%s: name too long", path);
                 break;
@@ -235,13 +111,13 @@ static int resolve_dir(const char *dir, char *out, int *from_old, char *err, siz
     int k = path_kind(d);
     if (k == PK_DIR) { strcpy(out, d); return 0; }
     if (k == PK_OTHER) return util_err(err, errlen, "%s: not a checkpoint directory", d);
-    snprintf(out, PATH_CAP, "%s.old", d);
+    snprintf(out, FIO_PATH_CAP, "%s.old", d);
     if (path_kind(out) == PK_DIR) { *from_old = 1; return 0; }
     return util_err(err, errlen, "%s: no such checkpoint directory", d);
 }
 
 int ckpt_recover(const char *dir, char *err, size_t errlen) {
-    char d[DIR_CAP], old[PATH_CAP], parent[PATH_CAP], base[PATH_CAP];
+    char d[DIR_CAP], old[FIO_PATH_CAP], parent[FIO_PATH_CAP], base[FIO_PATH_CAP];
     if (norm_dir(dir, d, err, errlen)) return -1;
     snprintf(old, sizeof old, "%s.old", d);
     path_split(d, parent, base);
@@ -250,21 +126,21 @@ int ckpt_recover(const char *dir, char *err, size_t errlen) {
         // crashed between "DIR -> DIR.old" and "DIR.tmp -> DIR": DIR.old is complete
         if (rename(old, d))
             return util_err(err, errlen, "%s: cannot rename to %s: %s", old, d, strerror(errno));
-        if (fsync_dir(parent, err, errlen)) return -1;
+        if (fio_fsync_dir(parent, err, errlen)) return -1;
     } else if (kd == PK_DIR && ko == PK_DIR) {
         // crashed after the new DIR was in place: DIR.old is garbage
         if (remove_flat_dir(old, err, errlen)) return -1;
     }
     DIR *pd = opendir(parent);
     if (!pd) return 0;   // no parent: nothing to clean (a save reports the real problem)
-    char prefix[PATH_CAP + 8];
+    char prefix[FIO_PATH_CAP + 8];
     snprintf(prefix, sizeof prefix, "%s.tmp.", base);
     size_t pl = strlen(prefix);
     struct dirent *e;
     int rc = 0;
     while ((e = readdir(pd))) {
         if (strncmp(e->d_name, prefix, pl)) continue;
-        char p[PATH_CAP];
+        char p[FIO_PATH_CAP];
         if (snprintf(p, sizeof p, "%s/%s", parent, e->d_name) >= (int)sizeof p) continue;
         if (path_kind(p) != PK_DIR) continue;
         if (remove_flat_dir(p, err, errlen)) { rc = -1; break; }
@@ -274,28 +150,12 @@ int ckpt_recover(const char *dir, char *err, size_t errlen) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Half precision
+// Half precision (the public names of safetensors.h's conversions)
 // ---------------------------------------------------------------------------------------------
 
-static float bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-
-float ckpt_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, ex = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    if (ex == 0x1f) return bits_to_f32(sign | 0x7f800000u | (man << 13));        // inf, NaN
-    if (ex) return bits_to_f32(sign | ((ex + 112u) << 23) | (man << 13));        // normal
-    float v = (float)man * 0x1p-24f;                                            // zero, subnormal
-    return sign ? -v : v;
-}
-
-float ckpt_bf16_to_f32(uint16_t b) { return bits_to_f32((uint32_t)b << 16); }
-
-uint16_t ckpt_f32_to_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);   // quiet NaN
-    u += 0x7fffu + ((u >> 16) & 1u);   // round to nearest, ties to the even upper half
-    return (uint16_t)(u >> 16);
-}
+float ckpt_f16_to_f32(uint16_t h) { return st_f16_to_f32(h); }
+float ckpt_bf16_to_f32(uint16_t b) { return st_bf16_to_f32(b); }
+uint16_t ckpt_f32_to_bf16(float x) { return st_f32_to_bf16(x); }
 
 int ckpt_parse_dtype(const char *s, int *dtype, char *err, size_t errlen) {
     if (s && !strcmp(s, "float32")) *dtype = CKPT_DTYPE_FLOAT32;
@@ -356,14 +216,6 @@ static int json_get_bool(const cJSON *obj, const char *key, int def, int *out, c
     return 1;
 }
 
-static int json_is_uint(const cJSON *it, uint64_t max, uint64_t *out) {
-    double v = it ? it->valuedouble : 0;
-    if (!cJSON_IsNumber(it) || !isfinite(v) || v < 0 || v != floor(v) || v > EXACT_INT_MAX ||
-        v > (double)max)
-        return 0;
-    *out = (uint64_t)v;
-    return 1;
-}
 
 // Decimal string -> u64 / i64, the whole string, no sign for u64.
 static int parse_u64(const char *s, uint64_t *out) {
@@ -386,526 +238,7 @@ static int parse_i64(const char *s, int64_t *out) {
     return 1;
 }
 
-// Prints a cJSON tree to path (new file, fsynced).
-static int write_json(const char *path, cJSON *root, char *err, size_t errlen) {
-    char *txt = cJSON_Print(root);
-    if (!txt) DIE("cJSON_Print: out of memory");
-    size_t n = strlen(txt);
-    char *buf = MALLOC_CHECK(n + 2);
-    memcpy(buf, txt, n);
-    buf[n] = '\n';
-    cJSON_free(txt);
-    int rc = write_file(path, buf, n + 1, err, errlen);
-    free(buf);
-    return rc;
-}
 
-static cJSON *json_parse_file(const char *path, char *err, size_t errlen) {
-    char *txt = NULL;
-    size_t n = 0;
-    if (read_small_file(path, JSON_FILE_MAX, &txt, &n, err, errlen)) return NULL;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(txt, n, &end, 0);
-    if (!root) {
-        size_t at = end && end >= txt && end <= txt + n ? (size_t)(end - txt) : 0;
-        util_err(err, errlen, "%s: invalid JSON near byte %zu", path, at);
-    } else {
-        for (const char *p = end; p < txt + n; p++)
-            if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
-                util_err(err, errlen, "%s: unexpected data after the JSON value at byte %zu", path,
-                         (size_t)(p - txt));
-                cJSON_Delete(root);
-                root = NULL;
-                break;
-            }
-        if (root && !cJSON_IsObject(root)) {
-            util_err(err, errlen, "%s: expected a JSON object", path);
-            cJSON_Delete(root);
-            root = NULL;
-        }
-    }
-    free(txt);
-    return root;
-}
-
-// ---------------------------------------------------------------------------------------------
-// safetensors reader: u64 header length N, N bytes of JSON, then the data area
-// ---------------------------------------------------------------------------------------------
-
-enum { DT_F32, DT_F16, DT_BF16, DT_OTHER };
-static const struct { const char *name; int size; int kind; } st_dtypes[] = {
-    {"F32", 4, DT_F32}, {"F16", 2, DT_F16}, {"BF16", 2, DT_BF16}, {"F64", 8, DT_OTHER},
-    {"I64", 8, DT_OTHER}, {"I32", 4, DT_OTHER}, {"I16", 2, DT_OTHER}, {"I8", 1, DT_OTHER},
-    {"U64", 8, DT_OTHER}, {"U32", 4, DT_OTHER}, {"U16", 2, DT_OTHER}, {"U8", 1, DT_OTHER},
-    {"BOOL", 1, DT_OTHER}, {"F8_E4M3", 1, DT_OTHER}, {"F8_E5M2", 1, DT_OTHER}};
-#define ST_NUM_DTYPES ((int)(sizeof st_dtypes / sizeof st_dtypes[0]))
-
-typedef struct StFile StFile;
-typedef struct {
-    const char *name;          // points into the parsed header (owned by StFile.json)
-    const StFile *file;        // the file holding it
-    int dtype;                 // index into st_dtypes
-    int ndim;
-    int64_t shape[ST_MAX_DIMS];
-    uint64_t begin, end;       // byte range inside the data area
-    int used;                  // claimed by the loader (anything unclaimed is an error)
-} StEntry;
-
-struct StFile {
-    const char *path;
-    uint8_t *map;              // the whole file, read-only
-    uint64_t size;
-    const uint8_t *data;       // data area = map + 8 + header length
-    uint64_t data_size;
-    cJSON *json;
-    StEntry *e;                // sorted by name
-    int n;
-};
-
-static void st_close(StFile *f) {
-    if (f->map) munmap(f->map, (size_t)f->size);
-    cJSON_Delete(f->json);
-    free(f->e);
-    memset(f, 0, sizeof(*f));
-}
-
-static int cmp_entry_name(const void *a, const void *b) {
-    return strcmp(((const StEntry *)a)->name, ((const StEntry *)b)->name);
-}
-
-static int cmp_entry_range(const void *a, const void *b) {
-    const StEntry *x = *(const StEntry *const *)a, *y = *(const StEntry *const *)b;
-    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
-    return x->end < y->end ? -1 : x->end > y->end;
-}
-
-static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
-    size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, i ? ", " : "", shape[i]);
-    if (k < n) snprintf(buf + k, n - k, "]");
-}
-
-// Parses and validates one header entry. Returns 0 or -1 (message names the tensor).
-static int st_parse_entry(StFile *f, const cJSON *it, StEntry *e, char *err, size_t errlen) {
-    const char *nm = it->string;
-    e->name = nm;
-    if (!cJSON_IsObject(it))
-        return util_err(err, errlen, "%s: header entry \"%s\" is not an object", f->path, nm);
-    for (const cJSON *k = it->child; k; k = k->next)
-        if (strcmp(k->string, "dtype") && strcmp(k->string, "shape") &&
-            strcmp(k->string, "data_offsets"))
-            return util_err(err, errlen, "%s: tensor %s: unknown key \"%s\"", f->path, nm,
-                            k->string);
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
-    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
-    const cJSON *of = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
-    if (!cJSON_IsString(dt))
-        return util_err(err, errlen, "%s: tensor %s: missing or non-string dtype", f->path, nm);
-    e->dtype = -1;
-    for (int i = 0; i < ST_NUM_DTYPES; i++)
-        if (!strcmp(dt->valuestring, st_dtypes[i].name)) e->dtype = i;
-    if (e->dtype < 0)
-        return util_err(err, errlen, "%s: tensor %s: unknown dtype \"%.32s\"", f->path, nm,
-                        dt->valuestring);
-    if (!cJSON_IsArray(sh))
-        return util_err(err, errlen, "%s: tensor %s: missing or non-array shape", f->path, nm);
-    int nd = cJSON_GetArraySize(sh);
-    if (nd > ST_MAX_DIMS)
-        return util_err(err, errlen, "%s: tensor %s: %d dimensions (at most %d)", f->path, nm, nd,
-                        ST_MAX_DIMS);
-    e->ndim = nd;
-    // numel * dtype size must equal the byte range, which lies inside the file: dims that would
-    // overflow are rejected on the way (no dimension may exceed the data area's size)
-    uint64_t bytes = (uint64_t)st_dtypes[e->dtype].size, zero = 0;
-    int d = 0;
-    for (const cJSON *x = sh->child; x; x = x->next, d++) {
-        uint64_t v;
-        if (!json_is_uint(x, UINT64_MAX, &v))
-            return util_err(err, errlen,
-                            "%s: tensor %s: shape entries must be non-negative integers", f->path,
-                            nm);
-        e->shape[d] = (int64_t)v;
-        if (v == 0) zero = 1;
-        else if (!zero) {
-            if (v > f->data_size || bytes > f->data_size / v) bytes = UINT64_MAX;
-            else bytes *= v;
-        }
-    }
-    if (zero) bytes = 0;
-    uint64_t b, en;
-    if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 ||
-        !json_is_uint(of->child, UINT64_MAX, &b) || !json_is_uint(of->child->next, UINT64_MAX, &en))
-        return util_err(err, errlen,
-                        "%s: tensor %s: data_offsets must be two non-negative integers", f->path,
-                        nm);
-    if (b > en || en > f->data_size)
-        return util_err(err, errlen,
-                        "%s: tensor %s: data_offsets [%" PRIu64 ", %" PRIu64
-                        "] outside the data area of %" PRIu64 " bytes",
-                        f->path, nm, b, en, f->data_size);
-    if (bytes != en - b) {
-        char s[160];
-        shape_str(s, sizeof s, e->ndim, e->shape);
-        return util_err(
-            err, errlen, "%s: tensor %s: %s %s needs %s bytes but data_offsets span %" PRIu64,
-            f->path, nm, st_dtypes[e->dtype].name, s,
-            bytes == UINT64_MAX ? "more than the file's" : "a different number of", en - b);
-    }
-    e->begin = b;
-    e->end = en;
-    return 0;
-}
-
-static int st_open(StFile *f, const char *path, char *err, size_t errlen) {
-    memset(f, 0, sizeof(*f));
-    f->path = path;
-    struct stat st;
-    int fd = open_regular(path, &st, err, errlen);
-    if (fd < 0) return -1;
-    f->size = (uint64_t)st.st_size;
-    if (f->size < 8) {
-        close(fd);
-        return util_err(err, errlen,
-                        "%s: file is %" PRIu64 " bytes, too short for a safetensors header", path,
-                        f->size);
-    }
-    void *map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED)
-        return util_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
-    f->map = map;
-    uint64_t hlen;
-    memcpy(&hlen, f->map, 8);
-    if (hlen > f->size - 8) {
-        util_err(err, errlen,
-                 "%s: header length %" PRIu64 " exceeds the file size (%" PRIu64
-                 " bytes): truncated or not safetensors",
-                 path, hlen, f->size);
-        goto fail;
-    }
-    if (hlen > ST_HEADER_MAX) {
-        util_err(err, errlen, "%s: header length %" PRIu64 " exceeds the 100 MiB limit", path,
-                 hlen);
-        goto fail;
-    }
-    if (hlen < 2) { util_err(err, errlen, "%s: empty header", path); goto fail; }
-    f->data = f->map + 8 + hlen;
-    f->data_size = f->size - 8 - hlen;
-    const char *h = (const char *)f->map + 8, *end = NULL;
-    f->json = cJSON_ParseWithLengthOpts(h, (size_t)hlen, &end, 0);
-    if (!f->json) {
-        size_t at = end && end >= h && end <= h + hlen ? (size_t)(end - h) : 0;
-        util_err(err, errlen, "%s: header is not valid JSON (near byte %zu of %" PRIu64 ")", path,
-                 at, hlen);
-        goto fail;
-    }
-    for (const char *p = end; p < h + hlen; p++)
-        if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
-            util_err(err, errlen, "%s: unexpected bytes after the header JSON (byte %zu)", path,
-                     (size_t)(p - h));
-            goto fail;
-        }
-    if (!cJSON_IsObject(f->json)) {
-        util_err(err, errlen, "%s: header is not a JSON object", path);
-        goto fail;
-    }
-    int n = 0;
-    for (const cJSON *it = f->json->child; it; it = it->next) n++;
-    f->e = CALLOC_CHECK((size_t)n + 1, sizeof(StEntry));
-    for (const cJSON *it = f->json->child; it; it = it->next) {
-        if (!strcmp(it->string, "__metadata__")) {
-            if (!cJSON_IsObject(it)) {
-                util_err(err, errlen, "%s: __metadata__ is not an object", path);
-                goto fail;
-            }
-            continue;
-        }
-        if (st_parse_entry(f, it, &f->e[f->n], err, errlen)) goto fail;
-        f->e[f->n].file = f;
-        f->n++;
-    }
-    qsort(f->e, (size_t)f->n, sizeof(StEntry), cmp_entry_name);
-    for (int i = 1; i < f->n; i++)
-        if (!strcmp(f->e[i].name, f->e[i - 1].name)) {
-            util_err(err, errlen, "%s: tensor %s appears twice in the header", path, f->e[i].name);
-            goto fail;
-        }
-    // no two byte ranges may overlap (empty ranges overlap nothing)
-    StEntry **by = MALLOC_CHECK(((size_t)f->n + 1) * sizeof(StEntry *));
-    int m = 0;
-    for (int i = 0; i < f->n; i++) if (f->e[i].end > f->e[i].begin) by[m++] = &f->e[i];
-    qsort(by, (size_t)m, sizeof(StEntry *), cmp_entry_range);
-    for (int i = 1; i < m; i++)
-        if (by[i]->begin < by[i - 1]->end) {
-            util_err(err, errlen, "%s: tensors %s and %s overlap in the data area", path,
-                     by[i - 1]->name, by[i]->name);
-            free(by);
-            goto fail;
-        }
-    free(by);
-    return 0;
-fail:
-    st_close(f);
-    return -1;
-}
-
-static StEntry *st_find(StFile *f, const char *name) {
-    StEntry key = {.name = name};
-    return bsearch(&key, f->e, (size_t)f->n, sizeof(StEntry), cmp_entry_name);
-}
-
-static int st_check(const StEntry *e, int ndim, const int64_t *shape, char *err, size_t errlen) {
-    const StFile *f = e->file;
-    int same = e->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++) same = e->shape[i] == shape[i];
-    if (!same) {
-        char a[160], b[160];
-        shape_str(a, sizeof a, e->ndim, e->shape);
-        shape_str(b, sizeof b, ndim, shape);
-        return util_err(err, errlen, "%s: tensor %s has shape %s, expected %s", f->path, e->name, a,
-                        b);
-    }
-    if (st_dtypes[e->dtype].kind == DT_OTHER)
-        return util_err(err, errlen,
-                        "%s: tensor %s has dtype %s; only F32, F16 and BF16 can be loaded", f->path,
-                        e->name, st_dtypes[e->dtype].name);
-    return 0;
-}
-
-// Converts elements [first, first + n) of a checked entry into float32 (cannot fail after
-// st_check).
-static void st_read_f32_range(const StEntry *e, size_t first, size_t n, float *out) {
-    const StFile *f = e->file;
-    int kind = st_dtypes[e->dtype].kind;
-    const uint8_t *src = f->data + e->begin + first * (size_t)st_dtypes[e->dtype].size;
-    switch (kind) {
-        case DT_F32: memcpy(out, src, n * 4); break;
-        case DT_F16:
-        case DT_BF16: {
-            float (*to_f32)(uint16_t) = kind == DT_F16 ? ckpt_f16_to_f32 : ckpt_bf16_to_f32;
-            for (size_t i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy(&h, src + 2 * i, 2);
-                out[i] = to_f32(h);
-            }
-            break;
-        }
-        default: DIE("st_read_f32 on an unchecked entry");
-    }
-}
-
-// The whole entry.
-static void st_read_f32(const StEntry *e, float *out) {
-    st_read_f32_range(e, 0, (size_t)(e->end - e->begin) / (size_t)st_dtypes[e->dtype].size, out);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The weights of a checkpoint: model.safetensors, or the shards model.safetensors.index.json
-// lists, each validated as above and cross-checked against the index
-// ---------------------------------------------------------------------------------------------
-
-#define ST_SINGLE "model.safetensors"
-#define ST_INDEX  "model.safetensors.index.json"
-#define SHARD_NAME_MAX 255
-
-typedef struct {
-    StFile *f;                 // the files (their entries point back at them: never moved)
-    char (*paths)[PATH_CAP];   // f[i].path
-    int nf;
-} StSet;
-
-static void st_set_close(StSet *s) {
-    for (int i = 0; i < s->nf; i++) st_close(&s->f[i]);
-    free(s->f);
-    free(s->paths);
-    memset(s, 0, sizeof(*s));
-}
-
-static StEntry *st_set_find(StSet *s, const char *name) {
-    for (int i = 0; i < s->nf; i++) {
-        StEntry *e = st_find(&s->f[i], name);
-        if (e) return e;
-    }
-    return NULL;
-}
-
-// A shard's name as the index gives it: a plain file name in the checkpoint directory.
-static int shard_name_ok(const cJSON *v) {
-    if (!cJSON_IsString(v)) return 0;
-    const char *n = v->valuestring;
-    size_t len = strlen(n);
-    return len > 0 && len <= SHARD_NAME_MAX && !strchr(n, '/') && strcmp(n, ".") &&
-           strcmp(n, "..");
-}
-
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-// Every tensor of every shard is listed in the index, under that shard (ip is the index's path).
-static int st_set_check_listed(const StSet *s, const cJSON *wm, const char *ip, char *err,
-                               size_t errlen) {
-    for (int k = 0; k < s->nf; k++)
-        for (int i = 0; i < s->f[k].n; i++) {
-            const char *nm = s->f[k].e[i].name;
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(wm, nm);
-            if (!v)
-                return util_err(err, errlen, "%s: holds tensor %s, which %s does not list",
-                                s->f[k].path, nm, ip);
-            if (strcmp(v->valuestring, strrchr(s->f[k].path, '/') + 1))
-                return util_err(err, errlen, "%s: tensor %s is in two shards (%s and %s)", ip, nm,
-                                strrchr(s->f[k].path, '/') + 1, v->valuestring);
-        }
-    return 0;
-}
-
-// The weight_map of index r (file ip): a non-empty object of tensor names (each once) to shard
-// file names; *shards (malloc'd, pointing into r) receives the distinct shards in name order.
-static int index_shards(const cJSON *r, const char *ip, const char ***shards, int *nshards,
-                        char *err, size_t errlen) {
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(r, "weight_map");
-    if (!cJSON_IsObject(wm) || !wm->child)
-        return util_err(err, errlen, "%s: \"weight_map\" must be a non-empty object", ip);
-    int n = 0, nf = 0;
-    for (const cJSON *v = wm->child; v; v = v->next) n++;
-    const char **names = MALLOC_CHECK((size_t)n * sizeof(*names));
-    n = 0;
-    for (const cJSON *v = wm->child; v; v = v->next) {
-        if (!shard_name_ok(v)) {
-            free(names);
-            return util_err(err, errlen, "%s: weight_map[\"%.80s\"] must be a file name in the "
-                            "checkpoint directory", ip, v->string);
-        }
-        names[n++] = v->string;
-    }
-    qsort(names, (size_t)n, sizeof(*names), cmp_str_ptr);
-    for (int i = 1; i < n; i++)
-        if (!strcmp(names[i], names[i - 1])) {
-            util_err(err, errlen, "%s: tensor %s appears twice in weight_map", ip, names[i]);
-            free(names);
-            return -1;
-        }
-    n = 0;
-    for (const cJSON *v = wm->child; v; v = v->next) names[n++] = v->valuestring;
-    qsort(names, (size_t)n, sizeof(*names), cmp_str_ptr);
-    for (int i = 0; i < n; i++)
-        if (!nf || strcmp(names[i], names[nf - 1])) names[nf++] = names[i];
-    *shards = names;
-    *nshards = nf;
-    return 0;
-}
-
-// Opens the shards listed in the weight_map of the index file ip in directory d.
-static int st_set_open_index(StSet *s, const char *d, const char *ip, char *err, size_t errlen) {
-    cJSON *r = json_parse_file(ip, err, errlen);
-    if (!r) return -1;
-    int rc = -1, nf = 0;
-    const char **names = NULL;
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(r, "weight_map");
-    if (index_shards(r, ip, &names, &nf, err, errlen)) goto done;
-    s->f = CALLOC_CHECK((size_t)nf, sizeof(StFile));
-    s->paths = CALLOC_CHECK((size_t)nf, sizeof(*s->paths));
-    for (int i = 0; i < nf; i++) {
-        if (path_join(s->paths[i], d, names[i], err, errlen)) goto done;
-        if (!file_exists(d, names[i])) {
-            util_err(err, errlen, "%s: shard %s (listed in weight_map) is missing", ip, names[i]);
-            goto done;
-        }
-        if (st_open(&s->f[i], s->paths[i], err, errlen)) goto done;
-        s->nf++;
-    }
-    for (const cJSON *v = wm->child; v; v = v->next) {
-        const char *nm[1] = {v->valuestring};
-        const char **k = bsearch(nm, names, (size_t)nf, sizeof(*names), cmp_str_ptr);
-        if (!st_find(&s->f[k - names], v->string)) {
-            util_err(err, errlen, "%s: weight_map puts %s in %s, which does not hold it", ip,
-                     v->string, v->valuestring);
-            goto done;
-        }
-    }
-    rc = st_set_check_listed(s, wm, ip, err, errlen);
-done:
-    free(names);
-    cJSON_Delete(r);
-    if (rc) st_set_close(s);
-    return rc;
-}
-
-// The weights of checkpoint directory d: model.safetensors, else the index's shards.
-static int st_set_open(StSet *s, const char *d, char *err, size_t errlen) {
-    memset(s, 0, sizeof(*s));
-    char ip[PATH_CAP];
-    if (!file_exists(d, ST_SINGLE) && file_exists(d, ST_INDEX))
-        return path_join(ip, d, ST_INDEX, err, errlen) ||
-               st_set_open_index(s, d, ip, err, errlen) ? -1 : 0;
-    s->f = CALLOC_CHECK(1, sizeof(StFile));
-    s->paths = CALLOC_CHECK(1, sizeof(*s->paths));
-    if (path_join(s->paths[0], d, ST_SINGLE, err, errlen) ||
-        st_open(&s->f[0], s->paths[0], err, errlen)) {
-        st_set_close(s);
-        return -1;
-    }
-    s->nf = 1;
-    return 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// safetensors writer (F32 or BF16): the header is padded with spaces so the data is 8-byte aligned
-// ---------------------------------------------------------------------------------------------
-
-typedef struct { char name[96]; int ndim; int64_t shape[2]; const float *data; } StOut;
-
-static uint64_t st_out_bytes(const StOut *t, int bf16) {
-    uint64_t bytes = bf16 ? 2 : 4;
-    for (int d = 0; d < t->ndim; d++) bytes *= (uint64_t)t->shape[d];
-    return bytes;
-}
-
-// Writes n floats as bfloat16 (round to nearest even), a block at a time.
-static int write_bf16(int fd, const float *x, size_t n, const char *path, char *err,
-                      size_t errlen) {
-    uint16_t buf[8192];
-    for (size_t i = 0; i < n; i += 8192) {
-        size_t k = n - i < 8192 ? n - i : 8192;
-        for (size_t j = 0; j < k; j++) buf[j] = ckpt_f32_to_bf16(x[i + j]);
-        if (write_all(fd, buf, k * 2, path, err, errlen)) return -1;
-    }
-    return 0;
-}
-
-// Writes tensors t[0..n) as one safetensors file, F32 or (bf16) BF16.
-static int st_write(const char *path, const StOut *t, int n, int bf16, char *err, size_t errlen) {
-    size_t cap = 64 + (size_t)n * 192, len = 0;
-    char *h = MALLOC_CHECK(cap);
-    len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
-    uint64_t off = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t bytes = st_out_bytes(&t[i], bf16);
-        len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[",
-                                t[i].name, bf16 ? "BF16" : "F32");
-        for (int d = 0; d < t[i].ndim; d++)
-            len += (size_t)snprintf(h + len, cap - len, "%s%" PRId64, d ? "," : "", t[i].shape[d]);
-        len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
-                                off, off + bytes);
-        off += bytes;
-        if (len + 8 >= cap) DIE("safetensors header buffer too small");
-    }
-    h[len++] = '}';
-    while (len % 8) h[len++] = ' ';
-    int fd = open_new(path, err, errlen);
-    if (fd < 0) { free(h); return -1; }
-    uint64_t hl = len;
-    int rc = write_all(fd, &hl, 8, path, err, errlen) || write_all(fd, h, len, path, err, errlen);
-    free(h);
-    for (int i = 0; !rc && i < n; i++) {
-        size_t numel = (size_t)st_out_bytes(&t[i], 0) / sizeof(float);
-        rc = bf16 ? write_bf16(fd, t[i].data, numel, path, err, errlen)
-                  : write_all(fd, t[i].data, numel * sizeof(float), path, err, errlen);
-    }
-    if (rc) { close(fd); return -1; }
-    return close_synced(fd, path, err, errlen);
-}
 
 // ---------------------------------------------------------------------------------------------
 // config.json
@@ -997,7 +330,7 @@ static int config_write_gpt2(const char *path, const ModelConfig *c, const CkptS
     int bf16 = opt && opt->save_dtype == CKPT_DTYPE_BFLOAT16;
     cJSON_AddStringToObject(r, "torch_dtype", bf16 ? "bfloat16" : "float32");
     if (!r || !arch) DIE("cJSON: out of memory");
-    int rc = write_json(path, r, err, errlen);
+    int rc = fio_write_json(path, r, err, errlen);
     cJSON_Delete(r);
     return rc;
 }
@@ -1073,7 +406,7 @@ static int config_write_llama(const char *path, const ModelConfig *c, const Ckpt
     if (qwen) cJSON_AddFalseToObject(r, "use_sliding_window");
     cJSON_AddNumberToObject(r, "vocab_size", c->vocab_size);
     if (!r || !arch) DIE("cJSON: out of memory");
-    int rc = write_json(path, r, err, errlen);
+    int rc = fio_write_json(path, r, err, errlen);
     cJSON_Delete(r);
     return rc;
 }
@@ -1345,7 +678,7 @@ static int config_token_id(const cJSON *r, const char *key, int vocab, int *out,
 
 static int config_parse(const char *path, ModelConfig *c, CkptInfo *info, char *err,
                         size_t errlen) {
-    cJSON *r = json_parse_file(path, err, errlen);
+    cJSON *r = fio_read_json(path, err, errlen);
     if (!r) return -1;
     int rc = -1, ids[2];
     memset(c, 0, sizeof(*c));
@@ -1524,7 +857,7 @@ static int state_write_json(const char *path, const CkptTrainerState *st, char *
     }
     cJSON_AddItemToObject(r, "floats", fl);
     if (!r || !rng || !ints || !fl) DIE("cJSON: out of memory");
-    int rc = write_json(path, r, err, errlen);
+    int rc = fio_write_json(path, r, err, errlen);
     cJSON_Delete(r);
     return rc;
 }
@@ -1554,7 +887,7 @@ static int state_read_entries(const cJSON *r, const char *key, const char *path,
 }
 
 static int state_parse_json(const char *path, CkptTrainerState *out, char *err, size_t errlen) {
-    cJSON *r = json_parse_file(path, err, errlen);
+    cJSON *r = fio_read_json(path, err, errlen);
     if (!r) return -1;
     CkptTrainerState *st = CALLOC_CHECK(1, sizeof(*st));
     int rc = -1;
@@ -1633,83 +966,26 @@ static StOut *model_outputs(const Model *m, int src, int *n) {
     return o;
 }
 
-static int cmp_out_name(const void *a, const void *b) {
-    return strcmp((*(const StOut *const *)a)->name, (*(const StOut *const *)b)->name);
-}
 
-// model.safetensors.index.json for shards; first[s] .. first[s+1] are the tensors of shard s.
-static int write_shard_index(const char *tmp, const StOut *o, int n, const int *first, int ns,
-                             uint64_t total, char *err, size_t errlen) {
-    const StOut **sorted = MALLOC_CHECK((size_t)n * sizeof(*sorted));
-    int *shard_of = MALLOC_CHECK((size_t)n * sizeof(int));
-    for (int s = 0; s < ns; s++)
-        for (int i = first[s]; i < first[s + 1]; i++) shard_of[i] = s;
-    for (int i = 0; i < n; i++) sorted[i] = &o[i];
-    qsort(sorted, (size_t)n, sizeof(*sorted), cmp_out_name);   // sorted keys, as transformers
-    cJSON *r = cJSON_CreateObject(), *meta = cJSON_CreateObject(), *wm = cJSON_CreateObject();
-    cJSON_AddNumberToObject(meta, "total_size", (double)total);
-    cJSON_AddItemToObject(r, "metadata", meta);
-    char name[64], p[PATH_CAP];
-    for (int i = 0; i < n; i++) {
-        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors",
-                 shard_of[sorted[i] - o] + 1, ns);
-        cJSON_AddStringToObject(wm, sorted[i]->name, name);
-    }
-    cJSON_AddItemToObject(r, "weight_map", wm);
-    if (!r || !meta || !wm) DIE("cJSON: out of memory");
-    int rc = path_join(p, tmp, ST_INDEX, err, errlen) || write_json(p, r, err, errlen) ? -1 : 0;
-    cJSON_Delete(r);
-    free(sorted);
-    free(shard_of);
-    return rc;
-}
 
-// The weights: model.safetensors, or (past max_shard_bytes) shards and their index. Shards are
-// filled in model order, a new one started when the next tensor would not fit (transformers'
-// rule), so a tensor larger than the limit has a shard of its own.
-static int save_weights(const char *tmp, const Model *m, const CkptSaveOptions *opt, char *err,
-                        size_t errlen) {
-    int n, bf16 = opt && opt->save_dtype == CKPT_DTYPE_BFLOAT16, rc = 0;
-    uint64_t cap = opt && opt->max_shard_bytes > 0 ? (uint64_t)opt->max_shard_bytes : 0, total = 0;
-    StOut *o = model_outputs(m, 0, &n);
-    for (int i = 0; i < n; i++) total += st_out_bytes(&o[i], bf16);
-    char p[PATH_CAP], name[64];
-    if (!cap || total <= cap) {
-        rc = path_join(p, tmp, ST_SINGLE, err, errlen) || st_write(p, o, n, bf16, err, errlen);
-        free(o);
-        return rc ? -1 : 0;
-    }
-    int *first = MALLOC_CHECK(((size_t)n + 1) * sizeof(int)), ns = 0;
-    uint64_t used = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t b = st_out_bytes(&o[i], bf16);
-        if (!ns || (used && used + b > cap)) { first[ns++] = i; used = 0; }
-        used += b;
-    }
-    first[ns] = n;
-    for (int s = 0; !rc && s < ns; s++) {
-        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, ns);
-        rc = path_join(p, tmp, name, err, errlen) ||
-             st_write(p, o + first[s], first[s + 1] - first[s], bf16, err, errlen);
-    }
-    if (!rc) rc = write_shard_index(tmp, o, n, first, ns, total, err, errlen);
-    free(first);
-    free(o);
-    return rc ? -1 : 0;
-}
 
 static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions *opt, char *err,
                          size_t errlen) {
-    char p[PATH_CAP], src[PATH_CAP];
-    if (path_join(p, tmp, "config.json", err, errlen) ||
-        config_write(p, &m->config, opt, err, errlen) || save_weights(tmp, m, opt, err, errlen))
+    char p[FIO_PATH_CAP], src[FIO_PATH_CAP];
+    if (fio_path_join(p, tmp, "config.json", err, errlen) ||
+        config_write(p, &m->config, opt, err, errlen))
         return -1;
-    int n, rc;
+    int n, rc, bf16 = opt && opt->save_dtype == CKPT_DTYPE_BFLOAT16;
+    uint64_t cap = opt && opt->max_shard_bytes > 0 ? (uint64_t)opt->max_shard_bytes : 0;
+    StOut *w = model_outputs(m, 0, &n);
+    rc = st_write_weights(tmp, w, n, bf16, cap, err, errlen);
+    free(w);
+    if (rc) return -1;
     if (opt && opt->tokenizer_dir) {
         static const char *files[2] = {"vocab.json", "merges.txt"};
         for (int i = 0; i < 2; i++)
-            if (path_join(src, opt->tokenizer_dir, files[i], err, errlen) ||
-                path_join(p, tmp, files[i], err, errlen) || copy_file(src, p, err, errlen))
+            if (fio_path_join(src, opt->tokenizer_dir, files[i], err, errlen) ||
+                fio_path_join(p, tmp, files[i], err, errlen) || fio_copy_file(src, p, err, errlen))
                 return -1;
     }
     if (opt && opt->state) {
@@ -1718,15 +994,15 @@ static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions 
         memcpy(mv, a, (size_t)n * sizeof(StOut));
         memcpy(mv + n, b, (size_t)n * sizeof(StOut));
         free(a); free(b);
-        rc = path_join(p, tmp, "trainer_state.safetensors", err, errlen) ||
+        rc = fio_path_join(p, tmp, "trainer_state.safetensors", err, errlen) ||
              st_write(p, mv, 2 * n, 0, err, errlen);
         free(mv);
         if (rc) return -1;
-        if (path_join(p, tmp, "trainer_state.json", err, errlen) ||
+        if (fio_path_join(p, tmp, "trainer_state.json", err, errlen) ||
             state_write_json(p, opt->state, err, errlen))
             return -1;
     }
-    return fsync_dir(tmp, err, errlen);
+    return fio_fsync_dir(tmp, err, errlen);
 }
 
 // What ckpt_save can check before touching the file system (d names the checkpoint).
@@ -1759,7 +1035,8 @@ static int save_check(const char *d, const Model *m, const CkptSaveOptions *opt,
 
 int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char *err,
               size_t errlen) {
-    char d[DIR_CAP], old[PATH_CAP], tmp[PATH_CAP], parent[PATH_CAP], base[PATH_CAP], scratch[256];
+    char d[DIR_CAP], old[FIO_PATH_CAP], tmp[FIO_PATH_CAP], parent[FIO_PATH_CAP], base[FIO_PATH_CAP],
+        scratch[256];
     if (norm_dir(dir, d, err, errlen) || save_check(d, m, opt, err, errlen)) return -1;
     snprintf(old, sizeof old, "%s.old", d);
     path_split(d, parent, base);
@@ -1767,7 +1044,7 @@ int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char 
     int kd = path_kind(d);
     if (kd == PK_OTHER)
         return util_err(err, errlen, "%s: exists and is not a directory; not replacing it", d);
-    if (kd == PK_DIR && !file_exists(d, "config.json")) {
+    if (kd == PK_DIR && !fio_exists(d, "config.json")) {
         DIR *dd = opendir(d);
         int empty = 1;
         struct dirent *e;
@@ -1794,20 +1071,20 @@ int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char 
             goto fail;
         }
         moved = 1;
-        if (fsync_dir(parent, err, errlen)) goto undo;
+        if (fio_fsync_dir(parent, err, errlen)) goto undo;
     }
     if (rename(tmp, d)) {
         util_err(err, errlen, "%s: cannot rename to %s: %s", tmp, d, strerror(errno));
         goto undo;
     }
-    if (fsync_dir(parent, err, errlen)) return -1;   // the new checkpoint is in place either way
+    if (fio_fsync_dir(parent, err, errlen)) return -1; // the new checkpoint is in place either way
     if (moved && remove_flat_dir(old, scratch, sizeof scratch) == 0)
-        fsync_dir(parent, scratch, sizeof scratch);
+        fio_fsync_dir(parent, scratch, sizeof scratch);
     return 0; // a DIR.old that could not be removed is harmless (reader rule); the next save
               // retries
 undo:
     if (moved && path_kind(d) == PK_ABSENT && rename(old, d) == 0)
-        fsync_dir(parent, scratch, sizeof scratch);
+        fio_fsync_dir(parent, scratch, sizeof scratch);
 fail:
     remove_flat_dir(tmp, scratch, sizeof scratch);
     return -1;
@@ -1818,16 +1095,17 @@ fail:
 // ---------------------------------------------------------------------------------------------
 
 int ckpt_load_config(const char *dir, ModelConfig *c, CkptInfo *info, char *err, size_t errlen) {
-    char d[PATH_CAP], p[PATH_CAP];
+    char d[FIO_PATH_CAP], p[FIO_PATH_CAP];
     int from_old;
-    if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen))
+    if (resolve_dir(dir, d, &from_old, err, errlen) ||
+        fio_path_join(p, d, "config.json", err, errlen))
         return -1;
     CkptInfo tmp = {0};
     if (config_parse(p, c, &tmp, err, errlen)) return -1;
     tmp.from_old = from_old;
-    tmp.has_tokenizer = file_exists(d, "vocab.json") && file_exists(d, "merges.txt");
+    tmp.has_tokenizer = fio_exists(d, "vocab.json") && fio_exists(d, "merges.txt");
     tmp.has_trainer_state =
-        file_exists(d, "trainer_state.json") && file_exists(d, "trainer_state.safetensors");
+        fio_exists(d, "trainer_state.json") && fio_exists(d, "trainer_state.safetensors");
     if (info) *info = tmp;
     return 0;
 }
@@ -1991,9 +1269,10 @@ static int check_tied_head(const StEntry *lm_head, const StEntry *emb, const Mod
 }
 
 int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t errlen) {
-    char d[PATH_CAP], p[PATH_CAP], where[PATH_CAP];
+    char d[FIO_PATH_CAP], p[FIO_PATH_CAP], where[FIO_PATH_CAP];
     int from_old;
-    if (resolve_dir(dir, d, &from_old, err, errlen) || path_join(p, d, "config.json", err, errlen))
+    if (resolve_dir(dir, d, &from_old, err, errlen) ||
+        fio_path_join(p, d, "config.json", err, errlen))
         return -1;
     ModelConfig fc;
     if (config_parse(p, &fc, NULL, err, errlen) ||
@@ -2002,7 +1281,7 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
     StSet set;
     if (st_set_open(&set, d, err, errlen)) return -1;
     // missing tensors are named against model.safetensors or the index
-    if (path_join(where, d, file_exists(d, ST_SINGLE) ? ST_SINGLE : ST_INDEX, err, errlen)) {
+    if (fio_path_join(where, d, fio_exists(d, ST_SINGLE) ? ST_SINGLE : ST_INDEX, err, errlen)) {
         st_set_close(&set);
         return -1;
     }
@@ -2040,21 +1319,21 @@ done:
 }
 
 int ckpt_model_files(const char *dir, CkptFileFn fn, void *ctx, char *err, size_t errlen) {
-    char d[PATH_CAP], p[PATH_CAP];
+    char d[FIO_PATH_CAP], p[FIO_PATH_CAP];
     int from_old, rc = 0;
     if (resolve_dir(dir, d, &from_old, err, errlen)) return -1;
-    int single = file_exists(d, ST_SINGLE) || !file_exists(d, ST_INDEX);
+    int single = fio_exists(d, ST_SINGLE) || !fio_exists(d, ST_INDEX);
     const char *first[2] = {"config.json", single ? ST_SINGLE : ST_INDEX};
     for (int i = 0; i < 2; i++)
-        if (path_join(p, d, first[i], err, errlen) || (rc = fn(p, first[i], ctx)))
+        if (fio_path_join(p, d, first[i], err, errlen) || (rc = fn(p, first[i], ctx)))
             return rc ? rc : -1;
     if (single) return 0;
-    cJSON *r = json_parse_file(p, err, errlen);
+    cJSON *r = fio_read_json(p, err, errlen);
     const char **names = NULL;
     int n = 0;
-    rc = !r || index_shards(r, p, &names, &n, err, errlen) ? -1 : 0;
+    rc = !r || st_index_shards(r, p, &names, &n, err, errlen) ? -1 : 0;
     for (int i = 0; !rc && i < n; i++)
-        if (path_join(p, d, names[i], err, errlen)) rc = -1;
+        if (fio_path_join(p, d, names[i], err, errlen)) rc = -1;
         else rc = fn(p, names[i], ctx);
     free(names);
     cJSON_Delete(r);
@@ -2073,12 +1352,12 @@ int ckpt_load_model(const char *dir, Model *m, int max_B, int max_T, int trainab
 
 int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, char *err,
                             size_t errlen) {
-    char d[PATH_CAP], p[PATH_CAP];
+    char d[FIO_PATH_CAP], p[FIO_PATH_CAP];
     int from_old;
     if (resolve_dir(dir, d, &from_old, err, errlen)) return -1;
-    if (!file_exists(d, "trainer_state.json"))
+    if (!fio_exists(d, "trainer_state.json"))
         return util_err(err, errlen, "%s: no trainer state (trainer_state.json) to resume from", d);
-    if (path_join(p, d, "trainer_state.json", err, errlen)) return -1;
+    if (fio_path_join(p, d, "trainer_state.json", err, errlen)) return -1;
     CkptTrainerState *tmp = MALLOC_CHECK(sizeof(*tmp));
     if (state_parse_json(p, tmp, err, errlen)) { free(tmp); return -1; }
     int rc = -1;
@@ -2087,7 +1366,7 @@ int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, cha
             util_err(err, errlen, "%s: loading moments needs a trainable model", d);
             goto out;
         }
-        if (path_join(p, d, "trainer_state.safetensors", err, errlen)) goto out;
+        if (fio_path_join(p, d, "trainer_state.safetensors", err, errlen)) goto out;
         StFile f;
         if (st_open(&f, p, err, errlen)) goto out;
         int n = model_tensor_count(m);

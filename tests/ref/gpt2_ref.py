@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fixture import write_fixture, read_fixture  # noqa: E402
+from refcheck import (adamw_step, finite_difference_check, grads_of,  # noqa: E402
+                      leaf_copy, max_rel, write_fixture_checked)
 
 DT = torch.float64
 
@@ -203,78 +204,6 @@ def builtin_lm_loss(P, tokens, targets, weights):
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
-def leaf_copy(P, names=None):
-    """Fresh float64 leaf tensors requiring grad."""
-    return OrderedDict((n, P[n].detach().clone().requires_grad_(True)) for n in (names or P))
-
-
-def grads_of(fn, P):
-    """(value, {name: grad}) of scalar fn(P) w.r.t. every tensor of P (zeros where unused)."""
-    Q = leaf_copy(P)
-    out = fn(Q)
-    gs = torch.autograd.grad(out, list(Q.values()), allow_unused=True)
-    return out.detach(), OrderedDict((n, torch.zeros_like(Q[n]) if g is None else g)
-                                     for n, g in zip(Q, gs))
-
-
-def max_rel(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-300)).item()
-
-
-def finite_difference_check(fn, P, G, label, per_param=4, h=1e-3, tol=1e-6):
-    """Fourth-order central differences, (f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)) / 12h, on a
-    sample of entries of every parameter in G: the largest-|grad| entry plus random ones.
-    (Truncation ~h^4, rounding ~1e-16/h: both far below the tolerance with h = 1e-3.) rel err = |fd - ad| / max(|ad|, 1e-3 * max|G[name]|): the floor only
-    matters for entries whose gradient is near zero, where a relative error is meaningless."""
-    gen = torch.Generator().manual_seed(99)
-    worst = 0.0
-    with torch.no_grad():
-        for name, g in G.items():
-            flat = g.reshape(-1)
-            picks = [int(flat.abs().argmax())]
-            picks += torch.randint(0, flat.numel(), (per_param - 1,), generator=gen).tolist()
-            gmax = flat.abs().max().item()
-            for i in picks:
-                Q = OrderedDict((n, t.clone()) for n, t in P.items())
-                q = Q[name].view(-1)
-                x0 = q[i].item()
-                f_at = []
-                for d in (-2 * h, -h, h, 2 * h):
-                    q[i] = x0 + d
-                    f_at.append(fn(Q).item())
-                fd = (f_at[0] - 8 * f_at[1] + 8 * f_at[2] - f_at[3]) / (12 * h)
-                ad = flat[i].item()
-                err = abs(fd - ad) / max(abs(ad), 1e-3 * gmax, 1e-30)
-                worst = max(worst, err)
-                assert err < tol, f"{label}: finite difference mismatch at {name}[{i}]: fd {fd!r} autograd {ad!r} rel {err:.3g}"
-    print(f"  finite differences ({label}): {len(G)} params x {per_param} entries, worst rel err {worst:.3g}")
-    return worst
-
-
-def manual_adamw_step(P, grads, state, step):
-    """What the C engine must do each step (mirrors torch 1.13's AdamW + clip_grad_norm_):
-       norm = ||all grads||_2; g *= min(1, max_norm / (norm + 1e-6));
-       p *= 1 - lr*wd (wd only for ndim >= 2); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-       p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
-    norm = torch.sqrt(sum((g ** 2).sum() for g in grads.values()))
-    coef = min(1.0, CLIP_NORM / (norm.item() + 1e-6))
-    b1, b2 = ADAM_BETAS
-    for n, p in P.items():
-        g = grads[n] * coef
-        m, v = state.setdefault(n, (torch.zeros_like(p), torch.zeros_like(p)))
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        state[n] = (m, v)
-        wd = ADAM_WD if p.ndim >= 2 else 0.0
-        p = p * (1 - ADAM_LR * wd)
-        denom = v.sqrt() / math.sqrt(1 - b2 ** step) + ADAM_EPS
-        P[n] = p - ADAM_LR / (1 - b1 ** step) * m / denom
-    return norm.item()
-
-
-# ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
 def make_inputs():
@@ -353,7 +282,7 @@ def main():
         adam_losses.append(l.item())
         adam_norms.append(norm.item())
         ml, mg = grads_of(f_lm, Pm)
-        mnorm = manual_adamw_step(Pm, mg, mstate, step)
+        mnorm = adamw_step(Pm, mg, mstate, step, ADAM_LR, ADAM_BETAS, ADAM_EPS, ADAM_WD, CLIP_NORM)
         assert abs(ml.item() - l.item()) < 1e-12 and abs(mnorm - norm.item()) < 1e-12
     # The key slice [C, 2C) of every c_attn.bias has an exactly-zero true gradient (adding a
     # constant to all keys shifts each softmax row by a constant), so its computed gradient is
@@ -392,15 +321,7 @@ def main():
     tensors += [("final." + n, P[n]) for n in lm_names]
     path = os.path.normpath(OUT_PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_fixture(path, tensors)
-
-    # Read it back to make sure the file says what we meant.
-    back = read_fixture(path)
-    assert list(back) == [n for n, _ in tensors]
-    for n, t in tensors:
-        a = t.detach().numpy()
-        assert back[n].shape == a.shape, n
-        assert (abs(back[n].astype("float64") - a) <= 1e-7 * (1 + abs(a))).all(), n
+    write_fixture_checked(path, tensors)
     print(f"wrote {path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes")
 
 

@@ -1,17 +1,10 @@
-"""Hugging Face interop of the Llama family's checkpoints (test_checkpoint.c, test_hf_llama.sh).
+"""Hugging Face interop of the Llama family's checkpoints (test_checkpoint_llama, test_hf_llama.sh).
 
 Only the Debian python with torch and the standard library (no `transformers`, no `safetensors`):
-safetensors files are read and written by hand (tests/ref/hf_interop.py's helpers), the model is
-a hand-written float64 Llama:
-    x = embed_tokens[tokens]
-    per layer: h = RMSNorm(x) * input_layernorm
-               q, k, v = h W^T (+ b for qwen2); qwen3: per-head RMSNorm of q and k (q_norm, k_norm)
-               RoPE in the rotate_half convention (element i pairs with i + head_dim/2), inv_freq
-               = theta^(-2i/hd), Llama 3's scaling when rope_scaling says llama3
-               grouped-query causal attention (head h reads KV head h // (NH / KVH)), 1/sqrt(hd)
-               x += o_proj(attention);  h = RMSNorm(x) * post_attention_layernorm
-               x += down_proj(silu(gate_proj h) * up_proj h)
-    logits = RMSNorm(x) * norm @ (lm_head or embed_tokens)^T;  loss = mean next-token CE
+safetensors files are read and written by hand (tests/ref/hf_interop.py's helpers), and the model
+is tests/ref/llama_ref.py's hand-written float64 Llama (the reference that proves itself by
+finite differences and RoPE against its definition), built from config.json the way
+transformers' config classes read it.
 
 Usage (from the repository root):
   /usr/bin/python3 tests/ref/hf_llama_interop.py write DIR VARIANT [DIR VARIANT ...]
@@ -34,12 +27,12 @@ Usage (from the repository root):
       for a reward / value model without an LM head), one line per checkpoint.
 """
 import json
-import math
 import os
 import sys
 
 import torch
 
+import llama_ref  # noqa: E402  (the float64 Llama the engine's fixtures come from)
 from hf_interop import read_safetensors, write_safetensors  # noqa: E402  (one safetensors codec)
 
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -69,111 +62,40 @@ def fail(msg):
 
 
 # ---------------------------------------------------------------------------------------------
-# Names and shapes
+# config.json -> llama_ref's model
 # ---------------------------------------------------------------------------------------------
-def dims(cfg):
+def ref_cfg(cfg, T=1):
+    """llama_ref.Cfg of a config.json dict, with transformers' defaults for absent keys."""
     nh = cfg["num_attention_heads"]
-    kvh = cfg.get("num_key_value_heads") or nh
-    hd = cfg.get("head_dim") or cfg["hidden_size"] // nh
-    return nh, kvh, hd
+    rs = cfg.get("rope_scaling")
+    llama3 = None
+    if rs and rs.get("rope_type", rs.get("type")) == "llama3":
+        llama3 = (rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"],
+                  rs["original_max_position_embeddings"])
+    mt = cfg["model_type"]
+    return llama_ref.Cfg(
+        "interop", mt, V=cfg["vocab_size"], C=cfg["hidden_size"], L=cfg["num_hidden_layers"],
+        NH=nh, KVH=cfg.get("num_key_value_heads") or nh, F=cfg["intermediate_size"],
+        max_seq_len=max(cfg.get("max_position_embeddings", T), T), lengths=[T], seed=0,
+        head_dim=cfg.get("head_dim") or 0, theta=cfg.get("rope_theta", 10000.0),
+        eps=cfg.get("rms_norm_eps", 1e-6), llama3=llama3, qkv_bias=mt == "qwen2",
+        qk_norm=mt == "qwen3", untied=not cfg.get("tie_word_embeddings", False))
 
 
 def param_shapes(cfg, lm=True, score=False):
-    """(HF name, shape) of every parameter in model order, as save_pretrained names them, for a
-    model with an LM head (lm) and / or a score head (score)."""
-    mt, c, f, v = cfg["model_type"], cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    nh, kvh, hd = dims(cfg)
-    out = [("model.embed_tokens.weight", (v, c))]
-    for l in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{l}."
-        out += [(p + "input_layernorm.weight", (c,)),
-                (p + "self_attn.q_proj.weight", (nh * hd, c)),
-                (p + "self_attn.k_proj.weight", (kvh * hd, c)),
-                (p + "self_attn.v_proj.weight", (kvh * hd, c))]
-        if mt == "qwen2":
-            out += [(p + "self_attn.q_proj.bias", (nh * hd,)),
-                    (p + "self_attn.k_proj.bias", (kvh * hd,)),
-                    (p + "self_attn.v_proj.bias", (kvh * hd,))]
-        if mt == "qwen3":
-            out += [(p + "self_attn.q_norm.weight", (hd,)), (p + "self_attn.k_norm.weight", (hd,))]
-        out += [(p + "self_attn.o_proj.weight", (c, nh * hd)),
-                (p + "post_attention_layernorm.weight", (c,)),
-                (p + "mlp.gate_proj.weight", (f, c)), (p + "mlp.up_proj.weight", (f, c)),
-                (p + "mlp.down_proj.weight", (c, f))]
-    out.append(("model.norm.weight", (c,)))
-    if not cfg.get("tie_word_embeddings", False) and lm:
-        out.append(("lm_head.weight", (v, c)))
-    if score:
-        out.append(("score.weight", (1, c)))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The model (float64)
-# ---------------------------------------------------------------------------------------------
-def rms_norm(x, w, eps):
-    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * w
-
-
-def inv_freq(cfg, hd):
-    """transformers' default RoPE frequencies, then _compute_llama3_parameters when asked."""
-    theta = cfg.get("rope_theta", 10000.0)
-    f = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-    rs = cfg.get("rope_scaling")
-    if not rs or rs.get("rope_type", rs.get("type")) != "llama3":
-        return f
-    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
-    old = rs["original_max_position_embeddings"]
-    wavelen = 2 * math.pi / f
-    scaled = torch.where(wavelen > old / lo, f / factor, f)
-    smooth = (old / wavelen - lo) / (hi - lo)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = (wavelen >= old / hi) & (wavelen <= old / lo)
-    return torch.where(medium, smoothed, scaled)
-
-
-def rope(x, cos, sin):
-    """x (H, T, hd) rotated in the rotate_half convention."""
-    h = x.shape[-1] // 2
-    x1, x2 = x[..., :h], x[..., h:]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    """(HF name, shape) of every parameter, as save_pretrained names them, for a model with an
+    LM head (lm) and / or a score head (score)."""
+    return [(n, shape) for n, shape, _ in llama_ref.param_specs(ref_cfg(cfg))
+            if (n != "lm_head.weight" or lm) and (n != llama_ref.HEAD or score)]
 
 
 def lm_loss(cfg, P, tokens):
     """Mean next-token cross-entropy of one sequence; P maps HF names to float64 tensors."""
-    eps = cfg.get("rms_norm_eps", 1e-6)
-    nh, kvh, hd = dims(cfg)
-    T = len(tokens)
-    tok = torch.tensor(tokens)
-    ang = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq(cfg, hd)[None, :]
-    cos, sin = torch.cos(ang), torch.sin(ang)
-    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    x = P["model.embed_tokens.weight"][tok]
-    for l in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{l}."
-        h = rms_norm(x, P[p + "input_layernorm.weight"], eps)
-        qkv = []
-        for n, heads in (("q", nh), ("k", kvh), ("v", kvh)):
-            z = h @ P[f"{p}self_attn.{n}_proj.weight"].T
-            if f"{p}self_attn.{n}_proj.bias" in P:
-                z = z + P[f"{p}self_attn.{n}_proj.bias"]
-            z = z.reshape(T, heads, hd).transpose(0, 1)
-            if n != "v" and f"{p}self_attn.{n}_norm.weight" in P:
-                z = rms_norm(z, P[f"{p}self_attn.{n}_norm.weight"], eps)
-            qkv.append(z)
-        q, k, v = rope(qkv[0], cos, sin), rope(qkv[1], cos, sin), qkv[2]
-        k, v = k.repeat_interleave(nh // kvh, dim=0), v.repeat_interleave(nh // kvh, dim=0)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)
-        att = torch.softmax(att.masked_fill(mask, float("-inf")), dim=-1)
-        y = (att @ v).transpose(0, 1).reshape(T, nh * hd)
-        x = x + y @ P[p + "self_attn.o_proj.weight"].T
-        h = rms_norm(x, P[p + "post_attention_layernorm.weight"], eps)
-        g, u = h @ P[p + "mlp.gate_proj.weight"].T, h @ P[p + "mlp.up_proj.weight"].T
-        x = x + (torch.nn.functional.silu(g) * u) @ P[p + "mlp.down_proj.weight"].T
-    x = rms_norm(x, P["model.norm.weight"], eps)
-    head = P.get("lm_head.weight", P["model.embed_tokens.weight"])
-    logp = torch.log_softmax(x @ head.T, dim=-1)
-    return -logp[:-1].gather(1, tok[1:, None]).mean().item()
+    c = ref_cfg(cfg, len(tokens))
+    tok = torch.tensor([tokens])
+    logits = llama_ref.lm_logits(c, P, tok, llama_ref.inv_freq(c))[0]
+    logp = torch.log_softmax(logits, dim=-1)
+    return -logp[:-1].gather(1, tok[0, 1:, None]).mean().item()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,21 +146,14 @@ def store_dtype(variant, name, i):
 
 
 def random_params(cfg, variant):
-    """[(name, float64 value as stored, dtype)] in model order."""
+    """[(name, float64 value as stored, dtype)] in model order: llama_ref's init (matrices
+    N(0, 0.2), biases N(0, 0.1), norms 1 + N(0, 0.1)) rounded to each tensor's dtype."""
     torch.manual_seed(20250101)
+    P = llama_ref.init_params(ref_cfg(cfg))
     out = []
-    for i, (name, shape) in enumerate(param_shapes(cfg)):
-        z = torch.randn(shape, dtype=torch.float64)
-        if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
-            t = 1.0 + 0.1 * z
-        elif name.endswith("bias"):
-            t = 0.1 * z
-        elif name in ("model.embed_tokens.weight", "lm_head.weight"):
-            t = 0.5 * z
-        else:
-            t = 0.15 * z
+    for i, (name, _) in enumerate(param_shapes(cfg)):
         dtype = store_dtype(variant, name, i)
-        out.append((name, t.to(DTYPES[dtype]).to(torch.float64), dtype))
+        out.append((name, P[name].to(DTYPES[dtype]).to(torch.float64), dtype))
     return out
 
 
@@ -264,10 +179,9 @@ def cmd_write(out_dir, variant):
     os.makedirs(out_dir, exist_ok=True)
     stored = random_params(cfg, variant)
     P = {n: t for n, t, _ in stored}
-    nh, kvh, hd = dims(cfg)
     if variant == "llama":   # old exports: RoPE buffers and the tied head written out
         stored += [(f"model.layers.{l}.self_attn.rotary_emb.inv_freq",
-                    inv_freq(cfg, hd).to(torch.float32), "F32")
+                    llama_ref.inv_freq(ref_cfg(cfg)).to(torch.float32), "F32")
                    for l in range(cfg["num_hidden_layers"])]
         stored.append(("lm_head.weight", P["model.embed_tokens.weight"], stored[0][2]))
     shards = {"llama": 3, "qwen3": 2}.get(variant, 1)
