@@ -14,7 +14,6 @@
 typedef struct {
     int layernorm;   // 1: LayerNorm (means kept per row); 0: RMSNorm
     int rope;        // 1: rotary positions (inv_freq kept)
-    int linear;      // 1: weights [out, in] through kv_linear (its residual scratch kept)
     // row widths of the fused qkv product, the MLP's input product and its activation
     void (*widths)(const ModelConfig *c, int *qkv_w, int *fc_w, int *act_w);
     void (*embed)(const Model *m, KVCache *kv, int64_t R);             // kv->x = the rows' input
@@ -134,34 +133,14 @@ static void kv_head_norm(KVCache *kv, int col, int nheads, const float *w, int64
                width * sizeof(float));
 }
 
-// out (R,OC) = [out +] inp (R,C) @ weight^T + bias in the nn.Linear layout, as linear_forward,
-// through logits_forward, the product of the same layout that streams the weight once for a few
-// rows (decoding); from 9 rows on it is the same sgemm as linear_forward's. A residual product
-// (beta_one) goes through kv->prod (R, C) first.
-static void kv_linear(KVCache *kv, float *out, const float *inp, const float *weight,
-                      const float *bias, int64_t R, int C, int OC, int beta_one) {
-    float *y = beta_one ? kv->prod : out;
-    logits_forward(y, inp, weight, R, OC, C);
-    if (!bias && !beta_one) return;
-    #pragma omp parallel for schedule(static) if (R * OC > 65536)
-    for (int64_t r = 0; r < R; r++) {
-        float *o = out + r * OC;
-        const float *p = y + r * OC;
-        if (beta_one)
-            for (int j = 0; j < OC; j++) o[j] += p[j];
-        if (bias)
-            for (int j = 0; j < OC; j++) o[j] += bias[j];
-    }
-}
-
 static void kv_layer_llama(const Model *m, KVCache *kv, int l, int64_t R) {
     const ModelConfig *c = &m->config;
     const ModelParams *p = &m->params;
     int C = kv->C, NH = kv->NH, KVH = kv->KVH, hd = kv->hd, QKV = kv->qkv_w, F = kv->act_w;
     size_t lc = (size_t)l * C;
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln1w + lc, R, C, c->ln_eps);
-    kv_linear(kv, kv->qkv, kv->ln, p->qkvw + (size_t)l * QKV * C,
-              c->qkv_bias ? p->qkvb + (size_t)l * QKV : NULL, R, C, QKV, 0);
+    linear_forward(kv->qkv, kv->ln, p->qkvw + (size_t)l * QKV * C,
+                   c->qkv_bias ? p->qkvb + (size_t)l * QKV : NULL, R, C, QKV, 0);
     if (c->qk_norm) {
         kv_head_norm(kv, 0, NH, p->qnormw + (size_t)l * hd, R, c->ln_eps);
         kv_head_norm(kv, NH * hd, KVH, p->knormw + (size_t)l * hd, R, c->ln_eps);
@@ -170,11 +149,11 @@ static void kv_layer_llama(const Model *m, KVCache *kv, int l, int64_t R) {
     rope_forward(kv->qkv, kv->row_pos, kv->inv_freq, R, NH + KVH, hd, QKV);
     kv_append(kv, l, R);
     kv_attention(kv->atty, kv, R, l);
-    kv_linear(kv, kv->x, kv->atty, p->attprojw + lc * NH * hd, NULL, R, NH * hd, C, 1);
+    linear_forward(kv->x, kv->atty, p->attprojw + lc * NH * hd, NULL, R, NH * hd, C, 1);
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln2w + lc, R, C, c->ln_eps);
-    kv_linear(kv, kv->fch, kv->ln, p->fcw + lc * 2 * F, NULL, R, C, 2 * F, 0);
+    linear_forward(kv->fch, kv->ln, p->fcw + lc * 2 * F, NULL, R, C, 2 * F, 0);
     swiglu_forward(kv->fchg, kv->fch, R, F);
-    kv_linear(kv, kv->x, kv->fchg, p->fcprojw + lc * F, NULL, R, F, C, 1);
+    linear_forward(kv->x, kv->fchg, p->fcprojw + lc * F, NULL, R, F, C, 1);
 }
 
 static void kv_final_norm_llama(const Model *m, KVCache *kv, int64_t R) {
@@ -182,9 +161,8 @@ static void kv_final_norm_llama(const Model *m, KVCache *kv, int64_t R) {
 }
 
 static const KVStep kv_steps[] = {
-    [MODEL_ARCH_GPT2] = {1, 0, 0, kv_widths_gpt2, kv_embed_gpt2, kv_layer_gpt2,
-                         kv_final_norm_gpt2},
-    [MODEL_ARCH_LLAMA] = {0, 1, 1, kv_widths_llama, kv_embed_llama, kv_layer_llama,
+    [MODEL_ARCH_GPT2] = {1, 0, kv_widths_gpt2, kv_embed_gpt2, kv_layer_gpt2, kv_final_norm_gpt2},
+    [MODEL_ARCH_LLAMA] = {0, 1, kv_widths_llama, kv_embed_llama, kv_layer_llama,
                           kv_final_norm_llama},
 };
 
@@ -209,7 +187,6 @@ static int kv_layout(KVCache *kv, const KVStep *st, int qk_norm, KVSlot *t) {
     SLOT(fch, R * kv->fc_w);  SLOT(fchg, R * kv->act_w);
     SLOT(hn_in, hn);  SLOT(hn_out, hn);  SLOT(hn_rstd, qk_norm ? R * kv->NH : 0);
     SLOT(inv_freq, st->rope ? (size_t)kv->hd / 2 : 0);
-    SLOT(prod, st->linear ? R * C : 0);
     SLOT(head_in, B * C);  SLOT(logits, B * kv->V);  SLOT(head_logits, B * kv->V);
 #undef SLOT
     return k;

@@ -26,7 +26,6 @@ typedef struct {
     float *x, *ln, *mean, *rstd, *qkv, *atty, *fch, *fchg;
     float *hn_in, *hn_out, *hn_rstd;  // (max_rows * NH * hd), ..., (max_rows * NH)
     float *inv_freq;       // (hd / 2) RoPE frequencies (Llama-style only)
-    float *prod;           // (max_rows, C) a residual product before it is added (Llama-style)
     float *head_in;        // (max_B, C) final-norm rows of each sequence's newest token
     float *logits;         // (max_B, V) logits at each sequence's newest position
     float *head_logits;    // (max_B, V) scratch: packed rows of the last call
