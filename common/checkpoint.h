@@ -35,7 +35,7 @@
 //     default), hidden_act "silu", bos_token_id, eos_token_id (a list: its first id).
 //     qwen2 implies q/k/v biases, qwen3 per-head q/k RMSNorm. Refused, naming the key:
 //     sliding-window attention in use (mistral sliding_window below max_position_embeddings;
-//     qwen use_sliding_window with sliding layers; layer_types with "sliding_attention"), MoE
+//     qwen use_sliding_window true with such a window; layer_types with "sliding_attention"), MoE
 //     keys (num_experts, num_local_experts, ...), other rope scalings (linear, dynamic, yarn,
 //     ...), attention_bias / mlp_bias true (llama; attention_bias on qwen3), another hidden_act.
 //     Written with sorted keys (as transformers' to_json_string) and torch_dtype.
@@ -59,7 +59,7 @@
 // safetensors header is validated before a byte of data is used: header length vs file size,
 // JSON syntax, every dtype, every shape, data_offsets inside the data area, sizes equal to
 // numel * dtype size, no two tensors overlapping, no name twice. Files are memory-mapped
-// read-only; nothing is allocated from a size a file claims.
+// read-only; nothing is allocated from a size a file claims (safetensors.h has the file rules).
 //
 // Atomic save (DIR is the checkpoint path, P its parent directory; one writer per DIR at a time):
 //   1. ckpt_recover(DIR) (below); DIR, if it exists, must be a directory holding config.json

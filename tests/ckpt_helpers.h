@@ -27,6 +27,15 @@ static inline int exists(const char *p) { struct stat st; return lstat(p, &st) =
 
 static inline void write_text(const char *p, const char *s) { test_write_file(p, s, strlen(s)); }
 
+// Writes the JSON tree j into dir/config.json and deletes j.
+static inline void write_config(const char *dir, cJSON *j) {
+    char p[1024], *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    path(p, dir, "config.json");
+    write_text(p, s);
+    free(s);
+}
+
 static inline void copy_dir_file(const char *src_dir, const char *dst_dir, const char *name) {
     char a[1024], b[1024];
     path(a, src_dir, name);

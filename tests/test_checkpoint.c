@@ -568,13 +568,9 @@ static void test_bad_config(void) {
         cJSON *c = cJSON_Duplicate(base, 1);
         cJSON_DeleteItemFromObjectCaseSensitive(c, cases[i].key);
         if (cases[i].json) cJSON_AddItemToObject(c, cases[i].key, cJSON_Parse(cases[i].json));
-        char *s = cJSON_Print(c);
-        cJSON_Delete(c);
         fresh_dir(dir, "badcfg");
         copy_dir_file(good, dir, "model.safetensors");
-        path(p, dir, "config.json");
-        write_text(p, s);
-        free(s);
+        write_config(dir, c);
         ModelConfig mc;
         int rc = ckpt_load_config(dir, &mc, NULL, err, sizeof err);
         if (!cases[i].want) { CHECK_MSG(rc == 0, "case %zu: %s", i, err); continue; }
@@ -589,11 +585,8 @@ static void test_bad_config(void) {
     cJSON_ReplaceItemInObjectCaseSensitive(c, "architectures",
                                            cJSON_Parse("[\"GPT2ForSequenceClassification\"]"));
     cJSON_AddNumberToObject(c, "num_labels", 2);
-    char *s = cJSON_Print(c);
-    cJSON_Delete(c);
+    write_config(dir, c);
     path(p, dir, "config.json");
-    write_text(p, s);
-    free(s);
     ModelConfig mc;
     CHECK_ERR(ckpt_load_config(dir, &mc, NULL, err, sizeof err), err, "num_labels is 2",
               "config.json");

@@ -594,7 +594,7 @@ static void test_llama_sharded_load(void) {
 typedef struct { int fam; const char *key, *json, *key2, *json2, *want; } ConfigCase;
 
 static void test_llama_bad_config(void) {
-    char good[5][1024], dir[1024], p[1024], err[512];
+    char good[5][1024], dir[1024], err[512];
     Model probe[5];
     for (int f = MODEL_FAMILY_LLAMA; f <= MODEL_FAMILY_QWEN3; f++) {
         ModelConfig c = llama_cfg(f);
@@ -687,13 +687,9 @@ static void test_llama_bad_config(void) {
             cJSON_DeleteItemFromObjectCaseSensitive(c, keys[j]);
             if (vals[j]) cJSON_AddItemToObject(c, keys[j], cJSON_Parse(vals[j]));
         }
-        char *s = cJSON_Print(c);
-        cJSON_Delete(c);
         fresh_dir(dir, "llama_badcfg");
         copy_dir_file(good[k->fam], dir, "model.safetensors");
-        path(p, dir, "config.json");
-        write_text(p, s);
-        free(s);
+        write_config(dir, c);
         ModelConfig mc;
         CkptInfo info;
         int rc = ckpt_load_config(dir, &mc, &info, err, sizeof err);
@@ -716,11 +712,7 @@ static void test_llama_bad_config(void) {
                           "rope_theta", "max_position_embeddings", "head_dim", "rope_scaling"};
     for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
         cJSON_DeleteItemFromObjectCaseSensitive(c, drop[i]);
-    char *s = cJSON_Print(c);
-    cJSON_Delete(c);
-    path(p, dir, "config.json");
-    write_text(p, s);
-    free(s);
+    write_config(dir, c);
     ModelConfig mc;
     CHECK_MSG(ckpt_load_config(dir, &mc, NULL, err, sizeof err) == 0, "%s", err);
     CHECK(mc.n_kv_head == 4 && mc.untied == 1 && mc.ln_eps == 1e-6f && mc.rope_theta == 10000.0f &&
@@ -733,10 +725,7 @@ static void test_llama_bad_config(void) {
         "{\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 8.0, "
         "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
         "\"original_max_position_embeddings\": 8}"));
-    s = cJSON_Print(c);
-    cJSON_Delete(c);
-    write_text(p, s);
-    free(s);
+    write_config(dir, c);
     CHECK_MSG(ckpt_load_config(dir, &mc, NULL, err, sizeof err) == 0, "%s", err);
     CHECK(config_same(&mc, &probe[L].config));
     // a model that differs from the file is named by the HF key
