@@ -221,8 +221,9 @@ int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, cha
                         max_T, max_rows);
     if (max_T > c->max_seq_len)
         return util_err(err, errlen,
-                        "KV cache length %d exceeds the model's context n_positions=%d", max_T,
-                        c->max_seq_len);
+                        "KV cache length %d exceeds the model's context of %d positions "
+                        "(n_positions / max_position_embeddings)",
+                        max_T, c->max_seq_len);
     const KVStep *st = kv_sizes(kv, c, max_B, max_T, max_rows);
     if (!st) return util_err(err, errlen, "no KV-cache decoding for architecture %d", c->arch);
     KVSlot t[32];

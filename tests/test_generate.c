@@ -420,6 +420,9 @@ static void test_llama_cache_size(void) {
     int32_t t1 = 1, n1 = 1;
     CHECK_ERR(kv_forward(&other, &kv, &t1, &n1, 1, 1, NULL, err, sizeof err), err, "another model",
               NULL);
+    KVCache big;
+    CHECK_ERR(kv_init(&big, &m, 1, c->max_seq_len + 1, 4, err, sizeof err), err,
+              "max_position_embeddings", "1100");
     kv_free(&kv);
     model_free(&m); model_free(&other);
 }
