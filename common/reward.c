@@ -1,6 +1,8 @@
 // reward: the K-wise ranking loss, ranking parsing, reward-model scoring and bias folding. See
 // reward.h for the definitions.
 #include "reward.h"
+#include "checkpoint.h"
+#include "cli.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -279,6 +281,9 @@ int reward_fold_bias(Model *m, double c, char *err, size_t errlen) {
     if (!cf->score_head || cf->lm_head)
         return util_err(err, errlen,
                         "folding a bias into ln_f needs a model with a score head and no LM head");
+    if (!reward_can_fold_bias(m))
+        return util_err(err, errlen, "the model's final RMSNorm has no bias: a constant cannot be "
+                        "folded into its scores");
     int C = cf->n_embd;
     const float *w = m->params.scorew;
     double ww = 0;
@@ -287,5 +292,94 @@ int reward_fold_bias(Model *m, double c, char *err, size_t errlen) {
         return util_err(err, errlen,
                         "score.weight is zero: a bias cannot be folded into ln_f.bias");
     for (int i = 0; i < C; i++) m->params.lnfb[i] += (float)(c * w[i] / ww);
+    return 0;
+}
+
+int reward_can_fold_bias(const Model *m) { return m->param_sizes[P_LNFB] > 0; }
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer agreement between a policy and another model
+// ---------------------------------------------------------------------------------------------
+
+// The merges of a tokenizer directory (merges.txt, else the older vocab.bpe) without the
+// "#version" line, malloc'd into *out (*n bytes); -1 when neither file can be read.
+static int read_merges(const char *dir, char **out, size_t *n) {
+    static const char *const names[] = {"merges.txt", "vocab.bpe"};
+    for (int i = 0; i < 2; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        char *buf;
+        size_t len, skip = 0;
+        if (cli_read_file(path, &buf, &len, NULL, 0)) continue;
+        if (len >= 8 && !memcmp(buf, "#version", 8)) {
+            const char *nl = memchr(buf, '\n', len);
+            skip = nl ? (size_t)(nl - buf) + 1 : len;
+        }
+        memmove(buf, buf + skip, len - skip);
+        *out = buf;
+        *n = len - skip;
+        return 0;
+    }
+    return -1;
+}
+
+// The first id whose bytes differ between a and b (same size), or -1.
+static int64_t first_different_token(const Tokenizer *a, const Tokenizer *b) {
+    for (int64_t id = 0; id < tok_vocab_size(a); id++) {
+        size_t la, lb;
+        const char *ta = tok_token(a, (int32_t)id, &la), *tb = tok_token(b, (int32_t)id, &lb);
+        if (la != lb || memcmp(ta, tb, la)) return id;
+    }
+    return -1;
+}
+
+// The tokenizer files of dir (or dir.old while dir is being replaced) against the policy's.
+static int compare_tokenizer_files(const char *role, const char *dir, const char *tokdir,
+                                   const Tokenizer *tok, char *err, size_t errlen) {
+    char e[512];
+    Tokenizer *own;
+    if (tok_load(&own, dir, e, sizeof e)) return util_err(err, errlen, "%s: %s", role, e);
+    int64_t bad = tok_vocab_size(own) != tok_vocab_size(tok) ? -2 : first_different_token(own, tok);
+    tok_free(own);
+    if (bad == -2)
+        return util_err(err, errlen, "%s: the tokenizer of %s and the policy's (%s) differ in "
+                        "size: they do not agree", role, dir, tokdir);
+    if (bad >= 0)
+        return util_err(err, errlen, "%s: the tokenizer of %s and the policy's (%s) disagree on "
+                        "token id %lld: a model cannot read another tokenizer's ids",
+                        role, dir, tokdir, (long long)bad);
+    char *ma = NULL, *mb = NULL;
+    size_t na = 0, nb = 0;
+    int same = !read_merges(dir, &ma, &na) && !read_merges(tokdir, &mb, &nb) && na == nb &&
+               !memcmp(ma, mb, na);
+    free(ma);
+    free(mb);
+    if (!same)
+        return util_err(err, errlen, "%s: the tokenizer of %s and the policy's (%s) have the "
+                        "same tokens but different merges: they split text differently",
+                        role, dir, tokdir);
+    return 0;
+}
+
+int reward_check_tokenizer(const char *role, const char *dir, const ModelConfig *c,
+                           const ModelConfig *policy, const char *tokdir, const Tokenizer *tok,
+                           char *err, size_t errlen) {
+    if (c->vocab_size != policy->vocab_size)
+        return util_err(err, errlen, "%s: %s has a vocabulary of %d tokens, the policy %d: their "
+                        "tokenizers do not agree", role, dir, c->vocab_size, policy->vocab_size);
+    CkptInfo ci;
+    char e[512];
+    ModelConfig tmp;
+    if (ckpt_load_config(dir, &tmp, &ci, e, sizeof e))
+        return util_err(err, errlen, "%s: %s", role, e);
+    char tdir[4200];
+    snprintf(tdir, sizeof tdir, "%s%s", dir, ci.from_old ? ".old" : "");
+    if (ci.has_tokenizer) return compare_tokenizer_files(role, tdir, tokdir, tok, err, errlen);
+    if (c->arch != policy->arch)
+        return util_err(err, errlen, "%s: %s is a %s model without tokenizer files beside a %s "
+                        "policy: nothing shows that their tokenizers agree; copy the vocab.json "
+                        "and merges.txt it was trained with into %s", role, dir,
+                        c->arch == MODEL_ARCH_GPT2 ? "GPT-2" : "Llama-style",
+                        policy->arch == MODEL_ARCH_GPT2 ? "GPT-2" : "Llama-style", dir);
     return 0;
 }

@@ -88,7 +88,23 @@ int reward_forward(Model *m, const ModelBatch *b, float *values, float *scores, 
 void reward_backward(Model *m, const ModelBatch *b, const float *dscores, float *dvalues);
 
 // Adds c to every score the model computes, exactly: ln_f.bias += c * w / |w|^2 (w =
-// score.weight). Needs a model with a score head and no LM head (else ln_f feeds the logits too);
-// -1 when w is zero.
+// score.weight). Needs a model with a score head and no LM head (else ln_f feeds the logits too)
+// and a final norm with a bias (GPT-2's LayerNorm: reward_can_fold_bias); -1 when w is zero.
 int reward_fold_bias(Model *m, double c, char *err, size_t errlen);
+// Whether the model's final norm has a bias to carry a constant shift of the scores. The
+// Llama-style block kind has none: RMSNorm normalises away any shift before score.weight, which
+// has no bias either (LlamaForSequenceClassification), so its scores cannot be shifted exactly.
+int reward_can_fold_bias(const Model *m);
+
+// Whether a model checkpoint (a reward, value or reference model: role names it in messages)
+// reads token ids as the policy's tokenizer `tok` (loaded from tokdir) writes them, so that one
+// may score or judge the other's tokens whatever their block kinds. c is the model's config,
+// policy the policy's. Agreement: the same vocabulary size; and when the checkpoint holds
+// tokenizer files (vocab.json + merges.txt), the same bytes for every id and the same merges in
+// the same order. A checkpoint without tokenizer files is taken on its vocabulary size only when
+// it has the policy's block kind; a GPT-2 model beside a Llama-style policy (or the reverse)
+// must carry its tokenizer to show that it agrees. 0, or -1 with a message naming both.
+int reward_check_tokenizer(const char *role, const char *dir, const ModelConfig *c,
+                           const ModelConfig *policy, const char *tokdir, const Tokenizer *tok,
+                           char *err, size_t errlen);
 #endif

@@ -35,6 +35,12 @@ int64_t trainer_save_every(const Config *cfg) {
     return every ? every : config_get_int(cfg, "eval.every");
 }
 
+void trainer_save_format(const Config *cfg, CkptSaveOptions *so) {
+    so->save_dtype = strcmp(config_get_string(cfg, "save.dtype"), "bfloat16") ? CKPT_DTYPE_FLOAT32
+                                                                              : CKPT_DTYPE_BFLOAT16;
+    so->max_shard_bytes = config_get_int(cfg, "save.max_shard_bytes");
+}
+
 int trainer_config(Config **cfg, Dist *d, const ConfigEntry *schema, const char *prog,
                    const char *usage, int argc, char **argv) {
     // past a file-size limit a write fails (EFBIG: a message, the old files kept) instead of

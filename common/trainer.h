@@ -101,6 +101,16 @@
     TRAINER_ENTRY_RESUME,                                                                       \
     TRAINER_ENTRY_LOG_EVERY("10", "log a line every N steps when not on a terminal")
 
+// How the program's result (best/, final/, policy/) is written: its weights' type and shards.
+// OUT.DIR/last stays float32 in one file, so that a resume continues exactly.
+#define TRAINER_ENTRIES_SAVE_FORMAT                                                             \
+    CONFIG_ENTRY("save.dtype", CONFIG_ENUM, "float32",                                          \
+                 "weights' type in the result checkpoint (last/ stays float32)",                \
+                 .choices = "float32|bfloat16"),                                                \
+    CONFIG_ENTRY("save.max_shard_bytes", CONFIG_INT, "0",                                       \
+                 "result checkpoint in shards of at most N bytes with an index (0: one file)",  \
+                 .min = "0")
+
 // ---------------------------------------------------------------------------------------------
 // Optimizer and schedule from the entries above.
 
@@ -111,6 +121,9 @@ AdamWConfig trainer_adamw(const Config *cfg, const char *lr_key);
 LrSchedule trainer_schedule(const Config *cfg, int64_t total_steps);
 // save.every, or eval.every when save.every is 0 (checkpoints at each evaluation).
 int64_t trainer_save_every(const Config *cfg);
+// Sets so->save_dtype and so->max_shard_bytes from save.dtype and save.max_shard_bytes
+// (TRAINER_ENTRIES_SAVE_FORMAT), for the result checkpoint.
+void trainer_save_format(const Config *cfg, CkptSaveOptions *so);
 
 // ---------------------------------------------------------------------------------------------
 // The command line and the run.

@@ -162,6 +162,7 @@ static const ConfigEntry PPO_SCHEMA[] = {
     TRAINER_ENTRY_THREADS,
     TRAINER_ENTRY_RESUME,
     TRAINER_ENTRY_SAVE_EVERY("10", "1", "save OUT.DIR/last every N iterations (and at the end)"),
+    TRAINER_ENTRIES_SAVE_FORMAT,
     TRAINER_ENTRY_LOG_EVERY("1", "print a line every N iterations"),
     CONFIG_ENTRY("guards.action", CONFIG_ENUM, "stop",
                  "when a guard fires: stop the run (OUT.DIR/last keeps the last good "

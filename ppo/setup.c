@@ -14,6 +14,7 @@
 #define _GNU_SOURCE   // nftw
 #include "cli.h"
 #include "ppo_train.h"
+#include "reward.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -496,6 +497,7 @@ int ppo_save_final(Ppo *s, char *err, size_t errlen) {
                           .has_token_ids = eot >= 0,
                           .bos_token_id = eot,
                           .eos_token_id = eot};
+    trainer_save_format(s->cfg, &so);
     if (ckpt_save(s->tr.final_dir, s->has_ema ? &s->ema : &s->policy, &so, err, errlen)) return -1;
     return store_set_run_checkpoint(s->tr.db, s->tr.run_id, s->tr.final_dir, err, errlen);
 }
@@ -659,11 +661,17 @@ static int load_role_configs(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
             return -1;
     const ModelConfig *pc = &m->config[ROLE_POLICY];
     m->context = pc->max_seq_len;
+    // any block kinds may meet (a GPT-2 reward model scoring a Llama-style policy) as long as
+    // every model reads the policy tokenizer's ids as their own
     for (int i = 1; i < roles; i++) {
         if (m->config[i].vocab_size != pc->vocab_size)
             return util_err(err, errlen, "%s has a vocabulary of %d tokens, model.policy %d: all "
                             "four models must share the tokenizer",
                             PPO_ROLE_NAMES[i], m->config[i].vocab_size, pc->vocab_size);
+        if (strcmp(m->dir[i], m->dir[ROLE_POLICY]) &&
+            reward_check_tokenizer(PPO_ROLE_NAMES[i], m->dir[i], &m->config[i], pc, s->tok_dir,
+                                   s->tok, err, errlen))
+            return -1;
         if (m->config[i].max_seq_len < m->context) m->context = m->config[i].max_seq_len;
     }
     return ckpt_check_tokenizer(config_get_string(s->cfg, "model.policy"), pc->vocab_size,

@@ -23,7 +23,7 @@
 // prompts of demonstrations only with `reward import --label-demos`); --source NAME (those a
 // source gave, queued or not), --prompts FILE (those whose text the file holds) and --split S
 // narrow that choice and combine. With --policy, completions and rankings are keyed to the
-// policy's contents (SHA-256 of config.json and model.safetensors), not its path: a prompt
+// policy's contents (SHA-256 of config.json and the weights' files), not its path: a prompt
 // ranked for other contents is sampled and ranked again, one ranked for these is not.
 #include "checkpoint.h"
 #include "cli.h"
@@ -43,7 +43,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,6 +121,17 @@ static int collect(const StoreCompletion *sc, void *ctx) {
 // ---------------------------------------------------------------------------------------------
 // completions
 
+// The KV cache holds K sequences of at least n positions: grown (doubling, up to the context)
+// when a prompt needs more, so that it is sized by the prompts, not by a context of 32k.
+static int label_kv_reserve(Label *L, int n, char *err, size_t errlen) {
+    if (L->kv.memory && L->kv.max_T >= n) return 0;
+    int ctx = L->pol.config.max_seq_len, T = L->kv.max_T ? L->kv.max_T : 256;
+    while (T < n) T *= 2;
+    if (T > ctx) T = ctx;
+    kv_free(&L->kv);
+    return kv_init(&L->kv, &L->pol, L->k, T, L->k * 64, err, errlen);
+}
+
 // K samples of the policy for the prompt, stored as completions with model = the policy's path
 // and keyed to its contents (completion_policies), in one transaction.
 // ended[b] (K) receives whether sample b stopped at the end token; cids[b] its completion id.
@@ -149,7 +159,9 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
     }
     Rng r;   // the same prompt gets the same samples whenever it is labeled
     rng_init(&r, data_hash_u64(data_hash_u64(DATA_HASH_INIT, L->seed), (uint64_t)pid));
-    int rc = gen_generate(&L->pol, &L->kv, &L->sm, &g, &r, prompts, lens, K, Tp, out, olen, NULL,
+    int rc = label_kv_reserve(L, Tp + g.max_new_tokens, err, errlen);
+    if (rc == 0)
+        rc = gen_generate(&L->pol, &L->kv, &L->sm, &g, &r, prompts, lens, K, Tp, out, olen, NULL,
                           NULL, err, errlen);
     size_t lp = strlen(L->prefix);
     int tx = rc == 0 && store_begin(L->db, err, errlen) == 0;   // all K samples, or none
@@ -587,24 +599,36 @@ static int session(Label *L, char *err, size_t errlen) {
 // ---------------------------------------------------------------------------------------------
 // which prompts, and the policy's identity
 
-// The policy's contents: SHA-256 over the hashes of DIR's config.json and model.safetensors
-// (DIR.old when DIR is absent, as the checkpoint loaders read it).
-static int label_policy_hash(const char *dir, char out[STORE_HASH_HEX], char *err, size_t errlen) {
-    static const char *const files[] = {"config.json", "model.safetensors"};
-    char base[4096], path[4200], hex[STORE_HASH_HEX], all[256] = "";
-    struct stat sb;
-    snprintf(base, sizeof base, "%s", dir);
-    if (stat(dir, &sb) != 0) {   // the reader rule: DIR.old when DIR is absent
-        snprintf(base, sizeof base, "%s.old", dir);
-        if (stat(base, &sb) != 0) snprintf(base, sizeof base, "%s", dir);
+// What label_policy_hash gathers: "name=sha256\n" per file of the model, and where errors go.
+typedef struct {
+    char *text;
+    size_t n, cap;
+    char *err;
+    size_t errlen;
+} PolicyFiles;
+
+static int policy_files_add(const char *path, const char *name, void *ctx) {
+    PolicyFiles *pf = ctx;
+    char hex[STORE_HASH_HEX];
+    if (store_hash_file(path, hex, pf->err, pf->errlen)) return -1;
+    size_t need = strlen(name) + STORE_HASH_HEX + 3;
+    if (pf->n + need > pf->cap) {
+        pf->cap = 2 * (pf->n + need);
+        pf->text = REALLOC_CHECK(pf->text, pf->cap);
     }
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        snprintf(path, sizeof path, "%s/%s", base, files[i]);
-        if (store_hash_file(path, hex, err, errlen)) return -1;
-        snprintf(all + strlen(all), sizeof all - strlen(all), "%s=%s\n", files[i], hex);
-    }
-    store_hash_bytes(all, strlen(all), out);
+    pf->n += (size_t)snprintf(pf->text + pf->n, pf->cap - pf->n, "%s=%s\n", name, hex);
     return 0;
+}
+
+// The policy's contents: SHA-256 over the hashes of the files its model comes from, in
+// ckpt_model_files' order (config.json and model.safetensors, or the index and its shards; in
+// DIR.old when DIR is absent, as the checkpoint loaders read it).
+static int label_policy_hash(const char *dir, char out[STORE_HASH_HEX], char *err, size_t errlen) {
+    PolicyFiles pf = {.err = err, .errlen = errlen};
+    int rc = ckpt_model_files(dir, policy_files_add, &pf, err, errlen);
+    if (rc == 0) store_hash_bytes(pf.text, pf.n, out);
+    free(pf.text);
+    return rc ? -1 : 0;
 }
 
 // The text of one line of a prompts file: a JSONL line's "prompt" (FILE ends in .jsonl), else
@@ -811,8 +835,6 @@ int cmd_label(int argc, char **argv) {
                             .response_prefix = L.prefix,
                             .max_tokens = L.pol.config.max_seq_len};
         if (dataset_create(&L.ds, L.tok, &o, err, sizeof err)) goto out;
-        if (kv_init(&L.kv, &L.pol, L.k, L.pol.config.max_seq_len, L.k * 64, err, sizeof err))
-            goto out;
         sampler_init(&L.sm, L.pol.config.vocab_size);
         L.g.eot_id = tok_eot(L.tok);
         if (label_policy_hash(L.policy, L.policy_hash, err, sizeof err)) goto out;

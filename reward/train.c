@@ -13,7 +13,9 @@
 //
 // Outputs: OUT.DIR/last (resumable: weights as trained, AdamW moments, step, the bias in
 // trainer_state.json as reward_bias) and OUT.DIR/final (the reward model: last's weights with
-// the bias folded exactly into ln_f.bias; a plain Hugging Face GPT2ForSequenceClassification).
+// the bias folded exactly into ln_f.bias; a plain Hugging Face GPT2ForSequenceClassification,
+// or for a Llama-style model, whose RMSNorm has no bias, last's weights unshifted: a
+// LlamaForSequenceClassification or Qwen2/Qwen3 one).
 // Killed at any moment, the same command resumes and ends with the same weights.
 //
 // Under MPI (make MPI=1, mpirun -np N reward train ...) every rank loads the same rankings and
@@ -87,6 +89,7 @@ static const ConfigEntry RM_SCHEMA[] = {
     CONFIG_ENTRY("bias.max_examples", CONFIG_INT, "2000",
                  "at most this many examples (the first by id) for the bias", .min = "1"),
     TRAINER_ENTRIES_CADENCE,
+    TRAINER_ENTRIES_SAVE_FORMAT,
     {0}};
 
 static const char *usage =
@@ -707,10 +710,18 @@ static int finish(Rm *rm, char *err, size_t errlen) {
     double mean;
     int64_t n;
     if (mean_score(rm, &what, &mean, &n, err, errlen)) return -1;
-    rm->bias = n ? -mean : 0.0;
+    // Llama-style: no bias anywhere after the final RMSNorm; a constant reward offset does not
+    // change PPO's advantages (the value model absorbs it), so the scores stay as trained
+    int foldable = reward_can_fold_bias(&rm->model);
+    rm->bias = n && foldable ? -mean : 0.0;
     rm->has_bias = 1;
     if (save_last(rm, err, errlen)) return -1;
-    if (n) {
+    if (n && !foldable) {
+        if (main_rank)
+            fprintf(stderr, "reward: no bias folded: the model's final RMSNorm and score.weight "
+                    "have no bias to carry it (the %lld %s have mean score %.6f)\n",
+                    (long long)n, what, mean);
+    } else if (n) {
         if (reward_fold_bias(&rm->model, rm->bias, err, errlen)) return -1;
         if (main_rank)
             fprintf(stderr,
@@ -729,8 +740,9 @@ static int finish(Rm *rm, char *err, size_t errlen) {
                           .has_token_ids = eot >= 0,
                           .bos_token_id = eot,
                           .eos_token_id = eot};
+    trainer_save_format(rm->cfg, &so);
     if (main_rank && ckpt_save(rm->tr.final_dir, &rm->model, &so, err, errlen)) return -1;
-    if (n) {   // the check: the same examples now score 0 on average (up to float rounding)
+    if (n && foldable) {   // the check: the same examples now score 0 on average (float rounding)
         double after;
         int64_t n2;
         if (mean_score(rm, &what, &after, &n2, err, errlen)) return -1;

@@ -239,7 +239,16 @@ static int encode_prompts(Eval *e) {
     return 0;
 }
 
-// Loads an LM checkpoint for batches of up to max_B x its context (no score head).
+// The rows a model needs: a prompt, its answer and the end token (and with text, the windows of
+// the pretraining loss), within its context. Not the whole context: a Llama-family model's
+// 32k positions would need gigabytes of attention rows.
+static int work_len(const Eval *e, const ModelConfig *c, int text) {
+    int64_t n = e->longest_prompt + e->max_new + 1;
+    if (text && e->pretrain && n < RLHF_EVAL_WINDOW_MAX) n = RLHF_EVAL_WINDOW_MAX;
+    return n < c->max_seq_len ? (int)n : c->max_seq_len;
+}
+
+// Loads an LM checkpoint for batches of up to max_B x work_len (no score head).
 static int load_lm(const char *dir, Model *m, int max_B, const Eval *e, const char *role) {
     char err[512];
     ModelConfig c;
@@ -247,7 +256,7 @@ static int load_lm(const char *dir, Model *m, int max_B, const Eval *e, const ch
     if (!c.lm_head) EFAIL("%s: %s is a reward/value model without an LM head", role, dir);
     if (ckpt_check_tokenizer(dir, c.vocab_size, e->tokdir ? e->tokdir : e->a, tok_vocab_size(e->tok), err, sizeof err)) EFAIL("%s: %s", role, err);
     c.score_head = 0;
-    if (model_init(m, &c, max_B, c.max_seq_len, 0, 0, err, sizeof err) ||
+    if (model_init(m, &c, max_B, work_len(e, &c, 1), 0, 0, err, sizeof err) ||
         ckpt_load_weights(dir, m, CKPT_IGNORE_SCORE, err, sizeof err)) {
         model_free(m);
         EFAIL("%s: %s", role, err);
@@ -261,6 +270,12 @@ static int check_lm(const char *dir, const Eval *e, const char *role) {
     ModelConfig c;
     if (ckpt_load_config(dir, &c, NULL, err, sizeof err)) EFAIL("%s: %s", role, err);
     if (!c.lm_head) EFAIL("%s: %s is a reward/value model without an LM head", role, dir);
+    ModelConfig ac;   // --b and --reference read --a's tokens: their tokenizers must agree
+    if (strcmp(dir, e->a) &&
+        (ckpt_load_config(e->a, &ac, NULL, err, sizeof err) ||
+         reward_check_tokenizer(role, dir, &c, &ac, e->tokdir ? e->tokdir : e->a, e->tok, err,
+                                sizeof err)))
+        EFAIL("%s", err);
     if (e->longest_prompt + e->max_new > c.max_seq_len)
         EFAIL(
             "%s: a prompt of %lld tokens plus --max-new %lld exceeds the context of %d; lower --max-new",
@@ -379,7 +394,7 @@ static int forward_answers(const Eval *e, Model *m, const PolicyOut *po, int64_t
                            int32_t *tok, int32_t *tgt, int32_t *lens, const char *what,
                            const char *whose) {
     char err[512];
-    int T = m->config.max_seq_len;
+    int T = m->max_T;
     int Tb = fill_rows(e, po, r0, nb, tgt != NULL, tgt == NULL, tok, tgt, lens, T);
     if (Tb < 0) {
         fprintf(stderr, "rlhf eval-policy: an answer of %s is longer than %s context %d\n", po->dir,
@@ -397,7 +412,7 @@ static int forward_answers(const Eval *e, Model *m, const PolicyOut *po, int64_t
 
 // Sum over each answer's tokens of log p under m, into out[R].
 static int answer_logp(const Eval *e, Model *m, const PolicyOut *po, double *out) {
-    int B = (int)e->batch, T = m->config.max_seq_len;
+    int B = (int)e->batch, T = m->max_T;
     int32_t *tok = MALLOC_CHECK((size_t)B * T * sizeof(int32_t));
     int32_t *tgt = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)), lens[B];
     float *lp = MALLOC_CHECK((size_t)B * T * sizeof(float));
@@ -426,7 +441,7 @@ static int answer_logp(const Eval *e, Model *m, const PolicyOut *po, double *out
 // Reward-model score of every answer: the scalar head at the last token of prompt + answer (the
 // end token appended to an answer cut off by --max-new).
 static int reward_scores(const Eval *e, Model *rm, PolicyOut *po) {
-    int B = (int)e->batch, T = rm->config.max_seq_len;
+    int B = (int)e->batch, T = rm->max_T;
     int32_t *tok = MALLOC_CHECK((size_t)B * T * sizeof(int32_t)), lens[B];
     float *val = MALLOC_CHECK((size_t)B * T * sizeof(float));
     po->rm = MALLOC_CHECK((size_t)e->n_resp * sizeof(double));
@@ -477,7 +492,7 @@ static int encode_text(const Eval *e, int32_t **ids, size_t *n) {
 // Mean next-token loss over consecutive windows of the context (as `rlhf eval` computes it).
 static int text_loss(const Eval *e, Model *m, const int32_t *ids, size_t n, double *loss) {
     char err[512];
-    int64_t W = (int64_t)n - 1 < m->config.max_seq_len ? (int64_t)n - 1 : m->config.max_seq_len;
+    int64_t W = rlhf_eval_window(&m->config, n);
     double total = 0;
     int rc = rlhf_window_loss(m, ids, n, W, e->batch, NULL, &total, err, sizeof err);
     if (rc) fprintf(stderr, "rlhf eval-policy: %s\n", err);
@@ -1201,11 +1216,13 @@ static int load_reward_model(const Eval *e, Model *rm) {
     ModelConfig c;
     if (ckpt_load_config(e->reward, &c, NULL, err, sizeof err)) EFAIL("--reward: %s", err);
     if (!c.score_head) EFAIL("--reward: %s has no score head (score.weight)", e->reward);
-    if (ckpt_check_tokenizer(e->reward, c.vocab_size, e->tokdir ? e->tokdir : e->a,
-                             tok_vocab_size(e->tok), err, sizeof err))
-        EFAIL("--reward: %s", err);
+    ModelConfig pc;   // any block kind may score the policies when it reads their token ids
+    if (ckpt_load_config(e->a, &pc, NULL, err, sizeof err) ||
+        reward_check_tokenizer("--reward", e->reward, &c, &pc, e->tokdir ? e->tokdir : e->a,
+                               e->tok, err, sizeof err))
+        EFAIL("%s", err);
     c.lm_head = 0;
-    if (model_init(rm, &c, (int)e->batch, c.max_seq_len, 0, 0, err, sizeof err) ||
+    if (model_init(rm, &c, (int)e->batch, work_len(e, &c, 0), 0, 0, err, sizeof err) ||
         ckpt_load_weights(e->reward, rm, 0, err, sizeof err)) {
         model_free(rm);
         EFAIL("--reward: %s", err);

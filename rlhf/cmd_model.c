@@ -16,75 +16,153 @@
 
 #define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); return 1; } while (0)
 
-typedef struct { const char *name; int L, NH, C, ctx; } Preset;
+// The shapes `rlhf init --preset` makes. vocab_size 0: the tokenizer's (else GPT-2's 50257);
+// the Llama family's real shapes carry their own vocabulary.
+typedef struct {
+    const char *name;
+    ModelConfig c;
+} Preset;
+#define GPT2_PRESET(nm, L, NH, C, ctx)                                                             \
+    {nm, {.arch = MODEL_ARCH_GPT2, .family = MODEL_FAMILY_GPT2, .max_seq_len = ctx, .n_layer = L, \
+          .n_head = NH, .n_embd = C, .ln_eps = 1e-5f}}
 static const Preset presets[] = {
-    {"tiny", 2, 2, 64, 256},
-    {"small", 4, 4, 256, 256},
-    {"gpt2", 12, 12, 768, 1024},
-    {"gpt2-medium", 24, 16, 1024, 1024},
+    GPT2_PRESET("tiny", 2, 2, 64, 256),
+    GPT2_PRESET("small", 4, 4, 256, 256),
+    GPT2_PRESET("gpt2", 12, 12, 768, 1024),
+    GPT2_PRESET("gpt2-medium", 24, 16, 1024, 1024),
+    {"llama-tiny", {.arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_LLAMA, .max_seq_len = 256,
+                    .n_layer = 2, .n_head = 4, .n_embd = 64, .ln_eps = 1e-5f, .n_kv_head = 2,
+                    .head_dim = 16, .d_ff = 96, .rope_theta = 10000.0f}},
+    {"smollm2-135m", {.arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_LLAMA,
+                      .max_seq_len = 2048, .vocab_size = 49152, .n_layer = 30, .n_head = 9,
+                      .n_embd = 576, .ln_eps = 1e-5f, .n_kv_head = 3, .head_dim = 64,
+                      .d_ff = 1536, .rope_theta = 100000.0f}},
+    {"qwen2.5-0.5b", {.arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_QWEN2,
+                      .max_seq_len = 32768, .vocab_size = 151936, .n_layer = 24, .n_head = 14,
+                      .n_embd = 896, .ln_eps = 1e-6f, .n_kv_head = 2, .head_dim = 64,
+                      .d_ff = 4864, .rope_theta = 1e6f, .qkv_bias = 1}},
+    {"qwen3-0.6b", {.arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_QWEN3, .max_seq_len = 40960,
+                    .vocab_size = 151936, .n_layer = 28, .n_head = 16, .n_embd = 1024,
+                    .ln_eps = 1e-6f, .n_kv_head = 8, .head_dim = 128, .d_ff = 3072,
+                    .rope_theta = 1e6f, .qk_norm = 1}},
 };
+#undef GPT2_PRESET
 
 static const char *init_usage =
-    "usage: rlhf init --preset tiny|small|gpt2|gpt2-medium --out DIR [options]\n"
-    "  --tokenizer DIR     copy vocab.json + merges.txt from DIR (sets the vocabulary size)\n"
-    "  --vocab-size N      vocabulary size (default: the tokenizer's, else 50257)\n"
+    "usage: rlhf init --preset NAME --out DIR [options]\n"
+    "  --tokenizer DIR     copy vocab.json + merges.txt from DIR (sets the vocabulary size of\n"
+    "                      the presets that have none)\n"
+    "  --vocab-size N      vocabulary size (default: the preset's, else the tokenizer's, else\n"
+    "                      50257)\n"
     "  --n-layer N --n-head N --n-embd N --n-positions N   override the preset\n"
+    "  Llama-family presets only:\n"
+    "  --n-kv-head N       key/value heads (grouped-query attention; 1 = multi-query)\n"
+    "  --head-dim N        width of one head (default n_embd / n_head when --n-embd or\n"
+    "                      --n-head is given, else the preset's)\n"
+    "  --d-ff N            SwiGLU MLP width (intermediate_size)\n"
+    "  --rope-theta X      RoPE base\n"
+    "  --untied            a separate LM head (lm_head.weight) instead of the tied embeddings\n"
+    "  --qkv-bias          biases on the q/k/v projections (written as a Qwen2 model)\n"
+    "  --qk-norm           per-head RMSNorm of q and k (written as a Qwen3 model)\n"
     "  --score-head        add the scalar head score.weight (reward / value model)\n"
     "  --no-lm-head        reward / value model without the LM head (needs --score-head)\n"
     "  --seed S            initialisation seed (default 1234)\n"
-    "presets: tiny L2 H2 C64 ctx256 | small L4 H4 C256 ctx256 | gpt2 L12 H12 C768 ctx1024 |\n"
-    "         gpt2-medium L24 H16 C1024 ctx1024\n";
+    "GPT-2 presets (learned positions, LayerNorm, GELU, tied):\n"
+    "  tiny L2 H2 C64 ctx256 | small L4 H4 C256 ctx256 | gpt2 L12 H12 C768 ctx1024 |\n"
+    "  gpt2-medium L24 H16 C1024 ctx1024\n"
+    "Llama-family presets (RoPE, RMSNorm, SwiGLU, grouped-query attention, tied):\n"
+    "  llama-tiny    L2 H4 KV2 hd16 C64 F96 ctx256, theta 1e4, the tokenizer's vocabulary\n"
+    "  smollm2-135m  L30 H9 KV3 hd64 C576 F1536 ctx2048 V49152, theta 1e5 (Llama)\n"
+    "  qwen2.5-0.5b  L24 H14 KV2 hd64 C896 F4864 ctx32768 V151936, theta 1e6, q/k/v biases\n"
+    "  qwen3-0.6b    L28 H16 KV8 hd128 C1024 F3072 ctx40960 V151936, theta 1e6, q/k norms\n";
 
-int cmd_init(int argc, char **argv) {
-    const char *preset = NULL, *out = NULL, *tokdir = NULL;
-    int64_t vocab = 0, L = 0, NH = 0, C = 0, ctx = 0, seed = 1234;
-    int score = 0, nolm = 0, status;
-    char err[512];
-    CliOption opts[] = {
-        CLI_STRING("--preset", &preset, .required = 1),
-        CLI_STRING("--out", &out, .required = 1),
-        CLI_STRING("--tokenizer", &tokdir),
-        CLI_INT("--vocab-size", &vocab, 1, 1 << 24),
-        CLI_INT("--n-layer", &L, 1, 1024),
-        CLI_INT("--n-head", &NH, 1, 65536),
-        CLI_INT("--n-embd", &C, 1, 65536),
-        CLI_INT("--n-positions", &ctx, 1, 1 << 20),
-        CLI_INT("--seed", &seed, 0, INT64_MAX),
-        CLI_FLAG("--score-head", &score),
-        CLI_FLAG("--no-lm-head", &nolm),
-        {0}};
-    CliCommand cmd = {.prog = "rlhf init", .usage = init_usage, .opts = opts};
-    if (cli_parse(&cmd, argc, argv, &status)) return status;
-    const Preset *p = NULL;
+// What `rlhf init` was asked beyond the preset (0: not given).
+typedef struct {
+    int64_t vocab, L, NH, C, ctx, kvh, hd, ff;
+    double theta;
+    int untied, qkv_bias, qk_norm;
+} InitOverrides;
+
+static const Preset *init_find_preset(const char *name) {
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
-        if (!strcmp(presets[i].name, preset)) p = &presets[i];
-    if (!p) {
-        fprintf(stderr, "rlhf init: unknown preset '%s' (tiny, small, gpt2, gpt2-medium)\n",
-                preset);
-        return 2;
+        if (!strcmp(presets[i].name, name)) return &presets[i];
+    return NULL;
+}
+
+// The preset's config with the overrides applied; vocab is the size chosen (tokenizer included).
+// Returns 0, or -1 with a message naming the option that does not apply.
+static int init_config(const Preset *p, const InitOverrides *o, int64_t vocab, ModelConfig *c,
+                       char *err, size_t errlen) {
+    *c = p->c;
+    if (c->arch == MODEL_ARCH_GPT2) {
+        const char *llama_only = o->kvh     ? "--n-kv-head"
+                                 : o->hd    ? "--head-dim"
+                                 : o->ff    ? "--d-ff"
+                                 : o->theta ? "--rope-theta"
+                                 : o->untied ? "--untied"
+                                 : o->qkv_bias ? "--qkv-bias"
+                                 : o->qk_norm  ? "--qk-norm"
+                                               : NULL;
+        if (llama_only)
+            return util_err(err, errlen, "%s applies to the Llama-family presets (llama-tiny, "
+                            "smollm2-135m, qwen2.5-0.5b, qwen3-0.6b), not to GPT-2's %s",
+                            llama_only, p->name);
     }
-    int eot = -1;
-    if (tokdir) {
-        Tokenizer *t;
-        if (tok_load(&t, tokdir, err, sizeof err)) FAIL("rlhf init: %s", err);
-        int64_t tv = tok_vocab_size(t);
-        eot = tok_eot(t);
-        tok_free(t);
-        if (vocab && vocab < tv)
-            FAIL("rlhf init: --vocab-size %lld is smaller than the tokenizer's %lld tokens",
-                 (long long)vocab, (long long)tv);
-        if (!vocab) vocab = tv;
+    c->vocab_size = (int)vocab;
+    if (o->L) c->n_layer = (int)o->L;
+    if (o->NH) c->n_head = (int)o->NH;
+    if (o->C) c->n_embd = (int)o->C;
+    if (o->ctx) c->max_seq_len = (int)o->ctx;
+    if (c->arch == MODEL_ARCH_LLAMA) {
+        // a new width or head count makes the preset's head_dim meaningless: C / NH unless given
+        if (o->NH || o->C) c->head_dim = 0;
+        if (o->hd) c->head_dim = (int)o->hd;
+        if (o->kvh) c->n_kv_head = (int)o->kvh;
+        if (o->ff) c->d_ff = (int)o->ff;
+        if (o->theta) c->rope_theta = (float)o->theta;
+        c->untied |= o->untied;
+        // Hugging Face has these only as families: q/k/v biases alone are Qwen2's, q/k norms
+        // Qwen3's (Llama's attention_bias would add o_proj's too)
+        if (o->qkv_bias && (o->qk_norm || c->qk_norm))
+            return util_err(err, errlen, "--qkv-bias: no Hugging Face family has q/k/v biases and "
+                            "q/k norms together (Qwen2 has the biases, Qwen3 the norms)");
+        if (o->qk_norm && c->qkv_bias)
+            return util_err(err, errlen, "--qk-norm: no Hugging Face family has q/k/v biases and "
+                            "q/k norms together (Qwen2 has the biases, Qwen3 the norms)");
+        if (o->qkv_bias) c->family = MODEL_FAMILY_QWEN2;
+        if (o->qk_norm) c->family = MODEL_FAMILY_QWEN3;
+        c->qkv_bias |= o->qkv_bias;
+        c->qk_norm |= o->qk_norm;
     }
-    ModelConfig c = {.max_seq_len = (int)(ctx ? ctx : p->ctx),
-                     .vocab_size = (int)(vocab ? vocab : 50257),
-                     .n_layer = (int)(L ? L : p->L),
-                     .n_head = (int)(NH ? NH : p->NH),
-                     .n_embd = (int)(C ? C : p->C),
-                     .ln_eps = 1e-5f,
-                     .lm_head = !nolm,
-                     .score_head = score};
-    // --out ws/base in a fresh folder: the parent is made as `mkdir -p` would (the checkpoint
-    // itself is written whole or not at all by ckpt_save)
+    return 0;
+}
+
+// The vocabulary size: --vocab-size, else the preset's, else the tokenizer's, else 50257; the
+// tokenizer (tv tokens, 0 without one) must fit. Returns it, or -1 with a message.
+static int64_t init_vocab(const Preset *p, int64_t asked, int64_t tv, char *err, size_t errlen) {
+    int64_t v = asked ? asked : p->c.vocab_size ? p->c.vocab_size : tv ? tv : 50257;
+    if (tv > v)
+        return util_err(err, errlen, "the tokenizer has %lld tokens, more than the vocabulary "
+                        "of %lld (%s); pass --vocab-size",
+                        (long long)tv, (long long)v,
+                        asked ? "--vocab-size" : p->c.vocab_size ? p->name : "the default");
+    return v;
+}
+
+// "L2 H4 KV2 hd16 C64 F96 ctx256 V300": the shape in one word per dimension.
+static void init_describe(const ModelConfig *c, char *buf, size_t n) {
+    if (c->arch == MODEL_ARCH_GPT2)
+        snprintf(buf, n, "GPT-2 L%d H%d C%d ctx%d V%d", c->n_layer, c->n_head, c->n_embd,
+                 c->max_seq_len, c->vocab_size);
+    else
+        snprintf(buf, n, "Llama-style L%d H%d KV%d hd%d C%d F%d ctx%d V%d%s", c->n_layer,
+                 c->n_head, model_kv_heads(c), model_head_dim(c), c->n_embd, model_ff(c),
+                 c->max_seq_len, c->vocab_size, c->untied ? " untied" : "");
+}
+
+// --out ws/base in a fresh folder: the parent is made as `mkdir -p` would (the checkpoint itself
+// is written whole or not at all by ckpt_save).
+static int init_make_parent(const char *out, char *err, size_t errlen) {
     char parent[4096];
     snprintf(parent, sizeof parent, "%s", out);
     char *slash = strrchr(parent, '/');
@@ -92,10 +170,61 @@ int cmd_init(int argc, char **argv) {
         *slash = '\0';
         slash = strrchr(parent, '/');
     }
-    if (slash && slash > parent) {
-        *slash = '\0';
-        if (util_mkdir_p(parent, err, sizeof err)) FAIL("rlhf init: --out %s: %s", out, err);
+    if (!slash || slash == parent) return 0;
+    *slash = '\0';
+    if (util_mkdir_p(parent, err, errlen)) return util_err_prefix(err, errlen, "--out %s: ", out);
+    return 0;
+}
+
+int cmd_init(int argc, char **argv) {
+    const char *preset = NULL, *out = NULL, *tokdir = NULL;
+    InitOverrides o = {0};
+    int64_t seed = 1234;
+    int score = 0, nolm = 0, status;
+    char err[512];
+    CliOption opts[] = {
+        CLI_STRING("--preset", &preset, .required = 1),
+        CLI_STRING("--out", &out, .required = 1),
+        CLI_STRING("--tokenizer", &tokdir),
+        CLI_INT("--vocab-size", &o.vocab, 1, 1 << 24),
+        CLI_INT("--n-layer", &o.L, 1, 1024),
+        CLI_INT("--n-head", &o.NH, 1, 65536),
+        CLI_INT("--n-embd", &o.C, 1, 65536),
+        CLI_INT("--n-positions", &o.ctx, 1, 1 << 20),
+        CLI_INT("--n-kv-head", &o.kvh, 1, 65536),
+        CLI_INT("--head-dim", &o.hd, 1, 65536),
+        CLI_INT("--d-ff", &o.ff, 1, 1 << 20),
+        CLI_DOUBLE("--rope-theta", &o.theta, 1, 1e12),
+        CLI_FLAG("--untied", &o.untied),
+        CLI_FLAG("--qkv-bias", &o.qkv_bias),
+        CLI_FLAG("--qk-norm", &o.qk_norm),
+        CLI_INT("--seed", &seed, 0, INT64_MAX),
+        CLI_FLAG("--score-head", &score),
+        CLI_FLAG("--no-lm-head", &nolm),
+        {0}};
+    CliCommand cmd = {.prog = "rlhf init", .usage = init_usage, .opts = opts};
+    if (cli_parse(&cmd, argc, argv, &status)) return status;
+    const Preset *p = init_find_preset(preset);
+    if (!p) {
+        fprintf(stderr, "rlhf init: unknown preset '%s' (tiny, small, gpt2, gpt2-medium, "
+                "llama-tiny, smollm2-135m, qwen2.5-0.5b, qwen3-0.6b)\n", preset);
+        return 2;
     }
+    int eot = -1;
+    int64_t tv = 0;
+    if (tokdir) {
+        Tokenizer *t;
+        if (tok_load(&t, tokdir, err, sizeof err)) FAIL("rlhf init: %s", err);
+        tv = tok_vocab_size(t);
+        eot = tok_eot(t);
+        tok_free(t);
+    }
+    int64_t vocab = init_vocab(p, o.vocab, tv, err, sizeof err);
+    ModelConfig c;
+    if (vocab < 0 || init_config(p, &o, vocab, &c, err, sizeof err)) FAIL("rlhf init: %s", err);
+    c.lm_head = !nolm;
+    c.score_head = score;
+    if (init_make_parent(out, err, sizeof err)) FAIL("rlhf init: %s", err);
     Model m;
     if (model_init(&m, &c, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf init: %s", err);
     model_init_weights(&m, (uint64_t)seed);
@@ -104,9 +233,10 @@ int cmd_init(int argc, char **argv) {
                           .bos_token_id = eot,
                           .eos_token_id = eot};
     int rc = ckpt_save(out, &m, &so, err, sizeof err);
+    char shape[160];
+    init_describe(&c, shape, sizeof shape);
     if (!rc)
-        fprintf(stderr, "rlhf init: %s: %zu parameters (L%d H%d C%d ctx%d V%d) written\n", out,
-                m.num_params, c.n_layer, c.n_head, c.n_embd, c.max_seq_len, c.vocab_size);
+        fprintf(stderr, "rlhf init: %s: %zu parameters (%s) written\n", out, m.num_params, shape);
     model_free(&m);
     if (rc) FAIL("rlhf init: %s", err);
     return 0;
@@ -115,12 +245,83 @@ int cmd_init(int argc, char **argv) {
 static const char *info_usage =
     "usage: rlhf info CKPT [--batch B] [--seq T]\n"
     "       rlhf info --system\n"
-    "Prints the config, the parameter count and the memory needed to train (weights, gradients,\n"
-    "AdamW moments, activations at B x T) and to sample (weights, KV cache for B x T), after\n"
-    "loading the weights (every dtype, shape and value checked: a checkpoint info accepts loads).\n"
-    "Defaults: B = 8, T = the model's context.\n"
-    "--system: the CPU and its vector extensions, the OpenBLAS kernel (and whether it was selected\n"
-    "at startup), OpenBLAS's configuration, the thread counts and the variables that set them.\n";
+    "Prints the architecture (block kind, family, heads and KV heads, head width, MLP, positions,\n"
+    "tied or untied head), the parameter count and the memory needed to train (weights,\n"
+    "gradients, AdamW moments, activations at B x T) and to sample (weights, KV cache for B x T),\n"
+    "after loading the weights (every dtype, shape and value checked: a checkpoint info accepts\n"
+    "loads). Defaults: B = 8, T = the model's context, at most 2048.\n"
+    "--system: the CPU and its vector extensions, the OpenBLAS kernel (and whether it was\n"
+    "selected at startup), OpenBLAS's configuration, the thread counts and the variables that\n"
+    "set them.\n";
+
+static const char *const info_family_names[] = {"gpt2", "llama", "mistral", "qwen2", "qwen3"};
+
+// The architecture lines of `rlhf info`: block kind and family, attention, MLP, heads.
+static void info_print_arch(const ModelConfig *c) {
+    int fam = c->family >= 0 && c->family <= MODEL_FAMILY_QWEN3 ? c->family : 0;
+    int kvh = model_kv_heads(c), hd = model_head_dim(c);
+    if (c->arch == MODEL_ARCH_GPT2) {
+        printf("model        GPT-2, %d layers, %d heads, %d channels, context %d, vocabulary %d\n",
+               c->n_layer, c->n_head, c->n_embd, c->max_seq_len, c->vocab_size);
+        printf("attention    %d heads of %d, learned positions (wpe), LayerNorm eps %g\n",
+               c->n_head, hd, (double)c->ln_eps);
+        printf("mlp          GELU(tanh) %d\n", model_ff(c));
+    } else {
+        printf("model        Llama-style (%s), %d layers, %d heads, %d channels, context %d, "
+               "vocabulary %d\n", info_family_names[fam], c->n_layer, c->n_head, c->n_embd,
+               c->max_seq_len, c->vocab_size);
+        printf("attention    %d heads of %d, %d KV head%s (%s)%s%s, RMSNorm eps %g\n", c->n_head,
+               hd, kvh, kvh == 1 ? "" : "s",
+               kvh == c->n_head ? "multi-head" : kvh == 1 ? "multi-query" : "grouped-query",
+               c->qkv_bias ? ", q/k/v biases" : "", c->qk_norm ? ", q/k RMSNorm" : "",
+               (double)c->ln_eps);
+        if (c->rope_scaling == MODEL_ROPE_LLAMA3)
+            printf("rope         theta %g, llama3 scaling (factor %g, low %g, high %g, original "
+                   "context %d)\n", (double)c->rope_theta, (double)c->rope_factor,
+                   (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor,
+                   c->rope_original_max_pos);
+        else
+            printf("rope         theta %g\n", (double)c->rope_theta);
+        printf("mlp          SwiGLU %d\n", model_ff(c));
+    }
+    const char *lm = c->untied ? "LM (untied lm_head)" : "LM (tied)";
+    printf("heads        %s%s%s\n", c->lm_head ? lm : "", c->lm_head && c->score_head ? " + " : "",
+           c->score_head ? "scalar score" : "");
+}
+
+// The memory lines: training (weights, gradients, AdamW moments, activations) and sampling
+// (weights and the KV cache of `rlhf generate`) at B x T, for P parameters.
+static void info_print_memory(const ModelConfig *c, size_t P, int64_t B, int64_t T) {
+    double w = (double)P * sizeof(float);
+    double train = (double)model_memory_bytes(c, (int)B, (int)T, 1);
+    int64_t prefill = B * (T < 256 ? T : 256);
+    double kv = (double)kv_memory_bytes(c, (int)B, (int)T, (int)prefill);
+    double sample_w = (double)model_memory_bytes(c, 1, 1, 0);
+    char a[32], s[32], ws[32], act[32], kvs[32], wf[32];
+    util_format_bytes(a, sizeof a, train);
+    util_format_bytes(ws, sizeof ws, 4 * w);
+    util_format_bytes(act, sizeof act, train - 4 * w);
+    util_format_bytes(s, sizeof s, sample_w + kv);
+    util_format_bytes(wf, sizeof wf, sample_w);
+    util_format_bytes(kvs, sizeof kvs, kv);
+    printf("memory       train at B=%lld T=%lld: %s (weights+grads+AdamW %s, activations %s)\n",
+           (long long)B, (long long)T, a, ws, act);
+    printf("             sample at B=%lld T=%lld: %s (weights %s, KV cache %s)\n", (long long)B,
+           (long long)T, s, wf, kvs);
+}
+
+// A checkpoint's tokenizer must fit its model, as every program requires.
+static int info_check_tokenizer(const char *dir, const CkptInfo *ci, const ModelConfig *c,
+                                char *err, size_t errlen) {
+    if (!ci->has_tokenizer) return 0;
+    Tokenizer *t;
+    char tdir[4200];   // where the config was read: DIR, or DIR.old while DIR is being replaced
+    snprintf(tdir, sizeof tdir, "%s%s", dir, ci->from_old ? ".old" : "");
+    if (tok_load(&t, tdir, err, errlen)) return -1;
+    int bad = ckpt_check_tokenizer(tdir, c->vocab_size, tdir, tok_vocab_size(t), err, errlen);
+    tok_free(t);
+    return bad;
+}
 
 int cmd_info(int argc, char **argv) {
     const char *dir = NULL;
@@ -144,38 +345,22 @@ int cmd_info(int argc, char **argv) {
     ModelConfig c;
     CkptInfo ci;
     if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf info: %s", err);
-    if (!T) T = c.max_seq_len;
+    if (!T) T = c.max_seq_len < 2048 ? c.max_seq_len : 2048;
     if (T > c.max_seq_len)
         FAIL("rlhf info: --seq %lld exceeds the context of %d", (long long)T, c.max_seq_len);
     // the weights too: info on a checkpoint says it loads (every dtype, shape, offset, finite
     // value)
     Model m;
     if (ckpt_load_model(dir, &m, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf info: %s", err);
+    size_t P = m.num_params;
     model_free(&m);
-    if (ci.has_tokenizer) { // refuse what the programs refuse: a tokenizer that does not fit the
-                            // model
-        Tokenizer *t;
-        char tdir[4200];   // where the config was read: DIR, or DIR.old while DIR is being replaced
-        snprintf(tdir, sizeof tdir, "%s%s", dir, ci.from_old ? ".old" : "");
-        if (tok_load(&t, tdir, err, sizeof err)) FAIL("rlhf info: %s", err);
-        int bad = ckpt_check_tokenizer(tdir, c.vocab_size, tdir, tok_vocab_size(t), err, sizeof err);
-        tok_free(t);
-        if (bad) { FAIL("rlhf info: %s", err); }
-    }
-    double V = c.vocab_size, Cc = c.n_embd, Lc = c.n_layer;
-    double nparams = V * Cc + (double)c.max_seq_len * Cc + Lc * (12 * Cc * Cc + 13 * Cc) + 2 * Cc +
-                     (c.score_head ? Cc : 0);
-    char a[32], b[32], w[32];
-    util_format_bytes(a, sizeof a, (double)model_memory_bytes(&c, (int)B, (int)T, 1));
-    double kv = 2.0 * Lc * (double)B * (double)T * Cc * 4;
-    util_format_bytes(b, sizeof b, nparams * 4 + kv + (double)B * V * 8);
-    util_format_bytes(w, sizeof w, nparams * 4);
-    printf("checkpoint   %s%s\n", dir, ci.from_old ? " (read from the .old copy of an interrupted save)" : "");
-    printf("model        GPT-2, %d layers, %d heads, %d channels, context %d, vocabulary %d\n",
-           c.n_layer, c.n_head, c.n_embd, c.max_seq_len, c.vocab_size);
-    printf("heads        %s%s%s\n", c.lm_head ? "LM (tied)" : "",
-           c.lm_head && c.score_head ? " + " : "", c.score_head ? "scalar score" : "");
-    printf("parameters   %.0f (%s in fp32)\n", nparams, w);
+    if (info_check_tokenizer(dir, &ci, &c, err, sizeof err)) FAIL("rlhf info: %s", err);
+    char w[32];
+    util_format_bytes(w, sizeof w, (double)P * sizeof(float));
+    printf("checkpoint   %s%s\n", dir,
+           ci.from_old ? " (read from the .old copy of an interrupted save)" : "");
+    info_print_arch(&c);
+    printf("parameters   %zu (%s in fp32)\n", P, w);
     printf("tokenizer    %s\n",
            ci.has_tokenizer ? "vocab.json + merges.txt" : "none (pass --tokenizer where needed)");
     if (ci.eos_token_id >= 0) printf("eos token    %d\n", ci.eos_token_id);
@@ -184,8 +369,7 @@ int cmd_info(int argc, char **argv) {
         if (!ckpt_load_trainer_state(dir, NULL, &st, err, sizeof err))
             printf("trainer      step %lld (resumable)\n", (long long)st.step);
     }
-    printf("memory       train at B=%lld T=%lld: %s; sample at B=%lld T=%lld: %s\n", (long long)B,
-           (long long)T, a, (long long)B, (long long)T, b);
+    info_print_memory(&c, P, B, T);
     return 0;
 }
 
@@ -227,10 +411,16 @@ int rlhf_window_loss(Model *m, const int32_t *ids, size_t n, int64_t W, int64_t 
     return rc;
 }
 
+int64_t rlhf_eval_window(const ModelConfig *c, size_t n) {
+    int64_t W = c->max_seq_len < RLHF_EVAL_WINDOW_MAX ? c->max_seq_len : RLHF_EVAL_WINDOW_MAX;
+    return (int64_t)n - 1 < W ? (int64_t)n - 1 : W;
+}
+
 static const char *eval_usage =
     "usage: rlhf eval CKPT (--text FILE | --ids FILE) [--tokenizer DIR] [--batch B]\n"
     "Mean next-token cross-entropy over the whole input, in consecutive windows of the model's\n"
-    "context (every token after the first is predicted once). Prints 'loss <value>' and\n"
+    "context, at most 1024 tokens (every token after the first is predicted once). Prints\n"
+    "'loss <value>' and\n"
     "'perplexity <value>'. --ids takes whitespace-separated token ids; --text is tokenized with\n"
     "the checkpoint's tokenizer (or --tokenizer DIR). FILE '-' reads stdin.\n";
 
@@ -263,18 +453,24 @@ int cmd_eval(int argc, char **argv) {
         if (rc) FAIL("rlhf eval: %s", err);
     } else {
         Tokenizer *t;
-        if (load_tokenizer(&t, dir, tokdir, err, sizeof err)) { free(data); FAIL("rlhf eval: %s", err); }
+        if (load_tokenizer(&t, dir, tokdir, err, sizeof err)) {
+            free(data);
+            FAIL("rlhf eval: %s", err);
+        }
         TokIds ti = {0};
         int rc = tok_encode(t, data, len, 0, &ti, err, sizeof err);
         free(data);
         int64_t tv = tok_vocab_size(t);
         tok_free(t);
         if (rc) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
-        if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tv, err, sizeof err)) { tok_ids_free(&ti); FAIL("rlhf eval: %s", err); }
+        if (ckpt_check_tokenizer(dir, c.vocab_size, tokdir ? tokdir : dir, tv, err, sizeof err)) {
+            tok_ids_free(&ti);
+            FAIL("rlhf eval: %s", err);
+        }
         ids = ti.ids; n = ti.n;
     }
     if (n < 2) { free(ids); FAIL("rlhf eval: need at least 2 tokens (got %zu)", n); }
-    int64_t W = (int64_t)n - 1 < c.max_seq_len ? (int64_t)n - 1 : c.max_seq_len;
+    int64_t W = rlhf_eval_window(&c, n);
     int64_t nwin = ((int64_t)n - 1 + W - 1) / W;
     if (batch > nwin) batch = nwin;
     Model m;
@@ -415,9 +611,9 @@ static int gen_load_prompts(const GenArgs *a, GenPrompts *g) {
             FAIL("rlhf generate: %s", err);
         if (p->n == 0) FAIL("rlhf generate: prompt %zu is empty", i + 1);
         if ((int64_t)p->n + a->max_new > g->c.max_seq_len)
-            FAIL(
-                "rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the context of %d",
-                i + 1, p->n, (long long)a->max_new, g->c.max_seq_len);
+            FAIL("rlhf generate: prompt %zu has %zu tokens; with --max-new %lld it exceeds the "
+                 "context of %d",
+                 i + 1, p->n, (long long)a->max_new, g->c.max_seq_len);
         if ((int64_t)p->n > g->maxlen) g->maxlen = (int64_t)p->n;
     }
     return 0;

@@ -23,4 +23,9 @@ int cmd_merge(int argc, char **argv);         // cmd_merge.c: fold a LoRA adapte
 // *total (the mean is *total / (n - 1)). progress (or NULL) is updated after each pass.
 int rlhf_window_loss(Model *m, const int32_t *ids, size_t n, int64_t W, int64_t B,
                      CliProgress *progress, double *total, char *err, size_t errlen);
+// The window of `rlhf eval` (and eval-policy's pretraining loss) for n tokens (n >= 2): the
+// model's context, at most RLHF_EVAL_WINDOW_MAX (a 32k-token context would need gigabytes of
+// attention rows for a loss that 1024-token windows measure as well), and at most n - 1.
+#define RLHF_EVAL_WINDOW_MAX 1024
+int64_t rlhf_eval_window(const ModelConfig *c, size_t n);
 #endif

@@ -13,7 +13,8 @@
 static const CliSubcommand commands[] = {
     {"run", pipeline_cmd_run,
      "PIPELINE.yaml [--from S] [--only S] [--dry-run] [--force]   run a pipeline"},
-    {"init", cmd_init, "--preset tiny|small|gpt2|gpt2-medium --out DIR   random initialisation"},
+    {"init", cmd_init,
+     "--preset NAME --out DIR      random initialisation (GPT-2 or Llama-family shapes)"},
     {"info", cmd_info,
      "CKPT                         config, parameters, memory to train and sample"},
     {"generate", cmd_generate,

@@ -63,7 +63,7 @@ static const ConfigEntry SFT_SCHEMA[] = {
     CONFIG_ENTRY("train.grad_accum", CONFIG_INT, "1", "micro-batches per optimizer step",
                  .min = "1", .max = "65536"),
     CONFIG_ENTRY("train.seq_len", CONFIG_INT, "0",
-                 "positions per sequence (0: the model's context)", .min = "0"),
+                 "positions per sequence (0: the model's context, at most 2048)", .min = "0"),
     TRAINER_ENTRIES_LENGTH("passes over the training data (when train.steps is 0)"),
     TRAINER_ENTRIES_OPTIM("1e-4"),
     TRAINER_ENTRY_SEED("data order and sampling seed"),
@@ -77,6 +77,7 @@ static const ConfigEntry SFT_SCHEMA[] = {
                  .flags = CONFIG_NO_HASH),
     TRAINER_ENTRIES_PRETRAIN_EVAL,
     TRAINER_ENTRIES_CADENCE,
+    TRAINER_ENTRIES_SAVE_FORMAT,
     {0}};
 
 static const char *usage =
@@ -319,11 +320,7 @@ static void eval_samples(Sft *s) {
     if (np == 0 || s->text) return;
     int max_new = (int)config_get_int(s->cfg, "eval.max_new");
     char err[512];
-    KVCache kv;
     Sampler sm;
-    if (kv_init(&kv, &s->model, 1, s->model.config.max_seq_len, s->model.config.max_seq_len, err,
-                sizeof err))
-        return;
     sampler_init(&sm, s->model.config.vocab_size);
     GenConfig g = {.max_new_tokens = max_new,
                    .eot_id = tok_eot(s->tok),
@@ -338,8 +335,12 @@ static void eval_samples(Sft *s) {
         if (dataset_encode_prompt(s->ds, prompts[i], &ids, err, sizeof err) == 0 &&
             (int64_t)ids.n + max_new <= s->model.config.max_seq_len && max_new <= 4096) {
             int32_t len = (int32_t)ids.n;
-            if (gen_generate(&s->model, &kv, &sm, &g, &r, ids.ids, &len, 1, len, out, &ol, NULL,
-                             NULL, err, sizeof err) == 0) {
+            KVCache kv = {0};   // this prompt's length, not the context (32k for some models)
+            int rc = kv_init(&kv, &s->model, 1, len + max_new, len, err, sizeof err) ||
+                     gen_generate(&s->model, &kv, &sm, &g, &r, ids.ids, &len, 1, len, out, &ol,
+                                  NULL, NULL, err, sizeof err);
+            kv_free(&kv);
+            if (rc == 0) {
                 if (ol > 0 && gen_is_stop(&g, out[ol - 1])) ol--;
                 TokBytes tb = {0};
                 tok_decode(s->tok, out, (size_t)ol, &tb, err, sizeof err);
@@ -351,7 +352,6 @@ static void eval_samples(Sft *s) {
         tok_ids_free(&ids);
     }
     sampler_free(&sm);
-    kv_free(&kv);
 }
 
 static int save_last(Sft *s, char *err, size_t errlen) {
@@ -390,6 +390,7 @@ static int save_best(Sft *s, char *err, size_t errlen) {
     so.tokenizer_dir = config_get_string(s->cfg, "model.tokenizer")[0]
                            ? config_get_string(s->cfg, "model.tokenizer")
                            : config_get_string(s->cfg, "model.init");
+    trainer_save_format(s->cfg, &so);
     return ckpt_save(s->tr.final_dir, &s->model, &so, err, errlen);
 }
 
@@ -452,7 +453,7 @@ static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t 
         return util_err(err, errlen, "%s has no LM head: sft needs a language model", from);
     c.score_head = 0;
     int64_t T = config_get_int(s->cfg, "train.seq_len");
-    if (T == 0) T = c.max_seq_len;
+    if (T == 0) T = c.max_seq_len < 2048 ? c.max_seq_len : 2048;   // Llama-family: 32k and more
     if (T > c.max_seq_len)
         return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d",
                         (long long)T, c.max_seq_len);

@@ -7,7 +7,9 @@
 #      passes PRAGMA integrity_check and holds every file whose import reported success, each
 #      whole (a file is all or nothing), and importing everything again completes the set;
 #   3. pipeline stages (`rlhf run`, the runner and its stage killed together): rerun until it
-#      finishes, the final weights equal those of an uninterrupted run.
+#      finishes, the final weights equal those of an uninterrupted run;
+#   4. checkpoint writing of a Llama-style model (sft on llama-tiny, saving every step; half as
+#      many kills as part 1): the same checks as part 1.
 # KILL_SEED changes the moments (default 1); KILL_ROUNDS the number of kills per part.
 . "$PWD/tests/lib.sh"
 SEED=${KILL_SEED:-1}
@@ -152,4 +154,29 @@ done
         [ "$(sql wp/workspace.db "pragma integrity_check")" = ok ] &&
     ok "rlhf run killed $kills times at random moments, then finished: the same weights as an uninterrupted run, integrity ok" ||
     bad "pipeline after kills ($kills kills, final exit $rc, finished early: $done_)"
+# ---------------------------------------------------------------------------------------------
+# 4. a Llama-style model: the same as part 1 (its checkpoints hold other tensors, untied here)
+"$B/rlhf" init --preset llama-tiny --n-positions 32 --untied --tokenizer tok --seed 5 \
+    --out lbase 2> err || bad "setup: llama-tiny base model"
+sed 's/init: base/init: lbase/; s/dir: full/dir: lfull/' sft.yaml > lsft.yaml
+t0=$(now)
+"$B/sft" -c lsft.yaml > /dev/null 2> err || bad "uninterrupted llama sft"
+T=$(since "$t0")
+sed 's/dir: lfull/dir: lkilled/' lsft.yaml > lkilled.yaml
+kills=0; loadable=0; unloadable=""
+for d in $(delays 0.02 0.12 "$T" $(((ROUNDS + 1) / 2)) 4); do
+    rc=$(run_and_kill "$d" "$B/sft" -c lkilled.yaml 2>/dev/null; echo $?)
+    [ "$rc" = 137 ] && kills=$((kills + 1))
+    [ -d lkilled/last ] || [ -d lkilled/last.old ] || continue
+    if "$B/rlhf" info lkilled/last > out 2> err &&
+        grep -q "^trainer *step" out; then loadable=$((loadable + 1))
+    else unloadable="$unloadable $d"; cp err err.keep; fi
+done
+[ -n "$unloadable" ] && cp err.keep err
+"$B/sft" -c lkilled.yaml > /dev/null 2> err
+[ $kills -ge 2 ] && [ $loadable -ge 2 ] && [ -z "$unloadable" ] &&
+    cmp -s lfull/last/model.safetensors lkilled/last/model.safetensors &&
+    cmp -s lfull/last/trainer_state.safetensors lkilled/last/trainer_state.safetensors &&
+    ok "llama-tiny sft killed $kills times: the last checkpoint loaded every time ($loadable checks), the finished run bit-identical to the uninterrupted one" ||
+    bad "llama checkpoints after kill: $kills kills, $loadable loadable, unloadable after:$unloadable"
 lib_summary

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Data parallelism with MPI (make MPI=1), for sft, reward train and ppo: one step (one PPO
-# iteration) on 2 ranks equals 1 rank on the same global batch; every rank holds identical weights
-# after several steps (checked at every save); a rank that dies, or fails on its own bad input,
-# stops the whole job instead of hanging; kill and rerun resumes under MPI.
+# iteration) on 2 ranks equals 1 rank on the same global batch (sft on a Llama-style model too);
+# every rank holds identical weights after several steps (checked at every save); a rank that
+# dies, or fails on its own bad input, stops the whole job instead of hanging; kill and rerun
+# resumes under MPI.
 #
 # Tolerances: 2 ranks sum the same gradients in another order than 1 rank, so the weights differ
 # by rounding amplified by AdamW where a gradient is near its epsilon (1e-8): measured about 3e-6
@@ -70,6 +71,17 @@ d=$($DIFF one/last/model.safetensors two/last/model.safetensors 2>&1)
 awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 < 1e-5) }' &&
     ok "one step on 2 ranks = 1 rank on the same global batch (max |diff| $d < 1e-5)" ||
     bad "2 ranks vs 1: $d"
+
+# 1b. the same on a Llama-style model (llama-tiny: RMSNorm, RoPE, SwiGLU, grouped-query attention)
+"$R" init --preset llama-tiny --n-positions 32 --tokenizer tok --seed 3 --out lbase 2>/dev/null
+OMP_NUM_THREADS=1 "$MB/sft" -c mpi.yaml --set model.init=lbase --set out.dir=lone \
+    --set train.steps=1 > out 2> err
+$MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set model.init=lbase --set out.dir=ltwo \
+    --set train.steps=1 > out 2> err
+d=$($DIFF lone/last/model.safetensors ltwo/last/model.safetensors 2>&1)
+awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 < 1e-5) }' &&
+    ok "llama-tiny: one step on 2 ranks = 1 rank on the same global batch (max |diff| $d < 1e-5)" ||
+    bad "llama-tiny 2 ranks vs 1: $d"
 
 # 2. several steps, a save every step: the ranks' weights are compared at each save
 $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=many --set train.steps=12 \

@@ -243,7 +243,8 @@ if [ $killed -eq 1 ] && grep -q "sft (resuming)" err && grep -q "sft *ran" err &
 else bad "kill and resume (killed=$killed)"; fi
 # the shipped pipelines validate (their programs check every setting) without running anything
 cd "$ROOT" || exit 1
-for f in pipelines/demo.yaml pipelines/instructgpt-gpt2.yaml; do
+for f in pipelines/demo.yaml pipelines/instructgpt-gpt2.yaml pipelines/demo-llama.yaml \
+    pipelines/instructgpt-llama.yaml; do
     "$R" run "$f" --dry-run --set workspace="$W/dry" > "$W/out" 2> "$W/err" &&
         [ "$(grep -c ' run ' "$W/out")" -ge 4 ] && [ ! -d "$W/dry/logs" ] &&
         grep -q "^ *gate *rm: valid/accuracy >= 0.6$" "$W/out" &&
