@@ -58,6 +58,7 @@
 //   3  prompt_sources (every prompt of an older workspace: its source, queued),
 //      completion_policies, rankings.policy_hash ('' on older rows: contents unknown, so a `reward label --policy` rerun
 //      samples and ranks those prompts once more for the policy's current contents)
+//   4  prompts.rendered (0 on older rows: plain text)
 // Opening a database whose version is newer than STORE_SCHEMA_VERSION is an error (nothing is
 // touched); an older one is migrated step by step inside one BEGIN IMMEDIATE transaction.
 //
@@ -97,7 +98,7 @@
 
 typedef struct sqlite3 sqlite3;
 
-#define STORE_SCHEMA_VERSION  3
+#define STORE_SCHEMA_VERSION  4
 #define STORE_APPLICATION     "rlhf.c workspace"
 #define STORE_BUSY_TIMEOUT_MS 30000
 #define STORE_HASH_HEX        65      // SHA-256 as 64 lowercase hex digits + NUL
@@ -153,11 +154,15 @@ int store_add_prompt_from(Store *s, const char *text, const char *split, const c
 int store_count_source(Store *s, const char *source, int64_t *n, char *err, size_t errlen);
 // *id = the prompt with exactly this text, or 0.
 int store_find_prompt(Store *s, const char *text, int64_t *id, char *err, size_t errlen);
+// Marks prompt id as rendered: its text is a conversation already rendered with a chat template
+// (its special tokens, such as <|im_start|>, are tokens, and readers add no prompt format).
+int store_set_prompt_rendered(Store *s, int64_t id, char *err, size_t errlen);
 
 typedef struct {
     int64_t id;
     char *text, *split, *source;
     double created;
+    int rendered;   // 1: text was rendered with a chat template (store_set_prompt_rendered)
 } StorePrompt;
 // Fills *p (owned strings; store_prompt_free). Not found is an error naming the id.
 int  store_get_prompt(Store *s, int64_t id, StorePrompt *p, char *err, size_t errlen);
@@ -173,6 +178,7 @@ int store_add_demonstration(Store *s, int64_t prompt_id, const char *response, c
 typedef struct {
     int64_t id, prompt_id;
     const char *prompt, *response, *split, *source;
+    int prompt_rendered;   // StorePrompt.rendered of the prompt
 } StoreDemonstration;
 typedef int (*StoreDemonstrationFn)(const StoreDemonstration *d, void *ctx);
 // Demonstrations whose prompt is in split (NULL: all), by id.
@@ -236,6 +242,7 @@ typedef struct {
     int64_t id, prompt_id, labeler_id;
     const char *prompt, *split, *source, *labeler, *comment;
     double created;
+    int prompt_rendered;   // StorePrompt.rendered of the prompt
     int k;
     const StoreRankedCompletion *items;   // [k], best first (rank, then completion id)
 } StoreRanking;

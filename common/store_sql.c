@@ -17,7 +17,7 @@ const char *const STORE_QUERY_SQL[Q_COUNT] = {
     [Q_PROMPT_ADD] = "INSERT INTO prompts(text, split, source, created) VALUES (?1, ?2, ?3, ?4) "
                      "ON CONFLICT(text) DO NOTHING",
     [Q_PROMPT_FIND] = "SELECT id FROM prompts WHERE text = ?1",
-    [Q_PROMPT_GET] = "SELECT id, text, split, source, created FROM prompts WHERE id = ?1",
+    [Q_PROMPT_GET] = "SELECT id, text, split, source, created, rendered FROM prompts WHERE id = ?1",
     [Q_DEMO_ADD] =
         "INSERT INTO demonstrations(prompt_id, response, source, created) VALUES (?1, ?2, ?3, ?4) "
         "ON CONFLICT(prompt_id, response) DO NOTHING",
@@ -236,4 +236,9 @@ const char *const STORE_MIGRATIONS[STORE_SCHEMA_VERSION] = {
     "  PRIMARY KEY (policy_hash, completion_id)) STRICT, WITHOUT ROWID;"
     "CREATE INDEX completion_policies_completion ON completion_policies(completion_id);"
     "ALTER TABLE rankings ADD COLUMN policy_hash TEXT NOT NULL DEFAULT '';",
+
+    // 3 -> 4: whether a prompt's text is a conversation rendered with a chat template (older
+    // prompts were all plain text)
+    "ALTER TABLE prompts ADD COLUMN rendered INTEGER NOT NULL DEFAULT 0 "
+    "CHECK (rendered IN (0, 1));",
 };
