@@ -198,7 +198,10 @@ static int add_db_prompt(const StorePrompt *p, void *ctx) {
     PromptCtx *c = ctx;
     char where[128];
     snprintf(where, sizeof where, "workspace prompt %lld", (long long)p->id);
-    return add_prompt(c, p->text, NULL, p->id, where) ? -1 : 0;
+    TokIds ids = {0};   // a prompt rendered at import keeps its template's tokens, unwrapped
+    if (p->rendered && dataset_encode_rendered_prompt(c->s->ds, p->text, &ids, c->err, c->errlen))
+        return util_err_prefix(c->err, c->errlen, "%s: ", where), tok_ids_free(&ids), -1;
+    return add_prompt(c, p->text, p->rendered ? &ids : NULL, p->id, where) ? -1 : 0;
 }
 
 static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {

@@ -80,6 +80,7 @@ typedef struct {
     int nundo, capundo;
     int64_t ranked, skipped;
     char *only_ids;           // --prompts: the chosen prompts' ids (JSON array)
+    int prompt_rendered;      // the prompt being labeled was rendered with a chat template
 } Label;
 
 typedef struct {
@@ -128,7 +129,8 @@ static int collect(const StoreCompletion *sc, void *ctx) {
 static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t *cids,
                               signed char *ended, char *err, size_t errlen) {
     TokIds ids = {0};
-    if (dataset_encode_prompt(L->ds, prompt, &ids, err, errlen)) { tok_ids_free(&ids); return -1; }
+    if ((L->prompt_rendered ? dataset_encode_rendered_prompt : dataset_encode_prompt)(
+            L->ds, prompt, &ids, err, errlen)) { tok_ids_free(&ids); return -1; }
     int ctx = L->pol.config.max_seq_len, Tp = (int)ids.n;
     GenConfig g = L->g;
     if (Tp + g.max_new_tokens > ctx) g.max_new_tokens = ctx - Tp;
@@ -544,6 +546,7 @@ static int session(Label *L, char *err, size_t errlen) {
             store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2);
             return -1;
         }
+        L->prompt_rendered = p.rendered;
         if (gather(L, pid, p.text, &c, err, errlen)) {
             comps_free(&c);
             store_prompt_free(&p);

@@ -90,6 +90,13 @@ dump a.db > a.txt 2>>err; dump b.db > b.txt 2>>err
 [ "$(wc -l < a.txt)" -ge 4 ] && cmp -s a.txt b.txt &&
     ok "reward import: TRL conversations == rendered pairs" ||
     bad "reward import: conversational != pairwise"
+# the rendered prompts are stored as such (readers neither wrap them again nor read their special
+# tokens as text); the same texts imported as plain strings stay plain
+r=$(sqlite3 a.db "select count(*), sum(rendered) from prompts" 2>>err)
+p=$(sqlite3 b.db "select count(*), sum(rendered) from prompts" 2>>err)
+[ "${r%|*}" -ge 2 ] && [ "${r%|*}" = "${r#*|}" ] && [ "${p#*|}" = 0 ] &&
+    ok "reward import: rendered conversations are marked rendered" ||
+    bad "reward import: rendered marks ($r / $p)"
 expect_fail "reward import: conversations that differ before the end" 1 \
     "prefs_bad_prefix.jsonl:1: chosen and rejected differ" \
     imp c.db --tokenizer "$TOK" "$CD/prefs_bad_prefix.jsonl"
