@@ -3,6 +3,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
+#include "fileio.h"
 #include "generate.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -26,7 +27,8 @@ static const Preset presets[] = {
 
 static const char *init_usage =
     "usage: rlhf init --preset tiny|small|gpt2|gpt2-medium --out DIR [options]\n"
-    "  --tokenizer DIR     copy vocab.json + merges.txt from DIR (sets the vocabulary size)\n"
+    "  --tokenizer DIR     copy DIR's tokenizer (tokenizer.json and its config files, or\n"
+    "                      vocab.json + merges.txt; sets the vocabulary size)\n"
     "  --vocab-size N      vocabulary size (default: the tokenizer's, else 50257)\n"
     "  --n-layer N --n-head N --n-embd N --n-positions N   override the preset\n"
     "  --score-head        add the scalar head score.weight (reward / value model)\n"
@@ -177,7 +179,9 @@ int cmd_info(int argc, char **argv) {
            c.lm_head && c.score_head ? " + " : "", c.score_head ? "scalar score" : "");
     printf("parameters   %.0f (%s in fp32)\n", nparams, w);
     printf("tokenizer    %s\n",
-           ci.has_tokenizer ? "vocab.json + merges.txt" : "none (pass --tokenizer where needed)");
+           !ci.has_tokenizer                      ? "none (pass --tokenizer where needed)"
+           : fio_exists(dir, "tokenizer.json") ? "tokenizer.json"
+                                                   : "vocab.json + merges.txt");
     if (ci.eos_token_id >= 0) printf("eos token    %d\n", ci.eos_token_id);
     if (ci.has_trainer_state) {
         CkptTrainerState st;

@@ -11,6 +11,16 @@ cd "$W" || exit 1
 TOK="$FIX/chat_tiny"
 "$R" init --preset tiny --vocab-size 259 --seed 5 --out m 2>/dev/null
 
+# 0. rlhf init --tokenizer with a tokenizer.json directory: the checkpoint carries its tokenizer
+# and chat template (rlhf chat below needs no --tokenizer then)
+"$R" init --preset tiny --tokenizer "$TOK" --seed 5 --out mt 2>err &&
+    cmp -s mt/tokenizer.json "$TOK/tokenizer.json" &&
+    cmp -s mt/tokenizer_config.json "$TOK/tokenizer_config.json" &&
+    "$R" info mt > info 2>>err && grep -q "^tokenizer *tokenizer.json" info &&
+    printf 'hello\n' | "$R" chat mt --max-new-tokens 4 > /dev/null 2>>err &&
+    ok "rlhf init --tokenizer: a tokenizer.json directory travels with the checkpoint" ||
+    bad "rlhf init --tokenizer with tokenizer.json: $(tail -1 err)"
+
 # 1. rlhf chat: --help, greedy answers, history, /reset
 "$R" chat --help > out 2>&1 && grep -q -- "--max-new-tokens" out && grep -q "/reset" out &&
     ok "rlhf chat --help" || bad "rlhf chat --help"
@@ -61,18 +71,14 @@ expect_fail "rlhf chat: a template error names the template" 1 "data.chat_templa
 CD="$FIX/chat_data"
 for i in 1 2 3 4 5 6 7 8; do sed -n 1p "$CD/sft_chat.jsonl"; done > train.jsonl
 cat "$CD/sft_chat.jsonl" >> train.jsonl
-# (checkpoints copy vocab.json + merges.txt: give the tokenizer directory those too, the same
-# 259 tokens; tokenizer.json and its template are what is read)
-mkdir tok && cp "$TOK"/* tok/ && printf '#version: 0.2\n' > tok/merges.txt &&
-    python3 -c "import json; t=json.load(open('tok/tokenizer.json'));
-json.dump(t['model']['vocab'], open('tok/vocab.json', 'w'))"
 cat > sft.yaml <<YAML
-model: {init: m, tokenizer: tok}
+model: {init: m, tokenizer: "$TOK"}
 out: {dir: run}
 data: {format: jsonl, train: [train.jsonl], valid_percent: 0}
 train: {batch_size: 4, epochs: 1, lr: 1e-3}
 YAML
 "$B/sft" -c sft.yaml > out 2>err && grep -q "10 examples" err &&
+    cmp -s run/last/tokenizer_config.json "$TOK/tokenizer_config.json" &&
     ok "sft trains on chats rendered with the template" || bad "sft with a chat template"
 count='{{ messages|length }}{% for m in messages %}{{ m.content }}{% endfor %}'
 expect_fail "sft: a template breaking the prefix property" 1 "train.jsonl:1.*prefix property" \
