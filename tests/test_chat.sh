@@ -67,6 +67,31 @@ raise="{{ raise_exception('nope') }}"
 expect_fail "rlhf chat: a template error names the template" 1 "data.chat_template.*nope" \
     sh -c '"$1" chat m --tokenizer "$2" --chat-template "$3" < in' sh "$R" "$TOK" "$raise"
 
+# 3b. eval-policy: message-list prompts rendered with the checkpoint's template, answers stop at
+# generation_config.json's eos_token_id (the first answer, cut before its first ASCII letter)
+printf '%s\n' '{"prompt": [{"role": "user", "content": "hello"}]}' '{"prompt": "hi there"}' > ep.jsonl
+ep() {
+    "$R" eval-policy --a mt --b mt --prompts ep.jsonl --max-new 20 --responses "$1" \
+        --judge "python3 $FIX/eval_judge.py longer j.log" > /dev/null 2>>err
+}
+ep r1.jsonl && v=$(python3 -c "import json, sys
+o = json.loads(open('r1.jsonl').readline())['output']
+print(next(ord(c) for c in o[1:] if c.isascii() and c.isalpha()))") &&
+    echo "{\"eos_token_id\": [$v]}" > mt/generation_config.json && ep r2.jsonl &&
+    python3 - "$v" > verdict <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(f)] for f in ("r1.jsonl", "r2.jsonl"))
+c = chr(int(sys.argv[1]))
+rendered = a[0]["instruction"].startswith("<|im_start|>system\n") and a[0]["instruction"].endswith(
+    "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n")
+cut = b[0]["output"] == a[0]["output"][:a[0]["output"].index(c)]
+print("rendered" if rendered else "plain", "cut" if cut else "uncut")
+PY
+grep -q "^rendered cut" verdict &&
+    ok "eval-policy: the checkpoint's chat template and generation_config stop tokens" ||
+    bad "eval-policy with a chat template: $(cat verdict 2>/dev/null) $(tail -1 err)"
+rm -f mt/generation_config.json
+
 # 4. sft on chat data with the template; a template breaking the prefix property is an error
 CD="$FIX/chat_data"
 for i in 1 2 3 4 5 6 7 8; do sed -n 1p "$CD/sft_chat.jsonl"; done > train.jsonl
