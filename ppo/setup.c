@@ -12,6 +12,7 @@
 // steps. A crash leaves last (complete), or only last.old (complete, restored on the next start),
 // plus garbage that the next start removes.
 #define _GNU_SOURCE   // nftw
+#include "chat.h"
 #include "cli.h"
 #include "ppo_train.h"
 #include "util.h"
@@ -208,6 +209,7 @@ static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
     DatasetOptions o = {.prompt_template = config_get_string(s->cfg, "data.prompt_template"),
                         .response_prefix = "",
                         .max_tokens = context,
+                        .chat = s->chat,
                         .truncation = DATASET_TRUNCATE_ERROR};
     if (dataset_create(&s->ds, s->tok, &o, err, errlen)) return -1;
     int64_t mp = config_get_int(s->cfg, "data.max_prompt_tokens");
@@ -622,6 +624,11 @@ static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
 static int setup_tokenizer(Ppo *s, char *err, size_t errlen) {
     if (tok_load(&s->tok, s->tok_dir, err, errlen)) return util_err_prefix(err, errlen, "tokenizer: ");
     s->gen.eot_id = tok_eot(s->tok);
+    if (chat_template_load(&s->chat, s->tok_dir, config_get_string(s->cfg, "data.chat_template"),
+                           err, errlen) ||
+        chat_stop_ids(s->chat, s->tok, s->tok_dir, s->gen.stop_ids, GEN_MAX_STOP, &s->gen.n_stop,
+                      err, errlen))
+        return -1;
     // a stop ends generation between decoding steps
     if (s->dist.size == 1) s->gen.cancel = stop_requested;
     if (s->gen.eot_id < 0 && dist_main(&s->dist))
@@ -826,6 +833,7 @@ void ppo_teardown(Ppo *s) {
     model_free(&s->value);
     model_free(&s->ema);
     dataset_free(s->ds);
+    chat_template_free(s->chat);
     tok_free(s->tok);
     trainer_close(&s->tr);
     config_free(s->cfg);
