@@ -91,6 +91,17 @@ grep -q "^rendered cut" verdict &&
     ok "eval-policy: the checkpoint's chat template and generation_config stop tokens" ||
     bad "eval-policy with a chat template: $(cat verdict 2>/dev/null) $(tail -1 err)"
 rm -f mt/generation_config.json
+# rlhf generate stops there too (the streamed continuation cut before the stop token's byte)
+"$R" generate mt --prompt hello --max-new 30 --seed 3 > g1 2>>err
+v=$(head -c 4 g1 | tail -c 1 | od -An -tu1 | tr -d ' ')
+echo "{\"eos_token_id\": [$v]}" > mt/generation_config.json
+"$R" generate mt --prompt hello --max-new 30 --seed 3 > g2 2>>err
+"$R" generate mt --prompt hello --max-new 30 --seed 3 --no-stop > g3 2>>err
+want=$(python3 -c "d=open('g1','rb').read(); print(len(d[:d.index(bytes([$v]))]))")
+[ "$(($(wc -c < g2) - 1))" -eq "$want" ] && [ "$want" -ge 3 ] && cmp -s g1 g3 &&
+    ok "rlhf generate stops at generation_config's eos (not with --no-stop)" ||
+    bad "rlhf generate stop: $(wc -c < g2) bytes, want $want + 1"
+rm -f mt/generation_config.json
 
 # 4. sft on chat data with the template; a template breaking the prefix property is an error
 CD="$FIX/chat_data"
