@@ -501,8 +501,11 @@ static int load_pairs(Dpo *d, const ModelConfig *c, int resumed, const CkptTrain
         return -1;
     // rank 0's view: labeling may add rankings while the ranks read
     if (!resumed) dist_broadcast(&d->dist, &d->max_ranking_id, sizeof d->max_ranking_id);
+    // with a chat template the answer follows its generation prompt as it is
     DpoLoadOptions o = {.db = d->tr.db, .db_path = d->tr.db_path, .ds = d->ds, .tok = d->tok,
-                        .response_prefix = config_get_string(d->cfg, "data.response_prefix"),
+                        .response_prefix = d->chat ? ""
+                                                   : config_get_string(d->cfg,
+                                                                       "data.response_prefix"),
                         .max_len = c->max_seq_len, .listwise = d->loss.listwise,
                         .max_ranking_id = d->max_ranking_id};
     if (dpo_set_load(&d->train, &o, "train", err, errlen) ||

@@ -146,4 +146,19 @@ expect_fail "reward import: an unknown role names file:line" 1 \
     "prefs_bad_role.jsonl:1: .*role must be" imp c.db --tokenizer "$TOK" "$CD/prefs_bad_role.jsonl"
 expect_fail "reward import: a conversation as the prompt needs a template" 1 \
     "prefs_conv.jsonl:2: .*needs a chat template" imp d.db "$CD/prefs_conv.jsonl"
+
+# 6. dpo: data.import of conversational preferences renders them with the checkpoint's template
+# (stored rendered), and trains on them
+cat > dpo.yaml <<'YAML'
+model: {init: mt}
+out: {dir: drun}
+workspace: d.db
+data: {import: [prefs.jsonl], valid_percent: 0}
+train: {batch_size: 2, steps: 2, lr: 1e-3}
+YAML
+cat "$CD/prefs_conv.jsonl" "$CD/prefs_conv.jsonl" > prefs.jsonl
+"$B/dpo" -c dpo.yaml > out 2>err && n=$(sqlite3 d.db "select count(*) from prompts where rendered = 1 \
+    and text like '<|im_start|>%'" 2>>err) && [ "$n" -ge 2 ] &&
+    ok "dpo: conversational data.import rendered with the template, trained on" ||
+    bad "dpo with conversations: $(tail -1 err)"
 lib_summary
