@@ -3,12 +3,14 @@
 // metrics, reward scores, PPO rollouts), so that sft, reward, ppo and the pipeline runner share
 // one record and people can query it with the sqlite3 shell.
 //
-// Schema (version STORE_SCHEMA_VERSION = 3; every table STRICT; times are REAL Unix seconds, so
+// Schema (version STORE_SCHEMA_VERSION = 4; every table STRICT; times are REAL Unix seconds, so
 // `datetime(created, 'unixepoch')` reads them; texts are stored byte-exact, any bytes but NUL):
 //
 //   meta(key TEXT PRIMARY KEY, value)         'application' = 'rlhf.c workspace',
 //                                             'schema_version' = '3', 'created'
-//   prompts(id, text UNIQUE, split, source, created)
+//   prompts(id, text UNIQUE, split, source, created, rendered)
+//       rendered 1: text is a conversation rendered with a chat template at import (its special
+//       tokens are tokens; readers add no prompt format); 0: plain text a person wrote.
 //       split is 'train' | 'valid' | 'test'. Unique on the text alone: the same prompt imported
 //       from two files is one row, so it cannot sit in two splits (no train/test leakage). The
 //       first insert's split and source are kept.
