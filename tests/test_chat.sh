@@ -147,6 +147,37 @@ expect_fail "reward import: an unknown role names file:line" 1 \
 expect_fail "reward import: a conversation as the prompt needs a template" 1 \
     "prefs_conv.jsonl:2: .*needs a chat template" imp d.db "$CD/prefs_conv.jsonl"
 
+# 5b. reward label --policy samples after the rendered prompt and stops at the checkpoint's stop
+# tokens: the same prompt (same samples), once without and once with generation_config.json's eos
+cat > judge.py <<'PY'
+import json, sys
+log = open(sys.argv[1], "a")
+for line in sys.stdin:
+    req = json.loads(line)
+    log.write(json.dumps({"c": req["completions"], "ended": req.get("ended")}) + "\n"); log.flush()
+    print(json.dumps(list(range(1, len(req["completions"]) + 1))), flush=True)
+PY
+echo '{"prompt": [{"role": "user", "content": "hello"}]}' > lp.jsonl
+label() {
+    imp "$1" --tokenizer "$TOK" lp.jsonl 2>>err &&
+    "$B/reward" label --workspace "$1" --labeler bot --policy mt --k 2 --max-new 16 \
+        --judge "python3 judge.py $2" > /dev/null 2>>err
+}
+label l1.db l1.log && v=$(python3 -c "import json
+c = json.loads(open('l1.log').readline())['c'][0]
+print(next(ord(x) for x in c[2:] if x.isascii() and x.isalpha()))") &&
+    echo "{\"eos_token_id\": [$v]}" > mt/generation_config.json && label l2.db l2.log &&
+    python3 - "$v" > verdict <<'PY'
+import json, sys
+a, b = (json.loads(open(f).readline()) for f in ("l1.log", "l2.log"))
+c = chr(int(sys.argv[1]))
+cut = b["c"][0] == a["c"][0][:a["c"][0].index(c)] and b["ended"][0] is True
+print("cut" if cut else "uncut", a, b)
+PY
+grep -q "^cut" verdict && ok "reward label --policy: a rendered prompt; stops at the checkpoint's eos" ||
+    bad "reward label --policy with a template: $(head -c 300 verdict) $(tail -1 err)"
+rm -f mt/generation_config.json
+
 # 6. dpo: data.import of conversational preferences renders them with the checkpoint's template
 # (stored rendered), and trains on them
 cat > dpo.yaml <<'YAML'
