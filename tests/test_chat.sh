@@ -178,6 +178,30 @@ grep -q "^cut" verdict && ok "reward label --policy: a rendered prompt; stops at
     bad "reward label --policy with a template: $(head -c 300 verdict) $(tail -1 err)"
 rm -f mt/generation_config.json
 
+# 5c. ppo data.format db: a prompt rendered at import is exactly its tokens (special tokens as
+# tokens, no second format around it): it fits data.max_prompt_tokens = that count, not one less
+"$R" init --preset tiny --n-layer 1 --tokenizer "$TOK" --seed 6 --score-head --no-lm-head \
+    --out rm 2>>err
+sqlite3 l1.db "select text from prompts where id = 1" | head -c -1 > ptext 2>>err
+n=$("$R" tokenizer encode "$TOK" --special --text ptext 2>>err | wc -w)
+ppo() {
+    cat > ppo.yaml <<YAML
+model: {policy: mt, reward: rm}
+out: {dir: pout$1}
+workspace: l1.db
+data: {format: db, max_prompt_tokens: $1, truncation: error}
+rollout: {batch_size: 4, max_new_tokens: 4}
+ppo: {minibatch_size: 2, epochs: 1}
+ptx: {coef: 0}
+train: {iterations: 1}
+YAML
+    "$B/ppo" -c ppo.yaml > /dev/null 2>"ppo$1.err"
+}
+[ "$n" -gt 20 ] && ppo "$n" && ! ppo $((n - 1)) &&
+    grep -q "workspace prompt 1: the prompt is $n tokens" "ppo$((n - 1)).err" &&
+    ok "ppo data.format db: a rendered prompt is read as its own tokens" ||
+    bad "ppo with a rendered prompt ($n): $(tail -1 "ppo$n.err")"
+
 # 6. dpo: data.import of conversational preferences renders them with the checkpoint's template
 # (stored rendered), and trains on them
 cat > dpo.yaml <<'YAML'
