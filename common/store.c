@@ -627,8 +627,8 @@ int store_add_demonstration(Store *s, int64_t prompt_id, const char *response, c
 int store_each_demonstration(Store *s, const char *split, StoreDemonstrationFn fn, void *ctx,
                              char *err, size_t errlen) {
     if (check_split(s, split, err, errlen)) return -1;
-    sqlite3_stmt *st = prepare(s, "SELECT d.id, d.prompt_id, p.text, d.response, p.split, d.source, "
-                                  "p.rendered "
+    sqlite3_stmt *st = prepare(s, "SELECT d.id, d.prompt_id, p.text, d.response, p.split, "
+                                  "d.source, p.rendered "
                                   "FROM demonstrations d JOIN prompts p ON p.id = d.prompt_id "
                                   "WHERE (?1 IS NULL OR p.split = ?1) ORDER BY d.id", err, errlen);
     if (!st) return -1;
@@ -852,7 +852,8 @@ int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx
     sqlite3_stmt *st =
         prepare(s,
                 "SELECT r.id, r.prompt_id, r.labeler_id, p.text, p.split, p.source, l.name, "
-                "r.comment, r.created, p.rendered FROM rankings r JOIN prompts p ON p.id = r.prompt_id "
+                "r.comment, r.created, p.rendered FROM rankings r "
+                "JOIN prompts p ON p.id = r.prompt_id "
                 "JOIN labelers l ON l.id = r.labeler_id "
                 "WHERE (?1 IS NULL OR p.split = ?1) ORDER BY r.id",
                 err, errlen);

@@ -69,7 +69,8 @@ expect_fail "rlhf chat: a template error names the template" 1 "data.chat_templa
 
 # 3b. eval-policy: message-list prompts rendered with the checkpoint's template, answers stop at
 # generation_config.json's eos_token_id (the first answer, cut before its first ASCII letter)
-printf '%s\n' '{"prompt": [{"role": "user", "content": "hello"}]}' '{"prompt": "hi there"}' > ep.jsonl
+printf '%s\n' '{"prompt": [{"role": "user", "content": "hello"}]}' '{"prompt": "hi there"}' \
+    > ep.jsonl
 ep() {
     "$R" eval-policy --a mt --b mt --prompts ep.jsonl --max-new 20 --responses "$1" \
         --judge "python3 $FIX/eval_judge.py longer j.log" > /dev/null 2>>err
@@ -174,7 +175,8 @@ c = chr(int(sys.argv[1]))
 cut = b["c"][0] == a["c"][0][:a["c"][0].index(c)] and b["ended"][0] is True
 print("cut" if cut else "uncut", a, b)
 PY
-grep -q "^cut" verdict && ok "reward label --policy: a rendered prompt; stops at the checkpoint's eos" ||
+grep -q "^cut" verdict &&
+    ok "reward label --policy: a rendered prompt; stops at the checkpoint's eos" ||
     bad "reward label --policy with a template: $(head -c 300 verdict) $(tail -1 err)"
 rm -f mt/generation_config.json
 
@@ -212,8 +214,9 @@ data: {import: [prefs.jsonl], valid_percent: 0}
 train: {batch_size: 2, steps: 2, lr: 1e-3}
 YAML
 cat "$CD/prefs_conv.jsonl" "$CD/prefs_conv.jsonl" > prefs.jsonl
-"$B/dpo" -c dpo.yaml > out 2>err && n=$(sqlite3 d.db "select count(*) from prompts where rendered = 1 \
-    and text like '<|im_start|>%'" 2>>err) && [ "$n" -ge 2 ] &&
+"$B/dpo" -c dpo.yaml > out 2>err &&
+    n=$(sqlite3 d.db "select count(*) from prompts where rendered = 1 and text like
+        '<|im_start|>%'" 2>>err) && [ "$n" -ge 2 ] &&
     ok "dpo: conversational data.import rendered with the template, trained on" ||
     bad "dpo with conversations: $(tail -1 err)"
 lib_summary
