@@ -695,11 +695,11 @@ int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by,
                           StoreCompletionFn fn, void *ctx, char *err, size_t errlen) {
     // Two statements so that one prompt's completions come from the (prompt_id, ...) index.
     static const char *const sql[2] = {
-        "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created "
+        "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created, p.rendered "
         "FROM completions c JOIN prompts p ON p.id = c.prompt_id "
         "WHERE (?2 IS NULL OR NOT EXISTS (SELECT 1 FROM reward_scores r WHERE r.model = ?2 AND r.completion_id = c.id)) "
         "ORDER BY c.id",
-        "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created "
+        "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created, p.rendered "
         "FROM completions c JOIN prompts p ON p.id = c.prompt_id "
         "WHERE c.prompt_id = ?1 "
         "AND (?2 IS NULL OR NOT EXISTS (SELECT 1 FROM reward_scores r WHERE r.model = ?2 AND r.completion_id = c.id)) "
@@ -717,7 +717,8 @@ int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by,
                              .text = col_text(st, 3),
                              .model = col_text(st, 4),
                              .split = col_text(st, 5),
-                             .created = sqlite3_column_double(st, 6)};
+                             .created = sqlite3_column_double(st, 6),
+                             .prompt_rendered = sqlite3_column_int(st, 7)};
         int stop = fn(&c, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }

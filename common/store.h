@@ -200,6 +200,7 @@ typedef struct {
     int64_t id, prompt_id;
     const char *prompt, *text, *model, *split;
     double created;
+    int prompt_rendered;   // StorePrompt.rendered of the prompt
 } StoreCompletion;
 typedef int (*StoreCompletionFn)(const StoreCompletion *c, void *ctx);
 // Completions of one prompt (prompt_id > 0) or of all prompts (0), by id. When unscored_by is not

@@ -204,6 +204,22 @@ YAML
     ok "ppo data.format db: a rendered prompt is read as its own tokens" ||
     bad "ppo with a rendered prompt ($n): $(tail -1 "ppo$n.err")"
 
+# 5d. reward score of workspace completions: a rendered prompt ($n tokens), its longest answer and
+# the end token exactly fill the reward model's positions (wrapped once more they would not)
+longest=0
+for id in 1 2; do
+    sqlite3 l1.db "select text from completions where id = $id" | head -c -1 > ctext 2>>err
+    c=$("$R" tokenizer encode "$TOK" --text ctext 2>>err | wc -w)
+    [ "$c" -gt "$longest" ] && longest=$c
+done
+"$R" init --preset tiny --n-layer 1 --n-positions $((n + longest + 1)) --tokenizer "$TOK" \
+    --seed 6 --score-head --no-lm-head --out rm128 2>>err
+"$B/reward" score rm128 --workspace l1.db > /dev/null 2>score.err &&
+    [ "$(sqlite3 l1.db "select count(*) from reward_scores" 2>>err)" -ge 2 ] &&
+    ! grep -q "longer than the context" score.err &&
+    ok "reward score: completions of a rendered prompt scored on its own tokens" ||
+    bad "reward score with a rendered prompt: $(tail -1 score.err)"
+
 # 6. dpo: data.import of conversational preferences renders them with the checkpoint's template
 # (stored rendered), and trains on them
 cat > dpo.yaml <<'YAML'
