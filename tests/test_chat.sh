@@ -5,6 +5,9 @@
 # history, /reset starts over and generation stops at the stop tokens; sft trains on a chat file
 # with the template (and a template that breaks the prefix property is a clear error); reward
 # import of TRL's conversational preferences equals the pairwise import of the rendered texts.
+# Also: checkpoints carry a tokenizer.json directory (rlhf init --tokenizer); eval-policy,
+# rlhf generate and reward label use the template and its stop tokens; prompts rendered at import
+# are read as their own tokens by reward label, ppo (data.format db), reward score and dpo.
 . "$PWD/tests/lib.sh"
 lib_workspace
 cd "$W" || exit 1
