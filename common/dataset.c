@@ -190,6 +190,16 @@ static int encode_in_template(const Dataset *ds, Encoded *e, const char *tpl, si
     return encode_segment(ds, e, tpl, at, c, nc, rest, strlen(rest), v, err, errlen);
 }
 
+// Appends the tokens of text[0..n) with mask value v; TOK_ALLOW_SPECIAL (text a template wrote).
+static int encode_special(const Dataset *ds, Encoded *e, const char *text, size_t n, uint8_t v,
+                          char *err, size_t errlen) {
+    size_t before = e->ids.n;
+    if (tok_encode(ds->tok, text, n, TOK_ALLOW_SPECIAL, &e->ids, err, errlen)) return -1;
+    mask_reserve(e, e->ids.n);
+    memset(e->mask + before, v, e->ids.n - before);
+    return 0;
+}
+
 // Renders a checked conversation with the chat template and tokenizes its segments (chat.h):
 // assistant turns mask 1, the rest mask 0 (1 with train_on_all).
 static int encode_with_template(const Dataset *ds, const DatasetMessage *m, int n, Encoded *e,
@@ -200,27 +210,13 @@ static int encode_with_template(const Dataset *ds, const DatasetMessage *m, int 
     if (chat_segments(ds->opt.chat, m, n, &text, &sg, &ns, err, errlen)) return -1;
     int rc = 0;
     for (int i = 0; i < ns && !rc; i++) {
-        size_t before = e->ids.n;
-        if (sg[i].assistant) e->resp_start = before;
-        rc = tok_encode(ds->tok, text + sg[i].start, sg[i].end - sg[i].start, TOK_ALLOW_SPECIAL,
-                        &e->ids, err, errlen);
-        if (rc || e->ids.n == before) continue;
-        mask_reserve(e, e->ids.n);
-        memset(e->mask + before, sg[i].assistant || ds->opt.train_on_all, e->ids.n - before);
+        if (sg[i].assistant) e->resp_start = e->ids.n;
+        rc = encode_special(ds, e, text + sg[i].start, sg[i].end - sg[i].start,
+                            sg[i].assistant || ds->opt.train_on_all, err, errlen);
     }
     free(text);
     free(sg);
     return rc;
-}
-
-// Appends the tokens of text[0..n) with mask value v; TOK_ALLOW_SPECIAL (text a template wrote).
-static int encode_special(const Dataset *ds, Encoded *e, const char *text, size_t n, uint8_t v,
-                          char *err, size_t errlen) {
-    size_t before = e->ids.n;
-    if (tok_encode(ds->tok, text, n, TOK_ALLOW_SPECIAL, &e->ids, err, errlen)) return -1;
-    mask_reserve(e, e->ids.n);
-    memset(e->mask + before, v, e->ids.n - before);
-    return 0;
 }
 
 // A prompt already rendered with a chat template, then its response (see dataset.h): with a
