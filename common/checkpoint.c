@@ -969,9 +969,30 @@ static StOut *model_outputs(const Model *m, int src, int *n) {
 
 
 
+int ckpt_dir_has_tokenizer(const char *dir) {
+    return fio_exists(dir, "tokenizer.json") ||
+           (fio_exists(dir, "vocab.json") && fio_exists(dir, "merges.txt"));
+}
+
+// Copies the tokenizer files that src has into dst (checkpoint.h); src must hold a tokenizer.
+static int copy_tokenizer(const char *src, const char *dst, char *err, size_t errlen) {
+    static const char *files[] = {"tokenizer.json",        "tokenizer_config.json",
+                                  "special_tokens_map.json", "generation_config.json",
+                                  "vocab.json",             "merges.txt"};
+    if (!ckpt_dir_has_tokenizer(src))
+        return util_err(err, errlen, "%s: no tokenizer.json, nor vocab.json + merges.txt", src);
+    char a[FIO_PATH_CAP], b[FIO_PATH_CAP];
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        if (fio_exists(src, files[i]) &&
+            (fio_path_join(a, src, files[i], err, errlen) ||
+             fio_path_join(b, dst, files[i], err, errlen) || fio_copy_file(a, b, err, errlen)))
+            return -1;
+    return 0;
+}
+
 static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions *opt, char *err,
                          size_t errlen) {
-    char p[FIO_PATH_CAP], src[FIO_PATH_CAP];
+    char p[FIO_PATH_CAP];
     if (fio_path_join(p, tmp, "config.json", err, errlen) ||
         config_write(p, &m->config, opt, err, errlen))
         return -1;
@@ -981,13 +1002,8 @@ static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions 
     rc = st_write_weights(tmp, w, n, bf16, cap, err, errlen);
     free(w);
     if (rc) return -1;
-    if (opt && opt->tokenizer_dir) {
-        static const char *files[2] = {"vocab.json", "merges.txt"};
-        for (int i = 0; i < 2; i++)
-            if (fio_path_join(src, opt->tokenizer_dir, files[i], err, errlen) ||
-                fio_path_join(p, tmp, files[i], err, errlen) || fio_copy_file(src, p, err, errlen))
-                return -1;
-    }
+    if (opt && opt->tokenizer_dir && copy_tokenizer(opt->tokenizer_dir, tmp, err, errlen))
+        return -1;
     if (opt && opt->state) {
         StOut *mv = CALLOC_CHECK(2 * (size_t)model_tensor_count(m), sizeof(StOut));
         StOut *a = model_outputs(m, 1, &n), *b = model_outputs(m, 2, &n);
@@ -1103,7 +1119,7 @@ int ckpt_load_config(const char *dir, ModelConfig *c, CkptInfo *info, char *err,
     CkptInfo tmp = {0};
     if (config_parse(p, c, &tmp, err, errlen)) return -1;
     tmp.from_old = from_old;
-    tmp.has_tokenizer = fio_exists(d, "vocab.json") && fio_exists(d, "merges.txt");
+    tmp.has_tokenizer = ckpt_dir_has_tokenizer(d);
     tmp.has_trainer_state =
         fio_exists(d, "trainer_state.json") && fio_exists(d, "trainer_state.safetensors");
     if (info) *info = tmp;

@@ -8,7 +8,10 @@
 //   model-0000i-of-0000n.safetensors + model.safetensors.index.json
 //                               instead of model.safetensors when max_shard_bytes splits it:
 //                               {"metadata": {"total_size": bytes}, "weight_map": {name: file}}
-//   vocab.json, merges.txt      copied verbatim from a tokenizer directory, when one is given
+//   tokenizer.json, tokenizer_config.json, special_tokens_map.json, generation_config.json,
+//   vocab.json, merges.txt      copied verbatim from a tokenizer directory, when one is given:
+//                               those it has (it must have tokenizer.json, or vocab.json +
+//                               merges.txt)
 //   trainer_state.safetensors   AdamW moments "m.<name>" / "v.<name>" (model_tensor names), F32
 //   trainer_state.json          {"format": "rlhf.c trainer state", "version": 1, "step": S,
 //                                "rng": ["u64", "u64", "u64", "u64"],      (decimal strings)
@@ -97,7 +100,7 @@
 // What config.json and the directory say besides the ModelConfig.
 typedef struct {
     int bos_token_id, eos_token_id;  // -1 when config.json has none (a list: its first id)
-    int has_tokenizer;               // vocab.json and merges.txt are present
+    int has_tokenizer;               // tokenizer.json, or vocab.json + merges.txt, is present
     int has_trainer_state;           // trainer_state.json and trainer_state.safetensors present
     int from_old;                    // DIR was absent: read DIR.old (see the reader rule)
 } CkptInfo;
@@ -117,7 +120,7 @@ typedef struct {
 enum { CKPT_DTYPE_FLOAT32 = 0, CKPT_DTYPE_BFLOAT16 = 1 };
 
 typedef struct {
-    const char *tokenizer_dir;       // copy its vocab.json + merges.txt; NULL: no tokenizer files
+    const char *tokenizer_dir;       // copy its tokenizer files (above); NULL: none
     int has_token_ids;               // write bos_token_id / eos_token_id into config.json
     int bos_token_id, eos_token_id;
     const CkptTrainerState *state;   // also write the trainer state (needs a trainable Model,
@@ -142,6 +145,8 @@ int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char 
 // Reads config.json into *c (lm_head / score_head from architectures) and, when info is not
 // NULL, *info. The caller may change lm_head / score_head before model_init.
 int ckpt_load_config(const char *dir, ModelConfig *c, CkptInfo *info, char *err, size_t errlen);
+// 1 when dir has a tokenizer: tokenizer.json, or vocab.json + merges.txt (CkptInfo.has_tokenizer).
+int ckpt_dir_has_tokenizer(const char *dir);
 // Reads model.safetensors (or its shards) into m->params. m's config must match config.json
 // (family, layers, heads, width, vocabulary, positions, epsilon, and for the Llama family KV
 // heads, head_dim, intermediate_size, RoPE, tying); flags as above. Other buffers of m are

@@ -190,6 +190,16 @@ static int encode_in_template(const Dataset *ds, Encoded *e, const char *tpl, si
     return encode_segment(ds, e, tpl, at, c, nc, rest, strlen(rest), v, err, errlen);
 }
 
+// Appends the tokens of text[0..n) with mask value v; TOK_ALLOW_SPECIAL (text a template wrote).
+static int encode_special(const Dataset *ds, Encoded *e, const char *text, size_t n, uint8_t v,
+                          char *err, size_t errlen) {
+    size_t before = e->ids.n;
+    if (tok_encode(ds->tok, text, n, TOK_ALLOW_SPECIAL, &e->ids, err, errlen)) return -1;
+    mask_reserve(e, e->ids.n);
+    memset(e->mask + before, v, e->ids.n - before);
+    return 0;
+}
+
 // Renders a checked conversation with the chat template and tokenizes its segments (chat.h):
 // assistant turns mask 1, the rest mask 0 (1 with train_on_all).
 static int encode_with_template(const Dataset *ds, const DatasetMessage *m, int n, Encoded *e,
@@ -200,13 +210,42 @@ static int encode_with_template(const Dataset *ds, const DatasetMessage *m, int 
     if (chat_segments(ds->opt.chat, m, n, &text, &sg, &ns, err, errlen)) return -1;
     int rc = 0;
     for (int i = 0; i < ns && !rc; i++) {
-        size_t before = e->ids.n;
-        if (sg[i].assistant) e->resp_start = before;
-        rc = tok_encode(ds->tok, text + sg[i].start, sg[i].end - sg[i].start, TOK_ALLOW_SPECIAL,
-                        &e->ids, err, errlen);
-        if (rc || e->ids.n == before) continue;
+        if (sg[i].assistant) e->resp_start = e->ids.n;
+        rc = encode_special(ds, e, text + sg[i].start, sg[i].end - sg[i].start,
+                            sg[i].assistant || ds->opt.train_on_all, err, errlen);
+    }
+    free(text);
+    free(sg);
+    return rc;
+}
+
+// A prompt already rendered with a chat template, then its response (see dataset.h): with a
+// template, the response's turn as the template writes it (the segments from the assistant turn
+// of [user "", assistant response] on); without, the response and the end token.
+static int encode_rendered_pair(const Dataset *ds, const char *prompt, const char *response,
+                                Encoded *e, char *err, size_t errlen) {
+    uint8_t pm = ds->opt.train_on_all ? 1 : 0;
+    e->ids.n = 0;
+    if (encode_special(ds, e, prompt, strlen(prompt), pm, err, errlen)) return -1;
+    e->resp_start = e->ids.n;
+    if (!ds->opt.chat) {
+        if (encode_segment(ds, e, response, strlen(response), "", 0, "", 0, 1, err, errlen))
+            return -1;
+        ids_push(&e->ids, ds->eot);
         mask_reserve(e, e->ids.n);
-        memset(e->mask + before, sg[i].assistant || ds->opt.train_on_all, e->ids.n - before);
+        e->mask[e->ids.n - 1] = 1;
+        return 0;
+    }
+    DatasetMessage m[2] = {{"user", ""}, {"assistant", response}};
+    char *text;
+    ChatSegment *sg;
+    int ns, rc = 0, seen = 0;
+    if (chat_segments(ds->opt.chat, m, 2, &text, &sg, &ns, err, errlen)) return -1;
+    for (int i = 0; i < ns && !rc; i++) {
+        seen |= sg[i].assistant;
+        if (seen)
+            rc = encode_special(ds, e, text + sg[i].start, sg[i].end - sg[i].start,
+                                sg[i].assistant || pm, err, errlen);
     }
     free(text);
     free(sg);
@@ -329,7 +368,7 @@ static int commit_encoded(Dataset *ds, const Encoded *e, uint64_t text_hash, int
 }
 
 // Checks, encodes and commits one conversation (pair: is_pair, messages user + assistant).
-static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair,
+static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair, int rendered,
                         const char *source, int64_t item, DatasetSplit split, char *err,
                         size_t errlen) {
     char where[WHERE_LEN];
@@ -348,7 +387,8 @@ static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair
         if (!m[1].content[0]) return util_err(err, errlen, "%s: empty response", where);
     } else if (chat_check_messages(m, n, 1, where, err, errlen)) return -1;
     Encoded e = {0};
-    if (encode_messages(ds, m, n, &e, err, errlen)) {
+    if (rendered ? encode_rendered_pair(ds, m[0].content, m[1].content, &e, err, errlen)
+                 : encode_messages(ds, m, n, &e, err, errlen)) {
         encoded_free(&e);
         return util_err_prefix(err, errlen, "%s: ", where);
     }
@@ -363,12 +403,19 @@ static int add_messages(Dataset *ds, const DatasetMessage *m, int n, int is_pair
 int dataset_add_pair(Dataset *ds, const char *prompt, const char *response, const char *source,
                      int64_t item, DatasetSplit split, char *err, size_t errlen) {
     DatasetMessage m[2] = {{"user", prompt}, {"assistant", response}};
-    return add_messages(ds, m, 2, 1, source ? source : "(memory)", item, split, err, errlen);
+    return add_messages(ds, m, 2, 1, 0, source ? source : "(memory)", item, split, err, errlen);
+}
+
+int dataset_add_rendered_pair(Dataset *ds, const char *prompt, const char *response,
+                              const char *source, int64_t item, DatasetSplit split, char *err,
+                              size_t errlen) {
+    DatasetMessage m[2] = {{"user", prompt}, {"assistant", response}};
+    return add_messages(ds, m, 2, 1, 1, source ? source : "(memory)", item, split, err, errlen);
 }
 
 int dataset_add_chat(Dataset *ds, const DatasetMessage *msgs, int n_msgs, const char *source,
                      int64_t item, DatasetSplit split, char *err, size_t errlen) {
-    return add_messages(ds, msgs, n_msgs, 0, source ? source : "(memory)", item, split, err,
+    return add_messages(ds, msgs, n_msgs, 0, 0, source ? source : "(memory)", item, split, err,
                         errlen);
 }
 
@@ -653,6 +700,13 @@ int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, ch
     if (ok != len) return util_err(err, errlen, "prompt has invalid UTF-8 at byte %zu", ok + 1);
     DatasetMessage m = {"user", prompt};
     return dataset_encode_chat_prompt(ds, &m, 1, out, err, errlen);
+}
+
+int dataset_encode_rendered_prompt(const Dataset *ds, const char *text, TokIds *out, char *err,
+                                   size_t errlen) {
+    size_t len = strlen(text), ok = utf8_valid_len(text, len);
+    if (ok != len) return util_err(err, errlen, "prompt has invalid UTF-8 at byte %zu", ok + 1);
+    return tok_encode(ds->tok, text, len, TOK_ALLOW_SPECIAL, out, err, errlen);
 }
 
 int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, int n_msgs,

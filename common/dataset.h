@@ -145,6 +145,14 @@ int dataset_add_pair(Dataset *ds, const char *prompt, const char *response, cons
                      int64_t item, DatasetSplit split, char *err, size_t errlen);
 int dataset_add_chat(Dataset *ds, const DatasetMessage *msgs, int n_msgs, const char *source,
                      int64_t item, DatasetSplit split, char *err, size_t errlen);
+// As dataset_add_pair, for a prompt already rendered with a chat template (a workspace prompt
+// with StorePrompt.rendered): its text is tokenized as it is, special tokens recognised
+// (TOK_ALLOW_SPECIAL), no prompt format around it. The response follows: with this Dataset's chat
+// template, the assistant turn as the template writes it (its end-of-turn tokens included);
+// without one, the response and the end token. Split hash as for the pair.
+int dataset_add_rendered_pair(Dataset *ds, const char *prompt, const char *response,
+                              const char *source, int64_t item, DatasetSplit split, char *err,
+                              size_t errlen);
 
 // All-or-nothing groups of adds: take a mark, add, and on failure roll back to it (examples,
 // tokens and counters return to what they were at the mark).
@@ -182,6 +190,11 @@ int dataset_example(const Dataset *ds, int64_t i, DatasetExample *ex);
 // `prompt` (prompt_template applied); the model's answer is then sampled after them.
 int dataset_encode_prompt(const Dataset *ds, const char *prompt, TokIds *out, char *err,
                           size_t errlen);
+// Appends the tokens of a prompt already rendered with a chat template (see
+// dataset_add_rendered_pair): no format around it, special tokens recognised. Plain text that a
+// user typed never goes through here: its "<|im_start|>" stays text (dataset_encode_prompt).
+int dataset_encode_rendered_prompt(const Dataset *ds, const char *text, TokIds *out, char *err,
+                                   size_t errlen);
 // Appends the tokens of a conversation that ends with a user message (the turns rendered as for
 // training, assistant turns with their end tokens), ready for the next assistant turn.
 int dataset_encode_chat_prompt(const Dataset *ds, const DatasetMessage *msgs, int n_msgs,

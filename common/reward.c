@@ -225,15 +225,21 @@ done:
 // Rendering and scoring
 // ---------------------------------------------------------------------------------------------
 
-int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_prefix,
-                  const char *prompt, const char *response, int max_len, TokIds *out,
-                  int *truncated, char *err, size_t errlen) {
+// reward_encode, or reward_encode_rendered when rendered is 1.
+static int encode_pair(const Dataset *ds, const Tokenizer *tok, const char *response_prefix,
+                       const char *prompt, int rendered, const char *response, int max_len,
+                       TokIds *out, int *truncated, char *err, size_t errlen) {
     if (truncated) *truncated = 0;
     if (max_len <= 0) return util_err(err, errlen, "reward_encode: max_len %d", max_len);
     int32_t eot = tok_eot(tok);
     if (eot < 0) return util_err(err, errlen, "the tokenizer has no <|endoftext|> token");
     TokIds ids = {0};
-    if (dataset_encode_prompt(ds, prompt, &ids, err, errlen)) { tok_ids_free(&ids); return -1; }
+    if (rendered ? dataset_encode_rendered_prompt(ds, prompt, &ids, err, errlen)
+                 : dataset_encode_prompt(ds, prompt, &ids, err, errlen)) {
+        tok_ids_free(&ids);
+        return -1;
+    }
+    if (rendered) response_prefix = "";
     size_t lp = strlen(response_prefix), lr = strlen(response);
     char *text = MALLOC_CHECK(lp + lr + 1);
     memcpy(text, response_prefix, lp);
@@ -257,6 +263,19 @@ int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_
     }
     tok_ids_free(&ids);
     return 0;
+}
+
+int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_prefix,
+                  const char *prompt, const char *response, int max_len, TokIds *out,
+                  int *truncated, char *err, size_t errlen) {
+    return encode_pair(ds, tok, response_prefix, prompt, 0, response, max_len, out, truncated,
+                       err, errlen);
+}
+
+int reward_encode_rendered(const Dataset *ds, const Tokenizer *tok, const char *prompt,
+                           const char *response, int max_len, TokIds *out, int *truncated,
+                           char *err, size_t errlen) {
+    return encode_pair(ds, tok, "", prompt, 1, response, max_len, out, truncated, err, errlen);
 }
 
 int reward_forward(Model *m, const ModelBatch *b, float *values, float *scores, char *err,

@@ -78,6 +78,12 @@ void reward_answer_free(RewardAnswer *a);
 int reward_encode(const Dataset *ds, const Tokenizer *tok, const char *response_prefix,
                   const char *prompt, const char *response, int max_len, TokIds *out,
                   int *truncated, char *err, size_t errlen);
+// As reward_encode for a prompt already rendered with a chat template (StorePrompt.rendered):
+// its special tokens are tokens (dataset_encode_rendered_prompt) and the response follows it
+// with no prefix (the template's generation prompt ends the prompt).
+int reward_encode_rendered(const Dataset *ds, const Tokenizer *tok, const char *prompt,
+                           const char *response, int max_len, TokIds *out, int *truncated,
+                           char *err, size_t errlen);
 
 // Forward of a model with a score head: scores (B) = the scalar head at position lengths[b]-1.
 // values (B*T) is caller scratch (model_get_values). 0 or -1 (bad batch) with a message.

@@ -536,6 +536,18 @@ int store_find_prompt(Store *s, const char *text, int64_t *id, char *err, size_t
     return find_id_by_text(s, Q_PROMPT_FIND, text, id, "find prompt", err, errlen);
 }
 
+int store_set_prompt_rendered(Store *s, int64_t id, char *err, size_t errlen) {
+    sqlite3_stmt *st = prepare(s, "UPDATE prompts SET rendered = 1 WHERE id = ?1", err, errlen);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st), changed = sqlite3_changes(s->db);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return fail(s, err, errlen, "mark a prompt rendered");
+    if (changed == 0)
+        return util_err(err, errlen, "%s: prompt %lld does not exist", s->path, (long long)id);
+    return 0;
+}
+
 void store_prompt_free(StorePrompt *p) {
     free(p->text); free(p->split); free(p->source);
     memset(p, 0, sizeof(*p));
@@ -551,6 +563,7 @@ int store_get_prompt(Store *s, int64_t id, StorePrompt *p, char *err, size_t err
         p->id = sqlite3_column_int64(st, 0);
         p->text = col_dup(st, 1); p->split = col_dup(st, 2); p->source = col_dup(st, 3);
         p->created = sqlite3_column_double(st, 4);
+        p->rendered = sqlite3_column_int(st, 5);
     } else if (rc == SQLITE_DONE)
         ret = util_err(err, errlen, "%s: prompt %lld does not exist", s->path, (long long)id);
     else ret = fail(s, err, errlen, "get prompt");
@@ -569,7 +582,7 @@ static int walk_end(Store *s, sqlite3_stmt *st, int rc, int stopped, const char 
 int store_each_prompt(Store *s, const char *split, StorePromptFn fn, void *ctx, char *err,
                       size_t errlen) {
     if (check_split(s, split, err, errlen)) return -1;
-    sqlite3_stmt *st = prepare(s, "SELECT id, text, split, source, created FROM prompts "
+    sqlite3_stmt *st = prepare(s, "SELECT id, text, split, source, created, rendered FROM prompts "
                                   "WHERE (?1 IS NULL OR split = ?1) ORDER BY id", err, errlen);
     if (!st) return -1;
     bind_text_or_null(st, 1, split);
@@ -577,7 +590,8 @@ int store_each_prompt(Store *s, const char *split, StorePromptFn fn, void *ctx, 
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         StorePrompt p = {.id = sqlite3_column_int64(st, 0), .text = (char *)col_text(st, 1),
                          .split = (char *)col_text(st, 2), .source = (char *)col_text(st, 3),
-                         .created = sqlite3_column_double(st, 4)};
+                         .created = sqlite3_column_double(st, 4),
+                         .rendered = sqlite3_column_int(st, 5)};
         int stop = fn(&p, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }
@@ -613,7 +627,8 @@ int store_add_demonstration(Store *s, int64_t prompt_id, const char *response, c
 int store_each_demonstration(Store *s, const char *split, StoreDemonstrationFn fn, void *ctx,
                              char *err, size_t errlen) {
     if (check_split(s, split, err, errlen)) return -1;
-    sqlite3_stmt *st = prepare(s, "SELECT d.id, d.prompt_id, p.text, d.response, p.split, d.source "
+    sqlite3_stmt *st = prepare(s, "SELECT d.id, d.prompt_id, p.text, d.response, p.split, "
+                                  "d.source, p.rendered "
                                   "FROM demonstrations d JOIN prompts p ON p.id = d.prompt_id "
                                   "WHERE (?1 IS NULL OR p.split = ?1) ORDER BY d.id", err, errlen);
     if (!st) return -1;
@@ -625,7 +640,8 @@ int store_each_demonstration(Store *s, const char *split, StoreDemonstrationFn f
                                 .prompt = col_text(st, 2),
                                 .response = col_text(st, 3),
                                 .split = col_text(st, 4),
-                                .source = col_text(st, 5)};
+                                .source = col_text(st, 5),
+                                .prompt_rendered = sqlite3_column_int(st, 6)};
         int stop = fn(&d, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }
@@ -679,11 +695,11 @@ int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by,
                           StoreCompletionFn fn, void *ctx, char *err, size_t errlen) {
     // Two statements so that one prompt's completions come from the (prompt_id, ...) index.
     static const char *const sql[2] = {
-        "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created "
+        "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created, p.rendered "
         "FROM completions c JOIN prompts p ON p.id = c.prompt_id "
         "WHERE (?2 IS NULL OR NOT EXISTS (SELECT 1 FROM reward_scores r WHERE r.model = ?2 AND r.completion_id = c.id)) "
         "ORDER BY c.id",
-        "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created "
+        "SELECT c.id, c.prompt_id, p.text, c.text, c.model, p.split, c.created, p.rendered "
         "FROM completions c JOIN prompts p ON p.id = c.prompt_id "
         "WHERE c.prompt_id = ?1 "
         "AND (?2 IS NULL OR NOT EXISTS (SELECT 1 FROM reward_scores r WHERE r.model = ?2 AND r.completion_id = c.id)) "
@@ -701,7 +717,8 @@ int store_each_completion(Store *s, int64_t prompt_id, const char *unscored_by,
                              .text = col_text(st, 3),
                              .model = col_text(st, 4),
                              .split = col_text(st, 5),
-                             .created = sqlite3_column_double(st, 6)};
+                             .created = sqlite3_column_double(st, 6),
+                             .prompt_rendered = sqlite3_column_int(st, 7)};
         int stop = fn(&c, ctx);
         if (stop) return walk_end(s, st, stop, 1, "", err, errlen);
     }
@@ -836,7 +853,8 @@ int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx
     sqlite3_stmt *st =
         prepare(s,
                 "SELECT r.id, r.prompt_id, r.labeler_id, p.text, p.split, p.source, l.name, "
-                "r.comment, r.created FROM rankings r JOIN prompts p ON p.id = r.prompt_id "
+                "r.comment, r.created, p.rendered FROM rankings r "
+                "JOIN prompts p ON p.id = r.prompt_id "
                 "JOIN labelers l ON l.id = r.labeler_id "
                 "WHERE (?1 IS NULL OR p.split = ?1) ORDER BY r.id",
                 err, errlen);
@@ -860,7 +878,8 @@ int store_each_ranking(Store *s, const char *split, StoreRankingFn fn, void *ctx
                           .source = col_text(st, 5),
                           .labeler = col_text(st, 6),
                           .comment = col_text(st, 7),
-                          .created = sqlite3_column_double(st, 8)};
+                          .created = sqlite3_column_double(st, 8),
+                          .prompt_rendered = sqlite3_column_int(st, 9)};
         // The items' texts are copied: all k are needed at once, and a column's text lives only
         // until the next step of its statement.
         int k = 0, irc;

@@ -3,12 +3,14 @@
 // metrics, reward scores, PPO rollouts), so that sft, reward, ppo and the pipeline runner share
 // one record and people can query it with the sqlite3 shell.
 //
-// Schema (version STORE_SCHEMA_VERSION = 4; every table STRICT; times are REAL Unix seconds, so
+// Schema (version STORE_SCHEMA_VERSION = 5; every table STRICT; times are REAL Unix seconds, so
 // `datetime(created, 'unixepoch')` reads them; texts are stored byte-exact, any bytes but NUL):
 //
 //   meta(key TEXT PRIMARY KEY, value)         'application' = 'rlhf.c workspace',
 //                                             'schema_version' = '3', 'created'
-//   prompts(id, text UNIQUE, split, source, created)
+//   prompts(id, text UNIQUE, split, source, created, rendered)
+//       rendered 1: text is a conversation rendered with a chat template at import (its special
+//       tokens are tokens; readers add no prompt format); 0: plain text a person wrote.
 //       split is 'train' | 'valid' | 'test'. Unique on the text alone: the same prompt imported
 //       from two files is one row, so it cannot sit in two splits (no train/test leakage). The
 //       first insert's split and source are kept.
@@ -61,6 +63,7 @@
 //      completion_policies, rankings.policy_hash ('' on older rows: contents unknown, so a `reward label --policy` rerun
 //      samples and ranks those prompts once more for the policy's current contents)
 //   4  rollouts.components ('' on older rows)
+//   5  prompts.rendered (0 on older rows: plain text)
 // Opening a database whose version is newer than STORE_SCHEMA_VERSION is an error (nothing is
 // touched); an older one is migrated step by step inside one BEGIN IMMEDIATE transaction.
 //
@@ -100,7 +103,7 @@
 
 typedef struct sqlite3 sqlite3;
 
-#define STORE_SCHEMA_VERSION  4
+#define STORE_SCHEMA_VERSION  5
 #define STORE_APPLICATION     "rlhf.c workspace"
 #define STORE_BUSY_TIMEOUT_MS 30000
 #define STORE_HASH_HEX        65      // SHA-256 as 64 lowercase hex digits + NUL
@@ -156,11 +159,15 @@ int store_add_prompt_from(Store *s, const char *text, const char *split, const c
 int store_count_source(Store *s, const char *source, int64_t *n, char *err, size_t errlen);
 // *id = the prompt with exactly this text, or 0.
 int store_find_prompt(Store *s, const char *text, int64_t *id, char *err, size_t errlen);
+// Marks prompt id as rendered: its text is a conversation already rendered with a chat template
+// (its special tokens, such as <|im_start|>, are tokens, and readers add no prompt format).
+int store_set_prompt_rendered(Store *s, int64_t id, char *err, size_t errlen);
 
 typedef struct {
     int64_t id;
     char *text, *split, *source;
     double created;
+    int rendered;   // 1: text was rendered with a chat template (store_set_prompt_rendered)
 } StorePrompt;
 // Fills *p (owned strings; store_prompt_free). Not found is an error naming the id.
 int  store_get_prompt(Store *s, int64_t id, StorePrompt *p, char *err, size_t errlen);
@@ -176,6 +183,7 @@ int store_add_demonstration(Store *s, int64_t prompt_id, const char *response, c
 typedef struct {
     int64_t id, prompt_id;
     const char *prompt, *response, *split, *source;
+    int prompt_rendered;   // StorePrompt.rendered of the prompt
 } StoreDemonstration;
 typedef int (*StoreDemonstrationFn)(const StoreDemonstration *d, void *ctx);
 // Demonstrations whose prompt is in split (NULL: all), by id.
@@ -195,6 +203,7 @@ typedef struct {
     int64_t id, prompt_id;
     const char *prompt, *text, *model, *split;
     double created;
+    int prompt_rendered;   // StorePrompt.rendered of the prompt
 } StoreCompletion;
 typedef int (*StoreCompletionFn)(const StoreCompletion *c, void *ctx);
 // Completions of one prompt (prompt_id > 0) or of all prompts (0), by id. When unscored_by is not
@@ -239,6 +248,7 @@ typedef struct {
     int64_t id, prompt_id, labeler_id;
     const char *prompt, *split, *source, *labeler, *comment;
     double created;
+    int prompt_rendered;   // StorePrompt.rendered of the prompt
     int k;
     const StoreRankedCompletion *items;   // [k], best first (rank, then completion id)
 } StoreRanking;

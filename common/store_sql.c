@@ -17,7 +17,7 @@ const char *const STORE_QUERY_SQL[Q_COUNT] = {
     [Q_PROMPT_ADD] = "INSERT INTO prompts(text, split, source, created) VALUES (?1, ?2, ?3, ?4) "
                      "ON CONFLICT(text) DO NOTHING",
     [Q_PROMPT_FIND] = "SELECT id FROM prompts WHERE text = ?1",
-    [Q_PROMPT_GET] = "SELECT id, text, split, source, created FROM prompts WHERE id = ?1",
+    [Q_PROMPT_GET] = "SELECT id, text, split, source, created, rendered FROM prompts WHERE id = ?1",
     [Q_DEMO_ADD] =
         "INSERT INTO demonstrations(prompt_id, response, source, created) VALUES (?1, ?2, ?3, ?4) "
         "ON CONFLICT(prompt_id, response) DO NOTHING",
@@ -240,4 +240,8 @@ const char *const STORE_MIGRATIONS[STORE_SCHEMA_VERSION] = {
 
     // 3 -> 4: the parts of a rollout's reward (ppo's reward models, programs, penalties)
     "ALTER TABLE rollouts ADD COLUMN components TEXT NOT NULL DEFAULT '';",
+    // 4 -> 5: whether a prompt's text is a conversation rendered with a chat template (older
+    // prompts were all plain text)
+    "ALTER TABLE prompts ADD COLUMN rendered INTEGER NOT NULL DEFAULT 0 "
+    "CHECK (rendered IN (0, 1));",
 };

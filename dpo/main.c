@@ -27,6 +27,7 @@
 // takes a contiguous share of each step's groups; one allreduce sums the gradients and the
 // statistics.
 #include "blas.h"
+#include "chat.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "cmd.h"
@@ -69,6 +70,9 @@ static const ConfigEntry DPO_SCHEMA[] = {
                  .choices = "pairwise|listwise"),
     CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE,
                  "prompt rendering (as SFT); exactly one {prompt}"),
+    CONFIG_ENTRY("data.chat_template", CONFIG_STRING, "",
+                 "chat template for message-list prompts instead of the tokenizer's "
+                 "tokenizer_config.json one (a file, or the template itself)"),
     CONFIG_ENTRY("data.response_prefix", CONFIG_STRING, DATASET_DEFAULT_RESPONSE_PREFIX,
                  "text before each response (as SFT)"),
     CONFIG_ENTRY("loss.type", CONFIG_ENUM, "sigmoid",
@@ -116,6 +120,8 @@ typedef struct {
     Model model;             // the policy
     Tokenizer *tok;
     Dataset *ds;             // prompt rendering
+    ChatTemplate *chat;      // the tokenizer's chat template (data.chat_template), NULL: none
+    int chat_loaded;         // chat was looked for (it may be NULL)
     int64_t max_ranking_id;  // rankings used: ids up to this one
     DpoSet train, valid;
     char ref_path[4200];     // OUT.DIR/reference_logps.bin
@@ -360,6 +366,14 @@ static const char *tokenizer_dir(const Dpo *d) {
     return t[0] ? t : config_get_string(d->cfg, "model.init");
 }
 
+// The chat template (once): data.chat_template, else the tokenizer directory's.
+static int load_chat(Dpo *d, char *err, size_t errlen) {
+    if (d->chat_loaded) return 0;
+    d->chat_loaded = 1;
+    return chat_template_load(&d->chat, tokenizer_dir(d),
+                              config_get_string(d->cfg, "data.chat_template"), err, errlen);
+}
+
 static CkptSaveOptions save_options(const Dpo *d, const CkptTrainerState *st) {
     int32_t eot = tok_eot(d->tok);
     return (CkptSaveOptions){.tokenizer_dir = tokenizer_dir(d), .state = st,
@@ -398,7 +412,9 @@ static int import_files(void *ctx, char *err, size_t errlen) {
     Dpo *d = ctx;
     const char *const *files;
     int64_t n = config_get_list(d->cfg, "data.import", &files);
-    ImportOptions o = {.valid_frac = config_get_double(d->cfg, "data.valid_percent") / 100.0};
+    if (n > 0 && load_chat(d, err, errlen)) return -1;   // renders message-list prompts
+    ImportOptions o = {.valid_frac = config_get_double(d->cfg, "data.valid_percent") / 100.0,
+                       .chat = d->chat};
     for (int64_t i = 0; i < n && dist_main(&d->dist); i++) {
         ImportResult r;
         if (rm_import_file(d->tr.db, files[i], &o, &r, err, errlen)) return -1;
@@ -448,11 +464,13 @@ static int load_config(Dpo *d, const char *from, ModelConfig *c, char *err, size
     c->score_head = 0;
     if (tok_load(&d->tok, tokenizer_dir(d), err, errlen) ||
         ckpt_check_tokenizer(from, c->vocab_size, tokenizer_dir(d), tok_vocab_size(d->tok), err,
-                             errlen))
+                             errlen) ||
+        load_chat(d, err, errlen))
         return -1;
     DatasetOptions o = {.prompt_template = config_get_string(d->cfg, "data.prompt_template"),
                         .response_prefix = config_get_string(d->cfg, "data.response_prefix"),
-                        .max_tokens = c->max_seq_len};
+                        .max_tokens = c->max_seq_len,
+                        .chat = d->chat};
     return dataset_create(&d->ds, d->tok, &o, err, errlen);
 }
 
@@ -483,8 +501,11 @@ static int load_pairs(Dpo *d, const ModelConfig *c, int resumed, const CkptTrain
         return -1;
     // rank 0's view: labeling may add rankings while the ranks read
     if (!resumed) dist_broadcast(&d->dist, &d->max_ranking_id, sizeof d->max_ranking_id);
+    // with a chat template the answer follows its generation prompt as it is
     DpoLoadOptions o = {.db = d->tr.db, .db_path = d->tr.db_path, .ds = d->ds, .tok = d->tok,
-                        .response_prefix = config_get_string(d->cfg, "data.response_prefix"),
+                        .response_prefix = d->chat ? ""
+                                                   : config_get_string(d->cfg,
+                                                                       "data.response_prefix"),
                         .max_len = c->max_seq_len, .listwise = d->loss.listwise,
                         .max_ranking_id = d->max_ranking_id};
     if (dpo_set_load(&d->train, &o, "train", err, errlen) ||
@@ -658,6 +679,7 @@ static void teardown(Dpo *d) {
     void *bufs[] = {d->perm, d->tokens, d->targets, d->lengths, d->rowseq, d->logp, d->dlogp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     dataset_free(d->ds);
+    chat_template_free(d->chat);
     tok_free(d->tok);
     model_free(&d->model);
     trainer_close(&d->tr);

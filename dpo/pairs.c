@@ -27,13 +27,17 @@ int64_t dpo_group_pairs(const DpoSet *s, const DpoGroup *g) {
 
 // Appends one completion's sequence: the tokens as reward_encode renders them, the start of the
 // response from the prompt's own encoding; longer than max_len: the last max_len tokens.
-static int push_seq(DpoSet *s, const DpoLoadOptions *o, const char *prompt, const char *text,
-                    char *err, size_t errlen) {
+// rendered: the prompt was rendered with a chat template when imported (StorePrompt.rendered).
+static int push_seq(DpoSet *s, const DpoLoadOptions *o, const char *prompt, int rendered,
+                    const char *text, char *err, size_t errlen) {
     TokIds p = {0};
     int64_t off = (int64_t)s->toks.n;
-    if (dataset_encode_prompt(o->ds, prompt, &p, err, errlen) ||
-        reward_encode(o->ds, o->tok, o->response_prefix, prompt, text, INT_MAX, &s->toks, NULL,
-                      err, errlen)) {
+    if (rendered ? dataset_encode_rendered_prompt(o->ds, prompt, &p, err, errlen) ||
+                       reward_encode_rendered(o->ds, o->tok, prompt, text, INT_MAX, &s->toks,
+                                              NULL, err, errlen)
+                 : dataset_encode_prompt(o->ds, prompt, &p, err, errlen) ||
+                       reward_encode(o->ds, o->tok, o->response_prefix, prompt, text, INT_MAX,
+                                     &s->toks, NULL, err, errlen)) {
         tok_ids_free(&p);
         return -1;
     }
@@ -94,7 +98,7 @@ static int load_ranking(const StoreRanking *r, void *ctx) {
     for (int i = 0; i < r->k; i++) {
         char e[512];
         seq[i] = s->nseq;
-        if (push_seq(s, c->o, r->prompt, r->items[i].text, e, sizeof e))
+        if (push_seq(s, c->o, r->prompt, r->prompt_rendered, r->items[i].text, e, sizeof e))
             return util_err(c->err, c->errlen, "%s: ranking %lld (prompt %lld): %s", c->o->db_path,
                             (long long)r->id, (long long)r->prompt_id, e);
     }

@@ -44,6 +44,9 @@ static const ConfigEntry PPO_SCHEMA[] = {
                  .choices = "train|valid|test"),
     CONFIG_ENTRY("data.prompt_template", CONFIG_STRING, DATASET_DEFAULT_PROMPT_TEMPLATE,
                  "prompt rendering (as in SFT); exactly one {prompt}"),
+    CONFIG_ENTRY("data.chat_template", CONFIG_STRING, "",
+                 "chat template for message-list prompts instead of the tokenizer's "
+                 "tokenizer_config.json one (a file, or the template itself)"),
     CONFIG_ENTRY("data.max_prompt_tokens", CONFIG_INT, "0",
                  "longest prompt (0: the context minus rollout.max_new_tokens)", .min = "0"),
     CONFIG_ENTRY("data.truncation", CONFIG_ENUM, "drop",

@@ -135,6 +135,7 @@ typedef struct Ppo {
     Sampler sampler;
     Tokenizer *tok;
     Dataset *ds;                    // prompt rendering only (the SFT template)
+    struct ChatTemplate *chat;      // the tokenizer's chat template (data.chat_template), or NULL
     // prompts: shuffled per epoch by an Rng seeded from (seed, epoch)
     PpoPrompt *prompts;
     int64_t n_prompts, prompt_epoch, prompt_index;

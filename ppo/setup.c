@@ -12,6 +12,7 @@
 // steps. A crash leaves last (complete), or only last.old (complete, restored on the next start),
 // plus garbage that the next start removes.
 #define _GNU_SOURCE   // nftw
+#include "chat.h"
 #include "cli.h"
 #include "ppo_train.h"
 #include "reward.h"
@@ -199,13 +200,17 @@ static int add_db_prompt(const StorePrompt *p, void *ctx) {
     PromptCtx *c = ctx;
     char where[128];
     snprintf(where, sizeof where, "workspace prompt %lld", (long long)p->id);
-    return add_prompt(c, p->text, NULL, p->id, where) ? -1 : 0;
+    TokIds ids = {0};   // a prompt rendered at import keeps its template's tokens, unwrapped
+    if (p->rendered && dataset_encode_rendered_prompt(c->s->ds, p->text, &ids, c->err, c->errlen))
+        return util_err_prefix(c->err, c->errlen, "%s: ", where), tok_ids_free(&ids), -1;
+    return add_prompt(c, p->text, p->rendered ? &ids : NULL, p->id, where) ? -1 : 0;
 }
 
 static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
     DatasetOptions o = {.prompt_template = config_get_string(s->cfg, "data.prompt_template"),
                         .response_prefix = "",
                         .max_tokens = context,
+                        .chat = s->chat,
                         .truncation = DATASET_TRUNCATE_ERROR};
     if (dataset_create(&s->ds, s->tok, &o, err, errlen)) return -1;
     int64_t mp = config_get_int(s->cfg, "data.max_prompt_tokens");
@@ -644,6 +649,11 @@ static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
 static int setup_tokenizer(Ppo *s, char *err, size_t errlen) {
     if (tok_load(&s->tok, s->tok_dir, err, errlen)) return util_err_prefix(err, errlen, "tokenizer: ");
     s->gen.eot_id = tok_eot(s->tok);
+    if (chat_template_load(&s->chat, s->tok_dir, config_get_string(s->cfg, "data.chat_template"),
+                           err, errlen) ||
+        chat_stop_ids(s->chat, s->tok, s->tok_dir, s->gen.stop_ids, GEN_MAX_STOP, &s->gen.n_stop,
+                      err, errlen))
+        return -1;
     // a stop ends generation between decoding steps
     if (s->dist.size == 1) s->gen.cancel = stop_requested;
     if (s->gen.eot_id < 0 && dist_main(&s->dist))
@@ -863,6 +873,7 @@ void ppo_teardown(Ppo *s) {
     ppo_parts_free(s);
     ppo_hack_free(s);
     dataset_free(s->ds);
+    chat_template_free(s->chat);
     tok_free(s->tok);
     trainer_close(&s->tr);
     config_free(s->cfg);

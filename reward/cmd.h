@@ -73,8 +73,11 @@ int rm_scorer_wrap(RmScorer *s, Model *m, Tokenizer *tok, const char *tmpl, cons
 void rm_scorer_close(RmScorer *s);
 // Scores n (prompt, response) pairs into out (n). *n_truncated (may be NULL) counts sequences
 // longer than the context (their last tokens are scored). Progress on stderr when n is large.
+// rendered (n, may be NULL: none): the prompt was rendered with a chat template at import
+// (reward_encode_rendered).
 int rm_score_texts(RmScorer *s, int64_t n, const char *const *prompts, const char *const *responses,
-                   double *out, int64_t *n_truncated, char *err, size_t errlen);
+                   const int *rendered, double *out, int64_t *n_truncated, char *err,
+                   size_t errlen);
 
 // Completions of the workspace whose prompt is in split (NULL: all), by id; only those without
 // a score from `unscored_by` when it is not NULL. Owned copies; rm_comp_list_free releases them.
@@ -82,6 +85,7 @@ typedef struct {
     int64_t n, cap;
     int64_t *cid, *pid;       // (n) completion and prompt ids
     char **prompt, **text;    // (n)
+    int *rendered;            // (n) the prompt was rendered with a chat template
 } CompList;
 int rm_list_completions(Store *st, const char *split, const char *unscored_by, CompList *l,
                         char *err, size_t errlen);

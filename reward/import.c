@@ -117,6 +117,7 @@ typedef struct {
     int ranks[REWARD_MAX_K];           // (k) 1 best, equal = tie
     int k;
     char *hh_prompt, *hh_prompt2, *rtext;   // owned: an HH line's prompts, the ranking's text
+    int rendered;   // the prompt is a message list rendered with the chat template
 } LineRanking;
 
 // A K-wise line: "completions" (2..REWARD_MAX_K strings) and "ranking" (ranks or "2>1=3").
@@ -163,7 +164,8 @@ static int import_prompt(Ctx *c, const cJSON *o, const LineRanking *l, ImportRes
     int64_t pid2, did;
     int to_label = !resp || c->o->label_demos;
     if (store_add_prompt_from(c->s, l->prompt, split, c->source, to_label, &pid2, perr2,
-                              sizeof perr2))
+                              sizeof perr2) ||
+        (l->rendered && store_set_prompt_rendered(c->s, pid2, perr2, sizeof perr2)))
         return LINE_ERR(c, "%s", perr2);
     if (resp) {
         if (store_add_demonstration(c->s, pid2, resp, c->source, &did, perr2, sizeof perr2))
@@ -183,8 +185,9 @@ static int pair_ranking(LineRanking *l) {
 }
 
 // The text of a message-list prompt (messages ending with a user turn): rendered with the chat
-// template and its generation prompt; without a template, a lone user message's content.
-static int render_prompt(Ctx *c, const cJSON *arr, const char *key, char **out) {
+// template and its generation prompt (*rendered = 1: stored as such, see store.h); without a
+// template, a lone user message's content (*rendered = 0: plain text).
+static int render_prompt(Ctx *c, const cJSON *arr, const char *key, char **out, int *rendered) {
     char where[600], cerr[768];
     snprintf(where, sizeof where, "%s:%lld", c->path, (long long)c->lineno);
     DatasetMessage *m;
@@ -194,6 +197,7 @@ static int render_prompt(Ctx *c, const cJSON *arr, const char *key, char **out) 
     if (!rc && c->o->chat) {
         rc = chat_render(c->o->chat, m, n, 1, out, cerr, sizeof cerr);
         if (rc) LINE_ERR(c, "%s", cerr);
+        *rendered = !rc;
     } else if (!rc && n == 1) *out = STRDUP_CHECK(m[0].content);
     else if (!rc)
         rc = LINE_ERR(c, "a conversation of %d messages as a prompt needs a chat template "
@@ -247,7 +251,7 @@ static int read_chat_pair(Ctx *c, const cJSON *o, LineRanking *l) {
         cJSON *prompt = cJSON_CreateArray();
         for (int i = 0; i < nc - 1; i++)
             cJSON_AddItemToArray(prompt, cJSON_Duplicate(cJSON_GetArrayItem(ch, i), 1));
-        int rc = render_prompt(c, prompt, "chosen", &l->hh_prompt);
+        int rc = render_prompt(c, prompt, "chosen", &l->hh_prompt, &l->rendered);
         cJSON_Delete(prompt);
         if (rc) return -1;
         l->prompt = l->hh_prompt;
@@ -292,7 +296,8 @@ static int store_line_ranking(Ctx *c, const LineRanking *l) {
                             : store_split_for_text(l->prompt, c->o->valid_frac, c->o->test_frac);
     char serr[768];
     int64_t pid, lid = c->labeler_id, cid[REWARD_MAX_K];
-    if (store_add_prompt(c->s, l->prompt, split, c->source, &pid, serr, sizeof serr))
+    if (store_add_prompt(c->s, l->prompt, split, c->source, &pid, serr, sizeof serr) ||
+        (l->rendered && store_set_prompt_rendered(c->s, pid, serr, sizeof serr)))
         return LINE_ERR(c, "%s", serr);
     if (l->labeler && strcmp(l->labeler, c->labeler) &&
         store_add_labeler(c->s, l->labeler, &lid, serr, sizeof serr))
@@ -322,7 +327,7 @@ static int read_common(Ctx *c, const char *line, const cJSON *o, LineRanking *l)
     int bad = 0;
     const cJSON *pl = cJSON_GetObjectItemCaseSensitive(o, "prompt");
     if (cJSON_IsArray(pl)) {
-        if (render_prompt(c, pl, "prompt", &l->hh_prompt)) return -1;
+        if (render_prompt(c, pl, "prompt", &l->hh_prompt, &l->rendered)) return -1;
         l->prompt = l->hh_prompt;
     } else l->prompt = get_str(c, o, "prompt", 0, &bad);
     l->labeler = get_str(c, o, "labeler", 0, &bad);

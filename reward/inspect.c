@@ -323,7 +323,8 @@ static int inspect_score_missing(const InspectArgs *a, RmScorer *sc, Store *st, 
                 "reward inspect: scoring %lld completions that have no score from this model yet\n",
                 (long long)todo.n);
         if (rm_score_texts(sc, todo.n, (const char *const *)todo.prompt,
-                           (const char *const *)todo.text, fresh, NULL, err, errlen))
+                           (const char *const *)todo.text, todo.rendered, fresh, NULL, err,
+                           errlen))
             goto out;
         if (rm_store_scores(st, mname, &todo, fresh, err, errlen)) goto out;
     }

@@ -25,6 +25,7 @@
 // narrow that choice and combine. With --policy, completions and rankings are keyed to the
 // policy's contents (SHA-256 of config.json and the weights' files), not its path: a prompt
 // ranked for other contents is sampled and ranked again, one ranked for these is not.
+#include "chat.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "cmd.h"
@@ -79,6 +80,8 @@ typedef struct {
     int nundo, capundo;
     int64_t ranked, skipped;
     char *only_ids;           // --prompts: the chosen prompts' ids (JSON array)
+    int prompt_rendered;      // the prompt being labeled was rendered with a chat template
+    ChatTemplate *chat;       // the policy's chat template (or --chat-template), NULL: none
 } Label;
 
 typedef struct {
@@ -138,7 +141,8 @@ static int label_kv_reserve(Label *L, int n, char *err, size_t errlen) {
 static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t *cids,
                               signed char *ended, char *err, size_t errlen) {
     TokIds ids = {0};
-    if (dataset_encode_prompt(L->ds, prompt, &ids, err, errlen)) { tok_ids_free(&ids); return -1; }
+    if ((L->prompt_rendered ? dataset_encode_rendered_prompt : dataset_encode_prompt)(
+            L->ds, prompt, &ids, err, errlen)) { tok_ids_free(&ids); return -1; }
     int ctx = L->pol.config.max_seq_len, Tp = (int)ids.n;
     GenConfig g = L->g;
     if (Tp + g.max_new_tokens > ctx) g.max_new_tokens = ctx - Tp;
@@ -168,13 +172,14 @@ static int sample_completions(Label *L, int64_t pid, const char *prompt, int64_t
     if (rc == 0 && !tx) rc = -1;
     for (int b = 0; rc == 0 && b < K; b++) {
         int n = olen[b];
-        ended[b] = n > 0 && out[(size_t)b * g.max_new_tokens + n - 1] == g.eot_id;
+        ended[b] = n > 0 && gen_is_stop(&g, out[(size_t)b * g.max_new_tokens + n - 1]);
         if (ended[b]) n--;
         TokBytes tb = {0};
         if (tok_decode(L->tok, out + (size_t)b * g.max_new_tokens, (size_t)n, &tb, err, errlen)) { rc = -1; break; }
         char *clean = utf8_clean(tb.data ? tb.data : "", tb.n);   // a sample can cut a character
         const char *text = clean;
-        if (lp && !strncmp(text, L->prefix, lp)) text += lp; // the prefix belongs to the rendering
+        if (lp && !L->chat && !L->prompt_rendered && !strncmp(text, L->prefix, lp))
+            text += lp;   // the prefix belongs to the built-in rendering
         rc = store_add_completion(L->db, pid, text, L->policy, &cids[b], err, errlen);
         if (rc == 0) rc = store_add_completion_policy(L->db, cids[b], L->policy_hash, err, errlen);
         free(clean);
@@ -556,6 +561,7 @@ static int session(Label *L, char *err, size_t errlen) {
             store_release_prompt(L->db, L->labeler_id, pid, 0, e2, sizeof e2);
             return -1;
         }
+        L->prompt_rendered = p.rendered;
         if (gather(L, pid, p.text, &c, err, errlen)) {
             comps_free(&c);
             store_prompt_free(&p);
@@ -731,6 +737,7 @@ static const char *label_usage =
     "    --seed S            sampling seed (default 1234; a prompt always gets the same samples)\n"
     "    --tokenizer DIR     tokenizer files when CKPT has none\n"
     "    --prompt-template T / --response-prefix P   rendering (defaults as SFT)\n"
+    "    --chat-template T   chat template instead of the policy's tokenizer_config.json one\n"
     "  --overlap N           labelers wanted per prompt (default 1; 2+ measures agreement)\n"
     "Which prompts: those imported to be labeled (prompt lines, rankings; demonstrations only with\n"
     "reward import --label-demos); these narrow the choice and combine:\n"
@@ -749,6 +756,7 @@ static void label_free(Label *L) {
         model_free(&L->pol);
     }
     dataset_free(L->ds);
+    chat_template_free(L->chat);
     tok_free(L->tok);
     free(L->undo_rank);
     free(L->undo_prompt);
@@ -764,7 +772,7 @@ int cmd_label(int argc, char **argv) {
     L.seed = 1234;
     L.g = (GenConfig){.max_new_tokens = 64,
                       .sampler = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f}};
-    const char *tokdir = NULL, *tmpl = NULL, *prompts_file = NULL;
+    const char *tokdir = NULL, *tmpl = NULL, *prompts_file = NULL, *ctmpl = NULL;
     L.prefix = DATASET_DEFAULT_RESPONSE_PREFIX;
     L.jin = L.jout = -1;
     L.jtimeout = 60;
@@ -781,6 +789,7 @@ int cmd_label(int argc, char **argv) {
         CLI_STRING("--policy", &L.policy),
         CLI_STRING("--tokenizer", &tokdir),
         CLI_STRING("--prompt-template", &tmpl),
+        CLI_STRING("--chat-template", &ctmpl),
         CLI_STRING("--response-prefix", &L.prefix),
         CLI_STRING("--split", &L.co.split),
         CLI_STRING("--source", &L.co.source),
@@ -830,13 +839,18 @@ int cmd_label(int argc, char **argv) {
                      L.policy);
             goto out;
         }
-        if (tok_load(&L.tok, tokdir ? tokdir : L.policy, err, sizeof err)) goto out;
-        DatasetOptions o = {.prompt_template = tmpl,
+        if (tok_load(&L.tok, tokdir ? tokdir : L.policy, err, sizeof err) ||
+            chat_template_load(&L.chat, tokdir ? tokdir : L.policy, ctmpl, err, sizeof err))
+            goto out;
+        DatasetOptions o = {.prompt_template = tmpl, .chat = L.chat,
                             .response_prefix = L.prefix,
                             .max_tokens = L.pol.config.max_seq_len};
         if (dataset_create(&L.ds, L.tok, &o, err, sizeof err)) goto out;
         sampler_init(&L.sm, L.pol.config.vocab_size);
         L.g.eot_id = tok_eot(L.tok);
+        if (chat_stop_ids(L.chat, L.tok, L.policy, L.g.stop_ids, GEN_MAX_STOP, &L.g.n_stop, err,
+                          sizeof err))
+            goto out;
         if (label_policy_hash(L.policy, L.policy_hash, err, sizeof err)) goto out;
         L.co.policy_hash = L.policy_hash;
     }

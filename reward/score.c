@@ -88,7 +88,8 @@ static int by_len(const void *a, const void *b) {
 }
 
 int rm_score_texts(RmScorer *s, int64_t n, const char *const *prompts, const char *const *responses,
-                   double *out, int64_t *n_truncated, char *err, size_t errlen) {
+                   const int *rendered, double *out, int64_t *n_truncated, char *err,
+                   size_t errlen) {
     if (n_truncated) *n_truncated = 0;
     if (n == 0) return 0;
     int max_len = s->m ? s->m->max_T : s->own.config.max_seq_len;
@@ -102,8 +103,11 @@ int rm_score_texts(RmScorer *s, int64_t n, const char *const *prompts, const cha
         int trunc;
         off[i] = (int64_t)all.n;
         char e[512];
-        if (reward_encode(s->ds, s->tok, s->prefix, prompts[i], responses[i], max_len, &all, &trunc,
-                          e, sizeof e)) {
+        if (rendered && rendered[i]
+                ? reward_encode_rendered(s->ds, s->tok, prompts[i], responses[i], max_len, &all,
+                                         &trunc, e, sizeof e)
+                : reward_encode(s->ds, s->tok, s->prefix, prompts[i], responses[i], max_len, &all,
+                                &trunc, e, sizeof e)) {
             util_err(err, errlen, "item %lld: %s", (long long)i + 1, e);
             goto done;
         }
@@ -185,7 +189,9 @@ static int collect_completion(const StoreCompletion *c, void *ctx) {
         l->pid = REALLOC_ARRAY(l->pid, (size_t)l->cap, sizeof(int64_t));
         l->prompt = REALLOC_ARRAY(l->prompt, (size_t)l->cap, sizeof(char *));
         l->text = REALLOC_ARRAY(l->text, (size_t)l->cap, sizeof(char *));
+        l->rendered = REALLOC_ARRAY(l->rendered, (size_t)l->cap, sizeof(int));
     }
+    l->rendered[l->n] = c->prompt_rendered;
     l->cid[l->n] = c->id; l->pid[l->n] = c->prompt_id;
     l->prompt[l->n] = STRDUP_CHECK(c->prompt);
     l->text[l->n] = STRDUP_CHECK(c->text);
@@ -195,7 +201,7 @@ static int collect_completion(const StoreCompletion *c, void *ctx) {
 
 void rm_comp_list_free(CompList *l) {
     for (int64_t i = 0; i < l->n; i++) { free(l->prompt[i]); free(l->text[i]); }
-    free(l->cid); free(l->pid); free(l->prompt); free(l->text);
+    free(l->cid); free(l->pid); free(l->prompt); free(l->text); free(l->rendered);
     memset(l, 0, sizeof *l);
 }
 
@@ -222,6 +228,7 @@ int rm_list_completions(Store *st, const char *split, const char *unscored_by, C
         }
         if (!strcmp(p.split, split)) {
             all.cid[keep] = all.cid[i]; all.pid[keep] = all.pid[i];
+            all.rendered[keep] = all.rendered[i];
             char *a = all.prompt[keep], *b = all.text[keep];
             all.prompt[keep] = all.prompt[i]; all.text[keep] = all.text[i];
             all.prompt[i] = a; all.text[i] = b;
@@ -308,7 +315,7 @@ static int score_file(RmScorer *sc, const char *path, char *err, size_t errlen) 
     }
     double *scores = MALLOC_CHECK((size_t)n * sizeof(double));
     int64_t ntr;
-    if (rm_score_texts(sc, n, pr, rs, scores, &ntr, err, errlen)) { free(scores); goto done; }
+    if (rm_score_texts(sc, n, pr, rs, NULL, scores, &ntr, err, errlen)) { free(scores); goto done; }
     for (int64_t i = 0; i < n; i++) {
         cJSON_DeleteItemFromObjectCaseSensitive(objs[i], "score");
         cJSON_AddNumberToObject(objs[i], "score", scores[i]);
@@ -354,8 +361,8 @@ static int score_workspace(RmScorer *sc, const char *ws, const char *split, cons
         goto out;
     scores = MALLOC_CHECK((size_t)(l.n ? l.n : 1) * sizeof(double));
     int64_t ntr;
-    if (rm_score_texts(sc, l.n, (const char *const *)l.prompt, (const char *const *)l.text, scores,
-                       &ntr, err, errlen) ||
+    if (rm_score_texts(sc, l.n, (const char *const *)l.prompt, (const char *const *)l.text,
+                       l.rendered, scores, &ntr, err, errlen) ||
         rm_store_scores(st, mname, &l, scores, err, errlen))
         goto out;
     double sum = 0, sq = 0;

@@ -174,8 +174,12 @@ static int load_ranking(const StoreRanking *r, void *ctx) {
     for (int i = 0; i < r->k; i++) {
         int64_t off = (int64_t)s->toks.n;
         char e[512];
-        if (reward_encode(rm->ds, rm->tok, prefix, r->prompt, r->items[i].text,
-                          rm->model.config.max_seq_len, &s->toks, NULL, e, sizeof e))
+        int T = rm->model.config.max_seq_len;   // a prompt rendered at import is not wrapped
+        if (r->prompt_rendered ? reward_encode_rendered(rm->ds, rm->tok, r->prompt,
+                                                        r->items[i].text, T, &s->toks, NULL, e,
+                                                        sizeof e)
+                               : reward_encode(rm->ds, rm->tok, prefix, r->prompt,
+                                               r->items[i].text, T, &s->toks, NULL, e, sizeof e))
             return util_err(c->err, c->errlen, "%s: ranking %lld (prompt %lld): %s", rm->tr.db_path,
                             (long long)r->id, (long long)r->prompt_id, e);
         set_push_item(s, off, ranks[i]);
@@ -621,9 +625,13 @@ static int add_demo(const StoreDemonstration *d, void *ctx) {
     if (c->set->ni >= c->max) return 1;
     int64_t off = (int64_t)c->set->toks.n;
     char e[512];
-    if (reward_encode(c->rm->ds, c->rm->tok, config_get_string(c->rm->cfg, "data.response_prefix"),
-                      d->prompt, d->response, c->rm->model.config.max_seq_len, &c->set->toks, NULL,
-                      e, sizeof e))
+    int T = c->rm->model.config.max_seq_len;
+    if (d->prompt_rendered ? reward_encode_rendered(c->rm->ds, c->rm->tok, d->prompt, d->response,
+                                                    T, &c->set->toks, NULL, e, sizeof e)
+                           : reward_encode(c->rm->ds, c->rm->tok,
+                                           config_get_string(c->rm->cfg, "data.response_prefix"),
+                                           d->prompt, d->response, T, &c->set->toks, NULL, e,
+                                           sizeof e))
         return util_err(c->err, c->errlen, "%s: demonstration %lld: %s", c->rm->tr.db_path,
                         (long long)d->id, e);
     set_push_item(c->set, off, 1);

@@ -13,6 +13,7 @@
 // bootstrap, print, record.
 // A and B sample with the same random numbers (the batch seeds depend only on --seed and the
 // batch), so a policy compared with itself gives identical answers: exactly 50%.
+#include "chat.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
@@ -73,6 +74,8 @@ static const char *ep_usage =
     "  --batch B             answers generated / scored together (default 16)\n"
     "  --max-prompts N       use only the first N prompts\n"
     "  --tokenizer DIR       tokenizer when A's checkpoint has none\n"
+    "  --chat-template T     chat template for message-list prompts instead of the tokenizer's\n"
+    "                        tokenizer_config.json one (a file, or inline text)\n"
     "  --responses FILE      also write every answer as JSONL, one line per prompt and policy, with\n"
     "                        AlpacaEval's fields (instruction, output, generator = the checkpoint,\n"
     "                        dataset = the prompts file's name) and its grades\n"
@@ -95,7 +98,7 @@ static const char *ep_usage =
 typedef struct {
     // settings
     const char *a, *b, *prompts_path, *reward, *reference, *pretrain, *tokdir, *responses_path,
-        *workspace, *name, *judge, *score;
+        *workspace, *name, *judge, *score, *tmpl;
     int64_t samples, max_new, seed, bootstrap, batch, max_prompts;
     double temperature, judge_noise, timeout;
     int json;
@@ -104,6 +107,8 @@ typedef struct {
     // data
     Tokenizer *tok;
     int32_t eot;
+    ChatTemplate *chat;                 // A's chat template (or --chat-template), NULL: none
+    GenConfig stops;                    // eot_id and the chat's stop ids (chat_stop_ids)
     int64_t n_prompts, n_resp;          // R = n_prompts * samples answers per policy
     char **prompts;
     int64_t *line;                      // each prompt's line in --prompts
@@ -140,7 +145,7 @@ static int load_prompts(Eval *e) {
     char *data, err[512];
     size_t len;
     Dataset *ds;   // renders and tokenizes the prompts exactly as SFT trained on them (dataset.h)
-    DatasetOptions o = {.max_tokens = 1 << 20};
+    DatasetOptions o = {.max_tokens = 1 << 20, .chat = e->chat};
     if (dataset_create(&ds, e->tok, &o, err, sizeof err)) EFAIL("%s", err);
     if (cli_read_lines_file(e->prompts_path, &data, &len, err, sizeof err)) {
         dataset_free(ds);
@@ -300,8 +305,9 @@ static int generate(const Eval *e, const Model *m, PolicyOut *po) {
         EFAIL("%s: %s", po->dir, err);
     Sampler s;
     sampler_init(&s, m->config.vocab_size);
-    GenConfig g = {.max_new_tokens = (int)e->max_new, .eot_id = e->eot,
-                   .sampler = {.temperature = (float)e->temperature, .top_k = 0, .top_p = 1.0f}};
+    GenConfig g = e->stops;
+    g.max_new_tokens = (int)e->max_new;
+    g.sampler = (SamplerConfig){.temperature = (float)e->temperature, .top_k = 0, .top_p = 1.0f};
     int64_t R = e->n_resp, MN = e->max_new;
     po->tok = MALLOC_CHECK((size_t)(R * MN) * sizeof(int32_t));
     po->len = MALLOC_CHECK((size_t)R * sizeof(int32_t));
@@ -333,7 +339,7 @@ static int generate(const Eval *e, const Model *m, PolicyOut *po) {
     cli_progress_end(&prog);
     for (int64_t r = 0; r < R && !rc; r++) {
         int n = po->len[r];
-        if (n > 0 && po->tok[r * MN + n - 1] == e->eot) n--;
+        if (n > 0 && gen_is_stop(&e->stops, po->tok[r * MN + n - 1])) n--;
         TokBytes tb = {0};
         if (tok_decode(e->tok, po->tok + r * MN, (size_t)n, &tb, err, sizeof err)) { fprintf(stderr, "rlhf eval-policy: %s\n", err); rc = -1; break; }
         const char *txt = tb.data ? tb.data : "";
@@ -350,7 +356,7 @@ static int generate(const Eval *e, const Model *m, PolicyOut *po) {
 }
 
 static int answer_ended(const Eval *e, const PolicyOut *po, int64_t r) {
-    return po->len[r] > 0 && po->tok[r * e->max_new + po->len[r] - 1] == e->eot;
+    return po->len[r] > 0 && gen_is_stop(&e->stops, po->tok[r * e->max_new + po->len[r] - 1]);
 }
 
 // Fills a batch of prompt+answer sequences for answers r0 .. r0+nb-1 of po. With targets, row t
@@ -1281,6 +1287,7 @@ int cmd_eval_policy(int argc, char **argv) {
         CLI_STRING("--reference", &e.reference),
         CLI_STRING("--pretrain-text", &e.pretrain),
         CLI_STRING("--tokenizer", &e.tokdir),
+        CLI_STRING("--chat-template", &e.tmpl),
         CLI_STRING("--responses", &e.responses_path),
         CLI_STRING("--workspace", &e.workspace),
         CLI_STRING("--name", &e.name),
@@ -1319,8 +1326,16 @@ int cmd_eval_policy(int argc, char **argv) {
         return 1;
     }
     e.eot = tok_eot(e.tok);
+    e.stops.eot_id = e.eot;
     int rc = 0;
-    if (e.eot < 0) {
+    const char *tdir = e.tokdir ? e.tokdir : e.a;
+    if (chat_template_load(&e.chat, tdir, e.tmpl, err, sizeof err) ||
+        chat_stop_ids(e.chat, e.tok, e.a, e.stops.stop_ids, GEN_MAX_STOP, &e.stops.n_stop, err,
+                      sizeof err)) {
+        fprintf(stderr, "rlhf eval-policy: %s\n", err);
+        rc = -1;
+    }
+    if (!rc && e.eot < 0) {
         fprintf(stderr, "rlhf eval-policy: the tokenizer has no <|endoftext|> token\n");
         rc = -1;
     }
@@ -1372,5 +1387,6 @@ int cmd_eval_policy(int argc, char **argv) {
     for (int64_t i = 0; i < e.n_prompts; i++) { free(e.prompts[i]); if (e.prompt_ids) tok_ids_free(&e.prompt_ids[i]); }
     free(e.prompts); free(e.prompt_ids); free(e.kind); free(e.line);
     tok_free(e.tok);
+    chat_template_free(e.chat);
     return rc || missed ? 1 : 0;
 }

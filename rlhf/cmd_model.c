@@ -1,8 +1,10 @@
 // rlhf init | info | eval | generate: bring a model in, look at it, use it.
 #include "blas.h"
+#include "chat.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
+#include "fileio.h"
 #include "generate.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -50,8 +52,9 @@ static const Preset presets[] = {
 
 static const char *init_usage =
     "usage: rlhf init --preset NAME --out DIR [options]\n"
-    "  --tokenizer DIR     copy vocab.json + merges.txt from DIR (sets the vocabulary size of\n"
-    "                      the presets that have none)\n"
+    "  --tokenizer DIR     copy DIR's tokenizer (tokenizer.json and its config files, or\n"
+    "                      vocab.json + merges.txt; sets the vocabulary size of the presets\n"
+    "                      that have none)\n"
     "  --vocab-size N      vocabulary size (default: the preset's, else the tokenizer's, else\n"
     "                      50257)\n"
     "  --n-layer N --n-head N --n-embd N --n-positions N   override the preset\n"
@@ -362,7 +365,9 @@ int cmd_info(int argc, char **argv) {
     info_print_arch(&c);
     printf("parameters   %zu (%s in fp32)\n", P, w);
     printf("tokenizer    %s\n",
-           ci.has_tokenizer ? "vocab.json + merges.txt" : "none (pass --tokenizer where needed)");
+           !ci.has_tokenizer                      ? "none (pass --tokenizer where needed)"
+           : fio_exists(dir, "tokenizer.json") ? "tokenizer.json"
+                                                   : "vocab.json + merges.txt");
     if (ci.eos_token_id >= 0) printf("eos token    %d\n", ci.eos_token_id);
     if (ci.has_trainer_state) {
         CkptTrainerState st;
@@ -514,12 +519,12 @@ static const char *gen_usage =
     "prompt per line (a line starting with '{' is JSON with a \"prompt\" string) and prints one\n"
     "JSON line {\"prompt\", \"completion\"} per prompt.\n";
 
-typedef struct { const Tokenizer *t; int32_t eot; } StreamCtx;
+typedef struct { const Tokenizer *t; const GenConfig *stop; } StreamCtx;
 
 static void stream_cb(void *u, int b, int32_t tok) {
     StreamCtx *s = u;
     (void)b;
-    if (tok == s->eot) return;
+    if (gen_is_stop(s->stop, tok)) return;
     size_t len;
     const char *bytes = tok_token(s->t, tok, &len);
     if (bytes) { fwrite(bytes, 1, len, stdout); fflush(stdout); }
@@ -541,6 +546,7 @@ typedef struct {
     int64_t maxlen;      // the longest prompt's tokens
     Tokenizer *t;
     int32_t eot;         // -1 with --no-stop
+    GenConfig stop;      // eot and the stop tokens (chat_stop_ids; none with --no-stop)
     ModelConfig c;
 } GenPrompts;
 
@@ -604,6 +610,14 @@ static int gen_load_prompts(const GenArgs *a, GenPrompts *g) {
         g->texts[g->np++] = STRDUP_CHECK(a->prompt);
     } else if (gen_read_prompt_file(a->pfile, g)) return 1;
     g->eot = a->nostop ? -1 : (ci.eos_token_id >= 0 ? ci.eos_token_id : tok_eot(g->t));
+    g->stop.eot_id = g->eot;
+    ChatTemplate *ct = NULL;   // its end-of-turn token, generation_config.json's eos ids
+    int bad = !a->nostop && (chat_template_load(&ct, a->tokdir ? a->tokdir : a->dir, NULL, err,
+                                                sizeof err) ||
+                             chat_stop_ids(ct, g->t, a->dir, g->stop.stop_ids, GEN_MAX_STOP,
+                                           &g->stop.n_stop, err, sizeof err));
+    chat_template_free(ct);
+    if (bad) FAIL("rlhf generate: %s", err);
     g->ids = CALLOC_CHECK(g->np, sizeof(TokIds));
     for (size_t i = 0; i < g->np; i++) {
         TokIds *p = &g->ids[i];
@@ -625,7 +639,7 @@ static void gen_print_batch(const GenPrompts *g, size_t p0, int nb, const int32_
     char err[512];
     for (int b = 0; b < nb; b++) {
         int n = ol[b];
-        if (n > 0 && out[b * max_new + n - 1] == g->eot) n--;
+        if (n > 0 && gen_is_stop(&g->stop, out[b * max_new + n - 1])) n--;
         TokBytes tb = {0};
         tok_decode(g->t, out + b * max_new, (size_t)n, &tb, err, sizeof err);
         char *cp = utf8_clean(g->texts[p0 + b], strlen(g->texts[p0 + b]));
@@ -649,14 +663,15 @@ static int gen_decode(const GenArgs *a, const GenPrompts *g, Model *m, KVCache *
     int64_t batch = a->batch, max_new = a->max_new;
     Rng rng;
     rng_init(&rng, (uint64_t)a->seed);
-    GenConfig gc = {.max_new_tokens = (int)max_new, .eot_id = g->eot,
-                    .sampler = {.temperature = (float)a->temp, .top_k = (int)a->topk,
-                                .top_p = (float)a->topp}};
+    GenConfig gc = g->stop;
+    gc.max_new_tokens = (int)max_new;
+    gc.sampler = (SamplerConfig){.temperature = (float)a->temp, .top_k = (int)a->topk,
+                                 .top_p = (float)a->topp};
     int32_t *pr = MALLOC_CHECK((size_t)(batch * g->maxlen) * sizeof(int32_t));
     int32_t *pl = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
     int32_t *out = MALLOC_CHECK((size_t)(batch * max_new) * sizeof(int32_t));
     int32_t *ol = MALLOC_CHECK((size_t)batch * sizeof(int32_t));
-    StreamCtx sc = {g->t, g->eot};
+    StreamCtx sc = {g->t, &g->stop};
     CliProgress prog;   // prompts from a file: k/N prompts, rate and ETA on stderr
     cli_progress_start(&prog, stderr, "rlhf generate", (int64_t)g->np);
     int show = !a->prompt && (int64_t)g->np > batch, rc = 0;

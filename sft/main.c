@@ -126,8 +126,8 @@ static int add_demo(const StoreDemonstration *d, void *ctx) {
                       : !strcmp(d->split, "valid") ? DATASET_SPLIT_VALID
                                                    : -1;
     if ((int)sp < 0) return 0;
-    return dataset_add_pair(c->ds, d->prompt, d->response, "workspace", d->id, sp, c->err,
-                            c->errlen)
+    return (d->prompt_rendered ? dataset_add_rendered_pair : dataset_add_pair)(
+               c->ds, d->prompt, d->response, "workspace", d->id, sp, c->err, c->errlen)
                ? -1
                : 0;
 }

@@ -282,6 +282,62 @@ static void test_stop_at_im_end(void) {
     model_free(&m);
 }
 
+// The tokens of example i equal the tokens of prompt (special tokens recognised, mask 0) then
+// resp (mask 1).
+static void check_example(const Dataset *ds, int64_t i, const char *prompt, const char *resp) {
+    TokIds a = {0}, b = {0};
+    encode(prompt, &a);
+    encode(resp, &b);
+    DatasetExample ex;
+    CHECK(dataset_example(ds, i, &ex) == 0);
+    CHECK_MSG((size_t)ex.len == a.n + b.n, "%d tokens, want %zu + %zu", ex.len, a.n, b.n);
+    for (size_t t = 0; t < a.n + b.n && (int32_t)t < ex.len; t++) {
+        int32_t want = t < a.n ? a.ids[t] : b.ids[t - a.n];
+        CHECK_MSG(ex.tokens[t] == want && ex.mask[t] == (t >= a.n), "token %zu", t);
+    }
+    tok_ids_free(&a);
+    tok_ids_free(&b);
+}
+
+// A workspace prompt rendered at import (StorePrompt.rendered) is read as it is: its special
+// tokens are tokens, and no prompt format wraps it again (with or without a template); the same
+// text typed by a user stays plain text.
+static void test_rendered_prompts(void) {
+    ChatTemplate *ct = load(NULL);
+    char err[512];
+    const char *r = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+    DatasetOptions o = {.max_tokens = 200, .chat = ct};
+    Dataset *ds = NULL, *plain = NULL;
+    CHECK_MSG(dataset_create(&ds, tok, &o, err, sizeof err) == 0, "%s", err);
+    o.chat = NULL;
+    CHECK_MSG(dataset_create(&plain, tok, &o, err, sizeof err) == 0, "%s", err);
+    TokIds got = {0}, want = {0}, typed = {0};
+    encode(r, &want);
+    CHECK(want.n < strlen(r));   // <|im_start|> is one token here
+    CHECK_MSG(dataset_encode_rendered_prompt(ds, r, &got, err, sizeof err) == 0, "%s", err);
+    CHECK(got.n == want.n && !memcmp(got.ids, want.ids, want.n * sizeof(int32_t)));
+    got.n = 0;
+    CHECK(dataset_encode_rendered_prompt(plain, r, &got, err, sizeof err) == 0);
+    CHECK(got.n == want.n && !memcmp(got.ids, want.ids, want.n * sizeof(int32_t)));
+    CHECK(dataset_encode_prompt(plain, r, &typed, err, sizeof err) == 0);
+    CHECK(typed.n > strlen(r));   // typed text: "Human: " around it, every byte a token
+    CHECK_ERR(dataset_encode_rendered_prompt(ds, "bad \xff", &got, err, sizeof err), err,
+              "invalid UTF-8", "byte 5");
+    // pairs: the response's turn as the template writes it, or the response and the end token
+    CHECK_MSG(dataset_add_rendered_pair(ds, r, "yo", "db", 1, DATASET_SPLIT_TRAIN, err,
+                                        sizeof err) == 0, "%s", err);
+    check_example(ds, 0, r, "yo<|im_end|>\n");
+    CHECK_MSG(dataset_add_rendered_pair(plain, r, "yo", "db", 1, DATASET_SPLIT_TRAIN, err,
+                                        sizeof err) == 0, "%s", err);
+    check_example(plain, 0, r, "yo<|endoftext|>");
+    tok_ids_free(&got);
+    tok_ids_free(&want);
+    tok_ids_free(&typed);
+    dataset_free(ds);
+    dataset_free(plain);
+    chat_template_free(ct);
+}
+
 int main(void) {
     if (test_scratch_dir(root, sizeof root, "rlhf_chat")) return 1;
     snprintf(fixdir, sizeof fixdir, "%s/fixtures/chat_tiny", test_data_dir());
@@ -296,6 +352,8 @@ int main(void) {
               test_sft_masks);
     test_case("chat: prompt message lists: the template's generation prompt or the built-in format",
               test_prompts);
+    test_case("chat: prompts rendered at import are read as they are (no second wrapping)",
+              test_rendered_prompts);
     test_case("chat: stop ids: EOS, config eos_token_id lists, the template's end of turn",
               test_stops);
     test_case("chat: generation stops at the template's end of turn (<|im_end|>)",

@@ -5,11 +5,24 @@
 # history, /reset starts over and generation stops at the stop tokens; sft trains on a chat file
 # with the template (and a template that breaks the prefix property is a clear error); reward
 # import of TRL's conversational preferences equals the pairwise import of the rendered texts.
+# Also: checkpoints carry a tokenizer.json directory (rlhf init --tokenizer); eval-policy,
+# rlhf generate and reward label use the template and its stop tokens; prompts rendered at import
+# are read as their own tokens by reward label, ppo (data.format db), reward score and dpo.
 . "$PWD/tests/lib.sh"
 lib_workspace
 cd "$W" || exit 1
 TOK="$FIX/chat_tiny"
 "$R" init --preset tiny --vocab-size 259 --seed 5 --out m 2>/dev/null
+
+# 0. rlhf init --tokenizer with a tokenizer.json directory: the checkpoint carries its tokenizer
+# and chat template (rlhf chat below needs no --tokenizer then)
+"$R" init --preset tiny --tokenizer "$TOK" --seed 5 --out mt 2>err &&
+    cmp -s mt/tokenizer.json "$TOK/tokenizer.json" &&
+    cmp -s mt/tokenizer_config.json "$TOK/tokenizer_config.json" &&
+    "$R" info mt > info 2>>err && grep -q "^tokenizer *tokenizer.json" info &&
+    printf 'hello\n' | "$R" chat mt --max-new-tokens 4 > /dev/null 2>>err &&
+    ok "rlhf init --tokenizer: a tokenizer.json directory travels with the checkpoint" ||
+    bad "rlhf init --tokenizer with tokenizer.json: $(tail -1 err)"
 
 # 1. rlhf chat: --help, greedy answers, history, /reset
 "$R" chat --help > out 2>&1 && grep -q -- "--max-new-tokens" out && grep -q "/reset" out &&
@@ -57,22 +70,55 @@ raise="{{ raise_exception('nope') }}"
 expect_fail "rlhf chat: a template error names the template" 1 "data.chat_template.*nope" \
     sh -c '"$1" chat m --tokenizer "$2" --chat-template "$3" < in' sh "$R" "$TOK" "$raise"
 
+# 3b. eval-policy: message-list prompts rendered with the checkpoint's template, answers stop at
+# generation_config.json's eos_token_id (the first answer, cut before its first ASCII letter)
+printf '%s\n' '{"prompt": [{"role": "user", "content": "hello"}]}' '{"prompt": "hi there"}' \
+    > ep.jsonl
+ep() {
+    "$R" eval-policy --a mt --b mt --prompts ep.jsonl --max-new 20 --responses "$1" \
+        --judge "python3 $FIX/eval_judge.py longer j.log" > /dev/null 2>>err
+}
+ep r1.jsonl && v=$(python3 -c "import json, sys
+o = json.loads(open('r1.jsonl').readline())['output']
+print(next(ord(c) for c in o[1:] if c.isascii() and c.isalpha()))") &&
+    echo "{\"eos_token_id\": [$v]}" > mt/generation_config.json && ep r2.jsonl &&
+    python3 - "$v" > verdict <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(f)] for f in ("r1.jsonl", "r2.jsonl"))
+c = chr(int(sys.argv[1]))
+rendered = a[0]["instruction"].startswith("<|im_start|>system\n") and a[0]["instruction"].endswith(
+    "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n")
+cut = b[0]["output"] == a[0]["output"][:a[0]["output"].index(c)]
+print("rendered" if rendered else "plain", "cut" if cut else "uncut")
+PY
+grep -q "^rendered cut" verdict &&
+    ok "eval-policy: the checkpoint's chat template and generation_config stop tokens" ||
+    bad "eval-policy with a chat template: $(cat verdict 2>/dev/null) $(tail -1 err)"
+rm -f mt/generation_config.json
+# rlhf generate stops there too (the streamed continuation cut before the stop token's byte)
+"$R" generate mt --prompt hello --max-new 30 --seed 3 > g1 2>>err
+v=$(head -c 4 g1 | tail -c 1 | od -An -tu1 | tr -d ' ')
+echo "{\"eos_token_id\": [$v]}" > mt/generation_config.json
+"$R" generate mt --prompt hello --max-new 30 --seed 3 > g2 2>>err
+"$R" generate mt --prompt hello --max-new 30 --seed 3 --no-stop > g3 2>>err
+want=$(python3 -c "d=open('g1','rb').read(); print(len(d[:d.index(bytes([$v]))]))")
+[ "$(($(wc -c < g2) - 1))" -eq "$want" ] && [ "$want" -ge 3 ] && cmp -s g1 g3 &&
+    ok "rlhf generate stops at generation_config's eos (not with --no-stop)" ||
+    bad "rlhf generate stop: $(wc -c < g2) bytes, want $want + 1"
+rm -f mt/generation_config.json
+
 # 4. sft on chat data with the template; a template breaking the prefix property is an error
 CD="$FIX/chat_data"
 for i in 1 2 3 4 5 6 7 8; do sed -n 1p "$CD/sft_chat.jsonl"; done > train.jsonl
 cat "$CD/sft_chat.jsonl" >> train.jsonl
-# (checkpoints copy vocab.json + merges.txt: give the tokenizer directory those too, the same
-# 259 tokens; tokenizer.json and its template are what is read)
-mkdir tok && cp "$TOK"/* tok/ && printf '#version: 0.2\n' > tok/merges.txt &&
-    python3 -c "import json; t=json.load(open('tok/tokenizer.json'));
-json.dump(t['model']['vocab'], open('tok/vocab.json', 'w'))"
 cat > sft.yaml <<YAML
-model: {init: m, tokenizer: tok}
+model: {init: m, tokenizer: "$TOK"}
 out: {dir: run}
 data: {format: jsonl, train: [train.jsonl], valid_percent: 0}
 train: {batch_size: 4, epochs: 1, lr: 1e-3}
 YAML
 "$B/sft" -c sft.yaml > out 2>err && grep -q "10 examples" err &&
+    cmp -s run/last/tokenizer_config.json "$TOK/tokenizer_config.json" &&
     ok "sft trains on chats rendered with the template" || bad "sft with a chat template"
 count='{{ messages|length }}{% for m in messages %}{{ m.content }}{% endfor %}'
 expect_fail "sft: a template breaking the prefix property" 1 "train.jsonl:1.*prefix property" \
@@ -90,6 +136,13 @@ dump a.db > a.txt 2>>err; dump b.db > b.txt 2>>err
 [ "$(wc -l < a.txt)" -ge 4 ] && cmp -s a.txt b.txt &&
     ok "reward import: TRL conversations == rendered pairs" ||
     bad "reward import: conversational != pairwise"
+# the rendered prompts are stored as such (readers neither wrap them again nor read their special
+# tokens as text); the same texts imported as plain strings stay plain
+r=$(sqlite3 a.db "select count(*), sum(rendered) from prompts" 2>>err)
+p=$(sqlite3 b.db "select count(*), sum(rendered) from prompts" 2>>err)
+[ "${r%|*}" -ge 2 ] && [ "${r%|*}" = "${r#*|}" ] && [ "${p#*|}" = 0 ] &&
+    ok "reward import: rendered conversations are marked rendered" ||
+    bad "reward import: rendered marks ($r / $p)"
 expect_fail "reward import: conversations that differ before the end" 1 \
     "prefs_bad_prefix.jsonl:1: chosen and rejected differ" \
     imp c.db --tokenizer "$TOK" "$CD/prefs_bad_prefix.jsonl"
@@ -97,4 +150,92 @@ expect_fail "reward import: an unknown role names file:line" 1 \
     "prefs_bad_role.jsonl:1: .*role must be" imp c.db --tokenizer "$TOK" "$CD/prefs_bad_role.jsonl"
 expect_fail "reward import: a conversation as the prompt needs a template" 1 \
     "prefs_conv.jsonl:2: .*needs a chat template" imp d.db "$CD/prefs_conv.jsonl"
+
+# 5b. reward label --policy samples after the rendered prompt and stops at the checkpoint's stop
+# tokens: the same prompt (same samples), once without and once with generation_config.json's eos
+cat > judge.py <<'PY'
+import json, sys
+log = open(sys.argv[1], "a")
+for line in sys.stdin:
+    req = json.loads(line)
+    log.write(json.dumps({"c": req["completions"], "ended": req.get("ended")}) + "\n"); log.flush()
+    print(json.dumps(list(range(1, len(req["completions"]) + 1))), flush=True)
+PY
+echo '{"prompt": [{"role": "user", "content": "hello"}]}' > lp.jsonl
+label() {
+    imp "$1" --tokenizer "$TOK" lp.jsonl 2>>err &&
+    "$B/reward" label --workspace "$1" --labeler bot --policy mt --k 2 --max-new 16 \
+        --judge "python3 judge.py $2" > /dev/null 2>>err
+}
+label l1.db l1.log && v=$(python3 -c "import json
+c = json.loads(open('l1.log').readline())['c'][0]
+print(next(ord(x) for x in c[2:] if x.isascii() and x.isalpha()))") &&
+    echo "{\"eos_token_id\": [$v]}" > mt/generation_config.json && label l2.db l2.log &&
+    python3 - "$v" > verdict <<'PY'
+import json, sys
+a, b = (json.loads(open(f).readline()) for f in ("l1.log", "l2.log"))
+c = chr(int(sys.argv[1]))
+cut = b["c"][0] == a["c"][0][:a["c"][0].index(c)] and b["ended"][0] is True
+print("cut" if cut else "uncut", a, b)
+PY
+grep -q "^cut" verdict &&
+    ok "reward label --policy: a rendered prompt; stops at the checkpoint's eos" ||
+    bad "reward label --policy with a template: $(head -c 300 verdict) $(tail -1 err)"
+rm -f mt/generation_config.json
+
+# 5c. ppo data.format db: a prompt rendered at import is exactly its tokens (special tokens as
+# tokens, no second format around it): it fits data.max_prompt_tokens = that count, not one less
+"$R" init --preset tiny --n-layer 1 --tokenizer "$TOK" --seed 6 --score-head --no-lm-head \
+    --out rm 2>>err
+sqlite3 l1.db "select text from prompts where id = 1" | head -c -1 > ptext 2>>err
+n=$("$R" tokenizer encode "$TOK" --special --text ptext 2>>err | wc -w)
+ppo() {
+    cat > ppo.yaml <<YAML
+model: {policy: mt, reward: rm}
+out: {dir: pout$1}
+workspace: l1.db
+data: {format: db, max_prompt_tokens: $1, truncation: error}
+rollout: {batch_size: 4, max_new_tokens: 4}
+ppo: {minibatch_size: 2, epochs: 1}
+ptx: {coef: 0}
+train: {iterations: 1}
+YAML
+    "$B/ppo" -c ppo.yaml > /dev/null 2>"ppo$1.err"
+}
+[ "$n" -gt 20 ] && ppo "$n" && ! ppo $((n - 1)) &&
+    grep -q "workspace prompt 1: the prompt is $n tokens" "ppo$((n - 1)).err" &&
+    ok "ppo data.format db: a rendered prompt is read as its own tokens" ||
+    bad "ppo with a rendered prompt ($n): $(tail -1 "ppo$n.err")"
+
+# 5d. reward score of workspace completions: a rendered prompt ($n tokens), its longest answer and
+# the end token exactly fill the reward model's positions (wrapped once more they would not)
+longest=0
+for id in 1 2; do
+    sqlite3 l1.db "select text from completions where id = $id" | head -c -1 > ctext 2>>err
+    c=$("$R" tokenizer encode "$TOK" --text ctext 2>>err | wc -w)
+    [ "$c" -gt "$longest" ] && longest=$c
+done
+"$R" init --preset tiny --n-layer 1 --n-positions $((n + longest + 1)) --tokenizer "$TOK" \
+    --seed 6 --score-head --no-lm-head --out rm128 2>>err
+"$B/reward" score rm128 --workspace l1.db > /dev/null 2>score.err &&
+    [ "$(sqlite3 l1.db "select count(*) from reward_scores" 2>>err)" -ge 2 ] &&
+    ! grep -q "longer than the context" score.err &&
+    ok "reward score: completions of a rendered prompt scored on its own tokens" ||
+    bad "reward score with a rendered prompt: $(tail -1 score.err)"
+
+# 6. dpo: data.import of conversational preferences renders them with the checkpoint's template
+# (stored rendered), and trains on them
+cat > dpo.yaml <<'YAML'
+model: {init: mt}
+out: {dir: drun}
+workspace: d.db
+data: {import: [prefs.jsonl], valid_percent: 0}
+train: {batch_size: 2, steps: 2, lr: 1e-3}
+YAML
+cat "$CD/prefs_conv.jsonl" "$CD/prefs_conv.jsonl" > prefs.jsonl
+"$B/dpo" -c dpo.yaml > out 2>err &&
+    n=$(sqlite3 d.db "select count(*) from prompts where rendered = 1 and text like
+        '<|im_start|>%'" 2>>err) && [ "$n" -ge 2 ] &&
+    ok "dpo: conversational data.import rendered with the template, trained on" ||
+    bad "dpo with conversations: $(tail -1 err)"
 lib_summary

@@ -6,6 +6,7 @@
 // at random moments, a full disk) always leave a loadable checkpoint.
 #define _GNU_SOURCE   // nftw
 #include "checkpoint.h"
+#include "fileio.h"
 #include "ckpt_helpers.h"
 #include "model.h"
 #include "rng.h"
@@ -907,7 +908,7 @@ static void test_save_failures(void) {
     // a tokenizer directory without the files, a trainer state without moments, bad token ids
     fresh_dir(tokdir, "emptytok");
     CkptSaveOptions ot = {.tokenizer_dir = tokdir};
-    CHECK_ERR(ckpt_save(dir, &b, &ot, err, sizeof err), err, "vocab.json", "emptytok");
+    CHECK_ERR(ckpt_save(dir, &b, &ot, err, sizeof err), err, "no tokenizer.json", "emptytok");
     small_model(&inf, 0, 1);
     CHECK_ERR(ckpt_save(dir, &inf, &oa, err, sizeof err), err, "trainable", "full");
     CkptSaveOptions oi = {.has_token_ids = 1, .bos_token_id = 5, .eos_token_id = 0};
@@ -929,6 +930,48 @@ static void test_save_failures(void) {
     model_free(&inf);
 }
 
+// A tokenizer.json directory (a Hugging Face model's) travels with the checkpoint: every
+// tokenizer file it has is copied verbatim, files it lacks are not made up, and the checkpoint
+// has a tokenizer.
+static void test_tokenizer_json_dir(void) {
+    Model a;
+    if (load_model(fixture, &a, 1, 0)) return;
+    char dir[1024], tokdir[1024], err[512], p[1024], q[1024];
+    static const char *files[] = {"tokenizer.json", "tokenizer_config.json",
+                                  "special_tokens_map.json", "generation_config.json"};
+    fresh_dir(tokdir, "hftok");
+    for (int i = 0; i < 4; i++) {
+        path(p, tokdir, files[i]);
+        write_text(p, i == 3 ? "{\"eos_token_id\": [7, 9]}\n" : "{\"a\": \"\u00e9\"}\n");
+    }
+    path(dir, root, "hfck");
+    test_rm_rf(dir);
+    CkptSaveOptions opt = {.tokenizer_dir = tokdir};
+    CHECK_MSG(ckpt_save(dir, &a, &opt, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < 4; i++) {
+        path(p, tokdir, files[i]);
+        path(q, dir, files[i]);
+        size_t n1, n2;
+        char *x = test_read_file(p, &n1), *y = test_read_file(q, &n2);
+        CHECK_MSG(x && y && n1 == n2 && !memcmp(x, y, n1), "%s not copied verbatim", files[i]);
+        free(x); free(y);
+    }
+    CHECK(!fio_exists(dir, "vocab.json") && !fio_exists(dir, "merges.txt"));
+    ModelConfig c;
+    CkptInfo info;
+    CHECK_MSG(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0, "%s", err);
+    CHECK(info.has_tokenizer);
+    // only tokenizer.json: still a tokenizer; the optional files are left out
+    path(p, tokdir, "tokenizer_config.json");
+    remove(p);
+    path(dir, root, "hfck2");
+    test_rm_rf(dir);
+    CHECK_MSG(ckpt_save(dir, &a, &opt, err, sizeof err) == 0, "%s", err);
+    CHECK(fio_exists(dir, "tokenizer.json") && !fio_exists(dir, "tokenizer_config.json"));
+    CHECK(ckpt_load_config(dir, &c, &info, err, sizeof err) == 0 && info.has_tokenizer);
+    model_free(&a);
+}
+
 int main(void) {
     if (test_scratch_dir(root, sizeof root, "rlhf_ckpt")) return 1;
     snprintf(fixture, sizeof fixture, "%s/fixtures/hf_tiny", test_data_dir());
@@ -938,6 +981,7 @@ int main(void) {
     test_case(
         "checkpoint: save + reload is bit-identical (weights, moments, trainer state, tokenizer)",
         test_roundtrip);
+    test_case("checkpoint: a tokenizer.json directory's files are copied", test_tokenizer_json_dir);
     test_case("checkpoint: PyTorch reads what we save (hf_interop.py check) and gets the same loss",
               test_python_reads_ours);
     test_case("checkpoint: score head: reward model from an LM, LM from a reward model, both heads",

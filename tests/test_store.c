@@ -1374,6 +1374,62 @@ static void test_migration_v3(void) {
     store_close(s);
 }
 
+static int note_demo_rendered(const StoreDemonstration *d, void *ctx) {
+    int *out = ctx;
+    out[d->prompt_id == 1 ? 0 : 1] = d->prompt_rendered;
+    return 0;
+}
+
+static int note_ranking_rendered(const StoreRanking *r, void *ctx) {
+    *(int *)ctx = r->prompt_rendered;
+    return 0;
+}
+
+static int note_prompt_rendered(const StorePrompt *p, void *ctx) {
+    int *out = ctx;
+    out[p->id == 1 ? 0 : 1] = p->rendered;
+    return 0;
+}
+
+// Schema 4: a prompt says whether its text was rendered with a chat template. Prompts of an older
+// workspace (the v1 file, migrated through every step) are plain text; marking one is seen by
+// every walk that reads prompts.
+static void test_prompt_rendered(void) {
+    char path[512], err[512];
+    db_path(path, sizeof path, "v1to4.db");
+    remove_db(path);
+    CHECK(raw_exec(path, V1_SQL) == SQLITE_OK);
+    Store *s;
+    CHECK_MSG(store_open(&s, path, err, sizeof err) == 0, "%s", err);
+    StorePrompt p;
+    CHECK(store_get_prompt(s, 1, &p, err, sizeof err) == 0 && p.rendered == 0 &&
+          !strcmp(p.text, "old prompt"));
+    store_prompt_free(&p);
+    int64_t id, d1, d2, lab;
+    const char *chat = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+    CHECK(store_add_prompt(s, chat, "valid", "chat.jsonl", &id, err, sizeof err) == 0 && id == 2);
+    CHECK(store_get_prompt(s, id, &p, err, sizeof err) == 0 && p.rendered == 0);
+    store_prompt_free(&p);
+    CHECK_MSG(store_set_prompt_rendered(s, id, err, sizeof err) == 0, "%s", err);
+    CHECK(store_get_prompt(s, id, &p, err, sizeof err) == 0 && p.rendered == 1);
+    store_prompt_free(&p);
+    CHECK(store_set_prompt_rendered(s, 99, err, sizeof err) == -1 &&
+          strstr(err, "prompt 99 does not exist"));
+    int pr[2] = {-1, -1}, dr[2] = {-1, -1}, rr = -1;
+    CHECK(store_each_prompt(s, NULL, note_prompt_rendered, pr, err, sizeof err) == 0 &&
+          pr[0] == 0 && pr[1] == 1);
+    CHECK(store_add_demonstration(s, 1, "r", "d", &d1, err, sizeof err) == 0 &&
+          store_add_demonstration(s, id, "r", "d", &d2, err, sizeof err) == 0);
+    CHECK(store_each_demonstration(s, NULL, note_demo_rendered, dr, err, sizeof err) == 0 &&
+          dr[0] == 0 && dr[1] == 1);
+    CHECK(store_each_ranking(s, "valid", note_ranking_rendered, &rr, err, sizeof err) == 0 &&
+          rr == 0);
+    CHECK(store_find_labeler(s, "veteran", &lab, err, sizeof err) == 0);
+    CHECK(query_int(s, "SELECT count(*) FROM prompts WHERE rendered = 1") == 1);
+    CHECK_INTEGRITY(s);
+    store_close(s);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/rlhf_test_store.XXXXXX");
     if (!mkdtemp(root)) { perror("mkdtemp"); return 1; }
@@ -1401,6 +1457,8 @@ int main(void) {
               test_prompt_choice);
     test_case("store: a workspace from before schema 3 is queued as it was; its rankings keyed ''",
               test_migration_v3);
+    test_case("store: prompts rendered with a chat template (schema 5; older prompts plain)",
+              test_prompt_rendered);
     test_rm_rf(root);
     return test_summary();
 }
