@@ -322,9 +322,13 @@ int reward_can_fold_bias(const Model *m) { return m->param_sizes[P_LNFB] > 0; }
 
 // The merges of a tokenizer directory (merges.txt, else the older vocab.bpe) without the
 // "#version" line, malloc'd into *out (*n bytes); -1 when neither file can be read.
-static int read_merges(const char *dir, char **out, size_t *n) {
-    static const char *const names[] = {"merges.txt", "vocab.bpe"};
-    for (int i = 0; i < 2; i++) {
+// What decides how a directory's tokenizer splits text: tokenizer.json whole (its merges, its
+// pre-tokenizer, its normalizer; *json = 1), else the merges of GPT-2's two files (without the
+// "#version" line).
+static int read_merges(const char *dir, char **out, size_t *n, int *json) {
+    static const char *const names[] = {"tokenizer.json", "merges.txt", "vocab.bpe"};
+    for (int i = 0; i < 3; i++) {
+        *json = i == 0;
         char path[4200];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         char *buf;
@@ -369,14 +373,20 @@ static int compare_tokenizer_files(const char *role, const char *dir, const char
                         role, dir, tokdir, (long long)bad);
     char *ma = NULL, *mb = NULL;
     size_t na = 0, nb = 0;
-    int same = !read_merges(dir, &ma, &na) && !read_merges(tokdir, &mb, &nb) && na == nb &&
-               !memcmp(ma, mb, na);
+    int ja = 0, jb = 0;
+    int ra = read_merges(dir, &ma, &na, &ja), rb = read_merges(tokdir, &mb, &nb, &jb);
+    int same = !ra && !rb && ja == jb && na == nb && !memcmp(ma, mb, na);
     free(ma);
     free(mb);
+    if (!ra && !rb && ja != jb)
+        return util_err(err, errlen, "%s: %s and the policy's tokenizer (%s) are of two kinds "
+                        "(tokenizer.json and vocab.json + merges.txt): nothing shows they split "
+                        "text alike; give both models the same tokenizer files", role, dir, tokdir);
     if (!same)
         return util_err(err, errlen, "%s: the tokenizer of %s and the policy's (%s) have the "
-                        "same tokens but different merges: they split text differently",
-                        role, dir, tokdir);
+                        "same tokens but %s: they split text differently", role, dir, tokdir,
+                        ja ? "a different tokenizer.json (merges, pre-tokenizer or normalizer)"
+                           : "different merges");
     return 0;
 }
 

@@ -76,7 +76,6 @@ static void shuffle(int32_t *p, int n, Rng *r) {
 
 static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     double t0 = util_time_s();
-    int eot = s->gen.eot_id;
     uint64_t seed = rng_u64(&s->rng);   // every rank draws the same
     // this rank's rollouts: a contiguous share (all of them in one process)
     int lo = (int)((int64_t)s->R * s->dist.rank / s->dist.size),
@@ -107,7 +106,9 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             memcpy(row + pl, s->g_out + (size_t)i * s->max_new, (size_t)rl * sizeof(int32_t));
             s->plen[b] = pl;
             s->rlen[b] = rl;
-            s->ended[b] = rl > 0 && eot >= 0 && row[pl + rl - 1] == eot;
+            // ended: the last token is one the generation stops at (the end token, or a chat
+            // template's end of turn), not a cut by the length limit
+            s->ended[b] = rl > 0 && gen_is_stop(&s->gen, row[pl + rl - 1]);
         }
     }
     st->t_gen = util_time_s() - t0;

@@ -207,6 +207,55 @@ YAML
     ok "ppo data.format db: a rendered prompt is read as its own tokens" ||
     bad "ppo with a rendered prompt ($n): $(tail -1 "ppo$n.err")"
 
+# 5c'. ppo stops where the policy's checkpoint says (generation_config.json's eos, from 5b), and a
+# response ending there counts as ended: not cut off by the length limit, no missing-end penalty
+echo "{\"eos_token_id\": [$v]}" > mt/generation_config.json
+before=$(sqlite3 l1.db "select coalesce(max(id), 0) from rollouts" 2>>err)
+sed -e "s/max_new_tokens: 4/max_new_tokens: 24/" -e "s/batch_size: 4/batch_size: 8/" \
+    -e "s/max_prompt_tokens: [0-9]*/max_prompt_tokens: $n/" ppo.yaml |
+    sed "s/dir: pout[0-9]*/dir: pstop/" > ppo_stop.yaml
+"$B/ppo" -c ppo_stop.yaml > /dev/null 2> ppo_stop.err
+stopped=$(sqlite3 l1.db "select count(*) from rollouts where id > $before and response_tokens < 24" \
+    2>>err)
+unended=$(sqlite3 l1.db "select count(*) from rollouts where id > $before and response_tokens < 24 \
+    and ended = 0" 2>>err)
+[ "${stopped:-0}" -gt 0 ] && [ "$unended" = 0 ] &&
+    ok "ppo: stops at the checkpoint's eos ($stopped of 8 responses), each counted as ended" ||
+    bad "ppo with generation_config.json's eos: $stopped stopped, $unended of them not ended \
+$(tail -1 ppo_stop.err)"
+rm -f mt/generation_config.json
+
+# 5c''. a reward model whose tokenizer.json splits differently (the same tokens, another
+# normalizer) is refused before anything runs; one with GPT-2's two files beside a tokenizer.json
+# policy too (nothing shows the two kinds split text alike)
+cp -r rm rm_swap && python3 - rm_swap/tokenizer.json <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["normalizer"] = {"type": "NFKC"}
+json.dump(t, open(sys.argv[1], "w"))
+PY
+sed "s/reward: rm}/reward: rm_swap}/; s/dir: pout[0-9]*/dir: pswap/; s/max_prompt_tokens: [0-9]*/max_prompt_tokens: $n/" \
+    ppo.yaml > ppo_swap.yaml
+"$B/ppo" -c ppo_swap.yaml > /dev/null 2> ppo_swap.err; rc=$?
+[ $rc = 1 ] && grep -q "same tokens but a different tokenizer.json" ppo_swap.err &&
+    ok "ppo: a reward model whose tokenizer.json splits text otherwise is refused" ||
+    bad "ppo with a reward model merging differently: exit $rc, $(tail -1 ppo_swap.err)"
+cp -r rm rm_two && rm rm_two/tokenizer.json && python3 - rm/tokenizer.json rm_two <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+vocab = dict(t["model"]["vocab"])
+vocab.update({a["content"]: a["id"] for a in t.get("added_tokens", [])})
+json.dump(vocab, open(sys.argv[2] + "/vocab.json", "w"))
+merges = [m if isinstance(m, str) else " ".join(m) for m in t["model"]["merges"]]
+open(sys.argv[2] + "/merges.txt", "w").write("#version: 0.2\n" + "\n".join(merges) + "\n")
+PY
+sed "s/reward: rm}/reward: rm_two}/; s/dir: pout[0-9]*/dir: ptwo/; s/max_prompt_tokens: [0-9]*/max_prompt_tokens: $n/" \
+    ppo.yaml > ppo_two.yaml
+"$B/ppo" -c ppo_two.yaml > /dev/null 2> ppo_two.err; rc=$?
+[ $rc = 1 ] && grep -q "rm_two and the policy's tokenizer .* are of two kinds" ppo_two.err &&
+    ok "ppo: a reward model with GPT-2's files beside a tokenizer.json policy is refused" ||
+    bad "ppo with two tokenizer kinds: exit $rc, $(tail -1 ppo_two.err)"
+
 # 5d. reward score of workspace completions: a rendered prompt ($n tokens), its longest answer and
 # the end token exactly fill the reward model's positions (wrapped once more they would not)
 longest=0
