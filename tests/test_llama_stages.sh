@@ -18,6 +18,7 @@ lib_workspace
 export OMP_WAIT_POLICY=passive OMP_NUM_THREADS=1
 ERR_LINES=8
 PY=python3
+. "$TESTS/ppo_fixture.sh"   # ppo_config (its metric is replaced by the one below)
 metric() {   # metric DB NAME: the values of NAME in step order, one per line
     $PY -c "import sqlite3,sys
 for (v,) in sqlite3.connect(sys.argv[1]).execute('select value from metrics where name=? order by step', (sys.argv[2],)): print(repr(v))" "$@"
@@ -266,17 +267,7 @@ YAML
 "$R" init --preset tiny --n-layer 1 --n-positions 48 --n-embd 32 --tokenizer tok --seed 6 \
     --score-head --no-lm-head --out grm 2>/dev/null
 $PY "$FIX/ppo_craft_reward.py" grm > /dev/null || bad "crafting the reward model"
-cat > ppo.yaml <<'YAML'
-model: {policy: lpre/best, reward: grm}
-out: {dir: mixed}
-data: {prompts: [prompts.jsonl], prompt_template: "{prompt}"}
-rollout: {batch_size: 16, max_new_tokens: 12}
-ppo: {minibatch_size: 4, epochs: 2}
-ptx: {coef: 0, data: [corpus.txt], batch_size: 4, seq_len: 32}
-kl: {beta: 0.1}
-train: {iterations: 10, policy_lr: 2e-3, value_lr: 3e-3}
-save: {every: 5}
-YAML
+ppo_config lpre/best grm mixed
 "$B/ppo" -c ppo.yaml > out 2> err; rc=$?
 $PY - mixed/workspace.db > res.txt 2>&1 <<'PY'
 import sqlite3, sys, math

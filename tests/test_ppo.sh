@@ -21,17 +21,7 @@ cd "$W" || exit 1
 
 # data: prompts "What is a plus b?" and the same sums as text
 ppo_fixture
-cat > ppo.yaml <<'YAML'
-model: {policy: pre/best, reward: rm}
-out: {dir: off}
-data: {prompts: [prompts.jsonl], prompt_template: "{prompt}"}
-rollout: {batch_size: 16, max_new_tokens: 12}
-ppo: {minibatch_size: 4, epochs: 2}
-ptx: {coef: 0, data: [corpus.txt], batch_size: 4, seq_len: 32}
-kl: {beta: 0.1}
-train: {iterations: 10, policy_lr: 2e-3, value_lr: 3e-3}
-save: {every: 5}
-YAML
+ppo_config pre/best rm off
 
 "$B/ppo" --help > out 2>&1 && grep -q "ptx.coef" out && grep -q "kl.controller" out &&
     ok "ppo --help lists every key" || bad "ppo --help"
