@@ -236,6 +236,19 @@ for delay in 0.8 0.5 1.2 0.3 1.6 2.4 0.15; do
         { killed=1; break; }; fi
     wait $pid 2>/dev/null
 done
+# a slow machine (sanitizers, load) may not reach the first checkpoint within the delays above:
+# then kill it right after a checkpoint has appeared, however long that takes
+if [ $killed -eq 0 ]; then
+    rm -rf killed
+    "$B/reward" train -c killed.yaml > /dev/null 2>&1 &
+    pid=$!
+    n=0
+    while [ ! -f killed/last/trainer_state.json ] && [ $n -lt 1200 ] && kill -0 $pid 2>/dev/null
+    do sleep 0.1; n=$((n + 1)); done
+    kill -9 $pid 2>/dev/null && { wait $pid 2>/dev/null; [ -f killed/last/trainer_state.json ] &&
+        killed=1; }
+    wait $pid 2>/dev/null
+fi
 "$B/reward" train -c killed.yaml > /dev/null 2> err
 if [ $killed -eq 1 ] && grep -q "resuming run" err &&
     cmp -s full/last/model.safetensors killed/last/model.safetensors &&
