@@ -4,6 +4,7 @@
 // element counts, and the rollout browser's search, sort and paging on a scratch workspace.
 #include "hash.h"
 #include "html.h"
+#include "reward.h"
 #include "store.h"
 #include "svg.h"
 #include "testlib.h"
@@ -30,6 +31,30 @@ static void test_crc32c(void) {
     CHECK(hash_crc32c_mask(0) == 0xA282EAD8u);
     CHECK(hash_crc32c_mask(0xE3069283u) == (((0xE3069283u >> 15) | (0xE3069283u << 17)) +
                                             0xA282EAD8u));
+}
+
+// Two labelers on one prompt, worked by hand. a: 8 > 7 = no (ranks 1, 2, 2); b: no > 7 > 8
+// (ranks 3, 2, 1 for the same ids, in another order). Pairs: (8, 7) and (8, no) discordant,
+// (7, no) tied by a: C = 0, D = 2, P = 3, Ta = 1, Tb = 0, tau-b = -2 / sqrt(2 * 3).
+static void test_agreement(void) {
+    int64_t ida[3] = {10, 11, 12}, idb[4] = {12, 11, 10, 99};
+    int ra[3] = {1, 2, 2}, rb[4] = {1, 2, 3, 1};
+    RewardConcordance c = {0};
+    reward_concordance(ida, ra, 3, idb, rb, 4, &c);
+    CHECK(c.pairs == 3 && c.concordant == 0 && c.discordant == 2 && c.tied_a == 1 &&
+          c.tied_b == 0);
+    CHECK(fabs(reward_kendall_tau_b(&c) + 2 / sqrt(6.0)) < 1e-12);
+    RewardConcordance same = {0};   // a ranking against itself: tau-b 1 even with a tie
+    reward_concordance(ida, ra, 3, ida, ra, 3, &same);
+    CHECK(same.concordant == 2 && same.discordant == 0 && reward_kendall_tau_b(&same) == 1.0);
+    RewardConcordance ties = {0};   // every pair tied by one side: undefined
+    int all[3] = {1, 1, 1};
+    reward_concordance(ida, all, 3, ida, ra, 3, &ties);
+    CHECK(isnan(reward_kendall_tau_b(&ties)));
+    double p;   // calibration buckets: 0.5-0.6, ..., 0.9-1.0 of sigmoid(|margin|)
+    CHECK(reward_calibration_bucket(0, &p) == 0 && p == 0.5);
+    CHECK(reward_calibration_bucket(-0.5, &p) == 1 && fabs(p - 1 / (1 + exp(-0.5))) < 1e-15);
+    CHECK(reward_calibration_bucket(50, &p) == REWARD_CAL_BUCKETS - 1);
 }
 
 static void test_escape(void) {
@@ -168,6 +193,7 @@ static void test_rollouts(void) {
 
 int main(void) {
     test_case("crc32c", test_crc32c);
+    test_case("agreement", test_agreement);
     test_case("escape", test_escape);
     test_case("query", test_query);
     test_case("svg", test_svg);
