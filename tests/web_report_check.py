@@ -4,7 +4,7 @@ independent of the C code: Python's sqlite3 for the expected values, headless Ch
 chromium + chromium-driver, through python3-selenium) for the report, and a TensorBoard event-file
 reader written here (its own CRC-32C and protocol-buffer decoding).
 
-  web_report_check.py report REPORT.html DB RUNS SHOTDIR   RUNS: the run ids charted, comma-separated
+  web_report_check.py report REPORT.html DB RUNS SHOTDIR   RUNS: the charted run ids, "3,4,5"
   web_report_check.py tensorboard DIR DB [RUN_ID...]        every run with metrics when none given
   web_report_check.py csv|jsonl FILE DB [RUN_ID...]
 

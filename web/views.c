@@ -403,7 +403,8 @@ static int views_reward_model(View *v, char **model) {
 }
 
 // Histograms of the model's scores grouped by a text column (the prompt's source, the rank):
-// one over all scores, then one per group (the VIEWS_MAX_GROUPS largest), on the same bins.
+// one over all scores (when with_all), then one per group (the first VIEWS_MAX_GROUPS in the
+// query's order), all on the same bins.
 typedef struct { char *name; int64_t *counts, total; } ViewsHist;
 
 static int views_score_hists(View *v, const char *model, const char *sql, const char *what,
@@ -780,7 +781,8 @@ static int views_metric_charts(View *v, const int64_t *ids, int64_t nids) {
     }
     HtmlBuf json = {0};
     html_put(&json, "[");
-    for (int64_t i = 0; i < nids; i++) html_printf(&json, "%s%lld", i ? "," : "", (long long)ids[i]);
+    for (int64_t i = 0; i < nids; i++)
+        html_printf(&json, "%s%lld", i ? "," : "", (long long)ids[i]);
     html_put(&json, "]");
     sqlite3_bind_text(names, 1, json.s, -1, SQLITE_TRANSIENT);
     html_free(&json);
@@ -915,7 +917,8 @@ static int views_rollouts(View *v) {
     for (size_t i = 0; sortp && i < VIEWS_NSORTS; i++)
         if (!strcmp(sortp, views_sorts[i].key)) sort = i;
     int desc = !orderp || strcmp(orderp, "asc");
-    int64_t run = views_param_int(v, "run", 0, 0, INT64_MAX),
+    // the report's run parameter names the runs to chart: its rollouts are every run's
+    int64_t run = v->report ? 0 : views_param_int(v, "run", 0, 0, INT64_MAX),
             page = views_param_int(v, "page", 1, 1, INT64_MAX / VIEWS_PAGE_ROWS);
     const char *query = q ? q : "";
     free(sortp);
@@ -947,7 +950,8 @@ static int views_rollouts(View *v) {
                                   "prompt", "response"};
     for (size_t h = 0; h < sizeof heads / sizeof heads[0]; h++) {
         size_t s = VIEWS_NSORTS;
-        for (size_t i = 0; i < VIEWS_NSORTS; i++) if (!strcmp(heads[h], views_sorts[i].label)) s = i;
+        for (size_t i = 0; i < VIEWS_NSORTS; i++)
+            if (!strcmp(heads[h], views_sorts[i].label)) s = i;
         html_put(v->b, "<th>");
         if (s < VIEWS_NSORTS && !v->report) {   // a header sorts by its column (again: flips)
             html_put(v->b, "<a href=\"");
