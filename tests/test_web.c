@@ -124,6 +124,11 @@ static void test_svg(void) {
     svg_calibration(&b, "cal", pred, obs, n, 3);
     CHECK(count(b.s, "class=\"point\"") == 2 && count(b.s, "class=\"diagonal\"") == 1);
     html_free(&b);
+    double big[2] = {-1.7e308, 1.7e308}, bx[2] = {0, 1e-300};   // no NaN coordinates, ever
+    SvgSeries extreme = {"extreme", bx, big, 2};
+    svg_lines(&b, "extreme", "step", &extreme, 1);
+    CHECK(!strstr(b.s, "nan") && !strstr(b.s, "inf") && count(b.s, "class=\"series\"") == 1);
+    html_free(&b);
     const char *labels[3] = {"x", "<y>", "z"};
     double vals[3] = {0.5, NAN, -0.25};
     svg_bars(&b, "bars", labels, vals, 3, 1);

@@ -23,6 +23,7 @@ typedef struct { double lo, hi, step; } SvgAxis;
 static SvgAxis svg_axis(double lo, double hi) {
     if (!isfinite(lo) || !isfinite(hi)) lo = 0, hi = 1;
     if (hi < lo) { double t = lo; lo = hi; hi = t; }
+    lo = fmax(lo, -1e307), hi = fmin(hi, 1e307);   // spans and steps stay finite
     if (hi - lo < 1e-12 * (fabs(lo) + fabs(hi)) || hi == lo) {
         double pad = lo == 0 ? 1 : fabs(lo) * 0.1;
         lo -= pad, hi += pad;
@@ -32,11 +33,15 @@ static SvgAxis svg_axis(double lo, double hi) {
     return (SvgAxis){floor(lo / step) * step, ceil(hi / step) * step, step};
 }
 
-static double svg_px(const SvgAxis *a, double v) {
-    return SVG_LEFT + (v - a->lo) / (a->hi - a->lo) * SVG_PW;
+// Where v falls on the axis, 0 to 1 inside it; values far outside (beyond the axis's clamp of
+// +-1e307) are held a little past its ends, so no coordinate is ever infinite or NaN.
+static double svg_frac(const SvgAxis *a, double v) {
+    double f = (v - a->lo) / (a->hi - a->lo);
+    return isnan(f) ? 0 : fmin(fmax(f, -0.05), 1.05);
 }
+static double svg_px(const SvgAxis *a, double v) { return SVG_LEFT + svg_frac(a, v) * SVG_PW; }
 static double svg_py(const SvgAxis *a, double v) {
-    return SVG_TOP + SVG_PH - (v - a->lo) / (a->hi - a->lo) * SVG_PH;
+    return SVG_TOP + SVG_PH - svg_frac(a, v) * SVG_PH;
 }
 
 static void svg_open(HtmlBuf *b, const char *kind, const char *title) {
@@ -66,7 +71,8 @@ static void svg_num(char *buf, size_t n, double v, double step) {
 // The axes: ticks and grid lines on y (always), ticks on x when xa is not NULL.
 static void svg_axes(HtmlBuf *b, const SvgAxis *xa, const SvgAxis *ya, const char *xlabel) {
     char num[32];
-    for (double v = ya->lo; v <= ya->hi + ya->step * 1e-6; v += ya->step) {
+    int ticks = 0;   // at most 12 a side, whatever rounding does to v += step
+    for (double v = ya->lo; v <= ya->hi + ya->step * 1e-6 && ticks++ < 12; v += ya->step) {
         double y = svg_py(ya, v);
         svg_num(num, sizeof num, v, ya->step);
         html_printf(b,
@@ -75,8 +81,9 @@ static void svg_axes(HtmlBuf *b, const SvgAxis *xa, const SvgAxis *ya, const cha
                     "text-anchor=\"end\" fill=\"#444\">%s</text></g>",
                     SVG_LEFT, SVG_LEFT + SVG_PW, y, y, SVG_LEFT - 4, y + 3, num);
     }
+    ticks = 0;
     if (xa)
-        for (double v = xa->lo; v <= xa->hi + xa->step * 1e-6; v += xa->step) {
+        for (double v = xa->lo; v <= xa->hi + xa->step * 1e-6 && ticks++ < 12; v += xa->step) {
             double x = svg_px(xa, v);
             svg_num(num, sizeof num, v, xa->step);
             html_printf(b,
