@@ -192,6 +192,28 @@ static void test_rollouts(void) {
     free(ids);
     CHECK(views_render(db, "", NULL, &out, err, sizeof err) == 0 && strstr(out, "view-dashboard"));
     free(out);
+    // every view on a workspace without labels or scores, with odd parameters: their empty
+    // states, no error
+    static const char *names[] = {"progress", "reward", "runs", "rollouts", "pipeline"};
+    for (int i = 0; i < 5; i++) {
+        out = NULL;
+        int rc = views_render(db, names[i], "page=-5&bins=0&top=-1&sort=%3Cx%3E&order=up&q=%00",
+                              &out, err, sizeof err);
+        CHECK_MSG(rc == 0 && out && strstr(out, "</section>"), "view %s: %s", names[i], err);
+        free(out);
+    }
+    CHECK(views_render(db, "progress", NULL, &out, err, sizeof err) == 0 &&
+          strstr(out, "No prompt has been ranked by two labelers"));
+    free(out);
+    CHECK(views_render(db, "reward", NULL, &out, err, sizeof err) == 0 &&
+          strstr(out, "No reward scores are stored yet"));
+    free(out);
+    out = (char *)"untouched";
+    CHECK_ERR(views_render(db, "reward", "model=%3Cm%3E", &out, err, sizeof err), err,
+              "no reward scores for model '<m>'", NULL);
+    CHECK(out == NULL);
+    CHECK_ERR(views_render(db, "runs", "run=1,abc", &out, err, sizeof err), err,
+              "unknown run 'abc'", NULL);
     store_close(st);
     test_rm_rf(dir);
 }
