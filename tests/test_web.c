@@ -124,6 +124,21 @@ static void test_svg(void) {
     svg_calibration(&b, "cal", pred, obs, n, 3);
     CHECK(count(b.s, "class=\"point\"") == 2 && count(b.s, "class=\"diagonal\"") == 1);
     html_free(&b);
+    // 100,000 points: at most 4 per pixel column are drawn, and a one-step spike is one of them
+    int64_t np = 100000;
+    double *lx = malloc((size_t)np * sizeof *lx), *ly = malloc((size_t)np * sizeof *ly);
+    for (int64_t i = 0; i < np; i++) lx[i] = (double)i, ly[i] = i == 54321 ? 10.0 : 1.0 / (1 + i);
+    SvgSeries longer = {"long", lx, ly, np};
+    svg_lines(&b, "long", "step", &longer, 1);
+    const char *pts = strstr(b.s, "class=\"series\"");
+    pts = pts ? strstr(pts, "points=\"") : NULL;
+    int npts = 0;
+    for (const char *p = pts; p && *p && *p != '>'; p++) npts += *p == ',';
+    CHECK(npts > 400 && npts <= 4 * (SVG_WIDTH + 1));
+    CHECK(pts && strstr(pts, ",28.00 ") && strstr(pts, ",28.00 ") < strstr(pts, "</polyline>"));
+    free(lx);
+    free(ly);
+    html_free(&b);
     double big[2] = {-1.7e308, 1.7e308}, bx[2] = {0, 1e-300};   // no NaN coordinates, ever
     SvgSeries extreme = {"extreme", bx, big, 2};
     svg_lines(&b, "extreme", "step", &extreme, 1);

@@ -127,6 +127,45 @@ void svg_histogram(HtmlBuf *b, const char *title, const char *xlabel, const int6
     html_put(b, "</svg>");
 }
 
+// A series' points as a polyline's "x,y " list. Past two points per pixel column, each column
+// keeps its first, lowest, highest and last points in their order (a spike stays visible and the
+// chart of a 100,000-step run stays small).
+static void svg_points(HtmlBuf *b, const SvgAxis *xa, const SvgAxis *ya, const SvgSeries *s) {
+    int thin = s->n > 2 * SVG_PW;
+    int64_t col_start = -1, keep[4];
+    long col = 0;
+    for (int64_t i = 0; i <= s->n; i++) {
+        int last = i == s->n;
+        if (!last && (!isfinite(s->x[i]) || !isfinite(s->y[i]))) continue;
+        long c = last ? -1 : lround(svg_px(xa, s->x[i]));
+        if (!thin && !last) {
+            html_printf(b, "%.2f,%.2f ", svg_px(xa, s->x[i]), svg_py(ya, s->y[i]));
+            continue;
+        }
+        if (col_start >= 0 && (last || c != col)) {   // the column ends: its kept points
+            for (int k = 1; k < 4; k++)   // in their order
+                for (int j = k; j > 0 && keep[j] < keep[j - 1]; j--) {
+                    int64_t t = keep[j];
+                    keep[j] = keep[j - 1], keep[j - 1] = t;
+                }
+            for (int k = 0; k < 4; k++) {
+                if (k && keep[k] == keep[k - 1]) continue;
+                html_printf(b, "%.2f,%.2f ", svg_px(xa, s->x[keep[k]]),
+                            svg_py(ya, s->y[keep[k]]));
+            }
+            col_start = -1;
+        }
+        if (last) break;
+        if (col_start < 0) {
+            col_start = i, col = c;
+            keep[0] = keep[1] = keep[2] = keep[3] = i;
+        }
+        if (s->y[i] < s->y[keep[1]]) keep[1] = i;
+        if (s->y[i] > s->y[keep[2]]) keep[2] = i;
+        keep[3] = i;
+    }
+}
+
 void svg_lines(HtmlBuf *b, const char *title, const char *xlabel, const SvgSeries *series,
                int64_t nseries) {
     double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
@@ -146,11 +185,7 @@ void svg_lines(HtmlBuf *b, const char *title, const char *xlabel, const SvgSerie
         if (!finite) continue;
         html_printf(b, "<polyline class=\"series\" fill=\"none\" stroke=\"%s\" "
                        "stroke-width=\"1.5\" points=\"", svg_color(s));
-        for (int64_t i = 0; i < series[s].n; i++) {
-            if (!isfinite(series[s].x[i]) || !isfinite(series[s].y[i])) continue;
-            html_printf(b, "%.2f,%.2f ", svg_px(&xa, series[s].x[i]),
-                        svg_py(&ya, series[s].y[i]));
-        }
+        svg_points(b, &xa, &ya, &series[s]);
         html_put(b, "\"><title>");
         html_esc(b, series[s].name);
         html_put(b, "</title></polyline>");
