@@ -102,13 +102,12 @@ static int views_dashboard(View *v) {
                     (long long)n);
     }
     html_put(v->b, "</tbody></table>\n");
-    if (!v->report) {
-        html_put(v->b, "<ul class=\"views\">\n");
-        for (size_t i = 0; i < VIEWS_NPAGES; i++)
-            html_printf(v->b, "<li><a href=\"%s\">%s</a></li>\n", views_pages[i].name,
-                        views_pages[i].title);
-        html_put(v->b, "</ul>\n");
-    }
+    // the pages of `rlhf serve` (relative links), or the sections of the report
+    html_put(v->b, "<ul class=\"views\">\n");
+    for (size_t i = 0; i < VIEWS_NPAGES; i++)
+        html_printf(v->b, "<li><a href=\"%s%s\">%s</a></li>\n", v->report ? "#" : "",
+                    views_pages[i].name, views_pages[i].title);
+    html_put(v->b, "</ul>\n");
     return 0;
 }
 
