@@ -296,7 +296,8 @@ int views_rollouts(View *v) {
     if (page > pages) page = pages;
     if (!v->report) views_rollout_form(v, query, run, sort, desc);
     html_printf(v->b, "<p class=\"matches\" data-total=\"%lld\">%lld rollouts%s, page %lld of "
-                      "%lld, by %s (%s first).</p>\n",
+                      "%lld, by %s (%s first); tokens N+: the response was cut at the length "
+                      "limit.</p>\n",
                 (long long)total, (long long)total, *query ? " match" : "", (long long)page,
                 (long long)pages, views_sorts[sort].label, desc ? "highest" : "lowest");
     html_put(v->b, "<table class=\"rollouts\"><thead><tr>");
