@@ -170,6 +170,16 @@ static Store *rollout_workspace(const char *dir) {
     return st;
 }
 
+// Whether html has an event-handler attribute (" onclick=", " onload=", ...)
+static int has_handler(const char *html) {
+    for (const char *p = strstr(html, " on"); p; p = strstr(p + 1, " on")) {
+        const char *q = p + 3;
+        while (*q >= 'a' && *q <= 'z') q++;
+        if (q > p + 3 && *q == '=') return 1;
+    }
+    return 0;
+}
+
 // The id in the first rollout row of html
 static long first_id(const char *html) {
     const char *p = strstr(html, "<tr class=\"rollout\"><td class=\"num\">");
@@ -215,6 +225,10 @@ static void test_rollouts(void) {
         int rc = views_render(db, names[i], "page=-5&bins=0&top=-1&sort=%3Cx%3E&order=up&q=%00",
                               &out, err, sizeof err);
         CHECK_MSG(rc == 0 && out && strstr(out, "</section>"), "view %s: %s", names[i], err);
+        // under a CSP of default-src 'self': no script, no inline style, no event handler
+        CHECK_MSG(out && !strstr(out, "<script") && !strstr(out, "style=") &&
+                      !strstr(out, "<style") && !has_handler(out),
+                  "view %s has something a CSP blocks", names[i]);
         free(out);
     }
     CHECK(views_render(db, "progress", NULL, &out, err, sizeof err) == 0 &&

@@ -259,6 +259,12 @@ def check_report(path, db, run_ids, shots):
         logs = [e for e in drv.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
         check(not logs, "console messages: %s" % logs)
         check(len(q(By.TAG_NAME, "script")) == 0, "the report has no script element")
+        # what `rlhf serve` shows of the same views passes a CSP of default-src 'self': no
+        # style attribute and no event handler on any element (the report's one <style> aside)
+        inline = drv.execute_script(
+            "return Array.from(document.querySelectorAll('*')).filter(e => e.hasAttribute("
+            "'style') || Array.from(e.attributes).some(a => a.name.startsWith('on'))).length")
+        check(inline == 0, "%d elements with a style attribute or an event handler" % inline)
         text = drv.execute_script("return document.body.textContent")
         for (p,) in db.execute("SELECT text FROM prompts WHERE text LIKE '%<%'"):
             check(p in text, "the prompt %r is shown as text" % p)
