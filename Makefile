@@ -32,7 +32,9 @@ LIB        := $(BUILD)/libcommon.a
 # the demo's task family (data/demo/): linked into the rlhf tool and the tests that use it
 DEMO_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard data/demo/*.c))
 DEMO_LIB   := $(BUILD)/libdemo.a
-RLHF_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard rlhf/*.c pipelines/*.c))
+# web/: the browser side of the tool (`rlhf serve`'s pages, `rlhf report`), linked into rlhf
+WEB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(wildcard web/*.c))
+RLHF_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard rlhf/*.c pipelines/*.c)) $(WEB_OBJ)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # fuzz targets, also built with a plain driver that replays their corpus in `make test`
@@ -50,7 +52,8 @@ PROG_BIN   := $(foreach d,rlhf sft reward ppo dpo,$(BUILD)/bin/$(d))
 all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN) $(FUZZ_BIN)
 
 # include paths per folder: common/ sees only itself; each program its own folder besides
-$(BUILD)/rlhf/%.o:      INC := -Irlhf -Ipipelines -Idata/demo
+$(BUILD)/rlhf/%.o:      INC := -Irlhf -Ipipelines -Idata/demo -Iweb
+$(BUILD)/web/%.o:       INC := -Iweb
 $(BUILD)/pipelines/%.o: INC := -Ipipelines
 $(BUILD)/data/demo/%.o: INC := -Idata/demo
 $(BUILD)/reward/%.o:    INC := -Ireward
@@ -60,6 +63,7 @@ $(BUILD)/ppo/%.o:       INC := -Ippo -Irlhf
 $(BUILD)/dpo/%.o:       INC := -Idpo -Ireward
 $(BUILD)/tests/%.o:     INC := -Itests -Ipipelines -Idata/demo
 $(BUILD)/tests/test_dpo.o: INC := -Itests -Idpo
+$(BUILD)/tests/test_web.o: INC := -Itests -Iweb
 $(BUILD)/tests/fuzz/%.o: INC := -Itests/fuzz -Ipipelines -Ireward
 $(BUILD)/bench/%.o:     INC := -Ibench
 
@@ -88,6 +92,12 @@ $(BUILD)/fuzz/fuzz_import: $(BUILD)/reward/import.o $(BUILD)/reward/text.o
 
 # the losses of dpo, tested on their own (the object before the libraries it uses)
 $(BUILD)/tests/test_dpo: $(BUILD)/tests/test_dpo.o $(BUILD)/tests/testlib.o $(BUILD)/dpo/loss.o $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# web/'s charts and views, tested on their own (not the server's objects)
+$(BUILD)/tests/test_web: $(BUILD)/tests/test_web.o $(BUILD)/tests/testlib.o $(BUILD)/web/html.o \
+                         $(BUILD)/web/svg.o $(patsubst %.c,$(BUILD)/%.o,$(wildcard web/views*.c)) \
+                         $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # bench/benchlib.c: what the benchmarks share (peak memory, median, reading a file)
