@@ -1,5 +1,7 @@
 // trainer: the setup the training programs share (see trainer.h).
 #include "trainer.h"
+#include "adapter.h"
+#include "fileio.h"
 #include "cli.h"
 #include "tokfile.h"
 #include "util.h"
@@ -113,7 +115,15 @@ int trainer_try_resume(Trainer *t, const char *dir, CkptTrainerState *st, char *
     if (!config_get_bool(t->cfg, "train.resume")) return 0;
     ModelConfig c;
     CkptInfo info;
-    if (ckpt_load_config(dir, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
+    // an adapter checkpoint (adapter.h) has no config.json, its moments are the adapter's
+    if (adapter_is_dir(dir)) {
+        char d[4096];
+        if (ckpt_resolve(dir, d, sizeof d, NULL, NULL, 0) ||
+            !fio_exists(d, "trainer_state.json"))
+            return 0;
+    } else if (ckpt_load_config(dir, &c, &info, NULL, 0) || !info.has_trainer_state) {
+        return 0;
+    }
     if (ckpt_load_trainer_state(dir, NULL, st, err, errlen)) return -1;
     int64_t h;
     if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) ||
