@@ -84,6 +84,57 @@ if [ $killed -eq 1 ] && grep -q "resuming run" err &&
     ok "sft: kill -9 and resume: adapters, moments and trainer state bit-identical"
 else bad "sft kill/resume (killed=$killed)"; fi
 
+# ppo: the first iteration with fresh adapters is the full run's (same rollouts, same scores), the
+# reference (the base with the adapters off) gives a KL of exactly 0 there; kill -9 and resume
+. "$TESTS/ppo_fixture.sh"
+mkdir ppo && cd ppo && ppo_fixture && ppo_config pre/best rm pfull
+"$B/ppo" -c ppo.yaml --set train.iterations=2 >/dev/null 2>"$W/err" &&
+    "$B/ppo" -c ppo.yaml --set train.iterations=2 --set out.dir=plora --set lora.r=4 \
+        >/dev/null 2>"$W/err" || bad "ppo runs"
+a=$(metric pfull/workspace.db ppo/score 1); b=$(metric plora/workspace.db ppo/score 1)
+k=$(metric plora/workspace.db ppo/kl 1)
+[ "$a" != none ] && [ "$a" = "$b" ] && [ "$k" = 0.0 ] &&
+    ok "ppo: fresh adapters score the full run's rollouts ($a); reference = adapters off: KL $k" ||
+    bad "ppo: first score full $a, lora $b, kl $k"
+grep -q "reference  *0 B  the policy's base" "$W/err" && [ -f plora/policy/adapter_config.json ] &&
+    grep -q '"task_type":.*"SEQ_CLS"' plora/last/value/adapter_config.json &&
+    ok "ppo: no reference copy in the memory plan; policy and value saved as adapters" ||
+    bad "ppo: plan or adapter files"
+set -- --set lora.r=4 --set train.iterations=8 --set save.every=1
+"$B/ppo" -c ppo.yaml --set out.dir=kf "$@" >/dev/null 2>&1
+killed=0
+for delay in 0.2 0.5 0.1 0.3; do
+    rm -rf kk
+    "$B/ppo" -c ppo.yaml --set out.dir=kk "$@" >/dev/null 2>&1 &
+    pid=$!
+    t=0
+    while [ ! -d kk/last ] && [ $t -lt 600 ] && kill -0 $pid 2>/dev/null; do
+        sleep 0.05; t=$((t + 1)); done
+    sleep $delay
+    if kill -9 $pid 2>/dev/null; then killed=1; wait $pid 2>/dev/null; break; fi
+    wait $pid 2>/dev/null
+done
+"$B/ppo" -c ppo.yaml --set out.dir=kk "$@" >/dev/null 2>"$W/err"
+if [ $killed -eq 1 ] && grep -q "resuming run" "$W/err" &&
+    cmp -s kf/last/policy/adapter_model.safetensors kk/last/policy/adapter_model.safetensors &&
+    cmp -s kf/last/policy/adapter_optimizer.safetensors kk/last/policy/adapter_optimizer.safetensors &&
+    cmp -s kf/last/value/adapter_model.safetensors kk/last/value/adapter_model.safetensors; then
+    ok "ppo: kill -9 and resume: policy and value adapters and moments bit-identical"
+else bad "ppo kill/resume (killed=$killed)"; fi
+# a later stage from an adapter: ppo's policy is sft's LoRA result, merged at load
+"$B/sft" -c pre.yaml --set out.dir=prel --set lora.r=4 --set train.steps=5 >/dev/null 2>&1 &&
+    "$B/ppo" -c ppo.yaml --set model.policy=prel/best --set out.dir=pa --set lora.r=4 \
+        --set train.iterations=1 >/dev/null 2>"$W/err" &&
+    [ "$(metric pa/workspace.db ppo/kl 1)" = 0.0 ] &&
+    grep -q "base_model_name_or_path\":.*prel/best\"" pa/policy/adapter_config.json &&
+    ok "ppo from sft's adapter directory (merged at load), its adapter based on it" ||
+    bad "ppo from an sft adapter"
+expect_fail "ppo: a separate reference with adapters" 1 "leave model.reference empty" \
+    "$B/ppo" -c ppo.yaml --set lora.r=4 --set model.reference=base --set out.dir=bad
+expect_fail "ppo: lora dropout" 1 "lora.dropout must be 0 in ppo" \
+    "$B/ppo" -c ppo.yaml --set lora.r=4 --set lora.dropout=0.1 --set out.dir=bad
+cd "$W"
+
 # bad keys and values: one line naming the key
 for kv in "lora.r=-1:lora.r" "lora.dropout=1.5:lora.dropout" \
     "lora.target_modules=q_proj:'q_proj' is no linear layer of a gpt2 model" \
