@@ -26,6 +26,32 @@ metric_last() {
         \"select value from metrics where name = ? order by step desc\", (sys.argv[2],)
         ).fetchone()[0])" "$1/workspace.db" "$2"
 }
+# kill_rerun DIR CMD...: runs CMD (writing DIR), kills it with -9 once DIR/last exists, at a
+# random later moment (possibly mid-save), and reruns it to the end; killed=1 when a kill landed
+kill_rerun() {
+    d=$1; shift
+    killed=0
+    for delay in 0.1 0.3 0.05 0.2; do
+        rm -rf "$d"
+        "$@" >/dev/null 2>&1 &
+        pid=$!
+        t=0
+        while [ ! -d "$d/last" ] && [ $t -lt 600 ] && kill -0 $pid 2>/dev/null; do
+            sleep 0.05; t=$((t + 1)); done
+        sleep $delay
+        if kill -9 $pid 2>/dev/null; then killed=1; wait $pid 2>/dev/null; break; fi
+        wait $pid 2>/dev/null
+    done
+    "$@" >/dev/null 2>"$W/err"
+}
+# same_adapter A B: the adapter checkpoints A and B hold the same adapters, moments and trainer
+# state (whose config hashes differ by out.dir, run ids by the workspace)
+same_adapter() {
+    cmp -s "$1/adapter_model.safetensors" "$2/adapter_model.safetensors" &&
+        cmp -s "$1/adapter_optimizer.safetensors" "$2/adapter_optimizer.safetensors" &&
+        [ "$(grep -v "config_hash\|run_id" "$1/trainer_state.json")" = \
+          "$(grep -v "config_hash\|run_id" "$2/trainer_state.json")" ]
+}
 { cat held.txt; printf '<|endoftext|>'; } | "$R" tokenizer encode tok --special |
     tr -s ' \n' '\n' | head -n $((4 * 32 + 1)) > held.ids
 for arch in gpt2 llama; do
@@ -61,28 +87,52 @@ done
 # kill -9 at a random moment (possibly mid-save) and rerun: the adapters, their moments and the
 # dropout stream continue exactly (the trainer states differ only in the config hash: out.dir)
 sed 's/steps: 30/steps: 120/' sft_gpt2.yaml > long.yaml
-set -- --set lora.r=4 --set lora.dropout=0.1
-"$B/sft" -c long.yaml --set out.dir=kfull "$@" >/dev/null 2>&1
-killed=0
-for delay in 0.1 0.3 0.05 0.2; do
-    rm -rf kill
-    "$B/sft" -c long.yaml --set out.dir=kill "$@" >/dev/null 2>&1 &
-    pid=$!
-    t=0
-    while [ ! -d kill/last ] && [ $t -lt 600 ] && kill -0 $pid 2>/dev/null; do
-        sleep 0.05; t=$((t + 1)); done
-    sleep $delay
-    if kill -9 $pid 2>/dev/null; then killed=1; wait $pid 2>/dev/null; break; fi
-    wait $pid 2>/dev/null
-done
-"$B/sft" -c long.yaml --set out.dir=kill "$@" >/dev/null 2>err
-if [ $killed -eq 1 ] && grep -q "resuming run" err &&
-    cmp -s kfull/last/adapter_model.safetensors kill/last/adapter_model.safetensors &&
-    cmp -s kfull/last/adapter_optimizer.safetensors kill/last/adapter_optimizer.safetensors &&
-    [ "$(grep -v config_hash kfull/last/trainer_state.json)" = \
-      "$(grep -v config_hash kill/last/trainer_state.json)" ]; then
-    ok "sft: kill -9 and resume: adapters, moments and trainer state bit-identical"
-else bad "sft kill/resume (killed=$killed)"; fi
+set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1
+"$B/sft" "$@" --set out.dir=kfull >/dev/null 2>&1
+kill_rerun kill "$B/sft" "$@" --set out.dir=kill
+[ $killed -eq 1 ] && grep -q "resuming run" "$W/err" && same_adapter kfull/last kill/last &&
+    ok "sft: kill -9 and resume: adapters, moments and trainer state bit-identical" ||
+    bad "sft kill/resume (killed=$killed)"
+
+# dpo and reward train: fresh adapters start exactly at the base (DPO's held-out loss log 2 with
+# zero margins; the reward model's first loss the full run's); resume after kill -9
+tiny_data 200
+cat > dpo.yaml <<'YAML'
+model: {init: gpt2}
+out: {dir: dfull}
+workspace: dws.db
+data: {import: [rank.jsonl], valid_percent: 20}
+train: {batch_size: 8, steps: 40, lr: 1e-3}
+eval: {every: 40}
+save: {every: 2}
+YAML
+"$B/dpo" -c dpo.yaml --set lora.r=4 --set lora.dropout=0.1 >/dev/null 2>"$W/err" ||
+    bad "dpo with adapters"
+l0=$(sqlite3 dws.db "select value from metrics where name = 'valid/loss' and step = 0")
+m0=$(sqlite3 dws.db "select value from metrics where name = 'valid/rewards/margins' and step = 0")
+close "$l0" 0.69314718 1e-7 && [ "$m0" = 0.0 ] && [ -f dfull/final/adapter_config.json ] &&
+    ok "dpo: fresh adapters: held-out loss log 2 ($l0), margins 0; final/ an adapter" ||
+    bad "dpo: step 0 loss $l0 margins $m0"
+kill_rerun dkill "$B/dpo" -c dpo.yaml --set lora.r=4 --set lora.dropout=0.1 --set out.dir=dkill
+[ $killed -eq 1 ] && grep -q "resuming run" "$W/err" && same_adapter dfull/last dkill/last &&
+    ok "dpo: kill -9 and resume: adapters and moments bit-identical" ||
+    bad "dpo kill/resume (killed=$killed)"
+sed 's/dfull/rfull/; s/dws.db/rws.db/' dpo.yaml > rm.yaml
+"$B/reward" train -c rm.yaml --set train.steps=1 --set out.dir=rone >/dev/null 2>&1
+"$B/reward" train -c rm.yaml --set lora.r=4 >/dev/null 2>"$W/err" || bad "reward with adapters"
+a=$(sqlite3 rws.db "select value from metrics m join runs r on r.id = m.run_id where
+    r.checkpoint like '%rone%' and m.name = 'train/loss' and m.step = 1")
+b=$(sqlite3 rws.db "select value from metrics m join runs r on r.id = m.run_id where
+    r.checkpoint like '%rfull%' and m.name = 'train/loss' and m.step = 1")
+[ -n "$a" ] && [ "$a" = "$b" ] && [ -f rfull/final/model.safetensors ] &&
+    grep -q '"task_type":.*"SEQ_CLS"' rfull/last/adapter_config.json &&
+    ok "reward: fresh adapters give the full run's first loss ($a); final/ the merged model" ||
+    bad "reward: first loss full $a, lora $b"
+kill_rerun rkill "$B/reward" train -c rm.yaml --set lora.r=4 --set out.dir=rkill
+[ $killed -eq 1 ] && grep -q "resuming run" "$W/err" && same_adapter rfull/last rkill/last &&
+    cmp -s rfull/final/model.safetensors rkill/final/model.safetensors &&
+    ok "reward: kill -9 and resume: adapters bit-identical, the same merged reward model" ||
+    bad "reward kill/resume (killed=$killed)"
 
 # ppo: the first iteration with fresh adapters is the full run's (same rollouts, same scores), the
 # reference (the base with the adapters off) gives a KL of exactly 0 there; kill -9 and resume
@@ -100,27 +150,13 @@ grep -q "reference  *0 B  the policy's base" "$W/err" && [ -f plora/policy/adapt
     grep -q '"task_type":.*"SEQ_CLS"' plora/last/value/adapter_config.json &&
     ok "ppo: no reference copy in the memory plan; policy and value saved as adapters" ||
     bad "ppo: plan or adapter files"
-set -- --set lora.r=4 --set train.iterations=8 --set save.every=1
-"$B/ppo" -c ppo.yaml --set out.dir=kf "$@" >/dev/null 2>&1
-killed=0
-for delay in 0.2 0.5 0.1 0.3; do
-    rm -rf kk
-    "$B/ppo" -c ppo.yaml --set out.dir=kk "$@" >/dev/null 2>&1 &
-    pid=$!
-    t=0
-    while [ ! -d kk/last ] && [ $t -lt 600 ] && kill -0 $pid 2>/dev/null; do
-        sleep 0.05; t=$((t + 1)); done
-    sleep $delay
-    if kill -9 $pid 2>/dev/null; then killed=1; wait $pid 2>/dev/null; break; fi
-    wait $pid 2>/dev/null
-done
-"$B/ppo" -c ppo.yaml --set out.dir=kk "$@" >/dev/null 2>"$W/err"
-if [ $killed -eq 1 ] && grep -q "resuming run" "$W/err" &&
-    cmp -s kf/last/policy/adapter_model.safetensors kk/last/policy/adapter_model.safetensors &&
-    cmp -s kf/last/policy/adapter_optimizer.safetensors kk/last/policy/adapter_optimizer.safetensors &&
-    cmp -s kf/last/value/adapter_model.safetensors kk/last/value/adapter_model.safetensors; then
-    ok "ppo: kill -9 and resume: policy and value adapters and moments bit-identical"
-else bad "ppo kill/resume (killed=$killed)"; fi
+set -- -c ppo.yaml --set lora.r=4 --set train.iterations=8 --set save.every=1
+"$B/ppo" "$@" --set out.dir=kf >/dev/null 2>&1
+kill_rerun kk "$B/ppo" "$@" --set out.dir=kk
+[ $killed -eq 1 ] && grep -q "resuming run" "$W/err" &&
+    same_adapter kf/last/policy kk/last/policy && same_adapter kf/last/value kk/last/value &&
+    ok "ppo: kill -9 and resume: policy and value adapters and moments bit-identical" ||
+    bad "ppo kill/resume (killed=$killed)"
 # a later stage from an adapter: ppo's policy is sft's LoRA result, merged at load
 "$B/sft" -c pre.yaml --set out.dir=prel --set lora.r=4 --set train.steps=5 >/dev/null 2>&1 &&
     "$B/ppo" -c ppo.yaml --set model.policy=prel/best --set out.dir=pa --set lora.r=4 \
