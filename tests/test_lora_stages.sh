@@ -171,6 +171,11 @@ expect_fail "ppo: lora dropout" 1 "lora.dropout must be 0 in ppo" \
     "$B/ppo" -c ppo.yaml --set lora.r=4 --set lora.dropout=0.1 --set out.dir=bad
 cd "$W"
 
+(cd "$ROOT" && "$R" run pipelines/demo-lora.yaml --dry-run --set workspace="$W/dry") >out 2>"$W/err" &&
+    grep -q "^ppo-lora .*--set lora.r=16" out && grep -q "^eval-ppo-lora .*ppo-lora/policy" out &&
+    ok "pipelines/demo-lora.yaml validates with --dry-run: full and LoRA PPO, each evaluated" ||
+    bad "demo-lora.yaml --dry-run"
+
 # bad keys and values: one line naming the key
 for kv in "lora.r=-1:lora.r" "lora.dropout=1.5:lora.dropout" \
     "lora.target_modules=q_proj:'q_proj' is no linear layer of a gpt2 model" \
