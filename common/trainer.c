@@ -168,6 +168,25 @@ int trainer_same_weights(const Trainer *t, const Model *m) {
     return dist_identical(t->dist, m->params_memory, (int64_t)(m->num_params * sizeof(float)));
 }
 
+int trainer_same_trained(const Trainer *t, const Model *m, const Lora *lo) {
+    if (!lo) return trainer_same_weights(t, m);
+    return dist_identical(t->dist, lo->params, (int64_t)(lo->num_params * sizeof(float)));
+}
+
+void trainer_zero_grad(Model *m, Lora *lo) {
+    if (lo) lora_zero_grad(lo);
+    else model_zero_grad(m);
+}
+
+void trainer_allreduce_grads(Dist *d, Model *m, Lora *lo) {
+    if (lo) dist_allreduce_sum(d, lo->grads, (int64_t)lo->num_params);
+    else dist_allreduce_sum(d, m->grads_memory, (int64_t)m->num_params);
+}
+
+float trainer_adamw_step(Model *m, Lora *lo, const AdamWConfig *c, float lr, int64_t t) {
+    return lo ? lora_adamw_step(lo, c, lr, t) : optim_adamw_step(m, c, lr, t);
+}
+
 void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng) {
     ckpt_state_init(st);
     st->step = step;

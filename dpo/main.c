@@ -387,14 +387,11 @@ static CkptSaveOptions save_options(const Dpo *d, const CkptTrainerState *st) {
                              .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
 }
 
-// The weights that train (the adapters with lora.r > 0) are the same bytes on every rank.
-static int same_weights(Dpo *d) {
-    if (!d->use_lora) return trainer_same_weights(&d->tr, &d->model);
-    return dist_identical(&d->dist, d->lora.params, (int64_t)(d->lora.num_params * sizeof(float)));
-}
+// The adapters that train, or NULL when the whole model does.
+static Lora *lora_of(Dpo *d) { return d->use_lora ? &d->lora : NULL; }
 
 static int save_last(Dpo *d, char *err, size_t errlen) {
-    if (!same_weights(d))
+    if (!trainer_same_trained(&d->tr, &d->model, lora_of(d)))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)d->step);
     if (!dist_main(&d->dist)) return 0;
     CkptTrainerState st;
@@ -747,15 +744,13 @@ static int64_t group_at(Dpo *d, int64_t p) {
 // it short (not to be applied; redone on resume), -1 on an error.
 static int step_gradients(Dpo *d, const int64_t *idx, int64_t lo, int64_t hi, DpoStats *st,
                           char *err, size_t errlen) {
-    if (d->use_lora) lora_zero_grad(&d->lora);
-    else model_zero_grad(&d->model);
+    trainer_zero_grad(&d->model, lora_of(d));
     memset(st, 0, sizeof *st);
     RunSpec rs = {.grad_scale = 1.0 / d->bs, .st = st};
     if (run_groups(d, &d->train, idx + lo, hi - lo, &rs, err, errlen) < 0) return -1;
     int stop = cli_stop_signal() != 0;
     if (d->dist.size > 1) {
-        if (d->use_lora) dist_allreduce_sum(&d->dist, d->lora.grads, (int64_t)d->lora.num_params);
-        else dist_allreduce_sum(&d->dist, d->model.grads_memory, (int64_t)d->model.num_params);
+        trainer_allreduce_grads(&d->dist, &d->model, lora_of(d));
         stats_reduce(&d->dist, st, &stop);
     }
     return stop;
@@ -815,8 +810,7 @@ static int train(Dpo *d, char *err, size_t errlen) {
         rc = step_gradients(d, idx, lo, hi, &st, err, errlen);
         if (rc) break;
         float lr = lr_at(&sch, oc.lr, d->step);
-        float norm = d->use_lora ? lora_adamw_step(&d->lora, &oc, lr, d->step + 1)
-                                 : optim_adamw_step(&d->model, &oc, lr, d->step + 1);
+        float norm = trainer_adamw_step(&d->model, lora_of(d), &oc, lr, d->step + 1);
         d->step++;
         double loss = st.loss / (double)st.groups;
         if (!isfinite(loss) || !isfinite(norm)) {

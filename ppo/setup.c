@@ -451,15 +451,14 @@ static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char
     return 0;
 }
 
+// The adapters that train the policy and the value model, or NULL where the whole model does.
+static Lora *policy_lora(Ppo *s) { return s->use_lora ? &s->lora : NULL; }
+static Lora *value_lora(Ppo *s) { return s->value_on_reward ? &s->value_lora : NULL; }
+
 // 1 when the policy, value and EMA weights are the same bytes on every rank.
 static int ranks_identical(Ppo *s) {
-    int same = s->use_lora ? dist_identical(&s->dist, s->lora.params,
-                                            (int64_t)(s->lora.num_params * sizeof(float)))
-                           : trainer_same_weights(&s->tr, &s->policy);
-    if (s->value_on_reward)
-        same &= dist_identical(&s->dist, s->value_lora.params,
-                               (int64_t)(s->value_lora.num_params * sizeof(float)));
-    else if (s->has_value) same &= trainer_same_weights(&s->tr, &s->value);
+    int same = trainer_same_trained(&s->tr, &s->policy, policy_lora(s));
+    if (s->has_value) same &= trainer_same_trained(&s->tr, ppo_value_model(s), value_lora(s));
     if (s->has_ema) same &= trainer_same_weights(&s->tr, &s->ema);
     return same;
 }
@@ -729,19 +728,13 @@ Model *ppo_value_model(Ppo *s) { return s->value_on_reward ? &s->reward : &s->va
 int ppo_reward_flags(const Ppo *s) { return s->value_on_reward ? MODEL_NO_LORA : 0; }
 
 void ppo_zero_grads(Ppo *s) {
-    if (s->use_lora) lora_zero_grad(&s->lora);
-    else model_zero_grad(&s->policy);
-    if (s->value_on_reward) lora_zero_grad(&s->value_lora);
-    else if (s->has_value) model_zero_grad(&s->value);
+    trainer_zero_grad(&s->policy, policy_lora(s));
+    if (s->has_value) trainer_zero_grad(ppo_value_model(s), value_lora(s));
 }
 
 void ppo_allreduce_grads(Ppo *s) {
-    if (s->use_lora) dist_allreduce_sum(&s->dist, s->lora.grads, (int64_t)s->lora.num_params);
-    else dist_allreduce_sum(&s->dist, s->policy.grads_memory, (int64_t)s->policy.num_params);
-    if (s->value_on_reward)
-        dist_allreduce_sum(&s->dist, s->value_lora.grads, (int64_t)s->value_lora.num_params);
-    else if (s->has_value)
-        dist_allreduce_sum(&s->dist, s->value.grads_memory, (int64_t)s->value.num_params);
+    trainer_allreduce_grads(&s->dist, &s->policy, policy_lora(s));
+    if (s->has_value) trainer_allreduce_grads(&s->dist, ppo_value_model(s), value_lora(s));
 }
 
 void ppo_grad_norms(Ppo *s, float *gp, float *gv) {
@@ -752,11 +745,8 @@ void ppo_grad_norms(Ppo *s, float *gp, float *gv) {
 }
 
 float ppo_adamw(Ppo *s, int value, float lr, int64_t t) {
-    if (value)
-        return s->value_on_reward ? lora_adamw_step(&s->value_lora, &s->opt_value, lr, t)
-                                  : optim_adamw_step(&s->value, &s->opt_value, lr, t);
-    return s->use_lora ? lora_adamw_step(&s->lora, &s->opt_policy, lr, t)
-                       : optim_adamw_step(&s->policy, &s->opt_policy, lr, t);
+    if (value) return trainer_adamw_step(ppo_value_model(s), value_lora(s), &s->opt_value, lr, t);
+    return trainer_adamw_step(&s->policy, policy_lora(s), &s->opt_policy, lr, t);
 }
 
 Model *ppo_sampling_model(Ppo *s, char *err, size_t errlen) {

@@ -410,15 +410,11 @@ static const char *tokenizer_dir(Rm *rm) {
     return t[0] ? t : config_get_string(rm->cfg, "model.init");
 }
 
-// The weights that train (the adapters with lora.r > 0) are the same bytes on every rank.
-static int same_weights(Rm *rm) {
-    if (!rm->use_lora) return trainer_same_weights(&rm->tr, &rm->model);
-    return dist_identical(&rm->dist, rm->lora.params,
-                          (int64_t)(rm->lora.num_params * sizeof(float)));
-}
+// The adapters that train, or NULL when the whole model does.
+static Lora *lora_of(Rm *rm) { return rm->use_lora ? &rm->lora : NULL; }
 
 static int save_last(Rm *rm, char *err, size_t errlen) {
-    if (!same_weights(rm))
+    if (!trainer_same_trained(&rm->tr, &rm->model, lora_of(rm)))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)rm->step);
     if (!dist_main(&rm->dist)) return 0;
     CkptTrainerState st;
@@ -859,8 +855,7 @@ static int train(Rm *rm, char *err, size_t errlen) {
                 tokens_since += len < rm->T ? len : rm->T;
             }
         }
-        if (rm->use_lora) lora_zero_grad(&rm->lora);
-        else model_zero_grad(&rm->model);
+        trainer_zero_grad(&rm->model, lora_of(rm));
         Stats st = {0};
         // the step's loss is the mean over its rankings: each ranking's gradient scaled by 1/bs;
         // this rank computes rankings [lo, hi) of the step, one allreduce sums the shares
@@ -873,18 +868,13 @@ static int train(Rm *rm, char *err, size_t errlen) {
         }
         stop = cli_stop_signal() != 0;
         if (rm->dist.size > 1) {
-            if (rm->use_lora)
-                dist_allreduce_sum(&rm->dist, rm->lora.grads, (int64_t)rm->lora.num_params);
-            else
-                dist_allreduce_sum(&rm->dist, rm->model.grads_memory,
-                                   (int64_t)rm->model.num_params);
+            trainer_allreduce_grads(&rm->dist, &rm->model, lora_of(rm));
             stats_reduce(&rm->dist, &st, &stop);
         }
         if (stop) break;   // the step is not applied
         double loss = st.loss / st.rankings, acc = st.pairs ? st.correct / st.pairs : NAN;
         float lr = lr_at(&sch, oc.lr, rm->step);
-        float norm = rm->use_lora ? lora_adamw_step(&rm->lora, &oc, lr, rm->step + 1)
-                                  : optim_adamw_step(&rm->model, &oc, lr, rm->step + 1);
+        float norm = trainer_adamw_step(&rm->model, lora_of(rm), &oc, lr, rm->step + 1);
         rm->step++;
         if (!isfinite(loss) || !isfinite(norm)) {
             rc = util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, "

@@ -124,6 +124,9 @@ typedef struct {
     Rng rng;
 } Sft;
 
+// The adapters that train, or NULL when the whole model does.
+static Lora *lora_of(Sft *s) { return s->use_lora ? &s->lora : NULL; }
+
 typedef struct { Dataset *ds; char *err; size_t errlen; } DemoCtx;
 
 static int add_demo(const StoreDemonstration *d, void *ctx) {
@@ -367,14 +370,8 @@ static const char *tokenizer_dir(const Sft *s) {
     return t[0] ? t : config_get_string(s->cfg, "model.init");
 }
 
-// The weights that train are the same bytes on every rank (the adapters with lora.r > 0).
-static int same_weights(Sft *s) {
-    if (!s->use_lora) return trainer_same_weights(&s->tr, &s->model);
-    return dist_identical(&s->dist, s->lora.params, (int64_t)(s->lora.num_params * sizeof(float)));
-}
-
 static int save_last(Sft *s, char *err, size_t errlen) {
-    if (!same_weights(s))
+    if (!trainer_same_trained(&s->tr, &s->model, lora_of(s)))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)s->step);
     if (!dist_main(&s->dist)) return 0;
     CkptTrainerState st;
@@ -608,8 +605,7 @@ static int step_gradients(Sft *s, double *loss, double *mix_loss, int64_t *ntgt,
             data_batch_set_weight(&s->mix[a], (float)(s->mix_w / (double)nmix));
         }
     }
-    if (s->use_lora) lora_zero_grad(&s->lora);
-    else model_zero_grad(&s->model);
+    trainer_zero_grad(&s->model, lora_of(s));
     *loss = *mix_loss = 0;
     for (int a = s->dist.rank; a < s->accum; a += s->dist.size) {
         for (int k = 0; k < (s->mix ? 2 : 1); k++) {
@@ -624,8 +620,7 @@ static int step_gradients(Sft *s, double *loss, double *mix_loss, int64_t *ntgt,
     }
     int partial = cli_stop_signal() != 0;
     if (s->dist.size > 1) {
-        if (s->use_lora) dist_allreduce_sum(&s->dist, s->lora.grads, (int64_t)s->lora.num_params);
-        else dist_allreduce_sum(&s->dist, s->model.grads_memory, (int64_t)s->model.num_params);
+        trainer_allreduce_grads(&s->dist, &s->model, lora_of(s));
         // a signal seen by any rank stops all
         double red[3] = {*loss, (double)partial, *mix_loss};
         dist_allreduce_sum_double(&s->dist, red, 3);
@@ -737,8 +732,7 @@ static int train(Sft *s, char *err, size_t errlen) {
             break;
         }
         float lr = lr_at(&sch, oc.lr, s->step);
-        float norm = s->use_lora ? lora_adamw_step(&s->lora, &oc, lr, s->step + 1)
-                                 : optim_adamw_step(&s->model, &oc, lr, s->step + 1);
+        float norm = trainer_adamw_step(&s->model, lora_of(s), &oc, lr, s->step + 1);
         s->step++;
         if (!isfinite(loss) || !isfinite(norm))
             return util_err(err, errlen,
