@@ -29,8 +29,8 @@ save: {every: 1000}
 YAML
 metric() {   # mean of a metric over the iterations after the first
     python3 -c "import sqlite3,sys; r=[v for (v,) in sqlite3.connect(sys.argv[1]).execute(
-        'select value from metrics where name=? and step>1', (sys.argv[2],))]; print(sum(r)/len(r))" \
-        "$1/workspace.db" "$2"
+        'select value from metrics where name=? and step>1', (sys.argv[2],))]
+print(sum(r)/len(r))" "$1/workspace.db" "$2"
 }
 rss() {
     python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(

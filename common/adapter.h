@@ -31,24 +31,31 @@
 
 #define ADAPTER_MAX_DEPTH 8
 
-#define ADAPTER_ENTRIES                                                                          \
-    CONFIG_ENTRY("lora.r", CONFIG_INT, "0",                                                      \
-                 "LoRA rank: train adapters beside a frozen base (0: off, the whole model trains)", \
-                 .min = "0", .max = "65536"),                                                    \
-    CONFIG_ENTRY("lora.alpha", CONFIG_DOUBLE, "16",                                              \
-                 "lora_alpha: the adapters' update is scaled by alpha / r", .min = "0"),         \
-    CONFIG_ENTRY("lora.dropout", CONFIG_DOUBLE, "0",                                             \
-                 "lora_dropout on the adapters' inputs in training forwards, in [0, 1)",         \
-                 .min = "0", .max = "1"),                                                        \
-    CONFIG_ENTRY("lora.target_modules", CONFIG_STRING, "",                                       \
-                 "adapted layers, PEFT names (GPT-2 c_attn,c_proj,c_fc; Llama q_proj,k_proj,"   \
-                 "v_proj,o_proj,gate_proj,up_proj,down_proj); empty: all of them"),              \
-    CONFIG_ENTRY("lora.modules_to_save", CONFIG_STRING, "",                                      \
-                 "'score': the scalar head trains too (reward and value models)"),              \
-    CONFIG_ENTRY("lora.train_bias", CONFIG_BOOL, "false",                                        \
-                 "train the biases with the adapters (not supported: must be false)"),           \
-    CONFIG_ENTRY("lora.train_norms", CONFIG_BOOL, "false",                                       \
-                 "train the norm weights with the adapters (not supported: must be false)")
+// Hashed only when set (CONFIG_HASH_IF_SET): a run without adapters keeps the config hash it had
+// before these keys existed, so that it still resumes.
+#define ADAPTER_ENTRIES                                                                         \
+    CONFIG_ENTRY("lora.r", CONFIG_INT, "0",                                                     \
+                 "LoRA rank: adapters train beside a frozen base (0: off, all weights train)", \
+                 .min = "0", .max = "65536", .flags = CONFIG_HASH_IF_SET),                      \
+    CONFIG_ENTRY("lora.alpha", CONFIG_DOUBLE, "16",                                             \
+                 "lora_alpha: the adapters' update is scaled by alpha / r", .min = "0",         \
+                 .flags = CONFIG_HASH_IF_SET),                                                  \
+    CONFIG_ENTRY("lora.dropout", CONFIG_DOUBLE, "0",                                            \
+                 "lora_dropout on the adapters' inputs in training forwards, in [0, 1)",        \
+                 .min = "0", .max = "1", .flags = CONFIG_HASH_IF_SET),                          \
+    CONFIG_ENTRY("lora.target_modules", CONFIG_STRING, "",                                      \
+                 "adapted layers, PEFT names (GPT-2 c_attn,c_proj,c_fc; Llama q_proj,k_proj,"  \
+                 "v_proj,o_proj,gate_proj,up_proj,down_proj); empty: all of them",              \
+                 .flags = CONFIG_HASH_IF_SET),                                                  \
+    CONFIG_ENTRY("lora.modules_to_save", CONFIG_STRING, "",                                     \
+                 "'score': the scalar head trains too (reward and value models)",              \
+                 .flags = CONFIG_HASH_IF_SET),                                                  \
+    CONFIG_ENTRY("lora.train_bias", CONFIG_BOOL, "false",                                       \
+                 "train the biases with the adapters (not supported: must be false)",          \
+                 .flags = CONFIG_HASH_IF_SET),                                                  \
+    CONFIG_ENTRY("lora.train_norms", CONFIG_BOOL, "false",                                      \
+                 "train the norm weights with the adapters (not supported: must be false)",    \
+                 .flags = CONFIG_HASH_IF_SET)
 
 // lora.* for a base of config base: 0 with cfg->r == 0 when lora.r is 0 (off), else the checked
 // settings. score_ok: the program's model has a score head that may train (modules_to_save).

@@ -378,7 +378,8 @@ static int update_value(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, 
     char e[512];
     ModelBatch vb = *b;
     vb.targets = NULL;
-    if (model_forward(ppo_value_model(s), &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
+    if (model_forward(ppo_value_model(s), &vb, 0, e, sizeof e))
+        return util_err(err, errlen, "value: %s", e);
     float *values = s->b_values, *old_values = s->b_old_values, *returns = s->b_returns;
     model_get_values(ppo_value_model(s), values);
     gather(s, s->old_values, idx, n, T, old_values);

@@ -218,11 +218,11 @@ static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("lora.value", CONFIG_ENUM, "adapter",
                  "with lora.r > 0: adapter: the value model is the reward model's frozen base with "
                  "its own adapters and a trained score head; full: a whole trainable value model",
-                 .choices = "adapter|full"),
+                 .choices = "adapter|full", .flags = CONFIG_HASH_IF_SET),
     CONFIG_ENTRY("lora.sample", CONFIG_ENUM, "unmerged",
                  "with lora.r > 0: rollouts sample with the adapters unmerged, or from a copy of "
                  "the policy with them merged (once per iteration; one more copy of the weights)",
-                 .choices = "unmerged|merged"),
+                 .choices = "unmerged|merged", .flags = CONFIG_HASH_IF_SET),
     {0}};
 
 static const char *usage =
