@@ -146,6 +146,11 @@ k=$(metric plora/workspace.db ppo/kl 1)
 [ "$a" != none ] && [ "$a" = "$b" ] && [ "$k" = 0.0 ] &&
     ok "ppo: fresh adapters score the full run's rollouts ($a); reference = adapters off: KL $k" ||
     bad "ppo: first score full $a, lora $b, kl $k"
+"$B/ppo" -c ppo.yaml --set train.iterations=1 --set out.dir=pm --set lora.r=4 \
+    --set lora.sample=merged >/dev/null 2>"$W/err" &&
+    [ "$(metric pm/workspace.db ppo/score 1)" = "$b" ] &&
+    ok "ppo: lora.sample merged: rollouts from the merged copy score the same ($b)" ||
+    bad "ppo: lora.sample merged"
 grep -q "reference  *0 B  the policy's base" "$W/err" && [ -f plora/policy/adapter_config.json ] &&
     grep -q '"task_type":.*"SEQ_CLS"' plora/last/value/adapter_config.json &&
     ok "ppo: no reference copy in the memory plan; policy and value saved as adapters" ||
