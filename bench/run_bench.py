@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,"
                          "train_smollm2,smol_gen1,smol_gen8,smol_gen64,tokenizer,mpi,sft,reward,"
-                         "ppo,lowp")
+                         "ppo,lowp,lora")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     want = lambda n: not only or n in only
@@ -141,7 +141,8 @@ def main():
                       ("reward", ["sh", "bench/bench_reward.sh", a.build] + quick_reward),
                       ("ppo", [ppo_bin, "--preset", "small"] + quick_ppo),
                       ("lowp", [lowp_bin, "--threads", str(a.threads)]
-                       + (["--rows", "1"] if a.quick else []))):
+                       + (["--rows", "1"] if a.quick else [])),
+                      ("lora", ["sh", "bench/lora.sh", a.build])):
         program = cmd[1] if cmd[0] == "sh" else cmd[0]
         if not want(name) or not os.path.exists(os.path.join(ROOT, program)):
             continue

@@ -63,7 +63,7 @@ static int path_kind(const char *p) {
 
 
 // Removes a directory that holds only plain files (a checkpoint or a temporary one), removing
-// config.json last so that a half-removed directory never looks like a complete checkpoint to
+// config.json (an adapter checkpoint's adapter_config.json) last so that a half-removed directory never looks like a complete checkpoint to
 // anything but the reader rule. Refuses (touching nothing) if it holds a subdirectory.
 static int remove_flat_dir(const char *path, char *err, size_t errlen) {
     for (int pass = 0; pass < 3;
@@ -75,7 +75,8 @@ static int remove_flat_dir(const char *path, char *err, size_t errlen) {
         int rc = 0;
         while ((e = readdir(d))) {
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            int is_config = !strcmp(e->d_name, "config.json");
+            int is_config = !strcmp(e->d_name, "config.json") ||
+                            !strcmp(e->d_name, "adapter_config.json");
             if (pass == 2 && !is_config) continue;
             if (pass == 1 && is_config) continue;
             char p[FIO_PATH_CAP];
@@ -829,6 +830,7 @@ static int state_validate(const CkptTrainerState *st, char *err, size_t errlen) 
 
 static int state_write_json(const char *path, const CkptTrainerState *st, char *err,
                             size_t errlen) {
+    if (state_validate(st, err, errlen)) return -1;
     cJSON *r = cJSON_CreateObject(), *rng = cJSON_CreateArray(), *ints = cJSON_CreateObject(),
           *fl = cJSON_CreateObject();
     char num[32];
@@ -975,7 +977,7 @@ int ckpt_dir_has_tokenizer(const char *dir) {
 }
 
 // Copies the tokenizer files that src has into dst (checkpoint.h); src must hold a tokenizer.
-static int copy_tokenizer(const char *src, const char *dst, char *err, size_t errlen) {
+int ckpt_copy_tokenizer(const char *src, const char *dst, char *err, size_t errlen) {
     static const char *files[] = {"tokenizer.json",        "tokenizer_config.json",
                                   "special_tokens_map.json", "generation_config.json",
                                   "vocab.json",             "merges.txt"};
@@ -1002,7 +1004,7 @@ static int save_contents(const char *tmp, const Model *m, const CkptSaveOptions 
     rc = st_write_weights(tmp, w, n, bf16, cap, err, errlen);
     free(w);
     if (rc) return -1;
-    if (opt && opt->tokenizer_dir && copy_tokenizer(opt->tokenizer_dir, tmp, err, errlen))
+    if (opt && opt->tokenizer_dir && ckpt_copy_tokenizer(opt->tokenizer_dir, tmp, err, errlen))
         return -1;
     if (opt && opt->state) {
         StOut *mv = CALLOC_CHECK(2 * (size_t)model_tensor_count(m), sizeof(StOut));
@@ -1049,18 +1051,32 @@ static int save_check(const char *d, const Model *m, const CkptSaveOptions *opt,
     return 0;
 }
 
+// ckpt_save's files, for ckpt_save_files.
+typedef struct { const Model *m; const CkptSaveOptions *opt; } ModelSave;
+static int model_save_fn(const char *tmp, void *ctx, char *err, size_t errlen) {
+    const ModelSave *ms = ctx;
+    return save_contents(tmp, ms->m, ms->opt, err, errlen);
+}
+
 int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char *err,
               size_t errlen) {
+    char d[DIR_CAP];
+    if (norm_dir(dir, d, err, errlen) || save_check(d, m, opt, err, errlen)) return -1;
+    ModelSave ms = {m, opt};
+    return ckpt_save_files(d, model_save_fn, &ms, err, errlen);
+}
+
+int ckpt_save_files(const char *dir, CkptWriteFn write, void *ctx, char *err, size_t errlen) {
     char d[DIR_CAP], old[FIO_PATH_CAP], tmp[FIO_PATH_CAP], parent[FIO_PATH_CAP], base[FIO_PATH_CAP],
         scratch[256];
-    if (norm_dir(dir, d, err, errlen) || save_check(d, m, opt, err, errlen)) return -1;
+    if (norm_dir(dir, d, err, errlen)) return -1;
     snprintf(old, sizeof old, "%s.old", d);
     path_split(d, parent, base);
     if (ckpt_recover(d, err, errlen)) return -1;
     int kd = path_kind(d);
     if (kd == PK_OTHER)
         return util_err(err, errlen, "%s: exists and is not a directory; not replacing it", d);
-    if (kd == PK_DIR && !fio_exists(d, "config.json")) {
+    if (kd == PK_DIR && !fio_exists(d, "config.json") && !fio_exists(d, "adapter_config.json")) {
         DIR *dd = opendir(d);
         int empty = 1;
         struct dirent *e;
@@ -1080,7 +1096,7 @@ int ckpt_save(const char *dir, const Model *m, const CkptSaveOptions *opt, char 
             return util_err(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     }
     if (!made) return util_err(err, errlen, "%s: cannot find a free temporary name", d);
-    if (save_contents(tmp, m, opt, err, errlen)) goto fail;
+    if (write(tmp, ctx, err, errlen) || fio_fsync_dir(tmp, err, errlen)) goto fail;
     if (kd == PK_DIR) {
         if (rename(d, old)) {
             util_err(err, errlen, "%s: cannot rename to %s: %s", d, old, strerror(errno));
@@ -1427,4 +1443,26 @@ int ckpt_check_tokenizer(const char *ckpt, int64_t vocab_size, const char *tokdi
                     "model in %s (config.json): they do not belong together (give the model's own "
                     "tokenizer, or a model made for this one)", tokdir, (long long)tok_vocab,
                     (long long)vocab_size, ckpt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directories of other writers (adapter checkpoints: peft.h)
+// ---------------------------------------------------------------------------------------------
+
+int ckpt_write_trainer_state(const char *dir, const CkptTrainerState *st, char *err,
+                             size_t errlen) {
+    char p[FIO_PATH_CAP];
+    if (fio_path_join(p, dir, "trainer_state.json", err, errlen)) return -1;
+    return state_write_json(p, st, err, errlen);
+}
+
+int ckpt_resolve(const char *dir, char *out, size_t outlen, int *from_old, char *err,
+                 size_t errlen) {
+    char d[FIO_PATH_CAP];
+    int old;
+    if (resolve_dir(dir, d, &old, err, errlen)) return -1;
+    if (snprintf(out, outlen, "%s", d) >= (int)outlen)
+        return util_err(err, errlen, "checkpoint: path too long: %.80s...", d);
+    if (from_old) *from_old = old;
+    return 0;
 }

@@ -171,6 +171,22 @@ int ckpt_load_trainer_state(const char *dir, Model *m, CkptTrainerState *st, cha
 typedef int (*CkptFileFn)(const char *path, const char *name, void *ctx);
 int ckpt_model_files(const char *dir, CkptFileFn fn, void *ctx, char *err, size_t errlen);
 
+// The atomic save of ckpt_save for a directory whose files another module writes: write(tmp, ctx)
+// fills the fresh temporary directory tmp (flat: plain files only), which then replaces DIR as
+// above. DIR, if it exists, must hold config.json or adapter_config.json (its marker file,
+// removed last), or be empty. peft.h's adapter checkpoints are saved this way.
+typedef int (*CkptWriteFn)(const char *tmp, void *ctx, char *err, size_t errlen);
+int ckpt_save_files(const char *dir, CkptWriteFn write, void *ctx, char *err, size_t errlen);
+// dir/trainer_state.json from st (for ckpt_save_files writers); ckpt_load_trainer_state with a
+// NULL model reads it back.
+int ckpt_write_trainer_state(const char *dir, const CkptTrainerState *st, char *err,
+                             size_t errlen);
+// Copies the tokenizer files that src has into dst; src must hold a tokenizer.
+int ckpt_copy_tokenizer(const char *src, const char *dst, char *err, size_t errlen);
+// The directory the reader rule reads for DIR (DIR, or DIR.old; *from_old says which) into out.
+int ckpt_resolve(const char *dir, char *out, size_t outlen, int *from_old, char *err,
+                 size_t errlen);
+
 // Repairs DIR after an interrupted save (see the reader rule). 0 also when nothing was to do.
 int ckpt_recover(const char *dir, char *err, size_t errlen);
 

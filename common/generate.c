@@ -4,6 +4,7 @@
 // the layers in order, the LM head at each sequence's newest row) is shared.
 #include "generate.h"
 #include "kernels.h"
+#include "lora.h"
 #include "util.h"
 #include <math.h>
 #include <stdlib.h>
@@ -84,6 +85,12 @@ static void kv_embed_gpt2(const Model *m, KVCache *kv, int64_t R) {
     encoder_forward(kv->x, kv->row_tok, kv->row_pos, m->params.wte, m->params.wpe, R, kv->C);
 }
 
+// The attached adapters' share of product `at` (unmerged adapters while sampling: lora.h).
+static void kv_lora(const Model *m, int l, int at, const float *in, float *out, size_t ld,
+                    int64_t R) {
+    if (m->lora) lora_apply(m->lora, l, at, in, out, (int64_t)ld, R);
+}
+
 static void kv_layer_gpt2(const Model *m, KVCache *kv, int l, int64_t R) {
     const ModelParams *p = &m->params;
     int C = kv->C;
@@ -91,13 +98,17 @@ static void kv_layer_gpt2(const Model *m, KVCache *kv, int l, int64_t R) {
     size_t lc = (size_t)l * C;
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln1w + lc, p->ln1b + lc, R, C, eps);
     matmul_forward(kv->qkv, kv->ln, p->qkvw + lc * 3 * C, p->qkvb + lc * 3, R, C, 3 * C, 0);
+    kv_lora(m, l, LORA_AT_QKV, kv->ln, kv->qkv, 3 * (size_t)C, R);
     kv_append(kv, l, R);
     kv_attention(kv->atty, kv, R, l);
     matmul_forward(kv->x, kv->atty, p->attprojw + lc * C, p->attprojb + lc, R, C, C, 1);
+    kv_lora(m, l, LORA_AT_O, kv->atty, kv->x, (size_t)C, R);
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln2w + lc, p->ln2b + lc, R, C, eps);
     matmul_forward(kv->fch, kv->ln, p->fcw + lc * 4 * C, p->fcb + lc * 4, R, C, 4 * C, 0);
+    kv_lora(m, l, LORA_AT_FC, kv->ln, kv->fch, 4 * (size_t)C, R);
     gelu_forward(kv->fchg, kv->fch, R * 4 * C);
     matmul_forward(kv->x, kv->fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, R, 4 * C, C, 1);
+    kv_lora(m, l, LORA_AT_DOWN, kv->fchg, kv->x, (size_t)C, R);
 }
 
 static void kv_final_norm_gpt2(const Model *m, KVCache *kv, int64_t R) {
@@ -141,6 +152,7 @@ static void kv_layer_llama(const Model *m, KVCache *kv, int l, int64_t R) {
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln1w + lc, R, C, c->ln_eps);
     linear_forward(kv->qkv, kv->ln, p->qkvw + (size_t)l * QKV * C,
                    c->qkv_bias ? p->qkvb + (size_t)l * QKV : NULL, R, C, QKV, 0);
+    kv_lora(m, l, LORA_AT_QKV, kv->ln, kv->qkv, (size_t)QKV, R);
     if (c->qk_norm) {
         kv_head_norm(kv, 0, NH, p->qnormw + (size_t)l * hd, R, c->ln_eps);
         kv_head_norm(kv, NH * hd, KVH, p->knormw + (size_t)l * hd, R, c->ln_eps);
@@ -150,10 +162,13 @@ static void kv_layer_llama(const Model *m, KVCache *kv, int l, int64_t R) {
     kv_append(kv, l, R);
     kv_attention(kv->atty, kv, R, l);
     linear_forward(kv->x, kv->atty, p->attprojw + lc * NH * hd, NULL, R, NH * hd, C, 1);
+    kv_lora(m, l, LORA_AT_O, kv->atty, kv->x, (size_t)C, R);
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln2w + lc, R, C, c->ln_eps);
     linear_forward(kv->fch, kv->ln, p->fcw + lc * 2 * F, NULL, R, C, 2 * F, 0);
+    kv_lora(m, l, LORA_AT_FC, kv->ln, kv->fch, 2 * (size_t)F, R);
     swiglu_forward(kv->fchg, kv->fch, R, F);
     linear_forward(kv->x, kv->fchg, p->fcprojw + lc * F, NULL, R, F, C, 1);
+    kv_lora(m, l, LORA_AT_DOWN, kv->fchg, kv->x, (size_t)C, R);
 }
 
 static void kv_final_norm_llama(const Model *m, KVCache *kv, int64_t R) {

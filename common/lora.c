@@ -304,6 +304,25 @@ void lora_forward(Lora *lo, int l, int at, const float *in, float *out, int64_t 
     }
 }
 
+void lora_apply(const Lora *lo, int l, int at, const float *in, float *out, int64_t ld_out,
+                int64_t N) {
+    int r = lo->cfg.r;
+    for (int s = 0; s < lo->nsite; s++) {
+        const LoraSite *st = &lo->site[s];
+        if (st->at != at) continue;
+        int64_t K = st->in;
+        for (int64_t i0 = 0; i0 < N; i0 += lo->max_N) {   // du holds max_N rows
+            int64_t n = N - i0 < lo->max_N ? N - i0 : lo->max_N;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, r, (blasint)K, 1.0f,
+                        in + i0 * K, (blasint)K, lora_a(lo, l, s, 0), (blasint)K, 0.0f, lo->du,
+                        r);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)st->out, r,
+                        lo->scale, lo->du, r, lora_b(lo, l, s, 0), r, 1.0f,
+                        out + i0 * ld_out + st->col0, (blasint)ld_out);
+        }
+    }
+}
+
 void lora_backward(Lora *lo, int l, int at, const float *in, const float *dout, int64_t ld_out,
                    float *dinp, int64_t N) {
     if (!lo->grads) DIE("lora backward on adapters initialised without gradients");

@@ -105,6 +105,10 @@ void lora_begin(Lora *lo, int drop);
 // gradient rows, dinp += the adapter's share; gradients of A and B accumulate.
 void lora_forward(Lora *lo, int l, int at, const float *in, float *out, int64_t ld_out, int64_t N,
                   int drop);
+// Inference (KV-cache decoding, generate.c): out += the adapter's share for any number of rows
+// (in chunks of max_N through the du scratch), no dropout, nothing kept for backward.
+void lora_apply(const Lora *lo, int l, int at, const float *in, float *out, int64_t ld_out,
+                int64_t N);
 void lora_backward(Lora *lo, int l, int at, const float *in, const float *dout, int64_t ld_out,
                    float *dinp, int64_t N);
 

@@ -1,5 +1,7 @@
 // trainer: the setup the training programs share (see trainer.h).
 #include "trainer.h"
+#include "adapter.h"
+#include "fileio.h"
 #include "cli.h"
 #include "tokfile.h"
 #include "util.h"
@@ -113,7 +115,15 @@ int trainer_try_resume(Trainer *t, const char *dir, CkptTrainerState *st, char *
     if (!config_get_bool(t->cfg, "train.resume")) return 0;
     ModelConfig c;
     CkptInfo info;
-    if (ckpt_load_config(dir, &c, &info, NULL, 0) || !info.has_trainer_state) return 0;
+    // an adapter checkpoint (adapter.h) has no config.json, its moments are the adapter's
+    if (adapter_is_dir(dir)) {
+        char d[4096];
+        if (ckpt_resolve(dir, d, sizeof d, NULL, NULL, 0) ||
+            !fio_exists(d, "trainer_state.json"))
+            return 0;
+    } else if (ckpt_load_config(dir, &c, &info, NULL, 0) || !info.has_trainer_state) {
+        return 0;
+    }
     if (ckpt_load_trainer_state(dir, NULL, st, err, errlen)) return -1;
     int64_t h;
     if (ckpt_state_get_int(st, "config_hash", &h, err, errlen) ||
@@ -156,6 +166,25 @@ void trainer_note_resumed(const Trainer *t, const char *unit, int64_t done, int6
 
 int trainer_same_weights(const Trainer *t, const Model *m) {
     return dist_identical(t->dist, m->params_memory, (int64_t)(m->num_params * sizeof(float)));
+}
+
+int trainer_same_trained(const Trainer *t, const Model *m, const Lora *lo) {
+    if (!lo) return trainer_same_weights(t, m);
+    return dist_identical(t->dist, lo->params, (int64_t)(lo->num_params * sizeof(float)));
+}
+
+void trainer_zero_grad(Model *m, Lora *lo) {
+    if (lo) lora_zero_grad(lo);
+    else model_zero_grad(m);
+}
+
+void trainer_allreduce_grads(Dist *d, Model *m, Lora *lo) {
+    if (lo) dist_allreduce_sum(d, lo->grads, (int64_t)lo->num_params);
+    else dist_allreduce_sum(d, m->grads_memory, (int64_t)m->num_params);
+}
+
+float trainer_adamw_step(Model *m, Lora *lo, const AdamWConfig *c, float lr, int64_t t) {
+    return lo ? lora_adamw_step(lo, c, lr, t) : optim_adamw_step(m, c, lr, t);
 }
 
 void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng) {

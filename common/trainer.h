@@ -186,6 +186,13 @@ int trainer_begin_run(Trainer *t, int resumed, const char *checkpoint, char *err
 // Checkpoints: 1 when the model's weights are the same bytes on every rank (always 1 without MPI),
 // checked before a save.
 int trainer_same_weights(const Trainer *t, const Model *m);
+// The weights that train: the model's, or with lo (not NULL: LoRA adapters, lora.h) the
+// adapters'. same_trained: they are the same bytes on every rank; zero_grad, allreduce_grads (sum
+// over the ranks) and adamw_step (one AdamW step, returning the gradient norm) act on them.
+int trainer_same_trained(const Trainer *t, const Model *m, const struct Lora *lo);
+void trainer_zero_grad(Model *m, struct Lora *lo);
+void trainer_allreduce_grads(Dist *d, Model *m, struct Lora *lo);
+float trainer_adamw_step(Model *m, struct Lora *lo, const AdamWConfig *c, float lr, int64_t t);
 // A trainer state with the step and the random state; the program adds its own entries (the
 // order they are added in is the order in trainer_state.json).
 void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng);

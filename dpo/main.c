@@ -26,6 +26,7 @@
 // same command resumes and ends with the same weights (same thread count). Under MPI every rank
 // takes a contiguous share of each step's groups; one allreduce sums the gradients and the
 // statistics.
+#include "adapter.h"
 #include "blas.h"
 #include "chat.h"
 #include "checkpoint.h"
@@ -100,6 +101,7 @@ static const ConfigEntry DPO_SCHEMA[] = {
     CONFIG_ENTRY("eval.max_groups", CONFIG_INT, "0",
                  "held-out groups (pairs, or rankings) per evaluation (0: all)", .min = "0"),
     TRAINER_ENTRIES_CADENCE,
+    ADAPTER_ENTRIES,
     {0}};
 
 static const char *usage =
@@ -108,7 +110,8 @@ static const char *usage =
     "with DPO, IPO, conservative DPO or SimPO, without a reward model. Writes OUT.DIR/last\n"
     "(resumable), OUT.DIR/final (the policy) and OUT.DIR/reference_logps.bin (the reference's\n"
     "log-probabilities, computed once), and records the run and its metrics in the workspace.\n"
-    "Rerun the same command after an interruption to resume. Keys:\n";
+    "Rerun the same command after an interruption to resume. With lora.r > 0 model.init stays\n"
+    "frozen and LoRA adapters train (last/ and final/ are PEFT adapter directories). Keys:\n";
 
 typedef struct {
     Dist dist;               // rank 0 writes; every rank computes its share of each step
@@ -117,7 +120,10 @@ typedef struct {
     DpoLossConfig loss;
     int bs, max_rows, T;
     int64_t total_steps;
-    Model model;             // the policy
+    Model model;             // the policy (with lora.r > 0 its frozen base)
+    Lora lora;               // lora.r > 0: the adapters that train
+    int use_lora;
+    char base_name[4096];    // the adapters' base_model_name_or_path (model.init, absolute)
     Tokenizer *tok;
     Dataset *ds;             // prompt rendering
     ChatTemplate *chat;      // the tokenizer's chat template (data.chat_template), NULL: none
@@ -225,7 +231,8 @@ static int run_groups(Dpo *d, const DpoSet *s, const int64_t *idx, int64_t ng, c
             for (int i = 0; i < s->g[idx[j0 + j]].k; i++)
                 d->rowseq[b++] = s->it[s->g[idx[j0 + j]].first + i].seq;
         ModelBatch mb = fill_batch(d, s, d->rowseq, rows);
-        if (model_forward(&d->model, &mb, 0, err, errlen)) return -1;
+        int fl = d->use_lora && rs->grad_scale > 0 ? MODEL_DROPOUT : 0;
+        if (model_forward(&d->model, &mb, fl, err, errlen)) return -1;
         model_get_logp(&d->model, d->logp);
         if (rs->grad_scale > 0) memset(d->dlogp, 0, (size_t)mb.B * mb.T * sizeof(float));
         int row = 0;
@@ -380,8 +387,11 @@ static CkptSaveOptions save_options(const Dpo *d, const CkptTrainerState *st) {
                              .has_token_ids = eot >= 0, .bos_token_id = eot, .eos_token_id = eot};
 }
 
+// The adapters that train, or NULL when the whole model does.
+static Lora *lora_of(Dpo *d) { return d->use_lora ? &d->lora : NULL; }
+
 static int save_last(Dpo *d, char *err, size_t errlen) {
-    if (!trainer_same_weights(&d->tr, &d->model))
+    if (!trainer_same_trained(&d->tr, &d->model, lora_of(d)))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)d->step);
     if (!dist_main(&d->dist)) return 0;
     CkptTrainerState st;
@@ -394,14 +404,20 @@ static int save_last(Dpo *d, char *err, size_t errlen) {
                            (int64_t)dpo_ref_fingerprint(&d->train, &d->valid), err, errlen))
         return -1;
     CkptSaveOptions so = save_options(d, &st);
-    if (ckpt_save(d->tr.last_dir, &d->model, &so, err, errlen)) return -1;
+    if (d->use_lora ? adapter_save(d->tr.last_dir, &d->lora, d->base_name, 0, tokenizer_dir(d),
+                                   &st, err, errlen)
+                    : ckpt_save(d->tr.last_dir, &d->model, &so, err, errlen))
+        return -1;
     return store_set_run_checkpoint(d->tr.db, d->tr.run_id, d->tr.last_dir, err, errlen);
 }
 
 static int save_final(Dpo *d, char *err, size_t errlen) {
     if (!dist_main(&d->dist)) return 0;
     CkptSaveOptions so = save_options(d, NULL);
-    if (ckpt_save(d->tr.final_dir, &d->model, &so, err, errlen)) return -1;
+    if (d->use_lora ? adapter_save(d->tr.final_dir, &d->lora, d->base_name, 0, tokenizer_dir(d),
+                                   NULL, err, errlen)
+                    : ckpt_save(d->tr.final_dir, &d->model, &so, err, errlen))
+        return -1;
     return store_set_run_checkpoint(d->tr.db, d->tr.run_id, d->tr.final_dir, err, errlen);
 }
 
@@ -458,7 +474,7 @@ static int setup_run(Dpo *d, char *err, size_t errlen) {
 
 // The policy's shape (an LM head, no score head), the tokenizer and the prompt rendering.
 static int load_config(Dpo *d, const char *from, ModelConfig *c, char *err, size_t errlen) {
-    if (ckpt_load_config(from, c, NULL, err, errlen)) return -1;
+    if (adapter_load_config(from, c, NULL, err, errlen)) return -1;
     if (!c->lm_head)
         return util_err(err, errlen, "%s has no LM head: dpo trains a language model", from);
     c->score_head = 0;
@@ -582,11 +598,11 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
     Model policy = d->model;
     if (ref[0]) {   // the reference in the policy's place for the pass
         ModelConfig c;
-        if (ckpt_load_config(ref, &c, NULL, err, errlen))
+        if (adapter_load_config(ref, &c, NULL, err, errlen))
             return util_err_prefix(err, errlen, "model.ref: ");
         c.score_head = 0;
         if (model_init(&d->model, &c, d->max_rows, d->T, 0, 0, err, errlen) ||
-            ckpt_load_weights(ref, &d->model, CKPT_IGNORE_SCORE, err, errlen)) {
+            adapter_load_weights(ref, &d->model, CKPT_IGNORE_SCORE, err, errlen)) {
             model_free(&d->model);
             d->model = policy;
             return util_err_prefix(err, errlen, "model.ref: ");
@@ -629,7 +645,8 @@ static int begin_run(Dpo *d, int resumed, CkptTrainerState *st, char *err, size_
         rng_init(&d->rng, (uint64_t)config_get_int(d->cfg, "train.seed"));
         return trainer_begin_run(&d->tr, 0, NULL, err, errlen);
     }
-    if (ckpt_load_trainer_state(d->tr.last_dir, &d->model, st, err, errlen) ||
+    if ((d->use_lora ? adapter_resume(d->tr.last_dir, &d->lora, st, err, errlen)
+                     : ckpt_load_trainer_state(d->tr.last_dir, &d->model, st, err, errlen)) ||
         ckpt_state_get_int(st, "run_id", &d->tr.run_id, err, errlen))
         return -1;
     d->step = st->step;
@@ -659,14 +676,28 @@ static int setup(Dpo *d, char *err, size_t errlen) {
     CkptTrainerState st;
     int resumed = trainer_try_resume(&d->tr, d->tr.last_dir, &st, err, errlen);
     if (resumed < 0) return -1;
-    const char *from = resumed ? d->tr.last_dir : config_get_string(d->cfg, "model.init");
+    // with adapters the base is always model.init (a resume loads last/'s adapters)
+    const char *init = config_get_string(d->cfg, "model.init");
+    const char *from = resumed && !adapter_on(d->cfg) ? d->tr.last_dir : init;
     ModelConfig c;
-    if (load_config(d, from, &c, err, errlen) || load_pairs(d, &c, resumed, &st, err, errlen))
+    LoraConfig lc;
+    if (load_config(d, from, &c, err, errlen) ||
+        adapter_settings(d->cfg, &c, 0, &lc, err, errlen) ||
+        load_pairs(d, &c, resumed, &st, err, errlen))
         return -1;
+    d->use_lora = lc.r > 0;
     setup_shapes(d);
-    if (model_init(&d->model, &c, d->max_rows, d->T, 1, dist_main(&d->dist), err, errlen) ||
-        ckpt_load_weights(from, &d->model, CKPT_IGNORE_SCORE, err, errlen))
+    if (model_init(&d->model, &c, d->max_rows, d->T, d->use_lora ? MODEL_TRAIN_FROZEN : 1,
+                   dist_main(&d->dist), err, errlen) ||
+        adapter_load_weights(from, &d->model, CKPT_IGNORE_SCORE, err, errlen))
         return -1;
+    if (d->use_lora) {   // fresh adapters (B = 0): the reference pass below sees the base
+        adapter_base_name(init, d->base_name, sizeof d->base_name);
+        if (lora_init(&d->lora, &lc, &c, (int64_t)d->max_rows * d->T, 1, err, errlen) ||
+            lora_attach(&d->model, &d->lora, err, errlen))
+            return -1;
+        lora_init_weights(&d->lora, (uint64_t)config_get_int(d->cfg, "train.seed"), NULL);
+    }
     alloc_buffers(d);
     if (dist_main(&d->dist)) print_data_summary(d);
     if (setup_reference(d, resumed, &st, err, errlen)) return -1;
@@ -682,6 +713,7 @@ static void teardown(Dpo *d) {
     chat_template_free(d->chat);
     tok_free(d->tok);
     model_free(&d->model);
+    lora_free(&d->lora);
     trainer_close(&d->tr);
     config_free(d->cfg);
 }
@@ -712,13 +744,13 @@ static int64_t group_at(Dpo *d, int64_t p) {
 // it short (not to be applied; redone on resume), -1 on an error.
 static int step_gradients(Dpo *d, const int64_t *idx, int64_t lo, int64_t hi, DpoStats *st,
                           char *err, size_t errlen) {
-    model_zero_grad(&d->model);
+    trainer_zero_grad(&d->model, lora_of(d));
     memset(st, 0, sizeof *st);
     RunSpec rs = {.grad_scale = 1.0 / d->bs, .st = st};
     if (run_groups(d, &d->train, idx + lo, hi - lo, &rs, err, errlen) < 0) return -1;
     int stop = cli_stop_signal() != 0;
     if (d->dist.size > 1) {
-        dist_allreduce_sum(&d->dist, d->model.grads_memory, (int64_t)d->model.num_params);
+        trainer_allreduce_grads(&d->dist, &d->model, lora_of(d));
         stats_reduce(&d->dist, st, &stop);
     }
     return stop;
@@ -778,7 +810,7 @@ static int train(Dpo *d, char *err, size_t errlen) {
         rc = step_gradients(d, idx, lo, hi, &st, err, errlen);
         if (rc) break;
         float lr = lr_at(&sch, oc.lr, d->step);
-        float norm = optim_adamw_step(&d->model, &oc, lr, d->step + 1);
+        float norm = trainer_adamw_step(&d->model, lora_of(d), &oc, lr, d->step + 1);
         d->step++;
         double loss = st.loss / (double)st.groups;
         if (!isfinite(loss) || !isfinite(norm)) {

@@ -80,6 +80,8 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     // this rank's rollouts: a contiguous share (all of them in one process)
     int lo = (int)((int64_t)s->R * s->dist.rank / s->dist.size),
         hi = (int)((int64_t)s->R * (s->dist.rank + 1) / s->dist.size);
+    Model *sm = ppo_sampling_model(s, err, errlen);
+    if (!sm) return -1;
     for (int c0 = lo; c0 < hi; c0 += s->gen_B) {
         if (stop_now(s)) return PPO_ITER_STOPPED;
         int n = hi - c0 < s->gen_B ? hi - c0 : s->gen_B, Tp = 0;
@@ -96,7 +98,7 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             rng_init(&s->g_rng[i], data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, seed),
                                                                (uint64_t)(c0 + i))));
         }
-        int rc = gen_generate_each(&s->policy, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts,
+        int rc = gen_generate_each(sm, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts,
                                    s->g_plen, n, Tp, s->g_out, s->g_olen, NULL, NULL, err, errlen);
         if (rc) return rc < 0 ? -1 : PPO_ITER_STOPPED;   // 1: s->gen.cancel saw a stop request
         for (int i = 0; i < n; i++) {
@@ -218,23 +220,25 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         model_get_entropy(&s->policy, s->b_entropy);
         scatter(s, s->entropy, idx, n, T, s->b_entropy);
         double t1 = util_time_s();
-        if (model_forward(&s->ref, &b, 0, e, sizeof e))
+        int rf;
+        Model *ref = ppo_reference(s, &rf);
+        if (model_forward(ref, &b, rf, e, sizeof e))
             return util_err(err, errlen, "reference: %s", e);
-        model_get_logp(&s->ref, s->b_logp);
+        model_get_logp(ref, s->b_logp);
         scatter(s, s->ref_logp, idx, n, T, s->b_logp);
         double t2 = util_time_s();
         if (s->has_value) {
             ModelBatch vb = b;
             vb.targets = NULL;
-            if (model_forward(&s->value, &vb, 0, e, sizeof e))
+            if (model_forward(ppo_value_model(s), &vb, 0, e, sizeof e))
                 return util_err(err, errlen, "value: %s", e);
-            model_get_values(&s->value, s->b_values);
+            model_get_values(ppo_value_model(s), s->b_values);
             scatter(s, s->old_values, idx, n, T, s->b_values);
         }
         double t3 = util_time_s();
         ModelBatch rb;
         int Tr = batch_reward(s, idx, n, &rb);
-        if (model_forward(&s->reward, &rb, 0, e, sizeof e))
+        if (model_forward(&s->reward, &rb, ppo_reward_flags(s), e, sizeof e))
             return util_err(err, errlen, "reward: %s", e);
         model_get_values(&s->reward, s->b_values);
         for (int i = 0; i < n; i++)
@@ -374,9 +378,10 @@ static int update_value(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, 
     char e[512];
     ModelBatch vb = *b;
     vb.targets = NULL;
-    if (model_forward(&s->value, &vb, 0, e, sizeof e)) return util_err(err, errlen, "value: %s", e);
+    if (model_forward(ppo_value_model(s), &vb, 0, e, sizeof e))
+        return util_err(err, errlen, "value: %s", e);
     float *values = s->b_values, *old_values = s->b_old_values, *returns = s->b_returns;
-    model_get_values(&s->value, values);
+    model_get_values(ppo_value_model(s), values);
     gather(s, s->old_values, idx, n, T, old_values);
     gather(s, s->ret, idx, n, T, returns);
     PpoValueStats vs;
@@ -387,7 +392,7 @@ static int update_value(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, 
     red[V_NTOK] = (double)vs.n_tokens;
     red[V_NONFIN] = (double)vs.n_nonfinite;
     red[BAD_VALUE] = vs.n_nonfinite || !isfinite(vs.loss);
-    if (!red[BAD_VALUE]) model_backward(&s->value, &vb, NULL, s->b_dvalues);
+    if (!red[BAD_VALUE]) model_backward(ppo_value_model(s), &vb, NULL, s->b_dvalues);
     return 0;
 }
 
@@ -466,8 +471,7 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     // each rank does its share (what it can), then one small reduction decides
     double red[NRED] = {0};
     double t0 = util_time_s();
-    model_zero_grad(&s->policy);
-    if (s->has_value) model_zero_grad(&s->value);
+    ppo_zero_grads(s);
     PpoPolicyStats ps;
     if (update_policy(s, &b, idx, n, T, red, &ps, err, errlen)) return -1;
     double tv = util_time_s();
@@ -485,23 +489,22 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     if (update_bad(red, why, whylen)) return 1;
     if (s->dist.size > 1) {   // one allreduce per model and optimizer step
         double ta = util_time_s();
-        dist_allreduce_sum(&s->dist, s->policy.grads_memory, (int64_t)s->policy.num_params);
-        if (s->has_value)
-            dist_allreduce_sum(&s->dist, s->value.grads_memory, (int64_t)s->value.num_params);
+        ppo_allreduce_grads(s);
         st->t_allreduce += util_time_s() - ta;
     }
     double t2b = util_time_s();
-    float gp = optim_grad_norm(&s->policy), gv = s->has_value ? optim_grad_norm(&s->value) : 0.0f;
+    float gp, gv;
+    ppo_grad_norms(s, &gp, &gv);
     if (!isfinite(gp) || !isfinite(gv)) {
         snprintf(why, whylen, "gradient norm not finite (policy %g, value %g)", (double)gp,
                  (double)gv);
         return 1;
     }
     float lr = lr_at(&s->sched, s->opt_policy.lr, s->policy_steps);
-    optim_adamw_step(&s->policy, &s->opt_policy, lr, ++s->policy_steps);
+    ppo_adamw(s, 0, lr, ++s->policy_steps);
     if (s->has_value) {
         float lrv = lr_at(&s->sched, s->opt_value.lr, s->value_steps);
-        optim_adamw_step(&s->value, &s->opt_value, lrv, ++s->value_steps);
+        ppo_adamw(s, 1, lrv, ++s->value_steps);
     }
     if (s->has_ema)
         ppo_ema_update(s->ema.params_memory, s->policy.params_memory, (int64_t)s->policy.num_params,

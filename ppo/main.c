@@ -9,6 +9,7 @@
 // Under MPI (make MPI=1; mpirun -np N ppo ...) the ranks share every iteration's work (see
 // ppo_train.h) and end with one process's result for the same rollout batch; rank 0 alone writes
 // the checkpoints, the database rows and the progress lines; a rank that fails stops them all.
+#include "adapter.h"
 #include "blas.h"
 #include "cli.h"
 #include "ppo_train.h"
@@ -213,6 +214,15 @@ static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("debug.nan_from_iteration", CONFIG_INT, "0",
                  "tests: make every policy loss NaN from this iteration on (0: off)", .min = "0",
                  .flags = CONFIG_NO_HASH),
+    ADAPTER_ENTRIES,
+    CONFIG_ENTRY("lora.value", CONFIG_ENUM, "adapter",
+                 "with lora.r > 0: adapter: the value model is the reward model's frozen base with "
+                 "its own adapters and a trained score head; full: a whole trainable value model",
+                 .choices = "adapter|full", .flags = CONFIG_HASH_IF_SET),
+    CONFIG_ENTRY("lora.sample", CONFIG_ENUM, "unmerged",
+                 "with lora.r > 0: rollouts sample with the adapters unmerged, or from a copy of "
+                 "the policy with them merged (once per iteration; one more copy of the weights)",
+                 .choices = "unmerged|merged", .flags = CONFIG_HASH_IF_SET),
     {0}};
 
 static const char *usage =

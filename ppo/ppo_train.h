@@ -17,6 +17,7 @@
 #ifndef PPO_TRAIN_H
 #define PPO_TRAIN_H
 #include "checkpoint.h"
+#include "lora.h"
 #include "config.h"
 #include "data.h"
 #include "dataset.h"
@@ -131,6 +132,15 @@ typedef struct Ppo {
     // models and tools
     Model policy, ref, reward, value, ema;
     int has_ema;
+    // adapters (lora.r > 0, adapter.h): policy is a frozen base with `lora` attached, and the
+    // reference is that base with the adapters off (ref unused). With value_on_reward the value
+    // model is the reward model's frozen base with `value_lora` attached (a trained score copy),
+    // the reward model that base with the adapters off (value unused). sample: the merged copy
+    // rollouts sample from with lora.sample merged.
+    Lora lora, value_lora;
+    int use_lora, value_on_reward, sample_merged;
+    Model sample;
+    char policy_base[4096], value_base[4096];   // base_model_name_or_path of the adapters
     KVCache kv;
     Sampler sampler;
     Tokenizer *tok;
@@ -212,6 +222,17 @@ int ppo_guards_check(Ppo *s, const PpoStats *st, char *why, size_t whylen, char 
 int ppo_hack_check(Ppo *s, const PpoStats *st, char *why, size_t whylen, char *err,
                    size_t errlen);
 void ppo_hack_free(Ppo *s);
+// setup.c, for iteration.c: the models and steps of each role with or without adapters.
+Model *ppo_reference(Ppo *s, int *flags);      // the reference and its forward flags
+Model *ppo_value_model(Ppo *s);
+int    ppo_reward_flags(const Ppo *s);         // model.reward's forward flags
+void   ppo_zero_grads(Ppo *s);                 // policy and value
+void   ppo_allreduce_grads(Ppo *s);            // MPI: sums policy and value gradients
+void   ppo_grad_norms(Ppo *s, float *gp, float *gv);
+float  ppo_adamw(Ppo *s, int value, float lr, int64_t t);   // one AdamW step (value: 1)
+// The model rollouts sample from: the policy (unmerged adapters), or with lora.sample merged its
+// merged copy, made anew (once per iteration, before the rollouts).
+Model *ppo_sampling_model(Ppo *s, char *err, size_t errlen);
 // iteration.c: a response as clean UTF-8 text (malloc'd)
 char *ppo_decode(const Tokenizer *tok, const int32_t *ids, int n);
 

@@ -11,7 +11,10 @@
 // last -> last.old, last.tmp.<pid> -> last, remove last.old, fsyncing the directory between
 // steps. A crash leaves last (complete), or only last.old (complete, restored on the next start),
 // plus garbage that the next start removes.
+// With adapters (lora.r > 0) last/policy and last/value are adapter checkpoints (adapter.h): the
+// adapters, their moments and the same trainer state; the frozen bases are not rewritten.
 #define _GNU_SOURCE   // nftw
+#include "adapter.h"
 #include "chat.h"
 #include "cli.h"
 #include "ppo_train.h"
@@ -306,7 +309,8 @@ static int load_ptx(Ppo *s, char *err, size_t errlen) {
 static int role_config(const char *key, const char *dir, int want_lm, ModelConfig *c, char *err,
                        size_t errlen) {
     char e[1024];
-    if (ckpt_load_config(dir, c, NULL, e, sizeof e)) return util_err(err, errlen, "%s: %s", key, e);
+    if (adapter_load_config(dir, c, NULL, e, sizeof e))
+        return util_err(err, errlen, "%s: %s", key, e);
     if (want_lm) {
         if (!c->lm_head)
             return util_err(err, errlen, "%s: %s has no LM head: the policy and reference must "
@@ -326,7 +330,7 @@ static int role_config(const char *key, const char *dir, int want_lm, ModelConfi
 static int load_role(const char *key, const char *dir, Model *m, int flags, char *err,
                      size_t errlen) {
     char e[1024];
-    if (ckpt_load_weights(dir, m, flags, e, sizeof e))
+    if (adapter_load_weights(dir, m, flags, e, sizeof e))
         return util_err(err, errlen, "%s: %s", key, e);
     return 0;
 }
@@ -336,7 +340,7 @@ typedef struct { const char *what; size_t bytes; char detail[160]; } PlanRow;
 static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc,
                        const ModelConfig *vc, int max_rows, char *err, size_t errlen) {
     int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
-    PlanRow rows[9];
+    PlanRow rows[10];
     int n = 0;
 #define ROW(w, b, ...)                                                                             \
     do {                                                                                           \
@@ -345,13 +349,33 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
         snprintf(rows[n].detail, sizeof rows[n].detail, __VA_ARGS__);                              \
         n++;                                                                                       \
     } while (0)
-    ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1),
-        "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
-    ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0),
-        "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
-    ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0),
-        "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
-    if (s->has_value)
+    int64_t vT = s->Trw > s->Tpos ? s->Trw : s->Tpos;
+    if (s->use_lora) {
+        ROW("policy", model_memory_bytes(pc, s->mbl, pT, MODEL_TRAIN_FROZEN) +
+                          lora_memory_bytes(&s->lora.cfg, pc, (int64_t)s->mbl * pT, 1),
+            "frozen base (weights, activations for %d x %d) + LoRA r=%d adapters trained", s->mbl,
+            pT, s->lora.cfg.r);
+        ROW("reference", 0, "the policy's base with the adapters off: no copy");
+    } else {
+        ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1),
+            "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
+        ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0),
+            "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
+    }
+    if (s->value_on_reward) {
+        ROW("reward", model_memory_bytes(wc, s->mbl, (int)vT, MODEL_TRAIN_FROZEN),
+            "frozen, score head: weights, activations for %d x %lld (the value's base too)",
+            s->mbl, (long long)vT);
+        ROW("value", lora_memory_bytes(&s->value_lora.cfg, wc, (int64_t)s->mbl * vT, 1),
+            "LoRA r=%d adapters + score head on the reward model's base", s->value_lora.cfg.r);
+    } else {
+        ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0),
+            "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
+    }
+    if (s->sample_merged)
+        ROW("sampling", model_memory_bytes(pc, 1, 1, 0),
+            "lora.sample merged: the policy with its adapters merged, for the rollouts");
+    if (s->has_value && !s->value_on_reward)
         ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1),
             "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl,
             s->Tpos);
@@ -427,10 +451,14 @@ static int fill_state(Ppo *s, CkptTrainerState *st, int64_t step, int full, char
     return 0;
 }
 
+// The adapters that train the policy and the value model, or NULL where the whole model does.
+static Lora *policy_lora(Ppo *s) { return s->use_lora ? &s->lora : NULL; }
+static Lora *value_lora(Ppo *s) { return s->value_on_reward ? &s->value_lora : NULL; }
+
 // 1 when the policy, value and EMA weights are the same bytes on every rank.
 static int ranks_identical(Ppo *s) {
-    int same = trainer_same_weights(&s->tr, &s->policy);
-    if (s->has_value) same &= trainer_same_weights(&s->tr, &s->value);
+    int same = trainer_same_trained(&s->tr, &s->policy, policy_lora(s));
+    if (s->has_value) same &= trainer_same_trained(&s->tr, ppo_value_model(s), value_lora(s));
     if (s->has_ema) same &= trainer_same_weights(&s->tr, &s->ema);
     return same;
 }
@@ -462,9 +490,14 @@ int ppo_save_last(Ppo *s, char *err, size_t errlen) {
         fill_state(s, &vst, s->value_steps, 0, err, errlen))
         goto fail;
     snprintf(p, sizeof p, "%s/policy", tmp);
-    if (ckpt_save(p, &s->policy, &sp, err, errlen)) goto fail;
+    if (s->use_lora ? adapter_save(p, &s->lora, s->policy_base, 0, s->tok_dir, &pst, err, errlen)
+                    : ckpt_save(p, &s->policy, &sp, err, errlen))
+        goto fail;
     snprintf(p, sizeof p, "%s/value", tmp);
-    if (s->has_value && ckpt_save(p, &s->value, &sv, err, errlen)) goto fail;
+    if (s->value_on_reward
+            ? adapter_save(p, &s->value_lora, s->value_base, 1, NULL, &vst, err, errlen)
+            : s->has_value && ckpt_save(p, &s->value, &sv, err, errlen))
+        goto fail;
     if (s->has_ema) {
         snprintf(p, sizeof p, "%s/ema", tmp);
         if (ckpt_save(p, &s->ema, &so, err, errlen)) goto fail;
@@ -503,7 +536,11 @@ int ppo_save_final(Ppo *s, char *err, size_t errlen) {
                           .bos_token_id = eot,
                           .eos_token_id = eot};
     trainer_save_format(s->cfg, &so);
-    if (ckpt_save(s->tr.final_dir, s->has_ema ? &s->ema : &s->policy, &so, err, errlen)) return -1;
+    if (s->use_lora ? adapter_save(s->tr.final_dir, &s->lora, s->policy_base, 0, s->tok_dir, NULL,
+                                   err, errlen)
+                    : ckpt_save(s->tr.final_dir, s->has_ema ? &s->ema : &s->policy, &so, err,
+                                errlen))
+        return -1;
     return store_set_run_checkpoint(s->tr.db, s->tr.run_id, s->tr.final_dir, err, errlen);
 }
 
@@ -514,9 +551,13 @@ int ppo_restore_last(Ppo *s, char *err, size_t errlen) {
     if (!is_dir(s->tr.last_dir) || ckpt_load_trainer_state(p, NULL, &st, NULL, 0)) return -1;
     int64_t it;
     if (ckpt_state_get_int(&st, "iteration", &it, err, errlen) ||
-        load_role("last/policy", p, &s->policy, CKPT_IGNORE_SCORE, err, errlen)) return -1;
+        (s->use_lora ? adapter_resume(p, &s->lora, &st, err, errlen)
+                     : load_role("last/policy", p, &s->policy, CKPT_IGNORE_SCORE, err, errlen)))
+        return -1;
     snprintf(p, sizeof p, "%s/value", s->tr.last_dir);
-    if (s->has_value && load_role("last/value", p, &s->value, 0, err, errlen)) return -1;
+    if (s->value_on_reward ? adapter_resume(p, &s->value_lora, &st, err, errlen)
+                           : s->has_value && load_role("last/value", p, &s->value, 0, err, errlen))
+        return -1;
     s->iteration = it;
     return 0;
 }
@@ -608,6 +649,111 @@ typedef struct {
     int context;                    // the shortest context of the four
 } PpoRoles;
 
+// ---------------------------------------------------------------------------------------------
+// adapters (lora.r > 0)
+
+// What lora.* asks of ppo, before anything is loaded: the reference is the policy's base, and
+// the value model the reward model's base with its own adapters unless lora.value is full.
+static int adapter_settings_check(Ppo *s, const PpoRoles *m, char *err, size_t errlen) {
+    Config *c = s->cfg;
+    s->use_lora = adapter_on(c);
+    if (!s->use_lora) return 0;
+    if (strcmp(m->dir[ROLE_REFERENCE], m->dir[ROLE_POLICY]))
+        return util_err(err, errlen, "model.reference: with lora.r > 0 the reference is the "
+                        "policy's base with the adapters off; leave model.reference empty");
+    if (config_get_double(c, "lora.dropout") != 0.0)
+        return util_err(err, errlen, "lora.dropout must be 0 in ppo: dropout would make the "
+                        "policy's training forwards differ from its rollouts' log-probs");
+    if (s->has_ema)
+        return util_err(err, errlen, "train.ema: an EMA of the weights with lora.r > 0 is not "
+                        "supported; set train.ema=0");
+    int full = !strcmp(config_get_string(c, "lora.value"), "full");
+    if (s->has_value && !full && strcmp(m->dir[ROLE_VALUE], m->dir[ROLE_REWARD]))
+        return util_err(err, errlen, "model.value: lora.value adapter trains the value on the "
+                        "reward model's base; leave model.value empty or set lora.value=full");
+    s->value_on_reward = s->has_value && !full;
+    s->sample_merged = !strcmp(config_get_string(c, "lora.sample"), "merged");
+    return 0;
+}
+
+// The adapters' configs once the models' are known (the memory plan reads them).
+static int adapter_configs(Ppo *s, const PpoRoles *m, char *err, size_t errlen) {
+    if (!s->use_lora) return 0;
+    LoraConfig lc;
+    if (adapter_settings(s->cfg, &m->config[ROLE_POLICY], 0, &lc, err, errlen)) return -1;
+    s->lora.cfg = lc;   // lora_init fills the rest
+    adapter_base_name(m->dir[ROLE_POLICY], s->policy_base, sizeof s->policy_base);
+    if (!s->value_on_reward) return 0;
+    // the value trains its score head (a copy of the reward model's) beside its adapters
+    if (adapter_settings(s->cfg, &m->config[ROLE_REWARD], 1, &lc, err, errlen)) return -1;
+    lc.train_score = 1;
+    s->value_lora.cfg = lc;
+    adapter_base_name(m->dir[ROLE_REWARD], s->value_base, sizeof s->value_base);
+    return 0;
+}
+
+// Fresh adapters (B = 0: the policy starts as its base, the value as the reward model), attached;
+// a resume then loads last/'s. reward_T: the rows of the reward model (the value's base).
+static int init_adapters(Ppo *s, int reward_T, char *err, size_t errlen) {
+    if (!s->use_lora) return 0;
+    LoraConfig lc = s->lora.cfg;
+    uint64_t seed = (uint64_t)config_get_int(s->cfg, "train.seed");
+    if (lora_init(&s->lora, &lc, &s->policy.config,
+                  (int64_t)s->policy.max_B * s->policy.max_T, 1, err, errlen) ||
+        lora_attach(&s->policy, &s->lora, err, errlen))
+        return util_err_prefix(err, errlen, "model.policy: ");
+    lora_init_weights(&s->lora, seed, NULL);
+    if (s->sample_merged) {
+        char e[512];
+        if (model_init(&s->sample, &s->policy.config, 1, 1, 0, 0, e, sizeof e))
+            return util_err(err, errlen, "lora.sample merged: %s", e);
+    }
+    if (!s->value_on_reward) return 0;
+    lc = s->value_lora.cfg;
+    if (lora_init(&s->value_lora, &lc, &s->reward.config, (int64_t)s->mbl * reward_T, 1, err,
+                  errlen) ||
+        lora_attach(&s->reward, &s->value_lora, err, errlen))
+        return util_err_prefix(err, errlen, "value adapters: ");
+    lora_init_weights(&s->value_lora, seed + 1, s->reward.params.scorew);
+    return 0;
+}
+
+Model *ppo_reference(Ppo *s, int *flags) {
+    *flags = s->use_lora ? MODEL_NO_LORA : 0;
+    return s->use_lora ? &s->policy : &s->ref;
+}
+
+Model *ppo_value_model(Ppo *s) { return s->value_on_reward ? &s->reward : &s->value; }
+
+int ppo_reward_flags(const Ppo *s) { return s->value_on_reward ? MODEL_NO_LORA : 0; }
+
+void ppo_zero_grads(Ppo *s) {
+    trainer_zero_grad(&s->policy, policy_lora(s));
+    if (s->has_value) trainer_zero_grad(ppo_value_model(s), value_lora(s));
+}
+
+void ppo_allreduce_grads(Ppo *s) {
+    trainer_allreduce_grads(&s->dist, &s->policy, policy_lora(s));
+    if (s->has_value) trainer_allreduce_grads(&s->dist, ppo_value_model(s), value_lora(s));
+}
+
+void ppo_grad_norms(Ppo *s, float *gp, float *gv) {
+    *gp = s->use_lora ? lora_grad_norm(&s->lora) : optim_grad_norm(&s->policy);
+    *gv = s->value_on_reward ? lora_grad_norm(&s->value_lora)
+          : s->has_value     ? optim_grad_norm(&s->value)
+                             : 0.0f;
+}
+
+float ppo_adamw(Ppo *s, int value, float lr, int64_t t) {
+    if (value) return trainer_adamw_step(ppo_value_model(s), value_lora(s), &s->opt_value, lr, t);
+    return trainer_adamw_step(&s->policy, policy_lora(s), &s->opt_policy, lr, t);
+}
+
+Model *ppo_sampling_model(Ppo *s, char *err, size_t errlen) {
+    if (!s->sample_merged) return &s->policy;
+    return lora_merge_copy(&s->lora, &s->policy, &s->sample, err, errlen) ? NULL : &s->sample;
+}
+
 // The settings read once, the paths, and the workspace: opened (and OUT.DIR/last repaired) by
 // rank 0, then opened by the other ranks to read.
 static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
@@ -643,6 +789,7 @@ static int setup_run(Ppo *s, PpoRoles *m, char *err, size_t errlen) {
         return util_err(err, errlen, "ppo.minibatch_size (%d) must be a multiple of the number "
                         "of ranks (%d): each rank takes an equal share of every minibatch",
                         s->mb, s->dist.size);
+    if (adapter_settings_check(s, m, err, errlen)) return -1;
     return trainer_open_store(&s->tr, 1, group_recover, s, err, errlen);
 }
 
@@ -721,19 +868,27 @@ static int setup_lengths(Ppo *s, const PpoRoles *m, char *err, size_t errlen) {
 // The four models (and the EMA) at their shapes, their weights loaded; the KV cache and sampler.
 static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, char *err,
                        size_t errlen) {
-    static const int trainable[N_ROLES] = {1, 0, 0, 1};
+    int trainable[N_ROLES] = {1, 0, 0, 1};
     static const int load_flags[N_ROLES] = {CKPT_IGNORE_SCORE, CKPT_IGNORE_SCORE, 0, 0};
     Model *models[N_ROLES] = {&s->policy, &s->ref, &s->reward, &s->value};
     int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
-    const int rows_T[N_ROLES] = {pT, s->Tpos, s->Trw, s->Tpos};
+    int rows_T[N_ROLES] = {pT, s->Tpos, s->Trw, s->Tpos};
+    int used[N_ROLES] = {1, !s->use_lora, 1, s->has_value && !s->value_on_reward};
+    if (s->use_lora) trainable[ROLE_POLICY] = MODEL_TRAIN_FROZEN;
+    if (s->value_on_reward) {   // the reward model is the value's base too
+        trainable[ROLE_REWARD] = MODEL_TRAIN_FROZEN;
+        if (s->Tpos > rows_T[ROLE_REWARD]) rows_T[ROLE_REWARD] = s->Tpos;
+    }
     char e[1024];
-    int roles = s->has_value ? N_ROLES : ROLE_VALUE;
-    for (int i = 0; i < roles; i++)
-        if (model_init(models[i], &m->config[i], s->mbl, rows_T[i], trainable[i], 0, e, sizeof e))
+    for (int i = 0; i < N_ROLES; i++)
+        if (used[i] &&
+            model_init(models[i], &m->config[i], s->mbl, rows_T[i], trainable[i], 0, e, sizeof e))
             return util_err(err, errlen, "%s: %s", PPO_ROLE_NAMES[i], e);
-    for (int i = 0; i < roles; i++)
-        if (load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i], err, errlen))
+    for (int i = 0; i < N_ROLES; i++)
+        if (used[i] &&
+            load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i], err, errlen))
             return -1;
+    if (init_adapters(s, rows_T[ROLE_REWARD], err, errlen)) return -1;
     const ModelConfig *pc = &m->config[ROLE_POLICY];
     if (s->has_ema) {
         if (model_init(&s->ema, pc, 1, 1, 0, 0, e, sizeof e))
@@ -757,8 +912,11 @@ static int resume_state(Ppo *s, const PpoRoles *m, CkptTrainerState *st, char *e
     CkptTrainerState vst;
     int64_t fp;
     double beta;
-    if (ckpt_load_trainer_state(m->last_policy, &s->policy, st, err, errlen) ||
-        (s->has_value && ckpt_load_trainer_state(m->last_value, &s->value, &vst, err, errlen)) ||
+    if ((s->use_lora ? adapter_resume(m->last_policy, &s->lora, st, err, errlen)
+                     : ckpt_load_trainer_state(m->last_policy, &s->policy, st, err, errlen)) ||
+        (s->value_on_reward ? adapter_resume(m->last_value, &s->value_lora, &vst, err, errlen)
+                            : s->has_value && ckpt_load_trainer_state(m->last_value, &s->value,
+                                                                      &vst, err, errlen)) ||
         ckpt_state_get_int(st, "iteration", &s->iteration, err, errlen) ||
         ckpt_state_get_int(st, "run_id", &s->tr.run_id, err, errlen) ||
         ckpt_state_get_int(st, "value_steps", &s->value_steps, err, errlen) ||
@@ -816,11 +974,10 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     CkptTrainerState st;
     int resumed = trainer_try_resume(&s->tr, m.last_policy, &st, err, errlen);
     if (resumed < 0) return -1;
-    if (resumed) {
-        m.dir[ROLE_POLICY] = m.last_policy;
-        m.dir[ROLE_VALUE] = m.last_value;
-    }
+    if (resumed && !s->use_lora) m.dir[ROLE_POLICY] = m.last_policy;   // adapters: base + last/
+    if (resumed && !s->value_on_reward) m.dir[ROLE_VALUE] = m.last_value;
     if (setup_tokenizer(s, err, errlen) || load_role_configs(s, &m, err, errlen) ||
+        adapter_configs(s, &m, err, errlen) ||
         load_prompts(s, m.context, err, errlen))
         return -1;
     if (!dist_identical(&s->dist, &s->prompt_fp, sizeof s->prompt_fp))
@@ -870,6 +1027,9 @@ void ppo_teardown(Ppo *s) {
     model_free(&s->reward);
     model_free(&s->value);
     model_free(&s->ema);
+    model_free(&s->sample);
+    lora_free(&s->lora);
+    lora_free(&s->value_lora);
     ppo_parts_free(s);
     ppo_hack_free(s);
     dataset_free(s->ds);

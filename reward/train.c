@@ -31,6 +31,7 @@
 #include "data.h"
 #include "dataset.h"
 #include "dist.h"
+#include "adapter.h"
 #include "model.h"
 #include "optim.h"
 #include "reward.h"
@@ -90,6 +91,7 @@ static const ConfigEntry RM_SCHEMA[] = {
                  "at most this many examples (the first by id) for the bias", .min = "1"),
     TRAINER_ENTRIES_CADENCE,
     TRAINER_ENTRIES_SAVE_FORMAT,
+    ADAPTER_ENTRIES,
     {0}};
 
 static const char *usage =
@@ -97,7 +99,10 @@ static const char *usage =
     "Trains a reward model from an SFT checkpoint on the workspace's rankings (train split; the\n"
     "valid split is held out). Writes OUT.DIR/last (resumable) and OUT.DIR/final (the reward model,\n"
     "its scores shifted so that the demonstrations score 0 on average), and records the run and its\n"
-    "metrics in the workspace. Rerun the same command after an interruption to resume. Keys:\n";
+    "metrics in the workspace. Rerun the same command after an interruption to resume.\n"
+    "With lora.r > 0 model.init stays frozen and LoRA adapters train with the score head (PEFT's\n"
+    "modules_to_save score): last/ is an adapter directory; final/ the merged reward model\n"
+    "(the bias is folded into its weights). Keys:\n";
 
 // Rankings tokenized: ranking i has items [first, first+k); item j's tokens are toks[off, off+len).
 typedef struct { int64_t id; int k; int64_t first, pairs; } RmRank;
@@ -118,7 +123,10 @@ typedef struct {
     Trainer tr;              // OUT.DIR/last and final/ (tr.final_dir), the workspace, the run
     int bs, micro, T, max_rows;
     int64_t total_steps;
-    Model model;
+    Model model;                // with lora.r > 0 the frozen base
+    Lora lora;                  // lora.r > 0: the adapters and the score copy that train
+    int use_lora;
+    char base_name[4096];       // the adapters' base_model_name_or_path (model.init, absolute)
     Tokenizer *tok;
     Dataset *ds;             // prompt rendering
     int64_t max_ranking_id;  // rankings used: ids up to this one
@@ -402,8 +410,11 @@ static const char *tokenizer_dir(Rm *rm) {
     return t[0] ? t : config_get_string(rm->cfg, "model.init");
 }
 
+// The adapters that train, or NULL when the whole model does.
+static Lora *lora_of(Rm *rm) { return rm->use_lora ? &rm->lora : NULL; }
+
 static int save_last(Rm *rm, char *err, size_t errlen) {
-    if (!trainer_same_weights(&rm->tr, &rm->model))
+    if (!trainer_same_trained(&rm->tr, &rm->model, lora_of(rm)))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)rm->step);
     if (!dist_main(&rm->dist)) return 0;
     CkptTrainerState st;
@@ -421,6 +432,9 @@ static int save_last(Rm *rm, char *err, size_t errlen) {
                           .has_token_ids = eot >= 0,
                           .bos_token_id = eot,
                           .eos_token_id = eot};
+    if (rm->use_lora)
+        return adapter_save(rm->tr.last_dir, &rm->lora, rm->base_name, 1, tokenizer_dir(rm), &st,
+                            err, errlen);
     return ckpt_save(rm->tr.last_dir, &rm->model, &so, err, errlen);
 }
 
@@ -459,7 +473,7 @@ static int setup_run(Rm *rm, char *err, size_t errlen) {
 // the prompt rendering. *had_score: `from` holds a score head.
 static int load_model_config(Rm *rm, const char *from, ModelConfig *c, int *had_score, char *err,
                              size_t errlen) {
-    if (ckpt_load_config(from, c, NULL, err, errlen)) return -1;
+    if (adapter_load_config(from, c, NULL, err, errlen)) return -1;
     *had_score = c->score_head;
     c->lm_head = 0;      // the unembedding is removed: ln_f's output feeds only the score
     c->score_head = 1;
@@ -524,14 +538,39 @@ static int setup_shapes(Rm *rm, const ModelConfig *c, char *err, size_t errlen) 
     return 0;
 }
 
+static void init_score(Rm *rm, const ModelConfig *c);
+
 // The model's weights from `from`; a score head `from` lacks starts as model.score_init says.
 static int init_model(Rm *rm, const char *from, const ModelConfig *c, int resumed, int had_score,
                       char *err, size_t errlen) {
-    if (model_init(&rm->model, c, rm->max_rows, rm->T, 1, dist_main(&rm->dist), err, errlen))
+    LoraConfig lc;
+    if (adapter_settings(rm->cfg, c, 1, &lc, err, errlen)) return -1;
+    rm->use_lora = lc.r > 0;
+    if (rm->use_lora && config_get_double(rm->cfg, "lora.dropout") != 0.0)
+        return util_err(err, errlen, "lora.dropout: reward train applies no dropout; set it to 0");
+    if (model_init(&rm->model, c, rm->max_rows, rm->T, rm->use_lora ? MODEL_TRAIN_FROZEN : 1,
+                   dist_main(&rm->dist), err, errlen))
         return -1;
-    if (ckpt_load_weights(from, &rm->model, resumed ? 0 : CKPT_ALLOW_MISSING_SCORE, err, errlen))
+    if (adapter_load_weights(from, &rm->model,
+                             resumed && !rm->use_lora ? 0 : CKPT_ALLOW_MISSING_SCORE, err, errlen))
         return -1;
-    if (resumed || had_score) return 0;
+    if (!(resumed && !rm->use_lora) && !had_score) init_score(rm, c);
+    if (!rm->use_lora) return 0;
+    // the adapters, and the score head as a trained copy (B = 0: the model is the base); a
+    // resume loads last/'s
+    lc.train_score = 1;
+    adapter_base_name(config_get_string(rm->cfg, "model.init"), rm->base_name,
+                      sizeof rm->base_name);
+    if (lora_init(&rm->lora, &lc, c, (int64_t)rm->max_rows * rm->T, 1, err, errlen) ||
+        lora_attach(&rm->model, &rm->lora, err, errlen))
+        return -1;
+    lora_init_weights(&rm->lora, (uint64_t)config_get_int(rm->cfg, "train.seed"),
+                      rm->model.params.scorew);
+    return 0;
+}
+
+// A score head model.init lacks: model.score_init's.
+static void init_score(Rm *rm, const ModelConfig *c) {
     if (!strcmp(config_get_string(rm->cfg, "model.score_init"), "normal")) {
         Rng r;
         rng_init(&r,
@@ -539,7 +578,6 @@ static int init_model(Rm *rm, const char *from, const ModelConfig *c, int resume
         rng_fill_normal(&r, rm->model.params.scorew, c->n_embd, 0.0f,
                         1.0f / sqrtf((float)c->n_embd));
     } else memset(rm->model.params.scorew, 0, (size_t)c->n_embd * sizeof(float));
-    return 0;
 }
 
 // One micro-batch's tokens, values and scores with their gradients, and the ranking order.
@@ -575,7 +613,8 @@ static int begin_run(Rm *rm, int resumed, CkptTrainerState *st, char *err, size_
         rng_init(&rm->rng, (uint64_t)config_get_int(rm->cfg, "train.seed"));
         return trainer_begin_run(&rm->tr, 0, NULL, err, errlen);
     }
-    if (ckpt_load_trainer_state(rm->tr.last_dir, &rm->model, st, err, errlen) ||
+    if ((rm->use_lora ? adapter_resume(rm->tr.last_dir, &rm->lora, st, err, errlen)
+                      : ckpt_load_trainer_state(rm->tr.last_dir, &rm->model, st, err, errlen)) ||
         ckpt_state_get_int(st, "run_id", &rm->tr.run_id, err, errlen))
         return -1;
     rm->step = st->step;
@@ -590,7 +629,9 @@ static int setup(Rm *rm, char *err, size_t errlen) {
     CkptTrainerState st;
     int resumed = trainer_try_resume(&rm->tr, rm->tr.last_dir, &st, err, errlen);
     if (resumed < 0) return -1;
-    const char *from = resumed ? rm->tr.last_dir : config_get_string(rm->cfg, "model.init");
+    // with adapters the base is always model.init (a resume loads last/'s adapters)
+    const char *from = resumed && !adapter_on(rm->cfg) ? rm->tr.last_dir
+                                                       : config_get_string(rm->cfg, "model.init");
     ModelConfig c;
     int had_score;
     if (load_model_config(rm, from, &c, &had_score, err, errlen)) return -1;
@@ -613,6 +654,7 @@ static void teardown(Rm *rm) {
     dataset_free(rm->ds);
     tok_free(rm->tok);
     model_free(&rm->model);
+    lora_free(&rm->lora);
     trainer_close(&rm->tr);
     config_free(rm->cfg);
 }
@@ -724,6 +766,10 @@ static int finish(Rm *rm, char *err, size_t errlen) {
     rm->bias = n && foldable ? -mean : 0.0;
     rm->has_bias = 1;
     if (save_last(rm, err, errlen)) return -1;
+    if (rm->use_lora) {   // final/ is the merged reward model: the bias goes into its weights
+        lora_merge(&rm->lora, &rm->model);
+        if (lora_attach(&rm->model, NULL, err, errlen)) return -1;
+    }
     if (n && !foldable) {
         if (main_rank)
             fprintf(stderr, "reward: no bias folded: the model's final RMSNorm and score.weight "
@@ -809,7 +855,7 @@ static int train(Rm *rm, char *err, size_t errlen) {
                 tokens_since += len < rm->T ? len : rm->T;
             }
         }
-        model_zero_grad(&rm->model);
+        trainer_zero_grad(&rm->model, lora_of(rm));
         Stats st = {0};
         // the step's loss is the mean over its rankings: each ranking's gradient scaled by 1/bs;
         // this rank computes rankings [lo, hi) of the step, one allreduce sums the shares
@@ -822,13 +868,13 @@ static int train(Rm *rm, char *err, size_t errlen) {
         }
         stop = cli_stop_signal() != 0;
         if (rm->dist.size > 1) {
-            dist_allreduce_sum(&rm->dist, rm->model.grads_memory, (int64_t)rm->model.num_params);
+            trainer_allreduce_grads(&rm->dist, &rm->model, lora_of(rm));
             stats_reduce(&rm->dist, &st, &stop);
         }
         if (stop) break;   // the step is not applied
         double loss = st.loss / st.rankings, acc = st.pairs ? st.correct / st.pairs : NAN;
         float lr = lr_at(&sch, oc.lr, rm->step);
-        float norm = optim_adamw_step(&rm->model, &oc, lr, rm->step + 1);
+        float norm = trainer_adamw_step(&rm->model, lora_of(rm), &oc, lr, rm->step + 1);
         rm->step++;
         if (!isfinite(loss) || !isfinite(norm)) {
             rc = util_err(err, errlen, "step %lld: the loss or gradient is not finite (loss %g, "

@@ -4,6 +4,7 @@
 // token until an end-of-turn token, and it joins the history. /reset forgets the history, /quit
 // (or the end of input) ends. Without a terminal it reads lines from stdin alike (tests, pipes).
 #include "chat.h"
+#include "adapter.h"
 #include "checkpoint.h"
 #include "commands.h"
 #include "dataset.h"
@@ -80,7 +81,7 @@ static int chat_open(Chat *c, const ChatArgs *a, char *err, size_t errlen) {
     ModelConfig mc;
     CkptInfo ci;
     const char *tokdir = a->tokdir ? a->tokdir : a->dir;
-    if (ckpt_load_config(a->dir, &mc, &ci, err, errlen)) return -1;
+    if (adapter_load_config(a->dir, &mc, &ci, err, errlen)) return -1;
     if (!mc.lm_head)
         return util_err(err, errlen, "%s is a reward/value model without an LM head", a->dir);
     mc.score_head = 0;
@@ -100,7 +101,7 @@ static int chat_open(Chat *c, const ChatArgs *a, char *err, size_t errlen) {
         return util_err(err, errlen, "--max-new-tokens %lld leaves no room for a prompt in the "
                         "context of %d", (long long)a->max_new, mc.max_seq_len);
     if (model_init(&c->m, &mc, 1, 1, 0, 0, err, errlen) ||
-        ckpt_load_weights(a->dir, &c->m, CKPT_IGNORE_SCORE, err, errlen) ||
+        adapter_load_weights(a->dir, &c->m, CKPT_IGNORE_SCORE, err, errlen) ||
         kv_init(&c->kv, &c->m, 1, mc.max_seq_len, mc.max_seq_len, err, errlen))
         return -1;
     sampler_init(&c->s, mc.vocab_size);

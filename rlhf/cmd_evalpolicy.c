@@ -14,6 +14,7 @@
 // A and B sample with the same random numbers (the batch seeds depend only on --seed and the
 // batch), so a policy compared with itself gives identical answers: exactly 50%.
 #include "chat.h"
+#include "adapter.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
@@ -257,12 +258,12 @@ static int work_len(const Eval *e, const ModelConfig *c, int text) {
 static int load_lm(const char *dir, Model *m, int max_B, const Eval *e, const char *role) {
     char err[512];
     ModelConfig c;
-    if (ckpt_load_config(dir, &c, NULL, err, sizeof err)) EFAIL("%s: %s", role, err);
+    if (adapter_load_config(dir, &c, NULL, err, sizeof err)) EFAIL("%s: %s", role, err);
     if (!c.lm_head) EFAIL("%s: %s is a reward/value model without an LM head", role, dir);
     if (ckpt_check_tokenizer(dir, c.vocab_size, e->tokdir ? e->tokdir : e->a, tok_vocab_size(e->tok), err, sizeof err)) EFAIL("%s: %s", role, err);
     c.score_head = 0;
     if (model_init(m, &c, max_B, work_len(e, &c, 1), 0, 0, err, sizeof err) ||
-        ckpt_load_weights(dir, m, CKPT_IGNORE_SCORE, err, sizeof err)) {
+        adapter_load_weights(dir, m, CKPT_IGNORE_SCORE, err, sizeof err)) {
         model_free(m);
         EFAIL("%s: %s", role, err);
     }
@@ -273,11 +274,11 @@ static int load_lm(const char *dir, Model *m, int max_B, const Eval *e, const ch
 static int check_lm(const char *dir, const Eval *e, const char *role) {
     char err[512];
     ModelConfig c;
-    if (ckpt_load_config(dir, &c, NULL, err, sizeof err)) EFAIL("%s: %s", role, err);
+    if (adapter_load_config(dir, &c, NULL, err, sizeof err)) EFAIL("%s: %s", role, err);
     if (!c.lm_head) EFAIL("%s: %s is a reward/value model without an LM head", role, dir);
     ModelConfig ac;   // --b and --reference read --a's tokens: their tokenizers must agree
     if (strcmp(dir, e->a) &&
-        (ckpt_load_config(e->a, &ac, NULL, err, sizeof err) ||
+        (adapter_load_config(e->a, &ac, NULL, err, sizeof err) ||
          reward_check_tokenizer(role, dir, &c, &ac, e->tokdir ? e->tokdir : e->a, e->tok, err,
                                 sizeof err)))
         EFAIL("%s", err);
@@ -1220,16 +1221,16 @@ static int check_targets(const Eval *e, const Results *res, char *why, size_t n)
 static int load_reward_model(const Eval *e, Model *rm) {
     char err[512];
     ModelConfig c;
-    if (ckpt_load_config(e->reward, &c, NULL, err, sizeof err)) EFAIL("--reward: %s", err);
+    if (adapter_load_config(e->reward, &c, NULL, err, sizeof err)) EFAIL("--reward: %s", err);
     if (!c.score_head) EFAIL("--reward: %s has no score head (score.weight)", e->reward);
     ModelConfig pc;   // any block kind may score the policies when it reads their token ids
-    if (ckpt_load_config(e->a, &pc, NULL, err, sizeof err) ||
+    if (adapter_load_config(e->a, &pc, NULL, err, sizeof err) ||
         reward_check_tokenizer("--reward", e->reward, &c, &pc, e->tokdir ? e->tokdir : e->a,
                                e->tok, err, sizeof err))
         EFAIL("%s", err);
     c.lm_head = 0;
     if (model_init(rm, &c, (int)e->batch, work_len(e, &c, 0), 0, 0, err, sizeof err) ||
-        ckpt_load_weights(e->reward, rm, 0, err, sizeof err)) {
+        adapter_load_weights(e->reward, rm, 0, err, sizeof err)) {
         model_free(rm);
         EFAIL("--reward: %s", err);
     }

@@ -1,6 +1,7 @@
 // rlhf init | info | eval | generate: bring a model in, look at it, use it.
 #include "blas.h"
 #include "chat.h"
+#include "adapter.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
@@ -347,7 +348,7 @@ int cmd_info(int argc, char **argv) {
     if (!dir) return cli_usage_error(&cmd, "missing CKPT");
     ModelConfig c;
     CkptInfo ci;
-    if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf info: %s", err);
+    if (adapter_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf info: %s", err);
     if (!T) T = c.max_seq_len < 2048 ? c.max_seq_len : 2048;
     if (T > c.max_seq_len)
         FAIL("rlhf info: --seq %lld exceeds the context of %d", (long long)T, c.max_seq_len);
@@ -447,7 +448,7 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error(&cmd, "needs CKPT and exactly one of --text / --ids");
     ModelConfig c;
     CkptInfo ci;
-    if (ckpt_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf eval: %s", err);
+    if (adapter_load_config(dir, &c, &ci, err, sizeof err)) FAIL("rlhf eval: %s", err);
     if (!c.lm_head) FAIL("rlhf eval: %s is a reward/value model without an LM head", dir);
     char *data; size_t len;
     if (cli_read_file(text ? text : idsf, &data, &len, err, sizeof err)) FAIL("rlhf eval: %s", err);
@@ -481,7 +482,7 @@ int cmd_eval(int argc, char **argv) {
     Model m;
     c.score_head = 0;
     if (model_init(&m, &c, (int)batch, (int)W, 0, 0, err, sizeof err) ||
-        ckpt_load_weights(dir, &m, CKPT_IGNORE_SCORE, err, sizeof err)) {
+        adapter_load_weights(dir, &m, CKPT_IGNORE_SCORE, err, sizeof err)) {
         free(ids);
         model_free(&m);
         FAIL("rlhf eval: %s", err);
@@ -599,7 +600,7 @@ static int gen_read_prompt_file(const char *pfile, GenPrompts *g) {
 static int gen_load_prompts(const GenArgs *a, GenPrompts *g) {
     char err[512];
     CkptInfo ci;
-    if (ckpt_load_config(a->dir, &g->c, &ci, err, sizeof err)) FAIL("rlhf generate: %s", err);
+    if (adapter_load_config(a->dir, &g->c, &ci, err, sizeof err)) FAIL("rlhf generate: %s", err);
     if (!g->c.lm_head) FAIL("rlhf generate: %s is a reward/value model without an LM head", a->dir);
     if (load_tokenizer(&g->t, a->dir, a->tokdir, err, sizeof err)) FAIL("rlhf generate: %s", err);
     if (ckpt_check_tokenizer(a->dir, g->c.vocab_size, a->tokdir ? a->tokdir : a->dir,
@@ -739,7 +740,7 @@ int cmd_generate(int argc, char **argv) {
         int kv_len = (int)(g.maxlen + a.max_new);
         int kv_prefill = (int)(a.batch * (g.maxlen < 256 ? g.maxlen : 256));
         if (model_init(&m, &g.c, 1, 1, 0, 0, err, sizeof err) ||
-            ckpt_load_weights(a.dir, &m, CKPT_IGNORE_SCORE, err, sizeof err) ||
+            adapter_load_weights(a.dir, &m, CKPT_IGNORE_SCORE, err, sizeof err) ||
             kv_init(&kv, &m, (int)a.batch, kv_len, kv_prefill, err, sizeof err)) {
             fprintf(stderr, "rlhf generate: %s\n", err);
             rc = 1;

@@ -4,6 +4,7 @@
 // load the model and the data, loop (step, log, evaluate, save), record everything in the
 // workspace database. Killed at any moment, the same command resumes from the last checkpoint and
 // ends with the same weights as an uninterrupted run (same thread count).
+#include "adapter.h"
 #include "blas.h"
 #include "chat.h"
 #include "checkpoint.h"
@@ -78,6 +79,7 @@ static const ConfigEntry SFT_SCHEMA[] = {
     TRAINER_ENTRIES_PRETRAIN_EVAL,
     TRAINER_ENTRIES_CADENCE,
     TRAINER_ENTRIES_SAVE_FORMAT,
+    ADAPTER_ENTRIES,
     {0}};
 
 static const char *usage =
@@ -85,7 +87,9 @@ static const char *usage =
     "Supervised fine-tuning on demonstrations (data.format jsonl or db) or plain-text pretraining\n"
     "(data.format text). Writes OUT.DIR/last (resumable) and OUT.DIR/best (lowest held-out loss),\n"
     "and records the run and its metrics in the workspace database. Rerun the same command after\n"
-    "an interruption to resume. Keys:\n";
+    "an interruption to resume. With lora.r > 0 the model.init weights stay frozen and LoRA\n"
+    "adapters train: last/ and best/ are then PEFT adapter directories (model.init their base).\n"
+    "Keys:\n";
 
 typedef struct {
     Dist dist;                 // rank 0 writes; every rank computes its share of each step
@@ -97,6 +101,9 @@ typedef struct {
     int64_t total_steps;
     // state
     Model model;
+    Lora lora;                 // lora.r > 0: the adapters that train (model is the frozen base)
+    int use_lora;
+    char base_name[4096];      // the adapters' base_model_name_or_path: model.init, absolute
     Tokenizer *tok;
     ChatTemplate *chat;        // the tokenizer directory's chat template, or NULL
     Dataset *ds;
@@ -116,6 +123,9 @@ typedef struct {
     double best_val;
     Rng rng;
 } Sft;
+
+// The adapters that train, or NULL when the whole model does.
+static Lora *lora_of(Sft *s) { return s->use_lora ? &s->lora : NULL; }
 
 typedef struct { Dataset *ds; char *err; size_t errlen; } DemoCtx;
 
@@ -354,8 +364,14 @@ static void eval_samples(Sft *s) {
     sampler_free(&sm);
 }
 
+// The tokenizer a checkpoint copies: model.tokenizer, else model.init's.
+static const char *tokenizer_dir(const Sft *s) {
+    const char *t = config_get_string(s->cfg, "model.tokenizer");
+    return t[0] ? t : config_get_string(s->cfg, "model.init");
+}
+
 static int save_last(Sft *s, char *err, size_t errlen) {
-    if (!trainer_same_weights(&s->tr, &s->model))
+    if (!trainer_same_trained(&s->tr, &s->model, lora_of(s)))
         return util_err(err, errlen, "step %lld: the ranks' weights differ", (long long)s->step);
     if (!dist_main(&s->dist)) return 0;
     CkptTrainerState st;
@@ -370,6 +386,12 @@ static int save_last(Sft *s, char *err, size_t errlen) {
         (isfinite(s->best_val) &&
          ckpt_state_set_float(&st, "best_val_loss", s->best_val, err, errlen)))
         return -1;
+    if (s->use_lora) {
+        if (adapter_save(s->tr.last_dir, &s->lora, s->base_name, 0, tokenizer_dir(s), &st, err,
+                         errlen))
+            return -1;
+        return store_set_run_checkpoint(s->tr.db, s->tr.run_id, s->tr.last_dir, err, errlen);
+    }
     CkptSaveOptions so = {.tokenizer_dir = NULL,
                           .state = &st,
                           .has_token_ids = tok_eot(s->tok) >= 0,
@@ -384,6 +406,9 @@ static int save_last(Sft *s, char *err, size_t errlen) {
 
 static int save_best(Sft *s, char *err, size_t errlen) {
     if (!dist_main(&s->dist)) return 0;
+    if (s->use_lora)
+        return adapter_save(s->tr.final_dir, &s->lora, s->base_name, 0, tokenizer_dir(s), NULL,
+                            err, errlen);
     CkptSaveOptions so = {.has_token_ids = tok_eot(s->tok) >= 0,
                           .bos_token_id = tok_eot(s->tok),
                           .eos_token_id = tok_eot(s->tok)};
@@ -397,11 +422,14 @@ static int save_best(Sft *s, char *err, size_t errlen) {
 // The batch shapes against the memory this process may use, before anything of that size is
 // allocated: the model (weights, gradients, moments, activations for B x T) and the grad_accum
 // micro-batches of B x T tokens held for one step.
-static int memory_check(const Sft *s, const ModelConfig *c, char *err, size_t errlen) {
+static int memory_check(const Sft *s, const ModelConfig *c, const LoraConfig *lc, char *err,
+                        size_t errlen) {
     double bt = (double)s->B * s->T;
     double mix_w;   // the mix's text micro-batches are as many and as large
     int batches = mix_settings(s->cfg, &mix_w, NULL, 0) == 0 && mix_w > 0 ? 2 : 1;
-    double need = (double)model_memory_bytes(c, s->B, s->T, 1) +
+    int64_t N = (int64_t)s->B * s->T;
+    double need = (double)model_memory_bytes(c, s->B, s->T, lc->r ? MODEL_TRAIN_FROZEN : 1) +
+                  (lc->r ? (double)lora_memory_bytes(lc, c, N, 1) : 0.0) +
                   (double)batches * s->accum * (bt * 12.0 + s->B * 12.0);
     double avail = util_mem_available();
     if (avail > 0 && need > avail) {
@@ -448,7 +476,7 @@ static int setup_run(Sft *s, char *err, size_t errlen) {
 static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t errlen) {
     const char *init = config_get_string(s->cfg, "model.init");
     ModelConfig c;
-    if (ckpt_load_config(from, &c, NULL, err, errlen)) return -1;
+    if (adapter_load_config(from, &c, NULL, err, errlen)) return -1;
     if (!c.lm_head)
         return util_err(err, errlen, "%s has no LM head: sft needs a language model", from);
     c.score_head = 0;
@@ -458,10 +486,21 @@ static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t 
         return util_err(err, errlen, "train.seq_len %lld exceeds the model's context %d",
                         (long long)T, c.max_seq_len);
     s->T = (int)T;
-    if (memory_check(s, &c, err, errlen)) return -1;
-    if (model_init(&s->model, &c, s->B, s->T, 1, dist_main(&s->dist), err, errlen) ||
-        ckpt_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen))
+    LoraConfig lc;
+    if (adapter_settings(s->cfg, &c, 0, &lc, err, errlen)) return -1;
+    s->use_lora = lc.r > 0;
+    if (memory_check(s, &c, &lc, err, errlen)) return -1;
+    if (model_init(&s->model, &c, s->B, s->T, s->use_lora ? MODEL_TRAIN_FROZEN : 1,
+                   dist_main(&s->dist), err, errlen) ||
+        adapter_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen))
         return -1;
+    if (s->use_lora) {   // fresh adapters (B = 0: exactly the base); a resume loads last/'s
+        adapter_base_name(init, s->base_name, sizeof s->base_name);
+        if (lora_init(&s->lora, &lc, &c, (int64_t)s->B * s->T, 1, err, errlen) ||
+            lora_attach(&s->model, &s->lora, err, errlen))
+            return -1;
+        lora_init_weights(&s->lora, (uint64_t)config_get_int(s->cfg, "train.seed"), NULL);
+    }
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
     if (tok_load(&s->tok, tokdir[0] ? tokdir : init, err, errlen) ||
         chat_template_load(&s->chat, tokdir[0] ? tokdir : init,
@@ -481,7 +520,8 @@ static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t 
 // Resuming: the weights, moments, step, data cursor and best held-out loss of OUT.DIR/last.
 static int resume_state(Sft *s, CkptTrainerState *st, char *err, size_t errlen) {
     DataCursor cur;
-    if (ckpt_load_trainer_state(s->tr.last_dir, &s->model, st, err, errlen) ||
+    if ((s->use_lora ? adapter_resume(s->tr.last_dir, &s->lora, st, err, errlen)
+                     : ckpt_load_trainer_state(s->tr.last_dir, &s->model, st, err, errlen)) ||
         data_cursor_load(&cur, st, "train", err, errlen) ||
         (s->text ? tokfile_iter_seek(&s->tf_it, &cur, err, errlen)
                  : dataset_iter_seek(s->train_it, &cur, err, errlen)) ||
@@ -502,8 +542,9 @@ static int setup(Sft *s, char *err, size_t errlen) {
     CkptTrainerState st;
     int resumed = trainer_try_resume(&s->tr, s->tr.last_dir, &st, err, errlen);
     if (resumed < 0) return -1;
-    if (setup_model(s, resumed ? s->tr.last_dir : config_get_string(s->cfg, "model.init"),
-                    resumed, err, errlen))
+    const char *init = config_get_string(s->cfg, "model.init");
+    if (setup_model(s, resumed && !adapter_on(s->cfg) ? s->tr.last_dir : init, resumed, err,
+                    errlen))
         return -1;
     cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
     if (!resumed) {
@@ -531,6 +572,7 @@ static void teardown(Sft *s) {
     tok_free(s->tok);
     chat_template_free(s->chat);
     model_free(&s->model);
+    lora_free(&s->lora);
     trainer_close(&s->tr);
     config_free(s->cfg);
 }
@@ -563,13 +605,14 @@ static int step_gradients(Sft *s, double *loss, double *mix_loss, int64_t *ntgt,
             data_batch_set_weight(&s->mix[a], (float)(s->mix_w / (double)nmix));
         }
     }
-    model_zero_grad(&s->model);
+    trainer_zero_grad(&s->model, lora_of(s));
     *loss = *mix_loss = 0;
     for (int a = s->dist.rank; a < s->accum; a += s->dist.size) {
         for (int k = 0; k < (s->mix ? 2 : 1); k++) {
             DataBatch *b = k ? &s->mix[a] : &s->micro[a];
             ModelBatch mb = {b->B, b->T, b->tokens, b->lengths, b->targets, b->weights};
-            if (model_forward(&s->model, &mb, 0, err, errlen)) return -1;
+            if (model_forward(&s->model, &mb, s->use_lora ? MODEL_DROPOUT : 0, err, errlen))
+                return -1;
             model_backward(&s->model, &mb, NULL, NULL);
             *(k ? mix_loss : loss) += s->model.loss;
         }
@@ -577,7 +620,7 @@ static int step_gradients(Sft *s, double *loss, double *mix_loss, int64_t *ntgt,
     }
     int partial = cli_stop_signal() != 0;
     if (s->dist.size > 1) {
-        dist_allreduce_sum(&s->dist, s->model.grads_memory, (int64_t)s->model.num_params);
+        trainer_allreduce_grads(&s->dist, &s->model, lora_of(s));
         // a signal seen by any rank stops all
         double red[3] = {*loss, (double)partial, *mix_loss};
         dist_allreduce_sum_double(&s->dist, red, 3);
@@ -689,7 +732,7 @@ static int train(Sft *s, char *err, size_t errlen) {
             break;
         }
         float lr = lr_at(&sch, oc.lr, s->step);
-        float norm = optim_adamw_step(&s->model, &oc, lr, s->step + 1);
+        float norm = trainer_adamw_step(&s->model, lora_of(s), &oc, lr, s->step + 1);
         s->step++;
         if (!isfinite(loss) || !isfinite(norm))
             return util_err(err, errlen,

@@ -4,6 +4,7 @@
 // frozen base (MODEL_TRAIN_FROZEN: no base gradients); AdamW moves only the adapters; bad
 // configurations are one-line errors; and the memory plan of a GPT-2 124M shape, full vs r=16.
 #include "checkpoint.h"
+#include "generate.h"
 #include "lora.h"
 #include "model.h"
 #include "optim.h"
@@ -170,6 +171,58 @@ static void test_merge_equals_adapters(void) {
 }
 
 // loss = sum w * CE + sum dv * value, as model_backward's dlogp = -w and dvalues = dv
+// KV-cache decoding with the adapters attached (unmerged, what sampling uses) gives the logits of
+// a merged copy, over more rows than the adapters' scratch holds (lora_apply's chunks), and the
+// last position's logits equal the full forward's.
+static void test_kv_unmerged_equals_merged(void) {
+    enum { KB = 6 };
+    for (int arch = 0; arch < 2; arch++) {
+        Model m, mc;
+        Lora lo;
+        Batch bt;
+        rig(&m, &lo, &bt, arch, all_targets(arch), 0.0f, 0);
+        char err[256];
+        CHECK_MSG(model_init(&mc, &m.config, 1, 1, 0, 0, err, sizeof err) == 0, "%s", err);
+        CHECK_MSG(lora_merge_copy(&lo, &m, &mc, err, sizeof err) == 0, "%s", err);
+        int32_t tok[KB * TT], n[KB];
+        for (int b = 0; b < KB; b++) {   // the test batch's rows twice: 2 x 17 rows > max_N 21
+            n[b] = bt.len[b % BB];
+            memcpy(tok + b * TT, bt.tok + (b % BB) * TT, TT * sizeof(int32_t));
+        }
+        int V = m.config.vocab_size, rows = 0;
+        for (int b = 0; b < KB; b++) rows += n[b];
+        CHECK(rows > lo.max_N);
+        float *a = malloc((size_t)rows * V * sizeof(float)), *c = malloc((size_t)rows * V * 4);
+        Model *ms[2] = {&m, &mc};
+        float *outs[2] = {a, c};
+        for (int k = 0; k < 2; k++) {
+            KVCache kv = {0};
+            CHECK_MSG(kv_init(&kv, ms[k], KB, TT, rows, err, sizeof err) == 0, "%s", err);
+            CHECK_MSG(kv_forward(ms[k], &kv, tok, n, KB, TT, outs[k], err, sizeof err) == 0, "%s",
+                      err);
+            kv_free(&kv);
+        }
+        double worst = 0;
+        for (int64_t i = 0; i < (int64_t)rows * V; i++)
+            worst = fmax(worst, fabs((double)a[i] - c[i]));
+        CHECK_MSG(worst < 1e-4, "arch %d: unmerged vs merged logits differ by %g", arch, worst);
+        // and with the adapters detached the cache gives the base, not the adapters
+        CHECK(lora_attach(&m, NULL, err, sizeof err) == 0);
+        KVCache kv = {0};
+        CHECK(kv_init(&kv, &m, KB, TT, rows, err, sizeof err) == 0);
+        CHECK(kv_forward(&m, &kv, tok, n, KB, TT, a, err, sizeof err) == 0);
+        kv_free(&kv);
+        double off = 0;
+        for (int64_t i = 0; i < (int64_t)rows * V; i++) off = fmax(off, fabs((double)a[i] - c[i]));
+        CHECK_MSG(off > 1e-3, "arch %d: the adapters changed nothing (%g)", arch, off);
+        free(a);
+        free(c);
+        model_free(&mc);
+        model_free(&m);
+        lora_free(&lo);
+    }
+}
+
 static double loss_of(Model *m, Batch *bt, int flags) {
     forward_ok(m, &bt->b, flags);
     float val[BB * TT];
@@ -524,6 +577,8 @@ int main(int argc, char **argv) {
               test_zero_b_and_off_are_base);
     test_case("lora: merged weights equal the adapters (every target, fused q|k|v and gate|up)",
               test_merge_equals_adapters);
+    test_case("lora: KV-cache decoding with unmerged adapters = a merged copy (chunked rows)",
+              test_kv_unmerged_equals_merged);
     test_case("lora: gradients of A, B and the score copy vs finite differences, frozen base",
               test_gradients);
     test_case("lora: dropout masks differ per training forward, none in evaluation",
