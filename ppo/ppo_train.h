@@ -57,6 +57,7 @@ typedef struct {
     double first_ratio_dev; // max |ratio - 1| on the iteration's first minibatch (0 expected)
     double grad_norm, value_grad_norm;
     double t_gen, t_policy, t_ref, t_value, t_reward;   // generation, the four scoring passes
+    double t_refresh;               // the sampling copy's refresh after the updates
     double t_train_ppo,
         t_train_ptx; // update: policy + value (with the optimizer steps), pretraining
     double t_up_policy, t_up_value,
@@ -131,6 +132,9 @@ typedef struct Ppo {
     // models and tools
     Model policy, ref, reward, value, ema;
     int has_ema;
+    // precision.*: the policy's sampling copy (refreshed after every iteration's updates), the
+    // frozen models (reference, reward models: every forward narrow), the KV cache
+    LowpFormat prec_sample, prec_frozen, prec_kv;
     KVCache kv;
     Sampler sampler;
     Tokenizer *tok;

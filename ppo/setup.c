@@ -336,7 +336,7 @@ typedef struct { const char *what; size_t bytes; char detail[160]; } PlanRow;
 static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc,
                        const ModelConfig *vc, int max_rows, char *err, size_t errlen) {
     int pT = s->Tpos > s->ptx_T ? s->Tpos : s->ptx_T;
-    PlanRow rows[9];
+    PlanRow rows[10];
     int n = 0;
 #define ROW(w, b, ...)                                                                             \
     do {                                                                                           \
@@ -347,10 +347,16 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     } while (0)
     ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1),
         "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
-    ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0),
-        "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
-    ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0),
-        "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
+    const char *fz = lowp_format_name(s->prec_frozen);
+    ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0) + model_lowp_bytes(rc, s->prec_frozen),
+        "frozen: weights%s%s, one layer of activations for %d x %d",
+        s->prec_frozen ? " + matrices in " : "", s->prec_frozen ? fz : "", s->mbl, s->Tpos);
+    ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0) + model_lowp_bytes(wc, s->prec_frozen),
+        "frozen, score head: weights%s%s, one layer of activations for %d x %d",
+        s->prec_frozen ? " + matrices in " : "", s->prec_frozen ? fz : "", s->mbl, s->Trw);
+    if (s->prec_sample)
+        ROW("sampling", model_lowp_bytes(pc, s->prec_sample), "the policy's %s copy",
+            lowp_format_name(s->prec_sample));
     if (s->has_value)
         ROW("value", model_memory_bytes(vc, s->mbl, s->Tpos, 1),
             "trainable, score head: weights, gradients, moments, activations for %d x %d", s->mbl,
@@ -361,8 +367,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     if (s->has_ema)
         ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)",
             (double)s->ema_decay);
-    ROW("kv cache", kv_memory_bytes(pc, s->gen_B, s->Tseq, max_rows),
-        "generation: %d sequences x %d positions", s->gen_B, s->Tseq);
+    ROW("kv cache", kv_memory_bytes_as(pc, s->gen_B, s->Tseq, max_rows, s->prec_kv),
+        "generation: %d sequences x %d positions, %s", s->gen_B, s->Tseq,
+        lowp_format_name(s->prec_kv));
     size_t R = (size_t)s->R, rollout = R * s->Tseq * 4 + R * s->Tpos * (7 * 4 + 1) + R * 40 +
                                        (size_t)s->mbl * (s->Tseq + 1) * (3 * 4 + 5 * 4) +
                                        (size_t)s->gen_B * ((size_t)s->Tp + s->max_new + 2) * 4 +
@@ -517,6 +524,7 @@ int ppo_restore_last(Ppo *s, char *err, size_t errlen) {
         load_role("last/policy", p, &s->policy, CKPT_IGNORE_SCORE, err, errlen)) return -1;
     snprintf(p, sizeof p, "%s/value", s->tr.last_dir);
     if (s->has_value && load_role("last/value", p, &s->value, 0, err, errlen)) return -1;
+    if (model_lowp_refresh(&s->policy, err, errlen)) return -1;
     s->iteration = it;
     return 0;
 }
@@ -529,6 +537,10 @@ static void read_settings(Ppo *s) {
         s->gen_B = s->R / s->dist.size;   // each rank generates R/N
     if (s->gen_B < 1) s->gen_B = 1;
     s->max_new = (int)config_get_int(c, "rollout.max_new_tokens");
+    // the enums' choices are in LowpFormat's order (fp32, bf16, int8)
+    s->prec_sample = (LowpFormat)config_get_enum(c, "precision.sample");
+    s->prec_frozen = (LowpFormat)config_get_enum(c, "precision.frozen");
+    s->prec_kv = (LowpFormat)config_get_enum(c, "precision.kv_cache");
     s->mb = (int)config_get_int(c, "ppo.minibatch_size");
     s->mbl = s->mb / s->dist.size;
     s->epochs = (int)config_get_int(c, "ppo.epochs");
@@ -744,7 +756,11 @@ static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, cha
             memcpy(s->ema.params_memory, s->policy.params_memory,
                    s->policy.num_params * sizeof(float));
     }
-    if (kv_init(&s->kv, &s->policy, s->gen_B, s->Tseq, max_rows, e, sizeof e))
+    for (int i = ROLE_REFERENCE; i <= ROLE_REWARD; i++)
+        if (model_lowp_attach(models[i], s->prec_frozen, MODEL_LOWP_FULL, e, sizeof e))
+            return util_err(err, errlen, "%s: precision.frozen %s: %s", PPO_ROLE_NAMES[i],
+                            lowp_format_name(s->prec_frozen), e);
+    if (kv_init_as(&s->kv, &s->policy, s->gen_B, s->Tseq, max_rows, s->prec_kv, e, sizeof e))
         return util_err(err, errlen, "KV cache: %s", e);
     sampler_init(&s->sampler, pc->vocab_size);
     return 0;
@@ -841,6 +857,11 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
         return -1;
     alloc_buffers(s);
     if (begin_run(s, &m, resumed, &st, err, errlen)) return -1;
+    // the sampling copy of the weights the run starts from (resumed ones included)
+    char e[1024];
+    if (model_lowp_attach(&s->policy, s->prec_sample, 0, e, sizeof e))
+        return util_err(err, errlen, "policy: precision.sample %s: %s",
+                        lowp_format_name(s->prec_sample), e);
     ppo_prompt_order(s);
     return 0;
 }
