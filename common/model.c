@@ -114,6 +114,7 @@ typedef struct ModelLowp ModelLowp;
 struct ModelLowp {
     LowpFormat fmt;        // LOWP_BF16 or LOWP_INT8
     int full;              // model_forward reads them too (MODEL_LOWP_FULL)
+    int dropped;           // the fp32 matrices are freed (MODEL_LOWP_DROP_FP32)
     LowpMatrix *w;         // (L * MODEL_NUM_W)
     LowpMatrix head;       // (V, C), fmt 0 (empty) without an LM head
 };
@@ -1051,6 +1052,7 @@ const float *model_logits_at(const Model *m, int b, int t) {
 int model_tensor_count(const Model *m) { return model_kind(&m->config)->tensor_count(m); }
 
 void model_tensor(const Model *m, int i, ModelTensor *t) {
+    if (m->lowp && m->lowp->dropped) DIE("model_tensor on a model whose fp32 matrices were freed");
     memset(t, 0, sizeof(*t));
     int slot = 0;
     size_t offset = 0;
@@ -1092,7 +1094,7 @@ void model_product(const Model *m, int l, int w, int narrow, float *out, const f
                    int64_t N, int beta_one) {
     const float *bias;
     const float *fw = layer_weight(m, l, w, &bias);
-    if (narrow && m->lowp) {
+    if (m->lowp && (narrow || m->lowp->dropped)) {
         lowp_forward(out, inp, &m->lowp->w[(size_t)l * MODEL_NUM_W + w], bias, N, beta_one);
         return;
     }
@@ -1102,7 +1104,7 @@ void model_product(const Model *m, int l, int w, int narrow, float *out, const f
 }
 
 void model_head_product(const Model *m, int narrow, float *out, const float *inp, int64_t M) {
-    if (narrow && m->lowp && m->lowp->head.OC) {
+    if (m->lowp && (narrow || m->lowp->dropped) && m->lowp->head.OC) {
         lowp_forward(out, inp, &m->lowp->head, NULL, M, 0);
         return;
     }
@@ -1134,7 +1136,34 @@ static int lowp_convert(Model *m, int init, char *err, size_t errlen) {
     return 0;
 }
 
+// Frees the fp32 matrices the copies stand for: the weights move to a smaller allocation without
+// the four layer products' slots (and an untied lm_head's); the tied embeddings stay (the lookup).
+static void lowp_drop_fp32(Model *m) {
+    size_t keep[MODEL_NUM_PARAMS], total = 0;
+    memcpy(keep, m->param_sizes, sizeof keep);
+    for (int w = 0; w < MODEL_NUM_W; w++) keep[LOWP_W_SLOT[w]] = 0;
+    if (m->config.lm_head) keep[P_LMHEADW] = 0;
+    for (int i = 0; i < MODEL_NUM_PARAMS; i++) total += keep[i];
+    float *mem = ALIGNED_CHECK((total ? total : 1) * sizeof(float));
+    for (int i = 0; i < MODEL_NUM_PARAMS; i++)
+        if (keep[i])
+            memcpy(mem + slot_base(keep, i), m->params_memory + slot_base(m->param_sizes, i),
+                   keep[i] * sizeof(float));
+    free(m->params_memory);
+    m->params_memory = mem;
+    memcpy(m->param_sizes, keep, sizeof keep);
+    m->num_params = total;
+    carve_params(&m->params, mem, keep);
+    m->lowp->dropped = 1;
+}
+
 int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen) {
+    if (m->lowp && m->lowp->dropped)
+        return util_err(err, errlen, "the model's fp32 matrices were freed: no new copies");
+    if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_DROP_FP32) &&
+        (!(flags & MODEL_LOWP_FULL) || m->trainable || m->lora))
+        return util_err(err, errlen, "only a frozen model read in full from its copies may free "
+                        "its fp32 matrices");
     model_lowp_detach(m);
     if (fmt == LOWP_FP32) return 0;
     m->lowp = CALLOC_CHECK(1, sizeof *m->lowp);
@@ -1145,10 +1174,13 @@ int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t err
         model_lowp_detach(m);
         return -1;
     }
+    if (flags & MODEL_LOWP_DROP_FP32) lowp_drop_fp32(m);
     return 0;
 }
 
 int model_lowp_refresh(Model *m, char *err, size_t errlen) {
+    if (m->lowp && m->lowp->dropped)
+        return util_err(err, errlen, "the model's fp32 matrices were freed: nothing to refresh from");
     return m->lowp ? lowp_convert(m, 0, err, errlen) : 0;
 }
 
@@ -1185,3 +1217,8 @@ int64_t model_lowp_bytes(const ModelConfig *c, LowpFormat fmt) {
 }
 
 int64_t model_lowp_fp32_bytes(const ModelConfig *c) { return lowp_bytes_as(c, LOWP_FP32); }
+
+int64_t model_lowp_dropped_bytes(const ModelConfig *c) {
+    int64_t head = c->lm_head && !c->untied ? 4 * (int64_t)c->n_embd * c->vocab_size : 0;
+    return lowp_bytes_as(c, LOWP_FP32) - head;   // tied embeddings stay for the lookup
+}

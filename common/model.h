@@ -234,6 +234,11 @@ void model_tensor(const Model *m, int i, ModelTensor *t);
 // After the fp32 weights change (an optimizer step, a loaded checkpoint) the copies are stale
 // until model_lowp_refresh.
 #define MODEL_LOWP_FULL 1
+// With MODEL_LOWP_FULL, on a frozen model (not trainable, no adapters): free the fp32 matrices
+// the copies stand for (the layers' four products; an untied lm_head), so that the model takes
+// the copies' memory instead of fp32's. Such a model can no longer refresh, be viewed by tensor
+// (model_tensor: saving, loading) or take new copies.
+#define MODEL_LOWP_DROP_FP32 2
 // The four products of a layer, in order; model_product's w.
 enum { MODEL_W_QKV, MODEL_W_ATTPROJ, MODEL_W_FC, MODEL_W_FCPROJ, MODEL_NUM_W };
 
@@ -247,8 +252,10 @@ void model_lowp_detach(Model *m);   // model_free calls it
 LowpFormat model_lowp_format(const Model *m);
 // Bytes the copies of a model of config c take in fmt (0 for LOWP_FP32): for memory plans.
 int64_t model_lowp_bytes(const ModelConfig *c, LowpFormat fmt);
-// Bytes of the fp32 matrices those copies stand for (what a frozen model could do without).
+// Bytes of the fp32 matrices those copies stand for (what one decoding step reads in fp32), and
+// of those MODEL_LOWP_DROP_FP32 frees (all but tied embeddings).
 int64_t model_lowp_fp32_bytes(const ModelConfig *c);
+int64_t model_lowp_dropped_bytes(const ModelConfig *c);
 
 // out (N, OC) = [out +] inp (N, IC) @ W + bias for matrix w (MODEL_W_*) of layer l: from the
 // narrow copy when narrow and the model has copies, else the fp32 weights in the block kind's

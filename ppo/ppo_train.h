@@ -196,6 +196,8 @@ typedef struct Ppo {
 // scoring, every part and the total of each episode; components: episode b's parts as a JSON
 // object (malloc'd; NULL when off); metrics: the iteration's means (reward/...); state: the
 // normalisation moments into / out of a checkpoint's trainer state.
+// A frozen model's planned memory with its matrices in fmt (setup.c; rewards.c plans with it too)
+size_t ppo_frozen_bytes(const ModelConfig *c, LowpFormat fmt, int B, int T);
 int    ppo_parts_config(Ppo *s, const ModelConfig *policy, char *err, size_t errlen);
 size_t ppo_parts_plan_bytes(const Ppo *s);
 int    ppo_parts_load(Ppo *s, char *err, size_t errlen);

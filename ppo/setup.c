@@ -331,6 +331,13 @@ static int load_role(const char *key, const char *dir, Model *m, int flags, char
     return 0;
 }
 
+// A frozen model's memory with its matrices in fmt (their fp32 freed: MODEL_LOWP_DROP_FP32).
+size_t ppo_frozen_bytes(const ModelConfig *c, LowpFormat fmt, int B, int T) {
+    size_t fp32 = model_memory_bytes(c, B, T, 0);
+    if (fmt == LOWP_FP32) return fp32;
+    return fp32 - (size_t)model_lowp_dropped_bytes(c) + (size_t)model_lowp_bytes(c, fmt);
+}
+
 typedef struct { const char *what; size_t bytes; char detail[160]; } PlanRow;
 
 static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc,
@@ -347,13 +354,13 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     } while (0)
     ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1),
         "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
-    const char *fz = lowp_format_name(s->prec_frozen);
-    ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0) + model_lowp_bytes(rc, s->prec_frozen),
-        "frozen: weights%s%s, one layer of activations for %d x %d",
-        s->prec_frozen ? " + matrices in " : "", s->prec_frozen ? fz : "", s->mbl, s->Tpos);
-    ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0) + model_lowp_bytes(wc, s->prec_frozen),
-        "frozen, score head: weights%s%s, one layer of activations for %d x %d",
-        s->prec_frozen ? " + matrices in " : "", s->prec_frozen ? fz : "", s->mbl, s->Trw);
+    const char *fz = s->prec_frozen ? lowp_format_name(s->prec_frozen) : "fp32";
+    ROW("reference", ppo_frozen_bytes(rc, s->prec_frozen, s->mbl, s->Tpos),
+        "frozen: weights (matrices in %s), one layer of activations for %d x %d", fz, s->mbl,
+        s->Tpos);
+    ROW("reward", ppo_frozen_bytes(wc, s->prec_frozen, s->mbl, s->Trw),
+        "frozen, score head: weights (matrices in %s), one layer of activations for %d x %d", fz,
+        s->mbl, s->Trw);
     if (s->prec_sample)
         ROW("sampling", model_lowp_bytes(pc, s->prec_sample), "the policy's %s copy",
             lowp_format_name(s->prec_sample));
@@ -757,7 +764,8 @@ static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, cha
                    s->policy.num_params * sizeof(float));
     }
     for (int i = ROLE_REFERENCE; i <= ROLE_REWARD; i++)
-        if (model_lowp_attach(models[i], s->prec_frozen, MODEL_LOWP_FULL, e, sizeof e))
+        if (model_lowp_attach(models[i], s->prec_frozen, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32,
+                              e, sizeof e))
             return util_err(err, errlen, "%s: precision.frozen %s: %s", PPO_ROLE_NAMES[i],
                             lowp_format_name(s->prec_frozen), e);
     if (kv_init_as(&s->kv, &s->policy, s->gen_B, s->Tseq, max_rows, s->prec_kv, e, sizeof e))

@@ -75,7 +75,7 @@ static int ensure_model(RmScorer *s, int T, char *err, size_t errlen) {
     if (model_init(&s->own, &c, s->B, T, 0, 0, err, errlen)) { s->own.config = c; return -1; }
     s->loaded = 1;
     if (ckpt_load_weights(s->ckpt, &s->own, 0, err, errlen) ||
-        model_lowp_attach(&s->own, s->prec, MODEL_LOWP_FULL, err, errlen))
+        model_lowp_attach(&s->own, s->prec, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err, errlen))
         return -1;
     s->m = &s->own;
     return 0;

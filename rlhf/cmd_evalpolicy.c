@@ -1236,7 +1236,7 @@ static int load_reward_model(const Eval *e, Model *rm) {
     c.lm_head = 0;
     if (model_init(rm, &c, (int)e->batch, work_len(e, &c, 0), 0, 0, err, sizeof err) ||
         ckpt_load_weights(e->reward, rm, 0, err, sizeof err) ||
-        model_lowp_attach(rm, e->prec, MODEL_LOWP_FULL, err, sizeof err)) {
+        model_lowp_attach(rm, e->prec, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err, sizeof err)) {
         model_free(rm);
         EFAIL("--reward: %s", err);
     }

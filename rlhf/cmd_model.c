@@ -743,7 +743,8 @@ int cmd_generate(int argc, char **argv) {
         int kv_prefill = (int)(a.batch * (g.maxlen < 256 ? g.maxlen : 256));
         if (model_init(&m, &g.c, 1, 1, 0, 0, err, sizeof err) ||
             ckpt_load_weights(a.dir, &m, CKPT_IGNORE_SCORE, err, sizeof err) ||
-            model_lowp_attach(&m, a.prec, 0, err, sizeof err) ||
+            model_lowp_attach(&m, a.prec, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
+                              sizeof err) ||   // decoding alone: the fp32 matrices go
             kv_init(&kv, &m, (int)a.batch, kv_len, kv_prefill, err, sizeof err)) {
             fprintf(stderr, "rlhf generate: %s\n", err);
             rc = 1;

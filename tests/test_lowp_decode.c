@@ -417,6 +417,43 @@ static void test_refresh(void) {
     free(a); free(b); free(h); free(saved);
 }
 
+// A frozen model may free its fp32 matrices (MODEL_LOWP_DROP_FP32): it decodes and scores exactly
+// as with them, holds fewer floats, and refuses what would need them; a trained one refuses.
+static void test_drop_fp32(void) {
+    const Model *src = &llama_model;
+    const ModelConfig *c = &src->config;
+    char err[256];
+    Model f, d;
+    CHECK(model_init(&f, c, 3, TT, 0, 0, err, sizeof err) == 0);
+    CHECK(model_init(&d, c, 3, TT, 0, 0, err, sizeof err) == 0);
+    memcpy(f.params_memory, src->params_memory, src->num_params * sizeof(float));
+    memcpy(d.params_memory, src->params_memory, src->num_params * sizeof(float));
+    int flags = MODEL_LOWP_FULL;
+    CHECK(model_lowp_attach(&f, LOWP_BF16, flags, err, sizeof err) == 0);
+    CHECK(model_lowp_attach(&d, LOWP_BF16, flags | MODEL_LOWP_DROP_FP32, err, sizeof err) == 0);
+    CHECK((int64_t)(f.num_params - d.num_params) * 4 == model_lowp_dropped_bytes(c));
+    size_t nl = (size_t)NP * NEW * VOC, nh = (size_t)NP * NEW * c->n_embd;
+    float *a = malloc(nl * 4), *b = malloc(nl * 4), *h = malloc(nh * 4);
+    int32_t ta[NP * TT], tb[NP * TT];
+    greedy(&f, LOWP_FP32, NULL, ta, a, h);
+    greedy(&d, LOWP_FP32, NULL, tb, b, h);
+    CHECK_MSG(memcmp(a, b, nl * 4) == 0 && memcmp(ta, tb, sizeof ta) == 0,
+              "freeing the fp32 matrices changed decoding");
+    int32_t len[3] = {TT, 9, 14};
+    ModelBatch batch = {.B = 3, .T = TT, .tokens = ta, .lengths = len};
+    CHECK(model_forward(&f, &batch, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+    CHECK(model_forward(&d, &batch, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+    CHECK_MSG(memcmp(f.logits, d.logits, (size_t)f.M * VOC * 4) == 0,
+              "freeing the fp32 matrices changed model_forward");
+    CHECK_ERR(model_lowp_refresh(&d, err, sizeof err), err, "freed", NULL);
+    CHECK_ERR(model_lowp_attach(&d, LOWP_INT8, 0, err, sizeof err), err, "freed", NULL);
+    CHECK_ERR(model_lowp_attach(&gpt2_model, LOWP_BF16, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32,
+                                err, sizeof err), err, "only a frozen model", NULL);
+    CHECK(gpt2_model.lowp == NULL);
+    model_free(&f); model_free(&d);
+    free(a); free(b); free(h);
+}
+
 // What the copies cost, as memory plans print it.
 static void test_bytes(void) {
     const ModelConfig *c = &gpt2_cfg;
@@ -439,6 +476,7 @@ int main(void) {
     test_case("model_forward reads the copies only with MODEL_LOWP_FULL",
               test_forward_uses_copies_only_when_full);
     test_case("refresh equals a fresh copy; NaN and int8 cache refused", test_refresh);
+    test_case("a frozen model frees its fp32 matrices and decodes the same", test_drop_fp32);
     test_case("bytes of the copies", test_bytes);
     model_free(&gpt2_model);
     model_free(&llama_model);
