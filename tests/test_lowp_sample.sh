@@ -24,6 +24,18 @@ grep -q "sampling .*the policy's bf16 copy" err16 && grep -q "reference .*matric
     grep -q "kv cache .*bf16" err16 && ! grep -q "sampling" err32 &&
     ok "memory plan: the sampling copy, the frozen models' bf16 matrices and the bf16 cache" ||
     bad "memory plan: $(grep 'ppo:  ' err16)"
+python3 - err32 err16 > out 2>&1 <<'PY' && ok "memory plan: the frozen models smaller in bf16 ($(cat out))" || bad "frozen memory: $(cat out)"
+import re, sys
+units = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+def row(f, what):
+    for line in open(f):
+        m = re.match(r"ppo:\s+" + what + r"\s+([\d.]+) (\w+)", line)
+        if m: return float(m.group(1)) * units[m.group(2)]
+a, b = [row(f, "reference") for f in sys.argv[1:]]
+c, d = [row(f, "reward") for f in sys.argv[1:]]
+print(f"reference {a / 1024:.1f} -> {b / 1024:.1f} KiB, reward {c / 1024:.1f} -> {d / 1024:.1f} KiB")
+assert b < a and d < c
+PY
 r1=$(metric b16/workspace.db ppo/first_ratio_dev 1); t1=$(metric b16/workspace.db time/sample_refresh_s 1)
 n32=$(metric f32/workspace.db time/sample_refresh_s 1)
 [ "$r1" = "0.0" ] && below 0 "$t1" && [ "$n32" = "none" ] &&
