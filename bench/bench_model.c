@@ -280,32 +280,33 @@ static int bench_generate(const char *pname, const ModelConfig *c, int B, int pr
     return 0;
 }
 
-// Steps of decoding alone: the tokens of a `prompt`-token prefill and `new_tok` greedy steps, less
-// those of a prefill and 4 steps (the same prompts), so the prefill's cost cancels; seconds
-// per generated token step in *step_s. Returns tokens/s or -1.
+// Steps of decoding alone: a prefill of the prompts, then `new_tok` one-token steps (each
+// sequence's argmax fed back), each step timed on its own; the median step (robust to a machine
+// busy with other work) in *step_s. Returns tokens/s (B per step) or -1.
 static double decode_rate(const Model *m, KVCache *kv, const int32_t *pr, const int32_t *pl,
                           int B, int prompt, int new_tok, double *step_s) {
     char err[256];
-    Sampler s;
-    sampler_init(&s, m->config.vocab_size);
-    int32_t *out = MALLOC_CHECK((size_t)B * new_tok * 4), *ol = MALLOC_CHECK((size_t)B * 4);
-    Rng r; rng_init(&r, 1);
-    double t[2];
-    for (int k = 0; k < 2; k++) {
-        GenConfig g = {.max_new_tokens = k ? new_tok : 4, .eot_id = -1,
-                       .sampler = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f}};
-        double t0 = util_time_s();
-        if (gen_generate(m, kv, &s, &g, &r, pr, pl, B, prompt, out, ol, NULL, NULL, err,
-                         sizeof err)) {
-            fprintf(stderr, "bench_model: %s\n", err);
-            return -1;
+    int V = m->config.vocab_size;
+    int32_t *cur = MALLOC_CHECK((size_t)B * 4), *one = MALLOC_CHECK((size_t)B * 4);
+    double *t = MALLOC_CHECK((size_t)new_tok * sizeof(double));
+    kv_reset(kv);
+    int rc = kv_forward(m, kv, pr, pl, B, prompt, NULL, err, sizeof err);
+    for (int s = 0; s < new_tok && rc == 0; s++) {
+        for (int b = 0; b < B; b++) {
+            const float *lg = kv->logits + (size_t)b * V;
+            int k = 0;
+            for (int v = 1; v < V; v++) if (lg[v] > lg[k]) k = v;
+            cur[b] = k;
+            one[b] = 1;
         }
-        t[k] = util_time_s() - t0;
+        double t0 = util_time_s();
+        rc = kv_forward(m, kv, cur, one, B, 1, NULL, err, sizeof err);
+        t[s] = util_time_s() - t0;
     }
-    sampler_free(&s);
-    free(out); free(ol);
-    *step_s = (t[1] - t[0]) / (new_tok - 4);
-    return B / *step_s;
+    if (rc) fprintf(stderr, "bench_model: %s\n", err);
+    *step_s = rc ? 0 : bench_median(t, new_tok);
+    free(cur); free(one); free(t);
+    return rc ? -1 : B / *step_s;
 }
 
 // XORs n bytes of x (whole 64-byte lines) in parallel: the read bandwidth decoding is bound by
@@ -336,7 +337,7 @@ static double read_rate(int64_t n) {
     return (double)n / best;
 }
 
-// --mode decode_lowp: decoding steps (greedy, prefill excluded) at B sequences with the weights
+// --mode decode_lowp: decoding steps (greedy, prefill excluded, median step) at B sequences with the weights
 // in fp32, bf16 and int8 (model_lowp_attach) and a bf16 KV cache, one JSON line per format: tokens/s,
 // the bytes of weights one step reads, the read bandwidth measured right after over as many
 // bytes, and the limit it sets (B tokens per read of the weights); the copies' refresh time.

@@ -317,18 +317,26 @@ def generate_bench(model, B, prompt_len, n_new, sampling):
 
 
 def decode_only_bench(model, B, prompt_len, n_new, sampling):
-    """Decoding steps alone: a generation of n_new tokens less one of 4 from the same prompts (the
-    prefill cancels), as bench_model --mode decode_lowp measures."""
+    """Decoding steps alone, as bench_model --mode decode_lowp measures them: a prefill, then n_new
+    one-token steps (greedy) each timed on its own; the median step (robust to a busy machine)."""
     g = torch.Generator().manual_seed(0)
-    V = model.cfg["V"]
-    generate(model, torch.randint(0, V, (1, prompt_len), generator=g), 4, sampling, g)   # warmup
+    cfg = model.cfg
+    V = cfg["V"]
+    generate(model, torch.randint(0, V, (1, prompt_len), generator=g), 2, sampling, g)   # warmup
     prompts = torch.randint(0, V, (B, prompt_len), generator=g)
-    t = []
-    for n in (4, n_new):
+    hd, kvh = cfg["C"] // cfg["NH"], cfg.get("KVH", cfg["NH"])
+    dt = model.wte.weight.dtype
+    total = prompt_len + n_new
+    caches = [(torch.empty(B, kvh, total, hd, dtype=dt), torch.empty(B, kvh, total, hd, dtype=dt))
+              for _ in range(cfg["L"])]
+    h = model.hidden(prompts, caches, 0)[:, -1]
+    times = []
+    for i in range(n_new):
+        nxt = model.logits(h).argmax(-1)
         t0 = time.perf_counter()
-        generate(model, prompts, n, sampling, g)
-        t.append(time.perf_counter() - t0)
-    step = (t[1] - t[0]) / (n_new - 4)
+        h = model.hidden(nxt.unsqueeze(1), caches, prompt_len + i)[:, -1]
+        times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
     return step, B / step
 
 
