@@ -105,7 +105,8 @@ static void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
             float inv = 1.0f / sum;
             float *y = out + (size_t)r * NH * hd + (size_t)h * hd;
             for (int i = 0; i < hd; i++) y[i] = 0.0f;
-            for (int s = 0; s <= pos; s++) kv_add_value(kv, base + (size_t)s * hd, sc[s] * inv, y, hd);
+            for (int s = 0; s <= pos; s++)
+                kv_add_value(kv, base + (size_t)s * hd, sc[s] * inv, y, hd);
         }
     }
 }

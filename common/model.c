@@ -1180,7 +1180,8 @@ int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t err
 
 int model_lowp_refresh(Model *m, char *err, size_t errlen) {
     if (m->lowp && m->lowp->dropped)
-        return util_err(err, errlen, "the model's fp32 matrices were freed: nothing to refresh from");
+        return util_err(err, errlen,
+                        "the model's fp32 matrices were freed: nothing to refresh from");
     return m->lowp ? lowp_convert(m, 0, err, errlen) : 0;
 }
 

@@ -183,7 +183,7 @@ static const char *score_usage =
     "  --response-prefix P   text before each response (default \" \")\n"
     "  --threads N           OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
     "  --precision P         the model's weights: fp32 (default), bf16 or int8; with --workspace\n"
-    "                        and no --name the scores are stored as CKPT's path + \"@bf16\" (int8)\n";
+    "                        and no --name the scores are stored as CKPT's path + @bf16 (@int8)\n";
 
 static int collect_completion(const StoreCompletion *c, void *ctx) {
     CompList *l = ctx;

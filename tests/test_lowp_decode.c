@@ -12,10 +12,10 @@
 // the next norm, so of the same relative size): LOWP_PATHS(L) = 2L + 1 terms, again in
 // quadrature. A bf16 KV cache rounds keys and values (u / sqrt 3 each) instead; a key's error
 // reaches the output twice (its score, and the softmax's normaliser), a value's once: 3L terms,
-// and the head's none, LOWP_KV_PATHS(L). The bound is LOWP_SIGMAS = 6 deviations of that sum with the worst matrix's rho,
-// computed per decoding step from the head's weights and its input row at that step. It is
-// checked (every teacher-forced step within it) and then used: greedy decoding may only diverge
-// from fp32 at a step whose fp32 top-2 margin is within twice the bound.
+// and the head's none, LOWP_KV_PATHS(L). The bound is LOWP_SIGMAS = 6 deviations of that sum
+// with the worst matrix's rho, computed per decoding step from the head's weights and its input
+// row at that step. It is checked (every teacher-forced step within it) and then used: greedy
+// decoding may only diverge from fp32 at a step whose fp32 top-2 margin is within twice it.
 #include "generate.h"
 #include "lowp.h"
 #include "model.h"
@@ -217,7 +217,10 @@ static Agreement compare_greedy(Model *m, LowpFormat fmt, LowpFormat cache) {
     for (int b = 0; b < NP; b++) {
         int first = NEW, first_unsafe = NEW;
         for (int s = 0; s < NEW; s++)
-            if (narrow_tok[b * TT + PROMPT + s] != ref_tok[b * TT + PROMPT + s]) { first = s; break; }
+            if (narrow_tok[b * TT + PROMPT + s] != ref_tok[b * TT + PROMPT + s]) {
+                first = s;
+                break;
+            }
         for (int s = 0; s < NEW && first_unsafe == NEW; s++) {
             const float *lg = ref_lg + ((size_t)b * NEW + s) * V;
             int k = argmax(lg, V);
@@ -239,7 +242,8 @@ static Agreement compare_greedy(Model *m, LowpFormat fmt, LowpFormat cache) {
     greedy(m, cache, ref_tok, forced_tok, nar_lg, nar_h);
     for (size_t j = 0; j < (size_t)NP * NEW; j++) {
         double d = 0;
-        for (int v = 0; v < V; v++) d = fmax(d, fabs((double)nar_lg[j * V + v] - ref_lg[j * V + v]));
+        for (int v = 0; v < V; v++)
+            d = fmax(d, fabs((double)nar_lg[j * V + v] - ref_lg[j * V + v]));
         double bound = logit_bound(m, rho, fmt == LOWP_FP32, ref_h + j * C);
         a.worst_ratio = fmax(a.worst_ratio, d / bound);
     }
@@ -349,7 +353,8 @@ static void test_portable_path(void) {
         int same = 0;
         greedy(m, LOWP_FP32, NULL, t2, lg2, h);
         for (int b = 0; b < NP; b++)
-            for (int s = 0; s < NEW; s++) same += t1[b * TT + PROMPT + s] == t2[b * TT + PROMPT + s];
+            for (int s = 0; s < NEW; s++)
+                same += t1[b * TT + PROMPT + s] == t2[b * TT + PROMPT + s];
         printf("  %s: portable path greedy tokens equal to the default path's: %d of %d\n",
                model_kind_name(&m->config), same, NP * NEW);
         model_lowp_detach(m);
