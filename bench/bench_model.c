@@ -339,8 +339,9 @@ static double read_rate(int64_t n) {
 
 // --mode decode_lowp: decoding steps (greedy, prefill excluded, median step) at B sequences
 // with the weights in fp32, bf16 and int8 (model_lowp_attach; the narrow ones with a bf16 KV
-// cache), one JSON line per format: tokens/s, the bytes of weights one step reads, the read bandwidth measured right after over as many
-// bytes, and the limit it sets (B tokens per read of the weights); the copies' refresh time.
+// cache), one JSON line per format: tokens/s, the bytes of weights one step reads, the read
+// bandwidth measured right after over as many bytes, and the limit it sets (B tokens per read of
+// the weights); the copies' refresh time.
 static int bench_decode_lowp(const char *pname, const ModelConfig *c, int B, int prompt,
                              int new_tok) {
     char err[256];
