@@ -11,6 +11,8 @@
 //       read of the same bytes (the memory bandwidth they are bound by), in the same process
 //   bench_model --mode decode_lowp --preset gpt2 --B 1 [--prompt 4 --new 32]  decoding steps with
 //       fp32, bf16 and int8 weights (one line each), beside the read limit of their bytes
+//   bench_model --mode forward_lowp --preset gpt2 --B 4 --T 64  a frozen model's full forward
+//       with its matrices in fp32, bf16 and int8 (one line each)
 #include "benchlib.h"
 #include "blas.h"
 #include "cli.h"
@@ -390,8 +392,54 @@ static int bench_decode_lowp(const char *pname, const ModelConfig *c, int B, int
     return 0;
 }
 
+// --mode forward_lowp: a frozen model's full-sequence forward (reference log-probs, reward
+// scores) over B x T rows with its matrices in fp32, bf16 and int8 (MODEL_LOWP_FULL: more than 16
+// rows widen tiles of the copies to fp32 for sgemm), the median of 3 after a warm-up; one JSON
+// line per format.
+static int bench_forward_lowp(const char *pname, const ModelConfig *c, int B, int T) {
+    char err[256];
+    Model m;
+    if (model_init(&m, c, B, T, 0, 0, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    model_init_weights(&m, 1234);
+    int32_t *tok = MALLOC_CHECK((size_t)B * T * 4), *tgt = MALLOC_CHECK((size_t)B * T * 4);
+    int32_t *len = MALLOC_CHECK((size_t)B * 4);
+    Rng r; rng_init(&r, 1);
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+    for (int i = 0; i < B * T; i++) tgt[i] = i % T + 1 < T ? tok[i + 1] : -1;
+    for (int b = 0; b < B; b++) len[b] = T;
+    ModelBatch batch = {.B = B, .T = T, .tokens = tok, .lengths = len, .targets = tgt};
+    static const LowpFormat fmts[3] = {LOWP_FP32, LOWP_BF16, LOWP_INT8};
+    for (int f = 0; f < 3; f++) {
+        if (model_lowp_attach(&m, fmts[f], MODEL_LOWP_FULL, err, sizeof err)) {
+            fprintf(stderr, "bench_model: %s\n", err);
+            return 1;
+        }
+        double t[4];
+        for (int k = 0; k < 4; k++) {
+            double t0 = util_time_s();
+            if (model_forward(&m, &batch, 0, err, sizeof err)) {
+                fprintf(stderr, "bench_model: %s\n", err);
+                return 1;
+            }
+            t[k] = util_time_s() - t0;
+        }
+        double med = bench_median(t + 1, 3);
+        printf("{\"impl\":\"rlhf.c\",\"mode\":\"forward_lowp\",\"preset\":\"%s\","
+               "\"precision\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,\"tokens_per_s\":%.1f,"
+               "\"forward_s\":%.4f}\n",
+               pname, lowp_format_name(fmts[f]), B, T, omp_get_max_threads(), B * T / med, med);
+        fflush(stdout);
+    }
+    free(tok); free(tgt); free(len);
+    model_free(&m);
+    return 0;
+}
+
 static const char bench_model_usage[] =
-    "usage: bench_model --mode sgemm|train|generate|decode|decode_lowp\n"
+    "usage: bench_model --mode sgemm|train|generate|decode|decode_lowp|forward_lowp\n"
     "                   [--preset gpt2|small|smollm2-135m|llama-small] [--B N] [--T N]\n"
     "                   [--steps N] [--prompt N] [--new N]\n";
 
@@ -435,6 +483,8 @@ int main(int argc, char **argv) {
         bench_decode(&m, B < 0 ? 8 : B);
         model_free(&m);
         return 0;
+    } else if (!strcmp(mode, "forward_lowp")) {
+        return bench_forward_lowp(pname, &c, B < 0 ? 4 : B, T < 0 ? 64 : T);
     } else if (!strcmp(mode, "decode_lowp")) {
         return bench_decode_lowp(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
     } else if (!strcmp(mode, "generate")) {

@@ -82,6 +82,14 @@ def decode_lowp(a, env, cbin, torch, add):
             if B == 1:
                 for p in ("bf16", "int8"):
                     add(f"{preset} {p} copy refresh", 1e3 * c[p]["refresh_s"], "ms", "-", None)
+        # a frozen model's full forward (reference log-probs, reward scores): 256 rows
+        out = subprocess.run([cbin, "--mode", "forward_lowp", "--preset", preset, "--B", "4",
+                              "--T", "64"], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, check=True).stdout
+        f = {r["precision"]: r for r in map(json.loads, out.splitlines())}
+        for p in ("bf16", "int8"):
+            add(f"forward {preset} 4x64 {p} (frozen)", f[p]["tokens_per_s"], "tok/s", "rlhf.c fp32",
+                f["fp32"]["tokens_per_s"])
 
 
 def main():
