@@ -9,11 +9,16 @@
 //   bench_model --mode decode --preset gpt2 --B 8  the decoding step's kernels alone: the layer
 //       products and the LM head at B rows, as GB/s of weights streamed, beside a plain parallel
 //       read of the same bytes (the memory bandwidth they are bound by), in the same process
+//   bench_model --mode decode_lowp --preset gpt2 --B 1 [--prompt 4 --new 32]  decoding steps with
+//       fp32, bf16 and int8 weights (one line each), beside the read limit of their bytes
+//   bench_model --mode forward_lowp --preset gpt2 --B 4 --T 64  a frozen model's full forward
+//       with its matrices in fp32, bf16 and int8 (one line each)
 #include "benchlib.h"
 #include "blas.h"
 #include "cli.h"
 #include "generate.h"
 #include "kernels.h"
+#include "lowp.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -277,8 +282,164 @@ static int bench_generate(const char *pname, const ModelConfig *c, int B, int pr
     return 0;
 }
 
+// Steps of decoding alone: a prefill of the prompts, then `new_tok` one-token steps (each
+// sequence's argmax fed back), each step timed on its own; the median step (robust to a machine
+// busy with other work) in *step_s. Returns tokens/s (B per step) or -1.
+static double decode_rate(const Model *m, KVCache *kv, const int32_t *pr, const int32_t *pl,
+                          int B, int prompt, int new_tok, double *step_s) {
+    char err[256];
+    int V = m->config.vocab_size;
+    int32_t *cur = MALLOC_CHECK((size_t)B * 4), *one = MALLOC_CHECK((size_t)B * 4);
+    double *t = MALLOC_CHECK((size_t)new_tok * sizeof(double));
+    kv_reset(kv);
+    int rc = kv_forward(m, kv, pr, pl, B, prompt, NULL, err, sizeof err);
+    for (int s = 0; s < new_tok && rc == 0; s++) {
+        for (int b = 0; b < B; b++) {
+            const float *lg = kv->logits + (size_t)b * V;
+            int k = 0;
+            for (int v = 1; v < V; v++) if (lg[v] > lg[k]) k = v;
+            cur[b] = k;
+            one[b] = 1;
+        }
+        double t0 = util_time_s();
+        rc = kv_forward(m, kv, cur, one, B, 1, NULL, err, sizeof err);
+        t[s] = util_time_s() - t0;
+    }
+    if (rc) fprintf(stderr, "bench_model: %s\n", err);
+    *step_s = rc ? 0 : bench_median(t, new_tok);
+    free(cur); free(one); free(t);
+    return rc ? -1 : B / *step_s;
+}
+
+// XORs n bytes of x (whole 64-byte lines) in parallel: the read bandwidth decoding is bound by
+static uint64_t read_lines(const void *x, int64_t n) {
+    const uint64_t *u = x;
+    uint64_t acc = 0;
+    #pragma omp parallel for reduction(^:acc) schedule(static)
+    for (int64_t l = 0; l < n / 64; l++) {
+        const uint64_t *q = u + 8 * l;
+        acc ^= (q[0] ^ q[1] ^ q[2] ^ q[3]) ^ (q[4] ^ q[5] ^ q[6] ^ q[7]);
+    }
+    return acc;
+}
+
+// Best of 5 reads of n bytes (a buffer of its own, touched first): bytes per second.
+static double read_rate(int64_t n) {
+    char *buf = ALIGNED_CHECK((size_t)n + 64);
+    memset(buf, 1, (size_t)n);
+    volatile uint64_t sink = 0;
+    double best = 1e30;
+    for (int k = 0; k < 6; k++) {
+        double t0 = util_time_s();
+        sink ^= read_lines(buf, n);
+        double dt = util_time_s() - t0;
+        if (k > 0 && dt < best) best = dt;
+    }
+    free(buf);
+    return (double)n / best;
+}
+
+// --mode decode_lowp: decoding steps (greedy, prefill excluded, median step) at B sequences
+// with the weights in fp32, bf16 and int8 (model_lowp_attach; the narrow ones with a bf16 KV
+// cache), one JSON line per format: tokens/s, the bytes of weights one step reads, the read
+// bandwidth measured right after over as many bytes, and the limit it sets (B tokens per read of
+// the weights); the copies' refresh time.
+static int bench_decode_lowp(const char *pname, const ModelConfig *c, int B, int prompt,
+                             int new_tok) {
+    char err[256];
+    Model m;
+    int maxT = prompt + new_tok;
+    if (model_init(&m, c, 1, 1, 0, 0, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    model_init_weights(&m, 1234);
+    int32_t *pr = MALLOC_CHECK((size_t)B * prompt * 4), *pl = MALLOC_CHECK((size_t)B * 4);
+    Rng r; rng_init(&r, 1);
+    for (int i = 0; i < B * prompt; i++) pr[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+    for (int i = 0; i < B; i++) pl[i] = prompt;
+    static const LowpFormat fmts[3] = {LOWP_FP32, LOWP_BF16, LOWP_INT8};
+    for (int f = 0; f < 3; f++) {
+        LowpFormat fmt = fmts[f];
+        KVCache kv;
+        double refresh = 0.0, step_s = 0.0;
+        if (model_lowp_attach(&m, fmt, 0, err, sizeof err) ||
+            kv_init_as(&kv, &m, B, maxT, B * prompt, fmt ? LOWP_BF16 : LOWP_FP32, err,
+                       sizeof err)) {
+            fprintf(stderr, "bench_model: %s\n", err);
+            return 1;
+        }
+        if (fmt) {
+            double t0 = util_time_s();
+            model_lowp_refresh(&m, err, sizeof err);
+            refresh = util_time_s() - t0;
+        }
+        double tps = decode_rate(&m, &kv, pr, pl, B, prompt, new_tok, &step_s);
+        if (tps < 0) return 1;
+        int64_t bytes = fmt ? model_lowp_bytes(c, fmt) : model_lowp_fp32_bytes(c);
+        double bw = read_rate(bytes);
+        printf("{\"impl\":\"rlhf.c\",\"mode\":\"decode_lowp\",\"preset\":\"%s\","
+               "\"precision\":\"%s\",\"B\":%d,\"threads\":%d,\"tokens_per_s\":%.1f,"
+               "\"step_ms\":%.3f,\"weight_bytes\":%lld,\"read_gb_s\":%.2f,"
+               "\"limit_tokens_per_s\":%.1f,\"refresh_s\":%.4f,\"peak_rss_mb\":%.1f}\n",
+               pname, lowp_format_name(fmt), B, omp_get_max_threads(), tps, step_s * 1e3,
+               (long long)bytes, bw / 1e9, B * bw / (double)bytes, refresh, bench_peak_rss_mb());
+        fflush(stdout);
+        kv_free(&kv);
+    }
+    free(pr); free(pl);
+    model_free(&m);
+    return 0;
+}
+
+// --mode forward_lowp: a frozen model's full-sequence forward (reference log-probs, reward
+// scores) over B x T rows with its matrices in fp32, bf16 and int8 (MODEL_LOWP_FULL: more than 16
+// rows widen tiles of the copies to fp32 for sgemm), the median of 3 after a warm-up; one JSON
+// line per format.
+static int bench_forward_lowp(const char *pname, const ModelConfig *c, int B, int T) {
+    char err[256];
+    Model m;
+    if (model_init(&m, c, B, T, 0, 0, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    model_init_weights(&m, 1234);
+    int32_t *tok = MALLOC_CHECK((size_t)B * T * 4), *tgt = MALLOC_CHECK((size_t)B * T * 4);
+    int32_t *len = MALLOC_CHECK((size_t)B * 4);
+    Rng r; rng_init(&r, 1);
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+    for (int i = 0; i < B * T; i++) tgt[i] = i % T + 1 < T ? tok[i + 1] : -1;
+    for (int b = 0; b < B; b++) len[b] = T;
+    ModelBatch batch = {.B = B, .T = T, .tokens = tok, .lengths = len, .targets = tgt};
+    static const LowpFormat fmts[3] = {LOWP_FP32, LOWP_BF16, LOWP_INT8};
+    for (int f = 0; f < 3; f++) {
+        if (model_lowp_attach(&m, fmts[f], MODEL_LOWP_FULL, err, sizeof err)) {
+            fprintf(stderr, "bench_model: %s\n", err);
+            return 1;
+        }
+        double t[4];
+        for (int k = 0; k < 4; k++) {
+            double t0 = util_time_s();
+            if (model_forward(&m, &batch, 0, err, sizeof err)) {
+                fprintf(stderr, "bench_model: %s\n", err);
+                return 1;
+            }
+            t[k] = util_time_s() - t0;
+        }
+        double med = bench_median(t + 1, 3);
+        printf("{\"impl\":\"rlhf.c\",\"mode\":\"forward_lowp\",\"preset\":\"%s\","
+               "\"precision\":\"%s\",\"B\":%d,\"T\":%d,\"threads\":%d,\"tokens_per_s\":%.1f,"
+               "\"forward_s\":%.4f}\n",
+               pname, lowp_format_name(fmts[f]), B, T, omp_get_max_threads(), B * T / med, med);
+        fflush(stdout);
+    }
+    free(tok); free(tgt); free(len);
+    model_free(&m);
+    return 0;
+}
+
 static const char bench_model_usage[] =
-    "usage: bench_model --mode sgemm|train|generate|decode\n"
+    "usage: bench_model --mode sgemm|train|generate|decode|decode_lowp|forward_lowp\n"
     "                   [--preset gpt2|small|smollm2-135m|llama-small] [--B N] [--T N]\n"
     "                   [--steps N] [--prompt N] [--new N]\n";
 
@@ -322,6 +483,10 @@ int main(int argc, char **argv) {
         bench_decode(&m, B < 0 ? 8 : B);
         model_free(&m);
         return 0;
+    } else if (!strcmp(mode, "forward_lowp")) {
+        return bench_forward_lowp(pname, &c, B < 0 ? 4 : B, T < 0 ? 64 : T);
+    } else if (!strcmp(mode, "decode_lowp")) {
+        return bench_decode_lowp(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
     } else if (!strcmp(mode, "generate")) {
         return bench_generate(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
     }

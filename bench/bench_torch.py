@@ -1,5 +1,5 @@
 """PyTorch side of the speed benchmarks: the same models as the C engine (GPT-2 and the Llama-style
-SmolLM2-135M shape), in float32 on the CPU.
+SmolLM2-135M shape), in float32 on the CPU (generation also in bfloat16: --dtype bfloat16).
 
 One configuration per process, so that peak memory (ru_maxrss) belongs to that configuration:
 
@@ -285,7 +285,8 @@ def generate(model, prompts, n_new, sampling, g):
     assert total <= cfg["maxT"]
     hd = cfg["C"] // cfg["NH"]
     kvh = cfg.get("KVH", cfg["NH"])                       # the cache is sized by KV heads
-    caches = [(torch.empty(B, kvh, total, hd), torch.empty(B, kvh, total, hd))
+    dt = model.wte.weight.dtype                          # the model's: float32 or bfloat16
+    caches = [(torch.empty(B, kvh, total, hd, dtype=dt), torch.empty(B, kvh, total, hd, dtype=dt))
               for _ in range(cfg["L"])]
     out = torch.empty(B, n_new, dtype=torch.long)
     h = model.hidden(prompts, caches, 0)[:, -1]          # only the last position's logits
@@ -315,6 +316,30 @@ def generate_bench(model, B, prompt_len, n_new, sampling):
     return dt, B * n_new / dt
 
 
+def decode_only_bench(model, B, prompt_len, n_new, sampling):
+    """Decoding steps alone, as bench_model --mode decode_lowp measures them: a prefill, then n_new
+    one-token steps (greedy) each timed on its own; the median step (robust to a busy machine)."""
+    g = torch.Generator().manual_seed(0)
+    cfg = model.cfg
+    V = cfg["V"]
+    generate(model, torch.randint(0, V, (1, prompt_len), generator=g), 2, sampling, g)   # warmup
+    prompts = torch.randint(0, V, (B, prompt_len), generator=g)
+    hd, kvh = cfg["C"] // cfg["NH"], cfg.get("KVH", cfg["NH"])
+    dt = model.wte.weight.dtype
+    total = prompt_len + n_new
+    caches = [(torch.empty(B, kvh, total, hd, dtype=dt), torch.empty(B, kvh, total, hd, dtype=dt))
+              for _ in range(cfg["L"])]
+    h = model.hidden(prompts, caches, 0)[:, -1]
+    times = []
+    for i in range(n_new):
+        nxt = model.logits(h).argmax(-1)
+        t0 = time.perf_counter()
+        h = model.hidden(nxt.unsqueeze(1), caches, prompt_len + i)[:, -1]
+        times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
+    return step, B / step
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["train", "generate"], required=True)
@@ -327,6 +352,10 @@ def main():
     ap.add_argument("--new", type=int, default=64, help="generate: new tokens per sequence")
     ap.add_argument("--sampling", choices=["greedy", "multinomial"], default="greedy")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="generate: the weights, activations and KV cache")
+    ap.add_argument("--decode-only", action="store_true",
+                    help="generate: time the decoding steps alone (prefill excluded)")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -344,8 +373,11 @@ def main():
     else:
         B, T = a.B or 1, a.prompt + a.new
         model.eval()
-        step_s, tps = generate_bench(model, B, a.prompt, a.new, a.sampling)
-        extra = {"prompt_len": a.prompt, "new_tokens": a.new, "sampling": a.sampling}
+        model.to(getattr(torch, a.dtype))
+        bench = decode_only_bench if a.decode_only else generate_bench
+        step_s, tps = bench(model, B, a.prompt, a.new, a.sampling)
+        extra = {"prompt_len": a.prompt, "new_tokens": a.new, "sampling": a.sampling,
+                 "dtype": a.dtype, "decode_only": a.decode_only}
     rec = {"impl": "pytorch", "mode": a.mode, "preset": a.preset, "B": B, "T": T,
            "threads": a.threads, "tokens_per_s": round(tps, 3), "step_s": round(step_s, 6),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

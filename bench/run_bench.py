@@ -1,6 +1,7 @@
 """Runs every benchmark of rlhf.c next to its reference, in this one script, on this machine.
 
   /usr/bin/python3 bench/run_bench.py [--build build] [--threads 2] [--quick] [--only NAME,...]
+  (--only decode_lowp: decoding with fp32 / bf16 / int8 weights against PyTorch and the read limit)
 
 Engine figures: bench_model (C) and bench_torch.py (PyTorch, the same model: GPT-2 and the
 Llama-style SmolLM2-135M shape; same threads and shapes) run back to back, one configuration per
@@ -50,6 +51,47 @@ def commit():
     return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def decode_lowp(a, env, cbin, torch, add):
+    """Decoding steps (prefill excluded) of GPT-2 124M and the SmolLM2-135M shape at B = 1, 8, 64
+    with fp32, bf16 and int8 weights (bf16 KV cache with the narrow ones), beside PyTorch fp32 and
+    bf16 and the read-bandwidth limit of each format's weight bytes measured by the same process."""
+    new = 12 if a.quick else 20
+    for preset in ("gpt2", "smollm2-135m"):
+        for B in (1, 8, 64):
+            args = ["--preset", preset, "--B", str(B), "--prompt", "4", "--new"]
+            out = subprocess.run([cbin, "--mode", "decode_lowp"] + args + [str(new)], cwd=ROOT,
+                                 env=env, text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, check=True).stdout
+            c = {r["precision"]: r for r in map(json.loads, out.splitlines())}
+            # PyTorch's bf16 CPU path is slow: a few steps suffice to time it
+            t32 = run_json(torch + ["--mode", "generate", "--decode-only"] + args + [str(new)], env)
+            t16 = run_json(torch + ["--mode", "generate", "--decode-only", "--dtype", "bfloat16"]
+                           + args + ["6"], env)
+            tag = f"decode {preset} B={B}"
+            for p in ("fp32", "bf16", "int8"):
+                add(f"{tag} {p} tokens/s", c[p]["tokens_per_s"], "tok/s", "pytorch fp32",
+                    t32["tokens_per_s"])
+            add(f"{tag} pytorch bf16 tokens/s", t16["tokens_per_s"], "tok/s", "pytorch fp32",
+                t32["tokens_per_s"])
+            for p in ("bf16", "int8"):
+                add(f"{tag} {p} vs own fp32", c[p]["tokens_per_s"], "tok/s", "rlhf.c fp32",
+                    c["fp32"]["tokens_per_s"])
+            for p in ("fp32", "bf16", "int8"):
+                add(f"{tag} {p} vs read limit", c[p]["tokens_per_s"], "tok/s",
+                    f"read {c[p]['read_gb_s']:.1f} GB/s", c[p]["limit_tokens_per_s"])
+            if B == 1:
+                for p in ("bf16", "int8"):
+                    add(f"{preset} {p} copy refresh", 1e3 * c[p]["refresh_s"], "ms", "-", None)
+        # a frozen model's full forward (reference log-probs, reward scores): 256 rows
+        out = subprocess.run([cbin, "--mode", "forward_lowp", "--preset", preset, "--B", "4",
+                              "--T", "64"], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, check=True).stdout
+        f = {r["precision"]: r for r in map(json.loads, out.splitlines())}
+        for p in ("bf16", "int8"):
+            add(f"forward {preset} 4x64 {p} (frozen)", f[p]["tokens_per_s"], "tok/s", "rlhf.c fp32",
+                f["fp32"]["tokens_per_s"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,7 +102,7 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,"
                          "train_smollm2,smol_gen1,smol_gen8,smol_gen64,tokenizer,mpi,sft,reward,"
-                         "ppo,lowp,lora")
+                         "ppo,lowp,lora,decode_lowp")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     want = lambda n: not only or n in only
@@ -129,6 +171,8 @@ def main():
             t["tokens_per_s"])
         add(f"generate {preset} B={B} peak RSS", c["peak_rss_mb"], "MiB", "pytorch",
             t["peak_rss_mb"])
+    if want("decode_lowp"):
+        decode_lowp(a, env, cbin, torch, add)
     # scripts that print RESULT lines: the tokenizer against JavaScript tokenizers, SFT on 1 and 2
     # MPI ranks, and the stage programs' own benchmarks when present
     ppo_bin = os.path.join(a.build, "bench", "bench_ppo")

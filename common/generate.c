@@ -5,6 +5,7 @@
 #include "generate.h"
 #include "kernels.h"
 #include "lora.h"
+#include "lowp.h"
 #include "util.h"
 #include <math.h>
 #include <stdlib.h>
@@ -24,6 +25,10 @@ typedef struct {
 
 // Appends the keys and values of this call's rows (kv->qkv, after RoPE where used) to each
 // sequence's cache of layer l, head by head.
+static void kv_put_bf16(uint16_t *dst, const float *src, int n) {
+    for (int i = 0; i < n; i++) dst[i] = lowp_bf16_from_float(src[i]);
+}
+
 static void kv_append(KVCache *kv, int l, int64_t R) {
     int hd = kv->hd, NH = kv->NH, KVH = kv->KVH;
     for (int64_t j = 0; j < R; j++) {
@@ -31,9 +36,50 @@ static void kv_append(KVCache *kv, int l, int64_t R) {
         const float *row = kv->qkv + (size_t)j * kv->qkv_w;
         for (int h = 0; h < KVH; h++) {
             size_t dst = ((((size_t)l * kv->max_B + b) * KVH + h) * kv->max_T + pos) * hd;
-            memcpy(kv->k + dst, row + (size_t)(NH + h) * hd, (size_t)hd * sizeof(float));
-            memcpy(kv->v + dst, row + (size_t)(NH + KVH + h) * hd, (size_t)hd * sizeof(float));
+            const float *k = row + (size_t)(NH + h) * hd, *v = row + (size_t)(NH + KVH + h) * hd;
+            if (kv->k16) {
+                kv_put_bf16(kv->k16 + dst, k, hd);
+                kv_put_bf16(kv->v16 + dst, v, hd);
+            } else {
+                memcpy(kv->k + dst, k, (size_t)hd * sizeof(float));
+                memcpy(kv->v + dst, v, (size_t)hd * sizeof(float));
+            }
         }
+    }
+}
+
+// bf16 bits -> fp32 (exact), inlined in the attention loops
+static inline float kv_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// q . cached key (hd values at offset at), and y += w * cached value, in either cache format
+static inline float kv_dot_key(const KVCache *kv, size_t at, const float *q, int hd) {
+    float d = 0.0f;
+    if (kv->k16) {
+        const uint16_t *k = kv->k16 + at;
+        #pragma omp simd reduction(+:d)
+        for (int i = 0; i < hd; i++) d += q[i] * kv_bf16(k[i]);
+    } else {
+        const float *k = kv->k + at;
+        #pragma omp simd reduction(+:d)
+        for (int i = 0; i < hd; i++) d += q[i] * k[i];
+    }
+    return d;
+}
+
+static inline void kv_add_value(const KVCache *kv, size_t at, float w, float *y, int hd) {
+    if (kv->v16) {
+        const uint16_t *v = kv->v16 + at;
+        #pragma omp simd
+        for (int i = 0; i < hd; i++) y[i] += w * kv_bf16(v[i]);
+    } else {
+        const float *v = kv->v + at;
+        #pragma omp simd
+        for (int i = 0; i < hd; i++) y[i] += w * v[i];
     }
 }
 
@@ -52,11 +98,7 @@ static void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
             float sc[pos + 1];
             float mx = -INFINITY;
             for (int s = 0; s <= pos; s++) {
-                const float *k = kv->k + base + (size_t)s * hd;
-                float d = 0.0f;
-                #pragma omp simd reduction(+:d)
-                for (int i = 0; i < hd; i++) d += q[i] * k[i];
-                sc[s] = d * scale;
+                sc[s] = kv_dot_key(kv, base + (size_t)s * hd, q, hd) * scale;
                 if (sc[s] > mx) mx = sc[s];
             }
             float sum = 0.0f;
@@ -64,12 +106,8 @@ static void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
             float inv = 1.0f / sum;
             float *y = out + (size_t)r * NH * hd + (size_t)h * hd;
             for (int i = 0; i < hd; i++) y[i] = 0.0f;
-            for (int s = 0; s <= pos; s++) {
-                const float *v = kv->v + base + (size_t)s * hd;
-                float w = sc[s] * inv;
-                #pragma omp simd
-                for (int i = 0; i < hd; i++) y[i] += w * v[i];
-            }
+            for (int s = 0; s <= pos; s++)
+                kv_add_value(kv, base + (size_t)s * hd, sc[s] * inv, y, hd);
         }
     }
 }
@@ -97,17 +135,17 @@ static void kv_layer_gpt2(const Model *m, KVCache *kv, int l, int64_t R) {
     float eps = m->config.ln_eps;
     size_t lc = (size_t)l * C;
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln1w + lc, p->ln1b + lc, R, C, eps);
-    matmul_forward(kv->qkv, kv->ln, p->qkvw + lc * 3 * C, p->qkvb + lc * 3, R, C, 3 * C, 0);
+    model_product(m, l, MODEL_W_QKV, 1, kv->qkv, kv->ln, R, 0);
     kv_lora(m, l, LORA_AT_QKV, kv->ln, kv->qkv, 3 * (size_t)C, R);
     kv_append(kv, l, R);
     kv_attention(kv->atty, kv, R, l);
-    matmul_forward(kv->x, kv->atty, p->attprojw + lc * C, p->attprojb + lc, R, C, C, 1);
+    model_product(m, l, MODEL_W_ATTPROJ, 1, kv->x, kv->atty, R, 1);
     kv_lora(m, l, LORA_AT_O, kv->atty, kv->x, (size_t)C, R);
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln2w + lc, p->ln2b + lc, R, C, eps);
-    matmul_forward(kv->fch, kv->ln, p->fcw + lc * 4 * C, p->fcb + lc * 4, R, C, 4 * C, 0);
+    model_product(m, l, MODEL_W_FC, 1, kv->fch, kv->ln, R, 0);
     kv_lora(m, l, LORA_AT_FC, kv->ln, kv->fch, 4 * (size_t)C, R);
     gelu_forward(kv->fchg, kv->fch, R * 4 * C);
-    matmul_forward(kv->x, kv->fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, R, 4 * C, C, 1);
+    model_product(m, l, MODEL_W_FCPROJ, 1, kv->x, kv->fchg, R, 1);
     kv_lora(m, l, LORA_AT_DOWN, kv->fchg, kv->x, (size_t)C, R);
 }
 
@@ -150,8 +188,7 @@ static void kv_layer_llama(const Model *m, KVCache *kv, int l, int64_t R) {
     int C = kv->C, NH = kv->NH, KVH = kv->KVH, hd = kv->hd, QKV = kv->qkv_w, F = kv->act_w;
     size_t lc = (size_t)l * C;
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln1w + lc, R, C, c->ln_eps);
-    linear_forward(kv->qkv, kv->ln, p->qkvw + (size_t)l * QKV * C,
-                   c->qkv_bias ? p->qkvb + (size_t)l * QKV : NULL, R, C, QKV, 0);
+    model_product(m, l, MODEL_W_QKV, 1, kv->qkv, kv->ln, R, 0);
     kv_lora(m, l, LORA_AT_QKV, kv->ln, kv->qkv, (size_t)QKV, R);
     if (c->qk_norm) {
         kv_head_norm(kv, 0, NH, p->qnormw + (size_t)l * hd, R, c->ln_eps);
@@ -161,13 +198,13 @@ static void kv_layer_llama(const Model *m, KVCache *kv, int l, int64_t R) {
     rope_forward(kv->qkv, kv->row_pos, kv->inv_freq, R, NH + KVH, hd, QKV);
     kv_append(kv, l, R);
     kv_attention(kv->atty, kv, R, l);
-    linear_forward(kv->x, kv->atty, p->attprojw + lc * NH * hd, NULL, R, NH * hd, C, 1);
+    model_product(m, l, MODEL_W_ATTPROJ, 1, kv->x, kv->atty, R, 1);
     kv_lora(m, l, LORA_AT_O, kv->atty, kv->x, (size_t)C, R);
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln2w + lc, R, C, c->ln_eps);
-    linear_forward(kv->fch, kv->ln, p->fcw + lc * 2 * F, NULL, R, C, 2 * F, 0);
+    model_product(m, l, MODEL_W_FC, 1, kv->fch, kv->ln, R, 0);
     kv_lora(m, l, LORA_AT_FC, kv->ln, kv->fch, 2 * (size_t)F, R);
     swiglu_forward(kv->fchg, kv->fch, R, F);
-    linear_forward(kv->x, kv->fchg, p->fcprojw + lc * F, NULL, R, F, C, 1);
+    model_product(m, l, MODEL_W_FCPROJ, 1, kv->x, kv->fchg, R, 1);
     kv_lora(m, l, LORA_AT_DOWN, kv->fchg, kv->x, (size_t)C, R);
 }
 
@@ -193,6 +230,7 @@ typedef struct { float **ptr; size_t n; } KVSlot;
 static int kv_layout(KVCache *kv, const KVStep *st, int qk_norm, KVSlot *t) {
     size_t R = (size_t)kv->max_rows, B = (size_t)kv->max_B, C = (size_t)kv->C;
     size_t cache = (size_t)kv->L * B * kv->KVH * kv->max_T * kv->hd;
+    if (kv->cache_fmt == LOWP_BF16) cache = (cache + 1) / 2;   // floats holding bf16 pairs
     size_t att = (size_t)kv->NH * kv->hd, hn = qk_norm ? R * att : 0;
     int k = 0;
 #define SLOT(field, count) t[k].ptr = &kv->field; t[k].n = (count); k++
@@ -209,8 +247,9 @@ static int kv_layout(KVCache *kv, const KVStep *st, int qk_norm, KVSlot *t) {
 
 // kv's sizes for model c (no memory); NULL step when the architecture has none.
 static const KVStep *kv_sizes(KVCache *kv, const ModelConfig *c, int max_B, int max_T,
-                              int max_rows) {
+                              int max_rows, LowpFormat cache_fmt) {
     memset(kv, 0, sizeof(*kv));
+    kv->cache_fmt = cache_fmt;
     const KVStep *st = kv_step(c->arch);
     if (!st) return NULL;
     kv->max_B = max_B; kv->max_T = max_T; kv->max_rows = max_rows;
@@ -228,8 +267,16 @@ static size_t kv_int_count(int max_B, int max_rows) {
 
 int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, char *err,
             size_t errlen) {
+    return kv_init_as(kv, m, max_B, max_T, max_rows, LOWP_FP32, err, errlen);
+}
+
+int kv_init_as(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows,
+               LowpFormat cache_fmt, char *err, size_t errlen) {
     const ModelConfig *c = &m->config;
     memset(kv, 0, sizeof(*kv));
+    if (cache_fmt != LOWP_FP32 && cache_fmt != LOWP_BF16)
+        return util_err(err, errlen, "the KV cache is fp32 or bf16, not %s",
+                        lowp_format_name(cache_fmt));
     if (!c->lm_head) return util_err(err, errlen, "generation needs a model with an LM head");
     if (max_B <= 0 || max_T <= 0 || max_rows <= 0)
         return util_err(err, errlen, "KV cache sizes must be positive (B=%d T=%d rows=%d)", max_B,
@@ -239,7 +286,7 @@ int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, cha
                         "KV cache length %d exceeds the model's context of %d positions "
                         "(n_positions / max_position_embeddings)",
                         max_T, c->max_seq_len);
-    const KVStep *st = kv_sizes(kv, c, max_B, max_T, max_rows);
+    const KVStep *st = kv_sizes(kv, c, max_B, max_T, max_rows, cache_fmt);
     if (!st) return util_err(err, errlen, "no KV-cache decoding for architecture %d", c->arch);
     KVSlot t[32];
     int n = kv_layout(kv, st, c->qk_norm, t);
@@ -248,6 +295,11 @@ int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, cha
     kv->memory = ALIGNED_CHECK(floats * sizeof(float));
     float *p = kv->memory;
     for (int i = 0; i < n; i++) { *t[i].ptr = t[i].n ? p : NULL; p += (t[i].n + 15) & ~(size_t)15; }
+    if (cache_fmt == LOWP_BF16) {   // the cache's slots hold bf16 values, read only as such
+        kv->k16 = (uint16_t *)kv->k;
+        kv->v16 = (uint16_t *)kv->v;
+        kv->k = kv->v = NULL;
+    }
     if (st->rope)
         rope_inv_freq(kv->inv_freq, kv->hd, c->rope_theta, c->rope_scaling, c->rope_factor,
                       c->rope_low_freq_factor, c->rope_high_freq_factor,
@@ -316,16 +368,16 @@ int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t
     for (int l = 0; l < c->n_layer; l++) st->layer(m, kv, l, R);
     st->final_norm(m, kv, R);
     for (int b = 0; b < B; b++) kv->len[b] += n_new[b];
-    // the LM head: embed_tokens when tied (GPT-2 always), lm_head when untied
-    const float *head = c->untied ? m->params.lmheadw : m->params.wte;
-    if (all_logits) logits_forward(all_logits, kv->ln, head, R, V, C);
+    // the LM head: embed_tokens when tied (GPT-2 always), lm_head when untied; its narrow copy
+    // when the model has one
+    if (all_logits) model_head_product(m, 1, all_logits, kv->ln, R);
     // logits at each sequence's newest position only: the rest are not needed to sample
     int nb = 0;
     for (int b = 0; b < B; b++)
         if (kv->last_row[b] >= 0)
             memcpy(kv->head_in + (size_t)nb++ * C, kv->ln + (size_t)kv->last_row[b] * C,
                    (size_t)C * sizeof(float));
-    logits_forward(kv->head_logits, kv->head_in, head, nb, V, C);
+    model_head_product(m, 1, kv->head_logits, kv->head_in, nb);
     // each sequence's slot is written only when it had new tokens: earlier logits survive
     for (int b = 0, j = 0; b < B; b++)
         if (kv->last_row[b] >= 0)
@@ -418,9 +470,14 @@ int gen_generate_each(const Model *m, KVCache *kv, Sampler *s, const GenConfig *
 }
 
 size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows) {
+    return kv_memory_bytes_as(c, max_B, max_T, max_rows, LOWP_FP32);
+}
+
+size_t kv_memory_bytes_as(const ModelConfig *c, int max_B, int max_T, int max_rows,
+                          LowpFormat cache_fmt) {
     // the same table as kv_init: cache, step activations, logits, then the int32 bookkeeping
     KVCache d;
-    const KVStep *st = kv_sizes(&d, c, max_B, max_T, max_rows);
+    const KVStep *st = kv_sizes(&d, c, max_B, max_T, max_rows, cache_fmt);
     if (!st) return 0;
     KVSlot t[32];
     int n = kv_layout(&d, st, c->qk_norm, t);

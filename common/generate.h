@@ -9,6 +9,8 @@
 // by ModelConfig.arch. Keys and values are cached per KV head (KVH = model_kv_heads, hd =
 // model_head_dim; GPT-2: KVH = NH, hd = C / NH), after RoPE for the Llama-style kind, so a
 // grouped-query model caches NH / KVH times less than its query heads would need.
+// A model with reduced-precision copies (model_lowp_attach) decodes with them: every layer's
+// products and the LM head read bf16 or int8 weights and accumulate in fp32.
 #ifndef GENERATE_H
 #define GENERATE_H
 #include "model.h"
@@ -19,7 +21,9 @@ typedef struct {
     int arch;              // MODEL_ARCH_* of the model the cache was made for
     int L, NH, KVH, hd, C, V;
     int qkv_w, fc_w, act_w;  // widths of a row's qkv, MLP input product and MLP activation
+    LowpFormat cache_fmt;  // LOWP_FP32: k, v; LOWP_BF16: k16, v16 (the others NULL)
     float *k, *v;          // (L, max_B, KVH, max_T, hd)
+    uint16_t *k16, *v16;   // (L, max_B, KVH, max_T, hd) bf16 bits, rounded to nearest even
     int32_t *len;          // (max_B) positions cached per sequence
     float *memory;
     // step activations, max_rows rows each (mean: LayerNorm only; hn_*: per-head q/k RMSNorm)
@@ -36,6 +40,11 @@ typedef struct {
 
 int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, char *err,
             size_t errlen);
+// As kv_init, with the keys and values cached in cache_fmt: LOWP_FP32 (kv_init's), or LOWP_BF16,
+// half the memory: each cached value rounded to bf16 (relative error <= 2^-8), attention still
+// computed in fp32. LOWP_INT8 is refused.
+int kv_init_as(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows,
+               LowpFormat cache_fmt, char *err, size_t errlen);
 void kv_free(KVCache *kv);
 void kv_reset(KVCache *kv);   // forget every sequence
 // Appends n_new[b] tokens (tokens (B, Tc) row-major, the first n_new[b] of row b) to sequence b
@@ -82,4 +91,6 @@ int gen_generate_each(const Model *m, KVCache *kv, Sampler *s, const GenConfig *
 
 // Bytes kv_init allocates for these sizes (for memory plans printed before allocating).
 size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows);
+size_t kv_memory_bytes_as(const ModelConfig *c, int max_B, int max_T, int max_rows,
+                          LowpFormat cache_fmt);
 #endif

@@ -369,6 +369,13 @@ int lowp_parse_format(const char *s, LowpFormat *fmt, char *err, size_t errlen) 
     return util_err(err, errlen, "unknown precision '%s' (expected fp32, bf16 or int8)", s);
 }
 
+int lowp_cli_precision(const char *value, void *ctx, char *err, size_t errlen) {
+    char e[256];
+    if (lowp_parse_format(value, ctx, e, sizeof e))
+        return util_err(err, errlen, "--precision: %s", e);
+    return 0;
+}
+
 // ---- conversion ----
 
 // the first non-finite weight, as an error naming it; 0 when all are finite. With bf16, a finite

@@ -48,6 +48,9 @@ typedef struct {
 // "fp32" | "bf16" | "int8" -> *fmt; -1 with an error naming s otherwise.
 int lowp_parse_format(const char *s, LowpFormat *fmt, char *err, size_t errlen);
 const char *lowp_format_name(LowpFormat fmt);
+// The programs' --precision option (a cli.h CLI_CUSTOM parser): ctx a LowpFormat *; the error
+// names the option.
+int lowp_cli_precision(const char *value, void *ctx, char *err, size_t errlen);
 const char *lowp_path_name(LowpPath path);
 // The fastest path this CPU runs for fmt, or LOWP_PATH_PORTABLE (SCALAR without AVX2) when the
 // environment has RLHF_LOWP=portable. RLHF_LOWP=scalar forces plain C. Any other value of

@@ -50,6 +50,11 @@ typedef struct {
     void (*final_forward)(Model *m);                   // resid[L] -> lnf
     void (*final_backward)(Model *m);                  // dln (= d lnf) -> dresid (overwritten)
     int (*tensor_count)(const Model *m);
+    // the fp32 product of a layer's matrix in the kind's weight layout (model_product), and that
+    // layout as lowp.h names it (how the narrow copies are converted)
+    void (*product)(float *out, const float *inp, const float *weight, const float *bias,
+                    int64_t N, int C, int OC, int beta_one);
+    LowpLayout layout;
     // tensor i's name and shape, and where it lives: parameter slot and offset into the slot
     void (*tensor)(const Model *m, int i, ModelTensor *t, int *slot, size_t *offset);
 } BlockKind;
@@ -102,6 +107,20 @@ static void lora_bwd(Model *m, int l, int at, const float *in, const float *dout
                      float *dinp) {
     if (m->lora_on) lora_backward(m->lora, l, at, in, dout, (int64_t)ld, dinp, m->N);
 }
+
+// Reduced-precision copies of the matrices (model.h, lowp.h): layer l's matrix w at
+// w[l * MODEL_NUM_W + w], the LM head's (when the model has one) in head.
+typedef struct ModelLowp ModelLowp;
+struct ModelLowp {
+    LowpFormat fmt;        // LOWP_BF16 or LOWP_INT8
+    int full;              // model_forward reads them too (MODEL_LOWP_FULL)
+    int dropped;           // the fp32 matrices are freed (MODEL_LOWP_DROP_FP32)
+    LowpMatrix *w;         // (L * MODEL_NUM_W)
+    LowpMatrix head;       // (V, C), fmt 0 (empty) without an LM head
+};
+
+// whether model_forward's products read the narrow copies
+static int full_narrow(const Model *m) { return m->lowp && m->lowp->full; }
 
 // ---- GPT-2: pre-LN LayerNorm, learned positions, GELU MLP, Conv1D weights [in, out] ----
 
@@ -171,19 +190,20 @@ static void gpt2_layer_forward(Model *m, int l) {
     int64_t N = m->N;
     int C = c->n_embd, NH = c->n_head;
     size_t NC = (size_t)N * C, lc = (size_t)l * C;
+    int nw = full_narrow(m);
     layernorm_forward(a.ln1, a.ln1m, a.ln1r, a.x, p->ln1w + lc, p->ln1b + lc, N, C, c->ln_eps);
-    matmul_forward(a.qkv, a.ln1, p->qkvw + lc * 3 * C, p->qkvb + lc * 3, N, C, 3 * C, 0);
+    model_product(m, l, MODEL_W_QKV, nw, a.qkv, a.ln1, N, 0);
     lora_fwd(m, l, LORA_AT_QKV, a.ln1, a.qkv, 3 * (size_t)C);
     attention_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, C, NH);
     vec_copy(a.rm, a.x, (int64_t)NC);   // residual fused into the projection's sgemm
-    matmul_forward(a.rm, a.atty, p->attprojw + lc * C, p->attprojb + lc, N, C, C, 1);
+    model_product(m, l, MODEL_W_ATTPROJ, nw, a.rm, a.atty, N, 1);
     lora_fwd(m, l, LORA_AT_O, a.atty, a.rm, (size_t)C);
     layernorm_forward(a.ln2, a.ln2m, a.ln2r, a.rm, p->ln2w + lc, p->ln2b + lc, N, C, c->ln_eps);
-    matmul_forward(a.fch, a.ln2, p->fcw + lc * 4 * C, p->fcb + lc * 4, N, C, 4 * C, 0);
+    model_product(m, l, MODEL_W_FC, nw, a.fch, a.ln2, N, 0);
     lora_fwd(m, l, LORA_AT_FC, a.ln2, a.fch, 4 * (size_t)C);
     gelu_forward(a.fchg, a.fch, (int64_t)N * 4 * C);
     vec_copy(a.xo, a.rm, (int64_t)NC);
-    matmul_forward(a.xo, a.fchg, p->fcprojw + lc * 4 * C, p->fcprojb + lc, N, 4 * C, C, 1);
+    model_product(m, l, MODEL_W_FCPROJ, nw, a.xo, a.fchg, N, 1);
     lora_fwd(m, l, LORA_AT_DOWN, a.fchg, a.xo, (size_t)C);
 }
 
@@ -466,25 +486,25 @@ static void llama_layer_forward(Model *m, int l) {
     LayerActs a = layer_acts(m, l, &d);
     int64_t N = m->N;
     int C = c->n_embd, NH = c->n_head, KVH = model_kv_heads(c), hd = (int)d.hd;
-    int QKV = (int)d.qkv, AH = (int)d.atty, F = (int)d.fch_act;
-    size_t NC = (size_t)N * C, lc = (size_t)l * C, lq = (size_t)l * QKV;
+    int QKV = (int)d.qkv, F = (int)d.fch_act;
+    size_t NC = (size_t)N * C, lc = (size_t)l * C;
+    int nw = full_narrow(m);
     rmsnorm_forward(a.ln1, a.ln1r, a.x, p->ln1w + lc, N, C, c->ln_eps);
-    linear_forward(a.qkv, a.ln1, p->qkvw + lq * C, c->qkv_bias ? p->qkvb + lq : NULL, N, C, QKV,
-                   0);
+    model_product(m, l, MODEL_W_QKV, nw, a.qkv, a.ln1, N, 0);
     lora_fwd(m, l, LORA_AT_QKV, a.ln1, a.qkv, (size_t)QKV);
     if (c->qk_norm) qk_norm_forward(m, l, &a, &d);
     // q and k heads are contiguous in each row: one rotation call covers both
     rope_forward(a.qkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     attention_gqa_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, NH, KVH, hd);
     vec_copy(a.rm, a.x, (int64_t)NC);   // residual fused into the projection's sgemm
-    linear_forward(a.rm, a.atty, p->attprojw + lc * AH, NULL, N, AH, C, 1);
+    model_product(m, l, MODEL_W_ATTPROJ, nw, a.rm, a.atty, N, 1);
     lora_fwd(m, l, LORA_AT_O, a.atty, a.rm, (size_t)C);
     rmsnorm_forward(a.ln2, a.ln2r, a.rm, p->ln2w + lc, N, C, c->ln_eps);
-    linear_forward(a.fch, a.ln2, p->fcw + lc * 2 * F, NULL, N, C, 2 * F, 0);
+    model_product(m, l, MODEL_W_FC, nw, a.fch, a.ln2, N, 0);
     lora_fwd(m, l, LORA_AT_FC, a.ln2, a.fch, 2 * (size_t)F);
     swiglu_forward(a.fchg, a.fch, N, F);
     vec_copy(a.xo, a.rm, (int64_t)NC);
-    linear_forward(a.xo, a.fchg, p->fcprojw + lc * F, NULL, N, F, C, 1);
+    model_product(m, l, MODEL_W_FCPROJ, nw, a.xo, a.fchg, N, 1);
     lora_fwd(m, l, LORA_AT_DOWN, a.fchg, a.xo, (size_t)C);
 }
 
@@ -640,7 +660,7 @@ static const BlockKind MODEL_KINDS[2] = {
         .embed_backward = gpt2_embed_backward, .layer_forward = gpt2_layer_forward,
         .layer_backward = gpt2_layer_backward, .final_forward = gpt2_final_forward,
         .final_backward = gpt2_final_backward, .tensor_count = gpt2_tensor_count,
-        .tensor = gpt2_tensor},
+        .product = matmul_forward, .layout = LOWP_IN_OUT, .tensor = gpt2_tensor},
     [MODEL_ARCH_LLAMA] = {
         .name = "llama-style",
         .keys = {"num_hidden_layers", "num_attention_heads", "hidden_size",
@@ -650,7 +670,7 @@ static const BlockKind MODEL_KINDS[2] = {
         .embed_backward = llama_embed_backward, .layer_forward = llama_layer_forward,
         .layer_backward = llama_layer_backward, .final_forward = llama_final_forward,
         .final_backward = llama_final_backward, .tensor_count = llama_tensor_count,
-        .tensor = llama_tensor},
+        .product = linear_forward, .layout = LOWP_OUT_IN, .tensor = llama_tensor},
 };
 
 static const BlockKind *model_kind(const ModelConfig *c) {
@@ -824,6 +844,7 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
 }
 
 void model_free(Model *m) {
+    model_lowp_detach(m);
     free(m->params_memory); free(m->grads_memory); free(m->m_memory); free(m->v_memory);
     free(m->acts_memory); free(m->off);
     memset(m, 0, sizeof(*m));
@@ -900,7 +921,6 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     }
     m->off[B] = N;
     m->N = N; m->cur_B = B; m->cur_T = T;
-    const ModelParams *p = &m->params;
     const BlockKind *kind = model_kind(c);
 
     kind->embed_forward(m);
@@ -925,9 +945,8 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
             memcpy(m->head_in + (size_t)j * C, m->lnf + (size_t)m->head_rows[j] * C,
                    (size_t)C * sizeof(float));
         // the LM head's matrix W: the embeddings (tied) or lm_head.weight (untied)
-        const float *head_w = c->untied ? p->lmheadw : p->wte;
         if (M > 0) {  // logits (M,V) = head_in (M,C) @ W^T
-            logits_forward(m->logits, m->head_in, head_w, M, V, C);
+            model_head_product(m, full_narrow(m), m->logits, m->head_in, M);
             logprob_forward(m->head_logp, (flags & MODEL_ENTROPY) ? m->head_ent : NULL, m->lse,
                             m->logits, m->head_tgt, M, V);
         }
@@ -1033,6 +1052,7 @@ const float *model_logits_at(const Model *m, int b, int t) {
 int model_tensor_count(const Model *m) { return model_kind(&m->config)->tensor_count(m); }
 
 void model_tensor(const Model *m, int i, ModelTensor *t) {
+    if (m->lowp && m->lowp->dropped) DIE("model_tensor on a model whose fp32 matrices were freed");
     memset(t, 0, sizeof(*t));
     int slot = 0;
     size_t offset = 0;
@@ -1041,4 +1061,165 @@ void model_tensor(const Model *m, int i, ModelTensor *t) {
     t->data = m->params_memory + base;
     t->grad = m->grads_memory ? m->grads_memory + base : NULL;
     t->decay = t->ndim >= 2;
+}
+
+// ---- reduced precision: the narrow copies and the products that choose between them ----
+
+static const int LOWP_W_SLOT[MODEL_NUM_W] = {P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+static const int LOWP_B_SLOT[MODEL_NUM_W] = {P_QKVB, P_ATTPROJB, P_FCB, P_FCPROJB};
+
+// in and out widths of a layer's matrix w, from the kind's activation widths
+static void lowp_w_dims(const ModelConfig *c, int w, int *in, int *out) {
+    BlockDims d = model_kind(c)->dims(c);
+    int C = c->n_embd;
+    const int ins[MODEL_NUM_W] = {C, (int)d.atty, C, (int)d.fch_act};
+    const int outs[MODEL_NUM_W] = {(int)d.qkv, C, (int)d.fch, C};
+    *in = ins[w];
+    *out = outs[w];
+}
+
+// layer l's fp32 matrix w (and bias, NULL when the kind has none)
+static const float *layer_weight(const Model *m, int l, int w, const float **bias) {
+    int L = m->config.n_layer, ws = LOWP_W_SLOT[w], bs = LOWP_B_SLOT[w];
+    size_t wper = m->param_sizes[ws] / (size_t)L, bper = m->param_sizes[bs] / (size_t)L;
+    *bias = bper ? m->params_memory + slot_base(m->param_sizes, bs) + (size_t)l * bper : NULL;
+    return m->params_memory + slot_base(m->param_sizes, ws) + (size_t)l * wper;
+}
+
+static const float *head_weight(const Model *m) {
+    return m->config.untied ? m->params.lmheadw : m->params.wte;
+}
+
+void model_product(const Model *m, int l, int w, int narrow, float *out, const float *inp,
+                   int64_t N, int beta_one) {
+    const float *bias;
+    const float *fw = layer_weight(m, l, w, &bias);
+    if (m->lowp && (narrow || m->lowp->dropped)) {
+        lowp_forward(out, inp, &m->lowp->w[(size_t)l * MODEL_NUM_W + w], bias, N, beta_one);
+        return;
+    }
+    int in, outw;
+    lowp_w_dims(&m->config, w, &in, &outw);
+    model_kind(&m->config)->product(out, inp, fw, bias, N, in, outw, beta_one);
+}
+
+void model_head_product(const Model *m, int narrow, float *out, const float *inp, int64_t M) {
+    if (m->lowp && (narrow || m->lowp->dropped) && m->lowp->head.OC) {
+        lowp_forward(out, inp, &m->lowp->head, NULL, M, 0);
+        return;
+    }
+    logits_forward(out, inp, head_weight(m), M, m->config.vocab_size, m->config.n_embd);
+}
+
+// (re)builds every copy from the fp32 weights: init allocates, refresh reuses the buffers
+static int lowp_convert(Model *m, int init, char *err, size_t errlen) {
+    ModelLowp *lp = m->lowp;
+    const ModelConfig *c = &m->config;
+    LowpLayout layout = model_kind(c)->layout;
+    char e[256];
+    for (int l = 0; l < c->n_layer; l++)
+        for (int w = 0; w < MODEL_NUM_W; w++) {
+            const float *bias;
+            const float *fw = layer_weight(m, l, w, &bias);
+            LowpMatrix *lm = &lp->w[(size_t)l * MODEL_NUM_W + w];
+            int in, out;
+            lowp_w_dims(c, w, &in, &out);
+            int rc = init ? lowp_matrix_init(lm, lp->fmt, fw, layout, in, out, e, sizeof e)
+                          : lowp_matrix_refresh(lm, fw, layout, e, sizeof e);
+            if (rc) return util_err(err, errlen, "layer %d matrix %d: %s", l, w, e);
+        }
+    if (!c->lm_head) return 0;
+    int rc = init ? lowp_matrix_init(&lp->head, lp->fmt, head_weight(m), LOWP_OUT_IN, c->n_embd,
+                                     c->vocab_size, e, sizeof e)
+                  : lowp_matrix_refresh(&lp->head, head_weight(m), LOWP_OUT_IN, e, sizeof e);
+    if (rc) return util_err(err, errlen, "LM head: %s", e);
+    return 0;
+}
+
+// Frees the fp32 matrices the copies stand for: the weights move to a smaller allocation without
+// the four layer products' slots (and an untied lm_head's); the tied embeddings stay (the lookup).
+static void lowp_drop_fp32(Model *m) {
+    size_t keep[MODEL_NUM_PARAMS], total = 0;
+    memcpy(keep, m->param_sizes, sizeof keep);
+    for (int w = 0; w < MODEL_NUM_W; w++) keep[LOWP_W_SLOT[w]] = 0;
+    if (m->config.lm_head) keep[P_LMHEADW] = 0;
+    for (int i = 0; i < MODEL_NUM_PARAMS; i++) total += keep[i];
+    float *mem = ALIGNED_CHECK((total ? total : 1) * sizeof(float));
+    for (int i = 0; i < MODEL_NUM_PARAMS; i++)
+        if (keep[i])
+            memcpy(mem + slot_base(keep, i), m->params_memory + slot_base(m->param_sizes, i),
+                   keep[i] * sizeof(float));
+    free(m->params_memory);
+    m->params_memory = mem;
+    memcpy(m->param_sizes, keep, sizeof keep);
+    m->num_params = total;
+    carve_params(&m->params, mem, keep);
+    m->lowp->dropped = 1;
+}
+
+int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen) {
+    if (m->lowp && m->lowp->dropped)
+        return util_err(err, errlen, "the model's fp32 matrices were freed: no new copies");
+    if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_DROP_FP32) &&
+        (!(flags & MODEL_LOWP_FULL) || m->trainable || m->lora))
+        return util_err(err, errlen, "only a frozen model read in full from its copies may free "
+                        "its fp32 matrices");
+    model_lowp_detach(m);
+    if (fmt == LOWP_FP32) return 0;
+    m->lowp = CALLOC_CHECK(1, sizeof *m->lowp);
+    m->lowp->fmt = fmt;
+    m->lowp->full = (flags & MODEL_LOWP_FULL) != 0;
+    m->lowp->w = CALLOC_CHECK((size_t)m->config.n_layer * MODEL_NUM_W, sizeof *m->lowp->w);
+    if (lowp_convert(m, 1, err, errlen)) {
+        model_lowp_detach(m);
+        return -1;
+    }
+    if (flags & MODEL_LOWP_DROP_FP32) lowp_drop_fp32(m);
+    return 0;
+}
+
+int model_lowp_refresh(Model *m, char *err, size_t errlen) {
+    if (m->lowp && m->lowp->dropped)
+        return util_err(err, errlen,
+                        "the model's fp32 matrices were freed: nothing to refresh from");
+    return m->lowp ? lowp_convert(m, 0, err, errlen) : 0;
+}
+
+void model_lowp_detach(Model *m) {
+    if (!m->lowp) return;
+    for (size_t i = 0; i < (size_t)m->config.n_layer * MODEL_NUM_W; i++)
+        lowp_matrix_free(&m->lowp->w[i]);
+    lowp_matrix_free(&m->lowp->head);
+    free(m->lowp->w);
+    free(m->lowp);
+    m->lowp = NULL;
+}
+
+LowpFormat model_lowp_format(const Model *m) { return m->lowp ? m->lowp->fmt : LOWP_FP32; }
+
+// bytes of one in x out matrix in fmt: bf16 2 per weight; int8 1 per weight + a float scale
+static int64_t lowp_matrix_size(LowpFormat fmt, int64_t in, int64_t out) {
+    return fmt == LOWP_BF16 ? 2 * in * out : fmt == LOWP_INT8 ? in * out + 4 * out : 4 * in * out;
+}
+
+static int64_t lowp_bytes_as(const ModelConfig *c, LowpFormat fmt) {
+    int64_t total = 0;
+    for (int w = 0; w < MODEL_NUM_W; w++) {
+        int in, out;
+        lowp_w_dims(c, w, &in, &out);
+        total += (int64_t)c->n_layer * lowp_matrix_size(fmt, in, out);
+    }
+    if (c->lm_head) total += lowp_matrix_size(fmt, c->n_embd, c->vocab_size);
+    return total;
+}
+
+int64_t model_lowp_bytes(const ModelConfig *c, LowpFormat fmt) {
+    return fmt == LOWP_FP32 ? 0 : lowp_bytes_as(c, fmt);
+}
+
+int64_t model_lowp_fp32_bytes(const ModelConfig *c) { return lowp_bytes_as(c, LOWP_FP32); }
+
+int64_t model_lowp_dropped_bytes(const ModelConfig *c) {
+    int64_t head = c->lm_head && !c->untied ? 4 * (int64_t)c->n_embd * c->vocab_size : 0;
+    return lowp_bytes_as(c, LOWP_FP32) - head;   // tied embeddings stay for the lookup
 }

@@ -29,6 +29,7 @@
 //   lmheadw (V,C) lm_head when the embeddings are untied, else size 0 (GPT-2: always 0)
 #ifndef MODEL_H
 #define MODEL_H
+#include "lowp.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -119,12 +120,14 @@ typedef struct {
 // backward needs but no gradients and no moments for the base (adapters train: lora.h)
 #define MODEL_TRAIN_FROZEN 2
 struct Lora;
+struct ModelLowp;
 
 typedef struct {
     ModelConfig config;
     int max_B, max_T;         // the largest batch chosen at init
     int trainable;            // per-layer activations exist; 1: also gradients and moments
     struct Lora *lora;        // attached adapters (borrowed, lora_attach), or NULL
+    struct ModelLowp *lowp;   // reduced-precision copies (model_lowp_attach; owned), or NULL
     int lora_on;              // the last forward ran the adapters (backward follows it)
     const struct Lora *lora_fwd;  // the adapters that forward ran (backward checks them)
     size_t param_sizes[MODEL_NUM_PARAMS];
@@ -218,4 +221,48 @@ typedef struct {
 } ModelTensor;
 int  model_tensor_count(const Model *m);
 void model_tensor(const Model *m, int i, ModelTensor *t);
+
+// ---- reduced precision (lowp.h) ----
+// A model may hold bf16 or int8 copies of its matrices (every layer's four products and the LM
+// head: the tied embeddings or lm_head; never the norms, biases, positions or the score head).
+// The fp32 weights stay (they are the master copy: the embedding lookup reads them, training
+// updates them). Who reads the copies:
+// - KV-cache decoding (generate.h) whenever they exist: a policy samples from its narrow copy.
+// - model_forward only when attached with MODEL_LOWP_FULL: a frozen model (reference, reward)
+//   is then its narrow weights in every forward. Without it (the trained policy) model_forward
+//   stays fp32, so log-probabilities for training are unchanged by the sampling copy.
+// After the fp32 weights change (an optimizer step, a loaded checkpoint) the copies are stale
+// until model_lowp_refresh.
+#define MODEL_LOWP_FULL 1
+// With MODEL_LOWP_FULL, on a frozen model (not trainable, no adapters): free the fp32 matrices
+// the copies stand for (the layers' four products; an untied lm_head), so that the model takes
+// the copies' memory instead of fp32's. Such a model can no longer refresh, be viewed by tensor
+// (model_tensor: saving, loading) or take new copies.
+#define MODEL_LOWP_DROP_FP32 2
+// The four products of a layer, in order; model_product's w.
+enum { MODEL_W_QKV, MODEL_W_ATTPROJ, MODEL_W_FC, MODEL_W_FCPROJ, MODEL_NUM_W };
+
+// Builds the copies from m's current weights (fmt LOWP_FP32: none, nothing to do). flags 0 or
+// MODEL_LOWP_FULL. 0, or -1 with an error naming the tensor (m then has no copies).
+int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen);
+// Converts the fp32 weights into the copies again (no allocation); nothing without copies.
+int model_lowp_refresh(Model *m, char *err, size_t errlen);
+void model_lowp_detach(Model *m);   // model_free calls it
+// The copies' format: LOWP_FP32 when there are none.
+LowpFormat model_lowp_format(const Model *m);
+// Bytes the copies of a model of config c take in fmt (0 for LOWP_FP32): for memory plans.
+int64_t model_lowp_bytes(const ModelConfig *c, LowpFormat fmt);
+// Bytes of the fp32 matrices those copies stand for (what one decoding step reads in fp32), and
+// of those MODEL_LOWP_DROP_FP32 frees (all but tied embeddings).
+int64_t model_lowp_fp32_bytes(const ModelConfig *c);
+int64_t model_lowp_dropped_bytes(const ModelConfig *c);
+
+// out (N, OC) = [out +] inp (N, IC) @ W + bias for matrix w (MODEL_W_*) of layer l: from the
+// narrow copy when narrow and the model has copies, else the fp32 weights in the block kind's
+// layout (bit for bit the product model_forward has always used). beta_one as matmul_forward.
+void model_product(const Model *m, int l, int w, int narrow, float *out, const float *inp,
+                   int64_t N, int beta_one);
+// LM-head logits out (M, V) = inp (M, C) @ W^T, W the tied embeddings or lm_head; the narrow
+// copy when narrow and the model has copies.
+void model_head_product(const Model *m, int narrow, float *out, const float *inp, int64_t M);
 #endif

@@ -568,6 +568,10 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             }
         }
     }
+    // the next iteration samples from the updated weights (precision.sample's copy)
+    double t0 = util_time_s();
+    if (model_lowp_refresh(&s->policy, err, errlen)) return -1;
+    st->t_refresh = util_time_s() - t0;
     if (st->minibatches > 0) {
         double m = (double)st->minibatches;
         st->policy_loss /= m; st->kl_loss /= m; st->clip_frac /= m; st->approx_kl /= m;
@@ -684,7 +688,9 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
         (s->kl_loss &&
          store_add_metric(s->tr.db, s->tr.run_id, it, "ppo/kl_loss", st->kl_loss, err, errlen)) ||
         (!s->has_value && store_add_metric(s->tr.db, s->tr.run_id, it, "ppo/advantage_abs",
-                                           st->adv_abs, err, errlen))) {
+                                           st->adv_abs, err, errlen)) ||
+        (s->prec_sample && store_add_metric(s->tr.db, s->tr.run_id, it, "time/sample_refresh_s",
+                                            st->t_refresh, err, errlen))) {
         store_rollback(s->tr.db, NULL, 0);
         return -1;
     }

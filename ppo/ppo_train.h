@@ -58,6 +58,7 @@ typedef struct {
     double first_ratio_dev; // max |ratio - 1| on the iteration's first minibatch (0 expected)
     double grad_norm, value_grad_norm;
     double t_gen, t_policy, t_ref, t_value, t_reward;   // generation, the four scoring passes
+    double t_refresh;               // the sampling copy's refresh after the updates
     double t_train_ppo,
         t_train_ptx; // update: policy + value (with the optimizer steps), pretraining
     double t_up_policy, t_up_value,
@@ -141,6 +142,9 @@ typedef struct Ppo {
     int use_lora, value_on_reward, sample_merged;
     Model sample;
     char policy_base[4096], value_base[4096];   // base_model_name_or_path of the adapters
+    // precision.*: the policy's sampling copy (refreshed after every iteration's updates), the
+    // frozen models (reference, reward models: every forward narrow), the KV cache
+    LowpFormat prec_sample, prec_frozen, prec_kv;
     KVCache kv;
     Sampler sampler;
     Tokenizer *tok;
@@ -202,6 +206,8 @@ typedef struct Ppo {
 // scoring, every part and the total of each episode; components: episode b's parts as a JSON
 // object (malloc'd; NULL when off); metrics: the iteration's means (reward/...); state: the
 // normalisation moments into / out of a checkpoint's trainer state.
+// A frozen model's planned memory with its matrices in fmt (setup.c; rewards.c plans with it too)
+size_t ppo_frozen_bytes(const ModelConfig *c, LowpFormat fmt, int B, int T);
 int    ppo_parts_config(Ppo *s, const ModelConfig *policy, char *err, size_t errlen);
 size_t ppo_parts_plan_bytes(const Ppo *s);
 int    ppo_parts_load(Ppo *s, char *err, size_t errlen);

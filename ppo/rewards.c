@@ -76,7 +76,7 @@ int ppo_parts_config(Ppo *s, const ModelConfig *policy, char *err, size_t errlen
 size_t ppo_parts_plan_bytes(const Ppo *s) {
     size_t b = 0;
     for (int k = 0; k + 1 < s->parts.n_rm; k++)
-        b += model_memory_bytes(&s->parts.rm_config[k], s->mbl, s->Trw, 0);
+        b += ppo_frozen_bytes(&s->parts.rm_config[k], s->prec_frozen, s->mbl, s->Trw);
     return b;
 }
 
@@ -87,7 +87,9 @@ int ppo_parts_load(Ppo *s, char *err, size_t errlen) {
     for (int k = 0; k + 1 < p->n_rm; k++) {
         char e[1024];
         if (model_init(&p->rm[k], &p->rm_config[k], s->mbl, s->Trw, 0, 0, e, sizeof e) ||
-            ckpt_load_weights(p->rm_dirs[k], &p->rm[k], 0, e, sizeof e))
+            ckpt_load_weights(p->rm_dirs[k], &p->rm[k], 0, e, sizeof e) ||
+            model_lowp_attach(&p->rm[k], s->prec_frozen, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32,
+                              e, sizeof e))   // precision.frozen: as model.reward
             return util_err(err, errlen, "reward.models[%d]: %s", k, e);
     }
     p->rm_score = CALLOC_CHECK(R * (size_t)p->n_rm, sizeof(float));

@@ -335,6 +335,13 @@ static int load_role(const char *key, const char *dir, Model *m, int flags, char
     return 0;
 }
 
+// A frozen model's memory with its matrices in fmt (their fp32 freed: MODEL_LOWP_DROP_FP32).
+size_t ppo_frozen_bytes(const ModelConfig *c, LowpFormat fmt, int B, int T) {
+    size_t fp32 = model_memory_bytes(c, B, T, 0);
+    if (fmt == LOWP_FP32) return fp32;
+    return fp32 - (size_t)model_lowp_dropped_bytes(c) + (size_t)model_lowp_bytes(c, fmt);
+}
+
 typedef struct { const char *what; size_t bytes; char detail[160]; } PlanRow;
 
 static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, const ModelConfig *wc,
@@ -349,6 +356,7 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
         snprintf(rows[n].detail, sizeof rows[n].detail, __VA_ARGS__);                              \
         n++;                                                                                       \
     } while (0)
+    const char *fz = s->prec_frozen ? lowp_format_name(s->prec_frozen) : "fp32";
     int64_t vT = s->Trw > s->Tpos ? s->Trw : s->Tpos;
     if (s->use_lora) {
         ROW("policy", model_memory_bytes(pc, s->mbl, pT, MODEL_TRAIN_FROZEN) +
@@ -359,8 +367,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     } else {
         ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1),
             "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
-        ROW("reference", model_memory_bytes(rc, s->mbl, s->Tpos, 0),
-            "frozen: weights, one layer of activations for %d x %d", s->mbl, s->Tpos);
+        ROW("reference", ppo_frozen_bytes(rc, s->prec_frozen, s->mbl, s->Tpos),
+            "frozen: weights (matrices in %s), one layer of activations for %d x %d", fz, s->mbl,
+            s->Tpos);
     }
     if (s->value_on_reward) {
         ROW("reward", model_memory_bytes(wc, s->mbl, (int)vT, MODEL_TRAIN_FROZEN),
@@ -369,9 +378,13 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
         ROW("value", lora_memory_bytes(&s->value_lora.cfg, wc, (int64_t)s->mbl * vT, 1),
             "LoRA r=%d adapters + score head on the reward model's base", s->value_lora.cfg.r);
     } else {
-        ROW("reward", model_memory_bytes(wc, s->mbl, s->Trw, 0),
-            "frozen, score head: weights, one layer of activations for %d x %d", s->mbl, s->Trw);
+        ROW("reward", ppo_frozen_bytes(wc, s->prec_frozen, s->mbl, s->Trw),
+            "frozen, score head: weights (matrices in %s), one layer of activations for %d x %d",
+            fz, s->mbl, s->Trw);
     }
+    if (s->prec_sample)
+        ROW("sampling", model_lowp_bytes(pc, s->prec_sample), "the policy's %s copy",
+            lowp_format_name(s->prec_sample));
     if (s->sample_merged)
         ROW("sampling", model_memory_bytes(pc, 1, 1, 0),
             "lora.sample merged: the policy with its adapters merged, for the rollouts");
@@ -385,8 +398,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     if (s->has_ema)
         ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)",
             (double)s->ema_decay);
-    ROW("kv cache", kv_memory_bytes(pc, s->gen_B, s->Tseq, max_rows),
-        "generation: %d sequences x %d positions", s->gen_B, s->Tseq);
+    ROW("kv cache", kv_memory_bytes_as(pc, s->gen_B, s->Tseq, max_rows, s->prec_kv),
+        "generation: %d sequences x %d positions, %s", s->gen_B, s->Tseq,
+        lowp_format_name(s->prec_kv));
     size_t R = (size_t)s->R, rollout = R * s->Tseq * 4 + R * s->Tpos * (7 * 4 + 1) + R * 40 +
                                        (size_t)s->mbl * (s->Tseq + 1) * (3 * 4 + 5 * 4) +
                                        (size_t)s->gen_B * ((size_t)s->Tp + s->max_new + 2) * 4 +
@@ -558,6 +572,7 @@ int ppo_restore_last(Ppo *s, char *err, size_t errlen) {
     if (s->value_on_reward ? adapter_resume(p, &s->value_lora, &st, err, errlen)
                            : s->has_value && load_role("last/value", p, &s->value, 0, err, errlen))
         return -1;
+    if (model_lowp_refresh(&s->policy, err, errlen)) return -1;
     s->iteration = it;
     return 0;
 }
@@ -570,6 +585,10 @@ static void read_settings(Ppo *s) {
         s->gen_B = s->R / s->dist.size;   // each rank generates R/N
     if (s->gen_B < 1) s->gen_B = 1;
     s->max_new = (int)config_get_int(c, "rollout.max_new_tokens");
+    // the enums' choices are in LowpFormat's order (fp32, bf16, int8)
+    s->prec_sample = (LowpFormat)config_get_enum(c, "precision.sample");
+    s->prec_frozen = (LowpFormat)config_get_enum(c, "precision.frozen");
+    s->prec_kv = (LowpFormat)config_get_enum(c, "precision.kv_cache");
     s->mb = (int)config_get_int(c, "ppo.minibatch_size");
     s->mbl = s->mb / s->dist.size;
     s->epochs = (int)config_get_int(c, "ppo.epochs");
@@ -673,6 +692,12 @@ static int adapter_settings_check(Ppo *s, const PpoRoles *m, char *err, size_t e
                         "reward model's base; leave model.value empty or set lora.value=full");
     s->value_on_reward = s->has_value && !full;
     s->sample_merged = !strcmp(config_get_string(c, "lora.sample"), "merged");
+    // narrow copies of an adapter's base are not wired yet: its frozen base would need them
+    // beside the fp32 matrices the adapters' training reads
+    if (s->prec_sample || s->prec_frozen)
+        return util_err(err, errlen, "precision.%s: bf16/int8 copies with lora.r > 0 are not "
+                        "supported yet; set precision.sample=fp32 and precision.frozen=fp32",
+                        s->prec_sample ? "sample" : "frozen");
     return 0;
 }
 
@@ -899,7 +924,12 @@ static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, cha
             memcpy(s->ema.params_memory, s->policy.params_memory,
                    s->policy.num_params * sizeof(float));
     }
-    if (kv_init(&s->kv, &s->policy, s->gen_B, s->Tseq, max_rows, e, sizeof e))
+    for (int i = ROLE_REFERENCE; i <= ROLE_REWARD; i++)
+        if (model_lowp_attach(models[i], s->prec_frozen, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32,
+                              e, sizeof e))
+            return util_err(err, errlen, "%s: precision.frozen %s: %s", PPO_ROLE_NAMES[i],
+                            lowp_format_name(s->prec_frozen), e);
+    if (kv_init_as(&s->kv, &s->policy, s->gen_B, s->Tseq, max_rows, s->prec_kv, e, sizeof e))
         return util_err(err, errlen, "KV cache: %s", e);
     sampler_init(&s->sampler, pc->vocab_size);
     return 0;
@@ -998,6 +1028,11 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
         return -1;
     alloc_buffers(s);
     if (begin_run(s, &m, resumed, &st, err, errlen)) return -1;
+    // the sampling copy of the weights the run starts from (resumed ones included)
+    char e[1024];
+    if (model_lowp_attach(&s->policy, s->prec_sample, 0, e, sizeof e))
+        return util_err(err, errlen, "policy: precision.sample %s: %s",
+                        lowp_format_name(s->prec_sample), e);
     ppo_prompt_order(s);
     return 0;
 }

@@ -60,6 +60,7 @@ typedef struct {
     char *prefix;             // owned copy of the response prefix
     int B;                    // sequences per forward pass
     int verbose;
+    LowpFormat prec;          // own's weights in every forward (--precision): fp32, bf16 or int8
 } RmScorer;
 
 // Opens a reward checkpoint (score head required; an LM head is ignored). tokdir NULL or '':

@@ -82,6 +82,7 @@ typedef struct {
     char *only_ids;           // --prompts: the chosen prompts' ids (JSON array)
     int prompt_rendered;      // the prompt being labeled was rendered with a chat template
     ChatTemplate *chat;       // the policy's chat template (or --chat-template), NULL: none
+    LowpFormat prec;          // --precision: the policy's sampling copy (LOWP_FP32: none)
 } Label;
 
 typedef struct {
@@ -735,6 +736,7 @@ static const char *label_usage =
     "    --max-new N         new tokens per completion (default 64)\n"
     "    --temperature T     (default 1)   --top-k K (default 0 = all)   --top-p P (default 1)\n"
     "    --seed S            sampling seed (default 1234; a prompt always gets the same samples)\n"
+    "    --precision P       weights sampled from: fp32 (default), bf16 or int8 copies\n"
     "    --tokenizer DIR     tokenizer files when CKPT has none\n"
     "    --prompt-template T / --response-prefix P   rendering (defaults as SFT)\n"
     "    --chat-template T   chat template instead of the policy's tokenizer_config.json one\n"
@@ -804,6 +806,7 @@ int cmd_label(int argc, char **argv) {
         CLI_INT("--limit", &L.limit, 1, INT64_MAX),
         CLI_DOUBLE("--judge-timeout", &L.jtimeout, 0.001, 1e9),
         CLI_DOUBLE("--lease", &L.co.lease_s, 1, 1e9),
+        CLI_CUSTOM("--precision", lowp_cli_precision, &L.prec),
         {0}};
     CliCommand cmd = {
         .prog = "reward label", .usage = label_usage, .opts = opts, .value_status = 1};
@@ -821,6 +824,10 @@ int cmd_label(int argc, char **argv) {
         goto bad;
     }
     if (L.judge && !*L.judge) { snprintf(err, sizeof err, "--judge is empty"); goto bad; }
+    if (L.prec && !L.policy) {
+        snprintf(err, sizeof err, "--precision needs --policy (the model it samples from)");
+        goto bad;
+    }
     if (L.co.source && !*L.co.source) { snprintf(err, sizeof err, "--source is empty"); goto bad; }
     L.co.min_completions = L.policy ? 0 : 2;
     signal(SIGPIPE, SIG_IGN);   // a judge that dies shows up as a write error, not a silent exit
@@ -831,7 +838,8 @@ int cmd_label(int argc, char **argv) {
         label_choose(&L, prompts_file, err, sizeof err))
         goto out;
     if (L.policy) {
-        if (ckpt_load_model(L.policy, &L.pol, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err))
+        if (ckpt_load_model(L.policy, &L.pol, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err) ||
+            model_lowp_attach(&L.pol, L.prec, 0, err, sizeof err))
             goto out;
         L.has_policy = 1;
         if (!L.pol.config.lm_head) {

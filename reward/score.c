@@ -74,7 +74,9 @@ static int ensure_model(RmScorer *s, int T, char *err, size_t errlen) {
     s->loaded = 0;
     if (model_init(&s->own, &c, s->B, T, 0, 0, err, errlen)) { s->own.config = c; return -1; }
     s->loaded = 1;
-    if (ckpt_load_weights(s->ckpt, &s->own, 0, err, errlen)) return -1;
+    if (ckpt_load_weights(s->ckpt, &s->own, 0, err, errlen) ||
+        model_lowp_attach(&s->own, s->prec, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err, errlen))
+        return -1;
     s->m = &s->own;
     return 0;
 }
@@ -179,7 +181,9 @@ static const char *score_usage =
     "  --tokenizer DIR       tokenizer files when CKPT has none\n"
     "  --prompt-template T   prompt rendering (default \"Human: {prompt}\\n\\nAssistant:\", as SFT)\n"
     "  --response-prefix P   text before each response (default \" \")\n"
-    "  --threads N           OpenMP threads (default: OMP_NUM_THREADS or all cores)\n";
+    "  --threads N           OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+    "  --precision P         the model's weights: fp32 (default), bf16 or int8; with --workspace\n"
+    "                        and no --name the scores are stored as CKPT's path + @bf16 (@int8)\n";
 
 static int collect_completion(const StoreCompletion *c, void *ctx) {
     CompList *l = ctx;
@@ -353,6 +357,9 @@ static int score_workspace(RmScorer *sc, const char *ws, const char *split, cons
     Store *st = NULL;
     char mname[4096];
     rm_model_name(ckpt, name, mname, sizeof mname);
+    size_t n = strlen(mname);   // narrow weights score differently: their scores apart
+    if (!name && sc->prec && n + 6 < sizeof mname)
+        snprintf(mname + n, sizeof mname - n, "@%s", lowp_format_name(sc->prec));
     CompList l = {0};
     double *scores = NULL;
     int rc = 1;
@@ -394,6 +401,7 @@ int cmd_score(int argc, char **argv) {
     const char *tmpl = NULL, *prefix = NULL;
     int all = 0, print = 0;
     int64_t B = 16, threads = 0;
+    LowpFormat prec = LOWP_FP32;
     char err[1024];
     int status;
     CliOption opts[] = {
@@ -408,6 +416,7 @@ int cmd_score(int argc, char **argv) {
         CLI_STRING("--response-prefix", &prefix),
         CLI_INT("--batch", &B, 1, 4096),
         CLI_INT("--threads", &threads, 0, 4096),
+        CLI_CUSTOM("--precision", lowp_cli_precision, &prec),
         {0}};
     CliCommand cmd = {.prog = "reward score",
                       .usage = score_usage,
@@ -430,6 +439,7 @@ int cmd_score(int argc, char **argv) {
         goto bad;
     }
     sc.verbose = 1;
+    sc.prec = prec;
     int rc = 1;
     if (input) {
         rc = score_file(&sc, input, err, sizeof err) ? 1 : 0;

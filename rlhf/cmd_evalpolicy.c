@@ -73,6 +73,8 @@ static const char *ep_usage =
     "  --seed S              sampling, noise and bootstrap seed (default 1234)\n"
     "  --bootstrap N         bootstrap resamples (default 2000)\n"
     "  --batch B             answers generated / scored together (default 16)\n"
+    "  --precision P         weights the policies sample with and --reward scores with: fp32\n"
+    "                        (default), bf16 or int8 (KL and pretraining loss stay fp32)\n"
     "  --max-prompts N       use only the first N prompts\n"
     "  --tokenizer DIR       tokenizer when A's checkpoint has none\n"
     "  --chat-template T     chat template for message-list prompts instead of the tokenizer's\n"
@@ -117,6 +119,7 @@ typedef struct {
     int64_t n_demo;                     // prompts that are demo tasks (kind >= 0)
     TokIds *prompt_ids;
     int64_t longest_prompt;
+    LowpFormat prec;                    // --precision: sampling copies, reward-model weights
 } Eval;
 
 typedef struct {
@@ -254,8 +257,10 @@ static int work_len(const Eval *e, const ModelConfig *c, int text) {
     return n < c->max_seq_len ? (int)n : c->max_seq_len;
 }
 
-// Loads an LM checkpoint for batches of up to max_B x work_len (no score head).
-static int load_lm(const char *dir, Model *m, int max_B, const Eval *e, const char *role) {
+// Loads an LM checkpoint for batches of up to max_B x work_len (no score head), with a sampling
+// copy in prec (LOWP_FP32: none).
+static int load_lm(const char *dir, Model *m, int max_B, const Eval *e, const char *role,
+                   LowpFormat prec) {
     char err[512];
     ModelConfig c;
     if (adapter_load_config(dir, &c, NULL, err, sizeof err)) EFAIL("%s: %s", role, err);
@@ -263,7 +268,8 @@ static int load_lm(const char *dir, Model *m, int max_B, const Eval *e, const ch
     if (ckpt_check_tokenizer(dir, c.vocab_size, e->tokdir ? e->tokdir : e->a, tok_vocab_size(e->tok), err, sizeof err)) EFAIL("%s: %s", role, err);
     c.score_head = 0;
     if (model_init(m, &c, max_B, work_len(e, &c, 1), 0, 0, err, sizeof err) ||
-        adapter_load_weights(dir, m, CKPT_IGNORE_SCORE, err, sizeof err)) {
+        adapter_load_weights(dir, m, CKPT_IGNORE_SCORE, err, sizeof err) ||
+        model_lowp_attach(m, prec, 0, err, sizeof err)) {
         model_free(m);
         EFAIL("%s: %s", role, err);
     }
@@ -511,7 +517,7 @@ static int text_loss(const Eval *e, Model *m, const int32_t *ids, size_t n, doub
 static int run_policy(const Eval *e, PolicyOut *po, const char *role, Model *ref,
                       const int32_t *text, size_t ntext) {
     Model m;
-    if (load_lm(po->dir, &m, (int)e->batch, e, role)) return -1;
+    if (load_lm(po->dir, &m, (int)e->batch, e, role, e->prec)) return -1;
     int rc = generate(e, &m, po);
     if (!rc && ref) {
         po->kl = MALLOC_CHECK((size_t)e->n_resp * sizeof(double));
@@ -1230,7 +1236,8 @@ static int load_reward_model(const Eval *e, Model *rm) {
         EFAIL("%s", err);
     c.lm_head = 0;
     if (model_init(rm, &c, (int)e->batch, work_len(e, &c, 0), 0, 0, err, sizeof err) ||
-        adapter_load_weights(e->reward, rm, 0, err, sizeof err)) {
+        adapter_load_weights(e->reward, rm, 0, err, sizeof err) ||
+        model_lowp_attach(rm, e->prec, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err, sizeof err)) {
         model_free(rm);
         EFAIL("--reward: %s", err);
     }
@@ -1311,6 +1318,7 @@ int cmd_eval_policy(int argc, char **argv) {
         CLI_DOUBLE("--target-score-gain", &e.t_gain, -1e300, 1e300),
         CLI_CONST("--greedy", &e.temperature, 0),
         CLI_FLAG("--json", &e.json),
+        CLI_CUSTOM("--precision", lowp_cli_precision, &e.prec),
         {0}};
     CliCommand cmd = {.prog = "rlhf eval-policy", .usage = ep_usage, .opts = opts};
     if (cli_parse(&cmd, argc, argv, &status)) return status;
@@ -1358,7 +1366,7 @@ int cmd_eval_policy(int argc, char **argv) {
     Model ref = {0}, rm = {0};
     int have_ref = 0, have_rm = 0;
     if (!rc && e.reference) {
-        rc = load_lm(e.reference, &ref, (int)e.batch, &e, "--reference");
+        rc = load_lm(e.reference, &ref, (int)e.batch, &e, "--reference", LOWP_FP32);
         have_ref = !rc;
     }
     if (!rc && e.reward) {

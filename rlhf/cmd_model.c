@@ -515,6 +515,7 @@ static const char *gen_usage =
     "  --seed S            sampling seed (default 1234)\n"
     "  --batch B           prompts decoded together with --prompts (default 8)\n"
     "  --no-stop           do not stop at the end token\n"
+    "  --precision P       weights decoding reads: fp32 (default), bf16 or int8 copies\n"
     "  --tokenizer DIR     tokenizer files if the checkpoint has none\n"
     "--prompt streams the continuation to stdout as it is sampled. --prompts FILE reads one\n"
     "prompt per line (a line starting with '{' is JSON with a \"prompt\" string) and prints one\n"
@@ -537,6 +538,7 @@ typedef struct {
     int64_t max_new, topk, seed, batch;
     double temp, topp;
     int nostop;
+    LowpFormat prec;   // --precision: the weights decoding reads
 } GenArgs;
 
 // The prompts, their tokens and what decodes them.
@@ -723,6 +725,7 @@ int cmd_generate(int argc, char **argv) {
         CLI_DOUBLE("--top-p", &a.topp, 0, 1),
         CLI_CONST("--greedy", &a.temp, 0),
         CLI_FLAG("--no-stop", &a.nostop),
+        CLI_CUSTOM("--precision", lowp_cli_precision, &a.prec),
         {0}};
     CliCommand cmd = {.prog = "rlhf generate", .usage = gen_usage, .opts = opts,
                       .arg_name = "CKPT", .arg = &a.dir};
@@ -741,6 +744,8 @@ int cmd_generate(int argc, char **argv) {
         int kv_prefill = (int)(a.batch * (g.maxlen < 256 ? g.maxlen : 256));
         if (model_init(&m, &g.c, 1, 1, 0, 0, err, sizeof err) ||
             adapter_load_weights(a.dir, &m, CKPT_IGNORE_SCORE, err, sizeof err) ||
+            model_lowp_attach(&m, a.prec, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
+                              sizeof err) ||   // decoding alone: the fp32 matrices go
             kv_init(&kv, &m, (int)a.batch, kv_len, kv_prefill, err, sizeof err)) {
             fprintf(stderr, "rlhf generate: %s\n", err);
             rc = 1;

@@ -174,6 +174,8 @@ expect_fail "ppo: a separate reference with adapters" 1 "leave model.reference e
     "$B/ppo" -c ppo.yaml --set lora.r=4 --set model.reference=base --set out.dir=bad
 expect_fail "ppo: lora dropout" 1 "lora.dropout must be 0 in ppo" \
     "$B/ppo" -c ppo.yaml --set lora.r=4 --set lora.dropout=0.1 --set out.dir=bad
+expect_fail "ppo: narrow copies with adapters" 1 "precision.frozen: bf16/int8 copies with lora.r" \
+    "$B/ppo" -c ppo.yaml --set lora.r=4 --set precision.frozen=bf16 --set out.dir=bad
 cd "$W"
 
 (cd "$ROOT" && "$R" run pipelines/demo-lora.yaml --dry-run --set workspace="$W/dry") >out 2>"$W/err" &&
