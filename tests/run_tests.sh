@@ -2,7 +2,7 @@
 # Runs every test binary in BUILD/tests and every tests/test_*.sh, and prints one closing line
 # "N passed, N failed". Each test prints "ok"/"FAIL" per case and its own "N passed, N failed"
 # line; the runner adds each test's wall time, so the slow ones are easy to find.
-# TESTS, when set, names the ones to run (e.g. TESTS="test_mpi.sh test_kernels").
+# TEST_ONLY, when set, names the ones to run (e.g. TEST_ONLY="test_mpi.sh test_kernels").
 # TEST_JOBS tests run at once (default 2, 1 on a one-core machine): each is a separate process
 # tree in a scratch folder of its own, and most spend their time in one thread or waiting on
 # another process, so two share two cores well. A test's lines come out together when it ends
@@ -55,7 +55,7 @@ lane() {
 TESTS_LIST=""
 for t in tests/test_*.sh "$BUILD"/tests/test_*; do
     case "$t" in *.o|*.d) continue;; esac
-    case " ${TESTS:-$(basename "$t")} " in *" $(basename "$t") "*) ;; *) continue;; esac
+    case " ${TEST_ONLY:-$(basename "$t")} " in *" $(basename "$t") "*) ;; *) continue;; esac
     case "$t" in *.sh) [ -f "$t" ] || continue;; *) [ -x "$t" ] || continue;; esac
     TESTS_LIST="$TESTS_LIST $t"
 done
