@@ -22,7 +22,11 @@ fi
 # both halves run even when the first has failures; the exit status says whether either had any
 make -j"$jobs" all
 make -j"$jobs" DEBUG=1 all
+t0=$(date +%s)
 plain=0; make test || plain=$?
+t1=$(date +%s)
 sanitized=0; make DEBUG=1 test || sanitized=$?
-echo "quickstart: make test $([ $plain = 0 ] && echo passed || echo FAILED), make DEBUG=1 test $([ $sanitized = 0 ] && echo passed || echo FAILED)"
+t2=$(date +%s)
+echo "quickstart: make test $([ $plain = 0 ] && echo passed || echo FAILED) ($((t1 - t0)) s)," \
+    "make DEBUG=1 test $([ $sanitized = 0 ] && echo passed || echo FAILED) ($((t2 - t1)) s)"
 [ $plain = 0 ] && [ $sanitized = 0 ]

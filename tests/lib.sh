@@ -10,6 +10,10 @@
 #   lib_workspace           W: a fresh temporary folder, removed on exit (made writable first);
 #                           AT_EXIT, when set, is run before (a test's own clean-up)
 #   lib_summary             the closing line "N passed, N failed"; fails when a check failed
+#   lib_make ARGS...        make ARGS in the repository, one at a time: tests run two at once
+#                           (run_tests.sh), and two builds of one variant (build-mpi: test_mpi
+#                           and test_dpo) must not write the same objects together
+#   lib_sanitized           true when BUILD's programs are built with AddressSanitizer
 #   sums N FORMAT           N arithmetic examples, one line each: FORMAT (printf) given a, b, a+b
 #                           and a+b+1, with a = 7i mod 19 and b = 11i mod 17, the same every time
 #   tiny_data N             N such examples in the current folder as corpus.txt (text),
@@ -40,6 +44,10 @@ expect_fail() {
     else echo "    exit $rc (want $code, message '$pat')"; bad "$name"; fi
 }
 lib_summary() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; }
+# (the lock: flock(1) on the Makefile, which every build reads anyway; DEPS_DONE: the packages
+# were checked by the `make test` that runs the tests, scripts/deps.sh is not run again)
+lib_make() { flock "$ROOT/Makefile" make -C "$ROOT" DEPS_DONE=1 "$@"; }
+lib_sanitized() { nm "$ROOT/$BUILD/bin/rlhf" 2>/dev/null | grep -q __asan_init; }
 
 lib_workspace() {
     W=$(mktemp -d) || exit 1

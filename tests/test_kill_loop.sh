@@ -101,11 +101,22 @@ for f in range(6):
             o.write(json.dumps({"prompt": f"file {f} prompt {i} {r.choice(w)} ' \" ; --", "completions": comps,
                                 "ranking": [1, 2, 3, 3], "labeler": "l%d" % (i % 3)}) + "\n")
 PY
-t0=$(now)
-"$B/reward" import --workspace scratch.db r0.jsonl > /dev/null 2> err || bad "uninterrupted import"
-T=$(since "$t0")
+# T: the median of 3 uninterrupted imports (most of one is the commit's fsync, which a busy disk
+# stretches many times over now and then: one slow measure put every moment after the end)
+ts=""
+for i in 1 2 3; do
+    t0=$(now)
+    "$B/reward" import --workspace scratch$i.db r0.jsonl > /dev/null 2> err ||
+        bad "uninterrupted import"
+    ts="$ts $(since "$t0")"
+done
+T=$(printf '%s\n' $ts | sort -n | sed -n 2p)
 reported=""; kills=0; broken=""; n=0
-for d in $(delays 0.05 1.2 "$T" $((ROUNDS + 4)) 2); do   # some kills land after the commit
+# some kills land after the commit; past ROUNDS + 4 rounds, more (the same seeded moments go on)
+# only while fewer than 3 kills landed: a machine whose load dropped since T was measured imports
+# faster than T, and most moments then fall after the end
+for d in $(delays 0.05 1.2 "$T" $((3 * (ROUNDS + 4))) 2); do
+    [ $n -ge $((ROUNDS + 4)) ] && [ $kills -ge 3 ] && break
     f=r$((n % 6)).jsonl; n=$((n + 1))
     rc=$(run_and_kill "$d" "$B/reward" import --workspace ws.db "$f" 2>/dev/null; echo $?)
     if [ "$rc" = 0 ]; then reported="$reported $f"; elif [ "$rc" = 137 \

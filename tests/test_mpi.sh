@@ -12,14 +12,25 @@
 # arithmetic, where AdamW turns pure rounding noise into steps of up to the learning rate: the key
 # third of the attention biases, and a reward model's ln_f.bias (the ranking loss depends only on
 # score differences); the reward models after the bias are compared by their scores instead.
+#
+# The MPI variant is one build (build-mpi: MPI=1 wins over DEBUG=1, so its programs are never
+# sanitized): under `make DEBUG=1 test` this test would run the very same programs again, and it
+# runs once, in `make test` (the sanitized build's own programs, used here only for setup, are
+# tested everywhere else).
 . "$PWD/tests/lib.sh"
 . "$TESTS/procs.sh"
+if lib_sanitized; then
+    ok "not run again on a sanitizer build: build-mpi's programs are the ones make test ran"
+    lib_summary; exit
+fi
 lib_workspace
 # every path out ends the jobs this test started (mpirun, its ranks), then removes the folder
 AT_EXIT='procs_kill_in "$W"'
 trap 'exit 1' INT TERM HUP
 MB="$ROOT/build-mpi/bin"
-if ! make -s MPI=1 build-mpi/bin/sft build-mpi/bin/reward build-mpi/bin/ppo > "$W/err" 2>&1; then
+jobs=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+if ! lib_make -s -j"$jobs" MPI=1 build-mpi/bin/sft build-mpi/bin/reward build-mpi/bin/ppo \
+    > "$W/err" 2>&1; then
     bad "cannot build the MPI variant"; lib_summary; exit
 fi
 MPIRUN="timeout 120 mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"

@@ -102,13 +102,21 @@ PPO_FILES="policy/model.safetensors last/policy/model.safetensors last/policy/tr
     --score-head --no-lm-head --out rm 2> err ||
     bad "setup: reward model"
 printf 'model: {policy: lm, reward: rm}\ndata: {prompts: [prompts.jsonl], prompt_template: "{prompt}"}\nptx: {coef: 0}\ntrain: {iterations: 2}\n' > ppo.yaml
+# The work of one iteration (and of one reward step, 2c) is sized to last about 2 to 3 s on an idle
+# machine: long enough for a signal to land where it is aimed, whatever the machine's speed (the
+# pauses are measured), and no longer. A sanitizer build runs these loops 5 to 7 times slower
+# (measured: ppo 6.3x and 4.5x, reward 6.5x), so it gets that much less work (SHRINK).
+if lib_sanitized; then SHRINK_A=8; SHRINK_G=4; else SHRINK_A=1; SHRINK_G=1; fi
 # (a) many update minibatches (8192 episodes, 4 epochs of 2048 minibatches: most of the time),
 #     last/ saved every iteration: SIGTERM halfway through iteration 2 lands among its updates
-#     (iteration 1, with the start, took as long: the pause is half of that, for a loaded machine)
-A="--set rollout.batch_size=8192 --set rollout.max_new_tokens=4 --set ppo.minibatch_size=4 --set ppo.epochs=4 --set save.every=1"
+#     (iteration 1 took about as long, timed from the run's first line to its own: the pause is
+#     half of that, measured on this machine as it is loaded now)
+A="--set rollout.batch_size=$((8192 / SHRINK_A)) --set rollout.max_new_tokens=4"
+A="$A --set ppo.minibatch_size=4 --set ppo.epochs=4 --set save.every=1"
 # (b) long generation (4096 responses of up to 20 tokens), last/ saved every 5 iterations:
 #     SIGTERM as iteration 2 starts lands in its generation; last/ gets iteration 1's state
-G="--set rollout.batch_size=4096 --set rollout.max_new_tokens=20 --set ppo.minibatch_size=1024 --set ppo.epochs=1 --set save.every=5"
+G="--set rollout.batch_size=$((4096 / SHRINK_G)) --set rollout.max_new_tokens=20"
+G="$G --set ppo.minibatch_size=$((1024 / SHRINK_G)) --set ppo.epochs=1 --set save.every=5"
 for v in a b; do
     if [ $v = a ]; then set -- $A; half=1; \
         want="during iteration 2, after some of its updates; .* holds iteration 1"
@@ -116,10 +124,10 @@ for v in a b; do
     "$B/ppo" -c ppo.yaml --set out.dir=p-ref-$v "$@" > /dev/null 2> err ||
         bad "ppo ($v): uninterrupted run"
     : > err   # (emptied before the start: the uninterrupted run's lines must not be waited for)
-    t0=$(date +%s.%N)
     "$B/ppo" -c ppo.yaml --set out.dir=p-$v "$@" > /dev/null 2> err &
     pid=$!
-    if ! wait_for "iter 1/2" err 120; then kill -9 $pid; \
+    if ! { wait_for "ppo: run 1," err 120 && t0=$(date +%s.%N) && wait_for "iter 1/2" err 120; }
+    then kill -9 $pid; \
         bad "ppo ($v): never finished iteration 1"; continue; fi
     [ $half = 1 ] &&
         sleep "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", (b - a) / 2 }')"
@@ -138,11 +146,13 @@ for v in a b; do
         bad "ppo ($v): resume: exit $rc, run '$(row p-$v/workspace.db)'"
 done
 
-# 2c. reward train inside one step of 16384 rankings (micro-batches of 64 rows): SIGTERM is seen
-#     between micro-batches, the step is dropped (last/ holds step 0), and the same command
-#     resumes to weights equal to an uninterrupted run's
+# 2c. reward train inside one step of 16384 rankings (2048 under the sanitizers; micro-batches of
+#     64 rows): SIGTERM is seen between micro-batches, the step is dropped (last/ holds step 0),
+#     and the same command resumes to weights equal to an uninterrupted run's
 "$B/reward" import --workspace rk.db rank.jsonl 2> err || bad "reward import"
-printf 'model: {init: lm}\nworkspace: rk.db\ntrain: {batch_size: 16384, steps: 2}\nsave: {every: 1}\neval: {every: 100000}\n' > rw.yaml
+RK=$((16384 / SHRINK_A))
+printf 'model: {init: lm}\nworkspace: rk.db\ntrain: {batch_size: %d, steps: 2}\n' $RK > rw.yaml
+printf 'save: {every: 1}\neval: {every: 100000}\n' >> rw.yaml
 "$B/reward" train -c rw.yaml --set out.dir=r-ref > /dev/null 2> err ||
     bad "reward: uninterrupted run"
 : > err
@@ -155,7 +165,7 @@ if wait_for "reward: run " err 60; then
     if [ $rc -eq 143 ] && [ $secs -le 5 ] && [ "$r" = "interrupted 143" ] &&
         grep -q "interrupted by SIGTERM at step 0; saved" err &&
        "$B/rlhf" info r-int/last > /dev/null 2>&1; then
-        ok "reward train: SIGTERM inside a step of 16384 rankings: exit 143 in ${secs}s, run '$r', last/ (step 0) loads"
+        ok "reward train: SIGTERM inside a step of $RK rankings: exit 143 in ${secs}s, run '$r', last/ (step 0) loads"
     else bad "reward train: SIGTERM inside a step: exit $rc in ${secs}s, run '$r'"; fi
     "$B/reward" train -c rw.yaml --set out.dir=r-int > /dev/null 2> err; rc=$?
     [ $rc -eq 0 ] && grep -q "resuming" err && [ "$(row rk.db)" = "done 0" ] &&

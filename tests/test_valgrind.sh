@@ -9,14 +9,14 @@
 # ASan and valgrind do not mix, and that build checks the same things itself.
 . "$PWD/tests/lib.sh"
 ERR_LINES=0   # vg shows what valgrind said instead
-if nm "$BUILD/bin/rlhf" 2>/dev/null | grep -q __asan_init; then
+if lib_sanitized; then
     ok "valgrind not run on a sanitizer build ($BUILD: ASan checks these programs itself)"
     lib_summary; exit
 fi
 command -v valgrind > /dev/null ||
     { bad "valgrind is missing (scripts/deps.sh test installs it)"; lib_summary; exit; }
 VB=build-valgrind
-if ! make --no-print-directory -j2 BUILD=$VB ARCH=-march=x86-64-v3 $VB/bin/rlhf $VB/bin/sft \
+if ! lib_make --no-print-directory -j2 BUILD=$VB ARCH=-march=x86-64-v3 $VB/bin/rlhf $VB/bin/sft \
     $VB/bin/reward $VB/bin/ppo > /tmp/vg-build.$$ 2>&1; then
     tail -5 /tmp/vg-build.$$; rm -f /tmp/vg-build.$$
     bad "building $VB"; lib_summary; exit
