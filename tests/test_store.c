@@ -1181,7 +1181,7 @@ static void test_refused_files(void) {
     CHECK(raw_exec(newer, "UPDATE meta SET value = 99 WHERE key = 'schema_version'") == SQLITE_OK);
     CHECK(store_open(&s, newer, err, sizeof err) == -1 && s == NULL);
     CHECK_MSG(
-        strstr(err, "newer.db: workspace schema version 99 is newer than this program's (5)") &&
+        strstr(err, "newer.db: workspace schema version 99 is newer than this program's (6)") &&
             one_line(err),
         "%s", err);
     // Not a database at all.
