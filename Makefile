@@ -32,7 +32,9 @@ LIB        := $(BUILD)/libcommon.a
 # the demo's task family (data/demo/): linked into the rlhf tool and the tests that use it
 DEMO_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard data/demo/*.c))
 DEMO_LIB   := $(BUILD)/libdemo.a
-RLHF_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard rlhf/*.c pipelines/*.c))
+# web/: the browser side of the tool (`rlhf serve`'s pages, `rlhf report`), linked into rlhf
+WEB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(wildcard web/*.c))
+RLHF_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard rlhf/*.c pipelines/*.c)) $(WEB_OBJ)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # fuzz targets, also built with a plain driver that replays their corpus in `make test`
@@ -50,7 +52,8 @@ PROG_BIN   := $(foreach d,rlhf sft reward ppo dpo,$(BUILD)/bin/$(d))
 all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN) $(FUZZ_BIN)
 
 # include paths per folder: common/ sees only itself; each program its own folder besides
-$(BUILD)/rlhf/%.o:      INC := -Irlhf -Ipipelines -Idata/demo
+$(BUILD)/rlhf/%.o:      INC := -Irlhf -Ipipelines -Idata/demo -Iweb
+$(BUILD)/web/%.o:       INC := -Iweb
 $(BUILD)/pipelines/%.o: INC := -Ipipelines
 $(BUILD)/data/demo/%.o: INC := -Idata/demo
 $(BUILD)/reward/%.o:    INC := -Ireward
