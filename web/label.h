@@ -1,0 +1,34 @@
+// label: the labeling API of `rlhf serve` (JSON over HTTP), on the same claims and tables as
+// `reward label` (common/store): a labeler is given the next prompt by store_claim_prompt (two
+// labelers never share one unless overlap asks for it), ranks its completions, and the ranking,
+// its flags and its note are stored in one transaction, only for the labeler's own active claim.
+//
+// Every function answers one request: it returns the HTTP status and sets *json to a malloc'd
+// JSON body (the caller frees it): the result, or {"error": "..."} naming what was wrong.
+#ifndef LABEL_H
+#define LABEL_H
+#include "store.h"
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    StoreClaimOptions co;     // overlap, lease, split (min_completions is set to 2)
+} LabelOptions;
+
+// GET /api/next: the labeler's claimed prompt (its own unexpired claim first, else the next one
+// free) with its completions shuffled (a fixed order per labeler and prompt) and without their
+// sources: {"prompt_id", "prompt", "completions": [{"id", "text"}], "progress": {...}};
+// prompt_id 0 when nothing is left. want > 0: that prompt when the labeler holds an active claim
+// on it (the prompt an undo gave back), else as without.
+int label_next(Store *db, const LabelOptions *o, int64_t labeler_id, int64_t want, char **json);
+// POST /api/rank {"prompt_id", "items": [{"id", "rank"}], "flags": [{"id", "flag"}], "note"}:
+// every completion shown is ranked (rank 1 best, equal ranks tie). 403 when the labeler holds no
+// active claim on the prompt (another labeler's, expired, never given).
+int label_rank(Store *db, const LabelOptions *o, int64_t labeler_id, const char *body,
+               char **json);
+// POST /api/skip {"prompt_id"}: never shown to this labeler again (403 unless claimed by it).
+int label_skip(Store *db, const LabelOptions *o, int64_t labeler_id, const char *body,
+               char **json);
+// POST /api/undo {}: deletes the labeler's newest ranking and claims its prompt back.
+int label_undo(Store *db, const LabelOptions *o, int64_t labeler_id, char **json);
+#endif
