@@ -154,7 +154,8 @@ static char *web_page(const char *title, const StoreSession *ss, const char *mai
                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
                  "<title>");
     html_esc(&b, title);
-    html_put(&b, " · rlhf.c</title><link rel=\"stylesheet\" href=\"/static/style.css\">");
+    html_put(&b, " · rlhf.c</title><link rel=\"stylesheet\" href=\"/static/style.css\">"
+                 "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">");
     if (ss && ss->user_id) {
         html_put(&b, "<meta name=\"csrf-token\" content=\"");
         html_esc(&b, ss->csrf);
