@@ -65,6 +65,7 @@ $(BUILD)/ppo/%.o:       INC := -Ippo -Irlhf
 $(BUILD)/dpo/%.o:       INC := -Idpo -Ireward
 $(BUILD)/tests/%.o:     INC := -Itests -Ipipelines -Idata/demo
 $(BUILD)/tests/test_dpo.o: INC := -Itests -Idpo
+$(BUILD)/tests/test_web.o: INC := -Itests -Iweb
 $(BUILD)/tests/fuzz/%.o: INC := -Itests/fuzz -Ipipelines -Ireward
 $(BUILD)/bench/%.o:     INC := -Ibench
 
@@ -100,6 +101,11 @@ $(BUILD)/fuzz/fuzz_import: $(BUILD)/reward/import.o $(BUILD)/reward/text.o
 
 # the losses of dpo, tested on their own (the object before the libraries it uses)
 $(BUILD)/tests/test_dpo: $(BUILD)/tests/test_dpo.o $(BUILD)/tests/testlib.o $(BUILD)/dpo/loss.o $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# web/'s charts and views, tested on their own (not the server's objects)
+$(BUILD)/tests/test_web: $(BUILD)/tests/test_web.o $(BUILD)/tests/testlib.o $(BUILD)/web/html.o \
+                         $(BUILD)/web/svg.o $(BUILD)/web/views.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # bench/benchlib.c: what the benchmarks share (peak memory, median, reading a file)

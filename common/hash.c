@@ -24,3 +24,15 @@ uint64_t data_hash_mix(uint64_t h) {
     h ^= h >> 33;
     return h;
 }
+
+uint32_t hash_crc32c(uint32_t crc, const void *p, size_t n) {
+    const unsigned char *b = p;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= b[i];
+        for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+uint32_t hash_crc32c_mask(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xA282EAD8u; }

@@ -15,4 +15,10 @@
 uint64_t data_hash_bytes(uint64_t h, const void *p, size_t n);
 uint64_t data_hash_u64(uint64_t h, uint64_t v);
 uint64_t data_hash_mix(uint64_t h);
+
+// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord files frame their records:
+// continues crc (start from 0) over p[0..n). hash_crc32c(0, "123456789", 9) = 0xE3069283.
+uint32_t hash_crc32c(uint32_t crc, const void *p, size_t n);
+// TFRecord's masked form of a CRC: ((crc >> 15) | (crc << 17)) + 0xA282EAD8.
+uint32_t hash_crc32c_mask(uint32_t crc);
 #endif

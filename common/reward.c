@@ -61,6 +61,37 @@ int64_t reward_pair_stats(const float *r, const int *ranks, int k, double *corre
     return n;
 }
 
+void reward_concordance(const int64_t *ids_a, const int *ranks_a, int ka, const int64_t *ids_b,
+                        const int *ranks_b, int kb, RewardConcordance *c) {
+    for (int i = 0; i < ka; i++)
+        for (int j = i + 1; j < ka; j++) {
+            int bi = -1, bj = -1;
+            for (int q = 0; q < kb; q++) {
+                if (ids_b[q] == ids_a[i]) bi = q;
+                if (ids_b[q] == ids_a[j]) bj = q;
+            }
+            if (bi < 0 || bj < 0) continue;
+            int da = ranks_a[i] - ranks_a[j], db = ranks_b[bi] - ranks_b[bj];
+            c->pairs++;
+            c->tied_a += !da;
+            c->tied_b += !db;
+            if (!da || !db) continue;
+            if ((da < 0) == (db < 0)) c->concordant++;
+            else c->discordant++;
+        }
+}
+
+double reward_kendall_tau_b(const RewardConcordance *c) {
+    double d = (double)(c->pairs - c->tied_a) * (double)(c->pairs - c->tied_b);
+    return d > 0 ? (double)(c->concordant - c->discordant) / sqrt(d) : NAN;
+}
+
+int reward_calibration_bucket(double margin, double *p) {
+    *p = 1.0 / (1.0 + exp(-fabs(margin)));
+    int b = (int)((*p - 0.5) * 2 * REWARD_CAL_BUCKETS);
+    return b >= REWARD_CAL_BUCKETS ? REWARD_CAL_BUCKETS - 1 : b < 0 ? 0 : b;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rankings as text
 // ---------------------------------------------------------------------------------------------

@@ -42,6 +42,25 @@ double reward_kwise_loss(const float *r, const int *ranks, int k, float *dr, int
 // *margin += sum of r_w - r_l, over non-tied pairs; returns their number.
 int64_t reward_pair_stats(const float *r, const int *ranks, int k, double *correct, double *margin);
 
+// Agreement of two rankings of the same prompt (two labelers, or a labeler and a model) over the
+// completions both ranked (ids_a (ka) with ranks_a, ids_b (kb) with ranks_b; ids unique within
+// each): adds to c every pair of common completions (pairs), those ordered the same way by both
+// (concordant) or the other way (discordant), and those tied by a (tied_a) or by b (tied_b); a
+// pair tied by both counts in both. Used by `reward inspect` and the agreement page of `rlhf
+// serve` / `rlhf report`.
+typedef struct { int64_t pairs, concordant, discordant, tied_a, tied_b; } RewardConcordance;
+void reward_concordance(const int64_t *ids_a, const int *ranks_a, int ka, const int64_t *ids_b,
+                        const int *ranks_b, int kb, RewardConcordance *c);
+// Kendall's tau-b of the counts: (C - D) / sqrt((P - Ta) (P - Tb)); NaN when either ranking ties
+// every pair (or there is no pair).
+double reward_kendall_tau_b(const RewardConcordance *c);
+
+// Calibration of a reward model against labelers: the model's confidence in the order of a pair
+// whose score margin is r_w - r_l is p = sigmoid(|margin|) in [0.5, 1), bucketed into
+// REWARD_CAL_BUCKETS equal buckets (0.5-0.6, ..., 0.9-1.0). Returns the bucket and sets *p.
+#define REWARD_CAL_BUCKETS 5
+int reward_calibration_bucket(double margin, double *p);
+
 // Parses a ranking of k items (2 <= k <= REWARD_MAX_K) into ranks (k), dense (1, 2, ... with no
 // gaps; equal = tie). Accepted: "2>4>1=3" (every item 1..k exactly once, spaces allowed) or a
 // JSON array of k integer ranks in 1..k ("[2,1,3,1]"). Messages say what is wrong.

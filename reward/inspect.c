@@ -63,7 +63,7 @@ typedef struct {
 
 typedef struct { int64_t ranking_id, prompt_id, win, lose; double rw, rl; char *labeler; } Mistake;
 
-#define CAL_BUCKETS 5   // model confidence 0.5-0.6, ..., 0.9-1.0
+#define CAL_BUCKETS REWARD_CAL_BUCKETS   // model confidence 0.5-0.6, ..., 0.9-1.0
 
 typedef struct {
     const ScoreMap *sm;
@@ -112,9 +112,8 @@ static int visit_ranking(const StoreRanking *r, void *ctx) {
             add_pair(gsrc, c, d);
             add_pair(gl, c, d);
             // calibration: the model's confidence in its own preference, against the labeler
-            double p = 1.0 / (1.0 + exp(-fabs(d)));
-            int b = (int)((p - 0.5) * 2 * CAL_BUCKETS);
-            if (b >= CAL_BUCKETS) b = CAL_BUCKETS - 1;
+            double p;
+            int b = reward_calibration_bucket(d, &p);
             a->cal_n[b]++; a->cal_p[b] += p; a->cal_obs[b] += c;
             if (d < 0) {
                 if (a->nmis == a->capmis) {
@@ -153,19 +152,11 @@ static void agree(const Ranked *x, const Ranked *y, Groups *pairs, Group *all) {
     char name[128];
     snprintf(name, sizeof name, "%.60s / %.60s", a->labeler, b->labeler);
     Group *g = group(pairs, name);
-    for (int i = 0; i < a->k; i++)
-        for (int j = i + 1; j < a->k; j++) {
-            int bi = -1, bj = -1;
-            for (int q = 0; q < b->k; q++) {
-                if (b->cid[q] == a->cid[i]) bi = q;
-                if (b->cid[q] == a->cid[j]) bj = q;
-            }
-            if (bi < 0 || bj < 0) continue;
-            int da = a->rank[i] - a->rank[j], db = b->rank[bi] - b->rank[bj];
-            if (!da || !db) continue;
-            double c = (da < 0) == (db < 0);
-            add_pair(g, c, 0); add_pair(all, c, 0);
-        }
+    RewardConcordance c = {0};
+    reward_concordance(a->cid, a->rank, a->k, b->cid, b->rank, b->k, &c);
+    int64_t untied = c.concordant + c.discordant;
+    g->pairs += untied; g->correct += (double)c.concordant;
+    all->pairs += untied; all->correct += (double)c.concordant;
 }
 
 static double quantile(const double *sorted, int64_t n, double q) {

@@ -5,6 +5,7 @@
 #define COMMANDS_H
 #include "cli.h"
 #include "model.h"
+#include "store.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,19 @@ int cmd_chat(int argc, char **argv);          // cmd_chat.c: interactive chat
 int cmd_tokenizer(int argc, char **argv);     // cmd_tokenizer.c: encode, decode, train
 int cmd_eval_policy(int argc, char **argv);   // cmd_evalpolicy.c: compare two policies
 int cmd_merge(int argc, char **argv);         // cmd_merge.c: fold a LoRA adapter in
+int cmd_report(int argc, char **argv);        // cmd_report.c: the dashboards in one HTML file
+int cmd_metrics(int argc, char **argv);       // cmd_metrics.c: export (csv, jsonl, tensorboard)
+
+// cmd_report.c, shared by the commands that read a workspace:
+// Opens WS, a workspace directory (its workspace.db) or a database file, which must exist (a
+// missing one is an error, never created). *st as store_open.
+
+int rlhf_workspace_open(const char *ws, Store **st, char *err, size_t errlen);
+// Writes data[0..n) to a new file beside path, then renames it over path (an earlier file stays
+// whole when anything fails).
+int rlhf_write_replacing(const char *path, const void *data, size_t n, char *err, size_t errlen);
+// The values of a list option joined with commas (malloc'd), NULL when there is none.
+char *rlhf_join_list(const CliList *l);
 
 // cmd_model.c: the next-token loss of ids[0..n) (n >= 2) under m (an LM head), in consecutive
 // windows of W tokens (W <= the context chosen at init), B windows per forward pass (B <= the

@@ -36,6 +36,10 @@ static const CliSubcommand commands[] = {
      "add|list|remove WORKSPACE ...   the logins of rlhf serve (labeler, admin)"},
     {"eval-policy", cmd_eval_policy,
      "--a CKPT --b CKPT --prompts FILE   win rate, reward, KL, accuracy, alignment tax"},
+    {"report", cmd_report,
+     "WORKSPACE --out FILE.html   the dashboards in one self-contained HTML file"},
+    {"metrics", cmd_metrics,
+     "export WORKSPACE --format F  metrics as csv, jsonl or TensorBoard event files"},
     {0}};
 
 int main(int argc, char **argv) {
