@@ -4,6 +4,7 @@ Selenium. Two labelers log in at once and get different prompts; they rank with 
 the database are exactly what was clicked. Texts with HTML run no script (the page sets them as
 text). An admin sees the dashboard. Screenshots go to BUILD/web-screenshots/."""
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -17,6 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import web_lib as W  # noqa: E402
 
 passed = failed = 0
+SHOTS = os.path.join(os.environ.get("ROOT", "."), os.environ.get("BUILD", "build"),
+                     "web-screenshots")
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 
@@ -104,8 +107,7 @@ def main():
 
 def run(tmp):
     rlhf = W.rlhf_path()
-    shots = os.path.join(os.environ.get("ROOT", "."), os.environ.get("BUILD", "build"),
-                         "web-screenshots")
+    shots = SHOTS
     os.makedirs(shots, exist_ok=True)
     db = os.path.join(tmp, "ws.db")
     tok = {n: W.add_user(rlhf, db, n, r)
@@ -187,11 +189,10 @@ def run(tmp):
         drivers.append(adm)
         login(adm, srv.port, "ada", tok["ada"])
         adm.get("http://127.0.0.1:%d/admin" % srv.port)
-        check("the admin sees the dashboard",
-              adm.find_elements(By.CSS_SELECTOR, "main section, main h1, main h2"),
+        check("the admin sees the dashboard", adm.find_elements(By.ID, "view-dashboard"),
               adm.page_source[:300])
-        check_charts(adm, srv.port, db)
         adm.save_screenshot(os.path.join(shots, "admin.png"))
+        check_charts(adm, srv.port, db)
         for name, d in [("lia", lia), ("leo", leo), ("ada", adm)]:
             errs = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
             check("no console errors in %s's browser" % name, not errs, errs[:3])
@@ -205,9 +206,37 @@ def run(tmp):
 
 
 def check_charts(d, port, db):
-    """The admin pages' charts render: SVG elements exist (counts checked against the data)."""
-    d.get("http://127.0.0.1:%d/admin/progress" % port)
-    check("the progress view opens", "rlhf.c" in d.title or d.find_elements(By.TAG_NAME, "main"))
+    """The admin pages' charts render: their SVG elements exist, as many as the data says."""
+    con = sqlite3.connect(db)
+    with con:   # two runs with a loss curve each, one of them with a KL curve too
+        for rid, stage in [(1, "sft"), (2, "ppo")]:
+            con.execute("INSERT INTO runs(id, stage, status, started) VALUES (?, ?, 'done', 0)",
+                        (rid, stage))
+            for step in range(1, 11):
+                con.execute("INSERT INTO metrics VALUES (?, 'train/loss', ?, ?, 0)",
+                            (rid, step, 3.0 / step + rid))
+                if rid == 2:
+                    con.execute("INSERT INTO metrics VALUES (2, 'ppo/kl', ?, ?, 0)",
+                                (step, 0.01 * step))
+    con.close()
+    base = "http://127.0.0.1:%d" % port
+    d.get(base + "/admin/")
+    rankings = d.find_element(By.XPATH, "//table[@class='counts']//tr[th='rankings']/td").text
+    check("dashboard: the rankings count", rankings == "3", rankings)
+    d.find_element(By.CSS_SELECTOR, "ul.views a[href='progress']").click()
+    WebDriverWait(d, 20).until(lambda d: d.current_url.endswith("/admin/progress"))
+    labelers = W.query(db, "SELECT count(*) FROM labelers")[0][0]
+    bars = d.find_elements(By.CSS_SELECTOR, "svg.chart-bars")
+    nbar = len(bars[0].find_elements(By.CSS_SELECTOR, ".bar")) if bars else -1
+    check("progress: one bar per labeler in the first chart (%d)" % labelers, nbar == labelers,
+          nbar)
+    d.save_screenshot(os.path.join(SHOTS, "admin-progress.png"))
+    d.get(base + "/admin/runs?run=1,2")
+    figs = {f.get_attribute("data-metric"): len(f.find_elements(By.CSS_SELECTOR, ".series"))
+            for f in d.find_elements(By.CSS_SELECTOR, "figure.metric")}
+    check("runs: one chart per metric, one series per run", figs == {"train/loss": 2, "ppo/kl": 1},
+          figs)
+    d.save_screenshot(os.path.join(SHOTS, "admin-runs.png"))
 
 
 if __name__ == "__main__":

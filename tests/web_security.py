@@ -164,10 +164,13 @@ def run(db, port, tok):
     unchanged("ben ranks a prompt nobody claimed", db,
               lambda: W.rank_all(ben, dict(nxt, prompt_id=5)), [403])
     # 4. a labeler on the admin pages
-    for path in ["/admin", "/admin/progress", "/admin/reward", "/admin/runs"]:
+    for path in ["/admin", "/admin/", "/admin/progress", "/admin/reward", "/admin/runs",
+                 "/admin/rollouts", "/admin/pipeline", "/admin/nope"]:
         unchanged("labeler opens " + path, db, lambda: ann.get(path), [403])
     r = ada.get("/admin")
-    check("admin opens /admin: 200", r.status == 200, str(r.status))
+    check("admin: /admin goes to /admin/", r.status == 303 and r.header("Location") == "/admin/")
+    r = ada.get("/admin/")
+    check("admin opens /admin/: 200", r.status == 200, str(r.status))
     check("admin: unknown view is 404", ada.get("/admin/nope").status == 404)
     # 5. CSRF
     unchanged("rank without a CSRF token", db,
@@ -272,7 +275,7 @@ def run(db, port, tok):
     page = eve.get("/").text
     check("a user name with HTML is shown escaped",
           "&lt;b&gt;eve&lt;/b&gt;" in page and "<b>eve</b>" not in page)
-    adm = ada.get("/admin/progress").text + ada.get("/admin").text + \
+    adm = ada.get("/admin/progress").text + ada.get("/admin/").text + \
         ada.get("/admin/rollouts?q=" + "%3Cscript%3E").text
     check("admin pages show no raw markup from the data",
           "<script>alert" not in adm and "<img src=x" not in adm)

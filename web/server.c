@@ -154,7 +154,8 @@ static char *web_page(const char *title, const StoreSession *ss, const char *mai
                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
                  "<title>");
     html_esc(&b, title);
-    html_put(&b, " · rlhf.c</title><link rel=\"stylesheet\" href=\"/static/style.css\">"
+    html_put(&b, " · rlhf.c</title><link rel=\"stylesheet\" href=\"/static/views.css\">"
+                 "<link rel=\"stylesheet\" href=\"/static/style.css\">"
                  "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">");
     if (ss && ss->user_id) {
         html_put(&b, "<meta name=\"csrf-token\" content=\"");
@@ -165,7 +166,7 @@ static char *web_page(const char *title, const StoreSession *ss, const char *mai
     if (ss && ss->user_id) {
         html_put(&b, "<a href=\"/\">Label</a>");
         if (ss->role == STORE_ROLE_ADMIN)
-            html_put(&b, "<a href=\"/admin\">Dashboard</a><a href=\"/admin/progress\">Progress"
+            html_put(&b, "<a href=\"/admin/\">Dashboard</a><a href=\"/admin/progress\">Progress"
                          "</a><a href=\"/admin/reward\">Reward model</a><a href=\"/admin/runs\">"
                          "Runs</a><a href=\"/admin/rollouts\">Rollouts</a><a href=\"/admin/"
                          "pipeline\">Pipeline</a>");
@@ -233,20 +234,26 @@ static int web_csrf_ok(Ctx *c) {
     return ok;
 }
 
+// A constant file: the bytes stay where they are (MHD_RESPMEM_PERSISTENT).
+static enum MHD_Result web_file(Ctx *c, const void *data, size_t n, const char *type) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, (void *)data,
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Content-Security-Policy", WEB_CSP);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c->con, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+// /static/NAME: a file of web/static, or the views' style sheet (web/views: its charts' classes).
 static enum MHD_Result web_static(Ctx *c, const char *name) {
-    for (const WebAsset *a = WEB_ASSETS; a->name; a++) {
-        if (strcmp(a->name, name)) continue;
-        struct MHD_Response *r = MHD_create_response_from_buffer(
-            a->n, (void *)a->data, MHD_RESPMEM_PERSISTENT);
-        if (!r) return MHD_NO;
-        MHD_add_response_header(r, "Content-Type", a->type);
-        MHD_add_response_header(r, "Content-Security-Policy", WEB_CSP);
-        MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-        MHD_add_response_header(r, "Cache-Control", "no-cache");
-        enum MHD_Result ret = MHD_queue_response(c->con, 200, r);
-        MHD_destroy_response(r);
-        return ret;
-    }
+    if (!strcmp(name, "views.css"))
+        return web_file(c, views_css(), strlen(views_css()), "text/css; charset=utf-8");
+    for (const WebAsset *a = WEB_ASSETS; a->name; a++)
+        if (!strcmp(a->name, name)) return web_file(c, a->data, a->n, a->type);
     return web_error_page(c, 404, "no such file");
 }
 
@@ -345,9 +352,12 @@ static enum MHD_Result web_query_arg(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
-static enum MHD_Result web_admin(Ctx *c, const char *view) {
+// /admin/ (the dashboard) and /admin/VIEW; /admin goes to /admin/ (the views' links are relative).
+static enum MHD_Result web_admin(Ctx *c, const char *url) {
     if (c->ss.role != STORE_ROLE_ADMIN)
         return web_error_page(c, 403, "The admin pages are for admins.");
+    if (!url[6]) return web_redirect(c->con, "/admin/", NULL);
+    const char *view = url + 7;
     HtmlBuf q = {0};
     MHD_get_connection_values(c->con, MHD_GET_ARGUMENT_KIND, web_query_arg, &q);
     char *query = html_take(&q), *frag = NULL, err[1024];
@@ -408,7 +418,7 @@ static enum MHD_Result web_route(Ctx *c, const char *method, const char *url) {
     if (post) return web_error_page(c, 405, "GET only");
     if (!strcmp(url, "/"))
         return web_html(c->con, 200, web_page("Label", &c->ss, WEB_LABEL_MAIN, "label.js"), NULL);
-    return web_admin(c, url[6] ? url + 7 : "");
+    return web_admin(c, url);
 }
 
 // libmicrohttpd's access handler (see the file's opening comment for the order of calls).
