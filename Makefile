@@ -55,7 +55,7 @@ all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN) $(FUZZ_BIN)
 
 # include paths per folder: common/ sees only itself; each program its own folder besides
 $(BUILD)/rlhf/%.o:      INC := -Irlhf -Ipipelines -Idata/demo -Iweb
-$(BUILD)/web/%.o:       INC := -Iweb
+$(BUILD)/web/%.o:       INC := -Iweb -Irlhf
 $(BUILD)/pipelines/%.o: INC := -Ipipelines
 $(BUILD)/data/demo/%.o: INC := -Idata/demo
 $(BUILD)/reward/%.o:    INC := -Ireward

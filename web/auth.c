@@ -4,6 +4,7 @@
 // database does not let anyone log in; no dictionary can guess a token.
 #include "auth.h"
 #include "cli.h"
+#include "commands.h"
 #include "sha256.h"
 #include "util.h"
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 int auth_random_hex(size_t nbytes, char *hex, char *err, size_t errlen) {
     uint8_t buf[64];
@@ -170,6 +172,8 @@ static const char *users_usage =
     "usage: rlhf users add WORKSPACE NAME --role labeler|admin\n"
     "       rlhf users list WORKSPACE\n"
     "       rlhf users remove WORKSPACE NAME\n"
+    "WORKSPACE: a workspace directory (its workspace.db) or the database file (add creates it when\n"
+    "absent, as reward import does).\n"
     "The logins of `rlhf serve`. add prints the new user's login token once (the workspace keeps\n"
     "only a salted hash of it: a lost token is replaced by remove, then add). A labeler labels; an\n"
     "admin labels and sees the admin pages. NAME is the labeler's name in the rankings: a labeler\n"
@@ -189,7 +193,10 @@ static int users_open(const char *prog, int argc, char **argv, int nargs, const 
     *name = nargs > 1 ? args.items[1] : NULL;
     cli_list_free(&args);
     char err[1024];
-    if (store_open(db, path, err, sizeof err)) {
+    // add may start a workspace (as reward import does); list and remove need one that exists
+    int rc = role && access(path, F_OK) ? store_open(db, path, err, sizeof err)
+                                        : rlhf_workspace_open(path, db, err, sizeof err);
+    if (rc) {
         fprintf(stderr, "%s: %s\n", prog, err);
         *status = 1;
         return 1;

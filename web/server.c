@@ -8,6 +8,7 @@
 #include "assets.h"
 #include "auth.h"
 #include "cli.h"
+#include "commands.h"
 #include "html.h"
 #include "label.h"
 #include "store.h"
@@ -61,14 +62,17 @@ typedef struct {              // what a route needs
 // ---------------------------------------------------------------------------------------------
 // the store pool
 
-static int pool_open(StorePool *p, const char *path, int n, char *err, size_t errlen) {
+// n connections to workspace ws (a directory holding workspace.db, or the database file, which
+// must exist).
+static int pool_open(StorePool *p, const char *ws, int n, char *err, size_t errlen) {
     memset(p, 0, sizeof *p);
     p->stores = CALLOC_CHECK((size_t)n, sizeof *p->stores);
     p->free_ix = CALLOC_CHECK((size_t)n, sizeof *p->free_ix);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    for (; p->n < n; p->n++) {
-        if (store_open(&p->stores[p->n], path, err, errlen)) return -1;
+    if (rlhf_workspace_open(ws, &p->stores[0], err, errlen)) return -1;
+    for (p->n = 1, p->nfree = 1; p->n < n; p->n++) {   // the others on the file the first opened
+        if (store_open(&p->stores[p->n], store_path(p->stores[0]), err, errlen)) return -1;
         p->free_ix[p->nfree++] = p->n;
     }
     return 0;
@@ -524,6 +528,7 @@ static int web_listen(const char *spec, int *fd, int *loopback, char *addr_text,
 
 static const char *serve_usage =
     "usage: rlhf serve WORKSPACE [--listen 127.0.0.1:8080] [options]\n"
+    "WORKSPACE: a workspace directory (its workspace.db) or the database file.\n"
     "Serves the workspace in a browser: a labeling page for the users of `rlhf users add` (each\n"
     "logs in with the token it printed) and, for admins, the dashboards (labeling progress, the\n"
     "reward model, runs, rollouts, the pipeline). Stop it with Ctrl-C.\n"
