@@ -125,7 +125,8 @@ def run(a, rlhf, db):
     if rows[0] != want:
         fails.append("rankings: %d, want %d (lost or duplicated)" % (rows[0], want))
     if rows[1] != want or any(v != 1 for v in by_client.values()):
-        fails.append("a prompt ranked twice: %d distinct prompts for %d rankings" % (rows[1], rows[0]))
+        fails.append("a prompt ranked twice: %d distinct prompts for %d rankings"
+                     % (rows[1], rows[0]))
     if items != want * K or mismatched != want:
         fails.append("ranking items: %d, want %d" % (items, want * K))
     if wrong_owner:

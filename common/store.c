@@ -1487,7 +1487,8 @@ int store_undo_ranking(Store *s, int64_t labeler_id, int64_t ranking_id, double 
     if (op_begin(s, err, errlen)) return -1;
     int ok = 0, rc = -1;
     int64_t rid = ranking_id, owner = 0, pid = 0;
-    sqlite3_stmt *last = q(s, Q_RANKING_LAST, err, errlen), *who = q(s, Q_RANKING_OWNER, err, errlen);
+    sqlite3_stmt *last = q(s, Q_RANKING_LAST, err, errlen),
+                 *who = q(s, Q_RANKING_OWNER, err, errlen);
     if (!last || !who) goto end;
     if (rid == 0) {
         sqlite3_bind_int64(last, 1, labeler_id);
@@ -1501,7 +1502,10 @@ int store_undo_ranking(Store *s, int64_t labeler_id, int64_t ranking_id, double 
         pid = sqlite3_column_int64(who, 1);
     }
     done(who);
-    if (step != SQLITE_ROW && step != SQLITE_DONE) { fail(s, err, errlen, "undo ranking"); goto end; }
+    if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        fail(s, err, errlen, "undo ranking");
+        goto end;
+    }
     if (owner != labeler_id) {
         util_err(err, errlen, "%s: undo ranking: ranking %lld is not labeler %lld's", s->path,
                  (long long)rid, (long long)labeler_id);
@@ -1632,7 +1636,8 @@ int store_delete_user(Store *s, const char *name, char *err, size_t errlen) {
 
 int store_add_session(Store *s, const char *id_hash, int64_t user_id, const char *csrf,
                       double expires, char *err, size_t errlen) {
-    sqlite3_stmt *old = q(s, Q_SESSION_EXPIRE, err, errlen), *add = q(s, Q_SESSION_ADD, err, errlen);
+    sqlite3_stmt *old = q(s, Q_SESSION_EXPIRE, err, errlen),
+                 *add = q(s, Q_SESSION_ADD, err, errlen);
     if (!old || !add) return -1;
     int began_tx = sqlite3_get_autocommit(s->db);
     if (op_begin(s, err, errlen)) return -1;

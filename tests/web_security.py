@@ -42,7 +42,8 @@ def unchanged(name, db, fn, want):
 
 
 EVIL_PROMPT = "Robert'); DROP TABLE rankings;-- <script>alert('p')</script> \"q\" & é"
-EVIL_COMP = ["<img src=x onerror=alert(1)>", "'; DELETE FROM users; --", "</pre><b>bold</b>\t\u00a0"]
+EVIL_COMP = ["<img src=x onerror=alert(1)>", "'; DELETE FROM users; --",
+             "</pre><b>bold</b>\t\u00a0"]
 EVIL_NOTE = "note'); DROP TABLE claims;-- <script>alert(2)</script>"
 
 

@@ -35,9 +35,12 @@ int auth_random_hex(size_t nbytes, char *hex, char *err, size_t errlen) {
 }
 
 int auth_equal(const char *a, const char *b) {
+    // every byte of a is compared (with b's, or b's NUL past its end): the time depends on a's
+    // length only, never on where they differ
     size_t na = strlen(a), nb = strlen(b);
     unsigned diff = na != nb;
-    for (size_t i = 0; i < na; i++) diff |= (unsigned char)a[i] ^ (unsigned char)b[i % (nb ? nb : 1)];
+    for (size_t i = 0; i < na; i++)
+        diff |= (unsigned char)a[i] ^ (unsigned char)(i < nb ? b[i] : 0);
     return diff == 0;
 }
 
@@ -172,13 +175,13 @@ static const char *users_usage =
     "usage: rlhf users add WORKSPACE NAME --role labeler|admin\n"
     "       rlhf users list WORKSPACE\n"
     "       rlhf users remove WORKSPACE NAME\n"
-    "WORKSPACE: a workspace directory (its workspace.db) or the database file (add creates it when\n"
-    "absent, as reward import does).\n"
-    "The logins of `rlhf serve`. add prints the new user's login token once (the workspace keeps\n"
-    "only a salted hash of it: a lost token is replaced by remove, then add). A labeler labels; an\n"
-    "admin labels and sees the admin pages. NAME is the labeler's name in the rankings: a labeler\n"
-    "who ranked in the terminal (reward label --labeler NAME) keeps those rankings. remove ends the\n"
-    "user's sessions at once; the rankings stay.\n";
+    "WORKSPACE: a workspace directory (its workspace.db) or the database file (add creates it\n"
+    "when absent, as reward import does).\n"
+    "The logins of `rlhf serve`. add prints the new user's login token once (the workspace\n"
+    "keeps only a salted hash of it: a lost token is replaced by remove, then add). A labeler\n"
+    "labels; an admin labels and sees the admin pages. NAME is the labeler's name in the\n"
+    "rankings: one who ranked in the terminal (reward label --labeler NAME) keeps those\n"
+    "rankings. remove ends the user's sessions at once; the rankings stay.\n";
 
 // Parses "WORKSPACE [NAME]" (nargs of them) and the options, opens the workspace.
 static int users_open(const char *prog, int argc, char **argv, int nargs, const char **role,

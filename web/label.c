@@ -148,7 +148,8 @@ static int label_parse_items(const cJSON *req, const LabelComps *lc, StoreRankIt
         int64_t id;
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(it, "flag");
         if (label_int(it, "id", INT64_MAX / 2, &id, err, errlen)) return -1;
-        if (!cJSON_IsString(f) || (strcmp(f->valuestring, "unsafe") && strcmp(f->valuestring, "broken")))
+        if (!cJSON_IsString(f) ||
+            (strcmp(f->valuestring, "unsafe") && strcmp(f->valuestring, "broken")))
             return util_err(err, errlen, "a flag is \"unsafe\" or \"broken\"");
         if (*nflags == 2 * REWARD_MAX_K) return util_err(err, errlen, "too many flags");
         flags[*nflags].completion_id = id;

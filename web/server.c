@@ -43,6 +43,10 @@ typedef struct {
     double session_s;         // how long a login lasts
     StorePool pool;
     AuthLimiter lim;
+    // Held around every write transaction of this process: its threads then queue here, woken
+    // the moment the writer before ends, instead of polling SQLite's lock in its busy handler
+    // (which sleeps up to 100 ms between tries). Other processes still meet the busy timeout.
+    pthread_mutex_t write_mu;
 } Server;
 
 typedef struct {              // one request's body, collected across calls
@@ -289,6 +293,14 @@ static enum MHD_Result web_login_page(Ctx *c, unsigned status, const char *msg) 
     return web_html(c->con, status, page, cookie);
 }
 
+static int web_start_session(Ctx *c, int64_t uid, char cookie[AUTH_HEX], char *err,
+                             size_t errlen) {
+    pthread_mutex_lock(&c->srv->write_mu);
+    int rc = auth_start_session(c->db, uid, c->srv->session_s, cookie, err, errlen);
+    pthread_mutex_unlock(&c->srv->write_mu);
+    return rc;
+}
+
 static enum MHD_Result web_login(Ctx *c) {
     char addr[64], err[1024], cookie[AUTH_HEX], set[256];
     web_client_addr(c->con, addr, sizeof addr);
@@ -312,7 +324,7 @@ static enum MHD_Result web_login(Ctx *c) {
     else if (!uid) {
         auth_limiter_record(&c->srv->lim, addr, now, 0);
         ret = web_login_page(c, 401, "Wrong name or login token.");
-    } else if (auth_start_session(c->db, uid, c->srv->session_s, cookie, err, sizeof err))
+    } else if (web_start_session(c, uid, cookie, err, sizeof err))
         ret = web_error_page(c, 500, err);
     else {
         auth_limiter_record(&c->srv->lim, addr, now, 1);
@@ -328,7 +340,10 @@ static enum MHD_Result web_login(Ctx *c) {
 static enum MHD_Result web_logout(Ctx *c) {
     char err[512];
     const char *cookie = MHD_lookup_connection_value(c->con, MHD_COOKIE_KIND, WEB_SESSION_COOKIE);
-    if (auth_end_session(c->db, cookie, err, sizeof err)) return web_error_page(c, 500, err);
+    pthread_mutex_lock(&c->srv->write_mu);
+    int rc = auth_end_session(c->db, cookie, err, sizeof err);
+    pthread_mutex_unlock(&c->srv->write_mu);
+    if (rc) return web_error_page(c, 500, err);
     return web_redirect(c->con, "/login",
                         WEB_SESSION_COOKIE "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
 }
@@ -377,25 +392,36 @@ static enum MHD_Result web_admin(Ctx *c, const char *url) {
 }
 
 // The labeling API: /api/next (GET), /api/rank, /api/skip, /api/undo (POST).
+static int web_api_call(Ctx *c, const char *what, int post, const LabelOptions *o, int64_t me,
+                        char **json) {
+    *json = NULL;
+    if (!strcmp(what, "next")) {
+        if (post) return 405;
+        const char *want = MHD_lookup_connection_value(c->con, MHD_GET_ARGUMENT_KIND, "prompt");
+        return label_next(c->db, o, me, want ? strtoll(want, NULL, 10) : 0, json);
+    }
+    if (strcmp(what, "rank") && strcmp(what, "skip") && strcmp(what, "undo")) return 404;
+    if (!post) return 405;
+    if (!web_csrf_ok(c)) return 403;
+    if (!strcmp(what, "rank")) return label_rank(c->db, o, me, c->body, json);
+    if (!strcmp(what, "skip")) return label_skip(c->db, o, me, c->body, json);
+    return label_undo(c->db, o, me, json);
+}
+
 static enum MHD_Result web_api(Ctx *c, const char *what, int post) {
-    if (!c->ss.user_id) return web_json_error(c->con, 401, "not logged in (or the session expired)");
+    if (!c->ss.user_id)
+        return web_json_error(c->con, 401, "not logged in (or the session expired)");
     char *json = NULL;
-    int status;
     const LabelOptions *o = &c->srv->lo;
     int64_t me = c->ss.labeler_id;
-    if (!strcmp(what, "next")) {
-        if (post) return web_json_error(c->con, 405, "GET /api/next");
-        const char *want = MHD_lookup_connection_value(c->con, MHD_GET_ARGUMENT_KIND, "prompt");
-        status = label_next(c->db, o, me, want ? strtoll(want, NULL, 10) : 0, &json);
-    } else {
-        if (!post) return web_json_error(c->con, 405, "this call is a POST");
-        if (!web_csrf_ok(c)) return web_json_error(c->con, 403, "missing or wrong CSRF token");
-        if (!strcmp(what, "rank")) status = label_rank(c->db, o, me, c->body, &json);
-        else if (!strcmp(what, "skip")) status = label_skip(c->db, o, me, c->body, &json);
-        else if (!strcmp(what, "undo")) status = label_undo(c->db, o, me, &json);
-        else return web_json_error(c->con, 404, "no such call");
-    }
-    return web_json(c->con, (unsigned)status, json);
+    pthread_mutex_lock(&c->srv->write_mu);   // each call is one write transaction (a claim too)
+    int status = web_api_call(c, what, post, o, me, &json);
+    pthread_mutex_unlock(&c->srv->write_mu);
+    if (json) return web_json(c->con, (unsigned)status, json);
+    return web_json_error(c->con, (unsigned)status,
+                          status == 403   ? "missing or wrong CSRF token"
+                          : status == 405 ? "wrong method: GET /api/next, POST the others"
+                                          : "no such call");
 }
 
 static enum MHD_Result web_route(Ctx *c, const char *method, const char *url) {
@@ -597,6 +623,7 @@ int server_cmd_serve(int argc, char **argv) {
         return 1;
     }
     auth_limiter_init(&srv.lim);
+    pthread_mutex_init(&srv.write_mu, NULL);
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL, web_handle, &srv,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
@@ -611,6 +638,7 @@ int server_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "rlhf serve: libmicrohttpd could not start on %s\n", addr);
         close(fd);
         auth_limiter_free(&srv.lim);
+        pthread_mutex_destroy(&srv.write_mu);
         pool_close(&srv.pool);
         return 1;
     }
@@ -628,6 +656,7 @@ int server_cmd_serve(int argc, char **argv) {
     while (!cli_stop_signal()) usleep(100 * 1000);
     MHD_stop_daemon(d);   // closes the listening socket too
     auth_limiter_free(&srv.lim);
+    pthread_mutex_destroy(&srv.write_mu);
     pool_close(&srv.pool);
     fprintf(stderr, "rlhf serve: stopped by %s\n", cli_stop_name());
     return 0;
