@@ -1479,8 +1479,9 @@ end:
     return 0;
 }
 
-int store_undo_ranking(Store *s, int64_t labeler_id, int64_t ranking_id, double lease_s,
-                       int64_t *ranking_id_out, int64_t *prompt_id, char *err, size_t errlen) {
+int store_undo_ranking(Store *s, int64_t labeler_id, int64_t ranking_id, double since,
+                       double lease_s, int64_t *ranking_id_out, int64_t *prompt_id, char *err,
+                       size_t errlen) {
     if (ranking_id_out) *ranking_id_out = 0;
     if (prompt_id) *prompt_id = 0;
     int began_tx = sqlite3_get_autocommit(s->db);
@@ -1492,6 +1493,7 @@ int store_undo_ranking(Store *s, int64_t labeler_id, int64_t ranking_id, double 
     if (!last || !who) goto end;
     if (rid == 0) {
         sqlite3_bind_int64(last, 1, labeler_id);
+        sqlite3_bind_double(last, 2, since);
         if (step_id(s, last, &rid, "undo ranking", err, errlen)) goto end;
         if (rid == 0) { ok = 1; goto end; }
     }
@@ -1664,7 +1666,8 @@ int store_get_session(Store *s, const char *id_hash, StoreSession *out, char *er
         *out = (StoreSession){.user_id = sqlite3_column_int64(st, 0),
                               .labeler_id = sqlite3_column_int64(st, 1), .name = col_dup(st, 2),
                               .role = role, .csrf = col_dup(st, 4),
-                              .expires = sqlite3_column_double(st, 5)};
+                              .expires = sqlite3_column_double(st, 5),
+                              .created = sqlite3_column_double(st, 6)};
     }
     done(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(s, err, errlen, "find session");

@@ -455,11 +455,12 @@ int store_has_claim(Store *s, int64_t labeler_id, int64_t prompt_id, int *active
                     size_t errlen);
 // Undoes a ranking of labeler_id in one transaction: deletes it (items and flags with it) and
 // claims its prompt back for lease_s seconds (<= 0: 3600), so that nobody else takes the prompt
-// meanwhile. ranking_id 0: the labeler's newest ranking; *ranking_id_out and *prompt_id (may be
-// NULL) receive what was undone, 0 when the labeler has no ranking. A ranking of another labeler
-// is an error (-2), and nothing changes.
-int store_undo_ranking(Store *s, int64_t labeler_id, int64_t ranking_id, double lease_s,
-                       int64_t *ranking_id_out, int64_t *prompt_id, char *err, size_t errlen);
+// meanwhile. ranking_id 0: the labeler's newest ranking made at `since` (Unix seconds) or later;
+// *ranking_id_out and *prompt_id (may be NULL) receive what was undone, 0 when there is none. A
+// ranking of another labeler is an error (-2), and nothing changes.
+int store_undo_ranking(Store *s, int64_t labeler_id, int64_t ranking_id, double since,
+                       double lease_s, int64_t *ranking_id_out, int64_t *prompt_id, char *err,
+                       size_t errlen);
 
 typedef struct {
     int64_t mine;             // rankings by this labeler
@@ -499,7 +500,7 @@ typedef struct {
     int64_t user_id, labeler_id;   // user_id 0: no such session, or it expired
     char *name, *csrf;
     StoreRole role;
-    double expires;
+    double expires, created;
 } StoreSession;
 // Adds a session (id_hash: SHA-256 hex of the cookie's secret), dropping expired ones.
 int store_add_session(Store *s, const char *id_hash, int64_t user_id, const char *csrf,

@@ -121,7 +121,8 @@ const char *const STORE_QUERY_SQL[Q_COUNT] = {
                       "VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_SESSION_EXPIRE] = "DELETE FROM sessions WHERE expires <= ?1",
     [Q_SESSION_GET] =
-        "SELECT s.user_id, u.labeler_id, l.name, u.role, s.csrf, s.expires FROM sessions s "
+        "SELECT s.user_id, u.labeler_id, l.name, u.role, s.csrf, s.expires, s.created "
+        "FROM sessions s "
         "JOIN users u ON u.id = s.user_id JOIN labelers l ON l.id = u.labeler_id "
         "WHERE s.id = ?1 AND s.expires > ?2",
     [Q_SESSION_DELETE] = "DELETE FROM sessions WHERE id = ?1",
@@ -129,7 +130,8 @@ const char *const STORE_QUERY_SQL[Q_COUNT] = {
                        "AND skipped = 0 AND expires > ?3",
     [Q_RANKING_FLAG_ADD] =
         "INSERT INTO ranking_flags(ranking_id, completion_id, flag) VALUES (?1, ?2, ?3)",
-    [Q_RANKING_LAST] = "SELECT id FROM rankings WHERE labeler_id = ?1 ORDER BY id DESC LIMIT 1",
+    [Q_RANKING_LAST] = "SELECT id FROM rankings WHERE labeler_id = ?1 AND created >= ?2 "
+                       "ORDER BY id DESC LIMIT 1",
     [Q_RANKING_OWNER] = "SELECT labeler_id, prompt_id FROM rankings WHERE id = ?1",
     // ?1 labeler, ?2 overlap: the labeler's rankings, prompts ranked by at least ?2 labelers,
     // prompts queued for labeling

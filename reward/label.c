@@ -472,7 +472,7 @@ static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t e
             if (!L->nundo) { printf("nothing to undo in this session\n"); continue; }
             int64_t rid = L->undo_rank[L->nundo - 1], upid = L->undo_prompt[L->nundo - 1];
             // deleted and claimed back in one transaction: nobody else can take the prompt
-            if (store_undo_ranking(L->db, L->labeler_id, rid, L->co.lease_s, NULL, NULL, err,
+            if (store_undo_ranking(L->db, L->labeler_id, rid, 0, L->co.lease_s, NULL, NULL, err,
                                    errlen)) { rc = -1; break; }
             L->nundo--;
             L->ranked--;

@@ -1487,14 +1487,17 @@ static void test_users_sessions(void) {
     StoreLabelProgress pr;
     CHECK(store_label_progress(s, a, 1, &pr, err, sizeof err) == 0 && pr.mine == 1 &&
           pr.done == 1 && pr.queued == 1);
-    CHECK(store_undo_ranking(s, b, rid, 0, &rid2, &upid, err, sizeof err) == -2 &&
+    CHECK(store_undo_ranking(s, b, rid, 0, 0, &rid2, &upid, err, sizeof err) == -2 &&
           strstr(err, "is not labeler"));
-    CHECK(store_undo_ranking(s, a, 0, 60, &rid2, &upid, err, sizeof err) == 0 && rid2 == rid &&
+    CHECK(store_undo_ranking(s, a, 0, 4e9, 60, &rid2, &upid, err, sizeof err) == 0 &&
+          rid2 == 0);   // none made since then: nothing undone
+    CHECK(query_int(s, "SELECT count(*) FROM rankings") == 1);
+    CHECK(store_undo_ranking(s, a, 0, 0, 60, &rid2, &upid, err, sizeof err) == 0 && rid2 == rid &&
           upid == pid);
     CHECK(query_int(s, "SELECT count(*) FROM rankings") == 0 &&
           query_int(s, "SELECT count(*) FROM ranking_flags") == 0);
     CHECK(store_has_claim(s, a, pid, &active, err, sizeof err) == 0 && active);
-    CHECK(store_undo_ranking(s, a, 0, 60, &rid2, &upid, err, sizeof err) == 0 && rid2 == 0);
+    CHECK(store_undo_ranking(s, a, 0, 0, 60, &rid2, &upid, err, sizeof err) == 0 && rid2 == 0);
     CHECK_INTEGRITY(s);
     store_close(s);
 }

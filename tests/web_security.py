@@ -272,7 +272,13 @@ def run(db, port, tok):
           W.query(db, "SELECT count(*) FROM sqlite_master WHERE name IN "
                       "('rankings', 'claims', 'users')") == [(3,)])
     check("the flag is stored", W.query(db, "SELECT flag FROM ranking_flags") == [("unsafe",)])
+    who = "ann" if c is ann else "ben"
+    again = W.Client(port)
+    again.login(who, tok[who])
+    unchanged("undo in a new session: rankings of earlier sessions stay", db,
+              lambda: again.post_json("/api/undo", {}), [409])
     eve.login("<b>eve</b>", tok["<b>eve</b>"])
+    unchanged("undo with no ranking", db, lambda: eve.post_json("/api/undo", {}), [409])
     page = eve.get("/").text
     check("a user name with HTML is shown escaped",
           "&lt;b&gt;eve&lt;/b&gt;" in page and "<b>eve</b>" not in page)

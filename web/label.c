@@ -242,12 +242,13 @@ int label_skip(Store *db, const LabelOptions *o, int64_t labeler_id, const char 
     return label_reply(out, 200, json);
 }
 
-int label_undo(Store *db, const LabelOptions *o, int64_t labeler_id, char **json) {
+int label_undo(Store *db, const LabelOptions *o, int64_t labeler_id, double since, char **json) {
     char err[1024];
     int64_t rid, pid;
-    if (store_undo_ranking(db, labeler_id, 0, o->co.lease_s, &rid, &pid, err, sizeof err))
+    if (store_undo_ranking(db, labeler_id, 0, since, o->co.lease_s, &rid, &pid, err, sizeof err))
         return label_error(500, err, json);
-    if (!rid) return label_error(409, "nothing to undo: you have no ranking", json);
+    if (!rid) return label_error(409, "nothing to undo: no ranking of yours since you logged in",
+                                 json);
     cJSON *out = cJSON_CreateObject();
     cJSON_AddNumberToObject(out, "undone", (double)rid);
     cJSON_AddNumberToObject(out, "prompt_id", (double)pid);

@@ -29,6 +29,7 @@ int label_rank(Store *db, const LabelOptions *o, int64_t labeler_id, const char 
 // POST /api/skip {"prompt_id"}: never shown to this labeler again (403 unless claimed by it).
 int label_skip(Store *db, const LabelOptions *o, int64_t labeler_id, const char *body,
                char **json);
-// POST /api/undo {}: deletes the labeler's newest ranking and claims its prompt back.
-int label_undo(Store *db, const LabelOptions *o, int64_t labeler_id, char **json);
+// POST /api/undo {}: deletes the labeler's newest ranking made at `since` (the login) or later,
+// and claims its prompt back (409 when there is none).
+int label_undo(Store *db, const LabelOptions *o, int64_t labeler_id, double since, char **json);
 #endif

@@ -405,7 +405,7 @@ static int web_api_call(Ctx *c, const char *what, int post, const LabelOptions *
     if (!web_csrf_ok(c)) return 403;
     if (!strcmp(what, "rank")) return label_rank(c->db, o, me, c->body, json);
     if (!strcmp(what, "skip")) return label_skip(c->db, o, me, c->body, json);
-    return label_undo(c->db, o, me, json);
+    return label_undo(c->db, o, me, c->ss.created, json);
 }
 
 static enum MHD_Result web_api(Ctx *c, const char *what, int post) {
