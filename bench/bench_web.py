@@ -31,7 +31,11 @@ def rss_kib(pid):
 def labeler(port, name, token, n, lat_next, lat_rank, errors, done, ready):
     c = W.Client(port)
     try:
-        ok = c.login(name, token).status == 303
+        try:
+            ok = c.login(name, token).status == 303 and c.csrf
+        except Exception as e:  # reported below; the others must not wait for this one
+            ok = False
+            errors.append("%s: login: %r" % (name, e))
         ready.wait()   # every labeler logged in (PBKDF2 takes its time): the clock starts
         if not ok:
             errors.append(name + ": login failed")
@@ -94,7 +98,7 @@ def run(a, rlhf, db):
             time.sleep(0.2)
     sampler = threading.Thread(target=sample)
     sampler.start()
-    ready = threading.Barrier(L + 1)
+    ready = threading.Barrier(L + 1, timeout=600)
     threads = [threading.Thread(target=labeler, args=(srv.port, n, t, R, lat_next, lat_rank,
                                                       errors, done, ready))
                for n, t in tokens.items()]
