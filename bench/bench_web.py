@@ -28,6 +28,13 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def labeler(port, name, token, n, lat_next, lat_rank, errors, done, ready):
     c = W.Client(port)
     try:
@@ -74,12 +81,14 @@ def main():
     ap.add_argument("--rankings", type=int, default=200)
     ap.add_argument("--threads", type=int, default=4, help="rlhf serve --threads")
     ap.add_argument("--build", default=os.environ.get("BUILD", "build"))
+    ap.add_argument("--dir", default=None, help="where the workspace goes (default: a temporary "
+                    "folder in TMPDIR); /dev/shm takes the disk out of the figures")
     a = ap.parse_args()
     if not (1 <= a.labelers <= 256 and 1 <= a.rankings <= 10000):
         ap.error("--labelers 1..256, --rankings 1..10000 (the bench is bounded)")
     os.environ["BUILD"] = a.build
     rlhf = W.rlhf_path()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         return run(a, rlhf, os.path.join(tmp, "ws.db"))
 
 
@@ -105,10 +114,10 @@ def run(a, rlhf, db):
     for t in threads:
         t.start()
     ready.wait()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_s(srv.proc.pid)
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_s(srv.proc.pid) - cpu0
     stop.set()
     sampler.join()
     srv.stop()
@@ -141,11 +150,12 @@ def run(a, rlhf, db):
     q = max(1, len(rss) // 4)
     early, late = rss[:q], rss[-q:]
     print("bench_web: %d labelers x %d rankings through HTTP on loopback (rlhf serve --threads "
-          "%d, %d CPUs)" % (L, R, a.threads, os.cpu_count()))
+          "%d, %d CPUs, load average %.1f, workspace in %s)"
+          % (L, R, a.threads, os.cpu_count(), os.getloadavg()[0], os.path.dirname(db)))
     print("  rankings stored: %d of %d, distinct prompts %d, integrity_check %s"
           % (rows[0], want, rows[1], ic))
-    print("  throughput: %.0f rankings/s (%.0f requests/s), wall %.1f s"
-          % (want / wall, 2 * want / wall, wall))
+    print("  throughput: %.0f rankings/s (%.0f requests/s), wall %.1f s, server CPU %.1f s"
+          % (want / wall, 2 * want / wall, wall, cpu))
     print("  latency GET /api/next: p50 %.1f ms, p99 %.1f ms; POST /api/rank: p50 %.1f ms, "
           "p99 %.1f ms" % (1e3 * pct(lat_next, 50), 1e3 * pct(lat_next, 99),
                            1e3 * pct(lat_rank, 50), 1e3 * pct(lat_rank, 99)))
