@@ -148,8 +148,12 @@ class Client:
             self.conn = None
         return r
 
-    def get(self, path, **kw):
-        return self.request("GET", path, **kw)
+    def get(self, path, csrf=True, **kw):
+        """A GET; the page's CSRF token as the script sends it (for /api/next, which claims)."""
+        h = dict(kw.pop("headers", None) or {})
+        if csrf is True and self.csrf:
+            h["X-CSRF-Token"] = self.csrf
+        return self.request("GET", path, headers=h, **kw)
 
     def post_json(self, path, obj, csrf=True):
         h = {"Content-Type": "application/json"}

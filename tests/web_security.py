@@ -153,6 +153,8 @@ def run(db, port, tok):
         "POST", "/login", body=b"name=ann&token=" + tok["ann"].encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded"}), [403])
     # 3. claims: ann's prompt is not ben's
+    unchanged("GET /api/next (it claims) without the CSRF token", db,
+              lambda: ann.get("/api/next", csrf=False), [403])
     nxt = ann.get("/api/next").json()
     check("ann gets a prompt", nxt["prompt_id"] > 0)
     check("  completions shown without their sources",

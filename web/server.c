@@ -395,8 +395,9 @@ static enum MHD_Result web_admin(Ctx *c, const char *url) {
 static int web_api_call(Ctx *c, const char *what, int post, const LabelOptions *o, int64_t me,
                         char **json) {
     *json = NULL;
-    if (!strcmp(what, "next")) {
+    if (!strcmp(what, "next")) {   // a GET, but it claims a prompt: the CSRF token too
         if (post) return 405;
+        if (!web_csrf_ok(c)) return 403;
         const char *want = MHD_lookup_connection_value(c->con, MHD_GET_ARGUMENT_KIND, "prompt");
         return label_next(c->db, o, me, want ? strtoll(want, NULL, 10) : 0, json);
     }

@@ -5,8 +5,8 @@
 // binary (web/static, web/assets.h): nothing is fetched from elsewhere.
 //
 // Security model: binds to loopback unless --listen says otherwise (and says so on startup);
-// sessions are HttpOnly SameSite=Strict cookies; every state-changing request (POST) carries the
-// session's CSRF token (login: a pre-session token in a cookie and the form); failed logins are
+// sessions are HttpOnly SameSite=Strict cookies; every state-changing request (the POSTs, and
+// GET /api/next, which claims a prompt) carries the session's CSRF token (login: a pre-session token in a cookie and the form); failed logins are
 // rate-limited per address; request bodies, headers and their count are bounded; responses carry
 // a Content-Security-Policy of default-src 'self' (no inline script) and every text from the
 // database is escaped (pages) or JSON-encoded and shown as text (script).

@@ -130,10 +130,10 @@
   }
 
   async function call(method, url, body) {
-    const opt = {method: method, headers: {}, credentials: "same-origin"};
+    // every call carries the CSRF token: /api/next (a GET) claims a prompt, a change too
+    const opt = {method: method, headers: {"X-CSRF-Token": csrf}, credentials: "same-origin"};
     if (method === "POST") {
       opt.headers["Content-Type"] = "application/json";
-      opt.headers["X-CSRF-Token"] = csrf;
       opt.body = JSON.stringify(body || {});
     }
     const r = await fetch(url, opt);
