@@ -71,17 +71,24 @@ static void label_add_progress(Store *db, const LabelOptions *o, int64_t labeler
     cJSON_AddNumberToObject(j, "overlap", o->co.overlap < 1 ? 1 : o->co.overlap);
 }
 
-int label_next(Store *db, const LabelOptions *o, int64_t labeler_id, int64_t want, char **json) {
+int label_claim(Store *db, const LabelOptions *o, int64_t labeler_id, int64_t want,
+                int64_t *pid, char **json) {
     StoreClaimOptions co = o->co;
     co.min_completions = 2;
     char err[1024];
-    int64_t pid = 0;
     int mine = 0;
+    *pid = 0;
+    *json = NULL;
     if (want > 0 && store_has_claim(db, labeler_id, want, &mine, err, sizeof err))
         return label_error(500, err, json);
-    if (mine) pid = want;
-    else if (store_claim_prompt(db, labeler_id, &co, &pid, err, sizeof err))
+    if (mine) *pid = want;
+    else if (store_claim_prompt(db, labeler_id, &co, pid, err, sizeof err))
         return label_error(500, err, json);
+    return 200;
+}
+
+int label_show(Store *db, const LabelOptions *o, int64_t labeler_id, int64_t pid, char **json) {
+    char err[1024];
     cJSON *out = cJSON_CreateObject();
     cJSON_AddNumberToObject(out, "prompt_id", (double)pid);
     if (pid) {
@@ -206,7 +213,6 @@ int label_rank(Store *db, const LabelOptions *o, int64_t labeler_id, const char 
         if (rc == 0) {
             cJSON *out = cJSON_CreateObject();
             cJSON_AddNumberToObject(out, "ranking_id", (double)rid);
-            label_add_progress(db, o, labeler_id, out);
             label_comps_free(&lc);
             cJSON_Delete(req);
             return label_reply(out, 200, json);
@@ -238,7 +244,6 @@ int label_skip(Store *db, const LabelOptions *o, int64_t labeler_id, const char 
     }
     cJSON *out = cJSON_CreateObject();
     cJSON_AddNumberToObject(out, "skipped", (double)pid);
-    label_add_progress(db, o, labeler_id, out);
     return label_reply(out, 200, json);
 }
 
@@ -252,6 +257,5 @@ int label_undo(Store *db, const LabelOptions *o, int64_t labeler_id, double sinc
     cJSON *out = cJSON_CreateObject();
     cJSON_AddNumberToObject(out, "undone", (double)rid);
     cJSON_AddNumberToObject(out, "prompt_id", (double)pid);
-    label_add_progress(db, o, labeler_id, out);
     return label_reply(out, 200, json);
 }

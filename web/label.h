@@ -15,12 +15,16 @@ typedef struct {
     StoreClaimOptions co;     // overlap, lease, split (min_completions is set to 2)
 } LabelOptions;
 
-// GET /api/next: the labeler's claimed prompt (its own unexpired claim first, else the next one
-// free) with its completions shuffled (a fixed order per labeler and prompt) and without their
-// sources: {"prompt_id", "prompt", "completions": [{"id", "text"}], "progress": {...}};
-// prompt_id 0 when nothing is left. want > 0: that prompt when the labeler holds an active claim
-// on it (the prompt an undo gave back), else as without.
-int label_next(Store *db, const LabelOptions *o, int64_t labeler_id, int64_t want, char **json);
+// GET /api/next, in two steps: label_claim (the write) gives the labeler a prompt in *pid: its
+// own unexpired claim first, else the next one free, 0 when nothing is left; want > 0: that
+// prompt when the labeler holds an active claim on it (the prompt an undo gave back). It returns
+// 200 with *json NULL, or an error status and *json. label_show (reads only) answers
+// {"prompt_id", "prompt", "completions": [{"id", "text"}], "progress": {"mine", "done",
+// "queued", "overlap"}}: the completions shuffled (a fixed order per labeler and prompt) and
+// without their sources.
+int label_claim(Store *db, const LabelOptions *o, int64_t labeler_id, int64_t want,
+                int64_t *pid, char **json);
+int label_show(Store *db, const LabelOptions *o, int64_t labeler_id, int64_t pid, char **json);
 // POST /api/rank {"prompt_id", "items": [{"id", "rank"}], "flags": [{"id", "flag"}], "note"}:
 // every completion shown is ranked (rank 1 best, equal ranks tie). 403 when the labeler holds no
 // active claim on the prompt (another labeler's, expired, never given).

@@ -391,15 +391,16 @@ static enum MHD_Result web_admin(Ctx *c, const char *url) {
     return web_html(c->con, 200, page, NULL);
 }
 
-// The labeling API: /api/next (GET), /api/rank, /api/skip, /api/undo (POST).
+// The writes of the labeling API: /api/next's claim (GET), /api/rank, /api/skip, /api/undo
+// (POST). *pid: the prompt claimed (next).
 static int web_api_call(Ctx *c, const char *what, int post, const LabelOptions *o, int64_t me,
-                        char **json) {
+                        int64_t *pid, char **json) {
     *json = NULL;
     if (!strcmp(what, "next")) {   // a GET, but it claims a prompt: the CSRF token too
         if (post) return 405;
         if (!web_csrf_ok(c)) return 403;
         const char *want = MHD_lookup_connection_value(c->con, MHD_GET_ARGUMENT_KIND, "prompt");
-        return label_next(c->db, o, me, want ? strtoll(want, NULL, 10) : 0, json);
+        return label_claim(c->db, o, me, want ? strtoll(want, NULL, 10) : 0, pid, json);
     }
     if (strcmp(what, "rank") && strcmp(what, "skip") && strcmp(what, "undo")) return 404;
     if (!post) return 405;
@@ -415,9 +416,11 @@ static enum MHD_Result web_api(Ctx *c, const char *what, int post) {
     char *json = NULL;
     const LabelOptions *o = &c->srv->lo;
     int64_t me = c->ss.labeler_id;
+    int64_t pid = -1;
     pthread_mutex_lock(&c->srv->write_mu);   // each call is one write transaction (a claim too)
-    int status = web_api_call(c, what, post, o, me, &json);
+    int status = web_api_call(c, what, post, o, me, &pid, &json);
     pthread_mutex_unlock(&c->srv->write_mu);
+    if (status == 200 && !json) status = label_show(c->db, o, me, pid, &json);   // reads only
     if (json) return web_json(c->con, (unsigned)status, json);
     return web_json_error(c->con, (unsigned)status,
                           status == 403   ? "missing or wrong CSRF token"

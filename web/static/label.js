@@ -144,7 +144,7 @@
   }
 
   async function next(want) {
-    const j = await call("GET", "/api/next" + (want ? "?prompt=" + want : ""));
+    const j = await call("GET", "/api/next" + (want ? "?prompt=" + Number(want) : ""));
     showProgress(j.progress);
     item = j;
     flags = {};
