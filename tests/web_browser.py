@@ -213,7 +213,8 @@ def run(tmp):
     finally:
         for d in drivers:
             d.quit()
-        srv.stop()
+        rc, log = srv.stop()
+    check("the server stops cleanly (no sanitizer report)", rc == 0, log[-300:])
     print("screenshots in " + shots)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
