@@ -62,7 +62,8 @@ static void test_users_sessions(void) {
     char err[512];
     int64_t uid, lab, id;
     CHECK(store_add_labeler(s, "term", &lab, err, sizeof err) == 0);
-    CHECK(store_add_user(s, "term", STORE_ROLE_ADMIN, "salt", "hash", 7, &uid, err, sizeof err) == 0);
+    CHECK(store_add_user(s, "term", STORE_ROLE_ADMIN, "salt", "hash", 7, &uid, err,
+                         sizeof err) == 0);
     StoreUser u;
     CHECK(store_find_user(s, "term", &u, err, sizeof err) == 0 && u.id == uid &&
           u.labeler_id == lab && u.role == STORE_ROLE_ADMIN && !strcmp(u.salt, "salt") &&

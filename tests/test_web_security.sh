@@ -11,13 +11,14 @@ db="$W/ws.db"
 expect_fail "serve: a missing workspace" 1 "workspace $W/none: No such file" "$R" serve "$W/none"
 expect_fail "users list: a folder without workspace.db" 1 "no workspace.db in it" \
     "$R" users list "$W"
-"$R" users add "$db" ann --role labeler > "$W/token" 2> "$W/err" && [ "$(wc -c < "$W/token")" = 65 ] &&
-    grep -q "shown only this once" "$W/err" && ok "users add prints a 64-digit token once" ||
-    bad "users add prints a 64-digit token once"
+"$R" users add "$db" ann --role labeler > "$W/token" 2> "$W/err" &&
+    [ "$(wc -c < "$W/token")" = 65 ] && grep -q "shown only this once" "$W/err" &&
+    ok "users add prints a 64-digit token once" || bad "users add prints a 64-digit token once"
 expect_fail "users add: an unknown role" 1 "\-\-role 'boss': expected labeler or admin" \
     "$R" users add "$db" bob --role boss
 expect_fail "users add: a name taken" 1 "user 'ann' exists" "$R" users add "$db" ann --role admin
-expect_fail "users add: an empty name" 1 "the user name is empty" "$R" users add "$db" "" --role admin
+expect_fail "users add: an empty name" 1 "the user name is empty" \
+    "$R" users add "$db" "" --role admin
 expect_fail "users add: no role" 2 "\-\-role is required" "$R" users add "$db" bob
 expect_fail "users remove: an unknown user" 1 "no user 'bob'" "$R" users remove "$db" bob
 expect_fail "users: an unknown command" 2 "unknown command 'delete'" "$R" users delete "$db" ann

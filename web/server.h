@@ -6,10 +6,11 @@
 //
 // Security model: binds to loopback unless --listen says otherwise (and says so on startup);
 // sessions are HttpOnly SameSite=Strict cookies; every state-changing request (the POSTs, and
-// GET /api/next, which claims a prompt) carries the session's CSRF token (login: a pre-session token in a cookie and the form); failed logins are
-// rate-limited per address; request bodies, headers and their count are bounded; responses carry
-// a Content-Security-Policy of default-src 'self' (no inline script) and every text from the
-// database is escaped (pages) or JSON-encoded and shown as text (script).
+// GET /api/next, which claims a prompt) carries the session's CSRF token (login: a pre-session
+// token in a cookie and the form); failed logins are rate-limited per address; request bodies,
+// headers and their count are bounded; responses carry a Content-Security-Policy of
+// default-src 'self' (no inline script) and every text from the database is escaped (pages) or
+// JSON-encoded and shown as text (script).
 #ifndef SERVER_H
 #define SERVER_H
 

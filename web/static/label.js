@@ -227,6 +227,8 @@
   $("submit").addEventListener("click", submit);
   $("skip").addEventListener("click", skip);
   $("undo").addEventListener("click", undo);
-  $("reset").addEventListener("click", () => { if (item && item.prompt_id) { reset(); render(); } });
+  $("reset").addEventListener("click", () => {
+    if (item && item.prompt_id) { reset(); render(); }
+  });
   act(() => next());
 })();
