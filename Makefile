@@ -105,7 +105,8 @@ $(BUILD)/tests/test_dpo: $(BUILD)/tests/test_dpo.o $(BUILD)/tests/testlib.o $(BU
 
 # web/'s charts and views, tested on their own (not the server's objects)
 $(BUILD)/tests/test_web: $(BUILD)/tests/test_web.o $(BUILD)/tests/testlib.o $(BUILD)/web/html.o \
-                         $(BUILD)/web/svg.o $(BUILD)/web/views.o $(LIB)
+                         $(BUILD)/web/svg.o $(patsubst %.c,$(BUILD)/%.o,$(wildcard web/views*.c)) \
+                         $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # bench/benchlib.c: what the benchmarks share (peak memory, median, reading a file)

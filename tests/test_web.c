@@ -124,6 +124,26 @@ static void test_svg(void) {
     svg_calibration(&b, "cal", pred, obs, n, 3);
     CHECK(count(b.s, "class=\"point\"") == 2 && count(b.s, "class=\"diagonal\"") == 1);
     html_free(&b);
+    // 100,000 points: at most 4 per pixel column are drawn, and a one-step spike is one of them
+    int64_t np = 100000;
+    double *lx = malloc((size_t)np * sizeof *lx), *ly = malloc((size_t)np * sizeof *ly);
+    for (int64_t i = 0; i < np; i++) lx[i] = (double)i, ly[i] = i == 54321 ? 10.0 : 1.0 / (1 + i);
+    SvgSeries longer = {"long", lx, ly, np};
+    svg_lines(&b, "long", "step", &longer, 1);
+    const char *pts = strstr(b.s, "class=\"series\"");
+    pts = pts ? strstr(pts, "points=\"") : NULL;
+    int npts = 0;
+    for (const char *p = pts; p && *p && *p != '>'; p++) npts += *p == ',';
+    CHECK(npts > 400 && npts <= 4 * (SVG_WIDTH + 1));
+    CHECK(pts && strstr(pts, ",28.00 ") && strstr(pts, ",28.00 ") < strstr(pts, "</polyline>"));
+    free(lx);
+    free(ly);
+    html_free(&b);
+    double big[2] = {-1.7e308, 1.7e308}, bx[2] = {0, 1e-300};   // no NaN coordinates, ever
+    SvgSeries extreme = {"extreme", bx, big, 2};
+    svg_lines(&b, "extreme", "step", &extreme, 1);
+    CHECK(!strstr(b.s, "nan") && !strstr(b.s, "inf") && count(b.s, "class=\"series\"") == 1);
+    html_free(&b);
     const char *labels[3] = {"x", "<y>", "z"};
     double vals[3] = {0.5, NAN, -0.25};
     svg_bars(&b, "bars", labels, vals, 3, 1);
@@ -148,6 +168,16 @@ static Store *rollout_workspace(const char *dir) {
         " i % 7, i / 10.0, 41 - i, 1 FROM s;";
     CHECK(sqlite3_exec(store_sqlite(st), sql, NULL, NULL, NULL) == SQLITE_OK);
     return st;
+}
+
+// Whether html has an event-handler attribute (" onclick=", " onload=", ...)
+static int has_handler(const char *html) {
+    for (const char *p = strstr(html, " on"); p; p = strstr(p + 1, " on")) {
+        const char *q = p + 3;
+        while (*q >= 'a' && *q <= 'z') q++;
+        if (q > p + 3 && *q == '=') return 1;
+    }
+    return 0;
 }
 
 // The id in the first rollout row of html
@@ -187,6 +217,32 @@ static void test_rollouts(void) {
     free(ids);
     CHECK(views_render(db, "", NULL, &out, err, sizeof err) == 0 && strstr(out, "view-dashboard"));
     free(out);
+    // every view on a workspace without labels or scores, with odd parameters: their empty
+    // states, no error
+    static const char *names[] = {"progress", "reward", "runs", "rollouts", "pipeline"};
+    for (int i = 0; i < 5; i++) {
+        out = NULL;
+        int rc = views_render(db, names[i], "page=-5&bins=0&top=-1&sort=%3Cx%3E&order=up&q=%00",
+                              &out, err, sizeof err);
+        CHECK_MSG(rc == 0 && out && strstr(out, "</section>"), "view %s: %s", names[i], err);
+        // under a CSP of default-src 'self': no script, no inline style, no event handler
+        CHECK_MSG(out && !strstr(out, "<script") && !strstr(out, "style=") &&
+                      !strstr(out, "<style") && !has_handler(out),
+                  "view %s has something a CSP blocks", names[i]);
+        free(out);
+    }
+    CHECK(views_render(db, "progress", NULL, &out, err, sizeof err) == 0 &&
+          strstr(out, "No prompt has been ranked by two labelers"));
+    free(out);
+    CHECK(views_render(db, "reward", NULL, &out, err, sizeof err) == 0 &&
+          strstr(out, "No reward scores are stored yet"));
+    free(out);
+    out = (char *)"untouched";
+    CHECK_ERR(views_render(db, "reward", "model=%3Cm%3E", &out, err, sizeof err), err,
+              "no reward scores for model '<m>'", NULL);
+    CHECK(out == NULL);
+    CHECK_ERR(views_render(db, "runs", "run=1,abc", &out, err, sizeof err), err,
+              "unknown run 'abc'", NULL);
     store_close(st);
     test_rm_rf(dir);
 }

@@ -6,7 +6,8 @@
 # console message and no script, and its SVG element counts match the database; the TensorBoard
 # event files are read back by an independent reader (tests/web_report_check.py: its own CRC-32C
 # and protobuf decoding) with every step and value equal to the database's; csv and jsonl equal
-# the metrics rows; bad inputs are one-line errors, exit 1, leaving earlier files whole. Section
+# the metrics rows; bad inputs are one-line errors, exit 1, leaving earlier files whole; the
+# database is read, never changed (its sorted .dump is the same after every command). Section
 # screenshots go to BUILD/screenshots/report/. About 15 s.
 . "$PWD/tests/lib.sh"
 export OMP_NUM_THREADS=1
@@ -24,6 +25,7 @@ done
 echo '{"prompt": "Add 3 and 4"}' > "$W/queued.jsonl"
 "$B/reward" import --workspace "$DB" "$W/queued.jsonl" 2>"$W/err" || bad "import a prompt"
 sqlite3 "$DB" < "$FIX/web/fill.sql" 2>"$W/err" || bad "fill the workspace"
+sqlite3 "$DB" .dump | sort > "$W/before.dump"
 
 # 1. the report: every view, charts counted against the database in a browser
 check "report with --run 3 --run ppo" \
@@ -79,4 +81,6 @@ expect_fail "unwritable tensorboard folder" 1 "$W/file/tb" \
     "$R" metrics export "$WS" --format tensorboard --out "$W/file/tb"
 check "  in one line" one_line
 check "no temporary file left" "[ -z \"\$(find '$W' -name '*.tmp*')\" ]"
+sqlite3 "$DB" .dump | sort > "$W/after.dump"
+check "the database is as it was (reads only)" "cmp -s '$W/before.dump' '$W/after.dump'"
 lib_summary

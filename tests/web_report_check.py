@@ -4,7 +4,7 @@ independent of the C code: Python's sqlite3 for the expected values, headless Ch
 chromium + chromium-driver, through python3-selenium) for the report, and a TensorBoard event-file
 reader written here (its own CRC-32C and protocol-buffer decoding).
 
-  web_report_check.py report REPORT.html DB RUNS SHOTDIR   RUNS: the run ids charted, comma-separated
+  web_report_check.py report REPORT.html DB RUNS SHOTDIR   RUNS: the charted run ids, "3,4,5"
   web_report_check.py tensorboard DIR DB [RUN_ID...]        every run with metrics when none given
   web_report_check.py csv|jsonl FILE DB [RUN_ID...]
 
@@ -259,6 +259,12 @@ def check_report(path, db, run_ids, shots):
         logs = [e for e in drv.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
         check(not logs, "console messages: %s" % logs)
         check(len(q(By.TAG_NAME, "script")) == 0, "the report has no script element")
+        # what `rlhf serve` shows of the same views passes a CSP of default-src 'self': no
+        # style attribute and no event handler on any element (the report's one <style> aside)
+        inline = drv.execute_script(
+            "return Array.from(document.querySelectorAll('*')).filter(e => e.hasAttribute("
+            "'style') || Array.from(e.attributes).some(a => a.name.startsWith('on'))).length")
+        check(inline == 0, "%d elements with a style attribute or an event handler" % inline)
         text = drv.execute_script("return document.body.textContent")
         for (p,) in db.execute("SELECT text FROM prompts WHERE text LIKE '%<%'"):
             check(p in text, "the prompt %r is shown as text" % p)

@@ -117,7 +117,8 @@ static void html_url_decode(HtmlBuf *b, const char *s, size_t n) {
         char c = s[i];
         int h, l;
         if (c == '+') c = ' ';
-        else if (c == '%' && i + 2 < n && (h = html_hex(s[i + 1])) >= 0 && (l = html_hex(s[i + 2])) >= 0) {
+        else if (c == '%' && i + 2 < n && (h = html_hex(s[i + 1])) >= 0 &&
+                 (l = html_hex(s[i + 2])) >= 0) {
             c = (char)(h << 4 | l);
             i += 2;
         }

@@ -23,6 +23,7 @@ typedef struct { double lo, hi, step; } SvgAxis;
 static SvgAxis svg_axis(double lo, double hi) {
     if (!isfinite(lo) || !isfinite(hi)) lo = 0, hi = 1;
     if (hi < lo) { double t = lo; lo = hi; hi = t; }
+    lo = fmax(lo, -1e307), hi = fmin(hi, 1e307);   // spans and steps stay finite
     if (hi - lo < 1e-12 * (fabs(lo) + fabs(hi)) || hi == lo) {
         double pad = lo == 0 ? 1 : fabs(lo) * 0.1;
         lo -= pad, hi += pad;
@@ -32,11 +33,15 @@ static SvgAxis svg_axis(double lo, double hi) {
     return (SvgAxis){floor(lo / step) * step, ceil(hi / step) * step, step};
 }
 
-static double svg_px(const SvgAxis *a, double v) {
-    return SVG_LEFT + (v - a->lo) / (a->hi - a->lo) * SVG_PW;
+// Where v falls on the axis, 0 to 1 inside it; values far outside (beyond the axis's clamp of
+// +-1e307) are held a little past its ends, so no coordinate is ever infinite or NaN.
+static double svg_frac(const SvgAxis *a, double v) {
+    double f = (v - a->lo) / (a->hi - a->lo);
+    return isnan(f) ? 0 : fmin(fmax(f, -0.05), 1.05);
 }
+static double svg_px(const SvgAxis *a, double v) { return SVG_LEFT + svg_frac(a, v) * SVG_PW; }
 static double svg_py(const SvgAxis *a, double v) {
-    return SVG_TOP + SVG_PH - (v - a->lo) / (a->hi - a->lo) * SVG_PH;
+    return SVG_TOP + SVG_PH - svg_frac(a, v) * SVG_PH;
 }
 
 static void svg_open(HtmlBuf *b, const char *kind, const char *title) {
@@ -66,7 +71,8 @@ static void svg_num(char *buf, size_t n, double v, double step) {
 // The axes: ticks and grid lines on y (always), ticks on x when xa is not NULL.
 static void svg_axes(HtmlBuf *b, const SvgAxis *xa, const SvgAxis *ya, const char *xlabel) {
     char num[32];
-    for (double v = ya->lo; v <= ya->hi + ya->step * 1e-6; v += ya->step) {
+    int ticks = 0;   // at most 12 a side, whatever rounding does to v += step
+    for (double v = ya->lo; v <= ya->hi + ya->step * 1e-6 && ticks++ < 12; v += ya->step) {
         double y = svg_py(ya, v);
         svg_num(num, sizeof num, v, ya->step);
         html_printf(b,
@@ -75,8 +81,9 @@ static void svg_axes(HtmlBuf *b, const SvgAxis *xa, const SvgAxis *ya, const cha
                     "text-anchor=\"end\" fill=\"#444\">%s</text></g>",
                     SVG_LEFT, SVG_LEFT + SVG_PW, y, y, SVG_LEFT - 4, y + 3, num);
     }
+    ticks = 0;
     if (xa)
-        for (double v = xa->lo; v <= xa->hi + xa->step * 1e-6; v += xa->step) {
+        for (double v = xa->lo; v <= xa->hi + xa->step * 1e-6 && ticks++ < 12; v += xa->step) {
             double x = svg_px(xa, v);
             svg_num(num, sizeof num, v, xa->step);
             html_printf(b,
@@ -120,6 +127,45 @@ void svg_histogram(HtmlBuf *b, const char *title, const char *xlabel, const int6
     html_put(b, "</svg>");
 }
 
+// A series' points as a polyline's "x,y " list. Past two points per pixel column, each column
+// keeps its first, lowest, highest and last points in their order (a spike stays visible and the
+// chart of a 100,000-step run stays small).
+static void svg_points(HtmlBuf *b, const SvgAxis *xa, const SvgAxis *ya, const SvgSeries *s) {
+    int thin = s->n > 2 * SVG_PW;
+    int64_t col_start = -1, keep[4];
+    long col = 0;
+    for (int64_t i = 0; i <= s->n; i++) {
+        int last = i == s->n;
+        if (!last && (!isfinite(s->x[i]) || !isfinite(s->y[i]))) continue;
+        long c = last ? -1 : lround(svg_px(xa, s->x[i]));
+        if (!thin && !last) {
+            html_printf(b, "%.2f,%.2f ", svg_px(xa, s->x[i]), svg_py(ya, s->y[i]));
+            continue;
+        }
+        if (col_start >= 0 && (last || c != col)) {   // the column ends: its kept points
+            for (int k = 1; k < 4; k++)   // in their order
+                for (int j = k; j > 0 && keep[j] < keep[j - 1]; j--) {
+                    int64_t t = keep[j];
+                    keep[j] = keep[j - 1], keep[j - 1] = t;
+                }
+            for (int k = 0; k < 4; k++) {
+                if (k && keep[k] == keep[k - 1]) continue;
+                html_printf(b, "%.2f,%.2f ", svg_px(xa, s->x[keep[k]]),
+                            svg_py(ya, s->y[keep[k]]));
+            }
+            col_start = -1;
+        }
+        if (last) break;
+        if (col_start < 0) {
+            col_start = i, col = c;
+            keep[0] = keep[1] = keep[2] = keep[3] = i;
+        }
+        if (s->y[i] < s->y[keep[1]]) keep[1] = i;
+        if (s->y[i] > s->y[keep[2]]) keep[2] = i;
+        keep[3] = i;
+    }
+}
+
 void svg_lines(HtmlBuf *b, const char *title, const char *xlabel, const SvgSeries *series,
                int64_t nseries) {
     double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
@@ -139,11 +185,7 @@ void svg_lines(HtmlBuf *b, const char *title, const char *xlabel, const SvgSerie
         if (!finite) continue;
         html_printf(b, "<polyline class=\"series\" fill=\"none\" stroke=\"%s\" "
                        "stroke-width=\"1.5\" points=\"", svg_color(s));
-        for (int64_t i = 0; i < series[s].n; i++) {
-            if (!isfinite(series[s].x[i]) || !isfinite(series[s].y[i])) continue;
-            html_printf(b, "%.2f,%.2f ", svg_px(&xa, series[s].x[i]),
-                        svg_py(&ya, series[s].y[i]));
-        }
+        svg_points(b, &xa, &ya, &series[s]);
         html_put(b, "\"><title>");
         html_esc(b, series[s].name);
         html_put(b, "</title></polyline>");

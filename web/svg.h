@@ -30,7 +30,8 @@ typedef struct {
     const double *x, *y;       // (n) points, in increasing x
     int64_t n;
 } SvgSeries;
-// A line chart: every series on one pair of axes, one colour each, a legend.
+// A line chart: every series on one pair of axes, one colour each, a legend. A series of more
+// than two points per pixel column draws each column's first, lowest, highest and last points.
 void svg_lines(HtmlBuf *b, const char *title, const char *xlabel, const SvgSeries *series,
                int64_t nseries);
 
