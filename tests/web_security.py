@@ -101,8 +101,30 @@ def matrix(rlhf, db):
         srv.stop()
     ic = W.query(db, "PRAGMA integrity_check")[0][0]
     check("integrity_check ok", ic == "ok", ic)
+    overlap(rlhf, db + "-overlap")
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
+
+
+def overlap(rlhf, db):
+    """--overlap 2: two labelers get the same prompt, a third does not; both rankings count."""
+    tok = {n: W.add_user(rlhf, db, n, "labeler") for n in ("o1", "o2", "o3")}
+    W.add_prompts(db, [("only prompt", ["x", "y"])])
+    srv = W.Server(rlhf, db, "--overlap", "2")
+    try:
+        c = {n: W.Client(srv.port) for n in tok}
+        for n, t in tok.items():
+            c[n].login(n, t)
+        got = {n: c[n].get("/api/next").json()["prompt_id"] for n in tok}
+        check("--overlap 2: two labelers share the prompt, the third gets none",
+              got == {"o1": 1, "o2": 1, "o3": 0}, got)
+        n1 = c["o1"].get("/api/next").json()
+        n2 = c["o2"].get("/api/next").json()
+        ok = W.rank_all(c["o1"], n1).status == 200 and W.rank_all(c["o2"], n2).status == 200
+        check("--overlap 2: both rank it", ok and W.query(
+            db, "SELECT count(DISTINCT labeler_id) FROM rankings WHERE prompt_id = 1") == [(2,)])
+    finally:
+        srv.stop()
 
 
 def run(db, port, tok):
