@@ -467,8 +467,11 @@ typedef struct {
     int64_t done;             // prompts ranked by at least `overlap` distinct labelers
     int64_t queued;           // prompts queued for labeling
 } StoreLabelProgress;
+// The three counts (done and queued scan the rankings and the prompts: on a large workspace,
+// read them now and then rather than per request); store_count_rankings: mine alone (an index).
 int store_label_progress(Store *s, int64_t labeler_id, int overlap, StoreLabelProgress *p,
                          char *err, size_t errlen);
+int store_count_rankings(Store *s, int64_t labeler_id, int64_t *n, char *err, size_t errlen);
 
 // ---------------------------------------------------------------------------------------------
 // Users and sessions of `rlhf serve`

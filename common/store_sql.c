@@ -133,6 +133,7 @@ const char *const STORE_QUERY_SQL[Q_COUNT] = {
     [Q_RANKING_LAST] = "SELECT id FROM rankings WHERE labeler_id = ?1 AND created >= ?2 "
                        "ORDER BY id DESC LIMIT 1",
     [Q_RANKING_OWNER] = "SELECT labeler_id, prompt_id FROM rankings WHERE id = ?1",
+    [Q_LABELER_RANKINGS] = "SELECT count(*) FROM rankings WHERE labeler_id = ?1",
     // ?1 labeler, ?2 overlap: the labeler's rankings, prompts ranked by at least ?2 labelers,
     // prompts queued for labeling
     [Q_LABEL_PROGRESS] =

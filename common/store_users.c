@@ -126,6 +126,13 @@ int store_label_progress(Store *s, int64_t labeler_id, int overlap, StoreLabelPr
     return rc == SQLITE_ROW ? 0 : fail(s, err, errlen, "labeling progress");
 }
 
+int store_count_rankings(Store *s, int64_t labeler_id, int64_t *n, char *err, size_t errlen) {
+    sqlite3_stmt *st = q(s, Q_LABELER_RANKINGS, err, errlen);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, labeler_id);
+    return step_id(s, st, n, "count rankings", err, errlen);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Users and sessions
 // ---------------------------------------------------------------------------------------------

@@ -111,6 +111,10 @@ static void test_users_sessions(void) {
     StoreLabelProgress pr;
     CHECK(store_label_progress(s, a, 1, &pr, err, sizeof err) == 0 && pr.mine == 1 &&
           pr.done == 1 && pr.queued == 1);
+    int64_t n;
+    CHECK(store_count_rankings(s, a, &n, err, sizeof err) == 0 && n == 1 &&
+          store_count_rankings(s, b, &n, err, sizeof err) == 0 && n == 0);
+    CHECK(store_label_progress(s, a, 2, &pr, err, sizeof err) == 0 && pr.done == 0);
     CHECK(store_undo_ranking(s, b, rid, 0, 0, &rid2, &upid, err, sizeof err) == -2 &&
           strstr(err, "is not labeler"));
     CHECK(store_undo_ranking(s, a, 0, 4e9, 60, &rid2, &upid, err, sizeof err) == 0 &&

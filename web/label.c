@@ -60,10 +60,30 @@ static int label_error(int status, const char *msg, char **json) {
     return label_reply(o, status, json);
 }
 
+// The labeler's count (always now), and the totals (at most LABEL_TOTALS_S old with o->totals).
+static int label_progress(Store *db, const LabelOptions *o, int64_t labeler_id,
+                          StoreLabelProgress *p, char *err, size_t errlen) {
+    LabelTotals *t = o->totals;
+    if (!t) return store_label_progress(db, labeler_id, o->co.overlap, p, err, errlen);
+    if (store_count_rankings(db, labeler_id, &p->mine, err, errlen)) return -1;
+    pthread_mutex_lock(&t->mu);
+    double now = util_time_s();
+    int rc = 0;
+    StoreLabelProgress all;
+    if (t->at == 0 || now - t->at >= LABEL_TOTALS_S) {
+        rc = store_label_progress(db, labeler_id, o->co.overlap, &all, err, errlen);
+        if (rc == 0) { t->done = all.done; t->queued = all.queued; t->at = now; }
+    }
+    p->done = t->done;
+    p->queued = t->queued;
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
 static void label_add_progress(Store *db, const LabelOptions *o, int64_t labeler_id, cJSON *out) {
     StoreLabelProgress p;
     char err[512];
-    if (store_label_progress(db, labeler_id, o->co.overlap, &p, err, sizeof err)) return;
+    if (label_progress(db, o, labeler_id, &p, err, sizeof err)) return;
     cJSON *j = cJSON_AddObjectToObject(out, "progress");
     cJSON_AddNumberToObject(j, "mine", (double)p.mine);
     cJSON_AddNumberToObject(j, "done", (double)p.done);

@@ -11,8 +11,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
+#define LABEL_TOTALS_S 2.0    // the progress totals are read again after this many seconds
+
+// The progress totals (prompts done, queued) shared by a server's threads: they scan the whole
+// workspace, so they are read at most every LABEL_TOTALS_S seconds.
+typedef struct {
+    pthread_mutex_t mu;
+    double at;                // when they were read (0: never)
+    int64_t done, queued;
+} LabelTotals;
+
 typedef struct {
     StoreClaimOptions co;     // overlap, lease, split (min_completions is set to 2)
+    LabelTotals *totals;      // the caller's (mu initialised); NULL: read per request
 } LabelOptions;
 
 // GET /api/next, in two steps: label_claim (the write) gives the labeler a prompt in *pid: its

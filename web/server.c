@@ -47,6 +47,7 @@ typedef struct {
     // the moment the writer before ends, instead of polling SQLite's lock in its busy handler
     // (which sleeps up to 100 ms between tries). Other processes still meet the busy timeout.
     pthread_mutex_t write_mu;
+    LabelTotals totals;       // the progress totals, read now and then (web/label.h)
 } Server;
 
 typedef struct {              // one request's body, collected across calls
@@ -628,6 +629,8 @@ int server_cmd_serve(int argc, char **argv) {
     }
     auth_limiter_init(&srv.lim);
     pthread_mutex_init(&srv.write_mu, NULL);
+    pthread_mutex_init(&srv.totals.mu, NULL);
+    srv.lo.totals = &srv.totals;
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL, web_handle, &srv,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
@@ -643,6 +646,7 @@ int server_cmd_serve(int argc, char **argv) {
         close(fd);
         auth_limiter_free(&srv.lim);
         pthread_mutex_destroy(&srv.write_mu);
+        pthread_mutex_destroy(&srv.totals.mu);
         pool_close(&srv.pool);
         return 1;
     }
@@ -661,6 +665,7 @@ int server_cmd_serve(int argc, char **argv) {
     MHD_stop_daemon(d);   // closes the listening socket too
     auth_limiter_free(&srv.lim);
     pthread_mutex_destroy(&srv.write_mu);
+    pthread_mutex_destroy(&srv.totals.mu);
     pool_close(&srv.pool);
     fprintf(stderr, "rlhf serve: stopped by %s\n", cli_stop_name());
     return 0;
