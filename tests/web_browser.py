@@ -17,7 +17,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import web_lib as W  # noqa: E402
 
-passed = failed = 0
+check = W.check
+
 # Drags the card numbered arguments[0] onto the first card, as a mouse drag would.
 DRAG = """
 const cards = [...document.querySelectorAll('#cards .card')];
@@ -30,16 +31,6 @@ ev('dragstart', src); ev('dragover', cards[0]); ev('drop', cards[0]); ev('dragen
 SHOTS = os.path.join(os.environ.get("ROOT", "."), os.environ.get("BUILD", "build"),
                      "web-screenshots")
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + ("  (" + str(detail) + ")" if detail else ""))
 
 
 def browser(tmp, name):
@@ -216,8 +207,7 @@ def run(tmp):
         rc, log = srv.stop()
     check("the server stops cleanly (no sanitizer report)", rc == 0, log[-300:])
     print("screenshots in " + shots)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return W.summary()
 
 
 def check_charts(d, port, db):

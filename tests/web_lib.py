@@ -195,6 +195,25 @@ def rank_all(client, nxt, ranks=None, flags=(), note=""):
                                           "flags": list(flags), "note": note})
 
 
+TALLY = {"passed": 0, "failed": 0}
+
+
+def check(name, cond, detail=""):
+    """Counts a check and prints "ok   NAME" or "FAIL NAME  (detail)", as the shell tests do."""
+    if cond:
+        TALLY["passed"] += 1
+        print("ok   " + name)
+    else:
+        TALLY["failed"] += 1
+        print("FAIL " + name + ("  (" + str(detail) + ")" if detail else ""))
+
+
+def summary():
+    """The closing line "N passed, N failed"; the exit status (1 when a check failed)."""
+    print("%d passed, %d failed" % (TALLY["passed"], TALLY["failed"]))
+    return 1 if TALLY["failed"] else 0
+
+
 def rlhf_path():
     return os.path.join(os.environ.get("ROOT", os.getcwd()), os.environ.get("BUILD", "build"),
                         "bin", "rlhf")

@@ -16,17 +16,8 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import web_lib as W  # noqa: E402
 
-passed = failed = 0
+check = W.check
 
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + ("  (" + detail + ")" if detail else ""))
 
 
 def unchanged(name, db, fn, want):
@@ -102,8 +93,7 @@ def matrix(rlhf, db):
     ic = W.query(db, "PRAGMA integrity_check")[0][0]
     check("integrity_check ok", ic == "ok", ic)
     overlap(rlhf, db + "-overlap")
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return W.summary()
 
 
 def overlap(rlhf, db):
