@@ -19,7 +19,6 @@ import web_lib as W  # noqa: E402
 check = W.check
 
 
-
 def unchanged(name, db, fn, want):
     """Runs fn() (a request) and checks its status is in want and the database is unchanged."""
     before = W.dump(db)
