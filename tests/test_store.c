@@ -56,17 +56,7 @@ static Store *open_fresh(const char *name) {
 }
 
 // The single integer a query returns (-1 on error).
-static int64_t query_int(Store *s, const char *sql) {
-    sqlite3_stmt *st;
-    int64_t v = -1;
-    if (sqlite3_prepare_v2(store_sqlite(s), sql, -1, &st, NULL) != SQLITE_OK) {
-        fprintf(stderr, "query %s: %s\n", sql, sqlite3_errmsg(store_sqlite(s)));
-        return -1;
-    }
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
+static int64_t query_int(Store *s, const char *sql) { return test_sql_int(store_sqlite(s), sql); }
 
 static void check_integrity(Store *s, int line) {
     char err[512];

@@ -4,33 +4,23 @@
 #include "sha256.h"
 #include "store.h"
 #include "testlib.h"
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static char root[256];   // scratch directory for this run
 
+// A new workspace in the scratch directory.
 static Store *open_fresh(const char *name) {
     char path[512], err[512];
+    Store *s = NULL;
     snprintf(path, sizeof path, "%s/%s", root, name);
-    Store *s;
-    if (store_open(&s, path, err, sizeof err)) {
-        fprintf(stderr, "store_open: %s\n", err);
-        exit(1);
-    }
+    if (store_open(&s, path, err, sizeof err)) fprintf(stderr, "store_open: %s\n", err);
+    if (!s) exit(1);
     return s;
 }
 
-// The single integer a query returns (-1 on error).
-static int64_t query_int(Store *s, const char *sql) {
-    sqlite3_stmt *st;
-    int64_t v = -1;
-    if (sqlite3_prepare_v2(store_sqlite(s), sql, -1, &st, NULL) != SQLITE_OK) return -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
+static int64_t query_int(Store *s, const char *sql) { return test_sql_int(store_sqlite(s), sql); }
 
 static int one_line(const char *s) { return !strchr(s, '\n'); }
 
