@@ -10,6 +10,8 @@ CFLAGS  := -std=gnu11 $(WARN) -g -fopenmp -fno-math-errno -Icommon $(ARCH)
 # each object lists the headers it included (.d files), so a header change rebuilds its users only
 DEPFLAGS = -MMD -MP
 LDLIBS  := -lopenblas -lsqlite3 -lyaml -lpcre2-8 -lcjson -lutf8proc -lm
+# rlhf serve's HTTP server (only the rlhf tool links it)
+WEB_LDLIBS := -lmicrohttpd
 ifeq ($(MPI),1)
   # data parallelism across processes: mpicc, and the -DRLHF_MPI half of common/dist.c
   CC      := mpicc
@@ -33,7 +35,7 @@ LIB        := $(BUILD)/libcommon.a
 DEMO_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard data/demo/*.c))
 DEMO_LIB   := $(BUILD)/libdemo.a
 # web/: the browser side of the tool (`rlhf serve`'s pages, `rlhf report`), linked into rlhf
-WEB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(wildcard web/*.c))
+WEB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(wildcard web/*.c)) $(BUILD)/web/assets.o
 RLHF_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard rlhf/*.c pipelines/*.c)) $(WEB_OBJ)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -53,7 +55,7 @@ all: $(LIB) $(PROG_BIN) $(TEST_BIN) $(BENCH_BIN) $(FUZZ_BIN)
 
 # include paths per folder: common/ sees only itself; each program its own folder besides
 $(BUILD)/rlhf/%.o:      INC := -Irlhf -Ipipelines -Idata/demo -Iweb
-$(BUILD)/web/%.o:       INC := -Iweb
+$(BUILD)/web/%.o:       INC := -Iweb -Irlhf
 $(BUILD)/pipelines/%.o: INC := -Ipipelines
 $(BUILD)/data/demo/%.o: INC := -Idata/demo
 $(BUILD)/reward/%.o:    INC := -Ireward
@@ -70,6 +72,13 @@ $(BUILD)/bench/%.o:     INC := -Ibench
 $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC) $(DEPFLAGS) -c $< -o $@
+
+# web/static/* (script, style sheet) compiled into the rlhf binary as byte arrays
+$(BUILD)/web/assets.c: web/embed.sh $(wildcard web/static/*)
+	@mkdir -p $(dir $@)
+	sh web/embed.sh $(sort $(wildcard web/static/*)) > $@.tmp && mv $@.tmp $@
+$(BUILD)/web/assets.o: $(BUILD)/web/assets.c
+	$(CC) $(CFLAGS) -Iweb -c $< -o $@
 
 $(LIB): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -107,6 +116,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/bench/benchlib.o $(LIB)
 # each program from its folder's objects (compiled with that folder's include path and -MMD)
 prog_obj = $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/*.c))
 $(BUILD)/bin/rlhf: $(RLHF_OBJ) $(DEMO_LIB) $(LIB)
+$(BUILD)/bin/rlhf: LDLIBS += $(WEB_LDLIBS)
 $(BUILD)/bin/sft: $(call prog_obj,sft) $(LIB)
 $(BUILD)/bin/reward: $(call prog_obj,reward) $(LIB)
 $(BUILD)/bin/ppo: $(call prog_obj,ppo) $(BUILD)/rlhf/extprog.o $(LIB)

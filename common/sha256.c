@@ -80,3 +80,63 @@ void sha256(const void *data, size_t n, uint8_t out[32]) {
     sha256_update(&c, data, n);
     sha256_final(&c, out);
 }
+
+// The inner and outer hashes of HMAC with the key's blocks already absorbed (RFC 2104: a key
+// longer than a block is hashed first), so that PBKDF2's rounds hash 32 bytes each.
+static void sha256_hmac_keys(const void *key, size_t keylen, Sha256 *in, Sha256 *out) {
+    uint8_t k[64] = {0}, pad[64];
+    if (keylen > 64) sha256(key, keylen, k);
+    else if (keylen) memcpy(k, key, keylen);
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+    sha256_init(in);
+    sha256_update(in, pad, 64);
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+    sha256_init(out);
+    sha256_update(out, pad, 64);
+}
+
+// HMAC from prepared key states: H(out || H(in || msg)).
+static void sha256_hmac_with(const Sha256 *in, const Sha256 *out, const void *msg, size_t n,
+                             uint8_t mac[32]) {
+    Sha256 c = *in;
+    uint8_t inner[32];
+    sha256_update(&c, msg, n);
+    sha256_final(&c, inner);
+    c = *out;
+    sha256_update(&c, inner, 32);
+    sha256_final(&c, mac);
+}
+
+void sha256_hmac(const void *key, size_t keylen, const void *msg, size_t n, uint8_t out[32]) {
+    Sha256 in, outer;
+    sha256_hmac_keys(key, keylen, &in, &outer);
+    sha256_hmac_with(&in, &outer, msg, n, out);
+}
+
+void sha256_pbkdf2(const void *password, size_t plen, const void *salt, size_t slen,
+                   uint64_t iterations, uint8_t *out, size_t dklen) {
+    Sha256 in, outer;
+    sha256_hmac_keys(password, plen, &in, &outer);
+    for (uint32_t block = 1; dklen > 0; block++) {
+        // U1 = HMAC(P, S || INT(block)); T = U1 ^ U2 ^ ... ^ Uc
+        uint8_t u[32], t[32], be[4] = {(uint8_t)(block >> 24), (uint8_t)(block >> 16),
+                                       (uint8_t)(block >> 8), (uint8_t)block};
+        Sha256 c = in;
+        uint8_t inner[32];
+        sha256_update(&c, salt, slen);
+        sha256_update(&c, be, 4);
+        sha256_final(&c, inner);
+        c = outer;
+        sha256_update(&c, inner, 32);
+        sha256_final(&c, u);
+        memcpy(t, u, 32);
+        for (uint64_t i = 1; i < iterations; i++) {
+            sha256_hmac_with(&in, &outer, u, 32, u);
+            for (int j = 0; j < 32; j++) t[j] ^= u[j];
+        }
+        size_t take = dklen < 32 ? dklen : 32;
+        memcpy(out, t, take);
+        out += take;
+        dklen -= take;
+    }
+}

@@ -3,7 +3,7 @@
 // metrics, reward scores, PPO rollouts), so that sft, reward, ppo and the pipeline runner share
 // one record and people can query it with the sqlite3 shell.
 //
-// Schema (version STORE_SCHEMA_VERSION = 5; every table STRICT; times are REAL Unix seconds, so
+// Schema (version STORE_SCHEMA_VERSION = 6; every table STRICT; times are REAL Unix seconds, so
 // `datetime(created, 'unixepoch')` reads them; texts are stored byte-exact, any bytes but NUL):
 //
 //   meta(key TEXT PRIMARY KEY, value)         'application' = 'rlhf.c workspace',
@@ -51,6 +51,15 @@
 //       ended, components)                                                 INDEX(run_id, iteration)
 //       components: the parts of the reward as a JSON object (ppo's reward models, reward
 //       programs, penalties, normalisation); '' when the reward is the reward model's score alone.
+//   users(id, labeler_id -> labelers UNIQUE, role, salt, hash, iterations, created)
+//       a login of `rlhf serve`: role 'labeler' | 'admin'; hash = PBKDF2-HMAC-SHA256 of the login
+//       token with salt and iterations (hex); the token itself is never stored.
+//   sessions(id, user_id -> users ON DELETE CASCADE, csrf, created, expires)
+//       id: SHA-256 (hex) of the session cookie's secret; csrf: the token every state-changing
+//       request of that session carries.
+//   ranking_flags(ranking_id -> rankings ON DELETE CASCADE, completion_id -> completions, flag)
+//       PRIMARY KEY(all three); flag 'unsafe' | 'broken': what a labeler marked on a completion
+//       while ranking it.
 //   imports(id, path, hash UNIQUE, kind, rows, created)
 //       hash: SHA-256 of the file's contents (store_hash_file), so a file imported twice, under
 //       any name, is recognised.
@@ -64,6 +73,7 @@
 //      samples and ranks those prompts once more for the policy's current contents)
 //   4  rollouts.components ('' on older rows)
 //   5  prompts.rendered (0 on older rows: plain text)
+//   6  users, sessions, ranking_flags
 // Opening a database whose version is newer than STORE_SCHEMA_VERSION is an error (nothing is
 // touched); an older one is migrated step by step inside one BEGIN IMMEDIATE transaction.
 //
@@ -103,7 +113,7 @@
 
 typedef struct sqlite3 sqlite3;
 
-#define STORE_SCHEMA_VERSION  5
+#define STORE_SCHEMA_VERSION  6
 #define STORE_APPLICATION     "rlhf.c workspace"
 #define STORE_BUSY_TIMEOUT_MS 30000
 #define STORE_HASH_HEX        65      // SHA-256 as 64 lowercase hex digits + NUL
@@ -422,6 +432,85 @@ int store_add_import(Store *s, const char *path, const char *hash, const char *k
 // receives how many rows were deleted.
 int store_delete_rollouts(Store *s, int64_t run_id, int64_t after_iteration, int64_t *n, char *err,
                           size_t errlen);
+
+// ---------------------------------------------------------------------------------------------
+// Labeling through `rlhf serve`: rankings for one's own claims, flags, undo, progress
+// ---------------------------------------------------------------------------------------------
+
+typedef struct {
+    int64_t completion_id;
+    const char *flag;         // "unsafe" or "broken"
+} StoreRankFlag;
+
+// As store_add_ranking, in one transaction, and only for a prompt labeler_id holds an active
+// claim on (unexpired, not skipped): returns -2 with a message when it holds none (another
+// labeler's prompt, an expired lease, a prompt never given), and nothing is stored. flags[n]
+// (may be NULL when n = 0) are stored with the ranking; each names one of its completions.
+int store_add_claimed_ranking(Store *s, int64_t prompt_id, int64_t labeler_id,
+                              const StoreRankItem *items, int k, const char *comment,
+                              const StoreRankFlag *flags, int n, int64_t *id, char *err,
+                              size_t errlen);
+// *active = 1 when labeler_id holds an active claim on prompt_id.
+int store_has_claim(Store *s, int64_t labeler_id, int64_t prompt_id, int *active, char *err,
+                    size_t errlen);
+// Undoes a ranking of labeler_id in one transaction: deletes it (items and flags with it) and
+// claims its prompt back for lease_s seconds (<= 0: 3600), so that nobody else takes the prompt
+// meanwhile. ranking_id 0: the labeler's newest ranking made at `since` (Unix seconds) or later;
+// *ranking_id_out and *prompt_id (may be NULL) receive what was undone, 0 when there is none. A
+// ranking of another labeler is an error (-2), and nothing changes.
+int store_undo_ranking(Store *s, int64_t labeler_id, int64_t ranking_id, double since,
+                       double lease_s, int64_t *ranking_id_out, int64_t *prompt_id, char *err,
+                       size_t errlen);
+
+typedef struct {
+    int64_t mine;             // rankings by this labeler
+    int64_t done;             // prompts ranked by at least `overlap` distinct labelers
+    int64_t queued;           // prompts queued for labeling
+} StoreLabelProgress;
+// The three counts (done and queued scan the rankings and the prompts: on a large workspace,
+// read them now and then rather than per request); store_count_rankings: mine alone (an index).
+int store_label_progress(Store *s, int64_t labeler_id, int overlap, StoreLabelProgress *p,
+                         char *err, size_t errlen);
+int store_count_rankings(Store *s, int64_t labeler_id, int64_t *n, char *err, size_t errlen);
+
+// ---------------------------------------------------------------------------------------------
+// Users and sessions of `rlhf serve`
+// ---------------------------------------------------------------------------------------------
+
+typedef enum { STORE_ROLE_LABELER = 0, STORE_ROLE_ADMIN } StoreRole;
+const char *store_role_name(StoreRole r);                // "labeler", "admin"
+int store_role_parse(const char *name, StoreRole *r);    // 0, or -1 when unknown
+
+typedef struct {
+    int64_t id, labeler_id;   // id 0: no such user
+    char *name, *salt, *hash; // the labeler's name; the token's salt and PBKDF2 hash (hex)
+    StoreRole role;
+    int64_t iterations, rankings;   // rankings: how many the labeler has made
+    double created;
+} StoreUser;
+// Adds a user for labeler NAME (created when absent: one already labeling in the terminal keeps
+// its rankings). A second user for one name is an error.
+int store_add_user(Store *s, const char *name, StoreRole role, const char *salt, const char *hash,
+                   int64_t iterations, int64_t *id, char *err, size_t errlen);
+int store_find_user(Store *s, const char *name, StoreUser *u, char *err, size_t errlen);
+void store_user_free(StoreUser *u);
+typedef int (*StoreUserFn)(const StoreUser *u, void *ctx);
+int store_each_user(Store *s, StoreUserFn fn, void *ctx, char *err, size_t errlen);   // by name
+// Removes user NAME and its sessions (the labeler and its rankings stay). Absent: an error.
+int store_delete_user(Store *s, const char *name, char *err, size_t errlen);
+
+typedef struct {
+    int64_t user_id, labeler_id;   // user_id 0: no such session, or it expired
+    char *name, *csrf;
+    StoreRole role;
+    double expires, created;
+} StoreSession;
+// Adds a session (id_hash: SHA-256 hex of the cookie's secret), dropping expired ones.
+int store_add_session(Store *s, const char *id_hash, int64_t user_id, const char *csrf,
+                      double expires, char *err, size_t errlen);
+int store_get_session(Store *s, const char *id_hash, StoreSession *out, char *err, size_t errlen);
+void store_session_free(StoreSession *ss);
+int store_delete_session(Store *s, const char *id_hash, char *err, size_t errlen);
 
 // Claims one given prompt for labeler_id for lease_s seconds (<= 0: 3600), refreshing its own
 // claim, without the overlap rule of store_claim_prompt: for a labeler going back to a prompt

@@ -111,6 +111,37 @@ const char *const STORE_QUERY_SQL[Q_COUNT] = {
     [Q_COMPLETION_POLICY_HAS] =
         "SELECT 1 FROM completion_policies WHERE policy_hash = ?1 AND completion_id = ?2",
     [Q_SOURCE_COUNT] = "SELECT count(*) FROM prompts p WHERE " PROMPT_FROM_SOURCE("?1"),
+    [Q_USER_ADD] = "INSERT INTO users(labeler_id, role, salt, hash, iterations, created) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [Q_USER_FIND] = "SELECT " USER_COLUMNS " FROM users u JOIN labelers l ON l.id = u.labeler_id "
+                    "WHERE l.name = ?1",
+    [Q_USER_DELETE] = "DELETE FROM users WHERE labeler_id = (SELECT id FROM labelers "
+                      "WHERE name = ?1)",
+    [Q_SESSION_ADD] = "INSERT INTO sessions(id, user_id, csrf, created, expires) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_SESSION_EXPIRE] = "DELETE FROM sessions WHERE expires <= ?1",
+    [Q_SESSION_GET] =
+        "SELECT s.user_id, u.labeler_id, l.name, u.role, s.csrf, s.expires, s.created "
+        "FROM sessions s "
+        "JOIN users u ON u.id = s.user_id JOIN labelers l ON l.id = u.labeler_id "
+        "WHERE s.id = ?1 AND s.expires > ?2",
+    [Q_SESSION_DELETE] = "DELETE FROM sessions WHERE id = ?1",
+    [Q_CLAIM_ACTIVE] = "SELECT 1 FROM claims WHERE prompt_id = ?1 AND labeler_id = ?2 "
+                       "AND skipped = 0 AND expires > ?3",
+    [Q_RANKING_FLAG_ADD] =
+        "INSERT INTO ranking_flags(ranking_id, completion_id, flag) VALUES (?1, ?2, ?3)",
+    [Q_RANKING_LAST] = "SELECT id FROM rankings WHERE labeler_id = ?1 AND created >= ?2 "
+                       "ORDER BY id DESC LIMIT 1",
+    [Q_RANKING_OWNER] = "SELECT labeler_id, prompt_id FROM rankings WHERE id = ?1",
+    [Q_LABELER_RANKINGS] = "SELECT count(*) FROM rankings WHERE labeler_id = ?1",
+    // ?1 labeler, ?2 overlap: the labeler's rankings, prompts ranked by at least ?2 labelers,
+    // prompts queued for labeling
+    [Q_LABEL_PROGRESS] =
+        "SELECT (SELECT count(*) FROM rankings WHERE labeler_id = ?1), "
+        "(SELECT count(*) FROM (SELECT prompt_id FROM rankings GROUP BY prompt_id "
+        "                       HAVING count(DISTINCT labeler_id) >= ?2)), "
+        "(SELECT count(*) FROM prompts p WHERE coalesce((SELECT max(ps.to_label) "
+        "  FROM prompt_sources ps WHERE ps.prompt_id = p.id), 1))",
 };
 
 const char *const STORE_MIGRATIONS[STORE_SCHEMA_VERSION] = {
@@ -244,4 +275,27 @@ const char *const STORE_MIGRATIONS[STORE_SCHEMA_VERSION] = {
     // prompts were all plain text)
     "ALTER TABLE prompts ADD COLUMN rendered INTEGER NOT NULL DEFAULT 0 "
     "CHECK (rendered IN (0, 1));",
+    // 5 -> 6: logins of `rlhf serve` (one per labeler, with a role; only a salted PBKDF2 hash of
+    // the token), their sessions (the SHA-256 of the cookie, never the cookie), and the flags a
+    // labeler puts on ranked completions
+    "CREATE TABLE users ("
+    "  id INTEGER PRIMARY KEY,"
+    "  labeler_id INTEGER NOT NULL UNIQUE REFERENCES labelers(id),"
+    "  role TEXT NOT NULL CHECK (role IN ('labeler', 'admin')),"
+    "  salt TEXT NOT NULL,"
+    "  hash TEXT NOT NULL,"
+    "  iterations INTEGER NOT NULL CHECK (iterations >= 1),"
+    "  created REAL NOT NULL) STRICT;"
+    "CREATE TABLE sessions ("
+    "  id TEXT PRIMARY KEY,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  csrf TEXT NOT NULL,"
+    "  created REAL NOT NULL,"
+    "  expires REAL NOT NULL) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX sessions_user ON sessions(user_id);"
+    "CREATE TABLE ranking_flags ("
+    "  ranking_id INTEGER NOT NULL REFERENCES rankings(id) ON DELETE CASCADE,"
+    "  completion_id INTEGER NOT NULL REFERENCES completions(id),"
+    "  flag TEXT NOT NULL CHECK (flag IN ('unsafe', 'broken')),"
+    "  PRIMARY KEY (ranking_id, completion_id, flag)) STRICT, WITHOUT ROWID;",
 };

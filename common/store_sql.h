@@ -21,11 +21,18 @@ enum {
     Q_IMPORT_FIND, Q_IMPORT_ADD,
     Q_PROMPT_SOURCE_ADD, Q_COMPLETION_POLICY_ADD, Q_COMPLETION_POLICY_HAS,
     Q_SOURCE_COUNT,
+    Q_USER_ADD, Q_USER_FIND, Q_USER_DELETE,
+    Q_SESSION_ADD, Q_SESSION_EXPIRE, Q_SESSION_GET, Q_SESSION_DELETE,
+    Q_CLAIM_ACTIVE, Q_RANKING_FLAG_ADD, Q_RANKING_LAST, Q_RANKING_OWNER, Q_LABEL_PROGRESS,
+    Q_LABELER_RANKINGS,
     Q_COUNT
 };
 
 #define RUN_COLUMNS "id, stage, name, program, config, config_hash, status, checkpoint, started, " \
                     "finished, exit_code, pid, host, parent_id"
+
+#define USER_COLUMNS "u.id, u.labeler_id, l.name, u.role, u.salt, u.hash, u.iterations, " \
+                     "u.created, (SELECT count(*) FROM rankings r WHERE r.labeler_id = l.id)"
 
 extern const char *const STORE_QUERY_SQL[Q_COUNT];
 extern const char *const STORE_MIGRATIONS[STORE_SCHEMA_VERSION];

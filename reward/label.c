@@ -472,15 +472,9 @@ static int ask_person(Label *L, int64_t pid, const Comps *c, char *err, size_t e
         if (a.kind == REWARD_ANSWER_UNDO) {
             if (!L->nundo) { printf("nothing to undo in this session\n"); continue; }
             int64_t rid = L->undo_rank[L->nundo - 1], upid = L->undo_prompt[L->nundo - 1];
-            // delete and claim back in one transaction: nobody else can take the prompt meanwhile
-            if (store_begin(L->db, err, errlen)) { rc = -1; break; }
-            if (store_delete_ranking(L->db, rid, err, errlen) ||
-                store_claim_prompt_id(L->db, L->labeler_id, upid, L->co.lease_s, err, errlen) ||
-                store_commit(L->db, err, errlen)) {
-                store_rollback(L->db, NULL, 0);
-                rc = -1;
-                break;
-            }
+            // deleted and claimed back in one transaction: nobody else can take the prompt
+            if (store_undo_ranking(L->db, L->labeler_id, rid, 0, L->co.lease_s, NULL, NULL, err,
+                                   errlen)) { rc = -1; break; }
             L->nundo--;
             L->ranked--;
             printf("undone: ranking %lld of prompt %lld; it comes back\n", (long long)rid,

@@ -6,6 +6,8 @@
 #include "commands.h"
 #include "demo.h"
 #include "pipeline.h"
+#include "auth.h"
+#include "server.h"
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,6 +30,10 @@ static const CliSubcommand commands[] = {
      "[--noise P] [--seed S]       rank completions read from stdin (reward label --judge)"},
     {"merge", cmd_merge,
      "BASE ADAPTER --out DIR       fold a LoRA (PEFT) adapter into the weights"},
+    {"serve", server_cmd_serve,
+     "WORKSPACE [--listen 127.0.0.1:8080]   labeling and dashboards in a browser"},
+    {"users", auth_cmd_users,
+     "add|list|remove WORKSPACE ...   the logins of rlhf serve (labeler, admin)"},
     {"eval-policy", cmd_eval_policy,
      "--a CKPT --b CKPT --prompts FILE   win rate, reward, KL, accuracy, alignment tax"},
     {"report", cmd_report,

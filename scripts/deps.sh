@@ -3,10 +3,12 @@
 # headers and libraries themselves rather than package names (a nodejs from another source that
 # carries npm, a compiler built by hand: whatever works is fine).
 #   scripts/deps.sh build   make, a C compiler, OpenBLAS (OpenMP build), SQLite, libyaml, PCRE2,
-#                           cJSON (every `make` runs this; quiet when all is there)
+#                           cJSON, utf8proc, libmicrohttpd (every `make` runs this; quiet when all
+#                           is there)
 #   scripts/deps.sh demo    the same (the demo needs nothing more)
 #   scripts/deps.sh test    plus Python 3 with PyTorch (reference checks), valgrind, the sqlite3
-#                           shell and Open MPI (the MPI tests)
+#                           shell, Open MPI (the MPI tests), Chromium, its driver and Selenium
+#                           (rlhf serve's browser test)
 #   scripts/deps.sh bench   plus Node.js and npm (the tokenizer benchmark's references)
 #   scripts/deps.sh fuzz    plus clang with libFuzzer (make fuzz)
 # As root it installs the Debian packages for what is missing (apt-get update, then apt-get
@@ -52,8 +54,12 @@ int main(void) { return pcre2_compile((PCRE2_SPTR)"a", 1, 0, &(int){0}, &(PCRE2_
 int main(void) { cJSON *j = cJSON_Parse("1"); cJSON_Delete(j); return j == NULL; }' '-lcjson' || need libcjson-dev
     c_works '#include <utf8proc.h>
 int main(void) { return utf8proc_version() == NULL; }' '-lutf8proc' || need libutf8proc-dev
+    # rlhf serve's HTTP server
+    c_works '#include <microhttpd.h>
+int main(void) { return MHD_get_version() == NULL; }' '-lmicrohttpd' || need libmicrohttpd-dev
 else
-    for p in libopenblas-openmp-dev libsqlite3-dev libyaml-dev libpcre2-dev libcjson-dev libutf8proc-dev; do
+    for p in libopenblas-openmp-dev libsqlite3-dev libyaml-dev libpcre2-dev libcjson-dev libutf8proc-dev \
+             libmicrohttpd-dev; do
         need $p
     done
 fi
@@ -65,6 +71,10 @@ if [ "$mode" = test ] || [ "$mode" = bench ]; then
     have sqlite3 || need sqlite3
     have mpicc || need libopenmpi-dev
     have mpirun || need openmpi-bin
+    # rlhf serve's browser test: headless Chromium driven by Selenium
+    have chromium || need chromium
+    have chromedriver || need chromium-driver
+    /usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || need python3-selenium
 fi
 if [ "$mode" = bench ]; then
     have node || need nodejs

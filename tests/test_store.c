@@ -56,17 +56,7 @@ static Store *open_fresh(const char *name) {
 }
 
 // The single integer a query returns (-1 on error).
-static int64_t query_int(Store *s, const char *sql) {
-    sqlite3_stmt *st;
-    int64_t v = -1;
-    if (sqlite3_prepare_v2(store_sqlite(s), sql, -1, &st, NULL) != SQLITE_OK) {
-        fprintf(stderr, "query %s: %s\n", sql, sqlite3_errmsg(store_sqlite(s)));
-        return -1;
-    }
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
+static int64_t query_int(Store *s, const char *sql) { return test_sql_int(store_sqlite(s), sql); }
 
 static void check_integrity(Store *s, int line) {
     char err[512];
@@ -105,7 +95,8 @@ static void test_open(void) {
     CHECK(query_int(s, "PRAGMA foreign_keys") == 1);
     CHECK(query_int(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'prompts', "
                        "'demonstrations', 'completions', 'labelers', 'rankings', 'ranking_items', 'claims', "
-                       "'reward_scores', 'runs', 'metrics', 'rollouts', 'imports')") == 13);
+                       "'reward_scores', 'runs', 'metrics', 'rollouts', 'imports', 'users', 'sessions', "
+                       "'ranking_flags')") == 16);
     CHECK(query_int(s, "SELECT count(*) FROM meta WHERE key = 'application' AND value = '" STORE_APPLICATION "'") == 1);
     CHECK(strstr(store_path(s), "open.db") != NULL);
     CHECK(!store_in_transaction(s));
@@ -1181,7 +1172,7 @@ static void test_refused_files(void) {
     CHECK(raw_exec(newer, "UPDATE meta SET value = 99 WHERE key = 'schema_version'") == SQLITE_OK);
     CHECK(store_open(&s, newer, err, sizeof err) == -1 && s == NULL);
     CHECK_MSG(
-        strstr(err, "newer.db: workspace schema version 99 is newer than this program's (5)") &&
+        strstr(err, "newer.db: workspace schema version 99 is newer than this program's (6)") &&
             one_line(err),
         "%s", err);
     // Not a database at all.

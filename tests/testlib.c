@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "util.h"
 #include <ftw.h>
+#include <sqlite3.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -138,3 +139,15 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 }
 
 void test_rm_rf(const char *path) { nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
+int64_t test_sql_int(sqlite3 *db, const char *sql) {
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "query %s: %s\n", sql, sqlite3_errmsg(db));
+        return -1;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}

@@ -44,6 +44,10 @@ int test_check_close(const char *file, int line, const float *a, const float *b,
 void *test_read_file(const char *path, size_t *len);
 void  test_write_file(const char *path, const void *data, size_t n);
 void  test_rm_rf(const char *path);
+// The single integer an SQL query returns on db (a sqlite3 *, e.g. store_sqlite's); -1 when it
+// fails or returns no row (the message on stderr).
+struct sqlite3;
+int64_t test_sql_int(struct sqlite3 *db, const char *sql);
 // A fresh scratch directory $TMPDIR/PREFIX_XXXXXX (/tmp without TMPDIR) in dir[0..n); when it
 // cannot be made, prints a failed summary and returns -1 (main returns 1).
 int   test_scratch_dir(char *dir, size_t n, const char *prefix);
