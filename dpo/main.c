@@ -125,6 +125,7 @@ typedef struct {
     int64_t max_ranking_id;  // rankings used: ids up to this one
     DpoSet train, valid;
     char ref_path[4200];     // OUT.DIR/reference_logps.bin
+    int ref_is_start;        // the reference pass just ran the starting policy (model.ref unset)
     int64_t step;
     Rng rng;
     int64_t *perm, perm_epoch;
@@ -288,7 +289,9 @@ static int reference_pass(Dpo *d, DpoSet *s, char *err, size_t errlen) {
 
 // The statistics of s's first groups (all, or eval.max_groups) under the policy: one pass over
 // the sequences they use, then the losses from those numbers (so that at step 0 the policy's
-// numbers are the reference's, bit for bit).
+// numbers are the reference's, bit for bit). At step 0 of a run whose reference pass has just run
+// the starting policy over the same sequences in the same micro-batches, that pass's numbers
+// are the policy's: no second pass.
 static int evaluate(Dpo *d, const DpoSet *s, DpoStats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     int64_t ng = s->ng, maxg = config_get_int(d->cfg, "eval.max_groups"), nseq = 0;
@@ -297,7 +300,15 @@ static int evaluate(Dpo *d, const DpoSet *s, DpoStats *st, char *err, size_t err
         for (int i = 0; i < s->g[j].k; i++)
             if (s->it[s->g[j].first + i].seq >= nseq) nseq = s->it[s->g[j].first + i].seq + 1;
     double *lps = MALLOC_CHECK((size_t)(nseq + 1) * sizeof(double));
-    int rc = seq_pass(d, s, nseq, lps, err, errlen);
+    int rc = 0;
+    if (d->step == 0 && d->ref_is_start && nseq == s->nseq) {
+        memcpy(lps, s->ref, (size_t)nseq * sizeof(double));
+        if (dist_main(&d->dist))
+            fprintf(stderr, "dpo: step 0: the policy is the reference: its held-out "
+                    "log-probabilities are the reference pass's\n");
+    } else {
+        rc = seq_pass(d, s, nseq, lps, err, errlen);
+    }
     for (int64_t j = 0; j < ng && rc == 0; j++) {
         const DpoGroup *g = &s->g[j];
         double lp[DPO_MAX_K], dl[DPO_MAX_K];
@@ -607,6 +618,7 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
         d->model = policy;
     }
     if (rc) return -1;
+    d->ref_is_start = !ref[0];
     if (dist_main(&d->dist)) {
         fprintf(stderr, "dpo: reference log-probabilities of %lld sequences in %.1f s (%s), "
                 "stored in %s\n", (long long)(d->train.nseq + d->valid.nseq), util_time_s() - t0,

@@ -60,6 +60,17 @@ l0=$(m valid/loss 0); m0=$(m valid/rewards/margins 0); a30=$(m valid/rewards/acc
 close "$l0" 0.69314718 1e-7 && [ "$m0" = 0.0 ] && [ "$(m valid/rewards/chosen 0)" = 0.0 ] &&
     ok "policy = reference at step 0: held-out loss $l0 = log 2, margins $m0" ||
     bad "step 0: loss $l0 margins $m0"
+# the step-0 evaluation reuses the reference pass (model.ref unset: the reference is the starting
+# policy); with the same checkpoint named as model.ref it runs its own pass: the same numbers
+"$B/dpo" -c dpo.yaml --set out.dir=run_ref --set model.ref=base --set train.steps=1 > /dev/null 2> err_ref ||
+    bad "dpo run with model.ref"
+m_ref() { sql ws.db "select value from metrics m join runs r on r.id = m.run_id where r.stage = 'dpo'
+                      and r.checkpoint like '%run_ref/final' and m.name = '$1' and m.step = 0"; }
+lc=$(m valid/logps/chosen 0); lr=$(m valid/logps/rejected 0)
+grep -q "step 0: the policy is the reference" err && ! grep -q "step 0: the policy is" err_ref &&
+    [ -n "$lc" ] && [ "$lc" = "$(m_ref valid/logps/chosen)" ] && [ "$lr" = "$(m_ref valid/logps/rejected)" ] &&
+    ok "step 0 reuses the reference pass: held-out logps $lc / $lr, equal to a pass of its own" ||
+    bad "step-0 reuse: logps $lc / $lr vs $(m_ref valid/logps/chosen) / $(m_ref valid/logps/rejected)"
 below 0.7 "$a30" && below "$(m valid/loss 30)" 0.6 &&
     ok "30 steps: held-out preference accuracy $a30, loss $(m valid/loss 30)" ||
     bad "held-out accuracy $a30"
