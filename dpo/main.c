@@ -261,30 +261,59 @@ static void rank_share(const Dist *dist, int64_t n, int64_t *lo, int64_t *hi) {
     *hi = n * (dist->rank + 1) / dist->size;
 }
 
-// The log-probabilities of sequences [0, n) of s under the model now loaded, into out (n): each
-// rank runs its share, one allreduce gathers them (the others' entries are 0). A completion in
-// several pairs is run once.
-static int seq_pass(Dpo *d, const DpoSet *s, int64_t n, double *out, char *err, size_t errlen) {
-    int64_t lo, hi;
-    memset(out, 0, (size_t)n * sizeof(double));
+// The log-probabilities of sequences list[0..n) of s (NULL: sequences [0, n)) under the model now
+// loaded, into out (indexed by sequence, n of them without a list, s->nseq with one; the others
+// 0): each rank runs its share, one allreduce gathers them (the others' entries are 0). A
+// completion in several pairs is run once.
+static int seq_pass(Dpo *d, const DpoSet *s, const int64_t *list, int64_t n, double *out,
+                    char *err, size_t errlen) {
+    int64_t lo, hi, len = list ? s->nseq : n;
+    memset(out, 0, (size_t)len * sizeof(double));
     rank_share(&d->dist, n, &lo, &hi);
     for (int64_t i0 = lo; i0 < hi; i0 += d->max_rows) {
         int b = (int)(hi - i0 < d->max_rows ? hi - i0 : d->max_rows);
-        for (int j = 0; j < b; j++) d->rowseq[j] = i0 + j;
+        for (int j = 0; j < b; j++) d->rowseq[j] = list ? list[i0 + j] : i0 + j;
         ModelBatch mb = fill_batch(d, s, d->rowseq, b);
         if (model_forward(&d->model, &mb, 0, err, errlen)) return -1;
         model_get_logp(&d->model, d->logp);
-        for (int j = 0; j < b; j++) out[i0 + j] = seq_logp(d, &s->seq[i0 + j], j, mb.T);
+        for (int j = 0; j < b; j++)
+            out[d->rowseq[j]] = seq_logp(d, &s->seq[d->rowseq[j]], j, mb.T);
     }
-    dist_allreduce_sum_double(&d->dist, out, n);
+    dist_allreduce_sum_double(&d->dist, out, len);
     return 0;
 }
 
-// Every sequence's log-probability under the model now loaded (the reference), into s->ref.
-static int reference_pass(Dpo *d, DpoSet *s, char *err, size_t errlen) {
+static int64_t group_at(Dpo *d, int64_t p);
+
+// The training sequences the run's steps use, in order, into *list (NULL when the steps go
+// through every group, a whole epoch or more): a run shorter than an epoch needs the reference
+// of the groups it draws only. The count of them, or -1 when all.
+static int64_t used_sequences(Dpo *d, int64_t **list) {
+    const DpoSet *s = &d->train;
+    *list = NULL;
+    if (d->total_steps * d->bs >= s->ng) return -1;
+    char *used = CALLOC_CHECK((size_t)s->nseq + 1, 1);
+    for (int64_t p = 0; p < d->total_steps * d->bs; p++) {
+        const DpoGroup *g = &s->g[group_at(d, p)];
+        for (int i = 0; i < g->k; i++) used[s->it[g->first + i].seq] = 1;
+    }
+    int64_t n = 0;
+    for (int64_t q = 0; q < s->nseq; q++) n += used[q];
+    *list = MALLOC_CHECK((size_t)n * sizeof(int64_t) + 1);
+    for (int64_t q = 0, j = 0; q < s->nseq; q++)
+        if (used[q]) (*list)[j++] = q;
+    free(used);
+    return n;
+}
+
+// The log-probability under the model now loaded (the reference) of every sequence of s, or of
+// those list[0..n) only (the others stay 0), into s->ref.
+static int reference_pass(Dpo *d, DpoSet *s, const int64_t *list, int64_t n, char *err,
+                          size_t errlen) {
     free(s->ref);
     s->ref = CALLOC_CHECK((size_t)s->nseq + 1, sizeof(double));
-    return seq_pass(d, s, s->nseq, s->ref, err, errlen);
+    return list ? seq_pass(d, s, list, n, s->ref, err, errlen)
+                : seq_pass(d, s, NULL, s->nseq, s->ref, err, errlen);
 }
 
 // The statistics of s's first groups (all, or eval.max_groups) under the policy: one pass over
@@ -307,7 +336,7 @@ static int evaluate(Dpo *d, const DpoSet *s, DpoStats *st, char *err, size_t err
             fprintf(stderr, "dpo: step 0: the policy is the reference: its held-out "
                     "log-probabilities are the reference pass's\n");
     } else {
-        rc = seq_pass(d, s, nseq, lps, err, errlen);
+        rc = seq_pass(d, s, NULL, nseq, lps, err, errlen);
     }
     for (int64_t j = 0; j < ng && rc == 0; j++) {
         const DpoGroup *g = &s->g[j];
@@ -610,9 +639,12 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
         }
     }
     double t0 = util_time_s();
-    int rc = reference_pass(d, &d->train, err, errlen) || reference_pass(d, &d->valid, err, errlen)
+    int64_t *list, n_used = used_sequences(d, &list);
+    int rc = reference_pass(d, &d->train, list, n_used, err, errlen) ||
+                     reference_pass(d, &d->valid, NULL, 0, err, errlen)
                  ? -1
                  : 0;
+    free(list);
     if (ref[0]) {
         model_free(&d->model);
         d->model = policy;
@@ -620,9 +652,11 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
     if (rc) return -1;
     d->ref_is_start = !ref[0];
     if (dist_main(&d->dist)) {
-        fprintf(stderr, "dpo: reference log-probabilities of %lld sequences in %.1f s (%s), "
-                "stored in %s\n", (long long)(d->train.nseq + d->valid.nseq), util_time_s() - t0,
-                ref[0] ? ref : "the starting policy", d->ref_path);
+        fprintf(stderr, "dpo: reference log-probabilities of %lld sequences%s in %.1f s (%s), "
+                "stored in %s\n",
+                (long long)((n_used < 0 ? d->train.nseq : n_used) + d->valid.nseq),
+                n_used < 0 ? "" : " (the training ones its steps use, and the held-out ones)",
+                util_time_s() - t0, ref[0] ? ref : "the starting policy", d->ref_path);
         if (dpo_ref_write(d->ref_path, &d->train, &d->valid, err, errlen)) return -1;
     }
     int64_t fp;   // computed again on resume: the numbers the run trained with?

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The comparison table of pipelines/demo-methods.yaml (or records-methods.yaml), read from its
 # workspace database:
-#   sh scripts/methods_table.sh [--seeds] WORKSPACE.db [METHOD ...]   (default: ppo grpo rloo dpo ipo)
+#   sh scripts/methods_table.sh [--seeds[=N,N...]] WORKSPACE.db [METHOD ...]
+#   (default methods: ppo grpo rloo dpo ipo)
 # For each method: the last finished `rlhf eval-policy` run named eval-METHOD (judge win rate
 # against SFT with its bootstrap 95% interval, task accuracy, KL to SFT, held-out pretraining
 # loss, all of the method's policy; SFT's in the first row) and the last finished pipeline stage
@@ -12,11 +13,17 @@
 # scripts/methods_seeds.sh runs them): one row per method with the mean of each figure over its
 # seeds and the range [lowest, highest], and the seeds. Each evaluation belongs to the method's
 # stage run that finished last before it started (its seed read from that stage's command); of
-# several evaluations of one seed, the last counts.
+# several evaluations of one seed, the last counts. --seeds=2,3,4: those seeds only.
 # A figure not recorded prints as "-". Needs the sqlite3 shell.
-usage="usage: sh scripts/methods_table.sh [--seeds] WORKSPACE.db [METHOD ...]"
-seeds=0
-[ "${1:-}" = "--seeds" ] && { seeds=1; shift; }
+usage="usage: sh scripts/methods_table.sh [--seeds[=N,N...]] WORKSPACE.db [METHOD ...]"
+seeds=0 only=""
+case ${1:-} in
+    --seeds) seeds=1; shift;;
+    --seeds=*)
+        seeds=1; only=${1#--seeds=}; shift
+        case $only in *[!0-9,]*|""|,*|*,|*,,*)
+            echo "methods_table: --seeds=$only: expected seeds separated by commas" >&2; exit 1;; esac;;
+esac
 [ $# -ge 1 ] || { echo "$usage" >&2; exit 1; }
 db=$1; shift
 [ -f "$db" ] || { echo "methods_table: $db: no such file" >&2; exit 1; }
@@ -35,7 +42,8 @@ accuracy() {
 
 # --seeds: per method, one row (run ids and figures) per seed, the latest evaluation of each
 seed_rows() {
-    m=$1
+    m=$1 filter=""
+    [ -n "$only" ] && filter="where seed in ($only)"
     q "with e as (select id, started from runs where stage = 'eval' and name = 'eval-$m' and status = 'done'),
        ep as (select e.id eid, (select p.id from runs p where p.stage = 'pipeline/$m' and p.status = 'done'
                                  and p.finished <= e.started order by p.finished desc, p.id desc limit 1) pid
@@ -43,7 +51,7 @@ seed_rows() {
        s as (select ep.eid, ep.pid, cast(substr(p.config, instr(p.config, 'train.seed=') + 11) as integer) seed,
                     p.finished - p.started wall, p.checkpoint out
              from ep join runs p on p.id = ep.pid where instr(p.config, 'train.seed=') > 0),
-       last as (select seed, max(eid) eid from s group by seed)
+       last as (select seed, max(eid) eid from s $filter group by seed)
        select s.seed, s.eid, s.wall,
               (select value from metrics where run_id = s.eid and name = 'win_rate' and step = 0),
               (select value from metrics where run_id = s.eid and step = 0 and name in ('a/accuracy', 'a/score')

@@ -88,6 +88,30 @@ diff=$(awk -v a="$c" -v b="$r" 'BEGIN { printf "%.12g", a - b }')
     ok "TRL's metrics under train/ and valid/ (margins = chosen - rejected), final/ written" ||
     bad "metrics missing:$missing (margins $g, chosen $c, rejected $r)"
 
+# a run shorter than an epoch (30 steps of 8 of the 480 training pairs) runs the reference over
+# the training sequences its steps draw only (the others stay 0); a run of a whole epoch over all:
+# the same numbers where both have one, every held-out one in both
+"$B/dpo" -c dpo.yaml --set out.dir=epoch --set train.steps=60 > /dev/null 2> err_full ||
+    bad "dpo run of an epoch"
+python3 - run/reference_logps.bin epoch/reference_logps.bin > out 2>&1 <<'PY' &&
+import struct, sys
+def read(p):
+    b = open(p, "rb").read()
+    nt, nv = struct.unpack_from("<qq", b, 24)
+    x = struct.unpack_from("<%dd" % (nt + nv), b, 40)
+    return x[:nt], x[nt:]
+(t, v), (ft, fv) = read(sys.argv[1]), read(sys.argv[2])
+assert len(t) == len(ft) and all(x != 0 for x in ft), "the epoch's run has every training number"
+skipped = sum(1 for x in t if x == 0)
+assert 0 < skipped < len(t), "skipped %d of %d" % (skipped, len(t))
+assert all(x == 0 or abs(x - y) <= 1e-9 * abs(y) for x, y in zip(t, ft)), "numbers differ"
+assert v == fv, "held-out numbers differ"
+print("%d of %d training sequences" % (len(t) - skipped, len(t)))
+PY
+    grep -q "the training ones its steps use" err && ! grep -q "the training ones its steps use" err_full &&
+    ok "the reference runs over the training sequences the steps use only: $(cat out), the same numbers" ||
+    bad "reference of the used sequences: $(cat out)"
+
 # ---------------------------------------------------------------------------------------------
 # the pairs of K-wise rankings = the same pairs imported pairwise
 sed 's/rank.jsonl/pairs.jsonl/; s/dir: run/dir: pw/; s/ws.db/pw.db/' dpo.yaml > pw.yaml

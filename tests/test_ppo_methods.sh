@@ -76,6 +76,17 @@ print("%.3f -> %.3f" % (first, last))
 assert last > first + 0.25, (first, last)
 PY
 
+# the pretraining text is tokenized before the models are allocated: the tokenizer's transient
+# memory is freed before theirs is taken, not added to it at the run's peak
+"$B/ppo" -c grpo.yaml --set out.dir=grpo_ptx --set ptx.coef=1 --set 'ptx.data=[corpus.txt]' \
+    --set ptx.batch_size=4 --set ptx.seq_len=32 --set train.iterations=1 > /dev/null 2> err ||
+    bad "grpo run with the pretraining mix"
+t=$(grep -n "^ppo: tokenizing 1 pretraining file" err | cut -d: -f1)
+p=$(grep -n "^ppo: memory plan" err | cut -d: -f1)
+[ -n "$t" ] && [ -n "$p" ] && [ "$t" -lt "$p" ] && [ -f grpo_ptx/ptx.tok ] &&
+    ok "the pretraining text is tokenized (line $t) before the models are allocated (memory plan, line $p)" ||
+    bad "ptx tokenized at line '$t', memory plan at '$p'"
+
 # 3. rloo with the KL as a loss term: recorded, and the rollouts' rewards are the shaped scores
 "$B/ppo" -c grpo.yaml --set algorithm=rloo --set out.dir=rloo --set kl.mode=loss \
     --set train.iterations=4 > /dev/null 2> err || bad "rloo run (kl.mode loss)"
