@@ -14,10 +14,11 @@
 // needs only the step count. The rankings used are fixed when the run starts (ids up to the
 // highest one then; their fingerprint is checked on resume).
 //
-// The reference (model.ref, default model.init) is run once over every completion of both splits
-// at a fresh start; its log-probabilities go to OUT.DIR/reference_logps.bin, which a resumed run
-// reads back (checked against the fingerprint saved in last/), so the reference is never loaded
-// again. SimPO needs no reference. Held-out evaluation runs each completion once too, then
+// The reference (model.ref, default model.init) is run once at a fresh start over every held-out
+// completion and every training completion the run's steps draw (all of them from one epoch on;
+// the group order is known in advance); its log-probabilities go to OUT.DIR/reference_logps.bin,
+// which a resumed run reads back (checked against the fingerprint saved in last/), so the
+// reference is never loaded again. SimPO needs no reference. Held-out evaluation runs each completion once too, then
 // computes the pairs' losses from those numbers.
 //
 // Outputs: OUT.DIR/last (resumable: weights, AdamW moments, step) and OUT.DIR/final (the policy).
