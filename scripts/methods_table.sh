@@ -60,31 +60,33 @@ seed_rows() {
               (select value from metrics where run_id = s.eid and name = 'a/pretrain_loss' and step = 0),
               (select m.value / 1048576.0 from metrics m join runs r on r.id = m.run_id
                 where r.stage not like 'pipeline/%' and r.checkpoint like s.out || '/%' and r.id > s.pid
-                  and r.id < s.eid and m.name = 'run/peak_rss_bytes' order by r.id desc limit 1)
+                  and r.id < s.eid and m.name = 'run/peak_rss_bytes' order by r.id desc limit 1),
+              (select value from metrics where run_id = s.eid and name = 'win_rate_lo' and step = 0)
        from s join last on last.eid = s.eid order by s.seed"
 }
 
-# mean [lo-hi] of column $1 (3..8 of seed_rows) with $2 decimals, from stdin
+# mean [lo-hi] of column $1 (3..9 of seed_rows) with $2 decimals and unit $3, from stdin
+# (column 9, the interval's lower end: its lowest value only)
 stat() {
     awk -F'|' -v c="$1" -v d="$2" -v u="$3" '$c != "" { s += $c; n++; if (n == 1 || $c < lo) lo = $c; if (n == 1 || $c > hi) hi = $c }
         END { if (!n) { printf "-"; exit }
-              f = "%." d "f"; printf f " [" f "-" f "]" u, s / n, lo, hi }'
+              f = "%." d "f"; if (c == 9) printf f, lo; else printf f " [" f "-" f "]" u, s / n, lo, hi }'
 }
 
 if [ $seeds -eq 1 ]; then
-    echo "| method | seeds | judge: preferred to SFT, mean [range] | task accuracy | KL to SFT | held-out pretraining loss | wall time | peak memory |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| method | seeds | judge: preferred to SFT, mean [range] | lowest 95% CI lower end | task accuracy | KL to SFT | held-out pretraining loss | wall time | peak memory |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     first=1
     for m in "$@"; do
         rows=$(seed_rows "$m")
         if [ $first -eq 1 ] && [ -n "$rows" ]; then
             e=$(echo "$rows" | head -1 | cut -d'|' -f2)
-            echo "| SFT | - | - | $(fmt "$(accuracy "$e" b)" 3) | 0 | $(fmt "$(metric "$e" b/pretrain_loss)" 3) | - | - |"
+            echo "| SFT | - | - | - | $(fmt "$(accuracy "$e" b)" 3) | 0 | $(fmt "$(metric "$e" b/pretrain_loss)" 3) | - | - |"
             first=0
         fi
-        if [ -z "$rows" ]; then echo "| $m | - | - | - | - | - | - | - |"; continue; fi
+        if [ -z "$rows" ]; then echo "| $m | - | - | - | - | - | - | - | - |"; continue; fi
         list=$(echo "$rows" | cut -d'|' -f1 | paste -sd, -)
-        echo "| $m | $list | $(echo "$rows" | stat 4 3) | $(echo "$rows" | stat 5 3) | $(echo "$rows" | stat 6 2) | $(echo "$rows" | stat 7 3) | $(echo "$rows" | stat 3 0 " s") | $(echo "$rows" | stat 8 0 " MiB") |"
+        echo "| $m | $list | $(echo "$rows" | stat 4 3) | $(echo "$rows" | stat 9 3) | $(echo "$rows" | stat 5 3) | $(echo "$rows" | stat 6 2) | $(echo "$rows" | stat 7 3) | $(echo "$rows" | stat 3 0 " s") | $(echo "$rows" | stat 8 1 " MiB") |"
     done
     exit 0
 fi
