@@ -73,6 +73,12 @@ stat() {
               f = "%." d "f"; if (c == 9) printf f, lo; else printf f " [" f "-" f "]" u, s / n, lo, hi }'
 }
 
+# SFT's row from eval run $1 (policy b), with $2 more "- |" cells after the first
+sft_row() {
+    printf "| SFT | -%s | %s | 0 | %s | - | - |\n" "$2" "$(fmt "$(accuracy "$1" b)" 3)" \
+        "$(fmt "$(metric "$1" b/pretrain_loss)" 3)"
+}
+
 if [ $seeds -eq 1 ]; then
     echo "| method | seeds | judge: preferred to SFT, mean [range] | lowest 95% CI lower end | task accuracy | KL to SFT | held-out pretraining loss | wall time | peak memory |"
     echo "|---|---|---|---|---|---|---|---|---|"
@@ -80,8 +86,7 @@ if [ $seeds -eq 1 ]; then
     for m in "$@"; do
         rows=$(seed_rows "$m")
         if [ $first -eq 1 ] && [ -n "$rows" ]; then
-            e=$(echo "$rows" | head -1 | cut -d'|' -f2)
-            echo "| SFT | - | - | - | $(fmt "$(accuracy "$e" b)" 3) | 0 | $(fmt "$(metric "$e" b/pretrain_loss)" 3) | - | - |"
+            sft_row "$(echo "$rows" | head -1 | cut -d'|' -f2)" " | - | -"
             first=0
         fi
         if [ -z "$rows" ]; then echo "| $m | - | - | - | - | - | - | - | - |"; continue; fi
@@ -96,10 +101,7 @@ echo "|---|---|---|---|---|---|---|"
 first=1
 for m in "$@"; do
     e=$(eval_run "$m")
-    if [ $first -eq 1 ] && [ -n "$e" ]; then
-        echo "| SFT | - | $(fmt "$(accuracy "$e" b)" 3) | 0 | $(fmt "$(metric "$e" b/pretrain_loss)" 3) | - | - |"
-        first=0
-    fi
+    if [ $first -eq 1 ] && [ -n "$e" ]; then sft_row "$e" ""; first=0; fi
     # the stage's run (its checkpoint is the stage's out folder) and its program's run (whose
     # checkpoint lies in that folder)
     st=$(q "select finished - started, checkpoint from runs where stage = 'pipeline/$m' and status = 'done' order by id desc limit 1")
