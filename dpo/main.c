@@ -18,8 +18,8 @@
 // completion and every training completion the run's steps draw (all of them from one epoch on;
 // the group order is known in advance); its log-probabilities go to OUT.DIR/reference_logps.bin,
 // which a resumed run reads back (checked against the fingerprint saved in last/), so the
-// reference is never loaded again. SimPO needs no reference. Held-out evaluation runs each completion once too, then
-// computes the pairs' losses from those numbers.
+// reference is never loaded again. SimPO needs no reference. Held-out evaluation runs each
+// completion once too, then computes the pairs' losses from those numbers.
 //
 // Outputs: OUT.DIR/last (resumable: weights, AdamW moments, step) and OUT.DIR/final (the policy).
 // Metrics, with TRL's names under train/ and valid/: loss, rewards/chosen, rewards/rejected,
