@@ -14,11 +14,12 @@
 // needs only the step count. The rankings used are fixed when the run starts (ids up to the
 // highest one then; their fingerprint is checked on resume).
 //
-// The reference (model.ref, default model.init) is run once over every completion of both splits
-// at a fresh start; its log-probabilities go to OUT.DIR/reference_logps.bin, which a resumed run
-// reads back (checked against the fingerprint saved in last/), so the reference is never loaded
-// again. SimPO needs no reference. Held-out evaluation runs each completion once too, then
-// computes the pairs' losses from those numbers.
+// The reference (model.ref, default model.init) is run once at a fresh start over every held-out
+// completion and every training completion the run's steps draw (all of them from one epoch on;
+// the group order is known in advance); its log-probabilities go to OUT.DIR/reference_logps.bin,
+// which a resumed run reads back (checked against the fingerprint saved in last/), so the
+// reference is never loaded again. SimPO needs no reference. Held-out evaluation runs each
+// completion once too, then computes the pairs' losses from those numbers.
 //
 // Outputs: OUT.DIR/last (resumable: weights, AdamW moments, step) and OUT.DIR/final (the policy).
 // Metrics, with TRL's names under train/ and valid/: loss, rewards/chosen, rewards/rejected,
@@ -131,6 +132,7 @@ typedef struct {
     int64_t max_ranking_id;  // rankings used: ids up to this one
     DpoSet train, valid;
     char ref_path[4200];     // OUT.DIR/reference_logps.bin
+    int ref_is_start;        // the reference pass just ran the starting policy (model.ref unset)
     int64_t step;
     Rng rng;
     int64_t *perm, perm_epoch;
@@ -267,35 +269,66 @@ static void rank_share(const Dist *dist, int64_t n, int64_t *lo, int64_t *hi) {
     *hi = n * (dist->rank + 1) / dist->size;
 }
 
-// The log-probabilities of sequences [0, n) of s under the model now loaded, into out (n): each
-// rank runs its share, one allreduce gathers them (the others' entries are 0). A completion in
-// several pairs is run once.
-static int seq_pass(Dpo *d, const DpoSet *s, int64_t n, double *out, char *err, size_t errlen) {
-    int64_t lo, hi;
-    memset(out, 0, (size_t)n * sizeof(double));
+// The log-probabilities of sequences list[0..n) of s (NULL: sequences [0, n)) under the model now
+// loaded, into out (indexed by sequence, n of them without a list, s->nseq with one; the others
+// 0): each rank runs its share, one allreduce gathers them (the others' entries are 0). A
+// completion in several pairs is run once.
+static int seq_pass(Dpo *d, const DpoSet *s, const int64_t *list, int64_t n, double *out,
+                    char *err, size_t errlen) {
+    int64_t lo, hi, len = list ? s->nseq : n;
+    memset(out, 0, (size_t)len * sizeof(double));
     rank_share(&d->dist, n, &lo, &hi);
     for (int64_t i0 = lo; i0 < hi; i0 += d->max_rows) {
         int b = (int)(hi - i0 < d->max_rows ? hi - i0 : d->max_rows);
-        for (int j = 0; j < b; j++) d->rowseq[j] = i0 + j;
+        for (int j = 0; j < b; j++) d->rowseq[j] = list ? list[i0 + j] : i0 + j;
         ModelBatch mb = fill_batch(d, s, d->rowseq, b);
         if (model_forward(&d->model, &mb, 0, err, errlen)) return -1;
         model_get_logp(&d->model, d->logp);
-        for (int j = 0; j < b; j++) out[i0 + j] = seq_logp(d, &s->seq[i0 + j], j, mb.T);
+        for (int j = 0; j < b; j++)
+            out[d->rowseq[j]] = seq_logp(d, &s->seq[d->rowseq[j]], j, mb.T);
     }
-    dist_allreduce_sum_double(&d->dist, out, n);
+    dist_allreduce_sum_double(&d->dist, out, len);
     return 0;
 }
 
-// Every sequence's log-probability under the model now loaded (the reference), into s->ref.
-static int reference_pass(Dpo *d, DpoSet *s, char *err, size_t errlen) {
+static int64_t group_at(Dpo *d, int64_t p);
+
+// The training sequences the run's steps use, in order, into *list (NULL when the steps go
+// through every group, a whole epoch or more): a run shorter than an epoch needs the reference
+// of the groups it draws only. The count of them, or -1 when all.
+static int64_t used_sequences(Dpo *d, int64_t **list) {
+    const DpoSet *s = &d->train;
+    *list = NULL;
+    if (d->total_steps * d->bs >= s->ng) return -1;
+    char *used = CALLOC_CHECK((size_t)s->nseq + 1, 1);
+    for (int64_t p = 0; p < d->total_steps * d->bs; p++) {
+        const DpoGroup *g = &s->g[group_at(d, p)];
+        for (int i = 0; i < g->k; i++) used[s->it[g->first + i].seq] = 1;
+    }
+    int64_t n = 0;
+    for (int64_t q = 0; q < s->nseq; q++) n += used[q];
+    *list = MALLOC_CHECK((size_t)n * sizeof(int64_t) + 1);
+    for (int64_t q = 0, j = 0; q < s->nseq; q++)
+        if (used[q]) (*list)[j++] = q;
+    free(used);
+    return n;
+}
+
+// The log-probability under the model now loaded (the reference) of every sequence of s, or of
+// those list[0..n) only (the others stay 0), into s->ref.
+static int reference_pass(Dpo *d, DpoSet *s, const int64_t *list, int64_t n, char *err,
+                          size_t errlen) {
     free(s->ref);
     s->ref = CALLOC_CHECK((size_t)s->nseq + 1, sizeof(double));
-    return seq_pass(d, s, s->nseq, s->ref, err, errlen);
+    return list ? seq_pass(d, s, list, n, s->ref, err, errlen)
+                : seq_pass(d, s, NULL, s->nseq, s->ref, err, errlen);
 }
 
 // The statistics of s's first groups (all, or eval.max_groups) under the policy: one pass over
 // the sequences they use, then the losses from those numbers (so that at step 0 the policy's
-// numbers are the reference's, bit for bit).
+// numbers are the reference's, bit for bit). At step 0 of a run whose reference pass has just run
+// the starting policy over the same sequences in the same micro-batches, that pass's numbers
+// are the policy's: no second pass.
 static int evaluate(Dpo *d, const DpoSet *s, DpoStats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     int64_t ng = s->ng, maxg = config_get_int(d->cfg, "eval.max_groups"), nseq = 0;
@@ -304,7 +337,15 @@ static int evaluate(Dpo *d, const DpoSet *s, DpoStats *st, char *err, size_t err
         for (int i = 0; i < s->g[j].k; i++)
             if (s->it[s->g[j].first + i].seq >= nseq) nseq = s->it[s->g[j].first + i].seq + 1;
     double *lps = MALLOC_CHECK((size_t)(nseq + 1) * sizeof(double));
-    int rc = seq_pass(d, s, nseq, lps, err, errlen);
+    int rc = 0;
+    if (d->step == 0 && d->ref_is_start && nseq == s->nseq) {
+        memcpy(lps, s->ref, (size_t)nseq * sizeof(double));
+        if (dist_main(&d->dist))
+            fprintf(stderr, "dpo: step 0: the policy is the reference: its held-out "
+                    "log-probabilities are the reference pass's\n");
+    } else {
+        rc = seq_pass(d, s, NULL, nseq, lps, err, errlen);
+    }
     for (int64_t j = 0; j < ng && rc == 0; j++) {
         const DpoGroup *g = &s->g[j];
         double lp[DPO_MAX_K], dl[DPO_MAX_K];
@@ -615,18 +656,24 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
         }
     }
     double t0 = util_time_s();
-    int rc = reference_pass(d, &d->train, err, errlen) || reference_pass(d, &d->valid, err, errlen)
+    int64_t *list, n_used = used_sequences(d, &list);
+    int rc = reference_pass(d, &d->train, list, n_used, err, errlen) ||
+                     reference_pass(d, &d->valid, NULL, 0, err, errlen)
                  ? -1
                  : 0;
+    free(list);
     if (ref[0]) {
         model_free(&d->model);
         d->model = policy;
     }
     if (rc) return -1;
+    d->ref_is_start = !ref[0];
     if (dist_main(&d->dist)) {
-        fprintf(stderr, "dpo: reference log-probabilities of %lld sequences in %.1f s (%s), "
-                "stored in %s\n", (long long)(d->train.nseq + d->valid.nseq), util_time_s() - t0,
-                ref[0] ? ref : "the starting policy", d->ref_path);
+        fprintf(stderr, "dpo: reference log-probabilities of %lld sequences%s in %.1f s (%s), "
+                "stored in %s\n",
+                (long long)((n_used < 0 ? d->train.nseq : n_used) + d->valid.nseq),
+                n_used < 0 ? "" : " (the training ones its steps use, and the held-out ones)",
+                util_time_s() - t0, ref[0] ? ref : "the starting policy", d->ref_path);
         if (dpo_ref_write(d->ref_path, &d->train, &d->valid, err, errlen)) return -1;
     }
     int64_t fp;   // computed again on resume: the numbers the run trained with?

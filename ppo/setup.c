@@ -265,7 +265,9 @@ static int load_prompts(Ppo *s, int context, char *err, size_t errlen) {
 // ---------------------------------------------------------------------------------------------
 // pretraining tokens
 
-static int load_ptx(Ppo *s, char *err, size_t errlen) {
+// Before the models are allocated: tokenizing a text file holds the text and its tokens for a
+// while, a transient that would otherwise add to the models' memory at the run's peak.
+static int load_ptx(Ppo *s, int vocab_size, char *err, size_t errlen) {
     s->ptx_coef = (float)config_get_double(s->cfg, "ptx.coef");
     const char *const *files;
     int64_t nf = config_get_list(s->cfg, "ptx.data", &files);
@@ -290,7 +292,7 @@ static int load_ptx(Ppo *s, char *err, size_t errlen) {
         dist_barrier(&s->dist);
         tokpath = path;
     }
-    if (tokfile_open(&s->ptx_file, tokpath, s->tok, s->policy.config.vocab_size, err, errlen))
+    if (tokfile_open(&s->ptx_file, tokpath, s->tok, vocab_size, err, errlen))
         return -1;
     s->has_ptx = 1;
     TokfileIterOptions o = {.batch_size = s->ptx_chunk,
@@ -1014,7 +1016,8 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
         return util_err(err, errlen, "the ranks read different prompts (data.format db: was the "
                                      "workspace changed meanwhile?)");
     if (setup_lengths(s, &m, err, errlen) ||
-        ppo_parts_config(s, &m.config[ROLE_POLICY], err, errlen))
+        ppo_parts_config(s, &m.config[ROLE_POLICY], err, errlen) ||
+        load_ptx(s, m.config[ROLE_POLICY].vocab_size, err, errlen))
         return -1;
     int max_rows = s->gen_B * s->Tp;
     if (max_rows > 4096) max_rows = s->gen_B > 4096 ? s->gen_B : 4096;
@@ -1022,7 +1025,6 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     if (memory_plan(s, &c[ROLE_POLICY], &c[ROLE_REFERENCE], &c[ROLE_REWARD], &c[ROLE_VALUE],
                     max_rows, err, errlen) ||
         init_models(s, &m, resumed, max_rows, err, errlen) || ppo_parts_load(s, err, errlen) ||
-        load_ptx(s, err, errlen) ||
         trainer_pretrain_open(&s->pre, &s->tr, s->tok, s->policy.config.vocab_size,
                               s->policy.max_T, err, errlen))
         return -1;

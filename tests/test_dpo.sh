@@ -60,6 +60,17 @@ l0=$(m valid/loss 0); m0=$(m valid/rewards/margins 0); a30=$(m valid/rewards/acc
 close "$l0" 0.69314718 1e-7 && [ "$m0" = 0.0 ] && [ "$(m valid/rewards/chosen 0)" = 0.0 ] &&
     ok "policy = reference at step 0: held-out loss $l0 = log 2, margins $m0" ||
     bad "step 0: loss $l0 margins $m0"
+# the step-0 evaluation reuses the reference pass (model.ref unset: the reference is the starting
+# policy); with the same checkpoint named as model.ref it runs its own pass: the same numbers
+"$B/dpo" -c dpo.yaml --set out.dir=run_ref --set model.ref=base --set train.steps=1 > /dev/null 2> err_ref ||
+    bad "dpo run with model.ref"
+m_ref() { sql ws.db "select value from metrics m join runs r on r.id = m.run_id where r.stage = 'dpo'
+                      and r.checkpoint like '%run_ref/final' and m.name = '$1' and m.step = 0"; }
+lc=$(m valid/logps/chosen 0); lr=$(m valid/logps/rejected 0)
+grep -q "step 0: the policy is the reference" err && ! grep -q "step 0: the policy is" err_ref &&
+    [ -n "$lc" ] && [ "$lc" = "$(m_ref valid/logps/chosen)" ] && [ "$lr" = "$(m_ref valid/logps/rejected)" ] &&
+    ok "step 0 reuses the reference pass: held-out logps $lc / $lr, equal to a pass of its own" ||
+    bad "step-0 reuse: logps $lc / $lr vs $(m_ref valid/logps/chosen) / $(m_ref valid/logps/rejected)"
 below 0.7 "$a30" && below "$(m valid/loss 30)" 0.6 &&
     ok "30 steps: held-out preference accuracy $a30, loss $(m valid/loss 30)" ||
     bad "held-out accuracy $a30"
@@ -76,6 +87,30 @@ diff=$(awk -v a="$c" -v b="$r" 'BEGIN { printf "%.12g", a - b }')
     [ -f run/final/model.safetensors ] && [ -f run/reference_logps.bin ] &&
     ok "TRL's metrics under train/ and valid/ (margins = chosen - rejected), final/ written" ||
     bad "metrics missing:$missing (margins $g, chosen $c, rejected $r)"
+
+# a run shorter than an epoch (30 steps of 8 of the 480 training pairs) runs the reference over
+# the training sequences its steps draw only (the others stay 0); a run of a whole epoch over all:
+# the same numbers where both have one, every held-out one in both
+"$B/dpo" -c dpo.yaml --set out.dir=epoch --set train.steps=60 > /dev/null 2> err_full ||
+    bad "dpo run of an epoch"
+python3 - run/reference_logps.bin epoch/reference_logps.bin > out 2>&1 <<'PY' &&
+import struct, sys
+def read(p):
+    b = open(p, "rb").read()
+    nt, nv = struct.unpack_from("<qq", b, 24)
+    x = struct.unpack_from("<%dd" % (nt + nv), b, 40)
+    return x[:nt], x[nt:]
+(t, v), (ft, fv) = read(sys.argv[1]), read(sys.argv[2])
+assert len(t) == len(ft) and all(x != 0 for x in ft), "the epoch's run has every training number"
+skipped = sum(1 for x in t if x == 0)
+assert 0 < skipped < len(t), "skipped %d of %d" % (skipped, len(t))
+assert all(x == 0 or abs(x - y) <= 1e-9 * abs(y) for x, y in zip(t, ft)), "numbers differ"
+assert v == fv, "held-out numbers differ"
+print("%d of %d training sequences" % (len(t) - skipped, len(t)))
+PY
+    grep -q "the training ones its steps use" err && ! grep -q "the training ones its steps use" err_full &&
+    ok "the reference runs over the training sequences the steps use only: $(cat out), the same numbers" ||
+    bad "reference of the used sequences: $(cat out)"
 
 # ---------------------------------------------------------------------------------------------
 # the pairs of K-wise rankings = the same pairs imported pairwise

@@ -76,6 +76,17 @@ print("%.3f -> %.3f" % (first, last))
 assert last > first + 0.25, (first, last)
 PY
 
+# the pretraining text is tokenized before the models are allocated: the tokenizer's transient
+# memory is freed before theirs is taken, not added to it at the run's peak
+"$B/ppo" -c grpo.yaml --set out.dir=grpo_ptx --set ptx.coef=1 --set 'ptx.data=[corpus.txt]' \
+    --set ptx.batch_size=4 --set ptx.seq_len=32 --set train.iterations=1 > /dev/null 2> err ||
+    bad "grpo run with the pretraining mix"
+t=$(grep -n "^ppo: tokenizing 1 pretraining file" err | cut -d: -f1)
+p=$(grep -n "^ppo: memory plan" err | cut -d: -f1)
+[ -n "$t" ] && [ -n "$p" ] && [ "$t" -lt "$p" ] && [ -f grpo_ptx/ptx.tok ] &&
+    ok "the pretraining text is tokenized (line $t) before the models are allocated (memory plan, line $p)" ||
+    bad "ptx tokenized at line '$t', memory plan at '$p'"
+
 # 3. rloo with the KL as a loss term: recorded, and the rollouts' rewards are the shaped scores
 "$B/ppo" -c grpo.yaml --set algorithm=rloo --set out.dir=rloo --set kl.mode=loss \
     --set train.iterations=4 > /dev/null 2> err || bad "rloo run (kl.mode loss)"
@@ -269,9 +280,10 @@ awk -v p="$peak" 'BEGIN { exit !(p > 1e6 && p < 1e11) }' &&
     ok "a finished run records its peak memory (run/peak_rss_bytes $peak)" || bad "run/peak_rss_bytes: $peak"
 (cd "$ROOT" && "$B/rlhf" run pipelines/demo-methods.yaml --dry-run --set workspace="$W/dry") > out 2> err &&
     for m in ppo grpo rloo dpo ipo; do grep -q "^$m  *run " out && grep -q "^eval-$m  *run .*--name eval-$m" out || exit 1; done &&
-    grep -q "^grpo .*--set algorithm=grpo .*--set rollout.group_size=4 .*--set kl.mode=loss" out &&
+    grep -q "^grpo .*--set algorithm=grpo .*--set rollout.group_size=4 .*--set kl.beta=0.1" out &&
+    ! grep -q "^grpo .*kl.mode" out && grep -q "^dpo .*--set train.steps=150" out &&
     grep -q "^ipo .*--set loss.type=ipo" out && [ ! -d "$W/dry/logs" ] &&
-    ok "pipelines/demo-methods.yaml validates with --dry-run: ppo, grpo, rloo, dpo, ipo, each evaluated against SFT" ||
+    ok "pipelines/demo-methods.yaml validates with --dry-run: ppo, grpo (KL in the reward), rloo, dpo (150 steps), ipo, each evaluated against SFT" ||
     bad "demo-methods.yaml --dry-run: $(tail -3 err)"
 cp grpo/workspace.db table.db
 python3 - table.db <<'PY' || bad "crafting the table's runs"
@@ -297,6 +309,35 @@ sh "$ROOT/scripts/methods_table.sh" table.db grpo dpo > out 2> err &&
     grep -qF "| dpo | - | - | - | - | - s | - MiB |" out &&
     ok "scripts/methods_table.sh: one row per method from its eval and stage runs, '-' where none" ||
     bad "methods table: $(cat out err)"
+# --seeds: each evaluation belongs to the stage run that finished last before it; the last
+# evaluation of a seed counts; mean [range] over the seeds; a family's gold score as accuracy
+python3 - table.db <<'PY' || bad "crafting the seeds' runs"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+def run(stage, name, ckpt, t0, t1, config=""):
+    c = db.execute("insert into runs(stage, name, program, config, config_hash, status, checkpoint, started, finished) values (?, ?, '', ?, '', 'done', ?, ?, ?)", (stage, name, config, ckpt, t0, t1))
+    return c.lastrowid
+def metric(r, n, v):
+    db.execute("insert into metrics(run_id, name, step, value, time) values (?, ?, 0, ?, 0)", (r, n, v))
+# seed 7: 100 s, 200 MiB, evaluated twice (the second counts); seed 8: 120 s, 220 MiB
+for seed, t0, wall, mib, evals in [(7, 1000, 100, 200, [(0.5, 0.1), (0.6, 0.2)]),
+                                   (8, 2000, 120, 220, [(0.8, 0.4)])]:
+    run("pipeline/rloo", "m.yaml", "/ws/rloo", t0, t0 + wall, "ppo --set algorithm=rloo --set train.seed=%d --set x=1" % seed)
+    r = run("ppo", "", "/ws/rloo/policy", t0 + 1, t0 + wall - 1)
+    metric(r, "run/peak_rss_bytes", mib * 1048576)
+    for i, (w, a) in enumerate(evals):
+        e = run("eval", "eval-rloo", "/ws/rloo/policy", t0 + wall + 10 * i, t0 + wall + 10 * i + 5)
+        for n, v in [("win_rate", w), ("win_rate_lo", w - 0.05), ("a/score", a), ("b/score", 0.05), ("a/kl", 1.0 + a),
+                     ("a/pretrain_loss", 2.0 + a), ("b/pretrain_loss", 1.9)]:
+            metric(e, n, v)
+db.commit()
+PY
+sh "$ROOT/scripts/methods_table.sh" --seeds table.db rloo dpo > out 2> err &&
+    grep -qF "| SFT | - | - | - | 0.050 | 0 | 1.900 | - | - |" out &&
+    grep -qF "| rloo | 7,8 | 0.700 [0.600-0.800] | 0.550 | 0.300 [0.200-0.400] | 1.30 [1.20-1.40] | 2.300 [2.200-2.400] | 110 [100-120] s | 210.0 [200.0-220.0] MiB |" out &&
+    grep -qF "| dpo | - | - | - | - | - | - | - | - |" out &&
+    ok "scripts/methods_table.sh --seeds: mean [range] per method over its seeds, the last evaluation of a seed" ||
+    bad "methods table --seeds: $(cat out err)"
 
 # 9. bad settings
 expect_fail "grpo without a group is refused, naming rollout.group_size" 1 "rollout.group_size to 2 or more" \

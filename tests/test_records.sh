@@ -135,4 +135,17 @@ check "pipelines/records.yaml: the data and the judge named from the file's fold
 check "pipelines/records.yaml: SFT mixes pretraining text; SFT and PPO log its held-out loss" \
     "grep '^sft ' $W/plan | grep -q 'data.mix.weight=0.5' && \
      [ \$(grep -c 'eval.pretrain_text=.*pretrain_valid.txt' $W/plan) = 2 ]"
+
+# 6. the methods comparison on this family: records.yaml's stages up to ppo (the same commands,
+# so a workspace where records.yaml ran reuses them), then grpo, rloo, dpo, ipo, each evaluated
+"$R" run "$ROOT/pipelines/records-methods.yaml" --dry-run --set workspace="$W/rws" > "$W/mplan" \
+    2>"$W/err"; rc=$?
+check "pipelines/records-methods.yaml: --dry-run plans 18 stages, an eval-METHOD for each method" \
+    "[ $rc = 0 ] && [ \$(grep -c '^[a-z-]* *run ' $W/mplan) = 18 ] && \
+     (for m in ppo grpo rloo dpo ipo; do grep -q \"^eval-\$m *run .*--name eval-\$m\" $W/mplan || exit 1; done)"
+check "pipelines/records-methods.yaml: data to ppo are records.yaml's stages, command for command" \
+    "(for st in data tokenizer base pretrain sft prompts label rm ppo; do \
+         [ \"\$(grep \"^\$st \" $W/plan)\" = \"\$(grep \"^\$st \" $W/mplan)\" ] || exit 1; done)"
+check "pipelines/records-methods.yaml: grpo and rloo at records.yaml's kl.beta 0.2, the KL in the reward" \
+    "[ \$(grep -E '^(grpo|rloo) ' $W/mplan | grep -c 'kl.beta=0.2') = 2 ] && ! grep -q kl.mode $W/mplan"
 lib_summary
