@@ -80,6 +80,20 @@ int gen_generate_each(const Model *m, KVCache *kv, Sampler *s, const GenConfig *
                       int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err,
                       size_t errlen);
 
+// Continuous batching: n sequences (prompts (n, Tp) right-padded, prompt_lens (n)) through B
+// slots of the cache (B <= kv->max_B and <= kv->max_rows). A sequence that ends (a stop token or
+// max_new_tokens) frees its slot, and the next waiting sequence, in order, takes it in the same
+// decoding step (its prompt prefilled beside the other slots' new tokens, in chunks when the
+// rows per call run short), so B stays full until the queue is empty, instead of a batch waiting
+// for its longest sequence. Sequence q samples from rngs[q] (n of them) and has its slot's cache
+// to itself, so its tokens are those it gets alone (gen_generate_each with B = 1 and rngs[q]), up
+// to the float rounding of the logits, which differs with the number of rows in a call. out
+// (n, max_new_tokens), out_lens (n), cb's b (the sequence), return values: as gen_generate.
+int gen_generate_queue(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
+                       const int32_t *prompts, const int32_t *prompt_lens, int n, int Tp, int B,
+                       int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err,
+                       size_t errlen);
+
 // Bytes kv_init allocates for these sizes (for memory plans printed before allocating).
 size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows);
 #endif
