@@ -231,6 +231,7 @@ int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, cha
     size_t floats = 0;
     for (int i = 0; i < n; i++) floats += (t[i].n + 15) & ~(size_t)15;   // 64-byte aligned slots
     kv->memory = ALIGNED_CHECK(floats * sizeof(float));
+    kv->memory_floats = floats;
     float *p = kv->memory;
     for (int i = 0; i < n; i++) { *t[i].ptr = t[i].n ? p : NULL; p += (t[i].n + 15) & ~(size_t)15; }
     if (st->rope)
@@ -250,6 +251,11 @@ int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, cha
 void kv_free(KVCache *kv) { free(kv->memory); free(kv->len); memset(kv, 0, sizeof(*kv)); }
 
 void kv_reset(KVCache *kv) { memset(kv->len, 0, (size_t)kv->max_B * sizeof(int32_t)); }
+
+void kv_release(KVCache *kv) {
+    kv_reset(kv);
+    util_release_pages(kv->memory, kv->memory_floats * sizeof(float));
+}
 
 // Checks a call's sizes and token ids and lays its rows out packed (kv->row_*, last_row);
 // returns the number of rows or -1 with a message.

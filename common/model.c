@@ -861,6 +861,11 @@ static const float *model_score_w(const Model *m) {
     return m->lora_on && m->lora->score ? m->lora->score : m->params.scorew;
 }
 
+void model_release_activations(Model *m) {
+    util_release_pages(m->acts_memory, m->acts_floats * sizeof(float));
+    m->has_lm_out = 0; m->has_entropy = 0; m->N = 0; m->M = 0;
+}
+
 int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t errlen) {
     const ModelConfig *c = &m->config;
     int B = b->B, T = b->T, C = c->n_embd, V = c->vocab_size, L = c->n_layer, NH = c->n_head;

@@ -100,6 +100,7 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
                                 s->g_plen, n, Tp, s->gen_B, s->g_out, s->g_olen, NULL, NULL, err,
                                 errlen);
     if (rc) return rc < 0 ? -1 : PPO_ITER_STOPPED;   // 1: s->gen.cancel saw a stop request
+    kv_release(&s->kv);   // idle until the next iteration: not resident while the models train
     for (int i = 0; i < n; i++) {
         int b = lo + i, pl = s->g_plen[i], rl = s->g_olen[i];
         int32_t *row = s->seq + (size_t)b * s->Tseq;
@@ -256,6 +257,10 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         if (score_minibatch(s, st, idx, s->mbl, err, errlen)) return -1;
     }
     s->scored_first = 1;
+    // the frozen models' activations are dead until the next iteration: not resident in training
+    model_release_activations(&s->ref);
+    model_release_activations(&s->reward);
+    for (int k = 0; k + 1 < s->parts.n_rm; k++) model_release_activations(&s->parts.rm[k]);
     if (s->dist.size > 1) {   // gathered by summing: x + 0 is exact
         float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
         for (int i = 0; i < 4; i++) dist_allreduce_sum(&s->dist, f[i], (int64_t)RT);
