@@ -95,6 +95,9 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         rng_init(&s->g_rng[i], data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, seed),
                                                            (uint64_t)(lo + i))));
     }
+    // the trained models' activations are dead until scoring: not resident beside the KV cache
+    model_release_activations(&s->policy);
+    if (s->has_value) model_release_activations(&s->value);
     // continuous batching: gen_B slots, a rollout that ends hands its slot to the next one
     int rc = gen_generate_queue(&s->policy, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts,
                                 s->g_plen, n, Tp, s->gen_B, s->g_out, s->g_olen, NULL, NULL, err,
@@ -208,6 +211,9 @@ static int score_minibatch(Ppo *s, PpoStats *st, const int32_t *idx, int n, char
     model_get_values(&s->reward, s->b_values);
     for (int i = 0; i < n; i++) s->score[idx[i]] = s->b_values[(size_t)i * Tr + s->b_len[i] - 1];
     if (s->parts.n_rm > 1 && ppo_parts_score(s, &rb, idx, n, err, errlen)) return -1;
+    // a frozen model's activations are dead once read: not resident beside the next models'
+    model_release_activations(&s->reward);
+    for (int k = 0; k + 1 < s->parts.n_rm; k++) model_release_activations(&s->parts.rm[k]);
     double t1 = util_time_s();
     ModelBatch b;
     int T = batch_policy(s, idx, n, &b);
@@ -215,6 +221,7 @@ static int score_minibatch(Ppo *s, PpoStats *st, const int32_t *idx, int n, char
         return util_err(err, errlen, "reference: %s", e);
     model_get_logp(&s->ref, s->b_logp);
     scatter(s, s->ref_logp, idx, n, T, s->b_logp);
+    model_release_activations(&s->ref);
     double t2 = util_time_s();
     if (model_forward(&s->policy, &b, MODEL_ENTROPY, e, sizeof e))
         return util_err(err, errlen, "policy: %s", e);
@@ -257,10 +264,6 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         if (score_minibatch(s, st, idx, s->mbl, err, errlen)) return -1;
     }
     s->scored_first = 1;
-    // the frozen models' activations are dead until the next iteration: not resident in training
-    model_release_activations(&s->ref);
-    model_release_activations(&s->reward);
-    for (int k = 0; k + 1 < s->parts.n_rm; k++) model_release_activations(&s->parts.rm[k]);
     if (s->dist.size > 1) {   // gathered by summing: x + 0 is exact
         float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
         for (int i = 0; i < 4; i++) dist_allreduce_sum(&s->dist, f[i], (int64_t)RT);
