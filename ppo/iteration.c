@@ -197,7 +197,7 @@ static void scatter(const Ppo *s, float *dst, const int32_t *idx, int n, int T, 
 // ---------------------------------------------------------------------------------------------
 // 4. scoring
 
-// Minibatch k of scoring on this rank's rows idx (n): the reward model(s) first, then the
+// One scoring minibatch, this rank's rows idx (n): the reward model(s) first, then the
 // reference, the policy and the value model, so that the last forwards the policy and value
 // models ran are theirs on these rows (whatever models the roles share).
 static int score_minibatch(Ppo *s, PpoStats *st, const int32_t *idx, int n, char *err,
