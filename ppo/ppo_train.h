@@ -239,9 +239,8 @@ int  ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen);
 // Stores the iteration's rollouts and metrics in one transaction.
 // Sets st->t_db and st->t_total (for ppo_time_parts) before it stores the metrics.
 int  ppo_record(Ppo *s, PpoStats *st, char *err, size_t errlen);
-// Where an iteration's time went, in seconds: the parts below (PPO_TIME_PARTS of them, other
-// last: t_total less the others) into t[], their metric names time/<name> and short log names
-// into the tables. After ppo_record.
+// Where an iteration's time went, in seconds, after ppo_record: t[i] is part PPO_TIME_NAMES[i]
+// (stored as the metric time/<name>), the last, "other", being t_total less the others.
 enum { PPO_TIME_PARTS = 12 };
 extern const char *const PPO_TIME_NAMES[PPO_TIME_PARTS];
 void ppo_time_parts(const PpoStats *st, double *t);
