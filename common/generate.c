@@ -231,7 +231,6 @@ int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, cha
     size_t floats = 0;
     for (int i = 0; i < n; i++) floats += (t[i].n + 15) & ~(size_t)15;   // 64-byte aligned slots
     kv->memory = ALIGNED_CHECK(floats * sizeof(float));
-    kv->memory_floats = floats;
     float *p = kv->memory;
     for (int i = 0; i < n; i++) { *t[i].ptr = t[i].n ? p : NULL; p += (t[i].n + 15) & ~(size_t)15; }
     if (st->rope)
@@ -245,6 +244,7 @@ int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, cha
     kv->row_pos = kv->row_tok + R;
     kv->row_seq = kv->row_pos + R;
     kv->chunk_tok = kv->row_seq + R;
+    kv_release(kv);   // resident only once sequences fill it
     return 0;
 }
 
@@ -254,7 +254,9 @@ void kv_reset(KVCache *kv) { memset(kv->len, 0, (size_t)kv->max_B * sizeof(int32
 
 void kv_release(KVCache *kv) {
     kv_reset(kv);
-    util_release_pages(kv->memory, kv->memory_floats * sizeof(float));
+    // the keys and values (the first two slots, nearly all of it); the RoPE frequencies are kept
+    size_t cache = (size_t)kv->L * kv->max_B * kv->KVH * kv->max_T * kv->hd;
+    util_release_pages(kv->memory, (size_t)(kv->v + cache - kv->memory) * sizeof(float));
 }
 
 // Checks a call's sizes and token ids and lays its rows out packed (kv->row_*, last_row);

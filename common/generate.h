@@ -22,7 +22,6 @@ typedef struct {
     float *k, *v;          // (L, max_B, KVH, max_T, hd)
     int32_t *len;          // (max_B) positions cached per sequence
     float *memory;
-    size_t memory_floats;  // of memory
     // step activations, max_rows rows each (mean: LayerNorm only; hn_*: per-head q/k RMSNorm)
     float *x, *ln, *mean, *rstd, *qkv, *atty, *fch, *fchg;
     float *hn_in, *hn_out, *hn_rstd;  // (max_rows * NH * hd), ..., (max_rows * NH)
@@ -39,8 +38,8 @@ int kv_init(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows, cha
             size_t errlen);
 void kv_free(KVCache *kv);
 void kv_reset(KVCache *kv);   // forget every sequence
-// Forgets every sequence and gives the cache's memory back to the system until the next use
-// (util_release_pages): for a cache idle between generations.
+// Forgets every sequence and gives the keys' and values' memory back to the system until the next
+// use (util_release_pages): for a cache idle between generations.
 void kv_release(KVCache *kv);
 // Appends n_new[b] tokens (tokens (B, Tc) row-major, the first n_new[b] of row b) to sequence b
 // of the cache and runs them through the model. Afterwards kv->logits (B, V) holds, for each b

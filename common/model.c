@@ -808,6 +808,9 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     m->head_rows = (int32_t *)ib;                 ib += N * sizeof(int32_t);
     m->head_tgt = (int32_t *)ib;
     if (kind->setup) kind->setup(m);
+    // zeroed by the allocation but not resident until a forward writes them: a model that runs
+    // smaller batches than planned, or waits while others run, costs only what it touches
+    model_release_activations(m);
     if (verbose) {
         char a[32], b[32], tot[32];
         util_format_bytes(a, sizeof a, (double)pbytes * (trainable == 1 ? 4 : 1));
@@ -862,7 +865,9 @@ static const float *model_score_w(const Model *m) {
 }
 
 void model_release_activations(Model *m) {
-    util_release_pages(m->acts_memory, m->acts_floats * sizeof(float));
+    // everything before the RoPE frequencies (the last slot, computed once at init, kept)
+    const float *end = m->inv_freq ? m->inv_freq : m->acts_memory + m->acts_floats;
+    util_release_pages(m->acts_memory, (size_t)(end - m->acts_memory) * sizeof(float));
     m->has_lm_out = 0; m->has_entropy = 0; m->N = 0; m->M = 0;
 }
 

@@ -5,6 +5,7 @@
 // multi-query, head_dim 48 apart from n_embd / n_head, Qwen2 biases, Qwen3 q/k norms, untied
 // head, Llama 3 RoPE scaling at rope_theta 1e6 with positions past 1000).
 #include "generate.h"
+#include "kernels.h"
 #include "model.h"
 #include "rng.h"
 #include "sampler.h"
@@ -607,6 +608,52 @@ static void test_generate_queue_equals_alone(void) {
     model_free(&m);
 }
 
+// Giving a Llama-style model's activations and a cache's keys and values back to the system
+// (model_release_activations, kv_release) keeps what was computed once at init (the RoPE
+// frequencies): the same forward and the same greedy tokens afterwards.
+static void test_release_keeps_rope(void) {
+    enum { TP = 6, NEW = 10 };
+    Model m;
+    tiny_llama(&m, &llama_all, 1, TP + NEW);
+    int32_t prompt[TP] = {1, 2, 3, 4, 5, 6}, plen = TP, out1[NEW], out2[NEW], ol1, ol2, len = TP;
+    int V = llama_all.vocab_size;
+    char err[256];
+    ModelBatch b = {.B = 1, .T = TP, .tokens = prompt, .lengths = &len};
+    float *want = malloc((size_t)V * sizeof(float));
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+    memcpy(want, model_logits_at(&m, 0, TP - 1), (size_t)V * sizeof(float));
+    model_release_activations(&m);
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+    CHECK_CLOSE(model_logits_at(&m, 0, TP - 1), want, (size_t)V, 0.0, 0.0,
+                "logits after model_release_activations");
+    KVCache kv;
+    Sampler s;
+    sampler_init(&s, V);
+    CHECK(kv_init(&kv, &m, 1, TP + NEW, TP, err, sizeof err) == 0);
+    GenConfig g = pure_sampling(NEW);
+    g.sampler.temperature = 0.0f;
+    Rng r;
+    rng_init(&r, 1);
+    CHECK(gen_generate(&m, &kv, &s, &g, &r, prompt, &plen, 1, TP, out1, &ol1, NULL, NULL, err,
+                       sizeof err) == 0);
+    kv_release(&kv);
+    CHECK(gen_generate(&m, &kv, &s, &g, &r, prompt, &plen, 1, TP, out2, &ol2, NULL, NULL, err,
+                       sizeof err) == 0);
+    CHECK(ol1 == NEW && ol2 == NEW && memcmp(out1, out2, sizeof out1) == 0);
+    // the frequencies themselves, as computed from the config (released both ways above)
+    const ModelConfig *c = &llama_all;
+    int hd = model_head_dim(c);
+    float freq[64];
+    rope_inv_freq(freq, hd, c->rope_theta, c->rope_scaling, c->rope_factor,
+                  c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_pos);
+    CHECK(freq[0] > 0.0f);
+    CHECK_CLOSE(m.inv_freq, freq, (size_t)hd / 2, 0.0, 0.0, "the model's RoPE frequencies");
+    CHECK_CLOSE(kv.inv_freq, freq, (size_t)hd / 2, 0.0, 0.0, "the cache's RoPE frequencies");
+    free(want);
+    kv_free(&kv); sampler_free(&s);
+    model_free(&m);
+}
+
 static void test_sampler_rules(void) {
     enum { V = 7 };
     float logits[V] = {1.0f, 3.0f, 0.5f, 2.0f, -1.0f, 2.9f, 0.0f};
@@ -657,6 +704,8 @@ int main(void) {
     test_case("generate: continuous batching gives each sequence its tokens alone (GPT-2 and "
               "Llama-style, greedy and sampled, 1 and 2 threads) and refills freed slots",
               test_generate_queue_equals_alone);
+    test_case("generate: releasing activations and the cache keeps the RoPE frequencies",
+              test_release_keeps_rope);
     test_case("generate: a cancel function ends generation between decoding steps",
               test_generate_cancel);
     test_case("generate: Llama-style KV-cache logits equal the full forward (GQA, MQA, biases, "
