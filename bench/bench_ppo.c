@@ -22,7 +22,7 @@
 //
 // --baseline PATH runs another ppo binary (an older build) on the same files, alternating with
 // --ppo for --rounds rounds (baseline first), and prints its iteration time, its phases and its
-// peak memory beside ours (ratio = baseline / ours: above 1 is faster or smaller). Older builds
+// peak memory beside ours (ratio = ours / baseline: below 1 is faster or smaller). Older builds
 // that stored time/generate_s and such are read through those names.
 //
 // Output: one line per figure,
