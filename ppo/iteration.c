@@ -488,8 +488,9 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     // each rank does its share (what it can), then one small reduction decides
     double red[NRED] = {0};
     double t0 = util_time_s();
-    // the first minibatch of the first epoch: score() left its forwards in the models
-    int reuse = first && s->scored_first;
+    // the first minibatch of the first epoch: score() left its forwards in the models. Not with
+    // adapters attached, whose training forwards may differ from scoring's (lora_dropout)
+    int reuse = first && s->scored_first && !s->policy.lora && !s->value.lora;
     s->scored_first = 0;
     model_zero_grad(&s->policy);
     if (s->has_value) model_zero_grad(&s->value);
