@@ -2,21 +2,28 @@
 // generation on the same checkpoint and shapes. Not a test: it prints figures and never fails on
 // time.
 //
-//   bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--B 8] [--prompt 16] [--new 64]
-//             [--iterations 3] [--repeats 3] [--tokenizer data/gpt2] [--keep]
+//   bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--baseline PATH] [--rounds 1] [--B 8]
+//             [--prompt 16] [--new 64] [--iterations 3] [--repeats 3] [--tokenizer data/gpt2]
+//             [--keep]
 //
 // Per preset (small: L4 H4 C256 V8192 ctx256; gpt2: L12 H12 C768 V50257 ctx1024) it writes, in a
 // temporary directory, a randomly initialised policy (the "SFT" model), a reward model with a
 // score head, B identical prompts of about --prompt tokens (template "{prompt}") and some
 // pretraining text, runs `ppo` for --iterations iterations (rollout batch B = one minibatch, one
 // epoch, --new new tokens, ptx.batch_size B windows of the rollout length, ptx.coef 27.8) and
-// reads each iteration's timings from the run's workspace database: generation, the four scoring
-// passes (policy, reference, value, reward) and training (policy + value forward/backward, and
-// the pretraining batches), each with tokens/s; a figure is the median over the iterations after
-// the first. "tokens" are positions through the pass (for training: through forward + backward).
-// The reference for generation is gen_generate called directly (KV cache of the same size, the same
-// sampler settings, the same prompt ids) on the same checkpoint, timed here after a warm-up, median
-// of --repeats runs: the ratio shows what the program adds around the engine.
+// reads each iteration's time per phase (the time/* metrics: generation, scoring (reward model),
+// reference, logprobs (the policy's scoring forward), value, train_policy, train_value,
+// train_ptx, optimizer, database, other) from the run's workspace database; a figure is the median
+// over the iterations after the first, printed with its share of the iteration. The ppo
+// process's peak resident memory is measured by the benchmark (wait4). The reference for
+// generation is gen_generate called directly (KV cache of the same size, the same sampler
+// settings, the same prompt ids) on the same checkpoint, timed here after a warm-up, median of
+// --repeats runs: the ratio shows what the program adds around the engine.
+//
+// --baseline PATH runs another ppo binary (an older build) on the same files, alternating with
+// --ppo for --rounds rounds (baseline first), and prints its iteration time, its phases and its
+// peak memory beside ours (ratio = ours / baseline: below 1 is faster or smaller). Older builds
+// that stored time/generate_s and such are read through those names.
 //
 // Output: one line per figure,
 //   RESULT {"name":..,"value":..,"unit":..,"ref_name":..,"ref_value":..,"ratio":..}
@@ -33,6 +40,8 @@
 #include "tokenizer.h"
 #include "util.h"
 #include <limits.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,8 +53,8 @@ static const Preset PRESETS[] = {{"small", 4, 4, 256, 8192, 256},
                                  {"gpt2", 12, 12, 768, 50257, 1024}};
 
 typedef struct {
-    int B, prompt, new_tok, iterations, repeats, keep;
-    const char *ppo, *gpt2_tok;
+    int B, prompt, new_tok, iterations, repeats, keep, rounds;
+    const char *ppo, *baseline, *gpt2_tok;
 } Opts;
 
 static int write_text(const char *path, const char *text) {
@@ -69,14 +78,31 @@ static void result(const char *name, double v, const char *unit, const char *ref
 }
 
 #define MAX_IT 64
-typedef struct { const char *names[16]; double vals[MAX_IT][16]; int n; } MetricPick;
+// The phases of an iteration: the time/* metric ppo stores, and the name older builds stored
+// (NULL: none). The last is the whole iteration (older builds: the sum of the others).
+enum { N_PHASES = 12, N_PICK = 2 * N_PHASES + 1 };
+static const char *const PHASES[N_PHASES][2] = {
+    {"time/generation", "time/generate_s"},     {"time/scoring", "time/score_reward_s"},
+    {"time/reference", "time/score_reference_s"}, {"time/logprobs", "time/score_policy_s"},
+    {"time/value", "time/score_value_s"},       {"time/train_policy", "time/train_policy_s"},
+    {"time/train_value", "time/train_value_s"}, {"time/train_ptx", "time/train_ptx_s"},
+    {"time/optimizer", "time/train_optim_s"},   {"time/database", NULL},
+    {"time/other", NULL},                       {"time/iteration", NULL}};
+typedef struct { const char *names[N_PICK]; double vals[MAX_IT][N_PICK]; int n; } MetricPick;
 static int pick_metric(const StoreMetric *m, void *ctx) {
     MetricPick *p = ctx;
     if (m->step < 1 || m->step > MAX_IT) return 0;
     for (int i = 0; i < p->n; i++)
-        if (!strcmp(m->name, p->names[i])) p->vals[m->step - 1][i] = m->value;
+        if (p->names[i] && !strcmp(m->name, p->names[i])) p->vals[m->step - 1][i] = m->value;
     return 0;
 }
+
+// One ppo run's figures: the phases' seconds per iteration and the process's peak memory.
+typedef struct {
+    double t[MAX_IT][N_PHASES];
+    double gen_tokens[MAX_IT];
+    double wall, peak_mb;
+} RunFigures;
 
 static const char *BENCH_WORDS[] = {"the",   "model",   "learns", "to",    "answer", "questions",
                                     "about", "numbers", "and",    "words", "with",   "a",
@@ -174,9 +200,9 @@ static void bench_ppo_prompt(Tokenizer *tok, const Opts *o, char *prompt, size_t
     tok_ids_free(&ids);
 }
 
-// the ppo program on B copies of the prompt for --iterations iterations; its wall time in *wall
-static int bench_ppo_run(const Opts *o, const char *dir, const char *prompt, double *wall) {
-    char path[4200], cmd[9000], yaml[2048];
+// The files of a run: B copies of the prompt and the config, in dir.
+static int bench_ppo_files(const Opts *o, const char *dir, const char *prompt) {
+    char path[4200], yaml[2048];
     snprintf(path, sizeof path, "%s/prompts.jsonl", dir);
     FILE *f = fopen(path, "w");
     if (!f) { fprintf(stderr, "bench_ppo: cannot write %s\n", path); return -1; }
@@ -184,45 +210,73 @@ static int bench_ppo_run(const Opts *o, const char *dir, const char *prompt, dou
     fclose(f);
     snprintf(path, sizeof path, "%s/ppo.yaml", dir);
     snprintf(yaml, sizeof yaml,
-             "model: {policy: sft, reward: rm}\nout: {dir: run}\n"
+             "model: {policy: sft, reward: rm}\n"
              "data: {prompts: [prompts.jsonl], prompt_template: \"{prompt}\"}\n"
              "rollout: {batch_size: %d, max_new_tokens: %d}\nppo: {minibatch_size: %d, epochs: 1}\n"
              "ptx: {coef: 27.8, data: [corpus.txt], batch_size: %d}\n"
              "train: {iterations: %d, policy_lr: 1e-5, value_lr: 1e-5}\nsave: {every: 1000}\n",
              o->B, o->new_tok, o->B, o->B, o->iterations);
-    if (write_text(path, yaml)) return -1;
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' -c ppo.yaml > ppo.log 2>&1", dir, o->ppo);
+    return write_text(path, yaml);
+}
+
+// The ppo program `ppo` in dir, out.dir `run` (its log in run.log); its wall time and peak
+// resident memory (its own, from wait4) in f.
+static int bench_ppo_run(const char *ppo, const char *dir, const char *run, RunFigures *f) {
+    char log[4200], set[4200];
+    snprintf(log, sizeof log, "%s/%s.log", dir, run);
+    snprintf(set, sizeof set, "out.dir=%s", run);
     double t0 = util_time_s();
-    int rc_ppo = system(cmd);
-    *wall = util_time_s() - t0;
-    if (rc_ppo != 0) {
-        fprintf(stderr, "bench_ppo: ppo failed (see %s/ppo.log)\n", dir);
+    pid_t pid = fork();
+    if (pid < 0) { perror("bench_ppo: fork"); return -1; }
+    if (pid == 0) {
+        if (chdir(dir) || !freopen(log, "w", stdout) || !freopen(log, "a", stderr)) _exit(127);
+        execl(ppo, ppo, "-c", "ppo.yaml", "--set", set, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) != pid) { perror("bench_ppo: wait4"); return -1; }
+    f->wall = util_time_s() - t0;
+    f->peak_mb = (double)ru.ru_maxrss / 1024.0;   // KiB on Linux
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "bench_ppo: %s failed (see %s)\n", ppo, log);
         return -1;
     }
     return 0;
 }
 
-// the figures of every iteration, from the run's workspace database
-static int bench_ppo_metrics(const char *dir, MetricPick *mp) {
+// the phases of every iteration of dir/run, from its workspace database
+static int bench_ppo_metrics(const char *dir, const char *run, int iterations, RunFigures *f) {
     char path[4200], err[1024];
-    snprintf(path, sizeof path, "%s/run/workspace.db", dir);
+    snprintf(path, sizeof path, "%s/%s/workspace.db", dir, run);
     Store *db;
-    StoreRun run;
-    *mp = (MetricPick){
-        .names = {"time/generate_s", "count/gen_tokens", "time/score_policy_s",
-                  "time/score_reference_s", "time/score_value_s", "time/score_reward_s",
-                  "count/sequence_tokens", "count/reward_tokens", "time/train_ppo_s",
-                  "count/train_ppo_tokens", "time/train_ptx_s", "count/train_ptx_tokens",
-                  "time/train_policy_s", "time/train_value_s", "time/train_optim_s"},
-        .n = 15};
+    StoreRun sr;
+    static MetricPick mp;
+    memset(&mp, 0, sizeof mp);
+    for (int i = 0; i < N_PHASES; i++) {
+        mp.names[2 * i] = PHASES[i][0];
+        mp.names[2 * i + 1] = PHASES[i][1];
+    }
+    mp.names[2 * N_PHASES] = "count/gen_tokens";
+    mp.n = N_PICK;
     if (store_open(&db, path, err, sizeof err) ||
-        store_find_last_run(db, "ppo", NULL, -1, &run, err, sizeof err) ||
-        store_each_metric(db, run.id, NULL, pick_metric, mp, err, sizeof err)) {
+        store_find_last_run(db, "ppo", NULL, -1, &sr, err, sizeof err) ||
+        store_each_metric(db, sr.id, NULL, pick_metric, &mp, err, sizeof err)) {
         fprintf(stderr, "bench_ppo: %s\n", err);
         return -1;
     }
-    store_run_free(&run);
+    store_run_free(&sr);
     store_close(db);
+    for (int k = 0; k < iterations && k < MAX_IT; k++) {
+        double sum = 0;
+        for (int i = 0; i < N_PHASES; i++) {
+            const double *v = mp.vals[k];
+            f->t[k][i] = v[2 * i] > 0 || !PHASES[i][1] ? v[2 * i] : v[2 * i + 1];
+            if (i < N_PHASES - 1) sum += f->t[k][i];
+        }
+        if (!(f->t[k][N_PHASES - 1] > 0)) f->t[k][N_PHASES - 1] = sum;   // older builds
+        f->gen_tokens[k] = mp.vals[k][2 * N_PHASES];
+    }
     return 0;
 }
 
@@ -299,51 +353,46 @@ static int bench_ppo_engine(const Preset *p, const Opts *o, Tokenizer *tok, cons
     return rc ? -1 : 0;
 }
 
-// Each figure of the ppo run: the median over the iterations after the first (the first touches
-// fresh memory), beside the engine's generation.
-static void bench_ppo_report(const Preset *p, const Opts *o, const MetricPick *mp, double engine) {
+// The median over the iterations after the first (the first touches fresh memory) of phase i.
+static double bench_phase(const Opts *o, const RunFigures *f, int i) {
     int first = o->iterations > 1 ? 1 : 0, nit = o->iterations - first;
-    enum { NF = 12 };
-    double fig[NF][MAX_IT];
-    for (int k = 0; k < nit; k++) {
-        const double *v = mp->vals[first + k];
-        double sc = v[2] + v[3] + v[4] + v[5];
-        fig[0][k] = v[0] > 0 ? v[1] / v[0] : 0;
-        fig[1][k] = v[2] > 0 ? v[6] / v[2] : 0;
-        fig[2][k] = v[3] > 0 ? v[6] / v[3] : 0;
-        fig[3][k] = v[4] > 0 ? v[6] / v[4] : 0;
-        fig[4][k] = v[5] > 0 ? v[7] / v[5] : 0;
-        fig[5][k] = sc > 0 ? (3 * v[6] + v[7]) / sc : 0;
-        fig[6][k] = v[8] > 0 ? v[9] / v[8] : 0;
-        fig[7][k] = v[10] > 0 ? v[11] / v[10] : 0;
-        fig[8][k] = v[12] > 0 ? v[9] / v[12] : 0;
-        fig[9][k] = v[13] > 0 ? v[9] / v[13] : 0;
-        fig[10][k] = v[14];
-        fig[11][k] = v[0] + sc + v[8] + v[10];
-    }
-    static const char *what[NF] = {"generation",
-                                   "scoring: policy",
-                                   "scoring: reference",
-                                   "scoring: value",
-                                   "scoring: reward",
-                                   "scoring: all four",
-                                   "training: policy+value (incl. AdamW)",
-                                   "training: ptx",
-                                   "training: policy fwd+bwd",
-                                   "training: value fwd+bwd",
-                                   "training: AdamW+EMA",
-                                   "iteration"};
-    char name[256];
-    for (int q = 0; q < NF; q++) {
-        double med = bench_median(fig[q], nit);
-        snprintf(name, sizeof name, "ppo %s B=%d %s", p->name, o->B, what[q]);
-        result(name, med, q >= 10 ? "s" : "tok/s", q == 0 ? "gen_generate (engine)" : NULL,
-               q == 0 ? engine : 0);
-    }
+    double v[MAX_IT];
+    for (int k = 0; k < nit; k++) v[k] = f->t[first + k][i];
+    return bench_median(v, nit);
 }
 
-// One preset: corpus, tokenizer and models in a fresh folder under /tmp, the ppo run, the
-// engine's generation, the figures.
+// The figures of our run (and the baseline's beside them): generation against the engine, each
+// phase with its share of the iteration, the iteration, peak memory.
+static void bench_ppo_report(const Preset *p, const Opts *o, const RunFigures *f,
+                             const RunFigures *base, double engine) {
+    static const char *what[N_PHASES] = {
+        "generation", "scoring (reward)", "reference", "logprobs (policy)", "value",
+        "train policy", "train value", "train ptx", "optimizer", "database", "other",
+        "iteration"};
+    char name[256];
+    int first = o->iterations > 1 ? 1 : 0, nit = o->iterations - first;
+    double rate[MAX_IT];
+    for (int k = 0; k < nit; k++) {
+        double t = f->t[first + k][0];
+        rate[k] = t > 0 ? f->gen_tokens[first + k] / t : 0;
+    }
+    snprintf(name, sizeof name, "ppo %s B=%d generation", p->name, o->B);
+    result(name, bench_median(rate, nit), "tok/s", "gen_generate (engine)", engine);
+    double it = bench_phase(o, f, N_PHASES - 1);
+    for (int i = 0; i < N_PHASES; i++) {
+        double v = bench_phase(o, f, i);
+        snprintf(name, sizeof name, "ppo %s B=%d time: %s", p->name, o->B, what[i]);
+        if (base)
+            result(name, v, "s", "baseline", bench_phase(o, base, i));
+        else
+            result(name, v, "s", i < N_PHASES - 1 ? "share of the iteration" : NULL, it);
+    }
+    snprintf(name, sizeof name, "ppo %s B=%d peak RSS", p->name, o->B);
+    result(name, f->peak_mb, "MiB", base ? "baseline" : NULL, base ? base->peak_mb : 0);
+}
+
+// One preset: corpus, tokenizer and models in a fresh folder under /tmp, the ppo runs (the
+// baseline's alternating with ours), the engine's generation, the figures.
 static int bench_preset(const Preset *p, const Opts *o) {
     char dir[] = "/tmp/bench_ppo.XXXXXX", corpus[4200], tokdir[4200], prompt[4096], cmd[9000];
     if (!mkdtemp(dir)) { perror("bench_ppo: mkdtemp"); return -1; }
@@ -353,20 +402,41 @@ static int bench_preset(const Preset *p, const Opts *o) {
     if (!tok) return -1;
     int eot = tok_eot(tok);
     bench_ppo_prompt(tok, o, prompt, sizeof prompt);
-    static MetricPick mp;
-    double wall, engine = 0;
-    int Tp = 0;
-    if (bench_ppo_models(p, tokdir, eot, dir) || bench_ppo_run(o, dir, prompt, &wall) ||
-        bench_ppo_metrics(dir, &mp) ||
-        bench_ppo_engine(p, o, tok, dir, prompt, eot, &engine, &Tp)) {
+    static RunFigures fig, base;
+    memset(&fig, 0, sizeof fig);
+    memset(&base, 0, sizeof base);
+    double engine = 0;
+    int Tp = 0, rc = bench_ppo_models(p, tokdir, eot, dir) || bench_ppo_files(o, dir, prompt);
+    // the figures of the last round; peak memory: the largest of any round
+    for (int r = 0; r < o->rounds && !rc; r++) {
+        RunFigures f;
+        char run[64];
+        if (o->baseline) {
+            snprintf(run, sizeof run, "base%d", r);
+            double peak = base.peak_mb;
+            rc = bench_ppo_run(o->baseline, dir, run, &base) ||
+                 bench_ppo_metrics(dir, run, o->iterations, &base);
+            if (peak > base.peak_mb) base.peak_mb = peak;
+        }
+        snprintf(run, sizeof run, "run%d", r);
+        if (!rc) rc = bench_ppo_run(o->ppo, dir, run, &f) ||
+                      bench_ppo_metrics(dir, run, o->iterations, &f);
+        if (!rc && f.peak_mb < fig.peak_mb) f.peak_mb = fig.peak_mb;
+        if (!rc) fig = f;
+    }
+    if (rc || bench_ppo_engine(p, o, tok, dir, prompt, eot, &engine, &Tp)) {
         tok_free(tok);
         return -1;
     }
-    fprintf(
-        stderr,
-        "bench_ppo: %s: B=%d prompt %d + %d new tokens, %d threads; ppo wall %.1f s for %d iterations\n",
-        p->name, o->B, Tp, o->new_tok, omp_get_max_threads(), wall, o->iterations);
-    bench_ppo_report(p, o, &mp, engine);
+    fprintf(stderr,
+            "bench_ppo: %s: B=%d prompt %d + %d new tokens, %d threads; ppo wall %.1f s for %d "
+            "iterations%s\n",
+            p->name, o->B, Tp, o->new_tok, omp_get_max_threads(), fig.wall, o->iterations,
+            o->baseline ? " (last round)" : "");
+    if (o->baseline)
+        fprintf(stderr, "bench_ppo: baseline %s: wall %.1f s (last round)\n", o->baseline,
+                base.wall);
+    bench_ppo_report(p, o, &fig, o->baseline ? &base : NULL, engine);
     tok_free(tok);
     if (!o->keep) {
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -384,12 +454,17 @@ int main(int argc, char **argv) {
               .repeats = 3,
               .gpt2_tok = "data/gpt2"};
     const char *preset = "all";
-    char ppo[PATH_MAX];
-    ppo[0] = 0;
+    char ppo[PATH_MAX], baseline[PATH_MAX];
+    ppo[0] = baseline[0] = 0;
+    o.rounds = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--preset") && v) { preset = v; i++; }
         else if (!strcmp(a, "--ppo") && v) { snprintf(ppo, sizeof ppo, "%s", v); i++; }
+        else if (!strcmp(a, "--baseline") && v) {
+            snprintf(baseline, sizeof baseline, "%s", v);
+            i++;
+        } else if (!strcmp(a, "--rounds") && v) { o.rounds = atoi(v); i++; }
         else if (!strcmp(a, "--B") && v) { o.B = atoi(v); i++; }
         else if (!strcmp(a, "--prompt") && v) { o.prompt = atoi(v); i++; }
         else if (!strcmp(a, "--new") && v) { o.new_tok = atoi(v); i++; }
@@ -400,13 +475,14 @@ int main(int argc, char **argv) {
         else {
             fprintf(
                 stderr,
-                "usage: bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--B 8] [--prompt 16] [--new 64] "
-                "[--iterations 3] [--repeats 3] [--tokenizer data/gpt2] [--keep]\n");
+                "usage: bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--baseline PATH] "
+                "[--rounds 1] [--B 8] [--prompt 16] [--new 64] [--iterations 3] [--repeats 3] "
+                "[--tokenizer data/gpt2] [--keep]\n");
             return 2;
         }
     }
     if (o.B < 1 || o.prompt < 1 || o.new_tok < 1 || o.iterations < 1 || o.iterations > MAX_IT ||
-        o.repeats < 1) {
+        o.repeats < 1 || o.rounds < 1) {
         fprintf(stderr, "bench_ppo: sizes must be positive\n");
         return 2;
     }
@@ -423,6 +499,14 @@ int main(int argc, char **argv) {
         return 2;
     }
     o.ppo = abs_ppo;
+    char abs_base[PATH_MAX];
+    if (baseline[0]) {
+        if (!realpath(baseline, abs_base) || access(abs_base, X_OK)) {
+            fprintf(stderr, "bench_ppo: no ppo program at %s (--baseline PATH)\n", baseline);
+            return 2;
+        }
+        o.baseline = abs_base;
+    }
     int rc = 0, any = 0;
     for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++) {
         if (strcmp(preset, "all") && strcmp(preset, PRESETS[i].name)) continue;

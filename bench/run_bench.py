@@ -102,7 +102,7 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,"
                          "train_smollm2,smol_gen1,smol_gen8,smol_gen64,tokenizer,mpi,sft,reward,"
-                         "ppo,lowp,lora,decode_lowp")
+                         "ppo,ppo_gpt2,lowp,lora,decode_lowp")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     want = lambda n: not only or n in only
@@ -184,6 +184,9 @@ def main():
                       ("sft", ["sh", "bench/sft.sh", a.build]),
                       ("reward", ["sh", "bench/bench_reward.sh", a.build] + quick_reward),
                       ("ppo", [ppo_bin, "--preset", "small"] + quick_ppo),
+                      # one PPO iteration at the 124M shape, where its time goes (2-3 minutes)
+                      ("ppo_gpt2", [ppo_bin, "--preset", "gpt2", "--B", "16", "--repeats", "1"]
+                       + (["--iterations", "2"] if a.quick else [])),
                       ("lowp", [lowp_bin, "--threads", str(a.threads)]
                        + (["--rows", "1"] if a.quick else [])),
                       ("lora", ["sh", "bench/lora.sh", a.build])):

@@ -311,12 +311,20 @@ int kv_init_as(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows,
     kv->row_pos = kv->row_tok + R;
     kv->row_seq = kv->row_pos + R;
     kv->chunk_tok = kv->row_seq + R;
+    kv_release(kv);   // resident only once sequences fill it
     return 0;
 }
 
 void kv_free(KVCache *kv) { free(kv->memory); free(kv->len); memset(kv, 0, sizeof(*kv)); }
 
 void kv_reset(KVCache *kv) { memset(kv->len, 0, (size_t)kv->max_B * sizeof(int32_t)); }
+
+void kv_release(KVCache *kv) {
+    kv_reset(kv);
+    // the keys and values (the first two slots, nearly all of it); the RoPE frequencies are kept
+    size_t cache = (size_t)kv->L * kv->max_B * kv->KVH * kv->max_T * kv->hd;
+    util_release_pages(kv->memory, (size_t)(kv->v + cache - kv->memory) * sizeof(float));
+}
 
 // Checks a call's sizes and token ids and lays its rows out packed (kv->row_*, last_row);
 // returns the number of rows or -1 with a message.
@@ -445,6 +453,101 @@ static int generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g,
         if (kv_forward(m, kv, cur, nn, B, 1, NULL, err, errlen)) return -1;
     }
     return 0;
+}
+
+// ---- continuous batching: n sequences through B slots ----
+
+// What gen_generate_queue keeps per slot: the sequence in it (-1: free) and how many of its prompt
+// tokens the cache holds.
+typedef struct { int seq, fed; } GenSlot;
+
+// Samples the next token of every slot whose prompt is in the cache (its logits are those of its
+// newest position): a sequence that ends frees its slot (seq -1), one that goes on gets its token
+// as this call's row (nn 1). Returns the rows used.
+static int queue_sample(KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
+                        const int32_t *prompt_lens, GenSlot *slot, int B, int Tc, int32_t *tok,
+                        int32_t *nn, int32_t *out, int32_t *out_lens, GenCallback cb, void *user) {
+    int rows = 0;
+    for (int b = 0; b < B; b++) {
+        nn[b] = 0;
+        int q = slot[b].seq;
+        if (q < 0 || slot[b].fed < prompt_lens[q]) continue;
+        int32_t t = sampler_sample(s, &g->sampler, kv->logits + (size_t)b * kv->V, &rngs[q]);
+        out[(size_t)q * g->max_new_tokens + out_lens[q]++] = t;
+        if (cb) cb(user, q, t);
+        if (gen_is_stop(g, t) || out_lens[q] == g->max_new_tokens) { slot[b].seq = -1; continue; }
+        tok[(size_t)b * Tc] = t;
+        nn[b] = 1;
+        rows++;
+    }
+    return rows;
+}
+
+// Puts the next waiting sequences (from *next) into the free slots, their cache emptied, and gives
+// the prompts not yet in the cache up to `budget` rows of this call, in slot order (a prompt
+// longer than what is left goes on in the next calls). Returns the rows used.
+static int queue_prefill(KVCache *kv, const int32_t *prompts, const int32_t *prompt_lens, int n,
+                         int Tp, GenSlot *slot, int B, int Tc, int *next, int budget,
+                         int32_t *tok, int32_t *nn) {
+    int rows = 0;
+    for (int b = 0; b < B; b++) {
+        if (slot[b].seq < 0 && *next < n) {
+            slot[b].seq = (*next)++;
+            slot[b].fed = 0;
+            kv->len[b] = 0;
+        }
+        int q = slot[b].seq;
+        if (q < 0 || slot[b].fed >= prompt_lens[q] || rows >= budget) continue;
+        int k = prompt_lens[q] - slot[b].fed;
+        if (k > Tc) k = Tc;
+        if (k > budget - rows) k = budget - rows;
+        memcpy(tok + (size_t)b * Tc, prompts + (size_t)q * Tp + slot[b].fed,
+               (size_t)k * sizeof(int32_t));
+        nn[b] = k;
+        slot[b].fed += k;
+        rows += k;
+    }
+    return rows;
+}
+
+int gen_generate_queue(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
+                       const int32_t *prompts, const int32_t *prompt_lens, int n, int Tp, int B,
+                       int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err,
+                       size_t errlen) {
+    if (B <= 0 || B > kv->max_B)
+        return util_err(err, errlen, "%d slots are outside 1..%d of the KV cache", B, kv->max_B);
+    if (B > kv->max_rows)
+        return util_err(err, errlen,
+                        "the KV cache's %d rows per call cannot hold one row per slot (%d)",
+                        kv->max_rows, B);
+    if (g->max_new_tokens < 0) return util_err(err, errlen, "max_new_tokens must be >= 0");
+    for (int q = 0; q < n; q++) {
+        if (prompt_lens[q] <= 0 || prompt_lens[q] > Tp)
+            return util_err(err, errlen, "prompt %d has length %d outside 1..%d", q,
+                            prompt_lens[q], Tp);
+        if (prompt_lens[q] + g->max_new_tokens > kv->max_T)
+            return util_err(err, errlen,
+                            "prompt %d (%d tokens) plus %d new tokens exceeds the context of %d", q,
+                            prompt_lens[q], g->max_new_tokens, kv->max_T);
+        out_lens[q] = 0;
+    }
+    if (g->max_new_tokens == 0 || n <= 0) return 0;
+    // a call's tokens: (B, Tc), a prefill chunk of at most Tc tokens per slot
+    int Tc = Tp < kv->max_rows ? Tp : kv->max_rows, next = 0, rc = 0;
+    int32_t *tok = MALLOC_CHECK((size_t)B * Tc * sizeof(int32_t)), nn[B];
+    GenSlot slot[B];
+    for (int b = 0; b < B; b++) slot[b] = (GenSlot){-1, 0};
+    for (;;) {
+        if (g->cancel && g->cancel(g->cancel_user)) { rc = 1; break; }
+        int rows = queue_sample(kv, s, g, rngs, prompt_lens, slot, B, Tc, tok, nn, out, out_lens,
+                                cb, user);
+        rows += queue_prefill(kv, prompts, prompt_lens, n, Tp, slot, B, Tc, &next,
+                              kv->max_rows - rows, tok, nn);
+        if (rows == 0) break;   // every slot free and no sequence waiting
+        if (kv_forward(m, kv, tok, nn, B, Tc, NULL, err, errlen)) { rc = -1; break; }
+    }
+    free(tok);
+    return rc;
 }
 
 int gen_is_stop(const GenConfig *g, int32_t token) {

@@ -47,6 +47,9 @@ int kv_init_as(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows,
                LowpFormat cache_fmt, char *err, size_t errlen);
 void kv_free(KVCache *kv);
 void kv_reset(KVCache *kv);   // forget every sequence
+// Forgets every sequence and gives the keys' and values' memory back to the system until the next
+// use (util_release_pages): for a cache idle between generations.
+void kv_release(KVCache *kv);
 // Appends n_new[b] tokens (tokens (B, Tc) row-major, the first n_new[b] of row b) to sequence b
 // of the cache and runs them through the model. Afterwards kv->logits (B, V) holds, for each b
 // with n_new[b] > 0, the logits at its newest position; if all_logits is not NULL it also
@@ -88,6 +91,20 @@ int gen_generate_each(const Model *m, KVCache *kv, Sampler *s, const GenConfig *
                       const int32_t *prompts, const int32_t *prompt_lens, int B, int Tp,
                       int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err,
                       size_t errlen);
+
+// Continuous batching: n sequences (prompts (n, Tp) right-padded, prompt_lens (n)) through B
+// slots of the cache (B <= kv->max_B and <= kv->max_rows). A sequence that ends (a stop token or
+// max_new_tokens) frees its slot, and the next waiting sequence, in order, takes it in the same
+// decoding step (its prompt prefilled beside the other slots' new tokens, in chunks when the
+// rows per call run short), so B stays full until the queue is empty, instead of a batch waiting
+// for its longest sequence. Sequence q samples from rngs[q] (n of them) and has its slot's cache
+// to itself, so its tokens are those it gets alone (gen_generate_each with B = 1 and rngs[q]), up
+// to the float rounding of the logits, which differs with the number of rows in a call. out
+// (n, max_new_tokens), out_lens (n), cb's b (the sequence), return values: as gen_generate.
+int gen_generate_queue(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
+                       const int32_t *prompts, const int32_t *prompt_lens, int n, int Tp, int B,
+                       int32_t *out, int32_t *out_lens, GenCallback cb, void *user, char *err,
+                       size_t errlen);
 
 // Bytes kv_init allocates for these sizes (for memory plans printed before allocating).
 size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows);

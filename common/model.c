@@ -828,6 +828,9 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     m->head_rows = (int32_t *)ib;                 ib += N * sizeof(int32_t);
     m->head_tgt = (int32_t *)ib;
     if (kind->setup) kind->setup(m);
+    // zeroed by the allocation but not resident until a forward writes them: a model that runs
+    // smaller batches than planned, or waits while others run, costs only what it touches
+    model_release_activations(m);
     if (verbose) {
         char a[32], b[32], tot[32];
         util_format_bytes(a, sizeof a, (double)pbytes * (trainable == 1 ? 4 : 1));
@@ -880,6 +883,13 @@ void model_zero_grad(Model *m) {
 // The scalar head's weights: the adapters' trained copy when they are on and have one.
 static const float *model_score_w(const Model *m) {
     return m->lora_on && m->lora->score ? m->lora->score : m->params.scorew;
+}
+
+void model_release_activations(Model *m) {
+    // everything before the RoPE frequencies (the last slot, computed once at init, kept)
+    const float *end = m->inv_freq ? m->inv_freq : m->acts_memory + m->acts_floats;
+    util_release_pages(m->acts_memory, (size_t)(end - m->acts_memory) * sizeof(float));
+    m->has_lm_out = 0; m->has_entropy = 0; m->N = 0; m->M = 0;
 }
 
 int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t errlen) {

@@ -198,6 +198,9 @@ int  model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t e
 // Gradients accumulate into m->grads (call model_zero_grad between optimizer steps).
 void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const float *dvalues);
 void model_zero_grad(Model *m);
+// Gives the activations' memory back to the system until the next forward (util_release_pages):
+// for a model idle while others work. No backward may follow until the next forward.
+void model_release_activations(Model *m);
 
 // Results of the last forward, in the caller's (B,T) layout (0 at padding / where not computed).
 void model_get_logp(const Model *m, float *out);       // log p(target) per position

@@ -4,8 +4,10 @@
 #include <sys/resource.h>
 #include <string.h>
 #include <errno.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 void util_vreport(const char *prefix, const char *file, int line, const char *fmt, va_list ap) {
     fprintf(stderr, "%s%s:%d: ", prefix, file, line);
@@ -145,4 +147,12 @@ double util_mem_available(void) {
         (avail == 0 || (double)rl.rlim_cur < avail))
         avail = (double)rl.rlim_cur;
     return avail;
+}
+
+void util_release_pages(void *p, size_t bytes) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (!p || page <= 0) return;
+    uintptr_t lo = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t hi = ((uintptr_t)p + bytes) & ~((uintptr_t)page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);   // advice: failure changes nothing
 }

@@ -49,4 +49,9 @@ void   util_format_bytes(char *buf, size_t n, double bytes);  // "1.23 GiB"
 // Bytes this process may still allocate: the smaller of MemAvailable (/proc/meminfo) and the
 // address-space limit (ulimit -v) when one is set; 0 when neither is known.
 double util_mem_available(void);
+// Gives the whole pages inside p[0..bytes) back to the system (madvise MADV_DONTNEED): they read
+// as zeros when next touched, as after util_aligned_alloc. For large buffers whose contents are
+// dead between uses (activations, caches), so that they do not count in the resident memory while
+// other work runs. p NULL or bytes 0: nothing.
+void   util_release_pages(void *p, size_t bytes);
 #endif

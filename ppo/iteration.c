@@ -1,7 +1,8 @@
 // One PPO-ptx iteration, in this order:
 //   1. prompts    the next R prompts of the shuffled prompt order (a new order every epoch)
-//   2. generate   responses with the KV cache (gen_generate_each), generation_batch prompts at a
-//                 time, sampling from the policy (rollout.temperature / top_k / top_p), stopping at
+//   2. generate   responses with the KV cache in generation_batch slots (gen_generate_queue:
+//                 continuous batching, a rollout that ends hands its slot to the next prompt),
+//                 sampling from the policy (rollout.temperature / top_k / top_p), stopping at
 //                 the end token or after max_new_tokens. Rollout b samples from its own stream,
 //                 seeded by (a draw from the run's Rng, b): its text does not depend on how the
 //                 batch is cut (generation_batch, or the ranks' shares under MPI)
@@ -79,39 +80,42 @@ static int generate(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     uint64_t seed = rng_u64(&s->rng);   // every rank draws the same
     // this rank's rollouts: a contiguous share (all of them in one process)
     int lo = (int)((int64_t)s->R * s->dist.rank / s->dist.size),
-        hi = (int)((int64_t)s->R * (s->dist.rank + 1) / s->dist.size);
-    Model *sm = ppo_sampling_model(s, err, errlen);
+        hi = (int)((int64_t)s->R * (s->dist.rank + 1) / s->dist.size), n = hi - lo, Tp = 0;
+    if (stop_now(s)) return PPO_ITER_STOPPED;
+    Model *sm = ppo_sampling_model(s, err, errlen);   // the policy, or its merged copy (lora)
     if (!sm) return -1;
-    for (int c0 = lo; c0 < hi; c0 += s->gen_B) {
-        if (stop_now(s)) return PPO_ITER_STOPPED;
-        int n = hi - c0 < s->gen_B ? hi - c0 : s->gen_B, Tp = 0;
-        for (int i = 0; i < n; i++) {
-            int len = s->prompts[s->pidx[c0 + i]].len;
-            if (len > Tp) Tp = len;
-        }
-        for (int i = 0; i < n; i++) {
-            const PpoPrompt *p = &s->prompts[s->pidx[c0 + i]];
-            int32_t *row = s->g_prompts + (size_t)i * Tp;
-            memcpy(row, p->ids, (size_t)p->len * sizeof(int32_t));
-            for (int t = p->len; t < Tp; t++) row[t] = 0;
-            s->g_plen[i] = p->len;
-            rng_init(&s->g_rng[i], data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, seed),
-                                                               (uint64_t)(c0 + i))));
-        }
-        int rc = gen_generate_each(sm, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts,
-                                   s->g_plen, n, Tp, s->g_out, s->g_olen, NULL, NULL, err, errlen);
-        if (rc) return rc < 0 ? -1 : PPO_ITER_STOPPED;   // 1: s->gen.cancel saw a stop request
-        for (int i = 0; i < n; i++) {
-            int b = c0 + i, pl = s->g_plen[i], rl = s->g_olen[i];
-            int32_t *row = s->seq + (size_t)b * s->Tseq;
-            memcpy(row, s->g_prompts + (size_t)i * Tp, (size_t)pl * sizeof(int32_t));
-            memcpy(row + pl, s->g_out + (size_t)i * s->max_new, (size_t)rl * sizeof(int32_t));
-            s->plen[b] = pl;
-            s->rlen[b] = rl;
-            // ended: the last token is one the generation stops at (the end token, or a chat
-            // template's end of turn), not a cut by the length limit
-            s->ended[b] = rl > 0 && gen_is_stop(&s->gen, row[pl + rl - 1]);
-        }
+    for (int i = 0; i < n; i++) {
+        int len = s->prompts[s->pidx[lo + i]].len;
+        if (len > Tp) Tp = len;
+    }
+    for (int i = 0; i < n; i++) {
+        const PpoPrompt *p = &s->prompts[s->pidx[lo + i]];
+        int32_t *row = s->g_prompts + (size_t)i * Tp;
+        memcpy(row, p->ids, (size_t)p->len * sizeof(int32_t));
+        for (int t = p->len; t < Tp; t++) row[t] = 0;
+        s->g_plen[i] = p->len;
+        rng_init(&s->g_rng[i], data_hash_mix(data_hash_u64(data_hash_u64(DATA_HASH_INIT, seed),
+                                                           (uint64_t)(lo + i))));
+    }
+    // the trained models' activations are dead until scoring: not resident beside the KV cache
+    model_release_activations(&s->policy);
+    if (s->has_value) model_release_activations(ppo_value_model(s));
+    // continuous batching: gen_B slots, a rollout that ends hands its slot to the next one
+    int rc = gen_generate_queue(sm, &s->kv, &s->sampler, &s->gen, s->g_rng, s->g_prompts,
+                                s->g_plen, n, Tp, s->gen_B, s->g_out, s->g_olen, NULL, NULL, err,
+                                errlen);
+    if (rc) return rc < 0 ? -1 : PPO_ITER_STOPPED;   // 1: s->gen.cancel saw a stop request
+    kv_release(&s->kv);   // idle until the next iteration: not resident while the models train
+    for (int i = 0; i < n; i++) {
+        int b = lo + i, pl = s->g_plen[i], rl = s->g_olen[i];
+        int32_t *row = s->seq + (size_t)b * s->Tseq;
+        memcpy(row, s->g_prompts + (size_t)i * Tp, (size_t)pl * sizeof(int32_t));
+        memcpy(row + pl, s->g_out + (size_t)i * s->max_new, (size_t)rl * sizeof(int32_t));
+        s->plen[b] = pl;
+        s->rlen[b] = rl;
+        // ended: the last token is one the generation stops at (the end token, or a chat
+        // template's end of turn), not a cut by the length limit
+        s->ended[b] = rl > 0 && gen_is_stop(&s->gen, row[pl + rl - 1]);
     }
     st->t_gen = util_time_s() - t0;
     // every rank gets every rank's rollouts (equal shares: N divides R)
@@ -195,8 +199,60 @@ static void scatter(const Ppo *s, float *dst, const int32_t *idx, int n, int T, 
 // ---------------------------------------------------------------------------------------------
 // 4. scoring
 
-static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
+// One scoring minibatch, this rank's rows idx (n): the reward model(s) first, then the
+// reference, the policy and the value model, so that the last forwards the policy and value
+// models ran are theirs on these rows (whatever models the roles share).
+static int score_minibatch(Ppo *s, PpoStats *st, const int32_t *idx, int n, char *err,
+                           size_t errlen) {
     char e[512];
+    double t0 = util_time_s();
+    ModelBatch rb;
+    int Tr = batch_reward(s, idx, n, &rb);
+    if (model_forward(&s->reward, &rb, ppo_reward_flags(s), e, sizeof e))
+        return util_err(err, errlen, "reward: %s", e);
+    model_get_values(&s->reward, s->b_values);
+    for (int i = 0; i < n; i++) s->score[idx[i]] = s->b_values[(size_t)i * Tr + s->b_len[i] - 1];
+    if (s->parts.n_rm > 1 && ppo_parts_score(s, &rb, idx, n, err, errlen)) return -1;
+    // a frozen model's activations are dead once read: not resident beside the next models'
+    model_release_activations(&s->reward);
+    for (int k = 0; k + 1 < s->parts.n_rm; k++) model_release_activations(&s->parts.rm[k]);
+    double t1 = util_time_s();
+    ModelBatch b;
+    int T = batch_policy(s, idx, n, &b);
+    int rf;
+    Model *ref = ppo_reference(s, &rf);   // with adapters: the policy's base, adapters off
+    if (model_forward(ref, &b, rf, e, sizeof e))
+        return util_err(err, errlen, "reference: %s", e);
+    model_get_logp(ref, s->b_logp);
+    scatter(s, s->ref_logp, idx, n, T, s->b_logp);
+    model_release_activations(ref);
+    double t2 = util_time_s();
+    if (model_forward(&s->policy, &b, MODEL_ENTROPY, e, sizeof e))
+        return util_err(err, errlen, "policy: %s", e);
+    model_get_logp(&s->policy, s->b_logp);
+    scatter(s, s->old_logp, idx, n, T, s->b_logp);
+    model_get_entropy(&s->policy, s->b_entropy);
+    scatter(s, s->entropy, idx, n, T, s->b_entropy);
+    double t3 = util_time_s();
+    if (s->has_value) {
+        ModelBatch vb = b;
+        vb.targets = NULL;
+        if (model_forward(ppo_value_model(s), &vb, 0, e, sizeof e))
+            return util_err(err, errlen, "value: %s", e);
+        model_get_values(ppo_value_model(s), s->b_values);
+        scatter(s, s->old_values, idx, n, T, s->b_values);
+    }
+    double t4 = util_time_s();
+    st->t_reward += t1 - t0;
+    st->t_ref += t2 - t1;
+    st->t_policy += t3 - t2;
+    st->t_value += t4 - t3;
+    return 0;
+}
+
+// The minibatches in reverse order: the last one scored is the first update's (minibatch 0 of
+// the first epoch), whose policy and value forwards the update then reuses (s->scored_first).
+static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     size_t RT = (size_t)s->R * s->Tpos;
     if (s->dist.size > 1) {   // each row is written by one rank, the others add zeros
         float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
@@ -205,51 +261,13 @@ static int score(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         if (s->parts.n_rm > 1)
             memset(s->parts.rm_score, 0, (size_t)s->parts.n_rm * s->R * sizeof(float));
     }
-    for (int k = 0; k < s->R / s->mb; k++) {
+    for (int k = s->R / s->mb - 1; k >= 0; k--) {
         if (stop_now(s)) return PPO_ITER_STOPPED;
         // this rank's rows of minibatch k: the rows it will train on in the first epoch
         const int32_t *idx = s->perm + (size_t)k * s->mb + (size_t)s->dist.rank * s->mbl;
-        int n = s->mbl;
-        ModelBatch b;
-        int T = batch_policy(s, idx, n, &b);
-        double t0 = util_time_s();
-        if (model_forward(&s->policy, &b, MODEL_ENTROPY, e, sizeof e))
-            return util_err(err, errlen, "policy: %s", e);
-        model_get_logp(&s->policy, s->b_logp);
-        scatter(s, s->old_logp, idx, n, T, s->b_logp);
-        model_get_entropy(&s->policy, s->b_entropy);
-        scatter(s, s->entropy, idx, n, T, s->b_entropy);
-        double t1 = util_time_s();
-        int rf;
-        Model *ref = ppo_reference(s, &rf);
-        if (model_forward(ref, &b, rf, e, sizeof e))
-            return util_err(err, errlen, "reference: %s", e);
-        model_get_logp(ref, s->b_logp);
-        scatter(s, s->ref_logp, idx, n, T, s->b_logp);
-        double t2 = util_time_s();
-        if (s->has_value) {
-            ModelBatch vb = b;
-            vb.targets = NULL;
-            if (model_forward(ppo_value_model(s), &vb, 0, e, sizeof e))
-                return util_err(err, errlen, "value: %s", e);
-            model_get_values(ppo_value_model(s), s->b_values);
-            scatter(s, s->old_values, idx, n, T, s->b_values);
-        }
-        double t3 = util_time_s();
-        ModelBatch rb;
-        int Tr = batch_reward(s, idx, n, &rb);
-        if (model_forward(&s->reward, &rb, ppo_reward_flags(s), e, sizeof e))
-            return util_err(err, errlen, "reward: %s", e);
-        model_get_values(&s->reward, s->b_values);
-        for (int i = 0; i < n; i++)
-            s->score[idx[i]] = s->b_values[(size_t)i * Tr + s->b_len[i] - 1];
-        if (s->parts.n_rm > 1 && ppo_parts_score(s, &rb, idx, n, err, errlen)) return -1;
-        double t4 = util_time_s();
-        st->t_policy += t1 - t0;
-        st->t_ref += t2 - t1;
-        st->t_value += t3 - t2;
-        st->t_reward += t4 - t3;
+        if (score_minibatch(s, st, idx, s->mbl, err, errlen)) return -1;
     }
+    s->scored_first = 1;
     if (s->dist.size > 1) {   // gathered by summing: x + 0 is exact
         float *f[4] = {s->old_logp, s->entropy, s->ref_logp, s->old_values};
         for (int i = 0; i < 4; i++) dist_allreduce_sum(&s->dist, f[i], (int64_t)RT);
@@ -339,11 +357,14 @@ enum {
 };
 
 // Policy: the clipped surrogate's gradient from this rank's rows (b), when its loss is finite.
-static int update_policy(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, int T,
+// reuse: the policy's last forward was scoring's on these rows with these weights (the same
+// computation, entropies besides), so backward follows it without a second forward.
+static int update_policy(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, int T, int reuse,
                          double *red, PpoPolicyStats *ps, char *err, size_t errlen) {
     char e[512];
     int64_t NT = (int64_t)n * T;
-    if (model_forward(&s->policy, b, 0, e, sizeof e)) return util_err(err, errlen, "policy: %s", e);
+    if (!reuse && model_forward(&s->policy, b, 0, e, sizeof e))
+        return util_err(err, errlen, "policy: %s", e);
     float *new_logp = s->b_logp, *old_logp = s->b_old_logp, *adv = s->b_adv, *dlogp = s->b_dlogp;
     model_get_logp(&s->policy, new_logp);
     gather(s, s->old_logp, idx, n, T, old_logp);
@@ -372,13 +393,13 @@ static int update_policy(Ppo *s, const ModelBatch *b, const int32_t *idx, int n,
     return 0;
 }
 
-// Value: the clipped regression to the returns, from the same rows.
-static int update_value(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, int T,
+// Value: the clipped regression to the returns, from the same rows (reuse: as update_policy).
+static int update_value(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, int T, int reuse,
                         double *red, char *err, size_t errlen) {
     char e[512];
     ModelBatch vb = *b;
     vb.targets = NULL;
-    if (model_forward(ppo_value_model(s), &vb, 0, e, sizeof e))
+    if (!reuse && model_forward(ppo_value_model(s), &vb, 0, e, sizeof e))
         return util_err(err, errlen, "value: %s", e);
     float *values = s->b_values, *old_values = s->b_old_values, *returns = s->b_returns;
     model_get_values(ppo_value_model(s), values);
@@ -471,11 +492,16 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
     // each rank does its share (what it can), then one small reduction decides
     double red[NRED] = {0};
     double t0 = util_time_s();
+    // the first minibatch of the first epoch: score() left its forwards in the models. Not with
+    // adapters, where the value's base is the reward model's too (its forward is not the last)
+    int reuse = first && s->scored_first && !s->use_lora && !s->value_on_reward;
+    s->scored_first = 0;
     ppo_zero_grads(s);
     PpoPolicyStats ps;
-    if (update_policy(s, &b, idx, n, T, red, &ps, err, errlen)) return -1;
+    if (update_policy(s, &b, idx, n, T, reuse, red, &ps, err, errlen)) return -1;
     double tv = util_time_s();
-    if (s->has_value && !red[BAD_POLICY] && update_value(s, &b, idx, n, T, red, err, errlen))
+    if (s->has_value && !red[BAD_POLICY] &&
+        update_value(s, &b, idx, n, T, reuse, red, err, errlen))
         return -1;
     double t1 = util_time_s();
     if (s->has_ptx && update_ptx(s, red, err, errlen)) return -1;
@@ -522,6 +548,8 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
 
 int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
+    st->t_start = util_time_s();
+    s->scored_first = 0;
     int64_t it = s->iteration + 1;
     // what generation and scoring change besides scratch buffers: put back when a stop drops
     // the iteration before the first update, so that the state saved is that of its start
@@ -540,7 +568,9 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         if (s->prompt_epoch != epoch0) { s->prompt_epoch = epoch0; ppo_prompt_order(s); }
     }
     if (rc) return rc;
-    if (ppo_parts_total(s, err, errlen)) return -1;
+    double tp = util_time_s();
+    if (ppo_parts_total(s, err, errlen)) return -1;   // reward programs run here
+    st->t_reward += util_time_s() - tp;
     advantages(s, st);
     int nmb = s->R / s->mb;
     for (int ep = 0; ep < s->epochs; ep++) {
@@ -604,8 +634,35 @@ char *ppo_decode(const Tokenizer *tok, const int32_t *ids, int n) {
     return out;
 }
 
-int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
+const char *const PPO_TIME_NAMES[PPO_TIME_PARTS] = {
+    "generation", "scoring", "reference", "logprobs", "value", "train_policy", "train_value",
+    "train_ptx", "optimizer", "allreduce", "database", "other"};
+
+void ppo_time_parts(const PpoStats *st, double *t) {
+    double parts[PPO_TIME_PARTS - 1] = {
+        st->t_gen, st->t_reward, st->t_ref, st->t_policy, st->t_value, st->t_up_policy,
+        st->t_up_value, st->t_train_ptx, st->t_up_optim, st->t_allreduce, st->t_db};
+    double other = st->t_total;
+    for (int i = 0; i < PPO_TIME_PARTS - 1; i++) { t[i] = parts[i]; other -= parts[i]; }
+    t[PPO_TIME_PARTS - 1] = other > 0 ? other : 0.0;
+}
+
+// The iteration's times (time/<part>, time/iteration) and token counts as metrics.
+static int record_times(Ppo *s, const PpoStats *st, int64_t it, char *err, size_t errlen) {
+    double t[PPO_TIME_PARTS];
+    char name[64];
+    ppo_time_parts(st, t);
+    for (int i = 0; i < PPO_TIME_PARTS; i++) {
+        snprintf(name, sizeof name, "time/%s", PPO_TIME_NAMES[i]);
+        if (store_add_metric(s->tr.db, s->tr.run_id, it, name, t[i], err, errlen)) return -1;
+    }
+    return store_add_metric(s->tr.db, s->tr.run_id, it, "time/iteration", st->t_total, err,
+                            errlen);
+}
+
+int ppo_record(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     int64_t it = s->iteration;
+    double t0 = util_time_s();
     if (store_begin(s->tr.db, err, errlen)) return -1;
     for (int b = 0; b < s->R; b++) {
         const PpoPrompt *p = &s->prompts[s->pidx[b]];
@@ -631,6 +688,12 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
         free((char *)r.components);
         free(resp);
         if (rc) { store_rollback(s->tr.db, NULL, 0); return -1; }
+    }
+    st->t_db = util_time_s() - t0;   // the rollouts (the metrics below are few rows)
+    st->t_total = util_time_s() - st->t_start;
+    if (record_times(s, st, it, err, errlen)) {
+        store_rollback(s->tr.db, NULL, 0);
+        return -1;
     }
     double tscore = st->t_policy + st->t_ref + st->t_value + st->t_reward,
            ttrain = st->t_train_ppo + st->t_train_ptx;
@@ -661,17 +724,6 @@ int ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen) {
         {"speed/gen_tokens_per_s", st->t_gen > 0 ? st->gen_tokens / st->t_gen : NAN},
         {"speed/score_tokens_per_s", tscore > 0 ? 4.0 * st->seq_tokens / tscore : NAN},
         {"speed/train_tokens_per_s", ttrain > 0 ? (st->ppo_tokens + st->ptx_tokens) / ttrain : NAN},
-        {"time/generate_s", st->t_gen},
-        {"time/score_policy_s", st->t_policy},
-        {"time/score_reference_s", st->t_ref},
-        {"time/score_value_s", st->t_value},
-        {"time/score_reward_s", st->t_reward},
-        {"time/train_ppo_s", st->t_train_ppo},
-        {"time/train_ptx_s", st->t_train_ptx},
-        {"time/allreduce_s", st->t_allreduce},
-        {"time/train_policy_s", st->t_up_policy},
-        {"time/train_value_s", st->t_up_value},
-        {"time/train_optim_s", st->t_up_optim},
         {"count/gen_tokens", (double)st->gen_tokens},
         {"count/sequence_tokens", (double)st->seq_tokens},
         {"count/reward_tokens", (double)(st->seq_tokens + s->R)},

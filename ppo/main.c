@@ -56,7 +56,8 @@ static const ConfigEntry PPO_SCHEMA[] = {
     CONFIG_ENTRY("rollout.batch_size", CONFIG_INT, "64", "episodes (prompts) per iteration",
                  .min = "1", .max = "1048576"),
     CONFIG_ENTRY("rollout.generation_batch", CONFIG_INT, "0",
-                 "prompts generated at once (0: the whole rollout batch; bounds the KV cache)",
+                 "rollouts decoded at once (KV-cache slots; one that ends hands its slot to "
+                 "the next prompt; 0: the whole rollout batch)",
                  .min = "0", .max = "1048576"),
     CONFIG_ENTRY("rollout.group_size", CONFIG_INT, "1",
                  "completions sampled per prompt (rollout.batch_size / group_size prompts per "
@@ -256,6 +257,19 @@ static void log_line(const Ppo *s, const PpoStats *st, const CliProgress *pr) {
             st->t_gen > 0 ? st->gen_tokens / st->t_gen : 0.0,
             ttrain > 0 ? (st->ppo_tokens + st->ptx_tokens) / ttrain : 0.0,
             st->skipped ? " (minibatches skipped)" : "");
+    // where the iteration's time went (the same figures as the time/* metrics)
+    static const char *const shown[PPO_TIME_PARTS] = {
+        "gen", "score", "ref", "logp", "value", "| train policy", "value", "ptx", "adam",
+        "allreduce", "| db", "other"};
+    double t[PPO_TIME_PARTS];
+    char line[512];
+    size_t n = 0;
+    ppo_time_parts(st, t);
+    n += (size_t)snprintf(line, sizeof line, "ppo: time %.2f s:", st->t_total);
+    for (int i = 0; i < PPO_TIME_PARTS && n < sizeof line; i++)
+        if (t[i] > 0 || i != PPO_TIME_PARTS - 3)   // allreduce only under MPI
+            n += (size_t)snprintf(line + n, sizeof line - n, " %s %.2f", shown[i], t[i]);
+    fprintf(stderr, "%s\n", line);
 }
 
 // A stop inside an iteration, after some of its updates: OUT.DIR/last (if any) holds an earlier

@@ -64,6 +64,8 @@ typedef struct {
     double t_up_policy, t_up_value,
         t_up_optim;                 // t_train_ppo split: forward+backward each, AdamW + EMA
     double t_allreduce;             // in t_train_ppo: the gradient allreduces (MPI)
+    double t_start;                 // when the iteration began (util_time_s)
+    double t_db, t_total;           // ppo_record: storing the rollouts; the iteration until then
     int64_t gen_tokens;             // tokens generated
     int64_t seq_tokens;             // policy positions of the rollouts (one scoring pass)
     int64_t ppo_tokens, ptx_tokens; // positions through training forward+backward
@@ -183,6 +185,8 @@ typedef struct Ppo {
     float *old_logp, *ref_logp, *old_values, *rewards, *adv, *ret, *entropy;   // (R, Tpos)
     uint8_t *mask;                  // (R, Tpos) 1 on response positions
     int32_t *perm;                  // (R) minibatch order of the current epoch
+    int scored_first;               // the policy and value models still hold their scoring
+                                    // forwards of the first update's rows (iteration.c)
     // minibatch scratch (mb rows)
     int32_t *b_tok, *b_tgt, *b_len; // (mb, Tseq)
     // (mbl, Tseq + 1) floats each. One allocation per line; the names on a line alias it, one
@@ -260,7 +264,13 @@ int  ppo_restore_last(Ppo *s, char *err, size_t errlen);
 enum { PPO_ITER_STOPPED = 2, PPO_ITER_STOPPED_DIRTY = 3 };
 int  ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen);
 // Stores the iteration's rollouts and metrics in one transaction.
-int  ppo_record(Ppo *s, const PpoStats *st, char *err, size_t errlen);
+// Sets st->t_db and st->t_total (for ppo_time_parts) before it stores the metrics.
+int  ppo_record(Ppo *s, PpoStats *st, char *err, size_t errlen);
+// Where an iteration's time went, in seconds, after ppo_record: t[i] is part PPO_TIME_NAMES[i]
+// (stored as the metric time/<name>), the last, "other", being t_total less the others.
+enum { PPO_TIME_PARTS = 12 };
+extern const char *const PPO_TIME_NAMES[PPO_TIME_PARTS];
+void ppo_time_parts(const PpoStats *st, double *t);
 // The prompt order of epoch s->prompt_epoch (a shuffle seeded by train.seed and the epoch).
 void ppo_prompt_order(Ppo *s);
 #endif

@@ -405,7 +405,7 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
         lowp_format_name(s->prec_kv));
     size_t R = (size_t)s->R, rollout = R * s->Tseq * 4 + R * s->Tpos * (7 * 4 + 1) + R * 40 +
                                        (size_t)s->mbl * (s->Tseq + 1) * (3 * 4 + 5 * 4) +
-                                       (size_t)s->gen_B * ((size_t)s->Tp + s->max_new + 2) * 4 +
+                                       R / s->dist.size * ((size_t)s->Tp + s->max_new + 2) * 4 +
                                        (size_t)pc->vocab_size * 8 +
                                        (size_t)s->ptx_chunk * s->ptx_T * 20;
     ROW("buffers", rollout, "%d rollouts, minibatch, generation and ptx batches", s->R);
@@ -651,11 +651,13 @@ static void alloc_buffers(Ppo *s) {
     s->b_len = CALLOC_CHECK((size_t)s->mbl, sizeof(int32_t));
     float **g[6] = {&s->b_logp, &s->b_old_logp, &s->b_adv, &s->b_weights, &s->b_dlogp, &s->b_ref};
     for (int i = 0; i < 6; i++) *g[i] = CALLOC_CHECK(M, sizeof(float));
-    s->g_prompts = CALLOC_CHECK((size_t)s->gen_B * s->Tp, sizeof(int32_t));
-    s->g_plen = CALLOC_CHECK((size_t)s->gen_B, sizeof(int32_t));
-    s->g_out = CALLOC_CHECK((size_t)s->gen_B * s->max_new, sizeof(int32_t));
-    s->g_olen = CALLOC_CHECK((size_t)s->gen_B, sizeof(int32_t));
-    s->g_rng = CALLOC_CHECK((size_t)s->gen_B, sizeof(Rng));
+    // this rank's rollouts queue for gen_B slots (continuous batching): buffers for all of them
+    size_t share = (size_t)(s->R / s->dist.size);
+    s->g_prompts = CALLOC_CHECK(share * s->Tp, sizeof(int32_t));
+    s->g_plen = CALLOC_CHECK(share, sizeof(int32_t));
+    s->g_out = CALLOC_CHECK(share * s->max_new, sizeof(int32_t));
+    s->g_olen = CALLOC_CHECK(share, sizeof(int32_t));
+    s->g_rng = CALLOC_CHECK(share, sizeof(Rng));
 }
 
 // The four models' checkpoints: where each starts (policy and value from OUT.DIR/last when

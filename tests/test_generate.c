@@ -5,6 +5,7 @@
 // multi-query, head_dim 48 apart from n_embd / n_head, Qwen2 biases, Qwen3 q/k norms, untied
 // head, Llama 3 RoPE scaling at rope_theta 1e6 with positions past 1000).
 #include "generate.h"
+#include "kernels.h"
 #include "model.h"
 #include "rng.h"
 #include "sampler.h"
@@ -517,6 +518,142 @@ static void test_generate_cancel(void) {
     model_free(&m);
 }
 
+// ---- continuous batching ----
+
+// The order in which sequences receive tokens (GenCallback): entry i is the sequence of the i-th
+// token handed out.
+typedef struct { int seq[256]; int n; } TokenOrder;
+static void record_order(void *user, int b, int32_t token) {
+    TokenOrder *o = user;
+    (void)token;
+    if (o->n < 256) o->seq[o->n++] = b;
+}
+
+// Position in o of sequence q's first (last 0) or last (last 1) token; -1 if none.
+static int order_at(const TokenOrder *o, int q, int last) {
+    int at = -1;
+    for (int i = 0; i < o->n; i++)
+        if (o->seq[i] == q) { at = i; if (!last) break; }
+    return at;
+}
+
+// gen_generate_queue on model m (vocabulary V): N prompts through 3 slots (5 rows per call, so
+// prompts prefill in chunks beside the other slots' tokens), eight stop tokens so that sequences
+// end at different steps. Each sequence's tokens equal those it gets alone (gen_generate_each,
+// B = 1, its own stream), greedy and sampled, on 1 and 2 threads; and a slot freed by an ended
+// sequence is taken by the next one while the others still decode.
+static void queue_case(const Model *m, int V, const char *what) {
+    enum { N = 7, TP = 6, NEW = 10, SLOTS = 3 };
+    int32_t prompts[N * TP] = {1, 2, 3, 4, 5, 6,  7, 8, 0, 0, 0, 0,  9, 10, 11, 0, 0, 0,
+                               12, 0, 0, 0, 0, 0,  13, 14, 15, 16, 17, 0,  18, 19, 20, 21, 0, 0,
+                               22, 23, 0, 0, 0, 0};
+    int32_t plen[N] = {6, 2, 3, 1, 5, 4, 2};
+    int32_t out[N * NEW], ol[N], want[N * NEW], wl[N];
+    char err[256];
+    KVCache kv, alone;
+    Sampler s;
+    sampler_init(&s, V);
+    CHECK(kv_init(&kv, m, SLOTS, TP + NEW, 5, err, sizeof err) == 0);
+    CHECK(kv_init(&alone, m, 1, TP + NEW, TP, err, sizeof err) == 0);
+    int saved = omp_get_max_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        for (int greedy = 0; greedy <= 1; greedy++) {
+            GenConfig g = pure_sampling(NEW);
+            g.sampler.temperature = greedy ? 0.0f : 1.0f;
+            g.n_stop = 8;
+            for (int i = 0; i < 8; i++) g.stop_ids[i] = (int32_t)(3 + 5 * i);
+            Rng r[N];
+            streams_init(r, N, 77);
+            TokenOrder order = {.n = 0};
+            CHECK(gen_generate_queue(m, &kv, &s, &g, r, prompts, plen, N, TP, SLOTS, out, ol,
+                                     record_order, &order, err, sizeof err) == 0);
+            streams_init(r, N, 77);
+            for (int q = 0; q < N; q++)
+                CHECK(gen_generate_each(m, &alone, &s, &g, &r[q], prompts + q * TP, &plen[q], 1,
+                                        TP, want + q * NEW, &wl[q], NULL, NULL, err,
+                                        sizeof err) == 0);
+            for (int q = 0; q < N; q++)
+                CHECK_MSG(ol[q] == wl[q] && !memcmp(out + q * NEW, want + q * NEW,
+                                                    (size_t)wl[q] * sizeof(int32_t)),
+                          "%s, %d threads, %s: sequence %d differs from its tokens alone", what,
+                          threads, greedy ? "greedy" : "sampled", q);
+            if (greedy) continue;
+            // the sampled lengths differ, and sequence 3 starts before the longest of the
+            // first three ends: it took the slot of one that ended
+            int longest = 0;
+            for (int q = 1; q < SLOTS; q++) longest = ol[q] > ol[longest] ? q : longest;
+            CHECK_MSG(ol[longest] > ol[0] || ol[longest] > ol[1] || ol[longest] > ol[2],
+                      "%s: the first three sequences have equal lengths", what);
+            CHECK_MSG(order_at(&order, SLOTS, 0) < order_at(&order, longest, 1),
+                      "%s: sequence %d waited for the whole first batch", what, SLOTS);
+        }
+    }
+    omp_set_num_threads(saved);
+    Rng r1;
+    rng_init(&r1, 1);
+    GenConfig g = pure_sampling(NEW);
+    CHECK_ERR(gen_generate_queue(m, &kv, &s, &g, &r1, prompts, plen, 1, TP, SLOTS + 1, out, ol,
+                                 NULL, NULL, err, sizeof err), err, "slots", NULL);
+    kv_free(&kv); kv_free(&alone); sampler_free(&s);
+}
+
+static void test_generate_queue_equals_alone(void) {
+    Model m;
+    tiny_model(&m, 1, 1);
+    queue_case(&m, 61, "GPT-2");
+    model_free(&m);
+    tiny_llama(&m, &llama_all, 1, 1);
+    queue_case(&m, llama_all.vocab_size, "Llama-style");
+    model_free(&m);
+}
+
+// Giving a Llama-style model's activations and a cache's keys and values back to the system
+// (model_release_activations, kv_release) keeps what was computed once at init (the RoPE
+// frequencies): the same forward and the same greedy tokens afterwards.
+static void test_release_keeps_rope(void) {
+    enum { TP = 6, NEW = 10 };
+    Model m;
+    tiny_llama(&m, &llama_all, 1, TP + NEW);
+    int32_t prompt[TP] = {1, 2, 3, 4, 5, 6}, plen = TP, out1[NEW], out2[NEW], ol1, ol2, len = TP;
+    int V = llama_all.vocab_size;
+    char err[256];
+    ModelBatch b = {.B = 1, .T = TP, .tokens = prompt, .lengths = &len};
+    float *want = malloc((size_t)V * sizeof(float));
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+    memcpy(want, model_logits_at(&m, 0, TP - 1), (size_t)V * sizeof(float));
+    model_release_activations(&m);
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+    CHECK_CLOSE(model_logits_at(&m, 0, TP - 1), want, (size_t)V, 0.0, 0.0,
+                "logits after model_release_activations");
+    KVCache kv;
+    Sampler s;
+    sampler_init(&s, V);
+    CHECK(kv_init(&kv, &m, 1, TP + NEW, TP, err, sizeof err) == 0);
+    GenConfig g = pure_sampling(NEW);
+    g.sampler.temperature = 0.0f;
+    Rng r;
+    rng_init(&r, 1);
+    CHECK(gen_generate(&m, &kv, &s, &g, &r, prompt, &plen, 1, TP, out1, &ol1, NULL, NULL, err,
+                       sizeof err) == 0);
+    kv_release(&kv);
+    CHECK(gen_generate(&m, &kv, &s, &g, &r, prompt, &plen, 1, TP, out2, &ol2, NULL, NULL, err,
+                       sizeof err) == 0);
+    CHECK(ol1 == NEW && ol2 == NEW && memcmp(out1, out2, sizeof out1) == 0);
+    // the frequencies themselves, as computed from the config (released both ways above)
+    const ModelConfig *c = &llama_all;
+    int hd = model_head_dim(c);
+    float freq[64];
+    rope_inv_freq(freq, hd, c->rope_theta, c->rope_scaling, c->rope_factor,
+                  c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_pos);
+    CHECK(freq[0] > 0.0f);
+    CHECK_CLOSE(m.inv_freq, freq, (size_t)hd / 2, 0.0, 0.0, "the model's RoPE frequencies");
+    CHECK_CLOSE(kv.inv_freq, freq, (size_t)hd / 2, 0.0, 0.0, "the cache's RoPE frequencies");
+    free(want);
+    kv_free(&kv); sampler_free(&s);
+    model_free(&m);
+}
+
 static void test_sampler_rules(void) {
     enum { V = 7 };
     float logits[V] = {1.0f, 3.0f, 0.5f, 2.0f, -1.0f, 2.9f, 0.0f};
@@ -564,6 +701,11 @@ int main(void) {
               test_generate_determinism_and_chunking);
     test_case("generate: one sampling stream per sequence, the same tokens in a batch cut in two",
               test_generate_each_streams);
+    test_case("generate: continuous batching gives each sequence its tokens alone (GPT-2 and "
+              "Llama-style, greedy and sampled, 1 and 2 threads) and refills freed slots",
+              test_generate_queue_equals_alone);
+    test_case("generate: releasing activations and the cache keeps the RoPE frequencies",
+              test_release_keeps_rope);
     test_case("generate: a cancel function ends generation between decoding steps",
               test_generate_cancel);
     test_case("generate: Llama-style KV-cache logits equal the full forward (GQA, MQA, biases, "

@@ -30,6 +30,19 @@ ppo_config pre/best rm off
 "$B/ppo" -c ppo.yaml > out 2> err && [ -f off/policy/model.safetensors ] &&
     [ -f off/last/policy/trainer_state.json ] &&
     ok "PPO run (ptx off) completes: policy/ and last/ written" || bad "ppo run (ptx off)"
+grep -Eq "^ppo: time [0-9.]+ s: gen [0-9.]+ score [0-9.]+ ref [0-9.]+ logp [0-9.]+ value [0-9.]+ \| train policy [0-9.]+ value [0-9.]+ ptx [0-9.]+ adam [0-9.]+ \| db [0-9.]+ other [0-9.]+$" err &&
+    python3 - off/workspace.db > out 2>&1 <<'PY' && ok "each iteration's time per phase logged in one line and stored (time/<phase>, adding up to time/iteration)" || bad "time breakdown: $(cat out; grep 'ppo: time' err | head -2)"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+parts = ["generation", "scoring", "reference", "logprobs", "value", "train_policy", "train_value",
+         "train_ptx", "optimizer", "allreduce", "database", "other"]
+for step in range(1, 11):
+    t = dict(db.execute("select name, value from metrics where step = ? and name like 'time/%'", (step,)))
+    assert sorted(t) == sorted(["time/" + p for p in parts] + ["time/iteration"]), sorted(t)
+    assert all(v >= 0 for v in t.values()) and t["time/generation"] > 0 and t["time/train_policy"] > 0, t
+    total = sum(t["time/" + p] for p in parts)
+    assert abs(total - t["time/iteration"]) < 1e-3, (total, t["time/iteration"])
+PY
 kl1=$(metric off/workspace.db ppo/kl 1); k31=$(metric off/workspace.db ppo/kl_k3 1); \
     r1=$(metric off/workspace.db ppo/first_ratio_dev 1)
 [ "$kl1" = "0.0" ] && [ "$k31" = "0.0" ] && [ "$r1" = "0.0" ] &&
@@ -55,6 +68,23 @@ assert db.execute("select status from runs").fetchall() == [("done",)]
 # reward hacking can be looked for with SQL: the highest-scoring responses of the last iteration
 for (r,) in db.execute("select response from rollouts where iteration = 10 order by score desc limit 3"):
     assert isinstance(r, str)
+PY
+
+# 1a. continuous batching: 5 KV-cache slots for 16 rollouts, a rollout that ends handing its slot to
+# the next, samples what the whole batch at once did (each rollout its own sampling stream), and the
+# run goes on the same
+"$B/ppo" -c ppo.yaml --set out.dir=slots5 --set train.iterations=2 --set rollout.generation_batch=5 \
+    > /dev/null 2> err || bad "ppo run with rollout.generation_batch=5"
+python3 - off/workspace.db slots5/workspace.db > out 2>&1 <<'PY' && ok "rollout.generation_batch 5 of 16 (continuous batching): the same rollouts and statistics as all 16 at once ($(cat out))" || bad "generation_batch 5: $(cat out)"
+import sqlite3, sys
+q = "select iteration, response, score, kl, response_tokens, ended from rollouts where iteration <= 2 order by id"
+a, b = (sqlite3.connect(p).execute(q).fetchall() for p in sys.argv[1:3])
+assert len(a) == 32 and a == b, "rollouts differ"
+q = "select step, name, value from metrics where step <= 2 and name like 'ppo/%' order by step, name"
+a, b = (sqlite3.connect(p).execute(q).fetchall() for p in sys.argv[1:3])
+assert a == b, [(x, y) for x, y in zip(a, b) if x != y][:3]
+lens = sqlite3.connect(sys.argv[2]).execute("select distinct response_tokens from rollouts order by 1")
+print(f"{len(a)} metrics; response lengths {[n for (n,) in lens]}")
 PY
 
 # 1b. a response cut off by the length limit is scored with the end token appended (as reward
