@@ -761,6 +761,35 @@ static void label_free(Label *L) {
     store_close(L->db);
 }
 
+// --policy: the model completions are sampled from, its tokenizer, chat template and stop ids,
+// and the hash its completions are stored under.
+static int label_load_policy(Label *L, const char *tokdir, const char *tmpl, const char *ctmpl,
+                             char *err, size_t errlen) {
+    if (ckpt_load_model(L->policy, &L->pol, 1, 1, 0, CKPT_IGNORE_SCORE, err, errlen) ||
+        model_lowp_attach(&L->pol, L->prec, 0, err, errlen))
+        return -1;
+    L->has_policy = 1;
+    if (!L->pol.config.lm_head)
+        return util_err(err, errlen, "%s has no LM head: --policy needs a language model",
+                        L->policy);
+    const char *td = tokdir ? tokdir : L->policy;
+    if (tok_load(&L->tok, td, err, errlen) ||
+        chat_template_load(&L->chat, td, ctmpl, err, errlen))
+        return -1;
+    DatasetOptions o = {.prompt_template = tmpl, .chat = L->chat,
+                        .response_prefix = L->prefix,
+                        .max_tokens = L->pol.config.max_seq_len};
+    if (dataset_create(&L->ds, L->tok, &o, err, errlen)) return -1;
+    sampler_init(&L->sm, L->pol.config.vocab_size);
+    L->g.eot_id = tok_eot(L->tok);
+    if (chat_stop_ids(L->chat, L->tok, L->policy, L->g.stop_ids, GEN_MAX_STOP, &L->g.n_stop, err,
+                      errlen) ||
+        label_policy_hash(L->policy, L->policy_hash, err, errlen))
+        return -1;
+    L->co.policy_hash = L->policy_hash;
+    return 0;
+}
+
 int cmd_label(int argc, char **argv) {
     Label L;
     memset(&L, 0, sizeof L);
@@ -831,31 +860,7 @@ int cmd_label(int argc, char **argv) {
         store_add_labeler(L.db, L.labeler, &L.labeler_id, err, sizeof err) ||
         label_choose(&L, prompts_file, err, sizeof err))
         goto out;
-    if (L.policy) {
-        if (ckpt_load_model(L.policy, &L.pol, 1, 1, 0, CKPT_IGNORE_SCORE, err, sizeof err) ||
-            model_lowp_attach(&L.pol, L.prec, 0, err, sizeof err))
-            goto out;
-        L.has_policy = 1;
-        if (!L.pol.config.lm_head) {
-            snprintf(err, sizeof err, "%s has no LM head: --policy needs a language model",
-                     L.policy);
-            goto out;
-        }
-        if (tok_load(&L.tok, tokdir ? tokdir : L.policy, err, sizeof err) ||
-            chat_template_load(&L.chat, tokdir ? tokdir : L.policy, ctmpl, err, sizeof err))
-            goto out;
-        DatasetOptions o = {.prompt_template = tmpl, .chat = L.chat,
-                            .response_prefix = L.prefix,
-                            .max_tokens = L.pol.config.max_seq_len};
-        if (dataset_create(&L.ds, L.tok, &o, err, sizeof err)) goto out;
-        sampler_init(&L.sm, L.pol.config.vocab_size);
-        L.g.eot_id = tok_eot(L.tok);
-        if (chat_stop_ids(L.chat, L.tok, L.policy, L.g.stop_ids, GEN_MAX_STOP, &L.g.n_stop, err,
-                          sizeof err))
-            goto out;
-        if (label_policy_hash(L.policy, L.policy_hash, err, sizeof err)) goto out;
-        L.co.policy_hash = L.policy_hash;
-    }
+    if (L.policy && label_load_policy(&L, tokdir, tmpl, ctmpl, err, sizeof err)) goto out;
     started = 1;
     cli_stop_defer();   // from here on a signal ends the session cleanly: the prompt given back
     if (!L.judge) setvbuf(stdin, NULL, _IONBF, 0); // poll on fd 0 then sees every byte not yet read
