@@ -804,22 +804,55 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
     }
 }
 
+// One pass over the rows, chunk by chunk, and no `ordered`: a chunk of ROW_CHUNK rows adds its
+// rows' input gradients and writes its partial weight gradient (the same sum norm_weight_grads
+// makes) into part; after the loop's barrier the partials are added to dweight column by column
+// in chunk order, the order norm_weight_grads adds them in, so the result has the same bits.
+// (With `ordered`, a thread waiting for its turn sleeps under OMP_WAIT_POLICY=passive, and a
+// chunk of 64 rows takes microseconds: each of the ~16 hand-overs per call waited for a
+// sleeping thread to wake.) The partials of a round of chunks wait in RMS_PART floats on the
+// caller's stack (128 KiB): more chunks go in several rounds, each adding in the same order.
+#define RMS_PART 32768
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int64_t N, int C) {
-    #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        const float *d = dout + i * C, *x = inp + i * C;
-        float r = rstd[i];
-        // y = x r w with r = (mean(x^2) + eps)^-1/2: dx = r (dout w - x r^2 mean(dout w x))
-        float sum_dwx = 0.0f;
-        #pragma omp simd reduction(+:sum_dwx)
-        for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
-        float k = r * r * sum_dwx / C;
-        float *di = dinp + i * C;
-        #pragma omp simd
-        for (int c = 0; c < C; c++) di[c] += r * (d[c] * weight[c] - x[c] * k);
+    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+    // rows wider than RMS_PART floats (no model has them) take the weight gradient the old way
+    float *dwsum = C <= RMS_PART ? dweight : NULL, part[RMS_PART];
+    int64_t per = dwsum ? RMS_PART / C : nch;   // chunks per round
+    for (int64_t r0 = 0; r0 < nch; r0 += per) {
+        int64_t r1 = r0 + per < nch ? r0 + per : nch;
+        #pragma omp parallel
+        {
+            #pragma omp for schedule(static)
+            for (int64_t ch = r0; ch < r1; ch++) {
+                int64_t i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
+                float *pw = dwsum ? part + (ch - r0) * C : NULL;
+                if (pw) for (int c = 0; c < C; c++) pw[c] = 0.0f;
+                for (int64_t i = i0; i < i1; i++) {
+                    const float *d = dout + i * C, *x = inp + i * C;
+                    float r = rstd[i];
+                    // y = x r w with r = (mean(x^2) + eps)^-1/2: dx = r (dout w - x r^2 mean(dout w x))
+                    float sum_dwx = 0.0f;
+                    #pragma omp simd reduction(+:sum_dwx)
+                    for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
+                    float k = r * r * sum_dwx / C;
+                    float *di = dinp + i * C;
+                    #pragma omp simd
+                    for (int c = 0; c < C; c++) di[c] += r * (d[c] * weight[c] - x[c] * k);
+                    if (pw) {
+                        #pragma omp simd
+                        for (int c = 0; c < C; c++) pw[c] += d[c] * x[c] * r;
+                    }
+                }
+            }
+            if (dwsum) {
+                #pragma omp for schedule(static)
+                for (int c = 0; c < C; c++)
+                    for (int64_t ch = r0; ch < r1; ch++) dwsum[c] += part[(ch - r0) * C + c];
+            }
+        }
     }
-    norm_weight_grads(dweight, NULL, dout, inp, NULL, rstd, N, C);
+    if (dweight && !dwsum) norm_weight_grads(dweight, NULL, dout, inp, NULL, rstd, N, C);
 }
 
 void rope_inv_freq(float *inv_freq, int hd, double theta, int scaling, double factor,
