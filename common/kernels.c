@@ -636,10 +636,11 @@ static void att_backward_loop(float *dq, float *dk, float *dv, float *d, const f
 // Backward: the q heads of a group all add into their shared kv head's dK and dV, so one thread
 // takes a (sequence, kv head) pair and runs its group's q heads one after the other; pairs touch
 // disjoint slices of dqkv and scratch and run in parallel. (With KVH = NH this is GPT-2's
-// (sequence, head) parallelism.)
-void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                            const float *att, const int64_t *off, const int64_t *att_off, int B,
-                            int NH, int KVH, int hd) {
+// (sequence, head) parallelism.) set: each pair first zeroes the slices of dqkv it owns (its
+// rows, its q heads, its k and v head), which together are all of dqkv.
+static void att_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                             const float *att, const int64_t *off, const int64_t *att_off, int B,
+                             int NH, int KVH, int hd, int set) {
     float scale = 1.0f / sqrtf((float)hd);
     int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, C = (int64_t)NH * hd;
     int group = NH / KVH;
@@ -649,6 +650,14 @@ void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, cons
             int64_t r0 = off[b], len = off[b + 1] - off[b];
             const float *k = qkv + r0 * QKV + C + (int64_t)kh * hd, *v = k + (int64_t)KVH * hd;
             float *dk = dqkv + r0 * QKV + C + (int64_t)kh * hd, *dv = dk + (int64_t)KVH * hd;
+            if (set) {
+                for (int64_t t = 0; t < len; t++) {
+                    float *row = dqkv + (r0 + t) * QKV;
+                    memset(row + (int64_t)kh * group * hd, 0, (size_t)group * hd * sizeof(float));
+                    memset(dk + t * QKV, 0, (size_t)hd * sizeof(float));
+                    memset(dv + t * QKV, 0, (size_t)hd * sizeof(float));
+                }
+            }
             for (int h = kh * group; h < (kh + 1) * group; h++) {
                 int64_t a = att_off[b] + (int64_t)h * len * len;
                 const float *q = qkv + r0 * QKV + (int64_t)h * hd, *dy = dout + r0 * C + h * hd;
@@ -662,6 +671,18 @@ void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, cons
             }
         }
     }
+}
+
+void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                            const float *att, const int64_t *off, const int64_t *att_off, int B,
+                            int NH, int KVH, int hd) {
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 0);
+}
+
+void attention_gqa_backward_set(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                                const float *att, const int64_t *off, const int64_t *att_off,
+                                int B, int NH, int KVH, int hd) {
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 1);
 }
 
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
@@ -777,15 +798,27 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
                 C, beta, out, OC);
 }
 
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int64_t N, int C, int OC) {
-    if (dinp)   // dinp (N,C) += dout (N,OC) @ weight (OC,C)
+// dinp_beta 1: dinp += ..., 0: dinp = ... (sgemm overwrites it; its old contents are ignored)
+static void linear_backward_beta(float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const float *inp, const float *weight, int64_t N, int C, int OC,
+                                 float dinp_beta) {
+    if (dinp)   // dinp (N,C) [+]= dout (N,OC) @ weight (OC,C)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, 1.0f, dout, OC,
-                    weight, C, 1.0f, dinp, C);
+                    weight, C, dinp_beta, dinp, C);
     if (dweight)   // dweight (OC,C) += dout^T (OC,N) @ inp (N,C); NULL: a frozen weight
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)N, 1.0f, dout, OC,
                     inp, C, 1.0f, dweight, C);
     if (dbias) colsum_add(dbias, dout, N, OC);
+}
+
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC) {
+    linear_backward_beta(dinp, dweight, dbias, dout, inp, weight, N, C, OC, 1.0f);
+}
+
+void linear_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const float *weight, int64_t N, int C, int OC) {
+    linear_backward_beta(dinp, dweight, dbias, dout, inp, weight, N, C, OC, 0.0f);
 }
 
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
@@ -936,7 +969,9 @@ void swiglu_forward(float *out, const float *gu, int64_t N, int F) {
     }
 }
 
-void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, int F) {
+// add 1: dgu += ..., 0: dgu = ... (as the _set kernels)
+static void swiglu_backward_to(float *dgu, const float *dout, const float *gu, int64_t N, int F,
+                               int add) {
     int nblk = (F + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -948,9 +983,18 @@ void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, 
             for (int j = 0; j < w; j++) {
                 // silu(g) = g s with s = sigmoid(g); silu'(g) = s (1 + g (1 - s))
                 float s = 1.0f / (1.0f + exp_fast(-g[j]));
-                dg[j] += d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
-                du[j] += d[j] * g[j] * s;
+                float gg = d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s)), gu_ = d[j] * g[j] * s;
+                dg[j] = add ? dg[j] + gg : gg;
+                du[j] = add ? du[j] + gu_ : gu_;
             }
         }
     }
+}
+
+void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, int F) {
+    swiglu_backward_to(dgu, dout, gu, N, F, 1);
+}
+
+void swiglu_backward_set(float *dgu, const float *dout, const float *gu, int64_t N, int F) {
+    swiglu_backward_to(dgu, dout, gu, N, F, 0);
 }
