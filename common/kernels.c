@@ -821,8 +821,9 @@ void linear_backward_set(float *dinp, float *dweight, float *dbias, const float 
     linear_backward_beta(dinp, dweight, dbias, dout, inp, weight, N, C, OC, 0.0f);
 }
 
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
-                     int C, float eps) {
+// copy (N,C) or NULL: also receives inp, read once for both
+static void rmsnorm_forward_to(float *out, float *rstd, const float *inp, const float *weight,
+                               float *copy, int64_t N, int C, float eps) {
     #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N; i++) {
         const float *x = inp + i * C;
@@ -834,7 +835,18 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
         #pragma omp simd
         for (int c = 0; c < C; c++) o[c] = x[c] * r * weight[c];
         rstd[i] = r;
+        if (copy) memcpy(copy + i * C, x, (size_t)C * sizeof(float));
     }
+}
+
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
+                     int C, float eps) {
+    rmsnorm_forward_to(out, rstd, inp, weight, NULL, N, C, eps);
+}
+
+void rmsnorm_forward_copy(float *out, float *rstd, const float *inp, const float *weight,
+                          float *copy, int64_t N, int C, float eps) {
+    rmsnorm_forward_to(out, rstd, inp, weight, copy, N, C, eps);
 }
 
 // One pass over the rows, chunk by chunk, and no `ordered`: a chunk of ROW_CHUNK rows adds its

@@ -85,6 +85,10 @@ void linear_backward_set(float *dinp, float *dweight, float *dbias, const float 
 // RMSNorm: out (N,C) = inp * rstd * weight, rstd (N) = 1 / sqrt(mean(inp^2) + eps) saved.
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
                      int C, float eps);
+// ... and copy (N,C) = inp in the same pass: the block's residual, which the next product adds
+// into (one parallel region and one read of inp instead of two)
+void rmsnorm_forward_copy(float *out, float *rstd, const float *inp, const float *weight,
+                          float *copy, int64_t N, int C, float eps);
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int64_t N, int C);
 

@@ -467,8 +467,9 @@ static void llama_layer_forward(Model *m, int l) {
     int64_t N = m->N;
     int C = c->n_embd, NH = c->n_head, KVH = model_kv_heads(c), hd = (int)d.hd;
     int QKV = (int)d.qkv, AH = (int)d.atty, F = (int)d.fch_act;
-    size_t NC = (size_t)N * C, lc = (size_t)l * C, lq = (size_t)l * QKV;
-    rmsnorm_forward(a.ln1, a.ln1r, a.x, p->ln1w + lc, N, C, c->ln_eps);
+    size_t lc = (size_t)l * C, lq = (size_t)l * QKV;
+    // rm starts as a copy of x: the residual, fused into the attention projection's sgemm
+    rmsnorm_forward_copy(a.ln1, a.ln1r, a.x, p->ln1w + lc, a.rm, N, C, c->ln_eps);
     linear_forward(a.qkv, a.ln1, p->qkvw + lq * C, c->qkv_bias ? p->qkvb + lq : NULL, N, C, QKV,
                    0);
     lora_fwd(m, l, LORA_AT_QKV, a.ln1, a.qkv, (size_t)QKV);
@@ -476,14 +477,12 @@ static void llama_layer_forward(Model *m, int l) {
     // q and k heads are contiguous in each row: one rotation call covers both
     rope_forward(a.qkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     attention_gqa_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, NH, KVH, hd);
-    vec_copy(a.rm, a.x, (int64_t)NC);   // residual fused into the projection's sgemm
     linear_forward(a.rm, a.atty, p->attprojw + lc * AH, NULL, N, AH, C, 1);
     lora_fwd(m, l, LORA_AT_O, a.atty, a.rm, (size_t)C);
-    rmsnorm_forward(a.ln2, a.ln2r, a.rm, p->ln2w + lc, N, C, c->ln_eps);
+    rmsnorm_forward_copy(a.ln2, a.ln2r, a.rm, p->ln2w + lc, a.xo, N, C, c->ln_eps);
     linear_forward(a.fch, a.ln2, p->fcw + lc * 2 * F, NULL, N, C, 2 * F, 0);
     lora_fwd(m, l, LORA_AT_FC, a.ln2, a.fch, 2 * (size_t)F);
     swiglu_forward(a.fchg, a.fch, N, F);
-    vec_copy(a.xo, a.rm, (int64_t)NC);
     linear_forward(a.xo, a.fchg, p->fcprojw + lc * F, NULL, N, F, C, 1);
     lora_fwd(m, l, LORA_AT_DOWN, a.fchg, a.xo, (size_t)C);
 }

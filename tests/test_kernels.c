@@ -571,6 +571,14 @@ static void test_rmsnorm_n(int64_t N, int C) {
     check_threads("rmsnorm", rms_pass, &c, 2 * N * C + N + C);
     rms_ref_loss(&c);
     check_ref("rmsnorm_forward", c.out, c.y, N * C, 2e-6);
+    // the copying variant: the same output bits, and the input copied
+    float *out2 = filled(N * C, NAN), *r2 = filled(N, NAN), *copy = filled(N * C, NAN);
+    rmsnorm_forward_copy(out2, r2, c.inp, c.w, copy, N, C, RMS_EPS);
+    CHECK_MSG(!memcmp(out2, c.out, (size_t)(N * C) * sizeof(float)) &&
+                  !memcmp(r2, c.rstd, (size_t)N * sizeof(float)) &&
+                  !memcmp(copy, c.inp, (size_t)(N * C) * sizeof(float)),
+              "rmsnorm_forward_copy: the output of rmsnorm_forward and a copy of the input");
+    free(out2); free(r2); free(copy);
     fd_check_ref("rmsnorm dinp", rms_ref_loss, &c, c.inp_d, c.din, N * C, 200, 2e-5);
     fd_check_ref("rmsnorm dweight", rms_ref_loss, &c, c.w_d, c.dw, C, 200, 2e-5);
     free(c.out); free(c.rstd); free(c.inp); free(c.w); free(c.r); free(c.din); free(c.dw);
