@@ -876,7 +876,8 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
                 for (int64_t i = i0; i < i1; i++) {
                     const float *d = dout + i * C, *x = inp + i * C;
                     float r = rstd[i];
-                    // y = x r w with r = (mean(x^2) + eps)^-1/2: dx = r (dout w - x r^2 mean(dout w x))
+                    // y = x r w with r = (mean(x^2) + eps)^-1/2:
+                    // dx = r (dout w - x r^2 mean(dout w x))
                     float sum_dwx = 0.0f;
                     #pragma omp simd reduction(+:sum_dwx)
                     for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
