@@ -636,10 +636,11 @@ static void att_backward_loop(float *dq, float *dk, float *dv, float *d, const f
 // Backward: the q heads of a group all add into their shared kv head's dK and dV, so one thread
 // takes a (sequence, kv head) pair and runs its group's q heads one after the other; pairs touch
 // disjoint slices of dqkv and scratch and run in parallel. (With KVH = NH this is GPT-2's
-// (sequence, head) parallelism.)
-void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                            const float *att, const int64_t *off, const int64_t *att_off, int B,
-                            int NH, int KVH, int hd) {
+// (sequence, head) parallelism.) set: each pair first zeroes the slices of dqkv it owns (its
+// rows, its q heads, its k and v head), which together are all of dqkv.
+static void att_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                             const float *att, const int64_t *off, const int64_t *att_off, int B,
+                             int NH, int KVH, int hd, int set) {
     float scale = 1.0f / sqrtf((float)hd);
     int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, C = (int64_t)NH * hd;
     int group = NH / KVH;
@@ -649,6 +650,14 @@ void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, cons
             int64_t r0 = off[b], len = off[b + 1] - off[b];
             const float *k = qkv + r0 * QKV + C + (int64_t)kh * hd, *v = k + (int64_t)KVH * hd;
             float *dk = dqkv + r0 * QKV + C + (int64_t)kh * hd, *dv = dk + (int64_t)KVH * hd;
+            if (set) {
+                for (int64_t t = 0; t < len; t++) {
+                    float *row = dqkv + (r0 + t) * QKV;
+                    memset(row + (int64_t)kh * group * hd, 0, (size_t)group * hd * sizeof(float));
+                    memset(dk + t * QKV, 0, (size_t)hd * sizeof(float));
+                    memset(dv + t * QKV, 0, (size_t)hd * sizeof(float));
+                }
+            }
             for (int h = kh * group; h < (kh + 1) * group; h++) {
                 int64_t a = att_off[b] + (int64_t)h * len * len;
                 const float *q = qkv + r0 * QKV + (int64_t)h * hd, *dy = dout + r0 * C + h * hd;
@@ -662,6 +671,18 @@ void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, cons
             }
         }
     }
+}
+
+void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                            const float *att, const int64_t *off, const int64_t *att_off, int B,
+                            int NH, int KVH, int hd) {
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 0);
+}
+
+void attention_gqa_backward_set(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                                const float *att, const int64_t *off, const int64_t *att_off,
+                                int B, int NH, int KVH, int hd) {
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 1);
 }
 
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
@@ -777,19 +798,32 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
                 C, beta, out, OC);
 }
 
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int64_t N, int C, int OC) {
-    if (dinp)   // dinp (N,C) += dout (N,OC) @ weight (OC,C)
+// dinp_beta 1: dinp += ..., 0: dinp = ... (sgemm overwrites it; its old contents are ignored)
+static void linear_backward_beta(float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const float *inp, const float *weight, int64_t N, int C, int OC,
+                                 float dinp_beta) {
+    if (dinp)   // dinp (N,C) [+]= dout (N,OC) @ weight (OC,C)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, 1.0f, dout, OC,
-                    weight, C, 1.0f, dinp, C);
+                    weight, C, dinp_beta, dinp, C);
     if (dweight)   // dweight (OC,C) += dout^T (OC,N) @ inp (N,C); NULL: a frozen weight
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)N, 1.0f, dout, OC,
                     inp, C, 1.0f, dweight, C);
     if (dbias) colsum_add(dbias, dout, N, OC);
 }
 
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
-                     int C, float eps) {
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int C, int OC) {
+    linear_backward_beta(dinp, dweight, dbias, dout, inp, weight, N, C, OC, 1.0f);
+}
+
+void linear_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const float *weight, int64_t N, int C, int OC) {
+    linear_backward_beta(dinp, dweight, dbias, dout, inp, weight, N, C, OC, 0.0f);
+}
+
+// copy (N,C) or NULL: also receives inp, read once for both
+static void rmsnorm_forward_to(float *out, float *rstd, const float *inp, const float *weight,
+                               float *copy, int64_t N, int C, float eps) {
     #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N; i++) {
         const float *x = inp + i * C;
@@ -801,25 +835,70 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
         #pragma omp simd
         for (int c = 0; c < C; c++) o[c] = x[c] * r * weight[c];
         rstd[i] = r;
+        if (copy) memcpy(copy + i * C, x, (size_t)C * sizeof(float));
     }
 }
 
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
+                     int C, float eps) {
+    rmsnorm_forward_to(out, rstd, inp, weight, NULL, N, C, eps);
+}
+
+void rmsnorm_forward_copy(float *out, float *rstd, const float *inp, const float *weight,
+                          float *copy, int64_t N, int C, float eps) {
+    rmsnorm_forward_to(out, rstd, inp, weight, copy, N, C, eps);
+}
+
+// One pass over the rows, chunk by chunk, and no `ordered`: a chunk of ROW_CHUNK rows adds its
+// rows' input gradients and writes its partial weight gradient (the same sum norm_weight_grads
+// makes) into part; after the loop's barrier the partials are added to dweight column by column
+// in chunk order, the order norm_weight_grads adds them in, so the result has the same bits.
+// (With `ordered`, a thread waiting for its turn sleeps under OMP_WAIT_POLICY=passive, and a
+// chunk of 64 rows takes microseconds: each of the ~16 hand-overs per call waited for a
+// sleeping thread to wake.) The partials of a round of chunks wait in RMS_PART floats on the
+// caller's stack (128 KiB): more chunks go in several rounds, each adding in the same order.
+#define RMS_PART 32768
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int64_t N, int C) {
-    #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        const float *d = dout + i * C, *x = inp + i * C;
-        float r = rstd[i];
-        // y = x r w with r = (mean(x^2) + eps)^-1/2: dx = r (dout w - x r^2 mean(dout w x))
-        float sum_dwx = 0.0f;
-        #pragma omp simd reduction(+:sum_dwx)
-        for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
-        float k = r * r * sum_dwx / C;
-        float *di = dinp + i * C;
-        #pragma omp simd
-        for (int c = 0; c < C; c++) di[c] += r * (d[c] * weight[c] - x[c] * k);
+    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+    // rows wider than RMS_PART floats (no model has them) take the weight gradient the old way
+    float *dwsum = C <= RMS_PART ? dweight : NULL, part[RMS_PART];
+    int64_t per = dwsum ? RMS_PART / C : nch;   // chunks per round
+    for (int64_t r0 = 0; r0 < nch; r0 += per) {
+        int64_t r1 = r0 + per < nch ? r0 + per : nch;
+        #pragma omp parallel
+        {
+            #pragma omp for schedule(static)
+            for (int64_t ch = r0; ch < r1; ch++) {
+                int64_t i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
+                float *pw = dwsum ? part + (ch - r0) * C : NULL;
+                if (pw) for (int c = 0; c < C; c++) pw[c] = 0.0f;
+                for (int64_t i = i0; i < i1; i++) {
+                    const float *d = dout + i * C, *x = inp + i * C;
+                    float r = rstd[i];
+                    // y = x r w with r = (mean(x^2) + eps)^-1/2:
+                    // dx = r (dout w - x r^2 mean(dout w x))
+                    float sum_dwx = 0.0f;
+                    #pragma omp simd reduction(+:sum_dwx)
+                    for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
+                    float k = r * r * sum_dwx / C;
+                    float *di = dinp + i * C;
+                    #pragma omp simd
+                    for (int c = 0; c < C; c++) di[c] += r * (d[c] * weight[c] - x[c] * k);
+                    if (pw) {
+                        #pragma omp simd
+                        for (int c = 0; c < C; c++) pw[c] += d[c] * x[c] * r;
+                    }
+                }
+            }
+            if (dwsum) {
+                #pragma omp for schedule(static)
+                for (int c = 0; c < C; c++)
+                    for (int64_t ch = r0; ch < r1; ch++) dwsum[c] += part[(ch - r0) * C + c];
+            }
+        }
     }
-    norm_weight_grads(dweight, NULL, dout, inp, NULL, rstd, N, C);
+    if (dweight && !dwsum) norm_weight_grads(dweight, NULL, dout, inp, NULL, rstd, N, C);
 }
 
 void rope_inv_freq(float *inv_freq, int hd, double theta, int scaling, double factor,
@@ -903,7 +982,9 @@ void swiglu_forward(float *out, const float *gu, int64_t N, int F) {
     }
 }
 
-void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, int F) {
+// add 1: dgu += ..., 0: dgu = ... (as the _set kernels)
+static void swiglu_backward_to(float *dgu, const float *dout, const float *gu, int64_t N, int F,
+                               int add) {
     int nblk = (F + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -915,9 +996,18 @@ void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, 
             for (int j = 0; j < w; j++) {
                 // silu(g) = g s with s = sigmoid(g); silu'(g) = s (1 + g (1 - s))
                 float s = 1.0f / (1.0f + exp_fast(-g[j]));
-                dg[j] += d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
-                du[j] += d[j] * g[j] * s;
+                float gg = d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s)), gu_ = d[j] * g[j] * s;
+                dg[j] = add ? dg[j] + gg : gg;
+                du[j] = add ? du[j] + gu_ : gu_;
             }
         }
     }
+}
+
+void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, int F) {
+    swiglu_backward_to(dgu, dout, gu, N, F, 1);
+}
+
+void swiglu_backward_set(float *dgu, const float *dout, const float *gu, int64_t N, int F) {
+    swiglu_backward_to(dgu, dout, gu, N, F, 0);
 }

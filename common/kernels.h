@@ -76,10 +76,19 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 // dinp (N,C) or NULL, dweight (OC,C) or NULL (frozen), dbias (OC) or NULL, dout (N,OC)
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC);
+// The `_set` kernels write their input gradient (=) instead of adding to it, with the same bits
+// as adding into zeros: the caller saves zeroing the buffer (a pass over memory and a parallel
+// region, whose hand-overs cost a sleeping thread's wake-up). Weight gradients still add.
+void linear_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const float *weight, int64_t N, int C, int OC);
 
 // RMSNorm: out (N,C) = inp * rstd * weight, rstd (N) = 1 / sqrt(mean(inp^2) + eps) saved.
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
                      int C, float eps);
+// ... and copy (N,C) = inp in the same pass: the block's residual, which the next product adds
+// into (one parallel region and one read of inp instead of two)
+void rmsnorm_forward_copy(float *out, float *rstd, const float *inp, const float *weight,
+                          float *copy, int64_t N, int C, float eps);
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int64_t N, int C);
 
@@ -99,6 +108,7 @@ void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int64_t
 // SwiGLU: gu (N,2F) holds [gate | up] per row; out (N,F) = silu(gate) * up.
 void swiglu_forward(float *out, const float *gu, int64_t N, int F);
 void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, int F);
+void swiglu_backward_set(float *dgu, const float *dout, const float *gu, int64_t N, int F);
 
 // Grouped-query causal attention over packed sequences (as attention_forward): qkv (N, QKV) rows
 // [NH q heads | KVH k heads | KVH v heads] of hd each (QKV = (NH + 2 KVH) hd); q head h reads
@@ -109,4 +119,7 @@ void attention_gqa_forward(float *out, float *att, const float *qkv, const int64
 void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                             const float *att, const int64_t *off, const int64_t *att_off, int B,
                             int NH, int KVH, int hd);
+void attention_gqa_backward_set(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                                const float *att, const int64_t *off, const int64_t *att_off,
+                                int B, int NH, int KVH, int hd);
 #endif

@@ -487,23 +487,22 @@ static void llama_layer_forward(Model *m, int l) {
     int64_t N = m->N;
     int C = c->n_embd, NH = c->n_head, KVH = model_kv_heads(c), hd = (int)d.hd;
     int QKV = (int)d.qkv, F = (int)d.fch_act;
-    size_t NC = (size_t)N * C, lc = (size_t)l * C;
+    size_t lc = (size_t)l * C;
     int nw = full_narrow(m);
-    rmsnorm_forward(a.ln1, a.ln1r, a.x, p->ln1w + lc, N, C, c->ln_eps);
+    // rm starts as a copy of x: the residual, fused into the attention projection's sgemm
+    rmsnorm_forward_copy(a.ln1, a.ln1r, a.x, p->ln1w + lc, a.rm, N, C, c->ln_eps);
     model_product(m, l, MODEL_W_QKV, nw, a.qkv, a.ln1, N, 0);
     lora_fwd(m, l, LORA_AT_QKV, a.ln1, a.qkv, (size_t)QKV);
     if (c->qk_norm) qk_norm_forward(m, l, &a, &d);
     // q and k heads are contiguous in each row: one rotation call covers both
     rope_forward(a.qkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     attention_gqa_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, NH, KVH, hd);
-    vec_copy(a.rm, a.x, (int64_t)NC);   // residual fused into the projection's sgemm
     model_product(m, l, MODEL_W_ATTPROJ, nw, a.rm, a.atty, N, 1);
     lora_fwd(m, l, LORA_AT_O, a.atty, a.rm, (size_t)C);
-    rmsnorm_forward(a.ln2, a.ln2r, a.rm, p->ln2w + lc, N, C, c->ln_eps);
+    rmsnorm_forward_copy(a.ln2, a.ln2r, a.rm, p->ln2w + lc, a.xo, N, C, c->ln_eps);
     model_product(m, l, MODEL_W_FC, nw, a.fch, a.ln2, N, 0);
     lora_fwd(m, l, LORA_AT_FC, a.ln2, a.fch, 2 * (size_t)F);
     swiglu_forward(a.fchg, a.fch, N, F);
-    vec_copy(a.xo, a.rm, (int64_t)NC);
     model_product(m, l, MODEL_W_FCPROJ, nw, a.xo, a.fchg, N, 1);
     lora_fwd(m, l, LORA_AT_DOWN, a.fchg, a.xo, (size_t)C);
 }
@@ -517,32 +516,27 @@ static void llama_layer_backward(Model *m, int l) {
     int64_t N = m->N;
     int C = c->n_embd, NH = c->n_head, KVH = model_kv_heads(c), hd = (int)d.hd;
     int QKV = (int)d.qkv, AH = (int)d.atty, F = (int)d.fch_act;
-    size_t NC = (size_t)N * C, lc = (size_t)l * C, lq = (size_t)l * QKV;
+    size_t lc = (size_t)l * C, lq = (size_t)l * QKV;
     // MLP: resid[l+1] = rm + swiglu(rmsnorm(rm) @ fcw^T) @ fcprojw^T
-    vec_zero(m->dfch_gelu, N * F);
-    linear_backward(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg,
-                    p->fcprojw + lc * F, N, F, C);
+    // the _set kernels write the input gradients that nothing else has added to yet
+    linear_backward_set(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg,
+                        p->fcprojw + lc * F, N, F, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
-    vec_zero(m->dfch, N * 2 * F);
-    swiglu_backward(m->dfch, m->dfch_gelu, a.fch, N, F);
-    vec_zero(m->dln, (int64_t)NC);
-    linear_backward(m->dln, GA(g->fcw, lc * 2 * F), NULL, m->dfch, a.ln2, p->fcw + lc * 2 * F, N, C,
-                    2 * F);
+    swiglu_backward_set(m->dfch, m->dfch_gelu, a.fch, N, F);
+    linear_backward_set(m->dln, GA(g->fcw, lc * 2 * F), NULL, m->dfch, a.ln2, p->fcw + lc * 2 * F,
+                        N, C, 2 * F);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 2 * (size_t)F, m->dln);
     rmsnorm_backward(m->dresid, GA(g->ln2w, lc), m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
     // attention: rm = x + attn(rope(qknorm(rmsnorm(x) @ qkvw^T + qkvb))) @ attprojw^T
-    vec_zero(m->datty, N * AH);
-    linear_backward(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
-                    p->attprojw + lc * AH, N, AH, C);
+    linear_backward_set(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
+                        p->attprojw + lc * AH, N, AH, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
-    vec_zero(m->dqkv, N * QKV);
-    attention_gqa_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B,
-                           NH, KVH, hd);
+    attention_gqa_backward_set(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off,
+                               m->cur_B, NH, KVH, hd);
     rope_backward(m->dqkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
-    vec_zero(m->dln, (int64_t)NC);
-    linear_backward(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL, m->dqkv,
-                    a.ln1, p->qkvw + lq * C, N, C, QKV);
+    linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL,
+                        m->dqkv, a.ln1, p->qkvw + lq * C, N, C, QKV);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, (size_t)QKV, m->dln);
     rmsnorm_backward(m->dresid, GA(g->ln1w, lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
 }

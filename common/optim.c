@@ -51,16 +51,26 @@ static int param_decays(int p) {
            p == P_FCPROJW || p == P_SCOREW || p == P_LMHEADW;
 }
 
-void optim_adamw_update(float *w, const float *g, float *mm, float *vv, int64_t n,
-                        const AdamWConfig *c, float lr, int64_t t, float gscale, int decays) {
-    // As torch.optim.AdamW: w *= 1 - lr wd; w -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).
-    // The constants are hoisted so the loop has one sqrt and one division per element: with two
-    // divisions and a sqrt it was bound by the divider rather than by memory (28 bytes/element).
+// One tensor's AdamW constants, hoisted so the loop has one sqrt and one division per element:
+// with two divisions and a sqrt it was bound by the divider rather than by memory (28
+// bytes/element).
+typedef struct { float step, inv_sqrt_bc2, b1, b2, eps, decay, gscale; } AdamWConsts;
+
+static AdamWConsts adamw_consts(const AdamWConfig *c, float lr, int64_t t, float gscale,
+                                int decays) {
     float bc1 = 1.0f - powf(c->beta1, (float)t), bc2 = 1.0f - powf(c->beta2, (float)t);
-    float step = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
-    float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
-    float decay = 1.0f - lr * (decays ? c->weight_decay : 0.0f);
-    #pragma omp parallel for simd schedule(static)
+    return (AdamWConsts){.step = lr / bc1, .inv_sqrt_bc2 = 1.0f / sqrtf(bc2), .b1 = c->beta1,
+                         .b2 = c->beta2, .eps = c->eps,
+                         .decay = 1.0f - lr * (decays ? c->weight_decay : 0.0f), .gscale = gscale};
+}
+
+// As torch.optim.AdamW: w *= 1 - lr wd; w -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).
+// A worksharing loop without its own region (and no barrier at its end): called inside one.
+static void adamw_loop(float *w, const float *g, float *mm, float *vv, int64_t n,
+                       const AdamWConsts *k) {
+    float step = k->step, inv_sqrt_bc2 = k->inv_sqrt_bc2, b1 = k->b1, b2 = k->b2, eps = k->eps;
+    float decay = k->decay, gscale = k->gscale;
+    #pragma omp for simd schedule(static) nowait
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i] * gscale;
         float mi = b1 * mm[i] + (1.0f - b1) * gi;
@@ -70,18 +80,32 @@ void optim_adamw_update(float *w, const float *g, float *mm, float *vv, int64_t 
     }
 }
 
+void optim_adamw_update(float *w, const float *g, float *mm, float *vv, int64_t n,
+                        const AdamWConfig *c, float lr, int64_t t, float gscale, int decays) {
+    AdamWConsts k = adamw_consts(c, lr, t, gscale, decays);
+    #pragma omp parallel
+    adamw_loop(w, g, mm, vv, n, &k);
+}
+
 float optim_adamw_step(Model *m, const AdamWConfig *c, float lr, int64_t t) {
     if (!m->grads_memory) DIE("optimizer step on a model without gradients (frozen or inference)");
     float norm = optim_grad_norm(m);
     float gscale = 1.0f;
     if (c->grad_clip > 0.0f && norm > c->grad_clip) gscale = c->grad_clip / (norm + 1e-6f);
-    size_t base = 0;
+    // every tensor in one parallel region (a region per tensor was ~20 hand-overs per step,
+    // each waiting for a sleeping thread under OMP_WAIT_POLICY=passive); elementwise, so the
+    // bits do not depend on how the loops are split
+    AdamWConsts k[MODEL_NUM_PARAMS];
+    size_t base[MODEL_NUM_PARAMS], b = 0;
     for (int p = 0; p < MODEL_NUM_PARAMS; p++) {
-        int64_t n = (int64_t)m->param_sizes[p];
-        optim_adamw_update(m->params_memory + base, m->grads_memory + base, m->m_memory + base,
-                           m->v_memory + base, n, c, lr, t, gscale, param_decays(p));
-        base += (size_t)n;
+        k[p] = adamw_consts(c, lr, t, gscale, param_decays(p));
+        base[p] = b;
+        b += m->param_sizes[p];
     }
+    #pragma omp parallel
+    for (int p = 0; p < MODEL_NUM_PARAMS; p++)
+        adamw_loop(m->params_memory + base[p], m->grads_memory + base[p], m->m_memory + base[p],
+                   m->v_memory + base[p], (int64_t)m->param_sizes[p], &k[p]);
     return norm;
 }
 

@@ -571,14 +571,42 @@ static void test_rmsnorm_n(int64_t N, int C) {
     check_threads("rmsnorm", rms_pass, &c, 2 * N * C + N + C);
     rms_ref_loss(&c);
     check_ref("rmsnorm_forward", c.out, c.y, N * C, 2e-6);
+    // the copying variant: the same output bits, and the input copied
+    float *out2 = filled(N * C, NAN), *r2 = filled(N, NAN), *copy = filled(N * C, NAN);
+    rmsnorm_forward_copy(out2, r2, c.inp, c.w, copy, N, C, RMS_EPS);
+    CHECK_MSG(!memcmp(out2, c.out, (size_t)(N * C) * sizeof(float)) &&
+                  !memcmp(r2, c.rstd, (size_t)N * sizeof(float)) &&
+                  !memcmp(copy, c.inp, (size_t)(N * C) * sizeof(float)),
+              "rmsnorm_forward_copy: the output of rmsnorm_forward and a copy of the input");
+    free(out2); free(r2); free(copy);
     fd_check_ref("rmsnorm dinp", rms_ref_loss, &c, c.inp_d, c.din, N * C, 200, 2e-5);
     fd_check_ref("rmsnorm dweight", rms_ref_loss, &c, c.w_d, c.dw, C, 200, 2e-5);
     free(c.out); free(c.rstd); free(c.inp); free(c.w); free(c.r); free(c.din); free(c.dw);
     free(c.inp_d); free(c.w_d); free(c.y);
 }
+// The weight gradient's sum over rows when a round of chunks cannot hold them all (3000 wide:
+// 10 chunks of 64 rows a round, 1500 rows: 3 rounds, the last partial) and when a row is wider
+// than a round holds (40000: the ordered sum): against a double sum with the kernel's own rstd,
+// and the same bits with 1 and 2 threads.
+static void test_rmsnorm_rounds_n(int64_t N, int C) {
+    Rng rng; rng_init(&rng, 33);
+    RmsCtx c = {zeros(N * C), zeros(N), randn(&rng, N * C, 2), randn(&rng, C, 1),
+                randn(&rng, N * C, 1), zeros(N * C), zeros(C), NULL, NULL, NULL, N, C};
+    check_threads("rmsnorm rounds", rms_pass, &c, 2 * N * C + N + C);
+    double *want = malloc((size_t)C * sizeof(double));
+    for (int i = 0; i < C; i++) want[i] = ACC0;
+    for (int64_t n = 0; n < N; n++)
+        for (int i = 0; i < C; i++)
+            want[i] += (double)c.r[n * C + i] * c.inp[n * C + i] * c.rstd[n];
+    check_ref("rmsnorm dweight over rounds", c.dw, want, C, 2e-5);
+    free(want);
+    free(c.out); free(c.rstd); free(c.inp); free(c.w); free(c.r); free(c.din); free(c.dw);
+}
 static void test_rmsnorm(void) {
     test_rmsnorm_n(150, 7);   // the weight gradient's row sum: two full chunks of 64, a partial
     test_rmsnorm_n(3, 2100);  // two column strips of 2048
+    test_rmsnorm_rounds_n(1500, 3000);
+    test_rmsnorm_rounds_n(3, 40000);
 }
 
 // ---- RoPE frequencies
@@ -823,6 +851,43 @@ static void test_attention_gqa_is_gpt2(void) {
     gqa_free(&c);
 }
 
+// ---- the _set kernels: the same bits as adding into zeros, whatever the buffer held before
+static void check_same_bits(const char *what, const float *a, const float *b, int64_t n) {
+    if (memcmp(a, b, (size_t)n * sizeof(float)))
+        test_fail_at(__FILE__, __LINE__, "%s: _set differs from adding into zeros", what);
+}
+static void test_set_kernels(void) {
+    Rng rng; rng_init(&rng, 36);
+    int64_t N = 70; int C = 13, OC = 29, F = 1100;
+    float *inp = randn(&rng, N * C, 1), *w = randn(&rng, (int64_t)OC * C, 1);
+    float *dout = randn(&rng, N * OC, 1), *want = zeros(N * C), *got = filled(N * C, NAN);
+    float *dw1 = zeros((int64_t)OC * C), *dw2 = zeros((int64_t)OC * C);
+    linear_backward(want, dw1, NULL, dout, inp, w, N, C, OC);
+    linear_backward_set(got, dw2, NULL, dout, inp, w, N, C, OC);
+    check_same_bits("linear dinp", got, want, N * C);
+    check_same_bits("linear dweight", dw2, dw1, (int64_t)OC * C);
+    float *gu = randn(&rng, 2 * N * F, 2), *dsw = randn(&rng, N * F, 1);
+    float *swant = zeros(2 * N * F), *sgot = filled(2 * N * F, NAN);
+    swiglu_backward(swant, dsw, gu, N, F);
+    swiglu_backward_set(sgot, dsw, gu, N, F);
+    check_same_bits("swiglu dgu", sgot, swant, 2 * N * F);
+    // attention: a long sequence (sgemm blocks) beside short ones (the hand loop), 9 / 3 heads
+    int lens[3] = {70, 2, 9};
+    GqaCtx c;
+    gqa_setup(&c, &rng, lens, 3, 9, 3, 8);
+    int64_t nq = c.N * (9 + 2 * 3) * 8;
+    float *agot = filled(nq, NAN);
+    attention_gqa_forward(c.out, c.att, c.qkv, c.off, c.att_off, c.B, c.NH, c.KVH, c.hd);
+    attention_gqa_backward(c.dqkv, c.scratch, c.r, c.qkv, c.att, c.off, c.att_off, c.B, c.NH,
+                           c.KVH, c.hd);
+    attention_gqa_backward_set(agot, c.scratch, c.r, c.qkv, c.att, c.off, c.att_off, c.B, c.NH,
+                               c.KVH, c.hd);
+    check_same_bits("attention dqkv", agot, c.dqkv, nq);
+    gqa_free(&c);
+    free(inp); free(w); free(dout); free(want); free(got); free(dw1); free(dw2);
+    free(gu); free(dsw); free(swant); free(sgot); free(agot);
+}
+
 int main(void) {
     test_case("kernels: layernorm forward/backward vs finite differences", test_layernorm);
     test_case("kernels: matmul forward/backward vs naive product and finite differences",
@@ -848,6 +913,8 @@ int main(void) {
     test_case("kernels: swiglu vs double reference and finite differences", test_swiglu);
     test_case("kernels: grouped-query attention (9/3 heads, multi-query) vs double reference",
               test_attention_gqa);
+    test_case("kernels: the _set backward kernels equal adding into zeros, bit for bit",
+              test_set_kernels);
     test_case("kernels: grouped-query attention with KVH = NH is GPT-2's, bit for bit",
               test_attention_gqa_is_gpt2);
     return test_summary();
