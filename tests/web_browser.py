@@ -10,11 +10,11 @@ import tempfile
 import time
 
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import web_chrome  # noqa: E402
 import web_lib as W  # noqa: E402
 
 check = W.check
@@ -40,7 +40,7 @@ def browser(tmp, name):
               "--window-size=1200,900", "--user-data-dir=" + os.path.join(tmp, "chrome-" + name)]:
         o.add_argument(a)
     o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    d = web_chrome.chrome(o)
     d.set_page_load_timeout(30)
     return d
 

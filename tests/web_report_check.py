@@ -244,7 +244,8 @@ def expected_reward(db):
 def check_report(path, db, run_ids, shots):
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import web_chrome
     from selenium.webdriver.common.by import By
 
     opts = Options()
@@ -252,7 +253,7 @@ def check_report(path, db, run_ids, shots):
               "--disable-dev-shm-usage"):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    drv = web_chrome.chrome(opts)
     try:
         drv.get("file://" + os.path.abspath(path))
         q = drv.find_elements
