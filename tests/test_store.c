@@ -244,25 +244,6 @@ static void test_demonstrations_completions_labelers(void) {
     store_close(s);
 }
 
-// A prompt with k completions "c0".."c{k-1}"; ids into out.
-static int64_t prompt_with(Store *s, const char *text, const char *split, int k, int64_t *out) {
-    char err[512];
-    int64_t p;
-    if (store_add_prompt(s, text, split, "test", &p, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        exit(1);
-    }
-    for (int i = 0; i < k; i++) {
-        char t[32];
-        snprintf(t, sizeof t, "c%d", i);
-        if (store_add_completion(s, p, t, "m", &out[i], err, sizeof err)) {
-            fprintf(stderr, "%s\n", err);
-            exit(1);
-        }
-    }
-    return p;
-}
-
 typedef struct { int n; char desc[8][160]; } Rankings;
 static int collect_ranking(const StoreRanking *r, void *ctx) {
     Rankings *v = ctx;
@@ -280,8 +261,8 @@ static void test_rankings(void) {
     Store *s = open_fresh("rankings.db");
     char err[512];
     int64_t c[4], d[3], lab, lab2, r1, r2, r3, rid;
-    int64_t p = prompt_with(s, "P", "train", 4, c);
-    int64_t q = prompt_with(s, "Q", "valid", 3, d);
+    int64_t p = test_prompt_with(s, "P", "train", 4, c);
+    int64_t q = test_prompt_with(s, "Q", "valid", 3, d);
     CHECK(store_add_labeler(s, "alice", &lab, err, sizeof err) == 0 &&
           store_add_labeler(s, "bob", &lab2, err, sizeof err) == 0);
     // "2>4>1=3": c1 best, then c3, then c0 and c2 tied.
@@ -352,7 +333,7 @@ static void test_transactions(void) {
     CHECK(store_commit(s, err, sizeof err) == -1 && strstr(err, "no transaction"));
     // Commit keeps everything.
     CHECK(store_begin(s, err, sizeof err) == 0);
-    int64_t p = prompt_with(s, "kept", "train", 2, c);
+    int64_t p = test_prompt_with(s, "kept", "train", 2, c);
     CHECK(store_add_labeler(s, "alice", &lab, err, sizeof err) == 0);
     // A failing multi-statement write inside the caller's transaction undoes only itself.
     StoreRankItem bad[2] = {{c[0], 1}, {999, 2}};
@@ -511,8 +492,8 @@ static void test_reward_scores(void) {
     Store *s = open_fresh("scores.db");
     char err[512];
     int64_t c[3], c2[2];
-    prompt_with(s, "P", "train", 3, c);
-    prompt_with(s, "Q", "test", 2, c2);
+    test_prompt_with(s, "P", "train", 3, c);
+    test_prompt_with(s, "Q", "test", 2, c2);
     double v;
     int found;
     CHECK(store_set_reward_score(s, "rm-1", c[0], 1.5, err, sizeof err) == 0);
@@ -814,7 +795,7 @@ static void test_claims(void) {
     for (int i = 0; i < 6; i++) {
         char t[32];
         snprintf(t, sizeof t, "prompt %d", i);
-        p[i] = prompt_with(s, t, i == 5 ? "test" : "train", i == 4 ? 1 : 3, c[i]);
+        p[i] = test_prompt_with(s, t, i == 5 ? "test" : "train", i == 4 ? 1 : 3, c[i]);
     }
     CHECK(store_add_labeler(s, "alice", &a, err, sizeof err) == 0 &&
           store_add_labeler(s, "bob", &b, err, sizeof err) == 0);
@@ -861,7 +842,7 @@ static void test_claims(void) {
     int64_t dave;
     CHECK(store_add_labeler(s, "dave", &dave, err, sizeof err) == 0);
     StoreClaimOptions quick = {.lease_s = 0.2};
-    int64_t p6 = prompt_with(s, "prompt 6", "train", 2, c[6]);
+    int64_t p6 = test_prompt_with(s, "prompt 6", "train", 2, c[6]);
     CHECK(store_claim_prompt(s, dave, &quick, &got, err, sizeof err) == 0 && got == p6);
     CHECK(store_claim_prompt(s, a, &(StoreClaimOptions){.split = "train"}, &got, err, sizeof err) == 0 && got == p[3]);
     CHECK(store_release_prompt(s, a, p[3], 1, err, sizeof err) == 0);
@@ -930,7 +911,7 @@ static void test_concurrent_labelers(void) {
         char t[32];
         int64_t c[2];
         snprintf(t, sizeof t, "concurrent prompt %d", i);
-        prompt_with(s, t, "train", 2, c);
+        test_prompt_with(s, t, "train", 2, c);
     }
     CHECK(store_commit(s, err, sizeof err) == 0);
     store_close(s);   // never carry a connection across fork()
@@ -985,7 +966,7 @@ static void test_concurrent_labelers(void) {
         char t[32];
         int64_t c[2];
         snprintf(t, sizeof t, "late prompt %d", i);
-        prompt_with(s, t, "train", 2, c);
+        test_prompt_with(s, t, "train", 2, c);
     }
     CHECK(store_commit(s, err, sizeof err) == 0);
     store_close(s);

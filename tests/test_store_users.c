@@ -26,25 +26,6 @@ static int one_line(const char *s) { return !strchr(s, '\n'); }
 
 #define CHECK_INTEGRITY(s) CHECK(store_check((s), err, sizeof err) == 0)
 
-// A prompt with k completions "c0".. (ids into out), queued for labeling.
-static int64_t prompt_with(Store *s, const char *text, int k, int64_t *out) {
-    char err[512];
-    int64_t p;
-    if (store_add_prompt(s, text, "train", "test", &p, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        exit(1);
-    }
-    for (int i = 0; i < k; i++) {
-        char t[32];
-        snprintf(t, sizeof t, "c%d", i);
-        if (store_add_completion(s, p, t, "m", &out[i], err, sizeof err)) {
-            fprintf(stderr, "%s\n", err);
-            exit(1);
-        }
-    }
-    return p;
-}
-
 // Schema 6: users (a labeler's login), sessions, and rankings for one's own claims with flags,
 // undone in one transaction.
 static void test_users_sessions(void) {
@@ -82,7 +63,7 @@ static void test_users_sessions(void) {
     int64_t a, b, pid, got, c[3], rid, rid2, upid;
     CHECK(store_add_labeler(s, "a", &a, err, sizeof err) == 0);
     CHECK(store_add_labeler(s, "b", &b, err, sizeof err) == 0);
-    pid = prompt_with(s, "claimed?", 3, c);
+    pid = test_prompt_with(s, "claimed?", "train", 3, c);
     StoreRankItem items[3] = {{c[0], 1}, {c[1], 1}, {c[2], 2}};
     StoreRankFlag flags[1] = {{c[1], "unsafe"}};
     CHECK(store_claim_prompt(s, a, NULL, &got, err, sizeof err) == 0 && got == pid);

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE   // nftw
 #include "testlib.h"
 #include "cli.h"
+#include "store.h"
 #include "util.h"
 #include <ftw.h>
 #include <sqlite3.h>
@@ -150,4 +151,22 @@ int64_t test_sql_int(sqlite3 *db, const char *sql) {
     if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return v;
+}
+
+int64_t test_prompt_with(Store *s, const char *text, const char *split, int k, int64_t *out) {
+    char err[512];
+    int64_t p;
+    if (store_add_prompt(s, text, split, "test", &p, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    for (int i = 0; i < k; i++) {
+        char t[32];
+        snprintf(t, sizeof t, "c%d", i);
+        if (store_add_completion(s, p, t, "m", &out[i], err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            exit(1);
+        }
+    }
+    return p;
 }

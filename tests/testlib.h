@@ -48,6 +48,11 @@ void  test_rm_rf(const char *path);
 // fails or returns no row (the message on stderr).
 struct sqlite3;
 int64_t test_sql_int(struct sqlite3 *db, const char *sql);
+// A prompt TEXT in SPLIT of source "test" with k completions "c0".."c{k-1}" by model "m", their
+// ids into out; returns the prompt's id (exits on a store error: a broken fixture, not a case).
+struct Store;
+int64_t test_prompt_with(struct Store *s, const char *text, const char *split, int k,
+                         int64_t *out);
 // A fresh scratch directory $TMPDIR/PREFIX_XXXXXX (/tmp without TMPDIR) in dir[0..n); when it
 // cannot be made, prints a failed summary and returns -1 (main returns 1).
 int   test_scratch_dir(char *dir, size_t n, const char *prefix);
