@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "util.h"
-#include <cblas.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define LOWP_X86 1
@@ -545,43 +544,10 @@ void lowp_matrix_row(float *dst, const LowpMatrix *m, int r) {
 
 // ---- products ----
 
-// output channels per tile: about 2 MiB of fp32 scratch, at least 256 channels (3 MiB at C = 3072)
-#define LOWP_TILE_BYTES (2 << 20)
-#define LOWP_TILE_MIN 256
-
-// rows o0 .. o0+n of W in fp32 into dst (n, C)
-static void lowp_dequant_rows(float *dst, const LowpMatrix *m, int o0, int n) {
-    #pragma omp parallel for schedule(static)
-    for (int j = 0; j < n; j++) lowp_matrix_row(dst + (size_t)j * m->C, m, o0 + j);
-}
-
-// the many-rows product: tile by tile of output channels, dequantised then sgemm
-static void lowp_forward_sgemm(float *out, const float *inp, const LowpMatrix *m,
-                               const float *bias, int64_t N, int beta_one) {
-    int C = m->C, OC = m->OC;
-    int tile_n = LOWP_TILE_BYTES / (4 * C) / 16 * 16;
-    tile_n = tile_n < LOWP_TILE_MIN ? LOWP_TILE_MIN : tile_n;
-    float *tile = MALLOC_CHECK((size_t)tile_n * C * sizeof(float));
-    if (bias) {   // out = [out +] bias first, then sgemm adds (beta 1); without bias, beta says it
-        #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < N; i++)
-            for (int o = 0; o < OC; o++)
-                out[i * OC + o] = (beta_one ? out[i * OC + o] : 0.0f) + bias[o];
-    }
-    float beta = bias || beta_one ? 1.0f : 0.0f;
-    for (int o0 = 0; o0 < OC; o0 += tile_n) {
-        int n = OC - o0 < tile_n ? OC - o0 : tile_n;
-        lowp_dequant_rows(tile, m, o0, n);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, n, C, 1.0f, inp, C, tile, C,
-                    beta, out + o0, OC);
-    }
-    free(tile);
-}
-
 void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
                   int beta_one) {
     if (N > LOWP_SGEMM_ROWS) {
-        lowp_forward_sgemm(out, inp, m, bias, N, beta_one);
+        lowp_forward_many(out, inp, m, bias, N, beta_one);
         return;
     }
     int C = m->C, OC = m->OC;

@@ -21,8 +21,9 @@
 // - LOWP_PATH_PORTABLE: AVX2 + FMA, every x86-64 since 2013: bf16 widened to fp32 by a 16-bit
 //   shift, int8 widened and converted, both multiplied with fp32 activations (no rounding of them).
 // - LOWP_PATH_SCALAR: plain C, where neither exists (and on other architectures).
-// int8 is always dequantised on the fly (fp32 activations, the scale applied once per channel),
-// which keeps int8's only error the weight's rounding.
+// Up to LOWP_SGEMM_ROWS rows int8 is dequantised on the fly (fp32 activations, the scale applied
+// once per channel), which keeps int8's only error the weight's rounding; more rows on the AVX512
+// path round the activations to bf16 as well (see lowp_forward_many).
 // Each output element is computed by one thread in a fixed order, so results do not depend on the
 // number of threads. Kernels parallelise over output channels with OpenMP and must not be called
 // from inside another parallel region.
@@ -77,7 +78,7 @@ void lowp_matrix_free(LowpMatrix *m);
 // bytes of weights (and scales) the matrix holds: what one product streams
 int64_t lowp_matrix_bytes(const LowpMatrix *m);
 
-// More rows than this multiply dequantised tiles of the weights with sgemm (see lowp_forward).
+// More rows than this take the many-row product (lowp_forward_many, common/lowp_gemm.c).
 #define LOWP_SGEMM_ROWS 16
 
 // out (N, OC) = [out +] inp (N, C) @ W^T + bias, W the matrix (OC, C) in fp32 terms, bias (OC) or
@@ -87,12 +88,24 @@ int64_t lowp_matrix_bytes(const LowpMatrix *m);
 // weight byte is read from memory once; the result does not depend on the number of threads. The
 // AVX512 bf16 kernels round the N * C activations to bf16 into a buffer (on the stack up to
 // 64 KiB, malloc'd above).
-// More rows (B = 64 decoding, scoring): the product is bound by arithmetic, not by reading
-// weights, so tiles of at least 256 output channels are dequantised to fp32 (a malloc'd scratch
-// of about 2 MiB, 256 x C floats where that is more) and multiplied by sgemm, whose rounding, as linear_forward's, may change with the thread count;
-// the path then plays no part.
+// More rows (B = 64 decoding, scoring): lowp_forward_many.
 void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
                   int beta_one);
+// lowp_forward's product at any number of rows, the one it uses above LOWP_SGEMM_ROWS, where
+// arithmetic, not reading weights, bounds it. When lowp_gemm_rounds(m): vdpbf16ps on the weights
+// as stored (int8 widened to bf16 6 channels at a time, exactly, the scale applied to the sum),
+// with the activations rounded to bf16 (relative 2^-8 each, as the one-row AVX512 bf16 kernel
+// does; for int8 this is the only place they are rounded), fp32 sums in a fixed order, so the
+// result does not depend on the number of threads; scratch: up to 512 KiB of packed activations,
+// and for int8 6 x C bf16 per thread. Otherwise (the portable and scalar paths, or no AVX512-BF16)
+// tiles of at least 256 output channels are dequantised to fp32 (a malloc'd scratch of about
+// 2 MiB, 256 x C floats where that is more) and multiplied by sgemm, whose rounding, as
+// linear_forward's, may change with the thread count.
+void lowp_forward_many(float *out, const float *inp, const LowpMatrix *m, const float *bias,
+                       int64_t N, int beta_one);
+// whether lowp_forward_many runs m's products on vdpbf16ps (m's path is LOWP_PATH_AVX512 and the
+// CPU has AVX512-BF16, for int8 matrices too)
+int lowp_gemm_rounds(const LowpMatrix *m);
 // row r of W in fp32 (C floats): an embedding lookup from a tied bf16 / int8 token table
 void lowp_matrix_row(float *dst, const LowpMatrix *m, int r);
 

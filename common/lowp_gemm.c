@@ -1,0 +1,235 @@
+// The many-row products of reduced-precision weights: lowp_forward above LOWP_SGEMM_ROWS rows
+// (B = 64 decoding, a frozen model's full forward), see lowp.h.
+//
+// Where the CPU has AVX512-BF16 (and the matrix's path is LOWP_PATH_AVX512) the bf16 weights are
+// multiplied as they are stored, with vdpbf16ps (two bf16 products summed into an fp32 lane, at
+// twice the rate of fp32 FMAs): the activations are rounded to bf16 and packed, per block of rows,
+// pair-interleaved ([pair][64 rows] 32-bit words, so one load gives 16 rows' pairs); a
+// micro-kernel keeps a 64-row x 6-channel tile of fp32 sums in 24 registers and, per pair of
+// inputs, broadcasts each channel's weight pair (read straight from its [out, in] row: no packed
+// copy of the weights) against the 4 registers of activation pairs. int8 weights are exact in
+// bf16, so 6 channels at a time are widened to bf16 in a per-thread buffer and take the same
+// kernel, the channel's scale applied to the sum. Threads share out the 6-channel groups; each sum
+// runs over the inputs in one fixed order whatever the thread count, so results do not depend
+// on it.
+// Elsewhere (no AVX512-BF16, or RLHF_LOWP=portable / lowp_matrix_set_path to a narrower path) the
+// weights are widened to fp32 in tiles of output channels and multiplied with sgemm.
+#include "lowp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+#include <cblas.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define LOWP_GEMM_X86 1
+#include <immintrin.h>
+#endif
+
+// ---- fallback: dequantised tiles and sgemm ----
+
+// output channels per tile: about 2 MiB of fp32 scratch, at least 256 channels (3 MiB at C = 3072)
+#define LOWP_TILE_BYTES (2 << 20)
+#define LOWP_TILE_MIN 256
+
+// rows o0 .. o0+n of W in fp32 into dst (n, C)
+static void lowp_dequant_rows(float *dst, const LowpMatrix *m, int o0, int n) {
+    #pragma omp parallel for schedule(static)
+    for (int j = 0; j < n; j++) lowp_matrix_row(dst + (size_t)j * m->C, m, o0 + j);
+}
+
+// tile by tile of output channels, dequantised then sgemm
+static void lowp_forward_sgemm(float *out, const float *inp, const LowpMatrix *m,
+                               const float *bias, int64_t N, int beta_one) {
+    int C = m->C, OC = m->OC;
+    int tile_n = LOWP_TILE_BYTES / (4 * C) / 16 * 16;
+    tile_n = tile_n < LOWP_TILE_MIN ? LOWP_TILE_MIN : tile_n;
+    float *tile = MALLOC_CHECK((size_t)tile_n * C * sizeof(float));
+    if (bias) {   // out = [out +] bias first, then sgemm adds (beta 1); without bias, beta says it
+        #pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N; i++)
+            for (int o = 0; o < OC; o++)
+                out[i * OC + o] = (beta_one ? out[i * OC + o] : 0.0f) + bias[o];
+    }
+    float beta = bias || beta_one ? 1.0f : 0.0f;
+    for (int o0 = 0; o0 < OC; o0 += tile_n) {
+        int n = OC - o0 < tile_n ? OC - o0 : tile_n;
+        lowp_dequant_rows(tile, m, o0, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, n, C, 1.0f, inp, C, tile, C,
+                    beta, out + o0, OC);
+    }
+    free(tile);
+}
+
+#ifdef LOWP_GEMM_X86
+// ---- AVX512-BF16: vdpbf16ps on bf16 weights as stored ----
+#define T_GEMM "avx512f,avx512bw,avx512vl,avx512bf16"
+#define T_GEMM_INLINE static inline __attribute__((always_inline, target(T_GEMM)))
+
+#define GEMM_MR 4                  // registers of 16 rows in a tile
+#define GEMM_ROWS (16 * GEMM_MR)   // rows in a tile of packed activations
+#define GEMM_NR 6                  // output channels per micro-kernel (4 x 6 = 24 sums)
+// activations packed per block of rows: up to this many bytes (L2-sized), at least one tile
+#define GEMM_BLOCK_BYTES (512 << 10)
+
+// a bf16 weight pair as one 32-bit word, at any 2-byte alignment
+typedef uint32_t __attribute__((may_alias, aligned(2))) GemmPair;
+
+// acc[i][j] += x[i] . (pair p of w_j) for one pair of inputs: the 32-bit word at w_j + 2p, or
+// with odd set, w_j's last input alone (the word would reach into the next row, or past the end)
+T_GEMM_INLINE void gemm_step(__m512 acc[GEMM_MR][GEMM_NR], const uint32_t *xp, const uint16_t *w,
+                             size_t ldw, int p, int odd, int MR, int NR) {
+    __m512bh x[GEMM_MR];
+    _Pragma("GCC unroll 4") for (int i = 0; i < MR; i++)
+        x[i] = (__m512bh)_mm512_load_si512(xp + (size_t)p * GEMM_ROWS + 16 * i);
+    _Pragma("GCC unroll 6") for (int j = 0; j < NR; j++) {
+        const uint16_t *wj = w + j * ldw + 2 * (size_t)p;
+        uint32_t pair = odd ? wj[0] : *(const GemmPair *)wj;
+        __m512bh b = (__m512bh)_mm512_set1_epi32((int)pair);
+        _Pragma("GCC unroll 4") for (int i = 0; i < MR; i++)
+            acc[i][j] = _mm512_dpbf16_ps(acc[i][j], x[i], b);
+    }
+}
+
+// t[j * GEMM_ROWS + n] = sum over inputs of x[n] . w_j, pair by pair in order, for the MR * 16
+// rows of one tile (xp: [pair][GEMM_ROWS] words of bf16 pairs, the last pair of an odd C padded
+// with zero) and NR channels (w_j = w + j * ldw, C bf16 each)
+T_GEMM_INLINE void gemm_micro(float *t, const uint32_t *xp, const uint16_t *w, size_t ldw, int C,
+                              int MR, int NR) {
+    __m512 acc[GEMM_MR][GEMM_NR];
+    _Pragma("GCC unroll 4") for (int i = 0; i < MR; i++)
+        _Pragma("GCC unroll 6") for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+    int P = C / 2;
+    for (int p = 0; p < P; p++) gemm_step(acc, xp, w, ldw, p, 0, MR, NR);
+    if (C & 1) gemm_step(acc, xp, w, ldw, P, 1, MR, NR);
+    _Pragma("GCC unroll 4") for (int i = 0; i < MR; i++)
+        _Pragma("GCC unroll 6") for (int j = 0; j < NR; j++)
+            _mm512_store_ps(t + j * GEMM_ROWS + 16 * i, acc[i][j]);
+}
+
+typedef void (*GemmMicro)(float *t, const uint32_t *xp, const uint16_t *w, size_t ldw, int C);
+
+// one instance per tile shape, so every loop above unrolls and the sums stay in registers
+#define GEMM_FN(MR, NR)                                                                            \
+    __attribute__((target(T_GEMM))) static void gemm_##MR##_##NR(                                  \
+        float *t, const uint32_t *xp, const uint16_t *w, size_t ldw, int C) {                      \
+        gemm_micro(t, xp, w, ldw, C, MR, NR);                                                      \
+    }
+#define GEMM_FN_ROW(MR)                                                                            \
+    GEMM_FN(MR, 1) GEMM_FN(MR, 2) GEMM_FN(MR, 3) GEMM_FN(MR, 4) GEMM_FN(MR, 5) GEMM_FN(MR, 6)
+GEMM_FN_ROW(1)
+GEMM_FN_ROW(2)
+GEMM_FN_ROW(3)
+GEMM_FN_ROW(4)
+#define GEMM_ROW_PTRS(MR)                                                                          \
+    { gemm_##MR##_1, gemm_##MR##_2, gemm_##MR##_3, gemm_##MR##_4, gemm_##MR##_5, gemm_##MR##_6 }
+static const GemmMicro gemm_kernels[GEMM_MR][GEMM_NR] = {GEMM_ROW_PTRS(1), GEMM_ROW_PTRS(2),
+                                                         GEMM_ROW_PTRS(3), GEMM_ROW_PTRS(4)};
+
+// int8 rows (nr of C) widened to bf16 (exact: |q| <= 127 has 7 significant bits) into dst
+__attribute__((target(T_GEMM))) static void gemm_widen_int8(uint16_t *dst, const int8_t *q, int C,
+                                                           int nr) {
+    for (int j = 0; j < nr; j++) {
+        const int8_t *s = q + (size_t)j * C;
+        uint16_t *d = dst + (size_t)j * C;
+        int c = 0;
+        for (; c + 16 <= C; c += 16) {
+            __m128i q8 = _mm_loadu_si128((const void *)(s + c));
+            __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8));
+            _mm256_storeu_si256((void *)(d + c), (__m256i)_mm512_cvtneps_pbh(f));
+        }
+        for (; c < C; c++) d[c] = lowp_bf16_from_float((float)s[c]);
+    }
+}
+
+// rows [r0, r0 + R) of inp rounded to bf16 and packed into tiles of GEMM_ROWS rows:
+// xp[tile][pair][row], rows past R and the odd C's missing half zero. Shares the pairs out
+// among the threads of the enclosing parallel region (each writes its own cache lines).
+static void gemm_pack(uint32_t *xp, const float *inp, int64_t r0, int64_t R, int C) {
+    int P = (C + 1) / 2, ntiles = (int)((R + GEMM_ROWS - 1) / GEMM_ROWS);
+    #pragma omp for schedule(static)
+    for (int p = 0; p < P; p++) {
+        int c = 2 * p;
+        for (int tile = 0; tile < ntiles; tile++) {
+            uint32_t *d = xp + ((size_t)tile * P + p) * GEMM_ROWS;
+            for (int n = 0; n < GEMM_ROWS; n++) {
+                int64_t r = (int64_t)tile * GEMM_ROWS + n;
+                if (r >= R) {
+                    d[n] = 0;
+                    continue;
+                }
+                const float *x = inp + (r0 + r) * C;
+                uint32_t hi = c + 1 < C ? lowp_bf16_from_float(x[c + 1]) : 0;
+                d[n] = lowp_bf16_from_float(x[c]) | hi << 16;
+            }
+        }
+    }
+}
+
+// out rows [r0, r0 + R) at channels o .. o + nr from a tile's sums t: as lowp_forward's kernels,
+// out = [out +] bias + sum * post (post the int8 scale, 1 for bf16)
+static void gemm_store(float *out, const float *t, const LowpMatrix *m, const float *bias,
+                       int64_t r0, int64_t R, int o, int nr, int beta_one) {
+    int OC = m->OC;
+    for (int64_t n = 0; n < R; n++) {
+        float *dst = out + (r0 + n) * OC + o;
+        for (int j = 0; j < nr; j++) {
+            float post = m->fmt == LOWP_INT8 ? m->scale[o + j] : 1.0f;
+            float b = bias ? bias[o + j] : 0.0f;
+            dst[j] = (beta_one ? dst[j] : 0.0f) + b + t[j * GEMM_ROWS + n] * post;
+        }
+    }
+}
+
+// the many-rows product on vdpbf16ps: row blocks of packed activations, each multiplied by every
+// 6-channel group (the groups shared out among threads), tile by tile of 64 rows
+static void lowp_forward_bf16dp(float *out, const float *inp, const LowpMatrix *m,
+                                const float *bias, int64_t N, int beta_one) {
+    int C = m->C, OC = m->OC, P = (C + 1) / 2;
+    int ngroups = (OC + GEMM_NR - 1) / GEMM_NR;
+    int64_t block = (int64_t)GEMM_BLOCK_BYTES / (4 * (int64_t)P) / GEMM_ROWS * GEMM_ROWS;
+    int64_t nround = (N + GEMM_ROWS - 1) / GEMM_ROWS * GEMM_ROWS;
+    block = block < GEMM_ROWS ? GEMM_ROWS : block > nround ? nround : block;
+    uint32_t *xp = ALIGNED_CHECK((size_t)block * P * sizeof(uint32_t));
+    #pragma omp parallel
+    {
+        uint16_t *wide = m->fmt == LOWP_INT8 ? MALLOC_CHECK((size_t)GEMM_NR * C * 2) : NULL;
+        float t[GEMM_NR * GEMM_ROWS] __attribute__((aligned(64)));
+        for (int64_t r0 = 0; r0 < N; r0 += block) {
+            int64_t R = N - r0 < block ? N - r0 : block;
+            gemm_pack(xp, inp, r0, R, C);   // ends with the loop's barrier
+            #pragma omp for schedule(static)
+            for (int g = 0; g < ngroups; g++) {
+                int o = g * GEMM_NR, nr = OC - o < GEMM_NR ? OC - o : GEMM_NR;
+                const uint16_t *w = m->bf16 ? m->bf16 + (size_t)o * C : wide;
+                if (!m->bf16) gemm_widen_int8(wide, m->q + (size_t)o * C, C, nr);
+                for (int64_t t0 = 0; t0 < R; t0 += GEMM_ROWS) {
+                    int64_t rows = R - t0 < GEMM_ROWS ? R - t0 : GEMM_ROWS;
+                    int mr = (int)((rows + 15) / 16);
+                    gemm_kernels[mr - 1][nr - 1](t, xp + (size_t)(t0 / GEMM_ROWS) * P * GEMM_ROWS,
+                                                 w, (size_t)C, C);
+                    gemm_store(out, t, m, bias, r0 + t0, rows, o, nr, beta_one);
+                }
+            }   // the loop's barrier: every group done before the next block is packed
+        }
+        free(wide);
+    }
+    free(xp);
+}
+#endif
+
+int lowp_gemm_rounds(const LowpMatrix *m) {
+    return m->path == LOWP_PATH_AVX512 && lowp_path_supported(LOWP_PATH_AVX512, LOWP_BF16);
+}
+
+void lowp_forward_many(float *out, const float *inp, const LowpMatrix *m, const float *bias,
+                       int64_t N, int beta_one) {
+#ifdef LOWP_GEMM_X86
+    if (lowp_gemm_rounds(m)) {
+        lowp_forward_bf16dp(out, inp, m, bias, N, beta_one);
+        return;
+    }
+#endif
+    lowp_forward_sgemm(out, inp, m, bias, N, beta_one);
+}
