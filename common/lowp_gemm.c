@@ -143,27 +143,61 @@ __attribute__((target(T_GEMM))) static void gemm_widen_int8(uint16_t *dst, const
     }
 }
 
-// rows [r0, r0 + R) of inp rounded to bf16 and packed into tiles of GEMM_ROWS rows:
-// xp[tile][pair][row], rows past R and the odd C's missing half zero. Shares the pairs out
-// among the threads of the enclosing parallel region (each writes its own cache lines).
-static void gemm_pack(uint32_t *xp, const float *inp, int64_t r0, int64_t R, int C) {
-    int P = (C + 1) / 2, ntiles = (int)((R + GEMM_ROWS - 1) / GEMM_ROWS);
+// 16 x 16 32-bit words transposed in registers: r[k] holds word k of row k's ... becomes column k
+T_GEMM_INLINE void gemm_transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {   // pairs of rows interleaved
+        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {   // then 64-bit halves of 4 rows
+        u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    // u[4q + j], 128-bit block b: rows 4q .. 4q+3 of column 4b + j; blocks gathered in two steps
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88);       // cols j, 8+j: rows 0-7
+        __m512i v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xdd);       // cols 4+j, 12+j
+        __m512i w0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);  // the same, rows 8-15
+        __m512i w1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xdd);
+        r[j] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+        r[8 + j] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
+        r[4 + j] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+        r[12 + j] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
+    }
+}
+
+// rows [r0, r0 + R) of inp rounded to bf16 (round to nearest even, as lowp_bf16_from_float; a
+// denormal becomes zero, as vdpbf16ps reads one anyway) and packed into tiles of GEMM_ROWS rows:
+// xp[tile][pair][row], rows past R and the odd C's missing half zero. 16 rows by 16 pairs at a
+// time, shared out among the threads of the enclosing parallel region (each block of 16 x 16
+// words fills 16 whole cache lines of its own).
+__attribute__((target(T_GEMM))) static void gemm_pack(uint32_t *xp, const float *inp, int64_t r0,
+                                                     int64_t R, int C) {
+    int P = (C + 1) / 2, nchunk = (P + 15) / 16;
+    int64_t ngroup = (R + 15) / 16;
     #pragma omp for schedule(static)
-    for (int p = 0; p < P; p++) {
-        int c = 2 * p;
-        for (int tile = 0; tile < ntiles; tile++) {
-            uint32_t *d = xp + ((size_t)tile * P + p) * GEMM_ROWS;
-            for (int n = 0; n < GEMM_ROWS; n++) {
-                int64_t r = (int64_t)tile * GEMM_ROWS + n;
-                if (r >= R) {
-                    d[n] = 0;
-                    continue;
-                }
-                const float *x = inp + (r0 + r) * C;
-                uint32_t hi = c + 1 < C ? lowp_bf16_from_float(x[c + 1]) : 0;
-                d[n] = lowp_bf16_from_float(x[c]) | hi << 16;
-            }
+    for (int64_t u = 0; u < ngroup * nchunk; u++) {
+        int64_t grp = u / nchunk;
+        int c = 32 * (int)(u % nchunk), left = C - c < 32 ? C - c : 32;
+        __mmask16 lo = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        __mmask16 hi = (__mmask16)(left >= 32 ? 0xffff : left <= 16 ? 0 : (1u << (left - 16)) - 1);
+        __m512i r[16];
+        _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++) {
+            int64_t row = 16 * grp + k;
+            r[k] = _mm512_setzero_si512();
+            if (row >= R) continue;
+            const float *x = inp + (r0 + row) * C + c;
+            __m512 a = _mm512_maskz_loadu_ps(lo, x), b = _mm512_maskz_loadu_ps(hi, x + 16);
+            r[k] = (__m512i)_mm512_cvtne2ps_pbh(b, a);   // a's 16 bf16 low, then b's
         }
+        gemm_transpose16(r);
+        int64_t tile = 16 * grp / GEMM_ROWS, n0 = 16 * grp % GEMM_ROWS;
+        uint32_t *d = xp + ((size_t)tile * P + (size_t)(c / 2)) * GEMM_ROWS + n0;
+        int np = P - c / 2 < 16 ? P - c / 2 : 16;
+        for (int k = 0; k < np; k++) _mm512_store_si512(d + (size_t)k * GEMM_ROWS, r[k]);
     }
 }
 
@@ -207,6 +241,13 @@ static void lowp_forward_bf16dp(float *out, const float *inp, const LowpMatrix *
                 for (int64_t t0 = 0; t0 < R; t0 += GEMM_ROWS) {
                     int64_t rows = R - t0 < GEMM_ROWS ? R - t0 : GEMM_ROWS;
                     int mr = (int)((rows + 15) / 16);
+                    // the tile's outputs, one cache line (or two) in each of up to 64 rows, far
+                    // apart: fetched while the kernel runs, not missed one by one in the stores
+                    for (int64_t n = 0; n < rows; n++) {
+                        const float *dst = out + (r0 + t0 + n) * OC + o;
+                        __builtin_prefetch(dst, 1, 3);
+                        __builtin_prefetch(dst + nr - 1, 1, 3);
+                    }
                     gemm_kernels[mr - 1][nr - 1](t, xp + (size_t)(t0 / GEMM_ROWS) * P * GEMM_ROWS,
                                                  w, (size_t)C, C);
                     gemm_store(out, t, m, bias, r0 + t0, rows, o, nr, beta_one);
