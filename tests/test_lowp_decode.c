@@ -5,12 +5,14 @@
 // The tolerances come from the formats' rounding. Each converted matrix's rounding noise is
 // measured exactly: rho = rms(W' - W) / rms(W) over its weights (bf16 about u / sqrt 3,
 // u = 2^-8; int8 (s / sqrt 12) / rms(W) with s = max|w| / 127 of each channel, larger where a
-// channel has outliers). The AVX512 bf16 kernels round the activations too (another u / sqrt 3).
-// Independent roundings add in quadrature, so a product y_v = sum_i w_vi x_i is off by a
-// deviation of about rho sqrt(sum_i (w_vi x_i)^2). A logit carries the errors of the LM head's
-// own product and of the 2L residual-branch products before it (each normalised on its way by
-// the next norm, so of the same relative size): LOWP_PATHS(L) = 2L + 1 terms, again in
-// quadrature. A bf16 KV cache rounds keys and values (u / sqrt 3 each) instead; a key's error
+// channel has outliers). The AVX512 bf16 kernels round the activations too (another u / sqrt 3),
+// and so does every product of more than LOWP_SGEMM_ROWS rows on AVX512-BF16 (int8 as well: the
+// NP rows decoded here are that many). Independent roundings add in quadrature, so a product
+// y_v = sum_i w_vi x_i is off by a deviation of about rho sqrt(sum_i (w_vi x_i)^2). A logit
+// carries the errors of the LM head's own product and of the 4L residual-branch products before
+// it, two in series in each branch (attention's input and output projections, the MLP's two; each
+// normalised on its way by the next norm, so of the same relative size): LOWP_PATHS(L) = 4L + 1
+// terms, again in quadrature. A bf16 KV cache rounds keys and values (u / sqrt 3 each) instead; a key's error
 // reaches the output twice (its score, and the softmax's normaliser), a value's once: 3L terms,
 // and the head's none, LOWP_KV_PATHS(L). The bound is LOWP_SIGMAS = 6 deviations of that sum
 // with the worst matrix's rho, computed per decoding step from the head's weights and its input
@@ -32,7 +34,7 @@
 enum { VOC = 48, TRAIN_B = 16, TRAIN_T = 24, TRAIN_STEPS = 300 };
 enum { NP = 24, PROMPT = 4, NEW = 16, TT = PROMPT + NEW };
 
-#define LOWP_PATHS(L) (2.0 * (L) + 1.0)
+#define LOWP_PATHS(L) (4.0 * (L) + 1.0)
 #define LOWP_KV_PATHS(L) (3.0 * (L))
 #define LOWP_SIGMAS 6.0
 #define BF16_U 0.00390625   // 2^-8
@@ -127,8 +129,10 @@ static double rounding_rho(const Model *m, LowpFormat fmt) {
         free(row);
         lowp_matrix_free(&lm);
     }
-    int avx512 = fmt == LOWP_BF16 && lowp_default_path(fmt) == LOWP_PATH_AVX512;
-    return avx512 ? sqrt(worst * worst + act * act) : worst;
+    int rounds = fmt == LOWP_BF16 && lowp_default_path(fmt) == LOWP_PATH_AVX512;
+    LowpMatrix probe = {.fmt = fmt, .path = lowp_default_path(fmt)};
+    rounds = rounds || (NP > LOWP_SGEMM_ROWS && lowp_gemm_rounds(&probe));
+    return rounds ? sqrt(worst * worst + act * act) : worst;
 }
 
 // The bound on a step's logit error with rounding noise rho (of the weights, or with kv of the
