@@ -143,7 +143,7 @@ __attribute__((target(T_GEMM))) static void gemm_widen_int8(uint16_t *dst, const
     }
 }
 
-// 16 x 16 32-bit words transposed in registers: r[k] holds word k of row k's ... becomes column k
+// 16 x 16 32-bit words transposed in registers: r[k] holds row k on entry, column k on return
 T_GEMM_INLINE void gemm_transpose16(__m512i r[16]) {
     __m512i t[16], u[16];
     _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {   // pairs of rows interleaved
@@ -201,17 +201,26 @@ __attribute__((target(T_GEMM))) static void gemm_pack(uint32_t *xp, const float 
     }
 }
 
-// out rows [r0, r0 + R) at channels o .. o + nr from a tile's sums t: as lowp_forward's kernels,
-// out = [out +] bias + sum * post (post the int8 scale, 1 for bf16)
-static void gemm_store(float *out, const float *t, const LowpMatrix *m, const float *bias,
-                       int64_t r0, int64_t R, int o, int nr, int beta_one) {
-    int OC = m->OC;
-    for (int64_t n = 0; n < R; n++) {
-        float *dst = out + (r0 + n) * OC + o;
-        for (int j = 0; j < nr; j++) {
-            float post = m->fmt == LOWP_INT8 ? m->scale[o + j] : 1.0f;
-            float b = bias ? bias[o + j] : 0.0f;
-            dst[j] = (beta_one ? dst[j] : 0.0f) + b + t[j * GEMM_ROWS + n] * post;
+// out rows [r0, r0 + R) at channels o .. o + nr from a tile's sums t ([channel][GEMM_ROWS]), as
+// lowp_forward's kernels: out = [out +] bias + sum * post, bp[j] = bias (or 0), pp[j] = post (the
+// int8 scale, 1 for bf16). 16 rows at a time: their sums transposed in registers into one vector
+// per row, written with a masked store of nr lanes.
+__attribute__((target(T_GEMM))) static void gemm_store(float *out, const float *t, const float *bp,
+                                                      const float *pp, int64_t r0, int64_t R,
+                                                      int OC, int o, int nr, int beta_one) {
+    __mmask16 mask = (__mmask16)((1u << nr) - 1);
+    __m512 bv = _mm512_maskz_loadu_ps(mask, bp), pv = _mm512_maskz_loadu_ps(mask, pp);
+    for (int64_t n0 = 0; n0 < R; n0 += 16) {
+        __m512i r[16];
+        _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++)
+            r[j] = j < nr ? _mm512_load_si512((const void *)(t + j * GEMM_ROWS + n0))
+                          : _mm512_setzero_si512();
+        gemm_transpose16(r);
+        int64_t nn = R - n0 < 16 ? R - n0 : 16;
+        for (int64_t n = 0; n < nn; n++) {
+            float *dst = out + (r0 + n0 + n) * OC + o;
+            __m512 add = beta_one ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), bv) : bv;
+            _mm512_mask_storeu_ps(dst, mask, _mm512_fmadd_ps((__m512)r[n], pv, add));
         }
     }
 }
@@ -237,6 +246,11 @@ static void lowp_forward_bf16dp(float *out, const float *inp, const LowpMatrix *
             for (int g = 0; g < ngroups; g++) {
                 int o = g * GEMM_NR, nr = OC - o < GEMM_NR ? OC - o : GEMM_NR;
                 const uint16_t *w = m->bf16 ? m->bf16 + (size_t)o * C : wide;
+                float bp[GEMM_NR], pp[GEMM_NR];
+                for (int j = 0; j < nr; j++) {
+                    bp[j] = bias ? bias[o + j] : 0.0f;
+                    pp[j] = m->fmt == LOWP_INT8 ? m->scale[o + j] : 1.0f;
+                }
                 if (!m->bf16) gemm_widen_int8(wide, m->q + (size_t)o * C, C, nr);
                 for (int64_t t0 = 0; t0 < R; t0 += GEMM_ROWS) {
                     int64_t rows = R - t0 < GEMM_ROWS ? R - t0 : GEMM_ROWS;
@@ -250,7 +264,7 @@ static void lowp_forward_bf16dp(float *out, const float *inp, const LowpMatrix *
                     }
                     gemm_kernels[mr - 1][nr - 1](t, xp + (size_t)(t0 / GEMM_ROWS) * P * GEMM_ROWS,
                                                  w, (size_t)C, C);
-                    gemm_store(out, t, m, bias, r0 + t0, rows, o, nr, beta_one);
+                    gemm_store(out, t, bp, pp, r0 + t0, rows, OC, o, nr, beta_one);
                 }
             }   // the loop's barrier: every group done before the next block is packed
         }
