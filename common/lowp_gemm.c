@@ -255,13 +255,6 @@ static void lowp_forward_bf16dp(float *out, const float *inp, const LowpMatrix *
                 for (int64_t t0 = 0; t0 < R; t0 += GEMM_ROWS) {
                     int64_t rows = R - t0 < GEMM_ROWS ? R - t0 : GEMM_ROWS;
                     int mr = (int)((rows + 15) / 16);
-                    // the tile's outputs, one cache line (or two) in each of up to 64 rows, far
-                    // apart: fetched while the kernel runs, not missed one by one in the stores
-                    for (int64_t n = 0; n < rows; n++) {
-                        const float *dst = out + (r0 + t0 + n) * OC + o;
-                        __builtin_prefetch(dst, 1, 3);
-                        __builtin_prefetch(dst + nr - 1, 1, 3);
-                    }
                     gemm_kernels[mr - 1][nr - 1](t, xp + (size_t)(t0 / GEMM_ROWS) * P * GEMM_ROWS,
                                                  w, (size_t)C, C);
                     gemm_store(out, t, bp, pp, r0 + t0, rows, OC, o, nr, beta_one);
