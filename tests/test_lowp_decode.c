@@ -12,11 +12,11 @@
 // carries the errors of the LM head's own product and of the 4L residual-branch products before
 // it, two in series in each branch (attention's input and output projections, the MLP's two; each
 // normalised on its way by the next norm, so of the same relative size): LOWP_PATHS(L) = 4L + 1
-// terms, again in quadrature. A bf16 KV cache rounds keys and values (u / sqrt 3 each) instead; a key's error
-// reaches the output twice (its score, and the softmax's normaliser), a value's once: 3L terms,
-// and the head's none, LOWP_KV_PATHS(L). The bound is LOWP_SIGMAS = 6 deviations of that sum
-// with the worst matrix's rho, computed per decoding step from the head's weights and its input
-// row at that step. It is checked (every teacher-forced step within it) and then used: greedy
+// terms, again in quadrature. A bf16 KV cache rounds keys and values (u / sqrt 3 each) instead;
+// a key's error reaches the output twice (its score, and the softmax's normaliser), a value's
+// once: 3L terms, and the head's none, LOWP_KV_PATHS(L). The bound is LOWP_SIGMAS = 6 deviations
+// of that sum with the worst matrix's rho, computed per decoding step from the head's weights and
+// its input row at that step. It is checked (every teacher-forced step within it) and then used: greedy
 // decoding may only diverge from fp32 at a step whose fp32 top-2 margin is within twice it.
 #include "generate.h"
 #include "lowp.h"

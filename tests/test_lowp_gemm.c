@@ -31,12 +31,6 @@ static float *randn(Rng *r, int64_t n, float std) {
     return x;
 }
 
-// the weight the matrix stores, element [o, c], in fp32
-static double stored(const LowpMatrix *m, int o, int c) {
-    size_t i = (size_t)o * m->C + c;
-    return m->fmt == LOWP_BF16 ? lowp_bf16_to_float(m->bf16[i]) : (double)m->q[i] * m->scale[o];
-}
-
 // y (N, OC) = base + x @ m^T + bias through lowp_forward on nthreads threads
 static float *product(const Case *k, const LowpMatrix *m, int nthreads) {
     size_t n = (size_t)k->N * k->OC;
@@ -54,16 +48,16 @@ static void check_product(const Case *k, const LowpMatrix *m, const float *y, in
                           const char *what) {
     int C = k->C, bad = 0;
     double g = 2.0 * C * 0x1p-24, u = 0x1p-8;
-    for (int o = 0; o < k->OC; o++)
+    float *ws = malloc((size_t)C * sizeof(float));   // the weights the matrix stores, in fp32
+    for (int o = 0; o < k->OC; o++) {
+        lowp_matrix_row(ws, m, o);
         for (int n = 0; n < k->N; n++) {
             const float *x = k->x + (size_t)n * C;
             double ys = 0, yw = 0, A = 0, Aw = 0, fmt = 0;
             for (int c = 0; c < C; c++) {
-                double ws = stored(m, o, c), xr = rounded ? lowp_bf16_to_float(
-                                                                lowp_bf16_from_float(x[c]))
-                                                          : x[c];
-                ys += ws * xr;
-                A += fabs(ws * xr);
+                double xr = rounded ? lowp_bf16_to_float(lowp_bf16_from_float(x[c])) : x[c];
+                ys += ws[c] * xr;
+                A += fabs(ws[c] * xr);
                 yw += (double)k->w[(size_t)o * C + c] * x[c];
                 Aw += fabs((double)k->w[(size_t)o * C + c] * x[c]);
                 fmt += m->fmt == LOWP_INT8 ? 0.5 * m->scale[o] * fabs(x[c])
@@ -79,6 +73,8 @@ static void check_product(const Case *k, const LowpMatrix *m, const float *y, in
                              "fp32 %.9g (tol %.3g)", what, C, k->OC, k->N, n, o, got - add, ys,
                              tol_s, yw, tol_w);
         }
+    }
+    free(ws);
 }
 
 static void case_new(Case *k, Rng *rng, int C, int OC, int N) {
