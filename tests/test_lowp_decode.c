@@ -16,8 +16,8 @@
 // a key's error reaches the output twice (its score, and the softmax's normaliser), a value's
 // once: 3L terms, and the head's none, LOWP_KV_PATHS(L). The bound is LOWP_SIGMAS = 6 deviations
 // of that sum with the worst matrix's rho, computed per decoding step from the head's weights and
-// its input row at that step. It is checked (every teacher-forced step within it) and then used: greedy
-// decoding may only diverge from fp32 at a step whose fp32 top-2 margin is within twice it.
+// its input row at that step. It is checked (every teacher-forced step within it) and then used:
+// greedy decoding may only diverge from fp32 at a step whose fp32 top-2 margin is within twice it.
 #include "generate.h"
 #include "lowp.h"
 #include "model.h"
