@@ -157,41 +157,56 @@ T_AVX2 static void rowdot_int8_avx2(float *sum, const void *w, const float *cons
     LOWP_BY_R(rowdot_int8_avx2_r, sum, (const int8_t *)w, x, C);
 }
 
-// The 4-row kernels take the 4 rows one after another, so each thread reads its channels' bytes
-// as one ascending stream, and prefetch LOWP_AHEAD bytes ahead of where they read: the hardware
-// prefetchers alone follow a stream poorly here (4 interleaved rows of C = 576 from memory: bf16 at
-// half fp32's GB/s), and a fixed distance in bytes keeps the prefetched lines in L1 whatever C is.
-// Prefetches past the end of a matrix are harmless.
+// The bf16 4-row kernels take the 4 rows one after another, so each thread reads its channels'
+// bytes as one ascending stream, and prefetch LOWP_AHEAD bytes ahead of where they read: the
+// hardware prefetchers alone follow a stream poorly here (4 interleaved rows of C = 576 from
+// memory: bf16 at half fp32's GB/s), and a fixed distance in bytes keeps the prefetched lines in
+// L1 whatever C is. Prefetches past the end of a matrix are harmless.
 #define LOWP_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 #define LOWP_AHEAD 2048
 
-// one row w . x: 32 weights a step in 4 accumulators (a 64-byte line of bf16, half of int8's)
-#define LOWP_ROW_AVX2(NAME, TYPE, WIDEN, SCALAR_W)                                                 \
-    T_AVX2_INLINE float NAME(const TYPE *w, const float *x, int C) {                               \
-        __m256 a[4];                                                                               \
-        LOWP_UNROLL for (int j = 0; j < 4; j++) a[j] = _mm256_setzero_ps();                        \
-        int c = 0;                                                                                 \
-        for (; c + 32 <= C; c += 32) {                                                             \
-            LOWP_PREFETCH((const char *)(w + c) + LOWP_AHEAD);                                     \
-            LOWP_UNROLL for (int j = 0; j < 4; j++)                                                \
-                a[j] = _mm256_fmadd_ps(WIDEN(w + c + 8 * j), _mm256_loadu_ps(x + c + 8 * j), a[j]);\
-        }                                                                                          \
-        for (; c + 8 <= C; c += 8) a[0] = _mm256_fmadd_ps(WIDEN(w + c), _mm256_loadu_ps(x + c), a[0]);\
-        float s = hsum256(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));    \
-        for (; c < C; c++) s += SCALAR_W(w[c]) * x[c];                                             \
-        return s;                                                                                  \
+// one row w . x: 32 weights (a 64-byte line) a step in 4 accumulators
+T_AVX2_INLINE float row_bf16_avx2(const uint16_t *w, const float *x, int C) {
+    __m256 a[4];
+    LOWP_UNROLL for (int j = 0; j < 4; j++) a[j] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 32 <= C; c += 32) {
+        LOWP_PREFETCH((const char *)(w + c) + LOWP_AHEAD);
+        LOWP_UNROLL for (int j = 0; j < 4; j++)
+            a[j] = _mm256_fmadd_ps(widen8_bf16(w + c + 8 * j), _mm256_loadu_ps(x + c + 8 * j), a[j]);
     }
-LOWP_ROW_AVX2(row_bf16_avx2, uint16_t, widen8_bf16, lowp_bf16_to_float)
-LOWP_ROW_AVX2(row_int8_avx2, int8_t, widen8_int8, (float))
+    for (; c + 8 <= C; c += 8)
+        a[0] = _mm256_fmadd_ps(widen8_bf16(w + c), _mm256_loadu_ps(x + c), a[0]);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+    for (; c < C; c++) s += lowp_bf16_to_float(w[c]) * x[c];
+    return s;
+}
 
 T_AVX2 static void quad_bf16_avx2(float *sum, const void *w, size_t ld, const float *x,
                                   const uint16_t *xb, int C) {
     for (int k = 0; k < 4; k++) sum[k] = row_bf16_avx2((const uint16_t *)w + k * ld, x, C);
 }
-T_AVX2 static void quad_int8_avx2(float *sum, const void *w, size_t ld, const float *x,
-                                  const uint16_t *xb, int C) {
-    for (int k = 0; k < 4; k++) sum[k] = row_int8_avx2((const int8_t *)w + k * ld, x, C);
-}
+
+// int8 (half the bytes, more arithmetic per byte): the 4 rows side by side, each 8 activations
+// loaded once for the 4, prefetching the next 4 rows at the pace these are read
+#define LOWP_QUAD_AVX2(NAME, TYPE, WIDEN, SCALAR_W)                                                \
+    T_AVX2 static void NAME(float *sum, const void *wv, size_t ld, const float *x,                 \
+                            const uint16_t *xb, int C) {                                           \
+        const TYPE *w = wv;                                                                        \
+        __m256 a[4];                                                                               \
+        LOWP_UNROLL for (int k = 0; k < 4; k++) a[k] = _mm256_setzero_ps();                        \
+        int c = 0;                                                                                 \
+        for (; c + 8 <= C; c += 8) {                                                               \
+            LOWP_PREFETCH(w + 4 * ld + 4 * c);                                                     \
+            __m256 xv = _mm256_loadu_ps(x + c);                                                    \
+            LOWP_UNROLL for (int k = 0; k < 4; k++)                                                \
+                a[k] = _mm256_fmadd_ps(WIDEN(w + k * ld + c), xv, a[k]);                           \
+        }                                                                                          \
+        LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] = hsum256(a[k]);                            \
+        for (; c < C; c++)                                                                         \
+            LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] += SCALAR_W(w[k * ld + c]) * x[c];      \
+    }
+LOWP_QUAD_AVX2(quad_int8_avx2, int8_t, widen8_int8, (float))
 
 // ---- AVX512 path: vdpbf16ps for bf16, AVX512F dequantisation for int8 ----
 #define T_512 "avx512f,avx512bw,avx512vl,avx512bf16,fma"
@@ -271,8 +286,8 @@ __attribute__((target(T_512))) static void rowdot_int8_512(float *sum, const voi
     LOWP_BY_R(rowdot_int8_512_r, sum, (const int8_t *)w, x, C);
 }
 
-// one row w . x: bf16 with the activations xb in bf16, 64 a step in two accumulators (the tail,
-// C % 32, with the fp32 activations); int8 dequantised, 64 a step in four
+// one row w . x, bf16 with the activations xb in bf16, 64 a step in two accumulators (the tail,
+// C % 32, with the fp32 activations)
 T_512_INLINE float row_bf16_512(const uint16_t *w, const float *x, const uint16_t *xb, int C) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int c = 0;
@@ -295,33 +310,28 @@ T_512_INLINE float row_bf16_512(const uint16_t *w, const float *x, const uint16_
     return s;
 }
 
-T_512_INLINE float row_int8_512(const int8_t *w, const float *x, int C) {
-    __m512 a[4];
-    LOWP_UNROLL for (int j = 0; j < 4; j++) a[j] = _mm512_setzero_ps();
-    int c = 0;
-    for (; c + 64 <= C; c += 64) {
-        LOWP_PREFETCH(w + c + LOWP_AHEAD);
-        LOWP_UNROLL for (int j = 0; j < 4; j++)
-            a[j] = _mm512_fmadd_ps(widen16_int8(w + c + 16 * j), _mm512_loadu_ps(x + c + 16 * j),
-                                   a[j]);
-    }
-    for (; c + 16 <= C; c += 16)
-        a[0] = _mm512_fmadd_ps(widen16_int8(w + c), _mm512_loadu_ps(x + c), a[0]);
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]),
-                                                 _mm512_add_ps(a[2], a[3])));
-    for (; c < C; c++) s += (float)w[c] * x[c];
-    return s;
-}
-
 __attribute__((target(T_512))) static void quad_bf16_512(float *sum, const void *w, size_t ld,
                                                          const float *x, const uint16_t *xb,
                                                          int C) {
     for (int k = 0; k < 4; k++) sum[k] = row_bf16_512((const uint16_t *)w + k * ld, x, xb, C);
 }
-__attribute__((target(T_512))) static void quad_int8_512(float *sum, const void *w, size_t ld,
+// int8 as on the portable path: 4 rows side by side, the next 4 prefetched
+__attribute__((target(T_512))) static void quad_int8_512(float *sum, const void *wv, size_t ld,
                                                          const float *x, const uint16_t *xb,
                                                          int C) {
-    for (int k = 0; k < 4; k++) sum[k] = row_int8_512((const int8_t *)w + k * ld, x, C);
+    const int8_t *w = wv;
+    __m512 a[4];
+    LOWP_UNROLL for (int k = 0; k < 4; k++) a[k] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 16 <= C; c += 16) {
+        LOWP_PREFETCH(w + 4 * ld + 4 * (size_t)c);
+        __m512 xv = _mm512_loadu_ps(x + c);
+        LOWP_UNROLL for (int k = 0; k < 4; k++)
+            a[k] = _mm512_fmadd_ps(widen16_int8(w + k * ld + c), xv, a[k]);
+    }
+    LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] = _mm512_reduce_add_ps(a[k]);
+    for (; c < C; c++)
+        LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] += (float)w[k * ld + c] * x[c];
 }
 #endif
 
