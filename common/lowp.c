@@ -173,7 +173,8 @@ T_AVX2_INLINE float row_bf16_avx2(const uint16_t *w, const float *x, int C) {
     for (; c + 32 <= C; c += 32) {
         LOWP_PREFETCH((const char *)(w + c) + LOWP_AHEAD);
         LOWP_UNROLL for (int j = 0; j < 4; j++)
-            a[j] = _mm256_fmadd_ps(widen8_bf16(w + c + 8 * j), _mm256_loadu_ps(x + c + 8 * j), a[j]);
+            a[j] = _mm256_fmadd_ps(widen8_bf16(w + c + 8 * j), _mm256_loadu_ps(x + c + 8 * j),
+                                   a[j]);
     }
     for (; c + 8 <= C; c += 8)
         a[0] = _mm256_fmadd_ps(widen8_bf16(w + c), _mm256_loadu_ps(x + c), a[0]);
@@ -712,9 +713,10 @@ void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float
             }
         }
     }
-    // every channel (more rows, or the scalar path), or the channels after the last 4 (no
-    // parallel section at all when there are none: each costs a wake-up of the threads)
-    #pragma omp parallel for schedule(static) if (OC - 4 * nquad > 0)
+    // every channel (more rows, or the scalar path), or the up to 3 channels after the last 4
+    // on the calling thread (a parallel section costs a wake-up of the threads: GPT-2's LM head
+    // of 50,257 channels leaves one)
+    #pragma omp parallel for schedule(static) if (!quad)
     for (int o = 4 * nquad; o < OC; o++) {
         const void *w = (const char *)wbase + o * wrow;
         float post = m->fmt == LOWP_INT8 ? m->scale[o] : 1.0f, b = bias ? bias[o] : 0.0f;
