@@ -11,6 +11,9 @@
 //       read of the same bytes (the memory bandwidth they are bound by), in the same process
 //   bench_model --mode decode_lowp --preset gpt2 --B 1 [--prompt 4 --new 32]  decoding steps with
 //       fp32, bf16 and int8 weights (one line each), beside the read limit of their bytes
+//   bench_model --mode decode_turns --preset gpt2 [--steps 9 --new 12]  B=1 decoding in fp32,
+//       bf16 and int8 in turns, each beside a read of its bytes, --steps rounds: the medians of
+//       the fractions of the read limit and of the speed-ups (for a machine others load)
 //   bench_model --mode forward_lowp --preset gpt2 --B 4 --T 64  a frozen model's full forward
 //       with its matrices in fp32, bf16 and int8 (one line each)
 #include "benchlib.h"
@@ -323,9 +326,12 @@ static uint64_t read_lines(const void *x, int64_t n) {
     return acc;
 }
 
-// Best of 5 reads of n bytes (a buffer of its own, touched first): bytes per second.
-static double read_rate(int64_t n) {
-    char *buf = ALIGNED_CHECK((size_t)n + 64);
+// Best of 5 reads of n bytes (a buffer of its own, touched first): bytes per second. huge: the
+// buffer in huge pages as the narrow copies are (lowp.h's LowpArena), else 4 KiB pages.
+static double read_rate(int64_t n, int huge) {
+    LowpArena a = {0};
+    if (huge) lowp_arena_init(&a, (size_t)n + 64);
+    char *buf = huge ? a.base : ALIGNED_CHECK((size_t)n + 64);
     memset(buf, 1, (size_t)n);
     volatile uint64_t sink = 0;
     double best = 1e30;
@@ -335,7 +341,8 @@ static double read_rate(int64_t n) {
         double dt = util_time_s() - t0;
         if (k > 0 && dt < best) best = dt;
     }
-    free(buf);
+    if (huge) lowp_arena_free(&a);
+    else free(buf);
     return (double)n / best;
 }
 
@@ -377,19 +384,94 @@ static int bench_decode_lowp(const char *pname, const ModelConfig *c, int B, int
         double tps = decode_rate(&m, &kv, pr, pl, B, prompt, new_tok, &step_s);
         if (tps < 0) return 1;
         int64_t bytes = fmt ? model_lowp_bytes(c, fmt) : model_lowp_fp32_bytes(c);
-        double bw = read_rate(bytes);
+        double bw = read_rate(bytes, 1), bw4k = read_rate(bytes, 0);
         printf("{\"impl\":\"rlhf.c\",\"mode\":\"decode_lowp\",\"preset\":\"%s\","
                "\"precision\":\"%s\",\"B\":%d,\"threads\":%d,\"tokens_per_s\":%.1f,"
                "\"step_ms\":%.3f,\"weight_bytes\":%lld,\"read_gb_s\":%.2f,"
-               "\"limit_tokens_per_s\":%.1f,\"refresh_s\":%.4f,\"peak_rss_mb\":%.1f}\n",
+               "\"read_4k_pages_gb_s\":%.2f,\"limit_tokens_per_s\":%.1f,\"refresh_s\":%.4f,"
+               "\"peak_rss_mb\":%.1f}\n",
                pname, lowp_format_name(fmt), B, omp_get_max_threads(), tps, step_s * 1e3,
-               (long long)bytes, bw / 1e9, B * bw / (double)bytes, refresh, bench_peak_rss_mb());
+               (long long)bytes, bw / 1e9, bw4k / 1e9, B * bw / (double)bytes, refresh,
+               bench_peak_rss_mb());
         fflush(stdout);
         kv_free(&kv);
     }
     free(pr); free(pl);
     model_free(&m);
     return 0;
+}
+
+static int bench_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+// --mode decode_turns: B=1 decoding in fp32, bf16 and int8 taken in turns, `rounds` times, each
+// format's median step of new_tok steps right beside the best of 2 reads of its weight bytes
+// (huge pages, as the copies), so that a machine loaded by other work slows both alike. Prints
+// the medians over the rounds of each format's fraction of its read limit and of the speed-ups
+// over fp32, one JSON line.
+static int bench_decode_turns(const char *pname, const ModelConfig *c, int rounds, int new_tok) {
+    char err[256];
+    Model m;
+    if (model_init(&m, c, 1, 1, 0, 0, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    model_init_weights(&m, 1234);
+    int32_t pr[4] = {1, 2, 3, 4}, pl[1] = {4};
+    KVCache kv[2];
+    memset(kv, 0, sizeof kv);
+    int64_t bytes[3] = {model_lowp_fp32_bytes(c), model_lowp_bytes(c, LOWP_BF16),
+                        model_lowp_bytes(c, LOWP_INT8)};
+    LowpArena rd;
+    lowp_arena_init(&rd, (size_t)bytes[0]);
+    memset(rd.base, 1, (size_t)bytes[0]);
+    double *v = MALLOC_CHECK((size_t)5 * rounds * sizeof(double));   // 3 fractions, 2 speed-ups
+    volatile uint64_t sink = 0;
+    int rc = 0;
+    for (int k = 0; k < 2 && rc == 0; k++)
+        rc = kv_init_as(&kv[k], &m, 1, 4 + new_tok, 4, k ? LOWP_BF16 : LOWP_FP32, err, sizeof err);
+    for (int r = 0; r < rounds && rc == 0; r++) {
+        double step[3];
+        for (int f = 0; f < 3 && rc == 0; f++) {
+            rc = model_lowp_attach(&m, (LowpFormat)f, 0, err, sizeof err);
+            if (rc || decode_rate(&m, &kv[f > 0], pr, pl, 1, 4, new_tok, &step[f]) < 0) {
+                rc = 1;
+                break;
+            }
+            double best = 1e30;
+            for (int k = 0; k < 2; k++) {
+                double t0 = util_time_s();
+                sink ^= read_lines(rd.base, bytes[f]);
+                double dt = util_time_s() - t0;
+                best = dt < best ? dt : best;
+            }
+            v[f * rounds + r] = best / step[f];
+        }
+        if (rc == 0) {
+            v[3 * rounds + r] = step[0] / step[1];
+            v[4 * rounds + r] = step[0] / step[2];
+        }
+    }
+    if (rc) fprintf(stderr, "bench_model: %s\n", err);
+    double med[5];
+    for (int k = 0; k < 5 && rc == 0; k++) {
+        qsort(v + k * rounds, (size_t)rounds, sizeof(double), bench_cmp_double);
+        med[k] = v[k * rounds + rounds / 2];
+    }
+    if (rc == 0)
+        printf("{\"impl\":\"rlhf.c\",\"mode\":\"decode_turns\",\"preset\":\"%s\",\"B\":1,"
+               "\"threads\":%d,\"rounds\":%d,\"steps\":%d,\"fp32_of_limit\":%.3f,"
+               "\"bf16_of_limit\":%.3f,\"int8_of_limit\":%.3f,\"bf16_vs_fp32\":%.3f,"
+               "\"int8_vs_fp32\":%.3f}\n",
+               pname, omp_get_max_threads(), rounds, new_tok, med[0], med[1], med[2], med[3],
+               med[4]);
+    for (int k = 0; k < 2; k++) kv_free(&kv[k]);
+    lowp_arena_free(&rd);
+    free(v);
+    model_free(&m);
+    return rc;
 }
 
 // --mode forward_lowp: a frozen model's full-sequence forward (reference log-probs, reward
@@ -439,7 +521,7 @@ static int bench_forward_lowp(const char *pname, const ModelConfig *c, int B, in
 }
 
 static const char bench_model_usage[] =
-    "usage: bench_model --mode sgemm|train|generate|decode|decode_lowp|forward_lowp\n"
+    "usage: bench_model --mode sgemm|train|generate|decode|decode_lowp|decode_turns|forward_lowp\n"
     "                   [--preset gpt2|small|smollm2-135m|llama-small] [--B N] [--T N]\n"
     "                   [--steps N] [--prompt N] [--new N]\n";
 
@@ -485,6 +567,8 @@ int main(int argc, char **argv) {
         return 0;
     } else if (!strcmp(mode, "forward_lowp")) {
         return bench_forward_lowp(pname, &c, B < 0 ? 4 : B, T < 0 ? 64 : T);
+    } else if (!strcmp(mode, "decode_turns")) {
+        return bench_decode_turns(pname, &c, steps < 0 ? 9 : steps, new_tok);
     } else if (!strcmp(mode, "decode_lowp")) {
         return bench_decode_lowp(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
     } else if (!strcmp(mode, "generate")) {

@@ -83,12 +83,19 @@ static inline void kv_add_value(const KVCache *kv, size_t at, float w, float *y,
     }
 }
 
+// Below this many multiply-adds (cached positions x heads x head size, twice) the attention runs
+// on the calling thread: a decoding step's early positions take less than waking the others.
+#define KV_ATT_SERIAL_MAX 65536
+
 // Attention of each new row against its sequence's cache of layer l (which already holds the row
-// itself): query head h reads KV head h / (NH / KVH). out (R, NH * hd).
+// itself): query head h reads KV head h / (NH / KVH). out (R, NH * hd). Each (row, head) is
+// computed the same way whichever thread takes it.
 static void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
     int NH = kv->NH, hd = kv->hd, group = kv->NH / kv->KVH;
     float scale = 1.0f / sqrtf((float)hd);
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    int64_t work = 0;
+    for (int64_t r = 0; r < R; r++) work += 2 * ((int64_t)kv->row_pos[r] + 1) * NH * hd;
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work >= KV_ATT_SERIAL_MAX)
     for (int64_t r = 0; r < R; r++) {
         for (int h = 0; h < NH; h++) {
             int b = kv->row_seq[r], pos = kv->row_pos[r];

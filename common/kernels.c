@@ -39,6 +39,11 @@ static inline float exp_fast(float x) {
 
 
 #define VEC_CHUNK 16384
+// Elementwise and per-row kernels with fewer elements than this (a decoding step's few rows) run
+// on the calling thread: waking the others for a parallel region costs more (tens of
+// microseconds on a virtual machine whose idle CPUs halt) than the work, and a decoding step
+// has several such kernels per layer. Each element is computed the same way either way.
+#define SERIAL_MAX 16384
 void vec_zero(float *x, int64_t n) {
     int64_t nchunk = (n + VEC_CHUNK - 1) / VEC_CHUNK;
     #pragma omp parallel for schedule(static)
@@ -59,7 +64,7 @@ void vec_copy(float *dst, const float *src, int64_t n) {
 
 void encoder_forward(float *out, const int32_t *tokens, const int32_t *pos, const float *wte,
                      const float *wpe, int64_t N, int C) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (N * C >= SERIAL_MAX)
     for (int64_t i = 0; i < N; i++) {
         const float *te = wte + (int64_t)tokens[i] * C;
         const float *pe = wpe + (int64_t)pos[i] * C;
@@ -86,7 +91,7 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int64_t N, int C, float eps) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (N * C >= SERIAL_MAX)
     for (int64_t i = 0; i < N; i++) {
         const float *x = inp + i * C;
         float s = 0.0f;
@@ -694,7 +699,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
 
 void gelu_forward(float *out, const float *inp, int64_t n) {
-    #pragma omp parallel for simd schedule(static)
+    #pragma omp parallel for simd schedule(static) if (n >= SERIAL_MAX)
     for (int64_t i = 0; i < n; i++) {
         float x = inp[i];
         // 0.5x(1 + tanh u) = x * sigmoid(2u): no cancellation for negative x
@@ -824,7 +829,7 @@ void linear_backward_set(float *dinp, float *dweight, float *dbias, const float 
 // copy (N,C) or NULL: also receives inp, read once for both
 static void rmsnorm_forward_to(float *out, float *rstd, const float *inp, const float *weight,
                                float *copy, int64_t N, int C, float eps) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (N * C >= SERIAL_MAX)
     for (int64_t i = 0; i < N; i++) {
         const float *x = inp + i * C;
         float ss = 0.0f;
@@ -932,7 +937,7 @@ void rope_inv_freq(float *inv_freq, int hd, double theta, int scaling, double fa
 static void rope_rotate(float *x, const int32_t *pos, const float *inv_freq, int64_t N,
                         int nheads, int hd, int64_t stride, float sign) {
     int half = hd / 2;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (N * nheads * hd >= SERIAL_MAX)
     for (int64_t n = 0; n < N; n++) {
         float cs[ROPE_BLOCK], sn[ROPE_BLOCK];
         for (int i0 = 0; i0 < half; i0 += ROPE_BLOCK) {
@@ -970,7 +975,7 @@ void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int64_t
 #define SWIGLU_BLOCK 1024
 void swiglu_forward(float *out, const float *gu, int64_t N, int F) {
     int nblk = (F + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(static) if (N * F >= SERIAL_MAX)
     for (int64_t n = 0; n < N; n++) {
         for (int blk = 0; blk < nblk; blk++) {
             int j0 = blk * SWIGLU_BLOCK, w = F - j0 < SWIGLU_BLOCK ? F - j0 : SWIGLU_BLOCK;

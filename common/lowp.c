@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "util.h"
 
@@ -36,7 +37,7 @@ static inline uint16_t lowp_bf16_from_bits(uint32_t u) {
 }
 
 // one row x against 4 consecutive weight rows (ld elements apart): sum[k] = w_k . x. Decoding's
-// one row: 4 independent accumulators, and the per-row costs (the final sums) shared
+// one row: the rows taken in memory order (one stream), a call per 4 channels
 typedef void (*LowpQuadDot)(float *sum, const void *w, size_t ld, const float *x,
                             const uint16_t *xb, int C);
 
@@ -155,11 +156,39 @@ T_AVX2 static void rowdot_int8_avx2(float *sum, const void *w, const float *cons
     LOWP_BY_R(rowdot_int8_avx2_r, sum, (const int8_t *)w, x, C);
 }
 
-// The 4-row kernels read 4 short streams at once, which the hardware prefetchers follow poorly
-// (one row of C = 576 from memory: bf16 at half fp32's GB/s): each step prefetches the bytes of
-// the next 4 rows it will consume at the same pace (prefetches past the end are harmless).
+// The bf16 4-row kernels take the 4 rows one after another, so each thread reads its channels'
+// bytes as one ascending stream, and prefetch LOWP_AHEAD bytes ahead of where they read: the
+// hardware prefetchers alone follow a stream poorly here (4 interleaved rows of C = 576 from
+// memory: bf16 at half fp32's GB/s), and a fixed distance in bytes keeps the prefetched lines in
+// L1 whatever C is. Prefetches past the end of a matrix are harmless.
 #define LOWP_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#define LOWP_AHEAD 2048
 
+// one row w . x: 32 weights (a 64-byte line) a step in 4 accumulators
+T_AVX2_INLINE float row_bf16_avx2(const uint16_t *w, const float *x, int C) {
+    __m256 a[4];
+    LOWP_UNROLL for (int j = 0; j < 4; j++) a[j] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 32 <= C; c += 32) {
+        LOWP_PREFETCH((const char *)(w + c) + LOWP_AHEAD);
+        LOWP_UNROLL for (int j = 0; j < 4; j++)
+            a[j] = _mm256_fmadd_ps(widen8_bf16(w + c + 8 * j), _mm256_loadu_ps(x + c + 8 * j),
+                                   a[j]);
+    }
+    for (; c + 8 <= C; c += 8)
+        a[0] = _mm256_fmadd_ps(widen8_bf16(w + c), _mm256_loadu_ps(x + c), a[0]);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+    for (; c < C; c++) s += lowp_bf16_to_float(w[c]) * x[c];
+    return s;
+}
+
+T_AVX2 static void quad_bf16_avx2(float *sum, const void *w, size_t ld, const float *x,
+                                  const uint16_t *xb, int C) {
+    for (int k = 0; k < 4; k++) sum[k] = row_bf16_avx2((const uint16_t *)w + k * ld, x, C);
+}
+
+// int8 (half the bytes, more arithmetic per byte): the 4 rows side by side, each 8 activations
+// loaded once for the 4, prefetching the next 4 rows at the pace these are read
 #define LOWP_QUAD_AVX2(NAME, TYPE, WIDEN, SCALAR_W)                                                \
     T_AVX2 static void NAME(float *sum, const void *wv, size_t ld, const float *x,                 \
                             const uint16_t *xb, int C) {                                           \
@@ -177,7 +206,6 @@ T_AVX2 static void rowdot_int8_avx2(float *sum, const void *w, const float *cons
         for (; c < C; c++)                                                                         \
             LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] += SCALAR_W(w[k * ld + c]) * x[c];      \
     }
-LOWP_QUAD_AVX2(quad_bf16_avx2, uint16_t, widen8_bf16, lowp_bf16_to_float)
 LOWP_QUAD_AVX2(quad_int8_avx2, int8_t, widen8_int8, (float))
 
 // ---- AVX512 path: vdpbf16ps for bf16, AVX512F dequantisation for int8 ----
@@ -258,28 +286,36 @@ __attribute__((target(T_512))) static void rowdot_int8_512(float *sum, const voi
     LOWP_BY_R(rowdot_int8_512_r, sum, (const int8_t *)w, x, C);
 }
 
-__attribute__((target(T_512))) static void quad_bf16_512(float *sum, const void *wv, size_t ld,
-                                                         const float *x, const uint16_t *xb,
-                                                         int C) {
-    const uint16_t *w = wv;
-    __m512 a[4];
-    LOWP_UNROLL for (int k = 0; k < 4; k++) a[k] = _mm512_setzero_ps();
+// one row w . x, bf16 with the activations xb in bf16, 64 a step in two accumulators (the tail,
+// C % 32, with the fp32 activations)
+T_512_INLINE float row_bf16_512(const uint16_t *w, const float *x, const uint16_t *xb, int C) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int c = 0;
-    for (; c + 32 <= C; c += 32) {
-        const uint16_t *pf = w + 4 * ld + 4 * (size_t)c;   // the next 4 rows, as fast as these
-        LOWP_PREFETCH(pf);
-        LOWP_PREFETCH(pf + 32);
-        LOWP_PREFETCH(pf + 64);
-        LOWP_PREFETCH(pf + 96);
-        __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + c);
-        LOWP_UNROLL for (int k = 0; k < 4; k++)
-            a[k] = _mm512_dpbf16_ps(a[k], (__m512bh)_mm512_loadu_si512(w + k * ld + c), xv);
+    for (; c + 64 <= C; c += 64) {
+        LOWP_PREFETCH((const char *)(w + c) + LOWP_AHEAD);
+        LOWP_PREFETCH((const char *)(w + c) + LOWP_AHEAD + 64);
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w + c),
+                              (__m512bh)_mm512_loadu_si512(xb + c));
+        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(w + c + 32),
+                              (__m512bh)_mm512_loadu_si512(xb + c + 32));
     }
-    LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] = _mm512_reduce_add_ps(a[k]);
-    for (; c < C; c++)
-        LOWP_UNROLL for (int k = 0; k < 4; k++) sum[k] += lowp_bf16_to_float(w[k * ld + c]) * x[c];
+    if (c + 32 <= C) {
+        LOWP_PREFETCH((const char *)(w + c) + LOWP_AHEAD);
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w + c),
+                              (__m512bh)_mm512_loadu_si512(xb + c));
+        c += 32;
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; c < C; c++) s += lowp_bf16_to_float(w[c]) * x[c];
+    return s;
 }
 
+__attribute__((target(T_512))) static void quad_bf16_512(float *sum, const void *w, size_t ld,
+                                                         const float *x, const uint16_t *xb,
+                                                         int C) {
+    for (int k = 0; k < 4; k++) sum[k] = row_bf16_512((const uint16_t *)w + k * ld, x, xb, C);
+}
+// int8 as on the portable path: 4 rows side by side, the next 4 prefetched
 __attribute__((target(T_512))) static void quad_int8_512(float *sum, const void *wv, size_t ld,
                                                          const float *x, const uint16_t *xb,
                                                          int C) {
@@ -481,8 +517,46 @@ static void lowp_convert(LowpMatrix *m, const float *w, LowpLayout layout) {
     }
 }
 
-int lowp_matrix_init(LowpMatrix *m, LowpFormat fmt, const float *w, LowpLayout layout, int C,
-                     int OC, char *err, size_t errlen) {
+// the bytes a piece of storage takes: whole 64-byte lines, so each piece starts on one
+static size_t lowp_lines(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+size_t lowp_matrix_storage(LowpFormat fmt, int C, int OC) {
+    size_t n = (size_t)C * (size_t)OC;
+    return fmt == LOWP_BF16 ? lowp_lines(2 * n) : lowp_lines(n) + lowp_lines(4 * (size_t)OC);
+}
+
+#define LOWP_HUGE ((size_t)2 << 20)
+
+void lowp_arena_init(LowpArena *a, size_t bytes) {
+    memset(a, 0, sizeof *a);
+    a->bytes = bytes;
+    size_t len = (bytes + 4095) & ~(size_t)4095, span = len + LOWP_HUGE;
+    char *p = bytes ? mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                    : MAP_FAILED;
+    if (p == MAP_FAILED) {   // nothing to map, or no mapping to be had: 64-byte aligned memory
+        a->base = ALIGNED_CHECK(bytes ? bytes : 64);
+        return;
+    }
+    // keep the 2 MiB-aligned len bytes of the span, give back the rest
+    char *base = (char *)(((uintptr_t)p + LOWP_HUGE - 1) & ~(uintptr_t)(LOWP_HUGE - 1));
+    if (base > p) munmap(p, (size_t)(base - p));
+    if (p + span > base + len) munmap(base + len, (size_t)(p + span - (base + len)));
+#ifdef MADV_HUGEPAGE
+    madvise(base, len, MADV_HUGEPAGE);   // advice only: small pages where the kernel says no
+#endif
+    a->base = base;
+    a->mapped = len;
+}
+
+void lowp_arena_free(LowpArena *a) {
+    if (a->mapped) munmap(a->base, a->mapped);
+    else free(a->base);
+    memset(a, 0, sizeof *a);
+}
+
+// checks and fills in everything but the storage; 0 or -1 with an error
+static int lowp_matrix_begin(LowpMatrix *m, LowpFormat fmt, const float *w, LowpLayout layout,
+                             int C, int OC, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     if (fmt != LOWP_BF16 && fmt != LOWP_INT8)
         return util_err(err, errlen, "a reduced-precision matrix is bf16 or int8, not %s",
@@ -494,11 +568,39 @@ int lowp_matrix_init(LowpMatrix *m, LowpFormat fmt, const float *w, LowpLayout l
     m->C = C;
     m->OC = OC;
     m->path = lowp_default_path(fmt);
+    return 0;
+}
+
+int lowp_matrix_init(LowpMatrix *m, LowpFormat fmt, const float *w, LowpLayout layout, int C,
+                     int OC, char *err, size_t errlen) {
+    if (lowp_matrix_begin(m, fmt, w, layout, C, OC, err, errlen)) return -1;
     if (fmt == LOWP_BF16) {
         m->bf16 = MALLOC_CHECK((size_t)C * OC * sizeof *m->bf16);
     } else {
         m->q = MALLOC_CHECK((size_t)C * OC);
         m->scale = MALLOC_CHECK((size_t)OC * sizeof *m->scale);
+    }
+    lowp_convert(m, w, layout);
+    return 0;
+}
+
+int lowp_matrix_init_in(LowpMatrix *m, LowpArena *a, LowpFormat fmt, const float *w,
+                        LowpLayout layout, int C, int OC, char *err, size_t errlen) {
+    if (lowp_matrix_begin(m, fmt, w, layout, C, OC, err, errlen)) return -1;
+    size_t need = lowp_matrix_storage(fmt, C, OC);
+    if (need > a->bytes - a->used) {
+        memset(m, 0, sizeof *m);
+        return util_err(err, errlen, "the copies' block has %zu bytes left, the matrix needs %zu",
+                        a->bytes - a->used, need);
+    }
+    char *p = a->base + a->used;
+    a->used += need;
+    m->in_arena = 1;
+    if (fmt == LOWP_BF16) {
+        m->bf16 = (uint16_t *)p;
+    } else {
+        m->q = (int8_t *)p;
+        m->scale = (float *)(p + lowp_lines((size_t)C * OC));
     }
     lowp_convert(m, w, layout);
     return 0;
@@ -520,9 +622,11 @@ int lowp_matrix_set_path(LowpMatrix *m, LowpPath path, char *err, size_t errlen)
 }
 
 void lowp_matrix_free(LowpMatrix *m) {
-    free(m->bf16);
-    free(m->q);
-    free(m->scale);
+    if (!m->in_arena) {
+        free(m->bf16);
+        free(m->q);
+        free(m->scale);
+    }
     memset(m, 0, sizeof *m);
 }
 
@@ -575,9 +679,10 @@ void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float
             }
         }
     }
-    // every channel (more rows, or the scalar path), or the channels after the last 4 (no
-    // parallel section at all when there are none: each costs a wake-up of the threads)
-    #pragma omp parallel for schedule(static) if (OC - 4 * nquad > 0)
+    // every channel (more rows, or the scalar path), or the up to 3 channels after the last 4
+    // on the calling thread (a parallel section costs a wake-up of the threads: GPT-2's LM head
+    // of 50,257 channels leaves one)
+    #pragma omp parallel for schedule(static) if (!quad)
     for (int o = 4 * nquad; o < OC; o++) {
         const void *w = (const char *)wbase + o * wrow;
         float post = m->fmt == LOWP_INT8 ? m->scale[o] : 1.0f, b = bias ? bias[o] : 0.0f;

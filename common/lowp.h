@@ -44,7 +44,19 @@ typedef struct {
     uint16_t *bf16;      // (OC, C) bf16 bits, when fmt is LOWP_BF16; owned
     int8_t *q;           // (OC, C), when fmt is LOWP_INT8; owned
     float *scale;        // (OC), when fmt is LOWP_INT8; owned
+    int in_arena;        // bf16 / q / scale lie in a LowpArena, which owns them
 } LowpMatrix;
+
+// One block for the copies of several matrices (a model's): mapped 2 MiB-aligned and advised for
+// transparent huge pages where the kernel has them (Linux, THP "madvise" or "always"), so a
+// product's stream crosses few TLB entries (each miss a two-level walk in a virtual machine) and
+// the hardware prefetchers are not stopped at every 4 KiB page boundary. Only what is written is
+// resident: a partial last 2 MiB stays in small pages.
+typedef struct {
+    char *base;          // owned; NULL when empty
+    size_t bytes, used;  // reserved, handed out (lowp_matrix_init_in)
+    size_t mapped;       // bytes of the mapping (0: base came from posix_memalign instead)
+} LowpArena;
 
 // "fp32" | "bf16" | "int8" -> *fmt; -1 with an error naming s otherwise.
 int lowp_parse_format(const char *s, LowpFormat *fmt, char *err, size_t errlen);
@@ -67,6 +79,17 @@ int lowp_path_supported(LowpPath path, LowpFormat fmt);
 // and lowp_matrix_free on it is harmless).
 int lowp_matrix_init(LowpMatrix *m, LowpFormat fmt, const float *w, LowpLayout layout, int C,
                      int OC, char *err, size_t errlen);
+// bytes a matrix of this format and shape takes in a LowpArena (64-byte aligned pieces)
+size_t lowp_matrix_storage(LowpFormat fmt, int C, int OC);
+// reserves bytes (the sum of lowp_matrix_storage over the matrices it will hold); the process
+// ends, as with MALLOC_CHECK, when memory cannot be had
+void lowp_arena_init(LowpArena *a, size_t bytes);
+// releases the block: free the matrices made in it first (or after: they do not touch it)
+void lowp_arena_free(LowpArena *a);
+// lowp_matrix_init with the storage taken from a (the next lowp_matrix_storage bytes); -1 with an
+// error when a has not that much left
+int lowp_matrix_init_in(LowpMatrix *m, LowpArena *a, LowpFormat fmt, const float *w,
+                        LowpLayout layout, int C, int OC, char *err, size_t errlen);
 // Converts w again into m's own buffers (same format, shape and layout as at init): the sampling
 // copy's refresh after an update. 0, or -1 with an error (m's contents are then unspecified
 // and must be refreshed again before use).

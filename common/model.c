@@ -117,6 +117,7 @@ struct ModelLowp {
     int dropped;           // the fp32 matrices are freed (MODEL_LOWP_DROP_FP32)
     LowpMatrix *w;         // (L * MODEL_NUM_W)
     LowpMatrix head;       // (V, C), fmt 0 (empty) without an LM head
+    LowpArena arena;       // every copy above, in one block (huge pages where the kernel has them)
 };
 
 // whether model_forward's products read the narrow copies
@@ -1128,13 +1129,14 @@ static int lowp_convert(Model *m, int init, char *err, size_t errlen) {
             LowpMatrix *lm = &lp->w[(size_t)l * MODEL_NUM_W + w];
             int in, out;
             lowp_w_dims(c, w, &in, &out);
-            int rc = init ? lowp_matrix_init(lm, lp->fmt, fw, layout, in, out, e, sizeof e)
+            int rc = init ? lowp_matrix_init_in(lm, &lp->arena, lp->fmt, fw, layout, in, out, e,
+                                                sizeof e)
                           : lowp_matrix_refresh(lm, fw, layout, e, sizeof e);
             if (rc) return util_err(err, errlen, "layer %d matrix %d: %s", l, w, e);
         }
     if (!c->lm_head) return 0;
-    int rc = init ? lowp_matrix_init(&lp->head, lp->fmt, head_weight(m), LOWP_OUT_IN, c->n_embd,
-                                     c->vocab_size, e, sizeof e)
+    int rc = init ? lowp_matrix_init_in(&lp->head, &lp->arena, lp->fmt, head_weight(m),
+                                        LOWP_OUT_IN, c->n_embd, c->vocab_size, e, sizeof e)
                   : lowp_matrix_refresh(&lp->head, head_weight(m), LOWP_OUT_IN, e, sizeof e);
     if (rc) return util_err(err, errlen, "LM head: %s", e);
     return 0;
@@ -1161,6 +1163,17 @@ static void lowp_drop_fp32(Model *m) {
     m->lowp->dropped = 1;
 }
 
+// the bytes of the block holding every copy in fmt (lowp_convert's matrices, in its order)
+static size_t lowp_storage(const ModelConfig *c, LowpFormat fmt) {
+    size_t total = 0;
+    for (int w = 0; w < MODEL_NUM_W; w++) {
+        int in, out;
+        lowp_w_dims(c, w, &in, &out);
+        total += (size_t)c->n_layer * lowp_matrix_storage(fmt, in, out);
+    }
+    return total + (c->lm_head ? lowp_matrix_storage(fmt, c->n_embd, c->vocab_size) : 0);
+}
+
 int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen) {
     if (m->lowp && m->lowp->dropped)
         return util_err(err, errlen, "the model's fp32 matrices were freed: no new copies");
@@ -1174,6 +1187,7 @@ int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t err
     m->lowp->fmt = fmt;
     m->lowp->full = (flags & MODEL_LOWP_FULL) != 0;
     m->lowp->w = CALLOC_CHECK((size_t)m->config.n_layer * MODEL_NUM_W, sizeof *m->lowp->w);
+    lowp_arena_init(&m->lowp->arena, lowp_storage(&m->config, fmt));
     if (lowp_convert(m, 1, err, errlen)) {
         model_lowp_detach(m);
         return -1;
@@ -1194,6 +1208,7 @@ void model_lowp_detach(Model *m) {
     for (size_t i = 0; i < (size_t)m->config.n_layer * MODEL_NUM_W; i++)
         lowp_matrix_free(&m->lowp->w[i]);
     lowp_matrix_free(&m->lowp->head);
+    lowp_arena_free(&m->lowp->arena);
     free(m->lowp->w);
     free(m->lowp);
     m->lowp = NULL;

@@ -121,6 +121,72 @@ static void test_layouts(void) {
     free(wt);
 }
 
+// matrices made in one LowpArena: the same bytes and products as lowp_matrix_init's, each piece on
+// a 64-byte line, refresh in place, a block too small refused, a mapped block 2 MiB-aligned
+static void test_arena(void) {
+    Rng rng;
+    rng_init(&rng, 11);
+    int C = 629, OC = 1001;   // odd: every piece's end falls inside a line
+    float *w = randn(&rng, (int64_t)C * OC, 0.05f), *x = randn(&rng, 3 * (int64_t)C, 1.0f);
+    float *ya = malloc(3 * sizeof(float) * OC), *yb = malloc(3 * sizeof(float) * OC);
+    char err[256];
+    LowpArena a;
+    size_t sb = lowp_matrix_storage(LOWP_BF16, C, OC), si = lowp_matrix_storage(LOWP_INT8, C, OC);
+    CHECK(sb == (2 * (size_t)C * OC + 63) / 64 * 64);
+    CHECK(si == ((size_t)C * OC + 63) / 64 * 64 + (4 * (size_t)OC + 63) / 64 * 64);
+    lowp_arena_init(&a, sb + si);
+    CHECK(a.base && a.bytes == sb + si && a.used == 0);
+    CHECK(!a.mapped || (uintptr_t)a.base % (2u << 20) == 0);
+    LowpMatrix in[2], own[2];
+    for (int f = 0; f < 2; f++) {
+        LowpFormat fmt = f ? LOWP_INT8 : LOWP_BF16;
+        CHECK(lowp_matrix_init_in(&in[f], &a, fmt, w, LOWP_OUT_IN, C, OC, err, sizeof err) == 0);
+        CHECK(lowp_matrix_init(&own[f], fmt, w, LOWP_OUT_IN, C, OC, err, sizeof err) == 0);
+        CHECK(in[f].in_arena && !own[f].in_arena);
+        const void *p = fmt == LOWP_BF16 ? (const void *)in[f].bf16 : (const void *)in[f].q;
+        CHECK((uintptr_t)p % 64 == 0 && (fmt == LOWP_BF16 || (uintptr_t)in[f].scale % 64 == 0));
+        if (fmt == LOWP_BF16) CHECK(memcmp(in[f].bf16, own[f].bf16, 2 * (size_t)C * OC) == 0);
+        else CHECK(memcmp(in[f].q, own[f].q, (size_t)C * OC) == 0 &&
+                   memcmp(in[f].scale, own[f].scale, 4 * (size_t)OC) == 0);
+        for (int n = 1; n <= 3; n += 2) {
+            lowp_forward(ya, x, &in[f], NULL, n, 0);
+            lowp_forward(yb, x, &own[f], NULL, n, 0);
+            CHECK_MSG(memcmp(ya, yb, (size_t)n * OC * sizeof(float)) == 0, "%s %d rows",
+                      lowp_format_name(fmt), n);
+        }
+    }
+    CHECK(a.used == sb + si && (char *)in[1].q == a.base + sb);
+    // the block is full: a third matrix is refused, and left empty
+    LowpMatrix more;
+    CHECK(lowp_matrix_init_in(&more, &a, LOWP_INT8, w, LOWP_OUT_IN, 1, 1, err, sizeof err) == -1);
+    CHECK(strstr(err, "0 bytes left") != NULL && more.q == NULL && more.OC == 0);
+    lowp_matrix_free(&more);
+    // refresh rewrites the arena's copy in place, equal to a fresh copy of the new weights
+    for (int i = 0; i < C * OC; i++) w[i] *= -0.5f;
+    CHECK(lowp_matrix_refresh(&in[0], w, LOWP_OUT_IN, err, sizeof err) == 0);
+    CHECK(lowp_matrix_refresh(&own[0], w, LOWP_OUT_IN, err, sizeof err) == 0);
+    CHECK(memcmp(in[0].bf16, own[0].bf16, 2 * (size_t)C * OC) == 0 &&
+          (char *)in[0].bf16 == a.base);
+    for (int f = 0; f < 2; f++) {
+        lowp_matrix_free(&in[f]);   // the storage stays the arena's
+        lowp_matrix_free(&own[f]);
+    }
+    lowp_arena_free(&a);
+    CHECK(a.base == NULL && a.bytes == 0);
+    // a block of 3 MiB and one of nothing
+    lowp_arena_init(&a, (size_t)3 << 20);
+    memset(a.base, 7, (size_t)3 << 20);
+    CHECK(!a.mapped || (uintptr_t)a.base % (2u << 20) == 0);
+    lowp_arena_free(&a);
+    lowp_arena_init(&a, 0);
+    CHECK(a.base != NULL && a.bytes == 0);
+    lowp_arena_free(&a);
+    free(w);
+    free(x);
+    free(ya);
+    free(yb);
+}
+
 static void test_bad_weights(void) {
     float w[12] = {0};
     char err[256];
@@ -233,12 +299,14 @@ static float *product(const Case *k, const LowpMatrix *m) {
 // 64 through the many-row product, which tests/test_lowp_gemm.c checks closely), each against
 // the references, each path against the scalar one, and 1 thread against 2
 static void test_products(void) {
-    static const int Cs[] = {7, 576, 769}, OCs[] = {1, 13, 1536}, Ns[] = {1, 3, 8, 9, 64};
+    // C: the tail alone; whole 64-wide steps; every step width the kernels have and a tail
+    // (629 = 9 x 64 + 32 + 21 = 19 x 32 + 2 x 8 + 5 = 9 x 64 + 3 x 16 + 5); 768 + 1
+    static const int Cs[] = {7, 576, 629, 769}, OCs[] = {1, 13, 1536}, Ns[] = {1, 3, 8, 9, 64};
     static const LowpPath paths[] = {LOWP_PATH_SCALAR, LOWP_PATH_PORTABLE, LOWP_PATH_AVX512};
     Rng rng;
     rng_init(&rng, 7);
     char err[256], what[96];
-    for (int ci = 0; ci < 3; ci++)
+    for (int ci = 0; ci < 4; ci++)
         for (int oi = 0; oi < 3; oi++)
             for (int ni = 0; ni < 5; ni++) {
                 Case k = {Cs[ci], OCs[oi], Ns[ni], NULL, NULL, NULL, NULL};
@@ -338,6 +406,8 @@ int main(void) {
               test_int8_quantisation);
     test_case("lowp: GPT-2's [in, out] layout stored transposed; refresh equals a new copy",
               test_layouts);
+    test_case("lowp: copies in one block (arena) equal their own; a full block refused",
+              test_arena);
     test_case("lowp: NaN, Inf and bf16 overflow refused naming the weight; bad format names",
               test_bad_weights);
     test_case("lowp: RLHF_LOWP forces the portable and scalar paths", test_dispatch_env);
