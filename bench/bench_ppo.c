@@ -15,7 +15,8 @@
 // reference, logprobs (the policy's scoring forward), value, train_policy, train_value,
 // train_ptx, optimizer, database, other) from the run's workspace database; a figure is the median
 // over the iterations after the first, printed with its share of the iteration. The ppo
-// process's peak resident memory is measured by the benchmark (wait4). The reference for
+// process's peak resident memory and CPU time (user + system, the whole run) are measured by the
+// benchmark (wait4). The reference for
 // generation is gen_generate called directly (KV cache of the same size, the same sampler
 // settings, the same prompt ids) on the same checkpoint, timed here after a warm-up, median of
 // --repeats runs: the ratio shows what the program adds around the engine.
@@ -101,7 +102,7 @@ static int pick_metric(const StoreMetric *m, void *ctx) {
 typedef struct {
     double t[MAX_IT][N_PHASES];
     double gen_tokens[MAX_IT];
-    double wall, peak_mb;
+    double wall, peak_mb, cpu_s;   // cpu_s: the process's user + system time, whole run
 } RunFigures;
 
 static const char *BENCH_WORDS[] = {"the",   "model",   "learns", "to",    "answer", "questions",
@@ -238,6 +239,8 @@ static int bench_ppo_run(const char *ppo, const char *dir, const char *run, RunF
     if (wait4(pid, &status, 0, &ru) != pid) { perror("bench_ppo: wait4"); return -1; }
     f->wall = util_time_s() - t0;
     f->peak_mb = (double)ru.ru_maxrss / 1024.0;   // KiB on Linux
+    f->cpu_s = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+               (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "bench_ppo: %s failed (see %s)\n", ppo, log);
         return -1;
@@ -389,6 +392,9 @@ static void bench_ppo_report(const Preset *p, const Opts *o, const RunFigures *f
     }
     snprintf(name, sizeof name, "ppo %s B=%d peak RSS", p->name, o->B);
     result(name, f->peak_mb, "MiB", base ? "baseline" : NULL, base ? base->peak_mb : 0);
+    // steadier than wall time on a machine shared with other work (all of the run: setup too)
+    snprintf(name, sizeof name, "ppo %s B=%d process CPU time (user+sys)", p->name, o->B);
+    result(name, f->cpu_s, "s", base ? "baseline" : NULL, base ? base->cpu_s : 0);
 }
 
 // One preset: corpus, tokenizer and models in a fresh folder under /tmp, the ppo runs (the
