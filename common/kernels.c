@@ -136,30 +136,75 @@ norm_weight_grads(float *dweight, float *dbias, const float *dout, const float *
     }
 }
 
+// The second half of a one-pass row sum (layernorm_backward, rmsnorm_backward, colsum_add),
+// inside their parallel region after the loop's barrier: nch chunks' partial sums, chunk ch's n
+// columns at part + ch * stride, added to dst column by column in chunk order (the order the old
+// `ordered` hand-overs added them in, so the result has the same bits and does not depend on the
+// thread count). The buffer of a round of partials is PART_FLOATS floats (256 KiB) on the caller's
+// stack.
+#define PART_FLOATS 65536
+static inline void part_add(float *dst, const float *part, int64_t nch, int64_t stride, int n) {
+    #pragma omp for schedule(static)
+    for (int c = 0; c < n; c++)
+        for (int64_t ch = 0; ch < nch; ch++) dst[c] += part[ch * stride + c];
+}
+
+// One pass over the rows, chunk by chunk, and no `ordered` (as rmsnorm_backward below): a chunk
+// of ROW_CHUNK rows adds its rows' input gradients and writes its partial weight and bias
+// gradients (the sums norm_weight_grads makes) into part; after the loop's barrier the partials
+// are added column by column in chunk order (part_add), the order norm_weight_grads adds them in:
+// the same bits. Rounds of chunks as in rmsnorm_backward; rows wider than the buffer (no model
+// has them) take the weight gradients the old way.
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, const float *mean, const float *rstd,
                         int64_t N, int C) {
-    #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        const float *d = dout + i * C, *x = inp + i * C;
-        float m = mean[i], r = rstd[i];
-        // dnorm = dout*weight; dx = r * (dnorm - mean(dnorm) - xhat * mean(dnorm*xhat))
-        float sum_dn = 0.0f, sum_dnx = 0.0f;
-        #pragma omp simd reduction(+:sum_dn, sum_dnx)
-        for (int c = 0; c < C; c++) {
-            float dn = d[c] * weight[c];
-            sum_dn += dn;
-            sum_dnx += dn * (x[c] - m) * r;
-        }
-        sum_dn /= C; sum_dnx /= C;
-        float *di = dinp + i * C;
-        #pragma omp simd
-        for (int c = 0; c < C; c++) {
-            float xh = (x[c] - m) * r;
-            di[c] += r * (d[c] * weight[c] - sum_dn - xh * sum_dnx);
+    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK, nw = dbias ? 2 * (int64_t)C : C;
+    float *dwsum = nw <= PART_FLOATS ? dweight : NULL, part[PART_FLOATS];
+    int64_t per = dwsum ? PART_FLOATS / nw : nch;   // chunks per round
+    for (int64_t r0 = 0; r0 < nch; r0 += per) {
+        int64_t r1 = r0 + per < nch ? r0 + per : nch;
+        #pragma omp parallel
+        {
+            #pragma omp for schedule(static)
+            for (int64_t ch = r0; ch < r1; ch++) {
+                int64_t i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
+                float *pw = dwsum ? part + (ch - r0) * nw : NULL, *pb = pw && dbias ? pw + C : NULL;
+                if (pw) for (int64_t c = 0; c < nw; c++) pw[c] = 0.0f;
+                for (int64_t i = i0; i < i1; i++) {
+                    const float *d = dout + i * C, *x = inp + i * C;
+                    float m = mean[i], r = rstd[i];
+                    // dnorm = dout*weight; dx = r * (dnorm - mean(dnorm) - xhat * mean(dnorm*xhat))
+                    float sum_dn = 0.0f, sum_dnx = 0.0f;
+                    #pragma omp simd reduction(+:sum_dn, sum_dnx)
+                    for (int c = 0; c < C; c++) {
+                        float dn = d[c] * weight[c];
+                        sum_dn += dn;
+                        sum_dnx += dn * (x[c] - m) * r;
+                    }
+                    sum_dn /= C; sum_dnx /= C;
+                    float *di = dinp + i * C;
+                    #pragma omp simd
+                    for (int c = 0; c < C; c++) {
+                        float xh = (x[c] - m) * r;
+                        di[c] += r * (d[c] * weight[c] - sum_dn - xh * sum_dnx);
+                    }
+                    if (pw) {
+                        #pragma omp simd
+                        for (int c = 0; c < C; c++) pw[c] += d[c] * (x[c] - m) * r;
+                    }
+                    if (pb) {
+                        #pragma omp simd
+                        for (int c = 0; c < C; c++) pb[c] += d[c];
+                    }
+                }
+            }
+            if (dwsum) {
+                part_add(dwsum, part, r1 - r0, nw, C);
+                if (dbias) part_add(dbias, part + C, r1 - r0, nw, C);
+            }
         }
     }
-    norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
+    if (dweight && !dwsum) norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
 }
 
 // Few rows (decoding): sgemm would pack the whole weight for a handful of rows, tripling the
@@ -438,23 +483,34 @@ void logits_forward(float *out, const float *inp, const float *wte, int64_t M, i
     else rowdot_few_rows(out, inp, wte, NULL, 0, M, V, C);
 }
 
-// dst (OC) += sum over the N rows of src (N, OC)
+// dst (OC) += sum over the N rows of src (N, OC): chunks of ROW_CHUNK rows write their partial
+// sums (in column blocks of at most PART_FLOATS), added in chunk order after the loop's barrier
+// (part_add), one parallel region per round of chunks; the same bits as the strips' partials
+// added under `ordered` used to give, without a sleeping thread at each hand-over.
 static void colsum_add(float *dst, const float *src, int64_t N, int OC) {
     int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-    int nstrip = (OC + ROW_STRIP - 1) / ROW_STRIP;
-    #pragma omp parallel for ordered schedule(static, 1)
-    for (int64_t it = 0; it < nstrip * nch; it++) {
-        int64_t ch = it % nch, i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
-        int j0 = (int)(it / nch) * ROW_STRIP, w = OC - j0 < ROW_STRIP ? OC - j0 : ROW_STRIP;
-        float acc[ROW_STRIP];
-        for (int j = 0; j < w; j++) acc[j] = 0.0f;
-        for (int64_t i = i0; i < i1; i++) {
-            const float *r = src + i * OC + j0;
-            #pragma omp simd
-            for (int j = 0; j < w; j++) acc[j] += r[j];
+    float part[PART_FLOATS];
+    for (int j0 = 0; j0 < OC; j0 += PART_FLOATS) {
+        int w = OC - j0 < PART_FLOATS ? OC - j0 : PART_FLOATS;
+        int64_t per = PART_FLOATS / w;   // chunks per round
+        for (int64_t r0 = 0; r0 < nch; r0 += per) {
+            int64_t r1 = r0 + per < nch ? r0 + per : nch;
+            #pragma omp parallel
+            {
+                #pragma omp for schedule(static)
+                for (int64_t ch = r0; ch < r1; ch++) {
+                    int64_t i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
+                    float *acc = part + (ch - r0) * w;
+                    for (int j = 0; j < w; j++) acc[j] = 0.0f;
+                    for (int64_t i = i0; i < i1; i++) {
+                        const float *r = src + i * OC + j0;
+                        #pragma omp simd
+                        for (int j = 0; j < w; j++) acc[j] += r[j];
+                    }
+                }
+                part_add(dst + j0, part, r1 - r0, w, w);
+            }
         }
-        #pragma omp ordered
-        for (int j = 0; j < w; j++) dst[j0 + j] += acc[j];
     }
 }
 
@@ -855,15 +911,14 @@ void rmsnorm_forward_copy(float *out, float *rstd, const float *inp, const float
 // in chunk order, the order norm_weight_grads adds them in, so the result has the same bits.
 // (With `ordered`, a thread waiting for its turn sleeps under OMP_WAIT_POLICY=passive, and a
 // chunk of 64 rows takes microseconds: each of the ~16 hand-overs per call waited for a
-// sleeping thread to wake.) The partials of a round of chunks wait in RMS_PART floats on the
-// caller's stack (128 KiB): more chunks go in several rounds, each adding in the same order.
-#define RMS_PART 32768
+// sleeping thread to wake.) The partials of a round of chunks wait in PART_FLOATS floats on the
+// caller's stack: more chunks go in several rounds, each adding in the same order.
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int64_t N, int C) {
     int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-    // rows wider than RMS_PART floats (no model has them) take the weight gradient the old way
-    float *dwsum = C <= RMS_PART ? dweight : NULL, part[RMS_PART];
-    int64_t per = dwsum ? RMS_PART / C : nch;   // chunks per round
+    // rows wider than PART_FLOATS floats (no model has them) take the weight gradient the old way
+    float *dwsum = C <= PART_FLOATS ? dweight : NULL, part[PART_FLOATS];
+    int64_t per = dwsum ? PART_FLOATS / C : nch;   // chunks per round
     for (int64_t r0 = 0; r0 < nch; r0 += per) {
         int64_t r1 = r0 + per < nch ? r0 + per : nch;
         #pragma omp parallel
@@ -891,11 +946,7 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
                     }
                 }
             }
-            if (dwsum) {
-                #pragma omp for schedule(static)
-                for (int c = 0; c < C; c++)
-                    for (int64_t ch = r0; ch < r1; ch++) dwsum[c] += part[(ch - r0) * C + c];
-            }
+            if (dwsum) part_add(dwsum, part, r1 - r0, C, C);
         }
     }
     if (dweight && !dwsum) norm_weight_grads(dweight, NULL, dout, inp, NULL, rstd, N, C);
