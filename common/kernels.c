@@ -603,25 +603,43 @@ static void att_forward_loop(float *y, float *p, const float *q, const float *k,
     }
 }
 
-// Forward: every (sequence, q head) pair is independent (the heads of a group only read their
-// shared K and V), so the pairs run in parallel, one thread each.
-void attention_gqa_forward(float *out, float *att, const float *qkv, const int64_t *off,
-                           const int64_t *att_off, int B, int NH, int KVH, int hd) {
+static void rope_rows_table(float *x, int64_t stride, int64_t r0, int64_t len, int h0, int nh,
+                            int hd, const int32_t *pos, const float *rope_cs, float sign);
+
+// Forward: a (sequence, kv head) task runs its group's q heads one after the other (each head's
+// computation independent of the others', reading only the shared K and V); tasks run in
+// parallel, one thread each. With rope_cs, the task first rotates the k head and the q heads it
+// reads, in place: no other task touches them. (KVH = NH: GPT-2's (sequence, head) tasks.)
+static void att_gqa_forward(float *out, float *att, float *qkv, const int64_t *off,
+                            const int64_t *att_off, int B, int NH, int KVH, int hd,
+                            const int32_t *pos, const float *rope_cs) {
     float scale = 1.0f / sqrtf((float)hd);
     int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, C = (int64_t)NH * hd;
     int group = NH / KVH;
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
+        for (int kh = 0; kh < KVH; kh++) {
             int64_t r0 = off[b], len = off[b + 1] - off[b];
-            const float *q = qkv + r0 * QKV + (int64_t)h * hd;
-            const float *k = qkv + r0 * QKV + C + (int64_t)(h / group) * hd;
+            if (rope_cs) {
+                rope_rows_table(qkv, QKV, r0, len, NH + kh, 1, hd, pos, rope_cs, 1.0f);
+                rope_rows_table(qkv, QKV, r0, len, kh * group, group, hd, pos, rope_cs, 1.0f);
+            }
+            const float *k = qkv + r0 * QKV + C + (int64_t)kh * hd;
             const float *v = k + (int64_t)KVH * hd;
-            float *p = att + att_off[b] + (int64_t)h * len * len, *y = out + r0 * C + h * hd;
-            if (len >= ATT_GEMM_MIN) att_forward_gemm(y, p, q, k, v, len, hd, QKV, C, scale);
-            else att_forward_loop(y, p, q, k, v, len, hd, QKV, C, scale);
+            for (int h = kh * group; h < (kh + 1) * group; h++) {
+                const float *q = qkv + r0 * QKV + (int64_t)h * hd;
+                float *p = att + att_off[b] + (int64_t)h * len * len, *y = out + r0 * C + h * hd;
+                if (len >= ATT_GEMM_MIN) att_forward_gemm(y, p, q, k, v, len, hd, QKV, C, scale);
+                else att_forward_loop(y, p, q, k, v, len, hd, QKV, C, scale);
+            }
         }
     }
+}
+
+void attention_gqa_forward(float *out, float *att, const float *qkv, const int64_t *off,
+                           const int64_t *att_off, int B, int NH, int KVH, int hd) {
+    // without rope_cs nothing writes qkv
+    att_gqa_forward(out, att, (float *)qkv, off, att_off, B, NH, KVH, hd, NULL, NULL);
 }
 
 // GPT-2's attention is the case KVH = NH: the same calls in the same order, the same bits.
@@ -696,7 +714,8 @@ static void att_backward_loop(float *dq, float *dk, float *dv, float *d, const f
 // rows, its q heads, its k and v head), which together are all of dqkv.
 static void att_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                              const float *att, const int64_t *off, const int64_t *att_off, int B,
-                             int NH, int KVH, int hd, int set) {
+                             int NH, int KVH, int hd, int set, const int32_t *pos,
+                             const float *rope_cs) {
     float scale = 1.0f / sqrtf((float)hd);
     int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, C = (int64_t)NH * hd;
     int group = NH / KVH;
@@ -725,6 +744,10 @@ static void att_gqa_backward(float *dqkv, float *scratch, const float *dout, con
                     att_backward_loop(dq, dk, dv, scratch + a, dy, q, k, v, att + a, len, hd, QKV,
                                       C, scale);
             }
+            if (rope_cs) {   // the task's dq heads and dk head are complete: rotate them back
+                rope_rows_table(dqkv, QKV, r0, len, kh * group, group, hd, pos, rope_cs, -1.0f);
+                rope_rows_table(dqkv, QKV, r0, len, NH + kh, 1, hd, pos, rope_cs, -1.0f);
+            }
         }
     }
 }
@@ -732,13 +755,13 @@ static void att_gqa_backward(float *dqkv, float *scratch, const float *dout, con
 void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                             const float *att, const int64_t *off, const int64_t *att_off, int B,
                             int NH, int KVH, int hd) {
-    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 0);
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 0, NULL, NULL);
 }
 
 void attention_gqa_backward_set(float *dqkv, float *scratch, const float *dout, const float *qkv,
                                 const float *att, const int64_t *off, const int64_t *att_off,
                                 int B, int NH, int KVH, int hd) {
-    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 1);
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 1, NULL, NULL);
 }
 
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
@@ -980,6 +1003,16 @@ void rope_inv_freq(float *inv_freq, int hd, double theta, int scaling, double fa
 // of an angle of thousands of radians: 1e-3 at position 10^4), once per row and pair block,
 // shared by all heads of the row; the rotation itself is one vectorised pass over the row.
 #define ROPE_BLOCK 64
+// The rotation of w pairs (x1[i], x2[i]) by the angles whose cosines and (signed) sines are cs, sn.
+static inline void rope_span(float *x1, float *x2, const float *cs, const float *sn, int w) {
+    #pragma omp simd
+    for (int i = 0; i < w; i++) {
+        float a = x1[i], b = x2[i];
+        x1[i] = a * cs[i] - b * sn[i];
+        x2[i] = b * cs[i] + a * sn[i];
+    }
+}
+
 static void rope_rotate(float *x, const int32_t *pos, const float *inv_freq, int64_t N,
                         int nheads, int hd, int64_t stride, float sign) {
     int half = hd / 2;
@@ -994,13 +1027,8 @@ static void rope_rotate(float *x, const int32_t *pos, const float *inv_freq, int
                 sn[i] = sign * (float)sin(a);
             }
             for (int h = 0; h < nheads; h++) {
-                float *x1 = x + n * stride + (int64_t)h * hd + i0, *x2 = x1 + half;
-                #pragma omp simd
-                for (int i = 0; i < w; i++) {
-                    float a = x1[i], b = x2[i];
-                    x1[i] = a * cs[i] - b * sn[i];
-                    x2[i] = b * cs[i] + a * sn[i];
-                }
+                float *x1 = x + n * stride + (int64_t)h * hd + i0;
+                rope_span(x1, x1 + half, cs, sn, w);
             }
         }
     }
@@ -1014,6 +1042,51 @@ void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int64_t N
 void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int64_t N, int nheads,
                    int hd, int64_t stride) {
     rope_rotate(dx, pos, inv_freq, N, nheads, hd, stride, -1.0f);
+}
+
+void rope_table(float *cs, const float *inv_freq, int npos, int hd) {
+    int half = hd / 2;
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < npos; p++)
+        for (int i = 0; i < half; i++) {
+            double a = (double)p * (double)inv_freq[i];
+            cs[(int64_t)p * hd + i] = (float)cos(a);
+            cs[(int64_t)p * hd + half + i] = (float)sin(a);
+        }
+}
+
+// Rotates heads h0 .. h0+nh-1 of rows r0 .. r0+len-1 of x (row stride `stride`) by the table rows
+// at pos (sign -1: the inverse rotation, for gradients), ROPE_BLOCK pairs at a time as
+// rope_rotate: the same products, the same bits.
+static void rope_rows_table(float *x, int64_t stride, int64_t r0, int64_t len, int h0, int nh,
+                            int hd, const int32_t *pos, const float *rope_cs, float sign) {
+    int half = hd / 2;
+    for (int64_t n = r0; n < r0 + len; n++) {
+        const float *cs = rope_cs + (int64_t)pos[n] * hd, *sn = cs + half;
+        for (int i0 = 0; i0 < half; i0 += ROPE_BLOCK) {
+            int w = half - i0 < ROPE_BLOCK ? half - i0 : ROPE_BLOCK;
+            float s[ROPE_BLOCK];
+            for (int i = 0; i < w; i++) s[i] = sign * sn[i0 + i];
+            for (int h = h0; h < h0 + nh; h++) {
+                float *x1 = x + n * stride + (int64_t)h * hd + i0;
+                rope_span(x1, x1 + half, cs + i0, s, w);
+            }
+        }
+    }
+}
+
+void attention_gqa_rope_forward(float *out, float *att, float *qkv, const int64_t *off,
+                                const int64_t *att_off, int B, int NH, int KVH, int hd,
+                                const int32_t *pos, const float *rope_cs) {
+    att_gqa_forward(out, att, qkv, off, att_off, B, NH, KVH, hd, pos, rope_cs);
+}
+
+void attention_gqa_rope_backward_set(float *dqkv, float *scratch, const float *dout,
+                                     const float *qkv, const float *att, const int64_t *off,
+                                     const int64_t *att_off, int B, int NH, int KVH, int hd,
+                                     const int32_t *pos, const float *rope_cs) {
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 1, pos,
+                     rope_cs);
 }
 
 // SwiGLU works on blocks of SWIGLU_BLOCK columns of a row, so that one row (decoding) still

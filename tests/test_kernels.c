@@ -903,6 +903,56 @@ static void test_attention_gqa_is_gpt2(void) {
     gqa_free(&c);
 }
 
+// ---- RoPE fused into the attention's tasks: the same bits as rope_forward then the attention,
+// and the attention's backward then rope_backward (outputs NaN-filled first), at positions past
+// 1000 with rope_theta 1e6 and Llama 3 scaling; 9 / 3 heads of 48 (a long sequence through the
+// sgemm blocks beside short ones) and multi-query heads of 64; 1 and 2 threads.
+static void rope_fused_case(const int *lens, int B, int NH, int KVH, int hd) {
+    Rng rng; rng_init(&rng, 37);
+    GqaCtx c;
+    gqa_setup(&c, &rng, lens, B, NH, KVH, hd);
+    int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, nq = c.N * QKV, ny = c.N * NH * hd;
+    int npos = 1100;
+    float *inv = zeros(hd / 2), *cs = filled((int64_t)npos * hd, NAN);
+    rope_inv_freq(inv, hd, 1e6, 1, 8.0, 1.0, 4.0, 8192);
+    rope_table(cs, inv, npos, hd);
+    int32_t *pos = malloc((size_t)c.N * sizeof(int32_t));
+    for (int b = 0; b < B; b++)
+        for (int64_t n = c.off[b]; n < c.off[b + 1]; n++) pos[n] = (int32_t)(1000 + n - c.off[b]);
+    for (int nt = 1; nt <= 2; nt++) {
+        int keep = omp_get_max_threads();
+        omp_set_num_threads(nt);
+        float *q1 = malloc((size_t)nq * sizeof(float)), *q2 = malloc((size_t)nq * sizeof(float));
+        memcpy(q1, c.qkv, (size_t)nq * sizeof(float)); memcpy(q2, c.qkv, (size_t)nq * sizeof(float));
+        float *o1 = filled(ny, NAN), *o2 = filled(ny, NAN), *a1 = filled(c.A, NAN);
+        float *a2 = filled(c.A, NAN), *d1 = filled(nq, NAN), *d2 = filled(nq, NAN);
+        rope_forward(q1, pos, inv, c.N, NH + KVH, hd, QKV);
+        attention_gqa_forward(o1, a1, q1, c.off, c.att_off, B, NH, KVH, hd);
+        attention_gqa_rope_forward(o2, a2, q2, c.off, c.att_off, B, NH, KVH, hd, pos, cs);
+        attention_gqa_backward_set(d1, c.scratch, c.r, q1, a1, c.off, c.att_off, B, NH, KVH, hd);
+        rope_backward(d1, pos, inv, c.N, NH + KVH, hd, QKV);
+        attention_gqa_rope_backward_set(d2, c.scratch, c.r, q2, a2, c.off, c.att_off, B, NH, KVH,
+                                        hd, pos, cs);
+        omp_set_num_threads(keep);
+        CHECK_MSG(!memcmp(q1, q2, (size_t)nq * sizeof(float)) &&
+                      !memcmp(o1, o2, (size_t)ny * sizeof(float)) &&
+                      !memcmp(a1, a2, (size_t)c.A * sizeof(float)),
+                  "fused RoPE + attention forward (NH=%d KVH=%d hd=%d, %d threads): rotated qkv, "
+                  "out and att differ from rope_forward + attention_gqa_forward", NH, KVH, hd, nt);
+        CHECK_MSG(!memcmp(d1, d2, (size_t)nq * sizeof(float)),
+                  "fused attention + RoPE backward (NH=%d KVH=%d hd=%d, %d threads): dqkv differs "
+                  "from attention_gqa_backward_set + rope_backward", NH, KVH, hd, nt);
+        free(q1); free(q2); free(o1); free(o2); free(a1); free(a2); free(d1); free(d2);
+    }
+    free(inv); free(cs); free(pos);
+    gqa_free(&c);
+}
+static void test_attention_rope_fused(void) {
+    int long_lens[3] = {70, 2, 65}, mqa_lens[2] = {7, 3};
+    rope_fused_case(long_lens, 3, 9, 3, 48);
+    rope_fused_case(mqa_lens, 2, 4, 1, 64);
+}
+
 // ---- the _set kernels: the same bits as adding into zeros, whatever the buffer held before
 static void check_same_bits(const char *what, const float *a, const float *b, int64_t n) {
     if (memcmp(a, b, (size_t)n * sizeof(float)))
@@ -960,6 +1010,8 @@ int main(void) {
               test_linear);
     test_case("kernels: rmsnorm vs double reference and finite differences", test_rmsnorm);
     test_case("kernels: layernorm and bias gradients as row sums in rounds", test_row_sums);
+    test_case("kernels: RoPE fused into attention equals rope + attention, bit for bit",
+              test_attention_rope_fused);
     test_case("kernels: rope_inv_freq, default and Llama 3 scaling's three bands",
               test_rope_inv_freq);
     test_case("kernels: rope vs complex rotation, positions past 1000 with theta 1e6", test_rope);
