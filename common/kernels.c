@@ -514,14 +514,50 @@ static void colsum_add(float *dst, const float *src, int64_t N, int OC) {
     }
 }
 
+// A backward's two products, dinp and dweight, are independent and have the same FLOPs. On two
+// threads they run side by side, one thread each, in one parallel region: one hand-over between
+// the threads instead of the two each sgemm call makes, and no synchronisation inside OpenBLAS
+// (which runs a call on the calling thread inside a parallel region). OpenBLAS splits a
+// product's rows and columns between threads, never its sums, so each result has the same bits
+// either way. Other thread counts run one call after the other, each on every thread.
+typedef struct {
+    CBLAS_TRANSPOSE ta, tb;
+    blasint m, n, k, lda, ldb, ldc;
+    const float *a, *b;
+    float beta, *c;
+} SgemmJob;
+
+static void sgemm_job(const SgemmJob *j) {
+    cblas_sgemm(CblasRowMajor, j->ta, j->tb, j->m, j->n, j->k, 1.0f, j->a, j->lda, j->b, j->ldb,
+                j->beta, j->c, j->ldc);
+}
+
+static void sgemm_pair(const SgemmJob *x, const SgemmJob *y) {
+    if (omp_get_max_threads() != 2 || omp_in_parallel()) {
+        sgemm_job(x);
+        sgemm_job(y);
+        return;
+    }
+    #pragma omp parallel sections num_threads(2)
+    {
+        #pragma omp section
+        sgemm_job(x);
+        #pragma omp section
+        sgemm_job(y);
+    }
+}
+
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC) {
-    if (dinp)   // dinp (N,C) += dout (N,OC) @ weight^T (OC,C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, C, OC, 1.0f, dout, OC,
-                    weight, OC, 1.0f, dinp, C);
-    if (dweight)   // dweight (C,OC) += inp^T (C,N) @ dout (N,OC); NULL: a frozen weight
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (blasint)N, 1.0f, inp, C, dout,
-                    OC, 1.0f, dweight, OC);
+    // dinp (N,C) += dout (N,OC) @ weight^T (OC,C)
+    SgemmJob di = {CblasNoTrans, CblasTrans, (blasint)N, C, OC, OC, OC, C, dout, weight, 1.0f,
+                   dinp};
+    // dweight (C,OC) += inp^T (C,N) @ dout (N,OC); NULL: a frozen weight
+    SgemmJob dw = {CblasTrans, CblasNoTrans, C, OC, (blasint)N, C, OC, OC, inp, dout, 1.0f,
+                   dweight};
+    if (dinp && dweight) sgemm_pair(&di, &dw);
+    else if (dinp) sgemm_job(&di);
+    else if (dweight) sgemm_job(&dw);
     if (dbias) colsum_add(dbias, dout, N, OC);
 }
 
@@ -881,12 +917,15 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 static void linear_backward_beta(float *dinp, float *dweight, float *dbias, const float *dout,
                                  const float *inp, const float *weight, int64_t N, int C, int OC,
                                  float dinp_beta) {
-    if (dinp)   // dinp (N,C) [+]= dout (N,OC) @ weight (OC,C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, 1.0f, dout, OC,
-                    weight, C, dinp_beta, dinp, C);
-    if (dweight)   // dweight (OC,C) += dout^T (OC,N) @ inp (N,C); NULL: a frozen weight
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)N, 1.0f, dout, OC,
-                    inp, C, 1.0f, dweight, C);
+    // dinp (N,C) [+]= dout (N,OC) @ weight (OC,C)
+    SgemmJob di = {CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, OC, C, C, dout, weight,
+                   dinp_beta, dinp};
+    // dweight (OC,C) += dout^T (OC,N) @ inp (N,C); NULL: a frozen weight
+    SgemmJob dw = {CblasTrans, CblasNoTrans, OC, C, (blasint)N, OC, C, C, dout, inp, 1.0f,
+                   dweight};
+    if (dinp && dweight) sgemm_pair(&di, &dw);
+    else if (dinp) sgemm_job(&di);
+    else if (dweight) sgemm_job(&dw);
     if (dbias) colsum_add(dbias, dout, N, OC);
 }
 
