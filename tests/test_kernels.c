@@ -615,7 +615,10 @@ static void test_rmsnorm(void) {
 // wider than a round (layernorm's ordered sum, colsum's column blocks). The same bits with 1 and
 // 2 threads; the weight and bias gradients against double sums; the bias gradient of matmul
 // bit for bit against the chunk-ordered float sum it has always been.
-typedef struct { float *inp, *mean, *rstd, *w, *r, *din, *dw, *db, *dcol; int64_t N; int C; } SumCtx;
+typedef struct {
+    float *inp, *mean, *rstd, *w, *r, *din, *dw, *db, *dcol;
+    int64_t N; int C;
+} SumCtx;
 static void sum_pass(void *p, float *res) {
     SumCtx *c = p;
     int64_t k = 0, nd = c->N * c->C;
@@ -923,7 +926,8 @@ static void rope_fused_case(const int *lens, int B, int NH, int KVH, int hd) {
         int keep = omp_get_max_threads();
         omp_set_num_threads(nt);
         float *q1 = malloc((size_t)nq * sizeof(float)), *q2 = malloc((size_t)nq * sizeof(float));
-        memcpy(q1, c.qkv, (size_t)nq * sizeof(float)); memcpy(q2, c.qkv, (size_t)nq * sizeof(float));
+        memcpy(q1, c.qkv, (size_t)nq * sizeof(float));
+        memcpy(q2, c.qkv, (size_t)nq * sizeof(float));
         float *o1 = filled(ny, NAN), *o2 = filled(ny, NAN), *a1 = filled(c.A, NAN);
         float *a2 = filled(c.A, NAN), *d1 = filled(nq, NAN), *d2 = filled(nq, NAN);
         rope_forward(q1, pos, inv, c.N, NH + KVH, hd, QKV);
