@@ -149,15 +149,49 @@ static inline void part_add(float *dst, const float *part, int64_t nch, int64_t 
         for (int64_t ch = 0; ch < nch; ch++) dst[c] += part[ch * stride + c];
 }
 
-// One pass over the rows, chunk by chunk, and no `ordered` (as rmsnorm_backward below): a chunk
-// of ROW_CHUNK rows adds its rows' input gradients and writes its partial weight and bias
-// gradients (the sums norm_weight_grads makes) into part; after the loop's barrier the partials
-// are added column by column in chunk order (part_add), the order norm_weight_grads adds them in:
-// the same bits. Rounds of chunks as in rmsnorm_backward; rows wider than the buffer (no model
-// has them) take the weight gradients the old way.
-void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, const float *mean, const float *rstd,
-                        int64_t N, int C) {
+// One row's input gradient, added into di: LayerNorm's (mean m) and RMSNorm's.
+static inline void ln_row_dinp(float *di, const float *d, const float *x, const float *weight,
+                               float m, float r, int C) {
+    // dnorm = dout*weight; dx = r * (dnorm - mean(dnorm) - xhat * mean(dnorm*xhat))
+    float sum_dn = 0.0f, sum_dnx = 0.0f;
+    #pragma omp simd reduction(+:sum_dn, sum_dnx)
+    for (int c = 0; c < C; c++) {
+        float dn = d[c] * weight[c];
+        sum_dn += dn;
+        sum_dnx += dn * (x[c] - m) * r;
+    }
+    sum_dn /= C; sum_dnx /= C;
+    #pragma omp simd
+    for (int c = 0; c < C; c++) {
+        float xh = (x[c] - m) * r;
+        di[c] += r * (d[c] * weight[c] - sum_dn - xh * sum_dnx);
+    }
+}
+
+static inline void rms_row_dinp(float *di, const float *d, const float *x, const float *weight,
+                                float r, int C) {
+    // y = x r w with r = (mean(x^2) + eps)^-1/2: dx = r (dout w - x r^2 mean(dout w x))
+    float sum_dwx = 0.0f;
+    #pragma omp simd reduction(+:sum_dwx)
+    for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
+    float k = r * r * sum_dwx / C;
+    #pragma omp simd
+    for (int c = 0; c < C; c++) di[c] += r * (d[c] * weight[c] - x[c] * k);
+}
+
+// The backward of LayerNorm (mean given) and of RMSNorm (mean NULL, no bias) in one pass over
+// the rows, chunk by chunk, and no `ordered`: a chunk of ROW_CHUNK rows adds its rows' input
+// gradients and writes its partial weight (and bias) gradients, the sums norm_weight_grads makes
+// (RMSNorm's x - 0 is x exactly), into part; after the loop's barrier the partials are added
+// column by column in chunk order (part_add), the order norm_weight_grads adds them in: the same
+// bits. (With `ordered`, a thread waiting for its turn sleeps under OMP_WAIT_POLICY=passive, and
+// a chunk of 64 rows takes microseconds: each of the ~16 hand-overs per call waited for a
+// sleeping thread to wake.) More chunks than a round's buffer holds go in several rounds, each
+// adding in the same order; rows wider than the buffer (no model has them) take the weight
+// gradients the old way.
+static void norm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *weight, const float *mean,
+                          const float *rstd, int64_t N, int C) {
     int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK, nw = dbias ? 2 * (int64_t)C : C;
     float *dwsum = nw <= PART_FLOATS ? dweight : NULL, part[PART_FLOATS];
     int64_t per = dwsum ? PART_FLOATS / nw : nch;   // chunks per round
@@ -172,22 +206,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                 if (pw) for (int64_t c = 0; c < nw; c++) pw[c] = 0.0f;
                 for (int64_t i = i0; i < i1; i++) {
                     const float *d = dout + i * C, *x = inp + i * C;
-                    float m = mean[i], r = rstd[i];
-                    // dnorm = dout*weight; dx = r * (dnorm - mean(dnorm) - xhat * mean(dnorm*xhat))
-                    float sum_dn = 0.0f, sum_dnx = 0.0f;
-                    #pragma omp simd reduction(+:sum_dn, sum_dnx)
-                    for (int c = 0; c < C; c++) {
-                        float dn = d[c] * weight[c];
-                        sum_dn += dn;
-                        sum_dnx += dn * (x[c] - m) * r;
-                    }
-                    sum_dn /= C; sum_dnx /= C;
-                    float *di = dinp + i * C;
-                    #pragma omp simd
-                    for (int c = 0; c < C; c++) {
-                        float xh = (x[c] - m) * r;
-                        di[c] += r * (d[c] * weight[c] - sum_dn - xh * sum_dnx);
-                    }
+                    float m = mean ? mean[i] : 0.0f, r = rstd[i];
+                    if (mean) ln_row_dinp(dinp + i * C, d, x, weight, m, r, C);
+                    else rms_row_dinp(dinp + i * C, d, x, weight, r, C);
                     if (pw) {
                         #pragma omp simd
                         for (int c = 0; c < C; c++) pw[c] += d[c] * (x[c] - m) * r;
@@ -205,6 +226,12 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
         }
     }
     if (dweight && !dwsum) norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean, const float *rstd,
+                        int64_t N, int C) {
+    norm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
 
 // Few rows (decoding): sgemm would pack the whole weight for a handful of rows, tripling the
@@ -967,51 +994,9 @@ void rmsnorm_forward_copy(float *out, float *rstd, const float *inp, const float
     rmsnorm_forward_to(out, rstd, inp, weight, copy, N, C, eps);
 }
 
-// One pass over the rows, chunk by chunk, and no `ordered`: a chunk of ROW_CHUNK rows adds its
-// rows' input gradients and writes its partial weight gradient (the same sum norm_weight_grads
-// makes) into part; after the loop's barrier the partials are added to dweight column by column
-// in chunk order, the order norm_weight_grads adds them in, so the result has the same bits.
-// (With `ordered`, a thread waiting for its turn sleeps under OMP_WAIT_POLICY=passive, and a
-// chunk of 64 rows takes microseconds: each of the ~16 hand-overs per call waited for a
-// sleeping thread to wake.) The partials of a round of chunks wait in PART_FLOATS floats on the
-// caller's stack: more chunks go in several rounds, each adding in the same order.
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int64_t N, int C) {
-    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-    // rows wider than PART_FLOATS floats (no model has them) take the weight gradient the old way
-    float *dwsum = C <= PART_FLOATS ? dweight : NULL, part[PART_FLOATS];
-    int64_t per = dwsum ? PART_FLOATS / C : nch;   // chunks per round
-    for (int64_t r0 = 0; r0 < nch; r0 += per) {
-        int64_t r1 = r0 + per < nch ? r0 + per : nch;
-        #pragma omp parallel
-        {
-            #pragma omp for schedule(static)
-            for (int64_t ch = r0; ch < r1; ch++) {
-                int64_t i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
-                float *pw = dwsum ? part + (ch - r0) * C : NULL;
-                if (pw) for (int c = 0; c < C; c++) pw[c] = 0.0f;
-                for (int64_t i = i0; i < i1; i++) {
-                    const float *d = dout + i * C, *x = inp + i * C;
-                    float r = rstd[i];
-                    // y = x r w with r = (mean(x^2) + eps)^-1/2:
-                    // dx = r (dout w - x r^2 mean(dout w x))
-                    float sum_dwx = 0.0f;
-                    #pragma omp simd reduction(+:sum_dwx)
-                    for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
-                    float k = r * r * sum_dwx / C;
-                    float *di = dinp + i * C;
-                    #pragma omp simd
-                    for (int c = 0; c < C; c++) di[c] += r * (d[c] * weight[c] - x[c] * k);
-                    if (pw) {
-                        #pragma omp simd
-                        for (int c = 0; c < C; c++) pw[c] += d[c] * x[c] * r;
-                    }
-                }
-            }
-            if (dwsum) part_add(dwsum, part, r1 - r0, C, C);
-        }
-    }
-    if (dweight && !dwsum) norm_weight_grads(dweight, NULL, dout, inp, NULL, rstd, N, C);
+    norm_backward(dinp, dweight, NULL, dout, inp, weight, NULL, rstd, N, C);
 }
 
 void rope_inv_freq(float *inv_freq, int hd, double theta, int scaling, double factor,
