@@ -137,7 +137,8 @@ def main():
                     threads=a.threads, system=info,
                     env={k: env.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                  "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
-                                                 "OMP_PROC_BIND", "OPENBLAS_CORETYPE")})
+                                                 "OMP_PROC_BIND", "OPENBLAS_CORETYPE",
+                                                 "ATEN_CPU_CAPABILITY")})
     print(f"machine: {info.get('cpu')}; OpenBLAS kernel {core}; {a.threads} threads; "
           f"commit {measured['commit']}")
     cbin = os.path.join(a.build, "bench", "bench_model")
