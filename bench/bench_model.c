@@ -176,6 +176,11 @@ static void bench_decode(const Model *m, int B) {
     free(x); free(y); free(lg);
 }
 
+static double bench_rusage_cpu_s(const struct rusage *r) {
+    return (double)r->ru_utime.tv_sec + 1e-6 * (double)r->ru_utime.tv_usec +
+           (double)r->ru_stime.tv_sec + 1e-6 * (double)r->ru_stime.tv_usec;
+}
+
 // --mode train: median seconds of `steps` optimizer steps (after 2 warm-ups) on random tokens
 static int bench_train(const char *pname, const ModelConfig *c, int B, int T, int steps) {
     char err[256];
@@ -201,9 +206,9 @@ static int bench_train(const char *pname, const ModelConfig *c, int B, int T, in
     AdamWConfig oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                       .weight_decay = 0.1f, .grad_clip = 1.0f};
     double *times = MALLOC_CHECK((size_t)(steps + 2) * sizeof(double));
-    long flt0 = 0;
+    struct rusage ru0 = {0};
     for (int s = 0; s < steps + 2; s++) {
-        if (s == 2) { struct rusage ru; getrusage(RUSAGE_SELF, &ru); flt0 = ru.ru_minflt; }
+        if (s == 2) getrusage(RUSAGE_SELF, &ru0);
         double t0 = util_time_s();
         if (model_forward(&m, &b, 0, err, sizeof err)) {
             fprintf(stderr, "%s\n", err);
@@ -218,7 +223,12 @@ static int bench_train(const char *pname, const ModelConfig *c, int B, int T, in
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    fprintf(stderr, "page faults per timed step: %.0f\n", (double)(ru.ru_minflt - flt0) / steps);
+    fprintf(stderr, "page faults per timed step: %.0f\n",
+            (double)(ru.ru_minflt - ru0.ru_minflt) / steps);
+    // CPU time (user + sys, all threads) and voluntary context switches (a thread going to sleep:
+    // OpenMP's waits under OMP_WAIT_POLICY=passive) per timed step; bench_torch.py counts the same
+    double cpu_step = (bench_rusage_cpu_s(&ru) - bench_rusage_cpu_s(&ru0)) / steps;
+    double sleeps_step = (double)(ru.ru_nvcsw - ru0.ru_nvcsw) / steps;
     // the median of the timed steps: robust to a stray slow step on a shared machine
     double step_s = bench_median(times + 2, steps), fl = train_flops(c, B, T);
     free(times);
@@ -228,9 +238,10 @@ static int bench_train(const char *pname, const ModelConfig *c, int B, int T, in
     double ceil_now = sgemm_ceiling();
     printf("{\"impl\":\"rlhf.c\",\"mode\":\"train\",\"preset\":\"%s\",\"B\":%d,\"T\":%d,"
            "\"threads\":%d,\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"gflops\":%.1f,"
-           "\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f}\n",
+           "\"ceiling_gflops\":%.1f,\"peak_rss_mb\":%.1f,\"cpu_s_per_step\":%.4f,"
+           "\"sleeps_per_step\":%.1f}\n",
            pname, B, T, omp_get_max_threads(), B * T / step_s, step_s, fl / step_s / 1e9, ceil_now,
-           rss);
+           rss, cpu_step, sleeps_step);
     free(tok); free(tgt); free(len); free(w);
     model_free(&m);
     return 0;

@@ -19,7 +19,10 @@ generate: random prompts of --prompt (16) tokens, --new (64) new tokens each, gr
 
 Prints exactly one JSON line on stdout:
   {"impl":"pytorch","mode":..,"preset":..,"B":..,"T":..,"threads":..,"tokens_per_s":..,
-   "step_s":..,"peak_rss_mb":..} (generate adds "prompt_len", "new_tokens", "sampling").
+   "step_s":..,"peak_rss_mb":..} (generate adds "prompt_len", "new_tokens", "sampling"; train
+  adds "cpu_s_per_step" and "sleeps_per_step", CPU time and voluntary context switches per
+  timed step); then how torch runs: "torch_threads", "parallel", "cpu_capability", "blas_info",
+  "openblas_core", "omp_wait_policy".
 Progress notes go to stderr.
 
 The model is the hand-written GPT-2 of tests/ref/gpt2_ref.py in its fast eager form:
@@ -36,8 +39,10 @@ copies of K and V), SwiGLU, a tied LM head; N(0, 0.02) init with o_proj/down_pro
 layer by KV heads, as in rlhf.c.
 """
 import argparse
+import ctypes
 import json
 import math
+import os
 import resource
 import statistics
 import sys
@@ -237,6 +242,27 @@ class Llama(nn.Module):
         return F.linear(h, self.wte.weight)
 
 
+def torch_setup():
+    """How this PyTorch runs: its intra-op threads, its parallel backend and CPU capability (the
+    vector width of its own kernels), the BLAS behind its matrix products and, when that is
+    OpenBLAS, the kernel (core) OpenBLAS runs in this process, and the OpenMP wait policy."""
+    show = torch.__config__.show()
+    field = lambda key: next((l.split(key, 1)[1].split(",")[0].strip()
+                              for l in show.splitlines() if key in l), None)
+    core = None
+    try:    # Debian's torch calls the system BLAS (BLAS_INFO=generic): libblas.so.3
+        lib = ctypes.CDLL("libblas.so.3")
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        core = lib.openblas_get_corename().decode()
+    except (OSError, AttributeError):
+        pass
+    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "parallel": "openmp" if "ATen parallel backend: OpenMP" in
+            torch.__config__.parallel_info() else "other",
+            "cpu_capability": field("CPU capability usage:"), "blas_info": field("BLAS_INFO="),
+            "openblas_core": core, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
 def train_bench(model, B, T, steps, warmup=2):
     V = model.cfg["V"]
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -266,14 +292,21 @@ def train_bench(model, B, T, steps, warmup=2):
         loss = step()
         print(f"warmup {i}: loss {loss:.4f} {time.perf_counter() - t0:.3f}s", file=sys.stderr)
     times = []
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     for i in range(steps):
         t0 = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - t0)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     # the median step, as bench_model.c reports: robust to a stray slow step on a shared machine
     step_s = statistics.median(times)
     print(f"{steps} steps: last loss {loss:.4f}, median {step_s:.3f}s/step", file=sys.stderr)
-    return step_s, B * T / step_s
+    # CPU time (user + sys, all threads) and voluntary context switches (a thread going to sleep:
+    # OpenMP's waits under OMP_WAIT_POLICY=passive) per timed step, as bench_model.c counts them
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / steps
+    sleeps = (r1.ru_nvcsw - r0.ru_nvcsw) / steps
+    return step_s, B * T / step_s, {"cpu_s_per_step": round(cpu, 4),
+                                    "sleeps_per_step": round(sleeps, 1)}
 
 
 @torch.no_grad()
@@ -368,8 +401,7 @@ def main():
         T = a.T or (256 if full else 128)
         steps = a.steps or (5 if full else 20)
         model.train()
-        step_s, tps = train_bench(model, B, T, steps)
-        extra = {}
+        step_s, tps, extra = train_bench(model, B, T, steps)
     else:
         B, T = a.B or 1, a.prompt + a.new
         model.eval()
@@ -382,6 +414,7 @@ def main():
            "threads": a.threads, "tokens_per_s": round(tps, 3), "step_s": round(step_s, 6),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     rec.update(extra)
+    rec.update(torch_setup())
     print(json.dumps(rec), flush=True)
 
 

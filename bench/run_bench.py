@@ -5,24 +5,35 @@
 
 Engine figures: bench_model (C) and bench_torch.py (PyTorch, the same model: GPT-2 and the
 Llama-style SmolLM2-135M shape; same threads and shapes) run back to back, one configuration per
-process so that peak memory belongs to it; the ratio is ours / PyTorch. The sgemm ceiling is measured by bench_model itself. Tokenizer figures
-come from bench/tokenizer.sh. Everything is printed as a table and written to
+process so that peak memory belongs to it; the ratio is ours / PyTorch. Training figures come
+from --rounds (3) short rounds in alternation (rlhf.c, PyTorch, rlhf.c, PyTorch, ...): each
+side's figure is the median of its rounds and the ratio is the ratio of the medians (the rounds'
+range is printed and recorded), with each side's CPU time and sleeps (voluntary context
+switches) per step beside it. The sgemm ceiling is measured by bench_model itself. Tokenizer
+figures come from bench/tokenizer.sh. Everything is printed as a table and written to
 bench/results.json: "measured" says where and how (date, commit, the machine as `rlhf info
 --system` sees it under the benchmarks' settings: CPU, ISA, OpenBLAS kernel and configuration,
-threads, OMP_WAIT_POLICY), "figures" holds one object per figure (name, value, unit, ref_name,
-ref_value, ratio). Where OpenBLAS on its own would choose a narrower kernel than the CPU runs,
-every benchmark, PyTorch's included (it calls the same library), runs with OPENBLAS_CORETYPE set to
-the best one, as the programs select for themselves; a user's OPENBLAS_CORETYPE is kept.
+threads, OMP_WAIT_POLICY; "pytorch": how PyTorch ran: its threads, parallel backend, CPU
+capability, BLAS and the OpenBLAS kernel in its process, OMP_WAIT_POLICY), "figures" holds one
+object per figure (name, value, unit, ref_name, ref_value, ratio; a training rate adds rounds,
+values and ref_values, each round's figures). Where OpenBLAS on its own would choose a narrower
+kernel than the CPU runs, every benchmark, PyTorch's included (it calls the same library), runs
+with OPENBLAS_CORETYPE set to the best one, as the programs select for themselves; a user's
+OPENBLAS_CORETYPE is kept.
 Benchmarks never fail on time: they print figures.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# how PyTorch runs (bench_torch.py reports it with each training figure): printed and recorded
+TORCH_SETUP = ("torch", "torch_threads", "parallel", "cpu_capability", "blas_info",
+               "openblas_core", "omp_wait_policy")
 
 
 def run_json(cmd, env):
@@ -98,7 +109,10 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true",
-                    help="fewer steps (a smoke run, noisier figures)")
+                    help="fewer steps and one round (a smoke run, noisier figures)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="training figures: rounds of rlhf.c then PyTorch, alternating; each "
+                         "side's figure is the median of its rounds (default 3; --quick 1)")
     ap.add_argument("--only", default="",
                     help="comma-separated subset: sgemm,train_gpt2,train_small,gen1,gen8,gen64,"
                          "train_smollm2,smol_gen1,smol_gen8,smol_gen64,tokenizer,mpi,sft,reward,"
@@ -122,44 +136,73 @@ def main():
     measured = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=commit(),
                     threads=a.threads, system=info,
                     env={k: env.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                 "OMP_WAIT_POLICY", "OMP_PROC_BIND",
-                                                 "OPENBLAS_CORETYPE")})
+                                                 "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                 "OMP_PROC_BIND", "OPENBLAS_CORETYPE",
+                                                 "ATEN_CPU_CAPABILITY")})
     print(f"machine: {info.get('cpu')}; OpenBLAS kernel {core}; {a.threads} threads; "
           f"commit {measured['commit']}")
     cbin = os.path.join(a.build, "bench", "bench_model")
     torch = [sys.executable, "bench/bench_torch.py", "--threads", str(a.threads)]
     results = []
 
-    def add(name, value, unit, ref_name, ref_value):
+    def add(name, value, unit, ref_name, ref_value, **extra):
         ratio = value / ref_value if ref_value else None
         results.append(dict(name=name, value=round(value, 3), unit=unit, ref_name=ref_name,
                             ref_value=round(ref_value, 3) if ref_value is not None else None,
-                            ratio=round(ratio, 3) if ratio is not None else None))
+                            ratio=round(ratio, 3) if ratio is not None else None, **extra))
         rs = f"{ratio:6.2f}x" if ratio is not None else "      "
         rv = f"{ref_value:10.1f}" if ref_value is not None else " " * 10
         print(f"{name:34s} {value:10.1f} {unit:9s} {ref_name:22s} {rv}  {rs}", flush=True)
 
     print(f"{'figure':34s} {'rlhf.c':>10s} {'unit':9s} {'reference':22s} {'ref':>10s}  ratio")
     ceiling = None
+    pytorch_setup = None
     if want("sgemm") or want("train_gpt2") or want("train_small") or want("train_smollm2"):
         ceiling = run_json([cbin, "--mode", "sgemm"], env)["gflops"]
         add("sgemm ceiling (2048^3)", ceiling, "GFLOP/s", "-", None)
-    for name, preset, B, T, steps in (("train_gpt2", "gpt2", 4, 256, 2 if a.quick else 5),
-                                      ("train_small", "small", 16, 128, 5 if a.quick else 20),
+    rounds = a.rounds or (1 if a.quick else 3)
+    for name, preset, B, T, steps in (("train_gpt2", "gpt2", 4, 256, 2 if a.quick else 3),
+                                      ("train_small", "small", 16, 128, 5 if a.quick else 10),
                                       ("train_smollm2", "smollm2-135m", 4, 256,
-                                       2 if a.quick else 5)):
+                                       2 if a.quick else 3)):
         if not want(name):
             continue
         args = ["--mode", "train", "--preset", preset, "--B", str(B), "--T", str(T),
                 "--steps", str(steps)]
-        c = run_json([cbin] + args, env)
-        t = run_json(torch + args, env)
+        # the two sides alternate in short rounds (ours, PyTorch, ours, PyTorch, ...): a change
+        # of the machine's load or of how the host schedules the VM's cores during the run falls
+        # on both; each side's figure is the median of its rounds, the ratio theirs
+        cs, ts = [], []
+        for r in range(rounds):
+            cs.append(run_json([cbin] + args, env))
+            ts.append(run_json(torch + args, env))
+        if pytorch_setup is None:
+            pytorch_setup = {k: ts[0].get(k) for k in TORCH_SETUP}
+            measured["pytorch"] = pytorch_setup
+            print(f"pytorch: {pytorch_setup}")
         tag = f"train {preset} B={B} T={T}"
-        add(f"{tag} tokens/s", c["tokens_per_s"], "tok/s", "pytorch", t["tokens_per_s"])
-        # the ceiling measured by the same process right after its steps (the first run's as well)
-        add(f"{tag} GFLOP/s", c["gflops"], "GFLOP/s", "sgemm ceiling, same process",
-            c.get("ceiling_gflops", ceiling))
-        add(f"{tag} peak RSS", c["peak_rss_mb"], "MiB", "pytorch", t["peak_rss_mb"])
+        med = lambda rs, k: statistics.median(r[k] for r in rs)
+        span = lambda rs, k: [min(r[k] for r in rs), max(r[k] for r in rs)]
+        c_tps, t_tps = med(cs, "tokens_per_s"), med(ts, "tokens_per_s")
+        add(f"{tag} tokens/s", c_tps, "tok/s", "pytorch", t_tps, rounds=len(cs),
+            values=[r["tokens_per_s"] for r in cs], ref_values=[r["tokens_per_s"] for r in ts])
+        (lo, hi), (tlo, thi) = span(cs, "tokens_per_s"), span(ts, "tokens_per_s")
+        print(f"{'':34s} {len(cs)} rounds: rlhf.c {lo:.1f}..{hi:.1f}, pytorch {tlo:.1f}..{thi:.1f}"
+              f" tok/s; ratio of medians {c_tps / t_tps:.3f}, range "
+              f"{lo / thi:.3f}..{hi / tlo:.3f}")
+        # the ceiling measured by each process right after its steps: the round whose fraction
+        # of it is the median (the lower middle of an even count)
+        mid = sorted(cs, key=lambda r: r["gflops"] / r["ceiling_gflops"])[(len(cs) - 1) // 2]
+        add(f"{tag} GFLOP/s", mid["gflops"], "GFLOP/s", "sgemm ceiling, same process",
+            mid["ceiling_gflops"])
+        add(f"{tag} peak RSS", max(r["peak_rss_mb"] for r in cs), "MiB", "pytorch",
+            max(r["peak_rss_mb"] for r in ts))
+        # CPU time and sleeps (voluntary context switches) per step: how much work each side
+        # does and how often its threads wait for each other, which the load moves little
+        add(f"{tag} CPU s/step", med(cs, "cpu_s_per_step"), "s", "pytorch",
+            med(ts, "cpu_s_per_step"))
+        add(f"{tag} sleeps/step", med(cs, "sleeps_per_step"), "count", "pytorch",
+            med(ts, "sleeps_per_step"))
     for name, preset, B in [(f"gen{B}", "gpt2", B) for B in (1, 8, 64)] + \
                            [(f"smol_gen{B}", "smollm2-135m", B) for B in (1, 8, 64)]:
         if not want(name):

@@ -143,30 +143,102 @@ norm_weight_grads(float *dweight, float *dbias, const float *dout, const float *
     }
 }
 
+// The second half of a one-pass row sum (layernorm_backward, rmsnorm_backward, colsum_add),
+// inside their parallel region after the loop's barrier: nch chunks' partial sums, chunk ch's n
+// columns at part + ch * stride, added to dst column by column in chunk order (the order the old
+// `ordered` hand-overs added them in, so the result has the same bits and does not depend on the
+// thread count). The buffer of a round of partials is PART_FLOATS floats (256 KiB) on the caller's
+// stack.
+#define PART_FLOATS 65536
+static inline void part_add(float *dst, const float *part, int64_t nch, int64_t stride, int n) {
+    #pragma omp for schedule(static)
+    for (int c = 0; c < n; c++)
+        for (int64_t ch = 0; ch < nch; ch++) dst[c] += part[ch * stride + c];
+}
+
+// One row's input gradient, added into di: LayerNorm's (mean m) and RMSNorm's.
+static inline void ln_row_dinp(float *di, const float *d, const float *x, const float *weight,
+                               float m, float r, int C) {
+    // dnorm = dout*weight; dx = r * (dnorm - mean(dnorm) - xhat * mean(dnorm*xhat))
+    float sum_dn = 0.0f, sum_dnx = 0.0f;
+    #pragma omp simd reduction(+:sum_dn, sum_dnx)
+    for (int c = 0; c < C; c++) {
+        float dn = d[c] * weight[c];
+        sum_dn += dn;
+        sum_dnx += dn * (x[c] - m) * r;
+    }
+    sum_dn /= C; sum_dnx /= C;
+    #pragma omp simd
+    for (int c = 0; c < C; c++) {
+        float xh = (x[c] - m) * r;
+        di[c] += r * (d[c] * weight[c] - sum_dn - xh * sum_dnx);
+    }
+}
+
+static inline void rms_row_dinp(float *di, const float *d, const float *x, const float *weight,
+                                float r, int C) {
+    // y = x r w with r = (mean(x^2) + eps)^-1/2: dx = r (dout w - x r^2 mean(dout w x))
+    float sum_dwx = 0.0f;
+    #pragma omp simd reduction(+:sum_dwx)
+    for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
+    float k = r * r * sum_dwx / C;
+    #pragma omp simd
+    for (int c = 0; c < C; c++) di[c] += r * (d[c] * weight[c] - x[c] * k);
+}
+
+// The backward of LayerNorm (mean given) and of RMSNorm (mean NULL, no bias) in one pass over
+// the rows, chunk by chunk, and no `ordered`: a chunk of ROW_CHUNK rows adds its rows' input
+// gradients and writes its partial weight (and bias) gradients, the sums norm_weight_grads makes
+// (RMSNorm's x - 0 is x exactly), into part; after the loop's barrier the partials are added
+// column by column in chunk order (part_add), the order norm_weight_grads adds them in: the same
+// bits. (With `ordered`, a thread waiting for its turn sleeps under OMP_WAIT_POLICY=passive, and
+// a chunk of 64 rows takes microseconds: each of the ~16 hand-overs per call waited for a
+// sleeping thread to wake.) More chunks than a round's buffer holds go in several rounds, each
+// adding in the same order; rows wider than the buffer (no model has them) take the weight
+// gradients the old way.
+static void norm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *weight, const float *mean,
+                          const float *rstd, int64_t N, int C) {
+    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK, nw = dbias ? 2 * (int64_t)C : C;
+    float *dwsum = nw <= PART_FLOATS ? dweight : NULL, part[PART_FLOATS];
+    int64_t per = dwsum ? PART_FLOATS / nw : nch;   // chunks per round
+    for (int64_t r0 = 0; r0 < nch; r0 += per) {
+        int64_t r1 = r0 + per < nch ? r0 + per : nch;
+        #pragma omp parallel
+        {
+            #pragma omp for schedule(static)
+            for (int64_t ch = r0; ch < r1; ch++) {
+                int64_t i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
+                float *pw = dwsum ? part + (ch - r0) * nw : NULL, *pb = pw && dbias ? pw + C : NULL;
+                if (pw) for (int64_t c = 0; c < nw; c++) pw[c] = 0.0f;
+                for (int64_t i = i0; i < i1; i++) {
+                    const float *d = dout + i * C, *x = inp + i * C;
+                    float m = mean ? mean[i] : 0.0f, r = rstd[i];
+                    if (mean) ln_row_dinp(dinp + i * C, d, x, weight, m, r, C);
+                    else rms_row_dinp(dinp + i * C, d, x, weight, r, C);
+                    if (pw) {
+                        #pragma omp simd
+                        for (int c = 0; c < C; c++) pw[c] += d[c] * (x[c] - m) * r;
+                    }
+                    if (pb) {
+                        #pragma omp simd
+                        for (int c = 0; c < C; c++) pb[c] += d[c];
+                    }
+                }
+            }
+            if (dwsum) {
+                part_add(dwsum, part, r1 - r0, nw, C);
+                if (dbias) part_add(dbias, part + C, r1 - r0, nw, C);
+            }
+        }
+    }
+    if (dweight && !dwsum) norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
+}
+
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, const float *mean, const float *rstd,
                         int64_t N, int C) {
-    #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N; i++) {
-        const float *d = dout + i * C, *x = inp + i * C;
-        float m = mean[i], r = rstd[i];
-        // dnorm = dout*weight; dx = r * (dnorm - mean(dnorm) - xhat * mean(dnorm*xhat))
-        float sum_dn = 0.0f, sum_dnx = 0.0f;
-        #pragma omp simd reduction(+:sum_dn, sum_dnx)
-        for (int c = 0; c < C; c++) {
-            float dn = d[c] * weight[c];
-            sum_dn += dn;
-            sum_dnx += dn * (x[c] - m) * r;
-        }
-        sum_dn /= C; sum_dnx /= C;
-        float *di = dinp + i * C;
-        #pragma omp simd
-        for (int c = 0; c < C; c++) {
-            float xh = (x[c] - m) * r;
-            di[c] += r * (d[c] * weight[c] - sum_dn - xh * sum_dnx);
-        }
-    }
-    norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
+    norm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
 
 // Few rows (decoding): sgemm would pack the whole weight for a handful of rows, tripling the
@@ -523,34 +595,81 @@ void logits_forward(float *out, const float *inp, const float *wte, int64_t M, i
     else rowdot_few_rows(out, inp, wte, NULL, 0, M, V, C);
 }
 
-// dst (OC) += sum over the N rows of src (N, OC)
+// dst (OC) += sum over the N rows of src (N, OC): chunks of ROW_CHUNK rows write their partial
+// sums (in column blocks of at most PART_FLOATS), added in chunk order after the loop's barrier
+// (part_add), one parallel region per round of chunks; the same bits as the strips' partials
+// added under `ordered` used to give, without a sleeping thread at each hand-over.
 static void colsum_add(float *dst, const float *src, int64_t N, int OC) {
     int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-    int nstrip = (OC + ROW_STRIP - 1) / ROW_STRIP;
-    #pragma omp parallel for ordered schedule(static, 1)
-    for (int64_t it = 0; it < nstrip * nch; it++) {
-        int64_t ch = it % nch, i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
-        int j0 = (int)(it / nch) * ROW_STRIP, w = OC - j0 < ROW_STRIP ? OC - j0 : ROW_STRIP;
-        float acc[ROW_STRIP];
-        for (int j = 0; j < w; j++) acc[j] = 0.0f;
-        for (int64_t i = i0; i < i1; i++) {
-            const float *r = src + i * OC + j0;
-            #pragma omp simd
-            for (int j = 0; j < w; j++) acc[j] += r[j];
+    float part[PART_FLOATS];
+    for (int j0 = 0; j0 < OC; j0 += PART_FLOATS) {
+        int w = OC - j0 < PART_FLOATS ? OC - j0 : PART_FLOATS;
+        int64_t per = PART_FLOATS / w;   // chunks per round
+        for (int64_t r0 = 0; r0 < nch; r0 += per) {
+            int64_t r1 = r0 + per < nch ? r0 + per : nch;
+            #pragma omp parallel
+            {
+                #pragma omp for schedule(static)
+                for (int64_t ch = r0; ch < r1; ch++) {
+                    int64_t i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
+                    float *acc = part + (ch - r0) * w;
+                    for (int j = 0; j < w; j++) acc[j] = 0.0f;
+                    for (int64_t i = i0; i < i1; i++) {
+                        const float *r = src + i * OC + j0;
+                        #pragma omp simd
+                        for (int j = 0; j < w; j++) acc[j] += r[j];
+                    }
+                }
+                part_add(dst + j0, part, r1 - r0, w, w);
+            }
         }
-        #pragma omp ordered
-        for (int j = 0; j < w; j++) dst[j0 + j] += acc[j];
+    }
+}
+
+// A backward's two products, dinp and dweight, are independent and have the same FLOPs. On two
+// threads they run side by side, one thread each, in one parallel region: one hand-over between
+// the threads instead of the two each sgemm call makes, and no synchronisation inside OpenBLAS
+// (which runs a call on the calling thread inside a parallel region). OpenBLAS splits a
+// product's rows and columns between threads, never its sums, so each result has the same bits
+// either way. Other thread counts run one call after the other, each on every thread.
+typedef struct {
+    CBLAS_TRANSPOSE ta, tb;
+    blasint m, n, k, lda, ldb, ldc;
+    const float *a, *b;
+    float beta, *c;
+} SgemmJob;
+
+static void sgemm_job(const SgemmJob *j) {
+    cblas_sgemm(CblasRowMajor, j->ta, j->tb, j->m, j->n, j->k, 1.0f, j->a, j->lda, j->b, j->ldb,
+                j->beta, j->c, j->ldc);
+}
+
+static void sgemm_pair(const SgemmJob *x, const SgemmJob *y) {
+    if (omp_get_max_threads() != 2 || omp_in_parallel()) {
+        sgemm_job(x);
+        sgemm_job(y);
+        return;
+    }
+    #pragma omp parallel sections num_threads(2)
+    {
+        #pragma omp section
+        sgemm_job(x);
+        #pragma omp section
+        sgemm_job(y);
     }
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC) {
-    if (dinp)   // dinp (N,C) += dout (N,OC) @ weight^T (OC,C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, C, OC, 1.0f, dout, OC,
-                    weight, OC, 1.0f, dinp, C);
-    if (dweight)   // dweight (C,OC) += inp^T (C,N) @ dout (N,OC); NULL: a frozen weight
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (blasint)N, 1.0f, inp, C, dout,
-                    OC, 1.0f, dweight, OC);
+    // dinp (N,C) += dout (N,OC) @ weight^T (OC,C)
+    SgemmJob di = {CblasNoTrans, CblasTrans, (blasint)N, C, OC, OC, OC, C, dout, weight, 1.0f,
+                   dinp};
+    // dweight (C,OC) += inp^T (C,N) @ dout (N,OC); NULL: a frozen weight
+    SgemmJob dw = {CblasTrans, CblasNoTrans, C, OC, (blasint)N, C, OC, OC, inp, dout, 1.0f,
+                   dweight};
+    if (dinp && dweight) sgemm_pair(&di, &dw);
+    else if (dinp) sgemm_job(&di);
+    else if (dweight) sgemm_job(&dw);
     if (dbias) colsum_add(dbias, dout, N, OC);
 }
 
@@ -632,25 +751,43 @@ static void att_forward_loop(float *y, float *p, const float *q, const float *k,
     }
 }
 
-// Forward: every (sequence, q head) pair is independent (the heads of a group only read their
-// shared K and V), so the pairs run in parallel, one thread each.
-void attention_gqa_forward(float *out, float *att, const float *qkv, const int64_t *off,
-                           const int64_t *att_off, int B, int NH, int KVH, int hd) {
+static void rope_rows_table(float *x, int64_t stride, int64_t r0, int64_t len, int h0, int nh,
+                            int hd, const int32_t *pos, const float *rope_cs, float sign);
+
+// Forward: a (sequence, kv head) task runs its group's q heads one after the other (each head's
+// computation independent of the others', reading only the shared K and V); tasks run in
+// parallel, one thread each. With rope_cs, the task first rotates the k head and the q heads it
+// reads, in place: no other task touches them. (KVH = NH: GPT-2's (sequence, head) tasks.)
+static void att_gqa_forward(float *out, float *att, float *qkv, const int64_t *off,
+                            const int64_t *att_off, int B, int NH, int KVH, int hd,
+                            const int32_t *pos, const float *rope_cs) {
     float scale = 1.0f / sqrtf((float)hd);
     int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, C = (int64_t)NH * hd;
     int group = NH / KVH;
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
+        for (int kh = 0; kh < KVH; kh++) {
             int64_t r0 = off[b], len = off[b + 1] - off[b];
-            const float *q = qkv + r0 * QKV + (int64_t)h * hd;
-            const float *k = qkv + r0 * QKV + C + (int64_t)(h / group) * hd;
+            if (rope_cs) {
+                rope_rows_table(qkv, QKV, r0, len, NH + kh, 1, hd, pos, rope_cs, 1.0f);
+                rope_rows_table(qkv, QKV, r0, len, kh * group, group, hd, pos, rope_cs, 1.0f);
+            }
+            const float *k = qkv + r0 * QKV + C + (int64_t)kh * hd;
             const float *v = k + (int64_t)KVH * hd;
-            float *p = att + att_off[b] + (int64_t)h * len * len, *y = out + r0 * C + h * hd;
-            if (len >= ATT_GEMM_MIN) att_forward_gemm(y, p, q, k, v, len, hd, QKV, C, scale);
-            else att_forward_loop(y, p, q, k, v, len, hd, QKV, C, scale);
+            for (int h = kh * group; h < (kh + 1) * group; h++) {
+                const float *q = qkv + r0 * QKV + (int64_t)h * hd;
+                float *p = att + att_off[b] + (int64_t)h * len * len, *y = out + r0 * C + h * hd;
+                if (len >= ATT_GEMM_MIN) att_forward_gemm(y, p, q, k, v, len, hd, QKV, C, scale);
+                else att_forward_loop(y, p, q, k, v, len, hd, QKV, C, scale);
+            }
         }
     }
+}
+
+void attention_gqa_forward(float *out, float *att, const float *qkv, const int64_t *off,
+                           const int64_t *att_off, int B, int NH, int KVH, int hd) {
+    // without rope_cs nothing writes qkv
+    att_gqa_forward(out, att, (float *)qkv, off, att_off, B, NH, KVH, hd, NULL, NULL);
 }
 
 // GPT-2's attention is the case KVH = NH: the same calls in the same order, the same bits.
@@ -725,7 +862,8 @@ static void att_backward_loop(float *dq, float *dk, float *dv, float *d, const f
 // rows, its q heads, its k and v head), which together are all of dqkv.
 static void att_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                              const float *att, const int64_t *off, const int64_t *att_off, int B,
-                             int NH, int KVH, int hd, int set) {
+                             int NH, int KVH, int hd, int set, const int32_t *pos,
+                             const float *rope_cs) {
     float scale = 1.0f / sqrtf((float)hd);
     int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, C = (int64_t)NH * hd;
     int group = NH / KVH;
@@ -754,6 +892,10 @@ static void att_gqa_backward(float *dqkv, float *scratch, const float *dout, con
                     att_backward_loop(dq, dk, dv, scratch + a, dy, q, k, v, att + a, len, hd, QKV,
                                       C, scale);
             }
+            if (rope_cs) {   // the task's dq heads and dk head are complete: rotate them back
+                rope_rows_table(dqkv, QKV, r0, len, kh * group, group, hd, pos, rope_cs, -1.0f);
+                rope_rows_table(dqkv, QKV, r0, len, NH + kh, 1, hd, pos, rope_cs, -1.0f);
+            }
         }
     }
 }
@@ -761,13 +903,13 @@ static void att_gqa_backward(float *dqkv, float *scratch, const float *dout, con
 void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                             const float *att, const int64_t *off, const int64_t *att_off, int B,
                             int NH, int KVH, int hd) {
-    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 0);
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 0, NULL, NULL);
 }
 
 void attention_gqa_backward_set(float *dqkv, float *scratch, const float *dout, const float *qkv,
                                 const float *att, const int64_t *off, const int64_t *att_off,
                                 int B, int NH, int KVH, int hd) {
-    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 1);
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 1, NULL, NULL);
 }
 
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
@@ -887,12 +1029,15 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 static void linear_backward_beta(float *dinp, float *dweight, float *dbias, const float *dout,
                                  const float *inp, const float *weight, int64_t N, int C, int OC,
                                  float dinp_beta) {
-    if (dinp)   // dinp (N,C) [+]= dout (N,OC) @ weight (OC,C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, 1.0f, dout, OC,
-                    weight, C, dinp_beta, dinp, C);
-    if (dweight)   // dweight (OC,C) += dout^T (OC,N) @ inp (N,C); NULL: a frozen weight
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (blasint)N, 1.0f, dout, OC,
-                    inp, C, 1.0f, dweight, C);
+    // dinp (N,C) [+]= dout (N,OC) @ weight (OC,C)
+    SgemmJob di = {CblasNoTrans, CblasNoTrans, (blasint)N, C, OC, OC, C, C, dout, weight,
+                   dinp_beta, dinp};
+    // dweight (OC,C) += dout^T (OC,N) @ inp (N,C); NULL: a frozen weight
+    SgemmJob dw = {CblasTrans, CblasNoTrans, OC, C, (blasint)N, OC, C, C, dout, inp, 1.0f,
+                   dweight};
+    if (dinp && dweight) sgemm_pair(&di, &dw);
+    else if (dinp) sgemm_job(&di);
+    else if (dweight) sgemm_job(&dw);
     if (dbias) colsum_add(dbias, dout, N, OC);
 }
 
@@ -934,56 +1079,9 @@ void rmsnorm_forward_copy(float *out, float *rstd, const float *inp, const float
     rmsnorm_forward_to(out, rstd, inp, weight, copy, N, C, eps);
 }
 
-// One pass over the rows, chunk by chunk, and no `ordered`: a chunk of ROW_CHUNK rows adds its
-// rows' input gradients and writes its partial weight gradient (the same sum norm_weight_grads
-// makes) into part; after the loop's barrier the partials are added to dweight column by column
-// in chunk order, the order norm_weight_grads adds them in, so the result has the same bits.
-// (With `ordered`, a thread waiting for its turn sleeps under OMP_WAIT_POLICY=passive, and a
-// chunk of 64 rows takes microseconds: each of the ~16 hand-overs per call waited for a
-// sleeping thread to wake.) The partials of a round of chunks wait in RMS_PART floats on the
-// caller's stack (128 KiB): more chunks go in several rounds, each adding in the same order.
-#define RMS_PART 32768
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int64_t N, int C) {
-    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-    // rows wider than RMS_PART floats (no model has them) take the weight gradient the old way
-    float *dwsum = C <= RMS_PART ? dweight : NULL, part[RMS_PART];
-    int64_t per = dwsum ? RMS_PART / C : nch;   // chunks per round
-    for (int64_t r0 = 0; r0 < nch; r0 += per) {
-        int64_t r1 = r0 + per < nch ? r0 + per : nch;
-        #pragma omp parallel
-        {
-            #pragma omp for schedule(static)
-            for (int64_t ch = r0; ch < r1; ch++) {
-                int64_t i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
-                float *pw = dwsum ? part + (ch - r0) * C : NULL;
-                if (pw) for (int c = 0; c < C; c++) pw[c] = 0.0f;
-                for (int64_t i = i0; i < i1; i++) {
-                    const float *d = dout + i * C, *x = inp + i * C;
-                    float r = rstd[i];
-                    // y = x r w with r = (mean(x^2) + eps)^-1/2:
-                    // dx = r (dout w - x r^2 mean(dout w x))
-                    float sum_dwx = 0.0f;
-                    #pragma omp simd reduction(+:sum_dwx)
-                    for (int c = 0; c < C; c++) sum_dwx += d[c] * weight[c] * x[c];
-                    float k = r * r * sum_dwx / C;
-                    float *di = dinp + i * C;
-                    #pragma omp simd
-                    for (int c = 0; c < C; c++) di[c] += r * (d[c] * weight[c] - x[c] * k);
-                    if (pw) {
-                        #pragma omp simd
-                        for (int c = 0; c < C; c++) pw[c] += d[c] * x[c] * r;
-                    }
-                }
-            }
-            if (dwsum) {
-                #pragma omp for schedule(static)
-                for (int c = 0; c < C; c++)
-                    for (int64_t ch = r0; ch < r1; ch++) dwsum[c] += part[(ch - r0) * C + c];
-            }
-        }
-    }
-    if (dweight && !dwsum) norm_weight_grads(dweight, NULL, dout, inp, NULL, rstd, N, C);
+    norm_backward(dinp, dweight, NULL, dout, inp, weight, NULL, rstd, N, C);
 }
 
 void rope_inv_freq(float *inv_freq, int hd, double theta, int scaling, double factor,
@@ -1014,6 +1112,16 @@ void rope_inv_freq(float *inv_freq, int hd, double theta, int scaling, double fa
 // of an angle of thousands of radians: 1e-3 at position 10^4), once per row and pair block,
 // shared by all heads of the row; the rotation itself is one vectorised pass over the row.
 #define ROPE_BLOCK 64
+// The rotation of w pairs (x1[i], x2[i]) by the angles whose cosines and (signed) sines are cs, sn.
+static inline void rope_span(float *x1, float *x2, const float *cs, const float *sn, int w) {
+    #pragma omp simd
+    for (int i = 0; i < w; i++) {
+        float a = x1[i], b = x2[i];
+        x1[i] = a * cs[i] - b * sn[i];
+        x2[i] = b * cs[i] + a * sn[i];
+    }
+}
+
 static void rope_rotate(float *x, const int32_t *pos, const float *inv_freq, int64_t N,
                         int nheads, int hd, int64_t stride, float sign) {
     int half = hd / 2;
@@ -1028,13 +1136,8 @@ static void rope_rotate(float *x, const int32_t *pos, const float *inv_freq, int
                 sn[i] = sign * (float)sin(a);
             }
             for (int h = 0; h < nheads; h++) {
-                float *x1 = x + n * stride + (int64_t)h * hd + i0, *x2 = x1 + half;
-                #pragma omp simd
-                for (int i = 0; i < w; i++) {
-                    float a = x1[i], b = x2[i];
-                    x1[i] = a * cs[i] - b * sn[i];
-                    x2[i] = b * cs[i] + a * sn[i];
-                }
+                float *x1 = x + n * stride + (int64_t)h * hd + i0;
+                rope_span(x1, x1 + half, cs, sn, w);
             }
         }
     }
@@ -1048,6 +1151,51 @@ void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int64_t N
 void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int64_t N, int nheads,
                    int hd, int64_t stride) {
     rope_rotate(dx, pos, inv_freq, N, nheads, hd, stride, -1.0f);
+}
+
+void rope_table(float *cs, const float *inv_freq, int npos, int hd) {
+    int half = hd / 2;
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < npos; p++)
+        for (int i = 0; i < half; i++) {
+            double a = (double)p * (double)inv_freq[i];
+            cs[(int64_t)p * hd + i] = (float)cos(a);
+            cs[(int64_t)p * hd + half + i] = (float)sin(a);
+        }
+}
+
+// Rotates heads h0 .. h0+nh-1 of rows r0 .. r0+len-1 of x (row stride `stride`) by the table rows
+// at pos (sign -1: the inverse rotation, for gradients), ROPE_BLOCK pairs at a time as
+// rope_rotate: the same products, the same bits.
+static void rope_rows_table(float *x, int64_t stride, int64_t r0, int64_t len, int h0, int nh,
+                            int hd, const int32_t *pos, const float *rope_cs, float sign) {
+    int half = hd / 2;
+    for (int64_t n = r0; n < r0 + len; n++) {
+        const float *cs = rope_cs + (int64_t)pos[n] * hd, *sn = cs + half;
+        for (int i0 = 0; i0 < half; i0 += ROPE_BLOCK) {
+            int w = half - i0 < ROPE_BLOCK ? half - i0 : ROPE_BLOCK;
+            float s[ROPE_BLOCK];
+            for (int i = 0; i < w; i++) s[i] = sign * sn[i0 + i];
+            for (int h = h0; h < h0 + nh; h++) {
+                float *x1 = x + n * stride + (int64_t)h * hd + i0;
+                rope_span(x1, x1 + half, cs + i0, s, w);
+            }
+        }
+    }
+}
+
+void attention_gqa_rope_forward(float *out, float *att, float *qkv, const int64_t *off,
+                                const int64_t *att_off, int B, int NH, int KVH, int hd,
+                                const int32_t *pos, const float *rope_cs) {
+    att_gqa_forward(out, att, qkv, off, att_off, B, NH, KVH, hd, pos, rope_cs);
+}
+
+void attention_gqa_rope_backward_set(float *dqkv, float *scratch, const float *dout,
+                                     const float *qkv, const float *att, const int64_t *off,
+                                     const int64_t *att_off, int B, int NH, int KVH, int hd,
+                                     const int32_t *pos, const float *rope_cs) {
+    att_gqa_backward(dqkv, scratch, dout, qkv, att, off, att_off, B, NH, KVH, hd, 1, pos,
+                     rope_cs);
 }
 
 // SwiGLU works on blocks of SWIGLU_BLOCK columns of a row, so that one row (decoding) still

@@ -107,6 +107,10 @@ void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int64_t N
                   int hd, int64_t stride);
 void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int64_t N, int nheads,
                    int hd, int64_t stride);
+// The rotation's cosines and sines by position, for the fused attention below: row p of cs
+// (npos, hd) holds the hd/2 cosines, then the hd/2 sines, of p * inv_freq[i], computed in double
+// and rounded once as rope_forward computes them, so rotating with the table gives its bits.
+void rope_table(float *cs, const float *inv_freq, int npos, int hd);
 
 // SwiGLU: gu (N,2F) holds [gate | up] per row; out (N,F) = silu(gate) * up.
 void swiglu_forward(float *out, const float *gu, int64_t N, int F);
@@ -125,4 +129,16 @@ void attention_gqa_backward(float *dqkv, float *scratch, const float *dout, cons
 void attention_gqa_backward_set(float *dqkv, float *scratch, const float *dout, const float *qkv,
                                 const float *att, const int64_t *off, const int64_t *att_off,
                                 int B, int NH, int KVH, int hd);
+// RoPE fused into the attention's parallel tasks (one parallel region instead of two, no
+// barrier between them): the forward first rotates, in place, the q and k heads that each
+// (sequence, kv head) task reads, by the rows of rope_cs (rope_table) at pos[n]; the backward
+// rotates back the q and k gradients each task has finished. The same bits as rope_forward then
+// attention_gqa_forward, and attention_gqa_backward_set then rope_backward.
+void attention_gqa_rope_forward(float *out, float *att, float *qkv, const int64_t *off,
+                                const int64_t *att_off, int B, int NH, int KVH, int hd,
+                                const int32_t *pos, const float *rope_cs);
+void attention_gqa_rope_backward_set(float *dqkv, float *scratch, const float *dout,
+                                     const float *qkv, const float *att, const int64_t *off,
+                                     const int64_t *att_off, int B, int NH, int KVH, int hd,
+                                     const int32_t *pos, const float *rope_cs);
 #endif

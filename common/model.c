@@ -404,6 +404,7 @@ static void llama_setup(Model *m) {
     const ModelConfig *c = &m->config;
     rope_inv_freq(m->inv_freq, model_head_dim(c), c->rope_theta, c->rope_scaling, c->rope_factor,
                   c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max_pos);
+    rope_table(m->rope_cs, m->inv_freq, m->max_T, model_head_dim(c));
 }
 
 // No position table: resid[0] rows are the token embeddings.
@@ -495,9 +496,9 @@ static void llama_layer_forward(Model *m, int l) {
     model_product(m, l, MODEL_W_QKV, nw, a.qkv, a.ln1, N, 0);
     lora_fwd(m, l, LORA_AT_QKV, a.ln1, a.qkv, (size_t)QKV);
     if (c->qk_norm) qk_norm_forward(m, l, &a, &d);
-    // q and k heads are contiguous in each row: one rotation call covers both
-    rope_forward(a.qkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
-    attention_gqa_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, NH, KVH, hd);
+    // RoPE on q and k inside the attention's tasks (one parallel region)
+    attention_gqa_rope_forward(a.atty, a.att, a.qkv, m->off, m->att_off, m->cur_B, NH, KVH, hd,
+                               m->row_pos, m->rope_cs);
     model_product(m, l, MODEL_W_ATTPROJ, nw, a.rm, a.atty, N, 1);
     lora_fwd(m, l, LORA_AT_O, a.atty, a.rm, (size_t)C);
     rmsnorm_forward_copy(a.ln2, a.ln2r, a.rm, p->ln2w + lc, a.xo, N, C, c->ln_eps);
@@ -532,9 +533,8 @@ static void llama_layer_backward(Model *m, int l) {
     linear_backward_set(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
                         p->attprojw + lc * AH, N, AH, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
-    attention_gqa_backward_set(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off,
-                               m->cur_B, NH, KVH, hd);
-    rope_backward(m->dqkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
+    attention_gqa_rope_backward_set(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off,
+                                    m->att_off, m->cur_B, NH, KVH, hd, m->row_pos, m->rope_cs);
     if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
     linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL,
                         m->dqkv, a.ln1, p->qkvw + lq * C, N, C, QKV);
@@ -755,7 +755,7 @@ static int act_table(Model *m, const ModelConfig *c, int max_B, int max_T, int t
     SLOT(datt, tr * (size_t)max_B * NH * max_T * max_T);
     SLOT(qk_in, La * N * qk);  SLOT(qk_rstd, La * N * d.qk_heads);
     SLOT(qk_tmp, N * qk);  SLOT(dqk_tmp, tr * N * qk);
-    SLOT(inv_freq, d.rope);
+    SLOT(inv_freq, d.rope);  SLOT(rope_cs, (size_t)max_T * 2 * d.rope);
 #undef SLOT
     return k;
 }
@@ -881,7 +881,8 @@ static const float *model_score_w(const Model *m) {
 }
 
 void model_release_activations(Model *m) {
-    // everything before the RoPE frequencies (the last slot, computed once at init, kept)
+    // everything before the RoPE frequencies and table (the last slots, computed once at init,
+    // kept)
     const float *end = m->inv_freq ? m->inv_freq : m->acts_memory + m->acts_floats;
     util_release_pages(m->acts_memory, (size_t)(end - m->acts_memory) * sizeof(float));
     m->has_lm_out = 0; m->has_entropy = 0; m->N = 0; m->M = 0;

@@ -162,6 +162,7 @@ typedef struct {
     float *qk_rstd;    // (L, N*(NH+KVH)) Qwen3: their RMSNorm rstd
     float *qk_tmp, *dqk_tmp;  // (N*(NH+KVH), hd) Qwen3 scratch, one layer's worth
     float *inv_freq;   // (hd/2) RoPE inverse frequencies, computed once at init
+    float *rope_cs;    // (max_T, hd) their cosines and sines by position (rope_table), at init
     // batch bookkeeping
     int32_t *row_tok, *row_pos, *row_tgt, *row_seq;   // (N) token, position, target, sequence
     int32_t *head_tgt;     // (N) target of each LM-head row

@@ -602,8 +602,8 @@ static void test_rmsnorm_n(int64_t N, int C) {
     free(c.inp_d); free(c.w_d); free(c.y);
 }
 // The weight gradient's sum over rows when a round of chunks cannot hold them all (3000 wide:
-// 10 chunks of 64 rows a round, 1500 rows: 3 rounds, the last partial) and when a row is wider
-// than a round holds (40000: the ordered sum): against a double sum with the kernel's own rstd,
+// 21 chunks of 64 rows a round, 1500 rows: 2 rounds, the last partial) and when a row is wider
+// than a round holds (70000: the ordered sum): against a double sum with the kernel's own rstd,
 // and the same bits with 1 and 2 threads.
 static void test_rmsnorm_rounds_n(int64_t N, int C) {
     Rng rng; rng_init(&rng, 33);
@@ -623,7 +623,62 @@ static void test_rmsnorm(void) {
     test_rmsnorm_n(150, 7);   // the weight gradient's row sum: two full chunks of 64, a partial
     test_rmsnorm_n(3, 2100);  // two column strips of 2048
     test_rmsnorm_rounds_n(1500, 3000);
-    test_rmsnorm_rounds_n(3, 40000);
+    test_rmsnorm_rounds_n(3, 70000);
+}
+
+// ---- layernorm's weight and bias gradients and matmul's bias gradient (colsum_add) as row sums
+// in rounds: chunks' partial sums added in chunk order after a barrier. 3000 wide with the bias:
+// 10 chunks of 64 rows a round, 1500 rows = 24 chunks: 3 rounds, the last partial; 70000 wide:
+// wider than a round (layernorm's ordered sum, colsum's column blocks). The same bits with 1 and
+// 2 threads; the weight and bias gradients against double sums; the bias gradient of matmul
+// bit for bit against the chunk-ordered float sum it has always been.
+typedef struct {
+    float *inp, *mean, *rstd, *w, *r, *din, *dw, *db, *dcol;
+    int64_t N; int C;
+} SumCtx;
+static void sum_pass(void *p, float *res) {
+    SumCtx *c = p;
+    int64_t k = 0, nd = c->N * c->C;
+    for (int64_t i = 0; i < nd; i++) c->din[i] = ACC0;
+    for (int i = 0; i < c->C; i++) { c->dw[i] = ACC0; c->db[i] = ACC0; c->dcol[i] = ACC0; }
+    layernorm_backward(c->din, c->dw, c->db, c->r, c->inp, c->w, c->mean, c->rstd, c->N, c->C);
+    matmul_backward(NULL, NULL, c->dcol, c->r, NULL, NULL, c->N, 1, c->C);
+    APPEND(res, k, c->din, nd); APPEND(res, k, c->dw, c->C); APPEND(res, k, c->db, c->C);
+    APPEND(res, k, c->dcol, c->C);
+}
+static void test_row_sums_n(int64_t N, int C) {
+    Rng rng; rng_init(&rng, 34);
+    SumCtx c = {randn(&rng, N * C, 2), zeros(N), zeros(N), randn(&rng, C, 1), randn(&rng, N * C, 1),
+                zeros(N * C), zeros(C), zeros(C), zeros(C), N, C};
+    float *out = zeros(N * C), *b = randn(&rng, C, 1);
+    layernorm_forward(out, c.mean, c.rstd, c.inp, c.w, b, N, C, 1e-5f);
+    check_threads("layernorm and bias row sums", sum_pass, &c, N * C + 3 * (int64_t)C);
+    double *ww = malloc((size_t)C * sizeof(double)), *wb = malloc((size_t)C * sizeof(double));
+    float *col = malloc((size_t)C * sizeof(float));
+    for (int i = 0; i < C; i++) { ww[i] = ACC0; wb[i] = ACC0; col[i] = ACC0; }
+    for (int64_t n = 0; n < N; n++)
+        for (int i = 0; i < C; i++) {
+            ww[i] += (double)c.r[n * C + i] * (c.inp[n * C + i] - c.mean[n]) * c.rstd[n];
+            wb[i] += c.r[n * C + i];
+        }
+    for (int64_t i0 = 0; i0 < N; i0 += 64)
+        for (int i = 0; i < C; i++) {
+            float acc = 0.0f;
+            for (int64_t n = i0; n < N && n < i0 + 64; n++) acc += c.r[n * C + i];
+            col[i] += acc;
+        }
+    check_ref("layernorm dweight over rounds", c.dw, ww, C, 2e-5);
+    check_ref("layernorm dbias over rounds", c.db, wb, C, 2e-5);
+    CHECK_MSG(!memcmp(col, c.dcol, (size_t)C * sizeof(float)),
+              "matmul_backward's bias gradient: the chunk-ordered sum, bit for bit (%d wide)", C);
+    free(ww); free(wb); free(col); free(out); free(b);
+    free(c.inp); free(c.mean); free(c.rstd); free(c.w); free(c.r); free(c.din); free(c.dw);
+    free(c.db); free(c.dcol);
+}
+static void test_row_sums(void) {
+    test_row_sums_n(150, 37);
+    test_row_sums_n(1500, 3000);
+    test_row_sums_n(3, 70000);
 }
 
 // ---- RoPE frequencies
@@ -868,6 +923,57 @@ static void test_attention_gqa_is_gpt2(void) {
     gqa_free(&c);
 }
 
+// ---- RoPE fused into the attention's tasks: the same bits as rope_forward then the attention,
+// and the attention's backward then rope_backward (outputs NaN-filled first), at positions past
+// 1000 with rope_theta 1e6 and Llama 3 scaling; 9 / 3 heads of 48 (a long sequence through the
+// sgemm blocks beside short ones) and multi-query heads of 64; 1 and 2 threads.
+static void rope_fused_case(const int *lens, int B, int NH, int KVH, int hd) {
+    Rng rng; rng_init(&rng, 37);
+    GqaCtx c;
+    gqa_setup(&c, &rng, lens, B, NH, KVH, hd);
+    int64_t QKV = (int64_t)(NH + 2 * KVH) * hd, nq = c.N * QKV, ny = c.N * NH * hd;
+    int npos = 1100;
+    float *inv = zeros(hd / 2), *cs = filled((int64_t)npos * hd, NAN);
+    rope_inv_freq(inv, hd, 1e6, 1, 8.0, 1.0, 4.0, 8192);
+    rope_table(cs, inv, npos, hd);
+    int32_t *pos = malloc((size_t)c.N * sizeof(int32_t));
+    for (int b = 0; b < B; b++)
+        for (int64_t n = c.off[b]; n < c.off[b + 1]; n++) pos[n] = (int32_t)(1000 + n - c.off[b]);
+    for (int nt = 1; nt <= 2; nt++) {
+        int keep = omp_get_max_threads();
+        omp_set_num_threads(nt);
+        float *q1 = malloc((size_t)nq * sizeof(float)), *q2 = malloc((size_t)nq * sizeof(float));
+        memcpy(q1, c.qkv, (size_t)nq * sizeof(float));
+        memcpy(q2, c.qkv, (size_t)nq * sizeof(float));
+        float *o1 = filled(ny, NAN), *o2 = filled(ny, NAN), *a1 = filled(c.A, NAN);
+        float *a2 = filled(c.A, NAN), *d1 = filled(nq, NAN), *d2 = filled(nq, NAN);
+        rope_forward(q1, pos, inv, c.N, NH + KVH, hd, QKV);
+        attention_gqa_forward(o1, a1, q1, c.off, c.att_off, B, NH, KVH, hd);
+        attention_gqa_rope_forward(o2, a2, q2, c.off, c.att_off, B, NH, KVH, hd, pos, cs);
+        attention_gqa_backward_set(d1, c.scratch, c.r, q1, a1, c.off, c.att_off, B, NH, KVH, hd);
+        rope_backward(d1, pos, inv, c.N, NH + KVH, hd, QKV);
+        attention_gqa_rope_backward_set(d2, c.scratch, c.r, q2, a2, c.off, c.att_off, B, NH, KVH,
+                                        hd, pos, cs);
+        omp_set_num_threads(keep);
+        CHECK_MSG(!memcmp(q1, q2, (size_t)nq * sizeof(float)) &&
+                      !memcmp(o1, o2, (size_t)ny * sizeof(float)) &&
+                      !memcmp(a1, a2, (size_t)c.A * sizeof(float)),
+                  "fused RoPE + attention forward (NH=%d KVH=%d hd=%d, %d threads): rotated qkv, "
+                  "out and att differ from rope_forward + attention_gqa_forward", NH, KVH, hd, nt);
+        CHECK_MSG(!memcmp(d1, d2, (size_t)nq * sizeof(float)),
+                  "fused attention + RoPE backward (NH=%d KVH=%d hd=%d, %d threads): dqkv differs "
+                  "from attention_gqa_backward_set + rope_backward", NH, KVH, hd, nt);
+        free(q1); free(q2); free(o1); free(o2); free(a1); free(a2); free(d1); free(d2);
+    }
+    free(inv); free(cs); free(pos);
+    gqa_free(&c);
+}
+static void test_attention_rope_fused(void) {
+    int long_lens[3] = {70, 2, 65}, mqa_lens[2] = {7, 3};
+    rope_fused_case(long_lens, 3, 9, 3, 48);
+    rope_fused_case(mqa_lens, 2, 4, 1, 64);
+}
+
 // ---- the _set kernels: the same bits as adding into zeros, whatever the buffer held before
 static void check_same_bits(const char *what, const float *a, const float *b, int64_t n) {
     if (memcmp(a, b, (size_t)n * sizeof(float)))
@@ -924,6 +1030,9 @@ int main(void) {
     test_case("kernels: linear (nn.Linear layout) vs double reference and finite differences",
               test_linear);
     test_case("kernels: rmsnorm vs double reference and finite differences", test_rmsnorm);
+    test_case("kernels: layernorm and bias gradients as row sums in rounds", test_row_sums);
+    test_case("kernels: RoPE fused into attention equals rope + attention, bit for bit",
+              test_attention_rope_fused);
     test_case("kernels: rope_inv_freq, default and Llama 3 scaling's three bands",
               test_rope_inv_freq);
     test_case("kernels: rope vs complex rotation, positions past 1000 with theta 1e6", test_rope);
