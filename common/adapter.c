@@ -12,6 +12,24 @@
 
 int adapter_on(const Config *c) { return config_get_int(c, "lora.r") > 0; }
 
+LowpFormat adapter_base_dtype(const Config *c) {
+    return strcmp(config_get_string(c, "lora.base_dtype"), "bfloat16") ? LOWP_FP32 : LOWP_BF16;
+}
+
+int adapter_narrow_base(Model *m, LowpFormat fmt, char *err, size_t errlen) {
+    if (fmt == LOWP_FP32) return 0;
+    char e[512];
+    if (model_lowp_attach(m, fmt, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, e, sizeof e))
+        return util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(fmt), e);
+    return 0;
+}
+
+size_t adapter_base_bytes(const ModelConfig *c, int B, int T, LowpFormat fmt) {
+    size_t fp32 = model_memory_bytes(c, B, T, MODEL_TRAIN_FROZEN);
+    if (fmt == LOWP_FP32) return fp32;
+    return fp32 - (size_t)model_lowp_dropped_bytes(c) + (size_t)model_lowp_bytes(c, fmt);
+}
+
 // Every linear layer of the architecture (PEFT's names).
 static const char *adapter_default_targets(const ModelConfig *base) {
     return base->arch == MODEL_ARCH_GPT2

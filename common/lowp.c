@@ -633,3 +633,23 @@ void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float
     }
     free(heap_xb);
 }
+
+// ---- the transposed product (backward through a frozen narrow matrix) ----
+
+void lowp_backward_input(float *dinp, const float *dout, const LowpMatrix *m, int64_t N,
+                         int beta_one) {
+    int C = m->C, OC = m->OC;
+    int tile_n = LOWP_TILE_BYTES / (4 * C) / 16 * 16;
+    tile_n = tile_n < LOWP_TILE_MIN ? LOWP_TILE_MIN : tile_n;
+    tile_n = tile_n > OC ? OC : tile_n;
+    float *tile = MALLOC_CHECK((size_t)tile_n * C * sizeof(float));
+    // dinp (N, C) [+]= dout (N, OC) @ W (OC, C): tile by tile of W's rows, in a fixed order
+    for (int o0 = 0; o0 < OC; o0 += tile_n) {
+        int n = OC - o0 < tile_n ? OC - o0 : tile_n;
+        lowp_dequant_rows(tile, m, o0, n);
+        float beta = o0 > 0 || beta_one ? 1.0f : 0.0f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, n, 1.0f, dout + o0, OC,
+                    tile, C, beta, dinp, C);
+    }
+    free(tile);
+}

@@ -93,6 +93,13 @@ int64_t lowp_matrix_bytes(const LowpMatrix *m);
 // the path then plays no part.
 void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
                   int beta_one);
+// dinp (N, C) = [dinp +] dout (N, OC) @ W, W the matrix (OC, C) in fp32 terms: the input
+// gradient of lowp_forward's product through a frozen matrix (no weight gradient). Tiles of at
+// least 256 rows of W are widened to fp32 (the scratch lowp_forward's many-row path uses) and
+// multiplied by sgemm, one tile after the other: the result is sgemm's product with the widened
+// weights, whatever the number of rows or the kernel path.
+void lowp_backward_input(float *dinp, const float *dout, const LowpMatrix *m, int64_t N,
+                         int beta_one);
 // row r of W in fp32 (C floats): an embedding lookup from a tied bf16 / int8 token table
 void lowp_matrix_row(float *dst, const LowpMatrix *m, int r);
 

@@ -122,6 +122,16 @@ struct ModelLowp {
 // whether model_forward's products read the narrow copies
 static int full_narrow(const Model *m) { return m->lowp && m->lowp->full; }
 
+// Backward through layer l's matrix w of a frozen model read from its narrow copies: dinp
+// [+]= dout W on the narrow weights (no weight gradient: frozen). 0 when the model's products
+// are fp32 (the caller's fp32 backward then runs).
+static int narrow_backward(const Model *m, int l, int w, float *dinp, const float *dout,
+                           int beta_one) {
+    if (!full_narrow(m)) return 0;
+    lowp_backward_input(dinp, dout, &m->lowp->w[(size_t)l * MODEL_NUM_W + w], m->N, beta_one);
+    return 1;
+}
+
 // ---- GPT-2: pre-LN LayerNorm, learned positions, GELU MLP, Conv1D weights [in, out] ----
 
 static int gpt2_validate(const ModelConfig *c, char *err, size_t errlen) {
@@ -218,28 +228,32 @@ static void gpt2_layer_backward(Model *m, int l) {
     size_t NC = (size_t)N * C, lc = (size_t)l * C;
     // MLP: resid[l+1] = rm + gelu(ln2(rm) @ fcw + fcb) @ fcprojw + fcprojb
     vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
-    matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(g->fcprojb, lc), m->dresid, a.fchg,
-                    p->fcprojw + lc * 4 * C, N, 4 * C, C);
+    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, m->dresid, 1))
+        matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(g->fcprojb, lc), m->dresid,
+                        a.fchg, p->fcprojw + lc * 4 * C, N, 4 * C, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     vec_zero(m->dfch, (int64_t)(4 * NC));
     gelu_backward(m->dfch, a.fch, m->dfch_gelu, (int64_t)N * 4 * C);
     vec_zero(m->dln, (int64_t)(NC));
-    matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(g->fcb, lc * 4), m->dfch, a.ln2,
-                    p->fcw + lc * 4 * C, N, C, 4 * C);
+    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, m->dfch, 1))
+        matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(g->fcb, lc * 4), m->dfch, a.ln2,
+                        p->fcw + lc * 4 * C, N, C, 4 * C);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 4 * (size_t)C, m->dln);
     layernorm_backward(m->dresid, GA(g->ln2w, lc), GA(g->ln2b, lc), m->dln, a.rm, p->ln2w + lc,
                        a.ln2m, a.ln2r, N, C);
     // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
     vec_zero(m->datty, (int64_t)(NC));
-    matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(g->attprojb, lc), m->dresid, a.atty,
-                    p->attprojw + lc * C, N, C, C);
+    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, m->dresid, 1))
+        matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(g->attprojb, lc), m->dresid, a.atty,
+                        p->attprojw + lc * C, N, C, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     vec_zero(m->dqkv, (int64_t)(3 * NC));
     attention_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B, C,
                        NH);
     vec_zero(m->dln, (int64_t)(NC));
-    matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(g->qkvb, lc * 3), m->dqkv, a.ln1,
-                    p->qkvw + lc * 3 * C, N, C, 3 * C);
+    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln, m->dqkv, 1))
+        matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(g->qkvb, lc * 3), m->dqkv, a.ln1,
+                        p->qkvw + lc * 3 * C, N, C, 3 * C);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, 3 * (size_t)C, m->dln);
     layernorm_backward(m->dresid, GA(g->ln1w, lc), GA(g->ln1b, lc), m->dln, a.x, p->ln1w + lc,
                        a.ln1m, a.ln1r, N, C);
@@ -519,24 +533,28 @@ static void llama_layer_backward(Model *m, int l) {
     size_t lc = (size_t)l * C, lq = (size_t)l * QKV;
     // MLP: resid[l+1] = rm + swiglu(rmsnorm(rm) @ fcw^T) @ fcprojw^T
     // the _set kernels write the input gradients that nothing else has added to yet
-    linear_backward_set(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg,
-                        p->fcprojw + lc * F, N, F, C);
+    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, m->dresid, 0))
+        linear_backward_set(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg,
+                            p->fcprojw + lc * F, N, F, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     swiglu_backward_set(m->dfch, m->dfch_gelu, a.fch, N, F);
-    linear_backward_set(m->dln, GA(g->fcw, lc * 2 * F), NULL, m->dfch, a.ln2, p->fcw + lc * 2 * F,
-                        N, C, 2 * F);
+    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, m->dfch, 0))
+        linear_backward_set(m->dln, GA(g->fcw, lc * 2 * F), NULL, m->dfch, a.ln2,
+                            p->fcw + lc * 2 * F, N, C, 2 * F);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 2 * (size_t)F, m->dln);
     rmsnorm_backward(m->dresid, GA(g->ln2w, lc), m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
     // attention: rm = x + attn(rope(qknorm(rmsnorm(x) @ qkvw^T + qkvb))) @ attprojw^T
-    linear_backward_set(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
-                        p->attprojw + lc * AH, N, AH, C);
+    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, m->dresid, 0))
+        linear_backward_set(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
+                            p->attprojw + lc * AH, N, AH, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     attention_gqa_backward_set(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off,
                                m->cur_B, NH, KVH, hd);
     rope_backward(m->dqkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
-    linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL,
-                        m->dqkv, a.ln1, p->qkvw + lq * C, N, C, QKV);
+    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln, m->dqkv, 0))
+        linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL,
+                            m->dqkv, a.ln1, p->qkvw + lq * C, N, C, QKV);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, (size_t)QKV, m->dln);
     rmsnorm_backward(m->dresid, GA(g->ln1w, lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
 }
@@ -996,8 +1014,11 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
         }
         logprob_backward(m->logits, m->lse, m->head_tgt, m->head_dlogp, M, V);
         // dhead_in (M,C) = dlogits (M,V) @ W (V,C); dW (V,C) += dlogits^T @ head_in (M,C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, C, V, 1.0f, m->logits, V,
-                    head_w, C, 0.0f, m->dhead_in, C);
+        if (full_narrow(m) && m->lowp->head.OC)   // the narrow head the forward read
+            lowp_backward_input(m->dhead_in, m->logits, &m->lowp->head, M, 0);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, C, V, 1.0f,
+                        m->logits, V, head_w, C, 0.0f, m->dhead_in, C);
         if (head_dw)   // a frozen base: no embedding gradient
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, (blasint)M, 1.0f, m->logits,
                         V, m->head_in, C, 1.0f, head_dw, C);
@@ -1164,8 +1185,10 @@ static void lowp_drop_fp32(Model *m) {
 int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen) {
     if (m->lowp && m->lowp->dropped)
         return util_err(err, errlen, "the model's fp32 matrices were freed: no new copies");
-    if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_DROP_FP32) &&
-        (!(flags & MODEL_LOWP_FULL) || m->trainable || m->lora))
+    if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_FULL) && m->trainable == 1)
+        return util_err(err, errlen, "a model whose weights train reads fp32 in its forward: no "
+                        "copies read in full");
+    if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_DROP_FP32) && !(flags & MODEL_LOWP_FULL))
         return util_err(err, errlen, "only a frozen model read in full from its copies may free "
                         "its fp32 matrices");
     model_lowp_detach(m);

@@ -235,9 +235,12 @@ void model_tensor(const Model *m, int i, ModelTensor *t);
 //   is then its narrow weights in every forward. Without it (the trained policy) model_forward
 //   stays fp32, so log-probabilities for training are unchanged by the sampling copy.
 // After the fp32 weights change (an optimizer step, a loaded checkpoint) the copies are stale
-// until model_lowp_refresh.
+// until model_lowp_refresh. A frozen base under adapters (MODEL_TRAIN_FROZEN, lora.h) may be
+// read in full from its copies too: its backward then takes the input gradients through the same
+// narrow weights (dX = dY W, lowp_backward_input), and it has no weight gradients. A model whose
+// weights train (trainable 1) cannot be read in full from copies.
 #define MODEL_LOWP_FULL 1
-// With MODEL_LOWP_FULL, on a frozen model (not trainable, no adapters): free the fp32 matrices
+// With MODEL_LOWP_FULL, on a frozen model (inference or MODEL_TRAIN_FROZEN): free the fp32 matrices
 // the copies stand for (the layers' four products; an untied lm_head), so that the model takes
 // the copies' memory instead of fp32's. Such a model can no longer refresh, be viewed by tensor
 // (model_tensor: saving, loading) or take new copies.

@@ -403,6 +403,104 @@ static void test_bad_inputs(void) {
     lora_free(&lo);
 }
 
+// the n floats at w rounded to bf16 (to nearest, ties to even) in place
+static void round_bf16(float *w, size_t n) {
+    for (size_t i = 0; i < n; i++) w[i] = lowp_bf16_to_float(lowp_bf16_from_float(w[i]));
+}
+
+// The largest |a - b| over the largest |a| (1 when a is all zero).
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0.0, s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        s = fmax(s, fabs((double)a[i]));
+    }
+    return d / (s > 0.0 ? s : 1.0);
+}
+
+// m's matrices stored in bf16 for every forward and backward, their fp32 freed (lora.base_dtype).
+static void narrow_base(Model *m) {
+    char err[256];
+    CHECK_MSG(model_lowp_attach(m, LOWP_BF16, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
+                                sizeof err) == 0, "%s", err);
+}
+
+// logits of every row, values, and the adapters' gradients of one forward and backward
+static void bf16_outputs(Model *m, Lora *lo, Batch *bt, float *logits, float *val, float *grads) {
+    lora_zero_grad(lo);
+    forward_ok(m, &bt->b, MODEL_LOGITS_ALL);
+    size_t V = (size_t)m->config.vocab_size;
+    memcpy(logits, m->logits, (size_t)m->M * V * sizeof(float));
+    model_get_values(m, val);
+    model_backward(m, &bt->b, NULL, bt->dv);
+    memcpy(grads, lo->grads, lo->num_params * sizeof(float));
+}
+
+// A frozen base stored in bf16 is the model whose matrices are the bf16-rounded fp32 ones:
+// logits, values and the adapters' gradients (through dX = dY W on the bf16 weights) agree to
+// sgemm's reassociation (1e-5 of the largest); its fp32 matrices are freed; and 5 adapter steps
+// on it stay within 2^-8 (loss) and 2^-5 (adapter weights) of the same steps on the fp32 base.
+static void test_bf16_base(void) {
+    for (int arch = 0; arch < 2; arch++) {
+        ModelConfig c = cfg_of(arch);
+        Model full, nar, rounded;
+        Lora lf, ln, lr;
+        Batch bt;
+        base_make(&full, &c, MODEL_TRAIN_FROZEN);
+        // tied embeddings: the lookup reads fp32 and the head bf16; rounded here, one value
+        round_bf16(full.params.wte, full.param_sizes[P_WTE]);
+        base_make(&nar, &c, MODEL_TRAIN_FROZEN);
+        base_make(&rounded, &c, MODEL_TRAIN_FROZEN);
+        memcpy(nar.params_memory, full.params_memory, full.num_params * sizeof(float));
+        memcpy(rounded.params_memory, full.params_memory, full.num_params * sizeof(float));
+        float *mats[4] = {rounded.params.qkvw, rounded.params.attprojw, rounded.params.fcw,
+                          rounded.params.fcprojw};
+        const int slots[4] = {P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+        for (int k = 0; k < 4; k++) round_bf16(mats[k], rounded.param_sizes[slots[k]]);
+        size_t fp32_params = nar.num_params;
+        narrow_base(&nar);
+        CHECK_MSG(nar.num_params < fp32_params && model_lowp_format(&nar) == LOWP_BF16,
+                  "the bf16 base kept its fp32 matrices (%zu of %zu floats)", nar.num_params,
+                  fp32_params);
+        Lora *los[3] = {&lf, &ln, &lr};
+        Model *ms[3] = {&full, &nar, &rounded};
+        char err[256];
+        for (int i = 0; i < 3; i++) {
+            lora_make(los[i], &c, all_targets(arch), 0.0f, 1, ms[i]->params.scorew);
+            CHECK_MSG(lora_attach(ms[i], los[i], err, sizeof err) == 0, "%s", err);
+        }
+        batch_make(&bt, c.vocab_size);
+        size_t nl = (size_t)BB * TT * c.vocab_size, np = ln.num_params;
+        float *lg[2], val[2][BB * TT], *gr[2];
+        for (int i = 0; i < 2; i++) {
+            lg[i] = calloc(nl, sizeof(float));
+            gr[i] = calloc(np, sizeof(float));
+            bf16_outputs(i ? &rounded : &nar, i ? &lr : &ln, &bt, lg[i], val[i], gr[i]);
+        }
+        size_t M = (size_t)nar.M * c.vocab_size;
+        double dl = rel_diff(lg[1], lg[0], M), dv = rel_diff(val[1], val[0], BB * TT),
+               dg = rel_diff(gr[1], gr[0], np);
+        printf("%s: bf16 base vs fp32 on bf16-rounded matrices: logits %.2g, values %.2g, "
+               "adapter gradients %.2g (relative to the largest)\n", model_kind_name(&c), dl, dv,
+               dg);
+        CHECK_MSG(dl <= 1e-5 && dv <= 1e-5 && dg <= 1e-5, "%s: logits %g values %g grads %g",
+                  model_kind_name(&c), dl, dv, dg);
+        // training: 5 steps on the bf16 base against 5 on the fp32 one, same adapters
+        train_steps(&nar, &ln, &bt, 1, 5);
+        train_steps(&full, &lf, &bt, 1, 5);
+        double a = loss_of(&nar, &bt, 0), b = loss_of(&full, &bt, 0);
+        double dp = rel_diff(lf.params, ln.params, np);
+        printf("%s: 5 adapter steps, bf16 base vs fp32 base: loss %.6g vs %.6g (%.2g relative), "
+               "adapters %.2g\n", model_kind_name(&c), a, b, fabs(a - b) / fabs(b), dp);
+        CHECK_MSG(fabs(a - b) <= fabs(b) / 256.0 && dp <= 1.0 / 32.0,
+                  "%s: bf16 base strays: loss %g vs %g, adapters %g", model_kind_name(&c), a, b,
+                  dp);
+        CHECK_MSG(a != b, "the bf16 base gave the fp32 base's loss: were its weights rounded?");
+        for (int i = 0; i < 2; i++) { free(lg[i]); free(gr[i]); }
+        for (int i = 0; i < 3; i++) { lora_free(los[i]); model_free(ms[i]); }
+    }
+}
+
 // The memory plan of a GPT-2 124M shape (B=8, T=256): every weight trained vs a frozen base
 // with r=16 adapters on c_attn, c_proj and c_fc (the figure the README quotes).
 static void test_memory_plan(void) {
@@ -587,6 +685,8 @@ int main(int argc, char **argv) {
     test_case("lora: bad configurations are one-line errors", test_bad_inputs);
     test_case("lora: 3 steps, save, load, 2 steps = 5 steps bit for bit (dropout, moments)",
               test_exact_resume);
+    test_case("lora: a bf16 base = fp32 on bf16-rounded matrices; training stays near fp32's",
+              test_bf16_base);
     test_case("lora: memory plan of a GPT-2 124M shape, full vs r=16", test_memory_plan);
     test_case("lora: PEFT files written and read back; another base's adapter is an error",
               test_peft_round_trip);
