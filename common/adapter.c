@@ -41,15 +41,13 @@ int adapter_settings(const Config *c, const ModelConfig *base, int score_ok, Lor
                      char *err, size_t errlen) {
     memset(cfg, 0, sizeof *cfg);
     if (!adapter_on(c)) return 0;
-    if (config_get_bool(c, "lora.train_bias"))
-        return util_err(err, errlen, "lora.train_bias: training biases beside the adapters is "
-                        "not supported; set it to false");
     if (config_get_bool(c, "lora.train_norms"))
         return util_err(err, errlen, "lora.train_norms: training norm weights beside the "
                         "adapters is not supported; set it to false");
     cfg->r = (int)config_get_int(c, "lora.r");
     cfg->alpha = (float)config_get_double(c, "lora.alpha");
     cfg->dropout = (float)config_get_double(c, "lora.dropout");
+    if (lora_parse_bias(config_get_string(c, "lora.bias"), &cfg->bias, err, errlen)) return -1;
     const char *mods = config_get_string(c, "lora.modules_to_save");
     if (!strcmp(mods, "score")) {
         if (!score_ok)
@@ -183,14 +181,15 @@ int adapter_resume(const char *dir, Lora *lo, CkptTrainerState *st, char *err, s
     Lora in;
     if (peft_load(&in, d, &lo->base, 1, 0, err, errlen)) return -1;
     int same = in.num_params == lo->num_params && in.cfg.r == lo->cfg.r &&
+               in.cfg.bias == lo->cfg.bias &&
                in.cfg.alpha == lo->cfg.alpha && in.nsite == lo->nsite;
     for (int i = 0; same && i < in.nsite; i++)
         same = !strcmp(in.site[i].name, lo->site[i].name) && in.site[i].col0 == lo->site[i].col0;
     if (same) memcpy(lo->params, in.params, lo->num_params * sizeof(float));
     lora_free(&in);
     if (!same)
-        return util_err(err, errlen, "%s: the adapter's rank, alpha or target modules are not "
-                        "this run's", d);
+        return util_err(err, errlen, "%s: the adapter's rank, alpha, target modules or bias are "
+                        "not this run's", d);
     if (peft_load_moments(lo, d, err, errlen) ||
         ckpt_load_trainer_state(d, NULL, st, err, errlen) || peft_state_get(lo, st, err, errlen))
         return -1;

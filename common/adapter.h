@@ -5,7 +5,8 @@
 // Keys (ADAPTER_ENTRIES, placed by a program in its schema): lora.r (0: off, the whole model
 // trains), lora.alpha, lora.dropout, lora.target_modules (PEFT names; empty: every linear layer
 // of the architecture), lora.modules_to_save ("score": the scalar head trains, reward and value
-// models), lora.train_bias and lora.train_norms (refused when true: not supported),
+// models), lora.bias (PEFT's none | all | lora_only: biases trained beside the adapters),
+// lora.train_norms (refused when true: not supported),
 // lora.base_dtype (float32, or bfloat16: the frozen base's matrices stored and multiplied in
 // bf16, adapter_narrow_base).
 //
@@ -52,9 +53,10 @@
     CONFIG_ENTRY("lora.modules_to_save", CONFIG_STRING, "",                                     \
                  "'score': the scalar head trains too (reward and value models)",              \
                  .flags = CONFIG_HASH_IF_SET),                                                  \
-    CONFIG_ENTRY("lora.train_bias", CONFIG_BOOL, "false",                                       \
-                 "train the biases with the adapters (not supported: must be false)",          \
-                 .flags = CONFIG_HASH_IF_SET),                                                  \
+    CONFIG_ENTRY("lora.bias", CONFIG_ENUM, "none",                                              \
+                 "PEFT's bias: none, all (every bias of the model trains beside the adapters) " \
+                 "or lora_only (those of the adapted layers)",                                  \
+                 .choices = "none|all|lora_only", .flags = CONFIG_HASH_IF_SET),                  \
     CONFIG_ENTRY("lora.train_norms", CONFIG_BOOL, "false",                                      \
                  "train the norm weights with the adapters (not supported: must be false)",    \
                  .flags = CONFIG_HASH_IF_SET),                                                  \

@@ -125,11 +125,23 @@ static int full_narrow(const Model *m) { return m->lowp && m->lowp->full; }
 // Backward through layer l's matrix w of a frozen model read from its narrow copies: dinp
 // [+]= dout W on the narrow weights (no weight gradient: frozen). 0 when the model's products
 // are fp32 (the caller's fp32 backward then runs).
-static int narrow_backward(const Model *m, int l, int w, float *dinp, const float *dout,
-                           int beta_one) {
+static int narrow_backward(const Model *m, int l, int w, float *dinp, float *dbias,
+                           const float *dout, int beta_one) {
     if (!full_narrow(m)) return 0;
-    lowp_backward_input(dinp, dout, &m->lowp->w[(size_t)l * MODEL_NUM_W + w], m->N, beta_one);
+    const LowpMatrix *lm = &m->lowp->w[(size_t)l * MODEL_NUM_W + w];
+    lowp_backward_input(dinp, dout, lm, m->N, beta_one);
+    if (dbias)   // a bias trained beside the adapters: the column sums of dout only
+        matmul_backward(NULL, NULL, dbias, dout, NULL, NULL, m->N, lm->C, lm->OC);
     return 1;
+}
+
+static size_t slot_base(const size_t *sizes, int slot);
+
+// The gradient of bias slot `slot` (P_*): the model's own (NULL for a frozen base), or the
+// attached adapters' where they train that bias (lora.h: LORA_BIAS_*).
+static float *dbias(const Model *m, int slot) {
+    if (m->lora_on && m->lora->bias_grad[slot]) return m->lora->bias_grad[slot];
+    return m->grads_memory ? m->grads_memory + slot_base(m->param_sizes, slot) : NULL;
 }
 
 // ---- GPT-2: pre-LN LayerNorm, learned positions, GELU MLP, Conv1D weights [in, out] ----
@@ -228,34 +240,36 @@ static void gpt2_layer_backward(Model *m, int l) {
     size_t NC = (size_t)N * C, lc = (size_t)l * C;
     // MLP: resid[l+1] = rm + gelu(ln2(rm) @ fcw + fcb) @ fcprojw + fcprojb
     vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
-    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, m->dresid, 1))
-        matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(g->fcprojb, lc), m->dresid,
+    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, GA(dbias(m, P_FCPROJB), lc),
+                         m->dresid, 1))
+        matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(dbias(m, P_FCPROJB), lc), m->dresid,
                         a.fchg, p->fcprojw + lc * 4 * C, N, 4 * C, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     vec_zero(m->dfch, (int64_t)(4 * NC));
     gelu_backward(m->dfch, a.fch, m->dfch_gelu, (int64_t)N * 4 * C);
     vec_zero(m->dln, (int64_t)(NC));
-    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, m->dfch, 1))
-        matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(g->fcb, lc * 4), m->dfch, a.ln2,
+    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, GA(dbias(m, P_FCB), lc * 4), m->dfch, 1))
+        matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(dbias(m, P_FCB), lc * 4), m->dfch, a.ln2,
                         p->fcw + lc * 4 * C, N, C, 4 * C);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 4 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(g->ln2w, lc), GA(g->ln2b, lc), m->dln, a.rm, p->ln2w + lc,
+    layernorm_backward(m->dresid, GA(g->ln2w, lc), GA(dbias(m, P_LN2B), lc), m->dln, a.rm, p->ln2w + lc,
                        a.ln2m, a.ln2r, N, C);
     // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
     vec_zero(m->datty, (int64_t)(NC));
-    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, m->dresid, 1))
-        matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(g->attprojb, lc), m->dresid, a.atty,
+    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, GA(dbias(m, P_ATTPROJB), lc),
+                         m->dresid, 1))
+        matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(dbias(m, P_ATTPROJB), lc), m->dresid, a.atty,
                         p->attprojw + lc * C, N, C, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     vec_zero(m->dqkv, (int64_t)(3 * NC));
     attention_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B, C,
                        NH);
     vec_zero(m->dln, (int64_t)(NC));
-    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln, m->dqkv, 1))
-        matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(g->qkvb, lc * 3), m->dqkv, a.ln1,
+    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln, GA(dbias(m, P_QKVB), lc * 3), m->dqkv, 1))
+        matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(dbias(m, P_QKVB), lc * 3), m->dqkv, a.ln1,
                         p->qkvw + lc * 3 * C, N, C, 3 * C);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, 3 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(g->ln1w, lc), GA(g->ln1b, lc), m->dln, a.x, p->ln1w + lc,
+    layernorm_backward(m->dresid, GA(g->ln1w, lc), GA(dbias(m, P_LN1B), lc), m->dln, a.x, p->ln1w + lc,
                        a.ln1m, a.ln1r, N, C);
 }
 
@@ -271,7 +285,7 @@ static void gpt2_final_backward(Model *m) {
     int C = c->n_embd;
     size_t NC = (size_t)m->N * C;
     vec_zero(m->dresid, (int64_t)(NC));
-    layernorm_backward(m->dresid, m->grads.lnfw, m->grads.lnfb, m->dln,
+    layernorm_backward(m->dresid, m->grads.lnfw, dbias(m, P_LNFB), m->dln,
                        resid_at(m, c->n_layer, NC), m->params.lnfw, m->lnf_mean, m->lnf_rstd,
                        m->N, C);
 }
@@ -533,18 +547,18 @@ static void llama_layer_backward(Model *m, int l) {
     size_t lc = (size_t)l * C, lq = (size_t)l * QKV;
     // MLP: resid[l+1] = rm + swiglu(rmsnorm(rm) @ fcw^T) @ fcprojw^T
     // the _set kernels write the input gradients that nothing else has added to yet
-    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, m->dresid, 0))
+    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, NULL, m->dresid, 0))
         linear_backward_set(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg,
                             p->fcprojw + lc * F, N, F, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     swiglu_backward_set(m->dfch, m->dfch_gelu, a.fch, N, F);
-    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, m->dfch, 0))
+    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, NULL, m->dfch, 0))
         linear_backward_set(m->dln, GA(g->fcw, lc * 2 * F), NULL, m->dfch, a.ln2,
                             p->fcw + lc * 2 * F, N, C, 2 * F);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 2 * (size_t)F, m->dln);
     rmsnorm_backward(m->dresid, GA(g->ln2w, lc), m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
     // attention: rm = x + attn(rope(qknorm(rmsnorm(x) @ qkvw^T + qkvb))) @ attprojw^T
-    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, m->dresid, 0))
+    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, NULL, m->dresid, 0))
         linear_backward_set(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
                             p->attprojw + lc * AH, N, AH, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
@@ -552,8 +566,9 @@ static void llama_layer_backward(Model *m, int l) {
                                m->cur_B, NH, KVH, hd);
     rope_backward(m->dqkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
-    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln, m->dqkv, 0))
-        linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL,
+    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln,
+                         c->qkv_bias ? GA(dbias(m, P_QKVB), lq) : NULL, m->dqkv, 0))
+        linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(dbias(m, P_QKVB), lq) : NULL,
                             m->dqkv, a.ln1, p->qkvw + lq * C, N, C, QKV);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, (size_t)QKV, m->dln);
     rmsnorm_backward(m->dresid, GA(g->ln1w, lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
@@ -814,6 +829,7 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     for (int i = 0; i < MODEL_NUM_PARAMS; i++) m->num_params += m->param_sizes[i];
     size_t pbytes = m->num_params * sizeof(float);
     m->params_memory = ALIGNED_CHECK(pbytes);
+    m->bias_in = CALLOC_CHECK(1, sizeof *m->bias_in);
     carve_params(&m->params, m->params_memory, m->param_sizes);
     if (trainable == 1) {   // MODEL_TRAIN_FROZEN: m->grads stays all NULL (no base gradients)
         m->grads_memory = ALIGNED_CHECK(pbytes);
@@ -861,7 +877,7 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
 void model_free(Model *m) {
     model_lowp_detach(m);
     free(m->params_memory); free(m->grads_memory); free(m->m_memory); free(m->v_memory);
-    free(m->acts_memory); free(m->off);
+    free(m->acts_memory); free(m->off); free(m->bias_in);
     memset(m, 0, sizeof(*m));
 }
 
@@ -912,6 +928,7 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     m->lora_on = !m->lora || (flags & MODEL_NO_LORA) ? 0 : (flags & MODEL_DROPOUT) ? 2 : 1;
     if (m->lora_on) lora_begin(m->lora, m->lora_on > 1);
     m->lora_fwd = m->lora_on ? m->lora : NULL;
+    lora_bias_install(m, m->lora_fwd);   // trained biases with the adapters, the base's without
     if (B <= 0 || B > m->max_B)
         return util_err(err, errlen, "batch size %d is outside 1..%d chosen at init", B, m->max_B);
     if (T <= 0 || T > m->max_T)
@@ -1039,6 +1056,7 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
     kind->final_backward(m);
     for (int l = L - 1; l >= 0; l--) kind->layer_backward(m, l);
     if (m->grads_memory) kind->embed_backward(m);   // a frozen base's embeddings never train
+    if (m->lora_on) lora_bias_gather(m->lora);
 }
 
 static void to_bt(const Model *m, const float *rows_val, const int32_t *rows, int64_t nrows,
@@ -1075,6 +1093,11 @@ const float *model_logits_at(const Model *m, int b, int t) {
 }
 
 int model_tensor_count(const Model *m) { return model_kind(&m->config)->tensor_count(m); }
+
+float *model_slot(const Model *m, int slot, size_t *n) {
+    if (n) *n = m->param_sizes[slot];
+    return m->params_memory + slot_base(m->param_sizes, slot);
+}
 
 void model_tensor(const Model *m, int i, ModelTensor *t) {
     if (m->lowp && m->lowp->dropped) DIE("model_tensor on a model whose fp32 matrices were freed");

@@ -130,6 +130,9 @@ typedef struct {
     struct ModelLowp *lowp;   // reduced-precision copies (model_lowp_attach; owned), or NULL
     int lora_on;              // the last forward ran the adapters (backward follows it)
     const struct Lora *lora_fwd;  // the adapters that forward ran (backward checks them)
+    // whose trained biases the bias slots hold (lora_bias_install; a cell of its own, so that
+    // decoding from a const Model can switch them); owned
+    const struct Lora **bias_in;
     size_t param_sizes[MODEL_NUM_PARAMS];
     size_t num_params;
     float *params_memory;  ModelParams params;
@@ -223,6 +226,8 @@ typedef struct {
     int decay;         // AdamW weight decay applies (matrices)
 } ModelTensor;
 int  model_tensor_count(const Model *m);
+// Parameter slot `slot` (P_*) of m's weights and its size in floats.
+float *model_slot(const Model *m, int slot, size_t *n);
 void model_tensor(const Model *m, int i, ModelTensor *t);
 
 // ---- reduced precision (lowp.h) ----

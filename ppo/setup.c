@@ -742,6 +742,7 @@ static int init_adapters(Ppo *s, int reward_T, char *err, size_t errlen) {
         lora_attach(&s->policy, &s->lora, err, errlen))
         return util_err_prefix(err, errlen, "model.policy: ");
     lora_init_weights(&s->lora, seed, NULL);
+    lora_bias_from_base(&s->lora, &s->policy);
     if (s->sample_merged) {
         char e[512];
         if (model_init(&s->sample, &s->policy.config, 1, 1, 0, 0, e, sizeof e))
@@ -754,6 +755,7 @@ static int init_adapters(Ppo *s, int reward_T, char *err, size_t errlen) {
         lora_attach(&s->reward, &s->value_lora, err, errlen))
         return util_err_prefix(err, errlen, "value adapters: ");
     lora_init_weights(&s->value_lora, seed + 1, s->reward.params.scorew);
+    lora_bias_from_base(&s->value_lora, &s->reward);
     return 0;
 }
 

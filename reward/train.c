@@ -566,6 +566,7 @@ static int init_model(Rm *rm, const char *from, const ModelConfig *c, int resume
         return -1;
     lora_init_weights(&rm->lora, (uint64_t)config_get_int(rm->cfg, "train.seed"),
                       rm->model.params.scorew);
+    lora_bias_from_base(&rm->lora, &rm->model);
     return adapter_narrow_base(&rm->model, adapter_base_dtype(rm->cfg), err, errlen);
 }
 

@@ -502,6 +502,7 @@ static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t 
             lora_attach(&s->model, &s->lora, err, errlen))
             return -1;
         lora_init_weights(&s->lora, (uint64_t)config_get_int(s->cfg, "train.seed"), NULL);
+        lora_bias_from_base(&s->lora, &s->model);
         if (adapter_narrow_base(&s->model, adapter_base_dtype(s->cfg), err, errlen)) return -1;
     }
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");

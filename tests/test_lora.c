@@ -65,10 +65,12 @@ static void base_make(Model *m, const ModelConfig *c, int trainable) {
     model_init_weights(m, 11);
 }
 
-// Adapters with B drawn too (a fresh adapter's B is zero, which would test nothing).
-static void lora_make(Lora *lo, const ModelConfig *c, const char *targets, float dropout,
-                      int train_score, const float *score) {
-    LoraConfig lc = {.r = 3, .alpha = 6.0f, .dropout = dropout, .train_score = train_score};
+// Adapters with B drawn too (a fresh adapter's B is zero, which would test nothing), and
+// trained biases (bias LORA_BIAS_*) drawn as well.
+static void lora_make_bias(Lora *lo, const ModelConfig *c, const char *targets, float dropout,
+                           int train_score, const float *score, int bias) {
+    LoraConfig lc = {.r = 3, .alpha = 6.0f, .dropout = dropout, .train_score = train_score,
+                     .bias = bias};
     char err[256];
     CHECK_MSG(lora_parse_targets(&lc, targets, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(lora_init(lo, &lc, c, BB * TT, 1, err, sizeof err) == 0, "%s", err);
@@ -82,6 +84,13 @@ static void lora_make(Lora *lo, const ModelConfig *c, const char *targets, float
         }
     if (lo->score)
         for (int i = 0; i < c->n_embd; i++) lo->score[i] += 0.1f * rng_normal(&g);
+    float *bv = lo->nbias ? lora_bias_values(lo, 0, 0) : NULL;
+    for (size_t i = 0; bv && i < lo->num_params - lo->bias_at; i++) bv[i] = 0.2f * rng_normal(&g);
+}
+
+static void lora_make(Lora *lo, const ModelConfig *c, const char *targets, float dropout,
+                      int train_score, const float *score) {
+    lora_make_bias(lo, c, targets, dropout, train_score, score, LORA_BIAS_NONE);
 }
 
 // A frozen base of arch with adapters on targets attached, and the test batch.
@@ -403,6 +412,96 @@ static void test_bad_inputs(void) {
     lora_free(&lo);
 }
 
+// Biases trained beside the adapters (PEFT's bias "all" / "lora_only"): the model reads them
+// with the adapters on and the base's own with them off (bit for bit, before and after); their
+// gradients match finite differences; a merged copy gives the adapters' outputs; PEFT's files
+// carry them under the base's names and read back equal; "lora_only" picks the adapted layers'.
+static void test_trained_biases(void) {
+    for (int arch = 0; arch < 2; arch++) {
+        ModelConfig c = cfg_of(arch);
+        Model m, merged;
+        Lora lo;
+        Batch bt;
+        char err[256];
+        base_make(&m, &c, MODEL_TRAIN_FROZEN);
+        CHECK(model_init(&merged, &c, BB, TT, 0, 0, err, sizeof err) == 0);
+        lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 1, m.params.scorew, LORA_BIAS_ALL);
+        CHECK_MSG(lo.nbias == (arch ? 3 : 7), "%d trained bias kinds", lo.nbias);
+        batch_make(&bt, c.vocab_size);
+        float base_lp[BB * TT], base_v[BB * TT], lp[BB * TT], v[BB * TT], lp2[BB * TT];
+        outputs(&m, &bt.b, 0, base_lp, base_v);
+        size_t nb = m.num_params * sizeof(float);
+        float *before = malloc(nb);
+        memcpy(before, m.params_memory, nb);
+        CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
+        outputs(&m, &bt.b, 0, lp, v);
+        CHECK_MSG(memcmp(lp, base_lp, sizeof lp) != 0, "trained biases changed nothing");
+        outputs(&m, &bt.b, MODEL_NO_LORA, lp2, v);
+        CHECK_MSG(memcmp(lp2, base_lp, sizeof lp2) == 0 && memcmp(v, base_v, sizeof v) == 0,
+                  "%s: adapters off is not the base with trained biases", model_kind_name(&c));
+        outputs(&m, &bt.b, 0, lp2, v);
+        CHECK_MSG(memcmp(lp2, lp, sizeof lp) == 0, "the trained biases did not come back");
+        CHECK(lora_merge_copy(&lo, &m, &merged, err, sizeof err) == 0);
+        float lpm[BB * TT], vm[BB * TT];
+        outputs(&merged, &bt.b, 0, lpm, vm);
+        CHECK_CLOSE(lpm, lp, BB * TT, 2e-5, 2e-5, "merged log-probs with trained biases");
+        CHECK_CLOSE(vm, v, BB * TT, 2e-5, 2e-5, "merged values with trained biases");
+        // finite differences on the bias values (check_fd samples all parameters; these are
+        // only a share of them, so each bias kind's first value is checked by name as well)
+        check_fd(&m, &lo, &bt, 0, arch ? "llama-style biases" : "gpt2 biases");
+        lora_zero_grad(&lo);
+        forward_ok(&m, &bt.b, 0);
+        model_backward(&m, &bt.b, NULL, bt.dv);
+        for (int k = 0; k < lo.nbias; k++) {
+            float *pv = lora_bias_values(&lo, k, 0), keep = pv[0], h = 3e-3f;
+            double an = lora_bias_values(&lo, k, 1)[0];
+            pv[0] = keep + h;
+            double up = loss_of(&m, &bt, 0);
+            pv[0] = keep - h;
+            double dn = loss_of(&m, &bt, 0);
+            pv[0] = keep;
+            double fd = (up - dn) / (2.0 * h);
+            CHECK_MSG(fabs(fd - an) <= 2e-3 + 2e-2 * fabs(fd), "%s: d/d %s[0] %g, fd %g",
+                      model_kind_name(&c), lo.bias[k].name, an, fd);
+        }
+        outputs(&m, &bt.b, MODEL_NO_LORA, lp2, v);   // the base's own bias values are back
+        CHECK_MSG(memcmp(m.params_memory, before, nb) == 0, "the base's biases were not restored");
+        // PEFT's files: the biases under the base's names, read back equal
+        char dir[] = "/tmp/lora_bias_XXXXXX";
+        CHECK(mkdtemp(dir) != NULL);
+        CHECK_MSG(peft_save(&lo, dir, "tiny", 0, err, sizeof err) == 0, "%s", err);
+        char path[512];
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+        StFile f;
+        CHECK_MSG(st_open(&f, path, err, sizeof err) == 0, "%s", err);
+        const char *want = arch ? "base_model.model.model.layers.1.self_attn.k_proj.bias"
+                                : "base_model.model.transformer.ln_f.bias";
+        CHECK_MSG(st_find(&f, want) != NULL, "no tensor %s", want);
+        st_close(&f);
+        Lora back;
+        CHECK_MSG(peft_load(&back, dir, &c, BB * TT, 0, err, sizeof err) == 0, "%s", err);
+        CHECK(back.cfg.bias == LORA_BIAS_ALL && back.num_params == lo.num_params &&
+              memcmp(back.params, lo.params, lo.num_params * sizeof(float)) == 0);
+        lora_free(&back);
+        snprintf(path, sizeof path, "rm -rf %s", dir);
+        CHECK(system(path) == 0);
+        // lora_only: the adapted layers' biases (GPT-2 c_attn; Llama q_proj: q's slice only)
+        Lora only;
+        lora_make_bias(&only, &c, arch ? "q_proj" : "c_attn", 0.0f, 0, NULL,
+                       LORA_BIAS_LORA_ONLY);
+        CHECK_MSG(only.nbias == 1 &&
+                      !strcmp(only.bias[0].name, arch ? "self_attn.q_proj.bias"
+                                                      : "attn.c_attn.bias") &&
+                      only.bias[0].n == (arch ? c.n_embd : 3 * c.n_embd),
+                  "lora_only picked %d biases", only.nbias);
+        lora_free(&only);
+        free(before);
+        lora_free(&lo);
+        model_free(&m);
+        model_free(&merged);
+    }
+}
+
 // the n floats at w rounded to bf16 (to nearest, ties to even) in place
 static void round_bf16(float *w, size_t n) {
     for (size_t i = 0; i < n; i++) w[i] = lowp_bf16_to_float(lowp_bf16_from_float(w[i]));
@@ -466,7 +565,8 @@ static void test_bf16_base(void) {
         Model *ms[3] = {&full, &nar, &rounded};
         char err[256];
         for (int i = 0; i < 3; i++) {
-            lora_make(los[i], &c, all_targets(arch), 0.0f, 1, ms[i]->params.scorew);
+            lora_make_bias(los[i], &c, all_targets(arch), 0.0f, 1, ms[i]->params.scorew,
+                           LORA_BIAS_ALL);   // the biases' gradients through the bf16 path
             CHECK_MSG(lora_attach(ms[i], los[i], err, sizeof err) == 0, "%s", err);
         }
         batch_make(&bt, c.vocab_size);
@@ -596,13 +696,13 @@ static int export_case(const char *dir, int arch) {
     Model m;
     base_make(&m, &c, MODEL_TRAIN_FROZEN);
     Lora lo;
-    lora_make(&lo, &c, all_targets(arch), 0.0f, 0, NULL);
+    lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 0, NULL, LORA_BIAS_ALL);
     char err[512], path[512];
     if (lora_attach(&m, &lo, err, sizeof err)) goto fail;
     snprintf(path, sizeof path, "%s/adapter", dir);
     if (peft_save(&lo, path, "tiny", 0, err, sizeof err)) goto fail;
     int nt = model_tensor_count(&m);
-    StOut *o = calloc((size_t)nt + 8 + 2 * (size_t)c.n_layer * lo.nsite, sizeof *o);
+    StOut *o = calloc((size_t)nt + 8 + (2 * (size_t)lo.nsite + lo.nbias) * c.n_layer, sizeof *o);
     for (int i = 0; i < nt; i++) {
         ModelTensor t;
         model_tensor(&m, i, &t);
@@ -650,6 +750,13 @@ static int export_case(const char *dir, int arch) {
                 OUT2(nm, w ? lo.site[s].out : lo.cfg.r, w ? lo.cfg.r : lo.site[s].in,
                      w ? lora_b(&lo, l, s, 1) : lora_a(&lo, l, s, 1));
             }
+    for (int k = 0; k < lo.nbias; k++)   // the trained biases' gradients, a layer a row
+        for (int l = 0; l < (lo.bias[k].layered ? c.n_layer : 1); l++) {
+            char nm[96];
+            if (lo.bias[k].layered) snprintf(nm, sizeof nm, "grad.%d.%s", l, lo.bias[k].name);
+            else snprintf(nm, sizeof nm, "grad.%s", lo.bias[k].name);
+            OUT2(nm, 1, lo.bias[k].n, lora_bias_values(&lo, k, 1) + (size_t)l * lo.bias[k].n);
+        }
 #undef OUT2
     snprintf(path, sizeof path, "%s/out.safetensors", dir);
     if (st_write(path, o, n, 0, err, sizeof err)) goto fail;
@@ -685,6 +792,8 @@ int main(int argc, char **argv) {
     test_case("lora: bad configurations are one-line errors", test_bad_inputs);
     test_case("lora: 3 steps, save, load, 2 steps = 5 steps bit for bit (dropout, moments)",
               test_exact_resume);
+    test_case("lora: trained biases (all, lora_only): on with the adapters, off without, "
+              "gradients, merge, PEFT names", test_trained_biases);
     test_case("lora: a bf16 base = fp32 on bf16-rounded matrices; training stays near fp32's",
               test_bf16_base);
     test_case("lora: memory plan of a GPT-2 124M shape, full vs r=16", test_memory_plan);

@@ -117,11 +117,15 @@ for arch in gpt2 llama; do
         ok "$arch sft: a bf16 base's adapter files are the float32 base's format" ||
         bad "$arch sft: bf16 base adapter format"
 done
-set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1 --set lora.base_dtype=bfloat16
+# (with every bias trained beside the adapters, lora.bias all: saved under the base's names)
+set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1 --set lora.base_dtype=bfloat16 \
+    --set lora.bias=all
 "$B/sft" "$@" --set out.dir=kbfull >/dev/null 2>&1
 kill_rerun kbf "$B/sft" "$@" --set out.dir=kbf
 [ $killed -eq 1 ] && grep -q "resuming run" "$W/err" && same_adapter kbfull/last kbf/last &&
-    ok "sft, bf16 base: kill -9 and resume: adapters, moments and trainer state bit-identical" ||
+    grep -q '"bias":.*"all"' kbf/last/adapter_config.json &&
+    st_header kbf/last/adapter_model.safetensors | grep -q "transformer.h.1.ln_2.bias" &&
+    ok "sft, bf16 base, lora.bias all: kill -9 and resume: adapters, biases, moments and trainer state bit-identical" ||
     bad "sft bf16 base kill/resume (killed=$killed)"
 
 # dpo and reward train: fresh adapters start exactly at the base (DPO's held-out loss log 2 with
@@ -225,9 +229,10 @@ kill_rerun kk "$B/ppo" "$@" --set out.dir=kk
     bad "ppo kill/resume (killed=$killed)"
 # a bf16 base: policy + reference on one, reward + value on the other, the plan says so; the
 # reference is that base with the adapters off (KL exactly 0 at first); precision.sample and
-# precision.frozen bf16 are the bases themselves (no copies); kill -9 and resume bit-identical
+# precision.frozen bf16 are the bases themselves (no copies); with trained biases (lora.bias all:
+# the reference and the reward model read the bases' own); kill -9 and resume bit-identical
 set -- -c ppo.yaml --set lora.r=4 --set lora.base_dtype=bfloat16 --set precision.sample=bf16 \
-    --set precision.frozen=bf16
+    --set precision.frozen=bf16 --set lora.bias=all
 "$B/ppo" "$@" --set train.iterations=2 --set out.dir=pbf >/dev/null 2>"$W/err" &&
     [ "$(metric pbf/workspace.db ppo/kl 1)" = 0.0 ] &&
     grep -q "policy .*frozen base (matrices in bf16" "$W/err" &&
@@ -276,7 +281,7 @@ for kv in "lora.r=-1:lora.r" "lora.dropout=1.5:lora.dropout" \
     "lora.target_modules=q_proj:'q_proj' is no linear layer of a gpt2 model" \
     "lora.modules_to_save=score:lora.modules_to_save: 'score' needs a model with a score head" \
     "lora.modules_to_save=lm_head:lora.modules_to_save: 'lm_head' is not supported" \
-    "lora.train_bias=true:lora.train_bias: training biases" \
+    "lora.bias=some:lora.bias" \
     "lora.train_norms=true:lora.train_norms: training norm weights" \
     "lora.alpha=0:lora_alpha must be positive"; do
     expect_fail "sft: bad ${kv%%:*}" 1 "${kv#*:}" \
