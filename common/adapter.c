@@ -142,6 +142,22 @@ int adapter_load_weights(const char *dir, Model *m, int flags, char *err, size_t
     return rc;
 }
 
+int adapter_describe(const char *dir, ModelConfig *base, LoraConfig *cfg, char *base_name,
+                     size_t n, char *err, size_t errlen) {
+    char d[FIO_PATH_CAP];
+    if (ckpt_resolve(dir, d, sizeof d, NULL, err, errlen) ||
+        adapter_base_of(d, base_name, n, err, errlen))
+        return -1;
+    ModelConfig with_score = *base;
+    with_score.score_head = 1;
+    char e[512];
+    if (!peft_read_config(cfg, d, base, e, sizeof e)) return 0;
+    if (base->score_head || peft_read_config(cfg, d, &with_score, err, errlen))
+        return util_err(err, errlen, "%s", e);
+    *base = with_score;   // a reward / value adapter (modules_to_save score) on a language model
+    return 0;
+}
+
 void adapter_base_name(const char *dir, char *out, size_t n) {
     char buf[PATH_MAX];
     snprintf(out, n, "%s", realpath(dir, buf) ? buf : dir);

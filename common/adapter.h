@@ -99,6 +99,12 @@ int adapter_save(const char *dir, const Lora *lo, const char *base_name, int seq
 // Resuming: lo (lora_init'ed for base with max_N rows, trainable) gets dir's adapter, moments
 // and dropout stream; *st the trainer state. The adapter's config must equal lo's.
 int adapter_resume(const char *dir, Lora *lo, CkptTrainerState *st, char *err, size_t errlen);
+// What the adapter directory dir holds (rlhf info): its settings in *cfg (checked against base,
+// the config adapter_load_config gives; a score head the adapter trains is added to *base when
+// the base lacks one, as a reward or value adapter on a language model has it) and its
+// base_model_name_or_path in base_name. 0, or -1 naming the problem.
+int adapter_describe(const char *dir, ModelConfig *base, LoraConfig *cfg, char *base_name,
+                     size_t n, char *err, size_t errlen);
 // The absolute path of dir when it exists (base_model_name_or_path), else dir as given.
 void adapter_base_name(const char *dir, char *out, size_t n);
 #endif

@@ -167,6 +167,10 @@ kill_rerun rkill "$B/reward" train -c rm.yaml --set lora.r=4 --set out.dir=rkill
     cmp -s rfull/final/model.safetensors rkill/final/model.safetensors &&
     ok "reward: kill -9 and resume: adapters bit-identical, the same merged reward model" ||
     bad "reward kill/resume (killed=$killed)"
+"$R" info rfull/last >"$W/out" 2>"$W/err" && grep -q "^adapter .* + the score head$" "$W/out" &&
+    grep -q "^heads        LM (tied) + scalar score$" "$W/out" &&
+    ok "info on a reward adapter (a score head on a language model's base)" ||
+    bad "info on a reward adapter: $(cat "$W/err")"
 
 # on a bf16 base: dpo's reference is the same base (held-out log 2, margins 0); reward train's
 # first loss within 2^-8 of the float32 base's, and its final/ the adapter merged into
