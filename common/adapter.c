@@ -41,22 +41,24 @@ int adapter_settings(const Config *c, const ModelConfig *base, int score_ok, Lor
                      char *err, size_t errlen) {
     memset(cfg, 0, sizeof *cfg);
     if (!adapter_on(c)) return 0;
-    if (config_get_bool(c, "lora.train_norms"))
-        return util_err(err, errlen, "lora.train_norms: training norm weights beside the "
-                        "adapters is not supported; set it to false");
     cfg->r = (int)config_get_int(c, "lora.r");
     cfg->alpha = (float)config_get_double(c, "lora.alpha");
     cfg->dropout = (float)config_get_double(c, "lora.dropout");
     if (lora_parse_bias(config_get_string(c, "lora.bias"), &cfg->bias, err, errlen)) return -1;
-    const char *mods = config_get_string(c, "lora.modules_to_save");
-    if (!strcmp(mods, "score")) {
-        if (!score_ok)
+    // modules_to_save: comma-separated PEFT names (the score head, norms)
+    const char *p = config_get_string(c, "lora.modules_to_save");
+    while (*p) {
+        while (*p == ',' || *p == ' ') p++;
+        size_t n = strcspn(p, ", ");
+        if (!n) break;
+        char name[64], e[256];
+        snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), p);
+        p += n;
+        if (!strcmp(name, "score") && !score_ok)
             return util_err(err, errlen, "lora.modules_to_save: 'score' needs a model with a "
                             "score head (reward and value models); this one is a language model");
-        cfg->train_score = 1;
-    } else if (mods[0]) {
-        return util_err(err, errlen, "lora.modules_to_save: '%s' is not supported (only "
-                        "'score', the scalar head, or empty)", mods);
+        if (lora_add_module(cfg, base->arch, name, e, sizeof e))
+            return util_err(err, errlen, "lora.%s", e);
     }
     const char *t = config_get_string(c, "lora.target_modules");
     char e[512];

@@ -5,8 +5,8 @@
 // Keys (ADAPTER_ENTRIES, placed by a program in its schema): lora.r (0: off, the whole model
 // trains), lora.alpha, lora.dropout, lora.target_modules (PEFT names; empty: every linear layer
 // of the architecture), lora.modules_to_save ("score": the scalar head trains, reward and value
-// models), lora.bias (PEFT's none | all | lora_only: biases trained beside the adapters),
-// lora.train_norms (refused when true: not supported),
+// models; norms: GPT-2 ln_1, ln_2, ln_f, Llama input_layernorm, post_attention_layernorm, norm),
+// lora.bias (PEFT's none | all | lora_only: biases trained beside the adapters),
 // lora.base_dtype (float32, or bfloat16: the frozen base's matrices stored and multiplied in
 // bf16, adapter_narrow_base).
 //
@@ -51,15 +51,14 @@
                  "v_proj,o_proj,gate_proj,up_proj,down_proj); empty: all of them",              \
                  .flags = CONFIG_HASH_IF_SET),                                                  \
     CONFIG_ENTRY("lora.modules_to_save", CONFIG_STRING, "",                                     \
-                 "'score': the scalar head trains too (reward and value models)",              \
+                 "modules that train as copies, comma-separated: 'score' (the scalar head of "  \
+                 "reward and value models), norms (GPT-2 ln_1,ln_2,ln_f; Llama "                \
+                 "input_layernorm,post_attention_layernorm,norm)",                              \
                  .flags = CONFIG_HASH_IF_SET),                                                  \
     CONFIG_ENTRY("lora.bias", CONFIG_ENUM, "none",                                              \
                  "PEFT's bias: none, all (every bias of the model trains beside the adapters) " \
                  "or lora_only (those of the adapted layers)",                                  \
                  .choices = "none|all|lora_only", .flags = CONFIG_HASH_IF_SET),                  \
-    CONFIG_ENTRY("lora.train_norms", CONFIG_BOOL, "false",                                      \
-                 "train the norm weights with the adapters (not supported: must be false)",    \
-                 .flags = CONFIG_HASH_IF_SET),                                                  \
     CONFIG_ENTRY("lora.base_dtype", CONFIG_ENUM, "float32",                                     \
                  "the frozen base's matrices: float32, or bfloat16 (half their memory; "        \
                  "forward and backward read the bf16 weights)",                                 \

@@ -101,11 +101,68 @@ const char *lora_bias_name(int bias) {
     return bias == LORA_BIAS_ALL ? "all" : bias == LORA_BIAS_LORA_ONLY ? "lora_only" : "none";
 }
 
-// The biases cfg trains on base c (sites: the adapted layers), in the base's order. Returns
+static int lora_bias_list(const LoraConfig *cfg, const ModelConfig *c, const LoraSite *sites,
+                          int nsite, LoraBias *out);
+
+const char *lora_norm_name(int arch, int bit) {
+    static const char *const gpt2[] = {"ln_1", "ln_2", "ln_f"};
+    static const char *const llama[] = {"input_layernorm", "post_attention_layernorm", "norm"};
+    int i = bit == LORA_NORM_1 ? 0 : bit == LORA_NORM_2 ? 1 : 2;
+    return arch == MODEL_ARCH_GPT2 ? gpt2[i] : llama[i];
+}
+
+int lora_add_module(LoraConfig *cfg, int arch, const char *name, char *err, size_t errlen) {
+    if (!strcmp(name, "score")) {
+        cfg->train_score = 1;
+        return 0;
+    }
+    for (int bit = 1; bit <= LORA_NORM_F; bit <<= 1)
+        if (!strcmp(name, lora_norm_name(arch, bit))) {
+            cfg->norms |= bit;
+            return 0;
+        }
+    return util_err(err, errlen, "modules_to_save: '%s' is not supported (score, or the norms %s, "
+                    "%s, %s)", name, lora_norm_name(arch, LORA_NORM_1),
+                    lora_norm_name(arch, LORA_NORM_2), lora_norm_name(arch, LORA_NORM_F));
+}
+
+// The norms' weights (and GPT-2's biases of them) that modules_to_save trains, into out.
+static int lora_norm_vecs(const LoraConfig *cfg, const ModelConfig *c, LoraBias *out) {
+    int64_t C = c->n_embd;
+    int k = 0, gpt2 = c->arch == MODEL_ARCH_GPT2;
+    static const int wslot[3] = {P_LN1W, P_LN2W, P_LNFW}, bslot[3] = {P_LN1B, P_LN2B, P_LNFB};
+    for (int i = 0; i < 3; i++) {
+        if (!(cfg->norms & (1 << i))) continue;
+        const char *nm = lora_norm_name(c->arch, 1 << i);
+        const char *pre = i < 2 ? "" : gpt2 ? "transformer." : "model.";
+        for (int b = 0; b < (gpt2 ? 2 : 1); b++) {
+            LoraBias v = {"", b ? bslot[i] : wslot[i], i < 2, C, 0, C};
+            snprintf(v.name, sizeof v.name, "%s%s.%s", pre, nm, b ? "bias" : "weight");
+            out[k++] = v;
+        }
+    }
+    return k;
+}
+
+// The vectors cfg trains on base c (sites: the adapted layers): biases (cfg->bias) in the
+// base's order, then the norms of modules_to_save (a bias both name is listed once). Returns
 // their number.
 static int lora_biases(const LoraConfig *cfg, const ModelConfig *c, const LoraSite *sites,
                        int nsite, LoraBias *out) {
-    if (cfg->bias == LORA_BIAS_NONE) return 0;
+    LoraBias norms[6];
+    int nn = lora_norm_vecs(cfg, c, norms), k = 0;
+    if (cfg->bias != LORA_BIAS_NONE) k = lora_bias_list(cfg, c, sites, nsite, out);
+    for (int i = 0; i < nn; i++) {
+        int dup = 0;
+        for (int j = 0; j < k; j++) dup |= !strcmp(out[j].name, norms[i].name);
+        if (!dup) out[k++] = norms[i];
+    }
+    return k;
+}
+
+// The biases cfg->bias trains (sites: the adapted layers), in the base's order.
+static int lora_bias_list(const LoraConfig *cfg, const ModelConfig *c, const LoraSite *sites,
+                          int nsite, LoraBias *out) {
     LoraSite all[LORA_MAX_SITES];
     int na = lora_all_sites(c, all), k = 0;
     int64_t C = c->n_embd;

@@ -48,16 +48,27 @@ typedef struct {
     char targets[LORA_MAX_TARGETS][32];   // target_modules, PEFT names
     int train_score;        // the scalar head trains (a copy, modules_to_save ["score"])
     int bias;               // LORA_BIAS_*: PEFT's bias "none", "all" or "lora_only"
+    int norms;              // LORA_NORM_* bits: norms trained as copies (PEFT's modules_to_save)
 } LoraConfig;
+
+// Norm modules that train beside the adapters (modules_to_save names them: GPT-2 "ln_1", "ln_2",
+// "ln_f", weight and bias; Llama-style "input_layernorm", "post_attention_layernorm", "norm").
+enum { LORA_NORM_1 = 1, LORA_NORM_2 = 2, LORA_NORM_F = 4 };
+// The modules_to_save name of norm bit `bit` on a base of arch.
+const char *lora_norm_name(int arch, int bit);
+// One modules_to_save name into cfg: "score" (train_score) or a norm of arch (norms). -1 with
+// an error naming it otherwise.
+int lora_add_module(LoraConfig *cfg, int arch, const char *name, char *err, size_t errlen);
 
 // PEFT's `bias`: which of the base's biases train beside the adapters. "all": every bias of the
 // model (GPT-2: ln_1, c_attn, attn.c_proj, ln_2, c_fc, mlp.c_proj of every layer and ln_f;
 // Llama-style: q/k/v where the model has them); "lora_only": the biases of the adapted layers.
 enum { LORA_BIAS_NONE = 0, LORA_BIAS_ALL = 1, LORA_BIAS_LORA_ONLY = 2 };
-#define LORA_MAX_BIAS 8
+#define LORA_MAX_BIAS 16
 
-// One trained bias tensor kind: the output columns [c0, c0 + n) of every layer's row of the
-// base's parameter slot (model.h P_*, width floats a layer), or of its one row (ln_f).
+// One trained vector kind (a bias, or a norm's weight through modules_to_save; "bias" below names
+// them all): the columns [c0, c0 + n) of every layer's row of the base's parameter slot (model.h
+// P_*, width floats a layer), or of its one row (the final norm's).
 typedef struct {
     char name[40];          // the module after "h.L." / "model.layers.L.", or the whole name
     int slot, layered;

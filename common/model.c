@@ -137,9 +137,10 @@ static int narrow_backward(const Model *m, int l, int w, float *dinp, float *dbi
 
 static size_t slot_base(const size_t *sizes, int slot);
 
-// The gradient of bias slot `slot` (P_*): the model's own (NULL for a frozen base), or the
-// attached adapters' where they train that bias (lora.h: LORA_BIAS_*).
-static float *dbias(const Model *m, int slot) {
+// The gradient of parameter slot `slot` (P_*, a bias or a norm's weight): the model's own (NULL
+// for a frozen base), or the attached adapters' where they train it (lora.h: LORA_BIAS_*,
+// LORA_NORM_*).
+static float *dslot(const Model *m, int slot) {
     if (m->lora_on && m->lora->bias_grad[slot]) return m->lora->bias_grad[slot];
     return m->grads_memory ? m->grads_memory + slot_base(m->param_sizes, slot) : NULL;
 }
@@ -240,36 +241,36 @@ static void gpt2_layer_backward(Model *m, int l) {
     size_t NC = (size_t)N * C, lc = (size_t)l * C;
     // MLP: resid[l+1] = rm + gelu(ln2(rm) @ fcw + fcb) @ fcprojw + fcprojb
     vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
-    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, GA(dbias(m, P_FCPROJB), lc),
+    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, GA(dslot(m, P_FCPROJB), lc),
                          m->dresid, 1))
-        matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(dbias(m, P_FCPROJB), lc), m->dresid,
+        matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(dslot(m, P_FCPROJB), lc), m->dresid,
                         a.fchg, p->fcprojw + lc * 4 * C, N, 4 * C, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     vec_zero(m->dfch, (int64_t)(4 * NC));
     gelu_backward(m->dfch, a.fch, m->dfch_gelu, (int64_t)N * 4 * C);
     vec_zero(m->dln, (int64_t)(NC));
-    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, GA(dbias(m, P_FCB), lc * 4), m->dfch, 1))
-        matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(dbias(m, P_FCB), lc * 4), m->dfch, a.ln2,
+    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, GA(dslot(m, P_FCB), lc * 4), m->dfch, 1))
+        matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(dslot(m, P_FCB), lc * 4), m->dfch, a.ln2,
                         p->fcw + lc * 4 * C, N, C, 4 * C);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 4 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(g->ln2w, lc), GA(dbias(m, P_LN2B), lc), m->dln, a.rm, p->ln2w + lc,
+    layernorm_backward(m->dresid, GA(dslot(m, P_LN2W), lc), GA(dslot(m, P_LN2B), lc), m->dln, a.rm, p->ln2w + lc,
                        a.ln2m, a.ln2r, N, C);
     // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
     vec_zero(m->datty, (int64_t)(NC));
-    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, GA(dbias(m, P_ATTPROJB), lc),
+    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, GA(dslot(m, P_ATTPROJB), lc),
                          m->dresid, 1))
-        matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(dbias(m, P_ATTPROJB), lc), m->dresid, a.atty,
+        matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(dslot(m, P_ATTPROJB), lc), m->dresid, a.atty,
                         p->attprojw + lc * C, N, C, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     vec_zero(m->dqkv, (int64_t)(3 * NC));
     attention_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B, C,
                        NH);
     vec_zero(m->dln, (int64_t)(NC));
-    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln, GA(dbias(m, P_QKVB), lc * 3), m->dqkv, 1))
-        matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(dbias(m, P_QKVB), lc * 3), m->dqkv, a.ln1,
+    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln, GA(dslot(m, P_QKVB), lc * 3), m->dqkv, 1))
+        matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(dslot(m, P_QKVB), lc * 3), m->dqkv, a.ln1,
                         p->qkvw + lc * 3 * C, N, C, 3 * C);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, 3 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(g->ln1w, lc), GA(dbias(m, P_LN1B), lc), m->dln, a.x, p->ln1w + lc,
+    layernorm_backward(m->dresid, GA(dslot(m, P_LN1W), lc), GA(dslot(m, P_LN1B), lc), m->dln, a.x, p->ln1w + lc,
                        a.ln1m, a.ln1r, N, C);
 }
 
@@ -285,7 +286,7 @@ static void gpt2_final_backward(Model *m) {
     int C = c->n_embd;
     size_t NC = (size_t)m->N * C;
     vec_zero(m->dresid, (int64_t)(NC));
-    layernorm_backward(m->dresid, m->grads.lnfw, dbias(m, P_LNFB), m->dln,
+    layernorm_backward(m->dresid, dslot(m, P_LNFW), dslot(m, P_LNFB), m->dln,
                        resid_at(m, c->n_layer, NC), m->params.lnfw, m->lnf_mean, m->lnf_rstd,
                        m->N, C);
 }
@@ -556,7 +557,7 @@ static void llama_layer_backward(Model *m, int l) {
         linear_backward_set(m->dln, GA(g->fcw, lc * 2 * F), NULL, m->dfch, a.ln2,
                             p->fcw + lc * 2 * F, N, C, 2 * F);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 2 * (size_t)F, m->dln);
-    rmsnorm_backward(m->dresid, GA(g->ln2w, lc), m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
+    rmsnorm_backward(m->dresid, GA(dslot(m, P_LN2W), lc), m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
     // attention: rm = x + attn(rope(qknorm(rmsnorm(x) @ qkvw^T + qkvb))) @ attprojw^T
     if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, NULL, m->dresid, 0))
         linear_backward_set(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
@@ -567,11 +568,11 @@ static void llama_layer_backward(Model *m, int l) {
     rope_backward(m->dqkv, m->row_pos, m->inv_freq, N, NH + KVH, hd, QKV);
     if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
     if (!narrow_backward(m, l, MODEL_W_QKV, m->dln,
-                         c->qkv_bias ? GA(dbias(m, P_QKVB), lq) : NULL, m->dqkv, 0))
-        linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(dbias(m, P_QKVB), lq) : NULL,
+                         c->qkv_bias ? GA(dslot(m, P_QKVB), lq) : NULL, m->dqkv, 0))
+        linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(dslot(m, P_QKVB), lq) : NULL,
                             m->dqkv, a.ln1, p->qkvw + lq * C, N, C, QKV);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, (size_t)QKV, m->dln);
-    rmsnorm_backward(m->dresid, GA(g->ln1w, lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
+    rmsnorm_backward(m->dresid, GA(dslot(m, P_LN1W), lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
 }
 
 static void llama_final_forward(Model *m) {
@@ -586,7 +587,7 @@ static void llama_final_backward(Model *m) {
     int C = c->n_embd;
     size_t NC = (size_t)m->N * C;
     vec_zero(m->dresid, (int64_t)(NC));
-    rmsnorm_backward(m->dresid, m->grads.lnfw, m->dln, resid_at(m, c->n_layer, NC),
+    rmsnorm_backward(m->dresid, dslot(m, P_LNFW), m->dln, resid_at(m, c->n_layer, NC),
                      m->params.lnfw, m->lnf_rstd, m->N, C);
 }
 

@@ -85,9 +85,12 @@ int peft_save(const Lora *lo, const char *dir, const char *base_name, int seq_cl
         cJSON_AddItemToArray(t, cJSON_CreateString(lo->cfg.targets[i]));
     cJSON_AddStringToObject(r, "bias", lora_bias_name(lo->cfg.bias));
     cJSON_AddBoolToObject(r, "fan_in_fan_out", lo->base.arch == MODEL_ARCH_GPT2);
-    if (lo->score) {
+    if (lo->score || lo->cfg.norms) {
         cJSON *ms = cJSON_AddArrayToObject(r, "modules_to_save");
-        cJSON_AddItemToArray(ms, cJSON_CreateString("score"));
+        if (lo->score) cJSON_AddItemToArray(ms, cJSON_CreateString("score"));
+        for (int bit = 1; bit <= LORA_NORM_F; bit <<= 1)
+            if (lo->cfg.norms & bit)
+                cJSON_AddItemToArray(ms, cJSON_CreateString(lora_norm_name(lo->base.arch, bit)));
     } else {
         cJSON_AddNullToObject(r, "modules_to_save");
     }
@@ -169,12 +172,15 @@ static int peft_config_fields(LoraConfig *cfg, const cJSON *r, const char *path,
     }
     if (cfg->n_targets == 0) return util_err(err, errlen, "%s: target_modules is empty", path);
     cfg->train_score = 0;
+    cfg->norms = 0;
     const cJSON *ms = cJSON_GetObjectItemCaseSensitive(r, "modules_to_save");
     if (cJSON_IsArray(ms)) {
         cJSON_ArrayForEach(x, ms) {
-            if (!cJSON_IsString(x) || strcmp(x->valuestring, "score"))
-                return util_err(err, errlen, "%s: modules_to_save may name only \"score\"", path);
-            cfg->train_score = 1;
+            char e3[256];
+            if (!cJSON_IsString(x))
+                return util_err(err, errlen, "%s: modules_to_save: a name is not a string", path);
+            if (lora_add_module(cfg, base->arch, x->valuestring, e3, sizeof e3))
+                return util_err(err, errlen, "%s: %s", path, e3);
         }
     }
     char e2[256];

@@ -325,9 +325,16 @@ static void info_print_adapter(const LoraConfig *lc, const ModelConfig *c, const
         size_t len = strlen(targets);
         snprintf(targets + len, sizeof targets - len, "%s%s", i ? ", " : "", lc->targets[i]);
     }
+    char saved[160] = "";   // modules_to_save
+    if (lc->train_score) snprintf(saved, sizeof saved, " + the score head");
+    for (int bit = 1; bit <= LORA_NORM_F; bit <<= 1)
+        if (lc->norms & bit) {
+            size_t len = strlen(saved);
+            snprintf(saved + len, sizeof saved - len, " + %s", lora_norm_name(c->arch, bit));
+        }
     printf("adapter      LoRA r %d, alpha %g (scale %g), dropout %g, bias %s, on %s%s\n", lc->r,
            (double)lc->alpha, (double)(lc->alpha / (float)lc->r), (double)lc->dropout,
-           lora_bias_name(lc->bias), targets, lc->train_score ? " + the score head" : "");
+           lora_bias_name(lc->bias), targets, saved);
     printf("adapter base %s%s\n", base,
            adapter_is_dir(base) ? " (itself an adapter, merged in)" : "");
     size_t np = lora_param_count(lc, c);

@@ -68,9 +68,9 @@ static void base_make(Model *m, const ModelConfig *c, int trainable) {
 // Adapters with B drawn too (a fresh adapter's B is zero, which would test nothing), and
 // trained biases (bias LORA_BIAS_*) drawn as well.
 static void lora_make_bias(Lora *lo, const ModelConfig *c, const char *targets, float dropout,
-                           int train_score, const float *score, int bias) {
+                           int train_score, const float *score, int bias, int norms) {
     LoraConfig lc = {.r = 3, .alpha = 6.0f, .dropout = dropout, .train_score = train_score,
-                     .bias = bias};
+                     .bias = bias, .norms = norms};
     char err[256];
     CHECK_MSG(lora_parse_targets(&lc, targets, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(lora_init(lo, &lc, c, BB * TT, 1, err, sizeof err) == 0, "%s", err);
@@ -90,7 +90,7 @@ static void lora_make_bias(Lora *lo, const ModelConfig *c, const char *targets, 
 
 static void lora_make(Lora *lo, const ModelConfig *c, const char *targets, float dropout,
                       int train_score, const float *score) {
-    lora_make_bias(lo, c, targets, dropout, train_score, score, LORA_BIAS_NONE);
+    lora_make_bias(lo, c, targets, dropout, train_score, score, LORA_BIAS_NONE, 0);
 }
 
 // A frozen base of arch with adapters on targets attached, and the test batch.
@@ -412,12 +412,15 @@ static void test_bad_inputs(void) {
     lora_free(&lo);
 }
 
-// Biases trained beside the adapters (PEFT's bias "all" / "lora_only"): the model reads them
+// Biases trained beside the adapters (PEFT's bias "all" / "lora_only"), and norms (PEFT's
+// modules_to_save: weight, and GPT-2's bias): the model reads them
 // with the adapters on and the base's own with them off (bit for bit, before and after); their
 // gradients match finite differences; a merged copy gives the adapters' outputs; PEFT's files
 // carry them under the base's names and read back equal; "lora_only" picks the adapted layers'.
 static void test_trained_biases(void) {
-    for (int arch = 0; arch < 2; arch++) {
+    for (int run = 0; run < 4; run++) {
+        // runs 0, 1: bias all; 2, 3: the norms through modules_to_save, bias none
+        int arch = run & 1, norms = run >= 2 ? LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F : 0;
         ModelConfig c = cfg_of(arch);
         Model m, merged;
         Lora lo;
@@ -425,8 +428,10 @@ static void test_trained_biases(void) {
         char err[256];
         base_make(&m, &c, MODEL_TRAIN_FROZEN);
         CHECK(model_init(&merged, &c, BB, TT, 0, 0, err, sizeof err) == 0);
-        lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 1, m.params.scorew, LORA_BIAS_ALL);
-        CHECK_MSG(lo.nbias == (arch ? 3 : 7), "%d trained bias kinds", lo.nbias);
+        lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 1, m.params.scorew,
+                       norms ? LORA_BIAS_NONE : LORA_BIAS_ALL, norms);
+        CHECK_MSG(lo.nbias == (norms ? (arch ? 3 : 6) : arch ? 3 : 7), "%d trained vector kinds",
+                  lo.nbias);
         batch_make(&bt, c.vocab_size);
         float base_lp[BB * TT], base_v[BB * TT], lp[BB * TT], v[BB * TT], lp2[BB * TT];
         outputs(&m, &bt.b, 0, base_lp, base_v);
@@ -448,7 +453,7 @@ static void test_trained_biases(void) {
         CHECK_CLOSE(vm, v, BB * TT, 2e-5, 2e-5, "merged values with trained biases");
         // finite differences on the bias values (check_fd samples all parameters; these are
         // only a share of them, so each bias kind's first value is checked by name as well)
-        check_fd(&m, &lo, &bt, 0, arch ? "llama-style biases" : "gpt2 biases");
+        check_fd(&m, &lo, &bt, 0, arch ? "llama-style biases / norms" : "gpt2 biases / norms");
         lora_zero_grad(&lo);
         forward_ok(&m, &bt.b, 0);
         model_backward(&m, &bt.b, NULL, bt.dv);
@@ -474,13 +479,16 @@ static void test_trained_biases(void) {
         snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
         StFile f;
         CHECK_MSG(st_open(&f, path, err, sizeof err) == 0, "%s", err);
-        const char *want = arch ? "base_model.model.model.layers.1.self_attn.k_proj.bias"
-                                : "base_model.model.transformer.ln_f.bias";
+        const char *want = norms ? (arch ? "base_model.model.model.norm.weight"
+                                         : "base_model.model.transformer.h.1.ln_2.weight")
+                           : arch ? "base_model.model.model.layers.1.self_attn.k_proj.bias"
+                                  : "base_model.model.transformer.ln_f.bias";
         CHECK_MSG(st_find(&f, want) != NULL, "no tensor %s", want);
         st_close(&f);
         Lora back;
         CHECK_MSG(peft_load(&back, dir, &c, BB * TT, 0, err, sizeof err) == 0, "%s", err);
-        CHECK(back.cfg.bias == LORA_BIAS_ALL && back.num_params == lo.num_params &&
+        CHECK(back.cfg.bias == lo.cfg.bias && back.cfg.norms == norms &&
+              back.num_params == lo.num_params &&
               memcmp(back.params, lo.params, lo.num_params * sizeof(float)) == 0);
         lora_free(&back);
         snprintf(path, sizeof path, "rm -rf %s", dir);
@@ -488,7 +496,7 @@ static void test_trained_biases(void) {
         // lora_only: the adapted layers' biases (GPT-2 c_attn; Llama q_proj: q's slice only)
         Lora only;
         lora_make_bias(&only, &c, arch ? "q_proj" : "c_attn", 0.0f, 0, NULL,
-                       LORA_BIAS_LORA_ONLY);
+                       LORA_BIAS_LORA_ONLY, 0);
         CHECK_MSG(only.nbias == 1 &&
                       !strcmp(only.bias[0].name, arch ? "self_attn.q_proj.bias"
                                                       : "attn.c_attn.bias") &&
@@ -566,7 +574,7 @@ static void test_bf16_base(void) {
         char err[256];
         for (int i = 0; i < 3; i++) {
             lora_make_bias(los[i], &c, all_targets(arch), 0.0f, 1, ms[i]->params.scorew,
-                           LORA_BIAS_ALL);   // the biases' gradients through the bf16 path
+                           LORA_BIAS_ALL, 0);   // the biases' gradients through the bf16 path
             CHECK_MSG(lora_attach(ms[i], los[i], err, sizeof err) == 0, "%s", err);
         }
         batch_make(&bt, c.vocab_size);
@@ -696,7 +704,8 @@ static int export_case(const char *dir, int arch) {
     Model m;
     base_make(&m, &c, MODEL_TRAIN_FROZEN);
     Lora lo;
-    lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 0, NULL, LORA_BIAS_ALL);
+    lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 0, NULL, LORA_BIAS_ALL,
+                   LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F);
     char err[512], path[512];
     if (lora_attach(&m, &lo, err, sizeof err)) goto fail;
     snprintf(path, sizeof path, "%s/adapter", dir);

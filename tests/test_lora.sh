@@ -34,9 +34,9 @@ cp "$W/gpt2/adapter/adapter_model.safetensors" "$W/info/"
 sed "s|\"tiny\"|\"$W/gpt2/base\"|" "$W/gpt2/adapter/adapter_config.json" \
     >"$W/info/adapter_config.json"
 if "$R" info "$W/info" >"$W/out" 2>"$W/err" &&
-    grep -q "^adapter      LoRA r 3, alpha 6 (scale 2), dropout 0, bias all, on c_attn, c_proj, c_fc$" "$W/out" &&
+    grep -q "^adapter      LoRA r 3, alpha 6 (scale 2), dropout 0, bias all, on c_attn, c_proj, c_fc + ln_1 + ln_2 + ln_f$" "$W/out" &&
     grep -q "^adapter base $W/gpt2/base$" "$W/out" &&
-    grep -q "^adapter size 1428 parameters" "$W/out" &&
+    grep -q "^adapter size 1488 parameters" "$W/out" &&
     grep -q "^model        GPT-2, 2 layers, 2 heads, 12 channels" "$W/out" &&
     grep -q "^parameters   4272 .*, the base's$" "$W/out"; then
     ok "info on an adapter directory: r, alpha, targets, bias, base, size; the base's architecture"

@@ -117,15 +117,17 @@ for arch in gpt2 llama; do
         ok "$arch sft: a bf16 base's adapter files are the float32 base's format" ||
         bad "$arch sft: bf16 base adapter format"
 done
-# (with every bias trained beside the adapters, lora.bias all: saved under the base's names)
+# (with every bias and the final norm trained beside the adapters, lora.bias all and
+# lora.modules_to_save ln_f: saved under the base's names)
 set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1 --set lora.base_dtype=bfloat16 \
-    --set lora.bias=all
+    --set lora.bias=all --set lora.modules_to_save=ln_f
 "$B/sft" "$@" --set out.dir=kbfull >/dev/null 2>&1
 kill_rerun kbf "$B/sft" "$@" --set out.dir=kbf
 [ $killed -eq 1 ] && grep -q "resuming run" "$W/err" && same_adapter kbfull/last kbf/last &&
     grep -q '"bias":.*"all"' kbf/last/adapter_config.json &&
     st_header kbf/last/adapter_model.safetensors | grep -q "transformer.h.1.ln_2.bias" &&
-    ok "sft, bf16 base, lora.bias all: kill -9 and resume: adapters, biases, moments and trainer state bit-identical" ||
+    st_header kbf/last/adapter_model.safetensors | grep -q "transformer.ln_f.weight" &&
+    ok "sft, bf16 base, lora.bias all, ln_f trained: kill -9 and resume: adapters, biases, norm, moments and trainer state bit-identical" ||
     bad "sft bf16 base kill/resume (killed=$killed)"
 
 # dpo and reward train: fresh adapters start exactly at the base (DPO's held-out loss log 2 with
@@ -286,7 +288,7 @@ for kv in "lora.r=-1:lora.r" "lora.dropout=1.5:lora.dropout" \
     "lora.modules_to_save=score:lora.modules_to_save: 'score' needs a model with a score head" \
     "lora.modules_to_save=lm_head:lora.modules_to_save: 'lm_head' is not supported" \
     "lora.bias=some:lora.bias" \
-    "lora.train_norms=true:lora.train_norms: training norm weights" \
+    "lora.modules_to_save=norm:lora.modules_to_save: 'norm' is not supported (score, or the norms ln_1" \
     "lora.alpha=0:lora_alpha must be positive"; do
     expect_fail "sft: bad ${kv%%:*}" 1 "${kv#*:}" \
         "$B/sft" -c sft_gpt2.yaml --set out.dir=bad --set lora.r=4 --set "${kv%%:*}"

@@ -19,9 +19,9 @@ and exiting 1 on any failure:
   3. the engine's logits equal the reference's at every real position (float32 tolerances);
   4. the engine's gradients of every A and B equal PyTorch autograd's of the same loss;
   5. a zero B gives exactly the base model's logits (in the reference);
-  6. the trained biases (the adapter's bias "all": every bias of the model, saved under the base
-     model's own names, base_model.model.<module>.bias) replace the base's, and the engine's
-     gradients of them equal autograd's.
+  6. the trained biases (the adapter's bias "all": every bias of the model) and norms
+     (modules_to_save), saved under the base model's own names (base_model.model.<module>.bias /
+     .weight), replace the base's, and the engine's gradients of them equal autograd's.
 """
 import json
 import math
@@ -111,17 +111,35 @@ def effective(cfg, P, adapters, scale):
 
 
 def bias_names(cfg):
-    """The PEFT module path of every bias of the model (PEFT's bias "all")."""
+    """The PEFT module path of every trained vector: each bias of the model (PEFT's bias "all")
+    and each norm's weight (modules_to_save: the norms; GPT-2's biases of them are biases)."""
     L, names = cfg["L"], []
     for l in range(L):
         if cfg["arch"] == 0:
             p = f"transformer.h.{l}."
             names += [p + m + ".bias" for m in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2",
                                                "mlp.c_fc", "mlp.c_proj")]
+            names += [p + "ln_1.weight", p + "ln_2.weight"]
         else:
-            p = f"model.layers.{l}.self_attn."
-            names += [p + m + ".bias" for m in ("q_proj", "k_proj", "v_proj")]
-    return names + (["transformer.ln_f.bias"] if cfg["arch"] == 0 else [])
+            p = f"model.layers.{l}."
+            names += [p + "self_attn." + m + ".bias" for m in ("q_proj", "k_proj", "v_proj")]
+            names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+    if cfg["arch"] == 0:
+        return names + ["transformer.ln_f.bias", "transformer.ln_f.weight"]
+    return names + ["model.norm.weight"]
+
+
+def vec_key(cfg, name):
+    """The base tensor (base.safetensors' name) of a trained vector's PEFT module path."""
+    return name[len("transformer."):] if cfg["arch"] == 0 else name
+
+
+def vec_grad(out, name):
+    """The engine's gradient of a trained vector: grad.L.<module> per layer, else grad.<name>."""
+    parts = name.split(".")
+    if parts[1] in ("h", "layers"):
+        return out["grad.%d.%s" % (int(parts[2]), name.split(".", 3)[3])]
+    return out["grad." + name]
 
 
 def logits_of(cfg, Q, tokens):
@@ -168,7 +186,7 @@ def main():
     biases = {}
     for name in bias_names(cfg):
         b = W.pop("base_model.model." + name, None)
-        key = base_key(cfg, name[:-len(".bias")])[:-len(".weight")] + ".bias"
+        key = vec_key(cfg, name)
         if b is None or b.shape != P[key].shape:
             names_ok = False
             continue
@@ -210,16 +228,14 @@ def main():
           (worst, where))
     worst, where = 0.0, ""
     for name in bias_names(cfg):
-        key = base_key(cfg, name[:-len(".bias")])[:-len(".weight")] + ".bias"
-        parts = name.split(".")
-        g = out["grad." + name] if parts[1] == "ln_f" else \
-            out["grad.%d.%s" % (int(parts[2]), name.split(".", 3)[3])]
+        key = vec_key(cfg, name)
+        g = vec_grad(out, name)
         t = biases[key].grad
         e = (g.flatten() - t).abs().max().item() / (1e-3 + t.abs().max().item())
         if e > worst:
             worst, where = e, name
-    check(worst < 1e-4, "gradients of every trained bias vs autograd (worst relative %.2e at %s)"
-          % (worst, where))
+    check(worst < 1e-4, "gradients of every trained bias and norm vs autograd (worst relative "
+          "%.2e at %s)" % (worst, where))
 
     zero = {m: (A.detach(), torch.zeros_like(B)) for m, (A, B) in adapters.items()}
     same = torch.equal(logits_of(cfg, effective(cfg, base_P, zero, scale), tokens),
