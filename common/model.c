@@ -122,12 +122,16 @@ struct ModelLowp {
 // whether model_forward's products read the narrow copies
 static int full_narrow(const Model *m) { return m->lowp && m->lowp->full; }
 
+// whether model_backward's input gradients go through them too: a frozen base read in full
+// (a model whose weights train keeps its fp32 backward, weight gradients included)
+static int narrow_back(const Model *m) { return full_narrow(m) && m->trainable != 1; }
+
 // Backward through layer l's matrix w of a frozen model read from its narrow copies: dinp
 // [+]= dout W on the narrow weights (no weight gradient: frozen). 0 when the model's products
 // are fp32 (the caller's fp32 backward then runs).
 static int narrow_backward(const Model *m, int l, int w, float *dinp, float *dbias,
                            const float *dout, int beta_one) {
-    if (!full_narrow(m)) return 0;
+    if (!narrow_back(m)) return 0;
     const LowpMatrix *lm = &m->lowp->w[(size_t)l * MODEL_NUM_W + w];
     lowp_backward_input(dinp, dout, lm, m->N, beta_one);
     if (dbias)   // a bias trained beside the adapters: the column sums of dout only
@@ -243,8 +247,8 @@ static void gpt2_layer_backward(Model *m, int l) {
     vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
     if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, GA(dslot(m, P_FCPROJB), lc),
                          m->dresid, 1))
-        matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(dslot(m, P_FCPROJB), lc), m->dresid,
-                        a.fchg, p->fcprojw + lc * 4 * C, N, 4 * C, C);
+        matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(dslot(m, P_FCPROJB), lc),
+                        m->dresid, a.fchg, p->fcprojw + lc * 4 * C, N, 4 * C, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     vec_zero(m->dfch, (int64_t)(4 * NC));
     gelu_backward(m->dfch, a.fch, m->dfch_gelu, (int64_t)N * 4 * C);
@@ -253,25 +257,25 @@ static void gpt2_layer_backward(Model *m, int l) {
         matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(dslot(m, P_FCB), lc * 4), m->dfch, a.ln2,
                         p->fcw + lc * 4 * C, N, C, 4 * C);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 4 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(dslot(m, P_LN2W), lc), GA(dslot(m, P_LN2B), lc), m->dln, a.rm, p->ln2w + lc,
-                       a.ln2m, a.ln2r, N, C);
+    layernorm_backward(m->dresid, GA(dslot(m, P_LN2W), lc), GA(dslot(m, P_LN2B), lc), m->dln,
+                       a.rm, p->ln2w + lc, a.ln2m, a.ln2r, N, C);
     // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
     vec_zero(m->datty, (int64_t)(NC));
     if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, GA(dslot(m, P_ATTPROJB), lc),
                          m->dresid, 1))
-        matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(dslot(m, P_ATTPROJB), lc), m->dresid, a.atty,
-                        p->attprojw + lc * C, N, C, C);
+        matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(dslot(m, P_ATTPROJB), lc),
+                        m->dresid, a.atty, p->attprojw + lc * C, N, C, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     vec_zero(m->dqkv, (int64_t)(3 * NC));
     attention_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B, C,
                        NH);
     vec_zero(m->dln, (int64_t)(NC));
     if (!narrow_backward(m, l, MODEL_W_QKV, m->dln, GA(dslot(m, P_QKVB), lc * 3), m->dqkv, 1))
-        matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(dslot(m, P_QKVB), lc * 3), m->dqkv, a.ln1,
-                        p->qkvw + lc * 3 * C, N, C, 3 * C);
+        matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(dslot(m, P_QKVB), lc * 3), m->dqkv,
+                        a.ln1, p->qkvw + lc * 3 * C, N, C, 3 * C);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, 3 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(dslot(m, P_LN1W), lc), GA(dslot(m, P_LN1B), lc), m->dln, a.x, p->ln1w + lc,
-                       a.ln1m, a.ln1r, N, C);
+    layernorm_backward(m->dresid, GA(dslot(m, P_LN1W), lc), GA(dslot(m, P_LN1B), lc), m->dln,
+                       a.x, p->ln1w + lc, a.ln1m, a.ln1r, N, C);
 }
 
 static void gpt2_final_forward(Model *m) {
@@ -569,7 +573,8 @@ static void llama_layer_backward(Model *m, int l) {
     if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
     if (!narrow_backward(m, l, MODEL_W_QKV, m->dln,
                          c->qkv_bias ? GA(dslot(m, P_QKVB), lq) : NULL, m->dqkv, 0))
-        linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(dslot(m, P_QKVB), lq) : NULL,
+        linear_backward_set(m->dln, GA(g->qkvw, lq * C),
+                            c->qkv_bias ? GA(dslot(m, P_QKVB), lq) : NULL,
                             m->dqkv, a.ln1, p->qkvw + lq * C, N, C, QKV);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, (size_t)QKV, m->dln);
     rmsnorm_backward(m->dresid, GA(dslot(m, P_LN1W), lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
@@ -1032,7 +1037,7 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
         }
         logprob_backward(m->logits, m->lse, m->head_tgt, m->head_dlogp, M, V);
         // dhead_in (M,C) = dlogits (M,V) @ W (V,C); dW (V,C) += dlogits^T @ head_in (M,C)
-        if (full_narrow(m) && m->lowp->head.OC)   // the narrow head the forward read
+        if (narrow_back(m) && m->lowp->head.OC)   // the narrow head the forward read
             lowp_backward_input(m->dhead_in, m->logits, &m->lowp->head, M, 0);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, C, V, 1.0f,
@@ -1209,10 +1214,8 @@ static void lowp_drop_fp32(Model *m) {
 int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen) {
     if (m->lowp && m->lowp->dropped)
         return util_err(err, errlen, "the model's fp32 matrices were freed: no new copies");
-    if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_FULL) && m->trainable == 1)
-        return util_err(err, errlen, "a model whose weights train reads fp32 in its forward: no "
-                        "copies read in full");
-    if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_DROP_FP32) && !(flags & MODEL_LOWP_FULL))
+    if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_DROP_FP32) &&
+        (!(flags & MODEL_LOWP_FULL) || m->trainable == 1))
         return util_err(err, errlen, "only a frozen model read in full from its copies may free "
                         "its fp32 matrices");
     model_lowp_detach(m);

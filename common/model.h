@@ -242,12 +242,12 @@ void model_tensor(const Model *m, int i, ModelTensor *t);
 // After the fp32 weights change (an optimizer step, a loaded checkpoint) the copies are stale
 // until model_lowp_refresh. A frozen base under adapters (MODEL_TRAIN_FROZEN, lora.h) may be
 // read in full from its copies too: its backward then takes the input gradients through the same
-// narrow weights (dX = dY W, lowp_backward_input), and it has no weight gradients. A model whose
-// weights train (trainable 1) cannot be read in full from copies.
+// narrow weights (dX = dY W, lowp_backward_input), and it has no weight gradients. (A model whose
+// weights train, trainable 1, read in full from copies keeps its fp32 backward.)
 #define MODEL_LOWP_FULL 1
-// With MODEL_LOWP_FULL, on a frozen model (inference or MODEL_TRAIN_FROZEN): free the fp32 matrices
-// the copies stand for (the layers' four products; an untied lm_head), so that the model takes
-// the copies' memory instead of fp32's. Such a model can no longer refresh, be viewed by tensor
+// With MODEL_LOWP_FULL, on a frozen model (inference or MODEL_TRAIN_FROZEN): free the fp32
+// matrices the copies stand for (the layers' four products; an untied lm_head), so that the model
+// takes the copies' memory instead of fp32's. Such a model can no longer refresh, be viewed by tensor
 // (model_tensor: saving, loading) or take new copies.
 #define MODEL_LOWP_DROP_FP32 2
 // The four products of a layer, in order; model_product's w.

@@ -99,8 +99,8 @@ kill_rerun kill "$B/sft" "$@" --set out.dir=kill
 # are rounded); the adapter files exactly as a float32 run writes them (config, tensor names,
 # shapes, dtypes); kill -9 and resume bit-identical
 st_header() {
-    python3 -c "import json, struct, sys; f = open(sys.argv[1], 'rb'); n = struct.unpack('<Q', f.read(8))[0]
-h = json.loads(f.read(n)); h.pop('__metadata__', None)
+    python3 -c "import json, struct, sys; f = open(sys.argv[1], 'rb')
+n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n)); h.pop('__metadata__', None)
 print(sorted((k, v['dtype'], v['shape']) for k, v in h.items()))" "$1"
 }
 for arch in gpt2 llama; do
