@@ -537,6 +537,10 @@ static void lora_bias_copy(const LoraBias *b, int L, float *v, float *w, int to_
 }
 
 void lora_bias_install(const Model *base, const Lora *lo) {
+    if (!base->bias_in) {   // a Model not made by model_init holds no trained biases
+        if (lo && lo->nbias) DIE("lora: trained biases on a model without model_init");
+        return;
+    }
     const Lora *cur = *base->bias_in;
     int L = base->config.n_layer;
     if (cur == lo && !lo) return;
