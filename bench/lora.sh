@@ -2,7 +2,8 @@
 # LoRA against full fine-tuning on the GPT-2 124M shape (random weights, the GPT-2 tokenizer), in
 # one run: PPO's planned memory and measured peak RSS (policy + reference on one frozen base,
 # reward + value on another, r=16 on c_attn, c_proj, c_fc), the PPO iteration time, the SFT step
-# time, and PPO's rollouts with the adapters unmerged against a merged sampling copy. Small shapes
+# time, PPO's rollouts with the adapters unmerged against a merged sampling copy, and PPO with the
+# bases stored in bf16 (lora.base_dtype bfloat16) against float32 bases. Small shapes
 # (a few tokens) so that it runs in about 3 minutes on 2 cores: the memory figures are what the
 # issue bounds (LoRA <= 0.5x full); the times are for the comparison within this run.
 # Prints RESULT lines (bench/run_bench.py --only lora).
@@ -59,7 +60,14 @@ result() {
     2> lora.err || { tail -3 lora.err >&2; exit 1; }
 "$B/ppo" -c ppo.yaml --set out.dir=merged --set lora.r=16 --set lora.alpha=32 \
     --set lora.sample=merged > /dev/null 2> merged.err || { tail -3 merged.err >&2; exit 1; }
+"$B/ppo" -c ppo.yaml --set out.dir=bf16 --set lora.r=16 --set lora.alpha=32 \
+    --set lora.base_dtype=bfloat16 > /dev/null 2> bf16.err || { tail -3 bf16.err >&2; exit 1; }
 result "ppo gpt2 LoRA r=16 memory plan" "$(plan lora.err)" MiB "full ppo" "$(plan full.err)"
+result "ppo gpt2 LoRA r=16 bf16 base memory plan" "$(plan bf16.err)" MiB "float32 base" \
+    "$(plan lora.err)"
+result "ppo gpt2 LoRA r=16 bf16 base peak RSS" "$(rss bf16)" MiB "float32 base" "$(rss lora)"
+result "ppo gpt2 LoRA r=16 bf16 base iteration time" "$(iter bf16)" s "float32 base" \
+    "$(iter lora)"
 result "ppo gpt2 LoRA r=16 peak RSS" "$(rss lora)" MiB "full ppo" "$(rss full)"
 result "ppo gpt2 LoRA r=16 iteration time" "$(iter lora)" s "full ppo" "$(iter full)"
 result "ppo gpt2 LoRA rollouts unmerged gen tok/s" "$(metric lora speed/gen_tokens_per_s)" tok/s \

@@ -12,6 +12,24 @@
 
 int adapter_on(const Config *c) { return config_get_int(c, "lora.r") > 0; }
 
+LowpFormat adapter_base_dtype(const Config *c) {
+    return strcmp(config_get_string(c, "lora.base_dtype"), "bfloat16") ? LOWP_FP32 : LOWP_BF16;
+}
+
+int adapter_narrow_base(Model *m, LowpFormat fmt, char *err, size_t errlen) {
+    if (fmt == LOWP_FP32) return 0;
+    char e[512];
+    if (model_lowp_attach(m, fmt, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, e, sizeof e))
+        return util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(fmt), e);
+    return 0;
+}
+
+size_t adapter_base_bytes(const ModelConfig *c, int B, int T, LowpFormat fmt) {
+    size_t fp32 = model_memory_bytes(c, B, T, MODEL_TRAIN_FROZEN);
+    if (fmt == LOWP_FP32) return fp32;
+    return fp32 - (size_t)model_lowp_dropped_bytes(c) + (size_t)model_lowp_bytes(c, fmt);
+}
+
 // Every linear layer of the architecture (PEFT's names).
 static const char *adapter_default_targets(const ModelConfig *base) {
     return base->arch == MODEL_ARCH_GPT2
@@ -23,24 +41,24 @@ int adapter_settings(const Config *c, const ModelConfig *base, int score_ok, Lor
                      char *err, size_t errlen) {
     memset(cfg, 0, sizeof *cfg);
     if (!adapter_on(c)) return 0;
-    if (config_get_bool(c, "lora.train_bias"))
-        return util_err(err, errlen, "lora.train_bias: training biases beside the adapters is "
-                        "not supported; set it to false");
-    if (config_get_bool(c, "lora.train_norms"))
-        return util_err(err, errlen, "lora.train_norms: training norm weights beside the "
-                        "adapters is not supported; set it to false");
     cfg->r = (int)config_get_int(c, "lora.r");
     cfg->alpha = (float)config_get_double(c, "lora.alpha");
     cfg->dropout = (float)config_get_double(c, "lora.dropout");
-    const char *mods = config_get_string(c, "lora.modules_to_save");
-    if (!strcmp(mods, "score")) {
-        if (!score_ok)
+    if (lora_parse_bias(config_get_string(c, "lora.bias"), &cfg->bias, err, errlen)) return -1;
+    // modules_to_save: comma-separated PEFT names (the score head, norms)
+    const char *p = config_get_string(c, "lora.modules_to_save");
+    while (*p) {
+        while (*p == ',' || *p == ' ') p++;
+        size_t n = strcspn(p, ", ");
+        if (!n) break;
+        char name[64], e[256];
+        snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), p);
+        p += n;
+        if (!strcmp(name, "score") && !score_ok)
             return util_err(err, errlen, "lora.modules_to_save: 'score' needs a model with a "
                             "score head (reward and value models); this one is a language model");
-        cfg->train_score = 1;
-    } else if (mods[0]) {
-        return util_err(err, errlen, "lora.modules_to_save: '%s' is not supported (only "
-                        "'score', the scalar head, or empty)", mods);
+        if (lora_add_module(cfg, base->arch, name, e, sizeof e))
+            return util_err(err, errlen, "lora.%s", e);
     }
     const char *t = config_get_string(c, "lora.target_modules");
     char e[512];
@@ -126,6 +144,22 @@ int adapter_load_weights(const char *dir, Model *m, int flags, char *err, size_t
     return rc;
 }
 
+int adapter_describe(const char *dir, ModelConfig *base, LoraConfig *cfg, char *base_name,
+                     size_t n, char *err, size_t errlen) {
+    char d[FIO_PATH_CAP];
+    if (ckpt_resolve(dir, d, sizeof d, NULL, err, errlen) ||
+        adapter_base_of(d, base_name, n, err, errlen))
+        return -1;
+    ModelConfig with_score = *base;
+    with_score.score_head = 1;
+    char e[512];
+    if (!peft_read_config(cfg, d, base, e, sizeof e)) return 0;
+    if (base->score_head || peft_read_config(cfg, d, &with_score, err, errlen))
+        return util_err(err, errlen, "%s", e);
+    *base = with_score;   // a reward / value adapter (modules_to_save score) on a language model
+    return 0;
+}
+
 void adapter_base_name(const char *dir, char *out, size_t n) {
     char buf[PATH_MAX];
     snprintf(out, n, "%s", realpath(dir, buf) ? buf : dir);
@@ -165,14 +199,15 @@ int adapter_resume(const char *dir, Lora *lo, CkptTrainerState *st, char *err, s
     Lora in;
     if (peft_load(&in, d, &lo->base, 1, 0, err, errlen)) return -1;
     int same = in.num_params == lo->num_params && in.cfg.r == lo->cfg.r &&
+               in.cfg.bias == lo->cfg.bias &&
                in.cfg.alpha == lo->cfg.alpha && in.nsite == lo->nsite;
     for (int i = 0; same && i < in.nsite; i++)
         same = !strcmp(in.site[i].name, lo->site[i].name) && in.site[i].col0 == lo->site[i].col0;
     if (same) memcpy(lo->params, in.params, lo->num_params * sizeof(float));
     lora_free(&in);
     if (!same)
-        return util_err(err, errlen, "%s: the adapter's rank, alpha or target modules are not "
-                        "this run's", d);
+        return util_err(err, errlen, "%s: the adapter's rank, alpha, target modules or bias are "
+                        "not this run's", d);
     if (peft_load_moments(lo, d, err, errlen) ||
         ckpt_load_trainer_state(d, NULL, st, err, errlen) || peft_state_get(lo, st, err, errlen))
         return -1;

@@ -5,7 +5,10 @@
 // Keys (ADAPTER_ENTRIES, placed by a program in its schema): lora.r (0: off, the whole model
 // trains), lora.alpha, lora.dropout, lora.target_modules (PEFT names; empty: every linear layer
 // of the architecture), lora.modules_to_save ("score": the scalar head trains, reward and value
-// models), lora.train_bias and lora.train_norms (refused when true: not supported).
+// models; norms: GPT-2 ln_1, ln_2, ln_f, Llama input_layernorm, post_attention_layernorm, norm),
+// lora.bias (PEFT's none | all | lora_only: biases trained beside the adapters),
+// lora.base_dtype (float32, or bfloat16: the frozen base's matrices stored and multiplied in
+// bf16, adapter_narrow_base).
 //
 // A model directory is a plain checkpoint (config.json, model.safetensors) or an adapter
 // directory (adapter_config.json + adapter_model.safetensors, as PEFT saves them) whose
@@ -48,14 +51,18 @@
                  "v_proj,o_proj,gate_proj,up_proj,down_proj); empty: all of them",              \
                  .flags = CONFIG_HASH_IF_SET),                                                  \
     CONFIG_ENTRY("lora.modules_to_save", CONFIG_STRING, "",                                     \
-                 "'score': the scalar head trains too (reward and value models)",              \
+                 "modules that train as copies, comma-separated: 'score' (the scalar head of "  \
+                 "reward and value models), norms (GPT-2 ln_1,ln_2,ln_f; Llama "                \
+                 "input_layernorm,post_attention_layernorm,norm)",                              \
                  .flags = CONFIG_HASH_IF_SET),                                                  \
-    CONFIG_ENTRY("lora.train_bias", CONFIG_BOOL, "false",                                       \
-                 "train the biases with the adapters (not supported: must be false)",          \
-                 .flags = CONFIG_HASH_IF_SET),                                                  \
-    CONFIG_ENTRY("lora.train_norms", CONFIG_BOOL, "false",                                      \
-                 "train the norm weights with the adapters (not supported: must be false)",    \
-                 .flags = CONFIG_HASH_IF_SET)
+    CONFIG_ENTRY("lora.bias", CONFIG_ENUM, "none",                                              \
+                 "PEFT's bias: none, all (every bias of the model trains beside the adapters) " \
+                 "or lora_only (those of the adapted layers)",                                  \
+                 .choices = "none|all|lora_only", .flags = CONFIG_HASH_IF_SET),                  \
+    CONFIG_ENTRY("lora.base_dtype", CONFIG_ENUM, "float32",                                     \
+                 "the frozen base's matrices: float32, or bfloat16 (half their memory; "        \
+                 "forward and backward read the bf16 weights)",                                 \
+                 .choices = "float32|bfloat16", .flags = CONFIG_HASH_IF_SET)
 
 // lora.* for a base of config base: 0 with cfg->r == 0 when lora.r is 0 (off), else the checked
 // settings. score_ok: the program's model has a score head that may train (modules_to_save).
@@ -63,6 +70,16 @@ int adapter_settings(const Config *c, const ModelConfig *base, int score_ok, Lor
                      char *err, size_t errlen);
 // lora.r > 0 (the other keys unchecked).
 int adapter_on(const Config *c);
+// lora.base_dtype: LOWP_FP32 (float32) or LOWP_BF16 (bfloat16).
+LowpFormat adapter_base_dtype(const Config *c);
+// Stores the frozen base m (MODEL_TRAIN_FROZEN, its weights loaded, adapters merged in) in fmt:
+// its layers' matrices and LM head become bf16 copies that every forward and backward reads,
+// and their fp32 weights are freed (model.h's MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32; the tied
+// embeddings stay fp32 for the lookup). Nothing for LOWP_FP32. 0, or -1 naming the tensor.
+int adapter_narrow_base(Model *m, LowpFormat fmt, char *err, size_t errlen);
+// Bytes of a frozen base of config c for batches of B x T with its matrices in fmt (the memory
+// plan: model_memory_bytes(MODEL_TRAIN_FROZEN) with fp32 matrices replaced by fmt's).
+size_t adapter_base_bytes(const ModelConfig *c, int B, int T, LowpFormat fmt);
 
 // 1 when dir (under the reader rule) is an adapter directory (adapter_config.json).
 int adapter_is_dir(const char *dir);
@@ -81,6 +98,12 @@ int adapter_save(const char *dir, const Lora *lo, const char *base_name, int seq
 // Resuming: lo (lora_init'ed for base with max_N rows, trainable) gets dir's adapter, moments
 // and dropout stream; *st the trainer state. The adapter's config must equal lo's.
 int adapter_resume(const char *dir, Lora *lo, CkptTrainerState *st, char *err, size_t errlen);
+// What the adapter directory dir holds (rlhf info): its settings in *cfg (checked against base,
+// the config adapter_load_config gives; a score head the adapter trains is added to *base when
+// the base lacks one, as a reward or value adapter on a language model has it) and its
+// base_model_name_or_path in base_name. 0, or -1 naming the problem.
+int adapter_describe(const char *dir, ModelConfig *base, LoraConfig *cfg, char *base_name,
+                     size_t n, char *err, size_t errlen);
 // The absolute path of dir when it exists (base_model_name_or_path), else dir as given.
 void adapter_base_name(const char *dir, char *out, size_t n);
 #endif

@@ -379,6 +379,7 @@ int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t
         return util_err(err, errlen, "the KV cache was made for another model's shape");
     int64_t R = kv_rows(kv, tokens, n_new, B, Tc, err, errlen);
     if (R <= 0) return (int)R;
+    lora_bias_install(m, m->lora);   // decoding is with the attached adapters, biases included
     st->embed(m, kv, R);
     for (int l = 0; l < c->n_layer; l++) st->layer(m, kv, l, R);
     st->final_norm(m, kv, R);

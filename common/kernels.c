@@ -120,7 +120,7 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 __attribute__((always_inline)) static inline void
 norm_weight_grads(float *dweight, float *dbias, const float *dout, const float *inp,
                   const float *mean, const float *rstd, int64_t N, int C) {
-    if (!dweight) return;   // a frozen norm
+    if (!dweight && !dbias) return;   // a frozen norm (its bias may train beside adapters)
     int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
     int nstrip = (C + LN_STRIP - 1) / LN_STRIP;
     #pragma omp parallel for ordered schedule(static, 1)
@@ -137,7 +137,7 @@ norm_weight_grads(float *dweight, float *dbias, const float *dout, const float *
         }
         #pragma omp ordered
         {
-            for (int c = 0; c < w; c++) dweight[c0 + c] += dw[c];
+            if (dweight) for (int c = 0; c < w; c++) dweight[c0 + c] += dw[c];
             if (dbias) for (int c = 0; c < w; c++) dbias[c0 + c] += db[c];
         }
     }

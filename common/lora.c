@@ -87,6 +87,122 @@ static int lora_sites(const LoraConfig *cfg, const ModelConfig *c, LoraSite *out
     return k;
 }
 
+int lora_parse_bias(const char *s, int *bias, char *err, size_t errlen) {
+    static const char *const names[] = {"none", "all", "lora_only"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, names[i])) {
+            *bias = i;
+            return 0;
+        }
+    return util_err(err, errlen, "bias '%s' is none of none, all, lora_only", s);
+}
+
+const char *lora_bias_name(int bias) {
+    return bias == LORA_BIAS_ALL ? "all" : bias == LORA_BIAS_LORA_ONLY ? "lora_only" : "none";
+}
+
+static int lora_bias_list(const LoraConfig *cfg, const ModelConfig *c, const LoraSite *sites,
+                          int nsite, LoraBias *out);
+
+const char *lora_norm_name(int arch, int bit) {
+    static const char *const gpt2[] = {"ln_1", "ln_2", "ln_f"};
+    static const char *const llama[] = {"input_layernorm", "post_attention_layernorm", "norm"};
+    int i = bit == LORA_NORM_1 ? 0 : bit == LORA_NORM_2 ? 1 : 2;
+    return arch == MODEL_ARCH_GPT2 ? gpt2[i] : llama[i];
+}
+
+int lora_add_module(LoraConfig *cfg, int arch, const char *name, char *err, size_t errlen) {
+    if (!strcmp(name, "score")) {
+        cfg->train_score = 1;
+        return 0;
+    }
+    for (int bit = 1; bit <= LORA_NORM_F; bit <<= 1)
+        if (!strcmp(name, lora_norm_name(arch, bit))) {
+            cfg->norms |= bit;
+            return 0;
+        }
+    return util_err(err, errlen, "modules_to_save: '%s' is not supported (score, or the norms %s, "
+                    "%s, %s)", name, lora_norm_name(arch, LORA_NORM_1),
+                    lora_norm_name(arch, LORA_NORM_2), lora_norm_name(arch, LORA_NORM_F));
+}
+
+// The norms' weights (and GPT-2's biases of them) that modules_to_save trains, into out.
+static int lora_norm_vecs(const LoraConfig *cfg, const ModelConfig *c, LoraBias *out) {
+    int64_t C = c->n_embd;
+    int k = 0, gpt2 = c->arch == MODEL_ARCH_GPT2;
+    static const int wslot[3] = {P_LN1W, P_LN2W, P_LNFW}, bslot[3] = {P_LN1B, P_LN2B, P_LNFB};
+    for (int i = 0; i < 3; i++) {
+        if (!(cfg->norms & (1 << i))) continue;
+        const char *nm = lora_norm_name(c->arch, 1 << i);
+        const char *pre = i < 2 ? "" : gpt2 ? "transformer." : "model.";
+        for (int b = 0; b < (gpt2 ? 2 : 1); b++) {
+            LoraBias v = {"", b ? bslot[i] : wslot[i], i < 2, C, 0, C};
+            snprintf(v.name, sizeof v.name, "%s%s.%s", pre, nm, b ? "bias" : "weight");
+            out[k++] = v;
+        }
+    }
+    return k;
+}
+
+// The vectors cfg trains on base c (sites: the adapted layers): biases (cfg->bias) in the
+// base's order, then the norms of modules_to_save (a bias both name is listed once). Returns
+// their number.
+static int lora_biases(const LoraConfig *cfg, const ModelConfig *c, const LoraSite *sites,
+                       int nsite, LoraBias *out) {
+    LoraBias norms[6];
+    int nn = lora_norm_vecs(cfg, c, norms), k = 0;
+    if (cfg->bias != LORA_BIAS_NONE) k = lora_bias_list(cfg, c, sites, nsite, out);
+    for (int i = 0; i < nn; i++) {
+        int dup = 0;
+        for (int j = 0; j < k; j++) dup |= !strcmp(out[j].name, norms[i].name);
+        if (!dup) out[k++] = norms[i];
+    }
+    return k;
+}
+
+// The biases cfg->bias trains (sites: the adapted layers), in the base's order.
+static int lora_bias_list(const LoraConfig *cfg, const ModelConfig *c, const LoraSite *sites,
+                          int nsite, LoraBias *out) {
+    LoraSite all[LORA_MAX_SITES];
+    int na = lora_all_sites(c, all), k = 0;
+    int64_t C = c->n_embd;
+    LoraBias cand[LORA_MAX_BIAS];
+    int nc = 0;
+    if (c->arch == MODEL_ARCH_GPT2) {
+        // the norms' biases (no layer of their own: "all" only), then the four products'
+        cand[nc++] = (LoraBias){"ln_1.bias", P_LN1B, 1, C, 0, C};
+        cand[nc++] = (LoraBias){"attn.c_attn.bias", P_QKVB, 1, 3 * C, 0, 3 * C};
+        cand[nc++] = (LoraBias){"attn.c_proj.bias", P_ATTPROJB, 1, C, 0, C};
+        cand[nc++] = (LoraBias){"ln_2.bias", P_LN2B, 1, C, 0, C};
+        cand[nc++] = (LoraBias){"mlp.c_fc.bias", P_FCB, 1, 4 * C, 0, 4 * C};
+        cand[nc++] = (LoraBias){"mlp.c_proj.bias", P_FCPROJB, 1, C, 0, C};
+        cand[nc++] = (LoraBias){"transformer.ln_f.bias", P_LNFB, 0, C, 0, C};
+    } else if (c->qkv_bias) {   // q/k/v: slices of the fused bias; nothing else has one
+        int64_t QKV = all[0].out + all[1].out + all[2].out;
+        for (int i = 0; i < 3; i++) {
+            LoraBias b = {"", P_QKVB, 1, QKV, all[i].col0, all[i].out};
+            snprintf(b.name, sizeof b.name, "%s.bias", all[i].name);
+            cand[nc++] = b;
+        }
+    }
+    (void)na;
+    for (int i = 0; i < nc; i++) {
+        int keep = cfg->bias == LORA_BIAS_ALL;
+        for (int s = 0; s < nsite && !keep; s++) {
+            size_t n = strlen(sites[s].name);
+            keep = !strncmp(cand[i].name, sites[s].name, n) && !strcmp(cand[i].name + n, ".bias");
+        }
+        if (keep) out[k++] = cand[i];
+    }
+    return k;
+}
+
+static size_t lora_bias_floats(const LoraBias *b, int n, int L) {
+    size_t f = 0;
+    for (int i = 0; i < n; i++) f += (size_t)(b[i].layered ? L : 1) * (size_t)b[i].n;
+    return f;
+}
+
 int lora_validate(const LoraConfig *cfg, const ModelConfig *base, char *err, size_t errlen) {
     if (cfg->r <= 0 || cfg->r > 65536)
         return util_err(err, errlen, "lora r must be in 1..65536 (got %d)", cfg->r);
@@ -115,11 +231,22 @@ static int64_t lora_max_in(const LoraSite *s, int n) {
 
 size_t lora_param_count(const LoraConfig *cfg, const ModelConfig *base) {
     LoraSite s[LORA_MAX_SITES];
+    LoraBias b[LORA_MAX_BIAS];
     char err[8];
     int n = lora_sites(cfg, base, s, err, sizeof err);
     if (n < 0) return 0;
+    int nb = lora_biases(cfg, base, s, n, b);
     return (size_t)base->n_layer * lora_layer_floats(s, n, cfg->r) +
-           (cfg->train_score ? (size_t)base->n_embd : 0);
+           (cfg->train_score ? (size_t)base->n_embd : 0) + lora_bias_floats(b, nb, base->n_layer);
+}
+
+// Floats of the slots' gradient buffers (a whole slot for every slot a trained bias is in).
+static size_t lora_bias_grad_floats(const LoraBias *b, int n, const ModelConfig *c) {
+    int seen[MODEL_NUM_PARAMS] = {0};
+    size_t f = 0;
+    for (int i = 0; i < n; i++)
+        if (!seen[b[i].slot]++) f += (size_t)(b[i].layered ? c->n_layer : 1) * (size_t)b[i].width;
+    return f;
 }
 
 // Activation floats as lora_init allocates them: u for every (layer, site) kept, the dropped
@@ -140,7 +267,11 @@ size_t lora_memory_bytes(const LoraConfig *cfg, const ModelConfig *base, int64_t
     int n = lora_sites(cfg, base, s, err, sizeof err);
     if (n < 0) return 0;
     size_t np = lora_param_count(cfg, base);
-    return (np * (trainable ? 4 : 1) +
+    LoraBias b[LORA_MAX_BIAS];
+    int nb = lora_biases(cfg, base, s, n, b);
+    size_t bias = lora_bias_floats(b, nb, base->n_layer) +
+                  (trainable ? lora_bias_grad_floats(b, nb, base) : 0);
+    return (np * (trainable ? 4 : 1) + bias +
             lora_act_floats(cfg, s, n, base->n_layer, max_N, trainable)) * sizeof(float);
 }
 
@@ -168,6 +299,18 @@ int lora_init(Lora *lo, const LoraConfig *cfg, const ModelConfig *base, int64_t 
         lo->score = lo->params + at;
         lo->dscore = lo->grads ? lo->grads + at : NULL;
     }
+    lo->nbias = lora_biases(cfg, base, lo->site, lo->nsite, lo->bias);
+    lo->bias_at = (size_t)base->n_layer * lo->per_layer + (cfg->train_score ? base->n_embd : 0);
+    if (lo->nbias) {
+        lo->bias_orig = CALLOC_CHECK(lora_bias_floats(lo->bias, lo->nbias, base->n_layer),
+                                     sizeof(float));
+        for (int i = 0; trainable && i < lo->nbias; i++) {
+            const LoraBias *b = &lo->bias[i];
+            if (!lo->bias_grad[b->slot])
+                lo->bias_grad[b->slot] = CALLOC_CHECK(
+                    (size_t)(b->layered ? base->n_layer : 1) * (size_t)b->width, sizeof(float));
+        }
+    }
     size_t N = (size_t)max_N, r = (size_t)cfg->r, La = trainable ? (size_t)base->n_layer : 1;
     int64_t mi = lora_max_in(lo->site, lo->nsite);
     lo->u = CALLOC_CHECK(La * lo->nsite * N * r, sizeof(float));
@@ -186,6 +329,8 @@ int lora_init(Lora *lo, const LoraConfig *cfg, const ModelConfig *base, int64_t 
 void lora_free(Lora *lo) {
     free(lo->params); free(lo->grads); free(lo->m); free(lo->v);
     free(lo->u); free(lo->xd); free(lo->du); free(lo->dx);
+    free(lo->bias_orig);
+    for (int i = 0; i < MODEL_NUM_PARAMS; i++) free(lo->bias_grad[i]);
     memset(lo, 0, sizeof *lo);
 }
 
@@ -236,6 +381,7 @@ int lora_attach(Model *base, Lora *lo, char *err, size_t errlen) {
             return util_err(err, errlen, "lora adapter holds %lld rows, the model %lld",
                             (long long)lo->max_N, (long long)base->max_B * base->max_T);
     }
+    if (base->lora != lo) lora_bias_install(base, NULL);   // the base's own biases back
     base->lora = lo;
     return 0;
 }
@@ -362,6 +508,74 @@ void lora_backward(Lora *lo, int l, int at, const float *in, const float *dout, 
 
 void lora_zero_grad(Lora *lo) {
     if (lo->grads) memset(lo->grads, 0, lo->num_params * sizeof(float));
+    for (int i = 0; i < lo->nbias; i++) {
+        const LoraBias *b = &lo->bias[i];
+        if (lo->bias_grad[b->slot])
+            memset(lo->bias_grad[b->slot], 0,
+                   (size_t)(b->layered ? lo->base.n_layer : 1) * (size_t)b->width * sizeof(float));
+    }
+}
+
+// ---- trained biases ----
+
+static size_t lora_bias_off(const Lora *lo, int k) {
+    return lora_bias_floats(lo->bias, k, lo->base.n_layer);
+}
+
+float *lora_bias_values(const Lora *lo, int k, int grad) {
+    return (grad ? lo->grads : lo->params) + lo->bias_at + lora_bias_off(lo, k);
+}
+
+// Copies bias k between its values v (layer-major, n a layer) and the slot memory w (width a
+// layer): to_slot 1 writes w from v, 0 reads v from w.
+static void lora_bias_copy(const LoraBias *b, int L, float *v, float *w, int to_slot) {
+    int layers = b->layered ? L : 1;
+    for (int l = 0; l < layers; l++) {
+        float *sl = w + (size_t)l * (size_t)b->width + b->c0, *vl = v + (size_t)l * (size_t)b->n;
+        memcpy(to_slot ? sl : vl, to_slot ? vl : sl, (size_t)b->n * sizeof(float));
+    }
+}
+
+void lora_bias_install(const Model *base, const Lora *lo) {
+    if (!base->bias_in) {   // a Model not made by model_init holds no trained biases
+        if (lo && lo->nbias) DIE("lora: trained biases on a model without model_init");
+        return;
+    }
+    const Lora *cur = *base->bias_in;
+    int L = base->config.n_layer;
+    if (cur == lo && !lo) return;
+    if (cur && cur != lo)   // the base's own values back
+        for (int k = 0; k < cur->nbias; k++)
+            lora_bias_copy(&cur->bias[k], L, cur->bias_orig + lora_bias_off(cur, k),
+                           model_slot(base, cur->bias[k].slot, NULL), 1);
+    *base->bias_in = NULL;
+    if (!lo || !lo->nbias) return;
+    for (int k = 0; k < lo->nbias; k++) {
+        float *w = model_slot(base, lo->bias[k].slot, NULL);
+        if (cur != lo) lora_bias_copy(&lo->bias[k], L, lo->bias_orig + lora_bias_off(lo, k), w, 0);
+        lora_bias_copy(&lo->bias[k], L, lora_bias_values(lo, k, 0), w, 1);
+    }
+    *base->bias_in = lo;
+}
+
+void lora_bias_gather(Lora *lo) {
+    if (!lo->grads) return;
+    for (int k = 0; k < lo->nbias; k++)
+        lora_bias_copy(&lo->bias[k], lo->base.n_layer, lora_bias_values(lo, k, 1),
+                       lo->bias_grad[lo->bias[k].slot], 0);
+}
+
+void lora_bias_from_base(Lora *lo, const Model *base) {
+    for (int k = 0; k < lo->nbias; k++) {
+        const LoraBias *b = &lo->bias[k];
+        float *src = *base->bias_in == lo ? lo->bias_orig + lora_bias_off(lo, k) : NULL;
+        if (src)
+            memcpy(lora_bias_values(lo, k, 0), src,
+                   (size_t)(b->layered ? lo->base.n_layer : 1) * (size_t)b->n * sizeof(float));
+        else
+            lora_bias_copy(b, lo->base.n_layer, lora_bias_values(lo, k, 0),
+                           model_slot(base, b->slot, NULL), 0);
+    }
 }
 
 float lora_grad_norm(const Lora *lo) {
@@ -421,6 +635,11 @@ void lora_merge(const Lora *lo, Model *base) {
             }
         }
     if (lo->score) memcpy(base->params.scorew, lo->score, (size_t)c->n_embd * sizeof(float));
+    // the trained biases replace the base's (a plain model afterwards: nothing to restore)
+    lora_bias_install(base, NULL);
+    for (int k = 0; k < lo->nbias; k++)
+        lora_bias_copy(&lo->bias[k], c->n_layer, lora_bias_values(lo, k, 0),
+                       model_slot(base, lo->bias[k].slot, NULL), 1);
 }
 
 int lora_merge_copy(const Lora *lo, const Model *base, Model *dst, char *err, size_t errlen) {

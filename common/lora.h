@@ -47,7 +47,33 @@ typedef struct {
     int n_targets;
     char targets[LORA_MAX_TARGETS][32];   // target_modules, PEFT names
     int train_score;        // the scalar head trains (a copy, modules_to_save ["score"])
+    int bias;               // LORA_BIAS_*: PEFT's bias "none", "all" or "lora_only"
+    int norms;              // LORA_NORM_* bits: norms trained as copies (PEFT's modules_to_save)
 } LoraConfig;
+
+// Norm modules that train beside the adapters (modules_to_save names them: GPT-2 "ln_1", "ln_2",
+// "ln_f", weight and bias; Llama-style "input_layernorm", "post_attention_layernorm", "norm").
+enum { LORA_NORM_1 = 1, LORA_NORM_2 = 2, LORA_NORM_F = 4 };
+// The modules_to_save name of norm bit `bit` on a base of arch.
+const char *lora_norm_name(int arch, int bit);
+// One modules_to_save name into cfg: "score" (train_score) or a norm of arch (norms). -1 with
+// an error naming it otherwise.
+int lora_add_module(LoraConfig *cfg, int arch, const char *name, char *err, size_t errlen);
+
+// PEFT's `bias`: which of the base's biases train beside the adapters. "all": every bias of the
+// model (GPT-2: ln_1, c_attn, attn.c_proj, ln_2, c_fc, mlp.c_proj of every layer and ln_f;
+// Llama-style: q/k/v where the model has them); "lora_only": the biases of the adapted layers.
+enum { LORA_BIAS_NONE = 0, LORA_BIAS_ALL = 1, LORA_BIAS_LORA_ONLY = 2 };
+#define LORA_MAX_BIAS 16
+
+// One trained vector kind (a bias, or a norm's weight through modules_to_save; "bias" below names
+// them all): the columns [c0, c0 + n) of every layer's row of the base's parameter slot (model.h
+// P_*, width floats a layer), or of its one row (the final norm's).
+typedef struct {
+    char name[40];          // the module after "h.L." / "model.layers.L.", or the whole name
+    int slot, layered;
+    int64_t width, c0, n;
+} LoraBias;
 
 // One adapted linear layer kind (the same in every layer).
 typedef struct {
@@ -75,6 +101,13 @@ typedef struct Lora {
     uint64_t seed;          // dropout stream
     uint64_t dropout_call;  // forwards with dropout so far (part of the mask's key)
     int last_drop;          // the last forward applied dropout (its backward follows it)
+    // trained biases (cfg.bias): their values in params after the score copy, bias kind by kind,
+    // layer-major; the base's own values while these are written into it (lora_bias_install)
+    int nbias;
+    LoraBias bias[LORA_MAX_BIAS];
+    size_t bias_at;         // params offset of the first bias value
+    float *bias_orig;       // (bias floats): the base's values, saved while installed
+    float *bias_grad[MODEL_NUM_PARAMS];   // a whole slot's gradient where a bias of it trains
 } Lora;
 
 // Parses "q_proj,v_proj" (commas, spaces) into cfg->targets. 0 or -1 with a message.
@@ -121,6 +154,22 @@ float lora_adamw_step(Lora *lo, const AdamWConfig *c, float lr, int64_t t);
 // A and B of (layer, site) inside params (or grads with grad = 1).
 float *lora_a(const Lora *lo, int l, int s, int grad);
 float *lora_b(const Lora *lo, int l, int s, int grad);
+
+// "none" | "all" | "lora_only" -> *bias; -1 with an error naming s.
+int lora_parse_bias(const char *s, int *bias, char *err, size_t errlen);
+const char *lora_bias_name(int bias);
+// The values of trained bias k in params (layer-major, n floats a layer) and their gradients.
+float *lora_bias_values(const Lora *lo, int k, int grad);
+// Trained biases in the base (model.c calls these; the base's bias memory is the one the kernels
+// read): install writes lo's values in place of the base's (saving them the first time; lo NULL:
+// the base's own back), so that a forward with the adapters on uses the trained biases and one
+// with them off the base's. *base->bias_in says whose are in. Writes only the base's bias
+// values (and lo's saved copy of them).
+void lora_bias_install(const Model *base, const Lora *lo);
+// After a backward with lo on: the bias gradients of the slots into lo->grads.
+void lora_bias_gather(Lora *lo);
+// The biases' starting values: the base's (fresh adapters are the base). After lora_init.
+void lora_bias_from_base(Lora *lo, const Model *base);
 
 // Adds scale * B A into the base's weights (a plain model afterwards; Conv1D transposed).
 void lora_merge(const Lora *lo, Model *base);

@@ -129,6 +129,13 @@ void lowp_forward_many(float *out, const float *inp, const LowpMatrix *m, const 
 // whether lowp_forward_many runs m's products on vdpbf16ps (m's path is LOWP_PATH_AVX512 and the
 // CPU has AVX512-BF16, for int8 matrices too)
 int lowp_gemm_rounds(const LowpMatrix *m);
+// dinp (N, C) = [dinp +] dout (N, OC) @ W, W the matrix (OC, C) in fp32 terms: the input
+// gradient of lowp_forward's product through a frozen matrix (no weight gradient). Tiles of at
+// least 256 rows of W are widened to fp32 (the scratch lowp_forward's many-row path uses) and
+// multiplied by sgemm, one tile after the other: the result is sgemm's product with the widened
+// weights, whatever the number of rows or the kernel path.
+void lowp_backward_input(float *dinp, const float *dout, const LowpMatrix *m, int64_t N,
+                         int beta_one);
 // row r of W in fp32 (C floats): an embedding lookup from a tied bf16 / int8 token table
 void lowp_matrix_row(float *dst, const LowpMatrix *m, int r);
 

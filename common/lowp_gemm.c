@@ -1,5 +1,7 @@
 // The many-row products of reduced-precision weights: lowp_forward above LOWP_SGEMM_ROWS rows
 // (B = 64 decoding, a frozen model's full forward), see lowp.h.
+// Also the transposed product, the input gradient through a frozen narrow matrix (LoRA on a
+// bf16 base).
 //
 // Where the CPU has AVX512-BF16 (and the matrix's path is LOWP_PATH_AVX512) the bf16 weights are
 // multiplied as they are stored, with vdpbf16ps (two bf16 products summed into an fp32 lane, at
@@ -280,4 +282,24 @@ void lowp_forward_many(float *out, const float *inp, const LowpMatrix *m, const 
     }
 #endif
     lowp_forward_sgemm(out, inp, m, bias, N, beta_one);
+}
+
+// ---- the transposed product (backward through a frozen narrow matrix) ----
+
+void lowp_backward_input(float *dinp, const float *dout, const LowpMatrix *m, int64_t N,
+                         int beta_one) {
+    int C = m->C, OC = m->OC;
+    int tile_n = LOWP_TILE_BYTES / (4 * C) / 16 * 16;
+    tile_n = tile_n < LOWP_TILE_MIN ? LOWP_TILE_MIN : tile_n;
+    tile_n = tile_n > OC ? OC : tile_n;
+    float *tile = MALLOC_CHECK((size_t)tile_n * C * sizeof(float));
+    // dinp (N, C) [+]= dout (N, OC) @ W (OC, C): tile by tile of W's rows, in a fixed order
+    for (int o0 = 0; o0 < OC; o0 += tile_n) {
+        int n = OC - o0 < tile_n ? OC - o0 : tile_n;
+        lowp_dequant_rows(tile, m, o0, n);
+        float beta = o0 > 0 || beta_one ? 1.0f : 0.0f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, n, 1.0f, dout + o0, OC,
+                    tile, C, beta, dinp, C);
+    }
+    free(tile);
 }

@@ -123,6 +123,33 @@ struct ModelLowp {
 // whether model_forward's products read the narrow copies
 static int full_narrow(const Model *m) { return m->lowp && m->lowp->full; }
 
+// whether model_backward's input gradients go through them too: a frozen base read in full
+// (a model whose weights train keeps its fp32 backward, weight gradients included)
+static int narrow_back(const Model *m) { return full_narrow(m) && m->trainable != 1; }
+
+// Backward through layer l's matrix w of a frozen model read from its narrow copies: dinp
+// [+]= dout W on the narrow weights (no weight gradient: frozen). 0 when the model's products
+// are fp32 (the caller's fp32 backward then runs).
+static int narrow_backward(const Model *m, int l, int w, float *dinp, float *dbias,
+                           const float *dout, int beta_one) {
+    if (!narrow_back(m)) return 0;
+    const LowpMatrix *lm = &m->lowp->w[(size_t)l * MODEL_NUM_W + w];
+    lowp_backward_input(dinp, dout, lm, m->N, beta_one);
+    if (dbias)   // a bias trained beside the adapters: the column sums of dout only
+        matmul_backward(NULL, NULL, dbias, dout, NULL, NULL, m->N, lm->C, lm->OC);
+    return 1;
+}
+
+static size_t slot_base(const size_t *sizes, int slot);
+
+// The gradient of parameter slot `slot` (P_*, a bias or a norm's weight): the model's own (NULL
+// for a frozen base), or the attached adapters' where they train it (lora.h: LORA_BIAS_*,
+// LORA_NORM_*).
+static float *dslot(const Model *m, int slot) {
+    if (m->lora_on && m->lora->bias_grad[slot]) return m->lora->bias_grad[slot];
+    return m->grads_memory ? m->grads_memory + slot_base(m->param_sizes, slot) : NULL;
+}
+
 // ---- GPT-2: pre-LN LayerNorm, learned positions, GELU MLP, Conv1D weights [in, out] ----
 
 static int gpt2_validate(const ModelConfig *c, char *err, size_t errlen) {
@@ -219,31 +246,37 @@ static void gpt2_layer_backward(Model *m, int l) {
     size_t NC = (size_t)N * C, lc = (size_t)l * C;
     // MLP: resid[l+1] = rm + gelu(ln2(rm) @ fcw + fcb) @ fcprojw + fcprojb
     vec_zero(m->dfch_gelu, (int64_t)(4 * NC));
-    matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(g->fcprojb, lc), m->dresid, a.fchg,
-                    p->fcprojw + lc * 4 * C, N, 4 * C, C);
+    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, GA(dslot(m, P_FCPROJB), lc),
+                         m->dresid, 1))
+        matmul_backward(m->dfch_gelu, GA(g->fcprojw, lc * 4 * C), GA(dslot(m, P_FCPROJB), lc),
+                        m->dresid, a.fchg, p->fcprojw + lc * 4 * C, N, 4 * C, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     vec_zero(m->dfch, (int64_t)(4 * NC));
     gelu_backward(m->dfch, a.fch, m->dfch_gelu, (int64_t)N * 4 * C);
     vec_zero(m->dln, (int64_t)(NC));
-    matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(g->fcb, lc * 4), m->dfch, a.ln2,
-                    p->fcw + lc * 4 * C, N, C, 4 * C);
+    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, GA(dslot(m, P_FCB), lc * 4), m->dfch, 1))
+        matmul_backward(m->dln, GA(g->fcw, lc * 4 * C), GA(dslot(m, P_FCB), lc * 4), m->dfch, a.ln2,
+                        p->fcw + lc * 4 * C, N, C, 4 * C);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 4 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(g->ln2w, lc), GA(g->ln2b, lc), m->dln, a.rm, p->ln2w + lc,
-                       a.ln2m, a.ln2r, N, C);
+    layernorm_backward(m->dresid, GA(dslot(m, P_LN2W), lc), GA(dslot(m, P_LN2B), lc), m->dln,
+                       a.rm, p->ln2w + lc, a.ln2m, a.ln2r, N, C);
     // attention: rm = x + attn(ln1(x)) @ attprojw + attprojb
     vec_zero(m->datty, (int64_t)(NC));
-    matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(g->attprojb, lc), m->dresid, a.atty,
-                    p->attprojw + lc * C, N, C, C);
+    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, GA(dslot(m, P_ATTPROJB), lc),
+                         m->dresid, 1))
+        matmul_backward(m->datty, GA(g->attprojw, lc * C), GA(dslot(m, P_ATTPROJB), lc),
+                        m->dresid, a.atty, p->attprojw + lc * C, N, C, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     vec_zero(m->dqkv, (int64_t)(3 * NC));
     attention_backward(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off, m->att_off, m->cur_B, C,
                        NH);
     vec_zero(m->dln, (int64_t)(NC));
-    matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(g->qkvb, lc * 3), m->dqkv, a.ln1,
-                    p->qkvw + lc * 3 * C, N, C, 3 * C);
+    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln, GA(dslot(m, P_QKVB), lc * 3), m->dqkv, 1))
+        matmul_backward(m->dln, GA(g->qkvw, lc * 3 * C), GA(dslot(m, P_QKVB), lc * 3), m->dqkv,
+                        a.ln1, p->qkvw + lc * 3 * C, N, C, 3 * C);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, 3 * (size_t)C, m->dln);
-    layernorm_backward(m->dresid, GA(g->ln1w, lc), GA(g->ln1b, lc), m->dln, a.x, p->ln1w + lc,
-                       a.ln1m, a.ln1r, N, C);
+    layernorm_backward(m->dresid, GA(dslot(m, P_LN1W), lc), GA(dslot(m, P_LN1B), lc), m->dln,
+                       a.x, p->ln1w + lc, a.ln1m, a.ln1r, N, C);
 }
 
 static void gpt2_final_forward(Model *m) {
@@ -258,7 +291,7 @@ static void gpt2_final_backward(Model *m) {
     int C = c->n_embd;
     size_t NC = (size_t)m->N * C;
     vec_zero(m->dresid, (int64_t)(NC));
-    layernorm_backward(m->dresid, m->grads.lnfw, m->grads.lnfb, m->dln,
+    layernorm_backward(m->dresid, dslot(m, P_LNFW), dslot(m, P_LNFB), m->dln,
                        resid_at(m, c->n_layer, NC), m->params.lnfw, m->lnf_mean, m->lnf_rstd,
                        m->N, C);
 }
@@ -521,25 +554,31 @@ static void llama_layer_backward(Model *m, int l) {
     size_t lc = (size_t)l * C, lq = (size_t)l * QKV;
     // MLP: resid[l+1] = rm + swiglu(rmsnorm(rm) @ fcw^T) @ fcprojw^T
     // the _set kernels write the input gradients that nothing else has added to yet
-    linear_backward_set(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg,
-                        p->fcprojw + lc * F, N, F, C);
+    if (!narrow_backward(m, l, MODEL_W_FCPROJ, m->dfch_gelu, NULL, m->dresid, 0))
+        linear_backward_set(m->dfch_gelu, GA(g->fcprojw, lc * F), NULL, m->dresid, a.fchg,
+                            p->fcprojw + lc * F, N, F, C);
     lora_bwd(m, l, LORA_AT_DOWN, a.fchg, m->dresid, (size_t)C, m->dfch_gelu);
     swiglu_backward_set(m->dfch, m->dfch_gelu, a.fch, N, F);
-    linear_backward_set(m->dln, GA(g->fcw, lc * 2 * F), NULL, m->dfch, a.ln2, p->fcw + lc * 2 * F,
-                        N, C, 2 * F);
+    if (!narrow_backward(m, l, MODEL_W_FC, m->dln, NULL, m->dfch, 0))
+        linear_backward_set(m->dln, GA(g->fcw, lc * 2 * F), NULL, m->dfch, a.ln2,
+                            p->fcw + lc * 2 * F, N, C, 2 * F);
     lora_bwd(m, l, LORA_AT_FC, a.ln2, m->dfch, 2 * (size_t)F, m->dln);
-    rmsnorm_backward(m->dresid, GA(g->ln2w, lc), m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
+    rmsnorm_backward(m->dresid, GA(dslot(m, P_LN2W), lc), m->dln, a.rm, p->ln2w + lc, a.ln2r, N, C);
     // attention: rm = x + attn(rope(qknorm(rmsnorm(x) @ qkvw^T + qkvb))) @ attprojw^T
-    linear_backward_set(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
-                        p->attprojw + lc * AH, N, AH, C);
+    if (!narrow_backward(m, l, MODEL_W_ATTPROJ, m->datty, NULL, m->dresid, 0))
+        linear_backward_set(m->datty, GA(g->attprojw, lc * AH), NULL, m->dresid, a.atty,
+                            p->attprojw + lc * AH, N, AH, C);
     lora_bwd(m, l, LORA_AT_O, a.atty, m->dresid, (size_t)C, m->datty);
     attention_gqa_rope_backward_set(m->dqkv, m->datt, m->datty, a.qkv, a.att, m->off,
                                     m->att_off, m->cur_B, NH, KVH, hd, m->row_pos, m->rope_cs);
     if (c->qk_norm) qk_norm_backward(m, l, &a, &d);
-    linear_backward_set(m->dln, GA(g->qkvw, lq * C), c->qkv_bias ? GA(g->qkvb, lq) : NULL,
-                        m->dqkv, a.ln1, p->qkvw + lq * C, N, C, QKV);
+    if (!narrow_backward(m, l, MODEL_W_QKV, m->dln,
+                         c->qkv_bias ? GA(dslot(m, P_QKVB), lq) : NULL, m->dqkv, 0))
+        linear_backward_set(m->dln, GA(g->qkvw, lq * C),
+                            c->qkv_bias ? GA(dslot(m, P_QKVB), lq) : NULL,
+                            m->dqkv, a.ln1, p->qkvw + lq * C, N, C, QKV);
     lora_bwd(m, l, LORA_AT_QKV, a.ln1, m->dqkv, (size_t)QKV, m->dln);
-    rmsnorm_backward(m->dresid, GA(g->ln1w, lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
+    rmsnorm_backward(m->dresid, GA(dslot(m, P_LN1W), lc), m->dln, a.x, p->ln1w + lc, a.ln1r, N, C);
 }
 
 static void llama_final_forward(Model *m) {
@@ -554,7 +593,7 @@ static void llama_final_backward(Model *m) {
     int C = c->n_embd;
     size_t NC = (size_t)m->N * C;
     vec_zero(m->dresid, (int64_t)(NC));
-    rmsnorm_backward(m->dresid, m->grads.lnfw, m->dln, resid_at(m, c->n_layer, NC),
+    rmsnorm_backward(m->dresid, dslot(m, P_LNFW), m->dln, resid_at(m, c->n_layer, NC),
                      m->params.lnfw, m->lnf_rstd, m->N, C);
 }
 
@@ -797,6 +836,7 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     for (int i = 0; i < MODEL_NUM_PARAMS; i++) m->num_params += m->param_sizes[i];
     size_t pbytes = m->num_params * sizeof(float);
     m->params_memory = ALIGNED_CHECK(pbytes);
+    m->bias_in = CALLOC_CHECK(1, sizeof *m->bias_in);
     carve_params(&m->params, m->params_memory, m->param_sizes);
     if (trainable == 1) {   // MODEL_TRAIN_FROZEN: m->grads stays all NULL (no base gradients)
         m->grads_memory = ALIGNED_CHECK(pbytes);
@@ -844,7 +884,7 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
 void model_free(Model *m) {
     model_lowp_detach(m);
     free(m->params_memory); free(m->grads_memory); free(m->m_memory); free(m->v_memory);
-    free(m->acts_memory); free(m->off);
+    free(m->acts_memory); free(m->off); free(m->bias_in);
     memset(m, 0, sizeof(*m));
 }
 
@@ -896,6 +936,7 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     m->lora_on = !m->lora || (flags & MODEL_NO_LORA) ? 0 : (flags & MODEL_DROPOUT) ? 2 : 1;
     if (m->lora_on) lora_begin(m->lora, m->lora_on > 1);
     m->lora_fwd = m->lora_on ? m->lora : NULL;
+    lora_bias_install(m, m->lora_fwd);   // trained biases with the adapters, the base's without
     if (B <= 0 || B > m->max_B)
         return util_err(err, errlen, "batch size %d is outside 1..%d chosen at init", B, m->max_B);
     if (T <= 0 || T > m->max_T)
@@ -998,8 +1039,11 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
         }
         logprob_backward(m->logits, m->lse, m->head_tgt, m->head_dlogp, M, V);
         // dhead_in (M,C) = dlogits (M,V) @ W (V,C); dW (V,C) += dlogits^T @ head_in (M,C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, C, V, 1.0f, m->logits, V,
-                    head_w, C, 0.0f, m->dhead_in, C);
+        if (narrow_back(m) && m->lowp->head.OC)   // the narrow head the forward read
+            lowp_backward_input(m->dhead_in, m->logits, &m->lowp->head, M, 0);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, C, V, 1.0f,
+                        m->logits, V, head_w, C, 0.0f, m->dhead_in, C);
         if (head_dw)   // a frozen base: no embedding gradient
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, (blasint)M, 1.0f, m->logits,
                         V, m->head_in, C, 1.0f, head_dw, C);
@@ -1020,6 +1064,7 @@ void model_backward(Model *m, const ModelBatch *b, const float *dlogp, const flo
     kind->final_backward(m);
     for (int l = L - 1; l >= 0; l--) kind->layer_backward(m, l);
     if (m->grads_memory) kind->embed_backward(m);   // a frozen base's embeddings never train
+    if (m->lora_on) lora_bias_gather(m->lora);
 }
 
 static void to_bt(const Model *m, const float *rows_val, const int32_t *rows, int64_t nrows,
@@ -1056,6 +1101,11 @@ const float *model_logits_at(const Model *m, int b, int t) {
 }
 
 int model_tensor_count(const Model *m) { return model_kind(&m->config)->tensor_count(m); }
+
+float *model_slot(const Model *m, int slot, size_t *n) {
+    if (n) *n = m->param_sizes[slot];
+    return m->params_memory + slot_base(m->param_sizes, slot);
+}
 
 void model_tensor(const Model *m, int i, ModelTensor *t) {
     if (m->lowp && m->lowp->dropped) DIE("model_tensor on a model whose fp32 matrices were freed");
@@ -1179,7 +1229,7 @@ int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t err
     if (m->lowp && m->lowp->dropped)
         return util_err(err, errlen, "the model's fp32 matrices were freed: no new copies");
     if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_DROP_FP32) &&
-        (!(flags & MODEL_LOWP_FULL) || m->trainable || m->lora))
+        (!(flags & MODEL_LOWP_FULL) || m->trainable == 1))
         return util_err(err, errlen, "only a frozen model read in full from its copies may free "
                         "its fp32 matrices");
     model_lowp_detach(m);

@@ -130,6 +130,9 @@ typedef struct {
     struct ModelLowp *lowp;   // reduced-precision copies (model_lowp_attach; owned), or NULL
     int lora_on;              // the last forward ran the adapters (backward follows it)
     const struct Lora *lora_fwd;  // the adapters that forward ran (backward checks them)
+    // whose trained biases the bias slots hold (lora_bias_install; a cell of its own, so that
+    // decoding from a const Model can switch them); owned
+    const struct Lora **bias_in;
     size_t param_sizes[MODEL_NUM_PARAMS];
     size_t num_params;
     float *params_memory;  ModelParams params;
@@ -224,6 +227,8 @@ typedef struct {
     int decay;         // AdamW weight decay applies (matrices)
 } ModelTensor;
 int  model_tensor_count(const Model *m);
+// Parameter slot `slot` (P_*) of m's weights and its size in floats.
+float *model_slot(const Model *m, int slot, size_t *n);
 void model_tensor(const Model *m, int i, ModelTensor *t);
 
 // ---- reduced precision (lowp.h) ----
@@ -236,11 +241,14 @@ void model_tensor(const Model *m, int i, ModelTensor *t);
 //   is then its narrow weights in every forward. Without it (the trained policy) model_forward
 //   stays fp32, so log-probabilities for training are unchanged by the sampling copy.
 // After the fp32 weights change (an optimizer step, a loaded checkpoint) the copies are stale
-// until model_lowp_refresh.
+// until model_lowp_refresh. A frozen base under adapters (MODEL_TRAIN_FROZEN, lora.h) may be
+// read in full from its copies too: its backward then takes the input gradients through the same
+// narrow weights (dX = dY W, lowp_backward_input), and it has no weight gradients. (A model whose
+// weights train, trainable 1, read in full from copies keeps its fp32 backward.)
 #define MODEL_LOWP_FULL 1
-// With MODEL_LOWP_FULL, on a frozen model (not trainable, no adapters): free the fp32 matrices
-// the copies stand for (the layers' four products; an untied lm_head), so that the model takes
-// the copies' memory instead of fp32's. Such a model can no longer refresh, be viewed by tensor
+// With MODEL_LOWP_FULL, on a frozen model (inference or MODEL_TRAIN_FROZEN): free the fp32
+// matrices the copies stand for (the layers' four products; an untied lm_head), so that the model
+// takes the copies' memory instead of fp32's. Such a model can no longer refresh, be viewed by tensor
 // (model_tensor: saving, loading) or take new copies.
 #define MODEL_LOWP_DROP_FP32 2
 // The four products of a layer, in order; model_product's w.

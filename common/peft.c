@@ -23,7 +23,7 @@ static void peft_name(char *out, size_t n, const char *prefix, const Lora *lo, i
 // each with prefix in front; *n of them (malloc'd).
 static StOut *peft_outs(const Lora *lo, const float *buf, const char *prefix, int *n) {
     int L = lo->base.n_layer, k = 0;
-    StOut *o = CALLOC_CHECK((size_t)(2 * L * lo->nsite + 1), sizeof *o);
+    StOut *o = CALLOC_CHECK((size_t)(2 * L * lo->nsite + 1 + L * lo->nbias), sizeof *o);
     for (int l = 0; l < L; l++)
         for (int s = 0; s < lo->nsite; s++)
             for (int w = 0; w < 2; w++) {
@@ -39,6 +39,23 @@ static StOut *peft_outs(const Lora *lo, const float *buf, const char *prefix, in
         snprintf(x->name, sizeof x->name, "%s%s", prefix, PEFT_SCORE);
         x->ndim = 2; x->shape[0] = 1; x->shape[1] = lo->base.n_embd;
         x->data = buf + (lo->score - lo->params);
+    }
+    // trained biases under the base model's own names (PEFT's bias "all" / "lora_only")
+    const char *stem = lo->base.arch == MODEL_ARCH_GPT2 ? "transformer.h" : "model.layers";
+    for (int b = 0; b < lo->nbias; b++) {
+        const LoraBias *lb = &lo->bias[b];
+        const float *v = buf + (lora_bias_values(lo, b, 0) - lo->params);
+        for (int l = 0; l < (lb->layered ? L : 1); l++) {
+            StOut *x = &o[k++];
+            if (lb->layered)
+                snprintf(x->name, sizeof x->name, "%sbase_model.model.%s.%d.%s", prefix, stem, l,
+                         lb->name);
+            else
+                snprintf(x->name, sizeof x->name, "%sbase_model.model.%s", prefix, lb->name);
+            x->ndim = 1;
+            x->shape[0] = lb->n;
+            x->data = v + (size_t)l * (size_t)lb->n;
+        }
     }
     *n = k;
     return o;
@@ -66,11 +83,14 @@ int peft_save(const Lora *lo, const char *dir, const char *base_name, int seq_cl
     cJSON *t = cJSON_AddArrayToObject(r, "target_modules");
     for (int i = 0; i < lo->cfg.n_targets; i++)
         cJSON_AddItemToArray(t, cJSON_CreateString(lo->cfg.targets[i]));
-    cJSON_AddStringToObject(r, "bias", "none");
+    cJSON_AddStringToObject(r, "bias", lora_bias_name(lo->cfg.bias));
     cJSON_AddBoolToObject(r, "fan_in_fan_out", lo->base.arch == MODEL_ARCH_GPT2);
-    if (lo->score) {
+    if (lo->score || lo->cfg.norms) {
         cJSON *ms = cJSON_AddArrayToObject(r, "modules_to_save");
-        cJSON_AddItemToArray(ms, cJSON_CreateString("score"));
+        if (lo->score) cJSON_AddItemToArray(ms, cJSON_CreateString("score"));
+        for (int bit = 1; bit <= LORA_NORM_F; bit <<= 1)
+            if (lo->cfg.norms & bit)
+                cJSON_AddItemToArray(ms, cJSON_CreateString(lora_norm_name(lo->base.arch, bit)));
     } else {
         cJSON_AddNullToObject(r, "modules_to_save");
     }
@@ -111,9 +131,11 @@ static int peft_config_fields(LoraConfig *cfg, const cJSON *r, const char *path,
     cfg->alpha = (float)al->valuedouble;
     cfg->dropout = dr ? (float)dr->valuedouble : 0.0f;
     const cJSON *bias = cJSON_GetObjectItemCaseSensitive(r, "bias");
-    if (bias && !(cJSON_IsString(bias) && !strcmp(bias->valuestring, "none")))
-        return util_err(err, errlen, "%s: bias must be \"none\" (trained biases are not supported)",
-                        path);
+    char e1[128];
+    cfg->bias = LORA_BIAS_NONE;
+    if (bias && (!cJSON_IsString(bias) ||
+                 lora_parse_bias(bias->valuestring, &cfg->bias, e1, sizeof e1)))
+        return util_err(err, errlen, "%s: bias must be \"none\", \"all\" or \"lora_only\"", path);
     static const char *const unsupported[] = {"use_dora", "use_rslora"};
     for (int i = 0; i < 2; i++)
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, unsupported[i])))
@@ -150,12 +172,15 @@ static int peft_config_fields(LoraConfig *cfg, const cJSON *r, const char *path,
     }
     if (cfg->n_targets == 0) return util_err(err, errlen, "%s: target_modules is empty", path);
     cfg->train_score = 0;
+    cfg->norms = 0;
     const cJSON *ms = cJSON_GetObjectItemCaseSensitive(r, "modules_to_save");
     if (cJSON_IsArray(ms)) {
         cJSON_ArrayForEach(x, ms) {
-            if (!cJSON_IsString(x) || strcmp(x->valuestring, "score"))
-                return util_err(err, errlen, "%s: modules_to_save may name only \"score\"", path);
-            cfg->train_score = 1;
+            char e3[256];
+            if (!cJSON_IsString(x))
+                return util_err(err, errlen, "%s: modules_to_save: a name is not a string", path);
+            if (lora_add_module(cfg, base->arch, x->valuestring, e3, sizeof e3))
+                return util_err(err, errlen, "%s: %s", path, e3);
         }
     }
     char e2[256];
@@ -176,14 +201,14 @@ int peft_read_config(LoraConfig *cfg, const char *dir, const ModelConfig *base, 
     return rc;
 }
 
-// One tensor of the file into dst, checked against its shape.
-static int peft_take(StFile *f, const char *name, int64_t d0, int64_t d1, float *dst,
+// One tensor of the file into dst, checked against its shape (ndim 1: d0 floats).
+static int peft_take(StFile *f, const char *name, int ndim, int64_t d0, int64_t d1, float *dst,
                      const char *path, char *err, size_t errlen) {
     StEntry *e = st_find(f, name);
     if (!e) return util_err(err, errlen, "%s: tensor %s is missing", path, name);
     int64_t shape[2] = {d0, d1};
     char e2[256];
-    if (st_check(e, 2, shape, e2, sizeof e2))
+    if (st_check(e, ndim, shape, e2, sizeof e2))
         return util_err(err, errlen, "%s: %s (an adapter for another base shape?)", path, e2);
     st_read_f32(e, dst);
     e->used = 1;
@@ -196,25 +221,18 @@ int peft_load(Lora *lo, const char *dir, const ModelConfig *base, int64_t max_N,
     memset(lo, 0, sizeof *lo);
     if (peft_read_config(&cfg, dir, base, err, errlen)) return -1;
     if (lora_init(lo, &cfg, base, max_N, trainable, err, errlen)) return -1;
-    char path[FIO_PATH_CAP], name[128];
+    char path[FIO_PATH_CAP];
     StFile f;
     if (fio_path_join(path, dir, PEFT_WEIGHTS, err, errlen) || st_open(&f, path, err, errlen)) {
         lora_free(lo);
         return -1;
     }
-    int rc = 0;
-    for (int l = 0; l < base->n_layer && !rc; l++)
-        for (int s = 0; s < lo->nsite && !rc; s++) {
-            peft_name(name, sizeof name, "", lo, l, s, 0);
-            rc = peft_take(&f, name, cfg.r, lo->site[s].in, lora_a(lo, l, s, 0), path, err,
-                           errlen);
-            peft_name(name, sizeof name, "", lo, l, s, 1);
-            if (!rc)
-                rc = peft_take(&f, name, lo->site[s].out, cfg.r, lora_b(lo, l, s, 0), path, err,
-                               errlen);
-        }
-    if (!rc && lo->score)
-        rc = peft_take(&f, PEFT_SCORE, 1, base->n_embd, lo->score, path, err, errlen);
+    int rc = 0, n;
+    StOut *o = peft_outs(lo, lo->params, "", &n);   // every tensor the config implies
+    for (int i = 0; i < n && !rc; i++)
+        rc = peft_take(&f, o[i].name, o[i].ndim, o[i].shape[0], o[i].shape[1],
+                       lo->params + (o[i].data - lo->params), path, err, errlen);
+    free(o);
     for (int i = 0; i < f.n && !rc; i++)
         if (!f.e[i].used)
             rc = util_err(err, errlen, "%s: tensor %s is no adapter of this base (%s, %d layers)",
@@ -250,7 +268,7 @@ int peft_load_moments(Lora *lo, const char *dir, char *err, size_t errlen) {
         float *buf = which ? lo->v : lo->m;
         StOut *o = peft_outs(lo, buf, which ? "v." : "m.", &n);
         for (int i = 0; i < n && !rc; i++)
-            rc = peft_take(&f, o[i].name, o[i].shape[0], o[i].shape[1],
+            rc = peft_take(&f, o[i].name, o[i].ndim, o[i].shape[0], o[i].shape[1],
                            buf + (o[i].data - buf), path, err, errlen);
         free(o);
     }

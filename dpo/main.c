@@ -744,6 +744,8 @@ static int setup(Dpo *d, char *err, size_t errlen) {
             lora_attach(&d->model, &d->lora, err, errlen))
             return -1;
         lora_init_weights(&d->lora, (uint64_t)config_get_int(d->cfg, "train.seed"), NULL);
+        lora_bias_from_base(&d->lora, &d->model);
+        if (adapter_narrow_base(&d->model, adapter_base_dtype(d->cfg), err, errlen)) return -1;
     }
     alloc_buffers(d);
     if (dist_main(&d->dist)) print_data_summary(d);

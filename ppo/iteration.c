@@ -598,9 +598,10 @@ int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
             }
         }
     }
-    // the next iteration samples from the updated weights (precision.sample's copy)
+    // the next iteration samples from the updated weights (precision.sample's copy); adapters
+    // leave the base as it was (a bf16 base is read directly)
     double t0 = util_time_s();
-    if (model_lowp_refresh(&s->policy, err, errlen)) return -1;
+    if (!s->use_lora && model_lowp_refresh(&s->policy, err, errlen)) return -1;
     st->t_refresh = util_time_s() - t0;
     if (st->minibatches > 0) {
         double m = (double)st->minibatches;

@@ -147,6 +147,7 @@ typedef struct Ppo {
     // precision.*: the policy's sampling copy (refreshed after every iteration's updates), the
     // frozen models (reference, reward models: every forward narrow), the KV cache
     LowpFormat prec_sample, prec_frozen, prec_kv;
+    LowpFormat base_dtype;       // lora.base_dtype: the policy's and the value's frozen bases
     KVCache kv;
     Sampler sampler;
     Tokenizer *tok;

@@ -361,10 +361,10 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     const char *fz = s->prec_frozen ? lowp_format_name(s->prec_frozen) : "fp32";
     int64_t vT = s->Trw > s->Tpos ? s->Trw : s->Tpos;
     if (s->use_lora) {
-        ROW("policy", model_memory_bytes(pc, s->mbl, pT, MODEL_TRAIN_FROZEN) +
+        ROW("policy", adapter_base_bytes(pc, s->mbl, pT, s->base_dtype) +
                           lora_memory_bytes(&s->lora.cfg, pc, (int64_t)s->mbl * pT, 1),
-            "frozen base (weights, activations for %d x %d) + LoRA r=%d adapters trained", s->mbl,
-            pT, s->lora.cfg.r);
+            "frozen base (matrices in %s, activations for %d x %d) + LoRA r=%d adapters trained",
+            lowp_format_name(s->base_dtype), s->mbl, pT, s->lora.cfg.r);
         ROW("reference", 0, "the policy's base with the adapters off: no copy");
     } else {
         ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1),
@@ -374,9 +374,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
             s->Tpos);
     }
     if (s->value_on_reward) {
-        ROW("reward", model_memory_bytes(wc, s->mbl, (int)vT, MODEL_TRAIN_FROZEN),
-            "frozen, score head: weights, activations for %d x %lld (the value's base too)",
-            s->mbl, (long long)vT);
+        ROW("reward", adapter_base_bytes(wc, s->mbl, (int)vT, s->base_dtype),
+            "frozen, score head: matrices in %s, activations for %d x %lld (the value's base "
+            "too)", lowp_format_name(s->base_dtype), s->mbl, (long long)vT);
         ROW("value", lora_memory_bytes(&s->value_lora.cfg, wc, (int64_t)s->mbl * vT, 1),
             "LoRA r=%d adapters + score head on the reward model's base", s->value_lora.cfg.r);
     } else {
@@ -574,7 +574,7 @@ int ppo_restore_last(Ppo *s, char *err, size_t errlen) {
     if (s->value_on_reward ? adapter_resume(p, &s->value_lora, &st, err, errlen)
                            : s->has_value && load_role("last/value", p, &s->value, 0, err, errlen))
         return -1;
-    if (model_lowp_refresh(&s->policy, err, errlen)) return -1;
+    if (!s->use_lora && model_lowp_refresh(&s->policy, err, errlen)) return -1;
     s->iteration = it;
     return 0;
 }
@@ -696,12 +696,22 @@ static int adapter_settings_check(Ppo *s, const PpoRoles *m, char *err, size_t e
                         "reward model's base; leave model.value empty or set lora.value=full");
     s->value_on_reward = s->has_value && !full;
     s->sample_merged = !strcmp(config_get_string(c, "lora.sample"), "merged");
-    // narrow copies of an adapter's base are not wired yet: its frozen base would need them
-    // beside the fp32 matrices the adapters' training reads
-    if (s->prec_sample || s->prec_frozen)
-        return util_err(err, errlen, "precision.%s: bf16/int8 copies with lora.r > 0 are not "
-                        "supported yet; set precision.sample=fp32 and precision.frozen=fp32",
-                        s->prec_sample ? "sample" : "frozen");
+    s->base_dtype = adapter_base_dtype(c);
+    if (s->sample_merged && s->base_dtype != LOWP_FP32)
+        return util_err(err, errlen, "lora.sample merged: a merged copy needs the base's fp32 "
+                        "weights, which lora.base_dtype bfloat16 frees; use lora.sample=unmerged");
+    // the rollouts read the policy's base and the reference is that base: a narrow copy of
+    // either is the base stored in that format (lora.base_dtype), nothing beside it
+    for (int k = 0; k < 2; k++) {
+        LowpFormat f = k ? s->prec_frozen : s->prec_sample;
+        if (f != LOWP_FP32 && f != s->base_dtype)
+            return util_err(err, errlen, "precision.%s %s with lora.r > 0: the policy's frozen "
+                            "base is %s (lora.base_dtype); set precision.%s to fp32%s",
+                            k ? "frozen" : "sample", lowp_format_name(f),
+                            s->base_dtype ? "bfloat16" : "float32", k ? "frozen" : "sample",
+                            f == LOWP_BF16 ? " or lora.base_dtype to bfloat16" : "");
+    }
+    s->prec_sample = LOWP_FP32;   // no copy: the rollouts read the base as stored
     return 0;
 }
 
@@ -732,6 +742,7 @@ static int init_adapters(Ppo *s, int reward_T, char *err, size_t errlen) {
         lora_attach(&s->policy, &s->lora, err, errlen))
         return util_err_prefix(err, errlen, "model.policy: ");
     lora_init_weights(&s->lora, seed, NULL);
+    lora_bias_from_base(&s->lora, &s->policy);
     if (s->sample_merged) {
         char e[512];
         if (model_init(&s->sample, &s->policy.config, 1, 1, 0, 0, e, sizeof e))
@@ -744,6 +755,7 @@ static int init_adapters(Ppo *s, int reward_T, char *err, size_t errlen) {
         lora_attach(&s->reward, &s->value_lora, err, errlen))
         return util_err_prefix(err, errlen, "value adapters: ");
     lora_init_weights(&s->value_lora, seed + 1, s->reward.params.scorew);
+    lora_bias_from_base(&s->value_lora, &s->reward);
     return 0;
 }
 
@@ -913,10 +925,16 @@ static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, cha
         if (used[i] &&
             model_init(models[i], &m->config[i], s->mbl, rows_T[i], trainable[i], 0, e, sizeof e))
             return util_err(err, errlen, "%s: %s", PPO_ROLE_NAMES[i], e);
-    for (int i = 0; i < N_ROLES; i++)
-        if (used[i] &&
-            load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i], err, errlen))
+    // adapters: each base in lora.base_dtype as soon as it is loaded (a bf16 base frees its fp32
+    // matrices before the next model's are read: the peak holds one fp32 model at most)
+    int base[N_ROLES] = {s->use_lora, 0, s->value_on_reward, 0};
+    for (int i = 0; i < N_ROLES; i++) {
+        if (!used[i]) continue;
+        if (load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i], err, errlen))
             return -1;
+        if (base[i] && adapter_narrow_base(models[i], s->base_dtype, e, sizeof e))
+            return util_err(err, errlen, "%s: %s", PPO_ROLE_NAMES[i], e);
+    }
     if (init_adapters(s, rows_T[ROLE_REWARD], err, errlen)) return -1;
     const ModelConfig *pc = &m->config[ROLE_POLICY];
     if (s->has_ema) {
@@ -928,8 +946,10 @@ static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, cha
             memcpy(s->ema.params_memory, s->policy.params_memory,
                    s->policy.num_params * sizeof(float));
     }
+    // a reward model that is no adapters' base: precision.frozen
     for (int i = ROLE_REFERENCE; i <= ROLE_REWARD; i++)
-        if (model_lowp_attach(models[i], s->prec_frozen, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32,
+        if (used[i] && !base[i] &&
+            model_lowp_attach(models[i], s->prec_frozen, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32,
                               e, sizeof e))
             return util_err(err, errlen, "%s: precision.frozen %s: %s", PPO_ROLE_NAMES[i],
                             lowp_format_name(s->prec_frozen), e);
@@ -1034,7 +1054,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
     if (begin_run(s, &m, resumed, &st, err, errlen)) return -1;
     // the sampling copy of the weights the run starts from (resumed ones included)
     char e[1024];
-    if (model_lowp_attach(&s->policy, s->prec_sample, 0, e, sizeof e))
+    if (!s->use_lora && model_lowp_attach(&s->policy, s->prec_sample, 0, e, sizeof e))
         return util_err(err, errlen, "policy: precision.sample %s: %s",
                         lowp_format_name(s->prec_sample), e);
     ppo_prompt_order(s);

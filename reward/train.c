@@ -566,6 +566,21 @@ static int init_model(Rm *rm, const char *from, const ModelConfig *c, int resume
         return -1;
     lora_init_weights(&rm->lora, (uint64_t)config_get_int(rm->cfg, "train.seed"),
                       rm->model.params.scorew);
+    lora_bias_from_base(&rm->lora, &rm->model);
+    return adapter_narrow_base(&rm->model, adapter_base_dtype(rm->cfg), err, errlen);
+}
+
+// A bf16 base (lora.base_dtype) has freed its fp32 matrices: the merged reward model is
+// model.init's fp32 weights with the adapter folded in, as PEFT's merge does (the score head is
+// the adapter's trained copy). Nothing for a float32 base.
+static int reload_fp32_base(Rm *rm, char *err, size_t errlen) {
+    if (model_lowp_format(&rm->model) == LOWP_FP32) return 0;
+    ModelConfig c = rm->model.config;
+    model_free(&rm->model);
+    if (model_init(&rm->model, &c, rm->max_rows, rm->T, 0, 0, err, errlen) ||
+        adapter_load_weights(config_get_string(rm->cfg, "model.init"), &rm->model,
+                             CKPT_ALLOW_MISSING_SCORE, err, errlen))
+        return -1;
     return 0;
 }
 
@@ -767,8 +782,9 @@ static int finish(Rm *rm, char *err, size_t errlen) {
     rm->has_bias = 1;
     if (save_last(rm, err, errlen)) return -1;
     if (rm->use_lora) {   // final/ is the merged reward model: the bias goes into its weights
+        if (lora_attach(&rm->model, NULL, err, errlen) || reload_fp32_base(rm, err, errlen))
+            return -1;
         lora_merge(&rm->lora, &rm->model);
-        if (lora_attach(&rm->model, NULL, err, errlen)) return -1;
     }
     if (n && !foldable) {
         if (main_rank)

@@ -249,6 +249,8 @@ int cmd_init(int argc, char **argv) {
 static const char *info_usage =
     "usage: rlhf info CKPT [--batch B] [--seq T]\n"
     "       rlhf info --system\n"
+    "CKPT is a checkpoint or a LoRA adapter directory (PEFT's adapter_config.json): then the\n"
+    "adapter (r, alpha, targets, bias, base, parameters) comes first, and the rest is its base's.\n"
     "Prints the architecture (block kind, family, heads and KV heads, head width, MLP, positions,\n"
     "tied or untied head), the parameter count and the memory needed to train (weights,\n"
     "gradients, AdamW moments, activations at B x T) and to sample (weights, KV cache for B x T),\n"
@@ -314,6 +316,37 @@ static void info_print_memory(const ModelConfig *c, size_t P, int64_t B, int64_t
            (long long)T, s, wf, kvs);
 }
 
+// The adapter lines of `rlhf info` on an adapter directory: its LoRA settings, its base, its
+// parameters and the memory to train it beside the frozen base at B x T.
+static void info_print_adapter(const LoraConfig *lc, const ModelConfig *c, const char *base,
+                               int64_t B, int64_t T) {
+    char targets[LORA_MAX_TARGETS * 34] = "";
+    for (int i = 0; i < lc->n_targets; i++) {
+        size_t len = strlen(targets);
+        snprintf(targets + len, sizeof targets - len, "%s%s", i ? ", " : "", lc->targets[i]);
+    }
+    char saved[160] = "";   // modules_to_save
+    if (lc->train_score) snprintf(saved, sizeof saved, " + the score head");
+    for (int bit = 1; bit <= LORA_NORM_F; bit <<= 1)
+        if (lc->norms & bit) {
+            size_t len = strlen(saved);
+            snprintf(saved + len, sizeof saved - len, " + %s", lora_norm_name(c->arch, bit));
+        }
+    printf("adapter      LoRA r %d, alpha %g (scale %g), dropout %g, bias %s, on %s%s\n", lc->r,
+           (double)lc->alpha, (double)(lc->alpha / (float)lc->r), (double)lc->dropout,
+           lora_bias_name(lc->bias), targets, saved);
+    printf("adapter base %s%s\n", base,
+           adapter_is_dir(base) ? " (itself an adapter, merged in)" : "");
+    size_t np = lora_param_count(lc, c);
+    int64_t N = B * T;
+    char tr[32];
+    util_format_bytes(tr, sizeof tr,
+                      (double)model_memory_bytes(c, (int)B, (int)T, MODEL_TRAIN_FROZEN) +
+                          (double)lora_memory_bytes(lc, c, N, 1));
+    printf("adapter size %zu parameters; training it at B=%lld T=%lld beside the frozen base: "
+           "%s\n", np, (long long)B, (long long)T, tr);
+}
+
 // A checkpoint's tokenizer must fit its model, as every program requires.
 static int info_check_tokenizer(const char *dir, const CkptInfo *ci, const ModelConfig *c,
                                 char *err, size_t errlen) {
@@ -352,10 +385,18 @@ int cmd_info(int argc, char **argv) {
     if (!T) T = c.max_seq_len < 2048 ? c.max_seq_len : 2048;
     if (T > c.max_seq_len)
         FAIL("rlhf info: --seq %lld exceeds the context of %d", (long long)T, c.max_seq_len);
+    LoraConfig lc = {0};
+    char base[4200];
+    int is_adapter = adapter_is_dir(dir);
+    if (is_adapter && adapter_describe(dir, &c, &lc, base, sizeof base, err, sizeof err))
+        FAIL("rlhf info: %s", err);
     // the weights too: info on a checkpoint says it loads (every dtype, shape, offset, finite
-    // value)
+    // value); an adapter's base with it merged in
     Model m;
-    if (ckpt_load_model(dir, &m, 1, 1, 0, 0, err, sizeof err)) FAIL("rlhf info: %s", err);
+    if (is_adapter ? model_init(&m, &c, 1, 1, 0, 0, err, sizeof err) ||
+                         adapter_load_weights(dir, &m, CKPT_ALLOW_MISSING_SCORE, err, sizeof err)
+                   : ckpt_load_model(dir, &m, 1, 1, 0, 0, err, sizeof err))
+        FAIL("rlhf info: %s", err);
     size_t P = m.num_params;
     model_free(&m);
     if (info_check_tokenizer(dir, &ci, &c, err, sizeof err)) FAIL("rlhf info: %s", err);
@@ -363,8 +404,9 @@ int cmd_info(int argc, char **argv) {
     util_format_bytes(w, sizeof w, (double)P * sizeof(float));
     printf("checkpoint   %s%s\n", dir,
            ci.from_old ? " (read from the .old copy of an interrupted save)" : "");
+    if (is_adapter) info_print_adapter(&lc, &c, base, B, T);
     info_print_arch(&c);
-    printf("parameters   %zu (%s in fp32)\n", P, w);
+    printf("parameters   %zu (%s in fp32)%s\n", P, w, is_adapter ? ", the base's" : "");
     printf("tokenizer    %s\n",
            !ci.has_tokenizer                      ? "none (pass --tokenizer where needed)"
            : fio_exists(dir, "tokenizer.json") ? "tokenizer.json"

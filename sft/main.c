@@ -428,7 +428,9 @@ static int memory_check(const Sft *s, const ModelConfig *c, const LoraConfig *lc
     double mix_w;   // the mix's text micro-batches are as many and as large
     int batches = mix_settings(s->cfg, &mix_w, NULL, 0) == 0 && mix_w > 0 ? 2 : 1;
     int64_t N = (int64_t)s->B * s->T;
-    double need = (double)model_memory_bytes(c, s->B, s->T, lc->r ? MODEL_TRAIN_FROZEN : 1) +
+    double need = (double)(lc->r ? adapter_base_bytes(c, s->B, s->T,
+                                                      adapter_base_dtype(s->cfg))
+                                 : model_memory_bytes(c, s->B, s->T, 1)) +
                   (lc->r ? (double)lora_memory_bytes(lc, c, N, 1) : 0.0) +
                   (double)batches * s->accum * (bt * 12.0 + s->B * 12.0);
     double avail = util_mem_available();
@@ -500,6 +502,8 @@ static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t 
             lora_attach(&s->model, &s->lora, err, errlen))
             return -1;
         lora_init_weights(&s->lora, (uint64_t)config_get_int(s->cfg, "train.seed"), NULL);
+        lora_bias_from_base(&s->lora, &s->model);
+        if (adapter_narrow_base(&s->model, adapter_base_dtype(s->cfg), err, errlen)) return -1;
     }
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
     if (tok_load(&s->tok, tokdir[0] ? tokdir : init, err, errlen) ||

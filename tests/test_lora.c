@@ -65,10 +65,12 @@ static void base_make(Model *m, const ModelConfig *c, int trainable) {
     model_init_weights(m, 11);
 }
 
-// Adapters with B drawn too (a fresh adapter's B is zero, which would test nothing).
-static void lora_make(Lora *lo, const ModelConfig *c, const char *targets, float dropout,
-                      int train_score, const float *score) {
-    LoraConfig lc = {.r = 3, .alpha = 6.0f, .dropout = dropout, .train_score = train_score};
+// Adapters with B drawn too (a fresh adapter's B is zero, which would test nothing), and
+// trained biases (bias LORA_BIAS_*) drawn as well.
+static void lora_make_bias(Lora *lo, const ModelConfig *c, const char *targets, float dropout,
+                           int train_score, const float *score, int bias, int norms) {
+    LoraConfig lc = {.r = 3, .alpha = 6.0f, .dropout = dropout, .train_score = train_score,
+                     .bias = bias, .norms = norms};
     char err[256];
     CHECK_MSG(lora_parse_targets(&lc, targets, err, sizeof err) == 0, "%s", err);
     CHECK_MSG(lora_init(lo, &lc, c, BB * TT, 1, err, sizeof err) == 0, "%s", err);
@@ -82,6 +84,13 @@ static void lora_make(Lora *lo, const ModelConfig *c, const char *targets, float
         }
     if (lo->score)
         for (int i = 0; i < c->n_embd; i++) lo->score[i] += 0.1f * rng_normal(&g);
+    float *bv = lo->nbias ? lora_bias_values(lo, 0, 0) : NULL;
+    for (size_t i = 0; bv && i < lo->num_params - lo->bias_at; i++) bv[i] = 0.2f * rng_normal(&g);
+}
+
+static void lora_make(Lora *lo, const ModelConfig *c, const char *targets, float dropout,
+                      int train_score, const float *score) {
+    lora_make_bias(lo, c, targets, dropout, train_score, score, LORA_BIAS_NONE, 0);
 }
 
 // A frozen base of arch with adapters on targets attached, and the test batch.
@@ -403,6 +412,203 @@ static void test_bad_inputs(void) {
     lora_free(&lo);
 }
 
+// Biases trained beside the adapters (PEFT's bias "all" / "lora_only"), and norms (PEFT's
+// modules_to_save: weight, and GPT-2's bias): the model reads them
+// with the adapters on and the base's own with them off (bit for bit, before and after); their
+// gradients match finite differences; a merged copy gives the adapters' outputs; PEFT's files
+// carry them under the base's names and read back equal; "lora_only" picks the adapted layers'.
+static void test_trained_biases(void) {
+    for (int run = 0; run < 4; run++) {
+        // runs 0, 1: bias all; 2, 3: the norms through modules_to_save, bias none
+        int arch = run & 1, norms = run >= 2 ? LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F : 0;
+        ModelConfig c = cfg_of(arch);
+        Model m, merged;
+        Lora lo;
+        Batch bt;
+        char err[256];
+        base_make(&m, &c, MODEL_TRAIN_FROZEN);
+        CHECK(model_init(&merged, &c, BB, TT, 0, 0, err, sizeof err) == 0);
+        lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 1, m.params.scorew,
+                       norms ? LORA_BIAS_NONE : LORA_BIAS_ALL, norms);
+        CHECK_MSG(lo.nbias == (norms ? (arch ? 3 : 6) : arch ? 3 : 7), "%d trained vector kinds",
+                  lo.nbias);
+        batch_make(&bt, c.vocab_size);
+        float base_lp[BB * TT], base_v[BB * TT], lp[BB * TT], v[BB * TT], lp2[BB * TT];
+        outputs(&m, &bt.b, 0, base_lp, base_v);
+        size_t nb = m.num_params * sizeof(float);
+        float *before = malloc(nb);
+        memcpy(before, m.params_memory, nb);
+        CHECK(lora_attach(&m, &lo, err, sizeof err) == 0);
+        outputs(&m, &bt.b, 0, lp, v);
+        CHECK_MSG(memcmp(lp, base_lp, sizeof lp) != 0, "trained biases changed nothing");
+        outputs(&m, &bt.b, MODEL_NO_LORA, lp2, v);
+        CHECK_MSG(memcmp(lp2, base_lp, sizeof lp2) == 0 && memcmp(v, base_v, sizeof v) == 0,
+                  "%s: adapters off is not the base with trained biases", model_kind_name(&c));
+        outputs(&m, &bt.b, 0, lp2, v);
+        CHECK_MSG(memcmp(lp2, lp, sizeof lp) == 0, "the trained biases did not come back");
+        CHECK(lora_merge_copy(&lo, &m, &merged, err, sizeof err) == 0);
+        float lpm[BB * TT], vm[BB * TT];
+        outputs(&merged, &bt.b, 0, lpm, vm);
+        CHECK_CLOSE(lpm, lp, BB * TT, 2e-5, 2e-5, "merged log-probs with trained biases");
+        CHECK_CLOSE(vm, v, BB * TT, 2e-5, 2e-5, "merged values with trained biases");
+        // finite differences on the bias values (check_fd samples all parameters; these are
+        // only a share of them, so each bias kind's first value is checked by name as well)
+        check_fd(&m, &lo, &bt, 0, arch ? "llama-style biases / norms" : "gpt2 biases / norms");
+        lora_zero_grad(&lo);
+        forward_ok(&m, &bt.b, 0);
+        model_backward(&m, &bt.b, NULL, bt.dv);
+        for (int k = 0; k < lo.nbias; k++) {
+            float *pv = lora_bias_values(&lo, k, 0), keep = pv[0], h = 3e-3f;
+            double an = lora_bias_values(&lo, k, 1)[0];
+            pv[0] = keep + h;
+            double up = loss_of(&m, &bt, 0);
+            pv[0] = keep - h;
+            double dn = loss_of(&m, &bt, 0);
+            pv[0] = keep;
+            double fd = (up - dn) / (2.0 * h);
+            CHECK_MSG(fabs(fd - an) <= 2e-3 + 2e-2 * fabs(fd), "%s: d/d %s[0] %g, fd %g",
+                      model_kind_name(&c), lo.bias[k].name, an, fd);
+        }
+        outputs(&m, &bt.b, MODEL_NO_LORA, lp2, v);   // the base's own bias values are back
+        CHECK_MSG(memcmp(m.params_memory, before, nb) == 0, "the base's biases were not restored");
+        // PEFT's files: the biases under the base's names, read back equal
+        char dir[] = "/tmp/lora_bias_XXXXXX";
+        CHECK(mkdtemp(dir) != NULL);
+        CHECK_MSG(peft_save(&lo, dir, "tiny", 0, err, sizeof err) == 0, "%s", err);
+        char path[512];
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+        StFile f;
+        CHECK_MSG(st_open(&f, path, err, sizeof err) == 0, "%s", err);
+        const char *want = norms ? (arch ? "base_model.model.model.norm.weight"
+                                         : "base_model.model.transformer.h.1.ln_2.weight")
+                           : arch ? "base_model.model.model.layers.1.self_attn.k_proj.bias"
+                                  : "base_model.model.transformer.ln_f.bias";
+        CHECK_MSG(st_find(&f, want) != NULL, "no tensor %s", want);
+        st_close(&f);
+        Lora back;
+        CHECK_MSG(peft_load(&back, dir, &c, BB * TT, 0, err, sizeof err) == 0, "%s", err);
+        CHECK(back.cfg.bias == lo.cfg.bias && back.cfg.norms == norms &&
+              back.num_params == lo.num_params &&
+              memcmp(back.params, lo.params, lo.num_params * sizeof(float)) == 0);
+        lora_free(&back);
+        snprintf(path, sizeof path, "rm -rf %s", dir);
+        CHECK(system(path) == 0);
+        // lora_only: the adapted layers' biases (GPT-2 c_attn; Llama q_proj: q's slice only)
+        Lora only;
+        lora_make_bias(&only, &c, arch ? "q_proj" : "c_attn", 0.0f, 0, NULL,
+                       LORA_BIAS_LORA_ONLY, 0);
+        CHECK_MSG(only.nbias == 1 &&
+                      !strcmp(only.bias[0].name, arch ? "self_attn.q_proj.bias"
+                                                      : "attn.c_attn.bias") &&
+                      only.bias[0].n == (arch ? c.n_embd : 3 * c.n_embd),
+                  "lora_only picked %d biases", only.nbias);
+        lora_free(&only);
+        free(before);
+        lora_free(&lo);
+        model_free(&m);
+        model_free(&merged);
+    }
+}
+
+// the n floats at w rounded to bf16 (to nearest, ties to even) in place
+static void round_bf16(float *w, size_t n) {
+    for (size_t i = 0; i < n; i++) w[i] = lowp_bf16_to_float(lowp_bf16_from_float(w[i]));
+}
+
+// The largest |a - b| over the largest |a| (1 when a is all zero).
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0.0, s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        s = fmax(s, fabs((double)a[i]));
+    }
+    return d / (s > 0.0 ? s : 1.0);
+}
+
+// m's matrices stored in bf16 for every forward and backward, their fp32 freed (lora.base_dtype).
+static void narrow_base(Model *m) {
+    char err[256];
+    CHECK_MSG(model_lowp_attach(m, LOWP_BF16, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
+                                sizeof err) == 0, "%s", err);
+}
+
+// logits of every row, values, and the adapters' gradients of one forward and backward
+static void bf16_outputs(Model *m, Lora *lo, Batch *bt, float *logits, float *val, float *grads) {
+    lora_zero_grad(lo);
+    forward_ok(m, &bt->b, MODEL_LOGITS_ALL);
+    size_t V = (size_t)m->config.vocab_size;
+    memcpy(logits, m->logits, (size_t)m->M * V * sizeof(float));
+    model_get_values(m, val);
+    model_backward(m, &bt->b, NULL, bt->dv);
+    memcpy(grads, lo->grads, lo->num_params * sizeof(float));
+}
+
+// A frozen base stored in bf16 is the model whose matrices are the bf16-rounded fp32 ones:
+// logits, values and the adapters' gradients (through dX = dY W on the bf16 weights) agree to
+// sgemm's reassociation (1e-5 of the largest); its fp32 matrices are freed; and 5 adapter steps
+// on it stay within 2^-8 (loss) and 2^-5 (adapter weights) of the same steps on the fp32 base.
+static void test_bf16_base(void) {
+    for (int arch = 0; arch < 2; arch++) {
+        ModelConfig c = cfg_of(arch);
+        Model full, nar, rounded;
+        Lora lf, ln, lr;
+        Batch bt;
+        base_make(&full, &c, MODEL_TRAIN_FROZEN);
+        // tied embeddings: the lookup reads fp32 and the head bf16; rounded here, one value
+        round_bf16(full.params.wte, full.param_sizes[P_WTE]);
+        base_make(&nar, &c, MODEL_TRAIN_FROZEN);
+        base_make(&rounded, &c, MODEL_TRAIN_FROZEN);
+        memcpy(nar.params_memory, full.params_memory, full.num_params * sizeof(float));
+        memcpy(rounded.params_memory, full.params_memory, full.num_params * sizeof(float));
+        float *mats[4] = {rounded.params.qkvw, rounded.params.attprojw, rounded.params.fcw,
+                          rounded.params.fcprojw};
+        const int slots[4] = {P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+        for (int k = 0; k < 4; k++) round_bf16(mats[k], rounded.param_sizes[slots[k]]);
+        size_t fp32_params = nar.num_params;
+        narrow_base(&nar);
+        CHECK_MSG(nar.num_params < fp32_params && model_lowp_format(&nar) == LOWP_BF16,
+                  "the bf16 base kept its fp32 matrices (%zu of %zu floats)", nar.num_params,
+                  fp32_params);
+        Lora *los[3] = {&lf, &ln, &lr};
+        Model *ms[3] = {&full, &nar, &rounded};
+        char err[256];
+        for (int i = 0; i < 3; i++) {
+            lora_make_bias(los[i], &c, all_targets(arch), 0.0f, 1, ms[i]->params.scorew,
+                           LORA_BIAS_ALL, 0);   // the biases' gradients through the bf16 path
+            CHECK_MSG(lora_attach(ms[i], los[i], err, sizeof err) == 0, "%s", err);
+        }
+        batch_make(&bt, c.vocab_size);
+        size_t nl = (size_t)BB * TT * c.vocab_size, np = ln.num_params;
+        float *lg[2], val[2][BB * TT], *gr[2];
+        for (int i = 0; i < 2; i++) {
+            lg[i] = calloc(nl, sizeof(float));
+            gr[i] = calloc(np, sizeof(float));
+            bf16_outputs(i ? &rounded : &nar, i ? &lr : &ln, &bt, lg[i], val[i], gr[i]);
+        }
+        size_t M = (size_t)nar.M * c.vocab_size;
+        double dl = rel_diff(lg[1], lg[0], M), dv = rel_diff(val[1], val[0], BB * TT),
+               dg = rel_diff(gr[1], gr[0], np);
+        printf("%s: bf16 base vs fp32 on bf16-rounded matrices: logits %.2g, values %.2g, "
+               "adapter gradients %.2g (relative to the largest)\n", model_kind_name(&c), dl, dv,
+               dg);
+        CHECK_MSG(dl <= 1e-5 && dv <= 1e-5 && dg <= 1e-5, "%s: logits %g values %g grads %g",
+                  model_kind_name(&c), dl, dv, dg);
+        // training: 5 steps on the bf16 base against 5 on the fp32 one, same adapters
+        train_steps(&nar, &ln, &bt, 1, 5);
+        train_steps(&full, &lf, &bt, 1, 5);
+        double a = loss_of(&nar, &bt, 0), b = loss_of(&full, &bt, 0);
+        double dp = rel_diff(lf.params, ln.params, np);
+        printf("%s: 5 adapter steps, bf16 base vs fp32 base: loss %.6g vs %.6g (%.2g relative), "
+               "adapters %.2g\n", model_kind_name(&c), a, b, fabs(a - b) / fabs(b), dp);
+        CHECK_MSG(fabs(a - b) <= fabs(b) / 256.0 && dp <= 1.0 / 32.0,
+                  "%s: bf16 base strays: loss %g vs %g, adapters %g", model_kind_name(&c), a, b,
+                  dp);
+        CHECK_MSG(a != b, "the bf16 base gave the fp32 base's loss: were its weights rounded?");
+        for (int i = 0; i < 2; i++) { free(lg[i]); free(gr[i]); }
+        for (int i = 0; i < 3; i++) { lora_free(los[i]); model_free(ms[i]); }
+    }
+}
+
 // The memory plan of a GPT-2 124M shape (B=8, T=256): every weight trained vs a frozen base
 // with r=16 adapters on c_attn, c_proj and c_fc (the figure the README quotes).
 static void test_memory_plan(void) {
@@ -498,13 +704,14 @@ static int export_case(const char *dir, int arch) {
     Model m;
     base_make(&m, &c, MODEL_TRAIN_FROZEN);
     Lora lo;
-    lora_make(&lo, &c, all_targets(arch), 0.0f, 0, NULL);
+    lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 0, NULL, LORA_BIAS_ALL,
+                   LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F);
     char err[512], path[512];
     if (lora_attach(&m, &lo, err, sizeof err)) goto fail;
     snprintf(path, sizeof path, "%s/adapter", dir);
     if (peft_save(&lo, path, "tiny", 0, err, sizeof err)) goto fail;
     int nt = model_tensor_count(&m);
-    StOut *o = calloc((size_t)nt + 8 + 2 * (size_t)c.n_layer * lo.nsite, sizeof *o);
+    StOut *o = calloc((size_t)nt + 8 + (2 * (size_t)lo.nsite + lo.nbias) * c.n_layer, sizeof *o);
     for (int i = 0; i < nt; i++) {
         ModelTensor t;
         model_tensor(&m, i, &t);
@@ -552,6 +759,13 @@ static int export_case(const char *dir, int arch) {
                 OUT2(nm, w ? lo.site[s].out : lo.cfg.r, w ? lo.cfg.r : lo.site[s].in,
                      w ? lora_b(&lo, l, s, 1) : lora_a(&lo, l, s, 1));
             }
+    for (int k = 0; k < lo.nbias; k++)   // the trained biases' gradients, a layer a row
+        for (int l = 0; l < (lo.bias[k].layered ? c.n_layer : 1); l++) {
+            char nm[96];
+            if (lo.bias[k].layered) snprintf(nm, sizeof nm, "grad.%d.%s", l, lo.bias[k].name);
+            else snprintf(nm, sizeof nm, "grad.%s", lo.bias[k].name);
+            OUT2(nm, 1, lo.bias[k].n, lora_bias_values(&lo, k, 1) + (size_t)l * lo.bias[k].n);
+        }
 #undef OUT2
     snprintf(path, sizeof path, "%s/out.safetensors", dir);
     if (st_write(path, o, n, 0, err, sizeof err)) goto fail;
@@ -587,6 +801,10 @@ int main(int argc, char **argv) {
     test_case("lora: bad configurations are one-line errors", test_bad_inputs);
     test_case("lora: 3 steps, save, load, 2 steps = 5 steps bit for bit (dropout, moments)",
               test_exact_resume);
+    test_case("lora: trained biases (all, lora_only): on with the adapters, off without, "
+              "gradients, merge, PEFT names", test_trained_biases);
+    test_case("lora: a bf16 base = fp32 on bf16-rounded matrices; training stays near fp32's",
+              test_bf16_base);
     test_case("lora: memory plan of a GPT-2 124M shape, full vs r=16", test_memory_plan);
     test_case("lora: PEFT files written and read back; another base's adapter is an error",
               test_peft_round_trip);

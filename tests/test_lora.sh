@@ -27,6 +27,28 @@ for arch in 0 1; do
         bad "$name: PyTorch reference"
     fi
 done
+# rlhf info on an adapter directory: the adapter (r, alpha, targets, bias, base, its size), then
+# its base's architecture, after loading the base with the adapter merged
+mkdir "$W/info"
+cp "$W/gpt2/adapter/adapter_model.safetensors" "$W/info/"
+sed "s|\"tiny\"|\"$W/gpt2/base\"|" "$W/gpt2/adapter/adapter_config.json" \
+    >"$W/info/adapter_config.json"
+if "$R" info "$W/info" >"$W/out" 2>"$W/err" &&
+    grep -q "^adapter      LoRA r 3, alpha 6 (scale 2), dropout 0, bias all, on c_attn, c_proj, c_fc + ln_1 + ln_2 + ln_f$" "$W/out" &&
+    grep -q "^adapter base $W/gpt2/base$" "$W/out" &&
+    grep -q "^adapter size 1488 parameters" "$W/out" &&
+    grep -q "^model        GPT-2, 2 layers, 2 heads, 12 channels" "$W/out" &&
+    grep -q "^parameters   4272 .*, the base's$" "$W/out"; then
+    ok "info on an adapter directory: r, alpha, targets, bias, base, size; the base's architecture"
+else
+    cat "$W/out" >>"$W/err"
+    bad "info on an adapter directory"
+fi
+expect_fail "info: an adapter whose base is gone" 1 "rlhf info: .*nowhere: no such checkpoint" \
+    sh -c "mkdir '$W/gone' && cp '$W/gpt2/adapter/adapter_model.safetensors' '$W/gone/' &&
+        sed 's|\"tiny\"|\"$W/nowhere\"|' '$W/gpt2/adapter/adapter_config.json' \
+            >'$W/gone/adapter_config.json' && '$R' info '$W/gone'"
+[ "$(wc -l < "$W/err")" -le 1 ] || bad "info: more than one line for a missing base"
 expect_fail "merge: a GPT-2 adapter on a Llama-style base" 1 \
     "fan_in_fan_out is true, a llama-style base needs false" \
     "$R" merge "$W/llama/base" "$W/gpt2/adapter" --out "$W/x1"

@@ -94,6 +94,42 @@ kill_rerun kill "$B/sft" "$@" --set out.dir=kill
     ok "sft: kill -9 and resume: adapters, moments and trainer state bit-identical" ||
     bad "sft kill/resume (killed=$killed)"
 
+# lora.base_dtype bfloat16: the frozen base's matrices stored and multiplied in bf16 (forward and
+# backward): the first loss within 2^-8 of the float32 base's and not equal to it (the weights
+# are rounded); the adapter files exactly as a float32 run writes them (config, tensor names,
+# shapes, dtypes); kill -9 and resume bit-identical
+st_header() {
+    python3 -c "import json, struct, sys; f = open(sys.argv[1], 'rb')
+n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n)); h.pop('__metadata__', None)
+print(sorted((k, v['dtype'], v['shape']) for k, v in h.items()))" "$1"
+}
+for arch in gpt2 llama; do
+    "$B/sft" -c sft_$arch.yaml --set out.dir=bf_$arch --set lora.r=4 --set lora.alpha=8 \
+        --set lora.dropout=0.1 --set lora.base_dtype=bfloat16 >/dev/null 2>"$W/err" ||
+        bad "$arch: sft with a bf16 base"
+    a=$(first_loss lora_$arch); b=$(first_loss bf_$arch)
+    close "$b" "$a" 0.00390625 && [ "$a" != "$b" ] &&
+        ok "$arch sft: a bf16 base's first loss $b within 2^-8 of the float32 base's $a" ||
+        bad "$arch sft: first loss bf16 base $b, float32 base $a"
+    cmp -s lora_$arch/best/adapter_config.json bf_$arch/best/adapter_config.json &&
+        [ "$(st_header lora_$arch/best/adapter_model.safetensors)" = \
+          "$(st_header bf_$arch/best/adapter_model.safetensors)" ] &&
+        ok "$arch sft: a bf16 base's adapter files are the float32 base's format" ||
+        bad "$arch sft: bf16 base adapter format"
+done
+# (with every bias and the final norm trained beside the adapters, lora.bias all and
+# lora.modules_to_save ln_f: saved under the base's names)
+set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1 --set lora.base_dtype=bfloat16 \
+    --set lora.bias=all --set lora.modules_to_save=ln_f
+"$B/sft" "$@" --set out.dir=kbfull >/dev/null 2>&1
+kill_rerun kbf "$B/sft" "$@" --set out.dir=kbf
+[ $killed -eq 1 ] && grep -q "resuming run" "$W/err" && same_adapter kbfull/last kbf/last &&
+    grep -q '"bias":.*"all"' kbf/last/adapter_config.json &&
+    st_header kbf/last/adapter_model.safetensors | grep -q "transformer.h.1.ln_2.bias" &&
+    st_header kbf/last/adapter_model.safetensors | grep -q "transformer.ln_f.weight" &&
+    ok "sft, bf16 base, lora.bias all, ln_f trained: kill -9 and resume: adapters, biases, norm, moments and trainer state bit-identical" ||
+    bad "sft bf16 base kill/resume (killed=$killed)"
+
 # dpo and reward train: fresh adapters start exactly at the base (DPO's held-out loss log 2 with
 # zero margins; the reward model's first loss the full run's); resume after kill -9
 tiny_data 200
@@ -133,6 +169,41 @@ kill_rerun rkill "$B/reward" train -c rm.yaml --set lora.r=4 --set out.dir=rkill
     cmp -s rfull/final/model.safetensors rkill/final/model.safetensors &&
     ok "reward: kill -9 and resume: adapters bit-identical, the same merged reward model" ||
     bad "reward kill/resume (killed=$killed)"
+"$R" info rfull/last >"$W/out" 2>"$W/err" && grep -q "^adapter .* + the score head$" "$W/out" &&
+    grep -q "^heads        LM (tied) + scalar score$" "$W/out" &&
+    ok "info on a reward adapter (a score head on a language model's base)" ||
+    bad "info on a reward adapter: $(cat "$W/err")"
+
+# on a bf16 base: dpo's reference is the same base (held-out log 2, margins 0); reward train's
+# first loss within 2^-8 of the float32 base's, and its final/ the adapter merged into
+# model.init's float32 weights, as `rlhf merge` folds it
+"$B/dpo" -c dpo.yaml --set lora.r=4 --set lora.base_dtype=bfloat16 --set out.dir=dbf \
+    --set workspace=dbf.db >/dev/null 2>"$W/err" || bad "dpo with a bf16 base"
+l0=$(sqlite3 dbf.db "select value from metrics where name = 'valid/loss' and step = 0")
+m0=$(sqlite3 dbf.db "select value from metrics where name = 'valid/rewards/margins' and step = 0")
+close "$l0" 0.69314718 1e-7 && [ "$m0" = 0.0 ] &&
+    ok "dpo, bf16 base: fresh adapters: held-out loss log 2 ($l0), margins 0" ||
+    bad "dpo, bf16 base: step 0 loss $l0 margins $m0"
+"$B/reward" train -c rm.yaml --set lora.r=4 --set lora.base_dtype=bfloat16 --set out.dir=rbf \
+    >/dev/null 2>"$W/err" || bad "reward with a bf16 base"
+c=$(sqlite3 rws.db "select value from metrics m join runs r on r.id = m.run_id where
+    r.checkpoint like '%rbf%' and m.name = 'train/loss' and m.step = 1")
+close "$c" "$a" 0.00390625 && [ "$c" != "$a" ] && python3 - gpt2 rbf/final <<'PY' &&
+import json, struct, sys
+def read(d):
+    f = open(d + "/model.safetensors", "rb"); n = struct.unpack("<Q", f.read(8))[0]
+    h = json.loads(f.read(n)); h.pop("__metadata__", None); data = f.read()
+    return {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in h.items()}
+base, final = read(sys.argv[1]), read(sys.argv[2])
+adapted = [k for k in base if k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))]
+# untouched tensors are model.init's float32 bytes; the adapted ones are float32 sums, not the
+# base's bf16-rounded matrices (their low 16 bits are not all zero)
+same = all(final[k] == base[k] for k in base if k not in adapted and "ln_f.bias" not in k)
+lows = [final[k][i:i + 2] for k in adapted for i in range(0, len(final[k]), 4)]
+sys.exit(0 if adapted and same and sum(x != b"\0\0" for x in lows) > len(lows) // 2 else 1)
+PY
+    ok "reward, bf16 base: first loss $c within 2^-8 of $a; final/ merged into model.init's float32 weights" ||
+    bad "reward, bf16 base: first loss $c (float32 $a), final/"
 
 # ppo: the first iteration with fresh adapters is the full run's (same rollouts, same scores), the
 # reference (the base with the adapters off) gives a KL of exactly 0 there; kill -9 and resume
@@ -162,6 +233,25 @@ kill_rerun kk "$B/ppo" "$@" --set out.dir=kk
     same_adapter kf/last/policy kk/last/policy && same_adapter kf/last/value kk/last/value &&
     ok "ppo: kill -9 and resume: policy and value adapters and moments bit-identical" ||
     bad "ppo kill/resume (killed=$killed)"
+# a bf16 base: policy + reference on one, reward + value on the other, the plan says so; the
+# reference is that base with the adapters off (KL exactly 0 at first); precision.sample and
+# precision.frozen bf16 are the bases themselves (no copies); with trained biases (lora.bias all:
+# the reference and the reward model read the bases' own); kill -9 and resume bit-identical
+set -- -c ppo.yaml --set lora.r=4 --set lora.base_dtype=bfloat16 --set precision.sample=bf16 \
+    --set precision.frozen=bf16 --set lora.bias=all
+"$B/ppo" "$@" --set train.iterations=2 --set out.dir=pbf >/dev/null 2>"$W/err" &&
+    [ "$(metric pbf/workspace.db ppo/kl 1)" = 0.0 ] &&
+    grep -q "policy .*frozen base (matrices in bf16" "$W/err" &&
+    grep -q "reward .*matrices in bf16, .*(the value's base too)" "$W/err" &&
+    ! grep -q "sampling" "$W/err" &&
+    ok "ppo, bf16 bases: planned as such, no sampling copy, KL to the reference exactly 0" ||
+    bad "ppo with bf16 bases"
+"$B/ppo" "$@" --set train.iterations=8 --set save.every=1 --set out.dir=kbf >/dev/null 2>&1
+kill_rerun kbk "$B/ppo" "$@" --set train.iterations=8 --set save.every=1 --set out.dir=kbk
+[ $killed -eq 1 ] && grep -q "resuming run" "$W/err" &&
+    same_adapter kbf/last/policy kbk/last/policy && same_adapter kbf/last/value kbk/last/value &&
+    ok "ppo, bf16 bases: kill -9 and resume: adapters and moments bit-identical" ||
+    bad "ppo bf16 kill/resume (killed=$killed)"
 # a later stage from an adapter: ppo's policy is sft's LoRA result, merged at load
 "$B/sft" -c pre.yaml --set out.dir=prel --set lora.r=4 --set train.steps=5 >/dev/null 2>&1 &&
     "$B/ppo" -c ppo.yaml --set model.policy=prel/best --set out.dir=pa --set lora.r=4 \
@@ -174,8 +264,17 @@ expect_fail "ppo: a separate reference with adapters" 1 "leave model.reference e
     "$B/ppo" -c ppo.yaml --set lora.r=4 --set model.reference=base --set out.dir=bad
 expect_fail "ppo: lora dropout" 1 "lora.dropout must be 0 in ppo" \
     "$B/ppo" -c ppo.yaml --set lora.r=4 --set lora.dropout=0.1 --set out.dir=bad
-expect_fail "ppo: narrow copies with adapters" 1 "precision.frozen: bf16/int8 copies with lora.r" \
+expect_fail "ppo: a bf16 reference on a float32 base" 1 \
+    "precision.frozen bf16 with lora.r > 0: the policy's frozen base is float32" \
     "$B/ppo" -c ppo.yaml --set lora.r=4 --set precision.frozen=bf16 --set out.dir=bad
+expect_fail "ppo: int8 sampling on a bf16 base" 1 \
+    "precision.sample int8 with lora.r > 0: the policy's frozen base is bfloat16" \
+    "$B/ppo" -c ppo.yaml --set lora.r=4 --set lora.base_dtype=bfloat16 \
+    --set precision.sample=int8 --set out.dir=bad
+expect_fail "ppo: a merged sampling copy of a bf16 base" 1 \
+    "lora.sample merged: a merged copy needs the base's fp32 weights" \
+    "$B/ppo" -c ppo.yaml --set lora.r=4 --set lora.base_dtype=bfloat16 \
+    --set lora.sample=merged --set out.dir=bad
 cd "$W"
 
 (cd "$ROOT" && "$R" run pipelines/demo-lora.yaml --dry-run --set workspace="$W/dry") >out 2>"$W/err" &&
@@ -188,8 +287,8 @@ for kv in "lora.r=-1:lora.r" "lora.dropout=1.5:lora.dropout" \
     "lora.target_modules=q_proj:'q_proj' is no linear layer of a gpt2 model" \
     "lora.modules_to_save=score:lora.modules_to_save: 'score' needs a model with a score head" \
     "lora.modules_to_save=lm_head:lora.modules_to_save: 'lm_head' is not supported" \
-    "lora.train_bias=true:lora.train_bias: training biases" \
-    "lora.train_norms=true:lora.train_norms: training norm weights" \
+    "lora.bias=some:lora.bias" \
+    "lora.modules_to_save=norm:lora.modules_to_save: 'norm' is not supported (score, or the norms ln_1" \
     "lora.alpha=0:lora_alpha must be positive"; do
     expect_fail "sft: bad ${kv%%:*}" 1 "${kv#*:}" \
         "$B/sft" -c sft_gpt2.yaml --set out.dir=bad --set lora.r=4 --set "${kv%%:*}"

@@ -94,6 +94,17 @@ awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 < 1e-5) }' &&
     ok "llama-tiny: one step on 2 ranks = 1 rank on the same global batch (max |diff| $d < 1e-5)" ||
     bad "llama-tiny 2 ranks vs 1: $d"
 
+# 1c. the same with LoRA adapters (biases and a norm trained too, the base in bf16): the adapters'
+# gradients are what the ranks sum
+set -- --set lora.r=4 --set lora.bias=all --set lora.modules_to_save=ln_f \
+    --set lora.base_dtype=bfloat16 --set train.steps=1
+OMP_NUM_THREADS=1 "$MB/sft" -c mpi.yaml --set out.dir=aone "$@" > out 2> err
+$MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=atwo "$@" > out 2> err
+d=$($DIFF aone/last/adapter_model.safetensors atwo/last/adapter_model.safetensors 2>&1)
+awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 < 1e-5) }' &&
+    ok "LoRA: one step on 2 ranks = 1 rank on the same global batch (max |diff| $d < 1e-5)" ||
+    bad "LoRA 2 ranks vs 1: $d"
+
 # 2. several steps, a save every step: the ranks' weights are compared at each save
 $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=many --set train.steps=12 \
     --set save.every=1 > out 2> err &&

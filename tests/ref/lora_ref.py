@@ -18,7 +18,10 @@ and exiting 1 on any failure:
   2. every adapter tensor has PEFT's name and shape (A [r, in], B [out, r]) and none is extra;
   3. the engine's logits equal the reference's at every real position (float32 tolerances);
   4. the engine's gradients of every A and B equal PyTorch autograd's of the same loss;
-  5. a zero B gives exactly the base model's logits (in the reference).
+  5. a zero B gives exactly the base model's logits (in the reference);
+  6. the trained biases (the adapter's bias "all": every bias of the model) and norms
+     (modules_to_save), saved under the base model's own names (base_model.model.<module>.bias /
+     .weight), replace the base's, and the engine's gradients of them equal autograd's.
 """
 import json
 import math
@@ -107,6 +110,38 @@ def effective(cfg, P, adapters, scale):
     return Q
 
 
+def bias_names(cfg):
+    """The PEFT module path of every trained vector: each bias of the model (PEFT's bias "all")
+    and each norm's weight (modules_to_save: the norms; GPT-2's biases of them are biases)."""
+    L, names = cfg["L"], []
+    for l in range(L):
+        if cfg["arch"] == 0:
+            p = f"transformer.h.{l}."
+            names += [p + m + ".bias" for m in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2",
+                                               "mlp.c_fc", "mlp.c_proj")]
+            names += [p + "ln_1.weight", p + "ln_2.weight"]
+        else:
+            p = f"model.layers.{l}."
+            names += [p + "self_attn." + m + ".bias" for m in ("q_proj", "k_proj", "v_proj")]
+            names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+    if cfg["arch"] == 0:
+        return names + ["transformer.ln_f.bias", "transformer.ln_f.weight"]
+    return names + ["model.norm.weight"]
+
+
+def vec_key(cfg, name):
+    """The base tensor (base.safetensors' name) of a trained vector's PEFT module path."""
+    return name[len("transformer."):] if cfg["arch"] == 0 else name
+
+
+def vec_grad(out, name):
+    """The engine's gradient of a trained vector: grad.L.<module> per layer, else grad.<name>."""
+    parts = name.split(".")
+    if parts[1] in ("h", "layers"):
+        return out["grad.%d.%s" % (int(parts[2]), name.split(".", 3)[3])]
+    return out["grad." + name]
+
+
 def logits_of(cfg, Q, tokens):
     if cfg["arch"] == 0:
         gpt2_ref.NH, gpt2_ref.L = cfg["NH"], cfg["L"]
@@ -134,8 +169,8 @@ def main():
     out = read_safetensors(os.path.join(d, "out.safetensors"))
     with open(os.path.join(d, "adapter", "adapter_config.json")) as f:
         ac = json.load(f)
-    check(ac["peft_type"] == "LORA" and ac["bias"] == "none" and ac["task_type"] == "CAUSAL_LM",
-          "adapter_config.json: peft_type LORA, bias none, task_type CAUSAL_LM")
+    check(ac["peft_type"] == "LORA" and ac["bias"] == "all" and ac["task_type"] == "CAUSAL_LM",
+          "adapter_config.json: peft_type LORA, bias all, task_type CAUSAL_LM")
     check(ac["fan_in_fan_out"] == (cfg["arch"] == 0),
           "adapter_config.json: fan_in_fan_out %s" % ac["fan_in_fan_out"])
     r, scale = ac["r"], ac["lora_alpha"] / ac["r"]
@@ -148,8 +183,19 @@ def main():
             names_ok = False
             continue
         adapters[module] = (a.clone().requires_grad_(True), b.clone().requires_grad_(True))
+    biases = {}
+    for name in bias_names(cfg):
+        b = W.pop("base_model.model." + name, None)
+        key = vec_key(cfg, name)
+        if b is None or b.shape != P[key].shape:
+            names_ok = False
+            continue
+        biases[key] = b.clone().requires_grad_(True)
     check(names_ok and not W, "adapter_model.safetensors: PEFT names, A [r, in], B [out, r], "
-          "nothing else (%d modules)" % len(adapters))
+          "%d biases, nothing else (%d modules)" % (len(biases), len(adapters)))
+    base_P = P
+    P = dict(P)
+    P.update(biases)   # the trained biases replace the base's
 
     tokens = out["tokens"].long()
     targets = out["targets"].long()
@@ -180,16 +226,26 @@ def main():
                 worst, where = e, "%s.lora_%s" % (module, which)
     check(worst < 1e-4, "gradients of every A and B vs autograd (worst relative %.2e at %s)" %
           (worst, where))
+    worst, where = 0.0, ""
+    for name in bias_names(cfg):
+        key = vec_key(cfg, name)
+        g = vec_grad(out, name)
+        t = biases[key].grad
+        e = (g.flatten() - t).abs().max().item() / (1e-3 + t.abs().max().item())
+        if e > worst:
+            worst, where = e, name
+    check(worst < 1e-4, "gradients of every trained bias and norm vs autograd (worst relative "
+          "%.2e at %s)" % (worst, where))
 
     zero = {m: (A.detach(), torch.zeros_like(B)) for m, (A, B) in adapters.items()}
-    same = torch.equal(logits_of(cfg, effective(cfg, P, zero, scale), tokens),
-                       logits_of(cfg, P, tokens))
+    same = torch.equal(logits_of(cfg, effective(cfg, base_P, zero, scale), tokens),
+                       logits_of(cfg, base_P, tokens))
     check(same, "a zero B is exactly the base model")
     if len(sys.argv) > 3 and sys.argv[2] == "--merged":
         M = read_safetensors(os.path.join(sys.argv[3], "model.safetensors"))
         M = {k[len("transformer."):] if k.startswith("transformer.") else k: v
              for k, v in M.items()}
-        check(set(M) == set(P), "the merged checkpoint holds the base's tensors")
+        check(set(M) == set(base_P), "the merged checkpoint holds the base's tensors")
         worst = worst_gap(ours, logits_of(cfg, M, tokens), lengths)
         check(worst < 2e-5, "rlhf merge's checkpoint, no adapters, vs the engine's adapter logits "
               "(worst %.2e)" % worst)
