@@ -608,6 +608,88 @@ static void test_generate_queue_equals_alone(void) {
     model_free(&m);
 }
 
+// gen_generate_queue with g.share_prompts on model m (vocabulary V), keys and values cached in
+// fmt: ten sequences through 4 slots, 6 rows per call: a group of three with one prompt (A), a
+// pair (B), one alone (C), A's group again later (entering as slots free up) and A's first four
+// tokens (the same start, another prompt). Each sequence's tokens equal those without sharing and
+// those it gets alone, greedy and sampled, on 1 and 2 threads; with sharing the group's three
+// first tokens come in one step (the copies sample beside their source), where without it the
+// second one's prompt waits for rows while the first decodes.
+static void share_case(const Model *m, int V, LowpFormat fmt, const char *what) {
+    enum { N = 10, TP = 6, NEW = 10, SLOTS = 4, ROWS = 6 };
+    int32_t A[5] = {4, 9, 1, 7, 2}, B[3] = {5, 6, 8}, C[4] = {11, 12, 13, 14};
+    int32_t prompts[N * TP] = {0}, plen[N];
+    const int32_t *which[N] = {A, A, A, B, B, C, A, A, A, A};
+    for (int q = 0; q < N; q++) {
+        plen[q] = which[q] == A ? 5 : which[q] == B ? 3 : 4;
+        if (q == N - 1) plen[q] = 4;   // A's first four tokens
+        memcpy(prompts + q * TP, which[q], (size_t)plen[q] * sizeof(int32_t));
+    }
+    int32_t out[N * NEW], ol[N], plain[N * NEW], pl[N], want[N * NEW], wl[N];
+    char err[256];
+    KVCache kv, alone;
+    Sampler s;
+    sampler_init(&s, V);
+    CHECK(kv_init_as(&kv, m, SLOTS, TP + NEW, ROWS, fmt, err, sizeof err) == 0);
+    CHECK(kv_init_as(&alone, m, 1, TP + NEW, TP, fmt, err, sizeof err) == 0);
+    int saved = omp_get_max_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        for (int greedy = 0; greedy <= 1; greedy++) {
+            GenConfig g = pure_sampling(NEW);
+            g.sampler.temperature = greedy ? 0.0f : 1.0f;
+            g.n_stop = 4;
+            for (int i = 0; i < 4; i++) g.stop_ids[i] = (int32_t)(3 + 7 * i);
+            Rng r[N];
+            TokenOrder shared = {.n = 0}, unshared = {.n = 0};
+            for (int share = 1; share >= 0; share--) {
+                g.share_prompts = share;
+                streams_init(r, N, 91);
+                CHECK(gen_generate_queue(m, &kv, &s, &g, r, prompts, plen, N, TP, SLOTS,
+                                         share ? out : plain, share ? ol : pl, record_order,
+                                         share ? &shared : &unshared, err, sizeof err) == 0);
+            }
+            g.share_prompts = 0;
+            streams_init(r, N, 91);
+            for (int q = 0; q < N; q++)
+                CHECK(gen_generate_each(m, &alone, &s, &g, &r[q], prompts + q * TP, &plen[q], 1,
+                                        TP, want + q * NEW, &wl[q], NULL, NULL, err,
+                                        sizeof err) == 0);
+            for (int q = 0; q < N; q++) {
+                CHECK_MSG(ol[q] == pl[q] && !memcmp(out + q * NEW, plain + q * NEW,
+                                                    (size_t)pl[q] * sizeof(int32_t)),
+                          "%s, %d threads, %s: sequence %d differs shared and unshared", what,
+                          threads, greedy ? "greedy" : "sampled", q);
+                CHECK_MSG(ol[q] == wl[q] && !memcmp(out + q * NEW, want + q * NEW,
+                                                    (size_t)wl[q] * sizeof(int32_t)),
+                          "%s, %d threads, %s: shared sequence %d differs from its tokens alone",
+                          what, threads, greedy ? "greedy" : "sampled", q);
+            }
+            // the first tokens: A's group of three together with sharing
+            int first3 = shared.n >= 3 && shared.seq[0] + shared.seq[1] + shared.seq[2] == 3 &&
+                         shared.seq[0] != shared.seq[1] && shared.seq[1] != shared.seq[2] &&
+                         shared.seq[0] != shared.seq[2];
+            CHECK_MSG(first3, "%s: with sharing the first tokens are not sequences 0, 1, 2", what);
+            CHECK_MSG(order_at(&unshared, 1, 0) > order_at(&unshared, 0, 0) + 1,
+                      "%s: without sharing sequence 1 did not wait for its prompt's rows", what);
+        }
+    }
+    omp_set_num_threads(saved);
+    kv_free(&kv); kv_free(&alone); sampler_free(&s);
+}
+
+static void test_generate_queue_shares_prompts(void) {
+    Model m;
+    tiny_model(&m, 1, 1);
+    share_case(&m, 61, LOWP_FP32, "GPT-2");
+    share_case(&m, 61, LOWP_BF16, "GPT-2, bf16 cache");
+    model_free(&m);
+    tiny_llama(&m, &llama_all, 1, 1);
+    share_case(&m, llama_all.vocab_size, LOWP_FP32, "Llama-style");
+    share_case(&m, llama_all.vocab_size, LOWP_BF16, "Llama-style, bf16 cache");
+    model_free(&m);
+}
+
 // Giving a Llama-style model's activations and a cache's keys and values back to the system
 // (model_release_activations, kv_release) keeps what was computed once at init (the RoPE
 // frequencies): the same forward and the same greedy tokens afterwards.
@@ -704,6 +786,11 @@ int main(void) {
     test_case("generate: continuous batching gives each sequence its tokens alone (GPT-2 and "
               "Llama-style, greedy and sampled, 1 and 2 threads) and refills freed slots",
               test_generate_queue_equals_alone);
+    test_case("generate: continuous batching with a shared prompt: a group prefills it once, the "
+              "copies sample beside their source, every sequence's tokens as without sharing and "
+              "alone (GPT-2 and Llama-style, fp32 and bf16 cache, greedy and sampled, 1 and 2 "
+              "threads)",
+              test_generate_queue_shares_prompts);
     test_case("generate: releasing activations and the cache keeps the RoPE frequencies",
               test_release_keeps_rope);
     test_case("generate: a cancel function ends generation between decoding steps",
