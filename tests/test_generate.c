@@ -537,6 +537,31 @@ static int order_at(const TokenOrder *o, int q, int last) {
     return at;
 }
 
+// Sampling for the queue tests: greedy or at temperature 1, new_tokens tokens, ended by any of
+// n_stop stop tokens 3, 3 + every, 3 + 2 every, ...
+static GenConfig queue_config(int new_tokens, int greedy, int n_stop, int every) {
+    GenConfig g = pure_sampling(new_tokens);
+    g.sampler.temperature = greedy ? 0.0f : 1.0f;
+    g.n_stop = n_stop;
+    for (int i = 0; i < n_stop; i++) g.stop_ids[i] = (int32_t)(3 + every * i);
+    return g;
+}
+
+// Each of the n prompts (n, tp) alone through cache `alone` (gen_generate_each, B = 1), sequence q
+// from stream seed + q: tokens into want (n, g->max_new_tokens), counts into wl.
+static void queue_alone(const Model *m, KVCache *alone, Sampler *s, const GenConfig *g,
+                        uint64_t seed, const int32_t *prompts, const int32_t *plen, int n, int tp,
+                        int32_t *want, int32_t *wl) {
+    char err[256];
+    for (int q = 0; q < n; q++) {
+        Rng r;
+        rng_init(&r, seed + (uint64_t)q);
+        CHECK(gen_generate_each(m, alone, s, g, &r, prompts + q * tp, &plen[q], 1, tp,
+                                want + (size_t)q * g->max_new_tokens, &wl[q], NULL, NULL, err,
+                                sizeof err) == 0);
+    }
+}
+
 // gen_generate_queue on model m (vocabulary V): N prompts through 3 slots (5 rows per call, so
 // prompts prefill in chunks beside the other slots' tokens), eight stop tokens so that sequences
 // end at different steps. Each sequence's tokens equal those it gets alone (gen_generate_each,
@@ -559,20 +584,13 @@ static void queue_case(const Model *m, int V, const char *what) {
     for (int threads = 1; threads <= 2; threads++) {
         omp_set_num_threads(threads);
         for (int greedy = 0; greedy <= 1; greedy++) {
-            GenConfig g = pure_sampling(NEW);
-            g.sampler.temperature = greedy ? 0.0f : 1.0f;
-            g.n_stop = 8;
-            for (int i = 0; i < 8; i++) g.stop_ids[i] = (int32_t)(3 + 5 * i);
+            GenConfig g = queue_config(NEW, greedy, 8, 5);
             Rng r[N];
             streams_init(r, N, 77);
             TokenOrder order = {.n = 0};
             CHECK(gen_generate_queue(m, &kv, &s, &g, r, prompts, plen, N, TP, SLOTS, out, ol,
                                      record_order, &order, err, sizeof err) == 0);
-            streams_init(r, N, 77);
-            for (int q = 0; q < N; q++)
-                CHECK(gen_generate_each(m, &alone, &s, &g, &r[q], prompts + q * TP, &plen[q], 1,
-                                        TP, want + q * NEW, &wl[q], NULL, NULL, err,
-                                        sizeof err) == 0);
+            queue_alone(m, &alone, &s, &g, 77, prompts, plen, N, TP, want, wl);
             for (int q = 0; q < N; q++)
                 CHECK_MSG(ol[q] == wl[q] && !memcmp(out + q * NEW, want + q * NEW,
                                                     (size_t)wl[q] * sizeof(int32_t)),
@@ -636,10 +654,7 @@ static void share_case(const Model *m, int V, LowpFormat fmt, const char *what) 
     for (int threads = 1; threads <= 2; threads++) {
         omp_set_num_threads(threads);
         for (int greedy = 0; greedy <= 1; greedy++) {
-            GenConfig g = pure_sampling(NEW);
-            g.sampler.temperature = greedy ? 0.0f : 1.0f;
-            g.n_stop = 4;
-            for (int i = 0; i < 4; i++) g.stop_ids[i] = (int32_t)(3 + 7 * i);
+            GenConfig g = queue_config(NEW, greedy, 4, 7);
             Rng r[N];
             TokenOrder shared = {.n = 0}, unshared = {.n = 0};
             for (int share = 1; share >= 0; share--) {
@@ -649,12 +664,7 @@ static void share_case(const Model *m, int V, LowpFormat fmt, const char *what) 
                                          share ? out : plain, share ? ol : pl, record_order,
                                          share ? &shared : &unshared, err, sizeof err) == 0);
             }
-            g.share_prompts = 0;
-            streams_init(r, N, 91);
-            for (int q = 0; q < N; q++)
-                CHECK(gen_generate_each(m, &alone, &s, &g, &r[q], prompts + q * TP, &plen[q], 1,
-                                        TP, want + q * NEW, &wl[q], NULL, NULL, err,
-                                        sizeof err) == 0);
+            queue_alone(m, &alone, &s, &g, 91, prompts, plen, N, TP, want, wl);
             for (int q = 0; q < N; q++) {
                 CHECK_MSG(ol[q] == pl[q] && !memcmp(out + q * NEW, plain + q * NEW,
                                                     (size_t)pl[q] * sizeof(int32_t)),
