@@ -696,23 +696,6 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
     return 0;
 }
 
-static int begin_run(Dpo *d, int resumed, CkptTrainerState *st, char *err, size_t errlen) {
-    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
-    if (!resumed) {
-        rng_init(&d->rng, (uint64_t)config_get_int(d->cfg, "train.seed"));
-        return trainer_begin_run(&d->tr, 0, NULL, err, errlen);
-    }
-    if ((d->use_lora ? adapter_resume(d->tr.last_dir, &d->lora, st, err, errlen)
-                     : ckpt_load_trainer_state(d->tr.last_dir, &d->model, st, err, errlen)) ||
-        ckpt_state_get_int(st, "run_id", &d->tr.run_id, err, errlen))
-        return -1;
-    d->step = st->step;
-    d->rng = st->rng;
-    if (trainer_begin_run(&d->tr, 1, d->tr.last_dir, err, errlen)) return -1;
-    trainer_note_resumed(&d->tr, "step", d->step, d->total_steps, "");
-    return 0;
-}
-
 static void print_data_summary(const Dpo *d) {
     fprintf(stderr, "dpo: %lld training rankings (%lld pairs, %lld %s, K up to %d), %lld held out "
             "(%lld pairs), data fingerprint %016llx%s%s\n",
@@ -758,7 +741,8 @@ static int setup(Dpo *d, char *err, size_t errlen) {
     alloc_buffers(d);
     if (dist_main(&d->dist)) print_data_summary(d);
     if (setup_reference(d, resumed, &st, err, errlen)) return -1;
-    return begin_run(d, resumed, &st, err, errlen);
+    return trainer_begin_or_resume(&d->tr, resumed, &st, &d->model, lora_of(d), &d->step, &d->rng,
+                                   d->total_steps, err, errlen);
 }
 
 static void teardown(Dpo *d) {
