@@ -138,7 +138,7 @@ print("%d of %d held-out sequences" % (covered, len(v)))
 PY
     grep -q "step 0: the policy is the reference" err_maxg &&
     close "$(m_maxg valid/loss)" 0.69314718 1e-7 &&
-    ok "eval.max_groups 10: the reference runs over the held-out sequences evaluated only: $(cat out), the same numbers; step 0 log 2" ||
+    ok "eval.max_groups 10: the reference over the evaluated held-out sequences only: $(cat out)" ||
     bad "eval.max_groups and the reference: $(cat out), step 0 loss $(m_maxg valid/loss)"
 
 # ---------------------------------------------------------------------------------------------
