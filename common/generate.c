@@ -465,9 +465,60 @@ static int generate(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g,
 
 // ---- continuous batching: n sequences through B slots ----
 
-// What gen_generate_queue keeps per slot: the sequence in it (-1: free) and how many of its prompt
-// tokens the cache holds.
-typedef struct { int seq, fed; } GenSlot;
+// What gen_generate_queue keeps per slot: the sequence in it (-1: free), how many of its prompt
+// tokens the cache holds, and (g->share_prompts) the slot whose prompt it waits to copy (-1: none).
+typedef struct { int seq, fed, src; } GenSlot;
+
+// Copies the first n cached positions of slot src (keys and values of every layer and KV head)
+// and its newest logits into slot dst, whose cached length becomes n.
+static void kv_copy_slot(KVCache *kv, int dst, int src, int n) {
+    size_t span = (size_t)n * kv->hd, stride = (size_t)kv->max_T * kv->hd;
+    for (int l = 0; l < kv->L; l++)
+        for (int h = 0; h < kv->KVH; h++) {
+            size_t from = (((size_t)l * kv->max_B + src) * kv->KVH + h) * stride;
+            size_t to = (((size_t)l * kv->max_B + dst) * kv->KVH + h) * stride;
+            if (kv->k16) {
+                memcpy(kv->k16 + to, kv->k16 + from, span * sizeof(uint16_t));
+                memcpy(kv->v16 + to, kv->v16 + from, span * sizeof(uint16_t));
+            } else {
+                memcpy(kv->k + to, kv->k + from, span * sizeof(float));
+                memcpy(kv->v + to, kv->v + from, span * sizeof(float));
+            }
+        }
+    memcpy(kv->logits + (size_t)dst * kv->V, kv->logits + (size_t)src * kv->V,
+           (size_t)kv->V * sizeof(float));
+    kv->len[dst] = n;
+}
+
+// Slots waiting for a prompt (g->share_prompts) whose source now holds all of it, and has not yet
+// sampled from its logits, take their copy: they sample in this step beside the source.
+static void queue_copy(KVCache *kv, const int32_t *prompt_lens, GenSlot *slot, int B) {
+    for (int b = 0; b < B; b++) {
+        int src = slot[b].src;
+        if (src < 0) continue;
+        int n = prompt_lens[slot[b].seq];
+        if (slot[src].fed < n) continue;   // still prefilling
+        kv_copy_slot(kv, b, src, n);
+        slot[b].fed = n;
+        slot[b].src = -1;
+    }
+}
+
+// A slot other than b whose sequence has prompt q's tokens and has not sampled yet (so that its
+// cache will hold just that prompt and its logits those of the prompt's end), or -1.
+static int queue_source(const int32_t *prompts, const int32_t *prompt_lens, int Tp,
+                        const GenSlot *slot, int B, int b, int q, const int32_t *out_lens) {
+    for (int o = 0; o < B; o++) {
+        int p = slot[o].seq;
+        if (o == b || p < 0 || slot[o].src >= 0 || out_lens[p] > 0 ||
+            prompt_lens[p] != prompt_lens[q])
+            continue;
+        if (!memcmp(prompts + (size_t)p * Tp, prompts + (size_t)q * Tp,
+                    (size_t)prompt_lens[q] * sizeof(int32_t)))
+            return o;
+    }
+    return -1;
+}
 
 // Samples the next token of every slot whose prompt is in the cache (its logits are those of its
 // newest position): a sequence that ends frees its slot (seq -1), one that goes on gets its token
@@ -479,7 +530,7 @@ static int queue_sample(KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
     for (int b = 0; b < B; b++) {
         nn[b] = 0;
         int q = slot[b].seq;
-        if (q < 0 || slot[b].fed < prompt_lens[q]) continue;
+        if (q < 0 || slot[b].src >= 0 || slot[b].fed < prompt_lens[q]) continue;
         int32_t t = sampler_sample(s, &g->sampler, kv->logits + (size_t)b * kv->V, &rngs[q]);
         out[(size_t)q * g->max_new_tokens + out_lens[q]++] = t;
         if (cb) cb(user, q, t);
@@ -491,21 +542,25 @@ static int queue_sample(KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
     return rows;
 }
 
-// Puts the next waiting sequences (from *next) into the free slots, their cache emptied, and gives
-// the prompts not yet in the cache up to `budget` rows of this call, in slot order (a prompt
-// longer than what is left goes on in the next calls). Returns the rows used.
+// Puts the next waiting sequences (from *next) into the free slots, their cache emptied (with
+// share, one whose prompt another slot is prefilling waits for its copy), and gives the prompts
+// not yet in the cache up to `budget` rows of this call, in slot order (a prompt longer than
+// what is left goes on in the next calls). Returns the rows used.
 static int queue_prefill(KVCache *kv, const int32_t *prompts, const int32_t *prompt_lens, int n,
-                         int Tp, GenSlot *slot, int B, int Tc, int *next, int budget,
-                         int32_t *tok, int32_t *nn) {
+                         int Tp, GenSlot *slot, int B, int Tc, int *next, int budget, int share,
+                         const int32_t *out_lens, int32_t *tok, int32_t *nn) {
     int rows = 0;
     for (int b = 0; b < B; b++) {
         if (slot[b].seq < 0 && *next < n) {
-            slot[b].seq = (*next)++;
-            slot[b].fed = 0;
+            slot[b] = (GenSlot){(*next)++, 0, -1};
             kv->len[b] = 0;
+            if (share)
+                slot[b].src = queue_source(prompts, prompt_lens, Tp, slot, B, b, slot[b].seq,
+                                           out_lens);
         }
         int q = slot[b].seq;
-        if (q < 0 || slot[b].fed >= prompt_lens[q] || rows >= budget) continue;
+        if (q < 0 || slot[b].src >= 0 || slot[b].fed >= prompt_lens[q] || rows >= budget)
+            continue;
         int k = prompt_lens[q] - slot[b].fed;
         if (k > Tc) k = Tc;
         if (k > budget - rows) k = budget - rows;
@@ -544,13 +599,14 @@ int gen_generate_queue(const Model *m, KVCache *kv, Sampler *s, const GenConfig 
     int Tc = Tp < kv->max_rows ? Tp : kv->max_rows, next = 0, rc = 0;
     int32_t *tok = MALLOC_CHECK((size_t)B * Tc * sizeof(int32_t)), nn[B];
     GenSlot slot[B];
-    for (int b = 0; b < B; b++) slot[b] = (GenSlot){-1, 0};
+    for (int b = 0; b < B; b++) slot[b] = (GenSlot){-1, 0, -1};
     for (;;) {
         if (g->cancel && g->cancel(g->cancel_user)) { rc = 1; break; }
+        queue_copy(kv, prompt_lens, slot, B);
         int rows = queue_sample(kv, s, g, rngs, prompt_lens, slot, B, Tc, tok, nn, out, out_lens,
                                 cb, user);
         rows += queue_prefill(kv, prompts, prompt_lens, n, Tp, slot, B, Tc, &next,
-                              kv->max_rows - rows, tok, nn);
+                              kv->max_rows - rows, g->share_prompts, out_lens, tok, nn);
         if (rows == 0) break;   // every slot free and no sequence waiting
         if (kv_forward(m, kv, tok, nn, B, Tc, NULL, err, errlen)) { rc = -1; break; }
     }

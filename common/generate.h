@@ -67,6 +67,11 @@ typedef struct {
     SamplerConfig sampler;
     int (*cancel)(void *); // NULL, or cancel(cancel_user) asked before every decoding step:
     void *cancel_user;      // nonzero ends the call (it returns 1)
+    // gen_generate_queue only: 1: a sequence that enters a slot while another slot is still
+    // prefilling the same prompt (the same tokens) waits, then takes a copy of that slot's cached
+    // prompt and its logits instead of running the prompt again (GRPO's and RLOO's groups: one
+    // prefill per group, the rows per call it needs divided by the group's size)
+    int share_prompts;
 } GenConfig;
 
 // 1 when token ends a sequence under g (eot_id or one of stop_ids).
@@ -99,7 +104,9 @@ int gen_generate_each(const Model *m, KVCache *kv, Sampler *s, const GenConfig *
 // rows per call run short), so B stays full until the queue is empty, instead of a batch waiting
 // for its longest sequence. Sequence q samples from rngs[q] (n of them) and has its slot's cache
 // to itself, so its tokens are those it gets alone (gen_generate_each with B = 1 and rngs[q]), up
-// to the float rounding of the logits, which differs with the number of rows in a call. out
+// to the float rounding of the logits, which differs with the number of rows in a call. With
+// g->share_prompts, a copied prompt's keys, values and logits are bit for bit those its source
+// computed, and the copy samples its first token in the same step the source does. out
 // (n, max_new_tokens), out_lens (n), cb's b (the sequence), return values: as gen_generate.
 int gen_generate_queue(const Model *m, KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
                        const int32_t *prompts, const int32_t *prompt_lens, int n, int Tp, int B,

@@ -164,6 +164,24 @@ void trainer_note_resumed(const Trainer *t, const char *unit, int64_t done, int6
             (long long)t->run_id, unit, (long long)done, (long long)total, t->last_dir, extra);
 }
 
+int trainer_begin_or_resume(Trainer *t, int resumed, CkptTrainerState *st, Model *m, Lora *lo,
+                            int64_t *step, Rng *rng, int64_t total, char *err, size_t errlen) {
+    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
+    if (!resumed) {
+        rng_init(rng, (uint64_t)config_get_int(t->cfg, "train.seed"));
+        return trainer_begin_run(t, 0, NULL, err, errlen);
+    }
+    if ((lo ? adapter_resume(t->last_dir, lo, st, err, errlen)
+            : ckpt_load_trainer_state(t->last_dir, m, st, err, errlen)) ||
+        ckpt_state_get_int(st, "run_id", &t->run_id, err, errlen))
+        return -1;
+    *step = st->step;
+    *rng = st->rng;
+    if (trainer_begin_run(t, 1, t->last_dir, err, errlen)) return -1;
+    trainer_note_resumed(t, "step", *step, total, "");
+    return 0;
+}
+
 int trainer_same_weights(const Trainer *t, const Model *m) {
     return dist_identical(t->dist, m->params_memory, (int64_t)(m->num_params * sizeof(float)));
 }

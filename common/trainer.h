@@ -200,6 +200,13 @@ void trainer_state_init(CkptTrainerState *st, int64_t step, const Rng *rng);
 // extra (may be "").
 void trainer_note_resumed(const Trainer *t, const char *unit, int64_t done, int64_t total,
                           const char *extra);
+// The run begun from here on (a signal then saves last/ and marks it interrupted): fresh (resumed
+// 0: *rng seeded from train.seed, a new run row) or resumed from OUT.DIR/last with st as
+// trainer_try_resume read it: the weights and AdamW moments of m (with lo, the adapters' instead),
+// *step, *rng and the run id, the run marked running again and noted (of total steps).
+int trainer_begin_or_resume(Trainer *t, int resumed, CkptTrainerState *st, Model *m,
+                            struct Lora *lo, int64_t *step, Rng *rng, int64_t total, char *err,
+                            size_t errlen);
 // After a stop request with OUT.DIR/last saved at UNIT DONE: on rank 0, "STAGE: interrupted by
 // SIGNAL at UNIT DONE; saved OUT.DIR/last (rerun the same command to resume)". Returns the exit
 // status (trainer_stop_status).

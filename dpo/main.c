@@ -15,8 +15,9 @@
 // highest one then; their fingerprint is checked on resume).
 //
 // The reference (model.ref, default model.init) is run once at a fresh start over every held-out
-// completion and every training completion the run's steps draw (all of them from one epoch on;
-// the group order is known in advance); its log-probabilities go to OUT.DIR/reference_logps.bin,
+// completion the evaluations use (all, or those of the first eval.max_groups groups) and every
+// training completion the run's steps draw (all of them from one epoch on; the group order is
+// known in advance); its log-probabilities go to OUT.DIR/reference_logps.bin,
 // which a resumed run reads back (checked against the fingerprint saved in last/), so the
 // reference is never loaded again. SimPO needs no reference. Held-out evaluation runs each
 // completion once too, then computes the pairs' losses from those numbers.
@@ -321,7 +322,18 @@ static int reference_pass(Dpo *d, DpoSet *s, const int64_t *list, int64_t n, cha
     free(s->ref);
     s->ref = CALLOC_CHECK((size_t)s->nseq + 1, sizeof(double));
     return list ? seq_pass(d, s, list, n, s->ref, err, errlen)
-                : seq_pass(d, s, NULL, s->nseq, s->ref, err, errlen);
+                : seq_pass(d, s, NULL, n < 0 ? s->nseq : n, s->ref, err, errlen);
+}
+
+// The groups an evaluation of s takes (its first ones: all, or eval.max_groups) into *ng, and
+// the sequences they use: [0, the return value).
+static int64_t eval_extent(const Dpo *d, const DpoSet *s, int64_t *ng) {
+    int64_t maxg = config_get_int(d->cfg, "eval.max_groups"), nseq = 0;
+    *ng = maxg && s->ng > maxg ? maxg : s->ng;
+    for (int64_t j = 0; j < *ng; j++)
+        for (int i = 0; i < s->g[j].k; i++)
+            if (s->it[s->g[j].first + i].seq >= nseq) nseq = s->it[s->g[j].first + i].seq + 1;
+    return nseq;
 }
 
 // The statistics of s's first groups (all, or eval.max_groups) under the policy: one pass over
@@ -331,14 +343,10 @@ static int reference_pass(Dpo *d, DpoSet *s, const int64_t *list, int64_t n, cha
 // are the policy's: no second pass.
 static int evaluate(Dpo *d, const DpoSet *s, DpoStats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
-    int64_t ng = s->ng, maxg = config_get_int(d->cfg, "eval.max_groups"), nseq = 0;
-    if (maxg && ng > maxg) ng = maxg;
-    for (int64_t j = 0; j < ng; j++)
-        for (int i = 0; i < s->g[j].k; i++)
-            if (s->it[s->g[j].first + i].seq >= nseq) nseq = s->it[s->g[j].first + i].seq + 1;
+    int64_t ng, nseq = eval_extent(d, s, &ng);
     double *lps = MALLOC_CHECK((size_t)(nseq + 1) * sizeof(double));
     int rc = 0;
-    if (d->step == 0 && d->ref_is_start && nseq == s->nseq) {
+    if (d->step == 0 && d->ref_is_start) {
         memcpy(lps, s->ref, (size_t)nseq * sizeof(double));
         if (dist_main(&d->dist))
             fprintf(stderr, "dpo: step 0: the policy is the reference: its held-out "
@@ -656,9 +664,11 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
         }
     }
     double t0 = util_time_s();
-    int64_t *list, n_used = used_sequences(d, &list);
+    int64_t *list, n_used = used_sequences(d, &list), ng;
+    // held out: the sequences the evaluations use (eval.max_groups), the others' stay 0
+    int64_t n_valid = eval_extent(d, &d->valid, &ng);
     int rc = reference_pass(d, &d->train, list, n_used, err, errlen) ||
-                     reference_pass(d, &d->valid, NULL, 0, err, errlen)
+                     reference_pass(d, &d->valid, NULL, n_valid, err, errlen)
                  ? -1
                  : 0;
     free(list);
@@ -671,7 +681,7 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
     if (dist_main(&d->dist)) {
         fprintf(stderr, "dpo: reference log-probabilities of %lld sequences%s in %.1f s (%s), "
                 "stored in %s\n",
-                (long long)((n_used < 0 ? d->train.nseq : n_used) + d->valid.nseq),
+                (long long)((n_used < 0 ? d->train.nseq : n_used) + n_valid),
                 n_used < 0 ? "" : " (the training ones its steps use, and the held-out ones)",
                 util_time_s() - t0, ref[0] ? ref : "the starting policy", d->ref_path);
         if (dpo_ref_write(d->ref_path, &d->train, &d->valid, err, errlen)) return -1;
@@ -683,23 +693,6 @@ static int setup_reference(Dpo *d, int resumed, const CkptTrainerState *st, char
         fprintf(stderr, "dpo: warning: the reference log-probabilities computed again differ from "
                 "those this run trained with (%s changed, or another thread count): the resumed "
                 "run will not match an uninterrupted one bit for bit\n", ref);
-    return 0;
-}
-
-static int begin_run(Dpo *d, int resumed, CkptTrainerState *st, char *err, size_t errlen) {
-    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
-    if (!resumed) {
-        rng_init(&d->rng, (uint64_t)config_get_int(d->cfg, "train.seed"));
-        return trainer_begin_run(&d->tr, 0, NULL, err, errlen);
-    }
-    if ((d->use_lora ? adapter_resume(d->tr.last_dir, &d->lora, st, err, errlen)
-                     : ckpt_load_trainer_state(d->tr.last_dir, &d->model, st, err, errlen)) ||
-        ckpt_state_get_int(st, "run_id", &d->tr.run_id, err, errlen))
-        return -1;
-    d->step = st->step;
-    d->rng = st->rng;
-    if (trainer_begin_run(&d->tr, 1, d->tr.last_dir, err, errlen)) return -1;
-    trainer_note_resumed(&d->tr, "step", d->step, d->total_steps, "");
     return 0;
 }
 
@@ -750,7 +743,8 @@ static int setup(Dpo *d, char *err, size_t errlen) {
     alloc_buffers(d);
     if (dist_main(&d->dist)) print_data_summary(d);
     if (setup_reference(d, resumed, &st, err, errlen)) return -1;
-    return begin_run(d, resumed, &st, err, errlen);
+    return trainer_begin_or_resume(&d->tr, resumed, &st, &d->model, lora_of(d), &d->step, &d->rng,
+                                   d->total_steps, err, errlen);
 }
 
 static void teardown(Dpo *d) {

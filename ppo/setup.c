@@ -619,6 +619,7 @@ static void read_settings(Ppo *s) {
     s->gen.sampler.temperature = (float)config_get_double(c, "rollout.temperature");
     s->gen.sampler.top_k = (int)config_get_int(c, "rollout.top_k");
     s->gen.sampler.top_p = (float)config_get_double(c, "rollout.top_p");
+    s->gen.share_prompts = s->group > 1;   // a group's completions prefill its prompt once
     s->opt_policy = trainer_adamw(c, "train.policy_lr");
     s->opt_value = trainer_adamw(c, "train.value_lr");
     // total_steps is known once the iterations' minibatch count is (setup_lengths)
@@ -1041,7 +1042,11 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
         ppo_parts_config(s, &m.config[ROLE_POLICY], err, errlen) ||
         load_ptx(s, m.config[ROLE_POLICY].vocab_size, err, errlen))
         return -1;
-    int max_rows = s->gen_B * s->Tp;
+    // rows per decoding call: every slot's prompt at once; with groups (grpo, rloo) one prompt
+    // per group, the others copy its cache (GenConfig.share_prompts), so a first fill of the
+    // slots needs gen_B / group prompts' rows (one that does not fit goes on in the next call)
+    int prefills = (s->gen_B + s->group - 1) / s->group;
+    int max_rows = prefills * s->Tp < s->gen_B ? s->gen_B : prefills * s->Tp;
     if (max_rows > 4096) max_rows = s->gen_B > 4096 ? s->gen_B : 4096;
     const ModelConfig *c = m.config;
     if (memory_plan(s, &c[ROLE_POLICY], &c[ROLE_REFERENCE], &c[ROLE_REWARD], &c[ROLE_VALUE],

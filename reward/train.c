@@ -621,24 +621,6 @@ static void print_data_summary(const Rm *rm) {
                         "held-out accuracy\n");
 }
 
-// The run begun, or resumed from OUT.DIR/last (weights, moments, step, random state).
-static int begin_run(Rm *rm, int resumed, CkptTrainerState *st, char *err, size_t errlen) {
-    cli_stop_defer();   // from here on a signal saves last/ and marks the run interrupted
-    if (!resumed) {
-        rng_init(&rm->rng, (uint64_t)config_get_int(rm->cfg, "train.seed"));
-        return trainer_begin_run(&rm->tr, 0, NULL, err, errlen);
-    }
-    if ((rm->use_lora ? adapter_resume(rm->tr.last_dir, &rm->lora, st, err, errlen)
-                      : ckpt_load_trainer_state(rm->tr.last_dir, &rm->model, st, err, errlen)) ||
-        ckpt_state_get_int(st, "run_id", &rm->tr.run_id, err, errlen))
-        return -1;
-    rm->step = st->step;
-    rm->rng = st->rng;
-    if (trainer_begin_run(&rm->tr, 1, rm->tr.last_dir, err, errlen)) return -1;
-    trainer_note_resumed(&rm->tr, "step", rm->step, rm->total_steps, "");
-    return 0;
-}
-
 static int setup(Rm *rm, char *err, size_t errlen) {
     if (setup_run(rm, err, errlen)) return -1;
     CkptTrainerState st;
@@ -655,7 +637,9 @@ static int setup(Rm *rm, char *err, size_t errlen) {
         init_model(rm, from, &c, resumed, had_score, err, errlen))
         return -1;
     alloc_buffers(rm);
-    if (begin_run(rm, resumed, &st, err, errlen)) return -1;
+    if (trainer_begin_or_resume(&rm->tr, resumed, &st, &rm->model, lora_of(rm), &rm->step,
+                                &rm->rng, rm->total_steps, err, errlen))
+        return -1;
     if (dist_main(&rm->dist)) print_data_summary(rm);
     return 0;
 }

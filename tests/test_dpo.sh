@@ -88,18 +88,24 @@ diff=$(awk -v a="$c" -v b="$r" 'BEGIN { printf "%.12g", a - b }')
     ok "TRL's metrics under train/ and valid/ (margins = chosen - rejected), final/ written" ||
     bad "metrics missing:$missing (margins $g, chosen $c, rejected $r)"
 
+# reference_logps.bin's training and held-out numbers (for the checks below)
+cat > refnums.py <<'PY'
+import struct
+def read(p):
+    b = open(p, "rb").read()
+    nt, nv = struct.unpack_from("<qq", b, 24)
+    x = struct.unpack_from("<%dd" % (nt + nv), b, 40)
+    return x[:nt], x[nt:]
+PY
 # a run shorter than an epoch (30 steps of 8 of the 480 training pairs) runs the reference over
 # the training sequences its steps draw only (the others stay 0); a run of a whole epoch over all:
 # the same numbers where both have one, every held-out one in both
 "$B/dpo" -c dpo.yaml --set out.dir=epoch --set train.steps=60 > /dev/null 2> err_full ||
     bad "dpo run of an epoch"
 python3 - run/reference_logps.bin epoch/reference_logps.bin > out 2>&1 <<'PY' &&
-import struct, sys
-def read(p):
-    b = open(p, "rb").read()
-    nt, nv = struct.unpack_from("<qq", b, 24)
-    x = struct.unpack_from("<%dd" % (nt + nv), b, 40)
-    return x[:nt], x[nt:]
+import sys
+sys.path.insert(0, ".")
+from refnums import read
 (t, v), (ft, fv) = read(sys.argv[1]), read(sys.argv[2])
 assert len(t) == len(ft) and all(x != 0 for x in ft), "the epoch's run has every training number"
 skipped = sum(1 for x in t if x == 0)
@@ -111,6 +117,29 @@ PY
     grep -q "the training ones its steps use" err && ! grep -q "the training ones its steps use" err_full &&
     ok "the reference runs over the training sequences the steps use only: $(cat out), the same numbers" ||
     bad "reference of the used sequences: $(cat out)"
+
+# eval.max_groups: the held-out evaluations take the first 10 pairs, and the reference runs over
+# their sequences only (the other held-out ones stay 0), with the same numbers; step 0 still
+# takes the policy's from that pass: log 2 over those 10 pairs
+m_maxg() { sql ws.db "select value from metrics m join runs r on r.id = m.run_id where
+                       r.stage = 'dpo' and r.checkpoint like '%maxg/final' and m.name = '$1'
+                       and m.step = 0"; }
+"$B/dpo" -c dpo.yaml --set out.dir=maxg --set eval.max_groups=10 --set train.steps=1 \
+    > /dev/null 2> err_maxg || bad "dpo run with eval.max_groups"
+python3 - run/reference_logps.bin maxg/reference_logps.bin > out 2>&1 <<'PY' &&
+import sys
+sys.path.insert(0, ".")
+from refnums import read
+(t, v), (mt, mv) = read(sys.argv[1]), read(sys.argv[2])
+covered = sum(1 for x in mv if x != 0)
+assert len(mv) == len(v) and 0 < covered < len(v), "covered %d of %d" % (covered, len(v))
+assert all(x == 0 or abs(x - y) <= 1e-9 * abs(y) for x, y in zip(mv, v)), "numbers differ"
+print("%d of %d held-out sequences" % (covered, len(v)))
+PY
+    grep -q "step 0: the policy is the reference" err_maxg &&
+    close "$(m_maxg valid/loss)" 0.69314718 1e-7 &&
+    ok "eval.max_groups 10: the reference over the evaluated held-out sequences only: $(cat out)" ||
+    bad "eval.max_groups and the reference: $(cat out), step 0 loss $(m_maxg valid/loss)"
 
 # ---------------------------------------------------------------------------------------------
 # the pairs of K-wise rankings = the same pairs imported pairwise

@@ -537,6 +537,31 @@ static int order_at(const TokenOrder *o, int q, int last) {
     return at;
 }
 
+// Sampling for the queue tests: greedy or at temperature 1, new_tokens tokens, ended by any of
+// n_stop stop tokens 3, 3 + every, 3 + 2 every, ...
+static GenConfig queue_config(int new_tokens, int greedy, int n_stop, int every) {
+    GenConfig g = pure_sampling(new_tokens);
+    g.sampler.temperature = greedy ? 0.0f : 1.0f;
+    g.n_stop = n_stop;
+    for (int i = 0; i < n_stop; i++) g.stop_ids[i] = (int32_t)(3 + every * i);
+    return g;
+}
+
+// Each of the n prompts (n, tp) alone through cache `alone` (gen_generate_each, B = 1), sequence q
+// from stream seed + q: tokens into want (n, g->max_new_tokens), counts into wl.
+static void queue_alone(const Model *m, KVCache *alone, Sampler *s, const GenConfig *g,
+                        uint64_t seed, const int32_t *prompts, const int32_t *plen, int n, int tp,
+                        int32_t *want, int32_t *wl) {
+    char err[256];
+    for (int q = 0; q < n; q++) {
+        Rng r;
+        rng_init(&r, seed + (uint64_t)q);
+        CHECK(gen_generate_each(m, alone, s, g, &r, prompts + q * tp, &plen[q], 1, tp,
+                                want + (size_t)q * g->max_new_tokens, &wl[q], NULL, NULL, err,
+                                sizeof err) == 0);
+    }
+}
+
 // gen_generate_queue on model m (vocabulary V): N prompts through 3 slots (5 rows per call, so
 // prompts prefill in chunks beside the other slots' tokens), eight stop tokens so that sequences
 // end at different steps. Each sequence's tokens equal those it gets alone (gen_generate_each,
@@ -559,20 +584,13 @@ static void queue_case(const Model *m, int V, const char *what) {
     for (int threads = 1; threads <= 2; threads++) {
         omp_set_num_threads(threads);
         for (int greedy = 0; greedy <= 1; greedy++) {
-            GenConfig g = pure_sampling(NEW);
-            g.sampler.temperature = greedy ? 0.0f : 1.0f;
-            g.n_stop = 8;
-            for (int i = 0; i < 8; i++) g.stop_ids[i] = (int32_t)(3 + 5 * i);
+            GenConfig g = queue_config(NEW, greedy, 8, 5);
             Rng r[N];
             streams_init(r, N, 77);
             TokenOrder order = {.n = 0};
             CHECK(gen_generate_queue(m, &kv, &s, &g, r, prompts, plen, N, TP, SLOTS, out, ol,
                                      record_order, &order, err, sizeof err) == 0);
-            streams_init(r, N, 77);
-            for (int q = 0; q < N; q++)
-                CHECK(gen_generate_each(m, &alone, &s, &g, &r[q], prompts + q * TP, &plen[q], 1,
-                                        TP, want + q * NEW, &wl[q], NULL, NULL, err,
-                                        sizeof err) == 0);
+            queue_alone(m, &alone, &s, &g, 77, prompts, plen, N, TP, want, wl);
             for (int q = 0; q < N; q++)
                 CHECK_MSG(ol[q] == wl[q] && !memcmp(out + q * NEW, want + q * NEW,
                                                     (size_t)wl[q] * sizeof(int32_t)),
@@ -605,6 +623,80 @@ static void test_generate_queue_equals_alone(void) {
     model_free(&m);
     tiny_llama(&m, &llama_all, 1, 1);
     queue_case(&m, llama_all.vocab_size, "Llama-style");
+    model_free(&m);
+}
+
+// gen_generate_queue with g.share_prompts on model m (vocabulary V), keys and values cached in
+// fmt: ten sequences through 4 slots, 6 rows per call: a group of three with one prompt (A), a
+// pair (B), one alone (C), A's group again later (entering as slots free up) and A's first four
+// tokens (the same start, another prompt). Each sequence's tokens equal those without sharing and
+// those it gets alone, greedy and sampled, on 1 and 2 threads; with sharing the group's three
+// first tokens come in one step (the copies sample beside their source), where without it the
+// second one's prompt waits for rows while the first decodes.
+static void share_case(const Model *m, int V, LowpFormat fmt, const char *what) {
+    enum { N = 10, TP = 6, NEW = 10, SLOTS = 4, ROWS = 6 };
+    int32_t A[5] = {4, 9, 1, 7, 2}, B[3] = {5, 6, 8}, C[4] = {11, 12, 13, 14};
+    int32_t prompts[N * TP] = {0}, plen[N];
+    const int32_t *which[N] = {A, A, A, B, B, C, A, A, A, A};
+    for (int q = 0; q < N; q++) {
+        plen[q] = which[q] == A ? 5 : which[q] == B ? 3 : 4;
+        if (q == N - 1) plen[q] = 4;   // A's first four tokens
+        memcpy(prompts + q * TP, which[q], (size_t)plen[q] * sizeof(int32_t));
+    }
+    int32_t out[N * NEW], ol[N], plain[N * NEW], pl[N], want[N * NEW], wl[N];
+    char err[256];
+    KVCache kv, alone;
+    Sampler s;
+    sampler_init(&s, V);
+    CHECK(kv_init_as(&kv, m, SLOTS, TP + NEW, ROWS, fmt, err, sizeof err) == 0);
+    CHECK(kv_init_as(&alone, m, 1, TP + NEW, TP, fmt, err, sizeof err) == 0);
+    int saved = omp_get_max_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        for (int greedy = 0; greedy <= 1; greedy++) {
+            GenConfig g = queue_config(NEW, greedy, 4, 7);
+            Rng r[N];
+            TokenOrder shared = {.n = 0}, unshared = {.n = 0};
+            for (int share = 1; share >= 0; share--) {
+                g.share_prompts = share;
+                streams_init(r, N, 91);
+                CHECK(gen_generate_queue(m, &kv, &s, &g, r, prompts, plen, N, TP, SLOTS,
+                                         share ? out : plain, share ? ol : pl, record_order,
+                                         share ? &shared : &unshared, err, sizeof err) == 0);
+            }
+            queue_alone(m, &alone, &s, &g, 91, prompts, plen, N, TP, want, wl);
+            for (int q = 0; q < N; q++) {
+                CHECK_MSG(ol[q] == pl[q] && !memcmp(out + q * NEW, plain + q * NEW,
+                                                    (size_t)pl[q] * sizeof(int32_t)),
+                          "%s, %d threads, %s: sequence %d differs shared and unshared", what,
+                          threads, greedy ? "greedy" : "sampled", q);
+                CHECK_MSG(ol[q] == wl[q] && !memcmp(out + q * NEW, want + q * NEW,
+                                                    (size_t)wl[q] * sizeof(int32_t)),
+                          "%s, %d threads, %s: shared sequence %d differs from its tokens alone",
+                          what, threads, greedy ? "greedy" : "sampled", q);
+            }
+            // the first tokens: A's group of three together with sharing
+            int first3 = shared.n >= 3 && shared.seq[0] + shared.seq[1] + shared.seq[2] == 3 &&
+                         shared.seq[0] != shared.seq[1] && shared.seq[1] != shared.seq[2] &&
+                         shared.seq[0] != shared.seq[2];
+            CHECK_MSG(first3, "%s: with sharing the first tokens are not sequences 0, 1, 2", what);
+            CHECK_MSG(order_at(&unshared, 1, 0) > order_at(&unshared, 0, 0) + 1,
+                      "%s: without sharing sequence 1 did not wait for its prompt's rows", what);
+        }
+    }
+    omp_set_num_threads(saved);
+    kv_free(&kv); kv_free(&alone); sampler_free(&s);
+}
+
+static void test_generate_queue_shares_prompts(void) {
+    Model m;
+    tiny_model(&m, 1, 1);
+    share_case(&m, 61, LOWP_FP32, "GPT-2");
+    share_case(&m, 61, LOWP_BF16, "GPT-2, bf16 cache");
+    model_free(&m);
+    tiny_llama(&m, &llama_all, 1, 1);
+    share_case(&m, llama_all.vocab_size, LOWP_FP32, "Llama-style");
+    share_case(&m, llama_all.vocab_size, LOWP_BF16, "Llama-style, bf16 cache");
     model_free(&m);
 }
 
@@ -704,6 +796,11 @@ int main(void) {
     test_case("generate: continuous batching gives each sequence its tokens alone (GPT-2 and "
               "Llama-style, greedy and sampled, 1 and 2 threads) and refills freed slots",
               test_generate_queue_equals_alone);
+    test_case("generate: continuous batching with a shared prompt: a group prefills it once, the "
+              "copies sample beside their source, every sequence's tokens as without sharing and "
+              "alone (GPT-2 and Llama-style, fp32 and bf16 cache, greedy and sampled, 1 and 2 "
+              "threads)",
+              test_generate_queue_shares_prompts);
     test_case("generate: releasing activations and the cache keeps the RoPE frequencies",
               test_release_keeps_rope);
     test_case("generate: a cancel function ends generation between decoding steps",

@@ -281,9 +281,9 @@ awk -v p="$peak" 'BEGIN { exit !(p > 1e6 && p < 1e11) }' &&
 (cd "$ROOT" && "$B/rlhf" run pipelines/demo-methods.yaml --dry-run --set workspace="$W/dry") > out 2> err &&
     for m in ppo grpo rloo dpo ipo; do grep -q "^$m  *run " out && grep -q "^eval-$m  *run .*--name eval-$m" out || exit 1; done &&
     grep -q "^grpo .*--set algorithm=grpo .*--set rollout.group_size=4 .*--set kl.beta=0.1" out &&
-    ! grep -q "^grpo .*kl.mode" out && grep -q "^dpo .*--set train.steps=150" out &&
+    ! grep -q "^grpo .*kl.mode" out && grep -q "^dpo .*--set train.steps=100 --set train.lr=1.5e-4 .*--set eval.max_groups=500" out &&
     grep -q "^ipo .*--set loss.type=ipo" out && [ ! -d "$W/dry/logs" ] &&
-    ok "pipelines/demo-methods.yaml validates with --dry-run: ppo, grpo (KL in the reward), rloo, dpo (150 steps), ipo, each evaluated against SFT" ||
+    ok "pipelines/demo-methods.yaml validates with --dry-run: ppo, grpo (KL in the reward), rloo, dpo (100 steps, 500 held-out pairs), ipo, each evaluated against SFT" ||
     bad "demo-methods.yaml --dry-run: $(tail -3 err)"
 cp grpo/workspace.db table.db
 python3 - table.db <<'PY' || bad "crafting the table's runs"
