@@ -351,7 +351,8 @@ def generate_bench(model, B, prompt_len, n_new, sampling):
 
 def decode_only_bench(model, B, prompt_len, n_new, sampling):
     """Decoding steps alone, as bench_model --mode decode_lowp measures them: a prefill, then n_new
-    one-token steps (greedy) each timed on its own; the median step (robust to a busy machine)."""
+    one-token steps (greedy) each timed on its own from the token to the next logits (the LM head
+    included, the argmax not); the median step (robust to a busy machine)."""
     g = torch.Generator().manual_seed(0)
     cfg = model.cfg
     V = cfg["V"]
@@ -362,12 +363,12 @@ def decode_only_bench(model, B, prompt_len, n_new, sampling):
     total = prompt_len + n_new
     caches = [(torch.empty(B, kvh, total, hd, dtype=dt), torch.empty(B, kvh, total, hd, dtype=dt))
               for _ in range(cfg["L"])]
-    h = model.hidden(prompts, caches, 0)[:, -1]
+    logits = model.logits(model.hidden(prompts, caches, 0)[:, -1])
     times = []
     for i in range(n_new):
-        nxt = model.logits(h).argmax(-1)
-        t0 = time.perf_counter()
-        h = model.hidden(nxt.unsqueeze(1), caches, prompt_len + i)[:, -1]
+        nxt = logits.argmax(-1)
+        t0 = time.perf_counter()   # a step gives the next logits, LM head included, as ours does
+        logits = model.logits(model.hidden(nxt.unsqueeze(1), caches, prompt_len + i)[:, -1])
         times.append(time.perf_counter() - t0)
     step = statistics.median(times)
     return step, B / step
