@@ -581,12 +581,8 @@ static void rowdot_few_rows(float *out, const float *inp, const float *wte, cons
     }
 }
 
-// Up to this many rows the LM head streams the embedding (rowdot_few_rows); more go to sgemm.
-// Without AVX-512 (no 4-row tile) the one-row loop is bound by loads: sgemm above 8 rows.
-#define LG_MAX_ROWS (VW == 16 ? FEW_MAX_ROWS : SMALL_ROWS)
-
 void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C) {
-    if (M > LG_MAX_ROWS) {
+    if (M > FEW_MAX_ROWS) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, V, C, 1.0f, inp, C, wte, C,
                     0.0f, out, V);
         return;
