@@ -15,8 +15,7 @@
 // reference, logprobs (the policy's scoring forward), value, train_policy, train_value,
 // train_ptx, optimizer, database, other) from the run's workspace database; a figure is the median
 // over the iterations after the first, printed with its share of the iteration. The ppo
-// process's peak resident memory and CPU time (user + system, the whole run) are measured by the
-// benchmark (wait4). The reference for
+// process's peak resident memory is measured by the benchmark (wait4). The reference for
 // generation is gen_generate called directly (KV cache of the same size, the same sampler
 // settings, the same prompt ids) on the same checkpoint, timed here after a warm-up, median of
 // --repeats runs: the ratio shows what the program adds around the engine.

@@ -246,7 +246,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // once. One row: the weight is cut into chunks of ROW_CHUNK consecutive input rows, each one
 // contiguous block of memory (one stream for the prefetcher; column blocks gave C short runs and
 // ~1.4x less bandwidth); the chunks run in parallel and their partial sums are added in chunk
-// order, so the result does not depend on the thread count. Two to FEW_MAX_ROWS rows: see
+// order, so the result does not depend on the thread count. Two to eight rows: see
 // matmul_forward_few below.
 #define SMALL_ROWS 8
 // Up to this many rows (decoding's batch) the few-rows kernels stream the weight once
@@ -445,11 +445,10 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 
 // Few rows (decoding): the embedding is streamed once, in order, each vocabulary row read from
 // memory once and reused from L1 for every input row. M = 1 (B = 1 decoding): 16-wide partial
-// sums per vocabulary row, two rows at a time. 2 <= M <= FEW_MAX_ROWS: blocks of LG_VB vocabulary
-// rows, each read from memory by the first pass over LG_M input rows and from L2 by the next; a
-// pass keeps one vector of partial sums per input row (5 registers with the loaded ones, AVX2
-// holds them), so each step loads one embedding vector for LG_M independent FMAs; with AVX-512,
-// four vocabulary rows at a time (rowdot_tile4: 16 sums, 8 loads per 16 FMAs). (One accumulator per
+// sums per vocabulary row, two rows at a time. 2 <= M <= 8: blocks of LG_VB vocabulary rows,
+// each read from memory by the first pass over LG_M input rows and from L2 by the second; a pass
+// keeps one vector of partial sums per input row (5 registers with the loaded ones, AVX2 holds
+// them), so each step loads one embedding vector for LG_M independent FMAs. (One accumulator per
 // (row, input) made every FMA wait for the one before: bound by its latency, and at B = 8 the LM
 // head took a third of a decoding step. All 8 input rows in one pass, 24 KiB at C = 768, left
 // too little of L1 for the streamed rows: 2x slower.) Every output (v, m) is summed the same way
@@ -540,8 +539,7 @@ static void rowdot_tile4(float *out, const float *const *x, const float *wte, co
 }
 #endif
 
-// 2 <= M <= FEW_MAX_ROWS rows (linear_forward: up to 8) against a weight in the [out, in] layout
-// (V rows of C), as rowdot_one_row:
+// 2 <= M <= 8 rows against a weight in the [out, in] layout (V rows of C), as rowdot_one_row:
 // out[m,v] = [out[m,v] +] [bias[v] +] x_m . wte[v]. The LM head's few rows, and linear_forward's.
 static void rowdot_few_rows(float *out, const float *inp, const float *wte, const float *bias,
                             int beta_one, int64_t M, int V, int C) {

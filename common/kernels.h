@@ -29,12 +29,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 // out (N,OC) = beta_one ? out + inp @ weight + bias : inp @ weight + bias.
 // inp (N,C), weight (C,OC), bias (OC) or NULL. beta_one lets a residual add fuse into the product.
-// 2 to 32 rows (decoding) stream the weight once, each output summed in one fixed order: a row's
-// result depends neither on N in that range nor on the thread count; more rows go to sgemm.
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
-// LM head: out (M,V) = inp (M,C) @ wte^T, wte (V,C); as matmul_forward, 2 to 32 rows give each row
-// the same bits whatever M in that range and the thread count
+// LM head: out (M,V) = inp (M,C) @ wte^T, wte (V,C)
 void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C);
 // dinp (N,C) or NULL, dweight (C,OC) or NULL (frozen), dbias (OC) or NULL, dout (N,OC)
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,

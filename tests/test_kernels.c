@@ -173,8 +173,7 @@ static void test_matmul_row_chunks(void) {
 static void test_matmul_few(void) {
     Rng rng; rng_init(&rng, 23);
     int C = 150, OC = 1100, nt = omp_get_max_threads();
-    float *x = randn(&rng, 21 * C, 1), *w = randn(&rng, (int64_t)C * OC, 1);
-    float *b = randn(&rng, OC, 1);
+    float *x = randn(&rng, 21 * C, 1), *w = randn(&rng, (int64_t)C * OC, 1), *b = randn(&rng, OC, 1);
     float *o8 = zeros(8 * OC), *o8b = zeros(8 * OC), *o3 = zeros(3 * OC), *o2 = zeros(2 * OC);
     float *o21 = zeros(21 * OC), *o16 = zeros(16 * OC);
     omp_set_num_threads(2);
