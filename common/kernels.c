@@ -1,11 +1,9 @@
 // Forward/backward kernels of GPT-2 and of the Llama-style block. See kernels.h for the legend
 // and conventions.
 #include "kernels.h"
-#include "util.h"
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
-#include <stdlib.h>
 #include <string.h>
 
 // Splits C columns into chunks so reductions over rows parallelise without races.
@@ -249,8 +247,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // order, so the result does not depend on the thread count. Two to eight rows: see
 // matmul_forward_few below.
 #define SMALL_ROWS 8
-// Up to this many rows (decoding's batch) the few-rows kernels stream the weight once
-#define FEW_MAX_ROWS 32
+#define SMALL_MAX_C 4096   // widest input the few-rows kernel transposes on the stack (128 KiB)
 typedef float v16f __attribute__((vector_size(64)));
 // an unaligned load, as a macro: returning a vector by value trips -Wpsabi on non-AVX-512 builds
 #define V16_LOAD(dst, p) memcpy(&(dst), (p), sizeof(v16f))
@@ -303,35 +300,31 @@ static void matmul_forward_row(float *out, const float *inp, const float *weight
     }
 }
 
-// Two to FEW_MAX_ROWS rows: a register tile of 8 rows x FEW_TW columns (16 accumulators with
-// AVX-512, 8 rows x 2 vectors; 8 with AVX2's 16 registers) over the inputs transposed to (C, 8) per
-// group of 8 rows, so each weight element is loaded once for a group's rows. Each thread owns a
-// contiguous range of column tiles. The weight is read in chunks of FEW_KC input rows: within a
-// chunk the tiles of a super-block of columns follow one another, so every weight row of the chunk
-// is read as one contiguous run per super-block (up to 2 KiB) and FEW_KC runs advance side by
-// side, which the hardware prefetchers follow. (Walking one 64-byte tile down all C rows read one
-// line per row, a page or more apart: no prefetcher or TLB follows that, and the product ran well
-// below the memory bandwidth.) The groups of 8 rows after the first run over the chunk while it
-// is still in cache, so the weight is streamed from memory once for all rows (sgemm packs it
-// first: at 16 rows that tripled the traffic of a decoding step). The partial sums of a
-// super-block (FEW_SUPER / groups columns, so that all groups' sums stay 8 x FEW_SUPER floats)
-// wait in acc between chunks. Every output is the sum over k in increasing order started from 0,
-// then out + bias + sum: the result depends neither on the thread count nor on N (unused rows of
-// the last group are zero).
+// Two to eight rows: a register tile of 8 rows x FEW_TW columns (16 accumulators with AVX-512,
+// 8 rows x 2 vectors; 8 with AVX2's 16 registers) over the inputs transposed to (C, 8), so each
+// weight element is loaded once for all rows. Each thread owns a contiguous range of column tiles.
+// The weight is read in chunks of FEW_KC input rows: within a chunk the tiles of a super-block of
+// FEW_SUPER columns follow one another, so every weight row of the chunk is read as one contiguous
+// run per super-block (up to 2 KiB) and FEW_KC runs advance side by side, which the hardware
+// prefetchers follow. (Walking one 64-byte tile down all C rows read one line per row, a page or
+// more apart: no prefetcher or TLB follows that, and the product ran well below the memory
+// bandwidth.) The partial sums of a super-block wait in acc (8 x FEW_SUPER floats, L1) between
+// chunks. Every output is the sum over k in increasing order started from 0, then out + bias + sum:
+// the result depends neither on the thread count nor on N (unused rows of the tile are zero).
 #define FEW_NV (VW == 16 ? 2 : 1)   // vectors per tile row: 16 accumulators of 32, or 8 of 16
 #define FEW_TW (FEW_NV * VW)
 #define FEW_KC 16
 #define FEW_SUPER 512
 
-// acc (8, lda) columns j..j+FEW_TW-1 += xt rows k0..k1-1 times the weight's tile at column j
+// acc (8, FEW_SUPER) columns j..j+FEW_TW-1 += xt rows k0..k1-1 times the weight's tile at column j
 // pf: the tile's first row in the next chunk (NULL in the last chunk), fetched ahead
-static inline void few_tile(float *acc, int lda, const float *xt, const float *weight, int64_t OC,
-                            int k0, int k1, int j, const float *pf) {
+static inline void few_tile(float *acc, const float *xt, const float *weight, int64_t OC, int k0,
+                            int k1, int j, const float *pf) {
     vnat a[8][FEW_NV];
     #pragma GCC unroll 8
     for (int m = 0; m < 8; m++)
         #pragma GCC unroll 2
-        for (int v = 0; v < FEW_NV; v++) VN_LOAD(a[m][v], acc + m * lda + v * VW);
+        for (int v = 0; v < FEW_NV; v++) VN_LOAD(a[m][v], acc + m * FEW_SUPER + v * VW);
     for (int k = k0; k < k1; k++) {
         const float *wr = weight + (size_t)k * OC + j, *x = xt + k * 8;
         if (pf) {   // the same columns of the next chunk's rows, into L2
@@ -349,71 +342,46 @@ static inline void few_tile(float *acc, int lda, const float *xt, const float *w
     #pragma GCC unroll 8
     for (int m = 0; m < 8; m++)
         #pragma GCC unroll 2
-        for (int v = 0; v < FEW_NV; v++) VN_STORE(acc + m * lda + v * VW, a[m][v]);
-}
-
-// One chunk (input rows k0..k1-1) of columns j0..j1-1 for the 8 rows of one group (inputs xt,
-// partial sums acc with row stride lda, column j0 at acc[0]); pf: prefetch the next chunk.
-static void few_chunk(float *acc, int lda, const float *xt, const float *weight, int OC, int C,
-                      int k0, int k1, int j0, int j1, int pf) {
-    for (int j = j0; j < j1; j += FEW_TW) {
-        if (j + FEW_TW <= OC) {
-            const float *next = pf && k1 + FEW_KC <= C ? weight + (size_t)k1 * OC + j : NULL;
-            few_tile(acc + (j - j0), lda, xt, weight, OC, k0, k1, j, next);
-            continue;
-        }
-        for (int k = k0; k < k1; k++)   // the last, narrower tile
-            for (int m = 0; m < 8; m++)
-                for (int jj = j; jj < OC; jj++)
-                    acc[m * lda + jj - j0] += xt[k * 8 + m] * weight[(size_t)k * OC + jj];
-    }
-}
-
-// The N rows of inp (N, C) transposed to (C, 8) per group of 8 rows, unused rows of the last
-// group zero; the caller frees it.
-static float *few_transpose(const float *inp, int64_t N, int C) {
-    int ng = (int)((N + 7) / 8);
-    float *xt = MALLOC_CHECK((size_t)ng * 8 * C * sizeof(float));
-    for (int g = 0; g < ng; g++)
-        for (int k = 0; k < C; k++)
-            for (int m = 0; m < 8; m++) {
-                int64_t r = (int64_t)g * 8 + m;
-                xt[((size_t)g * C + k) * 8 + m] = r < N ? inp[r * C + k] : 0.0f;
-            }
-    return xt;
+        for (int v = 0; v < FEW_NV; v++) VN_STORE(acc + m * FEW_SUPER + v * VW, a[m][v]);
 }
 
 static void matmul_forward_few(float *out, const float *inp, const float *weight, const float *bias,
                                int64_t N, int C, int OC, int beta_one) {
-    int ntile = (OC + FEW_TW - 1) / FEW_TW, ng = (int)((N + 7) / 8);
-    int sup_tiles = FEW_SUPER / FEW_TW / ng > 0 ? FEW_SUPER / FEW_TW / ng : 1;
-    int lda = sup_tiles * FEW_TW;
+    int ntile = (OC + FEW_TW - 1) / FEW_TW;
     #pragma omp parallel
     {
-        // the inputs transposed to (C, 8) per group, unused rows zero; the groups' partial sums
-        float *xt = few_transpose(inp, N, C);
-        float *acc = MALLOC_CHECK((size_t)ng * 8 * lda * sizeof(float));
+        float xt[8 * SMALL_MAX_C];   // the inputs transposed to (C, 8), unused rows zero
+        float acc[8 * FEW_SUPER] __attribute__((aligned(64)));
+        for (int k = 0; k < C; k++)
+            for (int m = 0; m < 8; m++) xt[k * 8 + m] = m < N ? inp[(int64_t)m * C + k] : 0.0f;
         int nt = omp_get_num_threads(), th = omp_get_thread_num();
         int t0 = (int)((int64_t)ntile * th / nt), t1 = (int)((int64_t)ntile * (th + 1) / nt);
-        for (int s0 = t0; s0 < t1; s0 += sup_tiles) {
-            int s1 = s0 + sup_tiles < t1 ? s0 + sup_tiles : t1;
+        for (int s0 = t0; s0 < t1; s0 += FEW_SUPER / FEW_TW) {
+            int s1 = s0 + FEW_SUPER / FEW_TW < t1 ? s0 + FEW_SUPER / FEW_TW : t1;
             int j0 = s0 * FEW_TW, j1 = s1 * FEW_TW < OC ? s1 * FEW_TW : OC;
-            memset(acc, 0, (size_t)ng * 8 * lda * sizeof(float));
+            memset(acc, 0, sizeof acc);
             for (int k0 = 0; k0 < C; k0 += FEW_KC) {
                 int k1 = k0 + FEW_KC < C ? k0 + FEW_KC : C;
-                for (int g = 0; g < ng; g++)   // the first group reads the chunk from memory
-                    few_chunk(acc + (size_t)g * 8 * lda, lda, xt + (size_t)g * C * 8, weight, OC,
-                              C, k0, k1, j0, j1, g == 0);
+                for (int j = j0; j < j1; j += FEW_TW) {
+                    if (j + FEW_TW <= OC) {
+                        const float *pf = k1 + FEW_KC <= C ? weight + (size_t)k1 * OC + j : NULL;
+                        few_tile(acc + (j - j0), xt, weight, OC, k0, k1, j, pf);
+                        continue;
+                    }
+                    for (int k = k0; k < k1; k++)   // the last, narrower tile
+                        for (int m = 0; m < 8; m++)
+                            for (int jj = j; jj < OC; jj++)
+                                acc[m * FEW_SUPER + jj - j0] +=
+                                    xt[k * 8 + m] * weight[(size_t)k * OC + jj];
+                }
             }
             for (int64_t m = 0; m < N; m++) {
                 float *o = out + m * OC;
-                const float *a = acc + m * lda;
+                const float *a = acc + m * FEW_SUPER;
                 for (int j = j0; j < j1; j++)
                     o[j] = (beta_one ? o[j] : 0.0f) + (bias ? bias[j] : 0.0f) + a[j - j0];
             }
         }
-        free(xt);
-        free(acc);
     }
 }
 
@@ -434,7 +402,7 @@ static float bias_init(float *out, const float *bias, int64_t N, int OC, int bet
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
     if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
-    if (N <= FEW_MAX_ROWS) {
+    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) {
         matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
         return;
     }
@@ -501,44 +469,6 @@ static void rowdot_one_row(float *out, const float *x, const float *wte, const f
     }
 }
 
-#if VW == 16
-// Four vocabulary rows v..v+3 for the pass of LG_M input rows x (rows m0..): a tile of 4 x 4
-// vectors of partial sums (16 of AVX-512's 32 registers), so each step loads 8 vectors for 16
-// FMAs instead of 5 for 4. Every output is summed exactly as rowdot_few_rows' one-row loop sums
-// it (lane-wise over C in order from 0, VN_SUM, the tail, then out and bias): the same bits.
-static void rowdot_tile4(float *out, const float *const *x, const float *wte, const float *bias,
-                         int beta_one, int64_t M, int64_t m0, int v, int V, int C) {
-    int CV = C - C % VW;
-    const float *w[4];
-    for (int i = 0; i < 4; i++) w[i] = wte + (size_t)(v + i) * C;
-    vnat a[4][LG_M];
-    #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++)
-        #pragma GCC unroll 4
-        for (int k = 0; k < LG_M; k++) a[i][k] = (vnat){0};
-    for (int c = 0; c < CV; c += VW) {
-        vnat wv[4], xv[LG_M];
-        #pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) { VN_LOAD(wv[i], w[i] + c); VN_KEEP(wv[i]); }
-        #pragma GCC unroll 4
-        for (int k = 0; k < LG_M; k++) { VN_LOAD(xv[k], x[k] + c); VN_KEEP(xv[k]); }
-        #pragma GCC unroll 4
-        for (int i = 0; i < 4; i++)
-            #pragma GCC unroll 4
-            for (int k = 0; k < LG_M; k++) a[i][k] += wv[i] * xv[k];
-    }
-    for (int i = 0; i < 4; i++) {
-        float sum[LG_M] = {VN_SUM(a[i][0]), VN_SUM(a[i][1]), VN_SUM(a[i][2]), VN_SUM(a[i][3])};
-        for (int k = 0; k < LG_M && m0 + k < M; k++) {
-            for (int c = CV; c < C; c++) sum[k] += x[k][c] * w[i][c];
-            float *o = out + (m0 + k) * V + v + i;
-            if (bias || beta_one) sum[k] += (beta_one ? *o : 0.0f) + (bias ? bias[v + i] : 0.0f);
-            *o = sum[k];
-        }
-    }
-}
-#endif
-
 // 2 <= M <= 8 rows against a weight in the [out, in] layout (V rows of C), as rowdot_one_row:
 // out[m,v] = [out[m,v] +] [bias[v] +] x_m . wte[v]. The LM head's few rows, and linear_forward's.
 static void rowdot_few_rows(float *out, const float *inp, const float *wte, const float *bias,
@@ -551,11 +481,7 @@ static void rowdot_few_rows(float *out, const float *inp, const float *wte, cons
         for (int64_t m0 = 0; m0 < M; m0 += LG_M) {
             const float *x[LG_M];
             for (int i = 0; i < LG_M; i++) x[i] = inp + (m0 + i < M ? m0 + i : M - 1) * C;
-            int v = v0;
-#if VW == 16
-            for (; v + 4 <= v1; v += 4) rowdot_tile4(out, x, wte, bias, beta_one, M, m0, v, V, C);
-#endif
-            for (; v < v1; v++) {
+            for (int v = v0; v < v1; v++) {
                 const float *w = wte + (size_t)v * C;
                 vnat a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
                 for (int c = 0; c < CV; c += VW) {
@@ -580,7 +506,7 @@ static void rowdot_few_rows(float *out, const float *inp, const float *wte, cons
 }
 
 void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C) {
-    if (M > FEW_MAX_ROWS) {
+    if (M > SMALL_ROWS) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, V, C, 1.0f, inp, C, wte, C,
                     0.0f, out, V);
         return;
