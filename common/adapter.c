@@ -115,7 +115,9 @@ int adapter_load_config(const char *dir, ModelConfig *c, CkptInfo *info, char *e
                         size_t errlen) {
     char (*chain)[FIO_PATH_CAP] = MALLOC_CHECK((ADAPTER_MAX_DEPTH + 1) * FIO_PATH_CAP);
     int n = adapter_chain(dir, chain, err, errlen);
-    int rc = n < 0 ? -1 : ckpt_load_config(chain[0], c, info, err, errlen);
+    // a plain checkpoint is read by its own name, so that the reader rule's from_old says
+    // whether DIR.old was read (chain[0] is the resolved directory)
+    int rc = n < 0 ? -1 : ckpt_load_config(n == 1 ? dir : chain[0], c, info, err, errlen);
     if (rc == 0 && info && n > 1) {   // the tokenizer and state are the adapter directory's
         info->has_tokenizer = ckpt_dir_has_tokenizer(chain[n - 1]);
         info->has_trainer_state = fio_exists(chain[n - 1], "trainer_state.json");

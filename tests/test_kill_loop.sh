@@ -82,6 +82,14 @@ done
 [ $kills -ge 3 ] && [ $loadable -ge 3 ] && [ -z "$unloadable" ] &&
     ok "sft killed $kills times (seed $SEED, moments up to $(echo "$T" | awk '{ printf "%.1f", 0.12 * $1 }') s): the last checkpoint loaded every time ($loadable checks)" ||
     bad "checkpoint after kill: $kills kills, $loadable loadable, unloadable after delays:$unloadable"
+# the state a kill between "DIR -> DIR.old" and "DIR.tmp -> DIR" leaves, made by hand: DIR absent,
+# DIR.old complete, a half-written DIR.tmp.* beside it; rlhf info reads DIR.old, tokenizer too
+mkdir -p between && cp -r full/last between/last.old && mkdir between/last.tmp.1.0 &&
+    cp full/last/config.json between/last.tmp.1.0/
+"$B/rlhf" info between/last > out 2> err && grep -q "read from the .old copy" out &&
+    grep -q "^trainer *step" out &&
+    ok "rlhf info on DIR absent, DIR.old complete: reads DIR.old, its tokenizer too" ||
+    bad "rlhf info on DIR absent, DIR.old complete"
 "$B/sft" -c killed.yaml > /dev/null 2> err &&
     cmp -s full/last/model.safetensors killed/last/model.safetensors &&
         cmp -s full/last/trainer_state.safetensors killed/last/trainer_state.safetensors &&
