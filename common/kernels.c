@@ -230,7 +230,8 @@ static void norm_backward(float *dinp, float *dweight, float *dbias, const float
             }
         }
     }
-    if (dweight && !dwsum) norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
+    // rows too wide for the buffer, or a frozen weight whose bias trains (beside adapters)
+    if ((dweight || dbias) && !dwsum) norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
 }
 
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
