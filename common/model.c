@@ -1225,6 +1225,21 @@ static size_t lowp_storage(const ModelConfig *c, LowpFormat fmt) {
     return total + (c->lm_head ? lowp_matrix_storage(fmt, c->n_embd, c->vocab_size) : 0);
 }
 
+// A frozen base under adapters keeps its activations in fp32: the kernels that round them to
+// bf16 (the AVX512 path: vdpbf16ps) give way to the portable ones, so the forward is the model
+// whose matrices are the narrow ones, exactly as the backward (lowp_backward_input, fp32
+// activations) differentiates it.
+static void lowp_fp32_activations(Model *m) {
+    LowpPath path = lowp_path_supported(LOWP_PATH_PORTABLE, m->lowp->fmt) ? LOWP_PATH_PORTABLE
+                                                                          : LOWP_PATH_SCALAR;
+    size_t n = (size_t)m->config.n_layer * MODEL_NUM_W;
+    char e[128];   // the path is supported: no error
+    for (size_t i = 0; i <= n; i++) {
+        LowpMatrix *x = i < n ? &m->lowp->w[i] : &m->lowp->head;
+        if (x->OC && x->path == LOWP_PATH_AVX512) lowp_matrix_set_path(x, path, e, sizeof e);
+    }
+}
+
 int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen) {
     if (m->lowp && m->lowp->dropped)
         return util_err(err, errlen, "the model's fp32 matrices were freed: no new copies");
@@ -1244,6 +1259,7 @@ int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t err
         return -1;
     }
     if (flags & MODEL_LOWP_DROP_FP32) lowp_drop_fp32(m);
+    if (m->trainable == MODEL_TRAIN_FROZEN && m->lowp->full) lowp_fp32_activations(m);
     return 0;
 }
 

@@ -243,7 +243,8 @@ void model_tensor(const Model *m, int i, ModelTensor *t);
 // After the fp32 weights change (an optimizer step, a loaded checkpoint) the copies are stale
 // until model_lowp_refresh. A frozen base under adapters (MODEL_TRAIN_FROZEN, lora.h) may be
 // read in full from its copies too: its backward then takes the input gradients through the same
-// narrow weights (dX = dY W, lowp_backward_input), and it has no weight gradients. (A model whose
+// narrow weights (dX = dY W, lowp_backward_input), and it has no weight gradients; its products
+// keep their activations in fp32 (never the kernels that round them to bf16). (A model whose
 // weights train, trainable 1, read in full from copies keeps its fp32 backward.)
 #define MODEL_LOWP_FULL 1
 // With MODEL_LOWP_FULL, on a frozen model (inference or MODEL_TRAIN_FROZEN): free the fp32
