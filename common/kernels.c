@@ -550,9 +550,11 @@ static void colsum_add(float *dst, const float *src, int64_t N, int OC) {
 // A backward's two products, dinp and dweight, are independent and have the same FLOPs. On two
 // threads they run side by side, one thread each, in one parallel region: one hand-over between
 // the threads instead of the two each sgemm call makes, and no synchronisation inside OpenBLAS
-// (which runs a call on the calling thread inside a parallel region). OpenBLAS splits a
-// product's rows and columns between threads, never its sums, so each result has the same bits
-// either way. Other thread counts run one call after the other, each on every thread.
+// (which runs a call on the calling thread inside a parallel region). A call on one thread may
+// round differently from the same call on two (OpenBLAS picks its kernels and blocking by the
+// threads it has: the demo's SFT step on C = 128 gave other bits), so results at 2 threads differ
+// in the last bits from those before this pairing; they still do not depend on anything but the
+// thread count. Other thread counts run one call after the other, each on every thread.
 typedef struct {
     CBLAS_TRANSPOSE ta, tb;
     blasint m, n, k, lda, ldb, ldc;
