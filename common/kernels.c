@@ -197,9 +197,12 @@ static inline void rms_row_dinp(float *di, const float *d, const float *x, const
 static void norm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, const float *mean,
                           const float *rstd, int64_t N, int C) {
-    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK, nw = dbias ? 2 * (int64_t)C : C;
-    float *dwsum = nw <= PART_FLOATS ? dweight : NULL, part[PART_FLOATS];
-    int64_t per = dwsum ? PART_FLOATS / nw : nch;   // chunks per round
+    // a chunk's partials: the weight's C sums (when it trains), then the bias's (when it trains)
+    int64_t nch = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+    int64_t ow = dweight ? C : 0, nw = ow + (dbias ? C : 0);
+    int sums = nw > 0 && nw <= PART_FLOATS;
+    float part[PART_FLOATS];
+    int64_t per = sums ? PART_FLOATS / nw : nch;   // chunks per round
     for (int64_t r0 = 0; r0 < nch; r0 += per) {
         int64_t r1 = r0 + per < nch ? r0 + per : nch;
         #pragma omp parallel
@@ -207,8 +210,9 @@ static void norm_backward(float *dinp, float *dweight, float *dbias, const float
             #pragma omp for schedule(static)
             for (int64_t ch = r0; ch < r1; ch++) {
                 int64_t i0 = ch * ROW_CHUNK, i1 = i0 + ROW_CHUNK < N ? i0 + ROW_CHUNK : N;
-                float *pw = dwsum ? part + (ch - r0) * nw : NULL, *pb = pw && dbias ? pw + C : NULL;
-                if (pw) for (int64_t c = 0; c < nw; c++) pw[c] = 0.0f;
+                float *pc = sums ? part + (ch - r0) * nw : NULL;
+                float *pw = pc && dweight ? pc : NULL, *pb = pc && dbias ? pc + ow : NULL;
+                if (pc) for (int64_t c = 0; c < nw; c++) pc[c] = 0.0f;
                 for (int64_t i = i0; i < i1; i++) {
                     const float *d = dout + i * C, *x = inp + i * C;
                     float m = mean ? mean[i] : 0.0f, r = rstd[i];
@@ -224,14 +228,12 @@ static void norm_backward(float *dinp, float *dweight, float *dbias, const float
                     }
                 }
             }
-            if (dwsum) {
-                part_add(dwsum, part, r1 - r0, nw, C);
-                if (dbias) part_add(dbias, part + C, r1 - r0, nw, C);
-            }
+            if (sums && dweight) part_add(dweight, part, r1 - r0, nw, C);
+            if (sums && dbias) part_add(dbias, part + ow, r1 - r0, nw, C);
         }
     }
-    // rows too wide for the buffer, or a frozen weight whose bias trains (beside adapters)
-    if ((dweight || dbias) && !dwsum) norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
+    // rows too wide for the buffer (no model has them): the weight gradients the old way
+    if (nw > 0 && !sums) norm_weight_grads(dweight, dbias, dout, inp, mean, rstd, N, C);
 }
 
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
