@@ -4,7 +4,7 @@
 //
 //   bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--baseline PATH] [--rounds 1] [--B 8]
 //             [--prompt 16] [--new 64] [--iterations 3] [--repeats 3] [--tokenizer data/gpt2]
-//             [--keep]
+//             [--keep] [--set KEY=VALUE ...]
 //
 // Per preset (small: L4 H4 C256 V8192 ctx256; gpt2: L12 H12 C768 V50257 ctx1024) it writes, in a
 // temporary directory, a randomly initialised policy (the "SFT" model), a reward model with a
@@ -24,6 +24,11 @@
 // --ppo for --rounds rounds (baseline first), and prints its iteration time, its phases and its
 // peak memory beside ours (ratio = ours / baseline: below 1 is faster or smaller). Older builds
 // that stored time/generate_s and such are read through those names.
+//
+// --set KEY=VALUE (repeatable, up to 8) passes a config key to --ppo's runs only, e.g.
+// `--set precision.sample=bf16 --set precision.frozen=bf16`: the baseline keeps its defaults (an
+// older build may not know the key), so the comparison is the new settings against the old
+// program as it was.
 //
 // Output: one line per figure,
 //   RESULT {"name":..,"value":..,"unit":..,"ref_name":..,"ref_value":..,"ratio":..}
@@ -52,9 +57,13 @@ typedef struct { const char *name; int L, NH, C, V, ctx; } Preset;
 static const Preset PRESETS[] = {{"small", 4, 4, 256, 8192, 256},
                                  {"gpt2", 12, 12, 768, 50257, 1024}};
 
+#define MAX_SETS 8
+
 typedef struct {
     int B, prompt, new_tok, iterations, repeats, keep, rounds;
     const char *ppo, *baseline, *gpt2_tok;
+    const char *sets[MAX_SETS];   // --set KEY=VALUE for --ppo's runs
+    int nsets;
 } Opts;
 
 static int write_text(const char *path, const char *text) {
@@ -221,8 +230,11 @@ static int bench_ppo_files(const Opts *o, const char *dir, const char *prompt) {
 
 // The ppo program `ppo` in dir, out.dir `run` (its log in run.log); its wall time and peak
 // resident memory (its own, from wait4) in f.
-static int bench_ppo_run(const char *ppo, const char *dir, const char *run, RunFigures *f) {
+static int bench_ppo_run(const char *ppo, const char *const *sets, int nsets, const char *dir,
+                         const char *run, RunFigures *f) {
     char log[4200], set[4200];
+    const char *args[6 + 2 * MAX_SETS + 1];
+    int na = 0;
     snprintf(log, sizeof log, "%s/%s.log", dir, run);
     snprintf(set, sizeof set, "out.dir=%s", run);
     double t0 = util_time_s();
@@ -230,7 +242,17 @@ static int bench_ppo_run(const char *ppo, const char *dir, const char *run, RunF
     if (pid < 0) { perror("bench_ppo: fork"); return -1; }
     if (pid == 0) {
         if (chdir(dir) || !freopen(log, "w", stdout) || !freopen(log, "a", stderr)) _exit(127);
-        execl(ppo, ppo, "-c", "ppo.yaml", "--set", set, (char *)NULL);
+        args[na++] = ppo;
+        args[na++] = "-c";
+        args[na++] = "ppo.yaml";
+        args[na++] = "--set";
+        args[na++] = set;
+        for (int i = 0; i < nsets; i++) {
+            args[na++] = "--set";
+            args[na++] = sets[i];
+        }
+        args[na] = NULL;
+        execv(ppo, (char *const *)args);
         _exit(127);
     }
     int status;
@@ -371,28 +393,32 @@ static void bench_ppo_report(const Preset *p, const Opts *o, const RunFigures *f
         "generation", "scoring (reward)", "reference", "logprobs (policy)", "value",
         "train policy", "train value", "train ptx", "optimizer", "database", "other",
         "iteration"};
-    char name[256];
+    char name[1024], label[600];   // label: the preset, and the --set keys when given
+    int n = snprintf(label, sizeof label, "%s", p->name);
+    for (int i = 0; i < o->nsets && n < (int)sizeof label; i++)
+        n += snprintf(label + n, sizeof label - (size_t)n, "%s%s", i ? " " : " [", o->sets[i]);
+    if (o->nsets && n < (int)sizeof label) snprintf(label + n, sizeof label - (size_t)n, "]");
     int first = o->iterations > 1 ? 1 : 0, nit = o->iterations - first;
     double rate[MAX_IT];
     for (int k = 0; k < nit; k++) {
         double t = f->t[first + k][0];
         rate[k] = t > 0 ? f->gen_tokens[first + k] / t : 0;
     }
-    snprintf(name, sizeof name, "ppo %s B=%d generation", p->name, o->B);
+    snprintf(name, sizeof name, "ppo %s B=%d generation", label, o->B);
     result(name, bench_median(rate, nit), "tok/s", "gen_generate (engine)", engine);
     double it = bench_phase(o, f, N_PHASES - 1);
     for (int i = 0; i < N_PHASES; i++) {
         double v = bench_phase(o, f, i);
-        snprintf(name, sizeof name, "ppo %s B=%d time: %s", p->name, o->B, what[i]);
+        snprintf(name, sizeof name, "ppo %s B=%d time: %s", label, o->B, what[i]);
         if (base)
             result(name, v, "s", "baseline", bench_phase(o, base, i));
         else
             result(name, v, "s", i < N_PHASES - 1 ? "share of the iteration" : NULL, it);
     }
-    snprintf(name, sizeof name, "ppo %s B=%d peak RSS", p->name, o->B);
+    snprintf(name, sizeof name, "ppo %s B=%d peak RSS", label, o->B);
     result(name, f->peak_mb, "MiB", base ? "baseline" : NULL, base ? base->peak_mb : 0);
     // steadier than wall time on a machine shared with other work (all of the run: setup too)
-    snprintf(name, sizeof name, "ppo %s B=%d process CPU time (user+sys)", p->name, o->B);
+    snprintf(name, sizeof name, "ppo %s B=%d process CPU time (user+sys)", label, o->B);
     result(name, f->cpu_s, "s", base ? "baseline" : NULL, base ? base->cpu_s : 0);
 }
 
@@ -419,12 +445,12 @@ static int bench_preset(const Preset *p, const Opts *o) {
         if (o->baseline) {
             snprintf(run, sizeof run, "base%d", r);
             double peak = base.peak_mb;
-            rc = bench_ppo_run(o->baseline, dir, run, &base) ||
+            rc = bench_ppo_run(o->baseline, NULL, 0, dir, run, &base) ||
                  bench_ppo_metrics(dir, run, o->iterations, &base);
             if (peak > base.peak_mb) base.peak_mb = peak;
         }
         snprintf(run, sizeof run, "run%d", r);
-        if (!rc) rc = bench_ppo_run(o->ppo, dir, run, &f) ||
+        if (!rc) rc = bench_ppo_run(o->ppo, o->sets, o->nsets, dir, run, &f) ||
                       bench_ppo_metrics(dir, run, o->iterations, &f);
         if (!rc && f.peak_mb < fig.peak_mb) f.peak_mb = fig.peak_mb;
         if (!rc) fig = f;
@@ -438,6 +464,7 @@ static int bench_preset(const Preset *p, const Opts *o) {
             "iterations%s\n",
             p->name, o->B, Tp, o->new_tok, omp_get_max_threads(), fig.wall, o->iterations,
             o->baseline ? " (last round)" : "");
+    for (int i = 0; i < o->nsets; i++) fprintf(stderr, "bench_ppo: ppo --set %s\n", o->sets[i]);
     if (o->baseline)
         fprintf(stderr, "bench_ppo: baseline %s: wall %.1f s (last round)\n", o->baseline,
                 base.wall);
@@ -477,12 +504,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--repeats") && v) { o.repeats = atoi(v); i++; }
         else if (!strcmp(a, "--tokenizer") && v) { o.gpt2_tok = v; i++; }
         else if (!strcmp(a, "--keep")) o.keep = 1;
+        else if (!strcmp(a, "--set") && v && strchr(v, '=') && o.nsets < MAX_SETS) {
+            o.sets[o.nsets++] = v;
+            i++;
+        }
         else {
             fprintf(
                 stderr,
                 "usage: bench_ppo [--preset small|gpt2|all] [--ppo PATH] [--baseline PATH] "
                 "[--rounds 1] [--B 8] [--prompt 16] [--new 64] [--iterations 3] [--repeats 3] "
-                "[--tokenizer data/gpt2] [--keep]\n");
+                "[--tokenizer data/gpt2] [--keep] [--set KEY=VALUE (up to 8)]\n");
             return 2;
         }
     }

@@ -230,6 +230,11 @@ def main():
                       # one PPO iteration at the 124M shape, where its time goes (2-3 minutes)
                       ("ppo_gpt2", [ppo_bin, "--preset", "gpt2", "--B", "16", "--repeats", "1"]
                        + (["--iterations", "2"] if a.quick else [])),
+                      # the same with bf16 sampling and frozen models (precision.*)
+                      ("ppo_gpt2_bf16", [ppo_bin, "--preset", "gpt2", "--B", "16", "--repeats",
+                                         "1", "--set", "precision.sample=bf16", "--set",
+                                         "precision.frozen=bf16"]
+                       + (["--iterations", "2"] if a.quick else [])),
                       ("lowp", [lowp_bin, "--threads", str(a.threads)]
                        + (["--rows", "1"] if a.quick else [])),
                       ("lora", ["sh", "bench/lora.sh", a.build])):
