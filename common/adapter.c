@@ -146,6 +146,54 @@ int adapter_load_weights(const char *dir, Model *m, int flags, char *err, size_t
     return rc;
 }
 
+// The adapters merged into a base loaded matrix by matrix (adapter_load_base).
+typedef struct {
+    const Lora *lo;
+    int n;
+    LowpFormat fmt;
+} AdapterStream;
+
+_Static_assert((int)LORA_AT_QKV == (int)MODEL_W_QKV && (int)LORA_AT_O == (int)MODEL_W_ATTPROJ &&
+                   (int)LORA_AT_FC == (int)MODEL_W_FC && (int)LORA_AT_DOWN == (int)MODEL_W_FCPROJ,
+               "a product's adapters merge into the matrix of the same number");
+
+// layer l's matrix w is read: the chain's adapters into it, then its copy (ckpt_load_weights_each)
+static int adapter_stream_matrix(Model *m, int l, int w, void *ctx, char *err, size_t errlen) {
+    const AdapterStream *a = ctx;
+    for (int i = 0; w < MODEL_NUM_W && i < a->n; i++) lora_merge_matrix(&a->lo[i], m, l, w);
+    char e[512];
+    if (model_lowp_stream_matrix(m, l, w, e, sizeof e))
+        return util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(a->fmt), e);
+    return 0;
+}
+
+int adapter_load_base(const char *dir, Model *m, int flags, LowpFormat fmt, char *err,
+                      size_t errlen) {
+    if (fmt == LOWP_FP32) return adapter_load_weights(dir, m, flags, err, errlen);
+    char (*chain)[FIO_PATH_CAP] = MALLOC_CHECK((ADAPTER_MAX_DEPTH + 1) * FIO_PATH_CAP);
+    int n = adapter_chain(dir, chain, err, errlen), k = 0, rc = n < 0 ? -1 : 0;
+    Lora *lo = CALLOC_CHECK(ADAPTER_MAX_DEPTH, sizeof *lo);
+    char e[768];
+    while (rc == 0 && k < n - 1) {   // the adapters first: small, merged as the base arrives
+        ModelConfig bc = m->config;
+        if (peft_load(&lo[k], chain[k + 1], &bc, 1, 0, e, sizeof e))
+            rc = util_err(err, errlen, "%s", e);
+        else k++;
+    }
+    AdapterStream a = {lo, k, fmt};
+    if (rc == 0 && model_lowp_stream_begin(m, fmt, e, sizeof e))
+        rc = util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(fmt), e);
+    if (rc == 0)
+        rc = ckpt_load_weights_each(chain[0], m, flags, adapter_stream_matrix, &a, err, errlen);
+    for (int i = 0; rc == 0 && i < k; i++) lora_merge_vectors(&lo[i], m);
+    if (rc == 0 && model_lowp_stream_end(m, e, sizeof e))
+        rc = util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(fmt), e);
+    for (int i = 0; i < k; i++) lora_free(&lo[i]);
+    free(lo);
+    free(chain);
+    return rc;
+}
+
 int adapter_describe(const char *dir, ModelConfig *base, LoraConfig *cfg, char *base_name,
                      size_t n, char *err, size_t errlen) {
     char d[FIO_PATH_CAP];

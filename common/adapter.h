@@ -77,6 +77,13 @@ LowpFormat adapter_base_dtype(const Config *c);
 // and their fp32 weights are freed (model.h's MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32; the tied
 // embeddings stay fp32 for the lookup). Nothing for LOWP_FP32. 0, or -1 naming the tensor.
 int adapter_narrow_base(Model *m, LowpFormat fmt, char *err, size_t errlen);
+// adapter_load_weights into the frozen base m (model_init'ed, nothing read yet) stored in fmt:
+// for LOWP_BF16 each matrix is converted as soon as it is read (and merged with the chain's
+// adapters), its fp32 pages given back, so that the process never holds the fp32 model; m ends
+// as adapter_narrow_base after adapter_load_weights leaves it, bit for bit. LOWP_FP32: exactly
+// adapter_load_weights. 0, or -1 naming the file or tensor (model_free m then).
+int adapter_load_base(const char *dir, Model *m, int flags, LowpFormat fmt, char *err,
+                      size_t errlen);
 // Bytes of a frozen base of config c for batches of B x T with its matrices in fmt (the memory
 // plan: model_memory_bytes(MODEL_TRAIN_FROZEN) with fp32 matrices replaced by fmt's).
 size_t adapter_base_bytes(const ModelConfig *c, int B, int T, LowpFormat fmt);

@@ -595,51 +595,61 @@ float lora_adamw_step(Lora *lo, const AdamWConfig *c, float lr, int64_t t) {
     return norm;
 }
 
-void lora_merge(const Lora *lo, Model *base) {
+void lora_merge_matrix(const Lora *lo, Model *base, int l, int at) {
     const ModelConfig *c = &base->config;
     int r = lo->cfg.r;
-    for (int l = 0; l < c->n_layer; l++)
-        for (int s = 0; s < lo->nsite; s++) {
-            const LoraSite *st = &lo->site[s];
-            float *w = NULL;
-            int64_t ld = 0;
-            ModelParams *p = &base->params;
-            switch (st->at) {
-                case LORA_AT_QKV: {
-                    size_t QKV = base->param_sizes[P_QKVW] / (size_t)c->n_layer;
-                    w = p->qkvw + (size_t)l * QKV;
-                    ld = (int64_t)(QKV / (size_t)c->n_embd);
-                    break;
-                }
-                case LORA_AT_O:
-                    w = p->attprojw + (size_t)l * (base->param_sizes[P_ATTPROJW] / c->n_layer);
-                    break;
-                case LORA_AT_FC:
-                    w = p->fcw + (size_t)l * (base->param_sizes[P_FCW] / c->n_layer);
-                    ld = (int64_t)(base->param_sizes[P_FCW] / c->n_layer / c->n_embd);
-                    break;
-                default:
-                    w = p->fcprojw + (size_t)l * (base->param_sizes[P_FCPROJW] / c->n_layer);
-                    break;
-            }
-            const float *A = lora_a(lo, l, s, 0), *B = lora_b(lo, l, s, 0);
-            if (st->fan_in_fan_out) {   // W (in, ld) [:, col0..] += scale A^T B^T
-                int64_t cols = ld ? ld : st->out;
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (blasint)st->in,
-                            (blasint)st->out, r, lo->scale, A, (blasint)st->in, B, r, 1.0f,
-                            w + st->col0, (blasint)cols);
-            } else {                    // W (rows, in) rows col0.. += scale B A
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)st->out,
-                            (blasint)st->in, r, lo->scale, B, r, A, (blasint)st->in, 1.0f,
-                            w + (size_t)st->col0 * (size_t)st->in, (blasint)st->in);
-            }
+    ModelParams *p = &base->params;
+    float *w;
+    int64_t ld = 0;
+    switch (at) {
+        case LORA_AT_QKV: {
+            size_t QKV = base->param_sizes[P_QKVW] / (size_t)c->n_layer;
+            w = p->qkvw + (size_t)l * QKV;
+            ld = (int64_t)(QKV / (size_t)c->n_embd);
+            break;
         }
+        case LORA_AT_O:
+            w = p->attprojw + (size_t)l * (base->param_sizes[P_ATTPROJW] / c->n_layer);
+            break;
+        case LORA_AT_FC:
+            w = p->fcw + (size_t)l * (base->param_sizes[P_FCW] / c->n_layer);
+            ld = (int64_t)(base->param_sizes[P_FCW] / c->n_layer / c->n_embd);
+            break;
+        default:
+            w = p->fcprojw + (size_t)l * (base->param_sizes[P_FCPROJW] / c->n_layer);
+            break;
+    }
+    for (int s = 0; s < lo->nsite; s++) {
+        const LoraSite *st = &lo->site[s];
+        if (st->at != at) continue;
+        const float *A = lora_a(lo, l, s, 0), *B = lora_b(lo, l, s, 0);
+        if (st->fan_in_fan_out) {   // W (in, ld) [:, col0..] += scale A^T B^T
+            int64_t cols = ld ? ld : st->out;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (blasint)st->in, (blasint)st->out,
+                        r, lo->scale, A, (blasint)st->in, B, r, 1.0f, w + st->col0,
+                        (blasint)cols);
+        } else {                    // W (rows, in) rows col0.. += scale B A
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)st->out,
+                        (blasint)st->in, r, lo->scale, B, r, A, (blasint)st->in, 1.0f,
+                        w + (size_t)st->col0 * (size_t)st->in, (blasint)st->in);
+        }
+    }
+}
+
+void lora_merge_vectors(const Lora *lo, Model *base) {
+    const ModelConfig *c = &base->config;
     if (lo->score) memcpy(base->params.scorew, lo->score, (size_t)c->n_embd * sizeof(float));
     // the trained biases replace the base's (a plain model afterwards: nothing to restore)
     lora_bias_install(base, NULL);
     for (int k = 0; k < lo->nbias; k++)
         lora_bias_copy(&lo->bias[k], c->n_layer, lora_bias_values(lo, k, 0),
                        model_slot(base, lo->bias[k].slot, NULL), 1);
+}
+
+void lora_merge(const Lora *lo, Model *base) {
+    for (int l = 0; l < base->config.n_layer; l++)
+        for (int at = LORA_AT_QKV; at <= LORA_AT_DOWN; at++) lora_merge_matrix(lo, base, l, at);
+    lora_merge_vectors(lo, base);
 }
 
 int lora_merge_copy(const Lora *lo, const Model *base, Model *dst, char *err, size_t errlen) {

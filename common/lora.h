@@ -173,6 +173,11 @@ void lora_bias_from_base(Lora *lo, const Model *base);
 
 // Adds scale * B A into the base's weights (a plain model afterwards; Conv1D transposed).
 void lora_merge(const Lora *lo, Model *base);
+// lora_merge in parts, the same bits: the adapters of layer l's product at (LORA_AT_*) into that
+// matrix alone, and the trained score head, biases and norms (written over the base's). A base
+// loaded matrix by matrix (ckpt_load_weights_each) merges each as it is complete.
+void lora_merge_matrix(const Lora *lo, Model *base, int l, int at);
+void lora_merge_vectors(const Lora *lo, Model *base);
 // dst (initialised with the base's config, any batch size, e.g. for sampling) gets the base's
 // weights with lo merged in; the base is untouched. -1 when the shapes differ.
 int lora_merge_copy(const Lora *lo, const Model *base, Model *dst, char *err, size_t errlen);
