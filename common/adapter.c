@@ -59,6 +59,10 @@ int adapter_settings(const Config *c, const ModelConfig *base, int score_ok, Lor
                             "score head (reward and value models); this one is a language model");
         if (lora_add_module(cfg, base->arch, name, e, sizeof e))
             return util_err(err, errlen, "lora.%s", e);
+        if ((!strcmp(name, "q_norm") || !strcmp(name, "k_norm")) && !base->qk_norm)
+            return util_err(err, errlen, "lora.modules_to_save: '%s' needs a base with per-head "
+                            "q/k norms (Qwen3's); this %s model has none", name,
+                            model_kind_name(base));
     }
     const char *t = config_get_string(c, "lora.target_modules");
     char e[512];

@@ -5,7 +5,8 @@
 // Keys (ADAPTER_ENTRIES, placed by a program in its schema): lora.r (0: off, the whole model
 // trains), lora.alpha, lora.dropout, lora.target_modules (PEFT names; empty: every linear layer
 // of the architecture), lora.modules_to_save ("score": the scalar head trains, reward and value
-// models; norms: GPT-2 ln_1, ln_2, ln_f, Llama input_layernorm, post_attention_layernorm, norm),
+// models; norms: GPT-2 ln_1, ln_2, ln_f, Llama input_layernorm, post_attention_layernorm, norm,
+// and Qwen3's per-head q_norm, k_norm),
 // lora.bias (PEFT's none | all | lora_only: biases trained beside the adapters),
 // lora.base_dtype (float32, or bfloat16: the frozen base's matrices stored and multiplied in
 // bf16, adapter_narrow_base).
@@ -53,7 +54,7 @@
     CONFIG_ENTRY("lora.modules_to_save", CONFIG_STRING, "",                                     \
                  "modules that train as copies, comma-separated: 'score' (the scalar head of "  \
                  "reward and value models), norms (GPT-2 ln_1,ln_2,ln_f; Llama "                \
-                 "input_layernorm,post_attention_layernorm,norm)",                              \
+                 "input_layernorm,post_attention_layernorm,norm; Qwen3 also q_norm,k_norm)",    \
                  .flags = CONFIG_HASH_IF_SET),                                                  \
     CONFIG_ENTRY("lora.bias", CONFIG_ENUM, "none",                                              \
                  "PEFT's bias: none, all (every bias of the model trains beside the adapters) " \

@@ -52,9 +52,12 @@ typedef struct {
 } LoraConfig;
 
 // Norm modules that train beside the adapters (modules_to_save names them: GPT-2 "ln_1", "ln_2",
-// "ln_f", weight and bias; Llama-style "input_layernorm", "post_attention_layernorm", "norm").
-enum { LORA_NORM_1 = 1, LORA_NORM_2 = 2, LORA_NORM_F = 4 };
-// The modules_to_save name of norm bit `bit` on a base of arch.
+// "ln_f", weight and bias; Llama-style "input_layernorm", "post_attention_layernorm", "norm", and
+// on a base with Qwen3's per-head q/k RMSNorms "q_norm", "k_norm": one head_dim weight a layer,
+// shared by every head).
+enum { LORA_NORM_1 = 1, LORA_NORM_2 = 2, LORA_NORM_F = 4, LORA_NORM_Q = 8, LORA_NORM_K = 16,
+       LORA_NORM_LAST = LORA_NORM_K };
+// The modules_to_save name of norm bit `bit` on a base of arch (NULL: GPT-2 has no q/k norms).
 const char *lora_norm_name(int arch, int bit);
 // One modules_to_save name into cfg: "score" (train_score) or a norm of arch (norms). -1 with
 // an error naming it otherwise.

@@ -501,15 +501,14 @@ static void qk_norm_forward(Model *m, int l, const LayerActs *a, const BlockDims
 static void qk_norm_backward(Model *m, int l, const LayerActs *a, const BlockDims *d) {
     const ModelConfig *c = &m->config;
     const ModelParams *p = &m->params;
-    ModelParams *g = &m->grads;
     int64_t N = m->N, NH = c->n_head, KVH = model_kv_heads(c);
     int hd = (int)d->hd;
     size_t lh = (size_t)l * hd, qn = (size_t)N * NH * hd;
     qk_move(m->qk_tmp, m->dqkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 1);
     vec_zero(m->dqk_tmp, (int64_t)((size_t)N * d->qk_heads * d->hd));
-    rmsnorm_backward(m->dqk_tmp, GA(g->qnormw, lh), m->qk_tmp, a->qk_in, p->qnormw + lh, a->qk_rstd,
-                     N * NH, hd);
-    rmsnorm_backward(m->dqk_tmp + qn, GA(g->knormw, lh), m->qk_tmp + qn, a->qk_in + qn,
+    rmsnorm_backward(m->dqk_tmp, GA(dslot(m, P_QNORMW), lh), m->qk_tmp, a->qk_in, p->qnormw + lh,
+                     a->qk_rstd, N * NH, hd);
+    rmsnorm_backward(m->dqk_tmp + qn, GA(dslot(m, P_KNORMW), lh), m->qk_tmp + qn, a->qk_in + qn,
                      p->knormw + lh, a->qk_rstd + N * NH, N * KVH, hd);
     qk_move(m->dqk_tmp, m->dqkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 0);
 }

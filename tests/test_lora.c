@@ -33,6 +33,15 @@ static ModelConfig cfg_of(int arch) {
     return c;
 }
 
+// Qwen3's block: per-head q/k RMSNorms, no q/k/v biases
+static ModelConfig qwen3_cfg(void) {
+    ModelConfig c = cfg_of(MODEL_ARCH_LLAMA);
+    c.family = MODEL_FAMILY_QWEN3;
+    c.qkv_bias = 0;
+    c.qk_norm = 1;
+    return c;
+}
+
 static const char *all_targets(int arch) {
     return arch == MODEL_ARCH_GPT2 ? "c_attn, c_proj, c_fc"
                                    : "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
@@ -401,6 +410,16 @@ static void test_bad_inputs(void) {
     lc.alpha = 8.0f; lc.dropout = 1.0f;
     CHECK_ERR(lora_validate(&lc, &g, err, sizeof err), err, "lora_dropout", NULL);
     lc.dropout = 0.0f;
+    // Qwen3's per-head q/k norms: a Llama-style name, only on a base that has them
+    CHECK_ERR(lora_add_module(&lc, MODEL_ARCH_GPT2, "q_norm", err, sizeof err), err,
+              "'q_norm' is not supported", "ln_f)");
+    LoraConfig lq = lc;
+    CHECK(lora_parse_targets(&lq, "q_proj", err, sizeof err) == 0);
+    CHECK(lora_add_module(&lq, MODEL_ARCH_LLAMA, "k_norm", err, sizeof err) == 0);
+    CHECK_ERR(lora_validate(&lq, &l, err, sizeof err), err, "modules_to_save k_norm",
+              "no per-head q/k norms");
+    ModelConfig q3 = qwen3_cfg();
+    CHECK_MSG(lora_validate(&lq, &q3, err, sizeof err) == 0, "%s", err);
     Lora lo;
     CHECK(lora_init(&lo, &lc, &g, BB * TT, 1, err, sizeof err) == 0);
     Model m;
@@ -413,15 +432,18 @@ static void test_bad_inputs(void) {
 }
 
 // Biases trained beside the adapters (PEFT's bias "all" / "lora_only"), and norms (PEFT's
-// modules_to_save: weight, and GPT-2's bias): the model reads them
+// modules_to_save: weight, and GPT-2's bias; Qwen3's per-head q_norm and k_norm): the model reads them
 // with the adapters on and the base's own with them off (bit for bit, before and after); their
 // gradients match finite differences; a merged copy gives the adapters' outputs; PEFT's files
 // carry them under the base's names and read back equal; "lora_only" picks the adapted layers'.
 static void test_trained_biases(void) {
-    for (int run = 0; run < 4; run++) {
-        // runs 0, 1: bias all; 2, 3: the norms through modules_to_save, bias none
-        int arch = run & 1, norms = run >= 2 ? LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F : 0;
-        ModelConfig c = cfg_of(arch);
+    for (int run = 0; run < 5; run++) {
+        // runs 0, 1: bias all; 2, 3: the norms through modules_to_save, bias none; 4: a
+        // Qwen3-style base's every norm, its per-head q_norm and k_norm included
+        int arch = run == 4 ? 1 : run & 1,
+            norms = run >= 2 ? LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F : 0;
+        ModelConfig c = run == 4 ? qwen3_cfg() : cfg_of(arch);
+        if (run == 4) norms |= LORA_NORM_Q | LORA_NORM_K;
         Model m, merged;
         Lora lo;
         Batch bt;
@@ -430,8 +452,8 @@ static void test_trained_biases(void) {
         CHECK(model_init(&merged, &c, BB, TT, 0, 0, err, sizeof err) == 0);
         lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 1, m.params.scorew,
                        norms ? LORA_BIAS_NONE : LORA_BIAS_ALL, norms);
-        CHECK_MSG(lo.nbias == (norms ? (arch ? 3 : 6) : arch ? 3 : 7), "%d trained vector kinds",
-                  lo.nbias);
+        CHECK_MSG(lo.nbias == (run == 4 ? 5 : norms ? (arch ? 3 : 6) : arch ? 3 : 7),
+                  "%d trained vector kinds", lo.nbias);
         batch_make(&bt, c.vocab_size);
         float base_lp[BB * TT], base_v[BB * TT], lp[BB * TT], v[BB * TT], lp2[BB * TT];
         outputs(&m, &bt.b, 0, base_lp, base_v);
@@ -479,7 +501,8 @@ static void test_trained_biases(void) {
         snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
         StFile f;
         CHECK_MSG(st_open(&f, path, err, sizeof err) == 0, "%s", err);
-        const char *want = norms ? (arch ? "base_model.model.model.norm.weight"
+        const char *want = run == 4 ? "base_model.model.model.layers.1.self_attn.k_norm.weight"
+                           : norms ? (arch ? "base_model.model.model.norm.weight"
                                          : "base_model.model.transformer.h.1.ln_2.weight")
                            : arch ? "base_model.model.model.layers.1.self_attn.k_proj.bias"
                                   : "base_model.model.transformer.ln_f.bias";
@@ -493,14 +516,16 @@ static void test_trained_biases(void) {
         lora_free(&back);
         snprintf(path, sizeof path, "rm -rf %s", dir);
         CHECK(system(path) == 0);
-        // lora_only: the adapted layers' biases (GPT-2 c_attn; Llama q_proj: q's slice only)
+        // lora_only: the adapted layers' biases (GPT-2 c_attn; Llama q_proj: q's slice only;
+        // Qwen3's block has none)
         Lora only;
         lora_make_bias(&only, &c, arch ? "q_proj" : "c_attn", 0.0f, 0, NULL,
                        LORA_BIAS_LORA_ONLY, 0);
-        CHECK_MSG(only.nbias == 1 &&
-                      !strcmp(only.bias[0].name, arch ? "self_attn.q_proj.bias"
-                                                      : "attn.c_attn.bias") &&
-                      only.bias[0].n == (arch ? c.n_embd : 3 * c.n_embd),
+        CHECK_MSG(run == 4 ? only.nbias == 0
+                           : only.nbias == 1 &&
+                                 !strcmp(only.bias[0].name, arch ? "self_attn.q_proj.bias"
+                                                                 : "attn.c_attn.bias") &&
+                                 only.bias[0].n == (arch ? c.n_embd : 3 * c.n_embd),
                   "lora_only picked %d biases", only.nbias);
         lora_free(&only);
         free(before);
@@ -700,12 +725,15 @@ static void test_peft_round_trip(void) {
 // DIR/out.safetensors (the batch, our logits with the adapters and the gradients of every A and B
 // for sum w * CE).
 static int export_case(const char *dir, int arch) {
-    ModelConfig c = cfg_of(arch);
+    int q3 = arch == 2;   // 2: a Qwen3-style base, its q_norm and k_norm trained too
+    ModelConfig c = q3 ? qwen3_cfg() : cfg_of(arch);
+    arch = c.arch;
     Model m;
     base_make(&m, &c, MODEL_TRAIN_FROZEN);
     Lora lo;
     lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 0, NULL, LORA_BIAS_ALL,
-                   LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F);
+                   LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F |
+                       (q3 ? LORA_NORM_Q | LORA_NORM_K : 0));
     char err[512], path[512];
     if (lora_attach(&m, &lo, err, sizeof err)) goto fail;
     snprintf(path, sizeof path, "%s/adapter", dir);
@@ -773,9 +801,9 @@ static int export_case(const char *dir, int arch) {
     snprintf(path, sizeof path, "%s/config.txt", dir);
     FILE *f = fopen(path, "w");
     if (!f) return 1;
-    fprintf(f, "arch %d\nV %d\nC %d\nL %d\nNH %d\nKVH %d\nF %d\nmax_seq_len %d\n", arch,
-            c.vocab_size, c.n_embd, c.n_layer, c.n_head, model_kv_heads(&c), model_ff(&c),
-            c.max_seq_len);
+    fprintf(f, "arch %d\nV %d\nC %d\nL %d\nNH %d\nKVH %d\nF %d\nmax_seq_len %d\nqkv_bias %d\n"
+            "qk_norm %d\n", arch, c.vocab_size, c.n_embd, c.n_layer, c.n_head, model_kv_heads(&c),
+            model_ff(&c), c.max_seq_len, c.qkv_bias, c.qk_norm);
     fclose(f);
     lora_free(&lo);
     model_free(&m);
@@ -801,7 +829,7 @@ int main(int argc, char **argv) {
     test_case("lora: bad configurations are one-line errors", test_bad_inputs);
     test_case("lora: 3 steps, save, load, 2 steps = 5 steps bit for bit (dropout, moments)",
               test_exact_resume);
-    test_case("lora: trained biases (all, lora_only): on with the adapters, off without, "
+    test_case("lora: trained biases (all, lora_only) and norms (Qwen3 q_norm, k_norm too): on with the adapters, off without, "
               "gradients, merge, PEFT names", test_trained_biases);
     test_case("lora: a bf16 base = fp32 on bf16-rounded matrices; training stays near fp32's",
               test_bf16_base);

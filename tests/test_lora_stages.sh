@@ -294,4 +294,40 @@ for kv in "lora.r=-1:lora.r" "lora.dropout=1.5:lora.dropout" \
         "$B/sft" -c sft_gpt2.yaml --set out.dir=bad --set lora.r=4 --set "${kv%%:*}"
     [ "$(wc -l < "$W/err")" -le 1 ] || bad "sft: ${kv%%:*}: more than one line"
 done
+expect_fail "sft: q_norm on a Llama-style base without per-head q/k norms" 1 \
+    "lora.modules_to_save: 'q_norm' needs a base with per-head q/k norms (Qwen3's)" \
+    "$B/sft" -c sft_llama.yaml --set out.dir=bad --set lora.r=4 \
+    --set lora.modules_to_save=q_norm
+
+# Qwen3's per-head q/k norms train beside the adapters, saved under PEFT's names, and merge
+"$R" init --preset llama-tiny --qk-norm --n-positions 32 --tokenizer tok --seed 5 --out qwen3 \
+    2>/dev/null
+if "$B/sft" -c sft_llama.yaml --set model.init=qwen3 --set out.dir=lora_qk --set lora.r=4 \
+    --set lora.modules_to_save=q_norm,k_norm --set train.steps=4 >/dev/null 2>"$W/err" &&
+    python3 - lora_qk/best/adapter_model.safetensors lora_qk/best/adapter_config.json \
+        qwen3/model.safetensors <<'PY' && "$R" merge qwen3 lora_qk/best --out qk_merged \
+        >/dev/null 2>"$W/err"; then
+import json, struct, sys
+def tensors(path):
+    f = open(path, "rb")
+    n = struct.unpack("<Q", f.read(8))[0]
+    h = json.loads(f.read(n))
+    return {k: v for k, v in h.items() if k != "__metadata__"}, f.read(), 8 + n
+ad, data, _ = tensors(sys.argv[1])
+cfg = json.load(open(sys.argv[2]))
+assert cfg["modules_to_save"] == ["q_norm", "k_norm"], cfg["modules_to_save"]
+base, bdata, _ = tensors(sys.argv[3])
+for l in range(2):
+    for m in ("q_norm", "k_norm"):
+        e = ad["base_model.model.model.layers.%d.self_attn.%s.weight" % (l, m)]
+        b = base["model.layers.%d.self_attn.%s.weight" % (l, m)]
+        assert e["shape"] == b["shape"], (e, b)
+        s, t = e["data_offsets"]
+        u, v = b["data_offsets"]
+        assert data[s:t] != bdata[u:v], "%s of layer %d did not train" % (m, l)
+PY
+    ok "sft: Qwen3's q_norm and k_norm train beside the adapters, saved as PEFT names them, merge"
+else
+    bad "sft: q_norm, k_norm as modules_to_save"
+fi
 lib_summary
