@@ -432,10 +432,11 @@ static void test_bad_inputs(void) {
 }
 
 // Biases trained beside the adapters (PEFT's bias "all" / "lora_only"), and norms (PEFT's
-// modules_to_save: weight, and GPT-2's bias; Qwen3's per-head q_norm and k_norm): the model reads them
-// with the adapters on and the base's own with them off (bit for bit, before and after); their
-// gradients match finite differences; a merged copy gives the adapters' outputs; PEFT's files
-// carry them under the base's names and read back equal; "lora_only" picks the adapted layers'.
+// modules_to_save: weight, and GPT-2's bias; Qwen3's per-head q_norm and k_norm): the model
+// reads them with the adapters on and the base's own with them off (bit for bit, before and
+// after); their gradients match finite differences; a merged copy gives the adapters' outputs;
+// PEFT's files carry them under the base's names and read back equal; "lora_only" picks the
+// adapted layers'.
 static void test_trained_biases(void) {
     for (int run = 0; run < 5; run++) {
         // runs 0, 1: bias all; 2, 3: the norms through modules_to_save, bias none; 4: a
@@ -829,8 +830,8 @@ int main(int argc, char **argv) {
     test_case("lora: bad configurations are one-line errors", test_bad_inputs);
     test_case("lora: 3 steps, save, load, 2 steps = 5 steps bit for bit (dropout, moments)",
               test_exact_resume);
-    test_case("lora: trained biases (all, lora_only) and norms (Qwen3 q_norm, k_norm too): on with the adapters, off without, "
-              "gradients, merge, PEFT names", test_trained_biases);
+    test_case("lora: trained biases (all, lora_only) and norms (Qwen3 q_norm, k_norm too): on "
+              "with the adapters, off without, gradients, merge, PEFT names", test_trained_biases);
     test_case("lora: a bf16 base = fp32 on bf16-rounded matrices; training stays near fp32's",
               test_bf16_base);
     test_case("lora: memory plan of a GPT-2 124M shape, full vs r=16", test_memory_plan);

@@ -107,7 +107,8 @@ static void compare(Model *a, Model *b, const char *what) {
         for (int w = 0; w < MODEL_NUM_W; w++)
             if (!same_matrix(model_lowp_matrix(a, l, w), model_lowp_matrix(b, l, w))) bad = w;
     CHECK_MSG(bad < 0, "%s: the bf16 copy of matrix %d differs", what, bad);
-    CHECK_MSG(same_matrix(model_lowp_matrix(a, 0, MODEL_NUM_W), model_lowp_matrix(b, 0, MODEL_NUM_W)),
+    CHECK_MSG(same_matrix(model_lowp_matrix(a, 0, MODEL_NUM_W),
+                          model_lowp_matrix(b, 0, MODEL_NUM_W)),
               "%s: the LM head's bf16 copy differs", what);
     CHECK_MSG(a->num_params == b->num_params &&
                   memcmp(a->param_sizes, b->param_sizes, sizeof a->param_sizes) == 0 &&
