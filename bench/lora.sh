@@ -3,9 +3,9 @@
 # one run: PPO's planned memory and measured peak RSS (policy + reference on one frozen base,
 # reward + value on another, r=16 on c_attn, c_proj, c_fc), the PPO iteration time, the SFT step
 # time, PPO's rollouts with the adapters unmerged against a merged sampling copy, and PPO with the
-# bases stored in bf16 (lora.base_dtype bfloat16) against float32 bases. Small shapes
-# (a few tokens) so that it runs in about 3 minutes on 2 cores: the memory figures are what the
-# issue bounds (LoRA <= 0.5x full); the times are for the comparison within this run.
+# bases stored in bf16 and in int8 (lora.base_dtype bfloat16, int8) against float32 bases. Small
+# shapes (a few tokens) so that it runs in about 3 minutes on 2 cores: the memory figures are what
+# the issue bounds (LoRA <= 0.5x full); the times are for the comparison within this run.
 # Prints RESULT lines (bench/run_bench.py --only lora).
 BUILD=${1:-build}
 ROOT=$PWD
@@ -62,11 +62,18 @@ result() {
     --set lora.sample=merged > /dev/null 2> merged.err || { tail -3 merged.err >&2; exit 1; }
 "$B/ppo" -c ppo.yaml --set out.dir=bf16 --set lora.r=16 --set lora.alpha=32 \
     --set lora.base_dtype=bfloat16 > /dev/null 2> bf16.err || { tail -3 bf16.err >&2; exit 1; }
+"$B/ppo" -c ppo.yaml --set out.dir=int8 --set lora.r=16 --set lora.alpha=32 \
+    --set lora.base_dtype=int8 > /dev/null 2> int8.err || { tail -3 int8.err >&2; exit 1; }
 result "ppo gpt2 LoRA r=16 memory plan" "$(plan lora.err)" MiB "full ppo" "$(plan full.err)"
 result "ppo gpt2 LoRA r=16 bf16 base memory plan" "$(plan bf16.err)" MiB "float32 base" \
     "$(plan lora.err)"
 result "ppo gpt2 LoRA r=16 bf16 base peak RSS" "$(rss bf16)" MiB "float32 base" "$(rss lora)"
 result "ppo gpt2 LoRA r=16 bf16 base iteration time" "$(iter bf16)" s "float32 base" \
+    "$(iter lora)"
+result "ppo gpt2 LoRA r=16 int8 base memory plan" "$(plan int8.err)" MiB "float32 base" \
+    "$(plan lora.err)"
+result "ppo gpt2 LoRA r=16 int8 base peak RSS" "$(rss int8)" MiB "float32 base" "$(rss lora)"
+result "ppo gpt2 LoRA r=16 int8 base iteration time" "$(iter int8)" s "float32 base" \
     "$(iter lora)"
 result "ppo gpt2 LoRA r=16 peak RSS" "$(rss lora)" MiB "full ppo" "$(rss full)"
 result "ppo gpt2 LoRA r=16 iteration time" "$(iter lora)" s "full ppo" "$(iter full)"

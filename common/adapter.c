@@ -13,14 +13,19 @@
 int adapter_on(const Config *c) { return config_get_int(c, "lora.r") > 0; }
 
 LowpFormat adapter_base_dtype(const Config *c) {
-    return strcmp(config_get_string(c, "lora.base_dtype"), "bfloat16") ? LOWP_FP32 : LOWP_BF16;
+    const char *s = config_get_string(c, "lora.base_dtype");
+    return !strcmp(s, "bfloat16") ? LOWP_BF16 : !strcmp(s, "int8") ? LOWP_INT8 : LOWP_FP32;
+}
+
+const char *adapter_dtype_name(LowpFormat fmt) {
+    return fmt == LOWP_BF16 ? "bfloat16" : fmt == LOWP_INT8 ? "int8" : "float32";
 }
 
 int adapter_narrow_base(Model *m, LowpFormat fmt, char *err, size_t errlen) {
     if (fmt == LOWP_FP32) return 0;
     char e[512];
     if (model_lowp_attach(m, fmt, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, e, sizeof e))
-        return util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(fmt), e);
+        return util_err(err, errlen, "lora.base_dtype %s: %s", adapter_dtype_name(fmt), e);
     return 0;
 }
 
@@ -167,7 +172,7 @@ static int adapter_stream_matrix(Model *m, int l, int w, void *ctx, char *err, s
     for (int i = 0; w < MODEL_NUM_W && i < a->n; i++) lora_merge_matrix(&a->lo[i], m, l, w);
     char e[512];
     if (model_lowp_stream_matrix(m, l, w, e, sizeof e))
-        return util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(a->fmt), e);
+        return util_err(err, errlen, "lora.base_dtype %s: %s", adapter_dtype_name(a->fmt), e);
     return 0;
 }
 
@@ -186,12 +191,12 @@ int adapter_load_base(const char *dir, Model *m, int flags, LowpFormat fmt, char
     }
     AdapterStream a = {lo, k, fmt};
     if (rc == 0 && model_lowp_stream_begin(m, fmt, e, sizeof e))
-        rc = util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(fmt), e);
+        rc = util_err(err, errlen, "lora.base_dtype %s: %s", adapter_dtype_name(fmt), e);
     if (rc == 0)
         rc = ckpt_load_weights_each(chain[0], m, flags, adapter_stream_matrix, &a, err, errlen);
     for (int i = 0; rc == 0 && i < k; i++) lora_merge_vectors(&lo[i], m);
     if (rc == 0 && model_lowp_stream_end(m, e, sizeof e))
-        rc = util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(fmt), e);
+        rc = util_err(err, errlen, "lora.base_dtype %s: %s", adapter_dtype_name(fmt), e);
     for (int i = 0; i < k; i++) lora_free(&lo[i]);
     free(lo);
     free(chain);

@@ -703,17 +703,18 @@ static int adapter_settings_check(Ppo *s, const PpoRoles *m, char *err, size_t e
     s->base_dtype = adapter_base_dtype(c);
     if (s->sample_merged && s->base_dtype != LOWP_FP32)
         return util_err(err, errlen, "lora.sample merged: a merged copy needs the base's fp32 "
-                        "weights, which lora.base_dtype bfloat16 frees; use lora.sample=unmerged");
+                        "weights, which lora.base_dtype %s frees; use lora.sample=unmerged",
+                        adapter_dtype_name(s->base_dtype));
     // the rollouts read the policy's base and the reference is that base: a narrow copy of
     // either is the base stored in that format (lora.base_dtype), nothing beside it
     for (int k = 0; k < 2; k++) {
         LowpFormat f = k ? s->prec_frozen : s->prec_sample;
         if (f != LOWP_FP32 && f != s->base_dtype)
             return util_err(err, errlen, "precision.%s %s with lora.r > 0: the policy's frozen "
-                            "base is %s (lora.base_dtype); set precision.%s to fp32%s",
-                            k ? "frozen" : "sample", lowp_format_name(f),
-                            s->base_dtype ? "bfloat16" : "float32", k ? "frozen" : "sample",
-                            f == LOWP_BF16 ? " or lora.base_dtype to bfloat16" : "");
+                            "base is %s (lora.base_dtype); set precision.%s to fp32 or "
+                            "lora.base_dtype to %s", k ? "frozen" : "sample", lowp_format_name(f),
+                            adapter_dtype_name(s->base_dtype), k ? "frozen" : "sample",
+                            adapter_dtype_name(f));
     }
     s->prec_sample = LOWP_FP32;   // no copy: the rollouts read the base as stored
     return 0;

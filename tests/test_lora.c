@@ -635,6 +635,95 @@ static void test_bf16_base(void) {
     }
 }
 
+// w's rows (rows x C) through int8 and back, as a tied head's copy reads them
+static void round_int8_rows(float *w, int rows, int C) {
+    LowpMatrix q;
+    char err[256];
+    CHECK_MSG(lowp_matrix_init(&q, LOWP_INT8, w, LOWP_OUT_IN, C, rows, err, sizeof err) == 0,
+              "%s", err);
+    for (int r = 0; r < rows; r++) lowp_matrix_row(w + (size_t)r * C, &q, r);
+    lowp_matrix_free(&q);
+}
+
+// dst's fp32 matrices := the dequantised int8 copies of nar's (in the block kind's layout)
+static void dequant_into(Model *dst, const Model *nar) {
+    const int slots[MODEL_NUM_W] = {P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+    int L = dst->config.n_layer, gpt2 = dst->config.arch == MODEL_ARCH_GPT2;
+    for (int w = 0; w < MODEL_NUM_W; w++) {
+        size_t n;
+        float *s = model_slot(dst, slots[w], &n);
+        for (int l = 0; l < L; l++) {
+            const LowpMatrix *lm = model_lowp_matrix(nar, l, w);
+            float *d = s + (size_t)l * (n / (size_t)L), *row = malloc((size_t)lm->C * 4);
+            for (int r = 0; r < lm->OC; r++) {
+                lowp_matrix_row(row, lm, r);
+                for (int c = 0; c < lm->C; c++)   // GPT-2's Conv1D: [in, out]
+                    d[gpt2 ? (size_t)c * lm->OC + r : (size_t)r * lm->C + c] = row[c];
+            }
+            free(row);
+        }
+    }
+}
+
+// An int8 base (lora.base_dtype int8: one scale per output channel): the model whose matrices
+// are its dequantised weights, to sgemm's reassociation (the forward and dX = dY W both go
+// through them with fp32 activations); 5 adapter steps on it stay within 2^-8 (loss) and 2^-4
+// (adapter weights) of the same steps on the fp32 base.
+static void test_int8_base(void) {
+    for (int arch = 0; arch < 2; arch++) {
+        ModelConfig c = cfg_of(arch);
+        Model full, nar, rounded;
+        Lora lf, ln, lr;
+        Batch bt;
+        base_make(&full, &c, MODEL_TRAIN_FROZEN);
+        round_int8_rows(full.params.wte, c.vocab_size, c.n_embd);   // the tied head's, once
+        base_make(&nar, &c, MODEL_TRAIN_FROZEN);
+        base_make(&rounded, &c, MODEL_TRAIN_FROZEN);
+        memcpy(nar.params_memory, full.params_memory, full.num_params * sizeof(float));
+        memcpy(rounded.params_memory, full.params_memory, full.num_params * sizeof(float));
+        char err[256];
+        CHECK_MSG(model_lowp_attach(&nar, LOWP_INT8, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
+                                    sizeof err) == 0, "%s", err);
+        CHECK(model_lowp_format(&nar) == LOWP_INT8 && nar.num_params < full.num_params);
+        dequant_into(&rounded, &nar);
+        Lora *los[3] = {&lf, &ln, &lr};
+        Model *ms[3] = {&full, &nar, &rounded};
+        for (int i = 0; i < 3; i++) {
+            lora_make_bias(los[i], &c, all_targets(arch), 0.0f, 1, ms[i]->params.scorew,
+                           LORA_BIAS_ALL, 0);
+            CHECK_MSG(lora_attach(ms[i], los[i], err, sizeof err) == 0, "%s", err);
+        }
+        batch_make(&bt, c.vocab_size);
+        size_t nl = (size_t)BB * TT * c.vocab_size, np = ln.num_params;
+        float *lg[2], val[2][BB * TT], *gr[2];
+        for (int i = 0; i < 2; i++) {
+            lg[i] = calloc(nl, sizeof(float));
+            gr[i] = calloc(np, sizeof(float));
+            bf16_outputs(i ? &rounded : &nar, i ? &lr : &ln, &bt, lg[i], val[i], gr[i]);
+        }
+        size_t M = (size_t)nar.M * c.vocab_size;
+        double dl = rel_diff(lg[1], lg[0], M), dv = rel_diff(val[1], val[0], BB * TT),
+               dg = rel_diff(gr[1], gr[0], np);
+        printf("%s: int8 base vs fp32 on its dequantised matrices: logits %.2g, values %.2g, "
+               "adapter gradients %.2g (relative to the largest)\n", model_kind_name(&c), dl, dv,
+               dg);
+        CHECK_MSG(dl <= 1e-5 && dv <= 1e-5 && dg <= 1e-5, "%s: logits %g values %g grads %g",
+                  model_kind_name(&c), dl, dv, dg);
+        train_steps(&nar, &ln, &bt, 1, 5);
+        train_steps(&full, &lf, &bt, 1, 5);
+        double a = loss_of(&nar, &bt, 0), b = loss_of(&full, &bt, 0);
+        double dp = rel_diff(lf.params, ln.params, np);
+        printf("%s: 5 adapter steps, int8 base vs fp32 base: loss %.6g vs %.6g (%.2g relative), "
+               "adapters %.2g\n", model_kind_name(&c), a, b, fabs(a - b) / fabs(b), dp);
+        CHECK_MSG(fabs(a - b) <= fabs(b) / 256.0 && dp <= 1.0 / 16.0,
+                  "%s: int8 base strays: loss %g vs %g, adapters %g", model_kind_name(&c), a, b,
+                  dp);
+        CHECK_MSG(a != b, "the int8 base gave the fp32 base's loss: were its weights rounded?");
+        for (int i = 0; i < 2; i++) { free(lg[i]); free(gr[i]); }
+        for (int i = 0; i < 3; i++) { lora_free(los[i]); model_free(ms[i]); }
+    }
+}
+
 // The memory plan of a GPT-2 124M shape (B=8, T=256): every weight trained vs a frozen base
 // with r=16 adapters on c_attn, c_proj and c_fc (the figure the README quotes).
 static void test_memory_plan(void) {
@@ -834,6 +923,8 @@ int main(int argc, char **argv) {
               "with the adapters, off without, gradients, merge, PEFT names", test_trained_biases);
     test_case("lora: a bf16 base = fp32 on bf16-rounded matrices; training stays near fp32's",
               test_bf16_base);
+    test_case("lora: an int8 base = fp32 on its dequantised matrices; training stays near fp32's",
+              test_int8_base);
     test_case("lora: memory plan of a GPT-2 124M shape, full vs r=16", test_memory_plan);
     test_case("lora: PEFT files written and read back; another base's adapter is an error",
               test_peft_round_trip);

@@ -1,5 +1,5 @@
-// A frozen base loaded straight into bf16 (adapter_load_base, lora.base_dtype bfloat16): every
-// bf16 copy, every fp32 weight kept and the logits equal, byte for byte, those of the old way
+// A frozen base loaded straight into bf16 or int8 (adapter_load_base, lora.base_dtype): every
+// copy, every fp32 weight kept and the logits equal, byte for byte, those of the old way
 // (the whole fp32 model loaded, then adapter_narrow_base), on both block kinds, tied and untied
 // heads, F32 and BF16 files, one file and shards, a plain checkpoint and an adapter on top of
 // one (merged as it is read); and the load's peak memory holds the copies and a few fp32
@@ -73,22 +73,26 @@ static void frozen_init(Model *m, const ModelConfig *c) {
 }
 
 // the old way: the fp32 model, then its matrices narrowed
-static void load_then_narrow(Model *m, const ModelConfig *c, const char *dir) {
+static void load_then_narrow(Model *m, const ModelConfig *c, const char *dir, LowpFormat fmt) {
     char err[512];
     frozen_init(m, c);
     CHECK_MSG(adapter_load_weights(dir, m, 0, err, sizeof err) == 0, "%s", err);
-    CHECK_MSG(adapter_narrow_base(m, LOWP_BF16, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(adapter_narrow_base(m, fmt, err, sizeof err) == 0, "%s", err);
 }
 
-static void load_streamed(Model *m, const ModelConfig *c, const char *dir) {
+static void load_streamed(Model *m, const ModelConfig *c, const char *dir, LowpFormat fmt) {
     char err[512];
     frozen_init(m, c);
-    CHECK_MSG(adapter_load_base(dir, m, 0, LOWP_BF16, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(adapter_load_base(dir, m, 0, fmt, err, sizeof err) == 0, "%s", err);
 }
 
+// the same format, shape, kernels and bytes (bf16 bits; int8 values and scales)
 static int same_matrix(const LowpMatrix *a, const LowpMatrix *b) {
-    return a->fmt == b->fmt && a->C == b->C && a->OC == b->OC && a->path == b->path &&
-           (!a->OC || memcmp(a->bf16, b->bf16, (size_t)a->C * (size_t)a->OC * 2) == 0);
+    size_t n = (size_t)a->C * (size_t)a->OC;
+    if (a->fmt != b->fmt || a->C != b->C || a->OC != b->OC || a->path != b->path) return 0;
+    if (!a->OC) return 1;
+    if (a->fmt == LOWP_BF16) return memcmp(a->bf16, b->bf16, n * 2) == 0;
+    return memcmp(a->q, b->q, n) == 0 && memcmp(a->scale, b->scale, (size_t)a->OC * 4) == 0;
 }
 
 static void logits_of(Model *m, float *out) {
@@ -142,15 +146,17 @@ static void test_streamed_equals_narrowed(void) {
             snprintf(ad, sizeof ad, "%s/adapter", dir);
             save_ok(base, &src, file ? CKPT_DTYPE_BFLOAT16 : CKPT_DTYPE_FLOAT32, file ? 2048 : 0);
             adapter_write(ad, &c, base);
-            for (int chain = 0; chain < 2; chain++) {
+            for (int chain = 0; chain < 4; chain++) {   // 0, 1: bf16; 2, 3: int8
+                LowpFormat fmt = chain < 2 ? LOWP_BF16 : LOWP_INT8;
+                const char *from = chain & 1 ? ad : base;
                 Model old, now;
                 char what[128];
-                snprintf(what, sizeof what, "%s%s, %s%s", model_kind_name(&c),
+                snprintf(what, sizeof what, "%s%s, %s%s, %s", model_kind_name(&c),
                          c.untied ? " (untied head)" : "", file ? "BF16 shards" : "F32",
-                         chain ? ", adapter merged" : "");
-                load_then_narrow(&old, &c, chain ? ad : base);
-                load_streamed(&now, &c, chain ? ad : base);
-                CHECK_MSG(model_lowp_format(&now) == LOWP_BF16 && now.num_params < src.num_params,
+                         chain & 1 ? ", adapter merged" : "", lowp_format_name(fmt));
+                load_then_narrow(&old, &c, from, fmt);
+                load_streamed(&now, &c, from, fmt);
+                CHECK_MSG(model_lowp_format(&now) == fmt && now.num_params < src.num_params,
                           "%s: the streamed base kept its fp32 matrices", what);
                 compare(&old, &now, what);
                 model_free(&old);
@@ -193,7 +199,7 @@ static void test_streamed_peak(void) {
               "cannot reset the peak RSS (/proc/self/clear_refs)");
     long before = status_kb("VmRSS:");
     Model m;
-    load_streamed(&m, &c, base);
+    load_streamed(&m, &c, base, LOWP_BF16);
     double rise = (double)(status_kb("VmHWM:") - before) * 1024;
     double bound = (double)model_lowp_bytes(&c, LOWP_BF16) + (double)m.num_params * 4 +
                    4.0 * (double)model_matrix_floats(&m, MODEL_W_FC) * 4;
@@ -207,8 +213,8 @@ static void test_streamed_peak(void) {
 }
 
 int main(void) {
-    test_case("lora load: a base streamed into bf16 = loaded in fp32 then narrowed, byte for "
-              "byte (GPT-2, Qwen2, Qwen3 untied; F32, BF16 shards; an adapter merged)",
+    test_case("lora load: a base streamed into bf16 / int8 = loaded in fp32 then narrowed, byte "
+              "for byte (GPT-2, Qwen2, Qwen3 untied; F32, BF16 shards; an adapter merged)",
               test_streamed_equals_narrowed);
     test_case("lora load: the streamed load's peak holds no fp32 model", test_streamed_peak);
     return test_summary();

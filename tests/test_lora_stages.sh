@@ -117,6 +117,29 @@ for arch in gpt2 llama; do
         ok "$arch sft: a bf16 base's adapter files are the float32 base's format" ||
         bad "$arch sft: bf16 base adapter format"
 done
+# lora.base_dtype int8 (one scale per output channel, as precision.frozen's): the first loss within
+# 2^-6 of the float32 base's and not equal to it; the adapter files the float32 base's format;
+# kill -9 and resume bit-identical
+for arch in gpt2 llama; do
+    "$B/sft" -c sft_$arch.yaml --set out.dir=i8_$arch --set lora.r=4 --set lora.alpha=8 \
+        --set lora.dropout=0.1 --set lora.base_dtype=int8 >/dev/null 2>"$W/err" ||
+        bad "$arch: sft with an int8 base"
+    a=$(first_loss lora_$arch); b=$(first_loss i8_$arch)
+    close "$b" "$a" 0.015625 && [ "$a" != "$b" ] &&
+        ok "$arch sft: an int8 base's first loss $b within 2^-6 of the float32 base's $a" ||
+        bad "$arch sft: first loss int8 base $b, float32 base $a"
+    cmp -s lora_$arch/best/adapter_config.json i8_$arch/best/adapter_config.json &&
+        [ "$(st_header lora_$arch/best/adapter_model.safetensors)" = \
+          "$(st_header i8_$arch/best/adapter_model.safetensors)" ] &&
+        ok "$arch sft: an int8 base's adapter files are the float32 base's format" ||
+        bad "$arch sft: int8 base adapter format"
+done
+set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1 --set lora.base_dtype=int8
+"$B/sft" "$@" --set out.dir=ki8full >/dev/null 2>&1
+kill_rerun ki8 "$B/sft" "$@" --set out.dir=ki8
+[ $killed -eq 1 ] && grep -q "resuming run" "$W/err" && same_adapter ki8full/last ki8/last &&
+    ok "sft, int8 base: kill -9 and resume: adapters, moments and trainer state bit-identical" ||
+    bad "sft int8 base kill/resume (killed=$killed)"
 # (with every bias and the final norm trained beside the adapters, lora.bias all and
 # lora.modules_to_save ln_f: saved under the base's names)
 set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1 --set lora.base_dtype=bfloat16 \
@@ -252,6 +275,15 @@ kill_rerun kbk "$B/ppo" "$@" --set train.iterations=8 --set save.every=1 --set o
     same_adapter kbf/last/policy kbk/last/policy && same_adapter kbf/last/value kbk/last/value &&
     ok "ppo, bf16 bases: kill -9 and resume: adapters and moments bit-identical" ||
     bad "ppo bf16 kill/resume (killed=$killed)"
+# int8 bases: planned as such; precision.sample and precision.frozen int8 are the bases themselves
+"$B/ppo" -c ppo.yaml --set lora.r=4 --set lora.base_dtype=int8 --set precision.sample=int8 \
+    --set precision.frozen=int8 --set train.iterations=2 --set out.dir=pi8 >/dev/null 2>"$W/err" &&
+    [ "$(metric pi8/workspace.db ppo/kl 1)" = 0.0 ] &&
+    grep -q "policy .*frozen base (matrices in int8" "$W/err" &&
+    grep -q "reward .*matrices in int8, .*(the value's base too)" "$W/err" &&
+    ! grep -q "sampling" "$W/err" &&
+    ok "ppo, int8 bases: planned as such, no sampling copy, KL to the reference exactly 0" ||
+    bad "ppo with int8 bases"
 # a later stage from an adapter: ppo's policy is sft's LoRA result, merged at load
 "$B/sft" -c pre.yaml --set out.dir=prel --set lora.r=4 --set train.steps=5 >/dev/null 2>&1 &&
     "$B/ppo" -c ppo.yaml --set model.policy=prel/best --set out.dir=pa --set lora.r=4 \
