@@ -40,17 +40,8 @@ rss() {
 }
 plan() { sed -n 's/^ppo:   total *\([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' "$1" |
     awk '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; printf "%.1f", $1 * m }'; }
-iter() {   # seconds per iteration after the first: generation + scoring + training
-    python3 - "$1/workspace.db" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-names = ["time/generate_s", "time/score_policy_s", "time/score_reference_s",
-         "time/score_value_s", "time/score_reward_s", "time/train_ppo_s"]
-q = "select value from metrics where name = ? and step = ?"
-steps = [s for (s,) in db.execute(
-    "select distinct step from metrics where name = 'time/generate_s' and step > 1")]
-print(sum(sum(db.execute(q, (n, s)).fetchone()[0] for n in names) for s in steps) / len(steps))
-PY
+iter() {   # seconds per iteration after the first (time/iteration: generation, scoring, training)
+    metric "$1" time/iteration
 }
 result() {
     echo "RESULT {\"name\": \"$1\", \"value\": $2, \"unit\": \"$3\", \"ref_name\": \"$4\", \"ref_value\": $5, \"ratio\": $(awk -v a="$2" -v b="$5" 'BEGIN{printf "%.3f", a/b}')}"
