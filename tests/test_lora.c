@@ -536,11 +536,6 @@ static void test_trained_biases(void) {
     }
 }
 
-// the n floats at w rounded to bf16 (to nearest, ties to even) in place
-static void round_bf16(float *w, size_t n) {
-    for (size_t i = 0; i < n; i++) w[i] = lowp_bf16_to_float(lowp_bf16_from_float(w[i]));
-}
-
 // The largest |a - b| over the largest |a| (1 when a is all zero).
 static double rel_diff(const float *a, const float *b, size_t n) {
     double d = 0.0, s = 0.0;
@@ -551,15 +546,9 @@ static double rel_diff(const float *a, const float *b, size_t n) {
     return d / (s > 0.0 ? s : 1.0);
 }
 
-// m's matrices stored in bf16 for every forward and backward, their fp32 freed (lora.base_dtype).
-static void narrow_base(Model *m) {
-    char err[256];
-    CHECK_MSG(model_lowp_attach(m, LOWP_BF16, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
-                                sizeof err) == 0, "%s", err);
-}
-
 // logits of every row, values, and the adapters' gradients of one forward and backward
-static void bf16_outputs(Model *m, Lora *lo, Batch *bt, float *logits, float *val, float *grads) {
+static void narrow_outputs(Model *m, Lora *lo, Batch *bt, float *logits, float *val,
+                           float *grads) {
     lora_zero_grad(lo);
     forward_ok(m, &bt->b, MODEL_LOGITS_ALL);
     size_t V = (size_t)m->config.vocab_size;
@@ -569,84 +558,18 @@ static void bf16_outputs(Model *m, Lora *lo, Batch *bt, float *logits, float *va
     memcpy(grads, lo->grads, lo->num_params * sizeof(float));
 }
 
-// A frozen base stored in bf16 is the model whose matrices are the bf16-rounded fp32 ones:
-// logits, values and the adapters' gradients (through dX = dY W on the bf16 weights) agree to
-// sgemm's reassociation (1e-5 of the largest); its fp32 matrices are freed; and 5 adapter steps
-// on it stay within 2^-8 (loss) and 2^-5 (adapter weights) of the same steps on the fp32 base.
-static void test_bf16_base(void) {
-    for (int arch = 0; arch < 2; arch++) {
-        ModelConfig c = cfg_of(arch);
-        Model full, nar, rounded;
-        Lora lf, ln, lr;
-        Batch bt;
-        base_make(&full, &c, MODEL_TRAIN_FROZEN);
-        // tied embeddings: the lookup reads fp32 and the head bf16; rounded here, one value
-        round_bf16(full.params.wte, full.param_sizes[P_WTE]);
-        base_make(&nar, &c, MODEL_TRAIN_FROZEN);
-        base_make(&rounded, &c, MODEL_TRAIN_FROZEN);
-        memcpy(nar.params_memory, full.params_memory, full.num_params * sizeof(float));
-        memcpy(rounded.params_memory, full.params_memory, full.num_params * sizeof(float));
-        float *mats[4] = {rounded.params.qkvw, rounded.params.attprojw, rounded.params.fcw,
-                          rounded.params.fcprojw};
-        const int slots[4] = {P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
-        for (int k = 0; k < 4; k++) round_bf16(mats[k], rounded.param_sizes[slots[k]]);
-        size_t fp32_params = nar.num_params;
-        narrow_base(&nar);
-        CHECK_MSG(nar.num_params < fp32_params && model_lowp_format(&nar) == LOWP_BF16,
-                  "the bf16 base kept its fp32 matrices (%zu of %zu floats)", nar.num_params,
-                  fp32_params);
-        Lora *los[3] = {&lf, &ln, &lr};
-        Model *ms[3] = {&full, &nar, &rounded};
-        char err[256];
-        for (int i = 0; i < 3; i++) {
-            lora_make_bias(los[i], &c, all_targets(arch), 0.0f, 1, ms[i]->params.scorew,
-                           LORA_BIAS_ALL, 0);   // the biases' gradients through the bf16 path
-            CHECK_MSG(lora_attach(ms[i], los[i], err, sizeof err) == 0, "%s", err);
-        }
-        batch_make(&bt, c.vocab_size);
-        size_t nl = (size_t)BB * TT * c.vocab_size, np = ln.num_params;
-        float *lg[2], val[2][BB * TT], *gr[2];
-        for (int i = 0; i < 2; i++) {
-            lg[i] = calloc(nl, sizeof(float));
-            gr[i] = calloc(np, sizeof(float));
-            bf16_outputs(i ? &rounded : &nar, i ? &lr : &ln, &bt, lg[i], val[i], gr[i]);
-        }
-        size_t M = (size_t)nar.M * c.vocab_size;
-        double dl = rel_diff(lg[1], lg[0], M), dv = rel_diff(val[1], val[0], BB * TT),
-               dg = rel_diff(gr[1], gr[0], np);
-        printf("%s: bf16 base vs fp32 on bf16-rounded matrices: logits %.2g, values %.2g, "
-               "adapter gradients %.2g (relative to the largest)\n", model_kind_name(&c), dl, dv,
-               dg);
-        CHECK_MSG(dl <= 1e-5 && dv <= 1e-5 && dg <= 1e-5, "%s: logits %g values %g grads %g",
-                  model_kind_name(&c), dl, dv, dg);
-        // training: 5 steps on the bf16 base against 5 on the fp32 one, same adapters
-        train_steps(&nar, &ln, &bt, 1, 5);
-        train_steps(&full, &lf, &bt, 1, 5);
-        double a = loss_of(&nar, &bt, 0), b = loss_of(&full, &bt, 0);
-        double dp = rel_diff(lf.params, ln.params, np);
-        printf("%s: 5 adapter steps, bf16 base vs fp32 base: loss %.6g vs %.6g (%.2g relative), "
-               "adapters %.2g\n", model_kind_name(&c), a, b, fabs(a - b) / fabs(b), dp);
-        CHECK_MSG(fabs(a - b) <= fabs(b) / 256.0 && dp <= 1.0 / 32.0,
-                  "%s: bf16 base strays: loss %g vs %g, adapters %g", model_kind_name(&c), a, b,
-                  dp);
-        CHECK_MSG(a != b, "the bf16 base gave the fp32 base's loss: were its weights rounded?");
-        for (int i = 0; i < 2; i++) { free(lg[i]); free(gr[i]); }
-        for (int i = 0; i < 3; i++) { lora_free(los[i]); model_free(ms[i]); }
-    }
-}
-
-// w's rows (rows x C) through int8 and back, as a tied head's copy reads them
-static void round_int8_rows(float *w, int rows, int C) {
+// w's rows (rows x C) through fmt and back, as a tied head's copy reads them
+static void round_rows(float *w, int rows, int C, LowpFormat fmt) {
     LowpMatrix q;
     char err[256];
-    CHECK_MSG(lowp_matrix_init(&q, LOWP_INT8, w, LOWP_OUT_IN, C, rows, err, sizeof err) == 0,
-              "%s", err);
+    CHECK_MSG(lowp_matrix_init(&q, fmt, w, LOWP_OUT_IN, C, rows, err, sizeof err) == 0, "%s",
+              err);
     for (int r = 0; r < rows; r++) lowp_matrix_row(w + (size_t)r * C, &q, r);
     lowp_matrix_free(&q);
 }
 
-// dst's fp32 matrices := the dequantised int8 copies of nar's (in the block kind's layout)
-static void dequant_into(Model *dst, const Model *nar) {
+// dst's fp32 matrices := nar's narrow copies widened back (in the block kind's layout)
+static void widen_into(Model *dst, const Model *nar) {
     const int slots[MODEL_NUM_W] = {P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
     int L = dst->config.n_layer, gpt2 = dst->config.arch == MODEL_ARCH_GPT2;
     for (int w = 0; w < MODEL_NUM_W; w++) {
@@ -665,32 +588,39 @@ static void dequant_into(Model *dst, const Model *nar) {
     }
 }
 
-// An int8 base (lora.base_dtype int8: one scale per output channel): the model whose matrices
-// are its dequantised weights, to sgemm's reassociation (the forward and dX = dY W both go
-// through them with fp32 activations); 5 adapter steps on it stay within 2^-8 (loss) and 2^-4
-// (adapter weights) of the same steps on the fp32 base.
-static void test_int8_base(void) {
+// A frozen base stored in fmt (lora.base_dtype: its matrices in bf16 or int8 for every forward
+// and backward, their fp32 freed) is the model whose matrices are its narrow weights widened:
+// logits, values and the adapters' gradients (through dX = dY W on those weights, fp32
+// activations) agree to sgemm's reassociation (1e-5 of the largest); and 5 adapter steps on it
+// stay within loss_tol (relative loss) and w_tol (adapter weights, of the largest) of the same
+// steps on the fp32 base.
+static void narrow_base_case(LowpFormat fmt, double loss_tol, double w_tol) {
+    const char *f = lowp_format_name(fmt);
     for (int arch = 0; arch < 2; arch++) {
         ModelConfig c = cfg_of(arch);
         Model full, nar, rounded;
         Lora lf, ln, lr;
         Batch bt;
         base_make(&full, &c, MODEL_TRAIN_FROZEN);
-        round_int8_rows(full.params.wte, c.vocab_size, c.n_embd);   // the tied head's, once
+        // tied embeddings: the lookup reads fp32 and the head its copy; rounded here, one value
+        round_rows(full.params.wte, c.vocab_size, c.n_embd, fmt);
         base_make(&nar, &c, MODEL_TRAIN_FROZEN);
         base_make(&rounded, &c, MODEL_TRAIN_FROZEN);
         memcpy(nar.params_memory, full.params_memory, full.num_params * sizeof(float));
         memcpy(rounded.params_memory, full.params_memory, full.num_params * sizeof(float));
+        size_t fp32_params = nar.num_params;
         char err[256];
-        CHECK_MSG(model_lowp_attach(&nar, LOWP_INT8, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
+        CHECK_MSG(model_lowp_attach(&nar, fmt, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
                                     sizeof err) == 0, "%s", err);
-        CHECK(model_lowp_format(&nar) == LOWP_INT8 && nar.num_params < full.num_params);
-        dequant_into(&rounded, &nar);
+        CHECK_MSG(nar.num_params < fp32_params && model_lowp_format(&nar) == fmt,
+                  "the %s base kept its fp32 matrices (%zu of %zu floats)", f, nar.num_params,
+                  fp32_params);
+        widen_into(&rounded, &nar);
         Lora *los[3] = {&lf, &ln, &lr};
         Model *ms[3] = {&full, &nar, &rounded};
         for (int i = 0; i < 3; i++) {
             lora_make_bias(los[i], &c, all_targets(arch), 0.0f, 1, ms[i]->params.scorew,
-                           LORA_BIAS_ALL, 0);
+                           LORA_BIAS_ALL, 0);   // the biases' gradients through the narrow path
             CHECK_MSG(lora_attach(ms[i], los[i], err, sizeof err) == 0, "%s", err);
         }
         batch_make(&bt, c.vocab_size);
@@ -699,30 +629,35 @@ static void test_int8_base(void) {
         for (int i = 0; i < 2; i++) {
             lg[i] = calloc(nl, sizeof(float));
             gr[i] = calloc(np, sizeof(float));
-            bf16_outputs(i ? &rounded : &nar, i ? &lr : &ln, &bt, lg[i], val[i], gr[i]);
+            narrow_outputs(i ? &rounded : &nar, i ? &lr : &ln, &bt, lg[i], val[i], gr[i]);
         }
         size_t M = (size_t)nar.M * c.vocab_size;
         double dl = rel_diff(lg[1], lg[0], M), dv = rel_diff(val[1], val[0], BB * TT),
                dg = rel_diff(gr[1], gr[0], np);
-        printf("%s: int8 base vs fp32 on its dequantised matrices: logits %.2g, values %.2g, "
-               "adapter gradients %.2g (relative to the largest)\n", model_kind_name(&c), dl, dv,
-               dg);
-        CHECK_MSG(dl <= 1e-5 && dv <= 1e-5 && dg <= 1e-5, "%s: logits %g values %g grads %g",
-                  model_kind_name(&c), dl, dv, dg);
+        printf("%s: %s base vs fp32 on its widened matrices: logits %.2g, values %.2g, adapter "
+               "gradients %.2g (relative to the largest)\n", model_kind_name(&c), f, dl, dv, dg);
+        CHECK_MSG(dl <= 1e-5 && dv <= 1e-5 && dg <= 1e-5, "%s %s: logits %g values %g grads %g",
+                  model_kind_name(&c), f, dl, dv, dg);
+        // training: 5 steps on the narrow base against 5 on the fp32 one, same adapters
         train_steps(&nar, &ln, &bt, 1, 5);
         train_steps(&full, &lf, &bt, 1, 5);
         double a = loss_of(&nar, &bt, 0), b = loss_of(&full, &bt, 0);
         double dp = rel_diff(lf.params, ln.params, np);
-        printf("%s: 5 adapter steps, int8 base vs fp32 base: loss %.6g vs %.6g (%.2g relative), "
-               "adapters %.2g\n", model_kind_name(&c), a, b, fabs(a - b) / fabs(b), dp);
-        CHECK_MSG(fabs(a - b) <= fabs(b) / 256.0 && dp <= 1.0 / 16.0,
-                  "%s: int8 base strays: loss %g vs %g, adapters %g", model_kind_name(&c), a, b,
+        printf("%s: 5 adapter steps, %s base vs fp32 base: loss %.6g vs %.6g (%.2g relative), "
+               "adapters %.2g\n", model_kind_name(&c), f, a, b, fabs(a - b) / fabs(b), dp);
+        CHECK_MSG(fabs(a - b) <= fabs(b) * loss_tol && dp <= w_tol,
+                  "%s: %s base strays: loss %g vs %g, adapters %g", model_kind_name(&c), f, a, b,
                   dp);
-        CHECK_MSG(a != b, "the int8 base gave the fp32 base's loss: were its weights rounded?");
+        CHECK_MSG(a != b, "the %s base gave the fp32 base's loss: were its weights rounded?", f);
         for (int i = 0; i < 2; i++) { free(lg[i]); free(gr[i]); }
         for (int i = 0; i < 3; i++) { lora_free(los[i]); model_free(ms[i]); }
     }
 }
+
+// bf16 (relative 2^-8 a weight): the loss within 2^-8, the adapters within 2^-5
+static void test_bf16_base(void) { narrow_base_case(LOWP_BF16, 1.0 / 256, 1.0 / 32); }
+// int8 (one scale per output channel): the loss within 2^-8, the adapters within 2^-4
+static void test_int8_base(void) { narrow_base_case(LOWP_INT8, 1.0 / 256, 1.0 / 16); }
 
 // The memory plan of a GPT-2 124M shape (B=8, T=256): every weight trained vs a frozen base
 // with r=16 adapters on c_attn, c_proj and c_fc (the figure the README quotes).

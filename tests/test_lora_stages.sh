@@ -103,37 +103,26 @@ st_header() {
 n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n)); h.pop('__metadata__', None)
 print(sorted((k, v['dtype'], v['shape']) for k, v in h.items()))" "$1"
 }
-for arch in gpt2 llama; do
-    "$B/sft" -c sft_$arch.yaml --set out.dir=bf_$arch --set lora.r=4 --set lora.alpha=8 \
-        --set lora.dropout=0.1 --set lora.base_dtype=bfloat16 >/dev/null 2>"$W/err" ||
-        bad "$arch: sft with a bf16 base"
-    a=$(first_loss lora_$arch); b=$(first_loss bf_$arch)
-    close "$b" "$a" 0.00390625 && [ "$a" != "$b" ] &&
-        ok "$arch sft: a bf16 base's first loss $b within 2^-8 of the float32 base's $a" ||
-        bad "$arch sft: first loss bf16 base $b, float32 base $a"
-    cmp -s lora_$arch/best/adapter_config.json bf_$arch/best/adapter_config.json &&
-        [ "$(st_header lora_$arch/best/adapter_model.safetensors)" = \
-          "$(st_header bf_$arch/best/adapter_model.safetensors)" ] &&
-        ok "$arch sft: a bf16 base's adapter files are the float32 base's format" ||
-        bad "$arch sft: bf16 base adapter format"
+# lora.base_dtype int8 (one scale per output channel, as precision.frozen's) the same, its first
+# loss within 2^-6
+for case in bfloat16:bf:0.00390625:2^-8 int8:i8:0.015625:2^-6; do
+    dt=${case%%:*}; rest=${case#*:}; p=${rest%%:*}; rest=${rest#*:}; tol=${rest%%:*}
+    for arch in gpt2 llama; do
+        "$B/sft" -c sft_$arch.yaml --set out.dir=${p}_$arch --set lora.r=4 --set lora.alpha=8 \
+            --set lora.dropout=0.1 --set lora.base_dtype=$dt >/dev/null 2>"$W/err" ||
+            bad "$arch: sft with a $dt base"
+        a=$(first_loss lora_$arch); b=$(first_loss ${p}_$arch)
+        close "$b" "$a" $tol && [ "$a" != "$b" ] &&
+            ok "$arch sft: a $dt base's first loss $b within ${rest#*:} of the float32 base's $a" ||
+            bad "$arch sft: first loss $dt base $b, float32 base $a"
+        cmp -s lora_$arch/best/adapter_config.json ${p}_$arch/best/adapter_config.json &&
+            [ "$(st_header lora_$arch/best/adapter_model.safetensors)" = \
+              "$(st_header ${p}_$arch/best/adapter_model.safetensors)" ] &&
+            ok "$arch sft: a $dt base's adapter files are the float32 base's format" ||
+            bad "$arch sft: $dt base adapter format"
+    done
 done
-# lora.base_dtype int8 (one scale per output channel, as precision.frozen's): the first loss within
-# 2^-6 of the float32 base's and not equal to it; the adapter files the float32 base's format;
-# kill -9 and resume bit-identical
-for arch in gpt2 llama; do
-    "$B/sft" -c sft_$arch.yaml --set out.dir=i8_$arch --set lora.r=4 --set lora.alpha=8 \
-        --set lora.dropout=0.1 --set lora.base_dtype=int8 >/dev/null 2>"$W/err" ||
-        bad "$arch: sft with an int8 base"
-    a=$(first_loss lora_$arch); b=$(first_loss i8_$arch)
-    close "$b" "$a" 0.015625 && [ "$a" != "$b" ] &&
-        ok "$arch sft: an int8 base's first loss $b within 2^-6 of the float32 base's $a" ||
-        bad "$arch sft: first loss int8 base $b, float32 base $a"
-    cmp -s lora_$arch/best/adapter_config.json i8_$arch/best/adapter_config.json &&
-        [ "$(st_header lora_$arch/best/adapter_model.safetensors)" = \
-          "$(st_header i8_$arch/best/adapter_model.safetensors)" ] &&
-        ok "$arch sft: an int8 base's adapter files are the float32 base's format" ||
-        bad "$arch sft: int8 base adapter format"
-done
+# (an int8 base, killed and resumed)
 set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1 --set lora.base_dtype=int8
 "$B/sft" "$@" --set out.dir=ki8full >/dev/null 2>&1
 kill_rerun ki8 "$B/sft" "$@" --set out.dir=ki8
