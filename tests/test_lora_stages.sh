@@ -113,12 +113,12 @@ for case in bfloat16:bf:0.00390625:2^-8 int8:i8:0.015625:2^-6; do
             bad "$arch: sft with a $dt base"
         a=$(first_loss lora_$arch); b=$(first_loss ${p}_$arch)
         close "$b" "$a" $tol && [ "$a" != "$b" ] &&
-            ok "$arch sft: a $dt base's first loss $b within ${rest#*:} of the float32 base's $a" ||
+            ok "$arch sft: lora.base_dtype $dt: first loss $b within ${rest#*:} of float32's $a" ||
             bad "$arch sft: first loss $dt base $b, float32 base $a"
         cmp -s lora_$arch/best/adapter_config.json ${p}_$arch/best/adapter_config.json &&
             [ "$(st_header lora_$arch/best/adapter_model.safetensors)" = \
               "$(st_header ${p}_$arch/best/adapter_model.safetensors)" ] &&
-            ok "$arch sft: a $dt base's adapter files are the float32 base's format" ||
+            ok "$arch sft: lora.base_dtype $dt: the adapter files are the float32 base's format" ||
             bad "$arch sft: $dt base adapter format"
     done
 done
