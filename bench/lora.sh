@@ -3,9 +3,9 @@
 # one run: PPO's planned memory and measured peak RSS (policy + reference on one frozen base,
 # reward + value on another, r=16 on c_attn, c_proj, c_fc), the PPO iteration time, the SFT step
 # time, PPO's rollouts with the adapters unmerged against a merged sampling copy, and PPO with the
-# bases stored in bf16 (lora.base_dtype bfloat16) against float32 bases. Small shapes
-# (a few tokens) so that it runs in about 3 minutes on 2 cores: the memory figures are what the
-# issue bounds (LoRA <= 0.5x full); the times are for the comparison within this run.
+# bases stored in bf16 and in int8 (lora.base_dtype bfloat16, int8) against float32 bases. Small
+# shapes (a few tokens) so that it runs in about 3 minutes on 2 cores: the memory figures are what
+# the issue bounds (LoRA <= 0.5x full); the times are for the comparison within this run.
 # Prints RESULT lines (bench/run_bench.py --only lora).
 BUILD=${1:-build}
 ROOT=$PWD
@@ -40,17 +40,8 @@ rss() {
 }
 plan() { sed -n 's/^ppo:   total *\([0-9.]*\) \([KMG]\)iB.*/\1 \2/p' "$1" |
     awk '{ m = $2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1; printf "%.1f", $1 * m }'; }
-iter() {   # seconds per iteration after the first: generation + scoring + training
-    python3 - "$1/workspace.db" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-names = ["time/generate_s", "time/score_policy_s", "time/score_reference_s",
-         "time/score_value_s", "time/score_reward_s", "time/train_ppo_s"]
-q = "select value from metrics where name = ? and step = ?"
-steps = [s for (s,) in db.execute(
-    "select distinct step from metrics where name = 'time/generate_s' and step > 1")]
-print(sum(sum(db.execute(q, (n, s)).fetchone()[0] for n in names) for s in steps) / len(steps))
-PY
+iter() {   # seconds per iteration after the first (time/iteration: generation, scoring, training)
+    metric "$1" time/iteration
 }
 result() {
     echo "RESULT {\"name\": \"$1\", \"value\": $2, \"unit\": \"$3\", \"ref_name\": \"$4\", \"ref_value\": $5, \"ratio\": $(awk -v a="$2" -v b="$5" 'BEGIN{printf "%.3f", a/b}')}"
@@ -62,11 +53,18 @@ result() {
     --set lora.sample=merged > /dev/null 2> merged.err || { tail -3 merged.err >&2; exit 1; }
 "$B/ppo" -c ppo.yaml --set out.dir=bf16 --set lora.r=16 --set lora.alpha=32 \
     --set lora.base_dtype=bfloat16 > /dev/null 2> bf16.err || { tail -3 bf16.err >&2; exit 1; }
+"$B/ppo" -c ppo.yaml --set out.dir=int8 --set lora.r=16 --set lora.alpha=32 \
+    --set lora.base_dtype=int8 > /dev/null 2> int8.err || { tail -3 int8.err >&2; exit 1; }
 result "ppo gpt2 LoRA r=16 memory plan" "$(plan lora.err)" MiB "full ppo" "$(plan full.err)"
 result "ppo gpt2 LoRA r=16 bf16 base memory plan" "$(plan bf16.err)" MiB "float32 base" \
     "$(plan lora.err)"
 result "ppo gpt2 LoRA r=16 bf16 base peak RSS" "$(rss bf16)" MiB "float32 base" "$(rss lora)"
 result "ppo gpt2 LoRA r=16 bf16 base iteration time" "$(iter bf16)" s "float32 base" \
+    "$(iter lora)"
+result "ppo gpt2 LoRA r=16 int8 base memory plan" "$(plan int8.err)" MiB "float32 base" \
+    "$(plan lora.err)"
+result "ppo gpt2 LoRA r=16 int8 base peak RSS" "$(rss int8)" MiB "float32 base" "$(rss lora)"
+result "ppo gpt2 LoRA r=16 int8 base iteration time" "$(iter int8)" s "float32 base" \
     "$(iter lora)"
 result "ppo gpt2 LoRA r=16 peak RSS" "$(rss lora)" MiB "full ppo" "$(rss full)"
 result "ppo gpt2 LoRA r=16 iteration time" "$(iter lora)" s "full ppo" "$(iter full)"

@@ -13,14 +13,19 @@
 int adapter_on(const Config *c) { return config_get_int(c, "lora.r") > 0; }
 
 LowpFormat adapter_base_dtype(const Config *c) {
-    return strcmp(config_get_string(c, "lora.base_dtype"), "bfloat16") ? LOWP_FP32 : LOWP_BF16;
+    const char *s = config_get_string(c, "lora.base_dtype");
+    return !strcmp(s, "bfloat16") ? LOWP_BF16 : !strcmp(s, "int8") ? LOWP_INT8 : LOWP_FP32;
+}
+
+const char *adapter_dtype_name(LowpFormat fmt) {
+    return fmt == LOWP_BF16 ? "bfloat16" : fmt == LOWP_INT8 ? "int8" : "float32";
 }
 
 int adapter_narrow_base(Model *m, LowpFormat fmt, char *err, size_t errlen) {
     if (fmt == LOWP_FP32) return 0;
     char e[512];
     if (model_lowp_attach(m, fmt, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, e, sizeof e))
-        return util_err(err, errlen, "lora.base_dtype %s: %s", lowp_format_name(fmt), e);
+        return util_err(err, errlen, "lora.base_dtype %s: %s", adapter_dtype_name(fmt), e);
     return 0;
 }
 
@@ -59,6 +64,10 @@ int adapter_settings(const Config *c, const ModelConfig *base, int score_ok, Lor
                             "score head (reward and value models); this one is a language model");
         if (lora_add_module(cfg, base->arch, name, e, sizeof e))
             return util_err(err, errlen, "lora.%s", e);
+        if ((!strcmp(name, "q_norm") || !strcmp(name, "k_norm")) && !base->qk_norm)
+            return util_err(err, errlen, "lora.modules_to_save: '%s' needs a base with per-head "
+                            "q/k norms (Qwen3's); this %s model has none", name,
+                            model_kind_name(base));
     }
     const char *t = config_get_string(c, "lora.target_modules");
     char e[512];
@@ -142,6 +151,54 @@ int adapter_load_weights(const char *dir, Model *m, int flags, char *err, size_t
         lora_merge(&lo, m);
         lora_free(&lo);
     }
+    free(chain);
+    return rc;
+}
+
+// The adapters merged into a base loaded matrix by matrix (adapter_load_base).
+typedef struct {
+    const Lora *lo;
+    int n;
+    LowpFormat fmt;
+} AdapterStream;
+
+_Static_assert((int)LORA_AT_QKV == (int)MODEL_W_QKV && (int)LORA_AT_O == (int)MODEL_W_ATTPROJ &&
+                   (int)LORA_AT_FC == (int)MODEL_W_FC && (int)LORA_AT_DOWN == (int)MODEL_W_FCPROJ,
+               "a product's adapters merge into the matrix of the same number");
+
+// layer l's matrix w is read: the chain's adapters into it, then its copy (ckpt_load_weights_each)
+static int adapter_stream_matrix(Model *m, int l, int w, void *ctx, char *err, size_t errlen) {
+    const AdapterStream *a = ctx;
+    for (int i = 0; w < MODEL_NUM_W && i < a->n; i++) lora_merge_matrix(&a->lo[i], m, l, w);
+    char e[512];
+    if (model_lowp_stream_matrix(m, l, w, e, sizeof e))
+        return util_err(err, errlen, "lora.base_dtype %s: %s", adapter_dtype_name(a->fmt), e);
+    return 0;
+}
+
+int adapter_load_base(const char *dir, Model *m, int flags, LowpFormat fmt, char *err,
+                      size_t errlen) {
+    if (fmt == LOWP_FP32) return adapter_load_weights(dir, m, flags, err, errlen);
+    char (*chain)[FIO_PATH_CAP] = MALLOC_CHECK((ADAPTER_MAX_DEPTH + 1) * FIO_PATH_CAP);
+    int n = adapter_chain(dir, chain, err, errlen), k = 0, rc = n < 0 ? -1 : 0;
+    Lora *lo = CALLOC_CHECK(ADAPTER_MAX_DEPTH, sizeof *lo);
+    char e[768];
+    while (rc == 0 && k < n - 1) {   // the adapters first: small, merged as the base arrives
+        ModelConfig bc = m->config;
+        if (peft_load(&lo[k], chain[k + 1], &bc, 1, 0, e, sizeof e))
+            rc = util_err(err, errlen, "%s", e);
+        else k++;
+    }
+    AdapterStream a = {lo, k, fmt};
+    if (rc == 0 && model_lowp_stream_begin(m, fmt, e, sizeof e))
+        rc = util_err(err, errlen, "lora.base_dtype %s: %s", adapter_dtype_name(fmt), e);
+    if (rc == 0)
+        rc = ckpt_load_weights_each(chain[0], m, flags, adapter_stream_matrix, &a, err, errlen);
+    for (int i = 0; rc == 0 && i < k; i++) lora_merge_vectors(&lo[i], m);
+    if (rc == 0 && model_lowp_stream_end(m, e, sizeof e))
+        rc = util_err(err, errlen, "lora.base_dtype %s: %s", adapter_dtype_name(fmt), e);
+    for (int i = 0; i < k; i++) lora_free(&lo[i]);
+    free(lo);
     free(chain);
     return rc;
 }

@@ -5,10 +5,11 @@
 // Keys (ADAPTER_ENTRIES, placed by a program in its schema): lora.r (0: off, the whole model
 // trains), lora.alpha, lora.dropout, lora.target_modules (PEFT names; empty: every linear layer
 // of the architecture), lora.modules_to_save ("score": the scalar head trains, reward and value
-// models; norms: GPT-2 ln_1, ln_2, ln_f, Llama input_layernorm, post_attention_layernorm, norm),
+// models; norms: GPT-2 ln_1, ln_2, ln_f, Llama input_layernorm, post_attention_layernorm, norm,
+// and Qwen3's per-head q_norm, k_norm),
 // lora.bias (PEFT's none | all | lora_only: biases trained beside the adapters),
-// lora.base_dtype (float32, or bfloat16: the frozen base's matrices stored and multiplied in
-// bf16, adapter_narrow_base).
+// lora.base_dtype (float32; bfloat16 or int8: the frozen base's matrices stored and multiplied in
+// that format, adapter_narrow_base; int8 per output channel as lowp.h quantises).
 //
 // A model directory is a plain checkpoint (config.json, model.safetensors) or an adapter
 // directory (adapter_config.json + adapter_model.safetensors, as PEFT saves them) whose
@@ -53,16 +54,16 @@
     CONFIG_ENTRY("lora.modules_to_save", CONFIG_STRING, "",                                     \
                  "modules that train as copies, comma-separated: 'score' (the scalar head of "  \
                  "reward and value models), norms (GPT-2 ln_1,ln_2,ln_f; Llama "                \
-                 "input_layernorm,post_attention_layernorm,norm)",                              \
+                 "input_layernorm,post_attention_layernorm,norm; Qwen3 also q_norm,k_norm)",    \
                  .flags = CONFIG_HASH_IF_SET),                                                  \
     CONFIG_ENTRY("lora.bias", CONFIG_ENUM, "none",                                              \
                  "PEFT's bias: none, all (every bias of the model trains beside the adapters) " \
                  "or lora_only (those of the adapted layers)",                                  \
                  .choices = "none|all|lora_only", .flags = CONFIG_HASH_IF_SET),                  \
     CONFIG_ENTRY("lora.base_dtype", CONFIG_ENUM, "float32",                                     \
-                 "the frozen base's matrices: float32, or bfloat16 (half their memory; "        \
-                 "forward and backward read the bf16 weights)",                                 \
-                 .choices = "float32|bfloat16", .flags = CONFIG_HASH_IF_SET)
+                 "the frozen base's matrices: float32, bfloat16 (half their memory) or int8 "   \
+                 "(a quarter, one scale per output channel); forward and backward read them",   \
+                 .choices = "float32|bfloat16|int8", .flags = CONFIG_HASH_IF_SET)
 
 // lora.* for a base of config base: 0 with cfg->r == 0 when lora.r is 0 (off), else the checked
 // settings. score_ok: the program's model has a score head that may train (modules_to_save).
@@ -70,13 +71,23 @@ int adapter_settings(const Config *c, const ModelConfig *base, int score_ok, Lor
                      char *err, size_t errlen);
 // lora.r > 0 (the other keys unchecked).
 int adapter_on(const Config *c);
-// lora.base_dtype: LOWP_FP32 (float32) or LOWP_BF16 (bfloat16).
+// lora.base_dtype: LOWP_FP32 (float32), LOWP_BF16 (bfloat16) or LOWP_INT8 (int8); and the
+// key's spelling of a format.
 LowpFormat adapter_base_dtype(const Config *c);
+const char *adapter_dtype_name(LowpFormat fmt);
 // Stores the frozen base m (MODEL_TRAIN_FROZEN, its weights loaded, adapters merged in) in fmt:
-// its layers' matrices and LM head become bf16 copies that every forward and backward reads,
+// its layers' matrices and LM head become bf16 / int8 copies that every forward and backward
+// reads (int8's backward through the dequantised weights, lowp_backward_input),
 // and their fp32 weights are freed (model.h's MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32; the tied
 // embeddings stay fp32 for the lookup). Nothing for LOWP_FP32. 0, or -1 naming the tensor.
 int adapter_narrow_base(Model *m, LowpFormat fmt, char *err, size_t errlen);
+// adapter_load_weights into the frozen base m (model_init'ed, nothing read yet) stored in fmt:
+// for LOWP_BF16 / LOWP_INT8 each matrix is converted as soon as it is read (and merged with the chain's
+// adapters), its fp32 pages given back, so that the process never holds the fp32 model; m ends
+// as adapter_narrow_base after adapter_load_weights leaves it, bit for bit. LOWP_FP32: exactly
+// adapter_load_weights. 0, or -1 naming the file or tensor (model_free m then).
+int adapter_load_base(const char *dir, Model *m, int flags, LowpFormat fmt, char *err,
+                      size_t errlen);
 // Bytes of a frozen base of config c for batches of B x T with its matrices in fmt (the memory
 // plan: model_memory_bytes(MODEL_TRAIN_FROZEN) with fp32 matrices replaced by fmt's).
 size_t adapter_base_bytes(const ModelConfig *c, int B, int T, LowpFormat fmt);

@@ -1300,7 +1300,37 @@ static int check_tied_head(const StEntry *lm_head, const StEntry *emb, const Mod
                     "true", lm_head->file->path, emb_name);
 }
 
+// Reads entry e into tensor t, refusing a NaN or Inf (it would poison every output), and gives
+// the entry's mapped pages back.
+static int read_tensor(const StEntry *e, const ModelTensor *t, char *err, size_t errlen) {
+    st_read_f32(e, t->data);
+    st_release(e);
+    int64_t cnt = t->shape[0] * (t->ndim == 2 ? t->shape[1] : 1);
+    for (int64_t j = 0; j < cnt; j++)
+        if (!isfinite(t->data[j]))
+            return util_err(err, errlen, "%s: tensor %s holds %s at element %lld (a diverged or "
+                            "corrupt checkpoint)", e->file->path, e->name,
+                            isnan(t->data[j]) ? "NaN" : "Inf", (long long)j);
+    return 0;
+}
+
+// After tensor t is read: when it completes a layer matrix (filled counts each one's floats read
+// so far), fn on it.
+static int matrix_done(Model *m, const ModelTensor *t, int64_t *filled, CkptMatrixFn fn,
+                       void *ctx, char *err, size_t errlen) {
+    int l, w;
+    if (!fn || !model_matrix_of(m, t->data, &l, &w)) return 0;
+    int64_t *f = &filled[(size_t)l * (MODEL_NUM_W + 1) + (size_t)w];
+    *f += t->shape[0] * (t->ndim == 2 ? t->shape[1] : 1);
+    return *f == model_matrix_floats(m, w) ? fn(m, l, w, ctx, err, errlen) : 0;
+}
+
 int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t errlen) {
+    return ckpt_load_weights_each(dir, m, flags, NULL, NULL, err, errlen);
+}
+
+int ckpt_load_weights_each(const char *dir, Model *m, int flags, CkptMatrixFn fn, void *ctx,
+                           char *err, size_t errlen) {
     char d[FIO_PATH_CAP], p[FIO_PATH_CAP], where[FIO_PATH_CAP];
     int from_old;
     if (resolve_dir(dir, d, &from_old, err, errlen) ||
@@ -1319,6 +1349,7 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
     }
     int n = model_tensor_count(m), rc = -1, emb = 0;
     StEntry **src = CALLOC_CHECK((size_t)n, sizeof(StEntry *)), *lm_head;
+    int64_t *filled = CALLOC_CHECK((size_t)m->config.n_layer * (MODEL_NUM_W + 1), sizeof *filled);
     if (match_tensors(&set, m, flags, src, where, err, errlen) ||
         check_leftovers(&set, m, flags, &lm_head, err, errlen))
         goto done;
@@ -1332,19 +1363,13 @@ int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t er
     for (int i = 0; i < n; i++) {
         if (!src[i]) continue;
         model_tensor(m, i, &t);
-        st_read_f32(src[i], t.data);
-        // a NaN or Inf weight would poison every output: refuse it here, naming the tensor
-        int64_t cnt = t.shape[0] * (t.ndim == 2 ? t.shape[1] : 1);
-        for (int64_t j = 0; j < cnt; j++)
-            if (!isfinite(t.data[j])) {
-                util_err(err, errlen, "%s: tensor %s holds %s at element %lld (a diverged or "
-                         "corrupt checkpoint)", src[i]->file->path, src[i]->name,
-                         isnan(t.data[j]) ? "NaN" : "Inf", (long long)j);
-                goto done;
-            }
+        if (read_tensor(src[i], &t, err, errlen) ||
+            matrix_done(m, &t, filled, fn, ctx, err, errlen))
+            goto done;
     }
     rc = 0;
 done:
+    free(filled);
     free(src);
     st_set_close(&set);
     return rc;

@@ -152,6 +152,14 @@ int ckpt_dir_has_tokenizer(const char *dir);
 // heads, head_dim, intermediate_size, RoPE, tying); flags as above. Other buffers of m are
 // untouched (and so are its params when a file is bad; a NaN or Inf is found while reading).
 int ckpt_load_weights(const char *dir, Model *m, int flags, char *err, size_t errlen);
+// ckpt_load_weights calling fn(m, l, w, ctx, err, errlen) as soon as layer l's matrix w
+// (model.h's MODEL_W_*; MODEL_NUM_W with l 0: an untied lm_head) is read whole, before any later
+// tensor is read: a caller converting the weights as they arrive (model_lowp_stream_matrix)
+// holds one fp32 matrix at a time. fn's -1 (its message in err) stops the loading. Every
+// tensor's mapped pages are given back once it is read (st_release), whichever function loads.
+typedef int (*CkptMatrixFn)(Model *m, int l, int w, void *ctx, char *err, size_t errlen);
+int ckpt_load_weights_each(const char *dir, Model *m, int flags, CkptMatrixFn fn, void *ctx,
+                           char *err, size_t errlen);
 // Convenience: ckpt_load_config + model_init(max_B, max_T, trainable) + ckpt_load_weights.
 // On error m is left freed (nothing to release).
 int ckpt_load_model(const char *dir, Model *m, int max_B, int max_T, int trainable, int flags,

@@ -105,9 +105,11 @@ static int lora_bias_list(const LoraConfig *cfg, const ModelConfig *c, const Lor
                           int nsite, LoraBias *out);
 
 const char *lora_norm_name(int arch, int bit) {
-    static const char *const gpt2[] = {"ln_1", "ln_2", "ln_f"};
-    static const char *const llama[] = {"input_layernorm", "post_attention_layernorm", "norm"};
-    int i = bit == LORA_NORM_1 ? 0 : bit == LORA_NORM_2 ? 1 : 2;
+    static const char *const gpt2[] = {"ln_1", "ln_2", "ln_f", NULL, NULL};
+    static const char *const llama[] = {"input_layernorm", "post_attention_layernorm", "norm",
+                                        "q_norm", "k_norm"};
+    int i = 0;
+    while (i < 4 && bit != 1 << i) i++;
     return arch == MODEL_ARCH_GPT2 ? gpt2[i] : llama[i];
 }
 
@@ -116,27 +118,30 @@ int lora_add_module(LoraConfig *cfg, int arch, const char *name, char *err, size
         cfg->train_score = 1;
         return 0;
     }
-    for (int bit = 1; bit <= LORA_NORM_F; bit <<= 1)
-        if (!strcmp(name, lora_norm_name(arch, bit))) {
+    for (int bit = 1; bit <= LORA_NORM_LAST; bit <<= 1)
+        if (lora_norm_name(arch, bit) && !strcmp(name, lora_norm_name(arch, bit))) {
             cfg->norms |= bit;
             return 0;
         }
     return util_err(err, errlen, "modules_to_save: '%s' is not supported (score, or the norms %s, "
-                    "%s, %s)", name, lora_norm_name(arch, LORA_NORM_1),
-                    lora_norm_name(arch, LORA_NORM_2), lora_norm_name(arch, LORA_NORM_F));
+                    "%s, %s%s)", name, lora_norm_name(arch, LORA_NORM_1),
+                    lora_norm_name(arch, LORA_NORM_2), lora_norm_name(arch, LORA_NORM_F),
+                    arch == MODEL_ARCH_GPT2 ? "" : ", q_norm, k_norm");
 }
 
 // The norms' weights (and GPT-2's biases of them) that modules_to_save trains, into out.
 static int lora_norm_vecs(const LoraConfig *cfg, const ModelConfig *c, LoraBias *out) {
-    int64_t C = c->n_embd;
+    int64_t C = c->n_embd, hd = c->arch == MODEL_ARCH_GPT2 ? 0 : model_head_dim(c);
     int k = 0, gpt2 = c->arch == MODEL_ARCH_GPT2;
-    static const int wslot[3] = {P_LN1W, P_LN2W, P_LNFW}, bslot[3] = {P_LN1B, P_LN2B, P_LNFB};
-    for (int i = 0; i < 3; i++) {
+    static const int wslot[5] = {P_LN1W, P_LN2W, P_LNFW, P_QNORMW, P_KNORMW},
+                     bslot[3] = {P_LN1B, P_LN2B, P_LNFB};
+    for (int i = 0; i < 5; i++) {
         if (!(cfg->norms & (1 << i))) continue;
         const char *nm = lora_norm_name(c->arch, 1 << i);
-        const char *pre = i < 2 ? "" : gpt2 ? "transformer." : "model.";
+        const char *pre = i == 2 ? gpt2 ? "transformer." : "model." : i > 2 ? "self_attn." : "";
+        int64_t w = i > 2 ? hd : C;   // q/k norms: one head's width
         for (int b = 0; b < (gpt2 ? 2 : 1); b++) {
-            LoraBias v = {"", b ? bslot[i] : wslot[i], i < 2, C, 0, C};
+            LoraBias v = {"", b ? bslot[i] : wslot[i], i != 2, w, 0, w};
             snprintf(v.name, sizeof v.name, "%s%s.%s", pre, nm, b ? "bias" : "weight");
             out[k++] = v;
         }
@@ -149,7 +154,7 @@ static int lora_norm_vecs(const LoraConfig *cfg, const ModelConfig *c, LoraBias 
 // their number.
 static int lora_biases(const LoraConfig *cfg, const ModelConfig *c, const LoraSite *sites,
                        int nsite, LoraBias *out) {
-    LoraBias norms[6];
+    LoraBias norms[8];
     int nn = lora_norm_vecs(cfg, c, norms), k = 0;
     if (cfg->bias != LORA_BIAS_NONE) k = lora_bias_list(cfg, c, sites, nsite, out);
     for (int i = 0; i < nn; i++) {
@@ -213,6 +218,9 @@ int lora_validate(const LoraConfig *cfg, const ModelConfig *base, char *err, siz
                         (double)cfg->dropout);
     if (cfg->train_score && !base->score_head)
         return util_err(err, errlen, "lora modules_to_save score: the base has no score head");
+    if ((cfg->norms & (LORA_NORM_Q | LORA_NORM_K)) && !base->qk_norm)
+        return util_err(err, errlen, "lora modules_to_save %s: the base has no per-head q/k norms "
+                        "(Qwen3's q_norm, k_norm)", cfg->norms & LORA_NORM_Q ? "q_norm" : "k_norm");
     LoraSite s[LORA_MAX_SITES];
     return lora_sites(cfg, base, s, err, errlen) < 0 ? -1 : 0;
 }
@@ -595,51 +603,61 @@ float lora_adamw_step(Lora *lo, const AdamWConfig *c, float lr, int64_t t) {
     return norm;
 }
 
-void lora_merge(const Lora *lo, Model *base) {
+void lora_merge_matrix(const Lora *lo, Model *base, int l, int at) {
     const ModelConfig *c = &base->config;
     int r = lo->cfg.r;
-    for (int l = 0; l < c->n_layer; l++)
-        for (int s = 0; s < lo->nsite; s++) {
-            const LoraSite *st = &lo->site[s];
-            float *w = NULL;
-            int64_t ld = 0;
-            ModelParams *p = &base->params;
-            switch (st->at) {
-                case LORA_AT_QKV: {
-                    size_t QKV = base->param_sizes[P_QKVW] / (size_t)c->n_layer;
-                    w = p->qkvw + (size_t)l * QKV;
-                    ld = (int64_t)(QKV / (size_t)c->n_embd);
-                    break;
-                }
-                case LORA_AT_O:
-                    w = p->attprojw + (size_t)l * (base->param_sizes[P_ATTPROJW] / c->n_layer);
-                    break;
-                case LORA_AT_FC:
-                    w = p->fcw + (size_t)l * (base->param_sizes[P_FCW] / c->n_layer);
-                    ld = (int64_t)(base->param_sizes[P_FCW] / c->n_layer / c->n_embd);
-                    break;
-                default:
-                    w = p->fcprojw + (size_t)l * (base->param_sizes[P_FCPROJW] / c->n_layer);
-                    break;
-            }
-            const float *A = lora_a(lo, l, s, 0), *B = lora_b(lo, l, s, 0);
-            if (st->fan_in_fan_out) {   // W (in, ld) [:, col0..] += scale A^T B^T
-                int64_t cols = ld ? ld : st->out;
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (blasint)st->in,
-                            (blasint)st->out, r, lo->scale, A, (blasint)st->in, B, r, 1.0f,
-                            w + st->col0, (blasint)cols);
-            } else {                    // W (rows, in) rows col0.. += scale B A
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)st->out,
-                            (blasint)st->in, r, lo->scale, B, r, A, (blasint)st->in, 1.0f,
-                            w + (size_t)st->col0 * (size_t)st->in, (blasint)st->in);
-            }
+    ModelParams *p = &base->params;
+    float *w;
+    int64_t ld = 0;
+    switch (at) {
+        case LORA_AT_QKV: {
+            size_t QKV = base->param_sizes[P_QKVW] / (size_t)c->n_layer;
+            w = p->qkvw + (size_t)l * QKV;
+            ld = (int64_t)(QKV / (size_t)c->n_embd);
+            break;
         }
+        case LORA_AT_O:
+            w = p->attprojw + (size_t)l * (base->param_sizes[P_ATTPROJW] / c->n_layer);
+            break;
+        case LORA_AT_FC:
+            w = p->fcw + (size_t)l * (base->param_sizes[P_FCW] / c->n_layer);
+            ld = (int64_t)(base->param_sizes[P_FCW] / c->n_layer / c->n_embd);
+            break;
+        default:
+            w = p->fcprojw + (size_t)l * (base->param_sizes[P_FCPROJW] / c->n_layer);
+            break;
+    }
+    for (int s = 0; s < lo->nsite; s++) {
+        const LoraSite *st = &lo->site[s];
+        if (st->at != at) continue;
+        const float *A = lora_a(lo, l, s, 0), *B = lora_b(lo, l, s, 0);
+        if (st->fan_in_fan_out) {   // W (in, ld) [:, col0..] += scale A^T B^T
+            int64_t cols = ld ? ld : st->out;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (blasint)st->in, (blasint)st->out,
+                        r, lo->scale, A, (blasint)st->in, B, r, 1.0f, w + st->col0,
+                        (blasint)cols);
+        } else {                    // W (rows, in) rows col0.. += scale B A
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)st->out,
+                        (blasint)st->in, r, lo->scale, B, r, A, (blasint)st->in, 1.0f,
+                        w + (size_t)st->col0 * (size_t)st->in, (blasint)st->in);
+        }
+    }
+}
+
+void lora_merge_vectors(const Lora *lo, Model *base) {
+    const ModelConfig *c = &base->config;
     if (lo->score) memcpy(base->params.scorew, lo->score, (size_t)c->n_embd * sizeof(float));
     // the trained biases replace the base's (a plain model afterwards: nothing to restore)
     lora_bias_install(base, NULL);
     for (int k = 0; k < lo->nbias; k++)
         lora_bias_copy(&lo->bias[k], c->n_layer, lora_bias_values(lo, k, 0),
                        model_slot(base, lo->bias[k].slot, NULL), 1);
+}
+
+void lora_merge(const Lora *lo, Model *base) {
+    for (int l = 0; l < base->config.n_layer; l++)
+        for (int at = LORA_AT_QKV; at <= LORA_AT_DOWN; at++) lora_merge_matrix(lo, base, l, at);
+    lora_merge_vectors(lo, base);
 }
 
 int lora_merge_copy(const Lora *lo, const Model *base, Model *dst, char *err, size_t errlen) {

@@ -52,9 +52,12 @@ typedef struct {
 } LoraConfig;
 
 // Norm modules that train beside the adapters (modules_to_save names them: GPT-2 "ln_1", "ln_2",
-// "ln_f", weight and bias; Llama-style "input_layernorm", "post_attention_layernorm", "norm").
-enum { LORA_NORM_1 = 1, LORA_NORM_2 = 2, LORA_NORM_F = 4 };
-// The modules_to_save name of norm bit `bit` on a base of arch.
+// "ln_f", weight and bias; Llama-style "input_layernorm", "post_attention_layernorm", "norm", and
+// on a base with Qwen3's per-head q/k RMSNorms "q_norm", "k_norm": one head_dim weight a layer,
+// shared by every head).
+enum { LORA_NORM_1 = 1, LORA_NORM_2 = 2, LORA_NORM_F = 4, LORA_NORM_Q = 8, LORA_NORM_K = 16,
+       LORA_NORM_LAST = LORA_NORM_K };
+// The modules_to_save name of norm bit `bit` on a base of arch (NULL: GPT-2 has no q/k norms).
 const char *lora_norm_name(int arch, int bit);
 // One modules_to_save name into cfg: "score" (train_score) or a norm of arch (norms). -1 with
 // an error naming it otherwise.
@@ -173,6 +176,11 @@ void lora_bias_from_base(Lora *lo, const Model *base);
 
 // Adds scale * B A into the base's weights (a plain model afterwards; Conv1D transposed).
 void lora_merge(const Lora *lo, Model *base);
+// lora_merge in parts, the same bits: the adapters of layer l's product at (LORA_AT_*) into that
+// matrix alone, and the trained score head, biases and norms (written over the base's). A base
+// loaded matrix by matrix (ckpt_load_weights_each) merges each as it is complete.
+void lora_merge_matrix(const Lora *lo, Model *base, int l, int at);
+void lora_merge_vectors(const Lora *lo, Model *base);
 // dst (initialised with the base's config, any batch size, e.g. for sampling) gets the base's
 // weights with lo merged in; the base is untouched. -1 when the shapes differ.
 int lora_merge_copy(const Lora *lo, const Model *base, Model *dst, char *err, size_t errlen);

@@ -501,15 +501,14 @@ static void qk_norm_forward(Model *m, int l, const LayerActs *a, const BlockDims
 static void qk_norm_backward(Model *m, int l, const LayerActs *a, const BlockDims *d) {
     const ModelConfig *c = &m->config;
     const ModelParams *p = &m->params;
-    ModelParams *g = &m->grads;
     int64_t N = m->N, NH = c->n_head, KVH = model_kv_heads(c);
     int hd = (int)d->hd;
     size_t lh = (size_t)l * hd, qn = (size_t)N * NH * hd;
     qk_move(m->qk_tmp, m->dqkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 1);
     vec_zero(m->dqk_tmp, (int64_t)((size_t)N * d->qk_heads * d->hd));
-    rmsnorm_backward(m->dqk_tmp, GA(g->qnormw, lh), m->qk_tmp, a->qk_in, p->qnormw + lh, a->qk_rstd,
-                     N * NH, hd);
-    rmsnorm_backward(m->dqk_tmp + qn, GA(g->knormw, lh), m->qk_tmp + qn, a->qk_in + qn,
+    rmsnorm_backward(m->dqk_tmp, GA(dslot(m, P_QNORMW), lh), m->qk_tmp, a->qk_in, p->qnormw + lh,
+                     a->qk_rstd, N * NH, hd);
+    rmsnorm_backward(m->dqk_tmp + qn, GA(dslot(m, P_KNORMW), lh), m->qk_tmp + qn, a->qk_in + qn,
                      p->knormw + lh, a->qk_rstd + N * NH, N * KVH, hd);
     qk_move(m->dqk_tmp, m->dqkv, N, d->qkv, (size_t)NH, (size_t)KVH, d->hd, 0);
 }
@@ -835,7 +834,10 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     m->num_params = 0;
     for (int i = 0; i < MODEL_NUM_PARAMS; i++) m->num_params += m->param_sizes[i];
     size_t pbytes = m->num_params * sizeof(float);
-    m->params_memory = ALIGNED_CHECK(pbytes);
+    // pages of their own, resident as the weights are written: a frozen base loaded into bf16
+    // copies (model_lowp_stream_*) never holds them all
+    m->params_memory = PAGES_CHECK(pbytes);
+    m->params_bytes = pbytes;
     m->bias_in = CALLOC_CHECK(1, sizeof *m->bias_in);
     carve_params(&m->params, m->params_memory, m->param_sizes);
     if (trainable == 1) {   // MODEL_TRAIN_FROZEN: m->grads stays all NULL (no base gradients)
@@ -883,7 +885,8 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
 
 void model_free(Model *m) {
     model_lowp_detach(m);
-    free(m->params_memory); free(m->grads_memory); free(m->m_memory); free(m->v_memory);
+    util_pages_free(m->params_memory, m->params_bytes);
+    free(m->grads_memory); free(m->m_memory); free(m->v_memory);
     free(m->acts_memory); free(m->off); free(m->bias_in);
     memset(m, 0, sizeof(*m));
 }
@@ -1167,30 +1170,35 @@ void model_head_product(const Model *m, int narrow, float *out, const float *inp
     logits_forward(out, inp, head_weight(m), M, m->config.vocab_size, m->config.n_embd);
 }
 
-// (re)builds every copy from the fp32 weights: init allocates, refresh reuses the buffers
-static int lowp_convert(Model *m, int init, char *err, size_t errlen) {
+// (re)builds the copy of layer l's matrix w (w MODEL_NUM_W: the LM head) from the fp32 weights:
+// init takes its storage from the arena, refresh reuses its buffers
+static int lowp_convert_one(Model *m, int l, int w, int init, char *err, size_t errlen) {
     ModelLowp *lp = m->lowp;
     const ModelConfig *c = &m->config;
-    LowpLayout layout = model_kind(c)->layout;
     char e[256];
-    for (int l = 0; l < c->n_layer; l++)
-        for (int w = 0; w < MODEL_NUM_W; w++) {
-            const float *bias;
-            const float *fw = layer_weight(m, l, w, &bias);
-            LowpMatrix *lm = &lp->w[(size_t)l * MODEL_NUM_W + w];
-            int in, out;
-            lowp_w_dims(c, w, &in, &out);
-            int rc = init ? lowp_matrix_init_in(lm, &lp->arena, lp->fmt, fw, layout, in, out, e,
-                                                sizeof e)
-                          : lowp_matrix_refresh(lm, fw, layout, e, sizeof e);
-            if (rc) return util_err(err, errlen, "layer %d matrix %d: %s", l, w, e);
-        }
-    if (!c->lm_head) return 0;
-    int rc = init ? lowp_matrix_init_in(&lp->head, &lp->arena, lp->fmt, head_weight(m),
-                                        LOWP_OUT_IN, c->n_embd, c->vocab_size, e, sizeof e)
-                  : lowp_matrix_refresh(&lp->head, head_weight(m), LOWP_OUT_IN, e, sizeof e);
-    if (rc) return util_err(err, errlen, "LM head: %s", e);
-    return 0;
+    if (w == MODEL_NUM_W) {
+        int rc = init ? lowp_matrix_init_in(&lp->head, &lp->arena, lp->fmt, head_weight(m),
+                                            LOWP_OUT_IN, c->n_embd, c->vocab_size, e, sizeof e)
+                      : lowp_matrix_refresh(&lp->head, head_weight(m), LOWP_OUT_IN, e, sizeof e);
+        return rc ? util_err(err, errlen, "LM head: %s", e) : 0;
+    }
+    LowpLayout layout = model_kind(c)->layout;
+    const float *bias;
+    const float *fw = layer_weight(m, l, w, &bias);
+    LowpMatrix *lm = &lp->w[(size_t)l * MODEL_NUM_W + w];
+    int in, out;
+    lowp_w_dims(c, w, &in, &out);
+    int rc = init ? lowp_matrix_init_in(lm, &lp->arena, lp->fmt, fw, layout, in, out, e, sizeof e)
+                  : lowp_matrix_refresh(lm, fw, layout, e, sizeof e);
+    return rc ? util_err(err, errlen, "layer %d matrix %d: %s", l, w, e) : 0;
+}
+
+// (re)builds every copy from the fp32 weights: init allocates, refresh reuses the buffers
+static int lowp_convert(Model *m, int init, char *err, size_t errlen) {
+    for (int l = 0; l < m->config.n_layer; l++)
+        for (int w = 0; w < MODEL_NUM_W; w++)
+            if (lowp_convert_one(m, l, w, init, err, errlen)) return -1;
+    return m->config.lm_head ? lowp_convert_one(m, 0, MODEL_NUM_W, init, err, errlen) : 0;
 }
 
 // Frees the fp32 matrices the copies stand for: the weights move to a smaller allocation without
@@ -1201,13 +1209,14 @@ static void lowp_drop_fp32(Model *m) {
     for (int w = 0; w < MODEL_NUM_W; w++) keep[LOWP_W_SLOT[w]] = 0;
     if (m->config.lm_head) keep[P_LMHEADW] = 0;
     for (int i = 0; i < MODEL_NUM_PARAMS; i++) total += keep[i];
-    float *mem = ALIGNED_CHECK((total ? total : 1) * sizeof(float));
+    float *mem = PAGES_CHECK(total * sizeof(float));
     for (int i = 0; i < MODEL_NUM_PARAMS; i++)
         if (keep[i])
             memcpy(mem + slot_base(keep, i), m->params_memory + slot_base(m->param_sizes, i),
                    keep[i] * sizeof(float));
-    free(m->params_memory);
+    util_pages_free(m->params_memory, m->params_bytes);
     m->params_memory = mem;
+    m->params_bytes = total * sizeof(float);
     memcpy(m->param_sizes, keep, sizeof keep);
     m->num_params = total;
     carve_params(&m->params, mem, keep);
@@ -1240,26 +1249,93 @@ static void lowp_fp32_activations(Model *m) {
     }
 }
 
-int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen) {
+// m->lowp for copies in fmt (flags as model_lowp_attach's), storage reserved, nothing converted
+static void lowp_reserve(Model *m, LowpFormat fmt, int flags) {
+    m->lowp = CALLOC_CHECK(1, sizeof *m->lowp);
+    m->lowp->fmt = fmt;
+    m->lowp->full = (flags & MODEL_LOWP_FULL) != 0;
+    m->lowp->w = CALLOC_CHECK((size_t)m->config.n_layer * MODEL_NUM_W, sizeof *m->lowp->w);
+    lowp_arena_init(&m->lowp->arena, lowp_storage(&m->config, fmt));
+}
+
+// the last step of attaching: the fp32 matrices freed (flags), a frozen base's kernels chosen
+static void lowp_settle(Model *m, int flags) {
+    if (flags & MODEL_LOWP_DROP_FP32) lowp_drop_fp32(m);
+    if (m->trainable == MODEL_TRAIN_FROZEN && m->lowp->full) lowp_fp32_activations(m);
+}
+
+static int lowp_check_attach(const Model *m, LowpFormat fmt, int flags, char *err,
+                             size_t errlen) {
     if (m->lowp && m->lowp->dropped)
         return util_err(err, errlen, "the model's fp32 matrices were freed: no new copies");
     if (fmt != LOWP_FP32 && (flags & MODEL_LOWP_DROP_FP32) &&
         (!(flags & MODEL_LOWP_FULL) || m->trainable == 1))
         return util_err(err, errlen, "only a frozen model read in full from its copies may free "
                         "its fp32 matrices");
+    return 0;
+}
+
+int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen) {
+    if (lowp_check_attach(m, fmt, flags, err, errlen)) return -1;
     model_lowp_detach(m);
     if (fmt == LOWP_FP32) return 0;
-    m->lowp = CALLOC_CHECK(1, sizeof *m->lowp);
-    m->lowp->fmt = fmt;
-    m->lowp->full = (flags & MODEL_LOWP_FULL) != 0;
-    m->lowp->w = CALLOC_CHECK((size_t)m->config.n_layer * MODEL_NUM_W, sizeof *m->lowp->w);
-    lowp_arena_init(&m->lowp->arena, lowp_storage(&m->config, fmt));
+    lowp_reserve(m, fmt, flags);
     if (lowp_convert(m, 1, err, errlen)) {
         model_lowp_detach(m);
         return -1;
     }
-    if (flags & MODEL_LOWP_DROP_FP32) lowp_drop_fp32(m);
-    if (m->trainable == MODEL_TRAIN_FROZEN && m->lowp->full) lowp_fp32_activations(m);
+    lowp_settle(m, flags);
+    return 0;
+}
+
+int model_lowp_stream_begin(Model *m, LowpFormat fmt, char *err, size_t errlen) {
+    if (fmt == LOWP_FP32 || m->lowp)
+        return util_err(err, errlen, "loading into copies needs a narrow format and a model "
+                        "without copies");
+    if (lowp_check_attach(m, fmt, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err, errlen)) return -1;
+    lowp_reserve(m, fmt, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32);
+    return 0;
+}
+
+int model_lowp_stream_matrix(Model *m, int l, int w, char *err, size_t errlen) {
+    if (lowp_convert_one(m, l, w, 1, err, errlen)) return -1;
+    const float *bias, *fw = w == MODEL_NUM_W ? head_weight(m) : layer_weight(m, l, w, &bias);
+    util_release_pages((void *)fw, (size_t)model_matrix_floats(m, w) * sizeof(float));
+    return 0;
+}
+
+int model_lowp_stream_end(Model *m, char *err, size_t errlen) {
+    ModelLowp *lp = m->lowp;
+    for (int l = 0; l < m->config.n_layer; l++)
+        for (int w = 0; w < MODEL_NUM_W; w++)
+            if (!lp->w[(size_t)l * MODEL_NUM_W + w].OC &&
+                lowp_convert_one(m, l, w, 1, err, errlen))
+                return -1;
+    if (m->config.lm_head && !lp->head.OC &&
+        lowp_convert_one(m, 0, MODEL_NUM_W, 1, err, errlen))
+        return -1;
+    lowp_settle(m, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32);
+    return 0;
+}
+
+int64_t model_matrix_floats(const Model *m, int w) {
+    if (w == MODEL_NUM_W) return (int64_t)m->config.vocab_size * m->config.n_embd;
+    int in, out;
+    lowp_w_dims(&m->config, w, &in, &out);
+    return (int64_t)in * out;
+}
+
+int model_matrix_of(const Model *m, const float *p, int *l, int *w) {
+    if (m->lowp && m->lowp->dropped) return 0;
+    for (int k = 0; k <= MODEL_NUM_W; k++) {
+        int slot = k < MODEL_NUM_W ? LOWP_W_SLOT[k] : P_LMHEADW;
+        const float *base = m->params_memory + slot_base(m->param_sizes, slot);
+        size_t n = m->param_sizes[slot];
+        if (!n || p < base || p >= base + n) continue;
+        *w = k;
+        *l = k < MODEL_NUM_W ? (int)((size_t)(p - base) / (n / (size_t)m->config.n_layer)) : 0;
+        return 1;
+    }
     return 0;
 }
 
@@ -1308,4 +1384,9 @@ int64_t model_lowp_fp32_bytes(const ModelConfig *c) { return lowp_bytes_as(c, LO
 int64_t model_lowp_dropped_bytes(const ModelConfig *c) {
     int64_t head = c->lm_head && !c->untied ? 4 * (int64_t)c->n_embd * c->vocab_size : 0;
     return lowp_bytes_as(c, LOWP_FP32) - head;   // tied embeddings stay for the lookup
+}
+
+const LowpMatrix *model_lowp_matrix(const Model *m, int l, int w) {
+    if (!m->lowp) return NULL;
+    return w == MODEL_NUM_W ? &m->lowp->head : &m->lowp->w[(size_t)l * MODEL_NUM_W + w];
 }

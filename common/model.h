@@ -135,7 +135,8 @@ typedef struct {
     const struct Lora **bias_in;
     size_t param_sizes[MODEL_NUM_PARAMS];
     size_t num_params;
-    float *params_memory;  ModelParams params;
+    float *params_memory;  ModelParams params;     // a mapping of params_bytes (util_pages_alloc)
+    size_t params_bytes;
     float *grads_memory;   ModelParams grads;     // NULL unless trainable
     float *m_memory, *v_memory;                   // AdamW moments, NULL unless trainable
     // activations (packed rows; Nmax = max_B * max_T)
@@ -258,6 +259,26 @@ enum { MODEL_W_QKV, MODEL_W_ATTPROJ, MODEL_W_FC, MODEL_W_FCPROJ, MODEL_NUM_W };
 // Builds the copies from m's current weights (fmt LOWP_FP32: none, nothing to do). flags 0 or
 // MODEL_LOWP_FULL. 0, or -1 with an error naming the tensor (m then has no copies).
 int model_lowp_attach(Model *m, LowpFormat fmt, int flags, char *err, size_t errlen);
+// Loading a frozen model straight into its copies, so that no whole fp32 model is ever held
+// (lora.base_dtype): stream_begin on a frozen model (inference or MODEL_TRAIN_FROZEN) with no
+// copies and no weights read yet reserves them (fmt bf16 or int8); the loader reads the fp32
+// weights as usual and calls stream_matrix as soon as layer l's matrix w (w MODEL_NUM_W: an
+// untied lm_head) holds its final values, which converts it and gives its fp32 pages back to the
+// system; stream_end converts whatever is left (the tied head from the embeddings), then leaves
+// m exactly as model_lowp_attach(fmt, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32) after loading
+// would: the same copies, bit for bit. 0, or -1 with an error naming the tensor (model_free
+// then releases everything).
+int model_lowp_stream_begin(Model *m, LowpFormat fmt, char *err, size_t errlen);
+int model_lowp_stream_matrix(Model *m, int l, int w, char *err, size_t errlen);
+int model_lowp_stream_end(Model *m, char *err, size_t errlen);
+// Which matrix the fp32 weight p (a model_tensor's data) lies in: 1 with layer *l and *w
+// (MODEL_W_*, or MODEL_NUM_W for an untied lm_head, *l 0), 0 for any other tensor (the tied
+// embeddings included). model_matrix_floats: the floats of one layer's matrix w (or the head).
+int model_matrix_of(const Model *m, const float *p, int *l, int *w);
+int64_t model_matrix_floats(const Model *m, int w);
+// The copy of layer l's matrix w (MODEL_NUM_W: the LM head's; its OC is 0 when the model has no
+// LM head), or NULL without copies.
+const LowpMatrix *model_lowp_matrix(const Model *m, int l, int w);
 // Converts the fp32 weights into the copies again (no allocation); nothing without copies.
 int model_lowp_refresh(Model *m, char *err, size_t errlen);
 void model_lowp_detach(Model *m);   // model_free calls it

@@ -88,7 +88,7 @@ int peft_save(const Lora *lo, const char *dir, const char *base_name, int seq_cl
     if (lo->score || lo->cfg.norms) {
         cJSON *ms = cJSON_AddArrayToObject(r, "modules_to_save");
         if (lo->score) cJSON_AddItemToArray(ms, cJSON_CreateString("score"));
-        for (int bit = 1; bit <= LORA_NORM_F; bit <<= 1)
+        for (int bit = 1; bit <= LORA_NORM_LAST; bit <<= 1)
             if (lo->cfg.norms & bit)
                 cJSON_AddItemToArray(ms, cJSON_CreateString(lora_norm_name(lo->base.arch, bit)));
     } else {

@@ -301,6 +301,10 @@ void st_read_f32(const StEntry *e, float *out) {
     st_read_f32_range(e, 0, (size_t)(e->end - e->begin) / (size_t)st_dtypes[e->dtype].size, out);
 }
 
+void st_release(const StEntry *e) {
+    util_release_pages((void *)(uintptr_t)(e->file->data + e->begin), (size_t)(e->end - e->begin));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The weights of a checkpoint: model.safetensors, or the shards model.safetensors.index.json
 // lists, each validated as above and cross-checked against the index

@@ -78,6 +78,9 @@ int st_check(const StEntry *e, int ndim, const int64_t *shape, char *err, size_t
 // Elements [first, first + n) of a checked entry as float32 / the whole entry.
 void st_read_f32_range(const StEntry *e, size_t first, size_t n, float *out);
 void st_read_f32(const StEntry *e, float *out);
+// Gives the entry's mapped pages back (the whole pages inside its bytes): a loader that has read
+// it keeps no copy of the file beside its own. The data stays readable (read from the file again).
+void st_release(const StEntry *e);
 
 // The weights of checkpoint directory d (see above).
 int st_set_open(StSet *s, const char *d, char *err, size_t errlen);

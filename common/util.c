@@ -156,3 +156,14 @@ void util_release_pages(void *p, size_t bytes) {
     uintptr_t hi = ((uintptr_t)p + bytes) & ~((uintptr_t)page - 1);
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);   // advice: failure changes nothing
 }
+
+void *util_pages_alloc(size_t bytes, const char *file, int line) {
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (p == MAP_FAILED) util_die(file, line, "out of memory mapping %zu bytes", bytes);
+    return p;
+}
+
+void util_pages_free(void *p, size_t bytes) {
+    if (p) munmap(p, bytes ? bytes : 1);
+}

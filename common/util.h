@@ -54,4 +54,11 @@ double util_mem_available(void);
 // dead between uses (activations, caches), so that they do not count in the resident memory while
 // other work runs. p NULL or bytes 0: nothing.
 void   util_release_pages(void *p, size_t bytes);
+// bytes of zeros, page-aligned, in a mapping of their own whose pages the system gives only when
+// first touched (not written here, unlike util_aligned_alloc): a block filled part by part, each
+// part released after use (util_release_pages), never holds the whole. The process ends, as with
+// MALLOC_CHECK, when memory cannot be had. util_pages_free(p, bytes) unmaps it (p NULL: nothing).
+#define PAGES_CHECK(size) util_pages_alloc((size), __FILE__, __LINE__)
+void  *util_pages_alloc(size_t bytes, const char *file, int line);
+void   util_pages_free(void *p, size_t bytes);
 #endif

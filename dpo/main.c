@@ -729,7 +729,8 @@ static int setup(Dpo *d, char *err, size_t errlen) {
     setup_shapes(d);
     if (model_init(&d->model, &c, d->max_rows, d->T, d->use_lora ? MODEL_TRAIN_FROZEN : 1,
                    dist_main(&d->dist), err, errlen) ||
-        adapter_load_weights(from, &d->model, CKPT_IGNORE_SCORE, err, errlen))
+        adapter_load_base(from, &d->model, CKPT_IGNORE_SCORE,
+                          d->use_lora ? adapter_base_dtype(d->cfg) : LOWP_FP32, err, errlen))
         return -1;
     if (d->use_lora) {   // fresh adapters (B = 0): the reference pass below sees the base
         adapter_base_name(init, d->base_name, sizeof d->base_name);
@@ -738,7 +739,6 @@ static int setup(Dpo *d, char *err, size_t errlen) {
             return -1;
         lora_init_weights(&d->lora, (uint64_t)config_get_int(d->cfg, "train.seed"), NULL);
         lora_bias_from_base(&d->lora, &d->model);
-        if (adapter_narrow_base(&d->model, adapter_base_dtype(d->cfg), err, errlen)) return -1;
     }
     alloc_buffers(d);
     if (dist_main(&d->dist)) print_data_summary(d);

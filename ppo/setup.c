@@ -329,10 +329,11 @@ static int role_config(const char *key, const char *dir, int want_lm, ModelConfi
     return 0;
 }
 
-static int load_role(const char *key, const char *dir, Model *m, int flags, char *err,
-                     size_t errlen) {
+// dir's weights into m, a base in fmt (adapter_load_base: converted as they are read)
+static int load_role(const char *key, const char *dir, Model *m, int flags, LowpFormat fmt,
+                     char *err, size_t errlen) {
     char e[1024];
-    if (adapter_load_weights(dir, m, flags, e, sizeof e))
+    if (adapter_load_base(dir, m, flags, fmt, e, sizeof e))
         return util_err(err, errlen, "%s: %s", key, e);
     return 0;
 }
@@ -568,11 +569,13 @@ int ppo_restore_last(Ppo *s, char *err, size_t errlen) {
     int64_t it;
     if (ckpt_state_get_int(&st, "iteration", &it, err, errlen) ||
         (s->use_lora ? adapter_resume(p, &s->lora, &st, err, errlen)
-                     : load_role("last/policy", p, &s->policy, CKPT_IGNORE_SCORE, err, errlen)))
+                     : load_role("last/policy", p, &s->policy, CKPT_IGNORE_SCORE, LOWP_FP32,
+                                 err, errlen)))
         return -1;
     snprintf(p, sizeof p, "%s/value", s->tr.last_dir);
-    if (s->value_on_reward ? adapter_resume(p, &s->value_lora, &st, err, errlen)
-                           : s->has_value && load_role("last/value", p, &s->value, 0, err, errlen))
+    if (s->value_on_reward
+            ? adapter_resume(p, &s->value_lora, &st, err, errlen)
+            : s->has_value && load_role("last/value", p, &s->value, 0, LOWP_FP32, err, errlen))
         return -1;
     if (!s->use_lora && model_lowp_refresh(&s->policy, err, errlen)) return -1;
     s->iteration = it;
@@ -700,17 +703,18 @@ static int adapter_settings_check(Ppo *s, const PpoRoles *m, char *err, size_t e
     s->base_dtype = adapter_base_dtype(c);
     if (s->sample_merged && s->base_dtype != LOWP_FP32)
         return util_err(err, errlen, "lora.sample merged: a merged copy needs the base's fp32 "
-                        "weights, which lora.base_dtype bfloat16 frees; use lora.sample=unmerged");
+                        "weights, which lora.base_dtype %s frees; use lora.sample=unmerged",
+                        adapter_dtype_name(s->base_dtype));
     // the rollouts read the policy's base and the reference is that base: a narrow copy of
     // either is the base stored in that format (lora.base_dtype), nothing beside it
     for (int k = 0; k < 2; k++) {
         LowpFormat f = k ? s->prec_frozen : s->prec_sample;
         if (f != LOWP_FP32 && f != s->base_dtype)
             return util_err(err, errlen, "precision.%s %s with lora.r > 0: the policy's frozen "
-                            "base is %s (lora.base_dtype); set precision.%s to fp32%s",
-                            k ? "frozen" : "sample", lowp_format_name(f),
-                            s->base_dtype ? "bfloat16" : "float32", k ? "frozen" : "sample",
-                            f == LOWP_BF16 ? " or lora.base_dtype to bfloat16" : "");
+                            "base is %s (lora.base_dtype); set precision.%s to fp32 or "
+                            "lora.base_dtype to %s", k ? "frozen" : "sample", lowp_format_name(f),
+                            adapter_dtype_name(s->base_dtype), k ? "frozen" : "sample",
+                            adapter_dtype_name(f));
     }
     s->prec_sample = LOWP_FP32;   // no copy: the rollouts read the base as stored
     return 0;
@@ -926,23 +930,20 @@ static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, cha
         if (used[i] &&
             model_init(models[i], &m->config[i], s->mbl, rows_T[i], trainable[i], 0, e, sizeof e))
             return util_err(err, errlen, "%s: %s", PPO_ROLE_NAMES[i], e);
-    // adapters: each base in lora.base_dtype as soon as it is loaded (a bf16 base frees its fp32
-    // matrices before the next model's are read: the peak holds one fp32 model at most)
+    // adapters: each base in lora.base_dtype, converted matrix by matrix as it is read (a bf16
+    // base never holds its fp32 model)
     int base[N_ROLES] = {s->use_lora, 0, s->value_on_reward, 0};
-    for (int i = 0; i < N_ROLES; i++) {
-        if (!used[i]) continue;
-        if (load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i], err, errlen))
+    for (int i = 0; i < N_ROLES; i++)
+        if (used[i] && load_role(PPO_ROLE_NAMES[i], m->dir[i], models[i], load_flags[i],
+                                 base[i] ? s->base_dtype : LOWP_FP32, err, errlen))
             return -1;
-        if (base[i] && adapter_narrow_base(models[i], s->base_dtype, e, sizeof e))
-            return util_err(err, errlen, "%s: %s", PPO_ROLE_NAMES[i], e);
-    }
     if (init_adapters(s, rows_T[ROLE_REWARD], err, errlen)) return -1;
     const ModelConfig *pc = &m->config[ROLE_POLICY];
     if (s->has_ema) {
         if (model_init(&s->ema, pc, 1, 1, 0, 0, e, sizeof e))
             return util_err(err, errlen, "ema: %s", e);
         if (resumed) {
-            if (load_role("last/ema", m->last_ema, &s->ema, 0, err, errlen)) return -1;
+            if (load_role("last/ema", m->last_ema, &s->ema, 0, LOWP_FP32, err, errlen)) return -1;
         } else
             memcpy(s->ema.params_memory, s->policy.params_memory,
                    s->policy.num_params * sizeof(float));

@@ -551,8 +551,8 @@ static int init_model(Rm *rm, const char *from, const ModelConfig *c, int resume
     if (model_init(&rm->model, c, rm->max_rows, rm->T, rm->use_lora ? MODEL_TRAIN_FROZEN : 1,
                    dist_main(&rm->dist), err, errlen))
         return -1;
-    if (adapter_load_weights(from, &rm->model,
-                             resumed && !rm->use_lora ? 0 : CKPT_ALLOW_MISSING_SCORE, err, errlen))
+    if (adapter_load_base(from, &rm->model, resumed && !rm->use_lora ? 0 : CKPT_ALLOW_MISSING_SCORE,
+                          rm->use_lora ? adapter_base_dtype(rm->cfg) : LOWP_FP32, err, errlen))
         return -1;
     if (!(resumed && !rm->use_lora) && !had_score) init_score(rm, c);
     if (!rm->use_lora) return 0;
@@ -567,7 +567,7 @@ static int init_model(Rm *rm, const char *from, const ModelConfig *c, int resume
     lora_init_weights(&rm->lora, (uint64_t)config_get_int(rm->cfg, "train.seed"),
                       rm->model.params.scorew);
     lora_bias_from_base(&rm->lora, &rm->model);
-    return adapter_narrow_base(&rm->model, adapter_base_dtype(rm->cfg), err, errlen);
+    return 0;
 }
 
 // A bf16 base (lora.base_dtype) has freed its fp32 matrices: the merged reward model is

@@ -327,7 +327,7 @@ static void info_print_adapter(const LoraConfig *lc, const ModelConfig *c, const
     }
     char saved[160] = "";   // modules_to_save
     if (lc->train_score) snprintf(saved, sizeof saved, " + the score head");
-    for (int bit = 1; bit <= LORA_NORM_F; bit <<= 1)
+    for (int bit = 1; bit <= LORA_NORM_LAST; bit <<= 1)
         if (lc->norms & bit) {
             size_t len = strlen(saved);
             snprintf(saved + len, sizeof saved - len, " + %s", lora_norm_name(c->arch, bit));

@@ -494,7 +494,8 @@ static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t 
     if (memory_check(s, &c, &lc, err, errlen)) return -1;
     if (model_init(&s->model, &c, s->B, s->T, s->use_lora ? MODEL_TRAIN_FROZEN : 1,
                    dist_main(&s->dist), err, errlen) ||
-        adapter_load_weights(from, &s->model, CKPT_IGNORE_SCORE, err, errlen))
+        adapter_load_base(from, &s->model, CKPT_IGNORE_SCORE,
+                          s->use_lora ? adapter_base_dtype(s->cfg) : LOWP_FP32, err, errlen))
         return -1;
     if (s->use_lora) {   // fresh adapters (B = 0: exactly the base); a resume loads last/'s
         adapter_base_name(init, s->base_name, sizeof s->base_name);
@@ -503,7 +504,6 @@ static int setup_model(Sft *s, const char *from, int resumed, char *err, size_t 
             return -1;
         lora_init_weights(&s->lora, (uint64_t)config_get_int(s->cfg, "train.seed"), NULL);
         lora_bias_from_base(&s->lora, &s->model);
-        if (adapter_narrow_base(&s->model, adapter_base_dtype(s->cfg), err, errlen)) return -1;
     }
     const char *tokdir = config_get_string(s->cfg, "model.tokenizer");
     if (tok_load(&s->tok, tokdir[0] ? tokdir : init, err, errlen) ||

@@ -33,6 +33,15 @@ static ModelConfig cfg_of(int arch) {
     return c;
 }
 
+// Qwen3's block: per-head q/k RMSNorms, no q/k/v biases
+static ModelConfig qwen3_cfg(void) {
+    ModelConfig c = cfg_of(MODEL_ARCH_LLAMA);
+    c.family = MODEL_FAMILY_QWEN3;
+    c.qkv_bias = 0;
+    c.qk_norm = 1;
+    return c;
+}
+
 static const char *all_targets(int arch) {
     return arch == MODEL_ARCH_GPT2 ? "c_attn, c_proj, c_fc"
                                    : "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
@@ -401,6 +410,16 @@ static void test_bad_inputs(void) {
     lc.alpha = 8.0f; lc.dropout = 1.0f;
     CHECK_ERR(lora_validate(&lc, &g, err, sizeof err), err, "lora_dropout", NULL);
     lc.dropout = 0.0f;
+    // Qwen3's per-head q/k norms: a Llama-style name, only on a base that has them
+    CHECK_ERR(lora_add_module(&lc, MODEL_ARCH_GPT2, "q_norm", err, sizeof err), err,
+              "'q_norm' is not supported", "ln_f)");
+    LoraConfig lq = lc;
+    CHECK(lora_parse_targets(&lq, "q_proj", err, sizeof err) == 0);
+    CHECK(lora_add_module(&lq, MODEL_ARCH_LLAMA, "k_norm", err, sizeof err) == 0);
+    CHECK_ERR(lora_validate(&lq, &l, err, sizeof err), err, "modules_to_save k_norm",
+              "no per-head q/k norms");
+    ModelConfig q3 = qwen3_cfg();
+    CHECK_MSG(lora_validate(&lq, &q3, err, sizeof err) == 0, "%s", err);
     Lora lo;
     CHECK(lora_init(&lo, &lc, &g, BB * TT, 1, err, sizeof err) == 0);
     Model m;
@@ -413,15 +432,19 @@ static void test_bad_inputs(void) {
 }
 
 // Biases trained beside the adapters (PEFT's bias "all" / "lora_only"), and norms (PEFT's
-// modules_to_save: weight, and GPT-2's bias): the model reads them
-// with the adapters on and the base's own with them off (bit for bit, before and after); their
-// gradients match finite differences; a merged copy gives the adapters' outputs; PEFT's files
-// carry them under the base's names and read back equal; "lora_only" picks the adapted layers'.
+// modules_to_save: weight, and GPT-2's bias; Qwen3's per-head q_norm and k_norm): the model
+// reads them with the adapters on and the base's own with them off (bit for bit, before and
+// after); their gradients match finite differences; a merged copy gives the adapters' outputs;
+// PEFT's files carry them under the base's names and read back equal; "lora_only" picks the
+// adapted layers'.
 static void test_trained_biases(void) {
-    for (int run = 0; run < 4; run++) {
-        // runs 0, 1: bias all; 2, 3: the norms through modules_to_save, bias none
-        int arch = run & 1, norms = run >= 2 ? LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F : 0;
-        ModelConfig c = cfg_of(arch);
+    for (int run = 0; run < 5; run++) {
+        // runs 0, 1: bias all; 2, 3: the norms through modules_to_save, bias none; 4: a
+        // Qwen3-style base's every norm, its per-head q_norm and k_norm included
+        int arch = run == 4 ? 1 : run & 1,
+            norms = run >= 2 ? LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F : 0;
+        ModelConfig c = run == 4 ? qwen3_cfg() : cfg_of(arch);
+        if (run == 4) norms |= LORA_NORM_Q | LORA_NORM_K;
         Model m, merged;
         Lora lo;
         Batch bt;
@@ -430,8 +453,8 @@ static void test_trained_biases(void) {
         CHECK(model_init(&merged, &c, BB, TT, 0, 0, err, sizeof err) == 0);
         lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 1, m.params.scorew,
                        norms ? LORA_BIAS_NONE : LORA_BIAS_ALL, norms);
-        CHECK_MSG(lo.nbias == (norms ? (arch ? 3 : 6) : arch ? 3 : 7), "%d trained vector kinds",
-                  lo.nbias);
+        CHECK_MSG(lo.nbias == (run == 4 ? 5 : norms ? (arch ? 3 : 6) : arch ? 3 : 7),
+                  "%d trained vector kinds", lo.nbias);
         batch_make(&bt, c.vocab_size);
         float base_lp[BB * TT], base_v[BB * TT], lp[BB * TT], v[BB * TT], lp2[BB * TT];
         outputs(&m, &bt.b, 0, base_lp, base_v);
@@ -479,7 +502,8 @@ static void test_trained_biases(void) {
         snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
         StFile f;
         CHECK_MSG(st_open(&f, path, err, sizeof err) == 0, "%s", err);
-        const char *want = norms ? (arch ? "base_model.model.model.norm.weight"
+        const char *want = run == 4 ? "base_model.model.model.layers.1.self_attn.k_norm.weight"
+                           : norms ? (arch ? "base_model.model.model.norm.weight"
                                          : "base_model.model.transformer.h.1.ln_2.weight")
                            : arch ? "base_model.model.model.layers.1.self_attn.k_proj.bias"
                                   : "base_model.model.transformer.ln_f.bias";
@@ -493,14 +517,16 @@ static void test_trained_biases(void) {
         lora_free(&back);
         snprintf(path, sizeof path, "rm -rf %s", dir);
         CHECK(system(path) == 0);
-        // lora_only: the adapted layers' biases (GPT-2 c_attn; Llama q_proj: q's slice only)
+        // lora_only: the adapted layers' biases (GPT-2 c_attn; Llama q_proj: q's slice only;
+        // Qwen3's block has none)
         Lora only;
         lora_make_bias(&only, &c, arch ? "q_proj" : "c_attn", 0.0f, 0, NULL,
                        LORA_BIAS_LORA_ONLY, 0);
-        CHECK_MSG(only.nbias == 1 &&
-                      !strcmp(only.bias[0].name, arch ? "self_attn.q_proj.bias"
-                                                      : "attn.c_attn.bias") &&
-                      only.bias[0].n == (arch ? c.n_embd : 3 * c.n_embd),
+        CHECK_MSG(run == 4 ? only.nbias == 0
+                           : only.nbias == 1 &&
+                                 !strcmp(only.bias[0].name, arch ? "self_attn.q_proj.bias"
+                                                                 : "attn.c_attn.bias") &&
+                                 only.bias[0].n == (arch ? c.n_embd : 3 * c.n_embd),
                   "lora_only picked %d biases", only.nbias);
         lora_free(&only);
         free(before);
@@ -508,11 +534,6 @@ static void test_trained_biases(void) {
         model_free(&m);
         model_free(&merged);
     }
-}
-
-// the n floats at w rounded to bf16 (to nearest, ties to even) in place
-static void round_bf16(float *w, size_t n) {
-    for (size_t i = 0; i < n; i++) w[i] = lowp_bf16_to_float(lowp_bf16_from_float(w[i]));
 }
 
 // The largest |a - b| over the largest |a| (1 when a is all zero).
@@ -525,15 +546,9 @@ static double rel_diff(const float *a, const float *b, size_t n) {
     return d / (s > 0.0 ? s : 1.0);
 }
 
-// m's matrices stored in bf16 for every forward and backward, their fp32 freed (lora.base_dtype).
-static void narrow_base(Model *m) {
-    char err[256];
-    CHECK_MSG(model_lowp_attach(m, LOWP_BF16, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
-                                sizeof err) == 0, "%s", err);
-}
-
 // logits of every row, values, and the adapters' gradients of one forward and backward
-static void bf16_outputs(Model *m, Lora *lo, Batch *bt, float *logits, float *val, float *grads) {
+static void narrow_outputs(Model *m, Lora *lo, Batch *bt, float *logits, float *val,
+                           float *grads) {
     lora_zero_grad(lo);
     forward_ok(m, &bt->b, MODEL_LOGITS_ALL);
     size_t V = (size_t)m->config.vocab_size;
@@ -543,38 +558,69 @@ static void bf16_outputs(Model *m, Lora *lo, Batch *bt, float *logits, float *va
     memcpy(grads, lo->grads, lo->num_params * sizeof(float));
 }
 
-// A frozen base stored in bf16 is the model whose matrices are the bf16-rounded fp32 ones:
-// logits, values and the adapters' gradients (through dX = dY W on the bf16 weights) agree to
-// sgemm's reassociation (1e-5 of the largest); its fp32 matrices are freed; and 5 adapter steps
-// on it stay within 2^-8 (loss) and 2^-5 (adapter weights) of the same steps on the fp32 base.
-static void test_bf16_base(void) {
+// w's rows (rows x C) through fmt and back, as a tied head's copy reads them
+static void round_rows(float *w, int rows, int C, LowpFormat fmt) {
+    LowpMatrix q;
+    char err[256];
+    CHECK_MSG(lowp_matrix_init(&q, fmt, w, LOWP_OUT_IN, C, rows, err, sizeof err) == 0, "%s",
+              err);
+    for (int r = 0; r < rows; r++) lowp_matrix_row(w + (size_t)r * C, &q, r);
+    lowp_matrix_free(&q);
+}
+
+// dst's fp32 matrices := nar's narrow copies widened back (in the block kind's layout)
+static void widen_into(Model *dst, const Model *nar) {
+    const int slots[MODEL_NUM_W] = {P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
+    int L = dst->config.n_layer, gpt2 = dst->config.arch == MODEL_ARCH_GPT2;
+    for (int w = 0; w < MODEL_NUM_W; w++) {
+        size_t n;
+        float *s = model_slot(dst, slots[w], &n);
+        for (int l = 0; l < L; l++) {
+            const LowpMatrix *lm = model_lowp_matrix(nar, l, w);
+            float *d = s + (size_t)l * (n / (size_t)L), *row = malloc((size_t)lm->C * 4);
+            for (int r = 0; r < lm->OC; r++) {
+                lowp_matrix_row(row, lm, r);
+                for (int c = 0; c < lm->C; c++)   // GPT-2's Conv1D: [in, out]
+                    d[gpt2 ? (size_t)c * lm->OC + r : (size_t)r * lm->C + c] = row[c];
+            }
+            free(row);
+        }
+    }
+}
+
+// A frozen base stored in fmt (lora.base_dtype: its matrices in bf16 or int8 for every forward
+// and backward, their fp32 freed) is the model whose matrices are its narrow weights widened:
+// logits, values and the adapters' gradients (through dX = dY W on those weights, fp32
+// activations) agree to sgemm's reassociation (1e-5 of the largest); and 5 adapter steps on it
+// stay within loss_tol (relative loss) and w_tol (adapter weights, of the largest) of the same
+// steps on the fp32 base.
+static void narrow_base_case(LowpFormat fmt, double loss_tol, double w_tol) {
+    const char *f = lowp_format_name(fmt);
     for (int arch = 0; arch < 2; arch++) {
         ModelConfig c = cfg_of(arch);
         Model full, nar, rounded;
         Lora lf, ln, lr;
         Batch bt;
         base_make(&full, &c, MODEL_TRAIN_FROZEN);
-        // tied embeddings: the lookup reads fp32 and the head bf16; rounded here, one value
-        round_bf16(full.params.wte, full.param_sizes[P_WTE]);
+        // tied embeddings: the lookup reads fp32 and the head its copy; rounded here, one value
+        round_rows(full.params.wte, c.vocab_size, c.n_embd, fmt);
         base_make(&nar, &c, MODEL_TRAIN_FROZEN);
         base_make(&rounded, &c, MODEL_TRAIN_FROZEN);
         memcpy(nar.params_memory, full.params_memory, full.num_params * sizeof(float));
         memcpy(rounded.params_memory, full.params_memory, full.num_params * sizeof(float));
-        float *mats[4] = {rounded.params.qkvw, rounded.params.attprojw, rounded.params.fcw,
-                          rounded.params.fcprojw};
-        const int slots[4] = {P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
-        for (int k = 0; k < 4; k++) round_bf16(mats[k], rounded.param_sizes[slots[k]]);
         size_t fp32_params = nar.num_params;
-        narrow_base(&nar);
-        CHECK_MSG(nar.num_params < fp32_params && model_lowp_format(&nar) == LOWP_BF16,
-                  "the bf16 base kept its fp32 matrices (%zu of %zu floats)", nar.num_params,
+        char err[256];
+        CHECK_MSG(model_lowp_attach(&nar, fmt, MODEL_LOWP_FULL | MODEL_LOWP_DROP_FP32, err,
+                                    sizeof err) == 0, "%s", err);
+        CHECK_MSG(nar.num_params < fp32_params && model_lowp_format(&nar) == fmt,
+                  "the %s base kept its fp32 matrices (%zu of %zu floats)", f, nar.num_params,
                   fp32_params);
+        widen_into(&rounded, &nar);
         Lora *los[3] = {&lf, &ln, &lr};
         Model *ms[3] = {&full, &nar, &rounded};
-        char err[256];
         for (int i = 0; i < 3; i++) {
             lora_make_bias(los[i], &c, all_targets(arch), 0.0f, 1, ms[i]->params.scorew,
-                           LORA_BIAS_ALL, 0);   // the biases' gradients through the bf16 path
+                           LORA_BIAS_ALL, 0);   // the biases' gradients through the narrow path
             CHECK_MSG(lora_attach(ms[i], los[i], err, sizeof err) == 0, "%s", err);
         }
         batch_make(&bt, c.vocab_size);
@@ -583,31 +629,35 @@ static void test_bf16_base(void) {
         for (int i = 0; i < 2; i++) {
             lg[i] = calloc(nl, sizeof(float));
             gr[i] = calloc(np, sizeof(float));
-            bf16_outputs(i ? &rounded : &nar, i ? &lr : &ln, &bt, lg[i], val[i], gr[i]);
+            narrow_outputs(i ? &rounded : &nar, i ? &lr : &ln, &bt, lg[i], val[i], gr[i]);
         }
         size_t M = (size_t)nar.M * c.vocab_size;
         double dl = rel_diff(lg[1], lg[0], M), dv = rel_diff(val[1], val[0], BB * TT),
                dg = rel_diff(gr[1], gr[0], np);
-        printf("%s: bf16 base vs fp32 on bf16-rounded matrices: logits %.2g, values %.2g, "
-               "adapter gradients %.2g (relative to the largest)\n", model_kind_name(&c), dl, dv,
-               dg);
-        CHECK_MSG(dl <= 1e-5 && dv <= 1e-5 && dg <= 1e-5, "%s: logits %g values %g grads %g",
-                  model_kind_name(&c), dl, dv, dg);
-        // training: 5 steps on the bf16 base against 5 on the fp32 one, same adapters
+        printf("%s: %s base vs fp32 on its widened matrices: logits %.2g, values %.2g, adapter "
+               "gradients %.2g (relative to the largest)\n", model_kind_name(&c), f, dl, dv, dg);
+        CHECK_MSG(dl <= 1e-5 && dv <= 1e-5 && dg <= 1e-5, "%s %s: logits %g values %g grads %g",
+                  model_kind_name(&c), f, dl, dv, dg);
+        // training: 5 steps on the narrow base against 5 on the fp32 one, same adapters
         train_steps(&nar, &ln, &bt, 1, 5);
         train_steps(&full, &lf, &bt, 1, 5);
         double a = loss_of(&nar, &bt, 0), b = loss_of(&full, &bt, 0);
         double dp = rel_diff(lf.params, ln.params, np);
-        printf("%s: 5 adapter steps, bf16 base vs fp32 base: loss %.6g vs %.6g (%.2g relative), "
-               "adapters %.2g\n", model_kind_name(&c), a, b, fabs(a - b) / fabs(b), dp);
-        CHECK_MSG(fabs(a - b) <= fabs(b) / 256.0 && dp <= 1.0 / 32.0,
-                  "%s: bf16 base strays: loss %g vs %g, adapters %g", model_kind_name(&c), a, b,
+        printf("%s: 5 adapter steps, %s base vs fp32 base: loss %.6g vs %.6g (%.2g relative), "
+               "adapters %.2g\n", model_kind_name(&c), f, a, b, fabs(a - b) / fabs(b), dp);
+        CHECK_MSG(fabs(a - b) <= fabs(b) * loss_tol && dp <= w_tol,
+                  "%s: %s base strays: loss %g vs %g, adapters %g", model_kind_name(&c), f, a, b,
                   dp);
-        CHECK_MSG(a != b, "the bf16 base gave the fp32 base's loss: were its weights rounded?");
+        CHECK_MSG(a != b, "the %s base gave the fp32 base's loss: were its weights rounded?", f);
         for (int i = 0; i < 2; i++) { free(lg[i]); free(gr[i]); }
         for (int i = 0; i < 3; i++) { lora_free(los[i]); model_free(ms[i]); }
     }
 }
+
+// bf16 (relative 2^-8 a weight): the loss within 2^-8, the adapters within 2^-5
+static void test_bf16_base(void) { narrow_base_case(LOWP_BF16, 1.0 / 256, 1.0 / 32); }
+// int8 (one scale per output channel): the loss within 2^-8, the adapters within 2^-4
+static void test_int8_base(void) { narrow_base_case(LOWP_INT8, 1.0 / 256, 1.0 / 16); }
 
 // The memory plan of a GPT-2 124M shape (B=8, T=256): every weight trained vs a frozen base
 // with r=16 adapters on c_attn, c_proj and c_fc (the figure the README quotes).
@@ -700,12 +750,15 @@ static void test_peft_round_trip(void) {
 // DIR/out.safetensors (the batch, our logits with the adapters and the gradients of every A and B
 // for sum w * CE).
 static int export_case(const char *dir, int arch) {
-    ModelConfig c = cfg_of(arch);
+    int q3 = arch == 2;   // 2: a Qwen3-style base, its q_norm and k_norm trained too
+    ModelConfig c = q3 ? qwen3_cfg() : cfg_of(arch);
+    arch = c.arch;
     Model m;
     base_make(&m, &c, MODEL_TRAIN_FROZEN);
     Lora lo;
     lora_make_bias(&lo, &c, all_targets(arch), 0.0f, 0, NULL, LORA_BIAS_ALL,
-                   LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F);
+                   LORA_NORM_1 | LORA_NORM_2 | LORA_NORM_F |
+                       (q3 ? LORA_NORM_Q | LORA_NORM_K : 0));
     char err[512], path[512];
     if (lora_attach(&m, &lo, err, sizeof err)) goto fail;
     snprintf(path, sizeof path, "%s/adapter", dir);
@@ -773,9 +826,9 @@ static int export_case(const char *dir, int arch) {
     snprintf(path, sizeof path, "%s/config.txt", dir);
     FILE *f = fopen(path, "w");
     if (!f) return 1;
-    fprintf(f, "arch %d\nV %d\nC %d\nL %d\nNH %d\nKVH %d\nF %d\nmax_seq_len %d\n", arch,
-            c.vocab_size, c.n_embd, c.n_layer, c.n_head, model_kv_heads(&c), model_ff(&c),
-            c.max_seq_len);
+    fprintf(f, "arch %d\nV %d\nC %d\nL %d\nNH %d\nKVH %d\nF %d\nmax_seq_len %d\nqkv_bias %d\n"
+            "qk_norm %d\n", arch, c.vocab_size, c.n_embd, c.n_layer, c.n_head, model_kv_heads(&c),
+            model_ff(&c), c.max_seq_len, c.qkv_bias, c.qk_norm);
     fclose(f);
     lora_free(&lo);
     model_free(&m);
@@ -801,10 +854,12 @@ int main(int argc, char **argv) {
     test_case("lora: bad configurations are one-line errors", test_bad_inputs);
     test_case("lora: 3 steps, save, load, 2 steps = 5 steps bit for bit (dropout, moments)",
               test_exact_resume);
-    test_case("lora: trained biases (all, lora_only): on with the adapters, off without, "
-              "gradients, merge, PEFT names", test_trained_biases);
+    test_case("lora: trained biases (all, lora_only) and norms (Qwen3 q_norm, k_norm too): on "
+              "with the adapters, off without, gradients, merge, PEFT names", test_trained_biases);
     test_case("lora: a bf16 base = fp32 on bf16-rounded matrices; training stays near fp32's",
               test_bf16_base);
+    test_case("lora: an int8 base = fp32 on its dequantised matrices; training stays near fp32's",
+              test_int8_base);
     test_case("lora: memory plan of a GPT-2 124M shape, full vs r=16", test_memory_plan);
     test_case("lora: PEFT files written and read back; another base's adapter is an error",
               test_peft_round_trip);

@@ -1,15 +1,16 @@
 #!/bin/sh
 # LoRA adapters against a hand-written float64 PyTorch reference (tests/ref/lora_ref.py), for a
-# GPT-2 and a Llama-style (Qwen2, grouped-query) base: the PEFT files build/tests/test_lora
-# writes are read back by the script, applied by hand and give the engine's logits; the engine's
-# gradients of every lora_A / lora_B equal autograd's; `rlhf merge` folds an adapter into a
-# plain checkpoint whose logits (no adapters) are the adapter's; merge's bad inputs.
+# GPT-2 base and Llama-style ones (Qwen2, grouped-query; Qwen3, its per-head q_norm and k_norm
+# trained too): the PEFT files build/tests/test_lora writes are read back by the script, applied
+# by hand and give the engine's logits; the engine's gradients of every lora_A / lora_B equal
+# autograd's; `rlhf merge` folds an adapter into a plain checkpoint whose logits (no adapters)
+# are the adapter's; merge's bad inputs.
 . "$PWD/tests/lib.sh"
 PY=/usr/bin/python3
 lib_workspace
 export OMP_NUM_THREADS=1
-for arch in 0 1; do
-    name=$( [ $arch = 0 ] && echo gpt2 || echo llama )
+for arch in 0 1 2; do   # 2: Qwen3-style, its per-head q_norm and k_norm trained too
+    name=$(case $arch in 0) echo gpt2 ;; 1) echo llama ;; *) echo qwen3 ;; esac)
     D="$W/$name"
     mkdir "$D"
     if "$ROOT/$BUILD/tests/test_lora" --export "$D" $arch 2>"$W/err" &&

@@ -103,20 +103,32 @@ st_header() {
 n = struct.unpack('<Q', f.read(8))[0]; h = json.loads(f.read(n)); h.pop('__metadata__', None)
 print(sorted((k, v['dtype'], v['shape']) for k, v in h.items()))" "$1"
 }
-for arch in gpt2 llama; do
-    "$B/sft" -c sft_$arch.yaml --set out.dir=bf_$arch --set lora.r=4 --set lora.alpha=8 \
-        --set lora.dropout=0.1 --set lora.base_dtype=bfloat16 >/dev/null 2>"$W/err" ||
-        bad "$arch: sft with a bf16 base"
-    a=$(first_loss lora_$arch); b=$(first_loss bf_$arch)
-    close "$b" "$a" 0.00390625 && [ "$a" != "$b" ] &&
-        ok "$arch sft: a bf16 base's first loss $b within 2^-8 of the float32 base's $a" ||
-        bad "$arch sft: first loss bf16 base $b, float32 base $a"
-    cmp -s lora_$arch/best/adapter_config.json bf_$arch/best/adapter_config.json &&
-        [ "$(st_header lora_$arch/best/adapter_model.safetensors)" = \
-          "$(st_header bf_$arch/best/adapter_model.safetensors)" ] &&
-        ok "$arch sft: a bf16 base's adapter files are the float32 base's format" ||
-        bad "$arch sft: bf16 base adapter format"
+# lora.base_dtype int8 (one scale per output channel, as precision.frozen's) the same, its first
+# loss within 2^-6
+for case in bfloat16:bf:0.00390625:2^-8 int8:i8:0.015625:2^-6; do
+    dt=${case%%:*}; rest=${case#*:}; p=${rest%%:*}; rest=${rest#*:}; tol=${rest%%:*}
+    for arch in gpt2 llama; do
+        "$B/sft" -c sft_$arch.yaml --set out.dir=${p}_$arch --set lora.r=4 --set lora.alpha=8 \
+            --set lora.dropout=0.1 --set lora.base_dtype=$dt >/dev/null 2>"$W/err" ||
+            bad "$arch: sft with a $dt base"
+        a=$(first_loss lora_$arch); b=$(first_loss ${p}_$arch)
+        close "$b" "$a" $tol && [ "$a" != "$b" ] &&
+            ok "$arch sft: lora.base_dtype $dt: first loss $b within ${rest#*:} of float32's $a" ||
+            bad "$arch sft: first loss $dt base $b, float32 base $a"
+        cmp -s lora_$arch/best/adapter_config.json ${p}_$arch/best/adapter_config.json &&
+            [ "$(st_header lora_$arch/best/adapter_model.safetensors)" = \
+              "$(st_header ${p}_$arch/best/adapter_model.safetensors)" ] &&
+            ok "$arch sft: lora.base_dtype $dt: the adapter files are the float32 base's format" ||
+            bad "$arch sft: $dt base adapter format"
+    done
 done
+# (an int8 base, killed and resumed)
+set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1 --set lora.base_dtype=int8
+"$B/sft" "$@" --set out.dir=ki8full >/dev/null 2>&1
+kill_rerun ki8 "$B/sft" "$@" --set out.dir=ki8
+[ $killed -eq 1 ] && grep -q "resuming run" "$W/err" && same_adapter ki8full/last ki8/last &&
+    ok "sft, int8 base: kill -9 and resume: adapters, moments and trainer state bit-identical" ||
+    bad "sft int8 base kill/resume (killed=$killed)"
 # (with every bias and the final norm trained beside the adapters, lora.bias all and
 # lora.modules_to_save ln_f: saved under the base's names)
 set -- -c long.yaml --set lora.r=4 --set lora.dropout=0.1 --set lora.base_dtype=bfloat16 \
@@ -252,6 +264,15 @@ kill_rerun kbk "$B/ppo" "$@" --set train.iterations=8 --set save.every=1 --set o
     same_adapter kbf/last/policy kbk/last/policy && same_adapter kbf/last/value kbk/last/value &&
     ok "ppo, bf16 bases: kill -9 and resume: adapters and moments bit-identical" ||
     bad "ppo bf16 kill/resume (killed=$killed)"
+# int8 bases: planned as such; precision.sample and precision.frozen int8 are the bases themselves
+"$B/ppo" -c ppo.yaml --set lora.r=4 --set lora.base_dtype=int8 --set precision.sample=int8 \
+    --set precision.frozen=int8 --set train.iterations=2 --set out.dir=pi8 >/dev/null 2>"$W/err" &&
+    [ "$(metric pi8/workspace.db ppo/kl 1)" = 0.0 ] &&
+    grep -q "policy .*frozen base (matrices in int8" "$W/err" &&
+    grep -q "reward .*matrices in int8, .*(the value's base too)" "$W/err" &&
+    ! grep -q "sampling" "$W/err" &&
+    ok "ppo, int8 bases: planned as such, no sampling copy, KL to the reference exactly 0" ||
+    bad "ppo with int8 bases"
 # a later stage from an adapter: ppo's policy is sft's LoRA result, merged at load
 "$B/sft" -c pre.yaml --set out.dir=prel --set lora.r=4 --set train.steps=5 >/dev/null 2>&1 &&
     "$B/ppo" -c ppo.yaml --set model.policy=prel/best --set out.dir=pa --set lora.r=4 \
@@ -294,4 +315,40 @@ for kv in "lora.r=-1:lora.r" "lora.dropout=1.5:lora.dropout" \
         "$B/sft" -c sft_gpt2.yaml --set out.dir=bad --set lora.r=4 --set "${kv%%:*}"
     [ "$(wc -l < "$W/err")" -le 1 ] || bad "sft: ${kv%%:*}: more than one line"
 done
+expect_fail "sft: q_norm on a Llama-style base without per-head q/k norms" 1 \
+    "lora.modules_to_save: 'q_norm' needs a base with per-head q/k norms (Qwen3's)" \
+    "$B/sft" -c sft_llama.yaml --set out.dir=bad --set lora.r=4 \
+    --set lora.modules_to_save=q_norm
+
+# Qwen3's per-head q/k norms train beside the adapters, saved under PEFT's names, and merge
+"$R" init --preset llama-tiny --qk-norm --n-positions 32 --tokenizer tok --seed 5 --out qwen3 \
+    2>/dev/null
+if "$B/sft" -c sft_llama.yaml --set model.init=qwen3 --set out.dir=lora_qk --set lora.r=4 \
+    --set lora.modules_to_save=q_norm,k_norm --set train.steps=4 >/dev/null 2>"$W/err" &&
+    python3 - lora_qk/best/adapter_model.safetensors lora_qk/best/adapter_config.json \
+        qwen3/model.safetensors <<'PY' && "$R" merge qwen3 lora_qk/best --out qk_merged \
+        >/dev/null 2>"$W/err"; then
+import json, struct, sys
+def tensors(path):
+    f = open(path, "rb")
+    n = struct.unpack("<Q", f.read(8))[0]
+    h = json.loads(f.read(n))
+    return {k: v for k, v in h.items() if k != "__metadata__"}, f.read(), 8 + n
+ad, data, _ = tensors(sys.argv[1])
+cfg = json.load(open(sys.argv[2]))
+assert cfg["modules_to_save"] == ["q_norm", "k_norm"], cfg["modules_to_save"]
+base, bdata, _ = tensors(sys.argv[3])
+for l in range(2):
+    for m in ("q_norm", "k_norm"):
+        e = ad["base_model.model.model.layers.%d.self_attn.%s.weight" % (l, m)]
+        b = base["model.layers.%d.self_attn.%s.weight" % (l, m)]
+        assert e["shape"] == b["shape"], (e, b)
+        s, t = e["data_offsets"]
+        u, v = b["data_offsets"]
+        assert data[s:t] != bdata[u:v], "%s of layer %d did not train" % (m, l)
+PY
+    ok "sft: Qwen3's q_norm and k_norm train beside the adapters, saved as PEFT names them, merge"
+else
+    bad "sft: q_norm, k_norm as modules_to_save"
+fi
 lib_summary

@@ -20,7 +20,7 @@ and exiting 1 on any failure:
   4. the engine's gradients of every A and B equal PyTorch autograd's of the same loss;
   5. a zero B gives exactly the base model's logits (in the reference);
   6. the trained biases (the adapter's bias "all": every bias of the model) and norms
-     (modules_to_save), saved under the base model's own names (base_model.model.<module>.bias /
+     (modules_to_save; on a Qwen3-style base its per-head q_norm and k_norm too), saved under the base model's own names (base_model.model.<module>.bias /
      .weight), replace the base's, and the engine's gradients of them equal autograd's.
 """
 import json
@@ -122,8 +122,11 @@ def bias_names(cfg):
             names += [p + "ln_1.weight", p + "ln_2.weight"]
         else:
             p = f"model.layers.{l}."
-            names += [p + "self_attn." + m + ".bias" for m in ("q_proj", "k_proj", "v_proj")]
+            if cfg.get("qkv_bias", 1):
+                names += [p + "self_attn." + m + ".bias" for m in ("q_proj", "k_proj", "v_proj")]
             names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+            if cfg.get("qk_norm", 0):   # Qwen3's per-head norms (modules_to_save q_norm, k_norm)
+                names += [p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight"]
     if cfg["arch"] == 0:
         return names + ["transformer.ln_f.bias", "transformer.ln_f.weight"]
     return names + ["model.norm.weight"]
@@ -146,9 +149,11 @@ def logits_of(cfg, Q, tokens):
     if cfg["arch"] == 0:
         gpt2_ref.NH, gpt2_ref.L = cfg["NH"], cfg["L"]
         return gpt2_ref.lm_logits(Q, tokens)
-    c = llama_ref.Cfg("lora", "qwen2", V=cfg["V"], C=cfg["C"], L=cfg["L"], NH=cfg["NH"],
-                      KVH=cfg["KVH"], F=cfg["F"], max_seq_len=cfg["max_seq_len"],
-                      lengths=[tokens.shape[1]], seed=0, qkv_bias=True)
+    qk_norm = bool(cfg.get("qk_norm", 0))
+    c = llama_ref.Cfg("lora", "qwen3" if qk_norm else "qwen2", V=cfg["V"], C=cfg["C"], L=cfg["L"],
+                      NH=cfg["NH"], KVH=cfg["KVH"], F=cfg["F"], max_seq_len=cfg["max_seq_len"],
+                      lengths=[tokens.shape[1]], seed=0, qkv_bias=bool(cfg.get("qkv_bias", 1)),
+                      qk_norm=qk_norm)
     return llama_ref.lm_logits(c, Q, tokens, llama_ref.inv_freq(c))
 
 
