@@ -255,10 +255,11 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // keep their bits, decoding has none)
 #define SMALL_MAX_C 4096
 // Decoding's rows (the KV-cache step: one row per sequence of the batch) up to this many (64 with
-// AVX-512, 16 without: kernels.h) stream the weight once, each output summed in one fixed order. Full forwards (scoring, training, a
-// reference model's log-probs) keep sgemm above SMALL_ROWS: a sequence scored with others in a
-// micro-batch must get the bits it gets with any other company, and sgemm's rounding is not the
-// few-rows kernel's, so the two may not mix at 9 rows and more within one kind of call.
+// AVX-512, 16 without: kernels.h) stream the weight once, each output summed in one fixed order.
+// Full forwards (scoring, training, a reference model's log-probs) keep sgemm above SMALL_ROWS: a
+// sequence scored with others in a micro-batch must get the bits it gets with any other company,
+// and sgemm's rounding is not the few-rows kernel's, so the two may not mix at 9 rows and more
+// within one kind of call.
 #define DEC_MAX_ROWS KERNELS_DECODE_ROWS
 typedef float v16f __attribute__((vector_size(64)));
 // an unaligned load, as a macro: returning a vector by value trips -Wpsabi on non-AVX-512 builds
@@ -323,12 +324,13 @@ static void matmul_forward_row(float *out, const float *inp, const float *weight
 // groups of 8 rows after the first run over the chunk while it is still in cache, so the weight is
 // streamed from memory once for all rows (sgemm packs it first: at 16 rows that tripled the
 // traffic of a decoding step). The partial sums of a super-block (up to FEW_SUPER columns) wait
-// in acc between chunks: L1 for one group, L2 for 64 rows. The inputs are read in place,
-// each a broadcast from its own row: a chunk's 8 rows x 16 inputs are 8 lines of L1. (Transposing
-// each chunk's inputs first cost a quarter of the time at 64 rows, whose super-blocks are narrow.)
+// in acc between chunks: L1 for one group, L2 for 64 rows. A chunk's inputs are transposed on
+// the way (xc, 16 x 8 per group: nothing allocated, any C fits), which costs 1/32 of the FMAs of a
+// super-block 512 wide. (Super-blocks narrowed to keep acc at 16 KiB for 64 rows made that a
+// quarter; reading the inputs in place from their 8 rows took 10% more CPU at 8 rows on AVX2.)
 // Every output is the sum over k in increasing order started from 0, then out + bias + sum,
 // whichever group, super-block, chunk or thread computes it: a row's result depends neither on
-// the thread count nor on N (rows past N in the last group repeat row N-1 and are not stored).
+// the thread count nor on N (rows past N in the last group are zero and are not stored).
 #define FEW_NV (VW == 16 ? 2 : 1)   // vectors per tile row: 16 accumulators of 32, or 8 of 16
 #define FEW_TW (FEW_NV * VW)
 #define FEW_KC 16
@@ -336,20 +338,18 @@ static void matmul_forward_row(float *out, const float *inp, const float *weight
 // acc's floats: 64 rows x 512 columns, 128 KiB (half as wide took 8% more CPU at 64 rows)
 #define FEW_ACC 32768
 
-// acc (8, lda) columns j..j+FEW_TW-1 += rows x[0..7] at inputs k0..k1-1 times the weight's rows
-// k0..k1-1 at column j. pf: the tile's first row in the next chunk (NULL in the last chunk),
-// fetched ahead
-static inline void few_tile(float *acc, int lda, const float *const *x, const float *weight,
-                            int64_t OC, int k0, int k1, int j, const float *pf) {
+// acc (8, lda) columns j..j+FEW_TW-1 += xc (the chunk's inputs, 8 per input row k - k0) times the
+// weight's rows k0..k1-1 at column j. pf: the tile's first row in the next chunk (NULL in the last
+// chunk), fetched ahead
+static inline void few_tile(float *acc, int lda, const float *xc, const float *weight, int64_t OC,
+                            int k0, int k1, int j, const float *pf) {
     vnat a[8][FEW_NV];
-    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5],
-                *x6 = x[6], *x7 = x[7];
     #pragma GCC unroll 8
     for (int m = 0; m < 8; m++)
         #pragma GCC unroll 2
         for (int v = 0; v < FEW_NV; v++) VN_LOAD(a[m][v], acc + m * lda + v * VW);
     for (int k = k0; k < k1; k++) {
-        const float *wr = weight + (size_t)k * OC + j;
+        const float *wr = weight + (size_t)k * OC + j, *x = xc + (k - k0) * 8;
         if (pf) {   // the same columns of the next chunk's rows, into L2
             __builtin_prefetch(pf + (size_t)(k - k0) * OC, 0, 2);
             if (FEW_TW > 16) __builtin_prefetch(pf + (size_t)(k - k0) * OC + 16, 0, 2);
@@ -357,11 +357,10 @@ static inline void few_tile(float *acc, int lda, const float *const *x, const fl
         vnat w[FEW_NV];
         #pragma GCC unroll 2
         for (int v = 0; v < FEW_NV; v++) VN_LOAD(w[v], wr + v * VW);
-        float xm[8] = {x0[k], x1[k], x2[k], x3[k], x4[k], x5[k], x6[k], x7[k]};
         #pragma GCC unroll 8
         for (int m = 0; m < 8; m++)
             #pragma GCC unroll 2
-            for (int v = 0; v < FEW_NV; v++) a[m][v] += xm[m] * w[v];
+            for (int v = 0; v < FEW_NV; v++) a[m][v] += x[m] * w[v];
     }
     #pragma GCC unroll 8
     for (int m = 0; m < 8; m++)
@@ -369,21 +368,33 @@ static inline void few_tile(float *acc, int lda, const float *const *x, const fl
         for (int v = 0; v < FEW_NV; v++) VN_STORE(acc + m * lda + v * VW, a[m][v]);
 }
 
-// One chunk (input rows k0..k1-1) of columns j0..j1-1 for the 8 rows x of one group (partial sums
-// acc with row stride lda, column j0 at acc[0]); pf: prefetch the next chunk.
-static void few_chunk(float *acc, int lda, const float *const *x, const float *weight, int OC,
-                      int C, int k0, int k1, int j0, int j1, int pf) {
+// One chunk (input rows k0..k1-1) of columns j0..j1-1 for the 8 rows of one group (inputs xc,
+// partial sums acc with row stride lda, column j0 at acc[0]); pf: prefetch the next chunk.
+static void few_chunk(float *acc, int lda, const float *xc, const float *weight, int OC, int C,
+                      int k0, int k1, int j0, int j1, int pf) {
     for (int j = j0; j < j1; j += FEW_TW) {
         if (j + FEW_TW <= OC) {
             const float *next = pf && k1 + FEW_KC <= C ? weight + (size_t)k1 * OC + j : NULL;
-            few_tile(acc + (j - j0), lda, x, weight, OC, k0, k1, j, next);
+            few_tile(acc + (j - j0), lda, xc, weight, OC, k0, k1, j, next);
             continue;
         }
         for (int k = k0; k < k1; k++)   // the last, narrower tile
             for (int m = 0; m < 8; m++)
                 for (int jj = j; jj < OC; jj++)
-                    acc[m * lda + jj - j0] += x[m][k] * weight[(size_t)k * OC + jj];
+                    acc[m * lda + jj - j0] += xc[(k - k0) * 8 + m] * weight[(size_t)k * OC + jj];
     }
+}
+
+// xc: inputs k0..k1-1 of the N rows, transposed to (k, 8) per group of 8 rows (group g's block of
+// FEW_KC x 8 at xc + g FEW_KC 8); rows past N in the last group zero
+static void few_transpose(float *xc, const float *inp, int64_t N, int C, int k0, int k1) {
+    int ng = (int)((N + 7) / 8);
+    for (int g = 0; g < ng; g++)
+        for (int k = k0; k < k1; k++)
+            for (int m = 0; m < 8; m++) {
+                int64_t r = (int64_t)g * 8 + m;
+                xc[(g * FEW_KC + k - k0) * 8 + m] = r < N ? inp[r * C + k] : 0.0f;
+            }
 }
 
 static void matmul_forward_few(float *out, const float *inp, const float *weight, const float *bias,
@@ -392,10 +403,9 @@ static void matmul_forward_few(float *out, const float *inp, const float *weight
     int sup_tiles = FEW_ACC / (ng * 8) / FEW_TW;
     if (sup_tiles > FEW_SUPER / FEW_TW) sup_tiles = FEW_SUPER / FEW_TW;
     int lda = sup_tiles * FEW_TW;
-    const float *x[DEC_MAX_ROWS];   // group g's rows at x + 8 g
-    for (int64_t m = 0; m < ng * 8; m++) x[m] = inp + (m < N ? m : N - 1) * C;
     #pragma omp parallel
     {
+        float xc[DEC_MAX_ROWS * FEW_KC];                   // the chunk's inputs, by group
         float acc[FEW_ACC] __attribute__((aligned(64)));   // ng x (8, lda)
         int nt = omp_get_num_threads(), th = omp_get_thread_num();
         int t0 = (int)((int64_t)ntile * th / nt), t1 = (int)((int64_t)ntile * (th + 1) / nt);
@@ -405,9 +415,10 @@ static void matmul_forward_few(float *out, const float *inp, const float *weight
             memset(acc, 0, (size_t)ng * 8 * lda * sizeof(float));
             for (int k0 = 0; k0 < C; k0 += FEW_KC) {
                 int k1 = k0 + FEW_KC < C ? k0 + FEW_KC : C;
+                few_transpose(xc, inp, N, C, k0, k1);
                 for (int g = 0; g < ng; g++)   // the first group reads the chunk from memory
-                    few_chunk(acc + (size_t)g * 8 * lda, lda, x + 8 * g, weight, OC, C, k0, k1,
-                              j0, j1, g == 0);
+                    few_chunk(acc + (size_t)g * 8 * lda, lda, xc + g * FEW_KC * 8, weight, OC, C,
+                              k0, k1, j0, j1, g == 0);
             }
             for (int64_t m = 0; m < N; m++) {
                 float *o = out + m * OC;
@@ -456,12 +467,12 @@ void matmul_forward_decode(float *out, const float *inp, const float *weight, co
 
 // Few rows (decoding): the embedding is streamed once, in order, each vocabulary row read from
 // memory once and reused from L1 for every input row. M = 1 (B = 1 decoding): 16-wide partial
-// sums per vocabulary row, two rows at a time. 2 <= M <= 8 (to DEC_MAX_ROWS when decoding):
+// sums per vocabulary row, two rows at a time. 2 <= M <= 8 (to 16 when decoding: kernels.h):
 // blocks of LG_VB vocabulary rows, each read from memory by the first pass over LG_M input rows
 // and from L2 by the next; a pass keeps one vector of partial sums per input row (5 registers
 // with the loaded ones, AVX2 holds them), so each step loads one embedding vector for LG_M
-// independent FMAs; LG_TV vocabulary rows at a time (rowdot_tile: 4 with AVX-512, 16 sums and 8
-// loads per 16 FMAs, which the many passes of 9-64 rows need). (One accumulator per
+// independent FMAs; with AVX-512, four vocabulary rows at a time (rowdot_tile: 16 sums, 8 loads
+// per 16 FMAs). (One accumulator per
 // (row, input) made every FMA wait for the one before: bound by its latency, and at B = 8 the LM
 // head took a third of a decoding step. All 8 input rows in one pass, 24 KiB at C = 768, left
 // too little of L1 for the streamed rows: 2x slower.) Every output (v, m) is summed the same way
@@ -538,14 +549,13 @@ typedef int32_t vidx __attribute__((vector_size(64)));
             (t)[i_ + b_] = __builtin_shuffle(u_, w_, hi_[r_]);                             \
         }                                                                                  \
 } while (0)
-#endif
 
 // LG_TV vocabulary rows v.. for the pass of LG_M input rows x (rows m0..): a tile of LG_TV x 4
-// vectors of partial sums (16 of AVX-512's 32 registers, 8 of AVX2's 16), so each step loads
-// LG_TV + 4 vectors for 4 LG_TV FMAs instead of 5 for 4. Every output is summed exactly as
-// rowdot_few_rows' one-row loop sums it (lane-wise over C in order from 0, VN_SUM, the tail, then
-// out and bias): the same bits.
-#define LG_TV (VW == 16 ? 4 : 2)
+// vectors of partial sums (16 of AVX-512's 32 registers), so each step loads LG_TV + 4 vectors
+// for 4 LG_TV FMAs instead of 5 for 4. Every output is summed exactly as rowdot_few_rows' one-row
+// loop sums it (lane-wise over C in order from 0, VN_SUM, the tail, then out and bias): the same
+// bits. (AVX2's 16 registers: a tile of 2 x 4 took 1.5x the one-row loop's CPU at 8 rows.)
+#define LG_TV 4
 static void rowdot_tile(float *out, const float *const *x, const float *wte, const float *bias,
                         int beta_one, int64_t M, int64_t m0, int v, int V, int C) {
     int CV = C - C % VW;
@@ -568,7 +578,6 @@ static void rowdot_tile(float *out, const float *const *x, const float *wte, con
             for (int k = 0; k < LG_M; k++) a[i][k] += wv[i] * xv[k];
     }
     float sums[LG_TV * LG_M];
-#if VW == 16
     // the 16 sums' lanes at once: transposed (lane l of every sum in t[l]), then added lane by
     // lane from 0, as VN_SUM adds each: the same bits for a sixth of the instructions
     vnat *t = &a[0][0];
@@ -577,10 +586,6 @@ static void rowdot_tile(float *out, const float *const *x, const float *wte, con
     #pragma GCC unroll 16
     for (int l = 0; l < 16; l++) s16 += t[l];
     memcpy(sums, &s16, sizeof sums);
-#else
-    for (int i = 0; i < LG_TV; i++)
-        for (int k = 0; k < LG_M; k++) sums[i * LG_M + k] = VN_SUM(a[i][k]);
-#endif
     for (int i = 0; i < LG_TV; i++) {
         float *sum = sums + i * LG_M;
         for (int k = 0; k < LG_M && m0 + k < M; k++) {
@@ -591,8 +596,9 @@ static void rowdot_tile(float *out, const float *const *x, const float *wte, con
         }
     }
 }
+#endif
 
-// 2 <= M <= DEC_MAX_ROWS rows against a weight in the [out, in] layout (V rows of C), as
+// 2 <= M <= KERNELS_DECODE_ROWDOT_ROWS rows against a weight in the [out, in] layout (V rows of C), as
 // rowdot_one_row: out[m,v] = [out[m,v] +] [bias[v] +] x_m . wte[v]. The LM head's few rows, and
 // linear_forward's.
 static void rowdot_few_rows(float *out, const float *inp, const float *wte, const float *bias,
@@ -606,8 +612,10 @@ static void rowdot_few_rows(float *out, const float *inp, const float *wte, cons
             const float *x[LG_M];
             for (int i = 0; i < LG_M; i++) x[i] = inp + (m0 + i < M ? m0 + i : M - 1) * C;
             int v = v0;
+#if VW == 16
             for (; v + LG_TV <= v1; v += LG_TV)
                 rowdot_tile(out, x, wte, bias, beta_one, M, m0, v, V, C);
+#endif
             for (; v < v1; v++) {
                 const float *w = wte + (size_t)v * C;
                 vnat a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
@@ -649,7 +657,7 @@ void logits_forward(float *out, const float *inp, const float *wte, int64_t M, i
 
 void logits_forward_decode(float *out, const float *inp, const float *wte, int64_t M, int V,
                            int C) {
-    rowdot_product(out, inp, wte, NULL, 0, M, V, C, DEC_MAX_ROWS);
+    rowdot_product(out, inp, wte, NULL, 0, M, V, C, KERNELS_DECODE_ROWDOT_ROWS);
 }
 
 // dst (OC) += sum over the N rows of src (N, OC): chunks of ROW_CHUNK rows write their partial
@@ -1082,7 +1090,7 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 
 void linear_forward_decode(float *out, const float *inp, const float *weight, const float *bias,
                            int64_t N, int C, int OC, int beta_one) {
-    rowdot_product(out, inp, weight, bias, beta_one, N, OC, C, DEC_MAX_ROWS);
+    rowdot_product(out, inp, weight, bias, beta_one, N, OC, C, KERNELS_DECODE_ROWDOT_ROWS);
 }
 
 // dinp_beta 1: dinp += ..., 0: dinp = ... (sgemm overwrites it; its old contents are ignored)

@@ -697,7 +697,8 @@ static const BlockKind MODEL_KINDS[2] = {
         .embed_backward = gpt2_embed_backward, .layer_forward = gpt2_layer_forward,
         .layer_backward = gpt2_layer_backward, .final_forward = gpt2_final_forward,
         .final_backward = gpt2_final_backward, .tensor_count = gpt2_tensor_count,
-        .product = matmul_forward, .decode_product = matmul_forward_decode, .layout = LOWP_IN_OUT, .tensor = gpt2_tensor},
+        .product = matmul_forward, .decode_product = matmul_forward_decode,
+        .layout = LOWP_IN_OUT, .tensor = gpt2_tensor},
     [MODEL_ARCH_LLAMA] = {
         .name = "llama-style",
         .keys = {"num_hidden_layers", "num_attention_heads", "hidden_size",
@@ -707,7 +708,8 @@ static const BlockKind MODEL_KINDS[2] = {
         .embed_backward = llama_embed_backward, .layer_forward = llama_layer_forward,
         .layer_backward = llama_layer_backward, .final_forward = llama_final_forward,
         .final_backward = llama_final_backward, .tensor_count = llama_tensor_count,
-        .product = linear_forward, .decode_product = linear_forward_decode, .layout = LOWP_OUT_IN, .tensor = llama_tensor},
+        .product = linear_forward, .decode_product = linear_forward_decode,
+        .layout = LOWP_OUT_IN, .tensor = llama_tensor},
 };
 
 static const BlockKind *model_kind(const ModelConfig *c) {

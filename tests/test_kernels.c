@@ -199,12 +199,13 @@ static void test_matmul_few(void) {
 }
 
 // Decoding's products (matmul_forward_decode, linear_forward_decode, logits_forward_decode) at
-// 9, 17, 33 and 64 rows (those up to KERNELS_DECODE_ROWS), on 1 and 2 threads: every row has the bits it has in a product of 2 rows
-// (which are the full forward's, matmul_forward / linear_forward / logits_forward at 2 rows), with
-// and without bias, overwriting and adding into out (beta_one). 157 inputs: chunks of 16 and a
-// partial one, a tail past the last vector; 1101 outputs of matmul: super-blocks of every width
-// the number of groups of 8 rows gives, and a tail narrower than a tile; 203 rows of the [out, in]
-// weight: tiles of four and three left over. Also against the product in double.
+// 9, 16, 17, 33 and 64 rows (those up to kernels.h's counts), on 1 and 2 threads: every row has the
+// bits it has in a product of 2 rows (which are the full forward's, matmul_forward /
+// linear_forward / logits_forward at 2 rows), with and without bias, overwriting and adding into
+// out (beta_one). 157 inputs: chunks of 16 and a partial one, a tail past the last vector; 1101
+// outputs of matmul: super-blocks of every width the number of groups of 8 rows gives, and a tail
+// narrower than a tile; 203 rows of the [out, in] weight: tiles of four (AVX-512) and rows left
+// over. Also against the product in double.
 typedef void (*DecodeFn)(float *out, const float *inp, const float *w, const float *bias,
                          int64_t N, int C, int OC, int beta_one);
 static void logits_decode_fn(float *out, const float *inp, const float *w, const float *bias,
@@ -217,10 +218,10 @@ static void logits_full_fn(float *out, const float *inp, const float *w, const f
 }
 
 static void decode_rows_case(const char *name, DecodeFn dec, DecodeFn full, int in_out, int OC,
-                             int with_bias, int beta_one) {
+                             int with_bias, int beta_one, int max_rows) {
     enum { MAXR = 64 };
     Rng rng; rng_init(&rng, 41);
-    int C = 157, nt = omp_get_max_threads(), Ns[4] = {9, 17, 33, 64};
+    int C = 157, nt = omp_get_max_threads(), Ns[5] = {9, 16, 17, 33, 64};
     size_t RO = (size_t)MAXR * OC;
     float *x = randn(&rng, MAXR * C, 1), *w = randn(&rng, (int64_t)C * OC, 1);
     float *b = with_bias ? randn(&rng, OC, 1) : NULL, *o0 = randn(&rng, (int64_t)RO, 1);
@@ -244,17 +245,18 @@ static void decode_rows_case(const char *name, DecodeFn dec, DecodeFn full, int 
     CHECK_MSG(bad == 0, "%s: differs from the product in double in %d places", name, bad);
     for (int th = 1; th <= 2; th++) {
         omp_set_num_threads(th);
-        for (int ni = 0; ni < 4; ni++) {
+        for (int ni = 0; ni < 5; ni++) {
             int N = Ns[ni];
-            if (N > KERNELS_DECODE_ROWS) continue;   // sgemm's (without AVX-512: above 16)
+            if (N > max_rows) continue;   // sgemm's
             memcpy(out, o0, RO * sizeof(float));
             dec(out, x, w, b, N, C, OC, beta_one);
             int first = -1, nbad = 0;
             for (int i = 0; i < N; i++)
                 if (memcmp(out + (size_t)i * OC, two + (size_t)i * OC, (size_t)OC * sizeof(float)))
                     first = first < 0 ? i : first, nbad++;
-            CHECK_MSG(nbad == 0, "%s: %d of %d rows on %d threads (first %d) differ from their bits "
-                      "at 2 rows", name, nbad, N, th, first);
+            CHECK_MSG(nbad == 0,
+                      "%s: %d of %d rows on %d threads (first %d) differ from their bits at 2 rows",
+                      name, nbad, N, th, first);
         }
     }
     omp_set_num_threads(nt);
@@ -266,11 +268,14 @@ static void test_decode_rows(void) {
         for (int beta = 0; beta < 2; beta++) {
             char what[80];
             snprintf(what, sizeof what, "matmul_forward_decode (bias %d, beta_one %d)", bias, beta);
-            decode_rows_case(what, matmul_forward_decode, matmul_forward, 1, 1101, bias, beta);
+            decode_rows_case(what, matmul_forward_decode, matmul_forward, 1, 1101, bias, beta,
+                             KERNELS_DECODE_ROWS);
             snprintf(what, sizeof what, "linear_forward_decode (bias %d, beta_one %d)", bias, beta);
-            decode_rows_case(what, linear_forward_decode, linear_forward, 0, 203, bias, beta);
+            decode_rows_case(what, linear_forward_decode, linear_forward, 0, 203, bias, beta,
+                             KERNELS_DECODE_ROWDOT_ROWS);
         }
-    decode_rows_case("logits_forward_decode", logits_decode_fn, logits_full_fn, 0, 203, 0, 0);
+    decode_rows_case("logits_forward_decode", logits_decode_fn, logits_full_fn, 0, 203, 0, 0,
+                     KERNELS_DECODE_ROWDOT_ROWS);
 }
 
 // LM head product against a naive reference, for the one-row, few-rows and sgemm paths: 101
