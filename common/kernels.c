@@ -598,9 +598,9 @@ static void rowdot_tile(float *out, const float *const *x, const float *wte, con
 }
 #endif
 
-// 2 <= M <= KERNELS_DECODE_ROWDOT_ROWS rows against a weight in the [out, in] layout (V rows of C), as
-// rowdot_one_row: out[m,v] = [out[m,v] +] [bias[v] +] x_m . wte[v]. The LM head's few rows, and
-// linear_forward's.
+// 2 <= M <= KERNELS_DECODE_ROWDOT_ROWS rows against a weight in the [out, in] layout (V rows of
+// C), as rowdot_one_row: out[m,v] = [out[m,v] +] [bias[v] +] x_m . wte[v]. The LM head's few rows,
+// and linear_forward's.
 static void rowdot_few_rows(float *out, const float *inp, const float *wte, const float *bias,
                             int beta_one, int64_t M, int V, int C) {
     int CV = C - C % VW;
