@@ -135,7 +135,8 @@ static void bench_decode(const Model *m, int B) {
     const ModelParams *p = &m->params;
     int64_t C = c->n_embd, L = c->n_layer, V = c->vocab_size;
     LayerWidths w = layer_widths(c);
-    ProductFn prod = c->arch == MODEL_ARCH_LLAMA ? linear_forward : matmul_forward;
+    // the decoding entries (kernels.h), as the KV-cache step calls them
+    ProductFn prod = c->arch == MODEL_ARCH_LLAMA ? linear_forward_decode : matmul_forward_decode;
     int64_t widest = w.QKV > w.FC ? w.QKV : w.FC;
     float *x = ALIGNED_CHECK((size_t)B * widest * sizeof(float)),
           *y = ALIGNED_CHECK((size_t)B * widest * sizeof(float));
@@ -156,7 +157,7 @@ static void bench_decode(const Model *m, int B) {
                  (int)w.ACT, (int)C, 1);
         }
         double t1 = util_time_s();
-        logits_forward(lg, x, p->wte, B, (int)V, (int)C);
+        logits_forward_decode(lg, x, p->wte, B, (int)V, (int)C);
         double t2 = util_time_s();
         // the layers' weights, in memory order
         sink += read_all(p->qkvw, (int64_t)(p->lnfw - p->qkvw));

@@ -142,17 +142,17 @@ static void kv_layer_gpt2(const Model *m, KVCache *kv, int l, int64_t R) {
     float eps = m->config.ln_eps;
     size_t lc = (size_t)l * C;
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln1w + lc, p->ln1b + lc, R, C, eps);
-    model_product(m, l, MODEL_W_QKV, 1, kv->qkv, kv->ln, R, 0);
+    model_decode_product(m, l, MODEL_W_QKV, kv->qkv, kv->ln, R, 0);
     kv_lora(m, l, LORA_AT_QKV, kv->ln, kv->qkv, 3 * (size_t)C, R);
     kv_append(kv, l, R);
     kv_attention(kv->atty, kv, R, l);
-    model_product(m, l, MODEL_W_ATTPROJ, 1, kv->x, kv->atty, R, 1);
+    model_decode_product(m, l, MODEL_W_ATTPROJ, kv->x, kv->atty, R, 1);
     kv_lora(m, l, LORA_AT_O, kv->atty, kv->x, (size_t)C, R);
     layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, p->ln2w + lc, p->ln2b + lc, R, C, eps);
-    model_product(m, l, MODEL_W_FC, 1, kv->fch, kv->ln, R, 0);
+    model_decode_product(m, l, MODEL_W_FC, kv->fch, kv->ln, R, 0);
     kv_lora(m, l, LORA_AT_FC, kv->ln, kv->fch, 4 * (size_t)C, R);
     gelu_forward(kv->fchg, kv->fch, R * 4 * C);
-    model_product(m, l, MODEL_W_FCPROJ, 1, kv->x, kv->fchg, R, 1);
+    model_decode_product(m, l, MODEL_W_FCPROJ, kv->x, kv->fchg, R, 1);
     kv_lora(m, l, LORA_AT_DOWN, kv->fchg, kv->x, (size_t)C, R);
 }
 
@@ -195,7 +195,7 @@ static void kv_layer_llama(const Model *m, KVCache *kv, int l, int64_t R) {
     int C = kv->C, NH = kv->NH, KVH = kv->KVH, hd = kv->hd, QKV = kv->qkv_w, F = kv->act_w;
     size_t lc = (size_t)l * C;
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln1w + lc, R, C, c->ln_eps);
-    model_product(m, l, MODEL_W_QKV, 1, kv->qkv, kv->ln, R, 0);
+    model_decode_product(m, l, MODEL_W_QKV, kv->qkv, kv->ln, R, 0);
     kv_lora(m, l, LORA_AT_QKV, kv->ln, kv->qkv, (size_t)QKV, R);
     if (c->qk_norm) {
         kv_head_norm(kv, 0, NH, p->qnormw + (size_t)l * hd, R, c->ln_eps);
@@ -205,13 +205,13 @@ static void kv_layer_llama(const Model *m, KVCache *kv, int l, int64_t R) {
     rope_forward(kv->qkv, kv->row_pos, kv->inv_freq, R, NH + KVH, hd, QKV);
     kv_append(kv, l, R);
     kv_attention(kv->atty, kv, R, l);
-    model_product(m, l, MODEL_W_ATTPROJ, 1, kv->x, kv->atty, R, 1);
+    model_decode_product(m, l, MODEL_W_ATTPROJ, kv->x, kv->atty, R, 1);
     kv_lora(m, l, LORA_AT_O, kv->atty, kv->x, (size_t)C, R);
     rmsnorm_forward(kv->ln, kv->rstd, kv->x, p->ln2w + lc, R, C, c->ln_eps);
-    model_product(m, l, MODEL_W_FC, 1, kv->fch, kv->ln, R, 0);
+    model_decode_product(m, l, MODEL_W_FC, kv->fch, kv->ln, R, 0);
     kv_lora(m, l, LORA_AT_FC, kv->ln, kv->fch, 2 * (size_t)F, R);
     swiglu_forward(kv->fchg, kv->fch, R, F);
-    model_product(m, l, MODEL_W_FCPROJ, 1, kv->x, kv->fchg, R, 1);
+    model_decode_product(m, l, MODEL_W_FCPROJ, kv->x, kv->fchg, R, 1);
     kv_lora(m, l, LORA_AT_DOWN, kv->fchg, kv->x, (size_t)C, R);
 }
 
@@ -386,14 +386,14 @@ int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t
     for (int b = 0; b < B; b++) kv->len[b] += n_new[b];
     // the LM head: embed_tokens when tied (GPT-2 always), lm_head when untied; its narrow copy
     // when the model has one
-    if (all_logits) model_head_product(m, 1, all_logits, kv->ln, R);
+    if (all_logits) model_decode_head(m, all_logits, kv->ln, R);
     // logits at each sequence's newest position only: the rest are not needed to sample
     int nb = 0;
     for (int b = 0; b < B; b++)
         if (kv->last_row[b] >= 0)
             memcpy(kv->head_in + (size_t)nb++ * C, kv->ln + (size_t)kv->last_row[b] * C,
                    (size_t)C * sizeof(float));
-    model_head_product(m, 1, kv->head_logits, kv->head_in, nb);
+    model_decode_head(m, kv->head_logits, kv->head_in, nb);
     // each sequence's slot is written only when it had new tokens: earlier logits survive
     for (int b = 0, j = 0; b < B; b++)
         if (kv->last_row[b] >= 0)

@@ -247,10 +247,20 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // once. One row: the weight is cut into chunks of ROW_CHUNK consecutive input rows, each one
 // contiguous block of memory (one stream for the prefetcher; column blocks gave C short runs and
 // ~1.4x less bandwidth); the chunks run in parallel and their partial sums are added in chunk
-// order, so the result does not depend on the thread count. Two to eight rows: see
-// matmul_forward_few below.
+// order, so the result does not depend on the thread count. Two to eight rows (two to
+// DEC_MAX_ROWS when decoding): see matmul_forward_few below.
 #define SMALL_ROWS 8
-#define SMALL_MAX_C 4096   // widest input the few-rows kernel transposes on the stack (128 KiB)
+// widest input a full forward's 2-8 rows take through the few-rows kernel; wider ones keep sgemm
+// (the kernel once held its inputs transposed on the stack; the limit stays so that full forwards
+// keep their bits, decoding has none)
+#define SMALL_MAX_C 4096
+// Decoding's rows (the KV-cache step: one row per sequence of the batch) up to this many (64 with
+// AVX-512, 16 without: kernels.h) stream the weight once, each output summed in one fixed order.
+// Full forwards (scoring, training, a reference model's log-probs) keep sgemm above SMALL_ROWS: a
+// sequence scored with others in a micro-batch must get the bits it gets with any other company,
+// and sgemm's rounding is not the few-rows kernel's, so the two may not mix at 9 rows and more
+// within one kind of call.
+#define DEC_MAX_ROWS KERNELS_DECODE_ROWS
 typedef float v16f __attribute__((vector_size(64)));
 // an unaligned load, as a macro: returning a vector by value trips -Wpsabi on non-AVX-512 builds
 #define V16_LOAD(dst, p) memcpy(&(dst), (p), sizeof(v16f))
@@ -303,33 +313,43 @@ static void matmul_forward_row(float *out, const float *inp, const float *weight
     }
 }
 
-// Two to eight rows: a register tile of 8 rows x FEW_TW columns (16 accumulators with AVX-512,
-// 8 rows x 2 vectors; 8 with AVX2's 16 registers) over the inputs transposed to (C, 8), so each
-// weight element is loaded once for all rows. Each thread owns a contiguous range of column tiles.
+// Two to DEC_MAX_ROWS rows: a register tile of 8 rows x FEW_TW columns (16 accumulators with
+// AVX-512, 8 rows x 2 vectors; 8 with AVX2's 16 registers) per group of 8 rows, so each weight
+// element is loaded once for a group's rows. Each thread owns a contiguous range of column tiles.
 // The weight is read in chunks of FEW_KC input rows: within a chunk the tiles of a super-block of
-// FEW_SUPER columns follow one another, so every weight row of the chunk is read as one contiguous
-// run per super-block (up to 2 KiB) and FEW_KC runs advance side by side, which the hardware
-// prefetchers follow. (Walking one 64-byte tile down all C rows read one line per row, a page or
-// more apart: no prefetcher or TLB follows that, and the product ran well below the memory
-// bandwidth.) The partial sums of a super-block wait in acc (8 x FEW_SUPER floats, L1) between
-// chunks. Every output is the sum over k in increasing order started from 0, then out + bias + sum:
-// the result depends neither on the thread count nor on N (unused rows of the tile are zero).
+// columns follow one another, so every weight row of the chunk is read as one contiguous run per
+// super-block and FEW_KC runs advance side by side, which the hardware prefetchers follow.
+// (Walking one 64-byte tile down all C rows read one line per row, a page or more apart: no
+// prefetcher or TLB follows that, and the product ran well below the memory bandwidth.) The
+// groups of 8 rows after the first run over the chunk while it is still in cache, so the weight is
+// streamed from memory once for all rows (sgemm packs it first: at 16 rows that tripled the
+// traffic of a decoding step). The partial sums of a super-block (up to FEW_SUPER columns) wait
+// in acc between chunks: L1 for one group, L2 for 64 rows. A chunk's inputs are transposed on
+// the way (xc, 16 x 8 per group: nothing allocated, any C fits), which costs 1/32 of the FMAs of a
+// super-block 512 wide. (Super-blocks narrowed to keep acc at 16 KiB for 64 rows made that a
+// quarter; reading the inputs in place from their 8 rows took 10% more CPU at 8 rows on AVX2.)
+// Every output is the sum over k in increasing order started from 0, then out + bias + sum,
+// whichever group, super-block, chunk or thread computes it: a row's result depends neither on
+// the thread count nor on N (rows past N in the last group are zero and are not stored).
 #define FEW_NV (VW == 16 ? 2 : 1)   // vectors per tile row: 16 accumulators of 32, or 8 of 16
 #define FEW_TW (FEW_NV * VW)
 #define FEW_KC 16
 #define FEW_SUPER 512
+// acc's floats: 64 rows x 512 columns, 128 KiB (half as wide took 8% more CPU at 64 rows)
+#define FEW_ACC 32768
 
-// acc (8, FEW_SUPER) columns j..j+FEW_TW-1 += xt rows k0..k1-1 times the weight's tile at column j
-// pf: the tile's first row in the next chunk (NULL in the last chunk), fetched ahead
-static inline void few_tile(float *acc, const float *xt, const float *weight, int64_t OC, int k0,
-                            int k1, int j, const float *pf) {
+// acc (8, lda) columns j..j+FEW_TW-1 += xc (the chunk's inputs, 8 per input row k - k0) times the
+// weight's rows k0..k1-1 at column j. pf: the tile's first row in the next chunk (NULL in the last
+// chunk), fetched ahead
+static inline void few_tile(float *acc, int lda, const float *xc, const float *weight, int64_t OC,
+                            int k0, int k1, int j, const float *pf) {
     vnat a[8][FEW_NV];
     #pragma GCC unroll 8
     for (int m = 0; m < 8; m++)
         #pragma GCC unroll 2
-        for (int v = 0; v < FEW_NV; v++) VN_LOAD(a[m][v], acc + m * FEW_SUPER + v * VW);
+        for (int v = 0; v < FEW_NV; v++) VN_LOAD(a[m][v], acc + m * lda + v * VW);
     for (int k = k0; k < k1; k++) {
-        const float *wr = weight + (size_t)k * OC + j, *x = xt + k * 8;
+        const float *wr = weight + (size_t)k * OC + j, *x = xc + (k - k0) * 8;
         if (pf) {   // the same columns of the next chunk's rows, into L2
             __builtin_prefetch(pf + (size_t)(k - k0) * OC, 0, 2);
             if (FEW_TW > 16) __builtin_prefetch(pf + (size_t)(k - k0) * OC + 16, 0, 2);
@@ -345,42 +365,64 @@ static inline void few_tile(float *acc, const float *xt, const float *weight, in
     #pragma GCC unroll 8
     for (int m = 0; m < 8; m++)
         #pragma GCC unroll 2
-        for (int v = 0; v < FEW_NV; v++) VN_STORE(acc + m * FEW_SUPER + v * VW, a[m][v]);
+        for (int v = 0; v < FEW_NV; v++) VN_STORE(acc + m * lda + v * VW, a[m][v]);
+}
+
+// One chunk (input rows k0..k1-1) of columns j0..j1-1 for the 8 rows of one group (inputs xc,
+// partial sums acc with row stride lda, column j0 at acc[0]); pf: prefetch the next chunk.
+static void few_chunk(float *acc, int lda, const float *xc, const float *weight, int OC, int C,
+                      int k0, int k1, int j0, int j1, int pf) {
+    for (int j = j0; j < j1; j += FEW_TW) {
+        if (j + FEW_TW <= OC) {
+            const float *next = pf && k1 + FEW_KC <= C ? weight + (size_t)k1 * OC + j : NULL;
+            few_tile(acc + (j - j0), lda, xc, weight, OC, k0, k1, j, next);
+            continue;
+        }
+        for (int k = k0; k < k1; k++)   // the last, narrower tile
+            for (int m = 0; m < 8; m++)
+                for (int jj = j; jj < OC; jj++)
+                    acc[m * lda + jj - j0] += xc[(k - k0) * 8 + m] * weight[(size_t)k * OC + jj];
+    }
+}
+
+// xc: inputs k0..k1-1 of the N rows, transposed to (k, 8) per group of 8 rows (group g's block of
+// FEW_KC x 8 at xc + g FEW_KC 8); rows past N in the last group zero
+static void few_transpose(float *xc, const float *inp, int64_t N, int C, int k0, int k1) {
+    int ng = (int)((N + 7) / 8);
+    for (int g = 0; g < ng; g++)
+        for (int k = k0; k < k1; k++)
+            for (int m = 0; m < 8; m++) {
+                int64_t r = (int64_t)g * 8 + m;
+                xc[(g * FEW_KC + k - k0) * 8 + m] = r < N ? inp[r * C + k] : 0.0f;
+            }
 }
 
 static void matmul_forward_few(float *out, const float *inp, const float *weight, const float *bias,
                                int64_t N, int C, int OC, int beta_one) {
-    int ntile = (OC + FEW_TW - 1) / FEW_TW;
+    int ntile = (OC + FEW_TW - 1) / FEW_TW, ng = (int)((N + 7) / 8);
+    int sup_tiles = FEW_ACC / (ng * 8) / FEW_TW;
+    if (sup_tiles > FEW_SUPER / FEW_TW) sup_tiles = FEW_SUPER / FEW_TW;
+    int lda = sup_tiles * FEW_TW;
     #pragma omp parallel
     {
-        float xt[8 * SMALL_MAX_C];   // the inputs transposed to (C, 8), unused rows zero
-        float acc[8 * FEW_SUPER] __attribute__((aligned(64)));
-        for (int k = 0; k < C; k++)
-            for (int m = 0; m < 8; m++) xt[k * 8 + m] = m < N ? inp[(int64_t)m * C + k] : 0.0f;
+        float xc[DEC_MAX_ROWS * FEW_KC];                   // the chunk's inputs, by group
+        float acc[FEW_ACC] __attribute__((aligned(64)));   // ng x (8, lda)
         int nt = omp_get_num_threads(), th = omp_get_thread_num();
         int t0 = (int)((int64_t)ntile * th / nt), t1 = (int)((int64_t)ntile * (th + 1) / nt);
-        for (int s0 = t0; s0 < t1; s0 += FEW_SUPER / FEW_TW) {
-            int s1 = s0 + FEW_SUPER / FEW_TW < t1 ? s0 + FEW_SUPER / FEW_TW : t1;
+        for (int s0 = t0; s0 < t1; s0 += sup_tiles) {
+            int s1 = s0 + sup_tiles < t1 ? s0 + sup_tiles : t1;
             int j0 = s0 * FEW_TW, j1 = s1 * FEW_TW < OC ? s1 * FEW_TW : OC;
-            memset(acc, 0, sizeof acc);
+            memset(acc, 0, (size_t)ng * 8 * lda * sizeof(float));
             for (int k0 = 0; k0 < C; k0 += FEW_KC) {
                 int k1 = k0 + FEW_KC < C ? k0 + FEW_KC : C;
-                for (int j = j0; j < j1; j += FEW_TW) {
-                    if (j + FEW_TW <= OC) {
-                        const float *pf = k1 + FEW_KC <= C ? weight + (size_t)k1 * OC + j : NULL;
-                        few_tile(acc + (j - j0), xt, weight, OC, k0, k1, j, pf);
-                        continue;
-                    }
-                    for (int k = k0; k < k1; k++)   // the last, narrower tile
-                        for (int m = 0; m < 8; m++)
-                            for (int jj = j; jj < OC; jj++)
-                                acc[m * FEW_SUPER + jj - j0] +=
-                                    xt[k * 8 + m] * weight[(size_t)k * OC + jj];
-                }
+                few_transpose(xc, inp, N, C, k0, k1);
+                for (int g = 0; g < ng; g++)   // the first group reads the chunk from memory
+                    few_chunk(acc + (size_t)g * 8 * lda, lda, xc + g * FEW_KC * 8, weight, OC, C,
+                              k0, k1, j0, j1, g == 0);
             }
             for (int64_t m = 0; m < N; m++) {
                 float *o = out + m * OC;
-                const float *a = acc + m * FEW_SUPER;
+                const float *a = acc + m * lda;
                 for (int j = j0; j < j1; j++)
                     o[j] = (beta_one ? o[j] : 0.0f) + (bias ? bias[j] : 0.0f) + a[j - j0];
             }
@@ -414,12 +456,23 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
                 weight, OC, beta, out, OC);
 }
 
+void matmul_forward_decode(float *out, const float *inp, const float *weight, const float *bias,
+                           int64_t N, int C, int OC, int beta_one) {
+    if (N >= 2 && N <= DEC_MAX_ROWS) {
+        matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
+        return;
+    }
+    matmul_forward(out, inp, weight, bias, N, C, OC, beta_one);
+}
+
 // Few rows (decoding): the embedding is streamed once, in order, each vocabulary row read from
 // memory once and reused from L1 for every input row. M = 1 (B = 1 decoding): 16-wide partial
-// sums per vocabulary row, two rows at a time. 2 <= M <= 8: blocks of LG_VB vocabulary rows,
-// each read from memory by the first pass over LG_M input rows and from L2 by the second; a pass
-// keeps one vector of partial sums per input row (5 registers with the loaded ones, AVX2 holds
-// them), so each step loads one embedding vector for LG_M independent FMAs. (One accumulator per
+// sums per vocabulary row, two rows at a time. 2 <= M <= 8 (to 16 when decoding: kernels.h):
+// blocks of LG_VB vocabulary rows, each read from memory by the first pass over LG_M input rows
+// and from L2 by the next; a pass keeps one vector of partial sums per input row (5 registers
+// with the loaded ones, AVX2 holds them), so each step loads one embedding vector for LG_M
+// independent FMAs; with AVX-512, four vocabulary rows at a time (rowdot_tile: 16 sums, 8 loads
+// per 16 FMAs). (One accumulator per
 // (row, input) made every FMA wait for the one before: bound by its latency, and at B = 8 the LM
 // head took a third of a decoding step. All 8 input rows in one pass, 24 KiB at C = 768, left
 // too little of L1 for the streamed rows: 2x slower.) Every output (v, m) is summed the same way
@@ -472,8 +525,82 @@ static void rowdot_one_row(float *out, const float *x, const float *wte, const f
     }
 }
 
-// 2 <= M <= 8 rows against a weight in the [out, in] layout (V rows of C), as rowdot_one_row:
-// out[m,v] = [out[m,v] +] [bias[v] +] x_m . wte[v]. The LM head's few rows, and linear_forward's.
+#if VW == 16
+typedef int32_t vidx __attribute__((vector_size(64)));
+// Transposes 16 vectors of 16 lanes in place (t[i][j] <-> t[j][i]) in four rounds of block swaps:
+// in round b (8, 4, 2, 1) rows i and i + b exchange their off-diagonal b x b blocks. A macro, as
+// VN_SUM (no vector passed by value); the masks index the concatenation of the two sources.
+#define TILE_TRANSPOSE16(t) do {                                                           \
+    static const vidx lo_[4] = {                                                           \
+        {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},                          \
+        {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},                        \
+        {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},                        \
+        {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};                      \
+    static const vidx hi_[4] = {                                                           \
+        {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},                    \
+        {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},                      \
+        {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},                      \
+        {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};                      \
+    for (int r_ = 0, b_ = 8; r_ < 4; r_++, b_ /= 2)                                        \
+        for (int i_ = 0; i_ < 16; i_++) {                                                  \
+            if (i_ & b_) continue;                                                         \
+            vnat u_ = (t)[i_], w_ = (t)[i_ + b_];                                          \
+            (t)[i_] = __builtin_shuffle(u_, w_, lo_[r_]);                                  \
+            (t)[i_ + b_] = __builtin_shuffle(u_, w_, hi_[r_]);                             \
+        }                                                                                  \
+} while (0)
+
+// LG_TV vocabulary rows v.. for the pass of LG_M input rows x (rows m0..): a tile of LG_TV x 4
+// vectors of partial sums (16 of AVX-512's 32 registers), so each step loads LG_TV + 4 vectors
+// for 4 LG_TV FMAs instead of 5 for 4. Every output is summed exactly as rowdot_few_rows' one-row
+// loop sums it (lane-wise over C in order from 0, VN_SUM, the tail, then out and bias): the same
+// bits. (AVX2's 16 registers: a tile of 2 x 4 took 1.5x the one-row loop's CPU at 8 rows.)
+#define LG_TV 4
+static void rowdot_tile(float *out, const float *const *x, const float *wte, const float *bias,
+                        int beta_one, int64_t M, int64_t m0, int v, int V, int C) {
+    int CV = C - C % VW;
+    const float *w[LG_TV];
+    for (int i = 0; i < LG_TV; i++) w[i] = wte + (size_t)(v + i) * C;
+    vnat a[LG_TV][LG_M];
+    #pragma GCC unroll 4
+    for (int i = 0; i < LG_TV; i++)
+        #pragma GCC unroll 4
+        for (int k = 0; k < LG_M; k++) a[i][k] = (vnat){0};
+    for (int c = 0; c < CV; c += VW) {
+        vnat wv[LG_TV], xv[LG_M];
+        #pragma GCC unroll 4
+        for (int i = 0; i < LG_TV; i++) { VN_LOAD(wv[i], w[i] + c); VN_KEEP(wv[i]); }
+        #pragma GCC unroll 4
+        for (int k = 0; k < LG_M; k++) { VN_LOAD(xv[k], x[k] + c); VN_KEEP(xv[k]); }
+        #pragma GCC unroll 4
+        for (int i = 0; i < LG_TV; i++)
+            #pragma GCC unroll 4
+            for (int k = 0; k < LG_M; k++) a[i][k] += wv[i] * xv[k];
+    }
+    float sums[LG_TV * LG_M];
+    // the 16 sums' lanes at once: transposed (lane l of every sum in t[l]), then added lane by
+    // lane from 0, as VN_SUM adds each: the same bits for a sixth of the instructions
+    vnat *t = &a[0][0];
+    TILE_TRANSPOSE16(t);
+    vnat s16 = {0};
+    #pragma GCC unroll 16
+    for (int l = 0; l < 16; l++) s16 += t[l];
+    memcpy(sums, &s16, sizeof sums);
+    for (int i = 0; i < LG_TV; i++) {
+        float *sum = sums + i * LG_M;
+        for (int k = 0; k < LG_M && m0 + k < M; k++) {
+            for (int c = CV; c < C; c++) sum[k] += x[k][c] * w[i][c];
+            float *o = out + (m0 + k) * V + v + i;
+            if (bias || beta_one) sum[k] += (beta_one ? *o : 0.0f) + (bias ? bias[v + i] : 0.0f);
+            *o = sum[k];
+        }
+    }
+}
+#endif
+
+// 2 <= M <= KERNELS_DECODE_ROWDOT_ROWS rows against a weight in the [out, in] layout (V rows of
+// C), as rowdot_one_row: out[m,v] = [out[m,v] +] [bias[v] +] x_m . wte[v]. The LM head's few rows,
+// and linear_forward's.
 static void rowdot_few_rows(float *out, const float *inp, const float *wte, const float *bias,
                             int beta_one, int64_t M, int V, int C) {
     int CV = C - C % VW;
@@ -484,7 +611,12 @@ static void rowdot_few_rows(float *out, const float *inp, const float *wte, cons
         for (int64_t m0 = 0; m0 < M; m0 += LG_M) {
             const float *x[LG_M];
             for (int i = 0; i < LG_M; i++) x[i] = inp + (m0 + i < M ? m0 + i : M - 1) * C;
-            for (int v = v0; v < v1; v++) {
+            int v = v0;
+#if VW == 16
+            for (; v + LG_TV <= v1; v += LG_TV)
+                rowdot_tile(out, x, wte, bias, beta_one, M, m0, v, V, C);
+#endif
+            for (; v < v1; v++) {
                 const float *w = wte + (size_t)v * C;
                 vnat a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
                 for (int c = 0; c < CV; c += VW) {
@@ -508,14 +640,24 @@ static void rowdot_few_rows(float *out, const float *inp, const float *wte, cons
     }
 }
 
+// out (M, V) = [out +] [bias +] inp (M, C) @ w^T, w (V, C): up to max_rows rows streamed by the
+// row-dot kernels, more by sgemm
+static void rowdot_product(float *out, const float *inp, const float *w, const float *bias,
+                           int beta_one, int64_t M, int V, int C, int64_t max_rows) {
+    if (M == 1) { rowdot_one_row(out, inp, w, bias, beta_one, V, C); return; }
+    if (M <= max_rows) { rowdot_few_rows(out, inp, w, bias, beta_one, M, V, C); return; }
+    float beta = bias_init(out, bias, M, V, beta_one);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, V, C, 1.0f, inp, C, w, C,
+                beta, out, V);
+}
+
 void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C) {
-    if (M > SMALL_ROWS) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, V, C, 1.0f, inp, C, wte, C,
-                    0.0f, out, V);
-        return;
-    }
-    if (M == 1) rowdot_one_row(out, inp, wte, NULL, 0, V, C);
-    else rowdot_few_rows(out, inp, wte, NULL, 0, M, V, C);
+    rowdot_product(out, inp, wte, NULL, 0, M, V, C, SMALL_ROWS);
+}
+
+void logits_forward_decode(float *out, const float *inp, const float *wte, int64_t M, int V,
+                           int C) {
+    rowdot_product(out, inp, wte, NULL, 0, M, V, C, KERNELS_DECODE_ROWDOT_ROWS);
 }
 
 // dst (OC) += sum over the N rows of src (N, OC): chunks of ROW_CHUNK rows write their partial
@@ -943,11 +1085,12 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
     // Few rows (decoding): sgemm would pack the whole weight for them; the LM head's kernels stream
     // it once (C 576, OC 3072 from memory, 1 thread: one row 0.40 ms instead of 1.2, four 0.67
     // instead of 1.0, eight the same)
-    if (N == 1) { rowdot_one_row(out, inp, weight, bias, beta_one, OC, C); return; }
-    if (N <= SMALL_ROWS) { rowdot_few_rows(out, inp, weight, bias, beta_one, N, OC, C); return; }
-    float beta = bias_init(out, bias, N, OC, beta_one);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, OC, C, 1.0f, inp, C, weight,
-                C, beta, out, OC);
+    rowdot_product(out, inp, weight, bias, beta_one, N, OC, C, SMALL_ROWS);
+}
+
+void linear_forward_decode(float *out, const float *inp, const float *weight, const float *bias,
+                           int64_t N, int C, int OC, int beta_one) {
+    rowdot_product(out, inp, weight, bias, beta_one, N, OC, C, KERNELS_DECODE_ROWDOT_ROWS);
 }
 
 // dinp_beta 1: dinp += ..., 0: dinp = ... (sgemm overwrites it; its old contents are ignored)

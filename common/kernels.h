@@ -29,10 +29,34 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 // out (N,OC) = beta_one ? out + inp @ weight + bias : inp @ weight + bias.
 // inp (N,C), weight (C,OC), bias (OC) or NULL. beta_one lets a residual add fuse into the product.
+// 2 to 8 rows (C up to 4096) stream the weight once, each output summed in one fixed order;
+// more rows go to sgemm.
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
 // LM head: out (M,V) = inp (M,C) @ wte^T, wte (V,C)
 void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C);
+// Decoding's counterparts (the KV-cache step only: generate.c through model.h): the same
+// products, but 2 to KERNELS_DECODE_ROWS rows (matmul_forward_decode; any C) or 2 to
+// KERNELS_DECODE_ROWDOT_ROWS (the [out, in] products: the LM head, the Llama-style layers) stream
+// the weight once and sum each output in the order the 2-8 rows of matmul_forward /
+// logits_forward / linear_forward use, so a decoded row's bits depend neither on how many rows
+// share the step (up to those counts) nor on the thread count. For 2-8 rows they give those
+// functions' bits; for more rows not sgemm's, which is why full forwards, whose log-probs must not
+// depend on the company of a sequence in its micro-batch, do not use them. More rows go to sgemm
+// (as a prompt's prefill does): the counts are where sgemm, which packs the weight first, started
+// to take less CPU on one thread (AVX2's tiles of 8 rows x 1 vector are bound by loads; the
+// row-dot tiles of 4 inputs by 4 weight rows by their loads from L2 at more than 16 rows).
+#ifdef __AVX512F__
+#define KERNELS_DECODE_ROWS 64
+#define KERNELS_DECODE_ROWDOT_ROWS 16
+#else
+#define KERNELS_DECODE_ROWS 16
+#define KERNELS_DECODE_ROWDOT_ROWS 8
+#endif
+void matmul_forward_decode(float *out, const float *inp, const float *weight, const float *bias,
+                           int64_t N, int C, int OC, int beta_one);
+void logits_forward_decode(float *out, const float *inp, const float *wte, int64_t M, int V,
+                           int C);
 // dinp (N,C) or NULL, dweight (C,OC) or NULL (frozen), dbias (OC) or NULL, dout (N,OC)
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC);
@@ -73,6 +97,8 @@ void score_backward(float *dinp, float *dw, const float *dout, const float *inp,
 // weight once (the LM head's kernels) instead of sgemm: the same to rounding, not bit for bit.
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
+void linear_forward_decode(float *out, const float *inp, const float *weight, const float *bias,
+                           int64_t N, int C, int OC, int beta_one);
 // dinp (N,C) or NULL, dweight (OC,C) or NULL (frozen), dbias (OC) or NULL, dout (N,OC)
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int C, int OC);

@@ -650,7 +650,7 @@ void lowp_matrix_row(float *dst, const LowpMatrix *m, int r) {
 
 void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
                   int beta_one) {
-    if (N > LOWP_SGEMM_ROWS) {
+    if (N > lowp_rowdot_rows(m)) {
         lowp_forward_many(out, inp, m, bias, N, beta_one);
         return;
     }

@@ -101,12 +101,19 @@ void lowp_matrix_free(LowpMatrix *m);
 // bytes of weights (and scales) the matrix holds: what one product streams
 int64_t lowp_matrix_bytes(const LowpMatrix *m);
 
-// More rows than this take the many-row product (lowp_forward_many, common/lowp_gemm.c).
+// More rows than lowp_rowdot_rows(m) take the many-row product (lowp_forward_many,
+// common/lowp_gemm.c): LOWP_SGEMM_ROWS where it is sgemm on widened tiles; where it runs on
+// vdpbf16ps (lowp_gemm_rounds) it streams the weight once too and took less CPU than the row-dot
+// kernels from 10 rows in bf16 and from 8 in int8 (GPT-2's layers, one thread: bf16 at 16 rows
+// 31 against 41 ms, int8 26 against 65), so there LOWP_BF16_ROWDOT_ROWS and LOWP_INT8_ROWDOT_ROWS.
 #define LOWP_SGEMM_ROWS 16
+#define LOWP_BF16_ROWDOT_ROWS 9
+#define LOWP_INT8_ROWDOT_ROWS 7
+int lowp_rowdot_rows(const LowpMatrix *m);
 
 // out (N, OC) = [out +] inp (N, C) @ W^T + bias, W the matrix (OC, C) in fp32 terms, bias (OC) or
 // NULL, beta_one as linear_forward (a residual add fused into the product).
-// Up to LOWP_SGEMM_ROWS rows (decoding): the path's kernels, one row against 4 weight rows at a
+// Up to lowp_rowdot_rows(m) rows (decoding): the path's kernels, one row against 4 weight rows at a
 // time, more rows in groups of up to 8 against each weight row while it is in cache, so every
 // weight byte is read from memory once; the result does not depend on the number of threads. The
 // AVX512 bf16 kernels round the N * C activations to bf16 into a buffer (on the stack up to
@@ -114,7 +121,7 @@ int64_t lowp_matrix_bytes(const LowpMatrix *m);
 // More rows (B = 64 decoding, scoring): lowp_forward_many.
 void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float *bias, int64_t N,
                   int beta_one);
-// lowp_forward's product at any number of rows, the one it uses above LOWP_SGEMM_ROWS, where
+// lowp_forward's product at any number of rows, the one it uses above lowp_rowdot_rows, where
 // arithmetic, not reading weights, bounds it. When lowp_gemm_rounds(m): vdpbf16ps on the weights
 // as stored (int8 widened to bf16 6 channels at a time, exactly, the scale applied to the sum),
 // with the activations rounded to bf16 (relative 2^-8 each, as the one-row AVX512 bf16 kernel

@@ -1,4 +1,4 @@
-// The many-row products of reduced-precision weights: lowp_forward above LOWP_SGEMM_ROWS rows
+// The many-row products of reduced-precision weights: lowp_forward above lowp_rowdot_rows(m) rows
 // (B = 64 decoding, a frozen model's full forward), see lowp.h.
 // Also the transposed product, the input gradient through a frozen narrow matrix (LoRA on a
 // bf16 base).
@@ -271,6 +271,11 @@ static void lowp_forward_bf16dp(float *out, const float *inp, const LowpMatrix *
 
 int lowp_gemm_rounds(const LowpMatrix *m) {
     return m->path == LOWP_PATH_AVX512 && lowp_path_supported(LOWP_PATH_AVX512, LOWP_BF16);
+}
+
+int lowp_rowdot_rows(const LowpMatrix *m) {
+    if (!lowp_gemm_rounds(m)) return LOWP_SGEMM_ROWS;
+    return m->fmt == LOWP_BF16 ? LOWP_BF16_ROWDOT_ROWS : LOWP_INT8_ROWDOT_ROWS;
 }
 
 void lowp_forward_many(float *out, const float *inp, const LowpMatrix *m, const float *bias,

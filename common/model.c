@@ -50,10 +50,13 @@ typedef struct {
     void (*final_forward)(Model *m);                   // resid[L] -> lnf
     void (*final_backward)(Model *m);                  // dln (= d lnf) -> dresid (overwritten)
     int (*tensor_count)(const Model *m);
-    // the fp32 product of a layer's matrix in the kind's weight layout (model_product), and that
-    // layout as lowp.h names it (how the narrow copies are converted)
+    // the fp32 product of a layer's matrix in the kind's weight layout (model_product), its
+    // decoding counterpart (model_decode_product: kernels.h), and that layout as lowp.h names it
+    // (how the narrow copies are converted)
     void (*product)(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
+    void (*decode_product)(float *out, const float *inp, const float *weight, const float *bias,
+                           int64_t N, int C, int OC, int beta_one);
     LowpLayout layout;
     // tensor i's name and shape, and where it lives: parameter slot and offset into the slot
     void (*tensor)(const Model *m, int i, ModelTensor *t, int *slot, size_t *offset);
@@ -693,7 +696,8 @@ static const BlockKind MODEL_KINDS[2] = {
         .embed_backward = gpt2_embed_backward, .layer_forward = gpt2_layer_forward,
         .layer_backward = gpt2_layer_backward, .final_forward = gpt2_final_forward,
         .final_backward = gpt2_final_backward, .tensor_count = gpt2_tensor_count,
-        .product = matmul_forward, .layout = LOWP_IN_OUT, .tensor = gpt2_tensor},
+        .product = matmul_forward, .decode_product = matmul_forward_decode,
+        .layout = LOWP_IN_OUT, .tensor = gpt2_tensor},
     [MODEL_ARCH_LLAMA] = {
         .name = "llama-style",
         .keys = {"num_hidden_layers", "num_attention_heads", "hidden_size",
@@ -703,7 +707,8 @@ static const BlockKind MODEL_KINDS[2] = {
         .embed_backward = llama_embed_backward, .layer_forward = llama_layer_forward,
         .layer_backward = llama_layer_backward, .final_forward = llama_final_forward,
         .final_backward = llama_final_backward, .tensor_count = llama_tensor_count,
-        .product = linear_forward, .layout = LOWP_OUT_IN, .tensor = llama_tensor},
+        .product = linear_forward, .decode_product = linear_forward_decode,
+        .layout = LOWP_OUT_IN, .tensor = llama_tensor},
 };
 
 static const BlockKind *model_kind(const ModelConfig *c) {
@@ -1149,8 +1154,9 @@ static const float *head_weight(const Model *m) {
     return m->config.untied ? m->params.lmheadw : m->params.wte;
 }
 
-void model_product(const Model *m, int l, int w, int narrow, float *out, const float *inp,
-                   int64_t N, int beta_one) {
+// model_product and model_decode_product: decode picks the kind's decoding kernel for fp32
+static void layer_product(const Model *m, int l, int w, int narrow, int decode, float *out,
+                          const float *inp, int64_t N, int beta_one) {
     const float *bias;
     const float *fw = layer_weight(m, l, w, &bias);
     if (m->lowp && (narrow || m->lowp->dropped)) {
@@ -1159,15 +1165,37 @@ void model_product(const Model *m, int l, int w, int narrow, float *out, const f
     }
     int in, outw;
     lowp_w_dims(&m->config, w, &in, &outw);
-    model_kind(&m->config)->product(out, inp, fw, bias, N, in, outw, beta_one);
+    const BlockKind *k = model_kind(&m->config);
+    (decode ? k->decode_product : k->product)(out, inp, fw, bias, N, in, outw, beta_one);
 }
 
-void model_head_product(const Model *m, int narrow, float *out, const float *inp, int64_t M) {
+void model_product(const Model *m, int l, int w, int narrow, float *out, const float *inp,
+                   int64_t N, int beta_one) {
+    layer_product(m, l, w, narrow, 0, out, inp, N, beta_one);
+}
+
+void model_decode_product(const Model *m, int l, int w, float *out, const float *inp, int64_t N,
+                          int beta_one) {
+    layer_product(m, l, w, 1, 1, out, inp, N, beta_one);
+}
+
+// model_head_product and model_decode_head, as layer_product
+static void head_product(const Model *m, int narrow, int decode, float *out, const float *inp,
+                         int64_t M) {
     if (m->lowp && (narrow || m->lowp->dropped) && m->lowp->head.OC) {
         lowp_forward(out, inp, &m->lowp->head, NULL, M, 0);
         return;
     }
-    logits_forward(out, inp, head_weight(m), M, m->config.vocab_size, m->config.n_embd);
+    (decode ? logits_forward_decode : logits_forward)(out, inp, head_weight(m), M,
+                                                      m->config.vocab_size, m->config.n_embd);
+}
+
+void model_head_product(const Model *m, int narrow, float *out, const float *inp, int64_t M) {
+    head_product(m, narrow, 0, out, inp, M);
+}
+
+void model_decode_head(const Model *m, float *out, const float *inp, int64_t M) {
+    head_product(m, 1, 1, out, inp, M);
 }
 
 // (re)builds the copy of layer l's matrix w (w MODEL_NUM_W: the LM head) from the fp32 weights:

@@ -299,4 +299,11 @@ void model_product(const Model *m, int l, int w, int narrow, float *out, const f
 // LM-head logits out (M, V) = inp (M, C) @ W^T, W the tied embeddings or lm_head; the narrow
 // copy when narrow and the model has copies.
 void model_head_product(const Model *m, int narrow, float *out, const float *inp, int64_t M);
+// The KV-cache decoding step's products (generate.c, nothing else): the narrow copy when the
+// model has one, else the fp32 weights through the decoding kernels (kernels.h:
+// matmul_forward_decode), whose 2-64 rows give each row the same bits whatever the number of
+// rows; a full forward's products (sgemm above 8 rows) are not bit-compatible with them.
+void model_decode_product(const Model *m, int l, int w, float *out, const float *inp, int64_t N,
+                          int beta_one);
+void model_decode_head(const Model *m, float *out, const float *inp, int64_t M);
 #endif

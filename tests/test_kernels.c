@@ -198,6 +198,86 @@ static void test_matmul_few(void) {
     free(x); free(w); free(b); free(o8); free(o8b); free(o3); free(o2);
 }
 
+// Decoding's products (matmul_forward_decode, linear_forward_decode, logits_forward_decode) at
+// 9, 16, 17, 33 and 64 rows (those up to kernels.h's counts), on 1 and 2 threads: every row has the
+// bits it has in a product of 2 rows (which are the full forward's, matmul_forward /
+// linear_forward / logits_forward at 2 rows), with and without bias, overwriting and adding into
+// out (beta_one). 157 inputs: chunks of 16 and a partial one, a tail past the last vector; 1101
+// outputs of matmul: super-blocks of every width the number of groups of 8 rows gives, and a tail
+// narrower than a tile; 203 rows of the [out, in] weight: tiles of four (AVX-512) and rows left
+// over. Also against the product in double.
+typedef void (*DecodeFn)(float *out, const float *inp, const float *w, const float *bias,
+                         int64_t N, int C, int OC, int beta_one);
+static void logits_decode_fn(float *out, const float *inp, const float *w, const float *bias,
+                             int64_t N, int C, int OC, int beta_one) {
+    logits_forward_decode(out, inp, w, N, OC, C);
+}
+static void logits_full_fn(float *out, const float *inp, const float *w, const float *bias,
+                           int64_t N, int C, int OC, int beta_one) {
+    logits_forward(out, inp, w, N, OC, C);
+}
+
+static void decode_rows_case(const char *name, DecodeFn dec, DecodeFn full, int in_out, int OC,
+                             int with_bias, int beta_one, int max_rows) {
+    enum { MAXR = 64 };
+    Rng rng; rng_init(&rng, 41);
+    int C = 157, nt = omp_get_max_threads(), Ns[5] = {9, 16, 17, 33, 64};
+    size_t RO = (size_t)MAXR * OC;
+    float *x = randn(&rng, MAXR * C, 1), *w = randn(&rng, (int64_t)C * OC, 1);
+    float *b = with_bias ? randn(&rng, OC, 1) : NULL, *o0 = randn(&rng, (int64_t)RO, 1);
+    float *two = malloc(RO * sizeof(float)), *out = malloc(RO * sizeof(float));
+    float *full2 = malloc((size_t)2 * OC * sizeof(float));
+    omp_set_num_threads(1);
+    memcpy(two, o0, RO * sizeof(float));
+    for (int i = 0; i < MAXR; i += 2)   // every row's bits in a product of 2 rows
+        dec(two + (size_t)i * OC, x + (size_t)i * C, w, b, 2, C, OC, beta_one);
+    memcpy(full2, o0, (size_t)2 * OC * sizeof(float));
+    full(full2, x, w, b, 2, C, OC, beta_one);
+    CHECK_MSG(memcmp(full2, two, (size_t)2 * OC * sizeof(float)) == 0,
+              "%s: 2 decoded rows differ from the full forward's 2 rows", name);
+    int bad = 0;
+    for (int i = 0; i < MAXR; i++) for (int j = 0; j < OC; j++) {
+        double s = (beta_one ? o0[(size_t)i * OC + j] : 0.0) + (b ? b[j] : 0.0);
+        for (int k = 0; k < C; k++)
+            s += (double)x[i * C + k] * (in_out ? w[(int64_t)k * OC + j] : w[(int64_t)j * C + k]);
+        if (fabs(s - two[(size_t)i * OC + j]) > 1e-4 * (1 + fabs(s))) bad++;
+    }
+    CHECK_MSG(bad == 0, "%s: differs from the product in double in %d places", name, bad);
+    for (int th = 1; th <= 2; th++) {
+        omp_set_num_threads(th);
+        for (int ni = 0; ni < 5; ni++) {
+            int N = Ns[ni];
+            if (N > max_rows) continue;   // sgemm's
+            memcpy(out, o0, RO * sizeof(float));
+            dec(out, x, w, b, N, C, OC, beta_one);
+            int first = -1, nbad = 0;
+            for (int i = 0; i < N; i++)
+                if (memcmp(out + (size_t)i * OC, two + (size_t)i * OC, (size_t)OC * sizeof(float)))
+                    first = first < 0 ? i : first, nbad++;
+            CHECK_MSG(nbad == 0,
+                      "%s: %d of %d rows on %d threads (first %d) differ from their bits at 2 rows",
+                      name, nbad, N, th, first);
+        }
+    }
+    omp_set_num_threads(nt);
+    free(x); free(w); free(b); free(o0); free(two); free(out); free(full2);
+}
+
+static void test_decode_rows(void) {
+    for (int bias = 0; bias < 2; bias++)
+        for (int beta = 0; beta < 2; beta++) {
+            char what[80];
+            snprintf(what, sizeof what, "matmul_forward_decode (bias %d, beta_one %d)", bias, beta);
+            decode_rows_case(what, matmul_forward_decode, matmul_forward, 1, 1101, bias, beta,
+                             KERNELS_DECODE_ROWS);
+            snprintf(what, sizeof what, "linear_forward_decode (bias %d, beta_one %d)", bias, beta);
+            decode_rows_case(what, linear_forward_decode, linear_forward, 0, 203, bias, beta,
+                             KERNELS_DECODE_ROWDOT_ROWS);
+        }
+    decode_rows_case("logits_forward_decode", logits_decode_fn, logits_full_fn, 0, 203, 0, 0,
+                     KERNELS_DECODE_ROWDOT_ROWS);
+}
+
 // LM head product against a naive reference, for the one-row, few-rows and sgemm paths: 101
 // vocabulary rows make three blocks of 32 and a partial one, 50 channels a tail narrower than a
 // vector. The few-rows path gives the same bits for any row count and thread count.
@@ -1004,6 +1084,8 @@ int main(void) {
         "kernels: few-rows matmul over chunks, super-blocks and a tail, independent of threads and rows",
         test_matmul_few);
     test_case("kernels: LM-head logits for one, few and many rows", test_logits);
+    test_case("kernels: decoding's 9-64 rows have each row's bits at 2 rows, on 1 and 2 threads",
+              test_decode_rows);
     test_case("kernels: causal attention over packed lengths vs naive and finite differences",
               test_attention);
     test_case("kernels: gelu forward/backward", test_gelu);

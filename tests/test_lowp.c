@@ -257,7 +257,7 @@ typedef struct {
 // only) and the fp32 weights (kernel + format error), per element as in the file's comment
 static void check_product(const Case *k, const LowpMatrix *m, const float *y, const char *what) {
     int C = k->C, bad = 0;
-    int kern = k->N <= LOWP_SGEMM_ROWS;   // the path's kernels, not the many-row product
+    int kern = k->N <= lowp_rowdot_rows(m);   // the path's kernels, not the many-row product
     // activations rounded to bf16: the AVX512 bf16 kernels, and vdpbf16ps at many rows
     int rounds = kern ? m->fmt == LOWP_BF16 && m->path == LOWP_PATH_AVX512 : lowp_gemm_rounds(m);
     double g = 2.0 * C * 0x1p-24, act = rounds ? 0x1p-8 + 0x1p-16 : 0.0;
@@ -333,11 +333,11 @@ static void test_products(void) {
                         omp_set_num_threads(keep);
                         size_t n = (size_t)k.N * k.OC;
                         // the kernels: bit for bit; sgemm's partition may round differently
-                        if (k.N <= LOWP_SGEMM_ROWS || lowp_gemm_rounds(&m))
+                        if (k.N <= lowp_rowdot_rows(&m) || lowp_gemm_rounds(&m))
                             CHECK_MSG(memcmp(y, y1, n * sizeof(float)) == 0,
                                       "%s: 1 and 2 threads differ", what);
                         check_product(&k, &m, y, what);
-                        if (k.N > LOWP_SGEMM_ROWS) check_product(&k, &m, y1, what);
+                        if (k.N > lowp_rowdot_rows(&m)) check_product(&k, &m, y1, what);
                         // the paths against each other: summation order, and on AVX512 bf16 the
                         // activations' rounding (2^-8 relative each); checked per element above,
                         // here loosely in aggregate

@@ -6,7 +6,7 @@
 // measured exactly: rho = rms(W' - W) / rms(W) over its weights (bf16 about u / sqrt 3,
 // u = 2^-8; int8 (s / sqrt 12) / rms(W) with s = max|w| / 127 of each channel, larger where a
 // channel has outliers). The AVX512 bf16 kernels round the activations too (another u / sqrt 3),
-// and so does every product of more than LOWP_SGEMM_ROWS rows on AVX512-BF16 (int8 as well: the
+// and so does every product of more than lowp_rowdot_rows rows on AVX512-BF16 (int8 as well: the
 // NP rows decoded here are that many). Independent roundings add in quadrature, so a product
 // y_v = sum_i w_vi x_i is off by a deviation of about rho sqrt(sum_i (w_vi x_i)^2). A logit
 // carries the errors of the LM head's own product and of the 4L residual-branch products before
@@ -131,7 +131,7 @@ static double rounding_rho(const Model *m, LowpFormat fmt) {
     }
     int rounds = fmt == LOWP_BF16 && lowp_default_path(fmt) == LOWP_PATH_AVX512;
     LowpMatrix probe = {.fmt = fmt, .path = lowp_default_path(fmt)};
-    rounds = rounds || (NP > LOWP_SGEMM_ROWS && lowp_gemm_rounds(&probe));
+    rounds = rounds || (NP > lowp_rowdot_rows(&probe) && lowp_gemm_rounds(&probe));
     return rounds ? sqrt(worst * worst + act * act) : worst;
 }
 
