@@ -160,11 +160,12 @@ T_AVX2 static void rowdot_int8_avx2(float *sum, const void *w, const float *cons
 // bytes as one ascending stream, and prefetch LOWP_AHEAD bytes ahead of where they read: the
 // hardware prefetchers alone follow a stream poorly here (4 interleaved rows of C = 576 from
 // memory: bf16 at half fp32's GB/s). The stream is prefetched into L2, not L1 (_MM_HINT_T1): the
-// kernel's loads then find the lines in L2 while L1's few miss buffers stay free for them, and
-// GPT-2 124M's 49 one-row products went from 0.84-0.86 to 0.93 of the read loop's speed on the
-// AMD EPYC VM (1024 or 2048 bytes ahead alike there; the portable kernels at 2048 bytes fell to
-// 0.5-0.7, at 1024 rose to 0.82-0.88 from 0.76). int8, which computes more per byte, keeps its
-// L1 prefetches of the next 4 rows. Prefetches past the end of a matrix are harmless.
+// kernel's loads then find the lines in L2 while L1's few miss buffers stay free for them:
+// GPT-2 124M's 49 one-row products went from 0.79-0.87 to 0.82-0.93 of a plain read's speed on
+// the AMD EPYC VM, higher in every run (1024 or 2048 bytes ahead alike there; the portable
+// kernels at 2048 bytes fell to 0.5-0.7, at 1024 rose to 0.82-0.88 from 0.61-0.76). int8, which
+// computes more per byte, keeps its L1 prefetches of the next 4 rows (into L2 it fell from 0.57
+// to 0.41). Prefetches past the end of a matrix are harmless.
 #define LOWP_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 #define LOWP_PREFETCH_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 #define LOWP_AHEAD 1024
