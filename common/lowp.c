@@ -47,6 +47,12 @@ uint16_t lowp_bf16_from_float(float f) {
     return lowp_bf16_from_bits(u);
 }
 
+void lowp_bf16_round(uint16_t *restrict dst, const float *restrict src, size_t n) {
+    const LowpBits *restrict u = (const LowpBits *)src;
+    #pragma omp simd
+    for (size_t i = 0; i < n; i++) dst[i] = lowp_bf16_from_bits(u[i]);
+}
+
 float lowp_bf16_to_float(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
@@ -669,7 +675,7 @@ void lowp_forward(float *out, const float *inp, const LowpMatrix *m, const float
     if (m->fmt == LOWP_BF16 && m->path == LOWP_PATH_AVX512) {
         size_t n = (size_t)N * C;
         xb = n <= LOWP_STACK_BYTES / 2 ? stack_xb : (heap_xb = MALLOC_CHECK(n * sizeof *xb));
-        for (size_t i = 0; i < n; i++) xb[i] = lowp_bf16_from_float(inp[i]);
+        lowp_bf16_round(xb, inp, n);
     }
     LowpQuadDot quad = N == 1 ? lowp_quaddot(m) : NULL;
     int nquad = quad ? OC / 4 : 0;
