@@ -25,10 +25,6 @@ typedef struct {
 
 // Appends the keys and values of this call's rows (kv->qkv, after RoPE where used) to each
 // sequence's cache of layer l, head by head.
-static void kv_put_bf16(uint16_t *dst, const float *src, int n) {
-    for (int i = 0; i < n; i++) dst[i] = lowp_bf16_from_float(src[i]);
-}
-
 static void kv_append(KVCache *kv, int l, int64_t R) {
     int hd = kv->hd, NH = kv->NH, KVH = kv->KVH;
     for (int64_t j = 0; j < R; j++) {
@@ -38,8 +34,8 @@ static void kv_append(KVCache *kv, int l, int64_t R) {
             size_t dst = ((((size_t)l * kv->max_B + b) * KVH + h) * kv->max_T + pos) * hd;
             const float *k = row + (size_t)(NH + h) * hd, *v = row + (size_t)(NH + KVH + h) * hd;
             if (kv->k16) {
-                kv_put_bf16(kv->k16 + dst, k, hd);
-                kv_put_bf16(kv->v16 + dst, v, hd);
+                lowp_bf16_round(kv->k16 + dst, k, (size_t)hd);
+                lowp_bf16_round(kv->v16 + dst, v, (size_t)hd);
             } else {
                 memcpy(kv->k + dst, k, (size_t)hd * sizeof(float));
                 memcpy(kv->v + dst, v, (size_t)hd * sizeof(float));

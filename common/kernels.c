@@ -987,12 +987,25 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
 
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
 
-void gelu_forward(float *out, const float *inp, int64_t n) {
-    #pragma omp parallel for simd schedule(static) if (n >= SERIAL_MAX)
+// GELU (tanh form) of n elements on the calling thread
+static void gelu_span(float *restrict out, const float *restrict inp, int64_t n) {
+    #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         float x = inp[i];
         // 0.5x(1 + tanh u) = x * sigmoid(2u): no cancellation for negative x
         out[i] = x / (1.0f + exp_fast(-2.0f * GELU_SCALE * (x + 0.044715f * x * x * x)));
+    }
+}
+
+// In chunks of VEC_CHUNK, each a plain vectorised loop: a `parallel for simd` that its `if` keeps
+// on one thread ran 7.5x slower than the loop alone (12.5 us for GPT-2's 3,072 decoding
+// activations, against 1.7 us; 0.15 ms of a 124M decoding step).
+void gelu_forward(float *out, const float *inp, int64_t n) {
+    int64_t nchunk = (n + VEC_CHUNK - 1) / VEC_CHUNK;
+    #pragma omp parallel for schedule(static) if (n >= SERIAL_MAX)
+    for (int64_t c = 0; c < nchunk; c++) {
+        int64_t i0 = c * VEC_CHUNK, len = n - i0 < VEC_CHUNK ? n - i0 : VEC_CHUNK;
+        gelu_span(out + i0, inp + i0, len);
     }
 }
 

@@ -148,5 +148,8 @@ void lowp_matrix_row(float *dst, const LowpMatrix *m, int r);
 
 // fp32 -> bf16 bits, round to nearest even (NaN stays NaN), and back (exact)
 uint16_t lowp_bf16_from_float(float f);
+// dst[i] = lowp_bf16_from_float(src[i]) for i < n, vectorised (a decoding step rounds each
+// product's activations and each new key and value this way)
+void lowp_bf16_round(uint16_t *dst, const float *src, size_t n);
 float lowp_bf16_to_float(uint16_t h);
 #endif

@@ -52,6 +52,24 @@ static void test_bf16_rounding(void) {
         CHECK_MSG(fabsf(y - x[i]) <= 0x1p-8f * fabsf(x[i]), "%g -> %g", x[i], y);
     }
     free(x);
+    // the array form (a decoding step's activations and keys) gives the same bits as one at a
+    // time, on every high half with low halves at and around the tie, NaNs and Infs included,
+    // at an odd length and offset (the vector loop's head and tail)
+    size_t n = (size_t)65536 * 5;
+    float *src = malloc((n + 1) * sizeof(float));
+    uint16_t *dst = malloc((n + 1) * sizeof(uint16_t));
+    static const uint32_t lows[5] = {0x0000, 0x7fff, 0x8000, 0x8001, 0xffff};
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)(i / 5) << 16 | lows[i % 5];
+        memcpy(&src[i + 1], &u, 4);
+    }
+    lowp_bf16_round(dst + 1, src + 1, n);
+    int differ = 0;
+    for (size_t i = 1; i <= n; i++) differ += dst[i] != lowp_bf16_from_float(src[i]);
+    CHECK_MSG(differ == 0, "lowp_bf16_round differs from lowp_bf16_from_float on %d of %zu",
+              differ, n);
+    free(src);
+    free(dst);
 }
 
 // int8: each channel's largest |w| maps to +-127, every weight within scale/2, zero channel ok
@@ -401,7 +419,8 @@ static void test_paths_agree(void) {
 }
 
 int main(void) {
-    test_case("lowp: bf16 rounds to nearest even, exact on bf16 values", test_bf16_rounding);
+    test_case("lowp: bf16 rounds to nearest even, exact on bf16 values, one or an array",
+              test_bf16_rounding);
     test_case("lowp: int8 per-channel scales, largest weight to +-127, error <= scale/2",
               test_int8_quantisation);
     test_case("lowp: GPT-2's [in, out] layout stored transposed; refresh equals a new copy",
