@@ -537,32 +537,14 @@ size_t lowp_matrix_storage(LowpFormat fmt, int C, int OC) {
     return fmt == LOWP_BF16 ? lowp_lines(2 * n) : lowp_lines(n) + lowp_lines(4 * (size_t)OC);
 }
 
-#define LOWP_HUGE ((size_t)2 << 20)
-
 void lowp_arena_init(LowpArena *a, size_t bytes) {
     memset(a, 0, sizeof *a);
     a->bytes = bytes;
-    size_t len = (bytes + 4095) & ~(size_t)4095, span = len + LOWP_HUGE;
-    char *p = bytes ? mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-                    : MAP_FAILED;
-    if (p == MAP_FAILED) {   // nothing to map, or no mapping to be had: 64-byte aligned memory
-        a->base = ALIGNED_CHECK(bytes ? bytes : 64);
-        return;
-    }
-    // keep the 2 MiB-aligned len bytes of the span, give back the rest
-    char *base = (char *)(((uintptr_t)p + LOWP_HUGE - 1) & ~(uintptr_t)(LOWP_HUGE - 1));
-    if (base > p) munmap(p, (size_t)(base - p));
-    if (p + span > base + len) munmap(base + len, (size_t)(p + span - (base + len)));
-#ifdef MADV_HUGEPAGE
-    madvise(base, len, MADV_HUGEPAGE);   // advice only: small pages where the kernel says no
-#endif
-    a->base = base;
-    a->mapped = len;
+    a->base = PAGES_CHECK(bytes);   // 2 MiB-aligned and advised for huge pages from 2 MiB on
 }
 
 void lowp_arena_free(LowpArena *a) {
-    if (a->mapped) munmap(a->base, a->mapped);
-    else free(a->base);
+    util_pages_free(a->base, a->bytes);
     memset(a, 0, sizeof *a);
 }
 

@@ -54,8 +54,7 @@ typedef struct {
 // resident: a partial last 2 MiB stays in small pages.
 typedef struct {
     char *base;          // owned; NULL when empty
-    size_t bytes, used;  // reserved, handed out (lowp_matrix_init_in)
-    size_t mapped;       // bytes of the mapping (0: base came from posix_memalign instead)
+    size_t bytes, used;  // reserved (a mapping of util_pages_alloc), handed out
 } LowpArena;
 
 // "fp32" | "bf16" | "int8" -> *fmt; -1 with an error naming s otherwise.

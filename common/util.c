@@ -157,11 +157,34 @@ void util_release_pages(void *p, size_t bytes) {
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);   // advice: failure changes nothing
 }
 
+#define UTIL_HUGE ((size_t)2 << 20)
+
 void *util_pages_alloc(size_t bytes, const char *file, int line) {
-    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+    size_t len = (bytes + 4095) & ~(size_t)4095;
+    if (len == 0) len = 4096;
+    // from 2 MiB on: a 2 MiB-aligned start advised for transparent huge pages. Weights are read
+    // as streams, and through 4 KiB pages on a virtual machine every page costs a two-level TLB
+    // walk and stops the hardware prefetchers
+    size_t span = len >= UTIL_HUGE ? len + UTIL_HUGE : len;
+    char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) util_die(file, line, "out of memory mapping %zu bytes", bytes);
-    return p;
+    if (span == len) return p;
+    char *base = (char *)(((uintptr_t)p + UTIL_HUGE - 1) & ~(uintptr_t)(UTIL_HUGE - 1));
+    if (base > p) munmap(p, (size_t)(base - p));   // keep the aligned len bytes, give back the rest
+    if (p + span > base + len) munmap(base + len, (size_t)(p + span - (base + len)));
+#ifdef MADV_HUGEPAGE
+    madvise(base, len, MADV_HUGEPAGE);   // advice only: small pages where the kernel says no
+#endif
+    return base;
+}
+
+void util_pages_small(void *p, size_t bytes) {
+#ifdef MADV_NOHUGEPAGE
+    if (p && bytes) madvise(p, bytes, MADV_NOHUGEPAGE);   // advice: failure changes nothing
+#else
+    (void)p;
+    (void)bytes;
+#endif
 }
 
 void util_pages_free(void *p, size_t bytes) {

@@ -58,7 +58,11 @@ void   util_release_pages(void *p, size_t bytes);
 // first touched (not written here, unlike util_aligned_alloc): a block filled part by part, each
 // part released after use (util_release_pages), never holds the whole. The process ends, as with
 // MALLOC_CHECK, when memory cannot be had. util_pages_free(p, bytes) unmaps it (p NULL: nothing).
+// From 2 MiB on the block starts on a 2 MiB boundary and is advised for transparent huge pages.
 #define PAGES_CHECK(size) util_pages_alloc((size), __FILE__, __LINE__)
 void  *util_pages_alloc(size_t bytes, const char *file, int line);
 void   util_pages_free(void *p, size_t bytes);
+// the block p of util_pages_alloc in small pages from now on (pages not yet touched): for a block
+// written and released part by part, where a 2 MiB page would hold its neighbours resident
+void   util_pages_small(void *p, size_t bytes);
 #endif
