@@ -130,9 +130,11 @@ def main():
         print(f"bench: {blas_line}; every benchmark (PyTorch too) runs with "
               f"OPENBLAS_CORETYPE={core}")
     if "OMP_WAIT_POLICY" not in os.environ:
-        # the programs choose passive themselves when it is unset (blas_startup); PyTorch would
-        # keep libgomp's spinning default, so both sides get the programs' choice explicitly
+        # the programs choose passive with a short spin themselves when it is unset
+        # (blas_startup); PyTorch would keep libgomp's spinning default, so both sides get the
+        # programs' choice explicitly
         env["OMP_WAIT_POLICY"] = "passive"
+        env.setdefault("GOMP_SPINCOUNT", "20000")
     measured = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=commit(),
                     threads=a.threads, system=info,
                     env={k: env.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",

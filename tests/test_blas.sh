@@ -22,15 +22,22 @@ best=$(sed -n 's/^openblas core .*best for this CPU: \([A-Za-z0-9_]*\))$/\1/p' s
     ok "rlhf info --system: CPU, ISA, kernel $native (best for this CPU: $best), config, threads; nothing on stderr" ||
         bad "info --system: $(cat sys.txt)"
 
-# OMP_WAIT_POLICY: unset, the program re-executes itself with passive, which the OpenMP library
-# of the image that runs takes (libgomp's own report: GOMP_SPINCOUNT 0 under passive); a value the
-# user set is kept, whatever the kernel decision
-env -u OMP_WAIT_POLICY OMP_DISPLAY_ENV=verbose "$R" info --system > out 2> err
+# OMP_WAIT_POLICY: unset, the program re-executes itself with passive and a short spin
+# (GOMP_SPINCOUNT 20000), which the OpenMP library of the image that runs takes (libgomp's own
+# report); a value the user set is kept, whatever the kernel decision, and so is a spin count
+env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT OMP_DISPLAY_ENV=verbose "$R" info --system > out 2> err
 spin=$(sed -n "s/^ *GOMP_SPINCOUNT = '\([0-9]*\)'.*/\1/p" err | tail -1)
-[ "$spin" = 0 ] && grep -q "^OMP_WAIT_POLICY *passive (set at startup, as it was unset" out &&
+[ "$spin" = 20000 ] && grep -q "^OMP_WAIT_POLICY *passive (set at startup, as it was unset" out &&
+    grep -q "^GOMP_SPINCOUNT *20000 (set at startup with passive" out &&
     ! grep -v "^ \|OPENMP DISPLAY\|^$" err | grep -q . &&
-    ok "OMP_WAIT_POLICY unset: the program runs with passive (libgomp's spin count $spin), says so in info --system, nothing on stderr" ||
-        bad "OMP_WAIT_POLICY unset: spin count '$spin', $(grep OMP_WAIT out)"
+    ok "OMP_WAIT_POLICY unset: the program runs with passive and libgomp's spin count $spin, says so in info --system, nothing on stderr" ||
+        bad "OMP_WAIT_POLICY unset: spin count '$spin', $(grep 'OMP_WAIT\|SPINCOUNT' out)"
+env -u OMP_WAIT_POLICY GOMP_SPINCOUNT=7 OMP_DISPLAY_ENV=verbose "$R" info --system > out 2> err
+spin=$(sed -n "s/^ *GOMP_SPINCOUNT = '\([0-9]*\)'.*/\1/p" err | tail -1)
+[ "$spin" = 7 ] && grep -q "^OMP_WAIT_POLICY *passive (set at startup" out &&
+    grep -q "^GOMP_SPINCOUNT *7$" out &&
+    ok "GOMP_SPINCOUNT set by the user: kept beside the passive policy the program sets" ||
+        bad "GOMP_SPINCOUNT=7: libgomp's spin count '$spin', $(grep SPINCOUNT out)"
 for kernel in "" Prescott; do
     for pol in active PASSIVE; do
         RLHF_BLAS_TEST_CORE=$kernel OMP_WAIT_POLICY=$pol OMP_DISPLAY_ENV=verbose "$R" info \
