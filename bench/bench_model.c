@@ -16,6 +16,8 @@
 //       the fractions of the read limit and of the speed-ups (for a machine others load)
 //   bench_model --mode forward_lowp --preset gpt2 --B 4 --T 64  a frozen model's full forward
 //       with its matrices in fp32, bf16 and int8 (one line each)
+//   bench_model --mode attention --preset gpt2 --B 64 --prompt 512 [--steps 10]  a decoding
+//       step's attention alone (every layer), fp32 and bf16 caches: time, CPU time, cache GB/s
 #include "benchlib.h"
 #include "blas.h"
 #include "cli.h"
@@ -532,8 +534,89 @@ static int bench_forward_lowp(const char *pname, const ModelConfig *c, int B, in
     return 0;
 }
 
+// Fills n floats with uniform values in [-1, 1) from a cheap generator (caches of gigabytes).
+static void bench_fill_uniform(float *x, size_t n, uint32_t seed) {
+    uint32_t u = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        u = u * 1664525u + 1013904223u;
+        x[i] = (float)(int32_t)u * (1.0f / 2147483648.0f);
+    }
+}
+
+// FNV-1a of n bytes: two builds' attention outputs compare bit for bit through it
+static uint64_t bench_hash(const void *p, size_t n) {
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+// --mode attention: a decoding step's attention alone (kv_attention of every layer), B rows each
+// at position `prompt` against a cache of prompt + 1 positions (random keys, values and queries),
+// fp32 and bf16 caches (one line each): the median step of `steps`, its CPU time, the cache bytes
+// it reads per second, its GFLOP/s and a hash of the outputs.
+static int bench_attention(const char *pname, const ModelConfig *c, int B, int prompt, int steps) {
+    char err[256];
+    Model m;
+    if (model_init(&m, c, 1, 1, 0, 0, err, sizeof err)) {
+        fprintf(stderr, "bench_model: %s\n", err);
+        return 1;
+    }
+    LowpFormat fmts[2] = {LOWP_FP32, LOWP_BF16};
+    double *t = MALLOC_CHECK((size_t)steps * sizeof(double));
+    for (int f = 0; f < 2; f++) {
+        KVCache kv;
+        if (kv_init_as(&kv, &m, B, prompt + 1, B, fmts[f], err, sizeof err)) {
+            fprintf(stderr, "bench_model: %s\n", err);
+            model_free(&m);
+            free(t);
+            return 1;
+        }
+        size_t n = (size_t)kv.L * B * kv.KVH * kv.max_T * kv.hd, chunk = (size_t)1 << 20;
+        float *buf = MALLOC_CHECK(chunk * sizeof(float));
+        for (size_t at = 0; at < n; at += chunk) {
+            size_t k = n - at < chunk ? n - at : chunk;
+            for (int kvv = 0; kvv < 2; kvv++) {
+                bench_fill_uniform(buf, k, (uint32_t)(2 * (at / chunk) + kvv));
+                if (kv.k16) lowp_bf16_round((kvv ? kv.v16 : kv.k16) + at, buf, k);
+                else memcpy((kvv ? kv.v : kv.k) + at, buf, k * sizeof(float));
+            }
+        }
+        free(buf);
+        bench_fill_uniform(kv.qkv, (size_t)B * kv.qkv_w, 7);
+        for (int r = 0; r < B; r++) {
+            kv.row_seq[r] = r;
+            kv.row_pos[r] = prompt;
+        }
+        struct rusage r0, r1;
+        getrusage(RUSAGE_SELF, &r0);
+        for (int s = 0; s < steps; s++) {
+            double t0 = util_time_s();
+            for (int l = 0; l < kv.L; l++) kv_attention(kv.atty, &kv, B, l);
+            t[s] = util_time_s() - t0;
+        }
+        getrusage(RUSAGE_SELF, &r1);
+        double cpu = (bench_rusage_cpu_s(&r1) - bench_rusage_cpu_s(&r0)) / steps;
+        double med = bench_median(t, steps);
+        double bytes = 2.0 * kv.L * B * kv.KVH * (prompt + 1.0) * kv.hd * (f ? 2 : 4);
+        double flops = 4.0 * kv.L * B * kv.NH * (prompt + 1.0) * kv.hd;
+        printf("{\"impl\":\"rlhf.c\",\"mode\":\"attention\",\"preset\":\"%s\",\"cache\":\"%s\","
+               "\"B\":%d,\"positions\":%d,\"threads\":%d,\"step_ms\":%.3f,\"cpu_ms\":%.3f,"
+               "\"cache_gb_s\":%.2f,\"gflops\":%.2f,\"hash\":\"%016llx\"}\n",
+               pname, lowp_format_name(fmts[f]), B, prompt + 1, omp_get_max_threads(), med * 1e3,
+               cpu * 1e3, bytes / med / 1e9, flops / med / 1e9,
+               (unsigned long long)bench_hash(kv.atty, (size_t)B * kv.NH * kv.hd * 4));
+        fflush(stdout);
+        kv_free(&kv);
+    }
+    free(t);
+    model_free(&m);
+    return 0;
+}
+
 static const char bench_model_usage[] =
-    "usage: bench_model --mode sgemm|train|generate|decode|decode_lowp|decode_turns|forward_lowp\n"
+    "usage: bench_model --mode sgemm|train|generate|decode|decode_lowp|decode_turns|forward_lowp|\n"
+    "                          attention\n"
     "                   [--preset gpt2|small|smollm2-135m|llama-small] [--B N] [--T N]\n"
     "                   [--steps N] [--prompt N] [--new N]\n";
 
@@ -583,6 +666,8 @@ int main(int argc, char **argv) {
         return bench_decode_turns(pname, &c, steps < 0 ? 9 : steps, new_tok);
     } else if (!strcmp(mode, "decode_lowp")) {
         return bench_decode_lowp(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
+    } else if (!strcmp(mode, "attention")) {
+        return bench_attention(pname, &c, B < 0 ? 8 : B, prompt, steps < 0 ? 10 : steps);
     } else if (!strcmp(mode, "generate")) {
         return bench_generate(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
     }

@@ -86,7 +86,7 @@ static inline void kv_add_value(const KVCache *kv, size_t at, float w, float *y,
 // Attention of each new row against its sequence's cache of layer l (which already holds the row
 // itself): query head h reads KV head h / (NH / KVH). out (R, NH * hd). Each (row, head) is
 // computed the same way whichever thread takes it.
-static void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
+void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
     int NH = kv->NH, hd = kv->hd, group = kv->NH / kv->KVH;
     float scale = 1.0f / sqrtf((float)hd);
     int64_t work = 0;

@@ -56,6 +56,10 @@ void kv_release(KVCache *kv);
 // receives every new row's logits in packed order ((sum n_new), V). Returns 0 or -1.
 int kv_forward(const Model *m, KVCache *kv, const int32_t *tokens, const int32_t *n_new, int B,
                int Tc, float *all_logits, char *err, size_t errlen);
+// kv_forward's attention of layer l alone (for benchmarks): the R rows described by kv->row_seq
+// and kv->row_pos, their queries in kv->qkv (row width qkv_w, query heads first), against the
+// cache of their sequences' positions 0..row_pos (already filled); out (R, NH * hd).
+void kv_attention(float *out, const KVCache *kv, int64_t R, int l);
 
 #define GEN_MAX_STOP 8   // stop tokens besides eot_id
 
