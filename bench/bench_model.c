@@ -554,7 +554,8 @@ static uint64_t bench_hash(const void *p, size_t n) {
 // --mode attention: a decoding step's attention alone (kv_attention of every layer), B rows each
 // at position `prompt` against a cache of prompt + 1 positions (random keys, values and queries),
 // fp32 and bf16 caches (one line each): the median step of `steps`, its CPU time, the cache bytes
-// it reads per second, its GFLOP/s and a hash of the outputs.
+// it reads per second, its GFLOP/s and a hash of the last layer's outputs (the cache is filled
+// as raw memory: hashes compare builds with the same cache layout).
 static int bench_attention(const char *pname, const ModelConfig *c, int B, int prompt, int steps) {
     char err[256];
     Model m;
@@ -572,7 +573,7 @@ static int bench_attention(const char *pname, const ModelConfig *c, int B, int p
             free(t);
             return 1;
         }
-        size_t n = (size_t)kv.L * B * kv.KVH * kv.max_T * kv.hd, chunk = (size_t)1 << 20;
+        size_t n = (size_t)kv.L * B * kv.KVH * kv.pos_stride * kv.hd, chunk = (size_t)1 << 20;
         float *buf = MALLOC_CHECK(chunk * sizeof(float));
         for (size_t at = 0; at < n; at += chunk) {
             size_t k = n - at < chunk ? n - at : chunk;

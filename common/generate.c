@@ -8,6 +8,7 @@
 #include "lowp.h"
 #include "util.h"
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,28 +24,7 @@ typedef struct {
     void (*final_norm)(const Model *m, KVCache *kv, int64_t R);        // kv->ln = norm(kv->x)
 } KVStep;
 
-// Appends the keys and values of this call's rows (kv->qkv, after RoPE where used) to each
-// sequence's cache of layer l, head by head.
-static void kv_append(KVCache *kv, int l, int64_t R) {
-    int hd = kv->hd, NH = kv->NH, KVH = kv->KVH;
-    for (int64_t j = 0; j < R; j++) {
-        int b = kv->row_seq[j], pos = kv->row_pos[j];
-        const float *row = kv->qkv + (size_t)j * kv->qkv_w;
-        for (int h = 0; h < KVH; h++) {
-            size_t dst = ((((size_t)l * kv->max_B + b) * KVH + h) * kv->max_T + pos) * hd;
-            const float *k = row + (size_t)(NH + h) * hd, *v = row + (size_t)(NH + KVH + h) * hd;
-            if (kv->k16) {
-                lowp_bf16_round(kv->k16 + dst, k, (size_t)hd);
-                lowp_bf16_round(kv->v16 + dst, v, (size_t)hd);
-            } else {
-                memcpy(kv->k + dst, k, (size_t)hd * sizeof(float));
-                memcpy(kv->v + dst, v, (size_t)hd * sizeof(float));
-            }
-        }
-    }
-}
-
-// bf16 bits -> fp32 (exact), inlined in the attention loops
+// bf16 bits -> fp32 (exact)
 static inline float kv_bf16(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
@@ -52,31 +32,194 @@ static inline float kv_bf16(uint16_t h) {
     return f;
 }
 
-// q . cached key (hd values at offset at), and y += w * cached value, in either cache format
-static inline float kv_dot_key(const KVCache *kv, size_t at, const float *q, int hd) {
-    float d = 0.0f;
-    if (kv->k16) {
-        const uint16_t *k = kv->k16 + at;
-        #pragma omp simd reduction(+:d)
-        for (int i = 0; i < hd; i++) d += q[i] * kv_bf16(k[i]);
-    } else {
-        const float *k = kv->k + at;
-        #pragma omp simd reduction(+:d)
-        for (int i = 0; i < hd; i++) d += q[i] * k[i];
-    }
-    return d;
+// Keys are cached transposed in blocks of KV_BLOCK positions, (hd, KV_BLOCK) per block, so that a
+// block's scores are vectors over its positions; values are cached as rows of hd. Each
+// (layer, sequence, KV head) holds pos_stride positions (max_T rounded up to KV_BLOCK).
+#define KV_BLOCK 16
+
+// Offset of the cache of layer l, sequence b, KV head h (keys and values alike).
+static size_t kv_slot_at(const KVCache *kv, int l, int b, int h) {
+    return (((size_t)l * kv->max_B + b) * kv->KVH + h) * (size_t)kv->pos_stride * kv->hd;
 }
 
-static inline void kv_add_value(const KVCache *kv, size_t at, float w, float *y, int hd) {
-    if (kv->v16) {
-        const uint16_t *v = kv->v16 + at;
-        #pragma omp simd
-        for (int i = 0; i < hd; i++) y[i] += w * kv_bf16(v[i]);
-    } else {
-        const float *v = kv->v + at;
-        #pragma omp simd
-        for (int i = 0; i < hd; i++) y[i] += w * v[i];
+// Appends the keys and values of this call's rows (kv->qkv, after RoPE where used) to each
+// sequence's cache of layer l, head by head.
+static void kv_append(KVCache *kv, int l, int64_t R) {
+    int hd = kv->hd, NH = kv->NH, KVH = kv->KVH;
+    uint16_t k16[hd];
+    for (int64_t j = 0; j < R; j++) {
+        int b = kv->row_seq[j], pos = kv->row_pos[j];
+        const float *row = kv->qkv + (size_t)j * kv->qkv_w;
+        for (int h = 0; h < KVH; h++) {
+            size_t at = kv_slot_at(kv, l, b, h);
+            size_t kat = at + (size_t)(pos - pos % KV_BLOCK) * hd + pos % KV_BLOCK;
+            size_t vat = at + (size_t)pos * hd;
+            const float *k = row + (size_t)(NH + h) * hd, *v = row + (size_t)(NH + KVH + h) * hd;
+            if (kv->k16) {
+                lowp_bf16_round(k16, k, (size_t)hd);
+                for (int i = 0; i < hd; i++) kv->k16[kat + (size_t)i * KV_BLOCK] = k16[i];
+                lowp_bf16_round(kv->v16 + vat, v, (size_t)hd);
+            } else {
+                for (int i = 0; i < hd; i++) kv->k[kat + (size_t)i * KV_BLOCK] = k[i];
+                memcpy(kv->v + vat, v, (size_t)hd * sizeof(float));
+            }
+        }
     }
+}
+
+// KV_BLOCK floats (one per position of a key block, or KV_BLOCK values of a row), and their bf16
+// bits: GCC vector types, lowered to whatever width the target has.
+typedef float KVVec __attribute__((vector_size(KV_BLOCK * sizeof(float))));
+
+// Query heads of a group scored and weighted together (each key and value read once for them)
+#define KV_SET 4
+#define KV_INLINE static inline __attribute__((always_inline))
+
+// KV_BLOCK cached floats at offset at of the keys (key = 1) or values, bf16 or fp32 (a constant
+// in each caller's copy; bf16 -> fp32 is exact)
+KV_INLINE KVVec kv_load(const KVCache *kv, int bf16, int key, size_t at) {
+    KVVec f;
+    if (bf16) {
+        const uint16_t *h = (key ? kv->k16 : kv->v16) + at;
+        float t[KV_BLOCK];
+        #pragma omp simd
+        for (int i = 0; i < KV_BLOCK; i++) t[i] = kv_bf16(h[i]);
+        memcpy(&f, t, sizeof f);
+    } else {
+        memcpy(&f, (key ? kv->k : kv->v) + at, sizeof f);
+    }
+    return f;
+}
+
+// The scores q[j] . key of the KV_BLOCK positions of the key block at kb, for nh <= KV_SET heads,
+// into d[j]. Each dot product is summed in one fixed order, that of a vector loop of `lanes`
+// partial sums (16 for fp32, 32 for bf16 caches; the order the one-position kernel before this
+// one compiled to on AVX-512): partial sum u takes elements u, u + lanes, ... below
+// hv = hd - hd % lanes by fused multiply-adds; the rest are multiplied, then added to partial 0;
+// the dot is 0 + partial 0 + partial 1 + ... in turn. So a score does not depend on the block,
+// the heads beside it or the thread.
+KV_INLINE void kv_score_block(KVVec *d, const float *const *q, int nh, int bf16,
+                              const KVCache *kv, size_t kb, int hd) {
+    int lanes = bf16 ? 32 : 16, hv = hd - hd % lanes;
+    KVVec dd[KV_SET];
+    #pragma GCC unroll 4
+    for (int j = 0; j < nh; j++) dd[j] = (KVVec){0};
+    for (int u = 0; u < lanes; u++) {
+        KVVec a[KV_SET];
+        #pragma GCC unroll 4
+        for (int j = 0; j < nh; j++) a[j] = (KVVec){0};
+        #pragma GCC unroll 4
+        for (int i = u; i < hv; i += lanes) {
+            KVVec k = kv_load(kv, bf16, 1, kb + (size_t)i * KV_BLOCK);
+            #pragma GCC unroll 4
+            for (int j = 0; j < nh; j++) a[j] += q[j][i] * k;
+        }
+        for (int i = hv; u == 0 && i < hd; i++) {
+            KVVec k = kv_load(kv, bf16, 1, kb + (size_t)i * KV_BLOCK);
+            #pragma GCC unroll 4
+            for (int j = 0; j < nh; j++) {
+                KVVec p = q[j][i] * k;
+                __asm__("" : "+m"(p));   // rounded product, then the sum: not fused
+                a[j] = a[j] + p;
+            }
+        }
+        #pragma GCC unroll 4
+        for (int j = 0; j < nh; j++) dd[j] = dd[j] + a[j];
+    }
+    #pragma GCC unroll 4
+    for (int j = 0; j < nh; j++) d[j] = dd[j];
+}
+
+// y[j][c .. c + nc * KV_BLOCK) = sum over positions s < n of w[j][s] * value s, fused
+// multiply-adds in position order from 0 (for nh <= KV_SET heads, nc <= 4 chunks of KV_BLOCK)
+KV_INLINE void kv_value_chunks(float *const *y, const float *const *w, int nh, int nc, int bf16,
+                               const KVCache *kv, size_t vb, int hd, int c, int n) {
+    KVVec acc[KV_SET][4];
+    #pragma GCC unroll 16
+    for (int j = 0; j < nh * nc; j++) acc[j / nc][j % nc] = (KVVec){0};
+    for (int s = 0; s < n; s++) {
+        #pragma GCC unroll 4
+        for (int u = 0; u < nc; u++) {
+            KVVec v = kv_load(kv, bf16, 0, vb + (size_t)s * hd + c + u * KV_BLOCK);
+            #pragma GCC unroll 4
+            for (int j = 0; j < nh; j++) acc[j][u] += w[j][s] * v;
+        }
+    }
+    #pragma GCC unroll 16
+    for (int j = 0; j < nh * nc; j++)
+        memcpy(y[j / nc] + c + (j % nc) * KV_BLOCK, &acc[j / nc][j % nc], sizeof(KVVec));
+}
+
+// The scalar rest of y (elements hv .. hd), the same sums one element at a time (fmaf: GCC does
+// not fuse a product and a sum across the format's branches by itself)
+static void kv_value_rest(float *const *y, const float *const *w, int nh, const KVCache *kv,
+                          size_t vb, int hd, int hv, int n) {
+    for (int j = 0; j < nh; j++)
+        for (int i = hv; i < hd; i++) {
+            float acc = 0.0f;
+            if (kv->v16) {
+                for (int s = 0; s < n; s++)
+                    acc = fmaf(w[j][s], kv_bf16(kv->v16[vb + (size_t)s * hd + i]), acc);
+            } else {
+                for (int s = 0; s < n; s++)
+                    acc = fmaf(w[j][s], kv->v[vb + (size_t)s * hd + i], acc);
+            }
+            y[j][i] = acc;
+        }
+}
+
+// Softmax of each of nh rows w[j] of n scores, in place: the exponentials of (score - max), then
+// their sum in position order, then each times the sum's inverse.
+static void kv_softmax(float *const *w, int nh, int n) {
+    for (int j = 0; j < nh; j++) {
+        float mx = -INFINITY, sum = 0.0f;
+        for (int s = 0; s < n; s++) if (w[j][s] > mx) mx = w[j][s];
+        for (int s = 0; s < n; s++) w[j][s] = expf(w[j][s] - mx);
+        for (int s = 0; s < n; s++) sum += w[j][s];
+        float inv = 1.0f / sum;
+        for (int s = 0; s < n; s++) w[j][s] *= inv;
+    }
+}
+
+// Attention of nh query heads (queries q[j], outputs y[j]) over the n = pos + 1 cached positions
+// of the KV head cached at `at`; sc: nh rows of n rounded up to KV_BLOCK floats.
+KV_INLINE void kv_attend_heads(float *const *y, const float *const *q, int nh, int bf16,
+                               const KVCache *kv, size_t at, int n, float *sc, float scale) {
+    int hd = kv->hd, np = (n + KV_BLOCK - 1) / KV_BLOCK * KV_BLOCK;
+    float *w[KV_SET];
+    for (int j = 0; j < nh; j++) w[j] = sc + (size_t)j * np;
+    for (int s0 = 0; s0 < n; s0 += KV_BLOCK) {
+        KVVec d[KV_SET];
+        kv_score_block(d, q, nh, bf16, kv, at + (size_t)s0 * hd, hd);
+        #pragma GCC unroll 4
+        for (int j = 0; j < nh; j++) {
+            KVVec t = d[j] * scale;
+            memcpy(w[j] + s0, &t, sizeof t);
+        }
+    }
+    kv_softmax(w, nh, n);
+    const float *const *wc = (const float *const *)w;
+    int c = 0;
+    if (nh <= 2)
+        for (; c + 4 * KV_BLOCK <= hd; c += 4 * KV_BLOCK)
+            kv_value_chunks(y, wc, nh, 4, bf16, kv, at, hd, c, n);
+    for (; c + 2 * KV_BLOCK <= hd; c += 2 * KV_BLOCK)
+        kv_value_chunks(y, wc, nh, 2, bf16, kv, at, hd, c, n);
+    for (; c + KV_BLOCK <= hd; c += KV_BLOCK) kv_value_chunks(y, wc, nh, 1, bf16, kv, at, hd, c, n);
+    kv_value_rest(y, wc, nh, kv, at, hd, c, n);
+}
+
+// kv_attend_heads with nh and the cache format constants in each branch (its loops unrolled,
+// partial sums kept in registers)
+static void kv_attend_set(float *const *y, const float *const *q, int nh, const KVCache *kv,
+                          size_t at, int n, float *sc, float scale) {
+#define KV_CASE(NHC, BF)                                                  \
+    case NHC * 2 + BF: kv_attend_heads(y, q, NHC, BF, kv, at, n, sc, scale); break
+    switch ((nh < KV_SET ? nh : KV_SET) * 2 + (kv->k16 != NULL)) {
+    KV_CASE(1, 0); KV_CASE(1, 1); KV_CASE(2, 0); KV_CASE(2, 1);
+    KV_CASE(3, 0); KV_CASE(3, 1); KV_CASE(4, 0); default: KV_CASE(4, 1);
+    }
+#undef KV_CASE
 }
 
 // Below this many multiply-adds (cached positions x heads x head size, twice) the attention runs
@@ -84,33 +227,32 @@ static inline void kv_add_value(const KVCache *kv, size_t at, float w, float *y,
 #define KV_ATT_SERIAL_MAX 65536
 
 // Attention of each new row against its sequence's cache of layer l (which already holds the row
-// itself): query head h reads KV head h / (NH / KVH). out (R, NH * hd). Each (row, head) is
-// computed the same way whichever thread takes it.
+// itself): query head h reads KV head h / (NH / KVH). out (R, NH * hd). One task per row, KV head
+// and set of up to KV_SET of its query heads (single heads when that gives the threads too few
+// tasks); each (row, head) is computed the same way whichever set, task or thread has it.
 void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
-    int NH = kv->NH, hd = kv->hd, group = kv->NH / kv->KVH;
+    int NH = kv->NH, KVH = kv->KVH, hd = kv->hd, group = NH / KVH;
     float scale = 1.0f / sqrtf((float)hd);
     int64_t work = 0;
     for (int64_t r = 0; r < R; r++) work += 2 * ((int64_t)kv->row_pos[r] + 1) * NH * hd;
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (work >= KV_ATT_SERIAL_MAX)
+    int per = group < KV_SET ? group : KV_SET;
+    if (R * KVH * ((group + per - 1) / per) < 4 * (int64_t)omp_get_max_threads()) per = 1;
+    int sets = (group + per - 1) / per;
+    #pragma omp parallel for collapse(3) schedule(dynamic, 1) if (work >= KV_ATT_SERIAL_MAX)
     for (int64_t r = 0; r < R; r++) {
-        for (int h = 0; h < NH; h++) {
-            int b = kv->row_seq[r], pos = kv->row_pos[r];
-            size_t base =
-                (((size_t)l * kv->max_B + b) * kv->KVH + h / group) * (size_t)kv->max_T * hd;
-            const float *q = kv->qkv + (size_t)r * kv->qkv_w + (size_t)h * hd;
-            float sc[pos + 1];
-            float mx = -INFINITY;
-            for (int s = 0; s <= pos; s++) {
-                sc[s] = kv_dot_key(kv, base + (size_t)s * hd, q, hd) * scale;
-                if (sc[s] > mx) mx = sc[s];
+        for (int g = 0; g < KVH; g++) {
+            for (int e = 0; e < sets; e++) {
+                int b = kv->row_seq[r], n = kv->row_pos[r] + 1;
+                int h0 = g * group + e * per, nh = group - e * per < per ? group - e * per : per;
+                const float *q[KV_SET];
+                float *y[KV_SET];
+                for (int j = 0; j < nh; j++) {
+                    q[j] = kv->qkv + (size_t)r * kv->qkv_w + (size_t)(h0 + j) * hd;
+                    y[j] = out + (size_t)r * NH * hd + (size_t)(h0 + j) * hd;
+                }
+                float sc[(size_t)nh * ((n + KV_BLOCK - 1) / KV_BLOCK * KV_BLOCK)];
+                kv_attend_set(y, q, nh, kv, kv_slot_at(kv, l, b, g), n, sc, scale);
             }
-            float sum = 0.0f;
-            for (int s = 0; s <= pos; s++) { sc[s] = expf(sc[s] - mx); sum += sc[s]; }
-            float inv = 1.0f / sum;
-            float *y = out + (size_t)r * NH * hd + (size_t)h * hd;
-            for (int i = 0; i < hd; i++) y[i] = 0.0f;
-            for (int s = 0; s <= pos; s++)
-                kv_add_value(kv, base + (size_t)s * hd, sc[s] * inv, y, hd);
         }
     }
 }
@@ -232,7 +374,7 @@ typedef struct { float **ptr; size_t n; } KVSlot;
 
 static int kv_layout(KVCache *kv, const KVStep *st, int qk_norm, KVSlot *t) {
     size_t R = (size_t)kv->max_rows, B = (size_t)kv->max_B, C = (size_t)kv->C;
-    size_t cache = (size_t)kv->L * B * kv->KVH * kv->max_T * kv->hd;
+    size_t cache = (size_t)kv->L * B * kv->KVH * kv->pos_stride * kv->hd;
     if (kv->cache_fmt == LOWP_BF16) cache = (cache + 1) / 2;   // floats holding bf16 pairs
     size_t att = (size_t)kv->NH * kv->hd, hn = qk_norm ? R * att : 0;
     int k = 0;
@@ -256,6 +398,7 @@ static const KVStep *kv_sizes(KVCache *kv, const ModelConfig *c, int max_B, int 
     const KVStep *st = kv_step(c->arch);
     if (!st) return NULL;
     kv->max_B = max_B; kv->max_T = max_T; kv->max_rows = max_rows;
+    kv->pos_stride = (max_T + KV_BLOCK - 1) / KV_BLOCK * KV_BLOCK;
     kv->arch = c->arch;
     kv->L = c->n_layer; kv->NH = c->n_head; kv->KVH = model_kv_heads(c);
     kv->hd = model_head_dim(c); kv->C = c->n_embd; kv->V = c->vocab_size;
@@ -325,7 +468,7 @@ void kv_reset(KVCache *kv) { memset(kv->len, 0, (size_t)kv->max_B * sizeof(int32
 void kv_release(KVCache *kv) {
     kv_reset(kv);
     // the keys and values (the first two slots, nearly all of it); the RoPE frequencies are kept
-    size_t cache = (size_t)kv->L * kv->max_B * kv->KVH * kv->max_T * kv->hd;
+    size_t cache = (size_t)kv->L * kv->max_B * kv->KVH * kv->pos_stride * kv->hd;
     util_release_pages(kv->memory, (size_t)(kv->v + cache - kv->memory) * sizeof(float));
 }
 
@@ -468,11 +611,11 @@ typedef struct { int seq, fed, src; } GenSlot;
 // Copies the first n cached positions of slot src (keys and values of every layer and KV head)
 // and its newest logits into slot dst, whose cached length becomes n.
 static void kv_copy_slot(KVCache *kv, int dst, int src, int n) {
-    size_t span = (size_t)n * kv->hd, stride = (size_t)kv->max_T * kv->hd;
+    // whole key blocks: the positions past n in the last one are written before they are read
+    size_t span = (size_t)(n + KV_BLOCK - 1) / KV_BLOCK * KV_BLOCK * kv->hd;
     for (int l = 0; l < kv->L; l++)
         for (int h = 0; h < kv->KVH; h++) {
-            size_t from = (((size_t)l * kv->max_B + src) * kv->KVH + h) * stride;
-            size_t to = (((size_t)l * kv->max_B + dst) * kv->KVH + h) * stride;
+            size_t from = kv_slot_at(kv, l, src, h), to = kv_slot_at(kv, l, dst, h);
             if (kv->k16) {
                 memcpy(kv->k16 + to, kv->k16 + from, span * sizeof(uint16_t));
                 memcpy(kv->v16 + to, kv->v16 + from, span * sizeof(uint16_t));

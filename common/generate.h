@@ -22,8 +22,11 @@ typedef struct {
     int L, NH, KVH, hd, C, V;
     int qkv_w, fc_w, act_w;  // widths of a row's qkv, MLP input product and MLP activation
     LowpFormat cache_fmt;  // LOWP_FP32: k, v; LOWP_BF16: k16, v16 (the others NULL)
-    float *k, *v;          // (L, max_B, KVH, max_T, hd)
-    uint16_t *k16, *v16;   // (L, max_B, KVH, max_T, hd) bf16 bits, rounded to nearest even
+    int pos_stride;        // positions cached per sequence and head: max_T rounded up to 16
+    // (L, max_B, KVH, pos_stride, hd); keys transposed in blocks of 16 positions ((hd, 16) each),
+    // values one row of hd per position
+    float *k, *v;
+    uint16_t *k16, *v16;   // the same in bf16 bits, rounded to nearest even
     int32_t *len;          // (max_B) positions cached per sequence
     float *memory;
     // step activations, max_rows rows each (mean: LayerNorm only; hn_*: per-head q/k RMSNorm)
