@@ -42,6 +42,18 @@ static size_t kv_slot_at(const KVCache *kv, int l, int b, int h) {
     return (((size_t)l * kv->max_B + b) * kv->KVH + h) * (size_t)kv->pos_stride * kv->hd;
 }
 
+// Partial sums of a dot product of the attention scores (kv_score_block): 16 for fp32, 32 for
+// bf16 caches
+static inline int kv_lanes(int bf16) { return bf16 ? 32 : 16; }
+
+// The row of element i of a key within its block: the rows are stored in the order the scores
+// read them, partial sum by partial sum (elements u, u + lanes, ... for u = 0, 1, ...), then the
+// elements past the last whole `lanes`, so that a block is read from start to end.
+static inline int kv_key_row(int i, int hd, int bf16) {
+    int lanes = kv_lanes(bf16), hv = hd - hd % lanes;
+    return i < hv ? i % lanes * (hv / lanes) + i / lanes : i;
+}
+
 // Appends the keys and values of this call's rows (kv->qkv, after RoPE where used) to each
 // sequence's cache of layer l, head by head.
 static void kv_append(KVCache *kv, int l, int64_t R) {
@@ -57,10 +69,12 @@ static void kv_append(KVCache *kv, int l, int64_t R) {
             const float *k = row + (size_t)(NH + h) * hd, *v = row + (size_t)(NH + KVH + h) * hd;
             if (kv->k16) {
                 lowp_bf16_round(k16, k, (size_t)hd);
-                for (int i = 0; i < hd; i++) kv->k16[kat + (size_t)i * KV_BLOCK] = k16[i];
+                for (int i = 0; i < hd; i++)
+                    kv->k16[kat + (size_t)kv_key_row(i, hd, 1) * KV_BLOCK] = k16[i];
                 lowp_bf16_round(kv->v16 + vat, v, (size_t)hd);
             } else {
-                for (int i = 0; i < hd; i++) kv->k[kat + (size_t)i * KV_BLOCK] = k[i];
+                for (int i = 0; i < hd; i++)
+                    kv->k[kat + (size_t)kv_key_row(i, hd, 0) * KV_BLOCK] = k[i];
                 memcpy(kv->v + vat, v, (size_t)hd * sizeof(float));
             }
         }
@@ -100,22 +114,23 @@ KV_INLINE KVVec kv_load(const KVCache *kv, int bf16, int key, size_t at) {
 // the heads beside it or the thread.
 KV_INLINE void kv_score_block(KVVec *d, const float *const *q, int nh, int bf16,
                               const KVCache *kv, size_t kb, int hd) {
-    int lanes = bf16 ? 32 : 16, hv = hd - hd % lanes;
+    int lanes = kv_lanes(bf16), hv = hd - hd % lanes;
     KVVec dd[KV_SET];
     #pragma GCC unroll 4
     for (int j = 0; j < nh; j++) dd[j] = (KVVec){0};
+    size_t row = kb;   // the block's rows in order (kv_key_row)
     for (int u = 0; u < lanes; u++) {
         KVVec a[KV_SET];
         #pragma GCC unroll 4
         for (int j = 0; j < nh; j++) a[j] = (KVVec){0};
         #pragma GCC unroll 4
-        for (int i = u; i < hv; i += lanes) {
-            KVVec k = kv_load(kv, bf16, 1, kb + (size_t)i * KV_BLOCK);
+        for (int i = u; i < hv; i += lanes, row += KV_BLOCK) {
+            KVVec k = kv_load(kv, bf16, 1, row);
             #pragma GCC unroll 4
             for (int j = 0; j < nh; j++) a[j] += q[j][i] * k;
         }
         for (int i = hv; u == 0 && i < hd; i++) {
-            KVVec k = kv_load(kv, bf16, 1, kb + (size_t)i * KV_BLOCK);
+            KVVec k = kv_load(kv, bf16, 1, kb + (size_t)i * KV_BLOCK);   // the rows at the end
             #pragma GCC unroll 4
             for (int j = 0; j < nh; j++) {
                 KVVec p = q[j][i] * k;
