@@ -6,6 +6,7 @@
 // head, Llama 3 RoPE scaling at rope_theta 1e6 with positions past 1000).
 #include "generate.h"
 #include "kernels.h"
+#include "lowp.h"
 #include "model.h"
 #include "rng.h"
 #include "sampler.h"
@@ -187,6 +188,23 @@ static const ModelConfig llama_all = {
     .rope_factor = 4.0f, .rope_low_freq_factor = 1.0f, .rope_high_freq_factor = 2.0f,
     .rope_original_max_pos = 16, .qkv_bias = 1, .qk_norm = 1, .untied = 1};
 
+// 8 query heads over 2 KV heads of head_dim 80
+static const ModelConfig llama_g4 = {
+    .arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_LLAMA, .max_seq_len = 1030, .vocab_size = 59,
+    .n_layer = 2, .n_head = 8, .n_embd = 64, .ln_eps = 1e-5f, .lm_head = 1, .n_kv_head = 2,
+    .head_dim = 80, .d_ff = 72, .rope_theta = 1e5f, .untied = 1};
+// 8 query heads over one KV head of head_dim 72
+static const ModelConfig llama_g8 = {
+    .arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_LLAMA, .max_seq_len = 70, .vocab_size = 47,
+    .n_layer = 2, .n_head = 8, .n_embd = 48, .ln_eps = 1e-5f, .lm_head = 1, .n_kv_head = 1,
+    .head_dim = 72, .d_ff = 40, .rope_theta = 1e4f};
+
+// 4 query heads, each its own KV head (group 1), head_dim 64
+static const ModelConfig llama_mha = {
+    .arch = MODEL_ARCH_LLAMA, .family = MODEL_FAMILY_LLAMA, .max_seq_len = 40, .vocab_size = 43,
+    .n_layer = 2, .n_head = 4, .n_embd = 32, .ln_eps = 1e-5f, .lm_head = 1, .n_kv_head = 4,
+    .head_dim = 64, .d_ff = 40, .rope_theta = 1e4f};
+
 // A tiny random Llama-style model of config c: weights N(0, 0.3) (0.05 for deep products so that
 // the residual stream stays of order 1), every RMSNorm weight near 1.
 static void tiny_llama(Model *m, const ModelConfig *c, int max_B, int max_T) {
@@ -221,10 +239,11 @@ static void check_logits(const float *got, const float *want, int V, double tol,
 // one token per call. Checks every new row's logits against model_logits_at(m, ...), which the
 // full forward of the same batch left in m (the cache only reads the weights).
 static void feed_and_check(const Model *m, const int32_t *tok, const int32_t *len,
-                           const int32_t *pre, int B, int T, int chunk) {
+                           const int32_t *pre, int B, int T, int chunk, LowpFormat fmt,
+                           double tol) {
     char err[256];
     KVCache kv;
-    CHECK(kv_init(&kv, m, B, T, B * chunk, err, sizeof err) == 0);
+    CHECK(kv_init_as(&kv, m, B, T, B * chunk, fmt, err, sizeof err) == 0);
     int V = m->config.vocab_size;
     float *all = malloc((size_t)B * chunk * V * sizeof(float));
     int32_t pos[B], nn[B], buf[B * chunk];
@@ -243,12 +262,12 @@ static void feed_and_check(const Model *m, const int32_t *tok, const int32_t *le
         CHECK(kv_forward(m, &kv, buf, nn, B, width, all, err, sizeof err) == 0);
         for (int b = 0, row = 0; b < B; b++)
             for (int i = 0; i < nn[b]; i++, row++)
-                check_logits(all + (size_t)row * V, model_logits_at(m, b, pos[b] + i), V, 1e-4,
+                check_logits(all + (size_t)row * V, model_logits_at(m, b, pos[b] + i), V, tol,
                              "KV-cache logits vs the full forward", b, pos[b] + i);
         for (int b = 0; b < B; b++) {
             if (nn[b]) {
                 int at = pos[b] + nn[b] - 1;
-                check_logits(kv.logits + (size_t)b * V, model_logits_at(m, b, at), V, 1e-4,
+                check_logits(kv.logits + (size_t)b * V, model_logits_at(m, b, at), V, tol,
                              "newest logits vs the full forward", b, at);
             }
             pos[b] += nn[b];
@@ -262,7 +281,7 @@ static void feed_and_check(const Model *m, const int32_t *tok, const int32_t *le
 // A padded batch of random sequences of lengths len through the full forward (MODEL_LOGITS_ALL)
 // and through the cache (prefill of pre[b] tokens in chunks, then one token at a time).
 static void llama_kv_case(const ModelConfig *c, int T, const int32_t *len, const int32_t *pre,
-                          int chunk) {
+                          int chunk, LowpFormat fmt, double tol) {
     enum { B = 3 };
     Model m; tiny_llama(&m, c, B, T);
     int32_t *tok = malloc((size_t)B * T * sizeof(int32_t));
@@ -271,7 +290,7 @@ static void llama_kv_case(const ModelConfig *c, int T, const int32_t *len, const
     ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len};
     char err[256];
     CHECK_MSG(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0, "%s", err);
-    feed_and_check(&m, tok, len, pre, B, T, chunk);
+    feed_and_check(&m, tok, len, pre, B, T, chunk, fmt, tol);
     free(tok);
     model_free(&m);
 }
@@ -280,11 +299,23 @@ static void test_llama_incremental_equals_full(void) {
     // positions past 1000 under rope_theta 1e6 and Llama 3 scaling; the prompts prefill in
     // chunks of up to 128 tokens, then the last tokens one at a time
     int32_t len_gqa[3] = {1030, 700, 9}, pre_gqa[3] = {1010, 690, 1};
-    llama_kv_case(&llama_gqa, 1030, len_gqa, pre_gqa, 128);
+    llama_kv_case(&llama_gqa, 1030, len_gqa, pre_gqa, 128, LOWP_FP32, 1e-4);
     int32_t len_mqa[3] = {40, 23, 64}, pre_mqa[3] = {17, 0, 33};
-    llama_kv_case(&llama_mqa, 64, len_mqa, pre_mqa, 5);
+    llama_kv_case(&llama_mqa, 64, len_mqa, pre_mqa, 5, LOWP_FP32, 1e-4);
     int32_t len_all[3] = {48, 2, 31}, pre_all[3] = {30, 2, 7};
-    llama_kv_case(&llama_all, 48, len_all, pre_all, 8);
+    llama_kv_case(&llama_all, 48, len_all, pre_all, 8, LOWP_FP32, 1e-4);
+    // groups of 4 (head_dim 80) and 8 (two sets of 4 query heads, head_dim 72: a rest of 8 past
+    // the 16 partial sums), each in both cache formats; bf16 keys and values move the logits by
+    // about 2^-8 of their size
+    int32_t len_g4[3] = {1030, 17, 300}, pre_g4[3] = {1001, 16, 250};
+    int32_t len_g8[3] = {70, 33, 5}, pre_g8[3] = {40, 32, 5};
+    for (int f = 0; f < 2; f++) {
+        LowpFormat fmt = f ? LOWP_BF16 : LOWP_FP32;
+        double tol = f ? 5e-2 : 1e-4;
+        llama_kv_case(&llama_g4, 1030, len_g4, pre_g4, 128, fmt, tol);
+        llama_kv_case(&llama_g8, 70, len_g8, pre_g8, 9, fmt, tol);
+    }
+    llama_kv_case(&llama_gqa, 1030, len_gqa, pre_gqa, 128, LOWP_BF16, 5e-2);
 }
 
 // Each sequence of a padded batch decodes as it would alone (its own cache of one sequence).
@@ -786,6 +817,157 @@ static void test_sampler_rules(void) {
     sampler_free(&s);
 }
 
+// ---- the attention kernel alone ----
+
+// One query head's attention in the order kv_attention documents, one value at a time: each
+// score q . k summed in `lanes` partial sums (u takes elements u, u + lanes, ... below
+// hv = hd - hd % lanes, by fused multiply-adds; the rest multiplied, then added to partial 0),
+// then 0 + partial 0 + partial 1 + ...; times 1/sqrt(hd); softmax by expf of (score - max), the
+// sum in position order, each times its inverse; the output by fused multiply-adds in position
+// order. keys, values: (n, hd).
+static void attention_reference(float *y, const float *q, const float *keys, const float *values,
+                                int n, int hd, int lanes) {
+    int hv = hd - hd % lanes;
+    float *w = malloc((size_t)n * sizeof(float)), mx = -INFINITY, sum = 0.0f;
+    for (int s = 0; s < n; s++) {
+        const float *k = keys + (size_t)s * hd;
+        float part[32] = {0};
+        for (int i = 0; i < hv; i++) part[i % lanes] = fmaf(q[i], k[i], part[i % lanes]);
+        for (int i = hv; i < hd; i++) {
+            volatile float p = q[i] * k[i];   // rounded: not fused into the sum
+            part[0] = part[0] + p;
+        }
+        float d = 0.0f;
+        for (int u = 0; u < lanes; u++) d = d + part[u];
+        w[s] = d * (1.0f / sqrtf((float)hd));
+        if (w[s] > mx) mx = w[s];
+    }
+    for (int s = 0; s < n; s++) w[s] = expf(w[s] - mx);
+    for (int s = 0; s < n; s++) sum += w[s];
+    float inv = 1.0f / sum;
+    for (int i = 0; i < hd; i++) y[i] = 0.0f;
+    for (int s = 0; s < n; s++)
+        for (int i = 0; i < hd; i++) y[i] = fmaf(w[s] * inv, values[(size_t)s * hd + i], y[i]);
+    free(w);
+}
+
+// B sequences of lengths len fed one position per call; the last layer's keys and values of
+// every position (after RoPE; rounded to bf16 for a bf16 cache) copied out of kv->qkv after each
+// call into keys, values (B, T, KVH, hd).
+static void attention_fill(const Model *m, KVCache *kv, const int32_t *len, int B, int T,
+                           float *keys, float *values) {
+    char err[256];
+    int NH = kv->NH, KVH = kv->KVH, hd = kv->hd, V = m->config.vocab_size;
+    Rng r; rng_init(&r, 3);
+    for (int t = 0; t < T; t++) {
+        int32_t tok[B], one[B];
+        for (int b = 0; b < B; b++) {
+            tok[b] = (int32_t)rng_below(&r, (uint64_t)V);
+            one[b] = t < len[b];
+        }
+        CHECK(kv_forward(m, kv, tok, one, B, 1, NULL, err, sizeof err) == 0);
+        for (int b = 0, row = 0; b < B; b++) {
+            if (!one[b]) continue;
+            const float *qkv = kv->qkv + (size_t)row++ * kv->qkv_w;
+            size_t at = ((size_t)b * T + t) * KVH * hd, w = (size_t)KVH * hd;
+            memcpy(keys + at, qkv + (size_t)NH * hd, w * sizeof(float));
+            memcpy(values + at, qkv + (size_t)(NH + KVH) * hd, w * sizeof(float));
+            if (kv->k16) {   // the cache's rounding, read back exactly
+                uint16_t h[w];
+                lowp_bf16_round(h, keys + at, w);
+                for (size_t i = 0; i < w; i++) keys[at + i] = lowp_bf16_to_float(h[i]);
+                lowp_bf16_round(h, values + at, w);
+                for (size_t i = 0; i < w; i++) values[at + i] = lowp_bf16_to_float(h[i]);
+            }
+        }
+    }
+}
+
+// kv_attention of the rows `rows` (sequence row_seq, its last position) of the last layer, on
+// `threads` threads, into out (nrows, NH * hd); queries from q (B, NH * hd) by sequence.
+static void attention_rows(KVCache *kv, const int *rows, int nrows, const int32_t *len,
+                           const float *q, int threads, float *out) {
+    int NH = kv->NH, hd = kv->hd;
+    for (int j = 0; j < nrows; j++) {
+        kv->row_seq[j] = rows[j];
+        kv->row_pos[j] = len[rows[j]] - 1;
+        memcpy(kv->qkv + (size_t)j * kv->qkv_w, q + (size_t)rows[j] * NH * hd,
+               (size_t)NH * hd * sizeof(float));
+    }
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    kv_attention(out, kv, nrows, kv->L - 1);
+    omp_set_num_threads(saved);
+}
+
+// kv_attention gives every (row, head) the bits of the documented order (attention_reference
+// on the keys and values the model made), whichever rows share the call and in whatever order,
+// on 1 and 2 threads, its group's query heads taken together (many rows) or one by one (one
+// row), in both cache formats: groups 1, 3, 4 (multi-query) and 8, head sizes 10-80 (rests past
+// the partial sums included), a sequence past position 1000.
+static void test_attention_exact(void) {
+    const ModelConfig *cs[] = {&llama_mha, &llama_gqa, &llama_g4, &llama_g8, &llama_mqa,
+                               &llama_all};
+    enum { B = 5 };
+    for (int ci = 0; ci < 6; ci++) {
+        const ModelConfig *c = cs[ci];
+        int T = c->max_seq_len;
+        int32_t len[B] = {T, T / 2, 1, 17 < T ? 17 : T, 16 < T ? 16 : T};
+        if (T > 1000) len[1] = 5;   // one long sequence is enough
+        Model m; tiny_llama(&m, c, 1, 1);
+        for (int f = 0; f < 2; f++) {
+            char err[256];
+            KVCache kv;
+            CHECK(kv_init_as(&kv, &m, B, T, B, f ? LOWP_BF16 : LOWP_FP32, err, sizeof err) == 0);
+            int NH = kv.NH, KVH = kv.KVH, hd = kv.hd, A = NH * hd;
+            size_t cache = (size_t)B * T * KVH * hd;
+            float *keys = malloc(cache * sizeof(float)), *values = malloc(cache * sizeof(float));
+            attention_fill(&m, &kv, len, B, T, keys, values);
+            float *q = malloc((size_t)B * A * sizeof(float)), *want = malloc((size_t)B * A * 4);
+            Rng r; rng_init(&r, 9);
+            rng_fill_normal(&r, q, (int64_t)B * A, 0.0f, 1.0f);
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < NH; h++) {
+                    size_t kvat = (size_t)b * T * KVH * hd;
+                    // the reference reads its KV head's rows out of (T, KVH, hd)
+                    float *kh = malloc((size_t)len[b] * hd * 4), *vh = malloc((size_t)len[b] * hd * 4);
+                    for (int s = 0; s < len[b]; s++) {
+                        size_t at = kvat + ((size_t)s * KVH + h / (NH / KVH)) * hd;
+                        memcpy(kh + (size_t)s * hd, keys + at, (size_t)hd * 4);
+                        memcpy(vh + (size_t)s * hd, values + at, (size_t)hd * 4);
+                    }
+                    attention_reference(want + (size_t)b * A + (size_t)h * hd,
+                                        q + (size_t)b * A + (size_t)h * hd, kh, vh, len[b], hd,
+                                        f ? 32 : 16);
+                    free(kh); free(vh);
+                }
+            float *got = malloc((size_t)B * A * sizeof(float));
+            int all[B] = {0, 1, 2, 3, 4}, back[B] = {4, 2, 0, 3, 1};
+            for (int threads = 1; threads <= 2; threads++) {
+                attention_rows(&kv, all, B, len, q, threads, got);
+                CHECK_MSG(!memcmp(got, want, (size_t)B * A * 4), "%s cache, %d heads over %d, "
+                          "head_dim %d, %d threads: all rows differ from the reference",
+                          f ? "bf16" : "fp32", NH, KVH, hd, threads);
+                attention_rows(&kv, back, B, len, q, threads, got);
+                for (int j = 0; j < B; j++)
+                    CHECK_MSG(!memcmp(got + (size_t)j * A, want + (size_t)back[j] * A,
+                                      (size_t)A * 4),
+                              "%s cache, head_dim %d, %d threads: row %d in another order differs",
+                              f ? "bf16" : "fp32", hd, threads, back[j]);
+                for (int b = 0; b < B; b++) {
+                    attention_rows(&kv, &all[b], 1, len, q, threads, got);
+                    CHECK_MSG(!memcmp(got, want + (size_t)b * A, (size_t)A * 4),
+                              "%s cache, head_dim %d, %d threads: row %d alone differs",
+                              f ? "bf16" : "fp32", hd, threads, b);
+                }
+            }
+            free(keys); free(values); free(q); free(want); free(got);
+            kv_free(&kv);
+        }
+        model_free(&m);
+    }
+}
+
 int main(void) {
     test_case("generate: KV-cache prefill and incremental logits equal the full forward",
               test_incremental_equals_full);
@@ -805,8 +987,9 @@ int main(void) {
               test_release_keeps_rope);
     test_case("generate: a cancel function ends generation between decoding steps",
               test_generate_cancel);
-    test_case("generate: Llama-style KV-cache logits equal the full forward (GQA, MQA, biases, "
-              "q/k norms, untied, Llama 3 RoPE past position 1000)",
+    test_case("generate: Llama-style KV-cache logits equal the full forward (GQA, MQA, groups of "
+              "4 and 8, head_dim 10-80, biases, q/k norms, untied, Llama 3 RoPE past position "
+              "1000, fp32 and bf16 caches)",
               test_llama_incremental_equals_full);
     test_case("generate: Llama-style padded batch decodes as each sequence alone",
               test_llama_batch_equals_alone);
@@ -816,6 +999,10 @@ int main(void) {
               test_llama_threads_agree);
     test_case("generate: Llama-style cache sized by KV heads, refuses another model's shape",
               test_llama_cache_size);
+    test_case("generate: the attention kernel gives each row and head the bits of its documented "
+              "order, whichever rows share the call, in any order, on 1 and 2 threads (groups 1, "
+              "3, 4, 8, head_dim 10-80, fp32 and bf16 caches, past position 1000)",
+              test_attention_exact);
     test_case("sampler: greedy, top-k, top-p, temperature frequencies", test_sampler_rules);
     return test_summary();
 }
