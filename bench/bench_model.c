@@ -16,8 +16,9 @@
 //       the fractions of the read limit and of the speed-ups (for a machine others load)
 //   bench_model --mode forward_lowp --preset gpt2 --B 4 --T 64  a frozen model's full forward
 //       with its matrices in fp32, bf16 and int8 (one line each)
-//   bench_model --mode attention --preset gpt2 --B 64 --prompt 512 [--steps 10]  a decoding
-//       step's attention alone (every layer), fp32 and bf16 caches: time, CPU time, cache GB/s
+//   bench_model --mode attention --preset gpt2 --B 64 --prompt 512 [--new 64 --steps 10]  a
+//       decoding step's attention alone (every layer) at position --prompt of a cache sized for
+//       prompt + new positions, fp32 and bf16 caches: time, CPU time, cache GB/s
 #include "benchlib.h"
 #include "blas.h"
 #include "cli.h"
@@ -552,11 +553,13 @@ static uint64_t bench_hash(const void *p, size_t n) {
 }
 
 // --mode attention: a decoding step's attention alone (kv_attention of every layer), B rows each
-// at position `prompt` against a cache of prompt + 1 positions (random keys, values and queries),
+// at position `prompt` (prompt + 1 cached positions of random keys, values and queries) in a cache
+// sized as generation sizes it, for prompt + new_tok positions,
 // fp32 and bf16 caches (one line each): the median step of `steps`, its CPU time, the cache bytes
 // it reads per second, its GFLOP/s and a hash of the last layer's outputs (the cache is filled
 // as raw memory: hashes compare builds with the same cache layout).
-static int bench_attention(const char *pname, const ModelConfig *c, int B, int prompt, int steps) {
+static int bench_attention(const char *pname, const ModelConfig *c, int B, int prompt, int new_tok,
+                           int steps) {
     char err[256];
     Model m;
     if (model_init(&m, c, 1, 1, 0, 0, err, sizeof err)) {
@@ -567,13 +570,14 @@ static int bench_attention(const char *pname, const ModelConfig *c, int B, int p
     double *t = MALLOC_CHECK((size_t)steps * sizeof(double));
     for (int f = 0; f < 2; f++) {
         KVCache kv;
-        if (kv_init_as(&kv, &m, B, prompt + 1, B, fmts[f], err, sizeof err)) {
+        if (kv_init_as(&kv, &m, B, prompt + new_tok, B, fmts[f], err, sizeof err)) {
             fprintf(stderr, "bench_model: %s\n", err);
             model_free(&m);
             free(t);
             return 1;
         }
-        size_t n = (size_t)kv.L * B * kv.KVH * kv.pos_stride * kv.hd, chunk = (size_t)1 << 20;
+        // the whole keys' slot, and as much of the values' after it (kv_init's carving)
+        size_t n = kv.k ? (size_t)(kv.v - kv.k) : (size_t)(kv.v16 - kv.k16), chunk = (size_t)1 << 20;
         float *buf = MALLOC_CHECK(chunk * sizeof(float));
         for (size_t at = 0; at < n; at += chunk) {
             size_t k = n - at < chunk ? n - at : chunk;
@@ -668,7 +672,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "decode_lowp")) {
         return bench_decode_lowp(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
     } else if (!strcmp(mode, "attention")) {
-        return bench_attention(pname, &c, B < 0 ? 8 : B, prompt, steps < 0 ? 10 : steps);
+        return bench_attention(pname, &c, B < 0 ? 8 : B, prompt, new_tok, steps < 0 ? 10 : steps);
     } else if (!strcmp(mode, "generate")) {
         return bench_generate(pname, &c, B < 0 ? 1 : B, prompt, new_tok);
     }
