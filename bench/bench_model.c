@@ -577,7 +577,8 @@ static int bench_attention(const char *pname, const ModelConfig *c, int B, int p
             return 1;
         }
         // the whole keys' slot, and as much of the values' after it (kv_init's carving)
-        size_t n = kv.k ? (size_t)(kv.v - kv.k) : (size_t)(kv.v16 - kv.k16), chunk = (size_t)1 << 20;
+        size_t n = kv.k ? (size_t)(kv.v - kv.k) : (size_t)(kv.v16 - kv.k16);
+        size_t chunk = (size_t)1 << 20;
         float *buf = MALLOC_CHECK(chunk * sizeof(float));
         for (size_t at = 0; at < n; at += chunk) {
             size_t k = n - at < chunk ? n - at : chunk;

@@ -883,6 +883,27 @@ static void attention_fill(const Model *m, KVCache *kv, const int32_t *len, int 
     }
 }
 
+// attention_reference of every sequence b's last position (len[b] positions) and query head
+// into want (B, NH * hd), its KV head's rows taken out of keys, values (B, T, KVH, hd).
+static void attention_expected(float *want, const KVCache *kv, const float *q, const float *keys,
+                               const float *values, const int32_t *len, int B, int T) {
+    int NH = kv->NH, KVH = kv->KVH, hd = kv->hd, A = NH * hd;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t bytes = (size_t)len[b] * hd * sizeof(float);
+            float *kh = malloc(bytes), *vh = malloc(bytes);
+            for (int s = 0; s < len[b]; s++) {
+                size_t at = (((size_t)b * T + s) * KVH + h / (NH / KVH)) * hd;
+                memcpy(kh + (size_t)s * hd, keys + at, (size_t)hd * sizeof(float));
+                memcpy(vh + (size_t)s * hd, values + at, (size_t)hd * sizeof(float));
+            }
+            attention_reference(want + (size_t)b * A + (size_t)h * hd,
+                                q + (size_t)b * A + (size_t)h * hd, kh, vh, len[b], hd,
+                                kv->k16 ? 32 : 16);
+            free(kh); free(vh);
+        }
+}
+
 // kv_attention of the rows `rows` (sequence row_seq, its last position) of the last layer, on
 // `threads` threads, into out (nrows, NH * hd); queries from q (B, NH * hd) by sequence.
 static void attention_rows(KVCache *kv, const int *rows, int nrows, const int32_t *len,
@@ -926,21 +947,7 @@ static void test_attention_exact(void) {
             float *q = malloc((size_t)B * A * sizeof(float)), *want = malloc((size_t)B * A * 4);
             Rng r; rng_init(&r, 9);
             rng_fill_normal(&r, q, (int64_t)B * A, 0.0f, 1.0f);
-            for (int b = 0; b < B; b++)
-                for (int h = 0; h < NH; h++) {
-                    size_t kvat = (size_t)b * T * KVH * hd;
-                    // the reference reads its KV head's rows out of (T, KVH, hd)
-                    float *kh = malloc((size_t)len[b] * hd * 4), *vh = malloc((size_t)len[b] * hd * 4);
-                    for (int s = 0; s < len[b]; s++) {
-                        size_t at = kvat + ((size_t)s * KVH + h / (NH / KVH)) * hd;
-                        memcpy(kh + (size_t)s * hd, keys + at, (size_t)hd * 4);
-                        memcpy(vh + (size_t)s * hd, values + at, (size_t)hd * 4);
-                    }
-                    attention_reference(want + (size_t)b * A + (size_t)h * hd,
-                                        q + (size_t)b * A + (size_t)h * hd, kh, vh, len[b], hd,
-                                        f ? 32 : 16);
-                    free(kh); free(vh);
-                }
+            attention_expected(want, &kv, q, keys, values, len, B, T);
             float *got = malloc((size_t)B * A * sizeof(float));
             int all[B] = {0, 1, 2, 3, 4}, back[B] = {4, 2, 0, 3, 1};
             for (int threads = 1; threads <= 2; threads++) {
