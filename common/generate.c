@@ -81,8 +81,10 @@ static void kv_append(KVCache *kv, int l, int64_t R) {
     }
 }
 
-// KV_BLOCK floats (one per position of a key block, or KV_BLOCK values of a row), and their bf16
-// bits: GCC vector types, lowered to whatever width the target has.
+// KV_BLOCK floats (one per position of a key block, or KV_BLOCK values of a row): a GCC vector
+// type, lowered to whatever width the target has. Its products and sums are contracted into
+// fused multiply-adds on targets with FMA (every x86-64 CPU with AVX2), as the scalar kernel
+// before it was.
 typedef float KVVec __attribute__((vector_size(KV_BLOCK * sizeof(float))));
 
 // Query heads of a group scored and weighted together (each key and value read once for them)
