@@ -821,18 +821,34 @@ static void test_sampler_rules(void) {
 
 // One query head's attention in the order kv_attention documents, one value at a time: each
 // score q . k summed in `lanes` partial sums (u takes elements u, u + lanes, ... below
-// hv = hd - hd % lanes, by fused multiply-adds; the rest multiplied, then added to partial 0),
-// then 0 + partial 0 + partial 1 + ...; times 1/sqrt(hd); softmax by expf of (score - max), the
-// sum in position order, each times its inverse; the output by fused multiply-adds in position
-// order. keys, values: (n, hd).
+// hv = hd - hd % lanes, by multiply-adds; the rest multiplied, then added to partial 0), then
+// 0 + partial 0 + partial 1 + ...; times 1/sqrt(hd); softmax by expf of (score - max), the sum
+// in position order, each times its inverse; the output by multiply-adds in position order.
+// keys, values: (n, hd).
+// The kernel's vector multiply-adds are fused where the compiler contracts a product and a sum
+// (GCC from -O2 on a CPU with FMA), as are its sums past the last whole 16 values and this file's.
+static int build_contracts(void) {
+    volatile float va = 1.0f + 0x1p-13f, vc = -(1.0f + 0x1p-12f);
+    float a = va, c = vc;
+    return a * a + c != 0.0f;   // 2^-26 when fused; the product rounded alone cancels c
+}
+
+// fmaf(a, b, c) where the build contracts, else the product rounded, then the sum
+static float multiply_add(float a, float b, float c, int fused) {
+    if (fused) return fmaf(a, b, c);
+    volatile float p = a * b;
+    return p + c;
+}
+
 static void attention_reference(float *y, const float *q, const float *keys, const float *values,
                                 int n, int hd, int lanes) {
-    int hv = hd - hd % lanes;
+    int hv = hd - hd % lanes, fused = build_contracts(), hv16 = hd - hd % 16;
     float *w = malloc((size_t)n * sizeof(float)), mx = -INFINITY, sum = 0.0f;
     for (int s = 0; s < n; s++) {
         const float *k = keys + (size_t)s * hd;
         float part[32] = {0};
-        for (int i = 0; i < hv; i++) part[i % lanes] = fmaf(q[i], k[i], part[i % lanes]);
+        for (int i = 0; i < hv; i++)
+            part[i % lanes] = multiply_add(q[i], k[i], part[i % lanes], fused);
         for (int i = hv; i < hd; i++) {
             volatile float p = q[i] * k[i];   // rounded: not fused into the sum
             part[0] = part[0] + p;
@@ -847,7 +863,8 @@ static void attention_reference(float *y, const float *q, const float *keys, con
     float inv = 1.0f / sum;
     for (int i = 0; i < hd; i++) y[i] = 0.0f;
     for (int s = 0; s < n; s++)
-        for (int i = 0; i < hd; i++) y[i] = fmaf(w[s] * inv, values[(size_t)s * hd + i], y[i]);
+        for (int i = 0; i < hd; i++)   // the rest past whole 16s always fused (fmaf)
+            y[i] = multiply_add(w[s] * inv, values[(size_t)s * hd + i], y[i], fused || i >= hv16);
     free(w);
 }
 
