@@ -111,7 +111,8 @@ KV_INLINE KVVec kv_load(const KVCache *kv, int bf16, int key, size_t at) {
 // into d[j]. Each dot product is summed in one fixed order, that of a vector loop of `lanes`
 // partial sums (16 for fp32, 32 for bf16 caches; the order the one-position kernel before this
 // one compiled to on AVX-512): partial sum u takes elements u, u + lanes, ... below
-// hv = hd - hd % lanes by fused multiply-adds; the rest are multiplied, then added to partial 0;
+// hv = hd - hd % lanes by multiply-adds (fused where the build contracts them, as from -O2); the
+// rest are multiplied, then added to partial 0;
 // the dot is 0 + partial 0 + partial 1 + ... in turn. So a score does not depend on the block,
 // the heads beside it or the thread.
 KV_INLINE void kv_score_block(KVVec *d, const float *const *q, int nh, int bf16,
