@@ -243,6 +243,9 @@ static void kv_attend_set(float *const *y, const float *const *q, int nh, const 
 // Below this many multiply-adds (cached positions x heads x head size, twice) the attention runs
 // on the calling thread: a decoding step's early positions take less than waking the others.
 #define KV_ATT_SERIAL_MAX 65536
+// The most floats a set of query heads keeps for its scores (128 KiB of its thread's stack);
+// past that, sets shrink down to one head, whose scores take one float per position.
+#define KV_SET_SCORES 32768
 
 // Attention of each new row against its sequence's cache of layer l (which already holds the row
 // itself): query head h reads KV head h / (NH / KVH). out (R, NH * hd). One task per row, KV head
@@ -255,6 +258,12 @@ void kv_attention(float *out, const KVCache *kv, int64_t R, int l) {
     for (int64_t r = 0; r < R; r++) work += 2 * ((int64_t)kv->row_pos[r] + 1) * NH * hd;
     int per = group < KV_SET ? group : KV_SET;
     if (R * KVH * ((group + per - 1) / per) < 4 * (int64_t)omp_get_max_threads()) per = 1;
+    // a set's scores live on its thread's stack: long contexts take smaller sets (each head's
+    // bits are the same in any set), so that the buffer stays within KV_SET_SCORES floats
+    int64_t nmax = 0;
+    for (int64_t r = 0; r < R; r++)
+        if (kv->row_pos[r] + 1 > nmax) nmax = kv->row_pos[r] + 1;
+    while (per > 1 && per * (nmax + KV_BLOCK) > KV_SET_SCORES) per--;
     int sets = (group + per - 1) / per;
     #pragma omp parallel for collapse(3) schedule(dynamic, 1) if (work >= KV_ATT_SERIAL_MAX)
     for (int64_t r = 0; r < R; r++) {
