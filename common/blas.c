@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -147,6 +148,38 @@ const char *blas_core_name(void) {
     if (test && *test) return test;
     const char *name = openblas_get_corename();
     return name ? name : "unknown";
+}
+
+// A probe's product, row-major: out (M, 24) = a (M, 40) @ b (40 x 24, or its transpose (24, 40))
+#define BLAS_PROBE_K 40
+#define BLAS_PROBE_N 24
+#define BLAS_PROBE_ROWS 40
+static void blas_probe_product(float *out, const float *a, const float *b, int M, int trans) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans ? CblasTrans : CblasNoTrans, M, BLAS_PROBE_N,
+                BLAS_PROBE_K, 1.0f, a, BLAS_PROBE_K, b, trans ? BLAS_PROBE_K : BLAS_PROBE_N, 0.0f,
+                out, BLAS_PROBE_N);
+}
+
+int blas_rows_fixed(void) {
+    enum { K = BLAS_PROBE_K, N = BLAS_PROBE_N, R = BLAS_PROBE_ROWS };
+    float a[R * K], b[K * N], all[R * N], part[R * N];
+    // values of 24 significant bits (a hash of the index), so that the sums round
+    for (int i = 0; i < R * K; i++)
+        a[i] = (float)((uint32_t)(i + 1) * 2654435761u >> 8) / 16777216.0f - 0.5f;
+    for (int i = 0; i < K * N; i++)
+        b[i] = (float)((uint32_t)(i + 7) * 2246822519u >> 8) / 16777216.0f - 0.5f;
+    // rows off.. of an M-row product against the same rows of the R-row one: M from 9 (the
+    // kernels' few-row limit is 8) to R - off, over offsets 0-7, so that every row is once at
+    // the end of a product and once inside one, whatever the library's tile height up to 32
+    for (int trans = 0; trans < 2; trans++) {
+        blas_probe_product(all, a, b, R, trans);
+        for (int off = 0; off < 8; off++)
+            for (int M = 9; M + off <= R; M += 3) {
+                blas_probe_product(part, a + off * K, b, M, trans);
+                if (memcmp(part, all + off * N, (size_t)M * N * sizeof(float)) != 0) return 0;
+            }
+    }
+    return 1;
 }
 
 // Under mpirun only rank 0 speaks (the launchers' variables: MPI_Init has not run yet).
