@@ -160,7 +160,7 @@ static void blas_probe_product(float *out, const float *a, const float *b, int M
                 out, BLAS_PROBE_N);
 }
 
-int blas_rows_fixed(void) {
+static int blas_rows_probe(void) {
     enum { K = BLAS_PROBE_K, N = BLAS_PROBE_N, R = BLAS_PROBE_ROWS };
     float a[R * K], b[K * N], all[R * N], part[R * N];
     // values of 24 significant bits (a hash of the index), so that the sums round
@@ -180,6 +180,18 @@ int blas_rows_fixed(void) {
             }
     }
     return 1;
+}
+
+int blas_rows_fixed(void) {
+    // the loaded library's property: probed once per process (two threads racing at the first
+    // call both probe and store the same answer)
+    static int fixed = -1;
+    int f = __atomic_load_n(&fixed, __ATOMIC_RELAXED);
+    if (f < 0) {
+        f = blas_rows_probe();
+        __atomic_store_n(&fixed, f, __ATOMIC_RELAXED);
+    }
+    return f;
 }
 
 // Under mpirun only rank 0 speaks (the launchers' variables: MPI_Init has not run yet).

@@ -25,7 +25,8 @@
 //   RLHF_BLAS_TEST_CORE=NAME           the kernel OpenBLAS "chose at load" (without
 //   OPENBLAS_CORETYPE) RLHF_BLAS_TEST_CORE_AFTER=NAME     the kernel the library "runs" after the
 //   re-execution
-// No function here allocates or keeps state; names returned are static strings.
+// No function here allocates; none keeps state but blas_rows_fixed, which keeps its answer (a
+// property of the loaded library). Names returned are static strings.
 #ifndef BLAS_H
 #define BLAS_H
 #include <stdio.h>
@@ -58,7 +59,7 @@ const char *blas_core_name(void);
 
 // Whether the loaded library's sgemm gives a row of a product the same bits whatever the rows
 // around it (how many, where it sits among them) and the thread count: 1 or 0, from a probe of
-// a few small products (both layouts the kernels use, under 2 ms; nothing allocated). The
+// a few small products at the first call (both layouts the kernels use, under 2 ms). The
 // AVX-512 kernels (SkylakeX, Cooperlake) and Sandybridge do; Haswell and Zen (AVX2) and the
 // generic Prescott run the last rows of a product through other micro-kernels, which round
 // differently (OPENBLAS_CORETYPE=Haswell shows it on any AVX2 CPU).

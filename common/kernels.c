@@ -445,21 +445,9 @@ static float bias_init(float *out, const float *bias, int64_t N, int OC, int bet
     return (bias || beta_one) ? 1.0f : 0.0f;
 }
 
-// Whether sgemm keeps a row's bits whatever its company (blas_rows_fixed: the loaded library's
-// property, probed once per process; a race computes the same value twice)
-static int sgemm_rows_fixed(void) {
-    static int fixed = -1;
-    int f = __atomic_load_n(&fixed, __ATOMIC_RELAXED);
-    if (f < 0) {
-        f = blas_rows_fixed();
-        __atomic_store_n(&fixed, f, __ATOMIC_RELAXED);
-    }
-    return f;
-}
-
 // Any number of rows by the few-rows kernel, DEC_MAX_ROWS at a time: each row's bits depend on
 // nothing but its own inputs (the sgemm of the AVX2 and generic OpenBLAS kernels does not give
-// that: sgemm_rows_fixed)
+// that: blas_rows_fixed)
 static void matmul_forward_blocks(float *out, const float *inp, const float *weight,
                                   const float *bias, int64_t N, int C, int OC, int beta_one) {
     for (int64_t r0 = 0; r0 < N; r0 += DEC_MAX_ROWS) {
@@ -471,7 +459,7 @@ static void matmul_forward_blocks(float *out, const float *inp, const float *wei
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
     if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
-    if ((N <= SMALL_ROWS && C <= SMALL_MAX_C) || !sgemm_rows_fixed()) {
+    if ((N <= SMALL_ROWS && C <= SMALL_MAX_C) || !blas_rows_fixed()) {
         matmul_forward_blocks(out, inp, weight, bias, N, C, OC, beta_one);
         return;
     }
@@ -669,7 +657,7 @@ static void rowdot_few_rows(float *out, const float *inp, const float *wte, cons
 static void rowdot_product(float *out, const float *inp, const float *w, const float *bias,
                            int beta_one, int64_t M, int V, int C, int64_t max_rows) {
     if (M == 1) { rowdot_one_row(out, inp, w, bias, beta_one, V, C); return; }
-    if (M <= max_rows || !sgemm_rows_fixed()) {
+    if (M <= max_rows || !blas_rows_fixed()) {
         rowdot_few_rows(out, inp, w, bias, beta_one, M, V, C);
         return;
     }

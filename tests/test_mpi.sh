@@ -29,8 +29,9 @@ AT_EXIT='procs_kill_in "$W"'
 trap 'exit 1' INT TERM HUP
 MB="$ROOT/build-mpi/bin"
 jobs=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-if ! lib_make -s -j"$jobs" MPI=1 build-mpi/bin/sft build-mpi/bin/reward build-mpi/bin/ppo \
-    > "$W/err" 2>&1; then
+# BUILD named: a `make test BUILD=...` passes its BUILD down to every make it starts, over MPI=1's
+if ! lib_make -s -j"$jobs" MPI=1 BUILD=build-mpi build-mpi/bin/sft build-mpi/bin/reward \
+    build-mpi/bin/ppo > "$W/err" 2>&1; then
     bad "cannot build the MPI variant"; lib_summary; exit
 fi
 MPIRUN="timeout 120 mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"

@@ -77,6 +77,8 @@ vg "rlhf info" "$B/rlhf" info ppo/policy
 vg "rlhf generate" "$B/rlhf" generate ppo/policy --prompt "What is" --max-new 4 --seed 1
 vg "rlhf eval" "$B/rlhf" eval sft/last --text corpus.txt
 # a generic OpenBLAS choice (pretended) must not make the program re-execute itself out of valgrind
+# (the pretended choice is the library's own, made without OPENBLAS_CORETYPE: a caller's is unset)
+unset OPENBLAS_CORETYPE
 export RLHF_BLAS_TEST_CORE=Prescott
 vg "rlhf info --system with a generic BLAS kernel" "$B/rlhf" info --system
 unset RLHF_BLAS_TEST_CORE
