@@ -124,9 +124,10 @@ $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=odd --set train.grad_accum=3 \
     ok "grad_accum not a multiple of the ranks: a clear error" || bad "odd split (exit $rc)"
 
 # B. the OpenBLAS kernel under mpirun: each rank re-executes itself before MPI_Init onto the same
-# kernel (the library's choice pretended to be Prescott), rank 0 alone says so, the job runs
-RLHF_BLAS_TEST_CORE=Prescott $MPIRUN -x RLHF_BLAS_TEST_CORE -np 2 "$MB/sft" -c mpi.yaml \
-    --set out.dir=blas --set train.steps=1 > out 2> err; rc=$?
+# kernel (the library's choice pretended to be Prescott, made without OPENBLAS_CORETYPE: a
+# caller's, which would override it, is unset), rank 0 alone says so, the job runs
+env -u OPENBLAS_CORETYPE RLHF_BLAS_TEST_CORE=Prescott $MPIRUN -x RLHF_BLAS_TEST_CORE -np 2 \
+    "$MB/sft" -c mpi.yaml --set out.dir=blas --set train.steps=1 > out 2> err; rc=$?
 [ $rc -eq 0 ] && [ "$(grep -c 'OpenBLAS chose its Prescott kernel but this CPU has' err)" -eq 1 ] &&
     grep -q "2 ranks, each computing 1 of the 2" err &&
     ok "under mpirun: both ranks re-executed onto the better kernel before MPI_Init, one line from rank 0 (exit $rc)" ||
