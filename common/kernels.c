@@ -260,7 +260,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // Full forwards (scoring, training, a reference model's log-probs) keep sgemm above SMALL_ROWS: a
 // sequence scored with others in a micro-batch must get the bits it gets with any other company,
 // and sgemm's rounding is not the few-rows kernel's, so the two may not mix at 9 rows and more
-// within one kind of call.
+// within one kind of call. (That holds for sgemm itself only where blas_rows_fixed says so;
+// elsewhere the few-rows kernels take full forwards too: matmul_forward, rowdot_product.)
 #define DEC_MAX_ROWS KERNELS_DECODE_ROWS
 typedef float v16f __attribute__((vector_size(64)));
 // an unaligned load, as a macro: returning a vector by value trips -Wpsabi on non-AVX-512 builds
