@@ -263,6 +263,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // within one kind of call. (That holds for sgemm itself only where blas_rows_fixed says so;
 // elsewhere the few-rows kernels take full forwards too: matmul_forward, rowdot_product.)
 #define DEC_MAX_ROWS KERNELS_DECODE_ROWS
+// the most rows one call of the few-rows kernel takes (acc holds 64 x 512 partial sums)
+#define FEW_MAX_ROWS 64
 typedef float v16f __attribute__((vector_size(64)));
 // an unaligned load, as a macro: returning a vector by value trips -Wpsabi on non-AVX-512 builds
 #define V16_LOAD(dst, p) memcpy(&(dst), (p), sizeof(v16f))
@@ -407,7 +409,7 @@ static void matmul_forward_few(float *out, const float *inp, const float *weight
     int lda = sup_tiles * FEW_TW;
     #pragma omp parallel
     {
-        float xc[DEC_MAX_ROWS * FEW_KC];                   // the chunk's inputs, by group
+        float xc[FEW_MAX_ROWS * FEW_KC];                   // the chunk's inputs, by group
         float acc[FEW_ACC] __attribute__((aligned(64)));   // ng x (8, lda)
         int nt = omp_get_num_threads(), th = omp_get_thread_num();
         int t0 = (int)((int64_t)ntile * th / nt), t1 = (int)((int64_t)ntile * (th + 1) / nt);
@@ -446,13 +448,13 @@ static float bias_init(float *out, const float *bias, int64_t N, int OC, int bet
     return (bias || beta_one) ? 1.0f : 0.0f;
 }
 
-// Any number of rows by the few-rows kernel, DEC_MAX_ROWS at a time: each row's bits depend on
+// Any number of rows by the few-rows kernel, FEW_MAX_ROWS at a time: each row's bits depend on
 // nothing but its own inputs (the sgemm of the AVX2 and generic OpenBLAS kernels does not give
 // that: blas_rows_fixed)
 static void matmul_forward_blocks(float *out, const float *inp, const float *weight,
                                   const float *bias, int64_t N, int C, int OC, int beta_one) {
-    for (int64_t r0 = 0; r0 < N; r0 += DEC_MAX_ROWS) {
-        int64_t n = N - r0 < DEC_MAX_ROWS ? N - r0 : DEC_MAX_ROWS;
+    for (int64_t r0 = 0; r0 < N; r0 += FEW_MAX_ROWS) {
+        int64_t n = N - r0 < FEW_MAX_ROWS ? N - r0 : FEW_MAX_ROWS;
         matmul_forward_few(out + r0 * OC, inp + r0 * C, weight, bias, n, C, OC, beta_one);
     }
 }
