@@ -152,4 +152,4 @@ demo: all
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 clean:
-	rm -rf build build-debug build-mpi build-fuzz build-valgrind
+	rm -rf build build-debug build-mpi build-fuzz build-avx2 build-v3

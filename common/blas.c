@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -147,6 +148,50 @@ const char *blas_core_name(void) {
     if (test && *test) return test;
     const char *name = openblas_get_corename();
     return name ? name : "unknown";
+}
+
+// A probe's product, row-major: out (M, 24) = a (M, 40) @ b (40 x 24, or its transpose (24, 40))
+#define BLAS_PROBE_K 40
+#define BLAS_PROBE_N 24
+#define BLAS_PROBE_ROWS 40
+static void blas_probe_product(float *out, const float *a, const float *b, int M, int trans) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans ? CblasTrans : CblasNoTrans, M, BLAS_PROBE_N,
+                BLAS_PROBE_K, 1.0f, a, BLAS_PROBE_K, b, trans ? BLAS_PROBE_K : BLAS_PROBE_N, 0.0f,
+                out, BLAS_PROBE_N);
+}
+
+static int blas_rows_probe(void) {
+    enum { K = BLAS_PROBE_K, N = BLAS_PROBE_N, R = BLAS_PROBE_ROWS };
+    float a[R * K], b[K * N], all[R * N], part[R * N];
+    // values of 24 significant bits (a hash of the index), so that the sums round
+    for (int i = 0; i < R * K; i++)
+        a[i] = (float)((uint32_t)(i + 1) * 2654435761u >> 8) / 16777216.0f - 0.5f;
+    for (int i = 0; i < K * N; i++)
+        b[i] = (float)((uint32_t)(i + 7) * 2246822519u >> 8) / 16777216.0f - 0.5f;
+    // rows off.. of an M-row product against the same rows of the R-row one: M from 9 (the
+    // kernels' few-row limit is 8) to R - off, over offsets 0-7, so that every row is once at
+    // the end of a product and once inside one, whatever the library's tile height up to 32
+    for (int trans = 0; trans < 2; trans++) {
+        blas_probe_product(all, a, b, R, trans);
+        for (int off = 0; off < 8; off++)
+            for (int M = 9; M + off <= R; M += 3) {
+                blas_probe_product(part, a + off * K, b, M, trans);
+                if (memcmp(part, all + off * N, (size_t)M * N * sizeof(float)) != 0) return 0;
+            }
+    }
+    return 1;
+}
+
+int blas_rows_fixed(void) {
+    // the loaded library's property: probed once per process (two threads racing at the first
+    // call both probe and store the same answer)
+    static int fixed = -1;
+    int f = __atomic_load_n(&fixed, __ATOMIC_RELAXED);
+    if (f < 0) {
+        f = blas_rows_probe();
+        __atomic_store_n(&fixed, f, __ATOMIC_RELAXED);
+    }
+    return f;
 }
 
 // Under mpirun only rank 0 speaks (the launchers' variables: MPI_Init has not run yet).
@@ -311,6 +356,10 @@ void blas_print_system(FILE *out) {
     fprintf(out, "openblas core        %s (%s; best for this CPU: %s)\n", core, how,
             best ? best : "generic");
     fprintf(out, "openblas config      %s\n", openblas_get_config());
+    fprintf(out, "openblas sgemm rows  %s\n", blas_rows_fixed()
+            ? "row-invariant (a row's bits do not depend on the others): full forwards use it"
+            : "not row-invariant: full forwards use the few-row kernels, so a sequence's numbers "
+              "do not depend on the others in its micro-batch");
     static const char *par[] = {"sequential", "pthreads", "OpenMP"};
     int p = openblas_get_parallel();
     fprintf(out, "openblas threads     %d (%s%s)\n", openblas_get_num_threads(),

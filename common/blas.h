@@ -25,7 +25,8 @@
 //   RLHF_BLAS_TEST_CORE=NAME           the kernel OpenBLAS "chose at load" (without
 //   OPENBLAS_CORETYPE) RLHF_BLAS_TEST_CORE_AFTER=NAME     the kernel the library "runs" after the
 //   re-execution
-// No function here allocates or keeps state; names returned are static strings.
+// No function here allocates; none keeps state but blas_rows_fixed, which keeps its answer (a
+// property of the loaded library). Names returned are static strings.
 #ifndef BLAS_H
 #define BLAS_H
 #include <stdio.h>
@@ -55,6 +56,14 @@ const char *blas_best_core(unsigned cpu_flags, const char *chosen);
 
 // The kernel the loaded library runs (openblas_get_corename, or a test hook's name).
 const char *blas_core_name(void);
+
+// Whether the loaded library's sgemm gives a row of a product the same bits whatever the rows
+// around it (how many, where it sits among them) and the thread count: 1 or 0, from a probe of
+// a few small products at the first call (both layouts the kernels use, under 2 ms). The
+// AVX-512 kernels (SkylakeX, Cooperlake) and Sandybridge do; Haswell and Zen (AVX2) and the
+// generic Prescott run the last rows of a product through other micro-kernels, which round
+// differently (OPENBLAS_CORETYPE=Haswell shows it on any AVX2 CPU).
+int         blas_rows_fixed(void);
 
 // The startup call (first line of main, before MPI_Init and before anything is printed):
 // re-executes argv with OPENBLAS_CORETYPE set when blas_best_core says so, and with

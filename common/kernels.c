@@ -2,6 +2,7 @@
 // and conventions.
 #include "kernels.h"
 #include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -259,8 +260,11 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // Full forwards (scoring, training, a reference model's log-probs) keep sgemm above SMALL_ROWS: a
 // sequence scored with others in a micro-batch must get the bits it gets with any other company,
 // and sgemm's rounding is not the few-rows kernel's, so the two may not mix at 9 rows and more
-// within one kind of call.
+// within one kind of call. (That holds for sgemm itself only where blas_rows_fixed says so;
+// elsewhere the few-rows kernels take full forwards too: matmul_forward, rowdot_product.)
 #define DEC_MAX_ROWS KERNELS_DECODE_ROWS
+// the most rows one call of the few-rows kernel takes (acc holds 64 x 512 partial sums)
+#define FEW_MAX_ROWS 64
 typedef float v16f __attribute__((vector_size(64)));
 // an unaligned load, as a macro: returning a vector by value trips -Wpsabi on non-AVX-512 builds
 #define V16_LOAD(dst, p) memcpy(&(dst), (p), sizeof(v16f))
@@ -405,7 +409,7 @@ static void matmul_forward_few(float *out, const float *inp, const float *weight
     int lda = sup_tiles * FEW_TW;
     #pragma omp parallel
     {
-        float xc[DEC_MAX_ROWS * FEW_KC];                   // the chunk's inputs, by group
+        float xc[FEW_MAX_ROWS * FEW_KC];                   // the chunk's inputs, by group
         float acc[FEW_ACC] __attribute__((aligned(64)));   // ng x (8, lda)
         int nt = omp_get_num_threads(), th = omp_get_thread_num();
         int t0 = (int)((int64_t)ntile * th / nt), t1 = (int)((int64_t)ntile * (th + 1) / nt);
@@ -444,11 +448,22 @@ static float bias_init(float *out, const float *bias, int64_t N, int OC, int bet
     return (bias || beta_one) ? 1.0f : 0.0f;
 }
 
+// Any number of rows by the few-rows kernel, FEW_MAX_ROWS at a time: each row's bits depend on
+// nothing but its own inputs (the sgemm of the AVX2 and generic OpenBLAS kernels does not give
+// that: blas_rows_fixed)
+static void matmul_forward_blocks(float *out, const float *inp, const float *weight,
+                                  const float *bias, int64_t N, int C, int OC, int beta_one) {
+    for (int64_t r0 = 0; r0 < N; r0 += FEW_MAX_ROWS) {
+        int64_t n = N - r0 < FEW_MAX_ROWS ? N - r0 : FEW_MAX_ROWS;
+        matmul_forward_few(out + r0 * OC, inp + r0 * C, weight, bias, n, C, OC, beta_one);
+    }
+}
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
     if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
-    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) {
-        matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
+    if ((N <= SMALL_ROWS && C <= SMALL_MAX_C) || !blas_rows_fixed()) {
+        matmul_forward_blocks(out, inp, weight, bias, N, C, OC, beta_one);
         return;
     }
     float beta = bias_init(out, bias, N, OC, beta_one);
@@ -645,7 +660,10 @@ static void rowdot_few_rows(float *out, const float *inp, const float *wte, cons
 static void rowdot_product(float *out, const float *inp, const float *w, const float *bias,
                            int beta_one, int64_t M, int V, int C, int64_t max_rows) {
     if (M == 1) { rowdot_one_row(out, inp, w, bias, beta_one, V, C); return; }
-    if (M <= max_rows) { rowdot_few_rows(out, inp, w, bias, beta_one, M, V, C); return; }
+    if (M <= max_rows || !blas_rows_fixed()) {
+        rowdot_few_rows(out, inp, w, bias, beta_one, M, V, C);
+        return;
+    }
     float beta = bias_init(out, bias, M, V, beta_one);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, V, C, 1.0f, inp, C, w, C,
                 beta, out, V);

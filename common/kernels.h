@@ -30,7 +30,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // out (N,OC) = beta_one ? out + inp @ weight + bias : inp @ weight + bias.
 // inp (N,C), weight (C,OC), bias (OC) or NULL. beta_one lets a residual add fuse into the product.
 // 2 to 8 rows (C up to 4096) stream the weight once, each output summed in one fixed order;
-// more rows go to sgemm.
+// more rows go to sgemm, or, where the library's sgemm gives a row other bits in other company
+// (blas_rows_fixed, blas.h: OpenBLAS's AVX2 and generic kernels), to the same few-row kernel
+// 64 or 16 rows at a time, so that a row's result never depends on the rows beside it.
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
 // LM head: out (M,V) = inp (M,C) @ wte^T, wte (V,C)

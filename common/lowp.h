@@ -101,7 +101,8 @@ void lowp_matrix_free(LowpMatrix *m);
 int64_t lowp_matrix_bytes(const LowpMatrix *m);
 
 // More rows than lowp_rowdot_rows(m) take the many-row product (lowp_forward_many,
-// common/lowp_gemm.c): LOWP_SGEMM_ROWS where it is sgemm on widened tiles; where it runs on
+// common/lowp_gemm.c): LOWP_SGEMM_ROWS where it is sgemm on widened tiles (none, INT_MAX, where
+// the library's sgemm is not row-invariant: blas_rows_fixed, common/blas.h); where it runs on
 // vdpbf16ps (lowp_gemm_rounds) it streams the weight once too and took less CPU than the row-dot
 // kernels from 10 rows in bf16 and from 8 in int8 (GPT-2's layers, one thread: bf16 at 16 rows
 // 31 against 41 ms, int8 26 against 65), so there LOWP_BF16_ROWDOT_ROWS and LOWP_INT8_ROWDOT_ROWS.

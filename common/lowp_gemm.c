@@ -21,8 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "util.h"
 #include <cblas.h>
+#include <limits.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define LOWP_GEMM_X86 1
@@ -274,7 +276,9 @@ int lowp_gemm_rounds(const LowpMatrix *m) {
 }
 
 int lowp_rowdot_rows(const LowpMatrix *m) {
-    if (!lowp_gemm_rounds(m)) return LOWP_SGEMM_ROWS;
+    // where sgemm gives a row other bits in other company (blas.h), the row-dot kernels take
+    // every row count: a sequence's numbers must not depend on the rows beside it
+    if (!lowp_gemm_rounds(m)) return blas_rows_fixed() ? LOWP_SGEMM_ROWS : INT_MAX;
     return m->fmt == LOWP_BF16 ? LOWP_BF16_ROWDOT_ROWS : LOWP_INT8_ROWDOT_ROWS;
 }
 

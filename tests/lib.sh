@@ -14,6 +14,12 @@
 #                           (run_tests.sh), and two builds of one variant (build-mpi: test_mpi
 #                           and test_dpo) must not write the same objects together
 #   lib_sanitized           true when BUILD's programs are built with AddressSanitizer
+#   lib_avx2_cpu            true when this CPU runs x86-64-v3 code (AVX2, FMA, BMI1/2, F16C, MOVBE,
+#                           LZCNT): the AVX2 build below runs here
+#   lib_avx2 TARGET...      make TARGETs (paths under $AVX2) in AVX2=build-avx2, the build for CPUs
+#                           without AVX-512 (-march=x86-64-v3, no sanitizer), which test_valgrind
+#                           and test_avx2 share (its library is compiled once); on failure the
+#                           build's last lines are shown and it returns 1
 #   sums N FORMAT           N arithmetic examples, one line each: FORMAT (printf) given a, b, a+b
 #                           and a+b+1, with a = 7i mod 19 and b = 11i mod 17, the same every time
 #   tiny_data N             N such examples in the current folder as corpus.txt (text),
@@ -48,6 +54,23 @@ lib_summary() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; }
 # were checked by the `make test` that runs the tests, scripts/deps.sh is not run again)
 lib_make() { flock "$ROOT/Makefile" make -C "$ROOT" DEPS_DONE=1 "$@"; }
 lib_sanitized() { nm "$ROOT/$BUILD/bin/rlhf" 2>/dev/null | grep -q __asan_init; }
+AVX2=build-avx2
+lib_avx2_cpu() {
+    [ "$(uname -m)" = x86_64 ] || return 1
+    flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+    for f in avx2 fma bmi1 bmi2 f16c movbe abm; do
+        case "$flags" in *" $f "*) ;; *) return 1;; esac
+    done
+}
+# (DEBUG and MPI emptied: a `make DEBUG=1 test` passes its variables down to the makes it starts)
+lib_avx2() {
+    log=$(mktemp) || return 1
+    if ! lib_make --no-print-directory -j2 DEBUG= MPI= BUILD=$AVX2 ARCH=-march=x86-64-v3 "$@" \
+        > "$log" 2>&1; then
+        tail -5 "$log"; rm -f "$log"; return 1
+    fi
+    rm -f "$log"
+}
 
 lib_workspace() {
     W=$(mktemp -d) || exit 1

@@ -297,7 +297,9 @@ expect_fail "a dpo stage's bad setting is found before anything runs" 1 "stepz" 
 # ---------------------------------------------------------------------------------------------
 # MPI: one step on 2 ranks equals one on 1 rank (the gradients summed in another order)
 MB="$ROOT/build-mpi/bin"
-if command -v mpicc > /dev/null && lib_make -s MPI=1 build-mpi/bin/dpo > mpi.err 2>&1; then
+# (BUILD named: a `make test BUILD=...` passes its BUILD down, over MPI=1's)
+if command -v mpicc > /dev/null && lib_make -s MPI=1 BUILD=build-mpi build-mpi/bin/dpo > mpi.err 2>&1
+then
     MPIRUN="timeout 120 mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
     "$MB/dpo" -c dpo.yaml --set out.dir=m1 --set train.steps=1 > /dev/null 2>&1
     $MPIRUN -np 2 "$MB/dpo" -c dpo.yaml --set out.dir=m2 --set train.steps=1 > /dev/null 2> err

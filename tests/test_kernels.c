@@ -278,6 +278,43 @@ static void test_decode_rows(void) {
                      KERNELS_DECODE_ROWDOT_ROWS);
 }
 
+// Full forwards (matmul_forward, linear_forward, logits_forward) above the few-row limit: rows
+// off.. of a product of M rows have the bits they have in a product of all 150 (a sequence's
+// log-probabilities do not depend on the sequences packed with it in a micro-batch), whatever
+// the OpenBLAS kernel (the AVX2 and generic ones are not row-invariant: tests/test_avx2.sh runs
+// this under OPENBLAS_CORETYPE=Haswell), on 1 and 2 threads. 130 inputs, 203 outputs.
+static void company_case(const char *name, DecodeFn full, int with_bias) {
+    enum { R = 150, C = 130, OC = 203 };
+    Rng rng; rng_init(&rng, 21);
+    float *x = randn(&rng, (int64_t)R * C, 1), *w = randn(&rng, (int64_t)C * OC, 0.1f);
+    float *b = with_bias ? randn(&rng, OC, 0.1f) : NULL;
+    float *all = zeros((int64_t)R * OC), *part = zeros((int64_t)R * OC);
+    int nt = omp_get_max_threads();
+    full(all, x, w, b, R, C, OC, 0);
+    static const int offs[3] = {0, 5, 77}, Ms[4] = {9, 13, 24, 61};
+    for (int th = 1; th <= 2; th++) {
+        omp_set_num_threads(th);
+        for (int oi = 0; oi < 3; oi++)
+            for (int mi = 0; mi < 4; mi++) {
+                int off = offs[oi], M = Ms[mi], nbad = 0;
+                full(part, x + (size_t)off * C, w, b, M, C, OC, 0);
+                for (int i = 0; i < M; i++)
+                    nbad += memcmp(part + (size_t)i * OC, all + (size_t)(off + i) * OC,
+                                   (size_t)OC * sizeof(float)) != 0;
+                CHECK_MSG(nbad == 0, "%s: %d of rows %d..%d differ from their bits among %d rows "
+                          "(%d threads)", name, nbad, off, off + M - 1, (int)R, th);
+            }
+    }
+    omp_set_num_threads(nt);
+    free(x); free(w); free(b); free(all); free(part);
+}
+
+static void test_company(void) {
+    company_case("matmul_forward", matmul_forward, 1);   // weight (C, OC)
+    company_case("linear_forward", linear_forward, 1);   // weight (OC, C)
+    company_case("logits_forward", logits_full_fn, 0);
+}
+
 // LM head product against a naive reference, for the one-row, few-rows and sgemm paths: 101
 // vocabulary rows make three blocks of 32 and a partial one, 50 channels a tail narrower than a
 // vector. The few-rows path gives the same bits for any row count and thread count.
@@ -1084,6 +1121,8 @@ int main(void) {
         "kernels: few-rows matmul over chunks, super-blocks and a tail, independent of threads and rows",
         test_matmul_few);
     test_case("kernels: LM-head logits for one, few and many rows", test_logits);
+    test_case("kernels: full forwards give a row the same bits in any company, any BLAS kernel",
+              test_company);
     test_case("kernels: decoding's 9-64 rows have each row's bits at 2 rows, on 1 and 2 threads",
               test_decode_rows);
     test_case("kernels: causal attention over packed lengths vs naive and finite differences",

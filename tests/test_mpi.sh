@@ -29,8 +29,9 @@ AT_EXIT='procs_kill_in "$W"'
 trap 'exit 1' INT TERM HUP
 MB="$ROOT/build-mpi/bin"
 jobs=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-if ! lib_make -s -j"$jobs" MPI=1 build-mpi/bin/sft build-mpi/bin/reward build-mpi/bin/ppo \
-    > "$W/err" 2>&1; then
+# BUILD named: a `make test BUILD=...` passes its BUILD down to every make it starts, over MPI=1's
+if ! lib_make -s -j"$jobs" MPI=1 BUILD=build-mpi build-mpi/bin/sft build-mpi/bin/reward \
+    build-mpi/bin/ppo > "$W/err" 2>&1; then
     bad "cannot build the MPI variant"; lib_summary; exit
 fi
 MPIRUN="timeout 120 mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1"
@@ -123,9 +124,10 @@ $MPIRUN -np 2 "$MB/sft" -c mpi.yaml --set out.dir=odd --set train.grad_accum=3 \
     ok "grad_accum not a multiple of the ranks: a clear error" || bad "odd split (exit $rc)"
 
 # B. the OpenBLAS kernel under mpirun: each rank re-executes itself before MPI_Init onto the same
-# kernel (the library's choice pretended to be Prescott), rank 0 alone says so, the job runs
-RLHF_BLAS_TEST_CORE=Prescott $MPIRUN -x RLHF_BLAS_TEST_CORE -np 2 "$MB/sft" -c mpi.yaml \
-    --set out.dir=blas --set train.steps=1 > out 2> err; rc=$?
+# kernel (the library's choice pretended to be Prescott, made without OPENBLAS_CORETYPE: a
+# caller's, which would override it, is unset), rank 0 alone says so, the job runs
+env -u OPENBLAS_CORETYPE RLHF_BLAS_TEST_CORE=Prescott $MPIRUN -x RLHF_BLAS_TEST_CORE -np 2 \
+    "$MB/sft" -c mpi.yaml --set out.dir=blas --set train.steps=1 > out 2> err; rc=$?
 [ $rc -eq 0 ] && [ "$(grep -c 'OpenBLAS chose its Prescott kernel but this CPU has' err)" -eq 1 ] &&
     grep -q "2 ranks, each computing 1 of the 2" err &&
     ok "under mpirun: both ranks re-executed onto the better kernel before MPI_Init, one line from rank 0 (exit $rc)" ||
