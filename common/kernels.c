@@ -462,13 +462,22 @@ static void matmul_forward_blocks(float *out, const float *inp, const float *wei
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one) {
     if (N == 1) { matmul_forward_row(out, inp, weight, bias, C, OC, beta_one); return; }
-    if ((N <= SMALL_ROWS && C <= SMALL_MAX_C) || !blas_rows_fixed()) {
-        matmul_forward_blocks(out, inp, weight, bias, N, C, OC, beta_one);
+    if (N <= SMALL_ROWS && C <= SMALL_MAX_C) {
+        matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
         return;
     }
     float beta = bias_init(out, bias, N, OC, beta_one);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, OC, C, 1.0f, inp, C,
                 weight, OC, beta, out, OC);
+}
+
+void matmul_forward_fixed(float *out, const float *inp, const float *weight, const float *bias,
+                          int64_t N, int C, int OC, int beta_one) {
+    if (N > 1 && !blas_rows_fixed()) {
+        matmul_forward_blocks(out, inp, weight, bias, N, C, OC, beta_one);
+        return;
+    }
+    matmul_forward(out, inp, weight, bias, N, C, OC, beta_one);
 }
 
 void matmul_forward_decode(float *out, const float *inp, const float *weight, const float *bias,
@@ -477,7 +486,7 @@ void matmul_forward_decode(float *out, const float *inp, const float *weight, co
         matmul_forward_few(out, inp, weight, bias, N, C, OC, beta_one);
         return;
     }
-    matmul_forward(out, inp, weight, bias, N, C, OC, beta_one);
+    matmul_forward_fixed(out, inp, weight, bias, N, C, OC, beta_one);
 }
 
 // Few rows (decoding): the embedding is streamed once, in order, each vocabulary row read from
@@ -656,11 +665,12 @@ static void rowdot_few_rows(float *out, const float *inp, const float *wte, cons
 }
 
 // out (M, V) = [out +] [bias +] inp (M, C) @ w^T, w (V, C): up to max_rows rows streamed by the
-// row-dot kernels, more by sgemm
+// row-dot kernels, more by sgemm; fixed: every row count by the row-dot kernels where sgemm is not
+// row-invariant (blas_rows_fixed)
 static void rowdot_product(float *out, const float *inp, const float *w, const float *bias,
-                           int beta_one, int64_t M, int V, int C, int64_t max_rows) {
+                           int beta_one, int64_t M, int V, int C, int64_t max_rows, int fixed) {
     if (M == 1) { rowdot_one_row(out, inp, w, bias, beta_one, V, C); return; }
-    if (M <= max_rows || !blas_rows_fixed()) {
+    if (M <= max_rows || (fixed && !blas_rows_fixed())) {
         rowdot_few_rows(out, inp, w, bias, beta_one, M, V, C);
         return;
     }
@@ -670,12 +680,17 @@ static void rowdot_product(float *out, const float *inp, const float *w, const f
 }
 
 void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C) {
-    rowdot_product(out, inp, wte, NULL, 0, M, V, C, SMALL_ROWS);
+    rowdot_product(out, inp, wte, NULL, 0, M, V, C, SMALL_ROWS, 0);
+}
+
+void logits_forward_fixed(float *out, const float *inp, const float *wte, int64_t M, int V,
+                          int C) {
+    rowdot_product(out, inp, wte, NULL, 0, M, V, C, SMALL_ROWS, 1);
 }
 
 void logits_forward_decode(float *out, const float *inp, const float *wte, int64_t M, int V,
                            int C) {
-    rowdot_product(out, inp, wte, NULL, 0, M, V, C, KERNELS_DECODE_ROWDOT_ROWS);
+    rowdot_product(out, inp, wte, NULL, 0, M, V, C, KERNELS_DECODE_ROWDOT_ROWS, 1);
 }
 
 // dst (OC) += sum over the N rows of src (N, OC): chunks of ROW_CHUNK rows write their partial
@@ -1116,12 +1131,17 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
     // Few rows (decoding): sgemm would pack the whole weight for them; the LM head's kernels stream
     // it once (C 576, OC 3072 from memory, 1 thread: one row 0.40 ms instead of 1.2, four 0.67
     // instead of 1.0, eight the same)
-    rowdot_product(out, inp, weight, bias, beta_one, N, OC, C, SMALL_ROWS);
+    rowdot_product(out, inp, weight, bias, beta_one, N, OC, C, SMALL_ROWS, 0);
+}
+
+void linear_forward_fixed(float *out, const float *inp, const float *weight, const float *bias,
+                          int64_t N, int C, int OC, int beta_one) {
+    rowdot_product(out, inp, weight, bias, beta_one, N, OC, C, SMALL_ROWS, 1);
 }
 
 void linear_forward_decode(float *out, const float *inp, const float *weight, const float *bias,
                            int64_t N, int C, int OC, int beta_one) {
-    rowdot_product(out, inp, weight, bias, beta_one, N, OC, C, KERNELS_DECODE_ROWDOT_ROWS);
+    rowdot_product(out, inp, weight, bias, beta_one, N, OC, C, KERNELS_DECODE_ROWDOT_ROWS, 1);
 }
 
 // dinp_beta 1: dinp += ..., 0: dinp = ... (sgemm overwrites it; its old contents are ignored)

@@ -30,13 +30,25 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // out (N,OC) = beta_one ? out + inp @ weight + bias : inp @ weight + bias.
 // inp (N,C), weight (C,OC), bias (OC) or NULL. beta_one lets a residual add fuse into the product.
 // 2 to 8 rows (C up to 4096) stream the weight once, each output summed in one fixed order;
-// more rows go to sgemm, or, where the library's sgemm gives a row other bits in other company
-// (blas_rows_fixed, blas.h: OpenBLAS's AVX2 and generic kernels), to the same few-row kernel
-// 64 or 16 rows at a time, so that a row's result never depends on the rows beside it.
+// more rows go to sgemm.
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
 // LM head: out (M,V) = inp (M,C) @ wte^T, wte (V,C)
 void logits_forward(float *out, const float *inp, const float *wte, int64_t M, int V, int C);
+// The `_fixed` forwards (matmul_forward_fixed, linear_forward_fixed, logits_forward_fixed): the
+// same products, but a row's result never depends on the rows beside it or on the thread count.
+// Where the library's sgemm gives that (blas_rows_fixed, blas.h: OpenBLAS's AVX-512 and
+// Sandybridge kernels) they are the plain forwards; where it does not (its AVX2 and generic
+// kernels round a product's last rows in other micro-kernels) every row count goes to the few-row
+// kernels, 64 or 16 rows at a time, which costs time for many rows. The models use them for
+// forwards no backward follows (frozen and inference-only models: model.h), whose numbers are
+// stored and compared: a sequence's log-probabilities or score then do not depend on the
+// sequences packed with it; trained models keep sgemm, whose rows are the same in their forward
+// and backward, which see the same batch.
+void matmul_forward_fixed(float *out, const float *inp, const float *weight, const float *bias,
+                          int64_t N, int C, int OC, int beta_one);
+void logits_forward_fixed(float *out, const float *inp, const float *wte, int64_t M, int V,
+                          int C);
 // Decoding's counterparts (the KV-cache step only: generate.c through model.h): the same
 // products, but 2 to KERNELS_DECODE_ROWS rows (matmul_forward_decode; any C) or 2 to
 // KERNELS_DECODE_ROWDOT_ROWS (the [out, in] products: the LM head, the Llama-style layers) stream
@@ -99,6 +111,8 @@ void score_backward(float *dinp, float *dw, const float *dout, const float *inp,
 // weight once (the LM head's kernels) instead of sgemm: the same to rounding, not bit for bit.
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int C, int OC, int beta_one);
+void linear_forward_fixed(float *out, const float *inp, const float *weight, const float *bias,
+                          int64_t N, int C, int OC, int beta_one);
 void linear_forward_decode(float *out, const float *inp, const float *weight, const float *bias,
                            int64_t N, int C, int OC, int beta_one);
 // dinp (N,C) or NULL, dweight (OC,C) or NULL (frozen), dbias (OC) or NULL, dout (N,OC)

@@ -57,6 +57,8 @@ typedef struct {
                     int64_t N, int C, int OC, int beta_one);
     void (*decode_product)(float *out, const float *inp, const float *weight, const float *bias,
                            int64_t N, int C, int OC, int beta_one);
+    void (*fixed_product)(float *out, const float *inp, const float *weight, const float *bias,
+                          int64_t N, int C, int OC, int beta_one);   // models that do not train
     LowpLayout layout;
     // tensor i's name and shape, and where it lives: parameter slot and offset into the slot
     void (*tensor)(const Model *m, int i, ModelTensor *t, int *slot, size_t *offset);
@@ -697,6 +699,7 @@ static const BlockKind MODEL_KINDS[2] = {
         .layer_backward = gpt2_layer_backward, .final_forward = gpt2_final_forward,
         .final_backward = gpt2_final_backward, .tensor_count = gpt2_tensor_count,
         .product = matmul_forward, .decode_product = matmul_forward_decode,
+        .fixed_product = matmul_forward_fixed,
         .layout = LOWP_IN_OUT, .tensor = gpt2_tensor},
     [MODEL_ARCH_LLAMA] = {
         .name = "llama-style",
@@ -708,6 +711,7 @@ static const BlockKind MODEL_KINDS[2] = {
         .layer_backward = llama_layer_backward, .final_forward = llama_final_forward,
         .final_backward = llama_final_backward, .tensor_count = llama_tensor_count,
         .product = linear_forward, .decode_product = linear_forward_decode,
+        .fixed_product = linear_forward_fixed,
         .layout = LOWP_OUT_IN, .tensor = llama_tensor},
 };
 
@@ -943,6 +947,7 @@ int model_forward(Model *m, const ModelBatch *b, int flags, char *err, size_t er
     m->has_lm_out = 0; m->has_entropy = 0; m->N = 0; m->M = 0; m->loss = 0.0f;
     // 2: adapters with dropout (training), 1: adapters, 0: the base alone
     m->lora_on = !m->lora || (flags & MODEL_NO_LORA) ? 0 : (flags & MODEL_DROPOUT) ? 2 : 1;
+    m->fixed_rows = !m->trainable || (flags & MODEL_FIXED_ROWS);
     if (m->lora_on) lora_begin(m->lora, m->lora_on > 1);
     m->lora_fwd = m->lora_on ? m->lora : NULL;
     lora_bias_install(m, m->lora_fwd);   // trained biases with the adapters, the base's without
@@ -1155,7 +1160,10 @@ static const float *head_weight(const Model *m) {
     return m->config.untied ? m->params.lmheadw : m->params.wte;
 }
 
-// model_product and model_decode_product: decode picks the kind's decoding kernel for fp32
+// model_product and model_decode_product: decode picks the kind's decoding kernel for fp32; a
+// model that does not train, or a forward flagged MODEL_FIXED_ROWS, the row-invariant full
+// forward (kernels.h: `_fixed`), so those log-probabilities and scores never depend on the
+// sequences beside them
 static void layer_product(const Model *m, int l, int w, int narrow, int decode, float *out,
                           const float *inp, int64_t N, int beta_one) {
     const float *bias;
@@ -1167,7 +1175,8 @@ static void layer_product(const Model *m, int l, int w, int narrow, int decode, 
     int in, outw;
     lowp_w_dims(&m->config, w, &in, &outw);
     const BlockKind *k = model_kind(&m->config);
-    (decode ? k->decode_product : k->product)(out, inp, fw, bias, N, in, outw, beta_one);
+    (decode ? k->decode_product : m->fixed_rows ? k->fixed_product : k->product)(
+        out, inp, fw, bias, N, in, outw, beta_one);
 }
 
 void model_product(const Model *m, int l, int w, int narrow, float *out, const float *inp,
@@ -1187,8 +1196,8 @@ static void head_product(const Model *m, int narrow, int decode, float *out, con
         lowp_forward(out, inp, &m->lowp->head, NULL, M, 0);
         return;
     }
-    (decode ? logits_forward_decode : logits_forward)(out, inp, head_weight(m), M,
-                                                      m->config.vocab_size, m->config.n_embd);
+    (decode ? logits_forward_decode : m->fixed_rows ? logits_forward_fixed : logits_forward)(
+        out, inp, head_weight(m), M, m->config.vocab_size, m->config.n_embd);
 }
 
 void model_head_product(const Model *m, int narrow, float *out, const float *inp, int64_t M) {

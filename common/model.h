@@ -115,6 +115,10 @@ typedef struct {
 #define MODEL_ENTROPY    2    // also per-token entropy of the LM head's distribution
 #define MODEL_NO_LORA    4    // the attached adapters are off: exactly the base (lora.h)
 #define MODEL_DROPOUT    8    // the adapters' lora_dropout applies (training forwards)
+// Each row's numbers independent of the rows beside it (kernels.h: the `_fixed` forwards): what
+// a forward whose numbers are stored and compared across batches asks (a model that does not
+// train always has it). Costs time where the BLAS's sgemm is not row-invariant (blas.h).
+#define MODEL_FIXED_ROWS 16
 
 // model_init's `trainable`: 0 inference, 1 everything trains, MODEL_TRAIN_FROZEN the activations
 // backward needs but no gradients and no moments for the base (adapters train: lora.h)
@@ -129,6 +133,7 @@ typedef struct {
     struct Lora *lora;        // attached adapters (borrowed, lora_attach), or NULL
     struct ModelLowp *lowp;   // reduced-precision copies (model_lowp_attach; owned), or NULL
     int lora_on;              // the last forward ran the adapters (backward follows it)
+    int fixed_rows;           // the forward running takes the row-invariant products
     const struct Lora *lora_fwd;  // the adapters that forward ran (backward checks them)
     // whose trained biases the bias slots hold (lora_bias_install; a cell of its own, so that
     // decoding from a const Model can switch them); owned

@@ -234,7 +234,9 @@ static int run_groups(Dpo *d, const DpoSet *s, const int64_t *idx, int64_t ng, c
             for (int i = 0; i < s->g[idx[j0 + j]].k; i++)
                 d->rowseq[b++] = s->it[s->g[idx[j0 + j]].first + i].seq;
         ModelBatch mb = fill_batch(d, s, d->rowseq, rows);
-        int fl = d->use_lora && rs->grad_scale > 0 ? MODEL_DROPOUT : 0;
+        // row-invariant products: a group's log-probabilities are the same whatever groups
+        // share its micro-batch (K-wise rankings train exactly as their pairs, MPI as 1 rank)
+        int fl = (d->use_lora && rs->grad_scale > 0 ? MODEL_DROPOUT : 0) | MODEL_FIXED_ROWS;
         if (model_forward(&d->model, &mb, fl, err, errlen)) return -1;
         model_get_logp(&d->model, d->logp);
         if (rs->grad_scale > 0) memset(d->dlogp, 0, (size_t)mb.B * mb.T * sizeof(float));
@@ -283,7 +285,7 @@ static int seq_pass(Dpo *d, const DpoSet *s, const int64_t *list, int64_t n, dou
         int b = (int)(hi - i0 < d->max_rows ? hi - i0 : d->max_rows);
         for (int j = 0; j < b; j++) d->rowseq[j] = list ? list[i0 + j] : i0 + j;
         ModelBatch mb = fill_batch(d, s, d->rowseq, b);
-        if (model_forward(&d->model, &mb, 0, err, errlen)) return -1;
+        if (model_forward(&d->model, &mb, MODEL_FIXED_ROWS, err, errlen)) return -1;
         model_get_logp(&d->model, d->logp);
         for (int j = 0; j < b; j++)
             out[d->rowseq[j]] = seq_logp(d, &s->seq[d->rowseq[j]], j, mb.T);

@@ -202,13 +202,19 @@ static void scatter(const Ppo *s, float *dst, const int32_t *idx, int n, int T, 
 // One scoring minibatch, this rank's rows idx (n): the reward model(s) first, then the
 // reference, the policy and the value model, so that the last forwards the policy and value
 // models ran are theirs on these rows (whatever models the roles share).
+// The forwards of the reward, reference, policy and value models take row-invariant products
+// (model.h: MODEL_FIXED_ROWS): a policy equal to its reference gives a KL of exactly 0 and a
+// ratio of exactly 1 on every BLAS, and a sequence's numbers do not depend on its minibatch
+// company. (The pretraining mix's forwards keep the plain products.)
+#define PPO_FWD MODEL_FIXED_ROWS
+
 static int score_minibatch(Ppo *s, PpoStats *st, const int32_t *idx, int n, char *err,
                            size_t errlen) {
     char e[512];
     double t0 = util_time_s();
     ModelBatch rb;
     int Tr = batch_reward(s, idx, n, &rb);
-    if (model_forward(&s->reward, &rb, ppo_reward_flags(s), e, sizeof e))
+    if (model_forward(&s->reward, &rb, ppo_reward_flags(s) | PPO_FWD, e, sizeof e))
         return util_err(err, errlen, "reward: %s", e);
     model_get_values(&s->reward, s->b_values);
     for (int i = 0; i < n; i++) s->score[idx[i]] = s->b_values[(size_t)i * Tr + s->b_len[i] - 1];
@@ -221,13 +227,13 @@ static int score_minibatch(Ppo *s, PpoStats *st, const int32_t *idx, int n, char
     int T = batch_policy(s, idx, n, &b);
     int rf;
     Model *ref = ppo_reference(s, &rf);   // with adapters: the policy's base, adapters off
-    if (model_forward(ref, &b, rf, e, sizeof e))
+    if (model_forward(ref, &b, rf | PPO_FWD, e, sizeof e))
         return util_err(err, errlen, "reference: %s", e);
     model_get_logp(ref, s->b_logp);
     scatter(s, s->ref_logp, idx, n, T, s->b_logp);
     model_release_activations(ref);
     double t2 = util_time_s();
-    if (model_forward(&s->policy, &b, MODEL_ENTROPY, e, sizeof e))
+    if (model_forward(&s->policy, &b, MODEL_ENTROPY | PPO_FWD, e, sizeof e))
         return util_err(err, errlen, "policy: %s", e);
     model_get_logp(&s->policy, s->b_logp);
     scatter(s, s->old_logp, idx, n, T, s->b_logp);
@@ -237,7 +243,7 @@ static int score_minibatch(Ppo *s, PpoStats *st, const int32_t *idx, int n, char
     if (s->has_value) {
         ModelBatch vb = b;
         vb.targets = NULL;
-        if (model_forward(ppo_value_model(s), &vb, 0, e, sizeof e))
+        if (model_forward(ppo_value_model(s), &vb, PPO_FWD, e, sizeof e))
             return util_err(err, errlen, "value: %s", e);
         model_get_values(ppo_value_model(s), s->b_values);
         scatter(s, s->old_values, idx, n, T, s->b_values);
@@ -363,7 +369,7 @@ static int update_policy(Ppo *s, const ModelBatch *b, const int32_t *idx, int n,
                          double *red, PpoPolicyStats *ps, char *err, size_t errlen) {
     char e[512];
     int64_t NT = (int64_t)n * T;
-    if (!reuse && model_forward(&s->policy, b, 0, e, sizeof e))
+    if (!reuse && model_forward(&s->policy, b, PPO_FWD, e, sizeof e))
         return util_err(err, errlen, "policy: %s", e);
     float *new_logp = s->b_logp, *old_logp = s->b_old_logp, *adv = s->b_adv, *dlogp = s->b_dlogp;
     model_get_logp(&s->policy, new_logp);
@@ -399,7 +405,7 @@ static int update_value(Ppo *s, const ModelBatch *b, const int32_t *idx, int n, 
     char e[512];
     ModelBatch vb = *b;
     vb.targets = NULL;
-    if (!reuse && model_forward(ppo_value_model(s), &vb, 0, e, sizeof e))
+    if (!reuse && model_forward(ppo_value_model(s), &vb, PPO_FWD, e, sizeof e))
         return util_err(err, errlen, "value: %s", e);
     float *values = s->b_values, *old_values = s->b_old_values, *returns = s->b_returns;
     model_get_values(ppo_value_model(s), values);

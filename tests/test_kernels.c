@@ -216,6 +216,10 @@ static void logits_full_fn(float *out, const float *inp, const float *w, const f
                            int64_t N, int C, int OC, int beta_one) {
     logits_forward(out, inp, w, N, OC, C);
 }
+static void logits_fixed_fn(float *out, const float *inp, const float *w, const float *bias,
+                            int64_t N, int C, int OC, int beta_one) {
+    logits_forward_fixed(out, inp, w, N, OC, C);
+}
 
 static void decode_rows_case(const char *name, DecodeFn dec, DecodeFn full, int in_out, int OC,
                              int with_bias, int beta_one, int max_rows) {
@@ -278,10 +282,10 @@ static void test_decode_rows(void) {
                      KERNELS_DECODE_ROWDOT_ROWS);
 }
 
-// Full forwards (matmul_forward, linear_forward, logits_forward) above the few-row limit: rows
-// off.. of a product of M rows have the bits they have in a product of all 150 (a sequence's
-// log-probabilities do not depend on the sequences packed with it in a micro-batch), whatever
-// the OpenBLAS kernel (the AVX2 and generic ones are not row-invariant: tests/test_avx2.sh runs
+// The row-invariant full forwards (matmul_forward_fixed, linear_forward_fixed,
+// logits_forward_fixed: frozen models') above the few-row limit: rows off.. of a product of M
+// rows have the bits they have in a product of all 150 (a sequence's log-probabilities do not
+// depend on the sequences packed with it in a micro-batch), whatever the OpenBLAS kernel (the AVX2 and generic ones are not row-invariant: tests/test_avx2.sh runs
 // this under OPENBLAS_CORETYPE=Haswell), on 1 and 2 threads. 130 inputs, 203 outputs.
 static void company_case(const char *name, DecodeFn full, int with_bias) {
     enum { R = 150, C = 130, OC = 203 };
@@ -310,9 +314,9 @@ static void company_case(const char *name, DecodeFn full, int with_bias) {
 }
 
 static void test_company(void) {
-    company_case("matmul_forward", matmul_forward, 1);   // weight (C, OC)
-    company_case("linear_forward", linear_forward, 1);   // weight (OC, C)
-    company_case("logits_forward", logits_full_fn, 0);
+    company_case("matmul_forward_fixed", matmul_forward_fixed, 1);   // weight (C, OC)
+    company_case("linear_forward_fixed", linear_forward_fixed, 1);   // weight (OC, C)
+    company_case("logits_forward_fixed", logits_fixed_fn, 0);
 }
 
 // LM head product against a naive reference, for the one-row, few-rows and sgemm paths: 101
