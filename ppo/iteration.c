@@ -100,7 +100,7 @@ static size_t rollout_transient_bytes(Ppo *s) {
 // iteration's scoring faulted them back in, zeroed page by page (GPT-2 124M, B=16: 1.8 GiB,
 // 450,000 page faults, about 0.2 s for each model). So only as many bytes go back as the phases
 // until then take (rollout_transient_bytes), from the policy's end and then the value model's:
-// the peak stays the training's, and the rest is not faulted again (ppo README, "Memory").
+// the peak stays the training's, and the rest is not faulted again (ppo/README.md, step 4).
 static void release_for_rollouts(Ppo *s) {
     size_t need = rollout_transient_bytes(s);
     need -= model_release_activations_tail(&s->policy, need);
@@ -579,6 +579,7 @@ static int update(Ppo *s, const int32_t *idx_mb, int first, PpoStats *st, char *
 int ppo_iteration(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     st->t_start = util_time_s();
+    st->faults = util_minor_faults();
     s->scored_first = 0;
     int64_t it = s->iteration + 1;
     // what generation and scoring change besides scratch buffers: put back when a stop drops
@@ -722,6 +723,7 @@ int ppo_record(Ppo *s, PpoStats *st, char *err, size_t errlen) {
     }
     st->t_db = util_time_s() - t0;   // the rollouts (the metrics below are few rows)
     st->t_total = util_time_s() - st->t_start;
+    st->faults = util_minor_faults() - st->faults;
     if (record_times(s, st, it, err, errlen)) {
         store_rollback(s->tr.db, NULL, 0);
         return -1;
@@ -760,6 +762,7 @@ int ppo_record(Ppo *s, PpoStats *st, char *err, size_t errlen) {
         {"count/reward_tokens", (double)(st->seq_tokens + s->R)},
         {"count/train_ppo_tokens", (double)st->ppo_tokens},
         {"count/train_ptx_tokens", (double)st->ptx_tokens},
+        {"count/page_faults", (double)st->faults},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         if (store_add_metric(s->tr.db, s->tr.run_id, it, m[i].name, m[i].v, err, errlen)) {
