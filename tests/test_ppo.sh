@@ -43,9 +43,7 @@ for step in range(1, 11):
     total = sum(t["time/" + p] for p in parts)
     assert abs(total - t["time/iteration"]) < 1e-3, (total, t["time/iteration"])
 PY
-python3 - off/workspace.db > out 2>&1 <<'PY' &&
-    ok "each iteration's minor page faults stored (count/page_faults: the first's fresh activations, then fewer: $(cat out))" ||
-    bad "page faults: $(cat out)"
+python3 - off/workspace.db > out 2>&1 <<'PY' && ok "each iteration's minor page faults stored (count/page_faults: $(cat out))" || bad "page faults: $(cat out)"
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 f = [v for (v,) in db.execute(
