@@ -15,10 +15,10 @@
 // reference, logprobs (the policy's scoring forward), value, train_policy, train_value,
 // train_ptx, optimizer, database, other) from the run's workspace database; a figure is the median
 // over the iterations after the first, printed with its share of the iteration. The ppo
-// process's peak resident memory is measured by the benchmark (wait4). The reference for
-// generation is gen_generate called directly (KV cache of the same size, the same sampler
-// settings, the same prompt ids) on the same checkpoint, timed here after a warm-up, median of
-// --repeats runs: the ratio shows what the program adds around the engine.
+// process's peak resident memory, CPU time and minor page faults are measured by the benchmark
+// (wait4). The reference for generation is gen_generate called directly (KV cache of the same
+// size, the same sampler settings, the same prompt ids) on the same checkpoint, timed here after
+// a warm-up, median of --repeats runs: the ratio shows what the program adds around the engine.
 //
 // --baseline PATH runs another ppo binary (an older build) on the same files, alternating with
 // --ppo for --rounds rounds (baseline first), and prints its iteration time, its phases and its
@@ -111,6 +111,7 @@ typedef struct {
     double t[MAX_IT][N_PHASES];
     double gen_tokens[MAX_IT];
     double wall, peak_mb, cpu_s;   // cpu_s: the process's user + system time, whole run
+    double faults;                 // the process's minor page faults, whole run
 } RunFigures;
 
 static const char *BENCH_WORDS[] = {"the",   "model",   "learns", "to",    "answer", "questions",
@@ -260,6 +261,7 @@ static int bench_ppo_run(const char *ppo, const char *const *sets, int nsets, co
     if (wait4(pid, &status, 0, &ru) != pid) { perror("bench_ppo: wait4"); return -1; }
     f->wall = util_time_s() - t0;
     f->peak_mb = (double)ru.ru_maxrss / 1024.0;   // KiB on Linux
+    f->faults = (double)ru.ru_minflt;
     f->cpu_s = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
                (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -420,6 +422,9 @@ static void bench_ppo_report(const Preset *p, const Opts *o, const RunFigures *f
     // steadier than wall time on a machine shared with other work (all of the run: setup too)
     snprintf(name, sizeof name, "ppo %s B=%d process CPU time (user+sys)", label, o->B);
     result(name, f->cpu_s, "s", base ? "baseline" : NULL, base ? base->cpu_s : 0);
+    // memory touched fresh or again after release, zeroed by the system: load-independent too
+    snprintf(name, sizeof name, "ppo %s B=%d process minor page faults", label, o->B);
+    result(name, f->faults, "faults", base ? "baseline" : NULL, base ? base->faults : 0);
 }
 
 // One preset: corpus, tokenizer and models in a fresh folder under /tmp, the ppo runs (the

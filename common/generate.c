@@ -492,11 +492,16 @@ void kv_free(KVCache *kv) { free(kv->memory); free(kv->len); memset(kv, 0, sizeo
 
 void kv_reset(KVCache *kv) { memset(kv->len, 0, (size_t)kv->max_B * sizeof(int32_t)); }
 
-void kv_release(KVCache *kv) {
-    kv_reset(kv);
+size_t kv_cache_bytes(const KVCache *kv) {
     // the keys and values (the first two slots, nearly all of it); the RoPE frequencies are kept
     size_t cache = (size_t)kv->L * kv->max_B * kv->KVH * kv->pos_stride * kv->hd;
-    util_release_pages(kv->memory, (size_t)(kv->v + cache - kv->memory) * sizeof(float));
+    if (kv->cache_fmt == LOWP_BF16) cache = (cache + 1) / 2;   // floats holding bf16 pairs
+    return 2 * ((cache + 15) & ~(size_t)15) * sizeof(float);
+}
+
+void kv_release(KVCache *kv) {
+    kv_reset(kv);
+    util_release_pages(kv->memory, kv_cache_bytes(kv));
 }
 
 // Checks a call's sizes and token ids and lays its rows out packed (kv->row_*, last_row);

@@ -53,6 +53,8 @@ void kv_reset(KVCache *kv);   // forget every sequence
 // Forgets every sequence and gives the keys' and values' memory back to the system until the next
 // use (util_release_pages): for a cache idle between generations.
 void kv_release(KVCache *kv);
+// The bytes kv_release gives back: the most a generation makes resident in kv again.
+size_t kv_cache_bytes(const KVCache *kv);
 // Appends n_new[b] tokens (tokens (B, Tc) row-major, the first n_new[b] of row b) to sequence b
 // of the cache and runs them through the model. Afterwards kv->logits (B, V) holds, for each b
 // with n_new[b] > 0, the logits at its newest position; if all_logits is not NULL it also

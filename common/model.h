@@ -211,6 +211,12 @@ void model_zero_grad(Model *m);
 // Gives the activations' memory back to the system until the next forward (util_release_pages):
 // for a model idle while others work. No backward may follow until the next forward.
 void model_release_activations(Model *m);
+// The bytes model_release_activations gives back (all the activations but the RoPE tables).
+size_t model_activation_bytes(const Model *m);
+// The same for the last `bytes` of those (the backward's buffers first, then the forward's from
+// the head back): the rest stays resident for the next forward. Returns the bytes released (at
+// most model_activation_bytes; whole pages inside them go back).
+size_t model_release_activations_tail(Model *m, size_t bytes);
 
 // Results of the last forward, in the caller's (B,T) layout (0 at padding / where not computed).
 void model_get_logp(const Model *m, float *out);       // log p(target) per position

@@ -45,6 +45,9 @@ int util_err_prefix(char *err, size_t errlen, const char *fmt, ...)
 // Creates path and its missing parents (like mkdir -p); 0 or -1 with a message.
 int    util_mkdir_p(const char *path, char *err, size_t errlen);
 double util_time_s(void);                  // monotonic seconds
+// The process's minor page faults so far (getrusage): pages the system gave it, zeroed, on a
+// first touch or a touch after release (util_release_pages); load-independent, unlike time.
+int64_t util_minor_faults(void);
 void   util_format_bytes(char *buf, size_t n, double bytes);  // "1.23 GiB"
 // Bytes this process may still allocate: the smaller of MemAvailable (/proc/meminfo) and the
 // address-space limit (ulimit -v) when one is set; 0 when neither is known.

@@ -65,6 +65,7 @@ typedef struct {
         t_up_optim;                 // t_train_ppo split: forward+backward each, AdamW + EMA
     double t_allreduce;             // in t_train_ppo: the gradient allreduces (MPI)
     double t_start;                 // when the iteration began (util_time_s)
+    int64_t faults;                 // minor page faults: at the start, then during the iteration
     double t_db, t_total;           // ppo_record: storing the rollouts; the iteration until then
     int64_t gen_tokens;             // tokens generated
     int64_t seq_tokens;             // policy positions of the rollouts (one scoring pass)

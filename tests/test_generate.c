@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 // A tiny random model with larger-than-usual weights so that logits differ clearly.
 static void tiny_model(Model *m, int max_B, int max_T) {
@@ -777,6 +779,79 @@ static void test_release_keeps_rope(void) {
     model_free(&m);
 }
 
+// Of the whole pages inside p[0..bytes): how many are resident (in), and how many in all.
+static void resident_pages(const void *p, size_t bytes, size_t *in, size_t *all) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t hi = ((uintptr_t)p + bytes) & ~(uintptr_t)(page - 1);
+    *in = *all = hi > lo ? (hi - lo) / page : 0;
+    if (*all == 0) return;
+    unsigned char *v = malloc(*all);
+    CHECK(mincore((void *)lo, hi - lo, v) == 0);
+    *in = 0;
+    for (size_t i = 0; i < *all; i++) *in += v[i] & 1;
+    free(v);
+}
+
+// model_release_activations_tail gives back the last bytes of the activations only (the rest
+// stays resident, and a forward afterwards computes what it did); kv_release gives back the
+// keys and values of a bf16 cache as of an fp32 one (kv_cache_bytes of them).
+static void test_release_tail(void) {
+    ModelConfig c = {.max_seq_len = 24, .vocab_size = 61, .n_layer = 2, .n_head = 3, .n_embd = 12,
+                     .ln_eps = 1e-5f, .lm_head = 1, .score_head = 0};
+    Model m;
+    char err[256];
+    CHECK(model_init(&m, &c, 16, 24, 1, 0, err, sizeof err) == 0);
+    Rng r;
+    rng_init(&r, 7);
+    rng_fill_normal(&r, m.params_memory, (int64_t)m.num_params, 0.0f, 0.3f);
+    size_t all = model_activation_bytes(&m), in, n, page = (size_t)sysconf(_SC_PAGESIZE);
+    CHECK(all >= 16 * page);
+    enum { B = 16, T = 24 };
+    int32_t tok[B * T], len[B];
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 7 + 3) % 61;
+    for (int i = 0; i < B; i++) len[i] = T;
+    ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len};
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+    float *want = malloc((size_t)c.vocab_size * sizeof(float));
+    memcpy(want, model_logits_at(&m, 3, T - 1), (size_t)c.vocab_size * sizeof(float));
+    memset(m.acts_memory, 1, all);   // every page resident
+    size_t tail = all / 3;
+    CHECK(model_release_activations_tail(&m, tail) == tail);
+    const char *a = (const char *)m.acts_memory;
+    resident_pages(a, all - tail - page, &in, &n);   // the head: kept
+    CHECK(n > 0 && in == n);
+    resident_pages(a + all - tail, tail, &in, &n);   // the tail: given back
+    CHECK(n > 0 && in == 0);
+    CHECK(model_forward(&m, &b, MODEL_LOGITS_ALL, err, sizeof err) == 0);
+    CHECK_CLOSE(model_logits_at(&m, 3, T - 1), want, (size_t)c.vocab_size, 0.0, 0.0,
+                "logits after model_release_activations_tail");
+    CHECK(model_release_activations_tail(&m, all + 4096) == all);   // at most all of them
+    resident_pages(a, all, &in, &n);
+    CHECK(in == 0);
+    // a bf16 cache's keys and values, written by a generation, go back
+    KVCache kv;
+    Sampler s;
+    sampler_init(&s, c.vocab_size);
+    CHECK(kv_init_as(&kv, &m, B, T, B * T, LOWP_BF16, err, sizeof err) == 0);
+    CHECK(kv_cache_bytes(&kv) >= (size_t)2 * c.n_layer * B * T * c.n_embd * sizeof(uint16_t));
+    int32_t out[B * 8], olen[B], plen[B];
+    for (int i = 0; i < B; i++) plen[i] = 8;
+    GenConfig g = pure_sampling(8);
+    Rng rs[B];
+    for (int i = 0; i < B; i++) rng_init(&rs[i], (uint64_t)i);
+    CHECK(gen_generate_each(&m, &kv, &s, &g, rs, tok, plen, B, 8, out, olen, NULL, NULL, err,
+                            sizeof err) == 0);
+    resident_pages(kv.memory, kv_cache_bytes(&kv), &in, &n);
+    CHECK(n > 0 && in > 0);
+    kv_release(&kv);
+    resident_pages(kv.memory, kv_cache_bytes(&kv), &in, &n);
+    CHECK(in == 0);
+    free(want);
+    kv_free(&kv); sampler_free(&s);
+    model_free(&m);
+}
+
 static void test_sampler_rules(void) {
     enum { V = 7 };
     float logits[V] = {1.0f, 3.0f, 0.5f, 2.0f, -1.0f, 2.9f, 0.0f};
@@ -1009,6 +1084,9 @@ int main(void) {
               test_generate_queue_shares_prompts);
     test_case("generate: releasing activations and the cache keeps the RoPE frequencies",
               test_release_keeps_rope);
+    test_case("generate: releasing the activations' tail keeps the rest resident and the "
+              "forward's results; kv_release gives a bf16 cache's keys and values back",
+              test_release_tail);
     test_case("generate: a cancel function ends generation between decoding steps",
               test_generate_cancel);
     test_case("generate: Llama-style KV-cache logits equal the full forward (GQA, MQA, groups of "

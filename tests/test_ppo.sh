@@ -43,6 +43,15 @@ for step in range(1, 11):
     total = sum(t["time/" + p] for p in parts)
     assert abs(total - t["time/iteration"]) < 1e-3, (total, t["time/iteration"])
 PY
+python3 - off/workspace.db > out 2>&1 <<'PY' && ok "each iteration's minor page faults stored (count/page_faults: $(cat out))" || bad "page faults: $(cat out)"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+f = [v for (v,) in db.execute(
+    "select value from metrics where name = 'count/page_faults' order by step")]
+print(f"{f[0]:.0f} then at most {max(f[1:]):.0f}" if len(f) > 1 else f)
+assert len(f) == 10 and all(v == int(v) and v >= 0 for v in f) and f[0] > 0, f
+assert max(f[1:]) < f[0], f
+PY
 kl1=$(metric off/workspace.db ppo/kl 1); k31=$(metric off/workspace.db ppo/kl_k3 1); \
     r1=$(metric off/workspace.db ppo/first_ratio_dev 1)
 [ "$kl1" = "0.0" ] && [ "$k31" = "0.0" ] && [ "$r1" = "0.0" ] &&
