@@ -357,9 +357,10 @@ void blas_print_system(FILE *out) {
             best ? best : "generic");
     fprintf(out, "openblas config      %s\n", openblas_get_config());
     fprintf(out, "openblas sgemm rows  %s\n", blas_rows_fixed()
-            ? "row-invariant (a row's bits do not depend on the others): full forwards use it"
-            : "not row-invariant: full forwards use the few-row kernels, so a sequence's numbers "
-              "do not depend on the others in its micro-batch");
+            ? "row-invariant (a row's bits do not depend on the others): every forward uses it"
+            : "not row-invariant: stored and compared forwards use the few-row kernels (frozen "
+              "models, DPO, PPO's scoring), so a sequence's numbers do not depend on the others "
+              "in its micro-batch");
     static const char *par[] = {"sequential", "pthreads", "OpenMP"};
     int p = openblas_get_parallel();
     fprintf(out, "openblas threads     %d (%s%s)\n", openblas_get_num_threads(),

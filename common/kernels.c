@@ -261,7 +261,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // sequence scored with others in a micro-batch must get the bits it gets with any other company,
 // and sgemm's rounding is not the few-rows kernel's, so the two may not mix at 9 rows and more
 // within one kind of call. (That holds for sgemm itself only where blas_rows_fixed says so;
-// elsewhere the few-rows kernels take full forwards too: matmul_forward, rowdot_product.)
+// elsewhere the `_fixed` forwards take the few-rows kernels for every row count: kernels.h.)
 #define DEC_MAX_ROWS KERNELS_DECODE_ROWS
 // the most rows one call of the few-rows kernel takes (acc holds 64 x 512 partial sums)
 #define FEW_MAX_ROWS 64

@@ -58,7 +58,7 @@ typedef struct {
     void (*decode_product)(float *out, const float *inp, const float *weight, const float *bias,
                            int64_t N, int C, int OC, int beta_one);
     void (*fixed_product)(float *out, const float *inp, const float *weight, const float *bias,
-                          int64_t N, int C, int OC, int beta_one);   // models that do not train
+                          int64_t N, int C, int OC, int beta_one);   // Model.fixed_rows
     LowpLayout layout;
     // tensor i's name and shape, and where it lives: parameter slot and offset into the slot
     void (*tensor)(const Model *m, int i, ModelTensor *t, int *slot, size_t *offset);

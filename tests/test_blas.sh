@@ -23,12 +23,12 @@ best=$(sed -n 's/^openblas core .*best for this CPU: \([A-Za-z0-9_]*\))$/\1/p' s
         bad "info --system: $(cat sys.txt)"
 
 # sgemm's row invariance, probed in the loaded library: OpenBLAS's Haswell kernel (AVX2) runs a
-# product's last rows through other micro-kernels (full forwards then take the few-row kernels),
-# Sandybridge's (AVX) does not
+# product's last rows through other micro-kernels (stored and compared forwards then take the
+# few-row kernels), Sandybridge's (AVX) does not
 if grep -q "^isa .*avx2" sys.txt; then
     OPENBLAS_CORETYPE=Haswell "$R" info --system > out 2> err
     OPENBLAS_CORETYPE=Sandybridge "$R" info --system > out2 2>> err
-    grep -q "^openblas sgemm rows *not row-invariant: full forwards use the few-row" out &&
+    grep -q "^openblas sgemm rows *not row-invariant: stored and compared forwards use the few-row" out &&
         grep -q "^openblas sgemm rows *row-invariant" out2 && [ ! -s err ] &&
         ok "info --system: sgemm rows not row-invariant under Haswell's kernel, invariant under Sandybridge's" ||
         bad "sgemm rows: $(grep sgemm out out2)"
