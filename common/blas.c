@@ -28,7 +28,7 @@ static const struct { const char *name; unsigned bit; } blas_flag_table[] = {
     {"sse3", BLAS_SSE3}, {"avx", BLAS_AVX}, {"avx2", BLAS_AVX2}, {"fma", BLAS_FMA},
     {"avx512f", BLAS_AVX512F}, {"avx512bw", BLAS_AVX512BW}, {"avx512vl", BLAS_AVX512VL},
     {"avx512dq", BLAS_AVX512DQ}, {"avx512cd", BLAS_AVX512CD}, {"avx512_vnni", BLAS_AVX512_VNNI},
-    {"avx512_bf16", BLAS_AVX512_BF16},
+    {"avx512_bf16", BLAS_AVX512_BF16}, {"amx_bf16", BLAS_AMX_BF16},
 };
 #define BLAS_NFLAGS (sizeof blas_flag_table / sizeof blas_flag_table[0])
 
@@ -129,6 +129,11 @@ unsigned blas_cpu_flags(void) {
             __cpuid_count(7, 1, a, b, c, d);
             if (a & (1u << 5)) f |= BLAS_AVX512_BF16;
         }
+        // AMX (leaf 7 EDX: 24 tiles, 22 their bf16 product) with its state in XCR0 (17-18); a
+        // process still asks Linux for it before use (lowp_gemm.c)
+        __cpuid_count(7, 0, a, b, c, d);
+        if ((d & (1u << 24)) && (d & (1u << 22)) && (xcr0 & 0x60000) == 0x60000)
+            f |= BLAS_AMX_BF16;
     }
 #endif
     return f;

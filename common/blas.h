@@ -36,7 +36,7 @@ enum {
     BLAS_SSE3 = 1u << 0, BLAS_AVX = 1u << 1, BLAS_AVX2 = 1u << 2, BLAS_FMA = 1u << 3,
     BLAS_AVX512F = 1u << 4, BLAS_AVX512BW = 1u << 5, BLAS_AVX512VL = 1u << 6,
     BLAS_AVX512DQ = 1u << 7, BLAS_AVX512CD = 1u << 8, BLAS_AVX512_VNNI = 1u << 9,
-    BLAS_AVX512_BF16 = 1u << 10,
+    BLAS_AVX512_BF16 = 1u << 10, BLAS_AMX_BF16 = 1u << 11,   // AMX: tiles and their bf16 product
 };
 
 // The features of this CPU that the OS also enables (0 on other architectures).

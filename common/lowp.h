@@ -14,7 +14,8 @@
 // with an error naming the element: a frozen model with them is broken, not slow.
 //
 // Kernels, chosen at run time per matrix (lowp_matrix_init picks the best path this CPU runs;
-// RLHF_LOWP=portable in the environment, or lowp_matrix_set_path, forces the portable one):
+// RLHF_LOWP=portable in the environment, or lowp_matrix_set_path, forces the portable one;
+// RLHF_LOWP=noamx keeps the AVX512 path off AMX tiles):
 // - LOWP_PATH_AVX512: bf16 through AVX512-BF16's vdpbf16ps (the activations are rounded to bf16
 //   as well, relative 2^-8 each, as bf16 matmuls do), int8 dequantised on the fly with AVX512F.
 //   Needs avx512f, avx512bw, avx512vl and, for bf16, avx512_bf16.
@@ -45,6 +46,7 @@ typedef struct {
     int8_t *q;           // (OC, C), when fmt is LOWP_INT8; owned
     float *scale;        // (OC), when fmt is LOWP_INT8; owned
     int in_arena;        // bf16 / q / scale lie in a LowpArena, which owns them
+    int no_tiles;        // 1: lowp_forward_many does not take AMX tiles (lowp_matrix_set_tiles)
 } LowpMatrix;
 
 // One block for the copies of several matrices (a model's): mapped 2 MiB-aligned and advised for
@@ -68,7 +70,8 @@ const char *lowp_path_name(LowpPath path);
 // environment has RLHF_LOWP=portable. RLHF_LOWP=scalar forces plain C. Any other value of
 // RLHF_LOWP is ignored here: programs call lowp_check_env first.
 LowpPath lowp_default_path(LowpFormat fmt);
-// 0 when RLHF_LOWP is unset, empty, "portable" or "scalar"; -1 with an error naming it otherwise
+// 0 when RLHF_LOWP is unset, empty, "portable", "scalar" or "noamx"; -1 with an error naming it
+// otherwise
 int lowp_check_env(char *err, size_t errlen);
 // whether this CPU runs path for fmt
 int lowp_path_supported(LowpPath path, LowpFormat fmt);
@@ -136,6 +139,18 @@ void lowp_forward_many(float *out, const float *inp, const LowpMatrix *m, const 
 // whether lowp_forward_many runs m's products on vdpbf16ps (m's path is LOWP_PATH_AVX512 and the
 // CPU has AVX512-BF16, for int8 matrices too)
 int lowp_gemm_rounds(const LowpMatrix *m);
+// whether this process runs AMX tiles: the CPU has AMX-BF16 (and AVX512-BF16), Linux granted the
+// process the tile state (asked at the first call), and RLHF_LOWP is not "noamx"
+int lowp_tiles_supported(void);
+// whether lowp_forward_many runs m's products on AMX tiles: lowp_gemm_rounds(m), tiles supported,
+// C a multiple of 32 and not turned off for m. The tiles multiply the same bf16 activations and
+// weights as vdpbf16ps, 32 channels at a time (the channels past the last whole 32 on vdpbf16ps),
+// in the hardware's order of the sums: other roundings than vdpbf16ps's, the same bound
+// (tests/test_lowp_gemm.c), and a row's result still depends on nothing but its row.
+int lowp_gemm_tiles(const LowpMatrix *m);
+// on 0: m's many-row products stop taking tiles; on 1 they take them again (-1 with an error when
+// this process cannot run them)
+int lowp_matrix_set_tiles(LowpMatrix *m, int on, char *err, size_t errlen);
 // dinp (N, C) = [dinp +] dout (N, OC) @ W, W the matrix (OC, C) in fp32 terms: the input
 // gradient of lowp_forward's product through a frozen matrix (no weight gradient). Tiles of at
 // least 256 rows of W are widened to fp32 (the scratch lowp_forward's many-row path uses) and

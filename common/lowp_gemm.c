@@ -14,6 +14,11 @@
 // kernel, the channel's scale applied to the sum. Threads share out the 6-channel groups; each sum
 // runs over the inputs in one fixed order whatever the thread count, so results do not depend
 // on it.
+// Where the CPU also has AMX (Intel from Sapphire Rapids; lowp_gemm_tiles) the same packed
+// activations go through AMX tiles instead, 32 channels at a time: vdpbf16ps runs at the rate of
+// fp32 FMAs on those CPUs (one port), so it lost to OpenBLAS's fp32 sgemm there, while one tile
+// product does 16 x 16 x 32 multiply-adds. Channels past the last whole 32 take the vdpbf16ps
+// micro-kernel.
 // Elsewhere (no AVX512-BF16, or RLHF_LOWP=portable / lowp_matrix_set_path to a narrower path) the
 // weights are widened to fp32 in tiles of output channels and multiplied with sgemm.
 #include "lowp.h"
@@ -25,11 +30,18 @@
 #include "util.h"
 #include <cblas.h>
 #include <limits.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #define LOWP_GEMM_X86 1
 #include <immintrin.h>
 #endif
+
+#define AMX_CH 32   // output channels per tile micro-kernel: two weight tiles of 16 channels
+#define AMX_K 32    // inputs per tile product: a tile row of 64 bytes of bf16
 
 // ---- fallback: dequantised tiles and sgemm ----
 
@@ -229,28 +241,137 @@ __attribute__((target(T_GEMM))) static void gemm_store(float *out, const float *
     }
 }
 
-// the many-rows product on vdpbf16ps: row blocks of packed activations, each multiplied by every
-// 6-channel group (the groups shared out among threads), tile by tile of 64 rows
+// ---- AMX: tile products on the same packed activations ----
+#define T_AMX T_GEMM ",amx-tile,amx-bf16"
+
+// the 64-byte tile configuration (palette 1)
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} AmxConfig;
+
+// tiles 0-3: sums (channels 0-15, 16-31) x (rows 0-15, 16-31); 4-5: weights; 6-7: activations;
+// each 16 rows of 64 bytes. A thread's tile state: set before its first product, released after.
+__attribute__((target(T_AMX))) static void amx_begin(void) {
+    AmxConfig c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        c.colsb[i] = 64;
+        c.rows[i] = 16;
+    }
+    _tile_loadconfig(&c);
+}
+
+__attribute__((target(T_AMX))) static void amx_end(void) { _tile_release(); }
+
+// t[j * GEMM_ROWS + h + n] = sum over inputs of x[h + n] . w_j for the 32 channels w_j = w + j * ldw
+// and the rows h .. h+31 of a 64-row tile of packed activations xp ([pair][GEMM_ROWS] words; C a
+// multiple of 32). A weight tile's row is a channel's 32 inputs as stored; an activation tile's
+// row is one pair of inputs of 16 rows, the pair-interleaved layout the tile product reads. two:
+// rows h+16 .. h+31 are packed (else only h .. h+15 are read and written).
+__attribute__((target(T_AMX))) static void amx_half(float *t, const uint32_t *xp,
+                                                   const uint16_t *w, size_t ldw, int C, int h,
+                                                   int two) {
+    size_t wstride = 2 * ldw, xstride = 4 * GEMM_ROWS, tstride = 4 * GEMM_ROWS;
+    const uint16_t *w16 = w + 16 * ldw;
+    _tile_zero(0);
+    _tile_zero(2);
+    if (two) {
+        _tile_zero(1);
+        _tile_zero(3);
+    }
+    for (int k = 0; k < C; k += AMX_K) {
+        const uint32_t *x = xp + (size_t)(k / 2) * GEMM_ROWS + h;
+        _tile_loadd(4, w + k, wstride);
+        _tile_loadd(5, w16 + k, wstride);
+        _tile_loadd(6, x, xstride);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(2, 5, 6);
+        if (two) {
+            _tile_loadd(7, x + 16, xstride);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, t + h, tstride);
+    _tile_stored(2, t + 16 * GEMM_ROWS + h, tstride);
+    if (two) {
+        _tile_stored(1, t + h + 16, tstride);
+        _tile_stored(3, t + 16 * GEMM_ROWS + h + 16, tstride);
+    }
+}
+
+// whether the CPU has AMX-BF16 and Linux grants this process the tile state, asked once (the
+// answer is the process's: two threads racing at the first call both get it)
+#ifdef __linux__
+#define AMX_ARCH_REQ_XCOMP_PERM 0x1023
+#define AMX_XFEATURE_XTILEDATA 18
+#endif
+static int amx_usable(void) {
+    static int state;   // 0 not asked yet, 1 usable, -1 not
+    int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+    if (s == 0) {
+        s = -1;
+#ifdef __linux__
+        if ((blas_cpu_flags() & BLAS_AMX_BF16) &&
+            lowp_path_supported(LOWP_PATH_AVX512, LOWP_BF16) &&
+            syscall(SYS_arch_prctl, AMX_ARCH_REQ_XCOMP_PERM, AMX_XFEATURE_XTILEDATA) == 0)
+            s = 1;
+#endif
+        __atomic_store_n(&state, s, __ATOMIC_RELEASE);
+    }
+    return s == 1;
+}
+#endif
+
+int lowp_tiles_supported(void) {
+#ifdef LOWP_GEMM_X86
+    const char *env = getenv("RLHF_LOWP");
+    return !(env && strcmp(env, "noamx") == 0) && amx_usable();
+#else
+    return 0;
+#endif
+}
+
+#ifdef LOWP_GEMM_X86
+// the channels of group g: whole 32-channel groups on tiles first, then groups of up to 6 on the
+// vdpbf16ps micro-kernel; *o the first channel, returns how many
+static int bf16dp_group(int g, int ntile, int OC, int *o) {
+    if (g < ntile) {
+        *o = g * AMX_CH;
+        return AMX_CH;
+    }
+    *o = ntile * AMX_CH + (g - ntile) * GEMM_NR;
+    return OC - *o < GEMM_NR ? OC - *o : GEMM_NR;
+}
+
+// the many-rows product on vdpbf16ps (or AMX tiles): row blocks of packed activations, each
+// multiplied by every group of channels (the groups shared out among threads), tile by tile of
+// 64 rows
 static void lowp_forward_bf16dp(float *out, const float *inp, const LowpMatrix *m,
                                 const float *bias, int64_t N, int beta_one) {
     int C = m->C, OC = m->OC, P = (C + 1) / 2;
-    int ngroups = (OC + GEMM_NR - 1) / GEMM_NR;
+    int ntile = lowp_gemm_tiles(m) ? OC / AMX_CH : 0, maxw = ntile ? AMX_CH : GEMM_NR;
+    int ngroups = ntile + (OC - ntile * AMX_CH + GEMM_NR - 1) / GEMM_NR;
     int64_t block = (int64_t)GEMM_BLOCK_BYTES / (4 * (int64_t)P) / GEMM_ROWS * GEMM_ROWS;
     int64_t nround = (N + GEMM_ROWS - 1) / GEMM_ROWS * GEMM_ROWS;
     block = block < GEMM_ROWS ? GEMM_ROWS : block > nround ? nround : block;
     uint32_t *xp = ALIGNED_CHECK((size_t)block * P * sizeof(uint32_t));
     #pragma omp parallel
     {
-        uint16_t *wide = m->fmt == LOWP_INT8 ? MALLOC_CHECK((size_t)GEMM_NR * C * 2) : NULL;
-        float t[GEMM_NR * GEMM_ROWS] __attribute__((aligned(64)));
+        uint16_t *wide = m->fmt == LOWP_INT8 ? MALLOC_CHECK((size_t)maxw * C * 2) : NULL;
+        float t[AMX_CH * GEMM_ROWS] __attribute__((aligned(64)));
+        if (ntile) amx_begin();
         for (int64_t r0 = 0; r0 < N; r0 += block) {
             int64_t R = N - r0 < block ? N - r0 : block;
             gemm_pack(xp, inp, r0, R, C);   // ends with the loop's barrier
             #pragma omp for schedule(static)
             for (int g = 0; g < ngroups; g++) {
-                int o = g * GEMM_NR, nr = OC - o < GEMM_NR ? OC - o : GEMM_NR;
+                int o, nr = bf16dp_group(g, ntile, OC, &o);
                 const uint16_t *w = m->bf16 ? m->bf16 + (size_t)o * C : wide;
-                float bp[GEMM_NR], pp[GEMM_NR];
+                float bp[AMX_CH], pp[AMX_CH];
                 for (int j = 0; j < nr; j++) {
                     bp[j] = bias ? bias[o + j] : 0.0f;
                     pp[j] = m->fmt == LOWP_INT8 ? m->scale[o + j] : 1.0f;
@@ -258,13 +379,22 @@ static void lowp_forward_bf16dp(float *out, const float *inp, const LowpMatrix *
                 if (!m->bf16) gemm_widen_int8(wide, m->q + (size_t)o * C, C, nr);
                 for (int64_t t0 = 0; t0 < R; t0 += GEMM_ROWS) {
                     int64_t rows = R - t0 < GEMM_ROWS ? R - t0 : GEMM_ROWS;
+                    const uint32_t *xt = xp + (size_t)(t0 / GEMM_ROWS) * P * GEMM_ROWS;
+                    if (g < ntile) {
+                        for (int h = 0; h < rows; h += 32) amx_half(t, xt, w, (size_t)C, C, h,
+                                                                    rows > h + 16);
+                        gemm_store(out, t, bp, pp, r0 + t0, rows, OC, o, 16, beta_one);
+                        gemm_store(out, t + 16 * GEMM_ROWS, bp + 16, pp + 16, r0 + t0, rows, OC,
+                                   o + 16, 16, beta_one);
+                        continue;
+                    }
                     int mr = (int)((rows + 15) / 16);
-                    gemm_kernels[mr - 1][nr - 1](t, xp + (size_t)(t0 / GEMM_ROWS) * P * GEMM_ROWS,
-                                                 w, (size_t)C, C);
+                    gemm_kernels[mr - 1][nr - 1](t, xt, w, (size_t)C, C);
                     gemm_store(out, t, bp, pp, r0 + t0, rows, OC, o, nr, beta_one);
                 }
             }   // the loop's barrier: every group done before the next block is packed
         }
+        if (ntile) amx_end();
         free(wide);
     }
     free(xp);
@@ -273,6 +403,18 @@ static void lowp_forward_bf16dp(float *out, const float *inp, const LowpMatrix *
 
 int lowp_gemm_rounds(const LowpMatrix *m) {
     return m->path == LOWP_PATH_AVX512 && lowp_path_supported(LOWP_PATH_AVX512, LOWP_BF16);
+}
+
+int lowp_gemm_tiles(const LowpMatrix *m) {
+    return lowp_gemm_rounds(m) && !m->no_tiles && m->C % AMX_K == 0 && lowp_tiles_supported();
+}
+
+int lowp_matrix_set_tiles(LowpMatrix *m, int on, char *err, size_t errlen) {
+    if (on && !lowp_tiles_supported())
+        return util_err(err, errlen, "this process cannot run AMX tiles (no AMX-BF16, the OS "
+                        "refused its state, or RLHF_LOWP=noamx)");
+    m->no_tiles = !on;
+    return 0;
 }
 
 int lowp_rowdot_rows(const LowpMatrix *m) {
