@@ -417,6 +417,23 @@ static int kv_layout(KVCache *kv, const KVStep *st, int qk_norm, KVSlot *t) {
     return k;
 }
 
+// kv's float slots placed from p on, the ones kept (inv_freq) skipped when keep_rope; returns the
+// floats placed
+static size_t kv_carve(KVCache *kv, const KVSlot *t, int n, float *p, int keep_rope) {
+    size_t floats = 0;
+    for (int i = 0; i < n; i++) {
+        if (keep_rope && t[i].ptr == &kv->inv_freq) continue;
+        *t[i].ptr = t[i].n ? p + floats : NULL;
+        floats += (t[i].n + 15) & ~(size_t)15;   // 64-byte aligned slots
+    }
+    if (kv->cache_fmt == LOWP_BF16) {   // the cache's slots hold bf16 values, read only as such
+        kv->k16 = (uint16_t *)kv->k;
+        kv->v16 = (uint16_t *)kv->v;
+        kv->k = kv->v = NULL;
+    }
+    return floats;
+}
+
 // kv's sizes for model c (no memory); NULL step when the architecture has none.
 static const KVStep *kv_sizes(KVCache *kv, const ModelConfig *c, int max_B, int max_T,
                               int max_rows, LowpFormat cache_fmt) {
@@ -466,13 +483,7 @@ int kv_init_as(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows,
     size_t floats = 0;
     for (int i = 0; i < n; i++) floats += (t[i].n + 15) & ~(size_t)15;   // 64-byte aligned slots
     kv->memory = ALIGNED_CHECK(floats * sizeof(float));
-    float *p = kv->memory;
-    for (int i = 0; i < n; i++) { *t[i].ptr = t[i].n ? p : NULL; p += (t[i].n + 15) & ~(size_t)15; }
-    if (cache_fmt == LOWP_BF16) {   // the cache's slots hold bf16 values, read only as such
-        kv->k16 = (uint16_t *)kv->k;
-        kv->v16 = (uint16_t *)kv->v;
-        kv->k = kv->v = NULL;
-    }
+    kv_carve(kv, t, n, kv->memory, 0);
     if (st->rope)
         rope_inv_freq(kv->inv_freq, kv->hd, c->rope_theta, c->rope_scaling, c->rope_factor,
                       c->rope_low_freq_factor, c->rope_high_freq_factor,
@@ -488,11 +499,37 @@ int kv_init_as(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows,
     return 0;
 }
 
+size_t kv_shared_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows,
+                      LowpFormat cache_fmt) {
+    KVCache d;
+    const KVStep *st = kv_sizes(&d, c, max_B, max_T, max_rows, cache_fmt);
+    if (!st) return 0;
+    KVSlot t[32];
+    int n = kv_layout(&d, st, c->qk_norm, t);
+    size_t floats = 0;
+    for (int i = 0; i < n; i++)
+        if (t[i].ptr != &d.inv_freq) floats += (t[i].n + 15) & ~(size_t)15;
+    return floats * sizeof(float);
+}
+
+int kv_share_memory(KVCache *kv, const Model *m, float *block, size_t bytes) {
+    if (kv->shared || !kv->memory ||
+        kv_shared_bytes(&m->config, kv->max_B, kv->max_T, kv->max_rows, kv->cache_fmt) > bytes)
+        return -1;
+    kv_release(kv);   // its own pages: not resident (nothing writes them now)
+    KVSlot t[32];
+    int n = kv_layout(kv, kv_step(kv->arch), m->config.qk_norm, t);
+    kv_carve(kv, t, n, block, 1);
+    kv->shared = 1;
+    return 0;
+}
+
 void kv_free(KVCache *kv) { free(kv->memory); free(kv->len); memset(kv, 0, sizeof(*kv)); }
 
 void kv_reset(KVCache *kv) { memset(kv->len, 0, (size_t)kv->max_B * sizeof(int32_t)); }
 
 size_t kv_cache_bytes(const KVCache *kv) {
+    if (kv->shared) return 0;
     // the keys and values (the first two slots, nearly all of it); the RoPE frequencies are kept
     size_t cache = (size_t)kv->L * kv->max_B * kv->KVH * kv->pos_stride * kv->hd;
     if (kv->cache_fmt == LOWP_BF16) cache = (cache + 1) / 2;   // floats holding bf16 pairs

@@ -29,6 +29,7 @@ typedef struct {
     uint16_t *k16, *v16;   // the same in bf16 bits, rounded to nearest even
     int32_t *len;          // (max_B) positions cached per sequence
     float *memory;
+    int shared;            // kv_share_memory: the floats but inv_freq lie in another block
     // step activations, max_rows rows each (mean: LayerNorm only; hn_*: per-head q/k RMSNorm)
     float *x, *ln, *mean, *rstd, *qkv, *atty, *fch, *fchg;
     float *hn_in, *hn_out, *hn_rstd;  // (max_rows * NH * hd), ..., (max_rows * NH)
@@ -53,8 +54,18 @@ void kv_reset(KVCache *kv);   // forget every sequence
 // Forgets every sequence and gives the keys' and values' memory back to the system until the next
 // use (util_release_pages): for a cache idle between generations.
 void kv_release(KVCache *kv);
-// The bytes kv_release gives back: the most a generation makes resident in kv again.
+// The bytes kv_release gives back: the most a generation makes resident in kv again (0 for a
+// shared cache: the pages are the block's owner's).
 size_t kv_cache_bytes(const KVCache *kv);
+// Moves kv's floats (cache, step activations, logits; not the RoPE frequencies) into block
+// (bytes long, 64-byte aligned), for a cache used only while the block's owner does not need it
+// (PPO: the policy's activations, dead from its last update to its next scoring forward). Every
+// sequence is forgotten; kv's own pages for them stay unused (not resident). 0, or -1 when block
+// is smaller than kv_shared_bytes (kv then keeps its own). m: the model kv was made for.
+int kv_share_memory(KVCache *kv, const Model *m, float *block, size_t bytes);
+// the bytes kv_share_memory moves, for a cache kv_init_as would make with these sizes
+size_t kv_shared_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows,
+                       LowpFormat cache_fmt);
 // Appends n_new[b] tokens (tokens (B, Tc) row-major, the first n_new[b] of row b) to sequence b
 // of the cache and runs them through the model. Afterwards kv->logits (B, V) holds, for each b
 // with n_new[b] > 0, the logits at its newest position; if all_logits is not NULL it also

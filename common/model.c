@@ -814,6 +814,19 @@ static size_t int_bytes(int max_B, int max_T) {
     return 6 * N * sizeof(int32_t) + (2 * (size_t)max_B + 1) * sizeof(int64_t);
 }
 
+// the floats of the slots before the RoPE frequencies and table (the last two, computed at init)
+static size_t act_floats_before_rope(const ActSlot *t, int k) {
+    size_t n = 0;
+    for (int i = 0; i + 2 < k; i++) n += (t[i].n + 15) & ~(size_t)15;
+    return n;
+}
+
+size_t model_activation_bytes_for(const ModelConfig *c, int max_B, int max_T, int trainable) {
+    ActSlot t[64];
+    int k = act_table(NULL, c, max_B, max_T, trainable, t);
+    return act_floats_before_rope(t, k) * sizeof(float);
+}
+
 size_t model_memory_bytes(const ModelConfig *c, int max_B, int max_T, int trainable) {
     size_t s[MODEL_NUM_PARAMS], np = 0, na = 0;
     model_kind(c)->param_sizes(c, s);
@@ -936,7 +949,24 @@ static const float *model_score_w(const Model *m) {
     return m->lora_on && m->lora->score ? m->lora->score : m->params.scorew;
 }
 
+int model_share_activations(Model *m, const Model *host) {
+    if (m == host || m->acts_host || host->acts_host || !host->acts_memory ||
+        model_activation_bytes(m) > model_activation_bytes(host))
+        return -1;
+    ActSlot t[64];
+    int k = act_table(m, &m->config, m->max_B, m->max_T, m->trainable, t);
+    float *p = host->acts_memory;
+    for (int i = 0; i + 2 < k; i++) {   // the RoPE slots (the last two) stay where they are
+        *t[i].ptr = t[i].n ? p : NULL;
+        p += (t[i].n + 15) & ~(size_t)15;
+    }
+    model_release_activations(m);   // its own pages: not resident (nothing writes them now)
+    m->acts_host = host;
+    return 0;
+}
+
 size_t model_activation_bytes(const Model *m) {
+    if (m->acts_host) return 0;
     // everything before the RoPE frequencies and table (the last slots, computed once at init,
     // kept)
     const float *end = m->inv_freq ? m->inv_freq : m->acts_memory + m->acts_floats;

@@ -126,7 +126,7 @@ typedef struct {
 struct Lora;
 struct ModelLowp;
 
-typedef struct {
+typedef struct Model {
     ModelConfig config;
     int max_B, max_T;         // the largest batch chosen at init
     int trainable;            // per-layer activations exist; 1: also gradients and moments
@@ -147,6 +147,7 @@ typedef struct {
     // activations (packed rows; Nmax = max_B * max_T)
     float *acts_memory;
     size_t acts_floats;
+    const struct Model *acts_host;   // model_share_activations: the activations lie in its block
     float *resid;      // (L+1, N, C) inputs of each layer and of ln_f (2 when not trainable)
     float *resmid;     // (L, N, C) residual after attention
     float *ln1, *ln1_mean, *ln1_rstd;   // (L,N,C), (L,N), (L,N)
@@ -211,8 +212,19 @@ void model_zero_grad(Model *m);
 // Gives the activations' memory back to the system until the next forward (util_release_pages):
 // for a model idle while others work. No backward may follow until the next forward.
 void model_release_activations(Model *m);
-// The bytes model_release_activations gives back (all the activations but the RoPE tables).
+// The bytes model_release_activations gives back (all the activations but the RoPE tables; 0
+// for a model whose activations lie in another's block).
 size_t model_activation_bytes(const Model *m);
+// The bytes of those activations a model of these sizes has (model_memory_bytes's share).
+size_t model_activation_bytes_for(const ModelConfig *c, int max_B, int max_T, int trainable);
+// Carves m's activations (but the RoPE tables, which stay in m's own block) out of host's block,
+// from its start: for a model whose forwards never overlap the time host's activations are live
+// (PPO: the frozen reference and reward models score before the policy's scoring forward, which
+// rewrites all it reads). m's own pages for them stay unused (not resident), and releasing m's
+// activations gives nothing back (they are host's). Neither model may be freed before the other
+// is done with them. 0, or -1 when m is host, host's block is smaller or either already shares
+// (m then keeps its own).
+int model_share_activations(Model *m, const Model *host);
 // The same for the last `bytes` of those (the backward's buffers first, then the forward's from
 // the head back): the rest stays resident for the next forward. Returns the bytes released (at
 // most model_activation_bytes; whole pages inside them go back).

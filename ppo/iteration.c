@@ -79,7 +79,9 @@ static void shuffle(int32_t *p, int n, Rng *r) {
 // and value model's next forwards: the KV cache, or one frozen model's activations (each is
 // released after its forward). A model that is the policy or the value model (the adapters'
 // base as the reference, the reward model as the value's base) adds nothing: its activations
-// are theirs.
+// are theirs; nor does what works inside the policy's activations (setup.c, share_scratch:
+// model_activation_bytes and kv_cache_bytes are 0 for them), which is all of it unless a model
+// outgrows them.
 static size_t rollout_transient_bytes(Ppo *s) {
     size_t need = kv_cache_bytes(&s->kv);
     int rf;

@@ -361,6 +361,14 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     } while (0)
     const char *fz = s->prec_frozen ? lowp_format_name(s->prec_frozen) : "fp32";
     int64_t vT = s->Trw > s->Tpos ? s->Trw : s->Tpos;
+    // what works in the policy's activations (share_scratch) takes no memory of its own
+    size_t host = model_activation_bytes_for(pc, s->mbl, pT, s->use_lora ? MODEL_TRAIN_FROZEN : 1);
+    size_t ref_acts = model_activation_bytes_for(rc, s->mbl, s->Tpos, 0);
+    size_t rw_acts = model_activation_bytes_for(wc, s->mbl, s->Trw, 0);
+    size_t kv_acts = kv_shared_bytes(pc, s->gen_B, s->Tseq, max_rows, s->prec_kv);
+    ref_acts = ref_acts <= host ? ref_acts : 0;
+    rw_acts = rw_acts <= host ? rw_acts : 0;
+    kv_acts = kv_acts <= host ? kv_acts : 0;
     if (s->use_lora) {
         ROW("policy", adapter_base_bytes(pc, s->mbl, pT, s->base_dtype) +
                           lora_memory_bytes(&s->lora.cfg, pc, (int64_t)s->mbl * pT, 1),
@@ -370,9 +378,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     } else {
         ROW("policy", model_memory_bytes(pc, s->mbl, pT, 1),
             "trainable: weights, gradients, AdamW moments, activations for %d x %d", s->mbl, pT);
-        ROW("reference", ppo_frozen_bytes(rc, s->prec_frozen, s->mbl, s->Tpos),
-            "frozen: weights (matrices in %s), one layer of activations for %d x %d", fz, s->mbl,
-            s->Tpos);
+        ROW("reference", ppo_frozen_bytes(rc, s->prec_frozen, s->mbl, s->Tpos) - ref_acts,
+            "frozen: weights (matrices in %s), one layer of activations for %d x %d%s", fz,
+            s->mbl, s->Tpos, ref_acts ? " (in the policy's)" : "");
     }
     if (s->value_on_reward) {
         ROW("reward", adapter_base_bytes(wc, s->mbl, (int)vT, s->base_dtype),
@@ -381,9 +389,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
         ROW("value", lora_memory_bytes(&s->value_lora.cfg, wc, (int64_t)s->mbl * vT, 1),
             "LoRA r=%d adapters + score head on the reward model's base", s->value_lora.cfg.r);
     } else {
-        ROW("reward", ppo_frozen_bytes(wc, s->prec_frozen, s->mbl, s->Trw),
-            "frozen, score head: weights (matrices in %s), one layer of activations for %d x %d",
-            fz, s->mbl, s->Trw);
+        ROW("reward", ppo_frozen_bytes(wc, s->prec_frozen, s->mbl, s->Trw) - rw_acts,
+            "frozen, score head: weights (matrices in %s), one layer of activations for %d x %d%s",
+            fz, s->mbl, s->Trw, rw_acts ? " (in the policy's)" : "");
     }
     if (s->prec_sample)
         ROW("sampling", model_lowp_bytes(pc, s->prec_sample), "the policy's %s copy",
@@ -401,9 +409,9 @@ static int memory_plan(Ppo *s, const ModelConfig *pc, const ModelConfig *rc, con
     if (s->has_ema)
         ROW("ema", model_memory_bytes(pc, 1, 1, 0), "EMA of the policy weights (decay %g)",
             (double)s->ema_decay);
-    ROW("kv cache", kv_memory_bytes_as(pc, s->gen_B, s->Tseq, max_rows, s->prec_kv),
-        "generation: %d sequences x %d positions, %s", s->gen_B, s->Tseq,
-        lowp_format_name(s->prec_kv));
+    ROW("kv cache", kv_memory_bytes_as(pc, s->gen_B, s->Tseq, max_rows, s->prec_kv) - kv_acts,
+        "generation: %d sequences x %d positions, %s%s", s->gen_B, s->Tseq,
+        lowp_format_name(s->prec_kv), kv_acts ? " (in the policy's activations)" : "");
     size_t R = (size_t)s->R, rollout = R * s->Tseq * 4 + R * s->Tpos * (7 * 4 + 1) + R * 40 +
                                        (size_t)s->mbl * (s->Tseq + 1) * (3 * 4 + 5 * 4) +
                                        R / s->dist.size * ((size_t)s->Tp + s->max_new + 2) * 4 +
@@ -911,6 +919,22 @@ static int setup_lengths(Ppo *s, const PpoRoles *m, char *err, size_t errlen) {
     return 0;
 }
 
+// The frozen models and the KV cache work in the policy's activations, which are dead from the
+// policy's last update of an iteration to its next scoring forward: that forward rewrites all it
+// reads, and generation and the frozen models' forwards come before it (the update's first
+// minibatch reuses it, and no frozen model runs between). So they have no pages of their own to
+// fault in again every iteration (GPT-2 124M, B=16: 190,000 faults an iteration) and add nothing
+// to the peak. One whose activations outgrow the policy's keeps its own, released after each
+// use; so does the reward model that is the value's base (its activations are the value's).
+// The memory plan counts the same (memory_plan).
+static void share_scratch(Ppo *s) {
+    Model *host = &s->policy;
+    if (!s->use_lora) model_share_activations(&s->ref, host);
+    if (!s->value_on_reward) model_share_activations(&s->reward, host);
+    for (int k = 0; k + 1 < s->parts.n_rm; k++) model_share_activations(&s->parts.rm[k], host);
+    kv_share_memory(&s->kv, host, host->acts_memory, model_activation_bytes(host));
+}
+
 // The four models (and the EMA) at their shapes, their weights loaded; the KV cache and sampler.
 static int init_models(Ppo *s, const PpoRoles *m, int resumed, int max_rows, char *err,
                        size_t errlen) {
@@ -1056,6 +1080,7 @@ int ppo_setup(Ppo *s, char *err, size_t errlen) {
         trainer_pretrain_open(&s->pre, &s->tr, s->tok, s->policy.config.vocab_size,
                               s->policy.max_T, err, errlen))
         return -1;
+    share_scratch(s);
     alloc_buffers(s);
     if (begin_run(s, &m, resumed, &st, err, errlen)) return -1;
     // the sampling copy of the weights the run starts from (resumed ones included)
