@@ -734,12 +734,25 @@ static int queue_source(const int32_t *prompts, const int32_t *prompt_lens, int 
 static int queue_sample(KVCache *kv, Sampler *s, const GenConfig *g, Rng *rngs,
                         const int32_t *prompt_lens, GenSlot *slot, int B, int Tc, int32_t *tok,
                         int32_t *nn, int32_t *out, int32_t *out_lens, GenCallback cb, void *user) {
-    int rows = 0;
+    // the due slots' draws first, in parallel (each from its sequence's own stream), then their
+    // bookkeeping in slot order
+    int due[B], n = 0;
+    const float *lg[B];
+    Rng *rg[B];
+    int32_t drawn[B];
     for (int b = 0; b < B; b++) {
         nn[b] = 0;
         int q = slot[b].seq;
         if (q < 0 || slot[b].src >= 0 || slot[b].fed < prompt_lens[q]) continue;
-        int32_t t = sampler_sample(s, &g->sampler, kv->logits + (size_t)b * kv->V, &rngs[q]);
+        due[n] = b;
+        lg[n] = kv->logits + (size_t)b * kv->V;
+        rg[n++] = &rngs[q];
+    }
+    sampler_sample_rows(s, &g->sampler, lg, rg, n, drawn);
+    int rows = 0;
+    for (int i = 0; i < n; i++) {
+        int b = due[i], q = slot[b].seq;
+        int32_t t = drawn[i];
         out[(size_t)q * g->max_new_tokens + out_lens[q]++] = t;
         if (cb) cb(user, q, t);
         if (gen_is_stop(g, t) || out_lens[q] == g->max_new_tokens) { slot[b].seq = -1; continue; }

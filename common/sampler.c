@@ -2,15 +2,27 @@
 #include "sampler.h"
 #include "util.h"
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 
 void sampler_init(Sampler *s, int vocab_size) {
     s->vocab_size = vocab_size;
     s->probs = MALLOC_CHECK((size_t)vocab_size * sizeof(float));
     s->idx = MALLOC_CHECK((size_t)vocab_size * sizeof(int32_t));
+    s->nrows = 0;
+    s->row_probs = NULL;
+    s->row_idx = NULL;
 }
 
-void sampler_free(Sampler *s) { free(s->probs); free(s->idx); s->probs = NULL; s->idx = NULL; }
+void sampler_free(Sampler *s) {
+    free(s->probs);
+    free(s->idx);
+    free(s->row_probs);
+    free(s->row_idx);
+    s->probs = s->row_probs = NULL;
+    s->idx = s->row_idx = NULL;
+    s->nrows = 0;
+}
 
 int32_t sampler_argmax(const float *logits, int V) {
     int32_t best = 0;
@@ -65,4 +77,29 @@ int32_t sampler_sample(Sampler *s, const SamplerConfig *c, const float *logits, 
     float r = u * (float)mass, cdf = 0.0f;
     for (int j = 0; j < keep; j++) { cdf += s->probs[s->idx[j]]; if (r < cdf) return s->idx[j]; }
     return s->idx[keep - 1];
+}
+
+void sampler_sample_rows(Sampler *s, const SamplerConfig *c, const float *const *logits,
+                         Rng *const *rngs, int n, int32_t *out) {
+    int V = s->vocab_size, nt = omp_get_max_threads();
+    if (n <= 1 || nt <= 1) {   // one row (or one thread): no region to start
+        for (int i = 0; i < n; i++) out[i] = sampler_sample(s, c, logits[i], rngs[i]);
+        return;
+    }
+    if (s->nrows < nt) {
+        free(s->row_probs);
+        free(s->row_idx);
+        s->row_probs = MALLOC_CHECK((size_t)nt * V * sizeof(float));
+        s->row_idx = MALLOC_CHECK((size_t)nt * V * sizeof(int32_t));
+        s->nrows = nt;
+    }
+    // a row's draw is a full pass over V (exp, sum, scan): rows are shared out one at a time
+    #pragma omp parallel num_threads(nt < n ? nt : n)
+    {
+        int t = omp_get_thread_num();
+        Sampler mine = {V, s->row_probs + (size_t)t * V, s->row_idx + (size_t)t * V, 0, NULL,
+                        NULL};
+        #pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < n; i++) out[i] = sampler_sample(&mine, c, logits[i], rngs[i]);
+    }
 }

@@ -852,6 +852,47 @@ static void test_release_tail(void) {
     model_free(&m);
 }
 
+// sampler_sample_rows: each row's token and its stream's state as sampler_sample alone gives
+// them, on 1, 2 and 3 threads, with every rule (13 rows over 1000 tokens, random logits)
+static void test_sampler_rows(void) {
+    enum { V = 1000, N = 13 };
+    float *logits = malloc((size_t)N * V * sizeof(float));
+    Rng r;
+    rng_init(&r, 17);
+    rng_fill_normal(&r, logits, (int64_t)N * V, 0.0f, 3.0f);
+    const SamplerConfig cfgs[] = {{1.0f, 0, 1.0f}, {0.7f, 0, 1.0f}, {1.0f, 5, 1.0f},
+                                  {1.0f, 0, 0.9f}, {0.0f, 0, 1.0f}, {1.3f, 40, 0.95f}};
+    Sampler s;
+    sampler_init(&s, V);
+    const float *rows[N];
+    for (int i = 0; i < N; i++) rows[i] = logits + (size_t)i * V;
+    int keep = omp_get_max_threads();
+    for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++) {
+        int32_t want[N];
+        Rng alone[N];
+        for (int i = 0; i < N; i++) {
+            rng_init(&alone[i], 1000 * c + (uint64_t)i);
+            want[i] = sampler_sample(&s, &cfgs[c], rows[i], &alone[i]);
+        }
+        for (int nt = 1; nt <= 3; nt++) {
+            Rng mine[N], *rp[N];
+            int32_t got[N];
+            for (int i = 0; i < N; i++) {
+                rng_init(&mine[i], 1000 * c + (uint64_t)i);
+                rp[i] = &mine[i];
+            }
+            omp_set_num_threads(nt);
+            sampler_sample_rows(&s, &cfgs[c], rows, rp, N, got);
+            CHECK_MSG(memcmp(got, want, sizeof got) == 0 && memcmp(mine, alone, sizeof mine) == 0,
+                      "config %zu, %d threads: tokens or streams differ from one row at a time",
+                      c, nt);
+        }
+        omp_set_num_threads(keep);
+    }
+    sampler_free(&s);
+    free(logits);
+}
+
 static void test_sampler_rules(void) {
     enum { V = 7 };
     float logits[V] = {1.0f, 3.0f, 0.5f, 2.0f, -1.0f, 2.9f, 0.0f};
@@ -1106,5 +1147,7 @@ int main(void) {
               "3, 4, 8, head_dim 10-80, fp32 and bf16 caches, past position 1000)",
               test_attention_exact);
     test_case("sampler: greedy, top-k, top-p, temperature frequencies", test_sampler_rules);
+    test_case("sampler: rows sampled in parallel give the tokens and streams of one at a time",
+              test_sampler_rows);
     return test_summary();
 }
