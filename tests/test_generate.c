@@ -852,6 +852,97 @@ static void test_release_tail(void) {
     model_free(&m);
 }
 
+// model_share_activations and kv_share_memory (PPO's frozen models and cache in the policy's
+// activations): a Llama-style guest (RoPE tables kept in its own block) and a cache in a trained
+// host's block compute what they do alone, bit for bit, interleaved with the host's forwards,
+// which compute what they do alone too; releasing the guest's or the shared cache's memory gives
+// none of the host's pages back; a larger guest, the host itself, a second sharing and a block
+// too small are refused (each keeps its own memory)
+static void test_share_activations(void) {
+    enum { B = 4, T = 12, NEW = 6 };
+    const ModelConfig *c = &llama_all;
+    int V = c->vocab_size;
+    Model host, guest, alone, big;
+    char err[256];
+    CHECK(model_init(&host, c, B, T + NEW, 1, 0, err, sizeof err) == 0);
+    Rng r;
+    rng_init(&r, 3);
+    rng_fill_normal(&r, host.params_memory, (int64_t)host.num_params, 0.0f, 0.1f);
+    tiny_llama(&guest, c, B, T);
+    tiny_llama(&alone, c, B, T);
+    tiny_llama(&big, c, 8 * B, T + NEW);   // frozen (one layer), but 8 times the rows
+    CHECK(model_share_activations(&big, &host) == -1 && big.acts_host == NULL);
+    CHECK(model_share_activations(&host, &host) == -1);
+    CHECK(model_activation_bytes(&guest) > 0);
+    CHECK(model_share_activations(&guest, &host) == 0 && guest.acts_host == &host);
+    CHECK(model_activation_bytes(&guest) == 0);
+    CHECK(model_share_activations(&guest, &host) == -1);   // already shares
+    CHECK(model_share_activations(&alone, &guest) == -1);  // a host that shares
+    int32_t tok[B * T], len[B];
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 5 + 1) % V;
+    for (int i = 0; i < B; i++) len[i] = T - i;
+    ModelBatch b = {.B = B, .T = T, .tokens = tok, .lengths = len};
+    size_t n = (size_t)B * T;
+    float *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    float *hw = malloc(n * sizeof(float)), *hg = malloc(n * sizeof(float));
+    int32_t tgt[B * T];
+    for (int i = 0; i < B * T; i++) tgt[i] = (i * 3 + 2) % V;
+    ModelBatch bt = b;
+    bt.targets = tgt;
+    CHECK(model_forward(&alone, &bt, 0, err, sizeof err) == 0);
+    model_get_logp(&alone, want);
+    CHECK(model_forward(&host, &bt, 0, err, sizeof err) == 0);
+    model_get_logp(&host, hw);
+    for (int round = 0; round < 2; round++) {   // guest, host, guest, host
+        CHECK(model_forward(&guest, &bt, 0, err, sizeof err) == 0);
+        model_get_logp(&guest, got);
+        CHECK_MSG(memcmp(got, want, n * sizeof(float)) == 0, "round %d: the guest's log-probs "
+                  "differ from the same model's alone", round);
+        CHECK(model_forward(&host, &bt, 0, err, sizeof err) == 0);
+        model_get_logp(&host, hg);
+        CHECK_MSG(memcmp(hg, hw, n * sizeof(float)) == 0, "round %d: the host's log-probs "
+                  "differ after the guest's forward", round);
+    }
+    size_t all = model_activation_bytes(&host), in, pages;
+    memset(host.acts_memory, 1, all);   // every page resident
+    model_release_activations(&guest);
+    resident_pages(host.acts_memory, all, &in, &pages);
+    CHECK(pages > 0 && in == pages);
+    // a cache in the host's block: the same greedy tokens as one of its own; refused when the
+    // block is too small
+    KVCache kv, kv_own;
+    Sampler s;
+    sampler_init(&s, V);
+    CHECK(kv_init(&kv, &guest, B, T + NEW, B * T, err, sizeof err) == 0);
+    CHECK(kv_init(&kv_own, &alone, B, T + NEW, B * T, err, sizeof err) == 0);
+    size_t kvb = kv_shared_bytes(c, B, T + NEW, B * T, LOWP_FP32);
+    CHECK(kvb > 0 && kvb <= all);
+    CHECK(kv_share_memory(&kv, &guest, host.acts_memory, kvb - 64) == -1 && !kv.shared);
+    CHECK(kv_share_memory(&kv, &guest, host.acts_memory, all) == 0 && kv.shared);
+    CHECK(kv_cache_bytes(&kv) == 0 && kv_share_memory(&kv, &guest, host.acts_memory, all) == -1);
+    GenConfig g = pure_sampling(NEW);
+    g.sampler.temperature = 0.0f;
+    int32_t o1[B * NEW], o2[B * NEW], l1[B], l2[B];
+    Rng rs[B];
+    for (int round = 0; round < 2; round++) {   // the host's forward between two generations
+        for (int i = 0; i < B; i++) rng_init(&rs[i], (uint64_t)i);
+        CHECK(gen_generate_each(&guest, &kv, &s, &g, rs, tok, len, B, T, o1, l1, NULL, NULL, err,
+                                sizeof err) == 0);
+        CHECK(gen_generate_each(&alone, &kv_own, &s, &g, rs, tok, len, B, T, o2, l2, NULL, NULL,
+                                err, sizeof err) == 0);
+        CHECK_MSG(memcmp(o1, o2, sizeof o1) == 0 && memcmp(l1, l2, sizeof l1) == 0,
+                  "round %d: a shared cache decodes other tokens", round);
+        CHECK(model_forward(&host, &bt, 0, err, sizeof err) == 0);
+    }
+    memset(host.acts_memory, 1, all);
+    kv_release(&kv);
+    resident_pages(host.acts_memory, all, &in, &pages);
+    CHECK(in == pages);
+    free(want); free(got); free(hw); free(hg);
+    kv_free(&kv); kv_free(&kv_own); sampler_free(&s);
+    model_free(&guest); model_free(&alone); model_free(&big); model_free(&host);
+}
+
 // sampler_sample_rows: each row's token and its stream's state as sampler_sample alone gives
 // them, on 1, 2 and 3 threads, with every rule (13 rows over 1000 tokens, random logits)
 static void test_sampler_rows(void) {
@@ -1146,6 +1237,8 @@ int main(void) {
               "order, whichever rows share the call, in any order, on 1 and 2 threads (groups 1, "
               "3, 4, 8, head_dim 10-80, fp32 and bf16 caches, past position 1000)",
               test_attention_exact);
+    test_case("generate: a frozen model and a cache in another model's activations compute what "
+              "they do alone; releasing them keeps the host's pages", test_share_activations);
     test_case("sampler: greedy, top-k, top-p, temperature frequencies", test_sampler_rules);
     test_case("sampler: rows sampled in parallel give the tokens and streams of one at a time",
               test_sampler_rows);
