@@ -109,9 +109,14 @@ int64_t lowp_matrix_bytes(const LowpMatrix *m);
 // vdpbf16ps (lowp_gemm_rounds) it streams the weight once too and took less CPU than the row-dot
 // kernels from 10 rows in bf16 and from 8 in int8 (GPT-2's layers, one thread: bf16 at 16 rows
 // 31 against 41 ms, int8 26 against 65), so there LOWP_BF16_ROWDOT_ROWS and LOWP_INT8_ROWDOT_ROWS.
+// With AMX tiles (lowp_gemm_tiles) bf16 takes them from 3 rows: a GPT-2 token pass took as long
+// as one row-dot pass at 2 rows (10.2 against 9.9 ms, 2 threads) and less from 4 (10.3 against
+// 14.9, at 8 rows 10.3 against 21.8); int8, which widens its weights for the tiles, gained
+// nothing below 8 rows (at 2 rows 11.9 against 8.9 ms), so it keeps LOWP_INT8_ROWDOT_ROWS.
 #define LOWP_SGEMM_ROWS 16
 #define LOWP_BF16_ROWDOT_ROWS 9
 #define LOWP_INT8_ROWDOT_ROWS 7
+#define LOWP_BF16_TILE_ROWS 2
 int lowp_rowdot_rows(const LowpMatrix *m);
 
 // out (N, OC) = [out +] inp (N, C) @ W^T + bias, W the matrix (OC, C) in fp32 terms, bias (OC) or

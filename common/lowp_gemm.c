@@ -421,6 +421,7 @@ int lowp_rowdot_rows(const LowpMatrix *m) {
     // where sgemm gives a row other bits in other company (blas.h), the row-dot kernels take
     // every row count: a sequence's numbers must not depend on the rows beside it
     if (!lowp_gemm_rounds(m)) return blas_rows_fixed() ? LOWP_SGEMM_ROWS : INT_MAX;
+    if (m->fmt == LOWP_BF16 && lowp_gemm_tiles(m)) return LOWP_BF16_TILE_ROWS;
     return m->fmt == LOWP_BF16 ? LOWP_BF16_ROWDOT_ROWS : LOWP_INT8_ROWDOT_ROWS;
 }
 
