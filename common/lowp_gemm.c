@@ -253,6 +253,8 @@ typedef struct {
 
 // tiles 0-3: sums (channels 0-15, 16-31) x (rows 0-15, 16-31); 4-5: weights; 6-7: activations;
 // each 16 rows of 64 bytes. A thread's tile state: set before its first product, released after.
+// ldtilecfg by hand: GCC 12's _tile_loadconfig names only the first 8 bytes of the configuration
+// as read, so the compiler dropped the stores of the rows and widths (a fault where it did).
 __attribute__((target(T_AMX))) static void amx_begin(void) {
     AmxConfig c;
     memset(&c, 0, sizeof c);
@@ -261,7 +263,7 @@ __attribute__((target(T_AMX))) static void amx_begin(void) {
         c.colsb[i] = 64;
         c.rows[i] = 16;
     }
-    _tile_loadconfig(&c);
+    __asm__ volatile("ldtilecfg %0" : : "m"(c));
 }
 
 __attribute__((target(T_AMX))) static void amx_end(void) { _tile_release(); }
@@ -276,6 +278,9 @@ __attribute__((target(T_AMX))) static void amx_half(float *t, const uint32_t *xp
                                                    int two) {
     size_t wstride = 2 * ldw, xstride = 4 * GEMM_ROWS, tstride = 4 * GEMM_ROWS;
     const uint16_t *w16 = w + 16 * ldw;
+    // GCC 12's tile loads and stores name no memory: the barriers keep the packing's stores
+    // before them and the caller's reads of t after
+    __asm__ volatile("" : : : "memory");
     _tile_zero(0);
     _tile_zero(2);
     if (two) {
@@ -301,6 +306,7 @@ __attribute__((target(T_AMX))) static void amx_half(float *t, const uint32_t *xp
         _tile_stored(1, t + h + 16, tstride);
         _tile_stored(3, t + 16 * GEMM_ROWS + h + 16, tstride);
     }
+    __asm__ volatile("" : : : "memory");
 }
 
 // whether the CPU has AMX-BF16 and Linux grants this process the tile state, asked once (the
