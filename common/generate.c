@@ -499,8 +499,10 @@ int kv_init_as(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows,
     return 0;
 }
 
-size_t kv_shared_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows,
-                      LowpFormat cache_fmt) {
+// the floats of a cache of these sizes (the same table as kv_init), the RoPE frequencies only
+// with rope; 0 when the architecture has no decoding step
+static size_t kv_floats(const ModelConfig *c, int max_B, int max_T, int max_rows,
+                        LowpFormat cache_fmt, int rope) {
     KVCache d;
     const KVStep *st = kv_sizes(&d, c, max_B, max_T, max_rows, cache_fmt);
     if (!st) return 0;
@@ -508,8 +510,13 @@ size_t kv_shared_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows,
     int n = kv_layout(&d, st, c->qk_norm, t);
     size_t floats = 0;
     for (int i = 0; i < n; i++)
-        if (t[i].ptr != &d.inv_freq) floats += (t[i].n + 15) & ~(size_t)15;
-    return floats * sizeof(float);
+        if (rope || t[i].ptr != &d.inv_freq) floats += (t[i].n + 15) & ~(size_t)15;
+    return floats;
+}
+
+size_t kv_shared_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows,
+                       LowpFormat cache_fmt) {
+    return kv_floats(c, max_B, max_T, max_rows, cache_fmt, 0) * sizeof(float);
 }
 
 int kv_share_memory(KVCache *kv, const Model *m, float *block, size_t bytes) {
@@ -863,13 +870,8 @@ size_t kv_memory_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows)
 
 size_t kv_memory_bytes_as(const ModelConfig *c, int max_B, int max_T, int max_rows,
                           LowpFormat cache_fmt) {
-    // the same table as kv_init: cache, step activations, logits, then the int32 bookkeeping
-    KVCache d;
-    const KVStep *st = kv_sizes(&d, c, max_B, max_T, max_rows, cache_fmt);
-    if (!st) return 0;
-    KVSlot t[32];
-    int n = kv_layout(&d, st, c->qk_norm, t);
-    size_t floats = 0;
-    for (int i = 0; i < n; i++) floats += (t[i].n + 15) & ~(size_t)15;
+    // cache, step activations, logits, then the int32 bookkeeping
+    size_t floats = kv_floats(c, max_B, max_T, max_rows, cache_fmt, 1);
+    if (!floats) return 0;
     return floats * sizeof(float) + kv_int_count(max_B, max_rows) * sizeof(int32_t);
 }
