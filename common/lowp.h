@@ -32,6 +32,7 @@
 #define LOWP_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef enum { LOWP_FP32 = 0, LOWP_BF16 = 1, LOWP_INT8 = 2 } LowpFormat;
 // the layout of the fp32 weight given to lowp_matrix_init
@@ -165,6 +166,10 @@ void lowp_backward_input(float *dinp, const float *dout, const LowpMatrix *m, in
                          int beta_one);
 // row r of W in fp32 (C floats): an embedding lookup from a tied bf16 / int8 token table
 void lowp_matrix_row(float *dst, const LowpMatrix *m, int r);
+
+// One line of `rlhf info --system`: the kernels new bf16 and int8 matrices take here (the path,
+// and whether their many-row products run on AMX tiles), as RLHF_LOWP leaves them.
+void lowp_print_system(FILE *out);
 
 // fp32 -> bf16 bits, round to nearest even (NaN stays NaN), and back (exact)
 uint16_t lowp_bf16_from_float(float f);

@@ -461,3 +461,16 @@ void lowp_backward_input(float *dinp, const float *dout, const LowpMatrix *m, in
     }
     free(tile);
 }
+
+void lowp_print_system(FILE *out) {
+    LowpMatrix b = {.fmt = LOWP_BF16, .path = lowp_default_path(LOWP_BF16), .C = AMX_K};
+    LowpMatrix q = {.fmt = LOWP_INT8, .path = lowp_default_path(LOWP_INT8), .C = AMX_K};
+    const char *env = getenv("RLHF_LOWP");
+    char set[96] = "";
+    if (env && *env) snprintf(set, sizeof set, " (RLHF_LOWP=%.60s)", env);
+    fprintf(out, "lowp kernels         bf16 %s, int8 %s; above %d / %d rows: %s%s\n",
+            lowp_path_name(b.path), lowp_path_name(q.path), lowp_rowdot_rows(&b),
+            lowp_rowdot_rows(&q),
+            lowp_gemm_tiles(&b) ? "AMX tiles" : lowp_gemm_rounds(&b) ? "vdpbf16ps" : "sgemm",
+            set);
+}

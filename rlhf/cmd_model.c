@@ -1,5 +1,6 @@
 // rlhf init | info | eval | generate: bring a model in, look at it, use it.
 #include "blas.h"
+#include "lowp.h"
 #include "chat.h"
 #include "adapter.h"
 #include "checkpoint.h"
@@ -376,6 +377,7 @@ int cmd_info(int argc, char **argv) {
     if (system && argc > 1) return cli_usage_error(&cmd, "--system takes no other arguments");
     if (system) {
         blas_print_system(stdout);
+        lowp_print_system(stdout);
         return 0;
     }
     if (!dir) return cli_usage_error(&cmd, "missing CKPT");

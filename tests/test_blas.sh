@@ -22,6 +22,16 @@ best=$(sed -n 's/^openblas core .*best for this CPU: \([A-Za-z0-9_]*\))$/\1/p' s
     ok "rlhf info --system: CPU, ISA, kernel $native (best for this CPU: $best), config, threads; nothing on stderr" ||
         bad "info --system: $(cat sys.txt)"
 
+# the reduced-precision kernels the process would take: RLHF_LOWP=portable forces the AVX2 path
+# and sgemm for many rows (on a CPU without AVX2, the scalar one), noamx never names the tiles
+RLHF_LOWP=portable "$R" info --system > lp1 2> err
+RLHF_LOWP=noamx "$R" info --system > lp2 2>> err
+grep -q "^lowp kernels *bf16 [a-z]" sys.txt &&
+    grep -q "^lowp kernels *bf16 \(portable\|scalar\).*sgemm (RLHF_LOWP=portable)$" lp1 &&
+    grep -q "^lowp kernels .*(RLHF_LOWP=noamx)$" lp2 && ! grep -q "AMX" lp2 && [ ! -s err ] &&
+    ok "rlhf info --system: the bf16/int8 kernels ($(sed -n 's/^lowp kernels *//p' sys.txt)), RLHF_LOWP=portable and noamx" ||
+    bad "info --system lowp line: $(grep '^lowp' sys.txt lp1 lp2) $(cat err)"
+
 # sgemm's row invariance, probed in the loaded library: OpenBLAS's Haswell kernel (AVX2) runs a
 # product's last rows through other micro-kernels (stored and compared forwards then take the
 # few-row kernels), Sandybridge's (AVX) does not
