@@ -377,8 +377,8 @@ int lowp_check_env(char *err, size_t errlen) {
     if (!env || !*env || strcmp(env, "portable") == 0 || strcmp(env, "scalar") == 0 ||
         strcmp(env, "noamx") == 0)
         return 0;
-    return util_err(err, errlen, "RLHF_LOWP='%s' is not a kernel choice (portable, scalar or noamx)",
-                    env);
+    return util_err(err, errlen,
+                    "RLHF_LOWP='%s' is not a kernel choice (portable, scalar or noamx)", env);
 }
 
 static LowpRowDot lowp_rowdot(const LowpMatrix *m) {

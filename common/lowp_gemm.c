@@ -268,11 +268,12 @@ __attribute__((target(T_AMX))) static void amx_begin(void) {
 
 __attribute__((target(T_AMX))) static void amx_end(void) { _tile_release(); }
 
-// t[j * GEMM_ROWS + h + n] = sum over inputs of x[h + n] . w_j for the 32 channels w_j = w + j * ldw
-// and the rows h .. h+31 of a 64-row tile of packed activations xp ([pair][GEMM_ROWS] words; C a
-// multiple of 32). A weight tile's row is a channel's 32 inputs as stored; an activation tile's
-// row is one pair of inputs of 16 rows, the pair-interleaved layout the tile product reads. two:
-// rows h+16 .. h+31 are packed (else only h .. h+15 are read and written).
+// t[j * GEMM_ROWS + h + n] = sum over inputs of x[h + n] . w_j for the 32 channels
+// w_j = w + j * ldw and the rows h .. h+31 of a 64-row tile of packed activations xp
+// ([pair][GEMM_ROWS] words; C a multiple of 32). A weight tile's row is a channel's 32 inputs as
+// stored; an activation tile's row is one pair of inputs of 16 rows, the pair-interleaved layout
+// the tile product reads. two: rows h+16 .. h+31 are packed (else only h .. h+15 are read and
+// written).
 __attribute__((target(T_AMX))) static void amx_half(float *t, const uint32_t *xp,
                                                    const uint16_t *w, size_t ldw, int C, int h,
                                                    int two) {

@@ -29,7 +29,8 @@ RLHF_LOWP=noamx "$R" info --system > lp2 2>> err
 grep -q "^lowp kernels *bf16 [a-z]" sys.txt &&
     grep -q "^lowp kernels *bf16 \(portable\|scalar\).*sgemm (RLHF_LOWP=portable)$" lp1 &&
     grep -q "^lowp kernels .*(RLHF_LOWP=noamx)$" lp2 && ! grep -q "AMX" lp2 && [ ! -s err ] &&
-    ok "rlhf info --system: the bf16/int8 kernels ($(sed -n 's/^lowp kernels *//p' sys.txt)), RLHF_LOWP=portable and noamx" ||
+    ok "rlhf info --system: the bf16/int8 kernels ($(sed -n 's/^lowp kernels *//p' sys.txt)),\
+ RLHF_LOWP=portable and noamx" ||
     bad "info --system lowp line: $(grep '^lowp' sys.txt lp1 lp2) $(cat err)"
 
 # sgemm's row invariance, probed in the loaded library: OpenBLAS's Haswell kernel (AVX2) runs a

@@ -258,7 +258,8 @@ static void test_dispatch_env(void) {
     CHECK(lowp_default_path(LOWP_INT8) == LOWP_PATH_SCALAR);
     CHECK(lowp_check_env(err, sizeof err) == 0);
     setenv("RLHF_LOWP", "avx2", 1);
-    CHECK_ERR(lowp_check_env(err, sizeof err), err, "RLHF_LOWP='avx2'", "portable, scalar or noamx");
+    CHECK_ERR(lowp_check_env(err, sizeof err), err, "RLHF_LOWP='avx2'",
+              "portable, scalar or noamx");
     CHECK(lowp_default_path(LOWP_BF16) == best);   // ignored by the kernels themselves
     if (keep) setenv("RLHF_LOWP", keep, 1);
     else unsetenv("RLHF_LOWP");

@@ -19,10 +19,11 @@
 // |v_j - y| <= 2 (1 - p_j) max|v|: a deviation of at most rho max|v| F, F = 2 sqrt(sum_j (S_j p_j
 // (1 - p_j))^2), the largest F over layers, heads and queries measured on the fp32 forward of the
 // sequences: 1 + F^2 terms per layer; the head's none, LOWP_KV_PATHS(L, F). (Counting a key as one
-// unit, as a value, held for some trained models and not for others, whose scores are large.) The bound is LOWP_SIGMAS = 6 deviations
-// of that sum with the worst matrix's rho, computed per decoding step from the head's weights and
-// its input row at that step. It is checked (every teacher-forced step within it) and then used:
-// greedy decoding may only diverge from fp32 at a step whose fp32 top-2 margin is within twice it.
+// unit, as a value, held for some trained models and not for others, whose scores are large.)
+// The bound is LOWP_SIGMAS = 6 deviations of that sum with the worst matrix's rho, computed per
+// decoding step from the head's weights and its input row at that step. It is checked (every
+// teacher-forced step within it) and then used: greedy decoding may only diverge from fp32 at a
+// step whose fp32 top-2 margin is within twice it.
 #include "generate.h"
 #include "lowp.h"
 #include "model.h"

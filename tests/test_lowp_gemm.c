@@ -6,8 +6,9 @@
 // Bounds, per output element y = base + bias + sum_c w_c x_c, with w_c the weight the matrix
 // stores (bf16, or q_c * scale for int8), b(x) the activation rounded to bf16 (relative error at
 // most u = 2^-8), A = sum_c |w_c b(x_c)| and g = 2 C 2^-24 (fp32 sums of C terms in any order):
-// - vdpbf16ps and the AMX tiles against the double sum of w_c b(x_c): g A + 2^-23 |y| (the products of two bf16
-//   values are exact in fp32, so only the sums and the final scale and adds round);
+// - vdpbf16ps and the AMX tiles against the double sum of w_c b(x_c): g A + 2^-23 |y| (the
+//   products of two bf16 values are exact in fp32, so only the sums and the final scale and adds
+//   round);
 // - against the fp32 weights and activations: that + u sum_c |w_c x_c| (the activations) + the
 //   format's own error (bf16: u sum_c |w_c x_c|; int8: sum_c scale / 2 |x_c|);
 // - the portable path (fp32 activations) against the double sum of w_c x_c: g A + 2^-23 |y|.
