@@ -450,6 +450,21 @@ static const KVStep *kv_sizes(KVCache *kv, const ModelConfig *c, int max_B, int 
     return st;
 }
 
+// the floats of a cache of these sizes (the same table as kv_init), the RoPE frequencies only
+// with rope; 0 when the architecture has no decoding step
+static size_t kv_floats(const ModelConfig *c, int max_B, int max_T, int max_rows,
+                        LowpFormat cache_fmt, int rope) {
+    KVCache d;
+    const KVStep *st = kv_sizes(&d, c, max_B, max_T, max_rows, cache_fmt);
+    if (!st) return 0;
+    KVSlot t[32];
+    int n = kv_layout(&d, st, c->qk_norm, t);
+    size_t floats = 0;
+    for (int i = 0; i < n; i++)
+        if (rope || t[i].ptr != &d.inv_freq) floats += (t[i].n + 15) & ~(size_t)15;
+    return floats;
+}
+
 // len, last_row (max_B) and row_tok, row_pos, row_seq, chunk_tok (max_rows)
 static size_t kv_int_count(int max_B, int max_rows) {
     return (size_t)max_B * 2 + 4 * (size_t)max_rows;
@@ -480,8 +495,7 @@ int kv_init_as(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows,
     if (!st) return util_err(err, errlen, "no KV-cache decoding for architecture %d", c->arch);
     KVSlot t[32];
     int n = kv_layout(kv, st, c->qk_norm, t);
-    size_t floats = 0;
-    for (int i = 0; i < n; i++) floats += (t[i].n + 15) & ~(size_t)15;   // 64-byte aligned slots
+    size_t floats = kv_floats(c, max_B, max_T, max_rows, cache_fmt, 1);
     kv->memory = ALIGNED_CHECK(floats * sizeof(float));
     kv_carve(kv, t, n, kv->memory, 0);
     if (st->rope)
@@ -497,21 +511,6 @@ int kv_init_as(KVCache *kv, const Model *m, int max_B, int max_T, int max_rows,
     kv->chunk_tok = kv->row_seq + R;
     kv_release(kv);   // resident only once sequences fill it
     return 0;
-}
-
-// the floats of a cache of these sizes (the same table as kv_init), the RoPE frequencies only
-// with rope; 0 when the architecture has no decoding step
-static size_t kv_floats(const ModelConfig *c, int max_B, int max_T, int max_rows,
-                        LowpFormat cache_fmt, int rope) {
-    KVCache d;
-    const KVStep *st = kv_sizes(&d, c, max_B, max_T, max_rows, cache_fmt);
-    if (!st) return 0;
-    KVSlot t[32];
-    int n = kv_layout(&d, st, c->qk_norm, t);
-    size_t floats = 0;
-    for (int i = 0; i < n; i++)
-        if (rope || t[i].ptr != &d.inv_freq) floats += (t[i].n + 15) & ~(size_t)15;
-    return floats;
 }
 
 size_t kv_shared_bytes(const ModelConfig *c, int max_B, int max_T, int max_rows,

@@ -814,17 +814,21 @@ static size_t int_bytes(int max_B, int max_T) {
     return 6 * N * sizeof(int32_t) + (2 * (size_t)max_B + 1) * sizeof(int64_t);
 }
 
-// the floats of the slots before the RoPE frequencies and table (the last two, computed at init)
-static size_t act_floats_before_rope(const ActSlot *t, int k) {
+// the first k slots of t in p, 64-byte aligned each; returns the floats they take. The RoPE
+// frequencies and table are the last two slots (computed at init): k - 2 leaves them out.
+static size_t act_carve(const ActSlot *t, int k, float *p) {
     size_t n = 0;
-    for (int i = 0; i + 2 < k; i++) n += (t[i].n + 15) & ~(size_t)15;
+    for (int i = 0; i < k; i++) {
+        if (p) *t[i].ptr = t[i].n ? p + n : NULL;
+        n += (t[i].n + 15) & ~(size_t)15;
+    }
     return n;
 }
 
 size_t model_activation_bytes_for(const ModelConfig *c, int max_B, int max_T, int trainable) {
     ActSlot t[64];
     int k = act_table(NULL, c, max_B, max_T, trainable, t);
-    return act_floats_before_rope(t, k) * sizeof(float);
+    return act_carve(t, k - 2, NULL) * sizeof(float);
 }
 
 size_t model_memory_bytes(const ModelConfig *c, int max_B, int max_T, int trainable) {
@@ -871,15 +875,12 @@ int model_init(Model *m, const ModelConfig *c, int max_B, int max_T, int trainab
     }
     ActSlot t[64];
     int k = act_table(m, c, max_B, max_T, trainable, t);
-    m->acts_floats = 0;
-    for (int i = 0; i < k; i++)
-        m->acts_floats += (t[i].n + 15) & ~(size_t)15; // 64-byte aligned slots
+    m->acts_floats = act_carve(t, k, NULL);
     // small pages: in huge ones (util_pages_alloc) PPO's scoring forwards, which touch
     // activations given back before generation, spent more system time, not less (GPT-2 124M,
     // B=16: 0.58 against 0.23 s for the policy's, 1.7 against 0.5 s at the first touch)
     m->acts_memory = ALIGNED_CHECK(m->acts_floats * sizeof(float));
-    float *p = m->acts_memory;
-    for (int i = 0; i < k; i++) { *t[i].ptr = t[i].n ? p : NULL; p += (t[i].n + 15) & ~(size_t)15; }
+    act_carve(t, k, m->acts_memory);
     size_t N = (size_t)max_B * max_T;
     char *ib = ALIGNED_CHECK(int_bytes(max_B, max_T));
     m->off = (int64_t *)ib;                       ib += ((size_t)max_B + 1) * sizeof(int64_t);
@@ -955,11 +956,7 @@ int model_share_activations(Model *m, const Model *host) {
         return -1;
     ActSlot t[64];
     int k = act_table(m, &m->config, m->max_B, m->max_T, m->trainable, t);
-    float *p = host->acts_memory;
-    for (int i = 0; i + 2 < k; i++) {   // the RoPE slots (the last two) stay where they are
-        *t[i].ptr = t[i].n ? p : NULL;
-        p += (t[i].n + 15) & ~(size_t)15;
-    }
+    act_carve(t, k - 2, host->acts_memory);   // the RoPE slots stay where they are
     model_release_activations(m);   // its own pages: not resident (nothing writes them now)
     m->acts_host = host;
     return 0;

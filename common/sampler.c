@@ -86,19 +86,22 @@ void sampler_sample_rows(Sampler *s, const SamplerConfig *c, const float *const 
         for (int i = 0; i < n; i++) out[i] = sampler_sample(s, c, logits[i], rngs[i]);
         return;
     }
-    if (s->nrows < nt) {
+    if (s->nrows < nt - 1) {   // thread 0 draws in s's own scratch
         free(s->row_probs);
         free(s->row_idx);
-        s->row_probs = MALLOC_CHECK((size_t)nt * V * sizeof(float));
-        s->row_idx = MALLOC_CHECK((size_t)nt * V * sizeof(int32_t));
-        s->nrows = nt;
+        s->row_probs = MALLOC_CHECK((size_t)(nt - 1) * V * sizeof(float));
+        s->row_idx = MALLOC_CHECK((size_t)(nt - 1) * V * sizeof(int32_t));
+        s->nrows = nt - 1;
     }
     // a row's draw is a full pass over V (exp, sum, scan): rows are shared out one at a time
     #pragma omp parallel num_threads(nt < n ? nt : n)
     {
         int t = omp_get_thread_num();
-        Sampler mine = {V, s->row_probs + (size_t)t * V, s->row_idx + (size_t)t * V, 0, NULL,
-                        NULL};
+        Sampler mine = *s;
+        if (t > 0) {
+            mine.probs = s->row_probs + (size_t)(t - 1) * V;
+            mine.idx = s->row_idx + (size_t)(t - 1) * V;
+        }
         #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < n; i++) out[i] = sampler_sample(&mine, c, logits[i], rngs[i]);
     }

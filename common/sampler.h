@@ -18,7 +18,7 @@ typedef struct {
     float *probs;        // (V) scratch
     int32_t *idx;        // (V) scratch
     int nrows;           // rows of the threads' scratch below (0 until sampler_sample_rows)
-    float *row_probs;    // (nrows, V) scratch, one row per thread
+    float *row_probs;    // (nrows, V) scratch, one row per thread past the first
     int32_t *row_idx;    // (nrows, V)
 } Sampler;
 
